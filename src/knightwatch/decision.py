@@ -1,0 +1,55 @@
+"""The Guard's verdict: accepted or not, a stable reason code, and the numbers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+
+class RejectReason(StrEnum):
+    """Stable, machine-readable reason codes (`CATEGORY_CONDITION` style).
+
+    Values are part of the public contract: dashboards, alerts and the flight
+    recorder key on them, so they are never renamed, only added.
+    """
+
+    OK = "ok"
+    NOT_ARMED = "not_armed"
+    LEASE_EXPIRED = "lease_expired"
+    HALTED = "halted"
+    REDUCING_ONLY = "reducing_only"
+    INVALID_ORDER = "invalid_order"
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
+    SYMBOL_NOT_ALLOWED = "symbol_not_allowed"
+    SYMBOL_RESTRICTED = "symbol_restricted"
+    NO_REFERENCE_PRICE = "no_reference_price"
+    STALE_REFERENCE_PRICE = "stale_reference_price"
+    MAX_ORDER_QTY = "max_order_qty"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
+    PRICE_COLLAR = "price_collar"
+    RATE_NODE = "rate_node"
+    RATE_STRATEGY = "rate_strategy"
+    RATE_SYMBOL = "rate_symbol"
+    UNKNOWN_PARENT = "unknown_parent"
+    PARENT_QTY_EXCEEDED = "parent_qty_exceeded"
+    MAX_CHILD_ORDERS = "max_child_orders"
+    MAX_POSITION = "max_position"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    MAX_NET_EXPOSURE = "max_net_exposure"
+    MAX_TURNOVER = "max_turnover"
+    CANCEL_FILL_RATIO = "cancel_fill_ratio"
+    LOSS_LIMIT = "loss_limit"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+
+
+class Decision(msgspec.Struct, frozen=True):
+    accepted: bool
+    reason: RejectReason
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+ACCEPTED = Decision(True, RejectReason.OK, "all checks passed")
