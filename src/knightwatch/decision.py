@@ -38,6 +38,7 @@ class RejectReason(StrEnum):
     MAX_GROSS_EXPOSURE = "max_gross_exposure"
     MAX_NET_EXPOSURE = "max_net_exposure"
     MAX_TURNOVER = "max_turnover"
+    EXECUTION_THROTTLE = "execution_throttle"
     CANCEL_FILL_RATIO = "cancel_fill_ratio"
     LOSS_LIMIT = "loss_limit"
     AUDIT_UNAVAILABLE = "audit_unavailable"

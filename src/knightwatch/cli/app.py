@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from knightwatch.cli.demo import demo
+from knightwatch.cli.limits import app as limits_app
+
 app = typer.Typer(
     name="knightwatch",
     help="Trading safety: pre-trade guard, kill switch, attestation, flag governance, replay.",
@@ -13,6 +16,8 @@ app = typer.Typer(
 )
 
 # --- sub-apps: each area registers itself here, one line each ---
+app.add_typer(limits_app, name="limits")
+app.command("demo")(demo)
 # --- end sub-apps ---
 
 

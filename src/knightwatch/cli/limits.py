@@ -1,0 +1,40 @@
+"""`knightwatch limits check FILE`: validate a limits file before it reaches a router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from knightwatch.limits import FLEET_RULES, OVERRIDE_RULES, Limits, LimitsError
+
+app = typer.Typer(help="Validate and inspect limits files.", no_args_is_help=True)
+
+
+@app.command("check")
+def check(file: Path = typer.Argument(..., help="limits TOML file")) -> None:
+    """Exit 0 and print the effective values if FILE is valid; exit 1 naming each bad key."""
+    console = Console()
+    try:
+        limits = Limits.from_toml(file)
+    except LimitsError as exc:
+        console.print(f"[red]{file}: invalid[/red]")
+        for p in exc.problems:
+            console.print(f"  [red]•[/red] {p}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{file} (version {limits.version})")
+    table.add_column("key")
+    table.add_column("fleet", justify="right")
+    for key in FLEET_RULES:
+        if key != "version":
+            value = getattr(limits, key)
+            shown = sorted(value) if isinstance(value, frozenset) else value
+            table.add_row(key, "off" if value is None else str(shown))
+    console.print(table)
+    for section in ("strategy", "symbol"):
+        for name, ov in getattr(limits, section).items():
+            set_keys = {k: getattr(ov, k) for k in OVERRIDE_RULES if getattr(ov, k) is not None}
+            console.print(f"[bold]{section}.{name}[/bold]: {set_keys}")
+    console.print("[green]valid[/green]")

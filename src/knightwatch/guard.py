@@ -1,0 +1,665 @@
+"""The pre-trade Guard: every order passes here before it leaves the process.
+
+It lives inside the order-emitting process so that no network hop, broker or
+control plane sits between a runaway loop and the check that stops it. Every
+decision is O(1): state that the rules need (positions with working orders,
+exposure totals, rate windows, parent quantities) is kept incrementally as
+orders, fills, cancels and prices arrive, never recomputed per order.
+
+Fail closed: an order the Guard cannot evaluate is blocked with
+`invalid_order`; an unarmed guard, an expired lease, or a flight recorder that
+cannot record blocks everything. `check` never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from knightwatch.audit import AuditContext, FlightRecorder
+from knightwatch.clock import Clock, SystemClock
+from knightwatch.decision import Decision, RejectReason
+from knightwatch.limits import Effective, Limits
+from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN, Fill, Order, Side, order_problem
+from knightwatch.positions import SymbolBook
+from knightwatch.state import Scope, TradingState, pair_key
+
+log = logging.getLogger("knightwatch.guard")
+
+NS = 1_000_000_000
+MINUTE_NS = 60 * NS
+R = RejectReason
+_BUY = Side.BUY
+_ACTIVE = TradingState.ACTIVE
+_HALTED = TradingState.HALTED
+_INF = float("inf")
+
+
+class Halt:
+    """Why a scope is not ACTIVE: kept so a blocked order can say who halted it and why."""
+
+    __slots__ = ("actor", "code", "reason", "state", "ts_ns")
+
+    def __init__(
+        self, state: TradingState, code: RejectReason, reason: str, actor: str, ts_ns: int
+    ) -> None:
+        self.state = state
+        self.code = code
+        self.reason = reason
+        self.actor = actor
+        self.ts_ns = ts_ns
+
+
+class Working:
+    """An accepted order not yet fully filled or cancelled."""
+
+    __slots__ = ("parent_id", "remaining", "side", "strategy", "symbol")
+
+    def __init__(self, o: Order) -> None:
+        self.strategy = o.strategy
+        self.symbol = o.symbol
+        self.side = o.side
+        self.remaining = o.qty
+        self.parent_id = o.parent_id
+
+
+class Parent:
+    """Quantity committed to a parent's children: filled plus still working."""
+
+    __slots__ = ("children", "committed", "qty")
+
+    def __init__(self, qty: int) -> None:
+        self.qty = qty
+        self.committed = 0
+        self.children = 0
+
+
+class Window:
+    """At most `limit` events in any `span_ns` window, exactly, in O(1).
+
+    A deque holding the last `limit` accepted timestamps: the next event is
+    allowed iff fewer than `limit` are held or the oldest is outside the window.
+    """
+
+    __slots__ = ("events", "key", "limit", "reason", "scope", "span_ns")
+
+    def __init__(self, limit: int, span_ns: int, reason: RejectReason, scope: str, key: str) -> None:
+        self.limit = limit
+        self.span_ns = span_ns
+        self.reason = reason
+        self.scope = scope
+        self.key = key
+        self.events: deque[int] = deque(maxlen=limit)
+
+    def detail(self) -> str:
+        unit = "s" if self.span_ns == NS else "min"
+        return (
+            f"{self.limit} orders in the last 1{unit} for {self.scope} {self.key} "
+            f"= max_orders_per_{unit}_{self.scope}"
+        )
+
+
+def _windows(
+    per_s: int | None, per_min: int | None, reason: RejectReason, scope: str, key: str
+) -> tuple[Window, ...]:
+    out = []
+    if per_s is not None:
+        out.append(Window(per_s, NS, reason, scope, key))
+    if per_min is not None:
+        out.append(Window(per_min, MINUTE_NS, reason, scope, key))
+    return tuple(out)
+
+
+class Lane:
+    """Everything the hot path needs for one (strategy, symbol), found with one dict lookup."""
+
+    __slots__ = ("book", "eff", "windows")
+
+    def __init__(self, eff: Effective, book: SymbolBook, windows: tuple[Window, ...]) -> None:
+        self.eff = eff
+        self.book = book
+        self.windows = windows
+
+
+def _looks_valid(o: Order) -> bool:
+    """The common case of `order_problem`, inlined: one expression instead of a scan."""
+    i, st, sy, q, p = o.id, o.strategy, o.symbol, o.qty, o.price
+    return (
+        type(i) is str
+        and 0 < len(i) <= MAX_ID_LEN
+        and type(st) is str
+        and 0 < len(st) <= MAX_ID_LEN
+        and type(sy) is str
+        and 0 < len(sy) <= MAX_SYMBOL_LEN
+        and type(o.side) is Side
+        and type(q) is int
+        and q > 0
+        and (p is None or (type(p) is float and 0.0 < p < _INF))
+    )
+
+
+def _blocked(reason: RejectReason, detail: str) -> Decision:
+    return Decision(False, reason, detail)
+
+
+_ACCEPTED = Decision(True, R.OK, "all checks passed")
+_NOT_ARMED = Decision(False, R.NOT_ARMED, "guard is not armed; nothing leaves until arm()")
+_AUDIT_DOWN = Decision(
+    False, R.AUDIT_UNAVAILABLE, "flight recorder cannot record; blocking until it can"
+)
+
+
+class Guard:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        node: str = "node",
+        clock: Clock | None = None,
+        recorder: FlightRecorder | None = None,
+    ) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self.node = node
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._recorder = recorder if recorder is not None else FlightRecorder(None, clock=self._clock)
+        self._ctx = AuditContext(node=node, limits_version=self.limits.version)
+        self._armed = False
+        lease = self.limits.lease_timeout_s
+        self._lease_ns: int | None = None if lease is None else int(lease * NS)
+        self._lease_deadline = 0
+        self._states: dict[tuple[Scope, str], Halt] = {}
+        self._seen: set[str] = set()
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._books: dict[str, SymbolBook] = {}
+        self._working: dict[str, Working] = {}
+        self._parents: dict[str, Parent] = {}
+        self._node_windows = _windows(
+            self.limits.max_orders_per_s_node, self.limits.max_orders_per_min_node,
+            R.RATE_NODE, "node", node,
+        )  # fmt: skip
+        self._strategy_windows: dict[str, tuple[Window, ...]] = {}
+        self._symbol_windows: dict[str, tuple[Window, ...]] = {}
+        self._executions: dict[tuple[str, str, Side], deque[int]] = {}
+        self._turnover: deque[tuple[int, float]] = deque()
+        self._turnover_sum = 0.0
+        self._gross = 0.0
+        self._net_long = 0.0
+        self._net_short = 0.0
+        self._realized = 0.0
+        self._unrealized = 0.0
+        self._fills = 0
+        self._cancels = 0
+        self.accepted = 0
+        self.blocked: dict[RejectReason, int] = {}
+
+    # ------------------------------------------------------------------ hot path
+
+    def check(self, order: Order) -> Decision:
+        """Decide on one new order; on accept it counts as working from now on."""
+        if not self._recorder.ready():
+            self._block(order, _AUDIT_DOWN)
+            return _AUDIT_DOWN
+        try:
+            d, eff = self._evaluate(order)
+        except Exception as exc:  # fail closed: whatever went wrong, nothing leaves
+            d, eff = _blocked(R.INVALID_ORDER, f"order could not be checked: {exc!r}"), None
+        rules = eff.rules if eff is not None else ("validity",)
+        if d is _ACCEPTED:
+            self.accepted += 1
+            self._recorder.record_decision(order, d, self._ctx, rules)
+        else:
+            self._recorder.record_decision(order, d, self._ctx, rules)
+            self._block(order, d)
+        return d
+
+    def _evaluate(self, o: Order) -> tuple[Decision, Effective | None]:
+        if not self._armed:
+            return _NOT_ARMED, None
+        now = self._clock.monotonic_ns()
+        if self._lease_ns is not None and now >= self._lease_deadline:
+            return _blocked(R.LEASE_EXPIRED, "control-plane lease expired; renew to trade"), None
+        if type(o) is not Order:
+            return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
+        if not _looks_valid(o):
+            problem = order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price)
+            if problem is not None:
+                what = f"{problem[0]}: {problem[1]} (got {problem[2]!r})"
+                return _blocked(R.INVALID_ORDER, what), None
+        strategy, symbol, side, qty, price = o.strategy, o.symbol, o.side, o.qty, o.price
+        lane = self._lanes.get((strategy, symbol))
+        if lane is None:
+            lane = self._lane(strategy, symbol)
+        eff = lane.eff
+        book = lane.book
+        if self._states:
+            halt = self._state_of(strategy, symbol)
+            if halt is not None:
+                if halt.state is _HALTED or not book.reduces(side, qty):
+                    code = halt.code if halt.state is _HALTED else R.REDUCING_ONLY
+                    return _blocked(code, f"{halt.state.name}: {halt.reason} (by {halt.actor})"), eff
+        if o.id in self._seen:
+            return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
+        lim = self.limits
+        if lim.allowed_symbols is not None and symbol not in lim.allowed_symbols:
+            return _blocked(R.SYMBOL_NOT_ALLOWED, f"symbol {symbol} not in allowed_symbols"), eff
+        if symbol in lim.restricted_symbols:
+            return _blocked(R.SYMBOL_RESTRICTED, f"symbol {symbol} is on the restricted list"), eff
+        if eff.max_order_qty is not None and qty > eff.max_order_qty:
+            return _blocked(
+                R.MAX_ORDER_QTY,
+                f"qty {qty} > max_order_qty {eff.max_order_qty} for strategy {strategy}",
+            ), eff
+
+        ref = book.ref
+        if ref is None or (
+            eff.max_price_age_ns is not None and now - book.ref_ns > eff.max_price_age_ns
+        ):
+            if ref is None:
+                why = f"no reference price for {symbol}"
+                code = R.NO_REFERENCE_PRICE
+            else:
+                age = (now - book.ref_ns) / NS
+                why = f"reference price for {symbol} is {age:.3f}s old > max_price_age_s"
+                code = R.STALE_REFERENCE_PRICE
+            if lim.require_reference_price or price is None:
+                return _blocked(code, why), eff
+            ref = price
+        value = qty * (ref if price is None else price)
+        if eff.max_order_notional is not None and value > eff.max_order_notional:
+            return _blocked(
+                R.MAX_ORDER_NOTIONAL,
+                f"notional {value:,.2f} > max_order_notional {eff.max_order_notional:,.2f}",
+            ), eff
+        if price is not None:
+            dev = abs(price - ref)
+            pct = eff.price_collar_pct
+            if pct is not None and dev > pct * ref * (1 + 1e-9):
+                return _blocked(
+                    R.PRICE_COLLAR,
+                    f"price {price} is {dev / ref:.2%} from reference {ref} > collar {pct:.2%}",
+                ), eff
+            ticks = eff.price_collar_ticks
+            if ticks is not None and dev > ticks * eff.tick_size * (1 + 1e-9):
+                return _blocked(
+                    R.PRICE_COLLAR,
+                    f"price {price} is {dev / eff.tick_size:.1f} ticks from reference {ref} "
+                    f"> collar {ticks} ticks",
+                ), eff
+
+        parent = None
+        pid = o.parent_id
+        if pid is not None:
+            parent = self._parents.get(pid)
+            if parent is None:
+                if lim.require_registered_parent:
+                    return _blocked(R.UNKNOWN_PARENT, f"parent {pid!r} is not registered"), eff
+            else:
+                mc = eff.max_child_orders_per_parent
+                if mc is not None and parent.children >= mc:
+                    return _blocked(
+                        R.MAX_CHILD_ORDERS,
+                        f"child {parent.children + 1} > max_child_orders_per_parent {mc} "
+                        f"for parent {pid}",
+                    ), eff
+                if parent.committed + qty > parent.qty:
+                    return _blocked(
+                        R.PARENT_QTY_EXCEEDED,
+                        f"children would total {parent.committed + qty} > parent {pid} "
+                        f"qty {parent.qty}",
+                    ), eff
+
+        for w in lane.windows:
+            ev = w.events
+            if len(ev) == w.limit and now - ev[0] < w.span_ns:
+                return _blocked(w.reason, w.detail()), eff
+
+        is_buy = side is _BUY
+        long_q, short_q = book.worst(is_buy, qty)
+        mp = eff.max_position_qty
+        if mp is not None and (long_q > mp or -short_q > mp):
+            worst = long_q if long_q > mp else short_q
+            return _blocked(
+                R.MAX_POSITION,
+                f"{symbol} position with working orders would reach {worst} "
+                f"> max_position_qty {mp}",
+            ), eff
+        mark = book.mark if book.mark is not None else ref
+        new_gross = max(abs(long_q), abs(short_q)) * mark
+        if lim.max_gross_exposure is not None:
+            gross = self._gross - book.gross_c + new_gross
+            if gross > lim.max_gross_exposure:
+                return _blocked(
+                    R.MAX_GROSS_EXPOSURE,
+                    f"gross exposure with working orders {gross:,.0f} "
+                    f"> max_gross_exposure {lim.max_gross_exposure:,.0f}",
+                ), eff
+        if lim.max_net_exposure is not None:
+            if is_buy:
+                net = self._net_long - book.long_c + long_q * mark
+            else:
+                net = -(self._net_short - book.short_c + short_q * mark)
+            if net > lim.max_net_exposure:
+                return _blocked(
+                    R.MAX_NET_EXPOSURE,
+                    f"net {'long' if is_buy else 'short'} exposure with working orders "
+                    f"{net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
+                ), eff
+        mt = lim.max_turnover_per_min
+        if mt is not None:
+            tq = self._turnover
+            cutoff = now - MINUTE_NS
+            while tq and tq[0][0] <= cutoff:
+                self._turnover_sum -= tq.popleft()[1]
+            if self._turnover_sum + value > mt:
+                return _blocked(
+                    R.MAX_TURNOVER,
+                    f"turnover in the last minute would be {self._turnover_sum + value:,.0f} "
+                    f"> max_turnover_per_min {mt:,.0f}",
+                ), eff
+        mr = lim.max_cancel_to_fill_ratio
+        if (
+            mr is not None
+            and self._cancels >= lim.cancel_ratio_min_cancels
+            and self._cancels > mr * max(self._fills, 1)
+        ):
+            return _blocked(
+                R.CANCEL_FILL_RATIO,
+                f"{self._cancels} cancels to {self._fills} fills > max_cancel_to_fill_ratio {mr:g}",
+            ), eff
+
+        # accepted: from here on the order is working
+        if len(self._seen) >= lim.max_tracked_order_ids:
+            return _blocked(
+                R.DUPLICATE_ORDER_ID,
+                f"cannot track more than {lim.max_tracked_order_ids} order ids; "
+                "duplicate detection would be blind",
+            ), eff
+        self._seen.add(o.id)
+        self._working[o.id] = Working(o)
+        if parent is not None:
+            parent.children += 1
+            parent.committed += qty
+        for w in lane.windows:
+            w.events.append(now)
+        if mt is not None:
+            self._turnover.append((now, value))
+            self._turnover_sum += value
+        if book.mark is None:
+            book.mark = ref
+        if is_buy:
+            book.wbuy += qty
+        else:
+            book.wsell += qty
+        self._refresh(book)
+        return _ACCEPTED, eff
+
+    def _lane(self, strategy: str, symbol: str) -> Lane:
+        eff = Effective(self.limits, strategy, symbol)
+        book = self._books.get(symbol)
+        if book is None:
+            book = self._books[symbol] = SymbolBook()
+        sw = self._strategy_windows.get(strategy)
+        if sw is None:
+            sw = self._strategy_windows[strategy] = _windows(
+                eff.max_orders_per_s_strategy, eff.max_orders_per_min_strategy,
+                R.RATE_STRATEGY, "strategy", strategy,
+            )  # fmt: skip
+        yw = self._symbol_windows.get(symbol)
+        if yw is None:
+            yw = self._symbol_windows[symbol] = _windows(
+                eff.max_orders_per_s_symbol, eff.max_orders_per_min_symbol,
+                R.RATE_SYMBOL, "symbol", symbol,
+            )  # fmt: skip
+        lane = self._lanes[(strategy, symbol)] = Lane(eff, book, self._node_windows + sw + yw)
+        return lane
+
+    def _state_of(self, strategy: str, symbol: str) -> Halt | None:
+        states = self._states
+        worst: Halt | None = None
+        for key in (
+            (Scope.FLEET, "fleet"),
+            (Scope.NODE, self.node),
+            (Scope.STRATEGY, strategy),
+            (Scope.SYMBOL, symbol),
+            (Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)),
+        ):
+            h = states.get(key)
+            if h is not None and (worst is None or h.state > worst.state):
+                worst = h
+        return worst
+
+    def _block(self, o: object, d: Decision) -> None:
+        self.blocked[d.reason] = self.blocked.get(d.reason, 0) + 1
+        if log.isEnabledFor(logging.WARNING):
+            g = getattr
+            log.warning(
+                "BLOCK_ORDER node=%s order=%s strategy=%s symbol=%s side=%s qty=%s price=%s "
+                "parent=%s reason=%s detail=%r",
+                self.node, g(o, "id", "?"), g(o, "strategy", "?"), g(o, "symbol", "?"),
+                g(o, "side", "?"), g(o, "qty", "?"), g(o, "price", "?"),
+                g(o, "parent_id", None), d.reason.value, d.detail,
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------ events
+
+    def on_fill(self, fill: Fill) -> None:
+        """Apply an execution: position, P&L, parent bookkeeping, throttle, loss stop."""
+        book = self._books.get(fill.symbol)
+        if book is None:
+            book = self._books[fill.symbol] = SymbolBook()
+        w = self._working.get(fill.order_id)
+        strategy = "?"
+        if w is not None:
+            strategy = w.strategy
+            took = min(fill.qty, w.remaining)
+            w.remaining -= took
+            if w.side is _BUY:
+                book.wbuy -= took
+            else:
+                book.wsell -= took
+            if w.remaining == 0:
+                del self._working[fill.order_id]
+        realized = book.fill(fill.side is _BUY, fill.qty, fill.price)
+        self._realized += realized
+        self._fills += 1
+        self._refresh(book)
+        self._recorder.record_event(
+            "fill", self._ctx, order_id=fill.order_id, symbol=fill.symbol,
+            side=fill.side.value, qty=fill.qty, price=fill.price, strategy=strategy,
+            known=w is not None,
+        )  # fmt: skip
+        if w is not None:
+            self._throttle(strategy, fill.symbol, fill.side)
+        self._check_loss()
+
+    def _throttle(self, strategy: str, symbol: str, side: Side) -> None:
+        lane = self._lanes.get((strategy, symbol))
+        eff = None if lane is None else lane.eff
+        if eff is None or eff.max_executions_per_window is None:
+            return
+        key = (strategy, symbol, side)
+        ex = self._executions.get(key)
+        if ex is None:
+            ex = self._executions[key] = deque(maxlen=eff.max_executions_per_window + 1)
+        now = self._clock.monotonic_ns()
+        ex.append(now)
+        if len(ex) == ex.maxlen and now - ex[0] < eff.exec_window_ns:
+            pk = pair_key(strategy, symbol)
+            h = self._states.get((Scope.STRATEGY_SYMBOL, pk))
+            if h is None or h.state is not _HALTED:
+                self.halt(
+                    Scope.STRATEGY_SYMBOL, pk,
+                    f"{len(ex)} {side.value} executions in {symbol} within "
+                    f"{eff.exec_window_ns / NS:g}s > max_executions_per_window "
+                    f"{eff.max_executions_per_window}",
+                    actor="guard:execution_throttle", code=R.EXECUTION_THROTTLE,
+                )  # fmt: skip
+
+    def on_cancel(self, order_id: str) -> None:
+        """A cancel confirmed: free the working quantity. Never refused, in any state."""
+        w = self._working.pop(order_id, None)
+        self._cancels += 1
+        if w is not None:
+            book = self._books[w.symbol]
+            if w.side is _BUY:
+                book.wbuy -= w.remaining
+            else:
+                book.wsell -= w.remaining
+            if w.parent_id is not None and (p := self._parents.get(w.parent_id)) is not None:
+                p.committed -= w.remaining
+            self._refresh(book)
+        self._recorder.record_event(
+            "cancel", self._ctx, order_id=order_id, known=w is not None,
+            remaining=0 if w is None else w.remaining,
+        )  # fmt: skip
+
+    def check_cancel(self, order_id: str) -> Decision:
+        """Cancels always pass: taking risk off must never be blocked, even when halted."""
+        self._recorder.record_event("cancel_request", self._ctx, order_id=order_id)
+        return _ACCEPTED
+
+    def on_price(self, symbol: str, price: float) -> None:
+        """A new reference price: marks exposure and unrealized P&L, may trip the loss stop."""
+        if not (price > 0 and price != float("inf")):
+            log.warning("BAD_PRICE node=%s symbol=%s price=%r ignored", self.node, symbol, price)
+            return
+        book = self._books.get(symbol)
+        if book is None:
+            book = self._books[symbol] = SymbolBook()
+        book.ref = book.mark = price
+        book.ref_ns = self._clock.monotonic_ns()
+        self._refresh(book)
+        if book.pos:
+            self._check_loss()
+
+    def _refresh(self, book: SymbolBook) -> None:
+        """Swap this symbol's old contribution to the fleet totals for its new one."""
+        g, lc, sc, u = book.contributions()
+        self._gross += g - book.gross_c
+        self._net_long += lc - book.long_c
+        self._net_short += sc - book.short_c
+        self._unrealized += u - book.unreal_c
+        book.gross_c, book.long_c, book.short_c, book.unreal_c = g, lc, sc, u
+
+    def _check_loss(self) -> None:
+        ml = self.limits.max_loss
+        if ml is None:
+            return
+        pnl = self._realized + self._unrealized
+        if -pnl > ml:
+            h = self._states.get((Scope.NODE, self.node))
+            if h is None or h.state is not _HALTED:
+                self.halt(
+                    Scope.NODE, self.node,
+                    f"loss {-pnl:,.2f} > max_loss {ml:,.2f} (realized {self._realized:,.2f}, "
+                    f"unrealized {self._unrealized:,.2f})",
+                    actor="guard:loss_limit", code=R.LOSS_LIMIT,
+                )  # fmt: skip
+
+    # ------------------------------------------------------------------ control
+
+    def arm(self, actor: str = "operator") -> None:
+        self._armed = True
+        self._recorder.record_event("arm", self._ctx, actor=actor)
+
+    def disarm(self, actor: str = "operator") -> None:
+        self._armed = False
+        self._recorder.record_event("disarm", self._ctx, actor=actor)
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    def renew_lease(self) -> None:
+        if self._lease_ns is not None:
+            self._lease_deadline = self._clock.monotonic_ns() + self._lease_ns
+
+    def lease_valid(self) -> bool:
+        return self._lease_ns is None or self._clock.monotonic_ns() < self._lease_deadline
+
+    def halt(
+        self,
+        scope: Scope,
+        key: str,
+        reason: str,
+        actor: str,
+        *,
+        state: TradingState = TradingState.HALTED,
+        code: RejectReason = RejectReason.HALTED,
+    ) -> None:
+        """Latch a scope HALTED (or REDUCING). Sticky: only `resume` clears it."""
+        if state is _ACTIVE:
+            raise ValueError("halt: state must be HALTED or REDUCING; use resume() for ACTIVE")
+        key = "fleet" if scope is Scope.FLEET else key
+        now = self._clock.time_ns()
+        self._states[(scope, key)] = Halt(state, code, reason, actor, now)
+        self._recorder.record_event(
+            "halt", self._ctx, scope=scope.value, key=key, state=state.name,
+            code=code.value, reason=reason, actor=actor,
+        )  # fmt: skip
+        log.warning(
+            "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
+            self.node, scope.value, key, state.name, code.value, actor, reason,
+        )  # fmt: skip
+
+    def resume(self, scope: Scope, key: str, reason: str, actor: str) -> bool:
+        """Clear a latched scope; returns False if it was not halted. Recorded either way."""
+        key = "fleet" if scope is Scope.FLEET else key
+        cleared = self._states.pop((scope, key), None) is not None
+        self._recorder.record_event(
+            "resume", self._ctx, scope=scope.value, key=key, reason=reason, actor=actor,
+            cleared=cleared,
+        )  # fmt: skip
+        return cleared
+
+    def trading_state(self, scope: Scope, key: str = "fleet") -> TradingState:
+        h = self._states.get((scope, "fleet" if scope is Scope.FLEET else key))
+        return _ACTIVE if h is None else h.state
+
+    def halts(self) -> dict[tuple[Scope, str], Halt]:
+        return dict(self._states)
+
+    def register_parent(self, parent_id: str, qty: int) -> None:
+        """Declare a parent order so its children can never exceed it, whatever the router does."""
+        if type(qty) is not int or qty <= 0:
+            raise ValueError(f"register_parent: qty must be a positive integer, got {qty!r}")
+        if parent_id in self._parents:
+            raise ValueError(f"register_parent: parent {parent_id!r} is already registered")
+        self._parents[parent_id] = Parent(qty)
+        self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty)
+
+    def set_context(
+        self, *, release_id: str | None = None, flag_snapshot_id: str | None = None
+    ) -> None:
+        """What this process runs; stamped on every record so a decision says under which code."""
+        self._ctx = AuditContext(
+            node=self.node, release_id=release_id, flag_snapshot_id=flag_snapshot_id,
+            limits_version=self.limits.version,
+        )  # fmt: skip
+        self._recorder.record_event("context", self._ctx)
+
+    # ------------------------------------------------------------------ reads
+
+    def position(self, symbol: str) -> int:
+        book = self._books.get(symbol)
+        return 0 if book is None else book.pos
+
+    def working_qty(self, symbol: str) -> tuple[int, int]:
+        book = self._books.get(symbol)
+        return (0, 0) if book is None else (book.wbuy, book.wsell)
+
+    def pnl(self) -> float:
+        return self._realized + self._unrealized
+
+    def exposure(self) -> tuple[float, float, float]:
+        """(gross, worst net long, worst net short) with working orders, at reference prices."""
+        return self._gross, self._net_long, self._net_short
+
+    def parent_committed(self, parent_id: str) -> int:
+        p = self._parents.get(parent_id)
+        return 0 if p is None else p.committed
+
+    @property
+    def recorder(self) -> FlightRecorder:
+        return self._recorder
+

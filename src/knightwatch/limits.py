@@ -1,0 +1,380 @@
+"""Limits: the numbers the Guard enforces, as frozen, validated structs.
+
+Three levels, like a broker's risk sheet: fleet defaults, per-strategy and
+per-symbol overrides. Every applicable limit applies, so when a strategy and a
+symbol both override a key the stricter value wins; a conflict never loosens
+a control. A key set to ``None`` at fleet level switches that rule off (the
+replay uses this to measure one guardrail at a time); overrides cannot switch
+a rule off, only tighten or loosen its number.
+
+Validation is strict and exhaustive because a typo in a risk file is exactly
+the kind of quiet failure that lets a runaway through: unknown keys, wrong
+types, negatives, NaN and infinities are errors naming the key and the rule.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class LimitsError(ValueError):
+    """All problems found in a limits definition, one `key: rule (got value)` per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid limits:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    kind: str  # "int", "float", "bool", "symbols", "str"
+    minimum: float | None = None
+    exclusive: bool = False  # minimum itself not allowed
+    maximum: float | None = None
+    nullable: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None if self.nullable else "is required"
+        if self.kind == "bool":
+            return None if type(value) is bool else "must be true or false"
+        if self.kind == "str":
+            return None if type(value) is str and value else "must be a non-empty string"
+        if self.kind == "symbols":
+            ok = isinstance(value, list | tuple | set | frozenset)
+            if not ok or not all(type(s) is str and s for s in value):
+                return "must be a list of non-empty symbol strings"
+            return None
+        if type(value) is bool:
+            return f"must be a{'n integer' if self.kind == 'int' else ' number'}, not a boolean"
+        if self.kind == "int" and type(value) is not int:
+            return "must be an integer"
+        if self.kind == "float" and type(value) not in (int, float):
+            return "must be a number"
+        if not math.isfinite(value):
+            return "must be finite (not NaN or infinity)"
+        if self.minimum is not None:
+            if self.exclusive and value <= self.minimum:
+                return f"must be > {self.minimum:g}"
+            if not self.exclusive and value < self.minimum:
+                return f"must be >= {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum:g}"
+        return None
+
+
+COUNT = Rule("int", 1)
+AMOUNT = Rule("float", 0, exclusive=True)
+SECONDS = Rule("float", 0, exclusive=True)
+FRACTION = Rule("float", 0, exclusive=True, maximum=1)
+
+# Keys an override may set, the rule for each, and which way is stricter.
+OVERRIDE_RULES: dict[str, tuple[Rule, str]] = {
+    "max_order_qty": (COUNT, "min"),
+    "max_order_notional": (AMOUNT, "min"),
+    "price_collar_pct": (FRACTION, "min"),
+    "price_collar_ticks": (COUNT, "min"),
+    "tick_size": (AMOUNT, "max"),
+    "max_price_age_s": (SECONDS, "min"),
+    "max_orders_per_s": (COUNT, "min"),
+    "max_orders_per_min": (COUNT, "min"),
+    "max_executions_per_window": (COUNT, "min"),
+    "execution_window_s": (SECONDS, "max"),
+    "max_child_orders_per_parent": (COUNT, "min"),
+    "max_position_qty": (COUNT, "min"),
+}
+
+FLEET_RULES: dict[str, Rule] = {
+    "version": Rule("str", nullable=False),
+    "lease_timeout_s": SECONDS,
+    "allowed_symbols": Rule("symbols"),
+    "restricted_symbols": Rule("symbols", nullable=False),
+    "max_order_qty": COUNT,
+    "max_order_notional": AMOUNT,
+    "require_reference_price": Rule("bool", nullable=False),
+    "max_price_age_s": SECONDS,
+    "price_collar_pct": FRACTION,
+    "price_collar_ticks": COUNT,
+    "tick_size": Rule("float", 0, exclusive=True, nullable=False),
+    "max_orders_per_s_node": COUNT,
+    "max_orders_per_min_node": COUNT,
+    "max_orders_per_s_strategy": COUNT,
+    "max_orders_per_min_strategy": COUNT,
+    "max_orders_per_s_symbol": COUNT,
+    "max_orders_per_min_symbol": COUNT,
+    "max_executions_per_window": COUNT,
+    "execution_window_s": Rule("float", 0, exclusive=True, nullable=False),
+    "max_child_orders_per_parent": COUNT,
+    "require_registered_parent": Rule("bool", nullable=False),
+    "max_position_qty": COUNT,
+    "max_gross_exposure": AMOUNT,
+    "max_net_exposure": AMOUNT,
+    "max_turnover_per_min": AMOUNT,
+    "max_cancel_to_fill_ratio": AMOUNT,
+    "cancel_ratio_min_cancels": Rule("int", 0, nullable=False),
+    "max_loss": AMOUNT,
+    "max_tracked_order_ids": Rule("int", 1, nullable=False),
+}
+
+
+class Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-strategy or per-symbol values; ``None`` inherits the fleet default."""
+
+    max_order_qty: int | None = None
+    max_order_notional: float | None = None
+    price_collar_pct: float | None = None
+    price_collar_ticks: int | None = None
+    tick_size: float | None = None
+    max_price_age_s: float | None = None
+    max_orders_per_s: int | None = None
+    max_orders_per_min: int | None = None
+    max_executions_per_window: int | None = None
+    execution_window_s: float | None = None
+    max_child_orders_per_parent: int | None = None
+    max_position_qty: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{key}: {p} (got {getattr(self, key)!r})"
+            for key, (rule, _) in OVERRIDE_RULES.items()
+            if (p := rule.problem(getattr(self, key))) is not None
+        ]
+        if problems:
+            raise LimitsError(problems)
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Fleet-wide limits with conservative defaults; every rule is on by default.
+
+    The defaults are sized for one equity order router: a few thousand shares
+    per order, a few hundred orders per second, a $250k loss stop. A firm
+    replaces them with its own file; nobody should run with no file at all.
+    """
+
+    version: str = "default"
+    lease_timeout_s: float | None = None
+    allowed_symbols: frozenset[str] | None = None
+    restricted_symbols: frozenset[str] = frozenset()
+    max_order_qty: int | None = 10_000
+    max_order_notional: float | None = 1_000_000.0
+    require_reference_price: bool = True
+    max_price_age_s: float | None = 10.0
+    price_collar_pct: float | None = 0.05
+    price_collar_ticks: int | None = None
+    tick_size: float = 0.01
+    max_orders_per_s_node: int | None = 500
+    max_orders_per_min_node: int | None = 10_000
+    max_orders_per_s_strategy: int | None = 200
+    max_orders_per_min_strategy: int | None = 5_000
+    max_orders_per_s_symbol: int | None = 50
+    max_orders_per_min_symbol: int | None = 1_000
+    max_executions_per_window: int | None = 100
+    execution_window_s: float = 1.0
+    max_child_orders_per_parent: int | None = 200
+    require_registered_parent: bool = True
+    max_position_qty: int | None = 100_000
+    max_gross_exposure: float | None = 20_000_000.0
+    max_net_exposure: float | None = 10_000_000.0
+    max_turnover_per_min: float | None = 10_000_000.0
+    max_cancel_to_fill_ratio: float | None = 50.0
+    cancel_ratio_min_cancels: int = 500
+    max_loss: float | None = 250_000.0
+    max_tracked_order_ids: int = 5_000_000
+    strategy: dict[str, Override] = msgspec.field(default_factory=dict)
+    symbol: dict[str, Override] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for key, rule in FLEET_RULES.items():
+            value = getattr(self, key)
+            if (p := rule.problem(value)) is not None:
+                problems.append(f"{key}: {p} (got {value!r})")
+        for section in ("strategy", "symbol"):
+            table = getattr(self, section)
+            if not isinstance(table, dict):
+                problems.append(f"{section}: must be a table of overrides")
+                continue
+            for name, ov in table.items():
+                if not isinstance(ov, Override):
+                    problems.append(f"{section}.{name}: must be an Override")
+        if problems:
+            raise LimitsError(problems)
+        for key in ("allowed_symbols", "restricted_symbols"):
+            value = getattr(self, key)
+            if value is not None and type(value) is not frozenset:
+                msgspec.structs.force_setattr(self, key, frozenset(value))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "limits") -> Limits:
+        """Build from the TOML layout: top-level `version`, `[fleet]`, `[strategy.X]`, `[symbol.Y]`."""
+        problems: list[str] = []
+        fleet: dict[str, Any] = {}
+        overrides: dict[str, dict[str, Override]] = {"strategy": {}, "symbol": {}}
+        for top, value in data.items():
+            if top == "version":
+                fleet["version"] = value
+            elif top == "fleet":
+                if not isinstance(value, Mapping):
+                    problems.append("fleet: must be a table")
+                    continue
+                for key, v in value.items():
+                    if key in ("strategy", "symbol", "version") or key not in FLEET_RULES:
+                        problems.append(f"fleet.{key}: unknown key")
+                    elif (p := FLEET_RULES[key].problem(v)) is not None:
+                        problems.append(f"fleet.{key}: {p} (got {v!r})")
+                    else:
+                        fleet[key] = v
+            elif top in overrides:
+                if not isinstance(value, Mapping):
+                    problems.append(f"{top}: must be a table of tables")
+                    continue
+                for name, table in value.items():
+                    ov = _override(f"{top}.{name}", table, top, problems)
+                    if ov is not None:
+                        overrides[top][name] = ov
+            else:
+                problems.append(f"{top}: unknown key (expected version, fleet, strategy, symbol)")
+        if problems:
+            raise LimitsError([f"{source}: {p}" for p in problems])
+        return cls(**fleet, strategy=overrides["strategy"], symbol=overrides["symbol"])
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Limits:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LimitsError([f"{p}: file not found"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LimitsError([f"{p}: cannot read ({exc})"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise LimitsError([f"{p}: not valid TOML ({exc})"]) from None
+        return cls.from_mapping(data, source=str(p))
+
+
+def _override(where: str, table: Any, section: str, problems: list[str]) -> Override | None:
+    if not isinstance(table, Mapping):
+        problems.append(f"{where}: must be a table")
+        return None
+    good: dict[str, Any] = {}
+    for key, v in table.items():
+        if key not in OVERRIDE_RULES:
+            problems.append(f"{where}.{key}: unknown key for a {section} override")
+        elif key == "tick_size" and section != "symbol":
+            problems.append(f"{where}.tick_size: only a symbol override may set tick_size")
+        elif (p := OVERRIDE_RULES[key][0].problem(v)) is not None:
+            problems.append(f"{where}.{key}: {p} (got {v!r})")
+        else:
+            good[key] = v
+    return Override(**good)
+
+
+class Effective:
+    """The limits that apply to one (strategy, symbol), resolved once and cached by the Guard.
+
+    A plain slotted object rather than a struct because the hot path reads its
+    attributes millions of times and nothing else.
+    """
+
+    __slots__ = (
+        "exec_window_ns",
+        "max_child_orders_per_parent",
+        "max_executions_per_window",
+        "max_order_notional",
+        "max_order_qty",
+        "max_orders_per_min_strategy",
+        "max_orders_per_min_symbol",
+        "max_orders_per_s_strategy",
+        "max_orders_per_s_symbol",
+        "max_position_qty",
+        "max_price_age_ns",
+        "price_collar_pct",
+        "price_collar_ticks",
+        "rules",
+        "tick_size",
+    )
+
+    def __init__(self, limits: Limits, strategy: str, symbol: str) -> None:
+        st = limits.strategy.get(strategy)
+        sy = limits.symbol.get(symbol)
+
+        def pick(key: str, fleet_value: Any) -> Any:
+            values = [v for o in (st, sy) if o is not None and (v := getattr(o, key)) is not None]
+            if fleet_value is None or not values:
+                return fleet_value
+            return min(values) if OVERRIDE_RULES[key][1] == "min" else max(values)
+
+        def own(o: Override | None, key: str, fleet_value: int | None) -> int | None:
+            v = getattr(o, key) if o is not None else None
+            return fleet_value if fleet_value is None or v is None else v
+
+        self.max_order_qty: int | None = pick("max_order_qty", limits.max_order_qty)
+        self.max_order_notional: float | None = pick(
+            "max_order_notional", limits.max_order_notional
+        )
+        self.price_collar_pct: float | None = pick("price_collar_pct", limits.price_collar_pct)
+        self.price_collar_ticks: int | None = pick(
+            "price_collar_ticks", limits.price_collar_ticks
+        )
+        self.tick_size: float = sy.tick_size if sy and sy.tick_size else limits.tick_size
+        age = pick("max_price_age_s", limits.max_price_age_s)
+        self.max_price_age_ns: int | None = None if age is None else int(age * 1e9)
+        self.max_orders_per_s_strategy = own(st, "max_orders_per_s", limits.max_orders_per_s_strategy)
+        self.max_orders_per_min_strategy = own(
+            st, "max_orders_per_min", limits.max_orders_per_min_strategy
+        )
+        self.max_orders_per_s_symbol = own(sy, "max_orders_per_s", limits.max_orders_per_s_symbol)
+        self.max_orders_per_min_symbol = own(
+            sy, "max_orders_per_min", limits.max_orders_per_min_symbol
+        )
+        self.max_executions_per_window: int | None = pick(
+            "max_executions_per_window", limits.max_executions_per_window
+        )
+        self.exec_window_ns = int(pick("execution_window_s", limits.execution_window_s) * 1e9)
+        self.max_child_orders_per_parent: int | None = pick(
+            "max_child_orders_per_parent", limits.max_child_orders_per_parent
+        )
+        self.max_position_qty: int | None = pick("max_position_qty", limits.max_position_qty)
+        self.rules = rules_for(limits, self)
+
+
+def rules_for(limits: Limits, eff: Effective) -> tuple[str, ...]:
+    """Names of the rule groups evaluated for an order, for the flight recorder."""
+    on = {
+        "trading_state": True,
+        "armed": True,
+        "lease": limits.lease_timeout_s is not None,
+        "validity": True,
+        "duplicate_id": True,
+        "symbol_lists": bool(limits.allowed_symbols is not None or limits.restricted_symbols),
+        "order_size": eff.max_order_qty is not None or eff.max_order_notional is not None,
+        "reference_price": limits.require_reference_price or eff.max_price_age_ns is not None,
+        "price_collar": eff.price_collar_pct is not None or eff.price_collar_ticks is not None,
+        "rates": any(
+            v is not None
+            for v in (
+                limits.max_orders_per_s_node,
+                limits.max_orders_per_min_node,
+                eff.max_orders_per_s_strategy,
+                eff.max_orders_per_min_strategy,
+                eff.max_orders_per_s_symbol,
+                eff.max_orders_per_min_symbol,
+            )
+        ),
+        "execution_throttle": eff.max_executions_per_window is not None,
+        "parent": True,
+        "position": eff.max_position_qty is not None,
+        "exposure": limits.max_gross_exposure is not None or limits.max_net_exposure is not None,
+        "turnover": limits.max_turnover_per_min is not None,
+        "cancel_fill_ratio": limits.max_cancel_to_fill_ratio is not None,
+        "loss": limits.max_loss is not None,
+        "audit": True,
+    }
+    return tuple(name for name, enabled in on.items() if enabled)

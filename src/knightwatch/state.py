@@ -1,0 +1,27 @@
+"""Trading states and the scopes a halt can apply to (NautilusTrader's states, Knight's scopes)."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class Scope(StrEnum):
+    FLEET = "fleet"
+    NODE = "node"
+    STRATEGY = "strategy"
+    SYMBOL = "symbol"
+    STRATEGY_SYMBOL = "strategy_symbol"
+    """One strategy in one symbol; the repeated-execution throttle halts at this scope.
+    Its key is "STRATEGY/SYMBOL"."""
+
+
+class TradingState(IntEnum):
+    """Ordered by severity so the effective state of an order is the max over its scopes."""
+
+    ACTIVE = 0
+    REDUCING = 1
+    HALTED = 2
+
+
+def pair_key(strategy: str, symbol: str) -> str:
+    return f"{strategy}/{symbol}"
