@@ -83,7 +83,9 @@ class Window:
 
     __slots__ = ("events", "key", "limit", "reason", "scope", "span_ns")
 
-    def __init__(self, limit: int, span_ns: int, reason: RejectReason, scope: str, key: str) -> None:
+    def __init__(
+        self, limit: int, span_ns: int, reason: RejectReason, scope: str, key: str
+    ) -> None:
         self.limit = limit
         self.span_ns = span_ns
         self.reason = reason
@@ -161,7 +163,9 @@ class Guard:
         self.limits = limits if limits is not None else Limits()
         self.node = node
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._recorder = recorder if recorder is not None else FlightRecorder(None, clock=self._clock)
+        self._recorder = (
+            recorder if recorder is not None else FlightRecorder(None, clock=self._clock)
+        )
         self._ctx = AuditContext(node=node, limits_version=self.limits.version)
         self._armed = False
         lease = self.limits.lease_timeout_s
@@ -236,7 +240,9 @@ class Guard:
             if halt is not None:
                 if halt.state is _HALTED or not book.reduces(side, qty):
                     code = halt.code if halt.state is _HALTED else R.REDUCING_ONLY
-                    return _blocked(code, f"{halt.state.name}: {halt.reason} (by {halt.actor})"), eff
+                    return _blocked(
+                        code, f"{halt.state.name}: {halt.reason} (by {halt.actor})"
+                    ), eff
         if o.id in self._seen:
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
         lim = self.limits
@@ -662,4 +668,3 @@ class Guard:
     @property
     def recorder(self) -> FlightRecorder:
         return self._recorder
-

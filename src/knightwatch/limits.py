@@ -320,13 +320,13 @@ class Effective:
             "max_order_notional", limits.max_order_notional
         )
         self.price_collar_pct: float | None = pick("price_collar_pct", limits.price_collar_pct)
-        self.price_collar_ticks: int | None = pick(
-            "price_collar_ticks", limits.price_collar_ticks
-        )
+        self.price_collar_ticks: int | None = pick("price_collar_ticks", limits.price_collar_ticks)
         self.tick_size: float = sy.tick_size if sy and sy.tick_size else limits.tick_size
         age = pick("max_price_age_s", limits.max_price_age_s)
         self.max_price_age_ns: int | None = None if age is None else int(age * 1e9)
-        self.max_orders_per_s_strategy = own(st, "max_orders_per_s", limits.max_orders_per_s_strategy)
+        self.max_orders_per_s_strategy = own(
+            st, "max_orders_per_s", limits.max_orders_per_s_strategy
+        )
         self.max_orders_per_min_strategy = own(
             st, "max_orders_per_min", limits.max_orders_per_min_strategy
         )

@@ -106,9 +106,7 @@ class Fill(msgspec.Struct, frozen=True):
     def __post_init__(self) -> None:
         if type(self.side) is not Side and self.side in ("buy", "sell"):
             msgspec.structs.force_setattr(self, "side", Side(self.side))
-        problem = order_problem(
-            self.order_id, "fill", self.symbol, self.side, self.qty, self.price
-        )
+        problem = order_problem(self.order_id, "fill", self.symbol, self.side, self.qty, self.price)
         if problem is not None:
             field = "order_id" if problem[0] == "id" else problem[0]
             raise InvalidOrder(field, problem[1], problem[2])

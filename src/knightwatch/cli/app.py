@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from knightwatch.cli.audit import app as audit_app
 from knightwatch.cli.demo import demo
+from knightwatch.cli.flags import app as flags_app
 from knightwatch.cli.limits import app as limits_app
+from knightwatch.cli.release import app as release_app
+from knightwatch.cli.release import keys_app
 
 app = typer.Typer(
     name="knightwatch",
@@ -18,6 +22,10 @@ app = typer.Typer(
 # --- sub-apps: each area registers itself here, one line each ---
 app.add_typer(limits_app, name="limits")
 app.command("demo")(demo)
+app.add_typer(flags_app, name="flags")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(release_app, name="release")
 # --- end sub-apps ---
 
 

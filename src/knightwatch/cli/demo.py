@@ -117,7 +117,9 @@ def demo(
     table.add_column("at order #", justify="right")
     table.add_row("[green]accepted[/green]", f"{res.accepted:,}", "", "")
     for reason, ff in sorted(res.fired.items(), key=lambda kv: kv[1].order_no):
-        table.add_row(f"[red]{reason.value}[/red]", f"{ff.count:,}", f"{ff.t_s:.3f} s", f"{ff.order_no:,}")
+        table.add_row(
+            f"[red]{reason.value}[/red]", f"{ff.count:,}", f"{ff.t_s:.3f} s", f"{ff.order_no:,}"
+        )
     console.print(table)
     console.print(
         f"Without the Guard: {res.sent:,} child orders, {res.shares_sent:,} shares sent for "

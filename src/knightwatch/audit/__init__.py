@@ -1,0 +1,61 @@
+"""The flight recorder: an append-only, hash-chained record of every decision.
+
+It answers, after the fact, why each order went out or was blocked (which node,
+release, flag snapshot, limits version and rules), and `verify` proves the
+record was not edited, cut, reordered or padded since it was written.
+"""
+
+from knightwatch.audit.chain import GENESIS
+from knightwatch.audit.errors import (
+    AuditError,
+    ChainCorrupt,
+    OrderNotFound,
+    RecorderLocked,
+    UnwrittenRecords,
+)
+from knightwatch.audit.read import decode_record, last_lines
+from knightwatch.audit.record import (
+    AuditContext,
+    DecisionRecord,
+    EventRecord,
+    FsyncPolicy,
+    format_ts,
+)
+from knightwatch.audit.recorder import RECOVERY, FlightRecorder
+from knightwatch.audit.sink import FileSink, MemorySink, Sink
+from knightwatch.audit.verify import (
+    Problem,
+    ProblemKind,
+    VerifyReport,
+    verify_file,
+    verify_lines,
+)
+from knightwatch.audit.why import Explanation, explain_order
+
+__all__ = [
+    "GENESIS",
+    "RECOVERY",
+    "AuditContext",
+    "AuditError",
+    "ChainCorrupt",
+    "DecisionRecord",
+    "EventRecord",
+    "Explanation",
+    "FileSink",
+    "FlightRecorder",
+    "FsyncPolicy",
+    "MemorySink",
+    "OrderNotFound",
+    "Problem",
+    "ProblemKind",
+    "RecorderLocked",
+    "Sink",
+    "UnwrittenRecords",
+    "VerifyReport",
+    "decode_record",
+    "explain_order",
+    "format_ts",
+    "last_lines",
+    "verify_file",
+    "verify_lines",
+]

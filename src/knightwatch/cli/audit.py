@@ -1,0 +1,213 @@
+"""`knightwatch audit`: verify a flight-recorder file, explain an order, show the tail."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from knightwatch.audit.errors import OrderNotFound
+from knightwatch.audit.read import decode_record, last_lines
+from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
+from knightwatch.audit.verify import VerifyReport, verify_lines
+from knightwatch.audit.why import Explanation, explain_order
+
+EXIT_INTACT = 0
+EXIT_TAMPERED = 1
+EXIT_UNREADABLE = 2
+
+app = typer.Typer(
+    help="Flight recorder: verify the hash chain, explain an order, show recent records.",
+    no_args_is_help=True,
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+FileArg = Annotated[Path, typer.Argument(help="A flight-recorder file (JSON lines).")]
+
+
+def _unreadable(path: Path, exc: OSError) -> typer.Exit:
+    err.print(f"[red]cannot read {path}: {exc.strerror or exc}[/red]")
+    return typer.Exit(EXIT_UNREADABLE)
+
+
+def _lines_with_progress(f: BinaryIO, size: int, progress: Progress) -> Iterator[bytes]:
+    task = progress.add_task("verifying", total=size)
+    done = 0
+    for n, line in enumerate(f):
+        done += len(line)
+        if n & 0x3FFF == 0:
+            progress.update(task, completed=done)
+        yield line
+    progress.update(task, completed=done)
+
+
+@app.command("verify")
+def verify_cmd(
+    file: FileArg,
+    anchor: Annotated[
+        str | None,
+        typer.Option(help="A head hash noted earlier; reports records cut from the end."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the hash chain; exit 0 intact, 1 tampered, 2 unreadable."""
+    if anchor is not None and (len(anchor) != 64 or anchor.strip("0123456789abcdef")):
+        err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
+        raise typer.Exit(EXIT_UNREADABLE)
+    try:
+        size = os.path.getsize(file)
+        with (
+            open(file, "rb") as f,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            ) as progress,
+        ):
+            report = verify_lines(_lines_with_progress(f, size, progress), str(file), anchor=anchor)
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+    if as_json:
+        console.print_json(msgspec.json.encode(report).decode())
+    else:
+        _print_report(report)
+    raise typer.Exit(EXIT_INTACT if report.intact else EXIT_TAMPERED)
+
+
+def _print_report(report: VerifyReport) -> None:
+    if report.intact:
+        console.print(
+            Panel(
+                f"[bold green]INTACT[/bold green]  {report.records} records\n"
+                f"head {report.head}",
+                title=f"audit verify {report.path}",
+            )
+        )
+        return
+    table = Table(title=f"audit verify {report.path}: TAMPERED", title_style="bold red")
+    table.add_column("line", justify="right")
+    table.add_column("seq", justify="right")
+    table.add_column("problem", style="red")
+    table.add_column("detail")
+    for p in report.problems:
+        table.add_row(str(p.line), "-" if p.seq is None else str(p.seq), p.kind.value, p.detail)
+    console.print(table)
+    more = " (list capped)" if report.problems_capped else ""
+    console.print(
+        f"[bold red]{len(report.problems)} problem(s){more}[/bold red] in {report.lines} lines, "
+        f"{report.records} records"
+    )
+
+
+@app.command("why")
+def why_cmd(
+    order_id: Annotated[str, typer.Argument(help="The client order id.")],
+    file: FileArg,
+) -> None:
+    """Explain why an order was accepted or blocked."""
+    try:
+        exp = explain_order(file, order_id)
+    except OrderNotFound as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+    _print_explanation(exp)
+
+
+def _ctx(rec: DecisionRecord | EventRecord) -> str:
+    return (
+        f"node {rec.node}, release {rec.release_id or '-'}, "
+        f"flag snapshot {rec.flag_snapshot_id or '-'}, limits {rec.limits_version or '-'}"
+    )
+
+
+def _print_explanation(exp: Explanation) -> None:
+    for d in exp.decisions:
+        verdict = "[bold green]ACCEPTED[/]" if d.accepted else "[bold red]BLOCKED[/]"
+        price = "market" if d.price is None else f"@ {d.price:g}"
+        body = Table.grid(padding=(0, 2))
+        body.add_column(style="bold")
+        body.add_column()
+        body.add_row("verdict", verdict)
+        body.add_row("reason", d.reason)
+        body.add_row("detail", d.detail)
+        body.add_row("order", f"{d.strategy} {d.side} {d.qty} {d.symbol} {price}")
+        body.add_row("parent", d.parent_id or "-")
+        body.add_row("node", d.node)
+        body.add_row("release", d.release_id or "-")
+        body.add_row("flag snapshot", d.flag_snapshot_id or "-")
+        body.add_row("limits version", d.limits_version or "-")
+        body.add_row("rules evaluated", ", ".join(d.rules) or "-")
+        body.add_row("time", format_ts(d.ts))
+        body.add_row("record", f"seq {d.seq}, hash {d.hash[:16]}…")
+        console.print(Panel(body, title=f"order {exp.order_id}"))
+    if exp.controls:
+        t = Table(title="control actions before the decision")
+        for col in ("seq", "time", "action", "details"):
+            t.add_column(col)
+        for c in exp.controls:
+            t.add_row(str(c.seq), format_ts(c.ts), c.kind, _fields(c))
+        console.print(t)
+    if exp.fills:
+        t = Table(title="fills")
+        for col in ("seq", "time", "qty", "price", "details"):
+            t.add_column(col)
+        for fill in exp.fills:
+            t.add_row(
+                str(fill.seq),
+                format_ts(fill.ts),
+                str(fill.data.get("qty", "-")),
+                str(fill.data.get("price", "-")),
+                _fields(fill, skip=("order_id", "qty", "price")),
+            )
+        console.print(t)
+    else:
+        console.print("fills: none recorded")
+
+
+def _fields(rec: EventRecord, skip: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{k}={v}" for k, v in rec.data.items() if k not in skip)
+
+
+@app.command("tail")
+def tail_cmd(
+    file: FileArg,
+    n: Annotated[int, typer.Option("-n", "--lines", min=1, help="How many records.")] = 20,
+) -> None:
+    """Show the last N records."""
+    try:
+        lines = last_lines(file, n)
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+    table = Table(title=f"last {len(lines)} records of {file}")
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    for col in ("kind", "node", "summary"):
+        table.add_column(col)
+    for line in lines:
+        try:
+            rec = decode_record(line)
+        except msgspec.DecodeError:
+            table.add_row("?", "", "[red]unreadable[/red]", "", line[:60].decode(errors="replace"))
+            continue
+        if isinstance(rec, DecisionRecord):
+            verdict = "accepted" if rec.accepted else f"[red]blocked {rec.reason}[/red]"
+            summary = f"{rec.order_id} {rec.side} {rec.qty} {rec.symbol}: {verdict}"
+        else:
+            summary = _fields(rec)
+        table.add_row(str(rec.seq), format_ts(rec.ts), rec.kind, rec.node, summary)
+    console.print(table)

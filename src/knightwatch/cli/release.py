@@ -1,0 +1,339 @@
+"""`knightwatch keys` and `knightwatch release`: build, sign, verify, attest.
+
+Exit codes: 0 verified / admitted, 1 refused (the findings say why), 2 the
+input could not be used (the message names the file and the rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from knightwatch.clock import SystemClock
+from knightwatch.release.admission import (
+    Admitter,
+    RegistrySchema,
+    random_nonce,
+    registry_findings,
+    target_findings,
+)
+from knightwatch.release.attestation import attest, sign_attestation
+from knightwatch.release.contents import ReleaseContents, contents_from_directory
+from knightwatch.release.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+)
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
+from knightwatch.release.keys import (
+    SigningKey,
+    VerifyKey,
+    load_signing_key,
+    load_verify_key,
+    write_key_pair,
+)
+from knightwatch.release.manifest import Manifest, decode_manifest, encode_manifest
+from knightwatch.release.reasons import Finding
+from knightwatch.release.signing import (
+    TrustPolicy,
+    load_trust_policy,
+    release_envelope,
+    sign_release,
+    verify_release,
+)
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+
+keys_app = typer.Typer(help="Ed25519 signing keys for releases and nodes.", no_args_is_help=True)
+app = typer.Typer(
+    help="Signed release manifests and node attestation (what admission would say).",
+    no_args_is_help=True,
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ArtifactsOpt = Annotated[
+    Path, typer.Option("--artifacts", help="Directory of release artifacts (every file hashed).")
+]
+ConfigOpt = Annotated[Path, typer.Option("--config", help="The config file (checksummed).")]
+FlagsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--flags",
+        help="Flag table (YAML/JSON: id -> definition hash or meaning) or feature-flags.yaml.",
+    ),
+]
+PolicyOpt = Annotated[
+    Path, typer.Option("--policy", help="Trust policy TOML: trusted keys and threshold.")
+]
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", help="feature-flags.yaml to check the release's flag schema."),
+]
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Bad input ends the command with its message and exit 2, never a traceback."""
+    try:
+        yield
+    except ReleaseInputError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+
+
+def _findings_table(findings: tuple[Finding, ...]) -> Table:
+    table = Table("reason", "subject", "detail", title="findings")
+    for finding in findings:
+        table.add_row(str(finding.reason), finding.subject, finding.detail)
+    return table
+
+
+def _hash_with_progress(artifacts: Path, config: Path, flags: Path) -> ReleaseContents:
+    schema = load_flag_schema(flags)
+    with Progress(
+        TextColumn("hashing artifacts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("hash", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return contents_from_directory(artifacts, config, schema, advance)
+
+
+def _read_envelope(path: Path) -> Envelope:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReleaseInputError(f"envelope {path}: cannot read: {exc.strerror}") from exc
+    return decode_envelope(data, source=f"envelope {path}")
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ReleaseInputError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Argument(help="Key name: writes NAME.key (0600) and NAME.pub.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the key pair.")] = Path(
+        "."
+    ),
+    signer: Annotated[
+        str | None, typer.Option(help="Signer name for the policy entry (default: NAME).")
+    ] = None,
+) -> None:
+    """Create an Ed25519 key pair and print its trust-policy entry."""
+    with _input_errors():
+        key, private, public = write_key_pair(directory, name)
+    console.print(f"private key  {private}  (mode 0600, keep it off shared disks)")
+    console.print(f"public key   {public}")
+    console.print(f"key id       {key.key_id}")
+    console.print("\ntrust-policy entry:\n")
+    _print_policy_entry(signer or name, key.public)
+
+
+@keys_app.command("show")
+def keys_show(
+    public: Annotated[Path, typer.Argument(help="A public key file (NAME.pub).")],
+    signer: Annotated[str, typer.Option(help="Signer name for the policy entry.")],
+) -> None:
+    """Print the trust-policy entry for a public key someone handed you."""
+    with _input_errors():
+        key = load_verify_key(public)
+    _print_policy_entry(signer, key)
+
+
+def _print_policy_entry(signer: str, key: VerifyKey) -> None:
+    console.print(
+        f'[[keys]]\nsigner = "{signer}"\nid = "{key.key_id}"\npublic_key = "{key.to_base64()}"',
+        markup=False,
+    )
+
+
+@app.command("build")
+def build(
+    release_id: Annotated[str, typer.Option("--id", help="Release id, e.g. 2012.08.01-rlp.")],
+    artifacts: ArtifactsOpt,
+    config: ConfigOpt,
+    flags: FlagsOpt,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Manifest file (default: ID.manifest.json).")
+    ] = None,
+) -> None:
+    """Hash a release into a manifest: artifact hashes, config checksum, flag schema."""
+    with _input_errors():
+        contents = _hash_with_progress(artifacts, config, flags)
+        manifest = Manifest(release_id=release_id, contents=contents)
+        target = out or Path(f"{release_id}.manifest.json")
+        _write(target, encode_manifest(manifest))
+    console.print(
+        f"manifest {target}: release {release_id}, {len(contents.artifacts)} artifact(s), "
+        f"{len(contents.flag_schema)} flag(s), digest {manifest.digest()}"
+    )
+
+
+@app.command("sign")
+def sign(
+    source: Annotated[
+        Path, typer.Argument(help="A manifest (starts a new envelope) or an envelope to add to.")
+    ],
+    key: Annotated[Path, typer.Option("--key", help="Private key file (NAME.key).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Envelope file (default: the envelope itself, or MANIFEST.dsse.json)."
+        ),
+    ] = None,
+) -> None:
+    """Add one Ed25519 signature; signers sign the same envelope in turn."""
+    with _input_errors():
+        signing_key: SigningKey = load_signing_key(key)
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise ReleaseInputError(f"{source}: cannot read: {exc.strerror}") from exc
+        try:
+            envelope = decode_envelope(data, source=f"envelope {source}")
+            target = out or source
+        except ReleaseInputError:
+            envelope = release_envelope(decode_manifest(data, source=f"manifest {source}"))
+            target = out or source.with_name(f"{source.name.removesuffix('.json')}.dsse.json")
+        signed = sign_release(envelope, signing_key)
+        manifest = Manifest.from_statement_bytes(signed.payload_bytes(), source=str(source))
+        _write(target, encode_envelope(signed))
+    console.print(
+        f"signed release {manifest.release_id} (digest {manifest.digest()}) with key "
+        f"{signing_key.key_id[:16]}; {len(signed.signatures)} signature(s) in {target}"
+    )
+
+
+@app.command("verify")
+def verify(
+    envelope_path: Annotated[Path, typer.Argument(help="The signed envelope.")],
+    policy: PolicyOpt,
+    release: Annotated[
+        str | None, typer.Option("--release", help="Refuse unless this is the release id.")
+    ] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Check signatures against the trust policy (threshold of distinct signers, tamper)."""
+    with _input_errors():
+        trust = load_trust_policy(policy)
+        envelope = _read_envelope(envelope_path)
+        schema = load_registry_schema(registry) if registry else None
+    result = verify_release(envelope, trust)
+    findings = list(result.findings)
+    manifest = result.manifest
+    if manifest is not None and release is not None:
+        findings.extend(target_findings(manifest, release))
+    if manifest is not None and schema is not None:
+        findings.extend(registry_findings(manifest, schema))
+    if manifest is None or findings:
+        console.print(_findings_table(tuple(findings)))
+        console.print(f"[red]REFUSED[/red] {envelope_path}")
+        raise typer.Exit(EXIT_REFUSED)
+    console.print(
+        f"[green]VERIFIED[/green] release {manifest.release_id} digest {result.manifest_digest} "
+        f"signed by {', '.join(result.signers)} (threshold {trust.threshold})"
+        + ("" if schema else "; flag registry not checked (no --registry)")
+    )
+
+
+def _target_of(envelope: Envelope, release: str | None) -> str:
+    """The release to judge against: given, else the one the envelope claims."""
+    if release is not None:
+        return release
+    try:
+        return Manifest.from_statement_bytes(envelope.payload_bytes(), source="envelope").release_id
+    except ReleaseInputError:
+        return ""
+
+
+@app.command("attest")
+def attest_cmd(
+    node: Annotated[str, typer.Option("--node", help="Node id, as enrolled.")],
+    artifacts: ArtifactsOpt,
+    config: ConfigOpt,
+    flags: FlagsOpt,
+    envelope_path: Annotated[
+        Path | None,
+        typer.Option("--envelope", help="Signed release to judge the node against."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Trust policy (needed with --envelope).")
+    ] = None,
+    registry: RegistryOpt = None,
+    release: Annotated[
+        str | None,
+        typer.Option("--release", help="The fleet's target release (default: the envelope's)."),
+    ] = None,
+    node_key: Annotated[
+        Path | None,
+        typer.Option("--node-key", help="The node's private key (default: a one-off key)."),
+    ] = None,
+) -> None:
+    """Compute what this node runs and, given a release, what admission would say."""
+    with _input_errors():
+        contents = _hash_with_progress(artifacts, config, flags)
+        if envelope_path is None:
+            _print_contents(node, contents)
+            return
+        if policy is None:
+            raise ReleaseInputError("--policy: required with --envelope")
+        trust: TrustPolicy = load_trust_policy(policy)
+        envelope = _read_envelope(envelope_path)
+        schema = load_registry_schema(registry) if registry else None
+        key = load_signing_key(node_key) if node_key else SigningKey.generate()
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        err.print(f"[red]error:[/red] envelope {envelope_path}: not a release envelope")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    clock = SystemClock()
+    admitter = Admitter(trust, {node: key.public}, clock=clock, nonce_source=random_nonce)
+    nonce = admitter.challenge(node)
+    attestation = sign_attestation(attest(node, nonce, contents, clock=clock), key)
+    verification = verify_release(envelope, trust)
+    own = verification.manifest
+    registry_schema = schema or RegistrySchema(dict(own.contents.flag_schema) if own else {})
+    verdict = admitter.admit(
+        attestation, envelope, registry_schema, target_release=_target_of(envelope, release)
+    )
+    note = "" if schema else " (flag registry not checked: no --registry)"
+    if verdict.admitted:
+        console.print(
+            f"[green]ADMITTED[/green] node {node} runs release {verdict.target_release} "
+            f"exactly{note}"
+        )
+        return
+    console.print(_findings_table(verdict.findings))
+    console.print(f"[red]REFUSED[/red] node {node} for release {verdict.target_release}{note}")
+    raise typer.Exit(EXIT_REFUSED)
+
+
+def _print_contents(node: str, contents: ReleaseContents) -> None:
+    table = Table("kind", "name", "sha256", title=f"node {node} runs")
+    for path, digest in contents.artifacts.items():
+        table.add_row("file", path, digest)
+    table.add_row("config", "", contents.config_sha256)
+    for flag_id, digest in contents.flag_schema.items():
+        table.add_row("flag", flag_id, digest)
+    console.print(table)

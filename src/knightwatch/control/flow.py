@@ -1,0 +1,121 @@
+"""The order flow of a drill node: a tiny market maker, and a runaway on command.
+
+Normal flow alternates buys and sells across a few symbols at a steady rate,
+the way the fleet's seven healthy servers did. On a runaway command it behaves
+like Power Peg: buys without end at a high rate. Either way every order goes
+through the node runtime (Guard) first and only accepted orders reach the
+venue. The loop has hard bounds that do not depend on its inputs (DESIGN
+principle 6): at most `max_orders` in its life and `burst` per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from knightwatch.control.node import NodeRuntime
+from knightwatch.control.venue import FILL_DECODER, REFERENCE_PRICE, SUBJECT_VENUE, encode_order
+from knightwatch.order import Order, Side
+
+log = logging.getLogger(__name__)
+
+SUBJECT_RUNAWAY = "kw.drill.runaway"
+SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN")
+_TICK_S = 0.01
+
+
+class OrderFlow:
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        nc: Client,
+        rate_per_s: float,
+        runaway_rate_per_s: float = 400.0,
+        max_orders: int = 1_000_000,
+        burst: int = 50,
+    ) -> None:
+        self.runtime = runtime
+        self.nc = nc
+        self.rate = rate_per_s
+        self.runaway_rate = runaway_rate_per_s
+        self.max_orders = max_orders
+        self.burst = burst
+        self.runaway = False
+        self.sent = 0
+        self.accepted = 0
+        self.filled = 0
+        self._n = 0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        node = self.runtime.node_id
+        await self.nc.subscribe(f"{SUBJECT_RUNAWAY}.{node}", cb=self._on_runaway)
+        await self.nc.flush()
+
+    async def _on_runaway(self, msg: Msg) -> None:
+        log.critical("node %s: runaway injected by drill", self.runtime.node_id)
+        self.runaway = True
+
+    def _next(self) -> Order:
+        self._n += 1
+        symbol = SYMBOLS[self._n % len(SYMBOLS)]
+        if self.runaway:
+            side = Side.BUY
+            strategy = "powerpeg"
+        else:
+            side = Side.BUY if (self._n // len(SYMBOLS)) % 2 == 0 else Side.SELL
+            strategy = "mm"
+        return Order(
+            f"{self.runtime.node_id}-{self._n}", strategy, symbol, side, 100, REFERENCE_PRICE
+        )
+
+    async def run(self) -> None:
+        """Send orders until cancelled or `max_orders` is reached."""
+        credit = 0.0
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        last_price = 0.0
+        while self.sent < self.max_orders:
+            await asyncio.sleep(_TICK_S)
+            now = loop.time()
+            if now - last_price >= 1.0:
+                for symbol in SYMBOLS:
+                    self.runtime.on_price(symbol, REFERENCE_PRICE)
+                last_price = now
+            credit += (now - last) * (self.runaway_rate if self.runaway else self.rate)
+            last = now
+            n = min(int(credit), self.burst, self.max_orders - self.sent)
+            credit -= n
+            for _ in range(n):
+                self._send(self._next())
+
+    def _send(self, order: Order) -> None:
+        self.sent += 1
+        if not self.runtime.check(order).accepted:
+            return
+        self.accepted += 1
+        task = asyncio.create_task(self._execute(order))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _execute(self, order: Order) -> None:
+        try:
+            reply = await self.nc.request(
+                SUBJECT_VENUE,
+                encode_order(order),
+                timeout=1.0,
+                headers={"node": self.runtime.node_id},
+            )
+        except Exception as exc:  # venue unreachable: the order stays working in the Guard
+            log.warning(
+                "node %s: order %s not acknowledged by venue: %s",
+                self.runtime.node_id,
+                order.id,
+                exc,
+            )
+            return
+        self.runtime.on_fill(FILL_DECODER.decode(reply.data))
+        self.filled += 1

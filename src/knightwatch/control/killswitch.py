@@ -1,0 +1,228 @@
+"""The kill switch: one command stops a scope fleet-wide and proves every node stopped.
+
+A kill goes out twice: announced on the fast path first (every node blocks in
+about a millisecond, no consensus round in the way, still works while a
+clustered store elects a leader), then written to the store of record, retried
+until acknowledged, so late joiners, restarted nodes and restarted servers see
+it. The command returns when every targeted live node has confirmed, naming
+each node's latency, or names those that did not (their leases run out, so
+they stop anyway).
+
+A resume is the opposite: store first, with compare-and-swap against the entry
+the operator saw, so two people cannot undo each other's decisions unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+import msgspec
+
+from knightwatch.clock import Clock
+from knightwatch.control.messages import FLEET_KEY, Confirmation, NodeStatus, StateEntry
+from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable
+from knightwatch.state import Scope, TradingState
+
+log = logging.getLogger(__name__)
+
+_DURABLE_RETRY_S = 0.1
+
+
+class KillSwitchError(RuntimeError):
+    """A kill-switch command that cannot be carried out as asked; says why."""
+
+
+class CommandResult(msgspec.Struct, frozen=True):
+    """What happened to one kill or resume: who confirmed, how fast, who did not, durability."""
+
+    entry: StateEntry
+    targets: list[str]
+    latencies_ms: dict[str, float]
+    missing: list[str]
+    revision: int | None
+    durable_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and self.revision is not None
+
+
+class KillSwitch:
+    """Issues kills and resumes on a control plane and gathers confirmations."""
+
+    def __init__(
+        self, plane: ControlPlane, clock: Clock, actor: str, liveness_grace_s: float = 0.5
+    ) -> None:
+        if not actor:
+            raise KillSwitchError("actor: must name who is acting (recorded with every command)")
+        self.plane = plane
+        self.clock = clock
+        self.actor = actor
+        self.grace_ns = int(liveness_grace_s * 1e9)
+        self._arrivals: dict[str, dict[str, int]] = {}
+        self._changed = asyncio.Event()
+        self._heard: dict[str, NodeStatus] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.plane.subscribe_confirmations(self._on_confirmation)
+        await self.plane.subscribe_heartbeats(self._on_heartbeat)
+        self._started = True
+
+    async def _on_confirmation(self, c: Confirmation) -> None:
+        arrivals = self._arrivals.get(c.command_id)
+        if arrivals is not None and c.node_id not in arrivals:
+            arrivals[c.node_id] = self.clock.monotonic_ns()
+            self._changed.set()
+
+    async def _on_heartbeat(self, status: NodeStatus) -> None:
+        self._heard[status.node_id] = status
+
+    async def live_nodes(self) -> list[str]:
+        """Nodes holding a lease now: the membership store plus heartbeats heard directly."""
+        now = self.clock.time_ns()
+        records: dict[str, NodeStatus] = {}
+        try:
+            records = {s.node_id: s for s in await self.plane.members()}
+        except ControlPlaneUnavailable as exc:
+            log.warning("membership store unreadable (%s); using heartbeats heard", exc)
+        for node_id, heard in self._heard.items():
+            known = records.get(node_id)
+            if known is None or heard.seen_ns > known.seen_ns:
+                records[node_id] = heard
+        return sorted(n for n, s in records.items() if s.live(now, self.grace_ns))
+
+    def _entry(self, scope: Scope, key: str, state: TradingState, reason: str) -> StateEntry:
+        if not reason.strip():
+            raise KillSwitchError("reason: must say why (recorded with the command)")
+        return StateEntry(
+            scope=scope,
+            key=FLEET_KEY if scope is Scope.FLEET else key,
+            state=state,
+            reason=reason,
+            actor=self.actor,
+            command_id=uuid.uuid4().hex,
+            issued_ns=self.clock.time_ns(),
+        )
+
+    async def kill(
+        self,
+        scope: Scope,
+        key: str,
+        reason: str,
+        timeout_s: float = 2.0,
+        state: TradingState = TradingState.HALTED,
+        targets: list[str] | None = None,
+        durable_timeout_s: float = 15.0,
+    ) -> CommandResult:
+        """Halt (or set REDUCING, for a drain) a scope and wait for the nodes to confirm.
+
+        Confirmations are awaited for `timeout_s`; the store write keeps retrying
+        for `durable_timeout_s`, long enough to outlast a cluster leader election.
+        """
+        if state is TradingState.ACTIVE:
+            raise KillSwitchError("state: a kill sets HALTED or REDUCING; use resume for ACTIVE")
+        await self.start()
+        entry = self._entry(scope, key, state, reason)
+        t0 = self.clock.monotonic_ns()
+        self._arrivals[entry.command_id] = {}
+        deadline = t0 + int(timeout_s * 1e9)
+        try:
+            await self.plane.announce_state(entry)
+        except ControlPlaneUnavailable as exc:
+            log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
+        durable_deadline = t0 + int(max(durable_timeout_s, timeout_s) * 1e9)
+        durable = asyncio.create_task(self._store(entry, durable_deadline))
+        return await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
+
+    async def resume(
+        self, scope: Scope, key: str, reason: str, timeout_s: float = 2.0
+    ) -> CommandResult:
+        """Return a scope to ACTIVE if it is halted now; recorded with who and why."""
+        await self.start()
+        entry = self._entry(scope, key, TradingState.ACTIVE, reason)
+        current, revision = await self.plane.get_state(entry.scope, entry.key)
+        if current is None or current.state is TradingState.ACTIVE:
+            raise KillSwitchError(f"{scope.value} {entry.key!r}: not halted; nothing to resume")
+        t0 = self.clock.monotonic_ns()
+        deadline = t0 + int(timeout_s * 1e9)
+        self._arrivals[entry.command_id] = {}
+        stored = await self.plane.put_state(entry, expected_revision=revision)
+        with contextlib.suppress(ControlPlaneUnavailable):
+            await self.plane.announce_state(entry)
+        done: asyncio.Future[int | str] = asyncio.get_running_loop().create_future()
+        done.set_result(stored)
+        return await self._collect(entry, t0, deadline, done, None, deadline)
+
+    async def _store(self, entry: StateEntry, deadline_ns: int) -> int | str:
+        """Write to the store of record, retrying through outages and elections until deadline."""
+        last = "no attempt"
+        while True:
+            try:
+                return await self.plane.put_state(entry)
+            except ControlPlaneUnavailable as exc:
+                last = str(exc)
+            if self.clock.monotonic_ns() >= deadline_ns:
+                return last
+            await asyncio.sleep(_DURABLE_RETRY_S)
+
+    async def _collect(
+        self,
+        entry: StateEntry,
+        t0: int,
+        deadline_ns: int,
+        durable: asyncio.Future[int | str],
+        targets: list[str] | None,
+        durable_deadline_ns: int,
+    ) -> CommandResult:
+        arrivals = self._arrivals[entry.command_id]
+        try:
+            if targets is None:
+                targets = await self.live_nodes()
+                if entry.scope is Scope.NODE:
+                    targets = [entry.key]
+            wanted = set(targets)
+            while not wanted <= arrivals.keys():
+                remaining = (deadline_ns - self.clock.monotonic_ns()) / 1e9
+                if remaining <= 0:
+                    break
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+            stored: int | str
+            with contextlib.suppress(TimeoutError):
+                remaining = max((durable_deadline_ns - self.clock.monotonic_ns()) / 1e9, 0.05)
+                await asyncio.wait_for(asyncio.shield(durable), remaining)
+            stored = durable.result() if durable.done() else "store did not acknowledge in time"
+        finally:
+            del self._arrivals[entry.command_id]
+        latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
+        missing = sorted(wanted - arrivals.keys())
+        result = CommandResult(
+            entry=entry,
+            targets=sorted(wanted),
+            latencies_ms=latencies,
+            missing=missing,
+            revision=stored if isinstance(stored, int) else None,
+            durable_error="" if isinstance(stored, int) else stored,
+        )
+        log.warning(
+            "KILL_SWITCH command=%s scope=%s key=%s state=%s actor=%s reason=%r confirmed=%d/%d "
+            "missing=%s revision=%s",
+            entry.command_id,
+            entry.scope.value,
+            entry.key,
+            TradingState(entry.state).name,
+            entry.actor,
+            entry.reason,
+            len(latencies),
+            len(wanted),
+            ",".join(missing) or "-",
+            result.revision,
+        )
+        return result

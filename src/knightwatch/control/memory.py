@@ -1,0 +1,182 @@
+"""In-process control plane: deterministic, no threads, no sockets.
+
+The replay and the unit tests run the same node runtime, kill switch and
+supervisor on this backend that the live fleet runs on NATS; only the transport
+differs (DESIGN principle 1). A `MemoryFabric` plays the server: it holds the
+durable state, and every `MemoryControlPlane` is one client connection to it.
+Messages are delivered inline, in subscription order, before the publishing
+call returns, so a simulated run is reproducible step by step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from knightwatch.control.messages import (
+    AuditEnvelope,
+    Confirmation,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+    slot_of,
+)
+from knightwatch.control.protocol import (
+    ConnectionHandler,
+    ControlPlaneUnavailable,
+    Handler,
+    RevisionConflict,
+)
+from knightwatch.state import Scope
+
+_TOPICS = ("state", "confirm", "heartbeat", "metrics")
+
+
+class MemoryFabric:
+    """The shared "server": durable buckets and streams plus live subscriptions.
+
+    `set_reachable(False)` simulates losing the server (every connection sees a
+    disconnect, every call fails); durable data survives it, as JetStream's
+    file store does.
+    """
+
+    def __init__(self) -> None:
+        self.reachable = True
+        self._revision = 0
+        self._states: dict[str, tuple[StateEntry, int]] = {}
+        self._members: dict[str, NodeStatus] = {}
+        self._audit: list[AuditEnvelope] = []
+        self._subs: dict[str, list[tuple[MemoryControlPlane, Handler[Any]]]] = {
+            t: [] for t in _TOPICS
+        }
+        self._planes: list[MemoryControlPlane] = []
+
+    async def set_reachable(self, reachable: bool) -> None:
+        if reachable == self.reachable:
+            return
+        self.reachable = reachable
+        for plane in list(self._planes):
+            await plane._set_connected(reachable)
+
+    def next_revision(self) -> int:
+        self._revision += 1
+        return self._revision
+
+    async def deliver(self, topic: str, message: object) -> None:
+        for plane, handler in list(self._subs[topic]):
+            if plane.connected:
+                await handler(message)
+
+    def attach(self, plane: MemoryControlPlane) -> None:
+        self._planes.append(plane)
+
+    def detach(self, plane: MemoryControlPlane) -> None:
+        if plane in self._planes:
+            self._planes.remove(plane)
+        for topic in _TOPICS:
+            self._subs[topic] = [(p, h) for p, h in self._subs[topic] if p is not plane]
+
+    def subscribe(self, topic: str, plane: MemoryControlPlane, handler: Handler[Any]) -> None:
+        self._subs[topic].append((plane, handler))
+
+
+class MemoryControlPlane:
+    """One client connection to a `MemoryFabric`."""
+
+    def __init__(self, fabric: MemoryFabric) -> None:
+        self._fabric = fabric
+        self._connected = False
+        self._open = False
+        self._connection_handlers: list[ConnectionHandler] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def on_connection(self, handler: ConnectionHandler) -> None:
+        self._connection_handlers.append(handler)
+
+    async def _set_connected(self, connected: bool) -> None:
+        if not self._open or connected == self._connected:
+            return
+        self._connected = connected
+        for handler in list(self._connection_handlers):
+            await handler(connected)
+
+    def _require(self) -> MemoryFabric:
+        if not self._connected or not self._fabric.reachable:
+            raise ControlPlaneUnavailable("control plane unreachable (memory fabric down)")
+        return self._fabric
+
+    async def connect(self) -> None:
+        if not self._fabric.reachable:
+            raise ControlPlaneUnavailable("control plane unreachable (memory fabric down)")
+        self._open = True
+        self._connected = True
+        self._fabric.attach(self)
+
+    async def close(self) -> None:
+        self._open = False
+        self._connected = False
+        self._fabric.detach(self)
+
+    async def ping(self, timeout_s: float) -> None:
+        self._require()
+
+    async def announce_state(self, entry: StateEntry) -> None:
+        await self._require().deliver("state", entry)
+
+    async def put_state(self, entry: StateEntry, expected_revision: int | None = None) -> int:
+        fabric = self._require()
+        slot = entry.slot
+        current = fabric._states.get(slot)
+        current_rev = current[1] if current else 0
+        if expected_revision is not None and expected_revision != current_rev:
+            raise RevisionConflict(slot, expected_revision)
+        revision = fabric.next_revision()
+        fabric._states[slot] = (entry, revision)
+        await fabric.deliver("state", entry)
+        return revision
+
+    async def get_state(self, scope: Scope, key: str) -> tuple[StateEntry | None, int]:
+        found = self._require()._states.get(slot_of(scope, key))
+        return (found[0], found[1]) if found else (None, 0)
+
+    async def states(self) -> dict[str, tuple[StateEntry, int]]:
+        return dict(self._require()._states)
+
+    async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
+        self._require().subscribe("state", self, handler)
+
+    async def confirm(self, confirmation: Confirmation) -> None:
+        await self._require().deliver("confirm", confirmation)
+
+    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> None:
+        self._require().subscribe("confirm", self, handler)
+
+    async def heartbeat(self, status: NodeStatus) -> None:
+        await self._require().deliver("heartbeat", status)
+
+    async def put_member(self, status: NodeStatus) -> None:
+        self._require()._members[status.node_id] = status
+
+    async def members(self) -> list[NodeStatus]:
+        return sorted(self._require()._members.values(), key=lambda s: s.node_id)
+
+    async def subscribe_heartbeats(self, handler: Handler[NodeStatus]) -> None:
+        self._require().subscribe("heartbeat", self, handler)
+
+    async def publish_metrics(self, metrics: NodeMetrics) -> None:
+        await self._require().deliver("metrics", metrics)
+
+    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> None:
+        self._require().subscribe("metrics", self, handler)
+
+    async def append_audit(self, envelope: AuditEnvelope) -> int:
+        fabric = self._require()
+        fabric._audit.append(envelope)
+        return len(fabric._audit)
+
+    async def audit(self, start_seq: int = 1, limit: int = 1000) -> list[tuple[int, AuditEnvelope]]:
+        records = self._require()._audit
+        first = max(start_seq, 1)
+        return [(i, records[i - 1]) for i in range(first, min(len(records), first + limit - 1) + 1)]

@@ -1,0 +1,133 @@
+"""What travels on the control plane: frozen msgspec structs, encoded as JSON.
+
+JSON rather than msgpack so an operator can read any subject or KV key with the
+stock `nats` tooling during an incident; the payloads are tiny and rare, so the
+cost does not matter.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from knightwatch.state import Scope, TradingState
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class StateEntry(msgspec.Struct, frozen=True):
+    """The trading state an operator (or the supervisor) set for one scope and key.
+
+    This is the kill switch's unit of record. `issued_ns` (the issuer's wall
+    clock) and `command_id` order entries for the same scope and key, so a node
+    that hears one command on both the fast path and the durable path, or out of
+    order, keeps the newest.
+    """
+
+    scope: Scope
+    key: str
+    state: TradingState
+    reason: str
+    actor: str
+    command_id: str
+    issued_ns: int
+
+    @property
+    def slot(self) -> str:
+        return slot_of(self.scope, self.key)
+
+    def newer_than(self, other: StateEntry | None) -> bool:
+        if other is None:
+            return True
+        return (self.issued_ns, self.command_id) > (other.issued_ns, other.command_id)
+
+
+class Confirmation(msgspec.Struct, frozen=True):
+    """A node's proof that it applied a command to its Guard: who, what, when."""
+
+    command_id: str
+    node_id: str
+    scope: Scope
+    key: str
+    state: TradingState
+    applied_ns: int
+
+
+class NodeStatus(msgspec.Struct, frozen=True):
+    """A node's membership record and heartbeat: the fleet's answer to "where is everyone"."""
+
+    node_id: str
+    host: str
+    pid: int
+    started_ns: int
+    seen_ns: int
+    lease_expires_ns: int
+    admitted: bool
+    armed: bool
+    node_state: TradingState
+    last_command_id: str = ""
+    last_confirmed_ns: int = 0
+    left: bool = False
+
+    def live(self, now_ns: int, grace_ns: int) -> bool:
+        """Whether the node still holds a lease, allowing `grace_ns` for the heartbeat in flight."""
+        return not self.left and now_ns <= self.lease_expires_ns + grace_ns
+
+
+class NodeMetrics(msgspec.Struct, frozen=True):
+    """Counters a node publishes each metrics interval; the supervisor's only input.
+
+    Counters are cumulative since the node started so a lost message loses
+    resolution, never counts.
+    """
+
+    node_id: str
+    at_ns: int
+    orders: int
+    accepted: int
+    rejected: int
+    fills: int
+    gross_exposure: float
+    pnl: float
+    armed: bool
+    errors: int
+    blocks: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class AuditEnvelope(msgspec.Struct, frozen=True):
+    """A flight-recorder record shipped to the fleet stream, opaque to the control plane."""
+
+    node_id: str
+    seq: int
+    record: bytes
+
+
+class StateKeyError(ValueError):
+    """A scope key that cannot be stored; names the rule."""
+
+
+def slot_of(scope: Scope, key: str) -> str:
+    """Map (scope, key) to a NATS KV key, injectively.
+
+    KV keys allow only `[-/_=.A-Za-z0-9]`; symbols and strategy names may carry
+    anything, so keys outside a plain alphabet are hex-encoded behind `=`, which
+    a plain key can never contain.
+    """
+    if not key:
+        raise StateKeyError(f"{scope.value} key: must be a non-empty string")
+    if len(key) > 128:
+        raise StateKeyError(f"{scope.value} key: must be at most 128 characters (got {key!r})")
+    token = key if _PLAIN_KEY.fullmatch(key) else "=" + key.encode().hex()
+    return f"{scope.value}.{token}"
+
+
+FLEET_KEY = "fleet"
+"""The single key of the fleet scope."""
+
+ENCODER = msgspec.json.Encoder()
+ENTRY_DECODER = msgspec.json.Decoder(StateEntry)
+CONFIRMATION_DECODER = msgspec.json.Decoder(Confirmation)
+STATUS_DECODER = msgspec.json.Decoder(NodeStatus)
+METRICS_DECODER = msgspec.json.Decoder(NodeMetrics)
+AUDIT_DECODER = msgspec.json.Decoder(AuditEnvelope)

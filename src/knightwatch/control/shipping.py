@@ -1,0 +1,52 @@
+"""Ship flight-recorder lines to the fleet's audit stream without slowing the Guard.
+
+The local file stays the record of truth (it is written first, with the
+recorder's own fail-closed rules); the stream copy lets an operator read every
+node's decisions in one place. Lines wait in a bounded buffer that the node
+runtime drains in the background; if the control plane is away for long, the
+oldest lines are dropped from the buffer (never from the file) and counted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from knightwatch.audit.sink import Sink
+
+
+class ShippingSink:
+    """A `Sink` that writes through to another sink and queues each line for shipping."""
+
+    def __init__(self, inner: Sink, max_buffered: int = 100_000) -> None:
+        self.inner = inner
+        self._queue: deque[bytes] = deque(maxlen=max_buffered)
+        self.dropped = 0
+
+    def tail(self) -> tuple[bytes | None, bytes]:
+        return self.inner.tail()
+
+    def discard_torn(self, n: int) -> None:
+        self.inner.discard_torn(n)
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+        lines = data.splitlines()
+        overflow = len(self._queue) + len(lines) - (self._queue.maxlen or 0)
+        if overflow > 0:
+            self.dropped += overflow
+        self._queue.extend(lines)
+
+    def sync(self) -> None:
+        self.inner.sync()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def take(self, limit: int) -> list[bytes]:
+        """Up to `limit` lines in write order, removed from the buffer."""
+        n = min(limit, len(self._queue))
+        return [self._queue.popleft() for _ in range(n)]
+
+    def put_back(self, lines: list[bytes]) -> None:
+        """Return lines that could not be shipped, to the front, keeping their order."""
+        self._queue.extendleft(reversed(lines))

@@ -1,0 +1,219 @@
+"""The supervisor: fleet-level anomaly detection that halts before a person could react.
+
+Knight's monitoring watched prices, not volume; the runaway server's order rate
+was the signal nobody looked at. The supervisor compares each node with its
+peers (rate against the fleet median, P&L against the peers' median), watches
+fleet gross exposure and block/reject spikes, and refuses a node that reported
+errors before it was armed. It is pure logic on an injected clock: the live
+service feeds it metrics from NATS, the replay feeds it from MemoryControlPlane,
+and both act on its `Action`s through the same kill switch.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from enum import StrEnum
+
+import msgspec
+
+from knightwatch.clock import Clock
+from knightwatch.control.messages import FLEET_KEY, NodeMetrics
+from knightwatch.state import Scope, TradingState
+
+
+class Rule(StrEnum):
+    """Stable reason codes for automatic actions (dashboards and pages key on them)."""
+
+    ORDER_RATE = "supervisor_order_rate"
+    PNL_DEVIATION = "supervisor_pnl_deviation"
+    GROSS_EXPOSURE = "supervisor_gross_exposure"
+    REJECT_SPIKE = "supervisor_reject_spike"
+    ERRORS_BEFORE_ARMING = "supervisor_errors_before_arming"
+
+
+class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Thresholds; the defaults suit a fleet of equity routers doing tens of orders a second."""
+
+    rate_multiple: float = 5.0
+    rate_floor_per_s: float = 20.0
+    rate_window_s: float = 1.0
+    min_peers: int = 2
+    pnl_deviation: float = 50_000.0
+    gross_exposure_cap: float = 50_000_000.0
+    reject_ratio: float = 0.5
+    reject_min_orders: int = 50
+    stale_after_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("rate_multiple", self.rate_multiple > 1, "must be > 1"),
+            ("rate_floor_per_s", self.rate_floor_per_s >= 0, "must be >= 0"),
+            ("rate_window_s", self.rate_window_s > 0, "must be > 0"),
+            ("min_peers", self.min_peers >= 1, "must be >= 1"),
+            ("pnl_deviation", self.pnl_deviation > 0, "must be > 0"),
+            ("gross_exposure_cap", self.gross_exposure_cap > 0, "must be > 0"),
+            ("reject_ratio", 0 < self.reject_ratio <= 1, "must be in (0, 1]"),
+            ("reject_min_orders", self.reject_min_orders >= 1, "must be >= 1"),
+            ("stale_after_s", self.stale_after_s > 0, "must be > 0"),
+        )
+        problems = [f"{f}: {rule} (got {getattr(self, f)!r})" for f, ok, rule in checks if not ok]
+        if problems:
+            raise ValueError("invalid supervisor config:\n  " + "\n  ".join(problems))
+
+
+class Action(msgspec.Struct, frozen=True):
+    """One automatic halt: which rule, which scope, why (with the numbers)."""
+
+    rule: Rule
+    scope: Scope
+    key: str
+    state: TradingState
+    reason: str
+    at_ns: int
+
+
+class _NodeTrack:
+    __slots__ = ("latest", "over_since", "samples", "seen")
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[int, int, int]] = deque()  # (t, orders, rejected)
+        self.latest: NodeMetrics | None = None
+        self.over_since: int | None = None
+        self.seen = 0
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self._nodes: dict[str, _NodeTrack] = {}
+        self._firing: set[tuple[Rule, str]] = set()
+        self.actions: list[Action] = []
+
+    def rate(self, node_id: str) -> float:
+        """Orders per second over the last window, as seen by this supervisor."""
+        track = self._nodes.get(node_id)
+        if track is None or len(track.samples) < 2:
+            return 0.0
+        (t0, o0, _), (t1, o1, _) = track.samples[0], track.samples[-1]
+        return (o1 - o0) / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
+
+    def observe(self, m: NodeMetrics) -> list[Action]:
+        """Take one metrics sample; return the actions it triggers (each rule fires once
+        per episode: it re-arms when its condition clears)."""
+        now = self.clock.monotonic_ns()
+        track = self._nodes.setdefault(m.node_id, _NodeTrack())
+        track.latest = m
+        track.seen = now
+        track.samples.append((now, m.orders, m.rejected))
+        window = int(self.config.rate_window_s * 1e9)
+        while len(track.samples) > 2 and now - track.samples[1][0] >= window:
+            track.samples.popleft()
+        fresh = self._fresh(now)
+        out: list[Action] = []
+        out += self._errors_before_arming(m, now)
+        out += self._order_rate(m.node_id, track, fresh, now, window)
+        out += self._pnl(m.node_id, fresh, now)
+        out += self._rejects(m.node_id, track, now)
+        out += self._exposure(fresh, now)
+        self.actions.extend(out)
+        return out
+
+    def _fresh(self, now: int) -> dict[str, _NodeTrack]:
+        stale = int(self.config.stale_after_s * 1e9)
+        return {n: t for n, t in self._nodes.items() if now - t.seen <= stale}
+
+    def _fire(
+        self,
+        rule: Rule,
+        key: str,
+        active: bool,
+        scope: Scope,
+        state: TradingState,
+        why: str,
+        now: int,
+    ) -> list[Action]:
+        tag = (rule, key)
+        if not active:
+            self._firing.discard(tag)
+            return []
+        if tag in self._firing:
+            return []
+        self._firing.add(tag)
+        return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
+
+    def _errors_before_arming(self, m: NodeMetrics, now: int) -> list[Action]:
+        bad = m.errors > 0 and not m.armed
+        why = f"node {m.node_id} reported {m.errors} error(s) before arming; not to be armed"
+        return self._fire(
+            Rule.ERRORS_BEFORE_ARMING, m.node_id, bad, Scope.NODE, TradingState.HALTED, why, now
+        )
+
+    def _order_rate(
+        self, node_id: str, track: _NodeTrack, fresh: dict[str, _NodeTrack], now: int, window: int
+    ) -> list[Action]:
+        peers = [self.rate(n) for n in fresh if n != node_id]
+        if len(peers) < self.config.min_peers:
+            return self._fire(
+                Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "", now
+            )
+        rate = self.rate(node_id)
+        median = statistics.median([*peers, rate])
+        limit = max(self.config.rate_multiple * median, self.config.rate_floor_per_s)
+        if rate <= limit:
+            track.over_since = None
+            return self._fire(
+                Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "", now
+            )
+        if track.over_since is None:
+            track.over_since = now
+        sustained = now - track.over_since >= window
+        why = (
+            f"node {node_id} at {rate:.0f} orders/s vs fleet median {median:.0f}/s "
+            f"(limit {limit:.0f}/s) for >= {self.config.rate_window_s:g} s"
+        )
+        return self._fire(
+            Rule.ORDER_RATE, node_id, sustained, Scope.NODE, TradingState.HALTED, why, now
+        )
+
+    def _pnl(self, node_id: str, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
+        latest = {n: t.latest.pnl for n, t in fresh.items() if t.latest is not None}
+        peers = [p for n, p in latest.items() if n != node_id]
+        if len(peers) < self.config.min_peers:
+            return []
+        median = statistics.median(peers)
+        deviation = latest[node_id] - median
+        bad = abs(deviation) > self.config.pnl_deviation
+        why = (
+            f"node {node_id} P&L {latest[node_id]:,.0f} deviates {deviation:+,.0f} from peer "
+            f"median {median:,.0f} (threshold {self.config.pnl_deviation:,.0f})"
+        )
+        return self._fire(
+            Rule.PNL_DEVIATION, node_id, bad, Scope.NODE, TradingState.HALTED, why, now
+        )
+
+    def _rejects(self, node_id: str, track: _NodeTrack, now: int) -> list[Action]:
+        (_, o0, r0), (_, o1, r1) = track.samples[0], track.samples[-1]
+        orders, rejected = o1 - o0, r1 - r0
+        bad = (
+            orders >= self.config.reject_min_orders and rejected / orders > self.config.reject_ratio
+        )
+        why = (
+            f"node {node_id} had {rejected} of {orders} orders blocked or rejected in the last "
+            f"window (limit {self.config.reject_ratio:.0%})"
+        )
+        return self._fire(
+            Rule.REJECT_SPIKE, node_id, bad, Scope.NODE, TradingState.HALTED, why, now
+        )
+
+    def _exposure(self, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
+        gross = sum(t.latest.gross_exposure for t in fresh.values() if t.latest is not None)
+        bad = gross > self.config.gross_exposure_cap
+        why = (
+            f"fleet gross exposure {gross:,.0f} over cap {self.config.gross_exposure_cap:,.0f}; "
+            "reducing orders only"
+        )
+        return self._fire(
+            Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why, now
+        )

@@ -1,0 +1,217 @@
+"""The activation gate: a flag moves off its safe default only on a uniform fleet.
+
+Knight turned SMARS on fleet-wide while one server ran a release in which that
+id meant Power Peg. Here a change away from the safe default is refused unless
+every node that would evaluate it is admitted on a release whose flag schema
+holds the id with the registry's definition hash; the refusal names the node.
+Moving a flag back to its safe default is always allowed by one person: that is
+the emergency direction and must never wait for a fleet check or an approver.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from enum import StrEnum
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.flags.definition import Lifecycle
+from knightwatch.flags.fleet import FleetView
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.state import FlagChange, FlagState, FlagStateStore, StateConflict
+
+
+class SecondApprover(StrEnum):
+    """When a trading-behaviour flag change needs a second, different person."""
+
+    NEVER = "never"
+    MARKET_HOURS = "market_hours"
+    ALWAYS = "always"
+
+
+class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    timezone: str = "America/New_York"
+    open: str = "09:30"
+    close: str = "16:00"
+    weekdays: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"market_hours.timezone: unknown time zone {self.timezone!r}") from exc
+        for name in ("open", "close"):
+            try:
+                time.fromisoformat(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"market_hours.{name}: expected HH:MM, got {exc}") from exc
+        if any(d not in range(7) for d in self.weekdays):
+            raise ValueError("market_hours.weekdays: each day must be 0 (Monday) to 6 (Sunday)")
+
+    def is_open(self, wall_ns: int) -> bool:
+        local = datetime.fromtimestamp(wall_ns / NS_PER_S, ZoneInfo(self.timezone))
+        opens, closes = time.fromisoformat(self.open), time.fromisoformat(self.close)
+        return local.weekday() in self.weekdays and opens <= local.time() < closes
+
+
+class ActivationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    second_approver: SecondApprover = SecondApprover.MARKET_HOURS
+    market_hours: MarketHours = MarketHours()
+
+    @classmethod
+    def load(cls, path: Path) -> ActivationPolicy:
+        try:
+            return msgspec.toml.decode(path.read_bytes(), type=cls)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the activation policy: {exc}") from exc
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+class ActivationCode(StrEnum):
+    """Stable outcome codes for flag changes."""
+
+    OK = "ok"
+    UNKNOWN_FLAG = "unknown_flag"
+    RETIRED_FLAG = "retired_flag"
+    FLAG_NOT_ACTIVE = "flag_not_active"
+    NO_TARGET_NODES = "no_target_nodes"
+    UNKNOWN_NODE = "unknown_node"
+    NODE_NOT_ADMITTED = "node_not_admitted"
+    SCHEMA_MISSING_FLAG = "schema_missing_flag"
+    SCHEMA_HASH_MISMATCH = "schema_hash_mismatch"
+    MISSING_ACTOR = "missing_actor"
+    SECOND_APPROVER_REQUIRED = "second_approver_required"
+    SELF_APPROVAL = "self_approval"
+    CONFLICT = "conflict"
+
+
+class ActivationRequest(msgspec.Struct, frozen=True):
+    flag_id: str
+    value: bool
+    actor: str
+    reason: str
+    origin: str
+    nodes: tuple[str, ...] = ()
+    approver: str | None = None
+
+
+class ActivationResult(msgspec.Struct, frozen=True):
+    accepted: bool
+    code: ActivationCode
+    detail: str
+    state: FlagState | None = None
+    change: FlagChange | None = None
+
+
+class ActivationGate:
+    """Checks a request against registry, fleet and policy, then commits it."""
+
+    def __init__(
+        self,
+        registry: FlagRegistry,
+        fleet: FleetView,
+        store: FlagStateStore,
+        clock: Clock,
+        policy: ActivationPolicy | None = None,
+    ) -> None:
+        self._registry = registry
+        self._fleet = fleet
+        self._store = store
+        self._clock = clock
+        self._policy = policy or ActivationPolicy()
+
+    def apply(self, request: ActivationRequest) -> ActivationResult:
+        verdict = self.check(request)
+        if not verdict.accepted or verdict.change is None:
+            return verdict
+        current = self._store.get(request.flag_id)
+        try:
+            state = self._store.commit(verdict.change, current.revision if current else 0)
+        except StateConflict as exc:
+            return ActivationResult(False, ActivationCode.CONFLICT, str(exc))
+        return ActivationResult(True, ActivationCode.OK, verdict.detail, state, verdict.change)
+
+    def check(self, request: ActivationRequest) -> ActivationResult:
+        def refuse(code: ActivationCode, detail: str) -> ActivationResult:
+            return ActivationResult(False, code, f"{request.flag_id}: {detail}")
+
+        if not request.actor.strip():
+            return refuse(ActivationCode.MISSING_ACTOR, "a change needs a named actor")
+        flag = self._registry.get(request.flag_id)
+        if flag is None:
+            return refuse(ActivationCode.UNKNOWN_FLAG, "not in the flag registry")
+        members = {m.node: m for m in self._fleet.members()}
+        targets = request.nodes or tuple(sorted(members))
+        if not targets:
+            return refuse(ActivationCode.NO_TARGET_NODES, "no node would evaluate this change")
+        unknown = [n for n in targets if n not in members]
+        if unknown:
+            return refuse(ActivationCode.UNKNOWN_NODE, f"not fleet members: {', '.join(unknown)}")
+        safe_direction = request.value == flag.safe_default
+        if not safe_direction:
+            if flag.lifecycle is Lifecycle.RETIRED:
+                return refuse(ActivationCode.RETIRED_FLAG, "retired flags only go to safe default")
+            if flag.lifecycle is not Lifecycle.ACTIVE:
+                return refuse(
+                    ActivationCode.FLAG_NOT_ACTIVE, f"lifecycle is {flag.lifecycle}, not active"
+                )
+            for node in targets:
+                member = members[node]
+                if not member.admitted:
+                    return refuse(
+                        ActivationCode.NODE_NOT_ADMITTED,
+                        f"node {node} (release {member.release_id}) is not admitted",
+                    )
+                held = member.flag_schema.get(flag.id)
+                if held is None:
+                    return refuse(
+                        ActivationCode.SCHEMA_MISSING_FLAG,
+                        f"node {node} runs release {member.release_id}, whose flag schema "
+                        "does not know this id",
+                    )
+                if held != flag.meaning_hash:
+                    return refuse(
+                        ActivationCode.SCHEMA_HASH_MISMATCH,
+                        f"node {node} runs release {member.release_id}, where this id means "
+                        f"{held}, not the registry's {flag.meaning_hash}",
+                    )
+            approval = self._approval_refusal(request, flag.trading_behaviour)
+            if approval is not None:
+                return refuse(*approval)
+        change = FlagChange(
+            flag_id=flag.id,
+            value=request.value,
+            nodes=targets,
+            actor=request.actor,
+            approver=request.approver,
+            reason=request.reason,
+            origin=request.origin,
+            at_ns=self._clock.time_ns(),
+            releases={n: members[n].release_id for n in targets},
+        )
+        direction = "to safe default" if safe_direction else "away from safe default"
+        verb = "on" if request.value else "off"
+        detail = f"{flag.id} -> {verb} ({direction}) on {len(targets)} node(s)"
+        return ActivationResult(True, ActivationCode.OK, detail, change=change)
+
+    def _approval_refusal(
+        self, request: ActivationRequest, trading_behaviour: bool
+    ) -> tuple[ActivationCode, str] | None:
+        if request.approver is not None and request.approver == request.actor:
+            return ActivationCode.SELF_APPROVAL, "the approver must be a different person"
+        if not trading_behaviour or request.approver:
+            return None
+        rule = self._policy.second_approver
+        if rule is SecondApprover.ALWAYS or (
+            rule is SecondApprover.MARKET_HOURS
+            and self._policy.market_hours.is_open(self._clock.time_ns())
+        ):
+            return (
+                ActivationCode.SECOND_APPROVER_REQUIRED,
+                f"changes trading behaviour; policy '{rule}' requires a second approver",
+            )
+        return None

@@ -1,0 +1,329 @@
+"""`knightwatch flags lint`: the CI gate for flag identity and dead code.
+
+Knight's failure needed three things to line up: an id reused with a new
+meaning, old code still reachable behind it, and nobody noticing. Lint fails
+the build on each: reused or re-defined ids (in the file and across its git
+history), hygiene gaps that let flags live forever, and code that still
+references a retired or unknown flag, reported as dead code with file:line.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
+from pathlib import Path
+
+import msgspec
+
+from knightwatch.flags.definition import NAMESPACED_ID, FlagDefinition, Lifecycle
+from knightwatch.flags.findings import Finding, FindingCode, Severity, has_errors
+from knightwatch.flags.registry import (
+    RegistryDocument,
+    RegistryError,
+    RegistryLedger,
+    parse_registry,
+)
+
+DEFAULT_ACCESSORS = (
+    "is_enabled",
+    "get_boolean_value",
+    "get_boolean_details",
+    "get_boolean_value_async",
+    "get_boolean_details_async",
+)
+DEFAULT_EXCLUDED_DIRS = frozenset(
+    {".git", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"}
+)
+
+
+class LintConfig(msgspec.Struct, frozen=True):
+    """What counts as a flag reference in code.
+
+    `accessors` are call names whose first argument (or `flag_key=`) is a flag
+    id, whatever the receiver (`flags.is_enabled`, `client.get_boolean_value`).
+    String literals elsewhere count when they look like an id in a namespace
+    the registry uses, so a flag read through a constant is still found.
+    """
+
+    accessors: tuple[str, ...] = DEFAULT_ACCESSORS
+    excluded_dirs: frozenset[str] = DEFAULT_EXCLUDED_DIRS
+
+
+class LintReport(msgspec.Struct, frozen=True):
+    findings: tuple[Finding, ...]
+    files_scanned: int
+    versions_checked: int
+
+    @property
+    def failed(self) -> bool:
+        return has_errors(list(self.findings))
+
+
+class CodeReference(msgspec.Struct, frozen=True):
+    path: str
+    line: int
+    flag_id: str
+    via_accessor: bool
+    guarded_lines: tuple[int, int] | None
+
+
+def hygiene_findings(doc: RegistryDocument, today: date) -> list[Finding]:
+    """Rules that keep a flag from becoming permanent, unowned infrastructure."""
+    findings: list[Finding] = []
+    for index, flag in enumerate(doc.flags):
+        line = doc.line_of(index)
+
+        def add(
+            code: FindingCode, message: str, flag: FlagDefinition = flag, line: int = line
+        ) -> None:
+            findings.append(Finding(code, Severity.ERROR, doc.source, line, message, flag.id))
+
+        if not flag.namespaced:
+            add(
+                FindingCode.NOT_NAMESPACED,
+                f"flag id {flag.id!r} is not namespaced: use lower-case dotted segments "
+                "such as 'trading.smars.rlp_enabled'",
+            )
+        if flag.retired:
+            continue
+        if not flag.owner.strip():
+            add(FindingCode.MISSING_OWNER, f"flag {flag.id!r} has no owner")
+        if flag.expires is None:
+            add(FindingCode.MISSING_EXPIRY, f"flag {flag.id!r} has no expiry date")
+        elif flag.lifecycle is Lifecycle.ACTIVE and flag.expires < today:
+            add(
+                FindingCode.EXPIRED_ACTIVE,
+                f"flag {flag.id!r} expired on {flag.expires.isoformat()} and is still active: "
+                "remove its code and retire it, or extend the expiry deliberately",
+            )
+    return findings
+
+
+def collect_sources(roots: Iterable[Path], config: LintConfig) -> list[Path]:
+    files: set[Path] = set()
+    for root in roots:
+        if root.is_file() and root.suffix == ".py":
+            files.add(root)
+            continue
+        for path in root.rglob("*.py"):
+            relative = path.relative_to(root).parts[:-1]
+            if not any(part in config.excluded_dirs for part in relative):
+                files.add(path)
+    return sorted(files)
+
+
+def find_references(
+    path: Path,
+    source: str,
+    namespaces: frozenset[str],
+    known_ids: frozenset[str],
+    config: LintConfig,
+) -> list[CodeReference]:
+    """Flag ids used in one Python file (raises SyntaxError if it does not parse)."""
+    tree = ast.parse(source, filename=str(path))
+    parents: dict[ast.AST, ast.AST] = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
+    accessor_args: set[int] = set()
+    refs: list[CodeReference] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in config.accessors:
+            continue
+        candidates = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "flag_key")]
+        for arg in candidates:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                accessor_args.add(id(arg))
+                refs.append(_reference(path, arg, arg.value, True, parents))
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        if id(node) in accessor_args or NAMESPACED_ID.fullmatch(node.value) is None:
+            continue
+        if node.value in known_ids or node.value.split(".", 1)[0] in namespaces:
+            refs.append(_reference(path, node, node.value, False, parents))
+    return sorted(refs, key=lambda r: (r.line, r.flag_id))
+
+
+def _reference(
+    path: Path,
+    node: ast.Constant,
+    flag_id: str,
+    via_accessor: bool,
+    parents: dict[ast.AST, ast.AST],
+) -> CodeReference:
+    return CodeReference(str(path), node.lineno, flag_id, via_accessor, _guarded(node, parents))
+
+
+def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> tuple[int, int] | None:
+    """Lines of the block whose condition contains the reference: the dead code."""
+    child = node
+    parent = parents.get(child)
+    while parent is not None:
+        if isinstance(parent, ast.If | ast.While | ast.IfExp) and parent.test is child:
+            end = parent.end_lineno or parent.lineno
+            return (parent.lineno, end)
+        if isinstance(parent, ast.stmt) and not isinstance(parent, ast.If | ast.While):
+            return None
+        child, parent = parent, parents.get(parent)
+    return None
+
+
+def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> list[Finding]:
+    retired = {f.id: f for f in doc.flags if f.retired}
+    known = {f.id for f in doc.flags}
+    findings: list[Finding] = []
+    for ref in refs:
+        span = ""
+        if ref.guarded_lines is not None:
+            span = f"; it guards lines {ref.guarded_lines[0]}-{ref.guarded_lines[1]}"
+        if ref.flag_id in retired:
+            findings.append(
+                Finding(
+                    FindingCode.RETIRED_FLAG_REFERENCE,
+                    Severity.ERROR,
+                    ref.path,
+                    ref.line,
+                    f"dead code: reference to retired flag {ref.flag_id!r}{span}; "
+                    "remove the code before the id can wake it",
+                    ref.flag_id,
+                )
+            )
+        elif ref.flag_id not in known:
+            findings.append(
+                Finding(
+                    FindingCode.UNKNOWN_FLAG_REFERENCE,
+                    Severity.ERROR,
+                    ref.path,
+                    ref.line,
+                    f"dead code: reference to flag {ref.flag_id!r}, which is not in the "
+                    f"registry{span}",
+                    ref.flag_id,
+                )
+            )
+    return findings
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=False
+    )
+
+
+def registry_history(registry_path: Path) -> list[tuple[str, str]]:
+    """(label, text) of every committed version of the registry file, oldest first.
+
+    A commit that deleted the file yields an empty text, i.e. every id removed.
+    """
+    directory = registry_path.resolve().parent
+    top = _git(directory, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise RegistryError(f"{registry_path}: not inside a git repository: {top.stderr.strip()}")
+    root = Path(top.stdout.strip())
+    rel = registry_path.resolve().relative_to(root).as_posix()
+    log = _git(root, "log", "--format=%H %ad %an", "--date=short", "--", rel)
+    if log.returncode != 0:
+        raise RegistryError(f"{registry_path}: git log failed: {log.stderr.strip()}")
+    versions: list[tuple[str, str]] = []
+    for entry in reversed(log.stdout.splitlines()):
+        sha, _, rest = entry.partition(" ")
+        shown = _git(root, "show", f"{sha}:{rel}")
+        text = shown.stdout if shown.returncode == 0 else "version: 1\nflags: []\n"
+        versions.append((f"commit {sha[:10]} ({rest})", text))
+    return versions
+
+
+def history_findings(registry_path: Path) -> tuple[list[Finding], int]:
+    """Replay the file's git history and the working copy through one ledger."""
+    try:
+        versions = registry_history(registry_path)
+    except RegistryError as exc:
+        finding = Finding(
+            FindingCode.HISTORY_UNAVAILABLE, Severity.ERROR, str(registry_path), 1, str(exc)
+        )
+        return [finding], 0
+    if registry_path.exists():
+        versions.append(("working tree", registry_path.read_text(encoding="utf-8")))
+    ledger = RegistryLedger()
+    findings: list[Finding] = []
+    seen: set[tuple[FindingCode, str]] = set()
+    for label, text in versions:
+        try:
+            doc = parse_registry(text, str(registry_path))
+        except RegistryError as exc:
+            findings.append(
+                Finding(
+                    FindingCode.REGISTRY_INVALID,
+                    Severity.WARNING,
+                    str(registry_path),
+                    1,
+                    f"{label}: version could not be parsed and was skipped: {exc}",
+                )
+            )
+            continue
+        for finding in ledger.admit(doc, label):
+            # Only evolution findings here; single-version findings come from the main pass.
+            if finding.code in (FindingCode.REUSED_ID, FindingCode.HASH_MISMATCH):
+                continue
+            if finding.code is FindingCode.REDEFINED_ID and not finding.message.startswith(label):
+                continue
+            key = (finding.code, finding.flag_id)
+            if key not in seen:
+                seen.add(key)
+                findings.append(finding)
+    return findings, len(versions)
+
+
+def run_lint(
+    registry_path: Path,
+    roots: Sequence[Path],
+    today: date,
+    *,
+    history: bool = False,
+    config: LintConfig | None = None,
+    on_file: Callable[[Path, int], None] | None = None,
+) -> LintReport:
+    config = config or LintConfig()
+    try:
+        doc = parse_registry(registry_path.read_text(encoding="utf-8"), str(registry_path))
+    except (OSError, RegistryError) as exc:
+        finding = Finding(
+            FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
+        )
+        return LintReport((finding,), 0, 0)
+    findings = RegistryLedger().admit(doc, "working tree")
+    findings += hygiene_findings(doc, today)
+    versions = 1
+    if history:
+        evolution, versions = history_findings(registry_path)
+        findings += evolution
+    namespaces = frozenset(f.id.split(".", 1)[0] for f in doc.flags if f.namespaced)
+    known_ids = frozenset(f.id for f in doc.flags)
+    files = collect_sources(roots, config)
+    refs: list[CodeReference] = []
+    for path in files:
+        try:
+            refs += find_references(
+                path, path.read_text(encoding="utf-8"), namespaces, known_ids, config
+            )
+        except (SyntaxError, UnicodeDecodeError, OSError) as exc:
+            findings.append(
+                Finding(
+                    FindingCode.SOURCE_UNPARSEABLE,
+                    Severity.WARNING,
+                    str(path),
+                    getattr(exc, "lineno", None) or 1,
+                    f"not scanned for flag references: {exc}",
+                )
+            )
+        if on_file is not None:
+            on_file(path, len(files))
+    findings += reference_findings(refs, doc)
+    ordered = sorted(findings, key=lambda f: (f.path, f.line, f.code, f.flag_id))
+    return LintReport(tuple(ordered), len(files), versions)

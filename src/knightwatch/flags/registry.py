@@ -1,0 +1,289 @@
+"""`FlagRegistry`: the file of record, `feature-flags.yaml`.
+
+An id is bound to one meaning forever. Retired flags stay in the file as
+tombstones so that nobody can bring an old id back with a new meaning (the
+Knight mechanism); a changed meaning needs a new id. The same validator checks
+one version of the file (`identity_findings`) and a sequence of versions
+(`RegistryLedger`, fed by edits or by the file's git history).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from knightwatch.flags.definition import FlagDefinition, Lifecycle
+from knightwatch.flags.findings import Finding, FindingCode, Severity
+from knightwatch.release.admission import RegistrySchema
+
+REGISTRY_FILENAME = "feature-flags.yaml"
+SCHEMA_VERSION = 1
+
+
+class RegistryError(ValueError):
+    """The registry cannot be used; the message names the key and the rule."""
+
+
+class _RegistryFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: int
+    flags: tuple[FlagDefinition, ...] = ()
+
+
+class RegistryDocument(msgspec.Struct, frozen=True):
+    """One parsed version of the file, with the line of each flag entry."""
+
+    source: str
+    flags: tuple[FlagDefinition, ...]
+    lines: tuple[int, ...]
+
+    def line_of(self, index: int) -> int:
+        return self.lines[index] if index < len(self.lines) else 1
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise RegistryError(f"line {line}: duplicate key {key!r} in one mapping")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def parse_registry(text: str, source: str) -> RegistryDocument:
+    """Strict structural parse: unknown keys, wrong types and bad enums are refused."""
+    try:
+        root = yaml.compose(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{source}: not valid YAML: {exc}") from exc
+    except RegistryError as exc:
+        raise RegistryError(f"{source}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RegistryError(f"{source}: top level must be a mapping with `version` and `flags`")
+    try:
+        parsed = msgspec.convert(data, _RegistryFile)
+    except msgspec.ValidationError as exc:
+        raise RegistryError(f"{source}: {_explain(str(exc), data)}") from exc
+    if parsed.version != SCHEMA_VERSION:
+        raise RegistryError(f"{source}: `version` must be {SCHEMA_VERSION}, got {parsed.version}")
+    return RegistryDocument(source=source, flags=parsed.flags, lines=_flag_lines(root))
+
+
+def _explain(message: str, data: Mapping[str, Any]) -> str:
+    """Turn msgspec's `$.flags[2].owner` into a message that also names the flag id."""
+    marker = "$.flags["
+    if marker in message:
+        index_text = message.split(marker, 1)[1].split("]", 1)[0]
+        flags = data.get("flags")
+        if index_text.isdigit() and isinstance(flags, list) and int(index_text) < len(flags):
+            entry = flags[int(index_text)]
+            if isinstance(entry, dict) and "id" in entry:
+                hint = " (quote hashes: YAML reads bare digits as numbers)"
+                quote = hint if "definition_hash" in message else ""
+                return f"flag {entry['id']!r}: {message}{quote}"
+    return message
+
+
+def _flag_lines(root: yaml.Node | None) -> tuple[int, ...]:
+    if not isinstance(root, yaml.MappingNode):
+        return ()
+    for key_node, value_node in root.value:
+        if key_node.value == "flags" and isinstance(value_node, yaml.SequenceNode):
+            return tuple(item.start_mark.line + 1 for item in value_node.value)
+    return ()
+
+
+def identity_findings(doc: RegistryDocument) -> list[Finding]:
+    """Errors that make one version of the file unusable as a record of meaning."""
+    findings: list[Finding] = []
+    first_index: dict[str, int] = {}
+    for index, flag in enumerate(doc.flags):
+        line = doc.line_of(index)
+        if flag.id in first_index:
+            earlier = doc.flags[first_index[flag.id]]
+            what = "a retired tombstone" if earlier.retired else "an existing flag"
+            findings.append(
+                Finding(
+                    FindingCode.REUSED_ID,
+                    Severity.ERROR,
+                    doc.source,
+                    line,
+                    f"flag id {flag.id!r} reuses {what} defined at line "
+                    f"{doc.line_of(first_index[flag.id])}; ids are never reused, "
+                    "a new meaning needs a new id",
+                    flag.id,
+                )
+            )
+        else:
+            first_index[flag.id] = index
+        if flag.definition_hash is not None and flag.definition_hash != flag.meaning_hash:
+            findings.append(
+                Finding(
+                    FindingCode.HASH_MISMATCH,
+                    Severity.ERROR,
+                    doc.source,
+                    line,
+                    f"flag {flag.id!r}: recorded definition_hash {flag.definition_hash} "
+                    f"does not match the meaning-bearing fields ({flag.meaning_hash}); "
+                    "a changed meaning needs a new id",
+                    flag.id,
+                )
+            )
+        for entry in flag.history:
+            if entry.definition_hash is not None and entry.definition_hash != flag.meaning_hash:
+                findings.append(
+                    Finding(
+                        FindingCode.REDEFINED_ID,
+                        Severity.ERROR,
+                        doc.source,
+                        line,
+                        f"flag {flag.id!r}: history entry of {entry.at.isoformat()} "
+                        f"({entry.action}) recorded meaning {entry.definition_hash}, "
+                        f"now {flag.meaning_hash}",
+                        flag.id,
+                    )
+                )
+    return findings
+
+
+class _LedgerEntry(msgspec.Struct, frozen=True):
+    meaning_hash: str
+    lifecycle: Lifecycle
+    since: str
+
+
+class RegistryLedger:
+    """Every id ever accepted, with its one meaning and furthest lifecycle.
+
+    Versions are admitted in order; a version with an error is not admitted, so
+    the ledger keeps the first meaning and later versions are judged against it.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _LedgerEntry] = {}
+
+    def meaning_of(self, flag_id: str) -> str | None:
+        entry = self._entries.get(flag_id)
+        return entry.meaning_hash if entry else None
+
+    def admit(self, doc: RegistryDocument, label: str) -> list[Finding]:
+        findings = identity_findings(doc)
+        present: dict[str, tuple[FlagDefinition, int]] = {}
+        for index, flag in enumerate(doc.flags):
+            present.setdefault(flag.id, (flag, doc.line_of(index)))
+        for flag_id, entry in self._entries.items():
+            if flag_id not in present:
+                findings.append(
+                    Finding(
+                        FindingCode.TOMBSTONE_REMOVED,
+                        Severity.ERROR,
+                        doc.source,
+                        1,
+                        f"{label}: flag id {flag_id!r} (known since {entry.since}) was "
+                        "removed; ids stay in the registry forever so they cannot be reused",
+                        flag_id,
+                    )
+                )
+        for flag_id, (flag, line) in present.items():
+            known = self._entries.get(flag_id)
+            if known is None:
+                continue
+            if known.meaning_hash != flag.meaning_hash:
+                findings.append(
+                    Finding(
+                        FindingCode.REDEFINED_ID,
+                        Severity.ERROR,
+                        doc.source,
+                        line,
+                        f"{label}: flag id {flag_id!r} changed meaning "
+                        f"({known.meaning_hash} since {known.since} -> {flag.meaning_hash}); "
+                        "a changed meaning needs a new id",
+                        flag_id,
+                    )
+                )
+            if flag.lifecycle.rank < known.lifecycle.rank:
+                findings.append(
+                    Finding(
+                        FindingCode.LIFECYCLE_REGRESSED,
+                        Severity.ERROR,
+                        doc.source,
+                        line,
+                        f"{label}: flag {flag_id!r} went from {known.lifecycle} back to "
+                        f"{flag.lifecycle}; a retired id is a tombstone and never returns",
+                        flag_id,
+                    )
+                )
+        if not any(f.severity is Severity.ERROR for f in findings):
+            for flag_id, (flag, _) in present.items():
+                known = self._entries.get(flag_id)
+                since = known.since if known else label
+                self._entries[flag_id] = _LedgerEntry(flag.meaning_hash, flag.lifecycle, since)
+        return findings
+
+
+class FlagRegistry:
+    """A validated registry: unique ids, each with one recorded meaning."""
+
+    def __init__(self, doc: RegistryDocument) -> None:
+        errors = [f for f in identity_findings(doc) if f.severity is Severity.ERROR]
+        if errors:
+            raise RegistryError("; ".join(f.render() for f in errors))
+        self._doc = doc
+        self._by_id = {flag.id: flag for flag in doc.flags}
+
+    @classmethod
+    def load(cls, path: Path) -> FlagRegistry:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RegistryError(f"{path}: cannot read the flag registry: {exc}") from exc
+        return cls(parse_registry(text, str(path)))
+
+    @classmethod
+    def from_definitions(cls, flags: Iterable[FlagDefinition], source: str) -> FlagRegistry:
+        flags = tuple(flags)
+        return cls(RegistryDocument(source=source, flags=flags, lines=(1,) * len(flags)))
+
+    @property
+    def source(self) -> str:
+        return self._doc.source
+
+    @property
+    def document(self) -> RegistryDocument:
+        return self._doc
+
+    def get(self, flag_id: str) -> FlagDefinition | None:
+        return self._by_id.get(flag_id)
+
+    def flags(self) -> Sequence[FlagDefinition]:
+        return self._doc.flags
+
+    def schema(self) -> dict[str, str]:
+        """id -> definition hash of every live (not retired) flag: what a release embeds."""
+        return {f.id: f.meaning_hash for f in self._doc.flags if not f.retired}
+
+    def admission_schema(self) -> RegistrySchema:
+        """Every id ever held, with its meaning, and the tombstones: what admission checks."""
+        return RegistrySchema(
+            definitions={f.id: f.meaning_hash for f in self._doc.flags},
+            retired=frozenset(f.id for f in self._doc.flags if f.retired),
+        )
+
+    def namespaces(self) -> frozenset[str]:
+        return frozenset(f.id.split(".", 1)[0] for f in self._doc.flags if f.namespaced)

@@ -1,0 +1,298 @@
+"""`Rollout`: a flag leaves its safe default one observed stage at a time.
+
+Had SMARS gone on for one server first, with a gate on that server's order
+rate against the fleet, the eighth server would have tripped it in seconds.
+A rollout is a clock-driven state machine: `step(metrics)` judges the nodes
+already exposed against the health gates, promotes after the stage's hold time
+when they are healthy, and aborts when they are not. It returns actions instead
+of performing them, so the replay, the supervisor and the CLI drive the same
+logic; `RolloutRunner` applies them through the activation gate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Protocol
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.flags.activation import ActivationGate, ActivationRequest
+from knightwatch.state import Scope
+
+Metrics = Mapping[str, Mapping[str, float]]
+"""node -> metric name -> value, as the supervisor reports them."""
+
+
+class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Exactly one of `nodes` (a count) or `fraction` (of the fleet) sizes the stage."""
+
+    name: str
+    hold_s: float
+    nodes: int = 0
+    fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.nodes > 0) == (self.fraction > 0):
+            raise ValueError(f"stage {self.name!r}: set exactly one of nodes>0 or fraction>0")
+        if self.fraction > 1.0:
+            raise ValueError(f"stage {self.name!r}: fraction must be <= 1, got {self.fraction}")
+        if self.hold_s < 0:
+            raise ValueError(f"stage {self.name!r}: hold_s must be >= 0, got {self.hold_s}")
+
+    def size(self, fleet_size: int) -> int:
+        wanted = self.nodes if self.nodes else math.ceil(self.fraction * fleet_size)
+        return max(1, min(fleet_size, wanted))
+
+
+class HealthGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A bound on one supervisor metric for every exposed node; missing data fails."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max is None and self.min is None:
+            raise ValueError(f"gate {self.metric!r}: set max, min or both")
+
+    def breach(self, node: str, metrics: Metrics) -> str | None:
+        value = metrics.get(node, {}).get(self.metric)
+        if value is None or math.isnan(value):
+            return f"{node}: no {self.metric} reported"
+        if self.max is not None and value > self.max:
+            return f"{node}: {self.metric}={value:g} > {self.max:g}"
+        if self.min is not None and value < self.min:
+            return f"{node}: {self.metric}={value:g} < {self.min:g}"
+        return None
+
+
+class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    stages: tuple[Stage, ...] = (
+        Stage("canary", hold_s=300, nodes=1),
+        Stage("quarter", hold_s=600, fraction=0.25),
+        Stage("fleet", hold_s=600, fraction=1.0),
+    )
+    gates: tuple[HealthGate, ...] = (
+        HealthGate("order_rate_ratio", max=3.0),
+        HealthGate("reject_ratio", max=0.05),
+    )
+    failure_limit: int = 0
+    halt_on_abort: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("plan.stages: at least one stage is required")
+        if self.failure_limit < 0:
+            raise ValueError("plan.failure_limit: must be >= 0")
+
+
+class RolloutStatus(StrEnum):
+    PROGRESSING = "progressing"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+class SetFlag(msgspec.Struct, frozen=True, tag="set_flag"):
+    flag_id: str
+    value: bool
+    nodes: tuple[str, ...]
+    reason: str
+
+
+class RequestHalt(msgspec.Struct, frozen=True, tag="request_halt"):
+    scope: Scope
+    key: str
+    reason: str
+
+
+RolloutAction = SetFlag | RequestHalt
+
+
+class RolloutEvent(msgspec.Struct, frozen=True):
+    at_ns: int
+    kind: str
+    detail: str
+
+
+class RolloutState(msgspec.Struct, frozen=True):
+    rollout_id: str
+    flag_id: str
+    target_value: bool
+    nodes: tuple[str, ...]
+    plan: RolloutPlan
+    started_by: str
+    approver: str | None
+    status: RolloutStatus
+    stage_index: int
+    stage_started_ns: int
+    failures: int = 0
+    exposed: tuple[str, ...] = ()
+    abort_reason: str = ""
+    events: tuple[RolloutEvent, ...] = ()
+
+
+class Rollout:
+    """The state machine over a `RolloutState`; all time comes from the clock."""
+
+    def __init__(self, state: RolloutState, clock: Clock) -> None:
+        self._state = state
+        self._clock = clock
+
+    @classmethod
+    def start(
+        cls,
+        rollout_id: str,
+        flag_id: str,
+        target_value: bool,
+        nodes: Sequence[str],
+        plan: RolloutPlan,
+        clock: Clock,
+        started_by: str,
+        approver: str | None = None,
+    ) -> tuple[Rollout, list[RolloutAction]]:
+        if not nodes:
+            raise ValueError(f"rollout {rollout_id}: the fleet has no nodes to roll out to")
+        now = clock.monotonic_ns()
+        state = RolloutState(
+            rollout_id=rollout_id,
+            flag_id=flag_id,
+            target_value=target_value,
+            nodes=tuple(sorted(nodes)),
+            plan=plan,
+            started_by=started_by,
+            approver=approver,
+            status=RolloutStatus.PROGRESSING,
+            stage_index=0,
+            stage_started_ns=now,
+        )
+        rollout = cls(state, clock)
+        return rollout, rollout._enter_stage(0, "started")
+
+    @property
+    def state(self) -> RolloutState:
+        return self._state
+
+    @property
+    def stage(self) -> Stage:
+        return self._state.plan.stages[self._state.stage_index]
+
+    def step(self, metrics: Metrics) -> list[RolloutAction]:
+        """Judge the exposed nodes; promote, complete, hold or abort."""
+        s = self._state
+        if s.status is not RolloutStatus.PROGRESSING:
+            return []
+        breaches = [
+            b for node in s.exposed for gate in s.plan.gates if (b := gate.breach(node, metrics))
+        ]
+        if breaches:
+            failures = s.failures + 1
+            self._update(failures=failures)
+            self._log(
+                "gate_failed", f"{failures}/{s.plan.failure_limit + 1}: {'; '.join(breaches)}"
+            )
+            if failures > s.plan.failure_limit:
+                return self.abort(f"health gate failed: {'; '.join(breaches)}")
+            return []
+        held_ns = self._clock.monotonic_ns() - s.stage_started_ns
+        if held_ns < int(self.stage.hold_s * NS_PER_S):
+            return []
+        if s.stage_index + 1 < len(s.plan.stages):
+            return self._enter_stage(s.stage_index + 1, "promoted")
+        self._update(status=RolloutStatus.COMPLETED)
+        self._log("completed", f"{len(s.exposed)} node(s) held healthy through every stage")
+        return []
+
+    def abort(self, reason: str) -> list[RolloutAction]:
+        """Flag back to safe default where the rollout turned it on, then halts if planned."""
+        s = self._state
+        if s.status is not RolloutStatus.PROGRESSING:
+            return []
+        self._update(status=RolloutStatus.ABORTED, abort_reason=reason)
+        self._log("aborted", reason)
+        actions: list[RolloutAction] = []
+        if s.exposed:
+            actions.append(
+                SetFlag(s.flag_id, not s.target_value, s.exposed, f"rollout {s.rollout_id} aborted")
+            )
+            if s.plan.halt_on_abort:
+                actions += [
+                    RequestHalt(
+                        Scope.NODE, node, f"rollout {s.rollout_id} of {s.flag_id}: {reason}"
+                    )
+                    for node in s.exposed
+                ]
+        return actions
+
+    def _enter_stage(self, index: int, kind: str) -> list[RolloutAction]:
+        s = self._state
+        stage = s.plan.stages[index]
+        wanted = s.nodes[: stage.size(len(s.nodes))]
+        new = tuple(n for n in wanted if n not in s.exposed)
+        self._update(
+            stage_index=index,
+            stage_started_ns=self._clock.monotonic_ns(),
+            failures=0,
+            exposed=s.exposed + new,
+        )
+        self._log(kind, f"stage {stage.name}: {len(s.exposed) + len(new)}/{len(s.nodes)} node(s)")
+        if not new:
+            return []
+        return [SetFlag(s.flag_id, s.target_value, new, f"rollout {s.rollout_id} {stage.name}")]
+
+    def _update(self, **changes: object) -> None:
+        self._state = msgspec.structs.replace(self._state, **changes)
+
+    def _log(self, kind: str, detail: str) -> None:
+        event = RolloutEvent(self._clock.time_ns(), kind, detail)
+        self._update(events=(*self._state.events, event))
+
+
+class HaltSink(Protocol):
+    """Where halt requests go: the control plane's kill switch, or a Guard."""
+
+    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None: ...
+
+
+class RolloutRunner:
+    """Applies a rollout's actions through the activation gate.
+
+    Every stage is an activation like any other, so a skewed node refuses the
+    stage; the rollout then aborts and the nodes already on go back to the safe
+    default.
+    """
+
+    def __init__(self, gate: ActivationGate, halts: HaltSink, origin: str) -> None:
+        self._gate = gate
+        self._halts = halts
+        self._origin = origin
+
+    def execute(self, rollout: Rollout, actions: Sequence[RolloutAction]) -> list[str]:
+        """Apply actions in order; returns one line per outcome for the operator."""
+        s = rollout.state
+        actor = f"rollout:{s.rollout_id}"
+        outcomes: list[str] = []
+        pending = list(actions)
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, RequestHalt):
+                self._halts.halt(action.scope, action.key, action.reason, actor)
+                outcomes.append(f"halt requested: {action.scope} {action.key}")
+                continue
+            result = self._gate.apply(
+                ActivationRequest(
+                    flag_id=action.flag_id,
+                    value=action.value,
+                    actor=s.started_by,
+                    reason=action.reason,
+                    origin=f"{self._origin} {actor}",
+                    nodes=action.nodes,
+                    approver=s.approver,
+                )
+            )
+            outcomes.append(f"{result.code}: {result.detail}")
+            if not result.accepted:
+                pending += rollout.abort(f"activation refused: {result.code}: {result.detail}")
+        return outcomes

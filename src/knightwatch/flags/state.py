@@ -1,0 +1,158 @@
+"""Flag state: the value each node should evaluate, and how it got there.
+
+Every change records who asked, who approved, when, from where and which
+release each targeted node ran at that moment, so that a flight-recorder reader
+can answer "which code did this flip wake up, and on which server?". Nodes
+confirm the revision they applied, so propagation is a fact, not a hope.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+
+class FlagChange(msgspec.Struct, frozen=True):
+    flag_id: str
+    value: bool
+    nodes: tuple[str, ...]
+    actor: str
+    approver: str | None
+    reason: str
+    origin: str
+    at_ns: int
+    releases: dict[str, str]
+    revision: int = 0
+
+
+class FlagState(msgspec.Struct, frozen=True):
+    """Per-node values; a node without a value evaluates the flag's safe default."""
+
+    flag_id: str
+    revision: int = 0
+    node_values: dict[str, bool] = {}
+    applied: dict[str, int] = {}
+
+    def value_for(self, node: str) -> bool | None:
+        return self.node_values.get(node)
+
+    def with_change(self, change: FlagChange) -> FlagState:
+        values = dict(self.node_values)
+        for node in change.nodes:
+            values[node] = change.value
+        return FlagState(self.flag_id, self.revision + 1, values, dict(self.applied))
+
+    def with_applied(self, node: str, revision: int) -> FlagState:
+        applied = dict(self.applied)
+        applied[node] = max(revision, applied.get(node, 0))
+        return FlagState(self.flag_id, self.revision, dict(self.node_values), applied)
+
+
+class StateConflict(RuntimeError):
+    """Someone else changed the flag between check and commit; re-check and retry."""
+
+
+class StateUnavailable(RuntimeError):
+    """The state cannot be read; evaluation falls back to safe defaults."""
+
+
+class FlagStateStore(Protocol):
+    def get(self, flag_id: str) -> FlagState | None: ...
+
+    def commit(self, change: FlagChange, expected_revision: int) -> FlagState: ...
+
+    def confirm_applied(self, flag_id: str, node: str, revision: int) -> None: ...
+
+    def changes(self, flag_id: str) -> Sequence[FlagChange]: ...
+
+
+class _StateFile(msgspec.Struct):
+    flags: dict[str, FlagState] = {}
+    changes: list[FlagChange] = []
+
+
+def _commit(data: _StateFile, change: FlagChange, expected_revision: int) -> FlagState:
+    current = data.flags.get(change.flag_id) or FlagState(change.flag_id)
+    if current.revision != expected_revision:
+        raise StateConflict(
+            f"flag {change.flag_id!r} is at revision {current.revision}, "
+            f"the change was checked against {expected_revision}"
+        )
+    updated = current.with_change(change)
+    data.flags[change.flag_id] = updated
+    data.changes.append(msgspec.structs.replace(change, revision=updated.revision))
+    return updated
+
+
+class MemoryFlagStateStore:
+    """In-process store for the replay and for tests of the logic above it."""
+
+    def __init__(self) -> None:
+        self._data = _StateFile()
+
+    def get(self, flag_id: str) -> FlagState | None:
+        return self._data.flags.get(flag_id)
+
+    def commit(self, change: FlagChange, expected_revision: int) -> FlagState:
+        return _commit(self._data, change, expected_revision)
+
+    def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
+        state = self._data.flags.get(flag_id)
+        if state is not None:
+            self._data.flags[flag_id] = state.with_applied(node, revision)
+
+    def changes(self, flag_id: str) -> Sequence[FlagChange]:
+        return [c for c in self._data.changes if c.flag_id == flag_id]
+
+
+class FileFlagStateStore:
+    """A JSON file for a single operator host until the control plane holds the state.
+
+    Writes take an exclusive lock and replace the file atomically, so two CLI
+    invocations cannot interleave and a crash never leaves half a file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    @contextmanager
+    def _locked(self) -> Iterator[_StateFile]:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            yield data
+            tmp = self._path.with_name(self._path.name + ".tmp")
+            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(data)))
+            os.replace(tmp, self._path)
+
+    def _read(self) -> _StateFile:
+        if not self._path.exists():
+            return _StateFile()
+        try:
+            return msgspec.json.decode(self._path.read_bytes(), type=_StateFile)
+        except (OSError, msgspec.DecodeError) as exc:
+            raise StateUnavailable(f"{self._path}: flag state unreadable: {exc}") from exc
+
+    def get(self, flag_id: str) -> FlagState | None:
+        return self._read().flags.get(flag_id)
+
+    def commit(self, change: FlagChange, expected_revision: int) -> FlagState:
+        with self._locked() as data:
+            return _commit(data, change, expected_revision)
+
+    def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
+        with self._locked() as data:
+            state = data.flags.get(flag_id)
+            if state is not None:
+                data.flags[flag_id] = state.with_applied(node, revision)
+
+    def changes(self, flag_id: str) -> Sequence[FlagChange]:
+        return [c for c in self._read().changes if c.flag_id == flag_id]

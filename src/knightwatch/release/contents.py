@@ -1,0 +1,125 @@
+"""What a release consists of, by hash: artifact files, config and flag schema.
+
+The same struct describes what a release should be (inside a `Manifest`) and
+what a node really runs (inside an `Attestation`), so admission is a plain
+comparison of two values computed the same way. A node's contents are always
+computed from bytes, never taken from a version string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+
+import msgspec
+
+from knightwatch.release.canonical import is_sha256_hex, sha256_hex
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.flagschema import (
+    FlagSchema,
+    check_flag_id,
+    schema_from_table,
+)
+
+Progress = Callable[[int, int], None]
+_CHUNK = 1 << 20
+
+
+def check_artifact_path(path: str, *, where: str) -> str:
+    """Relative POSIX paths only, so the same release hashes the same on every host."""
+    pure = PurePosixPath(path)
+    if (
+        not path
+        or "\\" in path
+        or pure.is_absolute()
+        or str(pure) != path
+        or any(part in ("", ".", "..") for part in pure.parts)
+    ):
+        raise ReleaseInputError(
+            f"{where}: artifact path {path!r} must be a normalised relative POSIX path"
+        )
+    return path
+
+
+class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True):
+    artifacts: dict[str, str]
+    config_sha256: str
+    flag_schema: FlagSchema
+
+    def __post_init__(self) -> None:
+        for path, digest in self.artifacts.items():
+            check_artifact_path(path, where="artifacts")
+            if not is_sha256_hex(digest):
+                raise ReleaseInputError(
+                    f"artifacts[{path!r}]: sha256 must be 64 lower-case hex digits"
+                )
+        if not is_sha256_hex(self.config_sha256):
+            raise ReleaseInputError("config_sha256: must be 64 lower-case hex digits")
+        for flag_id, digest in self.flag_schema.items():
+            check_flag_id(flag_id, where="flag_schema")
+            if not is_sha256_hex(digest):
+                raise ReleaseInputError(
+                    f"flag_schema[{flag_id!r}]: definition hash must be 64 lower-case hex digits"
+                )
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def list_directory(root: Path) -> list[Path]:
+    """Every regular file under root (symlinks followed), sorted by relative path."""
+    if not root.is_dir():
+        raise ReleaseInputError(f"artifacts directory {root}: not a directory")
+    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root))
+
+
+def hash_directory(root: Path, progress: Progress | None = None) -> dict[str, str]:
+    files = list_directory(root)
+    hashes: dict[str, str] = {}
+    for done, path in enumerate(files, start=1):
+        relative = path.relative_to(root).as_posix()
+        try:
+            hashes[relative] = _hash_file(path)
+        except OSError as exc:
+            raise ReleaseInputError(f"artifact {path}: cannot read: {exc.strerror}") from exc
+        if progress is not None:
+            progress(done, len(files))
+    return hashes
+
+
+def hash_config(path: Path) -> str:
+    try:
+        return _hash_file(path)
+    except OSError as exc:
+        raise ReleaseInputError(f"config file {path}: cannot read: {exc.strerror}") from exc
+
+
+def contents_from_directory(
+    artifacts: Path, config: Path, flag_schema: FlagSchema, progress: Progress | None = None
+) -> ReleaseContents:
+    """A node's contents from disk; the flag schema is its compiled-in table, already read."""
+    return ReleaseContents(
+        artifacts=hash_directory(artifacts, progress),
+        config_sha256=hash_config(config),
+        flag_schema=dict(sorted(flag_schema.items())),
+    )
+
+
+def contents_from_memory(
+    files: Mapping[str, bytes], config: bytes, flags: Mapping[str, object]
+) -> ReleaseContents:
+    """The in-process form used by the replay: a file table instead of a disk."""
+    return ReleaseContents(
+        artifacts={
+            check_artifact_path(path, where="files"): sha256_hex(data)
+            for path, data in sorted(files.items())
+        },
+        config_sha256=sha256_hex(config),
+        flag_schema=schema_from_table(dict(flags), where="flags"),
+    )

@@ -1,0 +1,151 @@
+"""Ed25519 signing keys with stable key ids, stored the way ssh stores keys.
+
+The key id is the sha256 of the raw 32-byte public key, so a trust policy can
+pin a key by id and nobody can present a different key under the same id. The
+private key file is created 0600 and refused on load when others can read it:
+a release key readable by every account on a build box is not a release key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from knightwatch.release.canonical import sha256_hex
+from knightwatch.release.errors import ReleaseInputError
+
+PRIVATE_SUFFIX = ".key"
+PUBLIC_SUFFIX = ".pub"
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class VerifyKey:
+    """A public key and its id; verifies signatures."""
+
+    __slots__ = ("_key", "key_id")
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+        self.key_id = sha256_hex(_raw_public(key))
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        try:
+            self._key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    def to_base64(self) -> str:
+        return base64.b64encode(_raw_public(self._key)).decode("ascii")
+
+    @classmethod
+    def from_base64(cls, text: str, *, field: str) -> VerifyKey:
+        try:
+            raw = base64.b64decode(text, validate=True)
+            return cls(Ed25519PublicKey.from_public_bytes(raw))
+        except (binascii.Error, ValueError) as exc:
+            raise ReleaseInputError(
+                f"{field}: not a base64 Ed25519 public key (32 raw bytes): {exc}"
+            ) from exc
+
+    def to_pem(self) -> bytes:
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+class SigningKey:
+    """A private key; signs bytes. Never serialised except by `write_key_pair`."""
+
+    __slots__ = ("_key", "public")
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public = VerifyKey(key.public_key())
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def key_id(self) -> str:
+        return self.public.key_id
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def private_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def write_key_pair(directory: Path, name: str) -> tuple[SigningKey, Path, Path]:
+    """Create NAME.key (0600, PKCS#8 PEM) and NAME.pub (PEM); never overwrite."""
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ReleaseInputError(f"key name {name!r}: must be a plain file name")
+    directory.mkdir(parents=True, exist_ok=True)
+    private_path = directory / f"{name}{PRIVATE_SUFFIX}"
+    public_path = directory / f"{name}{PUBLIC_SUFFIX}"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise ReleaseInputError(f"{path}: already exists; refusing to overwrite a key")
+    key = SigningKey.generate()
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.private_pem())
+    public_path.write_bytes(key.public.to_pem())
+    return key, private_path, public_path
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ReleaseInputError(f"{what} {path}: cannot read: {exc.strerror}") from exc
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    data = _read(path, "private key")
+    if os.name == "posix":
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ReleaseInputError(
+                f"private key {path}: permissions {mode:04o} let other accounts read it; "
+                f"run chmod 600 {path}"
+            )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ReleaseInputError(
+            f"private key {path}: not an unencrypted PKCS#8 PEM key: {exc}"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ReleaseInputError(f"private key {path}: must be Ed25519, got {type(key).__name__}")
+    return SigningKey(key)
+
+
+def load_verify_key(path: Path) -> VerifyKey:
+    data = _read(path, "public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ReleaseInputError(f"public key {path}: not a PEM public key: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ReleaseInputError(f"public key {path}: must be Ed25519, got {type(key).__name__}")
+    return VerifyKey(key)

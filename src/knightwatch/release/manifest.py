@@ -1,0 +1,105 @@
+"""Manifest: the signed description of one release.
+
+A release id names a set of hashes, never the other way round: the id is only
+a label, and what nodes are checked against is the artifact hashes, config
+checksum and flag schema. The signed form is an in-toto Statement v1 whose
+subjects are the artifact files, so standard in-toto tooling can read it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from knightwatch.release.canonical import canonical_bytes, sha256_hex
+from knightwatch.release.contents import ReleaseContents
+from knightwatch.release.dsse import Statement, Subject
+from knightwatch.release.errors import ReleaseInputError
+
+PREDICATE_TYPE = "https://knightwatch.dev/release-manifest/v1"
+_RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_release_id(release_id: str, *, where: str = "release_id") -> str:
+    if not _RELEASE_ID.fullmatch(release_id):
+        raise ReleaseInputError(
+            f"{where}: {release_id!r} must be 1-128 characters of letters, digits and ._+- "
+            "starting with a letter or digit"
+        )
+    return release_id
+
+
+class _Predicate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    release_id: str
+    config_sha256: str
+    flag_schema: dict[str, str]
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    release_id: str
+    contents: ReleaseContents
+
+    def __post_init__(self) -> None:
+        check_release_id(self.release_id)
+
+    def statement(self) -> Statement:
+        subjects = tuple(
+            Subject(path, {"sha256": digest})
+            for path, digest in sorted(self.contents.artifacts.items())
+        )
+        predicate = _Predicate(
+            release_id=self.release_id,
+            config_sha256=self.contents.config_sha256,
+            flag_schema=dict(sorted(self.contents.flag_schema.items())),
+        )
+        return Statement(subjects, PREDICATE_TYPE, msgspec.Raw(canonical_bytes(predicate)))
+
+    def statement_bytes(self) -> bytes:
+        """The exact payload that is signed; reproducible from the manifest alone."""
+        return canonical_bytes(self.statement())
+
+    def digest(self) -> str:
+        return sha256_hex(self.statement_bytes())
+
+    @classmethod
+    def from_statement_bytes(cls, data: bytes, *, source: str) -> Manifest:
+        try:
+            statement = msgspec.json.decode(data, type=Statement)
+            if statement.predicate_type != PREDICATE_TYPE:
+                raise ReleaseInputError(
+                    f"{source}: predicateType {statement.predicate_type!r} is not {PREDICATE_TYPE}"
+                )
+            predicate = msgspec.json.decode(statement.predicate, type=_Predicate)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise ReleaseInputError(f"{source}: not a release statement: {exc}") from exc
+        artifacts: dict[str, str] = {}
+        for subject in statement.subject:
+            if subject.name in artifacts:
+                raise ReleaseInputError(f"{source}: subject {subject.name!r} listed twice")
+            artifacts[subject.name] = subject.sha256()
+        return cls(
+            release_id=predicate.release_id,
+            contents=ReleaseContents(
+                artifacts=artifacts,
+                config_sha256=predicate.config_sha256,
+                flag_schema=predicate.flag_schema,
+            ),
+        )
+
+
+_DECODER = msgspec.json.Decoder(Manifest)
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return msgspec.json.format(_ENCODER.encode(manifest), indent=2) + b"\n"
+
+
+def decode_manifest(data: bytes, *, source: str) -> Manifest:
+    try:
+        return _DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ReleaseInputError(f"{source}: invalid manifest: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ReleaseInputError(f"{source}: not a manifest JSON document: {exc}") from exc

@@ -1,0 +1,206 @@
+"""Release signatures: who must sign, and whether enough distinct people did.
+
+The trust policy is a small TOML file pinned on the control plane (never
+shipped next to the artifact it judges). It lists trusted keys, each owned by a
+named signer, and a threshold of DISTINCT signers: two signatures by the same
+key, or by two keys of the same signer (a rotated CI key), count once. That is
+the "second technician" Knight did not have.
+
+Example::
+
+    threshold = 2
+
+    [[keys]]
+    signer = "ci"
+    id = "<sha256 of the raw public key>"
+    public_key = "<base64 raw Ed25519 public key>"
+
+    [[keys]]
+    signer = "release-manager"
+    id = "..."
+    public_key = "..."
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from knightwatch.release.canonical import sha256_hex
+from knightwatch.release.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    add_signature,
+    check_signatures,
+    new_envelope,
+)
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import SigningKey, VerifyKey
+from knightwatch.release.manifest import Manifest
+from knightwatch.release.reasons import AdmissionReason, Finding
+
+
+class TrustedKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    signer: str
+    id: str
+    public_key: str
+
+
+class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    threshold: int
+    keys: tuple[TrustedKey, ...]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for index, trusted in enumerate(self.keys):
+            where = f"keys[{index}]"
+            if not trusted.signer.strip():
+                raise ReleaseInputError(f"{where}.signer: must not be empty")
+            key = VerifyKey.from_base64(trusted.public_key, field=f"{where}.public_key")
+            if key.key_id != trusted.id:
+                raise ReleaseInputError(
+                    f"{where}.id: {trusted.id!r} is not the id of its public_key "
+                    f"(expected {key.key_id})"
+                )
+            if trusted.id in seen:
+                raise ReleaseInputError(f"{where}.id: key {trusted.id} listed twice")
+            seen.add(trusted.id)
+        signers = {k.signer for k in self.keys}
+        if not 1 <= self.threshold <= len(signers):
+            raise ReleaseInputError(
+                f"threshold: {self.threshold} must be between 1 and the number of distinct "
+                f"signers ({len(signers)})"
+            )
+
+    def verify_keys(self) -> dict[str, VerifyKey]:
+        return {k.id: VerifyKey.from_base64(k.public_key, field=k.id) for k in self.keys}
+
+    def signer_of(self, key_id: str) -> str:
+        return next(k.signer for k in self.keys if k.id == key_id)
+
+    @classmethod
+    def of(cls, threshold: int, keys: dict[str, VerifyKey]) -> TrustPolicy:
+        """Build from `{signer: public key}`, as tests and the replay do in-process."""
+        return cls(
+            threshold,
+            tuple(TrustedKey(name, key.key_id, key.to_base64()) for name, key in keys.items()),
+        )
+
+
+def load_trust_policy(path: Path) -> TrustPolicy:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReleaseInputError(f"trust policy {path}: cannot read: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ReleaseInputError(f"trust policy {path}: not valid TOML: {exc}") from exc
+    try:
+        return msgspec.convert(data, TrustPolicy)
+    except msgspec.ValidationError as exc:
+        raise ReleaseInputError(f"trust policy {path}: {exc}") from exc
+
+
+def release_envelope(manifest: Manifest) -> Envelope:
+    return new_envelope(IN_TOTO_PAYLOAD_TYPE, manifest.statement_bytes())
+
+
+def sign_release(envelope: Envelope, key: SigningKey) -> Envelope:
+    """Add one signature; refuses an envelope that does not hold a release manifest."""
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise ReleaseInputError(
+            f"envelope payloadType: {envelope.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}"
+        )
+    Manifest.from_statement_bytes(envelope.payload_bytes(), source="envelope payload")
+    return add_signature(envelope, key)
+
+
+class ReleaseVerification(msgspec.Struct, frozen=True):
+    """The manifest is set only when the envelope passed; findings say why not."""
+
+    manifest: Manifest | None
+    manifest_digest: str
+    signers: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest is not None
+
+
+def verify_release(envelope: Envelope, policy: TrustPolicy) -> ReleaseVerification:
+    """Threshold of distinct trusted signers over an untampered release statement.
+
+    Fails closed: an invalid signature under a trusted key id refuses the
+    envelope even when the threshold is met otherwise, because it means the
+    payload or a signature was altered after signing. Signatures by keys the
+    policy does not know are ignored (other tools may add their own).
+    """
+    findings: list[Finding] = []
+    try:
+        payload = envelope.payload_bytes()
+    except ReleaseInputError as exc:
+        malformed = Finding(AdmissionReason.MANIFEST_MALFORMED, "payload", str(exc))
+        return ReleaseVerification(None, "", (), (malformed,))
+    digest = sha256_hex(payload)
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        findings.append(
+            Finding(
+                AdmissionReason.MANIFEST_MALFORMED,
+                "payloadType",
+                f"{envelope.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}",
+            )
+        )
+    check = check_signatures(envelope, policy.verify_keys())
+    signers = tuple(sorted({policy.signer_of(k) for k in check.valid}))
+    if not envelope.signatures:
+        findings.append(
+            Finding(AdmissionReason.SIGNATURE_MISSING, "envelope", "the release is not signed")
+        )
+    elif check.invalid and not check.valid:
+        findings.append(
+            Finding(
+                AdmissionReason.MANIFEST_TAMPERED,
+                "payload",
+                f"no trusted signature verifies over the payload (keys "
+                f"{', '.join(sorted(set(check.invalid)))}): the manifest was changed after "
+                "signing or every signature is forged",
+            )
+        )
+    else:
+        for key_id in sorted(set(check.invalid)):
+            findings.append(
+                Finding(
+                    AdmissionReason.SIGNATURE_INVALID,
+                    key_id,
+                    f"signature by {policy.signer_of(key_id)} does not verify",
+                )
+            )
+    if not check.valid and not check.invalid:
+        findings.extend(
+            Finding(
+                AdmissionReason.SIGNATURE_UNTRUSTED,
+                key_id,
+                "signed by a key the trust policy does not list",
+            )
+            for key_id in sorted(set(check.untrusted))
+        )
+    if envelope.signatures and len(signers) < policy.threshold:
+        findings.append(
+            Finding(
+                AdmissionReason.BELOW_THRESHOLD,
+                "envelope",
+                f"{len(signers)} distinct trusted signer(s) ({', '.join(signers) or 'none'}) "
+                f"of {policy.threshold} required",
+            )
+        )
+    manifest: Manifest | None = None
+    try:
+        decoded = Manifest.from_statement_bytes(payload, source="envelope payload")
+    except ReleaseInputError as exc:
+        findings.append(Finding(AdmissionReason.MANIFEST_MALFORMED, "payload", str(exc)))
+    else:
+        if not findings:
+            manifest = decoded
+    return ReleaseVerification(manifest, digest, signers, tuple(findings))

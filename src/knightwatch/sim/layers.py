@@ -1,0 +1,202 @@
+"""Guardrail layers: each one is real code switched into the replay's loop.
+
+A layer configures a run before it starts: it turns on Guard rule groups
+(by giving their `Limits` keys the scenario's values; everything off is
+``None``, which the Guard reads as "rule off"), gives the router its hard
+bounds, asks the replay to register parents with the Guard, or schedules an
+action on the simulated clock. Later layers (attestation at join, flag
+schema, staged rollout, supervisor, control-plane kill switch) add
+themselves with `register` and use the same `LayerSetup`: `schedule` gives
+them the running `Replay` (nodes, guards, routers, market) at a simulated
+instant, which is where a control-plane kill or a supervisor check plugs in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from knightwatch.limits import FLEET_RULES, Limits
+from knightwatch.sim.router import RouterBounds
+from knightwatch.state import Scope
+
+if TYPE_CHECKING:
+    from knightwatch.sim.replay import Replay
+    from knightwatch.sim.scenario import Scenario
+
+Action = Callable[["Replay"], None]
+
+
+class LayerError(ValueError):
+    """An unknown layer name in `--guards`."""
+
+
+class LayerSetup:
+    """What the enabled layers ask of one run."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.limit_keys: dict[str, Any] = {}
+        self.guarded = False
+        self.register_parents = False
+        self.router_bounds: RouterBounds | None = None
+        self.actions: list[tuple[float, str, Action]] = []
+
+    def turn_on(self, keys: tuple[str, ...]) -> None:
+        """Enable Guard rule groups with the scenario's values (Limits defaults if unset)."""
+        self.guarded = True
+        defaults = Limits()
+        for key in keys:
+            self.limit_keys[key] = self.scenario.limits.get(key, getattr(defaults, key))
+
+    def schedule(self, at_s: float, label: str, action: Action) -> None:
+        self.actions.append((at_s, label, action))
+
+    def limits(self) -> Limits:
+        """All rule groups off, then the enabled ones on; fail-closed basics stay on."""
+        table = self.scenario.limits
+        off: dict[str, Any] = {
+            k: None for k, rule in FLEET_RULES.items() if rule.nullable and k != "lease_timeout_s"
+        }
+        base = {
+            "version": f"replay:{self.scenario.name}",
+            "require_registered_parent": False,
+            "max_price_age_s": table.get("max_price_age_s", Limits().max_price_age_s),
+        }
+        for key in ("require_reference_price", "tick_size", "max_tracked_order_ids"):
+            if key in table:
+                base[key] = table[key]
+        return Limits(**{**off, **base, **self.limit_keys})
+
+
+class Layer(ABC):
+    """A guardrail that can be switched on for a replay."""
+
+    name = ""
+    title = ""
+
+    @abstractmethod
+    def configure(self, setup: LayerSetup) -> None: ...
+
+
+class GuardRuleLayer(Layer):
+    """One rule group of the real `Guard`, on with the scenario's limits table."""
+
+    def __init__(self, name: str, title: str, keys: tuple[str, ...]) -> None:
+        self.name = name
+        self.title = title
+        self.keys = keys
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.turn_on(self.keys)
+
+
+class ParentReconciliationLayer(GuardRuleLayer):
+    """Children compared with the parent that entered (SEC C2): the replay registers every
+    parent with its node's Guard, which then refuses children beyond the parent's quantity."""
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.turn_on(self.keys)
+        setup.limit_keys["require_registered_parent"] = True
+        setup.register_parents = True
+
+
+class RouterBoundsLayer(Layer):
+    name = "router_bounds"
+    title = "router hard bounds (children and quantity per parent)"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.router_bounds = setup.scenario.router
+
+
+class ManualKillLayer(Layer):
+    """A person halts the whole fleet at the scenario's human reaction time."""
+
+    name = "manual_kill"
+    title = "manual kill at human reaction time"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.guarded = True
+        tl = setup.scenario.timeline
+        at = tl.notice_s + tl.reaction_s
+
+        def kill(replay: Replay) -> None:
+            for node in replay.nodes:
+                if node.guard is not None:
+                    node.guard.halt(
+                        Scope.FLEET,
+                        "fleet",
+                        f"manual kill {at:g}s after the open",
+                        actor="operator:manual_kill",
+                    )
+            replay.mark("manual_kill", "*", f"fleet halted by an operator at {at:g}s")
+
+        setup.schedule(at, self.name, kill)
+
+
+REGISTRY: dict[str, Layer] = {}
+
+
+def register(layer: Layer) -> Layer:
+    if layer.name in REGISTRY:
+        raise ValueError(f"layer {layer.name!r} is already registered")
+    REGISTRY[layer.name] = layer
+    return layer
+
+
+for _layer in (
+    ParentReconciliationLayer(
+        "parent_reconciliation",
+        "parent/child reconciliation (children never exceed the parent)",
+        ("max_child_orders_per_parent",),
+    ),
+    GuardRuleLayer(
+        "execution_throttle",
+        "repeated-execution throttle",
+        ("max_executions_per_window", "execution_window_s"),
+    ),
+    GuardRuleLayer(
+        "rates",
+        "order-rate limits (node, strategy, symbol)",
+        (
+            "max_orders_per_s_node",
+            "max_orders_per_min_node",
+            "max_orders_per_s_strategy",
+            "max_orders_per_min_strategy",
+            "max_orders_per_s_symbol",
+            "max_orders_per_min_symbol",
+        ),
+    ),
+    GuardRuleLayer(
+        "exposure",
+        "position and exposure limits (incl. working orders)",
+        ("max_position_qty", "max_gross_exposure", "max_net_exposure", "max_turnover_per_min"),
+    ),
+    GuardRuleLayer("loss_limit", "loss limit", ("max_loss",)),
+    GuardRuleLayer(
+        "order_size",
+        "order size and price collar",
+        ("max_order_qty", "max_order_notional", "price_collar_pct", "price_collar_ticks"),
+    ),
+    RouterBoundsLayer(),
+    ManualKillLayer(),
+):
+    register(_layer)
+
+
+def resolve(spec: str) -> tuple[Layer, ...]:
+    """`none`, `all`, or a comma-separated list of layer names."""
+    s = spec.strip()
+    if s == "none":
+        return ()
+    if s == "all":
+        return tuple(REGISTRY.values())
+    names = [n.strip() for n in s.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown or not names:
+        raise LayerError(
+            f"--guards: unknown layer {', '.join(unknown) or repr(spec)}; expected none, all "
+            f"or a comma-separated list of: {', '.join(REGISTRY)}"
+        )
+    return tuple(REGISTRY[n] for n in dict.fromkeys(names))

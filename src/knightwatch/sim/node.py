@@ -1,0 +1,85 @@
+"""A router node: its release, its `SmarsRouter`, and (when a guard layer is on) its `Guard`.
+
+The node is the order gateway: each child the router releases goes to the
+Guard, then to the venue, and the execution comes back to the router, the
+Guard and the account. With no Guard a batch of identical children goes to
+the venue in one call (the ladder prices them exactly as one by one); with a
+Guard every child is its own `Order` and its own decision.
+"""
+
+from __future__ import annotations
+
+from knightwatch.guard import Guard
+from knightwatch.order import Fill, Order, Side
+from knightwatch.sim.account import Account
+from knightwatch.sim.release import Release
+from knightwatch.sim.router import RoutedParent, SmarsRouter
+from knightwatch.sim.venue import Venue
+
+
+class Node:
+    def __init__(
+        self,
+        node_id: str,
+        release: Release,
+        router: SmarsRouter,
+        guard: Guard | None,
+        *,
+        strategy: str,
+        venue: Venue,
+        account: Account,
+        symbols: list[str],
+    ) -> None:
+        self.id = node_id
+        self.release = release
+        self.router = router
+        self.guard = guard
+        self.strategy = strategy
+        self.venue = venue
+        self.account = account
+        self.symbols = symbols
+        self.sent = 0
+        self.executions = 0
+        self.blocked = 0
+        self.first_block: dict[str, int] = {}
+        self._seq = 0
+
+    def route_batch(self, p: RoutedParent, due: int, now_ns: int) -> None:
+        """Unguarded path: release what is due and execute it as one batch."""
+        n = self.router.release(p, due, now_ns)
+        if n:
+            qty = p.child_qty
+            notional = self.venue.execute(p.symbol, p.is_buy, qty, n, now_ns)
+            self.sent += n
+            self.executions += n
+            self.account.book(
+                p.symbol, p.is_buy, p.qty, p.filled, n * qty, notional, qty, now_ns
+            )
+            self.router.on_fill(p, n * qty)
+
+    def route_one(self, p: RoutedParent, now_ns: int) -> None:
+        """Guarded path: one child, one `Order`, one Guard decision."""
+        if not self.router.release(p, 1, now_ns):
+            return
+        guard = self.guard
+        assert guard is not None
+        qty = p.child_qty
+        book = self.venue.market.books[p.symbol]
+        self._seq += 1
+        symbol = self.symbols[p.symbol]
+        side = Side.BUY if p.is_buy else Side.SELL
+        touch = book.touch(p.is_buy)
+        order = Order(f"{self.id}-{self._seq}", self.strategy, symbol, side, qty, touch, p.id)
+        d = guard.check(order)
+        if not d.accepted:
+            self.blocked += 1
+            self.router.on_reject(p, qty)
+            self.first_block.setdefault(d.reason.value, now_ns)
+            return
+        notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
+        self.sent += 1
+        self.executions += 1
+        self.account.book(p.symbol, p.is_buy, p.qty, p.filled, qty, notional, qty, now_ns)
+        self.router.on_fill(p, qty)
+        guard.on_fill(Fill(order.id, symbol, side, qty, notional / qty))
+        guard.on_price(symbol, book.mid())

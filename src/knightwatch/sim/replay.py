@@ -1,0 +1,399 @@
+"""`Replay`: run a scenario on a simulated clock, with the chosen guardrail layers in the loop.
+
+The loop advances in fixed steps. Each step applies timeline actions and
+parent arrivals, then releases the children due in the step. With no Guard
+each parent's due children go to the venue as one batch; with a Guard they
+are interleaved across parents and nodes in time order and each one is a
+real `Order` checked by the node's real `Guard` at its own simulated instant.
+
+The run ends at the scenario's stop (the 2012 manual stop), or earlier when
+nothing more can happen: every node halted, or no parent left working and
+none still to arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from knightwatch.clock import NS_PER_S, SimClock
+from knightwatch.guard import Guard
+from knightwatch.sim.account import Account
+from knightwatch.sim.exit import exit_value, marked_value
+from knightwatch.sim.layers import Action, Layer, LayerSetup
+from knightwatch.sim.node import Node
+from knightwatch.sim.router import ParentOrder, RoutedParent, SmarsRouter
+from knightwatch.sim.scenario import Scenario
+from knightwatch.sim.venue import Market, Venue
+from knightwatch.state import Scope, TradingState
+
+MOVE_THRESHOLD = 0.05
+
+
+class GuardrailEvent(msgspec.Struct, frozen=True):
+    """Something a guardrail (or an operator) did, for the report's markers."""
+
+    t_s: float
+    layer: str
+    node: str
+    what: str
+
+
+class Series(msgspec.Struct):
+    """Per-sample time series for the plots."""
+
+    t_s: list[float] = msgspec.field(default_factory=list)
+    loss_usd: list[float] = msgspec.field(default_factory=list)
+    gross_usd: list[float] = msgspec.field(default_factory=list)
+    orders: dict[str, list[int]] = msgspec.field(default_factory=dict)
+
+
+class NodeStats(msgspec.Struct, frozen=True):
+    release: str
+    orders: int
+    executions: int
+    blocked: int
+
+
+class ReplayResult(msgspec.Struct, frozen=True):
+    scenario: str
+    guards: list[str]
+    seed: int
+    executions: int
+    child_orders: int
+    blocked_orders: int
+    runaway_executions: int
+    symbols_traded: int
+    shares: int
+    net_long_usd: float
+    net_long_symbols: int
+    net_short_usd: float
+    net_short_symbols: int
+    peak_gross_usd: float
+    loss_usd: float
+    marked_pnl_usd: float
+    symbols_moved_over_5pct: int
+    contained_after_s: float | None
+    simulated_s: float
+    per_node: dict[str, NodeStats]
+    events: list[GuardrailEvent]
+    series: Series
+    wall_seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable summary (`--json`): everything but the time series."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        del out["series"]
+        return out
+
+
+@contextmanager
+def _quiet_guard_log() -> Iterator[None]:
+    """A replay blocks millions of orders on purpose: it counts and records them
+    (per-node counts, first block per reason, Guard halts) instead of logging each."""
+    log = logging.getLogger("knightwatch.guard")
+    before = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
+class Replay:
+    def __init__(self, scenario: Scenario, layers: tuple[Layer, ...], seed: int | None = None):
+        self.scenario = scenario
+        self.layers = layers
+        self.seed = scenario.scenario.seed if seed is None else seed
+        sc = scenario
+        self.clock = SimClock(sc.open_ns)
+        self.symbols = sc.symbols(self.seed)
+        self.market = Market(self.symbols, sc.market)
+        self.venue = Venue(self.market)
+        self.account = Account(len(self.symbols))
+        self.setup = LayerSetup(sc)
+        for layer in layers:
+            layer.configure(self.setup)
+        limits = self.setup.limits() if self.setup.guarded else None
+        names = [s.name for s in self.symbols]
+        self.nodes: list[Node] = []
+        missed = set(sc.fleet.missed_deploy)
+        for nid in sc.node_ids():
+            release = sc.releases[sc.deploy.previous if nid in missed else sc.deploy.target]
+            guard = None
+            if limits is not None:
+                guard = Guard(limits, node=nid, clock=self.clock)
+                guard.set_context(release_id=release.id)
+                guard.arm(actor="replay")
+            self.nodes.append(
+                Node(
+                    nid,
+                    release,
+                    SmarsRouter(nid, self.setup.router_bounds),
+                    guard,
+                    strategy=sc.fleet.strategy,
+                    venue=self.venue,
+                    account=self.account,
+                    symbols=names,
+                )
+            )
+        self._by_id = {n.id: n for n in self.nodes}
+        self._watch: list[set[int]] = [set() for _ in self.nodes]
+        self.events: list[GuardrailEvent] = []
+        self.series = Series(orders={n.id: [] for n in self.nodes})
+
+    # ------------------------------------------------------------------ actions
+
+    def now_s(self) -> float:
+        return (self.clock.monotonic_ns() - self.scenario.open_ns) / NS_PER_S
+
+    def mark(self, layer: str, node: str, what: str) -> None:
+        self.events.append(GuardrailEvent(round(self.now_s(), 3), layer, node, what))
+
+    def rollback(self) -> None:
+        """2012: the new code was removed from every server, so all of them run the old one."""
+        previous = self.scenario.releases[self.scenario.deploy.previous]
+        for node in self.nodes:
+            node.release = previous
+            if node.guard is not None:
+                node.guard.set_context(release_id=previous.id)
+        self.mark("operator", "*", f"rollback: every node now runs {previous.id}")
+
+    def _timeline(self) -> list[tuple[int, int, str, Action]]:
+        sc = self.scenario
+        out: list[tuple[int, int, str, Action]] = []
+        items: list[tuple[float, str, Action]] = list(self.setup.actions)
+        if sc.timeline.rollback_s is not None:
+            items.append((sc.timeline.rollback_s, "rollback", Replay.rollback))
+        for seq, (at_s, label, action) in enumerate(items):
+            out.append((sc.open_ns + round(at_s * NS_PER_S), seq, label, action))
+        out.sort(key=lambda a: (a[0], a[1]))
+        return out
+
+    def _arrive(self, po: ParentOrder) -> None:
+        node = self._by_id[po.node]
+        idx = self.market.index[po.symbol]
+        spec = self.symbols[idx]
+        interval = max(1, round(NS_PER_S / spec.peg_updates_per_s))
+        rp = RoutedParent(
+            po,
+            idx,
+            node.release.behaviour(po.flag),
+            self.scenario.parents.child_qty,
+            interval,
+        )
+        node.router.accept(rp)
+        if node.guard is not None:
+            if self.setup.register_parents:
+                node.guard.register_parent(po.id, po.qty)
+            self._watch[self.nodes.index(node)].add(idx)
+            node.guard.on_price(po.symbol, self.market.books[idx].mid())
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, progress: Callable[[float], None] | None = None) -> ReplayResult:
+        with _quiet_guard_log():
+            return self._run(progress)
+
+    def _run(self, progress: Callable[[float], None] | None) -> ReplayResult:
+        wall0 = time.perf_counter()
+        sc = self.scenario
+        open_ns, step = sc.open_ns, sc.step_ns
+        end_ns = open_ns + round(sc.scenario.duration_s * NS_PER_S)
+        sample_ns = round(sc.scenario.sample_s * NS_PER_S)
+        quiet_ns = round(sc.market.quiet_s * NS_PER_S)
+        step_s = step / NS_PER_S
+        parents = sc.parent_orders(self.symbols, self.seed)
+        timeline = self._timeline()
+        guarded = self.setup.guarded
+        halts_seen = [0] * len(self.nodes)
+        pi = ai = 0
+        next_sample = open_ns
+        peak_gross = 0.0
+        t0 = open_ns
+        self._sample(0.0)
+        while t0 < end_ns:
+            t1 = min(t0 + step, end_ns)
+            self.clock.advance_to(t0)
+            while (pi < len(parents) and parents[pi].arrival_ns < t1) or (
+                ai < len(timeline) and timeline[ai][0] < t1
+            ):
+                take_parent = pi < len(parents) and (
+                    ai >= len(timeline) or parents[pi].arrival_ns < timeline[ai][0]
+                )
+                if take_parent:
+                    self._arrive(parents[pi])
+                    pi += 1
+                else:
+                    timeline[ai][3](self)
+                    ai += 1
+            if guarded:
+                self._step_guarded(t1)
+            else:
+                self._step_batched(t1)
+            for node in self.nodes:
+                node.router.sweep()
+            self.market.relax_idle(t1, step_s, quiet_ns)
+            self.clock.advance_to(t1)
+            if guarded:
+                self._guard_events(halts_seen)
+            if t1 >= next_sample or t1 == end_ns:
+                gross = self._sample((t1 - open_ns) / NS_PER_S)
+                peak_gross = max(peak_gross, gross)
+                next_sample = t1 + sample_ns
+                if guarded:
+                    self._feed_prices()
+                if progress is not None:
+                    progress((t1 - open_ns) / (end_ns - open_ns))
+            t0 = t1
+            if self._finished(guarded, pi < len(parents) or ai < len(timeline)):
+                break
+        if self.series.t_s[-1] != (t0 - open_ns) / NS_PER_S:
+            peak_gross = max(peak_gross, self._sample((t0 - open_ns) / NS_PER_S))
+        for node in self.nodes:
+            for t_ns, pid, rule in node.router.bound_hits:
+                self.events.append(
+                    GuardrailEvent(
+                        round((t_ns - open_ns) / NS_PER_S, 3),
+                        "router_bounds",
+                        node.id,
+                        f"parent {pid} stopped: {rule}",
+                    )
+                )
+            for reason, t_ns in node.first_block.items():
+                self.events.append(
+                    GuardrailEvent(
+                        round((t_ns - open_ns) / NS_PER_S, 3),
+                        "guard",
+                        node.id,
+                        f"first order blocked: {reason}",
+                    )
+                )
+        self.events.sort(key=lambda e: (e.t_s, e.node, e.layer))
+        if progress is not None:
+            progress(1.0)
+        return self._result(t0, end_ns, peak_gross, time.perf_counter() - wall0)
+
+    def _step_batched(self, t1: int) -> None:
+        for node in self.nodes:
+            for p in node.router.active:
+                due = p.due_before(t1)
+                if due:
+                    node.route_batch(p, due, p.child_time(p.next_k + due - 1))
+
+    def _step_guarded(self, t1: int) -> None:
+        due: list[tuple[int, int, int, Node, RoutedParent]] = []
+        for ni, node in enumerate(self.nodes):
+            for pj, p in enumerate(node.router.active):
+                for j in range(p.due_before(t1)):
+                    due.append((p.child_time(p.next_k + j), ni, pj, node, p))
+        due.sort(key=lambda c: (c[0], c[1], c[2]))
+        clock = self.clock
+        for t, _, _, node, p in due:
+            clock.advance_to(t)
+            node.route_one(p, t)
+
+    def _guard_events(self, seen: list[int]) -> None:
+        for i, node in enumerate(self.nodes):
+            assert node.guard is not None
+            halts = node.guard.halts()
+            if len(halts) > seen[i]:
+                ordered = sorted(halts.items(), key=lambda kv: kv[1].ts_ns)
+                for (scope, key), h in ordered[seen[i] :]:
+                    if h.actor.startswith("operator"):
+                        continue
+                    self.events.append(
+                        GuardrailEvent(
+                            round((h.ts_ns - self.scenario.open_ns) / NS_PER_S, 3),
+                            h.actor.removeprefix("guard:"),
+                            node.id,
+                            f"halted {scope.value} {key}: {h.reason}",
+                        )
+                    )
+                seen[i] = len(halts)
+
+    def _feed_prices(self) -> None:
+        """Market data: every node's Guard gets fresh reference prices for its symbols."""
+        books, names = self.market.books, self.nodes[0].symbols
+        for node, watch in zip(self.nodes, self._watch, strict=True):
+            assert node.guard is not None
+            for idx in watch:
+                node.guard.on_price(names[idx], books[idx].mid())
+
+    def _finished(self, guarded: bool, pending: bool) -> bool:
+        if not pending and not any(n.router.active for n in self.nodes):
+            return True
+        if not guarded:
+            return False
+        for node in self.nodes:
+            g = node.guard
+            assert g is not None
+            if (
+                g.trading_state(Scope.FLEET) is not TradingState.HALTED
+                and g.trading_state(Scope.NODE, node.id) is not TradingState.HALTED
+            ):
+                return False
+        return True
+
+    def _sample(self, t_s: float) -> float:
+        s = self.series
+        pos = self.account.position
+        mids = self.market.mids()
+        gross = float(np.abs(np.asarray(pos, dtype=np.float64)) @ mids)
+        s.t_s.append(round(t_s, 3))
+        s.loss_usd.append(-(self.account.cash + exit_value(self.market, pos, self.scenario.exit)))
+        s.gross_usd.append(gross)
+        for node in self.nodes:
+            s.orders[node.id].append(node.sent)
+        return gross
+
+    def _result(self, t_ns: int, end_ns: int, peak_gross: float, wall: float) -> ReplayResult:
+        sc = self.scenario
+        acct = self.account
+        pos = acct.position
+        mids = self.market.mids()
+        long_usd = sum(q * mids[i] for i, q in enumerate(pos) if q > 0)
+        short_usd = sum(-q * mids[i] for i, q in enumerate(pos) if q < 0)
+        moved = self.market.moved_over(MOVE_THRESHOLD)
+        marked = acct.cash + marked_value(self.market, pos)
+        loss = -(acct.cash + exit_value(self.market, pos, sc.exit))
+        contained: float | None
+        if acct.last_runaway_ns is None:
+            contained = 0.0
+        elif t_ns >= end_ns and acct.last_runaway_ns >= end_ns - sc.step_ns:
+            contained = None
+        else:
+            contained = round((acct.last_runaway_ns - sc.open_ns) / NS_PER_S, 3)
+        return ReplayResult(
+            scenario=sc.name,
+            guards=[layer.name for layer in self.layers] or ["none"],
+            seed=self.seed,
+            executions=self.venue.executions,
+            child_orders=sum(n.sent for n in self.nodes),
+            blocked_orders=sum(n.blocked for n in self.nodes),
+            runaway_executions=acct.runaway_executions,
+            symbols_traded=sum(1 for b in self.market.books if b.volume),
+            shares=self.venue.shares,
+            net_long_usd=round(float(long_usd), 2),
+            net_long_symbols=sum(1 for q in pos if q > 0),
+            net_short_usd=round(float(short_usd), 2),
+            net_short_symbols=sum(1 for q in pos if q < 0),
+            peak_gross_usd=round(peak_gross, 2),
+            loss_usd=round(loss, 2),
+            marked_pnl_usd=round(marked, 2),
+            symbols_moved_over_5pct=moved,
+            contained_after_s=contained,
+            simulated_s=round((t_ns - sc.open_ns) / NS_PER_S, 3),
+            per_node={
+                n.id: NodeStats(n.release.id, n.sent, n.executions, n.blocked) for n in self.nodes
+            },
+            events=self.events,
+            series=self.series,
+            wall_seconds=round(wall, 3),
+        )

@@ -1,0 +1,375 @@
+"""Scenarios are data: a TOML file describes the fleet, releases, parents, market and timeline.
+
+Loading is strict, because a typo in a drill file silently changes what the
+drill proves: unknown keys, wrong types and out-of-range values are
+`ScenarioError`s that name the key (``parents.count: must be >= 1``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tomllib
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S
+from knightwatch.limits import FLEET_RULES, Limits, LimitsError
+from knightwatch.order import Side
+from knightwatch.sim.release import BEHAVIOURS, Release
+from knightwatch.sim.router import ParentOrder, RouterBounds
+from knightwatch.sim.universe import SymbolSpec, Tier, generate
+from knightwatch.sim.venue import MarketParams
+
+BUILTIN = ("knight-2012",)
+
+
+class ScenarioError(ValueError):
+    """Every problem found in a scenario file, one `key: rule` per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: invalid scenario\n  " + "\n  ".join(problems))
+
+
+class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    title: str = ""
+    open: datetime = datetime.fromisoformat("2012-08-01T09:30:00-04:00")
+    duration_s: float = 2700.0
+    step_ms: int = 1000
+    sample_s: float = 1.0
+    seed: int = 1
+
+
+class Fleet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    nodes: int
+    missed_deploy: list[str] = msgspec.field(default_factory=list)
+    strategy: str = "smars"
+
+
+class Deploy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`target` is the release deployed before the open, `previous` what it replaced."""
+
+    target: str
+    previous: str
+    flag: str
+
+
+class Parents(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Customer parent orders: `pre_open` arrive for the open, the rest evenly up to
+    `arrival_end_s`; every symbol gets one before any gets a second."""
+
+    count: int
+    pre_open: int
+    arrival_end_s: float
+    qty: list[int]
+    child_qty: int = 100
+    long_symbols: int | None = None
+
+
+class Universe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tiers: list[Tier] = msgspec.field(default_factory=list)
+    symbols: list[SymbolSpec] = msgspec.field(default_factory=list)
+
+
+class Exit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How leftover positions are unwound after the stop: a block sale to one buyer at
+    a discount of `discount_y * sigma * sqrt(Q/adv)`, or a second metaorder on the book."""
+
+    kind: Literal["block", "metaorder"] = "block"
+    discount_y: float = 3.2
+
+
+class Timeline(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Operator actions, in seconds after the open. `rollback_s` puts the previous
+    release on every node (2012); the manual kill fires at `notice_s + reaction_s`."""
+
+    rollback_s: float | None = None
+    notice_s: float = 60.0
+    reaction_s: float = 240.0
+
+
+class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The historical figures a replay is compared with (SEC order, paras. 1, 17, 18)."""
+
+    source: str = ""
+    executions: int | None = None
+    symbols: int | None = None
+    shares: int | None = None
+    net_long_usd: float | None = None
+    net_long_symbols: int | None = None
+    net_short_usd: float | None = None
+    net_short_symbols: int | None = None
+    loss_usd: float | None = None
+    symbols_moved_over_5pct: int | None = None
+
+
+class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    scenario: Meta
+    fleet: Fleet
+    releases: dict[str, Release]
+    deploy: Deploy
+    parents: Parents
+    universe: Universe
+    market: MarketParams = MarketParams()
+    exit: Exit = Exit()
+    timeline: Timeline = Timeline()
+    router: RouterBounds = RouterBounds(max_children_per_parent=100)
+    limits: dict[str, Any] = msgspec.field(default_factory=dict)
+    record: Record = Record()
+    source: str = ""
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def open_ns(self) -> int:
+        return int(self.scenario.open.timestamp()) * NS_PER_S
+
+    @property
+    def step_ns(self) -> int:
+        return self.scenario.step_ms * 1_000_000
+
+    def node_ids(self) -> list[str]:
+        return [f"n{i}" for i in range(1, self.fleet.nodes + 1)]
+
+    def symbols(self, seed: int) -> tuple[SymbolSpec, ...]:
+        u = self.universe
+        return tuple(u.symbols) if u.symbols else generate(tuple(u.tiers), seed)
+
+    def parent_orders(self, symbols: tuple[SymbolSpec, ...], seed: int) -> list[ParentOrder]:
+        """The parents, deterministic for a seed: symbols shuffled so each gets one parent
+        before any gets two, sides fixed per symbol, nodes assigned round-robin by arrival."""
+        pc = self.parents
+        rng = random.Random(f"parents:{seed}")
+        names = [s.name for s in symbols]
+        n_long = pc.long_symbols if pc.long_symbols is not None else (len(names) + 1) // 2
+        longs = set(rng.sample(names, n_long))
+        order: list[str] = []
+        while len(order) < pc.count:
+            batch = names[:]
+            rng.shuffle(batch)
+            order.extend(batch)
+        order = order[: pc.count]
+        nodes = self.node_ids()
+        later = pc.count - pc.pre_open
+        out = []
+        for i, sym in enumerate(order):
+            if i < pc.pre_open:
+                t = 0.0
+            else:
+                t = (i - pc.pre_open) * pc.arrival_end_s / max(later, 1)
+            out.append(
+                ParentOrder(
+                    id=f"P{i + 1:04d}",
+                    symbol=sym,
+                    side=Side.BUY if sym in longs else Side.SELL,
+                    qty=rng.choice(pc.qty),
+                    arrival_ns=self.open_ns + round(t * NS_PER_S),
+                    node=nodes[i % len(nodes)],
+                    flag=self.deploy.flag,
+                )
+            )
+        return out
+
+    def replay_limits(self, overrides: dict[str, Any]) -> Limits:
+        return Limits(**overrides)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def load(name_or_path: str | Path) -> Scenario:
+    """A built-in scenario by name (`knight-2012`) or a TOML file by path."""
+    text: str
+    source = str(name_or_path)
+    if isinstance(name_or_path, str) and name_or_path in BUILTIN:
+        ref = resources.files("knightwatch.sim") / "scenarios" / f"{name_or_path}.toml"
+        text = ref.read_text(encoding="utf-8")
+    else:
+        path = Path(name_or_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            known = ", ".join(BUILTIN)
+            raise ScenarioError(source, [f"no such file (built-in scenarios: {known})"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(source, [f"cannot read: {exc}"]) from None
+    return loads(text, source)
+
+
+def loads(text: str, source: str = "scenario") -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, [f"not valid TOML: {exc}"]) from None
+    if "source" in data:
+        raise ScenarioError(source, ["source: unknown key"])
+    try:
+        sc = msgspec.convert(data, Scenario, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ScenarioError(source, [_msgspec_problem(str(exc))]) from None
+    problems = _problems(sc)
+    if problems:
+        raise ScenarioError(source, problems)
+    return msgspec.structs.replace(sc, source=source)
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _msgspec_problem(message: str) -> str:
+    m = _AT.match(message)
+    msg, path = (m.group("msg"), m.group("path") or "") if m else (message, "")
+    key = re.sub(r"\[(\d+)\]", r"[\1]", path.lstrip("."))
+    u = _UNKNOWN.match(msg)
+    if u:
+        full = f"{key}.{u.group('field')}" if key else u.group("field")
+        return f"{full}: unknown key"
+    missing = re.match(r"Object missing required field `(?P<field>[^`]+)`", msg)
+    if missing:
+        full = f"{key}.{missing.group('field')}" if key else missing.group("field")
+        return f"{full}: required key is missing"
+    return f"{key or '(top level)'}: {msg}"
+
+
+def _problems(sc: Scenario) -> list[str]:
+    p: list[str] = []
+
+    def need(ok: bool, key: str, rule: str, value: object) -> None:
+        if not ok:
+            p.append(f"{key}: {rule} (got {value!r})")
+
+    m = sc.scenario
+    need(bool(m.name), "scenario.name", "must be a non-empty string", m.name)
+    need(m.duration_s > 0, "scenario.duration_s", "must be > 0", m.duration_s)
+    need(1 <= m.step_ms <= 60_000, "scenario.step_ms", "must be in 1..60000", m.step_ms)
+    need(m.sample_s * 1000 >= m.step_ms, "scenario.sample_s", "must be >= one step", m.sample_s)
+    need(m.open.tzinfo is not None, "scenario.open", "must carry a UTC offset", str(m.open))
+    f = sc.fleet
+    need(1 <= f.nodes <= 256, "fleet.nodes", "must be in 1..256", f.nodes)
+    ids = set(sc.node_ids())
+    for i, n in enumerate(f.missed_deploy):
+        need(n in ids, f"fleet.missed_deploy[{i}]", f"must be a node id n1..n{f.nodes}", n)
+    need(bool(f.strategy), "fleet.strategy", "must be a non-empty string", f.strategy)
+    need(bool(sc.releases), "releases", "must define at least one release", {})
+    for rid, rel in sc.releases.items():
+        need(rel.id == rid, f"releases.{rid}.id", "must equal its table name", rel.id)
+        for flag, beh in rel.flags.items():
+            need(
+                beh in BEHAVIOURS,
+                f"releases.{rid}.flags.{flag}",
+                f"must be one of {', '.join(sorted(BEHAVIOURS))}",
+                beh,
+            )
+    d = sc.deploy
+    need(d.target in sc.releases, "deploy.target", "must name a release", d.target)
+    need(d.previous in sc.releases, "deploy.previous", "must name a release", d.previous)
+    need(bool(d.flag), "deploy.flag", "must be a non-empty string", d.flag)
+    pc = sc.parents
+    need(pc.count >= 1, "parents.count", "must be >= 1", pc.count)
+    need(0 <= pc.pre_open <= pc.count, "parents.pre_open", "must be in 0..count", pc.pre_open)
+    need(
+        0 <= pc.arrival_end_s <= m.duration_s,
+        "parents.arrival_end_s",
+        "must be in 0..scenario.duration_s",
+        pc.arrival_end_s,
+    )
+    need(pc.child_qty >= 1, "parents.child_qty", "must be >= 1", pc.child_qty)
+    need(bool(pc.qty), "parents.qty", "must list at least one size", pc.qty)
+    for i, q in enumerate(pc.qty):
+        need(
+            q >= pc.child_qty and q % pc.child_qty == 0,
+            f"parents.qty[{i}]",
+            "must be a positive multiple of parents.child_qty",
+            q,
+        )
+    u = sc.universe
+    need(
+        bool(u.tiers) != bool(u.symbols),
+        "universe",
+        "must have exactly one of `tiers` (generated) or `symbols` (listed)",
+        sorted(k for k in ("tiers", "symbols") if getattr(u, k)),
+    )
+    for i, t in enumerate(u.tiers):
+        where = f"universe.tiers[{i}]"
+        need(bool(t.name), f"{where}.name", "must be a non-empty string", t.name)
+        need(1 <= t.count <= 1000, f"{where}.count", "must be in 1..1000", t.count)
+        _spec_values(p, where, t.price, t.adv, t.sigma, t.spread, t.peg_updates_per_s)
+    names: set[str] = set()
+    for i, s in enumerate(u.symbols):
+        where = f"universe.symbols[{i}]"
+        need(1 <= len(s.name) <= 16, f"{where}.name", "must be 1..16 characters", s.name)
+        need(s.name not in names, f"{where}.name", "must be unique", s.name)
+        names.add(s.name)
+        _spec_values(p, where, s.price, s.adv, s.sigma, s.spread, s.peg_updates_per_s)
+    n_sym = len(u.symbols) or sum(t.count for t in u.tiers)
+    if pc.long_symbols is not None:
+        need(
+            0 <= pc.long_symbols <= n_sym,
+            "parents.long_symbols",
+            f"must be in 0..{n_sym} (the universe size)",
+            pc.long_symbols,
+        )
+    mk = sc.market
+    need(mk.tick > 0, "market.tick", "must be > 0", mk.tick)
+    need(mk.impact_y > 0, "market.impact_y", "must be > 0", mk.impact_y)
+    need(
+        0 <= mk.permanent_fraction <= 1,
+        "market.permanent_fraction",
+        "must be in 0..1",
+        mk.permanent_fraction,
+    )
+    need(mk.resilience_s > 0, "market.resilience_s", "must be > 0", mk.resilience_s)
+    need(mk.quiet_s >= 0, "market.quiet_s", "must be >= 0", mk.quiet_s)
+    need(sc.exit.discount_y >= 0, "exit.discount_y", "must be >= 0", sc.exit.discount_y)
+    tl = sc.timeline
+    if tl.rollback_s is not None:
+        need(
+            0 <= tl.rollback_s <= m.duration_s,
+            "timeline.rollback_s",
+            "must be in 0..scenario.duration_s",
+            tl.rollback_s,
+        )
+    need(tl.notice_s >= 0, "timeline.notice_s", "must be >= 0", tl.notice_s)
+    need(tl.reaction_s >= 0, "timeline.reaction_s", "must be >= 0", tl.reaction_s)
+    rb = sc.router
+    need(
+        rb.max_children_per_parent >= 1,
+        "router.max_children_per_parent",
+        "must be >= 1",
+        rb.max_children_per_parent,
+    )
+    need(rb.max_qty_multiple > 0, "router.max_qty_multiple", "must be > 0", rb.max_qty_multiple)
+    for key in sc.limits:
+        if key not in FLEET_RULES or key == "version":
+            p.append(f"limits.{key}: unknown key (a fleet key of knightwatch.limits.Limits)")
+    if not p:
+        try:
+            Limits(**sc.limits)
+        except LimitsError as exc:
+            p.extend(f"limits.{problem}" for problem in exc.problems)
+    return p
+
+
+def _spec_values(
+    p: list[str], where: str, price: float, adv: float, sigma: float, spread: float, rate: float
+) -> None:
+    for key, value, ok, rule in (
+        ("price", price, price > 0, "must be > 0"),
+        ("adv", adv, adv > 0, "must be > 0"),
+        ("sigma", sigma, 0 < sigma < 1, "must be in (0, 1)"),
+        ("spread", spread, spread > 0, "must be > 0"),
+        ("peg_updates_per_s", rate, 0 < rate <= 1000, "must be in (0, 1000]"),
+    ):
+        if not ok:
+            p.append(f"{where}.{key}: {rule} (got {value!r})")

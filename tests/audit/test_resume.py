@@ -1,0 +1,103 @@
+"""Reopening a file continues its chain; a torn tail is cut and noted; a bad tail refuses."""
+
+from __future__ import annotations
+
+from hashlib import sha256
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from knightwatch.audit import (
+    RECOVERY,
+    ChainCorrupt,
+    EventRecord,
+    FlightRecorder,
+    RecorderLocked,
+    decode_record,
+    verify_file,
+)
+from knightwatch.clock import SimClock
+from knightwatch.decision import ACCEPTED
+
+from .conftest import WriteFile
+from .helpers import CTX, RULES, order
+
+
+def test_reopen_appends_to_the_same_chain(write_file: WriteFile, audit_path: Path) -> None:
+    first = write_file(10)
+    head = msgspec.json.decode(first[-1])
+    with FlightRecorder(audit_path, clock=SimClock(5)) as rec:
+        assert rec.seq == head["seq"] + 1 and rec.head == head["hash"]
+        rec.record_decision(order(99), ACCEPTED, CTX, RULES)
+    lines = audit_path.read_bytes().splitlines()
+    assert len(lines) == len(first) + 1
+    new = decode_record(lines[-1])
+    assert new.seq == head["seq"] + 1 and new.prev == head["hash"]
+    report = verify_file(audit_path)
+    assert report.intact and report.records == len(first) + 1
+
+
+def test_three_restarts_make_one_chain(audit_path: Path, clock: SimClock) -> None:
+    for run in range(3):
+        with FlightRecorder(audit_path, clock=clock) as rec:
+            for i in range(5):
+                rec.record_decision(order(run * 10 + i), ACCEPTED, CTX, RULES)
+    report = verify_file(audit_path)
+    assert report.intact and report.records == 15
+
+
+def test_torn_tail_is_cut_and_recorded(write_file: WriteFile, audit_path: Path) -> None:
+    write_file(6)
+    torn = b'{"seq":99,"ts":1,"kind":"decision","node":"n1","ord'
+    with audit_path.open("ab") as f:
+        f.write(torn)
+    assert verify_file(audit_path).problems[0].kind == "truncated"
+    with FlightRecorder(audit_path, clock=SimClock(7)) as rec:
+        rec.record_decision(order(50), ACCEPTED, CTX, RULES)
+    report = verify_file(audit_path)
+    assert report.intact
+    records = [decode_record(line) for line in audit_path.read_bytes().splitlines()]
+    recovery = records[-2]
+    assert isinstance(recovery, EventRecord) and recovery.kind == RECOVERY
+    assert recovery.data == {
+        "truncated_bytes": len(torn),
+        "truncated_sha256": sha256(torn).hexdigest(),
+    }
+
+
+def test_file_with_only_a_torn_line_starts_at_genesis(audit_path: Path, clock: SimClock) -> None:
+    audit_path.write_bytes(b'{"seq":0,"ts":')
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+    report = verify_file(audit_path)
+    assert report.intact and report.records == 2
+
+
+def test_corrupt_last_record_refuses_to_open(write_file: WriteFile, audit_path: Path) -> None:
+    lines = write_file(6)
+    lines[-1] = lines[-1].replace(b'"qty":100', b'"qty":1')
+    audit_path.write_bytes(b"".join(lines))
+    with pytest.raises(ChainCorrupt, match="does not match its own hash"):
+        FlightRecorder(audit_path, clock=SimClock())
+    assert audit_path.read_bytes() == b"".join(lines)  # nothing appended, nothing cut
+
+
+def test_second_writer_on_the_same_file_is_refused(audit_path: Path, clock: SimClock) -> None:
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        with pytest.raises(RecorderLocked, match="another flight recorder"):
+            FlightRecorder(audit_path, clock=clock)
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+    with FlightRecorder(audit_path, clock=clock):  # released on close
+        pass
+    assert verify_file(audit_path).records == 1
+
+
+def test_long_last_line_is_found_across_read_chunks(audit_path: Path, clock: SimClock) -> None:
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+        rec.record_event("limits_reload", CTX, note="x" * 200_000)
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        assert rec.seq == 2
+        rec.record_decision(order(2), ACCEPTED, CTX, RULES)
+    assert verify_file(audit_path).intact

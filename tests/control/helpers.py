@@ -1,0 +1,38 @@
+"""Small shared helpers for the control-plane tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from knightwatch.control.messages import StateEntry
+from knightwatch.state import Scope, TradingState
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 3.0) -> None:
+    """Wait, in bounded steps, until `predicate()` holds; fail the test if it never does."""
+    steps = int(timeout_s / 0.005)
+    for _ in range(steps):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    assert predicate(), f"condition not met within {timeout_s} s"
+
+
+def entry(
+    scope: Scope = Scope.FLEET,
+    key: str = "all",
+    state: TradingState = TradingState.HALTED,
+    command_id: str = "c1",
+    issued_ns: int = 1,
+    actor: str = "alice",
+) -> StateEntry:
+    return StateEntry(
+        scope=scope,
+        key=key,
+        state=state,
+        reason="test",
+        actor=actor,
+        command_id=command_id,
+        issued_ns=issued_ns,
+    )

@@ -1,0 +1,155 @@
+"""One contract, two backends: MemoryControlPlane and NatsControlPlane must agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from knightwatch.control.messages import (
+    AuditEnvelope,
+    Confirmation,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+)
+from knightwatch.control.protocol import ABSENT, ControlPlaneUnavailable, RevisionConflict
+from knightwatch.state import Scope, TradingState
+
+from .conftest import Backend
+from .helpers import entry, eventually
+
+
+def status(node_id: str, seen_ns: int = 10) -> NodeStatus:
+    return NodeStatus(
+        node_id=node_id,
+        host="h",
+        pid=1,
+        started_ns=1,
+        seen_ns=seen_ns,
+        lease_expires_ns=seen_ns + 100,
+        admitted=True,
+        armed=True,
+        node_state=TradingState.ACTIVE,
+    )
+
+
+async def test_state_round_trip_and_revisions(backend: Backend) -> None:
+    plane = await backend.plane()
+    assert await plane.get_state(Scope.FLEET, "all") == (None, ABSENT)
+    halted = entry()
+    rev1 = await plane.put_state(halted)
+    got, rev = await plane.get_state(Scope.FLEET, "all")
+    assert got == halted and rev == rev1 > 0
+    resumed = entry(state=TradingState.ACTIVE, command_id="c2", issued_ns=2)
+    rev2 = await plane.put_state(resumed)
+    assert rev2 > rev1
+    assert (await plane.states())[halted.slot] == (resumed, rev2)
+
+
+async def test_compare_and_swap_refuses_stale_revision(backend: Backend) -> None:
+    a = await backend.plane()
+    b = await backend.plane()
+    rev = await a.put_state(entry(scope=Scope.SYMBOL, key="BRK.B"), expected_revision=ABSENT)
+    with pytest.raises(RevisionConflict):
+        await b.put_state(entry(scope=Scope.SYMBOL, key="BRK.B"), expected_revision=ABSENT)
+    await b.put_state(entry(scope=Scope.SYMBOL, key="BRK.B", command_id="c2"), rev)
+    with pytest.raises(RevisionConflict):
+        await a.put_state(entry(scope=Scope.SYMBOL, key="BRK.B", command_id="c3"), rev)
+    got, _ = await a.get_state(Scope.SYMBOL, "BRK.B")
+    assert got is not None and got.command_id == "c2"
+
+
+async def test_states_lists_every_slot_including_odd_keys(backend: Backend) -> None:
+    plane = await backend.plane()
+    keys = [(Scope.STRATEGY, "peg v2"), (Scope.SYMBOL, "BTC/USD"), (Scope.NODE, "n-1")]
+    for scope, key in keys:
+        await plane.put_state(entry(scope=scope, key=key))
+    found = {(e.scope, e.key) for e, _ in (await plane.states()).values()}
+    assert found == set(keys)
+
+
+async def test_announce_and_put_both_reach_other_connections(backend: Backend) -> None:
+    sender = await backend.plane()
+    receiver = await backend.plane()
+    seen: list[StateEntry] = []
+
+    async def on_state(e: StateEntry) -> None:
+        seen.append(e)
+
+    await receiver.subscribe_states(on_state)
+    fast = entry(command_id="fast")
+    await sender.announce_state(fast)
+    await eventually(lambda: fast in seen)
+    durable = entry(command_id="durable", issued_ns=5)
+    await sender.put_state(durable)
+    await eventually(lambda: durable in seen)
+    assert seen.count(fast) == 1  # announced, never stored
+    assert await sender.get_state(Scope.FLEET, "all") == (durable, (await sender.states())[durable.slot][1])
+
+
+async def test_confirmations_heartbeats_metrics_fan_out(backend: Backend) -> None:
+    node = await backend.plane()
+    operator = await backend.plane()
+    confirmations: list[Confirmation] = []
+    beats: list[NodeStatus] = []
+    metrics: list[NodeMetrics] = []
+
+    async def on_confirm(c: Confirmation) -> None:
+        confirmations.append(c)
+
+    async def on_beat(s: NodeStatus) -> None:
+        beats.append(s)
+
+    async def on_metrics(m: NodeMetrics) -> None:
+        metrics.append(m)
+
+    await operator.subscribe_confirmations(on_confirm)
+    await operator.subscribe_heartbeats(on_beat)
+    await operator.subscribe_metrics(on_metrics)
+    c = Confirmation("c1", "n1", Scope.FLEET, "all", TradingState.HALTED, 7)
+    await node.confirm(c)
+    await node.heartbeat(status("n1"))
+    m = NodeMetrics("n1", 5, 10, 9, 1, 4, 1000.0, -3.5, True, 0, {"rate_node": 1})
+    await node.publish_metrics(m)
+    await eventually(lambda: confirmations == [c] and beats == [status("n1")] and metrics == [m])
+
+
+async def test_membership_is_durable_and_sorted(backend: Backend) -> None:
+    plane = await backend.plane()
+    await plane.put_member(status("n2"))
+    await plane.put_member(status("n1"))
+    await plane.put_member(status("n1", seen_ns=20))
+    assert [(s.node_id, s.seen_ns) for s in await plane.members()] == [("n1", 20), ("n2", 10)]
+
+
+async def test_audit_stream_keeps_order(backend: Backend) -> None:
+    plane = await backend.plane()
+    seqs = [await plane.append_audit(AuditEnvelope("n1", i, b"rec%d" % i)) for i in range(1, 6)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    got = await plane.audit(start_seq=seqs[1], limit=3)
+    assert [env.record for _, env in got] == [b"rec2", b"rec3", b"rec4"]
+    assert [s for s, _ in got] == seqs[1:4]
+
+
+async def test_outage_fails_closed_and_durable_state_survives(backend: Backend) -> None:
+    plane = await backend.plane()
+    events: list[bool] = []
+
+    async def on_connection(up: bool) -> None:
+        events.append(up)
+
+    plane.on_connection(on_connection)
+    killed = entry(command_id="kill-1")
+    await plane.put_state(killed)
+    await backend.outage()
+    await eventually(lambda: events[-1:] == [False])
+    assert not plane.connected
+    with pytest.raises(ControlPlaneUnavailable):
+        await plane.ping(0.2)
+    with pytest.raises(ControlPlaneUnavailable):
+        await plane.announce_state(entry(command_id="lost"))
+    await backend.restore()
+    await eventually(lambda: events[-1:] == [True], timeout_s=5)
+    await plane.ping(1.0)
+    assert (await plane.get_state(Scope.FLEET, "all"))[0] == killed
+    fresh = await backend.plane()
+    assert (await fresh.get_state(Scope.FLEET, "all"))[0] == killed

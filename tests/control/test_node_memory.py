@@ -1,0 +1,185 @@
+"""The node runtime on the deterministic backend: kill, resume, lease, resync, arming."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch.clock import SimClock
+from knightwatch.control.killswitch import KillSwitch, KillSwitchError
+from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.messages import StateEntry
+from knightwatch.control.node import NodeError, NodeRuntime
+from knightwatch.decision import RejectReason
+from knightwatch.state import Scope, TradingState
+
+from .fleet_fixtures import POLICY, OrderIds, make_node
+from .helpers import entry
+
+MS = 1_000_000
+
+
+async def fleet(n: int) -> tuple[MemoryFabric, SimClock, list[NodeRuntime], KillSwitch]:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * MS)
+    nodes = []
+    for i in range(n):
+        plane = MemoryControlPlane(fabric)
+        await plane.connect()
+        node = make_node(f"n{i + 1}", plane, clock)
+        await node.start()
+        nodes.append(node)
+    operator = MemoryControlPlane(fabric)
+    await operator.connect()
+    return fabric, clock, nodes, KillSwitch(operator, clock, actor="alice")
+
+
+async def stop_all(nodes: list[NodeRuntime]) -> None:
+    for node in nodes:
+        await node.stop()
+
+
+async def test_fleet_kill_is_confirmed_by_every_node_and_blocks_orders() -> None:
+    _, _, nodes, ks = await fleet(3)
+    ids = OrderIds("o")
+    assert all(n.check(ids.order()).accepted for n in nodes)
+    result = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    assert result.ok and result.targets == ["n1", "n2", "n3"] and not result.missing
+    assert set(result.latencies_ms) == {"n1", "n2", "n3"}
+    for n in nodes:
+        d = n.check(ids.order())
+        assert not d.accepted and d.reason is RejectReason.HALTED
+    resumed = await ks.resume(Scope.FLEET, "", "fixed")
+    assert resumed.ok
+    assert all(n.check(ids.order()).accepted for n in nodes)
+    await stop_all(nodes)
+
+
+async def test_node_scope_touches_only_that_node_and_names_a_silent_target() -> None:
+    _, _, nodes, ks = await fleet(2)
+    ids = OrderIds("o")
+    result = await ks.kill(Scope.NODE, "n2", "bad deploy", timeout_s=0.2)
+    assert result.ok and result.targets == ["n2"]
+    assert nodes[0].check(ids.order()).accepted
+    assert nodes[1].check(ids.order()).reason is RejectReason.HALTED
+    ghost = await ks.kill(Scope.NODE, "n9", "gone", timeout_s=0.05)
+    assert ghost.missing == ["n9"] and not ghost.ok and ghost.revision is not None
+    await stop_all(nodes)
+
+
+async def test_strategy_and_symbol_scopes_and_drain() -> None:
+    _, _, nodes, ks = await fleet(1)
+    node = nodes[0]
+    ids = OrderIds("o")
+    node.on_price("MSFT", 50.0)
+    await ks.kill(Scope.SYMBOL, "MSFT", "bad prints")
+    assert node.check(ids.order("MSFT")).reason is RejectReason.HALTED
+    assert node.check(ids.order("AAPL")).accepted
+    await ks.kill(Scope.STRATEGY, "peg", "retired code woke up", state=TradingState.REDUCING)
+    assert node.check(ids.order("AAPL", strategy="peg")).reason is RejectReason.REDUCING_ONLY
+    assert node.guard.trading_state(Scope.STRATEGY, "peg") is TradingState.REDUCING
+    await stop_all(nodes)
+
+
+async def test_resume_refuses_what_is_not_halted_and_needs_reason() -> None:
+    _, _, nodes, ks = await fleet(1)
+    with pytest.raises(KillSwitchError, match="not halted"):
+        await ks.resume(Scope.FLEET, "", "nothing to do")
+    with pytest.raises(KillSwitchError, match="reason"):
+        await ks.kill(Scope.FLEET, "", "  ")
+    await stop_all(nodes)
+
+
+async def test_kill_state_survives_node_restart() -> None:
+    fabric, clock, nodes, ks = await fleet(1)
+    await ks.kill(Scope.FLEET, "", "stop everything")
+    await stop_all(nodes)
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    reborn = make_node("n1", plane, clock)
+    await reborn.start()
+    d = reborn.check(OrderIds("r").order())
+    assert not d.accepted and d.reason is RejectReason.HALTED
+    await reborn.stop()
+
+
+async def test_outage_drops_admission_at_once_and_resync_readmits() -> None:
+    fabric, clock, nodes, ks = await fleet(1)
+    node = nodes[0]
+    ids = OrderIds("o")
+    await fabric.set_reachable(False)
+    assert not node.admitted
+    d = node.check(ids.order())
+    assert not d.accepted and d.reason is RejectReason.LEASE_EXPIRED
+    await node.heartbeat_once()  # still down: stays out
+    assert not node.admitted
+    await fabric.set_reachable(True)
+    # While it was away someone stored a kill that the node never heard announced.
+    await ks.plane.put_state(entry(command_id="while-away", issued_ns=clock.time_ns()))
+    await node.heartbeat_once()
+    assert node.admitted
+    assert node.check(ids.order()).reason is RejectReason.HALTED
+    await stop_all(nodes)
+
+
+async def test_stalled_node_is_blocked_by_its_lease_until_a_fresh_round_trip() -> None:
+    _, clock, nodes, _ = await fleet(1)
+    node = nodes[0]
+    ids = OrderIds("o")
+    clock.advance(POLICY.lease_ns + MS)  # frozen past its lease (SIGSTOP)
+    d = node.check(ids.order())
+    assert not d.accepted and d.reason is RejectReason.LEASE_EXPIRED
+    await node.heartbeat_once()
+    assert node.check(ids.order()).accepted
+    await stop_all(nodes)
+
+
+async def test_errors_before_arming_refuse_arming() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock()
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    node = make_node("n1", plane, clock)
+    node.guard.disarm("test")
+    node.report_error("Power Peg flag present on old binary")
+    with pytest.raises(NodeError, match="before arming"):
+        node.arm("ops")
+    assert not node.guard.armed
+    assert node.metrics().errors == 1 and not node.metrics().armed
+
+
+def test_lease_must_match_guard_limits() -> None:
+    from knightwatch.guard import Guard
+    from knightwatch.limits import Limits
+
+    with pytest.raises(NodeError, match="lease_timeout_s"):
+        NodeRuntime(Guard(Limits(), node="n1"), MemoryControlPlane(MemoryFabric()), clock=SimClock())
+
+
+_entries = st.builds(
+    lambda state, issued, cid: StateEntry(
+        Scope.SYMBOL, "AAPL", state, "r", "a", f"c{cid}", issued
+    ),
+    st.sampled_from(list(TradingState)),
+    st.integers(1, 20),
+    st.integers(0, 5),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_entries, min_size=1, max_size=12), st.randoms())
+async def test_any_delivery_order_ends_on_the_newest_entry(
+    entries: list[StateEntry], rnd: object
+) -> None:
+    fabric = MemoryFabric()
+    clock = SimClock()
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    node = make_node("n1", plane, clock)
+    delivered = entries + entries[: len(entries) // 2]  # duplicates from the second path
+    rnd.shuffle(delivered)  # type: ignore[attr-defined]
+    for e in delivered:
+        await node._on_state(e)
+    newest = max(entries, key=lambda e: (e.issued_ns, e.command_id))
+    assert node.guard.trading_state(Scope.SYMBOL, "AAPL") is newest.state

@@ -1,0 +1,197 @@
+"""Activation gate: uniform fleet, named refusals, second approver, emergency direction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from knightwatch.cli.flags import app
+from knightwatch.clock import SimClock
+from knightwatch.flags.activation import (
+    ActivationCode,
+    ActivationGate,
+    ActivationPolicy,
+    ActivationRequest,
+    MarketHours,
+    SecondApprover,
+)
+from knightwatch.flags.fleet import FleetMember, StaticFleetView
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.state import FileFlagStateStore, MemoryFlagStateStore
+
+RLP = "trading.smars.rlp_enabled"
+PEG = "trading.smars.power_peg"
+DARK = "ops.dashboard.dark_mode"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def request(flag_id: str = RLP, value: bool = True, **kw: object) -> ActivationRequest:
+    fields: dict[str, object] = {"actor": "alice", "reason": "open", "origin": "test"}
+    fields.update(kw)
+    return ActivationRequest(flag_id=flag_id, value=value, **fields)  # type: ignore[arg-type]
+
+
+def test_uniform_fleet_activates_and_records_who_when_where(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    store = MemoryFlagStateStore()
+    gate = ActivationGate(flag_registry, make_fleet(), store, pre_market_clock)
+    result = gate.apply(request())
+    assert result.accepted and result.code is ActivationCode.OK
+    state = store.get(RLP)
+    assert state is not None and state.revision == 1
+    assert all(state.value_for(f"n{i}") is True for i in range(1, 9))
+    (change,) = store.changes(RLP)
+    assert (change.actor, change.origin, change.at_ns) == (
+        "alice",
+        "test",
+        pre_market_clock.time_ns(),
+    )
+    assert change.releases == {f"n{i}": "r2" for i in range(1, 9)} and change.revision == 1
+
+
+def test_knight_fleet_refused_naming_the_stale_node(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    store = MemoryFlagStateStore()
+    old_schema = {"trading.smars.power_peg": "9" * 64}
+    gate = ActivationGate(flag_registry, make_fleet(n8=old_schema), store, pre_market_clock)
+    result = gate.apply(request())
+    assert not result.accepted and result.code is ActivationCode.SCHEMA_MISSING_FLAG
+    assert "node n8 runs release r1" in result.detail
+    assert store.get(RLP) is None
+
+
+def test_same_id_different_meaning_refused(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    skewed = {RLP: "f" * 64}
+    gate = ActivationGate(
+        flag_registry, make_fleet(n3=skewed), MemoryFlagStateStore(), pre_market_clock
+    )
+    result = gate.check(request())
+    assert result.code is ActivationCode.SCHEMA_HASH_MISMATCH
+    assert "node n3" in result.detail and "f" * 64 in result.detail
+    # Only the targeted nodes matter: activation on n1,n2 is allowed on the skewed fleet.
+    assert gate.check(request(nodes=("n1", "n2"))).accepted
+
+
+def test_not_admitted_and_unknown_nodes_refused(
+    flag_registry: FlagRegistry, pre_market_clock: SimClock
+) -> None:
+    fleet = StaticFleetView(
+        [FleetMember("n1", True, "r2", flag_registry.schema()), FleetMember("n2", False, "r2", {})]
+    )
+    gate = ActivationGate(flag_registry, fleet, MemoryFlagStateStore(), pre_market_clock)
+    assert gate.check(request()).code is ActivationCode.NODE_NOT_ADMITTED
+    assert gate.check(request(nodes=("n9",))).code is ActivationCode.UNKNOWN_NODE
+    empty = ActivationGate(
+        flag_registry, StaticFleetView([]), MemoryFlagStateStore(), pre_market_clock
+    )
+    assert empty.check(request()).code is ActivationCode.NO_TARGET_NODES
+
+
+def test_registry_lifecycle_rules(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    gate = ActivationGate(flag_registry, make_fleet(), MemoryFlagStateStore(), pre_market_clock)
+    assert gate.check(request("trading.smars.unknown")).code is ActivationCode.UNKNOWN_FLAG
+    assert gate.check(request(PEG)).code is ActivationCode.RETIRED_FLAG
+    assert gate.check(request(actor=" ")).code is ActivationCode.MISSING_ACTOR
+
+
+def test_safe_direction_needs_no_uniformity_or_approver(
+    flag_registry: FlagRegistry, make_fleet, open_market_clock: SimClock
+) -> None:
+    old = {PEG: "9" * 64}
+    gate = ActivationGate(
+        flag_registry, make_fleet(n8=old), MemoryFlagStateStore(), open_market_clock
+    )
+    assert gate.apply(request(value=False)).accepted
+    assert gate.apply(request(PEG, value=False)).accepted
+
+
+def test_second_approver_in_market_hours(
+    flag_registry: FlagRegistry, make_fleet, open_market_clock: SimClock, pre_market_clock: SimClock
+) -> None:
+    in_hours = ActivationGate(
+        flag_registry, make_fleet(), MemoryFlagStateStore(), open_market_clock
+    )
+    assert in_hours.check(request()).code is ActivationCode.SECOND_APPROVER_REQUIRED
+    assert in_hours.check(request(approver="alice")).code is ActivationCode.SELF_APPROVAL
+    assert in_hours.check(request(approver="bob")).accepted
+    assert in_hours.check(request(DARK)).accepted  # not a trading-behaviour flag
+    before_open = ActivationGate(
+        flag_registry, make_fleet(), MemoryFlagStateStore(), pre_market_clock
+    )
+    assert before_open.check(request()).accepted
+    always = ActivationPolicy(second_approver=SecondApprover.ALWAYS)
+    strict = ActivationGate(
+        flag_registry, make_fleet(), MemoryFlagStateStore(), pre_market_clock, always
+    )
+    assert strict.check(request()).code is ActivationCode.SECOND_APPROVER_REQUIRED
+
+
+def test_market_hours_weekend_and_bad_config() -> None:
+    hours = MarketHours()
+    saturday_noon_ny = 1344096000 * 1_000_000_000  # 2012-08-04 16:00 UTC
+    assert not hours.is_open(saturday_noon_ny)
+    with pytest.raises(ValueError, match=r"market_hours\.timezone"):
+        MarketHours(timezone="Mars/Olympus")
+    with pytest.raises(ValueError, match=r"market_hours\.open"):
+        MarketHours(open="9h30")
+
+
+def test_cli_set_refused_on_skewed_fleet_then_applied(tmp_path: Path) -> None:
+    registry = FIXTURES / "clean_repo" / "feature-flags.yaml"
+    schema = FlagRegistry.load(registry).schema()
+    fleet = {
+        "nodes": [
+            {"node": f"n{i}", "admitted": True, "release_id": "r2", "flag_schema": schema}
+            for i in range(1, 8)
+        ]
+    }
+    fleet["nodes"].append({"node": "n8", "admitted": True, "release_id": "r1", "flag_schema": {}})
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    (tmp_path / "policy.toml").write_text('second_approver = "never"\n')
+    args = [
+        "set",
+        RLP,
+        "on",
+        "--reason",
+        "open",
+        "--actor",
+        "alice",
+        "--registry",
+        str(registry),
+        "--fleet",
+        str(tmp_path / "fleet.yaml"),
+        "--state",
+        str(tmp_path / "state.json"),
+        "--policy",
+        str(tmp_path / "policy.toml"),
+    ]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1
+    assert "schema_missing_flag" in refused.output and "n8" in refused.output
+    applied = CliRunner().invoke(app, [*args, "--nodes", "n1,n2"])
+    assert applied.exit_code == 0, applied.output
+    state = FileFlagStateStore(tmp_path / "state.json").get(RLP)
+    assert state is not None and state.node_values == {"n1": True, "n2": True}
+    shown = CliRunner().invoke(
+        app, ["show", RLP, "--registry", str(registry), "--state", str(tmp_path / "state.json")]
+    )
+    assert shown.exit_code == 0 and "by alice" in shown.output
+    bad = CliRunner().invoke(app, [*args[:2], "maybe", *args[3:]])
+    assert bad.exit_code == 1 and "'on' or 'off'" in bad.output
+    (tmp_path / "fleet.yaml").write_text("nodes: [{node: n1}]\n")
+    broken = CliRunner().invoke(app, args)
+    assert broken.exit_code == 1 and "admitted" in broken.output
+    assert (
+        msgspec.json.decode((tmp_path / "state.json").read_bytes())["changes"][0]["actor"]
+        == "alice"
+    )

@@ -1,0 +1,187 @@
+"""Lint: reused ids, dead code behind retired flags, hygiene, and the git history."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import date
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from knightwatch.cli.flags import app
+from knightwatch.flags.findings import FindingCode
+from knightwatch.flags.lint import run_lint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+KNIGHT = FIXTURES / "knight_repo"
+CLEAN = FIXTURES / "clean_repo"
+DAY = date(2012, 8, 1)
+
+
+def test_fixture_repo_reused_id_and_dead_code_with_file_line() -> None:
+    report = run_lint(KNIGHT / "feature-flags.yaml", [KNIGHT], DAY)
+    assert report.failed
+    found = {(f.code, Path(f.path).name, f.line, f.flag_id) for f in report.findings}
+    assert found == {
+        (FindingCode.REUSED_ID, "feature-flags.yaml", 24, "trading.smars.power_peg"),
+        (FindingCode.RETIRED_FLAG_REFERENCE, "router.py", 5, "trading.smars.power_peg"),
+        (FindingCode.RETIRED_FLAG_REFERENCE, "router.py", 19, "trading.smars.power_peg"),
+        (FindingCode.UNKNOWN_FLAG_REFERENCE, "router.py", 22, "trading.smars.legacy_sweep"),
+    }
+    guarded = next(f for f in report.findings if f.line == 19)
+    assert "dead code" in guarded.message and "guards lines 19-21" in guarded.message
+
+
+def test_cli_lint_fails_on_fixture_repo_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "findings.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "lint",
+            "--registry",
+            str(KNIGHT / "feature-flags.yaml"),
+            "--today",
+            "2012-08-01",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "router.py:19:" in result.output and "retired_flag_reference" in result.output
+    assert "flags lint failed" in result.output
+    codes = {f["code"] for f in json.loads(out.read_text())["findings"]}
+    assert codes == {"reused_id", "retired_flag_reference", "unknown_flag_reference"}
+
+
+def test_clean_registry_passes() -> None:
+    report = run_lint(CLEAN / "feature-flags.yaml", [CLEAN], DAY)
+    assert report.findings == () and report.files_scanned == 1
+    result = CliRunner().invoke(
+        app, ["lint", "--registry", str(CLEAN / "feature-flags.yaml"), "--today", "2012-08-01"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "flags lint passed" in result.output
+
+
+def test_hygiene_findings(tmp_path: Path) -> None:
+    (tmp_path / "feature-flags.yaml").write_text(
+        """\
+version: 1
+flags:
+  - id: SMARS
+    description: the old style
+    owner: smars-team
+    created: 2012-07-01
+    expires: 2013-01-01
+    lifecycle: proposed
+    safe_default: false
+    trading_behaviour: true
+  - id: trading.smars.no_owner
+    description: nobody's
+    created: 2012-07-01
+    lifecycle: active
+    safe_default: false
+    trading_behaviour: true
+  - id: trading.smars.stale
+    description: forgotten
+    owner: smars-team
+    created: 2011-01-01
+    expires: 2012-01-01
+    lifecycle: active
+    safe_default: false
+    trading_behaviour: true
+"""
+    )
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
+    found = {(f.code, f.line) for f in report.findings}
+    assert found == {
+        (FindingCode.NOT_NAMESPACED, 3),
+        (FindingCode.MISSING_OWNER, 11),
+        (FindingCode.MISSING_EXPIRY, 11),
+        (FindingCode.EXPIRED_ACTIVE, 17),
+    }
+
+
+def test_configured_accessor_and_unparseable_source(tmp_path: Path) -> None:
+    shutil.copy(CLEAN / "feature-flags.yaml", tmp_path / "feature-flags.yaml")
+    (tmp_path / "a.py").write_text('if feature("risk.other.x"):\n    pass\n')
+    (tmp_path / "b.py").write_text("def broken(:\n")
+    default = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
+    assert [f.code for f in default.findings] == [FindingCode.SOURCE_UNPARSEABLE]
+    assert not default.failed
+    result = CliRunner().invoke(
+        app,
+        [
+            "lint",
+            "--registry",
+            str(tmp_path / "feature-flags.yaml"),
+            "--accessor",
+            "feature",
+            "--today",
+            "2012-08-01",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "a.py:1:" in result.output and "unknown_flag_reference" in result.output
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+REGISTRY_V1 = (CLEAN / "feature-flags.yaml").read_text()
+
+
+def _commit(repo: Path, text: str, message: str) -> None:
+    (repo / "feature-flags.yaml").write_text(text)
+    _git(repo, "add", "feature-flags.yaml")
+    _git(repo, "commit", "-q", "-m", message)
+
+
+def test_history_finds_id_redefined_in_a_later_commit(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    _commit(tmp_path, REGISTRY_V1, "add flags")
+    # The second commit edits the description of a live flag in place (its recorded
+    # hashes removed so the single-version check cannot see it): a new meaning, old id.
+    redefined = "\n".join(
+        line for line in REGISTRY_V1.splitlines() if "definition_hash" not in line
+    ).replace("NYSE Retail Liquidity Program.", "Power Peg parent orders.")
+    _commit(tmp_path, redefined + "\n", "reuse the id")
+    registry = tmp_path / "feature-flags.yaml"
+    assert not run_lint(registry, [tmp_path], DAY).failed
+    report = run_lint(registry, [tmp_path], DAY, history=True)
+    assert report.versions_checked == 3
+    redefinitions = [f for f in report.findings if f.code is FindingCode.REDEFINED_ID]
+    assert len(redefinitions) == 1
+    assert redefinitions[0].flag_id == "trading.smars.rlp_enabled"
+    assert redefinitions[0].message.startswith("commit ")
+    result = CliRunner().invoke(
+        app, ["lint", "--registry", str(registry), "--history", "--today", "2012-08-01"]
+    )
+    assert result.exit_code == 1 and "redefined_id" in result.output
+
+
+def test_history_finds_removed_tombstone_and_resurrection(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    _commit(tmp_path, REGISTRY_V1, "add flags")
+    without_peg = REGISTRY_V1.split("  - id: trading.smars.power_peg")[0]
+    _commit(tmp_path, without_peg, "drop the tombstone")
+    _commit(tmp_path, REGISTRY_V1.replace("lifecycle: retired", "lifecycle: active"), "revive")
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY, history=True)
+    codes = {(f.code, f.flag_id) for f in report.findings}
+    assert (FindingCode.TOMBSTONE_REMOVED, "trading.smars.power_peg") in codes
+    assert (FindingCode.LIFECYCLE_REGRESSED, "trading.smars.power_peg") in codes
+    assert report.failed
+
+
+def test_history_outside_git_is_an_error(tmp_path: Path) -> None:
+    shutil.copy(CLEAN / "feature-flags.yaml", tmp_path / "feature-flags.yaml")
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY, history=True)
+    assert [f.code for f in report.findings] == [FindingCode.HISTORY_UNAVAILABLE]
+    assert report.failed

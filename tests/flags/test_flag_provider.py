@@ -1,0 +1,116 @@
+"""OpenFeature provider, exercised through the real openfeature API: fail-closed cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+from openfeature.exception import ErrorCode
+from openfeature.flag_evaluation import Reason
+
+from knightwatch.clock import SimClock
+from knightwatch.flags.activation import ActivationGate, ActivationRequest
+from knightwatch.flags.fleet import FleetMember, StaticFleetView
+from knightwatch.flags.provider import KnightwatchProvider
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.state import FileFlagStateStore, MemoryFlagStateStore
+
+RLP = "trading.smars.rlp_enabled"
+PEG = "trading.smars.power_peg"
+
+
+@pytest.fixture
+def client() -> Iterator[OpenFeatureClient]:
+    yield api.get_client("knightwatch-test")
+    api.clear_providers()
+
+
+def provide(
+    registry: FlagRegistry,
+    store: MemoryFlagStateStore | FileFlagStateStore,
+    fleet: StaticFleetView,
+    local: dict[str, str],
+    node: str = "n1",
+) -> None:
+    api.set_provider(KnightwatchProvider(registry, store, fleet, node, local))
+
+
+def switch_on(registry: FlagRegistry, fleet: StaticFleetView, store: MemoryFlagStateStore) -> None:
+    gate = ActivationGate(registry, fleet, store, SimClock())
+    request = ActivationRequest(RLP, True, "alice", "open", "test", approver="bob")
+    assert gate.apply(request).accepted
+
+
+def test_admitted_node_gets_the_state_and_confirms(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient
+) -> None:
+    store, fleet = MemoryFlagStateStore(), make_fleet()
+    provide(flag_registry, store, fleet, flag_registry.schema())
+    before = client.get_boolean_details(RLP, True)
+    assert (before.value, before.reason) == (False, Reason.DEFAULT)  # safe default, not caller's
+    switch_on(flag_registry, fleet, store)
+    details = client.get_boolean_details(RLP, False)
+    assert details.value is True and details.reason == Reason.TARGETING_MATCH
+    assert details.error_code is None and details.flag_metadata["revision"] == 1
+    assert store.get(RLP).applied == {"n1": 1}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("case", "variant"),
+    [
+        ("not_admitted", "fail-closed:node_not_admitted"),
+        ("not_in_fleet", "fail-closed:node_not_admitted"),
+        ("local_missing", "fail-closed:local_schema_missing_flag"),
+        ("local_other_meaning", "fail-closed:local_schema_mismatch"),
+        ("release_disagrees", "fail-closed:release_schema_mismatch"),
+    ],
+)
+def test_fails_closed_to_safe_default(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient, case: str, variant: str
+) -> None:
+    store, fleet = MemoryFlagStateStore(), make_fleet()
+    switch_on(flag_registry, fleet, store)
+    schema = flag_registry.schema()
+    local = dict(schema)
+    node = "n1"
+    if case == "not_admitted":
+        fleet = StaticFleetView([FleetMember("n1", False, "r2", schema)])
+    elif case == "not_in_fleet":
+        node = "n9"
+    elif case == "local_missing":
+        del local[RLP]
+    elif case == "local_other_meaning":
+        local[RLP] = "e" * 64
+    elif case == "release_disagrees":
+        fleet = StaticFleetView([FleetMember("n1", True, "r1", {RLP: "e" * 64})])
+    provide(flag_registry, store, fleet, local, node)
+    details = client.get_boolean_details(RLP, True)
+    assert details.value is False  # the registry's safe default, though the state says on
+    assert details.reason == Reason.DISABLED and details.variant == variant
+    assert details.flag_metadata["fail_closed"] == variant.split(":", 1)[1]
+
+
+def test_retired_unknown_and_wrong_type(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient
+) -> None:
+    provide(flag_registry, MemoryFlagStateStore(), make_fleet(), flag_registry.schema())
+    retired = client.get_boolean_details(PEG, True)
+    assert (retired.value, retired.variant) == (False, "fail-closed:retired_flag")
+    unknown = client.get_boolean_details("trading.smars.nothing", False)
+    assert unknown.error_code == ErrorCode.FLAG_NOT_FOUND and unknown.reason == Reason.ERROR
+    wrong = client.get_string_details(RLP, "x")
+    assert wrong.error_code == ErrorCode.TYPE_MISMATCH and wrong.value == "x"
+
+
+def test_unreadable_state_fails_closed(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient, tmp_path: Path
+) -> None:
+    (tmp_path / "state.json").write_text("{not json")
+    store = FileFlagStateStore(tmp_path / "state.json")
+    provide(flag_registry, store, make_fleet(), flag_registry.schema())
+    details = client.get_boolean_details(RLP, True)
+    assert (details.value, details.variant) == (False, "fail-closed:state_unavailable")
+    assert "unreadable" in str(details.flag_metadata["detail"])

@@ -1,0 +1,93 @@
+"""Registry: canonical meaning hash, strict loading that names the key, tombstones."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from knightwatch.flags.definition import FlagDefinition, Lifecycle, definition_hash
+from knightwatch.flags.registry import FlagRegistry, RegistryError, parse_registry
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+ENTRY = """\
+version: 1
+flags:
+  - id: trading.smars.rlp_enabled
+    description: RLP routing
+    owner: smars-team
+    created: 2012-07-01
+    expires: 2012-12-31
+    lifecycle: active
+    safe_default: false
+    trading_behaviour: true
+"""
+
+
+def test_hash_covers_meaning_not_bookkeeping() -> None:
+    base = definition_hash("a.b", "route to RLP", False, True)
+    assert base == definition_hash("a.b", "  route   to\nRLP ", False, True)
+    assert len(base) == 64 and all(c in "0123456789abcdef" for c in base)
+    assert base != definition_hash("a.b", "Power Peg", False, True)
+    assert base != definition_hash("a.b", "route to RLP", True, True)
+    assert base != definition_hash("a.b", "route to RLP", False, False)
+    assert base != definition_hash("a.c", "route to RLP", False, True)
+    one = FlagDefinition("a.b", "route to RLP", False, True, Lifecycle.ACTIVE, date(2012, 1, 1))
+    other_owner = FlagDefinition(
+        "a.b", "route to RLP", False, True, Lifecycle.RETIRED, date(2013, 1, 1), owner="x"
+    )
+    assert one.meaning_hash == other_owner.meaning_hash == base
+
+
+def test_clean_fixture_loads_with_lines_and_schema() -> None:
+    registry = FlagRegistry.load(FIXTURES / "clean_repo" / "feature-flags.yaml")
+    assert registry.document.lines == (3, 17, 25)
+    assert set(registry.schema()) == {"trading.smars.rlp_enabled", "ops.dashboard.dark_mode"}
+    admission = registry.admission_schema()
+    assert admission.retired == frozenset({"trading.smars.power_peg"})
+    assert set(admission.definitions) == {f.id for f in registry.flags()}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (ENTRY.replace("owner:", "ownr:"), "unknown field `ownr`"),
+        (
+            ENTRY.replace("safe_default: false", "safe_default: maybe"),
+            "flag 'trading.smars.rlp_enabled': Expected `bool`, got `str`"
+            " - at `$.flags[0].safe_default`",
+        ),
+        (ENTRY.replace("lifecycle: active", "lifecycle: live"), "`$.flags[0].lifecycle`"),
+        (ENTRY.replace("version: 1", "version: 2"), "`version` must be 1, got 2"),
+        (ENTRY + "    owner: other\n", "duplicate key 'owner'"),
+        ("- just a list\n", "top level must be a mapping"),
+        (ENTRY + "    definition_hash: 1234\n", "quote hashes"),
+        ("flags: [\n", "not valid YAML"),
+    ],
+)
+def test_strict_parse_names_the_key(text: str, expected: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text, "feature-flags.yaml")
+    assert expected in str(info.value)
+    assert str(info.value).startswith("feature-flags.yaml")
+
+
+def test_registry_refuses_reused_retired_id() -> None:
+    with pytest.raises(RegistryError) as info:
+        FlagRegistry.load(FIXTURES / "knight_repo" / "feature-flags.yaml")
+    message = str(info.value)
+    assert "feature-flags.yaml:24:" in message
+    assert "[reused_id]" in message and "retired tombstone defined at line 5" in message
+
+
+def test_registry_refuses_recorded_hash_that_disagrees() -> None:
+    text = ENTRY + "    definition_hash: " + "ab" * 32 + "\n"
+    with pytest.raises(RegistryError, match=r"\[hash_mismatch\]"):
+        FlagRegistry(parse_registry(text, "r.yaml"))
+
+
+def test_unreadable_registry_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="cannot read the flag registry"):
+        FlagRegistry.load(tmp_path / "missing.yaml")

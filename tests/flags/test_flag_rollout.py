@@ -1,0 +1,228 @@
+"""Rollout: promotes through stages when healthy, aborts (flag off where on) when not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from knightwatch.cli.flags import app
+from knightwatch.clock import NS_PER_S, SimClock
+from knightwatch.flags.activation import ActivationGate, ActivationPolicy, SecondApprover
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.rollout import (
+    HealthGate,
+    RequestHalt,
+    Rollout,
+    RolloutPlan,
+    RolloutRunner,
+    RolloutStatus,
+    SetFlag,
+    Stage,
+)
+from knightwatch.flags.state import FileFlagStateStore, MemoryFlagStateStore
+from knightwatch.state import Scope
+
+RLP = "trading.smars.rlp_enabled"
+FIXTURES = Path(__file__).parent / "fixtures"
+PLAN = RolloutPlan(
+    stages=(
+        Stage("canary", hold_s=60, nodes=1),
+        Stage("quarter", hold_s=60, fraction=0.25),
+        Stage("fleet", hold_s=60, fraction=1.0),
+    ),
+    gates=(HealthGate("order_rate_ratio", max=3.0),),
+)
+
+
+class HaltLog:
+    def __init__(self) -> None:
+        self.requests: list[tuple[Scope, str, str]] = []
+
+    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:
+        self.requests.append((scope, key, actor))
+
+
+def healthy(nodes: list[str]) -> dict[str, dict[str, float]]:
+    return {n: {"order_rate_ratio": 1.0} for n in nodes}
+
+
+def setup(
+    flag_registry: FlagRegistry, fleet: object, clock: SimClock
+) -> tuple[MemoryFlagStateStore, RolloutRunner, HaltLog]:
+    store = MemoryFlagStateStore()
+    never = ActivationPolicy(second_approver=SecondApprover.NEVER)
+    gate = ActivationGate(flag_registry, fleet, store, clock, never)  # type: ignore[arg-type]
+    halts = HaltLog()
+    return store, RolloutRunner(gate, halts, "test"), halts
+
+
+def test_healthy_rollout_promotes_one_node_quarter_fleet(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    clock = pre_market_clock
+    store, runner, _ = setup(flag_registry, make_fleet(), clock)
+    nodes = [f"n{i}" for i in range(1, 9)]
+    rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
+    runner.execute(rollout, actions)
+    assert store.get(RLP).node_values == {"n1": True}  # type: ignore[union-attr]
+    assert runner.execute(rollout, rollout.step(healthy(nodes))) == []  # hold not over
+    clock.advance(61 * NS_PER_S)
+    runner.execute(rollout, rollout.step(healthy(nodes)))
+    assert rollout.state.exposed == ("n1", "n2") and rollout.stage.name == "quarter"
+    clock.advance(61 * NS_PER_S)
+    runner.execute(rollout, rollout.step(healthy(nodes)))
+    assert set(store.get(RLP).node_values) == set(nodes)  # type: ignore[union-attr]
+    clock.advance(61 * NS_PER_S)
+    assert rollout.step(healthy(nodes)) == []
+    assert rollout.state.status is RolloutStatus.COMPLETED
+    assert [e.kind for e in rollout.state.events] == [
+        "started",
+        "promoted",
+        "promoted",
+        "completed",
+    ]
+    assert rollout.step(healthy(nodes)) == [] and rollout.abort("late") == []
+
+
+def test_gate_breach_aborts_flag_off_where_on_and_halts(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    clock = pre_market_clock
+    store, runner, halts = setup(flag_registry, make_fleet(), clock)
+    nodes = [f"n{i}" for i in range(1, 9)]
+    rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
+    runner.execute(rollout, actions)
+    clock.advance(61 * NS_PER_S)
+    runner.execute(rollout, rollout.step(healthy(nodes)))
+    metrics = healthy(nodes)
+    metrics["n2"]["order_rate_ratio"] = 15.5  # server 8 in 2012: 4800/min vs 310/min
+    actions = rollout.step(metrics)
+    assert actions[0] == SetFlag(RLP, False, ("n1", "n2"), "rollout r#1 aborted")
+    assert {a.key for a in actions if isinstance(a, RequestHalt)} == {"n1", "n2"}
+    runner.execute(rollout, actions)
+    assert rollout.state.status is RolloutStatus.ABORTED
+    assert "n2: order_rate_ratio=15.5 > 3" in rollout.state.abort_reason
+    assert store.get(RLP).node_values == {"n1": False, "n2": False}  # type: ignore[union-attr]
+    assert halts.requests == [(Scope.NODE, "n1", "rollout:r#1"), (Scope.NODE, "n2", "rollout:r#1")]
+
+
+def test_missing_metrics_fail_closed_within_failure_limit(pre_market_clock: SimClock) -> None:
+    plan = RolloutPlan(stages=PLAN.stages, gates=PLAN.gates, failure_limit=1, halt_on_abort=False)
+    rollout, _ = Rollout.start("r#1", RLP, True, ["n1", "n2"], plan, pre_market_clock, "alice")
+    assert rollout.step({}) == []
+    assert rollout.state.failures == 1 and rollout.state.status is RolloutStatus.PROGRESSING
+    actions = rollout.step({"n1": {}})
+    assert actions == [SetFlag(RLP, False, ("n1",), "rollout r#1 aborted")]
+    assert "no order_rate_ratio reported" in rollout.state.abort_reason
+
+
+def test_refused_stage_aborts_the_rollout(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    clock = pre_market_clock
+    store, runner, halts = setup(flag_registry, make_fleet(n2={}), clock)
+    nodes = [f"n{i}" for i in range(1, 9)]
+    rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
+    runner.execute(rollout, actions)
+    clock.advance(61 * NS_PER_S)
+    outcomes = runner.execute(rollout, rollout.step(healthy(nodes)))
+    assert outcomes[0].startswith("schema_missing_flag") and "node n2" in outcomes[0]
+    assert rollout.state.status is RolloutStatus.ABORTED
+    assert store.get(RLP).node_values == {"n1": False, "n2": False}  # type: ignore[union-attr]
+    assert len(halts.requests) == 2
+
+
+def test_plan_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="exactly one of nodes>0 or fraction>0"):
+        Stage("x", hold_s=1)
+    with pytest.raises(ValueError, match="fraction must be <= 1"):
+        Stage("x", hold_s=1, fraction=2.0)
+    with pytest.raises(ValueError, match="set max, min or both"):
+        HealthGate("order_rate_ratio")
+    with pytest.raises(ValueError, match="at least one stage"):
+        RolloutPlan(stages=())
+
+
+def test_cli_rollout_start_step_abort_status(tmp_path: Path) -> None:
+    registry = FIXTURES / "clean_repo" / "feature-flags.yaml"
+    schema = FlagRegistry.load(registry).schema()
+    fleet = {
+        "nodes": [
+            {"node": f"n{i}", "admitted": True, "release_id": "r2", "flag_schema": schema}
+            for i in range(1, 5)
+        ]
+    }
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    (tmp_path / "plan.toml").write_text(
+        '[[stages]]\nname = "canary"\nhold_s = 0\nnodes = 1\n'
+        '[[stages]]\nname = "fleet"\nhold_s = 0\nfraction = 1.0\n'
+        '[[gates]]\nmetric = "order_rate_ratio"\nmax = 3.0\n'
+    )
+    common = [
+        "--registry",
+        str(registry),
+        "--fleet",
+        str(tmp_path / "fleet.yaml"),
+        "--state",
+        str(tmp_path / "state.json"),
+        "--rollouts",
+        str(tmp_path / "ro.json"),
+    ]
+    runner = CliRunner()
+    started = runner.invoke(
+        app,
+        [
+            "rollout",
+            "start",
+            RLP,
+            "--plan",
+            str(tmp_path / "plan.toml"),
+            "--actor",
+            "alice",
+            "--approver",
+            "bob",
+            *common,
+        ],
+    )
+    assert started.exit_code == 0, started.output
+    again = runner.invoke(app, ["rollout", "start", RLP, "--actor", "alice", *common])
+    assert again.exit_code == 1 and "in progress" in again.output
+    (tmp_path / "m.json").write_text(json.dumps({"n1": {"order_rate_ratio": 9.0}}))
+    stepped = runner.invoke(
+        app, ["rollout", "step", RLP, "--metrics", str(tmp_path / "m.json"), *common]
+    )
+    assert stepped.exit_code == 0, stepped.output
+    assert "aborted" in stepped.output and "halt requested" in stepped.output
+    state = FileFlagStateStore(tmp_path / "state.json").get(RLP)
+    assert state is not None and state.node_values == {"n1": False}
+    status = runner.invoke(
+        app, ["rollout", "status", RLP, "--rollouts", str(tmp_path / "ro.json"), "--json"]
+    )
+    assert json.loads(status.output)[0]["status"] == "aborted"
+    restarted = runner.invoke(
+        app,
+        [
+            "rollout",
+            "start",
+            RLP,
+            "--plan",
+            str(tmp_path / "plan.toml"),
+            "--actor",
+            "alice",
+            "--approver",
+            "bob",
+            *common,
+        ],
+    )
+    assert restarted.exit_code == 0, restarted.output
+    aborted = runner.invoke(app, ["rollout", "abort", RLP, "--reason", "drill", *common])
+    assert aborted.exit_code == 0 and "operator: drill" in aborted.output
+    (tmp_path / "bad.toml").write_text('[[stages]]\nname = "x"\nhold_s = 1\n')
+    bad = runner.invoke(
+        app, ["rollout", "start", RLP, "--plan", str(tmp_path / "bad.toml"), *common]
+    )
+    assert bad.exit_code == 1 and "exactly one of nodes>0 or fraction>0" in bad.output

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from knightwatch.clock import SimClock
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
+from knightwatch.order import Order, Side
+
+T0 = 1_000_000_000_000
+
+# Every rule off except what a test turns on, so each test sees exactly one rule.
+OFF: dict[str, Any] = dict(
+    max_order_qty=None,
+    max_order_notional=None,
+    max_price_age_s=None,
+    price_collar_pct=None,
+    max_orders_per_s_node=None,
+    max_orders_per_min_node=None,
+    max_orders_per_s_strategy=None,
+    max_orders_per_min_strategy=None,
+    max_orders_per_s_symbol=None,
+    max_orders_per_min_symbol=None,
+    max_executions_per_window=None,
+    max_child_orders_per_parent=None,
+    max_position_qty=None,
+    max_gross_exposure=None,
+    max_net_exposure=None,
+    max_turnover_per_min=None,
+    max_cancel_to_fill_ratio=None,
+    max_loss=None,
+)
+
+
+class Rig:
+    def __init__(self, **limits: Any) -> None:
+        self.clock = SimClock(T0)
+        self.limits = Limits(**{**OFF, **limits})
+        self.guard = Guard(self.limits, node="n1", clock=self.clock)
+        self.guard.arm("test")
+        self.guard.on_price("IBM", 100.0)
+        self.n = 0
+
+    def order(
+        self,
+        qty: int = 100,
+        price: float | None = 100.0,
+        side: Side = Side.BUY,
+        symbol: str = "IBM",
+        strategy: str = "rlp",
+        parent_id: str | None = None,
+        id: str | None = None,
+    ) -> Order:
+        self.n += 1
+        return Order(id or f"o{self.n}", strategy, symbol, side, qty, price, parent_id)
+
+    def send(self, **kw: Any) -> Any:
+        return self.guard.check(self.order(**kw))
+
+
+@pytest.fixture
+def rig() -> Callable[..., Rig]:
+    return Rig

@@ -1,0 +1,421 @@
+"""One rule at a time, at its boundary: exactly at the limit passes, one unit over is blocked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from knightwatch.decision import RejectReason as R
+from knightwatch.order import Fill, Order, Side
+from knightwatch.state import Scope, TradingState
+
+from .conftest import Rig
+
+Mk = Callable[..., Rig]
+MS = 1_000_000
+S = 1_000_000_000
+
+
+def reason(d: Any) -> R:
+    assert not d.accepted, d
+    return R(d.reason)
+
+
+# 1. trading state ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scope", "key"),
+    [(Scope.FLEET, "fleet"), (Scope.NODE, "n1"), (Scope.STRATEGY, "rlp"), (Scope.SYMBOL, "IBM"),
+     (Scope.STRATEGY_SYMBOL, "rlp/IBM")],
+)  # fmt: skip
+def test_halt_blocks_its_scope_until_resumed(rig: Mk, scope: Scope, key: str) -> None:
+    r = rig()
+    r.guard.halt(scope, key, "drill", actor="alice")
+    d = r.send()
+    assert reason(d) is R.HALTED and "drill" in d.detail and "alice" in d.detail
+    r.clock.advance(3600 * S)
+    assert reason(r.send()) is R.HALTED  # sticky: time does not clear it
+    assert r.guard.resume(scope, key, "all clear", actor="bob")
+    assert r.send().accepted
+
+
+def test_halt_of_other_scopes_does_not_block(rig: Mk) -> None:
+    r = rig()
+    r.guard.halt(Scope.NODE, "n2", "other node", actor="a")
+    r.guard.halt(Scope.SYMBOL, "AAPL", "other symbol", actor="a")
+    r.guard.halt(Scope.STRATEGY, "mm", "other strategy", actor="a")
+    assert r.send().accepted
+
+
+def test_reducing_allows_only_orders_that_shrink_the_position(rig: Mk) -> None:
+    r = rig()
+    d = r.guard.check(r.order(qty=300, id="b1"))
+    assert d.accepted
+    r.guard.on_fill(Fill("b1", "IBM", Side.BUY, 300, 100.0))
+    r.guard.halt(Scope.SYMBOL, "IBM", "wind down", actor="ops", state=TradingState.REDUCING)
+    assert reason(r.send(side=Side.BUY, qty=1)) is R.REDUCING_ONLY
+    assert r.send(side=Side.SELL, qty=200).accepted  # working sell 200, position 300
+    assert r.send(side=Side.SELL, qty=100).accepted  # exactly flat if both fill
+    assert reason(r.send(side=Side.SELL, qty=1)) is R.REDUCING_ONLY  # would flip short
+
+
+def test_cancels_pass_in_every_state(rig: Mk) -> None:
+    r = rig()
+    assert r.send(id="w1").accepted
+    r.guard.halt(Scope.FLEET, "", "kill", actor="ops")
+    r.guard.disarm()
+    assert r.guard.check_cancel("w1").accepted
+    r.guard.on_cancel("w1")
+    assert r.guard.working_qty("IBM") == (0, 0)
+
+
+# 2. armed and lease -----------------------------------------------------------
+
+
+def test_new_guard_blocks_until_armed(rig: Mk) -> None:
+    r = rig()
+    r.guard.disarm()
+    assert reason(r.send()) is R.NOT_ARMED
+    r.guard.arm()
+    assert r.send().accepted
+
+
+def test_lease_blocks_when_never_renewed_and_after_expiry(rig: Mk) -> None:
+    r = rig(lease_timeout_s=0.5)
+    assert reason(r.send()) is R.LEASE_EXPIRED
+    r.guard.renew_lease()
+    r.clock.advance(500 * MS - 1)
+    assert r.send().accepted
+    r.clock.advance(1)
+    assert reason(r.send()) is R.LEASE_EXPIRED
+    assert not r.guard.lease_valid()
+
+
+# 3. validity, duplicates, symbol lists ------------------------------------------
+
+
+def test_objects_that_bypassed_validation_are_blocked(rig: Mk) -> None:
+    r = rig()
+    o = r.order()
+    msgspec.structs.force_setattr(o, "qty", -5)
+    d = r.guard.check(o)
+    assert reason(d) is R.INVALID_ORDER and "qty" in d.detail
+    o2 = r.order()
+    msgspec.structs.force_setattr(o2, "price", float("nan"))
+    assert reason(r.guard.check(o2)) is R.INVALID_ORDER
+
+
+@pytest.mark.parametrize("thing", [None, 42, "order", {"id": "x"}, object()])
+def test_check_never_raises(rig: Mk, thing: object) -> None:
+    r = rig()
+    assert reason(r.guard.check(thing)) is R.INVALID_ORDER  # type: ignore[arg-type]
+
+
+def test_duplicate_client_order_id(rig: Mk) -> None:
+    r = rig()
+    assert r.send(id="dup").accepted
+    assert reason(r.send(id="dup")) is R.DUPLICATE_ORDER_ID
+
+
+def test_symbol_allow_list_and_restricted_list(rig: Mk) -> None:
+    r = rig(allowed_symbols=["IBM", "AAPL"], restricted_symbols=["AAPL"])
+    r.guard.on_price("AAPL", 10.0)
+    r.guard.on_price("MSFT", 10.0)
+    assert r.send().accepted
+    assert reason(r.send(symbol="MSFT", price=10.0)) is R.SYMBOL_NOT_ALLOWED
+    assert reason(r.send(symbol="AAPL", price=10.0)) is R.SYMBOL_RESTRICTED
+
+
+# 4. size and notional ------------------------------------------------------------
+
+
+def test_max_order_qty_boundary(rig: Mk) -> None:
+    r = rig(max_order_qty=10_000)
+    assert r.send(qty=10_000).accepted
+    d = r.send(qty=10_001)
+    assert reason(d) is R.MAX_ORDER_QTY
+    assert d.detail == "qty 10001 > max_order_qty 10000 for strategy rlp"
+
+
+def test_max_order_notional_boundary_market_orders_use_reference(rig: Mk) -> None:
+    r = rig(max_order_notional=50_000.0)
+    assert r.send(qty=500, price=None).accepted  # 500 x 100.0 reference
+    assert reason(r.send(qty=501, price=None)) is R.MAX_ORDER_NOTIONAL
+    assert r.send(qty=500, price=100.0).accepted
+    assert reason(r.send(qty=500, price=100.02)) is R.MAX_ORDER_NOTIONAL
+
+
+def test_no_reference_price_blocks_unless_configured(rig: Mk) -> None:
+    r = rig()
+    assert reason(r.send(symbol="NEW", price=5.0)) is R.NO_REFERENCE_PRICE
+    loose = rig(require_reference_price=False)
+    assert loose.send(symbol="NEW", price=5.0).accepted
+    assert reason(loose.send(symbol="NEW", price=None)) is R.NO_REFERENCE_PRICE
+
+
+# 5. collar and stale reference ---------------------------------------------------
+
+
+def test_price_collar_percent_boundary(rig: Mk) -> None:
+    r = rig(price_collar_pct=0.05)
+    assert r.send(price=105.0).accepted
+    assert r.send(price=95.0, side=Side.SELL).accepted
+    assert reason(r.send(price=105.01)) is R.PRICE_COLLAR
+    assert reason(r.send(price=94.99, side=Side.SELL)) is R.PRICE_COLLAR
+
+
+def test_price_collar_ticks_boundary(rig: Mk) -> None:
+    r = rig(price_collar_ticks=10, tick_size=0.01)
+    assert r.send(price=100.10).accepted
+    assert reason(r.send(price=100.11)) is R.PRICE_COLLAR
+
+
+def test_stale_reference_price_boundary(rig: Mk) -> None:
+    r = rig(max_price_age_s=2.0)
+    r.clock.advance(2 * S)
+    assert r.send().accepted
+    r.clock.advance(1)
+    assert reason(r.send()) is R.STALE_REFERENCE_PRICE
+    r.guard.on_price("IBM", 100.0)
+    assert r.send().accepted
+
+
+# 6. message rates ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "code", "kw"),
+    [
+        ("max_orders_per_s_node", R.RATE_NODE, lambda i: {"strategy": f"s{i}", "symbol": "IBM"}),
+        ("max_orders_per_s_strategy", R.RATE_STRATEGY, lambda i: {}),
+        ("max_orders_per_s_symbol", R.RATE_SYMBOL, lambda i: {"strategy": f"s{i}"}),
+    ],
+)
+def test_rate_per_second_boundary_and_recovery(
+    rig: Mk, key: str, code: R, kw: Callable[[int], dict[str, Any]]
+) -> None:
+    r = rig(**{key: 5})
+    for i in range(5):
+        assert r.send(**kw(i)).accepted
+        r.clock.advance(100 * MS)
+    assert reason(r.send(**kw(5))) is code
+    r.clock.advance(S - 500 * MS)  # the first order is now exactly 1 s old: out of the window
+    assert r.send(**kw(6)).accepted
+
+
+def test_rate_per_minute(rig: Mk) -> None:
+    r = rig(max_orders_per_min_node=3)
+    for _ in range(3):
+        assert r.send().accepted
+        r.clock.advance(10 * S)
+    assert reason(r.send()) is R.RATE_NODE
+    r.clock.advance(30 * S)
+    assert r.send().accepted
+
+
+# 7. repeated-execution throttle -----------------------------------------------------
+
+
+def test_execution_throttle_halts_strategy_symbol(rig: Mk) -> None:
+    r = rig(max_executions_per_window=3, execution_window_s=1.0)
+    for i in range(4):
+        o = r.order(id=f"x{i}", qty=10)
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", Side.BUY, 10, 100.0))
+        if i < 3:
+            assert r.guard.trading_state(Scope.STRATEGY_SYMBOL, "rlp/IBM") is TradingState.ACTIVE
+    assert r.guard.trading_state(Scope.STRATEGY_SYMBOL, "rlp/IBM") is TradingState.HALTED
+    assert reason(r.send()) is R.EXECUTION_THROTTLE
+    assert r.send(strategy="other").accepted  # only that strategy in that symbol
+    r.guard.resume(Scope.STRATEGY_SYMBOL, "rlp/IBM", "checked", actor="ops")
+    assert r.send().accepted
+
+
+def test_executions_spread_over_the_window_do_not_halt(rig: Mk) -> None:
+    r = rig(max_executions_per_window=3, execution_window_s=1.0)
+    for i in range(10):
+        o = r.order(id=f"x{i}", qty=10)
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", Side.BUY, 10, 100.0))
+        r.clock.advance(334 * MS)
+    assert r.guard.trading_state(Scope.STRATEGY_SYMBOL, "rlp/IBM") is TradingState.ACTIVE
+
+
+# 8. parent reconciliation -------------------------------------------------------------
+
+
+def test_children_cannot_exceed_parent_quantity(rig: Mk) -> None:
+    r = rig()
+    r.guard.register_parent("P", 1_000)
+    for _ in range(10):
+        assert r.send(qty=100, parent_id="P").accepted
+    d = r.send(qty=1, parent_id="P")
+    assert reason(d) is R.PARENT_QTY_EXCEEDED and "1001" in d.detail
+
+
+def test_filled_children_still_count_against_the_parent(rig: Mk) -> None:
+    """Power Peg's defect: it never saw fills. The Guard counts them whatever the router does."""
+    r = rig()
+    r.guard.register_parent("P", 200)
+    for i in range(2):
+        o = r.order(qty=100, parent_id="P", id=f"c{i}")
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", Side.BUY, 100, 100.0))
+    assert reason(r.send(qty=100, parent_id="P")) is R.PARENT_QTY_EXCEEDED
+
+
+def test_cancelled_child_frees_parent_quantity(rig: Mk) -> None:
+    r = rig()
+    r.guard.register_parent("P", 100)
+    assert r.send(qty=100, parent_id="P", id="c1").accepted
+    assert reason(r.send(qty=100, parent_id="P")) is R.PARENT_QTY_EXCEEDED
+    r.guard.on_cancel("c1")
+    assert r.send(qty=100, parent_id="P").accepted
+
+
+def test_max_child_orders_boundary(rig: Mk) -> None:
+    r = rig(max_child_orders_per_parent=3)
+    r.guard.register_parent("P", 10_000)
+    for _ in range(3):
+        assert r.send(qty=1, parent_id="P").accepted
+    assert reason(r.send(qty=1, parent_id="P")) is R.MAX_CHILD_ORDERS
+
+
+def test_unknown_parent_is_blocked(rig: Mk) -> None:
+    r = rig()
+    assert reason(r.send(parent_id="ghost")) is R.UNKNOWN_PARENT
+    assert rig(require_registered_parent=False).send(parent_id="ghost").accepted
+
+
+def test_register_parent_rejects_bad_input(rig: Mk) -> None:
+    r = rig()
+    r.guard.register_parent("P", 10)
+    with pytest.raises(ValueError, match="already registered"):
+        r.guard.register_parent("P", 10)
+    with pytest.raises(ValueError, match="positive integer"):
+        r.guard.register_parent("Q", 0)
+
+
+# 9. position and exposure, counting working orders ---------------------------------------
+
+
+def test_position_counts_working_orders(rig: Mk) -> None:
+    r = rig(max_position_qty=1_000)
+    assert r.send(qty=600).accepted  # working, not filled
+    assert r.send(qty=400).accepted  # exactly at the cap
+    assert reason(r.send(qty=1)) is R.MAX_POSITION
+    assert r.send(qty=1_000, side=Side.SELL).accepted  # short side has its own room
+    assert reason(r.send(qty=1_001, side=Side.SELL)) is R.MAX_POSITION
+
+
+def test_gross_exposure_boundary_across_symbols(rig: Mk) -> None:
+    r = rig(max_gross_exposure=100_000.0)
+    r.guard.on_price("AAPL", 50.0)
+    assert r.send(qty=600).accepted  # 60,000
+    assert r.send(symbol="AAPL", qty=800, price=50.0, side=Side.SELL).accepted  # 40,000
+    assert reason(r.send(symbol="AAPL", qty=1, price=50.0, side=Side.SELL)) is R.MAX_GROSS_EXPOSURE
+
+
+def test_net_exposure_boundary(rig: Mk) -> None:
+    r = rig(max_net_exposure=50_000.0)
+    r.guard.on_price("AAPL", 50.0)
+    assert r.send(qty=500).accepted  # long 50,000
+    assert reason(r.send(symbol="AAPL", qty=1, price=50.0)) is R.MAX_NET_EXPOSURE
+    assert r.send(symbol="AAPL", qty=1_000, price=50.0, side=Side.SELL).accepted
+
+
+# 10. turnover, cancel-to-fill, loss ---------------------------------------------------------
+
+
+def test_turnover_per_minute_boundary(rig: Mk) -> None:
+    r = rig(max_turnover_per_min=100_000.0)
+    assert r.send(qty=600).accepted
+    assert r.send(qty=400).accepted
+    assert reason(r.send(qty=1)) is R.MAX_TURNOVER
+    r.clock.advance(60 * S)
+    assert r.send(qty=1_000).accepted
+
+
+def test_cancel_to_fill_ratio(rig: Mk) -> None:
+    r = rig(max_cancel_to_fill_ratio=2.0, cancel_ratio_min_cancels=3)
+    o = r.order(id="f")
+    assert r.guard.check(o).accepted
+    r.guard.on_fill(Fill("f", "IBM", Side.BUY, 100, 100.0))
+    for i in range(2):
+        assert r.send(id=f"c{i}").accepted
+        r.guard.on_cancel(f"c{i}")
+    assert r.send(id="c2").accepted  # 2 cancels: below the minimum sample
+    r.guard.on_cancel("c2")  # 3 cancels to 1 fill > 2.0
+    assert reason(r.send()) is R.CANCEL_FILL_RATIO
+
+
+def test_loss_limit_halts_the_node(rig: Mk) -> None:
+    r = rig(max_loss=1_000.0)
+    o = r.order(qty=100, id="b")
+    assert r.guard.check(o).accepted
+    r.guard.on_fill(Fill("b", "IBM", Side.BUY, 100, 100.0))
+    r.guard.on_price("IBM", 90.0)  # unrealized -1,000: at the limit
+    assert r.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+    r.guard.on_price("IBM", 89.99)
+    assert r.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    assert reason(r.send(price=89.99)) is R.LOSS_LIMIT
+    r.guard.on_price("IBM", 100.0)  # recovery does not un-halt: a person must resume
+    assert reason(r.send()) is R.LOSS_LIMIT
+
+
+def test_realized_pnl_round_trip(rig: Mk) -> None:
+    r = rig()
+    for i, (side, px) in enumerate([(Side.BUY, 100.0), (Side.SELL, 101.0)]):
+        o = r.order(id=f"t{i}", side=side, price=px)
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", side, 100, px))
+    assert r.guard.position("IBM") == 0
+    assert r.guard.pnl() == pytest.approx(100.0)
+
+
+# 11. audit --------------------------------------------------------------------------------
+
+
+class DeadRecorder:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def ready(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_recorder_that_cannot_record_blocks_everything(rig: Mk) -> None:
+    r = rig()
+    r.guard._recorder = DeadRecorder(r.guard._recorder)  # type: ignore[assignment]
+    assert reason(r.send()) is R.AUDIT_UNAVAILABLE
+
+
+def test_block_emits_one_structured_log_line(rig: Mk, caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(max_order_qty=10)
+    with caplog.at_level(logging.WARNING, logger="knightwatch.guard"):
+        r.send(qty=11, id="big")
+    lines = [rec.getMessage() for rec in caplog.records if "BLOCK_ORDER" in rec.getMessage()]
+    assert len(lines) == 1
+    assert "order=big" in lines[0] and "reason=max_order_qty" in lines[0]
+
+
+def test_fill_for_unknown_order_still_moves_position(rig: Mk) -> None:
+    r = rig()
+    r.guard.on_fill(Fill("stranger", "IBM", Side.SELL, 50, 100.0))
+    assert r.guard.position("IBM") == -50
+
+
+def test_bad_price_is_ignored_not_applied(rig: Mk) -> None:
+    r = rig()
+    r.guard.on_price("IBM", float("nan"))
+    r.guard.on_price("IBM", -1.0)
+    assert r.send(price=100.0).accepted
+

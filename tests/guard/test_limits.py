@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.limits import Effective, Limits, LimitsError, Override
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_safe_and_every_rule_is_on() -> None:
+    lim = Limits()
+    eff = Effective(lim, "any", "ANY")
+    for rule in ("order_size", "price_collar", "rates", "execution_throttle", "position",
+                 "exposure", "turnover", "cancel_fill_ratio", "loss", "audit"):  # fmt: skip
+        assert rule in eff.rules
+    assert lim.require_reference_price and lim.require_registered_parent
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"max_order_qty": -1}, "max_order_qty: must be >= 1"),
+        ({"max_order_qty": 1.5}, "max_order_qty: must be an integer"),
+        ({"max_order_qty": True}, "max_order_qty: must be an integer, not a boolean"),
+        ({"max_loss": float("nan")}, "max_loss: must be finite"),
+        ({"max_loss": -1.0}, "max_loss: must be > 0"),
+        ({"price_collar_pct": 1.5}, "price_collar_pct: must be <= 1"),
+        ({"require_reference_price": 1}, "require_reference_price: must be true or false"),
+        ({"allowed_symbols": ["IBM", ""]}, "allowed_symbols: must be a list"),
+    ],
+)
+def test_bad_keyword_values_name_key_and_rule(kw: dict[str, object], needle: str) -> None:
+    with pytest.raises(LimitsError) as err:
+        Limits(**kw)  # type: ignore[arg-type]
+    assert needle in str(err.value)
+
+
+def test_unknown_keyword_is_refused() -> None:
+    with pytest.raises(TypeError):
+        Limits(max_qty=5)  # type: ignore[call-arg]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "limits.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[fleet]\nmax_qty = 5\n", "fleet.max_qty: unknown key"),
+        ("[fleet]\nmax_order_qty = 'lots'\n", "fleet.max_order_qty: must be an integer"),
+        ("[fleet]\nmax_order_qty = -3\n", "fleet.max_order_qty: must be >= 1"),
+        ("[fleet]\nmax_loss = nan\n", "fleet.max_loss: must be finite"),
+        ("[fleet]\nmax_loss = inf\n", "fleet.max_loss: must be finite"),
+        ("[strategy.rlp]\nmax_order_qty = 0\n", "strategy.rlp.max_order_qty: must be >= 1"),
+        ("[strategy.rlp]\nbogus = 1\n", "strategy.rlp.bogus: unknown key"),
+        ("[strategy.rlp]\ntick_size = 0.05\n", "only a symbol override may set tick_size"),
+        ("[venue]\nx = 1\n", "venue: unknown key"),
+        ("fleet = 3\n", "fleet: must be a table"),
+        ("[fleet\n", "not valid TOML"),
+    ],
+)
+def test_toml_errors_name_key_and_rule(tmp_path: Path, toml: str, needle: str) -> None:
+    with pytest.raises(LimitsError) as err:
+        Limits.from_toml(write(tmp_path, toml))
+    assert needle in str(err.value)
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    p = write(tmp_path, "[fleet]\nmax_order_qty = -1\nmax_loss = -2.0\nnope = 1\n")
+    with pytest.raises(LimitsError) as err:
+        Limits.from_toml(p)
+    assert len(err.value.problems) == 3
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LimitsError, match="file not found"):
+        Limits.from_toml(tmp_path / "nope.toml")
+
+
+def test_stricter_override_wins_when_strategy_and_symbol_both_set_a_key() -> None:
+    lim = Limits(
+        max_order_qty=10_000,
+        strategy={"rlp": Override(max_order_qty=2_000)},
+        symbol={"IBM": Override(max_order_qty=5_000, max_position_qty=7)},
+    )
+    assert Effective(lim, "rlp", "IBM").max_order_qty == 2_000
+    assert Effective(lim, "mm", "IBM").max_order_qty == 5_000
+    assert Effective(lim, "mm", "AAPL").max_order_qty == 10_000
+    assert Effective(lim, "rlp", "IBM").max_position_qty == 7
+
+
+def test_shipped_example_is_valid() -> None:
+    lim = Limits.from_toml(ROOT / "examples" / "limits.toml")
+    assert lim.version == "knight-2012-replay-v1"
+    assert Effective(lim, "rlp", "EBR").max_order_qty == 2_000
+
+
+def test_cli_limits_check(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["limits", "check", str(ROOT / "examples" / "limits.toml")])
+    assert ok.exit_code == 0, ok.output
+    assert "valid" in ok.output
+    bad = runner.invoke(app, ["limits", "check", str(write(tmp_path, "[fleet]\nmax_loss = -1\n"))])
+    assert bad.exit_code == 1
+    assert "fleet.max_loss: must be > 0" in bad.output
+    assert "Traceback" not in bad.output

@@ -1,0 +1,187 @@
+"""Invariants over random streams of orders, fills, cancels, prices, halts and time.
+
+The test keeps its own model of what was accepted (positions, working orders,
+accept timestamps, parent quantities) and checks, after every event, that no
+configured limit is breached by anything the Guard let through.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from knightwatch.clock import SimClock
+from knightwatch.decision import RejectReason as R
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
+from knightwatch.order import Fill, Order, Side
+from knightwatch.state import Scope, TradingState
+
+S = 1_000_000_000
+SYMS = ("A", "B", "C")
+STRATS = ("s1", "s2")
+
+LIMITS = Limits(
+    max_order_qty=500,
+    max_order_notional=40_000.0,
+    price_collar_pct=0.1,
+    max_price_age_s=30.0,
+    max_orders_per_s_node=8,
+    max_orders_per_min_node=60,
+    max_orders_per_s_strategy=6,
+    max_orders_per_min_strategy=None,
+    max_orders_per_s_symbol=4,
+    max_orders_per_min_symbol=None,
+    max_child_orders_per_parent=5,
+    max_position_qty=1_200,
+    max_gross_exposure=150_000.0,
+    max_net_exposure=90_000.0,
+    max_turnover_per_min=300_000.0,
+    max_executions_per_window=6,
+    max_cancel_to_fill_ratio=None,
+    max_loss=None,
+)
+
+order_ev = st.tuples(
+    st.just("order"),
+    st.sampled_from(STRATS),
+    st.sampled_from(SYMS),
+    st.sampled_from(Side),
+    st.integers(1, 700),
+    st.one_of(st.none(), st.floats(0.8, 1.2)),
+    st.one_of(st.none(), st.sampled_from(("P0", "P1"))),
+)
+fill_ev = st.tuples(st.just("fill"), st.integers(0, 10_000), st.floats(0.0, 1.0))
+cancel_ev = st.tuples(st.just("cancel"), st.integers(0, 10_000))
+price_ev = st.tuples(st.just("price"), st.sampled_from(SYMS), st.floats(20.0, 120.0))
+time_ev = st.tuples(st.just("time"), st.integers(1, 3 * S))
+halt_ev = st.tuples(st.just("halt"), st.sampled_from([Scope.FLEET, Scope.SYMBOL]), st.sampled_from(SYMS))
+resume_ev = st.tuples(st.just("resume"))
+arm_ev = st.tuples(st.just("arm"), st.booleans())
+events = st.lists(
+    st.one_of(order_ev, order_ev, order_ev, fill_ev, cancel_ev, price_ev, time_ev, halt_ev,
+              resume_ev, arm_ev),  # fmt: skip
+    min_size=1,
+    max_size=120,
+)
+
+
+@dataclass
+class Model:
+    pos: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    working: dict[str, list[object]] = field(default_factory=dict)  # id -> [sym, side, rem, parent]
+    accepts: list[tuple[int, str, str]] = field(default_factory=list)  # (t, strategy, symbol)
+    parent_committed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    children: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    px: dict[str, float] = field(default_factory=dict)
+
+    def worst(self, sym: str) -> tuple[int, int]:
+        wb = sum(w[2] for w in self.working.values() if w[0] == sym and w[1] is Side.BUY)  # type: ignore[misc]
+        ws = sum(w[2] for w in self.working.values() if w[0] == sym and w[1] is Side.SELL)  # type: ignore[misc]
+        return self.pos[sym] + wb, self.pos[sym] - ws
+
+
+def in_window(ts: list[int], now: int, span: int) -> int:
+    return sum(1 for t in ts if now - t < span)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events)
+def test_no_accepted_order_ever_leaves_a_limit_breached(evs: list[tuple[object, ...]]) -> None:
+    clock = SimClock(10 * S)
+    g = Guard(LIMITS, node="n1", clock=clock)
+    m = Model()
+    for sym, p in zip(SYMS, (50.0, 80.0, 30.0), strict=True):
+        g.on_price(sym, p)
+        m.px[sym] = p
+    g.register_parent("P0", 900)
+    g.register_parent("P1", 300)
+    g.arm()
+    armed = True
+    halted: set[tuple[Scope, str]] = set()
+    n = 0
+    for ev in evs:
+        kind = ev[0]
+        now = clock.monotonic_ns()
+        if kind == "order":
+            _, strat, sym, side, qty, rel, parent = ev
+            price = None if rel is None else round(m.px[sym] * rel, 2)  # type: ignore[operator]
+            n += 1
+            o = Order(f"o{n}", strat, sym, side, qty, price, parent)  # type: ignore[arg-type]
+            d = g.check(o)
+            if not d.accepted:
+                continue
+            # nothing is accepted while halted or unarmed
+            assert armed
+            assert (Scope.FLEET, "fleet") not in halted and (Scope.SYMBOL, sym) not in halted
+            assert d.reason is R.OK
+            m.working[o.id] = [sym, side, qty, parent]
+            m.accepts.append((now, strat, sym))  # type: ignore[arg-type]
+            if parent is not None:
+                m.parent_committed[parent] += qty  # type: ignore[index]
+                m.children[parent] += 1  # type: ignore[index]
+            # per-order limits
+            assert qty <= 500  # type: ignore[operator]
+            value = qty * (m.px[sym] if price is None else price)  # type: ignore[operator,index]
+            assert value <= 40_000.0 + 1e-3
+            # rates: count accepts in the trailing windows, from the model
+            node_ts = [t for t, _, _ in m.accepts]
+            assert in_window(node_ts, now, S) <= 8
+            assert in_window(node_ts, now, 60 * S) <= 60
+            assert in_window([t for t, s, _ in m.accepts if s == strat], now, S) <= 6
+            assert in_window([t for t, _, y in m.accepts if y == sym], now, S) <= 4
+            # parents
+            for pid, cap in (("P0", 900), ("P1", 300)):
+                assert m.parent_committed[pid] <= cap
+                assert m.children[pid] <= 5
+            # position and exposure with working orders, at the guard's marks (= last price)
+            lq, sq = m.worst(sym)  # type: ignore[arg-type]
+            assert lq <= 1_200 and -sq <= 1_200
+            gross = sum(max(abs(a), abs(b)) * m.px[y] for y in SYMS for a, b in [m.worst(y)])
+            assert gross <= 150_000.0 + 1e-3
+            if side is Side.BUY:
+                assert sum(m.worst(y)[0] * m.px[y] for y in SYMS) <= 90_000.0 + 1e-3
+            else:
+                assert -sum(m.worst(y)[1] * m.px[y] for y in SYMS) <= 90_000.0 + 1e-3
+        elif kind == "fill" and m.working:
+            _, pick, frac = ev
+            oid = sorted(m.working)[pick % len(m.working)]  # type: ignore[operator]
+            sym, side, rem, _parent = m.working[oid]
+            q = max(1, int(rem * frac))  # type: ignore[operator]
+            g.on_fill(Fill(oid, sym, side, q, m.px[sym]))  # type: ignore[arg-type,index]
+            m.pos[sym] += q if side is Side.BUY else -q  # type: ignore[index]
+            m.working[oid][2] = rem - q  # type: ignore[operator]
+            if m.working[oid][2] == 0:
+                del m.working[oid]
+        elif kind == "cancel" and m.working:
+            oid = sorted(m.working)[ev[1] % len(m.working)]  # type: ignore[operator]
+            assert g.check_cancel(oid).accepted  # cancels always pass
+            g.on_cancel(oid)
+            sym, _side, rem, parent = m.working.pop(oid)
+            if parent is not None:
+                m.parent_committed[parent] -= rem  # type: ignore[index,operator]
+        elif kind == "price":
+            _, sym, p = ev
+            g.on_price(sym, p)  # type: ignore[arg-type]
+            m.px[sym] = p  # type: ignore[index,assignment]
+        elif kind == "time":
+            clock.advance(ev[1])  # type: ignore[arg-type]
+        elif kind == "halt":
+            scope, key = ev[1], ev[2]
+            key = "fleet" if scope is Scope.FLEET else key
+            g.halt(scope, key, "prop", actor="t")  # type: ignore[arg-type]
+            halted.add((scope, key))  # type: ignore[arg-type]
+        elif kind == "resume":
+            for scope, key in halted:
+                g.resume(scope, key, "prop", actor="t")
+            halted.clear()
+        elif kind == "arm":
+            armed = bool(ev[1])
+            (g.arm if armed else g.disarm)()
+        for y in SYMS:
+            assert g.position(y) == m.pos[y]
+    for scope, key in halted:
+        assert g.trading_state(scope, key) is TradingState.HALTED

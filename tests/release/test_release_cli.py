@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+
+from .release_world import CONFIG, FILES, RLP, RLP_HASH
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "300"}
+
+
+def run(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args], env=WIDE)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """Keys for CI and the release manager, a policy, and a release tree."""
+    entries = []
+    for name in ("ci", "rm"):
+        code, out = run("keys", "new", name, "--dir", tmp_path / "keys")
+        assert code == 0, out
+        entries.append(out[out.index("[[keys]]") :])
+    (tmp_path / "policy.toml").write_text("threshold = 2\n\n" + "\n".join(entries))
+    for name, data in FILES.items():
+        (tmp_path / "release" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "release" / name).write_bytes(data)
+    (tmp_path / "config.toml").write_bytes(CONFIG)
+    (tmp_path / "flags.yaml").write_text(f"{RLP}: {RLP_HASH}\n")
+    return tmp_path
+
+
+def build_and_sign(site: Path, *signers: str) -> Path:
+    code, out = run(
+        "release", "build", "--id", "2012.08.01-rlp", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+        "--out", site / "m.json",
+    )  # fmt: skip
+    assert code == 0, out
+    assert re.search(r"3 artifact\(s\), 1 flag\(s\), digest [0-9a-f]{64}", out)
+    source = site / "m.json"
+    for signer in signers:
+        code, out = run("release", "sign", source, "--key", site / "keys" / f"{signer}.key")
+        assert code == 0, out
+        source = site / "m.dsse.json"
+    return site / "m.dsse.json"
+
+
+def test_keys_new_prints_a_usable_policy_entry(site: Path) -> None:
+    assert (site / "keys" / "ci.key").stat().st_mode & 0o777 == 0o600
+    code, out = run("keys", "new", "ci", "--dir", site / "keys")
+    assert code == 2 and "already exists" in out
+    code, out = run("keys", "show", site / "keys" / "rm.pub", "--signer", "rm")
+    assert code == 0
+    assert out.strip() in (site / "policy.toml").read_text()
+    code, out = run("keys", "show", site / "config.toml", "--signer", "rm")
+    assert code == 2 and "not a PEM public key" in out
+
+
+def test_build_sign_twice_verify(site: Path) -> None:
+    envelope = build_and_sign(site, "ci")
+    code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
+    assert code == 1
+    assert "below_threshold" in out and "REFUSED" in out
+    code, out = run("release", "sign", envelope, "--key", site / "keys" / "rm.key")
+    assert code == 0 and "2 signature(s)" in out
+    code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
+    assert code == 0, out
+    assert "VERIFIED release 2012.08.01-rlp" in out and "signed by ci, rm" in out
+    code, out = run(
+        "release", "verify", envelope, "--policy", site / "policy.toml", "--release", "other"
+    )
+    assert code == 1 and "not_target_release" in out
+
+
+def test_same_signer_twice_stays_below_threshold(site: Path) -> None:
+    envelope = build_and_sign(site, "ci", "ci")
+    code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
+    assert code == 1 and "below_threshold" in out and "1 distinct trusted signer" in out
+
+
+def test_tampered_envelope_is_refused(site: Path) -> None:
+    envelope = build_and_sign(site, "ci", "rm")
+    text = envelope.read_text()
+    payload = re.search(r'"payload": "([^"]+)"', text)
+    assert payload is not None
+    edited = payload.group(1)[:-8] + ("A" * 8 if payload.group(1)[-8:] != "A" * 8 else "B" * 8)
+    envelope.write_text(text.replace(payload.group(1), edited))
+    code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
+    assert code == 1
+    assert "manifest_tampered" in out or "manifest_malformed" in out
+
+
+def test_attest_admits_a_matching_node_and_names_a_modified_file(site: Path) -> None:
+    envelope = build_and_sign(site, "ci", "rm")
+    common = (
+        "release", "attest", "--node", "n1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+        "--envelope", envelope, "--policy", site / "policy.toml",
+    )  # fmt: skip
+    code, out = run(*common)
+    assert code == 0, out
+    assert "ADMITTED node n1 runs release 2012.08.01-rlp" in out
+    (site / "release" / "smars" / "router.py").write_text("power_peg()\n")
+    (site / "release" / "smars" / "extra.py").write_text("x = 1\n")
+    code, out = run(*common)
+    assert code == 1
+    assert "file_mismatch" in out and "smars/router.py" in out
+    assert "file_unexpected" in out and "smars/extra.py" in out
+
+
+def test_attest_without_release_lists_what_the_node_runs(site: Path) -> None:
+    code, out = run(
+        "release", "attest", "--node", "n1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "smars/router.py" in out and RLP in out and RLP_HASH in out
+
+
+def test_verify_against_the_registry_refuses_a_retired_flag(site: Path) -> None:
+    envelope = build_and_sign(site, "ci", "rm")
+    registry = site / "feature-flags.yaml"
+    registry.write_text(
+        "version: 1\nflags:\n"
+        f"  - id: {RLP}\n    description: Retail Liquidity Program routing\n"
+        "    safe_default: false\n    trading_behaviour: true\n    lifecycle: retired\n"
+        "    created: 2012-06-01\n    owner: smars\n    expires: 2013-01-01\n"
+    )
+    code, out = run(
+        "release", "verify", envelope, "--policy", site / "policy.toml", "--registry", registry
+    )
+    assert code == 1 and "flag_retired_in_registry" in out and RLP in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("release", "verify", "{site}/missing.json", "--policy", "{site}/policy.toml"),
+         "missing.json: cannot read"),
+        (("release", "verify", "{site}/config.toml", "--policy", "{site}/policy.toml"),
+         "not a DSSE envelope"),
+        (("release", "verify", "{site}/config.toml", "--policy", "{site}/config.toml"),
+         "trust policy"),
+        (("release", "sign", "{site}/config.toml", "--key", "{site}/keys/ci.key"),
+         "not a manifest JSON document"),
+        (("release", "sign", "{site}/flags.yaml", "--key", "{site}/keys/ci.pub"),
+         "private key"),
+        (("release", "build", "--id", "bad id", "--artifacts", "{site}/release",
+          "--config", "{site}/config.toml", "--flags", "{site}/flags.yaml"), "release_id"),
+        (("release", "build", "--id", "r1", "--artifacts", "{site}/nope",
+          "--config", "{site}/config.toml", "--flags", "{site}/flags.yaml"), "not a directory"),
+        (("release", "attest", "--node", "n1", "--artifacts", "{site}/release",
+          "--config", "{site}/config.toml", "--flags", "{site}/flags.yaml",
+          "--envelope", "{site}/x"), "--policy: required"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_a_message_not_a_traceback(
+    site: Path, args: tuple[str, ...], message: str
+) -> None:
+    code, out = run(*(a.format(site=site) for a in args))
+    assert code == 2, out
+    assert message in out
+    assert "Traceback" not in out

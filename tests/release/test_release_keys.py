@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import (
+    SigningKey,
+    VerifyKey,
+    load_signing_key,
+    load_verify_key,
+    write_key_pair,
+)
+
+
+def test_key_pair_files_round_trip_with_private_key_0600(tmp_path: Path) -> None:
+    key, private, public = write_key_pair(tmp_path, "ci")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    loaded = load_signing_key(private)
+    assert loaded.key_id == key.key_id == load_verify_key(public).key_id
+    assert load_verify_key(public).verify(loaded.sign(b"release"), b"release")
+
+
+def test_key_id_is_sha256_of_raw_public_key_and_stable() -> None:
+    key = SigningKey.generate()
+    again = VerifyKey.from_base64(key.public.to_base64(), field="k")
+    assert again.key_id == key.key_id
+    assert len(key.key_id) == 64
+    assert key.key_id != SigningKey.generate().key_id
+
+
+def test_existing_key_is_never_overwritten(tmp_path: Path) -> None:
+    write_key_pair(tmp_path, "rm")
+    with pytest.raises(ReleaseInputError, match="already exists"):
+        write_key_pair(tmp_path, "rm")
+
+
+def test_world_readable_private_key_is_refused(tmp_path: Path) -> None:
+    _, private, _ = write_key_pair(tmp_path, "ci")
+    private.chmod(0o644)
+    with pytest.raises(ReleaseInputError, match="chmod 600"):
+        load_signing_key(private)
+
+
+def test_garbage_key_files_give_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_bytes(b"not a key")
+    bad.chmod(0o600)
+    with pytest.raises(ReleaseInputError, match=r"private key .*bad\.key: not an unencrypted"):
+        load_signing_key(bad)
+    with pytest.raises(ReleaseInputError, match=r"public key .*: not a PEM public key"):
+        load_verify_key(bad)
+    with pytest.raises(ReleaseInputError, match="cannot read"):
+        load_verify_key(tmp_path / "missing.pub")
+    with pytest.raises(ReleaseInputError, match=r"keys\.0\.public_key"):
+        VerifyKey.from_base64("%%%", field="keys.0.public_key")
+
+
+def test_key_name_must_be_a_plain_file_name(tmp_path: Path) -> None:
+    with pytest.raises(ReleaseInputError, match="plain file name"):
+        write_key_pair(tmp_path, "../escape")

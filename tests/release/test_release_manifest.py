@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from knightwatch.flags.definition import definition_hash
+from knightwatch.release.contents import contents_from_directory, contents_from_memory
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.flagfiles import load_flag_schema
+from knightwatch.release.manifest import Manifest, decode_manifest, encode_manifest
+
+from .release_world import CONFIG, FILES, FLAGS, RLP, RLP_HASH, World
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def test_directory_and_memory_give_the_same_contents(tmp_path: Path) -> None:
+    write_tree(tmp_path / "art", FILES)
+    (tmp_path / "cfg.toml").write_bytes(CONFIG)
+    (tmp_path / "flags.json").write_text(json.dumps(FLAGS))
+    seen: list[tuple[int, int]] = []
+    on_disk = contents_from_directory(
+        tmp_path / "art",
+        tmp_path / "cfg.toml",
+        load_flag_schema(tmp_path / "flags.json"),
+        lambda done, total: seen.append((done, total)),
+    )
+    assert on_disk == contents_from_memory(FILES, CONFIG, FLAGS)
+    assert seen[-1] == (3, 3)
+
+
+def test_manifest_digest_is_reproducible_and_order_independent(world: World) -> None:
+    forward = contents_from_memory(FILES, CONFIG, FLAGS)
+    backward = contents_from_memory(dict(reversed(list(FILES.items()))), CONFIG, FLAGS)
+    one = Manifest(release_id="r1", contents=forward)
+    two = Manifest(release_id="r1", contents=backward)
+    assert one.statement_bytes() == two.statement_bytes()
+    assert one.digest() == two.digest()
+    assert Manifest(release_id="r2", contents=forward).digest() != one.digest()
+
+
+def test_statement_round_trip_and_json_file_round_trip() -> None:
+    manifest = Manifest(release_id="r1", contents=contents_from_memory(FILES, CONFIG, FLAGS))
+    assert Manifest.from_statement_bytes(manifest.statement_bytes(), source="s") == manifest
+    assert decode_manifest(encode_manifest(manifest), source="m") == manifest
+    statement = json.loads(manifest.statement_bytes())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert {s["name"] for s in statement["subject"]} == set(FILES)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not a manifest JSON document"),
+        ('{"release_id": "r1"}', "contents"),
+        (
+            '{"release_id": "bad id", "contents": {"artifacts": {}, "config_sha256": "'
+            + "0" * 64
+            + '", "flag_schema": {}}}',
+            "release_id",
+        ),
+        (
+            '{"release_id": "r", "contents": {"artifacts": {"/etc/x": "' + "0" * 64 + '"}, '
+            '"config_sha256": "' + "0" * 64 + '", "flag_schema": {}}}',
+            "normalised relative POSIX path",
+        ),
+        (
+            '{"release_id": "r", "contents": {"artifacts": {}, "config_sha256": "abc", '
+            '"flag_schema": {}}}',
+            "config_sha256",
+        ),
+    ],
+)
+def test_malformed_manifests_name_the_field(text: str, message: str) -> None:
+    with pytest.raises(ReleaseInputError, match=message):
+        decode_manifest(text.encode(), source="manifest m.json")
+
+
+def test_flag_table_accepts_hashes_meanings_and_the_registry_file(tmp_path: Path) -> None:
+    table = tmp_path / "flags.yaml"
+    table.write_text(
+        f"{RLP}:\n  description: Retail Liquidity Program routing\n"
+        "  safe_default: false\n  trading_behaviour: true\n"
+        f"ops.audit.verbose: {definition_hash('ops.audit.verbose', 'x', False, False)}\n"
+    )
+    schema = load_flag_schema(table)
+    assert schema[RLP] == RLP_HASH
+    assert schema["ops.audit.verbose"] == definition_hash("ops.audit.verbose", "x", False, False)
+    registry = tmp_path / "feature-flags.yaml"
+    registry.write_text(
+        "version: 1\nflags:\n"
+        f"  - id: {RLP}\n    description: Retail Liquidity Program routing\n"
+        "    safe_default: false\n    trading_behaviour: true\n    lifecycle: active\n"
+        "    created: 2012-06-01\n    owner: smars\n    expires: 2013-01-01\n"
+        "  - id: trading.smars.power_peg\n    description: Legacy Power Peg\n"
+        "    safe_default: false\n    trading_behaviour: true\n    lifecycle: retired\n"
+        "    created: 2003-01-01\n    owner: smars\n    expires: 2004-01-01\n"
+    )
+    assert load_flag_schema(registry) == {RLP: RLP_HASH}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("trading.x: 12\n", "trading.x.*definition hash"),
+        ("trading.x: {description: d}\n", "safe_default"),
+        ("'bad id': " + "0" * 64 + "\n", "without whitespace"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_flag_files_name_the_flag_and_rule(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "flags.yaml"
+    path.write_text(text)
+    with pytest.raises(ReleaseInputError, match=message):
+        load_flag_schema(path)
+
+
+def test_missing_artifact_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReleaseInputError, match="not a directory"):
+        contents_from_directory(tmp_path / "nope", tmp_path / "c", {})
