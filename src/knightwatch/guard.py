@@ -38,7 +38,7 @@ _INF = float("inf")
 class Halt:
     """Why a scope is not ACTIVE: kept so a blocked order can say who halted it and why."""
 
-    __slots__ = ("actor", "code", "reason", "state", "ts_ns")
+    __slots__ = ("actor", "code", "decision", "reason", "state", "ts_ns")
 
     def __init__(
         self, state: TradingState, code: RejectReason, reason: str, actor: str, ts_ns: int
@@ -48,6 +48,12 @@ class Halt:
         self.reason = reason
         self.actor = actor
         self.ts_ns = ts_ns
+        # built once: a halted fleet may be asked about millions of orders
+        self.decision = Decision(
+            False,
+            code if state is TradingState.HALTED else RejectReason.REDUCING_ONLY,
+            f"{state.name}: {reason} (by {actor})",
+        )
 
 
 class Working:
@@ -115,12 +121,36 @@ def _windows(
 class Lane:
     """Everything the hot path needs for one (strategy, symbol), found with one dict lookup."""
 
-    __slots__ = ("book", "eff", "windows")
+    __slots__ = ("book", "eff", "scopes", "windows")
 
-    def __init__(self, eff: Effective, book: SymbolBook, windows: tuple[Window, ...]) -> None:
+    def __init__(
+        self,
+        eff: Effective,
+        book: SymbolBook,
+        windows: tuple[Window, ...],
+        scopes: tuple[tuple[Scope, str], ...],
+    ) -> None:
         self.eff = eff
         self.book = book
         self.windows = windows
+        self.scopes = scopes
+
+
+def _log_has_sink() -> bool:
+    """True if a BLOCK_ORDER record would reach a handler that writes it somewhere.
+
+    With only the library's NullHandler the record would be built and dropped;
+    skipping it changes no output and takes most of the blocked-path cost away.
+    """
+    lg: logging.Logger | None = log
+    while lg is not None:
+        for h in lg.handlers:
+            if type(h) is not logging.NullHandler:
+                return True
+        if not lg.propagate:
+            return False
+        lg = lg.parent
+    return False
 
 
 def _looks_valid(o: Order) -> bool:
@@ -178,9 +208,12 @@ class Guard:
         self._working: dict[str, Working] = {}
         self._parents: dict[str, Parent] = {}
         self._node_windows = _windows(
-            self.limits.max_orders_per_s_node, self.limits.max_orders_per_min_node,
-            R.RATE_NODE, "node", node,
-        )  # fmt: skip
+            self.limits.max_orders_per_s_node,
+            self.limits.max_orders_per_min_node,
+            R.RATE_NODE,
+            "node",
+            node,
+        )
         self._strategy_windows: dict[str, tuple[Window, ...]] = {}
         self._symbol_windows: dict[str, tuple[Window, ...]] = {}
         self._executions: dict[tuple[str, str, Side], deque[int]] = {}
@@ -236,13 +269,9 @@ class Guard:
         eff = lane.eff
         book = lane.book
         if self._states:
-            halt = self._state_of(strategy, symbol)
-            if halt is not None:
-                if halt.state is _HALTED or not book.reduces(side, qty):
-                    code = halt.code if halt.state is _HALTED else R.REDUCING_ONLY
-                    return _blocked(
-                        code, f"{halt.state.name}: {halt.reason} (by {halt.actor})"
-                    ), eff
+            halt = self._state_of(lane)
+            if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
+                return halt.decision, eff
         if o.id in self._seen:
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
         lim = self.limits
@@ -407,28 +436,36 @@ class Guard:
         sw = self._strategy_windows.get(strategy)
         if sw is None:
             sw = self._strategy_windows[strategy] = _windows(
-                eff.max_orders_per_s_strategy, eff.max_orders_per_min_strategy,
-                R.RATE_STRATEGY, "strategy", strategy,
-            )  # fmt: skip
+                eff.max_orders_per_s_strategy,
+                eff.max_orders_per_min_strategy,
+                R.RATE_STRATEGY,
+                "strategy",
+                strategy,
+            )
         yw = self._symbol_windows.get(symbol)
         if yw is None:
             yw = self._symbol_windows[symbol] = _windows(
-                eff.max_orders_per_s_symbol, eff.max_orders_per_min_symbol,
-                R.RATE_SYMBOL, "symbol", symbol,
-            )  # fmt: skip
-        lane = self._lanes[(strategy, symbol)] = Lane(eff, book, self._node_windows + sw + yw)
-        return lane
-
-    def _state_of(self, strategy: str, symbol: str) -> Halt | None:
-        states = self._states
-        worst: Halt | None = None
-        for key in (
+                eff.max_orders_per_s_symbol,
+                eff.max_orders_per_min_symbol,
+                R.RATE_SYMBOL,
+                "symbol",
+                symbol,
+            )
+        scopes = (
             (Scope.FLEET, "fleet"),
             (Scope.NODE, self.node),
             (Scope.STRATEGY, strategy),
             (Scope.SYMBOL, symbol),
             (Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)),
-        ):
+        )
+        lane = Lane(eff, book, self._node_windows + sw + yw, scopes)
+        self._lanes[(strategy, symbol)] = lane
+        return lane
+
+    def _state_of(self, lane: Lane) -> Halt | None:
+        states = self._states
+        worst: Halt | None = None
+        for key in lane.scopes:
             h = states.get(key)
             if h is not None and (worst is None or h.state > worst.state):
                 worst = h
@@ -436,15 +473,22 @@ class Guard:
 
     def _block(self, o: object, d: Decision) -> None:
         self.blocked[d.reason] = self.blocked.get(d.reason, 0) + 1
-        if log.isEnabledFor(logging.WARNING):
+        if log.isEnabledFor(logging.WARNING) and _log_has_sink():
             g = getattr
             log.warning(
                 "BLOCK_ORDER node=%s order=%s strategy=%s symbol=%s side=%s qty=%s price=%s "
                 "parent=%s reason=%s detail=%r",
-                self.node, g(o, "id", "?"), g(o, "strategy", "?"), g(o, "symbol", "?"),
-                g(o, "side", "?"), g(o, "qty", "?"), g(o, "price", "?"),
-                g(o, "parent_id", None), d.reason.value, d.detail,
-            )  # fmt: skip
+                self.node,
+                g(o, "id", "?"),
+                g(o, "strategy", "?"),
+                g(o, "symbol", "?"),
+                g(o, "side", "?"),
+                g(o, "qty", "?"),
+                g(o, "price", "?"),
+                g(o, "parent_id", None),
+                d.reason.value,
+                d.detail,
+            )
 
     # ------------------------------------------------------------------ events
 
@@ -470,10 +514,16 @@ class Guard:
         self._fills += 1
         self._refresh(book)
         self._recorder.record_event(
-            "fill", self._ctx, order_id=fill.order_id, symbol=fill.symbol,
-            side=fill.side.value, qty=fill.qty, price=fill.price, strategy=strategy,
+            "fill",
+            self._ctx,
+            order_id=fill.order_id,
+            symbol=fill.symbol,
+            side=fill.side.value,
+            qty=fill.qty,
+            price=fill.price,
+            strategy=strategy,
             known=w is not None,
-        )  # fmt: skip
+        )
         if w is not None:
             self._throttle(strategy, fill.symbol, fill.side)
         self._check_loss()
@@ -494,12 +544,14 @@ class Guard:
             h = self._states.get((Scope.STRATEGY_SYMBOL, pk))
             if h is None or h.state is not _HALTED:
                 self.halt(
-                    Scope.STRATEGY_SYMBOL, pk,
+                    Scope.STRATEGY_SYMBOL,
+                    pk,
                     f"{len(ex)} {side.value} executions in {symbol} within "
                     f"{eff.exec_window_ns / NS:g}s > max_executions_per_window "
                     f"{eff.max_executions_per_window}",
-                    actor="guard:execution_throttle", code=R.EXECUTION_THROTTLE,
-                )  # fmt: skip
+                    actor="guard:execution_throttle",
+                    code=R.EXECUTION_THROTTLE,
+                )
 
     def on_cancel(self, order_id: str) -> None:
         """A cancel confirmed: free the working quantity. Never refused, in any state."""
@@ -515,9 +567,12 @@ class Guard:
                 p.committed -= w.remaining
             self._refresh(book)
         self._recorder.record_event(
-            "cancel", self._ctx, order_id=order_id, known=w is not None,
+            "cancel",
+            self._ctx,
+            order_id=order_id,
+            known=w is not None,
             remaining=0 if w is None else w.remaining,
-        )  # fmt: skip
+        )
 
     def check_cancel(self, order_id: str) -> Decision:
         """Cancels always pass: taking risk off must never be blocked, even when halted."""
@@ -556,11 +611,13 @@ class Guard:
             h = self._states.get((Scope.NODE, self.node))
             if h is None or h.state is not _HALTED:
                 self.halt(
-                    Scope.NODE, self.node,
+                    Scope.NODE,
+                    self.node,
                     f"loss {-pnl:,.2f} > max_loss {ml:,.2f} (realized {self._realized:,.2f}, "
                     f"unrealized {self._unrealized:,.2f})",
-                    actor="guard:loss_limit", code=R.LOSS_LIMIT,
-                )  # fmt: skip
+                    actor="guard:loss_limit",
+                    code=R.LOSS_LIMIT,
+                )
 
     # ------------------------------------------------------------------ control
 
@@ -600,22 +657,39 @@ class Guard:
         now = self._clock.time_ns()
         self._states[(scope, key)] = Halt(state, code, reason, actor, now)
         self._recorder.record_event(
-            "halt", self._ctx, scope=scope.value, key=key, state=state.name,
-            code=code.value, reason=reason, actor=actor,
-        )  # fmt: skip
+            "halt",
+            self._ctx,
+            scope=scope.value,
+            key=key,
+            state=state.name,
+            code=code.value,
+            reason=reason,
+            actor=actor,
+        )
         log.warning(
             "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
-            self.node, scope.value, key, state.name, code.value, actor, reason,
-        )  # fmt: skip
+            self.node,
+            scope.value,
+            key,
+            state.name,
+            code.value,
+            actor,
+            reason,
+        )
 
     def resume(self, scope: Scope, key: str, reason: str, actor: str) -> bool:
         """Clear a latched scope; returns False if it was not halted. Recorded either way."""
         key = "fleet" if scope is Scope.FLEET else key
         cleared = self._states.pop((scope, key), None) is not None
         self._recorder.record_event(
-            "resume", self._ctx, scope=scope.value, key=key, reason=reason, actor=actor,
+            "resume",
+            self._ctx,
+            scope=scope.value,
+            key=key,
+            reason=reason,
+            actor=actor,
             cleared=cleared,
-        )  # fmt: skip
+        )
         return cleared
 
     def trading_state(self, scope: Scope, key: str = "fleet") -> TradingState:
@@ -639,9 +713,11 @@ class Guard:
     ) -> None:
         """What this process runs; stamped on every record so a decision says under which code."""
         self._ctx = AuditContext(
-            node=self.node, release_id=release_id, flag_snapshot_id=flag_snapshot_id,
+            node=self.node,
+            release_id=release_id,
+            flag_snapshot_id=flag_snapshot_id,
             limits_version=self.limits.version,
-        )  # fmt: skip
+        )
         self._recorder.record_event("context", self._ctx)
 
     # ------------------------------------------------------------------ reads

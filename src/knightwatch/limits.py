@@ -213,7 +213,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "limits") -> Limits:
-        """Build from the TOML layout: top-level `version`, `[fleet]`, `[strategy.X]`, `[symbol.Y]`."""
+        """Build from the TOML layout: `version`, `[fleet]`, `[strategy.X]`, `[symbol.Y]`."""
         problems: list[str] = []
         fleet: dict[str, Any] = {}
         overrides: dict[str, dict[str, Override]] = {"strategy": {}, "symbol": {}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import msgspec
@@ -27,7 +28,7 @@ def test_file_round_trip(write_file: WriteFile, audit_path: Path) -> None:
     records = [decode_record(line) for line in lines]
     assert [r.seq for r in records] == list(range(len(lines)))
     assert records[0].prev == GENESIS
-    for a, b in zip(records, records[1:], strict=False):
+    for a, b in itertools.pairwise(records):
         assert b.prev == a.hash
     d4 = next(r for r in records if isinstance(r, DecisionRecord) and r.order_id == "o4")
     assert (d4.accepted, d4.reason, d4.detail) == (False, "max_order_qty", BLOCK.detail)
@@ -65,7 +66,7 @@ def test_memory_recorder_uses_the_same_chain(clock: SimClock) -> None:
     assert report.intact and report.head == rec.head and rec.seq == 11
     first = msgspec.json.decode(rec.lines[0])
     assert first["ts"] == clock.time_ns() and first["kind"] == "decision"
-    assert list(first)[0] == "seq" and list(first)[-2:] == ["prev", "hash"]
+    assert next(iter(first)) == "seq" and list(first)[-2:] == ["prev", "hash"]
 
 
 def test_empty_file_verifies_as_genesis(audit_path: Path, clock: SimClock) -> None:

@@ -118,9 +118,7 @@ def test_partial_write_is_cut_back_before_retry(tmp_path: Path) -> None:
         print("ok")
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
     report = verify_file(path)
@@ -169,3 +167,60 @@ def test_unwritable_path_is_a_clear_error(tmp_path: Path, clock: SimClock) -> No
 def test_bad_settings_name_the_field(clock: SimClock, kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         FlightRecorder(None, clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+class SyncFailingSink(FailingSink):
+    def __init__(self, inner: FileSink | MemorySink) -> None:
+        super().__init__(inner)
+        self.sync_failing = False
+        self.syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+        if self.sync_failing:
+            raise OSError(5, "Input/output error")
+        self.inner.sync()
+
+
+@pytest.mark.parametrize("policy", [FsyncPolicy.BATCH, FsyncPolicy.ALWAYS])
+def test_failed_fsync_makes_the_recorder_unhealthy_until_one_succeeds(
+    audit_path: Path, clock: SimClock, policy: FsyncPolicy
+) -> None:
+    sink = SyncFailingSink(FileSink(audit_path))
+    rec = FlightRecorder(None, clock=clock, sink=sink, fsync=policy)
+    rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+    assert rec.sync() and rec.healthy
+    sink.sync_failing = True
+    rec.record_decision(order(2), ACCEPTED, CTX, RULES)
+    assert rec.sync() is False
+    assert not rec.healthy and rec.ready() is False
+    with pytest.raises(UnwrittenRecords, match="fsync failed"):
+        rec.close()
+    sink.sync_failing = False
+    assert rec.sync() and rec.healthy and rec.ready()
+    rec.close()
+    assert not rec.healthy
+    assert verify_file(audit_path).records == 2
+
+
+def test_batch_fsync_runs_off_the_order_path(audit_path: Path, clock: SimClock) -> None:
+    sink = SyncFailingSink(FileSink(audit_path))
+    rec = FlightRecorder(None, clock=clock, sink=sink, fsync=FsyncPolicy.BATCH, batch_size=2)
+    for i in range(6):
+        rec.ready()
+        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
+    assert rec.sync()
+    assert 1 <= sink.syncs <= 4  # fsyncs were requested per batch, may be shared
+    rec.close()
+    assert verify_file(audit_path).records == 6
+
+
+def test_none_policy_never_fsyncs_until_asked(audit_path: Path, clock: SimClock) -> None:
+    sink = SyncFailingSink(FileSink(audit_path))
+    rec = FlightRecorder(None, clock=clock, sink=sink, fsync=FsyncPolicy.NONE, batch_size=2)
+    for i in range(6):
+        rec.ready()
+        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
+    rec.close()
+    assert sink.syncs == 0
+    assert verify_file(audit_path).records == 6

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from knightwatch.decision import RejectReason as R
-from knightwatch.order import Fill, Order, Side
+from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 
 from .conftest import Rig
@@ -30,9 +30,14 @@ def reason(d: Any) -> R:
 
 @pytest.mark.parametrize(
     ("scope", "key"),
-    [(Scope.FLEET, "fleet"), (Scope.NODE, "n1"), (Scope.STRATEGY, "rlp"), (Scope.SYMBOL, "IBM"),
-     (Scope.STRATEGY_SYMBOL, "rlp/IBM")],
-)  # fmt: skip
+    [
+        (Scope.FLEET, "fleet"),
+        (Scope.NODE, "n1"),
+        (Scope.STRATEGY, "rlp"),
+        (Scope.SYMBOL, "IBM"),
+        (Scope.STRATEGY_SYMBOL, "rlp/IBM"),
+    ],
+)
 def test_halt_blocks_its_scope_until_resumed(rig: Mk, scope: Scope, key: str) -> None:
     r = rig()
     r.guard.halt(scope, key, "drill", actor="alice")
@@ -418,4 +423,3 @@ def test_bad_price_is_ignored_not_applied(rig: Mk) -> None:
     r.guard.on_price("IBM", float("nan"))
     r.guard.on_price("IBM", -1.0)
     assert r.send(price=100.0).accepted
-

@@ -14,8 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults_are_safe_and_every_rule_is_on() -> None:
     lim = Limits()
     eff = Effective(lim, "any", "ANY")
-    for rule in ("order_size", "price_collar", "rates", "execution_throttle", "position",
-                 "exposure", "turnover", "cancel_fill_ratio", "loss", "audit"):  # fmt: skip
+    for rule in (
+        "order_size",
+        "price_collar",
+        "rates",
+        "execution_throttle",
+        "position",
+        "exposure",
+        "turnover",
+        "cancel_fill_ratio",
+        "loss",
+        "audit",
+    ):
         assert rule in eff.rules
     assert lim.require_reference_price and lim.require_registered_parent
 

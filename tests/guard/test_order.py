@@ -7,7 +7,9 @@ import pytest
 
 from knightwatch.order import Fill, InvalidOrder, Order, Side
 
-GOOD: dict[str, Any] = dict(id="o1", strategy="rlp", symbol="IBM", side=Side.BUY, qty=100, price=10.0)
+GOOD: dict[str, Any] = dict(
+    id="o1", strategy="rlp", symbol="IBM", side=Side.BUY, qty=100, price=10.0
+)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +57,9 @@ def test_order_round_trips_through_msgspec() -> None:
     assert msgspec.json.decode(msgspec.json.encode(o), type=Order) == o
 
 
-@pytest.mark.parametrize(("field", "value"), [("qty", 0), ("price", float("nan")), ("order_id", "")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("qty", 0), ("price", float("nan")), ("order_id", "")]
+)
 def test_invalid_fill(field: str, value: Any) -> None:
     kw: dict[str, Any] = dict(order_id="o1", symbol="IBM", side=Side.BUY, qty=10, price=10.0)
     with pytest.raises(InvalidOrder) as err:

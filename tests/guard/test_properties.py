@@ -58,12 +58,24 @@ fill_ev = st.tuples(st.just("fill"), st.integers(0, 10_000), st.floats(0.0, 1.0)
 cancel_ev = st.tuples(st.just("cancel"), st.integers(0, 10_000))
 price_ev = st.tuples(st.just("price"), st.sampled_from(SYMS), st.floats(20.0, 120.0))
 time_ev = st.tuples(st.just("time"), st.integers(1, 3 * S))
-halt_ev = st.tuples(st.just("halt"), st.sampled_from([Scope.FLEET, Scope.SYMBOL]), st.sampled_from(SYMS))
+halt_ev = st.tuples(
+    st.just("halt"), st.sampled_from([Scope.FLEET, Scope.SYMBOL]), st.sampled_from(SYMS)
+)
 resume_ev = st.tuples(st.just("resume"))
 arm_ev = st.tuples(st.just("arm"), st.booleans())
 events = st.lists(
-    st.one_of(order_ev, order_ev, order_ev, fill_ev, cancel_ev, price_ev, time_ev, halt_ev,
-              resume_ev, arm_ev),  # fmt: skip
+    st.one_of(
+        order_ev,
+        order_ev,
+        order_ev,
+        fill_ev,
+        cancel_ev,
+        price_ev,
+        time_ev,
+        halt_ev,
+        resume_ev,
+        arm_ev,
+    ),
     min_size=1,
     max_size=120,
 )

@@ -6,20 +6,47 @@ import os
 
 import msgspec
 
-from knightwatch.audit.record import DECISION, DecisionRecord, EventRecord, Kind
+from knightwatch.audit.chain import Link
+from knightwatch.audit.conform import conform
+from knightwatch.audit.record import (
+    DECISION,
+    DecisionPayload,
+    DecisionRecord,
+    EventPayload,
+    EventRecord,
+    Kind,
+)
 
 _kind = msgspec.json.Decoder(Kind).decode
 _decision = msgspec.json.Decoder(DecisionRecord).decode
 _event = msgspec.json.Decoder(EventRecord).decode
+_chain = msgspec.json.Decoder(Link).decode
 
 AnyRecord = DecisionRecord | EventRecord
 
 
 def decode_record(line: bytes) -> AnyRecord:
-    """Decode one line; raises msgspec.DecodeError if it is not a record."""
-    if _kind(line).kind == DECISION:
-        return _decision(line)
-    return _event(line)
+    """Decode one line; raises msgspec.DecodeError if it is not a record.
+
+    A record whose payload values are outside the schema (what an unvalidated
+    object looked like when the Guard blocked it) is still returned, coerced,
+    with the original values quoted in its detail.
+    """
+    try:
+        is_decision = _kind(line).kind == DECISION
+        try:
+            return _decision(line) if is_decision else _event(line)
+        except msgspec.ValidationError:
+            raw = msgspec.json.decode(line)
+            chain = _chain(line)
+    except UnicodeDecodeError as exc:  # msgspec lets invalid UTF-8 through as this
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from exc
+    payload_type = DecisionPayload if is_decision else EventPayload
+    payload = payload_type(**{f: raw.get(f) for f in payload_type.__struct_fields__})
+    fields = msgspec.structs.asdict(conform(payload))
+    if is_decision:
+        return DecisionRecord(**fields, seq=chain.seq, prev=chain.prev, hash=chain.hash)
+    return EventRecord(**fields, seq=chain.seq, prev=chain.prev, hash=chain.hash)
 
 
 def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> list[bytes]:

@@ -10,6 +10,7 @@ order (fail closed) until a later flush writes everything that was kept.
 from __future__ import annotations
 
 import os
+import threading
 from hashlib import sha256
 from types import TracebackType
 from typing import Self
@@ -17,6 +18,7 @@ from typing import Self
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, Link, body_hash, seal_batch, split_line
+from knightwatch.audit.conform import SCALARS, conform, conform_decision
 from knightwatch.audit.errors import ChainCorrupt, UnwrittenRecords
 from knightwatch.audit.record import (
     DECISION,
@@ -27,14 +29,13 @@ from knightwatch.audit.record import (
     Scalar,
 )
 from knightwatch.audit.sink import FileSink, MemorySink, Sink
+from knightwatch.audit.syncer import Syncer
 from knightwatch.clock import Clock
 from knightwatch.decision import Decision
 from knightwatch.order import Order
 
 _DecisionItem = tuple[int, Order, Decision, AuditContext, tuple[str, ...]]
 _EventItem = tuple[int, str, AuditContext, dict[str, Scalar]]
-_SCALARS = (str, int, float, bool, type(None))
-_INT64 = 1 << 63
 
 RECOVERY = "recovery"
 """Event kind written when a torn last line left by a crash was cut off on open."""
@@ -75,11 +76,14 @@ class FlightRecorder:
         self._unwritten: list[bytes] = []  # sealed batches a failed write kept
         self._unwritten_n = 0  # records in them
         self._unsynced = False
+        self._health = threading.Lock()
+        self._write_ok = True
+        self._sync_ok = True
         self._encoder = msgspec.json.Encoder()
         self._seq = 0
         self._head = GENESIS.encode()
         self._closed = False
-        self._ok = True
+        self._ok = True  # write_ok and sync_ok and not closed; read on the hot path
         self._flush_at = batch_size
         self._deadline = clock.monotonic_ns() + self._interval_ns
         try:
@@ -87,6 +91,11 @@ class FlightRecorder:
         except BaseException:
             self._sink.close()
             raise
+        self._syncer = (
+            Syncer(self._sink.sync, self._sync_result)
+            if self._fsync is FsyncPolicy.BATCH and not isinstance(self._sink, MemorySink)
+            else None
+        )
 
     def _resume(self) -> None:
         """Continue the chain of an existing file so a restart appends instead of forking."""
@@ -95,7 +104,7 @@ class FlightRecorder:
             parts = split_line(last)
             try:
                 link = msgspec.json.decode(last, type=Link)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 link = None
             if parts is None or link is None or body_hash(parts[0]) != parts[1]:
                 where = getattr(self._sink, "path", "the sink")
@@ -156,7 +165,7 @@ class FlightRecorder:
         if type(kind) is not str or not kind or kind == DECISION:
             raise ValueError(f"kind: must be a non-empty string other than {DECISION!r}")
         for name, value in fields.items():
-            if not isinstance(value, _SCALARS):
+            if not isinstance(value, SCALARS):
                 raise TypeError(
                     f"{kind}.{name}: must be str, int, float, bool or None "
                     f"(got {type(value).__name__})"
@@ -175,40 +184,85 @@ class FlightRecorder:
             lines, self._seq, self._head = seal_batch(self._encode(items), self._seq, self._head)
             self._unwritten.append(b"".join(lines))
             self._unwritten_n += len(lines)
-        try:
-            if self._unwritten:
-                data = (
-                    self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
-                )
+        if self._unwritten:
+            data = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
+            try:
                 self._sink.write(data)
-                self._unwritten.clear()
-                self._unwritten_n = 0
-                self._unsynced = True
-            if self._unsynced and self._fsync is not FsyncPolicy.NONE:
-                self._sink.sync()
-            self._unsynced = False
-        except OSError:
-            # Keep every record; retry only at the interval so a dead disk costs
-            # one syscall per interval, not one per order.
-            self._ok = False
-            self._flush_at = self._max_pending
-            self._deadline = self._clock.monotonic_ns() + self._interval_ns
-            return False
-        self._ok = not self._closed
+            except OSError:
+                # Keep every record; retry only at the interval so a dead disk
+                # costs one syscall per interval, not one per order.
+                self._set_health(write_ok=False)
+                self._flush_at = self._max_pending
+                self._deadline = self._clock.monotonic_ns() + self._interval_ns
+                return False
+            self._unwritten.clear()
+            self._unwritten_n = 0
+            self._unsynced = True
+        self._set_health(write_ok=True)
         self._flush_at = self._batch_size
         self._deadline = self._clock.monotonic_ns() + self._interval_ns
+        if self._unsynced or not self._sync_ok:
+            if self._syncer is not None:
+                self._syncer.request()
+            elif self._always:
+                try:
+                    self._sink.sync()
+                except OSError:
+                    self._set_health(sync_ok=False)
+                    return False
+                self._set_health(sync_ok=True)
+            self._unsynced = False
         return True
+
+    def _sync_result(self, error: OSError | None) -> None:
+        """Called from the fsync thread: a failed fsync makes the recorder unhealthy."""
+        self._set_health(sync_ok=error is None)
+
+    def _set_health(self, *, write_ok: bool | None = None, sync_ok: bool | None = None) -> None:
+        with self._health:
+            if write_ok is not None:
+                self._write_ok = write_ok
+            if sync_ok is not None:
+                self._sync_ok = sync_ok
+            self._ok = self._write_ok and self._sync_ok and not self._closed
+
+    def sync(self) -> bool:
+        """Flush, then wait until everything written is on stable storage (any policy).
+
+        For a controlled shutdown, an end-of-day checkpoint or before publishing
+        `head` as an anchor. Returns whether the recorder is healthy afterwards.
+        """
+        if not self.flush():
+            return False
+        if self._syncer is not None:
+            self._syncer.request()
+            self._syncer.drain()
+        else:
+            try:
+                self._sink.sync()
+                self._set_health(sync_ok=True)
+            except OSError:
+                self._set_health(sync_ok=False)
+        return self._ok
 
     def close(self) -> None:
         if self._closed:
             return
-        if not self.flush():
+        where = getattr(self._sink, "path", "sink")
+        if not self.flush() and self.pending:
             raise UnwrittenRecords(
-                f"{getattr(self._sink, 'path', 'sink')}: {self.pending} records could not be "
-                "written; the recorder stays open, call close() again to retry"
+                f"{where}: {self.pending} records could not be written; "
+                "the recorder stays open, call close() again to retry"
             )
+        if self._fsync is not FsyncPolicy.NONE and not self.sync():
+            raise UnwrittenRecords(
+                f"{where}: records were written but fsync failed; "
+                "the recorder stays open, call close() again to retry"
+            )
+        if self._syncer is not None:
+            self._syncer.stop()
         self._closed = True
-        self._ok = False
+        self._set_health()
         self._sink.close()
 
     def __enter__(self) -> Self:
@@ -234,7 +288,7 @@ class FlightRecorder:
         try:
             return self._encoder.encode(payload)
         except (TypeError, ValueError, OverflowError):
-            return self._encoder.encode(_conform(payload))
+            return self._encoder.encode(conform(payload))
 
 
 def _payload(item: _DecisionItem | _EventItem) -> DecisionPayload | EventPayload:
@@ -291,65 +345,4 @@ def _odd_decision(item: _DecisionItem) -> DecisionPayload:
         a(decision, "detail", ""),
         rules,
     )
-    return _conform_decision(raw)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        try:
-            value.encode()
-            return str(value)
-        except UnicodeEncodeError:
-            pass
-    return repr(value)
-
-
-def _conform(p: DecisionPayload | EventPayload) -> DecisionPayload | EventPayload:
-    """Coerce a payload msgspec refused into the schema, keeping the originals as text.
-
-    An object that bypassed Order validation (the Guard blocks it as
-    invalid_order) must still be recorded and still be readable by `audit why`.
-    """
-    if isinstance(p, EventPayload):
-        data: dict[str, Scalar] = {
-            _text(k): v if isinstance(v, _SCALARS) and not isinstance(v, str) else _text(v)
-            for k, v in p.data.items()
-        }
-        return EventPayload(p.ts, _text(p.kind), *_context_text(p), data)
-    return _conform_decision(p)
-
-
-def _context_text(p: DecisionPayload | EventPayload) -> tuple[str, str | None, str | None, str]:
-    return (
-        _text(p.node),
-        None if p.release_id is None else _text(p.release_id),
-        None if p.flag_snapshot_id is None else _text(p.flag_snapshot_id),
-        _text(p.limits_version),
-    )
-
-
-def _conform_decision(p: DecisionPayload) -> DecisionPayload:
-    raw: object = (p.qty, p.price, p.accepted, p.rules)
-    qty = p.qty if type(p.qty) is int else 0
-    price = p.price if p.price is None or type(p.price) in (int, float) else None
-    accepted = p.accepted if type(p.accepted) is bool else False
-    rules = tuple(_text(r) for r in p.rules) if isinstance(p.rules, tuple | list) else ()
-    detail = _text(p.detail)
-    if (qty, price, accepted, rules) != raw:
-        detail += f" [recorded as text: qty, price, accepted, rules = {raw!r}]"
-    return DecisionPayload(
-        p.ts,
-        DECISION,
-        *_context_text(p),
-        _text(p.order_id),
-        _text(p.strategy),
-        _text(p.symbol),
-        _text(p.side),
-        qty,
-        price,
-        None if p.parent_id is None else _text(p.parent_id),
-        accepted,
-        _text(p.reason),
-        detail,
-        rules,
-    )
+    return conform_decision(raw)

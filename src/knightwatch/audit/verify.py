@@ -126,7 +126,7 @@ class _Verifier:
                 self.add(ProblemKind.MALFORMED, lineno, None, f"not a record: {exc}")
                 before, prev = prev, None
                 continue
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 if complete:
                     self.add(ProblemKind.NOT_JSON, lineno, None, f"not JSON: {exc}")
                 else:

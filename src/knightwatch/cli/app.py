@@ -10,6 +10,7 @@ from knightwatch.cli.flags import app as flags_app
 from knightwatch.cli.limits import app as limits_app
 from knightwatch.cli.release import app as release_app
 from knightwatch.cli.release import keys_app
+from knightwatch.cli.replay import replay
 
 app = typer.Typer(
     name="knightwatch",
@@ -26,6 +27,7 @@ app.add_typer(flags_app, name="flags")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(release_app, name="release")
+app.command("replay")(replay)
 # --- end sub-apps ---
 
 

@@ -91,8 +91,7 @@ def _print_report(report: VerifyReport) -> None:
     if report.intact:
         console.print(
             Panel(
-                f"[bold green]INTACT[/bold green]  {report.records} records\n"
-                f"head {report.head}",
+                f"[bold green]INTACT[/bold green]  {report.records} records\nhead {report.head}",
                 title=f"audit verify {report.path}",
             )
         )

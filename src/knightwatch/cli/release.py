@@ -167,6 +167,7 @@ def _print_policy_entry(signer: str, key: VerifyKey) -> None:
     console.print(
         f'[[keys]]\nsigner = "{signer}"\nid = "{key.key_id}"\npublic_key = "{key.to_base64()}"',
         markup=False,
+        soft_wrap=True,
     )
 
 

@@ -254,7 +254,7 @@ class Admitter:
             return self._verdict(opened.node, target_release, "", freshness, now, record=False)
         checked = check_release(release, self._trust, registry, target_release=target_release)
         findings = list(checked.findings)
-        manifest = checked.manifest
+        manifest = checked.verification.manifest  # authentic, so worth diffing even if refused
         if manifest is not None:
             findings.extend(diff_contents(manifest.contents, opened.contents))
         digest = checked.verification.manifest_digest

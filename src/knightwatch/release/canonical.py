@@ -8,10 +8,12 @@ hashes to the same value and a signature made in CI verifies on every node.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import msgspec
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def canonical_bytes(value: object) -> bytes:
@@ -24,4 +26,4 @@ def sha256_hex(data: bytes) -> str:
 
 def is_sha256_hex(value: str) -> bool:
     """Lower-case 64-digit hex, the only digest spelling accepted, so equal means equal."""
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return _SHA256_HEX.fullmatch(value) is not None

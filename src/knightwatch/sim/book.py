@@ -153,7 +153,7 @@ class OrderBook:
         if self.net == target:
             return
         gap = (self.net - target) * math.exp(-dt_s / self.resilience_s)
-        self.net = target + round(gap)
+        self.net = target + math.trunc(gap)
 
     def settled_mid(self) -> float:
         """The quote after full relaxation: what the position is worth once the burst is over."""

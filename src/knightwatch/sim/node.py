@@ -52,9 +52,7 @@ class Node:
             notional = self.venue.execute(p.symbol, p.is_buy, qty, n, now_ns)
             self.sent += n
             self.executions += n
-            self.account.book(
-                p.symbol, p.is_buy, p.qty, p.filled, n * qty, notional, qty, now_ns
-            )
+            self.account.book(p.symbol, p.is_buy, p.qty, p.filled, n * qty, notional, qty, now_ns)
             self.router.on_fill(p, n * qty)
 
     def route_one(self, p: RoutedParent, now_ns: int) -> None:

@@ -163,10 +163,7 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         later = pc.count - pc.pre_open
         out = []
         for i, sym in enumerate(order):
-            if i < pc.pre_open:
-                t = 0.0
-            else:
-                t = (i - pc.pre_open) * pc.arrival_end_s / max(later, 1)
+            t = 0.0 if i < pc.pre_open else (i - pc.pre_open) * pc.arrival_end_s / max(later, 1)
             out.append(
                 ParentOrder(
                     id=f"P{i + 1:04d}",
@@ -179,9 +176,6 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 )
             )
         return out
-
-    def replay_limits(self, overrides: dict[str, Any]) -> Limits:
-        return Limits(**overrides)
 
 
 # ---------------------------------------------------------------------- loading

@@ -65,12 +65,15 @@ class Market:
 
 
 class Venue:
-    """Executes marketable children; counts what it executed per symbol."""
+    """Executes marketable children; keeps the traders' signed flow per symbol and their
+    cash, so every share and dollar can be traced to an account."""
 
     def __init__(self, market: Market) -> None:
         self.market = market
         self.executions = 0
         self.shares = 0
+        self.signed_qty = [0] * len(market.books)
+        self.cash = 0.0
 
     def execute(self, symbol: int, is_buy: bool, qty: int, count: int, now_ns: int) -> float:
         """Fill `count` children of `qty` shares; returns their total notional."""
@@ -78,6 +81,12 @@ class Venue:
         notional = self.market.books[symbol].take(is_buy, total, now_ns)
         self.executions += count
         self.shares += total
+        if is_buy:
+            self.signed_qty[symbol] += total
+            self.cash -= notional
+        else:
+            self.signed_qty[symbol] -= total
+            self.cash += notional
         return notional
 
 

@@ -1,0 +1,55 @@
+"""`knightwatch replay`: run an incident scenario with chosen guardrail layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from knightwatch.sim import runner
+from knightwatch.sim.layers import REGISTRY, LayerError, resolve
+from knightwatch.sim.report import ReplayReport
+from knightwatch.sim.scenario import ScenarioError, load
+
+
+def replay(
+    scenario: Annotated[
+        str, typer.Argument(help="built-in scenario name (knight-2012) or a scenario TOML file")
+    ],
+    guards: Annotated[
+        str,
+        typer.Option(help=f"none, all, or a comma-separated list of: {', '.join(REGISTRY)}"),
+    ] = "none",
+    seed: Annotated[
+        int | None, typer.Option(help="seed for the universe and parents (default: scenario's)")
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="write the machine-readable summary here")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="write an HTML report with plots into this directory")
+    ] = None,
+    compare: Annotated[
+        bool, typer.Option(help="also run no guards, each layer alone and all layers")
+    ] = False,
+) -> None:
+    """Replay an incident on a simulated market with the project's real Guard in the loop."""
+    console = Console()
+    try:
+        sc = load(scenario)
+        layers = resolve(guards)
+    except (ScenarioError, LayerError) as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+    result = runner.run(sc, layers, seed, console)
+    comparison = runner.compare(sc, seed, console) if compare else None
+    rep = ReplayReport(result, sc.record, comparison)
+    for table in rep.tables():
+        console.print(table)
+    if json_file is not None:
+        rep.write_json(json_file)
+        console.print(f"summary: {json_file}")
+    if report is not None:
+        console.print(f"HTML report: {rep.write_html(report)}")

@@ -1,0 +1,308 @@
+"""`ReplayReport`: a replay's results as a terminal summary, a JSON file and an HTML page.
+
+Loss figures are always after the exit model (see `knightwatch.sim.exit`);
+the "marked" P&L is shown only to make the pitfall visible.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import msgspec
+from rich.table import Table
+
+from knightwatch.sim.replay import ReplayResult
+from knightwatch.sim.scenario import Record
+
+TOLERANCE = 0.25
+
+# (label, result field, record field, format)
+RECORD_FIGURES: tuple[tuple[str, str, str, str], ...] = (
+    ("executions", "executions", "executions", "int"),
+    ("stocks traded", "symbols_traded", "symbols", "int"),
+    ("shares", "shares", "shares", "int"),
+    ("net long, stocks", "net_long_symbols", "net_long_symbols", "int"),
+    ("net short, stocks", "net_short_symbols", "net_short_symbols", "int"),
+    ("loss after exit", "loss_usd", "loss_usd", "usd"),
+    ("stocks moved > 5%", "symbols_moved_over_5pct", "symbols_moved_over_5pct", "int"),
+    ("net long, $", "net_long_usd", "net_long_usd", "usd"),
+    ("net short, $", "net_short_usd", "net_short_usd", "usd"),
+)
+# The issue's acceptance set: these must land within TOLERANCE of the record.
+CHECKED = frozenset(RECORD_FIGURES[i][0] for i in range(7))
+
+
+def fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "usd":
+        a = abs(value)
+        if a >= 1e9:
+            return f"${value / 1e9:,.2f}B"
+        if a >= 1e6:
+            return f"${value / 1e6:,.1f}M"
+        return f"${value:,.0f}"
+    return f"{int(value):,}"
+
+
+def contained_text(r: ReplayResult) -> str:
+    if r.contained_after_s is None:
+        return f"never (ran to the {r.simulated_s:g}s stop)"
+    return f"{r.contained_after_s:,.3f} s"
+
+
+class ReplayReport:
+    """One primary run, optionally with a comparison of runs (none, each layer, all)."""
+
+    def __init__(
+        self, result: ReplayResult, record: Record, comparison: list[ReplayResult] | None = None
+    ) -> None:
+        self.result = result
+        self.record = record
+        self.comparison = comparison or []
+
+    # ------------------------------------------------------------------ figures
+
+    def record_rows(self) -> list[tuple[str, str, str, float | None, bool | None]]:
+        """(figure, replay, record, ratio, within tolerance) for every figure the record has."""
+        rows = []
+        for label, field, rec_field, kind in RECORD_FIGURES:
+            ref = getattr(self.record, rec_field)
+            if ref is None:
+                continue
+            got = float(getattr(self.result, field))
+            ratio = got / ref if ref else None
+            ok = None
+            if label in CHECKED and ratio is not None:
+                ok = abs(ratio - 1.0) <= TOLERANCE
+            rows.append((label, fmt(got, kind), fmt(ref, kind), ratio, ok))
+        return rows
+
+    def json(self) -> dict[str, Any]:
+        out = self.result.summary()
+        if self.result.guards == ["none"] and self.record_rows():
+            out["vs_record"] = {
+                label: {"replay": rep, "record": rec, "ratio": ratio, "within_25pct": ok}
+                for label, rep, rec, ratio, ok in self.record_rows()
+            }
+        if self.comparison:
+            out["comparison"] = [_row(r) for r in self.comparison]
+        return out
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(msgspec.json.format(msgspec.json.encode(self.json()), indent=2) + b"\n")
+
+    # ------------------------------------------------------------------ sections
+
+    def sections(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """(title, columns, rows) for each table; the terminal and the HTML page both use them."""
+        r = self.result
+        summary = [
+            ["time from the open to containment", contained_text(r)],
+            ["child orders sent", fmt(r.child_orders, "int")],
+            ["child orders blocked", fmt(r.blocked_orders, "int")],
+            ["executions", fmt(r.executions, "int")],
+            ["runaway executions (overfills)", fmt(r.runaway_executions, "int")],
+            ["shares", fmt(r.shares, "int")],
+            ["stocks traded", fmt(r.symbols_traded, "int")],
+            ["peak gross exposure", fmt(r.peak_gross_usd, "usd")],
+            ["net long", f"{fmt(r.net_long_usd, 'usd')} in {r.net_long_symbols} stocks"],
+            ["net short", f"{fmt(r.net_short_usd, 'usd')} in {r.net_short_symbols} stocks"],
+            ["stocks moved > 5%", fmt(r.symbols_moved_over_5pct, "int")],
+            ["loss after the exit", fmt(r.loss_usd, "usd")],
+            ["P&L if marked at pushed-up prices (pitfall)", fmt(r.marked_pnl_usd, "usd")],
+            ["simulated / wall", f"{r.simulated_s:g} s / {r.wall_seconds:.2f} s"],
+        ]
+        title = f"replay {r.scenario} (seed {r.seed}), guards: {', '.join(r.guards)}"
+        out = [(title, ["figure", "value"], summary)]
+        if r.guards == ["none"] and self.record_rows():
+            rows = [
+                [
+                    label,
+                    rep,
+                    rec,
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    "" if ok is None else ("yes" if ok else "NO"),
+                ]
+                for label, rep, rec, ratio, ok in self.record_rows()
+            ]
+            out.append(
+                (
+                    f"replay vs SEC record ({self.record.source or 'record'})",
+                    ["figure", "replay", "record", "ratio", "within 25%"],
+                    rows,
+                )
+            )
+        if self.comparison:
+            cols = [
+                "guards",
+                "contained after",
+                "child orders",
+                "executions",
+                "shares",
+                "peak gross",
+                "net long",
+                "net short",
+                "loss after exit",
+            ]
+            rows = [
+                [
+                    ",".join(c.guards),
+                    contained_text(c),
+                    fmt(c.child_orders, "int"),
+                    fmt(c.executions, "int"),
+                    fmt(c.shares, "int"),
+                    fmt(c.peak_gross_usd, "usd"),
+                    fmt(c.net_long_usd, "usd"),
+                    fmt(c.net_short_usd, "usd"),
+                    fmt(c.loss_usd, "usd"),
+                ]
+                for c in self.comparison
+            ]
+            out.append(("guardrail layers against the same scenario", cols, rows))
+        return out
+
+    def tables(self) -> list[Table]:
+        out = []
+        for title, cols, rows in self.sections():
+            t = Table(title=title)
+            for i, col in enumerate(cols):
+                t.add_column(col, justify="left" if i == 0 else "right")
+            for row in rows:
+                t.add_row(*row)
+            out.append(t)
+        return out
+
+    # ------------------------------------------------------------------ html
+
+    def write_html(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        r = self.result
+        figs = [self._plot_loss(), self._plot_rates(), self._plot_exposure()]
+        body = [
+            f"<h1>Replay {html.escape(r.scenario)}: guards {html.escape(', '.join(r.guards))}</h1>"
+        ]
+        for table in self._html_tables():
+            body.append(table)
+        for fig in figs:
+            body.append(f'<img alt="plot" src="data:image/png;base64,{fig}">')
+        body.append(self._html_events())
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>knightwatch replay</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+            "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+            "img{max-width:100%;display:block;margin:1em 0}</style></head><body>"
+            + "\n".join(body)
+            + "</body></html>\n"
+        )
+        path = directory / "index.html"
+        path.write_text(page, encoding="utf-8")
+        self.write_json(directory / "summary.json")
+        return path
+
+    def _html_tables(self) -> list[str]:
+        out = []
+        for title, cols, rows in self.sections():
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+            lines = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                for row in rows
+            )
+            out.append(f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{lines}</table>")
+        return out
+
+    def _html_events(self) -> str:
+        ev = self.result.events
+        shown = ev[:500]
+        rows = "".join(
+            f"<tr><td>{e.t_s:,.3f}</td><td>{html.escape(e.layer)}</td><td>{html.escape(e.node)}"
+            f"</td><td style='text-align:left'>{html.escape(e.what)}</td></tr>"
+            for e in shown
+        )
+        more = f"<p>{len(ev) - len(shown)} more in summary.json</p>" if len(ev) > len(shown) else ""
+        return (
+            "<h2>guardrail and operator actions</h2><table><tr><th>t (s)</th><th>layer</th>"
+            f"<th>node</th><th>what</th></tr>{rows}</table>{more}"
+        )
+
+    def _markers(self, ax: Any) -> None:
+        """One vertical line per kind of action, at its first occurrence."""
+        seen: dict[str, float] = {}
+        for e in self.result.events:
+            key = e.layer if e.layer != "guard" else e.what
+            seen.setdefault(key, e.t_s)
+        colors = plt.get_cmap("tab10")
+        for i, (key, t) in enumerate(sorted(seen.items(), key=lambda kv: kv[1])):
+            ax.axvline(t, color=colors(i % 10), linestyle="--", linewidth=1, label=key)
+
+    def _plot_loss(self) -> str:
+        s = self.result.series
+        fig, ax = plt.subplots(figsize=(10, 4))
+        ax.plot(s.t_s, [v / 1e6 for v in s.loss_usd], color="black", label="loss if unwound now")
+        self._markers(ax)
+        ax.set_xlabel("seconds after the open")
+        ax.set_ylabel("loss after exit ($M)")
+        ax.set_title("cumulative loss (valued with the exit model)")
+        ax.legend(fontsize=7, loc="upper left")
+        return _png(fig)
+
+    def _plot_rates(self) -> str:
+        s = self.result.series
+        fig, ax = plt.subplots(figsize=(10, 4))
+        for node, counts in s.orders.items():
+            rates = [0.0] + [
+                (counts[i] - counts[i - 1]) / max(s.t_s[i] - s.t_s[i - 1], 1e-9)
+                for i in range(1, len(counts))
+            ]
+            ax.plot(s.t_s, rates, label=node, linewidth=1)
+        self._markers(ax)
+        ax.set_xlabel("seconds after the open")
+        ax.set_ylabel("child orders sent per second")
+        ax.set_title("order rate per node")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        return _png(fig)
+
+    def _plot_exposure(self) -> str:
+        s = self.result.series
+        fig, ax = plt.subplots(figsize=(10, 4))
+        ax.plot(s.t_s, [v / 1e6 for v in s.gross_usd], color="tab:red", label="gross exposure")
+        self._markers(ax)
+        ax.set_xlabel("seconds after the open")
+        ax.set_ylabel("gross exposure ($M)")
+        ax.set_title("firm exposure over time")
+        ax.legend(fontsize=7, loc="upper left")
+        return _png(fig)
+
+
+def _row(r: ReplayResult) -> dict[str, Any]:
+    return {
+        "guards": ",".join(r.guards),
+        "contained_after_s": r.contained_after_s,
+        "child_orders": r.child_orders,
+        "executions": r.executions,
+        "shares": r.shares,
+        "peak_gross_usd": r.peak_gross_usd,
+        "net_long_usd": r.net_long_usd,
+        "net_long_symbols": r.net_long_symbols,
+        "net_short_usd": r.net_short_usd,
+        "net_short_symbols": r.net_short_symbols,
+        "loss_usd": r.loss_usd,
+    }
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")

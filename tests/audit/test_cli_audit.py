@@ -1,0 +1,108 @@
+"""`knightwatch audit verify|why|tail` through the real typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+
+from .conftest import WriteFile
+
+runner = CliRunner()
+
+
+def test_verify_intact_exits_0(write_file: WriteFile, audit_path: Path) -> None:
+    lines = write_file(12)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    assert result.exit_code == 0, result.output
+    assert "INTACT" in result.output and f"{len(lines)} records" in result.output
+
+
+def test_verify_tampered_exits_1_and_names_the_line(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    lines = write_file(12)
+    lines[3] = lines[3].replace(b'"qty":100', b'"qty":1000')
+    audit_path.write_bytes(b"".join(lines))
+    result = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    assert result.exit_code == 1
+    assert "TAMPERED" in result.output and "edited" in result.output
+
+
+def test_verify_json_output(write_file: WriteFile, audit_path: Path) -> None:
+    lines = write_file(5)
+    del lines[2]
+    audit_path.write_bytes(b"".join(lines))
+    result = runner.invoke(app, ["audit", "verify", str(audit_path), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert [(p["kind"], p["line"]) for p in report["problems"]] == [("deleted", 3)]
+
+
+def test_verify_unreadable_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", "verify", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["audit", "verify", str(tmp_path)])
+    assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_verify_bad_anchor_is_named(write_file: WriteFile, audit_path: Path) -> None:
+    write_file(3)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path), "--anchor", "xyz"])
+    assert result.exit_code == 2 and "--anchor" in result.output
+
+
+def test_verify_anchor_catches_a_cut_tail(write_file: WriteFile, audit_path: Path) -> None:
+    lines = write_file(8)
+    head = json.loads(lines[-1])["hash"]
+    audit_path.write_bytes(b"".join(lines[:-2]))
+    result = runner.invoke(app, ["audit", "verify", str(audit_path), "--anchor", head])
+    assert result.exit_code == 1 and "anchor_missing" in result.output
+
+
+def test_why_prints_the_reasons(write_file: WriteFile, audit_path: Path) -> None:
+    write_file(10)
+    result = runner.invoke(app, ["audit", "why", "o4", str(audit_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for expected in (
+        "BLOCKED",
+        "max_order_qty",
+        "qty 50000 > max_order_qty",
+        "n1",
+        "rel-7",
+        "snap-3",
+        "v2",
+        "trading_state, armed, validity, max_order_qty",
+        "2012-08-01T13:40:00",
+        "fills: none recorded",
+    ):
+        assert expected in out, expected
+    accepted = runner.invoke(app, ["audit", "why", "o7", str(audit_path)])
+    assert accepted.exit_code == 0 and "ACCEPTED" in accepted.output
+    assert "fills" in accepted.output and "101" in accepted.output
+
+
+def test_why_unknown_order_exits_1(write_file: WriteFile, audit_path: Path) -> None:
+    write_file(3)
+    result = runner.invoke(app, ["audit", "why", "ghost", str(audit_path)])
+    assert result.exit_code == 1 and "no decision recorded" in result.output
+
+
+def test_why_unreadable_file_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", "why", "o1", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_tail_shows_the_last_records(write_file: WriteFile, audit_path: Path) -> None:
+    lines = write_file(10)
+    result = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "3"])
+    assert result.exit_code == 0, result.output
+    last_seq = len(lines) - 1
+    assert str(last_seq) in result.output and str(last_seq - 2) in result.output
+    bad = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "0"])
+    assert bad.exit_code == 2

@@ -1,0 +1,80 @@
+"""explain_order: the decision, its context, its fills and the control actions before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knightwatch.audit import FlightRecorder, OrderNotFound, explain_order
+from knightwatch.audit.record import AuditContext
+from knightwatch.clock import SimClock
+from knightwatch.decision import ACCEPTED, Decision, RejectReason
+
+from .helpers import CTX, RULES, order
+
+HALTED = Decision(False, RejectReason.HALTED, "strategy smars is HALTED (drill by ops)")
+
+
+def build(path: Path, clock: SimClock) -> None:
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_event("arm", CTX, actor="ops")
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+        clock.advance(1_000)
+        rec.record_event("fill", CTX, order_id="o1", symbol="AAPL", qty=60, price=101.2)
+        rec.record_event("halt", CTX, scope="strategy", key="smars", reason="drill", actor="ops")
+        rec.record_event("halt", CTX, scope="strategy", key="other", reason="x", actor="ops")
+        rec.record_event("halt", CTX, scope="symbol", key="MSFT", reason="x", actor="ops")
+        rec.record_event("halt", CTX, scope="strategy_symbol", key="smars/AAPL", reason="t")
+        rec.record_decision(order(2), HALTED, CTX, ("trading_state",))
+        rec.record_event("resume", CTX, scope="strategy", key="smars", reason="ok", actor="ops")
+        rec.record_event("fill", CTX, order_id="o1", symbol="AAPL", qty=40, price=101.3)
+        rec.record_event("fill", CTX, order_id="o11", symbol="AAPL", qty=1, price=1.0)
+
+
+def test_accepted_order_with_its_fills(audit_path: Path, clock: SimClock) -> None:
+    build(audit_path, clock)
+    exp = explain_order(audit_path, "o1")
+    d = exp.decision
+    assert d.accepted and d.reason == "ok" and d.rules == RULES
+    assert (d.node, d.release_id, d.flag_snapshot_id, d.limits_version) == (
+        "n1",
+        "rel-7",
+        "snap-3",
+        "v2",
+    )
+    assert [f.data["qty"] for f in exp.fills] == [60, 40]
+    assert [c.kind for c in exp.controls] == ["arm"]
+
+
+def test_blocked_order_shows_the_halts_that_applied(audit_path: Path, clock: SimClock) -> None:
+    build(audit_path, clock)
+    exp = explain_order(audit_path, "o2")
+    assert not exp.decision.accepted and exp.decision.reason == "halted"
+    assert exp.fills == ()
+    keys = [(c.kind, c.data.get("key")) for c in exp.controls]
+    assert keys == [("arm", None), ("halt", "smars"), ("halt", "smars/AAPL")]
+
+
+def test_unknown_order_is_a_clear_error(audit_path: Path, clock: SimClock) -> None:
+    build(audit_path, clock)
+    with pytest.raises(OrderNotFound, match="'o404': no decision recorded"):
+        explain_order(audit_path, "o404")
+
+
+def test_duplicate_ids_return_every_decision(audit_path: Path, clock: SimClock) -> None:
+    dup = Decision(False, RejectReason.DUPLICATE_ORDER_ID, "order id o1 already seen")
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+        rec.record_decision(order(1), dup, AuditContext(node="n1"), ("validity",))
+    exp = explain_order(audit_path, "o1")
+    assert [d.reason for d in exp.decisions] == ["ok", "duplicate_order_id"]
+    assert exp.decision.reason == "duplicate_order_id"
+
+
+def test_broken_lines_do_not_stop_the_explanation(audit_path: Path, clock: SimClock) -> None:
+    build(audit_path, clock)
+    with audit_path.open("ab") as f:
+        f.write(b'not json but mentions "o1"\n')
+        f.write(b'\x80{"order_id":"o1"}\n')
+    assert explain_order(audit_path, "o1").decision.accepted

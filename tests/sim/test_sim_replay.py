@@ -1,0 +1,148 @@
+"""Replays: deterministic, conserving, honest about the exit, and guardrails that contain."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.sim.exit import exit_value
+from knightwatch.sim.layers import resolve
+from knightwatch.sim.replay import Replay, ReplayResult
+from knightwatch.sim.report import CHECKED, TOLERANCE, ReplayReport
+from knightwatch.sim.scenario import load
+
+SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
+
+
+def run(guards: str = "none", seed: int | None = None, path: Path | str = SMALL) -> ReplayResult:
+    return Replay(load(path), resolve(guards), seed).run()
+
+
+def comparable(r: ReplayResult) -> dict[str, Any]:
+    s = r.summary()
+    del s["wall_seconds"]
+    return s
+
+
+def test_same_seed_same_summary_and_another_seed_differs() -> None:
+    assert comparable(run(seed=3)) == comparable(run(seed=3))
+    assert comparable(run(seed=3)) != comparable(run(seed=4))
+
+
+def test_fills_sum_to_positions_and_cash_balances() -> None:
+    rep = Replay(load(SMALL), resolve("none"))
+    r = rep.run()
+    venue, acct = rep.venue, rep.account
+    assert r.executions > 0
+    for i in range(len(rep.symbols)):
+        assert venue.signed_qty[i] == acct.position[i] + acct.customer_position[i]
+    assert math.isclose(venue.cash, acct.cash + acct.customer_cash, rel_tol=1e-12)
+    assert venue.shares == r.shares == sum(rep.market.books[i].volume for i in range(12))
+    assert sum(n.executions for n in r.per_node.values()) == r.executions
+
+
+def test_the_exit_pitfall_marking_at_pushed_up_prices_shows_a_profit() -> None:
+    r = run()
+    assert r.net_long_symbols + r.net_short_symbols > 0
+    assert r.marked_pnl_usd > 0, "marked at its own impacted prices the runaway looks profitable"
+    assert r.loss_usd > 0, "after the exit the same positions lose money"
+    rep = Replay(load(SMALL), resolve("none"))
+    rep.run()
+    pos = rep.account.position
+    block = exit_value(rep.market, pos, load(SMALL).exit)
+    marked = sum(q * rep.market.books[i].mid() for i, q in enumerate(pos))
+    assert block < marked
+
+
+def test_metaorder_exit_also_loses() -> None:
+    sc = load(SMALL)
+
+    meta = msgspec.structs.replace(sc, exit=msgspec.structs.replace(sc.exit, kind="metaorder"))
+    r = Replay(meta, ()).run()
+    assert r.loss_usd > 0
+
+
+def test_all_guards_contain_within_one_second_and_lose_under_2m() -> None:
+    none, guarded = run("none"), run("all")
+    assert none.contained_after_s is None and none.runaway_executions > 1000
+    assert guarded.contained_after_s is not None and guarded.contained_after_s <= 1.0
+    assert guarded.loss_usd < 2_000_000
+    assert guarded.runaway_executions < none.runaway_executions / 100
+    assert any(e.layer in ("router_bounds", "guard") for e in guarded.events)
+
+
+@pytest.mark.parametrize("layer", ["parent_reconciliation", "router_bounds", "manual_kill"])
+def test_single_layers_that_stop_the_runaway(layer: str) -> None:
+    none, r = run("none"), run(layer)
+    assert r.contained_after_s is not None
+    assert r.loss_usd < none.loss_usd
+
+
+def test_guard_in_the_loop_changes_nothing_when_no_rule_binds() -> None:
+    """One code path: child by child through a Guard equals the batched run when nothing binds."""
+    sc = load(SMALL)
+
+    loose = msgspec.structs.replace(
+        sc, limits={**sc.limits, "max_order_qty": 10**9, "price_collar_pct": 1.0}
+    )
+    batched = Replay(loose, ()).run()
+    guarded = Replay(loose, resolve("order_size")).run()
+    assert guarded.blocked_orders == 0
+    assert guarded.executions == batched.executions
+    assert guarded.shares == batched.shares
+    assert math.isclose(guarded.loss_usd, batched.loss_usd, rel_tol=1e-9)
+
+
+def test_rate_limits_alone_slow_the_runaway_but_do_not_contain_it() -> None:
+    none, r = run("none"), run("rates")
+    assert r.blocked_orders > 0
+    assert r.executions < none.executions
+
+
+def test_knight_2012_lands_within_25_percent_of_the_sec_record() -> None:
+    sc = load("knight-2012")
+    r = Replay(sc, ()).run()
+    rows = ReplayReport(r, sc.record).record_rows()
+    checked = {label: ok for label, _, _, _, ok in rows if label in CHECKED}
+    assert len(checked) == 7
+    bad = {label: ratio for label, _, _, ratio, ok in rows if ok is False}
+    assert not bad, f"outside {TOLERANCE:.0%}: {bad}"
+    stale = r.per_node["n8"].orders
+    assert all(stale >= n.orders for n in r.per_node.values())
+
+
+def test_cli_writes_json_and_html(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    res = CliRunner().invoke(
+        app,
+        ["replay", str(SMALL), "--guards", "all", "--json", str(out), "--report", str(tmp_path)],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    for key in (
+        "scenario", "guards", "seed", "executions", "child_orders", "symbols_traded", "shares",
+        "net_long_usd", "net_long_symbols", "net_short_usd", "net_short_symbols", "loss_usd",
+        "symbols_moved_over_5pct", "contained_after_s", "per_node", "wall_seconds",
+    ):  # fmt: skip
+        assert key in data, key
+    assert data["guards"] == [layer.name for layer in resolve("all")]
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.read_text().replace("[fleet]\n", "[fleet]\ncolour = 1\n"))
+    res = CliRunner().invoke(app, ["replay", str(bad)])
+    assert res.exit_code == 2
+    assert "fleet.colour: unknown key" in res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["replay", str(SMALL), "--guards", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output

@@ -1,0 +1,90 @@
+"""Scenario loading: strict, and every error names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knightwatch.sim.layers import LayerError, resolve
+from knightwatch.sim.scenario import ScenarioError, load, loads
+
+SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
+
+
+def small_text() -> str:
+    return SMALL.read_text(encoding="utf-8")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ScenarioError) as exc:
+        loads(text, "t.toml")
+    return str(exc.value)
+
+
+def test_shipped_scenarios_load() -> None:
+    k = load("knight-2012")
+    assert k.fleet.nodes == 8 and k.parents.count == 212
+    assert len(k.symbols(k.scenario.seed)) == 154
+    assert load(SMALL).name == "small-runaway"
+
+
+def test_unknown_key_is_named() -> None:
+    msg = error_of(small_text().replace("[fleet]\n", "[fleet]\nnodez = 3\n"))
+    assert "fleet.nodez: unknown key" in msg
+
+
+def test_wrong_type_is_named() -> None:
+    msg = error_of(small_text().replace("count = 24", 'count = "many"'))
+    assert "parents.count" in msg
+
+
+def test_out_of_range_values_are_named() -> None:
+    text = (
+        small_text().replace("count = 24", "count = 0").replace("impact_y = 2.0", "impact_y = -1")
+    )
+    msg = error_of(text)
+    assert "parents.count: must be >= 1" in msg
+    assert "market.impact_y: must be > 0" in msg
+
+
+def test_missing_node_and_behaviour_are_named() -> None:
+    text = small_text().replace('missed_deploy = ["n4"]', 'missed_deploy = ["n9"]')
+    text = text.replace('"orders.rlp" = "power_peg"', '"orders.rlp" = "powerpeg"')
+    msg = error_of(text)
+    assert "fleet.missed_deploy[0]: must be a node id" in msg
+    assert "releases.old.flags.orders.rlp: must be one of" in msg
+
+
+def test_parent_sizes_must_be_whole_children() -> None:
+    msg = error_of(small_text().replace("qty = [100, 200, 500]", "qty = [150]"))
+    assert "parents.qty[0]: must be a positive multiple of parents.child_qty" in msg
+
+
+def test_limits_table_is_checked_with_the_real_limits_rules() -> None:
+    assert "limits.max_lossy: unknown key" in error_of(
+        small_text().replace("max_loss = 50_000.0", "max_lossy = 1.0")
+    )
+    assert "limits.max_loss" in error_of(
+        small_text().replace("max_loss = 50_000.0", "max_loss = -5.0")
+    )
+
+
+def test_missing_required_section_and_bad_toml() -> None:
+    assert "deploy: required key is missing" in error_of(
+        small_text().replace("[deploy]", "[deployment]")
+    ) or "deployment: unknown key" in error_of(small_text().replace("[deploy]", "[deployment]"))
+    assert "not valid TOML" in error_of("[scenario\n")
+
+
+def test_missing_file_lists_builtins(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="knight-2012"):
+        load(tmp_path / "nope.toml")
+
+
+def test_layer_names_are_checked() -> None:
+    assert resolve("none") == ()
+    assert len(resolve("all")) >= 8
+    assert [layer.name for layer in resolve("rates,manual_kill")] == ["rates", "manual_kill"]
+    with pytest.raises(LayerError, match="bogus"):
+        resolve("rates,bogus")
