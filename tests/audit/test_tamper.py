@@ -22,12 +22,12 @@ def forged(after: bytes, order_id: str, seq: int | None = None) -> bytes:
     rec = msgspec.json.decode(after)
     payload = {k: v for k, v in rec.items() if k not in ("seq", "prev", "hash")}
     payload["order_id"] = order_id
-    lines, _, _ = seal_batch(
+    pieces, _, _ = seal_batch(
         [msgspec.json.encode(payload)],
         rec["seq"] + 1 if seq is None else seq,
         rec["hash"].encode(),
     )
-    return lines[0]
+    return b"".join(pieces)
 
 
 def kinds(report: VerifyReport) -> list[tuple[ProblemKind, int, int | None]]:
@@ -104,7 +104,7 @@ def test_inserted_at_the_start_is_named(write_file: WriteFile, audit_path: Path)
     first = msgspec.json.decode(lines[0])
     payload = {k: v for k, v in first.items() if k not in ("seq", "prev", "hash")}
     fake, _, _ = seal_batch([msgspec.json.encode(payload)], 0, b"0" * 64)
-    report = check(audit_path, [fake[0], *lines])
+    report = check(audit_path, [b"".join(fake), *lines])
     assert kinds(report) == [(ProblemKind.INSERTED, 1, 0)]
 
 

@@ -31,16 +31,17 @@ class Link(msgspec.Struct):
 def seal_batch(payloads: list[bytes], seq: int, prev: bytes) -> tuple[list[bytes], int, bytes]:
     """Turn encoded payload objects into chained lines.
 
-    Returns the lines (each ending in a newline), the next seq and the new head
-    (hex, as bytes). This is the recorder's inner loop, so it is kept to one
-    format, one hash and one append per record.
+    Returns the pieces to join (two per record: body, then hash and newline),
+    the next seq and the new head (hex, as bytes). This is the recorder's inner
+    loop: one format, one hash and two appends per record, one copy at the join.
     """
     out: list[bytes] = []
     append = out.append
     for payload in payloads:
         body = b'{"seq":%d,%b,"prev":"%b"' % (seq, payload[1:-1], prev)
         prev = sha256(body).hexdigest().encode()
-        append(b'%b,"hash":"%b"}\n' % (body, prev))
+        append(body)
+        append(b',"hash":"%b"}\n' % prev)
         seq += 1
     return out, seq, prev
 

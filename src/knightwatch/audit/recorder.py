@@ -181,9 +181,10 @@ class FlightRecorder:
         if self._pending:
             items = self._pending
             self._pending = []
-            lines, self._seq, self._head = seal_batch(self._encode(items), self._seq, self._head)
-            self._unwritten.append(b"".join(lines))
-            self._unwritten_n += len(lines)
+            pieces, seq, self._head = seal_batch(self._encode(items), self._seq, self._head)
+            self._unwritten.append(b"".join(pieces))
+            self._unwritten_n += seq - self._seq
+            self._seq = seq
         if self._unwritten:
             data = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
             try:
