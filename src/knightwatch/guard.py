@@ -234,6 +234,8 @@ class Guard:
     def check(self, order: Order) -> Decision:
         """Decide on one new order; on accept it counts as working from now on."""
         if not self._recorder.ready():
+            # kept in memory with the rest, so the block is on record once the disk recovers
+            self._recorder.record_decision(order, _AUDIT_DOWN, self._ctx, ("audit",))
             self._block(order, _AUDIT_DOWN)
             return _AUDIT_DOWN
         try:
@@ -590,6 +592,7 @@ class Guard:
         book.ref = book.mark = price
         book.ref_ns = self._clock.monotonic_ns()
         self._refresh(book)
+        self._recorder.ready()  # a quiet order path still gets its records flushed on time
         if book.pos:
             self._check_loss()
 
@@ -634,6 +637,8 @@ class Guard:
         return self._armed
 
     def renew_lease(self) -> None:
+        """Extend the right to trade; also the idle tick that flushes recorded decisions."""
+        self._recorder.ready()
         if self._lease_ns is not None:
             self._lease_deadline = self._clock.monotonic_ns() + self._lease_ns
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,7 @@ def test_unwritable_path_is_a_clear_error(tmp_path: Path, clock: SimClock) -> No
         ({"batch_size": 0}, "batch_size"),
         ({"flush_interval_ms": -1.0}, "flush_interval_ms"),
         ({"flush_interval_ms": float("nan")}, "flush_interval_ms"),
+        ({"flush_interval_ms": float("inf")}, "flush_interval_ms"),
         ({"max_pending": 0}, "max_pending"),
     ],
 )
@@ -211,8 +213,11 @@ def test_batch_fsync_runs_off_the_order_path(audit_path: Path, clock: SimClock) 
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
     assert rec.sync()
     assert 1 <= sink.syncs <= 4  # fsyncs were requested per batch, may be shared
+    assert "flight-recorder-fsync" in {t.name for t in threading.enumerate()}
     rec.close()
     assert verify_file(audit_path).records == 6
+    assert rec._syncer is not None and rec._syncer._thread is not None
+    assert not rec._syncer._thread.is_alive(), "close() stops the fsync thread"
 
 
 def test_none_policy_never_fsyncs_until_asked(audit_path: Path, clock: SimClock) -> None:

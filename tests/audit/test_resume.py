@@ -13,6 +13,7 @@ from knightwatch.audit import (
     ChainCorrupt,
     EventRecord,
     FlightRecorder,
+    FsyncPolicy,
     RecorderLocked,
     decode_record,
     verify_file,
@@ -64,6 +65,18 @@ def test_torn_tail_is_cut_and_recorded(write_file: WriteFile, audit_path: Path) 
         "truncated_bytes": len(torn),
         "truncated_sha256": sha256(torn).hexdigest(),
     }
+
+
+@pytest.mark.parametrize("policy", list(FsyncPolicy))
+def test_torn_tail_recovery_under_every_policy(
+    write_file: WriteFile, audit_path: Path, policy: FsyncPolicy
+) -> None:
+    write_file(3)
+    with audit_path.open("ab") as f:
+        f.write(b'{"seq":9')
+    with FlightRecorder(audit_path, clock=SimClock(7), fsync=policy) as rec:
+        rec.record_decision(order(50), ACCEPTED, CTX, RULES)
+    assert verify_file(audit_path).intact
 
 
 def test_file_with_only_a_torn_line_starts_at_genesis(audit_path: Path, clock: SimClock) -> None:

@@ -188,3 +188,10 @@ def test_problems_are_ordered_by_line(write_file: WriteFile, audit_path: Path) -
         ProblemKind.DELETED,
         ProblemKind.EDITED,
     }
+
+
+def test_problem_list_is_capped_and_says_so(audit_path: Path) -> None:
+    audit_path.write_bytes(b"garbage\n" * 1500)
+    report = verify_file(audit_path)
+    assert len(report.problems) == 1000 and report.problems_capped
+    assert report.records == 0 and report.lines == 1500

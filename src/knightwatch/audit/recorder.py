@@ -9,6 +9,7 @@ order (fail closed) until a later flush writes everything that was kept.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from hashlib import sha256
@@ -57,8 +58,10 @@ class FlightRecorder:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1 (got {batch_size})")
-        if not flush_interval_ms >= 0:
-            raise ValueError(f"flush_interval_ms: must be >= 0 (got {flush_interval_ms})")
+        if not (math.isfinite(flush_interval_ms) and flush_interval_ms >= 0):
+            raise ValueError(
+                f"flush_interval_ms: must be a finite number >= 0 (got {flush_interval_ms})"
+            )
         if max_pending < 1:
             raise ValueError(f"max_pending: must be >= 1 (got {max_pending})")
         if sink is not None and path is not None:
@@ -86,16 +89,16 @@ class FlightRecorder:
         self._ok = True  # write_ok and sync_ok and not closed; read on the hot path
         self._flush_at = batch_size
         self._deadline = clock.monotonic_ns() + self._interval_ns
-        try:
-            self._resume()
-        except BaseException:
-            self._sink.close()
-            raise
         self._syncer = (
             Syncer(self._sink.sync, self._sync_result)
             if self._fsync is FsyncPolicy.BATCH and not isinstance(self._sink, MemorySink)
             else None
         )
+        try:
+            self._resume()
+        except BaseException:
+            self._sink.close()
+            raise
 
     def _resume(self) -> None:
         """Continue the chain of an existing file so a restart appends instead of forking."""

@@ -21,20 +21,24 @@ class Syncer:
         self._requested = 0  # generation of the newest write that needs an fsync
         self._attempted = 0  # generation the last finished fsync covered
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="flight-recorder-fsync", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first request
 
     def request(self) -> None:
         """Everything written so far must reach stable storage."""
         with self._cond:
             self._requested += 1
             self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="flight-recorder-fsync", daemon=True
+                )
+                self._thread.start()
 
     def drain(self) -> None:
         """Block until an fsync covering every request so far has finished."""
         with self._cond:
             target = self._requested
-            while self._attempted < target and self._thread.is_alive():
+            while self._attempted < target and self._thread is not None and self._thread.is_alive():
                 self._cond.wait()
 
     def stop(self) -> None:
@@ -42,7 +46,9 @@ class Syncer:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
 
     def _run(self) -> None:
         while True:

@@ -25,6 +25,8 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, Link, body_hash, split_line
 
 MAX_PROBLEMS: Final = 1000
+MAX_BREAKS: Final = 100_000
+"""Broken links kept for explanation; bounds memory on a shuffled or spliced file."""
 
 
 class ProblemKind(StrEnum):
@@ -141,7 +143,10 @@ class _Verifier:
             if not self.anchor_seen and link.hash == self.anchor:
                 self.anchor_seen = True
             if prev is not None and (link.prev != prev.hash or link.seq != prev.seq + 1):
-                self.breaks.append((before, prev, seen))
+                if len(self.breaks) < MAX_BREAKS:
+                    self.breaks.append((before, prev, seen))
+                else:
+                    self.capped = True
             before, prev, last = prev, seen, seen
         self._explain(last)
         if not self.anchor_seen:

@@ -131,12 +131,13 @@ class KillSwitch:
         entry = self._entry(scope, key, state, reason)
         t0 = self.clock.monotonic_ns()
         self._arrivals[entry.command_id] = {}
-        deadline = t0 + int(timeout_s * 1e9)
+        start = asyncio.get_running_loop().time()
+        deadline = start + timeout_s
         try:
             await self.plane.announce_state(entry)
         except ControlPlaneUnavailable as exc:
             log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
-        durable_deadline = t0 + int(max(durable_timeout_s, timeout_s) * 1e9)
+        durable_deadline = start + max(durable_timeout_s, timeout_s)
         durable = asyncio.create_task(self._store(entry, durable_deadline))
         return await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
 
@@ -150,7 +151,7 @@ class KillSwitch:
         if current is None or current.state is TradingState.ACTIVE:
             raise KillSwitchError(f"{scope.value} {entry.key!r}: not halted; nothing to resume")
         t0 = self.clock.monotonic_ns()
-        deadline = t0 + int(timeout_s * 1e9)
+        deadline = asyncio.get_running_loop().time() + timeout_s
         self._arrivals[entry.command_id] = {}
         stored = await self.plane.put_state(entry, expected_revision=revision)
         with contextlib.suppress(ControlPlaneUnavailable):
@@ -159,7 +160,7 @@ class KillSwitch:
         done.set_result(stored)
         return await self._collect(entry, t0, deadline, done, None, deadline)
 
-    async def _store(self, entry: StateEntry, deadline_ns: int) -> int | str:
+    async def _store(self, entry: StateEntry, deadline: float) -> int | str:
         """Write to the store of record, retrying through outages and elections until deadline."""
         last = "no attempt"
         while True:
@@ -167,7 +168,7 @@ class KillSwitch:
                 return await self.plane.put_state(entry)
             except ControlPlaneUnavailable as exc:
                 last = str(exc)
-            if self.clock.monotonic_ns() >= deadline_ns:
+            if asyncio.get_running_loop().time() >= deadline:
                 return last
             await asyncio.sleep(_DURABLE_RETRY_S)
 
@@ -175,11 +176,17 @@ class KillSwitch:
         self,
         entry: StateEntry,
         t0: int,
-        deadline_ns: int,
+        deadline: float,
         durable: asyncio.Future[int | str],
         targets: list[str] | None,
-        durable_deadline_ns: int,
+        durable_deadline: float,
     ) -> CommandResult:
+        """Wait for confirmations, then for the store.
+
+        Waiting uses the event loop's timers (a real wait for real messages);
+        latencies use the injected clock, so a replay reports simulated time.
+        """
+        loop = asyncio.get_running_loop()
         arrivals = self._arrivals[entry.command_id]
         try:
             if targets is None:
@@ -188,7 +195,7 @@ class KillSwitch:
                     targets = [entry.key]
             wanted = set(targets)
             while not wanted <= arrivals.keys():
-                remaining = (deadline_ns - self.clock.monotonic_ns()) / 1e9
+                remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 self._changed.clear()
@@ -196,7 +203,7 @@ class KillSwitch:
                     await asyncio.wait_for(self._changed.wait(), remaining)
             stored: int | str
             with contextlib.suppress(TimeoutError):
-                remaining = max((durable_deadline_ns - self.clock.monotonic_ns()) / 1e9, 0.05)
+                remaining = max(durable_deadline - loop.time(), 0.05)
                 await asyncio.wait_for(asyncio.shield(durable), remaining)
             stored = durable.result() if durable.done() else "store did not acknowledge in time"
         finally:

@@ -239,7 +239,7 @@ class ReplayReport:
         """One vertical line per kind of action, at its first occurrence."""
         seen: dict[str, float] = {}
         for e in self.result.events:
-            key = e.layer if e.layer != "guard" else e.what
+            key = e.layer if e.layer not in ("guard", "operator") else e.what.split(":")[0]
             seen.setdefault(key, e.t_s)
         colors = plt.get_cmap("tab10")
         for i, (key, t) in enumerate(sorted(seen.items(), key=lambda kv: kv[1])):

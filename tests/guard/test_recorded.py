@@ -1,0 +1,66 @@
+"""The Guard's decisions land in a real flight-recorder file that verifies and explains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from knightwatch.audit import FlightRecorder, explain_order, verify_file
+from knightwatch.cli.app import app
+from knightwatch.clock import SimClock
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
+from knightwatch.order import Fill, Order, Side
+from knightwatch.state import Scope
+
+
+def test_decisions_fills_and_halts_are_recorded_and_explained(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    clock = SimClock(1_343_827_800 * 10**9)
+    with FlightRecorder(path, clock=clock) as rec:
+        g = Guard(Limits(version="v7", max_order_qty=1_000), node="r8", clock=clock, recorder=rec)
+        g.set_context(release_id="smars-2012.07.27", flag_snapshot_id="flags@42")
+        g.on_price("EBR", 10.0)
+        g.arm("ops")
+        ok = Order("ok-1", "rlp", "EBR", Side.BUY, 500, 10.0)
+        big = Order("big-1", "rlp", "EBR", Side.BUY, 1_001, 10.0)
+        assert g.check(ok).accepted
+        g.on_fill(Fill("ok-1", "EBR", Side.BUY, 500, 10.0))
+        assert not g.check(big).accepted
+        g.halt(Scope.SYMBOL, "EBR", "drill", actor="alice")
+        assert not g.check(Order("late-1", "rlp", "EBR", Side.BUY, 1, 10.0)).accepted
+    report = verify_file(path)
+    assert report.intact and report.records >= 7
+    why = explain_order(path, "big-1").decision
+    assert (why.accepted, why.reason, why.node) == (False, "max_order_qty", "r8")
+    assert why.detail == "qty 1001 > max_order_qty 1000 for strategy rlp"
+    assert (why.release_id, why.flag_snapshot_id, why.limits_version) == (
+        "smars-2012.07.27",
+        "flags@42",
+        "v7",
+    )
+    assert "order_size" in why.rules and "parent" in why.rules
+    assert len(explain_order(path, "ok-1").fills) == 1
+    late = explain_order(path, "late-1")
+    assert late.decision.reason == "halted"
+    assert any(c.kind == "halt" for c in late.controls)
+    out = CliRunner().invoke(app, ["audit", "why", "big-1", str(path)])
+    assert out.exit_code == 0 and "max_order_qty" in out.output
+
+
+def test_tampered_guard_record_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    clock = SimClock(0)
+    with FlightRecorder(path, clock=clock) as rec:
+        g = Guard(Limits(), node="n", clock=clock, recorder=rec)
+        g.on_price("IBM", 100.0)
+        g.arm()
+        for i in range(5):
+            g.check(Order(f"o{i}", "s", "IBM", Side.BUY, 10, 100.0))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[4] = lines[4].replace(b'"accepted":true', b'"accepted":false')
+    path.write_bytes(b"".join(lines))
+    report = verify_file(path)
+    assert not report.intact
+    assert report.problems[0].line == 5
