@@ -22,100 +22,17 @@ from knightwatch.decision import Decision, RejectReason
 from knightwatch.limits import Effective, Limits
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN, Fill, Order, Side, order_problem
 from knightwatch.positions import SymbolBook
-from knightwatch.state import Scope, TradingState, pair_key
+from knightwatch.state import Halt, Scope, TradingState, pair_key
+from knightwatch.window import MINUTE_NS, NS, Window, windows
+from knightwatch.working import Parent, Working
 
 log = logging.getLogger("knightwatch.guard")
 
-NS = 1_000_000_000
-MINUTE_NS = 60 * NS
 R = RejectReason
 _BUY = Side.BUY
 _ACTIVE = TradingState.ACTIVE
 _HALTED = TradingState.HALTED
 _INF = float("inf")
-
-
-class Halt:
-    """Why a scope is not ACTIVE: kept so a blocked order can say who halted it and why."""
-
-    __slots__ = ("actor", "code", "decision", "reason", "state", "ts_ns")
-
-    def __init__(
-        self, state: TradingState, code: RejectReason, reason: str, actor: str, ts_ns: int
-    ) -> None:
-        self.state = state
-        self.code = code
-        self.reason = reason
-        self.actor = actor
-        self.ts_ns = ts_ns
-        # built once: a halted fleet may be asked about millions of orders
-        self.decision = Decision(
-            False,
-            code if state is TradingState.HALTED else RejectReason.REDUCING_ONLY,
-            f"{state.name}: {reason} (by {actor})",
-        )
-
-
-class Working:
-    """An accepted order not yet fully filled or cancelled."""
-
-    __slots__ = ("parent_id", "remaining", "side", "strategy", "symbol")
-
-    def __init__(self, o: Order) -> None:
-        self.strategy = o.strategy
-        self.symbol = o.symbol
-        self.side = o.side
-        self.remaining = o.qty
-        self.parent_id = o.parent_id
-
-
-class Parent:
-    """Quantity committed to a parent's children: filled plus still working."""
-
-    __slots__ = ("children", "committed", "qty")
-
-    def __init__(self, qty: int) -> None:
-        self.qty = qty
-        self.committed = 0
-        self.children = 0
-
-
-class Window:
-    """At most `limit` events in any `span_ns` window, exactly, in O(1).
-
-    A deque holding the last `limit` accepted timestamps: the next event is
-    allowed iff fewer than `limit` are held or the oldest is outside the window.
-    """
-
-    __slots__ = ("events", "key", "limit", "reason", "scope", "span_ns")
-
-    def __init__(
-        self, limit: int, span_ns: int, reason: RejectReason, scope: str, key: str
-    ) -> None:
-        self.limit = limit
-        self.span_ns = span_ns
-        self.reason = reason
-        self.scope = scope
-        self.key = key
-        self.events: deque[int] = deque(maxlen=limit)
-
-    def detail(self) -> str:
-        unit = "s" if self.span_ns == NS else "min"
-        return (
-            f"{self.limit} orders in the last 1{unit} for {self.scope} {self.key} "
-            f"= max_orders_per_{unit}_{self.scope}"
-        )
-
-
-def _windows(
-    per_s: int | None, per_min: int | None, reason: RejectReason, scope: str, key: str
-) -> tuple[Window, ...]:
-    out = []
-    if per_s is not None:
-        out.append(Window(per_s, NS, reason, scope, key))
-    if per_min is not None:
-        out.append(Window(per_min, MINUTE_NS, reason, scope, key))
-    return tuple(out)
 
 
 class Lane:
@@ -207,7 +124,7 @@ class Guard:
         self._books: dict[str, SymbolBook] = {}
         self._working: dict[str, Working] = {}
         self._parents: dict[str, Parent] = {}
-        self._node_windows = _windows(
+        self._node_windows = windows(
             self.limits.max_orders_per_s_node,
             self.limits.max_orders_per_min_node,
             R.RATE_NODE,
@@ -437,7 +354,7 @@ class Guard:
             book = self._books[symbol] = SymbolBook()
         sw = self._strategy_windows.get(strategy)
         if sw is None:
-            sw = self._strategy_windows[strategy] = _windows(
+            sw = self._strategy_windows[strategy] = windows(
                 eff.max_orders_per_s_strategy,
                 eff.max_orders_per_min_strategy,
                 R.RATE_STRATEGY,
@@ -446,7 +363,7 @@ class Guard:
             )
         yw = self._symbol_windows.get(symbol)
         if yw is None:
-            yw = self._symbol_windows[symbol] = _windows(
+            yw = self._symbol_windows[symbol] = windows(
                 eff.max_orders_per_s_symbol,
                 eff.max_orders_per_min_symbol,
                 R.RATE_SYMBOL,

@@ -9,7 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from knightwatch.audit import FlightRecorder
 from knightwatch.decision import RejectReason as R
+from knightwatch.guard import Guard
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 
@@ -386,21 +388,21 @@ def test_realized_pnl_round_trip(rig: Mk) -> None:
 # 11. audit --------------------------------------------------------------------------------
 
 
-class DeadRecorder:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+class DeadRecorder(FlightRecorder):
+    """A recorder whose storage is gone: it can never accept another record."""
 
     def ready(self) -> bool:
         return False
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
 
 def test_recorder_that_cannot_record_blocks_everything(rig: Mk) -> None:
     r = rig()
-    r.guard._recorder = DeadRecorder(r.guard._recorder)  # type: ignore[assignment]
-    assert reason(r.send()) is R.AUDIT_UNAVAILABLE
+    dead = DeadRecorder(None, clock=r.clock)
+    g = Guard(r.limits, node="n1", clock=r.clock, recorder=dead)
+    g.on_price("IBM", 100.0)
+    g.arm()
+    assert reason(g.check(r.order())) is R.AUDIT_UNAVAILABLE
+    assert dead.pending >= 1  # the block itself is kept for when storage returns
 
 
 def test_block_emits_one_structured_log_line(rig: Mk, caplog: pytest.LogCaptureFixture) -> None:
