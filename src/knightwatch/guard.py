@@ -93,6 +93,8 @@ def _blocked(reason: RejectReason, detail: str) -> Decision:
 
 _ACCEPTED = Decision(True, R.OK, "all checks passed")
 _NOT_ARMED = Decision(False, R.NOT_ARMED, "guard is not armed; nothing leaves until arm()")
+_LEASE_NEVER = Decision(False, R.LEASE_EXPIRED, "no control-plane lease yet; renew to trade")
+_LEASE_LAPSED = Decision(False, R.LEASE_EXPIRED, "control-plane lease expired; renew to trade")
 _AUDIT_DOWN = Decision(
     False, R.AUDIT_UNAVAILABLE, "flight recorder cannot record; blocking until it can"
 )
@@ -118,6 +120,7 @@ class Guard:
         lease = self.limits.lease_timeout_s
         self._lease_ns: int | None = None if lease is None else int(lease * NS)
         self._lease_deadline = 0
+        self._lease_why = _LEASE_NEVER
         self._states: dict[tuple[Scope, str], Halt] = {}
         self._seen: set[str] = set()
         self._lanes: dict[tuple[str, str], Lane] = {}
@@ -173,7 +176,7 @@ class Guard:
             return _NOT_ARMED, None
         now = self._clock.monotonic_ns()
         if self._lease_ns is not None and now >= self._lease_deadline:
-            return _blocked(R.LEASE_EXPIRED, "control-plane lease expired; renew to trade"), None
+            return self._lease_why, None
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
         if not _looks_valid(o):
@@ -558,6 +561,19 @@ class Guard:
         self._recorder.ready()
         if self._lease_ns is not None:
             self._lease_deadline = self._clock.monotonic_ns() + self._lease_ns
+            self._lease_why = _LEASE_LAPSED
+
+    def expire_lease(self, reason: str, actor: str = "control") -> None:
+        """End the right to trade now, not at the deadline: the control plane is gone.
+
+        Orders are then blocked (and recorded) by the Guard itself with
+        `lease_expired`, so an embedding runtime never needs a refusal path of its own.
+        """
+        if self._lease_ns is None:
+            raise ValueError("expire_lease: this Guard has no lease (limits.lease_timeout_s)")
+        self._lease_deadline = self._clock.monotonic_ns()
+        self._lease_why = Decision(False, R.LEASE_EXPIRED, f"lease revoked: {reason}")
+        self._recorder.record_event("lease_expired", self._ctx, reason=reason, actor=actor)
 
     def lease_valid(self) -> bool:
         return self._lease_ns is None or self._clock.monotonic_ns() < self._lease_deadline

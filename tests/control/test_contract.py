@@ -83,7 +83,10 @@ async def test_announce_and_put_both_reach_other_connections(backend: Backend) -
     await sender.put_state(durable)
     await eventually(lambda: durable in seen)
     assert seen.count(fast) == 1  # announced, never stored
-    assert await sender.get_state(Scope.FLEET, "all") == (durable, (await sender.states())[durable.slot][1])
+    assert await sender.get_state(Scope.FLEET, "all") == (
+        durable,
+        (await sender.states())[durable.slot][1],
+    )
 
 
 async def test_confirmations_heartbeats_metrics_fan_out(backend: Backend) -> None:

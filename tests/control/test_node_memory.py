@@ -154,21 +154,21 @@ def test_lease_must_match_guard_limits() -> None:
     from knightwatch.limits import Limits
 
     with pytest.raises(NodeError, match="lease_timeout_s"):
-        NodeRuntime(Guard(Limits(), node="n1"), MemoryControlPlane(MemoryFabric()), clock=SimClock())
+        NodeRuntime(
+            Guard(Limits(), node="n1"), MemoryControlPlane(MemoryFabric()), clock=SimClock()
+        )
 
 
 _entries = st.builds(
-    lambda state, issued, cid: StateEntry(
-        Scope.SYMBOL, "AAPL", state, "r", "a", f"c{cid}", issued
-    ),
+    lambda state, issued, cid: StateEntry(Scope.SYMBOL, "AAPL", state, "r", "a", f"c{cid}", issued),
     st.sampled_from(list(TradingState)),
     st.integers(1, 20),
-    st.integers(0, 5),
+    st.integers(0, 99),
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(_entries, min_size=1, max_size=12), st.randoms())
+@given(st.lists(_entries, min_size=1, max_size=12, unique_by=lambda e: e.command_id), st.randoms())
 async def test_any_delivery_order_ends_on_the_newest_entry(
     entries: list[StateEntry], rnd: object
 ) -> None:

@@ -103,6 +103,19 @@ def test_lease_blocks_when_never_renewed_and_after_expiry(rig: Mk) -> None:
     assert not r.guard.lease_valid()
 
 
+def test_expire_lease_blocks_at_once_and_renewal_restores(rig: Mk) -> None:
+    r = rig(lease_timeout_s=10.0)
+    r.guard.renew_lease()
+    assert r.send().accepted
+    r.guard.expire_lease("control plane disconnected")
+    d = r.send()
+    assert reason(d) is R.LEASE_EXPIRED and "control plane disconnected" in d.detail
+    r.guard.renew_lease()
+    assert r.send().accepted
+    with pytest.raises(ValueError, match="no lease"):
+        rig().guard.expire_lease("x")
+
+
 # 3. validity, duplicates, symbol lists ------------------------------------------
 
 

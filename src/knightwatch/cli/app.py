@@ -7,6 +7,7 @@ import typer
 from knightwatch.cli.audit import app as audit_app
 from knightwatch.cli.demo import demo
 from knightwatch.cli.flags import app as flags_app
+from knightwatch.cli.fleet import COMMANDS as fleet_commands
 from knightwatch.cli.limits import app as limits_app
 from knightwatch.cli.release import app as release_app
 from knightwatch.cli.release import keys_app
@@ -28,6 +29,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(release_app, name="release")
 app.command("replay")(replay)
+for _name, _command in fleet_commands:
+    app.command(_name)(_command)
 # --- end sub-apps ---
 
 

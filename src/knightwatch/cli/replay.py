@@ -43,7 +43,8 @@ def replay(
     except (ScenarioError, LayerError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
-    result = runner.run(sc, layers, seed, console)
+    audit_dir = report / "audit" if report is not None else None
+    result = runner.run(sc, layers, seed, console, audit_dir)
     comparison = runner.compare(sc, seed, console) if compare else None
     rep = ReplayReport(result, sc.record, comparison)
     for table in rep.tables():
@@ -53,3 +54,9 @@ def replay(
         console.print(f"summary: {json_file}")
     if report is not None:
         console.print(f"HTML report: {rep.write_html(report)}")
+        if audit_dir is not None and audit_dir.is_dir():
+            files = sorted(audit_dir.glob("*.jsonl"))
+            console.print(
+                f"flight recorder: {len(files)} node files in {audit_dir} "
+                f"(knightwatch audit why ORDER_ID --file {audit_dir}/n1.jsonl)"
+            )

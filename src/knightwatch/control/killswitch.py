@@ -29,6 +29,7 @@ from knightwatch.state import Scope, TradingState
 log = logging.getLogger(__name__)
 
 _DURABLE_RETRY_S = 0.1
+_REANNOUNCE_S = 0.1
 
 
 class KillSwitchError(RuntimeError):
@@ -150,6 +151,10 @@ class KillSwitch:
         current, revision = await self.plane.get_state(entry.scope, entry.key)
         if current is None or current.state is TradingState.ACTIVE:
             raise KillSwitchError(f"{scope.value} {entry.key!r}: not halted; nothing to resume")
+        # A resume supersedes exactly the entry it was decided on, even if clocks disagree.
+        entry = msgspec.structs.replace(
+            entry, issued_ns=max(entry.issued_ns, current.issued_ns + 1)
+        )
         t0 = self.clock.monotonic_ns()
         deadline = asyncio.get_running_loop().time() + timeout_s
         self._arrivals[entry.command_id] = {}
@@ -194,13 +199,21 @@ class KillSwitch:
                 if entry.scope is Scope.NODE:
                     targets = [entry.key]
             wanted = set(targets)
+            next_announce = loop.time() + _REANNOUNCE_S
             while not wanted <= arrivals.keys():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                if loop.time() >= next_announce:
+                    # Nodes that were reconnecting when the first announcement went out.
+                    with contextlib.suppress(ControlPlaneUnavailable):
+                        await self.plane.announce_state(entry)
+                    next_announce = loop.time() + _REANNOUNCE_S
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+                    await asyncio.wait_for(
+                        self._changed.wait(), min(remaining, next_announce - loop.time())
+                    )
             stored: int | str
             with contextlib.suppress(TimeoutError):
                 remaining = max(durable_deadline - loop.time(), 0.05)

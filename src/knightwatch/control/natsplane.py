@@ -197,9 +197,20 @@ class NatsControlPlane:
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             try:
+                if not nc.is_connected:
+                    raise ConnectionResetError("not connected; nothing to drain")
                 await asyncio.wait_for(nc.drain(), timeout=2)
-            except (nats.errors.Error, TimeoutError):
-                await nc.close()
+            except (nats.errors.Error, OSError, TimeoutError):
+                try:
+                    await asyncio.wait_for(nc.close(), timeout=2)
+                except (nats.errors.Error, OSError, TimeoutError):
+                    pass
+                except asyncio.CancelledError:
+                    # nats-py cancels its own transport waiters when closing mid-reconnect;
+                    # only a cancellation of *this* task must propagate.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
 
     def _require_nc(self) -> Client:
         if self._nc is None:
@@ -253,8 +264,13 @@ class NatsControlPlane:
 
         nc = self._require_nc()
         await self._call(nc.subscribe(subject, cb=on_message))
-        # The server must know about the interest before anyone relies on it.
-        await self._call(nc.flush(timeout=self.request_timeout_s))  # type: ignore[arg-type]
+        # The server should know about the interest before anyone relies on it. If the
+        # connection is between servers right now, the client re-sends the subscription
+        # on reconnect, so a failed round trip here is not a failed subscription.
+        try:
+            await self._call(nc.flush(timeout=self.request_timeout_s))  # type: ignore[arg-type]
+        except ControlPlaneUnavailable as exc:
+            log.warning("subscription to %s pending until reconnect: %s", subject, exc)
 
     # --- kill switch state -------------------------------------------------
     def _state_kv(self) -> KeyValue:

@@ -33,19 +33,15 @@ from knightwatch.control.messages import (
 )
 from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.shipping import ShippingSink
-from knightwatch.decision import Decision, RejectReason
+from knightwatch.decision import Decision
 from knightwatch.guard import Guard
 from knightwatch.order import Fill, Order
 from knightwatch.state import Scope, TradingState
 
 log = logging.getLogger(__name__)
 
-_NOT_ADMITTED = Decision(
-    False,
-    RejectReason.LEASE_EXPIRED,
-    "node not admitted: control plane unreachable or kill state not yet resynced",
-)
 _AUDIT_BATCH = 500
+_RECONFIRM_NS = 50_000_000
 
 
 class NodeError(RuntimeError):
@@ -78,10 +74,10 @@ class NodeRuntime:
         self.shipper = shipper
         self.admitted = False
         self.fills = 0
-        self.not_admitted_blocks = 0
         self.errors: list[str] = []
         self.confirmed: list[Confirmation] = []
         self._applied: dict[str, StateEntry] = {}
+        self._confirmed_at: dict[str, int] = {}
         self._last_renewal_ns = 0
         self._started_ns = clock.time_ns()
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,17 +87,7 @@ class NodeRuntime:
 
     # --- the embedding program's order path ---------------------------------
     def check(self, order: Order) -> Decision:
-        """The Guard's verdict, refused outright while the node is not admitted."""
-        if not self.admitted:
-            self.not_admitted_blocks += 1
-            log.warning(
-                "BLOCK_ORDER node=%s order=%s reason=%s detail=%r",
-                self.node_id,
-                getattr(order, "id", "?"),
-                _NOT_ADMITTED.reason.value,
-                _NOT_ADMITTED.detail,
-            )
-            return _NOT_ADMITTED
+        """The Guard's verdict; while not admitted the Guard's lease is expired, so it blocks."""
         return self.guard.check(order)
 
     def on_fill(self, fill: Fill) -> None:
@@ -132,13 +118,21 @@ class NodeRuntime:
         self.guard.arm(actor)
 
     # --- lifecycle -----------------------------------------------------------
-    async def start(self) -> None:
-        """Subscribe, resync kill state, register and start heartbeats; raises if unreachable."""
+    async def join(self) -> None:
+        """Subscribe, resync kill state, take the lease and register; raises if unreachable.
+
+        A simulation calls this and then steps `heartbeat_once`/`publish_once` on
+        its own clock; live processes call `start`, which adds the timed loops.
+        """
         self.plane.on_connection(self._on_connection)
         await self.plane.subscribe_states(self._on_state)
         await self._resync()
         self._renew()
         await self.plane.put_member(self.status())
+
+    async def start(self) -> None:
+        """`join`, then heartbeats and metrics in the background until `stop`."""
+        await self.join()
         self._running = True
         self._tasks = [
             asyncio.create_task(self._heartbeats(), name=f"{self.node_id}-heartbeat"),
@@ -148,7 +142,7 @@ class NodeRuntime:
 
     async def stop(self) -> None:
         self._running = False
-        self.admitted = False
+        self._revoke("node stopping")
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -180,6 +174,14 @@ class NodeRuntime:
     async def _on_state(self, entry: StateEntry) -> None:
         if self._apply(entry):
             await self._confirm(entry)
+            return
+        # The same command again: its issuer is still waiting (our confirmation may have
+        # been lost in a reconnect). Answer, but not to the durable-path echo of it.
+        held = self._applied.get(entry.slot)
+        if held is not None and held.command_id == entry.command_id:
+            last = self._confirmed_at.get(entry.command_id, 0)
+            if self.clock.monotonic_ns() - last >= _RECONFIRM_NS:
+                await self._confirm(entry)
 
     async def _confirm(self, entry: StateEntry) -> None:
         confirmation = Confirmation(
@@ -192,6 +194,10 @@ class NodeRuntime:
         )
         self.confirmed.append(confirmation)
         del self.confirmed[:-64]
+        self._confirmed_at = {
+            c.command_id: self._confirmed_at.get(c.command_id, 0) for c in self.confirmed
+        }
+        self._confirmed_at[entry.command_id] = self.clock.monotonic_ns()
         try:
             await self.plane.confirm(confirmation)
         except ControlPlaneUnavailable:
@@ -213,6 +219,7 @@ class NodeRuntime:
     def _revoke(self, why: str) -> None:
         if self.admitted:
             self.admitted = False
+            self.guard.expire_lease(why, actor=f"node:{self.node_id}")
             log.warning("node %s: admission dropped (%s); blocking all orders", self.node_id, why)
 
     async def _on_connection(self, up: bool) -> None:
@@ -248,10 +255,8 @@ class NodeRuntime:
     # --- metrics and audit ---------------------------------------------------
     def metrics(self) -> NodeMetrics:
         g = self.guard
-        rejected = sum(g.blocked.values()) + self.not_admitted_blocks
+        rejected = sum(g.blocked.values())
         blocks = {r.value: n for r, n in g.blocked.items()}
-        if self.not_admitted_blocks:
-            blocks["not_admitted"] = self.not_admitted_blocks
         return NodeMetrics(
             node_id=self.node_id,
             at_ns=self.clock.time_ns(),

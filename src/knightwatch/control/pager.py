@@ -30,7 +30,7 @@ class Pager:
         self.sent = 0
         self.failed = 0
 
-    async def page(self, action: Action, node_id: str = "") -> None:
+    async def page(self, action: Action) -> None:
         log.critical(
             "PAGE rule=%s scope=%s key=%s state=%s reason=%r",
             action.rule.value,

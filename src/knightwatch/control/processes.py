@@ -136,7 +136,13 @@ async def serve_node(
     """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, optional flow."""
     clock = clock or SystemClock()
     limits = load_limits(limits_path, policy)
-    inner = FileSink(recorder_path) if recorder_path is not None else MemorySink()
+    inner: FileSink | MemorySink = MemorySink()
+    if recorder_path is not None:
+        try:
+            recorder_path.parent.mkdir(parents=True, exist_ok=True)
+            inner = FileSink(recorder_path)
+        except OSError as exc:
+            raise FleetError(f"--recorder: cannot open {recorder_path} ({exc})") from None
     shipper = ShippingSink(inner)
     recorder = FlightRecorder(None, clock=clock, sink=shipper)
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
@@ -184,8 +190,10 @@ class NodeProcesses:
         flow_rate: float = 0.0,
         policy: LeasePolicy | None = None,
         extra: list[str] | None = None,
+        recorder_dir: Path | None = None,
     ) -> None:
         self.urls = urls
+        self.recorder_dir = recorder_dir
         self.state_dir = state_dir
         self.flow_rate = flow_rate
         self.policy = policy or LeasePolicy()
@@ -214,6 +222,8 @@ class NodeProcesses:
             str(self.flow_rate),
             *self.extra,
         ]
+        if self.recorder_dir is not None:
+            cmd += ["--recorder", str(self.recorder_dir / f"{node_id}.jsonl")]
         with (logs / f"{node_id}.log").open("ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
         self.procs[node_id] = proc

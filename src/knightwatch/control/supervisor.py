@@ -112,11 +112,11 @@ class Supervisor:
             track.samples.popleft()
         fresh = self._fresh(now)
         out: list[Action] = []
-        out += self._errors_before_arming(m, now)
+        out += self._errors_before_arming(m)
         out += self._order_rate(m.node_id, track, fresh, now, window)
-        out += self._pnl(m.node_id, fresh, now)
-        out += self._rejects(m.node_id, track, now)
-        out += self._exposure(fresh, now)
+        out += self._pnl(m.node_id, fresh)
+        out += self._rejects(m.node_id, track)
+        out += self._exposure(fresh)
         self.actions.extend(out)
         return out
 
@@ -125,14 +125,7 @@ class Supervisor:
         return {n: t for n, t in self._nodes.items() if now - t.seen <= stale}
 
     def _fire(
-        self,
-        rule: Rule,
-        key: str,
-        active: bool,
-        scope: Scope,
-        state: TradingState,
-        why: str,
-        now: int,
+        self, rule: Rule, key: str, active: bool, scope: Scope, state: TradingState, why: str
     ) -> list[Action]:
         tag = (rule, key)
         if not active:
@@ -143,11 +136,11 @@ class Supervisor:
         self._firing.add(tag)
         return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
 
-    def _errors_before_arming(self, m: NodeMetrics, now: int) -> list[Action]:
+    def _errors_before_arming(self, m: NodeMetrics) -> list[Action]:
         bad = m.errors > 0 and not m.armed
         why = f"node {m.node_id} reported {m.errors} error(s) before arming; not to be armed"
         return self._fire(
-            Rule.ERRORS_BEFORE_ARMING, m.node_id, bad, Scope.NODE, TradingState.HALTED, why, now
+            Rule.ERRORS_BEFORE_ARMING, m.node_id, bad, Scope.NODE, TradingState.HALTED, why
         )
 
     def _order_rate(
@@ -155,17 +148,13 @@ class Supervisor:
     ) -> list[Action]:
         peers = [self.rate(n) for n in fresh if n != node_id]
         if len(peers) < self.config.min_peers:
-            return self._fire(
-                Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "", now
-            )
+            return self._fire(Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "")
         rate = self.rate(node_id)
         median = statistics.median([*peers, rate])
         limit = max(self.config.rate_multiple * median, self.config.rate_floor_per_s)
         if rate <= limit:
             track.over_since = None
-            return self._fire(
-                Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "", now
-            )
+            return self._fire(Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "")
         if track.over_since is None:
             track.over_since = now
         sustained = now - track.over_since >= window
@@ -173,11 +162,9 @@ class Supervisor:
             f"node {node_id} at {rate:.0f} orders/s vs fleet median {median:.0f}/s "
             f"(limit {limit:.0f}/s) for >= {self.config.rate_window_s:g} s"
         )
-        return self._fire(
-            Rule.ORDER_RATE, node_id, sustained, Scope.NODE, TradingState.HALTED, why, now
-        )
+        return self._fire(Rule.ORDER_RATE, node_id, sustained, Scope.NODE, TradingState.HALTED, why)
 
-    def _pnl(self, node_id: str, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
+    def _pnl(self, node_id: str, fresh: dict[str, _NodeTrack]) -> list[Action]:
         latest = {n: t.latest.pnl for n, t in fresh.items() if t.latest is not None}
         peers = [p for n, p in latest.items() if n != node_id]
         if len(peers) < self.config.min_peers:
@@ -189,11 +176,9 @@ class Supervisor:
             f"node {node_id} P&L {latest[node_id]:,.0f} deviates {deviation:+,.0f} from peer "
             f"median {median:,.0f} (threshold {self.config.pnl_deviation:,.0f})"
         )
-        return self._fire(
-            Rule.PNL_DEVIATION, node_id, bad, Scope.NODE, TradingState.HALTED, why, now
-        )
+        return self._fire(Rule.PNL_DEVIATION, node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
-    def _rejects(self, node_id: str, track: _NodeTrack, now: int) -> list[Action]:
+    def _rejects(self, node_id: str, track: _NodeTrack) -> list[Action]:
         (_, o0, r0), (_, o1, r1) = track.samples[0], track.samples[-1]
         orders, rejected = o1 - o0, r1 - r0
         bad = (
@@ -203,11 +188,9 @@ class Supervisor:
             f"node {node_id} had {rejected} of {orders} orders blocked or rejected in the last "
             f"window (limit {self.config.reject_ratio:.0%})"
         )
-        return self._fire(
-            Rule.REJECT_SPIKE, node_id, bad, Scope.NODE, TradingState.HALTED, why, now
-        )
+        return self._fire(Rule.REJECT_SPIKE, node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
-    def _exposure(self, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
+    def _exposure(self, fresh: dict[str, _NodeTrack]) -> list[Action]:
         gross = sum(t.latest.gross_exposure for t in fresh.values() if t.latest is not None)
         bad = gross > self.config.gross_exposure_cap
         why = (
@@ -215,5 +198,5 @@ class Supervisor:
             "reducing orders only"
         )
         return self._fire(
-            Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why, now
+            Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why
         )

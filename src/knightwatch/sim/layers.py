@@ -4,11 +4,14 @@ A layer configures a run before it starts: it turns on Guard rule groups
 (by giving their `Limits` keys the scenario's values; everything off is
 ``None``, which the Guard reads as "rule off"), gives the router its hard
 bounds, asks the replay to register parents with the Guard, or schedules an
-action on the simulated clock. Later layers (attestation at join, flag
-schema, staged rollout, supervisor, control-plane kill switch) add
-themselves with `register` and use the same `LayerSetup`: `schedule` gives
-them the running `Replay` (nodes, guards, routers, market) at a simulated
-instant, which is where a control-plane kill or a supervisor check plugs in.
+action on the simulated clock. The release and flag
+governance layers (attestation, flag schema, rollout) switch on checks of the
+replay's `Governance` (`setup.governance`). Later layers (supervisor,
+control-plane kill switch) add themselves with `register` and use the same
+`LayerSetup`: `schedule` gives them the running `Replay` (nodes, guards,
+routers, market, governance) at a simulated instant, and `sample_hooks` gives
+them every sample with per-node metrics, which is where a supervisor check
+plugs in.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from knightwatch.flags.rollout import Metrics
 from knightwatch.limits import FLEET_RULES, Limits
+from knightwatch.sim.governance import GovernanceMode
 from knightwatch.sim.router import RouterBounds
 from knightwatch.state import Scope
 
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
     from knightwatch.sim.scenario import Scenario
 
 Action = Callable[["Replay"], None]
+SampleHook = Callable[["Replay", "Metrics"], None]
 
 
 class LayerError(ValueError):
@@ -42,6 +48,8 @@ class LayerSetup:
         self.register_parents = False
         self.router_bounds: RouterBounds | None = None
         self.actions: list[tuple[float, str, Action]] = []
+        self.governance = GovernanceMode()
+        self.sample_hooks: list[SampleHook] = []
 
     def turn_on(self, keys: tuple[str, ...]) -> None:
         """Enable Guard rule groups with the scenario's values (Limits defaults if unset)."""
@@ -52,6 +60,11 @@ class LayerSetup:
 
     def schedule(self, at_s: float, label: str, action: Action) -> None:
         self.actions.append((at_s, label, action))
+
+    def on_sample(self, hook: SampleHook) -> None:
+        """Call `hook(replay, metrics)` at every sample (`scenario.sample_s`) with per-node
+        `order_rate_ratio` and `reject_ratio`, the supervisor metrics gates judge."""
+        self.sample_hooks.append(hook)
 
     def limits(self) -> Limits:
         """All rule groups off, then the enabled ones on; fail-closed basics stay on."""
@@ -135,6 +148,64 @@ class ManualKillLayer(Layer):
         setup.schedule(at, self.name, kill)
 
 
+class AttestationLayer(Layer):
+    """Before the open every node attests the release it really runs to the `Admitter`
+    against the signed target manifest. A refused node never joins: it gets no order
+    flow and its Guard stays disarmed. A rollback is a new target release and is judged
+    by `check_release` against the flag registry first."""
+
+    name = "attestation"
+    title = "release attestation and admission (rollback included)"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.governance.attestation = True
+
+        def admit(replay: Replay) -> None:
+            gov = replay.governance
+            for verdict in gov.admit_fleet(replay):
+                node = replay.node(verdict.node)
+                if verdict.admitted:
+                    continue
+                node.admitted = False
+                if node.guard is not None:
+                    node.guard.disarm(actor="admission")
+                reasons = ", ".join(r.value for r in verdict.reasons)
+                replay.mark(self.name, node.id, f"refused admission ({reasons}): {verdict.detail}")
+            n_ok = sum(1 for n in replay.nodes if n.admitted)
+            replay.mark(self.name, "*", f"{n_ok}/{len(replay.nodes)} nodes admitted")
+
+        setup.schedule(0.0, self.name, admit)
+
+
+class FlagSchemaLayer(Layer):
+    """Every node presents the flag table it was built with; switching the deploy flag on
+    goes through the `ActivationGate`, which refuses it while any targeted node holds the
+    id with another meaning (the reused id) and names that node."""
+
+    name = "flag_schema"
+    title = "flag schema check on activation (no reused id)"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.governance.flag_schema = True
+
+
+class RolloutLayer(Layer):
+    """The deploy flag goes on through staged `Rollout` (one node, a quarter, the fleet)
+    with health gates on each exposed node's order and reject rates; a failing gate puts
+    the flag back to its safe default where it was on and requests a node halt."""
+
+    name = "rollout"
+    title = "staged flag rollout with health gates"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.governance.rollout = True
+
+        def step(replay: Replay, metrics: Metrics) -> None:
+            replay.governance.step_rollout(replay, metrics)
+
+        setup.on_sample(step)
+
+
 REGISTRY: dict[str, Layer] = {}
 
 
@@ -181,6 +252,9 @@ for _layer in (
     ),
     RouterBoundsLayer(),
     ManualKillLayer(),
+    AttestationLayer(),
+    FlagSchemaLayer(),
+    RolloutLayer(),
 ):
     register(_layer)
 

@@ -13,7 +13,7 @@ from knightwatch.guard import Guard
 from knightwatch.order import Fill, Order, Side
 from knightwatch.sim.account import Account
 from knightwatch.sim.release import Release
-from knightwatch.sim.router import RoutedParent, SmarsRouter
+from knightwatch.sim.router import Algorithm, RoutedParent, SmarsRouter
 from knightwatch.sim.venue import Venue
 
 
@@ -42,7 +42,28 @@ class Node:
         self.executions = 0
         self.blocked = 0
         self.first_block: dict[str, int] = {}
+        self.flag_on = False
+        self.admitted = True
         self._seq = 0
+
+    def algorithm(self, flag: str | None) -> Algorithm:
+        """What this node's code does for a parent carrying `flag`, given the flag's state
+        here: a flag that is off (its safe default) selects the release's default routing."""
+        return self.release.behaviour(flag if self.flag_on else None)
+
+    def set_release(self, release: Release) -> None:
+        self.release = release
+        self._reresolve()
+
+    def set_flag(self, on: bool) -> None:
+        self.flag_on = on
+        self._reresolve()
+
+    def _reresolve(self) -> None:
+        """Working parents follow the code and flag the node has now (SEC para. 27: the
+        rollback woke Power Peg for parents on the seven servers)."""
+        for p in self.router.active:
+            p.algorithm = self.algorithm(p.order.flag)
 
     def route_batch(self, p: RoutedParent, due: int, now_ns: int) -> None:
         """Unguarded path: release what is due and execute it as one batch."""

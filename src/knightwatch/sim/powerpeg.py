@@ -20,6 +20,7 @@ from knightwatch.sim.router import RoutedParent
 
 class PowerPeg:
     __slots__ = ("name",)
+    resting = False
 
     def __init__(self) -> None:
         self.name = "power_peg"

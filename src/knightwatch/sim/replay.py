@@ -14,26 +14,34 @@ none still to arrive.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 
 from knightwatch.clock import NS_PER_S, SimClock
+from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
 from knightwatch.sim.exit import exit_value, marked_value
+from knightwatch.sim.governance import Governance
 from knightwatch.sim.layers import Action, Layer, LayerSetup
 from knightwatch.sim.node import Node
+from knightwatch.sim.recording import node_recorder
 from knightwatch.sim.router import ParentOrder, RoutedParent, SmarsRouter
 from knightwatch.sim.scenario import Scenario
 from knightwatch.sim.venue import Market, Venue
 from knightwatch.state import Scope, TradingState
 
 MOVE_THRESHOLD = 0.05
+RATE_FLOOR_PER_S = 1.0
+"""The fleet baseline an order rate is compared with never drops below this (orders/s),
+so an idle fleet does not turn one node's first orders into an infinite ratio."""
 
 
 class GuardrailEvent(msgspec.Struct, frozen=True):
@@ -59,6 +67,7 @@ class NodeStats(msgspec.Struct, frozen=True):
     orders: int
     executions: int
     blocked: int
+    admitted: bool = True
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
@@ -82,6 +91,7 @@ class ReplayResult(msgspec.Struct, frozen=True):
     contained_after_s: float | None
     simulated_s: float
     per_node: dict[str, NodeStats]
+    stale_nodes: list[str]
     events: list[GuardrailEvent]
     series: Series
     wall_seconds: float
@@ -107,7 +117,17 @@ def _quiet_guard_log() -> Iterator[None]:
 
 
 class Replay:
-    def __init__(self, scenario: Scenario, layers: tuple[Layer, ...], seed: int | None = None):
+    """One run. `audit_dir` gives every node's Guard a flight-recorder file there
+    (`<node>.jsonl`); without it the chain is sealed in bounded memory."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        layers: tuple[Layer, ...],
+        seed: int | None = None,
+        *,
+        audit_dir: Path | None = None,
+    ):
         self.scenario = scenario
         self.layers = layers
         self.seed = scenario.scenario.seed if seed is None else seed
@@ -128,7 +148,8 @@ class Replay:
             release = sc.releases[sc.deploy.previous if nid in missed else sc.deploy.target]
             guard = None
             if limits is not None:
-                guard = Guard(limits, node=nid, clock=self.clock)
+                recorder = node_recorder(nid, self.clock, audit_dir)
+                guard = Guard(limits, node=nid, clock=self.clock, recorder=recorder)
                 guard.set_context(release_id=release.id)
                 guard.arm(actor="replay")
             self.nodes.append(
@@ -144,6 +165,11 @@ class Replay:
                 )
             )
         self._by_id = {n.id: n for n in self.nodes}
+        self.governance = Governance(sc, self.clock, self.setup.governance)
+        self.governance.attach(self.nodes)
+        self._rerouted = 0
+        self._window_sent = [0] * len(self.nodes)
+        self._window_blocked = [0] * len(self.nodes)
         self._watch: list[set[int]] = [set() for _ in self.nodes]
         self.events: list[GuardrailEvent] = []
         self.series = Series(orders={n.id: [] for n in self.nodes})
@@ -153,22 +179,47 @@ class Replay:
     def now_s(self) -> float:
         return (self.clock.monotonic_ns() - self.scenario.open_ns) / NS_PER_S
 
+    def node(self, node_id: str) -> Node:
+        return self._by_id[node_id]
+
     def mark(self, layer: str, node: str, what: str) -> None:
         self.events.append(GuardrailEvent(round(self.now_s(), 3), layer, node, what))
 
     def rollback(self) -> None:
-        """2012: the new code was removed from every server, so all of them run the old one."""
+        """2012: the new code was removed from every server, so all of them run the old one.
+        With attestation on, the old release is a new target and must pass admission first."""
         previous = self.scenario.releases[self.scenario.deploy.previous]
+        if self.setup.governance.attestation:
+            check = self.governance.check_release(previous)
+            if check.findings:
+                why = "; ".join(str(f) for f in check.findings)
+                self.mark("attestation", "*", f"rollback to {previous.id} refused: {why}")
+                return
         for node in self.nodes:
-            node.release = previous
+            node.set_release(previous)
             if node.guard is not None:
                 node.guard.set_context(release_id=previous.id)
         self.mark("operator", "*", f"rollback: every node now runs {previous.id}")
+
+    def switch_flag_on(self) -> None:
+        """The deploy flag leaves its safe default: at once (2012), or through a rollout."""
+        gov = self.governance
+        if self.setup.governance.rollout:
+            gov.start_rollout(self)
+            return
+        result = gov.switch_on()
+        on = [n.id for n in self.nodes if n.flag_on]
+        if result.accepted:
+            self.mark("operator", "*", f"{gov.flag} switched on at {len(on)} node(s)")
+        else:
+            layer = "flag_schema" if self.setup.governance.flag_schema else "operator"
+            self.mark(layer, "*", f"activation refused: {result.code}: {result.detail}")
 
     def _timeline(self) -> list[tuple[int, int, str, Action]]:
         sc = self.scenario
         out: list[tuple[int, int, str, Action]] = []
         items: list[tuple[float, str, Action]] = list(self.setup.actions)
+        items.append((sc.deploy.flag_on_s, "flag_on", Replay.switch_flag_on))
         if sc.timeline.rollback_s is not None:
             items.append((sc.timeline.rollback_s, "rollback", Replay.rollback))
         for seq, (at_s, label, action) in enumerate(items):
@@ -178,13 +229,20 @@ class Replay:
 
     def _arrive(self, po: ParentOrder) -> None:
         node = self._by_id[po.node]
+        if not node.admitted:
+            # Order flow only goes to members: a node that was refused admission gets none.
+            members = [n for n in self.nodes if n.admitted]
+            if not members:
+                return
+            node = members[self._rerouted % len(members)]
+            self._rerouted += 1
         idx = self.market.index[po.symbol]
         spec = self.symbols[idx]
         interval = max(1, round(NS_PER_S / spec.peg_updates_per_s))
         rp = RoutedParent(
             po,
             idx,
-            node.release.behaviour(po.flag),
+            node.algorithm(po.flag),
             self.scenario.parents.child_qty,
             interval,
         )
@@ -249,6 +307,10 @@ class Replay:
                 next_sample = t1 + sample_ns
                 if guarded:
                     self._feed_prices()
+                if self.setup.sample_hooks:
+                    metrics = self._metrics(sample_ns / NS_PER_S)
+                    for hook in self.setup.sample_hooks:
+                        hook(self, metrics)
                 if progress is not None:
                     progress((t1 - open_ns) / (end_ns - open_ns))
             t0 = t1
@@ -275,6 +337,9 @@ class Replay:
                         f"first order blocked: {reason}",
                     )
                 )
+        for node in self.nodes:
+            if node.guard is not None:
+                node.guard.recorder.close()
         self.events.sort(key=lambda e: (e.t_s, e.node, e.layer))
         if progress is not None:
             progress(1.0)
@@ -291,6 +356,9 @@ class Replay:
         due: list[tuple[int, int, int, Node, RoutedParent]] = []
         for ni, node in enumerate(self.nodes):
             for pj, p in enumerate(node.router.active):
+                if p.algorithm.resting:
+                    p.next_k += p.due_before(t1)  # a resting parent sends nothing marketable
+                    continue
                 for j in range(p.due_before(t1)):
                     due.append((p.child_time(p.next_k + j), ni, pj, node, p))
         due.sort(key=lambda c: (c[0], c[1], c[2]))
@@ -325,6 +393,24 @@ class Replay:
             assert node.guard is not None
             for idx in watch:
                 node.guard.on_price(names[idx], books[idx].mid())
+
+    def _metrics(self, window_s: float) -> Metrics:
+        """Per-node supervisor metrics over the last sample window: the node's order rate
+        against the fleet's median rate, and its share of blocked orders."""
+        sent = [n.sent - w for n, w in zip(self.nodes, self._window_sent, strict=True)]
+        blocked = [n.blocked - w for n, w in zip(self.nodes, self._window_blocked, strict=True)]
+        self._window_sent = [n.sent for n in self.nodes]
+        self._window_blocked = [n.blocked for n in self.nodes]
+        rates = [(s + b) / window_s for s, b in zip(sent, blocked, strict=True)]
+        baseline = max(statistics.median(rates), RATE_FLOOR_PER_S)
+        total = [s + b for s, b in zip(sent, blocked, strict=True)]
+        return {
+            n.id: {
+                "order_rate_ratio": rates[i] / baseline,
+                "reject_ratio": blocked[i] / total[i] if total[i] else 0.0,
+            }
+            for i, n in enumerate(self.nodes)
+        }
 
     def _finished(self, guarded: bool, pending: bool) -> bool:
         if not pending and not any(n.router.active for n in self.nodes):
@@ -391,8 +477,10 @@ class Replay:
             contained_after_s=contained,
             simulated_s=round((t_ns - sc.open_ns) / NS_PER_S, 3),
             per_node={
-                n.id: NodeStats(n.release.id, n.sent, n.executions, n.blocked) for n in self.nodes
+                n.id: NodeStats(n.release.id, n.sent, n.executions, n.blocked, n.admitted)
+                for n in self.nodes
             },
+            stale_nodes=list(sc.fleet.missed_deploy),
             events=self.events,
             series=self.series,
             wall_seconds=round(wall, 3),

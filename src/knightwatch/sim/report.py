@@ -169,6 +169,23 @@ class ReplayReport:
                 for c in self.comparison
             ]
             out.append(("guardrail layers against the same scenario", cols, rows))
+        out.append(
+            (
+                "per node",
+                ["node", "release at the end", "admitted", "child orders", "executions", "blocked"],
+                [
+                    [
+                        node + (" (missed the deploy)" if node in r.stale_nodes else ""),
+                        st.release,
+                        "yes" if st.admitted else "NO (never traded)",
+                        fmt(st.orders, "int"),
+                        fmt(st.executions, "int"),
+                        fmt(st.blocked, "int"),
+                    ]
+                    for node, st in r.per_node.items()
+                ],
+            )
+        )
         return out
 
     def tables(self) -> list[Table]:
@@ -264,11 +281,14 @@ class ReplayReport:
                 (counts[i] - counts[i - 1]) / max(s.t_s[i] - s.t_s[i - 1], 1e-9)
                 for i in range(1, len(counts))
             ]
-            ax.plot(s.t_s, rates, label=node, linewidth=1)
+            if node in self.result.stale_nodes:
+                ax.plot(s.t_s, rates, label=f"{node} (stale)", linewidth=2.5, color="red")
+            else:
+                ax.plot(s.t_s, rates, label=node, linewidth=0.8, alpha=0.7)
         self._markers(ax)
         ax.set_xlabel("seconds after the open")
         ax.set_ylabel("child orders sent per second")
-        ax.set_title("order rate per node")
+        ax.set_title("order rate per node (the node that missed the deploy in red)")
         ax.legend(fontsize=7, loc="upper left", ncol=2)
         return _png(fig)
 

@@ -37,6 +37,8 @@ class ParentOrder(msgspec.Struct, frozen=True):
 
 class Algorithm(Protocol):
     name: str
+    resting: bool
+    """True when the algorithm waits for contra liquidity and sends no marketable children."""
 
     def wants(self, p: RoutedParent, due: int) -> int:
         """How many of the `due` children it sends now (0 means it is done with the parent)."""
@@ -104,6 +106,7 @@ class FillToParent:
     reaches the parent's (the cumulative-quantity function, SEC order para. 14)."""
 
     __slots__ = ("name",)
+    resting = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -113,6 +116,20 @@ class FillToParent:
         if open_qty <= 0:
             return 0
         return min(due, -(-open_qty // p.child_qty))
+
+
+class RetailLiquidity:
+    """RLP on the new code: the parent rests at the exchange for Retail Price Improvement
+    contra orders. The replay does not model RPI liquidity (the program started that day
+    and its fills are not published), so an RLP parent rests and sends no marketable child;
+    it is still working, which is why the 2012 rollback could wake Power Peg for it."""
+
+    __slots__ = ()
+    name = "rlp"
+    resting = True
+
+    def wants(self, p: RoutedParent, due: int) -> int:
+        return 0
 
 
 class SmarsRouter:
@@ -132,6 +149,8 @@ class SmarsRouter:
         if p.done or due <= 0:
             return 0
         p.next_k += due
+        if p.algorithm.resting:
+            return 0
         n = p.algorithm.wants(p, due)
         if n <= 0:
             p.done = "filled"

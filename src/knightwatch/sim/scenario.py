@@ -18,6 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from knightwatch.clock import NS_PER_S
+from knightwatch.flags.definition import NAMESPACED_ID
+from knightwatch.flags.rollout import RolloutPlan
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
 from knightwatch.order import Side
 from knightwatch.sim.release import BEHAVIOURS, Release
@@ -53,16 +55,20 @@ class Fleet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Deploy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """`target` is the release deployed before the open, `previous` what it replaced."""
+    """`target` is the release deployed before the open, `previous` what it replaced;
+    `flag` (a namespaced id, as the flag registry requires) leaves its safe default
+    `flag_on_s` seconds after the open."""
 
     target: str
     previous: str
     flag: str
+    flag_on_s: float = 0.0
 
 
 class Parents(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Customer parent orders: `pre_open` arrive for the open, the rest evenly up to
-    `arrival_end_s`; every symbol gets one before any gets a second."""
+    """Customer parent orders: `pre_open` were received before the open and are worked
+    from the open, the rest arrive evenly up to `arrival_end_s`; every symbol gets one
+    before any gets a second."""
 
     count: int
     pre_open: int
@@ -120,6 +126,7 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exit: Exit = Exit()
     timeline: Timeline = Timeline()
     router: RouterBounds = RouterBounds(max_children_per_parent=100)
+    rollout: RolloutPlan = RolloutPlan()
     limits: dict[str, Any] = msgspec.field(default_factory=dict)
     record: Record = Record()
     source: str = ""
@@ -268,7 +275,18 @@ def _problems(sc: Scenario) -> list[str]:
     d = sc.deploy
     need(d.target in sc.releases, "deploy.target", "must name a release", d.target)
     need(d.previous in sc.releases, "deploy.previous", "must name a release", d.previous)
-    need(bool(d.flag), "deploy.flag", "must be a non-empty string", d.flag)
+    need(
+        NAMESPACED_ID.fullmatch(d.flag) is not None,
+        "deploy.flag",
+        "must be a namespaced flag id (lower-case dotted segments, e.g. trading.smars.rlp)",
+        d.flag,
+    )
+    need(
+        0 <= d.flag_on_s <= m.duration_s,
+        "deploy.flag_on_s",
+        "must be in 0..scenario.duration_s",
+        d.flag_on_s,
+    )
     pc = sc.parents
     need(pc.count >= 1, "parents.count", "must be >= 1", pc.count)
     need(0 <= pc.pre_open <= pc.count, "parents.pre_open", "must be in 0..count", pc.pre_open)

@@ -1,0 +1,192 @@
+"""Kill propagation benchmark: command -> confirmation by all 8 node processes.
+
+Side by side, in the same run and interleaved in blocks so both see the same
+machine load, with the floor: a raw NATS core publish to 8 echo processes and
+their 8 replies (the least any request-and-confirm protocol over this server
+can cost on this box). Each kill is a real `KillSwitch.kill` (fast-path
+announcement, durable store write, confirmations) handled by real
+`knightwatch node` processes, each applying it to its Guard before confirming.
+
+    .venv/bin/python bench/kill_bench.py [--kills 200] [--nodes 8] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.aio.msg import Msg
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.messages import FLEET_KEY
+from knightwatch.control.natsplane import NatsControlPlane
+from knightwatch.control.processes import NodeProcesses, wait_admitted
+from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.state import Scope
+
+BLOCK = 25
+
+
+def percentile(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    k = (len(s) - 1) * p / 100
+    f = int(k)
+    c = min(f + 1, len(s) - 1)
+    return s[f] + (s[c] - s[f]) * (k - f)
+
+
+async def echo(url: str, ident: str) -> None:
+    """Floor subscriber: reply to every probe at once, as cheaply as the client allows."""
+    nc = await nats.connect(url, name=f"echo-{ident}")
+    payload = ident.encode()
+
+    async def on_probe(msg: Msg) -> None:
+        await nc.publish(msg.reply, payload)
+
+    await nc.subscribe("bench.floor", cb=on_probe)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def measure(args: argparse.Namespace, console: Console) -> dict[str, float]:
+    clock = SystemClock()
+    with tempfile.TemporaryDirectory(prefix="kill-bench-") as tmp:
+        state = Path(tmp)
+        server = EmbeddedNatsServer(state / "nats")
+        url = server.start()
+        nodes = NodeProcesses([url], state)
+        echoes: list[subprocess.Popen[bytes]] = []
+        plane = NatsControlPlane(url, name="bench")
+        try:
+            ids = nodes.spawn_many(args.nodes)
+            for i in range(args.nodes):
+                p = subprocess.Popen(
+                    [sys.executable, __file__, "--echo", url, f"e{i}"],
+                    stdout=subprocess.PIPE,
+                )
+                echoes.append(p)
+            for p in echoes:
+                assert p.stdout is not None
+                p.stdout.readline()
+            await plane.connect()
+            await wait_admitted(plane, ids, clock)
+            ks = KillSwitch(plane, clock, actor="kill-bench")
+            await ks.start()
+
+            nc = await nats.connect(url, name="floor")
+            inbox = nc.new_inbox()
+            got: list[int] = []
+            done = asyncio.Event()
+
+            async def on_reply(msg: Msg) -> None:
+                got.append(1)
+                if len(got) == args.nodes:
+                    done.set()
+
+            await nc.subscribe(inbox, cb=on_reply)
+            await nc.flush()
+
+            async def floor_once() -> float:
+                got.clear()
+                done.clear()
+                t0 = clock.monotonic_ns()
+                await nc.publish("bench.floor", b"x", reply=inbox)
+                await asyncio.wait_for(done.wait(), 2)
+                return (clock.monotonic_ns() - t0) / 1e6
+
+            async def kill_once() -> float:
+                r = await ks.kill(Scope.FLEET, FLEET_KEY, "bench", timeout_s=2.0, targets=ids)
+                if r.missing or r.revision is None:
+                    raise RuntimeError(f"kill not confirmed by {r.missing} / {r.durable_error}")
+                return max(r.latencies_ms.values())
+
+            for _ in range(20):  # warm-up, not measured
+                await floor_once()
+                await kill_once()
+                await asyncio.sleep(0.002)
+            kills: list[float] = []
+            floors: list[float] = []
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("kills", total=args.kills)
+                while len(kills) < args.kills:
+                    for _ in range(BLOCK):
+                        floors.append(await floor_once())
+                        await asyncio.sleep(0.002)
+                    for _ in range(min(BLOCK, args.kills - len(kills))):
+                        kills.append(await kill_once())
+                        progress.advance(task)
+                        await asyncio.sleep(0.002)
+            await nc.close()
+        finally:
+            await plane.close()
+            for p in echoes:
+                p.kill()
+                p.wait()
+            nodes.stop()
+            server.stop()
+    return {
+        "nodes": args.nodes,
+        "kills": len(kills),
+        "floor_samples": len(floors),
+        "kill_p50_ms": round(statistics.median(kills), 3),
+        "kill_p99_ms": round(percentile(kills, 99), 3),
+        "kill_max_ms": round(max(kills), 3),
+        "floor_p50_ms": round(statistics.median(floors), 3),
+        "floor_p99_ms": round(percentile(floors, 99), 3),
+        "floor_max_ms": round(max(floors), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--kills", type=int, default=200, help="measured kills (>= 200 for the target)"
+    )
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument("--echo", nargs=2, metavar=("URL", "ID"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo:
+        asyncio.run(echo(*args.echo))
+        return
+    if args.kills < 1 or args.nodes < 1:
+        parser.error("--kills and --nodes: must be >= 1")
+    console = Console()
+    result = asyncio.run(measure(args, console))
+    table = Table(
+        title=f"kill -> confirmed by all {args.nodes} node processes ({result['kills']} kills)"
+    )
+    for col in ("path", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(col)
+    table.add_row("kill (KillSwitch -> Guards -> confirmations)", str(result["kill_p50_ms"]),
+                  str(result["kill_p99_ms"]), str(result["kill_max_ms"]))  # fmt: skip
+    table.add_row("floor (core pub -> 8 echo processes -> 8 replies)", str(result["floor_p50_ms"]),
+                  str(result["floor_p99_ms"]), str(result["floor_max_ms"]))  # fmt: skip
+    console.print(table)
+    ratio50 = result["kill_p50_ms"] / result["floor_p50_ms"]
+    ratio99 = result["kill_p99_ms"] / result["floor_p99_ms"]
+    result["p50_ratio"] = round(ratio50, 2)
+    result["p99_ratio"] = round(ratio99, 2)
+    console.print(
+        f"kill/floor: p50 x{ratio50:.2f}, p99 x{ratio99:.2f} (target p99 <= x2 and < 10 ms)"
+    )
+    if args.json:
+        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+
+
+if __name__ == "__main__":
+    main()

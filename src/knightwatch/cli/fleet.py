@@ -1,0 +1,385 @@
+"""Fleet commands: `knightwatch node`, `kill`, `resume`, `status`, `supervisor`, `up`, `drill`.
+
+Every command talks to the control plane given by `--nats-url` (comma-separated
+for a cluster), or else to the server `knightwatch up` recorded in the state
+directory. Bad input exits non-zero with a message naming the option and the
+rule, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import tomllib
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.drill import DrillReport, run_drill, run_up
+from knightwatch.control.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.lease import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LEASE_TIMEOUT_S,
+    LeaseError,
+    LeasePolicy,
+)
+from knightwatch.control.messages import FLEET_KEY, StateKeyError
+from knightwatch.control.pager import Pager
+from knightwatch.control.processes import FleetError, control_plane, serve_node, wait_for_signal
+from knightwatch.control.protocol import ControlPlaneUnavailable, RevisionConflict
+from knightwatch.control.server import ServerError
+from knightwatch.control.supervisor import Supervisor, SupervisorConfig
+from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.limits import LimitsError
+from knightwatch.state import Scope, TradingState
+
+console = Console()
+T = TypeVar("T")
+
+_EXPECTED = (
+    ControlPlaneUnavailable,
+    FleetError,
+    KillSwitchError,
+    LeaseError,
+    LimitsError,
+    RevisionConflict,
+    ServerError,
+    StateKeyError,
+    ValueError,
+)
+
+NatsUrl = typer.Option(
+    "", "--nats-url", envvar="KNIGHTWATCH_NATS_URL", help="server URL(s), comma-separated"
+)
+StateDir = typer.Option(
+    Path(".knightwatch"), "--state-dir", envvar="KNIGHTWATCH_STATE_DIR", help="state directory"
+)
+Replicas = typer.Option(1, "--replicas", min=1, max=5, help="JetStream replicas (3 for a cluster)")
+
+
+def _urls(text: str) -> list[str]:
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    for u in urls:
+        if not u.startswith(("nats://", "tls://")):
+            raise FleetError(f"--nats-url: each URL must start with nats:// or tls:// (got {u!r})")
+    return urls
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one async command; expected failures become a red message and exit code 2."""
+    logging.basicConfig(
+        level=os.environ.get("KNIGHTWATCH_LOG", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return asyncio.run(make())
+    except _EXPECTED as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _scope(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
+    given = [
+        (s, k)
+        for s, k in ((Scope.NODE, node), (Scope.STRATEGY, strategy), (Scope.SYMBOL, symbol))
+        if k
+    ]
+    if len(given) > 1:
+        raise FleetError(
+            "--node, --strategy, --symbol: give at most one (none means the whole fleet)"
+        )
+    return given[0] if given else (Scope.FLEET, FLEET_KEY)
+
+
+def _print_result(result: CommandResult, verb: str) -> None:
+    e = result.entry
+    table = Table(title=f"{verb} {e.scope.value} {e.key!r}: {TradingState(e.state).name}")
+    table.add_column("node")
+    table.add_column("confirmed", justify="right")
+    for node_id in result.targets:
+        latency = result.latencies_ms.get(node_id)
+        table.add_row(node_id, f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]")
+    console.print(table)
+    if not result.targets:
+        console.print("[yellow]no live node was targeted (none holds a lease)[/yellow]")
+    if result.missing:
+        console.print(
+            f"[red]not confirmed:[/red] {', '.join(result.missing)} "
+            "(their leases expire, so they stop trading anyway)"
+        )
+    if result.revision is None:
+        console.print(f"[red]NOT DURABLE:[/red] {result.durable_error}")
+    else:
+        console.print(f"stored at revision {result.revision} (command {e.command_id})")
+
+
+def node(
+    node_id: str = typer.Option(..., "--id", help="node id: letters, digits, - and _"),
+    limits: Path | None = typer.Option(None, "--limits", help="limits TOML file"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+    lease_timeout: float = typer.Option(DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout", help="seconds"),
+    heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", help="seconds"),
+    flow: float = typer.Option(0.0, "--flow", min=0, help="drill order flow, orders/s (0 = none)"),
+    recorder: Path | None = typer.Option(None, "--recorder", help="flight recorder file"),
+    metrics_interval: float = typer.Option(0.5, "--metrics-interval", min=0.05, help="seconds"),
+    replicas: int = Replicas,
+) -> None:
+    """Run a node: Guard, lease, kill state, metrics; blocks when the control plane is gone."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node_id):
+        console.print(
+            f"[red]error:[/red] --id: must be 1-64 letters, digits, - or _ (got {node_id!r})"
+        )
+        raise typer.Exit(2)
+
+    async def go() -> None:
+        policy = LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        await serve_node(
+            node_id,
+            _urls(nats_url),
+            state_dir,
+            limits_path=limits,
+            policy=policy,
+            flow_rate=flow,
+            recorder_path=recorder,
+            metrics_s=metrics_interval,
+            replicas=replicas,
+        )
+
+    _run(go)
+
+
+def _actor(actor: str | None) -> str:
+    return actor or os.environ.get("KNIGHTWATCH_ACTOR") or getpass.getuser()
+
+
+def kill(
+    reason: str = typer.Option(..., "--reason", help="why; recorded with the command"),
+    node_id: str | None = typer.Option(None, "--node", help="only this node"),
+    strategy: str | None = typer.Option(None, "--strategy", help="only this strategy"),
+    symbol: str | None = typer.Option(None, "--symbol", help="only this symbol"),
+    drain: bool = typer.Option(
+        False, "--drain", help="REDUCING instead of HALTED: only reducing orders"
+    ),
+    timeout: float = typer.Option(
+        2.0, "--timeout", min=0.01, help="seconds to wait for confirmations"
+    ),
+    actor: str | None = typer.Option(
+        None, "--actor", help="who (default: $KNIGHTWATCH_ACTOR or login)"
+    ),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not)."""
+
+    async def go() -> CommandResult:
+        scope, key = _scope(node_id, strategy, symbol)
+        async with control_plane(_urls(nats_url), state_dir, "kill") as plane:
+            ks = KillSwitch(plane, SystemClock(), _actor(actor))
+            state = TradingState.REDUCING if drain else TradingState.HALTED
+            return await ks.kill(scope, key, reason, timeout_s=timeout, state=state)
+
+    result = _run(go)
+    _print_result(result, "drain" if drain else "kill")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def resume(
+    reason: str = typer.Option(..., "--reason", help="why; recorded with the command"),
+    node_id: str | None = typer.Option(None, "--node"),
+    strategy: str | None = typer.Option(None, "--strategy"),
+    symbol: str | None = typer.Option(None, "--symbol"),
+    timeout: float = typer.Option(2.0, "--timeout", min=0.01),
+    actor: str | None = typer.Option(
+        None, "--actor", help="who (default: $KNIGHTWATCH_ACTOR or login)"
+    ),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Resume a halted scope; recorded with who and why; refused if someone changed it meanwhile."""
+
+    async def go() -> CommandResult:
+        scope, key = _scope(node_id, strategy, symbol)
+        async with control_plane(_urls(nats_url), state_dir, "resume") as plane:
+            ks = KillSwitch(plane, SystemClock(), _actor(actor))
+            return await ks.resume(scope, key, reason, timeout_s=timeout)
+
+    result = _run(go)
+    _print_result(result, "resume")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _when(ns: int) -> str:
+    return (
+        datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if ns
+        else "-"
+    )
+
+
+def status(nats_url: str = NatsUrl, state_dir: Path = StateDir) -> None:
+    """The fleet: nodes, leases, trading states, last confirmation; and every kill/halt entry."""
+
+    async def go() -> None:
+        async with control_plane(_urls(nats_url), state_dir, "status") as plane:
+            members = await plane.members()
+            states = await plane.states()
+        now = SystemClock().time_ns()
+        nodes = Table(title="nodes")
+        for col in ("node", "host:pid", "lease", "admitted", "armed", "state", "last confirmation"):
+            nodes.add_column(col)
+        for m in members:
+            left_ms = (m.lease_expires_ns - now) / 1e6
+            lease = (
+                "left" if m.left else (f"{left_ms:.0f} ms" if left_ms > 0 else "[red]EXPIRED[/red]")
+            )
+            nodes.add_row(
+                m.node_id,
+                f"{m.host}:{m.pid}",
+                lease,
+                "yes" if m.admitted else "[red]no[/red]",
+                "yes" if m.armed else "no",
+                TradingState(m.node_state).name,
+                f"{m.last_command_id[:8]} {_when(m.last_confirmed_ns)}"
+                if m.last_command_id
+                else "-",
+            )
+        console.print(nodes)
+        table = Table(title="kill switch entries")
+        for col in ("scope", "key", "state", "actor", "reason", "issued (UTC)", "rev"):
+            table.add_column(col)
+        for e, rev in sorted(states.values(), key=lambda x: x[1]):
+            table.add_row(
+                e.scope.value,
+                e.key,
+                TradingState(e.state).name,
+                e.actor,
+                e.reason,
+                _when(e.issued_ns),
+                str(rev),
+            )
+        console.print(table)
+
+    _run(go)
+
+
+def _supervisor_config(path: Path | None) -> SupervisorConfig:
+    if path is None:
+        return SupervisorConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return msgspec.convert(data.get("supervisor", {}), SupervisorConfig)
+    except FileNotFoundError:
+        raise FleetError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetError(f"{path}: not valid TOML ({exc})") from None
+    except msgspec.ValidationError as exc:
+        raise FleetError(f"{path}: [supervisor] {exc}") from None
+
+
+def supervisor(
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML file with a [supervisor] table"
+    ),
+    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Watch node metrics and halt anomalies automatically; pages every action."""
+
+    async def go() -> None:
+        cfg = _supervisor_config(config)
+        clock = SystemClock()
+        async with control_plane(_urls(nats_url), state_dir, "supervisor") as plane:
+            service = SupervisorService(
+                plane,
+                Supervisor(cfg, clock),
+                KillSwitch(plane, clock, "supervisor"),
+                Pager(webhook),
+            )
+            await service.start()
+            console.print("supervisor running; Ctrl-C to stop")
+            await wait_for_signal()
+
+    _run(go)
+
+
+def up(
+    nodes: int = typer.Option(3, "--nodes", min=1, max=64),
+    flow: float = typer.Option(20.0, "--flow", min=0, help="orders/s per node (0 = idle nodes)"),
+    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    supervisor_config: Path | None = typer.Option(
+        None, "--supervisor-config", help="TOML file with a [supervisor] table"
+    ),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Run a local fleet: control plane, supervisor, simulated venue and N node processes."""
+
+    async def go() -> None:
+        cfg = _supervisor_config(supervisor_config)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        await run_up(nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console)
+
+    _run(go)
+
+
+def drill(
+    nodes: int = typer.Option(8, "--nodes", min=3, max=64),
+    flow: float = typer.Option(20.0, "--flow", min=1, help="normal orders/s per node"),
+    runaway_node: str = typer.Option("n3", "--runaway-node", help="node to turn into a runaway"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON"),
+) -> None:
+    """Inject a runaway on one node of a live fleet; report time to halt and kill fan-out."""
+
+    async def go() -> DrillReport:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return await run_drill(nodes, flow, runaway_node, _urls(nats_url), state_dir, console)
+
+    report = _run(go)
+    if json_out is not None:
+        json_out.write_bytes(msgspec.json.encode(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("node", node),
+    ("kill", kill),
+    ("resume", resume),
+    ("status", status),
+    ("supervisor", supervisor),
+    ("up", up),
+    ("drill", drill),
+)
+"""Top-level commands, registered on the main app (and on `fleet_app` for `python -m`)."""
+
+fleet_app = typer.Typer(
+    help="Fleet control plane.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for _name, _fn in COMMANDS:
+    fleet_app.command(_name)(_fn)
+
+if __name__ == "__main__":
+    fleet_app()

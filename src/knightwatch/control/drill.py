@@ -1,0 +1,241 @@
+"""`knightwatch up` and the live drill: a real fleet of processes on a real server.
+
+The drill is the live counterpart of the replay: eight node processes trade
+through their Guards against a simulated venue behind NATS subjects, the
+supervisor watches their metrics, and one node is turned into a Power Peg-like
+runaway. It reports what an operator would want to know on the day: how long
+until the runaway was halted automatically, how many of its orders got out
+before that, and how fast a fleet-wide kill reached every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.flow import SUBJECT_RUNAWAY
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.control.messages import FLEET_KEY, NodeMetrics
+from knightwatch.control.natsplane import NatsControlPlane
+from knightwatch.control.pager import Pager
+from knightwatch.control.processes import FleetError, NodeProcesses, control_plane, wait_for_signal
+from knightwatch.control.protocol import ControlPlaneUnavailable
+from knightwatch.control.supervisor import Supervisor, SupervisorConfig
+from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.control.venue import VenueResponder
+from knightwatch.state import Scope, TradingState
+
+METRICS_S = 0.2
+WARMUP_S = 2.0
+HALT_TIMEOUT_S = 15.0
+
+
+class DrillReport(msgspec.Struct, frozen=True):
+    nodes: int
+    runaway_node: str
+    halted: bool
+    rule: str
+    time_to_halt_ms: float
+    orders_escaped: int
+    orders_attempted: int
+    kill_latencies_ms: dict[str, float]
+    kill_missing: list[str]
+    passed: bool
+
+
+async def _wait_admitted(
+    plane: NatsControlPlane, ids: list[str], console: Console, timeout_s: float = 30.0
+) -> None:
+    clock = SystemClock()
+    deadline = clock.monotonic_ns() + int(timeout_s * 1e9)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("nodes admitted", total=len(ids))
+        while True:
+            now = clock.time_ns()
+            admitted: set[str] = set()
+            with contextlib.suppress(ControlPlaneUnavailable):
+                admitted = {
+                    s.node_id for s in await plane.members() if s.admitted and s.live(now, 0)
+                } & set(ids)
+            progress.update(task, completed=len(admitted))
+            if len(admitted) == len(ids):
+                return
+            if clock.monotonic_ns() > deadline:
+                raise FleetError(
+                    f"nodes not admitted within {timeout_s:g} s: "
+                    f"{', '.join(sorted(set(ids) - admitted))} (see their logs under logs/)"
+                )
+            await asyncio.sleep(0.1)
+
+
+class _Fleet:
+    """Venue, supervisor and node processes around one connected plane."""
+
+    def __init__(
+        self, plane: NatsControlPlane, state_dir: Path, pager: Pager, config: SupervisorConfig
+    ) -> None:
+        self.plane = plane
+        self.clock = SystemClock()
+        self.state_dir = state_dir
+        self.service = SupervisorService(
+            plane,
+            Supervisor(config, self.clock),
+            KillSwitch(plane, self.clock, "supervisor"),
+            pager,
+        )
+        self.procs: NodeProcesses | None = None
+        self.nc: Client | None = None
+        self.venue: VenueResponder | None = None
+
+    async def start(self, n: int, flow: float, console: Console) -> list[str]:
+        self.nc = await nats.connect(servers=self.plane.servers, name="venue")
+        self.venue = VenueResponder(self.nc)
+        await self.venue.start()
+        await self.service.start()
+        self.procs = NodeProcesses(
+            self.plane.servers,
+            self.state_dir,
+            flow_rate=flow,
+            policy=LeasePolicy(),
+            extra=["--metrics-interval", str(METRICS_S)],
+        )
+        ids = self.procs.spawn_many(n)
+        await _wait_admitted(self.plane, ids, console)
+        return ids
+
+    async def stop(self) -> None:
+        if self.procs is not None:
+            await asyncio.to_thread(self.procs.stop)
+        if self.nc is not None:
+            await self.nc.close()
+
+
+async def run_up(
+    n: int,
+    flow: float,
+    urls: list[str],
+    state_dir: Path,
+    pager: Pager,
+    config: SupervisorConfig,
+    console: Console,
+) -> None:
+    async with control_plane(urls, state_dir, "up", embed=True) as plane:
+        fleet = _Fleet(plane, state_dir, pager, config)
+        try:
+            ids = await fleet.start(n, flow, console)
+            console.print(
+                f"fleet up: {len(ids)} nodes on {', '.join(plane.servers)} "
+                f"(state in {state_dir}); `knightwatch status` to inspect, Ctrl-C to stop"
+            )
+            await wait_for_signal()
+        finally:
+            await fleet.stop()
+
+
+async def run_drill(
+    n: int, flow: float, runaway: str, urls: list[str], state_dir: Path, console: Console
+) -> DrillReport:
+    config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
+    async with control_plane(urls, state_dir, "drill", embed=True) as plane:
+        leftover = sorted(
+            f"{e.scope.value} {e.key!r}"
+            for e, _ in (await plane.states()).values()
+            if e.state is not TradingState.ACTIVE
+        )
+        if leftover:
+            raise FleetError(
+                f"the drill fleet is already halted ({', '.join(leftover)}); resume those scopes "
+                f"or use a fresh --state-dir"
+            )
+        fleet = _Fleet(plane, state_dir, Pager(), config)
+        latest: dict[str, NodeMetrics] = {}
+
+        async def on_metrics(m: NodeMetrics) -> None:
+            latest[m.node_id] = m
+
+        await plane.subscribe_metrics(on_metrics)
+        try:
+            ids = await fleet.start(n, flow, console)
+            if runaway not in ids:
+                raise FleetError(
+                    f"--runaway-node: must be one of {', '.join(ids)} (got {runaway!r})"
+                )
+            console.print(f"{n} nodes trading at {flow:g} orders/s each; warming up {WARMUP_S:g} s")
+            await asyncio.sleep(WARMUP_S)
+            before = latest.get(runaway)
+            base_accepted = before.accepted if before else 0
+            base_orders = before.orders if before else 0
+            assert fleet.nc is not None
+            t0 = fleet.clock.monotonic_ns()
+            await fleet.nc.publish(f"{SUBJECT_RUNAWAY}.{runaway}", b"go")
+            console.print(f"runaway injected on {runaway}")
+            rule, t_halt = "", 0
+            for _ in range(int(HALT_TIMEOUT_S / 0.005)):
+                hit = [
+                    (a, r)
+                    for a, r in fleet.service.results
+                    if a.key == runaway and runaway in r.latencies_ms
+                ]
+                if hit:
+                    rule, t_halt = hit[0][0].rule.value, fleet.clock.monotonic_ns()
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(3 * METRICS_S)
+            after = latest.get(runaway)
+            escaped = (after.accepted - base_accepted) if after else 0
+            attempted = (after.orders - base_orders) if after else 0
+            ks = KillSwitch(plane, fleet.clock, "drill")
+            kill = await ks.kill(Scope.FLEET, FLEET_KEY, "drill: fleet-wide kill", timeout_s=2.0)
+            await ks.resume(Scope.FLEET, FLEET_KEY, "drill: end of drill")
+            if rule:
+                await ks.resume(Scope.NODE, runaway, "drill: end of drill")
+        finally:
+            await fleet.stop()
+    halted = bool(rule)
+    report = DrillReport(
+        nodes=n,
+        runaway_node=runaway,
+        halted=halted,
+        rule=rule,
+        time_to_halt_ms=(t_halt - t0) / 1e6 if halted else float("nan"),
+        orders_escaped=escaped,
+        orders_attempted=attempted,
+        kill_latencies_ms=kill.latencies_ms,
+        kill_missing=kill.missing,
+        passed=halted and kill.ok,
+    )
+    _print_report(report, console)
+    return report
+
+
+def _print_report(r: DrillReport, console: Console) -> None:
+    if r.halted:
+        console.print(
+            f"[bold]{r.runaway_node} halted automatically[/bold] by {r.rule} "
+            f"{r.time_to_halt_ms:.0f} ms after the runaway started"
+        )
+    else:
+        console.print(f"[red]{r.runaway_node} was NOT halted within {HALT_TIMEOUT_S:g} s[/red]")
+    console.print(
+        f"orders from {r.runaway_node} after injection: {r.orders_attempted} attempted, "
+        f"{r.orders_escaped} accepted by its Guard and sent to the venue"
+    )
+    table = Table(title="fleet-wide kill: confirmation latency per node")
+    table.add_column("node")
+    table.add_column("ms", justify="right")
+    for node_id, ms in sorted(r.kill_latencies_ms.items()):
+        table.add_row(node_id, f"{ms:.2f}")
+    for node_id in r.kill_missing:
+        table.add_row(node_id, "[red]not confirmed[/red]")
+    console.print(table)
+    console.print("[green]drill passed[/green]" if r.passed else "[red]drill FAILED[/red]")

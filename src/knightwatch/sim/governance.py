@@ -1,0 +1,251 @@
+"""Release and flag governance in the replay: the real admission, activation and rollout code.
+
+The replay builds, in memory, what a fleet has in production: a flag registry
+holding the deploy flag with its new meaning, a target release and the
+previous one as signed manifests (CI plus release manager, threshold 2), an
+enrolled key per node, the `Admitter`, a flag state store and the
+`ActivationGate`. What each node attests is computed from the release it
+really runs (its file table and compiled-in flag table), never from the
+deploy log.
+
+Which checks bite depends on the layers (`GovernanceMode`):
+- without `attestation` the control plane believes the deploy log: every node
+  is taken to run the target release (Knight's belief in 2012);
+- with `flag_schema` every node presents the flag table it was built with, so
+  the activation gate sees node 8's older meaning of the reused id;
+- with `attestation` only nodes whose attestation matches the signed target
+  are members at all; a rollback is a new target release and goes through
+  `check_release` against the registry;
+- with `rollout` the flag leaves its safe default through `Rollout` stages and
+  health gates instead of everywhere at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from knightwatch.clock import SimClock
+from knightwatch.flags.activation import ActivationGate, ActivationRequest, ActivationResult
+from knightwatch.flags.definition import FlagDefinition, Lifecycle
+from knightwatch.flags.fleet import FleetMember
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.rollout import Metrics, RequestHalt, Rollout, RolloutRunner, SetFlag
+from knightwatch.flags.state import MemoryFlagStateStore
+from knightwatch.release.admission import Admission, Admitter, ReleaseCheck, check_release
+from knightwatch.release.attestation import attest, sign_attestation
+from knightwatch.release.contents import ReleaseContents, contents_from_memory
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.flagschema import schema_from_table
+from knightwatch.release.keys import SigningKey
+from knightwatch.release.manifest import Manifest
+from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
+from knightwatch.sim.release import MEANINGS, Release
+from knightwatch.state import Scope
+
+if TYPE_CHECKING:
+    from knightwatch.sim.node import Node
+    from knightwatch.sim.replay import Replay
+    from knightwatch.sim.scenario import Scenario
+
+OPERATOR = "operator:smars-ops"
+APPROVER = "release-manager"
+CONFIG = b"smars config: the same file on every node\n"
+
+
+class GovernanceMode(msgspec.Struct):
+    """Which governance checks the enabled layers switched on."""
+
+    attestation: bool = False
+    flag_schema: bool = False
+    rollout: bool = False
+
+
+class Governance:
+    """The control plane's release and flag state for one replay."""
+
+    def __init__(self, scenario: Scenario, clock: SimClock, mode: GovernanceMode) -> None:
+        self.scenario = scenario
+        self.mode = mode
+        self.clock = clock
+        d = scenario.deploy
+        self.target = scenario.releases[d.target]
+        self.flag = d.flag
+        meaning = MEANINGS[self.target.flags.get(d.flag, "smars")]
+        opened = scenario.scenario.open.date()
+        self.registry = FlagRegistry.from_definitions(
+            [
+                FlagDefinition(
+                    id=d.flag,
+                    description=meaning,
+                    safe_default=False,
+                    trading_behaviour=True,
+                    lifecycle=Lifecycle.ACTIVE,
+                    created=opened - timedelta(days=31),
+                    owner="smars-team",
+                    expires=opened + timedelta(days=152),
+                )
+            ],
+            source=f"{scenario.name}:feature-flags.yaml",
+        )
+        ci, rm = SigningKey.generate(), SigningKey.generate()
+        self.trust = TrustPolicy.of(2, {"ci": ci.public, APPROVER: rm.public})
+        self.envelopes: dict[str, Envelope] = {}
+        for rid, rel in scenario.releases.items():
+            manifest = Manifest(release_id=rid, contents=contents_of(rel))
+            self.envelopes[rid] = sign_release(sign_release(release_envelope(manifest), ci), rm)
+        self.node_keys = {n: SigningKey.generate() for n in scenario.node_ids()}
+        counter = itertools.count(1)
+        self.admitter = Admitter(
+            self.trust,
+            {n: k.public for n, k in self.node_keys.items()},
+            clock=clock,
+            nonce_source=lambda: f"replay-nonce-{next(counter)}",
+        )
+        self.admitted: dict[str, Manifest] = {}
+        self.admissions: list[Admission] = []
+        self.store = MemoryFlagStateStore()
+        self._nodes: list[Node] = []
+        self.gate = ActivationGate(self.registry, self, self.store, clock)
+        self.rollout: Rollout | None = None
+
+    # ------------------------------------------------------------ fleet view
+
+    def members(self) -> Sequence[FleetMember]:
+        """What the control plane knows about each node (the `FleetView` of the gate)."""
+        if self.mode.attestation:
+            return [
+                FleetMember(n, True, m.release_id, dict(m.contents.flag_schema))
+                for n, m in sorted(self.admitted.items())
+            ]
+        if self.mode.flag_schema:
+            return [
+                FleetMember(n.id, True, n.release.id, schema_of(n.release)) for n in self._nodes
+            ]
+        believed = schema_of(self.target)
+        return [FleetMember(n.id, True, self.target.id, believed) for n in self._nodes]
+
+    # ------------------------------------------------------------ admission
+
+    def admit_fleet(self, replay: Replay) -> list[Admission]:
+        """Every node attests what it runs against the signed target; refused ones never join."""
+        schema = self.registry.admission_schema()
+        out = []
+        for node in replay.nodes:
+            nonce = self.admitter.challenge(node.id)
+            claim = attest(node.id, nonce, contents_of(node.release), clock=self.clock)
+            verdict = self.admitter.admit(
+                sign_attestation(claim, self.node_keys[node.id]),
+                self.envelopes[self.target.id],
+                schema,
+                target_release=self.target.id,
+            )
+            out.append(verdict)
+            if verdict.admitted:
+                manifest = Manifest.from_statement_bytes(
+                    self.envelopes[self.target.id].payload_bytes(), source=self.target.id
+                )
+                self.admitted[node.id] = manifest
+        self.admissions.extend(out)
+        return out
+
+    def check_release(self, release: Release) -> ReleaseCheck:
+        """A new target release (e.g. a rollback), judged before any node may run it."""
+        return check_release(
+            self.envelopes[release.id],
+            self.trust,
+            self.registry.admission_schema(),
+            target_release=release.id,
+        )
+
+    # ------------------------------------------------------------ flag activation
+
+    def attach(self, nodes: list[Node]) -> None:
+        self._nodes = nodes
+
+    def switch_on(self) -> ActivationResult:
+        """The flag goes on everywhere at once, through the gate (2012's one big switch)."""
+        result = self.gate.apply(
+            ActivationRequest(
+                flag_id=self.flag,
+                value=True,
+                actor=OPERATOR,
+                reason=f"{self.target.id} launch at the open",
+                origin="replay",
+                approver=APPROVER,
+            )
+        )
+        self.sync_nodes()
+        return result
+
+    def start_rollout(self, replay: Replay) -> list[str]:
+        nodes = [m.node for m in self.members()]
+        self.rollout, actions = Rollout.start(
+            f"{self.flag}@{self.target.id}",
+            self.flag,
+            True,
+            nodes,
+            self.scenario.rollout,
+            self.clock,
+            started_by=OPERATOR,
+            approver=APPROVER,
+        )
+        return self._execute(replay, actions, seen=0)
+
+    def step_rollout(self, replay: Replay, metrics: Metrics) -> list[str]:
+        if self.rollout is None:
+            return []
+        seen = len(self.rollout.state.events)
+        return self._execute(replay, self.rollout.step(metrics), seen=seen)
+
+    def _execute(
+        self, replay: Replay, actions: Sequence[SetFlag | RequestHalt], *, seen: int
+    ) -> list[str]:
+        """Apply the rollout's actions through the gate; mark every rollout event after `seen`."""
+        assert self.rollout is not None
+        outcomes = RolloutRunner(self.gate, _NodeHalts(replay), "replay").execute(
+            self.rollout, actions
+        )
+        self.sync_nodes()
+        for event in self.rollout.state.events[seen:]:
+            if event.kind != "gate_failed":
+                replay.mark("rollout", "*", f"{event.kind}: {event.detail}")
+        return outcomes
+
+    def sync_nodes(self) -> None:
+        """Each node applies the flag state the store holds for it (safe default if none)."""
+        state = self.store.get(self.flag)
+        safe = False
+        for node in self._nodes:
+            value = state.value_for(node.id) if state is not None else None
+            on = safe if value is None else value
+            if on != node.flag_on:
+                node.set_flag(on)
+            if state is not None:
+                self.store.confirm_applied(self.flag, node.id, state.revision)
+
+
+class _NodeHalts:
+    """The rollout's halt requests, executed on the node's Guard (when the run has one)."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+
+    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:
+        for node in self.replay.nodes:
+            if node.guard is not None and (scope is not Scope.NODE or node.id == key):
+                node.guard.halt(scope, key, reason, actor=actor)
+        self.replay.mark("rollout", key, f"halt requested ({scope.value}): {reason}")
+
+
+def contents_of(release: Release) -> ReleaseContents:
+    """What a node running `release` attests: computed from its files and flag table."""
+    return contents_from_memory(release.files(), CONFIG, release.flag_table())
+
+
+def schema_of(release: Release) -> dict[str, str]:
+    return schema_from_table(release.flag_table(), where=f"release {release.id}")

@@ -1,0 +1,138 @@
+"""The fleet CLI end to end: `up` as a real process, then status, kill, resume, drill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+
+runner = CliRunner()
+pytestmark = pytest.mark.timeout(90)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def fleet_up(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knightwatch.cli.fleet", "up", "--nodes", "2", "--flow", "5",
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
+            lines.append(line)
+            if line.startswith("fleet up"):
+                break
+        assert (state / "nats.url").exists(), "".join(lines)
+        yield state
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not (state / "nats.url").exists()  # embedded server stopped and unregistered
+
+
+def test_up_status_kill_resume(fleet_up: Path) -> None:
+    state = str(fleet_up)
+    code, out = invoke("status", "--state-dir", state)
+    assert code == 0 and "n1" in out and "n2" in out, out
+    code, out = invoke("kill", "--reason", "cli test", "--actor", "carol", "--state-dir", state)
+    assert code == 0, out
+    assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
+    code, out = invoke("status", "--state-dir", state)
+    assert "HALTED" in out and "carol" in out and "cli test" in out
+    code, out = invoke("resume", "--reason", "all clear", "--actor", "dave", "--state-dir", state)
+    assert code == 0, out
+    code, out = invoke("resume", "--reason", "again", "--state-dir", state)
+    assert code == 2 and "not halted" in out
+    code, out = invoke(
+        "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", "--state-dir", state
+    )
+    assert code == 1 and "not confirmed" in out and "ghost" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["kill", "--reason", "x", "--node", "a", "--symbol", "b"], "give at most one"),
+        (["kill", "--reason", "x"], "no control plane"),
+        (["kill", "--reason", "x", "--nats-url", "http://127.0.0.1:1"], "must start with nats://"),
+        (["node", "--id", "bad id!"], "--id: must be"),
+        (["node", "--id", "n1", "--lease-timeout", "0.1", "--heartbeat", "0.1"], "lease_timeout_s"),
+        (["status"], "no control plane"),
+    ],
+)
+def test_bad_input_is_a_message_not_a_traceback(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, out = invoke(*args, "--state-dir", str(tmp_path))
+    assert code == 2, out
+    assert message in out and "Traceback" not in out
+
+
+def test_bad_supervisor_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "sup.toml"
+    cfg.write_text("[supervisor]\nrate_multiple = 0.5\n")
+    code, out = invoke("supervisor", "--config", str(cfg), "--state-dir", str(tmp_path))
+    assert code == 2 and "rate_multiple" in out and "Traceback" not in out
+
+
+def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
+    report_path = tmp_path / "drill.json"
+    t0 = time.monotonic()
+    code, out = invoke(
+        "drill", "--nodes", "3", "--state-dir", str(tmp_path / "drill"), "--json", str(report_path)
+    )
+    assert code == 0, out
+    report = json.loads(report_path.read_text())
+    assert report["halted"] and report["rule"] == "supervisor_order_rate"
+    assert report["time_to_halt_ms"] < 5_000
+    assert sorted(report["kill_latencies_ms"]) == ["n1", "n2", "n3"] and not report["kill_missing"]
+    assert report["orders_attempted"] > report["orders_escaped"] > 0
+    assert time.monotonic() - t0 < 60
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "drill")], capture_output=True)
+    assert leftover.returncode == 1, leftover.stdout  # no node or server process left behind
+
+
+async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
+    from knightwatch.control.natsplane import NatsControlPlane
+    from knightwatch.control.server import EmbeddedNatsServer
+    from knightwatch.state import Scope, TradingState
+
+    from .helpers import entry
+
+    with EmbeddedNatsServer(tmp_path / "nats") as server:
+        plane = NatsControlPlane(server.url)
+        await plane.connect()
+        await plane.put_state(entry(scope=Scope.NODE, key="n3", state=TradingState.HALTED))
+        await plane.close()
+        result = await asyncio.to_thread(
+            runner.invoke, app, ["drill", "--nodes", "3", "--nats-url", server.url,
+                                 "--state-dir", str(tmp_path / "d")],
+        )  # fmt: skip
+    assert (
+        result.exit_code == 2 and "already halted" in result.output and "node 'n3'" in result.output
+    )

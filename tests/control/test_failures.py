@@ -1,0 +1,222 @@
+"""Failure tests with real node processes and real nats-server processes on 127.0.0.1.
+
+Evidence comes from each node's own flight recorder (every Guard decision, with
+its wall-clock time), not from what the node says about itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from knightwatch.audit.read import decode_record
+from knightwatch.audit.record import DecisionRecord
+from knightwatch.clock import SystemClock
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.control.messages import FLEET_KEY
+from knightwatch.control.natsplane import NatsControlPlane
+from knightwatch.control.processes import NodeProcesses, wait_admitted
+from knightwatch.control.protocol import ControlPlaneUnavailable
+from knightwatch.control.server import EmbeddedNatsServer, LoopbackCluster
+from knightwatch.state import Scope, TradingState
+
+pytestmark = pytest.mark.timeout(90)
+
+POLICY = LeasePolicy(lease_timeout_s=0.6, heartbeat_s=0.1)
+CLOCK = SystemClock()
+
+
+def decisions(recorder: Path) -> list[DecisionRecord]:
+    out = []
+    for line in recorder.read_bytes().splitlines():
+        record = decode_record(line)
+        if isinstance(record, DecisionRecord):
+            out.append(record)
+    return out
+
+
+def accepted_between(recorder: Path, start_ns: int, end_ns: int) -> int:
+    return sum(1 for d in decisions(recorder) if d.accepted and start_ns < d.ts < end_ns)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[list[NodeProcesses]]:
+    """Every NodeProcesses a test creates is stopped, whatever happens."""
+    made: list[NodeProcesses] = []
+    try:
+        yield made
+    finally:
+        for p in made:
+            p.stop()
+
+
+async def connected_plane(urls: list[str], replicas: int = 1) -> NatsControlPlane:
+    """Connect, retrying while a fresh cluster elects its JetStream meta leader."""
+    last: Exception | None = None
+    for _ in range(100):
+        plane = NatsControlPlane(urls, name="test-operator", replicas=replicas)
+        try:
+            await plane.connect()
+            return plane
+        except ControlPlaneUnavailable as exc:
+            last = exc
+            await plane.close()
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"control plane never came up: {last}")
+
+
+@pytest.fixture
+async def operator_planes() -> AsyncIterator[list[NatsControlPlane]]:
+    planes: list[NatsControlPlane] = []
+    yield planes
+    for p in planes:
+        await p.close()
+
+
+async def test_server_killed_nodes_block_within_lease_and_resume_after_readmission(
+    tmp_path: Path,
+    procs: list[NodeProcesses],
+    operator_planes: list[NatsControlPlane],
+) -> None:
+    server = EmbeddedNatsServer(tmp_path / "nats")
+    url = server.start()
+    try:
+        fleet = NodeProcesses(
+            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec"
+        )
+        procs.append(fleet)
+        ids = fleet.spawn_many(3)
+        plane = await connected_plane([url])
+        operator_planes.append(plane)
+        await wait_admitted(plane, ids, CLOCK)
+        await asyncio.sleep(0.5)
+        killed_at = time.time_ns()
+        server.kill()
+        await asyncio.sleep(2.0)
+        back_at = time.time_ns()
+        server.start()
+        await wait_admitted(plane, ids, CLOCK, timeout_s=15)
+        await asyncio.sleep(1.0)
+        fleet.stop()
+        lease_ns = POLICY.lease_ns
+        for node_id in ids:
+            rec = tmp_path / "rec" / f"{node_id}.jsonl"
+            assert accepted_between(rec, 0, killed_at) > 0, node_id
+            assert accepted_between(rec, killed_at + lease_ns, back_at) == 0, node_id
+            assert accepted_between(rec, back_at, time.time_ns()) > 0, node_id
+    finally:
+        server.stop()
+
+
+async def test_frozen_node_does_not_trade_on_stale_state(
+    tmp_path: Path,
+    nats_server: EmbeddedNatsServer,
+    procs: list[NodeProcesses],
+    operator_planes: list[NatsControlPlane],
+) -> None:
+    url = nats_server.url
+    fleet = NodeProcesses(
+        [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec"
+    )
+    procs.append(fleet)
+    ids = fleet.spawn_many(2)
+    plane = await connected_plane([url])
+    operator_planes.append(plane)
+    await wait_admitted(plane, ids, CLOCK)
+    await asyncio.sleep(0.5)
+    frozen = fleet.procs["n1"]
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        ks = KillSwitch(plane, CLOCK, "test")
+        killed_at = time.time_ns()
+        result = await ks.kill(Scope.FLEET, FLEET_KEY, "while n1 is frozen", timeout_s=1.0)
+        assert result.missing == ["n1"] and "n2" in result.latencies_ms
+        await asyncio.sleep(POLICY.lease_timeout_s * 2)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    for _ in range(100):  # the thawed node resyncs and confirms the kill it slept through
+        states = {m.node_id: m for m in await plane.members()}
+        if states["n1"].last_command_id == result.entry.command_id:
+            break
+        await asyncio.sleep(0.05)
+    assert states["n1"].node_state is TradingState.HALTED
+    await asyncio.sleep(0.5)
+    fleet.stop()
+    rec = tmp_path / "rec" / "n1.jsonl"
+    assert accepted_between(rec, 0, killed_at) > 0
+    assert accepted_between(rec, killed_at, time.time_ns()) == 0
+    blocked = [d.reason for d in decisions(rec) if d.ts > killed_at]
+    assert blocked and set(blocked) <= {"lease_expired", "halted"}
+
+
+async def test_kill_restart_everything_still_halted(
+    tmp_path: Path, procs: list[NodeProcesses], operator_planes: list[NatsControlPlane]
+) -> None:
+    server = EmbeddedNatsServer(tmp_path / "nats")
+    url = server.start()
+    try:
+        fleet = NodeProcesses(
+            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec"
+        )
+        procs.append(fleet)
+        ids = fleet.spawn_many(2)
+        plane = await connected_plane([url])
+        await wait_admitted(plane, ids, CLOCK)
+        result = await KillSwitch(plane, CLOCK, "test").kill(Scope.FLEET, FLEET_KEY, "persist me")
+        assert result.ok
+        await plane.close()
+        fleet.stop()
+        server.stop()
+        restarted_at = time.time_ns()
+        url = server.start()  # same store, new port
+        fleet2 = NodeProcesses(
+            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec2"
+        )
+        procs.append(fleet2)
+        fleet2.spawn_many(2)
+        plane = await connected_plane([url])
+        operator_planes.append(plane)
+        await wait_admitted(plane, ids, CLOCK)
+        await asyncio.sleep(1.0)
+        members = {m.node_id: m for m in await plane.members()}
+        assert all(members[n].node_state is TradingState.HALTED for n in ids)
+        fleet2.stop()
+        for node_id in ids:
+            rec = tmp_path / "rec2" / f"{node_id}.jsonl"
+            assert decisions(rec), node_id  # it did try to trade
+            assert accepted_between(rec, restarted_at, time.time_ns()) == 0, node_id
+    finally:
+        server.stop()
+
+
+async def test_kill_during_leader_election_reaches_every_node_within_2s(
+    nats_cluster: LoopbackCluster,
+    tmp_path: Path,
+    procs: list[NodeProcesses],
+    operator_planes: list[NatsControlPlane],
+) -> None:
+    urls = nats_cluster.urls
+    plane = await connected_plane(urls, replicas=3)
+    operator_planes.append(plane)
+    fleet = NodeProcesses(urls, tmp_path, policy=POLICY, extra=["--replicas", "3"])
+    procs.append(fleet)
+    ids = fleet.spawn_many(4)
+    await wait_admitted(plane, ids, CLOCK, timeout_s=30)
+    js = plane._require_js()
+    leader = (await js.stream_info("KV_kw_state")).cluster.leader
+    victim = next(m for m in nats_cluster.members if m.name == leader)
+    victim.server.kill()
+    ks = KillSwitch(plane, CLOCK, "test")
+    result = await ks.kill(
+        Scope.FLEET, FLEET_KEY, "during election", timeout_s=2.0, targets=ids, durable_timeout_s=20
+    )
+    assert not result.missing, result
+    assert max(result.latencies_ms.values()) < 2000
+    assert result.revision is not None, result.durable_error  # stored once a new leader is up

@@ -1,0 +1,203 @@
+"""Supervisor rules on a simulated clock, and the service halting a node on MemoryControlPlane."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch.clock import SimClock
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.messages import NodeMetrics
+from knightwatch.control.pager import Pager
+from knightwatch.control.supervisor import Rule, Supervisor, SupervisorConfig
+from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.decision import RejectReason
+from knightwatch.state import Scope, TradingState
+
+from .fleet_fixtures import OrderIds, make_node
+
+S = 1_000_000_000
+TICK = S // 5
+
+
+def metrics(
+    node: str,
+    orders: int,
+    *,
+    rejected: int = 0,
+    gross: float = 0.0,
+    pnl: float = 0.0,
+    armed: bool = True,
+    errors: int = 0,
+) -> NodeMetrics:
+    return NodeMetrics(node, 0, orders, orders - rejected, rejected, 0, gross, pnl, armed, errors)
+
+
+class Feed:
+    """Drives a Supervisor: every tick each node reports cumulative counts at its rate."""
+
+    def __init__(self, config: SupervisorConfig | None = None) -> None:
+        self.clock = SimClock(10 * S)
+        self.sup = Supervisor(config or SupervisorConfig(), self.clock)
+        self.orders: dict[str, float] = {}
+
+    def tick(self, rates: dict[str, float], **kw: dict[str, float]) -> list[tuple[Rule, str]]:
+        self.clock.advance(TICK)
+        fired = []
+        for node, rate in rates.items():
+            self.orders[node] = self.orders.get(node, 0) + rate * TICK / S
+            extra = {k: v[node] for k, v in kw.items() if node in v}
+            for a in self.sup.observe(metrics(node, int(self.orders[node]), **extra)):
+                fired.append((a.rule, a.key))
+        return fired
+
+
+def test_runaway_rate_is_halted_only_after_the_window() -> None:
+    feed = Feed(SupervisorConfig(rate_window_s=1.0))
+    normal = {f"n{i}": 20.0 for i in range(1, 9)}
+    for _ in range(10):
+        assert feed.tick(normal) == []
+    runaway = {**normal, "n3": 400.0}
+    fired: list[tuple[Rule, str]] = []
+    ticks = 0
+    while not fired and ticks < 50:
+        fired = feed.tick(runaway)
+        ticks += 1
+    assert fired == [(Rule.ORDER_RATE, "n3")]
+    assert 5 <= ticks <= 12  # window (5 ticks) plus the rate ramp, never instantly
+    assert all(feed.tick(runaway) == [] for _ in range(5))  # once per episode
+    action = feed.sup.actions[0]
+    assert action.scope is Scope.NODE and action.state is TradingState.HALTED
+    assert "orders/s vs fleet median" in action.reason
+
+
+def test_short_burst_under_the_window_is_not_halted() -> None:
+    feed = Feed(SupervisorConfig(rate_window_s=2.0))
+    normal = {f"n{i}": 20.0 for i in range(1, 6)}
+    for _ in range(10):
+        feed.tick(normal)
+    for _ in range(3):  # 0.6 s burst
+        assert feed.tick({**normal, "n1": 500.0}) == []
+    for _ in range(20):
+        assert feed.tick(normal) == []
+
+
+def test_pnl_deviation_exposure_rejects_and_errors() -> None:
+    feed = Feed(SupervisorConfig(pnl_deviation=10_000, gross_exposure_cap=1_000_000))
+    nodes = {f"n{i}": 10.0 for i in range(1, 5)}
+    assert feed.tick(nodes, pnl={"n1": 100.0, "n2": -50.0, "n3": 0.0, "n4": 20.0}) == []
+    fired = feed.tick(nodes, pnl={"n1": 0.0, "n2": -60_000.0, "n3": 0.0, "n4": 0.0})
+    assert (Rule.PNL_DEVIATION, "n2") in fired
+    fired = feed.tick(nodes, gross={n: 300_000.0 for n in nodes})
+    assert fired.count((Rule.GROSS_EXPOSURE, "fleet")) == 1
+    exposure = next(a for a in feed.sup.actions if a.rule is Rule.GROSS_EXPOSURE)
+    assert exposure.scope is Scope.FLEET and exposure.state is TradingState.REDUCING
+    errs = feed.tick(nodes, armed={"n4": False}, errors={"n4": 2})
+    assert (Rule.ERRORS_BEFORE_ARMING, "n4") in errs
+
+
+def test_reject_spike() -> None:
+    feed = Feed(SupervisorConfig(reject_ratio=0.5, reject_min_orders=20))
+    nodes = {"n1": 100.0, "n2": 100.0, "n3": 100.0}
+    for _ in range(6):
+        feed.tick(nodes)
+    fired: list[tuple[Rule, str]] = []
+    base = int(feed.orders["n1"])
+    for i in range(1, 7):
+        fired += feed.tick(nodes, rejected={"n1": float(int(20 * i * 0.9))})
+    assert (Rule.REJECT_SPIKE, "n1") in fired and base > 0
+
+
+def test_config_names_the_bad_field() -> None:
+    with pytest.raises(ValueError, match="rate_multiple: must be > 1"):
+        SupervisorConfig(rate_multiple=0.5)
+
+
+class _Hook(BaseHTTPRequestHandler):
+    bodies: ClassVar[list[dict[str, object]]] = []
+
+    def do_POST(self) -> None:
+        n = int(self.headers["Content-Length"])
+        _Hook.bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    _Hook.bodies = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/page"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_service_halts_the_node_through_the_kill_switch_and_pages(webhook: str) -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(10 * S)
+    nodes = []
+    for i in range(1, 4):
+        plane = MemoryControlPlane(fabric)
+        await plane.connect()
+        node = make_node(f"n{i}", plane, clock)
+        await node.start()
+        nodes.append(node)
+    sup_plane = MemoryControlPlane(fabric)
+    await sup_plane.connect()
+    service = SupervisorService(
+        sup_plane,
+        Supervisor(SupervisorConfig(), clock),
+        KillSwitch(sup_plane, clock, "supervisor"),
+        Pager(webhook),
+        confirm_timeout_s=0.2,
+    )
+    await service.start()
+    bad = nodes[1]
+    bad.report_error("flag 'powerpeg' set on a binary that does not know it")
+    bad.guard.disarm("test")
+    await bad.publish_once()
+    assert [a.rule for a, _ in service.results] == [Rule.ERRORS_BEFORE_ARMING]
+    _, result = service.results[0]
+    assert result.latencies_ms.keys() == {"n2"} and result.ok
+    bad.guard.arm("someone who ignored the page")
+    d = bad.check(OrderIds("x").order())
+    assert not d.accepted and d.reason is RejectReason.HALTED
+    assert nodes[0].check(OrderIds("y").order()).accepted
+    assert _Hook.bodies and _Hook.bodies[0]["rule"] == Rule.ERRORS_BEFORE_ARMING.value
+    assert _Hook.bodies[0]["key"] == "n2"
+    recorded = await sup_plane.audit()
+    assert recorded and b"supervisor_action" in recorded[-1][1].record
+    for node in nodes:
+        await node.stop()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1_000), min_size=3, max_size=9), st.integers(5, 30))
+def test_rate_rule_never_halts_a_node_at_or_below_the_median(
+    rates: list[float], ticks: int
+) -> None:
+    feed = Feed(SupervisorConfig(rate_window_s=0.4))
+    nodes = {f"n{i}": r for i, r in enumerate(rates)}
+    fired: list[tuple[Rule, str]] = []
+    for _ in range(ticks):
+        fired += feed.tick(nodes)
+    median = statistics.median(rates)
+    for rule, node in fired:
+        assert rule is Rule.ORDER_RATE
+        assert nodes[node] > median

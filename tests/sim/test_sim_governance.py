@@ -1,0 +1,107 @@
+"""Release and flag governance in the replay: attestation, flag schema and rollout layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.sim.layers import resolve
+from knightwatch.sim.recording import TailSink
+from knightwatch.sim.replay import Replay, ReplayResult
+from knightwatch.sim.scenario import Scenario, load
+
+SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
+
+
+def run(guards: str, scenario: Scenario | None = None) -> ReplayResult:
+    return Replay(scenario or load(SMALL), resolve(guards)).run()
+
+
+def what(r: ReplayResult, layer: str) -> list[str]:
+    return [e.what for e in r.events if e.layer == layer]
+
+
+def test_attestation_refuses_the_stale_node_and_the_rollback() -> None:
+    none, r = run("none"), run("attestation")
+    assert none.per_node["n4"].executions > 0
+    stale = r.per_node["n4"]
+    assert not stale.admitted and stale.orders == 0 and stale.executions == 0
+    assert all(s.admitted for n, s in r.per_node.items() if n != "n4")
+    refusals = what(r, "attestation")
+    assert any("refused admission" in w and "flag_schema_mismatch" in w for w in refusals)
+    assert any("rollback to old refused: flag_redefined_in_registry" in w for w in refusals)
+    assert all(s.release == "new" for n, s in r.per_node.items() if n != "n4")
+    assert r.runaway_executions == 0 and r.loss_usd == 0
+
+
+def test_flag_schema_refuses_activation_on_the_skewed_fleet_naming_the_node() -> None:
+    r = run("flag_schema")
+    refused = what(r, "flag_schema")
+    assert len(refused) == 1
+    assert "schema_hash_mismatch" in refused[0] and "node n4" in refused[0]
+    assert r.runaway_executions == 0 and r.loss_usd == 0
+    # The rollback still happens (no admission), but the flag is at its safe default.
+    assert any(w.startswith("rollback: every node now runs old") for w in what(r, "operator"))
+
+
+def test_rollout_gate_aborts_when_the_rollback_wakes_power_peg_on_the_canary() -> None:
+    none, r = run("none"), run("rollout")
+    rollout = what(r, "rollout")
+    assert rollout[0].startswith("started: stage canary: 1/4")
+    aborted = [w for w in rollout if w.startswith("aborted: health gate failed: n1")]
+    assert aborted, rollout
+    assert r.contained_after_s is not None and 30.0 <= r.contained_after_s <= 32.0
+    assert r.loss_usd < none.loss_usd / 10
+
+
+def test_rollout_with_the_stale_node_first_aborts_right_after_the_open() -> None:
+    sc = load(SMALL)
+    stale_first = msgspec.structs.replace(
+        sc,
+        fleet=msgspec.structs.replace(sc.fleet, missed_deploy=["n1"]),
+        timeline=msgspec.structs.replace(sc.timeline, rollback_s=None),
+    )
+    rp = Replay(stale_first, resolve("rollout"))
+    r = rp.run()
+    assert any(w.startswith("aborted: health gate failed: n1") for w in what(r, "rollout"))
+    assert r.contained_after_s is not None and r.contained_after_s <= 2.0
+    assert not rp.node("n1").flag_on, "the flag went back to its safe default on the canary"
+    state = rp.governance.store.get(sc.deploy.flag)
+    assert state is not None and state.value_for("n1") is False
+
+
+def test_every_knight_parent_arrives_before_the_open() -> None:
+    sc = load("knight-2012")
+    rp = Replay(sc, ())
+    parents = sc.parent_orders(rp.symbols, rp.seed)
+    assert len(parents) == 212 and all(p.arrival_ns <= sc.open_ns for p in parents)
+
+
+def test_replays_without_a_report_keep_only_the_chain_head_in_memory() -> None:
+    rp = Replay(load(SMALL), resolve("parent_reconciliation"))
+    rp.run()
+    guard = rp.nodes[0].guard
+    assert guard is not None
+    sink = guard.recorder._sink
+    assert isinstance(sink, TailSink)
+    assert guard.recorder.seq > 10 and sink.last is not None
+    assert sink.last.endswith(guard.recorder.head.encode() + b'"}') or (
+        guard.recorder.head.encode() in sink.last
+    )
+
+
+def test_report_writes_a_flight_recorder_per_node_that_audit_why_reads(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["replay", str(SMALL), "--guards", "parent_reconciliation", "--report", str(tmp_path)]
+    )
+    assert res.exit_code == 0, res.output
+    files = sorted((tmp_path / "audit").glob("*.jsonl"))
+    assert [f.stem for f in files] == ["n1", "n2", "n3", "n4"]
+    verify = CliRunner().invoke(app, ["audit", "verify", str(files[3])])
+    assert verify.exit_code == 0, verify.output
+    why = CliRunner().invoke(app, ["audit", "why", "n4-1", str(files[3])])
+    assert why.exit_code == 0, why.output
+    assert "n4-1" in why.output
