@@ -27,8 +27,10 @@ test: lint types
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/guard_bench.py
-	$(BIN)/python bench/audit_bench.py
+	$(BIN)/python bench/guard_bench.py --json bench-guard.json
+	$(BIN)/python bench/audit_bench.py --json bench-audit.json
+	$(BIN)/python bench/replay_bench.py --json bench-replay.json
+	$(BIN)/python bench/kill_bench.py --json bench-kill.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

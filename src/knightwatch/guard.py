@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from knightwatch.audit import AuditContext, FlightRecorder
+from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.limits import Effective, Limits
@@ -93,6 +93,8 @@ def _blocked(reason: RejectReason, detail: str) -> Decision:
 
 _ACCEPTED = Decision(True, R.OK, "all checks passed")
 _NOT_ARMED = Decision(False, R.NOT_ARMED, "guard is not armed; nothing leaves until arm()")
+DEFAULT_MEMORY_RECORDS = 1_000_000
+"""Records a Guard built without a recorder keeps in memory before it blocks (fail closed)."""
 _LEASE_NEVER = Decision(False, R.LEASE_EXPIRED, "no control-plane lease yet; renew to trade")
 _LEASE_LAPSED = Decision(False, R.LEASE_EXPIRED, "control-plane lease expired; renew to trade")
 _AUDIT_DOWN = Decision(
@@ -112,9 +114,11 @@ class Guard:
         self.limits = limits if limits is not None else Limits()
         self.node = node
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._recorder = (
-            recorder if recorder is not None else FlightRecorder(None, clock=self._clock)
-        )
+        if recorder is None:
+            recorder = FlightRecorder(
+                None, clock=self._clock, sink=MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
+            )
+        self._recorder = recorder
         self._ctx = AuditContext(node=node, limits_version=self.limits.version)
         self._armed = False
         lease = self.limits.lease_timeout_s

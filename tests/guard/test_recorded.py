@@ -64,3 +64,17 @@ def test_tampered_guard_record_is_named(tmp_path: Path) -> None:
     report = verify_file(path)
     assert not report.intact
     assert report.problems[0].line == 5
+
+
+def test_default_memory_recorder_is_bounded_and_fails_closed() -> None:
+    from knightwatch.audit import MemorySink
+
+    clock = SimClock(0)
+    rec = FlightRecorder(None, clock=clock, batch_size=4, sink=MemorySink(capacity=10))
+    g = Guard(Limits(), node="n", clock=clock, recorder=rec)
+    g.on_price("IBM", 100.0)
+    g.arm()
+    verdicts = [g.check(Order(f"o{i}", "s", "IBM", Side.BUY, 1, 100.0)) for i in range(20)]
+    assert verdicts[0].accepted
+    assert verdicts[-1].reason == "audit_unavailable"
+    assert not rec.healthy

@@ -35,9 +35,17 @@ class Sink(Protocol):
 
 
 class MemorySink:
-    """Keeps lines (without their newline) in a list; same chain, no IO."""
+    """Keeps lines (without their newline) in a list; same chain, no IO.
 
-    def __init__(self) -> None:
+    With a `capacity` it behaves like a full disk once that many lines are held:
+    the write fails with ENOSPC, the recorder turns unhealthy and the Guard blocks.
+    A process with nowhere durable to record must stop, not grow without bound.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity: must be >= 1 or None (got {capacity})")
+        self.capacity = capacity
         self.lines: list[bytes] = []
 
     def tail(self) -> tuple[bytes | None, bytes]:
@@ -48,7 +56,10 @@ class MemorySink:
             raise ValueError("a memory sink never holds a torn record")
 
     def write(self, data: bytes) -> None:
-        self.lines.extend(data.split(b"\n")[:-1])  # every sealed line ends in a newline
+        new = data.split(b"\n")[:-1]  # every sealed line ends in a newline
+        if self.capacity is not None and len(self.lines) + len(new) > self.capacity:
+            raise OSError(errno.ENOSPC, f"memory flight recorder full ({self.capacity} records)")
+        self.lines.extend(new)
 
     def sync(self) -> None:
         return None
