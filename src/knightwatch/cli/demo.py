@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
@@ -16,4 +17,14 @@ def demo(
     ),
 ) -> None:
     """Replay 2012-08-01 with no guards, then with every guardrail layer, and compare."""
-    run_demo(Console(), report_dir)
+    console = Console()
+    out = report_dir or Path(tempfile.mkdtemp(prefix="knightwatch-replay-"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        console.print(f"[red]error:[/red] --report {out}: not a writable directory ({exc})")
+        raise typer.Exit(2) from None
+    run_demo(console, out)
