@@ -351,7 +351,13 @@ class Guard:
             book.wbuy += qty
         else:
             book.wsell += qty
-        self._refresh(book)
+        # the book's new contributions are the worst-case figures computed above
+        # (position and unrealized P&L are unchanged by a new working order)
+        long_c, short_c = long_q * mark, short_q * mark
+        self._gross += new_gross - book.gross_c
+        self._net_long += long_c - book.long_c
+        self._net_short += short_c - book.short_c
+        book.gross_c, book.long_c, book.short_c = new_gross, long_c, short_c
         return _ACCEPTED, eff
 
     def _lane(self, strategy: str, symbol: str) -> Lane:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from knightwatch.cli.flags import app
 from knightwatch.clock import SimClock
 from knightwatch.flags.activation import (
     ActivationCode,
@@ -21,7 +17,7 @@ from knightwatch.flags.activation import (
 )
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.state import FileFlagStateStore, MemoryFlagStateStore
+from knightwatch.flags.state import MemoryFlagStateStore
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
@@ -144,54 +140,3 @@ def test_market_hours_weekend_and_bad_config() -> None:
         MarketHours(timezone="Mars/Olympus")
     with pytest.raises(ValueError, match=r"market_hours\.open"):
         MarketHours(open="9h30")
-
-
-def test_cli_set_refused_on_skewed_fleet_then_applied(tmp_path: Path) -> None:
-    registry = FIXTURES / "clean_repo" / "feature-flags.yaml"
-    schema = FlagRegistry.load(registry).schema()
-    fleet = {
-        "nodes": [
-            {"node": f"n{i}", "admitted": True, "release_id": "r2", "flag_schema": schema}
-            for i in range(1, 8)
-        ]
-    }
-    fleet["nodes"].append({"node": "n8", "admitted": True, "release_id": "r1", "flag_schema": {}})
-    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
-    (tmp_path / "policy.toml").write_text('second_approver = "never"\n')
-    args = [
-        "set",
-        RLP,
-        "on",
-        "--reason",
-        "open",
-        "--actor",
-        "alice",
-        "--registry",
-        str(registry),
-        "--fleet",
-        str(tmp_path / "fleet.yaml"),
-        "--state",
-        str(tmp_path / "state.json"),
-        "--policy",
-        str(tmp_path / "policy.toml"),
-    ]
-    refused = CliRunner().invoke(app, args)
-    assert refused.exit_code == 1
-    assert "schema_missing_flag" in refused.output and "n8" in refused.output
-    applied = CliRunner().invoke(app, [*args, "--nodes", "n1,n2"])
-    assert applied.exit_code == 0, applied.output
-    state = FileFlagStateStore(tmp_path / "state.json").get(RLP)
-    assert state is not None and state.node_values == {"n1": True, "n2": True}
-    shown = CliRunner().invoke(
-        app, ["show", RLP, "--registry", str(registry), "--state", str(tmp_path / "state.json")]
-    )
-    assert shown.exit_code == 0 and "by alice" in shown.output
-    bad = CliRunner().invoke(app, [*args[:2], "maybe", *args[3:]])
-    assert bad.exit_code == 1 and "'on' or 'off'" in bad.output
-    (tmp_path / "fleet.yaml").write_text("nodes: [{node: n1}]\n")
-    broken = CliRunner().invoke(app, args)
-    assert broken.exit_code == 1 and "admitted" in broken.output
-    assert (
-        msgspec.json.decode((tmp_path / "state.json").read_bytes())["changes"][0]["actor"]
-        == "alice"
-    )

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from knightwatch.cli.flags import app
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy, SecondApprover
 from knightwatch.flags.registry import FlagRegistry
@@ -23,7 +19,7 @@ from knightwatch.flags.rollout import (
     SetFlag,
     Stage,
 )
-from knightwatch.flags.state import FileFlagStateStore, MemoryFlagStateStore
+from knightwatch.flags.state import MemoryFlagStateStore
 from knightwatch.state import Scope
 
 RLP = "trading.smars.rlp_enabled"
@@ -145,84 +141,3 @@ def test_plan_validation_names_the_field() -> None:
         HealthGate("order_rate_ratio")
     with pytest.raises(ValueError, match="at least one stage"):
         RolloutPlan(stages=())
-
-
-def test_cli_rollout_start_step_abort_status(tmp_path: Path) -> None:
-    registry = FIXTURES / "clean_repo" / "feature-flags.yaml"
-    schema = FlagRegistry.load(registry).schema()
-    fleet = {
-        "nodes": [
-            {"node": f"n{i}", "admitted": True, "release_id": "r2", "flag_schema": schema}
-            for i in range(1, 5)
-        ]
-    }
-    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
-    (tmp_path / "plan.toml").write_text(
-        '[[stages]]\nname = "canary"\nhold_s = 0\nnodes = 1\n'
-        '[[stages]]\nname = "fleet"\nhold_s = 0\nfraction = 1.0\n'
-        '[[gates]]\nmetric = "order_rate_ratio"\nmax = 3.0\n'
-    )
-    common = [
-        "--registry",
-        str(registry),
-        "--fleet",
-        str(tmp_path / "fleet.yaml"),
-        "--state",
-        str(tmp_path / "state.json"),
-        "--rollouts",
-        str(tmp_path / "ro.json"),
-    ]
-    runner = CliRunner()
-    started = runner.invoke(
-        app,
-        [
-            "rollout",
-            "start",
-            RLP,
-            "--plan",
-            str(tmp_path / "plan.toml"),
-            "--actor",
-            "alice",
-            "--approver",
-            "bob",
-            *common,
-        ],
-    )
-    assert started.exit_code == 0, started.output
-    again = runner.invoke(app, ["rollout", "start", RLP, "--actor", "alice", *common])
-    assert again.exit_code == 1 and "in progress" in again.output
-    (tmp_path / "m.json").write_text(json.dumps({"n1": {"order_rate_ratio": 9.0}}))
-    stepped = runner.invoke(
-        app, ["rollout", "step", RLP, "--metrics", str(tmp_path / "m.json"), *common]
-    )
-    assert stepped.exit_code == 0, stepped.output
-    assert "aborted" in stepped.output and "halt requested" in stepped.output
-    state = FileFlagStateStore(tmp_path / "state.json").get(RLP)
-    assert state is not None and state.node_values == {"n1": False}
-    status = runner.invoke(
-        app, ["rollout", "status", RLP, "--rollouts", str(tmp_path / "ro.json"), "--json"]
-    )
-    assert json.loads(status.output)[0]["status"] == "aborted"
-    restarted = runner.invoke(
-        app,
-        [
-            "rollout",
-            "start",
-            RLP,
-            "--plan",
-            str(tmp_path / "plan.toml"),
-            "--actor",
-            "alice",
-            "--approver",
-            "bob",
-            *common,
-        ],
-    )
-    assert restarted.exit_code == 0, restarted.output
-    aborted = runner.invoke(app, ["rollout", "abort", RLP, "--reason", "drill", *common])
-    assert aborted.exit_code == 0 and "operator: drill" in aborted.output
-    (tmp_path / "bad.toml").write_text('[[stages]]\nname = "x"\nhold_s = 1\n')
-    bad = runner.invoke(
-        app, ["rollout", "start", RLP, "--plan", str(tmp_path / "bad.toml"), *common]
-    )
-    assert bad.exit_code == 1 and "exactly one of nodes>0 or fraction>0" in bad.output

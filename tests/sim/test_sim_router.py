@@ -61,7 +61,7 @@ def test_power_peg_never_stops_on_fills_without_bounds() -> None:
 
 def test_fill_to_parent_stops_when_the_parent_is_filled() -> None:
     router = SmarsRouter("n1", None)
-    p = parent(500, "rlp")
+    p = parent(500, "smars")
     assert router.release(p, 10, 0) == 5
     router.on_fill(p, 500)
     assert router.release(p, 10, 1) == 0
@@ -82,3 +82,10 @@ def test_the_same_flag_means_different_code_in_two_releases() -> None:
     assert isinstance(old.behaviour("reused"), PowerPeg)
     assert new.behaviour("reused").name == "rlp"
     assert old.behaviour(None).name == "smars"
+
+
+def test_an_rlp_parent_rests_and_keeps_its_child_clock() -> None:
+    router = SmarsRouter("n1", None)
+    p = parent(500, "rlp")
+    assert router.release(p, 10, 0) == 0
+    assert not p.done and p.next_k == 10, "resting is not filled: the parent stays working"

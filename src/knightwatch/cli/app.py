@@ -7,7 +7,9 @@ import typer
 from knightwatch.cli.audit import app as audit_app
 from knightwatch.cli.demo import demo
 from knightwatch.cli.flags import app as flags_app
+from knightwatch.cli.flags import rollout_app
 from knightwatch.cli.fleet import COMMANDS as fleet_commands
+from knightwatch.cli.fleet import admission_app
 from knightwatch.cli.limits import app as limits_app
 from knightwatch.cli.release import app as release_app
 from knightwatch.cli.release import keys_app
@@ -31,6 +33,8 @@ app.add_typer(release_app, name="release")
 app.command("replay")(replay)
 for _name, _command in fleet_commands:
     app.command(_name)(_command)
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(admission_app, name="admission")
 # --- end sub-apps ---
 
 

@@ -1,19 +1,21 @@
-"""`knightwatch flags ...`: lint, inspect, switch and roll out flags.
+"""`knightwatch flags ...` and `knightwatch rollout ...`: lint, inspect, switch, roll out.
 
-Until the control plane holds flag state, `set` and `rollout` keep it in a
-local JSON file and read the fleet (admitted nodes and their release flag
-schemas) from a fleet file; both sit behind the `FlagStateStore` and
-`FleetView` protocols, so the control-plane-backed versions plug in unchanged.
+`lint`, `list` work on the registry file alone (CI). `show`, `set` and
+`rollout` work on the live fleet: flag state in the control plane, the fleet
+view from membership and admission verdicts, rollout gates on the metrics
+nodes publish, halts through the kill switch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import socket
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
@@ -22,62 +24,40 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
 from knightwatch.clock import NS_PER_S, SystemClock
-from knightwatch.flags.activation import ActivationGate, ActivationPolicy, ActivationRequest
-from knightwatch.flags.fleet import FleetFileError, StaticFleetView
+from knightwatch.control.flagplane import (
+    AppliedWaiter,
+    PlaneFlagStore,
+    assemble,
+    changes_of,
+    fleet_snapshot,
+)
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.processes import FleetError, control_plane
+from knightwatch.control.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.rollout_driver import RolloutDriver, RolloutError
+from knightwatch.flags.activation import (
+    ActivationGate,
+    ActivationPolicy,
+    ActivationRequest,
+    ActivationResult,
+)
 from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
-from knightwatch.flags.rollout import (
-    Rollout,
-    RolloutPlan,
-    RolloutRunner,
-    RolloutState,
-    RolloutStatus,
-)
-from knightwatch.flags.state import FileFlagStateStore, StateUnavailable
-from knightwatch.state import Scope
+from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
+from knightwatch.flags.state import StateUnavailable
 
 app = typer.Typer(help="Flag governance: registry lint, inspection, gated activation.")
-rollout_app = typer.Typer(help="Staged rollouts with health gates and automatic abort.")
-app.add_typer(rollout_app, name="rollout")
-
-STATE_DIR = Path(".knightwatch")
-REGISTRY_OPT = typer.Option(Path(REGISTRY_FILENAME), "--registry", help="flag registry file")
-STATE_OPT = typer.Option(STATE_DIR / "flag-state.json", "--state", help="flag state file")
-FLEET_OPT = typer.Option(
-    STATE_DIR / "fleet.yaml", "--fleet", help="fleet file: admitted nodes and flag schemas"
+rollout_app = typer.Typer(
+    help="Staged rollouts with health gates and automatic abort.", no_args_is_help=True
 )
-ROLLOUTS_OPT = typer.Option(STATE_DIR / "rollouts.json", "--rollouts", help="rollout state file")
+
+REGISTRY_OPT = typer.Option(Path(REGISTRY_FILENAME), "--registry", help="flag registry file")
 POLICY_OPT = typer.Option(None, "--policy", help="activation policy TOML")
 _ACCESSORS = ", ".join(DEFAULT_ACCESSORS)
 ACTOR_OPT = typer.Option(None, "--actor", help="who is making the change (default: login)")
-
-
-class _WallClock:
-    """Rollout hold times persist across CLI invocations, so both readings are wall time."""
-
-    def monotonic_ns(self) -> int:
-        return SystemClock().time_ns()
-
-    def time_ns(self) -> int:
-        return SystemClock().time_ns()
-
-
-class _RolloutFile(msgspec.Struct):
-    rollouts: list[RolloutState] = []
-    halt_requests: list[dict[str, str]] = []
-
-
-class _HaltRequestLog:
-    """Halt requests the CLI cannot execute itself; recorded for the kill switch."""
-
-    def __init__(self, data: _RolloutFile) -> None:
-        self._data = data
-
-    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:
-        self._data.halt_requests.append(
-            {"scope": str(scope), "key": key, "reason": reason, "actor": actor}
-        )
+T = TypeVar("T")
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
@@ -176,9 +156,20 @@ def list_flags(registry: Path = REGISTRY_OPT) -> None:
     console.print(table)
 
 
+def _plane_run(console: Console, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one control-plane command; expected failures exit 2 with the message."""
+    try:
+        return asyncio.run(make())
+    except (ControlPlaneUnavailable, FleetError, RolloutError, StateUnavailable, ValueError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("show")
-def show(flag_id: str, registry: Path = REGISTRY_OPT, state: Path = STATE_OPT) -> None:
-    """One flag: definition, hash, history, current per-node values and changes."""
+def show(
+    flag_id: str, registry: Path = REGISTRY_OPT, nats_url: str = NatsUrl, state_dir: Path = StateDir
+) -> None:
+    """One flag: definition, hash, history, per-node values, applied revisions, changes."""
     console = Console()
     reg = _load_registry(console, registry)
     flag = reg.get(flag_id)
@@ -194,18 +185,19 @@ def show(flag_id: str, registry: Path = REGISTRY_OPT, state: Path = STATE_OPT) -
     console.print(f"  definition hash {flag.meaning_hash}", highlight=False)
     for entry in flag.history:
         console.print(f"  {entry.at} {entry.actor}: {entry.action} {entry.note}", highlight=False)
-    store = FileFlagStateStore(state)
-    try:
-        current = store.get(flag.id)
-        changes = store.changes(flag.id)
-    except StateUnavailable as exc:
-        raise _fail(console, str(exc)) from None
+
+    async def go() -> dict[str, tuple[bytes, int]]:
+        async with control_plane(_urls(nats_url), state_dir, "flags-show") as plane:
+            return await plane.records(Bucket.FLAGS)
+
+    records = _plane_run(console, go)
+    current = assemble(flag.id, records)
     if current is None:
         console.print("  no state: every node evaluates the safe default")
         return
     console.print(f"  revision {current.revision}: {current.node_values}", highlight=False)
-    console.print(f"  applied: {current.applied or '-'}", highlight=False)
-    for change in changes:
+    console.print(f"  applied (node: revision): {current.applied or '-'}", highlight=False)
+    for change in changes_of(flag.id, records):
         console.print(
             f"  r{change.revision} {'on' if change.value else 'off'} {','.join(change.nodes)} "
             f"by {change.actor} approver {change.approver or '-'} from {change.origin}: "
@@ -214,16 +206,11 @@ def show(flag_id: str, registry: Path = REGISTRY_OPT, state: Path = STATE_OPT) -
         )
 
 
-def _gate(
-    console: Console, registry: Path, fleet: Path, state: Path, policy: Path | None
-) -> tuple[ActivationGate, StaticFleetView]:
-    reg = _load_registry(console, registry)
+def _policy(console: Console, policy: Path | None) -> ActivationPolicy:
     try:
-        view = StaticFleetView.load(fleet)
-        pol = ActivationPolicy.load(policy) if policy else ActivationPolicy()
-    except (FleetFileError, ValueError) as exc:
+        return ActivationPolicy.load(policy) if policy else ActivationPolicy()
+    except ValueError as exc:
         raise _fail(console, str(exc)) from None
-    return ActivationGate(reg, view, FileFlagStateStore(state), SystemClock(), pol), view
 
 
 def _on_off(console: Console, value: str) -> bool:
@@ -240,15 +227,21 @@ def set_flag(
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
     actor: str = ACTOR_OPT,
     approver: str = typer.Option(None, "--approver", help="second approver"),
+    timeout: float = typer.Option(2.0, "--timeout", min=0.01, help="seconds to wait for nodes"),
     registry: Path = REGISTRY_OPT,
-    fleet: Path = FLEET_OPT,
-    state: Path = STATE_OPT,
     policy: Path = POLICY_OPT,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
 ) -> None:
-    """Refused unless every targeted node is admitted on a release that knows this flag."""
+    """Refused unless every targeted node is admitted on a release that knows this flag.
+
+    Judged against the live fleet (membership + admission verdicts); returns
+    when every targeted node confirmed the new revision (exit 1 if not).
+    """
     console = Console()
     target = _on_off(console, value)
-    gate, _ = _gate(console, registry, fleet, state, policy)
+    reg = _load_registry(console, registry)
+    pol = _policy(console, policy)
     request = ActivationRequest(
         flag_id=flag_id,
         value=target,
@@ -258,42 +251,36 @@ def set_flag(
         nodes=tuple(n.strip() for n in nodes.split(",") if n.strip()) if nodes else (),
         approver=approver,
     )
-    try:
-        result = gate.apply(request)
-    except StateUnavailable as exc:
-        raise _fail(console, str(exc)) from None
+
+    async def go() -> tuple[ActivationResult, dict[str, float], list[str]]:
+        clock = SystemClock()
+        async with control_plane(_urls(nats_url), state_dir, "flags-set") as plane:
+            view = await fleet_snapshot(plane, clock)
+            gate = ActivationGate(reg, view, PlaneFlagStore(plane, clock), clock, pol)
+            waiter = AppliedWaiter(plane, clock)
+            await waiter.start()
+            t0 = clock.monotonic_ns()
+            result = await asyncio.to_thread(gate.apply, request)
+            if not result.accepted or result.state is None or result.change is None:
+                return result, {}, []
+            latencies, missing = await waiter.wait(
+                flag_id, result.state.revision, result.change.nodes, t0, timeout
+            )
+            return result, latencies, missing
+
+    result, latencies, missing = _plane_run(console, go)
     if not result.accepted:
         raise _fail(console, f"refused [{result.code}] {result.detail}")
     revision = result.state.revision if result.state else 0
     console.print(f"[green]applied[/green] {result.detail}, revision {revision}", highlight=False)
+    for node, ms in sorted(latencies.items()):
+        console.print(f"  {node}: confirmed r{revision} in {ms:.1f} ms", highlight=False)
+    if missing:
+        console.print(f"[red]not confirmed:[/red] {', '.join(missing)}", highlight=False)
+        raise typer.Exit(1)
 
 
-def _read_rollouts(console: Console, path: Path) -> _RolloutFile:
-    if not path.exists():
-        return _RolloutFile()
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=_RolloutFile)
-    except (OSError, msgspec.DecodeError) as exc:
-        raise _fail(console, f"{path}: rollout state unreadable: {exc}") from None
-
-
-def _write_rollouts(path: Path, data: _RolloutFile) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(data)))
-    tmp.replace(path)
-
-
-def _current(data: _RolloutFile, flag_id: str) -> int | None:
-    for index in range(len(data.rollouts) - 1, -1, -1):
-        if data.rollouts[index].flag_id == flag_id:
-            return index
-    return None
-
-
-def _report(console: Console, outcomes: list[str], state: RolloutState) -> None:
-    for line in outcomes:
-        console.print(f"  {line}", highlight=False)
+def _report(console: Console, state: RolloutState) -> None:
     colour = {"progressing": "cyan", "completed": "green", "aborted": "red"}[state.status]
     stage = state.plan.stages[state.stage_index]
     console.print(
@@ -302,6 +289,11 @@ def _report(console: Console, outcomes: list[str], state: RolloutState) -> None:
         + (f", abort reason: {state.abort_reason}" if state.abort_reason else ""),
         highlight=False,
     )
+
+
+def _driver(plane: ControlPlane, reg: FlagRegistry, pol: ActivationPolicy) -> RolloutDriver:
+    clock = SystemClock()
+    return RolloutDriver(plane, reg, clock, KillSwitch(plane, clock, "rollout"), policy=pol)
 
 
 @rollout_app.command("start")
@@ -313,64 +305,46 @@ def rollout_start(
     actor: str = ACTOR_OPT,
     approver: str = typer.Option(None, "--approver", help="second approver"),
     registry: Path = REGISTRY_OPT,
-    fleet: Path = FLEET_OPT,
-    state: Path = STATE_OPT,
-    rollouts: Path = ROLLOUTS_OPT,
     policy: Path = POLICY_OPT,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
 ) -> None:
-    """Move the flag off its safe default on the first stage's nodes."""
+    """Roll the flag off its safe default stage by stage on live metrics, until done or aborted."""
     console = Console()
     try:
         rollout_plan = msgspec.toml.decode(plan.read_bytes(), type=RolloutPlan) if plan else None
     except (OSError, msgspec.DecodeError, ValueError) as exc:
         raise _fail(console, f"{plan}: {exc}") from None
-    gate, view = _gate(console, registry, fleet, state, policy)
-    flag = _load_registry(console, registry).get(flag_id)
-    if flag is None:
-        raise _fail(console, f"{flag_id}: not in {registry}")
-    data = _read_rollouts(console, rollouts)
-    index = _current(data, flag_id)
-    if index is not None and data.rollouts[index].status is RolloutStatus.PROGRESSING:
-        raise _fail(console, f"{flag_id}: rollout {data.rollouts[index].rollout_id} in progress")
-    clock = _WallClock()
-    try:
-        rollout, actions = Rollout.start(
-            f"{flag_id}#{len(data.rollouts) + 1}",
-            flag_id,
-            not flag.safe_default,
-            [m.node for m in view.members()],
-            rollout_plan or RolloutPlan(),
-            clock,
-            started_by=actor or getpass.getuser(),
-            approver=approver,
-        )
-    except ValueError as exc:
-        raise _fail(console, str(exc)) from None
-    outcomes = RolloutRunner(gate, _HaltRequestLog(data), _origin()).execute(rollout, actions)
-    data.rollouts.append(rollout.state)
-    _write_rollouts(rollouts, data)
-    _report(console, outcomes, rollout.state)
-    if rollout.state.status is RolloutStatus.ABORTED:
+    reg = _load_registry(console, registry)
+    pol = _policy(console, policy)
+    chosen = rollout_plan or RolloutPlan()
+
+    async def go() -> RolloutState:
+        async with control_plane(_urls(nats_url), state_dir, "rollout") as plane:
+            driver = _driver(plane, reg, pol)
+            await driver.start()
+            state = await driver.begin(
+                flag_id, chosen, actor=actor or getpass.getuser(), approver=approver
+            )
+            total = sum(stage.hold_s for stage in chosen.stages)
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), console=console
+            ) as progress:
+                task = progress.add_task(f"{state.rollout_id}", total=len(chosen.stages))
+                while state.status is RolloutStatus.PROGRESSING:
+                    state = await driver.run(flag_id, tick_s=1.0, timeout_s=min(total, 5.0))
+                    stage = state.plan.stages[state.stage_index]
+                    progress.update(
+                        task,
+                        completed=state.stage_index,
+                        description=f"{state.rollout_id} stage {stage.name}",
+                    )
+            return state
+
+    final = _plane_run(console, go)
+    _report(console, final)
+    if final.status is RolloutStatus.ABORTED:
         raise typer.Exit(1)
-
-
-@rollout_app.command("step")
-def rollout_step(
-    flag_id: str,
-    metrics: Annotated[Path, typer.Option("--metrics", help="JSON: {node: {metric: value}}")],
-    registry: Path = REGISTRY_OPT,
-    fleet: Path = FLEET_OPT,
-    state: Path = STATE_OPT,
-    rollouts: Path = ROLLOUTS_OPT,
-    policy: Path = POLICY_OPT,
-) -> None:
-    """Judge the exposed nodes' metrics: promote, hold, complete or abort."""
-    console = Console()
-    try:
-        sample = msgspec.json.decode(metrics.read_bytes(), type=dict[str, dict[str, float]])
-    except (OSError, msgspec.DecodeError) as exc:
-        raise _fail(console, f"{metrics}: {exc}") from None
-    _advance(console, flag_id, rollouts, registry, fleet, state, policy, sample, None)
 
 
 @rollout_app.command("abort")
@@ -378,65 +352,51 @@ def rollout_abort(
     flag_id: str,
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
     registry: Path = REGISTRY_OPT,
-    fleet: Path = FLEET_OPT,
-    state: Path = STATE_OPT,
-    rollouts: Path = ROLLOUTS_OPT,
     policy: Path = POLICY_OPT,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
 ) -> None:
-    """Put the flag back to its safe default wherever this rollout turned it on."""
+    """Flag back to its safe default wherever this rollout turned it on; halt those nodes."""
     console = Console()
-    _advance(console, flag_id, rollouts, registry, fleet, state, policy, None, reason)
+    reg = _load_registry(console, registry)
+    pol = _policy(console, policy)
 
+    async def go() -> RolloutState:
+        async with control_plane(_urls(nats_url), state_dir, "rollout-abort") as plane:
+            driver = _driver(plane, reg, pol)
+            await driver.start()
+            return await driver.abort(flag_id, reason)
 
-def _advance(
-    console: Console,
-    flag_id: str,
-    rollouts: Path,
-    registry: Path,
-    fleet: Path,
-    state: Path,
-    policy: Path | None,
-    sample: dict[str, dict[str, float]] | None,
-    abort_reason: str | None,
-) -> None:
-    data = _read_rollouts(console, rollouts)
-    index = _current(data, flag_id)
-    if index is None:
-        raise _fail(console, f"{flag_id}: no rollout in {rollouts}")
-    gate, _ = _gate(console, registry, fleet, state, policy)
-    rollout = Rollout(data.rollouts[index], _WallClock())
-    if abort_reason is not None:
-        actions = rollout.abort(f"operator: {abort_reason}")
-    else:
-        actions = rollout.step(sample or {})
-    outcomes = RolloutRunner(gate, _HaltRequestLog(data), _origin()).execute(rollout, actions)
-    data.rollouts[index] = rollout.state
-    _write_rollouts(rollouts, data)
-    _report(console, outcomes, rollout.state)
-    for request in data.halt_requests:
-        console.print(
-            f"[red]halt requested[/red] {request['scope']} {request['key']}: {request['reason']}",
-            highlight=False,
-        )
+    _report(console, _plane_run(console, go))
 
 
 @rollout_app.command("status")
 def rollout_status(
     flag_id: str = typer.Argument(None, help="one flag (default: all rollouts)"),
-    rollouts: Path = ROLLOUTS_OPT,
     as_json: bool = typer.Option(False, "--json", help="print the rollout state as JSON"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
 ) -> None:
     """Where each rollout stands, with its event log."""
     console = Console()
-    data = _read_rollouts(console, rollouts)
-    chosen = [r for r in data.rollouts if flag_id is None or r.flag_id == flag_id]
+
+    async def go() -> dict[str, tuple[bytes, int]]:
+        async with control_plane(_urls(nats_url), state_dir, "rollout-status") as plane:
+            return await plane.records(Bucket.ROLLOUTS)
+
+    records = _plane_run(console, go)
+    chosen = [
+        msgspec.json.decode(v, type=RolloutState)
+        for k, (v, _) in sorted(records.items())
+        if flag_id is None or k == flag_id
+    ]
     if not chosen:
-        raise _fail(console, f"no rollout{' for ' + flag_id if flag_id else ''} in {rollouts}")
+        raise _fail(console, f"no rollout{' for ' + flag_id if flag_id else ''}")
     if as_json:
         print(json.dumps(msgspec.to_builtins(chosen), indent=2))
         return
     for state_ in chosen:
-        _report(console, [], state_)
+        _report(console, state_)
         for event in state_.events:
             at = datetime.fromtimestamp(event.at_ns / NS_PER_S, UTC).isoformat(timespec="seconds")
             console.print(f"  {at} {event.kind}: {event.detail}", highlight=False)

@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
+from knightwatch.control.admission_service import AdmissionService
+from knightwatch.control.attestor import Attestor, directory_measure
 from knightwatch.control.drill import DrillReport, run_drill, run_up
 from knightwatch.control.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.lease import (
@@ -35,11 +37,29 @@ from knightwatch.control.lease import (
 from knightwatch.control.messages import FLEET_KEY, StateKeyError
 from knightwatch.control.pager import Pager
 from knightwatch.control.processes import FleetError, control_plane, serve_node, wait_for_signal
-from knightwatch.control.protocol import ControlPlaneUnavailable, RevisionConflict
+from knightwatch.control.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    RevisionConflict,
+)
 from knightwatch.control.server import ServerError
 from knightwatch.control.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.control.verdict import (
+    ENCODER,
+    SUBJECT_TARGET,
+    TARGET_REPLY_DECODER,
+    VERDICT_DECODER,
+    TargetReply,
+    TargetRequest,
+)
 from knightwatch.limits import LimitsError
+from knightwatch.release.dsse import decode_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
+from knightwatch.release.keys import load_signing_key, load_verify_key
+from knightwatch.release.signing import load_trust_policy
 from knightwatch.state import Scope, TradingState
 
 console = Console()
@@ -51,6 +71,7 @@ _EXPECTED = (
     KillSwitchError,
     LeaseError,
     LimitsError,
+    ReleaseInputError,
     RevisionConflict,
     ServerError,
     StateKeyError,
@@ -135,8 +156,23 @@ def node(
     recorder: Path | None = typer.Option(None, "--recorder", help="flight recorder file"),
     metrics_interval: float = typer.Option(0.5, "--metrics-interval", min=0.05, help="seconds"),
     replicas: int = Replicas,
+    artifacts: Path | None = typer.Option(None, "--artifacts", help="release: installed files"),
+    config: Path | None = typer.Option(None, "--config", help="release: config file"),
+    flags: Path | None = typer.Option(
+        None, "--flags", help="release: compiled-in flag table (or feature-flags.yaml)"
+    ),
+    node_key: Path | None = typer.Option(
+        None, "--node-key", help="release: this node's enrolled attestation key"
+    ),
+    attest_interval: float = typer.Option(
+        5.0, "--attest-interval", min=0.2, help="seconds between re-attestations"
+    ),
 ) -> None:
-    """Run a node: Guard, lease, kill state, metrics; blocks when the control plane is gone."""
+    """Run a node: Guard, lease, kill state, metrics; blocks when the control plane is gone.
+
+    With --artifacts/--config/--flags/--node-key the node is admitted by the
+    admission service before it takes a lease or arms, and re-attests for drift.
+    """
     import re
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node_id):
@@ -145,9 +181,22 @@ def node(
         )
         raise typer.Exit(2)
 
+    release_inputs = (artifacts, config, flags, node_key)
+    if any(x is not None for x in release_inputs) and None in release_inputs:
+        console.print(
+            "[red]error:[/red] --artifacts, --config, --flags, --node-key: give all four "
+            "(release admission) or none"
+        )
+        raise typer.Exit(2)
+
     async def go() -> None:
         policy = LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
         state_dir.mkdir(parents=True, exist_ok=True)
+        attestor = None
+        if artifacts is not None and config is not None and flags is not None and node_key:
+            table = load_flag_schema(flags)
+            measure = directory_measure(artifacts, config, table)
+            attestor = Attestor(node_id, load_signing_key(node_key), measure, clock=SystemClock())
         await serve_node(
             node_id,
             _urls(nats_url),
@@ -158,6 +207,8 @@ def node(
             recorder_path=recorder,
             metrics_s=metrics_interval,
             replicas=replicas,
+            attestor=attestor,
+            attest_s=attest_interval,
         )
 
     _run(go)
@@ -240,6 +291,10 @@ def status(nats_url: str = NatsUrl, state_dir: Path = StateDir) -> None:
         async with control_plane(_urls(nats_url), state_dir, "status") as plane:
             members = await plane.members()
             states = await plane.states()
+            verdicts = {
+                n: VERDICT_DECODER.decode(v)
+                for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
+            }
         now = SystemClock().time_ns()
         nodes = Table(title="nodes")
         for col in ("node", "host:pid", "lease", "admitted", "armed", "state", "last confirmation"):
@@ -261,6 +316,18 @@ def status(nats_url: str = NatsUrl, state_dir: Path = StateDir) -> None:
                 else "-",
             )
         console.print(nodes)
+        releases = Table(title="release admission")
+        for col in ("node", "verdict", "release", "judged (UTC)", "findings"):
+            releases.add_column(col)
+        for node_id, v in sorted(verdicts.items()):
+            releases.add_row(
+                node_id,
+                v.status if v.admitted else f"[red]{v.status}[/red]",
+                v.release_id,
+                _when(v.at_ns),
+                "-" if v.admitted else v.detail,
+            )
+        console.print(releases)
         table = Table(title="kill switch entries")
         for col in ("scope", "key", "state", "actor", "reason", "issued (UTC)", "rev"):
             table.add_column(col)
@@ -327,15 +394,27 @@ def up(
     supervisor_config: Path | None = typer.Option(
         None, "--supervisor-config", help="TOML file with a [supervisor] table"
     ),
+    release_policy: Path | None = typer.Option(
+        None, "--release-policy", help="trust policy TOML: also run the admission service"
+    ),
+    registry: Path | None = typer.Option(None, "--registry", help="feature-flags.yaml"),
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Run a local fleet: control plane, supervisor, simulated venue and N node processes."""
+    """Run a local fleet: control plane, supervisor, venue, admission service and N nodes."""
+    if (release_policy is None) != (registry is None):
+        console.print("[red]error:[/red] --release-policy, --registry: give both or neither")
+        raise typer.Exit(2)
 
     async def go() -> None:
         cfg = _supervisor_config(supervisor_config)
         state_dir.mkdir(parents=True, exist_ok=True)
-        await run_up(nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console)
+        admission = None
+        if release_policy is not None and registry is not None:
+            admission = (load_trust_policy(release_policy), load_registry_schema(registry))
+        await run_up(
+            nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, admission
+        )
 
     _run(go)
 
@@ -359,6 +438,89 @@ def drill(
         json_out.write_bytes(msgspec.json.encode(report))
     if not report.passed:
         raise typer.Exit(1)
+
+
+admission_app = typer.Typer(
+    help="Release admission on the live fleet: serve, target release, enrol nodes.",
+    no_args_is_help=True,
+)
+
+
+def _admission_service(plane: ControlPlane, policy: Path, registry: Path) -> AdmissionService:
+    return AdmissionService(
+        plane, load_trust_policy(policy), load_registry_schema(registry), clock=SystemClock()
+    )
+
+
+@admission_app.command("serve")
+def admission_serve(
+    policy: Path = typer.Option(..., "--policy", help="trust policy TOML (pinned here)"),
+    registry: Path = typer.Option(..., "--registry", help="feature-flags.yaml"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Judge node attestations against the fleet's target release (one per fleet)."""
+
+    async def go() -> None:
+        async with control_plane(_urls(nats_url), state_dir, "admission") as plane:
+            await _admission_service(plane, policy, registry).start()
+            console.print("admission service running; Ctrl-C to stop")
+            await wait_for_signal()
+
+    _run(go)
+
+
+@admission_app.command("target")
+def admission_target(
+    envelope: Path = typer.Argument(..., help="signed release envelope (DSSE JSON)"),
+    reason: str = typer.Option(..., "--reason", help="why; recorded (a rollback says so)"),
+    actor: str | None = typer.Option(None, "--actor", help="who (default: login)"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Set the fleet's target release (a rollback too); refused unless it passes admission."""
+
+    async def go() -> TargetReply:
+        try:
+            env = decode_envelope(envelope.read_bytes(), source=str(envelope))
+        except OSError as exc:
+            raise FleetError(f"{envelope}: cannot read: {exc.strerror}") from None
+        request = ENCODER.encode(TargetRequest(env, _actor(actor), reason))
+        async with control_plane(_urls(nats_url), state_dir, "admission-target") as plane:
+            reply = await plane.request(SUBJECT_TARGET, request, timeout_s=5.0)
+        return TARGET_REPLY_DECODER.decode(reply)
+
+    result = _run(go)
+    if not result.accepted:
+        table = Table(title=f"target release {result.release_id or '?'} REFUSED")
+        for col in ("reason", "subject", "detail"):
+            table.add_column(col)
+        for f in result.findings:
+            table.add_row(str(f.reason), f.subject, f.detail)
+        console.print(table)
+        raise typer.Exit(1)
+    console.print(
+        f"target release {result.release_id} set (revision {result.revision}); "
+        "every node re-attests now"
+    )
+
+
+@admission_app.command("enrol")
+def admission_enrol(
+    node_id: str = typer.Option(..., "--node", help="node id"),
+    key: Path = typer.Option(..., "--key", help="the node's public key (NAME.pub)"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Enrol a node's attestation key: only enrolled nodes can be admitted."""
+
+    async def go() -> None:
+        public = load_verify_key(key)
+        async with control_plane(_urls(nats_url), state_dir, "admission-enrol") as plane:
+            await plane.put_record(Bucket.ROSTER, node_id, public.to_base64().encode())
+        console.print(f"node {node_id} enrolled with key {public.key_id[:16]}")
+
+    _run(go)
 
 
 COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (

@@ -58,5 +58,5 @@ def replay(
             files = sorted(audit_dir.glob("*.jsonl"))
             console.print(
                 f"flight recorder: {len(files)} node files in {audit_dir} "
-                f"(knightwatch audit why ORDER_ID --file {audit_dir}/n1.jsonl)"
+                f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)"
             )

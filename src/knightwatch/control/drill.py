@@ -22,6 +22,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
+from knightwatch.control.admission_service import AdmissionService
 from knightwatch.control.flow import SUBJECT_RUNAWAY
 from knightwatch.control.killswitch import KillSwitch
 from knightwatch.control.lease import LeasePolicy
@@ -33,6 +34,8 @@ from knightwatch.control.protocol import ControlPlaneUnavailable
 from knightwatch.control.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.supervisor_service import SupervisorService
 from knightwatch.control.venue import VenueResponder
+from knightwatch.release.admission import RegistrySchema
+from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState
 
 METRICS_S = 0.2
@@ -128,8 +131,17 @@ async def run_up(
     pager: Pager,
     config: SupervisorConfig,
     console: Console,
+    admission: tuple[TrustPolicy, RegistrySchema] | None = None,
 ) -> None:
+    """The fleet until Ctrl-C; with `admission`, the admission service runs here too.
+
+    `up` spawns its nodes without release inputs (they are not judged); nodes
+    started with `knightwatch node --artifacts ...` against this plane are.
+    """
     async with control_plane(urls, state_dir, "up", embed=True) as plane:
+        if admission is not None:
+            trust, registry = admission
+            await AdmissionService(plane, trust, registry, clock=SystemClock()).start()
         fleet = _Fleet(plane, state_dir, pager, config)
         try:
             ids = await fleet.start(n, flow, console)

@@ -21,14 +21,15 @@ from knightwatch.control.messages import (
     slot_of,
 )
 from knightwatch.control.protocol import (
+    Bucket,
     ConnectionHandler,
     ControlPlaneUnavailable,
     Handler,
+    Record,
+    Responder,
     RevisionConflict,
 )
 from knightwatch.state import Scope
-
-_TOPICS = ("state", "confirm", "heartbeat", "metrics")
 
 
 class MemoryFabric:
@@ -45,9 +46,9 @@ class MemoryFabric:
         self._states: dict[str, tuple[StateEntry, int]] = {}
         self._members: dict[str, NodeStatus] = {}
         self._audit: list[AuditEnvelope] = []
-        self._subs: dict[str, list[tuple[MemoryControlPlane, Handler[Any]]]] = {
-            t: [] for t in _TOPICS
-        }
+        self._records: dict[Bucket, dict[str, tuple[bytes, int]]] = {b: {} for b in Bucket}
+        self._responders: dict[str, tuple[MemoryControlPlane, Responder]] = {}
+        self._subs: dict[str, list[tuple[MemoryControlPlane, Handler[Any]]]] = {}
         self._planes: list[MemoryControlPlane] = []
 
     async def set_reachable(self, reachable: bool) -> None:
@@ -62,7 +63,7 @@ class MemoryFabric:
         return self._revision
 
     async def deliver(self, topic: str, message: object) -> None:
-        for plane, handler in list(self._subs[topic]):
+        for plane, handler in list(self._subs.get(topic, ())):
             if plane.connected:
                 await handler(message)
 
@@ -72,11 +73,12 @@ class MemoryFabric:
     def detach(self, plane: MemoryControlPlane) -> None:
         if plane in self._planes:
             self._planes.remove(plane)
-        for topic in _TOPICS:
-            self._subs[topic] = [(p, h) for p, h in self._subs[topic] if p is not plane]
+        for topic, subs in self._subs.items():
+            self._subs[topic] = [(p, h) for p, h in subs if p is not plane]
+        self._responders = {s: r for s, r in self._responders.items() if r[0] is not plane}
 
     def subscribe(self, topic: str, plane: MemoryControlPlane, handler: Handler[Any]) -> None:
-        self._subs[topic].append((plane, handler))
+        self._subs.setdefault(topic, []).append((plane, handler))
 
 
 class MemoryControlPlane:
@@ -180,3 +182,41 @@ class MemoryControlPlane:
         records = self._require()._audit
         first = max(start_seq, 1)
         return [(i, records[i - 1]) for i in range(first, min(len(records), first + limit - 1) + 1)]
+
+    async def put_record(
+        self, bucket: Bucket, key: str, value: bytes, expected_revision: int | None = None
+    ) -> int:
+        fabric = self._require()
+        records = fabric._records[bucket]
+        current_rev = records[key][1] if key in records else 0
+        if expected_revision is not None and expected_revision != current_rev:
+            raise RevisionConflict(f"{bucket}.{key}", expected_revision)
+        revision = fabric.next_revision()
+        records[key] = (value, revision)
+        await fabric.deliver(f"record:{bucket}", Record(bucket, key, value, revision))
+        return revision
+
+    async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
+        found = self._require()._records[bucket].get(key)
+        return found if found else (None, 0)
+
+    async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
+        return dict(self._require()._records[bucket])
+
+    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
+        self._require().subscribe(f"record:{bucket}", self, handler)
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        await self._require().deliver(f"msg:{subject}", payload)
+
+    async def subscribe(self, subject: str, handler: Handler[bytes]) -> None:
+        self._require().subscribe(f"msg:{subject}", self, handler)
+
+    async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
+        served = self._require()._responders.get(subject)
+        if served is None or not served[0].connected:
+            raise ControlPlaneUnavailable(f"nobody serves {subject}")
+        return await served[1](payload)
+
+    async def serve(self, subject: str, responder: Responder) -> None:
+        self._require()._responders[subject] = (self, responder)

@@ -17,6 +17,7 @@ Design choices come from measurements on this hardware (research/fleet/REPORT.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -46,9 +47,12 @@ from knightwatch.control.messages import (
     slot_of,
 )
 from knightwatch.control.protocol import (
+    Bucket,
     ConnectionHandler,
     ControlPlaneUnavailable,
     Handler,
+    Record,
+    Responder,
     RevisionConflict,
 )
 from knightwatch.state import Scope
@@ -65,6 +69,17 @@ SUBJECT_CONFIRM = "kw.confirm"
 SUBJECT_HEARTBEAT = "kw.hb"
 SUBJECT_METRICS = "kw.metrics"
 SUBJECT_AUDIT = "kw.audit"
+SUBJECT_MESSAGES = "kw.msg"
+SUBJECT_REQUESTS = "kw.req"
+
+
+def record_bucket(bucket: Bucket) -> str:
+    return f"kw_{bucket.value}"
+
+
+def record_republish(bucket: Bucket) -> str:
+    return f"kw.repub.{bucket.value}"
+
 
 T = TypeVar("T")
 
@@ -93,6 +108,7 @@ class NatsControlPlane:
         self._js: JetStreamContext | None = None
         self._state: KeyValue | None = None
         self._members: KeyValue | None = None
+        self._records: dict[Bucket, KeyValue] = {}
         self._connection_handlers: list[ConnectionHandler] = []
 
     # --- connection --------------------------------------------------------
@@ -165,6 +181,19 @@ class NatsControlPlane:
                 direct=False,
             )
         )
+        for bucket in Bucket:
+            self._records[bucket] = await self._bucket(
+                KeyValueConfig(
+                    bucket=record_bucket(bucket),
+                    history=1,
+                    replicas=self.replicas,
+                    storage=StorageType.FILE,
+                    direct=False,
+                    republish=RePublish(
+                        src=f"$KV.{record_bucket(bucket)}.>", dest=f"{record_republish(bucket)}.>"
+                    ),
+                )
+            )
         for config in (
             StreamConfig(
                 name=AUDIT_STREAM,
@@ -396,3 +425,105 @@ class NatsControlPlane:
                 out.append((seq, AUDIT_DECODER.decode(msg.data)))
             seq += 1
         return out
+
+    # --- durable records (release, admission, flags, rollouts) ----------------
+    def _record_kv(self, bucket: Bucket) -> KeyValue:
+        kv = self._records.get(bucket)
+        if kv is None:
+            raise ControlPlaneUnavailable("control plane not connected")
+        return kv
+
+    async def put_record(
+        self, bucket: Bucket, key: str, value: bytes, expected_revision: int | None = None
+    ) -> int:
+        kv = self._record_kv(bucket)
+        if expected_revision is None:
+            return await self._call(kv.put(key, value))
+        try:
+            if expected_revision == 0:
+                return await self._call(kv.create(key, value))
+            return await self._call(kv.update(key, value, last=expected_revision))
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            raise RevisionConflict(f"{bucket}.{key}", expected_revision) from None
+
+    async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
+        try:
+            found = await self._call(self._record_kv(bucket).get(key))
+        except nats.js.errors.KeyNotFoundError:
+            return None, 0
+        if found.value is None:
+            return None, 0
+        return found.value, int(found.revision or 0)
+
+    async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
+        kv = self._record_kv(bucket)
+
+        async def read() -> dict[str, tuple[bytes, int]]:
+            watcher = await kv.watchall()
+            out: dict[str, tuple[bytes, int]] = {}
+            try:
+                while True:
+                    e = await watcher.updates(timeout=self.request_timeout_s)  # type: ignore[no-untyped-call]
+                    if e is None:
+                        return out
+                    if e.operation is None and e.value is not None:
+                        out[e.key] = (e.value, int(e.revision or 0))
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+        return await self._call(read())
+
+    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
+        prefix = record_republish(bucket) + "."
+
+        async def on_message(msg: Msg) -> None:
+            headers = msg.headers or {}
+            record = Record(
+                bucket,
+                msg.subject.removeprefix(prefix),
+                msg.data,
+                int(headers.get("Nats-Sequence", 0)),
+            )
+            try:
+                await handler(record)
+            except Exception:
+                log.exception("record handler for %s failed", msg.subject)
+
+        nc = self._require_nc()
+        await self._call(nc.subscribe(prefix + ">", cb=on_message))
+        await self._call(nc.flush(timeout=self.request_timeout_s))  # type: ignore[arg-type]
+
+    # --- plain messages and request/reply --------------------------------------
+    async def publish(self, subject: str, payload: bytes) -> None:
+        await self._publish(f"{SUBJECT_MESSAGES}.{subject}", payload)
+
+    async def subscribe(self, subject: str, handler: Handler[bytes]) -> None:
+        await self._subscribe(f"{SUBJECT_MESSAGES}.{subject}", bytes, handler)
+
+    async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
+        nc = self._require_nc()
+        if not nc.is_connected:
+            raise ControlPlaneUnavailable("control plane disconnected")
+        try:
+            reply = await nc.request(f"{SUBJECT_REQUESTS}.{subject}", payload, timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise ControlPlaneUnavailable(f"nobody serves {subject}") from None
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ControlPlaneUnavailable(
+                f"{subject}: no answer: {exc or type(exc).__name__}"
+            ) from None
+        return reply.data
+
+    async def serve(self, subject: str, responder: Responder) -> None:
+        async def on_request(msg: Msg) -> None:
+            try:
+                reply = await responder(msg.data)
+            except Exception:
+                log.exception("responder for %s failed", subject)
+                return
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await msg.respond(reply)
+
+        nc = self._require_nc()
+        await self._call(nc.subscribe(f"{SUBJECT_REQUESTS}.{subject}", cb=on_request))
+        await self._call(nc.flush(timeout=self.request_timeout_s))  # type: ignore[arg-type]

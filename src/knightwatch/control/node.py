@@ -11,6 +11,11 @@ runtime runs on. What it guarantees:
   state in sync; a disconnect, a failed round trip, or a stall longer than the
   lease (a frozen process, a starved loop) drops admission at once, and only a
   fresh resync from the store of record re-admits the node;
+* with an `Attestor`, the node is judged by the admission service before it
+  can take a lease or arm: it attests what it runs at join, every `attest_s`
+  and whenever the fleet's target release changes; a refusal or a fence
+  (drift) expires the Guard's lease at once, and so does a verdict older than
+  `admission_ttl_s` (the admission service stopped answering: unknown release);
 * metrics and flight-recorder lines flow to the control plane in the background.
 """
 
@@ -22,7 +27,8 @@ import logging
 import os
 import socket
 
-from knightwatch.clock import Clock
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.attestor import Attestor
 from knightwatch.control.lease import LeasePolicy
 from knightwatch.control.messages import (
     AuditEnvelope,
@@ -31,17 +37,20 @@ from knightwatch.control.messages import (
     NodeStatus,
     StateEntry,
 )
-from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
 from knightwatch.control.shipping import ShippingSink
+from knightwatch.control.verdict import TARGET_KEY, Verdict
 from knightwatch.decision import Decision
 from knightwatch.guard import Guard
 from knightwatch.order import Fill, Order
+from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
 
 log = logging.getLogger(__name__)
 
 _AUDIT_BATCH = 500
 _RECONFIRM_NS = 50_000_000
+_ATTEST_TIMEOUT_S = 2.0
 
 
 class NodeError(RuntimeError):
@@ -58,6 +67,9 @@ class NodeRuntime:
         policy: LeasePolicy | None = None,
         metrics_s: float = 0.5,
         shipper: ShippingSink | None = None,
+        attestor: Attestor | None = None,
+        attest_s: float = 5.0,
+        admission_ttl_s: float | None = None,
     ) -> None:
         self.policy = policy if policy is not None else LeasePolicy()
         lease = guard.limits.lease_timeout_s
@@ -84,6 +96,20 @@ class NodeRuntime:
         self._member_put: asyncio.Task[None] | None = None
         self._audit_seq = 0
         self._running = False
+        self.attestor = attestor
+        self.attest_s = attest_s
+        ttl = admission_ttl_s if admission_ttl_s is not None else 3 * attest_s
+        if ttl < attest_s:
+            raise NodeError(f"admission_ttl_s: must be >= attest_s ({attest_s:g}), got {ttl:g}")
+        self._admission_ttl_ns = int(ttl * NS_PER_S)
+        self.verdict: Verdict | None = None
+        self._verdict_mono = 0
+        self._attest_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        self.release_event = asyncio.Event()
+        """Set once the node is admitted on the target release (always, without an attestor)."""
+        if attestor is None:
+            self.release_event.set()
 
     # --- the embedding program's order path ---------------------------------
     def check(self, order: Order) -> Decision:
@@ -109,7 +135,26 @@ class NodeRuntime:
         self.errors.append(text)
         log.error("NODE_ERROR node=%s armed=%s error=%r", self.node_id, self.guard.armed, text)
 
+    @property
+    def release_admitted(self) -> bool:
+        """Admitted on the fleet's target release by a verdict still within its time to live."""
+        if self.attestor is None:
+            return True
+        v = self.verdict
+        fresh = self.clock.monotonic_ns() - self._verdict_mono <= self._admission_ttl_ns
+        return v is not None and v.admitted and fresh
+
+    def _refusal(self) -> str:
+        v = self.verdict
+        if v is None:
+            return "release admission: no verdict yet"
+        if not v.admitted:
+            return f"release admission {v.status}: {v.detail}"
+        return "release admission expired: the admission service has not answered"
+
     def arm(self, actor: str) -> None:
+        if not self.release_admitted:
+            raise NodeError(f"node {self.node_id} cannot arm: {self._refusal()}")
         if self.errors and not self.guard.armed:
             raise NodeError(
                 f"node {self.node_id} reported {len(self.errors)} error(s) before arming "
@@ -127,7 +172,13 @@ class NodeRuntime:
         self.plane.on_connection(self._on_connection)
         await self.plane.subscribe_states(self._on_state)
         await self._resync()
-        self._renew()
+        if self.attestor is not None:
+            await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
+            await self.attest_once()
+        if self.release_admitted:
+            self._renew()
+        else:
+            log.error("node %s: not admitted; no lease (%s)", self.node_id, self._refusal())
         await self.plane.put_member(self.status())
 
     async def start(self) -> None:
@@ -138,14 +189,18 @@ class NodeRuntime:
             asyncio.create_task(self._heartbeats(), name=f"{self.node_id}-heartbeat"),
             asyncio.create_task(self._publishing(), name=f"{self.node_id}-metrics"),
         ]
-        log.info("node %s admitted (lease %.3fs)", self.node_id, self.policy.lease_timeout_s)
+        if self.attestor is not None:
+            self._tasks.append(
+                asyncio.create_task(self._attesting(), name=f"{self.node_id}-attest")
+            )
+        log.info("node %s joined (lease %.3fs)", self.node_id, self.policy.lease_timeout_s)
 
     async def stop(self) -> None:
         self._running = False
         self._revoke("node stopping")
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -232,6 +287,11 @@ class NodeRuntime:
             self._revoke("lease ran out before renewal (process stalled)")
         try:
             await self.plane.ping(self.policy.ping_timeout_s)
+            if not self.release_admitted:
+                self._revoke(self._refusal())
+                await self.plane.heartbeat(self.status())
+                await self._put_member()
+                return
             if not self.admitted:
                 await self._resync()
                 log.warning("node %s: kill state resynced; re-admitted", self.node_id)
@@ -242,6 +302,55 @@ class NodeRuntime:
             return
         if self._member_put is None or self._member_put.done():
             self._member_put = asyncio.create_task(self._put_member())
+
+    # --- release admission ----------------------------------------------------
+    async def attest_once(self) -> None:
+        """Attest what this node runs now; a refusal or fence expires the lease at once."""
+        assert self.attestor is not None
+        async with self._attest_lock:
+            was = self.release_admitted
+            try:
+                verdict = await self.attestor.attest(self.plane, _ATTEST_TIMEOUT_S)
+            except ControlPlaneUnavailable as exc:
+                log.warning("node %s: attestation not answered (%s)", self.node_id, exc)
+                if not self.release_admitted:
+                    self._revoke(self._refusal())
+                return
+            except ReleaseInputError as exc:
+                verdict = None
+                log.error("RELEASE_UNMEASURABLE node=%s %s", self.node_id, exc)
+            self.verdict = verdict
+            self._verdict_mono = self.clock.monotonic_ns()
+            if verdict is not None and verdict.admitted:
+                self.release_event.set()
+                if not was:
+                    log.warning("node %s: admitted on release %s", self.node_id, verdict.release_id)
+            else:
+                self.release_event.clear()
+                self._log_refusal(verdict)
+        if not was and self.release_admitted and self._running:
+            await self.heartbeat_once()
+
+    def _log_refusal(self, verdict: Verdict | None) -> None:
+        if verdict is not None:
+            log.error(
+                "RELEASE_REFUSED node=%s status=%s %s", self.node_id, verdict.status, verdict.detail
+            )
+        self._revoke(self._refusal())
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task alive until it finishes; `stop` cancels what is left."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _on_release(self, record: Record) -> None:
+        if record.key == TARGET_KEY:
+            self.track(asyncio.create_task(self.attest_once(), name=f"{self.node_id}-reattest"))
+
+    async def _attesting(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.attest_s)
+            await self.attest_once()
 
     async def _put_member(self) -> None:
         with contextlib.suppress(ControlPlaneUnavailable):

@@ -23,6 +23,8 @@ from nats.aio.client import Client
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.sink import FileSink, MemorySink
 from knightwatch.clock import Clock, SystemClock
+from knightwatch.control.attestor import Attestor
+from knightwatch.control.flagplane import NodeFlags
 from knightwatch.control.flow import OrderFlow
 from knightwatch.control.lease import LeasePolicy
 from knightwatch.control.natsplane import NatsControlPlane
@@ -132,8 +134,14 @@ async def serve_node(
     metrics_s: float = 0.5,
     replicas: int = 1,
     clock: Clock | None = None,
+    attestor: Attestor | None = None,
+    attest_s: float = 5.0,
 ) -> None:
-    """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, optional flow."""
+    """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, optional flow.
+
+    With an attestor the node arms only once admitted on the fleet's target
+    release, and keeps its flag state in sync (confirming each revision).
+    """
     clock = clock or SystemClock()
     limits = load_limits(limits_path, policy)
     inner: FileSink | MemorySink = MemorySink()
@@ -150,9 +158,19 @@ async def serve_node(
         urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
     ) as plane:
         runtime = NodeRuntime(
-            guard, plane, clock=clock, policy=policy, metrics_s=metrics_s, shipper=shipper
+            guard,
+            plane,
+            clock=clock,
+            policy=policy,
+            metrics_s=metrics_s,
+            shipper=shipper,
+            attestor=attestor,
+            attest_s=attest_s,
         )
         await runtime.start()
+        if attestor is not None:
+            await NodeFlags(runtime).start()
+        await runtime.release_event.wait()
         runtime.arm(f"node:{node_id}")
         flow_task: asyncio.Task[None] | None = None
         venue_nc: Client | None = None

@@ -16,7 +16,10 @@ reconnect, so neither path alone is trusted for correctness.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Protocol, TypeVar
+
+import msgspec
 
 from knightwatch.control.messages import (
     AuditEnvelope,
@@ -36,6 +39,36 @@ class Handler(Protocol[T_contra]):
 
 ConnectionHandler = Callable[[bool], Awaitable[None]]
 """Called with False when the plane becomes unreachable and True when it is back."""
+
+Responder = Callable[[bytes], Awaitable[bytes]]
+"""Answers one request (admission challenges and attestations) with a reply payload."""
+
+
+class Bucket(StrEnum):
+    """Durable record buckets beside the kill-switch state, one concept each.
+
+    Keys are node ids, flag ids or fixed names: NATS KV keys, `[-_=.A-Za-z0-9]`.
+    """
+
+    RELEASE = "release"
+    """`target`: the fleet's target release envelope (DSSE JSON), set through admission."""
+    ROSTER = "roster"
+    """node id -> the public key the node signs attestations with (enrolment)."""
+    ADMISSION = "admission"
+    """node id -> the admission service's latest `Verdict` on it."""
+    FLAGS = "flags"
+    """`state.<flag>`, `change.<flag>.<rev>`, `applied.<flag>.<node>`: flag state."""
+    ROLLOUTS = "rollouts"
+    """flag id -> the latest `RolloutState` for that flag."""
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One stored record as a subscriber sees it: which bucket and key, value, revision."""
+
+    bucket: Bucket
+    key: str
+    value: bytes
+    revision: int
 
 
 class ControlPlaneUnavailable(RuntimeError):
@@ -127,3 +160,33 @@ class ControlPlane(Protocol):
     async def audit(self, start_seq: int = 1, limit: int = 1000) -> list[tuple[int, AuditEnvelope]]:
         """Records from `start_seq` on, in stream order."""
         ...
+
+    # --- durable records (release, admission, flags, rollouts) ----------------
+    async def put_record(
+        self, bucket: Bucket, key: str, value: bytes, expected_revision: int | None = None
+    ) -> int:
+        """Store a record; compare-and-swap like `put_state` when `expected_revision` is given."""
+        ...
+
+    async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
+        """The stored value and its revision (`ABSENT` when never written)."""
+        ...
+
+    async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
+        """Every key's latest value and revision, from the store of record."""
+        ...
+
+    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
+        """Every record stored in `bucket` from now on (a core subscription, no consumer)."""
+        ...
+
+    # --- plain messages and request/reply --------------------------------------
+    async def publish(self, subject: str, payload: bytes) -> None: ...
+
+    async def subscribe(self, subject: str, handler: Handler[bytes]) -> None: ...
+
+    async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
+        """One reply from whoever serves `subject`; ControlPlaneUnavailable if nobody answers."""
+        ...
+
+    async def serve(self, subject: str, responder: Responder) -> None: ...

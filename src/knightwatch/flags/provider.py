@@ -26,7 +26,7 @@ from openfeature.provider import AbstractProvider, Metadata
 from knightwatch.flags.definition import FlagDefinition
 from knightwatch.flags.fleet import FleetView, member_of
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.state import FlagStateStore, StateUnavailable
+from knightwatch.flags.state import FlagStateReader, StateUnavailable
 
 PROVIDER_NAME = "knightwatch-flags"
 _T = TypeVar("_T")
@@ -53,7 +53,7 @@ class KnightwatchProvider(AbstractProvider):
     def __init__(
         self,
         registry: FlagRegistry,
-        store: FlagStateStore,
+        store: FlagStateReader,
         fleet: FleetView,
         node: str,
         local_schema: Mapping[str, str],

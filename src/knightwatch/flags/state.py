@@ -62,12 +62,18 @@ class StateUnavailable(RuntimeError):
     """The state cannot be read; evaluation falls back to safe defaults."""
 
 
-class FlagStateStore(Protocol):
+class FlagStateReader(Protocol):
+    """What a node needs to evaluate flags: read the state, confirm what it applied."""
+
     def get(self, flag_id: str) -> FlagState | None: ...
 
-    def commit(self, change: FlagChange, expected_revision: int) -> FlagState: ...
-
     def confirm_applied(self, flag_id: str, node: str, revision: int) -> None: ...
+
+
+class FlagStateStore(FlagStateReader, Protocol):
+    """What operators' tools need on top: compare-and-set changes and their history."""
+
+    def commit(self, change: FlagChange, expected_revision: int) -> FlagState: ...
 
     def changes(self, flag_id: str) -> Sequence[FlagChange]: ...
 

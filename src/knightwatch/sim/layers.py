@@ -6,12 +6,10 @@ A layer configures a run before it starts: it turns on Guard rule groups
 bounds, asks the replay to register parents with the Guard, or schedules an
 action on the simulated clock. The release and flag
 governance layers (attestation, flag schema, rollout) switch on checks of the
-replay's `Governance` (`setup.governance`). Later layers (supervisor,
-control-plane kill switch) add themselves with `register` and use the same
-`LayerSetup`: `schedule` gives them the running `Replay` (nodes, guards,
-routers, market, governance) at a simulated instant, and `sample_hooks` gives
-them every sample with per-node metrics, which is where a supervisor check
-plugs in.
+replay's `Governance` (`setup.governance`). The control-plane layers (kill
+switch, supervisor) ask for the replay's control plane (`use_control_plane`):
+every node's Guard then runs inside the live node runtime with a lease, and
+halts reach it only through the kill switch (`knightwatch.sim.control`).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from knightwatch.flags.rollout import Metrics
 from knightwatch.limits import FLEET_RULES, Limits
 from knightwatch.sim.governance import GovernanceMode
 from knightwatch.sim.router import RouterBounds
-from knightwatch.state import Scope
 
 if TYPE_CHECKING:
     from knightwatch.sim.replay import Replay
@@ -50,6 +47,8 @@ class LayerSetup:
         self.actions: list[tuple[float, str, Action]] = []
         self.governance = GovernanceMode()
         self.sample_hooks: list[SampleHook] = []
+        self.control_plane = False
+        self.supervisor = False
 
     def turn_on(self, keys: tuple[str, ...]) -> None:
         """Enable Guard rule groups with the scenario's values (Limits defaults if unset)."""
@@ -57,6 +56,15 @@ class LayerSetup:
         defaults = Limits()
         for key in keys:
             self.limit_keys[key] = self.scenario.limits.get(key, getattr(defaults, key))
+
+    def use_control_plane(self, *, supervisor: bool = False) -> None:
+        """Run the fleet control plane: leases on (the Guard's `lease_timeout_s` is the
+        scenario's `control.lease_timeout_s`, the value the node runtime's `LeasePolicy`
+        renews against), and with `supervisor` the Supervisor watching node metrics."""
+        self.guarded = True
+        self.control_plane = True
+        self.supervisor = self.supervisor or supervisor
+        self.limit_keys["lease_timeout_s"] = self.scenario.control.lease_timeout_s
 
     def schedule(self, at_s: float, label: str, action: Action) -> None:
         self.actions.append((at_s, label, action))
@@ -123,29 +131,36 @@ class RouterBoundsLayer(Layer):
         setup.router_bounds = setup.scenario.router
 
 
-class ManualKillLayer(Layer):
-    """A person halts the whole fleet at the scenario's human reaction time."""
+class KillSwitchLayer(Layer):
+    """A person kills the whole fleet at the scenario's human reaction time with the one
+    command: the real `KillSwitch` on the replay's control plane, applied by every node's
+    runtime to its Guard and confirmed back; leases on, heartbeats on the simulated clock."""
 
-    name = "manual_kill"
-    title = "manual kill at human reaction time"
+    name = "kill_switch"
+    title = "one-command fleet kill (control plane, confirmed) at human reaction time"
 
     def configure(self, setup: LayerSetup) -> None:
-        setup.guarded = True
+        setup.use_control_plane()
         tl = setup.scenario.timeline
         at = tl.notice_s + tl.reaction_s
 
         def kill(replay: Replay) -> None:
-            for node in replay.nodes:
-                if node.guard is not None:
-                    node.guard.halt(
-                        Scope.FLEET,
-                        "fleet",
-                        f"manual kill {at:g}s after the open",
-                        actor="operator:manual_kill",
-                    )
-            replay.mark("manual_kill", "*", f"fleet halted by an operator at {at:g}s")
+            replay.operator_kill(self.name, f"manual kill {at:g}s after the open")
 
         setup.schedule(at, self.name, kill)
+
+
+class SupervisorLayer(Layer):
+    """The fleet `Supervisor` watches every node's published metrics and halts through the
+    kill switch (node scope, or the fleet's exposure) on the scenario's `[supervisor]`
+    thresholds: order rate against the fleet median, P&L against peers, fleet gross
+    exposure, block/reject spikes, errors before arming."""
+
+    name = "supervisor"
+    title = "supervisor: automatic halt on node metrics (control plane)"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.use_control_plane(supervisor=True)
 
 
 class AttestationLayer(Layer):
@@ -251,7 +266,8 @@ for _layer in (
         ("max_order_qty", "max_order_notional", "price_collar_pct", "price_collar_ticks"),
     ),
     RouterBoundsLayer(),
-    ManualKillLayer(),
+    KillSwitchLayer(),
+    SupervisorLayer(),
     AttestationLayer(),
     FlagSchemaLayer(),
     RolloutLayer(),

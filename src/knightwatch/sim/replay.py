@@ -25,9 +25,11 @@ import msgspec
 import numpy as np
 
 from knightwatch.clock import NS_PER_S, SimClock
+from knightwatch.control.killswitch import CommandResult
 from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
+from knightwatch.sim.control import ControlAction, ReplayControl, action_of
 from knightwatch.sim.exit import exit_value, marked_value
 from knightwatch.sim.governance import Governance
 from knightwatch.sim.layers import Action, Layer, LayerSetup
@@ -89,10 +91,13 @@ class ReplayResult(msgspec.Struct, frozen=True):
     marked_pnl_usd: float
     symbols_moved_over_5pct: int
     contained_after_s: float | None
+    runaway_from_s: float | None
     simulated_s: float
     per_node: dict[str, NodeStats]
     stale_nodes: list[str]
     events: list[GuardrailEvent]
+    control_actions: list[ControlAction]
+    automatic_halt_s: float | None
     series: Series
     wall_seconds: float
 
@@ -151,7 +156,6 @@ class Replay:
                 recorder = node_recorder(nid, self.clock, audit_dir)
                 guard = Guard(limits, node=nid, clock=self.clock, recorder=recorder)
                 guard.set_context(release_id=release.id)
-                guard.arm(actor="replay")
             self.nodes.append(
                 Node(
                     nid,
@@ -167,12 +171,37 @@ class Replay:
         self._by_id = {n.id: n for n in self.nodes}
         self.governance = Governance(sc, self.clock, self.setup.governance)
         self.governance.attach(self.nodes)
+        self.control: ReplayControl | None = None
+        if self.setup.control_plane:
+            self.control = ReplayControl(
+                self.clock,
+                [n.guard for n in self.nodes if n.guard is not None],
+                sc.control,
+                sc.supervisor if self.setup.supervisor else None,
+            )
+        self.control_actions: list[ControlAction] = []
+        self.events: list[GuardrailEvent] = []
+        self._arm()
         self._rerouted = 0
         self._window_sent = [0] * len(self.nodes)
         self._window_blocked = [0] * len(self.nodes)
         self._watch: list[set[int]] = [set() for _ in self.nodes]
-        self.events: list[GuardrailEvent] = []
         self.series = Series(orders={n.id: [] for n in self.nodes})
+
+    def _arm(self) -> None:
+        """Arm every Guard before the open. Errors a node reported before the open
+        (`fleet.pre_open_errors`, Knight's unread e-mails) are read only by the control
+        plane: its node runtime then refuses to arm, and the supervisor pages and halts."""
+        errors = self.scenario.fleet.pre_open_errors
+        for node in self.nodes:
+            if node.guard is None:
+                continue
+            if self.control is None:
+                node.guard.arm(actor="replay")
+                continue
+            refused = self.control.arm(node.id, errors.get(node.id, 0))
+            if refused is not None:
+                self.mark("supervisor", node.id, f"arming refused: {refused}")
 
     # ------------------------------------------------------------------ actions
 
@@ -184,6 +213,29 @@ class Replay:
 
     def mark(self, layer: str, node: str, what: str) -> None:
         self.events.append(GuardrailEvent(round(self.now_s(), 3), layer, node, what))
+
+    def operator_kill(self, layer: str, reason: str) -> None:
+        """An operator's fleet kill through the control plane's kill switch."""
+        assert self.control is not None, "the kill_switch layer runs the control plane"
+        self._record_command(layer, "manual_kill", self.control.kill(reason, f"operator:{layer}"))
+
+    def _record_command(self, layer: str, rule: str, result: CommandResult) -> None:
+        entry = result.entry
+        if entry.scope is Scope.NODE:
+            before = self.node(entry.key).sent
+        else:
+            before = sum(n.sent for n in self.nodes)
+        pos = self.account.position
+        loss = -(self.account.cash + exit_value(self.market, pos, self.scenario.exit))
+        action = action_of(result, self.now_s(), rule, before, loss)
+        self.control_actions.append(action)
+        who = f"confirmed by {len(action.confirmed)}/{len(result.targets)} nodes"
+        if action.missing:
+            who += f", not by {', '.join(action.missing)}"
+        where = "*" if entry.scope is Scope.FLEET else entry.key
+        self.mark(
+            layer, where, f"{action.scope} {action.key} {action.state} ({who}): {entry.reason}"
+        )
 
     def rollback(self) -> None:
         """2012: the new code was removed from every server, so all of them run the old one.
@@ -337,6 +389,8 @@ class Replay:
                         f"first order blocked: {reason}",
                     )
                 )
+        if self.control is not None:
+            self.control.close()
         for node in self.nodes:
             if node.guard is not None:
                 node.guard.recorder.close()
@@ -363,9 +417,24 @@ class Replay:
                     due.append((p.child_time(p.next_k + j), ni, pj, node, p))
         due.sort(key=lambda c: (c[0], c[1], c[2]))
         clock = self.clock
+        ticks = self.control.ticks_before(t1) if self.control is not None else []
+        ti = 0
         for t, _, _, node, p in due:
+            while ti < len(ticks) and ticks[ti] <= t:
+                self._control_tick(ticks[ti])
+                ti += 1
             clock.advance_to(t)
             node.route_one(p, t)
+        for tick in ticks[ti:]:
+            self._control_tick(tick)
+
+    def _control_tick(self, t_ns: int) -> None:
+        """Heartbeats and metrics at `t_ns`; each supervisor action is recorded with the
+        kill-switch result (who confirmed) it produced."""
+        assert self.control is not None
+        self.clock.advance_to(t_ns)
+        for action, result in self.control.tick():
+            self._record_command("supervisor", action.rule.value, result)
 
     def _guard_events(self, seen: list[int]) -> None:
         for i, node in enumerate(self.nodes):
@@ -374,8 +443,8 @@ class Replay:
             if len(halts) > seen[i]:
                 ordered = sorted(halts.items(), key=lambda kv: kv[1].ts_ns)
                 for (scope, key), h in ordered[seen[i] :]:
-                    if h.actor.startswith("operator"):
-                        continue
+                    if h.actor.startswith("operator") or h.actor == "supervisor":
+                        continue  # recorded with its kill-switch command and confirmations
                     self.events.append(
                         GuardrailEvent(
                             round((h.ts_ns - self.scenario.open_ns) / NS_PER_S, 3),
@@ -475,6 +544,11 @@ class Replay:
             marked_pnl_usd=round(marked, 2) + 0.0,
             symbols_moved_over_5pct=moved,
             contained_after_s=contained,
+            runaway_from_s=(
+                None
+                if acct.first_runaway_ns is None
+                else round((acct.first_runaway_ns - sc.open_ns) / NS_PER_S, 3)
+            ),
             simulated_s=round((t_ns - sc.open_ns) / NS_PER_S, 3),
             per_node={
                 n.id: NodeStats(n.release.id, n.sent, n.executions, n.blocked, n.admitted)
@@ -482,6 +556,15 @@ class Replay:
             },
             stale_nodes=list(sc.fleet.missed_deploy),
             events=self.events,
+            control_actions=self.control_actions,
+            automatic_halt_s=next(
+                (
+                    a.t_s
+                    for a in self.control_actions
+                    if a.actor == "supervisor" and a.state == TradingState.HALTED.name
+                ),
+                None,
+            ),
             series=self.series,
             wall_seconds=round(wall, 3),
         )

@@ -23,6 +23,8 @@ from knightwatch.sim.replay import ReplayResult
 from knightwatch.sim.scenario import Record
 
 TOLERANCE = 0.25
+CONTROL_LAYERS = ("supervisor", "kill_switch")
+"""Layers whose every action gets its own plot marker (they are few and each one matters)."""
 
 # (label, result field, record field, format)
 RECORD_FIGURES: tuple[tuple[str, str, str, str], ...] = (
@@ -51,6 +53,12 @@ def fmt(value: float | None, kind: str) -> str:
             return f"${value / 1e6:,.1f}M"
         return f"${value:,.0f}"
     return f"{int(value):,}"
+
+
+def halt_text(r: ReplayResult) -> str:
+    if r.automatic_halt_s is None:
+        return "-"
+    return f"{r.automatic_halt_s:,.3f} s"
 
 
 def contained_text(r: ReplayResult) -> str:
@@ -108,6 +116,10 @@ class ReplayReport:
         r = self.result
         summary = [
             ["time from the open to containment", contained_text(r)],
+            [
+                "first runaway execution",
+                "none" if r.runaway_from_s is None else f"{r.runaway_from_s:,.3f} s",
+            ],
             ["child orders sent", fmt(r.child_orders, "int")],
             ["child orders blocked", fmt(r.blocked_orders, "int")],
             ["executions", fmt(r.executions, "int")],
@@ -122,8 +134,30 @@ class ReplayReport:
             ["P&L if marked at pushed-up prices (pitfall)", fmt(r.marked_pnl_usd, "usd")],
             ["simulated / wall", f"{r.simulated_s:g} s / {r.wall_seconds:.2f} s"],
         ]
+        if r.control_actions:
+            summary.insert(2, ["time from the open to the first automatic halt", halt_text(r)])
         title = f"replay {r.scenario} (seed {r.seed}), guards: {', '.join(r.guards)}"
         out = [(title, ["figure", "value"], summary)]
+        if r.control_actions:
+            out.append(
+                (
+                    "control-plane commands (kill switch, supervisor): orders out before each, "
+                    "loss if unwound then",
+                    ["t (s)", "rule", "command", "confirmed", "orders out", "loss then"],
+                    [
+                        [
+                            f"{a.t_s:,.3f}",
+                            a.rule,
+                            f"{a.scope} {a.key} {a.state}",
+                            f"{len(a.confirmed)}/{len(a.confirmed) + len(a.missing)}"
+                            + (f" (missing {', '.join(a.missing)})" if a.missing else ""),
+                            fmt(a.orders_before, "int"),
+                            fmt(a.loss_usd, "usd"),
+                        ]
+                        for a in r.control_actions
+                    ],
+                )
+            )
         if r.guards == ["none"] and self.record_rows():
             rows = [
                 [
@@ -146,6 +180,7 @@ class ReplayReport:
             cols = [
                 "guards",
                 "contained after",
+                "automatic halt",
                 "child orders",
                 "executions",
                 "shares",
@@ -158,6 +193,7 @@ class ReplayReport:
                 [
                     ",".join(c.guards),
                     contained_text(c),
+                    halt_text(c),
                     fmt(c.child_orders, "int"),
                     fmt(c.executions, "int"),
                     fmt(c.shares, "int"),
@@ -253,14 +289,26 @@ class ReplayReport:
         )
 
     def _markers(self, ax: Any) -> None:
-        """One vertical line per kind of action, at its first occurrence."""
+        """One vertical line per kind of action, at its first occurrence; every kill-switch
+        and supervisor command gets its own line (one legend entry per layer)."""
         seen: dict[str, float] = {}
         for e in self.result.events:
+            if e.layer in CONTROL_LAYERS:
+                continue
             key = e.layer if e.layer not in ("guard", "operator") else e.what.split(":")[0]
             seen.setdefault(key, e.t_s)
         colors = plt.get_cmap("tab10")
         for i, (key, t) in enumerate(sorted(seen.items(), key=lambda kv: kv[1])):
             ax.axvline(t, color=colors(i % 10), linestyle="--", linewidth=1, label=key)
+        styles = {"supervisor": ("tab:purple", ":"), "kill_switch": ("black", "-.")}
+        labelled: set[str] = set()
+        for e in self.result.events:
+            if e.layer not in CONTROL_LAYERS:
+                continue
+            color, style = styles[e.layer]
+            label = f"{e.layer} (each command)" if e.layer not in labelled else None
+            labelled.add(e.layer)
+            ax.axvline(e.t_s, color=color, linestyle=style, linewidth=1.2, label=label)
 
     def _plot_loss(self) -> str:
         s = self.result.series
@@ -308,6 +356,7 @@ def _row(r: ReplayResult) -> dict[str, Any]:
     return {
         "guards": ",".join(r.guards),
         "contained_after_s": r.contained_after_s,
+        "automatic_halt_s": r.automatic_halt_s,
         "child_orders": r.child_orders,
         "executions": r.executions,
         "shares": r.shares,

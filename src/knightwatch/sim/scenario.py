@@ -18,6 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from knightwatch.clock import NS_PER_S
+from knightwatch.control.lease import LeaseError, LeasePolicy
+from knightwatch.control.supervisor import SupervisorConfig
 from knightwatch.flags.definition import NAMESPACED_ID
 from knightwatch.flags.rollout import RolloutPlan
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
@@ -49,9 +51,14 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Fleet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`pre_open_errors` counts errors a node reports before it is armed (Knight's 97
+    unread "Power Peg disabled" e-mails, whose sending server the SEC does not name);
+    only the control plane reads them: the node is then not armed."""
+
     nodes: int
     missed_deploy: list[str] = msgspec.field(default_factory=list)
     strategy: str = "smars"
+    pre_open_errors: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Deploy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,6 +107,19 @@ class Timeline(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reaction_s: float = 240.0
 
 
+class ControlParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The control plane in a replay (kill_switch and supervisor layers): each node's lease
+    and heartbeat, as `knightwatch.control.lease.LeasePolicy` checks them, and how often
+    nodes publish metrics to the supervisor; all in simulated seconds."""
+
+    lease_timeout_s: float = LeasePolicy().lease_timeout_s
+    heartbeat_s: float = LeasePolicy().heartbeat_s
+    metrics_s: float = 0.2
+
+    def policy(self) -> LeasePolicy:
+        return LeasePolicy(lease_timeout_s=self.lease_timeout_s, heartbeat_s=self.heartbeat_s)
+
+
 class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The historical figures a replay is compared with (SEC order, paras. 1, 17, 18)."""
 
@@ -127,6 +147,8 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeline: Timeline = Timeline()
     router: RouterBounds = RouterBounds(max_children_per_parent=100)
     rollout: RolloutPlan = RolloutPlan()
+    control: ControlParams = ControlParams()
+    supervisor: SupervisorConfig = SupervisorConfig()
     limits: dict[str, Any] = msgspec.field(default_factory=dict)
     record: Record = Record()
     source: str = ""
@@ -217,7 +239,7 @@ def loads(text: str, source: str = "scenario") -> Scenario:
     try:
         sc = msgspec.convert(data, Scenario, strict=False)
     except msgspec.ValidationError as exc:
-        raise ScenarioError(source, [_msgspec_problem(str(exc))]) from None
+        raise ScenarioError(source, _msgspec_problems(str(exc))) from None
     problems = _problems(sc)
     if problems:
         raise ScenarioError(source, problems)
@@ -228,19 +250,23 @@ _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
-def _msgspec_problem(message: str) -> str:
+def _msgspec_problems(message: str) -> list[str]:
     m = _AT.match(message)
     msg, path = (m.group("msg"), m.group("path") or "") if m else (message, "")
     key = re.sub(r"\[(\d+)\]", r"[\1]", path.lstrip("."))
     u = _UNKNOWN.match(msg)
     if u:
         full = f"{key}.{u.group('field')}" if key else u.group("field")
-        return f"{full}: unknown key"
+        return [f"{full}: unknown key"]
     missing = re.match(r"Object missing required field `(?P<field>[^`]+)`", msg)
     if missing:
         full = f"{key}.{missing.group('field')}" if key else missing.group("field")
-        return f"{full}: required key is missing"
-    return f"{key or '(top level)'}: {msg}"
+        return [f"{full}: required key is missing"]
+    # A section's own checks (e.g. SupervisorConfig) list one `field: rule` per line.
+    listed = [line.strip() for line in msg.splitlines()[1:] if line.strip()]
+    if key and listed:
+        return [f"{key}.{line}" for line in listed]
+    return [f"{key or '(top level)'}: {msg}"]
 
 
 def _problems(sc: Scenario) -> list[str]:
@@ -261,6 +287,9 @@ def _problems(sc: Scenario) -> list[str]:
     ids = set(sc.node_ids())
     for i, n in enumerate(f.missed_deploy):
         need(n in ids, f"fleet.missed_deploy[{i}]", f"must be a node id n1..n{f.nodes}", n)
+    for n, count in f.pre_open_errors.items():
+        need(n in ids, f"fleet.pre_open_errors.{n}", f"must be a node id n1..n{f.nodes}", n)
+        need(count >= 0, f"fleet.pre_open_errors.{n}", "must be >= 0", count)
     need(bool(f.strategy), "fleet.strategy", "must be a non-empty string", f.strategy)
     need(bool(sc.releases), "releases", "must define at least one release", {})
     for rid, rel in sc.releases.items():
@@ -362,6 +391,19 @@ def _problems(sc: Scenario) -> list[str]:
         rb.max_children_per_parent,
     )
     need(rb.max_qty_multiple > 0, "router.max_qty_multiple", "must be > 0", rb.max_qty_multiple)
+    cp = sc.control
+    try:
+        cp.policy()
+    except LeaseError as exc:
+        p.append(f"control.{exc}")
+    need(
+        cp.heartbeat_s <= cp.metrics_s <= 60,
+        "control.metrics_s",
+        "must be in control.heartbeat_s..60",
+        cp.metrics_s,
+    )
+    if "lease_timeout_s" in sc.limits:
+        p.append("limits.lease_timeout_s: set control.lease_timeout_s instead (one lease policy)")
     for key in sc.limits:
         if key not in FLEET_RULES or key == "version":
             p.append(f"limits.{key}: unknown key (a fleet key of knightwatch.limits.Limits)")

@@ -1,0 +1,181 @@
+"""The admission service: the control plane's gate between a node and its lease.
+
+A node asks for a challenge, attests what it actually runs and gets a
+verdict; the verdict is stored durably, so `status`, the flag gate and a
+restarted node all see the same judgement. The judging is the release layer's
+`Admitter`; this service only brings it the roster (enrolled node keys), the
+fleet's target release and the flag registry, and pins the trust policy:
+a target release is accepted only if it passes `check_release` here, so a
+rollback to a release that re-defines or still knows a retired flag is refused
+before any node can be admitted on it.
+
+Challenges live in this process's memory, so run one admission service per
+fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.protocol import Bucket, ControlPlane, Record
+from knightwatch.control.verdict import (
+    ENCODER,
+    SUBJECT_ATTEST,
+    SUBJECT_CHALLENGE,
+    SUBJECT_TARGET,
+    TARGET_DECODER,
+    TARGET_KEY,
+    TARGET_REQUEST_DECODER,
+    TargetRecord,
+    TargetReply,
+    Verdict,
+)
+from knightwatch.release.admission import Admission, Admitter, RegistrySchema, check_release
+from knightwatch.release.dsse import decode_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import VerifyKey
+from knightwatch.release.reasons import AdmissionReason, Finding
+from knightwatch.release.signing import TrustPolicy, verify_release
+
+log = logging.getLogger(__name__)
+
+
+class AdmissionService:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        trust: TrustPolicy,
+        registry: RegistrySchema,
+        *,
+        clock: Clock,
+        max_age_s: float = 30.0,
+    ) -> None:
+        self.plane = plane
+        self.trust = trust
+        self.registry = registry
+        self.clock = clock
+        self.roster: dict[str, VerifyKey] = {}
+        self.target: TargetRecord | None = None
+        self.admitter = Admitter(
+            trust, self.roster, clock=clock, max_age_ns=int(max_age_s * NS_PER_S)
+        )
+
+    async def start(self) -> None:
+        await self.plane.subscribe_records(Bucket.ROSTER, self._on_roster)
+        await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
+        for node, (value, _) in (await self.plane.records(Bucket.ROSTER)).items():
+            self._enrol(node, value)
+        stored, _ = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
+        if stored is not None:
+            self.target = TARGET_DECODER.decode(stored)
+        await self.plane.serve(SUBJECT_CHALLENGE, self._on_challenge)
+        await self.plane.serve(SUBJECT_ATTEST, self._on_attest)
+        await self.plane.serve(SUBJECT_TARGET, self._on_target)
+
+    def _enrol(self, node: str, value: bytes) -> None:
+        try:
+            self.roster[node] = VerifyKey.from_base64(value.decode(), field=f"roster {node}")
+        except (ReleaseInputError, UnicodeDecodeError) as exc:
+            log.error("roster entry for %s ignored: %s", node, exc)
+            self.roster.pop(node, None)
+
+    async def _on_roster(self, record: Record) -> None:
+        self._enrol(record.key, record.value)
+
+    async def _on_release(self, record: Record) -> None:
+        if record.key == TARGET_KEY:
+            self.target = TARGET_DECODER.decode(record.value)
+
+    async def _on_challenge(self, payload: bytes) -> bytes:
+        return self.admitter.challenge(payload.decode()).encode()
+
+    async def _on_attest(self, payload: bytes) -> bytes:
+        verdict = self.judge(payload)
+        if verdict.node and verdict.attributable:
+            await self.plane.put_record(Bucket.ADMISSION, verdict.node, ENCODER.encode(verdict))
+        level = logging.INFO if verdict.admitted else logging.ERROR
+        log.log(
+            level, "ADMISSION node=%s verdict=%s %s", verdict.node, verdict.status, verdict.detail
+        )
+        return ENCODER.encode(verdict)
+
+    def judge(self, payload: bytes) -> Verdict:
+        """The verdict on one attestation envelope against the current target."""
+        now = self.clock.time_ns()
+        try:
+            envelope = decode_envelope(payload, source="attestation")
+        except ReleaseInputError as exc:
+            finding = Finding(AdmissionReason.ATTESTATION_MALFORMED, "envelope", str(exc))
+            return Verdict("", False, "refused", "", "", (finding,), now)
+        target = self.target
+        if target is None:
+            finding = Finding(
+                AdmissionReason.NOT_TARGET_RELEASE,
+                "target",
+                "no target release is set; run `knightwatch admission target ENVELOPE`",
+            )
+            return Verdict("", False, "refused", "", "", (finding,), now)
+        admission = self.admitter.admit(
+            envelope, target.envelope, self.registry, target_release=target.release_id
+        )
+        return self._verdict(admission, target)
+
+    def _verdict(self, admission: Admission, target: TargetRecord) -> Verdict:
+        schema: dict[str, str] = {}
+        if admission.admitted:
+            checked = check_release(
+                target.envelope, self.trust, self.registry, target_release=target.release_id
+            )
+            if checked.manifest is not None:
+                schema = dict(checked.manifest.contents.flag_schema)
+        return Verdict(
+            node=admission.node,
+            admitted=admission.admitted,
+            status=str(admission.status),
+            release_id=target.release_id,
+            manifest_digest=admission.manifest_digest,
+            findings=admission.findings,
+            at_ns=admission.at_ns,
+            flag_schema=schema,
+        )
+
+    async def _on_target(self, payload: bytes) -> bytes:
+        """Set the fleet's target release, only if it passes the pinned policy and registry."""
+        try:
+            request = TARGET_REQUEST_DECODER.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            finding = Finding(AdmissionReason.MANIFEST_MALFORMED, "request", str(exc))
+            return ENCODER.encode(TargetReply(False, "", (finding,)))
+        signed = verify_release(request.envelope, self.trust).manifest
+        release_id = signed.release_id if signed is not None else ""
+        checked = check_release(
+            request.envelope, self.trust, self.registry, target_release=release_id
+        )
+        manifest = checked.manifest
+        if manifest is None:
+            log.error(
+                "TARGET_REFUSED release=%s by=%s: %s",
+                release_id or "?",
+                request.actor,
+                "; ".join(str(f) for f in checked.findings),
+            )
+            return ENCODER.encode(TargetReply(False, release_id, checked.findings))
+        record = TargetRecord(
+            manifest.release_id,
+            request.envelope,
+            request.actor,
+            request.reason,
+            self.clock.time_ns(),
+        )
+        revision = await self.plane.put_record(Bucket.RELEASE, TARGET_KEY, ENCODER.encode(record))
+        self.target = record
+        log.warning(
+            "TARGET_SET release=%s by=%s reason=%r",
+            manifest.release_id,
+            request.actor,
+            request.reason,
+        )
+        return ENCODER.encode(TargetReply(True, manifest.release_id, (), revision))

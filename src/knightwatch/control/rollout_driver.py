@@ -1,0 +1,215 @@
+"""Staged rollouts on the live fleet: the `Rollout` state machine fed by supervisor metrics.
+
+The state machine (`knightwatch.flags.rollout`) decides; this driver feeds it
+the same `NodeMetrics` the supervisor reads, turned into the gate metrics
+(`order_rate_ratio` against the fleet median, `reject_ratio`) over a sliding
+window, applies its actions through the activation gate against the live
+fleet view, and sends its halt requests to the kill switch. The rollout state
+is one record per flag with compare-and-swap, so `rollout abort` from another
+terminal wins over a driver mid-step, and `rollout status` reads the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+from collections import deque
+from collections.abc import Sequence
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.flagplane import PlaneFlagStore, fleet_snapshot
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.messages import NodeMetrics
+from knightwatch.control.protocol import Bucket, ControlPlane, RevisionConflict
+from knightwatch.flags.activation import ActivationGate, ActivationPolicy
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.rollout import (
+    Metrics,
+    Rollout,
+    RolloutAction,
+    RolloutPlan,
+    RolloutRunner,
+    RolloutState,
+    RolloutStatus,
+)
+from knightwatch.state import Scope
+
+_STATE = msgspec.json.Decoder(RolloutState)
+_ENC = msgspec.json.Encoder()
+
+
+class RolloutError(RuntimeError):
+    """A rollout command that cannot proceed; the message says why."""
+
+
+class _WallClock:
+    """Rollout records are read by other processes, so hold times use wall time."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def monotonic_ns(self) -> int:
+        return self._clock.time_ns()
+
+    def time_ns(self) -> int:
+        return self._clock.time_ns()
+
+
+class _KillSwitchHalts:
+    """`HaltSink` for the rollout runner's worker thread: halts through the kill switch."""
+
+    def __init__(self, killswitch: KillSwitch, loop: asyncio.AbstractEventLoop) -> None:
+        self._killswitch = killswitch
+        self._loop = loop
+
+    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:
+        kill = self._killswitch.kill(scope, key, f"{actor}: {reason}", timeout_s=2.0)
+        asyncio.run_coroutine_threadsafe(kill, self._loop).result(30.0)
+
+
+class RolloutDriver:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        registry: FlagRegistry,
+        clock: Clock,
+        killswitch: KillSwitch,
+        *,
+        policy: ActivationPolicy | None = None,
+        window_s: float = 5.0,
+    ) -> None:
+        self.plane = plane
+        self.registry = registry
+        self.clock = _WallClock(clock)
+        self.killswitch = killswitch
+        self.policy = policy or ActivationPolicy()
+        self.window_ns = int(window_s * NS_PER_S)
+        self._samples: dict[str, deque[NodeMetrics]] = {}
+
+    async def start(self) -> None:
+        await self.killswitch.start()
+        await self.plane.subscribe_metrics(self._on_metrics)
+
+    async def _on_metrics(self, m: NodeMetrics) -> None:
+        samples = self._samples.setdefault(m.node_id, deque())
+        samples.append(m)
+        while len(samples) > 2 and samples[1].at_ns <= m.at_ns - self.window_ns:
+            samples.popleft()
+
+    def metrics(self) -> Metrics:
+        """Per node, over the window: order rate against the fleet median, reject ratio."""
+        rates: dict[str, float] = {}
+        rejects: dict[str, float] = {}
+        for node, samples in self._samples.items():
+            if len(samples) < 2:
+                continue
+            first, last = samples[0], samples[-1]
+            orders = last.orders - first.orders
+            seconds = max((last.at_ns - first.at_ns) / NS_PER_S, 1e-9)
+            rates[node] = orders / seconds
+            rejects[node] = (last.rejected - first.rejected) / orders if orders > 0 else 0.0
+        median = statistics.median(rates.values()) if rates else 0.0
+        return {
+            node: {
+                "order_rate_ratio": rates[node] / median if median > 0 else 1.0,
+                "reject_ratio": rejects[node],
+            }
+            for node in rates
+        }
+
+    async def load(self, flag_id: str) -> tuple[RolloutState | None, int]:
+        value, revision = await self.plane.get_record(Bucket.ROLLOUTS, flag_id)
+        return (_STATE.decode(value) if value is not None else None), revision
+
+    async def begin(
+        self, flag_id: str, plan: RolloutPlan, *, actor: str, approver: str | None
+    ) -> RolloutState:
+        flag = self.registry.get(flag_id)
+        if flag is None:
+            raise RolloutError(f"{flag_id}: not in the flag registry")
+        current, revision = await self.load(flag_id)
+        if current is not None and current.status is RolloutStatus.PROGRESSING:
+            raise RolloutError(f"{flag_id}: rollout {current.rollout_id} is in progress")
+        view = await fleet_snapshot(self.plane, self.clock)
+        number = int(current.rollout_id.rsplit("-", 1)[-1]) + 1 if current else 1
+        try:
+            rollout, actions = Rollout.start(
+                f"{flag_id}-{number}",
+                flag_id,
+                not flag.safe_default,
+                [m.node for m in view.members()],
+                plan,
+                self.clock,
+                started_by=actor,
+                approver=approver,
+            )
+        except ValueError as exc:
+            raise RolloutError(str(exc)) from None
+        await self._save(rollout.state, revision)
+        return await self._execute(rollout, actions)
+
+    async def step(self, flag_id: str) -> RolloutState:
+        """One judgement of the exposed nodes' health: promote, hold, complete or abort."""
+        state, _ = await self.load(flag_id)
+        if state is None:
+            raise RolloutError(f"{flag_id}: no rollout")
+        rollout = Rollout(state, self.clock)
+        return await self._execute(rollout, rollout.step(self.metrics()))
+
+    async def abort(self, flag_id: str, reason: str) -> RolloutState:
+        state, _ = await self.load(flag_id)
+        if state is None:
+            raise RolloutError(f"{flag_id}: no rollout")
+        if state.status is not RolloutStatus.PROGRESSING:
+            raise RolloutError(f"{flag_id}: rollout {state.rollout_id} is already {state.status}")
+        rollout = Rollout(state, self.clock)
+        return await self._execute(rollout, rollout.abort(f"operator: {reason}"))
+
+    async def run(self, flag_id: str, *, tick_s: float, timeout_s: float) -> RolloutState:
+        """Step until the rollout completes or aborts (here or from another terminal)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            state = await self.step(flag_id)
+            if state.status is not RolloutStatus.PROGRESSING or loop.time() >= deadline:
+                return state
+            await asyncio.sleep(tick_s)
+
+    async def _execute(self, rollout: Rollout, actions: Sequence[RolloutAction]) -> RolloutState:
+        """Claim the new state first (compare-and-swap), then act, then store the outcome."""
+        before, revision = await self.load(rollout.state.flag_id)
+        if before is not None and before.events != rollout.state.events[: len(before.events)]:
+            return before  # someone else moved this rollout on; theirs stands
+        if not actions:
+            if before != rollout.state:
+                await self._save(rollout.state, revision)
+            return rollout.state
+        revision = await self._save(rollout.state, revision)
+        gate = ActivationGate(
+            self.registry,
+            await fleet_snapshot(self.plane, self.clock),
+            PlaneFlagStore(self.plane, self.clock),
+            self.clock,
+            self.policy,
+        )
+        runner = RolloutRunner(
+            gate,
+            _KillSwitchHalts(self.killswitch, asyncio.get_running_loop()),
+            f"{socket.gethostname()} knightwatch-rollout",
+        )
+        await asyncio.to_thread(runner.execute, rollout, actions)
+        await self._save(rollout.state, revision)
+        return rollout.state
+
+    async def _save(self, state: RolloutState, revision: int) -> int:
+        try:
+            return await self.plane.put_record(
+                Bucket.ROLLOUTS, state.flag_id, _ENC.encode(state), expected_revision=revision
+            )
+        except RevisionConflict:
+            raise RolloutError(
+                f"{state.flag_id}: rollout changed by someone else meanwhile; check its status"
+            ) from None

@@ -1,0 +1,68 @@
+"""Contract for durable records, plain messages and request/reply on both backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from knightwatch.control.protocol import (
+    ABSENT,
+    Bucket,
+    ControlPlaneUnavailable,
+    Record,
+    RevisionConflict,
+)
+
+from .conftest import Backend
+from .helpers import eventually
+
+
+async def test_records_round_trip_with_compare_and_swap(backend: Backend) -> None:
+    a = await backend.plane()
+    b = await backend.plane()
+    assert await a.get_record(Bucket.FLAGS, "state.trading.x") == (None, ABSENT)
+    rev = await a.put_record(Bucket.FLAGS, "state.trading.x", b"one", expected_revision=ABSENT)
+    with pytest.raises(RevisionConflict):
+        await b.put_record(Bucket.FLAGS, "state.trading.x", b"two", expected_revision=ABSENT)
+    rev2 = await b.put_record(Bucket.FLAGS, "state.trading.x", b"two", expected_revision=rev)
+    with pytest.raises(RevisionConflict):
+        await a.put_record(Bucket.FLAGS, "state.trading.x", b"three", expected_revision=rev)
+    assert await a.get_record(Bucket.FLAGS, "state.trading.x") == (b"two", rev2)
+    await a.put_record(Bucket.ADMISSION, "n1", b"v")
+    assert await b.records(Bucket.FLAGS) == {"state.trading.x": (b"two", rev2)}
+    assert set(await b.records(Bucket.ADMISSION)) == {"n1"}
+
+
+async def test_record_subscribers_see_every_store(backend: Backend) -> None:
+    writer = await backend.plane()
+    reader = await backend.plane()
+    seen: list[Record] = []
+
+    async def on_record(record: Record) -> None:
+        seen.append(record)
+
+    await reader.subscribe_records(Bucket.RELEASE, on_record)
+    rev = await writer.put_record(Bucket.RELEASE, "target", b"env")
+    await writer.put_record(Bucket.ROSTER, "n1", b"key")  # another bucket: not delivered
+    await eventually(lambda: len(seen) >= 1)
+    assert seen == [Record(Bucket.RELEASE, "target", b"env", rev)]
+
+
+async def test_request_reply_and_plain_messages(backend: Backend) -> None:
+    server = await backend.plane()
+    client = await backend.plane()
+    with pytest.raises(ControlPlaneUnavailable):
+        await client.request("admission.challenge", b"n1", timeout_s=0.5)
+
+    async def echo(payload: bytes) -> bytes:
+        return payload.upper()
+
+    await server.serve("admission.challenge", echo)
+    assert await client.request("admission.challenge", b"n1", timeout_s=2.0) == b"N1"
+    heard: list[bytes] = []
+
+    async def on_message(payload: bytes) -> None:
+        heard.append(payload)
+
+    await server.subscribe("flags.applied", on_message)
+    await client.publish("flags.applied", b"r3")
+    await eventually(lambda: heard == [b"r3"])

@@ -1,0 +1,256 @@
+"""Issue 5 on a live fleet: real nats-server, several NodeRuntimes, the admission service.
+
+One story, Knight's: eight servers, one missed the deploy. Here the stale node
+is refused at join and never arms, a flag activation is refused naming it,
+it is admitted after a correct redeploy and activation succeeds and is
+confirmed by every node; a file changed after admission fences the node at
+once; a rollback to a release that re-defines the flag id is refused; a
+rollout whose canary turns unhealthy puts the flag back off and halts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from openfeature import api
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.admission_service import AdmissionService
+from knightwatch.control.flagplane import AppliedWaiter, NodeFlags, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.natsplane import NatsControlPlane
+from knightwatch.control.node import NodeError, NodeRuntime
+from knightwatch.control.protocol import Bucket
+from knightwatch.control.rollout_driver import RolloutDriver
+from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.verdict import (
+    ENCODER,
+    SUBJECT_TARGET,
+    TARGET_REPLY_DECODER,
+    TargetReply,
+    TargetRequest,
+)
+from knightwatch.decision import RejectReason
+from knightwatch.flags.activation import ActivationCode, ActivationGate, ActivationRequest
+from knightwatch.flags.provider import KnightwatchProvider
+from knightwatch.flags.rollout import HealthGate, RolloutPlan, RolloutStatus, Stage
+from knightwatch.order import Order, Side
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.keys import SigningKey
+from knightwatch.release.reasons import AdmissionReason
+from knightwatch.state import Scope, TradingState
+
+from .fleet_release import (
+    NEW_ROUTER,
+    OLD_ROUTER,
+    REDEFINED_RLP,
+    REGISTRY,
+    RLP,
+    Signers,
+    deploy,
+    node,
+)
+
+N = 4
+STALE = "n4"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
+    srv = EmbeddedNatsServer(tmp_path / "nats")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+class Fleet:
+    def __init__(self, server: EmbeddedNatsServer, root: Path) -> None:
+        self.server = server
+        self.root = root
+        self.clock = SystemClock()
+        self.signers = Signers()
+        self.planes: list[NatsControlPlane] = []
+        self.nodes: dict[str, NodeRuntime] = {}
+        self.keys = {f"n{i}": SigningKey.generate() for i in range(1, N + 1)}
+
+    async def plane(self, name: str) -> NatsControlPlane:
+        plane = NatsControlPlane(self.server.url, name=name)
+        await plane.connect()
+        self.planes.append(plane)
+        return plane
+
+    async def target(self, envelope: Envelope) -> TargetReply:
+        ops = await self.plane("ops")
+        request = TargetRequest(envelope, "alice", "deploy")
+        reply = await ops.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=2.0)
+        return TARGET_REPLY_DECODER.decode(reply)
+
+    async def start_node(self, node_id: str, tree: Path) -> NodeRuntime:
+        runtime = node(node_id, await self.plane(node_id), tree, self.keys[node_id], self.clock)
+        await runtime.start()
+        self.nodes[node_id] = runtime
+        return runtime
+
+    async def close(self) -> None:
+        for runtime in self.nodes.values():
+            await runtime.stop()
+        for plane in self.planes:
+            await plane.close()
+
+
+@pytest.fixture
+async def fleet(server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Fleet]:
+    f = Fleet(server, tmp_path)
+    admin = await f.plane("admission")
+    service = AdmissionService(admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock)
+    await service.start()
+    for node_id, key in f.keys.items():
+        await admin.put_record(Bucket.ROSTER, node_id, key.public.to_base64().encode())
+    try:
+        yield f
+    finally:
+        await f.close()
+
+
+def order(n: int) -> Order:
+    return Order(f"o{n}", "mm", "AAPL", Side.BUY, 10, 100.0)
+
+
+async def eventually(predicate: object, timeout_s: float = 3.0) -> None:
+    assert callable(predicate)
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    assert predicate(), f"not within {timeout_s} s"
+
+
+async def activate(fleet: Fleet, value: bool) -> tuple[ActivationGate, object]:
+    ops = await fleet.plane("flags-cli")
+    view = await fleet_snapshot(ops, fleet.clock)
+    gate = ActivationGate(REGISTRY, view, PlaneFlagStore(ops, fleet.clock), fleet.clock)
+    request = ActivationRequest(RLP, value, "alice", "RLP launch", "test", approver="bob")
+    return gate, await asyncio.to_thread(gate.apply, request)
+
+
+async def test_stale_node_refused_then_redeployed_drift_fences_rollback_refused(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    good = deploy(tmp_path / "good", NEW_ROUTER)
+    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
+    trees = {f"n{i}": deploy(tmp_path / f"n{i}", NEW_ROUTER) for i in range(1, N)}
+    trees[STALE] = deploy(tmp_path / STALE, OLD_ROUTER)  # missed the deploy
+    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
+    stale = fleet.nodes[STALE]
+
+    # refused at join: never leased, never armed; the refusal names the file
+    assert all(fleet.nodes[n].release_admitted for n in trees if n != STALE)
+    for n in trees:
+        if n != STALE:
+            fleet.nodes[n].arm("ops")
+    assert not stale.release_admitted and not stale.admitted
+    assert stale.verdict is not None
+    assert [(f.reason, f.subject) for f in stale.verdict.findings] == [
+        (AdmissionReason.FILE_MISMATCH, "smars/router.py")
+    ]
+    with pytest.raises(NodeError, match=r"file_mismatch: smars/router\.py"):
+        stale.arm("ops")
+    assert stale.check(order(1)).reason is RejectReason.NOT_ARMED
+
+    # activation refused on the skewed fleet, naming the stale node
+    _, refused = await activate(fleet, True)
+    assert not refused.accepted  # type: ignore[attr-defined]
+    assert refused.code is ActivationCode.NODE_NOT_ADMITTED  # type: ignore[attr-defined]
+    assert f"node {STALE}" in refused.detail  # type: ignore[attr-defined]
+
+    # a correct redeploy: admitted at its next attestation, then activation goes through
+    (trees[STALE] / "app" / "smars" / "router.py").write_bytes(NEW_ROUTER)
+    await stale.attest_once()
+    await eventually(lambda: stale.admitted)
+    stale.arm("ops")
+    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
+    for f in flags.values():
+        await f.start()
+    watcher_plane = await fleet.plane("watcher")
+    waiter = AppliedWaiter(watcher_plane, fleet.clock)
+    await waiter.start()
+    t0 = fleet.clock.monotonic_ns()
+    _, done = await activate(fleet, True)
+    assert done.accepted, done.detail  # type: ignore[attr-defined]
+    latencies, missing = await waiter.wait(RLP, 1, sorted(fleet.nodes), t0, timeout_s=3.0)
+    assert missing == [] and set(latencies) == set(fleet.nodes)
+
+    provider = KnightwatchProvider(REGISTRY, flags["n1"], flags["n1"], "n1", REGISTRY.schema())
+    api.set_provider(provider)
+    assert api.get_client().get_boolean_value(RLP, False) is True
+
+    # drift after admission: fenced at once, orders blocked, the provider fails closed
+    drifted = fleet.nodes["n2"]
+    (trees["n2"] / "app" / "smars" / "router.py").write_bytes(OLD_ROUTER)
+    await drifted.attest_once()
+    assert drifted.verdict is not None and drifted.verdict.status == "fenced"
+    assert AdmissionReason.NODE_DRIFTED in {f.reason for f in drifted.verdict.findings}
+    assert not drifted.admitted
+    assert drifted.check(order(2)).reason is RejectReason.LEASE_EXPIRED
+    api.set_provider(
+        KnightwatchProvider(REGISTRY, flags["n2"], flags["n2"], "n2", REGISTRY.schema())
+    )
+    details = api.get_client().get_boolean_details(RLP, True)
+    assert details.value is False and details.flag_metadata["fail_closed"] == "node_not_admitted"
+
+    # a rollback to a release that re-defines the flag id is refused; the target stays
+    old = fleet.signers.release("r1", good, {RLP: REDEFINED_RLP})
+    reply = await fleet.target(old)
+    assert not reply.accepted
+    assert [(f.reason, f.subject) for f in reply.findings] == [
+        (AdmissionReason.FLAG_REDEFINED_IN_REGISTRY, RLP)
+    ]
+    await fleet.nodes["n1"].attest_once()
+    assert fleet.nodes["n1"].release_admitted and fleet.nodes["n1"].verdict.release_id == "r2"  # type: ignore[union-attr]
+
+
+async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    good = deploy(tmp_path / "good", NEW_ROUTER)
+    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
+    trees = {f"n{i}": deploy(tmp_path / f"n{i}", NEW_ROUTER) for i in range(1, N + 1)}
+    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
+    for runtime in fleet.nodes.values():
+        runtime.arm("ops")
+    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
+    for f in flags.values():
+        await f.start()
+    ops = await fleet.plane("rollout")
+    plan = RolloutPlan(
+        stages=(Stage("canary", hold_s=30, nodes=1), Stage("fleet", hold_s=0.3, fraction=1.0)),
+        gates=(HealthGate("reject_ratio", max=0.05),),
+    )
+    driver = RolloutDriver(
+        ops, REGISTRY, fleet.clock, KillSwitch(ops, fleet.clock, "rollout"), window_s=0.3
+    )
+    await driver.start()
+    canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
+    assert canary.exposed == ("n1",)
+    await eventually(lambda: flags["n1"].get(RLP) is not None)
+    assert flags["n1"].get(RLP).value_for("n1") is True  # type: ignore[union-attr]
+    for runtime in fleet.nodes.values():
+        await runtime.publish_once()  # baseline sample for the window
+    # the canary starts rejecting: every order blocked by its own Guard
+    fleet.nodes["n1"].guard.disarm("test: canary misbehaves")
+    for i in range(20):
+        fleet.nodes["n1"].check(order(i))
+    for runtime in fleet.nodes.values():
+        await runtime.publish_once()
+    final = await driver.run(RLP, tick_s=0.1, timeout_s=5.0)
+    assert final.status is RolloutStatus.ABORTED and "reject_ratio" in final.abort_reason
+    await eventually(lambda: flags["n1"].get(RLP).value_for("n1") is False)  # type: ignore[union-attr]
+    await eventually(
+        lambda: fleet.nodes["n1"].guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    )
+    assert all(flags[n].get(RLP).value_for(n) is None for n in ("n2", "n3", "n4"))  # type: ignore[union-attr]
