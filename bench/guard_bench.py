@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from knightwatch.audit import FlightRecorder
+from audit_bench import throughput as audit_throughput
+from knightwatch.audit import FlightRecorder, FsyncPolicy
 from knightwatch.clock import SystemClock
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
@@ -154,8 +155,11 @@ def run(n: int, repeats: int) -> dict[str, Any]:
         rates.append(rate)
         lats.extend(lat)
 
+    audit_rates: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
+            audit_path = Path(tmp) / f"audit-only-{r}.jsonl"
+            audit_rates.append(audit_throughput(audit_path, 200_000, FsyncPolicy.BATCH))
             for halted in (False, True):
                 path = Path(tmp) / f"audit-{r}-{halted}.jsonl"
                 g = GuardRig(path, halted)
@@ -178,6 +182,7 @@ def run(n: int, repeats: int) -> dict[str, Any]:
         "machine": platform.platform(),
         "nautilus_trader": nt_version,
     }
+    out["audit_records_per_s"] = round(statistics.median(audit_rates))
     for name, (rates, lat) in results.items():
         for k, v in summary(rates, lat).items():
             out[f"{name}_{k}"] = round(v, 3)
@@ -207,6 +212,10 @@ def main() -> None:
                 f"{name:<28}{res[f'{name}_p50_us']:>9.2f}{res[f'{name}_p99_us']:>9.2f}"
                 f"{res[f'{name}_orders_per_s']:>20,.0f}"
             )
+    print(
+        f"flight recorder: {res['audit_records_per_s']:,} records/s with the hash chain "
+        "(file, fsync per batch; target 200,000)"
+    )
     if res["nautilus_trader"] is None:
         print("nautilus_trader not installed: `pip install -e '.[bench]'` for the comparison")
     else:

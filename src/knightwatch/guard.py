@@ -18,7 +18,7 @@ from collections import deque
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import Clock, SystemClock
-from knightwatch.decision import Decision, RejectReason
+from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.limits import Effective, Limits
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN, Fill, Order, Side, order_problem
 from knightwatch.positions import SymbolBook
@@ -91,7 +91,6 @@ def _blocked(reason: RejectReason, detail: str) -> Decision:
     return Decision(False, reason, detail)
 
 
-_ACCEPTED = Decision(True, R.OK, "all checks passed")
 _NOT_ARMED = Decision(False, R.NOT_ARMED, "guard is not armed; nothing leaves until arm()")
 DEFAULT_MEMORY_RECORDS = 1_000_000
 """Records a Guard built without a recorder keeps in memory before it blocks (fail closed)."""
@@ -167,7 +166,7 @@ class Guard:
         except Exception as exc:  # fail closed: whatever went wrong, nothing leaves
             d, eff = _blocked(R.INVALID_ORDER, f"order could not be checked: {exc!r}"), None
         rules = eff.rules if eff is not None else ("validity",)
-        if d is _ACCEPTED:
+        if d is ACCEPTED:
             self.accepted += 1
             self._recorder.record_decision(order, d, self._ctx, rules)
         else:
@@ -358,7 +357,7 @@ class Guard:
         self._net_long += long_c - book.long_c
         self._net_short += short_c - book.short_c
         book.gross_c, book.long_c, book.short_c = new_gross, long_c, short_c
-        return _ACCEPTED, eff
+        return ACCEPTED, eff
 
     def _lane(self, strategy: str, symbol: str) -> Lane:
         eff = Effective(self.limits, strategy, symbol)
@@ -509,7 +508,7 @@ class Guard:
     def check_cancel(self, order_id: str) -> Decision:
         """Cancels always pass: taking risk off must never be blocked, even when halted."""
         self._recorder.record_event("cancel_request", self._ctx, order_id=order_id)
-        return _ACCEPTED
+        return ACCEPTED
 
     def on_price(self, symbol: str, price: float) -> None:
         """A new reference price: marks exposure and unrealized P&L, may trip the loss stop."""
