@@ -59,6 +59,7 @@ def test_up_status_kill_resume(fleet_up: Path) -> None:
     state = str(fleet_up)
     code, out = invoke("status", "--state-dir", state)
     assert code == 0 and "n1" in out and "n2" in out, out
+    assert out.count("admitted") >= 2 and "local-" in out  # judged on the release `up` built
     code, out = invoke("kill", "--reason", "cli test", "--actor", "carol", "--state-dir", state)
     assert code == 0, out
     assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
@@ -104,13 +105,16 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
     report_path = tmp_path / "drill.json"
     t0 = time.monotonic()
     code, out = invoke(
-        "drill", "--nodes", "3", "--state-dir", str(tmp_path / "drill"), "--json", str(report_path)
-    )
+        "drill", "--nodes", "4", "--stale", "1", "--state-dir", str(tmp_path / "drill"),
+        "--json", str(report_path),
+    )  # fmt: skip
     assert code == 0, out
     report = json.loads(report_path.read_text())
     assert report["halted"] and report["rule"] == "supervisor_order_rate"
     assert report["time_to_halt_ms"] < 5_000
-    assert sorted(report["kill_latencies_ms"]) == ["n1", "n2", "n3"] and not report["kill_missing"]
+    assert {"n1", "n2", "n3"} <= set(report["kill_latencies_ms"]) and not report["kill_missing"]
+    assert list(report["stale_refused"]) == ["n4"] and report["stale_armed"] == []
+    assert "file_mismatch: knightwatch/control/flow.py" in report["stale_refused"]["n4"]
     assert report["orders_attempted"] > report["orders_escaped"] > 0
     assert time.monotonic() - t0 < 60
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "drill")], capture_output=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from openfeature import api
@@ -12,11 +11,16 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
 from knightwatch.clock import SimClock
+from knightwatch.control.flagplane import NodeFlags
+from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.node import NodeRuntime
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.provider import KnightwatchProvider
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.state import FileFlagStateStore, MemoryFlagStateStore
+from knightwatch.flags.state import FlagStateReader, MemoryFlagStateStore
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
@@ -30,7 +34,7 @@ def client() -> Iterator[OpenFeatureClient]:
 
 def provide(
     registry: FlagRegistry,
-    store: MemoryFlagStateStore | FileFlagStateStore,
+    store: FlagStateReader,
     fleet: StaticFleetView,
     local: dict[str, str],
     node: str = "n1",
@@ -106,11 +110,13 @@ def test_retired_unknown_and_wrong_type(
 
 
 def test_unreadable_state_fails_closed(
-    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient, tmp_path: Path
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient
 ) -> None:
-    (tmp_path / "state.json").write_text("{not json")
-    store = FileFlagStateStore(tmp_path / "state.json")
-    provide(flag_registry, store, make_fleet(), flag_registry.schema())
+    """A node whose flag state is not in sync with the control plane evaluates safe defaults."""
+    plane = MemoryControlPlane(MemoryFabric())  # never connected: nothing was read
+    guard = Guard(Limits(lease_timeout_s=0.75), node="n1", clock=SimClock())
+    unsynced = NodeFlags(NodeRuntime(guard, plane, clock=SimClock()))
+    provide(flag_registry, unsynced, make_fleet(), flag_registry.schema())
     details = client.get_boolean_details(RLP, True)
     assert (details.value, details.variant) == (False, "fail-closed:state_unavailable")
-    assert "unreadable" in str(details.flag_metadata["detail"])
+    assert "not in sync" in str(details.flag_metadata["detail"])

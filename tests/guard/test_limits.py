@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -106,10 +107,15 @@ def test_stricter_override_wins_when_strategy_and_symbol_both_set_a_key() -> Non
     assert Effective(lim, "rlp", "IBM").max_position_qty == 7
 
 
-def test_shipped_example_is_valid() -> None:
+def test_shipped_example_is_valid_and_sized_for_the_replay() -> None:
     lim = Limits.from_toml(ROOT / "examples" / "limits.toml")
     assert lim.version == "knight-2012-replay-v1"
     assert Effective(lim, "rlp", "EBR").max_order_qty == 2_000
+    replay = tomllib.loads((ROOT / "src/knightwatch/sim/scenarios/knight-2012.toml").read_text())[
+        "limits"
+    ]
+    for key, value in replay.items():
+        assert getattr(lim, key) == value, key
 
 
 def test_cli_limits_check(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_all_guards_contain_within_one_second_and_lose_under_2m() -> None:
 
 def test_the_guard_layers_alone_also_contain_within_one_second() -> None:
     """Without release governance the stale node trades, and the Guard and router stop it."""
-    layers = "parent_reconciliation,execution_throttle,rates,exposure,router_bounds,manual_kill"
+    layers = "parent_reconciliation,execution_throttle,rates,exposure,router_bounds,kill_switch"
     r = run(layers)
     assert r.per_node["n4"].executions > 0
     assert r.contained_after_s is not None and r.contained_after_s <= 1.0
@@ -88,7 +88,9 @@ def test_the_guard_layers_alone_also_contain_within_one_second() -> None:
     assert any(e.layer in ("router_bounds", "guard") for e in r.events)
 
 
-@pytest.mark.parametrize("layer", ["parent_reconciliation", "router_bounds", "manual_kill"])
+@pytest.mark.parametrize(
+    "layer", ["parent_reconciliation", "router_bounds", "kill_switch", "supervisor"]
+)
 def test_single_layers_that_stop_the_runaway(layer: str) -> None:
     none, r = run("none"), run(layer)
     assert r.contained_after_s is not None

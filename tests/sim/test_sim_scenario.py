@@ -85,6 +85,6 @@ def test_missing_file_lists_builtins(tmp_path: Path) -> None:
 def test_layer_names_are_checked() -> None:
     assert resolve("none") == ()
     assert len(resolve("all")) >= 8
-    assert [layer.name for layer in resolve("rates,manual_kill")] == ["rates", "manual_kill"]
+    assert [layer.name for layer in resolve("rates,kill_switch")] == ["rates", "kill_switch"]
     with pytest.raises(LayerError, match="bogus"):
         resolve("rates,bogus")

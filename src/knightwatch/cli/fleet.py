@@ -34,6 +34,7 @@ from knightwatch.control.lease import (
     LeaseError,
     LeasePolicy,
 )
+from knightwatch.control.local_release import LocalReleaseError
 from knightwatch.control.messages import FLEET_KEY, StateKeyError
 from knightwatch.control.pager import Pager
 from knightwatch.control.processes import FleetError, control_plane, serve_node, wait_for_signal
@@ -71,6 +72,7 @@ _EXPECTED = (
     KillSwitchError,
     LeaseError,
     LimitsError,
+    LocalReleaseError,
     ReleaseInputError,
     RevisionConflict,
     ServerError,
@@ -387,6 +389,14 @@ def supervisor(
     _run(go)
 
 
+RegistryOpt = typer.Option(
+    None,
+    "--registry",
+    help="feature-flags.yaml: the release's flag table and the admission check "
+    "(default: none, the release understands no flags)",
+)
+
+
 def up(
     nodes: int = typer.Option(3, "--nodes", min=1, max=64),
     flow: float = typer.Option(20.0, "--flow", min=0, help="orders/s per node (0 = idle nodes)"),
@@ -394,26 +404,21 @@ def up(
     supervisor_config: Path | None = typer.Option(
         None, "--supervisor-config", help="TOML file with a [supervisor] table"
     ),
-    release_policy: Path | None = typer.Option(
-        None, "--release-policy", help="trust policy TOML: also run the admission service"
-    ),
-    registry: Path | None = typer.Option(None, "--registry", help="feature-flags.yaml"),
+    registry: Path | None = RegistryOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Run a local fleet: control plane, supervisor, venue, admission service and N nodes."""
-    if (release_policy is None) != (registry is None):
-        console.print("[red]error:[/red] --release-policy, --registry: give both or neither")
-        raise typer.Exit(2)
+    """Run a local fleet: control plane, admission, supervisor, venue and N admitted nodes.
+
+    Builds a release of this installation (signed by two fresh keys, threshold 2),
+    makes it the fleet's target and starts every node with its release inputs.
+    """
 
     async def go() -> None:
         cfg = _supervisor_config(supervisor_config)
         state_dir.mkdir(parents=True, exist_ok=True)
-        admission = None
-        if release_policy is not None and registry is not None:
-            admission = (load_trust_policy(release_policy), load_registry_schema(registry))
         await run_up(
-            nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, admission
+            nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, registry
         )
 
     _run(go)
@@ -423,15 +428,28 @@ def drill(
     nodes: int = typer.Option(8, "--nodes", min=3, max=64),
     flow: float = typer.Option(20.0, "--flow", min=1, help="normal orders/s per node"),
     runaway_node: str = typer.Option("n3", "--runaway-node", help="node to turn into a runaway"),
+    stale: int = typer.Option(
+        0, "--stale", min=0, help="nodes (the last ones) started on a missed deploy"
+    ),
+    registry: Path | None = RegistryOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir"),
     json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON"),
 ) -> None:
-    """Inject a runaway on one node of a live fleet; report time to halt and kill fan-out."""
+    """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed."""
 
     async def go() -> DrillReport:
         state_dir.mkdir(parents=True, exist_ok=True)
-        return await run_drill(nodes, flow, runaway_node, _urls(nats_url), state_dir, console)
+        return await run_drill(
+            nodes,
+            flow,
+            runaway_node,
+            _urls(nats_url),
+            state_dir,
+            console,
+            stale=stale,
+            registry=registry,
+        )
 
     report = _run(go)
     if json_out is not None:

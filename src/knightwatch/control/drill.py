@@ -26,16 +26,16 @@ from knightwatch.control.admission_service import AdmissionService
 from knightwatch.control.flow import SUBJECT_RUNAWAY
 from knightwatch.control.killswitch import KillSwitch
 from knightwatch.control.lease import LeasePolicy
+from knightwatch.control.local_release import LocalRelease
 from knightwatch.control.messages import FLEET_KEY, NodeMetrics
 from knightwatch.control.natsplane import NatsControlPlane
 from knightwatch.control.pager import Pager
 from knightwatch.control.processes import FleetError, NodeProcesses, control_plane, wait_for_signal
-from knightwatch.control.protocol import ControlPlaneUnavailable
+from knightwatch.control.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.supervisor_service import SupervisorService
 from knightwatch.control.venue import VenueResponder
-from knightwatch.release.admission import RegistrySchema
-from knightwatch.release.signing import TrustPolicy
+from knightwatch.control.verdict import VERDICT_DECODER, Verdict
 from knightwatch.state import Scope, TradingState
 
 METRICS_S = 0.2
@@ -53,6 +53,9 @@ class DrillReport(msgspec.Struct, frozen=True):
     orders_attempted: int
     kill_latencies_ms: dict[str, float]
     kill_missing: list[str]
+    stale_refused: dict[str, str]
+    stale_armed: list[str]
+    release_id: str
     passed: bool
 
 
@@ -81,15 +84,43 @@ async def _wait_admitted(
             await asyncio.sleep(0.1)
 
 
+async def _wait_refused(
+    plane: NatsControlPlane, ids: list[str], timeout_s: float = 30.0
+) -> dict[str, Verdict]:
+    """The admission service's stored refusal of each node; FleetError if one is admitted."""
+    clock = SystemClock()
+    deadline = clock.monotonic_ns() + int(timeout_s * 1e9)
+    while True:
+        verdicts: dict[str, Verdict] = {}
+        with contextlib.suppress(ControlPlaneUnavailable):
+            stored = await plane.records(Bucket.ADMISSION)
+            verdicts = {n: VERDICT_DECODER.decode(stored[n][0]) for n in ids if n in stored}
+        admitted = sorted(n for n, v in verdicts.items() if v.admitted)
+        if admitted:
+            raise FleetError(f"stale node(s) admitted: {', '.join(admitted)}")
+        if len(verdicts) == len(ids):
+            return verdicts
+        if clock.monotonic_ns() > deadline:
+            missing = ", ".join(sorted(set(ids) - verdicts.keys()))
+            raise FleetError(f"no admission verdict within {timeout_s:g} s for: {missing}")
+        await asyncio.sleep(0.1)
+
+
 class _Fleet:
-    """Venue, supervisor and node processes around one connected plane."""
+    """Release, admission service, venue, supervisor and node processes around one plane."""
 
     def __init__(
-        self, plane: NatsControlPlane, state_dir: Path, pager: Pager, config: SupervisorConfig
+        self,
+        plane: NatsControlPlane,
+        state_dir: Path,
+        pager: Pager,
+        config: SupervisorConfig,
+        registry: Path | None,
     ) -> None:
         self.plane = plane
         self.clock = SystemClock()
         self.state_dir = state_dir
+        self.release = LocalRelease(state_dir, registry)
         self.service = SupervisorService(
             plane,
             Supervisor(config, self.clock),
@@ -100,7 +131,16 @@ class _Fleet:
         self.nc: Client | None = None
         self.venue: VenueResponder | None = None
 
-    async def start(self, n: int, flow: float, console: Console) -> list[str]:
+    async def start(
+        self, n: int, flow: float, console: Console, stale: int = 0
+    ) -> tuple[list[str], list[str]]:
+        """Spawn n nodes, the last `stale` of them on a missed deploy; wait for the rest."""
+        release = self.release
+        await asyncio.to_thread(release.build)
+        assert release.trust is not None
+        admission = AdmissionService(self.plane, release.trust, release.registry, clock=self.clock)
+        await admission.start()
+        await release.set_target(self.plane, "knightwatch-up")
         self.nc = await nats.connect(servers=self.plane.servers, name="venue")
         self.venue = VenueResponder(self.nc)
         await self.venue.start()
@@ -112,9 +152,15 @@ class _Fleet:
             policy=LeasePolicy(),
             extra=["--metrics-interval", str(METRICS_S)],
         )
-        ids = self.procs.spawn_many(n)
-        await _wait_admitted(self.plane, ids, console)
-        return ids
+        ids = [f"n{i}" for i in range(1, n + 1)]
+        stale_ids = ids[n - stale :] if stale else []
+        inputs = {i: await asyncio.to_thread(release.deploy, i, stale=i in stale_ids) for i in ids}
+        await release.enrol(self.plane, ids)
+        for node_id in ids:
+            self.procs.spawn(node_id, inputs[node_id])
+        healthy = [i for i in ids if i not in stale_ids]
+        await _wait_admitted(self.plane, healthy, console)
+        return healthy, stale_ids
 
     async def stop(self) -> None:
         if self.procs is not None:
@@ -131,23 +177,17 @@ async def run_up(
     pager: Pager,
     config: SupervisorConfig,
     console: Console,
-    admission: tuple[TrustPolicy, RegistrySchema] | None = None,
+    registry: Path | None = None,
 ) -> None:
-    """The fleet until Ctrl-C; with `admission`, the admission service runs here too.
-
-    `up` spawns its nodes without release inputs (they are not judged); nodes
-    started with `knightwatch node --artifacts ...` against this plane are.
-    """
+    """The fleet until Ctrl-C: every node is admitted on a release built and signed here."""
     async with control_plane(urls, state_dir, "up", embed=True) as plane:
-        if admission is not None:
-            trust, registry = admission
-            await AdmissionService(plane, trust, registry, clock=SystemClock()).start()
-        fleet = _Fleet(plane, state_dir, pager, config)
+        fleet = _Fleet(plane, state_dir, pager, config, registry)
         try:
-            ids = await fleet.start(n, flow, console)
+            ids, _ = await fleet.start(n, flow, console)
             console.print(
-                f"fleet up: {len(ids)} nodes on {', '.join(plane.servers)} "
-                f"(state in {state_dir}); `knightwatch status` to inspect, Ctrl-C to stop"
+                f"fleet up: {len(ids)} nodes admitted on release {fleet.release.release_id} "
+                f"on {', '.join(plane.servers)} (state in {state_dir}); "
+                "`knightwatch status` to inspect, Ctrl-C to stop"
             )
             await wait_for_signal()
         finally:
@@ -155,8 +195,25 @@ async def run_up(
 
 
 async def run_drill(
-    n: int, flow: float, runaway: str, urls: list[str], state_dir: Path, console: Console
+    n: int,
+    flow: float,
+    runaway: str,
+    urls: list[str],
+    state_dir: Path,
+    console: Console,
+    *,
+    stale: int = 0,
+    registry: Path | None = None,
 ) -> DrillReport:
+    """Admission (with `stale` nodes on a missed deploy), runaway, automatic halt, fleet kill."""
+    if not 0 <= stale <= n - 3:
+        raise FleetError(f"--stale: must be between 0 and nodes - 3 = {n - 3} (got {stale})")
+    healthy_ids = [f"n{i}" for i in range(1, n - stale + 1)]
+    if runaway not in healthy_ids:
+        raise FleetError(
+            f"--runaway-node: must be one of the admitted nodes {', '.join(healthy_ids)} "
+            f"(got {runaway!r})"
+        )
     config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
     async with control_plane(urls, state_dir, "drill", embed=True) as plane:
         leftover = sorted(
@@ -169,7 +226,7 @@ async def run_drill(
                 f"the drill fleet is already halted ({', '.join(leftover)}); resume those scopes "
                 f"or use a fresh --state-dir"
             )
-        fleet = _Fleet(plane, state_dir, Pager(), config)
+        fleet = _Fleet(plane, state_dir, Pager(), config, registry)
         latest: dict[str, NodeMetrics] = {}
 
         async def on_metrics(m: NodeMetrics) -> None:
@@ -177,11 +234,8 @@ async def run_drill(
 
         await plane.subscribe_metrics(on_metrics)
         try:
-            ids = await fleet.start(n, flow, console)
-            if runaway not in ids:
-                raise FleetError(
-                    f"--runaway-node: must be one of {', '.join(ids)} (got {runaway!r})"
-                )
+            _, stale_ids = await fleet.start(n, flow, console, stale)
+            refused = await _wait_refused(plane, stale_ids)
             console.print(f"{n} nodes trading at {flow:g} orders/s each; warming up {WARMUP_S:g} s")
             await asyncio.sleep(WARMUP_S)
             before = latest.get(runaway)
@@ -211,6 +265,8 @@ async def run_drill(
             await ks.resume(Scope.FLEET, FLEET_KEY, "drill: end of drill")
             if rule:
                 await ks.resume(Scope.NODE, runaway, "drill: end of drill")
+            members = {m.node_id: m for m in await plane.members()}
+            armed = sorted(i for i in stale_ids if i in members and members[i].armed)
         finally:
             await fleet.stop()
     halted = bool(rule)
@@ -224,13 +280,20 @@ async def run_drill(
         orders_attempted=attempted,
         kill_latencies_ms=kill.latencies_ms,
         kill_missing=kill.missing,
-        passed=halted and kill.ok,
+        stale_refused={i: v.detail for i, v in refused.items()},
+        stale_armed=armed,
+        release_id=fleet.release.release_id,
+        passed=halted and kill.ok and not armed,
     )
     _print_report(report, console)
     return report
 
 
 def _print_report(r: DrillReport, console: Console) -> None:
+    console.print(f"release {r.release_id}: signed by ci + release-manager, target of the fleet")
+    for node_id, detail in sorted(r.stale_refused.items()):
+        armed = "[red]ARMED[/red]" if node_id in r.stale_armed else "never armed"
+        console.print(f"stale node {node_id} refused at join ({detail}); {armed}", highlight=False)
     if r.halted:
         console.print(
             f"[bold]{r.runaway_node} halted automatically[/bold] by {r.rule} "

@@ -114,7 +114,21 @@ class PlaneFlagStore:
             raise StateUnavailable(f"flag state unreachable: {exc}") from exc
 
     def get(self, flag_id: str) -> FlagState | None:
-        return assemble(flag_id, self._call(self._plane.records(Bucket.FLAGS)))
+        return self._call(self._get(flag_id))
+
+    async def _get(self, flag_id: str) -> FlagState | None:
+        """The state key read directly from the leader; a bucket scan only for confirmations.
+
+        The gate's compare-and-set is checked against this read, so it must not
+        come from a scan that can miss a key being rewritten while it runs.
+        """
+        key = state_key(flag_id)
+        stored, revision = await self._plane.get_record(Bucket.FLAGS, key)
+        if stored is None:
+            return None
+        records = await self._plane.records(Bucket.FLAGS)
+        records[key] = (stored, revision)
+        return assemble(flag_id, records)
 
     def changes(self, flag_id: str) -> Sequence[FlagChange]:
         return changes_of(flag_id, self._call(self._plane.records(Bucket.FLAGS)))

@@ -82,6 +82,8 @@ def record_republish(bucket: Bucket) -> str:
 
 
 T = TypeVar("T")
+_CONNECT_ATTEMPTS = 1
+"""Retries per server at initial connect (nats-py: 0 or less would mean forever)."""
 
 
 class NatsControlPlane:
@@ -98,12 +100,14 @@ class NatsControlPlane:
         replicas: int = 1,
         request_timeout_s: float = 2.0,
         ping_interval_s: int = 1,
+        connect_timeout_s: float = 1.0,
     ) -> None:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.name = name
         self.replicas = replicas
         self.request_timeout_s = request_timeout_s
         self.ping_interval_s = ping_interval_s
+        self.connect_timeout_s = connect_timeout_s
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._state: KeyValue | None = None
@@ -138,26 +142,39 @@ class NatsControlPlane:
         log.debug("control plane %s: %s", self.name, exc)
 
     async def connect(self) -> None:
+        """Connect, failing fast: each server is tried twice at most, `connect_timeout_s` each.
+
+        nats-py retries the *initial* connect forever when reconnects are unlimited,
+        so an operator's `kill` against a dead URL would hang; reconnects become
+        unlimited only once the first connection stands.
+        """
+        where = ", ".join(self.servers)
         try:
-            self._nc = await nats.connect(
+            nc = await nats.connect(
                 servers=self.servers,
                 name=self.name,
                 ping_interval=self.ping_interval_s,
                 max_outstanding_pings=2,
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=_CONNECT_ATTEMPTS,
                 reconnect_time_wait=0.25,
-                connect_timeout=1,
+                connect_timeout=self.connect_timeout_s,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
             )
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise ControlPlaneUnavailable(
-                f"cannot connect to {', '.join(self.servers)}: {exc or type(exc).__name__}"
+                f"control plane unreachable at {where}: {exc or type(exc).__name__}"
             ) from None
-        self._js = self._nc.jetstream(timeout=self.request_timeout_s)
-        await self._call(self._ensure())
+        nc.options["max_reconnect_attempts"] = -1  # from now on: reconnect forever
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.request_timeout_s)
+        try:
+            await self._call(self._ensure())
+        except ControlPlaneUnavailable as exc:
+            await self.close()
+            raise ControlPlaneUnavailable(f"control plane at {where}: {exc}") from None
 
     async def _ensure(self) -> None:
         """Create the buckets and streams if missing; bind to them if they already exist."""

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -110,16 +110,34 @@ def load_limits(path: Path | None, policy: LeasePolicy) -> Limits:
     return limits
 
 
-async def wait_for_signal() -> None:
+@contextlib.contextmanager
+def stop_requested() -> Iterator[asyncio.Event]:
+    """An event set by SIGTERM/SIGINT while the block runs, so every wait inside can end."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def wait_for_signal() -> None:
+    with stop_requested() as stop:
+        await stop.wait()
+
+
+async def first_of(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for `wanted` unless `stop` comes first; True if `wanted` was set."""
+    waits = [asyncio.create_task(wanted.wait()), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    return wanted.is_set() and not stop.is_set()
 
 
 async def serve_node(
@@ -154,43 +172,53 @@ async def serve_node(
     shipper = ShippingSink(inner)
     recorder = FlightRecorder(None, clock=clock, sink=shipper)
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
-    async with control_plane(
-        urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
-    ) as plane:
-        runtime = NodeRuntime(
-            guard,
-            plane,
-            clock=clock,
-            policy=policy,
-            metrics_s=metrics_s,
-            shipper=shipper,
-            attestor=attestor,
-            attest_s=attest_s,
-        )
-        await runtime.start()
-        if attestor is not None:
-            await NodeFlags(runtime).start()
-        await runtime.release_event.wait()
-        runtime.arm(f"node:{node_id}")
-        flow_task: asyncio.Task[None] | None = None
-        venue_nc: Client | None = None
+    with stop_requested() as stop:
+        async with control_plane(
+            urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
+        ) as plane:
+            runtime = NodeRuntime(
+                guard,
+                plane,
+                clock=clock,
+                policy=policy,
+                metrics_s=metrics_s,
+                shipper=shipper,
+                attestor=attestor,
+                attest_s=attest_s,
+            )
+            try:
+                await runtime.start()
+                if attestor is not None:
+                    await NodeFlags(runtime).start()
+                if await first_of(runtime.release_event, stop):
+                    await _trade_until(stop, runtime, node_id, plane.servers, flow_rate)
+            finally:
+                await runtime.stop()
+                recorder.close()
+
+
+async def _trade_until(
+    stop: asyncio.Event, runtime: NodeRuntime, node_id: str, servers: list[str], flow_rate: float
+) -> None:
+    """Arm, run the drill order flow if asked, and keep going until a stop signal."""
+    runtime.arm(f"node:{node_id}")
+    flow_task: asyncio.Task[None] | None = None
+    venue_nc: Client | None = None
+    try:
         if flow_rate > 0:
-            venue_nc = await nats.connect(servers=plane.servers, name=f"flow-{node_id}")
+            venue_nc = await nats.connect(servers=servers, name=f"flow-{node_id}")
             flow = OrderFlow(runtime, venue_nc, flow_rate)
             await flow.start()
             flow_task = asyncio.create_task(flow.run())
         print(f"node {node_id} admitted", flush=True)
-        try:
-            await wait_for_signal()
-        finally:
-            if flow_task is not None:
-                flow_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flow_task
-            if venue_nc is not None:
-                await venue_nc.close()
-            await runtime.stop()
-            recorder.close()
+        await stop.wait()
+    finally:
+        if flow_task is not None:
+            flow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flow_task
+        if venue_nc is not None:
+            await venue_nc.close()
 
 
 class NodeProcesses:
@@ -218,7 +246,8 @@ class NodeProcesses:
         self.extra = extra or []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, node_id: str) -> subprocess.Popen[bytes]:
+    def spawn(self, node_id: str, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one node; `extra` are options for this node only (e.g. its release inputs)."""
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -239,6 +268,7 @@ class NodeProcesses:
             "--flow",
             str(self.flow_rate),
             *self.extra,
+            *(extra or []),
         ]
         if self.recorder_dir is not None:
             cmd += ["--recorder", str(self.recorder_dir / f"{node_id}.jsonl")]

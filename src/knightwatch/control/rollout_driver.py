@@ -34,11 +34,13 @@ from knightwatch.flags.rollout import (
     RolloutRunner,
     RolloutState,
     RolloutStatus,
+    SetFlag,
 )
 from knightwatch.state import Scope
 
 _STATE = msgspec.json.Decoder(RolloutState)
 _ENC = msgspec.json.Encoder()
+_ABORT_ATTEMPTS = 10
 
 
 class RolloutError(RuntimeError):
@@ -148,25 +150,43 @@ class RolloutDriver:
             )
         except ValueError as exc:
             raise RolloutError(str(exc)) from None
-        await self._save(rollout.state, revision)
-        return await self._execute(rollout, actions)
+        claimed = await self._claim(rollout.state, revision)
+        if claimed is None:
+            raise RolloutError(f"{flag_id}: another rollout was started meanwhile; check status")
+        return await self._act(rollout, actions, claimed)
+
+    async def _existing(self, flag_id: str) -> tuple[RolloutState, int]:
+        state, revision = await self.load(flag_id)
+        if state is None:
+            raise RolloutError(f"{flag_id}: no rollout")
+        return state, revision
 
     async def step(self, flag_id: str) -> RolloutState:
         """One judgement of the exposed nodes' health: promote, hold, complete or abort."""
-        state, _ = await self.load(flag_id)
-        if state is None:
-            raise RolloutError(f"{flag_id}: no rollout")
+        state, revision = await self._existing(flag_id)
         rollout = Rollout(state, self.clock)
-        return await self._execute(rollout, rollout.step(self.metrics()))
+        actions = rollout.step(self.metrics())
+        if rollout.state == state:
+            return state  # holding: nothing to record
+        claimed = await self._claim(rollout.state, revision)
+        if claimed is None:
+            return (await self._existing(flag_id))[0]  # moved on meanwhile: theirs stands
+        return await self._act(rollout, actions, claimed)
 
     async def abort(self, flag_id: str, reason: str) -> RolloutState:
-        state, _ = await self.load(flag_id)
-        if state is None:
-            raise RolloutError(f"{flag_id}: no rollout")
-        if state.status is not RolloutStatus.PROGRESSING:
-            raise RolloutError(f"{flag_id}: rollout {state.rollout_id} is already {state.status}")
-        rollout = Rollout(state, self.clock)
-        return await self._execute(rollout, rollout.abort(f"operator: {reason}"))
+        """Abort; if a driver moves the rollout on meanwhile, abort what it moved to."""
+        for _ in range(_ABORT_ATTEMPTS):
+            state, revision = await self._existing(flag_id)
+            if state.status is not RolloutStatus.PROGRESSING:
+                raise RolloutError(
+                    f"{flag_id}: rollout {state.rollout_id} is already {state.status}"
+                )
+            rollout = Rollout(state, self.clock)
+            actions = rollout.abort(f"operator: {reason}")
+            claimed = await self._claim(rollout.state, revision)
+            if claimed is not None:
+                return await self._act(rollout, actions, claimed)
+        raise RolloutError(f"{flag_id}: rollout kept changing; abort not recorded, try again")
 
     async def run(self, flag_id: str, *, tick_s: float, timeout_s: float) -> RolloutState:
         """Step until the rollout completes or aborts (here or from another terminal)."""
@@ -178,16 +198,36 @@ class RolloutDriver:
                 return state
             await asyncio.sleep(tick_s)
 
-    async def _execute(self, rollout: Rollout, actions: Sequence[RolloutAction]) -> RolloutState:
-        """Claim the new state first (compare-and-swap), then act, then store the outcome."""
-        before, revision = await self.load(rollout.state.flag_id)
-        if before is not None and before.events != rollout.state.events[: len(before.events)]:
-            return before  # someone else moved this rollout on; theirs stands
+    async def _act(
+        self, rollout: Rollout, actions: Sequence[RolloutAction], claimed: int
+    ) -> RolloutState:
+        """Act on a state already claimed at revision `claimed`, then record the outcome.
+
+        The caller claims first (compare-and-swap on the revision its step was
+        computed from), so a concurrent `abort` sees every node this step is
+        about to expose. If the outcome cannot be recorded, someone else's
+        decision stands and is returned; if that is an abort made while this
+        step was switching nodes on, those nodes are put back to the safe default
+        here too (the abort's switch-off may have landed before this switch-on).
+        """
         if not actions:
-            if before != rollout.state:
-                await self._save(rollout.state, revision)
             return rollout.state
-        revision = await self._save(rollout.state, revision)
+        await self._run_actions(rollout, actions)
+        if await self._claim(rollout.state, claimed) is not None:
+            return rollout.state
+        flag_id = rollout.state.flag_id
+        theirs = (await self._existing(flag_id))[0]
+        if theirs.status is RolloutStatus.ABORTED and theirs.exposed:
+            back = SetFlag(
+                flag_id,
+                not theirs.target_value,
+                theirs.exposed,
+                f"rollout {theirs.rollout_id} aborted",
+            )
+            await self._run_actions(Rollout(theirs, self.clock), [back])
+        return theirs
+
+    async def _run_actions(self, rollout: Rollout, actions: Sequence[RolloutAction]) -> None:
         gate = ActivationGate(
             self.registry,
             await fleet_snapshot(self.plane, self.clock),
@@ -201,15 +241,12 @@ class RolloutDriver:
             f"{socket.gethostname()} knightwatch-rollout",
         )
         await asyncio.to_thread(runner.execute, rollout, actions)
-        await self._save(rollout.state, revision)
-        return rollout.state
 
-    async def _save(self, state: RolloutState, revision: int) -> int:
+    async def _claim(self, state: RolloutState, revision: int) -> int | None:
+        """Write `state` if the record is still at `revision`; its new revision, or None."""
         try:
             return await self.plane.put_record(
                 Bucket.ROLLOUTS, state.flag_id, _ENC.encode(state), expected_revision=revision
             )
         except RevisionConflict:
-            raise RolloutError(
-                f"{state.flag_id}: rollout changed by someone else meanwhile; check its status"
-            ) from None
+            return None

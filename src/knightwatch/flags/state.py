@@ -8,11 +8,7 @@ confirm the revision they applied, so propagation is a fact, not a hope.
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
@@ -115,50 +111,3 @@ class MemoryFlagStateStore:
 
     def changes(self, flag_id: str) -> Sequence[FlagChange]:
         return [c for c in self._data.changes if c.flag_id == flag_id]
-
-
-class FileFlagStateStore:
-    """A JSON file for a single operator host until the control plane holds the state.
-
-    Writes take an exclusive lock and replace the file atomically, so two CLI
-    invocations cannot interleave and a crash never leaves half a file.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    @contextmanager
-    def _locked(self) -> Iterator[_StateFile]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self._path.with_name(self._path.name + ".lock")
-        with lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self._read()
-            yield data
-            tmp = self._path.with_name(self._path.name + ".tmp")
-            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(data)))
-            os.replace(tmp, self._path)
-
-    def _read(self) -> _StateFile:
-        if not self._path.exists():
-            return _StateFile()
-        try:
-            return msgspec.json.decode(self._path.read_bytes(), type=_StateFile)
-        except (OSError, msgspec.DecodeError) as exc:
-            raise StateUnavailable(f"{self._path}: flag state unreadable: {exc}") from exc
-
-    def get(self, flag_id: str) -> FlagState | None:
-        return self._read().flags.get(flag_id)
-
-    def commit(self, change: FlagChange, expected_revision: int) -> FlagState:
-        with self._locked() as data:
-            return _commit(data, change, expected_revision)
-
-    def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
-        with self._locked() as data:
-            state = data.flags.get(flag_id)
-            if state is not None:
-                data.flags[flag_id] = state.with_applied(node, revision)
-
-    def changes(self, flag_id: str) -> Sequence[FlagChange]:
-        return [c for c in self._read().changes if c.flag_id == flag_id]

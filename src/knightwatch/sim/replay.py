@@ -26,6 +26,7 @@ import numpy as np
 
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.control.killswitch import CommandResult
+from knightwatch.control.protocol import ControlPlaneUnavailable
 from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
@@ -217,7 +218,14 @@ class Replay:
     def operator_kill(self, layer: str, reason: str) -> None:
         """An operator's fleet kill through the control plane's kill switch."""
         assert self.control is not None, "the kill_switch layer runs the control plane"
-        self._record_command(layer, "manual_kill", self.control.kill(reason, f"operator:{layer}"))
+        try:
+            result = self.control.kill(reason, f"operator:{layer}")
+        except ControlPlaneUnavailable as exc:
+            self.mark(
+                layer, "*", f"kill not delivered: {exc}; nodes stop when their leases run out"
+            )
+            return
+        self._record_command(layer, "manual_kill", result)
 
     def _record_command(self, layer: str, rule: str, result: CommandResult) -> None:
         entry = result.entry

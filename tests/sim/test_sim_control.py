@@ -1,0 +1,182 @@
+"""Control-plane layers in the replay: the real Supervisor and KillSwitch on the memory plane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.control.supervisor import Rule
+from knightwatch.decision import RejectReason
+from knightwatch.sim.layers import Layer, LayerSetup, resolve
+from knightwatch.sim.replay import Replay, ReplayResult
+from knightwatch.sim.report import ReplayReport
+from knightwatch.sim.scenario import Scenario, ScenarioError, load, loads
+from knightwatch.state import Scope, TradingState
+
+SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
+
+
+def replay(guards: str, scenario: Scenario | None = None) -> tuple[Replay, ReplayResult]:
+    rep = Replay(scenario or load(SMALL), resolve(guards))
+    return rep, rep.run()
+
+
+def comparable(r: ReplayResult) -> dict[str, Any]:
+    s = r.summary()
+    del s["wall_seconds"]
+    return s
+
+
+@pytest.mark.parametrize(("scenario", "stale"), [(SMALL, "n4"), ("knight-2012", "n8")])
+def test_supervisor_alone_halts_the_stale_node_seconds_after_its_runaway_starts(
+    scenario: Path | str, stale: str
+) -> None:
+    rep, r = replay("supervisor", load(scenario))
+    assert r.runaway_from_s is not None and r.automatic_halt_s is not None
+    assert 0 < r.automatic_halt_s - r.runaway_from_s <= 3.0
+    first = r.control_actions[0]
+    assert (first.actor, first.rule, first.scope, first.key) == (
+        "supervisor",
+        Rule.ORDER_RATE.value,
+        "node",
+        stale,
+    )
+    assert first.confirmed == [stale] and not first.missing
+    # The halt reached the stale node's Guard through the control plane, and only that node.
+    guard = rep.node(stale).guard
+    assert guard is not None
+    assert guard.trading_state(Scope.NODE, stale) is TradingState.HALTED
+    assert guard.halts()[(Scope.NODE, stale)].actor == "supervisor"
+    runtime = next(n for n in rep.control.sim.nodes if n.node_id == stale)  # type: ignore[union-attr]
+    assert any(c.node_id == stale and c.state is TradingState.HALTED for c in runtime.confirmed)
+    none = Replay(load(scenario), ()).run()
+    assert r.loss_usd < none.loss_usd / 10
+    assert first.orders_before < none.per_node[stale].orders / 100
+
+
+def test_kill_switch_halts_every_node_at_the_reaction_time_with_a_confirmation_from_each() -> None:
+    sc = load(SMALL)
+    at = sc.timeline.notice_s + sc.timeline.reaction_s
+    rep, r = replay("kill_switch", sc)
+    assert [(a.t_s, a.rule, a.scope, a.state) for a in r.control_actions] == [
+        (at, "manual_kill", "fleet", "HALTED")
+    ]
+    assert r.control_actions[0].confirmed == ["n1", "n2", "n3", "n4"]
+    assert r.automatic_halt_s is None, "an operator's kill is not an automatic halt"
+    assert r.contained_after_s is not None and r.contained_after_s <= at
+    for node in rep.nodes:
+        assert node.guard is not None
+        assert node.guard.limits.lease_timeout_s == sc.control.lease_timeout_s
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        assert node.guard.halts()[(Scope.FLEET, "fleet")].actor == "operator:kill_switch"
+        assert RejectReason.LEASE_EXPIRED.value not in node.first_block, "heartbeats keep leases"
+
+
+class _ServerLost(Layer):
+    """The control plane becomes unreachable 10 s after the open."""
+
+    name = "server_lost"
+
+    def configure(self, setup: LayerSetup) -> None:
+        def lose(replay: Replay) -> None:
+            assert replay.control is not None
+            replay.control.sim.fabric.reachable = False
+
+        setup.schedule(10.0, self.name, lose)
+
+
+def test_with_the_control_plane_gone_every_lease_runs_out_and_nothing_more_trades() -> None:
+    sc = load(SMALL)
+    rep = Replay(sc, (*resolve("kill_switch"), _ServerLost()))
+    r = rep.run()
+    # The kill at 60 s cannot be delivered, but the fleet stopped by itself within its lease.
+    assert not r.control_actions
+    assert any(
+        e.what.startswith("kill not delivered") for e in r.events if e.layer == "kill_switch"
+    )
+    assert all(n.first_block.get(RejectReason.LEASE_EXPIRED.value) for n in rep.nodes if n.sent)
+    assert r.contained_after_s is not None
+    assert r.contained_after_s <= 10.0 + sc.control.lease_timeout_s
+
+
+def test_errors_before_arming_keep_the_node_disarmed_and_the_supervisor_halts_it() -> None:
+    text = SMALL.read_text().replace(
+        'strategy = "router"', 'strategy = "router"\npre_open_errors = { n4 = 3 }'
+    )
+    _, r = replay("supervisor", loads(text))
+    assert r.per_node["n4"].executions == 0 and r.runaway_from_s is not None
+    first = r.control_actions[0]
+    assert (first.rule, first.key, first.t_s) == (Rule.ERRORS_BEFORE_ARMING.value, "n4", 0.3)
+    assert any(e.what.startswith("arming refused") and e.node == "n4" for e in r.events)
+    # Without the control plane nobody reads them (2012): the node arms and runs away.
+    assert Replay(loads(text), ()).run().per_node["n4"].executions > 1000
+
+
+def test_control_layers_are_deterministic_and_in_all_and_the_report() -> None:
+    a = replay("kill_switch,supervisor")[1]
+    b = replay("kill_switch,supervisor")[1]
+    assert comparable(a) == comparable(b)
+    assert {x.actor for x in a.control_actions} == {"supervisor", "operator:kill_switch"}
+    names = [layer.name for layer in resolve("all")]
+    assert "supervisor" in names and "kill_switch" in names and "manual_kill" not in names
+    report = ReplayReport(a, load(SMALL).record)
+    titles = [title for title, _, _ in report.sections()]
+    assert any(t.startswith("control-plane commands") for t in titles)
+    out = report.json()
+    assert out["automatic_halt_s"] == a.automatic_halt_s
+    assert out["control_actions"][0]["confirmed"]
+
+
+def test_cli_writes_control_actions_to_json_and_html(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(SMALL),
+            "--guards",
+            "supervisor,kill_switch",
+            "--json",
+            str(tmp_path / "s.json"),
+            "--report",
+            str(tmp_path / "rep"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["automatic_halt_s"] is not None
+    assert {a["rule"] for a in data["control_actions"]} >= {"supervisor_order_rate", "manual_kill"}
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "control-plane commands" in page and "supervisor_order_rate" in page
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("rate_multiple = 5.0", "rate_multiple = 0.5", "supervisor.rate_multiple: must be > 1"),
+        ("rate_multiple = 5.0", "rate_multipel = 6", "supervisor.rate_multipel: unknown key"),
+        ("heartbeat_s = 0.15", "heartbeat_s = 0.5", "control.lease_timeout_s: must be >= 3 x"),
+        (
+            "metrics_s = 0.2",
+            "metrics_s = 0.01",
+            "control.metrics_s: must be in control.heartbeat_s",
+        ),
+        ('strategy = "router"', "pre_open_errors = { n9 = 1 }", "fleet.pre_open_errors.n9: must"),
+    ],
+)
+def test_control_and_supervisor_tables_are_checked(old: str, new: str, message: str) -> None:
+    text = SMALL.read_text()
+    assert old in text
+    with pytest.raises(ScenarioError) as err:
+        loads(text.replace(old, new))
+    assert message in str(err.value)
+
+
+def test_lease_timeout_in_limits_is_refused_for_one_lease_policy() -> None:
+    text = SMALL.read_text().replace("[limits]\n", "[limits]\nlease_timeout_s = 1.0\n")
+    with pytest.raises(ScenarioError, match=r"limits.lease_timeout_s: set control.lease_timeout_s"):
+        loads(text)
