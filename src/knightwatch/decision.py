@@ -39,6 +39,8 @@ class RejectReason(StrEnum):
     MAX_NET_EXPOSURE = "max_net_exposure"
     MAX_TURNOVER = "max_turnover"
     EXECUTION_THROTTLE = "execution_throttle"
+    FILL_MISMATCH = "fill_mismatch"
+    ORDER_ID_CAPACITY = "order_id_capacity"
     CANCEL_FILL_RATIO = "cancel_fill_ratio"
     LOSS_LIMIT = "loss_limit"
     AUDIT_UNAVAILABLE = "audit_unavailable"

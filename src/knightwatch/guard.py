@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import Clock, SystemClock
@@ -109,6 +110,7 @@ class Guard:
         node: str = "node",
         clock: Clock | None = None,
         recorder: FlightRecorder | None = None,
+        on_halt: Callable[[Scope, str, Halt], None] | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.node = node
@@ -124,7 +126,12 @@ class Guard:
         self._lease_ns: int | None = None if lease is None else int(lease * NS)
         self._lease_deadline = 0
         self._lease_why = _LEASE_NEVER
+        # the worst halt per scope (what the hot path reads) and every source behind it
         self._states: dict[tuple[Scope, str], Halt] = {}
+        self._sources: dict[tuple[Scope, str], dict[RejectReason, Halt]] = {}
+        self._on_halt = on_halt
+        self._unrecorded = 0
+        self._unrecorded_ids: tuple[str, str] = ("", "")
         self._seen: set[str] = set()
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._books: dict[str, SymbolBook] = {}
@@ -157,10 +164,11 @@ class Guard:
     def check(self, order: Order) -> Decision:
         """Decide on one new order; on accept it counts as working from now on."""
         if not self._recorder.ready():
-            # kept in memory with the rest, so the block is on record once the disk recovers
-            self._recorder.record_decision(order, _AUDIT_DOWN, self._ctx, ("audit",))
+            self._count_unrecorded(order)
             self._block(order, _AUDIT_DOWN)
             return _AUDIT_DOWN
+        if self._unrecorded:
+            self._record_outage()
         try:
             d, eff = self._evaluate(order)
         except Exception as exc:  # fail closed: whatever went wrong, nothing leaves
@@ -322,15 +330,16 @@ class Guard:
             and self._cancels >= lim.cancel_ratio_min_cancels
             and self._cancels > mr * max(self._fills, 1)
         ):
-            return _blocked(
-                R.CANCEL_FILL_RATIO,
-                f"{self._cancels} cancels to {self._fills} fills > max_cancel_to_fill_ratio {mr:g}",
-            ), eff
+            why = (
+                f"{self._cancels} cancels to {self._fills} fills > max_cancel_to_fill_ratio {mr:g}"
+            )
+            self._cancels = self._fills = 0  # the halt now carries the breach; resume starts afresh
+            return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO), eff
 
         # accepted: from here on the order is working
         if len(self._seen) >= lim.max_tracked_order_ids:
             return _blocked(
-                R.DUPLICATE_ORDER_ID,
+                R.ORDER_ID_CAPACITY,
                 f"cannot track more than {lim.max_tracked_order_ids} order ids; "
                 "duplicate detection would be blind",
             ), eff
@@ -430,16 +439,25 @@ class Guard:
             book = self._books[fill.symbol] = SymbolBook()
         w = self._working.get(fill.order_id)
         strategy = "?"
+        mismatch = ""
         if w is not None:
             strategy = w.strategy
             took = min(fill.qty, w.remaining)
             w.remaining -= took
+            wbook = self._books[w.symbol]
             if w.side is _BUY:
-                book.wbuy -= took
+                wbook.wbuy -= took
             else:
-                book.wsell -= took
+                wbook.wsell -= took
             if w.remaining == 0:
                 del self._working[fill.order_id]
+            if wbook is not book:
+                self._refresh(wbook)
+            if w.symbol != fill.symbol or w.side is not fill.side:
+                mismatch = (
+                    f"fill for order {fill.order_id} reports {fill.side.value} {fill.symbol}; "
+                    f"the order was {w.side.value} {w.symbol}"
+                )
         realized = book.fill(fill.side is _BUY, fill.qty, fill.price)
         self._realized += realized
         self._fills += 1
@@ -455,7 +473,11 @@ class Guard:
             strategy=strategy,
             known=w is not None,
         )
-        if w is not None:
+        if mismatch:
+            # the venue's report is applied as the truth, but the Guard's picture can no
+            # longer be trusted: stop the node until a person has reconciled it
+            self._auto_halt(Scope.NODE, self.node, mismatch, R.FILL_MISMATCH)
+        elif w is not None:
             self._throttle(strategy, fill.symbol, fill.side)
         self._check_loss()
 
@@ -471,24 +493,20 @@ class Guard:
         now = self._clock.monotonic_ns()
         ex.append(now)
         if len(ex) == ex.maxlen and now - ex[0] < eff.exec_window_ns:
-            pk = pair_key(strategy, symbol)
-            h = self._states.get((Scope.STRATEGY_SYMBOL, pk))
-            if h is None or h.state is not _HALTED:
-                self.halt(
-                    Scope.STRATEGY_SYMBOL,
-                    pk,
-                    f"{len(ex)} {side.value} executions in {symbol} within "
-                    f"{eff.exec_window_ns / NS:g}s > max_executions_per_window "
-                    f"{eff.max_executions_per_window}",
-                    actor="guard:execution_throttle",
-                    code=R.EXECUTION_THROTTLE,
-                )
+            self._auto_halt(
+                Scope.STRATEGY_SYMBOL,
+                pair_key(strategy, symbol),
+                f"{len(ex)} {side.value} executions in {symbol} within "
+                f"{eff.exec_window_ns / NS:g}s > max_executions_per_window "
+                f"{eff.max_executions_per_window}",
+                R.EXECUTION_THROTTLE,
+            )
 
     def on_cancel(self, order_id: str) -> None:
         """A cancel confirmed: free the working quantity. Never refused, in any state."""
         w = self._working.pop(order_id, None)
-        self._cancels += 1
         if w is not None:
+            self._cancels += 1
             book = self._books[w.symbol]
             if w.side is _BUY:
                 book.wbuy -= w.remaining
@@ -540,16 +558,13 @@ class Guard:
             return
         pnl = self._realized + self._unrealized
         if -pnl > ml:
-            h = self._states.get((Scope.NODE, self.node))
-            if h is None or h.state is not _HALTED:
-                self.halt(
-                    Scope.NODE,
-                    self.node,
-                    f"loss {-pnl:,.2f} > max_loss {ml:,.2f} (realized {self._realized:,.2f}, "
-                    f"unrealized {self._unrealized:,.2f})",
-                    actor="guard:loss_limit",
-                    code=R.LOSS_LIMIT,
-                )
+            self._auto_halt(
+                Scope.NODE,
+                self.node,
+                f"loss {-pnl:,.2f} > max_loss {ml:,.2f} (realized {self._realized:,.2f}, "
+                f"unrealized {self._unrealized:,.2f})",
+                R.LOSS_LIMIT,
+            )
 
     # ------------------------------------------------------------------ control
 
@@ -601,8 +616,9 @@ class Guard:
         if state is _ACTIVE:
             raise ValueError("halt: state must be HALTED or REDUCING; use resume() for ACTIVE")
         key = "fleet" if scope is Scope.FLEET else key
-        now = self._clock.time_ns()
-        self._states[(scope, key)] = Halt(state, code, reason, actor, now)
+        halt = Halt(state, code, reason, actor, self._clock.time_ns())
+        self._sources.setdefault((scope, key), {})[code] = halt
+        self._settle((scope, key))
         self._recorder.record_event(
             "halt",
             self._ctx,
@@ -624,20 +640,68 @@ class Guard:
             reason,
         )
 
-    def resume(self, scope: Scope, key: str, reason: str, actor: str) -> bool:
-        """Clear a latched scope; returns False if it was not halted. Recorded either way."""
-        key = "fleet" if scope is Scope.FLEET else key
-        cleared = self._states.pop((scope, key), None) is not None
+    def resume(
+        self, scope: Scope, key: str, reason: str, actor: str, *, code: RejectReason | None = None
+    ) -> bool:
+        """Clear a latched scope; returns False if nothing was cleared. Recorded either way.
+
+        Halts are kept per source (`code`): an operator's kill and the Guard's own loss
+        stop on the same node are two latches. `code=None` (a person resuming the
+        scope) clears them all; a code clears only that source, so resuming a
+        control-plane kill never lifts a loss stop as a side effect.
+        """
+        slot = (scope, "fleet" if scope is Scope.FLEET else key)
+        sources = self._sources.get(slot, {})
+        if code is None:
+            cleared = bool(sources)
+            sources.clear()
+        else:
+            cleared = sources.pop(code, None) is not None
+        self._settle(slot)
         self._recorder.record_event(
             "resume",
             self._ctx,
             scope=scope.value,
-            key=key,
+            key=slot[1],
             reason=reason,
             actor=actor,
             cleared=cleared,
+            code=None if code is None else code.value,
         )
         return cleared
+
+    def _settle(self, slot: tuple[Scope, str]) -> None:
+        """Keep the hot path's one-halt-per-scope view equal to the worst of its sources."""
+        sources = self._sources.get(slot)
+        if not sources:
+            self._sources.pop(slot, None)
+            self._states.pop(slot, None)
+            return
+        self._states[slot] = max(sources.values(), key=lambda h: h.state)
+
+    def _auto_halt(self, scope: Scope, key: str, reason: str, code: RejectReason) -> Decision:
+        """A halt the Guard decides itself; latched once per source, and told to `on_halt`."""
+        existing = self._sources.get((scope, key), {}).get(code)
+        if existing is None:
+            self.halt(scope, key, reason, actor=f"guard:{code.value}", code=code)
+            existing = self._sources[(scope, key)][code]
+            if self._on_halt is not None:
+                self._on_halt(scope, key, existing)
+        return existing.decision
+
+    def _count_unrecorded(self, order: object) -> None:
+        """While the recorder is down, count blocks instead of queueing millions of records."""
+        oid = str(getattr(order, "id", "?"))
+        self._unrecorded_ids = (self._unrecorded_ids[0] or oid, oid)
+        self._unrecorded += 1
+
+    def _record_outage(self) -> None:
+        first, last = self._unrecorded_ids
+        self._recorder.record_event(
+            "audit_outage", self._ctx, blocked=self._unrecorded, first_order=first, last_order=last
+        )
+        self._unrecorded = 0
+        self._unrecorded_ids = ("", "")
 
     def trading_state(self, scope: Scope, key: str = "fleet") -> TradingState:
         h = self._states.get((scope, "fleet" if scope is Scope.FLEET else key))

@@ -361,17 +361,23 @@ def test_turnover_per_minute_boundary(rig: Mk) -> None:
     assert r.send(qty=1_000).accepted
 
 
-def test_cancel_to_fill_ratio(rig: Mk) -> None:
+def test_cancel_to_fill_ratio_halts_the_node_until_resumed(rig: Mk) -> None:
     r = rig(max_cancel_to_fill_ratio=2.0, cancel_ratio_min_cancels=3)
     o = r.order(id="f")
     assert r.guard.check(o).accepted
     r.guard.on_fill(Fill("f", "IBM", Side.BUY, 100, 100.0))
+    for i in range(50):
+        r.guard.on_cancel(f"stray{i}")  # cancels of orders it never saw do not count
     for i in range(2):
         assert r.send(id=f"c{i}").accepted
         r.guard.on_cancel(f"c{i}")
     assert r.send(id="c2").accepted  # 2 cancels: below the minimum sample
     r.guard.on_cancel("c2")  # 3 cancels to 1 fill > 2.0
     assert reason(r.send()) is R.CANCEL_FILL_RATIO
+    assert r.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    assert reason(r.send()) is R.CANCEL_FILL_RATIO  # latched, not re-evaluated
+    r.guard.resume(Scope.NODE, "n1", "message discipline checked", actor="ops")
+    assert r.send().accepted  # counting starts afresh
 
 
 def test_loss_limit_halts_the_node(rig: Mk) -> None:
@@ -414,8 +420,11 @@ def test_recorder_that_cannot_record_blocks_everything(rig: Mk) -> None:
     g = Guard(r.limits, node="n1", clock=r.clock, recorder=dead)
     g.on_price("IBM", 100.0)
     g.arm()
-    assert reason(g.check(r.order())) is R.AUDIT_UNAVAILABLE
-    assert dead.pending >= 1  # the block itself is kept for when storage returns
+    before = dead.pending
+    for _ in range(1_000):
+        assert reason(g.check(r.order())) is R.AUDIT_UNAVAILABLE
+    assert dead.pending == before  # an outage is counted, not queued order by order
+    assert g.blocked[R.AUDIT_UNAVAILABLE] == 1_000
 
 
 def test_block_emits_one_structured_log_line(rig: Mk, caplog: pytest.LogCaptureFixture) -> None:
@@ -425,6 +434,49 @@ def test_block_emits_one_structured_log_line(rig: Mk, caplog: pytest.LogCaptureF
     lines = [rec.getMessage() for rec in caplog.records if "BLOCK_ORDER" in rec.getMessage()]
     assert len(lines) == 1
     assert "order=big" in lines[0] and "reason=max_order_qty" in lines[0]
+
+
+def test_fill_that_does_not_match_its_order_halts_the_node(rig: Mk) -> None:
+    r = rig()
+    r.guard.on_price("AAPL", 50.0)
+    assert r.send(id="o1", qty=1_000).accepted  # buy 1,000 IBM
+    r.guard.on_fill(Fill("o1", "AAPL", Side.SELL, 1_000, 50.0))
+    assert r.guard.working_qty("IBM") == (0, 0)  # the order's own book, not AAPL's
+    assert r.guard.working_qty("AAPL") == (0, 0)
+    assert r.guard.position("AAPL") == -1_000  # the venue's report is the truth
+    assert r.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    d = r.send()
+    assert reason(d) is R.FILL_MISMATCH and "was buy IBM" in d.detail
+
+
+def test_order_id_capacity_has_its_own_reason(rig: Mk) -> None:
+    r = rig(max_tracked_order_ids=2)
+    assert r.send().accepted and r.send().accepted
+    assert reason(r.send()) is R.ORDER_ID_CAPACITY
+
+
+def test_halts_are_kept_per_source(rig: Mk) -> None:
+    seen: list[tuple[Scope, str, str]] = []
+    r = rig(max_loss=1_000.0)
+    g = Guard(
+        r.limits,
+        node="n1",
+        clock=r.clock,
+        on_halt=lambda scope, key, h: seen.append((scope, key, h.code)),
+    )
+    g.arm()
+    g.on_price("IBM", 100.0)
+    assert g.check(r.order(id="b", qty=100)).accepted
+    g.on_fill(Fill("b", "IBM", Side.BUY, 100, 100.0))
+    g.halt(Scope.NODE, "n1", "operator kill", actor="alice")
+    g.on_price("IBM", 80.0)  # loss 2,000: the Guard's own stop on the same node
+    g.on_price("IBM", 79.0)
+    assert seen == [(Scope.NODE, "n1", R.LOSS_LIMIT)]  # only automatic halts, once
+    assert g.resume(Scope.NODE, "n1", "kill lifted", actor="cp", code=R.HALTED)
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED  # loss stop stands
+    assert reason(g.check(r.order(price=79.0))) is R.LOSS_LIMIT
+    assert g.resume(Scope.NODE, "n1", "reconciled", actor="bob")  # a person clears all
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
 
 
 def test_fill_for_unknown_order_still_moves_position(rig: Mk) -> None:

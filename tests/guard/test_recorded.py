@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from knightwatch.audit import FlightRecorder, explain_order, verify_file
+from knightwatch.audit import FlightRecorder, MemorySink, explain_order, verify_file
 from knightwatch.cli.app import app
 from knightwatch.clock import SimClock
 from knightwatch.guard import Guard
@@ -67,8 +67,6 @@ def test_tampered_guard_record_is_named(tmp_path: Path) -> None:
 
 
 def test_default_memory_recorder_is_bounded_and_fails_closed() -> None:
-    from knightwatch.audit import MemorySink
-
     clock = SimClock(0)
     rec = FlightRecorder(None, clock=clock, batch_size=4, sink=MemorySink(capacity=10))
     g = Guard(Limits(), node="n", clock=clock, recorder=rec)
@@ -78,3 +76,42 @@ def test_default_memory_recorder_is_bounded_and_fails_closed() -> None:
     assert verdicts[0].accepted
     assert verdicts[-1].reason == "audit_unavailable"
     assert not rec.healthy
+
+
+class FlakySink(MemorySink):
+    """A disk that fails on demand, then comes back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+
+    def write(self, data: bytes) -> None:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        super().write(data)
+
+
+def test_failed_write_blocks_the_next_order_and_loses_nothing(tmp_path: Path) -> None:
+    clock = SimClock(0)
+    sink = FlakySink()
+    rec = FlightRecorder(None, clock=clock, batch_size=1, sink=sink)
+    g = Guard(Limits(), node="n", clock=clock, recorder=rec)
+    g.on_price("IBM", 100.0)
+    g.arm()
+    assert g.check(Order("a1", "s", "IBM", Side.BUY, 1, 100.0)).accepted
+    sink.broken = True
+    # a1's record is still pending: the next order's ready() tries to write it and fails
+    assert g.check(Order("a2", "s", "IBM", Side.BUY, 1, 100.0)).reason == "audit_unavailable"
+    for i in range(100):
+        g.check(Order(f"x{i}", "s", "IBM", Side.BUY, 1, 100.0))
+    sink.broken = False
+    clock.advance(10**9)  # the recorder retries once per flush interval
+    assert g.check(Order("a3", "s", "IBM", Side.BUY, 1, 100.0)).accepted
+    rec.close()
+    path = tmp_path / "recovered.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in sink.lines))
+    assert verify_file(path).intact
+    assert explain_order(path, "a1").decision.accepted
+    outage = [line for line in sink.lines if b'"audit_outage"' in line]
+    assert len(outage) == 1 and b'"blocked":101' in outage[0]
+    assert explain_order(path, "a3").decision.accepted
