@@ -106,3 +106,11 @@ def test_tail_shows_the_last_records(write_file: WriteFile, audit_path: Path) ->
     assert str(last_seq) in result.output and str(last_seq - 2) in result.output
     bad = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "0"])
     assert bad.exit_code == 2
+
+
+def test_verify_empty_file_is_not_a_clean_bill(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(app, ["audit", "verify", str(empty)])
+    assert result.exit_code == 1
+    assert "no records" in result.output

@@ -59,7 +59,7 @@ def verify_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check the hash chain; exit 0 intact, 1 tampered, 2 unreadable."""
+    """Check the hash chain; exit 0 intact, 1 tampered or empty, 2 unreadable."""
     if anchor is not None and (len(anchor) != 64 or anchor.strip("0123456789abcdef")):
         err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
         raise typer.Exit(EXIT_UNREADABLE)
@@ -84,6 +84,15 @@ def verify_cmd(
         console.print_json(msgspec.json.encode(report).decode())
     else:
         _print_report(report)
+    if report.intact and report.records == 0:
+        # an empty file proves nothing: a fully truncated record looks exactly like this
+        err.print("[red]no records: nothing was verified (a truncated file looks like this)[/red]")
+        raise typer.Exit(EXIT_TAMPERED)
+    if report.intact and anchor is None and not as_json:
+        err.print(
+            "note: without --anchor, records cut from the end of the file cannot be detected; "
+            f"keep the head hash ({report.head[:16]}...) somewhere else to check against"
+        )
     raise typer.Exit(EXIT_INTACT if report.intact else EXIT_TAMPERED)
 
 
