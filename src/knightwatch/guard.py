@@ -173,12 +173,12 @@ class Guard:
             d, eff = self._evaluate(order)
         except Exception as exc:  # fail closed: whatever went wrong, nothing leaves
             d, eff = _blocked(R.INVALID_ORDER, f"order could not be checked: {exc!r}"), None
-        rules = eff.rules if eff is not None else ("validity",)
+        self._recorder.record_decision(
+            order, d, self._ctx, eff.rules if eff is not None else ("validity",)
+        )
         if d is ACCEPTED:
             self.accepted += 1
-            self._recorder.record_decision(order, d, self._ctx, rules)
         else:
-            self._recorder.record_decision(order, d, self._ctx, rules)
             self._block(order, d)
         return d
 
