@@ -9,7 +9,7 @@ from knightwatch.control.messages import StateEntry
 from knightwatch.state import Scope, TradingState
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 3.0) -> None:
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
     """Wait, in bounded steps, until `predicate()` holds; fail the test if it never does."""
     steps = int(timeout_s / 0.005)
     for _ in range(steps):

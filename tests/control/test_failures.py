@@ -141,7 +141,7 @@ async def test_frozen_node_does_not_trade_on_stale_state(
         await asyncio.sleep(POLICY.lease_timeout_s * 2)
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
-    for _ in range(100):  # the thawed node resyncs and confirms the kill it slept through
+    for _ in range(300):  # the thawed node resyncs and confirms the kill it slept through
         states = {m.node_id: m for m in await plane.members()}
         if states["n1"].last_command_id == result.entry.command_id:
             break

@@ -181,5 +181,5 @@ async def test_any_delivery_order_ends_on_the_newest_entry(
     rnd.shuffle(delivered)  # type: ignore[attr-defined]
     for e in delivered:
         await node._on_state(e)
-    newest = max(entries, key=lambda e: (e.issued_ns, e.command_id))
+    newest = max(entries, key=lambda e: e.order_key)
     assert node.guard.trading_state(Scope.SYMBOL, "AAPL") is newest.state

@@ -201,3 +201,58 @@ def test_rate_rule_never_halts_a_node_at_or_below_the_median(
     for rule, node in fired:
         assert rule is Rule.ORDER_RATE
         assert nodes[node] > median
+
+
+def _admitted(node: str, orders: int, admitted: bool) -> NodeMetrics:
+    return NodeMetrics(node, 0, orders, orders, 0, 0, 0.0, 0.0, True, 0, {}, admitted)
+
+
+@pytest.mark.parametrize("sitting_out", ["unarmed", "not_admitted"])
+def test_nodes_not_armed_or_admitted_are_not_in_the_fleet_median(sitting_out: str) -> None:
+    """Two refused nodes at zero orders/s would drag the median to 12.5/s and make a busy
+    but normal node (100/s against a 25/s peer) look like a 5x runaway."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(min_peers=1, rate_floor_per_s=20.0), clock)
+    fired: list[Rule] = []
+    for k in range(1, 16):
+        clock.advance(TICK)
+        fired += [a.rule for a in sup.observe(_admitted("n1", 20 * k, True))]
+        fired += [a.rule for a in sup.observe(_admitted("n2", 5 * k, True))]
+        for refused in ("n3", "n4"):
+            if sitting_out == "unarmed":
+                m = NodeMetrics(refused, 0, 0, 0, 0, 0, 0.0, 0.0, False, 0)
+            else:
+                m = _admitted(refused, 0, False)
+            fired += [a.rule for a in sup.observe(m)]
+    health = sup.health()
+    assert Rule.ORDER_RATE not in fired
+    assert health["n1"].peers == 1 and not health["n3"].participating
+    assert health["n1"].fleet_median_rate == pytest.approx(62.5)
+    assert health["n1"].order_rate_ratio == pytest.approx(100 / 62.5)
+    # the same fleet with the two nodes taking part: n1 is then 8x the median and halted
+    sup2 = Supervisor(SupervisorConfig(min_peers=1, rate_floor_per_s=20.0), clock)
+    fired2: list[Rule] = []
+    for k in range(1, 16):
+        clock.advance(TICK)
+        fired2 += [a.rule for a in sup2.observe(_admitted("n1", 20 * k, True))]
+        fired2 += [a.rule for a in sup2.observe(_admitted("n2", 5 * k, True))]
+        for node in ("n3", "n4"):
+            fired2 += [a.rule for a in sup2.observe(_admitted(node, 0, True))]
+    assert Rule.ORDER_RATE in fired2
+
+
+def test_health_is_the_rules_view_and_read_only() -> None:
+    feed = Feed(SupervisorConfig(rate_window_s=1.0))
+    for _ in range(10):
+        feed.tick({"n1": 10, "n2": 10, "n3": 400})
+    h = feed.sup.health()
+    assert set(h) == {"n1", "n2", "n3"}
+    assert h["n3"].order_rate_ratio > feed.sup.config.rate_multiple  # what the rule fired on
+    assert (Rule.ORDER_RATE, "n3") in {(a.rule, a.key) for a in feed.sup.actions}
+    actions = len(feed.sup.actions)
+    assert feed.sup.health() == h and len(feed.sup.actions) == actions  # reading acts on nothing
+    gauges = h["n1"].gauges()
+    assert gauges["order_rate_ratio"] == pytest.approx(h["n1"].order_rate_ratio)
+    assert gauges["reject_ratio"] == 0.0 and "pnl_deviation" in gauges
+    feed.clock.advance(int(feed.sup.config.stale_after_s * S) + 1)
+    assert feed.sup.health() == {}  # silent nodes have no health: gates fail closed

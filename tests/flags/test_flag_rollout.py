@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy, SecondApprover
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
+    HaltTargets,
     HealthGate,
     RequestHalt,
     Rollout,
@@ -116,20 +118,33 @@ def test_missing_metrics_fail_closed_within_failure_limit(pre_market_clock: SimC
     assert "no order_rate_ratio reported" in rollout.state.abort_reason
 
 
-def test_refused_stage_aborts_the_rollout(
-    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+@pytest.mark.parametrize(
+    ("targets", "halted"),
+    [(HaltTargets.SWITCHED_ON, ["n1"]), (HaltTargets.EXPOSED, ["n1", "n2"])],
+)
+def test_refused_stage_aborts_the_rollout_halting_only_nodes_that_were_on(
+    flag_registry: FlagRegistry,
+    make_fleet,
+    pre_market_clock: SimClock,
+    targets: HaltTargets,
+    halted: list[str],
 ) -> None:
+    """n2 refuses the quarter stage (its release lacks the flag): it never ran the new path,
+    so by default the abort halts only the canary n1, where the flag was on."""
     clock = pre_market_clock
     store, runner, halts = setup(flag_registry, make_fleet(n2={}), clock)
     nodes = [f"n{i}" for i in range(1, 9)]
-    rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
+    plan = msgspec.structs.replace(PLAN, halt_targets=targets)
+    rollout, actions = Rollout.start("r#1", RLP, True, nodes, plan, clock, "alice")
     runner.execute(rollout, actions)
+    assert rollout.state.switched_on == ("n1",)
     clock.advance(61 * NS_PER_S)
     outcomes = runner.execute(rollout, rollout.step(healthy(nodes)))
     assert outcomes[0].startswith("schema_missing_flag") and "node n2" in outcomes[0]
     assert rollout.state.status is RolloutStatus.ABORTED
+    assert rollout.state.exposed == ("n1", "n2") and rollout.state.switched_on == ("n1",)
     assert store.get(RLP).node_values == {"n1": False, "n2": False}  # type: ignore[union-attr]
-    assert len(halts.requests) == 2
+    assert [key for _, key, _ in halts.requests] == halted
 
 
 def test_plan_validation_names_the_field() -> None:

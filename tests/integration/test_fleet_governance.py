@@ -26,6 +26,7 @@ from knightwatch.control.node import NodeError, NodeRuntime
 from knightwatch.control.protocol import Bucket
 from knightwatch.control.rollout_driver import RolloutDriver
 from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.supervisor import SupervisorConfig
 from knightwatch.control.verdict import (
     ENCODER,
     SUBJECT_TARGET,
@@ -121,7 +122,7 @@ def order(n: int) -> Order:
     return Order(f"o{n}", "mm", "AAPL", Side.BUY, 10, 100.0)
 
 
-async def eventually(predicate: object, timeout_s: float = 3.0) -> None:
+async def eventually(predicate: object, timeout_s: float = 15.0) -> None:
     assert callable(predicate)
     for _ in range(int(timeout_s / 0.01)):
         if predicate():
@@ -232,7 +233,11 @@ async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
         gates=(HealthGate("reject_ratio", max=0.05),),
     )
     driver = RolloutDriver(
-        ops, REGISTRY, fleet.clock, KillSwitch(ops, fleet.clock, "rollout"), window_s=0.3
+        ops,
+        REGISTRY,
+        fleet.clock,
+        KillSwitch(ops, fleet.clock, "rollout"),
+        health=SupervisorConfig(rate_window_s=0.3),
     )
     await driver.start()
     canary = await driver.begin(RLP, plan, actor="alice", approver="bob")

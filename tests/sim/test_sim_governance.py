@@ -68,7 +68,9 @@ def test_rollout_with_the_stale_node_first_aborts_right_after_the_open() -> None
     rp = Replay(stale_first, resolve("rollout"))
     r = rp.run()
     assert any(w.startswith("aborted: health gate failed: n1") for w in what(r, "rollout"))
-    assert r.contained_after_s is not None and r.contained_after_s <= 2.0
+    # Gates read the supervisor's 1 s window every 1 s sample: the canary's ratio is 2.8 at
+    # 1.1 s (its first window is mostly before the runaway) and 15 at 2.1 s, when it aborts.
+    assert r.contained_after_s is not None and r.contained_after_s <= 2.2
     assert not rp.node("n1").flag_on, "the flag went back to its safe default on the canary"
     state = rp.governance.store.get(sc.deploy.flag)
     assert state is not None and state.value_for("n1") is False

@@ -67,6 +67,7 @@ class KillSwitch:
         self._changed = asyncio.Event()
         self._heard: dict[str, NodeStatus] = {}
         self._started = False
+        self._last_issued_ns = 0
 
     async def start(self) -> None:
         if self._started:
@@ -101,6 +102,9 @@ class KillSwitch:
     def _entry(self, scope: Scope, key: str, state: TradingState, reason: str) -> StateEntry:
         if not reason.strip():
             raise KillSwitchError("reason: must say why (recorded with the command)")
+        # Strictly increasing per issuer: two commands in the same clock tick (a simulated
+        # instant, a coarse wall clock) are still ordered as they were issued.
+        self._last_issued_ns = max(self.clock.time_ns(), self._last_issued_ns + 1)
         return StateEntry(
             scope=scope,
             key=FLEET_KEY if scope is Scope.FLEET else key,
@@ -108,7 +112,7 @@ class KillSwitch:
             reason=reason,
             actor=self.actor,
             command_id=uuid.uuid4().hex,
-            issued_ns=self.clock.time_ns(),
+            issued_ns=self._last_issued_ns,
         )
 
     async def kill(
@@ -155,6 +159,7 @@ class KillSwitch:
         entry = msgspec.structs.replace(
             entry, issued_ns=max(entry.issued_ns, current.issued_ns + 1)
         )
+        self._last_issued_ns = entry.issued_ns
         t0 = self.clock.monotonic_ns()
         deadline = asyncio.get_running_loop().time() + timeout_s
         self._arrivals[entry.command_id] = {}

@@ -19,10 +19,13 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 class StateEntry(msgspec.Struct, frozen=True):
     """The trading state an operator (or the supervisor) set for one scope and key.
 
-    This is the kill switch's unit of record. `issued_ns` (the issuer's wall
-    clock) and `command_id` order entries for the same scope and key, so a node
-    that hears one command on both the fast path and the durable path, or out of
-    order, keeps the newest.
+    This is the kill switch's unit of record. `order_key` orders entries for
+    the same scope and key, so a node that hears one command on both the fast
+    path and the durable path, or out of order, keeps the newest. Each issuer
+    makes its own `issued_ns` strictly increasing, so its later command is
+    always newer; two issuers at the same instant are ordered by severity first
+    (the stricter state wins: fail closed), then by actor, and only then by the
+    random `command_id`, which decides nothing but which reason text is kept.
     """
 
     scope: Scope
@@ -37,10 +40,12 @@ class StateEntry(msgspec.Struct, frozen=True):
     def slot(self) -> str:
         return slot_of(self.scope, self.key)
 
+    @property
+    def order_key(self) -> tuple[int, int, str, str]:
+        return (self.issued_ns, int(self.state), self.actor, self.command_id)
+
     def newer_than(self, other: StateEntry | None) -> bool:
-        if other is None:
-            return True
-        return (self.issued_ns, self.command_id) > (other.issued_ns, other.command_id)
+        return other is None or self.order_key > other.order_key
 
 
 class Confirmation(msgspec.Struct, frozen=True):
@@ -93,6 +98,8 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     armed: bool
     errors: int
     blocks: dict[str, int] = msgspec.field(default_factory=dict)
+    admitted: bool = True
+    """Holds its lease and release admission; a node that does not sits out of fleet baselines."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):

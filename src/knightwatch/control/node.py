@@ -226,17 +226,28 @@ class NodeRuntime:
             )
         return True
 
+    def _holds_effect(self, entry: StateEntry) -> bool:
+        """Whether the Guard already blocks at least what `entry` asks: the command itself,
+        or a kill of this scope superseded by a stricter or newer one. Such a node is in fact
+        stopped, so it confirms; a kill superseded by a resume is not in effect and is not."""
+        held = self._applied.get(entry.slot)
+        if held is not None and held.command_id == entry.command_id:
+            return True
+        if entry.state is TradingState.ACTIVE:
+            return False
+        return self.guard.trading_state(entry.scope, entry.key) >= entry.state
+
     async def _on_state(self, entry: StateEntry) -> None:
         if self._apply(entry):
             await self._confirm(entry)
             return
-        # The same command again: its issuer is still waiting (our confirmation may have
-        # been lost in a reconnect). Answer, but not to the durable-path echo of it.
-        held = self._applied.get(entry.slot)
-        if held is not None and held.command_id == entry.command_id:
-            last = self._confirmed_at.get(entry.command_id, 0)
-            if self.clock.monotonic_ns() - last >= _RECONFIRM_NS:
-                await self._confirm(entry)
+        if not self._concerns_me(entry) or not self._holds_effect(entry):
+            return
+        # Already in effect: its issuer may be waiting (a first sight of an "older" command,
+        # or our confirmation lost in a reconnect). Answer, but not to every echo of it.
+        last = self._confirmed_at.get(entry.command_id)
+        if last is None or self.clock.monotonic_ns() - last >= _RECONFIRM_NS:
+            await self._confirm(entry)
 
     async def _confirm(self, entry: StateEntry) -> None:
         confirmation = Confirmation(
@@ -378,6 +389,7 @@ class NodeRuntime:
             armed=g.armed,
             errors=len(self.errors),
             blocks=blocks,
+            admitted=self.admitted and self.release_admitted,
         )
 
     def status(self, left: bool = False) -> NodeStatus:

@@ -1,29 +1,30 @@
-"""Staged rollouts on the live fleet: the `Rollout` state machine fed by supervisor metrics.
+"""Staged rollouts on the live fleet: the `Rollout` state machine fed by the supervisor.
 
 The state machine (`knightwatch.flags.rollout`) decides; this driver feeds it
-the same `NodeMetrics` the supervisor reads, turned into the gate metrics
-(`order_rate_ratio` against the fleet median, `reject_ratio`) over a sliding
-window, applies its actions through the activation gate against the live
-fleet view, and sends its halt requests to the kill switch. The rollout state
-is one record per flag with compare-and-swap, so `rollout abort` from another
-terminal wins over a driver mid-step, and `rollout status` reads the truth.
+the health of every node as a watching `Supervisor` computes it from the same
+`NodeMetrics` stream (`order_rate_ratio` against the participating fleet's
+median, `reject_ratio`, `pnl_deviation`, ...: `NodeHealth.gauges()`), so a gate
+and an automatic halt read one set of numbers. It applies the rollout's actions
+through the activation gate against the live fleet view, and sends its halt
+requests to the kill switch. The rollout state is one record per flag with
+compare-and-swap, so `rollout abort` from another terminal wins over a driver
+mid-step, and `rollout status` reads the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import statistics
-from collections import deque
 from collections.abc import Sequence
 
 import msgspec
 
-from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.clock import Clock
 from knightwatch.control.flagplane import PlaneFlagStore, fleet_snapshot
 from knightwatch.control.killswitch import KillSwitch
 from knightwatch.control.messages import NodeMetrics
 from knightwatch.control.protocol import Bucket, ControlPlane, RevisionConflict
+from knightwatch.control.supervisor import Supervisor, SupervisorConfig, gate_metrics
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
@@ -81,46 +82,27 @@ class RolloutDriver:
         killswitch: KillSwitch,
         *,
         policy: ActivationPolicy | None = None,
-        window_s: float = 5.0,
+        health: SupervisorConfig | None = None,
     ) -> None:
+        """`health` configures the watching supervisor (its `rate_window_s` is the gate
+        window); give the fleet supervisor's own config so gates and halts agree."""
         self.plane = plane
         self.registry = registry
         self.clock = _WallClock(clock)
         self.killswitch = killswitch
         self.policy = policy or ActivationPolicy()
-        self.window_ns = int(window_s * NS_PER_S)
-        self._samples: dict[str, deque[NodeMetrics]] = {}
+        self.supervisor = Supervisor(health or SupervisorConfig(rate_window_s=5.0), clock)
 
     async def start(self) -> None:
         await self.killswitch.start()
         await self.plane.subscribe_metrics(self._on_metrics)
 
     async def _on_metrics(self, m: NodeMetrics) -> None:
-        samples = self._samples.setdefault(m.node_id, deque())
-        samples.append(m)
-        while len(samples) > 2 and samples[1].at_ns <= m.at_ns - self.window_ns:
-            samples.popleft()
+        self.supervisor.record(m)
 
     def metrics(self) -> Metrics:
-        """Per node, over the window: order rate against the fleet median, reject ratio."""
-        rates: dict[str, float] = {}
-        rejects: dict[str, float] = {}
-        for node, samples in self._samples.items():
-            if len(samples) < 2:
-                continue
-            first, last = samples[0], samples[-1]
-            orders = last.orders - first.orders
-            seconds = max((last.at_ns - first.at_ns) / NS_PER_S, 1e-9)
-            rates[node] = orders / seconds
-            rejects[node] = (last.rejected - first.rejected) / orders if orders > 0 else 0.0
-        median = statistics.median(rates.values()) if rates else 0.0
-        return {
-            node: {
-                "order_rate_ratio": rates[node] / median if median > 0 else 1.0,
-                "reject_ratio": rejects[node],
-            }
-            for node in rates
-        }
+        """Each node's health gauges as the supervisor sees them (nodes without data absent)."""
+        return gate_metrics(self.supervisor.health())
 
     async def load(self, flag_id: str) -> tuple[RolloutState | None, int]:
         value, revision = await self.plane.get_record(Bucket.ROLLOUTS, flag_id)

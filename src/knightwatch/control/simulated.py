@@ -20,9 +20,10 @@ from knightwatch.clock import SimClock
 from knightwatch.control.killswitch import CommandResult, KillSwitch
 from knightwatch.control.lease import LeasePolicy
 from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.messages import NodeMetrics
 from knightwatch.control.node import NodeRuntime
 from knightwatch.control.pager import Pager
-from knightwatch.control.supervisor import Action, Supervisor, SupervisorConfig
+from knightwatch.control.supervisor import Action, NodeHealth, Supervisor, SupervisorConfig
 from knightwatch.control.supervisor_service import SupervisorService
 from knightwatch.guard import Guard
 from knightwatch.state import Scope, TradingState
@@ -39,13 +40,16 @@ class SimulatedControl:
         policy: LeasePolicy | None = None,
         supervisor: SupervisorConfig | None = None,
         metrics_interval_s: float = 0.2,
+        supervisor_acts: bool = True,
     ) -> None:
+        """`supervisor` runs the Supervisor on the nodes' metrics; with `supervisor_acts`
+        False it only watches (its `health()` feeds rollout gates) and halts nothing."""
         self.clock = clock
         self.policy = policy or LeasePolicy()
         self.fabric = MemoryFabric()
         self._loop = asyncio.new_event_loop()
         self._metrics_ns = int(metrics_interval_s * 1e9)
-        self._next_metrics = clock.monotonic_ns() + self._metrics_ns
+        self._next_metrics = clock.monotonic_ns()  # the first step reports a baseline
         self.nodes: list[NodeRuntime] = []
         for guard in guards:
             plane = MemoryControlPlane(self.fabric)
@@ -57,17 +61,30 @@ class SimulatedControl:
         self._run(operator.connect())
         self.killswitch = KillSwitch(operator, clock, actor="operator")
         self.service: SupervisorService | None = None
+        self.supervisor: Supervisor | None = None
         if supervisor is not None:
             sup_plane = MemoryControlPlane(self.fabric)
             self._run(sup_plane.connect())
-            self.service = SupervisorService(
-                sup_plane,
-                Supervisor(supervisor, clock),
-                KillSwitch(sup_plane, clock, "supervisor"),
-                Pager(),
-                confirm_timeout_s=0.01,
-            )
-            self._run(self.service.start())
+            self.supervisor = Supervisor(supervisor, clock)
+            if supervisor_acts:
+                self.service = SupervisorService(
+                    sup_plane,
+                    self.supervisor,
+                    KillSwitch(sup_plane, clock, "supervisor"),
+                    Pager(),
+                    confirm_timeout_s=0.01,
+                )
+                self._run(self.service.start())
+            else:
+                self._run(sup_plane.subscribe_metrics(self._watch))
+
+    async def _watch(self, metrics: NodeMetrics) -> None:
+        assert self.supervisor is not None
+        self.supervisor.record(metrics)
+
+    def health(self) -> dict[str, NodeHealth]:
+        """The supervisor's read-only view of every node (empty without a supervisor)."""
+        return self.supervisor.health() if self.supervisor is not None else {}
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coro)

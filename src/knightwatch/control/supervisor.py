@@ -11,8 +11,10 @@ and both act on its `Action`s through the same kill switch.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
+from collections.abc import Mapping
 from enum import StrEnum
 
 import msgspec
@@ -73,6 +75,51 @@ class Action(msgspec.Struct, frozen=True):
     at_ns: int
 
 
+class NodeHealth(msgspec.Struct, frozen=True):
+    """One node as the supervisor's rules see it, over its rate window.
+
+    The rules and every reader of fleet health (rollout gates, live and in the
+    replay) take these numbers from here, so a gate and a halt can never
+    disagree about what "healthy" meant. Baselines count only participating
+    peers (armed and admitted): a refused or idle node's zero rate is not part
+    of what normal looks like.
+    """
+
+    node_id: str
+    participating: bool
+    order_rate: float
+    """Orders (accepted or blocked) per second over the window."""
+    fleet_median_rate: float
+    """Median of this node's rate and its participating peers' rates."""
+    order_rate_ratio: float
+    """`order_rate` over the baseline `max(median, rate_floor_per_s / rate_multiple)`: the
+    rate rule's condition is `order_rate_ratio > rate_multiple`."""
+    peers: int
+    window_orders: int
+    reject_ratio: float
+    pnl: float
+    pnl_deviation: float | None
+    """P&L minus the participating peers' median; None with fewer than `min_peers` peers."""
+    gross_exposure: float
+    armed: bool
+    errors: int
+
+    def gauges(self) -> dict[str, float]:
+        """Named numbers for health gates (`HealthGate.metric`); undefined ones are absent."""
+        out = {
+            "order_rate": self.order_rate,
+            "order_rate_ratio": self.order_rate_ratio,
+            "reject_ratio": self.reject_ratio,
+            "window_orders": float(self.window_orders),
+            "pnl": self.pnl,
+            "gross_exposure": self.gross_exposure,
+            "errors": float(self.errors),
+        }
+        if self.pnl_deviation is not None:
+            out["pnl_deviation"] = self.pnl_deviation
+        return out
+
+
 class _NodeTrack:
     __slots__ = ("latest", "over_since", "samples", "seen")
 
@@ -81,6 +128,10 @@ class _NodeTrack:
         self.latest: NodeMetrics | None = None
         self.over_since: int | None = None
         self.seen = 0
+
+    @property
+    def participating(self) -> bool:
+        return self.latest is not None and self.latest.armed and self.latest.admitted
 
 
 class Supervisor:
@@ -99,9 +150,8 @@ class Supervisor:
         (t0, o0, _), (t1, o1, _) = track.samples[0], track.samples[-1]
         return (o1 - o0) / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
 
-    def observe(self, m: NodeMetrics) -> list[Action]:
-        """Take one metrics sample; return the actions it triggers (each rule fires once
-        per episode: it re-arms when its condition clears)."""
+    def record(self, m: NodeMetrics) -> _NodeTrack:
+        """Take one metrics sample into the node's window without judging it (watch only)."""
         now = self.clock.monotonic_ns()
         track = self._nodes.setdefault(m.node_id, _NodeTrack())
         track.latest = m
@@ -110,19 +160,65 @@ class Supervisor:
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1][0] >= window:
             track.samples.popleft()
+        return track
+
+    def observe(self, m: NodeMetrics) -> list[Action]:
+        """Take one metrics sample; return the actions it triggers (each rule fires once
+        per episode: it re-arms when its condition clears)."""
+        track = self.record(m)
+        now = track.seen
         fresh = self._fresh(now)
+        health = self._health(m.node_id, fresh)
         out: list[Action] = []
         out += self._errors_before_arming(m)
-        out += self._order_rate(m.node_id, track, fresh, now, window)
-        out += self._pnl(m.node_id, fresh)
-        out += self._rejects(m.node_id, track)
+        out += self._order_rate(health, track, now)
+        out += self._pnl(health)
+        out += self._rejects(health)
         out += self._exposure(fresh)
         self.actions.extend(out)
         return out
 
+    def health(self) -> dict[str, NodeHealth]:
+        """Every node heard from within `stale_after_s`, as the rules see it now (a node
+        with a single sample has an empty window: no orders yet); read-only. A node missing
+        here has not been heard from: gates fail closed on it."""
+        fresh = self._fresh(self.clock.monotonic_ns())
+        return {n: self._health(n, fresh) for n in sorted(fresh)}
+
     def _fresh(self, now: int) -> dict[str, _NodeTrack]:
         stale = int(self.config.stale_after_s * 1e9)
         return {n: t for n, t in self._nodes.items() if now - t.seen <= stale}
+
+    def _health(self, node_id: str, fresh: dict[str, _NodeTrack]) -> NodeHealth:
+        cfg = self.config
+        track = self._nodes[node_id]
+        latest = track.latest
+        assert latest is not None
+        peers = {n: t for n, t in fresh.items() if n != node_id and t.participating}
+        rate = self.rate(node_id)
+        median = statistics.median([*(self.rate(n) for n in peers), rate])
+        baseline = max(median, cfg.rate_floor_per_s / cfg.rate_multiple)
+        (_, o0, r0), (_, o1, r1) = track.samples[0], track.samples[-1]
+        orders, rejected = o1 - o0, r1 - r0
+        peer_pnl = [t.latest.pnl for t in peers.values() if t.latest is not None]
+        deviation = (
+            latest.pnl - statistics.median(peer_pnl) if len(peer_pnl) >= cfg.min_peers else None
+        )
+        return NodeHealth(
+            node_id=node_id,
+            participating=track.participating,
+            order_rate=rate,
+            fleet_median_rate=median,
+            order_rate_ratio=rate / baseline if baseline > 0 else (math.inf if rate else 0.0),
+            peers=len(peers),
+            window_orders=orders,
+            reject_ratio=rejected / orders if orders > 0 else 0.0,
+            pnl=latest.pnl,
+            pnl_deviation=deviation,
+            gross_exposure=latest.gross_exposure,
+            armed=latest.armed,
+            errors=latest.errors,
+        )
 
     def _fire(
         self, rule: Rule, key: str, active: bool, scope: Scope, state: TradingState, why: str
@@ -143,52 +239,42 @@ class Supervisor:
             Rule.ERRORS_BEFORE_ARMING, m.node_id, bad, Scope.NODE, TradingState.HALTED, why
         )
 
-    def _order_rate(
-        self, node_id: str, track: _NodeTrack, fresh: dict[str, _NodeTrack], now: int, window: int
-    ) -> list[Action]:
-        peers = [self.rate(n) for n in fresh if n != node_id]
-        if len(peers) < self.config.min_peers:
-            return self._fire(Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "")
-        rate = self.rate(node_id)
-        median = statistics.median([*peers, rate])
-        limit = max(self.config.rate_multiple * median, self.config.rate_floor_per_s)
-        if rate <= limit:
+    def _order_rate(self, h: NodeHealth, track: _NodeTrack, now: int) -> list[Action]:
+        cfg = self.config
+        node_id = h.node_id
+        if h.peers < cfg.min_peers or h.order_rate_ratio <= cfg.rate_multiple:
             track.over_since = None
             return self._fire(Rule.ORDER_RATE, node_id, False, Scope.NODE, TradingState.HALTED, "")
         if track.over_since is None:
             track.over_since = now
-        sustained = now - track.over_since >= window
+        sustained = now - track.over_since >= int(cfg.rate_window_s * 1e9)
+        limit = max(cfg.rate_multiple * h.fleet_median_rate, cfg.rate_floor_per_s)
         why = (
-            f"node {node_id} at {rate:.0f} orders/s vs fleet median {median:.0f}/s "
-            f"(limit {limit:.0f}/s) for >= {self.config.rate_window_s:g} s"
+            f"node {node_id} at {h.order_rate:.0f} orders/s vs fleet median "
+            f"{h.fleet_median_rate:.0f}/s (limit {limit:.0f}/s) for >= {cfg.rate_window_s:g} s"
         )
         return self._fire(Rule.ORDER_RATE, node_id, sustained, Scope.NODE, TradingState.HALTED, why)
 
-    def _pnl(self, node_id: str, fresh: dict[str, _NodeTrack]) -> list[Action]:
-        latest = {n: t.latest.pnl for n, t in fresh.items() if t.latest is not None}
-        peers = [p for n, p in latest.items() if n != node_id]
-        if len(peers) < self.config.min_peers:
+    def _pnl(self, h: NodeHealth) -> list[Action]:
+        if h.pnl_deviation is None:
             return []
-        median = statistics.median(peers)
-        deviation = latest[node_id] - median
-        bad = abs(deviation) > self.config.pnl_deviation
+        median = h.pnl - h.pnl_deviation
+        bad = abs(h.pnl_deviation) > self.config.pnl_deviation
         why = (
-            f"node {node_id} P&L {latest[node_id]:,.0f} deviates {deviation:+,.0f} from peer "
+            f"node {h.node_id} P&L {h.pnl:,.0f} deviates {h.pnl_deviation:+,.0f} from peer "
             f"median {median:,.0f} (threshold {self.config.pnl_deviation:,.0f})"
         )
-        return self._fire(Rule.PNL_DEVIATION, node_id, bad, Scope.NODE, TradingState.HALTED, why)
+        return self._fire(Rule.PNL_DEVIATION, h.node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
-    def _rejects(self, node_id: str, track: _NodeTrack) -> list[Action]:
-        (_, o0, r0), (_, o1, r1) = track.samples[0], track.samples[-1]
-        orders, rejected = o1 - o0, r1 - r0
-        bad = (
-            orders >= self.config.reject_min_orders and rejected / orders > self.config.reject_ratio
-        )
+    def _rejects(self, h: NodeHealth) -> list[Action]:
+        cfg = self.config
+        bad = h.window_orders >= cfg.reject_min_orders and h.reject_ratio > cfg.reject_ratio
+        rejected = round(h.reject_ratio * h.window_orders)
         why = (
-            f"node {node_id} had {rejected} of {orders} orders blocked or rejected in the last "
-            f"window (limit {self.config.reject_ratio:.0%})"
+            f"node {h.node_id} had {rejected} of {h.window_orders} orders blocked or rejected "
+            f"in the last window (limit {cfg.reject_ratio:.0%})"
         )
-        return self._fire(Rule.REJECT_SPIKE, node_id, bad, Scope.NODE, TradingState.HALTED, why)
+        return self._fire(Rule.REJECT_SPIKE, h.node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
     def _exposure(self, fresh: dict[str, _NodeTrack]) -> list[Action]:
         gross = sum(t.latest.gross_exposure for t in fresh.values() if t.latest is not None)
@@ -200,3 +286,8 @@ class Supervisor:
         return self._fire(
             Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why
         )
+
+
+def gate_metrics(health: Mapping[str, NodeHealth]) -> dict[str, dict[str, float]]:
+    """Health as rollout gates read it: node -> metric name -> value."""
+    return {node: h.gauges() for node, h in health.items()}

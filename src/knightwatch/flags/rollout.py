@@ -69,6 +69,15 @@ class HealthGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return None
 
 
+class HaltTargets(StrEnum):
+    """Which nodes an abort halts (with `halt_on_abort`)."""
+
+    SWITCHED_ON = "switched_on"
+    """Only nodes where the flag was actually switched on: the ones that ran the new path."""
+    EXPOSED = "exposed"
+    """Every node the rollout reached, including one whose stage was refused."""
+
+
 class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stages: tuple[Stage, ...] = (
         Stage("canary", hold_s=300, nodes=1),
@@ -81,6 +90,7 @@ class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
     failure_limit: int = 0
     halt_on_abort: bool = True
+    halt_targets: HaltTargets = HaltTargets.SWITCHED_ON
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -130,6 +140,9 @@ class RolloutState(msgspec.Struct, frozen=True):
     stage_started_ns: int
     failures: int = 0
     exposed: tuple[str, ...] = ()
+    """Nodes a stage asked to switch on (whether or not the activation went through)."""
+    switched_on: tuple[str, ...] = ()
+    """Nodes where an activation to the target value was accepted."""
     abort_reason: str = ""
     events: tuple[RolloutEvent, ...] = ()
 
@@ -218,13 +231,20 @@ class Rollout:
                 SetFlag(s.flag_id, not s.target_value, s.exposed, f"rollout {s.rollout_id} aborted")
             )
             if s.plan.halt_on_abort:
+                halted = s.exposed if s.plan.halt_targets is HaltTargets.EXPOSED else s.switched_on
                 actions += [
                     RequestHalt(
                         Scope.NODE, node, f"rollout {s.rollout_id} of {s.flag_id}: {reason}"
                     )
-                    for node in s.exposed
+                    for node in halted
                 ]
         return actions
+
+    def switched(self, nodes: Sequence[str]) -> None:
+        """Record that the target value was accepted for `nodes` (so an abort halts them)."""
+        new = tuple(n for n in nodes if n not in self._state.switched_on)
+        if new:
+            self._update(switched_on=self._state.switched_on + new)
 
     def _enter_stage(self, index: int, kind: str) -> list[RolloutAction]:
         s = self._state
@@ -293,6 +313,8 @@ class RolloutRunner:
                 )
             )
             outcomes.append(f"{result.code}: {result.detail}")
+            if result.accepted and action.value == s.target_value:
+                rollout.switched(action.nodes)
             if not result.accepted:
                 pending += rollout.abort(f"activation refused: {result.code}: {result.detail}")
         return outcomes

@@ -22,7 +22,8 @@ from knightwatch.control.killswitch import CommandResult
 from knightwatch.control.messages import FLEET_KEY
 from knightwatch.control.node import NodeError
 from knightwatch.control.simulated import SimulatedControl
-from knightwatch.control.supervisor import Action, SupervisorConfig
+from knightwatch.control.supervisor import Action, SupervisorConfig, gate_metrics
+from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.scenario import ControlParams
 from knightwatch.state import Scope, TradingState
@@ -58,6 +59,8 @@ class ReplayControl:
         guards: Sequence[Guard],
         params: ControlParams,
         supervisor: SupervisorConfig | None,
+        *,
+        supervisor_acts: bool = True,
     ) -> None:
         policy = params.policy()
         self.sim = SimulatedControl(
@@ -66,6 +69,7 @@ class ReplayControl:
             policy=policy,
             supervisor=supervisor,
             metrics_interval_s=params.metrics_s,
+            supervisor_acts=supervisor_acts,
         )
         self._tick_ns = policy.heartbeat_ns
         self._next_tick = clock.monotonic_ns()
@@ -105,6 +109,14 @@ class ReplayControl:
     def kill(self, reason: str, actor: str) -> CommandResult:
         """An operator's fleet kill through the kill switch, confirmed before it returns."""
         return self.sim.kill(Scope.FLEET, FLEET_KEY, reason, actor=actor)
+
+    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> CommandResult:
+        """A halt requested by another component (a rollout abort), through the kill switch."""
+        return self.sim.kill(scope, key, reason, actor=actor)
+
+    def gate_metrics(self) -> Metrics:
+        """Every node's health gauges as the control plane's Supervisor computes them."""
+        return gate_metrics(self.sim.health())
 
     def close(self) -> None:
         self.sim.close()

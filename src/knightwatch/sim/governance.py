@@ -230,16 +230,13 @@ class Governance:
 
 
 class _NodeHalts:
-    """The rollout's halt requests, executed on the node's Guard (when the run has one)."""
+    """The rollout's halt requests, sent through the replay's kill switch as live."""
 
     def __init__(self, replay: Replay) -> None:
         self.replay = replay
 
     def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:
-        for node in self.replay.nodes:
-            if node.guard is not None and (scope is not Scope.NODE or node.id == key):
-                node.guard.halt(scope, key, reason, actor=actor)
-        self.replay.mark("rollout", key, f"halt requested ({scope.value}): {reason}")
+        self.replay.control_halt("rollout", scope, key, reason, actor)
 
 
 def contents_of(release: Release) -> ReleaseContents:

@@ -49,6 +49,7 @@ class LayerSetup:
         self.sample_hooks: list[SampleHook] = []
         self.control_plane = False
         self.supervisor = False
+        self.watch_health = False
 
     def turn_on(self, keys: tuple[str, ...]) -> None:
         """Enable Guard rule groups with the scenario's values (Limits defaults if unset)."""
@@ -57,21 +58,24 @@ class LayerSetup:
         for key in keys:
             self.limit_keys[key] = self.scenario.limits.get(key, getattr(defaults, key))
 
-    def use_control_plane(self, *, supervisor: bool = False) -> None:
+    def use_control_plane(self, *, supervisor: bool = False, watch: bool = False) -> None:
         """Run the fleet control plane: leases on (the Guard's `lease_timeout_s` is the
         scenario's `control.lease_timeout_s`, the value the node runtime's `LeasePolicy`
-        renews against), and with `supervisor` the Supervisor watching node metrics."""
+        renews against); with `supervisor` the Supervisor halts on node metrics, with
+        `watch` it only computes their health (the gates' input) and halts nothing."""
         self.guarded = True
         self.control_plane = True
         self.supervisor = self.supervisor or supervisor
+        self.watch_health = self.watch_health or watch
         self.limit_keys["lease_timeout_s"] = self.scenario.control.lease_timeout_s
 
     def schedule(self, at_s: float, label: str, action: Action) -> None:
         self.actions.append((at_s, label, action))
 
     def on_sample(self, hook: SampleHook) -> None:
-        """Call `hook(replay, metrics)` at every sample (`scenario.sample_s`) with per-node
-        `order_rate_ratio` and `reject_ratio`, the supervisor metrics gates judge."""
+        """Call `hook(replay, metrics)` at every sample (`scenario.sample_s`) with each
+        node's health as the control plane's Supervisor computes it (`NodeHealth.gauges()`:
+        `order_rate_ratio`, `reject_ratio`, ...); the hook's layer must run the control plane."""
         self.sample_hooks.append(hook)
 
     def limits(self) -> Limits:
@@ -206,14 +210,16 @@ class FlagSchemaLayer(Layer):
 
 class RolloutLayer(Layer):
     """The deploy flag goes on through staged `Rollout` (one node, a quarter, the fleet)
-    with health gates on each exposed node's order and reject rates; a failing gate puts
-    the flag back to its safe default where it was on and requests a node halt."""
+    with health gates read from the control plane's Supervisor (watching, or acting when
+    the supervisor layer is on too); a failing gate puts the flag back to its safe default
+    where it was on and halts, through the kill switch, the nodes where it was on."""
 
     name = "rollout"
     title = "staged flag rollout with health gates"
 
     def configure(self, setup: LayerSetup) -> None:
         setup.governance.rollout = True
+        setup.use_control_plane(watch=True)
 
         def step(replay: Replay, metrics: Metrics) -> None:
             replay.governance.step_rollout(replay, metrics)

@@ -14,7 +14,6 @@ none still to arrive.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ import numpy as np
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.control.killswitch import CommandResult
 from knightwatch.control.protocol import ControlPlaneUnavailable
-from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
 from knightwatch.sim.control import ControlAction, ReplayControl, action_of
@@ -42,9 +40,6 @@ from knightwatch.sim.venue import Market, Venue
 from knightwatch.state import Scope, TradingState
 
 MOVE_THRESHOLD = 0.05
-RATE_FLOOR_PER_S = 1.0
-"""The fleet baseline an order rate is compared with never drops below this (orders/s),
-so an idle fleet does not turn one node's first orders into an infinite ratio."""
 
 
 class GuardrailEvent(msgspec.Struct, frozen=True):
@@ -178,14 +173,13 @@ class Replay:
                 self.clock,
                 [n.guard for n in self.nodes if n.guard is not None],
                 sc.control,
-                sc.supervisor if self.setup.supervisor else None,
+                sc.supervisor if self.setup.supervisor or self.setup.watch_health else None,
+                supervisor_acts=self.setup.supervisor,
             )
         self.control_actions: list[ControlAction] = []
         self.events: list[GuardrailEvent] = []
         self._arm()
         self._rerouted = 0
-        self._window_sent = [0] * len(self.nodes)
-        self._window_blocked = [0] * len(self.nodes)
         self._watch: list[set[int]] = [set() for _ in self.nodes]
         self.series = Series(orders={n.id: [] for n in self.nodes})
 
@@ -226,6 +220,16 @@ class Replay:
             )
             return
         self._record_command(layer, "manual_kill", result)
+
+    def control_halt(self, layer: str, scope: Scope, key: str, reason: str, actor: str) -> None:
+        """A halt another component asked for (a rollout abort), through the kill switch."""
+        assert self.control is not None, f"the {layer} layer runs the control plane"
+        try:
+            result = self.control.halt(scope, key, reason, actor)
+        except ControlPlaneUnavailable as exc:
+            self.mark(layer, key, f"halt not delivered: {exc}; the lease stops the node")
+            return
+        self._record_command(layer, f"{layer}_halt", result)
 
     def _record_command(self, layer: str, rule: str, result: CommandResult) -> None:
         entry = result.entry
@@ -368,7 +372,8 @@ class Replay:
                 if guarded:
                     self._feed_prices()
                 if self.setup.sample_hooks:
-                    metrics = self._metrics(sample_ns / NS_PER_S)
+                    assert self.control is not None, "sample hooks read the control plane"
+                    metrics = self.control.gate_metrics()
                     for hook in self.setup.sample_hooks:
                         hook(self, metrics)
                 if progress is not None:
@@ -451,7 +456,7 @@ class Replay:
             if len(halts) > seen[i]:
                 ordered = sorted(halts.items(), key=lambda kv: kv[1].ts_ns)
                 for (scope, key), h in ordered[seen[i] :]:
-                    if h.actor.startswith("operator") or h.actor == "supervisor":
+                    if h.actor.startswith(("operator", "rollout:")) or h.actor == "supervisor":
                         continue  # recorded with its kill-switch command and confirmations
                     self.events.append(
                         GuardrailEvent(
@@ -470,24 +475,6 @@ class Replay:
             assert node.guard is not None
             for idx in watch:
                 node.guard.on_price(names[idx], books[idx].mid())
-
-    def _metrics(self, window_s: float) -> Metrics:
-        """Per-node supervisor metrics over the last sample window: the node's order rate
-        against the fleet's median rate, and its share of blocked orders."""
-        sent = [n.sent - w for n, w in zip(self.nodes, self._window_sent, strict=True)]
-        blocked = [n.blocked - w for n, w in zip(self.nodes, self._window_blocked, strict=True)]
-        self._window_sent = [n.sent for n in self.nodes]
-        self._window_blocked = [n.blocked for n in self.nodes]
-        rates = [(s + b) / window_s for s, b in zip(sent, blocked, strict=True)]
-        baseline = max(statistics.median(rates), RATE_FLOOR_PER_S)
-        total = [s + b for s, b in zip(sent, blocked, strict=True)]
-        return {
-            n.id: {
-                "order_rate_ratio": rates[i] / baseline,
-                "reject_ratio": blocked[i] / total[i] if total[i] else 0.0,
-            }
-            for i, n in enumerate(self.nodes)
-        }
 
     def _finished(self, guarded: bool, pending: bool) -> bool:
         if not pending and not any(n.router.active for n in self.nodes):

@@ -1,0 +1,92 @@
+"""Two kill-switch commands for one scope at the same instant, on both backends.
+
+Ordering must not depend on random command ids, and a node that already
+blocks what a command asks must confirm it instead of letting the issuer
+report it unconfirmed.
+"""
+
+from __future__ import annotations
+
+from knightwatch.clock import SimClock
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.messages import StateEntry
+from knightwatch.control.node import NodeRuntime
+from knightwatch.state import Scope, TradingState
+
+from .conftest import Backend
+from .fleet_fixtures import make_node
+from .helpers import entry
+
+MS = 1_000_000
+
+
+async def _fleet(backend: Backend, clock: SimClock, n: int) -> list[NodeRuntime]:
+    nodes = []
+    for i in range(n):
+        node = make_node(f"n{i + 1}", await backend.plane(), clock)
+        await node.start()
+        nodes.append(node)
+    return nodes
+
+
+async def test_same_instant_kills_are_ordered_and_all_confirmed(backend: Backend) -> None:
+    clock = SimClock(5_000 * MS)  # frozen: every command below is issued at the same instant
+    nodes = await _fleet(backend, clock, 2)
+    operator = KillSwitch(await backend.plane(), clock, actor="operator")
+    supervisor = KillSwitch(await backend.plane(), clock, actor="supervisor")
+    targets = ["n1", "n2"]
+    try:
+        halt = await operator.kill(Scope.FLEET, "", "stop", timeout_s=10.0, targets=targets)
+        # Same instant, other issuer, milder state: ordered below the halt (stricter wins),
+        # not applied, yet confirmed by both nodes, which do block.
+        drain = await supervisor.kill(
+            Scope.FLEET,
+            "",
+            "drain",
+            timeout_s=10.0,
+            state=TradingState.REDUCING,
+            targets=targets,
+        )
+        assert halt.entry.issued_ns == drain.entry.issued_ns
+        assert halt.ok and drain.ok, (halt.missing, drain.missing)
+        assert drain.missing == [] and set(drain.latencies_ms) == set(targets)
+        for node in nodes:
+            assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        # Same instant, same issuer: the later command is newer, whatever its id.
+        again = await supervisor.kill(
+            Scope.FLEET, "", "drain again", timeout_s=10.0, state=TradingState.HALTED
+        )
+        assert again.entry.issued_ns > drain.entry.issued_ns and again.ok
+        resumed = await operator.resume(Scope.FLEET, "", "fixed", timeout_s=10.0)
+        assert resumed.entry.issued_ns > again.entry.issued_ns and resumed.ok
+        for node in nodes:
+            assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_kill_superseded_by_a_resume_is_not_confirmed(backend: Backend) -> None:
+    clock = SimClock(5_000 * MS)
+    node = make_node("n1", await backend.plane(), clock)
+    await node.start()
+    sent: list[str] = []
+    try:
+        await node._on_state(entry(state=TradingState.ACTIVE, command_id="resume", issued_ns=9))
+        before = len(node.confirmed)
+        await node._on_state(entry(state=TradingState.HALTED, command_id="old-kill", issued_ns=8))
+        sent = [c.command_id for c in node.confirmed[before:]]
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    finally:
+        await node.stop()
+    assert sent == []  # the kill is not in effect: confirming it would be a lie
+
+
+def test_equal_instants_order_by_severity_then_actor_not_by_id() -> None:
+    def e(state: TradingState, actor: str, cid: str) -> StateEntry:
+        return entry(state=state, command_id=cid, issued_ns=7, actor=actor)
+
+    halted, reducing = e(TradingState.HALTED, "b", "0"), e(TradingState.REDUCING, "a", "f")
+    assert halted.newer_than(reducing) and not reducing.newer_than(halted)
+    by_a, by_b = e(TradingState.HALTED, "a", "f"), e(TradingState.HALTED, "b", "0")
+    assert by_b.newer_than(by_a) and not by_a.newer_than(by_b)
