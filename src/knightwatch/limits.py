@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -187,8 +188,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cancel_ratio_min_cancels: int = 500
     max_loss: float | None = 250_000.0
     max_tracked_order_ids: int = 5_000_000
-    strategy: dict[str, Override] = msgspec.field(default_factory=dict)
-    symbol: dict[str, Override] = msgspec.field(default_factory=dict)
+    strategy: Mapping[str, Override] = msgspec.field(default_factory=dict)
+    symbol: Mapping[str, Override] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -198,7 +199,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 problems.append(f"{key}: {p} (got {value!r})")
         for section in ("strategy", "symbol"):
             table = getattr(self, section)
-            if not isinstance(table, dict):
+            if not isinstance(table, Mapping):
                 problems.append(f"{section}: must be a table of overrides")
                 continue
             for name, ov in table.items():
@@ -210,6 +211,11 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             value = getattr(self, key)
             if value is not None and type(value) is not frozenset:
                 msgspec.structs.force_setattr(self, key, frozenset(value))
+        # frozen all the way down: an override table cannot be edited behind the Guard's back
+        for section in ("strategy", "symbol"):
+            msgspec.structs.force_setattr(
+                self, section, MappingProxyType(dict(getattr(self, section)))
+            )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "limits") -> Limits:

@@ -127,3 +127,11 @@ def test_cli_limits_check(tmp_path: Path) -> None:
     assert bad.exit_code == 1
     assert "fleet.max_loss: must be > 0" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_limits_are_frozen_all_the_way_down() -> None:
+    lim = Limits(strategy={"rlp": Override(max_order_qty=5)})
+    with pytest.raises(AttributeError):
+        lim.max_order_qty = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        lim.strategy["mm"] = Override(max_order_qty=1)  # type: ignore[index]
