@@ -78,7 +78,7 @@ def test_up_status_kill_resume(fleet_up: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["kill", "--reason", "x", "--node", "a", "--symbol", "b"], "give at most one"),
+        (["kill", "--reason", "x", "--node", "a", "--symbol", "b"], "--node stands alone"),
         (["kill", "--reason", "x"], "no control plane"),
         (["kill", "--reason", "x", "--nats-url", "http://127.0.0.1:1"], "must start with nats://"),
         (["node", "--id", "bad id!"], "--id: must be"),

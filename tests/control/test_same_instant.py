@@ -72,14 +72,31 @@ async def test_a_kill_superseded_by_a_resume_is_not_confirmed(backend: Backend) 
     await node.start()
     sent: list[str] = []
     try:
+        await node._on_state(entry(state=TradingState.HALTED, command_id="kill", issued_ns=8))
         await node._on_state(entry(state=TradingState.ACTIVE, command_id="resume", issued_ns=9))
         before = len(node.confirmed)
-        await node._on_state(entry(state=TradingState.HALTED, command_id="old-kill", issued_ns=8))
+        await node._on_state(entry(state=TradingState.HALTED, command_id="kill", issued_ns=8))
         sent = [c.command_id for c in node.confirmed[before:]]
         assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     finally:
         await node.stop()
     assert sent == []  # the kill is not in effect: confirming it would be a lie
+
+
+async def test_an_unseen_kill_older_than_a_resume_still_halts_and_confirms(
+    backend: Backend,
+) -> None:
+    """Its issuer's clock lags (or the store was unreachable to order it): fail closed."""
+    clock = SimClock(5_000 * MS)
+    node = make_node("n1", await backend.plane(), clock)
+    await node.start()
+    try:
+        await node._on_state(entry(state=TradingState.ACTIVE, command_id="resume", issued_ns=9))
+        await node._on_state(entry(state=TradingState.HALTED, command_id="late", issued_ns=8))
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        assert node.confirmed[-1].command_id == "late"
+    finally:
+        await node.stop()
 
 
 def test_equal_instants_order_by_severity_then_actor_not_by_id() -> None:

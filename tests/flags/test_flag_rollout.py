@@ -11,6 +11,9 @@ from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy, SecondApprover
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
+    ADMITTED,
+    HALTED,
+    ORDERS,
     HaltTargets,
     HealthGate,
     RequestHalt,
@@ -44,8 +47,22 @@ class HaltLog:
         self.requests.append((scope, key, actor))
 
 
-def healthy(nodes: list[str]) -> dict[str, dict[str, float]]:
-    return {n: {"order_rate_ratio": 1.0} for n in nodes}
+class Fleet:
+    """Healthy supervisor gauges with each node's cumulative order count (the evidence)."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        self.orders = dict.fromkeys(nodes, 0)
+
+    def trade(self, n: int, nodes: list[str] | None = None) -> None:
+        for node in nodes or list(self.orders):
+            self.orders[node] += n
+
+    def metrics(self, **override: dict[str, float]) -> dict[str, dict[str, float]]:
+        return {
+            n: {"order_rate_ratio": 1.0, ORDERS: float(o), ADMITTED: 1.0, HALTED: 0.0}
+            | override.get(n, {})
+            for n, o in self.orders.items()
+        }
 
 
 def setup(
@@ -64,18 +81,23 @@ def test_healthy_rollout_promotes_one_node_quarter_fleet(
     clock = pre_market_clock
     store, runner, _ = setup(flag_registry, make_fleet(), clock)
     nodes = [f"n{i}" for i in range(1, 9)]
+    fleet = Fleet(nodes)
     rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
     runner.execute(rollout, actions)
     assert store.get(RLP).node_values == {"n1": True}  # type: ignore[union-attr]
-    assert runner.execute(rollout, rollout.step(healthy(nodes))) == []  # hold not over
+    assert runner.execute(rollout, rollout.step(fleet.metrics())) == []  # hold not over
+    fleet.trade(50)
     clock.advance(61 * NS_PER_S)
-    runner.execute(rollout, rollout.step(healthy(nodes)))
+    runner.execute(rollout, rollout.step(fleet.metrics()))
     assert rollout.state.exposed == ("n1", "n2") and rollout.stage.name == "quarter"
+    fleet.trade(50)
     clock.advance(61 * NS_PER_S)
-    runner.execute(rollout, rollout.step(healthy(nodes)))
+    runner.execute(rollout, rollout.step(fleet.metrics()))
     assert set(store.get(RLP).node_values) == set(nodes)  # type: ignore[union-attr]
+    rollout.step(fleet.metrics())  # the fleet stage's baseline for the newly exposed nodes
+    fleet.trade(50)
     clock.advance(61 * NS_PER_S)
-    assert rollout.step(healthy(nodes)) == []
+    assert rollout.step(fleet.metrics()) == []
     assert rollout.state.status is RolloutStatus.COMPLETED
     assert [e.kind for e in rollout.state.events] == [
         "started",
@@ -83,7 +105,7 @@ def test_healthy_rollout_promotes_one_node_quarter_fleet(
         "promoted",
         "completed",
     ]
-    assert rollout.step(healthy(nodes)) == [] and rollout.abort("late") == []
+    assert rollout.step(fleet.metrics()) == [] and rollout.abort("late") == []
 
 
 def test_gate_breach_aborts_flag_off_where_on_and_halts(
@@ -92,11 +114,14 @@ def test_gate_breach_aborts_flag_off_where_on_and_halts(
     clock = pre_market_clock
     store, runner, halts = setup(flag_registry, make_fleet(), clock)
     nodes = [f"n{i}" for i in range(1, 9)]
+    fleet = Fleet(nodes)
     rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
     runner.execute(rollout, actions)
+    rollout.step(fleet.metrics())
+    fleet.trade(50)
     clock.advance(61 * NS_PER_S)
-    runner.execute(rollout, rollout.step(healthy(nodes)))
-    metrics = healthy(nodes)
+    runner.execute(rollout, rollout.step(fleet.metrics()))
+    metrics = fleet.metrics()
     metrics["n2"]["order_rate_ratio"] = 15.5  # server 8 in 2012: 4800/min vs 310/min
     actions = rollout.step(metrics)
     assert actions[0] == SetFlag(RLP, False, ("n1", "n2"), "rollout r#1 aborted")
@@ -135,11 +160,14 @@ def test_refused_stage_aborts_the_rollout_halting_only_nodes_that_were_on(
     store, runner, halts = setup(flag_registry, make_fleet(n2={}), clock)
     nodes = [f"n{i}" for i in range(1, 9)]
     plan = msgspec.structs.replace(PLAN, halt_targets=targets)
+    fleet = Fleet(nodes)
     rollout, actions = Rollout.start("r#1", RLP, True, nodes, plan, clock, "alice")
     runner.execute(rollout, actions)
     assert rollout.state.switched_on == ("n1",)
+    rollout.step(fleet.metrics())
+    fleet.trade(50)
     clock.advance(61 * NS_PER_S)
-    outcomes = runner.execute(rollout, rollout.step(healthy(nodes)))
+    outcomes = runner.execute(rollout, rollout.step(fleet.metrics()))
     assert outcomes[0].startswith("schema_missing_flag") and "node n2" in outcomes[0]
     assert rollout.state.status is RolloutStatus.ABORTED
     assert rollout.state.exposed == ("n1", "n2") and rollout.state.switched_on == ("n1",)
@@ -156,3 +184,68 @@ def test_plan_validation_names_the_field() -> None:
         HealthGate("order_rate_ratio")
     with pytest.raises(ValueError, match="at least one stage"):
         RolloutPlan(stages=())
+    with pytest.raises(ValueError, match=r"plan\.min_orders_per_node: must be >= 1"):
+        RolloutPlan(min_orders_per_node=0)
+
+
+def test_a_healthy_canary_without_orders_is_never_promoted(pre_market_clock: SimClock) -> None:
+    """The 2012 replay's defect: the canary sent nothing, passed every gate, and the
+    rollout moved on. Silence is not evidence: it holds, and says why once."""
+    clock = pre_market_clock
+    nodes = [f"n{i}" for i in range(1, 9)]
+    fleet = Fleet(nodes)
+    rollout, _ = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
+    for _ in range(5):
+        clock.advance(61 * NS_PER_S)
+        assert rollout.step(fleet.metrics()) == []
+    assert rollout.stage.name == "canary" and rollout.state.status is RolloutStatus.PROGRESSING
+    held = [e.detail for e in rollout.state.events if e.kind == "held"]
+    assert held == ["stage canary: n1: fewer than 50 orders in the stage"]
+    fleet.trade(49, ["n1"])
+    assert rollout.step(fleet.metrics()) == [] and rollout.stage.name == "canary"
+    fleet.trade(1, ["n1"])
+    assert rollout.step(fleet.metrics()) == [SetFlag(RLP, True, ("n2",), "rollout r#1 quarter")]
+
+
+def test_orders_before_the_stage_do_not_count(pre_market_clock: SimClock) -> None:
+    clock = pre_market_clock
+    fleet = Fleet(["n1", "n2"])
+    fleet.trade(10_000)
+    rollout, _ = Rollout.start("r#1", RLP, True, ["n1", "n2"], PLAN, clock, "alice")
+    rollout.step(fleet.metrics())  # baseline: 10,000 orders already sent before the flag
+    clock.advance(61 * NS_PER_S)
+    assert rollout.step(fleet.metrics()) == []
+    assert rollout.state.hold_reason == "n1: fewer than 50 orders in the stage"
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({HALTED: 1.0}, "n1: halted"),
+        ({ADMITTED: 0.0}, "n1: not admitted"),
+        ({ADMITTED: float("nan")}, "n1: not admitted"),
+    ],
+)
+def test_holds_while_an_exposed_node_is_halted_or_not_admitted(
+    pre_market_clock: SimClock, override: dict[str, float], reason: str
+) -> None:
+    """A fleet kill or a refused node must not read as a quiet, healthy canary."""
+    clock = pre_market_clock
+    fleet = Fleet(["n1", "n2"])
+    rollout, _ = Rollout.start("r#1", RLP, True, ["n1", "n2"], PLAN, clock, "alice")
+    rollout.step(fleet.metrics())
+    fleet.trade(500)
+    clock.advance(600 * NS_PER_S)
+    assert rollout.step(fleet.metrics(n1=override)) == []
+    assert rollout.state.hold_reason == reason and rollout.stage.name == "canary"
+    rollout.step(fleet.metrics())
+    assert rollout.stage.name == "quarter" and rollout.state.hold_reason == ""
+
+
+def test_missing_evidence_holds_instead_of_promoting(pre_market_clock: SimClock) -> None:
+    clock = pre_market_clock
+    rollout, _ = Rollout.start("r#1", RLP, True, ["n1"], PLAN, clock, "alice")
+    clock.advance(61 * NS_PER_S)
+    assert rollout.step({"n1": {"order_rate_ratio": 1.0, ADMITTED: 1.0, HALTED: 0.0}}) == []
+    assert rollout.state.hold_reason == "n1: no order count reported"
+    assert rollout.state.status is RolloutStatus.PROGRESSING

@@ -146,10 +146,7 @@ async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_pa
         assert code == 0 and "revision 1" in out and "'n1': 1" in out and "by " in out, out
 
         plan = tmp_path / "plan.toml"
-        plan.write_text(
-            "gates = []\n[[stages]]\nname = 'canary'\nhold_s = 0\nnodes = 1\n"
-            "[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n"
-        )
+        plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
         rollout = ["--registry", site.registry, "--approver", "bob", *opts]
         code, out = await cli("rollout", "start", RLP, "--plan", plan, *rollout)
         assert code == 1 and "aborted" in out and "node_not_admitted" in out, out

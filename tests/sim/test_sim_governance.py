@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from knightwatch.audit.chain import body_hash, split_line
 from knightwatch.cli.app import app
+from knightwatch.flags.rollout import RolloutPlan, Stage
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.recording import TailSink
 from knightwatch.sim.replay import Replay, ReplayResult
@@ -108,3 +109,52 @@ def test_report_writes_a_flight_recorder_per_node_that_audit_why_reads(tmp_path:
     why = CliRunner().invoke(app, ["audit", "why", "n4-1", str(files[3])])
     assert why.exit_code == 0, why.output
     assert "n4-1" in why.output
+
+
+def test_a_refused_node_takes_no_lease_and_never_arms_because_its_runtime_says_so() -> None:
+    """Admission runs the live path: Attestor -> AdmissionService -> NodeRuntime."""
+    rp = Replay(load(SMALL), resolve("attestation"))
+    assert rp.control is not None
+    stale = rp.control.sim.runtime("n4")
+    assert stale.verdict is not None and not stale.verdict.admitted
+    assert not stale.admitted and not stale.release_admitted, "no lease, no admission"
+    assert not stale.guard.armed
+    good = rp.control.sim.runtime("n1")
+    assert good.admitted and good.release_admitted and good.guard.armed
+    view = {m.node: m for m in rp.control.members()}
+    assert not view["n4"].admitted and view["n4"].flag_schema == {}
+    assert view["n1"].admitted and view["n1"].release_id == "new"
+    r = rp.run()
+    assert any(w.startswith("arming refused: node n4 cannot arm") for w in what(r, "attestation"))
+
+
+def test_a_canary_that_sends_nothing_holds_the_rollout() -> None:
+    """RLP parents rest, so the canary sends no order: healthy, but no evidence."""
+    sc = load(SMALL)
+    quiet = msgspec.structs.replace(
+        sc,
+        fleet=msgspec.structs.replace(sc.fleet, missed_deploy=[]),
+        timeline=msgspec.structs.replace(sc.timeline, rollback_s=None),
+        rollout=RolloutPlan(
+            stages=(Stage("canary", hold_s=10, nodes=1), Stage("fleet", hold_s=10, fraction=1.0))
+        ),
+    )
+    rp = Replay(quiet, resolve("rollout"))
+    r = rp.run()
+    rollout = what(r, "rollout")
+    assert not any(w.startswith("promoted") for w in rollout), rollout
+    assert any(w.endswith("n1: fewer than 50 orders in the stage") for w in rollout), rollout
+    state = rp.governance.store.get(sc.deploy.flag)
+    assert state is not None and dict(state.node_values) == {"n1": True}
+
+
+def test_knight_2012_all_guards_never_promotes_and_the_stale_node_holds_no_lease() -> None:
+    rp = Replay(load("knight-2012"), resolve("all"))
+    assert rp.control is not None
+    n8 = rp.control.sim.runtime("n8")
+    r = rp.run()
+    assert not n8.admitted and not n8.guard.armed and not r.per_node["n8"].admitted
+    rollout = what(r, "rollout")
+    assert not any(w.startswith("promoted") for w in rollout), rollout
+    assert rollout[-1] == "held: stage canary: n1: halted"
+    assert r.runaway_executions == 0 and r.loss_usd == 0

@@ -61,7 +61,7 @@ from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.release.signing import load_trust_policy
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Scope, TradingState, pair_key
 
 console = Console()
 T = TypeVar("T")
@@ -113,15 +113,20 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def _scope(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
+    """--strategy and --symbol together name one strategy in one symbol (the scope the
+    Guard's execution throttle halts), key "STRATEGY/SYMBOL"."""
+    if node and (strategy or symbol):
+        raise FleetError(
+            "--node, --strategy, --symbol: --node stands alone; --strategy and --symbol may be "
+            "given together (none means the whole fleet)"
+        )
+    if strategy and symbol:
+        return Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)
     given = [
         (s, k)
         for s, k in ((Scope.NODE, node), (Scope.STRATEGY, strategy), (Scope.SYMBOL, symbol))
         if k
     ]
-    if len(given) > 1:
-        raise FleetError(
-            "--node, --strategy, --symbol: give at most one (none means the whole fleet)"
-        )
     return given[0] if given else (Scope.FLEET, FLEET_KEY)
 
 
@@ -155,7 +160,9 @@ def node(
     lease_timeout: float = typer.Option(DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout", help="seconds"),
     heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", help="seconds"),
     flow: float = typer.Option(0.0, "--flow", min=0, help="drill order flow, orders/s (0 = none)"),
-    recorder: Path | None = typer.Option(None, "--recorder", help="flight recorder file"),
+    recorder: Path | None = typer.Option(
+        None, "--recorder", help="flight recorder file (default: STATE_DIR/audit/ID.jsonl)"
+    ),
     metrics_interval: float = typer.Option(0.5, "--metrics-interval", min=0.05, help="seconds"),
     replicas: int = Replicas,
     artifacts: Path | None = typer.Option(None, "--artifacts", help="release: installed files"),
@@ -286,8 +293,24 @@ def _when(ns: int) -> str:
     )
 
 
-def status(nats_url: str = NatsUrl, state_dir: Path = StateDir) -> None:
-    """The fleet: nodes, leases, trading states, last confirmation; and every kill/halt entry."""
+def status(
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+    node_id: str | None = typer.Option(None, "--node", help="entries of this node only"),
+    strategy: str | None = typer.Option(None, "--strategy", help="entries of this strategy"),
+    symbol: str | None = typer.Option(None, "--symbol", help="entries of this symbol"),
+) -> None:
+    """The fleet: nodes, leases, trading states, last confirmation; and every kill/halt entry.
+
+    A scope option (as for kill/resume) shows only the kill switch entry of that scope.
+    """
+    wanted = None
+    if node_id or strategy or symbol:
+        try:
+            wanted = _scope(node_id, strategy, symbol)
+        except FleetError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
 
     async def go() -> None:
         async with control_plane(_urls(nats_url), state_dir, "status") as plane:
@@ -334,6 +357,8 @@ def status(nats_url: str = NatsUrl, state_dir: Path = StateDir) -> None:
         for col in ("scope", "key", "state", "actor", "reason", "issued (UTC)", "rev"):
             table.add_column(col)
         for e, rev in sorted(states.values(), key=lambda x: x[1]):
+            if wanted is not None and (e.scope, e.key) != wanted:
+                continue
             table.add_row(
                 e.scope.value,
                 e.key,

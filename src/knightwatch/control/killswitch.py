@@ -23,7 +23,7 @@ import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.messages import FLEET_KEY, Confirmation, NodeStatus, StateEntry
-from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable, RevisionConflict
 from knightwatch.state import Scope, TradingState
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,10 @@ class KillSwitch:
         except ControlPlaneUnavailable as exc:
             log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
         durable_deadline = start + max(durable_timeout_s, timeout_s)
-        durable = asyncio.create_task(self._store(entry, durable_deadline))
-        return await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
+        stored_entry: list[StateEntry] = [entry]
+        durable = asyncio.create_task(self._store(stored_entry, durable_deadline))
+        result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
+        return msgspec.structs.replace(result, entry=stored_entry[0])
 
     async def resume(
         self, scope: Scope, key: str, reason: str, timeout_s: float = 2.0
@@ -170,12 +172,33 @@ class KillSwitch:
         done.set_result(stored)
         return await self._collect(entry, t0, deadline, done, None, deadline)
 
-    async def _store(self, entry: StateEntry, deadline: float) -> int | str:
-        """Write to the store of record, retrying through outages and elections until deadline."""
+    async def _store(self, box: list[StateEntry], deadline: float) -> int | str:
+        """Write to the store of record, retrying through outages and elections until deadline.
+
+        The stored kill must order after whatever the slot holds, or nodes would keep
+        the older entry: an issuer whose wall clock lags the last writer's would be
+        ignored. So it reads the slot and bumps `issued_ns` past it (same command id,
+        so confirmations still match), with compare-and-swap against that read.
+        """
         last = "no attempt"
         while True:
+            entry = box[0]
             try:
-                return await self.plane.put_state(entry)
+                current, revision = await self.plane.get_state(entry.scope, entry.key)
+                if current is not None and current.issued_ns >= entry.issued_ns:
+                    if current.state > entry.state:
+                        # A stricter kill is stored at or after this instant: it stays in
+                        # force and stays the record (a drain must not loosen a halt).
+                        return revision
+                    entry = msgspec.structs.replace(entry, issued_ns=current.issued_ns + 1)
+                    self._last_issued_ns = max(self._last_issued_ns, entry.issued_ns)
+                    box[0] = entry
+                return await self.plane.put_state(entry, expected_revision=revision)
+            except RevisionConflict as exc:
+                last = str(exc)  # somebody wrote the slot since the read: read again at once
+                if asyncio.get_running_loop().time() >= deadline:
+                    return last
+                continue
             except ControlPlaneUnavailable as exc:
                 last = str(exc)
             if asyncio.get_running_loop().time() >= deadline:

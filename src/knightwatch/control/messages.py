@@ -11,7 +11,11 @@ import re
 
 import msgspec
 
+from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
+
+GUARD_ACTOR = "guard:"
+"""Actor prefix of a halt the Guard decided itself; the rest is its reason code (its source)."""
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -46,6 +50,17 @@ class StateEntry(msgspec.Struct, frozen=True):
 
     def newer_than(self, other: StateEntry | None) -> bool:
         return other is None or self.order_key > other.order_key
+
+    @property
+    def source(self) -> RejectReason:
+        """Which of the Guard's halt latches this entry sets: an automatic halt's own code
+        (actor "guard:<code>"), otherwise the operator latch `halted`."""
+        if self.actor.startswith(GUARD_ACTOR):
+            try:
+                return RejectReason(self.actor.removeprefix(GUARD_ACTOR))
+            except ValueError:
+                return RejectReason.HALTED
+        return RejectReason.HALTED
 
 
 class Confirmation(msgspec.Struct, frozen=True):

@@ -26,31 +26,41 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.attestor import Attestor
 from knightwatch.control.lease import LeasePolicy
 from knightwatch.control.messages import (
+    GUARD_ACTOR,
     AuditEnvelope,
     Confirmation,
     NodeMetrics,
     NodeStatus,
     StateEntry,
 )
-from knightwatch.control.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
+from knightwatch.control.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    Record,
+    RevisionConflict,
+)
 from knightwatch.control.shipping import ShippingSink
 from knightwatch.control.verdict import TARGET_KEY, Verdict
-from knightwatch.decision import Decision
+from knightwatch.decision import Decision, RejectReason
 from knightwatch.guard import Guard
 from knightwatch.order import Fill, Order
 from knightwatch.release.errors import ReleaseInputError
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Halt, Scope, TradingState
 
 log = logging.getLogger(__name__)
 
 _AUDIT_BATCH = 500
 _RECONFIRM_NS = 50_000_000
 _ATTEST_TIMEOUT_S = 2.0
+_SEEN_COMMANDS = 4096
+_AUTO_RETRY_S = 0.2
 
 
 class NodeError(RuntimeError):
@@ -78,6 +88,11 @@ class NodeRuntime:
                 f"lease_timeout_s: the Guard's limits must set lease_timeout_s = "
                 f"{self.policy.lease_timeout_s:g} to match the node's lease policy (got {lease})"
             )
+        if guard._on_halt is not None:
+            raise NodeError(
+                "on_halt: the runtime stores the Guard's automatic halts; leave it unset"
+            )
+        guard._on_halt = self._on_guard_halt
         self.guard = guard
         self.plane = plane
         self.node_id = guard.node
@@ -89,6 +104,10 @@ class NodeRuntime:
         self.errors: list[str] = []
         self.confirmed: list[Confirmation] = []
         self._applied: dict[str, StateEntry] = {}
+        self._seen: dict[str, None] = {}
+        """Command ids applied lately, in order; a halt not among them is applied regardless."""
+        self._auto: dict[tuple[Scope, str], Halt] = {}
+        """The Guard's own halts still in force, kept so they can be stored (again)."""
         self._confirmed_at: dict[str, int] = {}
         self._last_renewal_ns = 0
         self._started_ns = clock.time_ns()
@@ -214,17 +233,112 @@ class NodeRuntime:
         return entry.scope is not Scope.NODE or entry.key == self.node_id
 
     def _apply(self, entry: StateEntry) -> bool:
-        """Apply to the Guard if newer than what this node holds; True if it changed anything."""
-        if not self._concerns_me(entry) or not entry.newer_than(self._applied.get(entry.slot)):
+        """Apply to the Guard if newer than what this node holds; True if it changed anything.
+
+        A halt this node has never seen is applied even when it orders older than
+        the entry held (fail closed): its issuer's clock may lag, and on the fast
+        path, with the store unreachable, nobody could bump it past the stored entry.
+
+        A resume clears only the Guard latch of the entry it supersedes: the
+        automatic halt's own source when that entry was one (actor "guard:<code>"),
+        else the operator latch `halted`. So resuming an operator kill never lifts
+        a loss stop, and an automatic halt is lifted only by resuming that halt.
+        """
+        if not self._concerns_me(entry):
             return False
-        self._applied[entry.slot] = entry
+        held = self._applied.get(entry.slot)
+        seen = entry.command_id in self._seen
+        self._seen[entry.command_id] = None
+        while len(self._seen) > _SEEN_COMMANDS:
+            del self._seen[next(iter(self._seen))]
+        if entry.newer_than(held):
+            self._applied[entry.slot] = entry
+        elif (
+            seen
+            or entry.state is TradingState.ACTIVE
+            or self.guard.trading_state(entry.scope, entry.key) >= entry.state
+        ):
+            return False  # older, and seen before or it could only loosen what the Guard holds
         if entry.state is TradingState.ACTIVE:
-            self.guard.resume(entry.scope, entry.key, entry.reason, entry.actor)
+            source = held.source if held is not None else RejectReason.HALTED
+            self.guard.resume(entry.scope, entry.key, entry.reason, entry.actor, code=source)
+            self._on_resumed(entry.scope, entry.key, source)
         else:
             self.guard.halt(
-                entry.scope, entry.key, entry.reason, entry.actor, state=TradingState(entry.state)
+                entry.scope,
+                entry.key,
+                entry.reason,
+                entry.actor,
+                state=TradingState(entry.state),
+                code=entry.source,
             )
         return True
+
+    # --- automatic halts made durable ---------------------------------------------
+    def _on_guard_halt(self, scope: Scope, key: str, halt: Halt) -> None:
+        """The Guard halted itself: store it, so status shows it, a restart keeps it
+        and `knightwatch resume` can lift it."""
+        self._auto[(scope, key)] = halt
+        self._publish_auto(scope, key)
+
+    def _on_resumed(self, scope: Scope, key: str, source: RejectReason) -> None:
+        auto = self._auto.get((scope, key))
+        if auto is None:
+            return
+        if auto.code is source:
+            del self._auto[(scope, key)]
+        else:
+            # The stored slot now says ACTIVE but this node's own halt still holds: show it again.
+            self._publish_auto(scope, key)
+
+    def _publish_auto(self, scope: Scope, key: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.error(
+                "node %s: automatic halt %s/%s not stored (no event loop)", self.node_id, scope, key
+            )
+            return
+        self.track(loop.create_task(self._store_auto(scope, key), name=f"{self.node_id}-auto-halt"))
+
+    async def _store_auto(self, scope: Scope, key: str) -> None:
+        """Write the automatic halt to the store unless the slot already holds a halt.
+
+        A slot already halted (an operator kill) is left as it is: overwriting it would
+        make the operator's resume clear the wrong latch. When that kill is resumed,
+        `_on_resumed` stores this halt again. Retried until stored or lifted.
+        """
+        while (halt := self._auto.get((scope, key))) is not None:
+            try:
+                current, revision = await self.plane.get_state(scope, key)
+                if current is not None and current.state is not TradingState.ACTIVE:
+                    return
+                issued = self.clock.time_ns()
+                if current is not None:
+                    issued = max(issued, current.issued_ns + 1)
+                entry = StateEntry(
+                    scope=scope,
+                    key=key,
+                    state=halt.state,
+                    reason=f"node {self.node_id}: {halt.reason}",
+                    actor=f"{GUARD_ACTOR}{halt.code.value}",
+                    command_id=uuid.uuid4().hex,
+                    issued_ns=issued,
+                )
+                await self.plane.put_state(entry, expected_revision=revision)
+                log.warning(
+                    "AUTO_HALT_STORED node=%s scope=%s key=%s code=%s",
+                    self.node_id,
+                    scope.value,
+                    key,
+                    halt.code.value,
+                )
+                return
+            except RevisionConflict:
+                continue
+            except ControlPlaneUnavailable as exc:
+                log.warning("node %s: automatic halt not stored yet (%s)", self.node_id, exc)
+                await asyncio.sleep(_AUTO_RETRY_S)
 
     def _holds_effect(self, entry: StateEntry) -> bool:
         """Whether the Guard already blocks at least what `entry` asks: the command itself,

@@ -21,7 +21,7 @@ import nats
 from nats.aio.client import Client
 
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.sink import FileSink, MemorySink
+from knightwatch.audit.sink import FileSink
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.attestor import Attestor
 from knightwatch.control.flagplane import NodeFlags
@@ -140,6 +140,12 @@ async def first_of(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
     return wanted.is_set() and not stop.is_set()
 
 
+def default_recorder_path(state_dir: Path, node_id: str) -> Path:
+    """Where a node keeps its flight recorder when not told: every node has a durable one
+    on its own disk, whatever happens to shipping to the fleet stream."""
+    return state_dir / "audit" / f"{node_id}.jsonl"
+
+
 async def serve_node(
     node_id: str,
     urls: list[str],
@@ -162,13 +168,12 @@ async def serve_node(
     """
     clock = clock or SystemClock()
     limits = load_limits(limits_path, policy)
-    inner: FileSink | MemorySink = MemorySink()
-    if recorder_path is not None:
-        try:
-            recorder_path.parent.mkdir(parents=True, exist_ok=True)
-            inner = FileSink(recorder_path)
-        except OSError as exc:
-            raise FleetError(f"--recorder: cannot open {recorder_path} ({exc})") from None
+    path = recorder_path if recorder_path is not None else default_recorder_path(state_dir, node_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        inner = FileSink(path)
+    except OSError as exc:
+        raise FleetError(f"--recorder: cannot open {path} ({exc})") from None
     shipper = ShippingSink(inner)
     recorder = FlightRecorder(None, clock=clock, sink=shipper)
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)

@@ -5,6 +5,12 @@ components around the replay's Guards on a `MemoryFabric` and steps them
 explicitly: `step()` renews leases (a heartbeat per call) and, every
 `metrics_interval_s` of simulated time, publishes each node's metrics to the
 supervisor, which halts through the kill switch exactly as it does live.
+
+With a `FleetAdmission`, the live `AdmissionService` runs on the same fabric
+and every node runtime has an `Attestor`: a node joins by attesting what it
+runs, and a refused node takes no lease and cannot be armed because its
+runtime says so; nodes re-attest every `attest_s` of simulated time and when
+the target release changes (`set_target`, which is what a rollback is).
 Nothing here re-implements a rule (DESIGN principle 1); only the clock and the
 transport differ. Coroutines run to completion on a private event loop, which
 never waits on real time because memory delivery is inline.
@@ -13,22 +19,51 @@ never waits on real time because memory delivery is inline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
-from knightwatch.clock import SimClock
+from knightwatch.clock import NS_PER_S, SimClock
+from knightwatch.control.admission_service import AdmissionService
+from knightwatch.control.attestor import Attestor
+from knightwatch.control.flagplane import fleet_snapshot
 from knightwatch.control.killswitch import CommandResult, KillSwitch
 from knightwatch.control.lease import LeasePolicy
 from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.messages import NodeMetrics
 from knightwatch.control.node import NodeRuntime
 from knightwatch.control.pager import Pager
+from knightwatch.control.protocol import Bucket
 from knightwatch.control.supervisor import Action, NodeHealth, Supervisor, SupervisorConfig
 from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.control.verdict import (
+    ENCODER,
+    SUBJECT_TARGET,
+    TARGET_REPLY_DECODER,
+    TargetReply,
+    TargetRequest,
+)
+from knightwatch.flags.fleet import StaticFleetView
+from knightwatch.flags.rollout import ADMITTED, HALTED, ORDERS
 from knightwatch.guard import Guard
+from knightwatch.release.admission import RegistrySchema
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState
 
 T = TypeVar("T")
+_SETTLE_TIMEOUT_S = 10.0
+
+
+class FleetAdmission(NamedTuple):
+    """Release admission for a simulated fleet: the live service's inputs and each node's
+    attestor (its enrolled key and a measurement of what it really runs)."""
+
+    trust: TrustPolicy
+    registry: RegistrySchema
+    target: Envelope
+    attestors: Mapping[str, Attestor]
+    attest_s: float = 5.0
+    actor: str = "operator:release"
 
 
 class SimulatedControl:
@@ -41,24 +76,42 @@ class SimulatedControl:
         supervisor: SupervisorConfig | None = None,
         metrics_interval_s: float = 0.2,
         supervisor_acts: bool = True,
+        admission: FleetAdmission | None = None,
     ) -> None:
         """`supervisor` runs the Supervisor on the nodes' metrics; with `supervisor_acts`
-        False it only watches (its `health()` feeds rollout gates) and halts nothing."""
+        False it only watches (its `health()` feeds rollout gates) and halts nothing.
+        `admission` judges every node's attestation before it may take a lease."""
         self.clock = clock
         self.policy = policy or LeasePolicy()
         self.fabric = MemoryFabric()
         self._loop = asyncio.new_event_loop()
         self._metrics_ns = int(metrics_interval_s * 1e9)
         self._next_metrics = clock.monotonic_ns()  # the first step reports a baseline
+        operator = MemoryControlPlane(self.fabric)
+        self._run(operator.connect())
+        self._operator = operator
+        self.admission: AdmissionService | None = None
+        self._attest_ns = 0
+        self._next_attest = 0
+        if admission is not None:
+            self._start_admission(admission)
         self.nodes: list[NodeRuntime] = []
         for guard in guards:
             plane = MemoryControlPlane(self.fabric)
             self._run(plane.connect())
-            node = NodeRuntime(guard, plane, clock=clock, policy=self.policy)
+            attestor = admission.attestors[guard.node] if admission is not None else None
+            node = NodeRuntime(
+                guard,
+                plane,
+                clock=clock,
+                policy=self.policy,
+                attestor=attestor,
+                attest_s=admission.attest_s if admission is not None else 5.0,
+            )
             self._run(node.join())
             self.nodes.append(node)
-        operator = MemoryControlPlane(self.fabric)
-        self._run(operator.connect())
+        self._published: dict[str, NodeMetrics] = {}
+        self._run(operator.subscribe_metrics(self._on_published))
         self.killswitch = KillSwitch(operator, clock, actor="operator")
         self.service: SupervisorService | None = None
         self.supervisor: Supervisor | None = None
@@ -78,6 +131,73 @@ class SimulatedControl:
             else:
                 self._run(sup_plane.subscribe_metrics(self._watch))
 
+    def _start_admission(self, admission: FleetAdmission) -> None:
+        """The admission service on its own connection, the roster enrolled and the target
+        set through the service's request subject, as `knightwatch admission` does."""
+        plane = MemoryControlPlane(self.fabric)
+        self._run(plane.connect())
+        self.admission = AdmissionService(
+            plane, admission.trust, admission.registry, clock=self.clock
+        )
+        self._run(self.admission.start())
+        for node, attestor in admission.attestors.items():
+            public = attestor.key.public.to_base64().encode()
+            self._run(self._operator.put_record(Bucket.ROSTER, node, public))
+        reply = self.set_target(admission.target, admission.actor, "fleet target release")
+        if not reply.accepted:
+            why = "; ".join(str(f) for f in reply.findings)
+            raise ValueError(f"admission target {reply.release_id or '?'} refused: {why}")
+        self._attest_ns = round(admission.attest_s * NS_PER_S)
+        self._next_attest = self.clock.monotonic_ns() + self._attest_ns
+
+    def set_target(self, envelope: Envelope, actor: str, reason: str) -> TargetReply:
+        """Ask the admission service to make `envelope` the fleet's target release; nodes
+        re-attest against it before this returns (a refused target changes nothing)."""
+        request = ENCODER.encode(TargetRequest(envelope, actor, reason))
+        reply = self._run(self._operator.request(SUBJECT_TARGET, request, 1.0))
+        self._run(self._settle())
+        return TARGET_REPLY_DECODER.decode(reply)
+
+    def admitted(self, node_id: str) -> bool:
+        """Whether the node's runtime holds a fresh verdict admitting it on the target."""
+        return self.runtime(node_id).release_admitted
+
+    def attest_all(self) -> None:
+        """Every node attests now (after its code changed, as a deploy's restart would)."""
+        for node in self.nodes:
+            self._run(node.attest_once())
+
+    def fleet(self) -> StaticFleetView:
+        """The fleet view the flag gate judges against, from membership and stored verdicts."""
+        return self._run(fleet_snapshot(self._operator, self.clock))
+
+    def runtime(self, node_id: str) -> NodeRuntime:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    async def _settle(self) -> None:
+        """Let background work the last call started (re-attestations) finish."""
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        if pending:
+            await asyncio.wait(pending, timeout=_SETTLE_TIMEOUT_S)
+
+    async def _on_published(self, metrics: NodeMetrics) -> None:
+        self._published[metrics.node_id] = metrics
+
+    def evidence(self) -> dict[str, dict[str, float]]:
+        """What the plane holds about each node that a rollout needs before it promotes:
+        orders from the node's last published metrics, admission from the same, and its
+        kill state from its membership record (`knightwatch.flags.rollout` keys)."""
+        states = {s.node_id: s.node_state for s in self._run(self._operator.members())}
+        return {
+            node: {
+                ORDERS: float(m.orders),
+                ADMITTED: 1.0 if m.admitted else 0.0,
+                HALTED: 0.0 if states.get(node) is TradingState.ACTIVE else 1.0,
+            }
+            for node, m in self._published.items()
+        }
+
     async def _watch(self, metrics: NodeMetrics) -> None:
         assert self.supervisor is not None
         self.supervisor.record(metrics)
@@ -92,9 +212,13 @@ class SimulatedControl:
     def step(self) -> list[Action]:
         """One control-plane tick at the clock's current time; returns new supervisor actions."""
         before = len(self.service.results) if self.service else 0
+        now = self.clock.monotonic_ns()
+        if self._attest_ns and now >= self._next_attest:
+            self._next_attest = now + self._attest_ns
+            for node in self.nodes:
+                self._run(node.attest_once())
         for node in self.nodes:
             self._run(node.heartbeat_once())
-        now = self.clock.monotonic_ns()
         if now >= self._next_metrics:
             self._next_metrics = now + self._metrics_ns
             for node in self.nodes:

@@ -178,10 +178,6 @@ class RegistryLedger:
     def __init__(self) -> None:
         self._entries: dict[str, _LedgerEntry] = {}
 
-    def meaning_of(self, flag_id: str) -> str | None:
-        entry = self._entries.get(flag_id)
-        return entry.meaning_hash if entry else None
-
     def admit(self, doc: RegistryDocument, label: str) -> list[Finding]:
         findings = identity_findings(doc)
         present: dict[str, tuple[FlagDefinition, int]] = {}

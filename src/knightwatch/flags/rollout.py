@@ -4,7 +4,13 @@ Had SMARS gone on for one server first, with a gate on that server's order
 rate against the fleet, the eighth server would have tripped it in seconds.
 A rollout is a clock-driven state machine: `step(metrics)` judges the nodes
 already exposed against the health gates, promotes after the stage's hold time
-when they are healthy, and aborts when they are not. It returns actions instead
+when they are healthy, and aborts when they are not.
+
+Healthy is not the same as proven. A canary that sent no order passes every
+gate, so promotion also needs evidence: at least `min_orders_per_node` orders
+from every exposed node since the stage began, and every exposed node admitted
+and not halted. Until then the rollout holds; it never promotes on silence, a
+fleet kill, or a node the control plane does not trust. It returns actions instead
 of performing them, so the replay, the supervisor and the CLI drive the same
 logic; `RolloutRunner` applies them through the activation gate.
 """
@@ -24,6 +30,13 @@ from knightwatch.state import Scope
 
 Metrics = Mapping[str, Mapping[str, float]]
 """node -> metric name -> value, as the supervisor reports them."""
+
+ORDERS = "orders"
+"""Evidence: orders the node has sent through its Guard since it started (cumulative)."""
+ADMITTED = "admitted"
+"""Evidence: 1.0 while the node holds its admission and lease, else 0.0."""
+HALTED = "halted"
+"""Evidence: 1.0 while the node (or the fleet) is not ACTIVE for it, else 0.0."""
 
 
 class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -91,12 +104,19 @@ class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     failure_limit: int = 0
     halt_on_abort: bool = True
     halt_targets: HaltTargets = HaltTargets.SWITCHED_ON
+    min_orders_per_node: int = 50
+    """Orders every exposed node must have sent within the stage before it is promoted."""
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("plan.stages: at least one stage is required")
         if self.failure_limit < 0:
             raise ValueError("plan.failure_limit: must be >= 0")
+        if self.min_orders_per_node < 1:
+            raise ValueError(
+                f"plan.min_orders_per_node: must be >= 1 (a stage needs evidence), "
+                f"got {self.min_orders_per_node}"
+            )
 
 
 class RolloutStatus(StrEnum):
@@ -145,6 +165,10 @@ class RolloutState(msgspec.Struct, frozen=True):
     """Nodes where an activation to the target value was accepted."""
     abort_reason: str = ""
     events: tuple[RolloutEvent, ...] = ()
+    stage_baseline: dict[str, int] = {}
+    """Each exposed node's `orders` when the stage first saw it: evidence counts from here."""
+    hold_reason: str = ""
+    """Why the rollout is holding past its hold time (empty when it is not)."""
 
 
 class Rollout:
@@ -209,14 +233,53 @@ class Rollout:
             if failures > s.plan.failure_limit:
                 return self.abort(f"health gate failed: {'; '.join(breaches)}")
             return []
+        self._note_baselines(metrics)
         held_ns = self._clock.monotonic_ns() - s.stage_started_ns
         if held_ns < int(self.stage.hold_s * NS_PER_S):
             return []
+        missing = self.missing_evidence(metrics)
+        if missing:
+            reason = "; ".join(missing)
+            if reason != self._state.hold_reason:
+                self._update(hold_reason=reason)
+                self._log("held", f"stage {self.stage.name}: {reason}")
+            return []
         if s.stage_index + 1 < len(s.plan.stages):
-            return self._enter_stage(s.stage_index + 1, "promoted")
+            return self._enter_stage(s.stage_index + 1, "promoted", metrics)
         self._update(status=RolloutStatus.COMPLETED)
         self._log("completed", f"{len(s.exposed)} node(s) held healthy through every stage")
         return []
+
+    def missing_evidence(self, metrics: Metrics) -> list[str]:
+        """Why the exposed nodes do not yet prove the stage (empty: they do).
+
+        Missing evidence holds the rollout rather than aborting it: a node with
+        nothing to show has not shown the new path is bad either.
+        """
+        s = self._state
+        need = s.plan.min_orders_per_node
+        out = []
+        for node in s.exposed:
+            m = metrics.get(node, {})
+            if m.get(ADMITTED) != 1.0:
+                out.append(f"{node}: not admitted")
+            elif m.get(HALTED) != 0.0:
+                out.append(f"{node}: halted")
+            elif (orders := m.get(ORDERS)) is None or node not in s.stage_baseline:
+                out.append(f"{node}: no order count reported")
+            elif orders - s.stage_baseline[node] < need:
+                out.append(f"{node}: fewer than {need} orders in the stage")
+        return out
+
+    def _note_baselines(self, metrics: Metrics) -> None:
+        baseline = self._state.stage_baseline
+        new = {
+            n: int(orders)
+            for n in self._state.exposed
+            if n not in baseline and (orders := metrics.get(n, {}).get(ORDERS)) is not None
+        }
+        if new:
+            self._update(stage_baseline={**baseline, **new})
 
     def abort(self, reason: str) -> list[RolloutAction]:
         """Flag back to safe default where the rollout turned it on, then halts if planned."""
@@ -246,7 +309,9 @@ class Rollout:
         if new:
             self._update(switched_on=self._state.switched_on + new)
 
-    def _enter_stage(self, index: int, kind: str) -> list[RolloutAction]:
+    def _enter_stage(
+        self, index: int, kind: str, metrics: Metrics | None = None
+    ) -> list[RolloutAction]:
         s = self._state
         stage = s.plan.stages[index]
         wanted = s.nodes[: stage.size(len(s.nodes))]
@@ -256,7 +321,11 @@ class Rollout:
             stage_started_ns=self._clock.monotonic_ns(),
             failures=0,
             exposed=s.exposed + new,
+            stage_baseline={},
+            hold_reason="",
         )
+        if metrics is not None:
+            self._note_baselines(metrics)
         self._log(kind, f"stage {stage.name}: {len(s.exposed) + len(new)}/{len(s.nodes)} node(s)")
         if not new:
             return []

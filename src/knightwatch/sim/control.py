@@ -21,10 +21,13 @@ from knightwatch.clock import SimClock
 from knightwatch.control.killswitch import CommandResult
 from knightwatch.control.messages import FLEET_KEY
 from knightwatch.control.node import NodeError
-from knightwatch.control.simulated import SimulatedControl
+from knightwatch.control.simulated import FleetAdmission, SimulatedControl
 from knightwatch.control.supervisor import Action, SupervisorConfig, gate_metrics
+from knightwatch.control.verdict import TargetReply, Verdict
+from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
+from knightwatch.release.dsse import Envelope
 from knightwatch.sim.scenario import ControlParams
 from knightwatch.state import Scope, TradingState
 
@@ -61,6 +64,7 @@ class ReplayControl:
         supervisor: SupervisorConfig | None,
         *,
         supervisor_acts: bool = True,
+        admission: FleetAdmission | None = None,
     ) -> None:
         policy = params.policy()
         self.sim = SimulatedControl(
@@ -70,6 +74,7 @@ class ReplayControl:
             supervisor=supervisor,
             metrics_interval_s=params.metrics_s,
             supervisor_acts=supervisor_acts,
+            admission=admission,
         )
         self._tick_ns = policy.heartbeat_ns
         self._next_tick = clock.monotonic_ns()
@@ -97,7 +102,7 @@ class ReplayControl:
     def arm(self, node_id: str, pre_open_errors: int) -> str | None:
         """Report the node's pre-open errors to its runtime, then arm through it; the
         runtime's refusal (why it stays disarmed) or None once armed."""
-        runtime = next(n for n in self.sim.nodes if n.node_id == node_id)
+        runtime = self.sim.runtime(node_id)
         for i in range(pre_open_errors):
             runtime.report_error(f"pre-open error {i + 1} of {pre_open_errors} (scenario)")
         try:
@@ -105,6 +110,26 @@ class ReplayControl:
         except NodeError as exc:
             return str(exc)
         return None
+
+    def admitted(self, node_id: str) -> bool:
+        """Whether the node's runtime is admitted on the target release (order flow goes
+        only to such members)."""
+        return self.sim.admitted(node_id)
+
+    def attest_all(self) -> None:
+        self.sim.attest_all()
+
+    def verdict(self, node_id: str) -> Verdict | None:
+        """The admission service's last verdict on the node, as its runtime holds it."""
+        return self.sim.runtime(node_id).verdict
+
+    def set_target(self, envelope: Envelope, actor: str, reason: str) -> TargetReply:
+        """A new fleet target release (a rollback is one) through the admission service."""
+        return self.sim.set_target(envelope, actor, reason)
+
+    def members(self) -> Sequence[FleetMember]:
+        """The fleet as the control plane sees it: membership and stored verdicts."""
+        return self.sim.fleet().members()
 
     def kill(self, reason: str, actor: str) -> CommandResult:
         """An operator's fleet kill through the kill switch, confirmed before it returns."""
@@ -115,8 +140,11 @@ class ReplayControl:
         return self.sim.kill(scope, key, reason, actor=actor)
 
     def gate_metrics(self) -> Metrics:
-        """Every node's health gauges as the control plane's Supervisor computes them."""
-        return gate_metrics(self.sim.health())
+        """Every node's health gauges as the control plane's Supervisor computes them, with
+        the evidence a rollout needs to promote (orders, admitted, halted) from the plane."""
+        gauges = gate_metrics(self.sim.health())
+        evidence = self.sim.evidence()
+        return {n: {**gauges.get(n, {}), **evidence.get(n, {})} for n in gauges.keys() | evidence}
 
     def close(self) -> None:
         self.sim.close()

@@ -3,41 +3,43 @@
 The replay builds, in memory, what a fleet has in production: a flag registry
 holding the deploy flag with its new meaning, a target release and the
 previous one as signed manifests (CI plus release manager, threshold 2), an
-enrolled key per node, the `Admitter`, a flag state store and the
-`ActivationGate`. What each node attests is computed from the release it
-really runs (its file table and compiled-in flag table), never from the
-deploy log.
+enrolled key and an `Attestor` per node, a flag state store and the
+`ActivationGate`. Admission itself is not here: with `attestation` the
+replay's control plane runs the live `AdmissionService` and every node's
+`NodeRuntime` attests through its `Attestor` (`fleet_admission`). What a node
+attests is computed from the release it really runs at that moment (its file
+table and compiled-in flag table), never from the deploy log.
 
 Which checks bite depends on the layers (`GovernanceMode`):
 - without `attestation` the control plane believes the deploy log: every node
   is taken to run the target release (Knight's belief in 2012);
 - with `flag_schema` every node presents the flag table it was built with, so
   the activation gate sees node 8's older meaning of the reused id;
-- with `attestation` only nodes whose attestation matches the signed target
-  are members at all; a rollback is a new target release and goes through
-  `check_release` against the registry;
+- with `attestation` the fleet view is the control plane's (`fleet_snapshot`:
+  membership and the admission service's stored verdicts), so a refused node
+  is a member that is not admitted; a rollback is a new target release and
+  goes through the admission service like any other;
 - with `rollout` the flag leaves its safe default through `Rollout` stages and
   health gates instead of everywhere at once.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from knightwatch.clock import SimClock
+from knightwatch.control.attestor import Attestor
+from knightwatch.control.simulated import FleetAdmission
 from knightwatch.flags.activation import ActivationGate, ActivationRequest, ActivationResult
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import Metrics, RequestHalt, Rollout, RolloutRunner, SetFlag
 from knightwatch.flags.state import MemoryFlagStateStore
-from knightwatch.release.admission import Admission, Admitter, ReleaseCheck, check_release
-from knightwatch.release.attestation import attest, sign_attestation
 from knightwatch.release.contents import ReleaseContents, contents_from_memory
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.flagschema import schema_from_table
@@ -99,17 +101,9 @@ class Governance:
             manifest = Manifest(release_id=rid, contents=contents_of(rel))
             self.envelopes[rid] = sign_release(sign_release(release_envelope(manifest), ci), rm)
         self.node_keys = {n: SigningKey.generate() for n in scenario.node_ids()}
-        counter = itertools.count(1)
-        self.admitter = Admitter(
-            self.trust,
-            {n: k.public for n, k in self.node_keys.items()},
-            clock=clock,
-            nonce_source=lambda: f"replay-nonce-{next(counter)}",
-        )
-        self.admitted: dict[str, Manifest] = {}
-        self.admissions: list[Admission] = []
         self.store = MemoryFlagStateStore()
         self._nodes: list[Node] = []
+        self._fleet: Callable[[], Sequence[FleetMember]] | None = None
         self.gate = ActivationGate(self.registry, self, self.store, clock)
         self.rollout: Rollout | None = None
 
@@ -118,10 +112,8 @@ class Governance:
     def members(self) -> Sequence[FleetMember]:
         """What the control plane knows about each node (the `FleetView` of the gate)."""
         if self.mode.attestation:
-            return [
-                FleetMember(n, True, m.release_id, dict(m.contents.flag_schema))
-                for n, m in sorted(self.admitted.items())
-            ]
+            assert self._fleet is not None, "attestation runs the control plane"
+            return self._fleet()
         if self.mode.flag_schema:
             return [
                 FleetMember(n.id, True, n.release.id, schema_of(n.release)) for n in self._nodes
@@ -131,41 +123,31 @@ class Governance:
 
     # ------------------------------------------------------------ admission
 
-    def admit_fleet(self, replay: Replay) -> list[Admission]:
-        """Every node attests what it runs against the signed target; refused ones never join."""
-        schema = self.registry.admission_schema()
-        out = []
-        for node in replay.nodes:
-            nonce = self.admitter.challenge(node.id)
-            claim = attest(node.id, nonce, contents_of(node.release), clock=self.clock)
-            verdict = self.admitter.admit(
-                sign_attestation(claim, self.node_keys[node.id]),
-                self.envelopes[self.target.id],
-                schema,
-                target_release=self.target.id,
-            )
-            out.append(verdict)
-            if verdict.admitted:
-                manifest = Manifest.from_statement_bytes(
-                    self.envelopes[self.target.id].payload_bytes(), source=self.target.id
-                )
-                self.admitted[node.id] = manifest
-        self.admissions.extend(out)
-        return out
+    def fleet_admission(self, nodes: Sequence[Node]) -> FleetAdmission:
+        """The admission service's inputs and an `Attestor` per node that measures the
+        release the node runs at the moment it attests (so a rollback is seen)."""
 
-    def check_release(self, release: Release) -> ReleaseCheck:
-        """A new target release (e.g. a rollback), judged before any node may run it."""
-        return check_release(
-            self.envelopes[release.id],
-            self.trust,
-            self.registry.admission_schema(),
-            target_release=release.id,
+        def measure(node: Node) -> Callable[[], ReleaseContents]:
+            return lambda: contents_of(node.release)
+
+        return FleetAdmission(
+            trust=self.trust,
+            registry=self.registry.admission_schema(),
+            target=self.envelopes[self.target.id],
+            attestors={
+                n.id: Attestor(n.id, self.node_keys[n.id], measure(n), clock=self.clock)
+                for n in nodes
+            },
         )
 
     # ------------------------------------------------------------ flag activation
 
-    def attach(self, nodes: list[Node]) -> None:
+    def attach(
+        self, nodes: list[Node], fleet: Callable[[], Sequence[FleetMember]] | None = None
+    ) -> None:
+        """The replay's nodes and, with the control plane, its fleet view."""
         self._nodes = nodes
+        self._fleet = fleet
 
     def switch_on(self) -> ActivationResult:
         """The flag goes on everywhere at once, through the gate (2012's one big switch)."""

@@ -168,32 +168,34 @@ class SupervisorLayer(Layer):
 
 
 class AttestationLayer(Layer):
-    """Before the open every node attests the release it really runs to the `Admitter`
-    against the signed target manifest. A refused node never joins: it gets no order
-    flow and its Guard stays disarmed. A rollback is a new target release and is judged
-    by `check_release` against the flag registry first."""
+    """Before the open every node's runtime attests the release it really runs, through its
+    `Attestor`, to the control plane's `AdmissionService` against the signed target
+    manifest. A refused node takes no lease and cannot be armed (its runtime refuses), and
+    order flow goes only to admitted nodes. A rollback is a new target release and goes
+    through the same service, which checks it against the flag registry first."""
 
     name = "attestation"
     title = "release attestation and admission (rollback included)"
 
     def configure(self, setup: LayerSetup) -> None:
         setup.governance.attestation = True
+        setup.use_control_plane()
 
-        def admit(replay: Replay) -> None:
-            gov = replay.governance
-            for verdict in gov.admit_fleet(replay):
-                node = replay.node(verdict.node)
-                if verdict.admitted:
+        def report(replay: Replay) -> None:
+            admitted = 0
+            for node in replay.nodes:
+                verdict = replay.verdict(node.id)
+                if verdict is not None and verdict.admitted:
+                    admitted += 1
                     continue
-                node.admitted = False
-                if node.guard is not None:
-                    node.guard.disarm(actor="admission")
-                reasons = ", ".join(r.value for r in verdict.reasons)
+                if verdict is None:
+                    replay.mark(self.name, node.id, "refused admission: no verdict")
+                    continue
+                reasons = ", ".join(dict.fromkeys(f.reason.value for f in verdict.findings))
                 replay.mark(self.name, node.id, f"refused admission ({reasons}): {verdict.detail}")
-            n_ok = sum(1 for n in replay.nodes if n.admitted)
-            replay.mark(self.name, "*", f"{n_ok}/{len(replay.nodes)} nodes admitted")
+            replay.mark(self.name, "*", f"{admitted}/{len(replay.nodes)} nodes admitted")
 
-        setup.schedule(0.0, self.name, admit)
+        setup.schedule(0.0, self.name, report)
 
 
 class FlagSchemaLayer(Layer):

@@ -43,7 +43,6 @@ class Node:
         self.blocked = 0
         self.first_block: dict[str, int] = {}
         self.flag_on = False
-        self.admitted = True
         self._seq = 0
 
     def algorithm(self, flag: str | None) -> Algorithm:

@@ -26,6 +26,7 @@ import numpy as np
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.control.killswitch import CommandResult
 from knightwatch.control.protocol import ControlPlaneUnavailable
+from knightwatch.control.verdict import Verdict
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
 from knightwatch.sim.control import ControlAction, ReplayControl, action_of
@@ -166,7 +167,7 @@ class Replay:
             )
         self._by_id = {n.id: n for n in self.nodes}
         self.governance = Governance(sc, self.clock, self.setup.governance)
-        self.governance.attach(self.nodes)
+        attestation = self.setup.governance.attestation
         self.control: ReplayControl | None = None
         if self.setup.control_plane:
             self.control = ReplayControl(
@@ -175,7 +176,11 @@ class Replay:
                 sc.control,
                 sc.supervisor if self.setup.supervisor or self.setup.watch_health else None,
                 supervisor_acts=self.setup.supervisor,
+                admission=self.governance.fleet_admission(self.nodes) if attestation else None,
             )
+        self.governance.attach(
+            self.nodes, self.control.members if self.control is not None and attestation else None
+        )
         self.control_actions: list[ControlAction] = []
         self.events: list[GuardrailEvent] = []
         self._arm()
@@ -196,7 +201,8 @@ class Replay:
                 continue
             refused = self.control.arm(node.id, errors.get(node.id, 0))
             if refused is not None:
-                self.mark("supervisor", node.id, f"arming refused: {refused}")
+                layer = "supervisor" if self.admitted(node.id) else "attestation"
+                self.mark(layer, node.id, f"arming refused: {refused}")
 
     # ------------------------------------------------------------------ actions
 
@@ -205,6 +211,19 @@ class Replay:
 
     def node(self, node_id: str) -> Node:
         return self._by_id[node_id]
+
+    def admitted(self, node_id: str) -> bool:
+        """Whether the node is admitted on the target release, as its runtime holds it
+        (always, without the attestation layer: the deploy log is believed)."""
+        if self.control is None or not self.setup.governance.attestation:
+            return True
+        return self.control.admitted(node_id)
+
+    def verdict(self, node_id: str) -> Verdict | None:
+        """The admission service's verdict on the node (None without attestation)."""
+        if self.control is None or not self.setup.governance.attestation:
+            return None
+        return self.control.verdict(node_id)
 
     def mark(self, layer: str, node: str, what: str) -> None:
         self.events.append(GuardrailEvent(round(self.now_s(), 3), layer, node, what))
@@ -253,16 +272,23 @@ class Replay:
         """2012: the new code was removed from every server, so all of them run the old one.
         With attestation on, the old release is a new target and must pass admission first."""
         previous = self.scenario.releases[self.scenario.deploy.previous]
-        if self.setup.governance.attestation:
-            check = self.governance.check_release(previous)
-            if check.findings:
-                why = "; ".join(str(f) for f in check.findings)
+        attested = self.control is not None and self.setup.governance.attestation
+        if attested:
+            assert self.control is not None
+            reply = self.control.set_target(
+                self.governance.envelopes[previous.id], "operator:rollback", "2012 rollback"
+            )
+            if not reply.accepted:
+                why = "; ".join(str(f) for f in reply.findings)
                 self.mark("attestation", "*", f"rollback to {previous.id} refused: {why}")
                 return
         for node in self.nodes:
             node.set_release(previous)
             if node.guard is not None:
                 node.guard.set_context(release_id=previous.id)
+        if attested:
+            assert self.control is not None
+            self.control.attest_all()
         self.mark("operator", "*", f"rollback: every node now runs {previous.id}")
 
     def switch_flag_on(self) -> None:
@@ -293,9 +319,9 @@ class Replay:
 
     def _arrive(self, po: ParentOrder) -> None:
         node = self._by_id[po.node]
-        if not node.admitted:
-            # Order flow only goes to members: a node that was refused admission gets none.
-            members = [n for n in self.nodes if n.admitted]
+        if not self.admitted(node.id):
+            # Order flow only goes to nodes the admission service admitted on the target.
+            members = [n for n in self.nodes if self.admitted(n.id)]
             if not members:
                 return
             node = members[self._rerouted % len(members)]
@@ -402,6 +428,7 @@ class Replay:
                         f"first order blocked: {reason}",
                     )
                 )
+        self._final_admitted = {n.id: self.admitted(n.id) for n in self.nodes}
         if self.control is not None:
             self.control.close()
         for node in self.nodes:
@@ -546,7 +573,9 @@ class Replay:
             ),
             simulated_s=round((t_ns - sc.open_ns) / NS_PER_S, 3),
             per_node={
-                n.id: NodeStats(n.release.id, n.sent, n.executions, n.blocked, n.admitted)
+                n.id: NodeStats(
+                    n.release.id, n.sent, n.executions, n.blocked, self._final_admitted[n.id]
+                )
                 for n in self.nodes
             },
             stale_nodes=list(sc.fleet.missed_deploy),

@@ -57,9 +57,6 @@ class Market:
     def mids(self) -> npt.NDArray[np.float64]:
         return np.array([b.mid() for b in self.books])
 
-    def settled_mids(self) -> npt.NDArray[np.float64]:
-        return np.array([b.settled_mid() for b in self.books])
-
     def moved_over(self, fraction: float) -> int:
         return sum(1 for b in self.books if b.moved_pct() > fraction)
 
