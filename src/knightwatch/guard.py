@@ -679,6 +679,16 @@ class Guard:
             return
         self._states[slot] = max(sources.values(), key=lambda h: h.state)
 
+    def listen_for_halts(self, on_halt: Callable[[Scope, str, Halt], None]) -> None:
+        """Attach the one listener told of every automatic halt (a node runtime stores them).
+
+        One listener only, so an automatic halt can never be half-published by a
+        second, forgotten hook; attaching twice is a wiring error.
+        """
+        if self._on_halt is not None:
+            raise ValueError("listen_for_halts: this Guard already has a halt listener")
+        self._on_halt = on_halt
+
     def _auto_halt(self, scope: Scope, key: str, reason: str, code: RejectReason) -> Decision:
         """A halt the Guard decides itself; latched once per source, and told to `on_halt`."""
         existing = self._sources.get((scope, key), {}).get(code)

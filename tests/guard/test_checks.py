@@ -477,6 +477,8 @@ def test_halts_are_kept_per_source(rig: Mk) -> None:
     assert reason(g.check(r.order(price=79.0))) is R.LOSS_LIMIT
     assert g.resume(Scope.NODE, "n1", "reconciled", actor="bob")  # a person clears all
     assert g.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+    with pytest.raises(ValueError, match="already has a halt listener"):
+        g.listen_for_halts(lambda scope, key, h: None)
 
 
 def test_fill_for_unknown_order_still_moves_position(rig: Mk) -> None:

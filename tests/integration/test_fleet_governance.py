@@ -259,3 +259,58 @@ async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
         lambda: fleet.nodes["n1"].guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
     )
     assert all(flags[n].get(RLP).value_for(n) is None for n in ("n2", "n3", "n4"))  # type: ignore[union-attr]
+
+
+async def test_rollout_promotes_on_healthy_evidence_through_to_the_fleet(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    good = deploy(tmp_path / "good", NEW_ROUTER)
+    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
+    trees = {f"n{i}": deploy(tmp_path / f"n{i}", NEW_ROUTER) for i in range(1, N + 1)}
+    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
+    for runtime in fleet.nodes.values():
+        runtime.arm("ops")
+        runtime.on_price("AAPL", 100.0)
+    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
+    for f in flags.values():
+        await f.start()
+    ops = await fleet.plane("rollout")
+    plan = RolloutPlan(
+        stages=(Stage("canary", hold_s=0.2, nodes=1), Stage("fleet", hold_s=0.2, fraction=1.0)),
+        gates=(HealthGate("reject_ratio", max=0.05),),
+        min_orders_per_node=5,
+    )
+    driver = RolloutDriver(
+        ops,
+        REGISTRY,
+        fleet.clock,
+        KillSwitch(ops, fleet.clock, "rollout"),
+        health=SupervisorConfig(rate_window_s=0.3),
+    )
+    await driver.start()
+    await driver.begin(RLP, plan, actor="alice", approver="bob")
+    done = asyncio.Event()
+
+    async def trade() -> None:
+        """Every node trades cleanly and publishes, stage after stage, until the end."""
+        n = 0
+        while not done.is_set():
+            for runtime in fleet.nodes.values():
+                for _ in range(3):
+                    n += 1
+                    assert runtime.check(
+                        Order(f"{runtime.node_id}-{n}", "mm", "AAPL", Side.BUY, 1, 100.0)
+                    ).accepted
+                await runtime.publish_once()
+            await asyncio.sleep(0.05)
+
+    trader = asyncio.create_task(trade())
+    try:
+        final = await driver.run(RLP, tick_s=0.1, timeout_s=10.0)
+    finally:
+        done.set()
+        await trader
+    assert final.status is RolloutStatus.COMPLETED, final
+    await eventually(
+        lambda: all((s := flags[n].get(RLP)) is not None and s.value_for(n) is True for n in flags)
+    )

@@ -88,11 +88,12 @@ class NodeRuntime:
                 f"lease_timeout_s: the Guard's limits must set lease_timeout_s = "
                 f"{self.policy.lease_timeout_s:g} to match the node's lease policy (got {lease})"
             )
-        if guard._on_halt is not None:
+        try:
+            guard.listen_for_halts(self._on_guard_halt)
+        except ValueError:
             raise NodeError(
                 "on_halt: the runtime stores the Guard's automatic halts; leave it unset"
-            )
-        guard._on_halt = self._on_guard_halt
+            ) from None
         self.guard = guard
         self.plane = plane
         self.node_id = guard.node

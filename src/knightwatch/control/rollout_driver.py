@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.flagplane import PlaneFlagStore, fleet_snapshot
 from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.messages import NodeMetrics
+from knightwatch.control.messages import NodeMetrics, NodeStatus
 from knightwatch.control.protocol import Bucket, ControlPlane, RevisionConflict
-from knightwatch.control.supervisor import Supervisor, SupervisorConfig, gate_metrics
+from knightwatch.control.supervisor import NodeHealth, Supervisor, SupervisorConfig, gate_metrics
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
+    ADMITTED,
+    HALTED,
+    ORDERS,
     Metrics,
     Rollout,
     RolloutAction,
@@ -37,7 +40,7 @@ from knightwatch.flags.rollout import (
     RolloutStatus,
     SetFlag,
 )
-from knightwatch.state import Scope
+from knightwatch.state import Scope, TradingState
 
 _STATE = msgspec.json.Decoder(RolloutState)
 _ENC = msgspec.json.Encoder()
@@ -92,6 +95,7 @@ class RolloutDriver:
         self.killswitch = killswitch
         self.policy = policy or ActivationPolicy()
         self.supervisor = Supervisor(health or SupervisorConfig(rate_window_s=5.0), clock)
+        self._published: dict[str, NodeMetrics] = {}
 
     async def start(self) -> None:
         await self.killswitch.start()
@@ -99,10 +103,12 @@ class RolloutDriver:
 
     async def _on_metrics(self, m: NodeMetrics) -> None:
         self.supervisor.record(m)
+        self._published[m.node_id] = m
 
-    def metrics(self) -> Metrics:
-        """Each node's health gauges as the supervisor sees them (nodes without data absent)."""
-        return gate_metrics(self.supervisor.health())
+    async def metrics(self) -> Metrics:
+        """Health gauges plus promotion evidence for every node the plane knows about."""
+        members = await self.plane.members()
+        return rollout_metrics(self.supervisor.health(), self._published, members)
 
     async def load(self, flag_id: str) -> tuple[RolloutState | None, int]:
         value, revision = await self.plane.get_record(Bucket.ROLLOUTS, flag_id)
@@ -147,7 +153,7 @@ class RolloutDriver:
         """One judgement of the exposed nodes' health: promote, hold, complete or abort."""
         state, revision = await self._existing(flag_id)
         rollout = Rollout(state, self.clock)
-        actions = rollout.step(self.metrics())
+        actions = rollout.step(await self.metrics())
         if rollout.state == state:
             return state  # holding: nothing to record
         claimed = await self._claim(rollout.state, revision)
@@ -232,3 +238,30 @@ class RolloutDriver:
             )
         except RevisionConflict:
             return None
+
+
+def rollout_metrics(
+    health: Mapping[str, NodeHealth],
+    published: Mapping[str, NodeMetrics],
+    members: Iterable[NodeStatus],
+) -> Metrics:
+    """What a rollout judges each node on, live and in the replay alike.
+
+    The supervisor's health gauges (the gates), plus the evidence a stage needs
+    before it may promote: orders sent (from the node's last published
+    metrics), whether it is admitted (same), and whether it is halted (its
+    membership record's trading state). A node with no membership record counts
+    as halted, so missing evidence holds a rollout rather than promoting it.
+    """
+    states = {s.node_id: s.node_state for s in members}
+    gauges = gate_metrics(health)
+    out: dict[str, dict[str, float]] = {}
+    for node in gauges.keys() | published.keys():
+        row = dict(gauges.get(node, {}))
+        m = published.get(node)
+        if m is not None:
+            row[ORDERS] = float(m.orders)
+            row[ADMITTED] = 1.0 if m.admitted else 0.0
+        row[HALTED] = 0.0 if states.get(node) is TradingState.ACTIVE else 1.0
+        out[node] = row
+    return out

@@ -33,6 +33,7 @@ from knightwatch.control.messages import NodeMetrics
 from knightwatch.control.node import NodeRuntime
 from knightwatch.control.pager import Pager
 from knightwatch.control.protocol import Bucket
+from knightwatch.control.rollout_driver import rollout_metrics
 from knightwatch.control.supervisor import Action, NodeHealth, Supervisor, SupervisorConfig
 from knightwatch.control.supervisor_service import SupervisorService
 from knightwatch.control.verdict import (
@@ -43,7 +44,7 @@ from knightwatch.control.verdict import (
     TargetRequest,
 )
 from knightwatch.flags.fleet import StaticFleetView
-from knightwatch.flags.rollout import ADMITTED, HALTED, ORDERS
+from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.release.admission import RegistrySchema
 from knightwatch.release.dsse import Envelope
@@ -184,19 +185,10 @@ class SimulatedControl:
     async def _on_published(self, metrics: NodeMetrics) -> None:
         self._published[metrics.node_id] = metrics
 
-    def evidence(self) -> dict[str, dict[str, float]]:
-        """What the plane holds about each node that a rollout needs before it promotes:
-        orders from the node's last published metrics, admission from the same, and its
-        kill state from its membership record (`knightwatch.flags.rollout` keys)."""
-        states = {s.node_id: s.node_state for s in self._run(self._operator.members())}
-        return {
-            node: {
-                ORDERS: float(m.orders),
-                ADMITTED: 1.0 if m.admitted else 0.0,
-                HALTED: 0.0 if states.get(node) is TradingState.ACTIVE else 1.0,
-            }
-            for node, m in self._published.items()
-        }
+    def rollout_metrics(self) -> Metrics:
+        """What a rollout judges each node on: the same function the live driver uses."""
+        members = self._run(self._operator.members())
+        return rollout_metrics(self.health(), self._published, members)
 
     async def _watch(self, metrics: NodeMetrics) -> None:
         assert self.supervisor is not None

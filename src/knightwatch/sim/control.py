@@ -22,7 +22,7 @@ from knightwatch.control.killswitch import CommandResult
 from knightwatch.control.messages import FLEET_KEY
 from knightwatch.control.node import NodeError
 from knightwatch.control.simulated import FleetAdmission, SimulatedControl
-from knightwatch.control.supervisor import Action, SupervisorConfig, gate_metrics
+from knightwatch.control.supervisor import Action, SupervisorConfig
 from knightwatch.control.verdict import TargetReply, Verdict
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.rollout import Metrics
@@ -142,9 +142,7 @@ class ReplayControl:
     def gate_metrics(self) -> Metrics:
         """Every node's health gauges as the control plane's Supervisor computes them, with
         the evidence a rollout needs to promote (orders, admitted, halted) from the plane."""
-        gauges = gate_metrics(self.sim.health())
-        evidence = self.sim.evidence()
-        return {n: {**gauges.get(n, {}), **evidence.get(n, {})} for n in gauges.keys() | evidence}
+        return self.sim.rollout_metrics()
 
     def close(self) -> None:
         self.sim.close()
