@@ -27,6 +27,7 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.admission_service import AdmissionService
 from knightwatch.control.attestor import Attestor, directory_measure
 from knightwatch.control.drill import DrillReport, run_drill, run_up
+from knightwatch.control.exposition import ExpositionError, serve_supervisor_metrics
 from knightwatch.control.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.lease import (
     DEFAULT_HEARTBEAT_S,
@@ -68,6 +69,7 @@ T = TypeVar("T")
 
 _EXPECTED = (
     ControlPlaneUnavailable,
+    ExpositionError,
     FleetError,
     KillSwitchError,
     LeaseError,
@@ -87,6 +89,13 @@ StateDir = typer.Option(
     Path(".knightwatch"), "--state-dir", envvar="KNIGHTWATCH_STATE_DIR", help="state directory"
 )
 Replicas = typer.Option(1, "--replicas", min=1, max=5, help="JetStream replicas (3 for a cluster)")
+MetricsPort = typer.Option(
+    None,
+    "--metrics-port",
+    min=0,
+    max=65535,
+    help="serve Prometheus metrics on 127.0.0.1:PORT (0 = any free port, printed; default off)",
+)
 
 
 def _urls(text: str) -> list[str]:
@@ -176,6 +185,7 @@ def node(
     attest_interval: float = typer.Option(
         5.0, "--attest-interval", min=0.2, help="seconds between re-attestations"
     ),
+    metrics_port: int | None = MetricsPort,
 ) -> None:
     """Run a node: Guard, lease, kill state, metrics; blocks when the control plane is gone.
 
@@ -218,6 +228,7 @@ def node(
             replicas=replicas,
             attestor=attestor,
             attest_s=attest_interval,
+            metrics_port=metrics_port,
         )
 
     _run(go)
@@ -394,6 +405,7 @@ def supervisor(
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
+    metrics_port: int | None = MetricsPort,
 ) -> None:
     """Watch node metrics and halt anomalies automatically; pages every action."""
 
@@ -401,15 +413,24 @@ def supervisor(
         cfg = _supervisor_config(config)
         clock = SystemClock()
         async with control_plane(_urls(nats_url), state_dir, "supervisor") as plane:
+            supervisor_ = Supervisor(cfg, clock)
             service = SupervisorService(
-                plane,
-                Supervisor(cfg, clock),
-                KillSwitch(plane, clock, "supervisor"),
-                Pager(webhook),
+                plane, supervisor_, KillSwitch(plane, clock, "supervisor"), Pager(webhook)
             )
-            await service.start()
-            console.print("supervisor running; Ctrl-C to stop")
-            await wait_for_signal()
+            exposition = (
+                serve_supervisor_metrics(supervisor_, metrics_port)
+                if metrics_port is not None
+                else None
+            )
+            try:
+                await service.start()
+                if exposition is not None:
+                    console.print(f"supervisor metrics on {exposition.url}", highlight=False)
+                console.print("supervisor running; Ctrl-C to stop")
+                await wait_for_signal()
+            finally:
+                if exposition is not None:
+                    exposition.close()
 
     _run(go)
 

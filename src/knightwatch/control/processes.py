@@ -24,6 +24,7 @@ from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.sink import FileSink
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.attestor import Attestor
+from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.flagplane import NodeFlags
 from knightwatch.control.flow import OrderFlow
 from knightwatch.control.lease import LeasePolicy
@@ -160,11 +161,13 @@ async def serve_node(
     clock: Clock | None = None,
     attestor: Attestor | None = None,
     attest_s: float = 5.0,
+    metrics_port: int | None = None,
 ) -> None:
     """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, optional flow.
 
     With an attestor the node arms only once admitted on the fleet's target
-    release, and keeps its flag state in sync (confirming each revision).
+    release, and keeps its flag state in sync (confirming each revision). With
+    `metrics_port` (0 = any free port) it serves Prometheus metrics on 127.0.0.1.
     """
     clock = clock or SystemClock()
     limits = load_limits(limits_path, policy)
@@ -191,13 +194,19 @@ async def serve_node(
                 attestor=attestor,
                 attest_s=attest_s,
             )
+            exposition: MetricsServer | None = None
             try:
+                if metrics_port is not None:
+                    exposition = serve_node_metrics(runtime, metrics_port)
+                    print(f"node {node_id} metrics on {exposition.url}", flush=True)
                 await runtime.start()
                 if attestor is not None:
                     await NodeFlags(runtime).start()
                 if await first_of(runtime.release_event, stop):
                     await _trade_until(stop, runtime, node_id, plane.servers, flow_rate)
             finally:
+                if exposition is not None:
+                    exposition.close()
                 await runtime.stop()
                 recorder.close()
 
