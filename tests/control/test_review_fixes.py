@@ -61,6 +61,25 @@ async def test_kill_from_a_lagging_clock_still_halts_and_is_stored_newest() -> N
     await again.stop()
 
 
+async def test_kill_after_another_switch_wrote_the_slot_still_stores_newest() -> None:
+    """The switch's remembered revision is stale: its CAS must fail, re-read and bump."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await _plane(fabric), clock)
+    await node.start()
+    lagging = KillSwitch(await _plane(fabric), SimClock(10 * S), actor="bob")
+    ahead = KillSwitch(await _plane(fabric), SimClock(5_000 * S), actor="alice")
+    await lagging.kill(Scope.FLEET, "", "first", timeout_s=0.2)  # bob remembers this write
+    await ahead.resume(Scope.FLEET, "", "fixed")  # alice writes the slot after him
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    result = await lagging.kill(Scope.FLEET, "", "again", timeout_s=0.2)
+    assert result.ok and node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    stored, _ = await (await _plane(fabric)).get_state(Scope.FLEET, "fleet")
+    assert stored is not None and stored.command_id == result.entry.command_id
+    assert stored.state is TradingState.HALTED and stored.issued_ns > 5_000 * S
+    await node.stop()
+
+
 async def test_unseen_halt_applies_even_if_it_orders_older_but_a_seen_one_does_not() -> None:
     fabric = MemoryFabric()
     node = make_node("n1", await _plane(fabric), SimClock(1_000 * S))

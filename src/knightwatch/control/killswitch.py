@@ -68,6 +68,9 @@ class KillSwitch:
         self._heard: dict[str, NodeStatus] = {}
         self._started = False
         self._last_issued_ns = 0
+        # what this switch last stored per slot: a kill first tries compare-and-swap
+        # against it, skipping a read on the path that competes with confirmations
+        self._stored: dict[tuple[Scope, str], tuple[StateEntry, int]] = {}
 
     async def start(self) -> None:
         if self._started:
@@ -166,6 +169,7 @@ class KillSwitch:
         deadline = asyncio.get_running_loop().time() + timeout_s
         self._arrivals[entry.command_id] = {}
         stored = await self.plane.put_state(entry, expected_revision=revision)
+        self._stored[(entry.scope, entry.key)] = (entry, stored)
         with contextlib.suppress(ControlPlaneUnavailable):
             await self.plane.announce_state(entry)
         done: asyncio.Future[int | str] = asyncio.get_running_loop().create_future()
@@ -181,10 +185,19 @@ class KillSwitch:
         so confirmations still match), with compare-and-swap against that read.
         """
         last = "no attempt"
+        slot = (box[0].scope, box[0].key)
+        known = self._stored.pop(slot, None)
         while True:
             entry = box[0]
             try:
-                current, revision = await self.plane.get_state(entry.scope, entry.key)
+                current: StateEntry | None
+                if known is not None:
+                    # Optimistic: if the slot still holds what this switch wrote, the CAS
+                    # succeeds and proves nobody wrote since; our issued_ns is already later.
+                    current, revision = known
+                    known = None
+                else:
+                    current, revision = await self.plane.get_state(entry.scope, entry.key)
                 if current is not None and current.issued_ns >= entry.issued_ns:
                     if current.state > entry.state:
                         # A stricter kill is stored at or after this instant: it stays in
@@ -193,7 +206,9 @@ class KillSwitch:
                     entry = msgspec.structs.replace(entry, issued_ns=current.issued_ns + 1)
                     self._last_issued_ns = max(self._last_issued_ns, entry.issued_ns)
                     box[0] = entry
-                return await self.plane.put_state(entry, expected_revision=revision)
+                stored = await self.plane.put_state(entry, expected_revision=revision)
+                self._stored[slot] = (entry, stored)
+                return stored
             except RevisionConflict as exc:
                 last = str(exc)  # somebody wrote the slot since the read: read again at once
                 if asyncio.get_running_loop().time() >= deadline:
