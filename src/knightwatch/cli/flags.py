@@ -37,6 +37,7 @@ from knightwatch.control.killswitch import KillSwitch
 from knightwatch.control.processes import FleetError, control_plane
 from knightwatch.control.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.rollout_driver import RolloutDriver, RolloutError
+from knightwatch.control.supervisor import SupervisorConfig
 from knightwatch.flags.activation import (
     ActivationGate,
     ActivationPolicy,
@@ -291,9 +292,25 @@ def _report(console: Console, state: RolloutState) -> None:
     )
 
 
-def _driver(plane: ControlPlane, reg: FlagRegistry, pol: ActivationPolicy) -> RolloutDriver:
+def _health(console: Console, path: Path | None) -> SupervisorConfig:
+    """The fleet supervisor's thresholds (the file `knightwatch supervisor --config` reads),
+    so a rollout gate judges health exactly as an automatic halt would."""
+    try:
+        return SupervisorConfig.from_toml(path) if path is not None else SupervisorConfig()
+    except ValueError as exc:
+        raise _fail(console, str(exc)) from None
+
+
+def _driver(
+    plane: ControlPlane,
+    reg: FlagRegistry,
+    pol: ActivationPolicy,
+    health: SupervisorConfig | None = None,
+) -> RolloutDriver:
     clock = SystemClock()
-    return RolloutDriver(plane, reg, clock, KillSwitch(plane, clock, "rollout"), policy=pol)
+    return RolloutDriver(
+        plane, reg, clock, KillSwitch(plane, clock, "rollout"), policy=pol, health=health
+    )
 
 
 @rollout_app.command("start")
@@ -306,6 +323,14 @@ def rollout_start(
     approver: str = typer.Option(None, "--approver", help="second approver"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
+    supervisor_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--supervisor-config",
+            help="TOML file with a [supervisor] table: the one `knightwatch supervisor "
+            "--config` runs with, so gates and halts agree (default: its defaults)",
+        ),
+    ] = None,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -317,11 +342,12 @@ def rollout_start(
         raise _fail(console, f"{plan}: {exc}") from None
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
+    health = _health(console, supervisor_config)
     chosen = rollout_plan or RolloutPlan()
 
     async def go() -> RolloutState:
         async with control_plane(_urls(nats_url), state_dir, "rollout") as plane:
-            driver = _driver(plane, reg, pol)
+            driver = _driver(plane, reg, pol, health)
             await driver.start()
             state = await driver.begin(
                 flag_id, chosen, actor=actor or getpass.getuser(), approver=approver

@@ -12,7 +12,6 @@ import asyncio
 import getpass
 import logging
 import os
-import tomllib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -388,14 +387,9 @@ def _supervisor_config(path: Path | None) -> SupervisorConfig:
     if path is None:
         return SupervisorConfig()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return msgspec.convert(data.get("supervisor", {}), SupervisorConfig)
-    except FileNotFoundError:
-        raise FleetError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FleetError(f"{path}: not valid TOML ({exc})") from None
-    except msgspec.ValidationError as exc:
-        raise FleetError(f"{path}: [supervisor] {exc}") from None
+        return SupervisorConfig.from_toml(path)
+    except ValueError as exc:
+        raise FleetError(str(exc)) from None
 
 
 def supervisor(
@@ -415,7 +409,12 @@ def supervisor(
         async with control_plane(_urls(nats_url), state_dir, "supervisor") as plane:
             supervisor_ = Supervisor(cfg, clock)
             service = SupervisorService(
-                plane, supervisor_, KillSwitch(plane, clock, "supervisor"), Pager(webhook)
+                plane,
+                supervisor_,
+                KillSwitch(plane, clock, "supervisor"),
+                Pager(webhook),
+                sweep_s=1.0,
+                concurrent=True,
             )
             exposition = (
                 serve_supervisor_metrics(supervisor_, metrics_port)
@@ -429,6 +428,7 @@ def supervisor(
                 console.print("supervisor running; Ctrl-C to stop")
                 await wait_for_signal()
             finally:
+                await service.stop()
                 if exposition is not None:
                     exposition.close()
 

@@ -126,6 +126,8 @@ class _Fleet:
             Supervisor(config, self.clock),
             KillSwitch(plane, self.clock, "supervisor"),
             pager,
+            sweep_s=1.0,
+            concurrent=True,
         )
         self.procs: NodeProcesses | None = None
         self.nc: Client | None = None
@@ -163,6 +165,7 @@ class _Fleet:
         return healthy, stale_ids
 
     async def stop(self) -> None:
+        await self.service.stop()
         if self.procs is not None:
             await asyncio.to_thread(self.procs.stop)
         if self.nc is not None:

@@ -88,13 +88,14 @@ class RolloutDriver:
         health: SupervisorConfig | None = None,
     ) -> None:
         """`health` configures the watching supervisor (its `rate_window_s` is the gate
-        window); give the fleet supervisor's own config so gates and halts agree."""
+        window); give the fleet supervisor's own config so gates and halts agree. The
+        default is the supervisor's default, for the same reason."""
         self.plane = plane
         self.registry = registry
         self.clock = _WallClock(clock)
         self.killswitch = killswitch
         self.policy = policy or ActivationPolicy()
-        self.supervisor = Supervisor(health or SupervisorConfig(rate_window_s=5.0), clock)
+        self.supervisor = Supervisor(health or SupervisorConfig(), clock)
         self._published: dict[str, NodeMetrics] = {}
 
     async def start(self) -> None:

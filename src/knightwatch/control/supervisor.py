@@ -3,8 +3,9 @@
 Knight's monitoring watched prices, not volume; the runaway server's order rate
 was the signal nobody looked at. The supervisor compares each node with its
 peers (rate against the fleet median, P&L against the peers' median), watches
-fleet gross exposure and block/reject spikes, and refuses a node that reported
-errors before it was armed. It is pure logic on an injected clock: the live
+fleet gross exposure and block/reject spikes, refuses a node that reported
+errors before it was armed, and halts a node that stopped reporting (a node
+nobody can see is not one anybody is supervising). It is pure logic on an injected clock: the live
 service feeds it metrics from NATS, the replay feeds it from MemoryControlPlane,
 and both act on its `Action`s through the same kill switch.
 """
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import tomllib
 from collections import deque
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import Path
 
 import msgspec
 
@@ -32,6 +35,7 @@ class Rule(StrEnum):
     GROSS_EXPOSURE = "supervisor_gross_exposure"
     REJECT_SPIKE = "supervisor_reject_spike"
     ERRORS_BEFORE_ARMING = "supervisor_errors_before_arming"
+    STALE_METRICS = "supervisor_stale_metrics"
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -62,6 +66,26 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         problems = [f"{f}: {rule} (got {getattr(self, f)!r})" for f, ok, rule in checks if not ok]
         if problems:
             raise ValueError("invalid supervisor config:\n  " + "\n  ".join(problems))
+
+    @classmethod
+    def from_toml(cls, path: Path) -> SupervisorConfig:
+        """The `[supervisor]` table of a TOML file (absent: the defaults).
+
+        The supervisor command and the rollout driver both load their thresholds
+        here, so a rollout gate and an automatic halt judge the same numbers.
+        Raises ValueError naming the file and the offending key.
+        """
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            return msgspec.convert(data.get("supervisor", {}), cls)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read ({exc})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML ({exc})") from None
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{path}: [supervisor] {exc}") from None
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -164,7 +188,7 @@ class Supervisor:
 
     def observe(self, m: NodeMetrics) -> list[Action]:
         """Take one metrics sample; return the actions it triggers (each rule fires once
-        per episode: it re-arms when its condition clears)."""
+        per episode: it re-arms when its condition clears, or through `rearm`)."""
         track = self.record(m)
         now = track.seen
         fresh = self._fresh(now)
@@ -175,8 +199,24 @@ class Supervisor:
         out += self._pnl(health)
         out += self._rejects(health)
         out += self._exposure(fresh)
+        out += self._stale(now)
         self.actions.extend(out)
         return out
+
+    def sweep(self) -> list[Action]:
+        """Judge silence at the clock's current instant, with no sample to trigger it.
+
+        Every `observe` does this too, but if the whole fleet goes quiet no sample
+        arrives: the live service calls this on a timer so that case is caught.
+        """
+        out = self._stale(self.clock.monotonic_ns())
+        self.actions.extend(out)
+        return out
+
+    def rearm(self, rule: Rule, key: str) -> None:
+        """Let `rule` fire again for `key` at the next judgement: its action did not
+        take effect (a node did not confirm the halt, or the halt was not stored)."""
+        self._firing.discard((rule, key))
 
     def health(self) -> dict[str, NodeHealth]:
         """Every node heard from within `stale_after_s`, as the rules see it now (a node
@@ -275,6 +315,21 @@ class Supervisor:
             f"in the last window (limit {cfg.reject_ratio:.0%})"
         )
         return self._fire(Rule.REJECT_SPIKE, h.node_id, bad, Scope.NODE, TradingState.HALTED, why)
+
+    def _stale(self, now: int) -> list[Action]:
+        limit = self.config.stale_after_s
+        fresh = self._fresh(now)
+        out: list[Action] = []
+        for node_id, track in sorted(self._nodes.items()):
+            silent = node_id not in fresh
+            why = (
+                f"node {node_id} sent no metrics for {(now - track.seen) / 1e9:.1f} s "
+                f"(limit {limit:g} s)"
+            )
+            out += self._fire(
+                Rule.STALE_METRICS, node_id, silent, Scope.NODE, TradingState.HALTED, why
+            )
+        return out
 
     def _exposure(self, fresh: dict[str, _NodeTrack]) -> list[Action]:
         gross = sum(t.latest.gross_exposure for t in fresh.values() if t.latest is not None)

@@ -3,10 +3,21 @@
 The same `Supervisor` decides in the replay (fed by MemoryControlPlane) and in
 the live fleet (fed by NATS); this service only wires it to a plane, the kill
 switch and the pager, and records each action in the fleet audit stream.
+
+On a live fleet (`concurrent=True`) each action runs as its own task. A
+transport delivers one subscription's messages in order, so awaiting a kill
+(confirmations up to `confirm_timeout_s`, the store write up to 15 s) inside
+the metrics callback would make a second runaway wait behind the first. A
+replay stepped on a simulated clock keeps actions inline: no simulated time
+passes while one runs, and it must be complete when the step that fired it
+returns. A kill that did not take effect (a node did not
+confirm, or no revision was stored) re-arms its rule, so the next judgement
+retries it rather than the supervisor believing the node stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import msgspec
@@ -30,22 +41,77 @@ class SupervisorService:
         killswitch: KillSwitch,
         pager: Pager,
         confirm_timeout_s: float = 1.0,
+        sweep_s: float | None = None,
+        concurrent: bool = False,
     ) -> None:
+        """`concurrent`: dispatch each action as its own task (live) rather than finish it
+        inside the metrics callback (a stepped replay). `sweep_s`: how often (event-loop
+        seconds) to judge silence with no sample arriving, so a fleet that goes quiet all
+        at once is still halted; None leaves it to the samples (a stepped replay)."""
+        if sweep_s is not None and sweep_s <= 0:
+            raise ValueError(f"sweep_s: must be > 0 (got {sweep_s!r})")
         self.plane = plane
         self.supervisor = supervisor
         self.killswitch = killswitch
         self.pager = pager
         self.confirm_timeout_s = confirm_timeout_s
+        self.sweep_s = sweep_s
+        self.concurrent = concurrent
         self.results: list[tuple[Action, CommandResult]] = []
         self._seq = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.killswitch.start()
         await self.plane.subscribe_metrics(self._on_metrics)
+        if self.sweep_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_loop(self.sweep_s))
+
+    async def stop(self) -> None:
+        """Stop sweeping and wait for every action in flight to finish (halts are not
+        abandoned half-way)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until no action is in flight (including ones dispatched meanwhile)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
 
     async def _on_metrics(self, metrics: NodeMetrics) -> None:
         for action in self.supervisor.observe(metrics):
+            await self._dispatch(action)
+
+    async def _sweep_loop(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            for action in self.supervisor.sweep():
+                await self._dispatch(action)
+
+    async def _dispatch(self, action: Action) -> None:
+        if not self.concurrent:
+            await self._guarded(action)
+            return
+        task = asyncio.create_task(self._guarded(action), name=f"{action.rule}:{action.key}")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _guarded(self, action: Action) -> None:
+        try:
             await self.act(action)
+        except Exception:
+            # A task's exception would otherwise surface only at garbage collection;
+            # the halt may not have happened, so let the rule fire again.
+            log.exception("supervisor action %s on %s failed; will retry", action.rule, action.key)
+            self.supervisor.rearm(action.rule, action.key)
 
     async def act(self, action: Action) -> None:
         """Halt first, page and record after: a slow webhook must not delay the stop."""
@@ -57,6 +123,16 @@ class SupervisorService:
             state=action.state,
         )
         self.results.append((action, result))
+        if not result.ok:
+            self.supervisor.rearm(action.rule, action.key)
+            log.error(
+                "supervisor %s on %s not confirmed (missing %s, stored revision %s); "
+                "will retry at the next judgement",
+                action.rule.value,
+                action.key,
+                result.missing,
+                result.revision,
+            )
         await self.pager.page(action)
         self._seq += 1
         record = msgspec.json.encode(

@@ -1,0 +1,178 @@
+"""SupervisorService on MemoryControlPlane: concurrent actions, retried kills, silent nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from knightwatch.clock import SimClock
+from knightwatch.control.killswitch import KillSwitch
+from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.messages import NodeMetrics
+from knightwatch.control.node import NodeRuntime
+from knightwatch.control.pager import Pager
+from knightwatch.control.supervisor import Rule, Supervisor, SupervisorConfig
+from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.decision import RejectReason
+from knightwatch.state import Scope, TradingState
+
+from .fleet_fixtures import OrderIds, make_node
+
+S = 1_000_000_000
+
+
+async def _fleet(
+    n: int, clock: SimClock, **service_kw: float
+) -> tuple[list[NodeRuntime], list[MemoryControlPlane], SupervisorService]:
+    fabric = MemoryFabric()
+    nodes, planes = [], []
+    for i in range(1, n + 1):
+        plane = MemoryControlPlane(fabric)
+        await plane.connect()
+        node = make_node(f"n{i}", plane, clock)
+        await node.start()
+        nodes.append(node)
+        planes.append(plane)
+    sup_plane = MemoryControlPlane(fabric)
+    await sup_plane.connect()
+    service = SupervisorService(
+        sup_plane,
+        Supervisor(SupervisorConfig(stale_after_s=2.0), clock),
+        KillSwitch(sup_plane, clock, "supervisor"),
+        Pager(),
+        concurrent=True,
+        **service_kw,
+    )
+    await service.start()
+    return nodes, planes, service
+
+
+def _refuse(node: NodeRuntime) -> None:
+    node.report_error("flag 'powerpeg' set on a binary that does not know it")
+    node.guard.disarm("test")
+
+
+async def test_two_runaways_are_halted_without_waiting_on_each_other() -> None:
+    clock = SimClock(10 * S)
+    nodes, planes, service = await _fleet(4, clock, confirm_timeout_s=0.4)
+    n2, n3 = nodes[1], nodes[2]
+    _refuse(n2)
+    _refuse(n3)
+    await n2.publish_once()
+    await planes[1].close()  # n2 still holds a lease but will never confirm its halt
+    await n3.publish_once()
+    assert service.inflight == 2  # neither publish waited on a kill
+    await service.drain()
+    by_key = {a.key: r for a, r in service.results}
+    assert by_key.keys() == {"n2", "n3"}
+    assert by_key["n3"].ok and by_key["n3"].latencies_ms["n3"] < 400
+    assert by_key["n2"].missing == ["n2"] and not by_key["n2"].ok
+    assert [a.key for a, _ in service.results] == ["n3", "n2"]  # n3 did not queue behind n2
+    n3.guard.arm("someone who ignored the page")
+    d = n3.check(OrderIds("x").order())
+    assert not d.accepted and d.reason is RejectReason.HALTED
+    await service.stop()
+    for node in (nodes[0], n3, nodes[3]):
+        await node.stop()
+
+
+async def test_a_kill_a_node_did_not_confirm_is_retried_at_the_next_sample() -> None:
+    clock = SimClock(10 * S)
+    nodes, planes, service = await _fleet(3, clock, confirm_timeout_s=0.05)
+    n2 = nodes[1]
+    _refuse(n2)
+    await n2.publish_once()
+    await planes[1].close()
+    await service.drain()
+    assert [(a.rule, r.ok) for a, r in service.results] == [(Rule.ERRORS_BEFORE_ARMING, False)]
+    await planes[1].connect()
+    await n2.publish_once()
+    await service.drain()
+    assert [(a.rule, r.ok) for a, r in service.results] == [
+        (Rule.ERRORS_BEFORE_ARMING, False),
+        (Rule.ERRORS_BEFORE_ARMING, True),
+    ]
+    await n2.publish_once()
+    await service.drain()
+    assert len(service.results) == 2  # confirmed: once per episode again
+    await service.stop()
+    for node in nodes:
+        await node.stop()
+
+
+def _m(node: str, orders: int) -> NodeMetrics:
+    return NodeMetrics(node, 0, orders, orders, 0, 0, 0.0, 0.0, True, 0)
+
+
+def test_a_node_gone_silent_is_halted_once_per_episode_on_a_sim_clock() -> None:
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(stale_after_s=2.0), clock)
+    fired: list[tuple[Rule, str, Scope, TradingState]] = []
+
+    def tick(nodes: list[str], k: int) -> None:
+        clock.advance(S // 2)
+        for n in nodes:
+            fired.extend((a.rule, a.key, a.scope, a.state) for a in sup.observe(_m(n, 10 * k)))
+
+    for k in range(4):
+        tick(["n1", "n2", "n3"], k)
+    assert fired == []
+    for k in range(4, 8):  # n3 silent for exactly 2.0 s: not yet stale
+        tick(["n1", "n2"], k)
+    assert fired == []
+    for k in range(8, 20):
+        tick(["n1", "n2"], k)
+    assert fired == [(Rule.STALE_METRICS, "n3", Scope.NODE, TradingState.HALTED)]
+    assert "n3 sent no metrics for 2.5 s (limit 2 s)" in sup.actions[0].reason
+    tick(["n1", "n2", "n3"], 20)  # back: the episode ends
+    for k in range(21, 30):
+        tick(["n1", "n2"], k)
+    assert fired.count((Rule.STALE_METRICS, "n3", Scope.NODE, TradingState.HALTED)) == 2
+    clock.advance(10 * S)  # the whole fleet silent: no sample arrives, a sweep catches it
+    assert {a.key for a in sup.sweep()} == {"n1", "n2"}
+    assert sup.sweep() == []
+
+
+async def test_service_sweep_halts_nodes_when_the_whole_fleet_goes_silent() -> None:
+    clock = SimClock(10 * S)
+    nodes, _, service = await _fleet(3, clock, sweep_s=0.01)
+    for node in nodes:
+        await node.publish_once()
+    await asyncio.sleep(0.05)
+    assert service.results == []
+    clock.advance(3 * S)  # no sample arrives after this: only the timer can notice
+    for node in nodes:
+        await node.heartbeat_once()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(service.results) == 3:
+            break
+    await service.drain()
+    assert sorted((a.rule, a.key, r.ok) for a, r in service.results) == [
+        (Rule.STALE_METRICS, n, True) for n in ("n1", "n2", "n3")
+    ]
+    for node in nodes:
+        assert node.guard.trading_state(Scope.NODE, node.node_id) is TradingState.HALTED
+    await service.stop()
+    assert service.inflight == 0
+    for node in nodes:
+        await node.stop()
+
+
+def test_config_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    good = tmp_path / "sup.toml"
+    good.write_text("[supervisor]\nrate_window_s = 2.5\nstale_after_s = 3.0\n")
+    assert SupervisorConfig.from_toml(good) == SupervisorConfig(
+        rate_window_s=2.5, stale_after_s=3.0
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[supervisor]\nrate_windw_s = 2.5\n")
+    with pytest.raises(ValueError, match=r"bad\.toml: \[supervisor\] .*rate_windw_s"):
+        SupervisorConfig.from_toml(bad)
+    with pytest.raises(ValueError, match=r"missing\.toml: file not found"):
+        SupervisorConfig.from_toml(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="stale_after_s: must be > 0"):
+        bad.write_text("[supervisor]\nstale_after_s = 0\n")
+        SupervisorConfig.from_toml(bad)
