@@ -110,7 +110,6 @@ class Guard:
         node: str = "node",
         clock: Clock | None = None,
         recorder: FlightRecorder | None = None,
-        on_halt: Callable[[Scope, str, Halt], None] | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.node = node
@@ -129,7 +128,7 @@ class Guard:
         # the worst halt per scope (what the hot path reads) and every source behind it
         self._states: dict[tuple[Scope, str], Halt] = {}
         self._sources: dict[tuple[Scope, str], dict[RejectReason, Halt]] = {}
-        self._on_halt = on_halt
+        self._on_halt: Callable[[Scope, str, Halt], None] | None = None
         self._unrecorded = 0
         self._unrecorded_ids: tuple[str, str] = ("", "")
         self._seen: set[str] = set()
@@ -523,11 +522,6 @@ class Guard:
             remaining=0 if w is None else w.remaining,
         )
 
-    def check_cancel(self, order_id: str) -> Decision:
-        """Cancels always pass: taking risk off must never be blocked, even when halted."""
-        self._recorder.record_event("cancel_request", self._ctx, order_id=order_id)
-        return ACCEPTED
-
     def on_price(self, symbol: str, price: float) -> None:
         """A new reference price: marks exposure and unrealized P&L, may trip the loss stop."""
         if not (price > 0 and price != float("inf")):
@@ -598,9 +592,6 @@ class Guard:
         self._lease_deadline = self._clock.monotonic_ns()
         self._lease_why = Decision(False, R.LEASE_EXPIRED, f"lease revoked: {reason}")
         self._recorder.record_event("lease_expired", self._ctx, reason=reason, actor=actor)
-
-    def lease_valid(self) -> bool:
-        return self._lease_ns is None or self._clock.monotonic_ns() < self._lease_deadline
 
     def halt(
         self,
@@ -690,7 +681,7 @@ class Guard:
         self._on_halt = on_halt
 
     def _auto_halt(self, scope: Scope, key: str, reason: str, code: RejectReason) -> Decision:
-        """A halt the Guard decides itself; latched once per source, and told to `on_halt`."""
+        """A halt the Guard decides itself; latched once per source, and told to the halt listener."""
         existing = self._sources.get((scope, key), {}).get(code)
         if existing is None:
             self.halt(scope, key, reason, actor=f"guard:{code.value}", code=code)

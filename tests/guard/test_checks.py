@@ -76,8 +76,7 @@ def test_cancels_pass_in_every_state(rig: Mk) -> None:
     assert r.send(id="w1").accepted
     r.guard.halt(Scope.FLEET, "", "kill", actor="ops")
     r.guard.disarm()
-    assert r.guard.check_cancel("w1").accepted
-    r.guard.on_cancel("w1")
+    r.guard.on_cancel("w1")  # halted and unarmed: the cancel still frees the quantity
     assert r.guard.working_qty("IBM") == (0, 0)
 
 
@@ -100,7 +99,6 @@ def test_lease_blocks_when_never_renewed_and_after_expiry(rig: Mk) -> None:
     assert r.send().accepted
     r.clock.advance(1)
     assert reason(r.send()) is R.LEASE_EXPIRED
-    assert not r.guard.lease_valid()
 
 
 def test_expire_lease_blocks_at_once_and_renewal_restores(rig: Mk) -> None:
@@ -458,12 +456,8 @@ def test_order_id_capacity_has_its_own_reason(rig: Mk) -> None:
 def test_halts_are_kept_per_source(rig: Mk) -> None:
     seen: list[tuple[Scope, str, str]] = []
     r = rig(max_loss=1_000.0)
-    g = Guard(
-        r.limits,
-        node="n1",
-        clock=r.clock,
-        on_halt=lambda scope, key, h: seen.append((scope, key, h.code)),
-    )
+    g = Guard(r.limits, node="n1", clock=r.clock)
+    g.listen_for_halts(lambda scope, key, h: seen.append((scope, key, h.code)))
     g.arm()
     g.on_price("IBM", 100.0)
     assert g.check(r.order(id="b", qty=100)).accepted
