@@ -72,6 +72,24 @@ async def connected_plane(urls: list[str], replicas: int = 1) -> NatsControlPlan
     raise AssertionError(f"control plane never came up: {last}")
 
 
+async def admitted_fleet(
+    url: str,
+    tmp_path: Path,
+    n: int,
+    rec: str,
+    procs: list[NodeProcesses],
+    operator_planes: list[NatsControlPlane],
+) -> tuple[NodeProcesses, list[str], NatsControlPlane]:
+    """`n` trading node processes recording under tmp_path/rec, all admitted; an operator plane."""
+    fleet = NodeProcesses([url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / rec)
+    procs.append(fleet)
+    ids = fleet.spawn_many(n)
+    plane = await connected_plane([url])
+    operator_planes.append(plane)
+    await wait_admitted(plane, ids, CLOCK)
+    return fleet, ids, plane
+
+
 @pytest.fixture
 async def operator_planes() -> AsyncIterator[list[NatsControlPlane]]:
     planes: list[NatsControlPlane] = []
@@ -88,14 +106,7 @@ async def test_server_killed_nodes_block_within_lease_and_resume_after_readmissi
     server = EmbeddedNatsServer(tmp_path / "nats")
     url = server.start()
     try:
-        fleet = NodeProcesses(
-            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec"
-        )
-        procs.append(fleet)
-        ids = fleet.spawn_many(3)
-        plane = await connected_plane([url])
-        operator_planes.append(plane)
-        await wait_admitted(plane, ids, CLOCK)
+        fleet, ids, plane = await admitted_fleet(url, tmp_path, 3, "rec", procs, operator_planes)
         await asyncio.sleep(0.5)
         killed_at = time.time_ns()
         server.kill()
@@ -122,14 +133,7 @@ async def test_frozen_node_does_not_trade_on_stale_state(
     operator_planes: list[NatsControlPlane],
 ) -> None:
     url = nats_server.url
-    fleet = NodeProcesses(
-        [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec"
-    )
-    procs.append(fleet)
-    ids = fleet.spawn_many(2)
-    plane = await connected_plane([url])
-    operator_planes.append(plane)
-    await wait_admitted(plane, ids, CLOCK)
+    fleet, _, plane = await admitted_fleet(url, tmp_path, 2, "rec", procs, operator_planes)
     await asyncio.sleep(0.5)
     frozen = fleet.procs["n1"]
     os.kill(frozen.pid, signal.SIGSTOP)
@@ -162,28 +166,15 @@ async def test_kill_restart_everything_still_halted(
     server = EmbeddedNatsServer(tmp_path / "nats")
     url = server.start()
     try:
-        fleet = NodeProcesses(
-            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec"
-        )
-        procs.append(fleet)
-        ids = fleet.spawn_many(2)
-        plane = await connected_plane([url])
-        await wait_admitted(plane, ids, CLOCK)
+        fleet, ids, plane = await admitted_fleet(url, tmp_path, 2, "rec", procs, operator_planes)
         result = await KillSwitch(plane, CLOCK, "test").kill(Scope.FLEET, FLEET_KEY, "persist me")
         assert result.ok
-        await plane.close()
+        await plane.close()  # before the server goes: no reconnect loop to a dead port
         fleet.stop()
         server.stop()
         restarted_at = time.time_ns()
         url = server.start()  # same store, new port
-        fleet2 = NodeProcesses(
-            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "rec2"
-        )
-        procs.append(fleet2)
-        fleet2.spawn_many(2)
-        plane = await connected_plane([url])
-        operator_planes.append(plane)
-        await wait_admitted(plane, ids, CLOCK)
+        fleet2, _, plane = await admitted_fleet(url, tmp_path, 2, "rec2", procs, operator_planes)
         await asyncio.sleep(1.0)
         members = {m.node_id: m for m in await plane.members()}
         assert all(members[n].node_state is TradingState.HALTED for n in ids)

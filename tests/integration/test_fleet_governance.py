@@ -215,23 +215,19 @@ async def test_stale_node_refused_then_redeployed_drift_fences_rollback_refused(
     assert fleet.nodes["n1"].release_admitted and fleet.nodes["n1"].verdict.release_id == "r2"  # type: ignore[union-attr]
 
 
-async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
-    fleet: Fleet, tmp_path: Path
-) -> None:
+async def rollout_fleet(fleet: Fleet, tmp_path: Path) -> tuple[dict[str, NodeFlags], RolloutDriver]:
+    """Every node admitted on the good release, armed, priced, following flags; a driver."""
     good = deploy(tmp_path / "good", NEW_ROUTER)
     assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
     trees = {f"n{i}": deploy(tmp_path / f"n{i}", NEW_ROUTER) for i in range(1, N + 1)}
     await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
     for runtime in fleet.nodes.values():
         runtime.arm("ops")
+        runtime.on_price("AAPL", 100.0)
     flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
     for f in flags.values():
         await f.start()
     ops = await fleet.plane("rollout")
-    plan = RolloutPlan(
-        stages=(Stage("canary", hold_s=30, nodes=1), Stage("fleet", hold_s=0.3, fraction=1.0)),
-        gates=(HealthGate("reject_ratio", max=0.05),),
-    )
     driver = RolloutDriver(
         ops,
         REGISTRY,
@@ -240,6 +236,17 @@ async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
         health=SupervisorConfig(rate_window_s=0.3),
     )
     await driver.start()
+    return flags, driver
+
+
+async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    flags, driver = await rollout_fleet(fleet, tmp_path)
+    plan = RolloutPlan(
+        stages=(Stage("canary", hold_s=30, nodes=1), Stage("fleet", hold_s=0.3, fraction=1.0)),
+        gates=(HealthGate("reject_ratio", max=0.05),),
+    )
     canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
     assert canary.exposed == ("n1",)
     await eventually(lambda: flags["n1"].get(RLP) is not None)
@@ -264,30 +271,12 @@ async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
 async def test_rollout_promotes_on_healthy_evidence_through_to_the_fleet(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    good = deploy(tmp_path / "good", NEW_ROUTER)
-    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
-    trees = {f"n{i}": deploy(tmp_path / f"n{i}", NEW_ROUTER) for i in range(1, N + 1)}
-    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
-    for runtime in fleet.nodes.values():
-        runtime.arm("ops")
-        runtime.on_price("AAPL", 100.0)
-    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
-    for f in flags.values():
-        await f.start()
-    ops = await fleet.plane("rollout")
+    flags, driver = await rollout_fleet(fleet, tmp_path)
     plan = RolloutPlan(
         stages=(Stage("canary", hold_s=0.2, nodes=1), Stage("fleet", hold_s=0.2, fraction=1.0)),
         gates=(HealthGate("reject_ratio", max=0.05),),
         min_orders_per_node=5,
     )
-    driver = RolloutDriver(
-        ops,
-        REGISTRY,
-        fleet.clock,
-        KillSwitch(ops, fleet.clock, "rollout"),
-        health=SupervisorConfig(rate_window_s=0.3),
-    )
-    await driver.start()
     await driver.begin(RLP, plan, actor="alice", approver="bob")
     done = asyncio.Event()
 
