@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
@@ -72,16 +72,6 @@ class Site:
 
     def opts(self) -> list[str | Path]:
         return ["--nats-url", self.url, "--state-dir", self.root / "state"]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    srv = EmbeddedNatsServer(tmp_path / "nats")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

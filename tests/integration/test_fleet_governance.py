@@ -11,7 +11,7 @@ rollout whose canary turns unhealthy puts the flag back off and halts it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -57,16 +57,6 @@ from .fleet_release import (
 
 N = 4
 STALE = "n4"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    srv = EmbeddedNatsServer(tmp_path / "nats")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 class Fleet:
