@@ -681,7 +681,7 @@ class Guard:
         self._on_halt = on_halt
 
     def _auto_halt(self, scope: Scope, key: str, reason: str, code: RejectReason) -> Decision:
-        """A halt the Guard decides itself; latched once per source, and told to the halt listener."""
+        """A halt the Guard decides itself: latched once per source, told to the listener."""
         existing = self._sources.get((scope, key), {}).get(code)
         if existing is None:
             self.halt(scope, key, reason, actor=f"guard:{code.value}", code=code)
