@@ -1,4 +1,4 @@
-"""Injected time (DESIGN principle 2).
+"""Injected time (principle 2 in docs/architecture.md).
 
 Every component takes a `Clock` so that the replay runs the same code on a
 simulated clock that the live system runs on the host clock. Nothing in the
@@ -11,6 +11,12 @@ import time
 from typing import Protocol
 
 NS_PER_S = 1_000_000_000
+MINUTE_NS = 60 * NS_PER_S
+
+
+def to_ns(seconds: float) -> int:
+    """Seconds to integer nanoseconds, rounded (never truncated: `int(1.001e9)` is 1 ns short)."""
+    return round(seconds * NS_PER_S)
 
 
 class Clock(Protocol):

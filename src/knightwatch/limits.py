@@ -24,8 +24,11 @@ from typing import Any
 
 import msgspec
 
+from knightwatch.decision import RejectReason
+from knightwatch.errors import KnightwatchError
 
-class LimitsError(ValueError):
+
+class LimitsError(KnightwatchError, ValueError):
     """All problems found in a limits definition, one `key: rule (got value)` per line."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -218,6 +221,17 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
     @classmethod
+    def off(cls, **on: Any) -> Limits:
+        """Every rule that can be switched off is off, except the keys given.
+
+        For tests, benchmarks and the replay, which measure one rule at a time:
+        `Limits.off(max_order_qty=100)` checks only what it must (fail-closed
+        basics) plus the order size. Never the right choice for a live node.
+        """
+        off: dict[str, Any] = {k: None for k, rule in FLEET_RULES.items() if rule.nullable}
+        return cls(**{**off, **on})
+
+    @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "limits") -> Limits:
         """Build from the TOML layout: `version`, `[fleet]`, `[strategy.X]`, `[symbol.Y]`."""
         problems: list[str] = []
@@ -348,39 +362,143 @@ class Effective:
             "max_child_orders_per_parent", limits.max_child_orders_per_parent
         )
         self.max_position_qty: int | None = pick("max_position_qty", limits.max_position_qty)
-        self.rules = rules_for(limits, self)
+        self.rules = rules_for(limits)
 
 
-def rules_for(limits: Limits, eff: Effective) -> tuple[str, ...]:
-    """Names of the rule groups evaluated for an order, for the flight recorder."""
-    on = {
-        "trading_state": True,
-        "armed": True,
-        "lease": limits.lease_timeout_s is not None,
-        "validity": True,
-        "duplicate_id": True,
-        "symbol_lists": bool(limits.allowed_symbols is not None or limits.restricted_symbols),
-        "order_size": eff.max_order_qty is not None or eff.max_order_notional is not None,
-        "reference_price": limits.require_reference_price or eff.max_price_age_ns is not None,
-        "price_collar": eff.price_collar_pct is not None or eff.price_collar_ticks is not None,
-        "rates": any(
-            v is not None
-            for v in (
-                limits.max_orders_per_s_node,
-                limits.max_orders_per_min_node,
-                eff.max_orders_per_s_strategy,
-                eff.max_orders_per_min_strategy,
-                eff.max_orders_per_s_symbol,
-                eff.max_orders_per_min_symbol,
-            )
+@dataclass(frozen=True, slots=True)
+class RuleGroup:
+    """The facts about one group of the Guard's checks, kept in one place.
+
+    `row` is the group's row in the README's check table (groups sharing a row
+    are listed together there); `keys` are the config keys it reads; `reasons`
+    the reason codes it can produce; `layer` the replay layer that switches it
+    on (None: always on, a fail-closed basic); `on_fill` groups run on
+    executions rather than on orders. The Guard's checks stay inline in
+    `Guard._evaluate`; this table is what everything else derives from:
+    `rules_for` (the flight recorder's list of rules evaluated), `Limits.off`,
+    the replay's layers and the README test.
+    """
+
+    name: str
+    row: int
+    keys: tuple[str, ...] = ()
+    reasons: tuple[RejectReason, ...] = ()
+    layer: str | None = None
+    on_fill: bool = False
+
+    def enabled(self, limits: Limits) -> bool:
+        """On unless every key that can switch it is off (None, False or an empty list).
+
+        Overrides can only change a number, never switch a rule on or off, so the
+        fleet values decide.
+        """
+        switches = [k for k in self.keys if k in SWITCHES]
+        if not switches:
+            return True
+        return any(getattr(limits, k) not in (None, False, frozenset()) for k in switches)
+
+
+_R = RejectReason
+
+RULE_GROUPS: tuple[RuleGroup, ...] = (
+    RuleGroup("trading_state", 4, reasons=(_R.HALTED, _R.REDUCING_ONLY)),
+    RuleGroup("armed", 2, reasons=(_R.NOT_ARMED,)),
+    RuleGroup("lease", 2, ("lease_timeout_s",), (_R.LEASE_EXPIRED,)),
+    RuleGroup("validity", 3, reasons=(_R.INVALID_ORDER,)),
+    RuleGroup("duplicate_id", 5, reasons=(_R.DUPLICATE_ORDER_ID,)),
+    RuleGroup(
+        "symbol_lists",
+        5,
+        ("allowed_symbols", "restricted_symbols"),
+        (_R.SYMBOL_NOT_ALLOWED, _R.SYMBOL_RESTRICTED),
+    ),
+    RuleGroup(
+        "order_size",
+        6,
+        ("max_order_qty", "max_order_notional"),
+        (_R.MAX_ORDER_QTY, _R.MAX_ORDER_NOTIONAL),
+        layer="order_size",
+    ),
+    RuleGroup(
+        "reference_price",
+        7,
+        ("require_reference_price", "max_price_age_s"),
+        (_R.NO_REFERENCE_PRICE, _R.STALE_REFERENCE_PRICE),
+    ),
+    RuleGroup(
+        "price_collar",
+        7,
+        ("price_collar_pct", "price_collar_ticks", "tick_size"),
+        (_R.PRICE_COLLAR,),
+        layer="order_size",
+    ),
+    RuleGroup(
+        "rates",
+        9,
+        (
+            "max_orders_per_s_node",
+            "max_orders_per_min_node",
+            "max_orders_per_s_strategy",
+            "max_orders_per_min_strategy",
+            "max_orders_per_s_symbol",
+            "max_orders_per_min_symbol",
         ),
-        "execution_throttle": eff.max_executions_per_window is not None,
-        "parent": True,
-        "position": eff.max_position_qty is not None,
-        "exposure": limits.max_gross_exposure is not None or limits.max_net_exposure is not None,
-        "turnover": limits.max_turnover_per_min is not None,
-        "cancel_fill_ratio": limits.max_cancel_to_fill_ratio is not None,
-        "loss": limits.max_loss is not None,
-        "audit": True,
-    }
-    return tuple(name for name, enabled in on.items() if enabled)
+        (_R.RATE_NODE, _R.RATE_STRATEGY, _R.RATE_SYMBOL),
+        layer="rates",
+    ),
+    RuleGroup(
+        "execution_throttle",
+        13,
+        ("max_executions_per_window", "execution_window_s"),
+        (_R.EXECUTION_THROTTLE,),
+        layer="execution_throttle",
+        on_fill=True,
+    ),
+    RuleGroup(
+        "parent",
+        8,
+        ("max_child_orders_per_parent", "require_registered_parent"),
+        (_R.UNKNOWN_PARENT, _R.MAX_CHILD_ORDERS, _R.PARENT_QTY_EXCEEDED),
+        layer="parent_reconciliation",
+    ),
+    RuleGroup("position", 10, ("max_position_qty",), (_R.MAX_POSITION,), layer="exposure"),
+    RuleGroup(
+        "exposure",
+        10,
+        ("max_gross_exposure", "max_net_exposure"),
+        (_R.MAX_GROSS_EXPOSURE, _R.MAX_NET_EXPOSURE),
+        layer="exposure",
+    ),
+    RuleGroup("turnover", 11, ("max_turnover_per_min",), (_R.MAX_TURNOVER,), layer="exposure"),
+    RuleGroup(
+        "cancel_fill_ratio",
+        11,
+        ("max_cancel_to_fill_ratio", "cancel_ratio_min_cancels"),
+        (_R.CANCEL_FILL_RATIO,),
+    ),
+    RuleGroup("loss", 13, ("max_loss",), (_R.LOSS_LIMIT,), layer="loss_limit", on_fill=True),
+    RuleGroup("fill_mismatch", 13, reasons=(_R.FILL_MISMATCH,), on_fill=True),
+    RuleGroup("order_id_capacity", 12, ("max_tracked_order_ids",), (_R.ORDER_ID_CAPACITY,)),
+    RuleGroup("audit", 1, reasons=(_R.AUDIT_UNAVAILABLE,)),
+)
+"""Every group of the Guard's rules, in the order the flight recorder lists them."""
+
+SWITCHES = frozenset(
+    k for k, rule in FLEET_RULES.items() if rule.nullable or rule.kind in ("bool", "symbols")
+) - {"require_registered_parent"}
+"""Keys that switch a group off when None, false or empty (the rest are parameters)."""
+
+_RECORDED = tuple(g for g in RULE_GROUPS if g.name not in ("fill_mismatch", "order_id_capacity"))
+
+
+def layer_keys(layer: str) -> tuple[str, ...]:
+    """The config keys a replay layer switches on: every key of its rule groups."""
+    keys = [k for g in RULE_GROUPS if g.layer == layer for k in g.keys]
+    if not keys:
+        raise KeyError(f"no rule group belongs to layer {layer!r}")
+    return tuple(dict.fromkeys(keys))
+
+
+def rules_for(limits: Limits) -> tuple[str, ...]:
+    """Names of the rule groups evaluated for an order, for the flight recorder."""
+    return tuple(g.name for g in _RECORDED if g.enabled(limits))

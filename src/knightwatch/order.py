@@ -14,6 +14,8 @@ from enum import StrEnum
 
 import msgspec
 
+from knightwatch.errors import KnightwatchError
+
 MAX_ID_LEN = 64
 MAX_SYMBOL_LEN = 16
 
@@ -23,7 +25,7 @@ class Side(StrEnum):
     SELL = "sell"
 
 
-class InvalidOrder(ValueError):
+class InvalidOrder(KnightwatchError, ValueError):
     """An order or fill that cannot exist; the message names the field and the rule."""
 
     def __init__(self, field: str, rule: str, value: object) -> None:

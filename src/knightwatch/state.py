@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-from knightwatch.decision import Decision, RejectReason
-
 
 class Scope(StrEnum):
     FLEET = "fleet"
@@ -25,26 +23,14 @@ class TradingState(IntEnum):
     HALTED = 2
 
 
+FLEET_KEY = "fleet"
+"""The key of the one fleet-wide slot: a fleet halt has no name of its own."""
+
+
 def pair_key(strategy: str, symbol: str) -> str:
     return f"{strategy}/{symbol}"
 
 
-class Halt:
-    """Why a scope is not ACTIVE: kept so a blocked order can say who halted it and why."""
-
-    __slots__ = ("actor", "code", "decision", "reason", "state", "ts_ns")
-
-    def __init__(
-        self, state: TradingState, code: RejectReason, reason: str, actor: str, ts_ns: int
-    ) -> None:
-        self.state = state
-        self.code = code
-        self.reason = reason
-        self.actor = actor
-        self.ts_ns = ts_ns
-        # built once: a halted fleet may be asked about millions of orders
-        self.decision = Decision(
-            False,
-            code if state is TradingState.HALTED else RejectReason.REDUCING_ONLY,
-            f"{state.name}: {reason} (by {actor})",
-        )
+def scope_key(scope: Scope, key: str) -> str:
+    """The key a halt of `scope` is stored under: the fleet has one slot whatever key is given."""
+    return FLEET_KEY if scope is Scope.FLEET else key

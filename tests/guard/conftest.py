@@ -12,33 +12,11 @@ from knightwatch.order import Order, Side
 
 T0 = 1_000_000_000_000
 
-# Every rule off except what a test turns on, so each test sees exactly one rule.
-OFF: dict[str, Any] = dict(
-    max_order_qty=None,
-    max_order_notional=None,
-    max_price_age_s=None,
-    price_collar_pct=None,
-    max_orders_per_s_node=None,
-    max_orders_per_min_node=None,
-    max_orders_per_s_strategy=None,
-    max_orders_per_min_strategy=None,
-    max_orders_per_s_symbol=None,
-    max_orders_per_min_symbol=None,
-    max_executions_per_window=None,
-    max_child_orders_per_parent=None,
-    max_position_qty=None,
-    max_gross_exposure=None,
-    max_net_exposure=None,
-    max_turnover_per_min=None,
-    max_cancel_to_fill_ratio=None,
-    max_loss=None,
-)
-
 
 class Rig:
     def __init__(self, **limits: Any) -> None:
         self.clock = SimClock(T0)
-        self.limits = Limits(**{**OFF, **limits})
+        self.limits = Limits.off(**limits)  # each test sees exactly the rules it turns on
         self.guard = Guard(self.limits, node="n1", clock=self.clock)
         self.guard.arm("test")
         self.guard.on_price("IBM", 100.0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from knightwatch.errors import KnightwatchError
 
-class AuditError(Exception):
+
+class AuditError(KnightwatchError):
     """Base for every flight-recorder failure."""
 
 

@@ -36,6 +36,7 @@ from knightwatch.control.messages import FLEET_KEY, NodeMetrics
 from knightwatch.control.node import NodeRuntime
 from knightwatch.control.supervisor import NodeHealth, Rule, Supervisor
 from knightwatch.decision import RejectReason
+from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ SNAPSHOT_TIMEOUT_S = 2.0
 T = TypeVar("T")
 
 
-class ExpositionError(RuntimeError):
+class ExpositionError(KnightwatchError, RuntimeError):
     """The metrics endpoint cannot be served or a scrape cannot be answered; names why."""
 
 

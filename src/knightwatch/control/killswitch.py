@@ -24,6 +24,7 @@ import msgspec
 from knightwatch.clock import Clock
 from knightwatch.control.messages import FLEET_KEY, Confirmation, NodeStatus, StateEntry
 from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable, RevisionConflict
+from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
 
 
-class KillSwitchError(RuntimeError):
+class KillSwitchError(KnightwatchError, RuntimeError):
     """A kill-switch command that cannot be carried out as asked; says why."""
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import msgspec
 
+from knightwatch.errors import KnightwatchError
+
 DEFAULT_LEASE_TIMEOUT_S = 0.75
 DEFAULT_HEARTBEAT_S = 0.15
 
 
-class LeaseError(ValueError):
+class LeaseError(KnightwatchError, ValueError):
     """Lease settings that cannot keep a node safe; names the field and the rule."""
 
 

@@ -28,6 +28,7 @@ from knightwatch.control.verdict import (
     TARGET_REPLY_DECODER,
     TargetRequest,
 )
+from knightwatch.errors import KnightwatchError
 from knightwatch.release.admission import RegistrySchema
 from knightwatch.release.contents import contents_from_directory
 from knightwatch.release.dsse import Envelope, encode_envelope
@@ -52,7 +53,7 @@ def policy_toml(trust: TrustPolicy) -> str:
     return "\n".join(lines) + "\n"
 
 
-class LocalReleaseError(ValueError):
+class LocalReleaseError(KnightwatchError, ValueError):
     """The release for the local fleet cannot be built; the message names the input."""
 
 

@@ -12,6 +12,7 @@ import re
 import msgspec
 
 from knightwatch.decision import RejectReason
+from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
 
 GUARD_ACTOR = "guard:"
@@ -125,7 +126,7 @@ class AuditEnvelope(msgspec.Struct, frozen=True):
     record: bytes
 
 
-class StateKeyError(ValueError):
+class StateKeyError(KnightwatchError, ValueError):
     """A scope key that cannot be stored; names the rule."""
 
 

@@ -49,10 +49,11 @@ from knightwatch.control.protocol import (
 from knightwatch.control.shipping import ShippingSink
 from knightwatch.control.verdict import TARGET_KEY, Verdict
 from knightwatch.decision import Decision, RejectReason
-from knightwatch.guard import Guard
+from knightwatch.errors import KnightwatchError
+from knightwatch.guard import Guard, Halt
 from knightwatch.order import Fill, Order
 from knightwatch.release.errors import ReleaseInputError
-from knightwatch.state import Halt, Scope, TradingState
+from knightwatch.state import Scope, TradingState
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ _SEEN_COMMANDS = 4096
 _AUTO_RETRY_S = 0.2
 
 
-class NodeError(RuntimeError):
+class NodeError(KnightwatchError, RuntimeError):
     """The runtime cannot host this Guard or arm it; the message says why."""
 
 

@@ -33,6 +33,7 @@ from knightwatch.control.node import NodeRuntime
 from knightwatch.control.protocol import ControlPlaneUnavailable
 from knightwatch.control.server import EmbeddedNatsServer
 from knightwatch.control.shipping import ShippingSink
+from knightwatch.errors import KnightwatchError
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 URL_FILE = "nats.url"
 
 
-class FleetError(RuntimeError):
+class FleetError(KnightwatchError, RuntimeError):
     """A fleet operation that cannot proceed; the message names what to fix."""
 
 

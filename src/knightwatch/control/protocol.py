@@ -28,6 +28,7 @@ from knightwatch.control.messages import (
     NodeStatus,
     StateEntry,
 )
+from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope
 
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -71,14 +72,14 @@ class Record(msgspec.Struct, frozen=True):
     revision: int
 
 
-class ControlPlaneUnavailable(RuntimeError):
+class ControlPlaneUnavailable(KnightwatchError, RuntimeError):
     """The control plane could not be reached or did not answer in time.
 
     Callers treat this as "uncertain", which in knightwatch means blocked.
     """
 
 
-class RevisionConflict(RuntimeError):
+class RevisionConflict(KnightwatchError, RuntimeError):
     """A compare-and-swap lost: somebody changed the entry since it was read."""
 
     def __init__(self, slot: str, expected: int) -> None:

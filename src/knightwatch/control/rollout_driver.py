@@ -25,6 +25,7 @@ from knightwatch.control.killswitch import KillSwitch
 from knightwatch.control.messages import NodeMetrics, NodeStatus
 from knightwatch.control.protocol import Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.supervisor import NodeHealth, Supervisor, SupervisorConfig, gate_metrics
+from knightwatch.errors import KnightwatchError
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
@@ -47,7 +48,7 @@ _ENC = msgspec.json.Encoder()
 _ABORT_ATTEMPTS = 10
 
 
-class RolloutError(RuntimeError):
+class RolloutError(KnightwatchError, RuntimeError):
     """A rollout command that cannot proceed; the message says why."""
 
 

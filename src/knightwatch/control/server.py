@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from knightwatch.errors import KnightwatchError
+
 _START_TIMEOUT_S = 10.0
 
 
-class ServerError(RuntimeError):
+class ServerError(KnightwatchError, RuntimeError):
     """nats-server could not be found or started; the message says where to look."""
 
 

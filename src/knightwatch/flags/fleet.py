@@ -13,6 +13,8 @@ from typing import Protocol
 
 import msgspec
 
+from knightwatch.errors import KnightwatchError
+
 
 class FleetMember(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A node as the control plane sees it.
@@ -32,7 +34,7 @@ class FleetView(Protocol):
     def members(self) -> Sequence[FleetMember]: ...
 
 
-class FleetViewError(ValueError):
+class FleetViewError(KnightwatchError, ValueError):
     """A fleet view that cannot be judged against; the message names the node."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from knightwatch.errors import KnightwatchError
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity
 from knightwatch.release.admission import RegistrySchema
@@ -24,7 +25,7 @@ REGISTRY_FILENAME = "feature-flags.yaml"
 SCHEMA_VERSION = 1
 
 
-class RegistryError(ValueError):
+class RegistryError(KnightwatchError, ValueError):
     """The registry cannot be used; the message names the key and the rule."""
 
 

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import msgspec
 
+from knightwatch.errors import KnightwatchError
+
 
 class FlagChange(msgspec.Struct, frozen=True):
     flag_id: str
@@ -50,11 +52,11 @@ class FlagState(msgspec.Struct, frozen=True):
         return FlagState(self.flag_id, self.revision, dict(self.node_values), applied)
 
 
-class StateConflict(RuntimeError):
+class StateConflict(KnightwatchError, RuntimeError):
     """Someone else changed the flag between check and commit; re-check and retry."""
 
 
-class StateUnavailable(RuntimeError):
+class StateUnavailable(KnightwatchError, RuntimeError):
     """The state cannot be read; evaluation falls back to safe defaults."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from knightwatch.errors import KnightwatchError
 
-class ReleaseInputError(ValueError):
+
+class ReleaseInputError(KnightwatchError, ValueError):
     """A key, manifest, envelope, policy or flag file that cannot be used.
 
     The message always names the file or field and the rule it broke, because an

@@ -18,8 +18,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from knightwatch.errors import KnightwatchError
 from knightwatch.flags.rollout import Metrics
-from knightwatch.limits import FLEET_RULES, Limits
+from knightwatch.limits import Limits, layer_keys
 from knightwatch.sim.governance import GovernanceMode
 from knightwatch.sim.router import RouterBounds
 
@@ -31,7 +32,7 @@ Action = Callable[["Replay"], None]
 SampleHook = Callable[["Replay", "Metrics"], None]
 
 
-class LayerError(ValueError):
+class LayerError(KnightwatchError, ValueError):
     """An unknown layer name in `--guards`."""
 
 
@@ -81,10 +82,7 @@ class LayerSetup:
     def limits(self) -> Limits:
         """All rule groups off, then the enabled ones on; fail-closed basics stay on."""
         table = self.scenario.limits
-        off: dict[str, Any] = {
-            k: None for k, rule in FLEET_RULES.items() if rule.nullable and k != "lease_timeout_s"
-        }
-        base = {
+        base: dict[str, Any] = {
             "version": f"replay:{self.scenario.name}",
             "require_registered_parent": False,
             "max_price_age_s": table.get("max_price_age_s", Limits().max_price_age_s),
@@ -92,7 +90,7 @@ class LayerSetup:
         for key in ("require_reference_price", "tick_size", "max_tracked_order_ids"):
             if key in table:
                 base[key] = table[key]
-        return Limits(**{**off, **base, **self.limit_keys})
+        return Limits.off(**{**base, **self.limit_keys})
 
 
 class Layer(ABC):
@@ -123,7 +121,7 @@ class ParentReconciliationLayer(GuardRuleLayer):
 
     def configure(self, setup: LayerSetup) -> None:
         setup.turn_on(self.keys)
-        setup.limit_keys["require_registered_parent"] = True
+        setup.limit_keys["require_registered_parent"] = True  # whatever the scenario table says
         setup.register_parents = True
 
 
@@ -243,36 +241,19 @@ for _layer in (
     ParentReconciliationLayer(
         "parent_reconciliation",
         "parent/child reconciliation (children never exceed the parent)",
-        ("max_child_orders_per_parent",),
+        layer_keys("parent_reconciliation"),
     ),
     GuardRuleLayer(
-        "execution_throttle",
-        "repeated-execution throttle",
-        ("max_executions_per_window", "execution_window_s"),
+        "execution_throttle", "repeated-execution throttle", layer_keys("execution_throttle")
     ),
-    GuardRuleLayer(
-        "rates",
-        "order-rate limits (node, strategy, symbol)",
-        (
-            "max_orders_per_s_node",
-            "max_orders_per_min_node",
-            "max_orders_per_s_strategy",
-            "max_orders_per_min_strategy",
-            "max_orders_per_s_symbol",
-            "max_orders_per_min_symbol",
-        ),
-    ),
+    GuardRuleLayer("rates", "order-rate limits (node, strategy, symbol)", layer_keys("rates")),
     GuardRuleLayer(
         "exposure",
         "position and exposure limits (incl. working orders)",
-        ("max_position_qty", "max_gross_exposure", "max_net_exposure", "max_turnover_per_min"),
+        layer_keys("exposure"),
     ),
-    GuardRuleLayer("loss_limit", "loss limit", ("max_loss",)),
-    GuardRuleLayer(
-        "order_size",
-        "order size and price collar",
-        ("max_order_qty", "max_order_notional", "price_collar_pct", "price_collar_ticks"),
-    ),
+    GuardRuleLayer("loss_limit", "loss limit", layer_keys("loss_limit")),
+    GuardRuleLayer("order_size", "order size and price collar", layer_keys("order_size")),
     RouterBoundsLayer(),
     KillSwitchLayer(),
     SupervisorLayer(),

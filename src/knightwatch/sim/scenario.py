@@ -20,6 +20,7 @@ import msgspec
 from knightwatch.clock import NS_PER_S
 from knightwatch.control.lease import LeaseError, LeasePolicy
 from knightwatch.control.supervisor import SupervisorConfig
+from knightwatch.errors import KnightwatchError
 from knightwatch.flags.definition import NAMESPACED_ID
 from knightwatch.flags.rollout import RolloutPlan
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
@@ -32,7 +33,7 @@ from knightwatch.sim.venue import MarketParams
 BUILTIN = ("knight-2012",)
 
 
-class ScenarioError(ValueError):
+class ScenarioError(KnightwatchError, ValueError):
     """Every problem found in a scenario file, one `key: rule` per line."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

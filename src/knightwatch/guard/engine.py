@@ -18,17 +18,18 @@ from collections import deque
 from collections.abc import Callable
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
-from knightwatch.clock import Clock, SystemClock
+from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
+from knightwatch.guard.halts import Halt, HaltLatches
+from knightwatch.guard.ledger import Ledger, Parent, SymbolBook, Working
+from knightwatch.guard.rates import Window, windows
 from knightwatch.limits import Effective, Limits
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN, Fill, Order, Side, order_problem
-from knightwatch.positions import SymbolBook
-from knightwatch.state import Halt, Scope, TradingState, pair_key
-from knightwatch.window import MINUTE_NS, NS, Window, windows
-from knightwatch.working import Parent, Working
+from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key, scope_key
 
 log = logging.getLogger("knightwatch.guard")
 
+# module-level aliases: the hot path reads locals and globals, not enum attributes
 R = RejectReason
 _BUY = Side.BUY
 _ACTIVE = TradingState.ACTIVE
@@ -103,6 +104,25 @@ _AUDIT_DOWN = Decision(
 
 
 class Guard:
+    """The pre-trade check for one order-emitting process.
+
+    Parameters
+    ----------
+    limits:
+        The numbers to enforce (`Limits()` is safe: every rule on).
+    node:
+        This process's node id, used for node-scoped halts and records.
+    clock:
+        Time source (`SystemClock` live, `SimClock` in replays and tests).
+    recorder:
+        The flight recorder every decision is written to; without one the Guard
+        keeps `DEFAULT_MEMORY_RECORDS` in memory and then blocks (fail closed).
+
+    State is delegated: the ledger (`guard/ledger.py`) counts positions,
+    working orders, parents and totals; the halt latches (`guard/halts.py`)
+    hold why each scope is halted. The checks stay inline in `_evaluate`.
+    """
+
     def __init__(
         self,
         limits: Limits | None = None,
@@ -122,20 +142,16 @@ class Guard:
         self._ctx = AuditContext(node=node, limits_version=self.limits.version)
         self._armed = False
         lease = self.limits.lease_timeout_s
-        self._lease_ns: int | None = None if lease is None else int(lease * NS)
+        self._lease_ns: int | None = None if lease is None else to_ns(lease)
         self._lease_deadline = 0
         self._lease_why = _LEASE_NEVER
-        # the worst halt per scope (what the hot path reads) and every source behind it
-        self._states: dict[tuple[Scope, str], Halt] = {}
-        self._sources: dict[tuple[Scope, str], dict[RejectReason, Halt]] = {}
+        self._halts = HaltLatches()
         self._on_halt: Callable[[Scope, str, Halt], None] | None = None
         self._unrecorded = 0
         self._unrecorded_ids: tuple[str, str] = ("", "")
         self._seen: set[str] = set()
         self._lanes: dict[tuple[str, str], Lane] = {}
-        self._books: dict[str, SymbolBook] = {}
-        self._working: dict[str, Working] = {}
-        self._parents: dict[str, Parent] = {}
+        self._ledger = Ledger()
         self._node_windows = windows(
             self.limits.max_orders_per_s_node,
             self.limits.max_orders_per_min_node,
@@ -148,13 +164,6 @@ class Guard:
         self._executions: dict[tuple[str, str, Side], deque[int]] = {}
         self._turnover: deque[tuple[int, float]] = deque()
         self._turnover_sum = 0.0
-        self._gross = 0.0
-        self._net_long = 0.0
-        self._net_short = 0.0
-        self._realized = 0.0
-        self._unrealized = 0.0
-        self._fills = 0
-        self._cancels = 0
         self.accepted = 0
         self.blocked: dict[RejectReason, int] = {}
 
@@ -182,11 +191,15 @@ class Guard:
         return d
 
     def _evaluate(self, o: Order) -> tuple[Decision, Effective | None]:
+        # The rows of the README's check table, in order. Row 1 (audit can record) is
+        # in `check`; every block returns here, so `check` is the one funnel.
+        # -- 2. armed, lease
         if not self._armed:
             return _NOT_ARMED, None
         now = self._clock.monotonic_ns()
         if self._lease_ns is not None and now >= self._lease_deadline:
             return self._lease_why, None
+        # -- 3. order validity
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
         if not _looks_valid(o):
@@ -200,10 +213,13 @@ class Guard:
             lane = self._lane(strategy, symbol)
         eff = lane.eff
         book = lane.book
-        if self._states:
-            halt = self._state_of(lane)
+        # -- 4. trading state per scope
+        halts = self._halts
+        if halts.states:
+            halt = halts.worst(lane.scopes)
             if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
                 return halt.decision, eff
+        # -- 5. duplicate id, allow-list, restricted list
         if o.id in self._seen:
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
         lim = self.limits
@@ -211,6 +227,7 @@ class Guard:
             return _blocked(R.SYMBOL_NOT_ALLOWED, f"symbol {symbol} not in allowed_symbols"), eff
         if symbol in lim.restricted_symbols:
             return _blocked(R.SYMBOL_RESTRICTED, f"symbol {symbol} is on the restricted list"), eff
+        # -- 6. quantity and notional
         if eff.max_order_qty is not None and qty > eff.max_order_qty:
             return _blocked(
                 R.MAX_ORDER_QTY,
@@ -225,7 +242,7 @@ class Guard:
                 why = f"no reference price for {symbol}"
                 code = R.NO_REFERENCE_PRICE
             else:
-                age = (now - book.ref_ns) / NS
+                age = (now - book.ref_ns) / NS_PER_S
                 why = f"reference price for {symbol} is {age:.3f}s old > max_price_age_s"
                 code = R.STALE_REFERENCE_PRICE
             if lim.require_reference_price or price is None:
@@ -237,6 +254,7 @@ class Guard:
                 R.MAX_ORDER_NOTIONAL,
                 f"notional {value:,.2f} > max_order_notional {eff.max_order_notional:,.2f}",
             ), eff
+        # -- 7. price collar (the reference's age was checked with it above)
         if price is not None:
             dev = abs(price - ref)
             pct = eff.price_collar_pct
@@ -253,10 +271,12 @@ class Guard:
                     f"> collar {ticks} ticks",
                 ), eff
 
+        # -- 8. parent reconciliation
+        led = self._ledger
         parent = None
         pid = o.parent_id
         if pid is not None:
-            parent = self._parents.get(pid)
+            parent = led.parents.get(pid)
             if parent is None:
                 if lim.require_registered_parent:
                     return _blocked(R.UNKNOWN_PARENT, f"parent {pid!r} is not registered"), eff
@@ -275,11 +295,13 @@ class Guard:
                         f"qty {parent.qty}",
                     ), eff
 
+        # -- 9. message rates
         for w in lane.windows:
             ev = w.events
             if len(ev) == w.limit and now - ev[0] < w.span_ns:
                 return _blocked(w.reason, w.detail()), eff
 
+        # -- 10. position, gross and net exposure, counting working orders
         is_buy = side is _BUY
         long_q, short_q = book.worst(is_buy, qty)
         mp = eff.max_position_qty
@@ -293,7 +315,7 @@ class Guard:
         mark = book.mark if book.mark is not None else ref
         new_gross = max(abs(long_q), abs(short_q)) * mark
         if lim.max_gross_exposure is not None:
-            gross = self._gross - book.gross_c + new_gross
+            gross = led.gross - book.gross_c + new_gross
             if gross > lim.max_gross_exposure:
                 return _blocked(
                     R.MAX_GROSS_EXPOSURE,
@@ -302,15 +324,16 @@ class Guard:
                 ), eff
         if lim.max_net_exposure is not None:
             if is_buy:
-                net = self._net_long - book.long_c + long_q * mark
+                net = led.net_long - book.long_c + long_q * mark
             else:
-                net = -(self._net_short - book.short_c + short_q * mark)
+                net = -(led.net_short - book.short_c + short_q * mark)
             if net > lim.max_net_exposure:
                 return _blocked(
                     R.MAX_NET_EXPOSURE,
                     f"net {'long' if is_buy else 'short'} exposure with working orders "
                     f"{net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
                 ), eff
+        # -- 11. turnover, cancel-to-fill ratio
         mt = lim.max_turnover_per_min
         if mt is not None:
             tq = self._turnover
@@ -326,16 +349,14 @@ class Guard:
         mr = lim.max_cancel_to_fill_ratio
         if (
             mr is not None
-            and self._cancels >= lim.cancel_ratio_min_cancels
-            and self._cancels > mr * max(self._fills, 1)
+            and led.cancels >= lim.cancel_ratio_min_cancels
+            and led.cancels > mr * max(led.fills, 1)
         ):
-            why = (
-                f"{self._cancels} cancels to {self._fills} fills > max_cancel_to_fill_ratio {mr:g}"
-            )
-            self._cancels = self._fills = 0  # the halt now carries the breach; resume starts afresh
+            why = f"{led.cancels} cancels to {led.fills} fills > max_cancel_to_fill_ratio {mr:g}"
+            led.cancels = led.fills = 0  # the halt now carries the breach; resume starts afresh
             return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO), eff
 
-        # accepted: from here on the order is working
+        # -- 12. order-id capacity; then accepted: from here on the order is working
         if len(self._seen) >= lim.max_tracked_order_ids:
             return _blocked(
                 R.ORDER_ID_CAPACITY,
@@ -343,7 +364,7 @@ class Guard:
                 "duplicate detection would be blind",
             ), eff
         self._seen.add(o.id)
-        self._working[o.id] = Working(o)
+        led.working[o.id] = Working(o)
         if parent is not None:
             parent.children += 1
             parent.committed += qty
@@ -360,18 +381,17 @@ class Guard:
             book.wsell += qty
         # the book's new contributions are the worst-case figures computed above
         # (position and unrealized P&L are unchanged by a new working order)
+        # (inlined rather than `led.refresh(book)`: the figures are already at hand)
         long_c, short_c = long_q * mark, short_q * mark
-        self._gross += new_gross - book.gross_c
-        self._net_long += long_c - book.long_c
-        self._net_short += short_c - book.short_c
+        led.gross += new_gross - book.gross_c
+        led.net_long += long_c - book.long_c
+        led.net_short += short_c - book.short_c
         book.gross_c, book.long_c, book.short_c = new_gross, long_c, short_c
         return ACCEPTED, eff
 
     def _lane(self, strategy: str, symbol: str) -> Lane:
         eff = Effective(self.limits, strategy, symbol)
-        book = self._books.get(symbol)
-        if book is None:
-            book = self._books[symbol] = SymbolBook()
+        book = self._ledger.book(symbol)
         sw = self._strategy_windows.get(strategy)
         if sw is None:
             sw = self._strategy_windows[strategy] = windows(
@@ -391,7 +411,7 @@ class Guard:
                 symbol,
             )
         scopes = (
-            (Scope.FLEET, "fleet"),
+            (Scope.FLEET, FLEET_KEY),
             (Scope.NODE, self.node),
             (Scope.STRATEGY, strategy),
             (Scope.SYMBOL, symbol),
@@ -400,15 +420,6 @@ class Guard:
         lane = Lane(eff, book, self._node_windows + sw + yw, scopes)
         self._lanes[(strategy, symbol)] = lane
         return lane
-
-    def _state_of(self, lane: Lane) -> Halt | None:
-        states = self._states
-        worst: Halt | None = None
-        for key in lane.scopes:
-            h = states.get(key)
-            if h is not None and (worst is None or h.state > worst.state):
-                worst = h
-        return worst
 
     def _block(self, o: object, d: Decision) -> None:
         self.blocked[d.reason] = self.blocked.get(d.reason, 0) + 1
@@ -433,34 +444,8 @@ class Guard:
 
     def on_fill(self, fill: Fill) -> None:
         """Apply an execution: position, P&L, parent bookkeeping, throttle, loss stop."""
-        book = self._books.get(fill.symbol)
-        if book is None:
-            book = self._books[fill.symbol] = SymbolBook()
-        w = self._working.get(fill.order_id)
-        strategy = "?"
-        mismatch = ""
-        if w is not None:
-            strategy = w.strategy
-            took = min(fill.qty, w.remaining)
-            w.remaining -= took
-            wbook = self._books[w.symbol]
-            if w.side is _BUY:
-                wbook.wbuy -= took
-            else:
-                wbook.wsell -= took
-            if w.remaining == 0:
-                del self._working[fill.order_id]
-            if wbook is not book:
-                self._refresh(wbook)
-            if w.symbol != fill.symbol or w.side is not fill.side:
-                mismatch = (
-                    f"fill for order {fill.order_id} reports {fill.side.value} {fill.symbol}; "
-                    f"the order was {w.side.value} {w.symbol}"
-                )
-        realized = book.fill(fill.side is _BUY, fill.qty, fill.price)
-        self._realized += realized
-        self._fills += 1
-        self._refresh(book)
+        w, mismatch = self._ledger.fill(fill)
+        strategy = "?" if w is None else w.strategy
         self._recorder.record_event(
             "fill",
             self._ctx,
@@ -496,24 +481,14 @@ class Guard:
                 Scope.STRATEGY_SYMBOL,
                 pair_key(strategy, symbol),
                 f"{len(ex)} {side.value} executions in {symbol} within "
-                f"{eff.exec_window_ns / NS:g}s > max_executions_per_window "
+                f"{eff.exec_window_ns / NS_PER_S:g}s > max_executions_per_window "
                 f"{eff.max_executions_per_window}",
                 R.EXECUTION_THROTTLE,
             )
 
     def on_cancel(self, order_id: str) -> None:
         """A cancel confirmed: free the working quantity. Never refused, in any state."""
-        w = self._working.pop(order_id, None)
-        if w is not None:
-            self._cancels += 1
-            book = self._books[w.symbol]
-            if w.side is _BUY:
-                book.wbuy -= w.remaining
-            else:
-                book.wsell -= w.remaining
-            if w.parent_id is not None and (p := self._parents.get(w.parent_id)) is not None:
-                p.committed -= w.remaining
-            self._refresh(book)
+        w = self._ledger.cancel(order_id)
         self._recorder.record_event(
             "cancel",
             self._ctx,
@@ -527,36 +502,23 @@ class Guard:
         if not (price > 0 and price != float("inf")):
             log.warning("BAD_PRICE node=%s symbol=%s price=%r ignored", self.node, symbol, price)
             return
-        book = self._books.get(symbol)
-        if book is None:
-            book = self._books[symbol] = SymbolBook()
-        book.ref = book.mark = price
-        book.ref_ns = self._clock.monotonic_ns()
-        self._refresh(book)
+        book = self._ledger.price(symbol, price, self._clock.monotonic_ns())
         self._recorder.ready()  # a quiet order path still gets its records flushed on time
         if book.pos:
             self._check_loss()
-
-    def _refresh(self, book: SymbolBook) -> None:
-        """Swap this symbol's old contribution to the fleet totals for its new one."""
-        g, lc, sc, u = book.contributions()
-        self._gross += g - book.gross_c
-        self._net_long += lc - book.long_c
-        self._net_short += sc - book.short_c
-        self._unrealized += u - book.unreal_c
-        book.gross_c, book.long_c, book.short_c, book.unreal_c = g, lc, sc, u
 
     def _check_loss(self) -> None:
         ml = self.limits.max_loss
         if ml is None:
             return
-        pnl = self._realized + self._unrealized
+        led = self._ledger
+        pnl = led.realized + led.unrealized
         if -pnl > ml:
             self._auto_halt(
                 Scope.NODE,
                 self.node,
-                f"loss {-pnl:,.2f} > max_loss {ml:,.2f} (realized {self._realized:,.2f}, "
-                f"unrealized {self._unrealized:,.2f})",
+                f"loss {-pnl:,.2f} > max_loss {ml:,.2f} (realized {led.realized:,.2f}, "
+                f"unrealized {led.unrealized:,.2f})",
                 R.LOSS_LIMIT,
             )
 
@@ -595,7 +557,7 @@ class Guard:
 
     def halt(
         self,
-        scope: Scope,
+        scope: Scope | str,
         key: str,
         reason: str,
         actor: str,
@@ -603,18 +565,29 @@ class Guard:
         state: TradingState = TradingState.HALTED,
         code: RejectReason = RejectReason.HALTED,
     ) -> None:
-        """Latch a scope HALTED (or REDUCING). Sticky: only `resume` clears it."""
-        if state is _ACTIVE:
-            raise ValueError("halt: state must be HALTED or REDUCING; use resume() for ACTIVE")
-        key = "fleet" if scope is Scope.FLEET else key
-        halt = Halt(state, code, reason, actor, self._clock.time_ns())
-        self._sources.setdefault((scope, key), {})[code] = halt
-        self._settle((scope, key))
+        """Latch a scope HALTED (or REDUCING). Sticky: only `resume` clears it.
+
+        Every argument is checked before anything changes; a bad one raises
+        `ValueError` naming it. The latch is set before the record is written:
+        if recording fails the exception propagates, and the halt still blocks.
+        """
+        sc = _scope_arg("halt", scope)
+        slot = (sc, _key_arg("halt", sc, key))
+        _text_arg("halt", "reason", reason)
+        _text_arg("halt", "actor", actor)
+        if type(state) is not TradingState or state is _ACTIVE:
+            raise ValueError(
+                f"halt: state must be TradingState.HALTED or REDUCING (got {state!r}); "
+                "use resume() for ACTIVE"
+            )
+        if type(code) is not RejectReason:
+            raise ValueError(f"halt: code must be a RejectReason (got {code!r})")
+        self._halts.latch(slot, Halt(state, code, reason, actor, self._clock.time_ns()))
         self._recorder.record_event(
             "halt",
             self._ctx,
-            scope=scope.value,
-            key=key,
+            scope=sc.value,
+            key=slot[1],
             state=state.name,
             code=code.value,
             reason=reason,
@@ -623,8 +596,8 @@ class Guard:
         log.warning(
             "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
             self.node,
-            scope.value,
-            key,
+            sc.value,
+            slot[1],
             state.name,
             code.value,
             actor,
@@ -632,7 +605,13 @@ class Guard:
         )
 
     def resume(
-        self, scope: Scope, key: str, reason: str, actor: str, *, code: RejectReason | None = None
+        self,
+        scope: Scope | str,
+        key: str,
+        reason: str,
+        actor: str,
+        *,
+        code: RejectReason | None = None,
     ) -> bool:
         """Clear a latched scope; returns False if nothing was cleared. Recorded either way.
 
@@ -640,35 +619,30 @@ class Guard:
         stop on the same node are two latches. `code=None` (a person resuming the
         scope) clears them all; a code clears only that source, so resuming a
         control-plane kill never lifts a loss stop as a side effect.
+
+        Every argument is checked first, and the resume is recorded before the latch
+        is lifted: if it cannot be recorded, the exception propagates and the scope
+        stays halted.
         """
-        slot = (scope, "fleet" if scope is Scope.FLEET else key)
-        sources = self._sources.get(slot, {})
-        if code is None:
-            cleared = bool(sources)
-            sources.clear()
-        else:
-            cleared = sources.pop(code, None) is not None
-        self._settle(slot)
+        sc = _scope_arg("resume", scope)
+        slot = (sc, _key_arg("resume", sc, key))
+        _text_arg("resume", "reason", reason)
+        _text_arg("resume", "actor", actor)
+        if code is not None and type(code) is not RejectReason:
+            raise ValueError(f"resume: code must be a RejectReason or None (got {code!r})")
+        cleared = self._halts.clears(slot, code)
         self._recorder.record_event(
             "resume",
             self._ctx,
-            scope=scope.value,
+            scope=sc.value,
             key=slot[1],
             reason=reason,
             actor=actor,
             cleared=cleared,
             code=None if code is None else code.value,
         )
+        self._halts.clear(slot, code)
         return cleared
-
-    def _settle(self, slot: tuple[Scope, str]) -> None:
-        """Keep the hot path's one-halt-per-scope view equal to the worst of its sources."""
-        sources = self._sources.get(slot)
-        if not sources:
-            self._sources.pop(slot, None)
-            self._states.pop(slot, None)
-            return
-        self._states[slot] = max(sources.values(), key=lambda h: h.state)
 
     def listen_for_halts(self, on_halt: Callable[[Scope, str, Halt], None]) -> None:
         """Attach the one listener told of every automatic halt (a node runtime stores them).
@@ -682,10 +656,11 @@ class Guard:
 
     def _auto_halt(self, scope: Scope, key: str, reason: str, code: RejectReason) -> Decision:
         """A halt the Guard decides itself: latched once per source, told to the listener."""
-        existing = self._sources.get((scope, key), {}).get(code)
+        existing = self._halts.source((scope, key), code)
         if existing is None:
             self.halt(scope, key, reason, actor=f"guard:{code.value}", code=code)
-            existing = self._sources[(scope, key)][code]
+            existing = self._halts.source((scope, key), code)
+            assert existing is not None
             if self._on_halt is not None:
                 self._on_halt(scope, key, existing)
         return existing.decision
@@ -704,20 +679,26 @@ class Guard:
         self._unrecorded = 0
         self._unrecorded_ids = ("", "")
 
-    def trading_state(self, scope: Scope, key: str = "fleet") -> TradingState:
-        h = self._states.get((scope, "fleet" if scope is Scope.FLEET else key))
+    def trading_state(self, scope: Scope | str, key: str = FLEET_KEY) -> TradingState:
+        sc = _scope_arg("trading_state", scope)
+        h = self._halts.states.get((sc, scope_key(sc, key)))
         return _ACTIVE if h is None else h.state
 
     def halts(self) -> dict[tuple[Scope, str], Halt]:
-        return dict(self._states)
+        return dict(self._halts.states)
 
     def register_parent(self, parent_id: str, qty: int) -> None:
         """Declare a parent order so its children can never exceed it, whatever the router does."""
+        if type(parent_id) is not str or not parent_id:
+            raise ValueError(
+                f"register_parent: parent_id must be a non-empty string, got {parent_id!r}"
+            )
         if type(qty) is not int or qty <= 0:
             raise ValueError(f"register_parent: qty must be a positive integer, got {qty!r}")
-        if parent_id in self._parents:
+        parents = self._ledger.parents
+        if parent_id in parents:
             raise ValueError(f"register_parent: parent {parent_id!r} is already registered")
-        self._parents[parent_id] = Parent(qty)
+        parents[parent_id] = Parent(qty)
         self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty)
 
     def set_context(
@@ -735,24 +716,54 @@ class Guard:
     # ------------------------------------------------------------------ reads
 
     def position(self, symbol: str) -> int:
-        book = self._books.get(symbol)
+        book = self._ledger.books.get(symbol)
         return 0 if book is None else book.pos
 
     def working_qty(self, symbol: str) -> tuple[int, int]:
-        book = self._books.get(symbol)
+        book = self._ledger.books.get(symbol)
         return (0, 0) if book is None else (book.wbuy, book.wsell)
 
     def pnl(self) -> float:
-        return self._realized + self._unrealized
+        return self._ledger.pnl()
 
     def exposure(self) -> tuple[float, float, float]:
         """(gross, worst net long, worst net short) with working orders, at reference prices."""
-        return self._gross, self._net_long, self._net_short
+        led = self._ledger
+        return led.gross, led.net_long, led.net_short
 
     def parent_committed(self, parent_id: str) -> int:
-        p = self._parents.get(parent_id)
+        p = self._ledger.parents.get(parent_id)
         return 0 if p is None else p.committed
 
     @property
     def recorder(self) -> FlightRecorder:
         return self._recorder
+
+
+def _scope_arg(method: str, scope: object) -> Scope:
+    """A `Scope`, or its string value ("fleet"); anything else names the argument."""
+    if type(scope) is Scope:
+        return scope
+    if type(scope) is str:
+        try:
+            return Scope(scope)
+        except ValueError:
+            pass
+    choices = ", ".join(s.value for s in Scope)
+    raise ValueError(f"{method}: scope must be a Scope or one of {choices} (got {scope!r})")
+
+
+def _key_arg(method: str, scope: Scope, key: object) -> str:
+    """The slot key; only the fleet may go without one (an empty key would block nothing)."""
+    if scope is Scope.FLEET:
+        return FLEET_KEY
+    if type(key) is not str or not key.strip():
+        raise ValueError(
+            f"{method}: key must be a non-empty string for scope {scope.value} (got {key!r})"
+        )
+    return key
+
+
+def _text_arg(method: str, name: str, value: object) -> None:
+    if type(value) is not str:
+        raise ValueError(f"{method}: {name} must be a string (got {type(value).__name__})")

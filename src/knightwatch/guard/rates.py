@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from knightwatch.clock import MINUTE_NS, NS_PER_S
 from knightwatch.decision import RejectReason
-
-NS = 1_000_000_000
-MINUTE_NS = 60 * NS
 
 
 class Window:
@@ -31,7 +29,7 @@ class Window:
         self.events: deque[int] = deque(maxlen=limit)
 
     def detail(self) -> str:
-        unit = "s" if self.span_ns == NS else "min"
+        unit = "s" if self.span_ns == NS_PER_S else "min"
         return (
             f"{self.limit} orders in the last 1{unit} for {self.scope} {self.key} "
             f"= max_orders_per_{unit}_{self.scope}"
@@ -41,9 +39,10 @@ class Window:
 def windows(
     per_s: int | None, per_min: int | None, reason: RejectReason, scope: str, key: str
 ) -> tuple[Window, ...]:
+    """The per-second and per-minute windows that are switched on, for one scope key."""
     out = []
     if per_s is not None:
-        out.append(Window(per_s, NS, reason, scope, key))
+        out.append(Window(per_s, NS_PER_S, reason, scope, key))
     if per_min is not None:
         out.append(Window(per_min, MINUTE_NS, reason, scope, key))
     return tuple(out)

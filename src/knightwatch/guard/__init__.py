@@ -1,0 +1,15 @@
+"""The pre-trade Guard: one engine whose checks run inline, with its state delegated.
+
+- `engine`: `Guard`, the check path (`check` -> `_evaluate`) and the control
+  calls (arm, lease, halt, resume, parents, context);
+- `ledger`: positions, working orders, parents and exposure totals;
+- `halts`: the per-source halt latches the hot path reads;
+- `rates`: exact sliding-window rate limits.
+
+Importing this package loads nothing but `msgspec` from outside the standard library.
+"""
+
+from knightwatch.guard.engine import DEFAULT_MEMORY_RECORDS, Guard
+from knightwatch.guard.halts import Halt
+
+__all__ = ["DEFAULT_MEMORY_RECORDS", "Guard", "Halt"]
