@@ -22,15 +22,15 @@ from pathlib import Path
 import yaml
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.admission_service import AdmissionService
-from knightwatch.control.flagplane import AppliedWaiter, PlaneFlagStore, fleet_snapshot
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.local_release import LocalRelease
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.processes import NodeProcesses, wait_admitted
-from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
+from knightwatch.sim.drill.local_release import LocalRelease
+from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 
 FLAG = "ops.bench.probe"
 REGISTRY = {

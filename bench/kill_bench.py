@@ -28,11 +28,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.messages import FLEET_KEY
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.processes import NodeProcesses, wait_admitted
-from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.plane.wire import FLEET_KEY
+from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 from knightwatch.state import Scope
 
 BLOCK = 25

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.protocol import ControlPlane
-from knightwatch.control.server import EmbeddedNatsServer, LoopbackCluster
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer, LoopbackCluster
 
 
 @pytest.fixture

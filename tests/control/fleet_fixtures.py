@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from knightwatch.clock import Clock
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.protocol import ControlPlane
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Order, Side

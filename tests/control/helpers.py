@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from knightwatch.control.messages import StateEntry
+from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
 
 

@@ -29,7 +29,7 @@ def invoke(*args: str) -> tuple[int, str]:
 def fleet_up(tmp_path: Path) -> Iterator[Path]:
     state = tmp_path / "state"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "knightwatch.cli.fleet", "up", "--nodes", "2", "--flow", "5",
+        [sys.executable, "-m", "knightwatch", "up", "--nodes", "2", "--flow", "5",
          "--state-dir", str(state)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -114,7 +114,7 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
     assert report["time_to_halt_ms"] < 5_000
     assert {"n1", "n2", "n3"} <= set(report["kill_latencies_ms"]) and not report["kill_missing"]
     assert list(report["stale_refused"]) == ["n4"] and report["stale_armed"] == []
-    assert "file_mismatch: knightwatch/control/flow.py" in report["stale_refused"]["n4"]
+    assert "file_mismatch: knightwatch/sim/drill/flow.py" in report["stale_refused"]["n4"]
     assert report["orders_attempted"] > report["orders_escaped"] > 0
     assert time.monotonic() - t0 < 60
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "drill")], capture_output=True)
@@ -122,8 +122,8 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
 
 
 async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
-    from knightwatch.control.natsplane import NatsControlPlane
-    from knightwatch.control.server import EmbeddedNatsServer
+    from knightwatch.control.plane.nats import NatsControlPlane
+    from knightwatch.control.plane.server import EmbeddedNatsServer
     from knightwatch.state import Scope, TradingState
 
     from .helpers import entry

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from knightwatch.control.messages import (
+from knightwatch.control.plane.protocol import ABSENT, ControlPlaneUnavailable, RevisionConflict
+from knightwatch.control.plane.wire import (
     AuditEnvelope,
     Confirmation,
     NodeMetrics,
     NodeStatus,
     StateEntry,
 )
-from knightwatch.control.protocol import ABSENT, ControlPlaneUnavailable, RevisionConflict
 from knightwatch.state import Scope, TradingState
 
 from .conftest import Backend

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knightwatch.control.protocol import (
+from knightwatch.control.plane.protocol import (
     ABSENT,
     Bucket,
     ControlPlaneUnavailable,

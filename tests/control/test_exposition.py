@@ -24,14 +24,14 @@ from knightwatch.control.exposition import (
     serve_node_metrics,
     serve_supervisor_metrics,
 )
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.messages import NodeMetrics
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.processes import NodeProcesses
-from knightwatch.control.server import EmbeddedNatsServer
-from knightwatch.control.supervisor import Rule, Supervisor, SupervisorConfig
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorConfig
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.order import Fill, Side
+from knightwatch.sim.drill.processes import NodeProcesses
 from knightwatch.state import Scope
 
 from .fleet_fixtures import POLICY, OrderIds, make_node

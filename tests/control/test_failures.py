@@ -18,13 +18,13 @@ import pytest
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import DecisionRecord
 from knightwatch.clock import SystemClock
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.messages import FLEET_KEY
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.processes import NodeProcesses, wait_admitted
-from knightwatch.control.protocol import ControlPlaneUnavailable
-from knightwatch.control.server import EmbeddedNatsServer, LoopbackCluster
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.server import EmbeddedNatsServer, LoopbackCluster
+from knightwatch.control.plane.wire import FLEET_KEY
+from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 from knightwatch.state import Scope, TradingState
 
 pytestmark = pytest.mark.timeout(90)

@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.clock import SimClock
-from knightwatch.control.killswitch import KillSwitch, KillSwitchError
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.messages import StateEntry
-from knightwatch.control.node import NodeError, NodeRuntime
+from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
+from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.wire import StateEntry
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 

@@ -10,11 +10,12 @@ import pytest
 
 from knightwatch.cli.fleet import _scope
 from knightwatch.clock import SimClock
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.messages import GUARD_ACTOR
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.processes import FleetError, default_recorder_path
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.connect import FleetError
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.wire import GUARD_ACTOR
+from knightwatch.control.serve import default_recorder_path
 from knightwatch.decision import RejectReason
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState

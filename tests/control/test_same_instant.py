@@ -8,9 +8,9 @@ report it unconfirmed.
 from __future__ import annotations
 
 from knightwatch.clock import SimClock
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.messages import StateEntry
-from knightwatch.control.node import NodeRuntime
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
 
 from .conftest import Backend

@@ -7,10 +7,10 @@ import pytest
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.sink import MemorySink
 from knightwatch.clock import SimClock
-from knightwatch.control.lease import LeaseError, LeasePolicy
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.shipping import ShippingSink
+from knightwatch.control.node.lease import LeaseError, LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.node.shipping import ShippingSink
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from knightwatch.clock import SimClock
-from knightwatch.control.simulated import SimulatedControl
-from knightwatch.control.supervisor import Rule, SupervisorConfig
+from knightwatch.control.fleet.supervisor import Rule, SupervisorConfig
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Order, Side
+from knightwatch.sim.fleet import SimulatedControl
 from knightwatch.state import Scope
 
 from .fleet_fixtures import POLICY

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from knightwatch.clock import SimClock
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.messages import NodeMetrics
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.pager import Pager
-from knightwatch.control.supervisor import Rule, Supervisor, SupervisorConfig
-from knightwatch.control.supervisor_service import SupervisorService
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorConfig
+from knightwatch.control.fleet.supervisor_service import SupervisorService
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 

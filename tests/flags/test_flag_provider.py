@@ -11,9 +11,9 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
 from knightwatch.clock import SimClock
-from knightwatch.control.flagplane import NodeFlags
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.node import NodeRuntime
+from knightwatch.control.node.flags import NodeFlags
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.provider import KnightwatchProvider

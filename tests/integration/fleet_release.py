@@ -6,10 +6,10 @@ from datetime import date
 from pathlib import Path
 
 from knightwatch.clock import Clock
-from knightwatch.control.attestor import Attestor, directory_measure
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.protocol import ControlPlane
+from knightwatch.control.node.attestor import Attestor, directory_measure
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.guard import Guard

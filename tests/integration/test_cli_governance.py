@@ -24,13 +24,13 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 from knightwatch.clock import SystemClock
-from knightwatch.control.flagplane import NodeFlags
-from knightwatch.control.local_release import policy_toml
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.node.flags import NodeFlags
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import SigningKey
+from knightwatch.sim.drill.local_release import policy_toml
 
 from .fleet_release import NEW_ROUTER, OLD_ROUTER, REDEFINED_RLP, REGISTRY, RLP, Signers, deploy
 from .fleet_release import node as make_node
@@ -191,7 +191,7 @@ def test_sigterm_while_waiting_for_admission_leaves_cleanly(
     assert result.exit_code == 0 and key.exists(), result.output
     (tmp_path / "flags.json").write_text("{}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "knightwatch.cli.fleet", "node", "--id", "n1", "--nats-url",
+        [sys.executable, "-m", "knightwatch", "node", "--id", "n1", "--nats-url",
          server.url, "--state-dir", str(tmp_path / "state"), "--artifacts", str(tree / "app"),
          "--config", str(tree / "config.toml"), "--flags", str(tmp_path / "flags.json"),
          "--node-key", str(key)],

@@ -18,16 +18,17 @@ import pytest
 from openfeature import api
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.admission_service import AdmissionService
-from knightwatch.control.flagplane import AppliedWaiter, NodeFlags, PlaneFlagStore, fleet_snapshot
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.node import NodeError, NodeRuntime
-from knightwatch.control.protocol import Bucket
-from knightwatch.control.rollout_driver import RolloutDriver
-from knightwatch.control.server import EmbeddedNatsServer
-from knightwatch.control.supervisor import SupervisorConfig
-from knightwatch.control.verdict import (
+from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.rollout import RolloutDriver
+from knightwatch.control.fleet.supervisor import SupervisorConfig
+from knightwatch.control.node.flags import NodeFlags
+from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,

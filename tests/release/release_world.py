@@ -10,7 +10,8 @@ from collections.abc import Mapping
 
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.flags.definition import definition_hash
-from knightwatch.release.admission import Admitter, RegistrySchema
+from knightwatch.flags.schema import RegistrySchema
+from knightwatch.release.admission import Admitter
 from knightwatch.release.attestation import attest, sign_attestation
 from knightwatch.release.contents import ReleaseContents, contents_from_memory
 from knightwatch.release.dsse import Envelope

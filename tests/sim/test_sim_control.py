@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.control.supervisor import Rule
+from knightwatch.control.fleet.supervisor import Rule
 from knightwatch.decision import RejectReason
 from knightwatch.sim.layers import Layer, LayerSetup, resolve
 from knightwatch.sim.replay import Replay, ReplayResult

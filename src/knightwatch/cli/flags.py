@@ -26,18 +26,13 @@ from rich.table import Table
 
 from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
 from knightwatch.clock import NS_PER_S, SystemClock
-from knightwatch.control.flagplane import (
-    AppliedWaiter,
-    PlaneFlagStore,
-    assemble,
-    changes_of,
-    fleet_snapshot,
-)
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.processes import FleetError, control_plane
-from knightwatch.control.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
-from knightwatch.control.rollout_driver import RolloutDriver, RolloutError
-from knightwatch.control.supervisor import SupervisorConfig
+from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
+from knightwatch.control.fleet.supervisor import SupervisorConfig
+from knightwatch.control.node.flags import assemble, changes_of
+from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.flags.activation import (
     ActivationGate,
     ActivationPolicy,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import inspect
 import logging
 import os
+import typing
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,44 +25,46 @@ from rich.console import Console
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.admission_service import AdmissionService
-from knightwatch.control.attestor import Attestor, directory_measure
-from knightwatch.control.drill import DrillReport, run_drill, run_up
 from knightwatch.control.exposition import ExpositionError, serve_supervisor_metrics
-from knightwatch.control.killswitch import CommandResult, KillSwitch, KillSwitchError
-from knightwatch.control.lease import (
+from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
+from knightwatch.control.fleet.supervisor_service import SupervisorService
+from knightwatch.control.node.attestor import Attestor, directory_measure
+from knightwatch.control.node.lease import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_TIMEOUT_S,
     LeaseError,
     LeasePolicy,
 )
-from knightwatch.control.local_release import LocalReleaseError
-from knightwatch.control.messages import FLEET_KEY, StateKeyError
-from knightwatch.control.pager import Pager
-from knightwatch.control.processes import FleetError, control_plane, serve_node, wait_for_signal
-from knightwatch.control.protocol import (
+from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
     RevisionConflict,
 )
-from knightwatch.control.server import ServerError
-from knightwatch.control.supervisor import Supervisor, SupervisorConfig
-from knightwatch.control.supervisor_service import SupervisorService
-from knightwatch.control.verdict import (
+from knightwatch.control.plane.server import ServerError
+from knightwatch.control.plane.wire import (
     ENCODER,
+    FLEET_KEY,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
     VERDICT_DECODER,
+    StateKeyError,
     TargetReply,
     TargetRequest,
 )
+from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.limits import LimitsError
 from knightwatch.release.dsse import decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.release.signing import load_trust_policy
+from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
+from knightwatch.sim.drill.local_release import LocalReleaseError
 from knightwatch.state import Scope, TradingState, pair_key
 
 console = Console()
@@ -167,7 +171,6 @@ def node(
     state_dir: Path = StateDir,
     lease_timeout: float = typer.Option(DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout", help="seconds"),
     heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", help="seconds"),
-    flow: float = typer.Option(0.0, "--flow", min=0, help="drill order flow, orders/s (0 = none)"),
     recorder: Path | None = typer.Option(
         None, "--recorder", help="flight recorder file (default: STATE_DIR/audit/ID.jsonl)"
     ),
@@ -188,9 +191,35 @@ def node(
 ) -> None:
     """Run a node: Guard, lease, kill state, metrics; blocks when the control plane is gone.
 
+    The node trades nothing itself: the order flow of the process that embeds it
+    does (see `knightwatch.control.serve`).
+
     With --artifacts/--config/--flags/--node-key the node is admitted by the
     admission service before it takes a lease or arms, and re-attests for drift.
     """
+    _serve_node_command(trader=None, **locals())
+
+
+def _serve_node_command(
+    *,
+    trader: Trader | None,
+    node_id: str,
+    limits: Path | None,
+    nats_url: str,
+    state_dir: Path,
+    lease_timeout: float,
+    heartbeat: float,
+    recorder: Path | None,
+    metrics_interval: float,
+    replicas: int,
+    artifacts: Path | None,
+    config: Path | None,
+    flags: Path | None,
+    node_key: Path | None,
+    attest_interval: float,
+    metrics_port: int | None,
+) -> None:
+    """`node`'s body, with the order flow (`trader`) the process runs once armed."""
     import re
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node_id):
@@ -221,7 +250,7 @@ def node(
             state_dir,
             limits_path=limits,
             policy=policy,
-            flow_rate=flow,
+            trader=trader,
             recorder_path=recorder,
             metrics_s=metrics_interval,
             replicas=replicas,
@@ -231,6 +260,33 @@ def node(
         )
 
     _run(go)
+
+
+def _drill_node_command() -> Callable[..., None]:
+    """`drill-node`: every option of `node`, plus `--flow`, the drill's synthetic order flow.
+
+    Built from `node`'s own signature so the two can never drift apart, while the
+    production `node` command itself carries no flow at all.
+    """
+    from knightwatch.sim.drill.flow import synthetic_flow
+
+    flow = inspect.Parameter(
+        "flow",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(20.0, "--flow", min=0, help="drill order flow, orders/s"),
+        annotation=float,
+    )
+    base = inspect.signature(node)
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base.parameters.values()]
+
+    def drill_node(**options: Any) -> None:
+        rate = options.pop("flow")
+        _serve_node_command(trader=synthetic_flow(rate) if rate > 0 else None, **options)
+
+    drill_node.__signature__ = base.replace(parameters=[*params, flow])  # type: ignore[attr-defined]
+    drill_node.__annotations__ = {**typing.get_type_hints(node), "flow": float}
+    drill_node.__doc__ = "A drill node: the production node service plus the drill's order flow."
+    return drill_node
 
 
 def _actor(actor: str | None) -> str:
@@ -589,6 +645,7 @@ def admission_enrol(
 
 COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("node", node),
+    ("drill-node", _drill_node_command()),
     ("kill", kill),
     ("resume", resume),
     ("status", status),
@@ -596,16 +653,4 @@ COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("up", up),
     ("drill", drill),
 )
-"""Top-level commands, registered on the main app (and on `fleet_app` for `python -m`)."""
-
-fleet_app = typer.Typer(
-    help="Fleet control plane.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-for _name, _fn in COMMANDS:
-    fleet_app.command(_name)(_fn)
-
-if __name__ == "__main__":
-    fleet_app()
+"""Top-level commands, registered on the main app."""

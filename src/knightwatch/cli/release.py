@@ -17,9 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
+from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.admission import (
     Admitter,
-    RegistrySchema,
     random_nonce,
     registry_findings,
     target_findings,

@@ -32,9 +32,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from knightwatch.control.messages import FLEET_KEY, NodeMetrics
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.supervisor import NodeHealth, Rule, Supervisor
+from knightwatch.control.fleet.supervisor import NodeHealth, Rule, Supervisor
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState

@@ -19,7 +19,7 @@ import yaml
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity
-from knightwatch.release.admission import RegistrySchema
+from knightwatch.flags.schema import RegistrySchema
 
 REGISTRY_FILENAME = "feature-flags.yaml"
 SCHEMA_VERSION = 1

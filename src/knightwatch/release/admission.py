@@ -26,6 +26,7 @@ from enum import StrEnum
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.attestation import NodeRoster, open_attestation
 from knightwatch.release.contents import ReleaseContents
 from knightwatch.release.dsse import Envelope
@@ -39,18 +40,6 @@ class NodeStatus(StrEnum):
     ADMITTED = "admitted"
     REFUSED = "refused"
     FENCED = "fenced"
-
-
-class RegistrySchema(msgspec.Struct, frozen=True):
-    """The flag registry as admission needs it.
-
-    `definitions` holds every id the registry has ever had (active, proposed
-    and retired tombstones) with its definition hash; `retired` names the
-    tombstones. `FlagRegistry.admission_schema()` builds it from the registry file.
-    """
-
-    definitions: dict[str, str]
-    retired: frozenset[str] = frozenset()
 
 
 class ReleaseCheck(msgspec.Struct, frozen=True):

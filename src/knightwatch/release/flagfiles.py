@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from knightwatch.flags.registry import FlagRegistry, RegistryError, parse_registry
-from knightwatch.release.admission import RegistrySchema
+from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import FlagSchema, schema_from_table
 

@@ -18,16 +18,15 @@ from collections.abc import Sequence
 import msgspec
 
 from knightwatch.clock import SimClock
-from knightwatch.control.killswitch import CommandResult
-from knightwatch.control.messages import FLEET_KEY
-from knightwatch.control.node import NodeError
-from knightwatch.control.simulated import FleetAdmission, SimulatedControl
-from knightwatch.control.supervisor import Action, SupervisorConfig
-from knightwatch.control.verdict import TargetReply, Verdict
+from knightwatch.control.fleet.killswitch import CommandResult
+from knightwatch.control.fleet.supervisor import Action, SupervisorConfig
+from knightwatch.control.node.runtime import NodeError
+from knightwatch.control.plane.wire import FLEET_KEY, TargetReply, Verdict
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.release.dsse import Envelope
+from knightwatch.sim.fleet import FleetAdmission, SimulatedControl
 from knightwatch.sim.scenario import ControlParams
 from knightwatch.state import Scope, TradingState
 

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from knightwatch.clock import SimClock
-from knightwatch.control.attestor import Attestor
-from knightwatch.control.simulated import FleetAdmission
+from knightwatch.control.node.attestor import Attestor
 from knightwatch.flags.activation import ActivationGate, ActivationRequest, ActivationResult
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.fleet import FleetMember
@@ -46,6 +45,7 @@ from knightwatch.release.flagschema import schema_from_table
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
+from knightwatch.sim.fleet import FleetAdmission
 from knightwatch.sim.release import MEANINGS, Release
 from knightwatch.state import Scope
 

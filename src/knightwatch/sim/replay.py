@@ -24,9 +24,9 @@ import msgspec
 import numpy as np
 
 from knightwatch.clock import NS_PER_S, SimClock
-from knightwatch.control.killswitch import CommandResult
-from knightwatch.control.protocol import ControlPlaneUnavailable
-from knightwatch.control.verdict import Verdict
+from knightwatch.control.fleet.killswitch import CommandResult
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.wire import Verdict
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
 from knightwatch.sim.control import ControlAction, ReplayControl, action_of

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from knightwatch.clock import NS_PER_S
-from knightwatch.control.lease import LeaseError, LeasePolicy
-from knightwatch.control.supervisor import SupervisorConfig
+from knightwatch.control.fleet.supervisor import SupervisorConfig
+from knightwatch.control.node.lease import LeaseError, LeasePolicy
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.definition import NAMESPACED_ID
 from knightwatch.flags.rollout import RolloutPlan

@@ -1,4 +1,4 @@
-"""Flag state and the fleet view on the control plane (issue 5 on a live fleet).
+"""Flag state and the fleet view on the control plane, for operators' tools.
 
 * `PlaneFlagStore`: the `FlagStateStore` operators' tools use. Each flag's
   state is one record with compare-and-swap on its store revision, so two
@@ -8,10 +8,7 @@
 * `fleet_snapshot`: the `FleetView` the gate judges against, built from
   membership and the admission service's verdicts. A node's flag schema is
   the one in the signed manifest it was admitted on, never its own claim.
-* `NodeFlags`: a node's cached view of flag state. It applies each new
-  revision the moment it is stored, confirms it (fast path and durably), and
-  serves the OpenFeature provider from memory; it fails closed (unavailable)
-  while the node is disconnected or not yet resynced.
+* `AppliedWaiter`: waits for each node's confirmation of a revision.
 """
 
 from __future__ import annotations
@@ -26,72 +23,28 @@ from typing import Any, TypeVar
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
-from knightwatch.control.protocol import RevisionConflict as PlaneConflict
-from knightwatch.control.verdict import VERDICT_DECODER
+from knightwatch.control.node.flags import (
+    APPLIED_DECODER,
+    ENCODER,
+    STATE_DECODER,
+    SUBJECT_APPLIED,
+    FlagApplied,
+    assemble,
+    change_key,
+    changes_of,
+    record_applied,
+    state_key,
+)
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.plane.protocol import RevisionConflict as PlaneConflict
+from knightwatch.control.plane.wire import VERDICT_DECODER
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.state import FlagChange, FlagState, StateConflict, StateUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SUBJECT_APPLIED = "flags.applied"
 _BRIDGE_TIMEOUT_S = 5.0
-
-
-class FlagApplied(msgspec.Struct, frozen=True):
-    """A node's proof that it now evaluates this revision of a flag."""
-
-    flag_id: str
-    node: str
-    revision: int
-    at_ns: int
-
-
-def state_key(flag_id: str) -> str:
-    return f"state.{flag_id}"
-
-
-def change_key(flag_id: str, revision: int) -> str:
-    return f"change.{flag_id}.{revision}"
-
-
-def applied_key(flag_id: str, node: str) -> str:
-    return f"applied.{flag_id}.{node}"
-
-
-_STATE = msgspec.json.Decoder(FlagState)
-_CHANGE = msgspec.json.Decoder(FlagChange)
-_APPLIED = msgspec.json.Decoder(FlagApplied)
-_ENC = msgspec.json.Encoder()
-
-
-def assemble(flag_id: str, records: dict[str, tuple[bytes, int]]) -> FlagState | None:
-    """The flag's state with every node's applied revision, from one bucket snapshot."""
-    stored = records.get(state_key(flag_id))
-    if stored is None:
-        return None
-    state = _STATE.decode(stored[0])
-    prefix = f"applied.{flag_id}."
-    for key, (value, _) in records.items():
-        if key.startswith(prefix):
-            applied = _APPLIED.decode(value)
-            state = state.with_applied(applied.node, applied.revision)
-    return state
-
-
-def changes_of(flag_id: str, records: dict[str, tuple[bytes, int]]) -> list[FlagChange]:
-    prefix = f"change.{flag_id}."
-    found = [_CHANGE.decode(v) for k, (v, _) in records.items() if k.startswith(prefix)]
-    return sorted(found, key=lambda c: c.revision)
-
-
-async def record_applied(plane: ControlPlane, applied: FlagApplied) -> None:
-    """Fast path first (whoever waits on `flags set`), then the durable record for `show`."""
-    payload = _ENC.encode(applied)
-    await plane.publish(SUBJECT_APPLIED, payload)
-    await plane.put_record(Bucket.FLAGS, applied_key(applied.flag_id, applied.node), payload)
 
 
 class PlaneFlagStore:
@@ -139,7 +92,7 @@ class PlaneFlagStore:
     async def _commit(self, change: FlagChange, expected_revision: int) -> FlagState:
         key = state_key(change.flag_id)
         stored, store_revision = await self._plane.get_record(Bucket.FLAGS, key)
-        current = _STATE.decode(stored) if stored is not None else FlagState(change.flag_id)
+        current = STATE_DECODER.decode(stored) if stored is not None else FlagState(change.flag_id)
         if current.revision != expected_revision:
             raise StateConflict(
                 f"flag {change.flag_id!r} is at revision {current.revision}, "
@@ -148,13 +101,13 @@ class PlaneFlagStore:
         updated = current.with_change(change)
         try:
             await self._plane.put_record(
-                Bucket.FLAGS, key, _ENC.encode(updated), expected_revision=store_revision
+                Bucket.FLAGS, key, ENCODER.encode(updated), expected_revision=store_revision
             )
         except PlaneConflict as exc:
             raise StateConflict(str(exc)) from None
         recorded = msgspec.structs.replace(change, revision=updated.revision)
         await self._plane.put_record(
-            Bucket.FLAGS, change_key(change.flag_id, updated.revision), _ENC.encode(recorded)
+            Bucket.FLAGS, change_key(change.flag_id, updated.revision), ENCODER.encode(recorded)
         )
         return updated
 
@@ -206,7 +159,7 @@ class AppliedWaiter:
         await self._plane.subscribe(SUBJECT_APPLIED, self._on_applied)
 
     async def _on_applied(self, payload: bytes) -> None:
-        applied = _APPLIED.decode(payload)
+        applied = APPLIED_DECODER.decode(payload)
         key = (applied.flag_id, applied.node)
         if applied.revision > self._arrivals.get(key, (0, 0))[0]:
             self._arrivals[key] = (applied.revision, self._clock.monotonic_ns())
@@ -234,85 +187,3 @@ class AppliedWaiter:
                 await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
         latencies = done()
         return latencies, sorted(set(nodes) - latencies.keys())
-
-
-class NodeFlags:
-    """A node's flag state and its own fleet membership, for the OpenFeature provider.
-
-    Implements `FlagStateReader` (cached state, confirmations) and `FleetView`
-    (just this node, admitted only while it holds both its release admission
-    and its lease), so `KnightwatchProvider` fails closed on either.
-    """
-
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.runtime = runtime
-        self.plane = runtime.plane
-        self.node = runtime.node_id
-        self._states: dict[str, FlagState] = {}
-        self._confirmed: dict[str, int] = {}
-        self._synced = False
-
-    async def start(self) -> None:
-        self.plane.on_connection(self._on_connection)
-        await self.plane.subscribe_records(Bucket.FLAGS, self._on_record)
-        await self._resync()
-
-    async def _on_connection(self, up: bool) -> None:
-        self._synced = False
-        if up:
-            with contextlib.suppress(ControlPlaneUnavailable):
-                await self._resync()
-
-    async def _resync(self) -> None:
-        records = await self.plane.records(Bucket.FLAGS)
-        for key, (value, _) in records.items():
-            if key.startswith("state."):
-                await self._apply(_STATE.decode(value))
-        self._synced = True
-
-    async def _on_record(self, record: Record) -> None:
-        if record.key.startswith("state."):
-            await self._apply(_STATE.decode(record.value))
-
-    async def _apply(self, state: FlagState) -> None:
-        held = self._states.get(state.flag_id)
-        if held is not None and held.revision >= state.revision:
-            return
-        self._states[state.flag_id] = state
-        await self._confirm(state.flag_id, state.revision)
-
-    async def _confirm(self, flag_id: str, revision: int) -> None:
-        if self._confirmed.get(flag_id, 0) >= revision:
-            return
-        self._confirmed[flag_id] = revision
-        applied = FlagApplied(flag_id, self.node, revision, self.runtime.clock.time_ns())
-        try:
-            await record_applied(self.plane, applied)
-        except ControlPlaneUnavailable as exc:
-            self._confirmed[flag_id] = 0
-            log.warning("node %s: flag %s r%d not confirmed: %s", self.node, flag_id, revision, exc)
-
-    # --- FlagStateReader ------------------------------------------------------
-    def get(self, flag_id: str) -> FlagState | None:
-        if not self._synced or not self.plane.connected:
-            raise StateUnavailable(f"node {self.node}: flag state not in sync with the plane")
-        return self._states.get(flag_id)
-
-    def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
-        """Revisions are confirmed when they arrive; only a lost confirmation is resent here."""
-        if node == self.node and self._confirmed.get(flag_id, 0) < revision:
-            task = asyncio.get_running_loop().create_task(self._confirm(flag_id, revision))
-            self.runtime.track(task)
-
-    # --- FleetView --------------------------------------------------------------
-    def members(self) -> Sequence[FleetMember]:
-        v = self.runtime.verdict
-        admitted = self.runtime.release_admitted and self.runtime.admitted
-        return (
-            FleetMember(
-                self.node,
-                admitted=admitted,
-                release_id=v.release_id if v is not None else "",
-                flag_schema=dict(v.flag_schema) if v is not None and admitted else {},
-            ),
-        )

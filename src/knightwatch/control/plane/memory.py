@@ -12,15 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from knightwatch.control.messages import (
-    AuditEnvelope,
-    Confirmation,
-    NodeMetrics,
-    NodeStatus,
-    StateEntry,
-    slot_of,
-)
-from knightwatch.control.protocol import (
+from knightwatch.control.plane.protocol import (
     Bucket,
     ConnectionHandler,
     ControlPlaneUnavailable,
@@ -28,6 +20,14 @@ from knightwatch.control.protocol import (
     Record,
     Responder,
     RevisionConflict,
+)
+from knightwatch.control.plane.wire import (
+    AuditEnvelope,
+    Confirmation,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+    slot_of,
 )
 from knightwatch.state import Scope
 

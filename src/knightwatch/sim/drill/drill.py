@@ -22,20 +22,21 @@ from rich.progress import Progress
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.admission_service import AdmissionService
-from knightwatch.control.flow import SUBJECT_RUNAWAY
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.local_release import LocalRelease
-from knightwatch.control.messages import FLEET_KEY, NodeMetrics
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.pager import Pager
-from knightwatch.control.processes import FleetError, NodeProcesses, control_plane, wait_for_signal
-from knightwatch.control.protocol import Bucket, ControlPlaneUnavailable
-from knightwatch.control.supervisor import Supervisor, SupervisorConfig
-from knightwatch.control.supervisor_service import SupervisorService
-from knightwatch.control.venue import VenueResponder
-from knightwatch.control.verdict import VERDICT_DECODER, Verdict
+from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
+from knightwatch.control.fleet.supervisor_service import SupervisorService
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
+from knightwatch.control.plane.wire import FLEET_KEY, VERDICT_DECODER, NodeMetrics, Verdict
+from knightwatch.control.serve import wait_for_signal
+from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
+from knightwatch.sim.drill.local_release import LocalRelease
+from knightwatch.sim.drill.processes import NodeProcesses
+from knightwatch.sim.drill.venue import VenueResponder
 from knightwatch.state import Scope, TradingState
 
 METRICS_S = 0.2

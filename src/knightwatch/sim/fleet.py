@@ -23,30 +23,30 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from knightwatch.clock import NS_PER_S, SimClock
-from knightwatch.control.admission_service import AdmissionService
-from knightwatch.control.attestor import Attestor
-from knightwatch.control.flagplane import fleet_snapshot
-from knightwatch.control.killswitch import CommandResult, KillSwitch
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.messages import NodeMetrics
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.pager import Pager
-from knightwatch.control.protocol import Bucket
-from knightwatch.control.rollout_driver import rollout_metrics
-from knightwatch.control.supervisor import Action, NodeHealth, Supervisor, SupervisorConfig
-from knightwatch.control.supervisor_service import SupervisorService
-from knightwatch.control.verdict import (
+from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.flagstore import fleet_snapshot
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.rollout import rollout_metrics
+from knightwatch.control.fleet.supervisor import Action, NodeHealth, Supervisor, SupervisorConfig
+from knightwatch.control.fleet.supervisor_service import SupervisorService
+from knightwatch.control.node.attestor import Attestor
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
+    NodeMetrics,
     TargetReply,
     TargetRequest,
 )
 from knightwatch.flags.fleet import StaticFleetView
 from knightwatch.flags.rollout import Metrics
+from knightwatch.flags.schema import RegistrySchema
 from knightwatch.guard import Guard
-from knightwatch.release.admission import RegistrySchema
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState

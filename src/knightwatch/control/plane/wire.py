@@ -13,6 +13,8 @@ import msgspec
 
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.state import Scope, TradingState
 
 GUARD_ACTOR = "guard:"
@@ -154,3 +156,82 @@ CONFIRMATION_DECODER = msgspec.json.Decoder(Confirmation)
 STATUS_DECODER = msgspec.json.Decoder(NodeStatus)
 METRICS_DECODER = msgspec.json.Decoder(NodeMetrics)
 AUDIT_DECODER = msgspec.json.Decoder(AuditEnvelope)
+
+
+# ---------------------------------------------------------------- admission
+
+SUBJECT_CHALLENGE = "admission.challenge"
+"""Request: node id; reply: a single-use nonce."""
+SUBJECT_ATTEST = "admission.attest"
+"""Request: a signed attestation envelope; reply: a `Verdict`."""
+SUBJECT_TARGET = "admission.target"
+"""Request: a `TargetRequest`; reply: a `TargetReply`."""
+TARGET_KEY = "target"
+
+UNATTRIBUTABLE = frozenset(
+    {
+        AdmissionReason.NODE_UNKNOWN,
+        AdmissionReason.ATTESTATION_MALFORMED,
+        AdmissionReason.ATTESTATION_SIGNATURE_INVALID,
+        AdmissionReason.ATTESTATION_REPLAYED,
+        AdmissionReason.ATTESTATION_STALE,
+        AdmissionReason.CHALLENGE_UNKNOWN,
+    }
+)
+"""Reasons that say nothing about the node named in the attestation (anyone can send one)."""
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """The admission service's judgement of one node, stored under the node's id.
+
+    `flag_schema` is the admitted release's schema from the signed manifest,
+    empty unless admitted: the flag gate trusts this, never the node's say-so.
+    """
+
+    node: str
+    admitted: bool
+    status: str
+    release_id: str
+    manifest_digest: str
+    findings: tuple[Finding, ...]
+    at_ns: int
+    flag_schema: dict[str, str] = {}
+
+    @property
+    def detail(self) -> str:
+        if self.admitted:
+            return f"admitted on release {self.release_id}"
+        return "; ".join(str(f) for f in self.findings) or self.status
+
+    @property
+    def attributable(self) -> bool:
+        return not any(f.reason in UNATTRIBUTABLE for f in self.findings)
+
+
+class TargetRecord(msgspec.Struct, frozen=True):
+    """The fleet's target release, who set it and why (a rollback is just a new one)."""
+
+    release_id: str
+    envelope: Envelope
+    actor: str
+    reason: str
+    at_ns: int
+
+
+class TargetRequest(msgspec.Struct, frozen=True):
+    envelope: Envelope
+    actor: str
+    reason: str
+
+
+class TargetReply(msgspec.Struct, frozen=True):
+    accepted: bool
+    release_id: str
+    findings: tuple[Finding, ...]
+    revision: int = 0
+
+
+VERDICT_DECODER = msgspec.json.Decoder(Verdict)
+TARGET_DECODER = msgspec.json.Decoder(TargetRecord)
+TARGET_REQUEST_DECODER = msgspec.json.Decoder(TargetRequest)
+TARGET_REPLY_DECODER = msgspec.json.Decoder(TargetReply)

@@ -22,11 +22,11 @@ import logging
 
 import msgspec
 
-from knightwatch.control.killswitch import CommandResult, KillSwitch
-from knightwatch.control.messages import AuditEnvelope, NodeMetrics
-from knightwatch.control.pager import Pager
-from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable
-from knightwatch.control.supervisor import Action, Supervisor
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.supervisor import Action, Supervisor
+from knightwatch.control.plane.protocol import ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.plane.wire import AuditEnvelope, NodeMetrics
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ Normal flow alternates buys and sells across a few symbols at a steady rate,
 the way the fleet's seven healthy servers did. On a runaway command it behaves
 like Power Peg: buys without end at a high rate. Either way every order goes
 through the node runtime (Guard) first and only accepted orders reach the
-venue. The loop has hard bounds that do not depend on its inputs (DESIGN
-principle 6): at most `max_orders` in its life and `burst` per tick.
+venue. The loop has hard bounds that do not depend on its inputs (principle
+6 in docs/architecture.md): at most `max_orders` in its life and `burst` per tick.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.venue import FILL_DECODER, REFERENCE_PRICE, SUBJECT_VENUE, encode_order
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.serve import Trader
 from knightwatch.order import Order, Side
+from knightwatch.sim.drill.venue import FILL_DECODER, REFERENCE_PRICE, SUBJECT_VENUE, encode_order
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +122,20 @@ class OrderFlow:
             return
         self.runtime.on_fill(FILL_DECODER.decode(reply.data))
         self.filled += 1
+
+
+def synthetic_flow(rate: float) -> Trader:
+    """The drill's order flow at `rate` orders/s, as the `trader` a served node runs once armed."""
+
+    async def trade(runtime: NodeRuntime, stop: asyncio.Event) -> None:
+        plane = runtime.plane
+        servers = plane.servers if isinstance(plane, NatsControlPlane) else []
+        nc = await nats.connect(servers=servers, name=f"flow-{runtime.node_id}")
+        try:
+            flow = OrderFlow(runtime, nc, rate)
+            await flow.start()
+            await flow.run()
+        finally:
+            await nc.close()
+
+    return trade

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from knightwatch.control.messages import (
+from knightwatch.control.plane.wire import (
     AuditEnvelope,
     Confirmation,
     NodeMetrics,

@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.messages import FLEET_KEY, NodeMetrics
+from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
 from knightwatch.state import Scope, TradingState
 
 

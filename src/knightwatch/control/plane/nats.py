@@ -32,7 +32,16 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
-from knightwatch.control.messages import (
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ConnectionHandler,
+    ControlPlaneUnavailable,
+    Handler,
+    Record,
+    Responder,
+    RevisionConflict,
+)
+from knightwatch.control.plane.wire import (
     AUDIT_DECODER,
     CONFIRMATION_DECODER,
     ENCODER,
@@ -45,15 +54,6 @@ from knightwatch.control.messages import (
     NodeStatus,
     StateEntry,
     slot_of,
-)
-from knightwatch.control.protocol import (
-    Bucket,
-    ConnectionHandler,
-    ControlPlaneUnavailable,
-    Handler,
-    Record,
-    Responder,
-    RevisionConflict,
 )
 from knightwatch.state import Scope
 

@@ -29,25 +29,26 @@ import socket
 import uuid
 
 from knightwatch.clock import NS_PER_S, Clock
-from knightwatch.control.attestor import Attestor
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.messages import (
-    GUARD_ACTOR,
-    AuditEnvelope,
-    Confirmation,
-    NodeMetrics,
-    NodeStatus,
-    StateEntry,
-)
-from knightwatch.control.protocol import (
+from knightwatch.control.node.attestor import Attestor
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.shipping import ShippingSink
+from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
     Record,
     RevisionConflict,
 )
-from knightwatch.control.shipping import ShippingSink
-from knightwatch.control.verdict import TARGET_KEY, Verdict
+from knightwatch.control.plane.wire import (
+    GUARD_ACTOR,
+    TARGET_KEY,
+    AuditEnvelope,
+    Confirmation,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+    Verdict,
+)
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.guard import Guard, Halt

@@ -20,8 +20,8 @@ import logging
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
-from knightwatch.control.protocol import Bucket, ControlPlane, Record
-from knightwatch.control.verdict import (
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
+from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_ATTEST,
     SUBJECT_CHALLENGE,
@@ -33,7 +33,8 @@ from knightwatch.control.verdict import (
     TargetReply,
     Verdict,
 )
-from knightwatch.release.admission import Admission, Admitter, RegistrySchema, check_release
+from knightwatch.flags.schema import RegistrySchema
+from knightwatch.release.admission import Admission, Admitter, check_release
 from knightwatch.release.dsse import decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey

@@ -13,8 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from knightwatch.clock import Clock
-from knightwatch.control.protocol import ControlPlane
-from knightwatch.control.verdict import SUBJECT_ATTEST, SUBJECT_CHALLENGE, VERDICT_DECODER, Verdict
+from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.plane.wire import (
+    SUBJECT_ATTEST,
+    SUBJECT_CHALLENGE,
+    VERDICT_DECODER,
+    Verdict,
+)
 from knightwatch.release.attestation import attest, sign_attestation
 from knightwatch.release.contents import ReleaseContents, contents_from_directory
 from knightwatch.release.dsse import encode_envelope

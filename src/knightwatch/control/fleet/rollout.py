@@ -20,11 +20,16 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.flagplane import PlaneFlagStore, fleet_snapshot
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.messages import NodeMetrics, NodeStatus
-from knightwatch.control.protocol import Bucket, ControlPlane, RevisionConflict
-from knightwatch.control.supervisor import NodeHealth, Supervisor, SupervisorConfig, gate_metrics
+from knightwatch.control.fleet.flagstore import PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.supervisor import (
+    NodeHealth,
+    Supervisor,
+    SupervisorConfig,
+    gate_metrics,
+)
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
+from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy
 from knightwatch.flags.registry import FlagRegistry

@@ -21,15 +21,15 @@ from pathlib import Path
 import msgspec
 
 import knightwatch
-from knightwatch.control.protocol import Bucket, ControlPlane
-from knightwatch.control.verdict import (
+from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
     TargetRequest,
 )
 from knightwatch.errors import KnightwatchError
-from knightwatch.release.admission import RegistrySchema
+from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.contents import contents_from_directory
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
@@ -38,7 +38,7 @@ from knightwatch.release.keys import SigningKey, load_verify_key, write_key_pair
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
 
-STALE_FILE = "knightwatch/control/flow.py"
+STALE_FILE = "knightwatch/sim/drill/flow.py"
 """The file a stale node's install tree holds in its previous version."""
 SIGNERS = ("ci", "release-manager")
 _CONFIG = '[fleet]\nsource = "knightwatch up"\n'

@@ -22,8 +22,12 @@ import uuid
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.messages import FLEET_KEY, Confirmation, NodeStatus, StateEntry
-from knightwatch.control.protocol import ControlPlane, ControlPlaneUnavailable, RevisionConflict
+from knightwatch.control.plane.protocol import (
+    ControlPlane,
+    ControlPlaneUnavailable,
+    RevisionConflict,
+)
+from knightwatch.control.plane.wire import FLEET_KEY, Confirmation, NodeStatus, StateEntry
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
 

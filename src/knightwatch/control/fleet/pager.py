@@ -14,7 +14,7 @@ import urllib.request
 
 import msgspec
 
-from knightwatch.control.supervisor import Action
+from knightwatch.control.fleet.supervisor import Action
 
 log = logging.getLogger(__name__)
 

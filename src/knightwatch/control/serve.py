@@ -1,0 +1,169 @@
+"""One node as a process: a Guard, its flight recorder, lease, kill state, flags and metrics.
+
+`serve_node` is what `knightwatch node` runs in production; it trades nothing
+by itself. Whatever emits orders in the process (a strategy, the gateway, the
+drill's synthetic flow) is passed in as `trader` and runs once the node is
+admitted and armed, until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from knightwatch.audit.recorder import FlightRecorder
+from knightwatch.audit.sink import FileSink
+from knightwatch.clock import Clock, SystemClock
+from knightwatch.control.exposition import MetricsServer, serve_node_metrics
+from knightwatch.control.node.attestor import Attestor
+from knightwatch.control.node.flags import NodeFlags
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.node.shipping import ShippingSink
+from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
+
+log = logging.getLogger(__name__)
+
+
+Trader = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
+"""Runs the node's order flow once it is armed, until the event (a stop signal) is set."""
+
+
+def load_limits(path: Path | None, policy: LeasePolicy) -> Limits:
+    """The limits file, with the lease timeout set to the node's (a conflicting one is an error)."""
+    limits = Limits.from_toml(path) if path is not None else Limits()
+    if limits.lease_timeout_s is None:
+        return msgspec.structs.replace(limits, lease_timeout_s=policy.lease_timeout_s)
+    if abs(limits.lease_timeout_s - policy.lease_timeout_s) > 1e-9:
+        raise FleetError(
+            f"lease_timeout_s: the limits file sets {limits.lease_timeout_s:g} but the node runs "
+            f"with --lease-timeout {policy.lease_timeout_s:g}; make them agree"
+        )
+    return limits
+
+
+@contextlib.contextmanager
+def stop_requested() -> Iterator[asyncio.Event]:
+    """An event set by SIGTERM/SIGINT while the block runs, so every wait inside can end."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def wait_for_signal() -> None:
+    with stop_requested() as stop:
+        await stop.wait()
+
+
+async def first_of(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for `wanted` unless `stop` comes first; True if `wanted` was set."""
+    waits = [asyncio.create_task(wanted.wait()), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    return wanted.is_set() and not stop.is_set()
+
+
+def default_recorder_path(state_dir: Path, node_id: str) -> Path:
+    """Where a node keeps its flight recorder when not told: every node has a durable one
+    on its own disk, whatever happens to shipping to the fleet stream."""
+    return state_dir / "audit" / f"{node_id}.jsonl"
+
+
+async def serve_node(
+    node_id: str,
+    urls: list[str],
+    state_dir: Path,
+    *,
+    limits_path: Path | None,
+    policy: LeasePolicy,
+    trader: Trader | None = None,
+    recorder_path: Path | None = None,
+    metrics_s: float = 0.5,
+    replicas: int = 1,
+    clock: Clock | None = None,
+    attestor: Attestor | None = None,
+    attest_s: float = 5.0,
+    metrics_port: int | None = None,
+) -> None:
+    """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, then `trader`.
+
+    With an attestor the node arms only once admitted on the fleet's target
+    release, and keeps its flag state in sync (confirming each revision). With
+    `metrics_port` (0 = any free port) it serves Prometheus metrics on 127.0.0.1.
+    """
+    clock = clock or SystemClock()
+    limits = load_limits(limits_path, policy)
+    path = recorder_path if recorder_path is not None else default_recorder_path(state_dir, node_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        inner = FileSink(path)
+    except OSError as exc:
+        raise FleetError(f"--recorder: cannot open {path} ({exc})") from None
+    shipper = ShippingSink(inner)
+    recorder = FlightRecorder(None, clock=clock, sink=shipper)
+    guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
+    with stop_requested() as stop:
+        async with control_plane(
+            urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
+        ) as plane:
+            runtime = NodeRuntime(
+                guard,
+                plane,
+                clock=clock,
+                policy=policy,
+                metrics_s=metrics_s,
+                shipper=shipper,
+                attestor=attestor,
+                attest_s=attest_s,
+            )
+            exposition: MetricsServer | None = None
+            try:
+                if metrics_port is not None:
+                    exposition = serve_node_metrics(runtime, metrics_port)
+                    print(f"node {node_id} metrics on {exposition.url}", flush=True)
+                await runtime.start()
+                if attestor is not None:
+                    await NodeFlags(runtime).start()
+                if await first_of(runtime.release_event, stop):
+                    await _trade_until(stop, runtime, node_id, trader)
+            finally:
+                if exposition is not None:
+                    exposition.close()
+                await runtime.stop()
+                recorder.close()
+
+
+async def _trade_until(
+    stop: asyncio.Event, runtime: NodeRuntime, node_id: str, trader: Trader | None
+) -> None:
+    """Arm, run the process's order flow if it has one, and keep going until a stop signal."""
+    runtime.arm(f"node:{node_id}")
+    print(f"node {node_id} admitted", flush=True)
+    if trader is None:
+        await stop.wait()
+        return
+    flow = asyncio.create_task(trader(runtime, stop))
+    try:
+        await stop.wait()
+    finally:
+        flow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flow
