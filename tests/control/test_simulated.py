@@ -8,7 +8,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Order, Side
-from knightwatch.sim.fleet import SimulatedControl
+from knightwatch.sim.fleet import SimulatedFleet
 from knightwatch.state import Scope
 
 from .fleet_fixtures import POLICY
@@ -24,7 +24,7 @@ def test_supervisor_halts_a_simulated_runaway_and_a_kill_reaches_every_guard() -
         g.on_price("AAPL", 100.0)
         g.arm("replay")
         guards.append(g)
-    sim = SimulatedControl(clock, guards, policy=POLICY, supervisor=SupervisorConfig())
+    sim = SimulatedFleet(clock, guards, policy=POLICY, supervisor=SupervisorConfig())
     n = 0
     halted_at: int | None = None
     runaway_from = 1_000 * MS + 2_000 * MS
@@ -37,7 +37,7 @@ def test_supervisor_halts_a_simulated_runaway_and_a_kill_reaches_every_guard() -
                 n += 1
                 side = Side.BUY if n % 2 else Side.SELL
                 node.check(Order(f"o{n}", "mm", "AAPL", side, 1, 100.0))
-        for action in sim.step():
+        for action, _ in sim.step():
             # Either signal of the runaway may come first: its rate, or its Guard's blocks.
             assert action.rule in (Rule.ORDER_RATE, Rule.REJECT_SPIKE) and action.key == "n2"
             if halted_at is None:

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from knightwatch.cli.app import app
 from knightwatch.control.fleet.supervisor import Rule
 from knightwatch.decision import RejectReason
-from knightwatch.sim.layers import Layer, LayerSetup, resolve
+from knightwatch.sim.layers import Layer, resolve
 from knightwatch.sim.replay import Replay, ReplayResult
 from knightwatch.sim.report import ReplayReport
 from knightwatch.sim.scenario import Scenario, ScenarioError, load, loads
+from knightwatch.sim.setup import LayerSetup
 from knightwatch.state import Scope, TradingState
 
 SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
@@ -52,7 +53,7 @@ def test_supervisor_alone_halts_the_stale_node_seconds_after_its_runaway_starts(
     assert guard is not None
     assert guard.trading_state(Scope.NODE, stale) is TradingState.HALTED
     assert guard.halts()[(Scope.NODE, stale)].actor == "supervisor"
-    runtime = next(n for n in rep.control.sim.nodes if n.node_id == stale)  # type: ignore[union-attr]
+    runtime = next(n for n in rep.control.nodes if n.node_id == stale)  # type: ignore[union-attr]
     assert any(c.node_id == stale and c.state is TradingState.HALTED for c in runtime.confirmed)
     none = Replay(load(scenario), ()).run()
     assert r.loss_usd < none.loss_usd / 10
@@ -85,7 +86,7 @@ class _ServerLost(Layer):
     def configure(self, setup: LayerSetup) -> None:
         def lose(replay: Replay) -> None:
             assert replay.control is not None
-            replay.control.sim.fabric.reachable = False
+            replay.control.fabric.reachable = False
 
         setup.schedule(10.0, self.name, lose)
 

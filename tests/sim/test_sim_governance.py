@@ -115,11 +115,11 @@ def test_a_refused_node_takes_no_lease_and_never_arms_because_its_runtime_says_s
     """Admission runs the live path: Attestor -> AdmissionService -> NodeRuntime."""
     rp = Replay(load(SMALL), resolve("attestation"))
     assert rp.control is not None
-    stale = rp.control.sim.runtime("n4")
+    stale = rp.control.runtime("n4")
     assert stale.verdict is not None and not stale.verdict.admitted
     assert not stale.admitted and not stale.release_admitted, "no lease, no admission"
     assert not stale.guard.armed
-    good = rp.control.sim.runtime("n1")
+    good = rp.control.runtime("n1")
     assert good.admitted and good.release_admitted and good.guard.armed
     view = {m.node: m for m in rp.control.members()}
     assert not view["n4"].admitted and view["n4"].flag_schema == {}
@@ -151,7 +151,7 @@ def test_a_canary_that_sends_nothing_holds_the_rollout() -> None:
 def test_knight_2012_all_guards_never_promotes_and_the_stale_node_holds_no_lease() -> None:
     rp = Replay(load("knight-2012"), resolve("all"))
     assert rp.control is not None
-    n8 = rp.control.sim.runtime("n8")
+    n8 = rp.control.runtime("n8")
     r = rp.run()
     assert not n8.admitted and not n8.guard.armed and not r.per_node["n8"].admitted
     rollout = what(r, "rollout")

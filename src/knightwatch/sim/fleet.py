@@ -1,4 +1,10 @@
-"""The control plane inside a replay: same node runtime, kill switch and supervisor, sim time.
+"""The fleet inside a replay: the live node runtime, kill switch and supervisor, on sim time.
+
+The `kill_switch` and `supervisor` layers never halt a Guard themselves: they
+run `SimulatedFleet`, every node's Guard inside a real `NodeRuntime` on a
+`MemoryControlPlane`, the real `KillSwitch`, and the real `Supervisor` behind
+its `SupervisorService`. A halt reaches a Guard the way it does live (kill
+switch, plane, node runtime, Guard) and is confirmed back.
 
 A replay is synchronous and runs on a `SimClock`. This wraps the live
 components around the replay's Guards on a `MemoryFabric` and steps them
@@ -11,8 +17,8 @@ and every node runtime has an `Attestor`: a node joins by attesting what it
 runs, and a refused node takes no lease and cannot be armed because its
 runtime says so; nodes re-attest every `attest_s` of simulated time and when
 the target release changes (`set_target`, which is what a rollback is).
-Nothing here re-implements a rule (DESIGN principle 1); only the clock and the
-transport differ. Coroutines run to completion on a private event loop, which
+Nothing here re-implements a rule (principle 1 in docs/architecture.md); only
+the clock and the transport differ. Coroutines run to completion on a private event loop, which
 never waits on real time because memory delivery is inline.
 """
 
@@ -22,7 +28,9 @@ import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from knightwatch.clock import NS_PER_S, SimClock
+import msgspec
+
+from knightwatch.clock import NS_PER_S, SimClock, to_ns
 from knightwatch.control.fleet.admission import AdmissionService
 from knightwatch.control.fleet.flagstore import fleet_snapshot
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
@@ -32,7 +40,7 @@ from knightwatch.control.fleet.supervisor import Action, NodeHealth, Supervisor,
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
-from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
@@ -42,8 +50,9 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
     TargetReply,
     TargetRequest,
+    Verdict,
 )
-from knightwatch.flags.fleet import StaticFleetView
+from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.rollout import Metrics
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.guard import Guard
@@ -67,7 +76,55 @@ class FleetAdmission(NamedTuple):
     actor: str = "operator:release"
 
 
-class SimulatedControl:
+class ControlAction(msgspec.Struct, frozen=True):
+    """One kill-switch command in a replay, by the supervisor or an operator.
+
+    `orders_before` counts the child orders that got out (accepted) before it:
+    the halted node's for a node-scope command, the fleet's otherwise.
+    `loss_usd` is the loss after the exit had the book been unwound at that instant.
+    """
+
+    t_s: float
+    actor: str
+    rule: str
+    scope: str
+    key: str
+    state: str
+    reason: str
+    confirmed: list[str]
+    missing: list[str]
+    orders_before: int
+    loss_usd: float
+
+
+def action_of(
+    result: CommandResult, t_s: float, rule: str, orders_before: int, loss_usd: float
+) -> ControlAction:
+    e = result.entry
+    return ControlAction(
+        t_s=round(t_s, 3),
+        actor=e.actor,
+        rule=rule,
+        scope=Scope(e.scope).value,
+        key=e.key,
+        state=TradingState(e.state).name,
+        reason=e.reason,
+        confirmed=sorted(result.latencies_ms),
+        missing=list(result.missing),
+        orders_before=orders_before,
+        loss_usd=round(loss_usd, 2) + 0.0,
+    )
+
+
+class SimulatedFleet:
+    """The live fleet components around a replay's Guards, stepped on its `SimClock`.
+
+    The replay calls `ticks_before` to learn the heartbeat instants due in a
+    step and `step` at each (a heartbeat from every node, metrics when due,
+    re-attestation when due), which returns the supervisor's new actions with
+    the kill switch's result for each.
+    """
+
     def __init__(
         self,
         clock: SimClock,
@@ -84,9 +141,11 @@ class SimulatedControl:
         `admission` judges every node's attestation before it may take a lease."""
         self.clock = clock
         self.policy = policy or LeasePolicy()
+        self._tick_ns = self.policy.heartbeat_ns
+        self._next_tick = clock.monotonic_ns()
         self.fabric = MemoryFabric()
         self._loop = asyncio.new_event_loop()
-        self._metrics_ns = int(metrics_interval_s * 1e9)
+        self._metrics_ns = to_ns(metrics_interval_s)
         self._next_metrics = clock.monotonic_ns()  # the first step reports a baseline
         operator = MemoryControlPlane(self.fabric)
         self._run(operator.connect())
@@ -111,9 +170,10 @@ class SimulatedControl:
             )
             self._run(node.join())
             self.nodes.append(node)
+        self._by_id = {n.node_id: n for n in self.nodes}
         self._published: dict[str, NodeMetrics] = {}
         self._run(operator.subscribe_metrics(self._on_published))
-        self.killswitch = KillSwitch(operator, clock, actor="operator")
+        self._switches: dict[str, KillSwitch] = {}
         self.service: SupervisorService | None = None
         self.supervisor: Supervisor | None = None
         if supervisor is not None:
@@ -168,12 +228,32 @@ class SimulatedControl:
         for node in self.nodes:
             self._run(node.attest_once())
 
+    def members(self) -> Sequence[FleetMember]:
+        """The fleet as the control plane sees it: membership and stored verdicts."""
+        return self.fleet().members()
+
     def fleet(self) -> StaticFleetView:
         """The fleet view the flag gate judges against, from membership and stored verdicts."""
         return self._run(fleet_snapshot(self._operator, self.clock))
 
     def runtime(self, node_id: str) -> NodeRuntime:
-        return next(n for n in self.nodes if n.node_id == node_id)
+        return self._by_id[node_id]
+
+    def arm(self, node_id: str, pre_open_errors: int) -> str | None:
+        """Report the node's pre-open errors to its runtime, then arm through it; the
+        runtime's refusal (why it stays disarmed) or None once armed."""
+        runtime = self.runtime(node_id)
+        for i in range(pre_open_errors):
+            runtime.report_error(f"pre-open error {i + 1} of {pre_open_errors} (scenario)")
+        try:
+            runtime.arm("replay")
+        except NodeError as exc:
+            return str(exc)
+        return None
+
+    def verdict(self, node_id: str) -> Verdict | None:
+        """The admission service's last verdict on the node, as its runtime holds it."""
+        return self.runtime(node_id).verdict
 
     async def _settle(self) -> None:
         """Let background work the last call started (re-attestations) finish."""
@@ -201,8 +281,17 @@ class SimulatedControl:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coro)
 
-    def step(self) -> list[Action]:
-        """One control-plane tick at the clock's current time; returns new supervisor actions."""
+    def ticks_before(self, t_ns: int) -> list[int]:
+        """The heartbeat instants due before `t_ns` (each is returned once)."""
+        out = []
+        while self._next_tick < t_ns:
+            out.append(self._next_tick)
+            self._next_tick += self._tick_ns
+        return out
+
+    def step(self) -> list[tuple[Action, CommandResult]]:
+        """One control-plane tick at the clock's current time: heartbeats, metrics and
+        re-attestation when due; the supervisor's new actions, each with its result."""
         before = len(self.service.results) if self.service else 0
         now = self.clock.monotonic_ns()
         if self._attest_ns and now >= self._next_attest:
@@ -215,7 +304,7 @@ class SimulatedControl:
             self._next_metrics = now + self._metrics_ns
             for node in self.nodes:
                 self._run(node.publish_once())
-        return [a for a, _ in self.service.results[before:]] if self.service else []
+        return list(self.service.results[before:]) if self.service else []
 
     def kill(
         self,
@@ -225,9 +314,12 @@ class SimulatedControl:
         actor: str = "operator",
         state: TradingState = TradingState.HALTED,
     ) -> CommandResult:
-        """An operator's kill at the current simulated instant (confirmed before it returns)."""
-        self.killswitch.actor = actor
-        return self._run(self.killswitch.kill(scope, key, reason, timeout_s=0.01, state=state))
+        """A kill at the current simulated instant (confirmed before it returns), by `actor`:
+        an operator's, or another component's (a rollout abort)."""
+        switch = self._switches.get(actor)
+        if switch is None:
+            switch = self._switches[actor] = KillSwitch(self._operator, self.clock, actor=actor)
+        return self._run(switch.kill(scope, key, reason, timeout_s=0.01, state=state))
 
     def close(self) -> None:
         for node in self.nodes:

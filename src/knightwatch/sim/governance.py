@@ -29,8 +29,6 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from knightwatch.clock import SimClock
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.flags.activation import ActivationGate, ActivationRequest, ActivationResult
@@ -47,24 +45,16 @@ from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
 from knightwatch.sim.fleet import FleetAdmission
 from knightwatch.sim.release import MEANINGS, Release
+from knightwatch.sim.setup import GovernanceMode, ReplayHooks
 from knightwatch.state import Scope
 
 if TYPE_CHECKING:
     from knightwatch.sim.node import Node
-    from knightwatch.sim.replay import Replay
     from knightwatch.sim.scenario import Scenario
 
 OPERATOR = "operator:smars-ops"
 APPROVER = "release-manager"
 CONFIG = b"smars config: the same file on every node\n"
-
-
-class GovernanceMode(msgspec.Struct):
-    """Which governance checks the enabled layers switched on."""
-
-    attestation: bool = False
-    flag_schema: bool = False
-    rollout: bool = False
 
 
 class Governance:
@@ -164,7 +154,7 @@ class Governance:
         self.sync_nodes()
         return result
 
-    def start_rollout(self, replay: Replay) -> list[str]:
+    def start_rollout(self, replay: ReplayHooks) -> list[str]:
         nodes = [m.node for m in self.members()]
         self.rollout, actions = Rollout.start(
             f"{self.flag}@{self.target.id}",
@@ -178,14 +168,14 @@ class Governance:
         )
         return self._execute(replay, actions, seen=0)
 
-    def step_rollout(self, replay: Replay, metrics: Metrics) -> list[str]:
+    def step_rollout(self, replay: ReplayHooks, metrics: Metrics) -> list[str]:
         if self.rollout is None:
             return []
         seen = len(self.rollout.state.events)
         return self._execute(replay, self.rollout.step(metrics), seen=seen)
 
     def _execute(
-        self, replay: Replay, actions: Sequence[SetFlag | RequestHalt], *, seen: int
+        self, replay: ReplayHooks, actions: Sequence[SetFlag | RequestHalt], *, seen: int
     ) -> list[str]:
         """Apply the rollout's actions through the gate; mark every rollout event after `seen`."""
         assert self.rollout is not None
@@ -214,7 +204,7 @@ class Governance:
 class _NodeHalts:
     """The rollout's halt requests, sent through the replay's kill switch as live."""
 
-    def __init__(self, replay: Replay) -> None:
+    def __init__(self, replay: ReplayHooks) -> None:
         self.replay = replay
 
     def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:

@@ -9,88 +9,21 @@ governance layers (attestation, flag schema, rollout) switch on checks of the
 replay's `Governance` (`setup.governance`). The control-plane layers (kill
 switch, supervisor) ask for the replay's control plane (`use_control_plane`):
 every node's Guard then runs inside the live node runtime with a lease, and
-halts reach it only through the kill switch (`knightwatch.sim.control`).
+halts reach it only through the kill switch (`knightwatch.sim.fleet`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.rollout import Metrics
-from knightwatch.limits import Limits, layer_keys
-from knightwatch.sim.governance import GovernanceMode
-from knightwatch.sim.router import RouterBounds
-
-if TYPE_CHECKING:
-    from knightwatch.sim.replay import Replay
-    from knightwatch.sim.scenario import Scenario
-
-Action = Callable[["Replay"], None]
-SampleHook = Callable[["Replay", "Metrics"], None]
+from knightwatch.limits import layer_keys
+from knightwatch.sim.setup import LayerSetup, ReplayHooks
 
 
 class LayerError(KnightwatchError, ValueError):
     """An unknown layer name in `--guards`."""
-
-
-class LayerSetup:
-    """What the enabled layers ask of one run."""
-
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.limit_keys: dict[str, Any] = {}
-        self.guarded = False
-        self.register_parents = False
-        self.router_bounds: RouterBounds | None = None
-        self.actions: list[tuple[float, str, Action]] = []
-        self.governance = GovernanceMode()
-        self.sample_hooks: list[SampleHook] = []
-        self.control_plane = False
-        self.supervisor = False
-        self.watch_health = False
-
-    def turn_on(self, keys: tuple[str, ...]) -> None:
-        """Enable Guard rule groups with the scenario's values (Limits defaults if unset)."""
-        self.guarded = True
-        defaults = Limits()
-        for key in keys:
-            self.limit_keys[key] = self.scenario.limits.get(key, getattr(defaults, key))
-
-    def use_control_plane(self, *, supervisor: bool = False, watch: bool = False) -> None:
-        """Run the fleet control plane: leases on (the Guard's `lease_timeout_s` is the
-        scenario's `control.lease_timeout_s`, the value the node runtime's `LeasePolicy`
-        renews against); with `supervisor` the Supervisor halts on node metrics, with
-        `watch` it only computes their health (the gates' input) and halts nothing."""
-        self.guarded = True
-        self.control_plane = True
-        self.supervisor = self.supervisor or supervisor
-        self.watch_health = self.watch_health or watch
-        self.limit_keys["lease_timeout_s"] = self.scenario.control.lease_timeout_s
-
-    def schedule(self, at_s: float, label: str, action: Action) -> None:
-        self.actions.append((at_s, label, action))
-
-    def on_sample(self, hook: SampleHook) -> None:
-        """Call `hook(replay, metrics)` at every sample (`scenario.sample_s`) with each
-        node's health as the control plane's Supervisor computes it (`NodeHealth.gauges()`:
-        `order_rate_ratio`, `reject_ratio`, ...); the hook's layer must run the control plane."""
-        self.sample_hooks.append(hook)
-
-    def limits(self) -> Limits:
-        """All rule groups off, then the enabled ones on; fail-closed basics stay on."""
-        table = self.scenario.limits
-        base: dict[str, Any] = {
-            "version": f"replay:{self.scenario.name}",
-            "require_registered_parent": False,
-            "max_price_age_s": table.get("max_price_age_s", Limits().max_price_age_s),
-        }
-        for key in ("require_reference_price", "tick_size", "max_tracked_order_ids"):
-            if key in table:
-                base[key] = table[key]
-        return Limits.off(**{**base, **self.limit_keys})
 
 
 class Layer(ABC):
@@ -146,7 +79,7 @@ class KillSwitchLayer(Layer):
         tl = setup.scenario.timeline
         at = tl.notice_s + tl.reaction_s
 
-        def kill(replay: Replay) -> None:
+        def kill(replay: ReplayHooks) -> None:
             replay.operator_kill(self.name, f"manual kill {at:g}s after the open")
 
         setup.schedule(at, self.name, kill)
@@ -179,7 +112,7 @@ class AttestationLayer(Layer):
         setup.governance.attestation = True
         setup.use_control_plane()
 
-        def report(replay: Replay) -> None:
+        def report(replay: ReplayHooks) -> None:
             admitted = 0
             for node in replay.nodes:
                 verdict = replay.verdict(node.id)
@@ -221,8 +154,8 @@ class RolloutLayer(Layer):
         setup.governance.rollout = True
         setup.use_control_plane(watch=True)
 
-        def step(replay: Replay, metrics: Metrics) -> None:
-            replay.governance.step_rollout(replay, metrics)
+        def step(replay: ReplayHooks, metrics: Metrics) -> None:
+            replay.step_rollout(metrics)
 
         setup.on_sample(step)
 

@@ -27,18 +27,20 @@ from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.control.fleet.killswitch import CommandResult
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import Verdict
+from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
-from knightwatch.sim.control import ControlAction, ReplayControl, action_of
 from knightwatch.sim.exit import exit_value, marked_value
+from knightwatch.sim.fleet import ControlAction, SimulatedFleet, action_of
 from knightwatch.sim.governance import Governance
-from knightwatch.sim.layers import Action, Layer, LayerSetup
+from knightwatch.sim.layers import Layer
 from knightwatch.sim.node import Node
 from knightwatch.sim.recording import node_recorder
 from knightwatch.sim.router import ParentOrder, RoutedParent, SmarsRouter
 from knightwatch.sim.scenario import Scenario
+from knightwatch.sim.setup import LayerSetup, TimelineAction
 from knightwatch.sim.venue import Market, Venue
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import FLEET_KEY, Scope, TradingState
 
 MOVE_THRESHOLD = 0.05
 
@@ -168,13 +170,16 @@ class Replay:
         self._by_id = {n.id: n for n in self.nodes}
         self.governance = Governance(sc, self.clock, self.setup.governance)
         attestation = self.setup.governance.attestation
-        self.control: ReplayControl | None = None
+        self.control: SimulatedFleet | None = None
         if self.setup.control_plane:
-            self.control = ReplayControl(
+            self.control = SimulatedFleet(
                 self.clock,
                 [n.guard for n in self.nodes if n.guard is not None],
-                sc.control,
-                sc.supervisor if self.setup.supervisor or self.setup.watch_health else None,
+                policy=sc.control.policy(),
+                metrics_interval_s=sc.control.metrics_s,
+                supervisor=sc.supervisor
+                if self.setup.supervisor or self.setup.watch_health
+                else None,
                 supervisor_acts=self.setup.supervisor,
                 admission=self.governance.fleet_admission(self.nodes) if attestation else None,
             )
@@ -225,6 +230,10 @@ class Replay:
             return None
         return self.control.verdict(node_id)
 
+    def step_rollout(self, metrics: Metrics) -> None:
+        """One rollout step on the health the supervisor computed (the rollout layer's hook)."""
+        self.governance.step_rollout(self, metrics)
+
     def mark(self, layer: str, node: str, what: str) -> None:
         self.events.append(GuardrailEvent(round(self.now_s(), 3), layer, node, what))
 
@@ -232,7 +241,7 @@ class Replay:
         """An operator's fleet kill through the control plane's kill switch."""
         assert self.control is not None, "the kill_switch layer runs the control plane"
         try:
-            result = self.control.kill(reason, f"operator:{layer}")
+            result = self.control.kill(Scope.FLEET, FLEET_KEY, reason, actor=f"operator:{layer}")
         except ControlPlaneUnavailable as exc:
             self.mark(
                 layer, "*", f"kill not delivered: {exc}; nodes stop when their leases run out"
@@ -244,7 +253,7 @@ class Replay:
         """A halt another component asked for (a rollout abort), through the kill switch."""
         assert self.control is not None, f"the {layer} layer runs the control plane"
         try:
-            result = self.control.halt(scope, key, reason, actor)
+            result = self.control.kill(scope, key, reason, actor=actor)
         except ControlPlaneUnavailable as exc:
             self.mark(layer, key, f"halt not delivered: {exc}; the lease stops the node")
             return
@@ -305,13 +314,13 @@ class Replay:
             layer = "flag_schema" if self.setup.governance.flag_schema else "operator"
             self.mark(layer, "*", f"activation refused: {result.code}: {result.detail}")
 
-    def _timeline(self) -> list[tuple[int, int, str, Action]]:
+    def _timeline(self) -> list[tuple[int, int, str, TimelineAction]]:
         sc = self.scenario
-        out: list[tuple[int, int, str, Action]] = []
-        items: list[tuple[float, str, Action]] = list(self.setup.actions)
-        items.append((sc.deploy.flag_on_s, "flag_on", Replay.switch_flag_on))
+        out: list[tuple[int, int, str, TimelineAction]] = []
+        items: list[tuple[float, str, TimelineAction]] = list(self.setup.actions)
+        items.append((sc.deploy.flag_on_s, "flag_on", lambda _: self.switch_flag_on()))
         if sc.timeline.rollback_s is not None:
-            items.append((sc.timeline.rollback_s, "rollback", Replay.rollback))
+            items.append((sc.timeline.rollback_s, "rollback", lambda _: self.rollback()))
         for seq, (at_s, label, action) in enumerate(items):
             out.append((sc.open_ns + round(at_s * NS_PER_S), seq, label, action))
         out.sort(key=lambda a: (a[0], a[1]))
@@ -399,7 +408,7 @@ class Replay:
                     self._feed_prices()
                 if self.setup.sample_hooks:
                     assert self.control is not None, "sample hooks read the control plane"
-                    metrics = self.control.gate_metrics()
+                    metrics = self.control.rollout_metrics()
                     for hook in self.setup.sample_hooks:
                         hook(self, metrics)
                 if progress is not None:
@@ -473,7 +482,7 @@ class Replay:
         kill-switch result (who confirmed) it produced."""
         assert self.control is not None
         self.clock.advance_to(t_ns)
-        for action, result in self.control.tick():
+        for action, result in self.control.step():
             self._record_command("supervisor", action.rule.value, result)
 
     def _guard_events(self, seen: list[int]) -> None:
