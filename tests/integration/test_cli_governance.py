@@ -75,8 +75,8 @@ class Site:
 
 
 @pytest.fixture
-async def site(server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Site]:
-    s = Site(tmp_path, server)
+async def site(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Site]:
+    s = Site(tmp_path, nats_server)
     serve = subprocess.Popen(
         [*KNIGHTWATCH, "admission", "serve", "--policy",
          str(s.policy), "--registry", str(s.registry), "--nats-url", s.url],
@@ -182,7 +182,7 @@ def test_unreachable_control_plane_fails_fast_naming_the_url(tmp_path: Path) -> 
 
 
 def test_sigterm_while_waiting_for_admission_leaves_cleanly(
-    server: EmbeddedNatsServer, tmp_path: Path
+    nats_server: EmbeddedNatsServer, tmp_path: Path
 ) -> None:
     """No admission service answers: the node waits unadmitted, and SIGTERM still ends it."""
     tree = deploy(tmp_path / "n1", NEW_ROUTER)
@@ -192,7 +192,7 @@ def test_sigterm_while_waiting_for_admission_leaves_cleanly(
     (tmp_path / "flags.json").write_text("{}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "knightwatch", "node", "--id", "n1", "--nats-url",
-         server.url, "--state-dir", str(tmp_path / "state"), "--artifacts", str(tree / "app"),
+         nats_server.url, "--state-dir", str(tmp_path / "state"), "--artifacts", str(tree / "app"),
          "--config", str(tree / "config.toml"), "--flags", str(tmp_path / "flags.json"),
          "--node-key", str(key)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -96,8 +96,8 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Fleet]:
-    f = Fleet(server, tmp_path)
+async def fleet(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Fleet]:
+    f = Fleet(nats_server, tmp_path)
     admin = await f.plane("admission")
     service = AdmissionService(admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock)
     await service.start()

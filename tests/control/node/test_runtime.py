@@ -10,12 +10,12 @@ from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.wire import StateEntry
+from knightwatch.control.plane.wire import GUARD_ACTOR, StateEntry
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
-from .fleet_fixtures import POLICY, OrderIds, make_node
-from .helpers import entry
+from ..fleet_fixtures import POLICY, OrderIds, S, make_node, mismatch, plane_on, settle
+from ..helpers import entry
 
 MS = 1_000_000
 
@@ -190,3 +190,68 @@ async def test_any_delivery_order_keeps_the_newest_entry_or_stricter(
     first_seen = list(dict.fromkeys(e.command_id for e in delivered))
     if first_seen[-1] == newest.command_id:
         assert final is newest.state
+
+
+async def test_unseen_halt_applies_even_if_it_orders_older_but_a_seen_one_does_not() -> None:
+    fabric = MemoryFabric()
+    node = make_node("n1", await plane_on(fabric), SimClock(1_000 * S))
+    await node.start()
+    kill = entry(command_id="k1", issued_ns=50)
+    resume = entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=100)
+    await node._on_state(kill)
+    await node._on_state(resume)
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    await node._on_state(kill)  # a late echo of a kill already resumed
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    await node._on_state(entry(command_id="k0", issued_ns=10))  # fast path, lagging issuer
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    await node.stop()
+
+
+async def test_automatic_halt_is_stored_survives_restart_and_resume_lifts_it() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    await mismatch(node, OrderIds("a"))
+    assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    ops = await plane_on(fabric)
+    stored, _ = await ops.get_state(Scope.NODE, "n1")
+    assert stored is not None and stored.state is TradingState.HALTED
+    assert stored.actor == f"{GUARD_ACTOR}{RejectReason.FILL_MISMATCH.value}"
+    assert stored.source is RejectReason.FILL_MISMATCH
+    await node.stop()
+    restarted = make_node("n1", await plane_on(fabric), clock)
+    await restarted.start()
+    assert restarted.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    ks = KillSwitch(ops, clock, actor="alice")
+    result = await ks.resume(Scope.NODE, "n1", "reconciled")
+    assert result.ok
+    assert restarted.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+    await restarted.stop()
+
+
+async def test_resuming_an_operator_kill_keeps_the_guards_own_halt_and_shows_it() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    ks = KillSwitch(await plane_on(fabric), clock, actor="alice")
+    ids = OrderIds("b")
+    working = ids.order()
+    assert node.check(working).accepted
+    await ks.kill(Scope.NODE, "n1", "look at it", timeout_s=0.2)
+    await mismatch(node, ids, working.id)
+    stored, _ = await node.plane.get_state(Scope.NODE, "n1")
+    assert stored is not None and stored.actor == "alice"  # the operator's kill is kept
+    clock.advance(S)
+    await ks.resume(Scope.NODE, "n1", "kill done")
+    await settle()
+    assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    stored, _ = await node.plane.get_state(Scope.NODE, "n1")
+    assert stored is not None and stored.state is TradingState.HALTED
+    assert stored.source is RejectReason.FILL_MISMATCH
+    clock.advance(S)
+    await ks.resume(Scope.NODE, "n1", "reconciled")
+    assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+    await node.stop()

@@ -12,8 +12,8 @@ from knightwatch.control.plane.protocol import (
     RevisionConflict,
 )
 
-from .conftest import Backend
-from .helpers import eventually
+from ..conftest import Backend
+from ..helpers import eventually
 
 
 async def test_records_round_trip_with_compare_and_swap(backend: Backend) -> None:

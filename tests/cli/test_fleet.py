@@ -15,6 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+from knightwatch.cli.fleet import _scope
+from knightwatch.control.plane.connect import FleetError
+from knightwatch.state import Scope, TradingState
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(90)
@@ -124,9 +127,9 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
 async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
     from knightwatch.control.plane.nats import NatsControlPlane
     from knightwatch.control.plane.server import EmbeddedNatsServer
-    from knightwatch.state import Scope, TradingState
+    from knightwatch.state import Scope
 
-    from .helpers import entry
+    from ..control.helpers import entry
 
     with EmbeddedNatsServer(tmp_path / "nats") as server:
         plane = NatsControlPlane(server.url)
@@ -140,3 +143,10 @@ async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
     assert (
         result.exit_code == 2 and "already halted" in result.output and "node 'n3'" in result.output
     )
+
+
+def test_cli_strategy_and_symbol_together_name_the_pair_scope() -> None:
+    assert _scope(None, "mm", "AAPL") == (Scope.STRATEGY_SYMBOL, "mm/AAPL")
+    assert _scope(None, "mm", None) == (Scope.STRATEGY, "mm")
+    with pytest.raises(FleetError, match="--node stands alone"):
+        _scope("n1", "mm", None)

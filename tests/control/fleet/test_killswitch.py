@@ -10,12 +10,13 @@ from __future__ import annotations
 from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryFabric
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
 
-from .conftest import Backend
-from .fleet_fixtures import make_node
-from .helpers import entry
+from ..conftest import Backend
+from ..fleet_fixtures import OrderIds, S, make_node, plane_on
+from ..helpers import entry
 
 MS = 1_000_000
 
@@ -107,3 +108,63 @@ def test_equal_instants_order_by_severity_then_actor_not_by_id() -> None:
     assert halted.newer_than(reducing) and not reducing.newer_than(halted)
     by_a, by_b = e(TradingState.HALTED, "a", "f"), e(TradingState.HALTED, "b", "0")
     assert by_b.newer_than(by_a) and not by_a.newer_than(by_b)
+
+
+async def test_kill_from_a_lagging_clock_still_halts_and_is_stored_newest() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    ahead = KillSwitch(await plane_on(fabric), SimClock(5_000 * S), actor="alice")
+    lagging = KillSwitch(await plane_on(fabric), SimClock(10 * S), actor="bob")
+    await ahead.kill(Scope.FLEET, "", "first", timeout_s=0.2)
+    await ahead.resume(Scope.FLEET, "", "fixed")
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    result = await lagging.kill(Scope.FLEET, "", "again", timeout_s=0.2)
+    assert result.ok
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    stored, _ = await (await plane_on(fabric)).get_state(Scope.FLEET, "fleet")
+    assert stored is not None and stored.state is TradingState.HALTED
+    assert stored.command_id == result.entry.command_id
+    assert stored.issued_ns > 5_000 * S
+    # A restarted node resyncs the kill from the store and is halted.
+    await node.stop()
+    again = make_node("n1", await plane_on(fabric), clock)
+    await again.start()
+    assert again.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    await again.stop()
+
+
+async def test_kill_after_another_switch_wrote_the_slot_still_stores_newest() -> None:
+    """The switch's remembered revision is stale: its CAS must fail, re-read and bump."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    lagging = KillSwitch(await plane_on(fabric), SimClock(10 * S), actor="bob")
+    ahead = KillSwitch(await plane_on(fabric), SimClock(5_000 * S), actor="alice")
+    await lagging.kill(Scope.FLEET, "", "first", timeout_s=0.2)  # bob remembers this write
+    await ahead.resume(Scope.FLEET, "", "fixed")  # alice writes the slot after him
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    result = await lagging.kill(Scope.FLEET, "", "again", timeout_s=0.2)
+    assert result.ok and node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    stored, _ = await (await plane_on(fabric)).get_state(Scope.FLEET, "fleet")
+    assert stored is not None and stored.command_id == result.entry.command_id
+    assert stored.state is TradingState.HALTED and stored.issued_ns > 5_000 * S
+    await node.stop()
+
+
+async def test_strategy_symbol_scope_halts_one_pair_on_every_node() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    ks = KillSwitch(await plane_on(fabric), clock, actor="alice")
+    result = await ks.kill(Scope.STRATEGY_SYMBOL, "mm/AAPL", "pair", timeout_s=0.2)
+    assert result.ok and result.targets == ["n1"]
+    ids = OrderIds("c")
+    assert not node.check(ids.order("AAPL", "mm")).accepted
+    node.on_price("MSFT", 100.0)
+    assert node.check(ids.order("MSFT", "mm")).accepted
+    assert node.check(ids.order("AAPL", "other")).accepted
+    await node.stop()

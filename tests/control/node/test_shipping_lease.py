@@ -14,7 +14,7 @@ from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 
-from .fleet_fixtures import POLICY, OrderIds
+from ..fleet_fixtures import POLICY, OrderIds
 
 
 async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage() -> None:

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 
-from .release_world import CONFIG, FILES, RLP, RLP_HASH
+from ..release.release_world import CONFIG, FILES, RLP, RLP_HASH
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "300"}

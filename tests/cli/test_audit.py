@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 
-from .conftest import WriteFile
+from ..audit.conftest import WriteFile
 
 runner = CliRunner()
 

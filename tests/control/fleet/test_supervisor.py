@@ -23,7 +23,7 @@ from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
-from .fleet_fixtures import OrderIds, make_node
+from ..fleet_fixtures import OrderIds, make_node
 
 S = 1_000_000_000
 TICK = S // 5

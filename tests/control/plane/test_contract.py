@@ -14,8 +14,8 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.state import Scope, TradingState
 
-from .conftest import Backend
-from .helpers import entry, eventually
+from ..conftest import Backend
+from ..helpers import entry, eventually
 
 
 def status(node_id: str, seen_ns: int = 10) -> NodeStatus:
