@@ -3,7 +3,7 @@
 Side by side, in the same run and interleaved in blocks so both see the same
 machine load, with the floor: a raw NATS core publish to 8 echo processes and
 their 8 replies (the least any request-and-confirm protocol over this server
-can cost on this box). Each kill is a real `KillSwitch.kill` (fast-path
+can cost on the same machine). Each kill is a real `KillSwitch.kill` (fast-path
 announcement, durable store write, confirmations) handled by real
 `knightwatch node` processes, each applying it to its Guard before confirming.
 

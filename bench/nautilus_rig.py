@@ -51,7 +51,7 @@ class NautilusRig:
         bus.register(endpoint="ExecEngine.process", handler=self.denied)
         portfolio.update_account(TestEventStubs.cash_account_state())
         # TestClock does not advance, so the submit throttle is set out of reach, as in
-        # the research benchmark; the notional cap is on and passes.
+        # NautilusTrader's documented defaults; the notional cap is on and passes.
         self.engine = RiskEngine(
             portfolio=portfolio,
             msgbus=bus,

@@ -1,4 +1,4 @@
-"""The issue-5 CLI on a live fleet: admission serve/enrol/target, status, flags, rollout.
+"""The governance CLI on a live fleet: admission serve/enrol/target, status, flags, rollout.
 
 A real nats-server, `knightwatch admission serve` as its own process, two nodes
 (one on the release, one that missed the deploy) as NodeRuntimes, and every

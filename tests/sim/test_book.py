@@ -29,7 +29,7 @@ def test_eating_q_moves_the_quote_by_the_square_root_law() -> None:
     b = book()
     q = 2_400_000
     b.take(True, q, 0)
-    expected = 2.0 * SPEC.sigma * SPEC.price * math.sqrt(q / SPEC.adv)  # research 2d: $0.93
+    expected = 2.0 * SPEC.sigma * SPEC.price * math.sqrt(q / SPEC.adv)  # $0.93
     assert abs((b.mid() - b.mid0) - expected) <= 0.02
     assert 0.049 < b.moved_pct() < 0.052
 

@@ -1,4 +1,4 @@
-"""Flag governance: a flag is a contract with an identity (DESIGN principle 5).
+"""Flag governance: a flag is a contract with an identity (principle 5 in docs/architecture.md).
 
 Knight's reused flag id meant "new router" on seven servers and "Power Peg" on
 the eighth. This package makes an id mean one thing forever (registry and lint),

@@ -4,7 +4,8 @@ Depth grows linearly away from the touch: the level k ticks behind the
 original quote holds ``d1 * (k + 1)`` shares, with
 ``d1 = 2 * adv * tick**2 / (impact_y * sigma * price)**2``. Eating Q shares
 then moves the quote by ``impact_y * sigma * price * sqrt(Q / adv)``, the law
-the research calibration is written in (REPORT.md section 2d), while every
+the replay's calibration is written in (docs/replay.md, Sources and
+calibration), while every
 share still fills at a whole-tick price on a real ladder level.
 
 The book is kept as one signed number, ``net``: shares absorbed from the ask

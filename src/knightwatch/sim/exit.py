@@ -1,14 +1,14 @@
 """The exit model: what the positions left at the stop are really worth.
 
 Knight's loss was realised by selling the whole basket to one buyer after the
-close (CNBC, Bloomberg; research F31), not by marking it to the prices its
+close (press reports cited in docs/replay.md), not by marking it to the prices its
 own buying had pushed up. Marking to those prices shows a *profit* (the
 average fill of a metaorder sits below its peak), which is the pitfall this
 module exists to avoid: every loss figure in the replay is after an exit.
 
 Two exits, both after the book has fully relaxed to its permanent impact:
 ``block`` sells to one buyer at a discount of ``discount_y * sigma *
-sqrt(|Q| / adv)`` (research preset H2, discount_y = 3.2); ``metaorder`` walks
+sqrt(|Q| / adv)`` (the *history* calibration, discount_y = 3.2); ``metaorder`` walks
 the relaxed book back with a second metaorder of the same size.
 """
 

@@ -49,8 +49,9 @@ class GuardRuleLayer(Layer):
 
 
 class ParentReconciliationLayer(GuardRuleLayer):
-    """Children compared with the parent that entered (SEC C2): the replay registers every
-    parent with its node's Guard, which then refuses children beyond the parent's quantity."""
+    """Children compared with the parent that entered (SEC order, para. 21): the replay
+    registers every parent with its node's Guard, which then refuses children beyond the
+    parent's quantity."""
 
     def configure(self, setup: LayerSetup) -> None:
         setup.turn_on(self.keys)

@@ -2,7 +2,7 @@
 
 A parent is worked by an algorithm chosen by the node's release from the
 parent's flag. The algorithm says how many of the children now due it wants
-to send; the router then applies its hard bounds (DESIGN principle 6): at
+to send; the router then applies its hard bounds (principle 6 in docs/architecture.md): at
 most `max_children_per_parent` children and a cumulative child quantity never
 above `max_qty_multiple` times the parent's, counted on what was *sent*, so
 the bound holds whatever the algorithm, the fills or the downstream checks do.

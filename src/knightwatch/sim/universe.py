@@ -1,7 +1,7 @@
 """The symbols a scenario trades: tiers of similar stocks, generated from a seed or listed.
 
-A tier is the unit of calibration (the research report fits liquid, mid-cap and
-small-cap tiers to the SEC aggregates), so a generated universe spreads each
+A tier is the unit of calibration (docs/replay.md fits liquid, mid-cap and
+small-cap tiers to the SEC order's aggregates), so a generated universe spreads each
 tier's daily volume over [adv/2, 2*adv] to avoid 154 identical books while
 keeping the tier medians the calibration was done on.
 """

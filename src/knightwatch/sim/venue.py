@@ -20,7 +20,7 @@ from knightwatch.sim.universe import SymbolSpec
 
 
 class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How the market answers aggressive flow (research REPORT.md 2b-2d, preset H2)."""
+    """How the market answers aggressive flow (the *history* calibration, docs/replay.md)."""
 
     tick: float = 0.01
     impact_y: float = 2.0

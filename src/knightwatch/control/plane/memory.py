@@ -2,7 +2,7 @@
 
 The replay and the unit tests run the same node runtime, kill switch and
 supervisor on this backend that the live fleet runs on NATS; only the transport
-differs (DESIGN principle 1). A `MemoryFabric` plays the server: it holds the
+differs (principle 1 in docs/architecture.md). A `MemoryFabric` plays the server: it holds the
 durable state, and every `MemoryControlPlane` is one client connection to it.
 Messages are delivered inline, in subscription order, before the publishing
 call returns, so a simulated run is reproducible step by step.

@@ -1,6 +1,6 @@
 """The control plane on NATS JetStream: the live fleet's backend.
 
-Design choices come from measurements on this hardware (research/fleet/REPORT.md):
+Design choices come from measured NATS behaviour (docs/control-plane.md):
 
 * Durable state is in KV buckets with compare-and-swap. The state bucket
   republishes every stored entry onto a core subject, and nodes listen there

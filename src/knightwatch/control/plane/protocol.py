@@ -1,6 +1,6 @@
 """The control-plane contract every backend satisfies (one shared contract test suite).
 
-Two kinds of traffic, following the measured NATS behaviour in the fleet research:
+Two kinds of traffic, following NATS's measured behaviour (docs/control-plane.md):
 
 * durable state (kill/halt entries, membership) lives in key-value buckets with
   revisions and compare-and-swap, so it survives restarts and two operators
