@@ -1,4 +1,4 @@
-"""Release admission and flag governance on a live fleet: real nats-server, several NodeRuntimes, the admission service.
+"""Release admission and flag governance on a live fleet: a real nats-server, NodeRuntimes.
 
 One story, Knight's: eight servers, one missed the deploy. Here the stale node
 is refused at join and never arms, a flag activation is refused naming it,
