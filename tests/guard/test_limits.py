@@ -135,3 +135,27 @@ def test_limits_are_frozen_all_the_way_down() -> None:
         lim.max_order_qty = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         lim.strategy["mm"] = Override(max_order_qty=1)  # type: ignore[index]
+
+
+def test_readme_check_table_is_the_rule_table() -> None:
+    """Each README row lists exactly the keys and reason codes of its RULE_GROUPS entries."""
+    import re
+    from pathlib import Path
+
+    from knightwatch.decision import RejectReason
+    from knightwatch.limits import RULE_GROUPS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    rows: dict[int, tuple[set[str], set[str]]] = {}
+    for line in readme.splitlines():
+        m = re.match(r"\| (\d+) \| [^|]+ \| ([^|]+) \| ([^|]+) \|$", line)
+        if m:
+            keys = set(re.findall(r"`([a-z_]+)`", m[2])) - {"halt", "resume"}
+            rows[int(m[1])] = (keys, set(re.findall(r"`([a-z_]+)`", m[3])))
+    want: dict[int, tuple[set[str], set[str]]] = {}
+    for g in RULE_GROUPS:
+        keys, reasons = want.setdefault(g.row, (set(), set()))
+        keys.update(g.keys)
+        reasons.update(r.value for r in g.reasons)
+    assert rows == want
+    assert {r for g in RULE_GROUPS for r in g.reasons} == set(RejectReason) - {RejectReason.OK}

@@ -15,8 +15,10 @@ from knightwatch.cli.app import app
 from knightwatch.sim.exit import exit_value
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.replay import Replay, ReplayResult
-from knightwatch.sim.report import CHECKED, TOLERANCE, ReplayReport
+from knightwatch.sim.report import CHECKED, CLAIMED
 from knightwatch.sim.scenario import load
+
+from ..conftest import DemoRun
 
 SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
 
@@ -118,16 +120,20 @@ def test_rate_limits_alone_slow_the_runaway_but_do_not_contain_it() -> None:
     assert r.executions < none.executions
 
 
-def test_knight_2012_lands_within_25_percent_of_the_sec_record() -> None:
-    sc = load("knight-2012")
-    r = Replay(sc, ()).run()
-    rows = ReplayReport(r, sc.record).record_rows()
-    checked = {label: ok for label, _, _, _, ok in rows if label in CHECKED}
-    assert len(checked) == 7
-    bad = {label: ratio for label, _, _, ratio, ok in rows if ok is False}
-    assert not bad, f"outside {TOLERANCE:.0%}: {bad}"
-    stale = r.per_node["n8"].orders
-    assert all(stale >= n.orders for n in r.per_node.values())
+def test_knight_2012_lands_where_the_readme_says_against_the_sec_record(
+    knight_demo: DemoRun,
+) -> None:
+    vs = knight_demo.figures["none"]["vs_record"]
+    assert set(CLAIMED) <= set(vs)
+    off = {
+        label: vs[label]["ratio"]
+        for label, tol in CLAIMED.items()
+        if not abs(vs[label]["ratio"] - 1.0) <= tol
+    }
+    assert not off, f"outside the README's claim: {off}"
+    assert all(vs[label]["within_25pct"] for label in CHECKED)
+    stale = knight_demo.figures["none"]["per_node"]["n8"]["orders"]
+    assert all(stale >= n["orders"] for n in knight_demo.figures["none"]["per_node"].values())
 
 
 def test_cli_writes_json_and_html(tmp_path: Path) -> None:
@@ -158,18 +164,3 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     assert "Traceback" not in res.output
     res = CliRunner().invoke(app, ["replay", str(SMALL), "--guards", "nope"])
     assert res.exit_code == 2 and "nope" in res.output
-
-
-def test_run_demo_prints_both_summaries_and_the_report_paths(tmp_path: Path) -> None:
-    from rich.console import Console
-
-    from knightwatch.sim.demo import run_demo
-
-    console = Console(record=True, width=140)
-    run_demo(console, tmp_path)
-    text = console.export_text()
-    assert "guards: none" in text and "replay vs SEC record" in text
-    assert "guards: parent_reconciliation" in text
-    assert (tmp_path / "none" / "index.html").exists() and (
-        tmp_path / "all" / "index.html"
-    ).exists()

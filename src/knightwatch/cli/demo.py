@@ -5,15 +5,37 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import msgspec
 import typer
 from rich.console import Console
 
-from knightwatch.sim.demo import run_demo
+from knightwatch.cli import runner
+from knightwatch.sim.layers import resolve
+from knightwatch.sim.replay import ReplayResult
+from knightwatch.sim.report import ReplayReport
+from knightwatch.sim.scenario import load
+
+
+def run_demo(console: Console, out: Path) -> dict[str, ReplayReport]:
+    """Both runs' tables and the HTML report of each under `out`; the reports by guard spec."""
+    scenario = load("knight-2012")
+    reports: dict[str, ReplayReport] = {}
+    for spec in ("none", "all"):
+        result: ReplayResult = runner.run(scenario, resolve(spec), None, console)
+        report = reports[spec] = ReplayReport(result, scenario.record)
+        for table in report.tables():
+            console.print(table)
+        path = report.write_html(out / spec)
+        console.print(f"HTML report: {path}")
+    return reports
 
 
 def demo(
     report_dir: Path | None = typer.Option(
         None, "--report", help="where to write the HTML reports (default: a new temp dir)"
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="also write both runs' figures here (keys: none, all)"
     ),
 ) -> None:
     """Replay 2012-08-01 with no guards, then with every guardrail layer, and compare."""
@@ -27,4 +49,11 @@ def demo(
     except OSError as exc:
         console.print(f"[red]error:[/red] --report {out}: not a writable directory ({exc})")
         raise typer.Exit(2) from None
-    run_demo(console, out)
+    reports = run_demo(console, out)
+    if json_out is not None:
+        figures = {spec: report.json() for spec, report in reports.items()}
+        try:
+            json_out.write_bytes(msgspec.json.format(msgspec.json.encode(figures), indent=2))
+        except OSError as exc:
+            console.print(f"[red]error:[/red] --json {json_out}: cannot write ({exc})")
+            raise typer.Exit(2) from None

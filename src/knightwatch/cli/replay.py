@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from knightwatch.sim import runner
+from knightwatch.cli import runner
 from knightwatch.sim.layers import REGISTRY, LayerError, resolve
 from knightwatch.sim.report import ReplayReport
 from knightwatch.sim.scenario import ScenarioError, load
