@@ -18,7 +18,7 @@ from knightwatch.release.contents import contents_from_directory
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
-from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
+from knightwatch.release.signing import ReleaseSigners
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
@@ -59,16 +59,15 @@ def deploy(root: Path, router: bytes) -> Path:
     return root
 
 
-class Signers:
+class Signers(ReleaseSigners):
+    """CI and release manager, signing a release built from an install tree on disk."""
+
     def __init__(self) -> None:
-        self.ci = SigningKey.generate()
-        self.rm = SigningKey.generate()
-        self.trust = TrustPolicy.of(2, {"ci": self.ci.public, "rm": self.rm.public})
+        super().__init__({"ci": SigningKey.generate(), "rm": SigningKey.generate()})
 
     def release(self, release_id: str, tree: Path, flags: dict[str, str]) -> Envelope:
         contents = contents_from_directory(tree / "app", tree / "config.toml", flags)
-        envelope = release_envelope(Manifest(release_id=release_id, contents=contents))
-        return sign_release(sign_release(envelope, self.ci), self.rm)
+        return self.sign(Manifest(release_id=release_id, contents=contents))
 
 
 def node(

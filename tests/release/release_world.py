@@ -17,7 +17,7 @@ from knightwatch.release.contents import ReleaseContents, contents_from_memory
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
-from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
+from knightwatch.release.signing import ReleaseSigners
 
 RLP = "trading.smars.rlp_enabled"
 POWER_PEG = "trading.smars.power_peg"
@@ -38,10 +38,11 @@ class World:
     """Signers, nodes and a target release the tests vary one thing at a time."""
 
     def __init__(self) -> None:
-        self.ci = SigningKey.generate()
-        self.rm = SigningKey.generate()
+        self.signers = ReleaseSigners.generate(("ci", "release-manager"))
+        self.ci = self.signers.keys["ci"]
+        self.rm = self.signers.keys["release-manager"]
         self.outsider = SigningKey.generate()
-        self.policy = TrustPolicy.of(2, {"ci": self.ci.public, "release-manager": self.rm.public})
+        self.policy = self.signers.trust
         self.node_keys = {f"n{i}": SigningKey.generate() for i in range(1, 9)}
         self.roster = {node: key.public for node, key in self.node_keys.items()}
         self.registry = RegistrySchema(
@@ -59,8 +60,9 @@ class World:
     def release(
         self, release_id: str = "2012.08.01-rlp", contents: ReleaseContents | None = None
     ) -> Envelope:
-        manifest = Manifest(release_id=release_id, contents=contents or self.contents())
-        return sign_release(sign_release(release_envelope(manifest), self.ci), self.rm)
+        return self.signers.sign(
+            Manifest(release_id=release_id, contents=contents or self.contents())
+        )
 
     def admitter(self, clock: SimClock) -> Admitter:
         counter = iter(range(1_000_000))

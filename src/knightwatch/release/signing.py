@@ -116,6 +116,34 @@ def sign_release(envelope: Envelope, key: SigningKey) -> Envelope:
     return add_signature(envelope, key)
 
 
+class ReleaseSigners:
+    """A release pipeline's signers and the trust policy that requires all of them.
+
+    The one way a signed release is built, whether by the local drill, the
+    replay or a test: each named key signs the manifest, and the policy's
+    threshold is the number of distinct signers, so no one of them alone can
+    publish a release.
+    """
+
+    def __init__(self, keys: dict[str, SigningKey]) -> None:
+        if len(keys) < 1:
+            raise ReleaseInputError("signers: at least one signer is required")
+        self.keys = dict(keys)
+        self.trust = TrustPolicy.of(len(keys), {n: k.public for n, k in keys.items()})
+
+    @classmethod
+    def generate(cls, names: tuple[str, ...] = ("ci", "release-manager")) -> ReleaseSigners:
+        """Fresh Ed25519 keys for each name (a local or simulated pipeline)."""
+        return cls({name: SigningKey.generate() for name in names})
+
+    def sign(self, manifest: Manifest) -> Envelope:
+        """The manifest in a DSSE envelope carrying every signer's signature."""
+        envelope = release_envelope(manifest)
+        for key in self.keys.values():
+            envelope = sign_release(envelope, key)
+        return envelope
+
+
 class ReleaseVerification(msgspec.Struct, frozen=True):
     """The manifest is set only when the envelope passed; findings say why not."""
 

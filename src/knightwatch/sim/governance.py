@@ -42,7 +42,7 @@ from knightwatch.release.dsse import Envelope
 from knightwatch.release.flagschema import schema_from_table
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
-from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
+from knightwatch.release.signing import ReleaseSigners
 from knightwatch.sim.fleet import FleetAdmission
 from knightwatch.sim.release import MEANINGS, Release
 from knightwatch.sim.setup import GovernanceMode, ReplayHooks
@@ -84,12 +84,12 @@ class Governance:
             ],
             source=f"{scenario.name}:feature-flags.yaml",
         )
-        ci, rm = SigningKey.generate(), SigningKey.generate()
-        self.trust = TrustPolicy.of(2, {"ci": ci.public, APPROVER: rm.public})
-        self.envelopes: dict[str, Envelope] = {}
-        for rid, rel in scenario.releases.items():
-            manifest = Manifest(release_id=rid, contents=contents_of(rel))
-            self.envelopes[rid] = sign_release(sign_release(release_envelope(manifest), ci), rm)
+        signers = ReleaseSigners.generate(("ci", APPROVER))
+        self.trust = signers.trust
+        self.envelopes: dict[str, Envelope] = {
+            rid: signers.sign(Manifest(release_id=rid, contents=contents_of(rel)))
+            for rid, rel in scenario.releases.items()
+        }
         self.node_keys = {n: SigningKey.generate() for n in scenario.node_ids()}
         self.store = MemoryFlagStateStore()
         self._nodes: list[Node] = []

@@ -34,9 +34,9 @@ from knightwatch.release.contents import contents_from_directory
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.flagschema import FlagSchema
-from knightwatch.release.keys import SigningKey, load_verify_key, write_key_pair
+from knightwatch.release.keys import load_verify_key, write_key_pair
 from knightwatch.release.manifest import Manifest
-from knightwatch.release.signing import TrustPolicy, release_envelope, sign_release
+from knightwatch.release.signing import ReleaseSigners, TrustPolicy
 
 STALE_FILE = "knightwatch/sim/drill/flow.py"
 """The file a stale node's install tree holds in its previous version."""
@@ -95,11 +95,9 @@ class LocalRelease:
         contents = contents_from_directory(self.artifacts, self.config_path, self.flag_table)
         fingerprint = hashlib.sha256(msgspec.json.encode(contents)).hexdigest()
         self.release_id = f"local-{fingerprint[:12]}"
-        signers = {name: SigningKey.generate() for name in SIGNERS}
-        self.trust = TrustPolicy.of(len(signers), {n: k.public for n, k in signers.items()})
-        envelope = release_envelope(Manifest(release_id=self.release_id, contents=contents))
-        for key in signers.values():
-            envelope = sign_release(envelope, key)
+        signers = ReleaseSigners.generate(SIGNERS)
+        self.trust = signers.trust
+        envelope = signers.sign(Manifest(release_id=self.release_id, contents=contents))
         self.envelope = envelope
         self.envelope_path.write_bytes(encode_envelope(envelope))
         self.policy_path.write_text(policy_toml(self.trust), encoding="utf-8")
