@@ -1,0 +1,172 @@
+"""What both adapters share: a watched Guard, its flight recorder, and joining the fleet.
+
+An adapter must act when the Guard's trading state changes, whoever changed it:
+the Guard's own automatic halts (throttle, loss stop, fill mismatch), an
+operator's kill arriving through the node runtime, a resume. The Guard has one
+halt listener and the node runtime owns it, so instead `WatchedGuard` tells
+its watchers after every `halt` and `resume`, the two methods every one of
+those paths goes through. The watcher mirrors the state into the host stack
+(NautilusTrader's trading state) and, on a node-wide HALTED, cancels the
+node's open orders at the venue: a kill stops new orders and removes the
+working ones, as a venue kill switch does.
+
+Joining the fleet is the existing `NodeRuntime` (lease, kill state, metrics,
+flight-recorder shipping), started with one call; the adapters never carry a
+second runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from knightwatch.audit.recorder import FlightRecorder
+from knightwatch.audit.sink import FileSink, MemorySink, Sink
+from knightwatch.clock import Clock
+from knightwatch.control.exposition import MetricsServer, serve_node_metrics
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.control.natsplane import NatsControlPlane
+from knightwatch.control.node import NodeRuntime
+from knightwatch.control.protocol import ControlPlane
+from knightwatch.control.shipping import ShippingSink
+from knightwatch.guard import DEFAULT_MEMORY_RECORDS, Guard
+from knightwatch.limits import Limits
+from knightwatch.state import Scope, TradingState
+
+log = logging.getLogger(__name__)
+
+ControlPlaneSpec = ControlPlane | str | Sequence[str]
+"""A control plane object, or the NATS URL(s) of one."""
+
+
+class AdapterError(RuntimeError):
+    """An adapter cannot be installed or run as configured; the message says what to fix."""
+
+
+class WatchedGuard(Guard):
+    """A Guard that tells its watchers after every halt and resume, from any source."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        self._watchers.append(watcher)
+
+    def halt(self, *args: Any, **kwargs: Any) -> None:
+        super().halt(*args, **kwargs)
+        self._changed()
+
+    def resume(self, *args: Any, **kwargs: Any) -> bool:
+        cleared = super().resume(*args, **kwargs)
+        self._changed()
+        return cleared
+
+    def _changed(self) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher()
+            except Exception:  # a failing watcher must never undo or delay the halt itself
+                log.exception("WATCHER_FAILED node=%s", self.node)
+
+    def worst_state(self) -> TradingState:
+        """The strictest state held at any scope (what a single host-wide state mirrors)."""
+        states = [h.state for h in self.halts().values()]
+        return max(states, default=TradingState.ACTIVE)
+
+    def node_state(self) -> TradingState:
+        """The state of the whole node: its fleet and node scopes (a kill or a node halt)."""
+        return max(self.trading_state(Scope.FLEET), self.trading_state(Scope.NODE, self.node))
+
+
+def with_lease(limits: Limits, policy: LeasePolicy) -> Limits:
+    """The limits with the node's lease timeout; a different one already set is an error."""
+    if limits.lease_timeout_s is None:
+        return msgspec.structs.replace(limits, lease_timeout_s=policy.lease_timeout_s)
+    if abs(limits.lease_timeout_s - policy.lease_timeout_s) > 1e-9:
+        raise AdapterError(
+            f"lease_timeout_s: the limits set {limits.lease_timeout_s:g} but the node's lease "
+            f"policy is {policy.lease_timeout_s:g}; make them agree"
+        )
+    return limits
+
+
+def build_guard(
+    limits: Limits,
+    *,
+    node: str,
+    clock: Clock,
+    recorder: str | Path | None,
+    ship: bool,
+) -> tuple[WatchedGuard, ShippingSink | None]:
+    """A watched Guard with its flight recorder: a file at `recorder`, else memory.
+
+    With `ship`, recorded lines are also queued for the fleet's audit stream.
+    """
+    sink: Sink
+    if recorder is None:
+        sink = MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
+    else:
+        path = Path(recorder)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sink = FileSink(path)
+        except OSError as exc:
+            raise AdapterError(f"recorder: cannot open {path} ({exc})") from None
+    shipper = ShippingSink(sink) if ship else None
+    fr = FlightRecorder(None, clock=clock, sink=shipper if shipper is not None else sink)
+    return WatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
+
+
+def plane_of(spec: ControlPlaneSpec, node: str) -> ControlPlane:
+    if isinstance(spec, str):
+        return NatsControlPlane([u for u in spec.split(",") if u], name=f"node-{node}")
+    if isinstance(spec, Sequence):
+        return NatsControlPlane(list(spec), name=f"node-{node}")
+    return spec
+
+
+class FleetMember:
+    """One node's membership: `NodeRuntime` on a connected plane, armed once it has joined.
+
+    A plane built here from URLs is closed by `stop`; one passed in stays open.
+    """
+
+    def __init__(
+        self,
+        guard: WatchedGuard,
+        plane: ControlPlane,
+        *,
+        clock: Clock,
+        policy: LeasePolicy,
+        shipper: ShippingSink | None,
+        metrics_port: int | None = None,
+        owns_plane: bool = True,
+    ) -> None:
+        self.plane = plane
+        self.owns_plane = owns_plane
+        self.runtime = NodeRuntime(guard, plane, clock=clock, policy=policy, shipper=shipper)
+        self.metrics_port = metrics_port
+        self.exposition: MetricsServer | None = None
+
+    async def start(self, actor: str) -> None:
+        """Connect, join (kill state resynced, lease taken, registered), then arm."""
+        if not self.plane.connected:
+            await self.plane.connect()
+        await self.runtime.start()
+        self.runtime.arm(actor)
+        if self.metrics_port is not None:
+            self.exposition = serve_node_metrics(self.runtime, self.metrics_port)
+        log.info("node %s joined the fleet and armed (%s)", self.runtime.node_id, actor)
+
+    async def stop(self) -> None:
+        if self.exposition is not None:
+            self.exposition.close()
+            self.exposition = None
+        await self.runtime.stop()
+        if self.owns_plane:
+            await self.plane.close()

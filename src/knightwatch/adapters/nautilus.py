@@ -1,0 +1,577 @@
+"""knightwatch inside a NautilusTrader node: the Guard on the last hop before the venue.
+
+NautilusTrader (1.221.0, `knightwatch[nautilus]`) routes every trading command
+over its message bus to the endpoint `ExecEngine.execute`: from its own
+RiskEngine after that engine's checks, and directly from the OrderManager, the
+OrderEmulator and execution algorithms. Whatever an ExecutionClient will send
+passes there, whichever venue adapter the node uses. `install` re-registers
+that endpoint with the Guard in front of the ExecutionEngine, so
+
+* every SubmitOrder (and each order of a SubmitOrderList) meets `Guard.check`
+  after NautilusTrader's own risk checks, which skip account-scoped checks for
+  some broker-routed instruments, and before any client sees it; a refusal
+  becomes NautilusTrader's standard `OrderDenied`, reason
+  `knightwatch:<code> <detail>` (`reason_code` reads the code back);
+* cancels, cancel-all and batch cancels always pass, halted or not;
+* a ModifyOrder is answered `OrderModifyRejected` (`knightwatch:invalid_order`)
+  until the Guard has a replace check: an amend can add risk, and the Guard
+  cannot yet reserve it, so it fails closed rather than passing unchecked;
+* fills, cancels, expiries, venue rejects and quotes reach the Guard from the
+  bus topics before strategies see them (subscription priority), so a
+  strategy reacting to a fill or a quote is checked against the updated book;
+* every change of the Guard's trading state is mirrored into the RiskEngine's
+  `TradingState` (strictest scope wins: NautilusTrader has one state per node),
+  so NautilusTrader itself denies new orders too; a node-wide HALTED (a kill,
+  a node halt) also cancels every open and emulated order of every strategy.
+
+The Guard runs on NautilusTrader's clock (`NautilusClock`), so its rate
+windows and throttle follow simulated time in a backtest and the node's clock
+live. With `control_plane`, the node joins the fleet through `NodeRuntime`
+(lease, kill state, metrics, flight-recorder shipping) and arms once joined.
+
+Quantities are exact: the Guard counts each instrument's size increments
+(`knightwatch.adapters.units`), so for an instrument with increment 0.001 a
+`max_order_qty` of 5000 means 5.0. Quote-quantity orders are refused: their
+base size is only known after the ExecutionEngine converts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nautilus_trader.common.component import MessageBus
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.execution.messages import (
+    BatchCancelOrders,
+    CancelAllOrders,
+    CancelOrder,
+    ModifyOrder,
+    QueryAccount,
+    QueryOrder,
+    SubmitOrder,
+    SubmitOrderList,
+)
+from nautilus_trader.model.data import QuoteTick, TradeTick
+from nautilus_trader.model.enums import OrderSide, OrderStatus
+from nautilus_trader.model.enums import TradingState as NtState
+from nautilus_trader.model.events import (
+    OrderCanceled,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderModifyRejected,
+    OrderRejected,
+)
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.orders import Order as NtOrder
+
+from knightwatch.adapters.fleet import (
+    AdapterError,
+    ControlPlaneSpec,
+    FleetMember,
+    WatchedGuard,
+    build_guard,
+    plane_of,
+    with_lease,
+)
+from knightwatch.adapters.units import UnitError, Units
+from knightwatch.audit.record import AuditContext
+from knightwatch.clock import Clock
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.decision import Decision, RejectReason
+from knightwatch.limits import Limits
+from knightwatch.order import Fill, InvalidOrder, Order, Side
+from knightwatch.state import Scope, TradingState
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "ExecEngine.execute"
+"""The bus endpoint every trading command passes on its way to an ExecutionClient."""
+PROCESS_ENDPOINT = "ExecEngine.process"
+REASON_PREFIX = "knightwatch:"
+EVENT_PRIORITY = 5
+"""Bus priority of the Guard's subscriptions: after NautilusTrader's engines (10), before
+strategies (0), so the Guard's book is current when a strategy reacts."""
+
+_PASS = (CancelOrder, CancelAllOrders, BatchCancelOrders, QueryOrder, QueryAccount)
+_TO_NT = {
+    TradingState.ACTIVE: NtState.ACTIVE,
+    TradingState.REDUCING: NtState.REDUCING,
+    TradingState.HALTED: NtState.HALTED,
+}
+_SEVERITY = {NtState.ACTIVE: 0, NtState.REDUCING: 1, NtState.HALTED: 2}
+_MODIFY_REFUSED = Decision(
+    False,
+    RejectReason.INVALID_ORDER,
+    "an amend can add risk and the Guard has no replace check yet; cancel and resubmit",
+)
+
+
+def reason_code(denied_reason: str) -> RejectReason | None:
+    """The Guard's reason code in an `OrderDenied`/`OrderModifyRejected` reason, else None."""
+    if not denied_reason.startswith(REASON_PREFIX):
+        return None
+    code = denied_reason[len(REASON_PREFIX) :].split(" ", 1)[0]
+    try:
+        return RejectReason(code)
+    except ValueError:
+        return None
+
+
+class NautilusClock:
+    """The Guard's `Clock` on NautilusTrader's: simulated time in a backtest, live otherwise.
+
+    NautilusTrader's clock is wall time; the Guard's windows want a clock that
+    never runs backwards, so `monotonic_ns` holds the latest reading it gave.
+    """
+
+    __slots__ = ("_clock", "_last")
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self._last = 0
+
+    def monotonic_ns(self) -> int:
+        t: int = self._clock.timestamp_ns()
+        if t > self._last:
+            self._last = t
+        return self._last
+
+    def time_ns(self) -> int:
+        return int(self._clock.timestamp_ns())
+
+
+class _Instrument:
+    __slots__ = ("symbol", "units")
+
+    def __init__(self, symbol: str, units: Units) -> None:
+        self.symbol = symbol
+        self.units = units
+
+
+def _kernel_of(target: Any) -> Any:
+    kernel = getattr(target, "kernel", target)
+    for attr in ("msgbus", "exec_engine", "risk_engine", "cache", "clock", "trader"):
+        if not hasattr(kernel, attr):
+            raise AdapterError(
+                f"install: {type(target).__name__} is not a NautilusTrader BacktestEngine, "
+                f"TradingNode or kernel (no {attr!r})"
+            )
+    return kernel
+
+
+class NautilusGuard:
+    """The Guard interposed on `ExecEngine.execute` of one NautilusTrader kernel."""
+
+    def __init__(
+        self,
+        kernel: Any,
+        guard: WatchedGuard,
+        *,
+        symbol_of: Callable[[InstrumentId], str] | None = None,
+        member: FleetMember | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.guard = guard
+        self.member = member
+        self.bus: MessageBus = kernel.msgbus
+        self._symbol_of = symbol_of if symbol_of is not None else _instrument_value
+        self._inner: Callable[[Any], None] = kernel.exec_engine.execute
+        self._instruments: dict[InstrumentId, _Instrument] = {}
+        self._live: dict[str, None] = {}
+        """Orders the Guard accepted that have not reached a terminal state."""
+        self._mirrored: Any = None
+        self._cancelled = False
+        self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
+        self._fill = member.runtime.on_fill if member is not None else guard.on_fill
+        self.installed = False
+        self.joined: asyncio.Task[None] | None = None
+        self.passed = 0
+        self.denied = 0
+        self.check_ns: list[int] | None = None
+        """Set to a list to collect the Guard's time per checked order (benchmarks)."""
+
+    # ------------------------------------------------------------------ wiring
+
+    def install(self) -> None:
+        bus = self.bus
+        if ENDPOINT not in bus.endpoints():
+            raise AdapterError(
+                f"NautilusTrader has no {ENDPOINT!r} endpoint: this version routes orders "
+                "differently; knightwatch[nautilus] supports nautilus-trader==1.221.0"
+            )
+        try:
+            bus.deregister(ENDPOINT, self._inner)
+        except (KeyError, ValueError):
+            raise AdapterError(
+                f"{ENDPOINT!r} is not the ExecutionEngine's handler any more "
+                "(knightwatch already installed on this node, or another interposer)"
+            ) from None
+        bus.register(ENDPOINT, self.execute)
+        bus.subscribe("events.order.*", self._on_order_event, priority=EVENT_PRIORITY)
+        bus.subscribe("data.quotes.*", self._on_quote, priority=EVENT_PRIORITY)
+        bus.subscribe("data.trades.*", self._on_trade, priority=EVENT_PRIORITY)
+        self.guard.watch(self._on_state_change)
+        self.installed = True
+        log.info("knightwatch Guard interposed on %s (node %s)", ENDPOINT, self.guard.node)
+
+    def verify(self) -> None:
+        """Raise `AdapterError` unless this Guard still holds the endpoint (e.g. after start)."""
+        bus = self.bus
+        if ENDPOINT not in bus.endpoints():
+            raise AdapterError(f"{ENDPOINT!r} vanished from the message bus")
+        try:
+            bus.deregister(ENDPOINT, self.execute)
+        except (KeyError, ValueError):
+            raise AdapterError(
+                f"{ENDPOINT!r} no longer reaches the Guard: something re-registered it"
+            ) from None
+        bus.register(ENDPOINT, self.execute)
+
+    def uninstall(self) -> None:
+        """Give the endpoint back to the ExecutionEngine (orders flow unguarded afterwards)."""
+        if not self.installed:
+            return
+        self.verify()
+        bus = self.bus
+        bus.deregister(ENDPOINT, self.execute)
+        bus.register(ENDPOINT, self._inner)
+        bus.unsubscribe("events.order.*", self._on_order_event)
+        bus.unsubscribe("data.quotes.*", self._on_quote)
+        bus.unsubscribe("data.trades.*", self._on_trade)
+        self.installed = False
+
+    # ------------------------------------------------------------------ commands
+
+    def execute(self, command: Any) -> None:
+        """The handler at `ExecEngine.execute`: check new risk, pass everything that removes it."""
+        if isinstance(command, SubmitOrder):
+            self._submit(command)
+        elif isinstance(command, _PASS):
+            self._inner(command)
+        elif isinstance(command, SubmitOrderList):
+            self._submit_list(command)
+        elif isinstance(command, ModifyOrder):
+            self._modify(command)
+        else:  # a command type this adapter does not know could add risk: fail closed
+            log.error("UNKNOWN_COMMAND node=%s dropped %r", self.guard.node, command)
+
+    def _submit(self, command: SubmitOrder) -> None:
+        order = command.order
+        d = self._check(order)
+        if d.accepted:
+            self.passed += 1
+            self._live[order.client_order_id.value] = None
+            self._inner(command)
+        else:
+            self.denied += 1
+            self._deny(order, d)
+
+    def _submit_list(self, command: SubmitOrderList) -> None:
+        """All or nothing, as NautilusTrader treats a list: one refusal denies every order."""
+        orders = command.order_list.orders
+        accepted: list[str] = []
+        refusal: Decision | None = None
+        for order in orders:
+            d = self._check(order)
+            if not d.accepted:
+                refusal = d
+                break
+            accepted.append(order.client_order_id.value)
+        if refusal is None:
+            self.passed += len(orders)
+            self._live.update(dict.fromkeys(accepted))
+            self._inner(command)
+            return
+        self.denied += len(orders)
+        for oid in accepted:  # never sent: give back what the Guard reserved
+            self.guard.on_cancel(oid)
+        for order in orders:
+            if not order.is_closed:
+                self._deny(order, refusal)
+
+    def _modify(self, command: ModifyOrder) -> None:
+        order = self.kernel.cache.order(command.client_order_id)
+        if order is None:
+            log.error("MODIFY_UNKNOWN node=%s %s dropped", self.guard.node, command.client_order_id)
+            return
+        self._record_block(order.client_order_id.value, _MODIFY_REFUSED)
+        ts = self.kernel.clock.timestamp_ns()
+        self.bus.send(
+            PROCESS_ENDPOINT,
+            OrderModifyRejected(
+                trader_id=order.trader_id,
+                strategy_id=order.strategy_id,
+                instrument_id=order.instrument_id,
+                client_order_id=order.client_order_id,
+                venue_order_id=order.venue_order_id,
+                account_id=order.account_id,
+                reason=_reason_text(_MODIFY_REFUSED),
+                event_id=UUID4(),
+                ts_event=ts,
+                ts_init=ts,
+            ),
+        )
+
+    def _check(self, order: NtOrder) -> Decision:
+        try:
+            o = self._to_guard(order)
+        except (UnitError, InvalidOrder, AdapterError) as exc:
+            d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
+            self._record_block(order.client_order_id.value, d)
+            return d
+        if self.check_ns is None:
+            return self.guard.check(o)
+        t0 = time.perf_counter_ns()
+        d = self.guard.check(o)
+        self.check_ns.append(time.perf_counter_ns() - t0)
+        return d
+
+    def _to_guard(self, order: NtOrder) -> Order:
+        if order.is_quote_quantity:
+            raise UnitError(
+                "quantity: quote-quantity orders are refused (their base size is only known "
+                "after the ExecutionEngine converts them); submit a base quantity"
+            )
+        inst = self._instrument(order.instrument_id)
+        units = inst.units
+        return Order(
+            id=order.client_order_id.value,
+            strategy=order.strategy_id.value,
+            symbol=inst.symbol,
+            side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
+            qty=units.to_units(order.quantity.as_decimal(), "quantity"),
+            price=units.unit_price(order.price.as_double()) if order.has_price else None,
+        )
+
+    def _instrument(self, instrument_id: InstrumentId) -> _Instrument:
+        inst = self._instruments.get(instrument_id)
+        if inst is None:
+            nt = self.kernel.cache.instrument(instrument_id)
+            if nt is None:
+                raise AdapterError(f"instrument: {instrument_id} is not in the cache")
+            units = Units(nt.size_increment.as_decimal())
+            inst = self._instruments[instrument_id] = _Instrument(
+                self._symbol_of(instrument_id), units
+            )
+        return inst
+
+    def _deny(self, order: NtOrder, d: Decision) -> None:
+        """NautilusTrader's own denial: an `OrderDenied` the strategy receives as usual."""
+        log.warning(
+            "SubmitOrder for %s DENIED by knightwatch: %s", order.client_order_id, _reason_text(d)
+        )
+        if order.status not in (OrderStatus.INITIALIZED, OrderStatus.RELEASED):
+            return
+        cache = self.kernel.cache
+        if not cache.order_exists(order.client_order_id):
+            cache.add_order(order)
+        self.bus.send(
+            PROCESS_ENDPOINT,
+            OrderDenied(
+                trader_id=order.trader_id,
+                strategy_id=order.strategy_id,
+                instrument_id=order.instrument_id,
+                client_order_id=order.client_order_id,
+                reason=_reason_text(d),
+                event_id=UUID4(),
+                ts_init=self.kernel.clock.timestamp_ns(),
+            ),
+        )
+
+    def _record_block(self, order_id: str, d: Decision) -> None:
+        """A refusal the adapter made before the Guard could see an order, recorded alike."""
+        self.guard.blocked[d.reason] = self.guard.blocked.get(d.reason, 0) + 1
+        self.guard.recorder.record_event(
+            "adapter_block", self._ctx, order_id=order_id, reason=d.reason.value, detail=d.detail
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def _on_order_event(self, event: Any) -> None:
+        if isinstance(event, OrderFilled):
+            self._on_fill(event)
+            return
+        oid = event.client_order_id.value
+        if oid not in self._live:
+            return
+        if isinstance(event, OrderCanceled | OrderExpired | OrderRejected | OrderDenied):
+            del self._live[oid]
+            self.guard.on_cancel(oid)
+
+    def _on_fill(self, e: OrderFilled) -> None:
+        oid = e.client_order_id.value
+        try:
+            inst = self._instrument(e.instrument_id)
+            fill = Fill(
+                order_id=oid,
+                symbol=inst.symbol,
+                side=Side.BUY if e.order_side == OrderSide.BUY else Side.SELL,
+                qty=inst.units.to_units(e.last_qty.as_decimal(), "last_qty"),
+                price=inst.units.unit_price(e.last_px.as_double()),
+            )
+        except (UnitError, InvalidOrder, AdapterError) as exc:
+            # the Guard cannot book this execution exactly: its picture is no longer the truth
+            self.guard.halt(
+                Scope.NODE,
+                self.guard.node,
+                f"fill {oid} could not be booked: {exc}",
+                actor="adapter:nautilus",
+                code=RejectReason.FILL_MISMATCH,
+            )
+            return
+        self._fill(fill)
+        if oid in self._live:
+            order = self.kernel.cache.order(e.client_order_id)
+            if order is None or order.is_closed:
+                del self._live[oid]
+
+    def _on_quote(self, q: QuoteTick) -> None:
+        inst = self._price_instrument(q.instrument_id)
+        if inst is not None:
+            mid = (q.bid_price.as_double() + q.ask_price.as_double()) / 2
+            self.guard.on_price(inst.symbol, inst.units.unit_price(mid))
+
+    def _on_trade(self, t: TradeTick) -> None:
+        inst = self._price_instrument(t.instrument_id)
+        if inst is not None:
+            self.guard.on_price(inst.symbol, inst.units.unit_price(t.price.as_double()))
+
+    def _price_instrument(self, instrument_id: InstrumentId) -> _Instrument | None:
+        try:
+            return self._instrument(instrument_id)
+        except AdapterError:
+            return None  # no instrument, no order can be checked against it either
+
+    # ------------------------------------------------------------------ trading state
+
+    def _on_state_change(self) -> None:
+        """Mirror the Guard's strictest state into the RiskEngine; a node-wide HALT cancels."""
+        risk = self.kernel.risk_engine
+        target = _TO_NT[self.guard.worst_state()]
+        current = risk.trading_state
+        if target != current and (
+            _SEVERITY[target] > _SEVERITY[current] or current == self._mirrored
+        ):
+            # loosen only what the Guard itself set; a state set by a person in
+            # NautilusTrader stays until that person changes it
+            risk.set_trading_state(target)
+            self._mirrored = target
+        if self.guard.node_state() is TradingState.HALTED:
+            if not self._cancelled:
+                self._cancelled = True
+                self.cancel_open_orders()
+        else:
+            self._cancelled = False
+
+    def cancel_open_orders(self) -> int:
+        """Cancel every open and emulated order of every strategy; returns how many."""
+        cache = self.kernel.cache
+        n = 0
+        for strategy in self.kernel.trader.strategies():
+            sid = strategy.id
+            orders = cache.orders_open(strategy_id=sid) + cache.orders_emulated(strategy_id=sid)
+            for instrument_id in sorted({o.instrument_id for o in orders}, key=str):
+                strategy.cancel_all_orders(instrument_id)
+            n += len(orders)
+        log.warning("KILL_CANCEL node=%s cancelling %d open order(s)", self.guard.node, n)
+        return n
+
+    # ------------------------------------------------------------------ fleet
+
+    async def start(self) -> None:
+        """Join the fleet and arm (what `install` schedules when given a control plane)."""
+        if self.member is None:
+            raise AdapterError("start: this node was installed without a control_plane")
+        await self.member.start(actor=f"nautilus:{self.guard.node}")
+        self.verify()
+
+    async def stop(self) -> None:
+        if self.member is not None:
+            await self.member.stop()
+
+
+def _instrument_value(instrument_id: InstrumentId) -> str:
+    return str(instrument_id.value)
+
+
+def _reason_text(d: Decision) -> str:
+    return f"{REASON_PREFIX}{d.reason.value} {d.detail}"
+
+
+def install(
+    target: Any,
+    *,
+    limits: Limits | str | Path,
+    node: str | None = None,
+    control_plane: ControlPlaneSpec | None = None,
+    clock: Clock | None = None,
+    recorder: str | Path | None = None,
+    policy: LeasePolicy | None = None,
+    metrics_port: int | None = None,
+    symbol_of: Callable[[InstrumentId], str] | None = None,
+) -> NautilusGuard:
+    """Put a knightwatch Guard in front of a BacktestEngine's or TradingNode's executions.
+
+    Call it after adding strategies and before running. Without `control_plane`
+    the Guard is armed at once. With one (a `ControlPlane`, or NATS URLs) the
+    node joins the fleet on the running asyncio loop, or on the TradingNode's
+    loop, and arms once joined; until then every order is denied
+    (`lease_expired`). `install(...).joined` is that task.
+    """
+    kernel = _kernel_of(target)
+    lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
+    node_id = node if node is not None else str(kernel.trader_id.value)
+    backtest = "BACKTEST" in str(kernel.environment).upper()
+    if clock is None:
+        if control_plane is not None and backtest:
+            raise AdapterError(
+                "clock: a backtest's simulated clock cannot hold a fleet lease (real time); "
+                "pass clock=SystemClock() to join a fleet from a BacktestEngine"
+            )
+        clock = NautilusClock(kernel.clock)
+    member: FleetMember | None = None
+    if control_plane is None:
+        guard, _ = build_guard(lim, node=node_id, clock=clock, recorder=recorder, ship=False)
+    else:
+        pol = policy if policy is not None else LeasePolicy()
+        guard, shipper = build_guard(
+            with_lease(lim, pol), node=node_id, clock=clock, recorder=recorder, ship=True
+        )
+        member = FleetMember(
+            guard,
+            plane_of(control_plane, node_id),
+            clock=clock,
+            policy=pol,
+            shipper=shipper,
+            metrics_port=metrics_port,
+            owns_plane=not hasattr(control_plane, "connect"),
+        )
+    ng = NautilusGuard(kernel, guard, symbol_of=symbol_of, member=member)
+    ng.install()
+    if member is None:
+        guard.arm(f"nautilus:{node_id}")
+    else:
+        ng.joined = _schedule(kernel, ng.start())
+    return ng
+
+
+def _schedule(kernel: Any, coro: Any) -> asyncio.Task[None]:
+    loop: asyncio.AbstractEventLoop | None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = getattr(kernel, "loop", None)
+        if loop is None:
+            coro.close()
+            raise AdapterError(
+                "control_plane: joining the fleet needs an asyncio loop; call install from a "
+                "coroutine or on a TradingNode (which has its own loop)"
+            ) from None
+    task: asyncio.Task[None] = loop.create_task(coro, name="knightwatch-join")
+    return task
