@@ -93,7 +93,9 @@ class Scripted(Strategy):
         if price is None:
             order = self.order_factory.market(iid, side, Quantity.from_str(qty))
         else:
-            order = self.order_factory.limit(iid, side, Quantity.from_str(qty), Price.from_str(price))
+            order = self.order_factory.limit(
+                iid, side, Quantity.from_str(qty), Price.from_str(price)
+            )
         self.submitted += 1
         self.submit_order(order)
 
@@ -110,8 +112,11 @@ class Scripted(Strategy):
         self.fills.append(event)
 
 
-def quotes(instrument: Instrument, n: int, mid: float, spread: float, start: int = 0) -> list[QuoteTick]:
+def quotes(
+    instrument: Instrument, n: int, mid: float, spread: float, start: int = 0
+) -> list[QuoteTick]:
     p = instrument.price_precision
+    size = Quantity(10_000_000, instrument.size_precision)
     out = []
     for i in range(start, start + n):
         px = mid + spread * (i % 3)
@@ -121,8 +126,8 @@ def quotes(instrument: Instrument, n: int, mid: float, spread: float, start: int
                 instrument_id=instrument.id,
                 bid_price=Price(px, p),
                 ask_price=Price(px + spread, p),
-                bid_size=Quantity.from_int(10_000_000),
-                ask_size=Quantity.from_int(10_000_000),
+                bid_size=size,
+                ask_size=size,
                 ts_event=ts,
                 ts_init=ts,
             )
@@ -130,7 +135,9 @@ def quotes(instrument: Instrument, n: int, mid: float, spread: float, start: int
     return out
 
 
-def engine(instrument: Instrument = AUDUSD, *, submit_rate: str = "10000/00:00:01") -> BacktestEngine:
+def engine(
+    instrument: Instrument = AUDUSD, *, submit_rate: str = "10000/00:00:01"
+) -> BacktestEngine:
     eng = BacktestEngine(
         BacktestEngineConfig(
             logging=LoggingConfig(bypass_logging=True),

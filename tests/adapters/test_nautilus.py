@@ -1,0 +1,270 @@
+"""The NautilusTrader adapter in a real BacktestEngine: same kernel, RiskEngine and
+ExecutionEngine a live TradingNode builds; a simulated venue; a few hundred quotes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.model.data import QuoteTick
+from nautilus_trader.model.enums import OrderSide, OrderStatus
+from nautilus_trader.model.enums import TradingState as NtState
+from nautilus_trader.model.objects import Price, Quantity
+
+from knightwatch.adapters.fleet import AdapterError
+from knightwatch.adapters.nautilus import (
+    ENDPOINT,
+    NautilusClock,
+    install,
+    reason_code,
+)
+from knightwatch.adapters.units import Units
+from knightwatch.decision import RejectReason
+from knightwatch.state import Scope, TradingState
+
+from .nt_world import (
+    AUDUSD,
+    BTCUSDT,
+    Scripted,
+    engine,
+    open_limits,
+    quotes,
+    scripted,
+)
+
+SYM = AUDUSD.id.value
+R = RejectReason
+
+
+@pytest.fixture
+def eng() -> Iterator[BacktestEngine]:
+    e = engine()
+    try:
+        yield e
+    finally:
+        e.dispose()
+
+
+def codes(reasons: list[str]) -> dict[RejectReason | None, int]:
+    out: dict[RejectReason | None, int] = {}
+    for r in reasons:
+        c = reason_code(r)
+        out[c] = out.get(c, 0) + 1
+    return out
+
+
+def buy_at_ask(qty: str = "10000", big_at: int = 0, big: str = "5000000"):  # type: ignore[no-untyped-def]
+    def script(s: Scripted, tick: QuoteTick, n: int) -> None:
+        s.buy(big if n == big_at else qty, f"{tick.ask_price.as_double():.5f}")
+
+    return script
+
+
+def test_fat_finger_and_position_limit_are_denied_as_order_denied(eng: BacktestEngine) -> None:
+    s = scripted(eng, AUDUSD)
+    s.script = buy_at_ask(big_at=5)
+    eng.add_data(quotes(AUDUSD, 60, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_order_qty=1_000_000, max_position_qty=200_000))
+    eng.run()
+
+    seen = codes(s.denied)
+    assert seen == {R.MAX_ORDER_QTY: 1, R.MAX_POSITION: 60 - 1 - 20}
+    assert all(r.startswith("knightwatch:") and " > " in r for r in s.denied)
+    # every accepted order filled; the Guard's book is NautilusTrader's portfolio
+    assert len(s.fills) == kw.passed == 20
+    assert kw.guard.position(SYM) == 200_000
+    assert eng.kernel.portfolio.net_position(AUDUSD.id) == Decimal(200_000)
+    assert kw.guard.working_qty(SYM) == (0, 0)
+
+
+def test_runaway_halted_by_the_throttle_then_nautilus_denies_on_its_own(
+    eng: BacktestEngine,
+) -> None:
+    s = scripted(eng, AUDUSD)
+    s.script = buy_at_ask()
+    eng.add_data(quotes(AUDUSD, 200, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_executions_per_window=10, execution_window_s=60.0))
+    eng.run()
+
+    # the 11th fill inside the window halted strategy x symbol; the mirror halted NT
+    assert kw.guard.trading_state(Scope.STRATEGY_SYMBOL, f"{s.id.value}/{SYM}") is (
+        TradingState.HALTED
+    )
+    assert eng.kernel.risk_engine.trading_state == NtState.HALTED
+    assert kw.passed == 11 and len(s.fills) == 11
+    # after the halt NautilusTrader's own RiskEngine denies: the Guard never sees them
+    nt_denials = [r for r in s.denied if reason_code(r) is None]
+    assert len(nt_denials) == 200 - 11 and all("HALTED" in r for r in nt_denials)
+    assert kw.denied == 0
+
+
+def test_the_guard_runs_on_nautilus_time() -> None:
+    """A throttle of 10 fills per 5 s: quotes 0.1 s apart in simulated time trip it on
+    the 11th fill; 1 s apart they never do, though the backtest takes milliseconds."""
+    for spacing, halted in ((1, True), (10, False)):
+        e = engine()
+        try:
+            s = scripted(e, AUDUSD)
+            s.script = buy_at_ask()
+            data = quotes(AUDUSD, 40 * spacing, 0.7, 0.0001)[::spacing]
+            e.add_data(data)
+            kw = install(
+                e, limits=open_limits(max_executions_per_window=10, execution_window_s=5.0)
+            )
+            assert isinstance(kw.guard._clock, NautilusClock)
+            e.run()
+            assert (kw.guard.worst_state() is TradingState.HALTED) is halted
+            assert kw.guard._clock.time_ns() == data[-1].ts_init
+        finally:
+            e.dispose()
+
+
+def test_decimal_quantities_are_exact_units_of_the_size_increment() -> None:
+    e = engine(BTCUSDT)
+    try:
+        s = scripted(e, BTCUSDT)
+        assert BTCUSDT.size_increment.as_decimal() == Decimal("0.000001")
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            st.buy("2.5" if n == 3 else "0.123456", f"{tick.ask_price.as_double():.2f}")
+
+        s.script = script
+        e.add_data(quotes(BTCUSDT, 5, 60_000.0, 0.01))
+        # 1 BTC = 1,000,000 units; notional stays in USDT
+        kw = install(e, limits=open_limits(max_order_qty=1_000_000, max_order_notional=100_000.0))
+        e.run()
+        assert codes(s.denied) == {R.MAX_ORDER_QTY: 1}
+        assert kw.guard.position(BTCUSDT.id.value) == 4 * 123_456
+        assert e.kernel.portfolio.net_position(BTCUSDT.id) == Decimal("0.493824")
+        notional = Decimal("0.123456") * Decimal("60000.02")
+        assert kw.guard.exposure()[0] == pytest.approx(float(4 * notional), rel=1e-3)
+    finally:
+        e.dispose()
+
+
+def test_cancels_pass_while_halted_and_release_the_guards_working_quantity(
+    eng: BacktestEngine,
+) -> None:
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n <= 3:
+            st.buy("10000", "0.69000")  # rests: far below the market
+        elif n == 5:
+            kw.guard.halt(Scope.STRATEGY, st.id.value, "operator stop", "test")
+        elif n == 6:
+            st.cancel_all_orders(AUDUSD.id)
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 10, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert len(s.canceled) == 3
+    assert kw.guard.working_qty(SYM) == (0, 0)
+    assert not eng.kernel.cache.orders_open()
+    # a strategy-scoped halt stops the whole NautilusTrader node (one trading state)
+    assert eng.kernel.risk_engine.trading_state == NtState.HALTED
+    # resuming the Guard gives NautilusTrader its ACTIVE state back: the mirror set it
+    kw.guard.resume(Scope.STRATEGY, s.id.value, "operator go", "test")
+    assert eng.kernel.risk_engine.trading_state == NtState.ACTIVE
+
+
+def test_a_modify_is_refused_until_the_guard_can_check_a_replace(eng: BacktestEngine) -> None:
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n == 1:
+            st.buy("10000", "0.69000")
+        elif n == 3:
+            (order,) = st.cache.orders_open()
+            st.modify_order(order, quantity=Quantity.from_int(20_000))
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 5, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert [reason_code(r) for r in s.modify_rejected] == [R.INVALID_ORDER]
+    (order,) = eng.kernel.cache.orders_open()
+    assert order.quantity == Quantity.from_int(10_000)
+    assert kw.guard.working_qty(SYM) == (10_000, 0)
+
+
+def test_an_order_list_is_denied_whole_and_gives_back_what_it_reserved(
+    eng: BacktestEngine,
+) -> None:
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n == 1:
+            f = st.order_factory
+            small = f.limit(
+                AUDUSD.id, OrderSide.BUY, Quantity.from_int(10_000), Price.from_str("0.69")
+            )
+            big = f.limit(
+                AUDUSD.id, OrderSide.BUY, Quantity.from_int(900_000), Price.from_str("0.69")
+            )
+            st.submit_order_list(f.create_list([small, big]))
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 3, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_order_qty=100_000))
+    eng.run()
+    assert codes(s.denied) == {R.MAX_ORDER_QTY: 2}
+    assert all(o.status == OrderStatus.DENIED for o in eng.kernel.cache.orders())
+    assert kw.guard.working_qty(SYM) == (0, 0)
+
+
+def test_the_interposer_holds_the_endpoint_after_start_up(eng: BacktestEngine) -> None:
+    """If NautilusTrader renamed or moved the endpoint, orders would bypass the Guard:
+    this fails loudly (install refuses, or the counts below stop adding up)."""
+    assert ENDPOINT in eng.kernel.msgbus.endpoints()
+    s = scripted(eng, AUDUSD)
+    s.script = buy_at_ask(big_at=2)
+    eng.add_data(quotes(AUDUSD, 20, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_order_qty=1_000_000))
+    eng.run()  # the kernel starts, runs and stops
+    kw.verify()
+    # every order NautilusTrader's RiskEngine let through reached the Guard
+    assert kw.passed + kw.denied == s.submitted == 20
+    assert kw.denied == 1 and kw.guard.accepted == 19
+    with pytest.raises(AdapterError, match="already installed"):
+        install(eng, limits=open_limits())
+    kw.uninstall()
+    with pytest.raises(AdapterError, match="no longer reaches"):
+        kw.verify()
+
+
+def test_install_refuses_a_kernel_without_the_endpoint(eng: BacktestEngine) -> None:
+    bus = eng.kernel.msgbus
+    bus.deregister(ENDPOINT, eng.kernel.exec_engine.execute)
+    with pytest.raises(AdapterError, match=r"no 'ExecEngine\.execute' endpoint"):
+        install(eng, limits=open_limits())
+    with pytest.raises(AdapterError, match="not a NautilusTrader"):
+        install(object(), limits=open_limits())
+
+
+def test_a_backtest_cannot_hold_a_fleet_lease_on_simulated_time(eng: BacktestEngine) -> None:
+    with pytest.raises(AdapterError, match="clock=SystemClock"):
+        install(eng, limits=open_limits(), control_plane="nats://127.0.0.1:1")
+
+
+def test_a_fill_the_guard_cannot_book_exactly_halts_the_node(eng: BacktestEngine) -> None:
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n == 1:
+            st.buy("10000", f"{tick.ask_price.as_double():.5f}")
+            # the instrument's step changes under the Guard: the coming fill of 10,000
+            # is not a whole number of 3s, so the Guard cannot book it exactly
+            kw._instrument(AUDUSD.id).units = Units("3")
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 3, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert len(s.fills) == 1
+    assert kw.guard.node_state() is TradingState.HALTED
+    assert kw.guard.halts()[(Scope.NODE, kw.guard.node)].code is R.FILL_MISMATCH
+    assert eng.kernel.risk_engine.trading_state == NtState.HALTED
