@@ -1,0 +1,894 @@
+"""knightwatch around a ccxt exchange: the Guard before every order leaves the process.
+
+`guard(exchange, limits=...)` wraps any ccxt exchange, sync (`ccxt.binance`)
+or async (`ccxt.async_support.binance`), and returns an object with the same
+calls (`knightwatch[ccxt]`, ccxt 4.5.90):
+
+* `create_order` (and `create_orders`, `create_limit_*`/`create_market_*`)
+  passes `Guard.check` first. The amount and price are first put to the
+  market's precision by ccxt itself (`amount_to_precision`), and the Guard
+  checks exactly what will be sent, in whole steps of the market's amount
+  precision (`knightwatch.adapters.units`: 0.1 BTC with a step of 0.00001 is
+  10,000 units). A refusal raises `GuardRefused`, a `ccxt.InvalidOrder`, with
+  the reason code; nothing is sent.
+* `edit_order` is refused (`invalid_order`) until the Guard has a replace
+  check: an amend can add risk the Guard could not reserve.
+* `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass.
+* Order updates from `create_order`, `fetch_order(s)`, `fetch_open_orders`,
+  `fetch_closed_orders`, `cancel_*` and `watch_orders`, and executions from
+  `fetch_my_trades`/`watch_my_trades`, feed the Guard. Each order's fills are
+  applied once, whichever source reports them first (cumulative `filled` and
+  trade sums never double count); updates for orders not placed through this
+  wrapper are ignored. Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the
+  Guard its reference prices; `on_price` takes any other feed.
+* A venue reject (any `ccxt.ExchangeError` answer) gives the order's working
+  quantity back. A network error leaves it working and the order *in doubt*:
+  it may be live at the venue; a later update naming its id or client order id
+  binds it again, `resolve` settles it by hand.
+* A node-wide HALTED (a fleet kill, a node halt, the loss stop) cancels all
+  open orders through the exchange (`cancel_all_orders` per symbol traded, or
+  one by one) and reads back each order's final state.
+* Any other call that can create an order (raw implicit API writes such as
+  `private_post_order`, `create_*` variants not listed) is refused with
+  `AdapterError` instead of slipping past the Guard; everything else passes.
+
+With `control_plane` (async exchanges), `await ex.join()` makes the process a
+fleet node through `NodeRuntime`: lease, kill state, metrics, flight recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ccxt
+
+from knightwatch.adapters.fleet import (
+    AdapterError,
+    ControlPlaneSpec,
+    FleetMember,
+    WatchedGuard,
+    build_guard,
+    plane_of,
+    with_lease,
+)
+from knightwatch.adapters.units import UnitError, Units, decimal_of
+from knightwatch.audit.record import AuditContext
+from knightwatch.clock import Clock, SystemClock
+from knightwatch.control.lease import LeasePolicy
+from knightwatch.decision import Decision, RejectReason
+from knightwatch.limits import Limits
+from knightwatch.order import Fill, InvalidOrder, Order, Side
+from knightwatch.state import Scope, TradingState
+
+log = logging.getLogger(__name__)
+
+REASON_PREFIX = "knightwatch:"
+TERMINAL = frozenset({"canceled", "cancelled", "expired", "rejected", "closed"})
+_WRITE = re.compile(
+    r"^(create|edit)_|^(create|edit)[A-Z]|(Post|Put|Delete|Patch)[A-Z]|_(post|put|delete|patch)_"
+)
+"""Names of calls that can create or change orders, refused unless wrapped here."""
+_QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
+_KILL_ATTEMPTS = 3
+_EDIT_REFUSED = Decision(
+    False,
+    RejectReason.INVALID_ORDER,
+    "an amend can add risk and the Guard has no replace check yet; cancel and resubmit",
+)
+
+
+class GuardRefused(ccxt.InvalidOrder):  # type: ignore[misc]
+    """The Guard refused an order before anything was sent; `decision` says why."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__(f"{REASON_PREFIX}{decision.reason.value} {decision.detail}")
+
+
+class _Tracked:
+    """One order placed through the wrapper, as the Guard counts it."""
+
+    __slots__ = (
+        "applied",
+        "applied_cost",
+        "client_id",
+        "done",
+        "exchange_id",
+        "gid",
+        "ordered",
+        "side",
+        "symbol",
+        "trades",
+        "units",
+    )
+
+    def __init__(
+        self, gid: str, symbol: str, side: Side, ordered: int, units: Units, client_id: str | None
+    ) -> None:
+        self.gid = gid
+        self.symbol = symbol
+        self.side = side
+        self.ordered = ordered
+        self.units = units
+        self.client_id = client_id
+        self.exchange_id: str | None = None
+        self.applied = 0
+        """Units of this order already booked as fills in the Guard."""
+        self.applied_cost = Decimal(0)
+        self.trades = 0
+        """Units reported by trades seen so far (fills may come from trades or the order)."""
+        self.done = False
+
+
+class Ledger:
+    """What both wrappers share: the Guard, the orders it placed, and how updates map."""
+
+    def __init__(self, exchange: Any, guard: WatchedGuard, strategy: str) -> None:
+        self.exchange = exchange
+        self.guard = guard
+        self.strategy = strategy
+        self.orders: dict[str, _Tracked] = {}
+        self._by_exchange_id: dict[str, _Tracked] = {}
+        self._by_client_id: dict[str, _Tracked] = {}
+        self.in_doubt: dict[str, _Tracked] = {}
+        """Orders whose placement got no answer: perhaps live at the venue, still working."""
+        self.symbols: set[str] = set()
+        self._seen_trades: set[str] = set()
+        self._units: dict[str, Units] = {}
+        self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
+
+    # --- before sending -------------------------------------------------------
+    def units(self, symbol: str) -> Units:
+        u = self._units.get(symbol)
+        if u is None:
+            market = self.exchange.market(symbol)
+            step = (market.get("precision") or {}).get("amount")
+            if step is None:
+                raise UnitError(f"market {symbol}: no amount precision to count units in")
+            mode = self.exchange.precisionMode
+            if mode == ccxt.TICK_SIZE:
+                u = Units(step)
+            elif mode == ccxt.DECIMAL_PLACES:
+                u = Units.from_places(int(step))
+            else:
+                raise UnitError(
+                    f"market {symbol}: precision mode {mode} has no fixed amount step; "
+                    "the Guard needs one to count exactly"
+                )
+            self._units[symbol] = u
+        return u
+
+    def prepare(
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any,
+        price: Any,
+        params: dict[str, Any],
+    ) -> tuple[_Tracked, str, str | None]:
+        """Check one order as it will be sent; returns it tracked, with ccxt's amount/price."""
+        client_id = params.get("clientOrderId")
+        gid = str(client_id) if client_id else f"kw-{uuid.uuid4().hex[:20]}"
+        try:
+            if any(k in params for k in _QUOTE_SIZED):
+                raise UnitError(
+                    "amount: quote-sized orders are refused (the base amount is only known "
+                    "at the venue); give the amount in the base currency"
+                )
+            if side not in ("buy", "sell"):
+                raise UnitError(f"side: must be 'buy' or 'sell', got {side!r}")
+            units = self.units(symbol)
+            amount_s = str(self.exchange.amount_to_precision(symbol, amount))
+            limit = price is not None and type != "market"
+            price_s = str(self.exchange.price_to_precision(symbol, price)) if limit else None
+            order = Order(
+                id=gid,
+                strategy=self.strategy,
+                symbol=symbol,
+                side=Side(side),
+                qty=units.to_units(amount_s),
+                price=units.unit_price(price_s) if price_s is not None else None,
+            )
+        except (UnitError, InvalidOrder, ccxt.BaseError) as exc:
+            d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
+            self.record_block(gid, d)
+            raise GuardRefused(d) from None
+        d = self.guard.check(order)
+        if not d.accepted:
+            raise GuardRefused(d)
+        tracked = _Tracked(gid, symbol, order.side, order.qty, units, client_id)
+        self.orders[gid] = tracked
+        if client_id:
+            self._by_client_id[str(client_id)] = tracked
+        self.symbols.add(symbol)
+        return tracked, amount_s, price_s
+
+    def record_block(self, order_id: str, d: Decision) -> None:
+        """A refusal made before the Guard could see an order, recorded like the Guard's."""
+        self.guard.blocked[d.reason] = self.guard.blocked.get(d.reason, 0) + 1
+        self.guard.recorder.record_event(
+            "adapter_block", self._ctx, order_id=order_id, reason=d.reason.value, detail=d.detail
+        )
+
+    # --- after sending --------------------------------------------------------
+    def placed(self, tracked: _Tracked, order: dict[str, Any]) -> None:
+        self._bind(tracked, order)
+        self.apply_order(order)
+
+    def failed(self, tracked: _Tracked, exc: BaseException) -> None:
+        """The venue answered with an error (nothing placed) or did not answer (in doubt)."""
+        if isinstance(exc, ccxt.ExchangeError):
+            self._finish(tracked, why=f"venue reject: {exc}")
+        else:
+            self.in_doubt[tracked.gid] = tracked
+            log.warning(
+                "ORDER_IN_DOUBT node=%s order=%s symbol=%s: %s",
+                self.guard.node,
+                tracked.gid,
+                tracked.symbol,
+                exc,
+            )
+
+    def resolve(self, gid: str, order: dict[str, Any] | None) -> None:
+        """Settle an in-doubt order: the venue's record of it, or None if it never arrived."""
+        tracked = self.in_doubt.get(gid)
+        if tracked is None:
+            raise AdapterError(f"resolve: order {gid!r} is not in doubt")
+        if order is None:
+            self._finish(tracked, why="resolved: never reached the venue")
+        else:
+            self._bind(tracked, order)
+            self.apply_order(order)
+
+    def _bind(self, tracked: _Tracked, order: dict[str, Any]) -> None:
+        xid = order.get("id")
+        if xid is not None:
+            tracked.exchange_id = str(xid)
+            self._by_exchange_id[str(xid)] = tracked
+        cid = order.get("clientOrderId")
+        if cid:
+            tracked.client_id = str(cid)
+            self._by_client_id[str(cid)] = tracked
+        self.in_doubt.pop(tracked.gid, None)
+
+    def _find(self, order: dict[str, Any]) -> _Tracked | None:
+        xid = order.get("id")
+        tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
+        if tracked is None:
+            cid = order.get("clientOrderId")
+            tracked = self._by_client_id.get(str(cid)) if cid else None
+            if tracked is not None:
+                self._bind(tracked, order)
+        return tracked
+
+    def apply_orders(self, orders: Iterable[dict[str, Any]]) -> None:
+        for order in orders:
+            if isinstance(order, dict):
+                self.apply_order(order)
+
+    def apply_order(self, order: dict[str, Any]) -> None:
+        """Book an order update: new fills (cumulative `filled` beyond what is booked), end."""
+        tracked = self._find(order)
+        if tracked is None or tracked.done:
+            return
+        filled = order.get("filled")
+        if filled is not None:
+            try:
+                filled_units = tracked.units.to_units(filled, "filled")
+            except UnitError as exc:
+                self._unbookable(tracked, exc)
+                return
+            delta = filled_units - tracked.applied
+            if delta > 0:
+                price = self._fill_price(tracked, order, filled_units)
+                if price is None:
+                    self._unbookable(tracked, UnitError("filled without any price"))
+                    return
+                self._book(tracked, delta, price)
+        status = order.get("status")
+        if status in TERMINAL:
+            self._finish(tracked, why=f"status {status}")
+
+    def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
+        cost = order.get("cost")
+        if cost:
+            new_cost = decimal_of(cost, "cost") - tracked.applied_cost
+            new_amount = tracked.units.to_amount(filled_units - tracked.applied)
+            if new_cost > 0 and new_amount > 0:
+                return new_cost / new_amount
+        return order.get("average") or order.get("price")
+
+    def apply_trades(self, trades: Iterable[dict[str, Any]]) -> None:
+        for trade in trades:
+            if not isinstance(trade, dict):
+                continue
+            tid = trade.get("id")
+            xid = trade.get("order")
+            tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
+            if tracked is None or tracked.done or tid is None or str(tid) in self._seen_trades:
+                continue
+            self._seen_trades.add(str(tid))
+            try:
+                tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
+            except UnitError as exc:
+                self._unbookable(tracked, exc)
+                continue
+            delta = tracked.trades - tracked.applied
+            if delta > 0:
+                self._book(tracked, delta, trade.get("price"))
+
+    def _book(self, tracked: _Tracked, units: int, price: Any) -> None:
+        try:
+            unit_price = tracked.units.unit_price(price, "fill price")
+            fill = Fill(
+                order_id=tracked.gid,
+                symbol=tracked.symbol,
+                side=tracked.side,
+                qty=units,
+                price=unit_price,
+            )
+        except (UnitError, InvalidOrder) as exc:
+            self._unbookable(tracked, exc)
+            return
+        tracked.applied += units
+        tracked.applied_cost += decimal_of(price, "fill price") * tracked.units.to_amount(units)
+        self.guard.on_fill(fill)
+        if tracked.applied >= tracked.ordered:
+            self._finish(tracked, why="filled")
+
+    def _finish(self, tracked: _Tracked, why: str) -> None:
+        """A terminal state: whatever is still working is given back to the Guard."""
+        if tracked.done:
+            return
+        tracked.done = True
+        self.in_doubt.pop(tracked.gid, None)
+        if tracked.applied < tracked.ordered:
+            self.guard.on_cancel(tracked.gid)
+        log.debug("order %s done (%s)", tracked.gid, why)
+
+    def _unbookable(self, tracked: _Tracked, exc: Exception) -> None:
+        """The Guard cannot book what the venue reports: its picture is no longer the truth."""
+        self.guard.halt(
+            Scope.NODE,
+            self.guard.node,
+            f"update for order {tracked.gid} could not be booked: {exc}",
+            actor="adapter:ccxt",
+            code=RejectReason.FILL_MISMATCH,
+        )
+
+    def on_ticker(self, ticker: Any) -> None:
+        if not isinstance(ticker, dict):
+            return
+        symbol = ticker.get("symbol")
+        bid, ask, last = ticker.get("bid"), ticker.get("ask"), ticker.get("last")
+        price = (bid + ask) / 2 if bid and ask else last
+        if symbol and price:
+            self.on_price(symbol, price)
+
+    def on_price(self, symbol: str, price: Any) -> None:
+        """A reference price for `symbol` in the quote currency (per whole base unit)."""
+        try:
+            self.guard.on_price(symbol, self.units(symbol).unit_price(price))
+        except (UnitError, ccxt.BaseError) as exc:
+            log.warning(
+                "BAD_PRICE node=%s symbol=%s price=%r: %s", self.guard.node, symbol, price, exc
+            )
+
+    def live(self) -> list[_Tracked]:
+        return [t for t in self.orders.values() if not t.done]
+
+    def kill_symbols(self) -> list[str]:
+        return sorted(self.symbols)
+
+
+def _passthrough(ex: Any, name: str) -> Any:
+    value = getattr(ex, name)
+    if callable(value) and _WRITE.search(name):
+        raise AdapterError(
+            f"{name}: not routed through the knightwatch Guard; use create_order / "
+            "create_orders (or call the exchange object directly and bypass the Guard knowingly)"
+        )
+    return value
+
+
+class GuardedExchange:
+    """A sync ccxt exchange with the Guard in front of every order (see the module doc)."""
+
+    def __init__(self, exchange: Any, guard: WatchedGuard, *, strategy: str) -> None:
+        self.exchange = exchange
+        self.guard = guard
+        self.ledger = Ledger(exchange, guard, strategy)
+        self._killing = False
+        guard.watch(self._on_state_change)
+
+    def __getattr__(self, name: str) -> Any:
+        return _passthrough(self.exchange, name)
+
+    # --- orders -----------------------------------------------------------------
+    def create_order(
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any,
+        price: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params = dict(params or {})
+        self.exchange.load_markets()
+        tracked, amount_s, price_s = self.ledger.prepare(symbol, type, side, amount, price, params)
+        try:
+            order: dict[str, Any] = self.exchange.create_order(
+                symbol, type, side, float(amount_s), _num(price_s, price), params
+            )
+        except Exception as exc:
+            self.ledger.failed(tracked, exc)
+            raise
+        self.ledger.placed(tracked, order)
+        return order
+
+    def create_orders(
+        self, orders: list[dict[str, Any]], params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """All checked before any is sent; one refusal refuses the batch."""
+        self.exchange.load_markets()
+        prepared, requests = _prepare_batch(self.ledger, orders)
+        try:
+            result: list[dict[str, Any]] = self.exchange.create_orders(requests, params or {})
+        except Exception as exc:
+            for tracked in prepared:
+                self.ledger.failed(tracked, exc)
+            raise
+        _placed_batch(self.ledger, prepared, result)
+        return result
+
+    def create_limit_order(
+        self, symbol: str, side: str, amount: Any, price: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return self.create_order(symbol, "limit", side, amount, price, params)
+
+    def create_market_order(
+        self, symbol: str, side: str, amount: Any, price: Any = None, params: Any = None
+    ) -> dict[str, Any]:
+        return self.create_order(symbol, "market", side, amount, price, params)
+
+    def create_limit_buy_order(
+        self, symbol: str, amount: Any, price: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return self.create_order(symbol, "limit", "buy", amount, price, params)
+
+    def create_limit_sell_order(
+        self, symbol: str, amount: Any, price: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return self.create_order(symbol, "limit", "sell", amount, price, params)
+
+    def create_market_buy_order(
+        self, symbol: str, amount: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return self.create_order(symbol, "market", "buy", amount, None, params)
+
+    def create_market_sell_order(
+        self, symbol: str, amount: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return self.create_order(symbol, "market", "sell", amount, None, params)
+
+    def edit_order(self, id: str, symbol: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.ledger.record_block(id, _EDIT_REFUSED)
+        raise GuardRefused(_EDIT_REFUSED)
+
+    def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
+        result = self.exchange.cancel_order(id, symbol, params or {})
+        self.ledger.apply_orders([result])
+        return result
+
+    def cancel_orders(self, ids: list[str], symbol: str | None = None, params: Any = None) -> Any:
+        result = self.exchange.cancel_orders(ids, symbol, params or {})
+        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        return result
+
+    def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
+        result = self.exchange.cancel_all_orders(symbol, params or {})
+        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        return result
+
+    # --- updates ------------------------------------------------------------------
+    def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
+        order = self.exchange.fetch_order(id, symbol, params or {})
+        self.ledger.apply_order(order)
+        return order
+
+    def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = self.exchange.fetch_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = self.exchange.fetch_open_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = self.exchange.fetch_closed_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
+        trades = self.exchange.fetch_my_trades(*args, **kwargs)
+        self.ledger.apply_trades(trades)
+        return trades
+
+    def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
+        ticker = self.exchange.fetch_ticker(symbol, params or {})
+        self.ledger.on_ticker(ticker)
+        return ticker
+
+    def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
+        tickers = self.exchange.fetch_tickers(*args, **kwargs)
+        for ticker in (tickers or {}).values():
+            self.ledger.on_ticker(ticker)
+        return tickers
+
+    def on_price(self, symbol: str, price: Any) -> None:
+        self.ledger.on_price(symbol, price)
+
+    def resolve(self, order_id: str, order: dict[str, Any] | None) -> None:
+        self.ledger.resolve(order_id, order)
+
+    # --- kill -------------------------------------------------------------------------
+    def _on_state_change(self) -> None:
+        if self.guard.node_state() is not TradingState.HALTED:
+            self._killing = False
+        elif not self._killing:
+            self._killing = True
+            self.cancel_everything()
+
+    def cancel_everything(self) -> int:
+        """Cancel every open order in the symbols traded here, then read back final states."""
+        ex, ledger = self.exchange, self.ledger
+        cancelled = 0
+        for symbol in ledger.kill_symbols():
+            for attempt in range(1, _KILL_ATTEMPTS + 1):
+                try:
+                    if ex.has.get("cancelAllOrders"):
+                        ledger.apply_orders(_as_list(ex.cancel_all_orders(symbol)))
+                    else:
+                        for o in ex.fetch_open_orders(symbol):
+                            ledger.apply_orders([ex.cancel_order(o["id"], symbol)])
+                    cancelled += 1
+                    break
+                except ccxt.BaseError as exc:
+                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %s", symbol, attempt, exc)
+        for tracked in ledger.live():
+            if tracked.exchange_id is not None:
+                try:
+                    ledger.apply_order(ex.fetch_order(tracked.exchange_id, tracked.symbol))
+                except ccxt.BaseError as exc:
+                    log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
+        return cancelled
+
+
+class AsyncGuardedExchange:
+    """An async ccxt exchange with the Guard in front of every order (see the module doc)."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        guard: WatchedGuard,
+        *,
+        strategy: str,
+        member: FleetMember | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.guard = guard
+        self.member = member
+        self.ledger = Ledger(exchange, guard, strategy)
+        self._killing = False
+        self.kill_task: asyncio.Task[int] | None = None
+        guard.watch(self._on_state_change)
+
+    def __getattr__(self, name: str) -> Any:
+        return _passthrough(self.exchange, name)
+
+    async def join(self) -> None:
+        """Join the fleet (lease, kill state, metrics, flight recorder) and arm."""
+        if self.member is None:
+            raise AdapterError("join: this exchange was wrapped without a control_plane")
+        await self.member.start(actor=f"ccxt:{self.guard.node}")
+
+    async def close(self) -> None:
+        """Leave the fleet (if joined) and close the exchange's HTTP session."""
+        if self.member is not None:
+            await self.member.stop()
+        await self.exchange.close()
+
+    # --- orders -----------------------------------------------------------------
+    async def create_order(
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any,
+        price: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params = dict(params or {})
+        await self.exchange.load_markets()
+        tracked, amount_s, price_s = self.ledger.prepare(symbol, type, side, amount, price, params)
+        try:
+            order: dict[str, Any] = await self.exchange.create_order(
+                symbol, type, side, float(amount_s), _num(price_s, price), params
+            )
+        except Exception as exc:
+            self.ledger.failed(tracked, exc)
+            raise
+        self.ledger.placed(tracked, order)
+        return order
+
+    async def create_orders(
+        self, orders: list[dict[str, Any]], params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """All checked before any is sent; one refusal refuses the batch."""
+        await self.exchange.load_markets()
+        prepared, requests = _prepare_batch(self.ledger, orders)
+        try:
+            result: list[dict[str, Any]] = await self.exchange.create_orders(requests, params or {})
+        except Exception as exc:
+            for tracked in prepared:
+                self.ledger.failed(tracked, exc)
+            raise
+        _placed_batch(self.ledger, prepared, result)
+        return result
+
+    async def create_limit_order(
+        self, symbol: str, side: str, amount: Any, price: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "limit", side, amount, price, params)
+
+    async def create_market_order(
+        self, symbol: str, side: str, amount: Any, price: Any = None, params: Any = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "market", side, amount, price, params)
+
+    async def create_limit_buy_order(
+        self, symbol: str, amount: Any, price: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "limit", "buy", amount, price, params)
+
+    async def create_limit_sell_order(
+        self, symbol: str, amount: Any, price: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "limit", "sell", amount, price, params)
+
+    async def create_market_buy_order(
+        self, symbol: str, amount: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "market", "buy", amount, None, params)
+
+    async def create_market_sell_order(
+        self, symbol: str, amount: Any, params: Any = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "market", "sell", amount, None, params)
+
+    async def edit_order(self, id: str, symbol: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.ledger.record_block(id, _EDIT_REFUSED)
+        raise GuardRefused(_EDIT_REFUSED)
+
+    async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
+        result = await self.exchange.cancel_order(id, symbol, params or {})
+        self.ledger.apply_orders([result])
+        return result
+
+    async def cancel_orders(
+        self, ids: list[str], symbol: str | None = None, params: Any = None
+    ) -> Any:
+        result = await self.exchange.cancel_orders(ids, symbol, params or {})
+        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        return result
+
+    async def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
+        result = await self.exchange.cancel_all_orders(symbol, params or {})
+        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        return result
+
+    # --- updates ------------------------------------------------------------------
+    async def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
+        order = await self.exchange.fetch_order(id, symbol, params or {})
+        self.ledger.apply_order(order)
+        return order
+
+    async def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.fetch_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    async def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.fetch_open_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    async def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.fetch_closed_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    async def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
+        trades = await self.exchange.fetch_my_trades(*args, **kwargs)
+        self.ledger.apply_trades(trades)
+        return trades
+
+    async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.watch_orders(*args, **kwargs)
+        self.ledger.apply_orders(orders)
+        return orders
+
+    async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
+        trades = await self.exchange.watch_my_trades(*args, **kwargs)
+        self.ledger.apply_trades(trades)
+        return trades
+
+    async def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
+        ticker = await self.exchange.fetch_ticker(symbol, params or {})
+        self.ledger.on_ticker(ticker)
+        return ticker
+
+    async def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
+        tickers = await self.exchange.fetch_tickers(*args, **kwargs)
+        for ticker in (tickers or {}).values():
+            self.ledger.on_ticker(ticker)
+        return tickers
+
+    async def watch_ticker(self, symbol: str, params: Any = None) -> Any:
+        ticker = await self.exchange.watch_ticker(symbol, params or {})
+        self.ledger.on_ticker(ticker)
+        return ticker
+
+    async def watch_tickers(self, *args: Any, **kwargs: Any) -> Any:
+        tickers = await self.exchange.watch_tickers(*args, **kwargs)
+        for ticker in (tickers or {}).values():
+            self.ledger.on_ticker(ticker)
+        return tickers
+
+    def on_price(self, symbol: str, price: Any) -> None:
+        self.ledger.on_price(symbol, price)
+
+    def resolve(self, order_id: str, order: dict[str, Any] | None) -> None:
+        self.ledger.resolve(order_id, order)
+
+    # --- kill -------------------------------------------------------------------------
+    def _on_state_change(self) -> None:
+        if self.guard.node_state() is not TradingState.HALTED:
+            self._killing = False
+        elif not self._killing:
+            self._killing = True
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                log.error("KILL_CANCEL node=%s: no event loop to cancel orders on", self.guard.node)
+                return
+            self.kill_task = loop.create_task(self.cancel_everything(), name="knightwatch-kill")
+
+    async def cancel_everything(self) -> int:
+        """Cancel every open order in the symbols traded here, then read back final states."""
+        ex, ledger = self.exchange, self.ledger
+        cancelled = 0
+        for symbol in ledger.kill_symbols():
+            for attempt in range(1, _KILL_ATTEMPTS + 1):
+                try:
+                    if ex.has.get("cancelAllOrders"):
+                        ledger.apply_orders(_as_list(await ex.cancel_all_orders(symbol)))
+                    else:
+                        for o in await ex.fetch_open_orders(symbol):
+                            ledger.apply_orders([await ex.cancel_order(o["id"], symbol)])
+                    cancelled += 1
+                    break
+                except ccxt.BaseError as exc:
+                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %s", symbol, attempt, exc)
+        for tracked in ledger.live():
+            if tracked.exchange_id is not None:
+                try:
+                    ledger.apply_order(await ex.fetch_order(tracked.exchange_id, tracked.symbol))
+                except ccxt.BaseError as exc:
+                    log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
+        log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, cancelled)
+        return cancelled
+
+
+def _num(price_s: str | None, price: Any) -> Any:
+    return float(price_s) if price_s is not None else price
+
+
+def _as_list(result: Any) -> list[dict[str, Any]]:
+    return result if isinstance(result, list) else []
+
+
+def _prepare_batch(
+    ledger: Ledger, orders: list[dict[str, Any]]
+) -> tuple[list[_Tracked], list[dict[str, Any]]]:
+    prepared: list[_Tracked] = []
+    requests: list[dict[str, Any]] = []
+    try:
+        for o in orders:
+            params = dict(o.get("params") or {})
+            tracked, amount_s, price_s = ledger.prepare(
+                o["symbol"], o["type"], o["side"], o["amount"], o.get("price"), params
+            )
+            prepared.append(tracked)
+            requests.append(o | {"amount": float(amount_s), "price": _num(price_s, o.get("price"))})
+    except GuardRefused:
+        for tracked in prepared:  # never sent: give back what the Guard reserved
+            ledger._finish(tracked, why="batch refused")
+        raise
+    return prepared, requests
+
+
+def _placed_batch(ledger: Ledger, prepared: list[_Tracked], result: list[dict[str, Any]]) -> None:
+    for tracked, order in zip(prepared, result, strict=False):
+        if order.get("status") == "rejected" or order.get("id") is None:
+            ledger._finish(tracked, why="batch entry rejected")
+        else:
+            ledger.placed(tracked, order)
+
+
+def guard(
+    exchange: Any,
+    *,
+    limits: Limits | str | Path,
+    strategy: str = "ccxt",
+    node: str | None = None,
+    control_plane: ControlPlaneSpec | None = None,
+    clock: Clock | None = None,
+    recorder: str | Path | None = None,
+    policy: LeasePolicy | None = None,
+    metrics_port: int | None = None,
+) -> GuardedExchange | AsyncGuardedExchange:
+    """Wrap a ccxt exchange with a knightwatch Guard; sync in, sync out; async in, async out.
+
+    Without `control_plane` the Guard is armed at once. With one (async
+    exchanges only) call `await ex.join()`; until then orders are refused.
+    """
+    lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
+    node_id = node if node is not None else f"ccxt-{exchange.id}"
+    clk = clock if clock is not None else SystemClock()
+    is_async = asyncio.iscoroutinefunction(getattr(exchange, "create_order", None))
+    if control_plane is None:
+        g, _ = build_guard(lim, node=node_id, clock=clk, recorder=recorder, ship=False)
+        g.arm(f"ccxt:{node_id}")
+        if is_async:
+            return AsyncGuardedExchange(exchange, g, strategy=strategy)
+        return GuardedExchange(exchange, g, strategy=strategy)
+    if not is_async:
+        raise AdapterError(
+            "control_plane: the fleet runtime runs on an asyncio loop; wrap the async exchange "
+            "(ccxt.async_support) to join the fleet"
+        )
+    pol = policy if policy is not None else LeasePolicy()
+    g, shipper = build_guard(
+        with_lease(lim, pol), node=node_id, clock=clk, recorder=recorder, ship=True
+    )
+    member = FleetMember(
+        g,
+        plane_of(control_plane, node_id),
+        clock=clk,
+        policy=pol,
+        shipper=shipper,
+        metrics_port=metrics_port,
+        owns_plane=not hasattr(control_plane, "connect"),
+    )
+    return AsyncGuardedExchange(exchange, g, strategy=strategy, member=member)
+
+
+__all__ = [
+    "AsyncGuardedExchange",
+    "GuardRefused",
+    "GuardedExchange",
+    "Ledger",
+    "guard",
+]

@@ -1,0 +1,511 @@
+"""Two fake crypto venues over real HTTP on 127.0.0.1, for the ccxt adapter tests.
+
+ccxt runs unchanged against them: it builds and signs each request, rounds to
+the market's precision, sends it over its own HTTP stack (requests for the sync
+exchange, aiohttp for the async one) and parses the answer; only the base URL
+points here. Each fake speaks its venue's REST dialect for the handful of calls
+the tests make, checks the request's signature the way the venue does (so a
+request ccxt did not sign correctly fails), and keeps a tiny order book:
+market orders and marketable limits fill at once, others rest until `fill`.
+
+Faults a test can ask for on the next order placement: `reject` (the venue's
+own error answer), `http_503`, and `drop_after_accept` (the order is placed,
+then the connection closes with no answer: the in-doubt case).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+BINANCE_KEY = "k" * 64
+BINANCE_SECRET = "s" * 64
+KRAKEN_KEY = "kraken-test-key"
+KRAKEN_SECRET = base64.b64encode(b"kraken test secret, 32 bytes ...").decode()
+
+
+class Drop(Exception):
+    """Close the connection without an answer."""
+
+
+@dataclass
+class VenueOrder:
+    id: str
+    client_id: str
+    symbol: str  # the venue's own symbol
+    side: str  # "buy" / "sell"
+    type: str  # "limit" / "market"
+    amount: Decimal
+    price: Decimal | None
+    filled: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    status: str = "open"  # open / closed / canceled
+    ts: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+@dataclass
+class VenueTrade:
+    id: str
+    order_id: str
+    symbol: str
+    side: str
+    amount: Decimal
+    price: Decimal
+    ts: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+class FakeVenue:
+    """The HTTP server, the book and the fault switches; subclasses speak a dialect."""
+
+    def __init__(self, last_price: str) -> None:
+        self.last = Decimal(last_price)
+        self.orders: dict[str, VenueOrder] = {}
+        self.trades: list[VenueTrade] = []
+        self.requests: list[tuple[str, str]] = []
+        self.fault: str | None = None
+        self.bad_signatures = 0
+        self._n = 0
+        self._lock = threading.Lock()
+        venue = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def _serve(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                try:
+                    with venue._lock:
+                        status, payload = venue.handle(method, self.path, dict(self.headers), body)
+                except Drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def base(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FakeVenue:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def point(self, exchange: Any) -> Any:
+        """Send every API URL of a ccxt exchange here, keeping its path."""
+        api = exchange.urls["api"]
+        for key, url in list(api.items()):
+            if isinstance(url, str) and url.startswith("https://"):
+                path = urlsplit(url.replace("{hostname}", "h")).path
+                api[key] = self.base + path
+        return exchange
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    # --- the book -------------------------------------------------------------
+    def next_id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def place(self, o: VenueOrder) -> None:
+        self.orders[o.id] = o
+        marketable = o.price is None or (
+            o.price >= self.last if o.side == "buy" else o.price <= self.last
+        )
+        if marketable:
+            self.fill(o.id, o.amount - o.filled, lock=False)
+
+    def fill(self, order_id: str, amount: Decimal | str, *, lock: bool = True) -> None:
+        """Execute `amount` of a resting order at its price (or the last price)."""
+        if lock:
+            with self._lock:
+                self.fill(order_id, amount, lock=False)
+            return
+        o = self.orders[order_id]
+        qty = Decimal(amount)
+        px = o.price if o.price is not None else self.last
+        o.filled += qty
+        o.cost += qty * px
+        if o.filled >= o.amount:
+            o.status = "closed"
+        self.trades.append(VenueTrade(self.next_id("T"), o.id, o.symbol, o.side, qty, px))
+
+    def cancel(self, order_id: str) -> VenueOrder | None:
+        o = self.orders.get(order_id)
+        if o is None or o.status != "open":
+            return None
+        o.status = "canceled"
+        return o
+
+    def take_fault(self) -> str | None:
+        fault, self.fault = self.fault, None
+        return fault
+
+
+# ----------------------------------------------------------------------------- Binance
+
+
+def _binance_filters(tick: str, step: str) -> list[dict[str, str]]:
+    return [
+        {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000", "tickSize": tick},
+        {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000", "stepSize": step},
+    ]
+
+
+BINANCE_INFO = {
+    "timezone": "UTC",
+    "serverTime": 1_700_000_000_000,
+    "rateLimits": [],
+    "symbols": [
+        {
+            "symbol": sym,
+            "status": "TRADING",
+            "baseAsset": base,
+            "quoteAsset": "USDT",
+            "baseAssetPrecision": 8,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "MARKET"],
+            "icebergAllowed": True,
+            "ocoAllowed": True,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
+            "permissions": ["SPOT"],
+            "permissionSets": [["SPOT"]],
+            "filters": _binance_filters(tick, step),
+        }
+        for sym, base, tick, step in (
+            ("BTCUSDT", "BTC", "0.01", "0.00001"),
+            ("ETHUSDT", "ETH", "0.01", "0.0001"),
+        )
+    ],
+}
+_BINANCE_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED"}
+
+
+class FakeBinance(FakeVenue):
+    """Binance spot REST v3: query-string HMAC-SHA256 signatures, X-MBX-APIKEY."""
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
+        parts = urlsplit(path)
+        route = parts.path
+        self.requests.append((method, route))
+        if route == "/api/v3/exchangeInfo":
+            return 200, BINANCE_INFO
+        if route == "/api/v3/ticker/24hr":
+            q = dict(parse_qsl(parts.query))
+            return 200, self._ticker(q["symbol"])
+        if route.startswith("/sapi/"):
+            return 200, []
+        raw = body if method == "POST" else parts.query
+        q = dict(parse_qsl(raw, keep_blank_values=True))
+        signed, _, signature = raw.rpartition("&signature=")
+        want = hmac.new(BINANCE_SECRET.encode(), signed.encode(), hashlib.sha256).hexdigest()
+        if headers.get("X-MBX-APIKEY") != BINANCE_KEY or signature != want:
+            self.bad_signatures += 1
+            return 401, {"code": -1022, "msg": "Signature for this request is not valid."}
+        if route == "/api/v3/order" and method == "POST":
+            return self._new_order(q)
+        if route == "/api/v3/order" and method == "GET":
+            o = self._find(q)
+            return (
+                (200, self._order(o))
+                if o
+                else (400, {"code": -2013, "msg": "Order does not exist."})
+            )
+        if route == "/api/v3/order" and method == "DELETE":
+            o = self._find(q)
+            if o is None or self.cancel(o.id) is None:
+                return 400, {"code": -2011, "msg": "Unknown order sent."}
+            return 200, self._order(o)
+        if route == "/api/v3/openOrders" and method == "DELETE":
+            done = [
+                self.cancel(o.id) for o in list(self.orders.values()) if o.symbol == q["symbol"]
+            ]
+            return 200, [self._order(o) for o in done if o is not None]
+        if route == "/api/v3/openOrders":
+            return 200, [
+                self._order(o)
+                for o in self.orders.values()
+                if o.status == "open" and o.symbol == q.get("symbol", o.symbol)
+            ]
+        if route == "/api/v3/myTrades":
+            return 200, [self._trade(t) for t in self.trades if t.symbol == q["symbol"]]
+        return 404, {"code": -1, "msg": f"fake binance: no route {method} {route}"}
+
+    def _ticker(self, symbol: str) -> dict[str, Any]:
+        last = str(self.last)
+        return {
+            "symbol": symbol,
+            "lastPrice": last,
+            "bidPrice": last,
+            "askPrice": last,
+            "openPrice": last,
+            "highPrice": last,
+            "lowPrice": last,
+            "volume": "1",
+            "quoteVolume": last,
+            "openTime": 0,
+            "closeTime": int(time.time() * 1000),
+        }
+
+    def _new_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        fault = self.take_fault()
+        if fault == "reject":
+            return 400, {
+                "code": -2010,
+                "msg": "Account has insufficient balance for requested action.",
+            }
+        if fault == "http_503":
+            return 503, {"code": -1001, "msg": "Internal error; unable to process your request."}
+        o = VenueOrder(
+            id=self.next_id(""),
+            client_id=q.get("newClientOrderId", ""),
+            symbol=q["symbol"],
+            side=q["side"].lower(),
+            type=q["type"].lower(),
+            amount=Decimal(q["quantity"]),
+            price=Decimal(q["price"]) if "price" in q else None,
+        )
+        self.place(o)
+        if fault == "drop_after_accept":
+            raise Drop
+        return 200, self._order(o) | {"fills": []}
+
+    def _find(self, q: dict[str, str]) -> VenueOrder | None:
+        if "orderId" in q:
+            return self.orders.get(q["orderId"])
+        cid = q.get("origClientOrderId")
+        return next((o for o in self.orders.values() if o.client_id == cid), None)
+
+    @staticmethod
+    def _order(o: VenueOrder) -> dict[str, Any]:
+        status = _BINANCE_STATUS[o.status]
+        if o.status == "open" and o.filled:
+            status = "PARTIALLY_FILLED"
+        return {
+            "symbol": o.symbol,
+            "orderId": int(o.id),
+            "clientOrderId": o.client_id,
+            "transactTime": o.ts,
+            "time": o.ts,
+            "updateTime": o.ts,
+            "price": str(o.price or 0),
+            "origQty": str(o.amount),
+            "executedQty": str(o.filled),
+            "cummulativeQuoteQty": str(o.cost),
+            "status": status,
+            "timeInForce": "GTC",
+            "type": o.type.upper(),
+            "side": o.side.upper(),
+        }
+
+    @staticmethod
+    def _trade(t: VenueTrade) -> dict[str, Any]:
+        return {
+            "symbol": t.symbol,
+            "id": int(t.id[1:]),
+            "orderId": int(t.order_id),
+            "price": str(t.price),
+            "qty": str(t.amount),
+            "quoteQty": str(t.amount * t.price),
+            "commission": "0",
+            "commissionAsset": "USDT",
+            "time": t.ts,
+            "isBuyer": t.side == "buy",
+            "isMaker": False,
+            "isBestMatch": True,
+        }
+
+
+# ----------------------------------------------------------------------------- Kraken
+
+KRAKEN_PAIRS = {
+    "XXBTZUSD": {
+        "altname": "XBTUSD",
+        "wsname": "XBT/USD",
+        "aclass_base": "currency",
+        "base": "XXBT",
+        "aclass_quote": "currency",
+        "quote": "ZUSD",
+        "lot": "unit",
+        "cost_decimals": 5,
+        "pair_decimals": 1,
+        "lot_decimals": 8,
+        "lot_multiplier": 1,
+        "leverage_buy": [],
+        "leverage_sell": [],
+        "fees": [[0, 0.26]],
+        "fees_maker": [[0, 0.16]],
+        "fee_volume_currency": "ZUSD",
+        "margin_call": 80,
+        "margin_stop": 40,
+        "ordermin": "0.0001",
+        "costmin": "0.5",
+        "tick_size": "0.1",
+        "status": "online",
+    }
+}
+
+
+class FakeKraken(FakeVenue):
+    """Kraken: form bodies with a nonce; API-Sign = HMAC-SHA512(path + SHA256(nonce+body))."""
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
+        parts = urlsplit(path)
+        route = parts.path
+        self.requests.append((method, route))
+        if route == "/0/public/AssetPairs":
+            return 200, {"error": [], "result": KRAKEN_PAIRS}
+        if route == "/0/public/Assets":
+            return 200, {"error": [], "result": {}}
+        if route == "/0/public/Ticker":
+            last = str(self.last)
+            tick = {"a": [last, "1", "1"], "b": [last, "1", "1"], "c": [last, "0.1"]}
+            tick |= {"v": ["1", "1"], "p": [last, last], "t": [1, 1]}
+            tick |= {"l": [last, last], "h": [last, last], "o": last}
+            return 200, {"error": [], "result": {"XXBTZUSD": tick}}
+        if not route.startswith("/0/private/"):
+            return 404, {"error": [f"EGeneral:Unknown route {route}"]}
+        q = dict(parse_qsl(body, keep_blank_values=True))
+        digest = hashlib.sha256((q.get("nonce", "") + body).encode()).digest()
+        want = hmac.new(
+            base64.b64decode(KRAKEN_SECRET), route.encode() + digest, hashlib.sha512
+        ).digest()
+        if (
+            headers.get("API-Key") != KRAKEN_KEY
+            or headers.get("API-Sign") != base64.b64encode(want).decode()
+        ):
+            self.bad_signatures += 1
+            return 200, {"error": ["EAPI:Invalid signature"]}
+        call = route.rsplit("/", 1)[1]
+        if call == "AddOrder":
+            return self._add(q)
+        if call == "QueryOrders":
+            found = {
+                i: self._order(self.orders[i]) for i in q["txid"].split(",") if i in self.orders
+            }
+            return 200, {"error": [], "result": found}
+        if call == "OpenOrders":
+            live = {o.id: self._order(o) for o in self.orders.values() if o.status == "open"}
+            return 200, {"error": [], "result": {"open": live}}
+        if call == "CancelOrder":
+            done = self.cancel(q["txid"])
+            if done is None:
+                return 200, {"error": ["EOrder:Unknown order"]}
+            return 200, {"error": [], "result": {"count": 1}}
+        if call == "CancelAll":
+            n = sum(self.cancel(o.id) is not None for o in list(self.orders.values()))
+            return 200, {"error": [], "result": {"count": n}}
+        if call == "TradesHistory":
+            trades = {t.id: self._trade(t) for t in self.trades}
+            return 200, {"error": [], "result": {"trades": trades, "count": len(trades)}}
+        return 200, {"error": [f"EGeneral:Unknown method {call}"]}
+
+    def _add(self, q: dict[str, str]) -> tuple[int, Any]:
+        fault = self.take_fault()
+        if fault == "reject":
+            return 200, {"error": ["EOrder:Insufficient funds"]}
+        if fault == "http_503":
+            return 503, {"error": ["EService:Unavailable"]}
+        o = VenueOrder(
+            id=self.next_id("OKW-"),
+            client_id=q.get("cl_ord_id", ""),
+            symbol="XXBTZUSD",
+            side=q["type"],
+            type=q["ordertype"],
+            amount=Decimal(q["volume"]),
+            price=Decimal(q["price"]) if "price" in q else None,
+        )
+        self.place(o)
+        if fault == "drop_after_accept":
+            raise Drop
+        descr = f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"
+        return 200, {"error": [], "result": {"descr": {"order": descr}, "txid": [o.id]}}
+
+    def _order(self, o: VenueOrder) -> dict[str, Any]:
+        avg = o.cost / o.filled if o.filled else Decimal(0)
+        return {
+            "refid": None,
+            "userref": 0,
+            "cl_ord_id": o.client_id or None,
+            "status": o.status,
+            "opentm": o.ts / 1000,
+            "starttm": 0,
+            "expiretm": 0,
+            "descr": {
+                "pair": "XBTUSD",
+                "type": o.side,
+                "ordertype": o.type,
+                "price": str(o.price or 0),
+                "price2": "0",
+                "leverage": "none",
+                "order": f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}",
+                "close": "",
+            },
+            "vol": str(o.amount),
+            "vol_exec": str(o.filled),
+            "cost": str(o.cost),
+            "fee": "0",
+            "price": str(avg),
+            "stopprice": "0",
+            "limitprice": "0",
+            "misc": "",
+            "oflags": "fciq",
+            "trades": [t.id for t in self.trades if t.order_id == o.id],
+        }
+
+    @staticmethod
+    def _trade(t: VenueTrade) -> dict[str, Any]:
+        return {
+            "ordertxid": t.order_id,
+            "postxid": "P",
+            "pair": "XXBTZUSD",
+            "time": t.ts / 1000,
+            "type": t.side,
+            "ordertype": "limit",
+            "price": str(t.price),
+            "cost": str(t.amount * t.price),
+            "fee": "0",
+            "vol": str(t.amount),
+            "margin": "0",
+            "misc": "",
+        }

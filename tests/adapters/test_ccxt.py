@@ -1,0 +1,262 @@
+"""The ccxt adapter against two fake venues over real HTTP on 127.0.0.1.
+
+Binance (query-string HMAC-SHA256, full order answers) and Kraken (form bodies
+with a nonce, HMAC-SHA512, answers with an id only), each through the sync and
+the async ccxt exchange: ccxt's own request building, signing, precision and
+parsing run; the fakes check every signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import ccxt.async_support as ccxt_async
+import pytest
+
+from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
+from knightwatch.adapters.fleet import AdapterError
+from knightwatch.adapters.units import Units
+from knightwatch.decision import RejectReason
+from knightwatch.limits import Limits
+from knightwatch.state import Scope
+
+from .fake_venues import (
+    BINANCE_KEY,
+    BINANCE_SECRET,
+    KRAKEN_KEY,
+    KRAKEN_SECRET,
+    FakeBinance,
+    FakeKraken,
+    FakeVenue,
+)
+
+R = RejectReason
+OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    fake: type[FakeVenue]
+    sync_cls: Any
+    async_cls: Any
+    key: str
+    secret: str
+    symbol: str
+    step: str
+    raw_writes: tuple[str, ...]
+
+
+SPECS = [
+    Spec("binance", FakeBinance, ccxt.binance, ccxt_async.binance, BINANCE_KEY, BINANCE_SECRET,
+         "BTC/USDT", "0.00001", ("privatePostOrder", "private_post_order", "sapiPostMarginOrder")),
+    Spec("kraken", FakeKraken, ccxt.kraken, ccxt_async.kraken, KRAKEN_KEY, KRAKEN_SECRET,
+         "BTC/USD", "0.00000001", ("privatePostAddOrder", "private_post_addorder")),
+]  # fmt: skip
+
+
+async def run(value: Any) -> Any:
+    """One call on either wrapper: awaited for the async exchange, plain for the sync one."""
+    return await value if inspect.isawaitable(value) else value
+
+
+@dataclass
+class World:
+    spec: Spec
+    venue: FakeVenue
+    ex: GuardedExchange | AsyncGuardedExchange
+    units: Units
+
+    @property
+    def symbol(self) -> str:
+        return self.spec.symbol
+
+    def u(self, amount: str) -> int:
+        return self.units.to_units(amount)
+
+
+def limits(step: str, **overrides: Any) -> Limits:
+    u = Units(step)
+    base: dict[str, Any] = dict(
+        version="ccxt-test",
+        max_order_qty=u.to_units("0.5"),
+        max_position_qty=u.to_units("2"),
+        max_order_notional=100_000.0,
+        price_collar_pct=0.05,
+        max_price_age_s=None,
+        max_executions_per_window=None,
+        require_registered_parent=False,
+    )
+    base.update(overrides)
+    return Limits(**base)
+
+
+def make_exchange(spec: Spec, venue: FakeVenue, mode: str) -> Any:
+    cls = spec.async_cls if mode == "async" else spec.sync_cls
+    ex = cls({"apiKey": spec.key, "secret": spec.secret, "enableRateLimit": False,
+              "options": OPTIONS})  # fmt: skip
+    return venue.point(ex)
+
+
+@pytest.fixture(params=[(s, m) for s in SPECS for m in ("sync", "async")],
+                ids=lambda p: f"{p[0].name}-{p[1]}")  # fmt: skip
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    spec, mode = request.param
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        w = World(spec, venue, ex, Units(spec.step))
+        try:
+            await run(ex.fetch_ticker(spec.symbol))  # the Guard's reference price
+            yield w
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+        assert venue.bad_signatures == 0
+
+
+async def test_fat_finger_and_price_collar_are_refused_before_any_request(world: World) -> None:
+    ex, before = world.ex, len(world.venue.requests)
+    with pytest.raises(GuardRefused) as fat:
+        await run(ex.create_order(world.symbol, "limit", "buy", 5, 60_000))
+    assert fat.value.decision.reason is R.MAX_ORDER_QTY
+    assert str(fat.value).startswith("knightwatch:max_order_qty")
+    assert isinstance(fat.value, ccxt.InvalidOrder)
+    with pytest.raises(GuardRefused) as collar:
+        await run(ex.create_order(world.symbol, "limit", "buy", 0.1, 90_000))
+    assert collar.value.decision.reason is R.PRICE_COLLAR
+    assert len(world.venue.requests) == before  # nothing was sent
+    assert ex.guard.working_qty(world.symbol) == (0, 0)
+    # an amount off the market's step is cut by ccxt's own precision, checked as sent
+    order = await run(ex.create_order(world.symbol, "limit", "buy", 0.1234567891, 60_000))
+    sent = world.venue.orders[order["id"]]
+    assert ex.guard.position(world.symbol) + ex.guard.working_qty(world.symbol)[0] == world.u(
+        str(sent.amount)
+    )
+
+
+async def test_fills_are_tracked_to_the_right_position(world: World) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    filled = await run(ex.create_order(sym, "limit", "buy", 0.1, 60_000))  # marketable
+    resting = await run(ex.create_order(sym, "limit", "buy", 0.2, 59_000))
+    await run(ex.fetch_order(filled["id"], sym))
+    assert ex.guard.position(sym) == world.u("0.1")
+    assert ex.guard.working_qty(sym) == (world.u("0.2"), 0)
+
+    venue.fill(resting["id"], "0.05")
+    await run(ex.fetch_order(resting["id"], sym))
+    await run(ex.fetch_my_trades(sym))  # the same executions again: never counted twice
+    await run(ex.fetch_order(resting["id"], sym))
+    assert ex.guard.position(sym) == world.u("0.15")
+    assert ex.guard.working_qty(sym) == (world.u("0.15"), 0)
+
+    await run(ex.create_order(sym, "market", "sell", 0.05))
+    await run(ex.fetch_my_trades(sym))
+    assert ex.guard.position(sym) == world.u("0.1")
+    # the Guard's P&L is in the quote currency: bought 0.05 at 59,000, sold at 60,000
+    assert ex.guard.pnl() == pytest.approx(0.05 * 1_000 + 0.1 * 0, abs=1e-6)
+
+
+async def test_a_halt_cancels_open_orders_through_the_exchange(world: World) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    for px in (58_000, 58_500):
+        await run(ex.create_order(sym, "limit", "buy", 0.1, px))
+    assert ex.guard.working_qty(sym) == (world.u("0.2"), 0)
+    ex.guard.halt(Scope.NODE, ex.guard.node, "operator: stop", "test")
+    if isinstance(ex, AsyncGuardedExchange):
+        assert ex.kill_task is not None
+        await ex.kill_task
+    assert {o.status for o in venue.orders.values()} == {"canceled"}
+    assert ex.guard.working_qty(sym) == (0, 0)
+    before = len(venue.requests)
+    with pytest.raises(GuardRefused) as halted:
+        await run(ex.create_order(sym, "limit", "buy", 0.1, 60_000))
+    assert halted.value.decision.reason is R.HALTED and len(venue.requests) == before
+
+
+async def test_a_venue_reject_gives_the_working_quantity_back(world: World) -> None:
+    ex, sym = world.ex, world.symbol
+    world.venue.fault = "reject"
+    with pytest.raises(ccxt.InsufficientFunds):
+        await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+    assert ex.guard.working_qty(sym) == (0, 0) and ex.guard.position(sym) == 0
+    assert not ex.ledger.in_doubt
+    await run(ex.create_order(sym, "limit", "buy", 0.1, 60_000))  # the next one goes out
+    await run(ex.fetch_my_trades(sym))
+    assert ex.guard.position(sym) == world.u("0.1")
+
+
+@pytest.mark.parametrize("fault", ["http_503", "drop_after_accept"])
+async def test_a_network_error_leaves_the_order_working_in_doubt(world: World, fault: str) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    venue.fault = fault
+    with pytest.raises(ccxt.OperationFailed):  # no venue decision: network or server error
+        await run(ex.create_order(sym, "limit", "buy", 0.3, 59_000, {"clientOrderId": "cid-1"}))
+    # the Guard keeps counting it: it may be live at the venue
+    assert list(ex.ledger.in_doubt) == ["cid-1"]
+    assert ex.guard.working_qty(sym) == (world.u("0.3"), 0)
+    with pytest.raises(GuardRefused) as dup:
+        await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000, {"clientOrderId": "cid-1"}))
+    assert dup.value.decision.reason is R.DUPLICATE_ORDER_ID
+    if fault == "drop_after_accept":
+        # it did arrive: the venue's open orders name its client id, which binds it again
+        (live,) = [o for o in venue.orders.values() if o.status == "open"]
+        await run(ex.fetch_open_orders(sym))
+        assert not ex.ledger.in_doubt
+        venue.fill(live.id, "0.3")
+        await run(ex.fetch_my_trades(sym))
+        assert ex.guard.position(sym) == world.u("0.3")
+    else:
+        ex.resolve("cid-1", None)  # the venue never had it
+        assert not ex.ledger.in_doubt and ex.guard.position(sym) == 0
+    assert ex.guard.working_qty(sym) == (0, 0)
+
+
+async def test_edits_and_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
+    ex, sym = world.ex, world.symbol
+    order = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+    before = len(world.venue.requests)
+    with pytest.raises(GuardRefused) as edit:
+        await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.4, 59_000))
+    assert edit.value.decision.reason is R.INVALID_ORDER
+    for name in (*world.spec.raw_writes, "create_post_only_order", "createOrderWs"):
+        with pytest.raises(AdapterError, match="not routed through the knightwatch Guard"):
+            getattr(ex, name)
+    assert len(world.venue.requests) == before
+    # reads pass straight through
+    assert sym in ex.markets and ex.id == world.spec.name
+    # a quote-sized order cannot be counted exactly: refused
+    with pytest.raises(GuardRefused, match="quote-sized"):
+        await run(ex.create_order(sym, "market", "buy", 0.1, None, {"cost": 6000}))
+
+
+async def test_a_refused_batch_sends_nothing_and_reserves_nothing(world: World) -> None:
+    ex, sym = world.ex, world.symbol
+    batch = [
+        {"symbol": sym, "type": "limit", "side": "buy", "amount": 0.1, "price": 59_000},
+        {"symbol": sym, "type": "limit", "side": "buy", "amount": 3, "price": 59_000},
+    ]
+    before = len(world.venue.requests)
+    with pytest.raises(GuardRefused) as refused:
+        await run(ex.create_orders(batch))
+    assert refused.value.decision.reason is R.MAX_ORDER_QTY
+    assert len(world.venue.requests) == before
+    assert ex.guard.working_qty(sym) == (0, 0)
+
+
+def test_the_sync_exchange_cannot_join_a_fleet() -> None:
+    with pytest.raises(AdapterError, match="async"):
+        guard(ccxt.binance(), limits=Limits(), control_plane="nats://127.0.0.1:1")
+
+
+def test_units_are_the_markets_step() -> None:
+    with FakeBinance("60000") as venue:
+        ex = guard(make_exchange(SPECS[0], venue, "sync"), limits=limits(SPECS[0].step))
+        assert isinstance(ex, GuardedExchange)
+        ex.load_markets()
+        assert ex.ledger.units("BTC/USDT").step == Decimal("0.00001")
+        assert ex.ledger.units("ETH/USDT").step == Decimal("0.0001")
