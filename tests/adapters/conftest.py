@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from knightwatch.control.server import EmbeddedNatsServer
+from knightwatch.control.plane.server import EmbeddedNatsServer
 
 
 @pytest.fixture

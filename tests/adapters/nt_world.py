@@ -27,7 +27,7 @@ from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.trading.strategy import Strategy
 
-from knightwatch.limits import Limits
+from knightwatch import Limits
 
 SIM = Venue("SIM")
 AUDUSD = TestInstrumentProvider.default_fx_ccy("AUD/USD", venue=SIM)

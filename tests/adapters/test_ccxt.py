@@ -18,12 +18,10 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pytest
 
+from knightwatch import Limits, RejectReason, Scope
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
 from knightwatch.adapters.fleet import AdapterError
 from knightwatch.adapters.units import Units
-from knightwatch.decision import RejectReason
-from knightwatch.limits import Limits
-from knightwatch.state import Scope
 
 from .fake_venues import (
     BINANCE_KEY,

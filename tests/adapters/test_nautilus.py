@@ -13,6 +13,7 @@ from nautilus_trader.model.enums import OrderSide, OrderStatus
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.objects import Price, Quantity
 
+from knightwatch import RejectReason, Scope, TradingState
 from knightwatch.adapters.fleet import AdapterError
 from knightwatch.adapters.nautilus import (
     ENDPOINT,
@@ -21,8 +22,6 @@ from knightwatch.adapters.nautilus import (
     reason_code,
 )
 from knightwatch.adapters.units import Units
-from knightwatch.decision import RejectReason
-from knightwatch.state import Scope, TradingState
 
 from .nt_world import (
     AUDUSD,

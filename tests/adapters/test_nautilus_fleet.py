@@ -13,14 +13,12 @@ from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.enums import OrderStatus
 from nautilus_trader.model.enums import TradingState as NtState
 
+from knightwatch import RejectReason, Scope, SystemClock
 from knightwatch.adapters.nautilus import install, reason_code
 from knightwatch.audit.verify import verify_file
-from knightwatch.clock import SystemClock
-from knightwatch.control.killswitch import KillSwitch
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.server import EmbeddedNatsServer
-from knightwatch.decision import RejectReason
-from knightwatch.state import Scope
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer
 
 from .nt_world import AUDUSD, Scripted, engine, open_limits, quotes, scripted
 

@@ -49,6 +49,19 @@ from typing import Any
 
 import ccxt
 
+from knightwatch import (
+    Clock,
+    Decision,
+    Fill,
+    InvalidOrder,
+    Limits,
+    Order,
+    RejectReason,
+    Scope,
+    Side,
+    SystemClock,
+    TradingState,
+)
 from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
@@ -60,12 +73,7 @@ from knightwatch.adapters.fleet import (
 )
 from knightwatch.adapters.units import UnitError, Units, decimal_of
 from knightwatch.audit.record import AuditContext
-from knightwatch.clock import Clock, SystemClock
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.decision import Decision, RejectReason
-from knightwatch.limits import Limits
-from knightwatch.order import Fill, InvalidOrder, Order, Side
-from knightwatch.state import Scope, TradingState
+from knightwatch.control.node.lease import LeasePolicy
 
 log = logging.getLogger(__name__)
 

@@ -24,18 +24,16 @@ from typing import Any
 
 import msgspec
 
+from knightwatch import Clock, Guard, KnightwatchError, Limits, Scope, TradingState
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.sink import FileSink, MemorySink, Sink
-from knightwatch.clock import Clock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.control.natsplane import NatsControlPlane
-from knightwatch.control.node import NodeRuntime
-from knightwatch.control.protocol import ControlPlane
-from knightwatch.control.shipping import ShippingSink
-from knightwatch.guard import DEFAULT_MEMORY_RECORDS, Guard
-from knightwatch.limits import Limits
-from knightwatch.state import Scope, TradingState
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.node.shipping import ShippingSink
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.guard import DEFAULT_MEMORY_RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ ControlPlaneSpec = ControlPlane | str | Sequence[str]
 """A control plane object, or the NATS URL(s) of one."""
 
 
-class AdapterError(RuntimeError):
+class AdapterError(KnightwatchError, RuntimeError):
     """An adapter cannot be installed or run as configured; the message says what to fix."""
 
 

@@ -70,6 +70,18 @@ from nautilus_trader.model.events import (
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.orders import Order as NtOrder
 
+from knightwatch import (
+    Clock,
+    Decision,
+    Fill,
+    InvalidOrder,
+    Limits,
+    Order,
+    RejectReason,
+    Scope,
+    Side,
+    TradingState,
+)
 from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
@@ -81,12 +93,7 @@ from knightwatch.adapters.fleet import (
 )
 from knightwatch.adapters.units import UnitError, Units
 from knightwatch.audit.record import AuditContext
-from knightwatch.clock import Clock
-from knightwatch.control.lease import LeasePolicy
-from knightwatch.decision import Decision, RejectReason
-from knightwatch.limits import Limits
-from knightwatch.order import Fill, InvalidOrder, Order, Side
-from knightwatch.state import Scope, TradingState
+from knightwatch.control.node.lease import LeasePolicy
 
 log = logging.getLogger(__name__)
 

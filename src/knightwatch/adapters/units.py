@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from knightwatch import KnightwatchError
 
-class UnitError(ValueError):
+
+class UnitError(KnightwatchError, ValueError):
     """An amount that is not a whole number of the instrument's steps; says which."""
 
 
