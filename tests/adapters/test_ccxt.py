@@ -21,17 +21,16 @@ import pytest
 from knightwatch import Limits, RejectReason, Scope
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
 from knightwatch.adapters.fleet import AdapterError
-from knightwatch.adapters.units import Units
-
-from .fake_venues import (
+from knightwatch.adapters.paper import (
     BINANCE_KEY,
     BINANCE_SECRET,
     KRAKEN_KEY,
     KRAKEN_SECRET,
-    FakeBinance,
-    FakeKraken,
-    FakeVenue,
+    PaperBinance,
+    PaperKraken,
+    PaperVenue,
 )
+from knightwatch.adapters.units import Units
 
 R = RejectReason
 OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
@@ -40,7 +39,7 @@ OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
 @dataclass(frozen=True)
 class Spec:
     name: str
-    fake: type[FakeVenue]
+    fake: type[PaperVenue]
     sync_cls: Any
     async_cls: Any
     key: str
@@ -51,9 +50,9 @@ class Spec:
 
 
 SPECS = [
-    Spec("binance", FakeBinance, ccxt.binance, ccxt_async.binance, BINANCE_KEY, BINANCE_SECRET,
+    Spec("binance", PaperBinance, ccxt.binance, ccxt_async.binance, BINANCE_KEY, BINANCE_SECRET,
          "BTC/USDT", "0.00001", ("privatePostOrder", "private_post_order", "sapiPostMarginOrder")),
-    Spec("kraken", FakeKraken, ccxt.kraken, ccxt_async.kraken, KRAKEN_KEY, KRAKEN_SECRET,
+    Spec("kraken", PaperKraken, ccxt.kraken, ccxt_async.kraken, KRAKEN_KEY, KRAKEN_SECRET,
          "BTC/USD", "0.00000001", ("privatePostAddOrder", "private_post_addorder")),
 ]  # fmt: skip
 
@@ -66,7 +65,7 @@ async def run(value: Any) -> Any:
 @dataclass
 class World:
     spec: Spec
-    venue: FakeVenue
+    venue: PaperVenue
     ex: GuardedExchange | AsyncGuardedExchange
     units: Units
 
@@ -94,7 +93,7 @@ def limits(step: str, **overrides: Any) -> Limits:
     return Limits(**base)
 
 
-def make_exchange(spec: Spec, venue: FakeVenue, mode: str) -> Any:
+def make_exchange(spec: Spec, venue: PaperVenue, mode: str) -> Any:
     cls = spec.async_cls if mode == "async" else spec.sync_cls
     ex = cls({"apiKey": spec.key, "secret": spec.secret, "enableRateLimit": False,
               "options": OPTIONS})  # fmt: skip
@@ -252,7 +251,7 @@ def test_the_sync_exchange_cannot_join_a_fleet() -> None:
 
 
 def test_units_are_the_markets_step() -> None:
-    with FakeBinance("60000") as venue:
+    with PaperBinance("60000") as venue:
         ex = guard(make_exchange(SPECS[0], venue, "sync"), limits=limits(SPECS[0].step))
         assert isinstance(ex, GuardedExchange)
         ex.load_markets()

@@ -12,18 +12,18 @@ import pytest
 
 from knightwatch import RejectReason, Scope, SystemClock
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
+from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.server import EmbeddedNatsServer
 
-from .fake_venues import BINANCE_KEY, BINANCE_SECRET, FakeBinance
 from .test_ccxt import OPTIONS, limits
 
 
 async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
     nats_server: EmbeddedNatsServer,
 ) -> None:
-    with FakeBinance("60000") as venue:
+    with PaperBinance("60000") as venue:
         raw = ccxt_async.binance(
             {"apiKey": BINANCE_KEY, "secret": BINANCE_SECRET, "options": OPTIONS}
         )

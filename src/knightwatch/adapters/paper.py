@@ -1,16 +1,21 @@
-"""Two fake crypto venues over real HTTP on 127.0.0.1, for the ccxt adapter tests.
+"""Paper venues: Binance and Kraken REST dialects over real HTTP on 127.0.0.1.
 
-ccxt runs unchanged against them: it builds and signs each request, rounds to
-the market's precision, sends it over its own HTTP stack (requests for the sync
-exchange, aiohttp for the async one) and parses the answer; only the base URL
-points here. Each fake speaks its venue's REST dialect for the handful of calls
-the tests make, checks the request's signature the way the venue does (so a
-request ccxt did not sign correctly fails), and keeps a tiny order book:
-market orders and marketable limits fill at once, others rest until `fill`.
+They let a ccxt program run end to end with no network and no account: a
+drill, an example, a test. ccxt runs unchanged against them: it builds and
+signs each request, rounds to the market's precision, sends it over its own
+HTTP stack (requests for the sync exchange, aiohttp for the async one) and
+parses the answer; only the base URL points here (`point`). Each paper venue
+speaks its venue's REST dialect for the calls the adapter makes (markets,
+tickers, orders, cancels, open orders, trades), checks every signature the
+way the venue does (a request ccxt did not sign correctly is refused and
+counted), and keeps a tiny book: market orders and marketable limits fill at
+once at the last price, others rest until `fill`.
 
-Faults a test can ask for on the next order placement: `reject` (the venue's
-own error answer), `http_503`, and `drop_after_accept` (the order is placed,
-then the connection closes with no answer: the in-doubt case).
+Faults on the next order placement, for drills: `reject` (the venue's own
+error answer), `http_503`, and `drop_after_accept` (the order is placed, then
+the connection closes with no answer: the in-doubt case).
+
+The keys below are the ones the paper venues accept; they are not secrets.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class VenueTrade:
     ts: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
-class FakeVenue:
+class PaperVenue:
     """The HTTP server, the book and the fault switches; subclasses speak a dialect."""
 
     def __init__(self, last_price: str) -> None:
@@ -117,10 +122,10 @@ class FakeVenue:
 
     @property
     def base(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self.server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
-    def __enter__(self) -> FakeVenue:
+    def __enter__(self) -> PaperVenue:
         self.thread.start()
         return self
 
@@ -221,7 +226,7 @@ BINANCE_INFO = {
 _BINANCE_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED"}
 
 
-class FakeBinance(FakeVenue):
+class PaperBinance(PaperVenue):
     """Binance spot REST v3: query-string HMAC-SHA256 signatures, X-MBX-APIKEY."""
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
@@ -269,7 +274,7 @@ class FakeBinance(FakeVenue):
             ]
         if route == "/api/v3/myTrades":
             return 200, [self._trade(t) for t in self.trades if t.symbol == q["symbol"]]
-        return 404, {"code": -1, "msg": f"fake binance: no route {method} {route}"}
+        return 404, {"code": -1, "msg": f"paper binance: no route {method} {route}"}
 
     def _ticker(self, symbol: str) -> dict[str, Any]:
         last = str(self.last)
@@ -386,7 +391,7 @@ KRAKEN_PAIRS = {
 }
 
 
-class FakeKraken(FakeVenue):
+class PaperKraken(PaperVenue):
     """Kraken: form bodies with a nonce; API-Sign = HMAC-SHA512(path + SHA256(nonce+body))."""
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
@@ -399,8 +404,8 @@ class FakeKraken(FakeVenue):
             return 200, {"error": [], "result": {}}
         if route == "/0/public/Ticker":
             last = str(self.last)
-            tick = {"a": [last, "1", "1"], "b": [last, "1", "1"], "c": [last, "0.1"]}
-            tick |= {"v": ["1", "1"], "p": [last, last], "t": [1, 1]}
+            tick: dict[str, Any] = {"a": [last, "1", "1"], "b": [last, "1", "1"]}
+            tick |= {"c": [last, "0.1"], "v": ["1", "1"], "p": [last, last], "t": [1, 1]}
             tick |= {"l": [last, last], "h": [last, last], "o": last}
             return 200, {"error": [], "result": {"XXBTZUSD": tick}}
         if not route.startswith("/0/private/"):
