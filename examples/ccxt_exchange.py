@@ -20,7 +20,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 
 from knightwatch import Limits, Scope
-from knightwatch.adapters.ccxt import GuardRefused, guard
+from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
 from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
 
 LIMITS = Limits(
@@ -62,16 +62,16 @@ async def main(use_async: bool) -> None:
             print(f"position {exchange.guard.position(SYMBOL) / 100_000} BTC")
             await call(exchange.create_order(SYMBOL, "limit", "buy", 0.1, 58_000))
             exchange.guard.halt(Scope.NODE, exchange.guard.node, "operator: stop", "example")
-            if use_async:
-                await exchange.kill_task  # type: ignore[union-attr]
+            if isinstance(exchange, AsyncGuardedExchange) and exchange.kill_task is not None:
+                await exchange.kill_task  # the kill cancels on the event loop
             print(f"after the halt: venue orders {sorted(o.status for o in venue.orders.values())}")
             print(
                 f"requests ccxt signed and sent: {len(venue.requests)}, bad signatures: "
                 f"{venue.bad_signatures}"
             )
         finally:
-            if use_async:
-                await exchange.close()  # type: ignore[misc]
+            if isinstance(exchange, AsyncGuardedExchange):
+                await exchange.close()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ SIM = Venue("SIM")
 AUDUSD = TestInstrumentProvider.default_fx_ccy("AUD/USD", venue=SIM)
 
 
-class Runaway(Strategy):
+class Runaway(Strategy):  # type: ignore[misc]  # NautilusTrader ships no stubs
     """Buys on every quote; on the 100th, 5,000,000 (a fat finger)."""
 
     def __init__(self) -> None:
