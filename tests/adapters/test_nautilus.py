@@ -257,7 +257,8 @@ def test_a_fill_the_guard_cannot_book_exactly_halts_the_node(eng: BacktestEngine
             st.buy("10000", f"{tick.ask_price.as_double():.5f}")
             # the instrument's step changes under the Guard: the coming fill of 10,000
             # is not a whole number of 3s, so the Guard cannot book it exactly
-            kw._instrument(AUDUSD.id).units = Units("3")
+            inst = kw._instrument(AUDUSD.id)
+            inst.units, inst.step_raw = Units("3"), 3 * inst.step_raw
 
     s.script = script
     eng.add_data(quotes(AUDUSD, 3, 0.7, 0.0001))

@@ -149,29 +149,56 @@ class Ledger:
         """Orders whose placement got no answer: perhaps live at the venue, still working."""
         self.symbols: set[str] = set()
         self._seen_trades: set[str] = set()
-        self._units: dict[str, Units] = {}
+        self._markets: dict[str, tuple[Units, Decimal | None]] = {}
         self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
 
     # --- before sending -------------------------------------------------------
     def units(self, symbol: str) -> Units:
-        u = self._units.get(symbol)
-        if u is None:
-            market = self.exchange.market(symbol)
-            step = (market.get("precision") or {}).get("amount")
-            if step is None:
-                raise UnitError(f"market {symbol}: no amount precision to count units in")
-            mode = self.exchange.precisionMode
-            if mode == ccxt.TICK_SIZE:
-                u = Units(step)
-            elif mode == ccxt.DECIMAL_PLACES:
-                u = Units.from_places(int(step))
-            else:
-                raise UnitError(
-                    f"market {symbol}: precision mode {mode} has no fixed amount step; "
-                    "the Guard needs one to count exactly"
-                )
-            self._units[symbol] = u
-        return u
+        """The market's amount step, as the Guard counts `symbol`."""
+        return self._market(symbol)[0]
+
+    def _market(self, symbol: str) -> tuple[Units, Decimal | None]:
+        """(amount step, price tick) of a market, read once from ccxt's loaded markets."""
+        known = self._markets.get(symbol)
+        if known is None:
+            precision = self.exchange.market(symbol).get("precision") or {}
+            known = (
+                self._step(symbol, precision.get("amount")),
+                self._step(symbol, precision.get("price"), required=False),
+            )
+            self._markets[symbol] = known
+        return known
+
+    def _step(self, symbol: str, value: Any, required: bool = True) -> Any:
+        mode = self.exchange.precisionMode
+        if value is None or mode not in (ccxt.TICK_SIZE, ccxt.DECIMAL_PLACES):
+            if not required:
+                return None
+            raise UnitError(
+                f"market {symbol}: no fixed amount step (precision {value!r}, mode {mode}); "
+                "the Guard needs one to count exactly"
+            )
+        units = Units(value) if mode == ccxt.TICK_SIZE else Units.from_places(int(value))
+        return units if required else units.step
+
+    def _as_sent(self, symbol: str, amount: Any, price: Any) -> tuple[int, Decimal, Any]:
+        """(units, amount, price) exactly as ccxt will send them.
+
+        An amount already on the market's step (and a price on its tick) is what
+        ccxt's own precision functions would return unchanged, so they are only
+        called for values off the grid: then the Guard checks what ccxt cuts to.
+        """
+        units, tick = self._market(symbol)
+        ex = self.exchange
+        d = decimal_of(amount, "amount")
+        n = d / units.step
+        if n != n.to_integral_value():
+            d = decimal_of(ex.amount_to_precision(symbol, amount), "amount")
+        if price is not None:
+            p = decimal_of(price, "price")
+            if tick is None or p % tick:
+                price = decimal_of(ex.price_to_precision(symbol, price), "price")
+        return units.to_units(d), d, price
 
     def prepare(
         self,
@@ -181,8 +208,9 @@ class Ledger:
         amount: Any,
         price: Any,
         params: dict[str, Any],
-    ) -> tuple[_Tracked, str, str | None]:
-        """Check one order as it will be sent; returns it tracked, with ccxt's amount/price."""
+    ) -> tuple[_Tracked, Decimal, Any]:
+        """Check one order as it will be sent; returns it tracked, with the amount and price
+        to send (a limit's price on the market's tick; a market order's price untouched)."""
         client_id = params.get("clientOrderId")
         gid = str(client_id) if client_id else f"kw-{uuid.uuid4().hex[:20]}"
         try:
@@ -193,17 +221,15 @@ class Ledger:
                 )
             if side not in ("buy", "sell"):
                 raise UnitError(f"side: must be 'buy' or 'sell', got {side!r}")
-            units = self.units(symbol)
-            amount_s = str(self.exchange.amount_to_precision(symbol, amount))
             limit = price is not None and type != "market"
-            price_s = str(self.exchange.price_to_precision(symbol, price)) if limit else None
+            qty, amount_d, price_d = self._as_sent(symbol, amount, price if limit else None)
             order = Order(
                 id=gid,
                 strategy=self.strategy,
                 symbol=symbol,
                 side=Side(side),
-                qty=units.to_units(amount_s),
-                price=units.unit_price(price_s) if price_s is not None else None,
+                qty=qty,
+                price=self.units(symbol).unit_price(price_d) if price_d is not None else None,
             )
         except (UnitError, InvalidOrder, ccxt.BaseError) as exc:
             d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
@@ -212,12 +238,12 @@ class Ledger:
         d = self.guard.check(order)
         if not d.accepted:
             raise GuardRefused(d)
-        tracked = _Tracked(gid, symbol, order.side, order.qty, units, client_id)
+        tracked = _Tracked(gid, symbol, order.side, order.qty, self.units(symbol), client_id)
         self.orders[gid] = tracked
         if client_id:
             self._by_client_id[str(client_id)] = tracked
         self.symbols.add(symbol)
-        return tracked, amount_s, price_s
+        return tracked, amount_d, price_d
 
     def record_block(self, order_id: str, d: Decision) -> None:
         """A refusal made before the Guard could see an order, recorded like the Guard's."""
@@ -432,10 +458,10 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         params = dict(params or {})
         self.exchange.load_markets()
-        tracked, amount_s, price_s = self.ledger.prepare(symbol, type, side, amount, price, params)
+        tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:
             order: dict[str, Any] = self.exchange.create_order(
-                symbol, type, side, float(amount_s), _num(price_s, price), params
+                symbol, type, side, float(amount_d), _num(price_d, price), params
             )
         except Exception as exc:
             self.ledger.failed(tracked, exc)
@@ -629,10 +655,10 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         params = dict(params or {})
         await self.exchange.load_markets()
-        tracked, amount_s, price_s = self.ledger.prepare(symbol, type, side, amount, price, params)
+        tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:
             order: dict[str, Any] = await self.exchange.create_order(
-                symbol, type, side, float(amount_s), _num(price_s, price), params
+                symbol, type, side, float(amount_d), _num(price_d, price), params
             )
         except Exception as exc:
             self.ledger.failed(tracked, exc)
@@ -809,8 +835,9 @@ class AsyncGuardedExchange:
         return cancelled
 
 
-def _num(price_s: str | None, price: Any) -> Any:
-    return float(price_s) if price_s is not None else price
+def _num(checked: Decimal | None, given: Any) -> Any:
+    """The price to hand ccxt: the checked limit price, else what the caller gave."""
+    return float(checked) if checked is not None else given
 
 
 def _as_list(result: Any) -> list[dict[str, Any]]:
@@ -825,11 +852,11 @@ def _prepare_batch(
     try:
         for o in orders:
             params = dict(o.get("params") or {})
-            tracked, amount_s, price_s = ledger.prepare(
+            tracked, amount_d, price_d = ledger.prepare(
                 o["symbol"], o["type"], o["side"], o["amount"], o.get("price"), params
             )
             prepared.append(tracked)
-            requests.append(o | {"amount": float(amount_s), "price": _num(price_s, o.get("price"))})
+            requests.append(o | {"amount": float(amount_d), "price": _num(price_d, o.get("price"))})
     except GuardRefused:
         for tracked in prepared:  # never sent: give back what the Guard reserved
             ledger._finish(tracked, why="batch refused")

@@ -154,11 +154,21 @@ class NautilusClock:
 
 
 class _Instrument:
-    __slots__ = ("symbol", "units")
+    """One instrument as the Guard counts it: its symbol and its size increment."""
 
-    def __init__(self, symbol: str, units: Units) -> None:
+    __slots__ = ("step_raw", "symbol", "units")
+
+    def __init__(self, symbol: str, units: Units, step_raw: int) -> None:
         self.symbol = symbol
         self.units = units
+        self.step_raw = step_raw
+
+    def count(self, qty: Any, what: str) -> int:
+        """A NautilusTrader quantity in whole size increments, exactly (fixed-point ints)."""
+        n, rest = divmod(qty.raw, self.step_raw)
+        if rest:
+            raise UnitError(f"{what}: {qty} is not a whole number of steps of {self.units.step}")
+        return int(n)
 
 
 def _kernel_of(target: Any) -> Any:
@@ -352,7 +362,7 @@ class NautilusGuard:
             strategy=order.strategy_id.value,
             symbol=inst.symbol,
             side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
-            qty=units.to_units(order.quantity.as_decimal(), "quantity"),
+            qty=inst.count(order.quantity, "quantity"),
             price=units.unit_price(order.price.as_double()) if order.has_price else None,
         )
 
@@ -362,9 +372,9 @@ class NautilusGuard:
             nt = self.kernel.cache.instrument(instrument_id)
             if nt is None:
                 raise AdapterError(f"instrument: {instrument_id} is not in the cache")
-            units = Units(nt.size_increment.as_decimal())
+            step = nt.size_increment
             inst = self._instruments[instrument_id] = _Instrument(
-                self._symbol_of(instrument_id), units
+                self._symbol_of(instrument_id), Units(step.as_decimal()), int(step.raw)
             )
         return inst
 
@@ -419,7 +429,7 @@ class NautilusGuard:
                 order_id=oid,
                 symbol=inst.symbol,
                 side=Side.BUY if e.order_side == OrderSide.BUY else Side.SELL,
-                qty=inst.units.to_units(e.last_qty.as_decimal(), "last_qty"),
+                qty=inst.count(e.last_qty, "last_qty"),
                 price=inst.units.unit_price(e.last_px.as_double()),
             )
         except (UnitError, InvalidOrder, AdapterError) as exc:
