@@ -18,6 +18,7 @@ second runtime.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,26 @@ class WatchedGuard(Guard):
         return max(self.trading_state(Scope.FLEET), self.trading_state(Scope.NODE, self.node))
 
 
+class _RecorderClock:
+    """Record stamps from the Guard's clock; flush cadence from the host's.
+
+    On a backtest's simulated clock every quote can jump the clock past the
+    recorder's flush interval, which would write (and sync) one batch per
+    record; batching is about disk IO, so it follows real time.
+    """
+
+    __slots__ = ("_clock",)
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def time_ns(self) -> int:
+        return self._clock.time_ns()
+
+
 def with_lease(limits: Limits, policy: LeasePolicy) -> Limits:
     """The limits with the node's lease timeout; a different one already set is an error."""
     if limits.lease_timeout_s is None:
@@ -116,7 +137,9 @@ def build_guard(
         except OSError as exc:
             raise AdapterError(f"recorder: cannot open {path} ({exc})") from None
     shipper = ShippingSink(sink) if ship else None
-    fr = FlightRecorder(None, clock=clock, sink=shipper if shipper is not None else sink)
+    fr = FlightRecorder(
+        None, clock=_RecorderClock(clock), sink=shipper if shipper is not None else sink
+    )
     return WatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
 
 
