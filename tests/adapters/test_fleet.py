@@ -1,0 +1,59 @@
+"""The pieces both adapters share: the watched Guard, its recorder, the lease settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knightwatch import Limits, Order, Scope, Side, SimClock, TradingState
+from knightwatch.adapters.fleet import AdapterError, build_guard, with_lease
+from knightwatch.control.node.lease import LeasePolicy
+
+
+def test_watchers_hear_every_halt_and_resume_and_a_failing_one_cannot_undo_a_halt(
+    tmp_path: Path,
+) -> None:
+    g, _ = build_guard(Limits(), node="n1", clock=SimClock(), recorder=None, ship=False)
+    seen: list[TradingState] = []
+
+    def broken() -> None:
+        raise RuntimeError("watcher bug")
+
+    g.watch(broken)
+    g.watch(lambda: seen.append(g.node_state()))
+    g.halt(Scope.NODE, "n1", "stop", "test")
+    assert seen == [TradingState.HALTED]
+    assert g.node_state() is TradingState.HALTED  # the broken watcher changed nothing
+    g.halt(Scope.STRATEGY, "s1", "drain", "test", state=TradingState.REDUCING)
+    assert g.worst_state() is TradingState.HALTED
+    g.resume(Scope.NODE, "n1", "go", "test")
+    assert seen[-1] is TradingState.ACTIVE
+    assert g.worst_state() is TradingState.REDUCING
+
+
+def test_records_carry_the_guards_clock_but_batch_on_host_time(tmp_path: Path) -> None:
+    clock = SimClock(1_700_000_000_000_000_000)
+    g, _ = build_guard(
+        Limits.off(), node="n1", clock=clock, recorder=tmp_path / "a" / "rec.jsonl", ship=False
+    )
+    g.arm("test")
+    g.on_price("X", 10.0)
+    for i in range(50):
+        clock.advance(1_000_000_000)  # a simulated second per order: past any flush interval
+        g.check(Order(f"o{i}", "s", "X", Side.BUY, 1, 10.0))
+    assert g.recorder.pending > 40  # not one write per record
+    g.recorder.close()
+    lines = (tmp_path / "a" / "rec.jsonl").read_text().splitlines()
+    assert f'"ts":{clock.time_ns()},' in lines[-1]  # stamped in simulated time
+
+
+def test_lease_and_recorder_settings_fail_with_a_named_reason(tmp_path: Path) -> None:
+    policy = LeasePolicy(lease_timeout_s=0.75, heartbeat_s=0.15)
+    assert with_lease(Limits(), policy).lease_timeout_s == 0.75
+    with pytest.raises(AdapterError, match="lease_timeout_s: the limits set 2"):
+        with_lease(Limits(lease_timeout_s=2.0), policy)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(AdapterError, match="recorder: cannot open"):
+        build_guard(Limits(), node="n", clock=SimClock(), recorder=blocker / "x.jsonl", ship=False)
