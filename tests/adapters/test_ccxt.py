@@ -257,3 +257,17 @@ def test_units_are_the_markets_step() -> None:
         ex.load_markets()
         assert ex.ledger.units("BTC/USDT").step == Decimal("0.00001")
         assert ex.ledger.units("ETH/USDT").step == Decimal("0.0001")
+
+
+async def test_an_update_the_guard_cannot_book_halts_the_node_and_cancels(world: World) -> None:
+    ex, sym = world.ex, world.symbol
+    order = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+    # a venue answer off the market's step (half a step filled): not bookable exactly
+    half_step = world.units.step / 2
+    ex.ledger.apply_order({"id": order["id"], "filled": str(half_step), "status": "open"})
+    halt = ex.guard.halts()[(Scope.NODE, ex.guard.node)]
+    assert halt.code is R.FILL_MISMATCH and "not a whole number of steps" in halt.reason
+    if isinstance(ex, AsyncGuardedExchange):
+        assert ex.kill_task is not None
+        await ex.kill_task
+    assert world.venue.orders[order["id"]].status == "canceled"

@@ -268,3 +268,37 @@ def test_a_fill_the_guard_cannot_book_exactly_halts_the_node(eng: BacktestEngine
     assert kw.guard.node_state() is TradingState.HALTED
     assert kw.guard.halts()[(Scope.NODE, kw.guard.node)].code is R.FILL_MISMATCH
     assert eng.kernel.risk_engine.trading_state == NtState.HALTED
+
+
+def test_an_order_that_cannot_be_mapped_is_denied_not_sent(eng: BacktestEngine) -> None:
+    def no_symbol(iid: object) -> str:
+        raise LookupError(f"no mapping for {iid}")
+
+    s = scripted(eng, AUDUSD)
+    s.script = buy_at_ask()
+    eng.add_data(quotes(AUDUSD, 3, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(), symbol_of=no_symbol)
+    eng.run()
+    assert codes(s.denied) == {R.INVALID_ORDER: 3}
+    assert "LookupError" in s.denied[0] and not s.fills
+    assert kw.guard.blocked == {R.INVALID_ORDER: 3}
+
+
+def test_a_failure_in_the_event_path_halts_instead_of_breaking_nautilus(
+    eng: BacktestEngine,
+) -> None:
+    s = scripted(eng, AUDUSD)
+    s.script = buy_at_ask()
+    eng.add_data(quotes(AUDUSD, 5, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+
+    def broken(fill: object) -> None:
+        raise ZeroDivisionError("booking bug")
+
+    kw._fill = broken  # a bug in booking fills, injected
+    eng.run()  # NautilusTrader keeps running: the strategy still gets its fill
+    assert len(s.fills) == 1
+    halt = kw.guard.halts()[(Scope.NODE, kw.guard.node)]
+    assert halt.code is R.FILL_MISMATCH and "ZeroDivisionError" in halt.reason
+    assert eng.kernel.risk_engine.trading_state == NtState.HALTED
+    assert all("HALTED" in r for r in s.denied) and len(s.denied) == 4

@@ -303,12 +303,19 @@ class Ledger:
                 self._bind(tracked, order)
         return tracked
 
-    def apply_orders(self, orders: Iterable[dict[str, Any]]) -> None:
-        for order in orders:
-            if isinstance(order, dict):
-                self.apply_order(order)
+    def apply_orders(self, orders: Any) -> None:
+        """Book order updates (a list or one order); a failure halts, never raises."""
+        try:
+            for order in orders if isinstance(orders, list) else [orders]:
+                if isinstance(order, dict):
+                    self._apply_order(order)
+        except Exception as exc:
+            self._lost(f"order update could not be applied: {exc!r}")
 
-    def apply_order(self, order: dict[str, Any]) -> None:
+    def apply_order(self, order: Any) -> None:
+        self.apply_orders([order])
+
+    def _apply_order(self, order: dict[str, Any]) -> None:
         """Book an order update: new fills (cumulative `filled` beyond what is booked), end."""
         tracked = self._find(order)
         if tracked is None or tracked.done:
@@ -340,7 +347,14 @@ class Ledger:
                 return new_cost / new_amount
         return order.get("average") or order.get("price")
 
-    def apply_trades(self, trades: Iterable[dict[str, Any]]) -> None:
+    def apply_trades(self, trades: Any) -> None:
+        """Book executions; a failure halts, never raises (the venue call itself succeeded)."""
+        try:
+            self._apply_trades(trades if isinstance(trades, list) else [])
+        except Exception as exc:
+            self._lost(f"trades could not be applied: {exc!r}")
+
+    def _apply_trades(self, trades: Iterable[dict[str, Any]]) -> None:
         for trade in trades:
             if not isinstance(trade, dict):
                 continue
@@ -389,18 +403,24 @@ class Ledger:
         log.debug("order %s done (%s)", tracked.gid, why)
 
     def _unbookable(self, tracked: _Tracked, exc: Exception) -> None:
+        self._lost(f"update for order {tracked.gid} could not be booked: {exc}")
+
+    def _lost(self, why: str) -> None:
         """The Guard cannot book what the venue reports: its picture is no longer the truth."""
+        log.error("ADAPTER_UPDATE_FAILED node=%s %s", self.guard.node, why)
         self.guard.halt(
-            Scope.NODE,
-            self.guard.node,
-            f"update for order {tracked.gid} could not be booked: {exc}",
-            actor="adapter:ccxt",
-            code=RejectReason.FILL_MISMATCH,
+            Scope.NODE, self.guard.node, why, actor="adapter:ccxt", code=RejectReason.FILL_MISMATCH
         )
 
     def on_ticker(self, ticker: Any) -> None:
         if not isinstance(ticker, dict):
             return
+        try:
+            self._on_ticker(ticker)
+        except Exception as exc:  # a bad ticker is a missing price, not a crash
+            log.warning("BAD_TICKER node=%s %r: %r", self.guard.node, ticker.get("symbol"), exc)
+
+    def _on_ticker(self, ticker: dict[str, Any]) -> None:
         symbol = ticker.get("symbol")
         bid, ask, last = ticker.get("bid"), ticker.get("ask"), ticker.get("last")
         price = (bid + ask) / 2 if bid and ask else last
@@ -520,17 +540,17 @@ class GuardedExchange:
 
     def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_order(id, symbol, params or {})
-        self.ledger.apply_orders([result])
+        self.ledger.apply_orders(result)
         return result
 
     def cancel_orders(self, ids: list[str], symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_orders(ids, symbol, params or {})
-        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        self.ledger.apply_orders(result)
         return result
 
     def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_all_orders(symbol, params or {})
-        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        self.ledger.apply_orders(result)
         return result
 
     # --- updates ------------------------------------------------------------------
@@ -592,7 +612,7 @@ class GuardedExchange:
             for attempt in range(1, _KILL_ATTEMPTS + 1):
                 try:
                     if ex.has.get("cancelAllOrders"):
-                        ledger.apply_orders(_as_list(ex.cancel_all_orders(symbol)))
+                        ledger.apply_orders(ex.cancel_all_orders(symbol))
                     else:
                         for o in ex.fetch_open_orders(symbol):
                             ledger.apply_orders([ex.cancel_order(o["id"], symbol)])
@@ -717,19 +737,19 @@ class AsyncGuardedExchange:
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = await self.exchange.cancel_order(id, symbol, params or {})
-        self.ledger.apply_orders([result])
+        self.ledger.apply_orders(result)
         return result
 
     async def cancel_orders(
         self, ids: list[str], symbol: str | None = None, params: Any = None
     ) -> Any:
         result = await self.exchange.cancel_orders(ids, symbol, params or {})
-        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        self.ledger.apply_orders(result)
         return result
 
     async def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
         result = await self.exchange.cancel_all_orders(symbol, params or {})
-        self.ledger.apply_orders(result if isinstance(result, list) else [])
+        self.ledger.apply_orders(result)
         return result
 
     # --- updates ------------------------------------------------------------------
@@ -817,7 +837,7 @@ class AsyncGuardedExchange:
             for attempt in range(1, _KILL_ATTEMPTS + 1):
                 try:
                     if ex.has.get("cancelAllOrders"):
-                        ledger.apply_orders(_as_list(await ex.cancel_all_orders(symbol)))
+                        ledger.apply_orders(await ex.cancel_all_orders(symbol))
                     else:
                         for o in await ex.fetch_open_orders(symbol):
                             ledger.apply_orders([await ex.cancel_order(o["id"], symbol)])
@@ -838,10 +858,6 @@ class AsyncGuardedExchange:
 def _num(checked: Decimal | None, given: Any) -> Any:
     """The price to hand ccxt: the checked limit price, else what the caller gave."""
     return float(checked) if checked is not None else given
-
-
-def _as_list(result: Any) -> list[dict[str, Any]]:
-    return result if isinstance(result, list) else []
 
 
 def _prepare_batch(

@@ -112,6 +112,7 @@ _TO_NT = {
     TradingState.HALTED: NtState.HALTED,
 }
 _SEVERITY = {NtState.ACTIVE: 0, NtState.REDUCING: 1, NtState.HALTED: 2}
+FILL_MISMATCH = RejectReason.FILL_MISMATCH
 _MODIFY_REFUSED = Decision(
     False,
     RejectReason.INVALID_ORDER,
@@ -338,8 +339,11 @@ class NautilusGuard:
     def _check(self, order: NtOrder) -> Decision:
         try:
             o = self._to_guard(order)
-        except (UnitError, InvalidOrder, AdapterError) as exc:
-            d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
+        except Exception as exc:  # fail closed: an order that cannot be mapped is not sent
+            why = (
+                str(exc) if isinstance(exc, UnitError | InvalidOrder | AdapterError) else repr(exc)
+            )
+            d = Decision(False, RejectReason.INVALID_ORDER, why)
             self._record_block(order.client_order_id.value, d)
             return d
         if self.check_ns is None:
@@ -411,6 +415,12 @@ class NautilusGuard:
     # ------------------------------------------------------------------ events
 
     def _on_order_event(self, event: Any) -> None:
+        try:
+            self._apply_event(event)
+        except Exception as exc:  # never break NautilusTrader's event flow; stop trading instead
+            self._lost(f"{type(event).__name__} could not be applied: {exc!r}")
+
+    def _apply_event(self, event: Any) -> None:
         if isinstance(event, OrderFilled):
             self._on_fill(event)
             return
@@ -433,20 +443,20 @@ class NautilusGuard:
                 price=inst.units.unit_price(e.last_px.as_double()),
             )
         except (UnitError, InvalidOrder, AdapterError) as exc:
-            # the Guard cannot book this execution exactly: its picture is no longer the truth
-            self.guard.halt(
-                Scope.NODE,
-                self.guard.node,
-                f"fill {oid} could not be booked: {exc}",
-                actor="adapter:nautilus",
-                code=RejectReason.FILL_MISMATCH,
-            )
+            self._lost(f"fill {oid} could not be booked: {exc}")
             return
         self._fill(fill)
         if oid in self._live:
             order = self.kernel.cache.order(e.client_order_id)
             if order is None or order.is_closed:
                 del self._live[oid]
+
+    def _lost(self, why: str) -> None:
+        """The Guard's picture may no longer be the venue's: halt the node (and so NT)."""
+        log.error("ADAPTER_EVENT_FAILED node=%s %s", self.guard.node, why)
+        self.guard.halt(
+            Scope.NODE, self.guard.node, why, actor="adapter:nautilus", code=FILL_MISMATCH
+        )
 
     def _on_quote(self, q: QuoteTick) -> None:
         inst = self._price_instrument(q.instrument_id)
@@ -460,10 +470,11 @@ class NautilusGuard:
             self.guard.on_price(inst.symbol, inst.units.unit_price(t.price.as_double()))
 
     def _price_instrument(self, instrument_id: InstrumentId) -> _Instrument | None:
+        """The instrument of a price, or None: without it no order can be checked either."""
         try:
             return self._instrument(instrument_id)
-        except AdapterError:
-            return None  # no instrument, no order can be checked against it either
+        except Exception:
+            return None
 
     # ------------------------------------------------------------------ trading state
 
