@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
+from knightwatch.cli.options import OptionError, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.killswitch import KillSwitch
@@ -235,6 +236,10 @@ def set_flag(
     when every targeted node confirmed the new revision (exit 1 if not).
     """
     console = Console()
+    try:
+        chosen = node_list("--nodes", nodes)
+    except OptionError as exc:
+        raise _fail(console, str(exc)) from None
     target = _on_off(console, value)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
@@ -244,7 +249,7 @@ def set_flag(
         actor=actor or getpass.getuser(),
         reason=reason,
         origin=_origin(),
-        nodes=tuple(n.strip() for n in nodes.split(",") if n.strip()) if nodes else (),
+        nodes=chosen,
         approver=approver,
     )
 

@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import ExpositionError, serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService
@@ -48,7 +49,6 @@ from knightwatch.control.plane.protocol import (
 from knightwatch.control.plane.server import ServerError
 from knightwatch.control.plane.wire import (
     ENCODER,
-    FLEET_KEY,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
     VERDICT_DECODER,
@@ -65,7 +65,7 @@ from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
 from knightwatch.sim.drill.local_release import LocalReleaseError
-from knightwatch.state import Scope, TradingState, pair_key
+from knightwatch.state import Scope, TradingState
 
 console = Console()
 T = TypeVar("T")
@@ -124,22 +124,13 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(130) from None
 
 
-def _scope(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
-    """--strategy and --symbol together name one strategy in one symbol (the scope the
-    Guard's execution throttle halts), key "STRATEGY/SYMBOL"."""
-    if node and (strategy or symbol):
-        raise FleetError(
-            "--node, --strategy, --symbol: --node stands alone; --strategy and --symbol may be "
-            "given together (none means the whole fleet)"
-        )
-    if strategy and symbol:
-        return Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)
-    given = [
-        (s, k)
-        for s, k in ((Scope.NODE, node), (Scope.STRATEGY, strategy), (Scope.SYMBOL, symbol))
-        if k
-    ]
-    return given[0] if given else (Scope.FLEET, FLEET_KEY)
+def _scope_or_exit(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
+    """The scope the options name, checked before anything connects (exit 2 naming the option)."""
+    try:
+        return scope_of(node, strategy, symbol)
+    except OptionError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _print_result(result: CommandResult, verb: str) -> None:
@@ -311,9 +302,9 @@ def kill(
     state_dir: Path = StateDir,
 ) -> None:
     """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not)."""
+    scope, key = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> CommandResult:
-        scope, key = _scope(node_id, strategy, symbol)
         async with control_plane(_urls(nats_url), state_dir, "kill") as plane:
             ks = KillSwitch(plane, SystemClock(), _actor(actor))
             state = TradingState.REDUCING if drain else TradingState.HALTED
@@ -338,9 +329,9 @@ def resume(
     state_dir: Path = StateDir,
 ) -> None:
     """Resume a halted scope; recorded with who and why; refused if someone changed it meanwhile."""
+    scope, key = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> CommandResult:
-        scope, key = _scope(node_id, strategy, symbol)
         async with control_plane(_urls(nats_url), state_dir, "resume") as plane:
             ks = KillSwitch(plane, SystemClock(), _actor(actor))
             return await ks.resume(scope, key, reason, timeout_s=timeout)
@@ -371,12 +362,8 @@ def status(
     A scope option (as for kill/resume) shows only the kill switch entry of that scope.
     """
     wanted = None
-    if node_id or strategy or symbol:
-        try:
-            wanted = _scope(node_id, strategy, symbol)
-        except FleetError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+    if node_id is not None or strategy is not None or symbol is not None:
+        wanted = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> None:
         async with control_plane(_urls(nats_url), state_dir, "status") as plane:
