@@ -172,8 +172,11 @@ class _LedgerEntry(msgspec.Struct, frozen=True):
 class RegistryLedger:
     """Every id ever accepted, with its one meaning and furthest lifecycle.
 
-    Versions are admitted in order; a version with an error is not admitted, so
-    the ledger keeps the first meaning and later versions are judged against it.
+    Versions are admitted in order. The first meaning of every id is recorded
+    from the first version that holds it, even a version that has errors (a
+    flag introduced in a broken commit is still introduced: a later change of
+    its meaning must be reported). A known id's entry never changes meaning;
+    its lifecycle moves forward only from a version with no error for that id.
     """
 
     def __init__(self) -> None:
@@ -226,11 +229,15 @@ class RegistryLedger:
                         flag_id,
                     )
                 )
-        if not any(f.severity is Severity.ERROR for f in findings):
-            for flag_id, (flag, _) in present.items():
-                known = self._entries.get(flag_id)
-                since = known.since if known else label
-                self._entries[flag_id] = _LedgerEntry(flag.meaning_hash, flag.lifecycle, since)
+        erroneous = {f.flag_id for f in findings if f.severity is Severity.ERROR}
+        for flag_id, (flag, _) in present.items():
+            known = self._entries.get(flag_id)
+            if known is None:
+                self._entries[flag_id] = _LedgerEntry(flag.meaning_hash, flag.lifecycle, label)
+            elif flag_id not in erroneous and flag.lifecycle.rank > known.lifecycle.rank:
+                self._entries[flag_id] = _LedgerEntry(
+                    known.meaning_hash, flag.lifecycle, known.since
+                )
         return findings
 
 
