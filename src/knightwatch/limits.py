@@ -15,7 +15,6 @@ types, negatives, NaN and infinities are errors naming the key and the rule.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import msgspec
 
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
+from knightwatch.inputs import InputFileError, load_toml
 
 
 class LimitsError(KnightwatchError, ValueError):
@@ -269,13 +269,13 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def from_toml(cls, path: str | Path) -> Limits:
         p = Path(path)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LimitsError([f"{p}: file not found"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LimitsError([f"{p}: cannot read ({exc})"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise LimitsError([f"{p}: not valid TOML ({exc})"]) from None
+            data = load_toml(p, "limits file")
+        except InputFileError as exc:
+            raise LimitsError([str(exc)]) from None
+        if not data:
+            raise LimitsError(
+                [f"limits file {p}: no settings (only comments); an empty file is refused"]
+            )
         return cls.from_mapping(data, source=str(p))
 
 

@@ -44,6 +44,7 @@ from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
 from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
 from knightwatch.flags.state import StateUnavailable
+from knightwatch.inputs import InputFileError, load_toml
 
 app = typer.Typer(help="Flag governance: registry lint, inspection, gated activation.")
 rollout_app = typer.Typer(
@@ -337,9 +338,13 @@ def rollout_start(
     """Roll the flag off its safe default stage by stage on live metrics, until done or aborted."""
     console = Console()
     try:
-        rollout_plan = msgspec.toml.decode(plan.read_bytes(), type=RolloutPlan) if plan else None
-    except (OSError, msgspec.DecodeError, ValueError) as exc:
-        raise _fail(console, f"{plan}: {exc}") from None
+        rollout_plan = (
+            msgspec.convert(load_toml(plan, "rollout plan"), RolloutPlan) if plan else None
+        )
+    except InputFileError as exc:
+        raise _fail(console, str(exc)) from None
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise _fail(console, f"rollout plan {plan}: {exc}") from None
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
     health = _health(console, supervisor_config)

@@ -57,6 +57,7 @@ from knightwatch.control.plane.wire import (
     TargetRequest,
 )
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
+from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
 from knightwatch.limits import LimitsError
 from knightwatch.release.dsse import decode_envelope
 from knightwatch.release.errors import ReleaseInputError
@@ -588,10 +589,8 @@ def admission_target(
     """Set the fleet's target release (a rollback too); refused unless it passes admission."""
 
     async def go() -> TargetReply:
-        try:
-            env = decode_envelope(envelope.read_bytes(), source=str(envelope))
-        except OSError as exc:
-            raise FleetError(f"{envelope}: cannot read: {exc.strerror}") from None
+        data = read_bytes(envelope, "envelope", JSON_MAX_BYTES)
+        env = decode_envelope(data, source=f"envelope {envelope}")
         request = ENCODER.encode(TargetRequest(env, _actor(actor), reason))
         async with control_plane(_urls(nats_url), state_dir, "admission-target") as plane:
             reply = await plane.request(SUBJECT_TARGET, request, timeout_s=5.0)

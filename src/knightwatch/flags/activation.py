@@ -22,6 +22,7 @@ from knightwatch.flags.definition import Lifecycle
 from knightwatch.flags.fleet import FleetView
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.state import FlagChange, FlagState, FlagStateStore, StateConflict
+from knightwatch.inputs import load_toml
 
 
 class SecondApprover(StrEnum):
@@ -63,12 +64,11 @@ class ActivationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @classmethod
     def load(cls, path: Path) -> ActivationPolicy:
+        data = load_toml(path, "activation policy")
         try:
-            return msgspec.toml.decode(path.read_bytes(), type=cls)
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the activation policy: {exc}") from exc
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            return msgspec.convert(data, cls)
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise ValueError(f"activation policy {path}: {exc}") from None
 
 
 class ActivationCode(StrEnum):

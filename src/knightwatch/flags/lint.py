@@ -24,7 +24,12 @@ from knightwatch.flags.registry import (
     RegistryError,
     RegistryLedger,
     parse_registry,
+    read_registry,
 )
+from knightwatch.inputs import MIB, read_text
+
+SOURCE_MAX_BYTES = 8 * MIB
+"""A Python source file larger than this is not scanned (reported as a warning)."""
 
 DEFAULT_ACCESSORS = (
     "is_enabled",
@@ -249,7 +254,13 @@ def history_findings(registry_path: Path) -> tuple[list[Finding], int]:
         )
         return [finding], 0
     if registry_path.exists():
-        versions.append(("working tree", registry_path.read_text(encoding="utf-8")))
+        try:
+            versions.append(("working tree", read_registry(registry_path)))
+        except RegistryError as exc:
+            finding = Finding(
+                FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
+            )
+            return [finding], len(versions)
     ledger = RegistryLedger()
     findings: list[Finding] = []
     seen: set[tuple[FindingCode, str]] = set()
@@ -291,8 +302,8 @@ def run_lint(
 ) -> LintReport:
     config = config or LintConfig()
     try:
-        doc = parse_registry(registry_path.read_text(encoding="utf-8"), str(registry_path))
-    except (OSError, RegistryError) as exc:
+        doc = parse_registry(read_registry(registry_path), str(registry_path))
+    except RegistryError as exc:
         finding = Finding(
             FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
         )
@@ -309,10 +320,9 @@ def run_lint(
     refs: list[CodeReference] = []
     for path in files:
         try:
-            refs += find_references(
-                path, path.read_text(encoding="utf-8"), namespaces, known_ids, config
-            )
-        except (SyntaxError, UnicodeDecodeError, OSError) as exc:
+            source = read_text(path, "source", SOURCE_MAX_BYTES, allow_empty=True)
+            refs += find_references(path, source, namespaces, known_ids, config)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             findings.append(
                 Finding(
                     FindingCode.SOURCE_UNPARSEABLE,

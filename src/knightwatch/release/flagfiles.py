@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from knightwatch.flags.registry import FlagRegistry, RegistryError, parse_registry
 from knightwatch.flags.schema import RegistrySchema
+from knightwatch.flags.yamlfile import load_yaml
+from knightwatch.inputs import YAML_MAX_BYTES, InputFileError, read_text
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import FlagSchema, schema_from_table
 
@@ -24,14 +24,14 @@ def load_flag_schema(path: Path) -> FlagSchema:
     flags: a release built from it understands exactly what the registry means.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ReleaseInputError(f"flags file {path}: cannot read: {exc.strerror}") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ReleaseInputError(f"flags file {path}: not valid YAML/JSON: {exc}") from exc
-    if data is None:
-        return {}
+        text = read_text(path, "flags file", YAML_MAX_BYTES)
+        data = load_yaml(text, f"flags file {path}")
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
+    if data is None or data == {}:
+        raise ReleaseInputError(
+            f"flags file {path}: no flags (only comments or {{}}); an empty file is refused"
+        )
     if not isinstance(data, Mapping):
         raise ReleaseInputError(
             f"flags file {path}: top level must be a mapping of flag id to definition, "

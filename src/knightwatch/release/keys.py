@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from knightwatch.inputs import KEY_MAX_BYTES, InputFileError, read_bytes
 from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.errors import ReleaseInputError
 
@@ -115,9 +116,9 @@ def write_key_pair(directory: Path, name: str) -> tuple[SigningKey, Path, Path]:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ReleaseInputError(f"{what} {path}: cannot read: {exc.strerror}") from exc
+        return read_bytes(path, what, KEY_MAX_BYTES)
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
 
 
 def load_signing_key(path: Path) -> SigningKey:
