@@ -23,6 +23,7 @@ from typing import Final
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, Link, body_hash, split_line
+from knightwatch.audit.read import MAX_LINE_BYTES, read_lines
 
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
@@ -82,7 +83,7 @@ def verify_file(path: str | os.PathLike[str], *, anchor: str | None = None) -> V
     or rewritten.
     """
     with open(path, "rb") as f:
-        return verify_lines(f, os.fspath(path), anchor=anchor)
+        return verify_lines(read_lines(f), os.fspath(path), anchor=anchor)
 
 
 def verify_lines(
@@ -122,8 +123,18 @@ class _Verifier:
             lineno += 1
             complete = raw.endswith(b"\n")
             line = raw[:-1] if complete else raw
+            if len(line) > MAX_LINE_BYTES:
+                self.add(
+                    ProblemKind.MALFORMED, lineno, None, f"line longer than {MAX_LINE_BYTES} bytes"
+                )
+                before, prev = prev, None
+                continue
             try:
                 link = decode(line)
+            except RecursionError:
+                self.add(ProblemKind.MALFORMED, lineno, None, "not a record: nested too deeply")
+                before, prev = prev, None
+                continue
             except msgspec.ValidationError as exc:
                 self.add(ProblemKind.MALFORMED, lineno, None, f"not a record: {exc}")
                 before, prev = prev, None

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from knightwatch.audit.errors import OrderNotFound
-from knightwatch.audit.read import decode_record, last_lines
+from knightwatch.audit.read import decode_record, last_lines, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
 from knightwatch.audit.verify import VerifyReport, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
@@ -42,7 +42,7 @@ def _unreadable(path: Path, exc: OSError) -> typer.Exit:
 def _lines_with_progress(f: BinaryIO, size: int, progress: Progress) -> Iterator[bytes]:
     task = progress.add_task("verifying", total=size)
     done = 0
-    for n, line in enumerate(f):
+    for n, line in enumerate(read_lines(f)):
         done += len(line)
         if n & 0x3FFF == 0:
             progress.update(task, completed=done)
@@ -125,7 +125,11 @@ def why_cmd(
     order_id: Annotated[str, typer.Argument(help="The client order id.")],
     file: FileArg,
 ) -> None:
-    """Explain why an order was accepted or blocked."""
+    """Explain why an order was accepted or blocked; exit 1 if the chain up to it is broken.
+
+    The hash chain is verified from the first line through the last record the
+    explanation uses, and the result is printed with it.
+    """
     try:
         exp = explain_order(file, order_id)
     except OrderNotFound as exc:
@@ -134,6 +138,20 @@ def why_cmd(
     except OSError as exc:
         raise _unreadable(file, exc) from None
     _print_explanation(exp)
+    chain = exp.chain
+    if chain.intact:
+        console.print(
+            f"[green]chain verified[/green]: lines 1-{chain.lines} ({chain.records} records) "
+            f"are intact, through the last record used above (head {chain.head[:16]}...)"
+        )
+        return
+    first = chain.problems[0]
+    err.print(
+        f"[bold red]CHAIN BROKEN[/bold red] in lines 1-{chain.lines}: {len(chain.problems)} "
+        f"problem(s), first at line {first.line}: {first.kind.value}: {first.detail}; "
+        "the records above cannot be trusted (run `knightwatch audit verify`)"
+    )
+    raise typer.Exit(EXIT_TAMPERED)
 
 
 def _ctx(rec: DecisionRecord | EventRecord) -> str:
