@@ -26,9 +26,9 @@ from rich.table import Table
 
 from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
-from knightwatch.control.exposition import ExpositionError, serve_supervisor_metrics
+from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService
-from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
@@ -36,55 +36,37 @@ from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.node.lease import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_TIMEOUT_S,
-    LeaseError,
     LeasePolicy,
 )
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
-    ControlPlaneUnavailable,
-    RevisionConflict,
 )
-from knightwatch.control.plane.server import ServerError
 from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
     VERDICT_DECODER,
-    StateKeyError,
     TargetReply,
     TargetRequest,
 )
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
+from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
-from knightwatch.limits import LimitsError
 from knightwatch.release.dsse import decode_envelope
-from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
-from knightwatch.sim.drill.local_release import LocalReleaseError
 from knightwatch.state import Scope, TradingState
 
 console = Console()
 T = TypeVar("T")
 
-_EXPECTED = (
-    ControlPlaneUnavailable,
-    ExpositionError,
-    FleetError,
-    KillSwitchError,
-    LeaseError,
-    LimitsError,
-    LocalReleaseError,
-    ReleaseInputError,
-    RevisionConflict,
-    ServerError,
-    StateKeyError,
-    ValueError,
-)
+_EXPECTED = (KnightwatchError, ValueError, OSError)
+"""Every error knightwatch raises, bad values, and the OS saying no (a file, a port):
+one line and exit 2, never a traceback."""
 
 NatsUrl = typer.Option(
     "", "--nats-url", envvar="KNIGHTWATCH_NATS_URL", help="server URL(s), comma-separated"
@@ -144,12 +126,16 @@ def _print_result(result: CommandResult, verb: str) -> None:
         table.add_row(node_id, f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]")
     console.print(table)
     if not result.targets:
-        console.print("[yellow]no live node was targeted (none holds a lease)[/yellow]")
-    if result.missing:
-        console.print(
-            f"[red]not confirmed:[/red] {', '.join(result.missing)} "
-            "(their leases expire, so they stop trading anyway)"
-        )
+        console.print("[yellow]no node was targeted (the fleet has no members)[/yellow]")
+    for node_id in result.missing:
+        expires = result.leases.get(node_id, 0)
+        if not expires:
+            why = "no membership record: never seen, so its lease is unknown"
+        elif result.lease_expired(node_id):
+            why = f"lease expired at {_when(expires)} UTC: it stopped trading by itself then"
+        else:
+            why = f"lease still LIVE until {_when(expires)} UTC: it may be trading until then"
+        console.print(f"[red]not confirmed:[/red] {node_id}: {why}", highlight=False)
     if result.revision is None:
         console.print(f"[red]NOT DURABLE:[/red] {result.durable_error}")
     else:

@@ -18,8 +18,10 @@ from typing import Any
 
 import msgspec
 
+from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.sink import FileSink
+from knightwatch.audit.standing import standing_halts
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.node.attestor import Attestor
@@ -115,10 +117,19 @@ async def serve_node(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         inner = FileSink(path)
+    except RecorderLocked:
+        raise FleetError(
+            f"--recorder: {path} is held by another running node (one recorder per file); "
+            "stop it or give this node its own --recorder"
+        ) from None
     except OSError as exc:
-        raise FleetError(f"--recorder: cannot open {path} ({exc})") from None
+        raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
+    recovered = standing_halts(path)
     shipper = ShippingSink(inner)
-    recorder = FlightRecorder(None, clock=clock, sink=shipper)
+    try:
+        recorder = FlightRecorder(None, clock=clock, sink=shipper)
+    except ChainCorrupt as exc:
+        raise FleetError(f"--recorder: {exc}") from None
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
@@ -133,6 +144,7 @@ async def serve_node(
                 shipper=shipper,
                 attestor=attestor,
                 attest_s=attest_s,
+                recovered=recovered,
             )
             exposition: MetricsServer | None = None
             try:

@@ -28,9 +28,10 @@ def load_flag_schema(path: Path) -> FlagSchema:
         data = load_yaml(text, f"flags file {path}")
     except InputFileError as exc:
         raise ReleaseInputError(str(exc)) from None
-    if data is None or data == {}:
+    if data is None:
         raise ReleaseInputError(
-            f"flags file {path}: no flags (only comments or {{}}); an empty file is refused"
+            f"flags file {path}: nothing but comments; an empty file is refused "
+            "(write {} for a release that understands no flags)"
         )
     if not isinstance(data, Mapping):
         raise ReleaseInputError(
