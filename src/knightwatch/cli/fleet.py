@@ -218,10 +218,12 @@ def _serve_node_command(
         policy = LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
         state_dir.mkdir(parents=True, exist_ok=True)
         attestor = None
+        key = None
         if artifacts is not None and config is not None and flags is not None and node_key:
             table = load_flag_schema(flags)
             measure = directory_measure(artifacts, config, table)
-            attestor = Attestor(node_id, load_signing_key(node_key), measure, clock=SystemClock())
+            key = load_signing_key(node_key)
+            attestor = Attestor(node_id, key, measure, clock=SystemClock())
         await serve_node(
             node_id,
             _urls(nats_url),
@@ -235,6 +237,7 @@ def _serve_node_command(
             attestor=attestor,
             attest_s=attest_interval,
             metrics_port=metrics_port,
+            signer=key,
         )
 
     _run(go)
