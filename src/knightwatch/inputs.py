@@ -44,15 +44,17 @@ def read_bytes(
     """The file's bytes; refused when missing, a directory, over `max_bytes` or empty."""
     p = Path(path)
     try:
+        st = os.stat(p)  # before opening: opening a FIFO would block
+        if stat.S_ISDIR(st.st_mode):
+            raise InputFileError(f"{what} {p}: is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputFileError(f"{what} {p}: not a regular file (a device, pipe or socket)")
+        if st.st_size > max_bytes:
+            raise InputFileError(
+                f"{what} {p}: {st.st_size} bytes is over the {max_bytes} byte limit"
+            )
         with open(p, "rb") as f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISDIR(st.st_mode):
-                raise InputFileError(f"{what} {p}: is a directory, not a file")
-            if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
-                raise InputFileError(
-                    f"{what} {p}: {st.st_size} bytes is over the {max_bytes} byte limit"
-                )
-            data = f.read(max_bytes + 1)  # a device or pipe has no size to check first
+            data = f.read(max_bytes + 1)  # it may have grown since the stat
     except FileNotFoundError:
         raise InputFileError(f"{what} {p}: no such file") from None
     except IsADirectoryError:

@@ -112,7 +112,7 @@ class FlightRecorder:
             parts = split_line(last)
             try:
                 link = msgspec.json.decode(last, type=Link)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 link = None
             if parts is None or link is None or body_hash(parts[0]) != parts[1]:
                 where = getattr(self._sink, "path", "the sink")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -52,6 +53,18 @@ FileArg = Annotated[Path, typer.Argument(help="A flight-recorder file (JSON line
 def _unreadable(path: Path, exc: OSError) -> typer.Exit:
     err.print(f"[red]cannot read {path}: {exc.strerror or exc}[/red]")
     return typer.Exit(EXIT_UNREADABLE)
+
+
+def _regular(path: Path) -> None:
+    """A flight recorder is a regular file: a device or pipe could be read forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        err.print(f"[red]cannot read {path}: {what}, not a flight-recorder file[/red]")
+        raise typer.Exit(EXIT_UNREADABLE)
 
 
 def _lines_with_progress(f: BinaryIO, size: int, progress: Progress) -> Iterator[bytes]:
@@ -105,6 +118,7 @@ def verify_cmd(
     if anchor is not None and (len(anchor) != 64 or anchor.strip("0123456789abcdef")):
         err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
         raise typer.Exit(EXIT_UNREADABLE)
+    _regular(file)
     signed = _signed_checkpoints(file, checkpoints, key, nats_url, node)
     try:
         size = os.path.getsize(file)
@@ -291,6 +305,7 @@ def why_cmd(
     The hash chain is verified from the first line through the last record the
     explanation uses, and the result is printed with it.
     """
+    _regular(file)
     try:
         exp = explain_order(file, order_id)
     except OrderNotFound as exc:
@@ -376,6 +391,7 @@ def tail_cmd(
     n: Annotated[int, typer.Option("-n", "--lines", min=1, help="How many records.")] = 20,
 ) -> None:
     """Show the last N records."""
+    _regular(file)
     try:
         lines = last_lines(file, n)
     except OSError as exc:

@@ -41,7 +41,6 @@ from knightwatch.control.node.lease import (
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.protocol import (
     Bucket,
-    ControlPlane,
 )
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -495,6 +494,8 @@ def up(
 
     async def go() -> None:
         cfg = _supervisor_config(supervisor_config)
+        if registry is not None:
+            load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
         await run_up(
             nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, registry
@@ -518,6 +519,8 @@ def drill(
     """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed."""
 
     async def go() -> DrillReport:
+        if registry is not None:
+            load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
         return await run_drill(
             nodes,
@@ -543,12 +546,6 @@ admission_app = typer.Typer(
 )
 
 
-def _admission_service(plane: ControlPlane, policy: Path, registry: Path) -> AdmissionService:
-    return AdmissionService(
-        plane, load_trust_policy(policy), load_registry_schema(registry), clock=SystemClock()
-    )
-
-
 @admission_app.command("serve")
 def admission_serve(
     policy: Path = typer.Option(..., "--policy", help="trust policy TOML (pinned here)"),
@@ -559,8 +556,9 @@ def admission_serve(
     """Judge node attestations against the fleet's target release (one per fleet)."""
 
     async def go() -> None:
+        trust, schema = load_trust_policy(policy), load_registry_schema(registry)
         async with control_plane(_urls(nats_url), state_dir, "admission") as plane:
-            await _admission_service(plane, policy, registry).start()
+            await AdmissionService(plane, trust, schema, clock=SystemClock()).start()
             console.print("admission service running; Ctrl-C to stop")
             await wait_for_signal()
 

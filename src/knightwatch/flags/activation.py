@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.errors import quoted
 from knightwatch.flags.definition import Lifecycle
 from knightwatch.flags.fleet import FleetView
 from knightwatch.flags.registry import FlagRegistry
@@ -43,7 +44,9 @@ class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"market_hours.timezone: unknown time zone {self.timezone!r}") from exc
+            raise ValueError(
+                f"market_hours.timezone: unknown time zone {quoted(self.timezone)}"
+            ) from exc
         for name in ("open", "close"):
             try:
                 time.fromisoformat(getattr(self, name))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from knightwatch.errors import quoted
 from knightwatch.flags.definition import NAMESPACED_ID, FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity, has_errors
 from knightwatch.flags.registry import (
@@ -195,7 +196,7 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
                     Severity.ERROR,
                     ref.path,
                     ref.line,
-                    f"dead code: reference to retired flag {ref.flag_id!r}{span}; "
+                    f"dead code: reference to retired flag {quoted(ref.flag_id)}{span}; "
                     "remove the code before the id can wake it",
                     ref.flag_id,
                 )
@@ -207,7 +208,7 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
                     Severity.ERROR,
                     ref.path,
                     ref.line,
-                    f"dead code: reference to flag {ref.flag_id!r}, which is not in the "
+                    f"dead code: reference to flag {quoted(ref.flag_id)}, which is not in the "
                     f"registry{span}",
                     ref.flag_id,
                 )

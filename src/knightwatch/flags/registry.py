@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity
 from knightwatch.flags.schema import RegistrySchema
@@ -90,7 +90,7 @@ def _explain(message: str, data: Mapping[str, Any]) -> str:
             if isinstance(entry, dict) and "id" in entry:
                 hint = " (quote hashes: YAML reads bare digits as numbers)"
                 quote = hint if "definition_hash" in message else ""
-                return f"flag {entry['id']!r}: {message}{quote}"
+                return f"flag {quoted(entry['id'])}: {message}{quote}"
     return message
 
 

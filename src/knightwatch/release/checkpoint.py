@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import msgspec
 
+from knightwatch.audit.read import read_lines
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport
 from knightwatch.release.dsse import Envelope, Signature, check_signatures, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
@@ -100,10 +103,15 @@ def open_checkpoint(envelope: Envelope, key: VerifyKey) -> Opened:
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> list[Envelope | str]:
-    """Envelopes from a checkpoints file; a line that is not one becomes its error text."""
+    """Envelopes from a checkpoints file; a line that is not one becomes its error text.
+
+    Raises OSError when the file cannot be read (or is not a regular file).
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode) and os.fspath(path) != os.devnull:
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
     out: list[Envelope | str] = []
     with open(path, "rb") as f:
-        for n, line in enumerate(f, start=1):
+        for n, line in enumerate(read_lines(f), start=1):
             if not line.strip():
                 continue
             try:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import msgspec
 
+from knightwatch.errors import quoted
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.dsse import (
@@ -61,7 +62,7 @@ class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             key = VerifyKey.from_base64(trusted.public_key, field=f"{where}.public_key")
             if key.key_id != trusted.id:
                 raise ReleaseInputError(
-                    f"{where}.id: {trusted.id!r} is not the id of its public_key "
+                    f"{where}.id: {quoted(trusted.id)} is not the id of its public_key "
                     f"(expected {key.key_id})"
                 )
             if trusted.id in seen:

@@ -19,7 +19,7 @@ import msgspec
 from knightwatch.clock import NS_PER_S
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.lease import LeaseError, LeasePolicy
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.definition import NAMESPACED_ID
 from knightwatch.flags.rollout import RolloutPlan
 from knightwatch.inputs import TOML_MAX_BYTES, InputFileError, parse_toml, read_text
@@ -275,7 +275,7 @@ def _problems(sc: Scenario) -> list[str]:
 
     def need(ok: bool, key: str, rule: str, value: object) -> None:
         if not ok:
-            p.append(f"{key}: {rule} (got {value!r})")
+            p.append(f"{key}: {rule} (got {quoted(value)})")
 
     m = sc.scenario
     need(bool(m.name), "scenario.name", "must be a non-empty string", m.name)
@@ -427,4 +427,4 @@ def _spec_values(
         ("peg_updates_per_s", rate, 0 < rate <= 1000, "must be in (0, 1000]"),
     ):
         if not ok:
-            p.append(f"{where}.{key}: {rule} (got {value!r})")
+            p.append(f"{where}.{key}: {rule} (got {quoted(value)})")
