@@ -132,8 +132,16 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
 
 
 def load_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """A TOML file: size, encoding, emptiness and depth checked, then parsed."""
-    return parse_toml(read_text(path, what, TOML_MAX_BYTES), f"{what} {Path(path)}")
+    """A TOML file: size, encoding, emptiness and depth checked, then parsed.
+
+    A file with no settings (only comments) is refused like an empty one: a
+    file given on purpose that says nothing is a mistake, not the defaults.
+    """
+    source = f"{what} {Path(path)}"
+    data = parse_toml(read_text(path, what, TOML_MAX_BYTES), source)
+    if not data:
+        raise InputFileError(f"{source}: no settings (only comments); refused as empty")
+    return data
 
 
 def check_json_depth(data: bytes, source: str) -> None:

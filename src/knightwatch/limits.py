@@ -272,10 +272,6 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             data = load_toml(p, "limits file")
         except InputFileError as exc:
             raise LimitsError([str(exc)]) from None
-        if not data:
-            raise LimitsError(
-                [f"limits file {p}: no settings (only comments); an empty file is refused"]
-            )
         return cls.from_mapping(data, source=str(p))
 
 

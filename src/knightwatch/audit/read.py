@@ -78,14 +78,18 @@ def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> 
         return []
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
-        buf = b""
+        chunks: list[bytes] = []
+        newlines = 0
         pos = end
         budget = (n + 1) * MAX_LINE_BYTES  # a file without newlines is not read whole
-        while pos > 0 and buf.count(b"\n") <= n and end - pos < budget:
+        while pos > 0 and newlines <= n and end - pos < budget:
             step = min(chunk, pos)
             pos -= step
             f.seek(pos)
-            buf = f.read(step) + buf
+            piece = f.read(step)
+            chunks.append(piece)
+            newlines += piece.count(b"\n")
+        buf = b"".join(reversed(chunks))
     lines = buf.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

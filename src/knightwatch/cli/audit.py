@@ -39,6 +39,8 @@ from knightwatch.release.keys import VerifyKey, load_verify_key
 EXIT_INTACT = 0
 EXIT_TAMPERED = 1
 EXIT_UNREADABLE = 2
+SHOWN_PROBLEMS = 50
+"""Rows of the problem table printed; `--json` carries every problem found."""
 
 app = typer.Typer(
     help="Flight recorder: verify the hash chain, explain an order, show recent records.",
@@ -285,9 +287,13 @@ def _print_report(report: VerifyReport) -> None:
     table.add_column("seq", justify="right")
     table.add_column("problem", style="red")
     table.add_column("detail")
-    for p in report.problems:
+    for p in report.problems[:SHOWN_PROBLEMS]:
         table.add_row(str(p.line), "-" if p.seq is None else str(p.seq), p.kind.value, p.detail)
     console.print(table)
+    if len(report.problems) > SHOWN_PROBLEMS:
+        console.print(
+            f"... and {len(report.problems) - SHOWN_PROBLEMS} more (--json lists them all)"
+        )
     more = " (list capped)" if report.problems_capped else ""
     console.print(
         f"[bold red]{len(report.problems)} problem(s){more}[/bold red] in {report.lines} lines, "

@@ -134,8 +134,11 @@ async def serve_node(
     shipper = ShippingSink(inner)
     try:
         recorder = FlightRecorder(None, clock=clock, sink=shipper)
-    except ChainCorrupt as exc:
-        raise FleetError(f"--recorder: {exc}") from None
+    except ChainCorrupt:
+        raise FleetError(
+            f"--recorder: {path}: its last complete record does not match its own hash; "
+            "run `knightwatch audit verify` on it before a node appends to it"
+        ) from None
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
