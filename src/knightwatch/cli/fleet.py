@@ -53,6 +53,7 @@ from knightwatch.control.plane.wire import (
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
+from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import decode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.keys import load_signing_key, load_verify_key
@@ -220,6 +221,8 @@ def _serve_node_command(
         key = None
         if artifacts is not None and config is not None and flags is not None and node_key:
             table = load_flag_schema(flags)
+            hash_config(config)  # unreadable inputs stop the node here, before it connects
+            list_directory(artifacts)
             measure = directory_measure(artifacts, config, table)
             key = load_signing_key(node_key)
             attestor = Attestor(node_id, key, measure, clock=SystemClock())
