@@ -63,3 +63,9 @@ def test_flags_set_refuses_an_empty_node_list() -> None:
     )
     assert result.exit_code == 1
     assert "--nodes: empty node name" in result.output
+
+
+def test_a_huge_option_value_is_echoed_cut() -> None:
+    result = runner.invoke(app, ["kill", "--reason", "r", "--node", " " + "x" * 10_000_000])
+    assert result.exit_code == 2
+    assert len(result.output) < 500 and "characters, cut" in result.output

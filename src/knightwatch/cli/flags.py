@@ -34,6 +34,7 @@ from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import assemble, changes_of
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.errors import quoted
 from knightwatch.flags.activation import (
     ActivationGate,
     ActivationPolicy,
@@ -96,7 +97,7 @@ def lint(
     try:
         as_of = date.fromisoformat(today) if today else _today()
     except ValueError:
-        raise _fail(console, f"--today: expected YYYY-MM-DD, got {today!r}") from None
+        raise _fail(console, f"--today: expected YYYY-MM-DD, got {quoted(today)}") from None
     roots = src or [registry.parent]
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
@@ -213,7 +214,7 @@ def _policy(console: Console, policy: Path | None) -> ActivationPolicy:
 
 def _on_off(console: Console, value: str) -> bool:
     if value.lower() not in ("on", "off"):
-        raise _fail(console, f"VALUE must be 'on' or 'off', got {value!r}")
+        raise _fail(console, f"VALUE must be 'on' or 'off', got {quoted(value)}")
     return value.lower() == "on"
 
 

@@ -51,7 +51,7 @@ from knightwatch.control.plane.wire import (
     TargetRequest,
 )
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import decode_envelope
@@ -88,7 +88,9 @@ def _urls(text: str) -> list[str]:
     urls = [u.strip() for u in text.split(",") if u.strip()]
     for u in urls:
         if not u.startswith(("nats://", "tls://")):
-            raise FleetError(f"--nats-url: each URL must start with nats:// or tls:// (got {u!r})")
+            raise FleetError(
+                f"--nats-url: each URL must start with nats:// or tls:// (got {quoted(u)})"
+            )
     return urls
 
 
@@ -202,7 +204,7 @@ def _serve_node_command(
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node_id):
         console.print(
-            f"[red]error:[/red] --id: must be 1-64 letters, digits, - or _ (got {node_id!r})"
+            f"[red]error:[/red] --id: must be 1-64 letters, digits, - or _ (got {quoted(node_id)})"
         )
         raise typer.Exit(2)
 

@@ -7,7 +7,7 @@ naming the option, and the fleet is chosen only by giving no scope option at all
 
 from __future__ import annotations
 
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.state import FLEET_KEY, Scope, pair_key
 
 
@@ -25,7 +25,7 @@ def scope_value(option: str, value: str | None) -> str | None:
             "or leave the option out to mean the whole fleet"
         )
     if value != value.strip():
-        raise OptionError(f"{option}: leading or trailing whitespace in {value!r}")
+        raise OptionError(f"{option}: leading or trailing whitespace in {quoted(value)}")
     return value
 
 
@@ -62,6 +62,6 @@ def node_list(option: str, value: str | None) -> tuple[str, ...]:
     nodes = tuple(n.strip() for n in value.split(","))
     if not nodes or any(not n for n in nodes):
         raise OptionError(
-            f"{option}: empty node name in {value!r}; leave the option out to mean the whole fleet"
+            f"{option}: empty node name in {quoted(value)}; leave the option out to mean the whole fleet"
         )
     return nodes

@@ -12,7 +12,7 @@ import re
 import msgspec
 
 from knightwatch.decision import RejectReason
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.state import Scope, TradingState
@@ -142,7 +142,9 @@ def slot_of(scope: Scope, key: str) -> str:
     if not key:
         raise StateKeyError(f"{scope.value} key: must be a non-empty string")
     if len(key) > 128:
-        raise StateKeyError(f"{scope.value} key: must be at most 128 characters (got {key!r})")
+        raise StateKeyError(
+            f"{scope.value} key: must be at most 128 characters (got {quoted(key)})"
+        )
     token = key if _PLAIN_KEY.fullmatch(key) else "=" + key.encode().hex()
     return f"{scope.value}.{token}"
 
