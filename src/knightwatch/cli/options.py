@@ -62,6 +62,7 @@ def node_list(option: str, value: str | None) -> tuple[str, ...]:
     nodes = tuple(n.strip() for n in value.split(","))
     if not nodes or any(not n for n in nodes):
         raise OptionError(
-            f"{option}: empty node name in {quoted(value)}; leave the option out to mean the whole fleet"
+            f"{option}: empty node name in {quoted(value)}; "
+            "leave the option out to mean the whole fleet"
         )
     return nodes
