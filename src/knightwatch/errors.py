@@ -11,3 +11,27 @@ from __future__ import annotations
 
 class KnightwatchError(Exception):
     """Base of every exception defined by knightwatch."""
+
+
+QUOTE_LIMIT = 80
+"""Characters of a bad value an error message repeats; the rest is cut and the cut is said."""
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters with the cut stated.
+
+    A 10 MB id must not become a 10 MB error message (or audit record): the
+    operator needs the start of the value, its size and the rule it broke.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        head = repr(value[:limit])
+        return (
+            f"{head}... ({len(value)} {'characters' if isinstance(value, str) else 'bytes'}, cut)"
+        )
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not replace the error being reported
+        return f"<{type(value).__name__} object>"
+    if len(text) > limit:
+        return f"{text[:limit]}... ({len(text)} characters, cut)"
+    return text

@@ -15,7 +15,6 @@ types, negatives, NaN and infinities are errors naming the key and the rule.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 import msgspec
 
 from knightwatch.decision import RejectReason
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.inputs import InputFileError, load_toml
 
 
 class LimitsError(KnightwatchError, ValueError):
@@ -146,7 +146,7 @@ class Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         problems = [
-            f"{key}: {p} (got {getattr(self, key)!r})"
+            f"{key}: {p} (got {quoted(getattr(self, key))})"
             for key, (rule, _) in OVERRIDE_RULES.items()
             if (p := rule.problem(getattr(self, key))) is not None
         ]
@@ -199,7 +199,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for key, rule in FLEET_RULES.items():
             value = getattr(self, key)
             if (p := rule.problem(value)) is not None:
-                problems.append(f"{key}: {p} (got {value!r})")
+                problems.append(f"{key}: {p} (got {quoted(value)})")
         for section in ("strategy", "symbol"):
             table = getattr(self, section)
             if not isinstance(table, Mapping):
@@ -248,7 +248,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     if key in ("strategy", "symbol", "version") or key not in FLEET_RULES:
                         problems.append(f"fleet.{key}: unknown key")
                     elif (p := FLEET_RULES[key].problem(v)) is not None:
-                        problems.append(f"fleet.{key}: {p} (got {v!r})")
+                        problems.append(f"fleet.{key}: {p} (got {quoted(v)})")
                     else:
                         fleet[key] = v
             elif top in overrides:
@@ -269,13 +269,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def from_toml(cls, path: str | Path) -> Limits:
         p = Path(path)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LimitsError([f"{p}: file not found"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LimitsError([f"{p}: cannot read ({exc})"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise LimitsError([f"{p}: not valid TOML ({exc})"]) from None
+            data = load_toml(p, "limits file")
+        except InputFileError as exc:
+            raise LimitsError([str(exc)]) from None
         return cls.from_mapping(data, source=str(p))
 
 
@@ -290,7 +286,7 @@ def _override(where: str, table: Any, section: str, problems: list[str]) -> Over
         elif key == "tick_size" and section != "symbol":
             problems.append(f"{where}.tick_size: only a symbol override may set tick_size")
         elif (p := OVERRIDE_RULES[key][0].problem(v)) is not None:
-            problems.append(f"{where}.{key}: {p} (got {v!r})")
+            problems.append(f"{where}.{key}: {p} (got {quoted(v)})")
         else:
             good[key] = v
     return Override(**good)

@@ -14,10 +14,16 @@ from enum import StrEnum
 
 import msgspec
 
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 
 MAX_ID_LEN = 64
 MAX_SYMBOL_LEN = 16
+MAX_QTY = 10**15
+"""Above any real order; keeps qty x price finite so no sum the Guard keeps can become inf."""
+MIN_PRICE = 1e-12
+MAX_PRICE = 1e12
+"""Prices outside [MIN_PRICE, MAX_PRICE] are refused: subnormals and near-overflow values
+make notional, P&L and exposure inf or NaN, which would switch checks off silently."""
 
 
 class Side(StrEnum):
@@ -31,7 +37,7 @@ class InvalidOrder(KnightwatchError, ValueError):
     def __init__(self, field: str, rule: str, value: object) -> None:
         self.field = field
         self.rule = rule
-        super().__init__(f"{field}: {rule} (got {value!r})")
+        super().__init__(f"{field}: {rule} (got {quoted(value)})")
 
 
 def order_problem(
@@ -57,14 +63,37 @@ def order_problem(
         return "qty", "must be an integer number of units (not bool or float)", qty
     if qty <= 0:
         return "qty", "must be > 0", qty
+    if qty > MAX_QTY:
+        return "qty", f"must be at most {MAX_QTY:.0e}", qty
     if price is not None:
-        if type(price) not in (float, int):
-            return "price", "must be a number or None for a market order", price
-        if not math.isfinite(price):  # type: ignore[arg-type]
-            return "price", "must be finite", price
-        if price <= 0:  # type: ignore[operator]
-            return "price", "must be > 0", price
+        return price_problem(price)
     return None
+
+
+def price_problem(price: object) -> tuple[str, str, object] | None:
+    """(field, rule, value) if `price` is not a usable price, else None (orders, fills, marks)."""
+    if type(price) not in (float, int):
+        return "price", "must be a number (not bool)", price
+    if not math.isfinite(price):  # type: ignore[arg-type]
+        return "price", "must be finite", price
+    if price <= 0:  # type: ignore[operator]
+        return "price", "must be > 0", price
+    if not MIN_PRICE <= price <= MAX_PRICE:  # type: ignore[operator]
+        return "price", f"must be between {MIN_PRICE:g} and {MAX_PRICE:g}", price
+    return None
+
+
+def fill_problem(fill: object) -> tuple[str, str, object] | None:
+    """(field, rule, value) for a fill the Guard cannot apply (one built around validation)."""
+    if type(fill) is not Fill:
+        return "fill", "must be a Fill", type(fill).__name__
+    f: Fill = fill
+    problem = order_problem(f.order_id, "fill", f.symbol, f.side, f.qty, f.price)
+    if problem is None and f.price is None:
+        problem = ("price", "must be a number", None)
+    if problem is not None and problem[0] == "id":
+        return "order_id", problem[1], problem[2]
+    return problem
 
 
 class Order(msgspec.Struct, frozen=True):
@@ -108,7 +137,6 @@ class Fill(msgspec.Struct, frozen=True):
     def __post_init__(self) -> None:
         if type(self.side) is not Side and self.side in ("buy", "sell"):
             msgspec.structs.force_setattr(self, "side", Side(self.side))
-        problem = order_problem(self.order_id, "fill", self.symbol, self.side, self.qty, self.price)
+        problem = fill_problem(self)
         if problem is not None:
-            field = "order_id" if problem[0] == "id" else problem[0]
-            raise InvalidOrder(field, problem[1], problem[2])
+            raise InvalidOrder(*problem)

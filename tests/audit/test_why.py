@@ -78,3 +78,37 @@ def test_broken_lines_do_not_stop_the_explanation(audit_path: Path, clock: SimCl
         f.write(b'not json but mentions "o1"\n')
         f.write(b'\x80{"order_id":"o1"}\n')
     assert explain_order(audit_path, "o1").decision.accepted
+
+
+def test_why_verifies_the_chain_through_the_records_it_uses(
+    audit_path: Path, clock: SimClock
+) -> None:
+    from typer.testing import CliRunner
+
+    from knightwatch.cli.app import app
+
+    build(audit_path, clock)
+    exp = explain_order(audit_path, "o2")
+    assert exp.chain.intact and exp.chain.lines == 8  # through the o2 decision
+    ok = CliRunner().invoke(app, ["audit", "why", "o2", str(audit_path)])
+    assert ok.exit_code == 0 and "chain verified" in ok.output
+    # An edit to the halt that explains o2 (same length, so nothing else moves):
+    # reported as fact before; now the answer says the chain is broken and exits 1.
+    lines = audit_path.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b'"reason":"drill"', b'"reason":"dril!"')
+    audit_path.write_bytes(b"".join(lines))
+    exp = explain_order(audit_path, "o2")
+    assert not exp.chain.intact
+    assert exp.chain.problems[0].line == 4 and exp.chain.problems[0].kind == "edited"
+    bad = CliRunner().invoke(app, ["audit", "why", "o2", str(audit_path)])
+    assert bad.exit_code == 1 and "CHAIN BROKEN" in bad.output
+
+
+def test_a_deeply_nested_line_is_a_malformed_record_not_a_crash(audit_path: Path) -> None:
+    from knightwatch.audit import verify_file
+
+    audit_path.write_bytes(b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"\n" + b"x" * 3_000_000)
+    report = verify_file(audit_path)
+    assert [p.kind for p in report.problems] == ["malformed", "malformed"]
+    assert "nested too deeply" in report.problems[0].detail
+    assert "longer than" in report.problems[1].detail

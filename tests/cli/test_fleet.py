@@ -15,8 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.cli.fleet import _scope
-from knightwatch.control.plane.connect import FleetError
+from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.state import Scope, TradingState
 
 runner = CliRunner()
@@ -146,7 +145,7 @@ async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
 
 
 def test_cli_strategy_and_symbol_together_name_the_pair_scope() -> None:
-    assert _scope(None, "mm", "AAPL") == (Scope.STRATEGY_SYMBOL, "mm/AAPL")
-    assert _scope(None, "mm", None) == (Scope.STRATEGY, "mm")
-    with pytest.raises(FleetError, match="--node stands alone"):
-        _scope("n1", "mm", None)
+    assert scope_of(None, "mm", "AAPL") == (Scope.STRATEGY_SYMBOL, "mm/AAPL")
+    assert scope_of(None, "mm", None) == (Scope.STRATEGY, "mm")
+    with pytest.raises(OptionError, match="--node stands alone"):
+        scope_of("n1", "mm", None)

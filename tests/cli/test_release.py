@@ -143,7 +143,7 @@ def test_verify_against_the_registry_refuses_a_retired_flag(site: Path) -> None:
     ("args", "message"),
     [
         (("release", "verify", "{site}/missing.json", "--policy", "{site}/policy.toml"),
-         "missing.json: cannot read"),
+         "missing.json: no such file"),
         (("release", "verify", "{site}/config.toml", "--policy", "{site}/policy.toml"),
          "not a DSSE envelope"),
         (("release", "verify", "{site}/config.toml", "--policy", "{site}/config.toml"),

@@ -185,3 +185,35 @@ def test_history_outside_git_is_an_error(tmp_path: Path) -> None:
     report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY, history=True)
     assert [f.code for f in report.findings] == [FindingCode.HISTORY_UNAVAILABLE]
     assert report.failed
+
+
+def test_history_keeps_the_first_meaning_of_a_flag_added_in_a_broken_commit(
+    tmp_path: Path,
+) -> None:
+    _git(tmp_path, "init", "-q")
+    _commit(tmp_path, REGISTRY_V1, "add flags")
+    # One commit both breaks another flag (a recorded hash that does not match) and
+    # introduces a new flag; the next commit fixes the break and changes the new flag's
+    # meaning under the same id. The ledger must still know the first meaning.
+    new_flag = (
+        "  - id: trading.smars.new_router\n"
+        "    description: Route to venue A.\n"
+        "    owner: smars-team\n"
+        "    created: 2012-07-20\n"
+        "    expires: 2099-12-31\n"
+        "    lifecycle: active\n"
+        "    safe_default: false\n"
+        "    trading_behaviour: true\n"
+    )
+    broken = REGISTRY_V1.replace("definition_hash: cf4a47c5", "definition_hash: 00000000", 1)
+    _commit(tmp_path, broken + new_flag, "add new_router (and break rlp)")
+    _commit(
+        tmp_path,
+        REGISTRY_V1 + new_flag.replace("Route to venue A.", "Route to venue B."),
+        "fix rlp; reuse new_router",
+    )
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY, history=True)
+    redefined = [f for f in report.findings if f.code is FindingCode.REDEFINED_ID]
+    assert [f.flag_id for f in redefined] == ["trading.smars.new_router"]
+    assert "changed meaning" in redefined[0].message
+    assert report.failed

@@ -481,8 +481,9 @@ def test_fill_for_unknown_order_still_moves_position(rig: Mk) -> None:
     assert r.guard.position("IBM") == -50
 
 
-def test_bad_price_is_ignored_not_applied(rig: Mk) -> None:
+def test_bad_price_is_refused_not_applied(rig: Mk) -> None:
     r = rig()
-    r.guard.on_price("IBM", float("nan"))
-    r.guard.on_price("IBM", -1.0)
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="on_price IBM: price must be"):
+            r.guard.on_price("IBM", bad)
     assert r.send(price=100.0).accepted

@@ -91,7 +91,7 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(LimitsError, match="file not found"):
+    with pytest.raises(LimitsError, match="no such file"):
         Limits.from_toml(tmp_path / "nope.toml")
 
 

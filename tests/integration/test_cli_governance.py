@@ -156,7 +156,7 @@ async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_pa
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["admission", "target", "missing.json", "--reason", "x"], 2, "cannot read"),
+        (["admission", "target", "missing.json", "--reason", "x"], 2, "missing.json: no such file"),
         (["admission", "enrol", "--node", "n1", "--key", "missing.pub"], 2, "missing.pub"),
         (["flags", "set", RLP, "maybe", "--reason", "x"], 1, "'on' or 'off'"),
         (["rollout", "status", "nope.flag"], 1, "no rollout for nope.flag"),

@@ -52,7 +52,7 @@ def test_garbage_key_files_give_clear_errors(tmp_path: Path) -> None:
         load_signing_key(bad)
     with pytest.raises(ReleaseInputError, match=r"public key .*: not a PEM public key"):
         load_verify_key(bad)
-    with pytest.raises(ReleaseInputError, match="cannot read"):
+    with pytest.raises(ReleaseInputError, match=r"missing\.pub: no such file"):
         load_verify_key(tmp_path / "missing.pub")
     with pytest.raises(ReleaseInputError, match=r"keys\.0\.public_key"):
         VerifyKey.from_base64("%%%", field="keys.0.public_key")
@@ -61,3 +61,18 @@ def test_garbage_key_files_give_clear_errors(tmp_path: Path) -> None:
 def test_key_name_must_be_a_plain_file_name(tmp_path: Path) -> None:
     with pytest.raises(ReleaseInputError, match="plain file name"):
         write_key_pair(tmp_path, "../escape")
+
+
+def test_keys_new_refuses_a_planted_symlink_and_writes_nothing(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "ci.pub").symlink_to(victim)
+    with pytest.raises(ReleaseInputError, match=r"ci\.pub: a symlink already exists"):
+        write_key_pair(tmp_path, "ci")
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "ci.key").exists()
+    (tmp_path / "ci.pub").unlink()
+    (tmp_path / "dangling.pub").symlink_to(tmp_path / "nowhere" / "x.pub")
+    with pytest.raises(ReleaseInputError, match="symlink"):
+        write_key_pair(tmp_path, "dangling")
+    assert not (tmp_path / "nowhere").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import msgspec
 
@@ -24,6 +26,25 @@ _chain = msgspec.json.Decoder(Link).decode
 
 AnyRecord = DecisionRecord | EventRecord
 
+MAX_LINE_BYTES = 1024 * 1024
+"""Longer than any record the recorder writes (it cuts records at 16 KiB); a longer line is
+read only this far, so a hostile file without newlines cannot exhaust memory."""
+
+
+def read_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The file's lines with their newlines; a line over `limit` bytes comes back cut to
+    `limit + 1` bytes (so a reader can tell) and the rest of it is skipped unread."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            rest = line
+            while rest and not rest.endswith(b"\n"):
+                rest = f.readline(limit)
+            line += b"\n" if rest else b""
+        yield line
+
 
 def decode_record(line: bytes) -> AnyRecord:
     """Decode one line; raises msgspec.DecodeError if it is not a record.
@@ -41,6 +62,8 @@ def decode_record(line: bytes) -> AnyRecord:
             chain = _chain(line)
     except UnicodeDecodeError as exc:  # msgspec lets invalid UTF-8 through as this
         raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from exc
+    except RecursionError:
+        raise msgspec.DecodeError("nested too deeply to be a record") from None
     payload_type = DecisionPayload if is_decision else EventPayload
     payload = payload_type(**{f: raw.get(f) for f in payload_type.__struct_fields__})
     fields = msgspec.structs.asdict(conform(payload))
@@ -55,13 +78,18 @@ def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> 
         return []
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
-        buf = b""
+        chunks: list[bytes] = []
+        newlines = 0
         pos = end
-        while pos > 0 and buf.count(b"\n") <= n:
+        budget = (n + 1) * MAX_LINE_BYTES  # a file without newlines is not read whole
+        while pos > 0 and newlines <= n and end - pos < budget:
             step = min(chunk, pos)
             pos -= step
             f.seek(pos)
-            buf = f.read(step) + buf
+            piece = f.read(step)
+            chunks.append(piece)
+            newlines += piece.count(b"\n")
+        buf = b"".join(reversed(chunks))
     lines = buf.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

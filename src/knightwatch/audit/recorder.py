@@ -14,7 +14,7 @@ import os
 import threading
 from hashlib import sha256
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import msgspec
 
@@ -40,6 +40,11 @@ _EventItem = tuple[int, str, AuditContext, dict[str, Scalar]]
 
 RECOVERY = "recovery"
 """Event kind written when a torn last line left by a crash was cut off on open."""
+
+MAX_RECORD_BYTES = 16 * 1024
+"""A record longer than this has its long text fields cut (see `clip`); real ones are ~0.5 KB."""
+FIELD_LIMIT = 1024
+"""Characters of one text field a clipped record keeps."""
 
 
 class FlightRecorder:
@@ -107,7 +112,7 @@ class FlightRecorder:
             parts = split_line(last)
             try:
                 link = msgspec.json.decode(last, type=Link)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 link = None
             if parts is None or link is None or body_hash(parts[0]) != parts[1]:
                 where = getattr(self._sink, "path", "the sink")
@@ -281,18 +286,47 @@ class FlightRecorder:
         self.close()
 
     def _encode(self, items: list[_DecisionItem | _EventItem]) -> list[bytes]:
-        """Encode payload objects in one C call; fall back per record on odd values."""
+        """Encode payload objects in one C call; fall back per record on odd values.
+
+        A hostile value (a 1 MB order id, a 10 MB halt reason) must not become a
+        record of that size: a line over `MAX_RECORD_BYTES` is re-encoded with its
+        long text fields cut, and each cut field says how long it was.
+        """
         payloads = [_payload(item) for item in items]
         try:
-            return self._encoder.encode_lines(payloads).split(b"\n")[:-1]
+            lines = self._encoder.encode_lines(payloads).split(b"\n")[:-1]
         except (TypeError, ValueError, OverflowError):
-            return [self._encode_one(p) for p in payloads]
+            lines = [self._encode_one(p) for p in payloads]
+        if max(map(len, lines)) > MAX_RECORD_BYTES:
+            lines = [
+                line if len(line) <= MAX_RECORD_BYTES else self._encode_one(clip(p))
+                for line, p in zip(lines, payloads, strict=True)
+            ]
+        return lines
 
     def _encode_one(self, payload: DecisionPayload | EventPayload) -> bytes:
         try:
             return self._encoder.encode(payload)
         except (TypeError, ValueError, OverflowError):
             return self._encoder.encode(conform(payload))
+
+
+def _cut(value: object) -> object:
+    if isinstance(value, str) and len(value) > FIELD_LIMIT:
+        return f"{value[:FIELD_LIMIT]}... [cut: {len(value)} characters]"
+    return value
+
+
+def clip(p: DecisionPayload | EventPayload) -> DecisionPayload | EventPayload:
+    """The payload with every text field longer than `FIELD_LIMIT` cut, saying so."""
+    fields: dict[str, Any] = {f: _cut(getattr(p, f)) for f in p.__struct_fields__}
+    if isinstance(p, EventPayload):
+        data = p.data if isinstance(p.data, dict) else {}
+        fields["data"] = {str(_cut(k)): _cut(v) for k, v in data.items()}
+    else:
+        rules = p.rules if isinstance(p.rules, tuple | list) else ()
+        fields["rules"] = tuple(_cut(r) for r in rules)
+    return type(p)(**fields)
 
 
 def _payload(item: _DecisionItem | _EventItem) -> DecisionPayload | EventPayload:

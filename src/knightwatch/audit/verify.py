@@ -23,6 +23,7 @@ from typing import Final
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, Link, body_hash, split_line
+from knightwatch.audit.read import MAX_LINE_BYTES, read_lines
 
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
@@ -41,6 +42,14 @@ class ProblemKind(StrEnum):
     BROKEN_LINK = "broken_link"
     TRUNCATED = "truncated"
     ANCHOR_MISSING = "anchor_missing"
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+    """The record at a signed checkpoint's seq is not the one the node signed (rewritten)."""
+    CHECKPOINT_MISSING = "checkpoint_missing"
+    """The node signed a seq the file does not hold (cut, or rewritten shorter)."""
+    CHECKPOINT_INVALID = "checkpoint_invalid"
+    """A checkpoint whose signature does not verify under the node's key (forged)."""
+    APPENDED = "appended"
+    """Records after the node's signed final checkpoint: written by someone else."""
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -57,6 +66,10 @@ class VerifyReport(msgspec.Struct, frozen=True):
     head: str
     problems: tuple[Problem, ...]
     problems_capped: bool = False
+    last_seq: int = -1
+    """The seq of the last record read (-1 if none)."""
+    noted: dict[int, str] = msgspec.field(default_factory=dict)
+    """The hash found at each seq asked for (`note`): what signed checkpoints are held to."""
 
     @property
     def intact(self) -> bool:
@@ -74,7 +87,9 @@ _START = _Seen(line=0, seq=-1, prev="", hash=GENESIS)
 """Stands before line 1, so the first record is checked like any other."""
 
 
-def verify_file(path: str | os.PathLike[str], *, anchor: str | None = None) -> VerifyReport:
+def verify_file(
+    path: str | os.PathLike[str], *, anchor: str | None = None, note: Iterable[int] = ()
+) -> VerifyReport:
     """Verify the chain in `path`; raises OSError only when the file cannot be read.
 
     `anchor` is a head hash noted elsewhere earlier (by another system, or a
@@ -82,14 +97,21 @@ def verify_file(path: str | os.PathLike[str], *, anchor: str | None = None) -> V
     or rewritten.
     """
     with open(path, "rb") as f:
-        return verify_lines(f, os.fspath(path), anchor=anchor)
+        return verify_lines(read_lines(f), os.fspath(path), anchor=anchor, note=note)
 
 
 def verify_lines(
-    raw_lines: Iterable[bytes], name: str, *, anchor: str | None = None
+    raw_lines: Iterable[bytes],
+    name: str,
+    *,
+    anchor: str | None = None,
+    note: Iterable[int] = (),
 ) -> VerifyReport:
-    """Verify raw lines (each with its newline, as read from a binary file)."""
-    return _Verifier(anchor).run(raw_lines, name)
+    """Verify raw lines (each with its newline, as read from a binary file).
+
+    `note`: seqs whose hashes the report should carry (`VerifyReport.noted`).
+    """
+    return _Verifier(anchor, frozenset(note)).run(raw_lines, name)
 
 
 def _where(seen: _Seen) -> str:
@@ -97,7 +119,9 @@ def _where(seen: _Seen) -> str:
 
 
 class _Verifier:
-    def __init__(self, anchor: str | None) -> None:
+    def __init__(self, anchor: str | None, note: frozenset[int] = frozenset()) -> None:
+        self.note = note
+        self.noted: dict[int, str] = {}
         self.problems: list[Problem] = []
         self.capped = False
         # (record two lines up or None, record before the break, record after it)
@@ -122,8 +146,18 @@ class _Verifier:
             lineno += 1
             complete = raw.endswith(b"\n")
             line = raw[:-1] if complete else raw
+            if len(line) > MAX_LINE_BYTES:
+                self.add(
+                    ProblemKind.MALFORMED, lineno, None, f"line longer than {MAX_LINE_BYTES} bytes"
+                )
+                before, prev = prev, None
+                continue
             try:
                 link = decode(line)
+            except RecursionError:
+                self.add(ProblemKind.MALFORMED, lineno, None, "not a record: nested too deeply")
+                before, prev = prev, None
+                continue
             except msgspec.ValidationError as exc:
                 self.add(ProblemKind.MALFORMED, lineno, None, f"not a record: {exc}")
                 before, prev = prev, None
@@ -138,6 +172,8 @@ class _Verifier:
                 before, prev = prev, None
                 continue
             records += 1
+            if link.seq in self.note and link.seq not in self.noted:
+                self.noted[link.seq] = link.hash
             self._check_own(line, link, lineno, complete)
             seen = _Seen(lineno, link.seq, link.prev, link.hash)
             if not self.anchor_seen and link.hash == self.anchor:
@@ -165,6 +201,8 @@ class _Verifier:
             head=last.hash if last is not None else GENESIS,
             problems=tuple(self.problems),
             problems_capped=self.capped,
+            last_seq=last.seq if last is not None else -1,
+            noted=self.noted,
         )
 
     def _check_own(self, line: bytes, link: Link, lineno: int, complete: bool) -> None:

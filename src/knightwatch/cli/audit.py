@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -15,14 +18,29 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from knightwatch.audit.errors import OrderNotFound
-from knightwatch.audit.read import decode_record, last_lines
+from knightwatch.audit.read import decode_record, last_lines, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
-from knightwatch.audit.verify import VerifyReport, verify_lines
+from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
+from knightwatch.control.plane.connect import control_plane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.errors import KnightwatchError
+from knightwatch.release.checkpoint import (
+    SIDECAR_SUFFIX,
+    Checkpoint,
+    check_checkpoints,
+    read_sidecar,
+    wanted_seqs,
+)
+from knightwatch.release.dsse import Envelope, decode_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import VerifyKey, load_verify_key
 
 EXIT_INTACT = 0
 EXIT_TAMPERED = 1
 EXIT_UNREADABLE = 2
+SHOWN_PROBLEMS = 50
+"""Rows of the problem table printed; `--json` carries every problem found."""
 
 app = typer.Typer(
     help="Flight recorder: verify the hash chain, explain an order, show recent records.",
@@ -39,10 +57,22 @@ def _unreadable(path: Path, exc: OSError) -> typer.Exit:
     return typer.Exit(EXIT_UNREADABLE)
 
 
+def _regular(path: Path) -> None:
+    """A flight recorder is a regular file: a device or pipe could be read forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        err.print(f"[red]cannot read {path}: {what}, not a flight-recorder file[/red]")
+        raise typer.Exit(EXIT_UNREADABLE)
+
+
 def _lines_with_progress(f: BinaryIO, size: int, progress: Progress) -> Iterator[bytes]:
     task = progress.add_task("verifying", total=size)
     done = 0
-    for n, line in enumerate(f):
+    for n, line in enumerate(read_lines(f)):
         done += len(line)
         if n & 0x3FFF == 0:
             progress.update(task, completed=done)
@@ -58,11 +88,40 @@ def verify_cmd(
         typer.Option(help="A head hash noted earlier; reports records cut from the end."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Signed checkpoints (default: FILE.checkpoints, if it exists)."),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The node's enrolled public key (NAME.pub) the checkpoints are signed with."
+        ),
+    ] = None,
+    nats_url: Annotated[
+        str,
+        typer.Option(
+            "--nats-url",
+            help="Also take the node's latest checkpoint and enrolled key from the control plane.",
+        ),
+    ] = "",
+    node: Annotated[
+        str | None, typer.Option(help="The node that wrote FILE (default: its first record's).")
+    ] = None,
 ) -> None:
-    """Check the hash chain; exit 0 intact, 1 tampered or empty, 2 unreadable."""
+    """Check the hash chain and the node's signed checkpoints; exit 0 intact, 1 tampered or
+    empty, 2 unreadable.
+
+    A chain alone cannot show a rewrite from some record on, or records appended
+    with fresh hashes. The node's signed checkpoints can: give its public key
+    (`--key`, or `--nats-url` to read the enrolled one and the latest checkpoint
+    from the control plane).
+    """
     if anchor is not None and (len(anchor) != 64 or anchor.strip("0123456789abcdef")):
         err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
         raise typer.Exit(EXIT_UNREADABLE)
+    _regular(file)
+    signed = _signed_checkpoints(file, checkpoints, key, nats_url, node)
     try:
         size = os.path.getsize(file)
         with (
@@ -77,9 +136,33 @@ def verify_cmd(
                 disable=not err.is_terminal,
             ) as progress,
         ):
-            report = verify_lines(_lines_with_progress(f, size, progress), str(file), anchor=anchor)
+            report = verify_lines(
+                _lines_with_progress(f, size, progress),
+                str(file),
+                anchor=anchor,
+                note=wanted_seqs(signed.envelopes),
+            )
     except OSError as exc:
         raise _unreadable(file, exc) from None
+    newest = None
+    if signed.key is not None:
+        found, newest = check_checkpoints(
+            report, report.noted, signed.envelopes, signed.key, file.name
+        )
+        if newest is None:
+            found.append(
+                Problem(
+                    ProblemKind.CHECKPOINT_MISSING,
+                    report.lines,
+                    None,
+                    f"no checkpoint signed by key {signed.key.key_id[:16]} for {file.name} "
+                    f"(looked in: {', '.join(signed.sources) or 'nothing found'}): "
+                    "a rewrite or an appended record could not be detected",
+                )
+            )
+        if found:
+            problems = sorted((*report.problems, *found), key=lambda p: p.line)
+            report = msgspec.structs.replace(report, problems=tuple(problems))
     if as_json:
         console.print_json(msgspec.json.encode(report).decode())
     else:
@@ -88,12 +171,106 @@ def verify_cmd(
         # an empty file proves nothing: a fully truncated record looks exactly like this
         err.print("[red]no records: nothing was verified (a truncated file looks like this)[/red]")
         raise typer.Exit(EXIT_TAMPERED)
-    if report.intact and anchor is None and not as_json:
-        err.print(
-            "note: without --anchor, records cut from the end of the file cannot be detected; "
-            f"keep the head hash ({report.head[:16]}...) somewhere else to check against"
-        )
+    if not as_json:
+        _print_coverage(report, signed, newest, anchor)
     raise typer.Exit(EXIT_INTACT if report.intact else EXIT_TAMPERED)
+
+
+class _Signed(msgspec.Struct, frozen=True):
+    envelopes: list[Envelope | str]
+    key: VerifyKey | None
+    sources: list[str]
+
+
+def _signed_checkpoints(
+    file: Path, checkpoints: Path | None, key: Path | None, nats_url: str, node: str | None
+) -> _Signed:
+    """Gather checkpoint envelopes (file beside FILE, control plane) and the node's key."""
+    envelopes: list[Envelope | str] = []
+    sources: list[str] = []
+    verify_key: VerifyKey | None = None
+    sidecar = checkpoints or file.with_name(file.name + SIDECAR_SUFFIX)
+    try:
+        if checkpoints is not None or sidecar.exists():
+            envelopes += read_sidecar(sidecar)
+            sources.append(str(sidecar))
+        if key is not None:
+            verify_key = load_verify_key(key)
+    except OSError as exc:
+        raise _unreadable(sidecar, exc) from None
+    except ReleaseInputError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    if nats_url:
+        node_id = node or _first_node(file)
+        try:
+            latest, enrolled = asyncio.run(_from_plane(nats_url, node_id))
+        except (KnightwatchError, ValueError) as exc:
+            err.print(f"[red]error:[/red] --nats-url: {exc}")
+            raise typer.Exit(EXIT_UNREADABLE) from None
+        if latest is not None:
+            envelopes.append(latest)
+            sources.append(f"control plane (node {node_id})")
+        if verify_key is None:
+            verify_key = enrolled
+    return _Signed(envelopes, verify_key, sources)
+
+
+def _first_node(file: Path) -> str:
+    try:
+        with open(file, "rb") as f:
+            for line in read_lines(f):
+                with contextlib.suppress(msgspec.DecodeError):
+                    if node := decode_record(line).node:
+                        return node
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+    err.print("[red]error:[/red] --node: FILE names no node; give --node")
+    raise typer.Exit(EXIT_UNREADABLE)
+
+
+async def _from_plane(nats_url: str, node_id: str) -> tuple[Envelope | str | None, VerifyKey]:
+    urls = [u.strip() for u in nats_url.split(",") if u.strip()]
+    async with control_plane(urls, Path("."), "audit-verify") as plane:
+        raw, _ = await plane.get_record(Bucket.CHECKPOINTS, node_id)
+        enrolled, _ = await plane.get_record(Bucket.ROSTER, node_id)
+    if enrolled is None:
+        raise ValueError(f"node {node_id} is not enrolled: no key to check its checkpoints")
+    verify_key = VerifyKey.from_base64(enrolled.decode(errors="replace"), field="roster key")
+    latest: Envelope | str | None = None
+    if raw is not None:
+        try:
+            latest = decode_envelope(raw, source="control plane checkpoint")
+        except ReleaseInputError as exc:
+            latest = str(exc)
+    return latest, verify_key
+
+
+def _print_coverage(
+    report: VerifyReport, signed: _Signed, newest: Checkpoint | None, anchor: str | None
+) -> None:
+    """Say what the verdict rests on: signed checkpoints, an anchor, or the chain alone."""
+    if signed.envelopes and signed.key is None:
+        err.print(
+            f"note: {len(signed.envelopes)} checkpoint(s) in {', '.join(signed.sources)} were "
+            "NOT checked: give --key (the node's enrolled public key) or --nats-url"
+        )
+    elif newest is not None:
+        covered = f"signed checkpoint: seq {newest.seq} at {format_ts(newest.at_ns)}"
+        if newest.final:
+            covered += " (final: the node closed the file there)"
+        err.print(f"checkpoints: every record through seq {newest.seq} is vouched for ({covered})")
+        if report.last_seq > newest.seq and not newest.final:
+            err.print(
+                f"note: records seq {newest.seq + 1}..{report.last_seq} come after the newest "
+                "checkpoint and are not covered yet (the node signs every few seconds)"
+            )
+    if report.intact and anchor is None and newest is None:
+        err.print(
+            "note: without signed checkpoints or --anchor, records rewritten from some point "
+            "on or cut from the end cannot be detected; keep the head hash "
+            f"({report.head[:16]}...) elsewhere or check the node's checkpoints"
+        )
 
 
 def _print_report(report: VerifyReport) -> None:
@@ -110,9 +287,13 @@ def _print_report(report: VerifyReport) -> None:
     table.add_column("seq", justify="right")
     table.add_column("problem", style="red")
     table.add_column("detail")
-    for p in report.problems:
+    for p in report.problems[:SHOWN_PROBLEMS]:
         table.add_row(str(p.line), "-" if p.seq is None else str(p.seq), p.kind.value, p.detail)
     console.print(table)
+    if len(report.problems) > SHOWN_PROBLEMS:
+        console.print(
+            f"... and {len(report.problems) - SHOWN_PROBLEMS} more (--json lists them all)"
+        )
     more = " (list capped)" if report.problems_capped else ""
     console.print(
         f"[bold red]{len(report.problems)} problem(s){more}[/bold red] in {report.lines} lines, "
@@ -125,7 +306,12 @@ def why_cmd(
     order_id: Annotated[str, typer.Argument(help="The client order id.")],
     file: FileArg,
 ) -> None:
-    """Explain why an order was accepted or blocked."""
+    """Explain why an order was accepted or blocked; exit 1 if the chain up to it is broken.
+
+    The hash chain is verified from the first line through the last record the
+    explanation uses, and the result is printed with it.
+    """
+    _regular(file)
     try:
         exp = explain_order(file, order_id)
     except OrderNotFound as exc:
@@ -134,6 +320,20 @@ def why_cmd(
     except OSError as exc:
         raise _unreadable(file, exc) from None
     _print_explanation(exp)
+    chain = exp.chain
+    if chain.intact:
+        console.print(
+            f"[green]chain verified[/green]: lines 1-{chain.lines} ({chain.records} records) "
+            f"are intact, through the last record used above (head {chain.head[:16]}...)"
+        )
+        return
+    first = chain.problems[0]
+    err.print(
+        f"[bold red]CHAIN BROKEN[/bold red] in lines 1-{chain.lines}: {len(chain.problems)} "
+        f"problem(s), first at line {first.line}: {first.kind.value}: {first.detail}; "
+        "the records above cannot be trusted (run `knightwatch audit verify`)"
+    )
+    raise typer.Exit(EXIT_TAMPERED)
 
 
 def _ctx(rec: DecisionRecord | EventRecord) -> str:
@@ -197,6 +397,7 @@ def tail_cmd(
     n: Annotated[int, typer.Option("-n", "--lines", min=1, help="How many records.")] = 20,
 ) -> None:
     """Show the last N records."""
+    _regular(file)
     try:
         lines = last_lines(file, n)
     except OSError as exc:

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
+from knightwatch.cli.options import OptionError, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.killswitch import KillSwitch
@@ -33,6 +34,7 @@ from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import assemble, changes_of
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.errors import quoted
 from knightwatch.flags.activation import (
     ActivationGate,
     ActivationPolicy,
@@ -43,6 +45,7 @@ from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
 from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
 from knightwatch.flags.state import StateUnavailable
+from knightwatch.inputs import InputFileError, load_toml
 
 app = typer.Typer(help="Flag governance: registry lint, inspection, gated activation.")
 rollout_app = typer.Typer(
@@ -94,7 +97,7 @@ def lint(
     try:
         as_of = date.fromisoformat(today) if today else _today()
     except ValueError:
-        raise _fail(console, f"--today: expected YYYY-MM-DD, got {today!r}") from None
+        raise _fail(console, f"--today: expected YYYY-MM-DD, got {quoted(today)}") from None
     roots = src or [registry.parent]
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
@@ -211,7 +214,7 @@ def _policy(console: Console, policy: Path | None) -> ActivationPolicy:
 
 def _on_off(console: Console, value: str) -> bool:
     if value.lower() not in ("on", "off"):
-        raise _fail(console, f"VALUE must be 'on' or 'off', got {value!r}")
+        raise _fail(console, f"VALUE must be 'on' or 'off', got {quoted(value)}")
     return value.lower() == "on"
 
 
@@ -235,6 +238,10 @@ def set_flag(
     when every targeted node confirmed the new revision (exit 1 if not).
     """
     console = Console()
+    try:
+        chosen = node_list("--nodes", nodes)
+    except OptionError as exc:
+        raise _fail(console, str(exc)) from None
     target = _on_off(console, value)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
@@ -244,7 +251,7 @@ def set_flag(
         actor=actor or getpass.getuser(),
         reason=reason,
         origin=_origin(),
-        nodes=tuple(n.strip() for n in nodes.split(",") if n.strip()) if nodes else (),
+        nodes=chosen,
         approver=approver,
     )
 
@@ -332,9 +339,13 @@ def rollout_start(
     """Roll the flag off its safe default stage by stage on live metrics, until done or aborted."""
     console = Console()
     try:
-        rollout_plan = msgspec.toml.decode(plan.read_bytes(), type=RolloutPlan) if plan else None
-    except (OSError, msgspec.DecodeError, ValueError) as exc:
-        raise _fail(console, f"{plan}: {exc}") from None
+        rollout_plan = (
+            msgspec.convert(load_toml(plan, "rollout plan"), RolloutPlan) if plan else None
+        )
+    except InputFileError as exc:
+        raise _fail(console, str(exc)) from None
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise _fail(console, f"rollout plan {plan}: {exc}") from None
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
     health = _health(console, supervisor_config)

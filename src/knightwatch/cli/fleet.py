@@ -24,10 +24,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
-from knightwatch.control.exposition import ExpositionError, serve_supervisor_metrics
+from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService
-from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
@@ -35,55 +36,37 @@ from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.node.lease import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_TIMEOUT_S,
-    LeaseError,
     LeasePolicy,
 )
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.protocol import (
     Bucket,
-    ControlPlane,
-    ControlPlaneUnavailable,
-    RevisionConflict,
 )
-from knightwatch.control.plane.server import ServerError
 from knightwatch.control.plane.wire import (
     ENCODER,
-    FLEET_KEY,
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
     VERDICT_DECODER,
-    StateKeyError,
     TargetReply,
     TargetRequest,
 )
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
-from knightwatch.limits import LimitsError
+from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
+from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import decode_envelope
-from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
-from knightwatch.sim.drill.local_release import LocalReleaseError
-from knightwatch.state import Scope, TradingState, pair_key
+from knightwatch.state import Scope, TradingState
 
 console = Console()
 T = TypeVar("T")
 
-_EXPECTED = (
-    ControlPlaneUnavailable,
-    ExpositionError,
-    FleetError,
-    KillSwitchError,
-    LeaseError,
-    LimitsError,
-    LocalReleaseError,
-    ReleaseInputError,
-    RevisionConflict,
-    ServerError,
-    StateKeyError,
-    ValueError,
-)
+_EXPECTED = (KnightwatchError, ValueError, OSError)
+"""Every error knightwatch raises, bad values, and the OS saying no (a file, a port):
+one line and exit 2, never a traceback."""
 
 NatsUrl = typer.Option(
     "", "--nats-url", envvar="KNIGHTWATCH_NATS_URL", help="server URL(s), comma-separated"
@@ -105,7 +88,9 @@ def _urls(text: str) -> list[str]:
     urls = [u.strip() for u in text.split(",") if u.strip()]
     for u in urls:
         if not u.startswith(("nats://", "tls://")):
-            raise FleetError(f"--nats-url: each URL must start with nats:// or tls:// (got {u!r})")
+            raise FleetError(
+                f"--nats-url: each URL must start with nats:// or tls:// (got {quoted(u)})"
+            )
     return urls
 
 
@@ -124,22 +109,13 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(130) from None
 
 
-def _scope(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
-    """--strategy and --symbol together name one strategy in one symbol (the scope the
-    Guard's execution throttle halts), key "STRATEGY/SYMBOL"."""
-    if node and (strategy or symbol):
-        raise FleetError(
-            "--node, --strategy, --symbol: --node stands alone; --strategy and --symbol may be "
-            "given together (none means the whole fleet)"
-        )
-    if strategy and symbol:
-        return Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)
-    given = [
-        (s, k)
-        for s, k in ((Scope.NODE, node), (Scope.STRATEGY, strategy), (Scope.SYMBOL, symbol))
-        if k
-    ]
-    return given[0] if given else (Scope.FLEET, FLEET_KEY)
+def _scope_or_exit(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
+    """The scope the options name, checked before anything connects (exit 2 naming the option)."""
+    try:
+        return scope_of(node, strategy, symbol)
+    except OptionError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _print_result(result: CommandResult, verb: str) -> None:
@@ -152,12 +128,16 @@ def _print_result(result: CommandResult, verb: str) -> None:
         table.add_row(node_id, f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]")
     console.print(table)
     if not result.targets:
-        console.print("[yellow]no live node was targeted (none holds a lease)[/yellow]")
-    if result.missing:
-        console.print(
-            f"[red]not confirmed:[/red] {', '.join(result.missing)} "
-            "(their leases expire, so they stop trading anyway)"
-        )
+        console.print("[yellow]no node was targeted (the fleet has no members)[/yellow]")
+    for node_id in result.missing:
+        expires = result.leases.get(node_id, 0)
+        if not expires:
+            why = "no membership record: never seen, so its lease is unknown"
+        elif result.lease_expired(node_id):
+            why = f"lease expired at {_when(expires)} UTC: it stopped trading by itself then"
+        else:
+            why = f"lease still LIVE until {_when(expires)} UTC: it may be trading until then"
+        console.print(f"[red]not confirmed:[/red] {node_id}: {why}", highlight=False)
     if result.revision is None:
         console.print(f"[red]NOT DURABLE:[/red] {result.durable_error}")
     else:
@@ -224,7 +204,7 @@ def _serve_node_command(
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node_id):
         console.print(
-            f"[red]error:[/red] --id: must be 1-64 letters, digits, - or _ (got {node_id!r})"
+            f"[red]error:[/red] --id: must be 1-64 letters, digits, - or _ (got {quoted(node_id)})"
         )
         raise typer.Exit(2)
 
@@ -240,10 +220,14 @@ def _serve_node_command(
         policy = LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
         state_dir.mkdir(parents=True, exist_ok=True)
         attestor = None
+        key = None
         if artifacts is not None and config is not None and flags is not None and node_key:
             table = load_flag_schema(flags)
+            hash_config(config)  # unreadable inputs stop the node here, before it connects
+            list_directory(artifacts)
             measure = directory_measure(artifacts, config, table)
-            attestor = Attestor(node_id, load_signing_key(node_key), measure, clock=SystemClock())
+            key = load_signing_key(node_key)
+            attestor = Attestor(node_id, key, measure, clock=SystemClock())
         await serve_node(
             node_id,
             _urls(nats_url),
@@ -257,6 +241,7 @@ def _serve_node_command(
             attestor=attestor,
             attest_s=attest_interval,
             metrics_port=metrics_port,
+            signer=key,
         )
 
     _run(go)
@@ -311,9 +296,9 @@ def kill(
     state_dir: Path = StateDir,
 ) -> None:
     """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not)."""
+    scope, key = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> CommandResult:
-        scope, key = _scope(node_id, strategy, symbol)
         async with control_plane(_urls(nats_url), state_dir, "kill") as plane:
             ks = KillSwitch(plane, SystemClock(), _actor(actor))
             state = TradingState.REDUCING if drain else TradingState.HALTED
@@ -338,9 +323,9 @@ def resume(
     state_dir: Path = StateDir,
 ) -> None:
     """Resume a halted scope; recorded with who and why; refused if someone changed it meanwhile."""
+    scope, key = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> CommandResult:
-        scope, key = _scope(node_id, strategy, symbol)
         async with control_plane(_urls(nats_url), state_dir, "resume") as plane:
             ks = KillSwitch(plane, SystemClock(), _actor(actor))
             return await ks.resume(scope, key, reason, timeout_s=timeout)
@@ -371,12 +356,8 @@ def status(
     A scope option (as for kill/resume) shows only the kill switch entry of that scope.
     """
     wanted = None
-    if node_id or strategy or symbol:
-        try:
-            wanted = _scope(node_id, strategy, symbol)
-        except FleetError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+    if node_id is not None or strategy is not None or symbol is not None:
+        wanted = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> None:
         async with control_plane(_urls(nats_url), state_dir, "status") as plane:
@@ -518,6 +499,8 @@ def up(
 
     async def go() -> None:
         cfg = _supervisor_config(supervisor_config)
+        if registry is not None:
+            load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
         await run_up(
             nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, registry
@@ -541,6 +524,8 @@ def drill(
     """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed."""
 
     async def go() -> DrillReport:
+        if registry is not None:
+            load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
         return await run_drill(
             nodes,
@@ -566,12 +551,6 @@ admission_app = typer.Typer(
 )
 
 
-def _admission_service(plane: ControlPlane, policy: Path, registry: Path) -> AdmissionService:
-    return AdmissionService(
-        plane, load_trust_policy(policy), load_registry_schema(registry), clock=SystemClock()
-    )
-
-
 @admission_app.command("serve")
 def admission_serve(
     policy: Path = typer.Option(..., "--policy", help="trust policy TOML (pinned here)"),
@@ -582,8 +561,9 @@ def admission_serve(
     """Judge node attestations against the fleet's target release (one per fleet)."""
 
     async def go() -> None:
+        trust, schema = load_trust_policy(policy), load_registry_schema(registry)
         async with control_plane(_urls(nats_url), state_dir, "admission") as plane:
-            await _admission_service(plane, policy, registry).start()
+            await AdmissionService(plane, trust, schema, clock=SystemClock()).start()
             console.print("admission service running; Ctrl-C to stop")
             await wait_for_signal()
 
@@ -601,10 +581,8 @@ def admission_target(
     """Set the fleet's target release (a rollback too); refused unless it passes admission."""
 
     async def go() -> TargetReply:
-        try:
-            env = decode_envelope(envelope.read_bytes(), source=str(envelope))
-        except OSError as exc:
-            raise FleetError(f"{envelope}: cannot read: {exc.strerror}") from None
+        data = read_bytes(envelope, "envelope", JSON_MAX_BYTES)
+        env = decode_envelope(data, source=f"envelope {envelope}")
         request = ENCODER.encode(TargetRequest(env, _actor(actor), reason))
         async with control_plane(_urls(nats_url), state_dir, "admission-target") as plane:
             reply = await plane.request(SUBJECT_TARGET, request, timeout_s=5.0)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from knightwatch.clock import SystemClock
 from knightwatch.flags.schema import RegistrySchema
+from knightwatch.inputs import JSON_MAX_BYTES, InputFileError, read_bytes
 from knightwatch.release.admission import (
     Admitter,
     random_nonce,
@@ -117,12 +118,15 @@ def _hash_with_progress(artifacts: Path, config: Path, flags: Path) -> ReleaseCo
         return contents_from_directory(artifacts, config, schema, advance)
 
 
-def _read_envelope(path: Path) -> Envelope:
+def _read_json(path: Path, what: str) -> bytes:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ReleaseInputError(f"envelope {path}: cannot read: {exc.strerror}") from exc
-    return decode_envelope(data, source=f"envelope {path}")
+        return read_bytes(path, what, JSON_MAX_BYTES)
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
+
+
+def _read_envelope(path: Path) -> Envelope:
+    return decode_envelope(_read_json(path, "envelope"), source=f"envelope {path}")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -209,10 +213,7 @@ def sign(
     """Add one Ed25519 signature; signers sign the same envelope in turn."""
     with _input_errors():
         signing_key: SigningKey = load_signing_key(key)
-        try:
-            data = source.read_bytes()
-        except OSError as exc:
-            raise ReleaseInputError(f"{source}: cannot read: {exc.strerror}") from exc
+        data = _read_json(source, "manifest or envelope")
         try:
             envelope = decode_envelope(data, source=f"envelope {source}")
             target = out or source

@@ -18,11 +18,14 @@ from typing import Any
 
 import msgspec
 
+from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.sink import FileSink
+from knightwatch.audit.standing import standing_halts
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.node.attestor import Attestor
+from knightwatch.control.node.checkpoints import DEFAULT_CHECKPOINT_S, Checkpointer
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
@@ -30,6 +33,7 @@ from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
+from knightwatch.release.checkpoint import Signer
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +106,16 @@ async def serve_node(
     attestor: Attestor | None = None,
     attest_s: float = 5.0,
     metrics_port: int | None = None,
+    signer: Signer | None = None,
+    checkpoint_s: float = DEFAULT_CHECKPOINT_S,
 ) -> None:
     """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, then `trader`.
 
     With an attestor the node arms only once admitted on the fleet's target
     release, and keeps its flag state in sync (confirming each revision). With
     `metrics_port` (0 = any free port) it serves Prometheus metrics on 127.0.0.1.
+    With a `signer` (the node's enrolled key) it signs its flight recorder's head
+    every `checkpoint_s` and when it stops (`Checkpointer`).
     """
     clock = clock or SystemClock()
     limits = load_limits(limits_path, policy)
@@ -115,10 +123,22 @@ async def serve_node(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         inner = FileSink(path)
+    except RecorderLocked:
+        raise FleetError(
+            f"--recorder: {path} is held by another running node (one recorder per file); "
+            "stop it or give this node its own --recorder"
+        ) from None
     except OSError as exc:
-        raise FleetError(f"--recorder: cannot open {path} ({exc})") from None
+        raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
+    recovered = standing_halts(path)
     shipper = ShippingSink(inner)
-    recorder = FlightRecorder(None, clock=clock, sink=shipper)
+    try:
+        recorder = FlightRecorder(None, clock=clock, sink=shipper)
+    except ChainCorrupt:
+        raise FleetError(
+            f"--recorder: {path}: its last complete record does not match its own hash; "
+            "run `knightwatch audit verify` on it before a node appends to it"
+        ) from None
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
@@ -133,13 +153,22 @@ async def serve_node(
                 shipper=shipper,
                 attestor=attestor,
                 attest_s=attest_s,
+                recovered=recovered,
             )
             exposition: MetricsServer | None = None
+            checkpointer = (
+                Checkpointer(recorder, path, node_id, signer, clock, plane)
+                if signer is not None
+                else None
+            )
+            signing: asyncio.Task[None] | None = None
             try:
                 if metrics_port is not None:
                     exposition = serve_node_metrics(runtime, metrics_port)
                     print(f"node {node_id} metrics on {exposition.url}", flush=True)
                 await runtime.start()
+                if checkpointer is not None:
+                    signing = asyncio.create_task(checkpointer.run(checkpoint_s))
                 if attestor is not None:
                     await NodeFlags(runtime).start()
                 if await first_of(runtime.release_event, stop):
@@ -148,6 +177,12 @@ async def serve_node(
                 if exposition is not None:
                     exposition.close()
                 await runtime.stop()
+                if signing is not None:
+                    signing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await signing
+                if checkpointer is not None:
+                    await checkpointer.close()
                 recorder.close()
 
 

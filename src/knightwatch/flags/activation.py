@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.errors import quoted
 from knightwatch.flags.definition import Lifecycle
 from knightwatch.flags.fleet import FleetView
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.state import FlagChange, FlagState, FlagStateStore, StateConflict
+from knightwatch.inputs import load_toml
 
 
 class SecondApprover(StrEnum):
@@ -42,7 +44,9 @@ class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"market_hours.timezone: unknown time zone {self.timezone!r}") from exc
+            raise ValueError(
+                f"market_hours.timezone: unknown time zone {quoted(self.timezone)}"
+            ) from exc
         for name in ("open", "close"):
             try:
                 time.fromisoformat(getattr(self, name))
@@ -63,12 +67,11 @@ class ActivationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @classmethod
     def load(cls, path: Path) -> ActivationPolicy:
+        data = load_toml(path, "activation policy")
         try:
-            return msgspec.toml.decode(path.read_bytes(), type=cls)
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the activation policy: {exc}") from exc
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            return msgspec.convert(data, cls)
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise ValueError(f"activation policy {path}: {exc}") from None
 
 
 class ActivationCode(StrEnum):

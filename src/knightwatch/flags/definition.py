@@ -12,10 +12,13 @@ import hashlib
 import re
 from datetime import date
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
 
 HASH_SCHEME = "knightwatch.flag.v1"
+MAX_FLAG_ID = 128
+"""Longer ids are refused where they are read, so no error or record repeats a huge one."""
 
 # Lower-case dotted segments, at least two: `trading.smars.rlp_enabled`.
 NAMESPACED_ID = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
@@ -57,7 +60,7 @@ class FlagDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     them as findings instead of the loader failing on the first one.
     """
 
-    id: str
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FLAG_ID)]
     description: str
     safe_default: bool
     trading_behaviour: bool

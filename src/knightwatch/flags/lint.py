@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from knightwatch.errors import quoted
 from knightwatch.flags.definition import NAMESPACED_ID, FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity, has_errors
 from knightwatch.flags.registry import (
@@ -24,7 +25,12 @@ from knightwatch.flags.registry import (
     RegistryError,
     RegistryLedger,
     parse_registry,
+    read_registry,
 )
+from knightwatch.inputs import MIB, read_text
+
+SOURCE_MAX_BYTES = 8 * MIB
+"""A Python source file larger than this is not scanned (reported as a warning)."""
 
 DEFAULT_ACCESSORS = (
     "is_enabled",
@@ -190,7 +196,7 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
                     Severity.ERROR,
                     ref.path,
                     ref.line,
-                    f"dead code: reference to retired flag {ref.flag_id!r}{span}; "
+                    f"dead code: reference to retired flag {quoted(ref.flag_id)}{span}; "
                     "remove the code before the id can wake it",
                     ref.flag_id,
                 )
@@ -202,7 +208,7 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
                     Severity.ERROR,
                     ref.path,
                     ref.line,
-                    f"dead code: reference to flag {ref.flag_id!r}, which is not in the "
+                    f"dead code: reference to flag {quoted(ref.flag_id)}, which is not in the "
                     f"registry{span}",
                     ref.flag_id,
                 )
@@ -249,7 +255,13 @@ def history_findings(registry_path: Path) -> tuple[list[Finding], int]:
         )
         return [finding], 0
     if registry_path.exists():
-        versions.append(("working tree", registry_path.read_text(encoding="utf-8")))
+        try:
+            versions.append(("working tree", read_registry(registry_path)))
+        except RegistryError as exc:
+            finding = Finding(
+                FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
+            )
+            return [finding], len(versions)
     ledger = RegistryLedger()
     findings: list[Finding] = []
     seen: set[tuple[FindingCode, str]] = set()
@@ -291,8 +303,8 @@ def run_lint(
 ) -> LintReport:
     config = config or LintConfig()
     try:
-        doc = parse_registry(registry_path.read_text(encoding="utf-8"), str(registry_path))
-    except (OSError, RegistryError) as exc:
+        doc = parse_registry(read_registry(registry_path), str(registry_path))
+    except RegistryError as exc:
         finding = Finding(
             FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
         )
@@ -309,10 +321,9 @@ def run_lint(
     refs: list[CodeReference] = []
     for path in files:
         try:
-            refs += find_references(
-                path, path.read_text(encoding="utf-8"), namespaces, known_ids, config
-            )
-        except (SyntaxError, UnicodeDecodeError, OSError) as exc:
+            source = read_text(path, "source", SOURCE_MAX_BYTES, allow_empty=True)
+            refs += find_references(path, source, namespaces, known_ids, config)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             findings.append(
                 Finding(
                     FindingCode.SOURCE_UNPARSEABLE,

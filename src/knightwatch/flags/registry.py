@@ -16,10 +16,12 @@ from typing import Any
 import msgspec
 import yaml
 
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity
 from knightwatch.flags.schema import RegistrySchema
+from knightwatch.flags.yamlfile import compose_yaml, construct_yaml
+from knightwatch.inputs import YAML_MAX_BYTES, InputFileError, read_text
 
 REGISTRY_FILENAME = "feature-flags.yaml"
 SCHEMA_VERSION = 1
@@ -34,6 +36,14 @@ class _RegistryFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flags: tuple[FlagDefinition, ...] = ()
 
 
+def read_registry(path: Path) -> str:
+    """The registry file's text: size, encoding and emptiness checked before parsing."""
+    try:
+        return read_text(path, "flag registry", YAML_MAX_BYTES)
+    except InputFileError as exc:
+        raise RegistryError(str(exc)) from None
+
+
 class RegistryDocument(msgspec.Struct, frozen=True):
     """One parsed version of the file, with the line of each flag entry."""
 
@@ -45,42 +55,25 @@ class RegistryDocument(msgspec.Struct, frozen=True):
         return self.lines[index] if index < len(self.lines) else 1
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            line = key_node.start_mark.line + 1
-            raise RegistryError(f"line {line}: duplicate key {key!r} in one mapping")
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
 def parse_registry(text: str, source: str) -> RegistryDocument:
-    """Strict structural parse: unknown keys, wrong types and bad enums are refused."""
+    """Strict structural parse: unknown keys, wrong types and bad enums are refused.
+
+    Size, aliases, nesting depth, duplicate keys and impossible dates are
+    refused first (`knightwatch.inputs`), each naming its line.
+    """
+    if len(text) > YAML_MAX_BYTES:
+        raise RegistryError(f"{source}: {len(text)} characters is over the {YAML_MAX_BYTES} limit")
     try:
-        root = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{source}: not valid YAML: {exc}") from exc
-    except RegistryError as exc:
-        raise RegistryError(f"{source}: {exc}") from exc
+        root = compose_yaml(text, source)
+        data = construct_yaml(root, source)
+    except InputFileError as exc:
+        raise RegistryError(str(exc)) from None
     if not isinstance(data, dict):
         raise RegistryError(f"{source}: top level must be a mapping with `version` and `flags`")
     try:
         parsed = msgspec.convert(data, _RegistryFile)
     except msgspec.ValidationError as exc:
-        raise RegistryError(f"{source}: {_explain(str(exc), data)}") from exc
+        raise RegistryError(f"{source}: {_explain(str(exc), data)}") from None
     if parsed.version != SCHEMA_VERSION:
         raise RegistryError(f"{source}: `version` must be {SCHEMA_VERSION}, got {parsed.version}")
     return RegistryDocument(source=source, flags=parsed.flags, lines=_flag_lines(root))
@@ -97,7 +90,7 @@ def _explain(message: str, data: Mapping[str, Any]) -> str:
             if isinstance(entry, dict) and "id" in entry:
                 hint = " (quote hashes: YAML reads bare digits as numbers)"
                 quote = hint if "definition_hash" in message else ""
-                return f"flag {entry['id']!r}: {message}{quote}"
+                return f"flag {quoted(entry['id'])}: {message}{quote}"
     return message
 
 
@@ -172,8 +165,11 @@ class _LedgerEntry(msgspec.Struct, frozen=True):
 class RegistryLedger:
     """Every id ever accepted, with its one meaning and furthest lifecycle.
 
-    Versions are admitted in order; a version with an error is not admitted, so
-    the ledger keeps the first meaning and later versions are judged against it.
+    Versions are admitted in order. The first meaning of every id is recorded
+    from the first version that holds it, even a version that has errors (a
+    flag introduced in a broken commit is still introduced: a later change of
+    its meaning must be reported). A known id's entry never changes meaning;
+    its lifecycle moves forward only from a version with no error for that id.
     """
 
     def __init__(self) -> None:
@@ -226,11 +222,15 @@ class RegistryLedger:
                         flag_id,
                     )
                 )
-        if not any(f.severity is Severity.ERROR for f in findings):
-            for flag_id, (flag, _) in present.items():
-                known = self._entries.get(flag_id)
-                since = known.since if known else label
-                self._entries[flag_id] = _LedgerEntry(flag.meaning_hash, flag.lifecycle, since)
+        erroneous = {f.flag_id for f in findings if f.severity is Severity.ERROR}
+        for flag_id, (flag, _) in present.items():
+            known = self._entries.get(flag_id)
+            if known is None:
+                self._entries[flag_id] = _LedgerEntry(flag.meaning_hash, flag.lifecycle, label)
+            elif flag_id not in erroneous and flag.lifecycle.rank > known.lifecycle.rank:
+                self._entries[flag_id] = _LedgerEntry(
+                    known.meaning_hash, flag.lifecycle, known.since
+                )
         return findings
 
 
@@ -246,11 +246,7 @@ class FlagRegistry:
 
     @classmethod
     def load(cls, path: Path) -> FlagRegistry:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RegistryError(f"{path}: cannot read the flag registry: {exc}") from exc
-        return cls(parse_registry(text, str(path)))
+        return cls(parse_registry(read_registry(path), str(path)))
 
     @classmethod
     def from_definitions(cls, flags: Iterable[FlagDefinition], source: str) -> FlagRegistry:

@@ -25,6 +25,7 @@ from typing import Protocol
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.errors import quoted
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.state import Scope
 
@@ -49,11 +50,13 @@ class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if (self.nodes > 0) == (self.fraction > 0):
-            raise ValueError(f"stage {self.name!r}: set exactly one of nodes>0 or fraction>0")
+            raise ValueError(f"stage {quoted(self.name)}: set exactly one of nodes>0 or fraction>0")
         if self.fraction > 1.0:
-            raise ValueError(f"stage {self.name!r}: fraction must be <= 1, got {self.fraction}")
+            raise ValueError(
+                f"stage {quoted(self.name)}: fraction must be <= 1, got {self.fraction}"
+            )
         if self.hold_s < 0:
-            raise ValueError(f"stage {self.name!r}: hold_s must be >= 0, got {self.hold_s}")
+            raise ValueError(f"stage {quoted(self.name)}: hold_s must be >= 0, got {self.hold_s}")
 
     def size(self, fleet_size: int) -> int:
         wanted = self.nodes if self.nodes else math.ceil(self.fraction * fleet_size)
@@ -69,7 +72,7 @@ class HealthGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if self.max is None and self.min is None:
-            raise ValueError(f"gate {self.metric!r}: set max, min or both")
+            raise ValueError(f"gate {quoted(self.metric)}: set max, min or both")
 
     def breach(self, node: str, metrics: Metrics) -> str | None:
         value = metrics.get(node, {}).get(self.metric)

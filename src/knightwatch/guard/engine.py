@@ -20,11 +20,24 @@ from collections.abc import Callable
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.ledger import Ledger, Parent, SymbolBook, Working
 from knightwatch.guard.rates import Window, windows
 from knightwatch.limits import Effective, Limits
-from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN, Fill, Order, Side, order_problem
+from knightwatch.order import (
+    MAX_ID_LEN,
+    MAX_PRICE,
+    MAX_QTY,
+    MAX_SYMBOL_LEN,
+    MIN_PRICE,
+    Fill,
+    Order,
+    Side,
+    fill_problem,
+    order_problem,
+    price_problem,
+)
 from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key, scope_key
 
 log = logging.getLogger("knightwatch.guard")
@@ -84,8 +97,8 @@ def _looks_valid(o: Order) -> bool:
         and 0 < len(sy) <= MAX_SYMBOL_LEN
         and type(o.side) is Side
         and type(q) is int
-        and q > 0
-        and (p is None or (type(p) is float and 0.0 < p < _INF))
+        and 0 < q <= MAX_QTY
+        and (p is None or (type(p) is float and MIN_PRICE <= p <= MAX_PRICE))
     )
 
 
@@ -101,6 +114,10 @@ _LEASE_LAPSED = Decision(False, R.LEASE_EXPIRED, "control-plane lease expired; r
 _AUDIT_DOWN = Decision(
     False, R.AUDIT_UNAVAILABLE, "flight recorder cannot record; blocking until it can"
 )
+
+
+class RecorderUnavailable(KnightwatchError, RuntimeError):
+    """A loosening call (resume) refused because the flight recorder cannot record it."""
 
 
 class Guard:
@@ -205,7 +222,7 @@ class Guard:
         if not _looks_valid(o):
             problem = order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price)
             if problem is not None:
-                what = f"{problem[0]}: {problem[1]} (got {problem[2]!r})"
+                what = f"{problem[0]}: {problem[1]} (got {quoted(problem[2])})"
                 return _blocked(R.INVALID_ORDER, what), None
         strategy, symbol, side, qty, price = o.strategy, o.symbol, o.side, o.qty, o.price
         lane = self._lanes.get((strategy, symbol))
@@ -443,8 +460,39 @@ class Guard:
     # ------------------------------------------------------------------ events
 
     def on_fill(self, fill: Fill) -> None:
-        """Apply an execution: position, P&L, parent bookkeeping, throttle, loss stop."""
+        """Apply an execution: position, P&L, parent bookkeeping, throttle, loss stop.
+
+        A fill that does not match what the Guard let out (an unknown order, an
+        order already complete, more than the order had left, another side or
+        symbol) is applied as the venue's truth, recorded with the mismatch, and
+        halts this node with `fill_mismatch` until a person reconciles. A fill
+        that cannot be applied at all (built around `Fill` validation: a NaN
+        price, a bool quantity) is not applied, so no non-finite value enters the
+        Guard's state, and halts the node the same way. Never raises.
+        """
+        problem = fill_problem(fill)
+        if problem is not None:
+            oid = getattr(fill, "order_id", None)
+            why = (
+                f"fill for order {quoted(oid)} cannot be applied: {problem[0]}: {problem[1]} "
+                f"(got {quoted(problem[2])})"
+            )
+            self._recorder.record_event(
+                "fill",
+                self._ctx,
+                order_id=oid if type(oid) is str else quoted(oid),
+                applied=False,
+                mismatch=why,
+            )
+            self._auto_halt(Scope.NODE, self.node, why, R.FILL_MISMATCH)
+            return
         w, mismatch = self._ledger.fill(fill)
+        if w is None:
+            mismatch += (
+                ": it was accepted here and is complete (a duplicate or late fill)"
+                if fill.order_id in self._seen
+                else ": no order with this id was accepted here"
+            )
         strategy = "?" if w is None else w.strategy
         self._recorder.record_event(
             "fill",
@@ -456,6 +504,7 @@ class Guard:
             price=fill.price,
             strategy=strategy,
             known=w is not None,
+            mismatch=mismatch,
         )
         if mismatch:
             # the venue's report is applied as the truth, but the Guard's picture can no
@@ -487,7 +536,14 @@ class Guard:
             )
 
     def on_cancel(self, order_id: str) -> None:
-        """A cancel confirmed: free the working quantity. Never refused, in any state."""
+        """A cancel confirmed: free the working quantity. Never refused, in any state.
+
+        Raises ValueError (changing nothing) only when `order_id` is not a string.
+        """
+        if type(order_id) is not str or not order_id:
+            raise ValueError(
+                f"on_cancel: order_id must be a non-empty string (got {quoted(order_id)})"
+            )
         w = self._ledger.cancel(order_id)
         self._recorder.record_event(
             "cancel",
@@ -498,11 +554,20 @@ class Guard:
         )
 
     def on_price(self, symbol: str, price: float) -> None:
-        """A new reference price: marks exposure and unrealized P&L, may trip the loss stop."""
-        if not (price > 0 and price != float("inf")):
-            log.warning("BAD_PRICE node=%s symbol=%s price=%r ignored", self.node, symbol, price)
-            return
-        book = self._ledger.price(symbol, price, self._clock.monotonic_ns())
+        """A new reference price: marks exposure and unrealized P&L, may trip the loss stop.
+
+        A bad symbol or price (bool, NaN, inf, subnormal, out of range) raises
+        ValueError naming it and changes nothing: the previous reference stays,
+        and ages into `stale_reference_price` if the feed keeps sending garbage.
+        """
+        if type(symbol) is not str or not symbol or len(symbol) > MAX_SYMBOL_LEN:
+            raise ValueError(
+                f"on_price: symbol must be 1..{MAX_SYMBOL_LEN} characters (got {quoted(symbol)})"
+            )
+        problem = price_problem(price)
+        if problem is not None:
+            raise ValueError(f"on_price {symbol}: price {problem[1]} (got {quoted(price)})")
+        book = self._ledger.price(symbol, float(price), self._clock.monotonic_ns())
         self._recorder.ready()  # a quiet order path still gets its records flushed on time
         if book.pos:
             self._check_loss()
@@ -513,7 +578,7 @@ class Guard:
             return
         led = self._ledger
         pnl = led.realized + led.unrealized
-        if -pnl > ml:
+        if not -pnl <= ml:  # NaN halts too: a P&L that cannot be computed is not within limits
             self._auto_halt(
                 Scope.NODE,
                 self.node,
@@ -525,10 +590,12 @@ class Guard:
     # ------------------------------------------------------------------ control
 
     def arm(self, actor: str = "operator") -> None:
-        self._armed = True
+        _text_arg("arm", "actor", actor)
         self._recorder.record_event("arm", self._ctx, actor=actor)
+        self._armed = True
 
     def disarm(self, actor: str = "operator") -> None:
+        _text_arg("disarm", "actor", actor)
         self._armed = False
         self._recorder.record_event("disarm", self._ctx, actor=actor)
 
@@ -551,6 +618,8 @@ class Guard:
         """
         if self._lease_ns is None:
             raise ValueError("expire_lease: this Guard has no lease (limits.lease_timeout_s)")
+        _text_arg("expire_lease", "reason", reason)
+        _text_arg("expire_lease", "actor", actor)
         self._lease_deadline = self._clock.monotonic_ns()
         self._lease_why = Decision(False, R.LEASE_EXPIRED, f"lease revoked: {reason}")
         self._recorder.record_event("lease_expired", self._ctx, reason=reason, actor=actor)
@@ -621,8 +690,8 @@ class Guard:
         control-plane kill never lifts a loss stop as a side effect.
 
         Every argument is checked first, and the resume is recorded before the latch
-        is lifted: if it cannot be recorded, the exception propagates and the scope
-        stays halted.
+        is lifted: if the flight recorder cannot record (a full disk), it raises
+        `RecorderUnavailable` and the scope stays halted.
         """
         sc = _scope_arg("resume", scope)
         slot = (sc, _key_arg("resume", sc, key))
@@ -630,6 +699,11 @@ class Guard:
         _text_arg("resume", "actor", actor)
         if code is not None and type(code) is not RejectReason:
             raise ValueError(f"resume: code must be a RejectReason or None (got {code!r})")
+        if not self._recorder.ready():
+            raise RecorderUnavailable(
+                f"resume {sc.value} {slot[1]!r}: the flight recorder cannot record; "
+                "the scope stays halted until it can"
+            )
         cleared = self._halts.clears(slot, code)
         self._recorder.record_event(
             "resume",
@@ -705,6 +779,11 @@ class Guard:
         self, *, release_id: str | None = None, flag_snapshot_id: str | None = None
     ) -> None:
         """What this process runs; stamped on every record so a decision says under which code."""
+        for name, value in (("release_id", release_id), ("flag_snapshot_id", flag_snapshot_id)):
+            if value is not None and type(value) is not str:
+                raise ValueError(
+                    f"set_context: {name} must be a string or None (got {quoted(value)})"
+                )
         self._ctx = AuditContext(
             node=self.node,
             release_id=release_id,

@@ -170,11 +170,21 @@ class Ledger:
         book.gross_c, book.long_c, book.short_c, book.unreal_c = g, lc, sc, u
 
     def fill(self, fill: Fill) -> tuple[Working | None, str]:
-        """Apply an execution; returns the working order it belonged to and any mismatch."""
+        """Apply an execution; returns the working order it belonged to and any mismatch.
+
+        The whole fill moves the position (the venue's report is the truth); a
+        mismatch says how it disagrees with the working order it names.
+        """
         book = self.book(fill.symbol)
         w = self.working.get(fill.order_id)
-        mismatch = ""
+        mismatch = f"fill for order {fill.order_id} matches no working order"
         if w is not None:
+            mismatch = ""
+            if fill.qty > w.remaining:
+                mismatch = (
+                    f"fill of {fill.qty} for order {fill.order_id} is more than the "
+                    f"{w.remaining} it had left (an overfill)"
+                )
             took = min(fill.qty, w.remaining)
             w.remaining -= took
             wbook = self.books[w.symbol]
@@ -184,7 +194,7 @@ class Ledger:
             if wbook is not book:
                 self.refresh(wbook)
             if w.symbol != fill.symbol or w.side is not fill.side:
-                mismatch = (
+                mismatch = (mismatch + "; " if mismatch else "") + (
                     f"fill for order {fill.order_id} reports {fill.side.value} {fill.symbol}; "
                     f"the order was {w.side.value} {w.symbol}"
                 )

@@ -9,6 +9,8 @@ computed from bytes, never taken from a version string.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -87,10 +89,13 @@ def hash_directory(root: Path, progress: Progress | None = None) -> dict[str, st
 
 
 def hash_config(path: Path) -> str:
+    """The config file's sha256; a directory, device or pipe is refused (it has no end)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ReleaseInputError(f"config file {path}: not a regular file")
         return _hash_file(path)
     except OSError as exc:
-        raise ReleaseInputError(f"config file {path}: cannot read: {exc.strerror}") from exc
+        raise ReleaseInputError(f"config file {path}: cannot read: {exc.strerror}") from None
 
 
 def contents_from_directory(

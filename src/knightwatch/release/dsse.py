@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from knightwatch.inputs import InputFileError, check_json_depth
 from knightwatch.release.canonical import is_sha256_hex
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey, VerifyKey
@@ -97,9 +98,12 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 def decode_envelope(data: bytes, *, source: str) -> Envelope:
     try:
+        check_json_depth(data, source)
         return _ENVELOPE_DECODER.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ReleaseInputError(f"{source}: not a DSSE envelope: {exc}") from exc
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ReleaseInputError(f"{source}: not a DSSE envelope: {exc}") from None
 
 
 class Subject(msgspec.Struct, frozen=True):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from knightwatch.flags.registry import FlagRegistry, RegistryError, parse_registry
 from knightwatch.flags.schema import RegistrySchema
+from knightwatch.flags.yamlfile import load_yaml
+from knightwatch.inputs import YAML_MAX_BYTES, InputFileError, read_text
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import FlagSchema, schema_from_table
 
@@ -24,14 +24,15 @@ def load_flag_schema(path: Path) -> FlagSchema:
     flags: a release built from it understands exactly what the registry means.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ReleaseInputError(f"flags file {path}: cannot read: {exc.strerror}") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ReleaseInputError(f"flags file {path}: not valid YAML/JSON: {exc}") from exc
+        text = read_text(path, "flags file", YAML_MAX_BYTES)
+        data = load_yaml(text, f"flags file {path}")
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
     if data is None:
-        return {}
+        raise ReleaseInputError(
+            f"flags file {path}: nothing but comments; an empty file is refused "
+            "(write {} for a release that understands no flags)"
+        )
     if not isinstance(data, Mapping):
         raise ReleaseInputError(
             f"flags file {path}: top level must be a mapping of flag id to definition, "

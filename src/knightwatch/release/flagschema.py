@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from knightwatch.flags.definition import definition_hash
+from knightwatch.errors import quoted
+from knightwatch.flags.definition import MAX_FLAG_ID, definition_hash
 from knightwatch.release.canonical import is_sha256_hex
 from knightwatch.release.errors import ReleaseInputError
 
@@ -29,9 +30,15 @@ class FlagMeaning(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def check_flag_id(flag_id: object, *, where: str) -> str:
-    if not isinstance(flag_id, str) or not flag_id or any(c.isspace() for c in flag_id):
+    if (
+        not isinstance(flag_id, str)
+        or not flag_id
+        or len(flag_id) > MAX_FLAG_ID
+        or any(c.isspace() for c in flag_id)
+    ):
         raise ReleaseInputError(
-            f"{where}: flag id {flag_id!r} must be a non-empty string without whitespace"
+            f"{where}: flag id {quoted(flag_id)} must be a string of 1..{MAX_FLAG_ID} "
+            "characters without whitespace"
         )
     return flag_id
 
@@ -53,7 +60,7 @@ def schema_from_table(table: Mapping[str, object], *, where: str) -> FlagSchema:
             meaning = msgspec.convert(value, FlagMeaning)
         except msgspec.ValidationError as exc:
             raise ReleaseInputError(
-                f"{where}: flag {flag_id!r}: value must be a definition hash "
+                f"{where}: flag {quoted(flag_id)}: value must be a definition hash "
                 f"(64 lower-case hex digits) or a mapping with description, safe_default and "
                 f"trading_behaviour: {exc}"
             ) from exc

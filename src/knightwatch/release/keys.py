@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from knightwatch.inputs import KEY_MAX_BYTES, InputFileError, read_bytes
 from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.errors import ReleaseInputError
 
@@ -96,28 +97,46 @@ class SigningKey:
 
 
 def write_key_pair(directory: Path, name: str) -> tuple[SigningKey, Path, Path]:
-    """Create NAME.key (0600, PKCS#8 PEM) and NAME.pub (PEM); never overwrite."""
+    """Create NAME.key (0600, PKCS#8 PEM) and NAME.pub (PEM); never overwrite, never follow links.
+
+    Both files are created with O_EXCL (and O_NOFOLLOW): a file or a symlink
+    already at either path (a planted `.pub` pointing elsewhere) is refused, so
+    writing a key can never write through a link into another file.
+    """
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ReleaseInputError(f"key name {name!r}: must be a plain file name")
     directory.mkdir(parents=True, exist_ok=True)
     private_path = directory / f"{name}{PRIVATE_SUFFIX}"
     public_path = directory / f"{name}{PUBLIC_SUFFIX}"
     for path in (private_path, public_path):
-        if path.exists():
-            raise ReleaseInputError(f"{path}: already exists; refusing to overwrite a key")
+        if os.path.lexists(path):
+            what = "a symlink" if path.is_symlink() else "a file"
+            raise ReleaseInputError(f"{path}: {what} already exists; refusing to overwrite a key")
     key = SigningKey.generate()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key.private_pem())
-    public_path.write_bytes(key.public.to_pem())
+    _create(private_path, key.private_pem(), 0o600)
+    try:
+        _create(public_path, key.public.to_pem(), 0o644)
+    except ReleaseInputError:
+        private_path.unlink()
+        raise
     return key, private_path, public_path
+
+
+def _create(path: Path, data: bytes, mode: int) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        raise ReleaseInputError(f"{path}: cannot create: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ReleaseInputError(f"{what} {path}: cannot read: {exc.strerror}") from exc
+        return read_bytes(path, what, KEY_MAX_BYTES)
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
 
 
 def load_signing_key(path: Path) -> SigningKey:

@@ -12,6 +12,7 @@ import re
 
 import msgspec
 
+from knightwatch.inputs import InputFileError, check_json_depth
 from knightwatch.release.canonical import canonical_bytes, sha256_hex
 from knightwatch.release.contents import ReleaseContents
 from knightwatch.release.dsse import Statement, Subject
@@ -65,14 +66,17 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_statement_bytes(cls, data: bytes, *, source: str) -> Manifest:
         try:
+            check_json_depth(data, source)
             statement = msgspec.json.decode(data, type=Statement)
             if statement.predicate_type != PREDICATE_TYPE:
                 raise ReleaseInputError(
                     f"{source}: predicateType {statement.predicate_type!r} is not {PREDICATE_TYPE}"
                 )
             predicate = msgspec.json.decode(statement.predicate, type=_Predicate)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise ReleaseInputError(f"{source}: not a release statement: {exc}") from exc
+        except InputFileError as exc:
+            raise ReleaseInputError(str(exc)) from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ReleaseInputError(f"{source}: not a release statement: {exc}") from None
         artifacts: dict[str, str] = {}
         for subject in statement.subject:
             if subject.name in artifacts:
@@ -98,8 +102,11 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 def decode_manifest(data: bytes, *, source: str) -> Manifest:
     try:
+        check_json_depth(data, source)
         return _DECODER.decode(data)
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
     except msgspec.ValidationError as exc:
-        raise ReleaseInputError(f"{source}: invalid manifest: {exc}") from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ReleaseInputError(f"{source}: not a manifest JSON document: {exc}") from exc
+        raise ReleaseInputError(f"{source}: invalid manifest: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ReleaseInputError(f"{source}: not a manifest JSON document: {exc}") from None

@@ -23,11 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import msgspec
 
+from knightwatch.errors import quoted
+from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.dsse import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -61,7 +62,7 @@ class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             key = VerifyKey.from_base64(trusted.public_key, field=f"{where}.public_key")
             if key.key_id != trusted.id:
                 raise ReleaseInputError(
-                    f"{where}.id: {trusted.id!r} is not the id of its public_key "
+                    f"{where}.id: {quoted(trusted.id)} is not the id of its public_key "
                     f"(expected {key.key_id})"
                 )
             if trusted.id in seen:
@@ -91,11 +92,9 @@ class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def load_trust_policy(path: Path) -> TrustPolicy:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReleaseInputError(f"trust policy {path}: cannot read: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ReleaseInputError(f"trust policy {path}: not valid TOML: {exc}") from exc
+        data = load_toml(path, "trust policy")
+    except InputFileError as exc:
+        raise ReleaseInputError(str(exc)) from None
     try:
         return msgspec.convert(data, TrustPolicy)
     except msgspec.ValidationError as exc:

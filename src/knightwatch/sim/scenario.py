@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import tomllib
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -20,9 +19,10 @@ import msgspec
 from knightwatch.clock import NS_PER_S
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.lease import LeaseError, LeasePolicy
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.definition import NAMESPACED_ID
 from knightwatch.flags.rollout import RolloutPlan
+from knightwatch.inputs import TOML_MAX_BYTES, InputFileError, parse_toml, read_text
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
 from knightwatch.order import Side
 from knightwatch.sim.release import BEHAVIOURS, Release
@@ -220,21 +220,21 @@ def load(name_or_path: str | Path) -> Scenario:
         text = ref.read_text(encoding="utf-8")
     else:
         path = Path(name_or_path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not path.exists():
             known = ", ".join(BUILTIN)
-            raise ScenarioError(source, [f"no such file (built-in scenarios: {known})"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScenarioError(source, [f"cannot read: {exc}"]) from None
+            raise ScenarioError(source, [f"no such file (built-in scenarios: {known})"])
+        try:
+            text = read_text(path, "scenario", TOML_MAX_BYTES)
+        except InputFileError as exc:
+            raise ScenarioError(source, [str(exc)]) from None
     return loads(text, source)
 
 
 def loads(text: str, source: str = "scenario") -> Scenario:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, [f"not valid TOML: {exc}"]) from None
+        data = parse_toml(text, source)
+    except InputFileError as exc:
+        raise ScenarioError(source, [str(exc)]) from None
     if "source" in data:
         raise ScenarioError(source, ["source: unknown key"])
     try:
@@ -275,7 +275,7 @@ def _problems(sc: Scenario) -> list[str]:
 
     def need(ok: bool, key: str, rule: str, value: object) -> None:
         if not ok:
-            p.append(f"{key}: {rule} (got {value!r})")
+            p.append(f"{key}: {rule} (got {quoted(value)})")
 
     m = sc.scenario
     need(bool(m.name), "scenario.name", "must be a non-empty string", m.name)
@@ -427,4 +427,4 @@ def _spec_values(
         ("peg_updates_per_s", rate, 0 < rate <= 1000, "must be in (0, 1000]"),
     ):
         if not ok:
-            p.append(f"{where}.{key}: {rule} (got {value!r})")
+            p.append(f"{where}.{key}: {rule} (got {quoted(value)})")

@@ -4,9 +4,13 @@ A kill goes out twice: announced on the fast path first (every node blocks in
 about a millisecond, no consensus round in the way, still works while a
 clustered store elects a leader), then written to the store of record, retried
 until acknowledged, so late joiners, restarted nodes and restarted servers see
-it. The command returns when every targeted live node has confirmed, naming
-each node's latency, or names those that did not (their leases run out, so
-they stop anyway).
+it. A kill targets every member known to the fleet (every membership record
+not marked as left, plus every node heard from directly), not only the nodes
+whose lease is live at that instant: a node that froze or died a moment
+before is exactly the one to name. The command returns when every target has
+confirmed, naming each node's latency, or names each that did not, with its
+lease: expired (the node stopped trading by itself at that time) or still live
+(it may be trading). Either way the command is not `ok`.
 
 A resume is the opposite: store first, with compare-and-swap against the entry
 the operator saw, so two people cannot undo each other's decisions unseen.
@@ -50,6 +54,14 @@ class CommandResult(msgspec.Struct, frozen=True):
     missing: list[str]
     revision: int | None
     durable_error: str = ""
+    leases: dict[str, int] = msgspec.field(default_factory=dict)
+    """For each node in `missing`: when its lease expires or expired (wall ns; 0 = unknown)."""
+    checked_ns: int = 0
+    """When the leases in `leases` were judged (wall ns): before it, the lease had expired."""
+
+    def lease_expired(self, node_id: str) -> bool:
+        """True if this unconfirmed node's lease had run out when the command finished."""
+        return self.leases.get(node_id, 0) < self.checked_ns
 
     @property
     def ok(self) -> bool:
@@ -96,6 +108,12 @@ class KillSwitch:
     async def live_nodes(self) -> list[str]:
         """Nodes holding a lease now: the membership store plus heartbeats heard directly."""
         now = self.clock.time_ns()
+        known = await self.known_nodes()
+        return sorted(n for n, s in known.items() if s.live(now, self.grace_ns))
+
+    async def known_nodes(self) -> dict[str, NodeStatus]:
+        """Every member of the fleet that has not left, with its latest record: the membership
+        store plus heartbeats heard directly (the store may be unreadable)."""
         records: dict[str, NodeStatus] = {}
         try:
             records = {s.node_id: s for s in await self.plane.members()}
@@ -105,7 +123,7 @@ class KillSwitch:
             known = records.get(node_id)
             if known is None or heard.seen_ns > known.seen_ns:
                 records[node_id] = heard
-        return sorted(n for n, s in records.items() if s.live(now, self.grace_ns))
+        return {n: s for n, s in records.items() if not s.left}
 
     def _entry(self, scope: Scope, key: str, state: TradingState, reason: str) -> StateEntry:
         if not reason.strip():
@@ -241,11 +259,11 @@ class KillSwitch:
         """
         loop = asyncio.get_running_loop()
         arrivals = self._arrivals[entry.command_id]
+        known: dict[str, NodeStatus] = {}
         try:
             if targets is None:
-                targets = await self.live_nodes()
-                if entry.scope is Scope.NODE:
-                    targets = [entry.key]
+                known = await self.known_nodes()
+                targets = [entry.key] if entry.scope is Scope.NODE else sorted(known)
             wanted = set(targets)
             next_announce = loop.time() + _REANNOUNCE_S
             while not wanted <= arrivals.keys():
@@ -271,6 +289,9 @@ class KillSwitch:
             del self._arrivals[entry.command_id]
         latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
         missing = sorted(wanted - arrivals.keys())
+        if missing:
+            with contextlib.suppress(ControlPlaneUnavailable):
+                known = await self.known_nodes()  # the freshest leases of those that did not answer
         result = CommandResult(
             entry=entry,
             targets=sorted(wanted),
@@ -278,6 +299,8 @@ class KillSwitch:
             missing=missing,
             revision=stored if isinstance(stored, int) else None,
             durable_error="" if isinstance(stored, int) else stored,
+            leases={n: known[n].lease_expires_ns if n in known else 0 for n in missing},
+            checked_ns=self.clock.time_ns(),
         )
         log.warning(
             "KILL_SWITCH command=%s scope=%s key=%s state=%s actor=%s reason=%r confirmed=%d/%d "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import tomllib
 from collections import deque
 from collections.abc import Mapping
 from enum import StrEnum
@@ -24,6 +23,7 @@ import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
+from knightwatch.inputs import load_toml
 from knightwatch.state import Scope, TradingState
 
 
@@ -75,17 +75,11 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         here, so a rollout gate and an automatic halt judge the same numbers.
         Raises ValueError naming the file and the offending key.
         """
+        data = load_toml(path, "supervisor config")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
             return msgspec.convert(data.get("supervisor", {}), cls)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read ({exc})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML ({exc})") from None
         except msgspec.ValidationError as exc:
-            raise ValueError(f"{path}: [supervisor] {exc}") from None
+            raise ValueError(f"supervisor config {path}: [supervisor] {exc}") from None
 
 
 class Action(msgspec.Struct, frozen=True):

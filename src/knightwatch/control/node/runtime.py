@@ -16,7 +16,11 @@ runtime runs on. What it guarantees:
   and whenever the fleet's target release changes; a refusal or a fence
   (drift) expires the Guard's lease at once, and so does a verdict older than
   `admission_ttl_s` (the admission service stopped answering: unknown release);
-* metrics and flight-recorder lines flow to the control plane in the background.
+* metrics and flight-recorder lines flow to the control plane in the background;
+* halts this node's own flight recorder says were in force when it last
+  stopped (`recovered`) are restored at join for every slot the store has no
+  word on (it lost them): the node comes back halted from its own durable
+  record, stores the halt again, and stays halted until an operator resumes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 
+from knightwatch.audit.standing import StandingHalt
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
@@ -47,7 +53,9 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
     NodeStatus,
     StateEntry,
+    StateKeyError,
     Verdict,
+    slot_of,
 )
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.errors import KnightwatchError
@@ -82,8 +90,10 @@ class NodeRuntime:
         attestor: Attestor | None = None,
         attest_s: float = 5.0,
         admission_ttl_s: float | None = None,
+        recovered: Sequence[StandingHalt] = (),
     ) -> None:
         self.policy = policy if policy is not None else LeasePolicy()
+        self.recovered = tuple(recovered)
         lease = guard.limits.lease_timeout_s
         if lease is None or abs(lease - self.policy.lease_timeout_s) > 1e-9:
             raise NodeError(
@@ -193,7 +203,9 @@ class NodeRuntime:
         """
         self.plane.on_connection(self._on_connection)
         await self.plane.subscribe_states(self._on_state)
-        await self._resync()
+        stored = await self._resync()
+        self._restore(stored)
+        self._store_lost(stored)
         if self.attestor is not None:
             await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
             await self.attest_once()
@@ -386,11 +398,78 @@ class NodeRuntime:
         except ControlPlaneUnavailable:
             log.warning("node %s: confirmation of %s not sent", self.node_id, entry.command_id)
 
-    async def _resync(self) -> None:
+    async def _resync(self) -> dict[str, StateEntry]:
         """Read every entry from the store of record and apply what is newer than ours."""
-        changed = [e for e, _ in (await self.plane.states()).values() if self._apply(e)]
+        stored = {slot: e for slot, (e, _) in (await self.plane.states()).items()}
+        changed = [e for e in stored.values() if self._apply(e)]
         for entry in changed:
             await self._confirm(entry)
+        return stored
+
+    def _restore(self, stored: dict[str, StateEntry]) -> None:
+        """Latch again every halt the node's own record holds and the store has lost.
+
+        The store's word wins where it has one: a halt it holds is applied by the
+        resync, and a resume issued after the recorded halt lifted it. Where the
+        store has nothing (or only an older resume), the halt is latched again,
+        logged as RESTORED_HALT and stored (`_store_lost`). Runs once, at join.
+        """
+        recovered, self.recovered = self.recovered, ()
+        for h in recovered:
+            try:
+                scope, key = Scope(h.scope), h.key
+                code, state = RejectReason(h.code), TradingState[h.state]
+                slot = slot_of(scope, key)
+                if state is TradingState.ACTIVE:
+                    raise ValueError("a halt record cannot say ACTIVE")
+            except (ValueError, KeyError, StateKeyError):  # unreadable: halt this node
+                scope, key = Scope.NODE, self.node_id
+                code, state = RejectReason.HALTED, TradingState.HALTED
+                slot = slot_of(scope, key)
+            held = stored.get(slot)
+            if held is not None and (
+                held.state is not TradingState.ACTIVE or held.issued_ns >= h.ts
+            ):
+                continue
+            if self.guard.trading_state(scope, key) >= state:
+                continue
+            reason = (
+                f"restored from this node's flight recorder (seq {h.seq}): {h.reason}; "
+                "the control plane store had lost it"
+            )
+            self.guard.halt(scope, key, reason, h.actor or "recorder", state=state, code=code)
+            log.error(
+                "RESTORED_HALT node=%s scope=%s key=%s code=%s from seq %d",
+                self.node_id,
+                scope.value,
+                key,
+                code.value,
+                h.seq,
+            )
+
+    def _store_lost(self, stored: dict[str, StateEntry]) -> None:
+        """Store again every halt the Guard holds that the store has no word on.
+
+        After a store lost its entries (a single server's disk, a deleted bucket),
+        the nodes still hold their latches; storing them again lets `status` show
+        them and `knightwatch resume` lift them, and halts every other node too.
+        """
+        for (scope, key), halt in self.guard.halts().items():
+            held = stored.get(slot_of(scope, key))
+            if held is not None and (
+                held.state is not TradingState.ACTIVE or held.issued_ns >= halt.ts_ns
+            ):
+                continue
+            if (scope, key) in self._auto:
+                continue  # already being stored
+            log.error(
+                "LOST_HALT_STORED node=%s scope=%s key=%s code=%s: the store had no entry",
+                self.node_id,
+                scope.value,
+                key,
+                halt.code.value,
+            )
+            self._on_guard_halt(scope, key, halt)
 
     # --- lease ---------------------------------------------------------------
     def _renew(self) -> None:
@@ -421,7 +500,7 @@ class NodeRuntime:
                 await self._put_member()
                 return
             if not self.admitted:
-                await self._resync()
+                self._store_lost(await self._resync())
                 log.warning("node %s: kill state resynced; re-admitted", self.node_id)
             self._renew()
             await self.plane.heartbeat(self.status())

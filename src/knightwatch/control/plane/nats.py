@@ -48,11 +48,13 @@ from knightwatch.control.plane.wire import (
     ENTRY_DECODER,
     METRICS_DECODER,
     STATUS_DECODER,
+    UNDECODABLE_ACTOR,
     AuditEnvelope,
     Confirmation,
     NodeMetrics,
     NodeStatus,
     StateEntry,
+    decode_entry,
     slot_of,
 )
 from knightwatch.state import Scope
@@ -353,38 +355,39 @@ class NatsControlPlane:
             raise RevisionConflict(entry.slot, expected_revision) from None
 
     async def get_state(self, scope: Scope, key: str) -> tuple[StateEntry | None, int]:
+        slot = slot_of(scope, key)
         try:
-            found = await self._call(self._state_kv().get(slot_of(scope, key)))
+            found = await self._call(self._state_kv().get(slot))
         except nats.js.errors.KeyNotFoundError:
             return None, 0
         if found.value is None:
             return None, 0
-        return ENTRY_DECODER.decode(found.value), int(found.revision or 0)
+        revision = int(found.revision or 0)
+        return decode_entry(slot, found.value, revision), revision
 
     async def states(self) -> dict[str, tuple[StateEntry, int]]:
+        """Every stored entry; one that cannot be decoded is a halt of its slot's scope."""
         out: dict[str, tuple[StateEntry, int]] = {}
-        for value, revision in await self._snapshot(self._state_kv()):
-            try:
-                entry = ENTRY_DECODER.decode(value)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("ignoring malformed state entry at revision %d: %s", revision, exc)
-                continue
+        for slot, value, revision in await self._snapshot(self._state_kv()):
+            entry = decode_entry(slot, value, revision)
+            if entry.actor == UNDECODABLE_ACTOR:
+                log.error("UNDECODABLE_STATE slot=%s revision=%d: held as a halt", slot, revision)
             out[entry.slot] = (entry, revision)
         return out
 
-    async def _snapshot(self, kv: KeyValue) -> list[tuple[bytes, int]]:
+    async def _snapshot(self, kv: KeyValue) -> list[tuple[str, bytes, int]]:
         """Latest value of every key, via one ordered consumer that stops at the end marker."""
 
-        async def read() -> list[tuple[bytes, int]]:
+        async def read() -> list[tuple[str, bytes, int]]:
             watcher = await kv.watchall()
-            values: list[tuple[bytes, int]] = []
+            values: list[tuple[str, bytes, int]] = []
             try:
                 while True:
                     e = await watcher.updates(timeout=self.request_timeout_s)  # type: ignore[no-untyped-call]
                     if e is None:
                         return values
                     if e.operation is None and e.value is not None:
-                        values.append((e.value, int(e.revision or 0)))
+                        values.append((e.key, e.value, int(e.revision or 0)))
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
@@ -392,7 +395,25 @@ class NatsControlPlane:
 
     async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
         await self._subscribe(SUBJECT_STATE, ENTRY_DECODER.decode, handler)
-        await self._subscribe(f"{SUBJECT_REPUBLISH}.>", ENTRY_DECODER.decode, handler)
+        prefix = f"{SUBJECT_REPUBLISH}."
+
+        async def on_stored(msg: Msg) -> None:
+            # A stored entry names its slot in the subject, so even one that cannot be
+            # decoded says which scope it halts (`decode_entry`).
+            headers = msg.headers or {}
+            revision = int(headers.get("Nats-Sequence", 0))
+            entry = decode_entry(msg.subject.removeprefix(prefix), msg.data, revision)
+            try:
+                await handler(entry)
+            except Exception:
+                log.exception("handler for %s failed", msg.subject)
+
+        nc = self._require_nc()
+        await self._call(nc.subscribe(prefix + ">", cb=on_stored))
+        try:
+            await self._round_trip(nc, self.request_timeout_s)
+        except ControlPlaneUnavailable as exc:
+            log.warning("subscription to %s pending until reconnect: %s", prefix, exc)
 
     # --- confirmations -----------------------------------------------------
     async def confirm(self, confirmation: Confirmation) -> None:
@@ -414,7 +435,7 @@ class NatsControlPlane:
         if self._members is None:
             raise ControlPlaneUnavailable("control plane not connected")
         out = []
-        for value, _ in await self._snapshot(self._members):
+        for _, value, _ in await self._snapshot(self._members):
             try:
                 out.append(STATUS_DECODER.decode(value))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:

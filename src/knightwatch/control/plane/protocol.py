@@ -61,6 +61,8 @@ class Bucket(StrEnum):
     """`state.<flag>`, `change.<flag>.<rev>`, `applied.<flag>.<node>`: flag state."""
     ROLLOUTS = "rollouts"
     """flag id -> the latest `RolloutState` for that flag."""
+    CHECKPOINTS = "checkpoints"
+    """node id -> the node's latest signed flight-recorder checkpoint (DSSE JSON)."""
 
 
 class Record(msgspec.Struct, frozen=True):

@@ -12,7 +12,7 @@ import re
 import msgspec
 
 from knightwatch.decision import RejectReason
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.state import Scope, TradingState
@@ -142,13 +142,68 @@ def slot_of(scope: Scope, key: str) -> str:
     if not key:
         raise StateKeyError(f"{scope.value} key: must be a non-empty string")
     if len(key) > 128:
-        raise StateKeyError(f"{scope.value} key: must be at most 128 characters (got {key!r})")
+        raise StateKeyError(
+            f"{scope.value} key: must be at most 128 characters (got {quoted(key)})"
+        )
     token = key if _PLAIN_KEY.fullmatch(key) else "=" + key.encode().hex()
     return f"{scope.value}.{token}"
 
 
 FLEET_KEY = "fleet"
 """The single key of the fleet scope."""
+
+UNDECODABLE_ACTOR = "store:undecodable"
+"""Actor of the halt a node holds for a stored entry it cannot decode."""
+
+
+def scope_of_slot(slot: str) -> tuple[Scope, str]:
+    """The (scope, key) a KV key names; the fleet when it names nothing readable.
+
+    The inverse of `slot_of`. Used for entries that cannot be decoded: the key
+    of the slot is all that is left to say which scope they were about, and
+    when even that is unreadable the only safe scope is the whole fleet.
+    """
+    scope_text, _, token = slot.partition(".")
+    try:
+        scope = Scope(scope_text)
+        key = bytes.fromhex(token[1:]).decode() if token.startswith("=") else token
+    except (ValueError, UnicodeDecodeError):
+        return Scope.FLEET, FLEET_KEY
+    if scope is Scope.FLEET:
+        return scope, FLEET_KEY
+    if not key:
+        return Scope.FLEET, FLEET_KEY
+    return scope, key
+
+
+def decode_entry(slot: str, value: bytes, revision: int) -> StateEntry:
+    """The entry stored at `slot`; one that cannot be decoded (or names another slot) is
+    a HALT of the slot's scope, so uncertainty blocks instead of being skipped.
+
+    It orders before any real command (`issued_ns` 0), so the next kill or resume of
+    the slot replaces it; `knightwatch resume` lifts it like any operator halt.
+    """
+    try:
+        entry = ENTRY_DECODER.decode(value)
+        if entry.slot == slot:
+            return entry
+        problem = f"it names slot {entry.slot!r}"
+    except (msgspec.DecodeError, msgspec.ValidationError, StateKeyError, RecursionError) as exc:
+        problem = str(exc)[:200]
+    scope, key = scope_of_slot(slot)
+    return StateEntry(
+        scope=scope,
+        key=key,
+        state=TradingState.HALTED,
+        reason=(
+            f"stored entry {slot!r} (revision {revision}) cannot be decoded ({problem}); "
+            "held as a halt until a kill or resume replaces it"
+        ),
+        actor=UNDECODABLE_ACTOR,
+        command_id=f"undecodable-{slot}-{revision}",
+        issued_ns=0,
+    )
+
 
 ENCODER = msgspec.json.Encoder()
 ENTRY_DECODER = msgspec.json.Decoder(StateEntry)

@@ -1,0 +1,68 @@
+"""Option values that choose what a command acts on: never widened by an empty string.
+
+`--node "$NODE"` with NODE unset arrives as `""`. Read as "no option", it would
+resume or kill the whole fleet; so an empty or blank scope value is an error
+naming the option, and the fleet is chosen only by giving no scope option at all.
+"""
+
+from __future__ import annotations
+
+from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.state import FLEET_KEY, Scope, pair_key
+
+
+class OptionError(KnightwatchError, ValueError):
+    """A command-line option value that cannot be used; the message names the option."""
+
+
+def scope_value(option: str, value: str | None) -> str | None:
+    """`value` as given, None if the option was not given; an empty or blank value raises."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise OptionError(
+            f"{option}: empty value (an unset shell variable?); give a name, "
+            "or leave the option out to mean the whole fleet"
+        )
+    if value != value.strip():
+        raise OptionError(f"{option}: leading or trailing whitespace in {quoted(value)}")
+    return value
+
+
+def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
+    """The scope named by `--node`, `--strategy` and `--symbol`.
+
+    `--strategy` and `--symbol` together name one strategy in one symbol (the
+    scope the Guard's execution throttle halts), key "STRATEGY/SYMBOL".
+    `--node` stands alone. None of them means the whole fleet.
+    """
+    node = scope_value("--node", node)
+    strategy = scope_value("--strategy", strategy)
+    symbol = scope_value("--symbol", symbol)
+    if node is not None and (strategy is not None or symbol is not None):
+        raise OptionError(
+            "--node, --strategy, --symbol: --node stands alone; --strategy and --symbol may be "
+            "given together (none means the whole fleet)"
+        )
+    if strategy is not None and symbol is not None:
+        return Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)
+    if node is not None:
+        return Scope.NODE, node
+    if strategy is not None:
+        return Scope.STRATEGY, strategy
+    if symbol is not None:
+        return Scope.SYMBOL, symbol
+    return Scope.FLEET, FLEET_KEY
+
+
+def node_list(option: str, value: str | None) -> tuple[str, ...]:
+    """A comma-separated node list; not given means every node, given empty is an error."""
+    if value is None:
+        return ()
+    nodes = tuple(n.strip() for n in value.split(","))
+    if not nodes or any(not n for n in nodes):
+        raise OptionError(
+            f"{option}: empty node name in {quoted(value)}; "
+            "leave the option out to mean the whole fleet"
+        )
+    return nodes

@@ -1,0 +1,114 @@
+"""The node signs its flight recorder's head: at an interval, and when it closes.
+
+Each checkpoint (`knightwatch.release.checkpoint`) is made only after the
+recorder has synced, so the node never vouches for a record that is not on
+disk. It is appended to the file next to the recorder (`<file>.checkpoints`,
+fsynced) and shipped to the control plane (`Bucket.CHECKPOINTS`, the node's
+latest), where a rewrite of the node's disk cannot reach it. `knightwatch
+audit verify` holds the file against them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import msgspec
+
+from knightwatch.audit.recorder import FlightRecorder
+from knightwatch.clock import Clock
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.release.checkpoint import (
+    SIDECAR_SUFFIX,
+    Checkpoint,
+    Signer,
+    encode_line,
+    sign_checkpoint,
+)
+from knightwatch.release.dsse import Envelope
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT_S = 5.0
+
+
+def sidecar_path(recorder_path: Path) -> Path:
+    return recorder_path.with_name(recorder_path.name + SIDECAR_SUFFIX)
+
+
+class Checkpointer:
+    """Signs `recorder`'s head with `signer`; keeps the signed envelopes and ships the latest."""
+
+    def __init__(
+        self,
+        recorder: FlightRecorder,
+        recorder_path: Path,
+        node_id: str,
+        signer: Signer,
+        clock: Clock,
+        plane: ControlPlane | None = None,
+    ) -> None:
+        self.recorder = recorder
+        self.file = recorder_path.name
+        self.sidecar = sidecar_path(recorder_path)
+        self.node_id = node_id
+        self.signer = signer
+        self.clock = clock
+        self.plane = plane
+        self.latest: Envelope | None = None
+        self._signed_seq = -1
+
+    def sign_now(self, *, final: bool = False) -> Envelope | None:
+        """Sync the recorder, then sign and keep its head; None if there is nothing new
+        or the recorder cannot sync (a node never vouches for what is not on disk)."""
+        if not self.recorder.sync():
+            log.error("CHECKPOINT_SKIPPED node=%s: the flight recorder cannot sync", self.node_id)
+            return None
+        seq = self.recorder.seq - 1
+        if seq < 0 or (seq == self._signed_seq and not final):
+            return None
+        checkpoint = Checkpoint(
+            node=self.node_id,
+            file=self.file,
+            seq=seq,
+            head=self.recorder.head,
+            at_ns=self.clock.time_ns(),
+            final=final,
+        )
+        envelope = sign_checkpoint(checkpoint, self.signer)
+        try:
+            fd = os.open(self.sidecar, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, encode_line(envelope))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("CHECKPOINT_NOT_KEPT node=%s %s: %s", self.node_id, self.sidecar, exc)
+        self._signed_seq = seq
+        self.latest = envelope
+        return envelope
+
+    async def ship(self) -> None:
+        """Store the latest checkpoint in the control plane (retried by the next round)."""
+        if self.plane is None or self.latest is None:
+            return
+        with contextlib.suppress(ControlPlaneUnavailable):
+            await self.plane.put_record(
+                Bucket.CHECKPOINTS, self.node_id, msgspec.json.encode(self.latest)
+            )
+
+    async def run(self, interval_s: float = DEFAULT_CHECKPOINT_S) -> None:
+        """Sign and ship every `interval_s` until cancelled."""
+        while True:
+            if self.sign_now() is not None:
+                await self.ship()
+            await asyncio.sleep(interval_s)
+
+    async def close(self) -> None:
+        """The final checkpoint: the node writes nothing more to this file in this run."""
+        if self.sign_now(final=True) is not None:
+            await self.ship()

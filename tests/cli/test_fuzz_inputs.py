@@ -1,0 +1,460 @@
+"""Every command that takes a file, fed hostile files: one clear line, never a traceback.
+
+For each (command, file option) a fixed set of hostile files is handed over,
+with every other argument valid so the hostile file is what the command meets:
+missing, a directory, empty, comments only, not UTF-8, NUL bytes, nesting
+100 000 deep (JSON arrays and objects, TOML, YAML flow and block), a YAML alias
+bomb, impossible dates, a 900 KB id, a 64 MB file, /dev/zero and a symlink
+loop. Each run must end with exit 1 or 2 (or 0 where the file is only hashed or
+shown), no exception escaping, a bounded message that names the file, and
+within the test timeout (the bound on time; tests never assert durations).
+
+`test_the_table_covers_every_file_option` walks the CLI so a new file option
+cannot be added without joining this table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from knightwatch.audit import AuditContext, FlightRecorder
+from knightwatch.audit.sink import FileSink
+from knightwatch.cli.app import app
+from knightwatch.clock import SimClock
+from knightwatch.release.contents import contents_from_directory
+from knightwatch.release.dsse import encode_envelope
+from knightwatch.release.keys import write_key_pair
+from knightwatch.release.manifest import Manifest, encode_manifest
+from knightwatch.release.signing import release_envelope, sign_release
+
+pytestmark = pytest.mark.timeout(60)
+
+runner = CliRunner()
+NOWHERE = "nats://127.0.0.1:1"
+REGISTRY = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo" / "feature-flags.yaml"
+MAX_OUTPUT = 20_000
+"""No message may repeat a hostile file back at length."""
+
+# ---------------------------------------------------------------- hostile files
+
+_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+HOSTILE: dict[str, bytes | None] = {
+    "missing": None,
+    "directory": None,
+    "symlink-loop": None,
+    "dev-zero": None,
+    "oversized": None,
+    "empty": b"",
+    "comments": b"# nothing here\n",
+    "not-utf8": b"\xff\xfe\xfd garbage \x80\n",
+    "nul-bytes": b"\x00" * 1000,
+    "deep-json-array": b"[" * 100_000 + b"]" * 100_000,
+    "deep-json-object": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "deep-toml": b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+    "deep-yaml-flow": b"a: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+    "deep-yaml-block": "\n".join(" " * i + "k:" for i in range(800)).encode() + b" 1\n",
+    "yaml-alias-bomb": _BOMB.encode(),
+    "impossible-date-yaml": (
+        b"version: 1\nflags:\n  - id: a.b\n    description: x\n    safe_default: false\n"
+        b"    trading_behaviour: false\n    lifecycle: active\n    created: 2023-02-29\n"
+    ),
+    "impossible-date-toml": b"when = 2023-02-29\n",
+    "huge-id": b"id: " + b"x" * 900_000 + b"\n",
+}
+
+
+def make_hostile(where: Path, name: str, ext: str) -> Path:
+    path = where / f"hostile-{name}{ext}"
+    content = HOSTILE[name]
+    if name == "missing":
+        return path
+    if name == "directory":
+        path.mkdir()
+    elif name == "symlink-loop":
+        path.symlink_to(path)
+    elif name == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif name == "oversized":
+        with path.open("wb") as f:
+            f.truncate(64 * 1024 * 1024)  # sparse: costs nothing on disk
+    else:
+        assert content is not None
+        path.write_bytes(content)
+    if path.is_file() and not path.is_symlink():
+        path.chmod(0o600)  # so a key loader gets past its permission check to the parsing
+    return path
+
+
+# ---------------------------------------------------------------- a valid site
+
+
+class Site:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        key, self.key, self.pub = write_key_pair(root / "keys", "ci")
+        self.registry = root / "feature-flags.yaml"
+        shutil.copy(REGISTRY, self.registry)
+        self.policy = root / "policy.toml"
+        self.policy.write_text(
+            f'threshold = 1\n[[keys]]\nsigner = "ci"\nid = "{key.key_id}"\n'
+            f'public_key = "{key.public.to_base64()}"\n'
+        )
+        self.artifacts = root / "app"
+        self.artifacts.mkdir()
+        (self.artifacts / "router.py").write_text("print('route')\n")
+        self.config = root / "config.toml"
+        self.config.write_text("venue = 'x'\n")
+        self.flags = root / "flags.json"
+        self.flags.write_text("{}")
+        manifest = Manifest(
+            release_id="r1", contents=contents_from_directory(self.artifacts, self.config, {})
+        )
+        self.manifest = root / "r1.manifest.json"
+        self.manifest.write_bytes(encode_manifest(manifest))
+        self.envelope = root / "r1.dsse.json"
+        self.envelope.write_bytes(encode_envelope(sign_release(release_envelope(manifest), key)))
+        self.audit = root / "n1.jsonl"
+        with FlightRecorder(self.audit, clock=SimClock(10**18)) as rec:
+            rec.record_event("arm", AuditContext(node="n1"), actor="ops")
+        self.src = root / "src"
+        self.src.mkdir()
+        self.state = root / "state"
+        self.out = root / "out"
+        self.out.mkdir()
+
+
+Args = Callable[[Site, str], list[str]]
+"""The argv for one case, given the site and the hostile file's path."""
+
+RELEASE_IN = ["--artifacts", "{a}", "--config", "{c}", "--flags", "{fl}"]
+
+
+def _node(option: str, command: str = "node") -> Args:
+    def args(s: Site, f: str) -> list[str]:
+        inputs = {
+            "--artifacts": str(s.artifacts),
+            "--config": str(s.config),
+            "--flags": str(s.flags),
+            "--node-key": str(s.key),
+        }
+        release = [] if option == "--limits" else [x for kv in inputs.items() for x in kv]
+        argv = [command, "--id", "n1", "--nats-url", NOWHERE, "--state-dir", str(s.state)]
+        argv += release
+        if option in inputs:
+            argv[argv.index(option) + 1] = f
+        else:
+            argv += [option, f]
+        return argv
+
+    return args
+
+
+# (command, option) -> (argv builder, file extension, how strict)
+#   strict: fail with exit 1 or 2 and name the file;  soft: only hashed or shown, any exit;
+#   unhashable: only hashed, and a node would go on to connect: just the files that cannot be
+#   hashed at all, each of which must stop it (exit 2, naming the file)
+UNHASHABLE = ("missing", "directory", "symlink-loop", "dev-zero")
+CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
+    ("limits check", "file"): (lambda s, f: ["limits", "check", f], ".toml", "strict"),
+    ("replay", "scenario"): (lambda s, f: ["replay", f], ".toml", "strict"),
+    ("flags lint", "--registry"): (
+        lambda s, f: ["flags", "lint", "--registry", f, "--src", str(s.src),
+                      "--today", "2012-08-01"],
+        ".yaml",
+        "strict",
+    ),
+    ("flags list", "--registry"): (
+        lambda s, f: ["flags", "list", "--registry", f], ".yaml", "strict"
+    ),
+    ("flags show", "--registry"): (
+        lambda s, f: ["flags", "show", "a.b", "--registry", f, "--nats-url", NOWHERE],
+        ".yaml",
+        "strict",
+    ),
+    ("flags set", "--registry"): (
+        lambda s, f: ["flags", "set", "a.b", "on", "--reason", "r", "--registry", f,
+                      "--nats-url", NOWHERE],
+        ".yaml",
+        "strict",
+    ),
+    ("flags set", "--policy"): (
+        lambda s, f: ["flags", "set", "a.b", "on", "--reason", "r", "--registry",
+                      str(s.registry), "--policy", f, "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("rollout start", "--plan"): (
+        lambda s, f: ["rollout", "start", "a.b", "--plan", f, "--registry", str(s.registry),
+                      "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("rollout start", "--registry"): (
+        lambda s, f: ["rollout", "start", "a.b", "--registry", f, "--nats-url", NOWHERE],
+        ".yaml",
+        "strict",
+    ),
+    ("rollout start", "--policy"): (
+        lambda s, f: ["rollout", "start", "a.b", "--registry", str(s.registry), "--policy", f,
+                      "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("rollout start", "--supervisor-config"): (
+        lambda s, f: ["rollout", "start", "a.b", "--registry", str(s.registry),
+                      "--supervisor-config", f, "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("rollout abort", "--registry"): (
+        lambda s, f: ["rollout", "abort", "a.b", "--reason", "r", "--registry", f,
+                      "--nats-url", NOWHERE],
+        ".yaml",
+        "strict",
+    ),
+    ("rollout abort", "--policy"): (
+        lambda s, f: ["rollout", "abort", "a.b", "--reason", "r", "--registry", str(s.registry),
+                      "--policy", f, "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("audit verify", "file"): (lambda s, f: ["audit", "verify", f], ".jsonl", "strict"),
+    ("audit verify", "--checkpoints"): (
+        lambda s, f: ["audit", "verify", str(s.audit), "--checkpoints", f], ".jsonl", "soft"
+    ),
+    ("audit verify", "--key"): (
+        lambda s, f: ["audit", "verify", str(s.audit), "--key", f], ".pub", "strict"
+    ),
+    ("audit why", "file"): (lambda s, f: ["audit", "why", "o1", f], ".jsonl", "strict"),
+    ("audit tail", "file"): (lambda s, f: ["audit", "tail", f], ".jsonl", "soft"),
+    ("keys show", "public"): (lambda s, f: ["keys", "show", f, "--signer", "x"], ".pub", "strict"),
+    ("release build", "--flags"): (
+        lambda s, f: ["release", "build", "--id", "r2", "--artifacts", str(s.artifacts),
+                      "--config", str(s.config), "--flags", f, "--out", str(s.out / "m.json")],
+        ".yaml",
+        "strict",
+    ),
+    ("release build", "--config"): (
+        lambda s, f: ["release", "build", "--id", "r2", "--artifacts", str(s.artifacts),
+                      "--config", f, "--flags", str(s.flags), "--out", str(s.out / "m.json")],
+        ".toml",
+        "soft",
+    ),
+    ("release sign", "source"): (
+        lambda s, f: ["release", "sign", f, "--key", str(s.key), "--out", str(s.out / "e.json")],
+        ".json",
+        "strict",
+    ),
+    ("release sign", "--key"): (
+        lambda s, f: ["release", "sign", str(s.manifest), "--key", f, "--out",
+                      str(s.out / "e.json")],
+        ".key",
+        "strict",
+    ),
+    ("release verify", "envelope_path"): (
+        lambda s, f: ["release", "verify", f, "--policy", str(s.policy)], ".json", "strict"
+    ),
+    ("release verify", "--policy"): (
+        lambda s, f: ["release", "verify", str(s.envelope), "--policy", f], ".toml", "strict"
+    ),
+    ("release verify", "--registry"): (
+        lambda s, f: ["release", "verify", str(s.envelope), "--policy", str(s.policy),
+                      "--registry", f],
+        ".yaml",
+        "strict",
+    ),
+    ("release attest", "--flags"): (
+        lambda s, f: ["release", "attest", "--node", "n1", "--artifacts", str(s.artifacts),
+                      "--config", str(s.config), "--flags", f],
+        ".yaml",
+        "strict",
+    ),
+    ("release attest", "--config"): (
+        lambda s, f: ["release", "attest", "--node", "n1", "--artifacts", str(s.artifacts),
+                      "--config", f, "--flags", str(s.flags)],
+        ".toml",
+        "soft",
+    ),
+    ("release attest", "--envelope"): (
+        lambda s, f: ["release", "attest", "--node", "n1", "--artifacts", str(s.artifacts),
+                      "--config", str(s.config), "--flags", str(s.flags), "--envelope", f,
+                      "--policy", str(s.policy)],
+        ".json",
+        "strict",
+    ),
+    ("release attest", "--policy"): (
+        lambda s, f: ["release", "attest", "--node", "n1", "--artifacts", str(s.artifacts),
+                      "--config", str(s.config), "--flags", str(s.flags), "--envelope",
+                      str(s.envelope), "--policy", f],
+        ".toml",
+        "strict",
+    ),
+    ("release attest", "--registry"): (
+        lambda s, f: ["release", "attest", "--node", "n1", "--artifacts", str(s.artifacts),
+                      "--config", str(s.config), "--flags", str(s.flags), "--envelope",
+                      str(s.envelope), "--policy", str(s.policy), "--registry", f],
+        ".yaml",
+        "strict",
+    ),
+    ("release attest", "--node-key"): (
+        lambda s, f: ["release", "attest", "--node", "n1", "--artifacts", str(s.artifacts),
+                      "--config", str(s.config), "--flags", str(s.flags), "--envelope",
+                      str(s.envelope), "--policy", str(s.policy), "--node-key", f],
+        ".key",
+        "strict",
+    ),
+    ("node", "--limits"): (_node("--limits"), ".toml", "strict"),
+    ("node", "--flags"): (_node("--flags"), ".yaml", "strict"),
+    ("node", "--config"): (_node("--config"), ".toml", "unhashable"),
+    ("node", "--node-key"): (_node("--node-key"), ".key", "strict"),
+    ("drill-node", "--limits"): (_node("--limits", "drill-node"), ".toml", "strict"),
+    ("drill-node", "--flags"): (_node("--flags", "drill-node"), ".yaml", "strict"),
+    ("drill-node", "--config"): (_node("--config", "drill-node"), ".toml", "unhashable"),
+    ("drill-node", "--node-key"): (_node("--node-key", "drill-node"), ".key", "strict"),
+    ("supervisor", "--config"): (
+        lambda s, f: ["supervisor", "--config", f, "--nats-url", NOWHERE], ".toml", "strict"
+    ),
+    ("up", "--supervisor-config"): (
+        lambda s, f: ["up", "--supervisor-config", f, "--nats-url", NOWHERE,
+                      "--state-dir", str(s.state)],
+        ".toml",
+        "strict",
+    ),
+    ("up", "--registry"): (
+        lambda s, f: ["up", "--registry", f, "--nats-url", NOWHERE, "--state-dir", str(s.state)],
+        ".yaml",
+        "strict",
+    ),
+    ("drill", "--registry"): (
+        lambda s, f: ["drill", "--registry", f, "--nats-url", NOWHERE, "--state-dir",
+                      str(s.state)],
+        ".yaml",
+        "strict",
+    ),
+    ("admission serve", "--policy"): (
+        lambda s, f: ["admission", "serve", "--policy", f, "--registry", str(s.registry),
+                      "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("admission serve", "--registry"): (
+        lambda s, f: ["admission", "serve", "--policy", str(s.policy), "--registry", f,
+                      "--nats-url", NOWHERE],
+        ".yaml",
+        "strict",
+    ),
+    ("admission target", "envelope"): (
+        lambda s, f: ["admission", "target", f, "--reason", "r", "--nats-url", NOWHERE],
+        ".json",
+        "strict",
+    ),
+    ("admission enrol", "--key"): (
+        lambda s, f: ["admission", "enrol", "--node", "n1", "--key", f, "--nats-url", NOWHERE],
+        ".pub",
+        "strict",
+    ),
+}  # fmt: skip
+
+NOT_INPUT_FILES = {
+    "--state-dir", "--report", "--json", "--out", "--dir", "--src", "--artifacts", "--recorder",
+}  # fmt: skip
+"""Directories and outputs; `--recorder` is an append target, fuzzed on its own below."""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    return Site(tmp_path_factory.mktemp("site"))
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = runner.invoke(app, args, env={"COLUMNS": "250", "KNIGHTWATCH_LOG": "CRITICAL"})
+    exc = result.exception
+    assert exc is None or isinstance(exc, SystemExit), (
+        f"{args[:3]}: {type(exc).__name__}: {exc}"  # an exception escaped: a traceback
+    )
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=[" ".join(c) for c in CASES])
+def test_hostile_files_get_one_clear_error(
+    case: tuple[str, str], site: Site, tmp_path: Path
+) -> None:
+    args, ext, strictness = CASES[case]
+    for name in UNHASHABLE if strictness == "unhashable" else HOSTILE:
+        path = make_hostile(tmp_path, name, ext)
+        code, out = run(args(site, str(path)))
+        where = f"{' '.join(case)} with {name}: exit {code}\n{out[:2000]}"
+        assert "Traceback" not in out, where
+        assert len(out) < MAX_OUTPUT, where
+        if strictness in ("strict", "unhashable"):
+            assert code in (1, 2), where
+            assert path.name in "".join(out.split()), where
+        else:
+            assert code in (0, 1, 2), where
+
+
+@pytest.mark.parametrize("name", ["directory", "deep-json-object", "not-utf8", "locked"])
+def test_hostile_recorder_files_stop_the_node_with_one_line(
+    name: str, site: Site, tmp_path: Path
+) -> None:
+    """`--recorder` is appended to, so only files that cannot be appended to are refused
+    (a missing one is created); each before any connection is tried."""
+    if name == "locked":
+        path = tmp_path / "held.jsonl"
+        holder = FileSink(path)  # another node appends to it
+    else:
+        holder = None
+        path = make_hostile(tmp_path, name, ".jsonl")
+        if name != "directory":
+            path.write_bytes(HOSTILE[name] + b"\n")  # type: ignore[operator]
+    try:
+        code, out = run(
+            ["node", "--id", "n1", "--nats-url", NOWHERE, "--state-dir", str(site.state),
+             "--recorder", str(path)]
+        )  # fmt: skip
+    finally:
+        if holder is not None:
+            holder.close()
+    assert code == 2, out
+    assert "--recorder" in out and path.name in "".join(out.split()), out
+
+
+def _file_options() -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+
+    def walk(command: object, prefix: list[str]) -> None:
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*prefix, name])
+            return
+        for p in getattr(command, "params", []):
+            descriptor = getattr(p, "type_descriptor", None)
+            if getattr(descriptor, "annotation", None) is Path:
+                found.add((" ".join(prefix), p.opts[0] if p.opts[0].startswith("-") else p.name))
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_the_table_covers_every_file_option() -> None:
+    options = {c for c in _file_options() if c[1] not in NOT_INPUT_FILES}
+    assert options, "found no file options: the introspection broke"
+    missing = options - set(CASES)
+    assert not missing, f"file options with no hostile-input case: {sorted(missing)}"
+
+
+def test_hostile_files_are_cheap_to_build() -> None:
+    """The 64 MB file is sparse and /dev/zero is never read whole (guards the guard)."""
+    assert msgspec.json.encode(sorted(HOSTILE)) and os.path.exists("/dev/zero")

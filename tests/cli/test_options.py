@@ -1,0 +1,71 @@
+"""An empty scope value never widens a command to the whole fleet."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.cli.options import OptionError, node_list, scope_of
+from knightwatch.state import Scope
+
+runner = CliRunner()
+# A URL nothing listens on: a command that got past its options would fail differently.
+NOWHERE = "nats://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+@pytest.mark.parametrize("option", ["node", "strategy", "symbol"])
+def test_a_blank_scope_value_is_an_error_naming_the_option(blank: str, option: str) -> None:
+    kw: dict[str, str | None] = {"node": None, "strategy": None, "symbol": None, option: blank}
+    with pytest.raises(OptionError, match=f"--{option}: empty value"):
+        scope_of(kw["node"], kw["strategy"], kw["symbol"])
+
+
+def test_only_no_option_at_all_means_the_fleet() -> None:
+    assert scope_of(None, None, None) == (Scope.FLEET, "fleet")
+    assert scope_of("n1", None, None) == (Scope.NODE, "n1")
+    assert scope_of(None, "rlp", "IBM") == (Scope.STRATEGY_SYMBOL, "rlp/IBM")
+    with pytest.raises(OptionError, match="stands alone"):
+        scope_of("n1", "rlp", None)
+    with pytest.raises(OptionError, match="whitespace"):
+        scope_of(" n1", None, None)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["kill", "--reason", "r", "--symbol", ""],
+        ["kill", "--reason", "r", "--node", " "],
+        ["resume", "--reason", "r", "--node", ""],
+        ["resume", "--reason", "r", "--strategy", ""],
+        ["status", "--node", ""],
+    ],
+)
+def test_fleet_commands_refuse_a_blank_scope_before_connecting(args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--nats-url", NOWHERE])
+    assert result.exit_code == 2, result.output
+    assert "empty value" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_node_lists_refuse_empty_names() -> None:
+    assert node_list("--nodes", None) == ()
+    assert node_list("--nodes", "n1, n2") == ("n1", "n2")
+    for bad in ("", " ", "n1,", ",", "n1,,n2"):
+        with pytest.raises(OptionError, match="--nodes: empty node name"):
+            node_list("--nodes", bad)
+
+
+def test_flags_set_refuses_an_empty_node_list() -> None:
+    result = runner.invoke(
+        app, ["flags", "set", "x.y", "on", "--reason", "r", "--nodes", "", "--nats-url", NOWHERE]
+    )
+    assert result.exit_code == 1
+    assert "--nodes: empty node name" in result.output
+
+
+def test_a_huge_option_value_is_echoed_cut() -> None:
+    result = runner.invoke(app, ["kill", "--reason", "r", "--node", " " + "x" * 10_000_000])
+    assert result.exit_code == 2
+    assert len(result.output) < 500 and "characters, cut" in result.output

@@ -1,0 +1,73 @@
+"""The node's checkpoints in the control plane: a rewrite is caught after the disk is wiped.
+
+A real nats-server; `knightwatch audit verify --nats-url` in its own process reads
+the node's enrolled key and latest checkpoint from the plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from knightwatch.audit import GENESIS, AuditContext, FlightRecorder
+from knightwatch.audit.chain import seal_batch
+from knightwatch.clock import SimClock
+from knightwatch.control.node.checkpoints import Checkpointer, sidecar_path
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.release.keys import write_key_pair
+
+CTX = AuditContext(node="n1")
+
+
+def reseal(lines: list[bytes]) -> bytes:
+    payloads = []
+    for line in lines:
+        obj = json.loads(line)
+        for k in ("seq", "prev", "hash"):
+            obj.pop(k)
+        payloads.append(msgspec.json.encode(obj))
+    pieces, _, _ = seal_batch(payloads, 0, GENESIS.encode())
+    return b"".join(pieces)
+
+
+async def test_checkpoints_shipped_to_the_control_plane_outlive_the_node_disk(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    """The attacker rewrites the file and deletes the checkpoints beside it; the copy in
+    the control plane (with the node's enrolled key) still catches the rewrite."""
+    key, _, _ = write_key_pair(tmp_path / "keys", "n1")
+    plane = NatsControlPlane([nats_server.url], name="test")
+    await plane.connect()
+    try:
+        await plane.put_record(Bucket.ROSTER, "n1", key.public.to_base64().encode())
+        path = tmp_path / "n1.jsonl"
+        clock = SimClock(1_343_826_000 * 10**9)
+        rec = FlightRecorder(path, clock=clock)
+        cp = Checkpointer(rec, path, "n1", key, clock, plane)
+        for i in range(20):
+            rec.record_event("halt", CTX, scope="node", key="n1", reason=f"r{i}", actor="ops")
+        await cp.close()
+        rec.close()
+    finally:
+        await plane.close()
+    lines = path.read_bytes().splitlines()
+    lines[12] = lines[12].replace(b'"reason":"r12"', b'"reason":"quiet"')
+    path.write_bytes(reseal(lines))
+    sidecar_path(path).unlink()
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "knightwatch", "audit", "verify", str(path), "--nats-url",
+         nats_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "checkpoint_mismatch" in proc.stdout

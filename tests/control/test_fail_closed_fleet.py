@@ -1,0 +1,240 @@
+"""No lost kill, no silent target: real node processes, a real nats-server, the real CLI.
+
+* a stored kill entry nobody can decode halts its scope (it is not skipped), and
+  `knightwatch kill` / `resume` can always write over it;
+* a node restarting against a store that lost its halts comes back halted from
+  its own flight recorder and stores the halt again, until an operator resumes;
+* a kill targets every member of the fleet and names each that did not confirm,
+  with its lease expired (stopped by itself) or still live.
+
+Evidence is each node's own flight recorder and the CLI's exit code and output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from knightwatch.audit.read import decode_record
+from knightwatch.audit.record import DecisionRecord
+from knightwatch.clock import SystemClock
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.nats import STATE_BUCKET, NatsControlPlane
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.plane.wire import UNDECODABLE_ACTOR
+from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
+from knightwatch.state import Scope, TradingState
+
+pytestmark = pytest.mark.timeout(120)
+
+POLICY = LeasePolicy(lease_timeout_s=0.6, heartbeat_s=0.1)
+CLOCK = SystemClock()
+
+
+def accepted_between(recorder: Path, start_ns: int, end_ns: int) -> int:
+    n = 0
+    for line in recorder.read_bytes().splitlines():
+        rec = decode_record(line)
+        if isinstance(rec, DecisionRecord) and rec.accepted and start_ns < rec.ts < end_ns:
+            n += 1
+    return n
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `knightwatch` command in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "knightwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KNIGHTWATCH_ACTOR": "tester", "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[NodeProcesses]]:
+    made: list[NodeProcesses] = []
+    try:
+        yield made
+    finally:
+        for p in made:
+            p.stop()
+
+
+@pytest.fixture
+async def planes() -> AsyncIterator[list[NatsControlPlane]]:
+    made: list[NatsControlPlane] = []
+    yield made
+    for p in made:
+        await p.close()
+
+
+async def operator(url: str, planes: list[NatsControlPlane]) -> NatsControlPlane:
+    for _ in range(50):
+        plane = NatsControlPlane([url], name="test-operator")
+        try:
+            await plane.connect()
+            planes.append(plane)
+            return plane
+        except ControlPlaneUnavailable:
+            await plane.close()
+            await asyncio.sleep(0.2)
+    raise AssertionError("control plane never came up")
+
+
+async def node_state(plane: NatsControlPlane, node_id: str) -> TradingState:
+    return {m.node_id: m for m in await plane.members()}[node_id].node_state
+
+
+async def eventually_halted(plane: NatsControlPlane, node_id: str) -> None:
+    for _ in range(100):
+        if await node_state(plane, node_id) is TradingState.HALTED:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{node_id} never reported HALTED")
+
+
+async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
+    tmp_path: Path,
+    nats_server: EmbeddedNatsServer,
+    procs: list[NodeProcesses],
+    planes: list[NatsControlPlane],
+) -> None:
+    url = nats_server.url
+    fleet = NodeProcesses([url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "r")
+    procs.append(fleet)
+    fleet.spawn("n1")
+    plane = await operator(url, planes)
+    await wait_admitted(plane, ["n1"], CLOCK)
+    # The fleet's kill entry is corrupted in the store (a bad write, a bit flip, a bug).
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(STATE_BUCKET)
+        await kv.put("fleet.fleet", b"\xff{not an entry")
+    finally:
+        await nc.close()
+    await eventually_halted(plane, "n1")  # the running node: from the republished entry
+    fleet.stop("n1")
+    restarted = time.time_ns()
+    fleet.spawn("n1")  # a restart reads the store of record: still halted
+    await wait_admitted(plane, ["n1"], CLOCK)
+    await eventually_halted(plane, "n1")
+    entry, _ = await plane.get_state(Scope.FLEET, "fleet")
+    assert entry is not None and entry.actor == UNDECODABLE_ACTOR
+    assert "cannot be decoded" in entry.reason
+    await asyncio.sleep(0.5)
+    rec = tmp_path / "r" / "n1.jsonl"
+    assert accepted_between(rec, restarted, time.time_ns()) == 0
+
+    # A kill writes over the slot (it used to die on a raw decoding error), then a resume.
+    kill = await asyncio.to_thread(cli, "kill", "--reason", "over garbage", "--nats-url", url)
+    assert kill.returncode == 0, kill.stdout + kill.stderr
+    assert "stored at revision" in kill.stdout and "Traceback" not in kill.stderr
+    resume = await asyncio.to_thread(cli, "resume", "--reason", "clean", "--nats-url", url)
+    assert resume.returncode == 0, resume.stdout + resume.stderr
+    resumed = time.time_ns()
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if accepted_between(rec, resumed, time.time_ns()) > 0:
+            break
+    assert accepted_between(rec, resumed, time.time_ns()) > 0
+
+
+async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_record(
+    tmp_path: Path, procs: list[NodeProcesses], planes: list[NatsControlPlane]
+) -> None:
+    server = EmbeddedNatsServer(tmp_path / "nats")
+    url = server.start()
+    try:
+        fleet = NodeProcesses(
+            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "r"
+        )
+        procs.append(fleet)
+        fleet.spawn("n1")
+        plane = await operator(url, planes)
+        await wait_admitted(plane, ["n1"], CLOCK)
+        kill = await asyncio.to_thread(
+            cli, "kill", "--node", "n1", "--reason", "runaway", "--nats-url", url
+        )
+        assert kill.returncode == 0, kill.stdout + kill.stderr
+        fleet.stop("n1")
+        await plane.close()
+        # The single server's store is lost: every kill entry is gone.
+        server.stop()
+        shutil.rmtree(tmp_path / "nats" / "jetstream")
+        url = server.start()  # same port, empty store
+        plane = await operator(url, planes)
+        assert await plane.states() == {}
+        restarted = time.time_ns()
+        fleet.spawn("n1")
+        await wait_admitted(plane, ["n1"], CLOCK)
+        await eventually_halted(plane, "n1")
+        # ...and stored again, so the operator sees it and can lift it.
+        entry = None
+        for _ in range(100):
+            entry, _ = await plane.get_state(Scope.NODE, "n1")
+            if entry is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert entry is not None and entry.state is TradingState.HALTED
+        assert "restored from this node's flight recorder" in entry.reason
+        assert "runaway" in entry.reason
+        await asyncio.sleep(0.5)
+        rec = tmp_path / "r" / "n1.jsonl"
+        assert accepted_between(rec, restarted, time.time_ns()) == 0
+        resume = await asyncio.to_thread(
+            cli, "resume", "--node", "n1", "--reason", "reconciled", "--nats-url", url
+        )
+        assert resume.returncode == 0, resume.stdout + resume.stderr
+        resumed = time.time_ns()
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if accepted_between(rec, resumed, time.time_ns()) > 0:
+                break
+        assert accepted_between(rec, resumed, time.time_ns()) > 0
+    finally:
+        server.stop()
+
+
+async def test_a_kill_names_every_member_that_did_not_confirm_with_its_lease(
+    tmp_path: Path,
+    nats_server: EmbeddedNatsServer,
+    procs: list[NodeProcesses],
+    planes: list[NatsControlPlane],
+) -> None:
+    url = nats_server.url
+    short = NodeProcesses([url], tmp_path, flow_rate=20, policy=POLICY)
+    long = NodeProcesses([url], tmp_path, flow_rate=20, policy=LeasePolicy(8.0, 0.2))
+    procs += [short, long]
+    short.spawn("dead")
+    short.spawn("ok")
+    long.spawn("frozen")
+    plane = await operator(url, planes)
+    await wait_admitted(plane, ["dead", "ok", "frozen"], CLOCK)
+    os.kill(short.procs["dead"].pid, signal.SIGKILL)  # died: its lease runs out by itself
+    await asyncio.sleep(POLICY.lease_timeout_s + 1.0)  # past its lease and the grace
+    frozen = long.procs["frozen"]
+    os.kill(frozen.pid, signal.SIGSTOP)  # froze just before: its lease is still live
+    try:
+        kill = await asyncio.to_thread(
+            cli, "kill", "--reason", "stop all", "--timeout", "0.5", "--nats-url", url
+        )
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    out = kill.stdout
+    assert kill.returncode == 1, out + kill.stderr
+    assert "not confirmed: dead: lease expired at" in out
+    assert "stopped trading by itself" in out
+    assert "not confirmed: frozen: lease still LIVE until" in out
+    assert "not confirmed: ok" not in out

@@ -1,0 +1,54 @@
+"""knightwatch.inputs and flags.yamlfile: the checks every file passes before it is parsed."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from knightwatch.flags.yamlfile import load_yaml
+from knightwatch.inputs import (
+    MAX_DEPTH,
+    InputFileError,
+    check_depth,
+    load_toml,
+    read_bytes,
+)
+
+
+def test_depth_counts_brackets_outside_strings_and_comments() -> None:
+    check_depth('a = "' + "[" * 500 + '"\n# ' + "{" * 500 + "\n", "f")  # strings, comments
+    check_depth("[" * MAX_DEPTH + "]" * MAX_DEPTH, "f")
+    with pytest.raises(InputFileError, match=r"f: line 2: nested deeper than 32 levels"):
+        check_depth("x\n" + "[" * (MAX_DEPTH + 1), "f")
+
+
+def test_yaml_refuses_aliases_deep_blocks_duplicates_and_impossible_dates() -> None:
+    assert load_yaml("a: [1, {b: 2023-02-28}]\n", "f") == {"a": [1, {"b": date(2023, 2, 28)}]}
+    with pytest.raises(InputFileError, match="YAML aliases"):
+        load_yaml("a: &x [1]\nb: *x\n", "f")
+    with pytest.raises(InputFileError, match="nested deeper than 32"):
+        load_yaml("\n".join(" " * i + "k:" for i in range(40)) + " 1\n", "f")
+    with pytest.raises(InputFileError, match="duplicate key 'a'"):
+        load_yaml("a: 1\na: 2\n", "f")
+    with pytest.raises(InputFileError, match=r"line 1, column 7: 2023-02-29 is not a real date"):
+        load_yaml("when: 2023-02-29\n", "f")
+
+
+def test_size_emptiness_and_kind_are_checked_before_reading(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    with big.open("wb") as f:
+        f.truncate(10_000_000)
+    with pytest.raises(InputFileError, match="10000000 bytes is over the 100 byte limit"):
+        read_bytes(big, "limits file", 100)
+    empty = tmp_path / "e.toml"
+    empty.write_text("  \n")
+    with pytest.raises(InputFileError, match="the file is empty"):
+        read_bytes(empty, "limits file", 100)
+    comments = tmp_path / "c.toml"
+    comments.write_text("# nothing\n")
+    with pytest.raises(InputFileError, match="no settings"):
+        load_toml(comments, "limits file")
+    with pytest.raises(InputFileError, match="not a regular file"):
+        read_bytes(Path("/dev/zero"), "limits file", 100)
