@@ -13,6 +13,7 @@ Evidence is each node's own flight recorder and the CLI's exit code and output.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -22,9 +23,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import nats
 import pytest
 
+from knightwatch.audit.chain import GENESIS, seal_batch
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import DecisionRecord
 from knightwatch.clock import SystemClock
@@ -238,3 +241,50 @@ async def test_a_kill_names_every_member_that_did_not_confirm_with_its_lease(
     assert "stopped trading by itself" in out
     assert "not confirmed: frozen: lease still LIVE until" in out
     assert "not confirmed: ok" not in out
+
+
+def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
+    tmp_path: Path,
+) -> None:
+    """`knightwatch up` (real processes): the node signs checkpoints with its enrolled key;
+    after it stops, `audit verify --key` vouches for every record, and a rewrite with a
+    recomputed chain (which the chain alone passes) fails."""
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knightwatch", "up", "--nodes", "1", "--flow", "5",
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
+            if line.startswith("fleet up"):
+                break
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    recorder = state / "audit" / "n1.jsonl"
+    key = state / "release" / "keys" / "n1.pub"
+    ok = cli("audit", "verify", str(recorder), "--key", str(key))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "final: the node closed the file there" in ok.stderr
+    lines = recorder.read_bytes().splitlines()
+    edited = [json.loads(line) for line in lines]
+    edited[1]["node"] = "someone-else"
+    payloads = [
+        msgspec.json.encode({k: v for k, v in r.items() if k not in ("seq", "prev", "hash")})
+        for r in edited
+    ]
+    pieces, _, _ = seal_batch(payloads, 0, GENESIS.encode())
+    recorder.write_bytes(b"".join(pieces))
+    chain_only = cli("audit", "verify", str(recorder), "--checkpoints", os.devnull)
+    assert chain_only.returncode == 0, chain_only.stdout  # the chain alone is fooled
+    caught = cli("audit", "verify", str(recorder), "--key", str(key))
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "checkpoint_mismatch" in caught.stdout
