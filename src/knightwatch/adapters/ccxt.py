@@ -431,7 +431,7 @@ class Ledger:
         """A reference price for `symbol` in the quote currency (per whole base unit)."""
         try:
             self.guard.on_price(symbol, self.units(symbol).unit_price(price))
-        except (UnitError, ccxt.BaseError) as exc:
+        except (ValueError, ccxt.BaseError) as exc:  # UnitError, or the Guard refusing NaN
             log.warning(
                 "BAD_PRICE node=%s symbol=%s price=%r: %s", self.guard.node, symbol, price, exc
             )
