@@ -12,6 +12,7 @@ import pytest
 from knightwatch.audit import FlightRecorder
 from knightwatch.decision import RejectReason as R
 from knightwatch.guard import Guard
+from knightwatch.guard.engine import RecorderUnavailable
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 
@@ -417,7 +418,8 @@ def test_recorder_that_cannot_record_blocks_everything(rig: Mk) -> None:
     dead = DeadRecorder(None, clock=r.clock)
     g = Guard(r.limits, node="n1", clock=r.clock, recorder=dead)
     g.on_price("IBM", 100.0)
-    g.arm()
+    with pytest.raises(RecorderUnavailable):
+        g.arm()  # arming is refused while nothing could be recorded; checks block anyway
     before = dead.pending
     for _ in range(1_000):
         assert reason(g.check(r.order())) is R.AUDIT_UNAVAILABLE

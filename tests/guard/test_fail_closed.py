@@ -128,6 +128,14 @@ def test_a_resume_that_cannot_be_recorded_changes_nothing() -> None:
     assert g.trading_state(Scope.FLEET) is TradingState.HALTED
 
 
+def test_arming_while_the_recorder_cannot_record_changes_nothing() -> None:
+    g, _ = _full_recorder_guard()
+    g.disarm("ops")  # the stop direction is never refused
+    with pytest.raises(RecorderUnavailable, match="not armed"):
+        g.arm("ops")
+    assert not g.armed
+
+
 def test_a_halt_that_cannot_be_written_yet_still_blocks() -> None:
     g, _ = _full_recorder_guard()
     g.halt(Scope.SYMBOL, "IBM", "bad prints", actor="ops")

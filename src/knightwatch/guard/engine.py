@@ -590,7 +590,11 @@ class Guard:
     # ------------------------------------------------------------------ control
 
     def arm(self, actor: str = "operator") -> None:
+        """Allow orders through (after the other checks). Refused, changing nothing, while
+        the flight recorder cannot record (`RecorderUnavailable`)."""
         _text_arg("arm", "actor", actor)
+        if not self._recorder.ready():
+            raise RecorderUnavailable("arm: the flight recorder cannot record; not armed")
         self._recorder.record_event("arm", self._ctx, actor=actor)
         self._armed = True
 
