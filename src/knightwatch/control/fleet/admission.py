@@ -20,6 +20,7 @@ import logging
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.fleet.freeze import FrozenByKill, refuse_target_if_frozen
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -156,6 +157,13 @@ class AdmissionService:
             request.envelope, self.trust, self.registry, target_release=release_id
         )
         manifest = checked.manifest
+        if manifest is not None:
+            try:
+                await refuse_target_if_frozen(self.plane, manifest.release_id)
+            except FrozenByKill as exc:
+                log.error("TARGET_REFUSED release=%s by=%s: %s", release_id, request.actor, exc)
+                finding = Finding(AdmissionReason.FROZEN_BY_KILL, "fleet", str(exc))
+                return ENCODER.encode(TargetReply(False, release_id, (finding,)))
         if manifest is None:
             log.error(
                 "TARGET_REFUSED release=%s by=%s: %s",
