@@ -67,10 +67,21 @@ def test_up_status_kill_resume(fleet_up: Path) -> None:
     assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
     code, out = invoke("status", "--state-dir", state)
     assert "HALTED" in out and "carol" in out and "cli test" in out
-    code, out = invoke("resume", "--reason", "all clear", "--actor", "dave", "--state-dir", state)
+    ramp = fleet_up / "ramp.toml"
+    ramp.write_text(
+        "[ramp]\nstages = [{fraction = 0.1, hold_s = 0.3}, {fraction = 1.0, hold_s = 0.3}]\n"
+    )
+    code, out = invoke(
+        "resume", "--reason", "all clear", "--actor", "dave", "--config", str(ramp),
+        "--state-dir", state,
+    )  # fmt: skip
     assert code == 0, out
+    assert "preflight fleet 'fleet': PASS" in out and "stage 1/2: 10% of limits" in out, out
+    assert "complete" in out and "full limits" in out, out
+    code, out = invoke("status", "--state-dir", state)
+    assert "resume ramps" in out and "done" in out, out
     code, out = invoke("resume", "--reason", "again", "--state-dir", state)
-    assert code == 2 and "not halted" in out
+    assert code == 1 and "not halted" in out and "REFUSED" in out, out
     code, out = invoke(
         "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", "--state-dir", state
     )

@@ -57,6 +57,7 @@ _ABORT_ATTEMPTS = 10
 
 log = logging.getLogger(__name__)
 
+
 class RolloutError(KnightwatchError, RuntimeError):
     """A rollout command that cannot proceed; the message says why."""
 

@@ -298,6 +298,7 @@ TARGET_REPLY_DECODER = msgspec.json.Decoder(TargetReply)
 
 # ---------------------------------------------------------------- incident
 
+
 class RampRecord(msgspec.Struct, frozen=True):
     """A resume ramping a scope back: the fraction of the rate, notional and exposure
     limits every node in the scope applies now, stored before the resume itself so
