@@ -166,11 +166,17 @@ async def run_preflight(
         )
         kill_ns = entry.issued_ns
 
-    # which nodes will trade: live members, not halted on their own
+    # which nodes will trade: members holding a lease, not halted on their own. A node
+    # without a lease (refused at admission, fenced for drift, gone) cannot trade: it is
+    # listed as fenced, and joins only through admission later.
     trading: list[str] = []
     staying: list[str] = []
+    fenced: list[str] = []
     for m in members:
         if scope is Scope.NODE and m.node_id != key:
+            continue
+        if not m.admitted or m.lease_expires_ns < now:
+            fenced.append(m.node_id)
             continue
         if _node_halted(states, m.node_id) is not None and not (
             scope is Scope.NODE and m.node_id == key
@@ -215,7 +221,8 @@ async def run_preflight(
                 not bad,
                 "; ".join(bad) + " -- fix the node or roll the target back"
                 if bad
-                else f"{len(trading)} node(s) admitted on {target.release_id}, {origin}",
+                else f"{len(trading)} node(s) admitted on {target.release_id}, {origin}"
+                + (f"; fenced, not trading: {', '.join(sorted(fenced))}" if fenced else ""),
             )
         )
 

@@ -359,8 +359,10 @@ class RampController:
                     record, stage=stage, fraction=fraction, since_ns=self.clock.time_ns()
                 )
                 await self._put(record)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tripped.wait(), 0.05)
+                async with asyncio.timeout(0.05):
+                    await self._tripped.wait()
         done = msgspec.structs.replace(
             record,
             stage=len(self.plan.stages) - 1,
