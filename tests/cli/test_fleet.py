@@ -119,7 +119,7 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
     t0 = time.monotonic()
     code, out = invoke(
         "drill", "--nodes", "4", "--stale", "1", "--state-dir", str(tmp_path / "drill"),
-        "--json", str(report_path),
+        "--json", str(report_path), "--no-resume",
     )  # fmt: skip
     assert code == 0, out
     report = json.loads(report_path.read_text())

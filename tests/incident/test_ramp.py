@@ -1,4 +1,4 @@
-"""The resume ramp: stages reach every Guard before the resume, and anything in the scope trips it."""
+"""The resume ramp: stages reach every Guard before the resume; anything in the scope trips it."""
 
 from __future__ import annotations
 
@@ -124,10 +124,10 @@ def test_a_block_rate_spike_trips_but_halted_blocks_do_not() -> None:
     assert why.startswith("block-rate spike on node n1: 71 of 100 orders") and "rate_node" in why
 
 
-def test_a_stage_that_a_node_never_applies_means_no_resume() -> None:
+def test_plan_validation_names_the_stage() -> None:
     with pytest.raises(RampError, match=r"stages\[0\].fraction: must be in \(0, 1\]"):
         RampPlan(stages=(Stage(0.0, 1.0), Stage(1.0, 1.0)))
-    with pytest.raises(RampError, match="the last stage must be 1.0"):
+    with pytest.raises(RampError, match=r"the last stage must be 1\.0"):
         RampPlan(stages=(Stage(0.1, 1.0),))
     with pytest.raises(RampError, match="fractions must not decrease"):
         RampPlan(stages=(Stage(0.5, 1.0), Stage(0.1, 1.0), Stage(1.0, 1.0)))

@@ -332,7 +332,9 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
 
     # a rollout start is refused
     plan = RolloutPlan(stages=(Stage("fleet", hold_s=0.1, fraction=1.0),))
-    with pytest.raises(RolloutError, match="rollout of trading.smars.rlp_enabled: refused while"):
+    with pytest.raises(
+        RolloutError, match=r"rollout of trading\.smars\.rlp_enabled: refused while"
+    ):
         await driver.begin(RLP, plan, actor="alice", approver="bob")
 
     # a new node's enrolment is ignored by the admission service: it is not admitted

@@ -561,8 +561,12 @@ def drill(
     nats_url: str = NatsUrl,
     state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir"),
     json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON"),
+    resume_phase: bool = typer.Option(
+        True, "--resume/--no-resume", help="after the kill: snapshot, preflight, ramp, trip"
+    ),
 ) -> None:
-    """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed."""
+    """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed;
+    then the resume: evidence snapshot, preflight, a ramp back and a ramp that trips."""
 
     async def go() -> DrillReport:
         if registry is not None:
@@ -577,6 +581,7 @@ def drill(
             console,
             stale=stale,
             registry=registry,
+            resume_phase=resume_phase,
         )
 
     report = _run(go)
