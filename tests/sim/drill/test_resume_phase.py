@@ -52,7 +52,7 @@ async def test_drill_snapshot_preflight_ramp_and_trip(
     snapshot = Path(r.snapshot)
     runner = CliRunner()
     ok = runner.invoke(app, ["incident", "verify", str(snapshot)])
-    assert ok.exit_code == 0 and "files intact" in ok.output, ok.output
+    assert ok.exit_code == 0 and "files intact" in " ".join(ok.output.split()), ok.output
     with tarfile.open(snapshot) as tar:
         names = tar.getnames()
     assert {"kill/entries.json", "recorder/heads.json", "nodes/admission.json"} <= set(names)
@@ -65,4 +65,5 @@ async def test_drill_snapshot_preflight_ramp_and_trip(
     edited.write_bytes(bytes(data))
     bad = runner.invoke(app, ["incident", "verify", str(edited)])
     assert bad.exit_code == 1
-    assert "kill/entries.json: sha256 does not match the manifest" in bad.output, bad.output
+    flat = " ".join(bad.output.split())
+    assert "kill/entries.json: sha256 does not match the manifest" in flat, bad.output
