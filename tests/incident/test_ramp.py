@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from knightwatch.control.fleet.killswitch import KillSwitchError
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import RAMP_DECODER, NodeMetrics, StateEntry, slot_of
 from knightwatch.decision import RejectReason
@@ -144,4 +145,17 @@ async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:
         await ctl.resume(Scope.FLEET, "", "fixed", nodes=["n1", "ghost"])
     entry, _ = await (await f.plane()).get_state(Scope.FLEET, "fleet")
     assert entry is not None and entry.state is TradingState.HALTED
+    await f.stop()
+
+
+async def test_a_resume_that_cannot_be_issued_leaves_no_ramp_holding_as_ramping() -> None:
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    ctl = RampController(await f.plane(), ks, f.clock, FAST)
+    with pytest.raises(KillSwitchError, match="not halted"):
+        await ctl.resume(Scope.FLEET, "", "nothing to resume")
+    stored, _ = await (await f.plane()).get_record(Bucket.RAMP, slot_of(Scope.FLEET, "fleet"))
+    assert stored is not None
+    record = RAMP_DECODER.decode(stored)
+    assert record.status == "tripped" and record.trip_reason.startswith("resume not issued")
     await f.stop()

@@ -30,7 +30,7 @@ from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
-from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.plane.wire import (
     ENCODER,
     RAMP_DECODER,
@@ -340,9 +340,15 @@ class RampController:
             await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
             raise RampError(f"ramp {ramp_id}: {why}")
         self._watch = RampWatch(scope, key, self.plan, self.clock.time_ns(), targets)
-        resumed = await self.ks.resume(
-            scope, key, f"{reason} [ramp {ramp_id}]", timeout_s=timeout_s
-        )
+        try:
+            resumed = await self.ks.resume(
+                scope, key, f"{reason} [ramp {ramp_id}]", timeout_s=timeout_s
+            )
+        except (KillSwitchError, RevisionConflict) as exc:
+            # no resume happened: the record must not keep holding stage-one limits as "ramping"
+            why = f"resume not issued: {exc}"
+            await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
+            raise
         # the resume itself is newer than the watch start: only later halts trip it
         self._watch.start_ns = resumed.entry.issued_ns + 1
         stage = 0
