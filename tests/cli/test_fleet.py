@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 from knightwatch.cli.options import OptionError, scope_of
+from knightwatch.release.keys import write_key_pair
 from knightwatch.state import Scope, TradingState
 
 runner = CliRunner()
@@ -57,14 +58,21 @@ def fleet_up(tmp_path: Path) -> Iterator[Path]:
     assert not (state / "nats.url").exists()  # embedded server stopped and unregistered
 
 
-def test_up_status_kill_resume(fleet_up: Path) -> None:
+def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = str(fleet_up)
     code, out = invoke("status", "--state-dir", state)
     assert code == 0 and "n1" in out and "n2" in out, out
     assert out.count("admitted") >= 2 and "local-" in out  # judged on the release `up` built
+    _, key, _ = write_key_pair(fleet_up / "operator", "carol")
+    monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_KEY", str(key))
+    monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_DIR", str(fleet_up / "evidence"))
     code, out = invoke("kill", "--reason", "cli test", "--actor", "carol", "--state-dir", state)
     assert code == 0, out
     assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
+    (snapshot,) = (fleet_up / "evidence").glob("snapshot-*.tar")
+    assert "evidence snapshot written to" in out
+    code, out = invoke("incident", "verify", str(snapshot))
+    assert code == 0 and "intact" in out, out
     code, out = invoke("status", "--state-dir", state)
     assert "HALTED" in out and "carol" in out and "cli test" in out
     ramp = fleet_up / "ramp.toml"
