@@ -498,3 +498,59 @@ def layer_keys(layer: str) -> tuple[str, ...]:
 def rules_for(limits: Limits) -> tuple[str, ...]:
     """Names of the rule groups evaluated for an order, for the flight recorder."""
     return tuple(g.name for g in _RECORDED if g.enabled(limits))
+
+
+RAMP_SCALED_KEYS: tuple[str, ...] = (
+    "max_order_qty",
+    "max_order_notional",
+    "max_orders_per_s_node",
+    "max_orders_per_min_node",
+    "max_orders_per_s_strategy",
+    "max_orders_per_min_strategy",
+    "max_orders_per_s_symbol",
+    "max_orders_per_min_symbol",
+    "max_executions_per_window",
+    "max_position_qty",
+    "max_gross_exposure",
+    "max_net_exposure",
+    "max_turnover_per_min",
+)
+"""The rate, notional and exposure keys a resume ramp scales (fleet and override tables)."""
+
+
+def scaled(limits: Limits, fraction: float) -> Limits:
+    """`limits` with every ramp key multiplied by `fraction` (0 < fraction <= 1).
+
+    Counts round down but never below 1, so a scaled rule stays on and stays
+    tighter; a rule that is off (None) stays off. The version says the stage,
+    so records and metrics show which limits a decision was made under.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise LimitsError([f"fraction: must be in (0, 1] (got {fraction!r})"])
+    if fraction == 1.0:
+        return limits
+
+    def scale(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, int):
+            return max(1, int(value * fraction))
+        return float(value) * fraction
+
+    top = {k: scale(getattr(limits, k)) for k in RAMP_SCALED_KEYS}
+    over_keys = set(RAMP_SCALED_KEYS) & set(Override.__struct_fields__)
+
+    def table(section: Mapping[str, Override]) -> dict[str, Override]:
+        return {
+            name: msgspec.structs.replace(
+                ov, **{k: scale(getattr(ov, k)) for k in sorted(over_keys)}
+            )
+            for name, ov in section.items()
+        }
+
+    fields = {k: getattr(limits, k) for k in limits.__struct_fields__}
+    fields.update(top)
+    fields["version"] = f"{limits.version}@{fraction:.0%}"
+    fields["strategy"] = table(limits.strategy)
+    fields["symbol"] = table(limits.symbol)
+    return Limits(**fields)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 from knightwatch.cli.options import OptionError, scope_of
+from knightwatch.release.keys import write_key_pair
 from knightwatch.state import Scope, TradingState
 
 runner = CliRunner()
@@ -57,20 +58,38 @@ def fleet_up(tmp_path: Path) -> Iterator[Path]:
     assert not (state / "nats.url").exists()  # embedded server stopped and unregistered
 
 
-def test_up_status_kill_resume(fleet_up: Path) -> None:
+def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = str(fleet_up)
     code, out = invoke("status", "--state-dir", state)
     assert code == 0 and "n1" in out and "n2" in out, out
     assert out.count("admitted") >= 2 and "local-" in out  # judged on the release `up` built
+    _, key, _ = write_key_pair(fleet_up / "operator", "carol")
+    monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_KEY", str(key))
+    monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_DIR", str(fleet_up / "evidence"))
     code, out = invoke("kill", "--reason", "cli test", "--actor", "carol", "--state-dir", state)
     assert code == 0, out
     assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
+    (snapshot,) = (fleet_up / "evidence").glob("snapshot-*.tar")
+    assert "evidence snapshot written to" in out
+    code, out = invoke("incident", "verify", str(snapshot))
+    assert code == 0 and "intact" in out, out
     code, out = invoke("status", "--state-dir", state)
     assert "HALTED" in out and "carol" in out and "cli test" in out
-    code, out = invoke("resume", "--reason", "all clear", "--actor", "dave", "--state-dir", state)
+    ramp = fleet_up / "ramp.toml"
+    ramp.write_text(
+        "[ramp]\nstages = [{fraction = 0.1, hold_s = 0.3}, {fraction = 1.0, hold_s = 0.3}]\n"
+    )
+    code, out = invoke(
+        "resume", "--reason", "all clear", "--actor", "dave", "--config", str(ramp),
+        "--state-dir", state,
+    )  # fmt: skip
     assert code == 0, out
+    assert "preflight fleet 'fleet': PASS" in out and "stage 1/2: 10% of limits" in out, out
+    assert "complete" in out and "full limits" in out, out
+    code, out = invoke("status", "--state-dir", state)
+    assert "resume ramps" in out and "done" in out, out
     code, out = invoke("resume", "--reason", "again", "--state-dir", state)
-    assert code == 2 and "not halted" in out
+    assert code == 1 and "not halted" in out and "REFUSED" in out, out
     code, out = invoke(
         "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", "--state-dir", state
     )
@@ -108,7 +127,7 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
     t0 = time.monotonic()
     code, out = invoke(
         "drill", "--nodes", "4", "--stale", "1", "--state-dir", str(tmp_path / "drill"),
-        "--json", str(report_path),
+        "--json", str(report_path), "--no-resume",
     )  # fmt: skip
     assert code == 0, out
     report = json.loads(report_path.read_text())

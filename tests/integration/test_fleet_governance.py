@@ -20,8 +20,9 @@ from openfeature import api
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.admission import AdmissionService
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.freeze import describe, kill_in_force, record_known_good
 from knightwatch.control.fleet.killswitch import KillSwitch
-from knightwatch.control.fleet.rollout import RolloutDriver
+from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
@@ -294,3 +295,63 @@ async def test_rollout_promotes_on_healthy_evidence_through_to_the_fleet(
     await eventually(
         lambda: all((s := flags[n].get(RLP)) is not None and s.value_for(n) is True for n in flags)
     )
+
+
+async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reducing_ones(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    _, driver = await rollout_fleet(fleet, tmp_path)
+    ops = await fleet.plane("incident")
+    ks = KillSwitch(ops, fleet.clock, "alice")
+    kill = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=1.0)
+    assert kill.ok
+    assert await record_known_good(ops, kill.entry, fleet.clock.time_ns()) == "r2"
+    frozen = await kill_in_force(ops)
+    assert frozen is not None and frozen.command_id == kill.entry.command_id
+
+    # a different release, even newly signed, is refused naming the kill; the known-good passes
+    tree = deploy(tmp_path / "r3", NEW_ROUTER)
+    reply = await fleet.target(fleet.signers.release("r3", tree, REGISTRY.schema()))
+    assert not reply.accepted
+    (finding,) = reply.findings
+    assert finding.reason is AdmissionReason.FROZEN_BY_KILL
+    assert "fleet kill 'fleet'" in finding.detail and "only r2 (known-good)" in finding.detail
+    good = deploy(tmp_path / "good-again", NEW_ROUTER)
+    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
+
+    # a flag towards trading behaviour is refused; back to its safe default passes
+    view = await fleet_snapshot(ops, fleet.clock)
+    gate = ActivationGate(
+        REGISTRY, view, PlaneFlagStore(ops, fleet.clock), fleet.clock, frozen_by=describe(frozen)
+    )
+    on = ActivationRequest(RLP, True, "alice", "fix", "test", approver="bob")
+    refused = await asyncio.to_thread(gate.apply, on)
+    assert refused.code is ActivationCode.FROZEN_BY_KILL and "runaway" in refused.detail
+    off = ActivationRequest(RLP, False, "alice", "safe", "test")
+    assert (await asyncio.to_thread(gate.apply, off)).accepted
+
+    # a rollout start is refused
+    plan = RolloutPlan(stages=(Stage("fleet", hold_s=0.1, fraction=1.0),))
+    with pytest.raises(
+        RolloutError, match=r"rollout of trading\.smars\.rlp_enabled: refused while"
+    ):
+        await driver.begin(RLP, plan, actor="alice", approver="bob")
+
+    # a new node's enrolment is ignored by the admission service: it is not admitted
+    fleet.keys["n9"] = SigningKey.generate()
+    await ops.put_record(Bucket.ROSTER, "n9", fleet.keys["n9"].public.to_base64().encode())
+    await asyncio.sleep(0.2)
+    newcomer = await fleet.start_node("n9", deploy(tmp_path / "n9", NEW_ROUTER))
+    assert newcomer.verdict is not None and not newcomer.verdict.admitted
+    assert newcomer.verdict.findings[0].reason is AdmissionReason.NODE_UNKNOWN
+
+    # reducing the blast radius always passes: a further kill and a drain
+    assert (await ks.kill(Scope.NODE, "n1", "belt and braces", timeout_s=1.0)).revision
+    drained = await ks.kill(Scope.STRATEGY, "mm", "drain", state=TradingState.REDUCING)
+    assert drained.revision is not None
+
+    # the resume lifts the freeze (the strategy drain above is a kill of its own)
+    await ks.resume(Scope.STRATEGY, "mm", "drained")
+    await ks.resume(Scope.FLEET, "", "fixed")
+    assert await kill_in_force(ops) is None
+    assert (await fleet.target(fleet.signers.release("r3", tree, REGISTRY.schema()))).accepted

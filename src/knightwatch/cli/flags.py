@@ -28,6 +28,7 @@ from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
 from knightwatch.cli.options import OptionError, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.freeze import describe, kill_in_force
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
@@ -259,7 +260,10 @@ def set_flag(
         clock = SystemClock()
         async with control_plane(_urls(nats_url), state_dir, "flags-set") as plane:
             view = await fleet_snapshot(plane, clock)
-            gate = ActivationGate(reg, view, PlaneFlagStore(plane, clock), clock, pol)
+            kill = await kill_in_force(plane)
+            frozen = describe(kill) if kill is not None else None
+            store = PlaneFlagStore(plane, clock)
+            gate = ActivationGate(reg, view, store, clock, pol, frozen_by=frozen)
             waiter = AppliedWaiter(plane, clock)
             await waiter.start()
             t0 = clock.monotonic_ns()

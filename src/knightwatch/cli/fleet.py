@@ -28,6 +28,7 @@ from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
@@ -52,6 +53,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.incident.ramp import RampOutcome, ramp_records
 from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import decode_envelope
@@ -298,14 +300,27 @@ def kill(
     """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not)."""
     scope, key = _scope_or_exit(node_id, strategy, symbol)
 
+    from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
+
+    evidence: list[Path] = []
+
     async def go() -> CommandResult:
         async with control_plane(_urls(nats_url), state_dir, "kill") as plane:
             ks = KillSwitch(plane, SystemClock(), _actor(actor))
             state = TradingState.REDUCING if drain else TradingState.HALTED
-            return await ks.kill(scope, key, reason, timeout_s=timeout, state=state)
+            result = await ks.kill(scope, key, reason, timeout_s=timeout, state=state)
+            # after the kill returned, never on its path: freeze point and evidence
+            auto = auto_snapshot_settings()
+            if auto is not None and result.revision is not None:
+                _print_result(result, "drain" if drain else "kill")
+                evidence.append(await snapshot_after_kill(plane, result, *auto, _actor(actor)))
+            return result
 
     result = _run(go)
-    _print_result(result, "drain" if drain else "kill")
+    if evidence:
+        console.print(f"evidence snapshot written to {evidence[0]}", highlight=False)
+    else:
+        _print_result(result, "drain" if drain else "kill")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -319,20 +334,40 @@ def resume(
     actor: str | None = typer.Option(
         None, "--actor", help="who (default: $KNIGHTWATCH_ACTOR or login)"
     ),
+    ack: list[str] = typer.Option(
+        [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with [ramp] stages and [preflight] bounds"
+    ),
+    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST a trip's page to"),
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Resume a halted scope; recorded with who and why; refused if someone changed it meanwhile."""
+    """Resume a halted scope: preflight checklist first, then a staged ramp that trips back.
+
+    Refused unless every preflight item passes; recorded with who and why;
+    refused if someone changed the scope meanwhile. Exit 1 if refused or tripped.
+    """
+    from knightwatch.cli.incident import print_outcome, resume_flow
+
     scope, key = _scope_or_exit(node_id, strategy, symbol)
 
-    async def go() -> CommandResult:
+    async def go() -> RampOutcome | None:
         async with control_plane(_urls(nats_url), state_dir, "resume") as plane:
             ks = KillSwitch(plane, SystemClock(), _actor(actor))
-            return await ks.resume(scope, key, reason, timeout_s=timeout)
+            _, ramped = await resume_flow(
+                plane, ks, scope, key, reason, timeout_s=timeout, acknowledged=ack,
+                config=config, webhook=webhook,
+            )  # fmt: skip
+            return ramped
 
-    result = _run(go)
-    _print_result(result, "resume")
-    if not result.ok:
+    outcome = _run(go)
+    if outcome is None:
+        console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
+        raise typer.Exit(1)
+    print_outcome(outcome)
+    if not outcome.completed:
         raise typer.Exit(1)
 
 
@@ -367,6 +402,7 @@ def status(
                 n: VERDICT_DECODER.decode(v)
                 for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
             }
+            ramps = await ramp_records(plane)
         now = SystemClock().time_ns()
         nodes = Table(title="nodes")
         for col in ("node", "host:pid", "lease", "admitted", "armed", "state", "last confirmation"):
@@ -416,6 +452,11 @@ def status(
                 str(rev),
             )
         console.print(table)
+        if ramps:
+            from knightwatch.cli.incident import ramp_rows
+            from knightwatch.incident.ramp import RampPlan
+
+            console.print(ramp_rows(ramps, RampPlan()))
 
     _run(go)
 
@@ -520,8 +561,12 @@ def drill(
     nats_url: str = NatsUrl,
     state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir"),
     json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON"),
+    resume_phase: bool = typer.Option(
+        True, "--resume/--no-resume", help="after the kill: snapshot, preflight, ramp, trip"
+    ),
 ) -> None:
-    """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed."""
+    """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed;
+    then the resume: evidence snapshot, preflight, a ramp back and a ramp that trips."""
 
     async def go() -> DrillReport:
         if registry is not None:
@@ -536,6 +581,7 @@ def drill(
             console,
             stale=stale,
             registry=registry,
+            resume_phase=resume_phase,
         )
 
     report = _run(go)
@@ -615,6 +661,7 @@ def admission_enrol(
     async def go() -> None:
         public = load_verify_key(key)
         async with control_plane(_urls(nats_url), state_dir, "admission-enrol") as plane:
+            await refuse_if_frozen(plane, f"enrolment of node {node_id}")
             await plane.put_record(Bucket.ROSTER, node_id, public.to_base64().encode())
         console.print(f"node {node_id} enrolled with key {public.key_id[:16]}")
 

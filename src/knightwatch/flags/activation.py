@@ -90,6 +90,7 @@ class ActivationCode(StrEnum):
     SECOND_APPROVER_REQUIRED = "second_approver_required"
     SELF_APPROVAL = "self_approval"
     CONFLICT = "conflict"
+    FROZEN_BY_KILL = "frozen_by_kill"
 
 
 class ActivationRequest(msgspec.Struct, frozen=True):
@@ -120,7 +121,10 @@ class ActivationGate:
         store: FlagStateStore,
         clock: Clock,
         policy: ActivationPolicy | None = None,
+        frozen_by: str | None = None,
     ) -> None:
+        """`frozen_by` names the kill in force, if any: then only safe-default changes pass."""
+        self._frozen_by = frozen_by
         self._registry = registry
         self._fleet = fleet
         self._store = store
@@ -156,6 +160,12 @@ class ActivationGate:
             return refuse(ActivationCode.UNKNOWN_NODE, f"not fleet members: {', '.join(unknown)}")
         safe_direction = request.value == flag.safe_default
         if not safe_direction:
+            if self._frozen_by is not None:
+                return refuse(
+                    ActivationCode.FROZEN_BY_KILL,
+                    f"away from its safe default refused while {self._frozen_by}; only "
+                    "safe-default changes pass until the resume",
+                )
             if flag.lifecycle is Lifecycle.RETIRED:
                 return refuse(ActivationCode.RETIRED_FLAG, "retired flags only go to safe default")
             if flag.lifecycle is not Lifecycle.ACTIVE:

@@ -607,6 +607,62 @@ class Guard:
     def armed(self) -> bool:
         return self._armed
 
+    def set_limits(self, limits: Limits, actor: str = "operator") -> None:
+        """Replace the limits in one step (a resume ramp's stage, a reviewed change).
+
+        The lease timeout cannot change here (the node's lease policy owns it).
+        Rate windows keep the orders they already counted, so a tighter limit
+        applies to the last second at once; every lane is rebuilt under the new
+        limits before this returns. The change is recorded with both versions and who made it.
+        """
+        if not isinstance(limits, Limits):
+            raise TypeError(f"set_limits: limits must be Limits (got {type(limits).__name__})")
+        if limits.lease_timeout_s != self.limits.lease_timeout_s:
+            raise ValueError(
+                f"set_limits: lease_timeout_s must stay {self.limits.lease_timeout_s!r} "
+                f"(got {limits.lease_timeout_s!r})"
+            )
+        old = self.limits.version
+
+        def carry(old_w: tuple[Window, ...], new_w: tuple[Window, ...]) -> tuple[Window, ...]:
+            for w in new_w:
+                for o in old_w:
+                    if o.span_ns == w.span_ns:
+                        w.events.extend(o.events)
+            return new_w
+
+        self._node_windows = carry(
+            self._node_windows,
+            windows(
+                limits.max_orders_per_s_node,
+                limits.max_orders_per_min_node,
+                R.RATE_NODE,
+                "node",
+                self.node,
+            ),
+        )
+        old_strategy, old_symbol = self._strategy_windows, self._symbol_windows
+        pairs = list(self._lanes)
+        self.limits = limits
+        self._strategy_windows = {}
+        self._symbol_windows = {}
+        self._lanes = {}
+        for strategy, symbol in pairs:
+            self._lane(strategy, symbol)
+        for strategy, ws in self._strategy_windows.items():
+            carry(old_strategy.get(strategy, ()), ws)
+        for symbol, ws in self._symbol_windows.items():
+            carry(old_symbol.get(symbol, ()), ws)
+        self._ctx = AuditContext(
+            node=self._ctx.node,
+            release_id=self._ctx.release_id,
+            flag_snapshot_id=self._ctx.flag_snapshot_id,
+            limits_version=limits.version,
+        )
+        self._recorder.record_event(
+            "limits_set", self._ctx, previous=old, version=limits.version, actor=actor
+        )
+
     def renew_lease(self) -> None:
         """Extend the right to trade; also the idle tick that flushes recorded decisions."""
         self._recorder.ready()

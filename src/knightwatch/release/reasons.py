@@ -43,6 +43,8 @@ class AdmissionReason(StrEnum):
     FLAG_UNEXPECTED = "flag_unexpected"
     # state change
     NODE_DRIFTED = "node_drifted"
+    # incident
+    FROZEN_BY_KILL = "frozen_by_kill"
 
 
 class Finding(msgspec.Struct, frozen=True):

@@ -20,6 +20,11 @@ import logging
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.fleet.freeze import (
+    FrozenByKill,
+    refuse_if_frozen,
+    refuse_target_if_frozen,
+)
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -84,6 +89,12 @@ class AdmissionService:
             self.roster.pop(node, None)
 
     async def _on_roster(self, record: Record) -> None:
+        if record.key not in self.roster:
+            try:  # a new node adds risk: not while a kill is in force
+                await refuse_if_frozen(self.plane, f"enrolment of node {record.key}")
+            except FrozenByKill as exc:
+                log.error("ENROL_REFUSED %s; enrol it again after the resume", exc)
+                return
         self._enrol(record.key, record.value)
 
     async def _on_release(self, record: Record) -> None:
@@ -156,6 +167,13 @@ class AdmissionService:
             request.envelope, self.trust, self.registry, target_release=release_id
         )
         manifest = checked.manifest
+        if manifest is not None:
+            try:
+                await refuse_target_if_frozen(self.plane, manifest.release_id)
+            except FrozenByKill as exc:
+                log.error("TARGET_REFUSED release=%s by=%s: %s", release_id, request.actor, exc)
+                finding = Finding(AdmissionReason.FROZEN_BY_KILL, "fleet", str(exc))
+                return ENCODER.encode(TargetReply(False, release_id, (finding,)))
         if manifest is None:
             log.error(
                 "TARGET_REFUSED release=%s by=%s: %s",

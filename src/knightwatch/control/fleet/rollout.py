@@ -14,6 +14,7 @@ mid-step, and `rollout status` reads the truth.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -21,6 +22,7 @@ import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.fleet.flagstore import PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.freeze import FrozenByKill, refuse_if_frozen
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.supervisor import (
     NodeHealth,
@@ -51,6 +53,9 @@ from knightwatch.state import Scope, TradingState
 _STATE = msgspec.json.Decoder(RolloutState)
 _ENC = msgspec.json.Encoder()
 _ABORT_ATTEMPTS = 10
+
+
+log = logging.getLogger(__name__)
 
 
 class RolloutError(KnightwatchError, RuntimeError):
@@ -127,6 +132,10 @@ class RolloutDriver:
         flag = self.registry.get(flag_id)
         if flag is None:
             raise RolloutError(f"{flag_id}: not in the flag registry")
+        try:
+            await refuse_if_frozen(self.plane, f"rollout of {flag_id}")
+        except FrozenByKill as exc:
+            raise RolloutError(str(exc)) from None
         current, revision = await self.load(flag_id)
         if current is not None and current.status is RolloutStatus.PROGRESSING:
             raise RolloutError(f"{flag_id}: rollout {current.rollout_id} is in progress")
@@ -163,6 +172,12 @@ class RolloutDriver:
         actions = rollout.step(await self.metrics())
         if rollout.state == state:
             return state  # holding: nothing to record
+        if rollout.state.status is RolloutStatus.PROGRESSING:
+            try:  # a promotion adds risk: hold while a kill is in force (an abort passes)
+                await refuse_if_frozen(self.plane, f"promotion of {flag_id}")
+            except FrozenByKill as exc:
+                log.warning("ROLLOUT_HELD %s", exc)
+                return state
         claimed = await self._claim(rollout.state, revision)
         if claimed is None:
             return (await self._existing(flag_id))[0]  # moved on meanwhile: theirs stands

@@ -36,6 +36,8 @@ class Rule(StrEnum):
     REJECT_SPIKE = "supervisor_reject_spike"
     ERRORS_BEFORE_ARMING = "supervisor_errors_before_arming"
     STALE_METRICS = "supervisor_stale_metrics"
+    RAMP_TRIP = "ramp_trip"
+    CRASH_LOOP = "crash_loop"
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

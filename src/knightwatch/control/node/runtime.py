@@ -20,7 +20,11 @@ runtime runs on. What it guarantees:
 * halts this node's own flight recorder says were in force when it last
   stopped (`recovered`) are restored at join for every slot the store has no
   word on (it lost them): the node comes back halted from its own durable
-  record, stores the halt again, and stays halted until an operator resumes.
+  record, stores the halt again, and stays halted until an operator resumes;
+* a resume ramp's stage (a `RampRecord` in the ramp bucket) reaches the Guard as
+  scaled limits the moment it is stored, and on every resync, so a resumed
+  scope trades at the stage's limits, never at full limits first;
+* each start is recorded, so a crash loop is visible to a resume's preflight.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+
+import msgspec
 
 from knightwatch.audit.standing import StandingHalt
 from knightwatch.clock import NS_PER_S, Clock
@@ -46,20 +52,27 @@ from knightwatch.control.plane.protocol import (
     RevisionConflict,
 )
 from knightwatch.control.plane.wire import (
+    ENCODER,
     GUARD_ACTOR,
+    RAMP_DECODER,
+    STARTS_DECODER,
     TARGET_KEY,
     AuditEnvelope,
     Confirmation,
     NodeMetrics,
+    NodeStarts,
     NodeStatus,
+    RampRecord,
     StateEntry,
     StateKeyError,
     Verdict,
     slot_of,
+    starts_key,
 )
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.guard import Guard, Halt
+from knightwatch.limits import scaled
 from knightwatch.order import Fill, Order
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
@@ -71,6 +84,7 @@ _RECONFIRM_NS = 50_000_000
 _ATTEST_TIMEOUT_S = 2.0
 _SEEN_COMMANDS = 4096
 _AUTO_RETRY_S = 0.2
+_STARTS_KEPT = 16
 
 
 class NodeError(KnightwatchError, RuntimeError):
@@ -107,6 +121,9 @@ class NodeRuntime:
                 "on_halt: the runtime stores the Guard's automatic halts; leave it unset"
             ) from None
         self.guard = guard
+        self.base_limits = guard.limits
+        """The limits this node was started with; a ramp stage scales these."""
+        self._ramps: dict[str, RampRecord] = {}
         self.plane = plane
         self.node_id = guard.node
         self.clock = clock
@@ -202,10 +219,12 @@ class NodeRuntime:
         its own clock; live processes call `start`, which adds the timed loops.
         """
         self.plane.on_connection(self._on_connection)
+        await self.plane.subscribe_records(Bucket.RAMP, self._on_ramp)
         await self.plane.subscribe_states(self._on_state)
         stored = await self._resync()
         self._restore(stored)
         self._store_lost(stored)
+        await self._record_start()
         if self.attestor is not None:
             await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
             await self.attest_once()
@@ -399,7 +418,15 @@ class NodeRuntime:
             log.warning("node %s: confirmation of %s not sent", self.node_id, entry.command_id)
 
     async def _resync(self) -> dict[str, StateEntry]:
-        """Read every entry from the store of record and apply what is newer than ours."""
+        """Read every entry from the store of record and apply what is newer than ours.
+
+        Ramp stages first: a resume that is ramping must find the scaled limits in place.
+        """
+        ramps = await self.plane.records(Bucket.RAMP)
+        self._ramps = {}
+        for key, (value, _) in ramps.items():
+            self._take_ramp(key, value)
+        self._apply_ramps()
         stored = {slot: e for slot, (e, _) in (await self.plane.states()).items()}
         changed = [e for e in stored.values() if self._apply(e)]
         for entry in changed:
@@ -470,6 +497,58 @@ class NodeRuntime:
                 halt.code.value,
             )
             self._on_guard_halt(scope, key, halt)
+
+    # --- resume ramp ---------------------------------------------------------
+    def _take_ramp(self, key: str, value: bytes) -> None:
+        try:
+            ramp = RAMP_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # cannot tell the stage: hold the tightest limits any stage uses (fail closed)
+            log.error("RAMP_UNDECODABLE node=%s key=%s: %s", self.node_id, key, exc)
+            self._ramps[key] = RampRecord(
+                Scope.FLEET, "fleet", "?", 0, (0.1,), 0.1, "ramping", "?", "undecodable", 0
+            )
+            return
+        if ramp.scope is Scope.NODE and ramp.key != self.node_id:
+            return
+        self._ramps[key] = ramp
+
+    def ramp_fraction(self) -> float:
+        """The fraction of its limits this node trades at: the tightest ramp holding it."""
+        held = [r.fraction for r in self._ramps.values() if r.holds]
+        return min(held, default=1.0)
+
+    def _apply_ramps(self) -> None:
+        fraction = self.ramp_fraction()
+        wanted = scaled(self.base_limits, fraction)
+        if wanted.version != self.guard.limits.version:
+            ids = ",".join(sorted({r.ramp_id for r in self._ramps.values() if r.holds})) or "-"
+            self.guard.set_limits(wanted, actor=f"ramp:{ids}")
+            log.warning(
+                "RAMP_APPLIED node=%s limits=%s ramps=%s", self.node_id, wanted.version, ids
+            )
+
+    async def _on_ramp(self, record: Record) -> None:
+        self._take_ramp(record.key, record.value)
+        self._apply_ramps()
+
+    async def _record_start(self) -> None:
+        """Append this start to the node's start history (kept short; best effort)."""
+        key = starts_key(self.node_id)
+        for _ in range(5):
+            try:
+                value, revision = await self.plane.get_record(Bucket.INCIDENT, key)
+                before = STARTS_DECODER.decode(value).started_ns if value is not None else ()
+                starts = NodeStarts(self.node_id, (*before, self._started_ns)[-_STARTS_KEPT:])
+                await self.plane.put_record(
+                    Bucket.INCIDENT, key, ENCODER.encode(starts), expected_revision=revision
+                )
+                return
+            except RevisionConflict:
+                continue
+            except (ControlPlaneUnavailable, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("node %s: start not recorded (%s)", self.node_id, exc)
+                return
 
     # --- lease ---------------------------------------------------------------
     def _renew(self) -> None:
@@ -586,6 +665,8 @@ class NodeRuntime:
             errors=len(self.errors),
             blocks=blocks,
             admitted=self.admitted and self.release_admitted,
+            limits_version=g.limits.version,
+            recorder_ok=g.recorder.healthy,
         )
 
     def status(self, left: bool = False) -> NodeStatus:

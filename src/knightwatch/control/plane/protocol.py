@@ -63,6 +63,10 @@ class Bucket(StrEnum):
     """flag id -> the latest `RolloutState` for that flag."""
     CHECKPOINTS = "checkpoints"
     """node id -> the node's latest signed flight-recorder checkpoint (DSSE JSON)."""
+    RAMP = "ramp"
+    """scope slot -> the `RampRecord` of a resume ramping back (the limits nodes apply)."""
+    INCIDENT = "incident"
+    """`known_good` (the release a kill froze on), `starts.<node>` (a node's recent starts)."""
 
 
 class Record(msgspec.Struct, frozen=True):

@@ -118,6 +118,10 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     blocks: dict[str, int] = msgspec.field(default_factory=dict)
     admitted: bool = True
     """Holds its lease and release admission; a node that does not sits out of fleet baselines."""
+    limits_version: str = ""
+    """The Guard's limits version now: `NAME@10%` while a resume ramp holds it at a stage."""
+    recorder_ok: bool = True
+    """The flight recorder is writing (a resume's preflight needs it)."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
@@ -290,3 +294,58 @@ VERDICT_DECODER = msgspec.json.Decoder(Verdict)
 TARGET_DECODER = msgspec.json.Decoder(TargetRecord)
 TARGET_REQUEST_DECODER = msgspec.json.Decoder(TargetRequest)
 TARGET_REPLY_DECODER = msgspec.json.Decoder(TargetReply)
+
+
+# ---------------------------------------------------------------- incident
+
+
+class RampRecord(msgspec.Struct, frozen=True):
+    """A resume ramping a scope back: the fraction of the rate, notional and exposure
+    limits every node in the scope applies now, stored before the resume itself so
+    no node ever trades the resumed scope at full limits first.
+
+    `status` is "ramping", "done" (full limits) or "tripped" (the scope was halted
+    again; nodes keep the stage's limits until the next resume starts a new ramp).
+    """
+
+    scope: Scope
+    key: str
+    ramp_id: str
+    stage: int
+    stages: tuple[float, ...]
+    fraction: float
+    status: str
+    actor: str
+    reason: str
+    since_ns: int
+    trip_reason: str = ""
+
+    @property
+    def holds(self) -> bool:
+        """Whether nodes keep scaled limits for it (a finished ramp holds nothing)."""
+        return self.status != "done"
+
+
+class KnownGood(msgspec.Struct, frozen=True):
+    """The release the fleet was last known-good on, recorded when a kill froze it."""
+
+    release_id: str
+    kill_command_id: str
+    at_ns: int
+
+
+class NodeStarts(msgspec.Struct, frozen=True):
+    """A node's most recent process starts (wall clock), newest last: crash-loop evidence."""
+
+    node_id: str
+    started_ns: tuple[int, ...]
+
+
+RAMP_DECODER = msgspec.json.Decoder(RampRecord)
+KNOWN_GOOD_DECODER = msgspec.json.Decoder(KnownGood)
+STARTS_DECODER = msgspec.json.Decoder(NodeStarts)
+KNOWN_GOOD_KEY = "known_good"
+
+
+def starts_key(node_id: str) -> str:
+    return f"starts.{node_id}"

@@ -36,6 +36,7 @@ from knightwatch.control.serve import wait_for_signal
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses
+from knightwatch.sim.drill.resume_phase import ResumeReport, clear_ramps, run_resume_phase
 from knightwatch.sim.drill.venue import VenueResponder
 from knightwatch.state import Scope, TradingState
 
@@ -58,6 +59,8 @@ class DrillReport(msgspec.Struct, frozen=True):
     stale_armed: list[str]
     release_id: str
     passed: bool
+    resume: ResumeReport | None = None
+    """The resume phase: snapshot, preflight, a completed ramp and a tripped one."""
 
 
 async def _wait_admitted(
@@ -208,8 +211,10 @@ async def run_drill(
     *,
     stale: int = 0,
     registry: Path | None = None,
+    resume_phase: bool = True,
 ) -> DrillReport:
-    """Admission (with `stale` nodes on a missed deploy), runaway, automatic halt, fleet kill."""
+    """Admission (with `stale` nodes on a missed deploy), runaway, automatic halt, fleet kill;
+    then (`resume_phase`) evidence snapshot, preflight, a ramp back and a ramp that trips."""
     if not 0 <= stale <= n - 3:
         raise FleetError(f"--stale: must be between 0 and nodes - 3 = {n - 3} (got {stale})")
     healthy_ids = [f"n{i}" for i in range(1, n - stale + 1)]
@@ -266,9 +271,17 @@ async def run_drill(
             attempted = (after.orders - base_orders) if after else 0
             ks = KillSwitch(plane, fleet.clock, "drill")
             kill = await ks.kill(Scope.FLEET, FLEET_KEY, "drill: fleet-wide kill", timeout_s=2.0)
-            await ks.resume(Scope.FLEET, FLEET_KEY, "drill: end of drill")
-            if rule:
-                await ks.resume(Scope.NODE, runaway, "drill: end of drill")
+            resumed: ResumeReport | None = None
+            if resume_phase:
+                trip_node = next(i for i in healthy_ids if i != runaway)
+                resumed = await run_resume_phase(
+                    plane, fleet.nc, kill, latest, trip_node, state_dir, console,
+                    metrics_s=METRICS_S,
+                )  # fmt: skip
+                await clear_ramps(plane)
+            for e, _ in (await plane.states()).values():
+                if e.state is not TradingState.ACTIVE:
+                    await ks.resume(e.scope, e.key, "drill: end of drill")
             members = {m.node_id: m for m in await plane.members()}
             armed = sorted(i for i in stale_ids if i in members and members[i].armed)
         finally:
@@ -287,7 +300,8 @@ async def run_drill(
         stale_refused={i: v.detail for i, v in refused.items()},
         stale_armed=armed,
         release_id=fleet.release.release_id,
-        passed=halted and kill.ok and not armed,
+        passed=halted and kill.ok and not armed and (resumed is None or resumed.passed),
+        resume=resumed,
     )
     _print_report(report, console)
     return report

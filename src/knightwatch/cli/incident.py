@@ -1,0 +1,278 @@
+"""`knightwatch incident ...` and the resume path: snapshot, verify, preflight, ramp.
+
+The commands an operator runs after a kill, in the order of docs/runbook.md:
+take the evidence snapshot before anything restarts, check the preflight, then
+`knightwatch resume`, which runs the same preflight and ramps back in stages.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Collection
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from knightwatch.cli.fleet import NatsUrl, StateDir, _actor, _run, _scope_or_exit, _urls
+from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.freeze import record_known_good
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.plane.connect import control_plane
+from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.plane.wire import RampRecord
+from knightwatch.incident.preflight import (
+    Checklist,
+    PreflightConfig,
+    halt_crash_loops,
+    run_preflight,
+)
+from knightwatch.incident.ramp import RampController, RampError, RampOutcome, RampPlan, RampWatch
+from knightwatch.incident.snapshot import SnapshotError, take_snapshot, verify_snapshot
+from knightwatch.release.keys import load_signing_key, load_verify_key
+from knightwatch.state import Scope
+
+console = Console()
+app = typer.Typer(
+    help="After a kill: evidence snapshot, verify it, preflight before resuming.",
+    no_args_is_help=True,
+)
+
+SNAPSHOT_KEY_ENV = "KNIGHTWATCH_SNAPSHOT_KEY"
+SNAPSHOT_DIR_ENV = "KNIGHTWATCH_SNAPSHOT_DIR"
+
+
+def incident_config(path: Path | None) -> tuple[RampPlan, PreflightConfig]:
+    """`[ramp]` and `[preflight]` tables of one TOML file (defaults for a missing table)."""
+    if path is None:
+        return RampPlan(), PreflightConfig()
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise RampError(f"--config {path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RampError(f"--config {path}: not TOML: {exc}") from None
+    try:
+        plan = msgspec.convert(data.get("ramp", {}), RampPlan)
+        cfg = msgspec.convert(data.get("preflight", {}), PreflightConfig)
+    except msgspec.ValidationError as exc:
+        raise RampError(f"--config {path}: {exc}") from None
+    except RampError as exc:
+        raise RampError(f"--config {path}: {exc}") from None
+    return plan, cfg
+
+
+def print_checklist(checklist: Checklist, out: Console = console) -> None:
+    verdict = "[green]PASS[/green]" if checklist.passed else "[red]REFUSED[/red]"
+    table = Table(title=f"preflight {checklist.scope.value} {checklist.key!r}: {verdict}")
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail / what to fix")
+    for item in checklist.items:
+        table.add_row(item.name, "[green]ok[/green]" if item.ok else "[red]FAIL[/red]", item.detail)
+    out.print(table)
+
+
+def _stage_line(record: RampRecord) -> None:
+    when = datetime.fromtimestamp(record.since_ns / 1e9, tz=UTC).strftime("%H:%M:%S")
+    console.print(
+        f"{when} ramp {record.ramp_id} stage {record.stage + 1}/{len(record.stages)}: "
+        f"{record.fraction:.0%} of limits ({record.status})",
+        highlight=False,
+    )
+
+
+async def resume_flow(
+    plane: ControlPlane,
+    ks: KillSwitch,
+    scope: Scope,
+    key: str,
+    reason: str,
+    *,
+    timeout_s: float,
+    acknowledged: Collection[str] = (),
+    config: Path | None = None,
+    webhook: str | None = None,
+) -> tuple[Checklist, RampOutcome | None]:
+    """The preflight, then (only if it passes) the ramped resume. Prints both."""
+    plan, cfg = incident_config(config)
+    clock = SystemClock()
+    checklist = await run_preflight(
+        plane, scope, key, clock=clock, config=cfg, acknowledged=acknowledged
+    )
+    print_checklist(checklist)
+    pager = Pager(webhook)
+    if checklist.crash_looping:
+        halted = await halt_crash_loops(checklist, ks, pager, clock)
+        console.print(f"[red]crash loop:[/red] {', '.join(halted)} halted and paged")
+    if not checklist.passed:
+        return checklist, None
+    controller = RampController(plane, ks, clock, plan, pager=pager, on_stage=_stage_line)
+    console.print(f"ramp trips on: {RampWatch(scope, key, plan, 0, []).would_trip()}")
+    outcome = await controller.resume(scope, key, reason, timeout_s=timeout_s)
+    return checklist, outcome
+
+
+def print_outcome(outcome: RampOutcome) -> None:
+    if outcome.completed:
+        console.print(f"[green]ramp {outcome.ramp_id} complete[/green]: full limits")
+        return
+    console.print(
+        f"[red]ramp {outcome.ramp_id} TRIPPED[/red] at stage {outcome.stage + 1} "
+        f"({outcome.fraction:.0%} limits): {outcome.trip_reason}; the scope is HALTED again",
+        highlight=False,
+    )
+
+
+async def snapshot_after_kill(
+    plane: ControlPlane, result: CommandResult, key_path: Path, out_dir: Path, actor: str
+) -> Path:
+    """What `kill` does after it returned, when configured: known-good release, then evidence."""
+    clock = SystemClock()
+    await record_known_good(plane, result.entry, clock.time_ns())
+    data = await take_snapshot(
+        plane,
+        clock,
+        load_signing_key(key_path),
+        actor=actor,
+        reason=f"automatic, after kill {result.entry.command_id}: {result.entry.reason}",
+        listen_s=0.5,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"snapshot-{stamp}-{result.entry.command_id[:8]}.tar"
+    path.write_bytes(data)
+    return path
+
+
+def auto_snapshot_settings() -> tuple[Path, Path] | None:
+    """(key, directory) when automatic snapshots after a kill are configured in the environment."""
+    key = os.environ.get(SNAPSHOT_KEY_ENV)
+    if not key:
+        return None
+    return Path(key), Path(os.environ.get(SNAPSHOT_DIR_ENV) or ".knightwatch/snapshots")
+
+
+@app.command("snapshot")
+def snapshot(
+    key: Path = typer.Option(..., "--key", help="your private signing key (knightwatch keys new)"),
+    out: Path | None = typer.Option(None, "--out", help="archive file (default: timestamped)"),
+    reason: str = typer.Option("incident evidence", "--reason"),
+    last: int = typer.Option(200, "--last", min=1, help="flight-recorder records kept per node"),
+    actor: str | None = typer.Option(None, "--actor"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Collect the evidence (kills, confirmations, verdicts, flags, recorder heads) and sign it."""
+
+    async def go() -> Path:
+        signing = load_signing_key(key)
+        clock = SystemClock()
+        async with control_plane(_urls(nats_url), state_dir, "snapshot") as plane:
+            data = await take_snapshot(
+                plane, clock, signing, actor=_actor(actor), reason=reason, last_records=last
+            )
+        stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = out if out is not None else Path(f"snapshot-{stamp}.tar")
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise SnapshotError(f"--out {path}: cannot write: {exc.strerror}") from None
+        check = verify_snapshot(data, source=str(path))
+        console.print(
+            f"snapshot {path}: {check.files} files, signed by {check.signer[:16]}", highlight=False
+        )
+        return path
+
+    _run(go)
+
+
+@app.command("verify")
+def verify(
+    archive: Path = typer.Argument(..., help="snapshot archive"),
+    trusted: list[Path] = typer.Option([], "--trusted", help="public key(s) the signer must be"),
+) -> None:
+    """Check the signature and every file's hash; exit 1 naming each problem."""
+    try:
+        data = archive.read_bytes()
+        keys = {k.key_id: k for k in (load_verify_key(p) for p in trusted)} or None
+        check = verify_snapshot(data, source=str(archive), trusted=keys)
+    except OSError as exc:
+        console.print(f"[red]error:[/red] {archive}: cannot read: {exc.strerror}")
+        raise typer.Exit(2) from None
+    except (SnapshotError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    taken = datetime.fromtimestamp(check.taken_ns / 1e9, tz=UTC).isoformat()
+    if not check.ok:
+        for problem in check.problems:
+            console.print(f"[red]FAIL[/red] {problem}", highlight=False)
+        raise typer.Exit(1)
+    console.print(
+        f"[green]OK[/green] {archive}: {check.files} files intact, signed by "
+        f"{check.signer[:16]} ({check.actor}) at {taken}",
+        highlight=False,
+    )
+
+
+@app.command("preflight")
+def preflight(
+    node_id: str | None = typer.Option(None, "--node"),
+    strategy: str | None = typer.Option(None, "--strategy"),
+    symbol: str | None = typer.Option(None, "--symbol"),
+    ack: list[str] = typer.Option([], "--ack", help="acknowledge a Guard halt's cause (its code)"),
+    config: Path | None = typer.Option(None, "--config", help="TOML with [preflight] and [ramp]"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """The checklist `resume` runs, without resuming (exit 1 if any item fails)."""
+
+    scope, key = _scope_or_exit(node_id, strategy, symbol)
+
+    async def go() -> Checklist:
+        _, cfg = incident_config(config)
+        async with control_plane(_urls(nats_url), state_dir, "preflight") as plane:
+            return await run_preflight(
+                plane, scope, key, clock=SystemClock(), config=cfg, acknowledged=ack
+            )
+
+    checklist = _run(go)
+    print_checklist(checklist)
+    if not checklist.passed:
+        raise typer.Exit(1)
+
+
+def ramp_rows(records: list[RampRecord], plan: RampPlan) -> Table:
+    """The ramp table `knightwatch status` prints."""
+    table = Table(title="resume ramps")
+    for col in ("scope", "key", "ramp", "stage", "limits", "status", "trips on / why"):
+        table.add_column(col)
+    for r in records:
+        why = r.trip_reason if r.status == "tripped" else ""
+        if r.status == "ramping":
+            why = RampWatch(r.scope, r.key, plan, 0, []).would_trip()
+        table.add_row(
+            r.scope.value,
+            r.key,
+            r.ramp_id,
+            f"{r.stage + 1}/{len(r.stages)}",
+            f"{r.fraction:.0%}",
+            r.status if r.status != "tripped" else f"[red]{r.status}[/red]",
+            why,
+        )
+    return table
+
+
+__all__ = [
+    "app",
+    "auto_snapshot_settings",
+    "print_outcome",
+    "ramp_rows",
+    "resume_flow",
+    "snapshot_after_kill",
+]

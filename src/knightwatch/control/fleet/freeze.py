@@ -1,0 +1,121 @@
+"""The freeze: while a fleet or strategy kill is in force, nothing that adds risk applies.
+
+After a kill the worst next step is a well-meant change: a flag turned on to
+"fix" it, a rollout promoted, a different release pushed, a new node enrolled.
+Each of those is refused by the component that would apply it, naming the kill
+that freezes it, until the kill is resumed. Changes that reduce the blast
+radius (more kills, drains, flags to their safe default, rollout aborts, and a
+return to the release the fleet was last known-good on) always pass. The check
+reads the store of record; when it cannot be read the change is refused too.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    KNOWN_GOOD_DECODER,
+    KNOWN_GOOD_KEY,
+    TARGET_DECODER,
+    TARGET_KEY,
+    KnownGood,
+    StateEntry,
+)
+from knightwatch.errors import KnightwatchError
+from knightwatch.state import Scope, TradingState
+
+FREEZING_SCOPES = frozenset({Scope.FLEET, Scope.STRATEGY})
+
+
+class FrozenByKill(KnightwatchError, RuntimeError):
+    """A risk-adding change refused because a kill is in force; the message names it."""
+
+
+def describe(entry: StateEntry) -> str:
+    return (
+        f"the {entry.scope.value} kill {entry.key!r} (command {entry.command_id[:8]}, by "
+        f"{entry.actor}: {entry.reason!r}) is in force"
+    )
+
+
+async def kill_in_force(plane: ControlPlane) -> StateEntry | None:
+    """The earliest fleet or strategy kill in force, or None; raises if the store is down."""
+    kills = [
+        e
+        for e, _ in (await plane.states()).values()
+        if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
+    ]
+    return min(kills, key=lambda e: e.issued_ns, default=None)
+
+
+async def refuse_if_frozen(plane: ControlPlane, change: str) -> None:
+    """Raise `FrozenByKill` naming the kill when one is in force (or the store is unreadable)."""
+    try:
+        kill = await kill_in_force(plane)
+    except ControlPlaneUnavailable as exc:
+        raise FrozenByKill(f"{change}: refused: cannot read the kill state ({exc})") from None
+    if kill is not None:
+        raise FrozenByKill(
+            f"{change}: refused while {describe(kill)}; it is lifted only by the resume "
+            "(knightwatch resume, after its preflight)"
+        )
+
+
+async def known_good(plane: ControlPlane) -> KnownGood | None:
+    value, _ = await plane.get_record(Bucket.INCIDENT, KNOWN_GOOD_KEY)
+    if value is None:
+        return None
+    try:
+        return KNOWN_GOOD_DECODER.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -> str | None:
+    """Record the fleet's target release as the known-good one for this kill.
+
+    Called after a kill returns (never on its path). The first kill of an
+    incident sets it; later kills while frozen keep the first record, because
+    the target cannot have changed since except back to it. Returns the id.
+    """
+    good = await known_good(plane)
+    if good is not None:
+        in_force = {
+            e.command_id
+            for e, _ in (await plane.states()).values()
+            if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
+        }
+        if good.kill_command_id in in_force:
+            return good.release_id
+    value, _ = await plane.get_record(Bucket.RELEASE, TARGET_KEY)
+    if value is None:
+        return None
+    try:
+        release_id = TARGET_DECODER.decode(value).release_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    record = KnownGood(release_id, kill.command_id, at_ns)
+    await plane.put_record(Bucket.INCIDENT, KNOWN_GOOD_KEY, ENCODER.encode(record))
+    return release_id
+
+
+async def refuse_target_if_frozen(plane: ControlPlane, release_id: str) -> None:
+    """A target release change while frozen passes only back to the known-good release."""
+    try:
+        kill = await kill_in_force(plane)
+        good = await known_good(plane) if kill is not None else None
+    except ControlPlaneUnavailable as exc:
+        raise FrozenByKill(
+            f"target release {release_id}: refused: cannot read the kill state ({exc})"
+        ) from None
+    if kill is None:
+        return
+    if good is not None and good.release_id == release_id:
+        return
+    allowed = f"only {good.release_id} (known-good)" if good else "no release (none known-good)"
+    raise FrozenByKill(
+        f"target release {release_id}: refused while {describe(kill)}; {allowed} may be "
+        "targeted until the resume"
+    )

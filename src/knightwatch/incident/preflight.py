@@ -1,0 +1,384 @@
+"""Prove it is safe before resuming: a checklist every item of which must pass.
+
+"You don't turn trading back on because dashboards look calm." A resume is
+refused unless the fleet is consistent (every node that will trade admitted on
+the target release, which is the known-good one or a newly signed one), the
+flag state is known-good (no unapproved flag change since the kill), every
+node's Guard is armed with a live lease and a writing flight recorder, clocks
+agree, no supervisor alert is open in the scope, no node is crash-looping, and
+a halt the Guard raised itself has its cause acknowledged. Each failing item
+says what to fix.
+
+`run_preflight` only reads; whoever creates the resume (today `knightwatch
+resume`, with two-person approval the request it creates) calls it first and
+refuses on a failing checklist. `halt_crash_loops` then keeps a crash-looping
+node halted and pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Mapping
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.fleet.freeze import known_good
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.supervisor import Action, Rule
+from knightwatch.control.fleet.supervisor_service import SUPERVISOR_ID
+from knightwatch.control.node.flags import CHANGE_DECODER
+from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.wire import (
+    FLEET_KEY,
+    GUARD_ACTOR,
+    STARTS_DECODER,
+    TARGET_DECODER,
+    TARGET_KEY,
+    VERDICT_DECODER,
+    NodeMetrics,
+    NodeStatus,
+    StateEntry,
+)
+from knightwatch.state import Scope, TradingState
+
+
+class PreflightConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The bounds the checklist holds the fleet to."""
+
+    max_clock_offset_ms: float = 250.0
+    crash_loop_starts: int = 3
+    """More starts than this within `crash_loop_window_s` is a crash loop."""
+    crash_loop_window_s: float = 600.0
+    max_verdict_age_s: float = 30.0
+    max_metrics_age_s: float = 5.0
+    listen_s: float = 1.0
+    """How long to listen for heartbeats and metrics (clock offsets, recorder health)."""
+
+
+class CheckItem(msgspec.Struct, frozen=True):
+    """One line of the checklist: which check, whether it passed, what to fix (or what held)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class Checklist(msgspec.Struct, frozen=True):
+    scope: Scope
+    key: str
+    items: tuple[CheckItem, ...]
+    trading_nodes: tuple[str, ...]
+    crash_looping: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(i.ok for i in self.items)
+
+    @property
+    def failures(self) -> tuple[CheckItem, ...]:
+        return tuple(i for i in self.items if not i.ok)
+
+    def summary(self) -> str:
+        return "; ".join(f"{i.name}: {i.detail}" for i in self.failures) or "all checks pass"
+
+
+CHECKS = ("halted", "release", "flags", "guard", "clocks", "alerts", "crash_loop", "cause")
+"""Every item's name, in checklist order."""
+
+
+def _node_halted(states: Mapping[str, tuple[StateEntry, int]], node: str) -> StateEntry | None:
+    for e, _ in states.values():
+        if e.scope is Scope.NODE and e.key == node and e.state is not TradingState.ACTIVE:
+            return e
+    return None
+
+
+def _overlaps(scope: Scope, key: str, e: StateEntry) -> bool:
+    if scope is Scope.FLEET or e.scope is Scope.FLEET:
+        return True
+    if e.scope is scope:
+        return e.key == key
+    if e.scope is Scope.STRATEGY_SYMBOL:
+        strategy, _, symbol = e.key.partition("/")
+        return (scope is Scope.STRATEGY and strategy == key) or (
+            scope is Scope.SYMBOL and symbol == key
+        )
+    return False
+
+
+async def _listen(
+    plane: ControlPlane, clock: Clock, listen_s: float
+) -> tuple[dict[str, float], dict[str, NodeMetrics]]:
+    """Clock offsets (node wall clock minus ours, at receipt) and latest metrics per node."""
+    offsets: dict[str, float] = {}
+    metrics: dict[str, NodeMetrics] = {}
+
+    async def on_heartbeat(s: NodeStatus) -> None:
+        offsets[s.node_id] = (s.seen_ns - clock.time_ns()) / 1e6
+
+    async def on_metrics(m: NodeMetrics) -> None:
+        metrics[m.node_id] = m
+
+    await plane.subscribe_heartbeats(on_heartbeat)
+    await plane.subscribe_metrics(on_metrics)
+    await asyncio.sleep(listen_s)
+    return offsets, metrics
+
+
+async def run_preflight(
+    plane: ControlPlane,
+    scope: Scope,
+    key: str,
+    *,
+    clock: Clock,
+    config: PreflightConfig | None = None,
+    acknowledged: Collection[str] = (),
+    safe_defaults: Mapping[str, bool] | None = None,
+) -> Checklist:
+    """Every check against the store of record and what the nodes say now; only reads.
+
+    `acknowledged` holds the reason codes the resume request acknowledges (the
+    cause of a Guard halt); `safe_defaults` (flag id -> safe value) lets a flag
+    change back to its safe default pass without approval.
+    """
+    cfg = config if config is not None else PreflightConfig()
+    key = FLEET_KEY if scope is Scope.FLEET else key
+    offsets, heard = await _listen(plane, clock, cfg.listen_s)
+    now = clock.time_ns()
+    states = await plane.states()
+    members = [m for m in await plane.members() if not m.left]
+    items: list[CheckItem] = []
+
+    # halted: the scope must be halted, and by which entry
+    entry, _ = await plane.get_state(scope, key)
+    if entry is None or entry.state is TradingState.ACTIVE:
+        items.append(CheckItem("halted", False, f"{scope.value} {key!r} is not halted"))
+        kill_ns = now
+    else:
+        items.append(
+            CheckItem(
+                "halted",
+                True,
+                f"{TradingState(entry.state).name} by {entry.actor}: {entry.reason!r}",
+            )
+        )
+        kill_ns = entry.issued_ns
+
+    # which nodes will trade: members holding a lease, not halted on their own. A node
+    # without a lease (refused at admission, fenced for drift, gone) cannot trade: it is
+    # listed as fenced, and joins only through admission later.
+    trading: list[str] = []
+    staying: list[str] = []
+    fenced: list[str] = []
+    for m in members:
+        if scope is Scope.NODE and m.node_id != key:
+            continue
+        if not m.admitted or m.lease_expires_ns < now:
+            fenced.append(m.node_id)
+            continue
+        if _node_halted(states, m.node_id) is not None and not (
+            scope is Scope.NODE and m.node_id == key
+        ):
+            staying.append(m.node_id)
+            continue
+        trading.append(m.node_id)
+    by_id = {m.node_id: m for m in members}
+
+    # release: every trading node admitted on the target; target known-good or newly signed
+    target_value, _ = await plane.get_record(Bucket.RELEASE, TARGET_KEY)
+    target = TARGET_DECODER.decode(target_value) if target_value is not None else None
+    verdicts = {
+        n: VERDICT_DECODER.decode(v)
+        for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
+    }
+    if target is None:
+        items.append(
+            CheckItem("release", not verdicts, "no target release set (fleet runs unattested)")
+        )
+    else:
+        bad = []
+        for n in trading:
+            v = verdicts.get(n)
+            if v is None:
+                bad.append(f"{n}: no admission verdict")
+            elif not v.admitted:
+                bad.append(f"{n}: {v.status} ({v.detail})")
+            elif v.release_id != target.release_id:
+                bad.append(f"{n}: admitted on {v.release_id}, target is {target.release_id}")
+            elif now - v.at_ns > cfg.max_verdict_age_s * NS_PER_S:
+                bad.append(f"{n}: verdict {(now - v.at_ns) / 1e9:.0f}s old (re-attest)")
+        good = await known_good(plane)
+        origin = (
+            "the known-good release"
+            if good is None or good.release_id == target.release_id
+            else f"newly signed (known-good was {good.release_id}), set by {target.actor}"
+        )
+        items.append(
+            CheckItem(
+                "release",
+                not bad,
+                "; ".join(bad) + " -- fix the node or roll the target back"
+                if bad
+                else f"{len(trading)} node(s) admitted on {target.release_id}, {origin}"
+                + (f"; fenced, not trading: {', '.join(sorted(fenced))}" if fenced else ""),
+            )
+        )
+
+    # flags: no change away from the safe default since the kill without a second approval
+    flag_records = await plane.records(Bucket.FLAGS)
+    unapproved = []
+    for k, (raw, _) in flag_records.items():
+        if not k.startswith("change."):
+            continue
+        try:
+            change = CHANGE_DECODER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            unapproved.append(f"{k}: undecodable change record")
+            continue
+        if change.at_ns <= kill_ns or change.approver:
+            continue
+        if safe_defaults is not None and safe_defaults.get(change.flag_id) == change.value:
+            continue
+        verb = "on" if change.value else "off"
+        unapproved.append(f"{change.flag_id} -> {verb} by {change.actor} after the kill")
+    items.append(
+        CheckItem(
+            "flags",
+            not unapproved,
+            "; ".join(unapproved) + ": revert to the safe default or get a second approval"
+            if unapproved
+            else "no unapproved flag change since the kill",
+        )
+    )
+
+    # guard: armed, lease live, flight recorder writing
+    bad = []
+    for n in trading:
+        m = by_id[n]
+        met = heard.get(n)
+        if not m.armed:
+            bad.append(f"{n}: Guard not armed")
+        if m.lease_expires_ns < now:
+            bad.append(f"{n}: lease expired")
+        if met is None or now - met.at_ns > cfg.max_metrics_age_s * NS_PER_S:
+            bad.append(f"{n}: no metrics heard in {cfg.listen_s:g}s")
+        elif not met.recorder_ok:
+            bad.append(f"{n}: flight recorder not writing")
+    if not trading:
+        bad.append("no live node would trade")
+    items.append(
+        CheckItem(
+            "guard",
+            not bad,
+            "; ".join(bad) if bad else f"{len(trading)} node(s) armed, leased, recording",
+        )
+    )
+
+    # clocks: every trading node's offset within the bound
+    bad = []
+    worst = 0.0
+    for n in trading:
+        off = offsets.get(n)
+        if off is None:
+            bad.append(f"{n}: no heartbeat heard in {cfg.listen_s:g}s")
+            continue
+        worst = max(worst, abs(off))
+        if abs(off) > cfg.max_clock_offset_ms:
+            bad.append(f"{n}: clock off by {off:+.0f} ms (bound {cfg.max_clock_offset_ms:g} ms)")
+    items.append(
+        CheckItem(
+            "clocks",
+            not bad,
+            "; ".join(bad) + " -- fix time sync"
+            if bad
+            else f"worst offset {worst:.1f} ms <= {cfg.max_clock_offset_ms:g} ms",
+        )
+    )
+
+    # alerts: no supervisor halt open in the scope (a node's own halt keeps it out instead)
+    open_alerts = [
+        f"{e.scope.value} {e.key!r}: {e.reason}"
+        for e, _ in states.values()
+        if e.actor == SUPERVISOR_ID
+        and e.state is not TradingState.ACTIVE
+        and e.scope is not Scope.NODE
+        and (entry is None or e.command_id != entry.command_id)
+        and _overlaps(scope, key, e)
+    ]
+    items.append(
+        CheckItem(
+            "alerts",
+            not open_alerts,
+            "open: " + "; ".join(open_alerts) + " -- resolve and resume those first"
+            if open_alerts
+            else "no supervisor alert open"
+            + (f"; staying halted: {', '.join(staying)}" if staying else ""),
+        )
+    )
+
+    # crash loop: more than K starts in M minutes keeps the node halted
+    looping = []
+    for k, (raw, _) in (await plane.records(Bucket.INCIDENT)).items():
+        if not k.startswith("starts."):
+            continue
+        try:
+            starts = STARTS_DECODER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        recent = [t for t in starts.started_ns if now - t <= cfg.crash_loop_window_s * NS_PER_S]
+        if len(recent) > cfg.crash_loop_starts and starts.node_id in trading:
+            looping.append((starts.node_id, len(recent)))
+    items.append(
+        CheckItem(
+            "crash_loop",
+            not looping,
+            "; ".join(
+                f"{n} restarted {c} times in {cfg.crash_loop_window_s / 60:g} min"
+                for n, c in looping
+            )
+            + " -- it stays halted; find why it crashes"
+            if looping
+            else f"no node started more than {cfg.crash_loop_starts} times "
+            f"in {cfg.crash_loop_window_s / 60:g} min",
+        )
+    )
+
+    # cause: a halt the Guard raised itself needs its cause acknowledged
+    if entry is not None and entry.actor.startswith(GUARD_ACTOR):
+        code = entry.source.value
+        ok = code in acknowledged
+        items.append(
+            CheckItem(
+                "cause",
+                ok,
+                f"the Guard halted on {code} ({entry.reason}): acknowledged"
+                if ok
+                else f"the Guard halted on {code} ({entry.reason}): acknowledge it with "
+                f"--ack {code} after finding the cause",
+            )
+        )
+    else:
+        items.append(
+            CheckItem("cause", True, "operator or supervisor halt: nothing to acknowledge")
+        )
+
+    return Checklist(scope, key, tuple(items), tuple(sorted(trading)), tuple(n for n, _ in looping))
+
+
+async def halt_crash_loops(
+    checklist: Checklist, killswitch: KillSwitch, pager: Pager | None, clock: Clock
+) -> list[str]:
+    """Halt each crash-looping node on its own and page; returns the nodes halted."""
+    halted = []
+    for node in checklist.crash_looping:
+        reason = f"crash loop: {node} restarted too often; stays halted until fixed"
+        await killswitch.kill(Scope.NODE, node, reason, timeout_s=0.5)
+        action = Action(
+            Rule.CRASH_LOOP, Scope.NODE, node, TradingState.HALTED, reason, clock.time_ns()
+        )
+        if pager is not None:
+            await pager.page(action)
+        halted.append(node)
+    return halted

@@ -1,0 +1,432 @@
+"""A resume ramps back in stages and trips back to HALTED on the first sign of trouble.
+
+"You don't turn trading back on because dashboards look calm": a resumed scope
+first trades at a fraction of its rate, notional and exposure limits (10% for
+five minutes, then 50%, then 100% by default), applied by every node's Guard
+through a durable ramp record stored *before* the resume, so no node trades
+the scope at full limits first. While it ramps, any halt in the scope (the
+supervisor's alert, the Guard's own automatic halt, an operator's kill) or a
+spike of blocked orders trips it: one kill of the scope, a page, and the
+reason recorded on the ramp. Nobody needs a second person to trip it.
+
+`RampWatch` is the pure decision (stages, trip rules), shared by the live
+`RampController` and the replay, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tomllib
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.supervisor import Action, Rule
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    RAMP_DECODER,
+    NodeMetrics,
+    RampRecord,
+    StateEntry,
+    slot_of,
+)
+from knightwatch.decision import RejectReason
+from knightwatch.errors import KnightwatchError
+from knightwatch.state import Scope, TradingState, scope_key
+
+log = logging.getLogger(__name__)
+
+LATCH_BLOCKS = frozenset(
+    {
+        RejectReason.NOT_ARMED.value,
+        RejectReason.LEASE_EXPIRED.value,
+        RejectReason.HALTED.value,
+        RejectReason.REDUCING_ONLY.value,
+    }
+)
+"""Blocks that say the scope is stopped, not that the flow misbehaves: no trip on these."""
+
+
+class RampError(KnightwatchError, ValueError):
+    """A ramp plan or a ramp that cannot go ahead; the message names the field or node."""
+
+
+class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    fraction: float
+    hold_s: float
+
+
+class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Stages (fraction of the limits, seconds held) and what trips the ramp.
+
+    The last stage must be 1.0 (full limits); its hold is how long the trip
+    stays armed after reaching it. A spike is `spike_min_blocks` or more
+    non-latch blocks on one node within one metrics interval, making up at
+    least `spike_ratio` of that node's orders in the interval.
+    """
+
+    stages: tuple[Stage, ...] = (Stage(0.1, 300.0), Stage(0.5, 300.0), Stage(1.0, 60.0))
+    spike_min_blocks: int = 20
+    spike_ratio: float = 0.2
+    apply_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.stages:
+            problems.append("stages: at least one stage")
+        for i, st in enumerate(self.stages):
+            if not 0.0 < st.fraction <= 1.0:
+                problems.append(f"stages[{i}].fraction: must be in (0, 1] (got {st.fraction})")
+            if st.hold_s < 0:
+                problems.append(f"stages[{i}].hold_s: must be >= 0 (got {st.hold_s})")
+        fractions = [st.fraction for st in self.stages]
+        if fractions != sorted(fractions):
+            problems.append("stages: fractions must not decrease")
+        if self.stages and self.stages[-1].fraction != 1.0:
+            problems.append("stages: the last stage must be 1.0 (full limits)")
+        if self.spike_min_blocks < 1:
+            problems.append(f"spike_min_blocks: must be >= 1 (got {self.spike_min_blocks})")
+        if not 0.0 < self.spike_ratio <= 1.0:
+            problems.append(f"spike_ratio: must be in (0, 1] (got {self.spike_ratio})")
+        if self.apply_timeout_s <= 0:
+            problems.append(f"apply_timeout_s: must be > 0 (got {self.apply_timeout_s})")
+        if problems:
+            raise RampError("ramp: " + "; ".join(problems))
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        return tuple(st.fraction for st in self.stages)
+
+    @classmethod
+    def from_toml(cls, path: Path) -> RampPlan:
+        """The `[ramp]` table of a TOML file; errors name the file and field."""
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise RampError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RampError(f"{path}: not TOML: {exc}") from None
+        table = data.get("ramp")
+        if not isinstance(table, dict):
+            raise RampError(f"{path}: needs a [ramp] table")
+        try:
+            return msgspec.convert(table, cls)
+        except msgspec.ValidationError as exc:
+            raise RampError(f"{path}: [ramp] {exc}") from None
+        except RampError as exc:
+            raise RampError(f"{path}: {exc}") from None
+
+    @classmethod
+    def instant(cls, fractions: Sequence[float], hold_s: float, **rest: Any) -> RampPlan:
+        """Equal holds for each fraction (drills and tests)."""
+        return cls(stages=tuple(Stage(f, hold_s) for f in fractions), **rest)
+
+
+def _in_scope(scope: Scope, key: str, entry: StateEntry) -> bool:
+    """Whether a halt of `entry` stops some of what the ramping scope trades."""
+    if scope is Scope.FLEET or entry.scope is Scope.FLEET or entry.scope is Scope.NODE:
+        return True  # a fleet ramp covers every node; any node halt lands in it
+    if entry.scope is scope:
+        return entry.key == key
+    if scope is Scope.STRATEGY and entry.scope is Scope.STRATEGY_SYMBOL:
+        return entry.key.split("/", 1)[0] == key
+    if scope is Scope.SYMBOL and entry.scope is Scope.STRATEGY_SYMBOL:
+        return entry.key.split("/", 1)[-1] == key
+    return scope is Scope.NODE
+
+
+class RampWatch:
+    """The ramp's decisions: which stage applies when, and whether anything trips it."""
+
+    def __init__(
+        self, scope: Scope, key: str, plan: RampPlan, start_ns: int, nodes: Sequence[str]
+    ) -> None:
+        self.scope = scope
+        self.key = key
+        self.plan = plan
+        self.start_ns = start_ns
+        self.nodes = frozenset(nodes)
+        self.tripped = ""
+        self._last: dict[str, NodeMetrics] = {}
+
+    def stage_at(self, now_ns: int) -> int | None:
+        """The stage index in force at `now_ns`; None once the last stage's hold is over."""
+        t = self.start_ns
+        for i, st in enumerate(self.plan.stages):
+            t += int(st.hold_s * NS_PER_S)
+            if now_ns < t:
+                return i
+        return None
+
+    def on_state(self, entry: StateEntry) -> str:
+        """A stored or announced entry: a halt in the scope trips the ramp (returns why)."""
+        if self.tripped or entry.state is TradingState.ACTIVE:
+            return ""
+        if entry.issued_ns < self.start_ns or not _in_scope(self.scope, self.key, entry):
+            return ""
+        if entry.scope is Scope.NODE and self.nodes and entry.key not in self.nodes:
+            return ""
+        if entry.actor.startswith("guard:"):
+            kind = "Guard automatic halt"
+        elif entry.actor == "supervisor":
+            kind = "supervisor alert"
+        else:
+            kind = f"halt by {entry.actor}"
+        self.tripped = f"{kind} {entry.scope.value} {entry.key!r}: {entry.reason}"
+        return self.tripped
+
+    def on_metrics(self, m: NodeMetrics) -> str:
+        """A node's counters: a block-rate spike over its last interval trips the ramp."""
+        if self.tripped or (self.nodes and m.node_id not in self.nodes):
+            return ""
+        before = self._last.get(m.node_id)
+        self._last[m.node_id] = m
+        if before is None:
+            return ""
+        orders = m.orders - before.orders
+        blocks = sum(
+            n - before.blocks.get(reason, 0)
+            for reason, n in m.blocks.items()
+            if reason not in LATCH_BLOCKS
+        )
+        if blocks >= self.plan.spike_min_blocks and blocks >= self.plan.spike_ratio * max(
+            orders, 1
+        ):
+            worst = max(
+                (r for r in m.blocks if r not in LATCH_BLOCKS),
+                key=lambda r: m.blocks[r] - before.blocks.get(r, 0),
+            )
+            self.tripped = (
+                f"block-rate spike on node {m.node_id}: {blocks} of {orders} orders blocked "
+                f"in {(m.at_ns - before.at_ns) / 1e9:.2f}s (mostly {worst})"
+            )
+        return self.tripped
+
+    def would_trip(self) -> str:
+        """What trips it, for `knightwatch status`."""
+        return (
+            "any halt in the scope (supervisor alert, Guard automatic halt, operator kill); "
+            f">= {self.plan.spike_min_blocks} blocked orders on one node in one interval "
+            f"making up >= {self.plan.spike_ratio:.0%} of its orders"
+        )
+
+
+class RampOutcome(msgspec.Struct, frozen=True):
+    """How a ramp ended: completed, or tripped (when, at which stage, why, the kill)."""
+
+    ramp_id: str
+    completed: bool
+    stage: int
+    fraction: float
+    trip_reason: str
+    resume: CommandResult | None
+    trip: CommandResult | None
+    started_ns: int
+    ended_ns: int
+
+
+class RampController:
+    """Runs one resume as a ramp on a live control plane."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        killswitch: KillSwitch,
+        clock: Clock,
+        plan: RampPlan,
+        *,
+        pager: Pager | None = None,
+        on_stage: Callable[[RampRecord], None] | None = None,
+    ) -> None:
+        self.plane = plane
+        self.ks = killswitch
+        self.clock = clock
+        self.plan = plan
+        self.pager = pager
+        self.on_stage = on_stage
+        self._metrics: dict[str, NodeMetrics] = {}
+        self._watch: RampWatch | None = None
+        self._tripped = asyncio.Event()
+        self._subscribed = False
+
+    async def _on_metrics(self, m: NodeMetrics) -> None:
+        self._metrics[m.node_id] = m
+        if self._watch is not None and self._watch.on_metrics(m):
+            self._tripped.set()
+
+    async def _on_state(self, entry: StateEntry) -> None:
+        if self._watch is not None and self._watch.on_state(entry):
+            self._tripped.set()
+
+    async def _subscribe(self) -> None:
+        if not self._subscribed:
+            await self.plane.subscribe_metrics(self._on_metrics)
+            await self.plane.subscribe_states(self._on_state)
+            self._subscribed = True
+
+    async def _put(self, record: RampRecord) -> None:
+        await self.plane.put_record(
+            Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(record)
+        )
+        if self.on_stage is not None:
+            self.on_stage(record)
+
+    async def _applied(self, nodes: Sequence[str], fraction: float, timeout_s: float) -> list[str]:
+        """Wait until every node's metrics show the stage's limits; returns those that did not."""
+        suffix = f"@{fraction:.0%}" if fraction < 1.0 else ""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+
+        def missing() -> list[str]:
+            out = []
+            for n in nodes:
+                m = self._metrics.get(n)
+                version = m.limits_version if m is not None else None
+                ok = version is not None and (
+                    version.endswith(suffix) if suffix else "@" not in version
+                )
+                if not ok:
+                    out.append(n)
+            return out
+
+        while missing() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return missing()
+
+    async def resume(
+        self,
+        scope: Scope,
+        key: str,
+        reason: str,
+        *,
+        timeout_s: float = 2.0,
+        nodes: Sequence[str] | None = None,
+    ) -> RampOutcome:
+        """Store stage one, wait for every node to apply it, resume, then walk the stages."""
+        await self._subscribe()
+        self._tripped.clear()
+        key = scope_key(scope, key)
+        targets = list(nodes) if nodes is not None else await self.ks.live_nodes()
+        if scope is Scope.NODE:
+            targets = [key]
+        ramp_id = uuid.uuid4().hex[:12]
+        start = self.clock.time_ns()
+        first = self.plan.stages[0].fraction
+        record = RampRecord(
+            scope,
+            key,
+            ramp_id,
+            0,
+            self.plan.fractions,
+            first,
+            "ramping",
+            self.ks.actor,
+            reason,
+            start,
+        )
+        await self._put(record)
+        missing = await self._applied(targets, first, self.plan.apply_timeout_s)
+        if missing:
+            why = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
+            await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
+            raise RampError(f"ramp {ramp_id}: {why}")
+        self._watch = RampWatch(scope, key, self.plan, self.clock.time_ns(), targets)
+        try:
+            resumed = await self.ks.resume(
+                scope, key, f"{reason} [ramp {ramp_id}]", timeout_s=timeout_s
+            )
+        except (KillSwitchError, RevisionConflict) as exc:
+            # no resume happened: the record must not keep holding stage-one limits as "ramping"
+            why = f"resume not issued: {exc}"
+            await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
+            raise
+        # the resume itself is newer than the watch start: only later halts trip it
+        self._watch.start_ns = resumed.entry.issued_ns + 1
+        stage = 0
+        while True:
+            if self._watch.tripped:
+                return await self._trip(record, stage, resumed, start)
+            now_stage = self._watch.stage_at(self.clock.time_ns())
+            if now_stage is None:
+                break
+            if now_stage != stage:
+                stage = now_stage
+                fraction = self.plan.stages[stage].fraction
+                record = msgspec.structs.replace(
+                    record, stage=stage, fraction=fraction, since_ns=self.clock.time_ns()
+                )
+                await self._put(record)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._tripped.wait()
+        done = msgspec.structs.replace(
+            record,
+            stage=len(self.plan.stages) - 1,
+            fraction=1.0,
+            status="done",
+            since_ns=self.clock.time_ns(),
+        )
+        await self._put(done)
+        self._watch = None
+        return RampOutcome(
+            ramp_id, True, done.stage, 1.0, "", resumed, None, start, self.clock.time_ns()
+        )
+
+    async def _trip(
+        self, record: RampRecord, stage: int, resumed: CommandResult, start: int
+    ) -> RampOutcome:
+        assert self._watch is not None
+        why = self._watch.tripped or "tripped"
+        self._watch = None
+        try:
+            trip = await self.ks.kill(record.scope, record.key, f"ramp tripped: {why}")
+        except KillSwitchError as exc:
+            log.critical("RAMP_TRIP_KILL_FAILED ramp=%s %s", record.ramp_id, exc)
+            trip = None
+        tripped = msgspec.structs.replace(
+            record, status="tripped", trip_reason=why, since_ns=self.clock.time_ns()
+        )
+        await self._put(tripped)
+        action = Action(
+            Rule.RAMP_TRIP,
+            record.scope,
+            record.key,
+            TradingState.HALTED,
+            f"ramp {record.ramp_id} tripped at stage {stage + 1} "
+            f"({record.fraction:.0%} limits): {why}",
+            self.clock.time_ns(),
+        )
+        if self.pager is not None:
+            await self.pager.page(action)
+        else:
+            log.critical("PAGE rule=%s %s", action.rule.value, action.reason)
+        return RampOutcome(
+            record.ramp_id,
+            False,
+            stage,
+            record.fraction,
+            why,
+            resumed,
+            trip,
+            start,
+            self.clock.time_ns(),
+        )
+
+
+async def ramp_records(plane: ControlPlane) -> list[RampRecord]:
+    """Every ramp record (undecodable ones are skipped: nodes already hold them tight)."""
+    out = []
+    for value, _ in (await plane.records(Bucket.RAMP)).values():
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            out.append(RAMP_DECODER.decode(value))
+    return out

@@ -1,0 +1,261 @@
+"""The evidence snapshot: what the fleet looked like at the kill, sealed before anything restarts.
+
+Restarting a node destroys what it knew; restoring a release overwrites what
+ran. So before either, one command collects the kill entries and their
+confirmations, each node's membership, admission verdict and applied flag
+revisions, the flag state and its history, the supervisor's actions, each
+node's flight-recorder chain head and last records, clock offsets, the latest
+metrics and the release manifest in force, into one tar archive with a
+manifest of SHA-256 hashes signed (DSSE, Ed25519) by the operator who took it.
+`verify_snapshot` checks the signature and every hash, so one edited byte is
+found. Taking a snapshot only reads the control plane: it never blocks or
+slows a kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import tarfile
+from collections import deque
+from collections.abc import Mapping
+
+import msgspec
+
+from knightwatch.clock import Clock
+from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
+from knightwatch.errors import KnightwatchError
+from knightwatch.release.dsse import (
+    add_signature,
+    check_signatures,
+    decode_envelope,
+    encode_envelope,
+    new_envelope,
+)
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import SigningKey, VerifyKey
+
+PAYLOAD_TYPE = "application/vnd.knightwatch.incident-snapshot+json"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.dsse.json"
+SIGNER = "signer.pub"
+_AUDIT_PAGE = 1000
+_AUDIT_CAP = 500_000
+_PRETTY = msgspec.json.Encoder(order="sorted")
+
+
+class SnapshotError(KnightwatchError, ValueError):
+    """A snapshot that cannot be taken or read; the message names the file or member."""
+
+
+class SnapshotManifest(msgspec.Struct, frozen=True):
+    actor: str
+    reason: str
+    taken_ns: int
+    files: dict[str, str]
+    """archive member -> sha256 hex of its bytes."""
+
+
+class SnapshotCheck(msgspec.Struct, frozen=True):
+    ok: bool
+    signer: str
+    actor: str
+    taken_ns: int
+    files: int
+    problems: tuple[str, ...]
+
+
+def _json(value: object) -> bytes:
+    return msgspec.json.format(_PRETTY.encode(value), indent=2) + b"\n"
+
+
+def _records(raw: Mapping[str, tuple[bytes, int]]) -> dict[str, object]:
+    """A bucket's records as JSON values where they decode, raw text where they do not."""
+    out: dict[str, object] = {}
+    for key, (value, revision) in sorted(raw.items()):
+        try:
+            decoded: object = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            decoded = value.decode("utf-8", "replace")
+        out[key] = {"revision": revision, "value": decoded}
+    return out
+
+
+async def collect(
+    plane: ControlPlane, clock: Clock, *, last_records: int = 200, listen_s: float = 1.0
+) -> dict[str, bytes]:
+    """Every evidence file by archive name (reads only)."""
+    offsets: dict[str, float] = {}
+    metrics: dict[str, NodeMetrics] = {}
+
+    async def on_heartbeat(s: NodeStatus) -> None:
+        offsets[s.node_id] = (s.seen_ns - clock.time_ns()) / 1e6
+
+    async def on_metrics(m: NodeMetrics) -> None:
+        metrics[m.node_id] = m
+
+    await plane.subscribe_heartbeats(on_heartbeat)
+    await plane.subscribe_metrics(on_metrics)
+    files: dict[str, bytes] = {}
+    states = await plane.states()
+    files["kill/entries.json"] = _json(
+        {slot: {"revision": rev, "entry": e} for slot, (e, rev) in sorted(states.items())}
+    )
+    members = await plane.members()
+    files["nodes/members.json"] = _json(sorted(members, key=lambda m: m.node_id))
+    files["kill/confirmations.json"] = _json(
+        {
+            m.node_id: {"last_command_id": m.last_command_id, "confirmed_ns": m.last_confirmed_ns}
+            for m in members
+        }
+    )
+    for bucket, name in (
+        (Bucket.ADMISSION, "nodes/admission.json"),
+        (Bucket.FLAGS, "flags/state_and_history.json"),
+        (Bucket.ROLLOUTS, "flags/rollouts.json"),
+        (Bucket.RELEASE, "release/target.json"),
+        (Bucket.ROSTER, "release/roster.json"),
+        (Bucket.RAMP, "incident/ramps.json"),
+        (Bucket.INCIDENT, "incident/records.json"),
+    ):
+        files[name] = _json(_records(await plane.records(bucket)))
+    tails: dict[str, deque[bytes]] = {}
+    seq = 1
+    read = 0
+    while read < _AUDIT_CAP:
+        page = await plane.audit(seq, _AUDIT_PAGE)
+        if not page:
+            break
+        for stream_seq, env in page:
+            tails.setdefault(env.node_id, deque(maxlen=last_records)).append(env.record)
+            seq = stream_seq + 1
+        read += len(page)
+    heads: dict[str, object] = {}
+    for node, lines in sorted(tails.items()):
+        files[f"recorder/{node}.jsonl"] = b"".join(
+            line if line.endswith(b"\n") else line + b"\n" for line in lines
+        )
+        try:
+            last = msgspec.json.decode(lines[-1])
+            heads[node] = {"seq": last.get("seq"), "hash": last.get("hash")}
+        except (msgspec.DecodeError, AttributeError):
+            heads[node] = {"seq": None, "hash": None, "problem": "last record undecodable"}
+    # the supervisor ships its actions to the same stream: they are its alerts, not a chain
+    files["supervisor/actions.jsonl"] = files.pop("recorder/supervisor.jsonl", b"")
+    heads.pop("supervisor", None)
+    files["recorder/heads.json"] = _json(heads)
+    await asyncio.sleep(listen_s)
+    files["nodes/clock_offsets_ms.json"] = _json(dict(sorted(offsets.items())))
+    files["nodes/metrics.json"] = _json(dict(sorted(metrics.items())))
+    return files
+
+
+def seal(
+    files: Mapping[str, bytes], key: SigningKey, *, actor: str, reason: str, taken_ns: int
+) -> bytes:
+    """One tar archive: the files, the manifest of their hashes, its DSSE signature, the key."""
+    for name in files:
+        if name in (MANIFEST, SIGNATURE, SIGNER) or name.startswith("/") or ".." in name:
+            raise SnapshotError(f"snapshot member {name!r}: reserved or not a relative path")
+    manifest = SnapshotManifest(
+        actor,
+        reason,
+        taken_ns,
+        {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+    )
+    manifest_bytes = _json(manifest)
+    envelope = add_signature(new_envelope(PAYLOAD_TYPE, manifest_bytes), key)
+    members = {
+        **files,
+        MANIFEST: manifest_bytes,
+        SIGNATURE: encode_envelope(envelope),
+        SIGNER: key.public.to_base64().encode() + b"\n",
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = taken_ns // 1_000_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+async def take_snapshot(
+    plane: ControlPlane,
+    clock: Clock,
+    key: SigningKey,
+    *,
+    actor: str,
+    reason: str,
+    last_records: int = 200,
+    listen_s: float = 1.0,
+) -> bytes:
+    files = await collect(plane, clock, last_records=last_records, listen_s=listen_s)
+    return seal(files, key, actor=actor, reason=reason, taken_ns=clock.time_ns())
+
+
+def verify_snapshot(
+    data: bytes, *, source: str, trusted: Mapping[str, VerifyKey] | None = None
+) -> SnapshotCheck:
+    """Check the signature over the manifest and every member's hash.
+
+    Without `trusted`, the embedded signer key is used and reported (compare
+    its id with the operator's); with it, the signer must be one of them.
+    """
+    problems: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            members: dict[str, bytes] = {}
+            for info in tar.getmembers():
+                if not info.isfile():
+                    problems.append(f"{source}: member {info.name!r} is not a regular file")
+                    continue
+                handle = tar.extractfile(info)
+                members[info.name] = handle.read() if handle is not None else b""
+    except (tarfile.TarError, EOFError) as exc:
+        raise SnapshotError(f"{source}: not a snapshot archive ({exc})") from None
+    for needed in (MANIFEST, SIGNATURE, SIGNER):
+        if needed not in members:
+            raise SnapshotError(f"{source}: member {needed} missing")
+    try:
+        signer = VerifyKey.from_base64(members[SIGNER].decode().strip(), field=SIGNER)
+        envelope = decode_envelope(members[SIGNATURE], source=f"{source}:{SIGNATURE}")
+        payload = envelope.payload_bytes()
+        manifest = msgspec.json.decode(payload, type=SnapshotManifest)
+    except (
+        ReleaseInputError,
+        UnicodeDecodeError,
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+    ) as exc:
+        raise SnapshotError(f"{source}: {exc}") from None
+    keys = dict(trusted) if trusted is not None else {signer.key_id: signer}
+    if trusted is not None and signer.key_id not in trusted:
+        problems.append(f"{SIGNER}: signer {signer.key_id[:16]} is not a trusted key")
+    if envelope.payload_type != PAYLOAD_TYPE:
+        problems.append(f"{SIGNATURE}: payloadType {envelope.payload_type!r} is not a snapshot")
+    check = check_signatures(envelope, keys)
+    if not check.valid:
+        problems.append(f"{SIGNATURE}: no valid signature by {', '.join(k[:16] for k in keys)}")
+    if payload != members[MANIFEST]:
+        problems.append(f"{MANIFEST}: differs from the signed manifest")
+    for name, digest in sorted(manifest.files.items()):
+        body = members.get(name)
+        if body is None:
+            problems.append(f"{name}: listed in the manifest, missing from the archive")
+        elif hashlib.sha256(body).hexdigest() != digest:
+            problems.append(f"{name}: sha256 does not match the manifest")
+    for name in sorted(set(members) - set(manifest.files) - {MANIFEST, SIGNATURE, SIGNER}):
+        problems.append(f"{name}: in the archive, not in the manifest")
+    return SnapshotCheck(
+        not problems,
+        signer.key_id,
+        manifest.actor,
+        manifest.taken_ns,
+        len(manifest.files),
+        tuple(problems),
+    )

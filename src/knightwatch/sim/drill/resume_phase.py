@@ -1,0 +1,174 @@
+"""The drill's resume phase: evidence, preflight, a ramp that completes, a ramp that trips.
+
+After the drill's fleet kill an operator would snapshot the evidence, check the
+preflight and resume through the ramp. The drill does exactly that against the
+live processes, then does it once more with a runaway re-injected during stage
+one, to show the trip: how long until the scope was HALTED again and how many
+of the runaway's orders got out at stage-one limits before it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+from nats.aio.client import Client
+from rich.console import Console
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.freeze import record_known_good
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import ENCODER, FLEET_KEY, NodeMetrics, slot_of
+from knightwatch.incident.preflight import Checklist, PreflightConfig, run_preflight
+from knightwatch.incident.ramp import RampController, RampOutcome, RampPlan, ramp_records
+from knightwatch.incident.snapshot import take_snapshot, verify_snapshot
+from knightwatch.release.keys import SigningKey
+from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
+from knightwatch.state import Scope, TradingState
+
+DRILL_RAMP = RampPlan.instant((0.1, 0.5, 1.0), 0.5, spike_min_blocks=20, spike_ratio=0.2)
+"""Seconds, not minutes: the drill shows the mechanism, the runbook gives production stages."""
+
+
+class ResumeReport(msgspec.Struct, frozen=True):
+    snapshot: str
+    snapshot_files: int
+    snapshot_verified: bool
+    preflight: list[tuple[str, bool, str]]
+    preflight_passed: bool
+    ramp_completed: bool
+    ramp_stages: list[float]
+    trip_node: str
+    trip_reason: str
+    trip_stage: int
+    trip_ms: float
+    trip_orders_escaped: int
+    trip_orders_attempted: int
+    trip_confirmed: bool
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.snapshot_verified
+            and self.preflight_passed
+            and self.ramp_completed
+            and bool(self.trip_reason)
+            and self.trip_stage == 0
+            and self.trip_confirmed
+        )
+
+
+async def run_resume_phase(
+    plane: NatsControlPlane,
+    nc: Client,
+    kill: CommandResult,
+    latest: dict[str, NodeMetrics],
+    trip_node: str,
+    state_dir: Path,
+    console: Console,
+    *,
+    metrics_s: float,
+    plan: RampPlan = DRILL_RAMP,
+) -> ResumeReport:
+    """Runs on a fleet the drill just killed (`kill`); leaves it resumed at full limits."""
+    clock = SystemClock()
+    signing = SigningKey.generate()
+    await record_known_good(plane, kill.entry, clock.time_ns())
+    data = await take_snapshot(
+        plane, clock, signing, actor="drill", reason="drill: evidence after the fleet kill",
+        listen_s=0.5,
+    )  # fmt: skip
+    snapshot = state_dir / "snapshot.tar"
+    snapshot.write_bytes(data)
+    check = verify_snapshot(data, source=str(snapshot))
+    console.print(
+        f"evidence snapshot {snapshot}: {check.files} files, signature and hashes "
+        + ("verified" if check.ok else f"[red]NOT verified[/red]: {check.problems}")
+    )
+
+    checklist = await run_preflight(
+        plane, Scope.FLEET, FLEET_KEY, clock=clock, config=PreflightConfig(listen_s=1.0)
+    )
+    _print_checklist(checklist, console)
+    ks = KillSwitch(plane, clock, "drill")
+    stages: list[float] = []
+    ctl = RampController(plane, ks, clock, plan, on_stage=lambda r: stages.append(r.fraction))
+    completed = False
+    if checklist.passed:
+        first = await ctl.resume(Scope.FLEET, FLEET_KEY, "drill: preflight passed")
+        completed = first.completed
+        console.print(
+            f"ramp {first.ramp_id}: "
+            + " -> ".join(f"{f:.0%}" for f in dict.fromkeys(stages))
+            + (" complete" if completed else f" [red]tripped[/red]: {first.trip_reason}")
+        )
+
+    # the second incident: kill, ramp again, and a runaway wakes up during stage one
+    await ks.kill(Scope.FLEET, FLEET_KEY, "drill: second kill", timeout_s=2.0)
+    base = latest.get(trip_node)
+    t0 = clock.monotonic_ns()
+    trip: RampOutcome | None = None
+
+    async def inject_when_ramping() -> None:
+        while not any(r.status == "ramping" and r.stage == 0 for r in await ramp_records(plane)):
+            await asyncio.sleep(0.01)
+        entry, _ = await plane.get_state(Scope.FLEET, FLEET_KEY)
+        while entry is None or entry.state is not TradingState.ACTIVE:
+            await asyncio.sleep(0.01)
+            entry, _ = await plane.get_state(Scope.FLEET, FLEET_KEY)
+        nonlocal t0
+        t0 = clock.monotonic_ns()
+        await nc.publish(f"{SUBJECT_RUNAWAY}.{trip_node}", b"go")
+
+    injector = asyncio.create_task(inject_when_ramping())
+    ctl2 = RampController(plane, ks, clock, plan)
+    trip = await ctl2.resume(Scope.FLEET, FLEET_KEY, "drill: resume after the second kill")
+    t_trip = clock.monotonic_ns()
+    injector.cancel()
+    await asyncio.sleep(3 * metrics_s)
+    after = latest.get(trip_node)
+    escaped = after.accepted - base.accepted if after and base else 0
+    attempted = after.orders - base.orders if after and base else 0
+    if trip.completed:
+        console.print("[red]ramp did not trip on the runaway[/red]")
+    else:
+        console.print(
+            f"[bold]ramp tripped[/bold] {(t_trip - t0) / 1e6:.0f} ms after {trip_node} ran away "
+            f"at stage {trip.stage + 1} ({trip.fraction:.0%} limits): {trip.trip_reason}; "
+            f"{attempted} orders attempted, {escaped} accepted before the trip",
+            highlight=False,
+        )
+    return ResumeReport(
+        snapshot=str(snapshot),
+        snapshot_files=check.files,
+        snapshot_verified=check.ok,
+        preflight=[(i.name, i.ok, i.detail) for i in checklist.items],
+        preflight_passed=checklist.passed,
+        ramp_completed=completed,
+        ramp_stages=list(dict.fromkeys(stages)),
+        trip_node=trip_node,
+        trip_reason=trip.trip_reason,
+        trip_stage=trip.stage,
+        trip_ms=(t_trip - t0) / 1e6,
+        trip_orders_escaped=escaped,
+        trip_orders_attempted=attempted,
+        trip_confirmed=trip.trip is not None and trip.trip.ok,
+    )
+
+
+async def clear_ramps(plane: NatsControlPlane) -> None:
+    """Leave no ramp holding limits: the drill's fleet ends at full limits."""
+    for record in await ramp_records(plane):
+        done = msgspec.structs.replace(record, status="done", fraction=1.0)
+        await plane.put_record(Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(done))
+
+
+def _print_checklist(checklist: Checklist, console: Console) -> None:
+    verdict = "PASS" if checklist.passed else "[red]REFUSED[/red]"
+    console.print(f"preflight: {verdict}")
+    for item in checklist.items:
+        mark = "ok  " if item.ok else "[red]FAIL[/red]"
+        console.print(f"  {mark} {item.name}: {item.detail}", highlight=False)

@@ -1,0 +1,76 @@
+"""Guard.set_limits and limits.scaled: a ramp stage applies at once and keeps what was counted."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch import Guard, Limits, Order, RejectReason, Side, SimClock
+from knightwatch.limits import RAMP_SCALED_KEYS, LimitsError, Override, scaled
+
+BASE = Limits.off(
+    max_orders_per_s_node=100,
+    max_order_notional=1_000_000.0,
+    max_gross_exposure=20_000_000.0,
+    version="desk",
+    strategy={"peg": Override(max_orders_per_s=40)},
+)
+
+
+def order(n: int, strategy: str = "mm") -> Order:
+    return Order(f"o{n}", strategy, "AAPL", Side.BUY, 1, 100.0)
+
+
+def guard() -> Guard:
+    g = Guard(BASE, node="n1", clock=SimClock(1_000_000_000))
+    g.on_price("AAPL", 100.0)
+    g.arm("test")
+    return g
+
+
+def test_a_tighter_limit_counts_the_orders_already_in_the_window() -> None:
+    g = guard()
+    assert all(g.check(order(i)).accepted for i in range(8))
+    g.set_limits(scaled(BASE, 0.1), actor="ramp:r1")
+    assert g.limits.version == "desk@10%" and g.limits.max_orders_per_s_node == 10
+    assert [g.check(order(100 + i)).accepted for i in range(3)] == [True, True, False]
+    assert g.blocked[RejectReason.RATE_NODE] == 1
+    g.set_limits(BASE, actor="ramp:r1")
+    assert g.check(order(200)).accepted
+
+
+def test_the_change_is_recorded_with_both_versions_and_the_actor() -> None:
+    g = guard()
+    g.set_limits(scaled(BASE, 0.5), actor="ramp:r1")
+    g.recorder.flush()
+    last = g.recorder.lines[-1]
+    assert b'"limits_set"' in last and b'"desk@50%"' in last and b'"ramp:r1"' in last
+
+
+def test_the_lease_timeout_cannot_change_and_only_limits_are_taken() -> None:
+    g = guard()
+    with pytest.raises(ValueError, match="lease_timeout_s must stay None"):
+        g.set_limits(Limits(lease_timeout_s=1.0))
+    with pytest.raises(TypeError, match="limits must be Limits"):
+        g.set_limits({"max_order_qty": 1})  # type: ignore[arg-type]
+
+
+def test_scaled_validates_the_fraction() -> None:
+    with pytest.raises(LimitsError, match=r"fraction: must be in \(0, 1\]"):
+        scaled(BASE, 0.0)
+    assert scaled(BASE, 1.0) is BASE
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=0.001, max_value=1.0))
+def test_scaled_never_loosens_and_never_switches_a_rule_off(fraction: float) -> None:
+    small = scaled(BASE, fraction)
+    for key in RAMP_SCALED_KEYS:
+        before, after = getattr(BASE, key), getattr(small, key)
+        if before is None:
+            assert after is None
+        else:
+            assert after is not None and 0 < after <= before
+    peg = small.strategy["peg"].max_orders_per_s
+    assert peg is not None and 1 <= peg <= 40

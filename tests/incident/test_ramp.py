@@ -1,0 +1,161 @@
+"""The resume ramp: stages reach every Guard before the resume; anything in the scope trips it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from knightwatch.control.fleet.killswitch import KillSwitchError
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import RAMP_DECODER, NodeMetrics, StateEntry, slot_of
+from knightwatch.decision import RejectReason
+from knightwatch.incident.ramp import RampController, RampError, RampPlan, RampWatch, Stage
+from knightwatch.state import Scope, TradingState
+
+from .fixtures import fleet
+
+FAST = RampPlan.instant((0.1, 0.5, 1.0), 0.3)
+
+
+async def test_ramp_completes_through_every_stage_and_ends_at_full_limits() -> None:
+    f = await fleet("n1", "n2")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    seen: list[tuple[int, float, str]] = []
+    ctl = RampController(
+        await f.plane(),
+        ks,
+        f.clock,
+        FAST,
+        on_stage=lambda r: seen.append((r.stage, r.fraction, r.status)),
+    )
+    outcome = await ctl.resume(Scope.FLEET, "", "fixed")
+    assert outcome.completed and not outcome.trip_reason
+    assert seen == [(0, 0.1, "ramping"), (1, 0.5, "ramping"), (2, 1.0, "ramping"), (2, 1.0, "done")]
+    for node in f.nodes:
+        assert node.guard.limits.version == "desk"
+        assert node.guard.limits.max_orders_per_s_node == 100
+        assert f.order(node)
+    await f.stop()
+
+
+async def test_stage_one_limits_are_in_force_before_the_resume_reaches_any_node() -> None:
+    f = await fleet("n1")
+    node = f.nodes[0]
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    versions_at_resume: list[str] = []
+
+    async def on_state(e: StateEntry) -> None:
+        if e.state is TradingState.ACTIVE:
+            versions_at_resume.append(node.guard.limits.version)
+
+    await (await f.plane()).subscribe_states(on_state)
+    ctl = RampController(await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 1.0))
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed"))
+    for _ in range(100):
+        if versions_at_resume:
+            break
+        await asyncio.sleep(0.01)
+    assert set(versions_at_resume) == {"desk@10%"}  # stored and announced: both at 10%
+    # 10 orders/s at stage one: the 11th in the same second is blocked by the Guard
+    accepted = [f.order(node) for _ in range(11)]
+    assert accepted.count(True) == 10
+    assert node.guard.blocked.get(RejectReason.RATE_NODE) == 1
+    outcome = await task
+    assert outcome.completed and node.guard.limits.max_orders_per_s_node == 100
+    await f.stop()
+
+
+async def test_a_halt_in_the_scope_trips_the_ramp_back_to_halted_at_once() -> None:
+    f = await fleet("n1", "n2")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    ctl = RampController(await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 5.0))
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed"))
+    while not f.order(f.nodes[1]):
+        await asyncio.sleep(0.01)
+    supervisor = await f.killswitch("supervisor")
+    await supervisor.kill(Scope.NODE, "n1", "supervisor_order_rate: 900/s", timeout_s=0.5)
+    outcome = await asyncio.wait_for(task, 2.0)
+    assert not outcome.completed and outcome.stage == 0
+    assert outcome.trip_reason.startswith("supervisor alert node 'n1'")
+    assert outcome.trip is not None and outcome.trip.ok
+    assert not f.order(f.nodes[1])  # the whole scope is halted again
+    stored, _ = await (await f.plane()).get_record(Bucket.RAMP, slot_of(Scope.FLEET, "fleet"))
+    assert stored is not None
+    record = RAMP_DECODER.decode(stored)
+    assert record.status == "tripped" and record.trip_reason == outcome.trip_reason
+    await f.stop()
+
+
+async def test_a_guard_automatic_halt_trips_it_naming_the_guard() -> None:
+    watch = RampWatch(Scope.FLEET, "fleet", FAST, start_ns=100, nodes=["n1"])
+    older = StateEntry(Scope.NODE, "n1", TradingState.HALTED, "x", "guard:loss_limit", "c0", 50)
+    assert watch.on_state(older) == ""  # before the ramp started
+    halt = StateEntry(Scope.NODE, "n1", TradingState.HALTED, "loss", "guard:loss_limit", "c1", 200)
+    assert watch.on_state(halt).startswith("Guard automatic halt node 'n1'")
+
+
+def _metrics(at: int, orders: int, blocks: dict[str, int]) -> NodeMetrics:
+    return NodeMetrics(
+        "n1",
+        at,
+        orders,
+        orders - sum(blocks.values()),
+        sum(blocks.values()),
+        0,
+        0.0,
+        0.0,
+        True,
+        0,
+        blocks,
+    )
+
+
+def test_a_block_rate_spike_trips_but_halted_blocks_do_not() -> None:
+    watch = RampWatch(
+        Scope.FLEET, "fleet", RampPlan(spike_min_blocks=20, spike_ratio=0.2), 0, ["n1"]
+    )
+    assert watch.on_metrics(_metrics(0, 0, {})) == ""
+    assert watch.on_metrics(_metrics(1, 500, {"halted": 500})) == ""
+    assert watch.on_metrics(_metrics(2, 600, {"halted": 500, "rate_node": 19})) == ""
+    why = watch.on_metrics(_metrics(3, 700, {"halted": 500, "rate_node": 90}))
+    assert why.startswith("block-rate spike on node n1: 71 of 100 orders") and "rate_node" in why
+
+
+def test_plan_validation_names_the_stage() -> None:
+    with pytest.raises(RampError, match=r"stages\[0\].fraction: must be in \(0, 1\]"):
+        RampPlan(stages=(Stage(0.0, 1.0), Stage(1.0, 1.0)))
+    with pytest.raises(RampError, match=r"the last stage must be 1\.0"):
+        RampPlan(stages=(Stage(0.1, 1.0),))
+    with pytest.raises(RampError, match="fractions must not decrease"):
+        RampPlan(stages=(Stage(0.5, 1.0), Stage(0.1, 1.0), Stage(1.0, 1.0)))
+
+
+async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    ctl = RampController(
+        await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 0.1, apply_timeout_s=0.3)
+    )
+    with pytest.raises(RampError, match="stage 1 limits not applied by ghost; resume not issued"):
+        await ctl.resume(Scope.FLEET, "", "fixed", nodes=["n1", "ghost"])
+    entry, _ = await (await f.plane()).get_state(Scope.FLEET, "fleet")
+    assert entry is not None and entry.state is TradingState.HALTED
+    await f.stop()
+
+
+async def test_a_resume_that_cannot_be_issued_leaves_no_ramp_holding_as_ramping() -> None:
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    ctl = RampController(await f.plane(), ks, f.clock, FAST)
+    with pytest.raises(KillSwitchError, match="not halted"):
+        await ctl.resume(Scope.FLEET, "", "nothing to resume")
+    stored, _ = await (await f.plane()).get_record(Bucket.RAMP, slot_of(Scope.FLEET, "fleet"))
+    assert stored is not None
+    record = RAMP_DECODER.decode(stored)
+    assert record.status == "tripped" and record.trip_reason.startswith("resume not issued")
+    await f.stop()

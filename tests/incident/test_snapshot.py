@@ -1,0 +1,136 @@
+"""The evidence snapshot: what it holds, its signature, and every kind of tampering found."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.incident.snapshot import (
+    MANIFEST,
+    SIGNATURE,
+    SnapshotError,
+    seal,
+    take_snapshot,
+    verify_snapshot,
+)
+from knightwatch.release.keys import SigningKey, write_key_pair
+from knightwatch.state import Scope
+
+from .fixtures import fleet
+
+FILES = {"kill/entries.json": b'{"a": 1}\n', "recorder/n1.jsonl": b'{"seq": 1}\n'}
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        out = {}
+        for info in tar.getmembers():
+            handle = tar.extractfile(info)
+            assert handle is not None
+            out[info.name] = handle.read()
+        return out
+
+
+def rebuild(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+async def test_a_snapshot_of_a_killed_fleet_holds_the_evidence_and_verifies() -> None:
+    f = await fleet("n1", "n2")
+    await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    key = SigningKey.generate()
+    data = await take_snapshot(
+        await f.plane(), f.clock, key, actor="alice", reason="evidence", listen_s=0.2
+    )
+    check = verify_snapshot(data, source="s.tar")
+    assert check.ok and check.signer == key.key_id and check.actor == "alice"
+    files = members(data)
+    assert b'"reason": "runaway"' in files["kill/entries.json"]
+    assert b'"n1"' in files["nodes/members.json"] and b'"n2"' in files["nodes/members.json"]
+    assert set(files) >= {
+        "nodes/clock_offsets_ms.json",
+        "nodes/metrics.json",
+        "recorder/heads.json",
+    }
+    await f.stop()
+
+
+def test_one_edited_byte_in_any_file_is_named() -> None:
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = members(data)
+    files["recorder/n1.jsonl"] = b'{"seq": 2}\n'
+    check = verify_snapshot(rebuild(files), source="s.tar")
+    assert not check.ok
+    assert check.problems == ("recorder/n1.jsonl: sha256 does not match the manifest",)
+
+
+def test_a_rewritten_manifest_breaks_the_signature() -> None:
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = members(data)
+    files[MANIFEST] = files[MANIFEST].replace(b'"a"', b'"b"', 1)
+    check = verify_snapshot(rebuild(files), source="s.tar")
+    assert f"{MANIFEST}: differs from the signed manifest" in check.problems
+
+
+def test_added_and_removed_files_are_named() -> None:
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = members(data)
+    del files["kill/entries.json"]
+    files["extra.txt"] = b"x"
+    check = verify_snapshot(rebuild(files), source="s.tar")
+    assert check.problems == (
+        "kill/entries.json: listed in the manifest, missing from the archive",
+        "extra.txt: in the archive, not in the manifest",
+    )
+
+
+def test_a_signer_outside_the_trusted_keys_is_refused() -> None:
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    other = SigningKey.generate()
+    check = verify_snapshot(data, source="s.tar", trusted={other.key_id: other.public})
+    assert not check.ok and any("is not a trusted key" in p for p in check.problems)
+
+
+def test_a_forged_signature_fails() -> None:
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = members(data)
+    forged = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files[SIGNATURE] = members(forged)[SIGNATURE]  # signed by a key other than signer.pub
+    check = verify_snapshot(rebuild(files), source="s.tar")
+    assert any(p.startswith(f"{SIGNATURE}: no valid signature") for p in check.problems)
+
+
+def test_not_an_archive_is_one_clear_error() -> None:
+    with pytest.raises(SnapshotError, match=r"s\.tar: not a snapshot archive"):
+        verify_snapshot(b"hello", source="s.tar")
+    with pytest.raises(SnapshotError, match=r"member manifest\.json missing"):
+        verify_snapshot(rebuild({"a": b"b"}), source="s.tar")
+    with pytest.raises(SnapshotError, match="reserved or not a relative path"):
+        seal({"../x": b""}, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+
+
+def test_verify_cli_exit_codes(tmp_path: Path) -> None:
+    key, _, public = write_key_pair(tmp_path, "alice")
+    good = tmp_path / "good.tar"
+    good.write_bytes(seal(FILES, key, actor="alice", reason="r", taken_ns=1))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["incident", "verify", str(good), "--trusted", str(public)])
+    assert ok.exit_code == 0 and "2 files intact" in " ".join(ok.output.split()), ok.output
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"junk")
+    bad = runner.invoke(app, ["incident", "verify", str(junk)])
+    assert bad.exit_code == 2 and "not a snapshot archive" in " ".join(bad.output.split())
+    assert "Traceback" not in bad.output
+    missing = runner.invoke(app, ["incident", "verify", str(tmp_path / "none.tar")])
+    assert missing.exit_code == 2 and "cannot read" in " ".join(missing.output.split())
