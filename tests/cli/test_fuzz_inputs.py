@@ -364,6 +364,22 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         ".pub",
         "strict",
     ),
+    ("resume", "--config"): (
+        lambda s, f: ["resume", "--reason", "r", "--config", f, "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("incident preflight", "--config"): (
+        lambda s, f: ["incident", "preflight", "--config", f, "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
+    ("incident snapshot", "--key"): (
+        lambda s, f: ["incident", "snapshot", "--key", f, "--nats-url", NOWHERE],
+        ".key",
+        "strict",
+    ),
+    ("incident verify", "archive"): (lambda s, f: ["incident", "verify", f], ".tar", "strict"),
 }  # fmt: skip
 
 NOT_INPUT_FILES = {

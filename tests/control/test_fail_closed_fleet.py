@@ -108,6 +108,15 @@ async def eventually_halted(plane: NatsControlPlane, node_id: str) -> None:
     raise AssertionError(f"{node_id} never reported HALTED")
 
 
+def fast_ramp(tmp_path: Path) -> str:
+    """A resume ramps back in stages; seconds, not minutes, for a test."""
+    path = tmp_path / "incident.toml"
+    path.write_text(
+        "[ramp]\nstages = [{fraction = 0.1, hold_s = 0.2}, {fraction = 1.0, hold_s = 0.2}]\n"
+    )
+    return str(path)
+
+
 async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
     tmp_path: Path,
     nats_server: EmbeddedNatsServer,
@@ -144,7 +153,9 @@ async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
     kill = await asyncio.to_thread(cli, "kill", "--reason", "over garbage", "--nats-url", url)
     assert kill.returncode == 0, kill.stdout + kill.stderr
     assert "stored at revision" in kill.stdout and "Traceback" not in kill.stderr
-    resume = await asyncio.to_thread(cli, "resume", "--reason", "clean", "--nats-url", url)
+    resume = await asyncio.to_thread(
+        cli, "resume", "--reason", "clean", "--config", fast_ramp(tmp_path), "--nats-url", url
+    )
     assert resume.returncode == 0, resume.stdout + resume.stderr
     resumed = time.time_ns()
     for _ in range(100):
@@ -197,7 +208,16 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
         rec = tmp_path / "r" / "n1.jsonl"
         assert accepted_between(rec, restarted, time.time_ns()) == 0
         resume = await asyncio.to_thread(
-            cli, "resume", "--node", "n1", "--reason", "reconciled", "--nats-url", url
+            cli,
+            "resume",
+            "--node",
+            "n1",
+            "--reason",
+            "reconciled",
+            "--config",
+            fast_ramp(tmp_path),
+            "--nats-url",
+            url,
         )
         assert resume.returncode == 0, resume.stdout + resume.stderr
         resumed = time.time_ns()

@@ -98,31 +98,22 @@ async def test_a_guard_automatic_halt_trips_it_naming_the_guard() -> None:
     assert watch.on_state(halt).startswith("Guard automatic halt node 'n1'")
 
 
-def _metrics(at: int, orders: int, blocks: dict[str, int]) -> NodeMetrics:
-    return NodeMetrics(
-        "n1",
-        at,
-        orders,
-        orders - sum(blocks.values()),
-        sum(blocks.values()),
-        0,
-        0.0,
-        0.0,
-        True,
-        0,
-        blocks,
-    )
+def _metrics(at_s: float, orders: int, blocks: dict[str, int]) -> NodeMetrics:
+    rejected = sum(blocks.values())
+    at = int(at_s * 1e9)
+    return NodeMetrics("n1", at, orders, orders - rejected, rejected, 0, 0.0, 0.0, True, 0, blocks)
 
 
-def test_a_block_rate_spike_trips_but_halted_blocks_do_not() -> None:
-    watch = RampWatch(
-        Scope.FLEET, "fleet", RampPlan(spike_min_blocks=20, spike_ratio=0.2), 0, ["n1"]
-    )
-    assert watch.on_metrics(_metrics(0, 0, {})) == ""
-    assert watch.on_metrics(_metrics(1, 500, {"halted": 500})) == ""
-    assert watch.on_metrics(_metrics(2, 600, {"halted": 500, "rate_node": 19})) == ""
-    why = watch.on_metrics(_metrics(3, 700, {"halted": 500, "rate_node": 90}))
-    assert why.startswith("block-rate spike on node n1: 71 of 100 orders") and "rate_node" in why
+def test_a_block_rate_spike_trips_but_halted_blocks_and_trimmed_flow_do_not() -> None:
+    watch = RampWatch(Scope.FLEET, "fleet", RampPlan(), 0, ["n1"])
+    assert watch.on_metrics(_metrics(0.0, 0, {})) == ""
+    assert watch.on_metrics(_metrics(0.5, 500, {"halted": 500})) == ""
+    # a normal 40/s flow trimmed by stage-one limits: 20 blocks in 0.5 s is 40/s, no trip
+    assert watch.on_metrics(_metrics(1.0, 520, {"halted": 500, "rate_strategy": 20})) == ""
+    # a runaway: 200 blocks in 0.5 s (400/s), nearly all its orders
+    why = watch.on_metrics(_metrics(1.5, 730, {"halted": 500, "rate_strategy": 220}))
+    assert why.startswith("block-rate spike on node n1: 200 of 210 orders")
+    assert "rate_strategy" in why
 
 
 def test_plan_validation_names_the_stage() -> None:

@@ -349,9 +349,10 @@ def resume(
     Refused unless every preflight item passes; recorded with who and why;
     refused if someone changed the scope meanwhile. Exit 1 if refused or tripped.
     """
-    from knightwatch.cli.incident import print_outcome, resume_flow
+    from knightwatch.cli.incident import config_or_exit, print_outcome, resume_flow
 
     scope, key = _scope_or_exit(node_id, strategy, symbol)
+    config_or_exit(config)
 
     async def go() -> RampOutcome | None:
         async with control_plane(_urls(nats_url), state_dir, "resume") as plane:

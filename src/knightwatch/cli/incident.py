@@ -8,7 +8,6 @@ take the evidence snapshot before anything restarts, check the preflight, then
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import RampRecord
+from knightwatch.errors import KnightwatchError
 from knightwatch.incident.preflight import (
     Checklist,
     PreflightConfig,
@@ -34,6 +34,7 @@ from knightwatch.incident.preflight import (
 )
 from knightwatch.incident.ramp import RampController, RampError, RampOutcome, RampPlan, RampWatch
 from knightwatch.incident.snapshot import SnapshotError, take_snapshot, verify_snapshot
+from knightwatch.inputs import load_toml, read_bytes
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.state import Scope
 
@@ -43,6 +44,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
 SNAPSHOT_KEY_ENV = "KNIGHTWATCH_SNAPSHOT_KEY"
 SNAPSHOT_DIR_ENV = "KNIGHTWATCH_SNAPSHOT_DIR"
 
@@ -51,12 +53,7 @@ def incident_config(path: Path | None) -> tuple[RampPlan, PreflightConfig]:
     """`[ramp]` and `[preflight]` tables of one TOML file (defaults for a missing table)."""
     if path is None:
         return RampPlan(), PreflightConfig()
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise RampError(f"--config {path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RampError(f"--config {path}: not TOML: {exc}") from None
+    data = load_toml(path, "--config")
     try:
         plan = msgspec.convert(data.get("ramp", {}), RampPlan)
         cfg = msgspec.convert(data.get("preflight", {}), PreflightConfig)
@@ -65,6 +62,15 @@ def incident_config(path: Path | None) -> tuple[RampPlan, PreflightConfig]:
     except RampError as exc:
         raise RampError(f"--config {path}: {exc}") from None
     return plan, cfg
+
+
+def config_or_exit(path: Path | None) -> None:
+    """Check `--config` before anything connects: a bad file is one line and exit 2."""
+    try:
+        incident_config(path)
+    except (KnightwatchError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def print_checklist(checklist: Checklist, out: Console = console) -> None:
@@ -199,13 +205,13 @@ def verify(
 ) -> None:
     """Check the signature and every file's hash; exit 1 naming each problem."""
     try:
-        data = archive.read_bytes()
+        data = read_bytes(archive, "snapshot", SNAPSHOT_MAX_BYTES)
         keys = {k.key_id: k for k in (load_verify_key(p) for p in trusted)} or None
         check = verify_snapshot(data, source=str(archive), trusted=keys)
     except OSError as exc:
         console.print(f"[red]error:[/red] {archive}: cannot read: {exc.strerror}")
         raise typer.Exit(2) from None
-    except (SnapshotError, ValueError) as exc:
+    except (KnightwatchError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     taken = datetime.fromtimestamp(check.taken_ns / 1e9, tz=UTC).isoformat()

@@ -41,6 +41,7 @@ from knightwatch.control.plane.wire import (
     NodeStatus,
     StateEntry,
 )
+from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
 
@@ -346,7 +347,12 @@ async def run_preflight(
     )
 
     # cause: a halt the Guard raised itself needs its cause acknowledged
-    if entry is not None and entry.actor.startswith(GUARD_ACTOR):
+    # (a restored operator halt carries the Guard's actor with the operator latch: no cause)
+    if (
+        entry is not None
+        and entry.actor.startswith(GUARD_ACTOR)
+        and entry.source is not RejectReason.HALTED
+    ):
         code = entry.source.value
         ok = code in acknowledged
         items.append(

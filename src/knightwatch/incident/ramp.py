@@ -69,14 +69,17 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Stages (fraction of the limits, seconds held) and what trips the ramp.
 
     The last stage must be 1.0 (full limits); its hold is how long the trip
-    stays armed after reaching it. A spike is `spike_min_blocks` or more
-    non-latch blocks on one node within one metrics interval, making up at
-    least `spike_ratio` of that node's orders in the interval.
+    stays armed after reaching it. A spike is, on one node over one metrics
+    interval, at least `spike_min_blocks` non-latch blocks at a rate of at
+    least `spike_blocks_per_s`, making up at least `spike_ratio` of its
+    orders: a runaway hitting the stage's limits, not a normal flow trimmed by
+    them (that one is blocked at a fraction of its own, modest rate).
     """
 
     stages: tuple[Stage, ...] = (Stage(0.1, 300.0), Stage(0.5, 300.0), Stage(1.0, 60.0))
     spike_min_blocks: int = 20
-    spike_ratio: float = 0.2
+    spike_blocks_per_s: float = 100.0
+    spike_ratio: float = 0.5
     apply_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
@@ -95,6 +98,8 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             problems.append("stages: the last stage must be 1.0 (full limits)")
         if self.spike_min_blocks < 1:
             problems.append(f"spike_min_blocks: must be >= 1 (got {self.spike_min_blocks})")
+        if self.spike_blocks_per_s <= 0:
+            problems.append(f"spike_blocks_per_s: must be > 0 (got {self.spike_blocks_per_s})")
         if not 0.0 < self.spike_ratio <= 1.0:
             problems.append(f"spike_ratio: must be in (0, 1] (got {self.spike_ratio})")
         if self.apply_timeout_s <= 0:
@@ -198,8 +203,11 @@ class RampWatch:
             for reason, n in m.blocks.items()
             if reason not in LATCH_BLOCKS
         )
-        if blocks >= self.plan.spike_min_blocks and blocks >= self.plan.spike_ratio * max(
-            orders, 1
+        span_s = max((m.at_ns - before.at_ns) / NS_PER_S, 1e-9)
+        if (
+            blocks >= self.plan.spike_min_blocks
+            and blocks / span_s >= self.plan.spike_blocks_per_s
+            and blocks >= self.plan.spike_ratio * max(orders, 1)
         ):
             worst = max(
                 (r for r in m.blocks if r not in LATCH_BLOCKS),
@@ -215,8 +223,9 @@ class RampWatch:
         """What trips it, for `knightwatch status`."""
         return (
             "any halt in the scope (supervisor alert, Guard automatic halt, operator kill); "
-            f">= {self.plan.spike_min_blocks} blocked orders on one node in one interval "
-            f"making up >= {self.plan.spike_ratio:.0%} of its orders"
+            f">= {self.plan.spike_min_blocks} blocked orders on one node in one interval, "
+            f">= {self.plan.spike_blocks_per_s:g}/s and "
+            f">= {self.plan.spike_ratio:.0%} of its orders"
         )
 
 

@@ -29,7 +29,7 @@ from knightwatch.release.keys import SigningKey
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.state import Scope, TradingState
 
-DRILL_RAMP = RampPlan.instant((0.1, 0.5, 1.0), 0.5, spike_min_blocks=20, spike_ratio=0.2)
+DRILL_RAMP = RampPlan.instant((0.1, 0.5, 1.0), 0.5)
 """Seconds, not minutes: the drill shows the mechanism, the runbook gives production stages."""
 
 
