@@ -133,4 +133,4 @@ def test_verify_cli_exit_codes(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "not a snapshot archive" in " ".join(bad.output.split())
     assert "Traceback" not in bad.output
     missing = runner.invoke(app, ["incident", "verify", str(tmp_path / "none.tar")])
-    assert missing.exit_code == 2 and "cannot read" in " ".join(missing.output.split())
+    assert missing.exit_code == 2 and "none.tar: no such file" in " ".join(missing.output.split())
