@@ -226,6 +226,13 @@ async def test_edits_and_raw_order_calls_cannot_slip_past_the_guard(world: World
     assert len(world.venue.requests) == before
     # reads pass straight through
     assert sym in ex.markets and ex.id == world.spec.name
+    # ccxt's camelCase names are the same guarded calls, not a way around them
+    with pytest.raises(GuardRefused):
+        await run(ex.createOrder(sym, "limit", "buy", 5, 59_000))
+    order = await run(ex.createOrder(sym, "limit", "buy", 0.1, 60_000))
+    await run(ex.fetchMyTrades(sym))
+    await run(ex.fetchOrder(order["id"], sym))
+    assert ex.guard.position(sym) == world.u("0.1")
     # a quote-sized order cannot be counted exactly: refused
     with pytest.raises(GuardRefused, match="quote-sized"):
         await run(ex.create_order(sym, "market", "buy", 0.1, None, {"cost": 6000}))

@@ -83,6 +83,36 @@ _WRITE = re.compile(
     r"^(create|edit)_|^(create|edit)[A-Z]|(Post|Put|Delete|Patch)[A-Z]|_(post|put|delete|patch)_"
 )
 """Names of calls that can create or change orders, refused unless wrapped here."""
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WRAPPED = frozenset(
+    {
+        "create_order",
+        "create_orders",
+        "create_limit_order",
+        "create_market_order",
+        "create_limit_buy_order",
+        "create_limit_sell_order",
+        "create_market_buy_order",
+        "create_market_sell_order",
+        "edit_order",
+        "cancel_order",
+        "cancel_orders",
+        "cancel_all_orders",
+        "fetch_order",
+        "fetch_orders",
+        "fetch_open_orders",
+        "fetch_closed_orders",
+        "fetch_my_trades",
+        "fetch_ticker",
+        "fetch_tickers",
+        "watch_orders",
+        "watch_my_trades",
+        "watch_ticker",
+        "watch_tickers",
+    }
+)
+"""The calls both wrappers implement (the sync one has no watch_*: ccxt's sync exchanges
+have none either)."""
 _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
 _EDIT_REFUSED = Decision(
@@ -443,7 +473,13 @@ class Ledger:
         return sorted(self.symbols)
 
 
-def _passthrough(ex: Any, name: str) -> Any:
+def _passthrough(wrapper: Any, ex: Any, name: str) -> Any:
+    """ccxt's camelCase names reach the wrapped snake_case calls (`createOrder` is
+    `create_order`, `fetchMyTrades` feeds the Guard too); anything else passes through
+    unless it could write orders."""
+    snake = _CAMEL.sub("_", name).lower()
+    if snake != name and snake in _WRAPPED:
+        return getattr(wrapper, snake)
     value = getattr(ex, name)
     if callable(value) and _WRITE.search(name):
         raise AdapterError(
@@ -464,7 +500,7 @@ class GuardedExchange:
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
-        return _passthrough(self.exchange, name)
+        return _passthrough(self, self.exchange, name)
 
     # --- orders -----------------------------------------------------------------
     def create_order(
@@ -649,7 +685,7 @@ class AsyncGuardedExchange:
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
-        return _passthrough(self.exchange, name)
+        return _passthrough(self, self.exchange, name)
 
     async def join(self) -> None:
         """Join the fleet (lease, kill state, metrics, flight recorder) and arm."""
