@@ -278,3 +278,21 @@ async def test_an_update_the_guard_cannot_book_halts_the_node_and_cancels(world:
         assert ex.kill_task is not None
         await ex.kill_task
     assert world.venue.orders[order["id"]].status == "canceled"
+
+
+async def test_a_fill_reported_after_the_order_ended_is_still_booked(world: World) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.2, 59_000))
+    venue.fill(order["id"], "0.05")  # the venue filled part of it ...
+    venue.cancel(order["id"])
+    # ... and the first answer the wrapper sees only says it ended (no fill count in it)
+    ex.ledger.apply_order({"id": order["id"], "status": "canceled", "filled": None})
+    assert ex.guard.working_qty(sym) == (0, 0) and ex.guard.position(sym) == 0
+    await run(ex.fetch_my_trades(sym))  # the execution arrives after the end: booked
+    assert ex.guard.position(sym) == world.u("0.05")
+    await run(ex.fetch_order(order["id"], sym))  # and never twice
+    assert ex.guard.position(sym) == world.u("0.05")
+    # a `closed` answer without a fill count does not end an order before its fills are known
+    other = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_500))
+    ex.ledger.apply_order({"id": other["id"], "status": "closed", "filled": None})
+    assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)

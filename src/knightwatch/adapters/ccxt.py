@@ -346,9 +346,14 @@ class Ledger:
         self.apply_orders([order])
 
     def _apply_order(self, order: dict[str, Any]) -> None:
-        """Book an order update: new fills (cumulative `filled` beyond what is booked), end."""
+        """Book an order update: new fills (cumulative `filled` beyond what is booked), end.
+
+        Fills are booked even after the order ended (a cancel can race a fill, and
+        some answers only say `canceled`): the position must be the venue's. A
+        `closed` order whose fills are not known yet stays working until they are.
+        """
         tracked = self._find(order)
-        if tracked is None or tracked.done:
+        if tracked is None:
             return
         filled = order.get("filled")
         if filled is not None:
@@ -365,7 +370,7 @@ class Ledger:
                     return
                 self._book(tracked, delta, price)
         status = order.get("status")
-        if status in TERMINAL:
+        if status in TERMINAL and not (status == "closed" and filled is None):
             self._finish(tracked, why=f"status {status}")
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
@@ -391,8 +396,8 @@ class Ledger:
             tid = trade.get("id")
             xid = trade.get("order")
             tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
-            if tracked is None or tracked.done or tid is None or str(tid) in self._seen_trades:
-                continue
+            if tracked is None or tid is None or str(tid) in self._seen_trades:
+                continue  # (a trade of an order that already ended is still booked)
             self._seen_trades.add(str(tid))
             try:
                 tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
