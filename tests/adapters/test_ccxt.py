@@ -8,6 +8,7 @@ parsing run; the fakes check every signature.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import ccxt
 import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
 import pytest
 
 from knightwatch import Limits, RejectReason, Scope
@@ -28,6 +30,7 @@ from knightwatch.adapters.paper import (
     KRAKEN_SECRET,
     PaperBinance,
     PaperKraken,
+    PaperKrakenStream,
     PaperVenue,
 )
 from knightwatch.adapters.units import Units
@@ -296,3 +299,38 @@ async def test_a_fill_reported_after_the_order_ended_is_still_booked(world: Worl
     other = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_500))
     ex.ledger.apply_order({"id": other["id"], "status": "closed", "filled": None})
     assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)
+
+
+async def test_watch_orders_and_watch_my_trades_feed_the_guard_over_a_websocket() -> None:
+    """ccxt.pro's Kraken client on the paper venue's WebSocket v2 `executions` channel:
+    the same fill arrives as an execution and as an order update, and is booked once."""
+    sym = "BTC/USD"
+    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
+        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
+        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        try:
+            await ex.fetch_ticker(sym)
+            filled = await ex.create_order(sym, "limit", "buy", 0.2, 59_000)
+            resting = await ex.create_order(sym, "limit", "buy", 0.1, 58_000)
+            orders = asyncio.create_task(ex.watch_orders(sym))
+            trades = asyncio.create_task(ex.watch_my_trades(sym))
+            for _ in range(250):  # until ccxt has subscribed with its token
+                if stream.subscribers:
+                    break
+                await asyncio.sleep(0.02)
+            venue.fill(filled["id"], "0.2")
+            await asyncio.wait_for(trades, 10)
+            await asyncio.wait_for(orders, 10)
+            u = Units("0.00000001")
+            assert ex.guard.position(sym) == u.to_units("0.2")
+            assert ex.guard.working_qty(sym) == (u.to_units("0.1"), 0)
+            # a cancel seen only on the stream gives the working quantity back
+            cancelled = asyncio.create_task(ex.watch_orders(sym))
+            venue.cancel(resting["id"])
+            await asyncio.wait_for(cancelled, 10)
+            assert ex.guard.working_qty(sym) == (0, 0)
+            assert ex.guard.position(sym) == u.to_units("0.2")
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0
