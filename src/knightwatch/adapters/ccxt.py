@@ -348,14 +348,18 @@ class Ledger:
     def _apply_order(self, order: dict[str, Any]) -> None:
         """Book an order update: new fills (cumulative `filled` beyond what is booked), end.
 
-        Fills are booked even after the order ended (a cancel can race a fill, and
-        some answers only say `canceled`): the position must be the venue's. A
-        `closed` order whose fills are not known yet stays working until they are.
+        An answer that ends the order without saying how much was filled (some
+        cancel answers, some streams) does not end it here: a fill may still be
+        on its way, and the Guard treats a fill for an ended order as a mismatch.
+        The order stays working until an update carries its fill count.
         """
         tracked = self._find(order)
         if tracked is None:
             return
         filled = order.get("filled")
+        if filled is None and order.get("cost") is not None:
+            if decimal_of(order["cost"], "cost") == 0:
+                filled = 0  # nothing was paid, so nothing was filled
         if filled is not None:
             try:
                 filled_units = tracked.units.to_units(filled, "filled")
@@ -370,7 +374,7 @@ class Ledger:
                     return
                 self._book(tracked, delta, price)
         status = order.get("status")
-        if status in TERMINAL and not (status == "closed" and filled is None):
+        if status in TERMINAL and filled is not None:
             self._finish(tracked, why=f"status {status}")
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
@@ -397,7 +401,7 @@ class Ledger:
             xid = trade.get("order")
             tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
             if tracked is None or tid is None or str(tid) in self._seen_trades:
-                continue  # (a trade of an order that already ended is still booked)
+                continue  # a trade of an ended order is still booked: the Guard judges it
             self._seen_trades.add(str(tid))
             try:
                 tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
