@@ -357,9 +357,9 @@ class Ledger:
         if tracked is None:
             return
         filled = order.get("filled")
-        if filled is None and order.get("cost") is not None:
-            if decimal_of(order["cost"], "cost") == 0:
-                filled = 0  # nothing was paid, so nothing was filled
+        cost = order.get("cost")
+        if filled is None and cost is not None and decimal_of(cost, "cost") == 0:
+            filled = 0  # nothing was paid, so nothing was filled
         if filled is not None:
             try:
                 filled_units = tracked.units.to_units(filled, "filled")
