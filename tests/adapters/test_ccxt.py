@@ -8,6 +8,7 @@ parsing run; the fakes check every signature.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import ccxt
 import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
 import pytest
 
 from knightwatch import Limits, RejectReason, Scope
@@ -28,6 +30,7 @@ from knightwatch.adapters.paper import (
     KRAKEN_SECRET,
     PaperBinance,
     PaperKraken,
+    PaperKrakenStream,
     PaperVenue,
 )
 from knightwatch.adapters.units import Units
@@ -226,6 +229,13 @@ async def test_edits_and_raw_order_calls_cannot_slip_past_the_guard(world: World
     assert len(world.venue.requests) == before
     # reads pass straight through
     assert sym in ex.markets and ex.id == world.spec.name
+    # ccxt's camelCase names are the same guarded calls, not a way around them
+    with pytest.raises(GuardRefused):
+        await run(ex.createOrder(sym, "limit", "buy", 5, 59_000))
+    order = await run(ex.createOrder(sym, "limit", "buy", 0.1, 60_000))
+    await run(ex.fetchMyTrades(sym))
+    await run(ex.fetchOrder(order["id"], sym))
+    assert ex.guard.position(sym) == world.u("0.1")
     # a quote-sized order cannot be counted exactly: refused
     with pytest.raises(GuardRefused, match="quote-sized"):
         await run(ex.create_order(sym, "market", "buy", 0.1, None, {"cost": 6000}))
@@ -271,3 +281,55 @@ async def test_an_update_the_guard_cannot_book_halts_the_node_and_cancels(world:
         assert ex.kill_task is not None
         await ex.kill_task
     assert world.venue.orders[order["id"]].status == "canceled"
+
+
+async def test_an_end_without_a_fill_count_keeps_the_order_working(world: World) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.2, 59_000))
+    venue.fill(order["id"], "0.05")  # the venue filled part of it, then cancelled it ...
+    venue.cancel(order["id"])
+    # ... and the first answer the wrapper sees only says it ended, with no fill count
+    ex.ledger.apply_order({"id": order["id"], "status": "canceled", "filled": None})
+    assert ex.guard.working_qty(sym) == (world.u("0.2"), 0)  # a fill may still come
+    await run(ex.fetch_my_trades(sym))
+    assert ex.guard.position(sym) == world.u("0.05")
+    assert ex.guard.working_qty(sym) == (world.u("0.15"), 0)
+    await run(ex.fetch_order(order["id"], sym))  # canceled with 0.05 filled: ended
+    assert ex.guard.working_qty(sym) == (0, 0)
+    assert ex.guard.position(sym) == world.u("0.05")
+    assert not ex.guard.halts()
+
+
+async def test_watch_orders_and_watch_my_trades_feed_the_guard_over_a_websocket() -> None:
+    """ccxt.pro's Kraken client on the paper venue's WebSocket v2 `executions` channel:
+    the same fill arrives as an execution and as an order update, and is booked once."""
+    sym = "BTC/USD"
+    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
+        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
+        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        try:
+            await ex.fetch_ticker(sym)
+            filled = await ex.create_order(sym, "limit", "buy", 0.2, 59_000)
+            resting = await ex.create_order(sym, "limit", "buy", 0.1, 58_000)
+            orders = asyncio.create_task(ex.watch_orders(sym))
+            trades = asyncio.create_task(ex.watch_my_trades(sym))
+            for _ in range(250):  # until ccxt has subscribed with its token
+                if stream.subscribers:
+                    break
+                await asyncio.sleep(0.02)
+            venue.fill(filled["id"], "0.2")
+            await asyncio.wait_for(trades, 10)
+            await asyncio.wait_for(orders, 10)
+            u = Units("0.00000001")
+            assert ex.guard.position(sym) == u.to_units("0.2")
+            assert ex.guard.working_qty(sym) == (u.to_units("0.1"), 0)
+            # a cancel seen only on the stream gives the working quantity back
+            cancelled = asyncio.create_task(ex.watch_orders(sym))
+            venue.cancel(resting["id"])
+            await asyncio.wait_for(cancelled, 10)
+            assert ex.guard.working_qty(sym) == (0, 0)
+            assert ex.guard.position(sym) == u.to_units("0.2")
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0

@@ -35,3 +35,12 @@ def test_the_ccxt_example(mode: list[str]) -> None:
     assert "position 0.3 BTC" in out
     assert "after the halt: venue orders ['canceled', 'closed', 'closed']" in out
     assert "bad signatures: 0" in out
+
+
+def test_the_ccxt_fleet_example() -> None:
+    out = run(str(EXAMPLES / "ccxt_fleet.py"))
+    assert "open at the venue: 3" in out
+    assert "kill confirmed by ['crypto-1']" in out
+    assert "venue orders after the kill: ['canceled', 'canceled', 'canceled']" in out
+    assert "new order while killed: REFUSED knightwatch:halted" in out
+    assert "after the resume: a new order went out" in out

@@ -83,6 +83,36 @@ _WRITE = re.compile(
     r"^(create|edit)_|^(create|edit)[A-Z]|(Post|Put|Delete|Patch)[A-Z]|_(post|put|delete|patch)_"
 )
 """Names of calls that can create or change orders, refused unless wrapped here."""
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WRAPPED = frozenset(
+    {
+        "create_order",
+        "create_orders",
+        "create_limit_order",
+        "create_market_order",
+        "create_limit_buy_order",
+        "create_limit_sell_order",
+        "create_market_buy_order",
+        "create_market_sell_order",
+        "edit_order",
+        "cancel_order",
+        "cancel_orders",
+        "cancel_all_orders",
+        "fetch_order",
+        "fetch_orders",
+        "fetch_open_orders",
+        "fetch_closed_orders",
+        "fetch_my_trades",
+        "fetch_ticker",
+        "fetch_tickers",
+        "watch_orders",
+        "watch_my_trades",
+        "watch_ticker",
+        "watch_tickers",
+    }
+)
+"""The calls both wrappers implement (the sync one has no watch_*: ccxt's sync exchanges
+have none either)."""
 _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
 _EDIT_REFUSED = Decision(
@@ -316,11 +346,20 @@ class Ledger:
         self.apply_orders([order])
 
     def _apply_order(self, order: dict[str, Any]) -> None:
-        """Book an order update: new fills (cumulative `filled` beyond what is booked), end."""
+        """Book an order update: new fills (cumulative `filled` beyond what is booked), end.
+
+        An answer that ends the order without saying how much was filled (some
+        cancel answers, some streams) does not end it here: a fill may still be
+        on its way, and the Guard treats a fill for an ended order as a mismatch.
+        The order stays working until an update carries its fill count.
+        """
         tracked = self._find(order)
-        if tracked is None or tracked.done:
+        if tracked is None:
             return
         filled = order.get("filled")
+        cost = order.get("cost")
+        if filled is None and cost is not None and decimal_of(cost, "cost") == 0:
+            filled = 0  # nothing was paid, so nothing was filled
         if filled is not None:
             try:
                 filled_units = tracked.units.to_units(filled, "filled")
@@ -335,7 +374,7 @@ class Ledger:
                     return
                 self._book(tracked, delta, price)
         status = order.get("status")
-        if status in TERMINAL:
+        if status in TERMINAL and filled is not None:
             self._finish(tracked, why=f"status {status}")
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
@@ -361,8 +400,8 @@ class Ledger:
             tid = trade.get("id")
             xid = trade.get("order")
             tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
-            if tracked is None or tracked.done or tid is None or str(tid) in self._seen_trades:
-                continue
+            if tracked is None or tid is None or str(tid) in self._seen_trades:
+                continue  # a trade of an ended order is still booked: the Guard judges it
             self._seen_trades.add(str(tid))
             try:
                 tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
@@ -443,7 +482,13 @@ class Ledger:
         return sorted(self.symbols)
 
 
-def _passthrough(ex: Any, name: str) -> Any:
+def _passthrough(wrapper: Any, ex: Any, name: str) -> Any:
+    """ccxt's camelCase names reach the wrapped snake_case calls (`createOrder` is
+    `create_order`, `fetchMyTrades` feeds the Guard too); anything else passes through
+    unless it could write orders."""
+    snake = _CAMEL.sub("_", name).lower()
+    if snake != name and snake in _WRAPPED:
+        return getattr(wrapper, snake)
     value = getattr(ex, name)
     if callable(value) and _WRITE.search(name):
         raise AdapterError(
@@ -464,7 +509,7 @@ class GuardedExchange:
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
-        return _passthrough(self.exchange, name)
+        return _passthrough(self, self.exchange, name)
 
     # --- orders -----------------------------------------------------------------
     def create_order(
@@ -649,7 +694,7 @@ class AsyncGuardedExchange:
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
-        return _passthrough(self.exchange, name)
+        return _passthrough(self, self.exchange, name)
 
     async def join(self) -> None:
         """Join the fleet (lease, kill state, metrics, flight recorder) and arm."""

@@ -20,20 +20,26 @@ The keys below are the ones the paper venues accept; they are not secrets.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import aiohttp
+from aiohttp import web
+
 BINANCE_KEY = "k" * 64
 BINANCE_SECRET = "s" * 64
+WS_TOKEN = "paper-ws-token"
 KRAKEN_KEY = "kraken-test-key"
 KRAKEN_SECRET = base64.b64encode(b"kraken test secret, 32 bytes ...").decode()
 
@@ -78,6 +84,8 @@ class PaperVenue:
         self.requests: list[tuple[str, str]] = []
         self.fault: str | None = None
         self.bad_signatures = 0
+        self.listeners: list[Callable[[str, VenueOrder, VenueTrade | None], None]] = []
+        """Told of every book change: ("new" | "trade" | "canceled", order, trade)."""
         self._n = 0
         self._lock = threading.Lock()
         venue = self
@@ -151,8 +159,13 @@ class PaperVenue:
         self._n += 1
         return f"{prefix}{self._n}"
 
+    def _emit(self, kind: str, o: VenueOrder, t: VenueTrade | None = None) -> None:
+        for listener in self.listeners:
+            listener(kind, o, t)
+
     def place(self, o: VenueOrder) -> None:
         self.orders[o.id] = o
+        self._emit("new", o)
         marketable = o.price is None or (
             o.price >= self.last if o.side == "buy" else o.price <= self.last
         )
@@ -172,13 +185,16 @@ class PaperVenue:
         o.cost += qty * px
         if o.filled >= o.amount:
             o.status = "closed"
-        self.trades.append(VenueTrade(self.next_id("T"), o.id, o.symbol, o.side, qty, px))
+        trade = VenueTrade(self.next_id("T"), o.id, o.symbol, o.side, qty, px)
+        self.trades.append(trade)
+        self._emit("trade", o, trade)
 
     def cancel(self, order_id: str) -> VenueOrder | None:
         o = self.orders.get(order_id)
         if o is None or o.status != "open":
             return None
         o.status = "canceled"
+        self._emit("canceled", o)
         return o
 
     def take_fault(self) -> str | None:
@@ -423,6 +439,8 @@ class PaperKraken(PaperVenue):
             self.bad_signatures += 1
             return 200, {"error": ["EAPI:Invalid signature"]}
         call = route.rsplit("/", 1)[1]
+        if call == "GetWebSocketsToken":
+            return 200, {"error": [], "result": {"token": WS_TOKEN, "expires": 900}}
         if call == "AddOrder":
             return self._add(q)
         if call == "QueryOrders":
@@ -515,3 +533,125 @@ class PaperKraken(PaperVenue):
             "margin": "0",
             "misc": "",
         }
+
+
+class PaperKrakenStream:
+    """Kraken's WebSocket v2 `executions` channel for a `PaperKraken` book, on 127.0.0.1.
+
+    ccxt.pro's `watch_orders` / `watch_my_trades` subscribe with the token from
+    the REST `GetWebSocketsToken` call (checked here); every order placed,
+    filled or cancelled in the paper book is then pushed as Kraken sends it:
+    `exec_type` "new", "trade" (with the execution) and "filled" / "canceled".
+    """
+
+    def __init__(self, venue: PaperKraken) -> None:
+        self.venue = venue
+        self.loop = asyncio.new_event_loop()
+        self.subscribers: list[web.WebSocketResponse] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> PaperKrakenStream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        self.venue.listeners.append(self._on_book)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.venue.listeners.remove(self._on_book)
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def point(self, exchange: Any) -> Any:
+        """Send a ccxt.pro exchange's websocket URLs here (and its REST URLs to the venue)."""
+        self.venue.point(exchange)
+        ws = exchange.urls["api"].get("ws", {})
+        for key, url in list(ws.items()):
+            if isinstance(url, str) and url.startswith("wss://"):
+                ws[key] = f"ws://127.0.0.1:{self.port}{urlsplit(url).path}"
+        return exchange
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v2", self._serve)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _stop(self) -> None:
+        for ws in list(self.subscribers):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _serve(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            req = json.loads(msg.data)
+            params = req.get("params") or {}
+            if req.get("method") == "ping":
+                await ws.send_json({"method": "pong", "req_id": req.get("req_id")})
+            elif req.get("method") == "subscribe" and params.get("channel") == "executions":
+                ok = params.get("token") == WS_TOKEN
+                await ws.send_json(
+                    {
+                        "method": "subscribe",
+                        "success": ok,
+                        "result": {"channel": "executions"},
+                        "req_id": req.get("req_id"),
+                    }
+                    | ({} if ok else {"error": "EAPI:Invalid token"})
+                )
+                if ok:
+                    self.subscribers.append(ws)
+        if ws in self.subscribers:
+            self.subscribers.remove(ws)
+        return ws
+
+    def _on_book(self, kind: str, o: VenueOrder, t: VenueTrade | None) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        order = {
+            "order_id": o.id,
+            "symbol": "BTC/USD",
+            "side": o.side,
+            "order_type": o.type,
+            "order_qty": float(o.amount),
+            "limit_price": float(o.price or 0),
+            "cum_qty": float(o.filled),
+            "cum_cost": float(o.cost),
+            "avg_price": float(o.cost / o.filled) if o.filled else 0.0,
+            "time_in_force": "GTC",
+            "timestamp": now,
+        }
+        messages = []
+        if kind == "trade" and t is not None:
+            execution = order | {
+                "exec_type": "trade",
+                "exec_id": t.id,
+                "last_qty": float(t.amount),
+                "last_price": float(t.price),
+                "cost": float(t.amount * t.price),
+                "liquidity_ind": "t",
+                "fees": [{"asset": "USD", "qty": 0.0}],
+                "order_status": "filled" if o.status == "closed" else "partially_filled",
+            }
+            messages.append(execution)
+            if o.status == "closed":
+                messages.append(order | {"exec_type": "filled", "order_status": "filled"})
+        else:
+            messages.append(order | {"exec_type": kind, "order_status": kind})
+        for data in messages:
+            payload = {"channel": "executions", "type": "update", "data": [data]}
+            self.loop.call_soon_threadsafe(self._broadcast, payload)
+
+    def _broadcast(self, payload: dict[str, Any]) -> None:
+        for ws in list(self.subscribers):
+            self.loop.create_task(ws.send_json(payload))

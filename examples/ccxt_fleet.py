@@ -1,0 +1,81 @@
+"""A ccxt process as a knightwatch fleet node: join with one call, then a kill cancels its orders.
+
+Offline: an embedded nats-server on 127.0.0.1 is the control plane, a paper
+Binance on 127.0.0.1 is the venue. The process wraps an async ccxt exchange
+with `control_plane=`, joins (lease, kill state, metrics, flight recorder),
+rests three orders; an operator's kill switch halts the fleet; the node
+confirms, cancels its open orders at the venue and refuses new ones until the
+operator resumes.
+
+    python examples/ccxt_fleet.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import ccxt.async_support as ccxt_async
+
+from knightwatch import Limits, Scope, SystemClock
+from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
+from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer
+
+SYMBOL = "BTC/USDT"
+LIMITS = Limits(
+    version="example",
+    max_order_qty=50_000,  # 0.5 BTC in units of the 0.00001 step
+    max_order_notional=50_000.0,
+    max_price_age_s=None,
+)
+CONFIG = {
+    "apiKey": BINANCE_KEY,
+    "secret": BINANCE_SECRET,
+    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+}
+
+
+async def main(state: Path) -> None:
+    with EmbeddedNatsServer(state / "nats") as server, PaperBinance("60000") as venue:
+        exchange = guard(
+            venue.point(ccxt_async.binance(CONFIG)),
+            limits=LIMITS,
+            node="crypto-1",
+            control_plane=server.url,  # <- joins the fleet ...
+            recorder=state / "audit" / "crypto-1.jsonl",
+        )
+        assert isinstance(exchange, AsyncGuardedExchange)
+        operator = NatsControlPlane(server.url, name="operator")
+        try:
+            await exchange.join()  # <- ... here: lease, kill state, metrics, then armed
+            await exchange.fetch_ticker(SYMBOL)
+            for price in (58_000, 58_500, 59_000):
+                await exchange.create_order(SYMBOL, "limit", "buy", 0.1, price)
+            print(f"open at the venue: {sum(o.status == 'open' for o in venue.orders.values())}")
+
+            await operator.connect()
+            switch = KillSwitch(operator, SystemClock(), actor="ops")
+            kill = await switch.kill(Scope.FLEET, "fleet", "example: stop everything")
+            print(f"kill confirmed by {sorted(kill.latencies_ms)} in {kill.latencies_ms}")
+            if exchange.kill_task is not None:
+                await exchange.kill_task  # the node cancels on its own event loop
+            print(f"venue orders after the kill: {sorted(o.status for o in venue.orders.values())}")
+            try:
+                await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000)
+            except GuardRefused as refused:
+                print(f"new order while killed: REFUSED {refused}")
+            await switch.resume(Scope.FLEET, "fleet", "example: all clear")
+            await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000)
+            print("after the resume: a new order went out")
+        finally:
+            await exchange.close()
+            await operator.close()
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(main(Path(tmp)))
