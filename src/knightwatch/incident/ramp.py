@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tomllib
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
+from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.state import Scope, TradingState, scope_key
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,9 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def from_toml(cls, path: Path) -> RampPlan:
         """The `[ramp]` table of a TOML file; errors name the file and field."""
         try:
-            data = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise RampError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RampError(f"{path}: not TOML: {exc}") from None
+            data = load_toml(path, "ramp config")
+        except InputFileError as exc:
+            raise RampError(str(exc)) from None
         table = data.get("ramp")
         if not isinstance(table, dict):
             raise RampError(f"{path}: needs a [ramp] table")

@@ -231,6 +231,7 @@ def verify_snapshot(
         UnicodeDecodeError,
         msgspec.DecodeError,
         msgspec.ValidationError,
+        RecursionError,
     ) as exc:
         raise SnapshotError(f"{source}: {exc}") from None
     keys = dict(trusted) if trusted is not None else {signer.key_id: signer}
