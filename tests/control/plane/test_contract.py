@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from knightwatch.control.plane.protocol import ABSENT, ControlPlaneUnavailable, RevisionConflict
@@ -156,3 +158,34 @@ async def test_outage_fails_closed_and_durable_state_survives(backend: Backend) 
     assert (await plane.get_state(Scope.FLEET, "all"))[0] == killed
     fresh = await backend.plane()
     assert (await fresh.get_state(Scope.FLEET, "all"))[0] == killed
+
+
+async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) -> None:
+    """Every listing holds every stored member and slot, even while writers keep updating.
+
+    A listing that ended early would let a resyncing node miss a stored halt, or let a kill
+    stop waiting for a member it did not list.
+    """
+    writer = await backend.plane()
+    reader = await backend.plane()
+    ids = [f"n{i:02d}" for i in range(24)]
+    for node_id in ids:
+        await writer.put_member(status(node_id))
+        await writer.put_state(entry(scope=Scope.SYMBOL, key=f"S{node_id}"))
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        seen = 10
+        while not stop.is_set():
+            seen += 1
+            await writer.put_member(status(ids[seen % len(ids)], seen_ns=seen))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(churn())
+    try:
+        for _ in range(40):
+            assert [m.node_id for m in await reader.members()] == ids
+            assert len(await reader.states()) == len(ids)
+    finally:
+        stop.set()
+        await task

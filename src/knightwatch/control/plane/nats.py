@@ -368,26 +368,48 @@ class NatsControlPlane:
     async def states(self) -> dict[str, tuple[StateEntry, int]]:
         """Every stored entry; one that cannot be decoded is a halt of its slot's scope."""
         out: dict[str, tuple[StateEntry, int]] = {}
-        for slot, value, revision in await self._snapshot(self._state_kv()):
+        for slot, value, revision in await self._snapshot(STATE_BUCKET, self._state_kv()):
             entry = decode_entry(slot, value, revision)
             if entry.actor == UNDECODABLE_ACTOR:
                 log.error("UNDECODABLE_STATE slot=%s revision=%d: held as a halt", slot, revision)
             out[entry.slot] = (entry, revision)
         return out
 
-    async def _snapshot(self, kv: KeyValue) -> list[tuple[str, bytes, int]]:
-        """Latest value of every key, via one ordered consumer that stops at the end marker."""
+    async def _snapshot(self, bucket: str, kv: KeyValue) -> list[tuple[str, bytes, int]]:
+        """Latest value of every key in `bucket`, complete or not at all.
+
+        nats-py ends a watcher's initial values with a marker it sends as soon as consumer
+        info reports nothing pending, and values already on their way to this client count
+        as delivered there: a snapshot that trusted the marker could miss a stored halt or a
+        member, so a resync would run without it and a kill would not wait for that node.
+        The server's own list of the bucket's subjects says which keys must be seen; the read
+        ends when every one has been, and a server that stops answering first makes it
+        `ControlPlaneUnavailable`.
+        """
+        prefix = f"$KV.{bucket}."
 
         async def read() -> list[tuple[str, bytes, int]]:
+            info = await self._require_js().stream_info(
+                f"KV_{bucket}", subjects_filter=f"{prefix}>"
+            )
+            expected = {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
             watcher = await kv.watchall()
-            values: list[tuple[str, bytes, int]] = []
+            seen: set[str] = set()
+            latest: dict[str, tuple[str, bytes, int]] = {}
             try:
-                while True:
+                while not expected <= seen:
                     e = await watcher.updates(timeout=self.request_timeout_s)  # type: ignore[no-untyped-call]
                     if e is None:
-                        return values
+                        continue
+                    seen.add(e.key)
+                    revision = int(e.revision or 0)
+                    if revision < latest.get(e.key, ("", b"", -1))[2]:
+                        continue
                     if e.operation is None and e.value is not None:
-                        values.append((e.key, e.value, int(e.revision or 0)))
+                        latest[e.key] = (e.key, e.value, revision)
+                    else:
+                        latest.pop(e.key, None)
+                return list(latest.values())
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
@@ -435,7 +457,7 @@ class NatsControlPlane:
         if self._members is None:
             raise ControlPlaneUnavailable("control plane not connected")
         out = []
-        for _, value, _ in await self._snapshot(self._members):
+        for _, value, _ in await self._snapshot(MEMBERS_BUCKET, self._members):
             try:
                 out.append(STATUS_DECODER.decode(value))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -509,22 +531,8 @@ class NatsControlPlane:
         return found.value, int(found.revision or 0)
 
     async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
-        kv = self._record_kv(bucket)
-
-        async def read() -> dict[str, tuple[bytes, int]]:
-            watcher = await kv.watchall()
-            out: dict[str, tuple[bytes, int]] = {}
-            try:
-                while True:
-                    e = await watcher.updates(timeout=self.request_timeout_s)  # type: ignore[no-untyped-call]
-                    if e is None:
-                        return out
-                    if e.operation is None and e.value is not None:
-                        out[e.key] = (e.value, int(e.revision or 0))
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
-
-        return await self._call(read())
+        stored = await self._snapshot(record_bucket(bucket), self._record_kv(bucket))
+        return {key: (value, revision) for key, value, revision in stored}
 
     async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
         prefix = record_republish(bucket) + "."
