@@ -37,6 +37,8 @@ class RejectReason(StrEnum):
     MAX_POSITION = "max_position"
     MAX_GROSS_EXPOSURE = "max_gross_exposure"
     MAX_NET_EXPOSURE = "max_net_exposure"
+    CUSTOMER_GROSS_EXPOSURE = "customer_gross_exposure"
+    CUSTOMER_NET_EXPOSURE = "customer_net_exposure"
     MAX_TURNOVER = "max_turnover"
     EXECUTION_THROTTLE = "execution_throttle"
     FILL_MISMATCH = "fill_mismatch"

@@ -117,9 +117,12 @@ FLEET_RULES: dict[str, Rule] = {
     "execution_window_s": Rule("float", 0, exclusive=True, nullable=False),
     "max_child_orders_per_parent": COUNT,
     "require_registered_parent": Rule("bool", nullable=False),
+    "max_parent_qty_multiple": Rule("float", 1),
     "max_position_qty": COUNT,
     "max_gross_exposure": AMOUNT,
     "max_net_exposure": AMOUNT,
+    "max_customer_gross_exposure": AMOUNT,
+    "max_customer_net_exposure": AMOUNT,
     "max_turnover_per_min": AMOUNT,
     "max_cancel_to_fill_ratio": AMOUNT,
     "cancel_ratio_min_cancels": Rule("int", 0, nullable=False),
@@ -160,6 +163,11 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     The defaults are sized for one equity order router: a few thousand shares
     per order, a few hundred orders per second, a $250k loss stop. A firm
     replaces them with its own file; nobody should run with no file at all.
+
+    Position, exposure, turnover and loss limits are the firm's own (principal)
+    capital limits; a customer's fills within its registered parent count
+    against the `max_customer_*` credit limits of that customer's account
+    instead (see `knightwatch.guard.ledger`).
     """
 
     version: str = "default"
@@ -183,9 +191,12 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     execution_window_s: float = 1.0
     max_child_orders_per_parent: int | None = 200
     require_registered_parent: bool = True
+    max_parent_qty_multiple: float | None = 1.0
     max_position_qty: int | None = 100_000
     max_gross_exposure: float | None = 20_000_000.0
     max_net_exposure: float | None = 10_000_000.0
+    max_customer_gross_exposure: float | None = 10_000_000.0
+    max_customer_net_exposure: float | None = 10_000_000.0
     max_turnover_per_min: float | None = 10_000_000.0
     max_cancel_to_fill_ratio: float | None = 50.0
     cancel_ratio_min_cancels: int = 500
@@ -453,7 +464,7 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
     RuleGroup(
         "parent",
         8,
-        ("max_child_orders_per_parent", "require_registered_parent"),
+        ("max_child_orders_per_parent", "require_registered_parent", "max_parent_qty_multiple"),
         (_R.UNKNOWN_PARENT, _R.MAX_CHILD_ORDERS, _R.PARENT_QTY_EXCEEDED),
         layer="parent_reconciliation",
     ),
@@ -463,6 +474,13 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
         10,
         ("max_gross_exposure", "max_net_exposure"),
         (_R.MAX_GROSS_EXPOSURE, _R.MAX_NET_EXPOSURE),
+        layer="exposure",
+    ),
+    RuleGroup(
+        "customer_exposure",
+        10,
+        ("max_customer_gross_exposure", "max_customer_net_exposure"),
+        (_R.CUSTOMER_GROSS_EXPOSURE, _R.CUSTOMER_NET_EXPOSURE),
         layer="exposure",
     ),
     RuleGroup("turnover", 11, ("max_turnover_per_min",), (_R.MAX_TURNOVER,), layer="exposure"),

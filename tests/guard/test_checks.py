@@ -255,6 +255,21 @@ def test_execution_throttle_halts_strategy_symbol(rig: Mk) -> None:
     assert r.send().accepted
 
 
+def test_throttle_counts_the_firms_executions_not_a_customers_within_its_parent(rig: Mk) -> None:
+    r = rig(max_executions_per_window=3, execution_window_s=1.0)
+    r.guard.register_parent("P", 100)
+    for i in range(10):  # ten customer executions of one parent: bounded by it, not a loop
+        o = r.order(id=f"c{i}", qty=10, parent_id="P")
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", Side.BUY, 10, 100.0))
+    assert r.guard.trading_state(Scope.STRATEGY_SYMBOL, "rlp/IBM") is TradingState.ACTIVE
+    for i in range(4):  # the parent is filled: these overfill it, as Power Peg did
+        o = r.order(id=f"x{i}", qty=10, parent_id="P")
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", Side.BUY, 10, 100.0))
+    assert r.guard.trading_state(Scope.STRATEGY_SYMBOL, "rlp/IBM") is TradingState.HALTED
+
+
 def test_executions_spread_over_the_window_do_not_halt(rig: Mk) -> None:
     r = rig(max_executions_per_window=3, execution_window_s=1.0)
     for i in range(10):
@@ -269,7 +284,7 @@ def test_executions_spread_over_the_window_do_not_halt(rig: Mk) -> None:
 
 
 def test_children_cannot_exceed_parent_quantity(rig: Mk) -> None:
-    r = rig()
+    r = rig(max_parent_qty_multiple=1.0)
     r.guard.register_parent("P", 1_000)
     for _ in range(10):
         assert r.send(qty=100, parent_id="P").accepted
@@ -279,7 +294,7 @@ def test_children_cannot_exceed_parent_quantity(rig: Mk) -> None:
 
 def test_filled_children_still_count_against_the_parent(rig: Mk) -> None:
     """Power Peg's defect: it never saw fills. The Guard counts them whatever the router does."""
-    r = rig()
+    r = rig(max_parent_qty_multiple=1.0)
     r.guard.register_parent("P", 200)
     for i in range(2):
         o = r.order(qty=100, parent_id="P", id=f"c{i}")
@@ -289,7 +304,7 @@ def test_filled_children_still_count_against_the_parent(rig: Mk) -> None:
 
 
 def test_cancelled_child_frees_parent_quantity(rig: Mk) -> None:
-    r = rig()
+    r = rig(max_parent_qty_multiple=1.0)
     r.guard.register_parent("P", 100)
     assert r.send(qty=100, parent_id="P", id="c1").accepted
     assert reason(r.send(qty=100, parent_id="P")) is R.PARENT_QTY_EXCEEDED
@@ -346,6 +361,87 @@ def test_net_exposure_boundary(rig: Mk) -> None:
     assert r.send(qty=500).accepted  # long 50,000
     assert reason(r.send(symbol="AAPL", qty=1, price=50.0)) is R.MAX_NET_EXPOSURE
     assert r.send(symbol="AAPL", qty=1_000, price=50.0, side=Side.SELL).accepted
+
+
+def test_customer_fills_within_the_parent_are_not_the_firms_exposure(rig: Mk) -> None:
+    """Agency flow many times the firm's own limits passes: it is the customer's."""
+    r = rig(max_gross_exposure=10_000.0, max_position_qty=100)
+    r.guard.register_parent("P", 5_000, account="acme")
+    for i in range(50):
+        o = r.order(qty=100, parent_id="P", id=f"c{i}")
+        assert r.guard.check(o).accepted
+        r.guard.on_fill(Fill(o.id, "IBM", Side.BUY, 100, 100.0))
+    assert r.guard.position("IBM") == 0 and r.guard.exposure() == (0.0, 0.0, 0.0)
+    assert r.guard.customer_position("acme", "IBM") == 5_000
+    assert r.guard.customer_exposure("acme")[0] == pytest.approx(500_000.0)
+
+
+def test_children_beyond_the_parent_are_principal_and_hit_the_firms_limits(rig: Mk) -> None:
+    r = rig(max_gross_exposure=10_000.0)  # no parent quantity check: the overfill gets out
+    r.guard.register_parent("P", 100)
+    c1 = r.order(qty=100, parent_id="P", id="c1")
+    assert r.guard.check(c1).accepted
+    r.guard.on_fill(Fill("c1", "IBM", Side.BUY, 100, 100.0))
+    assert r.send(qty=100, parent_id="P").accepted  # principal now: exactly 10,000
+    d = r.send(qty=1, parent_id="P")
+    assert reason(d) is R.MAX_GROSS_EXPOSURE and "principal" in d.detail
+    assert r.guard.exposure()[0] == pytest.approx(10_000.0)  # the working overfill counts
+
+
+def test_a_child_straddling_the_parent_splits_its_working_quantity(rig: Mk) -> None:
+    r = rig(max_position_qty=50)
+    r.guard.register_parent("P", 100)
+    assert r.send(qty=150, parent_id="P", id="c1").accepted  # 100 customer, 50 principal
+    assert r.guard.working_qty("IBM") == (50, 0)
+    assert reason(r.send(qty=1, parent_id="P")) is R.MAX_POSITION
+    r.guard.on_fill(Fill("c1", "IBM", Side.BUY, 150, 100.0))
+    assert r.guard.position("IBM") == 50
+    assert r.guard.customer_position("P", "IBM") == 100  # no account given: the parent's own
+
+
+def test_customer_gross_exposure_boundary_per_account(rig: Mk) -> None:
+    r = rig(max_customer_gross_exposure=100_000.0)
+    r.guard.on_price("AAPL", 50.0)
+    r.guard.register_parent("P1", 10_000, account="acme")
+    r.guard.register_parent("P2", 10_000, account="acme")
+    r.guard.register_parent("Q", 10_000, account="other")
+    assert r.send(qty=600, parent_id="P1").accepted  # 60,000 working
+    assert r.send(symbol="AAPL", qty=800, price=50.0, side=Side.SELL, parent_id="P2").accepted
+    d = r.send(qty=1, parent_id="P2")  # the account, across its parents and symbols
+    assert reason(d) is R.CUSTOMER_GROSS_EXPOSURE and "customer acme" in d.detail
+    assert r.send(qty=1_000, parent_id="Q").accepted  # another customer has its own limit
+    assert r.guard.exposure() == (0.0, 0.0, 0.0)
+
+
+def test_customer_net_exposure_boundary_and_cancel_frees_it(rig: Mk) -> None:
+    r = rig(max_customer_net_exposure=50_000.0)
+    r.guard.register_parent("P", 10_000, account="acme")
+    assert r.send(qty=500, parent_id="P", id="c1").accepted  # long 50,000
+    assert reason(r.send(qty=1, parent_id="P")) is R.CUSTOMER_NET_EXPOSURE
+    assert r.send(qty=500, side=Side.SELL, parent_id="P").accepted  # the short side
+    r.guard.on_cancel("c1")
+    assert r.send(qty=500, parent_id="P").accepted
+
+
+def test_customer_fills_move_neither_pnl_nor_the_loss_stop(rig: Mk) -> None:
+    r = rig(max_loss=1_000.0)
+    r.guard.register_parent("P", 100)
+    o = r.order(qty=200, parent_id="P", id="c1")
+    assert r.guard.check(o).accepted
+    r.guard.on_fill(Fill("c1", "IBM", Side.BUY, 200, 100.0))  # 100 customer, 100 principal
+    r.guard.on_price("IBM", 95.0)  # the firm's 100 lose 500; the customer's are theirs
+    assert r.guard.pnl() == pytest.approx(-500.0)
+    assert r.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+    r.guard.on_price("IBM", 89.99)
+    assert r.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+
+
+def test_principal_turnover_only(rig: Mk) -> None:
+    r = rig(max_turnover_per_min=10_000.0)
+    r.guard.register_parent("P", 1_000)
+    assert r.send(qty=1_000, parent_id="P").accepted  # 100,000 of customer flow
+    assert r.send(qty=100).accepted  # 10,000 of the firm's own
+    assert reason(r.send(qty=1)) is R.MAX_TURNOVER
 
 
 # 10. turnover, cancel-to-fill, loss ---------------------------------------------------------

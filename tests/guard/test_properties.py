@@ -2,7 +2,11 @@
 
 The test keeps its own model of what was accepted (positions, working orders,
 accept timestamps, parent quantities) and checks, after every event, that no
-configured limit is breached by anything the Guard let through.
+configured limit is breached by anything the Guard let through. The model
+splits by capacity as the Guard must: the part of a child within its parent's
+uncommitted quantity works for the customer, a fill within the parent's
+quantity is the customer's, everything else is the firm's (principal); the
+firm's limits bind the principal figures, each account's limits its own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +28,7 @@ from knightwatch.state import Scope, TradingState
 S = 1_000_000_000
 SYMS = ("A", "B", "C")
 STRATS = ("s1", "s2")
+PARENTS = {"P0": (900, "c1"), "P1": (300, "c2"), "P2": (600, "c1")}  # id: (qty, account)
 
 LIMITS = Limits(
     max_order_qty=500,
@@ -36,9 +42,12 @@ LIMITS = Limits(
     max_orders_per_s_symbol=4,
     max_orders_per_min_symbol=None,
     max_child_orders_per_parent=5,
+    max_parent_qty_multiple=1.5,  # children may overfill a parent: the overfill is principal
     max_position_qty=1_200,
     max_gross_exposure=150_000.0,
     max_net_exposure=90_000.0,
+    max_customer_gross_exposure=45_000.0,
+    max_customer_net_exposure=40_000.0,
     max_turnover_per_min=300_000.0,
     max_executions_per_window=6,
     max_cancel_to_fill_ratio=None,
@@ -52,7 +61,7 @@ order_ev = st.tuples(
     st.sampled_from(Side),
     st.integers(1, 700),
     st.one_of(st.none(), st.floats(0.8, 1.2)),
-    st.one_of(st.none(), st.sampled_from(("P0", "P1"))),
+    st.one_of(st.none(), st.sampled_from(tuple(PARENTS))),
 )
 fill_ev = st.tuples(st.just("fill"), st.integers(0, 10_000), st.floats(0.0, 1.0))
 cancel_ev = st.tuples(st.just("cancel"), st.integers(0, 10_000))
@@ -82,18 +91,41 @@ events = st.lists(
 
 
 @dataclass
+class Working:
+    sym: str
+    side: Side
+    rem: int
+    parent: str | None
+    cust: int  # the part of `rem` working for the parent's customer
+
+    @property
+    def account(self) -> str | None:
+        return None if self.parent is None else PARENTS[self.parent][1]
+
+
+@dataclass
 class Model:
-    pos: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    working: dict[str, list[object]] = field(default_factory=dict)  # id -> [sym, side, rem, parent]
+    pos: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # principal
+    cpos: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    working: dict[str, Working] = field(default_factory=dict)
     accepts: list[tuple[int, str, str]] = field(default_factory=list)  # (t, strategy, symbol)
     parent_committed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    parent_filled: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     children: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     px: dict[str, float] = field(default_factory=dict)
 
     def worst(self, sym: str) -> tuple[int, int]:
-        wb = sum(w[2] for w in self.working.values() if w[0] == sym and w[1] is Side.BUY)  # type: ignore[misc]
-        ws = sum(w[2] for w in self.working.values() if w[0] == sym and w[1] is Side.SELL)  # type: ignore[misc]
+        """Principal position if every working buy (sell) filled as the firm's."""
+        mine = [w for w in self.working.values() if w.sym == sym]
+        wb = sum(w.rem - w.cust for w in mine if w.side is Side.BUY)
+        ws = sum(w.rem - w.cust for w in mine if w.side is Side.SELL)
         return self.pos[sym] + wb, self.pos[sym] - ws
+
+    def cworst(self, acct: str, sym: str) -> tuple[int, int]:
+        mine = [w for w in self.working.values() if w.sym == sym and w.account == acct]
+        wb = sum(w.cust for w in mine if w.side is Side.BUY)
+        ws = sum(w.cust for w in mine if w.side is Side.SELL)
+        return self.cpos[(acct, sym)] + wb, self.cpos[(acct, sym)] - ws
 
 
 def in_window(ts: list[int], now: int, span: int) -> int:
@@ -109,8 +141,8 @@ def test_no_accepted_order_ever_leaves_a_limit_breached(evs: list[tuple[object, 
     for sym, p in zip(SYMS, (50.0, 80.0, 30.0), strict=True):
         g.on_price(sym, p)
         m.px[sym] = p
-    g.register_parent("P0", 900)
-    g.register_parent("P1", 300)
+    for pid, (pqty, acct) in PARENTS.items():
+        g.register_parent(pid, pqty, account=acct)
     g.arm()
     armed = True
     halted: set[tuple[Scope, str]] = set()
@@ -130,7 +162,11 @@ def test_no_accepted_order_ever_leaves_a_limit_breached(evs: list[tuple[object, 
             assert armed
             assert (Scope.FLEET, "fleet") not in halted and (Scope.SYMBOL, sym) not in halted
             assert d.reason is R.OK
-            m.working[o.id] = [sym, side, qty, parent]
+            cust = 0
+            if parent is not None:
+                free = PARENTS[parent][0] - m.parent_committed[parent]  # type: ignore[index]
+                cust = max(0, min(qty, free))  # type: ignore[call-overload]
+            m.working[o.id] = Working(sym, side, qty, parent, cust)  # type: ignore[arg-type]
             m.accepts.append((now, strat, sym))  # type: ignore[arg-type]
             if parent is not None:
                 m.parent_committed[parent] += qty  # type: ignore[index]
@@ -145,41 +181,68 @@ def test_no_accepted_order_ever_leaves_a_limit_breached(evs: list[tuple[object, 
             assert in_window(node_ts, now, 60 * S) <= 60
             assert in_window([t for t, s, _ in m.accepts if s == strat], now, S) <= 6
             assert in_window([t for t, _, y in m.accepts if y == sym], now, S) <= 4
-            # parents
-            for pid, cap in (("P0", 900), ("P1", 300)):
-                assert m.parent_committed[pid] <= cap
+            # parents: children never total more than 1.5x the parent
+            for pid, (cap, _) in PARENTS.items():
+                assert m.parent_committed[pid] <= cap * 1.5
                 assert m.children[pid] <= 5
-            # position and exposure with working orders, at the guard's marks (= last price)
-            lq, sq = m.worst(sym)  # type: ignore[arg-type]
-            assert lq <= 1_200 and -sq <= 1_200
-            gross = sum(max(abs(a), abs(b)) * m.px[y] for y in SYMS for a, b in [m.worst(y)])
-            assert gross <= 150_000.0 + 1e-3
-            if side is Side.BUY:
-                assert sum(m.worst(y)[0] * m.px[y] for y in SYMS) <= 90_000.0 + 1e-3
-            else:
-                assert -sum(m.worst(y)[1] * m.px[y] for y in SYMS) <= 90_000.0 + 1e-3
+            # the firm's position and exposure with working orders, at the guard's marks
+            # (= last price), when this order added to them
+            if qty > cust:  # type: ignore[operator]
+                lq, sq = m.worst(sym)  # type: ignore[arg-type]
+                assert lq <= 1_200 and -sq <= 1_200
+                gross = sum(max(abs(a), abs(b)) * m.px[y] for y in SYMS for a, b in [m.worst(y)])
+                assert gross <= 150_000.0 + 1e-3
+                if side is Side.BUY:
+                    assert sum(m.worst(y)[0] * m.px[y] for y in SYMS) <= 90_000.0 + 1e-3
+                else:
+                    assert -sum(m.worst(y)[1] * m.px[y] for y in SYMS) <= 90_000.0 + 1e-3
+            # the customer's account, when this order worked for it
+            if cust:
+                acct = PARENTS[parent][1]  # type: ignore[index]
+                ws = [m.cworst(acct, y) for y in SYMS]
+                cg = sum(max(abs(a), abs(b)) * m.px[y] for y, (a, b) in zip(SYMS, ws, strict=True))
+                assert cg <= 45_000.0 + 1e-3
+                if side is Side.BUY:
+                    assert (
+                        sum(a * m.px[y] for y, (a, _) in zip(SYMS, ws, strict=True))
+                        <= 40_000.0 + 1e-3
+                    )
+                else:
+                    assert (
+                        -sum(b * m.px[y] for y, (_, b) in zip(SYMS, ws, strict=True))
+                        <= 40_000.0 + 1e-3
+                    )
         elif kind == "fill" and m.working:
             _, pick, frac = ev
             oid = sorted(m.working)[pick % len(m.working)]  # type: ignore[operator]
-            sym, side, rem, _parent = m.working[oid]
-            q = max(1, int(rem * frac))  # type: ignore[operator]
-            g.on_fill(Fill(oid, sym, side, q, m.px[sym]))  # type: ignore[arg-type,index]
-            m.pos[sym] += q if side is Side.BUY else -q  # type: ignore[index]
-            m.working[oid][2] = rem - q  # type: ignore[operator]
-            if m.working[oid][2] == 0:
+            w = m.working[oid]
+            q = max(1, int(w.rem * frac))  # type: ignore[operator]
+            g.on_fill(Fill(oid, w.sym, w.side, q, m.px[w.sym]))
+            sign = 1 if w.side is Side.BUY else -1
+            cf = 0
+            if w.parent is not None:
+                pqty, acct = PARENTS[w.parent]
+                before = m.parent_filled[w.parent]
+                m.parent_filled[w.parent] = before + q
+                cf = min(before + q, pqty) - min(before, pqty)  # within the parent: customer's
+                m.cpos[(acct, w.sym)] += sign * cf
+            m.pos[w.sym] += sign * (q - cf)
+            w.cust -= min(q, w.cust)
+            w.rem -= q
+            if w.rem == 0:
                 del m.working[oid]
         elif kind == "cancel" and m.working:
             oid = sorted(m.working)[ev[1] % len(m.working)]  # type: ignore[operator]
             g.on_cancel(oid)
-            sym, _side, rem, parent = m.working.pop(oid)
-            if parent is not None:
-                m.parent_committed[parent] -= rem  # type: ignore[index,operator]
+            w = m.working.pop(oid)
+            if w.parent is not None:
+                m.parent_committed[w.parent] -= w.rem
             # cancels pass in every state: the Guard frees exactly what the model frees
-            lq, sq = m.worst(sym)  # type: ignore[arg-type]
-            wb, ws = g.working_qty(sym)  # type: ignore[arg-type]
-            assert (g.position(sym) + wb, g.position(sym) - ws) == (lq, sq)  # type: ignore[arg-type]
-            if parent is not None:
-                assert g.parent_committed(parent) == m.parent_committed[parent]  # type: ignore[arg-type]
+            lq, sq = m.worst(w.sym)
+            wb, wsl = g.working_qty(w.sym)
+            assert (g.position(w.sym) + wb, g.position(w.sym) - wsl) == (lq, sq)
+            if w.parent is not None:
+                assert g.parent_committed(w.parent) == m.parent_committed[w.parent]
         elif kind == "price":
             _, sym, p = ev
             g.on_price(sym, p)  # type: ignore[arg-type]
@@ -198,7 +261,17 @@ def test_no_accepted_order_ever_leaves_a_limit_breached(evs: list[tuple[object, 
         elif kind == "arm":
             armed = bool(ev[1])
             (g.arm if armed else g.disarm)()
+        # after every event the Guard's split is the model's: principal position and working
+        # quantity per symbol, each account's position and exposure
         for y in SYMS:
-            assert g.position(y) == m.pos[y]
+            lq, sq = m.worst(y)
+            wb, wsl = g.working_qty(y)
+            assert (g.position(y), g.position(y) + wb, g.position(y) - wsl) == (m.pos[y], lq, sq)
+            for acct in ("c1", "c2"):
+                assert g.customer_position(acct, y) == m.cpos[(acct, y)]
+        for acct in ("c1", "c2"):
+            ws = [m.cworst(acct, y) for y in SYMS]
+            cg = sum(max(abs(a), abs(b)) * m.px[y] for y, (a, b) in zip(SYMS, ws, strict=True))
+            assert g.customer_exposure(acct)[0] == pytest.approx(cg, abs=1e-6)
     for scope, key in halted:
         assert g.trading_state(scope, key) is TradingState.HALTED

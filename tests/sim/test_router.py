@@ -24,7 +24,7 @@ def parent(qty: int, algo: str, child_qty: int = 100) -> RoutedParent:
     multiple=st.floats(0.1, 5.0),
     algo=st.sampled_from(sorted(BEHAVIOURS)),
     steps=st.lists(
-        st.tuples(st.integers(0, 10_000), st.integers(-1000, 10_000), st.integers(0, 10_000)),
+        st.tuples(st.integers(0, 10_000), st.integers(-1000, 10_000), st.integers(0, 50)),
         max_size=40,
     ),
 )
@@ -42,9 +42,10 @@ def test_router_never_exceeds_its_hard_bounds(
     p = parent(qty, algo, child_qty)
     router.accept(p)
     for t, (due, fill, reject) in enumerate(steps):
-        router.release(p, due, t)
+        n = router.release(p, due, t)
+        for _ in range(min(n, reject)):  # the Guard refuses some of what left the router
+            router.on_reject(p)
         router.on_fill(p, fill)  # arbitrary, even nonsensical, execution reports
-        router.on_reject(p, reject)
         assert p.children <= max_children
         assert p.sent_qty <= int(qty * multiple)
         assert p.sent_qty == p.children * child_qty
@@ -89,3 +90,19 @@ def test_an_rlp_parent_rests_and_keeps_its_child_clock() -> None:
     p = parent(500, "rlp")
     assert router.release(p, 10, 0) == 0
     assert not p.done and p.next_k == 10, "resting is not filled: the parent stays working"
+
+
+def test_a_refused_child_is_not_counted_and_the_parent_completes_later() -> None:
+    """A child the Guard refuses (a rate limit at the open) never left: the bounds and the
+    algorithm do not count it, and the parent is completed once children get out again."""
+    router = SmarsRouter("n1", RouterBounds(max_children_per_parent=3, max_qty_multiple=1.0))
+    p = parent(300, "smars")
+    for t in range(5):  # refused five times over: nothing left, nothing used up
+        assert router.release(p, 1, t) == 1
+        router.on_reject(p)
+    assert (p.children, p.sent_qty, p.refused, p.done) == (0, 0, 5, "")
+    for t in range(5, 8):
+        assert router.release(p, 1, t) == 1
+        router.on_fill(p, 100)
+    assert router.release(p, 1, 9) == 0
+    assert p.done == "filled" and p.filled == 300 and not router.bound_hits

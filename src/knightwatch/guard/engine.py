@@ -14,6 +14,7 @@ cannot record blocks everything. `check` never raises.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable
 
@@ -305,11 +306,11 @@ class Guard:
                         f"child {parent.children + 1} > max_child_orders_per_parent {mc} "
                         f"for parent {pid}",
                     ), eff
-                if parent.committed + qty > parent.qty:
+                if parent.committed + qty > parent.cap:
                     return _blocked(
                         R.PARENT_QTY_EXCEEDED,
-                        f"children would total {parent.committed + qty} > parent {pid} "
-                        f"qty {parent.qty}",
+                        f"children would total {parent.committed + qty} > {parent.cap} "
+                        f"allowed for parent {pid} of qty {parent.qty}",
                     ), eff
 
         # -- 9. message rates
@@ -318,38 +319,81 @@ class Guard:
             if len(ev) == w.limit and now - ev[0] < w.span_ns:
                 return _blocked(w.reason, w.detail()), eff
 
-        # -- 10. position, gross and net exposure, counting working orders
+        # -- 10. exposure counting working orders, by capacity: the part of a child within
+        # its registered parent's uncommitted quantity is the customer's and counts against
+        # that account; the rest (and every order without a parent) is the firm's own and
+        # counts against the node's position and exposure limits
         is_buy = side is _BUY
-        long_q, short_q = book.worst(is_buy, qty)
-        mp = eff.max_position_qty
-        if mp is not None and (long_q > mp or -short_q > mp):
-            worst = long_q if long_q > mp else short_q
-            return _blocked(
-                R.MAX_POSITION,
-                f"{symbol} position with working orders would reach {worst} "
-                f"> max_position_qty {mp}",
-            ), eff
+        cust = 0
+        if parent is not None:
+            free = parent.qty - parent.committed
+            if free > 0:
+                cust = qty if qty <= free else free
+        prin = qty - cust
         mark = book.mark if book.mark is not None else ref
-        new_gross = max(abs(long_q), abs(short_q)) * mark
-        if lim.max_gross_exposure is not None:
-            gross = led.gross - book.gross_c + new_gross
-            if gross > lim.max_gross_exposure:
+        if prin:
+            long_q, short_q = book.worst(is_buy, prin)
+            mp = eff.max_position_qty
+            if mp is not None and (long_q > mp or -short_q > mp):
+                worst = long_q if long_q > mp else short_q
                 return _blocked(
-                    R.MAX_GROSS_EXPOSURE,
-                    f"gross exposure with working orders {gross:,.0f} "
-                    f"> max_gross_exposure {lim.max_gross_exposure:,.0f}",
+                    R.MAX_POSITION,
+                    f"{symbol} principal position with working orders would reach {worst} "
+                    f"> max_position_qty {mp}",
                 ), eff
-        if lim.max_net_exposure is not None:
+            new_gross = max(abs(long_q), abs(short_q)) * mark
+            if lim.max_gross_exposure is not None:
+                gross = led.gross - book.gross_c + new_gross
+                if gross > lim.max_gross_exposure:
+                    return _blocked(
+                        R.MAX_GROSS_EXPOSURE,
+                        f"principal gross exposure with working orders {gross:,.0f} "
+                        f"> max_gross_exposure {lim.max_gross_exposure:,.0f}",
+                    ), eff
+            if lim.max_net_exposure is not None:
+                if is_buy:
+                    net = led.net_long - book.long_c + long_q * mark
+                else:
+                    net = -(led.net_short - book.short_c + short_q * mark)
+                if net > lim.max_net_exposure:
+                    return _blocked(
+                        R.MAX_NET_EXPOSURE,
+                        f"principal net {'long' if is_buy else 'short'} exposure with working "
+                        f"orders {net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
+                    ), eff
+        line = None
+        if cust:
+            assert parent is not None
+            line = parent.line
+            if line is None or line.book is not book:
+                line = led.line(parent, symbol)
+            acct = line.account
             if is_buy:
-                net = led.net_long - book.long_c + long_q * mark
+                c_long, c_short = line.pos + line.wbuy + cust, line.pos - line.wsell
             else:
-                net = -(led.net_short - book.short_c + short_q * mark)
-            if net > lim.max_net_exposure:
-                return _blocked(
-                    R.MAX_NET_EXPOSURE,
-                    f"net {'long' if is_buy else 'short'} exposure with working orders "
-                    f"{net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
-                ), eff
+                c_long, c_short = line.pos + line.wbuy, line.pos - line.wsell - cust
+            c_gross = max(abs(c_long), abs(c_short)) * mark
+            cg = lim.max_customer_gross_exposure
+            if cg is not None:
+                g = acct.gross - line.gross_c + c_gross
+                if g > cg:
+                    return _blocked(
+                        R.CUSTOMER_GROSS_EXPOSURE,
+                        f"customer {acct.name} gross exposure with working orders {g:,.0f} "
+                        f"> max_customer_gross_exposure {cg:,.0f}",
+                    ), eff
+            cn = lim.max_customer_net_exposure
+            if cn is not None:
+                if is_buy:
+                    n = acct.net_long - line.long_c + c_long * mark
+                else:
+                    n = -(acct.net_short - line.short_c + c_short * mark)
+                if n > cn:
+                    return _blocked(
+                        R.CUSTOMER_NET_EXPOSURE,
+                        f"customer {acct.name} net {'long' if is_buy else 'short'} exposure "
+                        f"with working orders {n:,.0f} > max_customer_net_exposure {cn:,.0f}",
+                    ), eff
         # -- 11. turnover, cancel-to-fill ratio
         mt = lim.max_turnover_per_min
         if mt is not None:
@@ -357,11 +401,12 @@ class Guard:
             cutoff = now - MINUTE_NS
             while tq and tq[0][0] <= cutoff:
                 self._turnover_sum -= tq.popleft()[1]
-            if self._turnover_sum + value > mt:
+            own = value * prin / qty  # the firm's share: customers have credit limits instead
+            if own and self._turnover_sum + own > mt:
                 return _blocked(
                     R.MAX_TURNOVER,
-                    f"turnover in the last minute would be {self._turnover_sum + value:,.0f} "
-                    f"> max_turnover_per_min {mt:,.0f}",
+                    f"principal turnover in the last minute would be "
+                    f"{self._turnover_sum + own:,.0f} > max_turnover_per_min {mt:,.0f}",
                 ), eff
         mr = lim.max_cancel_to_fill_ratio
         if (
@@ -381,29 +426,40 @@ class Guard:
                 "duplicate detection would be blind",
             ), eff
         self._seen.add(o.id)
-        led.working[o.id] = Working(o)
+        led.working[o.id] = Working(o, parent, cust, line)
         if parent is not None:
             parent.children += 1
             parent.committed += qty
         for w in lane.windows:
             w.events.append(now)
-        if mt is not None:
-            self._turnover.append((now, value))
-            self._turnover_sum += value
+        if mt is not None and prin:
+            self._turnover.append((now, own))
+            self._turnover_sum += own
         if book.mark is None:
             book.mark = ref
-        if is_buy:
-            book.wbuy += qty
-        else:
-            book.wsell += qty
-        # the book's new contributions are the worst-case figures computed above
-        # (position and unrealized P&L are unchanged by a new working order)
-        # (inlined rather than `led.refresh(book)`: the figures are already at hand)
-        long_c, short_c = long_q * mark, short_q * mark
-        led.gross += new_gross - book.gross_c
-        led.net_long += long_c - book.long_c
-        led.net_short += short_c - book.short_c
-        book.gross_c, book.long_c, book.short_c = new_gross, long_c, short_c
+        if prin:
+            if is_buy:
+                book.wbuy += prin
+            else:
+                book.wsell += prin
+            # the book's new contributions are the worst-case figures computed above
+            # (position and unrealized P&L are unchanged by a new working order)
+            # (inlined rather than `led.refresh(book)`: the figures are already at hand)
+            long_c, short_c = long_q * mark, short_q * mark
+            led.gross += new_gross - book.gross_c
+            led.net_long += long_c - book.long_c
+            led.net_short += short_c - book.short_c
+            book.gross_c, book.long_c, book.short_c = new_gross, long_c, short_c
+        if line is not None:  # the customer's part, inlined the same way
+            if is_buy:
+                line.wbuy += cust
+            else:
+                line.wsell += cust
+            long_c, short_c = c_long * mark, c_short * mark
+            acct.gross += c_gross - line.gross_c
+            acct.net_long += long_c - line.long_c
+            acct.net_short += short_c - line.short_c
+            line.gross_c, line.long_c, line.short_c = c_gross, long_c, short_c
         return ACCEPTED, eff
 
     def _lane(self, strategy: str, symbol: str) -> Lane:
@@ -486,7 +542,7 @@ class Guard:
             )
             self._auto_halt(Scope.NODE, self.node, why, R.FILL_MISMATCH)
             return
-        w, mismatch = self._ledger.fill(fill)
+        w, mismatch, principal = self._ledger.fill(fill)
         if w is None:
             mismatch += (
                 ": it was accepted here and is complete (a duplicate or late fill)"
@@ -505,12 +561,14 @@ class Guard:
             strategy=strategy,
             known=w is not None,
             mismatch=mismatch,
+            principal=principal,
         )
         if mismatch:
             # the venue's report is applied as the truth, but the Guard's picture can no
             # longer be trusted: stop the node until a person has reconciled it
             self._auto_halt(Scope.NODE, self.node, mismatch, R.FILL_MISMATCH)
-        elif w is not None:
+        elif w is not None and principal:
+            # customer fills within their parent are bounded by it; the firm's repeat
             self._throttle(strategy, fill.symbol, fill.side)
         self._check_loss()
 
@@ -821,19 +879,29 @@ class Guard:
     def halts(self) -> dict[tuple[Scope, str], Halt]:
         return dict(self._halts.states)
 
-    def register_parent(self, parent_id: str, qty: int) -> None:
-        """Declare a parent order so its children can never exceed it, whatever the router does."""
+    def register_parent(self, parent_id: str, qty: int, *, account: str | None = None) -> None:
+        """Declare a customer's parent order: its children can never exceed it (with
+        `max_parent_qty_multiple`), whatever the router does, and their fills within it are
+        the customer's, counted against `account` (the parent's own id when not given)
+        rather than the node's own position."""
         if type(parent_id) is not str or not parent_id:
             raise ValueError(
                 f"register_parent: parent_id must be a non-empty string, got {parent_id!r}"
             )
         if type(qty) is not int or qty <= 0:
             raise ValueError(f"register_parent: qty must be a positive integer, got {qty!r}")
-        parents = self._ledger.parents
-        if parent_id in parents:
+        if account is not None and (type(account) is not str or not account):
+            raise ValueError(
+                f"register_parent: account must be a non-empty string or None, got {account!r}"
+            )
+        led = self._ledger
+        if parent_id in led.parents:
             raise ValueError(f"register_parent: parent {parent_id!r} is already registered")
-        parents[parent_id] = Parent(qty)
-        self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty)
+        name = parent_id if account is None else account
+        multiple = self.limits.max_parent_qty_multiple
+        cap = sys.maxsize if multiple is None else int(qty * multiple)
+        led.parents[parent_id] = Parent(qty, led.account(name), cap)
+        self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty, account=name)
 
     def set_context(
         self, *, release_id: str | None = None, flag_snapshot_id: str | None = None
@@ -855,6 +923,7 @@ class Guard:
     # ------------------------------------------------------------------ reads
 
     def position(self, symbol: str) -> int:
+        """The firm's own (principal) position in `symbol`."""
         book = self._ledger.books.get(symbol)
         return 0 if book is None else book.pos
 
@@ -866,9 +935,31 @@ class Guard:
         return self._ledger.pnl()
 
     def exposure(self) -> tuple[float, float, float]:
-        """(gross, worst net long, worst net short) with working orders, at reference prices."""
+        """The firm's own (principal) (gross, worst net long, worst net short) with working
+        orders, at reference prices; customers' fills within their parents are not in it."""
         led = self._ledger
         return led.gross, led.net_long, led.net_short
+
+    def customer_exposure(self, account: str) -> tuple[float, float, float]:
+        """One customer account's (gross, worst net long, worst net short) with working orders."""
+        acct = self._ledger.accounts.get(account)
+        return (0.0, 0.0, 0.0) if acct is None else (acct.gross, acct.net_long, acct.net_short)
+
+    def customer_position(self, account: str, symbol: str) -> int:
+        acct = self._ledger.accounts.get(account)
+        line = None if acct is None else acct.lines.get(symbol)
+        return 0 if line is None else line.pos
+
+    def flow(self) -> tuple[float, float, int, int]:
+        """Cumulative (customer notional, principal notional, principal fills, parents
+        registered) since the Guard started: what the node reports to the supervisor."""
+        led = self._ledger
+        return (
+            led.customer_notional,
+            led.principal_notional,
+            led.principal_fills,
+            len(led.parents),
+        )
 
     def parent_committed(self, parent_id: str) -> int:
         p = self._ledger.parents.get(parent_id)

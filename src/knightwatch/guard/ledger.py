@@ -1,10 +1,23 @@
 """The Guard's ledger: positions, working orders, parents and the fleet-level totals.
 
-The Guard keeps fleet-level totals (gross, worst-case net long and short,
-unrealized P&L) as sums of per-symbol contributions; a symbol book knows its
-own contribution so a change in one symbol costs O(1), not a pass over all.
-The ledger is state only: it applies fills, cancels and prices and says what
-changed; every decision (block, halt) stays in the Guard's one check path.
+Capacity decides whose an execution is (SEC 15c3-5 asks for credit limits per
+customer and capital limits for the firm). A child that fills a registered
+parent within the parent's quantity trades as agent: the fill is the
+customer's and counts against that customer's account. A fill with no
+registered parent, or beyond the parent's quantity, is the firm's own
+(principal): it moves the node's position, exposure and P&L. A healthy agency
+router therefore holds no principal position at all, and an overfilling loop
+(Knight's 33 Account) shows up as principal exposure from its first overfill,
+however much customer flow the node carries. Working orders are split the same
+way when accepted: the part within the parent's uncommitted quantity is the
+customer's, the rest the firm's.
+
+The Guard keeps totals (gross, worst-case net long and short, unrealized P&L;
+per account: gross and worst-case nets) as sums of per-symbol contributions; a
+symbol book or customer line knows its own contribution, so a change in one
+symbol costs O(1), not a pass over all. The ledger is state only: it applies
+fills, cancels and prices and says what changed; every decision (block, halt)
+stays in the Guard's one check path.
 """
 
 from __future__ import annotations
@@ -15,16 +28,19 @@ _BUY = Side.BUY
 
 
 class SymbolBook:
-    """One symbol: position at average cost, working quantity per side, reference and mark.
+    """One symbol, principal: position at average cost, working quantity per side, mark.
 
     `gross_c`, `long_c`, `short_c` and `unreal_c` are this symbol's current
     contributions to the ledger's totals (so a change swaps one contribution).
-    `wbuy` and `wsell` are the quantities of accepted orders still working.
+    `wbuy` and `wsell` are the principal parts of accepted orders still working.
+    `lines` are the customer accounts holding or working this symbol (re-marked
+    with it).
     """
 
     __slots__ = (
         "avg",
         "gross_c",
+        "lines",
         "long_c",
         "mark",
         "pos",
@@ -48,6 +64,7 @@ class SymbolBook:
         self.long_c = 0.0
         self.short_c = 0.0
         self.unreal_c = 0.0
+        self.lines: list[CustomerLine] = []
 
     def worst(self, is_buy: bool, qty: int) -> tuple[int, int]:
         """Position if every working buy (resp. sell) filled, with this order added."""
@@ -98,45 +115,124 @@ class SymbolBook:
         return gross, long_q * m, short_q * m, unreal
 
 
+class CustomerLine:
+    """One customer account in one symbol: the customer's position and working quantity.
+
+    `gross_c`, `long_c` and `short_c` are its contributions to the account's
+    totals, valued at the symbol book's mark.
+    """
+
+    __slots__ = ("account", "book", "gross_c", "long_c", "pos", "short_c", "wbuy", "wsell")
+
+    def __init__(self, account: CustomerAccount, book: SymbolBook) -> None:
+        self.account = account
+        self.book = book
+        self.pos = 0
+        self.wbuy = 0
+        self.wsell = 0
+        self.gross_c = 0.0
+        self.long_c = 0.0
+        self.short_c = 0.0
+
+    def remove_working(self, is_buy: bool, qty: int) -> None:
+        if is_buy:
+            self.wbuy -= qty
+        else:
+            self.wsell -= qty
+
+    def refresh(self) -> None:
+        """Swap this line's contribution to its account's totals for the current one."""
+        m = self.book.mark
+        if m is None:
+            return
+        long_q = self.pos + self.wbuy
+        short_q = self.pos - self.wsell
+        g, lc, sc = max(abs(long_q), abs(short_q)) * m, long_q * m, short_q * m
+        a = self.account
+        a.gross += g - self.gross_c
+        a.net_long += lc - self.long_c
+        a.net_short += sc - self.short_c
+        self.gross_c, self.long_c, self.short_c = g, lc, sc
+
+
+class CustomerAccount:
+    """A customer's totals across symbols: gross and worst-case net, with working orders."""
+
+    __slots__ = ("gross", "lines", "name", "net_long", "net_short")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lines: dict[str, CustomerLine] = {}
+        self.gross = 0.0
+        self.net_long = 0.0
+        self.net_short = 0.0
+
+
+class Parent:
+    """A registered parent: whose it is, and how much of it its children took.
+
+    `committed` is filled plus still working (what a new child is checked
+    against), `filled` what its children executed (what decides whose the next
+    fill is), `cap` the most the children may total (the parent check).
+    `line` caches the customer line of the last symbol its children traded.
+    """
+
+    __slots__ = ("account", "cap", "children", "committed", "filled", "line", "qty")
+
+    def __init__(self, qty: int, account: CustomerAccount, cap: int) -> None:
+        self.qty = qty
+        self.account = account
+        self.cap = cap
+        self.committed = 0
+        self.filled = 0
+        self.children = 0
+        self.line: CustomerLine | None = None
+
+
 class Working:
-    """An accepted order not yet fully filled or cancelled."""
+    """An accepted order not yet fully filled or cancelled.
 
-    __slots__ = ("parent_id", "remaining", "side", "strategy", "symbol")
+    `cust` is the part of `remaining` that is the customer's (counted on
+    `line`); the rest is the firm's, counted on the symbol book.
+    """
 
-    def __init__(self, o: Order) -> None:
+    __slots__ = ("cust", "line", "parent", "parent_id", "remaining", "side", "strategy", "symbol")
+
+    def __init__(
+        self, o: Order, parent: Parent | None, cust: int, line: CustomerLine | None
+    ) -> None:
         self.strategy = o.strategy
         self.symbol = o.symbol
         self.side = o.side
         self.remaining = o.qty
         self.parent_id = o.parent_id
-
-
-class Parent:
-    """Quantity committed to a parent's children: filled plus still working."""
-
-    __slots__ = ("children", "committed", "qty")
-
-    def __init__(self, qty: int) -> None:
-        self.qty = qty
-        self.committed = 0
-        self.children = 0
+        self.parent = parent
+        self.cust = cust
+        self.line = line
 
 
 class Ledger:
     """Everything the Guard counts: books per symbol, working orders, parents, totals.
 
     `fills` and `cancels` count events since the cancel-to-fill ratio last
-    latched (the Guard resets them when it halts on that ratio).
+    latched (the Guard resets them when it halts on that ratio). The flow
+    counters (`customer_notional`, `principal_notional`, `principal_fills`) are
+    cumulative since the Guard started: what the node publishes to the
+    supervisor.
     """
 
     __slots__ = (
+        "accounts",
         "books",
         "cancels",
+        "customer_notional",
         "fills",
         "gross",
         "net_long",
         "net_short",
         "parents",
+        "principal_fills",
+        "principal_notional",
         "realized",
         "unrealized",
         "working",
@@ -146,6 +242,10 @@ class Ledger:
         self.books: dict[str, SymbolBook] = {}
         self.working: dict[str, Working] = {}
         self.parents: dict[str, Parent] = {}
+        self.accounts: dict[str, CustomerAccount] = {}
+        self.customer_notional = 0.0
+        self.principal_notional = 0.0
+        self.principal_fills = 0
         self.gross = 0.0
         self.net_long = 0.0
         self.net_short = 0.0
@@ -160,6 +260,26 @@ class Ledger:
             book = self.books[symbol] = SymbolBook()
         return book
 
+    def account(self, name: str) -> CustomerAccount:
+        acct = self.accounts.get(name)
+        if acct is None:
+            acct = self.accounts[name] = CustomerAccount(name)
+        return acct
+
+    def line(self, parent: Parent, symbol: str) -> CustomerLine:
+        """The parent's customer line in `symbol` (cached on the parent for its next child)."""
+        line = parent.line
+        if line is not None and line.book is self.books.get(symbol):
+            return line
+        acct = parent.account
+        line = acct.lines.get(symbol)
+        if line is None:
+            book = self.book(symbol)
+            line = acct.lines[symbol] = CustomerLine(acct, book)
+            book.lines.append(line)
+        parent.line = line
+        return line
+
     def refresh(self, book: SymbolBook) -> None:
         """Swap this symbol's old contribution to the totals for its new one."""
         g, lc, sc, u = book.contributions()
@@ -169,15 +289,19 @@ class Ledger:
         self.unrealized += u - book.unreal_c
         book.gross_c, book.long_c, book.short_c, book.unreal_c = g, lc, sc, u
 
-    def fill(self, fill: Fill) -> tuple[Working | None, str]:
-        """Apply an execution; returns the working order it belonged to and any mismatch.
+    def fill(self, fill: Fill) -> tuple[Working | None, str, int]:
+        """Apply an execution; returns the working order it belonged to, any mismatch, and
+        the principal quantity (the part that is not a customer's fill within its parent).
 
         The whole fill moves the position (the venue's report is the truth); a
         mismatch says how it disagrees with the working order it names.
         """
         book = self.book(fill.symbol)
+        is_buy = fill.side is _BUY
         w = self.working.get(fill.order_id)
         mismatch = f"fill for order {fill.order_id} matches no working order"
+        cust = 0
+        line: CustomerLine | None = None
         if w is not None:
             mismatch = ""
             if fill.qty > w.remaining:
@@ -187,21 +311,45 @@ class Ledger:
                 )
             took = min(fill.qty, w.remaining)
             w.remaining -= took
+            wc = min(took, w.cust)
+            w.cust -= wc
             wbook = self.books[w.symbol]
-            wbook.remove_working(w.side is _BUY, took)
+            wbook.remove_working(w.side is _BUY, took - wc)
+            if wc:
+                assert w.line is not None
+                w.line.remove_working(w.side is _BUY, wc)
             if w.remaining == 0:
                 del self.working[fill.order_id]
             if wbook is not book:
                 self.refresh(wbook)
+            p = w.parent
+            if p is not None:
+                # whose this fill is: the customer's up to the parent's quantity, then the firm's
+                before = p.filled
+                p.filled = before + fill.qty
+                cust = min(p.filled, p.qty) - min(before, p.qty)
+                if cust:
+                    line = self.line(p, fill.symbol)
+                    line.pos += cust if is_buy else -cust
+                    line.refresh()
+            if w.line is not None and w.line is not line:
+                w.line.refresh()
             if w.symbol != fill.symbol or w.side is not fill.side:
                 mismatch = (mismatch + "; " if mismatch else "") + (
                     f"fill for order {fill.order_id} reports {fill.side.value} {fill.symbol}; "
                     f"the order was {w.side.value} {w.symbol}"
                 )
-        self.realized += book.fill(fill.side is _BUY, fill.qty, fill.price)
+        principal = fill.qty - cust
+        if principal:
+            self.realized += book.fill(is_buy, principal, fill.price)
+            self.principal_fills += 1
+            self.principal_notional += principal * fill.price
+        elif book.mark is None:
+            book.mark = fill.price
+        self.customer_notional += cust * fill.price
         self.fills += 1
         self.refresh(book)
-        return w, mismatch
+        return w, mismatch, principal
 
     def cancel(self, order_id: str) -> Working | None:
         """A confirmed cancel: free the order's working quantity and its parent's commitment."""
@@ -209,9 +357,13 @@ class Ledger:
         if w is not None:
             self.cancels += 1
             book = self.books[w.symbol]
-            book.remove_working(w.side is _BUY, w.remaining)
-            if w.parent_id is not None and (p := self.parents.get(w.parent_id)) is not None:
-                p.committed -= w.remaining
+            book.remove_working(w.side is _BUY, w.remaining - w.cust)
+            if w.cust:
+                assert w.line is not None
+                w.line.remove_working(w.side is _BUY, w.cust)
+                w.line.refresh()
+            if w.parent is not None:
+                w.parent.committed -= w.remaining
             self.refresh(book)
         return w
 
@@ -221,6 +373,8 @@ class Ledger:
         book.ref = book.mark = price
         book.ref_ns = now_ns
         self.refresh(book)
+        for line in book.lines:
+            line.refresh()
         return book
 
     def pnl(self) -> float:

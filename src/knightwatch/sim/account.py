@@ -39,9 +39,12 @@ class Account:
         qty: int,
         notional: float,
         child_qty: int,
-        now_ns: int,
+        first_ns: int,
+        interval_ns: int = 0,
     ) -> None:
-        """Split one fill (of one child or a batch) between the customer and the firm."""
+        """Split one fill (of one child, or a batch of children `interval_ns` apart from
+        `first_ns`) between the customer and the firm; a runaway execution is timed at the
+        child that did it, not at the end of its batch."""
         customer = max(0, min(filled_before + qty, parent_qty) - max(filled_before, 0))
         customer = min(customer, qty)
         firm = qty - customer
@@ -54,5 +57,5 @@ class Account:
             self.cash -= sign * (notional - c_notional)
             self.runaway_executions += -(-firm // child_qty)
             if self.first_runaway_ns is None:
-                self.first_runaway_ns = now_ns
-            self.last_runaway_ns = now_ns
+                self.first_runaway_ns = first_ns + (customer // child_qty) * interval_ns
+            self.last_runaway_ns = first_ns + (qty // child_qty - 1) * interval_ns

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from knightwatch.clock import SimClock
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.flags.activation import ActivationGate, ActivationRequest, ActivationResult
@@ -45,6 +47,7 @@ from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import ReleaseSigners
 from knightwatch.sim.fleet import FleetAdmission
 from knightwatch.sim.release import MEANINGS, Release
+from knightwatch.sim.scenario import NodeConfig
 from knightwatch.sim.setup import GovernanceMode, ReplayHooks
 from knightwatch.state import Scope
 
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
 
 OPERATOR = "operator:smars-ops"
 APPROVER = "release-manager"
-CONFIG = b"smars config: the same file on every node\n"
 
 
 class Governance:
@@ -87,7 +89,7 @@ class Governance:
         signers = ReleaseSigners.generate(("ci", APPROVER))
         self.trust = signers.trust
         self.envelopes: dict[str, Envelope] = {
-            rid: signers.sign(Manifest(release_id=rid, contents=contents_of(rel)))
+            rid: signers.sign(Manifest(release_id=rid, contents=contents_of(rel, scenario.config)))
             for rid, rel in scenario.releases.items()
         }
         self.node_keys = {n: SigningKey.generate() for n in scenario.node_ids()}
@@ -118,7 +120,7 @@ class Governance:
         release the node runs at the moment it attests (so a rollback is seen)."""
 
         def measure(node: Node) -> Callable[[], ReleaseContents]:
-            return lambda: contents_of(node.release)
+            return lambda: contents_of(node.release, node.config)
 
         return FleetAdmission(
             trust=self.trust,
@@ -211,9 +213,15 @@ class _NodeHalts:
         self.replay.control_halt("rollout", scope, key, reason, actor)
 
 
-def contents_of(release: Release) -> ReleaseContents:
-    """What a node running `release` attests: computed from its files and flag table."""
-    return contents_from_memory(release.files(), CONFIG, release.flag_table())
+def contents_of(release: Release, config: NodeConfig) -> ReleaseContents:
+    """What a node running `release` with `config` attests: its files, its config file
+    and its flag table (a config-only skew is a different config file)."""
+    return contents_from_memory(release.files(), config_file(config), release.flag_table())
+
+
+def config_file(config: NodeConfig) -> bytes:
+    """The bytes of a node's router config file, as the node would read them from disk."""
+    return b"# smars router config\n" + msgspec.json.encode(config) + b"\n"
 
 
 def schema_of(release: Release) -> dict[str, str]:

@@ -50,13 +50,13 @@ class GuardRuleLayer(Layer):
 
 class ParentReconciliationLayer(GuardRuleLayer):
     """Children compared with the parent that entered (SEC order, para. 21): the replay
-    registers every parent with its node's Guard, which then refuses children beyond the
-    parent's quantity."""
+    registers every parent with its node's Guard (it does with any Guard layer: that is also
+    what tells a customer's fill from the firm's), which then refuses children beyond the
+    parent's quantity and children of parents it was never told of."""
 
     def configure(self, setup: LayerSetup) -> None:
         setup.turn_on(self.keys)
         setup.limit_keys["require_registered_parent"] = True  # whatever the scenario table says
-        setup.register_parents = True
 
 
 class RouterBoundsLayer(Layer):

@@ -13,7 +13,8 @@ from knightwatch.guard import Guard
 from knightwatch.order import Fill, Order, Side
 from knightwatch.sim.account import Account
 from knightwatch.sim.release import Release
-from knightwatch.sim.router import Algorithm, RoutedParent, SmarsRouter
+from knightwatch.sim.router import Algorithm, RoutedParent, SmarsRouter, Unchecked
+from knightwatch.sim.scenario import NodeConfig
 from knightwatch.sim.venue import Venue
 
 
@@ -29,9 +30,12 @@ class Node:
         venue: Venue,
         account: Account,
         symbols: list[str],
+        config: NodeConfig | None = None,
     ) -> None:
         self.id = node_id
         self.release = release
+        self.config = config if config is not None else NodeConfig()
+        self._unchecked: dict[str, Algorithm] = {}
         self.router = router
         self.guard = guard
         self.strategy = strategy
@@ -47,8 +51,15 @@ class Node:
 
     def algorithm(self, flag: str | None) -> Algorithm:
         """What this node's code does for a parent carrying `flag`, given the flag's state
-        here: a flag that is off (its safe default) selects the release's default routing."""
-        return self.release.behaviour(flag if self.flag_on else None)
+        here: a flag that is off (its safe default) selects the release's default routing;
+        a config with `fill_check = false` runs it without the cumulative-quantity check."""
+        algo = self.release.behaviour(flag if self.flag_on else None)
+        if self.config.fill_check or algo.resting:
+            return algo
+        unchecked = self._unchecked.get(algo.name)
+        if unchecked is None:
+            unchecked = self._unchecked[algo.name] = Unchecked(algo)
+        return unchecked
 
     def set_release(self, release: Release) -> None:
         self.release = release
@@ -64,15 +75,20 @@ class Node:
         for p in self.router.active:
             p.algorithm = self.algorithm(p.order.flag)
 
-    def route_batch(self, p: RoutedParent, due: int, now_ns: int) -> None:
-        """Unguarded path: release what is due and execute it as one batch."""
-        n = self.router.release(p, due, now_ns)
+    def route_batch(self, p: RoutedParent, due: int) -> None:
+        """Unguarded path: release what is due and execute it as one batch (the book is
+        walked once, at the last child's instant; each child is booked at its own)."""
+        first_ns = p.child_time(p.next_k)
+        last_ns = p.child_time(p.next_k + due - 1)
+        n = self.router.release(p, due, last_ns)
         if n:
             qty = p.child_qty
-            notional = self.venue.execute(p.symbol, p.is_buy, qty, n, now_ns)
+            notional = self.venue.execute(p.symbol, p.is_buy, qty, n, last_ns)
             self.sent += n
             self.executions += n
-            self.account.book(p.symbol, p.is_buy, p.qty, p.filled, n * qty, notional, qty, now_ns)
+            self.account.book(
+                p.symbol, p.is_buy, p.qty, p.filled, n * qty, notional, qty, first_ns, p.interval_ns
+            )
             self.router.on_fill(p, n * qty)
 
     def route_one(self, p: RoutedParent, now_ns: int) -> None:
@@ -91,9 +107,11 @@ class Node:
         d = guard.check(order)
         if not d.accepted:
             self.blocked += 1
-            self.router.on_reject(p, qty)
+            self.router.on_reject(p)
+            p.refused_for = d.reason.value
             self.first_block.setdefault(d.reason.value, now_ns)
             return
+        p.refused_for = ""
         notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
         self.sent += 1
         self.executions += 1

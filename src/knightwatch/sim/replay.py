@@ -27,6 +27,7 @@ from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.control.fleet.killswitch import CommandResult
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import Verdict
+from knightwatch.decision import RejectReason
 from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
 from knightwatch.sim.account import Account
@@ -40,9 +41,11 @@ from knightwatch.sim.router import ParentOrder, RoutedParent, SmarsRouter
 from knightwatch.sim.scenario import Scenario
 from knightwatch.sim.setup import LayerSetup, TimelineAction
 from knightwatch.sim.venue import Market, Venue
-from knightwatch.state import FLEET_KEY, Scope, TradingState
+from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key
 
 MOVE_THRESHOLD = 0.05
+_STOPPED = frozenset({RejectReason.LEASE_EXPIRED.value, RejectReason.AUDIT_UNAVAILABLE.value})
+"""Refusals that stop a node for good (until a person acts), besides its halts."""
 
 
 class GuardrailEvent(msgspec.Struct, frozen=True):
@@ -91,6 +94,9 @@ class ReplayResult(msgspec.Struct, frozen=True):
     symbols_moved_over_5pct: int
     contained_after_s: float | None
     runaway_from_s: float | None
+    parents: int
+    parents_completed: int
+    parents_resting: int
     simulated_s: float
     per_node: dict[str, NodeStats]
     stale_nodes: list[str]
@@ -147,9 +153,8 @@ class Replay:
         limits = self.setup.limits() if self.setup.guarded else None
         names = [s.name for s in self.symbols]
         self.nodes: list[Node] = []
-        missed = set(sc.fleet.missed_deploy)
         for nid in sc.node_ids():
-            release = sc.releases[sc.deploy.previous if nid in missed else sc.deploy.target]
+            release = sc.node_release(nid)
             guard = None
             if limits is not None:
                 recorder = node_recorder(nid, self.clock, audit_dir)
@@ -165,6 +170,7 @@ class Replay:
                     venue=self.venue,
                     account=self.account,
                     symbols=names,
+                    config=sc.node_config(nid),
                 )
             )
         self._by_id = {n.id: n for n in self.nodes}
@@ -190,6 +196,7 @@ class Replay:
         self.events: list[GuardrailEvent] = []
         self._arm()
         self._rerouted = 0
+        self.parents: list[RoutedParent] = []
         self._watch: list[set[int]] = [set() for _ in self.nodes]
         self.series = Series(orders={n.id: [] for n in self.nodes})
 
@@ -337,18 +344,22 @@ class Replay:
             self._rerouted += 1
         idx = self.market.index[po.symbol]
         spec = self.symbols[idx]
-        interval = max(1, round(NS_PER_S / spec.peg_updates_per_s))
+        cfg = node.config
+        interval = max(1, round(NS_PER_S / (spec.peg_updates_per_s * cfg.peg_rate_scale)))
         rp = RoutedParent(
             po,
             idx,
             node.algorithm(po.flag),
             self.scenario.parents.child_qty,
             interval,
+            cfg.work_multiple,
         )
         node.router.accept(rp)
+        self.parents.append(rp)
         if node.guard is not None:
-            if self.setup.register_parents:
-                node.guard.register_parent(po.id, po.qty)
+            # the customer's order, declared to the Guard: its children's fills within it are
+            # the customer's; whether they may exceed it is the parent check's business
+            node.guard.register_parent(po.id, po.qty, account=po.account)
             self._watch[self.nodes.index(node)].add(idx)
             node.guard.on_price(po.symbol, self.market.books[idx].mid())
 
@@ -453,7 +464,7 @@ class Replay:
             for p in node.router.active:
                 due = p.due_before(t1)
                 if due:
-                    node.route_batch(p, due, p.child_time(p.next_k + due - 1))
+                    node.route_batch(p, due)
 
     def _step_guarded(self, t1: int) -> None:
         due: list[tuple[int, int, int, Node, RoutedParent]] = []
@@ -527,6 +538,33 @@ class Replay:
                 return False
         return True
 
+    def _runaway_live(self) -> bool:
+        """Whether a runaway was still going when the run stopped: a parent already filled
+        beyond its quantity is still being worked on a node that can still trade. A rule
+        that only blocks (a rate or exposure limit) leaves it live: its children get out
+        again as soon as the window frees or the marks move."""
+        for node in self.nodes:
+            for p in node.router.active:
+                if not p.done and p.filled > p.qty and self._can_trade(node, p):
+                    return True
+        return False
+
+    def _can_trade(self, node: Node, p: RoutedParent) -> bool:
+        g = node.guard
+        if g is None:
+            return True
+        if not g.armed or p.refused_for in _STOPPED:
+            return False
+        symbol = node.symbols[p.symbol]
+        scopes = (
+            (Scope.FLEET, FLEET_KEY),
+            (Scope.NODE, node.id),
+            (Scope.STRATEGY, node.strategy),
+            (Scope.SYMBOL, symbol),
+            (Scope.STRATEGY_SYMBOL, pair_key(node.strategy, symbol)),
+        )
+        return all(g.trading_state(sc, key) is TradingState.ACTIVE for sc, key in scopes)
+
     def _sample(self, t_s: float) -> float:
         s = self.series
         pos = self.account.position
@@ -552,10 +590,14 @@ class Replay:
         contained: float | None
         if acct.last_runaway_ns is None:
             contained = 0.0
-        elif t_ns >= end_ns and acct.last_runaway_ns >= end_ns - sc.step_ns:
+        elif self._runaway_live() or (
+            t_ns >= end_ns and acct.last_runaway_ns >= end_ns - sc.step_ns
+        ):
             contained = None
         else:
             contained = round((acct.last_runaway_ns - sc.open_ns) / NS_PER_S, 3)
+        completed = sum(1 for p in self.parents if p.filled >= p.qty)
+        resting = sum(1 for p in self.parents if p.filled < p.qty and p.algorithm.resting)
         return ReplayResult(
             scenario=sc.name,
             guards=[layer.name for layer in self.layers] or ["none"],
@@ -580,6 +622,9 @@ class Replay:
                 if acct.first_runaway_ns is None
                 else round((acct.first_runaway_ns - sc.open_ns) / NS_PER_S, 3)
             ),
+            parents=sc.parents.count,
+            parents_completed=completed,
+            parents_resting=resting,
             simulated_s=round((t_ns - sc.open_ns) / NS_PER_S, 3),
             per_node={
                 n.id: NodeStats(
@@ -587,7 +632,7 @@ class Replay:
                 )
                 for n in self.nodes
             },
-            stale_nodes=list(sc.fleet.missed_deploy),
+            stale_nodes=sc.skewed_nodes(),
             events=self.events,
             control_actions=self.control_actions,
             automatic_halt_s=next(

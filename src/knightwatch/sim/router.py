@@ -5,7 +5,10 @@ parent's flag. The algorithm says how many of the children now due it wants
 to send; the router then applies its hard bounds (principle 6 in docs/architecture.md): at
 most `max_children_per_parent` children and a cumulative child quantity never
 above `max_qty_multiple` times the parent's, counted on what was *sent*, so
-the bound holds whatever the algorithm, the fills or the downstream checks do.
+the bound holds whatever the algorithm or the fills do. A child the Guard
+refuses never left: it is taken back (`on_reject`) and neither the bounds nor
+the algorithm count it, so a parent throttled by a rate limit at the open is
+completed once the window frees instead of stopping short.
 `bounds=None` is a router without them, like SMARS in 2012.
 """
 
@@ -33,6 +36,7 @@ class ParentOrder(msgspec.Struct, frozen=True):
     arrival_ns: int
     node: str
     flag: str | None = None
+    account: str | None = None
 
 
 class Algorithm(Protocol):
@@ -60,10 +64,12 @@ class RoutedParent:
         "next_k",
         "order",
         "qty",
-        "rejected",
+        "refused",
+        "refused_for",
         "sent_qty",
         "start_ns",
         "symbol",
+        "target",
     )
 
     def __init__(
@@ -73,12 +79,15 @@ class RoutedParent:
         algorithm: Algorithm,
         child_qty: int,
         interval_ns: int,
+        work_multiple: float = 1.0,
     ) -> None:
         self.order = order
         self.id = order.id
         self.symbol = symbol
         self.is_buy = order.side is Side.BUY
         self.qty = order.qty
+        self.target = round(order.qty * work_multiple)
+        """What the router works the parent to: its quantity, unless the config says otherwise."""
         self.algorithm = algorithm
         self.child_qty = child_qty
         self.start_ns = order.arrival_ns
@@ -87,7 +96,9 @@ class RoutedParent:
         self.children = 0
         self.sent_qty = 0
         self.filled = 0
-        self.rejected = 0
+        self.refused = 0
+        self.refused_for = ""
+        """Why its last child was refused (empty once a child got out again)."""
         self.done = ""
 
     def due_before(self, t_ns: int) -> int:
@@ -102,8 +113,9 @@ class RoutedParent:
 
 
 class FillToParent:
-    """SMARS's normal behaviour: route children until the cumulative filled quantity
-    reaches the parent's (the cumulative-quantity function, SEC order para. 14)."""
+    """SMARS's normal behaviour: route children until the cumulative quantity reaches the
+    parent's (the cumulative-quantity function, SEC order para. 14); `p.target` is the
+    parent's quantity unless the node's config works it to a multiple."""
 
     __slots__ = ("name",)
     resting = False
@@ -112,7 +124,7 @@ class FillToParent:
         self.name = name
 
     def wants(self, p: RoutedParent, due: int) -> int:
-        open_qty = p.qty - p.filled - (p.sent_qty - p.filled - p.rejected)
+        open_qty = p.target - max(p.sent_qty, p.filled)
         if open_qty <= 0:
             return 0
         return min(due, -(-open_qty // p.child_qty))
@@ -130,6 +142,21 @@ class RetailLiquidity:
 
     def wants(self, p: RoutedParent, due: int) -> int:
         return 0
+
+
+class Unchecked:
+    """Any algorithm with the cumulative-quantity check switched off by config: a child on
+    every update for as long as the parent works, whatever was filled (Power Peg's defect,
+    reached through a config file instead of old code)."""
+
+    __slots__ = ("name",)
+    resting = False
+
+    def __init__(self, inner: Algorithm) -> None:
+        self.name = f"{inner.name} (fill check off)"
+
+    def wants(self, p: RoutedParent, due: int) -> int:
+        return due
 
 
 class SmarsRouter:
@@ -174,8 +201,11 @@ class SmarsRouter:
     def on_fill(self, p: RoutedParent, qty: int) -> None:
         p.filled += qty
 
-    def on_reject(self, p: RoutedParent, qty: int) -> None:
-        p.rejected += qty
+    def on_reject(self, p: RoutedParent) -> None:
+        """The last child released for `p` was refused before it left: it is not sent."""
+        p.children -= 1
+        p.sent_qty -= p.child_qty
+        p.refused += 1
 
     def sweep(self) -> None:
         """Drop retired parents from the working list."""

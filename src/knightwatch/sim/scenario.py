@@ -1,8 +1,17 @@
 """Scenarios are data: a TOML file describes the fleet, releases, parents, market and timeline.
 
 Loading is strict, because a typo in a drill file silently changes what the
-drill proves: unknown keys, wrong types and out-of-range values are
-`ScenarioError`s that name the key (``parents.count: must be >= 1``).
+drill proves: unknown keys, wrong types (no ``"50000"`` or ``4.0`` where an
+integer belongs) and out-of-range values are `ScenarioError`s that name the
+key (``parents.count: must be >= 1``), and so is a scenario that would run but
+show nothing: a deploy flag no release knows, a node listed twice, a rollback
+to the release already deployed.
+
+A scenario is a test bed for fleets a user has, not only for 2012: besides the
+releases and the one missed deploy, `[config]` is the router configuration
+every node reads and `[nodes.<id>]` overrides one node's release, its
+compiled-in flag table or its config, so a config-only skew, a hotfix build
+with its own flag table or several stale nodes can each be written down.
 """
 
 from __future__ import annotations
@@ -51,6 +60,41 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 1
 
 
+class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The router configuration a node reads (attested with its code, as its config file).
+
+    `fill_check = false` switches off the cumulative-quantity check for every
+    algorithm: children go out on every peg update for as long as the parent is
+    worked, whatever was filled (what the 2005 code move did to Power Peg).
+    `work_multiple` is how much of each parent the router works to (1.0: the
+    parent's quantity; 2.0 is a lot-size bug that fills every parent twice
+    over). `peg_rate_scale` multiplies how often a pegged child is re-sent.
+    """
+
+    fill_check: bool = True
+    work_multiple: float = 1.0
+    peg_rate_scale: float = 1.0
+
+    def problems(self, where: str) -> list[str]:
+        out = []
+        if not 0 < self.work_multiple <= 100:
+            out.append(f"{where}.work_multiple: must be in (0, 100] (got {self.work_multiple!r})")
+        if not 0 < self.peg_rate_scale <= 100:
+            out.append(f"{where}.peg_rate_scale: must be in (0, 100] (got {self.peg_rate_scale!r})")
+        return out
+
+
+class NodeOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One node that differs from the fleet: the release it runs (instead of the deploy
+    target, or `deploy.previous` for a missed deploy), flags its build maps differently
+    from that release (flag id -> behaviour), and config keys that differ from
+    `[config]`."""
+
+    release: str | None = None
+    flags: dict[str, str] = msgspec.field(default_factory=dict)
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class Fleet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`pre_open_errors` counts errors a node reports before it is armed (Knight's 97
     unread "Power Peg disabled" e-mails, whose sending server the SEC does not name);
@@ -84,6 +128,8 @@ class Parents(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     qty: list[int]
     child_qty: int = 100
     long_symbols: int | None = None
+    accounts: int = 0
+    """Customer accounts the parents belong to (seeded draw); 0: every parent is its own."""
 
 
 class Universe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -152,6 +198,8 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     supervisor: SupervisorConfig = SupervisorConfig()
     limits: dict[str, Any] = msgspec.field(default_factory=dict)
     record: Record = Record()
+    config: NodeConfig = NodeConfig()
+    nodes: dict[str, NodeOverride] = msgspec.field(default_factory=dict)
     source: str = ""
 
     # ------------------------------------------------------------------ derived
@@ -170,6 +218,39 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def node_ids(self) -> list[str]:
         return [f"n{i}" for i in range(1, self.fleet.nodes + 1)]
+
+    def node_release(self, node: str) -> Release:
+        """What `node` runs at the open: its override, else the previous release if it
+        missed the deploy, else the target; with its build's own flag table if it has one."""
+        o = self.nodes.get(node)
+        if o is not None and o.release is not None:
+            rid = o.release
+        elif node in self.fleet.missed_deploy:
+            rid = self.deploy.previous
+        else:
+            rid = self.deploy.target
+        release = self.releases[rid]
+        if o is not None and o.flags:
+            release = Release(id=release.id, flags={**release.flags, **o.flags})
+        return release
+
+    def node_config(self, node: str) -> NodeConfig:
+        o = self.nodes.get(node)
+        if o is None or not o.config:
+            return self.config
+        return msgspec.convert(
+            {**msgspec.structs.asdict(self.config), **o.config}, NodeConfig, strict=True
+        )
+
+    def skewed_nodes(self) -> list[str]:
+        """Nodes that do not run exactly what the rest were deployed with (release, flag
+        table or config): the ones the report draws apart."""
+        target = self.releases[self.deploy.target]
+        return [
+            n
+            for n in self.node_ids()
+            if self.node_release(n) != target or self.node_config(n) != self.config
+        ]
 
     def symbols(self, seed: int) -> tuple[SymbolSpec, ...]:
         u = self.universe
@@ -192,17 +273,22 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         nodes = self.node_ids()
         later = pc.count - pc.pre_open
         out = []
+        accounts = random.Random(f"accounts:{seed}")
         for i, sym in enumerate(order):
             t = 0.0 if i < pc.pre_open else (i - pc.pre_open) * pc.arrival_end_s / max(later, 1)
+            pid = f"P{i + 1:04d}"
             out.append(
                 ParentOrder(
-                    id=f"P{i + 1:04d}",
+                    id=pid,
                     symbol=sym,
                     side=Side.BUY if sym in longs else Side.SELL,
                     qty=rng.choice(pc.qty),
                     arrival_ns=self.open_ns + round(t * NS_PER_S),
                     node=nodes[i % len(nodes)],
                     flag=self.deploy.flag,
+                    account=(
+                        pid if pc.accounts == 0 else f"C{accounts.randrange(pc.accounts) + 1:03d}"
+                    ),
                 )
             )
         return out
@@ -238,7 +324,7 @@ def loads(text: str, source: str = "scenario") -> Scenario:
     if "source" in data:
         raise ScenarioError(source, ["source: unknown key"])
     try:
-        sc = msgspec.convert(data, Scenario, strict=False)
+        sc = msgspec.convert(data, Scenario, strict=True)
     except msgspec.ValidationError as exc:
         raise ScenarioError(source, _msgspec_problems(str(exc))) from None
     problems = _problems(sc)
@@ -288,6 +374,7 @@ def _problems(sc: Scenario) -> list[str]:
     ids = set(sc.node_ids())
     for i, n in enumerate(f.missed_deploy):
         need(n in ids, f"fleet.missed_deploy[{i}]", f"must be a node id n1..n{f.nodes}", n)
+        need(n not in f.missed_deploy[:i], f"fleet.missed_deploy[{i}]", "lists a node twice", n)
     for n, count in f.pre_open_errors.items():
         need(n in ids, f"fleet.pre_open_errors.{n}", f"must be a node id n1..n{f.nodes}", n)
         need(count >= 0, f"fleet.pre_open_errors.{n}", "must be >= 0", count)
@@ -302,9 +389,44 @@ def _problems(sc: Scenario) -> list[str]:
                 f"must be one of {', '.join(sorted(BEHAVIOURS))}",
                 beh,
             )
+    p.extend(sc.config.problems("config"))
+    for nid, o in sc.nodes.items():
+        where = f"nodes.{nid}"
+        need(nid in ids, where, f"must be a node id n1..n{f.nodes}", nid)
+        if o.release is not None:
+            need(o.release in sc.releases, f"{where}.release", "must name a release", o.release)
+            need(
+                nid not in f.missed_deploy,
+                f"{where}.release",
+                "conflicts with fleet.missed_deploy (which already sets its release)",
+                o.release,
+            )
+        for flag, beh in o.flags.items():
+            need(
+                beh in BEHAVIOURS,
+                f"{where}.flags.{flag}",
+                f"must be one of {', '.join(sorted(BEHAVIOURS))}",
+                beh,
+            )
+        try:
+            merged = msgspec.convert(
+                {**msgspec.structs.asdict(sc.config), **o.config}, NodeConfig, strict=True
+            )
+        except msgspec.ValidationError as exc:
+            p.extend(f"{where}.config.{q}" for q in _msgspec_problems(str(exc)))
+        else:
+            p.extend(merged.problems(f"{where}.config"))
     d = sc.deploy
     need(d.target in sc.releases, "deploy.target", "must name a release", d.target)
     need(d.previous in sc.releases, "deploy.previous", "must name a release", d.previous)
+    known = {flag for rel in sc.releases.values() for flag in rel.flags}
+    known |= {flag for o in sc.nodes.values() for flag in o.flags}
+    need(
+        d.flag in known,
+        "deploy.flag",
+        "must be a flag some release knows (switching an unknown flag changes nothing)",
+        d.flag,
+    )
     need(
         NAMESPACED_ID.fullmatch(d.flag) is not None,
         "deploy.flag",
@@ -327,6 +449,7 @@ def _problems(sc: Scenario) -> list[str]:
         pc.arrival_end_s,
     )
     need(pc.child_qty >= 1, "parents.child_qty", "must be >= 1", pc.child_qty)
+    need(0 <= pc.accounts <= 100_000, "parents.accounts", "must be in 0..100000", pc.accounts)
     need(bool(pc.qty), "parents.qty", "must list at least one size", pc.qty)
     for i, q in enumerate(pc.qty):
         need(
@@ -381,6 +504,13 @@ def _problems(sc: Scenario) -> list[str]:
             "timeline.rollback_s",
             "must be in 0..scenario.duration_s",
             tl.rollback_s,
+        )
+        need(
+            d.previous != d.target,
+            "deploy.previous",
+            "must differ from deploy.target when timeline.rollback_s is set "
+            "(a rollback to the release already deployed changes nothing)",
+            d.previous,
         )
     need(tl.notice_s >= 0, "timeline.notice_s", "must be >= 0", tl.notice_s)
     need(tl.reaction_s >= 0, "timeline.reaction_s", "must be >= 0", tl.reaction_s)

@@ -61,7 +61,6 @@ class LayerSetup:
         self.scenario = scenario
         self.limit_keys: dict[str, Any] = {}
         self.guarded = False
-        self.register_parents = False
         self.router_bounds: RouterBounds | None = None
         self.actions: list[tuple[float, str, TimelineAction]] = []
         self.governance = GovernanceMode()
