@@ -48,14 +48,16 @@ def test_supervisor_alone_halts_the_stale_node_seconds_after_its_runaway_starts(
 ) -> None:
     rep, r = replay("supervisor", load(scenario))
     assert r.runaway_from_s is not None and r.automatic_halt_s is not None
-    assert 0 < r.automatic_halt_s - r.runaway_from_s <= 3.0
+    assert 0 < r.automatic_halt_s - r.runaway_from_s <= 1.0
     first = r.control_actions[0]
+    # the first overfills are the firm's own flow, and an agency router has none normally
     assert (first.actor, first.rule, first.scope, first.key) == (
         "supervisor",
-        Rule.ORDER_RATE.value,
+        Rule.PRINCIPAL_FLOW.value,
         "node",
         stale,
     )
+    assert "principal_rate" in first.reason and "learned baseline" in first.reason
     assert first.confirmed == [stale] and not first.missing
     # The halt reached the stale node's Guard through the control plane, and only that node.
     guard = rep.node(stale).guard
@@ -132,7 +134,10 @@ def test_control_layers_are_deterministic_and_in_all_and_the_report() -> None:
     a = replay("kill_switch,supervisor")[1]
     b = replay("kill_switch,supervisor")[1]
     assert comparable(a) == comparable(b)
-    assert {x.actor for x in a.control_actions} == {"supervisor", "operator:kill_switch"}
+    # the supervisor stops every node before the person's kill at 60 s: the run ends there
+    assert {x.actor for x in a.control_actions} == {"supervisor"}
+    sc = load(SMALL)
+    assert a.simulated_s < sc.timeline.notice_s + sc.timeline.reaction_s
     names = [layer.name for layer in resolve("all")]
     assert "supervisor" in names and "kill_switch" in names and "manual_kill" not in names
     report = ReplayReport(a, load(SMALL).record)
@@ -160,9 +165,9 @@ def test_cli_writes_control_actions_to_json_and_html(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["automatic_halt_s"] is not None
-    assert {a["rule"] for a in data["control_actions"]} >= {"supervisor_order_rate", "manual_kill"}
+    assert {a["rule"] for a in data["control_actions"]} >= {"supervisor_principal_flow"}
     page = (tmp_path / "rep" / "index.html").read_text()
-    assert "control-plane commands" in page and "supervisor_order_rate" in page
+    assert "control-plane commands" in page and "supervisor_principal_flow" in page
 
 
 @pytest.mark.parametrize(

@@ -950,11 +950,12 @@ class Guard:
         line = None if acct is None else acct.lines.get(symbol)
         return 0 if line is None else line.pos
 
-    def flow(self) -> tuple[float, float, int, int]:
-        """Cumulative (customer notional, principal notional, principal fills, parents
-        registered) since the Guard started: what the node reports to the supervisor."""
+    def flow(self) -> tuple[int, float, float, int, int]:
+        """Cumulative (executions, customer notional, principal notional, principal fills,
+        parents registered) since the Guard started: what the node reports to the supervisor."""
         led = self._ledger
         return (
+            led.executions,
             led.customer_notional,
             led.principal_notional,
             led.principal_fills,

@@ -216,7 +216,7 @@ class Ledger:
 
     `fills` and `cancels` count events since the cancel-to-fill ratio last
     latched (the Guard resets them when it halts on that ratio). The flow
-    counters (`customer_notional`, `principal_notional`, `principal_fills`) are
+    counters (`executions`, `customer_notional`, `principal_notional`, `principal_fills`) are
     cumulative since the Guard started: what the node publishes to the
     supervisor.
     """
@@ -226,6 +226,7 @@ class Ledger:
         "books",
         "cancels",
         "customer_notional",
+        "executions",
         "fills",
         "gross",
         "net_long",
@@ -243,6 +244,7 @@ class Ledger:
         self.working: dict[str, Working] = {}
         self.parents: dict[str, Parent] = {}
         self.accounts: dict[str, CustomerAccount] = {}
+        self.executions = 0
         self.customer_notional = 0.0
         self.principal_notional = 0.0
         self.principal_fills = 0
@@ -348,6 +350,7 @@ class Ledger:
             book.mark = fill.price
         self.customer_notional += cust * fill.price
         self.fills += 1
+        self.executions += 1
         self.refresh(book)
         return w, mismatch, principal
 

@@ -1,13 +1,32 @@
 """The supervisor: fleet-level anomaly detection that halts before a person could react.
 
 Knight's monitoring watched prices, not volume; the runaway server's order rate
-was the signal nobody looked at. The supervisor compares each node with its
-peers (rate against the fleet median, P&L against the peers' median), watches
-fleet gross exposure and block/reject spikes, refuses a node that reported
-errors before it was armed, and halts a node that stopped reporting (a node
-nobody can see is not one anybody is supervising). It is pure logic on an injected clock: the live
-service feeds it metrics from NATS, the replay feeds it from MemoryControlPlane,
-and both act on its `Action`s through the same kill switch.
+was the signal nobody looked at. Comparing a node with its peers (rate against
+the fleet median, P&L against the peers' median) sees one odd node, but not a
+fleet where every node runs away at once (Knight's rollback put the old code on
+all eight), nor a node bleeding at twice its normal pace. So besides the peer
+rules the supervisor holds each node, and the fleet as a whole, to a
+**baseline**: a configured profile (`[supervisor.profile]`) or what the node and
+the fleet did themselves over the last `baseline_s` (learned once `warmup_s` of
+history is in, and never from a window that is itself in alarm). Five measures
+have baselines: accepted order rate, executed notional rate, the firm's own
+(principal) notional rate, child orders per parent and messages per execution.
+A measure over `baseline_multiple` x its baseline (and its floor) for a full
+rate window halts the node (or, for the fleet's total, the fleet); principal
+flow halts at once, because an agency router's normal principal flow is nil and
+the Guard books every fill beyond its parent there. A node held at
+`bleed_multiple` x its order-rate baseline for `bleed_window_s` while its P&L
+falls by `bleed_loss` is a slow bleed and is halted too. Every alert names the
+baseline it crossed, learned or configured, and by how much.
+
+It also watches fleet gross exposure and block/reject spikes (throttling by a
+rate limit is the Guard working, not a broken node, and is not counted),
+refuses a node that reported errors before it was armed, and halts a node that
+stopped reporting (a node nobody can see is not one anybody is supervising).
+An action already in force (the node or the fleet reports that state) is never
+issued again. It is pure logic on an injected clock: the live service feeds it
+metrics from NATS, the replay feeds it from MemoryControlPlane, and both act on
+its `Action`s through the same kill switch.
 """
 
 from __future__ import annotations
@@ -38,10 +57,78 @@ class Rule(StrEnum):
     STALE_METRICS = "supervisor_stale_metrics"
     RAMP_TRIP = "ramp_trip"
     CRASH_LOOP = "crash_loop"
+    BASELINE_ORDER_RATE = "supervisor_baseline_order_rate"
+    BASELINE_NOTIONAL_RATE = "supervisor_baseline_notional_rate"
+    PRINCIPAL_FLOW = "supervisor_principal_flow"
+    BASELINE_CHILDREN_PER_PARENT = "supervisor_baseline_children_per_parent"
+    BASELINE_MESSAGES_PER_EXECUTION = "supervisor_baseline_messages_per_execution"
+    SLOW_BLEED = "supervisor_slow_bleed"
+
+
+class Measure(msgspec.Struct, frozen=True):
+    """One baselined measure: its rule, how it reads, and whether it halts at once."""
+
+    name: str
+    rule: Rule
+    unit: str
+    at_once: bool = False
+    """Halt on the first window over the limit (no sustain): principal flow."""
+    additive: bool = True
+    """The fleet's value is the sum of the nodes' (rates), not a ratio of totals."""
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure("order_rate", Rule.BASELINE_ORDER_RATE, "orders/s"),
+    Measure("notional_rate", Rule.BASELINE_NOTIONAL_RATE, "$/s"),
+    Measure("principal_rate", Rule.PRINCIPAL_FLOW, "$/s", at_once=True),
+    Measure(
+        "children_per_parent", Rule.BASELINE_CHILDREN_PER_PARENT, "children/parent", additive=False
+    ),
+    Measure(
+        "messages_per_execution",
+        Rule.BASELINE_MESSAGES_PER_EXECUTION,
+        "orders/execution",
+        additive=False,
+    ),
+)
+"""The measures held to a baseline, per node and for the fleet."""
+_ADDITIVE = {m.name: m.additive for m in MEASURES}
+
+
+class BaselineProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one healthy node normally does, when the operator knows it (a configured
+    baseline); a measure left unset is learned from the fleet's own history instead."""
+
+    order_rate: float | None = None
+    """Accepted child orders per second."""
+    notional_rate: float | None = None
+    """Executed notional per second."""
+    principal_rate: float | None = None
+    """Executed notional per second that is the firm's own (beyond or without a parent)."""
+    children_per_parent: float | None = None
+    messages_per_execution: float | None = None
+
+    def __post_init__(self) -> None:
+        bad = [
+            f"profile.{m.name}: must be >= 0 and finite (got {v!r})"
+            for m in MEASURES
+            if (v := getattr(self, m.name)) is not None and not (0 <= v < math.inf)
+        ]
+        if bad:
+            raise ValueError("invalid supervisor profile:\n  " + "\n  ".join(bad))
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Thresholds; the defaults suit a fleet of equity routers doing tens of orders a second."""
+    """Thresholds; the defaults suit a fleet of equity routers doing tens of orders a second.
+
+    Peer rules: `rate_multiple` x the fleet median order rate (and `rate_floor_per_s`)
+    for `rate_window_s`; `pnl_deviation` from the peers' median. Baseline rules: a
+    measure over `baseline_multiple` x its baseline and over its floor
+    (`rate_floor_per_s`, `notional_floor_per_s`, `principal_floor_per_s`,
+    `children_per_parent_floor`, `messages_per_execution_floor`; for the fleet's
+    rates, the floor times the nodes taking part) for `rate_window_s`; baselines
+    are `profile` values or learned over `baseline_s` after `warmup_s`.
+    """
 
     rate_multiple: float = 5.0
     rate_floor_per_s: float = 20.0
@@ -52,6 +139,17 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reject_ratio: float = 0.5
     reject_min_orders: int = 50
     stale_after_s: float = 5.0
+    baseline_multiple: float = 5.0
+    baseline_s: float = 300.0
+    warmup_s: float = 30.0
+    notional_floor_per_s: float = 250_000.0
+    principal_floor_per_s: float = 10_000.0
+    children_per_parent_floor: float = 20.0
+    messages_per_execution_floor: float = 10.0
+    bleed_multiple: float = 1.5
+    bleed_window_s: float = 60.0
+    bleed_loss: float = 10_000.0
+    profile: BaselineProfile = BaselineProfile()
 
     def __post_init__(self) -> None:
         checks = (
@@ -64,10 +162,33 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("reject_ratio", 0 < self.reject_ratio <= 1, "must be in (0, 1]"),
             ("reject_min_orders", self.reject_min_orders >= 1, "must be >= 1"),
             ("stale_after_s", self.stale_after_s > 0, "must be > 0"),
+            ("baseline_multiple", self.baseline_multiple > 1, "must be > 1"),
+            ("baseline_s", self.baseline_s > 0, "must be > 0"),
+            ("warmup_s", self.warmup_s >= 0, "must be >= 0"),
+            ("notional_floor_per_s", self.notional_floor_per_s >= 0, "must be >= 0"),
+            ("principal_floor_per_s", self.principal_floor_per_s >= 0, "must be >= 0"),
+            ("children_per_parent_floor", self.children_per_parent_floor >= 0, "must be >= 0"),
+            (
+                "messages_per_execution_floor",
+                self.messages_per_execution_floor >= 0,
+                "must be >= 0",
+            ),
+            ("bleed_multiple", self.bleed_multiple > 1, "must be > 1"),
+            ("bleed_window_s", self.bleed_window_s > 0, "must be > 0"),
+            ("bleed_loss", self.bleed_loss > 0, "must be > 0"),
         )
         problems = [f"{f}: {rule} (got {getattr(self, f)!r})" for f, ok, rule in checks if not ok]
         if problems:
             raise ValueError("invalid supervisor config:\n  " + "\n  ".join(problems))
+
+    def floor(self, measure: str) -> float:
+        return {
+            "order_rate": self.rate_floor_per_s,
+            "notional_rate": self.notional_floor_per_s,
+            "principal_rate": self.principal_floor_per_s,
+            "children_per_parent": self.children_per_parent_floor,
+            "messages_per_execution": self.messages_per_execution_floor,
+        }[measure]
 
     @classmethod
     def from_toml(cls, path: Path) -> SupervisorConfig:
@@ -117,15 +238,21 @@ class NodeHealth(msgspec.Struct, frozen=True):
     peers: int
     window_orders: int
     reject_ratio: float
+    """Share of the window's orders blocked or rejected, throttling by rate limits excluded."""
     pnl: float
     pnl_deviation: float | None
     """P&L minus the participating peers' median; None with fewer than `min_peers` peers."""
     gross_exposure: float
     armed: bool
     errors: int
+    measures: dict[str, float] = {}
+    """Each baselined measure's value now (absent when it cannot be measured yet)."""
+    baselines: dict[str, float] = {}
+    """The baseline each measure is held to (absent while a learned one warms up)."""
 
     def gauges(self) -> dict[str, float]:
-        """Named numbers for health gates (`HealthGate.metric`); undefined ones are absent."""
+        """Named numbers for health gates (`HealthGate.metric`); undefined ones are absent.
+        Each baselined measure `m` gives `m` and, once it has a baseline, `m_baseline_ratio`."""
         out = {
             "order_rate": self.order_rate,
             "order_rate_ratio": self.order_rate_ratio,
@@ -137,21 +264,103 @@ class NodeHealth(msgspec.Struct, frozen=True):
         }
         if self.pnl_deviation is not None:
             out["pnl_deviation"] = self.pnl_deviation
+        for name, value in self.measures.items():
+            out["accepted_order_rate" if name == "order_rate" else name] = value
+            base = self.baselines.get(name)
+            if base is not None:
+                out[f"{name}_baseline_ratio"] = _ratio(value, base)
         return out
 
 
-class _NodeTrack:
-    __slots__ = ("latest", "over_since", "samples", "seen")
+def _ratio(value: float, base: float) -> float:
+    if base > 0:
+        return value / base
+    return math.inf if value > 0 else 0.0
 
-    def __init__(self) -> None:
-        self.samples: deque[tuple[int, int, int]] = deque()  # (t, orders, rejected)
+
+_THROTTLES = ("rate_node", "rate_strategy", "rate_symbol")
+"""Block reasons that throttle (a rate limit doing its job), left out of the reject spike."""
+
+
+class _Sample(msgspec.Struct, frozen=True, array_like=True):
+    t: int
+    orders: int
+    rejected: int
+    accepted: int
+    fills: int
+    notional: float
+    principal: float
+
+
+class _Baseline:
+    """A learned (or configured) normal value for one measure of one node or the fleet."""
+
+    __slots__ = ("fixed", "last", "over_since", "since", "value")
+
+    def __init__(self, fixed: float | None = None) -> None:
+        self.fixed = fixed
+        self.value: float | None = fixed
+        self.since: int | None = None
+        self.last = 0
+        self.over_since: int | None = None
+
+    def current(self, now: int, warmup_ns: int) -> float | None:
+        """The baseline in force now: the configured value, or the learned one after warm-up."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.since is None or now - self.since < warmup_ns:
+            return None
+        return self.value
+
+    def learn(self, value: float, now: int, tau_ns: int) -> None:
+        if self.fixed is not None:
+            return
+        if self.since is None or self.value is None:
+            self.since, self.last, self.value = now, now, value
+            return
+        weight = min(1.0, (now - self.last) / tau_ns)
+        self.value += (value - self.value) * weight
+        self.last = now
+
+
+class _Track:
+    """One node's (or the fleet's) baselines and the state of each baseline rule."""
+
+    __slots__ = ("baselines", "bleed_since", "measures", "pnl")
+
+    def __init__(self, config: SupervisorConfig) -> None:
+        prof = config.profile
+        self.baselines: dict[str, _Baseline] = {}
+        for m in MEASURES:
+            fixed = getattr(prof, m.name)
+            b = _Baseline(fixed)
+            if fixed is None and m.name == "principal_rate":
+                # an agency router's normal principal flow is nil: judged from the first sample
+                b.value, b.since = 0.0, -(2**62)
+            self.baselines[m.name] = b
+        self.measures: dict[str, float] = {}
+        self.bleed_since: int | None = None
+        self.pnl: deque[tuple[int, float]] = deque()
+
+
+class _NodeTrack:
+    __slots__ = ("base", "latest", "over_since", "samples", "seen")
+
+    def __init__(self, config: SupervisorConfig) -> None:
+        self.samples: deque[_Sample] = deque()
         self.latest: NodeMetrics | None = None
         self.over_since: int | None = None
         self.seen = 0
+        self.base = _Track(config)
 
     @property
     def participating(self) -> bool:
         return self.latest is not None and self.latest.armed and self.latest.admitted
+
+    @property
+    def halted(self) -> bool:
+        m = self.latest
+        return m is not None and max(m.node_state, m.fleet_state) >= TradingState.HALTED
 
 
 class Supervisor:
@@ -159,6 +368,7 @@ class Supervisor:
         self.config = config
         self.clock = clock
         self._nodes: dict[str, _NodeTrack] = {}
+        self._fleet = _Track(_fleet_config(config))
         self._firing: set[tuple[Rule, str]] = set()
         self.actions: list[Action] = []
 
@@ -167,19 +377,40 @@ class Supervisor:
         track = self._nodes.get(node_id)
         if track is None or len(track.samples) < 2:
             return 0.0
-        (t0, o0, _), (t1, o1, _) = track.samples[0], track.samples[-1]
-        return (o1 - o0) / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
+        a, b = track.samples[0], track.samples[-1]
+        return (b.orders - a.orders) / ((b.t - a.t) / 1e9) if b.t > a.t else 0.0
 
     def record(self, m: NodeMetrics) -> _NodeTrack:
-        """Take one metrics sample into the node's window without judging it (watch only)."""
+        """Take one metrics sample into the node's window and learn its baselines, without
+        judging it (watch only)."""
         now = self.clock.monotonic_ns()
-        track = self._nodes.setdefault(m.node_id, _NodeTrack())
+        track = self._nodes.setdefault(m.node_id, _NodeTrack(self.config))
         track.latest = m
         track.seen = now
-        track.samples.append((now, m.orders, m.rejected))
+        throttled = sum(m.blocks.get(r, 0) for r in _THROTTLES)
+        track.samples.append(
+            _Sample(
+                now,
+                m.orders,
+                m.rejected - throttled,
+                m.accepted,
+                m.fills,
+                m.notional,
+                m.principal_notional,
+            )
+        )
         window = int(self.config.rate_window_s * 1e9)
-        while len(track.samples) > 2 and now - track.samples[1][0] >= window:
+        while len(track.samples) > 2 and now - track.samples[1].t >= window:
             track.samples.popleft()
+        base = track.base
+        base.measures = self._measures(track)
+        base.pnl.append((now, m.pnl))
+        keep = int(self.config.bleed_window_s * 1e9)
+        while len(base.pnl) > 2 and now - base.pnl[1][0] >= keep:
+            base.pnl.popleft()
+        # a halted node's quiet is not its normal: it neither learns nor counts for the fleet
+        if not track.halted and track.participating:
+            self._learn(base, now)
         return track
 
     def observe(self, m: NodeMetrics) -> list[Action]:
@@ -192,9 +423,12 @@ class Supervisor:
         out: list[Action] = []
         out += self._errors_before_arming(m)
         out += self._order_rate(health, track, now)
+        out += self._baseline_rules(track.base, Scope.NODE, m.node_id, now, 1)
+        out += self._bleed(track.base, m.node_id, now)
         out += self._pnl(health)
         out += self._rejects(health)
         out += self._exposure(fresh)
+        out += self._fleet_baselines(fresh, now)
         out += self._stale(now)
         self.actions.extend(out)
         return out
@@ -225,6 +459,153 @@ class Supervisor:
         stale = int(self.config.stale_after_s * 1e9)
         return {n: t for n, t in self._nodes.items() if now - t.seen <= stale}
 
+    # ------------------------------------------------------------ measures and baselines
+
+    def _measures(self, track: _NodeTrack) -> dict[str, float]:
+        """The node's baselined measures over its window (absent: cannot be measured yet)."""
+        a, b = track.samples[0], track.samples[-1]
+        out: dict[str, float] = {}
+        if b.t > a.t:
+            dt = (b.t - a.t) / 1e9
+            out["order_rate"] = (b.accepted - a.accepted) / dt
+            out["notional_rate"] = (b.notional - a.notional) / dt
+            out["principal_rate"] = (b.principal - a.principal) / dt
+        m = track.latest
+        assert m is not None
+        if m.parents > 0:
+            out["children_per_parent"] = m.accepted / m.parents
+        sent, fills = b.accepted - a.accepted, b.fills - a.fills
+        if sent >= self.config.reject_min_orders:
+            out["messages_per_execution"] = sent / max(fills, 1)
+        return out
+
+    def _learn(self, track: _Track, now: int) -> None:
+        """Fold the measures into their baselines, except a measure in alarm: a runaway
+        must not teach the supervisor that a runaway is normal."""
+        cfg = self.config
+        tau = int(cfg.baseline_s * 1e9)
+        warm = int(cfg.warmup_s * 1e9)
+        for name, value in track.measures.items():
+            b = track.baselines[name]
+            base = b.current(now, warm)
+            if base is not None and value > self._limit(name, base, 1):
+                continue
+            b.learn(value, now, tau)
+
+    def _limit(self, name: str, base: float, nodes: int) -> float:
+        cfg = self.config
+        floor = cfg.floor(name)
+        if _ADDITIVE[name]:
+            floor *= nodes
+        return max(cfg.baseline_multiple * base, floor)
+
+    def _baseline_rules(
+        self, track: _Track, scope: Scope, key: str, now: int, nodes: int
+    ) -> list[Action]:
+        cfg = self.config
+        warm = int(cfg.warmup_s * 1e9)
+        sustain = int(cfg.rate_window_s * 1e9)
+        state = TradingState.HALTED
+        who = "fleet" if scope is Scope.FLEET else f"node {key}"
+        out: list[Action] = []
+        for m in MEASURES:
+            b = track.baselines[m.name]
+            value = track.measures.get(m.name)
+            base = b.current(now, warm)
+            if value is None or base is None:
+                b.over_since = None
+                out += self._fire(m.rule, key, False, scope, state, "")
+                continue
+            limit = self._limit(m.name, base, nodes)
+            if value <= limit:
+                b.over_since = None
+                out += self._fire(m.rule, key, False, scope, state, "")
+                continue
+            if b.over_since is None:
+                b.over_since = now
+            held = m.at_once or now - b.over_since >= sustain
+            kind = "configured" if b.fixed is not None else "learned"
+            times = f"{value / base:,.1f}x" if base > 0 else "above"
+            floor = cfg.floor(m.name) * (nodes if m.additive else 1)
+            why = (
+                f"{who} {m.name} {_num(value)} {m.unit}, {times} its {kind} baseline "
+                f"{_num(base)} {m.unit} (limit {_num(limit)} = max({cfg.baseline_multiple:g}x "
+                f"baseline, floor {_num(floor)}))"
+                + ("" if m.at_once else f" for >= {cfg.rate_window_s:g} s")
+            )
+            out += self._fire(m.rule, key, held, scope, state, why)
+        return out
+
+    def _bleed(self, track: _Track, node_id: str, now: int) -> list[Action]:
+        """A node held above `bleed_multiple` x its order-rate baseline for `bleed_window_s`
+        while its P&L fell by more than `bleed_loss` over that window."""
+        cfg = self.config
+        b = track.baselines["order_rate"]
+        base = b.current(now, int(cfg.warmup_s * 1e9))
+        rate = track.measures.get("order_rate")
+        state = TradingState.HALTED
+        if base is None or rate is None or rate < cfg.bleed_multiple * max(base, 1e-9):
+            track.bleed_since = None
+            return self._fire(Rule.SLOW_BLEED, node_id, False, Scope.NODE, state, "")
+        if track.bleed_since is None:
+            track.bleed_since = now
+        t0, pnl0 = track.pnl[0]
+        _, pnl1 = track.pnl[-1]
+        window = int(cfg.bleed_window_s * 1e9)
+        bad = now - track.bleed_since >= window and now - t0 >= window // 2
+        drop = pnl0 - pnl1
+        bad = bad and drop > cfg.bleed_loss
+        kind = "configured" if b.fixed is not None else "learned"
+        why = (
+            f"node {node_id} held at {rate:,.1f} orders/s = {rate / max(base, 1e-9):,.1f}x its "
+            f"{kind} baseline {base:,.1f}/s (bleed at >= {cfg.bleed_multiple:g}x) for "
+            f">= {cfg.bleed_window_s:g} s while its P&L fell {drop:,.0f} "
+            f"(limit {cfg.bleed_loss:,.0f})"
+        )
+        return self._fire(Rule.SLOW_BLEED, node_id, bad, Scope.NODE, state, why)
+
+    def _fleet_baselines(self, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
+        """The fleet's total held to the fleet's baseline, so a runaway of every node at
+        once (each one's peers rising with it) trips like a runaway of one."""
+        live = [t for t in fresh.values() if t.participating and not t.halted]
+        if not live:
+            return []
+        fleet = self._fleet
+        totals: dict[str, float] = {}
+        for name in ("order_rate", "notional_rate", "principal_rate"):
+            values = [t.base.measures[name] for t in live if name in t.base.measures]
+            if values:
+                totals[name] = sum(values)
+        latest = [t.latest for t in live if t.latest is not None]
+        parents = sum(m.parents for m in latest)
+        if parents:
+            totals["children_per_parent"] = sum(m.accepted for m in latest) / parents
+        sent = fills = 0
+        for t in live:
+            a, b = t.samples[0], t.samples[-1]
+            sent += b.accepted - a.accepted
+            fills += b.fills - a.fills
+        if sent >= self.config.reject_min_orders:
+            totals["messages_per_execution"] = sent / max(fills, 1)
+        fleet.measures = totals
+        out = self._baseline_rules(fleet, Scope.FLEET, FLEET_KEY, now, len(live))
+        self._learn_fleet(now, len(live))
+        return out
+
+    def _learn_fleet(self, now: int, nodes: int) -> None:
+        cfg = self.config
+        tau = int(cfg.baseline_s * 1e9)
+        warm = int(cfg.warmup_s * 1e9)
+        fleet = self._fleet
+        for name, value in fleet.measures.items():
+            b = fleet.baselines[name]
+            base = b.current(now, warm)
+            if base is not None and value > self._limit(name, base, nodes):
+                continue
+            b.learn(value, now, tau)
+
+    # ------------------------------------------------------------ peer rules
+
     def _health(self, node_id: str, fresh: dict[str, _NodeTrack]) -> NodeHealth:
         cfg = self.config
         track = self._nodes[node_id]
@@ -234,12 +615,19 @@ class Supervisor:
         rate = self.rate(node_id)
         median = statistics.median([*(self.rate(n) for n in peers), rate])
         baseline = max(median, cfg.rate_floor_per_s / cfg.rate_multiple)
-        (_, o0, r0), (_, o1, r1) = track.samples[0], track.samples[-1]
-        orders, rejected = o1 - o0, r1 - r0
+        a, b = track.samples[0], track.samples[-1]
+        orders, rejected = b.orders - a.orders, b.rejected - a.rejected
         peer_pnl = [t.latest.pnl for t in peers.values() if t.latest is not None]
         deviation = (
             latest.pnl - statistics.median(peer_pnl) if len(peer_pnl) >= cfg.min_peers else None
         )
+        now = self.clock.monotonic_ns()
+        warm = int(cfg.warmup_s * 1e9)
+        baselines = {
+            name: v
+            for name, bl in track.base.baselines.items()
+            if (v := bl.current(now, warm)) is not None
+        }
         return NodeHealth(
             node_id=node_id,
             participating=track.participating,
@@ -248,13 +636,27 @@ class Supervisor:
             order_rate_ratio=rate / baseline if baseline > 0 else (math.inf if rate else 0.0),
             peers=len(peers),
             window_orders=orders,
-            reject_ratio=rejected / orders if orders > 0 else 0.0,
+            reject_ratio=max(0.0, rejected / orders) if orders > 0 else 0.0,
             pnl=latest.pnl,
             pnl_deviation=deviation,
             gross_exposure=latest.gross_exposure,
             armed=latest.armed,
             errors=latest.errors,
+            measures=dict(track.base.measures),
+            baselines=baselines,
         )
+
+    def _in_force(self, scope: Scope, key: str, state: TradingState) -> bool:
+        """Whether the action's state already holds where it would apply, as reported."""
+        if scope is Scope.FLEET:
+            live = [t.latest for t in self._fresh(self.clock.monotonic_ns()).values()]
+            reports = [m for m in live if m is not None]
+            return bool(reports) and all(m.fleet_state >= state for m in reports)
+        if scope is Scope.NODE:
+            track = self._nodes.get(key)
+            m = None if track is None else track.latest
+            return m is not None and max(m.node_state, m.fleet_state) >= state
+        return False
 
     def _fire(
         self, rule: Rule, key: str, active: bool, scope: Scope, state: TradingState, why: str
@@ -264,6 +666,10 @@ class Supervisor:
             self._firing.discard(tag)
             return []
         if tag in self._firing:
+            return []
+        if self._in_force(scope, key, state):
+            # never re-issue what already holds; should it be lifted while the condition
+            # still holds, the rule fires then
             return []
         self._firing.add(tag)
         return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
@@ -308,7 +714,7 @@ class Supervisor:
         rejected = round(h.reject_ratio * h.window_orders)
         why = (
             f"node {h.node_id} had {rejected} of {h.window_orders} orders blocked or rejected "
-            f"in the last window (limit {cfg.reject_ratio:.0%})"
+            f"in the last window, throttling aside (limit {cfg.reject_ratio:.0%})"
         )
         return self._fire(Rule.REJECT_SPIKE, h.node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
@@ -337,6 +743,21 @@ class Supervisor:
         return self._fire(
             Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why
         )
+
+
+def _fleet_config(config: SupervisorConfig) -> SupervisorConfig:
+    """The fleet's own track: a configured per-node profile has no meaning for the total
+    (it depends on how many nodes take part), so the fleet always learns."""
+    return msgspec.structs.replace(config, profile=BaselineProfile())
+
+
+def _num(v: float) -> str:
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:,.2f}M"
+    if a >= 1e3:
+        return f"{v:,.0f}"
+    return f"{v:,.1f}"
 
 
 def gate_metrics(health: Mapping[str, NodeHealth]) -> dict[str, dict[str, float]]:

@@ -75,7 +75,7 @@ from knightwatch.guard import Guard, Halt
 from knightwatch.limits import scaled
 from knightwatch.order import Fill, Order
 from knightwatch.release.errors import ReleaseInputError
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import FLEET_KEY, Scope, TradingState
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,6 @@ class NodeRuntime:
         self.metrics_s = metrics_s
         self.shipper = shipper
         self.admitted = False
-        self.fills = 0
         self.errors: list[str] = []
         self.confirmed: list[Confirmation] = []
         self._applied: dict[str, StateEntry] = {}
@@ -166,7 +165,6 @@ class NodeRuntime:
         return self.guard.check(order)
 
     def on_fill(self, fill: Fill) -> None:
-        self.fills += 1
         self.guard.on_fill(fill)
 
     def on_cancel(self, order_id: str) -> None:
@@ -652,13 +650,14 @@ class NodeRuntime:
         g = self.guard
         rejected = sum(g.blocked.values())
         blocks = {r.value: n for r, n in g.blocked.items()}
+        fills, customer, principal, _, parents = g.flow()
         return NodeMetrics(
             node_id=self.node_id,
             at_ns=self.clock.time_ns(),
             orders=g.accepted + rejected,
             accepted=g.accepted,
             rejected=rejected,
-            fills=self.fills,
+            fills=fills,
             gross_exposure=g.exposure()[0],
             pnl=g.pnl(),
             armed=g.armed,
@@ -667,6 +666,11 @@ class NodeRuntime:
             admitted=self.admitted and self.release_admitted,
             limits_version=g.limits.version,
             recorder_ok=g.recorder.healthy,
+            notional=customer + principal,
+            principal_notional=principal,
+            parents=parents,
+            node_state=int(g.trading_state(Scope.NODE, self.node_id)),
+            fleet_state=int(g.trading_state(Scope.FLEET, FLEET_KEY)),
         )
 
     def status(self, left: bool = False) -> NodeStatus:

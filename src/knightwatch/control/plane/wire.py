@@ -122,6 +122,16 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     """The Guard's limits version now: `NAME@10%` while a resume ramp holds it at a stage."""
     recorder_ok: bool = True
     """The flight recorder is writing (a resume's preflight needs it)."""
+    notional: float = 0.0
+    """Executed notional, customers' and the firm's own."""
+    principal_notional: float = 0.0
+    """Executed notional that is the firm's own: fills beyond their parent or with none."""
+    parents: int = 0
+    """Customer parent orders registered with the node's Guard."""
+    node_state: int = 0
+    """The node's own halt state (`TradingState` value), so a halt in force is not re-issued."""
+    fleet_state: int = 0
+    """The fleet-wide state as this node applies it."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
