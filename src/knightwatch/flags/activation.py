@@ -172,26 +172,46 @@ class ActivationGate:
                 return refuse(
                     ActivationCode.FLAG_NOT_ACTIVE, f"lifecycle is {flag.lifecycle}, not active"
                 )
+            # every node that would refuse is named, each with the release it runs, so one
+            # refusal is enough to see the whole skew (the code is the first node's)
+            refused: list[tuple[ActivationCode, str]] = []
             for node in targets:
                 member = members[node]
-                if not member.admitted:
-                    return refuse(
-                        ActivationCode.NODE_NOT_ADMITTED,
-                        f"node {node} (release {member.release_id}) is not admitted",
-                    )
                 held = member.flag_schema.get(flag.id)
-                if held is None:
-                    return refuse(
-                        ActivationCode.SCHEMA_MISSING_FLAG,
-                        f"node {node} runs release {member.release_id}, whose flag schema "
-                        "does not know this id",
+                if not member.admitted:
+                    runs = (
+                        f"judged against release {member.release_id}"
+                        if member.release_id
+                        else "no verdict"
                     )
-                if held != flag.meaning_hash:
-                    return refuse(
-                        ActivationCode.SCHEMA_HASH_MISMATCH,
-                        f"node {node} runs release {member.release_id}, where this id means "
-                        f"{held}, not the registry's {flag.meaning_hash}",
+                    refused.append(
+                        (
+                            ActivationCode.NODE_NOT_ADMITTED,
+                            f"node {node} is not admitted ({runs}; what it runs is unverified)",
+                        )
                     )
+                elif held is None:
+                    refused.append(
+                        (
+                            ActivationCode.SCHEMA_MISSING_FLAG,
+                            f"node {node} runs release {member.release_id}, whose flag schema "
+                            "does not know this id",
+                        )
+                    )
+                elif held != flag.meaning_hash:
+                    refused.append(
+                        (
+                            ActivationCode.SCHEMA_HASH_MISMATCH,
+                            f"node {node} runs release {member.release_id}, where this id "
+                            f"means {held}, not the registry's {flag.meaning_hash}",
+                        )
+                    )
+            if refused:
+                what = "; ".join(detail for _, detail in refused)
+                many = (
+                    f"{len(refused)} of {len(targets)} nodes refuse: " if len(refused) > 1 else ""
+                )
+                return refuse(refused[0][0], many + what)
             approval = self._approval_refusal(request, flag.trading_behaviour)
             if approval is not None:
                 return refuse(*approval)

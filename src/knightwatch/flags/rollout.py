@@ -27,6 +27,7 @@ import msgspec
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.errors import quoted
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
+from knightwatch.flags.fleet import FleetMember
 from knightwatch.state import Scope
 
 Metrics = Mapping[str, Mapping[str, float]]
@@ -172,6 +173,23 @@ class RolloutState(msgspec.Struct, frozen=True):
     """Each exposed node's `orders` when the stage first saw it: evidence counts from here."""
     hold_reason: str = ""
     """Why the rollout is holding past its hold time (empty when it is not)."""
+    excluded: tuple[str, ...] = ()
+    """Fleet members left out when it started because they were not admitted."""
+
+
+def rollout_nodes(members: Sequence[FleetMember]) -> tuple[list[str], dict[str, str]]:
+    """The members a rollout may include (admitted) and every other one with why not.
+
+    A node that is not admitted would refuse its stage at the activation gate and abort
+    the rollout for the healthy nodes; it is left out, by name, from the start.
+    """
+    nodes = [m.node for m in members if m.admitted]
+    excluded = {
+        m.node: "not admitted" + (f", judged against {m.release_id}" if m.release_id else "")
+        for m in members
+        if not m.admitted
+    }
+    return nodes, excluded
 
 
 class Rollout:
@@ -192,9 +210,17 @@ class Rollout:
         clock: Clock,
         started_by: str,
         approver: str | None = None,
+        excluded: Mapping[str, str] | None = None,
     ) -> tuple[Rollout, list[RolloutAction]]:
+        """`excluded`: members left out (node -> why), named in the rollout's first event;
+        `rollout_nodes` splits a fleet view that way."""
+        out = dict(excluded or {})
         if not nodes:
-            raise ValueError(f"rollout {rollout_id}: the fleet has no nodes to roll out to")
+            why = "; ".join(f"{n}: {w}" for n, w in sorted(out.items()))
+            raise ValueError(
+                f"rollout {rollout_id}: the fleet has no admitted node to roll out to"
+                + (f" (excluded {why})" if why else "")
+            )
         now = clock.monotonic_ns()
         state = RolloutState(
             rollout_id=rollout_id,
@@ -207,8 +233,15 @@ class Rollout:
             status=RolloutStatus.PROGRESSING,
             stage_index=0,
             stage_started_ns=now,
+            excluded=tuple(sorted(out)),
         )
         rollout = cls(state, clock)
+        if out:
+            rollout._log(
+                "excluded",
+                "not admitted, left out of the rollout: "
+                + "; ".join(f"{n} ({w})" for n, w in sorted(out.items())),
+            )
         return rollout, rollout._enter_stage(0, "started")
 
     @property

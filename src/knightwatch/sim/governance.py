@@ -37,7 +37,14 @@ from knightwatch.flags.activation import ActivationGate, ActivationRequest, Acti
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.rollout import Metrics, RequestHalt, Rollout, RolloutRunner, SetFlag
+from knightwatch.flags.rollout import (
+    Metrics,
+    RequestHalt,
+    Rollout,
+    RolloutRunner,
+    SetFlag,
+    rollout_nodes,
+)
 from knightwatch.flags.state import MemoryFlagStateStore
 from knightwatch.release.contents import ReleaseContents, contents_from_memory
 from knightwatch.release.dsse import Envelope
@@ -157,17 +164,26 @@ class Governance:
         return result
 
     def start_rollout(self, replay: ReplayHooks) -> list[str]:
-        nodes = [m.node for m in self.members()]
-        self.rollout, actions = Rollout.start(
-            f"{self.flag}@{self.target.id}",
-            self.flag,
-            True,
-            nodes,
-            self.scenario.rollout,
-            self.clock,
-            started_by=OPERATOR,
-            approver=APPROVER,
-        )
+        """The rollout over the admitted members; the others are left out by name (with
+        the release each one runs, as simulated), or it refuses to start without any."""
+        nodes, excluded = rollout_nodes(self.members())
+        runs = {n.id: n.release.id for n in self._nodes}
+        excluded = {n: f"{why}; runs {runs[n]}" for n, why in excluded.items()}
+        try:
+            self.rollout, actions = Rollout.start(
+                f"{self.flag}@{self.target.id}",
+                self.flag,
+                True,
+                nodes,
+                self.scenario.rollout,
+                self.clock,
+                started_by=OPERATOR,
+                approver=APPROVER,
+                excluded=excluded,
+            )
+        except ValueError as exc:
+            replay.mark("rollout", "*", f"refused to start: {exc}")
+            return []
         return self._execute(replay, actions, seen=0)
 
     def step_rollout(self, replay: ReplayHooks, metrics: Metrics) -> list[str]:

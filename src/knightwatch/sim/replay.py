@@ -14,6 +14,7 @@ none still to arrive.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,11 @@ from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key
 MOVE_THRESHOLD = 0.05
 _STOPPED = frozenset({RejectReason.LEASE_EXPIRED.value, RejectReason.AUDIT_UNAVAILABLE.value})
 """Refusals that stop a node for good (until a person acts), besides its halts."""
+
+
+def _named(detail: str) -> set[str]:
+    """The node ids a refusal names (`node n8 ...`)."""
+    return set(re.findall(r"\bnode (\S+?)[ ,;:)]", detail + " "))
 
 
 class GuardrailEvent(msgspec.Struct, frozen=True):
@@ -319,7 +325,15 @@ class Replay:
             self.mark("operator", "*", f"{gov.flag} switched on at {len(on)} node(s)")
         else:
             layer = "flag_schema" if self.setup.governance.flag_schema else "operator"
-            self.mark(layer, "*", f"activation refused: {result.code}: {result.detail}")
+            runs = ", ".join(
+                f"{n.id} runs {n.release.id}" for n in self.nodes if n.id in _named(result.detail)
+            )
+            self.mark(
+                layer,
+                "*",
+                f"activation refused: {result.code}: {result.detail}"
+                + (f" (as simulated: {runs})" if runs else ""),
+            )
 
     def _timeline(self) -> list[tuple[int, int, str, TimelineAction]]:
         sc = self.scenario

@@ -47,6 +47,7 @@ from knightwatch.flags.rollout import (
     RolloutState,
     RolloutStatus,
     SetFlag,
+    rollout_nodes,
 )
 from knightwatch.state import Scope, TradingState
 
@@ -141,16 +142,18 @@ class RolloutDriver:
             raise RolloutError(f"{flag_id}: rollout {current.rollout_id} is in progress")
         view = await fleet_snapshot(self.plane, self.clock)
         number = int(current.rollout_id.rsplit("-", 1)[-1]) + 1 if current else 1
+        nodes, excluded = rollout_nodes(view.members())
         try:
             rollout, actions = Rollout.start(
                 f"{flag_id}-{number}",
                 flag_id,
                 not flag.safe_default,
-                [m.node for m in view.members()],
+                nodes,
                 plan,
                 self.clock,
                 started_by=actor,
                 approver=approver,
+                excluded=excluded,
             )
         except ValueError as exc:
             raise RolloutError(str(exc)) from None
