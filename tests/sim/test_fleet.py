@@ -48,7 +48,7 @@ def test_supervisor_alone_halts_the_stale_node_seconds_after_its_runaway_starts(
 ) -> None:
     rep, r = replay("supervisor", load(scenario))
     assert r.runaway_from_s is not None and r.automatic_halt_s is not None
-    assert 0 < r.automatic_halt_s - r.runaway_from_s <= 1.0
+    assert 0 < r.automatic_halt_s - r.runaway_from_s <= 1.5
     first = r.control_actions[0]
     # the first overfills are the firm's own flow, and an agency router has none normally
     assert (first.actor, first.rule, first.scope, first.key) == (
@@ -57,7 +57,7 @@ def test_supervisor_alone_halts_the_stale_node_seconds_after_its_runaway_starts(
         "node",
         stale,
     )
-    assert "principal_rate" in first.reason and "learned baseline" in first.reason
+    assert "principal_notional" in first.reason and "learned baseline" in first.reason
     assert first.confirmed == [stale] and not first.missing
     # The halt reached the stale node's Guard through the control plane, and only that node.
     guard = rep.node(stale).guard
@@ -73,8 +73,9 @@ def test_supervisor_alone_halts_the_stale_node_seconds_after_its_runaway_starts(
 
 def test_kill_switch_halts_every_node_at_the_reaction_time_with_a_confirmation_from_each() -> None:
     sc = load(SMALL)
-    at = sc.timeline.notice_s + sc.timeline.reaction_s
     rep, r = replay("kill_switch", sc)
+    assert r.runaway_from_s is not None
+    at = round(r.runaway_from_s + sc.timeline.notice_s + sc.timeline.reaction_s, 3)
     assert [(a.t_s, a.rule, a.scope, a.state) for a in r.control_actions] == [
         (at, "manual_kill", "fleet", "HALTED")
     ]
@@ -233,3 +234,11 @@ def test_supervisor_halts_a_simulated_runaway_and_a_kill_reaches_every_guard() -
     assert result.ok and sorted(result.latencies_ms) == ["n1", "n2", "n3", "n4"]
     assert all(v == 0 for v in result.latencies_ms.values())  # simulated time does not move
     sim.close()
+
+
+def test_nobody_kills_a_fleet_that_never_ran_away() -> None:
+    """The person reacts to a runaway; with the stale node's flag off there is none."""
+    text = SMALL.read_text().replace('missed_deploy = ["n4"]', "missed_deploy = []")
+    text = text.replace("rollback_s = 30\n", "")  # and no rollback
+    r = replay("kill_switch", loads(text, "clean.toml"))[1]
+    assert r.runaway_from_s is None and not r.control_actions

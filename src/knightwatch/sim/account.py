@@ -41,10 +41,11 @@ class Account:
         child_qty: int,
         first_ns: int,
         interval_ns: int = 0,
-    ) -> None:
+    ) -> tuple[int, int, int] | None:
         """Split one fill (of one child, or a batch of children `interval_ns` apart from
         `first_ns`) between the customer and the firm; a runaway execution is timed at the
-        child that did it, not at the end of its batch."""
+        child that did it, not at the end of its batch. Returns (runaway executions, first,
+        last instant) when any of it overfilled, for the node's own count."""
         customer = max(0, min(filled_before + qty, parent_qty) - max(filled_before, 0))
         customer = min(customer, qty)
         firm = qty - customer
@@ -55,7 +56,12 @@ class Account:
         if firm:
             self.position[symbol] += sign * firm
             self.cash -= sign * (notional - c_notional)
-            self.runaway_executions += -(-firm // child_qty)
+            runaway = -(-firm // child_qty)
+            first = first_ns + (customer // child_qty) * interval_ns
+            last = first_ns + (qty // child_qty - 1) * interval_ns
+            self.runaway_executions += runaway
             if self.first_runaway_ns is None:
-                self.first_runaway_ns = first_ns + (customer // child_qty) * interval_ns
-            self.last_runaway_ns = first_ns + (qty // child_qty - 1) * interval_ns
+                self.first_runaway_ns = first
+            self.last_runaway_ns = last
+            return runaway, first, last
+        return None

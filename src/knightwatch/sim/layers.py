@@ -68,9 +68,11 @@ class RouterBoundsLayer(Layer):
 
 
 class KillSwitchLayer(Layer):
-    """A person kills the whole fleet at the scenario's human reaction time with the one
-    command: the real `KillSwitch` on the replay's control plane, applied by every node's
-    runtime to its Guard and confirmed back; leases on, heartbeats on the simulated clock."""
+    """A person kills the whole fleet with the one command, `timeline.notice_s` (alarms)
+    plus `reaction_s` (decide and type) after the runaway began: the real `KillSwitch` on
+    the replay's control plane, applied by every node's runtime to its Guard and confirmed
+    back; leases on, heartbeats on the simulated clock. With no runaway there is nothing to
+    notice, and nobody kills a healthy fleet."""
 
     name = "kill_switch"
     title = "one-command fleet kill (control plane, confirmed) at human reaction time"
@@ -78,12 +80,23 @@ class KillSwitchLayer(Layer):
     def configure(self, setup: LayerSetup) -> None:
         setup.use_control_plane()
         tl = setup.scenario.timeline
-        at = tl.notice_s + tl.reaction_s
+        delay = tl.notice_s + tl.reaction_s
+        planned: list[float] = []
 
         def kill(replay: ReplayHooks) -> None:
-            replay.operator_kill(self.name, f"manual kill {at:g}s after the open")
+            replay.operator_kill(
+                self.name,
+                f"manual kill {delay:g}s after the runaway began ({planned[0]:g}s after the open)",
+            )
 
-        setup.schedule(at, self.name, kill)
+        def notice(replay: ReplayHooks) -> None:
+            start = replay.runaway_from_s
+            if planned or start is None:
+                return
+            planned.append(round(start + delay, 3))
+            replay.schedule(planned[0], self.name, kill)
+
+        setup.watch(notice)
 
 
 class SupervisorLayer(Layer):

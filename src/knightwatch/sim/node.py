@@ -46,6 +46,9 @@ class Node:
         self.executions = 0
         self.blocked = 0
         self.first_block: dict[str, int] = {}
+        self.runaway_executions = 0
+        self.runaway_first_ns: int | None = None
+        self.runaway_last_ns: int | None = None
         self.flag_on = False
         self._seq = 0
 
@@ -75,6 +78,15 @@ class Node:
         for p in self.router.active:
             p.algorithm = self.algorithm(p.order.flag)
 
+    def _runaway(self, booked: tuple[int, int, int] | None) -> None:
+        if booked is None:
+            return
+        count, first, last = booked
+        self.runaway_executions += count
+        if self.runaway_first_ns is None:
+            self.runaway_first_ns = first
+        self.runaway_last_ns = last
+
     def route_batch(self, p: RoutedParent, due: int) -> None:
         """Unguarded path: release what is due and execute it as one batch (the book is
         walked once, at the last child's instant; each child is booked at its own)."""
@@ -86,8 +98,18 @@ class Node:
             notional = self.venue.execute(p.symbol, p.is_buy, qty, n, last_ns)
             self.sent += n
             self.executions += n
-            self.account.book(
-                p.symbol, p.is_buy, p.qty, p.filled, n * qty, notional, qty, first_ns, p.interval_ns
+            self._runaway(
+                self.account.book(
+                    p.symbol,
+                    p.is_buy,
+                    p.qty,
+                    p.filled,
+                    n * qty,
+                    notional,
+                    qty,
+                    first_ns,
+                    p.interval_ns,
+                )
             )
             self.router.on_fill(p, n * qty)
 
@@ -115,7 +137,9 @@ class Node:
         notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
         self.sent += 1
         self.executions += 1
-        self.account.book(p.symbol, p.is_buy, p.qty, p.filled, qty, notional, qty, now_ns)
+        self._runaway(
+            self.account.book(p.symbol, p.is_buy, p.qty, p.filled, qty, notional, qty, now_ns)
+        )
         self.router.on_fill(p, qty)
         guard.on_fill(Fill(order.id, symbol, side, qty, notional / qty))
         guard.on_price(symbol, book.mid())

@@ -13,6 +13,7 @@ none still to arrive.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 import time
@@ -49,6 +50,15 @@ _STOPPED = frozenset({RejectReason.LEASE_EXPIRED.value, RejectReason.AUDIT_UNAVA
 """Refusals that stop a node for good (until a person acts), besides its halts."""
 
 
+def _longest(starts: list[float | None], lengths: list[float | None]) -> float | None:
+    ran = [length for start, length in zip(starts, lengths, strict=True) if start is not None]
+    if not ran:
+        return 0.0
+    if any(length is None for length in ran):
+        return None
+    return max(x for x in ran if x is not None)
+
+
 def _named(detail: str) -> set[str]:
     """The node ids a refusal names (`node n8 ...`)."""
     return set(re.findall(r"\bnode (\S+?)[ ,;:)]", detail + " "))
@@ -78,6 +88,12 @@ class NodeStats(msgspec.Struct, frozen=True):
     executions: int
     blocked: int
     admitted: bool = True
+    runaway_executions: int = 0
+    runaway_from_s: float | None = None
+    """This node's first runaway execution (seconds after the open)."""
+    runaway_for_s: float | None = None
+    """From its first runaway execution to its last; None while it was still running away
+    when the replay stopped (or never ran away)."""
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
@@ -100,6 +116,11 @@ class ReplayResult(msgspec.Struct, frozen=True):
     symbols_moved_over_5pct: int
     contained_after_s: float | None
     runaway_from_s: float | None
+    longest_runaway_s: float | None
+    """The longest any node ran away, from its first runaway execution to its last (0.0:
+    none did; None: one still was when the replay stopped). A fleet-wide runaway after a
+    rollback starts at the rollback on the nodes it reaches, so this is what "contained
+    within N s of its first runaway execution" is measured on."""
     parents: int
     parents_completed: int
     parents_resting: int
@@ -202,6 +223,9 @@ class Replay:
         self.events: list[GuardrailEvent] = []
         self._arm()
         self._rerouted = 0
+        self._agenda: list[tuple[int, int, str, TimelineAction]] = []
+        self._next = 0
+        self._seq = 0
         self.parents: list[RoutedParent] = []
         self._watch: list[set[int]] = [set() for _ in self.nodes]
         self.series = Series(orders={n.id: [] for n in self.nodes})
@@ -242,6 +266,18 @@ class Replay:
         if self.control is None or not self.setup.governance.attestation:
             return None
         return self.control.verdict(node_id)
+
+    @property
+    def runaway_from_s(self) -> float | None:
+        """When the first runaway execution happened (seconds after the open), if one has."""
+        first = self.account.first_runaway_ns
+        return None if first is None else (first - self.scenario.open_ns) / NS_PER_S
+
+    def schedule(self, at_s: float, label: str, action: TimelineAction) -> None:
+        """Add an action to the running timeline (at the current instant if `at_s` is past)."""
+        at_ns = max(self.scenario.open_ns + round(at_s * NS_PER_S), self.clock.monotonic_ns())
+        self._seq += 1
+        bisect.insort(self._agenda, (at_ns, self._seq, label, action), lo=self._next)
 
     def step_rollout(self, metrics: Metrics) -> None:
         """One rollout step on the health the supervisor computed (the rollout layer's hook)."""
@@ -345,6 +381,7 @@ class Replay:
         for seq, (at_s, label, action) in enumerate(items):
             out.append((sc.open_ns + round(at_s * NS_PER_S), seq, label, action))
         out.sort(key=lambda a: (a[0], a[1]))
+        self._seq = len(out)
         return out
 
     def _arrive(self, po: ParentOrder) -> None:
@@ -392,10 +429,10 @@ class Replay:
         quiet_ns = round(sc.market.quiet_s * NS_PER_S)
         step_s = step / NS_PER_S
         parents = sc.parent_orders(self.symbols, self.seed)
-        timeline = self._timeline()
+        self._agenda = timeline = self._timeline()
         guarded = self.setup.guarded
         halts_seen = [0] * len(self.nodes)
-        pi = ai = 0
+        pi = 0
         next_sample = open_ns
         peak_gross = 0.0
         t0 = open_ns
@@ -404,8 +441,9 @@ class Replay:
             t1 = min(t0 + step, end_ns)
             self.clock.advance_to(t0)
             while (pi < len(parents) and parents[pi].arrival_ns < t1) or (
-                ai < len(timeline) and timeline[ai][0] < t1
+                self._next < len(timeline) and timeline[self._next][0] < t1
             ):
+                ai = self._next
                 take_parent = pi < len(parents) and (
                     ai >= len(timeline) or parents[pi].arrival_ns < timeline[ai][0]
                 )
@@ -413,8 +451,9 @@ class Replay:
                     self._arrive(parents[pi])
                     pi += 1
                 else:
+                    self.clock.advance_to(max(self.clock.monotonic_ns(), timeline[ai][0]))
+                    self._next = ai + 1
                     timeline[ai][3](self)
-                    ai += 1
             if guarded:
                 self._step_guarded(t1)
             else:
@@ -431,6 +470,8 @@ class Replay:
                 next_sample = t1 + sample_ns
                 if guarded:
                     self._feed_prices()
+                for watcher in self.setup.watchers:
+                    watcher(self)
                 if self.setup.sample_hooks:
                     assert self.control is not None, "sample hooks read the control plane"
                     metrics = self.control.rollout_metrics()
@@ -439,7 +480,7 @@ class Replay:
                 if progress is not None:
                     progress((t1 - open_ns) / (end_ns - open_ns))
             t0 = t1
-            if self._finished(guarded, pi < len(parents) or ai < len(timeline)):
+            if self._finished(guarded, pi < len(parents) or self._next < len(timeline)):
                 break
         if self.series.t_s[-1] != (t0 - open_ns) / NS_PER_S:
             peak_gross = max(peak_gross, self._sample((t0 - open_ns) / NS_PER_S))
@@ -538,7 +579,11 @@ class Replay:
                 node.guard.on_price(names[idx], books[idx].mid())
 
     def _finished(self, guarded: bool, pending: bool) -> bool:
-        if not pending and not any(n.router.active for n in self.nodes):
+        """Nothing more can happen: nothing still to arrive and no parent left that a node
+        could still work (a halted node's parents wait for a person), or every node halted."""
+        if not pending and not any(
+            self._can_trade(n, p) for n in self.nodes for p in n.router.active
+        ):
             return True
         if not guarded:
             return False
@@ -552,16 +597,35 @@ class Replay:
                 return False
         return True
 
-    def _runaway_live(self) -> bool:
-        """Whether a runaway was still going when the run stopped: a parent already filled
-        beyond its quantity is still being worked on a node that can still trade. A rule
-        that only blocks (a rate or exposure limit) leaves it live: its children get out
-        again as soon as the window frees or the marks move."""
-        for node in self.nodes:
-            for p in node.router.active:
-                if not p.done and p.filled > p.qty and self._can_trade(node, p):
-                    return True
-        return False
+    def _runaway_live(self) -> set[str]:
+        """The nodes whose runaway was still going when the run stopped: a parent already
+        filled beyond its quantity is still being worked on a node that can still trade. A
+        rule that only blocks (a rate or exposure limit) leaves it live: its children get
+        out again as soon as the window frees or the marks move."""
+        return {
+            node.id
+            for node in self.nodes
+            for p in node.router.active
+            if not p.done and p.filled > p.qty and self._can_trade(node, p)
+        }
+
+    def _node_stats(self, n: Node, live: set[str]) -> NodeStats:
+        open_ns = self.scenario.open_ns
+        first, last = n.runaway_first_ns, n.runaway_last_ns
+        return NodeStats(
+            n.release.id,
+            n.sent,
+            n.executions,
+            n.blocked,
+            self._final_admitted[n.id],
+            runaway_executions=n.runaway_executions,
+            runaway_from_s=None if first is None else round((first - open_ns) / NS_PER_S, 3),
+            runaway_for_s=(
+                None
+                if first is None or last is None or n.id in live
+                else round((last - first) / NS_PER_S, 3)
+            ),
+        )
 
     def _can_trade(self, node: Node, p: RoutedParent) -> bool:
         g = node.guard
@@ -602,14 +666,14 @@ class Replay:
         marked = acct.cash + marked_value(self.market, pos)
         loss = -(acct.cash + exit_value(self.market, pos, sc.exit))
         contained: float | None
+        live = self._runaway_live()
         if acct.last_runaway_ns is None:
             contained = 0.0
-        elif self._runaway_live() or (
-            t_ns >= end_ns and acct.last_runaway_ns >= end_ns - sc.step_ns
-        ):
+        elif live or (t_ns >= end_ns and acct.last_runaway_ns >= end_ns - sc.step_ns):
             contained = None
         else:
             contained = round((acct.last_runaway_ns - sc.open_ns) / NS_PER_S, 3)
+        stats = {n.id: self._node_stats(n, live) for n in self.nodes}
         completed = sum(1 for p in self.parents if p.filled >= p.qty)
         resting = sum(1 for p in self.parents if p.filled < p.qty and p.algorithm.resting)
         return ReplayResult(
@@ -636,16 +700,15 @@ class Replay:
                 if acct.first_runaway_ns is None
                 else round((acct.first_runaway_ns - sc.open_ns) / NS_PER_S, 3)
             ),
+            longest_runaway_s=_longest(
+                [n.runaway_from_s for n in stats.values()],
+                [n.runaway_for_s for n in stats.values()],
+            ),
             parents=sc.parents.count,
             parents_completed=completed,
             parents_resting=resting,
             simulated_s=round((t_ns - sc.open_ns) / NS_PER_S, 3),
-            per_node={
-                n.id: NodeStats(
-                    n.release.id, n.sent, n.executions, n.blocked, self._final_admitted[n.id]
-                )
-                for n in self.nodes
-            },
+            per_node=stats,
             stale_nodes=sc.skewed_nodes(),
             events=self.events,
             control_actions=self.control_actions,

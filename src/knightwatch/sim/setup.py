@@ -40,10 +40,16 @@ class ReplayHooks(Protocol):
 
     def step_rollout(self, metrics: Metrics) -> None: ...
 
+    @property
+    def runaway_from_s(self) -> float | None: ...
+
+    def schedule(self, at_s: float, label: str, action: TimelineAction) -> None: ...
+
 
 TimelineAction = Callable[[ReplayHooks], None]
 """Something a layer schedules at a simulated instant (e.g. an operator's kill)."""
 SampleHook = Callable[[ReplayHooks, Metrics], None]
+Watcher = Callable[[ReplayHooks], None]
 
 
 class GovernanceMode(msgspec.Struct):
@@ -65,6 +71,7 @@ class LayerSetup:
         self.actions: list[tuple[float, str, TimelineAction]] = []
         self.governance = GovernanceMode()
         self.sample_hooks: list[SampleHook] = []
+        self.watchers: list[Watcher] = []
         self.control_plane = False
         self.supervisor = False
         self.watch_health = False
@@ -95,6 +102,11 @@ class LayerSetup:
         node's health as the control plane's Supervisor computes it (`NodeHealth.gauges()`:
         `order_rate_ratio`, `reject_ratio`, ...); the hook's layer must run the control plane."""
         self.sample_hooks.append(hook)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call `watcher(replay)` at every sample: what a person at a screen sees (no
+        control-plane read, so it works while the plane is down)."""
+        self.watchers.append(watcher)
 
     def limits(self) -> Limits:
         """All rule groups off, then the enabled ones on; fail-closed basics stay on."""

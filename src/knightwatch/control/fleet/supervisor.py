@@ -80,7 +80,7 @@ class Measure(msgspec.Struct, frozen=True):
 MEASURES: tuple[Measure, ...] = (
     Measure("order_rate", Rule.BASELINE_ORDER_RATE, "orders/s"),
     Measure("notional_rate", Rule.BASELINE_NOTIONAL_RATE, "$/s"),
-    Measure("principal_rate", Rule.PRINCIPAL_FLOW, "$/s", at_once=True),
+    Measure("principal_notional", Rule.PRINCIPAL_FLOW, "$", at_once=True),
     Measure(
         "children_per_parent", Rule.BASELINE_CHILDREN_PER_PARENT, "children/parent", additive=False
     ),
@@ -103,8 +103,9 @@ class BaselineProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Accepted child orders per second."""
     notional_rate: float | None = None
     """Executed notional per second."""
-    principal_rate: float | None = None
-    """Executed notional per second that is the firm's own (beyond or without a parent)."""
+    principal_notional: float | None = None
+    """Executed notional that is the firm's own (beyond or without a parent) within
+    `principal_window_s`."""
     children_per_parent: float | None = None
     messages_per_execution: float | None = None
 
@@ -124,10 +125,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Peer rules: `rate_multiple` x the fleet median order rate (and `rate_floor_per_s`)
     for `rate_window_s`; `pnl_deviation` from the peers' median. Baseline rules: a
     measure over `baseline_multiple` x its baseline and over its floor
-    (`rate_floor_per_s`, `notional_floor_per_s`, `principal_floor_per_s`,
+    (`rate_floor_per_s`, `notional_floor_per_s`, `principal_floor`,
     `children_per_parent_floor`, `messages_per_execution_floor`; for the fleet's
-    rates, the floor times the nodes taking part) for `rate_window_s`; baselines
-    are `profile` values or learned over `baseline_s` after `warmup_s`.
+    rates and principal flow, the floor times the nodes taking part) for
+    `rate_window_s`; baselines are `profile` values or learned over `baseline_s`
+    after `warmup_s`. Principal flow is the firm's own executed notional within
+    `principal_window_s` (long enough to see a slow leak, judged at every sample).
     """
 
     rate_multiple: float = 5.0
@@ -143,8 +146,9 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     baseline_s: float = 300.0
     warmup_s: float = 30.0
     notional_floor_per_s: float = 250_000.0
-    principal_floor_per_s: float = 10_000.0
-    children_per_parent_floor: float = 20.0
+    principal_floor: float = 10_000.0
+    principal_window_s: float = 60.0
+    children_per_parent_floor: float = 100.0
     messages_per_execution_floor: float = 10.0
     bleed_multiple: float = 1.5
     bleed_window_s: float = 60.0
@@ -166,7 +170,8 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("baseline_s", self.baseline_s > 0, "must be > 0"),
             ("warmup_s", self.warmup_s >= 0, "must be >= 0"),
             ("notional_floor_per_s", self.notional_floor_per_s >= 0, "must be >= 0"),
-            ("principal_floor_per_s", self.principal_floor_per_s >= 0, "must be >= 0"),
+            ("principal_floor", self.principal_floor >= 0, "must be >= 0"),
+            ("principal_window_s", self.principal_window_s > 0, "must be > 0"),
             ("children_per_parent_floor", self.children_per_parent_floor >= 0, "must be >= 0"),
             (
                 "messages_per_execution_floor",
@@ -185,7 +190,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return {
             "order_rate": self.rate_floor_per_s,
             "notional_rate": self.notional_floor_per_s,
-            "principal_rate": self.principal_floor_per_s,
+            "principal_notional": self.principal_floor,
             "children_per_parent": self.children_per_parent_floor,
             "messages_per_execution": self.messages_per_execution_floor,
         }[measure]
@@ -234,7 +239,9 @@ class NodeHealth(msgspec.Struct, frozen=True):
     """Median of this node's rate and its participating peers' rates."""
     order_rate_ratio: float
     """`order_rate` over the baseline `max(median, rate_floor_per_s / rate_multiple)`: the
-    rate rule's condition is `order_rate_ratio > rate_multiple`."""
+    rate rule's condition is `order_rate_ratio > rate_multiple`. 0 at or below
+    `rate_floor_per_s`: a node under the floor is no rate anomaly for a rule or a gate
+    (a rollout gate at 3x would otherwise abort on one healthy burst of a quiet node)."""
     peers: int
     window_orders: int
     reject_ratio: float
@@ -289,7 +296,6 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
     accepted: int
     fills: int
     notional: float
-    principal: float
 
 
 class _Baseline:
@@ -334,7 +340,7 @@ class _Track:
         for m in MEASURES:
             fixed = getattr(prof, m.name)
             b = _Baseline(fixed)
-            if fixed is None and m.name == "principal_rate":
+            if fixed is None and m.name == "principal_notional":
                 # an agency router's normal principal flow is nil: judged from the first sample
                 b.value, b.since = 0.0, -(2**62)
             self.baselines[m.name] = b
@@ -344,10 +350,11 @@ class _Track:
 
 
 class _NodeTrack:
-    __slots__ = ("base", "latest", "over_since", "samples", "seen")
+    __slots__ = ("base", "latest", "over_since", "principal", "samples", "seen")
 
     def __init__(self, config: SupervisorConfig) -> None:
         self.samples: deque[_Sample] = deque()
+        self.principal: deque[tuple[int, float]] = deque()
         self.latest: NodeMetrics | None = None
         self.over_since: int | None = None
         self.seen = 0
@@ -369,6 +376,7 @@ class Supervisor:
         self.clock = clock
         self._nodes: dict[str, _NodeTrack] = {}
         self._fleet = _Track(_fleet_config(config))
+        self._fleet_judged = -1
         self._firing: set[tuple[Rule, str]] = set()
         self.actions: list[Action] = []
 
@@ -389,19 +397,15 @@ class Supervisor:
         track.seen = now
         throttled = sum(m.blocks.get(r, 0) for r in _THROTTLES)
         track.samples.append(
-            _Sample(
-                now,
-                m.orders,
-                m.rejected - throttled,
-                m.accepted,
-                m.fills,
-                m.notional,
-                m.principal_notional,
-            )
+            _Sample(now, m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional)
         )
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1].t >= window:
             track.samples.popleft()
+        track.principal.append((now, m.principal_notional))
+        pwindow = int(self.config.principal_window_s * 1e9)
+        while len(track.principal) > 2 and now - track.principal[1][0] >= pwindow:
+            track.principal.popleft()
         base = track.base
         base.measures = self._measures(track)
         base.pnl.append((now, m.pnl))
@@ -469,7 +473,7 @@ class Supervisor:
             dt = (b.t - a.t) / 1e9
             out["order_rate"] = (b.accepted - a.accepted) / dt
             out["notional_rate"] = (b.notional - a.notional) / dt
-            out["principal_rate"] = (b.principal - a.principal) / dt
+        out["principal_notional"] = track.principal[-1][1] - track.principal[0][1]
         m = track.latest
         assert m is not None
         if m.parents > 0:
@@ -567,12 +571,15 @@ class Supervisor:
     def _fleet_baselines(self, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
         """The fleet's total held to the fleet's baseline, so a runaway of every node at
         once (each one's peers rising with it) trips like a runaway of one."""
+        if now == self._fleet_judged:
+            return []  # the fleet already judged at this instant (its nodes report together)
+        self._fleet_judged = now
         live = [t for t in fresh.values() if t.participating and not t.halted]
         if not live:
             return []
         fleet = self._fleet
         totals: dict[str, float] = {}
-        for name in ("order_rate", "notional_rate", "principal_rate"):
+        for name in ("order_rate", "notional_rate", "principal_notional"):
             values = [t.base.measures[name] for t in live if name in t.base.measures]
             if values:
                 totals[name] = sum(values)
@@ -633,7 +640,11 @@ class Supervisor:
             participating=track.participating,
             order_rate=rate,
             fleet_median_rate=median,
-            order_rate_ratio=rate / baseline if baseline > 0 else (math.inf if rate else 0.0),
+            order_rate_ratio=(
+                0.0
+                if rate <= cfg.rate_floor_per_s
+                else (rate / baseline if baseline > 0 else math.inf)
+            ),
             peers=len(peers),
             window_orders=orders,
             reject_ratio=max(0.0, rejected / orders) if orders > 0 else 0.0,
