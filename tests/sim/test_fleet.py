@@ -107,14 +107,30 @@ def test_with_the_control_plane_gone_every_lease_runs_out_and_nothing_more_trade
     sc = load(SMALL)
     rep = Replay(sc, (*resolve("kill_switch"), _ServerLost()))
     r = rep.run()
-    # The kill at 60 s cannot be delivered, but the fleet stopped by itself within its lease.
+    # The fleet stopped by itself within its lease: by the person's kill there is nothing left
+    # running, and a kill sent now could not be delivered anyway.
+    assert not r.control_actions
+    kills = [e.what for e in r.events if e.layer == "kill_switch"]
+    assert kills == ["no kill: the runaway was already stopped"]
+    assert all(n.first_block.get(RejectReason.LEASE_EXPIRED.value) for n in rep.nodes if n.sent)
+    assert r.contained_after_s is not None
+    assert r.contained_after_s <= 10.0 + sc.control.lease_timeout_s
+    assert r.longest_runaway_s is not None
+
+
+class _KillDuringOutage(Layer):
+    name = "kill_during_outage"
+
+    def configure(self, setup: LayerSetup) -> None:
+        setup.schedule(15.0, self.name, lambda r: r.operator_kill("kill_switch", "at 15 s"))
+
+
+def test_a_kill_sent_while_the_control_plane_is_down_is_reported_not_delivered() -> None:
+    r = Replay(load(SMALL), (*resolve("kill_switch"), _ServerLost(), _KillDuringOutage())).run()
     assert not r.control_actions
     assert any(
         e.what.startswith("kill not delivered") for e in r.events if e.layer == "kill_switch"
     )
-    assert all(n.first_block.get(RejectReason.LEASE_EXPIRED.value) for n in rep.nodes if n.sent)
-    assert r.contained_after_s is not None
-    assert r.contained_after_s <= 10.0 + sc.control.lease_timeout_s
 
 
 def test_errors_before_arming_keep_the_node_disarmed_and_the_supervisor_halts_it() -> None:

@@ -298,13 +298,20 @@ class SimulatedFleet:
             self._next_attest = now + self._attest_ns
             for node in self.nodes:
                 self._run(node.attest_once())
-        for node in self.nodes:
-            self._run(node.heartbeat_once())
-        if now >= self._next_metrics:
+        publish = now >= self._next_metrics
+        if publish:
             self._next_metrics = now + self._metrics_ns
-            for node in self.nodes:
-                self._run(node.publish_once())
+        self._run(self._tick(publish))
         return list(self.service.results[before:]) if self.service else []
+
+    async def _tick(self, publish: bool) -> None:
+        """Every node's heartbeat, then (when due) its metrics, in node order: one pass of
+        the loop per tick rather than one per node (the same order, a fraction of the cost)."""
+        for node in self.nodes:
+            await node.heartbeat_once()
+        if publish:
+            for node in self.nodes:
+                await node.publish_once()
 
     def kill(
         self,

@@ -72,7 +72,8 @@ class KillSwitchLayer(Layer):
     plus `reaction_s` (decide and type) after the runaway began: the real `KillSwitch` on
     the replay's control plane, applied by every node's runtime to its Guard and confirmed
     back; leases on, heartbeats on the simulated clock. With no runaway there is nothing to
-    notice, and nobody kills a healthy fleet."""
+    notice, and nobody kills a healthy fleet; nor one whose runaway another layer already
+    stopped before the person got there."""
 
     name = "kill_switch"
     title = "one-command fleet kill (control plane, confirmed) at human reaction time"
@@ -84,6 +85,9 @@ class KillSwitchLayer(Layer):
         planned: list[float] = []
 
         def kill(replay: ReplayHooks) -> None:
+            if not replay.runaway_running:
+                replay.mark(self.name, "*", "no kill: the runaway was already stopped")
+                return
             replay.operator_kill(
                 self.name,
                 f"manual kill {delay:g}s after the runaway began ({planned[0]:g}s after the open)",

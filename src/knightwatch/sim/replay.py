@@ -273,6 +273,11 @@ class Replay:
         first = self.account.first_runaway_ns
         return None if first is None else (first - self.scenario.open_ns) / NS_PER_S
 
+    @property
+    def runaway_running(self) -> bool:
+        """Whether some node is still running away (an overfilled parent it can still work)."""
+        return bool(self._runaway_live())
+
     def schedule(self, at_s: float, label: str, action: TimelineAction) -> None:
         """Add an action to the running timeline (at the current instant if `at_s` is past)."""
         at_ns = max(self.scenario.open_ns + round(at_s * NS_PER_S), self.clock.monotonic_ns())

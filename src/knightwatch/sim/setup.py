@@ -43,6 +43,9 @@ class ReplayHooks(Protocol):
     @property
     def runaway_from_s(self) -> float | None: ...
 
+    @property
+    def runaway_running(self) -> bool: ...
+
     def schedule(self, at_s: float, label: str, action: TimelineAction) -> None: ...
 
 

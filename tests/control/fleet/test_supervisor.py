@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorConfig
+from knightwatch.control.fleet.supervisor import (
+    Action,
+    BaselineProfile,
+    Rule,
+    Supervisor,
+    SupervisorConfig,
+)
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.wire import NodeMetrics
@@ -256,3 +262,136 @@ def test_health_is_the_rules_view_and_read_only() -> None:
     assert gauges["reject_ratio"] == 0.0 and "pnl_deviation" in gauges
     feed.clock.advance(int(feed.sup.config.stale_after_s * S) + 1)
     assert feed.sup.health() == {}  # silent nodes have no health: gates fail closed
+
+
+# ------------------------------------------------------------------ baselines
+
+
+class Fleet:
+    """Nodes reporting every tick at given rates: accepted orders, notional, principal flow."""
+
+    def __init__(self, config: SupervisorConfig, nodes: int = 8) -> None:
+        self.clock = SimClock(10 * S)
+        self.sup = Supervisor(config, self.clock)
+        self.nodes = [f"n{i}" for i in range(1, nodes + 1)]
+        self.acc = {n: [0.0, 0.0, 0.0, 0.0] for n in self.nodes}  # orders, notional, principal, pnl
+        self.state = {n: 0 for n in self.nodes}
+
+    def tick(
+        self,
+        rate: dict[str, float] | float,
+        *,
+        principal: dict[str, float] | None = None,
+        pnl: dict[str, float] | None = None,
+        px: float = 20.0,
+    ) -> list[Action]:
+        self.clock.advance(TICK)
+        out: list[Action] = []
+        for n in self.nodes:
+            r = rate if isinstance(rate, float | int) else rate.get(n, 0.0)
+            a = self.acc[n]
+            a[0] += r * TICK / S
+            a[1] += r * TICK / S * 100 * px
+            a[2] += (principal or {}).get(n, 0.0) * TICK / S
+            a[3] = (pnl or {}).get(n, a[3])
+            orders = int(a[0])
+            m = NodeMetrics(
+                n, 0, orders, orders, 0, orders, 0.0, a[3], True, 0,
+                notional=a[1], principal_notional=a[2], parents=100, node_state=self.state[n],
+            )  # fmt: skip
+            out += self.sup.observe(m)
+        return out
+
+    def run(self, seconds: float, rate: dict[str, float] | float, **kw: object) -> list[Action]:
+        out: list[Action] = []
+        for _ in range(round(seconds * S / TICK)):
+            out += self.tick(rate, **kw)  # type: ignore[arg-type]
+        return out
+
+
+def test_a_runaway_of_the_whole_fleet_trips_its_learned_baselines_as_fast_as_one_node() -> None:
+    """Every node from 20/s to 150/s at once: the fleet median rises with it, so the peer
+    rule sees nothing; each node against its own learned baseline does."""
+    f = Fleet(SupervisorConfig(warmup_s=30.0))
+    assert f.run(40, 20.0) == []  # learning
+    fired: list[Action] = []
+    t = 0
+    while len({a.key for a in fired if a.rule is Rule.BASELINE_ORDER_RATE}) < 8 and t < 20:
+        fired += f.tick(150.0)
+        t += 1
+    nodes = {a.key for a in fired if a.rule is Rule.BASELINE_ORDER_RATE and a.scope is Scope.NODE}
+    assert nodes == set(f.nodes)
+    assert t * TICK / S <= 2.0  # within the rate window and its sustain
+    assert Rule.ORDER_RATE not in {a.rule for a in fired}  # peers rose together
+    why = next(a.reason for a in fired if a.key == "n1" and a.rule is Rule.BASELINE_ORDER_RATE)
+    assert "x its learned baseline 20." in why and "150.0 orders/s" in why, why
+
+
+def test_steady_flow_with_noise_never_trips_a_baseline() -> None:
+    f = Fleet(SupervisorConfig(warmup_s=10.0))
+    rng = __import__("random").Random(5)
+    fired: list[Action] = []
+    for _ in range(600):  # two minutes of 15-45 orders/s per node
+        fired += f.tick({n: rng.uniform(15, 45) for n in f.nodes})
+    assert fired == []
+
+
+def test_a_configured_profile_judges_from_the_first_sample() -> None:
+    f = Fleet(SupervisorConfig(profile=BaselineProfile(order_rate=10.0, notional_rate=20_000.0)))
+    fired = f.run(2, {"n3": 120.0})
+    rules = {(a.rule, a.key) for a in fired}
+    assert (Rule.BASELINE_ORDER_RATE, "n3") in rules
+    why = next(a.reason for a in fired if a.rule is Rule.BASELINE_ORDER_RATE)
+    assert "configured baseline 10.0 orders/s" in why
+
+
+def test_principal_flow_halts_at_once_and_a_halt_in_force_is_not_reissued() -> None:
+    f = Fleet(SupervisorConfig(principal_floor=10_000.0))
+    assert f.run(1, 20.0) == []
+    fired = f.tick(20.0, principal={"n2": 60_000.0})  # $12k of the firm's own in 0.2 s
+    assert [(a.rule, a.key) for a in fired] == [(Rule.PRINCIPAL_FLOW, "n2")]
+    assert "principal_notional" in fired[0].reason and "floor 10,000" in fired[0].reason
+    f.state["n2"] = int(TradingState.HALTED)  # the node applied it
+    f.sup.rearm(Rule.PRINCIPAL_FLOW, "n2")  # even if the rule were re-armed ...
+    assert f.run(2, 20.0, principal={"n2": 60_000.0}) == []  # ... it is in force: nothing
+    f.state["n2"] = 0  # a person resumed it while the leak goes on: it halts again
+    assert [(a.rule, a.key) for a in f.tick(20.0, principal={"n2": 60_000.0})] == [
+        (Rule.PRINCIPAL_FLOW, "n2")
+    ]
+
+
+def test_a_slow_bleed_is_halted_within_its_window() -> None:
+    cfg = SupervisorConfig(warmup_s=20.0, bleed_window_s=60.0, bleed_loss=10_000.0)
+    f = Fleet(cfg, nodes=4)
+    assert f.run(30, 20.0) == []
+    fired: list[Action] = []
+    pnl = 0.0
+    t = 0
+    while not fired and t < 5 * 120:  # n1 at 2x its baseline, losing $200/s
+        pnl -= 200.0 * TICK / S
+        fired = f.tick({"n1": 40.0, "n2": 20.0, "n3": 20.0, "n4": 20.0}, pnl={"n1": pnl})
+        t += 1
+    assert [(a.rule, a.key) for a in fired] == [(Rule.SLOW_BLEED, "n1")]
+    assert 60 <= t * TICK / S <= 65
+    assert "2.0x its learned baseline" in fired[0].reason
+    # the same rate with no loss is a busy node, not a bleed
+    g = Fleet(cfg, nodes=4)
+    g.run(30, 20.0)
+    assert g.run(120, {"n1": 40.0, "n2": 20.0, "n3": 20.0, "n4": 20.0}) == []
+
+
+def test_throttling_is_not_a_reject_spike() -> None:
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(reject_min_orders=20), clock)
+    fired: list[Rule] = []
+    for k in range(1, 15):
+        clock.advance(TICK)
+        for n in ("n1", "n2", "n3"):
+            orders, rejected = 100 * k, (90 * k if n == "n1" else 0)
+            m = NodeMetrics(
+                n, 0, orders, orders - rejected, rejected, 0, 0.0, 0.0, True, 0,
+                {"rate_node": rejected},
+            )  # fmt: skip
+            fired += [a.rule for a in sup.observe(m)]
+    assert Rule.REJECT_SPIKE not in fired
+    assert sup.health()["n1"].reject_ratio == 0.0

@@ -494,6 +494,8 @@ class Supervisor:
             base = b.current(now, warm)
             if base is not None and value > self._limit(name, base, 1):
                 continue
+            if name == "order_rate" and track.bleed_since is not None:
+                continue  # nor may a suspected bleed become the node's normal
             b.learn(value, now, tau)
 
     def _limit(self, name: str, base: float, nodes: int) -> float:
