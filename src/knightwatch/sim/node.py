@@ -46,6 +46,8 @@ class Node:
         self.executions = 0
         self.blocked = 0
         self.first_block: dict[str, int] = {}
+        self.refused_for = ""
+        """Why the node's last child was refused (empty once one got out again)."""
         self.runaway_executions = 0
         self.runaway_first_ns: int | None = None
         self.runaway_last_ns: int | None = None
@@ -130,10 +132,10 @@ class Node:
         if not d.accepted:
             self.blocked += 1
             self.router.on_reject(p)
-            p.refused_for = d.reason.value
+            p.refused_for = self.refused_for = d.reason.value
             self.first_block.setdefault(d.reason.value, now_ns)
             return
-        p.refused_for = ""
+        p.refused_for = self.refused_for = ""
         notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
         self.sent += 1
         self.executions += 1

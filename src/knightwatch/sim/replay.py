@@ -603,16 +603,26 @@ class Replay:
         return True
 
     def _runaway_live(self) -> set[str]:
-        """The nodes whose runaway was still going when the run stopped: a parent already
-        filled beyond its quantity is still being worked on a node that can still trade. A
-        rule that only blocks (a rate or exposure limit) leaves it live: its children get
-        out again as soon as the window frees or the marks move."""
-        return {
-            node.id
-            for node in self.nodes
-            for p in node.router.active
-            if not p.done and p.filled > p.qty and self._can_trade(node, p)
-        }
+        """The nodes that ran away and were not stopped: nothing halted them (or expired
+        their lease), and their overfilled parents, if any are left, can still trade. A
+        rule that only blocks (a rate or exposure limit) leaves a runaway live: its children
+        get out again as soon as the window frees or the marks move; and a bleed that ended
+        only because its customer flow did was not contained either."""
+        return {n.id for n in self.nodes if n.runaway_first_ns is not None and not self._stopped(n)}
+
+    def _stopped(self, node: Node) -> bool:
+        g = node.guard
+        if g is None:
+            return False
+        if not g.armed or node.refused_for in _STOPPED:
+            return True
+        if any(
+            g.trading_state(sc, key) is not TradingState.ACTIVE
+            for sc, key in ((Scope.FLEET, FLEET_KEY), (Scope.NODE, node.id))
+        ):
+            return True
+        over = [p for p in node.router.active if p.filled > p.qty]
+        return bool(over) and not any(self._can_trade(node, p) for p in over)
 
     def _node_stats(self, n: Node, live: set[str]) -> NodeStats:
         open_ns = self.scenario.open_ns

@@ -78,8 +78,30 @@ def halt_text(r: ReplayResult) -> str:
 
 def contained_text(r: ReplayResult) -> str:
     if r.contained_after_s is None:
-        return f"never (ran to the {r.simulated_s:g}s stop)"
+        return f"never (still running at the {r.simulated_s:g}s stop)"
     return f"{r.contained_after_s:,.3f} s"
+
+
+def longest_text(r: ReplayResult) -> str:
+    """How long the worst node ran away, from its own first runaway execution."""
+    if r.longest_runaway_s is None:
+        return "never stopped"
+    if r.runaway_from_s is None:
+        return "no runaway"
+    return f"{r.longest_runaway_s:,.3f} s"
+
+
+def parents_text(r: ReplayResult) -> str:
+    text = f"{r.parents_completed:,} of {r.parents:,}"
+    if r.parents_resting:
+        text += f" ({r.parents_resting:,} resting for RPI liquidity)"
+    return text
+
+
+def automatic_halts(r: ReplayResult) -> int:
+    """Halts no person asked for: the supervisor's, a rollout's abort and the Guard's own."""
+    own = sum(1 for e in r.events if e.what.startswith("halted "))  # the Guard's own latches
+    return own + sum(1 for a in r.control_actions if not a.actor.startswith("operator"))
 
 
 class ReplayReport:
@@ -135,6 +157,9 @@ class ReplayReport:
                 "first runaway execution",
                 "none" if r.runaway_from_s is None else f"{r.runaway_from_s:,.3f} s",
             ],
+            ["longest runaway of one node (first to last runaway execution)", longest_text(r)],
+            ["customer parents completed", parents_text(r)],
+            ["automatic halts (supervisor, rollout, Guard)", fmt(automatic_halts(r), "int")],
             ["child orders sent", fmt(r.child_orders, "int")],
             ["child orders blocked", fmt(r.blocked_orders, "int")],
             ["executions", fmt(r.executions, "int")],
@@ -195,7 +220,10 @@ class ReplayReport:
             cols = [
                 "guards",
                 "contained after",
+                "longest runaway",
                 "automatic halt",
+                "automatic halts",
+                "parents completed",
                 "child orders",
                 "executions",
                 "shares",
@@ -208,7 +236,10 @@ class ReplayReport:
                 [
                     ",".join(c.guards),
                     contained_text(c),
+                    longest_text(c),
                     halt_text(c),
+                    fmt(automatic_halts(c), "int"),
+                    f"{c.parents_completed:,}/{c.parents:,}",
                     fmt(c.child_orders, "int"),
                     fmt(c.executions, "int"),
                     fmt(c.shares, "int"),
@@ -371,7 +402,13 @@ def _row(r: ReplayResult) -> dict[str, Any]:
     return {
         "guards": ",".join(r.guards),
         "contained_after_s": r.contained_after_s,
+        "runaway_from_s": r.runaway_from_s,
+        "longest_runaway_s": r.longest_runaway_s,
         "automatic_halt_s": r.automatic_halt_s,
+        "automatic_halts": automatic_halts(r),
+        "parents": r.parents,
+        "parents_completed": r.parents_completed,
+        "parents_resting": r.parents_resting,
         "child_orders": r.child_orders,
         "executions": r.executions,
         "shares": r.shares,
