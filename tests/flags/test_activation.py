@@ -140,3 +140,24 @@ def test_market_hours_weekend_and_bad_config() -> None:
         MarketHours(timezone="Mars/Olympus")
     with pytest.raises(ValueError, match=r"market_hours\.open"):
         MarketHours(open="9h30")
+
+
+def test_a_refusal_names_every_refusing_node_with_the_release_it_runs(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    skewed = {RLP: "f" * 64}
+    fleet = make_fleet(n3=skewed, n7=skewed)
+    gate = ActivationGate(flag_registry, fleet, MemoryFlagStateStore(), pre_market_clock)
+    result = gate.check(request())
+    assert result.code is ActivationCode.SCHEMA_HASH_MISMATCH
+    assert result.detail.count("runs release r1") == 2
+    assert "2 of 8 nodes refuse" in result.detail
+    assert "node n3 runs release r1" in result.detail and "node n7 runs release r1" in result.detail
+    members = [FleetMember("n1", True, "r2", flag_registry.schema())]
+    members += [FleetMember("n2", False, "r2", {}), FleetMember("n3", False, "", {})]
+    gate = ActivationGate(
+        flag_registry, StaticFleetView(members), MemoryFlagStateStore(), pre_market_clock
+    )
+    detail = gate.check(request()).detail
+    assert "node n2 is not admitted (judged against release r2" in detail
+    assert "node n3 is not admitted (no verdict" in detail

@@ -9,6 +9,7 @@ import pytest
 
 from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy, SecondApprover
+from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
     ADMITTED,
@@ -23,6 +24,7 @@ from knightwatch.flags.rollout import (
     RolloutStatus,
     SetFlag,
     Stage,
+    rollout_nodes,
 )
 from knightwatch.flags.state import MemoryFlagStateStore
 from knightwatch.state import Scope
@@ -249,3 +251,39 @@ def test_missing_evidence_holds_instead_of_promoting(pre_market_clock: SimClock)
     assert rollout.step({"n1": {"order_rate_ratio": 1.0, ADMITTED: 1.0, HALTED: 0.0}}) == []
     assert rollout.state.hold_reason == "n1: no order count reported"
     assert rollout.state.status is RolloutStatus.PROGRESSING
+
+
+def test_a_rollout_leaves_out_members_that_are_not_admitted_by_name(
+    flag_registry: FlagRegistry, pre_market_clock: SimClock
+) -> None:
+    """A refused node in the list would refuse the fleet stage and abort the rollout for
+    the healthy ones; it is left out from the start, and the rollout says so."""
+    schema = flag_registry.schema()
+    members = [FleetMember(f"n{i}", True, "r2", schema) for i in range(1, 4)]
+    members.append(FleetMember("n4", False, "r2", {}))
+    nodes, excluded = rollout_nodes(members)
+    assert nodes == ["n1", "n2", "n3"] and excluded == {"n4": "not admitted, judged against r2"}
+    fleet = StaticFleetView(members)
+    _, runner, halts = setup(flag_registry, fleet, pre_market_clock)
+    rollout, actions = Rollout.start(
+        "r-1", RLP, True, nodes, PLAN, pre_market_clock, started_by="ops", excluded=excluded
+    )
+    assert rollout.state.excluded == ("n4",)
+    assert rollout.state.events[0].kind == "excluded" and "n4" in rollout.state.events[0].detail
+    metrics = Fleet(nodes)
+    runner.execute(rollout, actions)
+    for _ in range(6):  # through every stage, the fleet stage included
+        pre_market_clock.advance(61 * NS_PER_S)
+        metrics.trade(60)
+        runner.execute(rollout, rollout.step(metrics.metrics()))
+    assert rollout.state.status is RolloutStatus.COMPLETED and not halts.requests
+    assert rollout.state.switched_on == ("n1", "n2", "n3")
+
+
+def test_a_rollout_with_no_admitted_member_refuses_to_start(pre_market_clock: SimClock) -> None:
+    members = [FleetMember("n1", False, "r2", {}), FleetMember("n2", False, "", {})]
+    nodes, excluded = rollout_nodes(members)
+    with pytest.raises(ValueError, match=r"no admitted node .*n1: not admitted, judged against"):
+        Rollout.start(
+            "r-1", RLP, True, nodes, PLAN, pre_market_clock, started_by="ops", excluded=excluded
+        )

@@ -16,7 +16,7 @@ from knightwatch.sim.exit import exit_value
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.replay import Replay, ReplayResult
 from knightwatch.sim.report import CHECKED, CLAIMED
-from knightwatch.sim.scenario import load
+from knightwatch.sim.scenario import load, loads
 
 from ..conftest import DemoRun
 
@@ -164,3 +164,63 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     assert "Traceback" not in res.output
     res = CliRunner().invoke(app, ["replay", str(SMALL), "--guards", "nope"])
     assert res.exit_code == 2 and "nope" in res.output
+
+
+def _small(extra: str = "", *, clean: bool = False) -> str:
+    text = SMALL.read_text(encoding="utf-8")
+    if clean:
+        text = text.replace('missed_deploy = ["n4"]', "missed_deploy = []")
+        text = text.replace("rollback_s = 30\n", "")
+        # the new code routes its parents (RLP parents would rest and send nothing)
+        text = text.replace(
+            'flags = { "orders.rlp" = "rlp" }', 'flags = { "orders.rlp" = "smars" }'
+        )
+    return text + extra
+
+
+def test_a_child_the_rate_limit_refuses_is_retried_and_every_parent_completes() -> None:
+    """A node rate limit far below the open's burst: refused children never count against
+    the router's bounds, so every parent is filled once the window frees."""
+    text = _small(clean=True).replace("max_orders_per_s_node = 50", "max_orders_per_s_node = 2")
+    r = Replay(loads(text, "t.toml"), resolve("rates,router_bounds")).run()
+    assert r.blocked_orders > 0
+    assert r.parents_completed == r.parents == 24 and r.parents_resting == 0
+    assert not any(e.layer == "router_bounds" for e in r.events)
+
+
+def test_a_runaway_only_blocked_is_never_contained() -> None:
+    r = run("rates")
+    assert r.runaway_executions > 0
+    assert r.contained_after_s is None and r.longest_runaway_s is None
+    assert r.per_node["n4"].runaway_for_s is None
+
+
+def test_batched_children_are_booked_at_their_own_instant() -> None:
+    """The unguarded path walks the book once per batch, but its first runaway execution is
+    the first overfilling child's instant: the one child-at-a-time path gives the same."""
+    batched = run("none")
+    one_by_one = run("order_size")  # a Guard on every child that never fires here
+    assert batched.runaway_from_s is not None
+    assert batched.runaway_from_s == one_by_one.runaway_from_s
+    assert batched.per_node["n4"].runaway_from_s == batched.runaway_from_s
+
+
+def test_a_config_only_skew_runs_away_on_that_node_and_attestation_sees_its_config() -> None:
+    extra = "\n[nodes.n2]\nconfig = { fill_check = false }\n"
+    sc = loads(_small(extra, clean=True), "t.toml")
+    r = Replay(sc, ()).run()
+    assert {n for n, st in r.per_node.items() if st.runaway_executions} == {"n2"}
+    assert r.per_node["n2"].release == "new"  # the same release as everyone else
+    att = Replay(sc, resolve("attestation")).run()
+    refused = [e.what for e in att.events if e.layer == "attestation" and e.node == "n2"]
+    assert any("config" in w for w in refused), refused
+    assert not att.per_node["n2"].admitted and att.runaway_executions == 0
+
+
+def test_a_flag_table_override_wakes_the_old_meaning_on_that_node_only() -> None:
+    extra = '\n[nodes.n1]\nflags = { "orders.rlp" = "power_peg" }\n'
+    r = Replay(loads(_small(extra, clean=True), "t.toml"), ()).run()
+    assert {n for n, st in r.per_node.items() if st.runaway_executions} == {"n1"}
+    refusal = Replay(loads(_small(extra, clean=True), "t.toml"), resolve("flag_schema")).run()
+    what = [e.what for e in refusal.events if e.what.startswith("activation refused")]
+    assert what and "node n1 runs release new, where this id means" in what[0]

@@ -88,3 +88,56 @@ def test_layer_names_are_checked() -> None:
     assert [layer.name for layer in resolve("rates,kill_switch")] == ["rates", "kill_switch"]
     with pytest.raises(LayerError, match="bogus"):
         resolve("rates,bogus")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("count = 24", 'count = "24"', "parents.count"),  # numeric strings are not integers
+        ("count = 24", "count = 24.0", "parents.count"),  # nor are 4.0-style floats
+        ("nodes = 4", "nodes = 4.0", "fleet.nodes"),
+        ('flag = "orders.rlp"', 'flag = "orders.other"', "deploy.flag: must be a flag some"),
+        ('missed_deploy = ["n4"]', 'missed_deploy = ["n4", "n4"]', "lists a node twice"),
+        ('previous = "old"', 'previous = "new"', "deploy.previous: must differ from deploy"),
+    ],
+)
+def test_a_scenario_that_would_run_but_show_nothing_is_refused(
+    old: str, new: str, needle: str
+) -> None:
+    assert old in small_text()
+    assert needle in error_of(small_text().replace(old, new))
+
+
+def test_node_overrides_are_checked_key_by_key() -> None:
+    text = small_text() + (
+        "\n[nodes.n9]\nconfig = { fill_check = false }\n"
+        '\n[nodes.n2]\nrelease = "nope"\nflags = { "orders.rlp" = "bogus" }\n'
+        "config = { colour = 1 }\n"
+        '\n[nodes.n4]\nrelease = "old"\n'
+    )
+    msg = error_of(text)
+    assert "nodes.n9: must be a node id n1..n4" in msg
+    assert "nodes.n2.release: must name a release" in msg
+    assert "nodes.n2.flags.orders.rlp: must be one of" in msg
+    assert "nodes.n2.config.colour: unknown key" in msg
+    assert "nodes.n4.release: conflicts with fleet.missed_deploy" in msg
+    msg = error_of(small_text() + "\n[nodes.n2]\nconfig = { peg_rate_scale = 0.0 }\n")
+    assert "nodes.n2.config.peg_rate_scale: must be in (0, 100]" in msg
+    msg = error_of(small_text() + '\n[nodes.n2]\nconfig = { fill_check = "no" }\n')
+    assert "nodes.n2.config.fill_check: Expected `bool`" in msg
+
+
+def test_per_node_release_flags_and_config_describe_the_skew() -> None:
+    text = small_text().replace('missed_deploy = ["n4"]', "missed_deploy = []") + (
+        '\n[nodes.n1]\nrelease = "old"\n'
+        '\n[nodes.n2]\nflags = { "orders.rlp" = "power_peg" }\n'
+        "\n[nodes.n3]\nconfig = { fill_check = false, work_multiple = 2.0 }\n"
+    )
+    sc = loads(text, "t.toml")
+    assert sc.node_release("n1").id == "old"
+    assert sc.node_release("n2").id == "new" and sc.node_release("n2").flags["orders.rlp"] == (
+        "power_peg"
+    )
+    assert sc.node_config("n3").fill_check is False and sc.node_config("n3").work_multiple == 2.0
+    assert sc.node_config("n4") == sc.config
+    assert sc.skewed_nodes() == ["n1", "n2", "n3"]
