@@ -85,6 +85,12 @@ def test_missing_file_lists_builtins(tmp_path: Path) -> None:
 def test_layer_names_are_checked() -> None:
     assert resolve("none") == ()
     assert len(resolve("all")) >= 8
+    runtime = {layer.name for layer in resolve("runtime")}
+    assert runtime == {layer.name for layer in resolve("all")} - {
+        "attestation",
+        "flag_schema",
+        "rollout",
+    }
     assert [layer.name for layer in resolve("rates,kill_switch")] == ["rates", "kill_switch"]
     with pytest.raises(LayerError, match="bogus"):
         resolve("rates,bogus")

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from knightwatch.sim.layers import REGISTRY, Layer, resolve
+from knightwatch.sim.layers import REGISTRY, Layer, resolve, runtime_layers
 from knightwatch.sim.replay import Replay, ReplayResult
 from knightwatch.sim.scenario import Scenario
 
@@ -43,9 +43,10 @@ def run(
 
 
 def comparison_sets() -> list[tuple[Layer, ...]]:
-    """No guards, each layer alone, all layers: the report's comparison rows."""
+    """No guards, each layer alone, the runtime layers together, all layers: the report's
+    comparison rows."""
     layers = tuple(REGISTRY.values())
-    return [(), *((layer,) for layer in layers), layers]
+    return [(), *((layer,) for layer in layers), runtime_layers(), layers]
 
 
 def _run_named(scenario: Scenario, spec: str, seed: int | None) -> ReplayResult:

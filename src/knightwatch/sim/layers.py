@@ -215,18 +215,30 @@ for _layer in (
     register(_layer)
 
 
+GOVERNANCE = ("attestation", "flag_schema", "rollout")
+"""The deploy-time layers; every other layer acts while trading (`runtime`)."""
+
+
+def runtime_layers() -> tuple[Layer, ...]:
+    """Every Guard rule, the router bounds, the supervisor and the kill switch."""
+    return tuple(layer for name, layer in REGISTRY.items() if name not in GOVERNANCE)
+
+
 def resolve(spec: str) -> tuple[Layer, ...]:
-    """`none`, `all`, or a comma-separated list of layer names."""
+    """`none`, `all`, `runtime` (all but attestation, flag schema and rollout), or a
+    comma-separated list of layer names."""
     s = spec.strip()
     if s == "none":
         return ()
     if s == "all":
         return tuple(REGISTRY.values())
+    if s == "runtime":
+        return runtime_layers()
     names = [n.strip() for n in s.split(",") if n.strip()]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown or not names:
         raise LayerError(
-            f"--guards: unknown layer {', '.join(unknown) or repr(spec)}; expected none, all "
-            f"or a comma-separated list of: {', '.join(REGISTRY)}"
+            f"--guards: unknown layer {', '.join(unknown) or repr(spec)}; expected none, all, "
+            f"runtime or a comma-separated list of: {', '.join(REGISTRY)}"
         )
     return tuple(REGISTRY[n] for n in dict.fromkeys(names))

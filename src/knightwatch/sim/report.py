@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import msgspec
 from rich.table import Table
 
+from knightwatch.sim.layers import GOVERNANCE, REGISTRY, runtime_layers
 from knightwatch.sim.replay import ReplayResult
 from knightwatch.sim.scenario import Record
 
@@ -96,6 +97,16 @@ def parents_text(r: ReplayResult) -> str:
     if r.parents_resting:
         text += f" ({r.parents_resting:,} resting for RPI liquidity)"
     return text
+
+
+def guards_label(r: ReplayResult) -> str:
+    """`all`, `runtime` (every layer but the deploy-time ones) or the layers by name."""
+    names = set(r.guards)
+    if names == set(REGISTRY):
+        return "all"
+    if names == {layer.name for layer in runtime_layers()}:
+        return "runtime (all but " + ", ".join(GOVERNANCE) + ")"
+    return ",".join(r.guards)
 
 
 def automatic_halts(r: ReplayResult) -> int:
@@ -234,7 +245,7 @@ class ReplayReport:
             ]
             rows = [
                 [
-                    ",".join(c.guards),
+                    guards_label(c),
                     contained_text(c),
                     longest_text(c),
                     halt_text(c),
@@ -400,7 +411,7 @@ class ReplayReport:
 
 def _row(r: ReplayResult) -> dict[str, Any]:
     return {
-        "guards": ",".join(r.guards),
+        "guards": guards_label(r),
         "contained_after_s": r.contained_after_s,
         "runaway_from_s": r.runaway_from_s,
         "longest_runaway_s": r.longest_runaway_s,

@@ -276,6 +276,7 @@ class Fleet:
         self.nodes = [f"n{i}" for i in range(1, nodes + 1)]
         self.acc = {n: [0.0, 0.0, 0.0, 0.0] for n in self.nodes}  # orders, notional, principal, pnl
         self.state = {n: 0 for n in self.nodes}
+        self.parents = 100  # an agency router: it works customers' parents
 
     def tick(
         self,
@@ -297,7 +298,8 @@ class Fleet:
             orders = int(a[0])
             m = NodeMetrics(
                 n, 0, orders, orders, 0, orders, 0.0, a[3], True, 0,
-                notional=a[1], principal_notional=a[2], parents=100, node_state=self.state[n],
+                notional=a[1], principal_notional=a[2], parents=self.parents,
+                node_state=self.state[n],
             )  # fmt: skip
             out += self.sup.observe(m)
         return out
@@ -395,3 +397,15 @@ def test_throttling_is_not_a_reject_spike() -> None:
             fired += [a.rule for a in sup.observe(m)]
     assert Rule.REJECT_SPIKE not in fired
     assert sup.health()["n1"].reject_ratio == 0.0
+
+
+def test_a_firm_trading_for_itself_has_its_principal_flow_learned_not_halted() -> None:
+    """No registered parents: principal flow is the business. It warms up like any other
+    measure and only a jump over its learned baseline halts."""
+    f = Fleet(SupervisorConfig(warmup_s=10.0, principal_floor=10_000.0))
+    f.parents = 0
+    flow = {n: 30_000.0 for n in f.nodes}  # $30k/s of the firm's own on every node
+    assert f.run(90, 20.0, principal=flow) == []  # its 60 s window fills, then it is learned
+    fired = f.run(2, 20.0, principal={**flow, "n4": 10_000_000.0})
+    assert [(a.rule, a.key) for a in fired] == [(Rule.PRINCIPAL_FLOW, "n4")]
+    assert "learned baseline 1.7" in fired[0].reason, fired[0].reason  # $30k/s over 60 s

@@ -332,19 +332,18 @@ class _Baseline:
 class _Track:
     """One node's (or the fleet's) baselines and the state of each baseline rule."""
 
-    __slots__ = ("baselines", "bleed_since", "measures", "pnl")
+    __slots__ = ("agency", "baselines", "bleed_since", "measures", "pnl", "window_full")
 
     def __init__(self, config: SupervisorConfig) -> None:
         prof = config.profile
-        self.baselines: dict[str, _Baseline] = {}
-        for m in MEASURES:
-            fixed = getattr(prof, m.name)
-            b = _Baseline(fixed)
-            if fixed is None and m.name == "principal_notional":
-                # an agency router's normal principal flow is nil: judged from the first sample
-                b.value, b.since = 0.0, -(2**62)
-            self.baselines[m.name] = b
+        self.baselines = {m.name: _Baseline(getattr(prof, m.name)) for m in MEASURES}
         self.measures: dict[str, float] = {}
+        self.agency = False
+        """Works registered customer parents: its normal principal flow is nil from the start
+        (a firm trading for itself has its principal baseline learned like the rest)."""
+        self.window_full = False
+        """The principal window spans `principal_window_s`: only then is its amount learned
+        (a window still filling would teach a ramp)."""
         self.bleed_since: int | None = None
         self.pnl: deque[tuple[int, float]] = deque()
 
@@ -408,6 +407,8 @@ class Supervisor:
             track.principal.popleft()
         base = track.base
         base.measures = self._measures(track)
+        base.agency = m.parents > 0
+        base.window_full = now - track.principal[0][0] >= 0.95 * pwindow
         base.pnl.append((now, m.pnl))
         keep = int(self.config.bleed_window_s * 1e9)
         while len(base.pnl) > 2 and now - base.pnl[1][0] >= keep:
@@ -491,12 +492,21 @@ class Supervisor:
         warm = int(cfg.warmup_s * 1e9)
         for name, value in track.measures.items():
             b = track.baselines[name]
-            base = b.current(now, warm)
+            base = self._baseline(track, name, now, warm)
             if base is not None and value > self._limit(name, base, 1):
                 continue
             if name == "order_rate" and track.bleed_since is not None:
                 continue  # nor may a suspected bleed become the node's normal
+            if name == "principal_notional" and not track.window_full:
+                continue
             b.learn(value, now, tau)
+
+    @staticmethod
+    def _baseline(track: _Track, name: str, now: int, warm: int) -> float | None:
+        base = track.baselines[name].current(now, warm)
+        if base is None and name == "principal_notional" and track.agency:
+            return 0.0  # an agency router: any flow of its own is news from the first sample
+        return base
 
     def _limit(self, name: str, base: float, nodes: int) -> float:
         cfg = self.config
@@ -517,7 +527,7 @@ class Supervisor:
         for m in MEASURES:
             b = track.baselines[m.name]
             value = track.measures.get(m.name)
-            base = b.current(now, warm)
+            base = self._baseline(track, m.name, now, warm)
             if value is None or base is None:
                 b.over_since = None
                 out += self._fire(m.rule, key, False, scope, state, "")
@@ -587,6 +597,8 @@ class Supervisor:
                 totals[name] = sum(values)
         latest = [t.latest for t in live if t.latest is not None]
         parents = sum(m.parents for m in latest)
+        fleet.agency = any(t.base.agency for t in live)
+        fleet.window_full = all(t.base.window_full for t in live)
         if parents:
             totals["children_per_parent"] = sum(m.accepted for m in latest) / parents
         sent = fills = 0
@@ -608,8 +620,10 @@ class Supervisor:
         fleet = self._fleet
         for name, value in fleet.measures.items():
             b = fleet.baselines[name]
-            base = b.current(now, warm)
+            base = self._baseline(fleet, name, now, warm)
             if base is not None and value > self._limit(name, base, nodes):
+                continue
+            if name == "principal_notional" and not fleet.window_full:
                 continue
             b.learn(value, now, tau)
 
@@ -634,8 +648,8 @@ class Supervisor:
         warm = int(cfg.warmup_s * 1e9)
         baselines = {
             name: v
-            for name, bl in track.base.baselines.items()
-            if (v := bl.current(now, warm)) is not None
+            for name in track.base.baselines
+            if (v := self._baseline(track.base, name, now, warm)) is not None
         }
         return NodeHealth(
             node_id=node_id,

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from knightwatch.sim.layers import REGISTRY, resolve
+from knightwatch.sim.layers import resolve
 from knightwatch.sim.replay import Replay, ReplayResult
 from knightwatch.sim.report import automatic_halts
 from knightwatch.sim.scenario import Scenario, load, loads
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
-RUNTIME = ",".join(n for n in REGISTRY if n not in ("attestation", "flag_schema", "rollout"))
+RUNTIME = "runtime"  # every layer but attestation, flag_schema and rollout
 
 # family: how long the supervisor alone may let a node run away (the targets)
 RUNAWAYS = {
