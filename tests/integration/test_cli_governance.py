@@ -138,10 +138,27 @@ async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_pa
         plan = tmp_path / "plan.toml"
         plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
         rollout = ["--registry", site.registry, "--approver", "bob", *opts]
-        code, out = await cli("rollout", "start", RLP, "--plan", plan, *rollout)
-        assert code == 1 and "aborted" in out and "node_not_admitted" in out, out
-        code, out = await cli("rollout", "status", RLP, *opts)
-        assert code == 0 and "aborted" in out and "started" in out, out
+        # the refused node is left out by name (it would refuse the stage and abort the
+        # rollout for n1); the rollout runs on n1 and holds for evidence until aborted
+        start = await asyncio.create_subprocess_exec(
+            *KNIGHTWATCH, "rollout", "start", RLP, "--plan", str(plan), *map(str, rollout),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **WIDE},
+        )  # fmt: skip
+        out = ""
+        for _ in range(100):
+            code, out = await cli("rollout", "status", RLP, *opts)
+            if code == 0 and "started" in out:
+                break
+            await asyncio.sleep(0.1)
+        assert "progressing" in out and "1/1 node(s) on" in out, out
+        assert "excluded: not admitted, left out of the rollout: n2" in out, out
+        code, out = await cli(
+            "rollout", "abort", RLP, "--reason", "x", "--registry", site.registry, *opts
+        )
+        assert code == 0, out
+        started, _ = await asyncio.wait_for(start.communicate(), timeout=30)
+        assert start.returncode == 1 and "aborted" in started.decode(), started
         code, out = await cli(
             "rollout", "abort", RLP, "--reason", "x", "--registry", site.registry, *opts
         )
