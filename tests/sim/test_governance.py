@@ -13,7 +13,7 @@ from knightwatch.flags.rollout import RolloutPlan, Stage
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.recording import TailSink
 from knightwatch.sim.replay import Replay, ReplayResult
-from knightwatch.sim.scenario import Scenario, load
+from knightwatch.sim.scenario import Scenario, load, loads
 
 SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
 
@@ -160,3 +160,33 @@ def test_knight_2012_all_guards_never_promotes_and_the_stale_node_holds_no_lease
     assert rollout[-1] == "held: stage canary: n1: fewer than 50 orders in the stage"
     assert not r.control_actions
     assert r.runaway_executions == 0 and r.loss_usd == 0
+
+
+def test_a_rollout_on_a_fleet_with_a_refused_node_completes_on_the_others_and_halts_none() -> None:
+    """n4 missed the deploy and is refused admission. Left in the rollout's list it would
+    refuse the fleet stage, abort the rollout and halt the healthy nodes (and the
+    supervisor would re-issue those halts); left out by name, the rollout completes."""
+    text = SMALL.read_text(encoding="utf-8")
+    for old, new in (
+        ("duration_s = 120", "duration_s = 400"),
+        ("rollback_s = 30\n", ""),
+        ('flags = { "orders.rlp" = "rlp" }', 'flags = { "orders.rlp" = "smars" }'),
+        ("arrival_end_s = 60", "arrival_end_s = 300"),
+        ("count = 24", "count = 120"),
+        ("rate_floor_per_s = 5.0", "rate_floor_per_s = 20.0"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    text += (
+        "\n[rollout]\nmin_orders_per_node = 1\nstages = [\n"
+        '  { name = "canary", hold_s = 10, nodes = 1 },\n'
+        '  { name = "half", hold_s = 10, fraction = 0.5 },\n'
+        '  { name = "fleet", hold_s = 10, fraction = 1.0 },\n]\n'
+    )
+    r = Replay(loads(text, "t.toml"), resolve("attestation,rollout,supervisor")).run()
+    rollout = what(r, "rollout")
+    assert rollout[0].startswith("excluded: not admitted, left out of the rollout: n4")
+    assert "runs old" in rollout[0]
+    assert rollout[-1] == "completed: 3 node(s) held healthy through every stage"
+    assert not r.control_actions, r.control_actions  # no abort, no halt, nothing re-issued
+    assert r.parents_completed == r.parents == 120
