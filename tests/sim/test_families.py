@@ -46,7 +46,7 @@ def family(name: str) -> Scenario:
     text = path.read_text(encoding="utf-8")
     for old, new in (
         ("duration_s = 2700", "duration_s = 360"),
-        ("count = 1350", "count = 150"),
+        ("count = 2400", "count = 270"),
         ("arrival_end_s = 2640", "arrival_end_s = 300"),
     ):
         assert old in text, old

@@ -315,6 +315,7 @@ def test_a_runaway_of_the_whole_fleet_trips_its_learned_baselines_as_fast_as_one
     """Every node from 20/s to 150/s at once: the fleet median rises with it, so the peer
     rule sees nothing; each node against its own learned baseline does."""
     f = Fleet(SupervisorConfig(warmup_s=30.0))
+    f.parents = 0  # a firm trading for itself: its rate is the thing to watch
     assert f.run(40, 20.0) == []  # learning
     fired: list[Action] = []
     t = 0
@@ -340,6 +341,7 @@ def test_steady_flow_with_noise_never_trips_a_baseline() -> None:
 
 def test_a_configured_profile_judges_from_the_first_sample() -> None:
     f = Fleet(SupervisorConfig(profile=BaselineProfile(order_rate=10.0, notional_rate=20_000.0)))
+    f.parents = 0
     fired = f.run(2, {"n3": 120.0})
     rules = {(a.rule, a.key) for a in fired}
     assert (Rule.BASELINE_ORDER_RATE, "n3") in rules
@@ -365,6 +367,7 @@ def test_principal_flow_halts_at_once_and_a_halt_in_force_is_not_reissued() -> N
 def test_a_slow_bleed_is_halted_within_its_window() -> None:
     cfg = SupervisorConfig(warmup_s=20.0, bleed_window_s=60.0, bleed_loss=10_000.0)
     f = Fleet(cfg, nodes=4)
+    f.parents = 0
     assert f.run(30, 20.0) == []
     fired: list[Action] = []
     pnl = 0.0
@@ -378,6 +381,7 @@ def test_a_slow_bleed_is_halted_within_its_window() -> None:
     assert "2.0x its learned baseline" in fired[0].reason
     # the same rate with no loss is a busy node, not a bleed
     g = Fleet(cfg, nodes=4)
+    g.parents = 0
     g.run(30, 20.0)
     assert g.run(120, {"n1": 40.0, "n2": 20.0, "n3": 20.0, "n4": 20.0}) == []
 
@@ -409,3 +413,19 @@ def test_a_firm_trading_for_itself_has_its_principal_flow_learned_not_halted() -
     fired = f.run(2, 20.0, principal={**flow, "n4": 10_000_000.0})
     assert [(a.rule, a.key) for a in fired] == [(Rule.PRINCIPAL_FLOW, "n4")]
     assert "learned baseline 1.7" in fired[0].reason, fired[0].reason  # $30k/s over 60 s
+
+
+def test_an_agency_node_working_only_its_customers_parents_is_no_rate_anomaly() -> None:
+    """A big parent at a busy open: 8x the node's rate, every child within a customer's
+    parent, none refused. Halting it would stop healthy trading; the same burst with one
+    child refused (a Guard check, not a rate limit) is judged."""
+    f = Fleet(SupervisorConfig(warmup_s=10.0))
+    assert f.run(20, 20.0) == []
+    assert f.run(5, {n: (160.0 if n == "n1" else 20.0) for n in f.nodes}) == []
+    h = f.sup.health()["n1"]
+    assert h.customers_only and h.order_rate_ratio == 0.0
+    g = Fleet(SupervisorConfig(warmup_s=10.0))
+    g.parents = 0  # the same burst from a node trading for itself
+    g.run(20, 20.0)
+    fired = g.run(5, {n: (160.0 if n == "n1" else 20.0) for n in g.nodes})
+    assert {(a.rule, a.key) for a in fired} >= {(Rule.BASELINE_ORDER_RATE, "n1")}

@@ -240,8 +240,9 @@ class NodeHealth(msgspec.Struct, frozen=True):
     order_rate_ratio: float
     """`order_rate` over the baseline `max(median, rate_floor_per_s / rate_multiple)`: the
     rate rule's condition is `order_rate_ratio > rate_multiple`. 0 at or below
-    `rate_floor_per_s`: a node under the floor is no rate anomaly for a rule or a gate
-    (a rollout gate at 3x would otherwise abort on one healthy burst of a quiet node)."""
+    `rate_floor_per_s`, or while the node works only its customers' parents
+    (`customers_only`): no rate anomaly for a rule or a gate (a rollout gate at 3x
+    would otherwise abort on one healthy burst of big parents)."""
     peers: int
     window_orders: int
     reject_ratio: float
@@ -256,6 +257,10 @@ class NodeHealth(msgspec.Struct, frozen=True):
     """Each baselined measure's value now (absent when it cannot be measured yet)."""
     baselines: dict[str, float] = {}
     """The baseline each measure is held to (absent while a learned one warms up)."""
+    customers_only: bool = False
+    """Every child in the window went out within a customer's registered parent and none
+    was refused (throttling aside): `order_rate_ratio` is then 0 and the rate rules pass
+    it by; principal flow, rejects and the rest still judge it."""
 
     def gauges(self) -> dict[str, float]:
         """Named numbers for health gates (`HealthGate.metric`); undefined ones are absent.
@@ -296,6 +301,7 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
     accepted: int
     fills: int
     notional: float
+    principal: float
 
 
 class _Baseline:
@@ -332,7 +338,15 @@ class _Baseline:
 class _Track:
     """One node's (or the fleet's) baselines and the state of each baseline rule."""
 
-    __slots__ = ("agency", "baselines", "bleed_since", "measures", "pnl", "window_full")
+    __slots__ = (
+        "agency",
+        "baselines",
+        "bleed_since",
+        "customers_only",
+        "measures",
+        "pnl",
+        "window_full",
+    )
 
     def __init__(self, config: SupervisorConfig) -> None:
         prof = config.profile
@@ -344,6 +358,10 @@ class _Track:
         self.window_full = False
         """The principal window spans `principal_window_s`: only then is its amount learned
         (a window still filling would teach a ramp)."""
+        self.customers_only = False
+        """In the last rate window every child went out within a customer's parent and none
+        was refused (throttling aside): the node is working its customers' orders, however
+        fast, and the rate rules leave it be (a big parent at a busy open is no runaway)."""
         self.bleed_since: int | None = None
         self.pnl: deque[tuple[int, float]] = deque()
 
@@ -396,7 +414,15 @@ class Supervisor:
         track.seen = now
         throttled = sum(m.blocks.get(r, 0) for r in _THROTTLES)
         track.samples.append(
-            _Sample(now, m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional)
+            _Sample(
+                now,
+                m.orders,
+                m.rejected - throttled,
+                m.accepted,
+                m.fills,
+                m.notional,
+                m.principal_notional,
+            )
         )
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1].t >= window:
@@ -409,6 +435,10 @@ class Supervisor:
         base.measures = self._measures(track)
         base.agency = m.parents > 0
         base.window_full = now - track.principal[0][0] >= 0.95 * pwindow
+        a, b = track.samples[0], track.samples[-1]
+        base.customers_only = (
+            base.agency and b.principal <= a.principal and b.rejected <= a.rejected
+        )
         base.pnl.append((now, m.pnl))
         keep = int(self.config.bleed_window_s * 1e9)
         while len(base.pnl) > 2 and now - base.pnl[1][0] >= keep:
@@ -528,6 +558,8 @@ class Supervisor:
             b = track.baselines[m.name]
             value = track.measures.get(m.name)
             base = self._baseline(track, m.name, now, warm)
+            if m.name != "principal_notional" and track.customers_only:
+                value = None  # working its customers' parents only: nothing to judge
             if value is None or base is None:
                 b.over_since = None
                 out += self._fire(m.rule, key, False, scope, state, "")
@@ -560,7 +592,12 @@ class Supervisor:
         base = b.current(now, int(cfg.warmup_s * 1e9))
         rate = track.measures.get("order_rate")
         state = TradingState.HALTED
-        if base is None or rate is None or rate < cfg.bleed_multiple * max(base, 1e-9):
+        if (
+            base is None
+            or rate is None
+            or track.customers_only
+            or rate < cfg.bleed_multiple * max(base, 1e-9)
+        ):
             track.bleed_since = None
             return self._fire(Rule.SLOW_BLEED, node_id, False, Scope.NODE, state, "")
         if track.bleed_since is None:
@@ -598,6 +635,7 @@ class Supervisor:
         latest = [t.latest for t in live if t.latest is not None]
         parents = sum(m.parents for m in latest)
         fleet.agency = any(t.base.agency for t in live)
+        fleet.customers_only = all(t.base.customers_only for t in live)
         fleet.window_full = all(t.base.window_full for t in live)
         if parents:
             totals["children_per_parent"] = sum(m.accepted for m in latest) / parents
@@ -658,7 +696,7 @@ class Supervisor:
             fleet_median_rate=median,
             order_rate_ratio=(
                 0.0
-                if rate <= cfg.rate_floor_per_s
+                if rate <= cfg.rate_floor_per_s or track.base.customers_only
                 else (rate / baseline if baseline > 0 else math.inf)
             ),
             peers=len(peers),
@@ -671,6 +709,7 @@ class Supervisor:
             errors=latest.errors,
             measures=dict(track.base.measures),
             baselines=baselines,
+            customers_only=track.base.customers_only,
         )
 
     def _in_force(self, scope: Scope, key: str, state: TradingState) -> bool:
