@@ -198,11 +198,13 @@ def test_a_runaway_only_blocked_is_never_contained() -> None:
 def test_batched_children_are_booked_at_their_own_instant() -> None:
     """The unguarded path walks the book once per batch, but its first runaway execution is
     the first overfilling child's instant: the one child-at-a-time path gives the same."""
-    batched = run("none")
-    one_by_one = run("order_size")  # a Guard on every child that never fires here
-    assert batched.runaway_from_s is not None
-    assert batched.runaway_from_s == one_by_one.runaway_from_s
-    assert batched.per_node["n4"].runaway_from_s == batched.runaway_from_s
+    fleet4 = SMALL.parent / "scenarios" / "fleet-4.toml"  # batches booked out of time order
+    for path in (SMALL, fleet4):
+        batched = run("none", path=path)
+        one_by_one = run("order_size", path=path)  # a Guard on every child, never firing
+        assert batched.runaway_from_s is not None
+        assert batched.runaway_from_s == one_by_one.runaway_from_s
+        assert batched.per_node["n4"].runaway_from_s == batched.runaway_from_s
 
 
 def test_a_config_only_skew_runs_away_on_that_node_and_attestation_sees_its_config() -> None:

@@ -60,8 +60,10 @@ class Account:
             first = first_ns + (customer // child_qty) * interval_ns
             last = first_ns + (qty // child_qty - 1) * interval_ns
             self.runaway_executions += runaway
-            if self.first_runaway_ns is None:
+            # batches are booked parent by parent within a step, not in time order
+            if self.first_runaway_ns is None or first < self.first_runaway_ns:
                 self.first_runaway_ns = first
-            self.last_runaway_ns = last
+            if self.last_runaway_ns is None or last > self.last_runaway_ns:
+                self.last_runaway_ns = last
             return runaway, first, last
         return None

@@ -85,9 +85,10 @@ class Node:
             return
         count, first, last = booked
         self.runaway_executions += count
-        if self.runaway_first_ns is None:
+        if self.runaway_first_ns is None or first < self.runaway_first_ns:
             self.runaway_first_ns = first
-        self.runaway_last_ns = last
+        if self.runaway_last_ns is None or last > self.runaway_last_ns:
+            self.runaway_last_ns = last
 
     def route_batch(self, p: RoutedParent, due: int) -> None:
         """Unguarded path: release what is due and execute it as one batch (the book is
