@@ -297,6 +297,52 @@ async def test_rollout_promotes_on_healthy_evidence_through_to_the_fleet(
     )
 
 
+async def test_a_promotion_is_held_while_a_kill_is_in_force_and_goes_ahead_after_the_resume(
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A strategy kill elsewhere freezes the fleet's rollouts: the canary's clean evidence
+    would promote it, but the driver holds the stage (naming the kill) until the resume."""
+    _, driver = await rollout_fleet(fleet, tmp_path)
+    plan = RolloutPlan(
+        stages=(Stage("canary", hold_s=0.2, nodes=1), Stage("fleet", hold_s=0.2, fraction=1.0)),
+        gates=(HealthGate("reject_ratio", max=0.05),),
+        min_orders_per_node=5,
+    )
+    canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
+    ops = await fleet.plane("incident")
+    ks = KillSwitch(ops, fleet.clock, "alice")
+    assert (await ks.kill(Scope.STRATEGY, "other", "other desk ran away", timeout_s=1.0)).ok
+    n = 0
+
+    async def clean_evidence() -> None:
+        nonlocal n
+        for runtime in fleet.nodes.values():
+            for _ in range(3):
+                n += 1
+                assert runtime.check(
+                    Order(f"{runtime.node_id}-{n}", "mm", "AAPL", Side.BUY, 1, 100.0)
+                ).accepted
+            await runtime.publish_once()
+
+    caplog.set_level("WARNING", logger="knightwatch.control.fleet.rollout")
+    for _ in range(8):  # 0.8 s of clean flow: four times the canary's hold
+        await clean_evidence()
+        await asyncio.sleep(0.1)
+        held = await driver.step(RLP)
+        assert held.status is RolloutStatus.PROGRESSING
+        assert held.stage_index == canary.stage_index == 0
+    assert "ROLLOUT_HELD promotion of trading.smars.rlp_enabled: refused" in caplog.text
+    assert "strategy kill 'other'" in caplog.text
+    await ks.resume(Scope.STRATEGY, "other", "resolved")
+    for _ in range(20):
+        await clean_evidence()
+        await asyncio.sleep(0.1)
+        state = await driver.step(RLP)
+        if state.stage_index > 0 or state.status is not RolloutStatus.PROGRESSING:
+            break
+    assert state.stage_index == 1 or state.status is RolloutStatus.COMPLETED, state
+
+
 async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reducing_ones(
     fleet: Fleet, tmp_path: Path
 ) -> None:

@@ -14,9 +14,10 @@ from knightwatch.clock import SimClock
 from knightwatch.control.fleet.supervisor import Rule, SupervisorConfig
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
+from knightwatch.incident.ramp import RampPlan
 from knightwatch.limits import Limits
 from knightwatch.order import Order, Side
-from knightwatch.sim.fleet import SimulatedFleet
+from knightwatch.sim.fleet import SimulatedFleet, SimulatedRamp
 from knightwatch.sim.layers import Layer, resolve
 from knightwatch.sim.replay import Replay, ReplayResult
 from knightwatch.sim.report import ReplayReport
@@ -258,3 +259,64 @@ def test_nobody_kills_a_fleet_that_never_ran_away() -> None:
     text = text.replace("rollback_s = 30\n", "")  # and no rollback
     r = replay("kill_switch", loads(text, "clean.toml"))[1]
     assert r.runaway_from_s is None and not r.control_actions
+
+
+def _ramp_fleet() -> tuple[SimClock, SimulatedFleet]:
+    clock = SimClock(1_000 * MS)
+    guards = []
+    for i in range(1, 4):
+        limits = Limits(lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_node=100)
+        g = Guard(limits, node=f"n{i}", clock=clock)
+        g.on_price("AAPL", 100.0)
+        g.arm("replay")
+        guards.append(g)
+    return clock, SimulatedFleet(clock, guards, policy=POLICY)
+
+
+def test_a_simulated_ramp_applies_each_stage_before_and_after_the_resume_and_completes() -> None:
+    clock, sim = _ramp_fleet()
+    sim.kill(Scope.FLEET, "fleet", "incident")
+    plan = RampPlan.instant((0.1, 0.5, 1.0), 1.0)
+    ramp = SimulatedRamp(sim, plan, Scope.FLEET, "fleet", "preflight passed", "operator:alice")
+    resumed = ramp.start()
+    assert resumed is not None and resumed.ok
+    # stage one was in every Guard before the resume reached it
+    assert all(n.guard.limits.max_orders_per_s_node == 10 for n in sim.nodes)
+    assert all(n.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE for n in sim.nodes)
+    seen = []
+    for _ in range(400):  # 4 s of 10 ms ticks
+        clock.advance(10 * MS)
+        sim.step()
+        assert ramp.step() is None
+        seen.append(sim.nodes[0].guard.limits.max_orders_per_s_node)
+        if ramp.done:
+            break
+    assert ramp.done and ramp.record.status == "done" and ramp.trip is None
+    assert list(dict.fromkeys(seen)) == [10, 50, 100]
+    assert all(n.guard.limits.version.find("@") < 0 for n in sim.nodes)
+
+
+def test_a_simulated_ramp_trips_on_a_block_spike_with_one_kill_confirmed_by_every_node() -> None:
+    clock, sim = _ramp_fleet()
+    sim.kill(Scope.FLEET, "fleet", "incident")
+    ramp = SimulatedRamp(sim, RampPlan(), Scope.FLEET, "fleet", "resume", "operator:alice")
+    assert ramp.start() is not None
+    n = 0
+    trip = None
+    for _ in range(100):  # a runaway at 1,000 orders/s on n2 against 10/s at stage one
+        clock.advance(10 * MS)
+        for _ in range(10):
+            n += 1
+            sim.nodes[1].check(Order(f"o{n}", "mm", "AAPL", Side.BUY, 1, 100.0))
+        sim.step()
+        trip = ramp.step()
+        if trip is not None:
+            break
+    assert trip is not None and trip.ok and sorted(trip.latencies_ms) == ["n1", "n2", "n3"]
+    assert ramp.record.status == "tripped" and "block-rate spike on node n2" in (
+        ramp.record.trip_reason
+    )
+    assert clock.monotonic_ns() - ramp.resumed.entry.issued_ns <= 1_000 * MS  # type: ignore[union-attr]
+    assert all(n.guard.trading_state(Scope.FLEET) is TradingState.HALTED for n in sim.nodes)
+    # a tripped ramp keeps stage one's limits held until the next resume
+    assert all(n.guard.limits.max_orders_per_s_node == 10 for n in sim.nodes)

@@ -15,8 +15,8 @@ from knightwatch.cli.app import app
 from knightwatch.sim.exit import exit_value
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.replay import Replay, ReplayResult
-from knightwatch.sim.report import CHECKED, CLAIMED
-from knightwatch.sim.scenario import load, loads
+from knightwatch.sim.report import CHECKED, CLAIMED, ReplayReport
+from knightwatch.sim.scenario import load, loads, with_resume
 
 from ..conftest import DemoRun
 
@@ -226,3 +226,69 @@ def test_a_flag_table_override_wakes_the_old_meaning_on_that_node_only() -> None
     refusal = Replay(loads(_small(extra, clean=True), "t.toml"), resolve("flag_schema")).run()
     what = [e.what for e in refusal.events if e.what.startswith("activation refused")]
     assert what and "node n1 runs release new, where this id means" in what[0]
+
+
+def _resumed(guards: str, ramp: bool, after_s: float = 10.0) -> ReplayResult:
+    return Replay(with_resume(load(SMALL), after_s, ramp), resolve(guards)).run()
+
+
+@pytest.mark.parametrize("guard_layer", ["rates", "exposure"])
+def test_a_resume_with_the_cause_still_there_trips_the_ramp_at_stage_one(guard_layer: str) -> None:
+    """The person resumes 10 s after the kill with the stale code still on n4 and the
+    rollback's Power Peg everywhere: at full limits the fleet trades on to the stop; through
+    the ramp the first metrics interval's blocks trip it back to HALTED, confirmed by all."""
+    guards = f"kill_switch,{guard_layer}"
+    full = _resumed(guards, ramp=False)
+    ramped = _resumed(guards, ramp=True)
+    assert full.resume is not None and ramped.resume is not None
+    assert full.resume.at_s == ramped.resume.at_s
+    assert full.resume.outcome == "full limits" and full.resume.halted_after_s is None
+    assert ramped.resume.outcome == "ramp tripped" and ramped.resume.stage == 0
+    assert ramped.resume.halted_after_s is not None and ramped.resume.halted_after_s <= 1.0
+    assert ramped.resume.orders_until_halt < max(full.resume.orders_until_halt, 1)
+    assert ramped.loss_usd <= full.loss_usd
+    rules = [(a.rule, a.state) for a in ramped.control_actions]
+    assert rules == [("manual_kill", "HALTED"), ("ramp_resume", "ACTIVE"), ("ramp_trip", "HALTED")]
+    trip = ramped.control_actions[-1]
+    assert trip.actor == "ramp" and not trip.missing and len(trip.confirmed) == 4
+    assert "block-rate spike" in trip.reason
+    assert any(e.layer == "ramp" and "stage 1 (10% limits)" in e.what for e in ramped.events)
+
+
+def test_a_ramp_over_no_limits_says_so_and_the_person_kills_again() -> None:
+    """With no rate, notional or exposure limit the stages scale nothing: the replay says so,
+    the runaway comes back, and the person kills again notice + reaction after the resume."""
+    sc = with_resume(load(SMALL), 5.0, True)
+    sc = msgspec.structs.replace(
+        sc, timeline=msgspec.structs.replace(sc.timeline, notice_s=5.0, reaction_s=5.0)
+    )
+    r = Replay(sc, resolve("kill_switch")).run()
+    assert r.resume is not None and r.resume.halted_by == "manual_kill"
+    assert r.resume.halted_after_s == 10.0 and r.resume.orders_until_halt > 0
+    assert any("scale nothing" in e.what for e in r.events)
+    assert [a.rule for a in r.control_actions][:3] == ["manual_kill", "ramp_resume", "manual_kill"]
+
+
+def test_without_a_resume_nothing_changes_and_the_report_has_no_resume_row() -> None:
+    r = run("kill_switch,rates")
+    assert r.resume is None
+    titles = [row[0] for row in ReplayReport(r, load(SMALL).record).sections()[0][2]]
+    assert not any(t.startswith("after the resume") for t in titles)
+
+
+def test_cli_resume_after_prints_what_followed_and_refuses_out_of_range(tmp_path: Path) -> None:
+    cli = CliRunner()
+    out = tmp_path / "r.json"
+    res = cli.invoke(
+        app,
+        [
+            *("replay", str(SMALL), "--guards", "kill_switch,rates"),
+            *("--resume-after", "10", "--json", str(out)),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "after the resume" in res.output and "ramp tripped" in res.output
+    assert json.loads(out.read_text())["resume"]["outcome"] == "ramp tripped"
+    bad = cli.invoke(app, ["replay", str(SMALL), "--guards", "kill_switch", "--resume-after", "-1"])
+    assert bad.exit_code == 2 and "timeline.resume_after_s: must be in" in bad.output
+    assert "Traceback" not in bad.output

@@ -147,3 +147,24 @@ def test_per_node_release_flags_and_config_describe_the_skew() -> None:
     assert sc.node_config("n3").fill_check is False and sc.node_config("n3").work_multiple == 2.0
     assert sc.node_config("n4") == sc.config
     assert sc.skewed_nodes() == ["n1", "n2", "n3"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("\n[ramp]\nstages = [{fraction = 0.5, hold_s = 1.0}]\n", "ramp.stages: the last stage"),
+        ("\n[ramp]\nstages = [{fraction = 1.0, hold_s = -1}]\n", "ramp.stages[0].hold_s"),
+        ("\n[ramp]\nspike_ratio = 2.0\n", "ramp.spike_ratio: must be in (0, 1]"),
+        ('\n[ramp]\nspike_min_blocks = "20"\n', "ramp.spike_min_blocks"),
+        ("\n[ramp]\nstage = []\n", "ramp.stage: unknown key"),
+    ],
+)
+def test_the_resume_ramp_is_checked_field_by_field(extra: str, named: str) -> None:
+    assert named in error_of(small_text() + extra)
+
+
+def test_resume_after_must_fall_inside_the_window() -> None:
+    text = small_text().replace("reaction_s = 40\n", "reaction_s = 40\nresume_after_s = 500\n")
+    assert "timeline.resume_after_s: must be in 0..scenario.duration_s" in error_of(text)
+    ok = loads(small_text().replace("reaction_s = 40\n", "reaction_s = 40\nresume_after_s = 5\n"))
+    assert ok.timeline.resume_after_s == 5.0 and ok.timeline.resume_ramp

@@ -11,7 +11,7 @@ from rich.console import Console
 from knightwatch.cli import runner
 from knightwatch.sim.layers import REGISTRY, LayerError, resolve
 from knightwatch.sim.report import ReplayReport
-from knightwatch.sim.scenario import ScenarioError, load
+from knightwatch.sim.scenario import ScenarioError, load, with_resume
 
 
 def replay(
@@ -34,11 +34,25 @@ def replay(
     compare: Annotated[
         bool, typer.Option(help="also run no guards, each layer alone and all layers")
     ] = False,
+    resume_after: Annotated[
+        float | None,
+        typer.Option(
+            help="the person who killed (kill_switch layer) resumes this many seconds later, "
+            "the cause still in place (scenario timeline.resume_after_s)"
+        ),
+    ] = None,
+    ramp: Annotated[
+        bool | None,
+        typer.Option(
+            help="resume through the scenario's [ramp] (default) or, with --no-ramp, at "
+            "full limits (scenario timeline.resume_ramp)"
+        ),
+    ] = None,
 ) -> None:
     """Replay an incident on a simulated market with the project's real Guard in the loop."""
     console = Console()
     try:
-        sc = load(scenario)
+        sc = with_resume(load(scenario), resume_after, ramp)
         layers = resolve(guards)
     except (ScenarioError, LayerError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)

@@ -17,14 +17,19 @@ and every node runtime has an `Attestor`: a node joins by attesting what it
 runs, and a refused node takes no lease and cannot be armed because its
 runtime says so; nodes re-attest every `attest_s` of simulated time and when
 the target release changes (`set_target`, which is what a rollback is).
-Nothing here re-implements a rule (principle 1 in docs/architecture.md); only
-the clock and the transport differ. Coroutines run to completion on a private event loop, which
-never waits on real time because memory delivery is inline.
+A resume goes through `SimulatedRamp`: the ramp record stored first, every
+node's runtime applying the stage's limits, the resume, then the live
+controller's own `RampWatch` deciding the stages and the trip on the same
+metrics and stored halts. Nothing here re-implements a rule (principle 1 in
+docs/architecture.md); only the clock and the transport differ. Coroutines run
+to completion on a private event loop, which never waits on real time because
+memory delivery is inline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -48,14 +53,18 @@ from knightwatch.control.plane.wire import (
     SUBJECT_TARGET,
     TARGET_REPLY_DECODER,
     NodeMetrics,
+    RampRecord,
+    StateEntry,
     TargetReply,
     TargetRequest,
     Verdict,
+    slot_of,
 )
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.rollout import Metrics
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.guard import Guard
+from knightwatch.incident.ramp import RampPlan, RampWatch
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState
@@ -173,6 +182,8 @@ class SimulatedFleet:
         self._by_id = {n.node_id: n for n in self.nodes}
         self._published: dict[str, NodeMetrics] = {}
         self._run(operator.subscribe_metrics(self._on_published))
+        self._run(operator.subscribe_states(self._on_state))
+        self.ramp: SimulatedRamp | None = None
         self._switches: dict[str, KillSwitch] = {}
         self.service: SupervisorService | None = None
         self.supervisor: Supervisor | None = None
@@ -264,6 +275,12 @@ class SimulatedFleet:
 
     async def _on_published(self, metrics: NodeMetrics) -> None:
         self._published[metrics.node_id] = metrics
+        if self.ramp is not None:
+            self.ramp.watch.on_metrics(metrics)
+
+    async def _on_state(self, entry: StateEntry) -> None:
+        if self.ramp is not None:
+            self.ramp.watch.on_state(entry)
 
     def rollout_metrics(self) -> Metrics:
         """What a rollout judges each node on: the same function the live driver uses."""
@@ -323,12 +340,132 @@ class SimulatedFleet:
     ) -> CommandResult:
         """A kill at the current simulated instant (confirmed before it returns), by `actor`:
         an operator's, or another component's (a rollout abort)."""
+        return self._run(self._switch(actor).kill(scope, key, reason, timeout_s=0.01, state=state))
+
+    def _switch(self, actor: str) -> KillSwitch:
         switch = self._switches.get(actor)
         if switch is None:
             switch = self._switches[actor] = KillSwitch(self._operator, self.clock, actor=actor)
-        return self._run(switch.kill(scope, key, reason, timeout_s=0.01, state=state))
+        return switch
+
+    def resume(self, scope: Scope, key: str, reason: str, actor: str) -> CommandResult:
+        """A resume at full limits at the current simulated instant, by `actor`."""
+        return self._run(self._switch(actor).resume(scope, key, reason, timeout_s=0.01))
+
+    def put_ramp(self, record: RampRecord) -> None:
+        """Store a ramp record as the live controller does; nodes apply it at once."""
+        self._run(
+            self._operator.put_record(
+                Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(record)
+            )
+        )
+        self._run(self._settle())
 
     def close(self) -> None:
         for node in self.nodes:
             self._run(node.stop())
         self._loop.close()
+
+
+class SimulatedRamp:
+    """One resume through the ramp on a `SimulatedFleet`, stepped on its clock.
+
+    What `RampController.resume` does live, without its real-time waits: store
+    stage one, check every node's Guard holds the stage's limits (otherwise no
+    resume), resume, then on each control tick move to the stage `RampWatch`
+    says is due and trip (one kill of the scope) on what it says trips it.
+    """
+
+    def __init__(
+        self,
+        fleet: SimulatedFleet,
+        plan: RampPlan,
+        scope: Scope,
+        key: str,
+        reason: str,
+        actor: str,
+    ) -> None:
+        self.fleet = fleet
+        self.plan = plan
+        self.actor = actor
+        now = fleet.clock.time_ns()
+        self.record = RampRecord(
+            scope,
+            key,
+            uuid.uuid4().hex[:12],
+            0,
+            plan.fractions,
+            plan.stages[0].fraction,
+            "ramping",
+            actor,
+            reason,
+            now,
+        )
+        nodes = [n.node_id for n in fleet.nodes]
+        self.watch = RampWatch(scope, key, plan, now, nodes)
+        self.resumed: CommandResult | None = None
+        self.trip: CommandResult | None = None
+        self.done = False
+        self.refused = ""
+
+    def start(self) -> CommandResult | None:
+        """Stage one stored and applied by every node, then the resume (None if refused)."""
+        fleet = self.fleet
+        fleet.put_ramp(self.record)
+        suffix = f"@{self.record.fraction:.0%}" if self.record.fraction < 1.0 else ""
+        missing = [
+            n.node_id for n in fleet.nodes if suffix and not n.guard.limits.version.endswith(suffix)
+        ]
+        if missing:
+            self.refused = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
+            self._close("tripped", self.refused)
+            return None
+        fleet.ramp = self
+        self.resumed = fleet.resume(
+            self.record.scope,
+            self.record.key,
+            f"{self.record.reason} [ramp {self.record.ramp_id}]",
+            self.actor,
+        )
+        self.watch.start_ns = self.resumed.entry.issued_ns + 1
+        return self.resumed
+
+    @property
+    def stage(self) -> int:
+        return self.record.stage
+
+    def step(self) -> CommandResult | None:
+        """After a control tick: the trip's kill if it tripped now, else None."""
+        if self.done:
+            return None
+        if self.watch.tripped:
+            self.trip = self.fleet.kill(
+                self.record.scope,
+                self.record.key,
+                f"ramp tripped: {self.watch.tripped}",
+                actor="ramp",
+            )
+            self._close("tripped", self.watch.tripped)
+            return self.trip
+        now = self.fleet.clock.time_ns()
+        stage = self.watch.stage_at(now)
+        if stage is None:
+            self.record = msgspec.structs.replace(
+                self.record, stage=len(self.plan.stages) - 1, fraction=1.0
+            )
+            self._close("done", "")
+        elif stage != self.record.stage:
+            self.record = msgspec.structs.replace(
+                self.record, stage=stage, fraction=self.plan.stages[stage].fraction, since_ns=now
+            )
+            self.fleet.put_ramp(self.record)
+        return None
+
+    def _close(self, status: str, why: str) -> None:
+        self.done = True
+        if self.fleet.ramp is self:
+            self.fleet.ramp = None
+        self.record = msgspec.structs.replace(
+            self.record, status=status, trip_reason=why, since_ns=self.fleet.clock.time_ns()
+        )
+        self.fleet.put_ramp(self.record)

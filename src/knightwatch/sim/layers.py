@@ -73,7 +73,12 @@ class KillSwitchLayer(Layer):
     the replay's control plane, applied by every node's runtime to its Guard and confirmed
     back; leases on, heartbeats on the simulated clock. With no runaway there is nothing to
     notice, and nobody kills a healthy fleet; nor one whose runaway another layer already
-    stopped before the person got there."""
+    stopped before the person got there.
+
+    With `timeline.resume_after_s` the same person resumes the fleet that long after the
+    kill, whatever caused it still in place (through the `[ramp]` unless `resume_ramp =
+    false`); if the runaway is back and still going `notice_s + reaction_s` after the
+    resume, they kill again, and do not resume a second time."""
 
     name = "kill_switch"
     title = "one-command fleet kill (control plane, confirmed) at human reaction time"
@@ -83,6 +88,7 @@ class KillSwitchLayer(Layer):
         tl = setup.scenario.timeline
         delay = tl.notice_s + tl.reaction_s
         planned: list[float] = []
+        resumed: list[float] = []
 
         def kill(replay: ReplayHooks) -> None:
             if not replay.runaway_running:
@@ -91,6 +97,23 @@ class KillSwitchLayer(Layer):
             replay.operator_kill(
                 self.name,
                 f"manual kill {delay:g}s after the runaway began ({planned[0]:g}s after the open)",
+            )
+            if tl.resume_after_s is not None and not resumed:
+                resumed.append(round(replay.now_s() + tl.resume_after_s, 3))
+                replay.schedule(resumed[0], self.name, resume, hold=True)
+
+        def resume(replay: ReplayHooks) -> None:
+            replay.operator_resume(
+                self.name, f"manual resume {tl.resume_after_s:g}s after the kill: it looks calm"
+            )
+            replay.schedule(round(replay.now_s() + delay, 3), self.name, kill_again)
+
+        def kill_again(replay: ReplayHooks) -> None:
+            if not replay.runaway_running:
+                replay.mark(self.name, "*", "no second kill: nothing runs away after the resume")
+                return
+            replay.operator_kill(
+                self.name, f"manual kill: the runaway is back {delay:g}s after the resume"
             )
 
         def notice(replay: ReplayHooks) -> None:

@@ -26,15 +26,16 @@ import msgspec
 import numpy as np
 
 from knightwatch.clock import NS_PER_S, SimClock
-from knightwatch.control.fleet.killswitch import CommandResult
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitchError
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import Verdict
 from knightwatch.decision import RejectReason
 from knightwatch.flags.rollout import Metrics
 from knightwatch.guard import Guard
+from knightwatch.limits import RAMP_SCALED_KEYS
 from knightwatch.sim.account import Account
 from knightwatch.sim.exit import exit_value, marked_value
-from knightwatch.sim.fleet import ControlAction, SimulatedFleet, action_of
+from knightwatch.sim.fleet import ControlAction, SimulatedFleet, SimulatedRamp, action_of
 from knightwatch.sim.governance import Governance
 from knightwatch.sim.layers import Layer
 from knightwatch.sim.node import Node
@@ -96,6 +97,28 @@ class NodeStats(msgspec.Struct, frozen=True):
     when the replay stopped (or never ran away)."""
 
 
+class ResumeStats(msgspec.Struct, frozen=True):
+    """The person's resume after the kill (`timeline.resume_after_s`) and what followed.
+
+    `outcome` is "ramp tripped", "ramp completed", "ramping" (still at the stop), "ramp
+    refused" (stage one not applied everywhere: no resume) or "full limits"
+    (`resume_ramp = false`).
+    `halted_after_s` is from the resume to the first halt of any scope after it (the
+    ramp's trip, a person's second kill, the supervisor); None if trading went on to
+    the end. `orders_until_halt` are the child orders that got out in between.
+    """
+
+    at_s: float
+    ramp: bool
+    outcome: str
+    stage: int | None
+    halted_after_s: float | None
+    halted_by: str
+    reason: str
+    orders_until_halt: int
+    loss_at_resume_usd: float
+
+
 class ReplayResult(msgspec.Struct, frozen=True):
     scenario: str
     guards: list[str]
@@ -132,6 +155,7 @@ class ReplayResult(msgspec.Struct, frozen=True):
     automatic_halt_s: float | None
     series: Series
     wall_seconds: float
+    resume: ResumeStats | None = None
 
     def summary(self) -> dict[str, Any]:
         """The machine-readable summary (`--json`): everything but the time series."""
@@ -221,6 +245,10 @@ class Replay:
         )
         self.control_actions: list[ControlAction] = []
         self.events: list[GuardrailEvent] = []
+        self._ramp: SimulatedRamp | None = None
+        self._resume: ResumeStats | None = None
+        self._resume_orders = 0
+        self._held: set[int] = set()
         self._arm()
         self._rerouted = 0
         self._agenda: list[tuple[int, int, str, TimelineAction]] = []
@@ -278,11 +306,17 @@ class Replay:
         """Whether some node is still running away (an overfilled parent it can still work)."""
         return bool(self._runaway_live())
 
-    def schedule(self, at_s: float, label: str, action: TimelineAction) -> None:
-        """Add an action to the running timeline (at the current instant if `at_s` is past)."""
+    def schedule(
+        self, at_s: float, label: str, action: TimelineAction, *, hold: bool = False
+    ) -> None:
+        """Add an action to the running timeline (at the current instant if `at_s` is past).
+        With `hold` the run does not end before it, even with every node halted: a person
+        who will act later (a resume) still has something to do."""
         at_ns = max(self.scenario.open_ns + round(at_s * NS_PER_S), self.clock.monotonic_ns())
         self._seq += 1
         bisect.insort(self._agenda, (at_ns, self._seq, label, action), lo=self._next)
+        if hold:
+            self._held.add(self._seq)
 
     def step_rollout(self, metrics: Metrics) -> None:
         """One rollout step on the health the supervisor computed (the rollout layer's hook)."""
@@ -313,16 +347,109 @@ class Replay:
             return
         self._record_command(layer, f"{layer}_halt", result)
 
+    def operator_resume(self, layer: str, reason: str) -> None:
+        """The person resumes the fleet: through the scenario's `[ramp]`, the way
+        `knightwatch resume` does, or at full limits with `timeline.resume_ramp = false`."""
+        assert self.control is not None, "the kill_switch layer runs the control plane"
+        actor = f"operator:{layer}"
+        ramped = self.scenario.timeline.resume_ramp
+        self._resume_orders = sum(n.sent for n in self.nodes)
+        self._resume = ResumeStats(
+            at_s=round(self.now_s(), 3),
+            ramp=ramped,
+            outcome="ramping" if ramped else "full limits",
+            stage=0 if ramped else None,
+            halted_after_s=None,
+            halted_by="",
+            reason="",
+            orders_until_halt=0,
+            loss_at_resume_usd=round(self._loss_now(), 2),
+        )
+        try:
+            if ramped:
+                ramp = SimulatedRamp(
+                    self.control, self.scenario.ramp, Scope.FLEET, FLEET_KEY, reason, actor
+                )
+                limits = self.setup.limits()
+                if all(getattr(limits, k) is None for k in RAMP_SCALED_KEYS):
+                    self.mark(
+                        "ramp",
+                        "*",
+                        "no rate, notional or exposure limit is on: the ramp's stages scale "
+                        "nothing, only a halt in the scope can trip it",
+                    )
+                result = ramp.start()
+                if result is None:
+                    self._resume = msgspec.structs.replace(
+                        self._resume, outcome="ramp refused", reason=ramp.refused
+                    )
+                    self.mark("ramp", "*", f"resume refused: {ramp.refused}")
+                    return
+                self._ramp = ramp
+            else:
+                result = self.control.resume(Scope.FLEET, FLEET_KEY, reason, actor)
+        except (ControlPlaneUnavailable, KillSwitchError) as exc:
+            self._resume = None
+            self.mark(layer, "*", f"resume not delivered: {exc}")
+            return
+        self._record_command(layer, "ramp_resume" if ramped else "manual_resume", result)
+
+    def _step_ramp(self) -> None:
+        ramp = self._ramp
+        assert ramp is not None and self._resume is not None
+        trip = ramp.step()
+        if trip is not None:
+            fraction = self.scenario.ramp.stages[ramp.stage].fraction
+            self.mark(
+                "ramp",
+                "*",
+                f"ramp {ramp.record.ramp_id} tripped at stage {ramp.stage + 1} "
+                f"({fraction:.0%} limits): {ramp.record.trip_reason}",
+            )
+            self._resume = msgspec.structs.replace(
+                self._resume, outcome="ramp tripped", stage=ramp.stage
+            )
+            self._record_command("ramp", "ramp_trip", trip)
+        elif ramp.done:
+            self.mark("ramp", "*", f"ramp {ramp.record.ramp_id} complete: full limits")
+            self._resume = msgspec.structs.replace(
+                self._resume, outcome="ramp completed", stage=ramp.stage
+            )
+        elif ramp.stage != self._resume.stage:
+            fraction = self.scenario.ramp.stages[ramp.stage].fraction
+            self.mark("ramp", "*", f"ramp stage {ramp.stage + 1}: {fraction:.0%} limits")
+            self._resume = msgspec.structs.replace(self._resume, stage=ramp.stage)
+        if ramp.done:
+            self._ramp = None
+
+    def _loss_now(self) -> float:
+        pos = self.account.position
+        return float(-(self.account.cash + exit_value(self.market, pos, self.scenario.exit)))
+
     def _record_command(self, layer: str, rule: str, result: CommandResult) -> None:
         entry = result.entry
         if entry.scope is Scope.NODE:
             before = self.node(entry.key).sent
         else:
             before = sum(n.sent for n in self.nodes)
-        pos = self.account.position
-        loss = -(self.account.cash + exit_value(self.market, pos, self.scenario.exit))
+        loss = self._loss_now()
         action = action_of(result, self.now_s(), rule, before, loss)
         self.control_actions.append(action)
+        resumed = self._resume
+        if (
+            resumed is not None
+            and resumed.halted_after_s is None
+            and entry.state is TradingState.HALTED
+            and action.t_s >= resumed.at_s
+            and rule not in ("ramp_resume", "manual_resume")
+        ):
+            self._resume = msgspec.structs.replace(
+                resumed,
+                halted_after_s=round(action.t_s - resumed.at_s, 3),
+                halted_by=rule,
+                reason=entry.reason,
+                orders_until_halt=sum(n.sent for n in self.nodes) - self._resume_orders,
+            )
         who = f"confirmed by {len(action.confirmed)}/{len(result.targets)} nodes"
         if action.missing:
             who += f", not by {', '.join(action.missing)}"
@@ -555,6 +682,8 @@ class Replay:
         self.clock.advance_to(t_ns)
         for action, result in self.control.step():
             self._record_command("supervisor", action.rule.value, result)
+        if self._ramp is not None:
+            self._step_ramp()
 
     def _guard_events(self, seen: list[int]) -> None:
         for i, node in enumerate(self.nodes):
@@ -591,6 +720,8 @@ class Replay:
         ):
             return True
         if not guarded:
+            return False
+        if any(seq in self._held for _, seq, _, _ in self._agenda[self._next :]):
             return False
         for node in self.nodes:
             g = node.guard
@@ -737,4 +868,14 @@ class Replay:
             ),
             series=self.series,
             wall_seconds=round(wall, 3),
+            resume=self._resume_at_end(),
+        )
+
+    def _resume_at_end(self) -> ResumeStats | None:
+        """The resume's figures; with no halt after it, the orders out until the end."""
+        r = self._resume
+        if r is None or r.halted_after_s is not None:
+            return r
+        return msgspec.structs.replace(
+            r, orders_until_halt=sum(n.sent for n in self.nodes) - self._resume_orders
         )

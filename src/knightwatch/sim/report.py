@@ -109,6 +109,25 @@ def guards_label(r: ReplayResult) -> str:
     return ",".join(r.guards)
 
 
+def resume_text(r: ReplayResult) -> str:
+    """What followed the person's resume (`timeline.resume_after_s`): the ramp's trip, or
+    how long the fleet traded at full limits before the next halt, and the orders out."""
+    s = r.resume
+    if s is None:
+        return "-"
+    if s.outcome == "ramp refused":
+        return f"refused: {s.reason}"
+    how = s.outcome
+    if s.outcome in ("ramp tripped", "ramping") and s.stage is not None:
+        how += f" at stage {s.stage + 1}"
+    if s.halted_after_s is None:
+        return f"{how}; trading until the stop, {s.orders_until_halt:,} orders"
+    return (
+        f"{how}; halted {s.halted_after_s:,.3f} s later ({s.halted_by}), "
+        f"{s.orders_until_halt:,} orders"
+    )
+
+
 def automatic_halts(r: ReplayResult) -> int:
     """Halts no person asked for: the supervisor's, a rollout's abort and the Guard's own."""
     own = sum(1 for e in r.events if e.what.startswith("halted "))  # the Guard's own latches
@@ -187,6 +206,8 @@ class ReplayReport:
         ]
         if r.control_actions:
             summary.insert(2, ["time from the open to the first automatic halt", halt_text(r)])
+        if r.resume is not None:
+            summary.insert(3, [f"after the resume at {r.resume.at_s:,.3f} s", resume_text(r)])
         title = f"replay {r.scenario} (seed {r.seed}), guards: {', '.join(r.guards)}"
         out = [(title, ["figure", "value"], summary)]
         if r.control_actions:
@@ -228,6 +249,7 @@ class ReplayReport:
                 )
             )
         if self.comparison:
+            resumed = any(c.resume is not None for c in self.comparison)
             cols = [
                 "guards",
                 "contained after",
@@ -235,6 +257,7 @@ class ReplayReport:
                 "automatic halt",
                 "automatic halts",
                 "parents completed",
+                *(["after the resume"] if resumed else []),
                 "child orders",
                 "executions",
                 "shares",
@@ -251,6 +274,7 @@ class ReplayReport:
                     halt_text(c),
                     fmt(automatic_halts(c), "int"),
                     f"{c.parents_completed:,}/{c.parents:,}",
+                    *([resume_text(c)] if resumed else []),
                     fmt(c.child_orders, "int"),
                     fmt(c.executions, "int"),
                     fmt(c.shares, "int"),
@@ -429,6 +453,7 @@ def _row(r: ReplayResult) -> dict[str, Any]:
         "net_short_usd": r.net_short_usd,
         "net_short_symbols": r.net_short_symbols,
         "loss_usd": r.loss_usd,
+        "resume": msgspec.to_builtins(r.resume),
     }
 
 

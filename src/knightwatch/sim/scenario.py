@@ -31,6 +31,7 @@ from knightwatch.control.node.lease import LeaseError, LeasePolicy
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.definition import NAMESPACED_ID
 from knightwatch.flags.rollout import RolloutPlan
+from knightwatch.incident.ramp import RampPlan
 from knightwatch.inputs import TOML_MAX_BYTES, InputFileError, parse_toml, read_text
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
 from knightwatch.order import Side
@@ -147,11 +148,16 @@ class Exit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Timeline(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Operator actions, in seconds after the open. `rollback_s` puts the previous
-    release on every node (2012); the manual kill fires at `notice_s + reaction_s`."""
+    release on every node (2012); the manual kill fires at `notice_s + reaction_s`.
+    `resume_after_s` has the person who killed resume the fleet that long after the
+    kill, with whatever caused it still in place: through the `[ramp]` (as
+    `knightwatch resume` does) or, with `resume_ramp = false`, at full limits at once."""
 
     rollback_s: float | None = None
     notice_s: float = 60.0
     reaction_s: float = 240.0
+    resume_after_s: float | None = None
+    resume_ramp: bool = True
 
 
 class ControlParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -196,6 +202,7 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rollout: RolloutPlan = RolloutPlan()
     control: ControlParams = ControlParams()
     supervisor: SupervisorConfig = SupervisorConfig()
+    ramp: RampPlan = RampPlan()
     limits: dict[str, Any] = msgspec.field(default_factory=dict)
     record: Record = Record()
     config: NodeConfig = NodeConfig()
@@ -316,6 +323,23 @@ def load(name_or_path: str | Path) -> Scenario:
     return loads(text, source)
 
 
+def with_resume(sc: Scenario, after_s: float | None, ramp: bool | None) -> Scenario:
+    """`sc` with the command line's resume (`--resume-after`, `--ramp/--no-ramp`) in its
+    timeline, checked by the same rules as the file's."""
+    changes: dict[str, Any] = {}
+    if after_s is not None:
+        changes["resume_after_s"] = after_s
+    if ramp is not None:
+        changes["resume_ramp"] = ramp
+    if not changes:
+        return sc
+    out = msgspec.structs.replace(sc, timeline=msgspec.structs.replace(sc.timeline, **changes))
+    problems = _problems(out)
+    if problems:
+        raise ScenarioError(f"{sc.source or sc.name} with --resume-after", problems)
+    return out
+
+
 def loads(text: str, source: str = "scenario") -> Scenario:
     try:
         data = parse_toml(text, source)
@@ -353,6 +377,8 @@ def _msgspec_problems(message: str) -> list[str]:
     listed = [line.strip() for line in msg.splitlines()[1:] if line.strip()]
     if key and listed:
         return [f"{key}.{line}" for line in listed]
+    if key and msg.startswith(f"{key}: "):  # a section that names itself (RampPlan)
+        return [f"{key}.{part}" for part in msg.removeprefix(f"{key}: ").split("; ")]
     return [f"{key or '(top level)'}: {msg}"]
 
 
@@ -514,6 +540,13 @@ def _problems(sc: Scenario) -> list[str]:
         )
     need(tl.notice_s >= 0, "timeline.notice_s", "must be >= 0", tl.notice_s)
     need(tl.reaction_s >= 0, "timeline.reaction_s", "must be >= 0", tl.reaction_s)
+    if tl.resume_after_s is not None:
+        need(
+            0 <= tl.resume_after_s <= m.duration_s,
+            "timeline.resume_after_s",
+            "must be in 0..scenario.duration_s",
+            tl.resume_after_s,
+        )
     rb = sc.router
     need(
         rb.max_children_per_parent >= 1,
