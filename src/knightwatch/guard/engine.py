@@ -17,6 +17,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
@@ -24,6 +25,7 @@ from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.ledger import Ledger, Parent, SymbolBook, Working
+from knightwatch.guard.orderids import OrderIds
 from knightwatch.guard.rates import Window, windows
 from knightwatch.limits import Effective, Limits
 from knightwatch.order import (
@@ -86,8 +88,13 @@ def _log_has_sink() -> bool:
     return False
 
 
-def _looks_valid(o: Order) -> bool:
-    """The common case of `order_problem`, inlined: one expression instead of a scan."""
+def _looks_valid(o: Any) -> bool:
+    """The common case of `order_problem`, inlined: one expression instead of a scan.
+
+    `o` is an Order, typed `Any` on purpose: one built around its validation
+    may hold anything, and the compiled build checks a typed attribute when it
+    reads it (a float `qty` would raise TypeError before this could say so).
+    """
     i, st, sy, q, p = o.id, o.strategy, o.symbol, o.qty, o.price
     return (
         type(i) is str
@@ -167,7 +174,8 @@ class Guard:
         self._on_halt: Callable[[Scope, str, Halt], None] | None = None
         self._unrecorded = 0
         self._unrecorded_ids: tuple[str, str] = ("", "")
-        self._seen: set[str] = set()
+        window = self.limits.duplicate_id_window_s
+        self._ids = OrderIds(None if window is None else to_ns(window))
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._ledger = Ledger()
         self._node_windows = windows(
@@ -221,7 +229,8 @@ class Guard:
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
         if not _looks_valid(o):
-            problem = order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price)
+            u: Any = o  # read as it is (see _looks_valid)
+            problem = order_problem(u.id, u.strategy, u.symbol, u.side, u.qty, u.price)
             if problem is not None:
                 what = f"{problem[0]}: {problem[1]} (got {quoted(problem[2])})"
                 return _blocked(R.INVALID_ORDER, what), None
@@ -238,7 +247,7 @@ class Guard:
             if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
                 return halt.decision, eff
         # -- 5. duplicate id, allow-list, restricted list
-        if o.id in self._seen:
+        if o.id in self._ids.seen and self._ids.recent(o.id, now):
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
         lim = self.limits
         if lim.allowed_symbols is not None and symbol not in lim.allowed_symbols:
@@ -419,13 +428,15 @@ class Guard:
             return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO), eff
 
         # -- 12. order-id capacity; then accepted: from here on the order is working
-        if len(self._seen) >= lim.max_tracked_order_ids:
+        ids = self._ids
+        cap = lim.max_tracked_order_ids
+        if len(ids.seen) >= cap and ids.full(cap, now):
             return _blocked(
                 R.ORDER_ID_CAPACITY,
-                f"cannot track more than {lim.max_tracked_order_ids} order ids; "
+                f"cannot track more than {cap} order ids within the duplicate scope; "
                 "duplicate detection would be blind",
             ), eff
-        self._seen.add(o.id)
+        ids.add(o.id, now)
         led.working[o.id] = Working(o, parent, cust, line)
         if parent is not None:
             parent.children += 1
@@ -546,7 +557,7 @@ class Guard:
         if w is None:
             mismatch += (
                 ": it was accepted here and is complete (a duplicate or late fill)"
-                if fill.order_id in self._seen
+                if fill.order_id in self._ids.seen
                 else ": no order with this id was accepted here"
             )
         strategy = "?" if w is None else w.strategy
@@ -745,7 +756,7 @@ class Guard:
     def halt(
         self,
         scope: Scope | str,
-        key: str,
+        key: str | None,
         reason: str,
         actor: str,
         *,
@@ -757,6 +768,25 @@ class Guard:
         Every argument is checked before anything changes; a bad one raises
         `ValueError` naming it. The latch is set before the record is written:
         if recording fails the exception propagates, and the halt still blocks.
+        """
+        self.latch(scope, key, reason, actor, state=state, code=code)()
+
+    def latch(
+        self,
+        scope: Scope | str,
+        key: str | None,
+        reason: str,
+        actor: str,
+        *,
+        state: TradingState = TradingState.HALTED,
+        code: RejectReason = RejectReason.HALTED,
+    ) -> Callable[[], None]:
+        """`halt` in two steps: latch now, and return the call that records and logs it.
+
+        For a node runtime that confirms a kill before it does anything else:
+        the halt blocks orders from the moment `latch` returns; the runtime
+        confirms, then calls what `latch` returned to write the flight record and
+        the log line. Arguments are checked as in `halt`.
         """
         sc = _scope_arg("halt", scope)
         slot = (sc, _key_arg("halt", sc, key))
@@ -770,31 +800,35 @@ class Guard:
         if type(code) is not RejectReason:
             raise ValueError(f"halt: code must be a RejectReason (got {code!r})")
         self._halts.latch(slot, Halt(state, code, reason, actor, self._clock.time_ns()))
-        self._recorder.record_event(
-            "halt",
-            self._ctx,
-            scope=sc.value,
-            key=slot[1],
-            state=state.name,
-            code=code.value,
-            reason=reason,
-            actor=actor,
-        )
-        log.warning(
-            "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
-            self.node,
-            sc.value,
-            slot[1],
-            state.name,
-            code.value,
-            actor,
-            reason,
-        )
+
+        def report() -> None:
+            self._recorder.record_event(
+                "halt",
+                self._ctx,
+                scope=sc.value,
+                key=slot[1],
+                state=state.name,
+                code=code.value,
+                reason=reason,
+                actor=actor,
+            )
+            log.warning(
+                "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
+                self.node,
+                sc.value,
+                slot[1],
+                state.name,
+                code.value,
+                actor,
+                reason,
+            )
+
+        return report
 
     def resume(
         self,
         scope: Scope | str,
-        key: str,
+        key: str | None,
         reason: str,
         actor: str,
         *,
@@ -878,6 +912,19 @@ class Guard:
 
     def halts(self) -> dict[tuple[Scope, str], Halt]:
         return dict(self._halts.states)
+
+    def start_session(self, actor: str) -> int:
+        """A new trading session: forget every order id (FIX scopes ClOrdID to a session).
+
+        Only for a `duplicate_id_window_s` of None (the session is the scope);
+        with a window, ids age out by themselves. Recorded; returns how many
+        ids were forgotten.
+        """
+        if type(actor) is not str or not actor:
+            raise ValueError(f"start_session: actor must be a non-empty string (got {actor!r})")
+        n = self._ids.clear()
+        self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
+        return n
 
     def register_parent(self, parent_id: str, qty: int, *, account: str | None = None) -> None:
         """Declare a customer's parent order: its children can never exceed it (with
