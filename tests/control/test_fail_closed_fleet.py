@@ -296,10 +296,11 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
     assert "final: the node closed the file there" in ok.stderr
     lines = recorder.read_bytes().splitlines()
     edited = [json.loads(line) for line in lines]
-    edited[1]["node"] = "someone-else"
-    payloads = [
-        msgspec.json.encode({k: v for k, v in r.items() if k not in ("seq", "prev", "hash")})
+    edited[0]["node"] = "someone-else"
+    payloads = [  # the forger drops the seals and seals everything again
+        msgspec.json.encode({k: v for k, v in r.items() if k != "seq"})
         for r in edited
+        if r["kind"] != "seal"
     ]
     pieces, _, _ = seal_batch(payloads, 0, GENESIS.encode())
     recorder.write_bytes(b"".join(pieces))

@@ -507,7 +507,9 @@ def test_recorder_that_cannot_record_blocks_everything(rig: Mk) -> None:
     # storage that is full from the first write on (a memory sink behaves like a full disk)
     dead = FlightRecorder(None, clock=r.clock, sink=MemorySink(capacity=1), batch_size=1)
     g = Guard(r.limits, node="n1", clock=r.clock, recorder=dead)
+    g.set_context(release_id="r1")  # its record and seal cannot be written: 2 lines > 1
     g.on_price("IBM", 100.0)
+    assert not dead.ready()
     with pytest.raises(RecorderUnavailable):
         g.arm()  # arming is refused while nothing could be recorded; checks block anyway
     before = dead.pending

@@ -85,3 +85,20 @@ def seal_hash(batch: bytes, body: bytes) -> bytes:
     h = sha256(batch)
     h.update(body)
     return h.hexdigest().encode()
+
+
+def seal_batch(
+    payloads: list[bytes], seq: int, prev: bytes, ts: int = 0
+) -> tuple[list[bytes], int, bytes]:
+    """Number encoded payload objects (`{...}` without seq) as lines and seal them as one batch.
+
+    Returns the pieces to join (the record lines, then the seal line), the next
+    seq and the new head (hex, as bytes). Anyone can do this: it is how a
+    forger rewrites a file from some point on, which a chain alone cannot
+    show (an anchor or a signed checkpoint kept elsewhere can).
+    """
+    out = [b'{"seq":%d,%b\n' % (seq + i, p[1:]) for i, p in enumerate(payloads)]
+    seq += len(out)
+    line, head = finish_seal(sha256(b"".join(out)), seal_body(seq, ts, len(out), prev))
+    out.append(line)
+    return out, seq + 1, head

@@ -133,6 +133,7 @@ class _Verifier:
         # seals
         self.batch = sha256()
         self.batch_lines = 0
+        self.batch_records = 0  # of them, lines that are records (garbage is not "unsealed")
         self.batch_first = (0, 0)  # (line, seq) of the first line of the current batch
         self.head = GENESIS
 
@@ -189,16 +190,19 @@ class _Verifier:
                 self._seal(line, lineno, link.seq)
             else:
                 records += 1
+                self.batch_records += 1
                 self._hash(raw, lineno, link.seq)
+                if link.seq in self.note and link.seq not in self.noted:
+                    self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
         self._finish_sequence()
         self._explain_sequence()
-        if self.batch_lines:
+        if self.batch_records:
             first_line, first_seq = self.batch_first
             self.add(
                 ProblemKind.UNSEALED,
                 first_line,
                 first_seq,
-                f"{self.batch_lines} line(s) from line {first_line} on are not sealed: "
+                f"{self.batch_records} record(s) from line {first_line} on are not sealed: "
                 "the recorder is still writing, or crashed before sealing them "
                 "(opening the file with a recorder seals them)",
             )
@@ -219,7 +223,7 @@ class _Verifier:
             problems=tuple(self.problems),
             problems_capped=self.capped,
             seals=seals,
-            unsealed=self.batch_lines,
+            unsealed=self.batch_records,
             last_seq=self.last_seq,
             noted=self.noted,
         )
@@ -271,6 +275,7 @@ class _Verifier:
                 self.anchor_seen = True
         self.batch = sha256()
         self.batch_lines = 0
+        self.batch_records = 0
 
     # ------------------------------------------------------------------ sequence
 
