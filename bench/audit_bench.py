@@ -97,8 +97,9 @@ def crash_writer(path: Path, counter_path: Path) -> None:
         shared = mmap.mmap(f.fileno(), 16)
     count = memoryview(shared).cast("q")
     rec = FlightRecorder(path, clock=SystemClock())
+    # built before the clock starts: more than a run records before its kill
     orders = [
-        Order(f"R-{i:09d}", "smars", "AAPL", Side.BUY, 100, 101.25, "P-1") for i in range(1 << 16)
+        Order(f"R-{i:09d}", "smars", "AAPL", Side.BUY, 100, 101.25, "P-1") for i in range(1 << 18)
     ]
     ready, record = rec.ready, rec.record_decision
     count[1] = time.monotonic_ns()
@@ -106,14 +107,9 @@ def crash_writer(path: Path, counter_path: Path) -> None:
     while True:
         if not ready():
             sys.exit(f"recorder unhealthy: {rec.problem}")
-        record(orders[i & 0xFFFF], ACCEPTED, CTX, RULES)
+        record(orders[i & 0x3FFFF], ACCEPTED, CTX, RULES)
         i += 1
         count[0] = i  # after the call returned: this decision may now leave the process
-        if not i & 0xFFFF:
-            orders = [
-                Order(f"R-{i + k:09d}", "smars", "AAPL", Side.BUY, 100, 101.25, "P-1")
-                for k in range(1 << 16)
-            ]
 
 
 class _Id(msgspec.Struct):
@@ -135,7 +131,7 @@ def crash_round(tmp: Path, k: int) -> dict[str, float]:
         if child.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"crash writer did not start (exit {child.returncode})")
         time.sleep(0.001)
-    time.sleep(random.uniform(0.05, 0.6))
+    time.sleep(random.uniform(0.05, 0.8))
     child.send_signal(signal.SIGKILL)
     killed_ns = time.monotonic_ns()
     child.wait()
