@@ -11,8 +11,7 @@ import pytest
 
 from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.decision import RejectReason as R
-from knightwatch.guard import Guard
-from knightwatch.guard.engine import RecorderUnavailable
+from knightwatch.guard import Guard, RecorderUnavailable
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 

@@ -22,8 +22,7 @@ from knightwatch.audit import FlightRecorder, MemorySink, decode_record
 from knightwatch.audit.recorder import MAX_RECORD_BYTES
 from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason as R
-from knightwatch.guard import Guard
-from knightwatch.guard.engine import RecorderUnavailable
+from knightwatch.guard import Guard, RecorderUnavailable
 from knightwatch.limits import Limits
 from knightwatch.order import Fill, InvalidOrder, Order, Side
 from knightwatch.state import Scope, TradingState

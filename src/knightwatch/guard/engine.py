@@ -22,7 +22,8 @@ from typing import Any
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
-from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.errors import quoted
+from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.ledger import Ledger, Parent, SymbolBook, Working
 from knightwatch.guard.orderids import OrderIds
@@ -122,10 +123,6 @@ _LEASE_LAPSED = Decision(False, R.LEASE_EXPIRED, "control-plane lease expired; r
 _AUDIT_DOWN = Decision(
     False, R.AUDIT_UNAVAILABLE, "flight recorder cannot record; blocking until it can"
 )
-
-
-class RecorderUnavailable(KnightwatchError, RuntimeError):
-    """A loosening call (resume) refused because the flight recorder cannot record it."""
 
 
 class Guard:
