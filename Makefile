@@ -43,7 +43,7 @@ $(MYPYC_STAMP): $(SOURCES)
 	  set -e; \
 	  test -x $(MYPYC)/bin/python || $(PY) -m venv $(MYPYC); \
 	  $(MYPYC)/bin/python -m pip install --quiet --upgrade pip; \
-	  $(MYPYC)/bin/python -m pip install --quiet '.[all,dev]'; \
+	  $(MYPYC)/bin/python -m pip install --quiet '.[all,dev,nautilus,ccxt]'; \
 	  HATCH_BUILD_HOOK_ENABLE_CUSTOM=true \
 	    $(MYPYC)/bin/python -m pip install --quiet --force-reinstall --no-deps .; \
 	  echo "compiled build: $$($(MYPYC)/bin/python -m knightwatch.build)"; \
