@@ -75,7 +75,12 @@ ALL_ON = Limits(
     max_cancel_to_fill_ratio=1e12,
     max_loss=1e9,
     max_tracked_order_ids=BIG,
-    duplicate_id_window_s=None,  # ids kept for the whole run (rates are unbounded here)
+    # ids kept for the whole run (its rates are unbounded); absent from trees before the key
+    **(
+        {"duplicate_id_window_s": None}
+        if "duplicate_id_window_s" in Limits.__struct_fields__
+        else {}
+    ),
 )
 
 
