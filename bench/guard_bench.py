@@ -47,6 +47,10 @@ from knightwatch.state import Scope
 BATCH = 1_000
 BIG = 10**9
 
+_SESSION_SCOPE: dict[str, Any] = (
+    {"duplicate_id_window_s": None} if "duplicate_id_window_s" in Limits.__struct_fields__ else {}
+)
+
 # Every rule on, sized so a stream of 100-share orders alternating sides passes.
 ALL_ON = Limits(
     version="bench",
@@ -76,11 +80,7 @@ ALL_ON = Limits(
     max_loss=1e9,
     max_tracked_order_ids=BIG,
     # ids kept for the whole run (its rates are unbounded); absent from trees before the key
-    **(
-        {"duplicate_id_window_s": None}
-        if "duplicate_id_window_s" in Limits.__struct_fields__
-        else {}
-    ),
+    **_SESSION_SCOPE,
 )
 
 
