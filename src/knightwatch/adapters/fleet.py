@@ -56,9 +56,12 @@ class WatchedGuard(Guard):
     def watch(self, watcher: Callable[[], None]) -> None:
         self._watchers.append(watcher)
 
-    def halt(self, *args: Any, **kwargs: Any) -> None:
-        super().halt(*args, **kwargs)
+    def latch(self, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        # every halt goes through latch: `halt` itself, and a node runtime's kill
+        # (which confirms between latching and recording)
+        report = super().latch(*args, **kwargs)
         self._changed()
+        return report
 
     def resume(self, *args: Any, **kwargs: Any) -> bool:
         cleared = super().resume(*args, **kwargs)

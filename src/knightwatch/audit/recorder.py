@@ -136,6 +136,7 @@ class FlightRecorder:
         self._ready_seal: _Ready | None = None
         self._kept: list[bytes] = []  # lines the file could not take (it could not grow)
         self._teed = 0  # the tee sink has every sealed byte before this offset
+        self._tee_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
         self._sealer: threading.Thread | None = None
@@ -537,7 +538,7 @@ class FlightRecorder:
                 self._set_health(write_ok=True)
             sealed_to = self._batch_start
             if sealed_to != start:  # a seal was appended: the next batch starts after it
-                self._tee(self._teed, sealed_to)
+                self._tee()
                 if self._syncer is not None:
                     self._syncer.request()
                 start = pos = sealed_to
@@ -560,17 +561,22 @@ class FlightRecorder:
             elif not unsealed:
                 due = now + self._interval_ns
 
-    def _tee(self, start: int, end: int) -> None:
+    def _tee(self) -> None:
+        """Hand every sealed batch not yet handed to the tee sink (either thread)."""
         sink = self._sink
         log = self._log
-        if sink is None or log is None or end <= start:
+        if sink is None or log is None:
             return
-        try:
-            sink.write(log.read(start, end))
-        except OSError as exc:
-            self._set_health(write_ok=False, why=f"tee sink failed ({exc})")
-            return
-        self._teed = end
+        with self._tee_lock:
+            start, end = self._teed, self._batch_start
+            if end <= start:
+                return
+            try:
+                sink.write(log.read(start, end))
+            except OSError as exc:
+                self._set_health(write_ok=False, why=f"tee sink failed ({exc})")
+                return
+            self._teed = end
 
     # ------------------------------------------------------------------ memory mode
 
@@ -622,6 +628,7 @@ class FlightRecorder:
         if self._kept:
             self._retry_kept()
         self._seal_here()
+        self._tee()
         return self._ok and not self._kept
 
     def _sync_result(self, error: OSError | None) -> None:
@@ -691,8 +698,7 @@ class FlightRecorder:
             self._sealer.join()
         if self._syncer is not None:
             self._syncer.stop()
-        if log is not None:
-            self._tee(self._teed, self._batch_start)
+        self._tee()
         self._closed = True
         self._set_health()
         if log is not None:

@@ -17,7 +17,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
@@ -43,6 +43,14 @@ from knightwatch.order import (
     price_problem,
 )
 from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key, scope_key
+
+if TYPE_CHECKING:
+    from mypy_extensions import mypyc_attr
+else:  # a compile-time directive to mypyc; nothing to do when interpreted
+
+    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:
+        return lambda cls: cls
+
 
 log = logging.getLogger("knightwatch.guard")
 
@@ -125,6 +133,7 @@ _AUDIT_DOWN = Decision(
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # adapters extend it (WatchedGuard)
 class Guard:
     """The pre-trade check for one order-emitting process.
 
