@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -178,13 +178,19 @@ def test_file_recorder_seals_and_fsyncs_off_the_order_path(
         rec.ready()
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
     assert rec.sync()
-    names = {t.name for t in threading.enumerate()}
-    assert {"flight-recorder-sealer", "flight-recorder-fsync"} <= names
+    sealer, syncer = rec._sealer, rec._syncer
+    assert sealer is not None and sealer.name == "flight-recorder-sealer" and sealer.is_alive()
+    assert syncer is not None
+    for _ in range(2000):  # the sealer asks for the fsync once it sees the seal
+        if syncer._thread is not None:
+            break
+        time.sleep(0.001)
+    assert syncer._thread is not None and syncer._thread.name == "flight-recorder-fsync"
+    assert syncer._thread.is_alive()
     rec.close()
     report = verify_file(audit_path)
     assert report.intact and report.records == 6
-    names = {t.name for t in threading.enumerate()}
-    assert not {"flight-recorder-sealer", "flight-recorder-fsync"} & names, "close() stops both"
+    assert not sealer.is_alive() and not syncer._thread.is_alive(), "close() stops both"
 
 
 def test_full_disk_blocks_then_recovers_without_losing_a_record(tmp_path: Path) -> None:

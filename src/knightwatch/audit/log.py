@@ -71,7 +71,7 @@ class Tail(msgspec.Struct, frozen=True):
     end: int
     """Offset after the last complete line worth keeping."""
     torn: bytes
-    """Bytes cut after it: a record half-written by a crash, or lines that do not parse."""
+    """Bytes cut after it: the last line, half-written when a crash stopped the writer."""
     seq: int
     """The seq the next line must carry."""
     head: bytes
@@ -152,8 +152,6 @@ class MappedLog:
             seal = self._check_seal(before, start, line)
             seq, head = seal.seq + 1, seal.hash.encode()
         keep, seq, unsealed = self._unsealed(batch_start, complete, seq)
-        if keep < complete:
-            torn = os.pread(self.fd, data_end - keep, keep)
         return Tail(keep, torn, seq, head, batch_start, unsealed)
 
     def _data_end(self, size: int) -> int:
@@ -202,7 +200,7 @@ class MappedLog:
         parts = split_line(line)
         try:
             seal = _decode_seal(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             seal = None
         h = sha256()
         pos = batch_start
@@ -224,9 +222,12 @@ class MappedLog:
         return seal
 
     def _unsealed(self, start: int, end: int, seq: int) -> tuple[int, int, int]:
-        """Walk the lines after the last seal; stop at the first that is not the next record.
+        """Walk the complete lines after the last seal: each must be the next record.
 
-        Returns (offset to keep up to, next seq, records kept).
+        Returns (offset after them, next seq, records). A crash can only leave
+        the last line half-written (cut by the caller); a complete line that is
+        not the next record means the file was changed or is not a recorder's:
+        refused (ChainCorrupt), never cut.
         """
         pos = start
         count = 0
@@ -242,10 +243,13 @@ class MappedLog:
             line = buf[:nl]
             try:
                 link = _decode_link(line)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                break
-            if link.seq != seq or link.kind == SEAL:
-                break
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                link = None
+            if link is None or link.seq != seq or link.kind == SEAL:
+                raise ChainCorrupt(
+                    f"{self.path}: the line at byte {pos} is not the record that should "
+                    f"follow (seq {seq}); run `knightwatch audit verify` before appending"
+                )
             seq += 1
             count += 1
             pos += nl + 1

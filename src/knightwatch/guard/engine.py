@@ -17,7 +17,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
@@ -44,15 +44,20 @@ from knightwatch.order import (
 )
 from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key, scope_key
 
-if TYPE_CHECKING:
+try:  # a directive to mypyc (the compiled build); a no-op when interpreted
     from mypy_extensions import mypyc_attr
-else:  # a compile-time directive to mypyc; nothing to do when interpreted
+except ImportError:  # not installed: nothing to direct
 
-    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:
+    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
         return lambda cls: cls
 
 
 log = logging.getLogger("knightwatch.guard")
+
+Checked = Any
+"""A parameter the Guard checks itself (a ValueError naming it). Typed `Any` so that the
+compiled build does not reject a wrong type first with its own TypeError: both builds
+answer a bad argument alike. The docstrings say what each one must be."""
 
 # module-level aliases: the hot path reads locals and globals, not enum attributes
 R = RejectReason
@@ -610,7 +615,7 @@ class Guard:
                 R.EXECUTION_THROTTLE,
             )
 
-    def on_cancel(self, order_id: str) -> None:
+    def on_cancel(self, order_id: Checked) -> None:
         """A cancel confirmed: free the working quantity. Never refused, in any state.
 
         Raises ValueError (changing nothing) only when `order_id` is not a string.
@@ -628,7 +633,7 @@ class Guard:
             remaining=0 if w is None else w.remaining,
         )
 
-    def on_price(self, symbol: str, price: float) -> None:
+    def on_price(self, symbol: Checked, price: Checked) -> None:
         """A new reference price: marks exposure and unrealized P&L, may trip the loss stop.
 
         A bad symbol or price (bool, NaN, inf, subnormal, out of range) raises
@@ -664,7 +669,7 @@ class Guard:
 
     # ------------------------------------------------------------------ control
 
-    def arm(self, actor: str = "operator") -> None:
+    def arm(self, actor: Checked = "operator") -> None:
         """Allow orders through (after the other checks). Refused, changing nothing, while
         the flight recorder cannot record (`RecorderUnavailable`)."""
         _text_arg("arm", "actor", actor)
@@ -673,7 +678,7 @@ class Guard:
         self._recorder.record_event("arm", self._ctx, actor=actor)
         self._armed = True
 
-    def disarm(self, actor: str = "operator") -> None:
+    def disarm(self, actor: Checked = "operator") -> None:
         _text_arg("disarm", "actor", actor)
         self._armed = False
         self._recorder.record_event("disarm", self._ctx, actor=actor)
@@ -745,7 +750,7 @@ class Guard:
             self._lease_deadline = self._clock.monotonic_ns() + self._lease_ns
             self._lease_why = _LEASE_LAPSED
 
-    def expire_lease(self, reason: str, actor: str = "control") -> None:
+    def expire_lease(self, reason: Checked, actor: Checked = "control") -> None:
         """End the right to trade now, not at the deadline: the control plane is gone.
 
         Orders are then blocked (and recorded) by the Guard itself with
@@ -761,13 +766,13 @@ class Guard:
 
     def halt(
         self,
-        scope: Scope | str,
-        key: str | None,
-        reason: str,
-        actor: str,
+        scope: Checked,
+        key: Checked,
+        reason: Checked,
+        actor: Checked,
         *,
-        state: TradingState = TradingState.HALTED,
-        code: RejectReason = RejectReason.HALTED,
+        state: Checked = TradingState.HALTED,
+        code: Checked = RejectReason.HALTED,
     ) -> None:
         """Latch a scope HALTED (or REDUCING). Sticky: only `resume` clears it.
 
@@ -779,13 +784,13 @@ class Guard:
 
     def latch(
         self,
-        scope: Scope | str,
-        key: str | None,
-        reason: str,
-        actor: str,
+        scope: Checked,
+        key: Checked,
+        reason: Checked,
+        actor: Checked,
         *,
-        state: TradingState = TradingState.HALTED,
-        code: RejectReason = RejectReason.HALTED,
+        state: Checked = TradingState.HALTED,
+        code: Checked = RejectReason.HALTED,
     ) -> Callable[[], None]:
         """`halt` in two steps: latch now, and return the call that records and logs it.
 
@@ -833,12 +838,12 @@ class Guard:
 
     def resume(
         self,
-        scope: Scope | str,
-        key: str | None,
-        reason: str,
-        actor: str,
+        scope: Checked,
+        key: Checked,
+        reason: Checked,
+        actor: Checked,
         *,
-        code: RejectReason | None = None,
+        code: Checked = None,
     ) -> bool:
         """Clear a latched scope; returns False if nothing was cleared. Recorded either way.
 
@@ -911,7 +916,7 @@ class Guard:
         self._unrecorded = 0
         self._unrecorded_ids = ("", "")
 
-    def trading_state(self, scope: Scope | str, key: str = FLEET_KEY) -> TradingState:
+    def trading_state(self, scope: Checked, key: Checked = FLEET_KEY) -> TradingState:
         sc = _scope_arg("trading_state", scope)
         h = self._halts.states.get((sc, scope_key(sc, key)))
         return _ACTIVE if h is None else h.state
@@ -919,7 +924,7 @@ class Guard:
     def halts(self) -> dict[tuple[Scope, str], Halt]:
         return dict(self._halts.states)
 
-    def start_session(self, actor: str) -> int:
+    def start_session(self, actor: Checked) -> int:
         """A new trading session: forget every order id (FIX scopes ClOrdID to a session).
 
         Only for a `duplicate_id_window_s` of None (the session is the scope);
@@ -932,7 +937,9 @@ class Guard:
         self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
         return n
 
-    def register_parent(self, parent_id: str, qty: int, *, account: str | None = None) -> None:
+    def register_parent(
+        self, parent_id: Checked, qty: Checked, *, account: Checked = None
+    ) -> None:
         """Declare a customer's parent order: its children can never exceed it (with
         `max_parent_qty_multiple`), whatever the router does, and their fills within it are
         the customer's, counted against `account` (the parent's own id when not given)
@@ -956,9 +963,7 @@ class Guard:
         led.parents[parent_id] = Parent(qty, led.account(name), cap)
         self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty, account=name)
 
-    def set_context(
-        self, *, release_id: str | None = None, flag_snapshot_id: str | None = None
-    ) -> None:
+    def set_context(self, *, release_id: Checked = None, flag_snapshot_id: Checked = None) -> None:
         """What this process runs; stamped on every record so a decision says under which code."""
         for name, value in (("release_id", release_id), ("flag_snapshot_id", flag_snapshot_id)):
             if value is not None and type(value) is not str:
