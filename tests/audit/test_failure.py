@@ -181,8 +181,8 @@ def test_file_recorder_seals_and_fsyncs_off_the_order_path(
     sealer, syncer = rec._sealer, rec._syncer
     assert sealer is not None and sealer.name == "flight-recorder-sealer" and sealer.is_alive()
     assert syncer is not None
-    for _ in range(2000):  # the sealer asks for the fsync once it sees the seal
-        if syncer._thread is not None:
+    for _ in range(5000):  # the sealer asks for the fsync once it sees the seal
+        if syncer._thread is not None and syncer._thread.is_alive():
             break
         time.sleep(0.001)
     assert syncer._thread is not None and syncer._thread.name == "flight-recorder-fsync"

@@ -298,12 +298,17 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
     lines = recorder.read_bytes().splitlines()
     edited = [json.loads(line) for line in lines]
     edited[0]["node"] = "someone-else"
-    payloads = [  # the forger drops the seals and seals everything again
-        msgspec.json.encode({k: v for k, v in r.items() if k != "seq"})
-        for r in edited
-        if r["kind"] != "seal"
-    ]
-    pieces, _, _ = seal_batch(payloads, 0, GENESIS.encode())
+    # the forger re-seals every batch where it was, so each seq stays where the node signed it
+    pieces: list[bytes] = []
+    batch: list[bytes] = []
+    prev = GENESIS.encode()
+    for r in edited:
+        if r["kind"] != "seal":
+            batch.append(msgspec.json.encode({k: v for k, v in r.items() if k != "seq"}))
+            continue
+        sealed, _, prev = seal_batch(batch, r["seq"] - len(batch), prev, r["ts"])
+        pieces += sealed
+        batch = []
     recorder.write_bytes(b"".join(pieces))
     chain_only = cli("audit", "verify", str(recorder), "--checkpoints", os.devnull)
     assert chain_only.returncode == 0, chain_only.stdout  # the chain alone is fooled
