@@ -937,9 +937,7 @@ class Guard:
         self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
         return n
 
-    def register_parent(
-        self, parent_id: Checked, qty: Checked, *, account: Checked = None
-    ) -> None:
+    def register_parent(self, parent_id: Checked, qty: Checked, *, account: Checked = None) -> None:
         """Declare a customer's parent order: its children can never exceed it (with
         `max_parent_qty_multiple`), whatever the router does, and their fills within it are
         the customer's, counted against `account` (the parent's own id when not given)
