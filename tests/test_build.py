@@ -65,7 +65,7 @@ SESSION = textwrap.dedent(
     msgspec.structs.force_setattr(odd, "qty", 2.5)
     for thing in (None, 42, {"id": "d"}, odd, Order("a\\ud800", "s", "IBM", Side.BUY, 1, 1.0)):
         check(thing)
-    g.on_fill(Fill("o1", "IBM", Side.BUY, 90, 101.0))
+    g.on_fill(Fill("o1", "IBM", Side.BUY, 90, 101.0))               # customer (within parent P)
     g.on_fill(Fill("o2", "IBM", Side.SELL, 10, 99.0))               # side mismatch: halts
     check(Order("after-mismatch", "s", "IBM", Side.BUY, 1, 100.0))
     g.resume("node", "n1", "reconciled", "ops")
@@ -75,6 +75,7 @@ SESSION = textwrap.dedent(
     check(Order("k1", "s", "IBM", Side.BUY, 1, 100.0))
     g.resume("fleet", "", "over", "ops")
     g.on_cancel("o5"); g.on_cancel("nope")
+    g.on_fill(Fill("o2", "IBM", Side.BUY, 100, 100.2))              # principal (no parent)
     for bad in (("planet", "x"), ("symbol", None), ("symbol", " ")):
         try:
             g.halt(bad[0], bad[1], "r", "a")
