@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -171,20 +171,28 @@ def test_none_policy_never_fsyncs_until_asked(clock: SimClock) -> None:
 
 
 def test_file_recorder_seals_and_fsyncs_off_the_order_path(
-    audit_path: Path, clock: SimClock
+    audit_path: Path, clock: SimClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rec = FlightRecorder(audit_path, clock=clock, fsync=FsyncPolicy.BATCH, batch_size=2)
+    sealer, syncer = rec._sealer, rec._syncer
+    assert sealer is not None and sealer.name == "flight-recorder-sealer" and sealer.is_alive()
+    assert syncer is not None and syncer._thread is None, "no fsync thread before a seal"
+    # The sealer asks for the fsync once it sees a seal, in its own time: the test
+    # waits for that request itself (the real one, noted), not for a while.
+    asked = threading.Event()
+    request = syncer.request
+
+    def request_and_note() -> None:
+        request()
+        asked.set()
+
+    monkeypatch.setattr(syncer, "request", request_and_note)
     for i in range(6):
         rec.ready()
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
     assert rec.sync()
-    sealer, syncer = rec._sealer, rec._syncer
-    assert sealer is not None and sealer.name == "flight-recorder-sealer" and sealer.is_alive()
-    assert syncer is not None
-    for _ in range(5000):  # the sealer asks for the fsync once it sees the seal
-        if syncer._thread is not None and syncer._thread.is_alive():
-            break
-        time.sleep(0.001)
+    assert sealer.is_alive()
+    assert asked.wait(timeout=120), "the sealer never asked for an fsync after a seal"
     assert syncer._thread is not None and syncer._thread.name == "flight-recorder-fsync"
     assert syncer._thread.is_alive()
     rec.close()
