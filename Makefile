@@ -3,8 +3,13 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The compiled build: the same package with knightwatch.build.HOT_PATH compiled by mypyc,
+# installed (not editable) in its own venv, rebuilt when the source changes.
+MYPYC := .venv-mypyc
+MYPYC_STAMP := $(MYPYC)/.installed
+SOURCES := $(shell find src -name '*.py') pyproject.toml hatch_build.py
 
-.PHONY: demo test lint types bench clean
+.PHONY: demo test lint types pytest compiled test-compiled bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +28,34 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-test: lint types
+test: lint types pytest test-compiled
+
+pytest: $(STAMP)
 	$(BIN)/pytest
+
+# With a C compiler: build once per source change, then the whole suite again on the
+# compiled package (tests/test_build.py checks it is the compiled one and that it
+# decides and records byte for byte as the pure one). Without one: said, and skipped.
+$(MYPYC_STAMP): $(SOURCES)
+	@if ! command -v $${CC:-cc} >/dev/null 2>&1; then \
+	  echo "compiled build: no C compiler (cc) here; only the pure package is tested"; \
+	else \
+	  set -e; \
+	  test -x $(MYPYC)/bin/python || $(PY) -m venv $(MYPYC); \
+	  $(MYPYC)/bin/python -m pip install --quiet --upgrade pip; \
+	  $(MYPYC)/bin/python -m pip install --quiet '.[all,dev,nautilus,ccxt]'; \
+	  HATCH_BUILD_HOOK_ENABLE_CUSTOM=true \
+	    $(MYPYC)/bin/python -m pip install --quiet --force-reinstall --no-deps .; \
+	  echo "compiled build: $$($(MYPYC)/bin/python -m knightwatch.build)"; \
+	  touch $@; \
+	fi
+
+compiled: $(MYPYC_STAMP)
+
+test-compiled: $(MYPYC_STAMP)
+	@if test -f $(MYPYC_STAMP); then \
+	  KNIGHTWATCH_EXPECT_BUILD=mypyc $(MYPYC)/bin/pytest; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -34,4 +65,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/kill_bench.py --json bench-kill.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) $(MYPYC) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

@@ -38,8 +38,10 @@ def test_embedding_loads_no_third_party_package_but_msgspec() -> None:
         "print(sorted(m for m in extra if not m.startswith('_')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(ast.literal_eval(out.stdout))
-    assert loaded <= {"knightwatch", "msgspec", "typing_extensions"}, loaded
+    # the compiled build adds its own shared library, named <hash>__mypyc; the engine
+    # imports mypy_extensions when it is installed (it marks a class for the compiler)
+    loaded = {m for m in ast.literal_eval(out.stdout) if not m.endswith("__mypyc")}
+    assert loaded <= {"knightwatch", "msgspec", "typing_extensions", "mypy_extensions"}, loaded
 
 
 def test_every_error_has_the_one_root() -> None:

@@ -74,6 +74,9 @@ class Rule:
         return None
 
 
+ID_BUCKETS = 1024
+"""Time buckets per duplicate-check window (`guard.orderids.BUCKETS`)."""
+
 COUNT = Rule("int", 1)
 AMOUNT = Rule("float", 0, exclusive=True)
 SECONDS = Rule("float", 0, exclusive=True)
@@ -128,6 +131,7 @@ FLEET_RULES: dict[str, Rule] = {
     "cancel_ratio_min_cancels": Rule("int", 0, nullable=False),
     "max_loss": AMOUNT,
     "max_tracked_order_ids": Rule("int", 1, nullable=False),
+    "duplicate_id_window_s": SECONDS,
 }
 
 
@@ -201,7 +205,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_cancel_to_fill_ratio: float | None = 50.0
     cancel_ratio_min_cancels: int = 500
     max_loss: float | None = 250_000.0
-    max_tracked_order_ids: int = 5_000_000
+    max_tracked_order_ids: int = 15_000_000
+    duplicate_id_window_s: float | None = 86_400.0
+    """How long an accepted order id blocks its reuse; None: until `Guard.start_session`."""
     strategy: Mapping[str, Override] = msgspec.field(default_factory=dict)
     symbol: Mapping[str, Override] = msgspec.field(default_factory=dict)
 
@@ -219,6 +225,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             for name, ov in table.items():
                 if not isinstance(ov, Override):
                     problems.append(f"{section}.{name}: must be an Override")
+        if not problems and (p := self._id_capacity_problem()) is not None:
+            problems.append(p)
         if problems:
             raise LimitsError(problems)
         for key in ("allowed_symbols", "restricted_symbols"):
@@ -230,6 +238,36 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             msgspec.structs.force_setattr(
                 self, section, MappingProxyType(dict(getattr(self, section)))
             )
+
+    def ids_in_window(self) -> int | None:
+        """The most ids the duplicate check can hold when the node trades at its rate limits.
+
+        The orders the node-rate limits let through within `duplicate_id_window_s`
+        plus the time an id may outstay the window (two of the check's time
+        buckets). None when that is unbounded (no window: the scope is the
+        session; or no node-rate limit). `max_tracked_order_ids` must be at least
+        this, or a node trading at its limits would be blocked for capacity.
+        """
+        if self.duplicate_id_window_s is None:
+            return None
+        window = self.duplicate_id_window_s * (1 + 2 / ID_BUCKETS)
+        bounds = []
+        if self.max_orders_per_s_node is not None:
+            bounds.append(self.max_orders_per_s_node * math.ceil(window))
+        if self.max_orders_per_min_node is not None:
+            bounds.append(self.max_orders_per_min_node * math.ceil(window / 60))
+        return min(bounds) if bounds else None
+
+    def _id_capacity_problem(self) -> str | None:
+        most = self.ids_in_window()
+        if most is None or most <= self.max_tracked_order_ids:
+            return None
+        return (
+            f"max_tracked_order_ids: must be >= {most}, the orders max_orders_per_s_node and "
+            f"max_orders_per_min_node allow within duplicate_id_window_s "
+            f"{self.duplicate_id_window_s:g}s (got {self.max_tracked_order_ids}); raise it or "
+            "shorten the window, or a node at its rate limits is blocked for capacity"
+        )
 
     @classmethod
     def off(cls, **on: Any) -> Limits:
@@ -412,7 +450,7 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
     RuleGroup("armed", 2, reasons=(_R.NOT_ARMED,)),
     RuleGroup("lease", 2, ("lease_timeout_s",), (_R.LEASE_EXPIRED,)),
     RuleGroup("validity", 3, reasons=(_R.INVALID_ORDER,)),
-    RuleGroup("duplicate_id", 5, reasons=(_R.DUPLICATE_ORDER_ID,)),
+    RuleGroup("duplicate_id", 5, ("duplicate_id_window_s",), (_R.DUPLICATE_ORDER_ID,)),
     RuleGroup(
         "symbol_lists",
         5,
@@ -499,7 +537,7 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
 
 SWITCHES = frozenset(
     k for k, rule in FLEET_RULES.items() if rule.nullable or rule.kind in ("bool", "symbols")
-) - {"require_registered_parent"}
+) - {"require_registered_parent", "duplicate_id_window_s"}
 """Keys that switch a group off when None, false or empty (the rest are parameters)."""
 
 _RECORDED = tuple(g for g in RULE_GROUPS if g.name not in ("fill_mismatch", "order_id_capacity"))

@@ -27,14 +27,21 @@ def audit_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def write_file(audit_path: Path, clock: SimClock) -> WriteFile:
-    """Write a clean chained file of n decision steps (plus fills); return its lines."""
+    """Write a clean sealed file of n decision steps (plus fills); return its lines.
 
-    def make(n: int = 20) -> list[bytes]:
-        with FlightRecorder(audit_path, clock=clock, batch_size=8) as rec:
-            for i in range(n):
-                clock.advance(1_000)
-                rec.ready()
-                record_one(rec, i)
+    Written by an in-memory recorder, which seals every `batch` records exactly
+    (a file recorder seals when its background thread has hashed a batch), so
+    tests can name lines; the bytes are what a file recorder writes.
+    """
+
+    def make(n: int = 20, batch: int = 8) -> list[bytes]:
+        rec = FlightRecorder(None, clock=clock, batch_size=batch)
+        for i in range(n):
+            clock.advance(1_000)
+            rec.ready()
+            record_one(rec, i)
+        rec.close()
+        audit_path.write_bytes(b"".join(line + b"\n" for line in rec.lines))
         return audit_path.read_bytes().splitlines(keepends=True)
 
     return make

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from knightwatch.audit import (
-    FileSink,
     FlightRecorder,
     FsyncPolicy,
     MemorySink,
+    NotARegularFile,
     UnwrittenRecords,
     verify_file,
     verify_lines,
@@ -28,18 +28,12 @@ MS = 1_000_000
 
 
 class FailingSink:
-    """A real file sink with a switch that makes writes fail like a full disk."""
+    """A real memory sink with a switch that makes writes fail like a full disk."""
 
-    def __init__(self, inner: FileSink | MemorySink) -> None:
+    def __init__(self, inner: MemorySink) -> None:
         self.inner = inner
         self.failing = False
         self.writes = 0
-
-    def tail(self) -> tuple[bytes | None, bytes]:
-        return self.inner.tail()
-
-    def discard_torn(self, n: int) -> None:
-        self.inner.discard_torn(n)
 
     def write(self, data: bytes) -> None:
         self.writes += 1
@@ -54,27 +48,24 @@ class FailingSink:
         self.inner.close()
 
 
-def test_dev_full_reports_unhealthy_and_keeps_records(clock: SimClock) -> None:
-    rec = FlightRecorder("/dev/full", clock=clock, fsync=FsyncPolicy.BATCH)
-    assert rec.ready()
-    for i in range(3):
-        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
-    assert rec.flush() is False
-    assert not rec.healthy and rec.pending == 3
-    assert rec.ready() is False
-    with pytest.raises(UnwrittenRecords, match="3 records could not be written"):
-        rec.close()
+def lines_of(sink: FailingSink) -> list[bytes]:
+    return [line + b"\n" for line in sink.inner.lines]
 
 
-def test_failed_write_is_retried_and_the_chain_verifies(audit_path: Path, clock: SimClock) -> None:
-    sink = FailingSink(FileSink(audit_path))
+def test_a_device_is_refused_with_a_clear_error(clock: SimClock) -> None:
+    with pytest.raises(NotARegularFile, match="/dev/full: not a regular file"):
+        FlightRecorder("/dev/full", clock=clock)
+
+
+def test_failed_write_is_retried_and_the_chain_verifies(clock: SimClock) -> None:
+    sink = FailingSink(MemorySink())
     rec = FlightRecorder(None, clock=clock, sink=sink, batch_size=4, flush_interval_ms=10)
     for i in range(4):
         assert rec.ready()
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
     sink.failing = True
     assert rec.ready() is False  # the full batch flushes, the write fails
-    assert rec.pending == 4 and not rec.healthy
+    assert rec.pending == 4 and not rec.healthy and "No space left" in rec.problem
     for i in range(4, 20):  # the Guard records its blocks while unhealthy
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
         assert rec.ready() is False
@@ -85,44 +76,7 @@ def test_failed_write_is_retried_and_the_chain_verifies(audit_path: Path, clock:
     clock.advance(10 * MS)
     assert rec.ready() is True and rec.healthy and rec.pending == 0
     rec.close()
-    report = verify_file(audit_path)
-    assert report.intact and report.records == 20
-
-
-def test_partial_write_is_cut_back_before_retry(tmp_path: Path) -> None:
-    """A real EFBIG mid-batch (RLIMIT_FSIZE) leaves no half record in the chain."""
-    path = tmp_path / "a.jsonl"
-    script = textwrap.dedent(
-        f"""
-        import resource, signal
-        from knightwatch.audit import FlightRecorder, AuditContext
-        from knightwatch.clock import SimClock
-        from knightwatch.decision import ACCEPTED
-        from knightwatch.order import Order, Side
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        ctx = AuditContext(node="n1")
-        rec = FlightRecorder({str(path)!r}, clock=SimClock(), batch_size=1000)
-        def batch(start):
-            for i in range(start, start + 10):
-                rec.record_decision(Order(f"o{{i}}", "s", "X", Side.BUY, 1, 1.0), ACCEPTED, ctx, ())
-        batch(0)
-        assert rec.flush()
-        size = {str(path)!r} and __import__("os").path.getsize({str(path)!r})
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1500, hard))
-        batch(10)
-        assert rec.flush() is False and rec.pending == 10 and not rec.healthy
-        assert __import__("os").path.getsize({str(path)!r}) == size, "partial write cut back"
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        assert rec.flush() and rec.healthy and rec.pending == 0
-        rec.close()
-        print("ok")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
-    report = verify_file(path)
+    report = verify_lines(lines_of(sink), "m")
     assert report.intact and report.records == 20
 
 
@@ -147,8 +101,8 @@ def test_closed_recorder_is_unhealthy_and_close_is_idempotent(clock: SimClock) -
     rec.close()
     assert not rec.healthy and rec.ready() is False
     assert rec.flush() is False
-    assert len(rec.lines) == 1
-    assert verify_lines([rec.lines[0] + b"\n"], "m").intact
+    assert len(rec.lines) == 2  # the record and its seal
+    assert verify_lines([line + b"\n" for line in rec.lines], "m").intact
 
 
 def test_unwritable_path_is_a_clear_error(tmp_path: Path, clock: SimClock) -> None:
@@ -172,7 +126,7 @@ def test_bad_settings_name_the_field(clock: SimClock, kwargs: dict[str, float], 
 
 
 class SyncFailingSink(FailingSink):
-    def __init__(self, inner: FileSink | MemorySink) -> None:
+    def __init__(self, inner: MemorySink) -> None:
         super().__init__(inner)
         self.sync_failing = False
         self.syncs = 0
@@ -186,9 +140,9 @@ class SyncFailingSink(FailingSink):
 
 @pytest.mark.parametrize("policy", [FsyncPolicy.BATCH, FsyncPolicy.ALWAYS])
 def test_failed_fsync_makes_the_recorder_unhealthy_until_one_succeeds(
-    audit_path: Path, clock: SimClock, policy: FsyncPolicy
+    clock: SimClock, policy: FsyncPolicy
 ) -> None:
-    sink = SyncFailingSink(FileSink(audit_path))
+    sink = SyncFailingSink(MemorySink())
     rec = FlightRecorder(None, clock=clock, sink=sink, fsync=policy)
     rec.record_decision(order(1), ACCEPTED, CTX, RULES)
     assert rec.sync() and rec.healthy
@@ -202,30 +156,89 @@ def test_failed_fsync_makes_the_recorder_unhealthy_until_one_succeeds(
     assert rec.sync() and rec.healthy and rec.ready()
     rec.close()
     assert not rec.healthy
-    assert verify_file(audit_path).records == 2
+    assert verify_lines(lines_of(sink), "m").records == 2
 
 
-def test_batch_fsync_runs_off_the_order_path(audit_path: Path, clock: SimClock) -> None:
-    sink = SyncFailingSink(FileSink(audit_path))
-    rec = FlightRecorder(None, clock=clock, sink=sink, fsync=FsyncPolicy.BATCH, batch_size=2)
-    for i in range(6):
-        rec.ready()
-        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
-    assert rec.sync()
-    assert 1 <= sink.syncs <= 4  # fsyncs were requested per batch, may be shared
-    assert "flight-recorder-fsync" in {t.name for t in threading.enumerate()}
-    rec.close()
-    assert verify_file(audit_path).records == 6
-    assert rec._syncer is not None and rec._syncer._thread is not None
-    assert not rec._syncer._thread.is_alive(), "close() stops the fsync thread"
-
-
-def test_none_policy_never_fsyncs_until_asked(audit_path: Path, clock: SimClock) -> None:
-    sink = SyncFailingSink(FileSink(audit_path))
+def test_none_policy_never_fsyncs_until_asked(clock: SimClock) -> None:
+    sink = SyncFailingSink(MemorySink())
     rec = FlightRecorder(None, clock=clock, sink=sink, fsync=FsyncPolicy.NONE, batch_size=2)
     for i in range(6):
         rec.ready()
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
     rec.close()
     assert sink.syncs == 0
-    assert verify_file(audit_path).records == 6
+    assert verify_lines(lines_of(sink), "m").records == 6
+
+
+def test_file_recorder_seals_and_fsyncs_off_the_order_path(
+    audit_path: Path, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = FlightRecorder(audit_path, clock=clock, fsync=FsyncPolicy.BATCH, batch_size=2)
+    sealer, syncer = rec._sealer, rec._syncer
+    assert sealer is not None and sealer.name == "flight-recorder-sealer" and sealer.is_alive()
+    assert syncer is not None and syncer._thread is None, "no fsync thread before a seal"
+    # The sealer asks for the fsync once it sees a seal, in its own time: the test
+    # waits for that request itself (the real one, noted), not for a while.
+    asked = threading.Event()
+    request = syncer.request
+
+    def request_and_note() -> None:
+        request()
+        asked.set()
+
+    monkeypatch.setattr(syncer, "request", request_and_note)
+    for i in range(6):
+        rec.ready()
+        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
+    assert rec.sync()
+    assert sealer.is_alive()
+    assert asked.wait(timeout=120), "the sealer never asked for an fsync after a seal"
+    assert syncer._thread is not None and syncer._thread.name == "flight-recorder-fsync"
+    assert syncer._thread.is_alive()
+    rec.close()
+    report = verify_file(audit_path)
+    assert report.intact and report.records == 6
+    assert not sealer.is_alive() and not syncer._thread.is_alive(), "close() stops both"
+
+
+def test_full_disk_blocks_then_recovers_without_losing_a_record(tmp_path: Path) -> None:
+    """A real EFBIG (RLIMIT_FSIZE) when the next segment is allocated: unhealthy, then healthy."""
+    path = tmp_path / "a.jsonl"
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, time
+        import knightwatch.audit.log as log
+        log.SEGMENT = 1 << 20  # small segments, so the test reaches the limit quickly
+        from knightwatch.audit import FlightRecorder, AuditContext
+        from knightwatch.clock import SystemClock
+        from knightwatch.decision import ACCEPTED
+        from knightwatch.order import Order, Side
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # one segment, no second
+        ctx = AuditContext(node="n1")
+        rec = FlightRecorder({str(path)!r}, clock=SystemClock(), flush_interval_ms=2)
+        n = 0
+        deadline = time.monotonic() + 20
+        while rec.ready():
+            rec.record_decision(Order(f"o{{n}}", "s", "X", Side.BUY, 1, 1.0), ACCEPTED, ctx, ())
+            n += 1
+            assert time.monotonic() < deadline, "never turned unhealthy"
+        assert "cannot grow" in rec.problem, rec.problem
+        assert n > 1000, n
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space comes back
+        while not rec.ready():
+            time.sleep(0.002)
+            assert time.monotonic() < deadline, "never recovered"
+        for _ in range(10):
+            rec.record_decision(Order(f"o{{n}}", "s", "X", Side.BUY, 1, 1.0), ACCEPTED, ctx, ())
+            n += 1
+        rec.close()
+        print(n)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    n = int(out.stdout)
+    report = verify_file(path)
+    assert report.intact and report.records == n

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from knightwatch.audit import DecisionRecord, FlightRecorder, decode_record, verify_lines
+from knightwatch.audit.log import is_seal
 from knightwatch.clock import SimClock
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.order import Order, Side
@@ -18,7 +19,7 @@ BAD = Decision(False, RejectReason.INVALID_ORDER, "order could not be checked")
 def readable(rec: FlightRecorder) -> list[DecisionRecord]:
     assert rec.flush()
     assert verify_lines((line + b"\n" for line in rec.lines), "m").intact
-    out = [decode_record(line) for line in rec.lines]
+    out = [decode_record(line) for line in rec.lines if not is_seal(line)]
     assert all(isinstance(r, DecisionRecord) for r in out)
     return out  # type: ignore[return-value]
 
@@ -70,6 +71,8 @@ def test_event_fields_must_be_scalars(clock: SimClock) -> None:
         rec.record_event("decision", CTX)
     with pytest.raises(ValueError, match="kind"):
         rec.record_event("", CTX)
+    with pytest.raises(ValueError, match="kind"):
+        rec.record_event("seal", CTX)
     assert rec.pending == 0
 
 
@@ -77,5 +80,5 @@ def test_event_with_surrogate_text_is_recorded(clock: SimClock) -> None:
     rec = FlightRecorder(None, clock=clock)
     rec.record_event("halt", CTX, reason="bad\udcff", actor="ops")
     assert rec.flush()
-    (line,) = rec.lines
+    (line, _seal) = rec.lines
     assert msgspec.json.decode(line)["data"] == {"reason": repr("bad\udcff"), "actor": "ops"}

@@ -1,4 +1,4 @@
-"""Reopening a file continues its chain; a torn tail is cut and noted; a bad tail refuses."""
+"""Reopening a file continues its chain; what a crash left is cut or sealed and noted."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from knightwatch.audit import (
     FlightRecorder,
     FsyncPolicy,
     RecorderLocked,
+    Seal,
     decode_record,
     verify_file,
 )
@@ -25,18 +26,22 @@ from .conftest import WriteFile
 from .helpers import CTX, RULES, order
 
 
+def records(path: Path) -> list[object]:
+    return [decode_record(line) for line in path.read_bytes().splitlines()]
+
+
 def test_reopen_appends_to_the_same_chain(write_file: WriteFile, audit_path: Path) -> None:
     first = write_file(10)
-    head = msgspec.json.decode(first[-1])
+    head = msgspec.json.decode(first[-1], type=Seal)
     with FlightRecorder(audit_path, clock=SimClock(5)) as rec:
-        assert rec.seq == head["seq"] + 1 and rec.head == head["hash"]
+        assert rec.seq == head.seq + 1 and rec.head == head.hash
         rec.record_decision(order(99), ACCEPTED, CTX, RULES)
     lines = audit_path.read_bytes().splitlines()
-    assert len(lines) == len(first) + 1
-    new = decode_record(lines[-1])
-    assert new.seq == head["seq"] + 1 and new.prev == head["hash"]
+    assert len(lines) == len(first) + 2  # the record and its seal
+    new, seal = decode_record(lines[-2]), msgspec.json.decode(lines[-1], type=Seal)
+    assert new.seq == head.seq + 1 and seal.prev == head.hash
     report = verify_file(audit_path)
-    assert report.intact and report.records == len(first) + 1
+    assert report.intact and report.lines == len(first) + 2
 
 
 def test_three_restarts_make_one_chain(audit_path: Path, clock: SimClock) -> None:
@@ -45,7 +50,7 @@ def test_three_restarts_make_one_chain(audit_path: Path, clock: SimClock) -> Non
             for i in range(5):
                 rec.record_decision(order(run * 10 + i), ACCEPTED, CTX, RULES)
     report = verify_file(audit_path)
-    assert report.intact and report.records == 15
+    assert report.intact and report.records == 15 and report.seals == 3
 
 
 def test_torn_tail_is_cut_and_recorded(write_file: WriteFile, audit_path: Path) -> None:
@@ -56,15 +61,30 @@ def test_torn_tail_is_cut_and_recorded(write_file: WriteFile, audit_path: Path) 
     assert verify_file(audit_path).problems[0].kind == "truncated"
     with FlightRecorder(audit_path, clock=SimClock(7)) as rec:
         rec.record_decision(order(50), ACCEPTED, CTX, RULES)
-    report = verify_file(audit_path)
-    assert report.intact
-    records = [decode_record(line) for line in audit_path.read_bytes().splitlines()]
-    recovery = records[-2]
-    assert isinstance(recovery, EventRecord) and recovery.kind == RECOVERY
+    assert verify_file(audit_path).intact
+    recovery = next(r for r in records(audit_path) if getattr(r, "kind", "") == RECOVERY)
+    assert isinstance(recovery, EventRecord)
     assert recovery.data == {
+        "unsealed_records": 0,
         "truncated_bytes": len(torn),
         "truncated_sha256": sha256(torn).hexdigest(),
     }
+
+
+def test_records_a_crash_left_unsealed_are_sealed_on_reopen(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    lines = write_file(20)
+    crashed = b"".join(lines[:-1]) + b"\0" * 4096  # no last seal; allocated space after it
+    audit_path.write_bytes(crashed)
+    with FlightRecorder(audit_path, clock=SimClock(7)) as rec:
+        assert rec.seq == len(lines) - 1 + 2  # the unsealed records, a recovery event, a seal
+    report = verify_file(audit_path)
+    assert report.intact and report.records == 23 + 1
+    recovery = records(audit_path)[-2]
+    assert isinstance(recovery, EventRecord) and recovery.kind == RECOVERY
+    assert recovery.data["unsealed_records"] == 7 and recovery.data["truncated_bytes"] == 0
+    assert b"\0" not in audit_path.read_bytes()
 
 
 @pytest.mark.parametrize("policy", list(FsyncPolicy))
@@ -84,14 +104,14 @@ def test_file_with_only_a_torn_line_starts_at_genesis(audit_path: Path, clock: S
     with FlightRecorder(audit_path, clock=clock) as rec:
         rec.record_decision(order(1), ACCEPTED, CTX, RULES)
     report = verify_file(audit_path)
-    assert report.intact and report.records == 2
+    assert report.intact and report.records == 2 and report.seals == 2
 
 
-def test_corrupt_last_record_refuses_to_open(write_file: WriteFile, audit_path: Path) -> None:
+def test_corrupt_last_batch_refuses_to_open(write_file: WriteFile, audit_path: Path) -> None:
     lines = write_file(6)
-    lines[-1] = lines[-1].replace(b'"qty":100', b'"qty":1')
+    lines[-2] = lines[-2].replace(b'"qty":100', b'"qty":1')
     audit_path.write_bytes(b"".join(lines))
-    with pytest.raises(ChainCorrupt, match="does not match its own hash"):
+    with pytest.raises(ChainCorrupt, match="the last seal does not match"):
         FlightRecorder(audit_path, clock=SimClock())
     assert audit_path.read_bytes() == b"".join(lines)  # nothing appended, nothing cut
 
@@ -109,8 +129,8 @@ def test_second_writer_on_the_same_file_is_refused(audit_path: Path, clock: SimC
 def test_long_last_line_is_found_across_read_chunks(audit_path: Path, clock: SimClock) -> None:
     with FlightRecorder(audit_path, clock=clock) as rec:
         rec.record_decision(order(1), ACCEPTED, CTX, RULES)
-        rec.record_event("limits_reload", CTX, note="x" * 200_000)
+        rec.record_event("limits_reload", CTX, note="x" * 3_000_000)
     with FlightRecorder(audit_path, clock=clock) as rec:
-        assert rec.seq == 2
+        assert rec.seq == 3
         rec.record_decision(order(2), ACCEPTED, CTX, RULES)
     assert verify_file(audit_path).intact

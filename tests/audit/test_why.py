@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from knightwatch.audit import FlightRecorder, OrderNotFound, explain_order
+from knightwatch.audit import FlightRecorder, OrderNotFound, explain_order, verify_file
 from knightwatch.audit.record import AuditContext
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
@@ -89,7 +89,7 @@ def test_why_verifies_the_chain_through_the_records_it_uses(
 
     build(audit_path, clock)
     exp = explain_order(audit_path, "o2")
-    assert exp.chain.intact and exp.chain.lines == 8  # through the o2 decision
+    assert exp.chain.intact and exp.chain.lines == 12  # through the seal that covers o2
     ok = CliRunner().invoke(app, ["audit", "why", "o2", str(audit_path)])
     assert ok.exit_code == 0 and "chain verified" in ok.output
     # An edit to the halt that explains o2 (same length, so nothing else moves):
@@ -99,7 +99,8 @@ def test_why_verifies_the_chain_through_the_records_it_uses(
     audit_path.write_bytes(b"".join(lines))
     exp = explain_order(audit_path, "o2")
     assert not exp.chain.intact
-    assert exp.chain.problems[0].line == 4 and exp.chain.problems[0].kind == "edited"
+    (problem,) = exp.chain.problems  # the seal names its batch, lines 1-11
+    assert problem.kind == "edited" and problem.line == 12 and "lines 1-11" in problem.detail
     bad = CliRunner().invoke(app, ["audit", "why", "o2", str(audit_path)])
     assert bad.exit_code == 1 and "CHAIN BROKEN" in bad.output
 
@@ -112,3 +113,21 @@ def test_a_deeply_nested_line_is_a_malformed_record_not_a_crash(audit_path: Path
     assert [p.kind for p in report.problems] == ["malformed", "malformed"]
     assert "nested too deeply" in report.problems[0].detail
     assert "longer than" in report.problems[1].detail
+
+
+def test_each_decision_names_the_seal_that_covers_it(audit_path: Path, clock: SimClock) -> None:
+    build(audit_path, clock)
+    exp = explain_order(audit_path, "o2")
+    seal = exp.seals[exp.decision.seq]
+    assert seal.kind == "seal" and seal.seq > exp.decision.seq
+    assert seal.hash == verify_file(audit_path).head
+
+
+def test_a_decision_after_the_last_seal_is_named_unsealed(
+    audit_path: Path, clock: SimClock
+) -> None:
+    build(audit_path, clock)
+    lines = audit_path.read_bytes().splitlines(keepends=True)
+    audit_path.write_bytes(b"".join(lines[:-1]))  # as a crash before the seal leaves it
+    exp = explain_order(audit_path, "o2")
+    assert exp.seals == {}

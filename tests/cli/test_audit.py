@@ -18,7 +18,7 @@ def test_verify_intact_exits_0(write_file: WriteFile, audit_path: Path) -> None:
     lines = write_file(12)
     result = runner.invoke(app, ["audit", "verify", str(audit_path)])
     assert result.exit_code == 0, result.output
-    assert "INTACT" in result.output and f"{len(lines)} records" in result.output
+    assert "INTACT" in result.output and f"{len(lines) - 2} records, 2 seals" in result.output
 
 
 def test_verify_tampered_exits_1_and_names_the_line(
@@ -39,7 +39,7 @@ def test_verify_json_output(write_file: WriteFile, audit_path: Path) -> None:
     result = runner.invoke(app, ["audit", "verify", str(audit_path), "--json"])
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert [(p["kind"], p["line"]) for p in report["problems"]] == [("deleted", 3)]
+    assert [(p["kind"], p["line"]) for p in report["problems"]] == [("deleted", 3), ("edited", 6)]
 
 
 def test_verify_unreadable_exits_2(tmp_path: Path) -> None:
@@ -114,3 +114,25 @@ def test_verify_empty_file_is_not_a_clean_bill(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["audit", "verify", str(empty)])
     assert result.exit_code == 1
     assert "no records" in result.output
+
+
+def test_verify_a_crashed_file_says_unsealed(write_file: WriteFile, audit_path: Path) -> None:
+    lines = write_file(12)
+    audit_path.write_bytes(b"".join(lines[:-1]) + b"\0" * 1000)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    assert result.exit_code == 1
+    assert "unsealed" in result.output and "not sealed yet" in result.output
+
+
+def test_why_names_the_covering_seal(write_file: WriteFile, audit_path: Path) -> None:
+    write_file(10)
+    result = runner.invoke(app, ["audit", "why", "o4", str(audit_path)])
+    assert result.exit_code == 0, result.output
+    assert "sealed by seq 8" in result.output
+
+
+def test_tail_shows_seals(write_file: WriteFile, audit_path: Path) -> None:
+    write_file(10)
+    result = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "3"])
+    assert result.exit_code == 0, result.output
+    assert "seal" in result.output and "record(s) sealed" in result.output

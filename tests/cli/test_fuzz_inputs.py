@@ -26,7 +26,7 @@ import typer
 from typer.testing import CliRunner
 
 from knightwatch.audit import AuditContext, FlightRecorder
-from knightwatch.audit.sink import FileSink
+from knightwatch.audit.log import MappedLog
 from knightwatch.cli.app import app
 from knightwatch.clock import SimClock
 from knightwatch.release.contents import contents_from_directory
@@ -428,7 +428,7 @@ def test_hostile_recorder_files_stop_the_node_with_one_line(
     (a missing one is created); each before any connection is tried."""
     if name == "locked":
         path = tmp_path / "held.jsonl"
-        holder = FileSink(path)  # another node appends to it
+        holder = MappedLog(path)  # another node appends to it (it holds the file's lock)
     else:
         holder = None
         path = make_hostile(tmp_path, name, ".jsonl")

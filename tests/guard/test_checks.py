@@ -9,10 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from knightwatch.audit import FlightRecorder
+from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.decision import RejectReason as R
-from knightwatch.guard import Guard
-from knightwatch.guard.engine import RecorderUnavailable
+from knightwatch.guard import Guard, RecorderUnavailable
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 
@@ -502,18 +501,14 @@ def test_realized_pnl_round_trip(rig: Mk) -> None:
 # 11. audit --------------------------------------------------------------------------------
 
 
-class DeadRecorder(FlightRecorder):
-    """A recorder whose storage is gone: it can never accept another record."""
-
-    def ready(self) -> bool:
-        return False
-
-
 def test_recorder_that_cannot_record_blocks_everything(rig: Mk) -> None:
     r = rig()
-    dead = DeadRecorder(None, clock=r.clock)
+    # storage that is full from the first write on (a memory sink behaves like a full disk)
+    dead = FlightRecorder(None, clock=r.clock, sink=MemorySink(capacity=1), batch_size=1)
     g = Guard(r.limits, node="n1", clock=r.clock, recorder=dead)
+    g.set_context(release_id="r1")  # its record and seal cannot be written: 2 lines > 1
     g.on_price("IBM", 100.0)
+    assert not dead.ready()
     with pytest.raises(RecorderUnavailable):
         g.arm()  # arming is refused while nothing could be recorded; checks block anyway
     before = dead.pending

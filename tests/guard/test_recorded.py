@@ -63,7 +63,8 @@ def test_tampered_guard_record_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"".join(lines))
     report = verify_file(path)
     assert not report.intact
-    assert report.problems[0].line == 5
+    (problem,) = report.problems
+    assert problem.kind == "edited" and "lines 1-6 (seq 0-5)" in problem.detail
 
 
 def test_default_memory_recorder_is_bounded_and_fails_closed() -> None:

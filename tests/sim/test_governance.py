@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 from typer.testing import CliRunner
 
-from knightwatch.audit.chain import body_hash, split_line
+from knightwatch.audit.chain import SEAL, Seal
 from knightwatch.cli.app import app
 from knightwatch.flags.rollout import RolloutPlan, Stage
 from knightwatch.sim.layers import resolve
@@ -92,9 +92,8 @@ def test_replays_without_a_report_keep_only_the_chain_head_in_memory() -> None:
     sink = guard.recorder._sink
     assert isinstance(sink, TailSink)
     assert guard.recorder.seq > 10 and sink.last is not None
-    sealed = split_line(sink.last)
-    assert sealed is not None and body_hash(sealed[0]) == sealed[1]
-    assert sealed[1].decode() == guard.recorder.head
+    seal = msgspec.json.decode(sink.last, type=Seal)
+    assert seal.kind == SEAL and seal.hash == guard.recorder.head
 
 
 def test_report_writes_a_flight_recorder_per_node_that_audit_why_reads(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import msgspec
 
 from knightwatch import Clock, Guard, KnightwatchError, Limits, Scope, TradingState
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.sink import FileSink, MemorySink, Sink
+from knightwatch.audit.sink import MemorySink
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
@@ -56,9 +56,12 @@ class WatchedGuard(Guard):
     def watch(self, watcher: Callable[[], None]) -> None:
         self._watchers.append(watcher)
 
-    def halt(self, *args: Any, **kwargs: Any) -> None:
-        super().halt(*args, **kwargs)
+    def latch(self, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        # every halt goes through latch: `halt` itself, and a node runtime's kill
+        # (which confirms between latching and recording)
+        report = super().latch(*args, **kwargs)
         self._changed()
+        return report
 
     def resume(self, *args: Any, **kwargs: Any) -> bool:
         cleared = super().resume(*args, **kwargs)
@@ -126,20 +129,20 @@ def build_guard(
 
     With `ship`, recorded lines are also queued for the fleet's audit stream.
     """
-    sink: Sink
     if recorder is None:
-        sink = MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
+        memory = MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
+        shipper = ShippingSink(memory) if ship else None
+        fr = FlightRecorder(
+            None, clock=_RecorderClock(clock), sink=memory if shipper is None else shipper
+        )
     else:
+        shipper = ShippingSink() if ship else None  # the file is written by the recorder
         path = Path(recorder)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            sink = FileSink(path)
-        except OSError as exc:
+            fr = FlightRecorder(path, clock=_RecorderClock(clock), sink=shipper)
+        except (OSError, ValueError) as exc:
             raise AdapterError(f"recorder: cannot open {path} ({exc})") from None
-    shipper = ShippingSink(sink) if ship else None
-    fr = FlightRecorder(
-        None, clock=_RecorderClock(clock), sink=shipper if shipper is not None else sink
-    )
     return WatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
 
 

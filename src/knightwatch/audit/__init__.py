@@ -2,10 +2,11 @@
 
 It answers, after the fact, why each order went out or was blocked (which node,
 release, flag snapshot, limits version and rules), and `verify` proves the
-record was not edited, cut, reordered or padded since it was written.
+record was not edited, cut, reordered or padded since it was sealed. A record
+is in the file (the operating system's hands) before `record_decision` returns.
 """
 
-from knightwatch.audit.chain import GENESIS
+from knightwatch.audit.chain import GENESIS, Seal
 from knightwatch.audit.errors import (
     AuditError,
     ChainCorrupt,
@@ -13,6 +14,7 @@ from knightwatch.audit.errors import (
     RecorderLocked,
     UnwrittenRecords,
 )
+from knightwatch.audit.log import MappedLog, NotARegularFile
 from knightwatch.audit.read import decode_record, last_lines
 from knightwatch.audit.record import (
     AuditContext,
@@ -22,7 +24,7 @@ from knightwatch.audit.record import (
     format_ts,
 )
 from knightwatch.audit.recorder import RECOVERY, FlightRecorder
-from knightwatch.audit.sink import FileSink, MemorySink, Sink
+from knightwatch.audit.sink import MemorySink, Sink
 from knightwatch.audit.verify import (
     Problem,
     ProblemKind,
@@ -41,14 +43,16 @@ __all__ = [
     "DecisionRecord",
     "EventRecord",
     "Explanation",
-    "FileSink",
     "FlightRecorder",
     "FsyncPolicy",
+    "MappedLog",
     "MemorySink",
+    "NotARegularFile",
     "OrderNotFound",
     "Problem",
     "ProblemKind",
     "RecorderLocked",
+    "Seal",
     "Sink",
     "UnwrittenRecords",
     "VerifyReport",

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from knightwatch.audit.chain import Link
+from knightwatch.audit.chain import SEAL, Link, Seal
 from knightwatch.audit.conform import conform
 from knightwatch.audit.record import (
     DECISION,
@@ -22,9 +22,10 @@ from knightwatch.audit.record import (
 _kind = msgspec.json.Decoder(Kind).decode
 _decision = msgspec.json.Decoder(DecisionRecord).decode
 _event = msgspec.json.Decoder(EventRecord).decode
-_chain = msgspec.json.Decoder(Link).decode
+_link = msgspec.json.Decoder(Link).decode
+_seal = msgspec.json.Decoder(Seal).decode
 
-AnyRecord = DecisionRecord | EventRecord
+AnyRecord = DecisionRecord | EventRecord | Seal
 
 MAX_LINE_BYTES = 1024 * 1024
 """Longer than any record the recorder writes (it cuts records at 16 KiB); a longer line is
@@ -47,19 +48,22 @@ def read_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
 
 
 def decode_record(line: bytes) -> AnyRecord:
-    """Decode one line; raises msgspec.DecodeError if it is not a record.
+    """Decode one line; raises msgspec.DecodeError if it is not a record or a seal.
 
     A record whose payload values are outside the schema (what an unvalidated
     object looked like when the Guard blocked it) is still returned, coerced,
     with the original values quoted in its detail.
     """
     try:
-        is_decision = _kind(line).kind == DECISION
+        kind = _kind(line).kind
+        if kind == SEAL:
+            return _seal(line)
+        is_decision = kind == DECISION
         try:
             return _decision(line) if is_decision else _event(line)
         except msgspec.ValidationError:
             raw = msgspec.json.decode(line)
-            chain = _chain(line)
+            seq = _link(line).seq
     except UnicodeDecodeError as exc:  # msgspec lets invalid UTF-8 through as this
         raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from exc
     except RecursionError:
@@ -68,8 +72,8 @@ def decode_record(line: bytes) -> AnyRecord:
     payload = payload_type(**{f: raw.get(f) for f in payload_type.__struct_fields__})
     fields = msgspec.structs.asdict(conform(payload))
     if is_decision:
-        return DecisionRecord(**fields, seq=chain.seq, prev=chain.prev, hash=chain.hash)
-    return EventRecord(**fields, seq=chain.seq, prev=chain.prev, hash=chain.hash)
+        return DecisionRecord(**fields, seq=seq)
+    return EventRecord(**fields, seq=seq)
 
 
 def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> list[bytes]:
@@ -77,7 +81,7 @@ def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> 
     if n <= 0:
         return []
     with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
+        end = _data_end(f)
         chunks: list[bytes] = []
         newlines = 0
         pos = end
@@ -96,3 +100,21 @@ def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> 
     if pos > 0:
         lines = lines[1:]  # the first piece may start mid-line
     return lines[-n:]
+
+
+_ZERO_TAIL_MAX = 256 * 1024 * 1024
+"""More than a recorder ever leaves allocated after its data (two segments)."""
+
+
+def _data_end(f: BinaryIO, chunk: int = 1024 * 1024) -> int:
+    """Where the data ends: a live or crashed recorder's file ends in allocated zero bytes."""
+    end = f.seek(0, os.SEEK_END)
+    floor = max(0, end - _ZERO_TAIL_MAX)
+    while end > floor:
+        start = max(0, end - chunk)
+        f.seek(start)
+        data = f.read(end - start).rstrip(b"\0")
+        if data:
+            return start + len(data)
+        end = start
+    return end  # 0, or a zero run longer than any recorder leaves: not free space

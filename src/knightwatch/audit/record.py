@@ -1,9 +1,10 @@
 """The record schema: what one JSON line of the flight recorder says.
 
-Writers encode the payload structs (no seq, prev or hash: those are added by the
-chain when the record is sealed); readers decode the full record structs, which
-extend the payloads with the chain fields. Field names are a public contract
-(operators grep for them), so they are only ever added, never renamed.
+Writers encode the line structs (`DecisionLine`, `EventLine`: seq first, the
+rules list spliced in pre-encoded); readers decode the record structs, which
+are the payloads plus `seq`. A record line carries no hash: the seal line after
+its batch does (see `chain`). Field names are a public contract (operators grep
+for them), so they are only ever added, never renamed.
 """
 
 from __future__ import annotations
@@ -74,19 +75,57 @@ class EventPayload(msgspec.Struct, frozen=True, gc=False):
 
 
 class DecisionRecord(DecisionPayload, frozen=True):
-    """A decision as read back from the file, with its place in the chain."""
+    """A decision as read back from the file, with its place in the sequence."""
 
     seq: int
-    prev: str
-    hash: str
 
 
 class EventRecord(EventPayload, frozen=True):
-    """An event as read back from the file, with its place in the chain."""
+    """An event as read back from the file, with its place in the sequence."""
 
     seq: int
-    prev: str
-    hash: str
+
+
+class DecisionLine(msgspec.Struct, gc=False):
+    """What the recorder encodes for a decision: one C call, in the file's field order.
+
+    Not frozen and not type-checked at construction: whatever the Guard was
+    handed goes in as it is, and a value JSON cannot carry makes the encoder
+    raise, which sends the record down the slow path that makes it conform.
+    `rules` is the rule list already encoded (the Guard's lists repeat).
+    """
+
+    seq: int
+    ts: int
+    kind: str
+    node: str
+    release_id: str | None
+    flag_snapshot_id: str | None
+    limits_version: str
+    order_id: str
+    strategy: str
+    symbol: str
+    side: str
+    qty: int
+    price: float | None
+    parent_id: str | None
+    accepted: bool
+    reason: str
+    detail: str
+    rules: msgspec.Raw
+
+
+class EventLine(msgspec.Struct, gc=False):
+    """What the recorder encodes for an event."""
+
+    seq: int
+    ts: int
+    kind: str
+    node: str
+    release_id: str | None
+    flag_snapshot_id: str | None
+    limits_version: str
+    data: dict[str, Scalar]
 
 
 class Kind(msgspec.Struct):

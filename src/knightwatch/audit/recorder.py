@@ -1,54 +1,86 @@
-"""The flight recorder: every decision and control action, appended as a hash chain.
+"""The flight recorder: every decision and control action, appended and sealed as a hash chain.
 
 The Guard calls `ready()` before each decision and `record_decision()` after it.
-Recording only appends a tuple; encoding, hashing and IO happen in `flush()`,
-which `ready()` runs when a batch is full or the flush interval has passed. If a
-record cannot be written, `ready()` turns False and the Guard blocks every
-order (fail closed) until a later flush writes everything that was kept.
+With a file (the live case) recording is one JSON encode and one copy into a
+memory map of the file: when the call returns the record belongs to the
+operating system, so a crash of the process cannot lose a decision whose order
+already left. Everything else happens on a background thread: hashing each
+batch, allocating the file ahead, fsync (on its own thread, as before) and
+copying sealed batches to a tee sink (fleet shipping). The seal line itself is
+appended by the Guard's thread at its next `ready()`, from a hash the
+background thread has already computed (a few microseconds, once per batch),
+so the file has one writer and the order path takes no lock.
+
+Without a file (tests, replays, a Guard built without a recorder) records are
+kept in memory and sealed inline when a batch is full or the flush interval has
+passed on the injected clock, so a replay writes the same bytes every time.
+
+Fail closed: `ready()` is False when a write, an fsync or the background thread
+failed, when the file cannot grow, or when `max_pending` records wait for a
+seal; the Guard then blocks every order until the recorder recovers.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import threading
 from hashlib import sha256
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import msgspec
 
-from knightwatch.audit.chain import GENESIS, Link, body_hash, seal_batch, split_line
+from knightwatch.audit.chain import GENESIS, SEAL, finish_seal, seal_body
 from knightwatch.audit.conform import SCALARS, conform, conform_decision
-from knightwatch.audit.errors import ChainCorrupt, UnwrittenRecords
+from knightwatch.audit.errors import UnwrittenRecords
+from knightwatch.audit.log import SEGMENT, MappedLog
 from knightwatch.audit.record import (
     DECISION,
     AuditContext,
+    DecisionLine,
     DecisionPayload,
+    EventLine,
     EventPayload,
     FsyncPolicy,
     Scalar,
 )
-from knightwatch.audit.sink import FileSink, MemorySink, Sink
+from knightwatch.audit.sink import MemorySink, Sink
 from knightwatch.audit.syncer import Syncer
 from knightwatch.clock import Clock
-from knightwatch.decision import Decision
-from knightwatch.order import Order
 
-_DecisionItem = tuple[int, Order, Decision, AuditContext, tuple[str, ...]]
-_EventItem = tuple[int, str, AuditContext, dict[str, Scalar]]
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
-RECOVERY = "recovery"
-"""Event kind written when a torn last line left by a crash was cut off on open."""
+RECOVERY: Final = "recovery"
+"""Event kind written at open when a crash left torn bytes or records without a seal."""
 
-MAX_RECORD_BYTES = 16 * 1024
+MAX_RECORD_BYTES: Final = 16 * 1024
 """A record longer than this has its long text fields cut (see `clip`); real ones are ~0.5 KB."""
-FIELD_LIMIT = 1024
+FIELD_LIMIT: Final = 1024
 """Characters of one text field a clipped record keeps."""
+_CATCH_UP: Final = 4096
+"""The background thread hashes until at most this many bytes are left for the seal itself."""
+_ENCODE_ERRORS = (AttributeError, TypeError, ValueError, OverflowError)
+
+
+class _Ready:
+    """A batch hashed by the background thread, waiting for the Guard's thread to seal it."""
+
+    __slots__ = ("hasher", "start", "upto")
+
+    def __init__(self, start: int, upto: int, hasher: _Hash) -> None:
+        self.start = start
+        self.upto = upto
+        self.hasher = hasher
 
 
 class FlightRecorder:
     """Append-only, hash-chained record of decisions and events (file or memory)."""
+
+    _map: mmap.mmap
+    """The file segment records are copied into (file mode only)."""
 
     def __init__(
         self,
@@ -69,72 +101,89 @@ class FlightRecorder:
             )
         if max_pending < 1:
             raise ValueError(f"max_pending: must be >= 1 (got {max_pending})")
-        if sink is not None and path is not None:
-            raise ValueError("path and sink: give one, not both")
         self._clock = clock
         self._batch_size = batch_size
         self._interval_ns = int(flush_interval_ms * 1_000_000)
         self._fsync = FsyncPolicy(fsync)
         self._always = self._fsync is FsyncPolicy.ALWAYS
         self._max_pending = max_pending
-        if sink is None:
-            sink = MemorySink() if path is None else FileSink(path)
-        self._sink: Sink = sink
-        self._pending: list[_DecisionItem | _EventItem] = []
-        self._unwritten: list[bytes] = []  # sealed batches a failed write kept
-        self._unwritten_n = 0  # records in them
-        self._unsynced = False
+        self._enc = msgspec.json.Encoder()
+        self._buf = bytearray()
+        self._rules: dict[int, tuple[tuple[str, ...], msgspec.Raw]] = {}
+        self._seq = 0
+        self._head = GENESIS.encode()
+        self._batch_first = 0  # seq of the first record not yet sealed
         self._health = threading.Lock()
         self._write_ok = True
         self._sync_ok = True
-        self._encoder = msgspec.json.Encoder()
-        self._seq = 0
-        self._head = GENESIS.encode()
         self._closed = False
         self._ok = True  # write_ok and sync_ok and not closed; read on the hot path
+        self.problem = ""
+        """Why the recorder last turned unhealthy (empty while it never did)."""
+        # memory mode
+        self._lines: list[bytes] = []  # encoded, not yet sealed
+        self._unwritten: list[bytes] = []  # sealed batches a failed write kept
+        self._unwritten_n = 0
         self._flush_at = batch_size
         self._deadline = clock.monotonic_ns() + self._interval_ns
-        self._syncer = (
-            Syncer(self._sink.sync, self._sync_result)
-            if self._fsync is FsyncPolicy.BATCH and not isinstance(self._sink, MemorySink)
-            else None
-        )
+        # file mode
+        self._log: MappedLog | None = None
+        self._sink: Sink | None = sink
+        self._end = 0
+        self._batch_start = 0  # file offset of the first line not yet sealed
+        self._seq_limit = max_pending
+        self._kick_at = batch_size
+        self._ready_seal: _Ready | None = None
+        self._kept: list[bytes] = []  # lines the file could not take (it could not grow)
+        self._teed = 0  # the tee sink has every sealed byte before this offset
+        self._tee_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._sealer: threading.Thread | None = None
+        self._syncer: Syncer | None = None
+        if path is None:
+            if sink is None:
+                self._sink = MemorySink()
+            return
+        log = MappedLog(path)
         try:
-            self._resume()
+            tail = log.scan()
+            log.start(tail.end)
         except BaseException:
-            self._sink.close()
+            log.close()
             raise
-
-    def _resume(self) -> None:
-        """Continue the chain of an existing file so a restart appends instead of forking."""
-        last, torn = self._sink.tail()
-        if last is not None:
-            parts = split_line(last)
-            try:
-                link = msgspec.json.decode(last, type=Link)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                link = None
-            if parts is None or link is None or body_hash(parts[0]) != parts[1]:
-                where = getattr(self._sink, "path", "the sink")
-                raise ChainCorrupt(
-                    f"{where}: the last complete record does not match its own hash; "
-                    "run `knightwatch audit verify` before appending to this file"
-                )
-            self._seq = link.seq + 1
-            self._head = parts[1]
-        if torn:
-            self._sink.discard_torn(len(torn))
+        self._log = log
+        assert log.map is not None
+        self._map = log.map
+        self._teed = tail.batch_start
+        self._end = tail.end
+        self._seq = tail.seq
+        self._head = tail.head
+        self._batch_start = tail.batch_start
+        self._batch_first = tail.seq - tail.unsealed
+        self._seq_limit = self._batch_first + max_pending
+        if tail.torn or tail.unsealed:
             self.record_event(
                 RECOVERY,
                 AuditContext(node=""),
-                truncated_bytes=len(torn),
-                truncated_sha256=sha256(torn).hexdigest(),
+                unsealed_records=tail.unsealed,
+                truncated_bytes=len(tail.torn),
+                truncated_sha256=sha256(tail.torn).hexdigest() if tail.torn else None,
             )
+            self._seal_here()
+        if self._fsync is FsyncPolicy.BATCH:
+            self._syncer = Syncer(log.sync, self._sync_result)
+        self._sealer = threading.Thread(
+            target=self._background, name="flight-recorder-sealer", daemon=True
+        )
+        self._sealer.start()
+
+    # ------------------------------------------------------------------ state
 
     @property
     def lines(self) -> list[bytes]:
-        """The sealed lines (without newlines) of an in-memory recorder."""
-        if isinstance(self._sink, MemorySink):
+        """The lines (without newlines) written to an in-memory recorder's sink."""
+        if isinstance(self._sink, MemorySink) and self._log is None:
             return self._sink.lines
         raise TypeError("lines: only an in-memory recorder (path=None) keeps its lines")
 
@@ -144,34 +193,108 @@ class FlightRecorder:
 
     @property
     def pending(self) -> int:
-        """Records accepted but not yet written to the sink."""
-        return len(self._pending) + self._unwritten_n
+        """Records not yet both written and sealed (a file holds them already, unsealed)."""
+        if self._log is None:
+            return len(self._lines) + self._unwritten_n
+        return self._seq - self._batch_first
 
     @property
     def seq(self) -> int:
-        """The seq the next sealed record will carry."""
+        """The seq the next line will carry."""
         return self._seq
 
     @property
     def head(self) -> str:
-        """Hash of the last sealed record; publish it elsewhere to anchor the chain."""
+        """Hash of the last seal; publish it elsewhere (after `sync()`) to anchor the chain."""
         return self._head.decode()
 
+    # ------------------------------------------------------------------ hot path
+
     def ready(self) -> bool:
-        if len(self._pending) >= self._flush_at or self._clock.monotonic_ns() >= self._deadline:
-            self.flush()
-        return self._ok and len(self._pending) + self._unwritten_n < self._max_pending
+        """Called before every decision: seals a batch that is due; True if recording works."""
+        log = self._log
+        if log is None:
+            if len(self._lines) >= self._flush_at or self._clock.monotonic_ns() >= self._deadline:
+                self.flush()
+            return self._ok and len(self._lines) + self._unwritten_n < self._max_pending
+        r = self._ready_seal
+        if r is not None:
+            self._apply(r)
+        if self._ok and self._seq < self._seq_limit and self._end < log.limit:
+            return True
+        return self._recover(log)
+
+    def _recover(self, log: MappedLog) -> bool:
+        """The slow side of `ready()`: write kept lines, grow the file here if it must."""
+        if self._kept:
+            self._retry_kept()
+        if self._end >= log.limit and not self._closed:
+            try:
+                log.prepare_next()  # normally done ahead by the background thread
+            except OSError as exc:
+                self._set_health(write_ok=False, why=f"{log.path}: cannot grow the file ({exc})")
+        return self._ok and self._seq < self._seq_limit and self._end < log.limit
 
     def record_decision(
-        self, order: Order, decision: Decision, context: AuditContext, rules: tuple[str, ...]
+        self, order: object, decision: object, context: AuditContext, rules: tuple[str, ...]
     ) -> None:
-        self._pending.append((self._clock.time_ns(), order, decision, context, rules))
-        if self._always:
-            self.flush()
+        """Record one verdict; never raises for what the Guard was handed.
+
+        The Guard's hot path: the file append is inlined here (see `_put`).
+        """
+        seq = self._seq
+        cached = self._rules.get(id(rules))
+        raw = cached[1] if cached is not None and cached[0] is rules else self._cache_rules(rules)
+        buf = self._buf
+        try:
+            self._enc.encode_into(
+                DecisionLine(
+                    seq,
+                    self._clock.time_ns(),
+                    DECISION,
+                    context.node,
+                    context.release_id,
+                    context.flag_snapshot_id,
+                    context.limits_version,
+                    order.id,  # type: ignore[attr-defined]
+                    order.strategy,  # type: ignore[attr-defined]
+                    order.symbol,  # type: ignore[attr-defined]
+                    order.side,  # type: ignore[attr-defined]
+                    order.qty,  # type: ignore[attr-defined]
+                    order.price,  # type: ignore[attr-defined]
+                    order.parent_id,  # type: ignore[attr-defined]
+                    decision.accepted,  # type: ignore[attr-defined]
+                    decision.reason,  # type: ignore[attr-defined]
+                    decision.detail,  # type: ignore[attr-defined]
+                    raw,
+                ),
+                buf,
+            )
+        except _ENCODE_ERRORS:
+            self._enc.encode_into(self._odd_decision(seq, order, decision, context, rules), buf)
+        if len(buf) > MAX_RECORD_BYTES:
+            # a hostile value (a 1 MB order id) must not become a record of that size
+            self._enc.encode_into(
+                self._odd_decision(seq, order, decision, context, rules, cut=True), buf
+            )
+        buf.append(10)
+        if self._log is None or self._kept or self._always:
+            self._put(buf)
+            return
+        self._seq = seq + 1
+        try:
+            self._map.write(buf)
+        except ValueError:  # the line crosses into the next segment
+            if not self._spill(bytes(buf)):
+                return
+        self._end += len(buf)
+        if self._seq >= self._kick_at:
+            self._kick_at = self._seq + self._max_pending
+            self._wake.set()
 
     def record_event(self, kind: str, context: AuditContext, **fields: object) -> None:
-        if type(kind) is not str or not kind or kind == DECISION:
-            raise ValueError(f"kind: must be a non-empty string other than {DECISION!r}")
+        if type(kind) is not str or not kind or kind in (DECISION, SEAL):
+            raise ValueError(f"kind: must be a non-empty string other than {DECISION!r}, {SEAL!r}")
         for name, value in fields.items():
             if not isinstance(value, SCALARS):
                 raise TypeError(
@@ -179,85 +302,386 @@ class FlightRecorder:
                     f"(got {type(value).__name__})"
                 )
         data: dict[str, Scalar] = fields  # type: ignore[assignment]
-        self._pending.append((self._clock.time_ns(), kind, context, data))
-        if self._always:
-            self.flush()
+        seq = self._seq
+        ts = self._clock.time_ns()
+        line = EventLine(
+            seq,
+            ts,
+            kind,
+            context.node,
+            context.release_id,
+            context.flag_snapshot_id,
+            context.limits_version,
+            data,
+        )
+        buf = self._buf
+        odd: DecisionPayload | EventPayload | None = None
+        try:
+            self._enc.encode_into(line, buf)
+        except _ENCODE_ERRORS:
+            odd = conform(EventPayload(ts, kind, *_ctx(context), data))
+            self._enc.encode_into(_event_line(seq, odd), buf)
+        if len(buf) > MAX_RECORD_BYTES:
+            payload = odd if odd is not None else EventPayload(ts, kind, *_ctx(context), data)
+            self._enc.encode_into(_event_line(seq, conform(clip(payload))), buf)
+        buf.append(10)
+        self._put(buf)
 
-    def flush(self) -> bool:
-        if self._closed:
+    def _put(self, buf: bytearray) -> None:
+        """Hand one encoded line (ending in a newline) to the file or the batch."""
+        self._seq += 1
+        if self._log is None:
+            self._lines.append(bytes(buf))
+            if self._always:
+                self.flush()
+            return
+        if self._kept:
+            self._kept.append(bytes(buf))
+            return
+        try:
+            self._map.write(buf)
+        except ValueError:  # the line crosses into the next segment
+            if not self._spill(bytes(buf)):
+                return
+        self._end += len(buf)
+        if self._always:
+            self._sync_here()
+        if self._seq >= self._kick_at:
+            self._kick_at = self._seq + self._max_pending
+            self._wake.set()
+
+    def _cache_rules(self, rules: tuple[str, ...]) -> msgspec.Raw:
+        """Encode a rule list once per distinct tuple (the Guard passes the same ones)."""
+        if len(self._rules) > 4096:
+            self._rules.clear()
+        raw = msgspec.Raw(self._enc.encode(rules))
+        self._rules[id(rules)] = (rules, raw)
+        return raw
+
+    def _odd_decision(
+        self,
+        seq: int,
+        order: object,
+        decision: object,
+        ctx: object,
+        rules: object,
+        *,
+        cut: bool = False,
+    ) -> DecisionLine:
+        """Record whatever the Guard was handed, even an object that is not an Order.
+
+        With `cut`, text fields longer than `FIELD_LIMIT` are cut, saying how long they were.
+        """
+        a = getattr
+        raw = DecisionPayload(
+            self._clock.time_ns(),
+            DECISION,
+            a(ctx, "node", repr(ctx)),
+            a(ctx, "release_id", None),
+            a(ctx, "flag_snapshot_id", None),
+            a(ctx, "limits_version", ""),
+            a(order, "id", repr(order)),
+            a(order, "strategy", ""),
+            a(order, "symbol", ""),
+            a(order, "side", ""),
+            a(order, "qty", 0),
+            a(order, "price", None),
+            a(order, "parent_id", None),
+            a(decision, "accepted", False),
+            a(decision, "reason", repr(decision)),
+            a(decision, "detail", ""),
+            rules,  # type: ignore[arg-type]
+        )
+        p = conform_decision(raw)
+        if cut:
+            clipped = clip(p)
+            assert isinstance(clipped, DecisionPayload)
+            p = conform_decision(clipped)
+        return DecisionLine(
+            seq,
+            p.ts,
+            DECISION,
+            *_ctx_of(p),
+            p.order_id,
+            p.strategy,
+            p.symbol,
+            p.side,
+            p.qty,
+            p.price,
+            p.parent_id,
+            p.accepted,
+            p.reason,
+            p.detail,
+            msgspec.Raw(self._enc.encode(p.rules)),
+        )
+
+    # ------------------------------------------------------------------ file mode
+
+    def _spill(self, line: bytes) -> bool:
+        """Write a line that crosses into the next segment; False if it had to be kept."""
+        log = self._log
+        assert log is not None
+        try:
+            self._map = log.spill(line, self._end)
+        except OSError as exc:
+            # The segment could not be allocated now (the background thread prepares
+            # it ahead, so ready() said no long before this unless the line is huge).
+            self._set_health(write_ok=False, why=f"{log.path}: cannot grow the file ({exc})")
+            self._kept.append(line)
             return False
-        if self._pending:
-            items = self._pending
-            self._pending = []
-            pieces, seq, self._head = seal_batch(self._encode(items), self._seq, self._head)
-            self._unwritten.append(b"".join(pieces))
-            self._unwritten_n += seq - self._seq
-            self._seq = seq
+        return True
+
+    def _retry_kept(self) -> None:
+        """Write the lines a failed grow kept, in order; healthy again once all are in."""
+        kept, self._kept = self._kept, []
+        for i, line in enumerate(kept):
+            if not self._spill_or_write(line):
+                self._kept.extend(kept[i + 1 :])
+                return
+        self._set_health(write_ok=True)
+
+    def _spill_or_write(self, line: bytes) -> bool:
+        try:
+            self._map.write(line)
+        except ValueError:
+            if not self._spill(line):
+                return False
+        self._end += len(line)
+        return True
+
+    def _apply(self, r: _Ready) -> None:
+        """Append the seal for a batch the background thread hashed (Guard's thread)."""
+        self._ready_seal = None
+        if r.start != self._batch_start or self._closed:
+            return  # the batch was sealed here in the meantime (flush)
+        log = self._log
+        assert log is not None
+        h = r.hasher
+        if self._end > r.upto:
+            h.update(log.read(r.upto, self._end))
+        self._seal(h)
+
+    def _seal_here(self) -> None:
+        """Seal the current batch now, hashing it on this thread (flush, close, open)."""
+        log = self._log
+        assert log is not None
+        r = self._ready_seal
+        if r is not None:
+            self._apply(r)
+        if self._seq == self._batch_first:
+            return
+        h = sha256()
+        pos = self._batch_start
+        while pos < self._end:
+            piece = log.read(pos, min(self._end, pos + SEGMENT))
+            h.update(piece)
+            pos += len(piece)
+        self._seal(h)
+
+    def _seal(self, h: _Hash) -> None:
+        if self._kept:
+            return  # records are still outside the file; seal once they are in
+        body = seal_body(
+            self._seq, self._clock.time_ns(), self._seq - self._batch_first, self._head
+        )
+        line, digest = finish_seal(h, body)
+        self._seq += 1
+        if not self._spill_or_write(line):
+            return  # kept with the records: sealed in order once the file can grow
+        self._head = digest
+        self._batch_start = self._end
+        self._batch_first = self._seq
+        self._seq_limit = self._seq + self._max_pending
+        self._kick_at = self._seq + self._batch_size
+        self._wake.set()
+
+    def _sync_here(self) -> None:
+        log = self._log
+        assert log is not None
+        try:
+            log.sync()
+        except OSError as exc:
+            self._set_health(sync_ok=False, why=f"{log.path}: fsync failed ({exc})")
+            return
+        self._set_health(sync_ok=True)
+
+    def _background(self) -> None:
+        """Hash batches, keep the file allocated ahead, fsync, feed the tee sink."""
+        try:
+            self._background_loop()
+        except BaseException as exc:  # fail closed: nothing else would seal or grow the file
+            self._set_health(write_ok=False, why=f"flight recorder background thread died: {exc!r}")
+            raise
+
+    def _background_loop(self) -> None:
+        log = self._log
+        assert log is not None
+        interval_s = max(self._interval_ns / 1e9, 0.001)
+        start = self._batch_start
+        pos = start
+        h = sha256()
+        handed = False
+        due = self._clock.monotonic_ns() + self._interval_ns
+        while True:
+            self._wake.wait(interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
+            log.close_retired()
+            log.prefault(self._end)
+            if log.needs_next(self._end):
+                try:
+                    log.prepare_next()
+                except OSError as exc:
+                    self._set_health(write_ok=False, why=f"{log.path}: cannot grow ({exc})")
+            elif not self._write_ok and not self._kept:
+                self._set_health(write_ok=True)
+            sealed_to = self._batch_start
+            if sealed_to != start:  # a seal was appended: the next batch starts after it
+                self._tee()
+                if self._syncer is not None:
+                    self._syncer.request()
+                start = pos = sealed_to
+                h = sha256()
+                handed = False
+                due = self._clock.monotonic_ns() + self._interval_ns
+            if handed:
+                continue
+            end = self._end
+            while end - pos > _CATCH_UP:
+                piece = log.read(pos, min(end, pos + SEGMENT))
+                h.update(piece)
+                pos += len(piece)
+                end = self._end
+            unsealed = self._seq - self._batch_first
+            now = self._clock.monotonic_ns()
+            if unsealed and (unsealed >= self._batch_size or now >= due):
+                self._ready_seal = _Ready(start, pos, h)
+                handed = True
+            elif not unsealed:
+                due = now + self._interval_ns
+
+    def _tee(self) -> None:
+        """Hand every sealed batch not yet handed to the tee sink (either thread)."""
+        sink = self._sink
+        log = self._log
+        if sink is None or log is None:
+            return
+        with self._tee_lock:
+            start, end = self._teed, self._batch_start
+            if end <= start:
+                return
+            try:
+                sink.write(log.read(start, end))
+            except OSError as exc:
+                self._set_health(write_ok=False, why=f"tee sink failed ({exc})")
+                return
+            self._teed = end
+
+    # ------------------------------------------------------------------ memory mode
+
+    def _flush_memory(self) -> bool:
+        sink = self._sink
+        assert sink is not None
+        if self._lines:
+            batch = b"".join(self._lines)
+            n = len(self._lines)
+            self._lines = []
+            body = seal_body(self._seq, self._clock.time_ns(), n, self._head)
+            line, self._head = finish_seal(sha256(batch), body)
+            self._seq += 1
+            self._unwritten.append(batch + line)
+            self._unwritten_n += n
         if self._unwritten:
             data = self._unwritten[0] if len(self._unwritten) == 1 else b"".join(self._unwritten)
             try:
-                self._sink.write(data)
-            except OSError:
+                sink.write(data)
+            except OSError as exc:
                 # Keep every record; retry only at the interval so a dead disk
                 # costs one syscall per interval, not one per order.
-                self._set_health(write_ok=False)
+                self._set_health(write_ok=False, why=f"sink write failed ({exc})")
                 self._flush_at = self._max_pending
                 self._deadline = self._clock.monotonic_ns() + self._interval_ns
                 return False
             self._unwritten.clear()
             self._unwritten_n = 0
-            self._unsynced = True
         self._set_health(write_ok=True)
         self._flush_at = self._batch_size
         self._deadline = self._clock.monotonic_ns() + self._interval_ns
-        if self._unsynced or not self._sync_ok:
-            if self._syncer is not None:
-                self._syncer.request()
-            elif self._always:
-                try:
-                    self._sink.sync()
-                except OSError:
-                    self._set_health(sync_ok=False)
-                    return False
-                self._set_health(sync_ok=True)
-            self._unsynced = False
+        if self._always or not self._sync_ok:
+            try:
+                sink.sync()
+            except OSError as exc:
+                self._set_health(sync_ok=False, why=f"sink fsync failed ({exc})")
+                return False
+            self._set_health(sync_ok=True)
         return True
 
-    def _sync_result(self, error: OSError | None) -> None:
-        """Called from the fsync thread: a failed fsync makes the recorder unhealthy."""
-        self._set_health(sync_ok=error is None)
+    # ------------------------------------------------------------------ control
 
-    def _set_health(self, *, write_ok: bool | None = None, sync_ok: bool | None = None) -> None:
+    def flush(self) -> bool:
+        """Seal (and in memory mode write) everything recorded so far; returns `healthy`."""
+        if self._closed:
+            return False
+        if self._log is None:
+            return self._flush_memory()
+        if self._kept:
+            self._retry_kept()
+        self._seal_here()
+        self._tee()
+        return self._ok and not self._kept
+
+    def _sync_result(self, error: OSError | None) -> None:
+        """Called from the fsync thread: a failed fsync makes the recorder unhealthy.
+
+        An fsync write-protects the pages it wrote back, the ones ahead too: make
+        those writable again here, off the order path.
+        """
+        why = "" if error is None else f"fsync failed ({error})"
+        self._set_health(sync_ok=error is None, why=why)
+        if self._log is not None and not self._closed:
+            self._log.prefault(self._end)
+
+    def _set_health(
+        self, *, write_ok: bool | None = None, sync_ok: bool | None = None, why: str = ""
+    ) -> None:
         with self._health:
             if write_ok is not None:
                 self._write_ok = write_ok
             if sync_ok is not None:
                 self._sync_ok = sync_ok
+            if why:
+                self.problem = why
             self._ok = self._write_ok and self._sync_ok and not self._closed
 
     def sync(self) -> bool:
-        """Flush, then wait until everything written is on stable storage (any policy).
+        """Seal, then wait until everything written is on stable storage (any policy).
 
         For a controlled shutdown, an end-of-day checkpoint or before publishing
         `head` as an anchor. Returns whether the recorder is healthy afterwards.
         """
         if not self.flush():
             return False
-        if self._syncer is not None:
-            self._syncer.request()
-            self._syncer.drain()
-        else:
+        if self._log is not None:
+            self._sync_here()
+        elif self._sink is not None:
             try:
                 self._sink.sync()
                 self._set_health(sync_ok=True)
-            except OSError:
-                self._set_health(sync_ok=False)
+            except OSError as exc:
+                self._set_health(sync_ok=False, why=f"sink fsync failed ({exc})")
         return self._ok
 
     def close(self) -> None:
+        """Seal, fsync (unless the policy is none), stop the threads, close the file.
+
+        Idempotent. Raises `UnwrittenRecords`, and stays open for a retry, if
+        records could not be written or fsynced.
+        """
         if self._closed:
             return
-        where = getattr(self._sink, "path", "sink")
+        log = self._log
+        where = log.path if log is not None else getattr(self._sink, "path", "sink")
         if not self.flush() and self.pending:
             raise UnwrittenRecords(
                 f"{where}: {self.pending} records could not be written; "
@@ -268,11 +692,19 @@ class FlightRecorder:
                 f"{where}: records were written but fsync failed; "
                 "the recorder stays open, call close() again to retry"
             )
+        if self._sealer is not None:
+            self._stopping = True
+            self._wake.set()
+            self._sealer.join()
         if self._syncer is not None:
             self._syncer.stop()
+        self._tee()
         self._closed = True
         self._set_health()
-        self._sink.close()
+        if log is not None:
+            log.close(self._end)
+        elif self._sink is not None:
+            self._sink.close()
 
     def __enter__(self) -> Self:
         return self
@@ -284,31 +716,6 @@ class FlightRecorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _encode(self, items: list[_DecisionItem | _EventItem]) -> list[bytes]:
-        """Encode payload objects in one C call; fall back per record on odd values.
-
-        A hostile value (a 1 MB order id, a 10 MB halt reason) must not become a
-        record of that size: a line over `MAX_RECORD_BYTES` is re-encoded with its
-        long text fields cut, and each cut field says how long it was.
-        """
-        payloads = [_payload(item) for item in items]
-        try:
-            lines = self._encoder.encode_lines(payloads).split(b"\n")[:-1]
-        except (TypeError, ValueError, OverflowError):
-            lines = [self._encode_one(p) for p in payloads]
-        if max(map(len, lines)) > MAX_RECORD_BYTES:
-            lines = [
-                line if len(line) <= MAX_RECORD_BYTES else self._encode_one(clip(p))
-                for line, p in zip(lines, payloads, strict=True)
-            ]
-        return lines
-
-    def _encode_one(self, payload: DecisionPayload | EventPayload) -> bytes:
-        try:
-            return self._encoder.encode(payload)
-        except (TypeError, ValueError, OverflowError):
-            return self._encoder.encode(conform(payload))
 
 
 def _cut(value: object) -> object:
@@ -329,58 +736,14 @@ def clip(p: DecisionPayload | EventPayload) -> DecisionPayload | EventPayload:
     return type(p)(**fields)
 
 
-def _payload(item: _DecisionItem | _EventItem) -> DecisionPayload | EventPayload:
-    if len(item) == 5:
-        ts, order, decision, ctx, rules = item
-        try:
-            return DecisionPayload(
-                ts,
-                DECISION,
-                ctx.node,
-                ctx.release_id,
-                ctx.flag_snapshot_id,
-                ctx.limits_version,
-                order.id,
-                order.strategy,
-                order.symbol,
-                order.side,
-                order.qty,
-                order.price,
-                order.parent_id,
-                decision.accepted,
-                decision.reason,
-                decision.detail,
-                rules,
-            )
-        except AttributeError:
-            return _odd_decision(item)
-    ts, kind, ctx, data = item
-    return EventPayload(
-        ts, kind, ctx.node, ctx.release_id, ctx.flag_snapshot_id, ctx.limits_version, data
-    )
+def _event_line(seq: int, p: DecisionPayload | EventPayload) -> EventLine:
+    assert isinstance(p, EventPayload)
+    return EventLine(seq, p.ts, p.kind, *_ctx_of(p), p.data)
 
 
-def _odd_decision(item: _DecisionItem) -> DecisionPayload:
-    """Record whatever the Guard was handed, even an object that is not an Order."""
-    ts, order, decision, ctx, rules = item
-    a = getattr
-    raw = DecisionPayload(
-        ts,
-        DECISION,
-        a(ctx, "node", repr(ctx)),
-        a(ctx, "release_id", None),
-        a(ctx, "flag_snapshot_id", None),
-        a(ctx, "limits_version", ""),
-        a(order, "id", repr(order)),
-        a(order, "strategy", ""),
-        a(order, "symbol", ""),
-        a(order, "side", ""),
-        a(order, "qty", 0),
-        a(order, "price", None),
-        a(order, "parent_id", None),
-        a(decision, "accepted", False),
-        a(decision, "reason", repr(decision)),
-        a(decision, "detail", ""),
-        rules,
-    )
-    return conform_decision(raw)
+def _ctx(c: AuditContext) -> tuple[str, str | None, str | None, str]:
+    return c.node, c.release_id, c.flag_snapshot_id, c.limits_version
+
+
+def _ctx_of(p: DecisionPayload | EventPayload) -> tuple[str, str | None, str | None, str]:
+    return p.node, p.release_id, p.flag_snapshot_id, p.limits_version

@@ -1,16 +1,22 @@
-"""Check a flight-recorder file and name every record that breaks the chain.
+"""Check a flight-recorder file and name every line that breaks it.
 
-One streaming pass checks each line on its own (JSON, sealed, its hash matches
-its bytes) and against the line before it (seq + 1, prev = previous hash). Each
-broken link is then explained from the hashes found at the other breaks, the
-only places a moved record's true neighbours can be: a record whose stated
-predecessor sits elsewhere in the file was moved (reordered); one whose
-predecessor is two lines up had a line inserted before it; one whose
-predecessor is nowhere had records deleted before it.
+One streaming pass does two independent checks:
 
-A chain alone cannot show records cut from the very end, or every record from
-some point on rewritten with fresh hashes. Pass the head hash kept elsewhere
-(`anchor`) to catch those.
+* The seals. Each seal line must carry the hash of the exact bytes of the
+  lines since the previous seal plus its own body, and chain to the previous
+  seal's hash. A failed seal proves its batch (or the seal) was altered, but
+  not which line: a hash per batch names the batch.
+* The sequence. Every line carries seq 0, 1, 2, ... A line out of sequence is
+  explained from where the missing numbers turn up: a record whose number
+  fills a gap elsewhere was moved (reordered); one whose number was already
+  passed, or belongs nowhere, was inserted; numbers that never turn up were
+  deleted. This names the line, inside a batch.
+
+Records after the last seal are reported as unsealed: a recorder still
+running, or one that crashed and was not reopened (reopening seals them).
+A chain alone cannot show records cut from the very end together with their
+seal, or every seal from some point on recomputed. Pass the head hash kept
+elsewhere (`anchor`) to catch those.
 """
 
 from __future__ import annotations
@@ -18,16 +24,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from enum import StrEnum
+from hashlib import sha256
 from typing import Final
 
 import msgspec
 
-from knightwatch.audit.chain import GENESIS, Link, body_hash, split_line
+from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
 from knightwatch.audit.read import MAX_LINE_BYTES, read_lines
 
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
-"""Broken links kept for explanation; bounds memory on a shuffled or spliced file."""
+"""Out-of-sequence lines kept for explanation; bounds memory on a shuffled or spliced file."""
 
 
 class ProblemKind(StrEnum):
@@ -41,9 +48,10 @@ class ProblemKind(StrEnum):
     REORDERED = "reordered"
     BROKEN_LINK = "broken_link"
     TRUNCATED = "truncated"
+    UNSEALED = "unsealed"
     ANCHOR_MISSING = "anchor_missing"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
-    """The record at a signed checkpoint's seq is not the one the node signed (rewritten)."""
+    """The seal at a signed checkpoint's seq is not the one the node signed (rewritten)."""
     CHECKPOINT_MISSING = "checkpoint_missing"
     """The node signed a seq the file does not hold (cut, or rewritten shorter)."""
     CHECKPOINT_INVALID = "checkpoint_invalid"
@@ -66,34 +74,26 @@ class VerifyReport(msgspec.Struct, frozen=True):
     head: str
     problems: tuple[Problem, ...]
     problems_capped: bool = False
+    seals: int = 0
+    unsealed: int = 0
+    """Records after the last seal (also reported as an `unsealed` problem)."""
     last_seq: int = -1
-    """The seq of the last record read (-1 if none)."""
+    """The seq of the last line read (-1 if none)."""
     noted: dict[int, str] = msgspec.field(default_factory=dict)
-    """The hash found at each seq asked for (`note`): what signed checkpoints are held to."""
+    """The seal hash found at each seq asked for (`note`): what signed checkpoints are held to."""
 
     @property
     def intact(self) -> bool:
         return not self.problems
 
 
-class _Seen(msgspec.Struct, frozen=True, gc=False):
-    line: int
-    seq: int
-    prev: str
-    hash: str
-
-
-_START = _Seen(line=0, seq=-1, prev="", hash=GENESIS)
-"""Stands before line 1, so the first record is checked like any other."""
-
-
 def verify_file(
     path: str | os.PathLike[str], *, anchor: str | None = None, note: Iterable[int] = ()
 ) -> VerifyReport:
-    """Verify the chain in `path`; raises OSError only when the file cannot be read.
+    """Verify `path`; raises OSError only when the file cannot be read.
 
     `anchor` is a head hash noted elsewhere earlier (by another system, or a
-    previous verify); if no record carries it, records were cut from the end
+    previous verify); if no seal carries it, records were cut from the end
     or rewritten.
     """
     with open(path, "rb") as f:
@@ -109,25 +109,33 @@ def verify_lines(
 ) -> VerifyReport:
     """Verify raw lines (each with its newline, as read from a binary file).
 
-    `note`: seqs whose hashes the report should carry (`VerifyReport.noted`).
+    `note`: seqs whose seal hashes the report should carry (`VerifyReport.noted`).
     """
     return _Verifier(anchor, frozenset(note)).run(raw_lines, name)
-
-
-def _where(seen: _Seen) -> str:
-    return "the start of the file" if seen.line == 0 else f"line {seen.line} (seq {seen.seq})"
 
 
 class _Verifier:
     def __init__(self, anchor: str | None, note: frozenset[int] = frozenset()) -> None:
         self.note = note
         self.noted: dict[int, str] = {}
+        self.last_seq = -1
         self.problems: list[Problem] = []
         self.capped = False
-        # (record two lines up or None, record before the break, record after it)
-        self.breaks: list[tuple[_Seen | None, _Seen, _Seen]] = []
         self.anchor = anchor
         self.anchor_seen = anchor is None or anchor == GENESIS
+        # sequence
+        self.run_end: tuple[int, int] = (0, -1)  # (line, seq) ending the last connected run
+        self.cur: tuple[int, int] | None = None  # the line waiting for its successor
+        self.cur_back = False  # cur follows the parsed line before it
+        self.gaps: list[tuple[int, int, int, int]] = []  # (line after, line before, lo, hi)
+        self.isolated: dict[int, int] = {}  # seq -> line, lines connected to neither neighbour
+        self.repeats: list[tuple[int, int, int, int]] = []  # (line, seq, run-end line, its seq)
+        # seals
+        self.batch = sha256()
+        self.batch_lines = 0
+        self.batch_records = 0  # of them, lines that are records (garbage is not "unsealed")
+        self.batch_first = (0, 0)  # (line, seq) of the first line of the current batch
+        self.head = GENESIS
 
     def add(self, kind: ProblemKind, line: int, seq: int | None, detail: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -137,30 +145,31 @@ class _Verifier:
 
     def run(self, raw_lines: Iterable[bytes], name: str) -> VerifyReport:
         decode = msgspec.json.Decoder(Link).decode
-        before: _Seen | None = None
-        prev: _Seen | None = _START
-        last: _Seen | None = None
         lineno = 0
         records = 0
+        seals = 0
+        last_line = 0
         for raw in raw_lines:
-            lineno += 1
             complete = raw.endswith(b"\n")
+            if not complete and not raw.strip(b"\0"):
+                break  # allocated, unused space after a live or crashed recorder's data
+            lineno += 1
             line = raw[:-1] if complete else raw
             if len(line) > MAX_LINE_BYTES:
                 self.add(
                     ProblemKind.MALFORMED, lineno, None, f"line longer than {MAX_LINE_BYTES} bytes"
                 )
-                before, prev = prev, None
+                self._hash(raw, lineno, None)
                 continue
             try:
                 link = decode(line)
             except RecursionError:
                 self.add(ProblemKind.MALFORMED, lineno, None, "not a record: nested too deeply")
-                before, prev = prev, None
+                self._hash(raw, lineno, None)
                 continue
             except msgspec.ValidationError as exc:
                 self.add(ProblemKind.MALFORMED, lineno, None, f"not a record: {exc}")
-                before, prev = prev, None
+                self._hash(raw, lineno, None)
                 continue
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 if complete:
@@ -169,28 +178,40 @@ class _Verifier:
                     self.add(
                         ProblemKind.TRUNCATED, lineno, None, f"last line cut short ({len(raw)} B)"
                     )
-                before, prev = prev, None
+                self._hash(raw, lineno, None)
                 continue
-            records += 1
-            if link.seq in self.note and link.seq not in self.noted:
-                self.noted[link.seq] = link.hash
-            self._check_own(line, link, lineno, complete)
-            seen = _Seen(lineno, link.seq, link.prev, link.hash)
-            if not self.anchor_seen and link.hash == self.anchor:
-                self.anchor_seen = True
-            if prev is not None and (link.prev != prev.hash or link.seq != prev.seq + 1):
-                if len(self.breaks) < MAX_BREAKS:
-                    self.breaks.append((before, prev, seen))
-                else:
-                    self.capped = True
-            before, prev, last = prev, seen, seen
-        self._explain(last)
+            last_line = lineno
+            self.last_seq = link.seq
+            self._sequence(lineno, link.seq)
+            if not complete:
+                self.add(ProblemKind.TRUNCATED, lineno, link.seq, "last line has no newline")
+            if link.kind == SEAL:
+                seals += 1
+                self._seal(line, lineno, link.seq)
+            else:
+                records += 1
+                self.batch_records += 1
+                self._hash(raw, lineno, link.seq)
+                if link.seq in self.note and link.seq not in self.noted:
+                    self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
+        self._finish_sequence()
+        self._explain_sequence()
+        if self.batch_records:
+            first_line, first_seq = self.batch_first
+            self.add(
+                ProblemKind.UNSEALED,
+                first_line,
+                first_seq,
+                f"{self.batch_records} record(s) from line {first_line} on are not sealed: "
+                "the recorder is still writing, or crashed before sealing them "
+                "(opening the file with a recorder seals them)",
+            )
         if not self.anchor_seen:
             self.add(
                 ProblemKind.ANCHOR_MISSING,
-                lineno,
+                last_line,
                 None,
-                f"no record carries the anchor hash {self.anchor}: "
+                f"no seal carries the anchor hash {self.anchor}: "
                 "records were cut from the end or rewritten",
             )
         self.problems.sort(key=lambda p: p.line)
@@ -198,83 +219,150 @@ class _Verifier:
             path=name,
             lines=lineno,
             records=records,
-            head=last.hash if last is not None else GENESIS,
+            head=self.head,
             problems=tuple(self.problems),
             problems_capped=self.capped,
-            last_seq=last.seq if last is not None else -1,
+            seals=seals,
+            unsealed=self.batch_records,
+            last_seq=self.last_seq,
             noted=self.noted,
         )
 
-    def _check_own(self, line: bytes, link: Link, lineno: int, complete: bool) -> None:
-        parts = split_line(line)
-        if parts is None:
-            self.add(
-                ProblemKind.MALFORMED,
-                lineno,
-                link.seq,
-                'the line does not end with its own "hash" field',
-            )
-        elif parts[1] != link.hash.encode() or body_hash(parts[0]) != parts[1]:
-            self.add(
-                ProblemKind.EDITED,
-                lineno,
-                link.seq,
-                "contents do not match the record's hash: the record was altered",
-            )
-        if not complete:
-            self.add(ProblemKind.TRUNCATED, lineno, link.seq, "last line has no newline")
+    # ------------------------------------------------------------------ seals
 
-    def _explain(self, last: _Seen | None) -> None:
-        # Records referenced from somewhere other than the line right after them:
-        # every such reference sits at a break, so this set is complete.
-        referenced = {seen.prev for _, _, seen in self.breaks}
-        inserted: set[int] = set()
-        for before, prev, seen in self.breaks:
-            # A line inserted between two records: this one chains to the record
-            # two lines up, and no record anywhere chains to the line in between.
-            if (
-                before is not None
-                and seen.prev == before.hash
-                and prev.hash not in referenced
-                and prev.line not in inserted
-            ):
-                inserted.add(prev.line)
-                self.add(
-                    ProblemKind.INSERTED,
-                    prev.line,
-                    prev.seq,
-                    f"line {prev.line} is not part of the chain: line {seen.line} "
-                    f"(seq {seen.seq}) follows {_where(before)}",
-                )
-        by_hash = {prev.hash: prev for _, prev, _ in self.breaks}
-        if last is not None:
-            by_hash[last.hash] = last
-        by_hash.setdefault(GENESIS, _START)
-        for _, prev, seen in self.breaks:
-            if seen.line in inserted or prev.line in inserted:
-                continue
-            origin = by_hash.get(seen.prev)
-            if origin is not None and origin.line != prev.line:
-                self.add(
-                    ProblemKind.REORDERED,
-                    seen.line,
-                    seen.seq,
-                    f"line {seen.line} (seq {seen.seq}) belongs after {_where(origin)}, "
-                    f"not after {_where(prev)}",
-                )
-            elif origin is None and seen.seq > prev.seq + 1:
-                self.add(
-                    ProblemKind.DELETED,
-                    seen.line,
-                    seen.seq,
-                    f"{seen.seq - prev.seq - 1} record(s) missing between "
-                    f"{_where(prev)} and line {seen.line} (seq {seen.seq})",
-                )
-            else:
+    def _hash(self, raw: bytes, lineno: int, seq: int | None) -> None:
+        if not self.batch_lines:
+            self.batch_first = (lineno, -1 if seq is None else seq)
+        self.batch.update(raw)
+        self.batch_lines += 1
+
+    def _seal(self, line: bytes, lineno: int, seq: int) -> None:
+        parts = split_line(line)
+        try:
+            seal = msgspec.json.decode(line, type=Seal)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            seal = None
+        first_line, first_seq = self.batch_first
+        span = (
+            f"lines {first_line}-{lineno - 1} (seq {first_seq}-{seq - 1})"
+            if self.batch_lines
+            else "an empty batch"
+        )
+        if parts is None or seal is None:
+            self.add(ProblemKind.MALFORMED, lineno, seq, "a seal line without its fields or hash")
+        else:
+            if seal.prev != self.head:
                 self.add(
                     ProblemKind.BROKEN_LINK,
-                    seen.line,
-                    seen.seq,
-                    f"line {seen.line} (seq {seen.seq}) does not follow {_where(prev)}: "
-                    "one of them was replaced, or its seq or prev rewritten",
+                    lineno,
+                    seq,
+                    f"the seal on line {lineno} does not chain to the seal before it: "
+                    "a seal was replaced or recomputed, or whole batches were removed",
                 )
+            self.batch.update(parts[0])
+            if self.batch.hexdigest().encode() != parts[1] or parts[1] != seal.hash.encode():
+                self.add(
+                    ProblemKind.EDITED,
+                    lineno,
+                    seq,
+                    f"{span} or the seal itself were altered: "
+                    f"the contents do not match the seal on line {lineno}",
+                )
+            self.head = seal.hash
+            if seq in self.note and seq not in self.noted:
+                self.noted[seq] = seal.hash
+            if not self.anchor_seen and seal.hash == self.anchor:
+                self.anchor_seen = True
+        self.batch = sha256()
+        self.batch_lines = 0
+        self.batch_records = 0
+
+    # ------------------------------------------------------------------ sequence
+
+    def _sequence(self, lineno: int, seq: int) -> None:
+        cur = self.cur
+        back = False
+        if cur is not None:
+            self._classify(cur, forward=seq == cur[1] + 1)
+            back = seq == cur[1] + 1
+        elif seq == 0:
+            back = True  # the first line of a file follows "the start"
+        self.cur, self.cur_back = (lineno, seq), back
+
+    def _finish_sequence(self) -> None:
+        if self.cur is not None:
+            self._classify(self.cur, forward=True)
+            self.cur = None
+
+    def _classify(self, cur: tuple[int, int], *, forward: bool) -> None:
+        line, seq = cur
+        if self.cur_back:
+            self.run_end = cur
+            return
+        end_line, end_seq = self.run_end
+        if seq == end_seq + 1:
+            self.run_end = cur  # connected across a line that is not a record
+        elif forward:
+            if seq > end_seq + 1:
+                self._keep(self.gaps, (line, end_line, end_seq + 1, seq - 1))
+            else:
+                self._keep(self.repeats, (line, seq, end_line, end_seq))
+            self.run_end = cur
+        elif len(self.isolated) < MAX_BREAKS:
+            self.isolated.setdefault(seq, line)
+        else:
+            self.capped = True
+
+    def _keep(self, into: list[tuple[int, int, int, int]], item: tuple[int, int, int, int]) -> None:
+        if len(into) < MAX_BREAKS:
+            into.append(item)
+        else:
+            self.capped = True
+
+    def _where(self, line: int, seq: int) -> str:
+        return "the start of the file" if line == 0 else f"line {line} (seq {seq})"
+
+    def _explain_sequence(self) -> None:
+        placed: set[int] = set()
+        for after, before, lo, hi in self.gaps:
+            moved = [s for s in self.isolated if lo <= s <= hi]
+            for s in moved:
+                placed.add(s)
+                line = self.isolated[s]
+                if s == lo:
+                    home = self._where(before, lo - 1)
+                elif s - 1 in self.isolated:
+                    home = self._where(self.isolated[s - 1], s - 1)
+                else:
+                    home = f"seq {s - 1}"
+                self.add(
+                    ProblemKind.REORDERED,
+                    line,
+                    s,
+                    f"line {line} (seq {s}) belongs after {home}",
+                )
+            missing = hi - lo + 1 - len(moved)
+            if missing > 0:
+                self.add(
+                    ProblemKind.DELETED,
+                    after,
+                    hi + 1,
+                    f"{missing} record(s) missing between {self._where(before, lo - 1)} "
+                    f"and line {after} (seq {hi + 1})",
+                )
+        for s, line in self.isolated.items():
+            if s not in placed:
+                self.add(
+                    ProblemKind.INSERTED,
+                    line,
+                    s,
+                    f"line {line} (seq {s}) is out of sequence and fills no gap: it was inserted",
+                )
+        for line, seq, end_line, end_seq in self.repeats:
+            self.add(
+                ProblemKind.INSERTED,
+                line,
+                seq,
+                f"line {line} (seq {seq}) repeats a seq already passed "
+                f"({self._where(end_line, end_seq)}): a line was inserted or duplicated",
+            )

@@ -5,9 +5,9 @@ release, flag snapshot, limits version, rules evaluated, time), the fills
 recorded for it, and the control actions (halt, resume, arm, disarm) that
 preceded the decision and could have applied to it.
 
-An answer read from an edited file would be reported as fact, so the hash
-chain is verified from the first line through the last record the answer
-uses, and the explanation carries that verification (`chain`).
+An answer read from an edited file would be reported as fact, so the file is
+verified from the first line through the seal that covers the last record the
+answer uses, and the explanation carries that verification (`chain`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from itertools import islice
 
 import msgspec
 
+from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import decode_record, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord
@@ -25,6 +26,7 @@ from knightwatch.audit.verify import VerifyReport, verify_lines
 FILL = "fill"
 CONTROL_KINDS = frozenset({"halt", "resume", "arm", "disarm"})
 _CONTROL_MARKERS = tuple(b'"kind":"%s"' % k.encode() for k in sorted(CONTROL_KINDS))
+_SEAL_MARKER = b'"kind":"seal"'
 
 
 class Explanation(msgspec.Struct, frozen=True):
@@ -34,7 +36,9 @@ class Explanation(msgspec.Struct, frozen=True):
     controls: tuple[EventRecord, ...]
     """Control actions before the last decision that name its fleet, node, strategy or symbol."""
     chain: VerifyReport
-    """The chain verified from line 1 through the last record used here (`chain.lines`)."""
+    """The chain verified from line 1 through the seal covering the last record used here."""
+    seals: dict[int, Seal] = {}
+    """The seal covering each decision, by the decision's seq (absent: not sealed yet)."""
 
     @property
     def decision(self) -> DecisionRecord:
@@ -48,34 +52,53 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     decisions: list[DecisionRecord] = []
     fills: list[EventRecord] = []
     controls: list[tuple[int, EventRecord]] = []
-    last_used = 0
+    seals: dict[int, Seal] = {}
+    unsealed: list[int] = []  # seqs of records used here, waiting for the next seal
+    seal_lines: dict[int, int] = {}  # a used record's seq -> the line of the seal covering it
+    used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
     with open(path, "rb") as f:
         for lineno, line in enumerate(read_lines(f), start=1):
             mentions = needle in line
             if not mentions and not any(m in line for m in _CONTROL_MARKERS):
+                if unsealed and _SEAL_MARKER in line[:96]:
+                    try:
+                        seal = msgspec.json.decode(line, type=Seal)
+                    except (msgspec.DecodeError, RecursionError):
+                        continue
+                    for seq in unsealed:
+                        seals[seq] = seal
+                        seal_lines[seq] = lineno
+                    unsealed = []
                 continue
             try:
                 rec = decode_record(line)
             except msgspec.DecodeError:
                 continue  # `audit verify` names broken lines; here they explain nothing
+            if isinstance(rec, Seal):
+                continue
             if isinstance(rec, DecisionRecord):
                 if rec.order_id == order_id:
                     decisions.append(rec)
-                    last_used = lineno
+                    used.append((lineno, rec.seq))
             elif rec.kind == FILL:
                 if rec.data.get("order_id") == order_id:
                     fills.append(rec)
-                    last_used = lineno
+                    used.append((lineno, rec.seq))
             elif rec.kind in CONTROL_KINDS:
                 controls.append((lineno, rec))
+            unsealed.append(rec.seq)
     if not decisions:
         raise OrderNotFound(f"order {order_id!r}: no decision recorded in {os.fspath(path)}")
     last = decisions[-1]
     relevant = tuple(c for _, c in controls if c.seq < last.seq and _applies(c, last))
-    last_used = max([last_used, *(n for n, c in controls if c in relevant)])
+    used += [(n, c.seq) for n, c in controls if c in relevant]
+    # verify through the seal that covers the last record used (or that record, if unsealed)
+    through = max(seal_lines.get(seq, n) for n, seq in used)
     with open(path, "rb") as f:
-        chain = verify_lines(islice(read_lines(f), last_used), os.fspath(path))
-    return Explanation(order_id, tuple(decisions), tuple(fills), relevant, chain)
+        chain = verify_lines(islice(read_lines(f), through), os.fspath(path))
+    decided = {d.seq for d in decisions}
+    covered = {seq: seal for seq, seal in seals.items() if seq in decided}
+    return Explanation(order_id, tuple(decisions), tuple(fills), relevant, chain, covered)
 
 
 def _applies(control: EventRecord, decision: DecisionRecord) -> bool:

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import decode_record, last_lines, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
@@ -167,6 +168,11 @@ def verify_cmd(
         console.print_json(msgspec.json.encode(report).decode())
     else:
         _print_report(report)
+    if report.unsealed and len(report.problems) == 1:
+        err.print(
+            f"[yellow]{report.unsealed} record(s) at the end are not sealed yet: a recorder is "
+            "writing this file, or crashed before sealing them (reopening it seals them)[/yellow]"
+        )
     if report.intact and report.records == 0:
         # an empty file proves nothing: a fully truncated record looks exactly like this
         err.print("[red]no records: nothing was verified (a truncated file looks like this)[/red]")
@@ -221,7 +227,8 @@ def _first_node(file: Path) -> str:
         with open(file, "rb") as f:
             for line in read_lines(f):
                 with contextlib.suppress(msgspec.DecodeError):
-                    if node := decode_record(line).node:
+                    rec = decode_record(line)
+                    if not isinstance(rec, Seal) and (node := rec.node):
                         return node
     except OSError as exc:
         raise _unreadable(file, exc) from None
@@ -277,7 +284,8 @@ def _print_report(report: VerifyReport) -> None:
     if report.intact:
         console.print(
             Panel(
-                f"[bold green]INTACT[/bold green]  {report.records} records\nhead {report.head}",
+                f"[bold green]INTACT[/bold green]  {report.records} records, "
+                f"{report.seals} seals\nhead {report.head}",
                 title=f"audit verify {report.path}",
             )
         )
@@ -361,7 +369,7 @@ def _print_explanation(exp: Explanation) -> None:
         body.add_row("limits version", d.limits_version or "-")
         body.add_row("rules evaluated", ", ".join(d.rules) or "-")
         body.add_row("time", format_ts(d.ts))
-        body.add_row("record", f"seq {d.seq}, hash {d.hash[:16]}…")
+        body.add_row("record", f"seq {d.seq}, {_sealed_by(exp, d)}")
         console.print(Panel(body, title=f"order {exp.order_id}"))
     if exp.controls:
         t = Table(title="control actions before the decision")
@@ -385,6 +393,13 @@ def _print_explanation(exp: Explanation) -> None:
         console.print(t)
     else:
         console.print("fills: none recorded")
+
+
+def _sealed_by(exp: Explanation, d: DecisionRecord) -> str:
+    seal = exp.seals.get(d.seq)
+    if seal is None:
+        return "[yellow]not sealed yet[/yellow] (a running or crashed recorder; reopen to seal)"
+    return f"sealed by seq {seal.seq}, hash {seal.hash[:16]}…"
 
 
 def _fields(rec: EventRecord, skip: tuple[str, ...] = ()) -> str:
@@ -416,7 +431,14 @@ def tail_cmd(
         if isinstance(rec, DecisionRecord):
             verdict = "accepted" if rec.accepted else f"[red]blocked {rec.reason}[/red]"
             summary = f"{rec.order_id} {rec.side} {rec.qty} {rec.symbol}: {verdict}"
+        elif isinstance(rec, Seal):
+            table.add_row(str(rec.seq), format_ts(rec.ts), rec.kind, "", _seal_summary(rec))
+            continue
         else:
             summary = _fields(rec)
         table.add_row(str(rec.seq), format_ts(rec.ts), rec.kind, rec.node, summary)
     console.print(table)
+
+
+def _seal_summary(seal: Seal) -> str:
+    return f"{seal.records} record(s) sealed, hash {seal.hash[:16]}…"

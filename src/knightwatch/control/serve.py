@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 
 from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
+from knightwatch.audit.log import NotARegularFile
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.sink import FileSink
 from knightwatch.audit.standing import standing_halts
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
@@ -122,23 +122,26 @@ async def serve_node(
     path = recorder_path if recorder_path is not None else default_recorder_path(state_dir, node_id)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        inner = FileSink(path)
+    except OSError as exc:
+        raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
+    shipper = ShippingSink()
+    try:
+        recorder = FlightRecorder(path, clock=clock, sink=shipper)
     except RecorderLocked:
         raise FleetError(
             f"--recorder: {path} is held by another running node (one recorder per file); "
             "stop it or give this node its own --recorder"
         ) from None
-    except OSError as exc:
-        raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
-    recovered = standing_halts(path)
-    shipper = ShippingSink(inner)
-    try:
-        recorder = FlightRecorder(None, clock=clock, sink=shipper)
     except ChainCorrupt:
         raise FleetError(
-            f"--recorder: {path}: its last complete record does not match its own hash; "
+            f"--recorder: {path}: its last seal does not match the records before it; "
             "run `knightwatch audit verify` on it before a node appends to it"
         ) from None
+    except NotARegularFile as exc:
+        raise FleetError(f"--recorder: {exc}") from None
+    except OSError as exc:
+        raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
+    recovered = standing_halts(path)  # read once the recorder holds the file (a regular one)
     guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(

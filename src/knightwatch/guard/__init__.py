@@ -9,7 +9,8 @@
 Importing this package loads nothing but `msgspec` from outside the standard library.
 """
 
-from knightwatch.guard.engine import DEFAULT_MEMORY_RECORDS, Guard, RecorderUnavailable
+from knightwatch.guard.engine import DEFAULT_MEMORY_RECORDS, Guard
+from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt
 
 __all__ = ["DEFAULT_MEMORY_RECORDS", "Guard", "Halt", "RecorderUnavailable"]

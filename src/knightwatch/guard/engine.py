@@ -17,13 +17,16 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
-from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.errors import quoted
+from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.ledger import Ledger, Parent, SymbolBook, Working
+from knightwatch.guard.orderids import OrderIds
 from knightwatch.guard.rates import Window, windows
 from knightwatch.limits import Effective, Limits
 from knightwatch.order import (
@@ -41,7 +44,20 @@ from knightwatch.order import (
 )
 from knightwatch.state import FLEET_KEY, Scope, TradingState, pair_key, scope_key
 
+try:  # a directive to mypyc (the compiled build); a no-op when interpreted
+    from mypy_extensions import mypyc_attr
+except ImportError:  # not installed: nothing to direct
+
+    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
+        return lambda cls: cls
+
+
 log = logging.getLogger("knightwatch.guard")
+
+Checked = Any
+"""A parameter the Guard checks itself (a ValueError naming it). Typed `Any` so that the
+compiled build does not reject a wrong type first with its own TypeError: both builds
+answer a bad argument alike. The docstrings say what each one must be."""
 
 # module-level aliases: the hot path reads locals and globals, not enum attributes
 R = RejectReason
@@ -86,8 +102,13 @@ def _log_has_sink() -> bool:
     return False
 
 
-def _looks_valid(o: Order) -> bool:
-    """The common case of `order_problem`, inlined: one expression instead of a scan."""
+def _looks_valid(o: Any) -> bool:
+    """The common case of `order_problem`, inlined: one expression instead of a scan.
+
+    `o` is an Order, typed `Any` on purpose: one built around its validation
+    may hold anything, and the compiled build checks a typed attribute when it
+    reads it (a float `qty` would raise TypeError before this could say so).
+    """
     i, st, sy, q, p = o.id, o.strategy, o.symbol, o.qty, o.price
     return (
         type(i) is str
@@ -117,10 +138,7 @@ _AUDIT_DOWN = Decision(
 )
 
 
-class RecorderUnavailable(KnightwatchError, RuntimeError):
-    """A loosening call (resume) refused because the flight recorder cannot record it."""
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)  # adapters extend it (WatchedGuard)
 class Guard:
     """The pre-trade check for one order-emitting process.
 
@@ -167,7 +185,8 @@ class Guard:
         self._on_halt: Callable[[Scope, str, Halt], None] | None = None
         self._unrecorded = 0
         self._unrecorded_ids: tuple[str, str] = ("", "")
-        self._seen: set[str] = set()
+        window = self.limits.duplicate_id_window_s
+        self._ids = OrderIds(None if window is None else to_ns(window))
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._ledger = Ledger()
         self._node_windows = windows(
@@ -221,7 +240,8 @@ class Guard:
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
         if not _looks_valid(o):
-            problem = order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price)
+            u: Any = o  # read as it is (see _looks_valid)
+            problem = order_problem(u.id, u.strategy, u.symbol, u.side, u.qty, u.price)
             if problem is not None:
                 what = f"{problem[0]}: {problem[1]} (got {quoted(problem[2])})"
                 return _blocked(R.INVALID_ORDER, what), None
@@ -238,7 +258,7 @@ class Guard:
             if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
                 return halt.decision, eff
         # -- 5. duplicate id, allow-list, restricted list
-        if o.id in self._seen:
+        if o.id in self._ids.seen and self._ids.recent(o.id, now):
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
         lim = self.limits
         if lim.allowed_symbols is not None and symbol not in lim.allowed_symbols:
@@ -419,13 +439,15 @@ class Guard:
             return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO), eff
 
         # -- 12. order-id capacity; then accepted: from here on the order is working
-        if len(self._seen) >= lim.max_tracked_order_ids:
+        ids = self._ids
+        cap = lim.max_tracked_order_ids
+        if len(ids.seen) >= cap and ids.full(cap, now):
             return _blocked(
                 R.ORDER_ID_CAPACITY,
-                f"cannot track more than {lim.max_tracked_order_ids} order ids; "
+                f"cannot track more than {cap} order ids within the duplicate scope; "
                 "duplicate detection would be blind",
             ), eff
-        self._seen.add(o.id)
+        ids.add(o.id, now)
         led.working[o.id] = Working(o, parent, cust, line)
         if parent is not None:
             parent.children += 1
@@ -546,7 +568,7 @@ class Guard:
         if w is None:
             mismatch += (
                 ": it was accepted here and is complete (a duplicate or late fill)"
-                if fill.order_id in self._seen
+                if fill.order_id in self._ids.seen
                 else ": no order with this id was accepted here"
             )
         strategy = "?" if w is None else w.strategy
@@ -593,7 +615,7 @@ class Guard:
                 R.EXECUTION_THROTTLE,
             )
 
-    def on_cancel(self, order_id: str) -> None:
+    def on_cancel(self, order_id: Checked) -> None:
         """A cancel confirmed: free the working quantity. Never refused, in any state.
 
         Raises ValueError (changing nothing) only when `order_id` is not a string.
@@ -611,7 +633,7 @@ class Guard:
             remaining=0 if w is None else w.remaining,
         )
 
-    def on_price(self, symbol: str, price: float) -> None:
+    def on_price(self, symbol: Checked, price: Checked) -> None:
         """A new reference price: marks exposure and unrealized P&L, may trip the loss stop.
 
         A bad symbol or price (bool, NaN, inf, subnormal, out of range) raises
@@ -647,7 +669,7 @@ class Guard:
 
     # ------------------------------------------------------------------ control
 
-    def arm(self, actor: str = "operator") -> None:
+    def arm(self, actor: Checked = "operator") -> None:
         """Allow orders through (after the other checks). Refused, changing nothing, while
         the flight recorder cannot record (`RecorderUnavailable`)."""
         _text_arg("arm", "actor", actor)
@@ -656,7 +678,7 @@ class Guard:
         self._recorder.record_event("arm", self._ctx, actor=actor)
         self._armed = True
 
-    def disarm(self, actor: str = "operator") -> None:
+    def disarm(self, actor: Checked = "operator") -> None:
         _text_arg("disarm", "actor", actor)
         self._armed = False
         self._recorder.record_event("disarm", self._ctx, actor=actor)
@@ -728,7 +750,7 @@ class Guard:
             self._lease_deadline = self._clock.monotonic_ns() + self._lease_ns
             self._lease_why = _LEASE_LAPSED
 
-    def expire_lease(self, reason: str, actor: str = "control") -> None:
+    def expire_lease(self, reason: Checked, actor: Checked = "control") -> None:
         """End the right to trade now, not at the deadline: the control plane is gone.
 
         Orders are then blocked (and recorded) by the Guard itself with
@@ -744,19 +766,38 @@ class Guard:
 
     def halt(
         self,
-        scope: Scope | str,
-        key: str,
-        reason: str,
-        actor: str,
+        scope: Checked,
+        key: Checked,
+        reason: Checked,
+        actor: Checked,
         *,
-        state: TradingState = TradingState.HALTED,
-        code: RejectReason = RejectReason.HALTED,
+        state: Checked = TradingState.HALTED,
+        code: Checked = RejectReason.HALTED,
     ) -> None:
         """Latch a scope HALTED (or REDUCING). Sticky: only `resume` clears it.
 
         Every argument is checked before anything changes; a bad one raises
         `ValueError` naming it. The latch is set before the record is written:
         if recording fails the exception propagates, and the halt still blocks.
+        """
+        self.latch(scope, key, reason, actor, state=state, code=code)()
+
+    def latch(
+        self,
+        scope: Checked,
+        key: Checked,
+        reason: Checked,
+        actor: Checked,
+        *,
+        state: Checked = TradingState.HALTED,
+        code: Checked = RejectReason.HALTED,
+    ) -> Callable[[], None]:
+        """`halt` in two steps: latch now, and return the call that records and logs it.
+
+        For a node runtime that confirms a kill before it does anything else:
+        the halt blocks orders from the moment `latch` returns; the runtime
+        confirms, then calls what `latch` returned to write the flight record and
+        the log line. Arguments are checked as in `halt`.
         """
         sc = _scope_arg("halt", scope)
         slot = (sc, _key_arg("halt", sc, key))
@@ -770,35 +811,39 @@ class Guard:
         if type(code) is not RejectReason:
             raise ValueError(f"halt: code must be a RejectReason (got {code!r})")
         self._halts.latch(slot, Halt(state, code, reason, actor, self._clock.time_ns()))
-        self._recorder.record_event(
-            "halt",
-            self._ctx,
-            scope=sc.value,
-            key=slot[1],
-            state=state.name,
-            code=code.value,
-            reason=reason,
-            actor=actor,
-        )
-        log.warning(
-            "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
-            self.node,
-            sc.value,
-            slot[1],
-            state.name,
-            code.value,
-            actor,
-            reason,
-        )
+
+        def report() -> None:
+            self._recorder.record_event(
+                "halt",
+                self._ctx,
+                scope=sc.value,
+                key=slot[1],
+                state=state.name,
+                code=code.value,
+                reason=reason,
+                actor=actor,
+            )
+            log.warning(
+                "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
+                self.node,
+                sc.value,
+                slot[1],
+                state.name,
+                code.value,
+                actor,
+                reason,
+            )
+
+        return report
 
     def resume(
         self,
-        scope: Scope | str,
-        key: str,
-        reason: str,
-        actor: str,
+        scope: Checked,
+        key: Checked,
+        reason: Checked,
+        actor: Checked,
         *,
-        code: RejectReason | None = None,
+        code: Checked = None,
     ) -> bool:
         """Clear a latched scope; returns False if nothing was cleared. Recorded either way.
 
@@ -871,7 +916,7 @@ class Guard:
         self._unrecorded = 0
         self._unrecorded_ids = ("", "")
 
-    def trading_state(self, scope: Scope | str, key: str = FLEET_KEY) -> TradingState:
+    def trading_state(self, scope: Checked, key: Checked = FLEET_KEY) -> TradingState:
         sc = _scope_arg("trading_state", scope)
         h = self._halts.states.get((sc, scope_key(sc, key)))
         return _ACTIVE if h is None else h.state
@@ -879,7 +924,20 @@ class Guard:
     def halts(self) -> dict[tuple[Scope, str], Halt]:
         return dict(self._halts.states)
 
-    def register_parent(self, parent_id: str, qty: int, *, account: str | None = None) -> None:
+    def start_session(self, actor: Checked) -> int:
+        """A new trading session: forget every order id (FIX scopes ClOrdID to a session).
+
+        Only for a `duplicate_id_window_s` of None (the session is the scope);
+        with a window, ids age out by themselves. Recorded; returns how many
+        ids were forgotten.
+        """
+        if type(actor) is not str or not actor:
+            raise ValueError(f"start_session: actor must be a non-empty string (got {actor!r})")
+        n = self._ids.clear()
+        self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
+        return n
+
+    def register_parent(self, parent_id: Checked, qty: Checked, *, account: Checked = None) -> None:
         """Declare a customer's parent order: its children can never exceed it (with
         `max_parent_qty_multiple`), whatever the router does, and their fills within it are
         the customer's, counted against `account` (the parent's own id when not given)
@@ -903,9 +961,7 @@ class Guard:
         led.parents[parent_id] = Parent(qty, led.account(name), cap)
         self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty, account=name)
 
-    def set_context(
-        self, *, release_id: str | None = None, flag_snapshot_id: str | None = None
-    ) -> None:
+    def set_context(self, *, release_id: Checked = None, flag_snapshot_id: Checked = None) -> None:
         """What this process runs; stamped on every record so a decision says under which code."""
         for name, value in (("release_id", release_id), ("flag_snapshot_id", flag_snapshot_id)):
             if value is not None and type(value) is not str:

@@ -29,13 +29,6 @@ class TailSink:
     def __init__(self) -> None:
         self.last: bytes | None = None
 
-    def tail(self) -> tuple[bytes | None, bytes]:
-        return self.last, b""
-
-    def discard_torn(self, n: int) -> None:
-        if n:
-            raise ValueError("a tail sink never holds a torn record")
-
     def write(self, data: bytes) -> None:
         # Every sealed line ends in a newline: the last line starts after the one before.
         self.last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]

@@ -30,8 +30,9 @@ def reseal(lines: list[bytes]) -> bytes:
     payloads = []
     for line in lines:
         obj = json.loads(line)
-        for k in ("seq", "prev", "hash"):
-            obj.pop(k)
+        if obj["kind"] == "seal":
+            continue  # the forger drops the seals and seals everything again
+        obj.pop("seq")
         payloads.append(msgspec.json.encode(obj))
     pieces, _, _ = seal_batch(payloads, 0, GENESIS.encode())
     return b"".join(pieces)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,7 +13,7 @@ from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.wire import GUARD_ACTOR, StateEntry
+from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, StateEntry
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
@@ -255,3 +258,42 @@ async def test_resuming_an_operator_kill_keeps_the_guards_own_halt_and_shows_it(
     await ks.resume(Scope.NODE, "n1", "reconciled")
     assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
     await node.stop()
+
+
+async def test_a_kill_is_confirmed_before_it_is_recorded_or_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fabric, _, nodes, ks = await fleet(1)
+    node = nodes[0]
+    rec = node.guard.recorder
+    at_confirm: list[tuple[TradingState, int, int]] = []
+
+    async def on_confirm(c: Confirmation) -> None:  # runs while the node publishes it
+        halts = sum("HALT node=" in r.getMessage() for r in caplog.records)
+        at_confirm.append((node.guard.trading_state(Scope.FLEET), rec.seq, halts))
+
+    watcher = await plane_on(fabric)
+    await watcher.subscribe_confirmations(on_confirm)
+    before = rec.seq
+    with caplog.at_level(logging.WARNING, logger="knightwatch.guard"):
+        result = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    assert result.ok
+    # confirmed with the Guard already halted, before its record and its log line
+    assert at_confirm == [(TradingState.HALTED, before, 0)]
+    assert rec.seq == before + 1  # then the halt record
+    assert sum("HALT node=" in r.getMessage() for r in caplog.records) == 1
+    await stop_all(nodes)
+
+
+async def test_each_kill_is_handled_once_though_it_arrives_twice() -> None:
+    _, _, nodes, ks = await fleet(1)
+    node = nodes[0]
+    rec = node.guard.recorder
+    before, confirmed = rec.seq, len(node.confirmed)
+    result = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    assert result.ok
+    await asyncio.sleep(0)  # let the store's copy of the kill arrive too
+    assert len(node.confirmed) == confirmed + 1 and rec.seq == before + 1
+    rec.flush()
+    assert sum(b'"kind":"halt"' in line for line in rec.lines) == 1
+    await stop_all(nodes)

@@ -35,7 +35,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -81,6 +81,12 @@ log = logging.getLogger(__name__)
 
 _AUDIT_BATCH = 500
 _RECONFIRM_NS = 50_000_000
+
+
+def _nothing() -> None:
+    """What is left to do after confirming a resume: it was recorded before it applied."""
+
+
 _ATTEST_TIMEOUT_S = 2.0
 _SEEN_COMMANDS = 4096
 _AUTO_RETRY_S = 0.2
@@ -264,8 +270,11 @@ class NodeRuntime:
     def _concerns_me(self, entry: StateEntry) -> bool:
         return entry.scope is not Scope.NODE or entry.key == self.node_id
 
-    def _apply(self, entry: StateEntry) -> bool:
-        """Apply to the Guard if newer than what this node holds; True if it changed anything.
+    def _apply(self, entry: StateEntry) -> Callable[[], None] | None:
+        """Apply to the Guard if newer than what this node holds; None if nothing changed.
+
+        Returns what is left to do once the change is confirmed: the flight
+        record and the log line of a halt (a kill is confirmed before either).
 
         A halt this node has never seen is applied even when it orders older than
         the entry held (fail closed): its issuer's clock may lag, and on the fast
@@ -277,7 +286,7 @@ class NodeRuntime:
         a loss stop, and an automatic halt is lifted only by resuming that halt.
         """
         if not self._concerns_me(entry):
-            return False
+            return None
         held = self._applied.get(entry.slot)
         seen = entry.command_id in self._seen
         self._seen[entry.command_id] = None
@@ -290,21 +299,21 @@ class NodeRuntime:
             or entry.state is TradingState.ACTIVE
             or self.guard.trading_state(entry.scope, entry.key) >= entry.state
         ):
-            return False  # older, and seen before or it could only loosen what the Guard holds
+            return None  # older, and seen before or it could only loosen what the Guard holds
         if entry.state is TradingState.ACTIVE:
             source = held.source if held is not None else RejectReason.HALTED
+            # a resume is recorded before the latch lifts (if it cannot be, nothing lifts)
             self.guard.resume(entry.scope, entry.key, entry.reason, entry.actor, code=source)
             self._on_resumed(entry.scope, entry.key, source)
-        else:
-            self.guard.halt(
-                entry.scope,
-                entry.key,
-                entry.reason,
-                entry.actor,
-                state=TradingState(entry.state),
-                code=entry.source,
-            )
-        return True
+            return _nothing
+        return self.guard.latch(
+            entry.scope,
+            entry.key,
+            entry.reason,
+            entry.actor,
+            state=TradingState(entry.state),
+            code=entry.source,
+        )
 
     # --- automatic halts made durable ---------------------------------------------
     def _on_guard_halt(self, scope: Scope, key: str, halt: Halt) -> None:
@@ -384,18 +393,31 @@ class NodeRuntime:
         return self.guard.trading_state(entry.scope, entry.key) >= entry.state
 
     async def _on_state(self, entry: StateEntry) -> None:
-        if self._apply(entry):
+        """A kill, halt or resume from either path: applied, confirmed, then recorded.
+
+        Every command arrives twice (the fast announcement and the store's
+        watch); the second arrival of one just confirmed is dropped here, first.
+        """
+        last = self._confirmed_at.get(entry.command_id)
+        now = self.clock.monotonic_ns()
+        if last is not None and now - last < _RECONFIRM_NS:
+            held = self._applied.get(entry.slot)
+            if held is not None and held.command_id == entry.command_id:
+                return  # the echo of what this node has just applied and confirmed
+        report = self._apply(entry)
+        if report is not None:
             await self._confirm(entry)
+            report()
             return
         if not self._concerns_me(entry) or not self._holds_effect(entry):
             return
         # Already in effect: its issuer may be waiting (a first sight of an "older" command,
         # or our confirmation lost in a reconnect). Answer, but not to every echo of it.
-        last = self._confirmed_at.get(entry.command_id)
-        if last is None or self.clock.monotonic_ns() - last >= _RECONFIRM_NS:
+        if last is None or now - last >= _RECONFIRM_NS:
             await self._confirm(entry)
 
     async def _confirm(self, entry: StateEntry) -> None:
+        """Publish the confirmation first; the bookkeeping waits until it is on its way."""
         confirmation = Confirmation(
             command_id=entry.command_id,
             node_id=self.node_id,
@@ -404,16 +426,17 @@ class NodeRuntime:
             state=self.guard.trading_state(entry.scope, entry.key),
             applied_ns=self.clock.time_ns(),
         )
-        self.confirmed.append(confirmation)
-        del self.confirmed[:-64]
-        self._confirmed_at = {
-            c.command_id: self._confirmed_at.get(c.command_id, 0) for c in self.confirmed
-        }
-        self._confirmed_at[entry.command_id] = self.clock.monotonic_ns()
+        self._confirmed_at[entry.command_id] = self.clock.monotonic_ns()  # before any await
         try:
             await self.plane.confirm(confirmation)
         except ControlPlaneUnavailable:
             log.warning("node %s: confirmation of %s not sent", self.node_id, entry.command_id)
+        self.confirmed.append(confirmation)
+        if len(self.confirmed) > 128:
+            del self.confirmed[:-64]
+            self._confirmed_at = {
+                c.command_id: self._confirmed_at.get(c.command_id, 0) for c in self.confirmed
+            }
 
     async def _resync(self) -> dict[str, StateEntry]:
         """Read every entry from the store of record and apply what is newer than ours.
@@ -426,9 +449,11 @@ class NodeRuntime:
             self._take_ramp(key, value)
         self._apply_ramps()
         stored = {slot: e for slot, (e, _) in (await self.plane.states()).items()}
-        changed = [e for e in stored.values() if self._apply(e)]
-        for entry in changed:
-            await self._confirm(entry)
+        changed = [(e, report) for e in stored.values() if (report := self._apply(e)) is not None]
+        for entry, _ in changed:
+            await self._confirm(entry)  # every change confirmed first, then recorded
+        for _, report in changed:
+            report()
         return stored
 
     def _restore(self, stored: dict[str, StateEntry]) -> None:

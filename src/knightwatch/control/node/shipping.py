@@ -15,21 +15,20 @@ from knightwatch.audit.sink import Sink
 
 
 class ShippingSink:
-    """A `Sink` that writes through to another sink and queues each line for shipping."""
+    """A `Sink` that queues each sealed line for shipping, writing through to `inner` if given.
 
-    def __init__(self, inner: Sink, max_buffered: int = 100_000) -> None:
+    A recorder with a file hands it every sealed batch (the file is written
+    first); a recorder without one writes through it to `inner`.
+    """
+
+    def __init__(self, inner: Sink | None = None, max_buffered: int = 100_000) -> None:
         self.inner = inner
         self._queue: deque[bytes] = deque(maxlen=max_buffered)
         self.dropped = 0
 
-    def tail(self) -> tuple[bytes | None, bytes]:
-        return self.inner.tail()
-
-    def discard_torn(self, n: int) -> None:
-        self.inner.discard_torn(n)
-
     def write(self, data: bytes) -> None:
-        self.inner.write(data)
+        if self.inner is not None:
+            self.inner.write(data)
         lines = data.splitlines()
         overflow = len(self._queue) + len(lines) - (self._queue.maxlen or 0)
         if overflow > 0:
@@ -37,10 +36,12 @@ class ShippingSink:
         self._queue.extend(lines)
 
     def sync(self) -> None:
-        self.inner.sync()
+        if self.inner is not None:
+            self.inner.sync()
 
     def close(self) -> None:
-        self.inner.close()
+        if self.inner is not None:
+            self.inner.close()
 
     def take(self, limit: int) -> list[bytes]:
         """Up to `limit` lines in write order, removed from the buffer."""

@@ -1,0 +1,135 @@
+"""The client order ids the duplicate check remembers, within a scope, in bounded memory.
+
+FIX scopes a ClOrdID to a session and a day; so does the Guard. An id is
+remembered for at least `window_ns` after it was accepted (a rolling window,
+by default a day), or for the whole session when there is no window (until
+`clear`, which the Guard calls when a new session starts). A duplicate within
+the scope is always caught: the check is an exact set lookup, never a
+probabilistic filter, so a fresh id is never refused either.
+
+Memory is bounded by the ids accepted within the window: ids leave in the
+order they came, counted in time buckets of `window_ns / BUCKETS`, so an id is
+forgotten between one window and one window plus one bucket after it was
+accepted. Forgetting is spread over later accepts (a few ids each), so no
+order pays for forgetting a whole bucket at once; a hit on an id that may
+have expired while nothing was accepted catches up first (`recent`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+BUCKETS: Final = 1024
+"""Time buckets per window: retention is at most window * (1 + 1 / BUCKETS)."""
+_DROP_PER_ADD: Final = 4
+"""Expired ids forgotten per accepted order; more than one, so forgetting keeps up."""
+
+
+class OrderIds:
+    """An exact set of recent order ids with first-in, first-out expiry by time."""
+
+    __slots__ = (
+        "_bucket_end",
+        "_bucket_ns",
+        "_count",
+        "_counts",
+        "_expired",
+        "_fifo",
+        "_starts",
+        "_window_ns",
+        "seen",
+    )
+
+    def __init__(self, window_ns: int | None) -> None:
+        if window_ns is not None and window_ns <= 0:
+            raise ValueError(f"window_ns: must be > 0 or None (got {window_ns})")
+        self.seen: set[str] = set()
+        """Every id still remembered (the Guard tests membership here directly)."""
+        self._window_ns = window_ns
+        self._bucket_ns = 0 if window_ns is None else max(1, window_ns // BUCKETS)
+        self._fifo: deque[str] = deque()  # remembered ids, oldest first (windowed scope only)
+        self._starts: deque[int] = deque()  # start of each closed bucket, oldest first
+        self._counts: deque[int] = deque()  # ids accepted in each closed bucket
+        self._bucket_end = -1  # the open bucket ends here (exclusive); -1: none open yet
+        self._count = 0  # ids in the open bucket
+        self._expired = 0  # ids at the front of the fifo already past the window
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def add(self, oid: str, now: int) -> None:
+        """Remember an accepted id (`now` is monotonic and never runs backwards)."""
+        self.seen.add(oid)
+        if self._window_ns is None:
+            return
+        self._fifo.append(oid)
+        if now >= self._bucket_end:
+            self._roll(now)
+        self._count += 1
+        if self._expired:
+            self._drop(_DROP_PER_ADD)
+
+    def _roll(self, now: int) -> None:
+        """Close the open bucket, open one at `now`, and count what has now expired."""
+        if self._bucket_end >= 0:
+            self._starts.append(self._bucket_end - self._bucket_ns)
+            self._counts.append(self._count)
+        self._count = 0
+        self._bucket_end = now + self._bucket_ns
+        self._expire(now)
+
+    def _expire(self, now: int) -> None:
+        window = self._window_ns
+        assert window is not None
+        starts, counts = self._starts, self._counts
+        # every id of a bucket was accepted before its end: once the end is a window
+        # behind `now`, all of them are older than the window
+        while starts and starts[0] + self._bucket_ns + window <= now:
+            starts.popleft()
+            self._expired += counts.popleft()
+
+    def _drop(self, n: int) -> None:
+        fifo, seen = self._fifo, self.seen
+        n = min(n, self._expired)
+        for _ in range(n):
+            seen.discard(fifo.popleft())
+        self._expired -= n
+
+    def recent(self, oid: str, now: int) -> bool:
+        """On a hit in `seen`: is the id still within the scope at `now`?
+
+        Forgetting normally rides on later accepts; an id that went past the
+        window while nothing was accepted is still in `seen`, so a hit first
+        forgets everything expired (a one-off cost on this, blocked or rare, path).
+        """
+        if self._window_ns is not None:
+            self._catch_up(now)
+        return oid in self.seen
+
+    def _catch_up(self, now: int) -> None:
+        if now >= self._bucket_end:
+            self._roll(now)
+        else:
+            self._expire(now)
+        self._drop(self._expired)
+
+    def full(self, capacity: int, now: int) -> bool:
+        """At or over `capacity` even after forgetting every id already past the window."""
+        if len(self.seen) < capacity:
+            return False
+        if self._window_ns is not None:
+            self._catch_up(now)
+        return len(self.seen) >= capacity
+
+    def clear(self) -> int:
+        """Forget every id (a new session); returns how many were remembered."""
+        n = len(self.seen)
+        self.seen = set()
+        self._fifo = deque()
+        self._starts = deque()
+        self._counts = deque()
+        self._bucket_end = -1
+        self._count = 0
+        self._expired = 0
+        return n

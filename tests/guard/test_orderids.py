@@ -1,0 +1,88 @@
+"""The duplicate check's memory: exact within its scope, bounded by what the scope holds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch.guard.orderids import BUCKETS, OrderIds
+
+WINDOW = 1_000_000  # ns
+BUCKET = WINDOW // BUCKETS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, WINDOW // 3)), min_size=1, max_size=300
+    )
+)
+def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Model: an id accepted at t is caught until t + window, and gone by t + window + bucket."""
+    ids = OrderIds(WINDOW)
+    now = 0
+    accepted: dict[str, int] = {}
+    for n, (name, gap) in enumerate(steps):
+        now += gap
+        oid = f"id{name}"
+        last = accepted.get(oid)
+        hit = oid in ids.seen and ids.recent(oid, now)  # the Guard's duplicate test
+        if last is not None and now - last < WINDOW:
+            assert hit, "a duplicate within the window must be caught"
+            continue
+        if last is not None and now - last >= WINDOW + 2 * BUCKET:
+            assert not hit, f"step {n}: kept past the window"
+        if hit:
+            continue  # still within window + two buckets: the Guard blocks it
+        ids.add(oid, now)
+        accepted[oid] = now
+    # nothing accepted outside the last window (+ bucket) is still held after forgetting
+    ids.full(0, now)
+    recent = {o for o, t in accepted.items() if now - t < WINDOW + 2 * BUCKET}
+    assert ids.seen <= recent
+
+
+def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
+    ids = OrderIds(WINDOW)
+    per_window = 500
+    step = WINDOW // per_window
+    for i in range(20 * per_window):  # twenty windows at a steady rate
+        ids.add(f"o{i}", i * step)
+    assert len(ids) <= per_window * (1 + 2 / BUCKETS) + 2 * 4
+    assert len(ids._fifo) == len(ids)
+
+
+def test_forgetting_is_spread_over_later_accepts() -> None:
+    ids = OrderIds(WINDOW)
+    for i in range(1000):  # all in one bucket
+        ids.add(f"a{i}", 0)
+    ids.add("late", 3 * WINDOW)  # the whole first bucket expires at once
+    assert len(ids) > 900, "one accept forgets a few ids, not the whole bucket"
+    for i in range(400):
+        ids.add(f"b{i}", 3 * WINDOW + i)
+    assert not any(f"a{i}" in ids.seen for i in range(1000))
+
+
+def test_session_scope_never_forgets_until_cleared() -> None:
+    ids = OrderIds(None)
+    for i in range(100):
+        ids.add(f"o{i}", i * 10**12)
+    assert not ids.full(1000, 10**15) and len(ids) == 100
+    assert ids.full(100, 10**15)
+    assert ids.clear() == 100 and len(ids) == 0
+
+
+def test_full_forgets_expired_ids_before_saying_so() -> None:
+    ids = OrderIds(WINDOW)
+    for i in range(10):
+        ids.add(f"o{i}", 0)
+    assert ids.full(10, WINDOW // 2)
+    assert not ids.full(10, 2 * WINDOW) and len(ids) == 0
+
+
+def test_bad_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="window_ns"):
+        OrderIds(0)
