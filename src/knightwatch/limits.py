@@ -610,3 +610,66 @@ def scaled(limits: Limits, fraction: float) -> Limits:
     fields["strategy"] = table(limits.strategy)
     fields["symbol"] = table(limits.symbol)
     return Limits(**fields)
+
+
+_LOOSER_IF_LARGER = frozenset(
+    k
+    for k in Limits.__struct_fields__
+    if k.startswith(("max_", "price_collar_")) and k != "max_tracked_order_ids"
+) | {"cancel_ratio_min_cancels"}
+_LOOSER_IF_SMALLER = frozenset({"execution_window_s"})
+_REQUIREMENTS = ("require_reference_price", "require_registered_parent")
+
+
+def _looser(key: str, old: Any, new: Any) -> bool:
+    """Whether `new` allows more than `old` for one numeric limit (None: rule off)."""
+    if old is None:
+        return False
+    if new is None:
+        return True
+    if key in _LOOSER_IF_SMALLER:
+        return bool(new < old)
+    return bool(new > old)
+
+
+def _effective(limits: Limits, section: str, name: str, key: str) -> Any:
+    """What an override key resolves to for `name`: its own value, else the fleet's."""
+    table: Mapping[str, Override] = getattr(limits, section)
+    ov = table.get(name)
+    own = getattr(ov, key) if ov is not None else None
+    if own is not None:
+        return own
+    fleet = f"{key}_{section}" if key in ("max_orders_per_s", "max_orders_per_min") else key
+    return getattr(limits, fleet, None)
+
+
+def loosened(old: Limits, new: Limits) -> list[str]:
+    """Every way `new` allows more than `old`, as `key old -> new` (empty: as tight or
+    tighter): a rule switched off, a larger cap, a shorter execution window for the same
+    count, a requirement dropped, a symbol allowed or unrestricted, an override raised.
+    A node restarted with raised limits while a kill freezes the fleet is refused on it."""
+    out = []
+    for key in sorted(_LOOSER_IF_LARGER | _LOOSER_IF_SMALLER):
+        a, b = getattr(old, key), getattr(new, key)
+        if _looser(key, a, b):
+            out.append(f"{key} {quoted(a)} -> {quoted(b)}")
+    for key in _REQUIREMENTS:
+        if getattr(old, key) and not getattr(new, key):
+            out.append(f"{key} true -> false")
+    if old.allowed_symbols is not None:
+        if new.allowed_symbols is None:
+            out.append("allowed_symbols: every symbol allowed now")
+        elif added := sorted(new.allowed_symbols - old.allowed_symbols):
+            out.append(f"allowed_symbols: added {', '.join(added)}")
+    if lifted := sorted(old.restricted_symbols - new.restricted_symbols):
+        out.append(f"restricted_symbols: lifted {', '.join(lifted)}")
+    for section in ("strategy", "symbol"):
+        for name in sorted(set(getattr(old, section)) | set(getattr(new, section))):
+            for key in Override.__struct_fields__:
+                if key == "tick_size":
+                    continue
+                a = _effective(old, section, name, key)
+                b = _effective(new, section, name, key)
+                if _looser(key, a, b):
+                    out.append(f"{section}.{name}.{key} {quoted(a)} -> {quoted(b)}")
+    return out

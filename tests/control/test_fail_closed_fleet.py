@@ -13,6 +13,7 @@ Evidence is each node's own flight recorder and the CLI's exit code and output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -31,11 +32,14 @@ from knightwatch.audit.chain import GENESIS, seal_batch
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import DecisionRecord
 from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.connect import FleetError
 from knightwatch.control.plane.nats import STATE_BUCKET, NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.server import EmbeddedNatsServer
-from knightwatch.control.plane.wire import UNDECODABLE_ACTOR
+from knightwatch.control.plane.wire import FLEET_KEY, UNDECODABLE_ACTOR
+from knightwatch.control.serve import armed_limits_path, read_armed_limits
 from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 from knightwatch.state import Scope, TradingState
 
@@ -315,3 +319,79 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
     caught = cli("audit", "verify", str(recorder), "--key", str(key))
     assert caught.returncode == 1, caught.stdout + caught.stderr
     assert "checkpoint_mismatch" in caught.stdout
+
+
+async def armed_since(plane: NatsControlPlane, node_id: str, since_ns: int) -> None:
+    """Until the node's membership says a process started after `since_ns` has armed."""
+    for _ in range(200):
+        with contextlib.suppress(ControlPlaneUnavailable):
+            member = {m.node_id: m for m in await plane.members()}.get(node_id)
+            if member is not None and member.started_ns > since_ns and member.armed:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{node_id} never armed after its restart")
+
+
+async def test_a_node_restarted_with_raised_limits_while_killed_is_refused(
+    tmp_path: Path,
+    nats_server: EmbeddedNatsServer,
+    procs: list[NodeProcesses],
+    planes: list[NatsControlPlane],
+) -> None:
+    """The freeze covers limits: a node restarted during a fleet kill with a limits file
+    looser than the one it last armed with exits naming the kill and each raised key, and
+    never arms; the same or tighter limits arm; after the resume a raise is a normal start."""
+    url = nats_server.url
+    plane = await operator(url, planes)
+
+    def limits(rate: int) -> list[str]:
+        path = tmp_path / f"limits-{rate}.toml"
+        path.write_text(f'version = "r{rate}"\n[fleet]\nmax_orders_per_s_node = {rate}\n')
+        return ["--limits", str(path)]
+
+    def armed_rate() -> int:
+        record = json.loads((tmp_path / "n1.armed-limits.json").read_text())
+        return int(record["max_orders_per_s_node"])
+
+    fleet = NodeProcesses([url], tmp_path, policy=POLICY)
+    procs.append(fleet)
+    t0 = time.time_ns()
+    fleet.spawn("n1", limits(100))
+    await armed_since(plane, "n1", t0)
+    assert armed_rate() == 100
+    ks = KillSwitch(plane, CLOCK, "alice")
+    assert (await ks.kill(Scope.FLEET, FLEET_KEY, "runaway", timeout_s=2.0)).ok
+    fleet.stop("n1")
+
+    raised = fleet.spawn("n1", limits(1000))
+    assert raised.wait(timeout=60) != 0
+    log = " ".join((tmp_path / "logs" / "n1.log").read_text().split())  # unwrapped
+    assert "limits looser than it last armed with (max_orders_per_s_node 100 -> 1000)" in log
+    assert "refused while the fleet kill 'fleet'" in log and "runaway" in log
+    assert "Traceback" not in log
+    assert armed_rate() == 100  # what it armed with stays the reference
+
+    t1 = time.time_ns()
+    fleet.spawn("n1", limits(50))  # tighter passes while killed
+    await armed_since(plane, "n1", t1)
+    assert armed_rate() == 50
+    fleet.stop("n1")
+
+    await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", timeout_s=2.0)
+    t2 = time.time_ns()
+    fleet.spawn("n1", limits(1000))  # no kill in force: a raise is a normal change
+    await armed_since(plane, "n1", t2)
+    assert armed_rate() == 1000
+
+
+def test_an_unreadable_armed_limits_record_stops_the_node_with_its_path(tmp_path: Path) -> None:
+    path = armed_limits_path(tmp_path, "n1")
+    assert read_armed_limits(path) is None
+    for bad in (b"{not json", b'{"max_orders_per_s_node": -5}', b"[1, 2]"):
+        path.write_bytes(bad)
+        with pytest.raises(FleetError, match=r"n1\.armed-limits\.json: not the limits this node"):
+            read_armed_limits(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(FleetError, match="cannot read"):
+        read_armed_limits(path)

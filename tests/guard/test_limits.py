@@ -4,10 +4,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.limits import Effective, Limits, LimitsError, Override
+from knightwatch.limits import Effective, Limits, LimitsError, Override, loosened, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,3 +161,41 @@ def test_readme_check_table_is_the_rule_table() -> None:
         reasons.update(r.value for r in g.reasons)
     assert rows == want
     assert {r for g in RULE_GROUPS for r in g.reasons} == set(RejectReason) - {RejectReason.OK}
+
+
+@given(
+    fraction=st.floats(min_value=0.01, max_value=1.0),
+    rate=st.integers(min_value=1, max_value=100_000),
+    gross=st.floats(min_value=1.0, max_value=1e9),
+)
+def test_scaled_limits_are_never_looser_and_the_way_back_is_a_raise(
+    fraction: float, rate: int, gross: float
+) -> None:
+    base = Limits(max_orders_per_s_node=rate, max_gross_exposure=gross)
+    tighter = scaled(base, fraction)
+    assert loosened(base, tighter) == []
+    assert loosened(base, base) == []
+    back = loosened(tighter, base)
+    assert ("max_gross_exposure" in " ".join(back)) == (tighter.max_gross_exposure < gross)
+
+
+def test_loosened_names_every_way_limits_allow_more() -> None:
+    old = Limits(
+        allowed_symbols=frozenset({"AAPL"}),
+        restricted_symbols=frozenset({"GME"}),
+        strategy={"mm": Override(max_orders_per_s=10)},
+    )
+    new = Limits(
+        max_loss=None,
+        require_registered_parent=False,
+        execution_window_s=0.5,
+        allowed_symbols=frozenset({"AAPL", "TSLA"}),
+    )
+    raised = loosened(old, new)
+    assert "max_loss 250000.0 -> None" in raised
+    assert "require_registered_parent true -> false" in raised
+    assert "execution_window_s 1.0 -> 0.5" in raised
+    assert "allowed_symbols: added TSLA" in raised
+    assert "restricted_symbols: lifted GME" in raised
+    assert "strategy.mm.max_orders_per_s 10 -> 200" in raised  # the override is gone
+    assert loosened(new, old) == []  # every change the other way tightens

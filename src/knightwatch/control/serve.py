@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.standing import standing_halts
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
+from knightwatch.control.fleet.freeze import FrozenByKill, refuse_raised_limits
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.checkpoints import DEFAULT_CHECKPOINT_S, Checkpointer
 from knightwatch.control.node.flags import NodeFlags
@@ -32,7 +34,7 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.guard import Guard
-from knightwatch.limits import Limits
+from knightwatch.limits import Limits, LimitsError
 from knightwatch.release.checkpoint import Signer
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,7 @@ async def serve_node(
                 if attestor is not None:
                     await NodeFlags(runtime).start()
                 if await first_of(runtime.release_event, stop):
-                    await _trade_until(stop, runtime, node_id, trader)
+                    await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
             finally:
                 if exposition is not None:
                     exposition.close()
@@ -189,11 +191,64 @@ async def serve_node(
                 recorder.close()
 
 
+def armed_limits_path(state_dir: Path, node_id: str) -> Path:
+    """Where a node keeps the limits it last armed with (the freeze compares a restart's)."""
+    return state_dir / f"{node_id}.armed-limits.json"
+
+
+_ARMED_MAX_BYTES = 1 << 20
+
+
+def read_armed_limits(path: Path) -> Limits | None:
+    """The limits the node last armed with; None if it never armed. A record that cannot be
+    read or decoded stops the node: without it a restart could raise limits during a kill."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(_ARMED_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        if len(data) > _ARMED_MAX_BYTES:
+            raise ValueError(f"larger than {_ARMED_MAX_BYTES} bytes")
+        return msgspec.json.decode(data, type=Limits)
+    except (msgspec.DecodeError, msgspec.ValidationError, LimitsError, ValueError) as exc:
+        raise FleetError(
+            f"{path}: not the limits this node last armed with ({exc}); restore it, or remove "
+            "it only if no kill is in force"
+        ) from None
+
+
+def write_armed_limits(path: Path, limits: Limits) -> None:
+    """Record the limits just armed with, atomically (a crash leaves the old or the new)."""
+    fields = {k: getattr(limits, k) for k in limits.__struct_fields__}
+    for section in ("strategy", "symbol"):
+        fields[section] = dict(fields[section])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(msgspec.json.encode(fields))
+    os.replace(tmp, path)
+
+
 async def _trade_until(
-    stop: asyncio.Event, runtime: NodeRuntime, node_id: str, trader: Trader | None
+    stop: asyncio.Event,
+    runtime: NodeRuntime,
+    node_id: str,
+    trader: Trader | None,
+    state_dir: Path,
+    limits: Limits,
 ) -> None:
-    """Arm, run the process's order flow if it has one, and keep going until a stop signal."""
+    """Arm, run the process's order flow if it has one, and keep going until a stop signal.
+
+    While a kill is in force a node may not arm with looser limits than it last armed
+    with; the limits it arms with are recorded for the next start."""
+    armed = armed_limits_path(state_dir, node_id)
+    try:
+        await refuse_raised_limits(runtime.plane, node_id, read_armed_limits(armed), limits)
+    except FrozenByKill as exc:
+        raise FleetError(f"--limits: {exc}") from None
     runtime.arm(f"node:{node_id}")
+    write_armed_limits(armed, limits)
     print(f"node {node_id} admitted", flush=True)
     if trader is None:
         await stop.wait()

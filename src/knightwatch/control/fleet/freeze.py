@@ -1,7 +1,8 @@
 """The freeze: while a fleet or strategy kill is in force, nothing that adds risk applies.
 
 After a kill the worst next step is a well-meant change: a flag turned on to
-"fix" it, a rollout promoted, a different release pushed, a new node enrolled.
+"fix" it, a rollout promoted, a different release pushed, a new node enrolled,
+a node restarted with its limits raised.
 Each of those is refused by the component that would apply it, naming the kill
 that freezes it, until the kill is resumed. Changes that reduce the blast
 radius (more kills, drains, flags to their safe default, rollout aborts, and a
@@ -24,6 +25,7 @@ from knightwatch.control.plane.wire import (
     StateEntry,
 )
 from knightwatch.errors import KnightwatchError
+from knightwatch.limits import Limits, loosened
 from knightwatch.state import Scope, TradingState
 
 FREEZING_SCOPES = frozenset({Scope.FLEET, Scope.STRATEGY})
@@ -60,6 +62,21 @@ async def refuse_if_frozen(plane: ControlPlane, change: str) -> None:
         raise FrozenByKill(
             f"{change}: refused while {describe(kill)}; it is lifted only by the resume "
             "(knightwatch resume, after its preflight)"
+        )
+
+
+async def refuse_raised_limits(
+    plane: ControlPlane, node_id: str, armed: Limits | None, limits: Limits
+) -> None:
+    """A node restarting while a kill is in force may not arm with looser limits than it
+    last armed with (`armed`); the same or tighter passes, and so does a node with no
+    record of its own (a new node is refused at admission instead)."""
+    if armed is None:
+        return
+    raised = loosened(armed, limits)
+    if raised:
+        await refuse_if_frozen(
+            plane, f"node {node_id}: limits looser than it last armed with ({'; '.join(raised)})"
         )
 
 
