@@ -164,7 +164,9 @@ def _lines(section: dict[str, str | int]) -> list[str]:
     return [f"{k}={v}" for k, v in section.items()]
 
 
-def _defaults(state_dir: Path, cfg_store: str, heartbeat_s: int, begin: str) -> dict[str, str | int]:
+def _defaults(
+    state_dir: Path, cfg_store: str, heartbeat_s: int, begin: str
+) -> dict[str, str | int]:
     d: dict[str, str | int] = {
         "StartTime": "00:00:00",
         "EndTime": "00:00:00",

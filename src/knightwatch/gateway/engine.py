@@ -127,3 +127,122 @@ def guarded(
                 on_error(text)
             except BaseException as again:
                 errors.add(f"{where} (error path)", again)
+
+
+class Handler:
+    """What a QuickFIX application does, in plain methods; `application` wraps each one.
+
+    Subclasses override what they need. `errors` collects what the guard caught,
+    and `on_error` (message callbacks only) is the fail-closed path: the
+    gateway answers the message with a reject there.
+    """
+
+    def __init__(self) -> None:
+        self.errors = CallbackErrors()
+
+    def on_create(self, sid: Any) -> None:
+        pass
+
+    def on_logon(self, sid: Any) -> None:
+        pass
+
+    def on_logout(self, sid: Any) -> None:
+        pass
+
+    def to_admin(self, msg: Any, sid: Any) -> None:
+        pass
+
+    def from_admin(self, msg: Any, sid: Any) -> None:
+        pass
+
+    def to_app(self, msg: Any, sid: Any) -> None:
+        pass
+
+    def from_app(self, msg: Any, sid: Any) -> None:
+        pass
+
+    def on_error(self, where: str, text: str, msg: Any, sid: Any) -> None:
+        pass
+
+
+_app_class: type | None = None
+
+
+def application(handler: Handler) -> Any:
+    """A `quickfix.Application` whose every callback runs guarded (see module docstring)."""
+    global _app_class
+    if _app_class is None:
+        _app_class = _build_app_class()
+    return _app_class(handler)
+
+
+def _build_app_class() -> type:
+    q = fix()
+    from_app_ok = (
+        q.FieldNotFound,
+        q.IncorrectDataFormat,
+        q.IncorrectTagValue,
+        q.UnsupportedMessageType,
+    )
+    from_admin_ok = (q.FieldNotFound, q.IncorrectDataFormat, q.IncorrectTagValue, q.RejectLogon)
+    to_app_ok = (q.DoNotSend,)
+    base: Any = q.Application
+
+    class SafeApplication(base):  # type: ignore[misc]
+        def __init__(self, handler: Handler) -> None:
+            super().__init__()
+            self.h = handler
+
+        def onCreate(self, sid: Any) -> None:
+            guarded(self.h.errors, "onCreate", lambda: self.h.on_create(sid))
+
+        def onLogon(self, sid: Any) -> None:
+            guarded(self.h.errors, "onLogon", lambda: self.h.on_logon(sid))
+
+        def onLogout(self, sid: Any) -> None:
+            guarded(self.h.errors, "onLogout", lambda: self.h.on_logout(sid))
+
+        def toAdmin(self, msg: Any, sid: Any) -> None:
+            guarded(self.h.errors, "toAdmin", lambda: self.h.to_admin(msg, sid))
+
+        def fromAdmin(self, msg: Any, sid: Any) -> None:
+            guarded(
+                self.h.errors,
+                "fromAdmin",
+                lambda: self.h.from_admin(msg, sid),
+                passthrough=from_admin_ok,
+            )
+
+        def toApp(self, msg: Any, sid: Any) -> None:
+            guarded(self.h.errors, "toApp", lambda: self.h.to_app(msg, sid), passthrough=to_app_ok)
+
+        def fromApp(self, msg: Any, sid: Any) -> None:
+            guarded(
+                self.h.errors,
+                "fromApp",
+                lambda: self.h.from_app(msg, sid),
+                lambda text: self.h.on_error("fromApp", text, msg, sid),
+                passthrough=from_app_ok,
+            )
+
+    return SafeApplication
+
+
+def settings(text: str) -> Any:
+    """QuickFIX SessionSettings from settings text; a bad one is a GatewayError, not a crash."""
+    q = fix()
+    s = q.SessionSettings()
+    try:
+        s.setFromString(text)
+    except q.ConfigError as exc:
+        raise GatewayError(f"QuickFIX settings: {exc}") from None
+    return s
+
+
+def store_factory(kind: str, s: Any) -> Any:
+    q = fix()
+    return q.FileStoreFactory(s) if kind == "file" else q.MemoryStoreFactory()
+
+
+def log_factory(enabled: bool, s: Any) -> Any:
+    return fix().FileLogFactory(s) if enabled else None

@@ -1,0 +1,227 @@
+"""FIX tags, values and small builders shared by the gateway, the venue and the client.
+
+Raw tag numbers rather than QuickFIX's generated field classes: one generic
+`setField(tag, str)` / `getField(tag)` per field is the cheapest path through
+the binding, and it reads the same under FIX 4.2 and 4.4. The differences
+between the two versions that matter here (ExecTransType, ExecType 1/2 for
+fills, no mass cancel or mass status in 4.2) are handled by `ExecKind`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from enum import StrEnum
+from typing import Any
+
+from knightwatch.gateway.engine import fix
+
+# --- tags ---------------------------------------------------------------------
+ACCOUNT = 1
+AVG_PX = 6
+BEGIN_STRING = 8
+CL_ORD_ID = 11
+CUM_QTY = 14
+EXEC_ID = 17
+EXEC_INST = 18
+EXEC_REF_ID = 19
+EXEC_TRANS_TYPE = 20
+HANDL_INST = 21
+ID_SOURCE = 22
+LAST_PX = 31
+LAST_QTY = 32
+MSG_SEQ_NUM = 34
+MSG_TYPE = 35
+ORDER_ID = 37
+ORDER_QTY = 38
+ORD_STATUS = 39
+ORD_TYPE = 40
+ORIG_CL_ORD_ID = 41
+POSS_DUP = 43
+REF_SEQ_NUM = 45
+PRICE = 44
+SECURITY_ID = 48
+SENDER_COMP_ID = 49
+SENDER_SUB_ID = 50
+SIDE = 54
+SYMBOL = 55
+TARGET_COMP_ID = 56
+TEXT = 58
+TIME_IN_FORCE = 59
+TRANSACT_TIME = 60
+POSS_RESEND = 97
+STOP_PX = 99
+CXL_REJ_REASON = 102
+ORD_REJ_REASON = 103
+ON_BEHALF_OF = 115
+ORIG_SENDING_TIME = 122
+DELIVER_TO = 128
+EXEC_TYPE = 150
+LEAVES_QTY = 151
+MD_REQ_ID = 262
+SUBSCRIPTION_TYPE = 263
+MARKET_DEPTH = 264
+NO_MD_ENTRY_TYPES = 267
+NO_MD_ENTRIES = 268
+MD_ENTRY_TYPE = 269
+MD_ENTRY_PX = 270
+NO_RELATED_SYM = 146
+REF_MSG_TYPE = 372
+SESSION_REJECT_REASON = 373
+BUSINESS_REJECT_REF_ID = 379
+BUSINESS_REJECT_REASON = 380
+CXL_REJ_RESPONSE_TO = 434
+MASS_CANCEL_REQUEST_TYPE = 530
+MASS_CANCEL_RESPONSE = 531
+TOTAL_AFFECTED = 533
+MASS_STATUS_REQ_ID = 584
+MASS_STATUS_REQ_TYPE = 585
+TOT_NUM_REPORTS = 911
+LAST_RPT_REQUESTED = 912
+
+# --- message types ------------------------------------------------------------
+NEW_ORDER = "D"
+CANCEL = "F"
+REPLACE = "G"
+STATUS_REQUEST = "H"
+MASS_CANCEL = "q"
+MASS_CANCEL_REPORT = "r"
+MASS_STATUS = "AF"
+EXECUTION_REPORT = "8"
+CANCEL_REJECT = "9"
+BUSINESS_REJECT = "j"
+SESSION_REJECT = "3"
+MD_REQUEST = "V"
+MD_SNAPSHOT = "W"
+
+# Header fields a forwarded message must not carry over: QuickFIX fills Begin,
+# Sender, Target, MsgSeqNum and SendingTime itself; these would misroute it or
+# make the venue treat a fresh message as a duplicate.
+STRIP_ON_FORWARD = (POSS_DUP, POSS_RESEND, ORIG_SENDING_TIME, ON_BEHALF_OF, DELIVER_TO, 116, 129)
+
+# OrdRejReason values valid in both FIX 4.2 and 4.4
+REJ_BROKER_OPTION = "0"
+REJ_UNKNOWN_SYMBOL = "1"
+REJ_EXCHANGE_CLOSED = "2"
+REJ_EXCEEDS_LIMIT = "3"
+REJ_UNKNOWN_ORDER = "5"
+REJ_DUPLICATE = "6"
+
+# CxlRejReason
+CXL_TOO_LATE = "0"
+CXL_UNKNOWN_ORDER = "1"
+CXL_BROKER_OPTION = "2"
+CXL_PENDING = "3"
+
+# BusinessRejectReason
+BIZ_OTHER = "0"
+BIZ_UNSUPPORTED_TYPE = "3"
+
+
+class ExecKind(StrEnum):
+    """What an ExecutionReport means, the same for FIX 4.2 and 4.4."""
+
+    NEW = "new"
+    PENDING = "pending"
+    TRADE = "trade"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    DONE_FOR_DAY = "done_for_day"
+    REJECTED = "rejected"
+    REPLACED = "replaced"
+    RESTATED = "restated"
+    TRADE_CANCEL = "trade_cancel"
+    TRADE_CORRECT = "trade_correct"
+    STATUS = "status"
+    OTHER = "other"
+
+
+_EXEC_TYPE_44 = {
+    "0": ExecKind.NEW,
+    "A": ExecKind.PENDING,
+    "6": ExecKind.PENDING,
+    "E": ExecKind.PENDING,
+    "F": ExecKind.TRADE,
+    "4": ExecKind.CANCELED,
+    "C": ExecKind.EXPIRED,
+    "3": ExecKind.DONE_FOR_DAY,
+    "8": ExecKind.REJECTED,
+    "5": ExecKind.REPLACED,
+    "D": ExecKind.RESTATED,
+    "H": ExecKind.TRADE_CANCEL,
+    "G": ExecKind.TRADE_CORRECT,
+    "I": ExecKind.STATUS,
+}
+_EXEC_TYPE_42 = {**_EXEC_TYPE_44, "1": ExecKind.TRADE, "2": ExecKind.TRADE}
+_TRANS_42 = {"1": ExecKind.TRADE_CANCEL, "2": ExecKind.TRADE_CORRECT, "3": ExecKind.STATUS}
+
+
+def exec_kind(msg: Any, fix42: bool) -> ExecKind:
+    """Normalise ExecType (and FIX 4.2's ExecTransType) to one meaning."""
+    if fix42:
+        if msg.isSetField(EXEC_TRANS_TYPE):
+            trans = _TRANS_42.get(msg.getField(EXEC_TRANS_TYPE))
+            if trans is not None:
+                return trans
+        return _EXEC_TYPE_42.get(msg.getField(EXEC_TYPE), ExecKind.OTHER)
+    return _EXEC_TYPE_44.get(msg.getField(EXEC_TYPE), ExecKind.OTHER)
+
+
+def opt(msg: Any, tag: int) -> str | None:
+    """An optional body field, or None."""
+    return msg.getField(tag) if msg.isSetField(tag) else None
+
+
+def hdr(msg: Any, tag: int) -> str | None:
+    h = msg.getHeader()
+    return h.getField(tag) if h.isSetField(tag) else None
+
+
+def msg_type(msg: Any) -> str:
+    return str(msg.getHeader().getField(MSG_TYPE))
+
+
+def message(mtype: str, fields: list[tuple[int, str]]) -> Any:
+    """A new application message; QuickFIX adds BeginString, CompIDs, seqnum and time on send."""
+    m = fix().Message()
+    m.getHeader().setField(MSG_TYPE, mtype)
+    for tag, value in fields:
+        m.setField(tag, value)
+    return m
+
+
+def now_utc() -> str:
+    """A FIX UTCTimestamp (milliseconds) for TransactTime."""
+    t = time.time()
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+def forward_copy(msg: Any) -> Any:
+    """The message as it goes on to the other side: the same body, a clean header."""
+    out = fix().Message(msg)
+    h = out.getHeader()
+    for tag in STRIP_ON_FORWARD:
+        if h.isSetField(tag):
+            h.removeField(tag)
+    return out
+
+
+def raw_hash(msg: Any) -> str:
+    """sha256 of the message as received, for the flight recorder (first 32 hex digits)."""
+    return hashlib.sha256(msg.toString().encode()).hexdigest()[:32]
+
+
+def session_key(sid: Any) -> str:
+    return str(sid.toString())
+
+
+def target_of(sid: Any) -> str:
+    return str(sid.getTargetCompID().getValue())
+
+
+def send(msg: Any, sid: Any) -> bool:
+    """Send on a session; False (never an exception) if the session is unknown or refuses."""
+    try:
+        return bool(fix().Session.sendToTarget(msg, sid))
+    except fix().SessionNotFound:
+        return False

@@ -1,0 +1,189 @@
+"""Real QuickFIX sessions on 127.0.0.1: a simulated venue, the gateway and an OMS client.
+
+Every rig picks free ports and keeps stores and logs under the test's
+tmp_path, and stops every engine in a finalizer, even when the test fails.
+The venue trades the simulator's books (symbols L000.. at 100, M000.. at 40).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from knightwatch.audit import FlightRecorder, MemorySink
+from knightwatch.clock import SystemClock
+from knightwatch.gateway.client import FixClient
+from knightwatch.gateway.config import ClientSession, GatewayConfig, VenueSession
+from knightwatch.gateway.engine import free_port
+from knightwatch.gateway.gateway import Gateway
+from knightwatch.gateway.venue import FixVenue
+from knightwatch.guard import LockedGuard
+from knightwatch.limits import Limits
+
+SYMBOLS = ("L000", "L001", "M000")
+LIMITS = Limits(
+    version="gw-test",
+    max_order_qty=5_000,
+    max_order_notional=1_000_000.0,
+    price_collar_pct=0.05,
+    max_orders_per_s_node=10_000,
+    max_orders_per_min_node=100_000,
+    max_orders_per_s_strategy=10_000,
+    max_orders_per_min_strategy=100_000,
+    max_orders_per_s_symbol=10_000,
+    max_orders_per_min_symbol=100_000,
+    max_executions_per_window=None,
+    require_registered_parent=False,
+    max_cancel_to_fill_ratio=None,
+)
+
+
+def eventually(pred: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Rig:
+    """venue <- gateway <- client(s), all QuickFIX, all on loopback."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        begin: str = "FIX.4.4",
+        limits: Limits = LIMITS,
+        clients: tuple[str, ...] = ("OMS1",),
+        config: dict[str, Any] | None = None,
+        venue: dict[str, Any] | None = None,
+        arm: bool = True,
+    ) -> None:
+        self.root = root
+        self.begin = begin
+        self.venue_port = free_port()
+        self.gw_port = free_port()
+        fix42 = begin == "FIX.4.2"
+        venue_opts: dict[str, Any] = {"sessions": ["KWGW", "DIRECT"], "store": "memory"}
+        venue_opts.update(venue or {})
+        self.venue = FixVenue(
+            root / "venue",
+            port=self.venue_port,
+            begin_string=begin,
+            md_interval_s=0.5,
+            log_messages=False,
+            **venue_opts,
+        )
+        cfg: dict[str, Any] = {
+            "listen_port": self.gw_port,
+            "venue": VenueSession(
+                port=self.venue_port,
+                market_data=SYMBOLS,
+                mass_cancel=not fix42,
+                mass_status=not fix42,
+            ),
+            "clients": tuple(ClientSession(comp_id=c) for c in clients),
+            "begin_string": begin,
+            "store": "memory",
+            "assume_flat": True,
+            "heartbeat_s": 5,
+        }
+        cfg.update(config or {})
+        self.config = GatewayConfig(**cfg)
+        self.recorder = FlightRecorder(None, clock=SystemClock(), sink=MemorySink())
+        self.guard = LockedGuard(limits, node="gw", clock=SystemClock(), recorder=self.recorder)
+        self.gateway = Gateway(
+            self.config,
+            self.guard,
+            root / "gateway",
+            log_messages=False,
+            on_reconciled=(lambda: self.guard.arm("test")) if arm else None,
+        )
+        self.clients: dict[str, FixClient] = {}
+        self._started: list[Any] = []
+
+    def start(self) -> Rig:
+        self.venue.start()
+        self._started.append(self.venue)
+        self.gateway.start()
+        self._started.append(self.gateway)
+        for comp in self.config.clients:
+            self.client(comp.comp_id)
+        return self
+
+    def client(self, comp: str, *, start: bool = True) -> FixClient:
+        c = FixClient(
+            self.root / f"client-{comp}",
+            comp_id=comp,
+            target=self.config.comp_id,
+            port=self.gw_port,
+            begin_string=self.begin,
+        )
+        self.clients[comp] = c
+        if start:
+            c.start()
+            self._started.append(c)
+            c.wait_logon()
+        return c
+
+    @property
+    def oms(self) -> FixClient:
+        return self.clients["OMS1"]
+
+    def ready(self, symbols: tuple[str, ...] = SYMBOLS) -> Rig:
+        """Venue logged on, reconciled, armed, and a reference price for each symbol."""
+        eventually(lambda: self.gateway.reconciled.is_set(), 10, "reconciliation")
+        eventually(lambda: self.guard.armed, 5, "armed")
+        for s in symbols:
+            eventually(lambda s=s: self.guard.exposure() is not None and self._has_price(s), 5, s)
+        return self
+
+    def _has_price(self, symbol: str) -> bool:
+        with self.guard.lock:
+            book = self.guard._ledger.books.get(symbol)
+            return book is not None and book.ref is not None
+
+    def records(self) -> list[dict[str, Any]]:
+        self.guard.flush_records()
+        return [msgspec.json.decode(line) for line in self.recorder.lines]
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r["kind"] == kind]
+
+    def stop(self) -> None:
+        for part in reversed(self._started):
+            try:
+                part.stop()
+            except Exception:  # a stuck part must not keep the others running
+                pass
+        self._started.clear()
+
+
+@pytest.fixture
+def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(**kw: Any) -> Rig:
+        r = Rig(tmp_path / f"rig{len(rigs)}", **kw)
+        rigs.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in rigs:
+            r.stop()
+
+
+@pytest.fixture
+def rig(rig_factory: Callable[..., Rig]) -> Rig:
+    return rig_factory().start().ready()
