@@ -91,7 +91,7 @@ class FixClient(Handler):
             store=store,
         )
         s = settings(text)
-        self._initiator = fix().SocketInitiator(
+        self._initiator: Any = fix().SocketInitiator(
             application(self), store_factory(store, s), s, log_factory(log_messages, s)
         )
 
@@ -100,7 +100,9 @@ class FixClient(Handler):
         self._initiator.start()
 
     def stop(self) -> None:
-        self._initiator.stop(True)
+        if self._initiator is not None:
+            self._initiator.stop(True)
+        self._initiator = None  # destroyed: its session leaves the process-wide registry
 
     def wait_logon(self, timeout_s: float = 10.0) -> None:
         if not self.logged_on.wait(timeout_s):

@@ -33,7 +33,8 @@ class ClientSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listed CompIDs can log on. `strategy` is the Guard strategy its orders
     count against (default: the CompID). With `cancel_on_disconnect` the
     gateway cancels the session's working orders at the venue when the
-    session is lost; an order with ExecInst containing `o` is cancelled on
+    session is lost; an order with ExecInst containing `Q` (FIX 4.4: cancel on
+    system failure) or `o` (FIX 5.0: cancel on connection loss) is cancelled on
     disconnect whatever the session policy.
     """
 

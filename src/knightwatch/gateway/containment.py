@@ -64,27 +64,33 @@ def source_filter(allowed: list[str]) -> bytes:
     return b"".join(prog)
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP `port` (IPv4), from /proc/net/tcp."""
+    inodes: set[str] = set()
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            local, state, inode = cols[1], cols[3], cols[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
 def listening_fds(port: int) -> list[int]:
-    """File descriptors of this process listening on TCP `port` (IPv4)."""
+    """File descriptors of this process listening on TCP `port` (IPv4).
+
+    Found by inode (/proc/net/tcp against the /proc/self/fd links), so no other
+    descriptor of the process (the engine's files, pipes) is ever touched.
+    """
+    wanted = {f"socket:[{i}]" for i in _listening_inodes(port)}
     found: list[int] = []
     for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
         try:
-            s = socket.socket(fileno=os.dup(fd))
+            if os.readlink(f"/proc/self/fd/{name}") in wanted:
+                found.append(int(name))
         except OSError:
-            continue  # not a socket (or gone)
-        try:
-            if (
-                s.family == socket.AF_INET
-                and s.type == socket.SOCK_STREAM
-                and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                and s.getsockname()[1] == port
-            ):
-                found.append(fd)
-        except OSError:
-            pass
-        finally:
-            s.close()
+            continue  # closed meanwhile
     return found
 
 
@@ -101,7 +107,7 @@ def restrict_listener(port: int, allowed: list[str]) -> int:
     buf = ctypes.create_string_buffer(program)
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
     for fd in fds:
-        s = socket.socket(fileno=os.dup(fd))
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=os.dup(fd))
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
         except OSError as exc:

@@ -211,6 +211,15 @@ def raw_hash(msg: Any) -> str:
     return hashlib.sha256(msg.toString().encode()).hexdigest()[:32]
 
 
+def own_sid(sid: Any) -> Any:
+    """A copy of a callback's SessionID: the engine's object may not outlive its session."""
+    return fix().SessionID(
+        sid.getBeginString().getValue(),
+        sid.getSenderCompID().getValue(),
+        sid.getTargetCompID().getValue(),
+    )
+
+
 def session_key(sid: Any) -> str:
     return str(sid.toString())
 
@@ -223,5 +232,5 @@ def send(msg: Any, sid: Any) -> bool:
     """Send on a session; False (never an exception) if the session is unknown or refuses."""
     try:
         return bool(fix().Session.sendToTarget(msg, sid))
-    except fix().SessionNotFound:
+    except (fix().SessionNotFound, RuntimeError):  # unknown, or an engine shutting down
         return False

@@ -162,6 +162,7 @@ class Gateway(Handler):
         }
         self.clients = {F.session_key(sid): config.client(c) for c, sid in self.client_sids.items()}
         self.venue_up = False
+        self.stopping = False
         self.clients_up: set[str] = set()
         self.reconciled = threading.Event()
         self.reconcile_error = ""
@@ -203,13 +204,13 @@ class Gateway(Handler):
         )
         self._app = application(self)
         acc_settings, ini_settings = settings(acc), settings(ini)
-        self._acceptor = q.SocketAcceptor(
+        self._acceptor: Any = q.ThreadedSocketAcceptor(
             self._app,
             store_factory(config.store, acc_settings),
             acc_settings,
             log_factory(log_messages, acc_settings),
         )
-        self._initiator = q.SocketInitiator(
+        self._initiator: Any = q.SocketInitiator(
             self._app,
             store_factory(config.store, ini_settings),
             ini_settings,
@@ -229,11 +230,19 @@ class Gateway(Handler):
         self._initiator.start()
 
     def stop(self) -> None:
-        self._initiator.stop(True)
-        self._acceptor.stop(True)
+        """Stop both engines and free their sessions (a new gateway may reuse the ids)."""
+        with self.lock:
+            self.stopping = True  # session events from here on change nothing
+        if self._initiator is not None:
+            self._initiator.stop(True)
+        if self._acceptor is not None:
+            self._acceptor.stop(True)
         self._work.put(None)
         if self._worker.is_alive():
             self._worker.join(timeout=5)
+        # QuickFIX keeps sessions in a process-wide registry until the engine object is
+        # destroyed; dropping the last reference destroys it (no thread of ours sends now).
+        self._initiator = self._acceptor = None
         with self.lock:
             self._record_admin()
 
@@ -243,6 +252,9 @@ class Gateway(Handler):
     def _run_worker(self) -> None:
         while (job := self._work.get()) is not None:
             try:
+                with self.lock:
+                    if self.stopping:
+                        continue
                 job()
             except Exception as exc:  # the worker carries the kill path: it must not die
                 self.errors.add("gateway worker", exc)
@@ -427,7 +439,7 @@ class Gateway(Handler):
                 qty=parsed.qty,
                 price=parsed.price,
                 parent_id=parsed.parent_id,
-                cod="o" in (F.opt(msg, F.EXEC_INST) or "").split(),
+                cod=bool({"o", "Q"} & set((F.opt(msg, F.EXEC_INST) or "").split())),
                 leaves=parsed.qty,
             )
             self.book.add(go)
@@ -1150,7 +1162,7 @@ class Gateway(Handler):
             self.guard.note("client_session", up=True, session=comp)
 
     def _client_logged_out(self, comp: str) -> None:
-        """Cancel-on-disconnect: the session's policy, or ExecInst `o` on the order."""
+        """Cancel-on-disconnect: the session's policy, or ExecInst `Q` or `o` on the order."""
         with self.lock:
             self.clients_up.discard(comp)
             client = self.cfg.client(comp)

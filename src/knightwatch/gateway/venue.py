@@ -161,7 +161,7 @@ class FixVenue(Handler):
         )
         self._settings = settings(text)
         self._app = application(self)
-        self._acceptor = fix().SocketAcceptor(
+        self._acceptor: Any = fix().ThreadedSocketAcceptor(
             self._app,
             store_factory(store, self._settings),
             self._settings,
@@ -181,10 +181,13 @@ class FixVenue(Handler):
         self._md_thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._acceptor.stop(True)
+        with self.lock:
+            self._stop.set()  # from here no thread of the venue sends anything
+        if self._acceptor is not None:
+            self._acceptor.stop(True)
         if self._md_thread is not None:
             self._md_thread.join(timeout=2)
+        self._acceptor = None  # destroyed: its sessions leave the process-wide registry
 
     def logged_on(self, comp_id: str) -> bool:
         return any(F.target_of(sid) == comp_id for sid in self._logged_on.values())
@@ -260,6 +263,22 @@ class FixVenue(Handler):
                 self._report(o, "3")
             return len(done)
 
+    def misreport(self, clordid: str, exec_type: str, fields: list[tuple[int, str]]) -> None:
+        """Send a report for an order with fields overridden: a venue that gets it wrong
+        (a LeavesQty that disagrees, a duplicate ExecID), so a gateway can be tested on it."""
+        with self.lock:
+            o = self.find(clordid)
+            if o is None:
+                raise GatewayError(f"venue: no order {clordid!r}")
+            self._report(o, exec_type, extra=fields, exec_id=dict(fields).get(F.EXEC_ID))
+
+    def stray_fill(self, session: str, clordid: str, symbol: str, side: str, qty: int) -> None:
+        """An execution reported on `session` for an order it never sent (a venue mix-up)."""
+        with self.lock:
+            sid = next(s for s in self._logged_on.values() if F.target_of(s) == session)
+            o = VenueOrder(clordid, "V0", sid, symbol, side, Decimal(qty), None, "1", "0")
+            self._trade(o, Decimal(qty), self.books[symbol].touch(o.is_buy))
+
     def _live(self, clordid: str) -> VenueOrder:
         o = self.find(clordid)
         if o is None or o.status not in LIVE:
@@ -268,6 +287,7 @@ class FixVenue(Handler):
 
     # --- order handling (engine thread, under the lock) ------------------------------
     def from_app(self, msg: Any, sid: Any) -> None:
+        sid = F.own_sid(sid)
         mtype = F.msg_type(msg)
         key = F.session_key(sid)
         if F.target_of(sid) in self.drop_copy:
@@ -490,6 +510,8 @@ class FixVenue(Handler):
         while not self._stop.wait(self.md_interval_s):
             try:
                 with self.lock:
+                    if self._stop.is_set():
+                        return
                     subs = [(self._logged_on.get(k), syms) for k, syms in self._md.items()]
                     for sid, syms in subs:
                         if sid is not None:
@@ -532,7 +554,7 @@ class FixVenue(Handler):
             fields.append((F.ORIG_CL_ORD_ID, orig))
         if self.fix42:
             fields.append((F.EXEC_TRANS_TYPE, trans))
-        fields += extra or []
+        fields += [(t, v) for t, v in extra or [] if t != F.EXEC_ID]
         er = F.message(F.EXECUTION_REPORT, fields)
         F.send(er, o.session)
         if exec_type != "I":
@@ -560,16 +582,18 @@ class FixVenue(Handler):
     # --- sessions -------------------------------------------------------------------------
     def on_logon(self, sid: Any) -> None:
         with self.lock:
-            self._logged_on[F.session_key(sid)] = sid
+            self._logged_on[F.session_key(sid)] = F.own_sid(sid)
 
     def on_logout(self, sid: Any) -> None:
         # The engine calls this holding the session's own mutex: taking the venue lock
         # here could deadlock with a thread that holds it and sends on this session.
-        threading.Thread(target=self._logged_out, args=(sid,), daemon=True).start()
+        threading.Thread(target=self._logged_out, args=(F.own_sid(sid),), daemon=True).start()
 
     def _logged_out(self, sid: Any) -> None:
         key = F.session_key(sid)
         with self.lock:
+            if self._stop.is_set():
+                return
             self._logged_on.pop(key, None)
             self._md.pop(key, None)
             if self.cancel_on_disconnect and F.target_of(sid) not in self.drop_copy:
