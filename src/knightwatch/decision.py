@@ -52,6 +52,16 @@ class RejectReason(StrEnum):
     GATEWAY_ERROR = "gateway_error"
 
 
+GATEWAY_REASONS = frozenset(
+    {
+        RejectReason.VENUE_UNAVAILABLE,
+        RejectReason.UNSUPPORTED_MESSAGE,
+        RejectReason.GATEWAY_ERROR,
+    }
+)
+"""Codes the FIX gateway decides around the Guard (no Guard rule produces them)."""
+
+
 class Decision(msgspec.Struct, frozen=True):
     accepted: bool
     reason: RejectReason
