@@ -140,6 +140,11 @@ def _print_result(result: CommandResult, verb: str) -> None:
         else:
             why = f"lease still LIVE until {_when(expires)} UTC: it may be trading until then"
         console.print(f"[red]not confirmed:[/red] {node_id}: {why}", highlight=False)
+    for node_id, orders in result.still_working.items():
+        console.print(
+            f"[red]still working at the venue[/red] via {node_id}: {', '.join(orders[:20])}"
+            + (f" (+{len(orders) - 20} more)" if len(orders) > 20 else "")
+        )
     if result.revision is None:
         console.print(f"[red]NOT DURABLE:[/red] {result.durable_error}")
     else:

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from knightwatch.errors import KnightwatchError
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
@@ -36,7 +38,7 @@ INSTALL_HINT = (
 _fix: ModuleType | None = None
 
 
-class GatewayError(RuntimeError):
+class GatewayError(KnightwatchError, RuntimeError):
     """The gateway cannot start or carry on as configured; the message names what to fix."""
 
 

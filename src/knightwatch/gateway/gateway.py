@@ -135,6 +135,7 @@ class Gateway(Handler):
         *,
         log_messages: bool = True,
         on_reconciled: Callable[[], None] | None = None,
+        on_fill: Callable[[Fill], None] | None = None,
     ) -> None:
         super().__init__()
         if type(guard) is not LockedGuard:
@@ -143,6 +144,8 @@ class Gateway(Handler):
         self.guard = guard
         self.lock = guard.lock
         self.state_dir = state_dir
+        self._on_fill = on_fill if on_fill is not None else guard.on_fill
+        """Where fills go: the Guard, or a node runtime that counts them on the way."""
         self.fix42 = config.begin_string == "FIX.4.2"
         self.book = GatewayBook()
         self.decided: dict[str, tuple[Decision, Any]] = {}
@@ -846,7 +849,7 @@ class Gateway(Handler):
         if kind is F.ExecKind.TRADE:
             qty = self._lots(symbol, msg.getField(F.LAST_QTY))
             fill = Fill(gid, symbol, go.side, qty, float(msg.getField(F.LAST_PX)))
-            self.guard.on_fill(fill)
+            self._on_fill(fill)
             self.fills[exec_id] = fill
             go.cum += qty
             if go.cum > go.qty:
@@ -921,7 +924,7 @@ class Gateway(Handler):
             symbol = self._instrument(msg) or "?"
             side = _SIDES.get(msg.getField(F.SIDE), Side.BUY)
             qty = self._lots(symbol, msg.getField(F.LAST_QTY))
-            self.guard.on_fill(
+            self._on_fill(
                 Fill(f"unknown:{clordid}", symbol, side, qty, float(msg.getField(F.LAST_PX)))
             )
             self.guard.flag_mismatch(f"fill {exec_id} for order {clordid} this gateway never sent")
@@ -1019,7 +1022,7 @@ class Gateway(Handler):
                 side = _SIDES.get(msg.getField(F.SIDE), Side.BUY)
                 qty = self._lots(symbol, msg.getField(F.LAST_QTY))
                 px = float(msg.getField(F.LAST_PX))
-                self.guard.on_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
+                self._on_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
 
