@@ -497,7 +497,7 @@ def test_positions_file_reconciles_under_fix42(
 ) -> None:
     pos = tmp_path / "positions.toml"
     pos.write_text("[positions]\nL000 = 700\nM000 = { qty = -200, avg_price = 40.5 }\n")
-    rig = rig_factory(begin="FIX.4.2", config={"assume_flat": False, "positions_file": str(pos)})
+    rig = rig_factory(begin="FIX.4.2", config={"positions_file": str(pos)})
     rig.start().ready()
     assert rig.guard.position("L000") == 700 and rig.guard.position("M000") == -200
     rig.oms.new_order("F1", "L000", SELL, 100, 99.0)

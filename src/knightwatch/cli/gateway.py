@@ -12,9 +12,11 @@ import asyncio
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from knightwatch.cli.fleet import MetricsPort, NatsUrl, StateDir, _run, _urls
 from knightwatch.clock import SystemClock
@@ -29,8 +31,8 @@ from knightwatch.release.keys import load_signing_key
 console = Console()
 
 
-def _fail(text: str) -> None:
-    console.print(f"[red]error:[/red] {text}", highlight=False)
+def _fail(text: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -81,8 +83,7 @@ def gateway(
                 log_messages=fix_log,
             )
         except GatewayError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            _fail(str(exc))
 
     _run(go)
 

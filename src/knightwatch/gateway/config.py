@@ -94,8 +94,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     positions_file: str | None = None
     """TOML `[positions] SYMBOL = qty` (or `{qty = .., avg_price = ..}`) loaded before arming."""
     assume_flat: bool = False
-    """Arm without reconciliation when the venue has no mass status and there is no
-    positions file: an explicit statement that nothing is open, never a default."""
+    """Whatever is not reconciled (positions without `positions_file`, working orders
+    without the venue's mass status) is taken to be nothing: an explicit statement
+    that nothing is open, never a default."""
     loopback_only: bool = True
     """Drop connections to the listener from anything but 127.0.0.1 (see containment)."""
     drop_copy: DropCopySession | None = None
@@ -132,6 +133,16 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             problems.append(
                 "venue: FIX.4.2 has no OrderMassCancelRequest or OrderMassStatusRequest; "
                 "set mass_cancel = false and mass_status = false"
+            )
+        if not self.assume_flat and self.positions_file is None:
+            problems.append(
+                "positions_file: the gateway does not arm on unknown positions; give a "
+                "positions file, or set assume_flat = true if nothing is open"
+            )
+        if not self.assume_flat and not self.venue.mass_status:
+            problems.append(
+                "venue.mass_status: without it working orders cannot be reconciled at "
+                "start-up; set assume_flat = true if no order can be working"
             )
         if problems:
             raise GatewayError("invalid gateway config:\n  " + "\n  ".join(problems))

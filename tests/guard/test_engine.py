@@ -1,0 +1,292 @@
+"""The Guard's calls for order flow it does not emit itself (a FIX gateway, any OMS adapter):
+replace with reserve/commit/rollback, terminal events apart from cancels, restatement,
+trade bust and correction, lot sizes, long instrument ids, start-up reconciliation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch.decision import RejectReason
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits, Override
+from knightwatch.order import Fill, InvalidOrder, Order, Side
+from knightwatch.state import Scope, TradingState
+
+from .conftest import Rig
+
+R = RejectReason
+
+
+def working(g: Guard, symbol: str = "IBM") -> int:
+    return g.working_qty(symbol)[0]
+
+
+# --- replace -------------------------------------------------------------------------------
+
+
+def test_replace_up_reserves_the_new_leaves_until_the_venue_answers(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig()
+    g = r.guard
+    assert g.check(r.order(qty=100, id="a"))
+    d = g.check_replace("a", r.order(qty=300, id="b"))
+    assert d.accepted and "replaces a" in d.detail
+    assert working(g) == 300  # max(old 100, new 300) held while pending
+    g.on_replace_ack("b", remaining=300)
+    assert working(g) == 300 and g.remaining("b") == 300 and g.remaining("a") is None
+
+
+def test_replace_down_holds_the_old_leaves_then_commits_the_new(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=400, id="a"))
+    assert g.check_replace("a", r.order(qty=100, id="b"))
+    assert working(g) == 400
+    g.on_replace_ack("b")
+    assert working(g) == 100
+
+
+def test_a_replace_the_venue_refuses_rolls_back(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    g.check_replace("a", r.order(qty=500, id="b"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 40, 100.0))  # fills keep coming on the original
+    assert working(g) == 460
+    g.on_replace_reject("b")
+    assert working(g) == 60 and g.remaining("a") == 60
+    assert g.check_replace("a", r.order(qty=200, id="c")).accepted  # replaceable again
+
+
+def test_fills_while_pending_count_against_the_new_quantity(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    g.check_replace("a", r.order(qty=300, id="b"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 100, 100.0))
+    g.on_replace_ack("b")  # the venue's leaves: 300 - 100 filled
+    assert g.remaining("b") == 200 and working(g) == 200 and g.position("IBM") == 100
+
+
+def test_replace_increase_is_checked_as_a_new_risk(rig: Callable[..., Rig]) -> None:
+    r = rig(max_order_qty=500, max_position_qty=1_000, price_collar_pct=0.05)
+    g = r.guard
+    g.check(r.order(qty=400, id="a"))
+    too_big = g.check_replace("a", r.order(qty=600, id="b"))
+    assert too_big.reason is R.MAX_ORDER_QTY
+    far = g.check_replace("a", r.order(qty=400, price=120.0, id="c"))
+    assert far.reason is R.PRICE_COLLAR
+    g.check(r.order(qty=500, id="d"))
+    over = g.check_replace("a", r.order(qty=500, id="e"))  # +100 on 900 working > 1,000? no
+    assert over.accepted
+    g.on_replace_ack("e")
+    beyond = g.check_replace("d", r.order(qty=501, id="f"))
+    assert beyond.reason is R.MAX_ORDER_QTY
+    assert working(g) == 1_000
+
+
+def test_replace_counts_only_the_increase_against_position_and_parent(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_position_qty=1_000)
+    g = r.guard
+    g.register_parent("P", 600)
+    g.check(r.order(qty=500, id="a", parent_id="P"))
+    assert g.check_replace("a", r.order(qty=600, id="b", parent_id="P")).accepted
+    assert g.parent_committed("P") == 600
+    g.on_replace_reject("b")
+    assert g.parent_committed("P") == 500
+    over = g.check_replace("a", r.order(qty=700, id="c", parent_id="P"))
+    assert over.reason is R.PARENT_QTY_EXCEEDED
+
+
+def test_replace_states_duplicates_and_what_cannot_change(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    assert g.check_replace("nope", r.order(id="x")).reason is R.INVALID_ORDER
+    assert g.check_replace("a", r.order(id="a")).reason is R.DUPLICATE_ORDER_ID
+    assert g.check_replace("a", r.order(side=Side.SELL, id="y")).reason is R.INVALID_ORDER
+    assert g.check_replace("a", r.order(qty=200, id="b")).accepted
+    assert "already pending" in g.check_replace("a", r.order(id="c")).detail
+    g.on_replace_ack("b")
+    g.halt(Scope.FLEET, "fleet", "drill", "ops", state=TradingState.REDUCING)
+    assert g.check_replace("b", r.order(qty=300, id="d")).reason is R.REDUCING_ONLY
+    assert g.check_replace("b", r.order(qty=50, price=99.0, id="e")).reason is R.REDUCING_ONLY
+    assert g.check_replace("b", r.order(qty=50, id="f")).accepted  # smaller, same price
+    g.on_replace_ack("f")
+    g.halt(Scope.FLEET, "fleet", "kill", "ops")
+    assert g.check_replace("f", r.order(qty=10, id="g")).reason is R.HALTED
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "replace", "ack", "reject", "fill", "cancel", "expire"]),
+            st.integers(0, 7),
+            st.integers(1, 400),
+        ),
+        max_size=60,
+    )
+)
+def test_working_quantity_is_working_orders_plus_reservations(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """Whatever the venue answers, the book holds exactly what works plus what is reserved."""
+    r = Rig()
+    g = r.guard
+    orders: list[str] = []
+    pending: list[str] = []
+    for op, i, qty in ops:
+        if op == "new":
+            oid = f"o{len(orders)}"
+            if g.check(Order(oid, "rlp", "IBM", Side.BUY, qty, 100.0)):
+                orders.append(oid)
+        elif op == "replace" and orders:
+            new = f"r{len(orders)}-{len(pending)}-{i}"
+            if g.check_replace(
+                orders[i % len(orders)], Order(new, "rlp", "IBM", Side.BUY, qty, 100.0)
+            ):
+                pending.append(new)
+                orders.append(new)
+        elif op in ("ack", "reject") and pending:
+            new = pending.pop(i % len(pending))
+            (g.on_replace_ack if op == "ack" else g.on_replace_reject)(new)
+        elif op == "fill" and orders:
+            g.on_fill(Fill(orders[i % len(orders)], "IBM", Side.BUY, qty, 100.0))
+        elif op == "cancel" and orders:
+            g.on_cancel(orders[i % len(orders)])
+        elif op == "expire" and orders:
+            g.on_expire(orders[i % len(orders)])
+        led = g._ledger
+        held = sum(w.remaining for w in led.working.values())
+        reserved = sum(p.reserved for p in led.pending.values())
+        assert working(g) == held + reserved >= 0
+
+
+# --- terminal events, restatement, busts ------------------------------------------------
+
+
+def test_venue_rejects_and_expiries_do_not_count_as_cancels(rig: Callable[..., Rig]) -> None:
+    r = rig(max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=2)
+    g = r.guard
+    for i in range(6):
+        g.check(r.order(id=f"x{i}"))
+        (g.on_reject if i % 2 else g.on_expire)(f"x{i}")
+    assert working(g) == 0
+    assert r.send().accepted  # six orders ended, none cancelled: no ratio breach
+    for i in range(3):
+        g.check(r.order(id=f"c{i}"))
+        g.on_cancel(f"c{i}")
+    assert r.send().reason is R.CANCEL_FILL_RATIO
+
+
+def test_restatement_follows_the_venue(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=300, id="a"))
+    g.on_restate("a", 120)
+    assert working(g) == 120 and g.remaining("a") == 120
+    g.on_restate("a", 0)
+    assert working(g) == 0 and g.remaining("a") is None
+
+
+def test_bust_and_correct_move_the_position(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=300, id="a"))
+    f1 = Fill("a", "IBM", Side.BUY, 100, 100.0)
+    f2 = Fill("a", "IBM", Side.BUY, 100, 101.0)
+    g.on_fill(f1)
+    g.on_fill(f2)
+    g.on_bust(f1)
+    assert g.position("IBM") == 100
+    g.on_correct(f2, Fill("a", "IBM", Side.BUY, 60, 101.0))
+    assert g.position("IBM") == 60
+    with pytest.raises(ValueError, match="keeps the order"):
+        g.on_correct(f2, Fill("b", "IBM", Side.BUY, 60, 101.0))
+
+
+# --- quantities and instruments ------------------------------------------------------------
+
+
+def test_lot_sizes_make_decimal_quantities_exact_and_value_them_right() -> None:
+    limits = Limits.off(max_order_notional=50_000.0, symbol={"BTC-USD": Override(lot_size=0.0001)})
+    g = Guard(limits)
+    g.arm("t")
+    g.on_price("BTC-USD", 60_000.0)
+    assert g.lots("BTC-USD", "0.5") == 5_000
+    assert g.lots("BTC-USD", Decimal("0.0001")) == 1
+    assert g.quantity("BTC-USD", 5_000) == Decimal("0.5")
+    assert g.lots("IBM", 100) == 100 and g.quantity("IBM", 100) == Decimal(100)
+    with pytest.raises(InvalidOrder, match=r"lot_size 0\.0001"):
+        g.lots("BTC-USD", "0.00005")
+    with pytest.raises(InvalidOrder, match="decimal number"):
+        g.lots("BTC-USD", "half")
+    ok = g.check(Order("o1", "s", "BTC-USD", Side.BUY, g.lots("BTC-USD", "0.5"), 60_000.0))
+    assert ok.accepted  # 0.5 BTC at 60,000 = 30,000 notional
+    big = g.check(Order("o2", "s", "BTC-USD", Side.BUY, g.lots("BTC-USD", "1"), 60_000.0))
+    assert big.reason is R.MAX_ORDER_NOTIONAL and "60,000.00" in big.detail
+    g.on_fill(Fill("o1", "BTC-USD", Side.BUY, 5_000, 60_000.0))
+    g.on_price("BTC-USD", 61_000.0)
+    assert g.pnl() == pytest.approx(500.0)  # 0.5 BTC up 1,000
+    assert g.exposure()[0] == pytest.approx(30_500.0)
+
+
+def test_lot_size_is_a_symbol_override_only() -> None:
+    from knightwatch.limits import LimitsError
+
+    with pytest.raises(LimitsError, match="only a symbol override may set lot_size"):
+        Limits.from_mapping({"strategy": {"s": {"lot_size": 0.1}}})
+
+
+def test_instrument_ids_up_to_64_characters(rig: Callable[..., Rig]) -> None:
+    r = rig(require_reference_price=False)
+    occ = "AAPL  260116C00150000"
+    assert r.send(symbol=occ).accepted
+    assert r.send(symbol="X" * 64).accepted
+    with pytest.raises(InvalidOrder, match="at most 64"):
+        r.order(symbol="X" * 65)
+
+
+# --- reconciliation and the embedding surface --------------------------------------------
+
+
+def test_adopted_orders_and_restored_positions_count_before_any_check(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_position_qty=1_000)
+    g = r.guard
+    g.restore_position("IBM", 600, 99.0)
+    g.adopt(Order("old", "recon", "IBM", Side.BUY, 500, 100.0), remaining=300)
+    assert g.position("IBM") == 600 and working(g) == 300
+    assert r.send(qty=200).reason is R.MAX_POSITION  # 600 + 300 + 200 > 1,000
+    assert r.send(qty=100).accepted
+    assert r.send(id="old").reason is R.DUPLICATE_ORDER_ID
+    g.flush_records()
+    kinds = [line for line in g.recorder.lines if b'"kind":"adopt"' in line]
+    assert len(kinds) == 1
+
+
+def test_refusals_decided_outside_the_checks_are_recorded_and_counted(
+    rig: Callable[..., Rig],
+) -> None:
+    from knightwatch.decision import Decision
+
+    r = rig()
+    g = r.guard
+    g.refuse(r.order(), Decision(False, R.VENUE_UNAVAILABLE, "venue down"))
+    assert g.counters()[1] == {R.VENUE_UNAVAILABLE: 1}
+    g.flush_records()
+    assert b'"reason":"venue_unavailable"' in g.recorder.lines[-1]
+    with pytest.raises(ValueError, match="must be a refusal"):
+        g.refuse(r.order(), Decision(True, R.OK))
+    g.flag_mismatch("leaves disagree")
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
