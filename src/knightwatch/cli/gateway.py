@@ -96,6 +96,8 @@ def venue(
     begin_string: str = typer.Option("FIX.4.4", "--begin-string", help="FIX.4.4 or FIX.4.2"),
     clip: int = typer.Option(0, "--clip", min=0, help="max quantity per execution (0: whole)"),
     lots: str = typer.Option("", "--lots", help="SYMBOL=LOT,... quantity increments"),
+    store: str = typer.Option("file", "--store", help="session store: file or memory"),
+    fix_log: bool = typer.Option(True, "--fix-log/--no-fix-log", help="QuickFIX message logs"),
     state_dir: Path = typer.Option(Path(".knightwatch/venue"), "--state-dir"),
 ) -> None:
     """Serve the simulated market as a FIX venue (order books, fills, cancels, rejects)."""
@@ -103,6 +105,8 @@ def venue(
         _fail(
             "--fix: the only standalone venue is the FIX one (the drill's NATS venue runs in `up`)"
         )
+    if store not in ("file", "memory"):
+        _fail(f"--store: must be file or memory (got {store!r})")
     ids = [s.strip() for s in sessions.split(",") if s.strip()]
     dc = [s.strip() for s in drop_copy.split(",") if s.strip()]
     for cid in ids + dc:
@@ -128,6 +132,8 @@ def venue(
                 begin_string=begin_string,
                 clip=clip,
                 lots=lot_map,
+                store=store,
+                log_messages=fix_log,
             )
             v.start()
         except GatewayError as exc:

@@ -175,6 +175,7 @@ class Gateway(Handler):
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run_worker, name="gateway-worker", daemon=True)
         self.counts: dict[str, int] = {}
+        self._keys: dict[int, str] = {}
         state_dir.mkdir(parents=True, exist_ok=True)
         allowed = [a for c in config.clients for a in c.allowed_remote_addresses]
         if config.loopback_only and any(a != "127.0.0.1" for a in allowed):
@@ -305,20 +306,30 @@ class Gateway(Handler):
                 raise fix().DoNotSend()
 
     def from_app(self, msg: Any, sid: Any) -> None:
-        key = F.session_key(sid)
+        key = self._key(sid)
+        m = F.In(msg)
         if key == self.venue_key:
-            self._from_venue(msg)
+            self._from_venue(m)
         elif key == self.dc_key:
-            self._from_drop_copy(msg)
+            self._from_drop_copy(m)
         else:
             client = self.clients.get(key)
             if client is None:
                 raise fix().UnsupportedMessageType()
-            self._from_client(msg, sid, client.comp_id)
+            self._from_client(m, sid, client.comp_id)
 
-    def on_error(self, where: str, text: str, msg: Any, sid: Any) -> None:
+    def _key(self, sid: Any) -> str:
+        """The session's key; cached by the engine object's address (one call per session)."""
+        ptr = int(sid.this)
+        key = self._keys.get(ptr)
+        if key is None:
+            key = self._keys[ptr] = F.session_key(sid)
+        return key
+
+    def on_error(self, where: str, text: str, raw: Any, sid: Any) -> None:
         """A handler raised: answer the message with a reject (fail closed) and record it."""
         key = F.session_key(sid)
+        msg = F.In(raw)
         with self.lock:
             self._count("callback_errors")
             self.guard.note("gateway_error", where=where, error=text[:400], session=key)
@@ -329,7 +340,7 @@ class Gateway(Handler):
                 # the venue's report was not applied: the Guard's picture can no longer be trusted
                 self.guard.flag_mismatch(f"venue message not applied ({text})"[:400])
                 return
-            mtype = F.msg_type(msg)
+            mtype = msg.mtype
             if mtype == F.NEW_ORDER:
                 self._send_reject(msg, sid, d)
             elif mtype in (F.REPLACE, F.CANCEL):
@@ -338,8 +349,8 @@ class Gateway(Handler):
                 self._send_business_reject(msg, sid, d)
 
     # ------------------------------------------------------------------ client messages
-    def _from_client(self, msg: Any, sid: Any, comp: str) -> None:
-        mtype = F.msg_type(msg)
+    def _from_client(self, msg: F.In, sid: Any, comp: str) -> None:
+        mtype = msg.mtype
         if mtype not in _ALLOWED:
             with self.lock:
                 self._record_in(msg, comp, mtype, None)
@@ -365,25 +376,18 @@ class Gateway(Handler):
         else:
             self._mass_status(msg, sid, comp)
 
-    def _resent(self, msg: Any) -> bool:
-        h = msg.getHeader()
-        return bool(
-            (h.isSetField(F.POSS_DUP) and h.getField(F.POSS_DUP) == "Y")
-            or (h.isSetField(F.POSS_RESEND) and h.getField(F.POSS_RESEND) == "Y")
-        )
-
-    def _record_in(self, msg: Any, comp: str, mtype: str, guard_id: str | None) -> None:
+    def _record_in(self, msg: F.In, comp: str, mtype: str, guard_id: str | None) -> None:
         """Provenance of a client message in the flight recorder (D2): session, seq, hash."""
         self._record_admin()
         self.guard.note(
             "fix_in",
             order_id=guard_id,
             session=comp,
-            seq=int(msg.getHeader().getField(F.MSG_SEQ_NUM)),
+            seq=int(msg[F.MSG_SEQ_NUM]),
             msg_type=mtype,
-            clordid=F.opt(msg, F.CL_ORD_ID),
+            clordid=msg.get(F.CL_ORD_ID),
             raw_sha256=F.raw_hash(msg),
-            resent=self._resent(msg),
+            resent=msg.resent,
         )
 
     def _record_admin(self) -> None:
@@ -396,12 +400,12 @@ class Gateway(Handler):
             self._count("session_rejects")
             self.guard.note("fix_session_reject", **note)
 
-    def _new_order(self, msg: Any, sid: Any, comp: str) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
+    def _new_order(self, msg: F.In, sid: Any, comp: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
         gid = f"{comp}:{clordid}"
         with self.lock:
             self._record_in(msg, comp, F.NEW_ORDER, gid)
-            if gid in self.decided and self._resent(msg):
+            if gid in self.decided and msg.resent:
                 self._answer_resend(msg, sid, gid)
                 return
             client = self.cfg.client(comp)
@@ -438,11 +442,11 @@ class Gateway(Handler):
                 strategy=parsed.strategy,
                 symbol=parsed.symbol,
                 side=parsed.side,
-                fix_side=msg.getField(F.SIDE),
+                fix_side=msg[F.SIDE],
                 qty=parsed.qty,
                 price=parsed.price,
                 parent_id=parsed.parent_id,
-                cod=bool({"o", "Q"} & set((F.opt(msg, F.EXEC_INST) or "").split())),
+                cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
                 leaves=parsed.qty,
             )
             self.book.add(go)
@@ -457,7 +461,7 @@ class Gateway(Handler):
             self.decided[gid] = (d, None)
             self._send_reject(msg, sid, d)
 
-    def _parse_order(self, msg: Any, gid: str, strategy: str) -> Order | Decision:
+    def _parse_order(self, msg: F.In, gid: str, strategy: str) -> Order | Decision:
         """The Guard's `Order` for a NewOrderSingle, or the refusal naming what is wrong."""
 
         def bad(what: str) -> Decision:
@@ -467,28 +471,28 @@ class Gateway(Handler):
         if symbol is None:
             tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
             return bad(f"{tag} is required to name the instrument")
-        side = _SIDES.get(msg.getField(F.SIDE))
+        side = _SIDES.get(msg[F.SIDE])
         if side is None:
-            return bad(f"Side(54)={msg.getField(F.SIDE)} is not supported by the gateway")
-        qty_text = F.opt(msg, F.ORDER_QTY)
+            return bad(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
+        qty_text = msg.get(F.ORDER_QTY)
         if qty_text is None:
             return bad("OrderQty(38) is required")
         try:
             qty = self.guard.lots(symbol, qty_text)
         except InvalidOrder as exc:
             return bad(f"OrderQty(38): {exc}")
-        ord_type = msg.getField(F.ORD_TYPE)
+        ord_type = msg[F.ORD_TYPE]
         price: float | None = None
         if ord_type in _LIMIT_TYPES:
-            text = F.opt(msg, F.PRICE)
+            text = msg.get(F.PRICE)
             if text is None:
                 return bad(f"Price(44) is required for OrdType(40)={ord_type}")
             price = float(text)
         elif ord_type not in _MARKET_TYPES:
             return bad(f"OrdType(40)={ord_type} is not supported by the gateway")
-        parent_id = F.opt(msg, self.cfg.parent_tag)
+        parent_id = msg.get(self.cfg.parent_tag)
         if parent_id is not None:
-            refused = self._parent(symbol, parent_id, F.opt(msg, self.cfg.parent_qty_tag))
+            refused = self._parent(symbol, parent_id, msg.get(self.cfg.parent_qty_tag))
             if refused is not None:
                 return refused
         try:
@@ -515,17 +519,17 @@ class Gateway(Handler):
             )
         return None
 
-    def _instrument(self, msg: Any) -> str | None:
+    def _instrument(self, msg: F.In) -> str | None:
         tag = F.SECURITY_ID if self.cfg.instrument == "security_id" else F.SYMBOL
-        return F.opt(msg, tag)
+        return msg.get(tag)
 
-    def _unparsed(self, msg: Any, gid: str, strategy: str) -> Unparsed:
-        price = F.opt(msg, F.PRICE)
+    def _unparsed(self, msg: F.In, gid: str, strategy: str) -> Unparsed:
+        price = msg.get(F.PRICE)
         try:
             px = float(price) if price is not None else None
         except ValueError:
             px = None
-        qty = F.opt(msg, F.ORDER_QTY) or "0"
+        qty = msg.get(F.ORDER_QTY) or "0"
         try:
             q = int(Decimal(qty)) if Decimal(qty) == Decimal(qty).to_integral_value() else 0
         except InvalidOperation:
@@ -534,13 +538,13 @@ class Gateway(Handler):
             gid,
             strategy,
             self._instrument(msg) or "",
-            F.opt(msg, F.SIDE) or "",
+            msg.get(F.SIDE) or "",
             q,
             px,
-            F.opt(msg, self.cfg.parent_tag),
+            msg.get(self.cfg.parent_tag),
         )
 
-    def _answer_resend(self, msg: Any, sid: Any, gid: str) -> None:
+    def _answer_resend(self, msg: F.In, sid: Any, gid: str) -> None:
         """A resent order already decided: the same answer again, nothing checked or forwarded."""
         self._count("resends")
         d, go = self.decided[gid]
@@ -550,9 +554,9 @@ class Gateway(Handler):
         else:
             self._send_status(go, sid, msg_text="resent order already routed; not sent again")
 
-    def _cancel(self, msg: Any, sid: Any, comp: str) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
-        orig = msg.getField(F.ORIG_CL_ORD_ID)
+    def _cancel(self, msg: F.In, sid: Any, comp: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
         with self.lock:
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
             go = self.book.orders.get(orig)
@@ -567,13 +571,13 @@ class Gateway(Handler):
             self._count("cancels")
             F.send(F.forward_copy(msg), self.venue_sid)
 
-    def _replace(self, msg: Any, sid: Any, comp: str) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
-        orig = msg.getField(F.ORIG_CL_ORD_ID)
+    def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
         new_gid = f"{comp}:{clordid}"
         with self.lock:
             self._record_in(msg, comp, F.REPLACE, new_gid)
-            if new_gid in self.decided and self._resent(msg):
+            if new_gid in self.decided and msg.resent:
                 self._count("resends")
                 before, _ = self.decided[new_gid]
                 if not before.accepted:
@@ -631,10 +635,10 @@ class Gateway(Handler):
             self._count("refused")
             self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
 
-    def _mass_cancel(self, msg: Any, sid: Any, comp: str) -> None:
+    def _mass_cancel(self, msg: F.In, sid: Any, comp: str) -> None:
         """A client's mass cancel: one cancel per working order of that client only."""
-        clordid = msg.getField(F.CL_ORD_ID)
-        kind = msg.getField(F.MASS_CANCEL_REQUEST_TYPE)
+        clordid = msg[F.CL_ORD_ID]
+        kind = msg[F.MASS_CANCEL_REQUEST_TYPE]
         symbol = self._instrument(msg)
         with self.lock:
             self._record_in(msg, comp, F.MASS_CANCEL, None)
@@ -662,9 +666,9 @@ class Gateway(Handler):
                 )
             F.send(report, sid)
 
-    def _status_request(self, msg: Any, sid: Any, comp: str) -> None:
+    def _status_request(self, msg: F.In, sid: Any, comp: str) -> None:
         with self.lock:
-            clordid = msg.getField(F.CL_ORD_ID)
+            clordid = msg[F.CL_ORD_ID]
             self._record_in(msg, comp, F.STATUS_REQUEST, f"{comp}:{clordid}")
             go = self.book.orders.get(clordid)
             if go is not None and go.comp == comp:
@@ -675,18 +679,18 @@ class Gateway(Handler):
                 clordid,
                 "",
                 comp,
-                F.opt(msg, F.SYMBOL) or "NA",
+                msg.get(F.SYMBOL) or "NA",
                 Side.BUY,
-                msg.getField(F.SIDE),
+                msg[F.SIDE],
                 0,
                 None,
                 status="8",
             )
             self._send_status(probe, sid, msg_text="unknown order")
 
-    def _mass_status(self, msg: Any, sid: Any, comp: str) -> None:
+    def _mass_status(self, msg: F.In, sid: Any, comp: str) -> None:
         """Answered from the gateway's book: the venue would report every client's orders."""
-        req = msg.getField(F.MASS_STATUS_REQ_ID)
+        req = msg[F.MASS_STATUS_REQ_ID]
         with self.lock:
             self._record_in(msg, comp, F.MASS_STATUS, None)
             mine = self.book.of(comp)
@@ -708,15 +712,15 @@ class Gateway(Handler):
                 self._send_status(o, sid, extra=extra)
 
     # ------------------------------------------------------------------ answers to clients
-    def _send_reject(self, msg: Any, sid: Any, d: Decision) -> None:
+    def _send_reject(self, msg: F.In, sid: Any, d: Decision) -> None:
         fields = [
             (F.ORDER_ID, "NONE"),
-            (F.CL_ORD_ID, msg.getField(F.CL_ORD_ID) if msg.isSetField(F.CL_ORD_ID) else "NONE"),
+            (F.CL_ORD_ID, msg.get(F.CL_ORD_ID) or "NONE"),
             (F.EXEC_ID, self.book.next_id("KWR")),
             (F.EXEC_TYPE, "8"),
             (F.ORD_STATUS, "8"),
-            (F.SYMBOL, F.opt(msg, F.SYMBOL) or "NA"),
-            (F.SIDE, F.opt(msg, F.SIDE) or "1"),
+            (F.SYMBOL, msg.get(F.SYMBOL) or "NA"),
+            (F.SIDE, msg.get(F.SIDE) or "1"),
             (F.LEAVES_QTY, "0"),
             (F.CUM_QTY, "0"),
             (F.AVG_PX, "0"),
@@ -725,19 +729,24 @@ class Gateway(Handler):
             (F.TRANSACT_TIME, F.now_utc()),
         ]
         for tag in (F.ORDER_QTY, F.SECURITY_ID, F.ID_SOURCE, F.ACCOUNT, F.PRICE):
-            if msg.isSetField(tag):
-                fields.append((tag, msg.getField(tag)))
+            if tag in msg:
+                fields.append((tag, msg[tag]))
         if self.fix42:
             fields.append((F.EXEC_TRANS_TYPE, "0"))
         F.send(F.message(F.EXECUTION_REPORT, fields), sid)
 
+    def _probe(self, clordid: str, go: GwOrder) -> F.In:
+        """The fields of an order the gateway must refuse after the fact, as if just received."""
+        fields = [(F.CL_ORD_ID, clordid), (F.SYMBOL, go.symbol), (F.SIDE, go.fix_side)]
+        return F.In(F.message(F.NEW_ORDER, fields))
+
     def _send_cancel_reject(
-        self, msg: Any, sid: Any, go: GwOrder | None, d: Decision, mtype: str
+        self, msg: F.In, sid: Any, go: GwOrder | None, d: Decision, mtype: str
     ) -> None:
         fields = [
             (F.ORDER_ID, go.order_id if go is not None else "NONE"),
-            (F.CL_ORD_ID, F.opt(msg, F.CL_ORD_ID) or "NONE"),
-            (F.ORIG_CL_ORD_ID, F.opt(msg, F.ORIG_CL_ORD_ID) or "NONE"),
+            (F.CL_ORD_ID, msg.get(F.CL_ORD_ID) or "NONE"),
+            (F.ORIG_CL_ORD_ID, msg.get(F.ORIG_CL_ORD_ID) or "NONE"),
             (F.ORD_STATUS, go.status if go is not None else "8"),
             (F.CXL_REJ_RESPONSE_TO, "2" if mtype == F.REPLACE else "1"),
             (F.CXL_REJ_REASON, F.CXL_UNKNOWN_ORDER if go is None else F.CXL_BROKER_OPTION),
@@ -745,10 +754,10 @@ class Gateway(Handler):
         ]
         F.send(F.message(F.CANCEL_REJECT, fields), sid)
 
-    def _send_business_reject(self, msg: Any, sid: Any, d: Decision) -> None:
-        mtype = F.msg_type(msg)
+    def _send_business_reject(self, msg: F.In, sid: Any, d: Decision) -> None:
+        mtype = msg.mtype
         fields = [
-            (F.REF_SEQ_NUM, msg.getHeader().getField(F.MSG_SEQ_NUM)),
+            (F.REF_SEQ_NUM, msg[F.MSG_SEQ_NUM]),
             (F.REF_MSG_TYPE, mtype),
             (
                 F.BUSINESS_REJECT_REASON,
@@ -756,9 +765,9 @@ class Gateway(Handler):
             ),
             (F.TEXT, reject_text(d)),
         ]
-        for tag in (F.CL_ORD_ID, 66, 390, 548, 117):  # ClOrdID, ListID, BidID, CrossID, QuoteID
-            if msg.isSetField(tag):
-                fields.append((F.BUSINESS_REJECT_REF_ID, msg.getField(tag)))
+        for tag in (66, 390, 548, 117, F.CL_ORD_ID):  # ListID, BidID, CrossID, QuoteID, ClOrdID
+            if tag in msg:
+                fields.append((F.BUSINESS_REJECT_REF_ID, msg[tag]))
                 break
         F.send(F.message(F.BUSINESS_REJECT, fields), sid)
 
@@ -799,8 +808,8 @@ class Gateway(Handler):
         return self.guard.lots(symbol, text)
 
     # ------------------------------------------------------------------ venue messages
-    def _from_venue(self, msg: Any) -> None:
-        mtype = F.msg_type(msg)
+    def _from_venue(self, msg: F.In) -> None:
+        mtype = msg.mtype
         with self.lock:
             if mtype == F.EXECUTION_REPORT:
                 self._execution(msg)
@@ -813,29 +822,29 @@ class Gateway(Handler):
             elif mtype == F.MASS_CANCEL_REPORT:
                 self.guard.note(
                     "venue_mass_cancel",
-                    clordid=F.opt(msg, F.CL_ORD_ID),
-                    affected=int(F.opt(msg, F.TOTAL_AFFECTED) or 0),
-                    response=F.opt(msg, F.MASS_CANCEL_RESPONSE),
+                    clordid=msg.get(F.CL_ORD_ID),
+                    affected=int(msg.get(F.TOTAL_AFFECTED) or 0),
+                    response=msg.get(F.MASS_CANCEL_RESPONSE),
                 )
             else:
                 self.guard.note("venue_unhandled", msg_type=mtype)
 
-    def _execution(self, msg: Any) -> None:
+    def _execution(self, msg: F.In) -> None:
         kind = F.exec_kind(msg, self.fix42)
-        exec_id = msg.getField(F.EXEC_ID)
+        exec_id = msg[F.EXEC_ID]
         if kind is not F.ExecKind.STATUS:
             if exec_id in self.book.exec_seen:
                 self._count("duplicate_exec_ids")
                 self.guard.note("duplicate_exec", exec_id=exec_id)
                 return
             self.book.exec_seen.add(exec_id)
-        clordid = msg.getField(F.CL_ORD_ID)
+        clordid = msg[F.CL_ORD_ID]
         req = self.book.requests.get(clordid)
         go = self.book.orders.get(clordid)
         if go is None and req is not None:
             go = req.order
-        if go is None and msg.isSetField(F.ORIG_CL_ORD_ID):
-            go = self.book.orders.get(msg.getField(F.ORIG_CL_ORD_ID))
+        if go is None and (F.ORIG_CL_ORD_ID in msg):
+            go = self.book.orders.get(msg[F.ORIG_CL_ORD_ID])
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
@@ -843,12 +852,12 @@ class Gateway(Handler):
             self._unknown_execution(msg, kind, exec_id, clordid)
             return
         gid = go.guard_id
-        status = msg.getField(F.ORD_STATUS)
+        status = msg[F.ORD_STATUS]
         symbol = go.symbol
         note: str | None = None
         if kind is F.ExecKind.TRADE:
-            qty = self._lots(symbol, msg.getField(F.LAST_QTY))
-            fill = Fill(gid, symbol, go.side, qty, float(msg.getField(F.LAST_PX)))
+            qty = self._lots(symbol, msg[F.LAST_QTY])
+            fill = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
             self._on_fill(fill)
             self.fills[exec_id] = fill
             go.cum += qty
@@ -869,16 +878,16 @@ class Gateway(Handler):
         elif kind is F.ExecKind.REPLACED:
             if req is not None and req.kind == "G":
                 self.book.requests.pop(clordid, None)
-                leaves = self._lots(symbol, F.opt(msg, F.LEAVES_QTY))
+                leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
                 self.guard.on_replace_ack(req.new_guard_id, leaves)
                 self.book.rename(go, clordid, req.new_guard_id)
                 go.qty, go.price = req.new_qty, req.new_price
             else:
                 self.guard.flag_mismatch(f"venue replaced {clordid} without a replace in flight")
         elif kind is F.ExecKind.RESTATED:
-            self.guard.on_restate(gid, self._lots(symbol, F.opt(msg, F.LEAVES_QTY)))
+            self.guard.on_restate(gid, self._lots(symbol, msg.get(F.LEAVES_QTY)))
         elif kind is F.ExecKind.TRADE_CANCEL:
-            ref = F.opt(msg, F.EXEC_REF_ID) or ""
+            ref = msg.get(F.EXEC_REF_ID) or ""
             busted = self.fills.pop(ref, None)
             if busted is not None:
                 self.guard.on_bust(busted)
@@ -886,27 +895,27 @@ class Gateway(Handler):
             else:
                 self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
         elif kind is F.ExecKind.TRADE_CORRECT:
-            ref = F.opt(msg, F.EXEC_REF_ID) or ""
+            ref = msg.get(F.EXEC_REF_ID) or ""
             old = self.fills.get(ref)
             if old is not None:
-                qty = self._lots(symbol, msg.getField(F.LAST_QTY))
-                new = Fill(gid, symbol, go.side, qty, float(msg.getField(F.LAST_PX)))
+                qty = self._lots(symbol, msg[F.LAST_QTY])
+                new = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
                 self.guard.on_correct(old, new)
                 self.fills[ref] = new
                 go.cum += qty - old.qty
             else:
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
         if kind is F.ExecKind.NEW or go.order_id == "NONE":
-            go.order_id = F.opt(msg, F.ORDER_ID) or go.order_id
+            go.order_id = msg.get(F.ORDER_ID) or go.order_id
         go.status = status
-        go.leaves = self._lots(symbol, F.opt(msg, F.LEAVES_QTY)) if go.live else 0
+        go.leaves = self._lots(symbol, msg.get(F.LEAVES_QTY)) if go.live else 0
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
         self._relay(msg, go, note)
 
-    def _check_leaves(self, go: GwOrder, msg: Any) -> None:
+    def _check_leaves(self, go: GwOrder, msg: F.In) -> None:
         """The venue's LeavesQty is the truth; a Guard that disagrees halts the node."""
-        venue = self._lots(go.symbol, F.opt(msg, F.LEAVES_QTY))
+        venue = self._lots(go.symbol, msg.get(F.LEAVES_QTY))
         mine = self.guard.remaining(go.guard_id) or 0
         if venue != mine and not self._replace_pending(go):
             self.guard.flag_mismatch(
@@ -916,20 +925,18 @@ class Gateway(Handler):
     def _replace_pending(self, go: GwOrder) -> bool:
         return any(r.kind == "G" and r.order is go for r in self.book.requests.values())
 
-    def _unknown_execution(self, msg: Any, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
+    def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
         """A report for an order this gateway did not route (V4)."""
         self._count("unknown_reports")
         self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
         if kind is F.ExecKind.TRADE:
             symbol = self._instrument(msg) or "?"
-            side = _SIDES.get(msg.getField(F.SIDE), Side.BUY)
-            qty = self._lots(symbol, msg.getField(F.LAST_QTY))
-            self._on_fill(
-                Fill(f"unknown:{clordid}", symbol, side, qty, float(msg.getField(F.LAST_PX)))
-            )
+            side = _SIDES.get(msg[F.SIDE], Side.BUY)
+            qty = self._lots(symbol, msg[F.LAST_QTY])
+            self._on_fill(Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX])))
             self.guard.flag_mismatch(f"fill {exec_id} for order {clordid} this gateway never sent")
 
-    def _relay(self, msg: Any, go: GwOrder, note: str | None) -> None:
+    def _relay(self, msg: F.In, go: GwOrder, note: str | None) -> None:
         """The venue's report to the order's client, unchanged unless the gateway cancelled it."""
         sid = self.client_sids.get(go.comp)
         if sid is None:
@@ -938,14 +945,14 @@ class Gateway(Handler):
         if note is not None:
             # the client never sent this cancel: show it under the order's own ClOrdID
             out.setField(F.CL_ORD_ID, go.clordid)
-            if out.isSetField(F.ORIG_CL_ORD_ID):
+            if F.ORIG_CL_ORD_ID in msg:
                 out.removeField(F.ORIG_CL_ORD_ID)
             out.setField(F.TEXT, note[:512])
         self._count("relayed")
         F.send(out, sid)
 
-    def _venue_cancel_reject(self, msg: Any) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
+    def _venue_cancel_reject(self, msg: F.In) -> None:
+        clordid = msg[F.CL_ORD_ID]
         req = self.book.requests.pop(clordid, None)
         if req is None:
             self.guard.note("unknown_cancel_reject", clordid=clordid)
@@ -960,39 +967,36 @@ class Gateway(Handler):
         if sid is not None:
             F.send(F.forward_copy(msg), sid)
 
-    def _venue_business_reject(self, msg: Any) -> None:
-        ref_type = F.opt(msg, F.REF_MSG_TYPE)
-        ref_id = F.opt(msg, F.BUSINESS_REJECT_REF_ID) or ""
+    def _venue_business_reject(self, msg: F.In) -> None:
+        ref_type = msg.get(F.REF_MSG_TYPE)
+        ref_id = msg.get(F.BUSINESS_REJECT_REF_ID) or ""
         self.guard.note("venue_business_reject", ref_msg_type=ref_type, ref_id=ref_id)
         if ref_type == F.NEW_ORDER and (go := self.book.orders.get(ref_id)) is not None:
             self.guard.on_reject(go.guard_id)
             go.status = "8"
             sid = self.client_sids.get(go.comp)
             if sid is not None:
-                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {F.opt(msg, F.TEXT)}")
-                probe = F.message(
-                    F.NEW_ORDER,
-                    [(F.CL_ORD_ID, go.clordid), (F.SYMBOL, go.symbol), (F.SIDE, go.fix_side)],
-                )
-                self._send_reject(probe, sid, d)
+                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                self._send_reject(self._probe(go.clordid, go), sid, d)
         elif ref_type == F.REPLACE and (req := self.book.requests.pop(ref_id, None)) is not None:
             self.guard.on_replace_reject(req.new_guard_id)
             sid = self.client_sids.get(req.comp)
             if sid is not None:
-                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {F.opt(msg, F.TEXT)}")
-                probe = F.message(F.REPLACE, [(F.CL_ORD_ID, ref_id)])
-                if req.order is not None:
-                    probe.setField(F.ORIG_CL_ORD_ID, req.order.clordid)
+                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                orig = req.order.clordid if req.order is not None else "NONE"
+                probe = F.In(
+                    F.message(F.REPLACE, [(F.CL_ORD_ID, ref_id), (F.ORIG_CL_ORD_ID, orig)])
+                )
                 self._send_cancel_reject(probe, sid, req.order, d, F.REPLACE)
 
-    def _price(self, msg: Any) -> None:
-        symbol = F.opt(msg, F.SYMBOL)
+    def _price(self, msg: F.In) -> None:
+        symbol = msg.get(F.SYMBOL)
         if symbol is None:
             return
         group = fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
         bid = ask = None
-        for i in range(1, msg.groupCount(F.NO_MD_ENTRIES) + 1):
-            msg.getGroup(i, group)
+        for i in range(1, msg.msg.groupCount(F.NO_MD_ENTRIES) + 1):
+            msg.msg.getGroup(i, group)
             if not group.isSetField(F.MD_ENTRY_PX):
                 continue
             px = float(group.getField(F.MD_ENTRY_PX))
@@ -1003,15 +1007,15 @@ class Gateway(Handler):
         if bid is not None and ask is not None:
             self.guard.on_price(symbol, (bid + ask) / 2)
 
-    def _from_drop_copy(self, msg: Any) -> None:
+    def _from_drop_copy(self, msg: F.In) -> None:
         """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
-        if F.msg_type(msg) != F.EXECUTION_REPORT:
+        if msg.mtype != F.EXECUTION_REPORT:
             return
         with self.lock:
-            clordid = msg.getField(F.CL_ORD_ID)
+            clordid = msg[F.CL_ORD_ID]
             if clordid in self.book.owner:
                 return  # routed here: the venue session reports it
-            exec_id = msg.getField(F.EXEC_ID)
+            exec_id = msg[F.EXEC_ID]
             if exec_id in self.book.exec_seen:
                 return
             self.book.exec_seen.add(exec_id)
@@ -1019,39 +1023,39 @@ class Gateway(Handler):
             self._count("drop_copy_reports")
             if kind is F.ExecKind.TRADE:
                 symbol = self._instrument(msg) or "?"
-                side = _SIDES.get(msg.getField(F.SIDE), Side.BUY)
-                qty = self._lots(symbol, msg.getField(F.LAST_QTY))
-                px = float(msg.getField(F.LAST_PX))
+                side = _SIDES.get(msg[F.SIDE], Side.BUY)
+                qty = self._lots(symbol, msg[F.LAST_QTY])
+                px = float(msg[F.LAST_PX])
                 self._on_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
 
     # ------------------------------------------------------------------ reconciliation
-    def _status_report(self, msg: Any, go: GwOrder | None) -> None:
-        req = F.opt(msg, F.MASS_STATUS_REQ_ID)
+    def _status_report(self, msg: F.In, go: GwOrder | None) -> None:
+        req = msg.get(F.MASS_STATUS_REQ_ID)
         if req is not None and req == self._mass_status_id:
             self._adopt(msg, go)
-            if F.opt(msg, F.LAST_RPT_REQUESTED) == "Y":
+            if msg.get(F.LAST_RPT_REQUESTED) == "Y":
                 self._mass_status_id = ""
                 self._reconciled("mass status")
             return
         if go is not None:
             self._relay(msg, go, None)
 
-    def _adopt(self, msg: Any, go: GwOrder | None) -> None:
+    def _adopt(self, msg: F.In, go: GwOrder | None) -> None:
         """A working order the venue reports at start-up becomes working in the Guard."""
-        clordid = msg.getField(F.CL_ORD_ID)
-        status = msg.getField(F.ORD_STATUS)
+        clordid = msg[F.CL_ORD_ID]
+        status = msg[F.ORD_STATUS]
         if go is not None or clordid == "NONE" or status not in ("0", "1", "A", "5", "6", "E"):
             return
         symbol = self._instrument(msg) or "?"
-        side = _SIDES.get(msg.getField(F.SIDE))
+        side = _SIDES.get(msg[F.SIDE])
         if side is None:
             self.guard.flag_mismatch(f"reconciled order {clordid}: Side unsupported")
             return
-        leaves = self._lots(symbol, F.opt(msg, F.LEAVES_QTY))
-        cum = self._lots(symbol, F.opt(msg, F.CUM_QTY))
-        price = F.opt(msg, F.PRICE)
+        leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+        cum = self._lots(symbol, msg.get(F.CUM_QTY))
+        price = msg.get(F.PRICE)
         gid = f"reconciled:{clordid}"
         order = Order(
             gid, "reconciled", symbol, side, leaves + cum, float(price) if price else None
@@ -1066,10 +1070,10 @@ class Gateway(Handler):
                 "reconciled",
                 symbol,
                 side,
-                msg.getField(F.SIDE),
+                msg[F.SIDE],
                 leaves + cum,
                 order.price,
-                order_id=F.opt(msg, F.ORDER_ID) or "NONE",
+                order_id=msg.get(F.ORDER_ID) or "NONE",
                 status=status,
                 cum=cum,
                 leaves=leaves,
@@ -1189,11 +1193,7 @@ class Gateway(Handler):
                         R.VENUE_UNAVAILABLE,
                         "the venue session dropped before the order reached it",
                     )
-                    probe = F.message(
-                        F.NEW_ORDER,
-                        [(F.CL_ORD_ID, clordid), (F.SYMBOL, go.symbol), (F.SIDE, go.fix_side)],
-                    )
-                    self._send_reject(probe, sid, d)
+                    self._send_reject(self._probe(clordid, go), sid, d)
             elif mtype == F.REPLACE and (req := self.book.requests.pop(clordid, None)) is not None:
                 self.guard.on_replace_reject(req.new_guard_id)
 

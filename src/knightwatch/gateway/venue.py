@@ -286,9 +286,10 @@ class FixVenue(Handler):
         return o
 
     # --- order handling (engine thread, under the lock) ------------------------------
-    def from_app(self, msg: Any, sid: Any) -> None:
+    def from_app(self, raw: Any, sid: Any) -> None:
         sid = F.own_sid(sid)
-        mtype = F.msg_type(msg)
+        msg = F.In(raw)
+        mtype = msg.mtype
         key = F.session_key(sid)
         if F.target_of(sid) in self.drop_copy:
             raise fix().UnsupportedMessageType()
@@ -310,15 +311,15 @@ class FixVenue(Handler):
             else:
                 raise fix().UnsupportedMessageType()
 
-    def _new(self, msg: Any, sid: Any, key: str) -> None:
+    def _new(self, msg: F.In, sid: Any, key: str) -> None:
         self.stats.orders += 1
         who = F.target_of(sid)
         self.stats.by_session[who] = self.stats.by_session.get(who, 0) + 1
-        clordid = msg.getField(F.CL_ORD_ID)
-        symbol = F.opt(msg, F.SYMBOL) or ""
-        side = msg.getField(F.SIDE)
-        ord_type = msg.getField(F.ORD_TYPE)
-        price_text = F.opt(msg, F.PRICE)
+        clordid = msg[F.CL_ORD_ID]
+        symbol = msg.get(F.SYMBOL) or ""
+        side = msg[F.SIDE]
+        ord_type = msg[F.ORD_TYPE]
+        price_text = msg.get(F.PRICE)
         o = VenueOrder(
             clordid=clordid,
             order_id=f"V{next(self._ids)}",
@@ -328,8 +329,8 @@ class FixVenue(Handler):
             qty=Decimal(0),
             price=float(price_text) if price_text is not None else None,
             ord_type=ord_type,
-            tif=F.opt(msg, F.TIME_IN_FORCE) or "0",
-            security_id=F.opt(msg, F.SECURITY_ID),
+            tif=msg.get(F.TIME_IN_FORCE) or "0",
+            security_id=msg.get(F.SECURITY_ID),
         )
         problem, code = self._problem(msg, o)
         if (key, clordid) in self.orders:
@@ -343,11 +344,11 @@ class FixVenue(Handler):
         self._report(o, "0")
         self._match(o)
 
-    def _problem(self, msg: Any, o: VenueOrder) -> tuple[str | None, str]:
+    def _problem(self, msg: F.In, o: VenueOrder) -> tuple[str | None, str]:
         if o.symbol not in self.books or o.symbol in self.reject_symbols:
             return f"unknown symbol {o.symbol!r}", F.REJ_UNKNOWN_SYMBOL
         try:
-            qty = Decimal(F.opt(msg, F.ORDER_QTY) or "0")
+            qty = Decimal(msg.get(F.ORDER_QTY) or "0")
         except InvalidOperation:
             return "OrderQty is not a number", F.REJ_BROKER_OPTION
         lot = self.lots.get(o.symbol, Decimal(1))
@@ -393,9 +394,9 @@ class FixVenue(Handler):
         self._report(o, trade, extra=extra, exec_id=exec_id)
         return exec_id
 
-    def _cancel(self, msg: Any, sid: Any, key: str) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
-        orig = msg.getField(F.ORIG_CL_ORD_ID)
+    def _cancel(self, msg: F.In, sid: Any, key: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
         o = self.orders.get((key, orig))
         if o is None or o.status not in LIVE:
             reason = F.CXL_UNKNOWN_ORDER if o is None else F.CXL_TOO_LATE
@@ -406,19 +407,19 @@ class FixVenue(Handler):
         self.orders[(key, clordid)] = o
         self._report(o, "4", clordid=clordid, orig=orig)
 
-    def _replace(self, msg: Any, sid: Any, key: str) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
-        orig = msg.getField(F.ORIG_CL_ORD_ID)
+    def _replace(self, msg: F.In, sid: Any, key: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
         o = self.orders.get((key, orig))
         if o is None or o.status not in LIVE:
             reason = F.CXL_UNKNOWN_ORDER if o is None else F.CXL_TOO_LATE
             self._cancel_reject(sid, clordid, orig, o, "2", reason)
             return
         try:
-            qty = Decimal(F.opt(msg, F.ORDER_QTY) or "0")
+            qty = Decimal(msg.get(F.ORDER_QTY) or "0")
         except InvalidOperation:
             qty = Decimal(0)
-        price_text = F.opt(msg, F.PRICE)
+        price_text = msg.get(F.PRICE)
         if qty <= o.cum or (key, clordid) in self.orders:
             self._cancel_reject(sid, clordid, orig, o, "2", F.CXL_BROKER_OPTION)
             return
@@ -429,10 +430,10 @@ class FixVenue(Handler):
         self._report(o, "5", clordid=clordid, orig=orig)
         self._match(o)
 
-    def _mass_cancel(self, msg: Any, sid: Any, key: str) -> None:
-        clordid = msg.getField(F.CL_ORD_ID)
-        kind = msg.getField(F.MASS_CANCEL_REQUEST_TYPE)
-        symbol = F.opt(msg, F.SYMBOL)
+    def _mass_cancel(self, msg: F.In, sid: Any, key: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        kind = msg[F.MASS_CANCEL_REQUEST_TYPE]
+        symbol = msg.get(F.SYMBOL)
         who = F.target_of(sid)
         hit = [o for o in self.working(who) if kind == "7" or (kind == "1" and o.symbol == symbol)]
         for o in hit:
@@ -452,15 +453,15 @@ class FixVenue(Handler):
         )
         F.send(report, sid)
 
-    def _status(self, msg: Any, sid: Any, key: str) -> None:
-        o = self.orders.get((key, msg.getField(F.CL_ORD_ID)))
+    def _status(self, msg: F.In, sid: Any, key: str) -> None:
+        o = self.orders.get((key, msg[F.CL_ORD_ID]))
         if o is None:
             probe = VenueOrder(
-                msg.getField(F.CL_ORD_ID),
+                msg[F.CL_ORD_ID],
                 "NONE",
                 sid,
-                F.opt(msg, F.SYMBOL) or "NA",
-                msg.getField(F.SIDE),
+                msg.get(F.SYMBOL) or "NA",
+                msg[F.SIDE],
                 Decimal(0),
                 None,
                 "2",
@@ -471,8 +472,8 @@ class FixVenue(Handler):
             return
         self._report(o, "I", trans="3")
 
-    def _mass_status(self, msg: Any, sid: Any, key: str) -> None:
-        req = msg.getField(F.MASS_STATUS_REQ_ID)
+    def _mass_status(self, msg: F.In, sid: Any, key: str) -> None:
+        req = msg[F.MASS_STATUS_REQ_ID]
         live = self.working(F.target_of(sid))
         if not live:
             none = VenueOrder("NONE", "NONE", sid, "NA", "1", Decimal(0), None, "2", "0")
@@ -486,15 +487,15 @@ class FixVenue(Handler):
             extra.append((F.LAST_RPT_REQUESTED, "Y" if i == len(live) else "N"))
             self._report(o, "I", extra=extra)
 
-    def _subscribe(self, msg: Any, sid: Any, key: str) -> None:
+    def _subscribe(self, msg: F.In, sid: Any, key: str) -> None:
         group = fix().Group(F.NO_RELATED_SYM, F.SYMBOL)
         wanted = set()
-        for i in range(1, msg.groupCount(F.NO_RELATED_SYM) + 1):
-            msg.getGroup(i, group)
+        for i in range(1, msg.msg.groupCount(F.NO_RELATED_SYM) + 1):
+            msg.msg.getGroup(i, group)
             wanted.add(group.getField(F.SYMBOL))
         self._md[key] = {s for s in wanted if s in self.books}
         for s in sorted(self._md[key]):
-            self._snapshot(sid, s, msg.getField(F.MD_REQ_ID))
+            self._snapshot(sid, s, msg[F.MD_REQ_ID])
 
     def _snapshot(self, sid: Any, symbol: str, req_id: str = "md") -> None:
         book = self.books[symbol]
@@ -554,8 +555,9 @@ class FixVenue(Handler):
             fields.append((F.ORIG_CL_ORD_ID, orig))
         if self.fix42:
             fields.append((F.EXEC_TRANS_TYPE, trans))
-        fields += [(t, v) for t, v in extra or [] if t != F.EXEC_ID]
-        er = F.message(F.EXECUTION_REPORT, fields)
+        merged = dict(fields)
+        merged.update((t, v) for t, v in extra or [] if t != F.EXEC_ID)  # extra overrides
+        er = F.message(F.EXECUTION_REPORT, list(merged.items()))
         F.send(er, o.session)
         if exec_type != "I":
             for sid in list(self._logged_on.values()):
