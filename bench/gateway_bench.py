@@ -150,18 +150,23 @@ def guard_work(n: int, tmp: Path) -> dict[str, float]:
             msgs.append(m)
         sides = {"1": Side.BUY, "2": Side.SELL}
         t0 = time.perf_counter_ns()
-        for m in msgs:
-            cid = m.getField(F.CL_ORD_ID)
-            sym = m.getField(F.SYMBOL)
+        for raw in msgs:
+            m = F.In(raw)
+            cid, sym = m[F.CL_ORD_ID], m[F.SYMBOL]
             o = Order(
-                f"BENCH:{cid}",
-                "BENCH",
-                sym,
-                sides[m.getField(F.SIDE)],
-                g.lots(sym, m.getField(F.ORDER_QTY)),
-                None,
+                f"BENCH:{cid}", "BENCH", sym, sides[m[F.SIDE]], g.lots(sym, m[F.ORDER_QTY]), None
             )
             with g.lock:
+                g.note(
+                    "fix_in",
+                    order_id=o.id,
+                    session="BENCH",
+                    seq=m.seq,
+                    msg_type="D",
+                    clordid=cid,
+                    raw_sha256=F.raw_hash(m),
+                    resent=m.resent,
+                )
                 g.check(o)
                 F.forward_copy(m)
             g.on_fill(Fill(o.id, sym, o.side, 1, 100.0))

@@ -158,7 +158,8 @@ class Handler:
         pass
 
     def to_app(self, msg: Any, sid: Any) -> None:
-        pass
+        """Called only for messages the engine resends (PossDupFlag=Y): the one place a
+        handler may stop a message (raise DoNotSend; it is gap-filled instead)."""
 
     def from_app(self, msg: Any, sid: Any) -> None:
         pass
@@ -216,7 +217,16 @@ def _build_app_class() -> type:
             )
 
         def toApp(self, msg: Any, sid: Any) -> None:
-            guarded(self.h.errors, "toApp", lambda: self.h.to_app(msg, sid), passthrough=to_app_ok)
+            # called for every message sent: only a resend (PossDupFlag) goes to the handler
+            try:
+                resend = msg.getHeader().isSetField(43)
+            except BaseException as exc:
+                self.h.errors.add("toApp", exc)
+                return
+            if resend:
+                guarded(
+                    self.h.errors, "toApp", lambda: self.h.to_app(msg, sid), passthrough=to_app_ok
+                )
 
         def fromApp(self, msg: Any, sid: Any) -> None:
             guarded(

@@ -35,11 +35,12 @@ they are handed to one worker thread instead of taking the lock there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,7 @@ class Gateway(Handler):
         self._worker = threading.Thread(target=self._run_worker, name="gateway-worker", daemon=True)
         self.counts: dict[str, int] = {}
         self._keys: dict[int, str] = {}
+        self._tls = threading.local()
         state_dir.mkdir(parents=True, exist_ok=True)
         allowed = [a for c in config.clients for a in c.allowed_remote_addresses]
         if config.loopback_only and any(a != "127.0.0.1" for a in allowed):
@@ -235,7 +237,7 @@ class Gateway(Handler):
 
     def stop(self) -> None:
         """Stop both engines and free their sessions (a new gateway may reuse the ids)."""
-        with self.lock:
+        with self.lock:  # stop: nothing to send
             self.stopping = True  # session events from here on change nothing
         if self._initiator is not None:
             self._initiator.stop(True)
@@ -247,8 +249,40 @@ class Gateway(Handler):
         # QuickFIX keeps sessions in a process-wide registry until the engine object is
         # destroyed; dropping the last reference destroys it (no thread of ours sends now).
         self._initiator = self._acceptor = None
-        with self.lock:
+        with self._held():
             self._record_admin()
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The Guard's lock, with every send deferred until it is released.
+
+        Nothing goes on a socket while the lock is held, so an engine thread waiting
+        for the lock never also waits for another thread's write (or for the GIL
+        that write gives up). Sends keep their order. A kill's cancel can therefore
+        reach the venue before an order accepted an instant earlier; the venue
+        refuses that cancel and the kill's drain sends another.
+        """
+        if getattr(self._tls, "box", None) is not None:
+            with self.lock:  # nested: the outermost holder sends
+                yield
+            return
+        box: list[tuple[Any, Any]] = []
+        self._tls.box = box
+        try:
+            with self.lock:
+                yield
+        finally:
+            self._tls.box = None
+            for out, sid in box:
+                F.send(out, sid)
+
+    def _emit(self, msg: Any, sid: Any) -> None:
+        """Send now, or when the lock is released if it is held (see `_held`)."""
+        box = getattr(self._tls, "box", None)
+        if box is None:
+            F.send(msg, sid)
+        else:
+            box.append((msg, sid))
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -256,7 +290,7 @@ class Gateway(Handler):
     def _run_worker(self) -> None:
         while (job := self._work.get()) is not None:
             try:
-                with self.lock:
+                with self._held():
                     if self.stopping:
                         continue
                 job()
@@ -330,7 +364,7 @@ class Gateway(Handler):
         """A handler raised: answer the message with a reject (fail closed) and record it."""
         key = F.session_key(sid)
         msg = F.In(raw)
-        with self.lock:
+        with self._held():
             self._count("callback_errors")
             self.guard.note("gateway_error", where=where, error=text[:400], session=key)
             d = Decision(
@@ -352,7 +386,7 @@ class Gateway(Handler):
     def _from_client(self, msg: F.In, sid: Any, comp: str) -> None:
         mtype = msg.mtype
         if mtype not in _ALLOWED:
-            with self.lock:
+            with self._held():
                 self._record_in(msg, comp, mtype, None)
                 self._count("unsupported")
                 d = Decision(
@@ -401,65 +435,72 @@ class Gateway(Handler):
             self.guard.note("fix_session_reject", **note)
 
     def _new_order(self, msg: F.In, sid: Any, comp: str) -> None:
-        clordid = msg[F.CL_ORD_ID]
-        gid = f"{comp}:{clordid}"
-        with self.lock:
-            self._record_in(msg, comp, F.NEW_ORDER, gid)
-            if gid in self.decided and msg.resent:
-                self._answer_resend(msg, sid, gid)
-                return
-            client = self.cfg.client(comp)
-            assert client is not None
-            parsed = self._parse_order(msg, gid, client.strategy_name)
-            if isinstance(parsed, Decision):
-                self.guard.refuse(self._unparsed(msg, gid, client.strategy_name), parsed)
-                d = parsed
-            elif not self.venue_up:
-                d = Decision(
-                    False,
-                    R.VENUE_UNAVAILABLE,
-                    f"venue session {self.venue_key} is not logged on; nothing can be routed",
-                )
-                self.guard.refuse(parsed, d)
-            elif not self.book.claim(clordid, comp):
-                d = Decision(
-                    False,
-                    R.DUPLICATE_ORDER_ID,
-                    f"ClOrdID {clordid} is in use by another session on the venue session",
-                )
-                self.guard.refuse(parsed, d)
-            else:
-                d = self.guard.check(parsed)
-            if not d.accepted or isinstance(parsed, Decision):
-                self._count("refused")
+        with self._held():
+            forward = self._decide_new(msg, sid, comp)
+        if forward is not None and not F.send(forward, self.venue_sid):
+            with self._held():  # accepted, but the venue session did not take it
+                gid = f"{comp}:{msg[F.CL_ORD_ID]}"
+                self.guard.on_reject(gid)
+                _, go = self.decided[gid]
+                if go is not None:
+                    go.status = "8"
+                d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
                 self.decided[gid] = (d, None)
                 self._send_reject(msg, sid, d)
-                return
-            go = GwOrder(
-                comp=comp,
-                clordid=clordid,
-                guard_id=gid,
-                strategy=parsed.strategy,
-                symbol=parsed.symbol,
-                side=parsed.side,
-                fix_side=msg[F.SIDE],
-                qty=parsed.qty,
-                price=parsed.price,
-                parent_id=parsed.parent_id,
-                cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
-                leaves=parsed.qty,
+
+    def _decide_new(self, msg: F.In, sid: Any, comp: str) -> Any | None:
+        """Check a NewOrderSingle (caller holds the lock); the message for the venue, if any."""
+        clordid = msg[F.CL_ORD_ID]
+        gid = f"{comp}:{clordid}"
+        self._record_in(msg, comp, F.NEW_ORDER, gid)
+        if gid in self.decided and msg.resent:
+            self._answer_resend(msg, sid, gid)
+            return None
+        client = self.cfg.client(comp)
+        assert client is not None
+        parsed = self._parse_order(msg, gid, client.strategy_name)
+        if isinstance(parsed, Decision):
+            self.guard.refuse(self._unparsed(msg, gid, client.strategy_name), parsed)
+            d = parsed
+        elif not self.venue_up:
+            d = Decision(
+                False,
+                R.VENUE_UNAVAILABLE,
+                f"venue session {self.venue_key} is not logged on; nothing can be routed",
             )
-            self.book.add(go)
-            self.decided[gid] = (d, go)
-            if F.send(F.forward_copy(msg), self.venue_sid):
-                self._count("forwarded")
-                return
-            # accepted, but the venue session refused to take it: nothing went out
-            self.guard.on_reject(gid)
-            go.status = "8"
-            d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
+            self.guard.refuse(parsed, d)
+        elif not self.book.claim(clordid, comp):
+            d = Decision(
+                False,
+                R.DUPLICATE_ORDER_ID,
+                f"ClOrdID {clordid} is in use by another session on the venue session",
+            )
+            self.guard.refuse(parsed, d)
+        else:
+            d = self.guard.check(parsed)
+        if not d.accepted or isinstance(parsed, Decision):
+            self._count("refused")
             self.decided[gid] = (d, None)
             self._send_reject(msg, sid, d)
+            return None
+        go = GwOrder(
+            comp=comp,
+            clordid=clordid,
+            guard_id=gid,
+            strategy=parsed.strategy,
+            symbol=parsed.symbol,
+            side=parsed.side,
+            fix_side=msg[F.SIDE],
+            qty=parsed.qty,
+            price=parsed.price,
+            parent_id=parsed.parent_id,
+            cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
+            leaves=parsed.qty,
+        )
+        self.book.add(go)
+        self.decided[gid] = (d, go)
+        self._count("forwarded")
+        return F.forward_copy(msg)
 
     def _parse_order(self, msg: F.In, gid: str, strategy: str) -> Order | Decision:
         """The Guard's `Order` for a NewOrderSingle, or the refusal naming what is wrong."""
@@ -557,7 +598,7 @@ class Gateway(Handler):
     def _cancel(self, msg: F.In, sid: Any, comp: str) -> None:
         clordid = msg[F.CL_ORD_ID]
         orig = msg[F.ORIG_CL_ORD_ID]
-        with self.lock:
+        with self._held():
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
             go = self.book.orders.get(orig)
             if go is not None and go.comp != comp and not go.comp.startswith("reconciled"):
@@ -569,13 +610,13 @@ class Gateway(Handler):
             self.book.claim(clordid, comp)
             self.book.requests[clordid] = Request("F", comp, go)
             self._count("cancels")
-            F.send(F.forward_copy(msg), self.venue_sid)
+            self._emit(F.forward_copy(msg), self.venue_sid)
 
     def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
         clordid = msg[F.CL_ORD_ID]
         orig = msg[F.ORIG_CL_ORD_ID]
         new_gid = f"{comp}:{clordid}"
-        with self.lock:
+        with self._held():
             self._record_in(msg, comp, F.REPLACE, new_gid)
             if new_gid in self.decided and msg.resent:
                 self._count("resends")
@@ -615,14 +656,9 @@ class Gateway(Handler):
                         self.book.requests[clordid] = Request(
                             "G", comp, go, new_gid, parsed.qty, parsed.price
                         )
-                        if F.send(F.forward_copy(msg), self.venue_sid):
-                            self._count("replaces")
-                            return
-                        self.guard.on_replace_reject(new_gid)
-                        self.book.requests.pop(clordid, None)
-                        d = Decision(
-                            False, R.VENUE_UNAVAILABLE, "the venue session did not take it"
-                        )
+                        self._count("replaces")
+                        self._emit(F.forward_copy(msg), self.venue_sid)
+                        return
                     else:
                         self.decided[new_gid] = (checked, None)
                         self._count("refused")
@@ -640,7 +676,7 @@ class Gateway(Handler):
         clordid = msg[F.CL_ORD_ID]
         kind = msg[F.MASS_CANCEL_REQUEST_TYPE]
         symbol = self._instrument(msg)
-        with self.lock:
+        with self._held():
             self._record_in(msg, comp, F.MASS_CANCEL, None)
             if kind not in ("1", "7") or not self.venue_up:
                 hit: list[GwOrder] = []
@@ -664,10 +700,10 @@ class Gateway(Handler):
                 report.setField(
                     F.TEXT, "knightwatch:venue_unavailable or unsupported mass cancel type"
                 )
-            F.send(report, sid)
+            self._emit(report, sid)
 
     def _status_request(self, msg: F.In, sid: Any, comp: str) -> None:
-        with self.lock:
+        with self._held():
             clordid = msg[F.CL_ORD_ID]
             self._record_in(msg, comp, F.STATUS_REQUEST, f"{comp}:{clordid}")
             go = self.book.orders.get(clordid)
@@ -691,7 +727,7 @@ class Gateway(Handler):
     def _mass_status(self, msg: F.In, sid: Any, comp: str) -> None:
         """Answered from the gateway's book: the venue would report every client's orders."""
         req = msg[F.MASS_STATUS_REQ_ID]
-        with self.lock:
+        with self._held():
             self._record_in(msg, comp, F.MASS_STATUS, None)
             mine = self.book.of(comp)
             if not mine:
@@ -733,7 +769,7 @@ class Gateway(Handler):
                 fields.append((tag, msg[tag]))
         if self.fix42:
             fields.append((F.EXEC_TRANS_TYPE, "0"))
-        F.send(F.message(F.EXECUTION_REPORT, fields), sid)
+        self._emit(F.message(F.EXECUTION_REPORT, fields), sid)
 
     def _probe(self, clordid: str, go: GwOrder) -> F.In:
         """The fields of an order the gateway must refuse after the fact, as if just received."""
@@ -752,7 +788,7 @@ class Gateway(Handler):
             (F.CXL_REJ_REASON, F.CXL_UNKNOWN_ORDER if go is None else F.CXL_BROKER_OPTION),
             (F.TEXT, reject_text(d)),
         ]
-        F.send(F.message(F.CANCEL_REJECT, fields), sid)
+        self._emit(F.message(F.CANCEL_REJECT, fields), sid)
 
     def _send_business_reject(self, msg: F.In, sid: Any, d: Decision) -> None:
         mtype = msg.mtype
@@ -769,7 +805,7 @@ class Gateway(Handler):
             if tag in msg:
                 fields.append((F.BUSINESS_REJECT_REF_ID, msg[tag]))
                 break
-        F.send(F.message(F.BUSINESS_REJECT, fields), sid)
+        self._emit(F.message(F.BUSINESS_REJECT, fields), sid)
 
     def _send_status(
         self,
@@ -796,7 +832,7 @@ class Gateway(Handler):
         if msg_text is not None:
             fields.append((F.TEXT, msg_text))
         fields += extra or []
-        F.send(F.message(F.EXECUTION_REPORT, fields), sid)
+        self._emit(F.message(F.EXECUTION_REPORT, fields), sid)
 
     def _qty(self, symbol: str, lots: int) -> str:
         return format(self.guard.quantity(symbol, lots), "f") if lots else "0"
@@ -810,7 +846,7 @@ class Gateway(Handler):
     # ------------------------------------------------------------------ venue messages
     def _from_venue(self, msg: F.In) -> None:
         mtype = msg.mtype
-        with self.lock:
+        with self._held():
             if mtype == F.EXECUTION_REPORT:
                 self._execution(msg)
             elif mtype == F.CANCEL_REJECT:
@@ -949,7 +985,7 @@ class Gateway(Handler):
                 out.removeField(F.ORIG_CL_ORD_ID)
             out.setField(F.TEXT, note[:512])
         self._count("relayed")
-        F.send(out, sid)
+        self._emit(out, sid)
 
     def _venue_cancel_reject(self, msg: F.In) -> None:
         clordid = msg[F.CL_ORD_ID]
@@ -965,7 +1001,7 @@ class Gateway(Handler):
             return
         sid = self.client_sids.get(req.comp)
         if sid is not None:
-            F.send(F.forward_copy(msg), sid)
+            self._emit(F.forward_copy(msg), sid)
 
     def _venue_business_reject(self, msg: F.In) -> None:
         ref_type = msg.get(F.REF_MSG_TYPE)
@@ -1011,7 +1047,7 @@ class Gateway(Handler):
         """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
         if msg.mtype != F.EXECUTION_REPORT:
             return
-        with self.lock:
+        with self._held():
             clordid = msg[F.CL_ORD_ID]
             if clordid in self.book.owner:
                 return  # routed here: the venue session reports it
@@ -1111,14 +1147,14 @@ class Gateway(Handler):
                 lots = self.guard.lots(symbol, abs(d)) if d else 0
             except InvalidOrder as exc:
                 raise GatewayError(f"{where}: {exc}") from None
-            with self.lock:
+            with self._held():
                 self.guard.restore_position(symbol, -lots if d < 0 else lots, float(avg))
             n += 1
         return n
 
     # ------------------------------------------------------------------ session events (worker)
     def _venue_logged_on(self) -> None:
-        with self.lock:
+        with self._held():
             self.venue_up = True
             self.guard.note("venue_session", up=True, session=self.venue_key)
             symbols = self.cfg.venue.market_data
@@ -1139,7 +1175,7 @@ class Gateway(Handler):
                     g = fix().Group(F.NO_RELATED_SYM, F.SYMBOL)
                     g.setField(F.SYMBOL, s)
                     md.addGroup(g)
-                F.send(md, self.venue_sid)
+                self._emit(md, self.venue_sid)
             if self.reconciled.is_set():
                 return
             try:
@@ -1155,22 +1191,22 @@ class Gateway(Handler):
                     F.MASS_STATUS,
                     [(F.MASS_STATUS_REQ_ID, self._mass_status_id), (F.MASS_STATUS_REQ_TYPE, "7")],
                 )
-                F.send(req, self.venue_sid)
+                self._emit(req, self.venue_sid)
             else:
                 self._reconciled("positions file" if self.cfg.positions_file else "assume_flat")
 
     def _venue_logged_out(self) -> None:
-        with self.lock:
+        with self._held():
             self.guard.note("venue_session", up=False, session=self.venue_key)
 
     def _client_logged_on(self, comp: str) -> None:
-        with self.lock:
+        with self._held():
             self.clients_up.add(comp)
             self.guard.note("client_session", up=True, session=comp)
 
     def _client_logged_out(self, comp: str) -> None:
         """Cancel-on-disconnect: the session's policy, or ExecInst `Q` or `o` on the order."""
-        with self.lock:
+        with self._held():
             self.clients_up.discard(comp)
             client = self.cfg.client(comp)
             policy = client is not None and client.cancel_on_disconnect
@@ -1181,7 +1217,7 @@ class Gateway(Handler):
 
     def _not_sent(self, mtype: str, clordid: str) -> None:
         """An order or replace the engine would have resent late: it counts as not sent."""
-        with self.lock:
+        with self._held():
             if mtype == F.NEW_ORDER and (go := self.book.orders.get(clordid)) is not None:
                 self.guard.on_reject(go.guard_id)
                 go.status = "8"
@@ -1216,7 +1252,7 @@ class Gateway(Handler):
         ]
         if go.order_id != "NONE":
             fields.append((F.ORDER_ID, go.order_id))
-        F.send(F.message(F.CANCEL, fields), self.venue_sid)
+        self._emit(F.message(F.CANCEL, fields), self.venue_sid)
 
     def in_scope(self, scope: Scope, key: str) -> list[GwOrder]:
         """Live orders a kill of (scope, key) covers (caller holds the lock)."""
@@ -1237,7 +1273,7 @@ class Gateway(Handler):
         cancel is still in flight are not sent another.
         """
         note = f"knightwatch kill: {reason}"[:512]
-        with self.lock:
+        with self._held():
             orders = self.in_scope(scope, key)
             self.guard.note("kill_cancels", scope=scope.value, key=key, orders=len(orders))
             whole = scope in (Scope.FLEET, Scope.NODE)
@@ -1254,7 +1290,7 @@ class Gateway(Handler):
                 for o in orders:
                     o.cancel_note = note
                     o.cancel_sent = cid
-                F.send(F.message(F.MASS_CANCEL, fields), self.venue_sid)
+                self._emit(F.message(F.MASS_CANCEL, fields), self.venue_sid)
             else:
                 for o in orders:
                     self._cancel_at_venue(o, note)
@@ -1262,7 +1298,7 @@ class Gateway(Handler):
 
     def retry_cancels(self, scope: Scope, key: str) -> None:
         """Send a cancel again for live orders of the scope whose cancel came back refused."""
-        with self.lock:
+        with self._held():
             for o in self.in_scope(scope, key):
                 if o.cancel_sent is None and o.cancel_note is not None:
                     self._cancel_at_venue(o, o.cancel_note)
@@ -1272,5 +1308,5 @@ class Gateway(Handler):
                     self._cancel_at_venue(o, o.cancel_note or "knightwatch kill")
 
     def still_working(self, scope: Scope, key: str) -> list[str]:
-        with self.lock:
+        with self._held():
             return [o.guard_id for o in self.in_scope(scope, key)]
