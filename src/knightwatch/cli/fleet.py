@@ -570,9 +570,21 @@ def drill(
     resume_phase: bool = typer.Option(
         True, "--resume/--no-resume", help="after the kill: snapshot, preflight, ramp, trip"
     ),
+    fix: bool = typer.Option(
+        False, "--fix", help="the FIX drill: an OMS through the FIX gateway to a FIX venue"
+    ),
 ) -> None:
     """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed;
-    then the resume: evidence snapshot, preflight, a ramp back and a ramp that trips."""
+    then the resume: evidence snapshot, preflight, a ramp back and a ramp that trips.
+
+    With --fix: a day of FIX flow and a Power Peg runaway through `knightwatch gateway`
+    to `knightwatch venue --fix`, then a fleet kill that cancels at the venue.
+    """
+    if fix:
+        from knightwatch.cli.gateway import fix_drill
+
+        fix_drill(state_dir / "fix", json_out)
+        return
 
     async def go() -> DrillReport:
         if registry is not None:

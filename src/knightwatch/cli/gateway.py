@@ -152,3 +152,22 @@ def venue(
             )
 
     _run(go)
+
+
+def fix_drill(state_dir: Path, json_out: Path | None) -> None:
+    """`knightwatch drill --fix` (see knightwatch.gateway.drill)."""
+    import msgspec
+
+    async def go() -> object:
+        from knightwatch.gateway.drill import run_fix_drill
+
+        try:
+            return await run_fix_drill(state_dir, console)
+        except GatewayError as exc:
+            _fail(str(exc))
+
+    report = _run(go)
+    if json_out is not None:
+        json_out.write_bytes(msgspec.json.encode(report))
+    if not getattr(report, "passed", False):
+        raise typer.Exit(1)
