@@ -7,6 +7,7 @@ The venue trades the simulator's books (symbols L000.. at 100, M000.. at 40).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,8 +56,16 @@ def eventually(pred: Callable[[], Any], timeout_s: float = 5.0, what: str = "con
         time.sleep(0.005)
 
 
+_RIGS = itertools.count(1)
+
+
 class Rig:
-    """venue <- gateway <- client(s), all QuickFIX, all on loopback."""
+    """venue <- gateway <- client(s), all QuickFIX, all on loopback.
+
+    The gateway's and the venue's CompIDs carry the rig's number (QuickFIX keeps
+    sessions in a process-wide registry until an engine is destroyed); the client
+    CompIDs are the ones the tests name (OMS1, ...).
+    """
 
     def __init__(
         self,
@@ -71,10 +80,16 @@ class Rig:
     ) -> None:
         self.root = root
         self.begin = begin
+        n = next(_RIGS)
+        self.gw_comp, self.venue_comp = f"KW{n}", f"V{n}"
         self.venue_port = free_port()
         self.gw_port = free_port()
         fix42 = begin == "FIX.4.2"
-        venue_opts: dict[str, Any] = {"sessions": ["KWGW", "DIRECT"], "store": "memory"}
+        venue_opts: dict[str, Any] = {
+            "sessions": [self.gw_comp, "DIRECT"],
+            "store": "memory",
+            "comp_id": self.venue_comp,
+        }
         venue_opts.update(venue or {})
         self.venue = FixVenue(
             root / "venue",
@@ -86,8 +101,10 @@ class Rig:
         )
         cfg: dict[str, Any] = {
             "listen_port": self.gw_port,
+            "comp_id": self.gw_comp,
             "venue": VenueSession(
                 port=self.venue_port,
+                comp_id=self.venue_comp,
                 market_data=SYMBOLS,
                 mass_cancel=not fix42,
                 mass_status=not fix42,
@@ -163,7 +180,12 @@ class Rig:
         return [r for r in self.records() if r["kind"] == kind]
 
     def stop(self) -> None:
-        """Stop every engine at once: each initiator takes up to a second to wind down."""
+        """Stop every engine at once (each takes up to a second to wind down).
+
+        Never in the background while the next rig starts: QuickFIX closes sockets by
+        descriptor number when it stops, and a descriptor reused meanwhile by a new
+        engine would be closed under it.
+        """
         parts, self._started = self._started, []
         threads = [threading.Thread(target=p.stop) for p in parts]
         for t in threads:

@@ -197,9 +197,10 @@ def _raw(fields: list[tuple[int, str]], *, seq: int, corrupt: bool = False) -> b
 
 def test_bad_checksum_is_dropped_and_recovered_by_resend(rig_factory: Callable[..., Rig]) -> None:
     rig = rig_factory(clients=("OMS1", "RAW")).start(connect=("OMS1",)).ready()
+    gw = rig.gw_comp
 
     def hdr(mtype: str, seq: int) -> list[tuple[int, str]]:
-        return [(35, mtype), (49, "RAW"), (56, "KWGW"), (34, str(seq)), (52, F.now_utc())]
+        return [(35, mtype), (49, "RAW"), (56, gw), (34, str(seq)), (52, F.now_utc())]
 
     with socket.create_connection(("127.0.0.1", rig.gw_port), timeout=5) as s:
         s.sendall(_raw([*hdr("A", 1), (98, "0"), (108, "5"), (141, "Y")], seq=1))
@@ -370,7 +371,7 @@ def test_duplicate_exec_ids_are_applied_once(rig: Rig) -> None:
 
 
 def test_fill_for_an_unknown_order_halts_with_fill_mismatch(rig: Rig) -> None:
-    rig.venue.stray_fill("KWGW", "GHOST", "L000", BUY, 100)
+    rig.venue.stray_fill(rig.gw_comp, "GHOST", "L000", BUY, 100)
     eventually(lambda: rig.guard.halts(), what="halt")
     (halt,) = rig.guard.halts().values()
     assert halt.code is RejectReason.FILL_MISMATCH and "GHOST" in halt.reason
@@ -400,7 +401,8 @@ def test_venue_session_loss_refuses_new_orders_then_recovers(rig: Rig, tmp_path:
     venue = FixVenue(
         tmp_path / "venue2",
         port=rig.venue_port,
-        sessions=["KWGW"],
+        sessions=[rig.gw_comp],
+        comp_id=rig.venue_comp,
         store="memory",
         md_interval_s=0.5,
         log_messages=False,

@@ -182,8 +182,7 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
                     str(state_dir / "venue"),
                 ],
             )
-            await procs.wait_line(vlog, "venue VENUE on")
-            glog = procs.spawn(
+            glog = procs.spawn(  # at once: the gateway retries the venue until it listens
                 "gateway",
                 [
                     "gateway",
@@ -194,6 +193,7 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
                     str(state_dir),
                 ],
             )
+            await procs.wait_line(vlog, "venue VENUE on")
             await procs.wait_line(glog, "node fixgw admitted")
             console.print(f"venue on :{venue_port}, gateway node fixgw on :{gw_port} (FIX 4.4)")
             oms = FixClient(state_dir / "oms", comp_id="OMS", target="KWGW", port=gw_port)
