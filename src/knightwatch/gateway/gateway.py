@@ -839,7 +839,7 @@ class Gateway(Handler):
 
     def _lots(self, symbol: str, text: str | None) -> int:
         """A venue quantity in lots; 0 for an absent or zero quantity."""
-        if text is None or Decimal(text) == 0:
+        if text is None or text == "0" or Decimal(text) == 0:
             return 0
         return self.guard.lots(symbol, text)
 

@@ -191,6 +191,7 @@ class Guard:
         self._ids = OrderIds(None if window is None else to_ns(window))
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._ledger = Ledger(self.limits.lot)
+        self._lot_sizes: dict[str, Decimal] = {}
         self._node_windows = windows(
             self.limits.max_orders_per_s_node,
             self.limits.max_orders_per_min_node,
@@ -1180,11 +1181,15 @@ class Guard:
         Exact decimal arithmetic; a quantity that is not a positive whole number of
         lots raises `InvalidOrder` naming the lot size (a venue would refuse it too).
         """
+        lot = self._lot_sizes.get(symbol)
+        if lot is None:
+            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+        if lot == 1 and type(qty) is str and qty.isdigit() and qty[0] != "0":
+            return int(qty)  # the common case, a whole number of shares: no decimal arithmetic
         try:
             q = qty if isinstance(qty, Decimal) else Decimal(qty)
         except (InvalidOperation, TypeError, ValueError):
             raise InvalidOrder("qty", "must be a decimal number", qty) from None
-        lot = Decimal(repr(self.limits.lot(symbol)))
         n = q / lot if q.is_finite() else q
         if not n.is_finite() or n <= 0 or n != n.to_integral_value():
             raise InvalidOrder("qty", f"must be a positive multiple of lot_size {lot}", qty)
@@ -1192,7 +1197,10 @@ class Guard:
 
     def quantity(self, symbol: str, lots: int) -> Decimal:
         """Whole lots of `symbol` back in the instrument's unit (the inverse of `lots`)."""
-        q = lots * Decimal(repr(self.limits.lot(symbol)))
+        lot = self._lot_sizes.get(symbol)
+        if lot is None:
+            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+        q = lots * lot
         return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
 
     def parent_qty(self, parent_id: str) -> int | None:
