@@ -20,7 +20,12 @@ import pytest
 from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.clock import SystemClock
 from knightwatch.gateway.client import FixClient
-from knightwatch.gateway.config import ClientSession, GatewayConfig, VenueSession
+from knightwatch.gateway.config import (
+    ClientSession,
+    DropCopySession,
+    GatewayConfig,
+    VenueSession,
+)
 from knightwatch.gateway.engine import free_port
 from knightwatch.gateway.gateway import Gateway
 from knightwatch.gateway.venue import FixVenue
@@ -77,6 +82,7 @@ class Rig:
         config: dict[str, Any] | None = None,
         venue: dict[str, Any] | None = None,
         arm: bool = True,
+        drop_copy: bool = False,
     ) -> None:
         self.root = root
         self.begin = begin
@@ -90,6 +96,9 @@ class Rig:
             "store": "memory",
             "comp_id": self.venue_comp,
         }
+        self.dc_comp = f"{self.gw_comp}-DC"
+        if drop_copy:
+            venue_opts["drop_copy"] = [self.dc_comp]
         venue_opts.update(venue or {})
         self.venue = FixVenue(
             root / "venue",
@@ -115,6 +124,10 @@ class Rig:
             "assume_flat": True,
             "heartbeat_s": 5,
         }
+        if drop_copy:
+            cfg["drop_copy"] = DropCopySession(
+                port=self.venue_port, comp_id=self.venue_comp, sender_comp_id=self.dc_comp
+            )
         cfg.update(config or {})
         self.config = GatewayConfig(**cfg)
         self.recorder = FlightRecorder(None, clock=SystemClock(), sink=MemorySink())

@@ -538,3 +538,28 @@ def test_symbol_kill_leaves_other_symbols_working(rig: Rig) -> None:
     rig.gateway.cancel_scope(Scope.SYMBOL, "L000", "bad symbol")
     rig.oms.wait_report("Y1", "4")
     assert [o.clordid for o in rig.venue.working()] == ["Y2"]
+
+
+def test_drop_copy_feeds_fills_of_orders_that_bypassed_the_gateway(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    from knightwatch.gateway.client import FixClient
+
+    rig = rig_factory(drop_copy=True)
+    rig.start().ready()
+    eventually(lambda: rig.venue.logged_on(rig.dc_comp), what="drop copy logged on")
+    direct = FixClient(
+        rig.root / "direct", comp_id="DIRECT", target=rig.venue_comp, port=rig.venue_port
+    )
+    direct.start()
+    rig._started.append(direct)
+    direct.wait_logon()
+    direct.new_order("BYPASS1", "L000", SELL, 300, 95.0)  # straight to the venue
+    direct.wait_report("BYPASS1", "F")
+    eventually(lambda: rig.guard.position("L000") == -300, what="drop-copy fill applied")
+    rig.oms.new_order("OWN1", "L000", BUY, 100, 104.0)  # routed: reported once, not twice
+    rig.oms.wait_report("OWN1", "F")
+    eventually(lambda: rig.guard.position("L000") == -200, what="own fill applied")
+    time.sleep(0.2)
+    assert rig.guard.position("L000") == -200 and rig.guard.halts() == {}
+    assert rig.gateway.counts.get("drop_copy_reports", 0) >= 1

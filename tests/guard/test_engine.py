@@ -290,3 +290,12 @@ def test_refusals_decided_outside_the_checks_are_recorded_and_counted(
         g.refuse(r.order(), Decision(True, R.OK))
     g.flag_mismatch("leaves disagree")
     assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+
+
+def test_external_fills_move_the_position_without_halting(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.on_external_fill(Fill("dropcopy:x1", "IBM", Side.SELL, 300, 100.0))
+    assert g.position("IBM") == -300 and g.halts() == {}
+    g.on_fill(Fill("nobody", "IBM", Side.BUY, 100, 100.0))  # an unknown fill still halts
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED

@@ -896,11 +896,7 @@ class Gateway(Handler):
             fill = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
             self._on_fill(fill)
             self.fills[exec_id] = fill
-            go.cum += qty
-            if go.cum > go.qty:
-                self.guard.flag_mismatch(
-                    f"{gid} filled {go.cum} > its quantity {go.qty} (venue overfill)"
-                )
+            go.cum += qty  # an overfill halts inside the Guard (fill_mismatch)
             self._check_leaves(go, msg)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
             if kind is F.ExecKind.CANCELED:
@@ -962,7 +958,8 @@ class Gateway(Handler):
         return any(r.kind == "G" and r.order is go for r in self.book.requests.values())
 
     def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
-        """A report for an order this gateway did not route (V4)."""
+        """A report for an order this gateway did not route (V4); a fill halts the node
+        (the Guard's own rule for a fill it never accepted)."""
         self._count("unknown_reports")
         self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
         if kind is F.ExecKind.TRADE:
@@ -970,7 +967,6 @@ class Gateway(Handler):
             side = _SIDES.get(msg[F.SIDE], Side.BUY)
             qty = self._lots(symbol, msg[F.LAST_QTY])
             self._on_fill(Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX])))
-            self.guard.flag_mismatch(f"fill {exec_id} for order {clordid} this gateway never sent")
 
     def _relay(self, msg: F.In, go: GwOrder, note: str | None) -> None:
         """The venue's report to the order's client, unchanged unless the gateway cancelled it."""
@@ -1062,7 +1058,7 @@ class Gateway(Handler):
                 side = _SIDES.get(msg[F.SIDE], Side.BUY)
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 px = float(msg[F.LAST_PX])
-                self._on_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
+                self.guard.on_external_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
 

@@ -637,6 +637,31 @@ class Guard:
             remaining=0 if w is None else w.remaining,
         )
 
+    def on_external_fill(self, fill: Fill) -> None:
+        """An execution of an order that did not pass this Guard, reported by a source that
+        sees every order at the venue (a drop copy): it moves the position and the loss
+        stop like any fill, and is recorded `known=False`, but it is expected, so unlike
+        an unknown fill in `on_fill` it does not halt. Never raises; a fill that cannot
+        be applied at all halts as in `on_fill`."""
+        problem = fill_problem(fill)
+        if problem is not None:
+            self.on_fill(fill)  # records and halts: nothing unappliable enters the state
+            return
+        self._ledger.execute(fill)
+        self._recorder.record_event(
+            "fill",
+            self._ctx,
+            order_id=fill.order_id,
+            symbol=fill.symbol,
+            side=fill.side.value,
+            qty=fill.qty,
+            price=fill.price,
+            strategy="?",
+            known=False,
+            external=True,
+        )
+        self._check_loss()
+
     def on_reject(self, order_id: str) -> None:
         """The venue refused an order the Guard accepted: free its working quantity.
 

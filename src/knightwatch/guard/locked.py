@@ -62,6 +62,7 @@ class LockedGuard(Guard):
     on_replace_ack = _locked(Guard.on_replace_ack)
     on_replace_reject = _locked(Guard.on_replace_reject)
     on_fill = _locked(Guard.on_fill)
+    on_external_fill = _locked(Guard.on_external_fill)
     on_cancel = _locked(Guard.on_cancel)
     on_reject = _locked(Guard.on_reject)
     on_expire = _locked(Guard.on_expire)
