@@ -25,6 +25,7 @@ from knightwatch.control.node.lease import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TI
 from knightwatch.control.serve import stop_requested
 from knightwatch.gateway.config import GatewayConfig
 from knightwatch.gateway.engine import GatewayError
+from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.flagfiles import load_flag_schema
 from knightwatch.release.keys import load_signing_key
 
@@ -68,7 +69,10 @@ def gateway(
         state_dir.mkdir(parents=True, exist_ok=True)
         attestor = None
         if artifacts and release_config and flags and node_key:
-            measure = directory_measure(artifacts, release_config, load_flag_schema(flags))
+            table = load_flag_schema(flags)
+            hash_config(release_config)  # unreadable inputs stop here, before connecting
+            list_directory(artifacts)
+            measure = directory_measure(artifacts, release_config, table)
             attestor = Attestor(cfg.node, load_signing_key(node_key), measure, clock=SystemClock())
         try:
             await serve_gateway(

@@ -15,13 +15,13 @@ message unchanged.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
 from knightwatch.gateway.engine import GatewayError, spec_path
+from knightwatch.inputs import InputFileError, load_toml
 
 BeginString = Literal["FIX.4.2", "FIX.4.4"]
 
@@ -157,13 +157,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def from_toml(cls, path: str | Path) -> GatewayConfig:
         p = Path(path)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GatewayError(f"{p}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GatewayError(f"{p}: cannot read ({exc})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise GatewayError(f"{p}: not valid TOML ({exc})") from None
+            data = load_toml(p, "gateway config")
+        except InputFileError as exc:
+            raise GatewayError(str(exc)) from None
         try:
             return msgspec.convert(data, cls)
         except msgspec.ValidationError as exc:

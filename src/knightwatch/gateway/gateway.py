@@ -39,7 +39,6 @@ import contextlib
 import logging
 import queue
 import threading
-import tomllib
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -62,6 +61,7 @@ from knightwatch.gateway.engine import (
     store_factory,
 )
 from knightwatch.guard import LockedGuard
+from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.order import Fill, InvalidOrder, Order, Side
 from knightwatch.state import Scope, pair_key
 
@@ -1123,11 +1123,9 @@ class Gateway(Handler):
     def load_positions(self, path: Path) -> int:
         """Positions from a TOML file: `[positions] SYMBOL = qty` or `{qty=.., avg_price=..}`."""
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GatewayError(f"{path}: positions file not found") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise GatewayError(f"{path}: cannot read positions ({exc})") from None
+            data = load_toml(path, "positions file")
+        except InputFileError as exc:
+            raise GatewayError(str(exc)) from None
         table = data.get("positions")
         if not isinstance(table, dict):
             raise GatewayError(f"{path}: positions: must be a table of SYMBOL = qty")
