@@ -339,19 +339,37 @@ def test_venue_reject_and_expiry_free_the_order_without_counting_a_cancel(
     assert kinds.count("reject") == 1 and kinds.count("expire") == 3
 
 
-def test_partial_fills_restate_bust_and_correct(rig_factory: Callable[..., Rig]) -> None:
-    rig = rig_factory(venue={"clip": 100}).start().ready()
+@pytest.mark.parametrize("begin", ["FIX.4.4", "FIX.4.2"])
+def test_partial_fills_restate_bust_and_correct(
+    rig_factory: Callable[..., Rig], begin: str
+) -> None:
+    fix42 = begin == "FIX.4.2"  # fills are ExecType 1/2, busts and corrections ExecTransType
+    rig = rig_factory(begin=begin, venue={"clip": 100}).start().ready()
     oms = rig.oms
+
+    def is_fill(r: Received) -> bool:
+        if fix42:
+            return r.get(F.EXEC_TYPE) in ("1", "2") and r.get(F.EXEC_TRANS_TYPE) == "0"
+        return r.get(F.EXEC_TYPE) == "F"
+
+    def correction(kind44: str, trans42: str) -> Received:
+        def match(r: Received) -> bool:
+            if r.get(F.CL_ORD_ID) != "P1":
+                return False
+            return r.get(F.EXEC_TRANS_TYPE) == trans42 if fix42 else r.get(F.EXEC_TYPE) == kind44
+
+        return oms.wait_for(match)
+
     oms.new_order("P1", "L000", BUY, 250, 101.0)
-    eventually(lambda: len([r for r in oms.reports("P1") if r.get(F.EXEC_TYPE) == "F"]) == 3)
-    fills = [r for r in oms.reports("P1") if r.get(F.EXEC_TYPE) == "F"]
+    eventually(lambda: len([r for r in oms.reports("P1") if is_fill(r)]) == 3)
+    fills = [r for r in oms.reports("P1") if is_fill(r)]
     assert [r.get(F.ORD_STATUS) for r in fills] == ["1", "1", "2"]
     assert rig.guard.position("L000") == 250
     rig.venue.bust(fills[0].get(F.EXEC_ID))
-    oms.wait_report("P1", "H")
+    correction("H", "1")
     assert rig.guard.position("L000") == 150
     rig.venue.correct(fills[1].get(F.EXEC_ID), 60, 100.5)
-    oms.wait_report("P1", "G")
+    correction("G", "2")
     assert rig.guard.position("L000") == 110
     rest(rig, "P2", qty=300)
     rig.venue.restate("P2", 120)

@@ -537,7 +537,9 @@ class FixVenue(Handler):
             (F.ORDER_ID, o.order_id),
             (F.CL_ORD_ID, clordid or o.clordid),
             (F.EXEC_ID, exec_id or f"E{next(self._ids)}"),
-            (F.EXEC_TYPE, exec_type if exec_type != "I" or not self.fix42 else o.status),
+            # FIX 4.2 has no ExecType I, H or G: status, bust and correct are ExecTransType
+            # 3, 1 and 2 with the order's status as ExecType
+            (F.EXEC_TYPE, o.status if self.fix42 and exec_type in ("I", "H", "G") else exec_type),
             (F.ORD_STATUS, o.status),
             (F.SYMBOL, o.symbol),
             (F.SIDE, o.side),
