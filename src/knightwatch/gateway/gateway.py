@@ -426,6 +426,8 @@ class Gateway(Handler):
 
     def _record_admin(self) -> None:
         """Session-level rejects QuickFIX sent (malformed messages) into the recorder."""
+        if self._admin_notes.empty():
+            return
         while True:
             try:
                 note = self._admin_notes.get_nowait()
