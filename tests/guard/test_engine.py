@@ -299,3 +299,12 @@ def test_external_fills_move_the_position_without_halting(rig: Callable[..., Rig
     assert g.position("IBM") == -300 and g.halts() == {}
     g.on_fill(Fill("nobody", "IBM", Side.BUY, 100, 100.0))  # an unknown fill still halts
     assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+
+
+def test_a_lot_size_cannot_change_under_held_quantities() -> None:
+    limits = Limits.off(symbol={"BTC": Override(lot_size=0.001)})
+    g = Guard(limits)
+    with pytest.raises(ValueError, match=r"symbol\.BTC\.lot_size must stay 0\.001"):
+        g.set_limits(Limits.off(symbol={"BTC": Override(lot_size=0.01)}))
+    g.set_limits(Limits.off(version="v2", symbol={"BTC": Override(lot_size=0.001)}))
+    assert g.lots("BTC", "1") == 1_000

@@ -1276,6 +1276,12 @@ class Guard:
                 f"set_limits: lease_timeout_s must stay {self.limits.lease_timeout_s!r} "
                 f"(got {limits.lease_timeout_s!r})"
             )
+        for symbol in sorted(set(limits.symbol) | set(self.limits.symbol)):
+            if limits.lot(symbol) != self.limits.lot(symbol):
+                raise ValueError(
+                    f"set_limits: symbol.{symbol}.lot_size must stay {self.limits.lot(symbol)!r} "
+                    "(quantities held are counted in it)"
+                )
         old = self.limits.version
 
         def carry(old_w: tuple[Window, ...], new_w: tuple[Window, ...]) -> tuple[Window, ...]:
@@ -1298,6 +1304,7 @@ class Guard:
         old_strategy, old_symbol = self._strategy_windows, self._symbol_windows
         pairs = list(self._lanes)
         self.limits = limits
+        self._ledger.lot = limits.lot
         self._strategy_windows = {}
         self._symbol_windows = {}
         self._lanes = {}

@@ -80,6 +80,7 @@ class LockedGuard(Guard):
     halts = _locked(Guard.halts)
     register_parent = _locked(Guard.register_parent)
     set_context = _locked(Guard.set_context)
+    set_limits = _locked(Guard.set_limits)
     remaining = _locked(Guard.remaining)
     flag_mismatch = _locked(Guard.flag_mismatch)
     refuse = _locked(Guard.refuse)
