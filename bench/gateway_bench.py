@@ -58,6 +58,8 @@ max_orders_per_min_symbol = 10000000
 max_executions_per_window = 1000000
 max_cancel_to_fill_ratio = 1000000.0
 max_child_orders_per_parent = 1000000
+duplicate_id_window_s = 60.0
+max_tracked_order_ids = 20000000
 """
 BLOCKED_QTY = 50_000  # > max_order_qty (10,000 by default)
 

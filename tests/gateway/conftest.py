@@ -47,6 +47,7 @@ LIMITS = Limits(
     max_executions_per_window=None,
     require_registered_parent=False,
     max_cancel_to_fill_ratio=None,
+    duplicate_id_window_s=3600.0,  # the raised node rates need a window the id set can hold
 )
 
 
@@ -83,6 +84,7 @@ class Rig:
         venue: dict[str, Any] | None = None,
         arm: bool = True,
         drop_copy: bool = False,
+        recorder_path: Path | None = None,
     ) -> None:
         self.root = root
         self.begin = begin
@@ -130,7 +132,11 @@ class Rig:
             )
         cfg.update(config or {})
         self.config = GatewayConfig(**cfg)
-        self.recorder = FlightRecorder(None, clock=SystemClock(), sink=MemorySink())
+        self.recorder = (
+            FlightRecorder(None, clock=SystemClock(), sink=MemorySink())
+            if recorder_path is None
+            else FlightRecorder(recorder_path, clock=SystemClock())
+        )
         self.guard = LockedGuard(limits, node="gw", clock=SystemClock(), recorder=self.recorder)
         self.gateway = Gateway(
             self.config,

@@ -581,3 +581,31 @@ def test_drop_copy_feeds_fills_of_orders_that_bypassed_the_gateway(
     time.sleep(0.2)
     assert rig.guard.position("L000") == -200 and rig.guard.halts() == {}
     assert rig.gateway.counts.get("drop_copy_reports", 0) >= 1
+
+
+def test_audit_why_shows_the_fix_message_behind_a_decision(
+    rig_factory: Callable[..., Rig], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from knightwatch.audit.why import explain_order
+    from knightwatch.cli.app import app
+
+    path = tmp_path / "gw.jsonl"
+    rig = rig_factory(recorder_path=path).start().ready()
+    msg = rig.oms.order_message("W1", "L000", BUY, 100, 101.0)
+    rig.oms.send(msg)
+    rig.oms.wait_report("W1", "F")
+    rig.oms.new_order("W2", "L000", BUY, 90_000, 101.0)
+    rig.oms.wait_report("W2", "8")
+    rig.stop()
+    rig.recorder.close()
+    ok = explain_order(path, "OMS1:W1")
+    assert ok.decision.accepted and len(ok.fills) == 1
+    (fix_in,) = [e for e in ok.events if e.kind == "fix_in"]
+    assert fix_in.data["session"] == "OMS1" and fix_in.data["msg_type"] == "D"
+    assert fix_in.data["clordid"] == "W1" and len(str(fix_in.data["raw_sha256"])) == 32
+    assert int(fix_in.data["seq"] or 0) >= 2  # the client's MsgSeqNum (1 is its logon)
+    out = CliRunner().invoke(app, ["audit", "why", "OMS1:W2", str(path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "max_order_qty" in out.output and "fix_in" in out.output and "OMS1" in out.output

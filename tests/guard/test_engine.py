@@ -285,7 +285,7 @@ def test_refusals_decided_outside_the_checks_are_recorded_and_counted(
     g.refuse(r.order(), Decision(False, R.VENUE_UNAVAILABLE, "venue down"))
     assert g.counters()[1] == {R.VENUE_UNAVAILABLE: 1}
     g.flush_records()
-    assert b'"reason":"venue_unavailable"' in g.recorder.lines[-1]
+    assert any(b'"reason":"venue_unavailable"' in line for line in g.recorder.lines)
     with pytest.raises(ValueError, match="must be a refusal"):
         g.refuse(r.order(), Decision(True, R.OK))
     g.flag_mismatch("leaves disagree")

@@ -60,6 +60,7 @@ max_orders_per_min_node = 100000
 require_registered_parent = true
 max_child_orders_per_parent = 50
 max_cancel_to_fill_ratio = 1000.0
+duplicate_id_window_s = 3600.0
 """
 
 

@@ -81,6 +81,8 @@ class LockedGuard(Guard):
     register_parent = _locked(Guard.register_parent)
     set_context = _locked(Guard.set_context)
     set_limits = _locked(Guard.set_limits)
+    latch = _locked(Guard.latch)
+    start_session = _locked(Guard.start_session)
     remaining = _locked(Guard.remaining)
     flag_mismatch = _locked(Guard.flag_mismatch)
     refuse = _locked(Guard.refuse)
