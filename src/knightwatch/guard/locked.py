@@ -10,34 +10,49 @@ to another thread costs tens (bench/gateway_bench.py measures both paths).
 
 `lock` is public so a caller can make a sequence atomic (check an order and
 register it in its own book before the next message can see either).
+
+It wraps a Guard rather than subclassing it: the Guard may be compiled (mypyc,
+`knightwatch.build`), and a compiled class takes no interpreted subclass. For
+the type checker it is a Guard; at run time every public call takes the lock
+and goes to the wrapped Guard, and attributes (limits, node, counters) are
+read from it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from knightwatch.audit import FlightRecorder
 from knightwatch.clock import Clock
 from knightwatch.guard.engine import Guard
+from knightwatch.guard.halts import Halt
 from knightwatch.limits import Limits
+from knightwatch.state import Scope
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+if TYPE_CHECKING:
+    _Base = Guard
+else:
+    _Base = object
+
+
 def _locked(fn: Callable[Concatenate[Guard, P], T]) -> Callable[Concatenate[LockedGuard, P], T]:
     def run(self: LockedGuard, /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self.lock:
-            return fn(self, *args, **kwargs)
+            return fn(self._guard, *args, **kwargs)
 
     run.__name__ = fn.__name__
     run.__doc__ = fn.__doc__
     return run
 
 
-class LockedGuard(Guard):
+class LockedGuard(_Base):
     """`Guard` with every public call under one re-entrant lock (`self.lock`)."""
 
     lock: threading.RLock
@@ -51,11 +66,25 @@ class LockedGuard(Guard):
         recorder: FlightRecorder | None = None,
     ) -> None:
         self.lock = threading.RLock()
-        super().__init__(limits, node=node, clock=clock, recorder=recorder)
+        self._guard = Guard(limits, node=node, clock=clock, recorder=recorder)
+
+    def __getattr__(self, name: str) -> Any:
+        # only for what the wrapper does not define: the Guard's attributes and properties
+        return getattr(self._guard, name)
 
     def note(self, kind: str, **fields: str | int | float | bool | None) -> None:
         with self.lock:
-            super().note(kind, **fields)
+            self._guard.note(kind, **fields)
+
+    def listen_for_halts(self, on_halt: Callable[[Scope, str, Halt], None]) -> None:
+        with self.lock:
+            self._guard.listen_for_halts(on_halt)
+
+    def lots(self, symbol: str, qty: Decimal | int | str) -> int:
+        return self._guard.lots(symbol, qty)
+
+    def quantity(self, symbol: str, lots: int) -> Decimal:
+        return self._guard.quantity(symbol, lots)
 
     check = _locked(Guard.check)
     check_replace = _locked(Guard.check_replace)
