@@ -94,7 +94,7 @@ def test_replace_increase_is_checked_as_a_new_risk(rig: Callable[..., Rig]) -> N
 def test_replace_counts_only_the_increase_against_position_and_parent(
     rig: Callable[..., Rig],
 ) -> None:
-    r = rig(max_position_qty=1_000)
+    r = rig(max_position_qty=1_000, max_parent_qty_multiple=1.0)
     g = r.guard
     g.register_parent("P", 600)
     g.check(r.order(qty=500, id="a", parent_id="P"))
@@ -104,6 +104,87 @@ def test_replace_counts_only_the_increase_against_position_and_parent(
     assert g.parent_committed("P") == 500
     over = g.check_replace("a", r.order(qty=700, id="c", parent_id="P"))
     assert over.reason is R.PARENT_QTY_EXCEEDED
+
+
+def test_replace_reserves_by_capacity_within_the_parent_then_principal(
+    rig: Callable[..., Rig],
+) -> None:
+    """A replace's increase is split as a new child's quantity is: within the parent's
+    uncommitted quantity it is the customer's, beyond it the firm's own."""
+    r = rig(max_position_qty=150, max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 600, account="acme")
+    assert g.check(r.order(qty=500, id="a", parent_id="P"))
+    assert working(g) == 0  # all of it the customer's
+    assert g.customer_exposure("acme")[0] == pytest.approx(50_000.0)
+    # +200: 100 left in the parent (the customer's), 100 beyond it (the firm's)
+    assert g.check_replace("a", r.order(qty=700, id="b", parent_id="P")).accepted
+    assert working(g) == 100
+    assert g.customer_exposure("acme")[0] == pytest.approx(60_000.0)
+    assert g.parent_committed("P") == 700
+    g.on_replace_reject("b")  # back exactly to what it was
+    assert working(g) == 0 and g.parent_committed("P") == 500
+    assert g.customer_exposure("acme")[0] == pytest.approx(50_000.0)
+    # +300 beyond the parent's 100 left: 200 the firm's, over max_position_qty 150
+    over = g.check_replace("a", r.order(qty=800, id="c", parent_id="P"))
+    assert over.reason is R.MAX_POSITION and "principal" in over.detail
+    assert working(g) == 0 and g.parent_committed("P") == 500
+    assert g.check_replace("a", r.order(qty=700, id="d", parent_id="P")).accepted
+    g.on_replace_ack("d")
+    assert working(g) == 100 and g.remaining("d") == 700
+    assert g.customer_exposure("acme")[0] == pytest.approx(60_000.0)
+    # fills take the customer's part first, up to the parent's quantity
+    g.on_fill(Fill("d", "IBM", Side.BUY, 600, 100.0))
+    assert g.customer_position("acme", "IBM") == 600 and g.position("IBM") == 0
+    assert working(g) == 100
+    g.on_fill(Fill("d", "IBM", Side.BUY, 100, 100.0))
+    assert g.customer_position("acme", "IBM") == 600 and g.position("IBM") == 100
+
+
+def test_replace_increase_within_the_parent_meets_the_customer_limits(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_position_qty=10, max_customer_gross_exposure=55_000.0)
+    g = r.guard
+    g.register_parent("P", 1_000, account="acme")
+    assert g.check(r.order(qty=500, id="a", parent_id="P"))
+    over = g.check_replace("a", r.order(qty=600, id="b", parent_id="P"))
+    assert over.reason is R.CUSTOMER_GROSS_EXPOSURE and "acme" in over.detail
+    assert g.check_replace("a", r.order(qty=550, id="c", parent_id="P")).accepted
+    assert working(g) == 0  # the customer's: the firm's max_position_qty 10 is not touched
+
+
+def test_a_bust_is_taken_back_in_the_capacity_it_was_booked(rig: Callable[..., Rig]) -> None:
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=150, id="a", parent_id="P"))
+    f1 = Fill("a", "IBM", Side.BUY, 100, 100.0)
+    f2 = Fill("a", "IBM", Side.BUY, 50, 100.0)
+    g.on_fill(f1)
+    g.on_fill(f2)  # beyond the parent: the firm's; the order is complete now
+    assert g.remaining("a") is None
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 50)
+    g.on_bust(f2, parent_id="P")  # the latest first: the firm's part
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 0)
+    f3 = Fill("a", "IBM", Side.BUY, 40, 100.0)
+    g.on_correct(f1, f3, parent_id="P")
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (40, 0)
+    g.on_bust(f3, parent_id="P")
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, 0)
+    g.on_bust(Fill("a", "IBM", Side.BUY, 10, 100.0))  # no parent named: the firm's
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, -10)
+
+
+def test_an_adopted_child_counts_against_its_parent_by_capacity(rig: Callable[..., Rig]) -> None:
+    r = rig(max_parent_qty_multiple=1.0)
+    g = r.guard
+    g.register_parent("P", 300, account="acme")
+    g.adopt(Order("a", "rlp", "IBM", Side.BUY, 200, 100.0, "P"), remaining=150)
+    assert g.parent_committed("P") == 200 and working(g) == 0
+    assert g.customer_exposure("acme")[0] == pytest.approx(15_000.0)
+    assert r.send(qty=101, parent_id="P").reason is R.PARENT_QTY_EXCEEDED
+    assert r.send(qty=100, parent_id="P").accepted
 
 
 def test_replace_states_duplicates_and_what_cannot_change(rig: Callable[..., Rig]) -> None:
@@ -169,6 +250,72 @@ def test_working_quantity_is_working_orders_plus_reservations(
         held = sum(w.remaining for w in led.working.values())
         reserved = sum(p.reserved for p in led.pending.values())
         assert working(g) == held + reserved >= 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["new", "replace", "ack", "reject", "fill", "cancel", "restate", "bust"]
+            ),
+            st.integers(0, 7),
+            st.integers(1, 400),
+        ),
+        max_size=60,
+    )
+)
+def test_replace_reservations_keep_the_capacity_split(ops: list[tuple[str, int, int]]) -> None:
+    """Children of one parent, replaced, filled, restated, busted: the customer's working
+    quantity is exactly the customer parts of orders and reservations, the firm's the
+    rest, and the customer's share never exceeds what is left of the parent."""
+    r = Rig(max_parent_qty_multiple=3.0)
+    g = r.guard
+    g.register_parent("P", 600, account="acme")
+    orders: list[str] = []
+    pending: list[str] = []
+    fills: list[Fill] = []
+    for op, i, qty in ops:
+        if op == "new":
+            oid = f"o{len(orders)}"
+            if g.check(Order(oid, "rlp", "IBM", Side.BUY, qty, 100.0, "P")):
+                orders.append(oid)
+        elif op == "replace" and orders:
+            new = f"r{len(orders)}-{len(pending)}-{i}"
+            order = Order(new, "rlp", "IBM", Side.BUY, qty, 100.0, "P")
+            if g.check_replace(orders[i % len(orders)], order):
+                pending.append(new)
+                orders.append(new)
+        elif op in ("ack", "reject") and pending:
+            new = pending.pop(i % len(pending))
+            (g.on_replace_ack if op == "ack" else g.on_replace_reject)(new)
+        elif op == "fill" and orders:
+            fill = Fill(orders[i % len(orders)], "IBM", Side.BUY, qty, 100.0)
+            g.on_fill(fill)
+            fills.append(fill)
+        elif op == "cancel" and orders:
+            g.on_cancel(orders[i % len(orders)])
+        elif op == "restate" and orders:
+            oid = orders[i % len(orders)]
+            left = g.remaining(oid)
+            if left is not None:
+                g.on_restate(oid, min(left, qty))
+        elif op == "bust" and fills:
+            g.on_bust(fills.pop(i % len(fills)), parent_id="P")
+        led = g._ledger
+        book = led.books["IBM"]
+        line = led.accounts["acme"].lines.get("IBM")
+        c_working = 0 if line is None else line.wbuy
+        parent = led.parents["P"]
+        works = list(led.working.values())
+        pends = list(led.pending.values())
+        assert c_working == sum(w.cust for w in works) + sum(p.cust for p in pends)
+        assert book.wbuy == sum(w.remaining - w.cust for w in works) + sum(
+            p.reserved - p.cust for p in pends
+        )
+        assert c_working + min(parent.filled, parent.qty) <= parent.qty
+        assert (0 if line is None else line.pos) == min(parent.filled, parent.qty)
+        assert g.position("IBM") + (0 if line is None else line.pos) == sum(f.qty for f in fills)
 
 
 # --- terminal events, restatement, busts ------------------------------------------------

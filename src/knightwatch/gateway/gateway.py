@@ -924,7 +924,7 @@ class Gateway(Handler):
             ref = msg.get(F.EXEC_REF_ID) or ""
             busted = self.fills.pop(ref, None)
             if busted is not None:
-                self.guard.on_bust(busted)
+                self.guard.on_bust(busted, parent_id=go.parent_id)
                 go.cum -= busted.qty
             else:
                 self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
@@ -934,7 +934,7 @@ class Gateway(Handler):
             if old is not None:
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 new = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
-                self.guard.on_correct(old, new)
+                self.guard.on_correct(old, new, parent_id=go.parent_id)
                 self.fills[ref] = new
                 go.cum += qty - old.qty
             else:

@@ -639,15 +639,16 @@ class Guard:
 
     def on_external_fill(self, fill: Fill) -> None:
         """An execution of an order that did not pass this Guard, reported by a source that
-        sees every order at the venue (a drop copy): it moves the position and the loss
-        stop like any fill, and is recorded `known=False`, but it is expected, so unlike
+        sees every order at the venue (a drop copy): the firm's own (no parent of this
+        Guard's covers it), it moves the position, the principal flow and the loss stop
+        like any fill, and is recorded `known=False`, but it is expected, so unlike
         an unknown fill in `on_fill` it does not halt. Never raises; a fill that cannot
         be applied at all halts as in `on_fill`."""
         problem = fill_problem(fill)
         if problem is not None:
             self.on_fill(fill)  # records and halts: nothing unappliable enters the state
             return
-        self._ledger.execute(fill)
+        self._ledger.external(fill)
         self._recorder.record_event(
             "fill",
             self._ctx,
@@ -659,6 +660,7 @@ class Guard:
             strategy="?",
             known=False,
             external=True,
+            principal=fill.qty,
         )
         self._check_loss()
 

@@ -427,6 +427,15 @@ class Ledger:
         self.refresh(book)
         return principal
 
+    def external(self, fill: Fill) -> None:
+        """An execution of an order that did not pass the Guard (a drop copy): the firm's
+        own, in the position and the principal flow, matched to no working order."""
+        book = self.book(fill.symbol)
+        self.execute(fill, None)
+        self.principal_fills += 1
+        self.principal_notional += fill.qty * fill.price * book.lot
+        self.executions += 1
+
     def unfill(self, fill: Fill, parent: Parent | None) -> int:
         """Take an execution back (a trade bust): the opposite execution at its price, by
         the same capacity, the latest first (the firm's part beyond `parent`'s quantity

@@ -123,5 +123,8 @@ class LockedGuard(_Base):
     working_qty = _locked(Guard.working_qty)
     pnl = _locked(Guard.pnl)
     exposure = _locked(Guard.exposure)
+    customer_exposure = _locked(Guard.customer_exposure)
+    customer_position = _locked(Guard.customer_position)
+    flow = _locked(Guard.flow)
     counters = _locked(Guard.counters)
     flush_records = _locked(Guard.flush_records)
