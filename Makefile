@@ -3,6 +3,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Everything the suite exercises; both the pure and the compiled venv install it.
+EXTRAS := all,dev,nautilus,ccxt,fix
 # The compiled build: the same package with knightwatch.build.HOT_PATH compiled by mypyc,
 # installed (not editable) in its own venv, rebuilt when the source changes.
 MYPYC := .venv-mypyc
@@ -14,7 +16,7 @@ SOURCES := $(shell find src -name '*.py') pyproject.toml hatch_build.py
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev,nautilus,ccxt]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -45,7 +47,7 @@ $(MYPYC_STAMP): $(SOURCES)
 	  set -e; \
 	  test -x $(MYPYC)/bin/python || $(PY) -m venv $(MYPYC); \
 	  $(MYPYC)/bin/python -m pip install --quiet --upgrade pip; \
-	  $(MYPYC)/bin/python -m pip install --quiet '.[all,dev,nautilus,ccxt]'; \
+	  $(MYPYC)/bin/python -m pip install --quiet '.[$(EXTRAS)]'; \
 	  HATCH_BUILD_HOOK_ENABLE_CUSTOM=true \
 	    $(MYPYC)/bin/python -m pip install --quiet --force-reinstall --no-deps .; \
 	  echo "compiled build: $$($(MYPYC)/bin/python -m knightwatch.build)"; \

@@ -46,6 +46,20 @@ class RejectReason(StrEnum):
     CANCEL_FILL_RATIO = "cancel_fill_ratio"
     LOSS_LIMIT = "loss_limit"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    # decided by the FIX gateway around the Guard, not by a Guard rule
+    VENUE_UNAVAILABLE = "venue_unavailable"
+    UNSUPPORTED_MESSAGE = "unsupported_message"
+    GATEWAY_ERROR = "gateway_error"
+
+
+GATEWAY_REASONS = frozenset(
+    {
+        RejectReason.VENUE_UNAVAILABLE,
+        RejectReason.UNSUPPORTED_MESSAGE,
+        RejectReason.GATEWAY_ERROR,
+    }
+)
+"""Codes the FIX gateway decides around the Guard (no Guard rule produces them)."""
 
 
 class Decision(msgspec.Struct, frozen=True):

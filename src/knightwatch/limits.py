@@ -89,6 +89,7 @@ OVERRIDE_RULES: dict[str, tuple[Rule, str]] = {
     "price_collar_pct": (FRACTION, "min"),
     "price_collar_ticks": (COUNT, "min"),
     "tick_size": (AMOUNT, "max"),
+    "lot_size": (AMOUNT, "max"),
     "max_price_age_s": (SECONDS, "min"),
     "max_orders_per_s": (COUNT, "min"),
     "max_orders_per_min": (COUNT, "min"),
@@ -143,6 +144,9 @@ class Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     price_collar_pct: float | None = None
     price_collar_ticks: int | None = None
     tick_size: float | None = None
+    lot_size: float | None = None
+    """What one unit of `qty` is for this symbol (symbol overrides only): 0.0001 makes
+    quantities count in 1/10,000 of the instrument (crypto, fractional shares)."""
     max_price_age_s: float | None = None
     max_orders_per_s: int | None = None
     max_orders_per_min: int | None = None
@@ -269,6 +273,11 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             "shorten the window, or a node at its rate limits is blocked for capacity"
         )
 
+    def lot(self, symbol: str) -> float:
+        """What one unit of `qty` is in `symbol`: its `lot_size`, or 1 when none is set."""
+        ov = self.symbol.get(symbol)
+        return ov.lot_size if ov is not None and ov.lot_size is not None else 1.0
+
     @classmethod
     def off(cls, **on: Any) -> Limits:
         """Every rule that can be switched off is off, except the keys given.
@@ -332,8 +341,8 @@ def _override(where: str, table: Any, section: str, problems: list[str]) -> Over
     for key, v in table.items():
         if key not in OVERRIDE_RULES:
             problems.append(f"{where}.{key}: unknown key for a {section} override")
-        elif key == "tick_size" and section != "symbol":
-            problems.append(f"{where}.tick_size: only a symbol override may set tick_size")
+        elif key in ("tick_size", "lot_size") and section != "symbol":
+            problems.append(f"{where}.{key}: only a symbol override may set {key}")
         elif (p := OVERRIDE_RULES[key][0].problem(v)) is not None:
             problems.append(f"{where}.{key}: {p} (got {quoted(v)})")
         else:

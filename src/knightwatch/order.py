@@ -17,7 +17,8 @@ import msgspec
 from knightwatch.errors import KnightwatchError, quoted
 
 MAX_ID_LEN = 64
-MAX_SYMBOL_LEN = 16
+MAX_SYMBOL_LEN = 64
+"""Instrument ids longer than a ticker fit: OCC option symbols (21), venue SecurityIDs."""
 MAX_QTY = 10**15
 """Above any real order; keeps qty x price finite so no sum the Guard keeps can become inf."""
 MIN_PRICE = 1e-12

@@ -160,6 +160,43 @@ def _node(option: str, command: str = "node") -> Args:
     return args
 
 
+def _gateway(option: str) -> Args:
+    """`knightwatch gateway` with a valid config and release inputs, one file hostile."""
+
+    def args(s: Site, f: str) -> list[str]:
+        cfg = s.root / "gateway.toml"
+        cfg.write_text(
+            'listen_port = 1\nassume_flat = true\n[venue]\nport = 2\n[[clients]]\ncomp_id = "OMS"\n'
+        )
+        inputs = {
+            "--artifacts": str(s.artifacts),
+            "--release-config": str(s.config),
+            "--flags": str(s.flags),
+            "--node-key": str(s.key),
+        }
+        release = (
+            []
+            if option in ("--limits", "config_file")
+            else [x for kv in inputs.items() for x in kv]
+        )
+        argv = [
+            "gateway",
+            f if option == "config_file" else str(cfg),
+            "--nats-url",
+            NOWHERE,
+            "--state-dir",
+            str(s.state),
+            *release,
+        ]
+        if option in inputs:
+            argv[argv.index(option) + 1] = f
+        elif option == "--limits":
+            argv += [option, f]
+        return argv
+
+    return args
+
+
 # (command, option) -> (argv builder, file extension, how strict)
 #   strict: fail with exit 1 or 2 and name the file;  soft: only hashed or shown, any exit;
 #   unhashable: only hashed, and a node would go on to connect: just the files that cannot be
@@ -322,6 +359,11 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
     ("drill-node", "--flags"): (_node("--flags", "drill-node"), ".yaml", "strict"),
     ("drill-node", "--config"): (_node("--config", "drill-node"), ".toml", "unhashable"),
     ("drill-node", "--node-key"): (_node("--node-key", "drill-node"), ".key", "strict"),
+    ("gateway", "config_file"): (_gateway("config_file"), ".toml", "strict"),
+    ("gateway", "--limits"): (_gateway("--limits"), ".toml", "strict"),
+    ("gateway", "--flags"): (_gateway("--flags"), ".yaml", "strict"),
+    ("gateway", "--release-config"): (_gateway("--release-config"), ".toml", "unhashable"),
+    ("gateway", "--node-key"): (_gateway("--node-key"), ".key", "strict"),
     ("supervisor", "--config"): (
         lambda s, f: ["supervisor", "--config", f, "--nats-url", NOWHERE], ".toml", "strict"
     ),

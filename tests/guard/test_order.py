@@ -28,7 +28,7 @@ GOOD: dict[str, Any] = dict(
         ("id", "", "non-empty"),
         ("id", "x" * 65, "at most 64"),
         ("symbol", "", "non-empty"),
-        ("symbol", "S" * 17, "at most 16"),
+        ("symbol", "S" * 65, "at most 64"),
         ("strategy", None, "non-empty"),
         ("parent_id", "", "None or"),
     ],

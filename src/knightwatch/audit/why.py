@@ -2,8 +2,10 @@
 
 For an order id: its decision record(s) (verdict, reason code, detail, node,
 release, flag snapshot, limits version, rules evaluated, time), the fills
-recorded for it, and the control actions (halt, resume, arm, disarm) that
-preceded the decision and could have applied to it.
+recorded for it, what else happened to it (cancel, venue reject, expiry,
+replace, bust; for FIX flow the session, MsgSeqNum and raw-message hash of
+each message that carried it), and the control actions (halt, resume, arm,
+disarm) that preceded the decision and could have applied to it.
 
 An answer read from an edited file would be reported as fact, so the file is
 verified from the first line through the seal that covers the last record the
@@ -24,6 +26,23 @@ from knightwatch.audit.record import DecisionRecord, EventRecord
 from knightwatch.audit.verify import VerifyReport, verify_lines
 
 FILL = "fill"
+ORDER_EVENTS = frozenset(
+    {
+        "fix_in",
+        "fix_resend",
+        "cancel",
+        "reject",
+        "expire",
+        "restate",
+        "bust",
+        "correct",
+        "replace",
+        "replace_ack",
+        "replace_reject",
+        "adopt",
+    }
+)
+"""Events that name an order id: its messages and its life after the decision."""
 CONTROL_KINDS = frozenset({"halt", "resume", "arm", "disarm"})
 _CONTROL_MARKERS = tuple(b'"kind":"%s"' % k.encode() for k in sorted(CONTROL_KINDS))
 _SEAL_MARKER = b'"kind":"seal"'
@@ -39,6 +58,8 @@ class Explanation(msgspec.Struct, frozen=True):
     """The chain verified from line 1 through the seal covering the last record used here."""
     seals: dict[int, Seal] = {}
     """The seal covering each decision, by the decision's seq (absent: not sealed yet)."""
+    events: tuple[EventRecord, ...] = ()
+    """Its messages (FIX provenance) and what happened to it besides fills, in order."""
 
     @property
     def decision(self) -> DecisionRecord:
@@ -56,6 +77,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     unsealed: list[int] = []  # seqs of records used here, waiting for the next seal
     seal_lines: dict[int, int] = {}  # a used record's seq -> the line of the seal covering it
     used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
+    events: list[EventRecord] = []
     with open(path, "rb") as f:
         for lineno, line in enumerate(read_lines(f), start=1):
             mentions = needle in line
@@ -86,6 +108,12 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
                     used.append((lineno, rec.seq))
             elif rec.kind in CONTROL_KINDS:
                 controls.append((lineno, rec))
+            elif rec.kind in ORDER_EVENTS and order_id in (
+                rec.data.get("order_id"),
+                rec.data.get("orig_id"),
+            ):
+                events.append(rec)
+                used.append((lineno, rec.seq))
             unsealed.append(rec.seq)
     if not decisions:
         raise OrderNotFound(f"order {order_id!r}: no decision recorded in {os.fspath(path)}")
@@ -98,7 +126,9 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
         chain = verify_lines(islice(read_lines(f), through), os.fspath(path))
     decided = {d.seq for d in decisions}
     covered = {seq: seal for seq, seal in seals.items() if seq in decided}
-    return Explanation(order_id, tuple(decisions), tuple(fills), relevant, chain, covered)
+    return Explanation(
+        order_id, tuple(decisions), tuple(fills), relevant, chain, covered, tuple(events)
+    )
 
 
 def _applies(control: EventRecord, decision: DecisionRecord) -> bool:

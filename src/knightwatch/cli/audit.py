@@ -378,6 +378,13 @@ def _print_explanation(exp: Explanation) -> None:
         for c in exp.controls:
             t.add_row(str(c.seq), format_ts(c.ts), c.kind, _fields(c))
         console.print(t)
+    if exp.events:
+        t = Table(title="messages and order events")
+        for col in ("seq", "time", "event", "details"):
+            t.add_column(col)
+        for e in exp.events:
+            t.add_row(str(e.seq), format_ts(e.ts), e.kind, _fields(e, skip=("order_id",)))
+        console.print(t)
     if exp.fills:
         t = Table(title="fills")
         for col in ("seq", "time", "qty", "price", "details"):

@@ -140,6 +140,11 @@ def _print_result(result: CommandResult, verb: str) -> None:
         else:
             why = f"lease still LIVE until {_when(expires)} UTC: it may be trading until then"
         console.print(f"[red]not confirmed:[/red] {node_id}: {why}", highlight=False)
+    for node_id, orders in result.still_working.items():
+        console.print(
+            f"[red]still working at the venue[/red] via {node_id}: {', '.join(orders[:20])}"
+            + (f" (+{len(orders) - 20} more)" if len(orders) > 20 else "")
+        )
     if result.revision is None:
         console.print(f"[red]NOT DURABLE:[/red] {result.durable_error}")
     else:
@@ -565,9 +570,21 @@ def drill(
     resume_phase: bool = typer.Option(
         True, "--resume/--no-resume", help="after the kill: snapshot, preflight, ramp, trip"
     ),
+    fix: bool = typer.Option(
+        False, "--fix", help="the FIX drill: an OMS through the FIX gateway to a FIX venue"
+    ),
 ) -> None:
     """Stale nodes refused at join; a runaway halted automatically; a fleet kill confirmed;
-    then the resume: evidence snapshot, preflight, a ramp back and a ramp that trips."""
+    then the resume: evidence snapshot, preflight, a ramp back and a ramp that trips.
+
+    With --fix: a day of FIX flow and a Power Peg runaway through `knightwatch gateway`
+    to `knightwatch venue --fix`, then a fleet kill that cancels at the venue.
+    """
+    if fix:
+        from knightwatch.cli.gateway import fix_drill
+
+        fix_drill(state_dir / "fix", json_out)
+        return
 
     async def go() -> DrillReport:
         if registry is not None:

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 Trader = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
 """Runs the node's order flow once it is armed, until the event (a stop signal) is set."""
 
+Prepare = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
+"""Runs once the node is admitted and before it arms (a gateway reconciling its venue's
+working orders); raising refuses to arm."""
+
 
 def load_limits(path: Path | None, policy: LeasePolicy) -> Limits:
     """The limits file, with the lease timeout set to the node's (a conflicting one is an error)."""
@@ -110,8 +114,13 @@ async def serve_node(
     metrics_port: int | None = None,
     signer: Signer | None = None,
     checkpoint_s: float = DEFAULT_CHECKPOINT_S,
+    guard_class: type[Guard] = Guard,
+    prepare: Prepare | None = None,
 ) -> None:
     """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, then `trader`.
+
+    `guard_class` is `LockedGuard` for a process that calls the Guard from several
+    threads; `prepare` runs after admission and before arming.
 
     With an attestor the node arms only once admitted on the fleet's target
     release, and keeps its flag state in sync (confirming each revision). With
@@ -144,7 +153,7 @@ async def serve_node(
     except OSError as exc:
         raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
     recovered = standing_halts(path)  # read once the recorder holds the file (a regular one)
-    guard = Guard(limits, node=node_id, clock=clock, recorder=recorder)
+    guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
             urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
@@ -177,7 +186,10 @@ async def serve_node(
                 if attestor is not None:
                     await NodeFlags(runtime).start()
                 if await first_of(runtime.release_event, stop):
-                    await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
+                    if prepare is not None:
+                        await prepare(runtime, stop)
+                    if not stop.is_set():
+                        await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
             finally:
                 if exposition is not None:
                     exposition.close()

@@ -4,7 +4,8 @@
   calls (arm, lease, halt, resume, parents, context);
 - `ledger`: positions, working orders, parents and exposure totals;
 - `halts`: the per-source halt latches the hot path reads;
-- `rates`: exact sliding-window rate limits.
+- `rates`: exact sliding-window rate limits;
+- `locked`: `LockedGuard`, the same Guard under one lock for multi-threaded hosts.
 
 Importing this package loads nothing but `msgspec` from outside the standard library.
 """
@@ -12,5 +13,6 @@ Importing this package loads nothing but `msgspec` from outside the standard lib
 from knightwatch.guard.engine import DEFAULT_MEMORY_RECORDS, Guard
 from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt
+from knightwatch.guard.locked import LockedGuard
 
-__all__ = ["DEFAULT_MEMORY_RECORDS", "Guard", "Halt", "RecorderUnavailable"]
+__all__ = ["DEFAULT_MEMORY_RECORDS", "Guard", "Halt", "LockedGuard", "RecorderUnavailable"]

@@ -17,6 +17,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
@@ -25,7 +26,7 @@ from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.errors import quoted
 from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
-from knightwatch.guard.ledger import Ledger, Parent, SymbolBook, Working
+from knightwatch.guard.ledger import Ledger, Parent, Pending, SymbolBook, Working
 from knightwatch.guard.orderids import OrderIds
 from knightwatch.guard.rates import Window, windows
 from knightwatch.limits import Effective, Limits
@@ -36,6 +37,7 @@ from knightwatch.order import (
     MAX_SYMBOL_LEN,
     MIN_PRICE,
     Fill,
+    InvalidOrder,
     Order,
     Side,
     fill_problem,
@@ -188,7 +190,8 @@ class Guard:
         window = self.limits.duplicate_id_window_s
         self._ids = OrderIds(None if window is None else to_ns(window))
         self._lanes: dict[tuple[str, str], Lane] = {}
-        self._ledger = Ledger()
+        self._ledger = Ledger(self.limits.lot)
+        self._lot_sizes: dict[str, Decimal] = {}
         self._node_windows = windows(
             self.limits.max_orders_per_s_node,
             self.limits.max_orders_per_min_node,
@@ -286,7 +289,8 @@ class Guard:
             if lim.require_reference_price or price is None:
                 return _blocked(code, why), eff
             ref = price
-        value = qty * (ref if price is None else price)
+        lot = book.lot
+        value = qty * (ref if price is None else price) * lot
         if eff.max_order_notional is not None and value > eff.max_order_notional:
             return _blocked(
                 R.MAX_ORDER_NOTIONAL,
@@ -350,7 +354,7 @@ class Guard:
             if free > 0:
                 cust = qty if qty <= free else free
         prin = qty - cust
-        mark = book.mark if book.mark is not None else ref
+        mark = (book.mark if book.mark is not None else ref) * lot
         if prin:
             long_q, short_q = book.worst(is_buy, prin)
             mp = eff.max_position_qty
@@ -633,6 +637,141 @@ class Guard:
             remaining=0 if w is None else w.remaining,
         )
 
+    def on_external_fill(self, fill: Fill) -> None:
+        """An execution of an order that did not pass this Guard, reported by a source that
+        sees every order at the venue (a drop copy): the firm's own (no parent of this
+        Guard's covers it), it moves the position, the principal flow and the loss stop
+        like any fill, and is recorded `known=False`, but it is expected, so unlike
+        an unknown fill in `on_fill` it does not halt. Never raises; a fill that cannot
+        be applied at all halts as in `on_fill`."""
+        problem = fill_problem(fill)
+        if problem is not None:
+            self.on_fill(fill)  # records and halts: nothing unappliable enters the state
+            return
+        self._ledger.external(fill)
+        self._recorder.record_event(
+            "fill",
+            self._ctx,
+            order_id=fill.order_id,
+            symbol=fill.symbol,
+            side=fill.side.value,
+            qty=fill.qty,
+            price=fill.price,
+            strategy="?",
+            known=False,
+            external=True,
+            principal=fill.qty,
+        )
+        self._check_loss()
+
+    def on_reject(self, order_id: str) -> None:
+        """The venue refused an order the Guard accepted: free its working quantity.
+
+        Not a cancel: it does not count towards `max_cancel_to_fill_ratio`, so a venue
+        rejecting a burst of orders cannot halt the node on a ratio it never chose.
+        """
+        self._end(order_id, "reject")
+
+    def on_expire(self, order_id: str) -> None:
+        """The order ended by its time in force (expired, done for day): free its working
+        quantity. Like `on_reject`, not counted as a cancel."""
+        self._end(order_id, "expire")
+
+    def _end(self, order_id: str, kind: str) -> None:
+        w = self._ledger.cancel(order_id, counted=False)
+        self._recorder.record_event(
+            kind,
+            self._ctx,
+            order_id=order_id,
+            known=w is not None,
+            remaining=0 if w is None else w.remaining,
+        )
+
+    def on_restate(self, order_id: str, remaining: int) -> None:
+        """The venue changed what is left of a working order (ExecType restated, e.g. a
+        venue-initiated reduction): the Guard's working quantity follows the venue."""
+        if type(remaining) is not int or remaining < 0:
+            raise ValueError(f"on_restate: remaining must be an integer >= 0 (got {remaining!r})")
+        led = self._ledger
+        w = led.working.get(order_id)
+        if w is not None:
+            led.rework(w, remaining)
+            if remaining == 0:
+                del led.working[order_id]
+        self._recorder.record_event(
+            "restate", self._ctx, order_id=order_id, known=w is not None, remaining=remaining
+        )
+
+    def on_bust(self, fill: Fill, *, parent_id: str | None = None) -> None:
+        """The venue cancelled an execution (trade bust): the Guard takes it back.
+
+        Position returns exactly, by the capacity it was booked in: the customer's
+        within the order's registered parent, the firm's beyond it or without one.
+        The parent is the working order's, or `parent_id` for an order no longer
+        working (the Guard keeps no finished orders; without it, the bust is taken
+        back as the firm's own). Realized P&L moves by the reversal at the busted
+        price against the average cost. The order's working quantity and its parent's
+        commitment are not given back (a bust does not reopen the order at the venue;
+        if it does, the venue restates the leaves).
+        """
+        if type(fill) is not Fill:
+            raise ValueError(f"on_bust: expected a Fill (got {type(fill).__name__})")
+        principal = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
+        self._recorder.record_event(
+            "bust",
+            self._ctx,
+            order_id=fill.order_id,
+            symbol=fill.symbol,
+            side=fill.side.value,
+            qty=fill.qty,
+            price=fill.price,
+            principal=principal,
+        )
+        self._check_loss()
+
+    def _parent_of(self, order_id: str, parent_id: str | None) -> Parent | None:
+        """The registered parent an execution of `order_id` was booked against."""
+        led = self._ledger
+        w = led.working.get(order_id)
+        if w is not None:
+            return w.parent
+        return None if parent_id is None else led.parents.get(parent_id)
+
+    def on_correct(self, old: Fill, new: Fill, *, parent_id: str | None = None) -> None:
+        """The venue corrected an execution (trade correct): `old` out, `new` in, by
+        capacity as in `on_bust` (`parent_id` as there).
+
+        Only the position side changes; the order's working quantity follows the
+        venue's restatement, if any, through `on_restate`.
+        """
+        if type(old) is not Fill or type(new) is not Fill:
+            raise ValueError("on_correct: old and new must be Fill")
+        if (old.order_id, old.symbol, old.side) != (new.order_id, new.symbol, new.side):
+            raise ValueError(
+                "on_correct: a correction keeps the order, symbol and side "
+                f"(got {old.order_id}/{old.symbol}/{old.side} -> "
+                f"{new.order_id}/{new.symbol}/{new.side})"
+            )
+        led = self._ledger
+        parent = self._parent_of(new.order_id, parent_id)
+        led.unfill(old, parent)
+        led.execute(new, parent)
+        w = led.working.get(new.order_id)
+        if w is not None:
+            w.filled += new.qty
+        self._recorder.record_event(
+            "correct",
+            self._ctx,
+            order_id=new.order_id,
+            symbol=new.symbol,
+            side=new.side.value,
+            old_qty=old.qty,
+            old_price=old.price,
+            qty=new.qty,
+            price=new.price,
+        )
+        self._check_loss()
+
     def on_price(self, symbol: Checked, price: Checked) -> None:
         """A new reference price: marks exposure and unrealized P&L, may trip the loss stop.
 
@@ -666,6 +805,443 @@ class Guard:
                 f"unrealized {led.unrealized:,.2f})",
                 R.LOSS_LIMIT,
             )
+
+    # ------------------------------------------------------------------ replace
+
+    def check_replace(self, orig_id: str, new: Order) -> Decision:
+        """Decide on replacing working order `orig_id` by `new` (a new id, total qty, price).
+
+        Checked as a new risk: the order-size, notional, collar, reference-price,
+        symbol-list and rate rules apply to `new` as to a new order, and position,
+        exposure, parent and turnover count the increase of leaves (`new.qty` minus
+        what was filled, minus what is working now). A decrease at the same price is
+        always a smaller risk and only needs the trading state, id and rate checks.
+
+        On accept the larger of the old and the new leaves stays reserved until the
+        venue answers: `on_replace_ack(new.id)` commits the new order,
+        `on_replace_reject(new.id)` rolls back to the original. HALTED refuses every
+        replace; REDUCING only allows one that does not raise leaves or move the
+        price. Symbol, side, strategy and parent cannot change. Never raises.
+        """
+        if not self._recorder.ready():
+            self._count_unrecorded(new)
+            self._block(new, _AUDIT_DOWN)
+            return _AUDIT_DOWN
+        if self._unrecorded:
+            self._record_outage()
+        try:
+            d, eff = self._evaluate_replace(orig_id, new)
+        except Exception as exc:  # fail closed
+            d, eff = _blocked(R.INVALID_ORDER, f"replace could not be checked: {exc!r}"), None
+        self._recorder.record_event(
+            "replace", self._ctx, order_id=getattr(new, "id", "?"), orig_id=str(orig_id)
+        )
+        self._recorder.record_decision(
+            new, d, self._ctx, eff.rules if eff is not None else ("validity",)
+        )
+        if d.accepted:
+            self.accepted += 1
+        else:
+            self._block(new, d)
+        return d
+
+    def _evaluate_replace(self, orig_id: str, o: Order) -> tuple[Decision, Effective | None]:
+        """`_evaluate` for a replace, in the same rule order (see `check_replace`)."""
+        if not self._armed:
+            return _NOT_ARMED, None
+        now = self._clock.monotonic_ns()
+        if self._lease_ns is not None and now >= self._lease_deadline:
+            return self._lease_why, None
+        if type(o) is not Order:
+            return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
+        problem = order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price)
+        if problem is not None:
+            return _blocked(
+                R.INVALID_ORDER, f"{problem[0]}: {problem[1]} (got {problem[2]!r})"
+            ), None
+        led = self._ledger
+        w = led.working.get(orig_id)
+        if w is None:
+            return _blocked(R.INVALID_ORDER, f"order {orig_id!r} is not working; no replace"), None
+        if w.replacing is not None:
+            return _blocked(
+                R.INVALID_ORDER, f"a replace of {orig_id!r} ({w.replacing!r}) is already pending"
+            ), None
+        if (o.symbol, o.side, o.strategy, o.parent_id) != (
+            w.symbol,
+            w.side,
+            w.strategy,
+            w.parent_id,
+        ):
+            return _blocked(
+                R.INVALID_ORDER,
+                f"a replace keeps symbol, side, strategy and parent of {orig_id!r}",
+            ), None
+        lane = self._lanes.get((o.strategy, o.symbol))
+        if lane is None:
+            lane = self._lane(o.strategy, o.symbol)
+        eff, book, lim = lane.eff, lane.book, self.limits
+        qty, price = o.qty, o.price
+        grow = max(max(qty - w.filled, 0) - w.remaining, 0)
+        moves = price != w.price
+        halt = self._halts.worst(lane.scopes) if self._halts.states else None
+        if halt is not None and (halt.state is _HALTED or grow > 0 or moves):
+            return halt.decision, eff
+        if o.id in self._ids.seen and self._ids.recent(o.id, now):
+            return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
+        value = px = 0.0
+        if grow > 0 or moves:
+            symbol = o.symbol
+            if lim.allowed_symbols is not None and symbol not in lim.allowed_symbols:
+                return _blocked(
+                    R.SYMBOL_NOT_ALLOWED, f"symbol {symbol} not in allowed_symbols"
+                ), eff
+            if symbol in lim.restricted_symbols:
+                return _blocked(
+                    R.SYMBOL_RESTRICTED, f"symbol {symbol} is on the restricted list"
+                ), eff
+            if eff.max_order_qty is not None and qty > eff.max_order_qty:
+                return _blocked(
+                    R.MAX_ORDER_QTY,
+                    f"qty {qty} > max_order_qty {eff.max_order_qty} for strategy {o.strategy}",
+                ), eff
+            ref = book.ref
+            if ref is None or (
+                eff.max_price_age_ns is not None and now - book.ref_ns > eff.max_price_age_ns
+            ):
+                code = R.NO_REFERENCE_PRICE if ref is None else R.STALE_REFERENCE_PRICE
+                if lim.require_reference_price or price is None:
+                    return _blocked(code, f"reference price for {symbol}: {code.value}"), eff
+                ref = price
+            px = ref if price is None else price
+            notional = qty * px * book.lot
+            if eff.max_order_notional is not None and notional > eff.max_order_notional:
+                return _blocked(
+                    R.MAX_ORDER_NOTIONAL,
+                    f"notional {notional:,.2f} > max_order_notional {eff.max_order_notional:,.2f}",
+                ), eff
+            if price is not None:
+                dev = abs(price - ref)
+                pct = eff.price_collar_pct
+                if pct is not None and dev > pct * ref * (1 + 1e-9):
+                    return _blocked(
+                        R.PRICE_COLLAR,
+                        f"price {price} is {dev / ref:.2%} from reference {ref} > collar {pct:.2%}",
+                    ), eff
+                ticks = eff.price_collar_ticks
+                if ticks is not None and dev > ticks * eff.tick_size * (1 + 1e-9):
+                    return _blocked(
+                        R.PRICE_COLLAR,
+                        f"price {price} is {dev / eff.tick_size:.1f} ticks from reference "
+                        f"{ref} > collar {ticks} ticks",
+                    ), eff
+            value = grow * px * book.lot
+        parent = w.parent
+        if grow > 0 and parent is not None and parent.committed + grow > parent.cap:
+            return _blocked(
+                R.PARENT_QTY_EXCEEDED,
+                f"children would total {parent.committed + grow} > {parent.cap} "
+                f"allowed for parent {o.parent_id} of qty {parent.qty}",
+            ), eff
+        for win in lane.windows:
+            ev = win.events
+            if len(ev) == win.limit and now - ev[0] < win.span_ns:
+                return _blocked(win.reason, win.detail()), eff
+        # the increase by capacity, as for a new child: within the parent's uncommitted
+        # quantity it is the customer's, the rest (all of it without a parent) the firm's
+        cust = 0
+        own = 0.0
+        if grow > 0:
+            is_buy = o.side is _BUY
+            if parent is not None:
+                free = parent.qty - parent.committed
+                if free > 0:
+                    cust = grow if grow <= free else free
+            prin = grow - cust
+            mark = (book.mark if book.mark is not None else px) * book.lot
+            if prin:
+                blocked = self._principal_block(eff, book, o.symbol, is_buy, prin, mark)
+                if blocked is not None:
+                    return blocked, eff
+            if cust:
+                assert parent is not None
+                blocked = self._customer_block(parent, book, o.symbol, is_buy, cust, mark)
+                if blocked is not None:
+                    return blocked, eff
+            mt = lim.max_turnover_per_min
+            own = value * prin / grow  # the firm's share, as for a new order
+            if mt is not None and own:
+                tq = self._turnover
+                cutoff = now - MINUTE_NS
+                while tq and tq[0][0] <= cutoff:
+                    self._turnover_sum -= tq.popleft()[1]
+                if self._turnover_sum + own > mt:
+                    return _blocked(
+                        R.MAX_TURNOVER,
+                        f"principal turnover in the last minute would be "
+                        f"{self._turnover_sum + own:,.0f} > max_turnover_per_min {mt:,.0f}",
+                    ), eff
+        cap = lim.max_tracked_order_ids
+        if len(self._ids.seen) >= cap and self._ids.full(cap, now):
+            return _blocked(
+                R.ORDER_ID_CAPACITY,
+                f"cannot track more than {cap} order ids within the duplicate scope",
+            ), eff
+        # accepted: the new id is used, the message counted, the increase reserved
+        self._ids.add(o.id, now)
+        for win in lane.windows:
+            win.events.append(now)
+        if own and lim.max_turnover_per_min is not None:
+            self._turnover.append((now, own))
+            self._turnover_sum += own
+        if book.mark is None and book.ref is not None:
+            book.mark = book.ref
+        held = led.hold(w, grow) if grow else 0
+        led.pending[o.id] = Pending(orig_id, w, qty, price, grow, held)
+        w.replacing = o.id
+        return Decision(True, R.OK, f"replaces {orig_id}: all checks passed"), eff
+
+    def _principal_block(
+        self, eff: Effective, book: SymbolBook, symbol: str, is_buy: bool, prin: int, mark: float
+    ) -> Decision | None:
+        """The firm's position and exposure limits for `prin` more working (step 10 of
+        `_evaluate`, for a replace's increase); None if within them."""
+        led, lim = self._ledger, self.limits
+        long_q, short_q = book.worst(is_buy, prin)
+        mp = eff.max_position_qty
+        if mp is not None and (long_q > mp or -short_q > mp):
+            worst = long_q if long_q > mp else short_q
+            return _blocked(
+                R.MAX_POSITION,
+                f"{symbol} principal position with working orders would reach {worst} "
+                f"> max_position_qty {mp}",
+            )
+        if lim.max_gross_exposure is not None:
+            gross = led.gross - book.gross_c + max(abs(long_q), abs(short_q)) * mark
+            if gross > lim.max_gross_exposure:
+                return _blocked(
+                    R.MAX_GROSS_EXPOSURE,
+                    f"principal gross exposure with working orders {gross:,.0f} "
+                    f"> max_gross_exposure {lim.max_gross_exposure:,.0f}",
+                )
+        if lim.max_net_exposure is not None:
+            if is_buy:
+                net = led.net_long - book.long_c + long_q * mark
+            else:
+                net = -(led.net_short - book.short_c + short_q * mark)
+            if net > lim.max_net_exposure:
+                return _blocked(
+                    R.MAX_NET_EXPOSURE,
+                    f"principal net {'long' if is_buy else 'short'} exposure with working "
+                    f"orders {net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
+                )
+        return None
+
+    def _customer_block(
+        self, parent: Parent, book: SymbolBook, symbol: str, is_buy: bool, cust: int, mark: float
+    ) -> Decision | None:
+        """The parent's customer account limits for `cust` more working (step 10 of
+        `_evaluate`, for a replace's increase); None if within them."""
+        lim = self.limits
+        line = parent.line
+        if line is None or line.book is not book:
+            line = self._ledger.line(parent, symbol)
+        acct = line.account
+        if is_buy:
+            c_long, c_short = line.pos + line.wbuy + cust, line.pos - line.wsell
+        else:
+            c_long, c_short = line.pos + line.wbuy, line.pos - line.wsell - cust
+        cg = lim.max_customer_gross_exposure
+        if cg is not None:
+            g = acct.gross - line.gross_c + max(abs(c_long), abs(c_short)) * mark
+            if g > cg:
+                return _blocked(
+                    R.CUSTOMER_GROSS_EXPOSURE,
+                    f"customer {acct.name} gross exposure with working orders {g:,.0f} "
+                    f"> max_customer_gross_exposure {cg:,.0f}",
+                )
+        cn = lim.max_customer_net_exposure
+        if cn is not None:
+            if is_buy:
+                n = acct.net_long - line.long_c + c_long * mark
+            else:
+                n = -(acct.net_short - line.short_c + c_short * mark)
+            if n > cn:
+                return _blocked(
+                    R.CUSTOMER_NET_EXPOSURE,
+                    f"customer {acct.name} net {'long' if is_buy else 'short'} exposure "
+                    f"with working orders {n:,.0f} > max_customer_net_exposure {cn:,.0f}",
+                )
+        return None
+
+    def on_replace_ack(self, new_id: str, remaining: int | None = None) -> None:
+        """The venue replaced the order (ExecType replaced): commit the reservation.
+
+        The working order moves to `new_id` with `remaining` (the venue's LeavesQty)
+        or, if not given, the new quantity less what was filled.
+        """
+        if remaining is not None and (type(remaining) is not int or remaining < 0):
+            raise ValueError(
+                f"on_replace_ack: remaining must be an integer >= 0 (got {remaining!r})"
+            )
+        led = self._ledger
+        p = led.pending.pop(new_id, None)
+        if p is None:
+            self._recorder.record_event("replace_ack", self._ctx, order_id=new_id, known=False)
+            return
+        w = p.working
+        w.replacing = None
+        if led.working.pop(p.orig_id, None) is not w:
+            w.remaining = w.cust = 0  # it ended meanwhile: what it held is released already
+        target = max(p.qty - w.filled, 0) if remaining is None else remaining
+        # what was held (the original's leaves and the reservation) is released, and the
+        # new leaves held by capacity afresh, against the parent as it stands now
+        led.release(w, p.cust, p.reserved - p.cust)
+        w.qty, w.price = p.qty, p.price
+        led.rework(w, target)
+        if target > 0:
+            led.working[new_id] = w
+        self._recorder.record_event(
+            "replace_ack",
+            self._ctx,
+            order_id=new_id,
+            orig_id=p.orig_id,
+            known=True,
+            remaining=target,
+        )
+
+    def on_replace_reject(self, new_id: str) -> None:
+        """The venue refused the replace (OrderCancelReject): roll back to the original."""
+        led = self._ledger
+        p = led.pending.pop(new_id, None)
+        if p is not None:
+            p.working.replacing = None
+            if p.reserved:
+                led.release(p.working, p.cust, p.reserved - p.cust)
+        self._recorder.record_event(
+            "replace_reject",
+            self._ctx,
+            order_id=new_id,
+            orig_id=None if p is None else p.orig_id,
+            known=p is not None,
+        )
+
+    # ------------------------------------------------------------------ embedding
+
+    def remaining(self, order_id: str) -> int | None:
+        """What is still working of an order, or None if the Guard holds no such order."""
+        w = self._ledger.working.get(order_id)
+        return None if w is None else w.remaining
+
+    def flag_mismatch(self, detail: str) -> None:
+        """The caller found the Guard's picture wrong (e.g. a venue's LeavesQty disagrees,
+        a fill for an order nobody sent): halt the node with `fill_mismatch`."""
+        self._auto_halt(Scope.NODE, self.node, detail, R.FILL_MISMATCH)
+
+    def note(self, kind: str, **fields: str | int | float | bool | None) -> None:
+        """Write an event to the flight recorder under this Guard's context (provenance of
+        an order, a session event): it lands in the same hash chain as the decisions."""
+        self._recorder.record_event(kind, self._ctx, **fields)
+
+    def refuse(self, order: object, decision: Decision) -> None:
+        """Record and count a refusal decided outside the checks (an order a gateway could
+        not even map to an `Order`); `order` needs the attributes of one."""
+        if decision.accepted:
+            raise ValueError("refuse: the decision must be a refusal")
+        self._recorder.record_decision(order, decision, self._ctx, ("validity",))
+        self._block(order, decision)
+
+    def adopt(self, order: Order, remaining: int | None = None) -> None:
+        """Take over an order found working at start-up (reconciliation): it counts as
+        working, its id as used. No check is made: it is already at the venue."""
+        if type(order) is not Order:
+            raise ValueError(f"adopt: expected an Order (got {type(order).__name__})")
+        rem = order.qty if remaining is None else remaining
+        if type(rem) is not int or not 0 <= rem <= order.qty:
+            raise ValueError(f"adopt: remaining must be an integer in 0..qty (got {rem!r})")
+        led = self._ledger
+        self._ids.add(order.id, self._clock.monotonic_ns())
+        led.book(order.symbol)
+        if rem:
+            # by capacity, as if it had been accepted here: what it filled already is its
+            # registered parent's (if any), its leaves the customer's within the parent
+            parent = None if order.parent_id is None else led.parents.get(order.parent_id)
+            w = Working(order, parent, 0, None)
+            w.filled = order.qty - rem
+            if parent is not None:
+                parent.children += 1
+                parent.committed += w.filled
+                parent.filled += w.filled
+            w.remaining = rem
+            w.cust = led.hold(w, rem)
+            led.working[order.id] = w
+        self._recorder.record_event(
+            "adopt",
+            self._ctx,
+            order_id=order.id,
+            strategy=order.strategy,
+            symbol=order.symbol,
+            side=order.side.value,
+            qty=order.qty,
+            remaining=rem,
+        )
+
+    def restore_position(self, symbol: str, qty: int, avg_price: float) -> None:
+        """Set a symbol's position at start-up (from a positions file or the venue)."""
+        if type(qty) is not int:
+            raise ValueError(f"restore_position: qty must be an integer (got {qty!r})")
+        if not (type(avg_price) in (int, float) and 0 <= avg_price < _INF):
+            raise ValueError(f"restore_position: avg_price must be >= 0 (got {avg_price!r})")
+        led = self._ledger
+        book = led.book(symbol)
+        book.pos, book.avg = qty, float(avg_price)
+        if book.mark is None and avg_price:
+            book.mark = float(avg_price)
+        led.refresh(book)
+        self._recorder.record_event(
+            "position", self._ctx, symbol=symbol, qty=qty, avg_price=float(avg_price)
+        )
+
+    def lots(self, symbol: str, qty: Decimal | int | str) -> int:
+        """A quantity in the instrument's unit (FIX Qty "0.25") as whole lots of `symbol`.
+
+        Exact decimal arithmetic; a quantity that is not a positive whole number of
+        lots raises `InvalidOrder` naming the lot size (a venue would refuse it too).
+        """
+        lot = self._lot_sizes.get(symbol)
+        if lot is None:
+            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+        if lot == 1 and type(qty) is str and qty.isdigit() and qty[0] != "0":
+            return int(qty)  # the common case, a whole number of shares: no decimal arithmetic
+        try:
+            q = qty if isinstance(qty, Decimal) else Decimal(qty)
+        except (InvalidOperation, TypeError, ValueError):
+            raise InvalidOrder("qty", "must be a decimal number", qty) from None
+        n = q / lot if q.is_finite() else q
+        if not n.is_finite() or n <= 0 or n != n.to_integral_value():
+            raise InvalidOrder("qty", f"must be a positive multiple of lot_size {lot}", qty)
+        return int(n)
+
+    def quantity(self, symbol: str, lots: int) -> Decimal:
+        """Whole lots of `symbol` back in the instrument's unit (the inverse of `lots`)."""
+        lot = self._lot_sizes.get(symbol)
+        if lot is None:
+            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+        q = lots * lot
+        return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
+
+    def parent_qty(self, parent_id: str) -> int | None:
+        """The registered quantity of a parent, or None if it is not registered."""
+        p = self._ledger.parents.get(parent_id)
+        return None if p is None else p.qty
+
+    def counters(self) -> tuple[int, dict[RejectReason, int]]:
+        """(accepted, blocked by reason) as a consistent copy, for metrics."""
+        return self.accepted, dict(self.blocked)
+
+    def flush_records(self) -> bool:
+        """Write what the flight recorder holds; the one way other threads should flush it."""
+        return self._recorder.flush()
 
     # ------------------------------------------------------------------ control
 
@@ -702,6 +1278,12 @@ class Guard:
                 f"set_limits: lease_timeout_s must stay {self.limits.lease_timeout_s!r} "
                 f"(got {limits.lease_timeout_s!r})"
             )
+        for symbol in sorted(set(limits.symbol) | set(self.limits.symbol)):
+            if limits.lot(symbol) != self.limits.lot(symbol):
+                raise ValueError(
+                    f"set_limits: symbol.{symbol}.lot_size must stay {self.limits.lot(symbol)!r} "
+                    "(quantities held are counted in it)"
+                )
         old = self.limits.version
 
         def carry(old_w: tuple[Window, ...], new_w: tuple[Window, ...]) -> tuple[Window, ...]:
@@ -724,6 +1306,7 @@ class Guard:
         old_strategy, old_symbol = self._strategy_windows, self._symbol_windows
         pairs = list(self._lanes)
         self.limits = limits
+        self._ledger.lot = limits.lot
         self._strategy_windows = {}
         self._symbol_windows = {}
         self._lanes = {}

@@ -18,9 +18,15 @@ symbol book or customer line knows its own contribution, so a change in one
 symbol costs O(1), not a pass over all. The ledger is state only: it applies
 fills, cancels and prices and says what changed; every decision (block, halt)
 stays in the Guard's one check path.
+
+Quantities are integers counted in the symbol's lot (`lot_size`, 1 unless a
+symbol override sets it): positions and working sums stay exact, and only
+values (notional, exposure, P&L) multiply by the lot.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from knightwatch.order import Fill, Order, Side
 
@@ -42,6 +48,7 @@ class SymbolBook:
         "gross_c",
         "lines",
         "long_c",
+        "lot",
         "mark",
         "pos",
         "ref",
@@ -52,7 +59,8 @@ class SymbolBook:
         "wsell",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, lot: float = 1.0) -> None:
+        self.lot = lot
         self.pos = 0
         self.avg = 0.0
         self.wbuy = 0
@@ -101,17 +109,18 @@ class SymbolBook:
             elif qty == abs(pos):
                 self.avg = 0.0
         self.pos = pos + signed
-        return realized
+        return realized * self.lot
 
     def contributions(self) -> tuple[float, float, float, float]:
         """(gross, worst net long, worst net short, unrealized) valued at the mark."""
         m = self.mark
         if m is None:
             return 0.0, 0.0, 0.0, 0.0
+        m *= self.lot
         long_q = self.pos + self.wbuy
         short_q = self.pos - self.wsell
         gross = max(abs(long_q), abs(short_q)) * m
-        unreal = self.pos * (m - self.avg) if self.pos else 0.0
+        unreal = self.pos * (m - self.avg * self.lot) if self.pos else 0.0
         return gross, long_q * m, short_q * m, unreal
 
 
@@ -145,6 +154,7 @@ class CustomerLine:
         m = self.book.mark
         if m is None:
             return
+        m *= self.book.lot
         long_q = self.pos + self.wbuy
         short_q = self.pos - self.wsell
         g, lc, sc = max(abs(long_q), abs(short_q)) * m, long_q * m, short_q * m
@@ -192,11 +202,26 @@ class Parent:
 class Working:
     """An accepted order not yet fully filled or cancelled.
 
-    `cust` is the part of `remaining` that is the customer's (counted on
-    `line`); the rest is the firm's, counted on the symbol book.
+    `qty` is the order's total (a replace changes it), `filled` what executed of it,
+    `remaining` what can still execute (the venue may restate it). `cust` is the
+    part of `remaining` that is the customer's (counted on `line`); the rest is
+    the firm's, counted on the symbol book.
     """
 
-    __slots__ = ("cust", "line", "parent", "parent_id", "remaining", "side", "strategy", "symbol")
+    __slots__ = (
+        "cust",
+        "filled",
+        "line",
+        "parent",
+        "parent_id",
+        "price",
+        "qty",
+        "remaining",
+        "replacing",
+        "side",
+        "strategy",
+        "symbol",
+    )
 
     def __init__(
         self, o: Order, parent: Parent | None, cust: int, line: CustomerLine | None
@@ -204,11 +229,44 @@ class Working:
         self.strategy = o.strategy
         self.symbol = o.symbol
         self.side = o.side
+        self.qty = o.qty
         self.remaining = o.qty
+        self.filled = 0
+        self.price = o.price
         self.parent_id = o.parent_id
         self.parent = parent
         self.cust = cust
         self.line = line
+        self.replacing: str | None = None
+        """The id of a replace of this order the venue has not answered yet."""
+
+
+class Pending:
+    """A replace the venue has not answered: the original's id and what it reserves.
+
+    `reserved` is the increase of leaves held as working (on the order's side and in
+    its parent) until the venue acknowledges (commit) or rejects (roll back); `cust`
+    is the customer's part of it (within the parent's uncommitted quantity), the
+    rest is the firm's.
+    """
+
+    __slots__ = ("cust", "orig_id", "price", "qty", "reserved", "working")
+
+    def __init__(
+        self,
+        orig_id: str,
+        working: Working,
+        qty: int,
+        price: float | None,
+        reserved: int,
+        cust: int,
+    ) -> None:
+        self.orig_id = orig_id
+        self.working = working
+        self.qty = qty
+        self.price = price
+        self.reserved = reserved
+        self.cust = cust
 
 
 class Ledger:
@@ -229,9 +287,11 @@ class Ledger:
         "executions",
         "fills",
         "gross",
+        "lot",
         "net_long",
         "net_short",
         "parents",
+        "pending",
         "principal_fills",
         "principal_notional",
         "realized",
@@ -239,9 +299,11 @@ class Ledger:
         "working",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, lot: Callable[[str], float] | None = None) -> None:
+        self.lot = lot
         self.books: dict[str, SymbolBook] = {}
         self.working: dict[str, Working] = {}
+        self.pending: dict[str, Pending] = {}
         self.parents: dict[str, Parent] = {}
         self.accounts: dict[str, CustomerAccount] = {}
         self.executions = 0
@@ -259,7 +321,7 @@ class Ledger:
     def book(self, symbol: str) -> SymbolBook:
         book = self.books.get(symbol)
         if book is None:
-            book = self.books[symbol] = SymbolBook()
+            book = self.books[symbol] = SymbolBook(1.0 if self.lot is None else self.lot(symbol))
         return book
 
     def account(self, name: str) -> CustomerAccount:
@@ -299,11 +361,9 @@ class Ledger:
         mismatch says how it disagrees with the working order it names.
         """
         book = self.book(fill.symbol)
-        is_buy = fill.side is _BUY
         w = self.working.get(fill.order_id)
         mismatch = f"fill for order {fill.order_id} matches no working order"
-        cust = 0
-        line: CustomerLine | None = None
+        wc = 0
         if w is not None:
             mismatch = ""
             if fill.qty > w.remaining:
@@ -313,6 +373,7 @@ class Ledger:
                 )
             took = min(fill.qty, w.remaining)
             w.remaining -= took
+            w.filled += fill.qty
             wc = min(took, w.cust)
             w.cust -= wc
             wbook = self.books[w.symbol]
@@ -324,50 +385,146 @@ class Ledger:
                 del self.working[fill.order_id]
             if wbook is not book:
                 self.refresh(wbook)
-            p = w.parent
-            if p is not None:
-                # whose this fill is: the customer's up to the parent's quantity, then the firm's
-                before = p.filled
-                p.filled = before + fill.qty
-                cust = min(p.filled, p.qty) - min(before, p.qty)
-                if cust:
-                    line = self.line(p, fill.symbol)
-                    line.pos += cust if is_buy else -cust
-                    line.refresh()
-            if w.line is not None and w.line is not line:
-                w.line.refresh()
             if w.symbol != fill.symbol or w.side is not fill.side:
                 mismatch = (mismatch + "; " if mismatch else "") + (
                     f"fill for order {fill.order_id} reports {fill.side.value} {fill.symbol}; "
                     f"the order was {w.side.value} {w.symbol}"
                 )
+        principal = self.execute(fill, None if w is None else w.parent)
+        if wc:
+            assert w is not None and w.line is not None
+            w.line.refresh()
+        value = fill.price * book.lot
+        if principal:
+            self.principal_fills += 1
+            self.principal_notional += principal * value
+        self.customer_notional += (fill.qty - principal) * value
+        self.fills += 1
+        self.executions += 1
+        return w, mismatch, principal
+
+    def execute(self, fill: Fill, parent: Parent | None) -> int:
+        """The position side of an execution, by capacity: the customer's up to `parent`'s
+        quantity, the rest (all of it without a parent) the firm's own. Returns the
+        principal quantity; what the execution did to a working order is the caller's."""
+        book = self.book(fill.symbol)
+        is_buy = fill.side is _BUY
+        cust = 0
+        if parent is not None:
+            # whose this fill is: the customer's up to the parent's quantity, then the firm's
+            before = parent.filled
+            parent.filled = before + fill.qty
+            cust = min(parent.filled, parent.qty) - min(before, parent.qty)
+            if cust:
+                line = self.line(parent, fill.symbol)
+                line.pos += cust if is_buy else -cust
+                line.refresh()
         principal = fill.qty - cust
         if principal:
             self.realized += book.fill(is_buy, principal, fill.price)
-            self.principal_fills += 1
-            self.principal_notional += principal * fill.price
         elif book.mark is None:
             book.mark = fill.price
-        self.customer_notional += cust * fill.price
-        self.fills += 1
-        self.executions += 1
         self.refresh(book)
-        return w, mismatch, principal
+        return principal
 
-    def cancel(self, order_id: str) -> Working | None:
-        """A confirmed cancel: free the order's working quantity and its parent's commitment."""
+    def external(self, fill: Fill) -> None:
+        """An execution of an order that did not pass the Guard (a drop copy): the firm's
+        own, in the position and the principal flow, matched to no working order."""
+        book = self.book(fill.symbol)
+        self.execute(fill, None)
+        self.principal_fills += 1
+        self.principal_notional += fill.qty * fill.price * book.lot
+        self.executions += 1
+
+    def unfill(self, fill: Fill, parent: Parent | None) -> int:
+        """Take an execution back (a trade bust): the opposite execution at its price, by
+        the same capacity, the latest first (the firm's part beyond `parent`'s quantity
+        before the customer's). Returns the principal quantity taken back.
+
+        Position and the parent's fill count return exactly; realized P&L moves by
+        the reversal against the average cost (average cost cannot be un-blended).
+        """
+        book = self.book(fill.symbol)
+        is_buy = fill.side is _BUY
+        w = self.working.get(fill.order_id)
+        if w is not None:
+            w.filled -= fill.qty
+        cust = 0
+        if parent is not None:
+            before = parent.filled
+            parent.filled = max(before - fill.qty, 0)
+            cust = min(before, parent.qty) - min(parent.filled, parent.qty)
+            if cust:
+                line = self.line(parent, fill.symbol)
+                line.pos -= cust if is_buy else -cust
+                line.refresh()
+        principal = fill.qty - cust
+        if principal:
+            self.realized += book.fill(not is_buy, principal, fill.price)
+        self.refresh(book)
+        return principal
+
+    def hold(self, w: Working, qty: int) -> int:
+        """Count `qty` more as working for `w`, by capacity as a new order is: the part
+        within its parent's uncommitted quantity on the customer's line, the rest on the
+        book as the firm's. Returns the customer's part. `w`'s own fields are the caller's."""
+        book = self.book(w.symbol)
+        is_buy = w.side is _BUY
+        p = w.parent
+        cust = 0
+        if p is not None:
+            free = p.qty - p.committed
+            if free > 0:
+                cust = qty if qty <= free else free
+            p.committed += qty
+        prin = qty - cust
+        if prin:
+            if is_buy:
+                book.wbuy += prin
+            else:
+                book.wsell += prin
+        if cust:
+            assert p is not None
+            line = w.line
+            if line is None or line.book is not book:
+                line = w.line = self.line(p, w.symbol)
+            if is_buy:
+                line.wbuy += cust
+            else:
+                line.wsell += cust
+            line.refresh()
+        self.refresh(book)
+        return cust
+
+    def release(self, w: Working, cust: int, prin: int) -> None:
+        """Stop counting `cust` (customer's) and `prin` (the firm's) as working for `w`."""
+        book = self.books[w.symbol]
+        is_buy = w.side is _BUY
+        book.remove_working(is_buy, prin)
+        if cust:
+            assert w.line is not None
+            w.line.remove_working(is_buy, cust)
+            w.line.refresh()
+        if w.parent is not None:
+            w.parent.committed -= cust + prin
+        self.refresh(book)
+
+    def rework(self, w: Working, remaining: int) -> None:
+        """`w` now has `remaining` working (a restatement, a replace the venue took):
+        what it held is released and the new quantity held by capacity afresh."""
+        self.release(w, w.cust, w.remaining - w.cust)
+        w.remaining = remaining
+        w.cust = self.hold(w, remaining) if remaining else 0
+
+    def cancel(self, order_id: str, *, counted: bool = True) -> Working | None:
+        """An order ended without filling the rest: free its working quantity and its
+        parent's commitment. `counted` says whether it counts as a cancel in the
+        cancel-to-fill ratio (a venue reject or an expiry does not)."""
         w = self.working.pop(order_id, None)
         if w is not None:
-            self.cancels += 1
-            book = self.books[w.symbol]
-            book.remove_working(w.side is _BUY, w.remaining - w.cust)
-            if w.cust:
-                assert w.line is not None
-                w.line.remove_working(w.side is _BUY, w.cust)
-                w.line.refresh()
-            if w.parent is not None:
-                w.parent.committed -= w.remaining
-            self.refresh(book)
+            if counted:
+                self.cancels += 1
+            self.release(w, w.cust, w.remaining - w.cust)
         return w
 
     def price(self, symbol: str, price: float, now_ns: int) -> SymbolBook:

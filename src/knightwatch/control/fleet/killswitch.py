@@ -54,6 +54,8 @@ class CommandResult(msgspec.Struct, frozen=True):
     missing: list[str]
     revision: int | None
     durable_error: str = ""
+    still_working: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Per node, orders a gateway could not get cancelled at its venue before confirming."""
     leases: dict[str, int] = msgspec.field(default_factory=dict)
     """For each node in `missing`: when its lease expires or expired (wall ns; 0 = unknown)."""
     checked_ns: int = 0
@@ -65,7 +67,7 @@ class CommandResult(msgspec.Struct, frozen=True):
 
     @property
     def ok(self) -> bool:
-        return not self.missing and self.revision is not None
+        return not self.missing and self.revision is not None and not self.still_working
 
 
 class KillSwitch:
@@ -81,6 +83,7 @@ class KillSwitch:
         self.actor = actor
         self.grace_ns = int(liveness_grace_s * 1e9)
         self._arrivals: dict[str, dict[str, int]] = {}
+        self._working: dict[str, dict[str, list[str]]] = {}
         self._changed = asyncio.Event()
         self._heard: dict[str, NodeStatus] = {}
         self._started = False
@@ -100,6 +103,8 @@ class KillSwitch:
         arrivals = self._arrivals.get(c.command_id)
         if arrivals is not None and c.node_id not in arrivals:
             arrivals[c.node_id] = self.clock.monotonic_ns()
+            if c.still_working:
+                self._working.setdefault(c.command_id, {})[c.node_id] = list(c.still_working)
             self._changed.set()
 
     async def _on_heartbeat(self, status: NodeStatus) -> None:
@@ -287,6 +292,7 @@ class KillSwitch:
             stored = durable.result() if durable.done() else "store did not acknowledge in time"
         finally:
             del self._arrivals[entry.command_id]
+            working = self._working.pop(entry.command_id, {})
         latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
         missing = sorted(wanted - arrivals.keys())
         if missing:
@@ -301,6 +307,7 @@ class KillSwitch:
             durable_error="" if isinstance(stored, int) else stored,
             leases={n: known[n].lease_expires_ns if n in known else 0 for n in missing},
             checked_ns=self.clock.time_ns(),
+            still_working={n: w for n, w in sorted(working.items()) if n in wanted},
         )
         log.warning(
             "KILL_SWITCH command=%s scope=%s key=%s state=%s actor=%s reason=%r confirmed=%d/%d "

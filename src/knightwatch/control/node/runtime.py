@@ -24,7 +24,14 @@ runtime runs on. What it guarantees:
 * a resume ramp's stage (a `RampRecord` in the ramp bucket) reaches the Guard as
   scaled limits the moment it is stored, and on every resync, so a resumed
   scope trades at the stage's limits, never at full limits first;
-* each start is recorded, so a crash loop is visible to a resume's preflight.
+* each start is recorded, so a crash loop is visible to a resume's preflight;
+* with a `drain` (a gateway with orders working at a venue), a kill is confirmed
+  only once the drain says nothing in the scope is left working, or names the
+  orders still working when it gives up; the Guard blocks at once either way.
+
+The Guard may also be called from other threads (a FIX engine's): the runtime
+then needs a `LockedGuard`, reads it through `counters` and `flush_records`,
+and hands automatic halts decided on those threads to its own event loop.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -95,6 +102,11 @@ _STARTS_KEPT = 16
 
 class NodeError(KnightwatchError, RuntimeError):
     """The runtime cannot host this Guard or arm it; the message says why."""
+
+
+Drain = Callable[[StateEntry], Awaitable[list[str]]]
+"""Cancels what a kill's scope has working outside the process (orders at a venue) and
+returns the ids still working when it stops waiting (empty: all gone)."""
 
 
 class NodeRuntime:
@@ -164,6 +176,10 @@ class NodeRuntime:
         """Set once the node is admitted on the target release (always, without an attestor)."""
         if attestor is None:
             self.release_event.set()
+        self.drain: Drain | None = None
+        """Set by a host with orders outside the process (see the module docstring)."""
+        self._draining: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- the embedding program's order path ---------------------------------
     def check(self, order: Order) -> Decision:
@@ -222,6 +238,7 @@ class NodeRuntime:
         A simulation calls this and then steps `heartbeat_once`/`publish_once` on
         its own clock; live processes call `start`, which adds the timed loops.
         """
+        self._loop = asyncio.get_running_loop()
         self.plane.on_connection(self._on_connection)
         await self.plane.subscribe_records(Bucket.RAMP, self._on_ramp)
         await self.plane.subscribe_states(self._on_state)
@@ -336,6 +353,10 @@ class NodeRuntime:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            if self._loop is not None and not self._loop.is_closed():
+                # decided on another thread (a FIX engine's): store it from the runtime's loop
+                self._loop.call_soon_threadsafe(self._publish_auto, scope, key)
+                return
             log.error(
                 "node %s: automatic halt %s/%s not stored (no event loop)", self.node_id, scope, key
             )
@@ -406,18 +427,48 @@ class NodeRuntime:
                 return  # the echo of what this node has just applied and confirmed
         report = self._apply(entry)
         if report is not None:
-            await self._confirm(entry)
-            report()
+            if self._drains(entry):
+                report()  # the Guard blocks already; the confirmation waits for the venue
+                self._start_drain(entry)
+            else:
+                await self._confirm(entry)
+                report()
             return
         if not self._concerns_me(entry) or not self._holds_effect(entry):
             return
+        if entry.command_id in self._draining:
+            return  # confirmed when the drain ends
         # Already in effect: its issuer may be waiting (a first sight of an "older" command,
         # or our confirmation lost in a reconnect). Answer, but not to every echo of it.
         if last is None or now - last >= _RECONFIRM_NS:
             await self._confirm(entry)
 
-    async def _confirm(self, entry: StateEntry) -> None:
-        """Publish the confirmation first; the bookkeeping waits until it is on its way."""
+    def _drains(self, entry: StateEntry) -> bool:
+        """Whether this command's confirmation waits for a drain (a kill on a gateway)."""
+        return self.drain is not None and entry.state is not TradingState.ACTIVE
+
+    def _start_drain(self, entry: StateEntry) -> None:
+        self._draining.add(entry.command_id)
+        self.track(
+            asyncio.create_task(self._drain_then_confirm(entry), name=f"{self.node_id}-drain")
+        )
+
+    async def _drain_then_confirm(self, entry: StateEntry) -> None:
+        assert self.drain is not None
+        working: list[str] = []
+        try:
+            working = await self.drain(entry)
+        except Exception as exc:  # the drain failed: confirm the block, say nothing is known
+            log.error("node %s: drain of %s failed: %r", self.node_id, entry.command_id, exc)
+            working = [f"unknown: drain failed ({exc!r})"[:200]]
+        finally:
+            self._draining.discard(entry.command_id)
+        await self._confirm(entry, working)
+
+    async def _confirm(self, entry: StateEntry, working: list[str] | None = None) -> None:
+        """Publish the confirmation first; the bookkeeping waits until it is on its way.
+
+        `working` names what a drain left working at the venue when it gave up."""
         confirmation = Confirmation(
             command_id=entry.command_id,
             node_id=self.node_id,
@@ -425,6 +476,7 @@ class NodeRuntime:
             key=entry.key,
             state=self.guard.trading_state(entry.scope, entry.key),
             applied_ns=self.clock.time_ns(),
+            still_working=working or [],
         )
         self._confirmed_at[entry.command_id] = self.clock.monotonic_ns()  # before any await
         try:
@@ -450,9 +502,15 @@ class NodeRuntime:
         self._apply_ramps()
         stored = {slot: e for slot, (e, _) in (await self.plane.states()).items()}
         changed = [(e, report) for e in stored.values() if (report := self._apply(e)) is not None]
-        for entry, _ in changed:
-            await self._confirm(entry)  # every change confirmed first, then recorded
-        for _, report in changed:
+        later: list[Callable[[], None]] = []
+        for entry, report in changed:
+            if self._drains(entry):
+                report()
+                self._start_drain(entry)
+            else:
+                await self._confirm(entry)  # every change confirmed first, then recorded
+                later.append(report)
+        for report in later:
             report()
         return stored
 
@@ -673,14 +731,15 @@ class NodeRuntime:
     # --- metrics and audit ---------------------------------------------------
     def metrics(self) -> NodeMetrics:
         g = self.guard
-        rejected = sum(g.blocked.values())
-        blocks = {r.value: n for r, n in g.blocked.items()}
+        accepted, blocked = g.counters()
+        rejected = sum(blocked.values())
+        blocks = {r.value: n for r, n in blocked.items()}
         fills, customer, principal, _, parents = g.flow()
         return NodeMetrics(
             node_id=self.node_id,
             at_ns=self.clock.time_ns(),
-            orders=g.accepted + rejected,
-            accepted=g.accepted,
+            orders=accepted + rejected,
+            accepted=accepted,
             rejected=rejected,
             fills=fills,
             gross_exposure=g.exposure()[0],
@@ -726,7 +785,7 @@ class NodeRuntime:
         try:
             await self.plane.publish_metrics(self.metrics())
             if self.shipper is not None:
-                self.guard.recorder.flush()
+                self.guard.flush_records()
                 lines = self.shipper.take(_AUDIT_BATCH)
                 for i, line in enumerate(lines):
                     try:

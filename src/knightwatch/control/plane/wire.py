@@ -67,7 +67,11 @@ class StateEntry(msgspec.Struct, frozen=True):
 
 
 class Confirmation(msgspec.Struct, frozen=True):
-    """A node's proof that it applied a command to its Guard: who, what, when."""
+    """A node's proof that it applied a command to its Guard: who, what, when.
+
+    `still_working` names orders a node with orders outside the process (a FIX
+    gateway) could not get cancelled at the venue before it stopped waiting.
+    """
 
     command_id: str
     node_id: str
@@ -75,6 +79,7 @@ class Confirmation(msgspec.Struct, frozen=True):
     key: str
     state: TradingState
     applied_ns: int
+    still_working: list[str] = msgspec.field(default_factory=list)
 
 
 class NodeStatus(msgspec.Struct, frozen=True):

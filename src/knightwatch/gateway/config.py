@@ -1,0 +1,244 @@
+"""What the gateway is told: its sessions, the venue, and the policies a FIX proxy needs.
+
+One TOML file, validated in full before anything connects, because a typo in
+a session table is the kind of quiet mistake that lets flow around the Guard:
+unknown keys, wrong types and impossible combinations are errors naming the
+file, the key and the rule.
+
+The QuickFIX settings are generated from it (never hand-written), with the
+choices that make the gateway safe fixed here: persistent stores on both
+sides, data-dictionary validation, `AllowedRemoteAddresses` per client
+session (loopback by default), and the same BeginString on a client session
+as on the venue session, since a transparent proxy forwards the client's
+message unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from knightwatch.gateway.engine import GatewayError, spec_path
+from knightwatch.inputs import InputFileError, load_toml
+
+BeginString = Literal["FIX.4.2", "FIX.4.4"]
+
+
+class ClientSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One OMS/EMS session accepted by the gateway.
+
+    `comp_id` is the client's SenderCompID (the gateway's TargetCompID); only
+    listed CompIDs can log on. `strategy` is the Guard strategy its orders
+    count against (default: the CompID). With `cancel_on_disconnect` the
+    gateway cancels the session's working orders at the venue when the
+    session is lost; an order with ExecInst containing `Q` (FIX 4.4: cancel on
+    system failure) or `o` (FIX 5.0: cancel on connection loss) is cancelled on
+    disconnect whatever the session policy.
+    """
+
+    comp_id: str
+    strategy: str = ""
+    cancel_on_disconnect: bool = True
+    allowed_remote_addresses: tuple[str, ...] = ("127.0.0.1",)
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy or self.comp_id
+
+
+class VenueSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The session out to the venue; `mass_cancel` and `mass_status` say what it supports."""
+
+    port: int
+    host: str = "127.0.0.1"
+    comp_id: str = "VENUE"
+    mass_cancel: bool = True
+    mass_status: bool = True
+    market_data: tuple[str, ...] = ()
+    """Symbols to subscribe to for reference prices (MarketDataRequest); empty: none."""
+    reconnect_s: int = 1
+
+
+class DropCopySession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A read-only session from the venue carrying every execution, also those not routed here."""
+
+    port: int
+    host: str = "127.0.0.1"
+    comp_id: str = "VENUE"
+    sender_comp_id: str = "KWGW-DC"
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole gateway: identity, listener, venue, client sessions and policies."""
+
+    listen_port: int
+    venue: VenueSession
+    clients: tuple[ClientSession, ...]
+    node: str = "gateway"
+    comp_id: str = "KWGW"
+    """The gateway's own CompID, towards the clients and towards the venue."""
+    begin_string: BeginString = "FIX.4.4"
+    heartbeat_s: int = 30
+    store: Literal["file", "memory"] = "file"
+    parent_tag: int = 5001
+    """Tag carrying a child order's parent id (user-defined range by default)."""
+    parent_qty_tag: int = 5002
+    """Tag carrying the parent's total quantity; the first child seen registers the parent."""
+    instrument: Literal["symbol", "security_id"] = "symbol"
+    """Which FIX identifier names the instrument to the Guard: Symbol(55) or SecurityID(48)."""
+    kill_drain_timeout_s: float = 1.5
+    """How long a kill waits for the venue to confirm every cancel before reporting."""
+    reconcile_timeout_s: float = 5.0
+    positions_file: str | None = None
+    """TOML `[positions] SYMBOL = qty` (or `{qty = .., avg_price = ..}`) loaded before arming."""
+    assume_flat: bool = False
+    """Whatever is not reconciled (positions without `positions_file`, working orders
+    without the venue's mass status) is taken to be nothing: an explicit statement
+    that nothing is open, never a default."""
+    loopback_only: bool = True
+    """Drop connections to the listener from anything but 127.0.0.1 (see containment)."""
+    drop_copy: DropCopySession | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for name, port in (("listen_port", self.listen_port), ("venue.port", self.venue.port)):
+            if not 0 < port < 65536:
+                problems.append(f"{name}: must be a TCP port 1..65535 (got {port})")
+        if not self.clients:
+            problems.append("clients: at least one client session is required")
+        ids = [c.comp_id for c in self.clients]
+        for cid in sorted({i for i in ids if ids.count(i) > 1}):
+            problems.append(f"clients: comp_id {cid!r} is listed more than once")
+        for i, c in enumerate(self.clients):
+            if not c.comp_id or ":" in c.comp_id:
+                problems.append(f"clients[{i}].comp_id: must be non-empty without ':'")
+            if not c.allowed_remote_addresses:
+                problems.append(f"clients[{i}].allowed_remote_addresses: must list at least one")
+        if self.comp_id in ids or self.venue.comp_id in ids:
+            problems.append("clients: a client comp_id may not equal the gateway's or the venue's")
+        if self.parent_tag == self.parent_qty_tag:
+            problems.append("parent_qty_tag: must differ from parent_tag")
+        for name, tag in (("parent_tag", self.parent_tag), ("parent_qty_tag", self.parent_qty_tag)):
+            if tag < 1:
+                problems.append(f"{name}: must be a FIX tag number >= 1 (got {tag})")
+        if not 0 < self.kill_drain_timeout_s <= 60:
+            problems.append("kill_drain_timeout_s: must be in (0, 60]")
+        if not 0 < self.reconcile_timeout_s <= 300:
+            problems.append("reconcile_timeout_s: must be in (0, 300]")
+        if self.heartbeat_s < 1:
+            problems.append("heartbeat_s: must be >= 1")
+        if self.begin_string == "FIX.4.2" and (self.venue.mass_cancel or self.venue.mass_status):
+            problems.append(
+                "venue: FIX.4.2 has no OrderMassCancelRequest or OrderMassStatusRequest; "
+                "set mass_cancel = false and mass_status = false"
+            )
+        if not self.assume_flat and self.positions_file is None:
+            problems.append(
+                "positions_file: the gateway does not arm on unknown positions; give a "
+                "positions file, or set assume_flat = true if nothing is open"
+            )
+        if not self.assume_flat and not self.venue.mass_status:
+            problems.append(
+                "venue.mass_status: without it working orders cannot be reconciled at "
+                "start-up; set assume_flat = true if no order can be working"
+            )
+        if problems:
+            raise GatewayError("invalid gateway config:\n  " + "\n  ".join(problems))
+
+    def client(self, comp_id: str) -> ClientSession | None:
+        for c in self.clients:
+            if c.comp_id == comp_id:
+                return c
+        return None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> GatewayConfig:
+        p = Path(path)
+        try:
+            data = load_toml(p, "gateway config")
+        except InputFileError as exc:
+            raise GatewayError(str(exc)) from None
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise GatewayError(f"{p}: {exc}") from None
+        except GatewayError as exc:
+            raise GatewayError(f"{p}: {exc}") from None
+
+
+def _lines(section: dict[str, str | int]) -> list[str]:
+    return [f"{k}={v}" for k, v in section.items()]
+
+
+def _defaults(
+    state_dir: Path, cfg_store: str, heartbeat_s: int, begin: str
+) -> dict[str, str | int]:
+    d: dict[str, str | int] = {
+        "StartTime": "00:00:00",
+        "EndTime": "00:00:00",
+        "NonStopSession": "Y",
+        "HeartBtInt": heartbeat_s,
+        "UseDataDictionary": "Y",
+        "DataDictionary": str(spec_path(begin)),
+        "ValidateUserDefinedFields": "N",
+        "ValidateFieldsHaveValues": "Y",
+        "SocketNodelay": "Y",
+        "CheckLatency": "N",
+        "FileLogPath": str(state_dir / "log"),
+    }
+    if cfg_store == "file":
+        d["FileStorePath"] = str(state_dir / "store")
+    return d
+
+
+def acceptor_settings(
+    state_dir: Path,
+    *,
+    comp_id: str,
+    port: int,
+    clients: list[tuple[str, tuple[str, ...]]],
+    begin_string: str,
+    heartbeat_s: int = 30,
+    store: str = "file",
+) -> str:
+    """QuickFIX settings text for an acceptor serving `clients` (comp id, allowed addresses)."""
+    lines = ["[DEFAULT]", *_lines(_defaults(state_dir, store, heartbeat_s, begin_string))]
+    lines += ["ConnectionType=acceptor", f"SocketAcceptPort={port}"]
+    for target, allowed in clients:
+        lines += [
+            "",
+            "[SESSION]",
+            f"BeginString={begin_string}",
+            f"SenderCompID={comp_id}",
+            f"TargetCompID={target}",
+        ]
+        if allowed:
+            lines.append(f"AllowedRemoteAddresses={','.join(allowed)}")
+    return "\n".join(lines) + "\n"
+
+
+def initiator_settings(
+    state_dir: Path,
+    *,
+    sessions: list[tuple[str, str, str, int]],
+    begin_string: str,
+    heartbeat_s: int = 30,
+    store: str = "file",
+    reconnect_s: int = 1,
+) -> str:
+    """QuickFIX settings text for initiator sessions (sender, target, host, port)."""
+    lines = ["[DEFAULT]", *_lines(_defaults(state_dir, store, heartbeat_s, begin_string))]
+    lines += ["ConnectionType=initiator", f"ReconnectInterval={reconnect_s}"]
+    for sender, target, host, port in sessions:
+        lines += [
+            "",
+            "[SESSION]",
+            f"BeginString={begin_string}",
+            f"SenderCompID={sender}",
+            f"TargetCompID={target}",
+            f"SocketConnectHost={host}",
+            f"SocketConnectPort={port}",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1308 @@
+"""The FIX risk gateway: client sessions in, the Guard in between, the venue session out.
+
+A transparent proxy. An accepted NewOrderSingle goes to the venue unchanged
+(the client's ClOrdID on the wire; only routing header fields are dropped);
+the venue's reports come back to the owning session unchanged. Inside the
+Guard and the flight recorder an order is `<client CompID>:<ClOrdID>`, since
+FIX scopes a ClOrdID to its session.
+
+What the gateway decides around the Guard:
+
+* a refused order is an ExecutionReport 39=8 with OrdRejReason and a Text
+  starting `knightwatch:<reason code>`, never a session-level reject; a
+  refused replace is an OrderCancelReject 434=2; a message type the Guard
+  cannot check (lists, multileg, quotes, crosses, anything not on the
+  allow-list) is a BusinessMessageReject 380=3;
+* cancels are always forwarded; a client's mass cancel becomes one cancel
+  per order of that client (the venue sees one session for all clients);
+* resent orders (PossDupFlag/PossResend) are answered from the decision
+  already taken, never checked or forwarded twice;
+* execution reports drive the Guard (fills, cancels, expiries, venue
+  rejects, replaces, restatements, busts, corrections), once per ExecID; a
+  fill for an order nobody sent, or a LeavesQty that disagrees with the
+  Guard, halts the node with `fill_mismatch`;
+* with the venue session down new orders are refused `venue_unavailable`;
+  a lost client session has its orders cancelled per its policy; nothing is
+  armed until working orders and positions are reconciled.
+
+Threads: QuickFIX runs the client acceptor and the venue initiator on their
+own threads. Every message is handled under the Guard's one lock
+(`LockedGuard.lock`), check and book update and send together, so a kill
+sees an order either not yet accepted or accepted and on its way. Session
+events (logon, logout) arrive while the engine holds a session mutex, so
+they are handed to one worker thread instead of taking the lock there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from knightwatch.decision import Decision, RejectReason
+from knightwatch.gateway import fields as F
+from knightwatch.gateway.book import GatewayBook, GwOrder, Request
+from knightwatch.gateway.config import GatewayConfig, acceptor_settings, initiator_settings
+from knightwatch.gateway.containment import restrict_listener
+from knightwatch.gateway.engine import (
+    GatewayError,
+    Handler,
+    application,
+    fix,
+    log_factory,
+    settings,
+    store_factory,
+)
+from knightwatch.guard import LockedGuard
+from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.order import Fill, InvalidOrder, Order, Side
+from knightwatch.state import Scope, pair_key
+
+log = logging.getLogger(__name__)
+R = RejectReason
+
+_SIDES = {
+    "1": Side.BUY,
+    "3": Side.BUY,
+    "2": Side.SELL,
+    "4": Side.SELL,
+    "5": Side.SELL,
+    "6": Side.SELL,
+}
+"""FIX Side -> Guard side: buy minus is a buy; sell short and sell short exempt are sells."""
+
+_MARKET_TYPES = ("1", "3")  # market, stop
+_LIMIT_TYPES = ("2", "4")  # limit, stop limit
+_ALLOWED = frozenset(
+    {F.NEW_ORDER, F.CANCEL, F.REPLACE, F.MASS_CANCEL, F.STATUS_REQUEST, F.MASS_STATUS}
+)
+
+_ORD_REJ = {
+    R.NOT_ARMED: F.REJ_EXCHANGE_CLOSED,
+    R.LEASE_EXPIRED: F.REJ_EXCHANGE_CLOSED,
+    R.HALTED: F.REJ_EXCHANGE_CLOSED,
+    R.REDUCING_ONLY: F.REJ_EXCHANGE_CLOSED,
+    R.VENUE_UNAVAILABLE: F.REJ_EXCHANGE_CLOSED,
+    R.AUDIT_UNAVAILABLE: F.REJ_EXCHANGE_CLOSED,
+    R.DUPLICATE_ORDER_ID: F.REJ_DUPLICATE,
+    R.MAX_ORDER_QTY: F.REJ_EXCEEDS_LIMIT,
+    R.MAX_ORDER_NOTIONAL: F.REJ_EXCEEDS_LIMIT,
+    R.PRICE_COLLAR: F.REJ_EXCEEDS_LIMIT,
+    R.RATE_NODE: F.REJ_EXCEEDS_LIMIT,
+    R.RATE_STRATEGY: F.REJ_EXCEEDS_LIMIT,
+    R.RATE_SYMBOL: F.REJ_EXCEEDS_LIMIT,
+    R.PARENT_QTY_EXCEEDED: F.REJ_EXCEEDS_LIMIT,
+    R.MAX_CHILD_ORDERS: F.REJ_EXCEEDS_LIMIT,
+    R.MAX_POSITION: F.REJ_EXCEEDS_LIMIT,
+    R.MAX_GROSS_EXPOSURE: F.REJ_EXCEEDS_LIMIT,
+    R.MAX_NET_EXPOSURE: F.REJ_EXCEEDS_LIMIT,
+    R.MAX_TURNOVER: F.REJ_EXCEEDS_LIMIT,
+}
+"""OrdRejReason per reason code (values valid in FIX 4.2 and 4.4); anything else: 0."""
+
+
+class Unparsed(msgspec.Struct, frozen=True):
+    """What the flight recorder gets for an order the gateway could not map to an `Order`."""
+
+    id: str
+    strategy: str
+    symbol: str
+    side: str
+    qty: int
+    price: float | None
+    parent_id: str | None
+
+
+def reject_text(d: Decision) -> str:
+    """Text(58) of a refusal: the stable reason code first, then the numbers."""
+    return f"knightwatch:{d.reason.value} {d.detail}"[:512]
+
+
+class Gateway(Handler):
+    """The proxy: start with `start()`, stop with `stop()`; a fleet node wraps it (service.py)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        guard: LockedGuard,
+        state_dir: Path,
+        *,
+        log_messages: bool = True,
+        on_reconciled: Callable[[], None] | None = None,
+        on_fill: Callable[[Fill], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if type(guard) is not LockedGuard:
+            raise GatewayError("guard: the gateway needs a LockedGuard (it is called from threads)")
+        self.cfg = config
+        self.guard = guard
+        self.lock = guard.lock
+        self.state_dir = state_dir
+        self._on_fill = on_fill if on_fill is not None else guard.on_fill
+        """Where fills go: the Guard, or a node runtime that counts them on the way."""
+        self.fix42 = config.begin_string == "FIX.4.2"
+        self.book = GatewayBook()
+        self.decided: dict[str, tuple[Decision, Any]] = {}
+        """Guard id -> (decision, what answered it): a resend is answered from here."""
+        self.fills: dict[str, Fill] = {}
+        """ExecID -> the fill applied, for busts and corrections."""
+        q = fix()
+        begin = config.begin_string
+        self.venue_sid = q.SessionID(begin, config.comp_id, config.venue.comp_id)
+        self.venue_key = F.session_key(self.venue_sid)
+        self.dc_key = ""
+        if config.drop_copy is not None:
+            dc = config.drop_copy
+            self.dc_key = F.session_key(q.SessionID(begin, dc.sender_comp_id, dc.comp_id))
+        self.client_sids = {
+            c.comp_id: q.SessionID(begin, config.comp_id, c.comp_id) for c in config.clients
+        }
+        self.clients = {F.session_key(sid): config.client(c) for c, sid in self.client_sids.items()}
+        self.venue_up = False
+        self.stopping = False
+        self.clients_up: set[str] = set()
+        self.reconciled = threading.Event()
+        self.reconcile_error = ""
+        self._on_reconciled = on_reconciled
+        self._mass_status_id = ""
+        self._admin_notes: queue.SimpleQueue[dict[str, str | int | None]] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._run_worker, name="gateway-worker", daemon=True)
+        self.counts: dict[str, int] = {}
+        self._keys: dict[int, str] = {}
+        self._tls = threading.local()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        allowed = [a for c in config.clients for a in c.allowed_remote_addresses]
+        if config.loopback_only and any(a != "127.0.0.1" for a in allowed):
+            raise GatewayError(
+                "clients.allowed_remote_addresses: loopback_only = true allows only 127.0.0.1; "
+                "set loopback_only = false to accept other hosts"
+            )
+        self._allowed = sorted(set(allowed))
+        acc = acceptor_settings(
+            state_dir / "clients",
+            comp_id=config.comp_id,
+            port=config.listen_port,
+            clients=[(c.comp_id, c.allowed_remote_addresses) for c in config.clients],
+            begin_string=begin,
+            heartbeat_s=config.heartbeat_s,
+            store=config.store,
+        )
+        venue = config.venue
+        outbound = [(config.comp_id, venue.comp_id, venue.host, venue.port)]
+        if config.drop_copy is not None:
+            dc = config.drop_copy
+            outbound.append((dc.sender_comp_id, dc.comp_id, dc.host, dc.port))
+        ini = initiator_settings(
+            state_dir / "venue",
+            sessions=outbound,
+            begin_string=begin,
+            heartbeat_s=config.heartbeat_s,
+            store=config.store,
+            reconnect_s=venue.reconnect_s,
+        )
+        self._app = application(self)
+        acc_settings, ini_settings = settings(acc), settings(ini)
+        self._acceptor: Any = q.ThreadedSocketAcceptor(
+            self._app,
+            store_factory(config.store, acc_settings),
+            acc_settings,
+            log_factory(log_messages, acc_settings),
+        )
+        self._initiator: Any = q.SocketInitiator(
+            self._app,
+            store_factory(config.store, ini_settings),
+            ini_settings,
+            log_factory(log_messages, ini_settings),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Listen for clients (loopback-contained) and connect to the venue."""
+        self._worker.start()
+        self._acceptor.start()
+        try:
+            restrict_listener(self.cfg.listen_port, self._allowed)
+        except GatewayError:
+            self._acceptor.stop(True)
+            raise
+        self._initiator.start()
+
+    def stop(self) -> None:
+        """Stop both engines and free their sessions (a new gateway may reuse the ids)."""
+        with self.lock:  # stop: nothing to send
+            self.stopping = True  # session events from here on change nothing
+        if self._initiator is not None:
+            self._initiator.stop(True)
+        if self._acceptor is not None:
+            self._acceptor.stop(True)
+        self._work.put(None)
+        if self._worker.is_alive():
+            self._worker.join(timeout=5)
+        # QuickFIX keeps sessions in a process-wide registry until the engine object is
+        # destroyed; dropping the last reference destroys it (no thread of ours sends now).
+        self._initiator = self._acceptor = None
+        with self._held():
+            self._record_admin()
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The Guard's lock, with every send deferred until it is released.
+
+        Nothing goes on a socket while the lock is held, so an engine thread waiting
+        for the lock never also waits for another thread's write (or for the GIL
+        that write gives up). Sends keep their order. A kill's cancel can therefore
+        reach the venue before an order accepted an instant earlier; the venue
+        refuses that cancel and the kill's drain sends another.
+        """
+        if getattr(self._tls, "box", None) is not None:
+            with self.lock:  # nested: the outermost holder sends
+                yield
+            return
+        box: list[tuple[Any, Any]] = []
+        self._tls.box = box
+        try:
+            with self.lock:
+                yield
+        finally:
+            self._tls.box = None
+            for out, sid in box:
+                F.send(out, sid)
+
+    def _emit(self, msg: Any, sid: Any) -> None:
+        """Send now, or when the lock is released if it is held (see `_held`)."""
+        box = getattr(self._tls, "box", None)
+        if box is None:
+            F.send(msg, sid)
+        else:
+            box.append((msg, sid))
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def _run_worker(self) -> None:
+        while (job := self._work.get()) is not None:
+            try:
+                with self._held():
+                    if self.stopping:
+                        continue
+                job()
+            except Exception as exc:  # the worker carries the kill path: it must not die
+                self.errors.add("gateway worker", exc)
+
+    # ------------------------------------------------------------------ engine callbacks
+    def on_logon(self, sid: Any) -> None:
+        key = F.session_key(sid)
+        if key == self.venue_key:
+            self._work.put(self._venue_logged_on)
+        elif key in self.clients:
+            comp = F.target_of(sid)
+            self._work.put(lambda: self._client_logged_on(comp))
+
+    def on_logout(self, sid: Any) -> None:
+        key = F.session_key(sid)
+        if key == self.venue_key:
+            self.venue_up = False  # a plain store: new orders are refused from now on
+            self._work.put(self._venue_logged_out)
+        elif key in self.clients:
+            comp = F.target_of(sid)
+            self._work.put(lambda: self._client_logged_out(comp))
+
+    def to_admin(self, msg: Any, sid: Any) -> None:
+        # Called with the session's mutex held: never take the Guard's lock here.
+        if F.msg_type(msg) == F.SESSION_REJECT:
+            self._admin_notes.put(
+                {
+                    "session": F.target_of(sid),
+                    "ref_seq": int(F.opt(msg, F.REF_SEQ_NUM) or 0),
+                    "ref_msg_type": F.opt(msg, F.REF_MSG_TYPE),
+                    "reason": int(F.opt(msg, F.SESSION_REJECT_REASON) or -1),
+                    "text": F.opt(msg, F.TEXT),
+                }
+            )
+
+    def to_app(self, msg: Any, sid: Any) -> None:
+        # Never resend an order late: an order the venue did not get before its session
+        # dropped is gap-filled, and the client told it was not sent.
+        h = msg.getHeader()
+        if h.isSetField(F.POSS_DUP) and h.getField(F.POSS_DUP) == "Y":
+            mtype = F.msg_type(msg)
+            if F.session_key(sid) == self.venue_key and mtype in (F.NEW_ORDER, F.REPLACE):
+                clordid = msg.getField(F.CL_ORD_ID)
+                self._work.put(lambda: self._not_sent(mtype, clordid))
+                raise fix().DoNotSend()
+
+    def from_app(self, msg: Any, sid: Any) -> None:
+        key = self._key(sid)
+        m = F.In(msg)
+        if key == self.venue_key:
+            self._from_venue(m)
+        elif key == self.dc_key:
+            self._from_drop_copy(m)
+        else:
+            client = self.clients.get(key)
+            if client is None:
+                raise fix().UnsupportedMessageType()
+            self._from_client(m, sid, client.comp_id)
+
+    def _key(self, sid: Any) -> str:
+        """The session's key; cached by the engine object's address (one call per session)."""
+        ptr = int(sid.this)
+        key = self._keys.get(ptr)
+        if key is None:
+            key = self._keys[ptr] = F.session_key(sid)
+        return key
+
+    def on_error(self, where: str, text: str, raw: Any, sid: Any) -> None:
+        """A handler raised: answer the message with a reject (fail closed) and record it."""
+        key = F.session_key(sid)
+        msg = F.In(raw)
+        with self._held():
+            self._count("callback_errors")
+            self.guard.note("gateway_error", where=where, error=text[:400], session=key)
+            d = Decision(
+                False, R.GATEWAY_ERROR, f"the gateway could not handle this message: {text}"
+            )
+            if key in (self.venue_key, self.dc_key):
+                # the venue's report was not applied: the Guard's picture can no longer be trusted
+                self.guard.flag_mismatch(f"venue message not applied ({text})"[:400])
+                return
+            mtype = msg.mtype
+            if mtype == F.NEW_ORDER:
+                self._send_reject(msg, sid, d)
+            elif mtype in (F.REPLACE, F.CANCEL):
+                self._send_cancel_reject(msg, sid, None, d, mtype)
+            else:
+                self._send_business_reject(msg, sid, d)
+
+    # ------------------------------------------------------------------ client messages
+    def _from_client(self, msg: F.In, sid: Any, comp: str) -> None:
+        mtype = msg.mtype
+        if mtype not in _ALLOWED:
+            with self._held():
+                self._record_in(msg, comp, mtype, None)
+                self._count("unsupported")
+                d = Decision(
+                    False,
+                    R.UNSUPPORTED_MESSAGE,
+                    f"message type {mtype} cannot be checked by the Guard; refused",
+                )
+                self.guard.note("fix_refused", session=comp, msg_type=mtype, reason=d.reason.value)
+                self._send_business_reject(msg, sid, d)
+            return
+        if mtype == F.NEW_ORDER:
+            self._new_order(msg, sid, comp)
+        elif mtype == F.CANCEL:
+            self._cancel(msg, sid, comp)
+        elif mtype == F.REPLACE:
+            self._replace(msg, sid, comp)
+        elif mtype == F.MASS_CANCEL:
+            self._mass_cancel(msg, sid, comp)
+        elif mtype == F.STATUS_REQUEST:
+            self._status_request(msg, sid, comp)
+        else:
+            self._mass_status(msg, sid, comp)
+
+    def _record_in(self, msg: F.In, comp: str, mtype: str, guard_id: str | None) -> None:
+        """Provenance of a client message in the flight recorder (D2): session, seq, hash."""
+        self._record_admin()
+        self.guard.note(
+            "fix_in",
+            order_id=guard_id,
+            session=comp,
+            seq=int(msg[F.MSG_SEQ_NUM]),
+            msg_type=mtype,
+            clordid=msg.get(F.CL_ORD_ID),
+            raw_sha256=F.raw_hash(msg),
+            resent=msg.resent,
+        )
+
+    def _record_admin(self) -> None:
+        """Session-level rejects QuickFIX sent (malformed messages) into the recorder."""
+        if self._admin_notes.empty():
+            return
+        while True:
+            try:
+                note = self._admin_notes.get_nowait()
+            except queue.Empty:
+                return
+            self._count("session_rejects")
+            self.guard.note("fix_session_reject", **note)
+
+    def _new_order(self, msg: F.In, sid: Any, comp: str) -> None:
+        with self._held():
+            forward = self._decide_new(msg, sid, comp)
+        if forward is not None and not F.send(forward, self.venue_sid):
+            with self._held():  # accepted, but the venue session did not take it
+                gid = f"{comp}:{msg[F.CL_ORD_ID]}"
+                self.guard.on_reject(gid)
+                _, go = self.decided[gid]
+                if go is not None:
+                    go.status = "8"
+                d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
+                self.decided[gid] = (d, None)
+                self._send_reject(msg, sid, d)
+
+    def _decide_new(self, msg: F.In, sid: Any, comp: str) -> Any | None:
+        """Check a NewOrderSingle (caller holds the lock); the message for the venue, if any."""
+        clordid = msg[F.CL_ORD_ID]
+        gid = f"{comp}:{clordid}"
+        self._record_in(msg, comp, F.NEW_ORDER, gid)
+        if gid in self.decided and msg.resent:
+            self._answer_resend(msg, sid, gid)
+            return None
+        client = self.cfg.client(comp)
+        assert client is not None
+        parsed = self._parse_order(msg, gid, client.strategy_name)
+        if isinstance(parsed, Decision):
+            self.guard.refuse(self._unparsed(msg, gid, client.strategy_name), parsed)
+            d = parsed
+        elif not self.venue_up:
+            d = Decision(
+                False,
+                R.VENUE_UNAVAILABLE,
+                f"venue session {self.venue_key} is not logged on; nothing can be routed",
+            )
+            self.guard.refuse(parsed, d)
+        elif not self.book.claim(clordid, comp):
+            d = Decision(
+                False,
+                R.DUPLICATE_ORDER_ID,
+                f"ClOrdID {clordid} is in use by another session on the venue session",
+            )
+            self.guard.refuse(parsed, d)
+        else:
+            d = self.guard.check(parsed)
+        if not d.accepted or isinstance(parsed, Decision):
+            self._count("refused")
+            self.decided[gid] = (d, None)
+            self._send_reject(msg, sid, d)
+            return None
+        go = GwOrder(
+            comp=comp,
+            clordid=clordid,
+            guard_id=gid,
+            strategy=parsed.strategy,
+            symbol=parsed.symbol,
+            side=parsed.side,
+            fix_side=msg[F.SIDE],
+            qty=parsed.qty,
+            price=parsed.price,
+            parent_id=parsed.parent_id,
+            cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
+            leaves=parsed.qty,
+        )
+        self.book.add(go)
+        self.decided[gid] = (d, go)
+        self._count("forwarded")
+        return F.forward_copy(msg)
+
+    def _parse_order(self, msg: F.In, gid: str, strategy: str) -> Order | Decision:
+        """The Guard's `Order` for a NewOrderSingle, or the refusal naming what is wrong."""
+
+        def bad(what: str) -> Decision:
+            return Decision(False, R.INVALID_ORDER, what)
+
+        symbol = self._instrument(msg)
+        if symbol is None:
+            tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
+            return bad(f"{tag} is required to name the instrument")
+        side = _SIDES.get(msg[F.SIDE])
+        if side is None:
+            return bad(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
+        qty_text = msg.get(F.ORDER_QTY)
+        if qty_text is None:
+            return bad("OrderQty(38) is required")
+        try:
+            qty = self.guard.lots(symbol, qty_text)
+        except InvalidOrder as exc:
+            return bad(f"OrderQty(38): {exc}")
+        ord_type = msg[F.ORD_TYPE]
+        price: float | None = None
+        if ord_type in _LIMIT_TYPES:
+            text = msg.get(F.PRICE)
+            if text is None:
+                return bad(f"Price(44) is required for OrdType(40)={ord_type}")
+            price = float(text)
+        elif ord_type not in _MARKET_TYPES:
+            return bad(f"OrdType(40)={ord_type} is not supported by the gateway")
+        parent_id = msg.get(self.cfg.parent_tag)
+        if parent_id is not None:
+            refused = self._parent(symbol, parent_id, msg.get(self.cfg.parent_qty_tag))
+            if refused is not None:
+                return refused
+        try:
+            return Order(gid, strategy, symbol, side, qty, price, parent_id)
+        except InvalidOrder as exc:
+            return bad(str(exc))
+
+    def _parent(self, symbol: str, parent_id: str, qty_text: str | None) -> Decision | None:
+        """Register a parent the first time a child names it with its quantity."""
+        known = self.guard.parent_qty(parent_id)
+        if qty_text is None:
+            return None
+        try:
+            qty = self.guard.lots(symbol, qty_text)
+        except InvalidOrder as exc:
+            return Decision(False, R.INVALID_ORDER, f"parent quantity tag: {exc}")
+        if known is None:
+            self.guard.register_parent(parent_id, qty)
+        elif known != qty:
+            return Decision(
+                False,
+                R.INVALID_ORDER,
+                f"parent {parent_id} was registered with qty {known}; this child says {qty}",
+            )
+        return None
+
+    def _instrument(self, msg: F.In) -> str | None:
+        tag = F.SECURITY_ID if self.cfg.instrument == "security_id" else F.SYMBOL
+        return msg.get(tag)
+
+    def _unparsed(self, msg: F.In, gid: str, strategy: str) -> Unparsed:
+        price = msg.get(F.PRICE)
+        try:
+            px = float(price) if price is not None else None
+        except ValueError:
+            px = None
+        qty = msg.get(F.ORDER_QTY) or "0"
+        try:
+            q = int(Decimal(qty)) if Decimal(qty) == Decimal(qty).to_integral_value() else 0
+        except InvalidOperation:
+            q = 0
+        return Unparsed(
+            gid,
+            strategy,
+            self._instrument(msg) or "",
+            msg.get(F.SIDE) or "",
+            q,
+            px,
+            msg.get(self.cfg.parent_tag),
+        )
+
+    def _answer_resend(self, msg: F.In, sid: Any, gid: str) -> None:
+        """A resent order already decided: the same answer again, nothing checked or forwarded."""
+        self._count("resends")
+        d, go = self.decided[gid]
+        self.guard.note("fix_resend", order_id=gid, accepted=d.accepted, reason=d.reason.value)
+        if go is None:
+            self._send_reject(msg, sid, d)
+        else:
+            self._send_status(go, sid, msg_text="resent order already routed; not sent again")
+
+    def _cancel(self, msg: F.In, sid: Any, comp: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
+        with self._held():
+            self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
+            go = self.book.orders.get(orig)
+            if go is not None and go.comp != comp and not go.comp.startswith("reconciled"):
+                go = None  # not this client's order: the venue answers "unknown order"
+            if not self.venue_up:
+                d = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
+                self._send_cancel_reject(msg, sid, go, d, F.CANCEL)
+                return
+            self.book.claim(clordid, comp)
+            self.book.requests[clordid] = Request("F", comp, go)
+            self._count("cancels")
+            self._emit(F.forward_copy(msg), self.venue_sid)
+
+    def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
+        new_gid = f"{comp}:{clordid}"
+        with self._held():
+            self._record_in(msg, comp, F.REPLACE, new_gid)
+            if new_gid in self.decided and msg.resent:
+                self._count("resends")
+                before, _ = self.decided[new_gid]
+                if not before.accepted:
+                    self._send_cancel_reject(
+                        msg, sid, self.book.orders.get(orig), before, F.REPLACE
+                    )
+                return
+            go = self.book.orders.get(orig)
+            d: Decision | None = None
+            if go is None or go.comp != comp or not go.live:
+                d = Decision(
+                    False, R.INVALID_ORDER, f"order {orig} is not a working order of {comp}"
+                )
+            elif not self.venue_up:
+                d = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
+            elif not self.book.claim(clordid, comp):
+                d = Decision(False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use")
+            else:
+                parsed = self._parse_order(msg, new_gid, go.strategy)
+                if isinstance(parsed, Decision):
+                    d = parsed
+                else:
+                    order = Order(
+                        new_gid,
+                        go.strategy,
+                        go.symbol,
+                        go.side,
+                        parsed.qty,
+                        parsed.price,
+                        go.parent_id,
+                    )
+                    checked = self.guard.check_replace(go.guard_id, order)
+                    if checked.accepted:
+                        self.decided[new_gid] = (checked, go)
+                        self.book.requests[clordid] = Request(
+                            "G", comp, go, new_gid, parsed.qty, parsed.price
+                        )
+                        self._count("replaces")
+                        self._emit(F.forward_copy(msg), self.venue_sid)
+                        return
+                    else:
+                        self.decided[new_gid] = (checked, None)
+                        self._count("refused")
+                        self._send_cancel_reject(msg, sid, go, checked, F.REPLACE)
+                        return
+            # refused by the gateway itself: recorded here (the Guard records its own)
+            strategy = go.strategy if go is not None else comp
+            self.guard.refuse(self._unparsed(msg, new_gid, strategy), d)
+            self.decided[new_gid] = (d, None)
+            self._count("refused")
+            self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
+
+    def _mass_cancel(self, msg: F.In, sid: Any, comp: str) -> None:
+        """A client's mass cancel: one cancel per working order of that client only."""
+        clordid = msg[F.CL_ORD_ID]
+        kind = msg[F.MASS_CANCEL_REQUEST_TYPE]
+        symbol = self._instrument(msg)
+        with self._held():
+            self._record_in(msg, comp, F.MASS_CANCEL, None)
+            if kind not in ("1", "7") or not self.venue_up:
+                hit: list[GwOrder] = []
+                response = "0"
+            else:
+                hit = [o for o in self.book.of(comp) if kind == "7" or o.symbol == symbol]
+                response = kind
+            for o in hit:
+                self._cancel_at_venue(o, f"mass cancel {clordid}")
+            report = F.message(
+                F.MASS_CANCEL_REPORT,
+                [
+                    (F.CL_ORD_ID, clordid),
+                    (F.ORDER_ID, clordid),
+                    (F.MASS_CANCEL_REQUEST_TYPE, kind),
+                    (F.MASS_CANCEL_RESPONSE, response),
+                    (F.TOTAL_AFFECTED, str(len(hit))),
+                ],
+            )
+            if response == "0":
+                report.setField(
+                    F.TEXT, "knightwatch:venue_unavailable or unsupported mass cancel type"
+                )
+            self._emit(report, sid)
+
+    def _status_request(self, msg: F.In, sid: Any, comp: str) -> None:
+        with self._held():
+            clordid = msg[F.CL_ORD_ID]
+            self._record_in(msg, comp, F.STATUS_REQUEST, f"{comp}:{clordid}")
+            go = self.book.orders.get(clordid)
+            if go is not None and go.comp == comp:
+                self._send_status(go, sid)
+                return
+            probe = GwOrder(
+                comp,
+                clordid,
+                "",
+                comp,
+                msg.get(F.SYMBOL) or "NA",
+                Side.BUY,
+                msg[F.SIDE],
+                0,
+                None,
+                status="8",
+            )
+            self._send_status(probe, sid, msg_text="unknown order")
+
+    def _mass_status(self, msg: F.In, sid: Any, comp: str) -> None:
+        """Answered from the gateway's book: the venue would report every client's orders."""
+        req = msg[F.MASS_STATUS_REQ_ID]
+        with self._held():
+            self._record_in(msg, comp, F.MASS_STATUS, None)
+            mine = self.book.of(comp)
+            if not mine:
+                none = GwOrder(comp, "NONE", "", comp, "NA", Side.BUY, "1", 0, None, status="8")
+                extra = [
+                    (F.MASS_STATUS_REQ_ID, req),
+                    (F.TOT_NUM_REPORTS, "0"),
+                    (F.LAST_RPT_REQUESTED, "Y"),
+                ]
+                self._send_status(none, sid, msg_text="no working orders", extra=extra)
+                return
+            for i, o in enumerate(mine, 1):
+                extra = [
+                    (F.MASS_STATUS_REQ_ID, req),
+                    (F.TOT_NUM_REPORTS, str(len(mine))),
+                    (F.LAST_RPT_REQUESTED, "Y" if i == len(mine) else "N"),
+                ]
+                self._send_status(o, sid, extra=extra)
+
+    # ------------------------------------------------------------------ answers to clients
+    def _send_reject(self, msg: F.In, sid: Any, d: Decision) -> None:
+        fields = [
+            (F.ORDER_ID, "NONE"),
+            (F.CL_ORD_ID, msg.get(F.CL_ORD_ID) or "NONE"),
+            (F.EXEC_ID, self.book.next_id("KWR")),
+            (F.EXEC_TYPE, "8"),
+            (F.ORD_STATUS, "8"),
+            (F.SYMBOL, msg.get(F.SYMBOL) or "NA"),
+            (F.SIDE, msg.get(F.SIDE) or "1"),
+            (F.LEAVES_QTY, "0"),
+            (F.CUM_QTY, "0"),
+            (F.AVG_PX, "0"),
+            (F.ORD_REJ_REASON, _ORD_REJ.get(d.reason, F.REJ_BROKER_OPTION)),
+            (F.TEXT, reject_text(d)),
+            (F.TRANSACT_TIME, F.now_utc()),
+        ]
+        for tag in (F.ORDER_QTY, F.SECURITY_ID, F.ID_SOURCE, F.ACCOUNT, F.PRICE):
+            if tag in msg:
+                fields.append((tag, msg[tag]))
+        if self.fix42:
+            fields.append((F.EXEC_TRANS_TYPE, "0"))
+        self._emit(F.message(F.EXECUTION_REPORT, fields), sid)
+
+    def _probe(self, clordid: str, go: GwOrder) -> F.In:
+        """The fields of an order the gateway must refuse after the fact, as if just received."""
+        fields = [(F.CL_ORD_ID, clordid), (F.SYMBOL, go.symbol), (F.SIDE, go.fix_side)]
+        return F.In(F.message(F.NEW_ORDER, fields))
+
+    def _send_cancel_reject(
+        self, msg: F.In, sid: Any, go: GwOrder | None, d: Decision, mtype: str
+    ) -> None:
+        fields = [
+            (F.ORDER_ID, go.order_id if go is not None else "NONE"),
+            (F.CL_ORD_ID, msg.get(F.CL_ORD_ID) or "NONE"),
+            (F.ORIG_CL_ORD_ID, msg.get(F.ORIG_CL_ORD_ID) or "NONE"),
+            (F.ORD_STATUS, go.status if go is not None else "8"),
+            (F.CXL_REJ_RESPONSE_TO, "2" if mtype == F.REPLACE else "1"),
+            (F.CXL_REJ_REASON, F.CXL_UNKNOWN_ORDER if go is None else F.CXL_BROKER_OPTION),
+            (F.TEXT, reject_text(d)),
+        ]
+        self._emit(F.message(F.CANCEL_REJECT, fields), sid)
+
+    def _send_business_reject(self, msg: F.In, sid: Any, d: Decision) -> None:
+        mtype = msg.mtype
+        fields = [
+            (F.REF_SEQ_NUM, msg[F.MSG_SEQ_NUM]),
+            (F.REF_MSG_TYPE, mtype),
+            (
+                F.BUSINESS_REJECT_REASON,
+                F.BIZ_UNSUPPORTED_TYPE if d.reason is R.UNSUPPORTED_MESSAGE else F.BIZ_OTHER,
+            ),
+            (F.TEXT, reject_text(d)),
+        ]
+        for tag in (66, 390, 548, 117, F.CL_ORD_ID):  # ListID, BidID, CrossID, QuoteID, ClOrdID
+            if tag in msg:
+                fields.append((F.BUSINESS_REJECT_REF_ID, msg[tag]))
+                break
+        self._emit(F.message(F.BUSINESS_REJECT, fields), sid)
+
+    def _send_status(
+        self,
+        go: GwOrder,
+        sid: Any,
+        *,
+        msg_text: str | None = None,
+        extra: list[tuple[int, str]] | None = None,
+    ) -> None:
+        fields = [
+            (F.ORDER_ID, go.order_id),
+            (F.CL_ORD_ID, go.clordid),
+            (F.EXEC_ID, self.book.next_id("KWS")),
+            (F.EXEC_TYPE, "I" if not self.fix42 else go.status),
+            (F.ORD_STATUS, go.status),
+            (F.SYMBOL, go.symbol),
+            (F.SIDE, go.fix_side),
+            (F.LEAVES_QTY, self._qty(go.symbol, go.leaves if go.live else 0)),
+            (F.CUM_QTY, self._qty(go.symbol, go.cum)),
+            (F.AVG_PX, "0"),
+        ]
+        if self.fix42:
+            fields.append((F.EXEC_TRANS_TYPE, "3"))
+        if msg_text is not None:
+            fields.append((F.TEXT, msg_text))
+        fields += extra or []
+        self._emit(F.message(F.EXECUTION_REPORT, fields), sid)
+
+    def _qty(self, symbol: str, lots: int) -> str:
+        return format(self.guard.quantity(symbol, lots), "f") if lots else "0"
+
+    def _lots(self, symbol: str, text: str | None) -> int:
+        """A venue quantity in lots; 0 for an absent or zero quantity."""
+        if text is None or text == "0" or Decimal(text) == 0:
+            return 0
+        return self.guard.lots(symbol, text)
+
+    # ------------------------------------------------------------------ venue messages
+    def _from_venue(self, msg: F.In) -> None:
+        mtype = msg.mtype
+        with self._held():
+            if mtype == F.EXECUTION_REPORT:
+                self._execution(msg)
+            elif mtype == F.CANCEL_REJECT:
+                self._venue_cancel_reject(msg)
+            elif mtype == F.MD_SNAPSHOT:
+                self._price(msg)
+            elif mtype == F.BUSINESS_REJECT:
+                self._venue_business_reject(msg)
+            elif mtype == F.MASS_CANCEL_REPORT:
+                self.guard.note(
+                    "venue_mass_cancel",
+                    clordid=msg.get(F.CL_ORD_ID),
+                    affected=int(msg.get(F.TOTAL_AFFECTED) or 0),
+                    response=msg.get(F.MASS_CANCEL_RESPONSE),
+                )
+            else:
+                self.guard.note("venue_unhandled", msg_type=mtype)
+
+    def _execution(self, msg: F.In) -> None:
+        kind = F.exec_kind(msg, self.fix42)
+        exec_id = msg[F.EXEC_ID]
+        if kind is not F.ExecKind.STATUS:
+            if exec_id in self.book.exec_seen:
+                self._count("duplicate_exec_ids")
+                self.guard.note("duplicate_exec", exec_id=exec_id)
+                return
+            self.book.exec_seen.add(exec_id)
+        clordid = msg[F.CL_ORD_ID]
+        req = self.book.requests.get(clordid)
+        go = self.book.orders.get(clordid)
+        if go is None and req is not None:
+            go = req.order
+        if go is None and (F.ORIG_CL_ORD_ID in msg):
+            go = self.book.orders.get(msg[F.ORIG_CL_ORD_ID])
+        if kind is F.ExecKind.STATUS:
+            self._status_report(msg, go)
+            return
+        if go is None:
+            self._unknown_execution(msg, kind, exec_id, clordid)
+            return
+        gid = go.guard_id
+        status = msg[F.ORD_STATUS]
+        symbol = go.symbol
+        note: str | None = None
+        if kind is F.ExecKind.TRADE:
+            qty = self._lots(symbol, msg[F.LAST_QTY])
+            fill = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
+            self._on_fill(fill)
+            self.fills[exec_id] = fill
+            go.cum += qty  # an overfill halts inside the Guard (fill_mismatch)
+            self._check_leaves(go, msg)
+        elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
+            if kind is F.ExecKind.CANCELED:
+                self.guard.on_cancel(gid)
+            else:
+                self.guard.on_expire(gid)
+            self.book.requests.pop(clordid, None)
+            note = go.cancel_note
+        elif kind is F.ExecKind.REJECTED:
+            self.guard.on_reject(gid)
+        elif kind is F.ExecKind.REPLACED:
+            if req is not None and req.kind == "G":
+                self.book.requests.pop(clordid, None)
+                leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+                self.guard.on_replace_ack(req.new_guard_id, leaves)
+                self.book.rename(go, clordid, req.new_guard_id)
+                go.qty, go.price = req.new_qty, req.new_price
+            else:
+                self.guard.flag_mismatch(f"venue replaced {clordid} without a replace in flight")
+        elif kind is F.ExecKind.RESTATED:
+            self.guard.on_restate(gid, self._lots(symbol, msg.get(F.LEAVES_QTY)))
+        elif kind is F.ExecKind.TRADE_CANCEL:
+            ref = msg.get(F.EXEC_REF_ID) or ""
+            busted = self.fills.pop(ref, None)
+            if busted is not None:
+                self.guard.on_bust(busted, parent_id=go.parent_id)
+                go.cum -= busted.qty
+            else:
+                self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
+        elif kind is F.ExecKind.TRADE_CORRECT:
+            ref = msg.get(F.EXEC_REF_ID) or ""
+            old = self.fills.get(ref)
+            if old is not None:
+                qty = self._lots(symbol, msg[F.LAST_QTY])
+                new = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
+                self.guard.on_correct(old, new, parent_id=go.parent_id)
+                self.fills[ref] = new
+                go.cum += qty - old.qty
+            else:
+                self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
+        if kind is F.ExecKind.NEW or go.order_id == "NONE":
+            go.order_id = msg.get(F.ORDER_ID) or go.order_id
+        go.status = status
+        go.leaves = self._lots(symbol, msg.get(F.LEAVES_QTY)) if go.live else 0
+        if go.cancel_sent == clordid and not go.live:
+            go.cancel_sent = None
+        self._relay(msg, go, note)
+
+    def _check_leaves(self, go: GwOrder, msg: F.In) -> None:
+        """The venue's LeavesQty is the truth; a Guard that disagrees halts the node."""
+        venue = self._lots(go.symbol, msg.get(F.LEAVES_QTY))
+        mine = self.guard.remaining(go.guard_id) or 0
+        if venue != mine and not self._replace_pending(go):
+            self.guard.flag_mismatch(
+                f"LeavesQty {venue} from the venue for {go.guard_id} != {mine} in the Guard"
+            )
+
+    def _replace_pending(self, go: GwOrder) -> bool:
+        return any(r.kind == "G" and r.order is go for r in self.book.requests.values())
+
+    def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
+        """A report for an order this gateway did not route (V4); a fill halts the node
+        (the Guard's own rule for a fill it never accepted)."""
+        self._count("unknown_reports")
+        self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
+        if kind is F.ExecKind.TRADE:
+            symbol = self._instrument(msg) or "?"
+            side = _SIDES.get(msg[F.SIDE], Side.BUY)
+            qty = self._lots(symbol, msg[F.LAST_QTY])
+            self._on_fill(Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX])))
+
+    def _relay(self, msg: F.In, go: GwOrder, note: str | None) -> None:
+        """The venue's report to the order's client, unchanged unless the gateway cancelled it."""
+        sid = self.client_sids.get(go.comp)
+        if sid is None:
+            return
+        out = F.forward_copy(msg)
+        if note is not None:
+            # the client never sent this cancel: show it under the order's own ClOrdID
+            out.setField(F.CL_ORD_ID, go.clordid)
+            if F.ORIG_CL_ORD_ID in msg:
+                out.removeField(F.ORIG_CL_ORD_ID)
+            out.setField(F.TEXT, note[:512])
+        self._count("relayed")
+        self._emit(out, sid)
+
+    def _venue_cancel_reject(self, msg: F.In) -> None:
+        clordid = msg[F.CL_ORD_ID]
+        req = self.book.requests.pop(clordid, None)
+        if req is None:
+            self.guard.note("unknown_cancel_reject", clordid=clordid)
+            return
+        if req.kind == "G":
+            self.guard.on_replace_reject(req.new_guard_id)
+        if req.order is not None and req.order.cancel_sent == clordid:
+            req.order.cancel_sent = None  # the gateway's own cancel: a drain sends another
+            self.guard.note("own_cancel_rejected", order_id=req.order.guard_id, clordid=clordid)
+            return
+        sid = self.client_sids.get(req.comp)
+        if sid is not None:
+            self._emit(F.forward_copy(msg), sid)
+
+    def _venue_business_reject(self, msg: F.In) -> None:
+        ref_type = msg.get(F.REF_MSG_TYPE)
+        ref_id = msg.get(F.BUSINESS_REJECT_REF_ID) or ""
+        self.guard.note("venue_business_reject", ref_msg_type=ref_type, ref_id=ref_id)
+        if ref_type == F.NEW_ORDER and (go := self.book.orders.get(ref_id)) is not None:
+            self.guard.on_reject(go.guard_id)
+            go.status = "8"
+            sid = self.client_sids.get(go.comp)
+            if sid is not None:
+                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                self._send_reject(self._probe(go.clordid, go), sid, d)
+        elif ref_type == F.REPLACE and (req := self.book.requests.pop(ref_id, None)) is not None:
+            self.guard.on_replace_reject(req.new_guard_id)
+            sid = self.client_sids.get(req.comp)
+            if sid is not None:
+                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                orig = req.order.clordid if req.order is not None else "NONE"
+                probe = F.In(
+                    F.message(F.REPLACE, [(F.CL_ORD_ID, ref_id), (F.ORIG_CL_ORD_ID, orig)])
+                )
+                self._send_cancel_reject(probe, sid, req.order, d, F.REPLACE)
+
+    def _price(self, msg: F.In) -> None:
+        symbol = msg.get(F.SYMBOL)
+        if symbol is None:
+            return
+        group = fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
+        bid = ask = None
+        for i in range(1, msg.msg.groupCount(F.NO_MD_ENTRIES) + 1):
+            msg.msg.getGroup(i, group)
+            if not group.isSetField(F.MD_ENTRY_PX):
+                continue
+            px = float(group.getField(F.MD_ENTRY_PX))
+            if group.getField(F.MD_ENTRY_TYPE) == "0":
+                bid = px
+            elif group.getField(F.MD_ENTRY_TYPE) == "1":
+                ask = px
+        if bid is not None and ask is not None:
+            self.guard.on_price(symbol, (bid + ask) / 2)
+
+    def _from_drop_copy(self, msg: F.In) -> None:
+        """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
+        if msg.mtype != F.EXECUTION_REPORT:
+            return
+        with self._held():
+            clordid = msg[F.CL_ORD_ID]
+            if clordid in self.book.owner:
+                return  # routed here: the venue session reports it
+            exec_id = msg[F.EXEC_ID]
+            if exec_id in self.book.exec_seen:
+                return
+            self.book.exec_seen.add(exec_id)
+            kind = F.exec_kind(msg, self.fix42)
+            self._count("drop_copy_reports")
+            if kind is F.ExecKind.TRADE:
+                symbol = self._instrument(msg) or "?"
+                side = _SIDES.get(msg[F.SIDE], Side.BUY)
+                qty = self._lots(symbol, msg[F.LAST_QTY])
+                px = float(msg[F.LAST_PX])
+                self.guard.on_external_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
+            else:
+                self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
+
+    # ------------------------------------------------------------------ reconciliation
+    def _status_report(self, msg: F.In, go: GwOrder | None) -> None:
+        req = msg.get(F.MASS_STATUS_REQ_ID)
+        if req is not None and req == self._mass_status_id:
+            self._adopt(msg, go)
+            if msg.get(F.LAST_RPT_REQUESTED) == "Y":
+                self._mass_status_id = ""
+                self._reconciled("mass status")
+            return
+        if go is not None:
+            self._relay(msg, go, None)
+
+    def _adopt(self, msg: F.In, go: GwOrder | None) -> None:
+        """A working order the venue reports at start-up becomes working in the Guard."""
+        clordid = msg[F.CL_ORD_ID]
+        status = msg[F.ORD_STATUS]
+        if go is not None or clordid == "NONE" or status not in ("0", "1", "A", "5", "6", "E"):
+            return
+        symbol = self._instrument(msg) or "?"
+        side = _SIDES.get(msg[F.SIDE])
+        if side is None:
+            self.guard.flag_mismatch(f"reconciled order {clordid}: Side unsupported")
+            return
+        leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+        cum = self._lots(symbol, msg.get(F.CUM_QTY))
+        price = msg.get(F.PRICE)
+        gid = f"reconciled:{clordid}"
+        order = Order(
+            gid, "reconciled", symbol, side, leaves + cum, float(price) if price else None
+        )
+        self.guard.adopt(order, leaves)
+        self.book.claim(clordid, "reconciled")
+        self.book.add(
+            GwOrder(
+                "reconciled",
+                clordid,
+                gid,
+                "reconciled",
+                symbol,
+                side,
+                msg[F.SIDE],
+                leaves + cum,
+                order.price,
+                order_id=msg.get(F.ORDER_ID) or "NONE",
+                status=status,
+                cum=cum,
+                leaves=leaves,
+            )
+        )
+
+    def _reconciled(self, how: str) -> None:
+        if self.reconciled.is_set():
+            return
+        self.guard.note("reconciled", how=how, working=len(self.book.live()))
+        self.reconciled.set()
+        if self._on_reconciled is not None:
+            self._on_reconciled()
+
+    def load_positions(self, path: Path) -> int:
+        """Positions from a TOML file: `[positions] SYMBOL = qty` or `{qty=.., avg_price=..}`."""
+        try:
+            data = load_toml(path, "positions file")
+        except InputFileError as exc:
+            raise GatewayError(str(exc)) from None
+        table = data.get("positions")
+        if not isinstance(table, dict):
+            raise GatewayError(f"{path}: positions: must be a table of SYMBOL = qty")
+        n = 0
+        for symbol, value in table.items():
+            where = f"{path}: positions.{symbol}"
+            entry = value if isinstance(value, dict) else {"qty": value}
+            qty, avg = entry.get("qty"), entry.get("avg_price", 0.0)
+            if type(qty) not in (int, float, str) or type(avg) not in (int, float):
+                raise GatewayError(f"{where}: qty must be a number and avg_price a number")
+            try:
+                d = Decimal(str(qty))
+                lots = self.guard.lots(symbol, abs(d)) if d else 0
+            except InvalidOrder as exc:
+                raise GatewayError(f"{where}: {exc}") from None
+            with self._held():
+                self.guard.restore_position(symbol, -lots if d < 0 else lots, float(avg))
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------ session events (worker)
+    def _venue_logged_on(self) -> None:
+        with self._held():
+            self.venue_up = True
+            self.guard.note("venue_session", up=True, session=self.venue_key)
+            symbols = self.cfg.venue.market_data
+            if symbols:
+                md = F.message(
+                    F.MD_REQUEST,
+                    [
+                        (F.MD_REQ_ID, self.book.next_id("KWMD")),
+                        (F.SUBSCRIPTION_TYPE, "1"),
+                        (F.MARKET_DEPTH, "1"),
+                    ],
+                )
+                for entry in ("0", "1"):
+                    g = fix().Group(F.NO_MD_ENTRY_TYPES, F.MD_ENTRY_TYPE)
+                    g.setField(F.MD_ENTRY_TYPE, entry)
+                    md.addGroup(g)
+                for s in symbols:
+                    g = fix().Group(F.NO_RELATED_SYM, F.SYMBOL)
+                    g.setField(F.SYMBOL, s)
+                    md.addGroup(g)
+                self._emit(md, self.venue_sid)
+            if self.reconciled.is_set():
+                return
+            try:
+                if self.cfg.positions_file is not None:
+                    self.load_positions(Path(self.cfg.positions_file))
+            except GatewayError as exc:
+                self.reconcile_error = str(exc)
+                log.error("RECONCILE_FAILED %s", exc)
+                return
+            if self.cfg.venue.mass_status:
+                self._mass_status_id = self.book.next_id("KWMS")
+                req = F.message(
+                    F.MASS_STATUS,
+                    [(F.MASS_STATUS_REQ_ID, self._mass_status_id), (F.MASS_STATUS_REQ_TYPE, "7")],
+                )
+                self._emit(req, self.venue_sid)
+            else:
+                self._reconciled("positions file" if self.cfg.positions_file else "assume_flat")
+
+    def _venue_logged_out(self) -> None:
+        with self._held():
+            self.guard.note("venue_session", up=False, session=self.venue_key)
+
+    def _client_logged_on(self, comp: str) -> None:
+        with self._held():
+            self.clients_up.add(comp)
+            self.guard.note("client_session", up=True, session=comp)
+
+    def _client_logged_out(self, comp: str) -> None:
+        """Cancel-on-disconnect: the session's policy, or ExecInst `Q` or `o` on the order."""
+        with self._held():
+            self.clients_up.discard(comp)
+            client = self.cfg.client(comp)
+            policy = client is not None and client.cancel_on_disconnect
+            doomed = [o for o in self.book.of(comp) if policy or o.cod]
+            self.guard.note("client_session", up=False, session=comp, cancelling=len(doomed))
+            for o in doomed:
+                self._cancel_at_venue(o, "knightwatch cancel-on-disconnect")
+
+    def _not_sent(self, mtype: str, clordid: str) -> None:
+        """An order or replace the engine would have resent late: it counts as not sent."""
+        with self._held():
+            if mtype == F.NEW_ORDER and (go := self.book.orders.get(clordid)) is not None:
+                self.guard.on_reject(go.guard_id)
+                go.status = "8"
+                self.guard.note("not_resent", order_id=go.guard_id)
+                sid = self.client_sids.get(go.comp)
+                if sid is not None:
+                    d = Decision(
+                        False,
+                        R.VENUE_UNAVAILABLE,
+                        "the venue session dropped before the order reached it",
+                    )
+                    self._send_reject(self._probe(clordid, go), sid, d)
+            elif mtype == F.REPLACE and (req := self.book.requests.pop(clordid, None)) is not None:
+                self.guard.on_replace_reject(req.new_guard_id)
+
+    # ------------------------------------------------------------------ kill
+    def _cancel_at_venue(self, go: GwOrder, note: str) -> None:
+        """The gateway's own cancel of one order (caller holds the lock)."""
+        go.cancel_note = note
+        if go.cancel_sent is not None or not self.venue_up:
+            return
+        cid = self.book.next_id("KW-")
+        go.cancel_sent = cid
+        self.book.requests[cid] = Request("KILL", go.comp, go)
+        fields = [
+            (F.CL_ORD_ID, cid),
+            (F.ORIG_CL_ORD_ID, go.clordid),
+            (F.SYMBOL, go.symbol),
+            (F.SIDE, go.fix_side),
+            (F.ORDER_QTY, self._qty(go.symbol, go.qty)),
+            (F.TRANSACT_TIME, F.now_utc()),
+        ]
+        if go.order_id != "NONE":
+            fields.append((F.ORDER_ID, go.order_id))
+        self._emit(F.message(F.CANCEL, fields), self.venue_sid)
+
+    def in_scope(self, scope: Scope, key: str) -> list[GwOrder]:
+        """Live orders a kill of (scope, key) covers (caller holds the lock)."""
+        live = self.book.live()
+        if scope in (Scope.FLEET, Scope.NODE):
+            return live if scope is Scope.FLEET or key == self.guard.node else []
+        if scope is Scope.STRATEGY:
+            return [o for o in live if o.strategy == key]
+        if scope is Scope.SYMBOL:
+            return [o for o in live if o.symbol == key]
+        return [o for o in live if pair_key(o.strategy, o.symbol) == key]
+
+    def cancel_scope(self, scope: Scope, key: str, reason: str) -> list[str]:
+        """Cancel every live order of a scope at the venue; returns their Guard ids.
+
+        One mass cancel where the venue supports it and the scope is everything the
+        gateway routed (or one symbol); otherwise one cancel per order. Orders whose
+        cancel is still in flight are not sent another.
+        """
+        note = f"knightwatch kill: {reason}"[:512]
+        with self._held():
+            orders = self.in_scope(scope, key)
+            self.guard.note("kill_cancels", scope=scope.value, key=key, orders=len(orders))
+            whole = scope in (Scope.FLEET, Scope.NODE)
+            mass = self.cfg.venue.mass_cancel and self.venue_up and (whole or scope is Scope.SYMBOL)
+            if mass and orders and not any(o.cancel_sent for o in orders):
+                cid = self.book.next_id("KWMC")
+                fields = [
+                    (F.CL_ORD_ID, cid),
+                    (F.MASS_CANCEL_REQUEST_TYPE, "7" if whole else "1"),
+                    (F.TRANSACT_TIME, F.now_utc()),
+                ]
+                if not whole:
+                    fields.append((F.SYMBOL, key))
+                for o in orders:
+                    o.cancel_note = note
+                    o.cancel_sent = cid
+                self._emit(F.message(F.MASS_CANCEL, fields), self.venue_sid)
+            else:
+                for o in orders:
+                    self._cancel_at_venue(o, note)
+            return [o.guard_id for o in orders]
+
+    def retry_cancels(self, scope: Scope, key: str) -> None:
+        """Send a cancel again for live orders of the scope whose cancel came back refused."""
+        with self._held():
+            for o in self.in_scope(scope, key):
+                if o.cancel_sent is None and o.cancel_note is not None:
+                    self._cancel_at_venue(o, o.cancel_note)
+                elif o.cancel_sent is not None and o.cancel_sent.startswith("KWMC"):
+                    # a mass cancel that did not reach this order: fall back to one cancel
+                    o.cancel_sent = None
+                    self._cancel_at_venue(o, o.cancel_note or "knightwatch kill")
+
+    def still_working(self, scope: Scope, key: str) -> list[str]:
+        with self._held():
+            return [o.guard_id for o in self.in_scope(scope, key)]

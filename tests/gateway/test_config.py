@@ -1,0 +1,97 @@
+"""The gateway's TOML: every problem named with the file, the key and the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knightwatch.gateway.config import (
+    ClientSession,
+    GatewayConfig,
+    VenueSession,
+    acceptor_settings,
+)
+from knightwatch.gateway.engine import GatewayError
+
+GOOD = """
+listen_port = 9878
+node = "gw1"
+assume_flat = true
+[venue]
+port = 9880
+market_data = ["L000"]
+[[clients]]
+comp_id = "OMS1"
+strategy = "desk-a"
+[[clients]]
+comp_id = "OMS2"
+cancel_on_disconnect = false
+"""
+
+
+def test_a_good_file_loads(tmp_path: Path) -> None:
+    p = tmp_path / "gw.toml"
+    p.write_text(GOOD)
+    cfg = GatewayConfig.from_toml(p)
+    assert cfg.node == "gw1" and cfg.venue.port == 9880
+    assert [c.strategy_name for c in cfg.clients] == ["desk-a", "OMS2"]
+    assert cfg.clients[0].allowed_remote_addresses == ("127.0.0.1",)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            GOOD.replace("port = 9880", 'port = "x"'),
+            "Expected `int`, got `str` - at `$.venue.port`",
+        ),
+        (GOOD + "bogus = 1\n", "unknown field `bogus`"),
+        (
+            GOOD.replace("listen_port = 9878", "listen_port = 70000"),
+            "listen_port: must be a TCP port",
+        ),
+        (
+            GOOD.replace('comp_id = "OMS2"', 'comp_id = "OMS1"'),
+            "comp_id 'OMS1' is listed more than once",
+        ),
+        (GOOD.replace("assume_flat = true", ""), "does not arm on unknown positions"),
+        ("listen_port = 1\nclients = []\n[venue]\nport = 2\n", "at least one client session"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_file_key_and_rule(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "gw.toml"
+    p.write_text(text)
+    with pytest.raises(GatewayError) as err:
+        GatewayConfig.from_toml(p)
+    assert str(p) in str(err.value) and needle in str(err.value)
+
+
+def test_fix42_cannot_claim_mass_cancel() -> None:
+    with pytest.raises(GatewayError, match=r"FIX\.4\.2 has no OrderMassCancelRequest"):
+        GatewayConfig(
+            listen_port=1,
+            venue=VenueSession(port=2),
+            clients=(ClientSession("A"),),
+            begin_string="FIX.4.2",
+            assume_flat=True,
+        )
+
+
+def test_generated_settings_pin_the_safety_choices(tmp_path: Path) -> None:
+    text = acceptor_settings(
+        tmp_path,
+        comp_id="KWGW",
+        port=9878,
+        clients=[("OMS1", ("127.0.0.1",))],
+        begin_string="FIX.4.4",
+    )
+    for line in (
+        "UseDataDictionary=Y",
+        "AllowedRemoteAddresses=127.0.0.1",
+        f"FileStorePath={tmp_path / 'store'}",
+        "TargetCompID=OMS1",
+        "SocketAcceptPort=9878",
+    ):
+        assert line in text.splitlines()

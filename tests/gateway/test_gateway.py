@@ -1,0 +1,611 @@
+"""Order handling through the gateway, over real QuickFIX sessions on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from knightwatch.clock import SystemClock
+from knightwatch.decision import RejectReason
+from knightwatch.gateway import fields as F
+from knightwatch.gateway.client import Received
+from knightwatch.gateway.config import ClientSession
+from knightwatch.gateway.gateway import Gateway
+from knightwatch.gateway.venue import FixVenue
+from knightwatch.guard import LockedGuard
+from knightwatch.limits import Limits, Override
+from knightwatch.state import Scope
+
+from .conftest import LIMITS, Rig, eventually
+
+BUY, SELL = "1", "2"
+
+
+def below(rig: Rig, symbol: str, ticks: int = 50) -> float:
+    """A buy price that rests (does not cross) but stays inside the collar."""
+    return round(rig.venue.books[symbol].touch(False) - ticks * 0.01, 2)
+
+
+def rest(rig: Rig, clordid: str, qty: int = 100, symbol: str = "L000") -> Received:
+    rig.oms.new_order(clordid, symbol, BUY, qty, below(rig, symbol))
+    return rig.oms.wait_report(clordid, "0")
+
+
+# --- new orders ----------------------------------------------------------------------
+
+
+def test_accepted_order_goes_to_the_venue_unchanged_and_fills(rig: Rig) -> None:
+    oms = rig.oms
+    assert oms.new_order("A1", "L000", BUY, 100, 101.0, extra=[(F.ACCOUNT, "acct-7")])
+    fill = oms.wait_report("A1", "F")
+    assert fill.get(F.ORD_STATUS) == "2"
+    assert rig.venue.stats.orders == 1
+    venue_order = rig.venue.find("A1")
+    assert venue_order is not None and venue_order.clordid == "A1"  # the client's id on the wire
+    assert rig.guard.position("L000") == 100
+    decided = [r for r in rig.records() if r["kind"] == "decision"]
+    assert [(r["order_id"], r["accepted"]) for r in decided] == [("OMS1:A1", True)]
+
+
+def test_refused_order_is_an_execution_report_with_the_reason_and_never_leaves(rig: Rig) -> None:
+    oms = rig.oms
+    oms.new_order("B1", "L000", BUY, 50_000, 100.0)
+    rej = oms.wait_report("B1", "8")
+    assert rej.get(F.ORD_STATUS) == "8"
+    assert rej.get(F.ORD_REJ_REASON) == F.REJ_EXCEEDS_LIMIT
+    assert rej.get(F.TEXT).startswith("knightwatch:max_order_qty ")
+    assert rej.get(F.ORDER_ID) == "NONE" and rej.get(F.LEAVES_QTY) == "0"
+    assert not any(r.mtype == F.SESSION_REJECT for r in oms.received)
+    time.sleep(0.05)
+    assert rig.venue.stats.orders == 0
+
+
+def test_limit_order_without_price_is_refused_invalid(rig: Rig) -> None:
+    msg = rig.oms.order_message("B2", "L000", BUY, 100, 100.0)
+    msg.removeField(F.PRICE)
+    rig.oms.send(msg)
+    assert rig.oms.wait_report("B2", "8").get(F.TEXT).startswith("knightwatch:invalid_order ")
+
+
+def test_duplicate_clordid_across_sessions_is_refused(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
+    a, b = rig.clients["OMS1"], rig.clients["OMS2"]
+    a.new_order("SAME", "L000", BUY, 100, below(rig, "L000"))
+    a.wait_report("SAME", "0")
+    b.new_order("SAME", "L000", BUY, 100, below(rig, "L000"))
+    assert b.wait_report("SAME", "8").get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    assert rig.venue.stats.orders == 1
+
+
+def test_decimal_quantities_count_in_lots(rig_factory: Callable[..., Rig]) -> None:
+    limits = Limits(
+        **{f: getattr(LIMITS, f) for f in LIMITS.__struct_fields__ if f not in ("symbol",)},
+        symbol={"L001": Override(lot_size=0.001)},
+    )
+    rig = rig_factory(limits=limits, venue={"lots": {"L001": Decimal("0.001")}}).start().ready()
+    rig.oms.new_order("D1", "L001", BUY, "0.5", 101.0)
+    fill = rig.oms.wait_report("D1", "F")
+    assert Decimal(fill.get(F.CUM_QTY)) == Decimal("0.5")
+    assert rig.guard.position("L001") == 500  # lots of 0.001
+    rig.oms.new_order("D2", "L001", BUY, "0.0005", 101.0)
+    assert "lot_size 0.001" in rig.oms.wait_report("D2", "8").get(F.TEXT)
+
+
+def test_instrument_ids_longer_than_sixteen_characters(rig_factory: Callable[..., Rig]) -> None:
+    occ = "AAPL  260116C00150000"  # 21 characters, as OCC writes an option
+    limits = Limits.off(max_order_qty=5_000, require_reference_price=False)
+    rig = rig_factory(limits=limits, config={"instrument": "security_id"}).start().ready(())
+    rig.oms.new_order(
+        "O1", "L000", BUY, 10, 101.0, extra=[(F.SECURITY_ID, occ), (F.ID_SOURCE, "8")]
+    )
+    rig.oms.wait_report("O1", "F")
+    assert rig.guard.position(occ) == 10
+
+
+# --- resends, duplicates, unsupported types, malformed FIX ---------------------------------
+
+
+def test_resent_order_is_answered_from_the_decision_not_sent_twice(rig: Rig) -> None:
+    oms = rig.oms
+    first = oms.order_message("R1", "L000", BUY, 100, below(rig, "L000"))
+    oms.send(first)
+    oms.wait_report("R1", "0")
+    again = oms.order_message("R1", "L000", BUY, 100, below(rig, "L000"))
+    again.getHeader().setField(F.POSS_RESEND, "Y")
+    oms.send(again)
+    status = oms.wait_report("R1", "I")
+    assert status.get(F.ORD_STATUS) == "0"
+    refused = oms.order_message("R2", "L000", BUY, 90_000, 100.0)
+    oms.send(refused)
+    oms.wait_report("R2", "8")
+    blocked = sum(rig.guard.counters()[1].values())
+    resent = oms.order_message("R2", "L000", BUY, 90_000, 100.0)
+    resent.getHeader().setField(F.POSS_RESEND, "Y")
+    oms.send(resent)
+    eventually(lambda: len([r for r in oms.reports("R2") if r.get(F.EXEC_TYPE) == "8"]) == 2)
+    assert rig.venue.stats.orders == 1
+    assert sum(rig.guard.counters()[1].values()) == blocked  # not checked again
+    assert len(rig.events("fix_resend")) == 2
+
+
+def test_a_fresh_order_reusing_a_clordid_is_a_duplicate(rig: Rig) -> None:
+    rest(rig, "U1")
+    rig.oms.new_order("U1", "L000", BUY, 100, below(rig, "L000"))
+    rej = rig.oms.wait_report("U1", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+
+
+def test_a_quote_is_refused_with_business_reject(rig: Rig) -> None:
+    rig.oms.send(F.message("S", [(117, "q1"), (F.SYMBOL, "L000")]))
+    got = rig.oms.wait_for(lambda r: r.mtype == F.BUSINESS_REJECT)
+    assert got.get(F.BUSINESS_REJECT_REASON) == F.BIZ_UNSUPPORTED_TYPE
+    assert got.get(F.BUSINESS_REJECT_REF_ID) == "q1"
+    assert got.get(F.TEXT).startswith("knightwatch:unsupported_message ")
+    assert rig.venue.stats.orders == 0
+
+
+def test_new_order_list_is_refused_with_business_reject(rig: Rig) -> None:
+    msg = F.message("E", [(66, "L1"), (394, "3"), (68, "1")])
+    g = F.fix().Group(73, F.CL_ORD_ID)
+    for tag, value in (
+        (F.CL_ORD_ID, "LO1"),
+        (67, "1"),
+        (F.SYMBOL, "L000"),
+        (F.SIDE, BUY),
+        (F.ORDER_QTY, "10"),
+    ):
+        g.setField(tag, value)
+    msg.addGroup(g)
+    rig.oms.send(msg)
+    got = rig.oms.wait_for(lambda r: r.mtype == F.BUSINESS_REJECT)
+    assert got.get(F.REF_MSG_TYPE) == "E" and got.get(F.BUSINESS_REJECT_REF_ID) == "L1"
+    assert got.get(F.TEXT).startswith("knightwatch:unsupported_message ")
+    assert rig.events("fix_refused")[0]["data"]["msg_type"] == "E"
+
+
+def test_wrong_type_and_missing_tag_get_a_session_reject_that_is_recorded(rig: Rig) -> None:
+    bad_qty = rig.oms.order_message("M1", "L000", BUY, "abc", 100.0)
+    rig.oms.send(bad_qty)
+    no_side = rig.oms.order_message("M2", "L000", BUY, 100, 100.0)
+    no_side.removeField(F.SIDE)
+    rig.oms.send(no_side)
+    eventually(lambda: len([r for r in rig.oms.received if r.mtype == F.SESSION_REJECT]) == 2)
+    rejects = [r for r in rig.oms.received if r.mtype == F.SESSION_REJECT]
+    assert {r.get(F.SESSION_REJECT_REASON) for r in rejects} == {"6", "1"}
+    rest(rig, "M3")  # the session carries on; the next order is handled
+    notes = rig.events("fix_session_reject")
+    assert {n["data"]["reason"] for n in notes} == {6, 1}
+    assert rig.venue.stats.orders == 1
+
+
+def _raw(fields: list[tuple[int, str]], *, seq: int, corrupt: bool = False) -> bytes:
+    body = "".join(f"{t}={v}\x01" for t, v in fields)
+    head = f"8=FIX.4.4\x019={len(body)}\x01"
+    total = sum((head + body).encode()) % 256
+    if corrupt:
+        total = (total + 1) % 256
+    return (head + body + f"10={total:03d}\x01").encode()
+
+
+def test_bad_checksum_is_dropped_and_recovered_by_resend(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(clients=("OMS1", "RAW")).start(connect=("OMS1",)).ready()
+    gw = rig.gw_comp
+
+    def hdr(mtype: str, seq: int) -> list[tuple[int, str]]:
+        return [(35, mtype), (49, "RAW"), (56, gw), (34, str(seq)), (52, F.now_utc())]
+
+    with socket.create_connection(("127.0.0.1", rig.gw_port), timeout=5) as s:
+        s.sendall(_raw([*hdr("A", 1), (98, "0"), (108, "5"), (141, "Y")], seq=1))
+        time.sleep(0.3)
+        order = [(11, "C1"), (55, "L000"), (54, "1"), (38, "10"), (40, "1"), (60, F.now_utc())]
+        s.sendall(_raw([*hdr("D", 2), *order], seq=2, corrupt=True))
+        time.sleep(0.2)
+        assert rig.venue.stats.orders == 0  # a garbled message is not acted on
+        s.sendall(_raw([*hdr("0", 3)], seq=3))
+        data = b""
+        deadline = time.monotonic() + 3
+        while b"35=2\x01" not in data and time.monotonic() < deadline:
+            s.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                data += s.recv(65536)
+    assert b"35=2\x01" in data and b"7=2\x01" in data  # ResendRequest from seq 2: nothing lost
+
+
+# --- callbacks that raise ----------------------------------------------------------------
+
+
+def test_a_callback_that_raises_rejects_the_message_and_the_gateway_lives(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: Any) -> None:
+        raise RuntimeError("mapping bug")
+
+    monkeypatch.setattr(rig.gateway, "_parse_order", boom)
+    rig.oms.new_order("X1", "L000", BUY, 100, 100.0)
+    rej = rig.oms.wait_report("X1", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:gateway_error ")
+    assert "mapping bug" in rig.events("gateway_error")[0]["data"]["error"]
+    monkeypatch.undo()
+    rest(rig, "X2")
+    assert rig.gateway.errors.count == 1
+
+
+# --- cancels and replaces ----------------------------------------------------------------
+
+
+def test_cancel_is_forwarded_in_every_state(rig: Rig) -> None:
+    rest(rig, "C1")
+    rig.guard.halt(Scope.FLEET, "fleet", "drill", "ops")
+    rig.oms.cancel("C1x", "C1", "L000", BUY, 100)
+    done = rig.oms.wait_report("C1x", "4")
+    assert done.get(F.ORIG_CL_ORD_ID) == "C1"
+    assert rig.guard.working_qty("L000") == (0, 0)
+    rig.oms.cancel("C9x", "NOPE", "L000", BUY, 100)  # unknown: the venue decides
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C9x")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "1"
+
+
+def test_replace_reserves_the_larger_leaves_then_commits(rig: Rig) -> None:
+    rest(rig, "G1", qty=100)
+    px = below(rig, "L000")
+    with rig.venue.lock:  # hold the venue: the replace is in flight
+        rig.oms.replace("G2", "G1", "L000", BUY, 300, px)
+        eventually(lambda: rig.guard.working_qty("L000") == (300, 0), what="reservation")
+    done = rig.oms.wait_report("G2", "5")
+    assert done.get(F.ORIG_CL_ORD_ID) == "G1" and done.get(F.LEAVES_QTY) == "300"
+    assert rig.guard.working_qty("L000") == (300, 0)
+    assert rig.guard.remaining("OMS1:G2") == 300
+
+
+def test_replace_down_keeps_the_old_leaves_reserved_until_the_venue_answers(rig: Rig) -> None:
+    rest(rig, "G3", qty=400)
+    with rig.venue.lock:
+        rig.oms.replace("G4", "G3", "L000", BUY, 100, below(rig, "L000"))
+        eventually(lambda: rig.events("replace"), what="replace decided")
+        assert rig.guard.working_qty("L000") == (400, 0)
+    rig.oms.wait_report("G4", "5")
+    assert rig.guard.working_qty("L000") == (100, 0)
+
+
+def test_replace_refused_by_the_guard_is_an_order_cancel_reject(rig: Rig) -> None:
+    rest(rig, "G5", qty=100)
+    rig.oms.replace("G6", "G5", "L000", BUY, 9_000, below(rig, "L000"))
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "G6")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
+    assert rej.get(F.TEXT).startswith("knightwatch:max_order_qty ")
+    assert rig.guard.working_qty("L000") == (100, 0)
+    assert rig.venue.find("G5") is not None and rig.venue.find("G6") is None
+
+
+def test_replace_the_venue_refuses_rolls_back(rig: Rig) -> None:
+    rest(rig, "G7", qty=100)
+    with rig.venue.lock:
+        rig.oms.replace("G8", "G7", "L000", BUY, 500, below(rig, "L000"))
+        eventually(lambda: rig.guard.working_qty("L000") == (500, 0))
+        rig.venue.execute("G7", 100, 99.0)  # filled before the venue reads the replace
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "G8")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
+    assert rig.guard.working_qty("L000") == (0, 0)
+    assert rig.guard.position("L000") == 100
+
+
+def test_client_mass_cancel_only_touches_that_clients_orders(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
+    a, b = rig.clients["OMS1"], rig.clients["OMS2"]
+    for c, ids in ((a, ("Q1", "Q2")), (b, ("Q3",))):
+        for cid in ids:
+            c.new_order(cid, "L000", BUY, 100, below(rig, "L000"))
+            c.wait_report(cid, "0")
+    a.mass_cancel("QX")
+    report = a.wait_for(lambda r: r.mtype == F.MASS_CANCEL_REPORT)
+    assert report.get(F.TOTAL_AFFECTED) == "2"
+    for cid in ("Q1", "Q2"):
+        assert a.wait_report(cid, "4").get(F.TEXT) == "mass cancel QX"
+    assert [o.clordid for o in rig.venue.working()] == ["Q3"]
+
+
+# --- each ExecType -------------------------------------------------------------------------
+
+
+def test_venue_reject_and_expiry_free_the_order_without_counting_a_cancel(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(venue={"reject_symbols": frozenset({"M000"})}).start().ready()
+    rig.oms.new_order("V1", "M000", BUY, 100, 40.0)
+    assert rig.oms.wait_report("V1", "8").get(F.TEXT).startswith("unknown symbol")
+    rig.oms.new_order("V2", "L000", BUY, 100, below(rig, "L000"), tif="3")  # IOC: expires
+    rig.oms.wait_report("V2", "C")
+    rest(rig, "V3")
+    rig.venue.expire("V3")
+    rig.oms.wait_report("V3", "C")
+    rest(rig, "V4")
+    assert rig.venue.end_of_day() == 1
+    rig.oms.wait_report("V4", "3")
+    assert rig.guard.working_qty("L000") == (0, 0)
+    assert rig.guard.working_qty("M000") == (0, 0)
+    with rig.guard.lock:
+        assert rig.guard._ledger.cancels == 0
+    kinds = [r["kind"] for r in rig.records()]
+    assert kinds.count("reject") == 1 and kinds.count("expire") == 3
+
+
+@pytest.mark.parametrize("begin", ["FIX.4.4", "FIX.4.2"])
+def test_partial_fills_restate_bust_and_correct(
+    rig_factory: Callable[..., Rig], begin: str
+) -> None:
+    fix42 = begin == "FIX.4.2"  # fills are ExecType 1/2, busts and corrections ExecTransType
+    rig = rig_factory(begin=begin, venue={"clip": 100}).start().ready()
+    oms = rig.oms
+
+    def is_fill(r: Received) -> bool:
+        if fix42:
+            return r.get(F.EXEC_TYPE) in ("1", "2") and r.get(F.EXEC_TRANS_TYPE) == "0"
+        return r.get(F.EXEC_TYPE) == "F"
+
+    def correction(kind44: str, trans42: str) -> Received:
+        def match(r: Received) -> bool:
+            if r.get(F.CL_ORD_ID) != "P1":
+                return False
+            return r.get(F.EXEC_TRANS_TYPE) == trans42 if fix42 else r.get(F.EXEC_TYPE) == kind44
+
+        return oms.wait_for(match)
+
+    oms.new_order("P1", "L000", BUY, 250, 101.0)
+    eventually(lambda: len([r for r in oms.reports("P1") if is_fill(r)]) == 3)
+    fills = [r for r in oms.reports("P1") if is_fill(r)]
+    assert [r.get(F.ORD_STATUS) for r in fills] == ["1", "1", "2"]
+    assert rig.guard.position("L000") == 250
+    rig.venue.bust(fills[0].get(F.EXEC_ID))
+    correction("H", "1")
+    assert rig.guard.position("L000") == 150
+    rig.venue.correct(fills[1].get(F.EXEC_ID), 60, 100.5)
+    correction("G", "2")
+    assert rig.guard.position("L000") == 110
+    rest(rig, "P2", qty=300)
+    rig.venue.restate("P2", 120)
+    assert oms.wait_report("P2", "D").get(F.LEAVES_QTY) == "120"
+    assert rig.guard.working_qty("L000") == (120, 0)
+    assert rig.guard.halts() == {}
+
+
+def test_duplicate_exec_ids_are_applied_once(rig: Rig) -> None:
+    rest(rig, "E1", qty=200)
+    exec_id = rig.venue.execute("E1", 100, 99.5)
+    rig.oms.wait_report("E1", "F")
+    rig.venue.misreport("E1", "F", [(F.EXEC_ID, exec_id), (F.LAST_QTY, "100"), (F.LAST_PX, "99.5")])
+    eventually(lambda: rig.events("duplicate_exec"))
+    assert rig.guard.position("L000") == 100
+    assert len([r for r in rig.oms.reports("E1") if r.get(F.EXEC_TYPE) == "F"]) == 1
+
+
+def test_fill_for_an_unknown_order_halts_with_fill_mismatch(rig: Rig) -> None:
+    rig.venue.stray_fill(rig.gw_comp, "GHOST", "L000", BUY, 100)
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "GHOST" in halt.reason
+    rig.oms.new_order("H1", "L000", BUY, 100, 101.0)
+    assert rig.oms.wait_report("H1", "8").get(F.TEXT).startswith("knightwatch:fill_mismatch ")
+
+
+def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
+    rest(rig, "L1", qty=200)
+    rig.venue.misreport("L1", "F", [(F.LAST_QTY, "50"), (F.LAST_PX, "99"), (F.LEAVES_QTY, "10")])
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "LeavesQty 10" in halt.reason
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+def test_venue_session_loss_refuses_new_orders_then_recovers(rig: Rig, tmp_path: Path) -> None:
+    rig.venue.stop()
+    eventually(lambda: not rig.gateway.venue_up, what="venue down")
+    rig.oms.new_order("S1", "L000", BUY, 100, 100.0)
+    rej = rig.oms.wait_report("S1", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:venue_unavailable ")
+    rig.oms.cancel("S1x", "S0", "L000", BUY, 100)
+    rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and "venue_unavailable" in r.get(F.TEXT))
+    venue = FixVenue(
+        tmp_path / "venue2",
+        port=rig.venue_port,
+        sessions=[rig.gw_comp],
+        comp_id=rig.venue_comp,
+        store="memory",
+        md_interval_s=0.5,
+        log_messages=False,
+    )
+    venue.start()
+    rig._started.append(venue)
+    eventually(lambda: rig.gateway.venue_up, 10, "venue back")
+    rig.oms.new_order("S2", "L000", BUY, 100, 101.0)
+    rig.oms.wait_report("S2", "F")
+
+
+def test_client_disconnect_cancels_per_policy_and_execinst(rig_factory: Callable[..., Rig]) -> None:
+    clients = (ClientSession("OMS1"), ClientSession("OMS2", cancel_on_disconnect=False))
+    rig = rig_factory(clients=("OMS1", "OMS2"), config={"clients": clients}).start().ready()
+    a, b = rig.clients["OMS1"], rig.clients["OMS2"]
+    a.new_order("K1", "L000", BUY, 100, below(rig, "L000"))
+    b.new_order("K2", "L000", BUY, 100, below(rig, "L000"))
+    b.new_order("K3", "L000", BUY, 100, below(rig, "L000"), extra=[(F.EXEC_INST, "Q")])
+    for c, cid in ((a, "K1"), (b, "K2"), (b, "K3")):
+        c.wait_report(cid, "0")
+    a.stop()
+    b.stop()
+    eventually(lambda: sorted(o.clordid for o in rig.venue.working()) == ["K2"], what="COD")
+    eventually(lambda: rig.guard.working_qty("L000") == (100, 0), what="Guard follows")
+
+
+# --- parents: Power Peg over FIX ------------------------------------------------------------
+
+
+def test_power_peg_over_fix_is_stopped_by_parent_reconciliation(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    limits = Limits(
+        **{
+            **{f: getattr(LIMITS, f) for f in LIMITS.__struct_fields__},
+            "require_registered_parent": True,
+        }
+    )
+    rig = rig_factory(limits=limits).start().ready()
+    oms = rig.oms
+    tags = [(5001, "PARENT-1"), (5002, "1000")]
+    for i in range(15):  # a runaway: a child per quote update, fills never read
+        oms.new_order(f"PP{i}", "L000", BUY, 100, 104.0, extra=tags)
+    eventually(lambda: all(oms.reports(f"PP{i}") for i in range(15)))
+    refused = [r for i in range(15) for r in oms.reports(f"PP{i}") if r.get(F.EXEC_TYPE) == "8"]
+    routed = [i for i in range(15) if oms.reports(f"PP{i}")[0].get(F.EXEC_TYPE) == "0"]
+    assert routed == list(range(10)) and len(refused) == 5
+    assert all(r.get(F.TEXT).startswith("knightwatch:parent_qty_exceeded ") for r in refused)
+    assert rig.venue.stats.orders == 10
+    oms.new_order("PPx", "L000", BUY, 100, 101.0, extra=[(5001, "NOBODY")])
+    assert oms.wait_report("PPx", "8").get(F.TEXT).startswith("knightwatch:unknown_parent ")
+
+
+# --- reconciliation ----------------------------------------------------------------------
+
+
+def test_start_up_adopts_orders_working_at_the_venue_before_arming(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    keep = (ClientSession("OMS1", cancel_on_disconnect=False),)
+    first = rig_factory(
+        venue={"cancel_on_disconnect": False}, config={"store": "file", "clients": keep}
+    )
+    first.start().ready()
+    rest(first, "W1", qty=300)
+    first.clients["OMS1"].stop()
+    first.gateway.stop()  # a restart: same state directory, persisted sequence numbers
+    guard = LockedGuard(LIMITS, node="gw", clock=SystemClock(), recorder=first.recorder)
+    second = Gateway(
+        first.config,
+        guard,
+        first.root / "gateway",
+        log_messages=False,
+        on_reconciled=lambda: guard.arm("test"),
+    )
+    assert not guard.armed
+    second.start()
+    try:
+        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        assert guard.working_qty("L000") == (300, 0)
+        assert guard.remaining("reconciled:W1") == 300
+        guard.flush_records()
+        kinds = [msgspec.json.decode(line)["kind"] for line in first.recorder.lines]
+        last = {k: i for i, k in enumerate(kinds)}
+        assert last["adopt"] < last["reconciled"] < last["arm"]  # adopted before arming
+        second.cancel_scope(Scope.FLEET, "fleet", "flatten")
+        eventually(lambda: not first.venue.working(), what="adopted order cancelled")
+    finally:
+        second.stop()
+
+
+def test_positions_file_reconciles_under_fix42(
+    rig_factory: Callable[..., Rig], tmp_path: Path
+) -> None:
+    pos = tmp_path / "positions.toml"
+    pos.write_text("[positions]\nL000 = 700\nM000 = { qty = -200, avg_price = 40.5 }\n")
+    rig = rig_factory(begin="FIX.4.2", config={"positions_file": str(pos)})
+    rig.start().ready()
+    assert rig.guard.position("L000") == 700 and rig.guard.position("M000") == -200
+    rig.oms.new_order("F1", "L000", SELL, 100, 99.0)
+    fill = rig.oms.wait_report("F1", "2")  # FIX 4.2: ExecType 2 = filled
+    assert fill.get(F.EXEC_TRANS_TYPE) == "0"
+    assert rig.guard.position("L000") == 600
+
+
+# --- kill --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("begin", ["FIX.4.4", "FIX.4.2"])
+def test_kill_cancels_every_working_order_at_the_venue_and_tells_the_client(
+    rig_factory: Callable[..., Rig], begin: str
+) -> None:
+    rig = rig_factory(begin=begin).start().ready()
+    for cid in ("K1", "K2", "K3"):
+        rest(rig, cid)
+    rig.guard.halt(Scope.FLEET, "fleet", "runaway", "ops")
+    targets = rig.gateway.cancel_scope(Scope.FLEET, "fleet", "runaway")
+    assert sorted(targets) == ["OMS1:K1", "OMS1:K2", "OMS1:K3"]
+    for cid in ("K1", "K2", "K3"):
+        er = rig.oms.wait_report(cid, "4")
+        assert er.get(F.TEXT) == "knightwatch kill: runaway"
+        assert F.ORIG_CL_ORD_ID not in er.fields
+    eventually(lambda: rig.gateway.still_working(Scope.FLEET, "fleet") == [])
+    assert rig.venue.working() == []
+    assert rig.guard.working_qty("L000") == (0, 0)
+    rig.oms.new_order("K4", "L000", BUY, 100, 101.0)
+    assert rig.oms.wait_report("K4", "8").get(F.TEXT).startswith("knightwatch:halted ")
+
+
+def test_symbol_kill_leaves_other_symbols_working(rig: Rig) -> None:
+    rest(rig, "Y1", symbol="L000")
+    rest(rig, "Y2", symbol="L001")
+    rig.gateway.cancel_scope(Scope.SYMBOL, "L000", "bad symbol")
+    rig.oms.wait_report("Y1", "4")
+    assert [o.clordid for o in rig.venue.working()] == ["Y2"]
+
+
+def test_drop_copy_feeds_fills_of_orders_that_bypassed_the_gateway(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    from knightwatch.gateway.client import FixClient
+
+    rig = rig_factory(drop_copy=True)
+    rig.start().ready()
+    eventually(lambda: rig.venue.logged_on(rig.dc_comp), what="drop copy logged on")
+    direct = FixClient(
+        rig.root / "direct", comp_id="DIRECT", target=rig.venue_comp, port=rig.venue_port
+    )
+    direct.start()
+    rig._started.append(direct)
+    direct.wait_logon()
+    direct.new_order("BYPASS1", "L000", SELL, 300, 95.0)  # straight to the venue
+    direct.wait_report("BYPASS1", "F")
+    eventually(lambda: rig.guard.position("L000") == -300, what="drop-copy fill applied")
+    rig.oms.new_order("OWN1", "L000", BUY, 100, 104.0)  # routed: reported once, not twice
+    rig.oms.wait_report("OWN1", "F")
+    eventually(lambda: rig.guard.position("L000") == -200, what="own fill applied")
+    time.sleep(0.2)
+    assert rig.guard.position("L000") == -200 and rig.guard.halts() == {}
+    assert rig.gateway.counts.get("drop_copy_reports", 0) >= 1
+
+
+def test_audit_why_shows_the_fix_message_behind_a_decision(
+    rig_factory: Callable[..., Rig], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from knightwatch.audit.why import explain_order
+    from knightwatch.cli.app import app
+
+    path = tmp_path / "gw.jsonl"
+    rig = rig_factory(recorder_path=path).start().ready()
+    msg = rig.oms.order_message("W1", "L000", BUY, 100, 101.0)
+    rig.oms.send(msg)
+    rig.oms.wait_report("W1", "F")
+    rig.oms.new_order("W2", "L000", BUY, 90_000, 101.0)
+    rig.oms.wait_report("W2", "8")
+    rig.stop()
+    rig.recorder.close()
+    ok = explain_order(path, "OMS1:W1")
+    assert ok.decision.accepted and len(ok.fills) == 1
+    (fix_in,) = [e for e in ok.events if e.kind == "fix_in"]
+    assert fix_in.data["session"] == "OMS1" and fix_in.data["msg_type"] == "D"
+    assert fix_in.data["clordid"] == "W1" and len(str(fix_in.data["raw_sha256"])) == 32
+    assert int(fix_in.data["seq"] or 0) >= 2  # the client's MsgSeqNum (1 is its logon)
+    out = CliRunner().invoke(app, ["audit", "why", "OMS1:W2", str(path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "max_order_qty" in out.output and "fix_in" in out.output and "OMS1" in out.output

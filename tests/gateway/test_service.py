@@ -1,0 +1,183 @@
+"""The gateway as a fleet node: a real nats-server, the node runtime, kills with venue cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from knightwatch.audit import FlightRecorder, MemorySink
+from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.decision import RejectReason
+from knightwatch.gateway import fields as F
+from knightwatch.gateway.client import FixClient
+from knightwatch.gateway.config import ClientSession, GatewayConfig, VenueSession
+from knightwatch.gateway.engine import free_port
+from knightwatch.gateway.service import GatewayHost
+from knightwatch.gateway.venue import FixVenue
+from knightwatch.guard import LockedGuard
+from knightwatch.state import Scope, TradingState
+
+from .conftest import LIMITS, SYMBOLS, eventually
+
+POLICY = LeasePolicy()
+
+
+@dataclass
+class Node:
+    venue: FixVenue
+    host: GatewayHost
+    runtime: NodeRuntime
+    guard: LockedGuard
+    recorder: FlightRecorder
+    oms: FixClient
+    switch: KillSwitch
+
+    def rest(self, clordid: str, qty: int = 100, symbol: str = "L000") -> None:
+        px = round(self.venue.books[symbol].touch(False) - 0.5, 2)
+        self.oms.new_order(clordid, symbol, "1", qty, px)
+        self.oms.wait_report(clordid, "0")
+
+
+@contextlib.asynccontextmanager
+async def start_node(server: EmbeddedNatsServer, root: Path, **cfg: Any) -> AsyncIterator[Node]:
+    venue_port, gw_port = free_port(), free_port()
+    venue = FixVenue(
+        root / "venue",
+        port=venue_port,
+        sessions=["KWGW"],
+        store="memory",
+        md_interval_s=0.5,
+        log_messages=False,
+    )
+    venue.start()
+    config = GatewayConfig(
+        listen_port=gw_port,
+        venue=VenueSession(port=venue_port, market_data=SYMBOLS),
+        clients=(ClientSession("OMS1"),),
+        node="gw",
+        store="memory",
+        assume_flat=True,
+        **cfg,
+    )
+    clock = SystemClock()
+    recorder = FlightRecorder(None, clock=clock, sink=MemorySink())
+    limits = msgspec.structs.replace(LIMITS, lease_timeout_s=POLICY.lease_timeout_s)
+    guard = LockedGuard(limits, node="gw", clock=clock, recorder=recorder)
+    plane = NatsControlPlane(server.url, name="gw")
+    await plane.connect()
+    runtime = NodeRuntime(guard, plane, clock=clock, policy=POLICY, metrics_s=0.2)
+    host = GatewayHost(config, root / "gw", log_messages=False)
+    ops = NatsControlPlane(server.url, name="ops")
+    await ops.connect()
+    oms = FixClient(root / "oms", comp_id="OMS1", target="KWGW", port=gw_port)
+    stop = asyncio.Event()
+    try:
+        await runtime.start()
+        await host.prepare(runtime, stop)
+        runtime.arm("test")
+        oms.start()
+        await asyncio.to_thread(oms.wait_logon)
+        for s in SYMBOLS:
+            await asyncio.to_thread(eventually, lambda s=s: guard.exposure() and _priced(guard, s))
+        yield Node(venue, host, runtime, guard, recorder, oms, KillSwitch(ops, clock, "ops"))
+    finally:
+        await runtime.stop()
+        await asyncio.to_thread(oms.stop)
+        await host.close()
+        await asyncio.to_thread(venue.stop)
+        await plane.close()
+        await ops.close()
+
+
+def _priced(guard: LockedGuard, symbol: str) -> bool:
+    with guard.lock:
+        book = guard._ledger.books.get(symbol)
+        return book is not None and book.ref is not None
+
+
+@pytest.fixture
+async def node(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Node]:
+    async with start_node(nats_server, tmp_path) as n:
+        yield n
+
+
+async def test_kill_cancels_at_the_venue_and_confirms_when_nothing_works(node: Node) -> None:
+    for cid in ("K1", "K2", "K3"):
+        await asyncio.to_thread(node.rest, cid)
+    result = await node.switch.kill(Scope.FLEET, "fleet", "runaway drill", timeout_s=3.0)
+    assert result.ok and result.targets == ["gw"] and result.still_working == {}
+    assert node.venue.working() == []  # confirmed only once the venue had cancelled all three
+    for cid in ("K1", "K2", "K3"):
+        er = await asyncio.to_thread(node.oms.wait_report, cid, "4")
+        assert er.get(F.TEXT) == "knightwatch kill: runaway drill"
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    (command, took, left) = node.host.drains[-1]
+    assert command == result.entry.command_id and left == [] and took < 1.5
+    node.oms.new_order("K4", "L000", "1", 100, 101.0)
+    rej = await asyncio.to_thread(node.oms.wait_report, "K4", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:halted ")
+
+
+async def test_kill_reports_orders_still_working_at_the_timeout(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    async with start_node(nats_server, tmp_path, kill_drain_timeout_s=0.3) as n:
+        await asyncio.to_thread(n.rest, "T1")
+        released = threading.Event()
+
+        def hold_venue() -> None:
+            with n.venue.lock:  # the venue stops answering: its cancels cannot come back
+                released.wait(5)
+
+        holder = threading.Thread(target=hold_venue)
+        holder.start()
+        try:
+            result = await n.switch.kill(Scope.SYMBOL, "L000", "stuck venue", timeout_s=3.0)
+        finally:
+            released.set()
+            holder.join()
+        assert result.latencies_ms.keys() == {"gw"}  # confirmed: the Guard blocks
+        assert result.still_working == {"gw": ["OMS1:T1"]} and not result.ok
+        await asyncio.to_thread(n.oms.wait_report, "T1", "4")  # the cancel lands afterwards
+
+
+async def test_a_halt_decided_on_an_engine_thread_is_stored_and_drained(node: Node) -> None:
+    await asyncio.to_thread(node.rest, "A1")
+    node.venue.stray_fill("KWGW", "GHOST", "M000", "1", 100)
+
+    async def stored() -> Any:
+        entry, _ = await node.switch.plane.get_state(Scope.NODE, "gw")
+        return entry
+
+    for _ in range(250):
+        entry = await stored()
+        if entry is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert entry is not None and entry.actor == f"guard:{RejectReason.FILL_MISMATCH.value}"
+    # the node hears its own halt back and drains: the working order is cancelled at the venue
+    await asyncio.to_thread(node.oms.wait_report, "A1", "4")
+    assert node.venue.working() == []
+
+
+async def test_node_metrics_count_the_gateway_flow(node: Node) -> None:
+    node.oms.new_order("M1", "L000", "1", 100, 101.0)
+    await asyncio.to_thread(node.oms.wait_report, "M1", "F")
+    node.oms.new_order("M2", "L000", "1", 90_000, 101.0)
+    await asyncio.to_thread(node.oms.wait_report, "M2", "8")
+    m = node.runtime.metrics()
+    assert (m.accepted, m.rejected, m.fills) == (1, 1, 1)
+    assert m.blocks == {"max_order_qty": 1}

@@ -1,0 +1,457 @@
+"""The Guard's calls for order flow it does not emit itself (a FIX gateway, any OMS adapter):
+replace with reserve/commit/rollback, terminal events apart from cancels, restatement,
+trade bust and correction, lot sizes, long instrument ids, start-up reconciliation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch.decision import RejectReason
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits, Override
+from knightwatch.order import Fill, InvalidOrder, Order, Side
+from knightwatch.state import Scope, TradingState
+
+from .conftest import Rig
+
+R = RejectReason
+
+
+def working(g: Guard, symbol: str = "IBM") -> int:
+    return g.working_qty(symbol)[0]
+
+
+# --- replace -------------------------------------------------------------------------------
+
+
+def test_replace_up_reserves_the_new_leaves_until_the_venue_answers(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig()
+    g = r.guard
+    assert g.check(r.order(qty=100, id="a"))
+    d = g.check_replace("a", r.order(qty=300, id="b"))
+    assert d.accepted and "replaces a" in d.detail
+    assert working(g) == 300  # max(old 100, new 300) held while pending
+    g.on_replace_ack("b", remaining=300)
+    assert working(g) == 300 and g.remaining("b") == 300 and g.remaining("a") is None
+
+
+def test_replace_down_holds_the_old_leaves_then_commits_the_new(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=400, id="a"))
+    assert g.check_replace("a", r.order(qty=100, id="b"))
+    assert working(g) == 400
+    g.on_replace_ack("b")
+    assert working(g) == 100
+
+
+def test_a_replace_the_venue_refuses_rolls_back(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    g.check_replace("a", r.order(qty=500, id="b"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 40, 100.0))  # fills keep coming on the original
+    assert working(g) == 460
+    g.on_replace_reject("b")
+    assert working(g) == 60 and g.remaining("a") == 60
+    assert g.check_replace("a", r.order(qty=200, id="c")).accepted  # replaceable again
+
+
+def test_fills_while_pending_count_against_the_new_quantity(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    g.check_replace("a", r.order(qty=300, id="b"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 100, 100.0))
+    g.on_replace_ack("b")  # the venue's leaves: 300 - 100 filled
+    assert g.remaining("b") == 200 and working(g) == 200 and g.position("IBM") == 100
+
+
+def test_replace_increase_is_checked_as_a_new_risk(rig: Callable[..., Rig]) -> None:
+    r = rig(max_order_qty=500, max_position_qty=1_000, price_collar_pct=0.05)
+    g = r.guard
+    g.check(r.order(qty=400, id="a"))
+    too_big = g.check_replace("a", r.order(qty=600, id="b"))
+    assert too_big.reason is R.MAX_ORDER_QTY
+    far = g.check_replace("a", r.order(qty=400, price=120.0, id="c"))
+    assert far.reason is R.PRICE_COLLAR
+    g.check(r.order(qty=500, id="d"))
+    over = g.check_replace("a", r.order(qty=500, id="e"))  # +100 on 900 working > 1,000? no
+    assert over.accepted
+    g.on_replace_ack("e")
+    beyond = g.check_replace("d", r.order(qty=501, id="f"))
+    assert beyond.reason is R.MAX_ORDER_QTY
+    assert working(g) == 1_000
+
+
+def test_replace_counts_only_the_increase_against_position_and_parent(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_position_qty=1_000, max_parent_qty_multiple=1.0)
+    g = r.guard
+    g.register_parent("P", 600)
+    g.check(r.order(qty=500, id="a", parent_id="P"))
+    assert g.check_replace("a", r.order(qty=600, id="b", parent_id="P")).accepted
+    assert g.parent_committed("P") == 600
+    g.on_replace_reject("b")
+    assert g.parent_committed("P") == 500
+    over = g.check_replace("a", r.order(qty=700, id="c", parent_id="P"))
+    assert over.reason is R.PARENT_QTY_EXCEEDED
+
+
+def test_replace_reserves_by_capacity_within_the_parent_then_principal(
+    rig: Callable[..., Rig],
+) -> None:
+    """A replace's increase is split as a new child's quantity is: within the parent's
+    uncommitted quantity it is the customer's, beyond it the firm's own."""
+    r = rig(max_position_qty=150, max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 600, account="acme")
+    assert g.check(r.order(qty=500, id="a", parent_id="P"))
+    assert working(g) == 0  # all of it the customer's
+    assert g.customer_exposure("acme")[0] == pytest.approx(50_000.0)
+    # +200: 100 left in the parent (the customer's), 100 beyond it (the firm's)
+    assert g.check_replace("a", r.order(qty=700, id="b", parent_id="P")).accepted
+    assert working(g) == 100
+    assert g.customer_exposure("acme")[0] == pytest.approx(60_000.0)
+    assert g.parent_committed("P") == 700
+    g.on_replace_reject("b")  # back exactly to what it was
+    assert working(g) == 0 and g.parent_committed("P") == 500
+    assert g.customer_exposure("acme")[0] == pytest.approx(50_000.0)
+    # +300 beyond the parent's 100 left: 200 the firm's, over max_position_qty 150
+    over = g.check_replace("a", r.order(qty=800, id="c", parent_id="P"))
+    assert over.reason is R.MAX_POSITION and "principal" in over.detail
+    assert working(g) == 0 and g.parent_committed("P") == 500
+    assert g.check_replace("a", r.order(qty=700, id="d", parent_id="P")).accepted
+    g.on_replace_ack("d")
+    assert working(g) == 100 and g.remaining("d") == 700
+    assert g.customer_exposure("acme")[0] == pytest.approx(60_000.0)
+    # fills take the customer's part first, up to the parent's quantity
+    g.on_fill(Fill("d", "IBM", Side.BUY, 600, 100.0))
+    assert g.customer_position("acme", "IBM") == 600 and g.position("IBM") == 0
+    assert working(g) == 100
+    g.on_fill(Fill("d", "IBM", Side.BUY, 100, 100.0))
+    assert g.customer_position("acme", "IBM") == 600 and g.position("IBM") == 100
+
+
+def test_replace_increase_within_the_parent_meets_the_customer_limits(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_position_qty=10, max_customer_gross_exposure=55_000.0)
+    g = r.guard
+    g.register_parent("P", 1_000, account="acme")
+    assert g.check(r.order(qty=500, id="a", parent_id="P"))
+    over = g.check_replace("a", r.order(qty=600, id="b", parent_id="P"))
+    assert over.reason is R.CUSTOMER_GROSS_EXPOSURE and "acme" in over.detail
+    assert g.check_replace("a", r.order(qty=550, id="c", parent_id="P")).accepted
+    assert working(g) == 0  # the customer's: the firm's max_position_qty 10 is not touched
+
+
+def test_a_bust_is_taken_back_in_the_capacity_it_was_booked(rig: Callable[..., Rig]) -> None:
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=150, id="a", parent_id="P"))
+    f1 = Fill("a", "IBM", Side.BUY, 100, 100.0)
+    f2 = Fill("a", "IBM", Side.BUY, 50, 100.0)
+    g.on_fill(f1)
+    g.on_fill(f2)  # beyond the parent: the firm's; the order is complete now
+    assert g.remaining("a") is None
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 50)
+    g.on_bust(f2, parent_id="P")  # the latest first: the firm's part
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 0)
+    f3 = Fill("a", "IBM", Side.BUY, 40, 100.0)
+    g.on_correct(f1, f3, parent_id="P")
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (40, 0)
+    g.on_bust(f3, parent_id="P")
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, 0)
+    g.on_bust(Fill("a", "IBM", Side.BUY, 10, 100.0))  # no parent named: the firm's
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, -10)
+
+
+def test_an_adopted_child_counts_against_its_parent_by_capacity(rig: Callable[..., Rig]) -> None:
+    r = rig(max_parent_qty_multiple=1.0)
+    g = r.guard
+    g.register_parent("P", 300, account="acme")
+    g.adopt(Order("a", "rlp", "IBM", Side.BUY, 200, 100.0, "P"), remaining=150)
+    assert g.parent_committed("P") == 200 and working(g) == 0
+    assert g.customer_exposure("acme")[0] == pytest.approx(15_000.0)
+    assert r.send(qty=101, parent_id="P").reason is R.PARENT_QTY_EXCEEDED
+    assert r.send(qty=100, parent_id="P").accepted
+
+
+def test_replace_states_duplicates_and_what_cannot_change(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    assert g.check_replace("nope", r.order(id="x")).reason is R.INVALID_ORDER
+    assert g.check_replace("a", r.order(id="a")).reason is R.DUPLICATE_ORDER_ID
+    assert g.check_replace("a", r.order(side=Side.SELL, id="y")).reason is R.INVALID_ORDER
+    assert g.check_replace("a", r.order(qty=200, id="b")).accepted
+    assert "already pending" in g.check_replace("a", r.order(id="c")).detail
+    g.on_replace_ack("b")
+    g.halt(Scope.FLEET, "fleet", "drill", "ops", state=TradingState.REDUCING)
+    assert g.check_replace("b", r.order(qty=300, id="d")).reason is R.REDUCING_ONLY
+    assert g.check_replace("b", r.order(qty=50, price=99.0, id="e")).reason is R.REDUCING_ONLY
+    assert g.check_replace("b", r.order(qty=50, id="f")).accepted  # smaller, same price
+    g.on_replace_ack("f")
+    g.halt(Scope.FLEET, "fleet", "kill", "ops")
+    assert g.check_replace("f", r.order(qty=10, id="g")).reason is R.HALTED
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "replace", "ack", "reject", "fill", "cancel", "expire"]),
+            st.integers(0, 7),
+            st.integers(1, 400),
+        ),
+        max_size=60,
+    )
+)
+def test_working_quantity_is_working_orders_plus_reservations(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """Whatever the venue answers, the book holds exactly what works plus what is reserved."""
+    r = Rig()
+    g = r.guard
+    orders: list[str] = []
+    pending: list[str] = []
+    for op, i, qty in ops:
+        if op == "new":
+            oid = f"o{len(orders)}"
+            if g.check(Order(oid, "rlp", "IBM", Side.BUY, qty, 100.0)):
+                orders.append(oid)
+        elif op == "replace" and orders:
+            new = f"r{len(orders)}-{len(pending)}-{i}"
+            if g.check_replace(
+                orders[i % len(orders)], Order(new, "rlp", "IBM", Side.BUY, qty, 100.0)
+            ):
+                pending.append(new)
+                orders.append(new)
+        elif op in ("ack", "reject") and pending:
+            new = pending.pop(i % len(pending))
+            (g.on_replace_ack if op == "ack" else g.on_replace_reject)(new)
+        elif op == "fill" and orders:
+            g.on_fill(Fill(orders[i % len(orders)], "IBM", Side.BUY, qty, 100.0))
+        elif op == "cancel" and orders:
+            g.on_cancel(orders[i % len(orders)])
+        elif op == "expire" and orders:
+            g.on_expire(orders[i % len(orders)])
+        led = g._ledger
+        held = sum(w.remaining for w in led.working.values())
+        reserved = sum(p.reserved for p in led.pending.values())
+        assert working(g) == held + reserved >= 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["new", "replace", "ack", "reject", "fill", "cancel", "restate", "bust"]
+            ),
+            st.integers(0, 7),
+            st.integers(1, 400),
+        ),
+        max_size=60,
+    )
+)
+def test_replace_reservations_keep_the_capacity_split(ops: list[tuple[str, int, int]]) -> None:
+    """Children of one parent, replaced, filled, restated, busted: the customer's working
+    quantity is exactly the customer parts of orders and reservations, the firm's the
+    rest; the customer's position is the parent's fills up to its quantity, and the two
+    positions add up to every fill standing."""
+    r = Rig(max_parent_qty_multiple=3.0)
+    g = r.guard
+    g.register_parent("P", 600, account="acme")
+    orders: list[str] = []
+    pending: list[str] = []
+    fills: list[Fill] = []
+    for op, i, qty in ops:
+        if op == "new":
+            oid = f"o{len(orders)}"
+            if g.check(Order(oid, "rlp", "IBM", Side.BUY, qty, 100.0, "P")):
+                orders.append(oid)
+        elif op == "replace" and orders:
+            new = f"r{len(orders)}-{len(pending)}-{i}"
+            order = Order(new, "rlp", "IBM", Side.BUY, qty, 100.0, "P")
+            if g.check_replace(orders[i % len(orders)], order):
+                pending.append(new)
+                orders.append(new)
+        elif op in ("ack", "reject") and pending:
+            new = pending.pop(i % len(pending))
+            (g.on_replace_ack if op == "ack" else g.on_replace_reject)(new)
+        elif op == "fill" and orders:
+            fill = Fill(orders[i % len(orders)], "IBM", Side.BUY, qty, 100.0)
+            g.on_fill(fill)
+            fills.append(fill)
+        elif op == "cancel" and orders:
+            g.on_cancel(orders[i % len(orders)])
+        elif op == "restate" and orders:
+            oid = orders[i % len(orders)]
+            left = g.remaining(oid)
+            if left is not None:
+                g.on_restate(oid, min(left, qty))
+        elif op == "bust" and fills:
+            g.on_bust(fills.pop(i % len(fills)), parent_id="P")
+        led = g._ledger
+        book = led.books["IBM"]
+        line = led.accounts["acme"].lines.get("IBM")
+        c_working = 0 if line is None else line.wbuy
+        parent = led.parents["P"]
+        works = list(led.working.values())
+        pends = list(led.pending.values())
+        assert c_working == sum(w.cust for w in works) + sum(p.cust for p in pends)
+        assert book.wbuy == sum(w.remaining - w.cust for w in works) + sum(
+            p.reserved - p.cust for p in pends
+        )
+        assert (0 if line is None else line.pos) == min(parent.filled, parent.qty)
+        assert g.position("IBM") + (0 if line is None else line.pos) == sum(f.qty for f in fills)
+
+
+# --- terminal events, restatement, busts ------------------------------------------------
+
+
+def test_venue_rejects_and_expiries_do_not_count_as_cancels(rig: Callable[..., Rig]) -> None:
+    r = rig(max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=2)
+    g = r.guard
+    for i in range(6):
+        g.check(r.order(id=f"x{i}"))
+        (g.on_reject if i % 2 else g.on_expire)(f"x{i}")
+    assert working(g) == 0
+    assert r.send().accepted  # six orders ended, none cancelled: no ratio breach
+    for i in range(3):
+        g.check(r.order(id=f"c{i}"))
+        g.on_cancel(f"c{i}")
+    assert r.send().reason is R.CANCEL_FILL_RATIO
+
+
+def test_restatement_follows_the_venue(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=300, id="a"))
+    g.on_restate("a", 120)
+    assert working(g) == 120 and g.remaining("a") == 120
+    g.on_restate("a", 0)
+    assert working(g) == 0 and g.remaining("a") is None
+
+
+def test_bust_and_correct_move_the_position(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=300, id="a"))
+    f1 = Fill("a", "IBM", Side.BUY, 100, 100.0)
+    f2 = Fill("a", "IBM", Side.BUY, 100, 101.0)
+    g.on_fill(f1)
+    g.on_fill(f2)
+    g.on_bust(f1)
+    assert g.position("IBM") == 100
+    g.on_correct(f2, Fill("a", "IBM", Side.BUY, 60, 101.0))
+    assert g.position("IBM") == 60
+    with pytest.raises(ValueError, match="keeps the order"):
+        g.on_correct(f2, Fill("b", "IBM", Side.BUY, 60, 101.0))
+
+
+# --- quantities and instruments ------------------------------------------------------------
+
+
+def test_lot_sizes_make_decimal_quantities_exact_and_value_them_right() -> None:
+    limits = Limits.off(max_order_notional=50_000.0, symbol={"BTC-USD": Override(lot_size=0.0001)})
+    g = Guard(limits)
+    g.arm("t")
+    g.on_price("BTC-USD", 60_000.0)
+    assert g.lots("BTC-USD", "0.5") == 5_000
+    assert g.lots("BTC-USD", Decimal("0.0001")) == 1
+    assert g.quantity("BTC-USD", 5_000) == Decimal("0.5")
+    assert g.lots("IBM", 100) == 100 and g.quantity("IBM", 100) == Decimal(100)
+    with pytest.raises(InvalidOrder, match=r"lot_size 0\.0001"):
+        g.lots("BTC-USD", "0.00005")
+    with pytest.raises(InvalidOrder, match="decimal number"):
+        g.lots("BTC-USD", "half")
+    ok = g.check(Order("o1", "s", "BTC-USD", Side.BUY, g.lots("BTC-USD", "0.5"), 60_000.0))
+    assert ok.accepted  # 0.5 BTC at 60,000 = 30,000 notional
+    big = g.check(Order("o2", "s", "BTC-USD", Side.BUY, g.lots("BTC-USD", "1"), 60_000.0))
+    assert big.reason is R.MAX_ORDER_NOTIONAL and "60,000.00" in big.detail
+    g.on_fill(Fill("o1", "BTC-USD", Side.BUY, 5_000, 60_000.0))
+    g.on_price("BTC-USD", 61_000.0)
+    assert g.pnl() == pytest.approx(500.0)  # 0.5 BTC up 1,000
+    assert g.exposure()[0] == pytest.approx(30_500.0)
+
+
+def test_lot_size_is_a_symbol_override_only() -> None:
+    from knightwatch.limits import LimitsError
+
+    with pytest.raises(LimitsError, match="only a symbol override may set lot_size"):
+        Limits.from_mapping({"strategy": {"s": {"lot_size": 0.1}}})
+
+
+def test_instrument_ids_up_to_64_characters(rig: Callable[..., Rig]) -> None:
+    r = rig(require_reference_price=False)
+    occ = "AAPL  260116C00150000"
+    assert r.send(symbol=occ).accepted
+    assert r.send(symbol="X" * 64).accepted
+    with pytest.raises(InvalidOrder, match="at most 64"):
+        r.order(symbol="X" * 65)
+
+
+# --- reconciliation and the embedding surface --------------------------------------------
+
+
+def test_adopted_orders_and_restored_positions_count_before_any_check(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_position_qty=1_000)
+    g = r.guard
+    g.restore_position("IBM", 600, 99.0)
+    g.adopt(Order("old", "recon", "IBM", Side.BUY, 500, 100.0), remaining=300)
+    assert g.position("IBM") == 600 and working(g) == 300
+    assert r.send(qty=200).reason is R.MAX_POSITION  # 600 + 300 + 200 > 1,000
+    assert r.send(qty=100).accepted
+    assert r.send(id="old").reason is R.DUPLICATE_ORDER_ID
+    g.flush_records()
+    kinds = [line for line in g.recorder.lines if b'"kind":"adopt"' in line]
+    assert len(kinds) == 1
+
+
+def test_refusals_decided_outside_the_checks_are_recorded_and_counted(
+    rig: Callable[..., Rig],
+) -> None:
+    from knightwatch.decision import Decision
+
+    r = rig()
+    g = r.guard
+    g.refuse(r.order(), Decision(False, R.VENUE_UNAVAILABLE, "venue down"))
+    assert g.counters()[1] == {R.VENUE_UNAVAILABLE: 1}
+    g.flush_records()
+    assert any(b'"reason":"venue_unavailable"' in line for line in g.recorder.lines)
+    with pytest.raises(ValueError, match="must be a refusal"):
+        g.refuse(r.order(), Decision(True, R.OK))
+    g.flag_mismatch("leaves disagree")
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+
+
+def test_external_fills_move_the_position_without_halting(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.on_external_fill(Fill("dropcopy:x1", "IBM", Side.SELL, 300, 100.0))
+    assert g.position("IBM") == -300 and g.halts() == {}
+    g.on_fill(Fill("nobody", "IBM", Side.BUY, 100, 100.0))  # an unknown fill still halts
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+
+
+def test_a_lot_size_cannot_change_under_held_quantities() -> None:
+    limits = Limits.off(symbol={"BTC": Override(lot_size=0.001)})
+    g = Guard(limits)
+    with pytest.raises(ValueError, match=r"symbol\.BTC\.lot_size must stay 0\.001"):
+        g.set_limits(Limits.off(symbol={"BTC": Override(lot_size=0.01)}))
+    g.set_limits(Limits.off(version="v2", symbol={"BTC": Override(lot_size=0.001)}))
+    assert g.lots("BTC", "1") == 1_000
