@@ -9,7 +9,6 @@ nodes publish, halts through the kill switch.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import socket
 from collections.abc import Callable, Coroutine
@@ -24,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
+from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
 from knightwatch.cli.options import OptionError, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
@@ -33,7 +32,7 @@ from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import assemble, changes_of
-from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.connect import FleetError
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.errors import quoted
 from knightwatch.flags.activation import (
@@ -47,6 +46,9 @@ from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, Registry
 from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
 from knightwatch.flags.state import StateUnavailable
 from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import TrustError
+from knightwatch.trust.store import TrustStore
 
 app = typer.Typer(help="Flag governance: registry lint, inspection, gated activation.")
 rollout_app = typer.Typer(
@@ -56,7 +58,6 @@ rollout_app = typer.Typer(
 REGISTRY_OPT = typer.Option(Path(REGISTRY_FILENAME), "--registry", help="flag registry file")
 POLICY_OPT = typer.Option(None, "--policy", help="activation policy TOML")
 _ACCESSORS = ", ".join(DEFAULT_ACCESSORS)
-ACTOR_OPT = typer.Option(None, "--actor", help="who is making the change (default: login)")
 T = TypeVar("T")
 
 
@@ -160,14 +161,26 @@ def _plane_run(console: Console, make: Callable[[], Coroutine[Any, Any, T]]) -> 
     """Run one control-plane command; expected failures exit 2 with the message."""
     try:
         return asyncio.run(make())
-    except (ControlPlaneUnavailable, FleetError, RolloutError, StateUnavailable, ValueError) as exc:
+    except (
+        ControlPlaneUnavailable,
+        FleetError,
+        RolloutError,
+        StateUnavailable,
+        TrustError,
+        ValueError,
+    ) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 @app.command("show")
 def show(
-    flag_id: str, registry: Path = REGISTRY_OPT, nats_url: str = NatsUrl, state_dir: Path = StateDir
+    flag_id: str,
+    registry: Path = REGISTRY_OPT,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
 ) -> None:
     """One flag: definition, hash, history, per-node values, applied revisions, changes."""
     console = Console()
@@ -187,7 +200,11 @@ def show(
         console.print(f"  {entry.at} {entry.actor}: {entry.action} {entry.note}", highlight=False)
 
     async def go() -> dict[str, tuple[bytes, int]]:
-        async with control_plane(_urls(nats_url), state_dir, "flags-show") as plane:
+        async with session(nats_url, state_dir, "flags-show", key, anchor) as (
+            plane,
+            signer,
+            store,
+        ):
             return await plane.records(Bucket.FLAGS)
 
     records = _plane_run(console, go)
@@ -225,11 +242,12 @@ def set_flag(
     value: str = typer.Argument(..., help="on or off"),
     nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
-    actor: str = ACTOR_OPT,
     approver: str = typer.Option(None, "--approver", help="second approver"),
     timeout: float = typer.Option(2.0, "--timeout", min=0.01, help="seconds to wait for nodes"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -246,19 +264,19 @@ def set_flag(
     target = _on_off(console, value)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
-    request = ActivationRequest(
-        flag_id=flag_id,
-        value=target,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        origin=_origin(),
-        nodes=chosen,
-        approver=approver,
-    )
 
     async def go() -> tuple[ActivationResult, dict[str, float], list[str]]:
         clock = SystemClock()
-        async with control_plane(_urls(nats_url), state_dir, "flags-set") as plane:
+        async with session(nats_url, state_dir, "flags-set", key, anchor) as (plane, signer, _):
+            request = ActivationRequest(
+                flag_id=flag_id,
+                value=target,
+                actor=signer.name,
+                reason=reason,
+                origin=_origin(),
+                nodes=chosen,
+                approver=approver,
+            )
             view = await fleet_snapshot(plane, clock)
             kill = await kill_in_force(plane)
             frozen = describe(kill) if kill is not None else None
@@ -309,13 +327,15 @@ def _health(console: Console, path: Path | None) -> SupervisorConfig:
 
 def _driver(
     plane: ControlPlane,
+    signer: Signer,
+    store: TrustStore,
     reg: FlagRegistry,
     pol: ActivationPolicy,
     health: SupervisorConfig | None = None,
 ) -> RolloutDriver:
     clock = SystemClock()
     return RolloutDriver(
-        plane, reg, clock, KillSwitch(plane, clock, "rollout"), policy=pol, health=health
+        plane, reg, clock, KillSwitch(plane, clock, signer, store), policy=pol, health=health
     )
 
 
@@ -325,7 +345,6 @@ def rollout_start(
     plan: Annotated[
         Path | None, typer.Option("--plan", help="rollout plan TOML (stages, gates)")
     ] = None,
-    actor: str = ACTOR_OPT,
     approver: str = typer.Option(None, "--approver", help="second approver"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
@@ -337,6 +356,8 @@ def rollout_start(
             "--config` runs with, so gates and halts agree (default: its defaults)",
         ),
     ] = None,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -356,12 +377,10 @@ def rollout_start(
     chosen = rollout_plan or RolloutPlan()
 
     async def go() -> RolloutState:
-        async with control_plane(_urls(nats_url), state_dir, "rollout") as plane:
-            driver = _driver(plane, reg, pol, health)
+        async with session(nats_url, state_dir, "rollout", key, anchor) as (plane, signer, store):
+            driver = _driver(plane, signer, store, reg, pol, health)
             await driver.start()
-            state = await driver.begin(
-                flag_id, chosen, actor=actor or getpass.getuser(), approver=approver
-            )
+            state = await driver.begin(flag_id, chosen, actor=signer.name, approver=approver)
             total = sum(stage.hold_s for stage in chosen.stages)
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), console=console
@@ -389,6 +408,8 @@ def rollout_abort(
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -398,8 +419,12 @@ def rollout_abort(
     pol = _policy(console, policy)
 
     async def go() -> RolloutState:
-        async with control_plane(_urls(nats_url), state_dir, "rollout-abort") as plane:
-            driver = _driver(plane, reg, pol)
+        async with session(nats_url, state_dir, "rollout-abort", key, anchor) as (
+            plane,
+            signer,
+            store,
+        ):
+            driver = _driver(plane, signer, store, reg, pol)
             await driver.start()
             return await driver.abort(flag_id, reason)
 
@@ -410,6 +435,8 @@ def rollout_abort(
 def rollout_status(
     flag_id: str = typer.Argument(None, help="one flag (default: all rollouts)"),
     as_json: bool = typer.Option(False, "--json", help="print the rollout state as JSON"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -417,7 +444,11 @@ def rollout_status(
     console = Console()
 
     async def go() -> dict[str, tuple[bytes, int]]:
-        async with control_plane(_urls(nats_url), state_dir, "rollout-status") as plane:
+        async with session(nats_url, state_dir, "rollout-status", key, anchor) as (
+            plane,
+            signer,
+            store,
+        ):
             return await plane.records(Bucket.ROLLOUTS)
 
     records = _plane_run(console, go)

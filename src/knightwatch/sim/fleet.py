@@ -18,7 +18,10 @@ runs, and a refused node takes no lease and cannot be armed because its
 runtime says so; nodes re-attest every `attest_s` of simulated time and when
 the target release changes (`set_target`, which is what a rollback is).
 Nothing here re-implements a rule (principle 1 in docs/architecture.md); only
-the clock and the transport differ. Coroutines run to completion on a private event loop, which
+the clock and the transport differ. Trust too: the replay provisions a roster
+(`trust.Kit`) on the fabric, every node follows and verifies it, and every
+kill and resume is signed and checked by the same code as on a live fleet.
+Coroutines run to completion on a private event loop, which
 never waits on real time because memory delivery is inline.
 """
 
@@ -41,8 +44,8 @@ from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
@@ -59,6 +62,9 @@ from knightwatch.guard import Guard
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
 
 T = TypeVar("T")
 _SETTLE_TIMEOUT_S = 10.0
@@ -150,6 +156,15 @@ class SimulatedFleet:
         operator = MemoryControlPlane(self.fabric)
         self._run(operator.connect())
         self._operator = operator
+        node_keys = {n: a.key for n, a in admission.attestors.items()} if admission else {}
+        self.kit = Kit(
+            now_ns=0,
+            people={"operator": (Role.OPERATOR, Role.APPROVER), "approver": (Role.APPROVER,)},
+            nodes=[g.node for g in guards],
+            node_keys=node_keys,
+        )
+        for envelope in self.kit.envelopes:
+            self._run(publish_roster(operator, envelope))
         self.admission: AdmissionService | None = None
         self._attest_ns = 0
         self._next_attest = 0
@@ -164,6 +179,8 @@ class SimulatedFleet:
                 guard,
                 plane,
                 clock=clock,
+                trust=TrustStore(self.kit.anchor),
+                signer=self.kit.signer(guard.node),
                 policy=self.policy,
                 attestor=attestor,
                 attest_s=admission.attest_s if admission is not None else 5.0,
@@ -173,7 +190,7 @@ class SimulatedFleet:
         self._by_id = {n.node_id: n for n in self.nodes}
         self._published: dict[str, NodeMetrics] = {}
         self._run(operator.subscribe_metrics(self._on_published))
-        self._switches: dict[str, KillSwitch] = {}
+        self.killswitch = KillSwitch(operator, clock, self.kit.signer("operator"), self.kit.store())
         self.service: SupervisorService | None = None
         self.supervisor: Supervisor | None = None
         if supervisor is not None:
@@ -184,7 +201,7 @@ class SimulatedFleet:
                 self.service = SupervisorService(
                     sup_plane,
                     self.supervisor,
-                    KillSwitch(sup_plane, clock, "supervisor"),
+                    KillSwitch(sup_plane, clock, self.kit.signer("supervisor"), self.kit.store()),
                     Pager(),
                     confirm_timeout_s=0.01,
                 )
@@ -198,12 +215,13 @@ class SimulatedFleet:
         plane = MemoryControlPlane(self.fabric)
         self._run(plane.connect())
         self.admission = AdmissionService(
-            plane, admission.trust, admission.registry, clock=self.clock
+            plane,
+            admission.trust,
+            admission.registry,
+            clock=self.clock,
+            roster=TrustStore(self.kit.anchor),
         )
         self._run(self.admission.start())
-        for node, attestor in admission.attestors.items():
-            public = attestor.key.public.to_base64().encode()
-            self._run(self._operator.put_record(Bucket.ROSTER, node, public))
         reply = self.set_target(admission.target, admission.actor, "fleet target release")
         if not reply.accepted:
             why = "; ".join(str(f) for f in reply.findings)
@@ -321,12 +339,12 @@ class SimulatedFleet:
         actor: str = "operator",
         state: TradingState = TradingState.HALTED,
     ) -> CommandResult:
-        """A kill at the current simulated instant (confirmed before it returns), by `actor`:
-        an operator's, or another component's (a rollout abort)."""
-        switch = self._switches.get(actor)
-        if switch is None:
-            switch = self._switches[actor] = KillSwitch(self._operator, self.clock, actor=actor)
-        return self._run(switch.kill(scope, key, reason, timeout_s=0.01, state=state))
+        """An operator's kill at the current simulated instant (confirmed before it returns).
+
+        Signed by the replay's operator identity; `actor` (the layer that asked) goes into
+        the reason, since who acted is whoever signed."""
+        why = reason if actor == "operator" else f"{actor}: {reason}"
+        return self._run(self.killswitch.kill(scope, key, why, timeout_s=0.01, state=state))
 
     def close(self) -> None:
         for node in self.nodes:
