@@ -20,8 +20,8 @@ from knightwatch.flags.provider import KnightwatchProvider
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.state import FlagStateReader, MemoryFlagStateStore
 from knightwatch.guard import Guard
-from knightwatch.trust.kit import Kit
 from knightwatch.limits import Limits
+from knightwatch.trust.kit import Kit
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"

@@ -202,8 +202,8 @@ def show(
     async def go() -> dict[str, tuple[bytes, int]]:
         async with session(nats_url, state_dir, "flags-show", key, anchor) as (
             plane,
-            signer,
-            store,
+            _signer,
+            _store,
         ):
             return await plane.records(Bucket.FLAGS)
 
@@ -446,8 +446,8 @@ def rollout_status(
     async def go() -> dict[str, tuple[bytes, int]]:
         async with session(nats_url, state_dir, "rollout-status", key, anchor) as (
             plane,
-            signer,
-            store,
+            _signer,
+            _store,
         ):
             return await plane.records(Bucket.ROLLOUTS)
 

@@ -91,7 +91,7 @@ def load_anchor(path: Path) -> TrustPolicy:
 
 
 def anchor_of(roster_admins: dict[str, str], threshold: int) -> TrustPolicy:
-    """An anchor from `{name: base64 public key}` (tests and the local fleet build it in-process)."""
+    """An anchor from `{name: base64 public key}` (tests and local fleets build it in-process)."""
     from knightwatch.release.keys import VerifyKey
 
     keys = tuple(

@@ -12,6 +12,7 @@ stale, one past its expiry is expired; neither can be applied.
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 
 import msgspec
@@ -99,12 +100,10 @@ class Requests:
         return request
 
     async def _close(self, request: Request, revision: int) -> None:
-        try:
+        with contextlib.suppress(RevisionConflict):  # closed by somebody else: theirs stands
             await self.plane.put_record(
                 Bucket.APPROVALS, request.id, _ENCODER.encode(request), expected_revision=revision
             )
-        except RevisionConflict:
-            pass  # somebody else closed it meanwhile; theirs stands
 
     async def approve(self, request_id: str, timeout_s: float = 2.0) -> CommandResult:
         """Add this signer's approval and apply the resume; KillSwitchError says why not."""
