@@ -246,20 +246,42 @@ async def test_revoked_key_and_rotation_without_restart(site: Site, fleet: NodeP
         await carol.close()
 
 
-async def test_replayed_and_expired_commands_are_refused(site: Site, fleet: NodeProcesses) -> None:
+async def test_replayed_and_expired_resumes_are_refused(site: Site, fleet: NodeProcesses) -> None:
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        kill = await site.killswitch(alice, "alice").kill(Scope.FLEET, FLEET_KEY, "stop")
+        assert kill.ok
+        await until(carol, TradingState.HALTED)
+        now = SystemClock().time_ns()
+        old = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.ACTIVE, "yesterday", "alice", uuid.uuid4().hex,
+            now - 3 * 10**9, now - 2 * 10**9, supersedes=kill.entry.command_id,
+        ).signed(site.signer("alice").key, site.signer("bob").key)  # fmt: skip
+        await alice.announce_state(old)
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+        reasons = {m.last_refusal.split(":")[0] for m in await carol.members()}
+        assert reasons == {"expired"}
+    finally:
+        await alice.close()
+        await carol.close()
+
+
+async def test_a_kill_from_a_lagging_clock_still_stops_every_node(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """The stop direction is never refused for its clock: an hour-old kill still halts."""
     alice = await site.connect("alice")
     carol = await site.connect("carol")
     try:
         now = SystemClock().time_ns()
-        old = StateEntry(
-            Scope.FLEET, FLEET_KEY, TradingState.HALTED, "yesterday", "alice", uuid.uuid4().hex,
-            now - 3 * 10**9, now - 2 * 10**9,
+        late = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.HALTED, "lagging clock", "alice",
+            uuid.uuid4().hex, now - 3600 * 10**9, now - 3540 * 10**9,
         ).signed(site.signer("alice").key)  # fmt: skip
-        await alice.announce_state(old)
-        await asyncio.sleep(0.5)
-        assert set((await states_of(carol)).values()) == {TradingState.ACTIVE}
-        reasons = {m.last_refusal.split(":")[0] for m in await carol.members()}
-        assert reasons == {"expired"}
+        await alice.announce_state(late)
+        await until(carol, TradingState.HALTED)
     finally:
         await alice.close()
         await carol.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from knightwatch.clock import SystemClock
@@ -35,10 +36,14 @@ class Site:
         *,
         approvals: ApprovalPolicy | None = None,
         port: int | None = None,
+        kit: Kit | None = None,
     ) -> None:
+        """`kit`: an existing cast to serve (it must hold the venue); else a new one."""
         self.root = root
-        self.kit = Kit(now_ns=SystemClock().time_ns() - 1, nodes=nodes, approvals=approvals)
-        self.kit.add("venue", [Role.VENUE])
+        if kit is None:
+            kit = Kit(now_ns=SystemClock().time_ns() - 1, nodes=nodes, approvals=approvals)
+            kit.add("venue", [Role.VENUE])
+        self.kit = kit
         self.trust_dir = root / "trust"
         self.kit.write(self.trust_dir, private=list(self.kit.signers))
         self.server = EmbeddedNatsServer(root / "nats", port=port, roster=self.kit.roster)
@@ -62,9 +67,13 @@ class Site:
         return self.kit.store()
 
     def start(self) -> str:
-        """Start (or restart) the server and provision it; returns its URL."""
+        """Start (or restart) the server and provision it; returns its URL.
+
+        Provisioning runs on its own event loop in a worker thread, so this can
+        be called from synchronous code that an event loop is running under."""
         url = self.server.start()
-        asyncio.run(provision(url, self.server.provisioner, self.kit))
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, provision(url, self.server.provisioner, self.kit)).result()
         return url
 
     async def astart(self) -> str:

@@ -16,10 +16,14 @@ What the check enforces, by direction:
   person with the approver role. People are counted by name, so a second key
   of the requester is not a second person.
 
-Freshness is checked on live messages only (a stored kill from yesterday is
-still the state of record); a stored resume is instead checked against the
-store's own history by the reader (`decided_on` must be the revision it
-superseded), which a replayed old resume cannot meet.
+Freshness (issue time within 5 s of the reader's clock, not past expiry) is
+checked on live resumes only. A kill is never refused for its clock: an
+issuer whose clock lags must still stop the fleet, and a replayed kill can
+only stop trading (fail closed), and only an operator or the supervisor may
+publish one at all. A stored kill from yesterday is still the state of
+record; a stored resume is checked against the store's own history by the
+reader (`decided_on` must be the revision it superseded), which a replayed
+old resume cannot meet.
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ def check_state(
     """Verify a kill-switch command; `Refused` with a reason code if it must not be applied.
 
     `live`: the command arrived as news (announcement, republished store
-    write), so it must also be fresh, and its keys valid now as well.
+    write), so its keys must be valid now as well, and a resume must be fresh.
     """
     if roster is None:
         raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
@@ -159,7 +163,7 @@ def check_state(
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")
     if not 0 < command.expires_ns - command.issued_ns <= MAX_TTL_NS:
         raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 24 h after issued_ns")
-    if live:
+    if live and command.state is TradingState.ACTIVE:
         if command.issued_ns > now_ns + SKEW_NS:
             raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")
         if now_ns > command.expires_ns:
