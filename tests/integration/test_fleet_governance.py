@@ -27,8 +27,6 @@ from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
@@ -36,16 +34,17 @@ from knightwatch.control.plane.wire import (
     TargetReply,
     TargetRequest,
 )
+from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason
 from knightwatch.flags.activation import ActivationCode, ActivationGate, ActivationRequest
 from knightwatch.flags.provider import KnightwatchProvider
 from knightwatch.flags.rollout import HealthGate, RolloutPlan, RolloutStatus, Stage
 from knightwatch.order import Order, Side
 from knightwatch.release.dsse import Envelope
-from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope, TradingState
 
+from ..identities import switch, trust
 from .fleet_release import (
     NEW_ROUTER,
     OLD_ROUTER,
@@ -62,29 +61,27 @@ STALE = "n4"
 
 
 class Fleet:
-    def __init__(self, server: EmbeddedNatsServer, root: Path) -> None:
-        self.server = server
+    def __init__(self, site: Site, root: Path) -> None:
+        self.site = site
         self.root = root
         self.clock = SystemClock()
         self.signers = Signers()
         self.planes: list[NatsControlPlane] = []
         self.nodes: dict[str, NodeRuntime] = {}
-        self.keys = {f"n{i}": SigningKey.generate() for i in range(1, N + 1)}
 
     async def plane(self, name: str) -> NatsControlPlane:
-        plane = NatsControlPlane(self.server.url, name=name)
-        await plane.connect()
+        plane = await self.site.connect(name)
         self.planes.append(plane)
         return plane
 
     async def target(self, envelope: Envelope) -> TargetReply:
-        ops = await self.plane("ops")
+        ops = await self.plane("alice")
         request = TargetRequest(envelope, "alice", "deploy")
         reply = await ops.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=2.0)
         return TARGET_REPLY_DECODER.decode(reply)
 
     async def start_node(self, node_id: str, tree: Path) -> NodeRuntime:
-        runtime = node(node_id, await self.plane(node_id), tree, self.keys[node_id], self.clock)
+        runtime = node(node_id, await self.plane(node_id), tree, self.clock)
         await runtime.start()
         self.nodes[node_id] = runtime
         return runtime
@@ -97,13 +94,13 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Fleet]:
+async def fleet(nats_server: Site, tmp_path: Path) -> AsyncIterator[Fleet]:
     f = Fleet(nats_server, tmp_path)
     admin = await f.plane("admission")
-    service = AdmissionService(admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock)
+    service = AdmissionService(
+        admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock, roster=trust()
+    )
     await service.start()
-    for node_id, key in f.keys.items():
-        await admin.put_record(Bucket.ROSTER, node_id, key.public.to_base64().encode())
     try:
         yield f
     finally:
@@ -124,7 +121,7 @@ async def eventually(predicate: object, timeout_s: float = 15.0) -> None:
 
 
 async def activate(fleet: Fleet, value: bool) -> tuple[ActivationGate, object]:
-    ops = await fleet.plane("flags-cli")
+    ops = await fleet.plane("alice")
     view = await fleet_snapshot(ops, fleet.clock)
     gate = ActivationGate(REGISTRY, view, PlaneFlagStore(ops, fleet.clock), fleet.clock)
     request = ActivationRequest(RLP, value, "alice", "RLP launch", "test", approver="bob")
@@ -169,7 +166,7 @@ async def test_stale_node_refused_then_redeployed_drift_fences_rollback_refused(
     flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
     for f in flags.values():
         await f.start()
-    watcher_plane = await fleet.plane("watcher")
+    watcher_plane = await fleet.plane("carol")
     waiter = AppliedWaiter(watcher_plane, fleet.clock)
     await waiter.start()
     t0 = fleet.clock.monotonic_ns()
@@ -219,12 +216,12 @@ async def rollout_fleet(fleet: Fleet, tmp_path: Path) -> tuple[dict[str, NodeFla
     flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
     for f in flags.values():
         await f.start()
-    ops = await fleet.plane("rollout")
+    ops = await fleet.plane("alice")
     driver = RolloutDriver(
         ops,
         REGISTRY,
         fleet.clock,
-        KillSwitch(ops, fleet.clock, "rollout"),
+        switch(ops, fleet.clock, "alice"),
         health=SupervisorConfig(rate_window_s=0.3),
     )
     await driver.start()

@@ -80,7 +80,7 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
                 f"kw.audit.{name}",
                 f"$KV.kw_members.{name}",
                 f"$KV.kw_checkpoints.{name}",
-                f"$KV.kw_flags.applied.*.{name}",
+                f"$KV.kw_flags.applied.{name}.>",
                 "kw.msg.flags.applied",
                 "kw.msg.autohalt",
                 "kw.req.admission.challenge",
