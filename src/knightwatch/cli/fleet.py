@@ -66,6 +66,7 @@ from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.identity import Signer, default_key_path, load_signer
+from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore, load_anchor
 
 console = Console()
@@ -141,9 +142,10 @@ async def session(
     nats_url: str, state_dir: Path, name: str, key: Path | None, anchor: Path | None
 ) -> AsyncIterator[tuple[NatsControlPlane, Signer, TrustStore]]:
     """A plane connected as the key's owner, the roster followed, the owner named by it."""
+    urls = _urls(nats_url)  # where to go is checked before whose key goes there
     unnamed = load_signer(_key_path(key), "unnamed")
     store = _anchor(anchor, state_dir)
-    async with control_plane(_urls(nats_url), state_dir, name, signer=unnamed) as plane:
+    async with control_plane(urls, state_dir, name, signer=unnamed) as plane:
         yield plane, await identify(plane, unnamed, store), store
 
 
@@ -343,6 +345,13 @@ def kill(
 
     async def go() -> CommandResult:
         async with session(nats_url, state_dir, "kill", key, anchor) as (plane, signer, store):
+            roster = store.roster
+            if roster is None or not roster.has_role(signer.name, Role.OPERATOR):
+                held = ", ".join(m.roles[0] for m in roster.keys_of(signer.name)) if roster else ""
+                raise FleetError(
+                    f"--key: {signer.name} holds {held or 'no role'}; a kill needs the operator "
+                    "role (nodes and the server would refuse it)"
+                )
             ks = KillSwitch(plane, SystemClock(), signer, store)
             state = TradingState.REDUCING if drain else TradingState.HALTED
             result = await ks.kill(scope, slot_key, reason, timeout_s=timeout, state=state)

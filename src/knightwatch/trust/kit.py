@@ -20,16 +20,17 @@ import msgspec
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.signing import TrustPolicy
-from knightwatch.trust.identity import Signer
+from knightwatch.trust.identity import Signer, load_signer
 from knightwatch.trust.roster import (
     ApprovalPolicy,
     Member,
     Role,
     Roster,
+    TrustError,
     roster_envelope,
     sign_roster,
 )
-from knightwatch.trust.store import TrustStore, anchor_of, anchor_toml
+from knightwatch.trust.store import TrustStore, anchor_of, anchor_toml, decode_stored, load_anchor
 
 PEOPLE: dict[str, tuple[Role, ...]] = {
     "alice": (Role.OPERATOR, Role.APPROVER),
@@ -79,6 +80,37 @@ class Kit:
             approvals=approvals or ApprovalPolicy(),
         )
         self.envelopes.append(self._sign(self.roster))
+
+    @classmethod
+    def read(cls, directory: Path) -> Kit:
+        """The cast `write` left under `directory`, every version re-verified from the
+        anchor (so a local fleet restarted on the same state keeps its identities, and
+        the kill state its signers stored stays verifiable). TrustError names the file."""
+        anchor = load_anchor(directory / "anchor.toml")
+        versions = sorted(
+            (directory / "roster").glob("v*.json"), key=lambda p: int(p.stem[1:] or 0)
+        )
+        envelopes = []
+        for path in versions:
+            try:
+                envelopes.append(decode_stored(path.read_bytes()))
+            except (OSError, TrustError) as exc:
+                raise TrustError(f"roster file {path}: {exc}") from None
+        store = TrustStore.of(anchor, *envelopes)
+        if store.roster is None:
+            raise TrustError(f"roster directory {directory / 'roster'}: no version found")
+        kit = cls.__new__(cls)
+        kit.now_ns = store.roster.issued_ns
+        kit.anchor = anchor
+        kit.envelopes = envelopes
+        kit.roster = store.roster
+        kit.admin_names = store.roster.names_with(Role.ADMIN)
+        kit.signers = {}
+        for path in sorted((directory / "keys").glob("*.key")):
+            signer = load_signer(path)
+            if store.roster.member(signer.key.key_id) is not None:
+                kit.signers[signer.name] = signer
+        return kit
 
     def _sign(self, roster: Roster) -> Envelope:
         envelope = roster_envelope(roster)

@@ -121,10 +121,22 @@ def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
     the drill's venue and one key per node. A production fleet enrols each
     person's own key instead (`knightwatch identity`).
     """
-    kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids)
-    venue = kit.add("venue", [Role.VENUE])
-    del venue
-    kit.write(state_dir / "trust", private=list(kit.signers))
+    trust_dir = state_dir / "trust"
+    if (trust_dir / "anchor.toml").exists():
+        kit = Kit.read(trust_dir)  # the same fleet again: the same identities
+        lacking = [n for n in ("alice", "bob", "supervisor", "admission", "venue")
+                   if n not in kit.signers]  # fmt: skip
+        if lacking:
+            raise FleetError(
+                f"{trust_dir}: the stored cast lacks {', '.join(lacking)}; use a fresh --state-dir"
+            )
+        for node_id in node_ids:
+            if node_id not in kit.signers:
+                kit.add(node_id, [Role.NODE])  # a bigger fleet than last time
+    else:
+        kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids)
+        kit.add("venue", [Role.VENUE])
+    kit.write(trust_dir, private=list(kit.signers))
     return kit
 
 
@@ -273,7 +285,7 @@ async def run_drill(
         urls, state_dir, "drill", signer=kit.signer("supervisor"), embed=kit
     ) as plane:
         leftover = sorted(
-            slot
+            f"{e.scope.value} {e.key!r}" if e is not None else f"{slot} (unreadable)"
             for slot, (e, _) in (await plane.states()).items()
             if e is None or e.state is not TradingState.ACTIVE
         )
