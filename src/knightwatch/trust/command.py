@@ -28,12 +28,14 @@ old resume cannot meet.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 
 import msgspec
 
 from knightwatch.errors import KnightwatchError
-from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
+from knightwatch.release.dsse import Envelope, add_signature, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey
 from knightwatch.state import Scope, TradingState
@@ -114,25 +116,39 @@ def sign_command(command: StateCommand, key: SigningKey) -> Envelope:
     return add_signature(command_envelope(command), key)
 
 
-def _signers(proof: Envelope, roster: Roster, at_ns: int, now_ns: int | None) -> list[Member]:
-    check = check_signatures(proof, roster.verify_keys())
-    if check.invalid:
-        raise Refused(
-            TrustReason.SIGNATURE_INVALID,
-            f"signature by key {check.invalid[0][:16]} does not verify over this command",
-        )
-    if not check.valid:
+def _signers(
+    proof: Envelope, payload: bytes, roster: Roster, at_ns: int, now_ns: int | None
+) -> list[Member]:
+    """The roster members whose signatures verify over `payload` (decoded once, by the
+    caller), each with its public key object as the roster version built it."""
+    message = pae(proof.payload_type, payload)
+    members: list[Member] = []
+    unknown: list[str] = []
+    for signature in proof.signatures:
+        found = roster.key(signature.keyid)
+        if found is None:
+            unknown.append(signature.keyid)
+            continue
+        member, key = found
+        try:
+            raw = base64.b64decode(signature.sig, validate=True)
+        except binascii.Error:
+            raw = b""
+        if not key.verify(raw, message):
+            raise Refused(
+                TrustReason.SIGNATURE_INVALID,
+                f"signature by key {signature.keyid[:16]} does not verify over this command",
+            )
+        if member not in members:
+            members.append(member)
+    if not members:
         ids = ", ".join(s.keyid[:16] for s in proof.signatures) or "none"
         reason = TrustReason.UNKNOWN_KEY if proof.signatures else TrustReason.UNSIGNED
         raise Refused(reason, f"no signature by a key on the roster (keys: {ids})")
-    members: list[Member] = []
-    for key_id in sorted(check.valid):
-        m = roster.member(key_id)
-        assert m is not None
+    for m in sorted(members, key=lambda m: m.key_id):
         if not m.valid_at(at_ns) or (now_ns is not None and not m.valid_at(now_ns)):
             what = "revoked" if m.revoked_ns else "outside its validity"
-            raise Refused(TrustReason.KEY_NOT_VALID, f"key {key_id[:16]} of {m.name} is {what}")
-        members.append(m)
+            raise Refused(TrustReason.KEY_NOT_VALID, f"key {m.key_id[:16]} of {m.name} is {what}")
     return members
 
 
@@ -156,7 +172,8 @@ def check_state(
     if proof.payload_type != COMMAND_PAYLOAD_TYPE:
         raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
     try:
-        signed = _DECODER.decode(proof.payload_bytes())
+        payload = proof.payload_bytes()
+        signed = _DECODER.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if signed != command:
@@ -168,7 +185,7 @@ def check_state(
             raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")
         if now_ns > command.expires_ns:
             raise Refused(TrustReason.EXPIRED, "past its expiry (a replay, or held back)")
-    members = _signers(proof, roster, command.issued_ns, now_ns if live else None)
+    members = _signers(proof, payload, roster, command.issued_ns, now_ns if live else None)
     by_name = {m.name: m for m in members}
     if command.state is TradingState.ACTIVE:
         return _check_resume(command, by_name, roster, now_ns if live else command.issued_ns)

@@ -150,6 +150,10 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
     def verify_keys(self) -> dict[str, VerifyKey]:
         return {k: v for k, (_, v) in self._keys.items()}
 
+    def key(self, key_id: str) -> tuple[Member, VerifyKey] | None:
+        """The member holding `key_id` and its public key object, built once per version."""
+        return self._keys.get(key_id)
+
     def member(self, key_id: str) -> Member | None:
         found = self._keys.get(key_id)
         return found[0] if found else None

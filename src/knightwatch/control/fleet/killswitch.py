@@ -206,8 +206,8 @@ class KillSwitch:
         if state is TradingState.ACTIVE:
             raise KillSwitchError("state: a kill sets HALTED or REDUCING; use resume for ACTIVE")
         await self.start()
+        t0 = self.clock.monotonic_ns()  # signing counts: it is part of what a kill costs
         entry = self._entry(scope, key, state, reason).signed(self.signer.key)
-        t0 = self.clock.monotonic_ns()
         self._arrivals[entry.command_id] = {}
         start = asyncio.get_running_loop().time()
         deadline = start + timeout_s

@@ -86,9 +86,10 @@ from knightwatch.errors import KnightwatchError
 from knightwatch.guard import Guard, Halt
 from knightwatch.limits import scaled
 from knightwatch.order import Fill, Order
+from knightwatch.release.dsse import Envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import FLEET_KEY, Scope, TradingState
-from knightwatch.trust.command import Checked, Refused, TrustReason, check_state
+from knightwatch.trust.command import Checked, Refused, StateCommand, TrustReason, check_state
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
@@ -99,6 +100,7 @@ _AUDIT_BATCH = 500
 _RECONFIRM_NS = 50_000_000
 _ATTEST_TIMEOUT_S = 2.0
 _SEEN_COMMANDS = 4096
+_VERIFIED_CACHE = 256
 _AUTO_RETRY_S = 0.2
 _STARTS_KEPT = 16
 _AUTO_TTL_NS = 60 * NS_PER_S
@@ -167,6 +169,9 @@ class NodeRuntime:
         self.refused: Counter[TrustReason] = Counter()
         self.last_refusal = ""
         self._refused_ids: dict[str, None] = {}
+        # stop-direction commands already verified, per roster version: the same kill heard
+        # again (the other path, a re-announcement) costs a dict lookup, not a signature check
+        self._verified: dict[tuple[int, bool, StateCommand, Envelope], Checked] = {}
         self.duplicate = ""
         self.clock = clock
         self.metrics_s = metrics_s
@@ -368,15 +373,30 @@ class NodeRuntime:
             log.exception("node %s: %s not recorded", self.node_id, kind)
 
     def _verify(self, entry: StateEntry, *, live: bool) -> Checked | None:
-        """The verified signer(s) of `entry`, or None after recording why it was refused."""
+        """The verified signer(s) of `entry`, or None after recording why it was refused.
+
+        A stop command's check does not depend on the clock (only a resume must be
+        fresh), so its result is kept per roster version and an identical one heard again
+        is not verified twice; a new roster version (a revocation) starts afresh."""
+        command = entry.command()
+        cache_key = None
+        if entry.state is not TradingState.ACTIVE and entry.proof is not None:
+            cache_key = (self.trust.version, live, command, entry.proof)
+            cached = self._verified.get(cache_key)
+            if cached is not None:
+                return cached
         try:
             checked = check_state(
-                entry.command(),
+                command,
                 entry.proof,
                 self.trust.roster,
                 now_ns=self.clock.time_ns(),
                 live=live,
             )
+            if cache_key is not None:
+                self._verified[cache_key] = checked
+                if len(self._verified) > _VERIFIED_CACHE:
+                    del self._verified[next(iter(self._verified))]
             if live and entry.state is TradingState.ACTIVE:
                 held = self._applied.get(entry.slot)
                 if held is not None and held.command_id not in (
