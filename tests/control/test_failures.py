@@ -116,7 +116,12 @@ async def test_server_killed_nodes_block_within_lease_and_resume_after_readmissi
         fleet, ids, plane = await admitted_fleet(
             url, tmp_path, site.trust_dir, 3, "rec", procs, operator_planes
         )
-        await asyncio.sleep(0.5)
+        for node_id in ids:  # every node trades before the server goes (bounded wait)
+            rec = tmp_path / "rec" / f"{node_id}.jsonl"
+            for _ in range(200):
+                if rec.exists() and accepted_between(rec, 0, time.time_ns()) > 0:
+                    break
+                await asyncio.sleep(0.05)
         killed_at = time.time_ns()
         server.kill()
         await asyncio.sleep(2.0)
