@@ -227,9 +227,7 @@ def _signed_checkpoints(
     if nats_url:
         node_id = node or _first_node(file)
         try:
-            latest, enrolled = asyncio.run(
-                _from_plane(nats_url, node_id, identity, trust_anchor)
-            )
+            latest, enrolled = asyncio.run(_from_plane(nats_url, node_id, identity, trust_anchor))
         except (KnightwatchError, ValueError) as exc:
             err.print(f"[red]error:[/red] --nats-url: {exc}")
             raise typer.Exit(EXIT_UNREADABLE) from None

@@ -115,6 +115,8 @@ def _undecodable(entry: StateEntry) -> bool:
         and entry.state is TradingState.HALTED
         and entry.issued_ns == 0
     )
+
+
 """Actor of the halt a node holds for a stored entry it cannot verify (fail closed)."""
 
 
