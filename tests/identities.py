@@ -5,7 +5,7 @@ and verified by the node that applies it, every NATS connection logs in as
 one of these names on an authorized server (`Site(kit=KIT)`): alice and bob
 operate and approve (a resume is alice's, co-signed by bob), carol only
 views, the supervisor and the admission service are components, and nodes
-n1..n9, m1, r8, nt-1 and crypto-1 each own a key. Issued at time 0, so simulated clocks and
+n1..n9 and a few named ones each own a key. Issued at time 0, so simulated clocks and
 the wall clock both fall inside every key's validity. (The adapters' nodes
 nt-1 and crypto-1 are here too.) The attack tests in
 tests/trust build their own casts (they rotate and revoke).
@@ -23,7 +23,16 @@ from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
 
-NODE_IDS = (*(f"n{i}" for i in range(1, 10)), "m1", "r8", "nt-1", "crypto-1")
+NODE_IDS = (
+    *(f"n{i}" for i in range(1, 10)),
+    "m1",
+    "r8",
+    "nt-1",
+    "crypto-1",
+    "dead",
+    "ok",
+    "frozen",
+)
 KIT = Kit(now_ns=0, nodes=NODE_IDS)
 KIT.add("venue", [Role.VENUE])
 ALICE = KIT.signer("alice")
