@@ -35,6 +35,8 @@ from knightwatch.release.keys import write_key_pair
 from knightwatch.release.manifest import Manifest, encode_manifest
 from knightwatch.release.signing import release_envelope, sign_release
 
+from ..identities import KIT
+
 pytestmark = pytest.mark.timeout(60)
 
 runner = CliRunner()
@@ -132,6 +134,10 @@ class Site:
         self.state = root / "state"
         self.out = root / "out"
         self.out.mkdir()
+        KIT.write(root / "trust", private=["n1", "alice"])
+        self.node_key = root / "trust" / "keys" / "n1.key"
+        self.alice_key = root / "trust" / "keys" / "alice.key"
+        self.anchor = root / "trust" / "anchor.toml"
 
 
 Args = Callable[[Site, str], list[str]]
@@ -146,16 +152,46 @@ def _node(option: str, command: str = "node") -> Args:
             "--artifacts": str(s.artifacts),
             "--config": str(s.config),
             "--flags": str(s.flags),
-            "--node-key": str(s.key),
         }
         release = [] if option == "--limits" else [x for kv in inputs.items() for x in kv]
         argv = [command, "--id", "n1", "--nats-url", NOWHERE, "--state-dir", str(s.state)]
-        argv += release
+        argv += ["--key", str(s.node_key), "--anchor", str(s.anchor), *release]
+        inputs |= {"--key": str(s.node_key), "--anchor": str(s.anchor)}
         if option in inputs:
             argv[argv.index(option) + 1] = f
         else:
             argv += [option, f]
         return argv
+
+    return args
+
+
+IDENTIFIED: dict[str, list[str]] = {
+    "kill": ["kill", "--reason", "r"],
+    "resume": ["resume", "--reason", "r"],
+    "approve": ["approve", "r1"],
+    "requests": ["requests"],
+    "status": ["status"],
+    "supervisor": ["supervisor"],
+    "admission serve": ["admission", "serve", "--policy", "{policy}", "--registry", "{registry}"],
+    "admission target": ["admission", "target", "{envelope}", "--reason", "r"],
+    "flags set": ["flags", "set", "ops.x", "on", "--reason", "r", "--registry", "{registry}"],
+    "flags show": ["flags", "show", "ops.dashboard.dark_mode", "--registry", "{registry}"],
+    "rollout start": ["rollout", "start", "ops.x", "--registry", "{registry}"],
+    "rollout status": ["rollout", "status"],
+    "rollout abort": ["rollout", "abort", "ops.x", "--reason", "r", "--registry", "{registry}"],
+}
+"""Commands that log in with a key and verify the roster from an anchor (hostile either one:
+one line naming it, before anything connects)."""
+
+
+def _identity(command: str, option: str) -> Args:
+    def args(s: Site, f: str) -> list[str]:
+        paths = {"{policy}": s.policy, "{registry}": s.registry, "{envelope}": s.envelope}
+        argv = [str(paths.get(a, a)) for a in IDENTIFIED[command]]
+        given = {"--key": str(s.alice_key), "--anchor": str(s.anchor)} | {option: f}
+        return [*argv, *(x for kv in given.items() for x in kv), "--nats-url", NOWHERE,
+                "--state-dir", str(s.state)]  # fmt: skip
 
     return args
 
@@ -317,11 +353,13 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
     ("node", "--limits"): (_node("--limits"), ".toml", "strict"),
     ("node", "--flags"): (_node("--flags"), ".yaml", "strict"),
     ("node", "--config"): (_node("--config"), ".toml", "unhashable"),
-    ("node", "--node-key"): (_node("--node-key"), ".key", "strict"),
+    ("node", "--key"): (_node("--key"), ".key", "strict"),
+    ("node", "--anchor"): (_node("--anchor"), ".toml", "strict"),
     ("drill-node", "--limits"): (_node("--limits", "drill-node"), ".toml", "strict"),
     ("drill-node", "--flags"): (_node("--flags", "drill-node"), ".yaml", "strict"),
     ("drill-node", "--config"): (_node("--config", "drill-node"), ".toml", "unhashable"),
-    ("drill-node", "--node-key"): (_node("--node-key", "drill-node"), ".key", "strict"),
+    ("drill-node", "--key"): (_node("--key", "drill-node"), ".key", "strict"),
+    ("drill-node", "--anchor"): (_node("--anchor", "drill-node"), ".toml", "strict"),
     ("supervisor", "--config"): (
         lambda s, f: ["supervisor", "--config", f, "--nats-url", NOWHERE], ".toml", "strict"
     ),
@@ -359,9 +397,21 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         ".json",
         "strict",
     ),
-    ("admission enrol", "--key"): (
-        lambda s, f: ["admission", "enrol", "--node", "n1", "--key", f, "--nats-url", NOWHERE],
-        ".pub",
+    **{
+        (command, option): (_identity(command, option), ext, "strict")
+        for command in IDENTIFIED
+        for option, ext in (("--key", ".key"), ("--anchor", ".toml"))
+    },
+    ("audit verify", "--identity"): (
+        lambda s, f: ["audit", "verify", str(s.audit), "--nats-url", NOWHERE, "--identity", f,
+                      "--trust-anchor", str(s.anchor)],
+        ".key",
+        "strict",
+    ),
+    ("audit verify", "--trust-anchor"): (
+        lambda s, f: ["audit", "verify", str(s.audit), "--nats-url", NOWHERE, "--identity",
+                      str(s.alice_key), "--trust-anchor", f],
+        ".toml",
         "strict",
     ),
     ("resume", "--config"): (
@@ -437,7 +487,7 @@ def test_hostile_recorder_files_stop_the_node_with_one_line(
     try:
         code, out = run(
             ["node", "--id", "n1", "--nats-url", NOWHERE, "--state-dir", str(site.state),
-             "--recorder", str(path)]
+             "--key", str(site.node_key), "--anchor", str(site.anchor), "--recorder", str(path)]
         )  # fmt: skip
     finally:
         if holder is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from knightwatch.inputs import JSON_MAX_BYTES, InputFileError, read_bytes
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.signing import TrustPolicy
@@ -93,8 +94,8 @@ class Kit:
         envelopes = []
         for path in versions:
             try:
-                envelopes.append(decode_stored(path.read_bytes()))
-            except (OSError, TrustError) as exc:
+                envelopes.append(decode_stored(read_bytes(path, "roster version", JSON_MAX_BYTES)))
+            except (InputFileError, TrustError) as exc:
                 raise TrustError(f"roster file {path}: {exc}") from None
         store = TrustStore.of(anchor, *envelopes)
         if store.roster is None:

@@ -9,11 +9,11 @@ refused and the current roster stays in force.
 from __future__ import annotations
 
 import logging
-import tomllib
 from pathlib import Path
 
 import msgspec
 
+from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustedKey, TrustPolicy
 from knightwatch.trust.roster import Roster, TrustError, decode_roster, verify_roster
@@ -78,12 +78,11 @@ def anchor_toml(anchor: TrustPolicy) -> str:
 
 
 def load_anchor(path: Path) -> TrustPolicy:
+    """The pinned anchor file (bounded read, nesting checked); TrustError naming the file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrustError(f"trust anchor {path}: cannot read: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TrustError(f"trust anchor {path}: not valid TOML: {exc}") from None
+        data = load_toml(path, "trust anchor")
+    except InputFileError as exc:
+        raise TrustError(str(exc)) from None
     try:
         return msgspec.convert(data, TrustPolicy)
     except (msgspec.ValidationError, ValueError) as exc:
