@@ -180,6 +180,8 @@ IDENTIFIED: dict[str, list[str]] = {
     "rollout start": ["rollout", "start", "ops.x", "--registry", "{registry}"],
     "rollout status": ["rollout", "status"],
     "rollout abort": ["rollout", "abort", "ops.x", "--reason", "r", "--registry", "{registry}"],
+    "incident preflight": ["incident", "preflight"],
+    "incident snapshot": ["incident", "snapshot"],
 }
 """Commands that log in with a key and verify the roster from an anchor (hostile either one:
 one line naming it, before anything connects)."""
@@ -424,9 +426,9 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         ".toml",
         "strict",
     ),
-    ("incident snapshot", "--key"): (
-        lambda s, f: ["incident", "snapshot", "--key", f, "--nats-url", NOWHERE],
-        ".key",
+    ("approve", "--config"): (
+        lambda s, f: ["approve", "r1", "--config", f, "--nats-url", NOWHERE],
+        ".toml",
         "strict",
     ),
     ("incident verify", "archive"): (lambda s, f: ["incident", "verify", f], ".tar", "strict"),

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 
 from knightwatch.audit.chain import GENESIS, seal_batch

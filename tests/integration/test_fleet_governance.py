@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from openfeature import api
 
@@ -21,11 +22,11 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.admission import AdmissionService
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.freeze import describe, kill_in_force, record_known_good
-from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -41,10 +42,13 @@ from knightwatch.flags.provider import KnightwatchProvider
 from knightwatch.flags.rollout import HealthGate, RolloutPlan, RolloutStatus, Stage
 from knightwatch.order import Order, Side
 from knightwatch.release.dsse import Envelope
+from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.kit import member_of
+from knightwatch.trust.roster import Role, roster_envelope, sign_roster
 
-from ..identities import switch, trust
+from ..identities import BOB, KIT, switch, trust
 from .fleet_release import (
     NEW_ROUTER,
     OLD_ROUTER,
@@ -68,6 +72,7 @@ class Fleet:
         self.signers = Signers()
         self.planes: list[NatsControlPlane] = []
         self.nodes: dict[str, NodeRuntime] = {}
+        self.admission: AdmissionService | None = None
 
     async def plane(self, name: str) -> NatsControlPlane:
         plane = await self.site.connect(name)
@@ -101,6 +106,7 @@ async def fleet(nats_server: Site, tmp_path: Path) -> AsyncIterator[Fleet]:
         admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock, roster=trust()
     )
     await service.start()
+    f.admission = service
     try:
         yield f
     finally:
@@ -299,7 +305,7 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
 ) -> None:
     _, driver = await rollout_fleet(fleet, tmp_path)
     ops = await fleet.plane("incident")
-    ks = KillSwitch(ops, fleet.clock, "alice")
+    ks = switch(ops, fleet.clock)
     kill = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=1.0)
     assert kill.ok
     assert await record_known_good(ops, kill.entry, fleet.clock.time_ns()) == "r2"
@@ -334,13 +340,25 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     ):
         await driver.begin(RLP, plan, actor="alice", approver="bob")
 
-    # a new node's enrolment is ignored by the admission service: it is not admitted
-    fleet.keys["n9"] = SigningKey.generate()
-    await ops.put_record(Bucket.ROSTER, "n9", fleet.keys["n9"].public.to_base64().encode())
+    # a new node's enrolment (a roster version that adds it, signed by the admins) is not
+    # taken by the admission service while the kill is in force
+    roster = KIT.roster
+    newcomer = member_of("n10", SigningKey.generate(), [Role.NODE])
+    added = msgspec.structs.replace(
+        roster,
+        version=roster.version + 1,
+        issued_ns=roster.issued_ns + 1,
+        members=(*roster.members, newcomer),
+    )
+    envelope = roster_envelope(added)
+    for admin in KIT.admin_names[: roster.admin_threshold]:
+        envelope = sign_roster(envelope, KIT.signer(admin).key)
+    await publish_roster(await fleet.plane("admin1"), envelope)
+    service = fleet.admission
+    assert service is not None
+    await eventually(lambda: service.trust_store.version == added.version)
     await asyncio.sleep(0.2)
-    newcomer = await fleet.start_node("n9", deploy(tmp_path / "n9", NEW_ROUTER))
-    assert newcomer.verdict is not None and not newcomer.verdict.admitted
-    assert newcomer.verdict.findings[0].reason is AdmissionReason.NODE_UNKNOWN
+    assert "n10" not in service.roster and "n1" in service.roster
 
     # reducing the blast radius always passes: a further kill and a drain
     assert (await ks.kill(Scope.NODE, "n1", "belt and braces", timeout_s=1.0)).revision
@@ -348,7 +366,7 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     assert drained.revision is not None
 
     # the resume lifts the freeze (the strategy drain above is a kill of its own)
-    await ks.resume(Scope.STRATEGY, "mm", "drained")
-    await ks.resume(Scope.FLEET, "", "fixed")
+    await ks.resume(Scope.STRATEGY, "mm", "drained", approvers=(BOB,))
+    await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
     assert await kill_in_force(ops) is None
     assert (await fleet.target(fleet.signers.release("r3", tree, REGISTRY.schema()))).accepted

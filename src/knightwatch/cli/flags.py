@@ -267,7 +267,11 @@ def set_flag(
 
     async def go() -> tuple[ActivationResult, dict[str, float], list[str]]:
         clock = SystemClock()
-        async with session(nats_url, state_dir, "flags-set", key, anchor) as (plane, signer, _):
+        async with session(nats_url, state_dir, "flags-set", key, anchor) as (
+            plane,
+            signer,
+            trust,
+        ):
             request = ActivationRequest(
                 flag_id=flag_id,
                 value=target,
@@ -278,7 +282,7 @@ def set_flag(
                 approver=approver,
             )
             view = await fleet_snapshot(plane, clock)
-            kill = await kill_in_force(plane)
+            kill = await kill_in_force(plane, trust)
             frozen = describe(kill) if kill is not None else None
             store = PlaneFlagStore(plane, clock)
             gate = ActivationGate(reg, view, store, clock, pol, frozen_by=frozen)

@@ -28,7 +28,6 @@ from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService
-from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.fleet.approvals import Requests, RequestStatus
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
@@ -56,7 +55,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.incident.ramp import ramp_records
+from knightwatch.incident.ramp import RampOutcome, ramp_records
 from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import decode_envelope
@@ -359,7 +358,7 @@ def kill(
             auto = auto_snapshot_settings()
             if auto is not None and result.revision is not None:
                 _print_result(result, "drain" if drain else "kill")
-                evidence.append(await snapshot_after_kill(plane, result, *auto, signer.name))
+                evidence.append(await snapshot_after_kill(plane, result, *auto))
             return result
 
     result = _run(go)
@@ -376,25 +375,42 @@ def resume(
     node_id: str | None = typer.Option(None, "--node"),
     strategy: str | None = typer.Option(None, "--strategy"),
     symbol: str | None = typer.Option(None, "--symbol"),
+    ack: list[str] = typer.Option(
+        [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with [preflight] bounds (and the [ramp] approve uses)"
+    ),
+    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Request a resume of a halted scope; a second person applies it with `approve ID`.
+    """Request a resume of a halted scope: preflight first; a second person applies it
+    with `approve ID`, which ramps it back in stages.
 
-    The request is bound to the halt stored now: if that changes before it is
-    approved, it is stale and cannot be applied. Requests expire."""
+    Refused (exit 1) unless every preflight item passes. The request is bound to
+    the halt stored now: if that changes before it is approved, it is stale and
+    cannot be applied. Requests expire."""
+    from knightwatch.cli.incident import config_or_exit, resume_flow
+
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
+    config_or_exit(config)
 
-    async def go() -> str:
+    async def go() -> str | None:
         async with session(nats_url, state_dir, "resume", key, anchor) as (plane, signer, store):
-            request = await Requests(KillSwitch(plane, SystemClock(), signer, store)).create(
-                scope, slot_key, reason
-            )
-            return request.id
+            ks = KillSwitch(plane, SystemClock(), signer, store)
+            _, request = await resume_flow(
+                plane, ks, scope, slot_key, reason, acknowledged=ack, config=config,
+                webhook=webhook,
+            )  # fmt: skip
+            return request.id if request is not None else None
 
     request_id = _run(go)
+    if request_id is None:
+        console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
+        raise typer.Exit(1)
     console.print(
         f"resume requested: [bold]{request_id}[/bold]; a second person with the approver role "
         f"runs `knightwatch approve {request_id}`",
@@ -405,21 +421,41 @@ def resume(
 def approve(
     request_id: str = typer.Argument(..., help="the request id `resume` printed"),
     timeout: float = typer.Option(2.0, "--timeout", min=0.01),
+    ack: list[str] = typer.Option(
+        [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with [ramp] stages and [preflight] bounds"
+    ),
+    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST a trip's page to"),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Approve a pending resume (you must not be its requester) and apply it."""
+    """Approve a pending resume (you must not be its requester): preflight again, then the
+    resume applied as a staged ramp that trips back. Exit 1 if refused or tripped."""
+    from knightwatch.cli.incident import approve_flow, config_or_exit, print_outcome
 
-    async def go() -> CommandResult:
+    config_or_exit(config)
+
+    async def go() -> RampOutcome | None:
         async with session(nats_url, state_dir, "approve", key, anchor) as (plane, signer, store):
             ks = KillSwitch(plane, SystemClock(), signer, store)
-            return await Requests(ks).approve(request_id, timeout_s=timeout)
+            _, outcome = await approve_flow(
+                plane, ks, request_id, timeout_s=timeout, acknowledged=ack, config=config,
+                webhook=webhook,
+            )  # fmt: skip
+            return outcome
 
-    result = _run(go)
-    _print_result(result, "resume")
-    if not result.ok:
+    outcome = _run(go)
+    if outcome is None:
+        console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
+        raise typer.Exit(1)
+    if outcome.resume is not None:
+        _print_result(outcome.resume, "resume")
+    print_outcome(outcome)
+    if not outcome.completed or (outcome.resume is not None and not outcome.resume.ok):
         raise typer.Exit(1)
 
 
@@ -431,7 +467,7 @@ def requests(
 ) -> None:
     """Resume requests: pending ones first, with who asked, for what and until when."""
 
-    async def go() -> list[tuple[str, str, str, str, str, str]]:
+    async def go() -> list[tuple[str, str, str, str, str, str, str]]:
         async with session(nats_url, state_dir, "requests", key, anchor) as (plane, signer, store):
             found = await Requests(KillSwitch(plane, SystemClock(), signer, store)).list()
         return [
@@ -442,13 +478,15 @@ def requests(
                 r.requester + (f" + {', '.join(r.approvers)}" if r.approvers else ""),
                 r.entry.reason,
                 _when(r.entry.expires_ns) if r.status is RequestStatus.PENDING else r.detail,
+                r.preflight or "-",
             )
             for r in found
         ]
 
     rows = _run(go)
     table = Table(title="resume requests")
-    for col in ("id", "status", "scope", "by", "reason", "expires (UTC) / detail"):
+    table.add_column("id", no_wrap=True)
+    for col in ("status", "scope", "by", "reason", "expires (UTC) / detail", "preflight"):
         table.add_column(col)
     for row in sorted(rows, key=lambda r: r[1] != "pending"):
         table.add_row(*row)

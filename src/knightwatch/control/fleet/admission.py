@@ -115,7 +115,7 @@ class AdmissionService:
 
     async def _enrol_new(self, node: str, key: VerifyKey) -> None:
         try:  # a new node adds risk: not while a kill is in force
-            await refuse_if_frozen(self.plane, f"enrolment of node {node}")
+            await refuse_if_frozen(self.plane, f"enrolment of node {node}", self.trust_store)
         except FrozenByKill as exc:
             log.error("ENROL_REFUSED %s; the next roster version after the resume enrols it", exc)
             return
@@ -193,7 +193,7 @@ class AdmissionService:
         manifest = checked.manifest
         if manifest is not None:
             try:
-                await refuse_target_if_frozen(self.plane, manifest.release_id)
+                await refuse_target_if_frozen(self.plane, manifest.release_id, self.trust_store)
             except FrozenByKill as exc:
                 log.error("TARGET_REFUSED release=%s by=%s: %s", release_id, request.actor, exc)
                 finding = Finding(AdmissionReason.FROZEN_BY_KILL, "fleet", str(exc))

@@ -1,10 +1,12 @@
 """Two people to resume: pending requests in the control plane, approved by someone else.
 
-`knightwatch resume` stores a request: the resume entry signed by its
-requester, bound to the halt it lifts and the store revision it was decided
-on, with an expiry. `knightwatch approve ID`, run by a different person with
-the approver role, adds their signature and applies it through the kill
-switch, which re-checks everything; the nodes check the signatures again
+`knightwatch resume` runs the preflight and, if it passes, stores a request:
+the resume entry signed by its requester, bound to the halt it lifts and the
+store revision it was decided on, with an expiry and the preflight's verdict.
+`knightwatch approve ID`, run by a different person with the approver role,
+adds their signature, runs the preflight again and applies the resume through
+a ramp (`incident.ramp.RampController.apply`) and the kill switch, which
+re-check everything; the nodes check the signatures again
 before they resume (the rule holds where the state is applied, so writing the
 kill state directly gains nothing). A request whose halt changed meanwhile is
 stale, one past its expiry is expired; neither can be applied.
@@ -13,7 +15,9 @@ stale, one past its expiry is expired; neither can be applied.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from typing import TypeVar
 
 import msgspec
 
@@ -40,6 +44,8 @@ class Request(msgspec.Struct, frozen=True):
     status: RequestStatus = RequestStatus.PENDING
     approvers: tuple[str, ...] = ()
     detail: str = ""
+    preflight: str = ""
+    """The preflight's verdict when the request was made (what the requester saw)."""
 
     @property
     def requester(self) -> str:
@@ -48,6 +54,7 @@ class Request(msgspec.Struct, frozen=True):
 
 _DECODER = msgspec.json.Decoder(Request)
 _ENCODER = msgspec.json.Encoder()
+T = TypeVar("T")
 
 
 class Requests:
@@ -57,9 +64,9 @@ class Requests:
         self.killswitch = killswitch
         self.plane = killswitch.plane
 
-    async def create(self, scope: Scope, key: str, reason: str) -> Request:
+    async def create(self, scope: Scope, key: str, reason: str, preflight: str = "") -> Request:
         entry = await self.killswitch.request_resume(scope, key, reason)
-        request = Request(entry.command_id[:12], entry)
+        request = Request(entry.command_id[:12], entry, preflight=preflight)
         await self.plane.put_record(
             Bucket.APPROVALS, request.id, _ENCODER.encode(request), expected_revision=ABSENT
         )
@@ -107,6 +114,15 @@ class Requests:
 
     async def approve(self, request_id: str, timeout_s: float = 2.0) -> CommandResult:
         """Add this signer's approval and apply the resume; KillSwitchError says why not."""
+
+        async def apply(entry: StateEntry) -> CommandResult:
+            return await self.killswitch.apply_resume(entry, timeout_s=timeout_s)
+
+        return await self.approve_with(request_id, apply)
+
+    async def approve_with(self, request_id: str, apply: Callable[[StateEntry], Awaitable[T]]) -> T:
+        """Add this signer's approval and hand the co-signed resume to `apply` (a ramp);
+        the request is closed as applied, or stale if `apply` finds it so."""
         signer = self.killswitch.signer
         roster = self.killswitch.trust.roster
         request, revision = await self.get(request_id)
@@ -138,7 +154,7 @@ class Requests:
             raise KillSwitchError(f"request {request_id} is {judged.status}: {judged.detail}")
         entry = request.entry.cosigned(signer.key)
         try:
-            result = await self.killswitch.apply_resume(entry, timeout_s=timeout_s)
+            result = await apply(entry)
         except KillSwitchError as exc:
             if "stale" in str(exc):
                 stale = msgspec.structs.replace(

@@ -59,6 +59,7 @@ from knightwatch.control.plane.protocol import (
     ControlPlane,
     ControlPlaneUnavailable,
     Record,
+    RevisionConflict,
 )
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -785,6 +786,7 @@ class NodeRuntime:
             except (ControlPlaneUnavailable, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("node %s: start not recorded (%s)", self.node_id, exc)
                 return
+
     def _unverified(self, slot: str, revision: int) -> StateEntry | None:
         """The fail-closed halt this node holds for a slot whose stored entry it cannot trust."""
         try:

@@ -7,10 +7,10 @@ is the same Ed25519 key), with permissions by role:
 * everyone: the JetStream read API, the kill state and republished records,
   and replies on its own inbox (`_INBOX.<key id>.>`, never another's);
 * node N: only its own subjects (confirmations, heartbeats, metrics, audit,
-  its membership key and flag confirmations), its automatic halts to the
+  its membership key, flag confirmations and start history), its automatic halts to the
   relay, admission requests; it can never write the kill state;
 * operator / approver: the kill state (announce and store), pending requests,
-  flags and rollouts, the target release request;
+  flags and rollouts, resume ramps and incident records, the target release request;
 * supervisor: the kill state, its audit subject, the automatic-halt relay;
 * admission: verdicts and the target release, answering admission requests;
 * admin: the roster.
@@ -60,6 +60,7 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
             sub += _WATCH
         elif role in (Role.OPERATOR, Role.APPROVER):
             pub += [*_KILL_STATE, "$KV.kw_approvals.>", "$KV.kw_flags.>", "$KV.kw_rollouts.>"]
+            pub += ["$KV.kw_ramp.>", "$KV.kw_incident.>"]
             pub += ["kw.req.admission.target"]
             sub += _WATCH
         elif role is Role.ADMIN:
@@ -80,6 +81,7 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
                 f"kw.audit.{name}",
                 f"$KV.kw_members.{name}",
                 f"$KV.kw_checkpoints.{name}",
+                f"$KV.kw_incident.starts.{name}",
                 f"$KV.kw_flags.applied.{name}.>",
                 "kw.msg.flags.applied",
                 "kw.msg.autohalt",

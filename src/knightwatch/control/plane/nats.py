@@ -621,7 +621,7 @@ class NatsControlPlane:
 
     async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
         stored = await self._snapshot(record_bucket(bucket), self._record_kv(bucket))
-        return {key: (value, revision) for key, value, revision in stored}
+        return {key: (value, revision) for key, value, revision in stored if value is not None}
 
     async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
         prefix = record_republish(bucket) + "."
