@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,36 +26,6 @@ pytestmark = pytest.mark.timeout(90)
 def invoke(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, result.output
-
-
-@pytest.fixture
-def fleet_up(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "knightwatch", "up", "--nodes", "2", "--flow", "5",
-         "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
-            lines.append(line)
-            if line.startswith("fleet up"):
-                break
-        assert (state / "nats.url").exists(), "".join(lines)
-        yield state
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert not (state / "nats.url").exists()  # embedded server stopped and unregistered
 
 
 def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import write_key_pair
 from knightwatch.release.manifest import Manifest, encode_manifest
 from knightwatch.release.signing import release_envelope, sign_release
+from knightwatch.trust.roster import roster_envelope, sign_roster
 
 from ..identities import KIT
 
@@ -138,6 +139,11 @@ class Site:
         self.node_key = root / "trust" / "keys" / "n1.key"
         self.alice_key = root / "trust" / "keys" / "alice.key"
         self.anchor = root / "trust" / "anchor.toml"
+        proposal = msgspec.structs.replace(KIT.roster, version=KIT.roster.version + 1)
+        self.proposal = root / "proposal.json"
+        self.proposal.write_bytes(
+            encode_envelope(sign_roster(roster_envelope(proposal), KIT.signer("admin1").key))
+        )
 
 
 Args = Callable[[Site, str], list[str]]
@@ -182,6 +188,22 @@ IDENTIFIED: dict[str, list[str]] = {
     "rollout abort": ["rollout", "abort", "ops.x", "--reason", "r", "--registry", "{registry}"],
     "incident preflight": ["incident", "preflight"],
     "incident snapshot": ["incident", "snapshot"],
+    "identity show": ["identity", "show"],
+    "identity add": [
+        "identity",
+        "add",
+        "x",
+        "--public",
+        "{pub}",
+        "--role",
+        "viewer",
+        "--out",
+        "{out}",
+    ],
+    "identity revoke": ["identity", "revoke", "alice", "--out", "{out}"],
+    "identity rotate": ["identity", "rotate", "alice", "--public", "{pub}", "--out", "{out}"],
+    "identity sign": ["identity", "sign", "{proposal}"],
+    "identity publish": ["identity", "publish", "{proposal}"],
 }
 """Commands that log in with a key and verify the roster from an anchor (hostile either one:
 one line naming it, before anything connects)."""
@@ -189,7 +211,14 @@ one line naming it, before anything connects)."""
 
 def _identity(command: str, option: str) -> Args:
     def args(s: Site, f: str) -> list[str]:
-        paths = {"{policy}": s.policy, "{registry}": s.registry, "{envelope}": s.envelope}
+        paths = {
+            "{policy}": s.policy,
+            "{registry}": s.registry,
+            "{envelope}": s.envelope,
+            "{pub}": s.pub,
+            "{out}": s.out / "proposal.json",
+            "{proposal}": s.proposal,
+        }
         argv = [str(paths.get(a, a)) for a in IDENTIFIED[command]]
         given = {"--key": str(s.alice_key), "--anchor": str(s.anchor)} | {option: f}
         return [*argv, *(x for kv in given.items() for x in kv), "--nats-url", NOWHERE,
@@ -424,6 +453,28 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
     ("incident preflight", "--config"): (
         lambda s, f: ["incident", "preflight", "--config", f, "--nats-url", NOWHERE],
         ".toml",
+        "strict",
+    ),
+    **{
+        (f"identity {verb}", "--public"): (
+            lambda s, f, verb=verb: ["identity", verb, "alice", "--public", f, "--role", "viewer",
+                                     "--out", str(s.out / "p.json"), "--nats-url", NOWHERE]
+            if verb == "add" else ["identity", verb, "alice", "--public", f,
+                                   "--out", str(s.out / "p.json"), "--nats-url", NOWHERE],
+            ".pub",
+            "strict",
+        )
+        for verb in ("add", "rotate")
+    },
+    **{
+        (f"identity {verb}", "proposal"): (
+            lambda s, f, verb=verb: ["identity", verb, f, "--nats-url", NOWHERE], ".json", "strict"
+        )
+        for verb in ("sign", "publish")
+    },
+    ("identity show", "--proposal"): (
+        lambda s, f: ["identity", "show", "--proposal", f, "--nats-url", NOWHERE],
+        ".json",
         "strict",
     ),
     ("approve", "--config"): (

@@ -37,6 +37,7 @@ from knightwatch.control.plane.nats import STATE_BUCKET, NatsControlPlane, conne
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import UNDECODABLE_ACTOR
 from knightwatch.control.site import Site
+from knightwatch.release.keys import load_signing_key
 from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 from knightwatch.state import Scope, TradingState
 
@@ -320,7 +321,15 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
                 proc.kill()
                 proc.wait()
     recorder = state / "audit" / "n1.jsonl"
-    key = state / "release" / "keys" / "n1.pub"
+    key = tmp_path / "n1.pub"  # the public half of the key `up` enrolled for n1
+    key.write_bytes(load_signing_key(state / "trust" / "keys" / "n1.key").public.to_pem())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "knightwatch", *args], capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
     ok = cli("audit", "verify", str(recorder), "--key", str(key))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "final: the node closed the file there" in ok.stderr

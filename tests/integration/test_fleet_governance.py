@@ -304,7 +304,7 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     fleet: Fleet, tmp_path: Path
 ) -> None:
     _, driver = await rollout_fleet(fleet, tmp_path)
-    ops = await fleet.plane("incident")
+    ops = await fleet.plane("alice")
     ks = switch(ops, fleet.clock)
     kill = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=1.0)
     assert kill.ok

@@ -10,6 +10,7 @@ from knightwatch.cli.flags import app as flags_app
 from knightwatch.cli.flags import rollout_app
 from knightwatch.cli.fleet import COMMANDS as fleet_commands
 from knightwatch.cli.fleet import admission_app
+from knightwatch.cli.identity import app as identity_app
 from knightwatch.cli.incident import app as incident_app
 from knightwatch.cli.limits import app as limits_app
 from knightwatch.cli.release import app as release_app
@@ -37,6 +38,7 @@ for _name, _command in fleet_commands:
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(admission_app, name="admission")
 app.add_typer(incident_app, name="incident")
+app.add_typer(identity_app, name="identity")
 # --- end sub-apps ---
 
 

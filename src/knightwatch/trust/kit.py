@@ -19,7 +19,7 @@ import msgspec
 
 from knightwatch.inputs import JSON_MAX_BYTES, InputFileError, read_bytes
 from knightwatch.release.dsse import Envelope, encode_envelope
-from knightwatch.release.keys import SigningKey
+from knightwatch.release.keys import SigningKey, VerifyKey
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.trust.identity import Signer, load_signer
 from knightwatch.trust.roster import (
@@ -42,7 +42,12 @@ PEOPLE: dict[str, tuple[Role, ...]] = {
 
 
 def member_of(name: str, key: SigningKey, roles: Iterable[Role], **validity: int) -> Member:
-    return Member(name, key.key_id, key.public.to_base64(), tuple(roles), **validity)
+    return member_of_public(name, key.public, roles, **validity)
+
+
+def member_of_public(name: str, key: VerifyKey, roles: Iterable[Role], **validity: int) -> Member:
+    """A roster entry for a public key someone handed over (their private key stays theirs)."""
+    return Member(name, key.key_id, key.to_base64(), tuple(roles), **validity)
 
 
 class Kit:

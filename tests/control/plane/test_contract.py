@@ -16,6 +16,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.state import Scope, TradingState
 
+from ...identities import NODE_IDS
 from ..conftest import Backend
 from ..helpers import entry, eventually
 
@@ -169,9 +170,10 @@ async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) 
     """
     writer = await backend.plane()
     reader = await backend.plane()
-    ids = [f"n{i:02d}" for i in range(24)]
+    ids = sorted(NODE_IDS)  # each membership record is written by its own node's login
+    nodes = {node_id: await backend.plane(node_id) for node_id in ids}
     for node_id in ids:
-        await writer.put_member(status(node_id))
+        await nodes[node_id].put_member(status(node_id))
         await writer.put_state(entry(scope=Scope.SYMBOL, key=f"S{node_id}"))
     stop = asyncio.Event()
 
@@ -179,7 +181,8 @@ async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) 
         seen = 10
         while not stop.is_set():
             seen += 1
-            await writer.put_member(status(ids[seen % len(ids)], seen_ns=seen))
+            node_id = ids[seen % len(ids)]
+            await nodes[node_id].put_member(status(node_id, seen_ns=seen))
             await asyncio.sleep(0)
 
     task = asyncio.create_task(churn())

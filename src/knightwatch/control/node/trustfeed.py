@@ -10,6 +10,7 @@ force.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane, Record
@@ -84,5 +85,10 @@ async def identify(plane: ControlPlane, signer: Signer, store: TrustStore) -> Si
         raise TrustError(
             f"key {signer.key.key_id[:16]} is not on the roster (version {store.version}); "
             "ask an admin to enrol it (`knightwatch identity add`)"
+        )
+    if not member.valid_at(time.time_ns()):
+        raise TrustError(
+            f"key {signer.key.key_id[:16]} of {member.name} is revoked or rotated out "
+            f"(roster version {store.version}); use the key the roster holds now"
         )
     return Signer(member.name, signer.key)

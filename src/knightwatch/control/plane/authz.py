@@ -104,10 +104,11 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
 
 
 def users(roster: Roster, provisioner_nkey: str) -> list[dict[str, object]]:
-    """One NATS user per roster key that is not revoked, plus the provisioner."""
+    """One NATS user per roster key that is neither revoked nor rotated out (its validity
+    ended by the version's instant), plus the provisioner."""
     out: list[dict[str, object]] = [{"nkey": provisioner_nkey}]
     for member in roster.members:
-        if member.revoked_ns:
+        if member.revoked_ns or 0 < member.valid_until_ns <= roster.issued_ns:
             continue
         key = VerifyKey.from_base64(member.public_key, field=member.name)
         out.append(
