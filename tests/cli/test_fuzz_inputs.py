@@ -188,6 +188,18 @@ IDENTIFIED: dict[str, list[str]] = {
     "rollout abort": ["rollout", "abort", "ops.x", "--reason", "r", "--registry", "{registry}"],
     "incident preflight": ["incident", "preflight"],
     "incident snapshot": ["incident", "snapshot"],
+    "flags approve": [
+        "flags",
+        "approve",
+        "ops.x",
+        "on",
+        "--for",
+        "bob",
+        "--reason",
+        "r",
+        "--out",
+        "{out}",
+    ],
     "identity show": ["identity", "show"],
     "identity add": [
         "identity",
@@ -472,6 +484,18 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         )
         for verb in ("sign", "publish")
     },
+    ("flags set", "--approval"): (
+        lambda s, f: ["flags", "set", "ops.x", "on", "--reason", "r", "--registry",
+                      str(s.registry), "--approval", f, "--nats-url", NOWHERE],
+        ".json",
+        "strict",
+    ),
+    ("rollout start", "--approval"): (
+        lambda s, f: ["rollout", "start", "ops.x", "--registry", str(s.registry),
+                      "--approval", f, "--nats-url", NOWHERE],
+        ".json",
+        "strict",
+    ),
     ("identity show", "--proposal"): (
         lambda s, f: ["identity", "show", "--proposal", f, "--nats-url", NOWHERE],
         ".json",

@@ -126,18 +126,43 @@ async def test_admission_status_flags_rollout_through_the_cli(
         assert "admitted" in row["n1"] and "r2" in row["n1"]
         assert "refused" in row["n2"] and "file_mismatch: smars/router.py" in out
 
-        flags = ["--registry", site.registry, "--approver", "bob", "--reason", "RLP launch"]
-        # skewed fleet: refused, naming the node that missed the deploy
-        code, out = await cli("flags", "set", RLP, "on", *flags, *opts)
-        assert code == 1 and "node_not_admitted" in out and "n2" in out, out
+        # the second person is whoever signed an approval: bob, with his own key
+        bob = ["--key", site.server.key_path("bob")]
+
+        async def approval(name: str, *what: str) -> Path:
+            path = tmp_path / f"{name}.json"
+            code, out = await cli("flags", "approve", RLP, "on", *what, "--for", "alice",
+                                  "--reason", "checked", "--out", path, *opts, *bob)  # fmt: skip
+            assert code == 0 and "approved by bob" in out, out
+            return path
+
+        code, out = await cli("flags", "approve", RLP, "on", "--for", "alice", "--reason", "me",
+                              "--out", tmp_path / "self.json", *opts)  # fmt: skip
+        assert code == 2 and "approve your own" in out, out  # alice cannot approve herself
+        fleet = await approval("fleet")
+        flags = ["--registry", site.registry, "--reason", "RLP launch"]
         code, out = await cli("flags", "set", RLP, "on", "--nodes", "n1", *flags, *opts)
+        assert code == 1 and "second_approver_required" in out, out
+        # skewed fleet: refused, naming the node that missed the deploy
+        code, out = await cli("flags", "set", RLP, "on", *flags, "--approval", fleet, *opts)
+        assert code == 1 and "node_not_admitted" in out and "n2" in out, out
+        # an approval binds what it approves: the fleet-wide one does not cover n1 alone
+        code, out = await cli(
+            "flags", "set", RLP, "on", "--nodes", "n1", *flags, "--approval", fleet, *opts
+        )
+        assert code == 2 and "not this change" in out, out
+        only_n1 = await approval("n1", "--nodes", "n1")
+        code, out = await cli(
+            "flags", "set", RLP, "on", "--nodes", "n1", *flags, "--approval", only_n1, *opts
+        )
         assert code == 0 and "n1: confirmed r1" in out, out
         code, out = await cli("flags", "show", RLP, "--registry", site.registry, *opts)
         assert code == 0 and "revision 1" in out and "'n1': 1" in out and "by " in out, out
 
         plan = tmp_path / "plan.toml"
         plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
-        rollout = ["--registry", site.registry, "--approver", "bob", *opts]
+        rollout = ["--registry", site.registry, "--approval", await approval("ro", "--rollout"),
+                   *opts]  # fmt: skip
         # the refused node is left out by name (it would refuse the stage and abort the
         # rollout for n1); the rollout runs on n1 and holds for evidence until aborted
         start = await asyncio.create_subprocess_exec(

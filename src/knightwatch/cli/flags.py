@@ -45,9 +45,24 @@ from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
 from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
 from knightwatch.flags.state import StateUnavailable
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import (
+    JSON_MAX_BYTES,
+    InputFileError,
+    check_json_depth,
+    load_toml,
+    read_bytes,
+)
+from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.trust.approval import (
+    APPROVAL_TTL_S,
+    Approval,
+    ApprovalKind,
+    check_approval,
+    decode_approval_file,
+    sign_approval,
+)
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import TrustError
+from knightwatch.trust.roster import Role, TrustError
 from knightwatch.trust.store import TrustStore
 
 app = typer.Typer(help="Flag governance: registry lint, inspection, gated activation.")
@@ -157,6 +172,29 @@ def list_flags(registry: Path = REGISTRY_OPT) -> None:
     console.print(table)
 
 
+ApprovalOpt = typer.Option(
+    None,
+    "--approval",
+    help="a second person's signed approval of this change (`knightwatch flags approve`)",
+)
+
+
+def _read_approval(console: Console, path: Path | None) -> Envelope | None:
+    """The approval file (bounded read), checked against the roster once logged in."""
+    if path is None:
+        return None
+    try:
+        data = read_bytes(path, "approval", JSON_MAX_BYTES)
+        check_json_depth(data, f"approval {path}")
+        return decode_approval_file(data, f"approval {path}")
+    except (InputFileError, TrustError) as exc:
+        raise _fail(console, str(exc)) from None
+
+
+def _nodes_key(nodes: tuple[str, ...]) -> tuple[str, ...] | None:
+    return tuple(sorted(nodes)) if nodes else None
+
+
 def _plane_run(console: Console, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one control-plane command; expected failures exit 2 with the message."""
     try:
@@ -236,13 +274,69 @@ def _on_off(console: Console, value: str) -> bool:
     return value.lower() == "on"
 
 
+@app.command("approve")
+def approve_change(
+    flag_id: str,
+    value: str = typer.Argument(..., help="on or off"),
+    requester: str = typer.Option(..., "--for", help="who will make the change (roster name)"),
+    nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
+    rollout: bool = typer.Option(False, "--rollout", help="approve `rollout start` instead"),
+    reason: str = typer.Option(..., "--reason", help="why you approve, for the record"),
+    out: Path = typer.Option(..., "--out", help="the signed approval file to hand over"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Sign your approval (you: a second person with the approver role) of one flag change
+    or rollout by --for; they pass the file with --approval. Valid for an hour."""
+    console = Console()
+    try:
+        chosen = node_list("--nodes", nodes)
+    except OptionError as exc:
+        raise _fail(console, str(exc)) from None
+    target = _on_off(console, value)
+
+    async def go() -> str:
+        async with session(nats_url, state_dir, "flags-approve", key, anchor) as (_, signer, store):
+            roster = store.roster
+            if roster is None or not roster.has_role(signer.name, Role.APPROVER):
+                raise TrustError(f"--key: {signer.name} does not hold the approver role")
+            if requester == signer.name:
+                raise TrustError("--for: you cannot approve your own change")
+            now = SystemClock().time_ns()
+            approval = Approval(
+                ApprovalKind.ROLLOUT if rollout else ApprovalKind.FLAG,
+                flag_id,
+                target,
+                None if rollout else _nodes_key(chosen),
+                requester,
+                reason,
+                now,
+                now + int(APPROVAL_TTL_S * NS_PER_S),
+            )
+            try:
+                with out.open("xb") as f:
+                    f.write(encode_envelope(sign_approval(approval, signer)))
+            except FileExistsError:
+                raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+            return signer.name
+
+    who = _plane_run(console, go)
+    console.print(
+        f"approved by {who}: {flag_id} -> {value} for {requester}; written to {out} "
+        f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}",
+        highlight=False,
+    )
+
+
 @app.command("set")
 def set_flag(
     flag_id: str,
     value: str = typer.Argument(..., help="on or off"),
     nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
-    approver: str = typer.Option(None, "--approver", help="second approver"),
+    approval: Path | None = ApprovalOpt,
     timeout: float = typer.Option(2.0, "--timeout", min=0.01, help="seconds to wait for nodes"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
@@ -264,6 +358,7 @@ def set_flag(
     target = _on_off(console, value)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
+    approved = _read_approval(console, approval)
 
     async def go() -> tuple[ActivationResult, dict[str, float], list[str]]:
         clock = SystemClock()
@@ -272,6 +367,18 @@ def set_flag(
             signer,
             trust,
         ):
+            approver = None
+            if approved is not None:
+                approver = check_approval(
+                    approved,
+                    trust.roster,
+                    kind=ApprovalKind.FLAG,
+                    flag_id=flag_id,
+                    value=target,
+                    nodes=_nodes_key(chosen),
+                    requester=signer.name,
+                    now_ns=clock.time_ns(),
+                )
             request = ActivationRequest(
                 flag_id=flag_id,
                 value=target,
@@ -349,7 +456,7 @@ def rollout_start(
     plan: Annotated[
         Path | None, typer.Option("--plan", help="rollout plan TOML (stages, gates)")
     ] = None,
-    approver: str = typer.Option(None, "--approver", help="second approver"),
+    approval: Path | None = ApprovalOpt,
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
     supervisor_config: Annotated[
@@ -379,9 +486,23 @@ def rollout_start(
     pol = _policy(console, policy)
     health = _health(console, supervisor_config)
     chosen = rollout_plan or RolloutPlan()
+    approved = _read_approval(console, approval)
+    flag = reg.get(flag_id)
 
     async def go() -> RolloutState:
         async with session(nats_url, state_dir, "rollout", key, anchor) as (plane, signer, store):
+            approver = None
+            if approved is not None and flag is not None:
+                approver = check_approval(
+                    approved,
+                    store.roster,
+                    kind=ApprovalKind.ROLLOUT,
+                    flag_id=flag_id,
+                    value=not flag.safe_default,
+                    nodes=None,
+                    requester=signer.name,
+                    now_ns=SystemClock().time_ns(),
+                )
             driver = _driver(plane, signer, store, reg, pol, health)
             await driver.start()
             state = await driver.begin(flag_id, chosen, actor=signer.name, approver=approver)
