@@ -174,3 +174,25 @@ async def test_strategy_symbol_scope_halts_one_pair_on_every_node() -> None:
     assert node.check(ids.order("MSFT", "mm")).accepted
     assert node.check(ids.order("AAPL", "other")).accepted
     await node.stop()
+
+
+async def test_a_kill_is_stored_even_when_a_target_never_confirms(backend: Backend) -> None:
+    """The store write waits for the confirmations (the stop first, the record second), but
+    only briefly: a node that never answers does not keep the kill out of the store."""
+    from knightwatch.clock import SystemClock
+
+    clock = SystemClock()
+    nodes = await _fleet(backend, clock, 1)
+    operator = switch(await backend.plane("alice"), clock, "alice")
+    try:
+        result = await operator.kill(
+            Scope.FLEET, "", "stop", timeout_s=0.5, targets=["n1", "ghost"]
+        )
+        assert result.missing == ["ghost"] and "n1" in result.latencies_ms
+        assert result.revision is not None, result.durable_error
+        stored, revision = await (await backend.plane("carol")).get_state(Scope.FLEET, "fleet")
+        assert stored is not None and stored.command_id == result.entry.command_id
+        assert revision == result.revision
+    finally:
+        for node in nodes:
+            await node.stop()

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
+_STORE_HOLD_S = 0.05
+"""Longest a kill's store write waits for the nodes' confirmations before it goes anyway."""
 KILL_TTL_S = 60.0
 """How long a kill stays valid as news (re-announcements, the store write's retries)."""
 REQUEST_TTL_S = 900.0
@@ -106,7 +108,7 @@ class KillSwitch:
         self.trust = trust
         self.grace_ns = int(liveness_grace_s * 1e9)
         self._arrivals: dict[str, dict[str, int]] = {}
-        self._changed = asyncio.Event()
+        self._waiting: dict[str, tuple[set[str], asyncio.Future[None]]] = {}
         self._heard: dict[str, NodeStatus] = {}
         self._started = False
         self._last_issued_ns = 0
@@ -125,7 +127,9 @@ class KillSwitch:
         arrivals = self._arrivals.get(c.command_id)
         if arrivals is not None and c.node_id not in arrivals:
             arrivals[c.node_id] = self.clock.monotonic_ns()
-            self._changed.set()
+            waiting = self._waiting.get(c.command_id)
+            if waiting is not None and waiting[0] <= arrivals.keys() and not waiting[1].done():
+                waiting[1].set_result(None)
 
     async def _on_heartbeat(self, status: NodeStatus) -> None:
         self._heard[status.node_id] = status
@@ -211,14 +215,18 @@ class KillSwitch:
         self._arrivals[entry.command_id] = {}
         start = asyncio.get_running_loop().time()
         deadline = start + timeout_s
+        confirmed = asyncio.Event()
         try:
             await self.plane.announce_state(entry)
         except ControlPlaneUnavailable as exc:
             log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
+            confirmed.set()  # no announcement went out: the store is the only path, at once
         durable_deadline = start + max(durable_timeout_s, timeout_s)
         stored_entry: list[StateEntry] = [entry]
-        durable = asyncio.create_task(self._store(stored_entry, durable_deadline))
-        result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
+        durable = asyncio.create_task(self._store(stored_entry, durable_deadline, after=confirmed))
+        result = await self._collect(
+            entry, t0, deadline, durable, targets, durable_deadline, confirmed
+        )
         return msgspec.structs.replace(result, entry=stored_entry[0])
 
     async def request_resume(
@@ -304,7 +312,9 @@ class KillSwitch:
         done.set_result(stored)
         return await self._collect(entry, t0, deadline, done, None, deadline)
 
-    async def _store(self, box: list[StateEntry], deadline: float) -> int | str:
+    async def _store(
+        self, box: list[StateEntry], deadline: float, after: asyncio.Event | None = None
+    ) -> int | str:
         """Write to the store of record, retrying through outages and elections until deadline.
 
         The stored kill must order after whatever the slot holds, or nodes would keep
@@ -312,6 +322,12 @@ class KillSwitch:
         ignored. So it reads the slot and bumps `issued_ns` past it (same command id,
         so confirmations still match), with compare-and-swap against that read.
         """
+        if after is not None:
+            # The stop first, the record second: the store write (and the copy of it the
+            # server republishes to every node) waits until the nodes confirmed, or
+            # _STORE_HOLD_S, so it never competes with the fast path on a busy machine.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(after.wait(), _STORE_HOLD_S)
         last = "no attempt"
         slot = (box[0].scope, box[0].key)
         known = self._stored.pop(slot, None)
@@ -361,8 +377,10 @@ class KillSwitch:
         durable: asyncio.Future[int | str],
         targets: list[str] | None,
         durable_deadline: float,
+        confirmed: asyncio.Event | None = None,
     ) -> CommandResult:
-        """Wait for confirmations, then for the store.
+        """Wait for confirmations (then set `confirmed`: the store write may go), then for
+        the store.
 
         Waiting uses the event loop's timers (a real wait for real messages);
         latencies use the injected clock, so a replay reports simulated time.
@@ -376,6 +394,9 @@ class KillSwitch:
                 targets = [entry.key] if entry.scope is Scope.NODE else sorted(known)
             wanted = set(targets)
             next_announce = loop.time() + _REANNOUNCE_S
+            # one wake-up when the last target confirms (not one per confirmation)
+            everyone: asyncio.Future[None] = loop.create_future()
+            self._waiting[entry.command_id] = (wanted, everyone)
             while not wanted <= arrivals.keys():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -385,11 +406,9 @@ class KillSwitch:
                     with contextlib.suppress(ControlPlaneUnavailable):
                         await self.plane.announce_state(entry)
                     next_announce = loop.time() + _REANNOUNCE_S
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait(), min(remaining, next_announce - loop.time())
-                    )
+                await asyncio.wait((everyone,), timeout=min(remaining, next_announce - loop.time()))
+            if confirmed is not None:
+                confirmed.set()
             stored: int | str
             with contextlib.suppress(TimeoutError):
                 remaining = max(durable_deadline - loop.time(), 0.05)
@@ -397,6 +416,7 @@ class KillSwitch:
             stored = durable.result() if durable.done() else "store did not acknowledge in time"
         finally:
             del self._arrivals[entry.command_id]
+            self._waiting.pop(entry.command_id, None)
         latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
         missing = sorted(wanted - arrivals.keys())
         if missing:

@@ -615,16 +615,16 @@ class NodeRuntime:
             state=self.guard.trading_state(entry.scope, entry.key),
             applied_ns=self.clock.time_ns(),
         )
+        try:  # the issuer is waiting: send first, keep the books after
+            await self.plane.confirm(confirmation)
+        except ControlPlaneUnavailable:
+            log.warning("node %s: confirmation of %s not sent", self.node_id, entry.command_id)
         self.confirmed.append(confirmation)
         del self.confirmed[:-64]
         self._confirmed_at = {
             c.command_id: self._confirmed_at.get(c.command_id, 0) for c in self.confirmed
         }
         self._confirmed_at[entry.command_id] = self.clock.monotonic_ns()
-        try:
-            await self.plane.confirm(confirmation)
-        except ControlPlaneUnavailable:
-            log.warning("node %s: confirmation of %s not sent", self.node_id, entry.command_id)
 
     async def _resync(self) -> dict[str, StateEntry]:
         """Read every entry from the store of record and apply what is newer than ours;
