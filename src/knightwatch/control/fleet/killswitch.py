@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 
 _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
-_STORE_HOLD_S = 0.05
-"""Longest a kill's store write waits for the nodes' confirmations before it goes anyway."""
 KILL_TTL_S = 60.0
 """How long a kill stays valid as news (re-announcements, the store write's retries)."""
 REQUEST_TTL_S = 900.0
@@ -215,18 +213,14 @@ class KillSwitch:
         self._arrivals[entry.command_id] = {}
         start = asyncio.get_running_loop().time()
         deadline = start + timeout_s
-        confirmed = asyncio.Event()
         try:
             await self.plane.announce_state(entry)
         except ControlPlaneUnavailable as exc:
             log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
-            confirmed.set()  # no announcement went out: the store is the only path, at once
         durable_deadline = start + max(durable_timeout_s, timeout_s)
         stored_entry: list[StateEntry] = [entry]
-        durable = asyncio.create_task(self._store(stored_entry, durable_deadline, after=confirmed))
-        result = await self._collect(
-            entry, t0, deadline, durable, targets, durable_deadline, confirmed
-        )
+        durable = asyncio.create_task(self._store(stored_entry, durable_deadline))
+        result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
         return msgspec.structs.replace(result, entry=stored_entry[0])
 
     async def request_resume(
@@ -312,9 +306,7 @@ class KillSwitch:
         done.set_result(stored)
         return await self._collect(entry, t0, deadline, done, None, deadline)
 
-    async def _store(
-        self, box: list[StateEntry], deadline: float, after: asyncio.Event | None = None
-    ) -> int | str:
+    async def _store(self, box: list[StateEntry], deadline: float) -> int | str:
         """Write to the store of record, retrying through outages and elections until deadline.
 
         The stored kill must order after whatever the slot holds, or nodes would keep
@@ -322,12 +314,6 @@ class KillSwitch:
         ignored. So it reads the slot and bumps `issued_ns` past it (same command id,
         so confirmations still match), with compare-and-swap against that read.
         """
-        if after is not None:
-            # The stop first, the record second: the store write (and the copy of it the
-            # server republishes to every node) waits until the nodes confirmed, or
-            # _STORE_HOLD_S, so it never competes with the fast path on a busy machine.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(after.wait(), _STORE_HOLD_S)
         last = "no attempt"
         slot = (box[0].scope, box[0].key)
         known = self._stored.pop(slot, None)
@@ -377,10 +363,8 @@ class KillSwitch:
         durable: asyncio.Future[int | str],
         targets: list[str] | None,
         durable_deadline: float,
-        confirmed: asyncio.Event | None = None,
     ) -> CommandResult:
-        """Wait for confirmations (then set `confirmed`: the store write may go), then for
-        the store.
+        """Wait for confirmations, then for the store.
 
         Waiting uses the event loop's timers (a real wait for real messages);
         latencies use the injected clock, so a replay reports simulated time.
@@ -407,8 +391,6 @@ class KillSwitch:
                         await self.plane.announce_state(entry)
                     next_announce = loop.time() + _REANNOUNCE_S
                 await asyncio.wait((everyone,), timeout=min(remaining, next_announce - loop.time()))
-            if confirmed is not None:
-                confirmed.set()
             stored: int | str
             with contextlib.suppress(TimeoutError):
                 remaining = max(durable_deadline - loop.time(), 0.05)
