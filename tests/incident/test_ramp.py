@@ -41,6 +41,28 @@ async def test_ramp_completes_through_every_stage_and_ends_at_full_limits() -> N
     await f.stop()
 
 
+async def test_an_approved_request_made_long_before_still_ramps_through_every_stage() -> None:
+    """The stages run from the moment the resume is applied, not from the request."""
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    request = await ks.request_resume(Scope.FLEET, "fleet", "fixed")
+    await asyncio.sleep(0.7)  # the approver takes a while: longer than two stages' hold
+    seen: list[tuple[int, float, str]] = []
+    ctl = RampController(
+        await f.plane(),
+        ks,
+        f.clock,
+        FAST,
+        on_stage=lambda r: seen.append((r.stage, r.fraction, r.status)),
+    )
+    outcome = await ctl.apply(request.cosigned(BOB.key))
+    assert outcome.completed
+    assert seen == [(0, 0.1, "ramping"), (1, 0.5, "ramping"), (2, 1.0, "ramping"), (2, 1.0, "done")]
+    assert outcome.ended_ns - outcome.started_ns >= 0.9e9, "every stage held its full time"
+    await f.stop()
+
+
 async def test_stage_one_limits_are_in_force_before_the_resume_reaches_any_node() -> None:
     f = await fleet("n1")
     node = f.nodes[0]

@@ -385,8 +385,10 @@ class RampController:
             why = f"resume not issued: {exc}"
             await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
             raise
-        # the resume itself is newer than the watch start: only later halts trip it
-        self._watch.start_ns = resumed.entry.issued_ns + 1
+        # The stages run from now, when the resume was applied, not from when it was
+        # requested (an approved request can be minutes old); and only halts issued
+        # after it trip the ramp.
+        self._watch.start_ns = max(self.clock.time_ns(), resumed.entry.issued_ns + 1)
         stage = 0
         while True:
             if self._watch.tripped:
