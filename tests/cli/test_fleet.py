@@ -64,6 +64,7 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     assert request.group(1) in out and "passed" in out, out  # the preflight, recorded
     code, out = invoke("approve", request.group(1), *as_("alice"))
     assert code == 2 and "never counts" in out, out  # the requester is not a second person
+    assert "preflight" not in out, out  # refused before anything runs for the approval
     code, out = invoke("approve", request.group(1), "--config", str(ramp), *as_("bob"))
     assert code == 0, out
     assert "preflight fleet 'fleet': PASS" in out and "stage 1/2: 10% of limits" in out, out

@@ -169,7 +169,7 @@ async def approve_flow(
     request), then the co-signed resume applied through a ramp. Prints both."""
     plan, cfg = incident_config(config)
     requests = Requests(ks)
-    request, _ = await requests.get(request_id)
+    request, _ = await requests.eligible(request_id)  # before the preflight runs
     scope, key = request.entry.scope, request.entry.key
     pager = Pager(webhook)
     checklist = await _preflight(

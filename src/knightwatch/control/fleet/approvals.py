@@ -120,9 +120,10 @@ class Requests:
 
         return await self.approve_with(request_id, apply)
 
-    async def approve_with(self, request_id: str, apply: Callable[[StateEntry], Awaitable[T]]) -> T:
-        """Add this signer's approval and hand the co-signed resume to `apply` (a ramp);
-        the request is closed as applied, or stale if `apply` finds it so."""
+    async def eligible(self, request_id: str) -> tuple[Request, int]:
+        """The pending request and its record revision, if this signer may approve it (a
+        different person with the approver role); KillSwitchError says why not. Checked
+        before anything else runs for the approval (a preflight, a ramp)."""
         signer = self.killswitch.signer
         roster = self.killswitch.trust.roster
         request, revision = await self.get(request_id)
@@ -137,6 +138,14 @@ class Requests:
             raise KillSwitchError(
                 f"request {request_id}: {signer.name} does not hold the approver role"
             )
+        return request, revision
+
+    async def approve_with(self, request_id: str, apply: Callable[[StateEntry], Awaitable[T]]) -> T:
+        """Add this signer's approval and hand the co-signed resume to `apply` (a ramp);
+        the request is closed as applied, or stale if `apply` finds it so."""
+        request, revision = await self.eligible(request_id)
+        roster = self.killswitch.trust.roster
+        signer = self.killswitch.signer
         try:
             check_state(
                 request.entry.command(),
