@@ -25,12 +25,12 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.admission import AdmissionService
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.node.lease import LeasePolicy
-from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
+from knightwatch.trust.store import TrustStore
 
 FLAG = "ops.bench.probe"
 REGISTRY = {
@@ -60,18 +60,22 @@ async def run(n: int, admit_repeats: int, flag_repeats: int, root: Path) -> dict
     registry_path.write_text(yaml.safe_dump(REGISTRY), encoding="utf-8")
     registry = FlagRegistry.load(registry_path)
     clock = SystemClock()
-    with EmbeddedNatsServer(root / "nats") as server:
-        plane = NatsControlPlane(server.url, name="bench")
-        await plane.connect()
+    ids = [f"n{i}" for i in range(1, n + 1)]
+    site = Site(root, ids)
+    await site.astart()
+    try:
+        plane = await site.connect("alice")
         release = LocalRelease(root, registry_path)
         await asyncio.to_thread(release.build)
         assert release.trust is not None
-        await AdmissionService(plane, release.trust, release.registry, clock=clock).start()
+        admission = await site.connect("admission")
+        roster = TrustStore(site.kit.anchor)
+        await AdmissionService(
+            admission, release.trust, release.registry, clock=clock, roster=roster
+        ).start()
         await release.set_target(plane, "bench")
-        ids = [f"n{i}" for i in range(1, n + 1)]
         inputs = {i: await asyncio.to_thread(release.deploy, i) for i in ids}
-        await release.enrol(plane, ids)
-        procs = NodeProcesses([server.url], root, policy=LeasePolicy())
+        procs = NodeProcesses([site.url], root, policy=LeasePolicy(), trust_dir=site.trust_dir)
         admit_ms: list[float] = []
         flag_ms: list[float] = []
         try:
@@ -90,7 +94,7 @@ async def run(n: int, admit_repeats: int, flag_repeats: int, root: Path) -> dict
             for r in range(flag_repeats):
                 view = await fleet_snapshot(plane, clock)
                 gate = ActivationGate(registry, view, store, clock)
-                request = ActivationRequest(FLAG, r % 2 == 0, "bench", "probe", "fleet_bench")
+                request = ActivationRequest(FLAG, r % 2 == 0, "alice", "probe", "fleet_bench")
                 t0 = clock.monotonic_ns()
                 result = await asyncio.to_thread(gate.apply, request)
                 assert result.accepted and result.state is not None, result.detail
@@ -100,6 +104,9 @@ async def run(n: int, admit_repeats: int, flag_repeats: int, root: Path) -> dict
         finally:
             await asyncio.to_thread(procs.stop)
             await plane.close()
+            await admission.close()
+    finally:
+        site.stop()
     admit_p50, admit_p99 = quantiles(admit_ms)
     flag_p50, flag_p99 = quantiles(flag_ms)
     return {

@@ -1,11 +1,12 @@
 """A ccxt process as a knightwatch fleet node: join with one call, then a kill cancels its orders.
 
-Offline: an embedded nats-server on 127.0.0.1 is the control plane, a paper
-Binance on 127.0.0.1 is the venue. The process wraps an async ccxt exchange
-with `control_plane=`, joins (lease, kill state, metrics, flight recorder),
-rests three orders; an operator's kill switch halts the fleet; the node
-confirms, cancels its open orders at the venue and refuses new ones until the
-operator resumes.
+Offline: an embedded nats-server on 127.0.0.1, with authorization from a
+signed roster, is the control plane; a paper Binance on 127.0.0.1 is the venue.
+The process wraps an async ccxt exchange with `control_plane=` and its node's
+enrolled key and the fleet's trust anchor, joins (lease, kill state, metrics,
+flight recorder), rests three orders; alice's signed kill halts the fleet; the
+node verifies it, confirms, cancels its open orders at the venue and refuses
+new ones until a resume alice requested and bob approved.
 
     python examples/ccxt_fleet.py
 """
@@ -18,12 +19,10 @@ from pathlib import Path
 
 import ccxt.async_support as ccxt_async
 
-from knightwatch import Limits, Scope, SystemClock
+from knightwatch import Limits, Scope
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
 from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
-from knightwatch.control.fleet.killswitch import KillSwitch
-from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 
 SYMBOL = "BTC/USDT"
 LIMITS = Limits(
@@ -40,16 +39,20 @@ CONFIG = {
 
 
 async def main(state: Path) -> None:
-    with EmbeddedNatsServer(state / "nats") as server, PaperBinance("60000") as venue:
+    site = Site(state / "site", nodes=["crypto-1"])  # keys, signed roster, authorized server
+    url = await site.astart()
+    with PaperBinance("60000") as venue:
         exchange = guard(
             venue.point(ccxt_async.binance(CONFIG)),
             limits=LIMITS,
             node="crypto-1",
-            control_plane=server.url,  # <- joins the fleet ...
+            control_plane=url,  # <- joins the fleet ...
+            key=site.key_path("crypto-1"),  # ... as its enrolled identity
+            anchor=site.anchor_path,
             recorder=state / "audit" / "crypto-1.jsonl",
         )
         assert isinstance(exchange, AsyncGuardedExchange)
-        operator = NatsControlPlane(server.url, name="operator")
+        operator = site.plane("alice")
         try:
             await exchange.join()  # <- ... here: lease, kill state, metrics, then armed
             await exchange.fetch_ticker(SYMBOL)
@@ -58,7 +61,7 @@ async def main(state: Path) -> None:
             print(f"open at the venue: {sum(o.status == 'open' for o in venue.orders.values())}")
 
             await operator.connect()
-            switch = KillSwitch(operator, SystemClock(), actor="ops")
+            switch = site.killswitch(operator, "alice")
             kill = await switch.kill(Scope.FLEET, "fleet", "example: stop everything")
             print(f"kill confirmed by {sorted(kill.latencies_ms)} in {kill.latencies_ms}")
             if exchange.kill_task is not None:
@@ -68,12 +71,15 @@ async def main(state: Path) -> None:
                 await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000)
             except GuardRefused as refused:
                 print(f"new order while killed: REFUSED {refused}")
-            await switch.resume(Scope.FLEET, "fleet", "example: all clear")
+            await switch.resume(
+                Scope.FLEET, "fleet", "example: all clear", approvers=(site.signer("bob"),)
+            )
             await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000)
             print("after the resume: a new order went out")
         finally:
             await exchange.close()
             await operator.close()
+            site.stop()
 
 
 if __name__ == "__main__":

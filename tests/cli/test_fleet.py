@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
+import re
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,9 @@ from typer.testing import CliRunner
 from knightwatch.cli.app import app
 from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.release.keys import write_key_pair
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Scope
+
+from ..identities import KIT
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(90)
@@ -28,70 +28,53 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.fixture
-def fleet_up(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "knightwatch", "up", "--nodes", "2", "--flow", "5",
-         "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
-            lines.append(line)
-            if line.startswith("fleet up"):
-                break
-        assert (state / "nats.url").exists(), "".join(lines)
-        yield state
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert not (state / "nats.url").exists()  # embedded server stopped and unregistered
-
-
 def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = str(fleet_up)
-    code, out = invoke("status", "--state-dir", state)
+
+    def as_(name: str) -> list[str]:
+        return ["--state-dir", state, "--key", str(fleet_up / "trust" / "keys" / f"{name}.key")]
+
+    code, out = invoke("status", *as_("carol"))
     assert code == 0 and "n1" in out and "n2" in out, out
     assert out.count("admitted") >= 2 and "local-" in out  # judged on the release `up` built
-    _, key, _ = write_key_pair(fleet_up / "operator", "carol")
+    _, key, _ = write_key_pair(fleet_up / "operator", "snapshots")
     monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_KEY", str(key))
     monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_DIR", str(fleet_up / "evidence"))
-    code, out = invoke("kill", "--reason", "cli test", "--actor", "carol", "--state-dir", state)
+    code, out = invoke("kill", "--reason", "cli test", *as_("carol"))
+    assert code == 2 and "carol" in out, out  # a viewer cannot kill
+    code, out = invoke("kill", "--reason", "cli test", *as_("alice"))
     assert code == 0, out
     assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
     (snapshot,) = (fleet_up / "evidence").glob("snapshot-*.tar")
     assert "evidence snapshot written to" in out
     code, out = invoke("incident", "verify", str(snapshot))
-    assert code == 0 and "intact" in out, out
-    code, out = invoke("status", "--state-dir", state)
-    assert "HALTED" in out and "carol" in out and "cli test" in out
+    assert code == 0 and "intact" in out and "alice" in out, out
+    code, out = invoke("status", *as_("carol"))
+    assert "HALTED" in out and "alice" in out and "cli test" in out
     ramp = fleet_up / "ramp.toml"
     ramp.write_text(
         "[ramp]\nstages = [{fraction = 0.1, hold_s = 0.3}, {fraction = 1.0, hold_s = 0.3}]\n"
     )
-    code, out = invoke(
-        "resume", "--reason", "all clear", "--actor", "dave", "--config", str(ramp),
-        "--state-dir", state,
-    )  # fmt: skip
+    code, out = invoke("resume", "--reason", "all clear", *as_("alice"))
+    assert code == 0 and "preflight fleet 'fleet': PASS" in out, out
+    assert "resume requested" in out, out
+    request = re.search(r"approve (\w+)", out)
+    assert request is not None, out
+    code, out = invoke("requests", *as_("carol"))
+    assert request.group(1) in out and "passed" in out, out  # the preflight, recorded
+    code, out = invoke("approve", request.group(1), *as_("alice"))
+    assert code == 2 and "never counts" in out, out  # the requester is not a second person
+    assert "preflight" not in out, out  # refused before anything runs for the approval
+    code, out = invoke("approve", request.group(1), "--config", str(ramp), *as_("bob"))
     assert code == 0, out
     assert "preflight fleet 'fleet': PASS" in out and "stage 1/2: 10% of limits" in out, out
     assert "complete" in out and "full limits" in out, out
-    code, out = invoke("status", "--state-dir", state)
+    code, out = invoke("status", *as_("carol"))
     assert "resume ramps" in out and "done" in out, out
-    code, out = invoke("resume", "--reason", "again", "--state-dir", state)
+    code, out = invoke("resume", "--reason", "again", *as_("alice"))
     assert code == 1 and "not halted" in out and "REFUSED" in out, out
     code, out = invoke(
-        "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", "--state-dir", state
+        "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", *as_("alice")
     )
     assert code == 1 and "not confirmed" in out and "ghost" in out
 
@@ -110,7 +93,10 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_bad_input_is_a_message_not_a_traceback(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    code, out = invoke(*args, "--state-dir", str(tmp_path))
+    KIT.write(tmp_path / "trust", private=["alice", "n1"])
+    who = "n1" if args[0] == "node" else "alice"
+    key = ["--key", str(tmp_path / "trust" / "keys" / f"{who}.key")]
+    code, out = invoke(*args, *key, "--state-dir", str(tmp_path))
     assert code == 2, out
     assert message in out and "Traceback" not in out
 
@@ -143,24 +129,30 @@ def test_drill_halts_the_runaway_and_kills_the_fleet(tmp_path: Path) -> None:
 
 
 async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
-    from knightwatch.control.plane.nats import NatsControlPlane
-    from knightwatch.control.plane.server import EmbeddedNatsServer
-    from knightwatch.state import Scope
+    """A drill on a server whose store still holds a halt refuses to start, naming it."""
+    from knightwatch.control.site import Site
+    from knightwatch.sim.drill.drill import local_kit
 
-    from ..control.helpers import entry
-
-    with EmbeddedNatsServer(tmp_path / "nats") as server:
-        plane = NatsControlPlane(server.url)
-        await plane.connect()
-        await plane.put_state(entry(scope=Scope.NODE, key="n3", state=TradingState.HALTED))
+    state = tmp_path / "d"
+    kit = local_kit(state, ["n1", "n2", "n3"])  # the cast the drill will find and reuse
+    site = Site(state, kit=kit)
+    await site.astart()
+    try:
+        plane = await site.connect("alice")
+        killed = await site.killswitch(plane, "alice").kill(
+            Scope.NODE, "n3", "left halted", timeout_s=0.1
+        )
+        assert killed.revision is not None
         await plane.close()
         result = await asyncio.to_thread(
-            runner.invoke, app, ["drill", "--nodes", "3", "--nats-url", server.url,
-                                 "--state-dir", str(tmp_path / "d")],
+            runner.invoke, app, ["drill", "--nodes", "3", "--nats-url", site.url,
+                                 "--state-dir", str(state)],
         )  # fmt: skip
+    finally:
+        site.stop()
     assert (
         result.exit_code == 2 and "already halted" in result.output and "node 'n3'" in result.output
-    )
+    ), result.output
 
 
 def test_cli_strategy_and_symbol_together_name_the_pair_scope() -> None:

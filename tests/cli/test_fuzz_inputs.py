@@ -34,6 +34,9 @@ from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import write_key_pair
 from knightwatch.release.manifest import Manifest, encode_manifest
 from knightwatch.release.signing import release_envelope, sign_release
+from knightwatch.trust.roster import roster_envelope, sign_roster
+
+from ..identities import KIT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,6 +135,15 @@ class Site:
         self.state = root / "state"
         self.out = root / "out"
         self.out.mkdir()
+        KIT.write(root / "trust", private=["n1", "alice"])
+        self.node_key = root / "trust" / "keys" / "n1.key"
+        self.alice_key = root / "trust" / "keys" / "alice.key"
+        self.anchor = root / "trust" / "anchor.toml"
+        proposal = msgspec.structs.replace(KIT.roster, version=KIT.roster.version + 1)
+        self.proposal = root / "proposal.json"
+        self.proposal.write_bytes(
+            encode_envelope(sign_roster(roster_envelope(proposal), KIT.signer("admin1").key))
+        )
 
 
 Args = Callable[[Site, str], list[str]]
@@ -146,11 +158,11 @@ def _node(option: str, command: str = "node") -> Args:
             "--artifacts": str(s.artifacts),
             "--config": str(s.config),
             "--flags": str(s.flags),
-            "--node-key": str(s.key),
         }
         release = [] if option == "--limits" else [x for kv in inputs.items() for x in kv]
         argv = [command, "--id", "n1", "--nats-url", NOWHERE, "--state-dir", str(s.state)]
-        argv += release
+        argv += ["--key", str(s.node_key), "--anchor", str(s.anchor), *release]
+        inputs |= {"--key": str(s.node_key), "--anchor": str(s.anchor)}
         if option in inputs:
             argv[argv.index(option) + 1] = f
         else:
@@ -161,7 +173,8 @@ def _node(option: str, command: str = "node") -> Args:
 
 
 def _gateway(option: str) -> Args:
-    """`knightwatch gateway` with a valid config and release inputs, one file hostile."""
+    """`knightwatch gateway` with a valid config, key, anchor and release inputs, one file
+    hostile."""
 
     def args(s: Site, f: str) -> list[str]:
         cfg = s.root / "gateway.toml"
@@ -172,7 +185,6 @@ def _gateway(option: str) -> Args:
             "--artifacts": str(s.artifacts),
             "--release-config": str(s.config),
             "--flags": str(s.flags),
-            "--node-key": str(s.key),
         }
         release = (
             []
@@ -186,13 +198,85 @@ def _gateway(option: str) -> Args:
             NOWHERE,
             "--state-dir",
             str(s.state),
+            "--key",
+            str(s.node_key),
+            "--anchor",
+            str(s.anchor),
             *release,
         ]
+        inputs |= {"--key": str(s.node_key), "--anchor": str(s.anchor)}
         if option in inputs:
             argv[argv.index(option) + 1] = f
         elif option == "--limits":
             argv += [option, f]
         return argv
+
+    return args
+
+
+IDENTIFIED: dict[str, list[str]] = {
+    "kill": ["kill", "--reason", "r"],
+    "resume": ["resume", "--reason", "r"],
+    "approve": ["approve", "r1"],
+    "requests": ["requests"],
+    "status": ["status"],
+    "supervisor": ["supervisor"],
+    "admission serve": ["admission", "serve", "--policy", "{policy}", "--registry", "{registry}"],
+    "admission target": ["admission", "target", "{envelope}", "--reason", "r"],
+    "flags set": ["flags", "set", "ops.x", "on", "--reason", "r", "--registry", "{registry}"],
+    "flags show": ["flags", "show", "ops.dashboard.dark_mode", "--registry", "{registry}"],
+    "rollout start": ["rollout", "start", "ops.x", "--registry", "{registry}"],
+    "rollout status": ["rollout", "status"],
+    "rollout abort": ["rollout", "abort", "ops.x", "--reason", "r", "--registry", "{registry}"],
+    "incident preflight": ["incident", "preflight"],
+    "incident snapshot": ["incident", "snapshot"],
+    "flags approve": [
+        "flags",
+        "approve",
+        "ops.x",
+        "on",
+        "--for",
+        "bob",
+        "--reason",
+        "r",
+        "--out",
+        "{out}",
+    ],
+    "identity show": ["identity", "show"],
+    "identity add": [
+        "identity",
+        "add",
+        "x",
+        "--public",
+        "{pub}",
+        "--role",
+        "viewer",
+        "--out",
+        "{out}",
+    ],
+    "identity revoke": ["identity", "revoke", "alice", "--out", "{out}"],
+    "identity rotate": ["identity", "rotate", "alice", "--public", "{pub}", "--out", "{out}"],
+    "identity sign": ["identity", "sign", "{proposal}"],
+    "identity publish": ["identity", "publish", "{proposal}"],
+}
+"""Commands that log in with a key and verify the roster from an anchor (hostile either one:
+one line naming it, before anything connects)."""
+
+
+def _identity(command: str, option: str) -> Args:
+    def args(s: Site, f: str) -> list[str]:
+        paths = {
+            "{policy}": s.policy,
+            "{registry}": s.registry,
+            "{envelope}": s.envelope,
+            "{pub}": s.pub,
+            "{out}": s.out / "proposal.json",
+            "{proposal}": s.proposal,
+        }
+        argv = [str(paths.get(a, a)) for a in IDENTIFIED[command]]
+        given = {"--key": str(s.alice_key), "--anchor": str(s.anchor)} | {option: f}
+        return [*argv, *(x for kv in given.items() for x in kv), "--nats-url", NOWHERE,
+                "--state-dir", str(s.state)]  # fmt: skip
 
     return args
 
@@ -354,16 +438,19 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
     ("node", "--limits"): (_node("--limits"), ".toml", "strict"),
     ("node", "--flags"): (_node("--flags"), ".yaml", "strict"),
     ("node", "--config"): (_node("--config"), ".toml", "unhashable"),
-    ("node", "--node-key"): (_node("--node-key"), ".key", "strict"),
+    ("node", "--key"): (_node("--key"), ".key", "strict"),
+    ("node", "--anchor"): (_node("--anchor"), ".toml", "strict"),
     ("drill-node", "--limits"): (_node("--limits", "drill-node"), ".toml", "strict"),
     ("drill-node", "--flags"): (_node("--flags", "drill-node"), ".yaml", "strict"),
     ("drill-node", "--config"): (_node("--config", "drill-node"), ".toml", "unhashable"),
-    ("drill-node", "--node-key"): (_node("--node-key", "drill-node"), ".key", "strict"),
     ("gateway", "config_file"): (_gateway("config_file"), ".toml", "strict"),
     ("gateway", "--limits"): (_gateway("--limits"), ".toml", "strict"),
     ("gateway", "--flags"): (_gateway("--flags"), ".yaml", "strict"),
     ("gateway", "--release-config"): (_gateway("--release-config"), ".toml", "unhashable"),
-    ("gateway", "--node-key"): (_gateway("--node-key"), ".key", "strict"),
+    ("gateway", "--key"): (_gateway("--key"), ".key", "strict"),
+    ("gateway", "--anchor"): (_gateway("--anchor"), ".toml", "strict"),
+    ("drill-node", "--key"): (_node("--key", "drill-node"), ".key", "strict"),
+    ("drill-node", "--anchor"): (_node("--anchor", "drill-node"), ".toml", "strict"),
     ("supervisor", "--config"): (
         lambda s, f: ["supervisor", "--config", f, "--nats-url", NOWHERE], ".toml", "strict"
     ),
@@ -401,9 +488,21 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         ".json",
         "strict",
     ),
-    ("admission enrol", "--key"): (
-        lambda s, f: ["admission", "enrol", "--node", "n1", "--key", f, "--nats-url", NOWHERE],
-        ".pub",
+    **{
+        (command, option): (_identity(command, option), ext, "strict")
+        for command in IDENTIFIED
+        for option, ext in (("--key", ".key"), ("--anchor", ".toml"))
+    },
+    ("audit verify", "--identity"): (
+        lambda s, f: ["audit", "verify", str(s.audit), "--nats-url", NOWHERE, "--identity", f,
+                      "--trust-anchor", str(s.anchor)],
+        ".key",
+        "strict",
+    ),
+    ("audit verify", "--trust-anchor"): (
+        lambda s, f: ["audit", "verify", str(s.audit), "--nats-url", NOWHERE, "--identity",
+                      str(s.alice_key), "--trust-anchor", f],
+        ".toml",
         "strict",
     ),
     ("resume", "--config"): (
@@ -416,9 +515,43 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         ".toml",
         "strict",
     ),
-    ("incident snapshot", "--key"): (
-        lambda s, f: ["incident", "snapshot", "--key", f, "--nats-url", NOWHERE],
-        ".key",
+    **{
+        (f"identity {verb}", "--public"): (
+            lambda s, f, verb=verb: ["identity", verb, "alice", "--public", f, "--role", "viewer",
+                                     "--out", str(s.out / "p.json"), "--nats-url", NOWHERE]
+            if verb == "add" else ["identity", verb, "alice", "--public", f,
+                                   "--out", str(s.out / "p.json"), "--nats-url", NOWHERE],
+            ".pub",
+            "strict",
+        )
+        for verb in ("add", "rotate")
+    },
+    **{
+        (f"identity {verb}", "proposal"): (
+            lambda s, f, verb=verb: ["identity", verb, f, "--nats-url", NOWHERE], ".json", "strict"
+        )
+        for verb in ("sign", "publish")
+    },
+    ("flags set", "--approval"): (
+        lambda s, f: ["flags", "set", "ops.x", "on", "--reason", "r", "--registry",
+                      str(s.registry), "--approval", f, "--nats-url", NOWHERE],
+        ".json",
+        "strict",
+    ),
+    ("rollout start", "--approval"): (
+        lambda s, f: ["rollout", "start", "ops.x", "--registry", str(s.registry),
+                      "--approval", f, "--nats-url", NOWHERE],
+        ".json",
+        "strict",
+    ),
+    ("identity show", "--proposal"): (
+        lambda s, f: ["identity", "show", "--proposal", f, "--nats-url", NOWHERE],
+        ".json",
+        "strict",
+    ),
+    ("approve", "--config"): (
+        lambda s, f: ["approve", "r1", "--config", f, "--nats-url", NOWHERE],
+        ".toml",
         "strict",
     ),
     ("incident verify", "archive"): (lambda s, f: ["incident", "verify", f], ".tar", "strict"),
@@ -479,7 +612,7 @@ def test_hostile_recorder_files_stop_the_node_with_one_line(
     try:
         code, out = run(
             ["node", "--id", "n1", "--nats-url", NOWHERE, "--state-dir", str(site.state),
-             "--recorder", str(path)]
+             "--key", str(site.node_key), "--anchor", str(site.anchor), "--recorder", str(path)]
         )  # fmt: skip
     finally:
         if holder is not None:

@@ -1,6 +1,8 @@
 """The control-plane contract: one suite, run against the memory and the NATS backend.
 
-The NATS backend uses the root `nats_server` fixture (a real server on 127.0.0.1).
+The NATS backend uses the root `nats_server` fixture (a real server on 127.0.0.1,
+authorization on): each plane logs in as a name of the test cast, and may do
+what that name may (a node's plane: its own subjects; alice's: the kill state).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 
 
 class Backend:
@@ -22,7 +24,8 @@ class Backend:
 
     name = ""
 
-    async def plane(self) -> ControlPlane:
+    async def plane(self, name: str = "alice") -> ControlPlane:
+        """A connected plane, logged in as `name` where the backend checks who connects."""
         raise NotImplementedError
 
     async def outage(self) -> None:
@@ -40,7 +43,8 @@ class MemoryBackend(Backend):
         self.fabric = MemoryFabric()
         self.planes: list[MemoryControlPlane] = []
 
-    async def plane(self) -> ControlPlane:
+    async def plane(self, name: str = "alice") -> ControlPlane:
+        del name  # the memory fabric has no authorization: signatures are checked by readers
         plane = MemoryControlPlane(self.fabric)
         await plane.connect()
         self.planes.append(plane)
@@ -60,21 +64,20 @@ class MemoryBackend(Backend):
 class NatsBackend(Backend):
     name = "nats"
 
-    def __init__(self, server: EmbeddedNatsServer) -> None:
-        self.server = server
+    def __init__(self, site: Site) -> None:
+        self.site = site
         self.planes: list[NatsControlPlane] = []
 
-    async def plane(self) -> ControlPlane:
-        plane = NatsControlPlane(self.server.url, name=f"test-{len(self.planes)}")
-        await plane.connect()
+    async def plane(self, name: str = "alice") -> ControlPlane:
+        plane = await self.site.connect(name)
         self.planes.append(plane)
         return plane
 
     async def outage(self) -> None:
-        self.server.kill()
+        self.site.server.kill()
 
     async def restore(self) -> None:
-        self.server.start()
+        self.site.server.start()
         for plane in self.planes:
             for _ in range(200):
                 if plane.connected:

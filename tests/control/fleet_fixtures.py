@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
@@ -12,6 +13,8 @@ from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Fill, Order, Side
+
+from ..identities import signer, switch, trust
 
 POLICY = LeasePolicy(lease_timeout_s=0.3, heartbeat_s=0.05)
 
@@ -24,7 +27,9 @@ def make_node(node_id: str, plane: ControlPlane, clock: Clock) -> NodeRuntime:
     )
     guard.on_price("AAPL", 100.0)
     guard.arm("test")
-    return NodeRuntime(guard, plane, clock=clock, policy=POLICY)
+    return NodeRuntime(
+        guard, plane, clock=clock, policy=POLICY, trust=trust(), signer=signer(node_id)
+    )
 
 
 class OrderIds:
@@ -45,6 +50,13 @@ async def plane_on(fabric: MemoryFabric) -> MemoryControlPlane:
     plane = MemoryControlPlane(fabric)
     await plane.connect()
     return plane
+
+
+async def relay_on(fabric: MemoryFabric, clock: Clock) -> AutoHaltRelay:
+    """The supervisor's relay that stores nodes' signed automatic halts (nodes cannot)."""
+    relay = AutoHaltRelay(switch(await plane_on(fabric), clock, "supervisor"))
+    await relay.start()
+    return relay
 
 
 async def settle() -> None:

@@ -8,6 +8,10 @@ from collections.abc import Callable
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
 
+from ..identities import sign
+
+EXPIRES_NS = 3600 * 1_000_000_000
+
 
 async def eventually(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
     """Wait, in bounded steps, until `predicate()` holds; fail the test if it never does."""
@@ -26,13 +30,20 @@ def entry(
     command_id: str = "c1",
     issued_ns: int = 1,
     actor: str = "alice",
+    supersedes: str = "",
 ) -> StateEntry:
-    return StateEntry(
-        scope=scope,
-        key=key,
-        state=state,
-        reason="test",
-        actor=actor,
-        command_id=command_id,
-        issued_ns=issued_ns,
+    """A kill-switch entry signed by its actor (a resume also by a second person); a
+    resume lifts `supersedes`, the halt it was decided on."""
+    return sign(
+        StateEntry(
+            scope=scope,
+            key=key,
+            state=state,
+            reason="test",
+            actor=actor,
+            command_id=command_id,
+            issued_ns=issued_ns,
+            expires_ns=issued_ns + EXPIRES_NS,
+            supersedes=supersedes,
+        )
     )

@@ -28,12 +28,13 @@ from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorConfig
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.control.plane.wire import NodeMetrics
+from knightwatch.control.site import Site
 from knightwatch.order import Fill, Side
 from knightwatch.sim.drill.processes import NodeProcesses
 from knightwatch.state import Scope
 
+from ..identities import switch
 from .fleet_fixtures import POLICY, OrderIds, make_node
 from .helpers import eventually
 
@@ -70,7 +71,7 @@ async def node_on_memory() -> tuple[NodeRuntime, SimClock, KillSwitch]:
     await node.join()
     operator = MemoryControlPlane(fabric)
     await operator.connect()
-    return node, clock, KillSwitch(operator, clock, actor="alice")
+    return node, clock, switch(operator, clock, "alice")
 
 
 async def test_node_counters_blocks_and_states_follow_the_live_runtime() -> None:
@@ -217,9 +218,14 @@ async def test_supervisor_health_and_actions_by_rule() -> None:
 
 
 async def test_knightwatch_node_metrics_port_serves_a_real_node(
-    nats_server: EmbeddedNatsServer, tmp_path: Path
+    nats_server: Site, tmp_path: Path
 ) -> None:
-    procs = NodeProcesses([nats_server.url], tmp_path, extra=["--metrics-port", "0"])
+    procs = NodeProcesses(
+        [nats_server.url],
+        tmp_path,
+        extra=["--metrics-port", "0"],
+        trust_dir=nats_server.trust_dir,
+    )
     procs.spawn("m1")
     log = tmp_path / "logs" / "m1.log"
     try:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,23 +26,25 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 
 from knightwatch.audit.chain import GENESIS, seal_batch
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import DecisionRecord
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.plane.connect import FleetError
-from knightwatch.control.plane.nats import STATE_BUCKET, NatsControlPlane
+from knightwatch.control.plane.nats import STATE_BUCKET, NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
-from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.control.plane.wire import FLEET_KEY, UNDECODABLE_ACTOR
 from knightwatch.control.serve import armed_limits_path, read_armed_limits
+from knightwatch.control.site import Site
+from knightwatch.release.keys import load_signing_key
 from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 from knightwatch.state import Scope, TradingState
+
+from ..identities import ALICE, BOB, KIT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,15 +62,25 @@ def accepted_between(recorder: Path, start_ns: int, end_ns: int) -> int:
     return n
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real `knightwatch` command in its own process."""
+def cli(site: Site, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `knightwatch` command in its own process, run as `who` of the test cast."""
     return subprocess.run(
         [sys.executable, "-m", "knightwatch", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "KNIGHTWATCH_ACTOR": "tester", "COLUMNS": "200"},
+        env={**os.environ, **site.cli_env(who), "COLUMNS": "200"},
     )
+
+
+def resume(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    """A resume as the CLI does it: alice requests (preflight), bob approves (preflight, ramp)."""
+    asked = cli(site, "alice", "resume", *args)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    request = re.search(r"approve (\w+)", asked.stdout)
+    assert request is not None, asked.stdout
+    config = args[args.index("--config") : args.index("--config") + 2] if "--config" in args else ()
+    return cli(site, "bob", "approve", request.group(1), *config, "--nats-url", site.url)
 
 
 @pytest.fixture
@@ -90,7 +103,7 @@ async def planes() -> AsyncIterator[list[NatsControlPlane]]:
 
 async def operator(url: str, planes: list[NatsControlPlane]) -> NatsControlPlane:
     for _ in range(50):
-        plane = NatsControlPlane([url], name="test-operator")
+        plane = NatsControlPlane([url], name="alice", signer=ALICE)
         try:
             await plane.connect()
             planes.append(plane)
@@ -124,18 +137,22 @@ def fast_ramp(tmp_path: Path) -> str:
 
 async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
     tmp_path: Path,
-    nats_server: EmbeddedNatsServer,
+    nats_server: Site,
     procs: list[NodeProcesses],
     planes: list[NatsControlPlane],
 ) -> None:
-    url = nats_server.url
-    fleet = NodeProcesses([url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "r")
+    url, site = nats_server.url, nats_server
+    fleet = NodeProcesses(
+        [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "r",
+        trust_dir=site.trust_dir,
+    )  # fmt: skip
     procs.append(fleet)
     fleet.spawn("n1")
     plane = await operator(url, planes)
     await wait_admitted(plane, ["n1"], CLOCK)
-    # The fleet's kill entry is corrupted in the store (a bad write, a bit flip, a bug).
-    nc = await nats.connect(url)
+    # The fleet's kill entry is corrupted in the store (a bad write by someone allowed to
+    # write it, a bit flip, a bug).
+    nc = await connect_as(ALICE, [url])
     try:
         kv = await nc.jetstream().key_value(STATE_BUCKET)
         await kv.put("fleet.fleet", b"\xff{not an entry")
@@ -155,13 +172,15 @@ async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
     assert accepted_between(rec, restarted, time.time_ns()) == 0
 
     # A kill writes over the slot (it used to die on a raw decoding error), then a resume.
-    kill = await asyncio.to_thread(cli, "kill", "--reason", "over garbage", "--nats-url", url)
+    kill = await asyncio.to_thread(
+        cli, site, "alice", "kill", "--reason", "over garbage", "--nats-url", url
+    )
     assert kill.returncode == 0, kill.stdout + kill.stderr
     assert "stored at revision" in kill.stdout and "Traceback" not in kill.stderr
-    resume = await asyncio.to_thread(
-        cli, "resume", "--reason", "clean", "--config", fast_ramp(tmp_path), "--nats-url", url
+    resumed_by = await asyncio.to_thread(
+        resume, site, "--reason", "clean", "--config", fast_ramp(tmp_path), "--nats-url", url
     )
-    assert resume.returncode == 0, resume.stdout + resume.stderr
+    assert resumed_by.returncode == 0, resumed_by.stdout + resumed_by.stderr
     resumed = time.time_ns()
     for _ in range(100):
         await asyncio.sleep(0.1)
@@ -173,28 +192,34 @@ async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
 async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_record(
     tmp_path: Path, procs: list[NodeProcesses], planes: list[NatsControlPlane]
 ) -> None:
-    server = EmbeddedNatsServer(tmp_path / "nats")
-    url = server.start()
+    site = Site(tmp_path / "site", kit=KIT)
+    server = site.server
+    url = site.start()
+    relays: list[NatsControlPlane] = []
     try:
         fleet = NodeProcesses(
-            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "r"
-        )
+            [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / "r",
+            trust_dir=site.trust_dir,
+        )  # fmt: skip
         procs.append(fleet)
         fleet.spawn("n1")
         plane = await operator(url, planes)
         await wait_admitted(plane, ["n1"], CLOCK)
         kill = await asyncio.to_thread(
-            cli, "kill", "--node", "n1", "--reason", "runaway", "--nats-url", url
+            cli, site, "alice", "kill", "--node", "n1", "--reason", "runaway", "--nats-url", url
         )
         assert kill.returncode == 0, kill.stdout + kill.stderr
         fleet.stop("n1")
         await plane.close()
         # The single server's store is lost: every kill entry is gone.
         server.stop()
-        shutil.rmtree(tmp_path / "nats" / "jetstream")
-        url = server.start()  # same port, empty store
+        shutil.rmtree(tmp_path / "site" / "nats" / "jetstream")
+        url = site.start()  # same port, empty store (buckets and roster provisioned again)
         plane = await operator(url, planes)
         assert await plane.states() == {}
+        # nodes cannot write the kill state: the supervisor's relay stores their halts
+        relays.append(await site.connect("supervisor"))
+        await AutoHaltRelay(site.killswitch(relays[-1], "supervisor")).start()
         restarted = time.time_ns()
         fleet.spawn("n1")
         await wait_admitted(plane, ["n1"], CLOCK)
@@ -212,9 +237,9 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
         await asyncio.sleep(0.5)
         rec = tmp_path / "r" / "n1.jsonl"
         assert accepted_between(rec, restarted, time.time_ns()) == 0
-        resume = await asyncio.to_thread(
-            cli,
-            "resume",
+        resumed_by = await asyncio.to_thread(
+            resume,
+            site,
             "--node",
             "n1",
             "--reason",
@@ -224,7 +249,7 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
             "--nats-url",
             url,
         )
-        assert resume.returncode == 0, resume.stdout + resume.stderr
+        assert resumed_by.returncode == 0, resumed_by.stdout + resumed_by.stderr
         resumed = time.time_ns()
         for _ in range(100):
             await asyncio.sleep(0.1)
@@ -232,18 +257,22 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
                 break
         assert accepted_between(rec, resumed, time.time_ns()) > 0
     finally:
+        for relay in relays:
+            await relay.close()
         server.stop()
 
 
 async def test_a_kill_names_every_member_that_did_not_confirm_with_its_lease(
     tmp_path: Path,
-    nats_server: EmbeddedNatsServer,
+    nats_server: Site,
     procs: list[NodeProcesses],
     planes: list[NatsControlPlane],
 ) -> None:
-    url = nats_server.url
-    short = NodeProcesses([url], tmp_path, flow_rate=20, policy=POLICY)
-    long = NodeProcesses([url], tmp_path, flow_rate=20, policy=LeasePolicy(8.0, 0.2))
+    url, trust_dir = nats_server.url, nats_server.trust_dir
+    short = NodeProcesses([url], tmp_path, flow_rate=20, policy=POLICY, trust_dir=trust_dir)
+    long = NodeProcesses(
+        [url], tmp_path, flow_rate=20, policy=LeasePolicy(8.0, 0.2), trust_dir=trust_dir
+    )
     procs += [short, long]
     short.spawn("dead")
     short.spawn("ok")
@@ -256,8 +285,9 @@ async def test_a_kill_names_every_member_that_did_not_confirm_with_its_lease(
     os.kill(frozen.pid, signal.SIGSTOP)  # froze just before: its lease is still live
     try:
         kill = await asyncio.to_thread(
-            cli, "kill", "--reason", "stop all", "--timeout", "0.5", "--nats-url", url
-        )
+            cli, nats_server, "alice", "kill", "--reason", "stop all", "--timeout", "0.5",
+            "--nats-url", url,
+        )  # fmt: skip
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     out = kill.stdout
@@ -295,7 +325,15 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
                 proc.kill()
                 proc.wait()
     recorder = state / "audit" / "n1.jsonl"
-    key = state / "release" / "keys" / "n1.pub"
+    key = tmp_path / "n1.pub"  # the public half of the key `up` enrolled for n1
+    key.write_bytes(load_signing_key(state / "trust" / "keys" / "n1.key").public.to_pem())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "knightwatch", *args], capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
     ok = cli("audit", "verify", str(recorder), "--key", str(key))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "final: the node closed the file there" in ok.stderr
@@ -334,14 +372,14 @@ async def armed_since(plane: NatsControlPlane, node_id: str, since_ns: int) -> N
 
 async def test_a_node_restarted_with_raised_limits_while_killed_is_refused(
     tmp_path: Path,
-    nats_server: EmbeddedNatsServer,
+    nats_server: Site,
     procs: list[NodeProcesses],
     planes: list[NatsControlPlane],
 ) -> None:
     """The freeze covers limits: a node restarted during a fleet kill with a limits file
     looser than the one it last armed with exits naming the kill and each raised key, and
     never arms; the same or tighter limits arm; after the resume a raise is a normal start."""
-    url = nats_server.url
+    url, site = nats_server.url, nats_server
     plane = await operator(url, planes)
 
     def limits(rate: int) -> list[str]:
@@ -353,13 +391,13 @@ async def test_a_node_restarted_with_raised_limits_while_killed_is_refused(
         record = json.loads((tmp_path / "n1.armed-limits.json").read_text())
         return int(record["max_orders_per_s_node"])
 
-    fleet = NodeProcesses([url], tmp_path, policy=POLICY)
+    fleet = NodeProcesses([url], tmp_path, policy=POLICY, trust_dir=site.trust_dir)
     procs.append(fleet)
     t0 = time.time_ns()
     fleet.spawn("n1", limits(100))
     await armed_since(plane, "n1", t0)
     assert armed_rate() == 100
-    ks = KillSwitch(plane, CLOCK, "alice")
+    ks = site.killswitch(plane, "alice")
     assert (await ks.kill(Scope.FLEET, FLEET_KEY, "runaway", timeout_s=2.0)).ok
     fleet.stop("n1")
 
@@ -377,7 +415,7 @@ async def test_a_node_restarted_with_raised_limits_while_killed_is_refused(
     assert armed_rate() == 50
     fleet.stop("n1")
 
-    await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", timeout_s=2.0)
+    await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", timeout_s=2.0, approvers=(BOB,))
     t2 = time.time_ns()
     fleet.spawn("n1", limits(1000))  # no kill in force: a raise is a normal change
     await armed_since(plane, "n1", t2)

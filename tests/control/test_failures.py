@@ -18,14 +18,16 @@ import pytest
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import DecisionRecord
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
-from knightwatch.control.plane.server import EmbeddedNatsServer, LoopbackCluster
+from knightwatch.control.plane.server import LoopbackCluster
 from knightwatch.control.plane.wire import FLEET_KEY
+from knightwatch.control.site import Site
 from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
 from knightwatch.state import Scope, TradingState
+
+from ..identities import ALICE, KIT, switch
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,7 +63,7 @@ async def connected_plane(urls: list[str], replicas: int = 1) -> NatsControlPlan
     """Connect, retrying while a fresh cluster elects its JetStream meta leader."""
     last: Exception | None = None
     for _ in range(100):
-        plane = NatsControlPlane(urls, name="test-operator", replicas=replicas)
+        plane = NatsControlPlane(urls, name="alice", replicas=replicas, signer=ALICE)
         try:
             await plane.connect()
             return plane
@@ -75,13 +77,17 @@ async def connected_plane(urls: list[str], replicas: int = 1) -> NatsControlPlan
 async def admitted_fleet(
     url: str,
     tmp_path: Path,
+    trust_dir: Path,
     n: int,
     rec: str,
     procs: list[NodeProcesses],
     operator_planes: list[NatsControlPlane],
 ) -> tuple[NodeProcesses, list[str], NatsControlPlane]:
     """`n` trading node processes recording under tmp_path/rec, all admitted; an operator plane."""
-    fleet = NodeProcesses([url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / rec)
+    fleet = NodeProcesses(
+        [url], tmp_path, flow_rate=40, policy=POLICY, recorder_dir=tmp_path / rec,
+        trust_dir=trust_dir,
+    )  # fmt: skip
     procs.append(fleet)
     ids = fleet.spawn_many(n)
     plane = await connected_plane([url])
@@ -103,11 +109,19 @@ async def test_server_killed_nodes_block_within_lease_and_resume_after_readmissi
     procs: list[NodeProcesses],
     operator_planes: list[NatsControlPlane],
 ) -> None:
-    server = EmbeddedNatsServer(tmp_path / "nats")
-    url = server.start()
+    site = Site(tmp_path / "site", kit=KIT)
+    server = site.server
+    url = site.start()
     try:
-        fleet, ids, plane = await admitted_fleet(url, tmp_path, 3, "rec", procs, operator_planes)
-        await asyncio.sleep(0.5)
+        fleet, ids, plane = await admitted_fleet(
+            url, tmp_path, site.trust_dir, 3, "rec", procs, operator_planes
+        )
+        for node_id in ids:  # every node trades before the server goes (bounded wait)
+            rec = tmp_path / "rec" / f"{node_id}.jsonl"
+            for _ in range(200):
+                if rec.exists() and accepted_between(rec, 0, time.time_ns()) > 0:
+                    break
+                await asyncio.sleep(0.05)
         killed_at = time.time_ns()
         server.kill()
         await asyncio.sleep(2.0)
@@ -128,17 +142,19 @@ async def test_server_killed_nodes_block_within_lease_and_resume_after_readmissi
 
 async def test_frozen_node_does_not_trade_on_stale_state(
     tmp_path: Path,
-    nats_server: EmbeddedNatsServer,
+    nats_server: Site,
     procs: list[NodeProcesses],
     operator_planes: list[NatsControlPlane],
 ) -> None:
     url = nats_server.url
-    fleet, _, plane = await admitted_fleet(url, tmp_path, 2, "rec", procs, operator_planes)
+    fleet, _, plane = await admitted_fleet(
+        url, tmp_path, nats_server.trust_dir, 2, "rec", procs, operator_planes
+    )
     await asyncio.sleep(0.5)
     frozen = fleet.procs["n1"]
     os.kill(frozen.pid, signal.SIGSTOP)
     try:
-        ks = KillSwitch(plane, CLOCK, "test")
+        ks = switch(plane, CLOCK, "alice")
         killed_at = time.time_ns()
         result = await ks.kill(Scope.FLEET, FLEET_KEY, "while n1 is frozen", timeout_s=1.0)
         assert result.missing == ["n1"] and "n2" in result.latencies_ms
@@ -163,18 +179,23 @@ async def test_frozen_node_does_not_trade_on_stale_state(
 async def test_kill_restart_everything_still_halted(
     tmp_path: Path, procs: list[NodeProcesses], operator_planes: list[NatsControlPlane]
 ) -> None:
-    server = EmbeddedNatsServer(tmp_path / "nats")
-    url = server.start()
+    site = Site(tmp_path / "site", kit=KIT)
+    server = site.server
+    url = site.start()
     try:
-        fleet, ids, plane = await admitted_fleet(url, tmp_path, 2, "rec", procs, operator_planes)
-        result = await KillSwitch(plane, CLOCK, "test").kill(Scope.FLEET, FLEET_KEY, "persist me")
+        fleet, ids, plane = await admitted_fleet(
+            url, tmp_path, site.trust_dir, 2, "rec", procs, operator_planes
+        )
+        result = await switch(plane, CLOCK, "alice").kill(Scope.FLEET, FLEET_KEY, "persist me")
         assert result.ok
         await plane.close()  # before the server goes: no reconnect loop to a dead port
         fleet.stop()
         server.stop()
         restarted_at = time.time_ns()
         url = server.start()  # same store, new port
-        fleet2, _, plane = await admitted_fleet(url, tmp_path, 2, "rec2", procs, operator_planes)
+        fleet2, _, plane = await admitted_fleet(
+            url, tmp_path, site.trust_dir, 2, "rec2", procs, operator_planes
+        )
         await asyncio.sleep(1.0)
         members = {m.node_id: m for m in await plane.members()}
         assert all(members[n].node_state is TradingState.HALTED for n in ids)
@@ -196,7 +217,10 @@ async def test_kill_during_leader_election_reaches_every_node_within_2s(
     urls = nats_cluster.urls
     plane = await connected_plane(urls, replicas=3)
     operator_planes.append(plane)
-    fleet = NodeProcesses(urls, tmp_path, policy=POLICY, extra=["--replicas", "3"])
+    KIT.write(tmp_path / "trust", private=list(KIT.signers))
+    fleet = NodeProcesses(
+        urls, tmp_path, policy=POLICY, extra=["--replicas", "3"], trust_dir=tmp_path / "trust"
+    )
     procs.append(fleet)
     ids = fleet.spawn_many(4)
     await wait_admitted(plane, ids, CLOCK, timeout_s=30)
@@ -204,7 +228,7 @@ async def test_kill_during_leader_election_reaches_every_node_within_2s(
     leader = (await js.stream_info("KV_kw_state")).cluster.leader
     victim = next(m for m in nats_cluster.members if m.name == leader)
     victim.server.kill()
-    ks = KillSwitch(plane, CLOCK, "test")
+    ks = switch(plane, CLOCK, "alice")
     result = await ks.kill(
         Scope.FLEET, FLEET_KEY, "during election", timeout_s=2.0, targets=ids, durable_timeout_s=20
     )

@@ -21,6 +21,7 @@ from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.state import FlagStateReader, MemoryFlagStateStore
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
+from knightwatch.trust.kit import Kit
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
@@ -115,7 +116,11 @@ def test_unreadable_state_fails_closed(
     """A node whose flag state is not in sync with the control plane evaluates safe defaults."""
     plane = MemoryControlPlane(MemoryFabric())  # never connected: nothing was read
     guard = Guard(Limits(lease_timeout_s=0.75), node="n1", clock=SimClock())
-    unsynced = NodeFlags(NodeRuntime(guard, plane, clock=SimClock()))
+    kit = Kit(now_ns=0, nodes=["n1"])
+    runtime = NodeRuntime(
+        guard, plane, clock=SimClock(), trust=kit.store(), signer=kit.signer("n1")
+    )
+    unsynced = NodeFlags(runtime)
     provide(flag_registry, unsynced, make_fleet(), flag_registry.schema())
     details = client.get_boolean_details(RLP, True)
     assert (details.value, details.variant) == (False, "fail-closed:state_unavailable")

@@ -16,10 +16,10 @@ import pytest
 from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
-from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient
@@ -52,7 +52,7 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def start_node(server: EmbeddedNatsServer, root: Path, **cfg: Any) -> AsyncIterator[Node]:
+async def start_node(server: Site, root: Path, **cfg: Any) -> AsyncIterator[Node]:
     venue_port, gw_port = free_port(), free_port()
     venue = FixVenue(
         root / "venue",
@@ -76,12 +76,23 @@ async def start_node(server: EmbeddedNatsServer, root: Path, **cfg: Any) -> Asyn
     recorder = FlightRecorder(None, clock=clock, sink=MemorySink())
     limits = msgspec.structs.replace(LIMITS, lease_timeout_s=POLICY.lease_timeout_s)
     guard = LockedGuard(limits, node="gw", clock=clock, recorder=recorder)
-    plane = NatsControlPlane(server.url, name="gw")
+    plane = server.plane("gw")
     await plane.connect()
-    runtime = NodeRuntime(guard, plane, clock=clock, policy=POLICY, metrics_s=0.2)
+    runtime = NodeRuntime(
+        guard,
+        plane,
+        clock=clock,
+        policy=POLICY,
+        metrics_s=0.2,
+        trust=server.store(),
+        signer=server.signer("gw"),
+    )
     host = GatewayHost(config, root / "gw", log_messages=False)
-    ops = NatsControlPlane(server.url, name="ops")
+    ops = server.plane("alice")
     await ops.connect()
+    relay = server.plane("supervisor")  # stores nodes' signed automatic halts, as live
+    await relay.connect()
+    await AutoHaltRelay(server.killswitch(relay, "supervisor")).start()
     oms = FixClient(root / "oms", comp_id="OMS1", target="KWGW", port=gw_port)
     stop = asyncio.Event()
     try:
@@ -92,7 +103,7 @@ async def start_node(server: EmbeddedNatsServer, root: Path, **cfg: Any) -> Asyn
         await asyncio.to_thread(oms.wait_logon)
         for s in SYMBOLS:
             await asyncio.to_thread(eventually, lambda s=s: guard.exposure() and _priced(guard, s))
-        yield Node(venue, host, runtime, guard, recorder, oms, KillSwitch(ops, clock, "ops"))
+        yield Node(venue, host, runtime, guard, recorder, oms, server.killswitch(ops, "alice"))
     finally:
         await runtime.stop()
         await asyncio.to_thread(oms.stop)
@@ -100,6 +111,7 @@ async def start_node(server: EmbeddedNatsServer, root: Path, **cfg: Any) -> Asyn
         await asyncio.to_thread(venue.stop)
         await plane.close()
         await ops.close()
+        await relay.close()
 
 
 def _priced(guard: LockedGuard, symbol: str) -> bool:
@@ -109,7 +121,7 @@ def _priced(guard: LockedGuard, symbol: str) -> bool:
 
 
 @pytest.fixture
-async def node(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Node]:
+async def node(nats_server: Site, tmp_path: Path) -> AsyncIterator[Node]:
     async with start_node(nats_server, tmp_path) as n:
         yield n
 
@@ -132,7 +144,7 @@ async def test_kill_cancels_at_the_venue_and_confirms_when_nothing_works(node: N
 
 
 async def test_kill_reports_orders_still_working_at_the_timeout(
-    nats_server: EmbeddedNatsServer, tmp_path: Path
+    nats_server: Site, tmp_path: Path
 ) -> None:
     async with start_node(nats_server, tmp_path, kill_drain_timeout_s=0.3) as n:
         await asyncio.to_thread(n.rest, "T1")

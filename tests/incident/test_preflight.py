@@ -11,10 +11,8 @@ from knightwatch.control.node.flags import change_key
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.control.plane.wire import (
     ENCODER,
-    TARGET_KEY,
     NodeStarts,
     StateEntry,
-    TargetRecord,
     Verdict,
     starts_key,
 )
@@ -26,7 +24,6 @@ from knightwatch.incident.preflight import (
     halt_crash_loops,
     run_preflight,
 )
-from knightwatch.release.dsse import new_envelope
 from knightwatch.state import Scope, TradingState
 
 from .fixtures import Fleet, fleet
@@ -34,19 +31,17 @@ from .fixtures import Fleet, fleet
 CFG = PreflightConfig(listen_s=0.2)
 
 
-async def admitted(plane: ControlPlane, f: Fleet, release: str = "r1", **odd: str) -> None:
+async def admitted(plane: ControlPlane, f: Fleet, **odd: str) -> None:
+    """The fleet was admitted on its target for real; `odd` rewrites a node's stored verdict
+    to another release (what the preflight reads while a node has not re-attested)."""
     now = f.clock.time_ns()
-    envelope = new_envelope("application/vnd.in-toto+json", b"{}")
-    target = TargetRecord(release, envelope, "alice", "deploy", now)
-    await plane.put_record(Bucket.RELEASE, TARGET_KEY, ENCODER.encode(target))
-    for node in f.nodes:
-        rel = odd.get(node.node_id, release)
-        verdict = Verdict(node.node_id, True, "admitted", rel, "d" * 64, (), now)
-        await plane.put_record(Bucket.ADMISSION, node.node_id, ENCODER.encode(verdict))
+    for node_id, rel in odd.items():
+        verdict = Verdict(node_id, True, "admitted", rel, "d" * 64, (), now)
+        await plane.put_record(Bucket.ADMISSION, node_id, ENCODER.encode(verdict))
 
 
 async def killed(**odd: str) -> tuple[Fleet, ControlPlane]:
-    f = await fleet("n1", "n2")
+    f = await fleet("n1", "n2", release="r1")
     plane = await f.plane()
     await admitted(plane, f, **odd)
     await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
@@ -76,7 +71,7 @@ async def test_a_healthy_killed_fleet_passes_every_item() -> None:
 
 
 async def test_not_halted() -> None:
-    f = await fleet("n1")
+    f = await fleet("n1", release="r1")
     plane = await f.plane()
     await admitted(plane, f)
     checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
@@ -167,7 +162,7 @@ async def test_a_crash_looping_node_fails_and_stays_halted() -> None:
 
 
 async def test_a_guard_halt_needs_its_cause_acknowledged() -> None:
-    f = await fleet("n1")
+    f = await fleet("n1", release="r1")
     plane = await f.plane()
     await admitted(plane, f)
     halt = StateEntry(

@@ -13,6 +13,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.incident.ramp import RampController, RampError, RampPlan, RampWatch, Stage
 from knightwatch.state import Scope, TradingState
 
+from ..identities import BOB
 from .fixtures import fleet
 
 FAST = RampPlan.instant((0.1, 0.5, 1.0), 0.3)
@@ -30,13 +31,35 @@ async def test_ramp_completes_through_every_stage_and_ends_at_full_limits() -> N
         FAST,
         on_stage=lambda r: seen.append((r.stage, r.fraction, r.status)),
     )
-    outcome = await ctl.resume(Scope.FLEET, "", "fixed")
+    outcome = await ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
     assert outcome.completed and not outcome.trip_reason
     assert seen == [(0, 0.1, "ramping"), (1, 0.5, "ramping"), (2, 1.0, "ramping"), (2, 1.0, "done")]
     for node in f.nodes:
         assert node.guard.limits.version == "desk"
         assert node.guard.limits.max_orders_per_s_node == 100
         assert f.order(node)
+    await f.stop()
+
+
+async def test_an_approved_request_made_long_before_still_ramps_through_every_stage() -> None:
+    """The stages run from the moment the resume is applied, not from the request."""
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    request = await ks.request_resume(Scope.FLEET, "fleet", "fixed")
+    await asyncio.sleep(0.7)  # the approver takes a while: longer than two stages' hold
+    seen: list[tuple[int, float, str]] = []
+    ctl = RampController(
+        await f.plane(),
+        ks,
+        f.clock,
+        FAST,
+        on_stage=lambda r: seen.append((r.stage, r.fraction, r.status)),
+    )
+    outcome = await ctl.apply(request.cosigned(BOB.key))
+    assert outcome.completed
+    assert seen == [(0, 0.1, "ramping"), (1, 0.5, "ramping"), (2, 1.0, "ramping"), (2, 1.0, "done")]
+    assert outcome.ended_ns - outcome.started_ns >= 0.9e9, "every stage held its full time"
     await f.stop()
 
 
@@ -53,7 +76,7 @@ async def test_stage_one_limits_are_in_force_before_the_resume_reaches_any_node(
 
     await (await f.plane()).subscribe_states(on_state)
     ctl = RampController(await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 1.0))
-    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed"))
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
     for _ in range(100):
         if versions_at_resume:
             break
@@ -73,7 +96,7 @@ async def test_a_halt_in_the_scope_trips_the_ramp_back_to_halted_at_once() -> No
     ks = await f.killswitch()
     await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
     ctl = RampController(await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 5.0))
-    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed"))
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
     while not f.order(f.nodes[1]):
         await asyncio.sleep(0.01)
     supervisor = await f.killswitch("supervisor")
@@ -133,7 +156,7 @@ async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:
         await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 0.1, apply_timeout_s=0.3)
     )
     with pytest.raises(RampError, match="stage 1 limits not applied by ghost; resume not issued"):
-        await ctl.resume(Scope.FLEET, "", "fixed", nodes=["n1", "ghost"])
+        await ctl.resume(Scope.FLEET, "", "fixed", nodes=["n1", "ghost"], approvers=(BOB,))
     entry, _ = await (await f.plane()).get_state(Scope.FLEET, "fleet")
     assert entry is not None and entry.state is TradingState.HALTED
     await f.stop()
@@ -142,11 +165,27 @@ async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:
 async def test_a_resume_that_cannot_be_issued_leaves_no_ramp_holding_as_ramping() -> None:
     f = await fleet("n1")
     ks = await f.killswitch()
-    ctl = RampController(await f.plane(), ks, f.clock, FAST)
+    plane = await f.plane()
+    ctl = RampController(plane, ks, f.clock, FAST)
+    slot = slot_of(Scope.FLEET, "fleet")
     with pytest.raises(KillSwitchError, match="not halted"):
-        await ctl.resume(Scope.FLEET, "", "nothing to resume")
-    stored, _ = await (await f.plane()).get_record(Bucket.RAMP, slot_of(Scope.FLEET, "fleet"))
+        await ctl.resume(Scope.FLEET, "", "nothing to resume", approvers=(BOB,))
+    assert (await plane.get_record(Bucket.RAMP, slot))[0] is None, "no stage stored"
+    # a request decided on a revision the slot no longer holds is stale: no stage stored
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    stale = (await ks.request_resume(Scope.FLEET, "fleet", "fixed")).cosigned(BOB.key)
+    await ks.kill(Scope.FLEET, "", "runaway again", timeout_s=0.5)
+    with pytest.raises(KillSwitchError, match="is stale"):
+        await ctl.apply(stale)
+    assert (await plane.get_record(Bucket.RAMP, slot))[0] is None, "no stage stored"
+    # one person alone: refused where it is applied; the stage-one record says why
+    alone = await ks.request_resume(Scope.FLEET, "fleet", "fixed")
+    with pytest.raises(KillSwitchError, match="refused"):
+        await ctl.apply(alone)
+    stored, _ = await plane.get_record(Bucket.RAMP, slot)
     assert stored is not None
     record = RAMP_DECODER.decode(stored)
     assert record.status == "tripped" and record.trip_reason.startswith("resume not issued")
+    entry, _ = await plane.get_state(Scope.FLEET, "fleet")
+    assert entry is not None and entry.state is TradingState.HALTED
     await f.stop()

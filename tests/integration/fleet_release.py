@@ -20,6 +20,8 @@ from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import ReleaseSigners
 
+from ..identities import signer, trust
+
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
 POLICY = LeasePolicy(lease_timeout_s=0.6, heartbeat_s=0.1)
@@ -70,9 +72,9 @@ class Signers(ReleaseSigners):
         return self.sign(Manifest(release_id=release_id, contents=contents))
 
 
-def node(
-    node_id: str, plane: ControlPlane, tree: Path, key: SigningKey, clock: Clock
-) -> NodeRuntime:
+def node(node_id: str, plane: ControlPlane, tree: Path, clock: Clock) -> NodeRuntime:
+    """A node runtime whose attestation key is its own enrolled key (tests/identities.py)."""
+    key = signer(node_id).key
     guard = Guard(
         Limits(lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_symbol=None),
         node=node_id,
@@ -85,4 +87,13 @@ def node(
         directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema()),
         clock=clock,
     )
-    return NodeRuntime(guard, plane, clock=clock, policy=POLICY, attestor=attestor, attest_s=1.0)
+    return NodeRuntime(
+        guard,
+        plane,
+        clock=clock,
+        policy=POLICY,
+        attestor=attestor,
+        attest_s=1.0,
+        trust=trust(),
+        signer=signer(node_id),
+    )

@@ -1,8 +1,10 @@
-"""The governance CLI on a live fleet: admission serve/enrol/target, status, flags, rollout.
+"""The governance CLI on a live fleet: admission serve/target, status, flags, rollout.
 
-A real nats-server, `knightwatch admission serve` as its own process, two nodes
-(one on the release, one that missed the deploy) as NodeRuntimes, and every
-operator command run through the real CLI, refusal paths and bad input included.
+A real nats-server with authorization on, `knightwatch admission serve` as its
+own process (logged in with the admission service's key), two nodes (one on
+the release, one that missed the deploy) as NodeRuntimes with their enrolled
+keys, and every operator command run through the real CLI as alice (her key
+and the anchor from the environment), refusal paths and bad input included.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.server import EmbeddedNatsServer
+from knightwatch.control.site import Site
 from knightwatch.release.dsse import encode_envelope
-from knightwatch.release.keys import SigningKey
 from knightwatch.sim.drill.local_release import policy_toml
 
+from ..identities import KIT
 from .fleet_release import NEW_ROUTER, OLD_ROUTER, REDEFINED_RLP, REGISTRY, RLP, Signers, deploy
 from .fleet_release import node as make_node
 
@@ -41,16 +43,19 @@ WIDE = {"COLUMNS": "250"}
 KNIGHTWATCH = [sys.executable, "-c", "from knightwatch.cli.app import main; main()"]
 
 
-async def cli(*args: str | Path) -> tuple[int, str]:
+async def cli(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     """One CLI command, off the test's event loop (the command runs its own)."""
-    result = await asyncio.to_thread(runner.invoke, app, [str(a) for a in args], env=WIDE)
+    result = await asyncio.to_thread(
+        runner.invoke, app, [str(a) for a in args], env={**WIDE, **(env or {})}
+    )
     assert "Traceback" not in result.output, result.output
     return result.exit_code, result.output
 
 
-class Site:
-    def __init__(self, root: Path, server: EmbeddedNatsServer) -> None:
+class Governed:
+    def __init__(self, root: Path, server: Site) -> None:
         self.root = root
+        self.server = server
         self.url = server.url
         self.signers = Signers()
         self.registry = root / "feature-flags.yaml"
@@ -66,21 +71,19 @@ class Site:
         self.rollback = root / "r1.dsse.json"
         rollback = self.signers.release("r1", good, {RLP: REDEFINED_RLP})
         self.rollback.write_bytes(encode_envelope(rollback))
-        self.keys = {n: SigningKey.generate() for n in ("n1", "n2")}
-        for name, key in self.keys.items():
-            (root / f"{name}.pub").write_bytes(key.public.to_pem())
 
     def opts(self) -> list[str | Path]:
         return ["--nats-url", self.url, "--state-dir", self.root / "state"]
 
 
 @pytest.fixture
-async def site(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Site]:
-    s = Site(tmp_path, nats_server)
+async def site(nats_server: Site, tmp_path: Path) -> AsyncIterator[Governed]:
+    s = Governed(tmp_path, nats_server)
     serve = subprocess.Popen(
         [*KNIGHTWATCH, "admission", "serve", "--policy",
          str(s.policy), "--registry", str(s.registry), "--nats-url", s.url],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **nats_server.cli_env("admission")},
     )  # fmt: skip
     try:
         assert serve.stdout is not None
@@ -92,12 +95,12 @@ async def site(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator
         assert serve.wait(timeout=10) == 0
 
 
-async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_path: Path) -> None:
+async def test_admission_status_flags_rollout_through_the_cli(
+    site: Governed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opts = site.opts()
-    for name in site.keys:
-        code, out = await cli("admission", "enrol", "--node", name, "--key",
-                              tmp_path / f"{name}.pub", *opts)  # fmt: skip
-        assert code == 0 and f"node {name} enrolled" in out, out
+    for name, value in site.server.cli_env("alice").items():
+        monkeypatch.setenv(name, value)  # every command below runs as alice
     code, out = await cli("admission", "target", site.release, "--reason", "deploy r2", *opts)
     assert code == 0 and "target release r2 set" in out, out
     # Knight's rollback: a release whose flag id means something else is refused
@@ -109,12 +112,9 @@ async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_pa
     nodes: list[NodeRuntime] = []
     try:
         for name, router in (("n1", NEW_ROUTER), ("n2", OLD_ROUTER)):
-            plane = NatsControlPlane(site.url, name=name)
-            await plane.connect()
+            plane = await site.server.connect(name)
             planes.append(plane)
-            runtime = make_node(
-                name, plane, deploy(tmp_path / name, router), site.keys[name], clock
-            )
+            runtime = make_node(name, plane, deploy(tmp_path / name, router), clock)
             await runtime.start()
             await NodeFlags(runtime).start()
             nodes.append(runtime)
@@ -126,18 +126,43 @@ async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_pa
         assert "admitted" in row["n1"] and "r2" in row["n1"]
         assert "refused" in row["n2"] and "file_mismatch: smars/router.py" in out
 
-        flags = ["--registry", site.registry, "--approver", "bob", "--reason", "RLP launch"]
-        # skewed fleet: refused, naming the node that missed the deploy
-        code, out = await cli("flags", "set", RLP, "on", *flags, *opts)
-        assert code == 1 and "node_not_admitted" in out and "n2" in out, out
+        # the second person is whoever signed an approval: bob, with his own key
+        bob = ["--key", site.server.key_path("bob")]
+
+        async def approval(name: str, *what: str) -> Path:
+            path = tmp_path / f"{name}.json"
+            code, out = await cli("flags", "approve", RLP, "on", *what, "--for", "alice",
+                                  "--reason", "checked", "--out", path, *opts, *bob)  # fmt: skip
+            assert code == 0 and "approved by bob" in out, out
+            return path
+
+        code, out = await cli("flags", "approve", RLP, "on", "--for", "alice", "--reason", "me",
+                              "--out", tmp_path / "self.json", *opts)  # fmt: skip
+        assert code == 2 and "approve your own" in out, out  # alice cannot approve herself
+        fleet = await approval("fleet")
+        flags = ["--registry", site.registry, "--reason", "RLP launch"]
         code, out = await cli("flags", "set", RLP, "on", "--nodes", "n1", *flags, *opts)
+        assert code == 1 and "second_approver_required" in out, out
+        # skewed fleet: refused, naming the node that missed the deploy
+        code, out = await cli("flags", "set", RLP, "on", *flags, "--approval", fleet, *opts)
+        assert code == 1 and "node_not_admitted" in out and "n2" in out, out
+        # an approval binds what it approves: the fleet-wide one does not cover n1 alone
+        code, out = await cli(
+            "flags", "set", RLP, "on", "--nodes", "n1", *flags, "--approval", fleet, *opts
+        )
+        assert code == 2 and "not this change" in out, out
+        only_n1 = await approval("n1", "--nodes", "n1")
+        code, out = await cli(
+            "flags", "set", RLP, "on", "--nodes", "n1", *flags, "--approval", only_n1, *opts
+        )
         assert code == 0 and "n1: confirmed r1" in out, out
         code, out = await cli("flags", "show", RLP, "--registry", site.registry, *opts)
         assert code == 0 and "revision 1" in out and "'n1': 1" in out and "by " in out, out
 
         plan = tmp_path / "plan.toml"
         plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
-        rollout = ["--registry", site.registry, "--approver", "bob", *opts]
+        rollout = ["--registry", site.registry, "--approval", await approval("ro", "--rollout"),
+                   *opts]  # fmt: skip
         # the refused node is left out by name (it would refuse the stage and abort the
         # rollout for n1); the rollout runs on n1 and holds for evidence until aborted
         start = await asyncio.create_subprocess_exec(
@@ -174,24 +199,29 @@ async def test_admission_status_flags_rollout_through_the_cli(site: Site, tmp_pa
     ("args", "code", "message"),
     [
         (["admission", "target", "missing.json", "--reason", "x"], 2, "missing.json: no such file"),
-        (["admission", "enrol", "--node", "n1", "--key", "missing.pub"], 2, "missing.pub"),
+        (["kill", "--reason", "x", "--key", "missing.key"], 2, "missing.key"),
         (["flags", "set", RLP, "maybe", "--reason", "x"], 1, "'on' or 'off'"),
         (["rollout", "status", "nope.flag"], 1, "no rollout for nope.flag"),
     ],
 )
 async def test_bad_input_is_a_message(
-    site: Site, args: list[str], code: int, message: str, tmp_path: Path
+    site: Governed, args: list[str], code: int, message: str, tmp_path: Path
 ) -> None:
     extra: list[str | Path] = ["--registry", site.registry] if args[0] == "flags" else []
-    got, out = await cli(*args, *extra, *site.opts())
+    got, out = await cli(*args, *extra, *site.opts(), env=site.server.cli_env("alice"))
     assert got == code and message in out, out
 
 
 def test_unreachable_control_plane_fails_fast_naming_the_url(tmp_path: Path) -> None:
+    KIT.write(tmp_path / "trust", private=["alice"])
+    env = {
+        "KNIGHTWATCH_KEY": str(tmp_path / "trust" / "keys" / "alice.key"),
+        "KNIGHTWATCH_ANCHOR": str(tmp_path / "trust" / "anchor.toml"),
+    }
     for args in (["kill", "--reason", "x", "--timeout", "0.5"], ["status"], ["rollout", "status"]):
         t0 = time.monotonic()
         result = runner.invoke(
-            app, [*args, "--nats-url", "nats://127.0.0.1:1", "--state-dir", str(tmp_path)]
+            app, [*args, "--nats-url", "nats://127.0.0.1:1", "--state-dir", str(tmp_path)], env=env
         )
         assert time.monotonic() - t0 < 5
         assert result.exit_code == 2, result.output
@@ -199,19 +229,16 @@ def test_unreachable_control_plane_fails_fast_naming_the_url(tmp_path: Path) -> 
 
 
 def test_sigterm_while_waiting_for_admission_leaves_cleanly(
-    nats_server: EmbeddedNatsServer, tmp_path: Path
+    nats_server: Site, tmp_path: Path
 ) -> None:
     """No admission service answers: the node waits unadmitted, and SIGTERM still ends it."""
     tree = deploy(tmp_path / "n1", NEW_ROUTER)
-    key = tmp_path / "n1.key"
-    result = runner.invoke(app, ["keys", "new", "n1", "--dir", str(tmp_path)])
-    assert result.exit_code == 0 and key.exists(), result.output
     (tmp_path / "flags.json").write_text("{}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "knightwatch", "node", "--id", "n1", "--nats-url",
          nats_server.url, "--state-dir", str(tmp_path / "state"), "--artifacts", str(tree / "app"),
          "--config", str(tree / "config.toml"), "--flags", str(tmp_path / "flags.json"),
-         "--node-key", str(key)],
+         "--key", str(nats_server.key_path("n1")), "--anchor", str(nats_server.anchor_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "KNIGHTWATCH_LOG": "INFO"},
     )  # fmt: skip

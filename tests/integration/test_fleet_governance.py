@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from openfeature import api
 
@@ -21,14 +22,12 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.admission import AdmissionService
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.freeze import describe, kill_in_force, record_known_good
-from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
@@ -36,6 +35,7 @@ from knightwatch.control.plane.wire import (
     TargetReply,
     TargetRequest,
 )
+from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason
 from knightwatch.flags.activation import ActivationCode, ActivationGate, ActivationRequest
 from knightwatch.flags.provider import KnightwatchProvider
@@ -45,7 +45,10 @@ from knightwatch.release.dsse import Envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.kit import member_of
+from knightwatch.trust.roster import Role, roster_envelope, sign_roster
 
+from ..identities import BOB, KIT, switch, trust
 from .fleet_release import (
     NEW_ROUTER,
     OLD_ROUTER,
@@ -62,29 +65,28 @@ STALE = "n4"
 
 
 class Fleet:
-    def __init__(self, server: EmbeddedNatsServer, root: Path) -> None:
-        self.server = server
+    def __init__(self, site: Site, root: Path) -> None:
+        self.site = site
         self.root = root
         self.clock = SystemClock()
         self.signers = Signers()
         self.planes: list[NatsControlPlane] = []
         self.nodes: dict[str, NodeRuntime] = {}
-        self.keys = {f"n{i}": SigningKey.generate() for i in range(1, N + 1)}
+        self.admission: AdmissionService | None = None
 
     async def plane(self, name: str) -> NatsControlPlane:
-        plane = NatsControlPlane(self.server.url, name=name)
-        await plane.connect()
+        plane = await self.site.connect(name)
         self.planes.append(plane)
         return plane
 
     async def target(self, envelope: Envelope) -> TargetReply:
-        ops = await self.plane("ops")
+        ops = await self.plane("alice")
         request = TargetRequest(envelope, "alice", "deploy")
         reply = await ops.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=2.0)
         return TARGET_REPLY_DECODER.decode(reply)
 
     async def start_node(self, node_id: str, tree: Path) -> NodeRuntime:
-        runtime = node(node_id, await self.plane(node_id), tree, self.keys[node_id], self.clock)
+        runtime = node(node_id, await self.plane(node_id), tree, self.clock)
         await runtime.start()
         self.nodes[node_id] = runtime
         return runtime
@@ -97,13 +99,14 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(nats_server: EmbeddedNatsServer, tmp_path: Path) -> AsyncIterator[Fleet]:
+async def fleet(nats_server: Site, tmp_path: Path) -> AsyncIterator[Fleet]:
     f = Fleet(nats_server, tmp_path)
     admin = await f.plane("admission")
-    service = AdmissionService(admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock)
+    service = AdmissionService(
+        admin, f.signers.trust, REGISTRY.admission_schema(), clock=f.clock, roster=trust()
+    )
     await service.start()
-    for node_id, key in f.keys.items():
-        await admin.put_record(Bucket.ROSTER, node_id, key.public.to_base64().encode())
+    f.admission = service
     try:
         yield f
     finally:
@@ -124,7 +127,7 @@ async def eventually(predicate: object, timeout_s: float = 15.0) -> None:
 
 
 async def activate(fleet: Fleet, value: bool) -> tuple[ActivationGate, object]:
-    ops = await fleet.plane("flags-cli")
+    ops = await fleet.plane("alice")
     view = await fleet_snapshot(ops, fleet.clock)
     gate = ActivationGate(REGISTRY, view, PlaneFlagStore(ops, fleet.clock), fleet.clock)
     request = ActivationRequest(RLP, value, "alice", "RLP launch", "test", approver="bob")
@@ -169,7 +172,7 @@ async def test_stale_node_refused_then_redeployed_drift_fences_rollback_refused(
     flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
     for f in flags.values():
         await f.start()
-    watcher_plane = await fleet.plane("watcher")
+    watcher_plane = await fleet.plane("carol")
     waiter = AppliedWaiter(watcher_plane, fleet.clock)
     await waiter.start()
     t0 = fleet.clock.monotonic_ns()
@@ -219,12 +222,12 @@ async def rollout_fleet(fleet: Fleet, tmp_path: Path) -> tuple[dict[str, NodeFla
     flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
     for f in flags.values():
         await f.start()
-    ops = await fleet.plane("rollout")
+    ops = await fleet.plane("alice")
     driver = RolloutDriver(
         ops,
         REGISTRY,
         fleet.clock,
-        KillSwitch(ops, fleet.clock, "rollout"),
+        switch(ops, fleet.clock, "alice"),
         health=SupervisorConfig(rate_window_s=0.3),
     )
     await driver.start()
@@ -310,7 +313,7 @@ async def test_a_promotion_is_held_while_a_kill_is_in_force_and_goes_ahead_after
     )
     canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
     ops = await fleet.plane("incident")
-    ks = KillSwitch(ops, fleet.clock, "alice")
+    ks = switch(ops, fleet.clock)
     assert (await ks.kill(Scope.STRATEGY, "other", "other desk ran away", timeout_s=1.0)).ok
     n = 0
 
@@ -333,7 +336,7 @@ async def test_a_promotion_is_held_while_a_kill_is_in_force_and_goes_ahead_after
         assert held.stage_index == canary.stage_index == 0
     assert "ROLLOUT_HELD promotion of trading.smars.rlp_enabled: refused" in caplog.text
     assert "strategy kill 'other'" in caplog.text
-    await ks.resume(Scope.STRATEGY, "other", "resolved")
+    await ks.resume(Scope.STRATEGY, "other", "resolved", approvers=(BOB,))
     for _ in range(20):
         await clean_evidence()
         await asyncio.sleep(0.1)
@@ -347,8 +350,8 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     fleet: Fleet, tmp_path: Path
 ) -> None:
     _, driver = await rollout_fleet(fleet, tmp_path)
-    ops = await fleet.plane("incident")
-    ks = KillSwitch(ops, fleet.clock, "alice")
+    ops = await fleet.plane("alice")
+    ks = switch(ops, fleet.clock)
     kill = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=1.0)
     assert kill.ok
     assert await record_known_good(ops, kill.entry, fleet.clock.time_ns()) == "r2"
@@ -383,13 +386,25 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     ):
         await driver.begin(RLP, plan, actor="alice", approver="bob")
 
-    # a new node's enrolment is ignored by the admission service: it is not admitted
-    fleet.keys["n9"] = SigningKey.generate()
-    await ops.put_record(Bucket.ROSTER, "n9", fleet.keys["n9"].public.to_base64().encode())
+    # a new node's enrolment (a roster version that adds it, signed by the admins) is not
+    # taken by the admission service while the kill is in force
+    roster = KIT.roster
+    newcomer = member_of("n10", SigningKey.generate(), [Role.NODE])
+    added = msgspec.structs.replace(
+        roster,
+        version=roster.version + 1,
+        issued_ns=roster.issued_ns + 1,
+        members=(*roster.members, newcomer),
+    )
+    envelope = roster_envelope(added)
+    for admin in KIT.admin_names[: roster.admin_threshold]:
+        envelope = sign_roster(envelope, KIT.signer(admin).key)
+    await publish_roster(await fleet.plane("admin1"), envelope)
+    service = fleet.admission
+    assert service is not None
+    await eventually(lambda: service.trust_store.version == added.version)
     await asyncio.sleep(0.2)
-    newcomer = await fleet.start_node("n9", deploy(tmp_path / "n9", NEW_ROUTER))
-    assert newcomer.verdict is not None and not newcomer.verdict.admitted
-    assert newcomer.verdict.findings[0].reason is AdmissionReason.NODE_UNKNOWN
+    assert "n10" not in service.roster and "n1" in service.roster
 
     # reducing the blast radius always passes: a further kill and a drain
     assert (await ks.kill(Scope.NODE, "n1", "belt and braces", timeout_s=1.0)).revision
@@ -397,7 +412,7 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     assert drained.revision is not None
 
     # the resume lifts the freeze (the strategy drain above is a kill of its own)
-    await ks.resume(Scope.STRATEGY, "mm", "drained")
-    await ks.resume(Scope.FLEET, "", "fixed")
+    await ks.resume(Scope.STRATEGY, "mm", "drained", approvers=(BOB,))
+    await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
     assert await kill_in_force(ops) is None
     assert (await fleet.target(fleet.signers.release("r3", tree, REGISTRY.schema()))).accepted

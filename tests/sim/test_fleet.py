@@ -87,7 +87,9 @@ def test_kill_switch_halts_every_node_at_the_reaction_time_with_a_confirmation_f
         assert node.guard is not None
         assert node.guard.limits.lease_timeout_s == sc.control.lease_timeout_s
         assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
-        assert node.guard.halts()[(Scope.FLEET, "fleet")].actor == "operator:kill_switch"
+        halt = node.guard.halts()[(Scope.FLEET, "fleet")]
+        assert halt.actor == "operator", "who acted is whoever signed: the replay's operator"
+        assert halt.reason.startswith("operator:kill_switch: "), "the layer that asked, in the why"
         assert RejectReason.LEASE_EXPIRED.value not in node.first_block, "heartbeats keep leases"
 
 

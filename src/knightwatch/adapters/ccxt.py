@@ -68,6 +68,7 @@ from knightwatch.adapters.fleet import (
     FleetMember,
     WatchedGuard,
     build_guard,
+    identity_of,
     plane_of,
     with_lease,
 )
@@ -940,6 +941,8 @@ def guard(
     strategy: str = "ccxt",
     node: str | None = None,
     control_plane: ControlPlaneSpec | None = None,
+    key: str | Path | None = None,
+    anchor: str | Path | None = None,
     clock: Clock | None = None,
     recorder: str | Path | None = None,
     policy: LeasePolicy | None = None,
@@ -948,7 +951,8 @@ def guard(
     """Wrap a ccxt exchange with a knightwatch Guard; sync in, sync out; async in, async out.
 
     Without `control_plane` the Guard is armed at once. With one (async
-    exchanges only) call `await ex.join()`; until then orders are refused.
+    exchanges only, with the node's enrolled `key` and the fleet's trust
+    `anchor` files) call `await ex.join()`; until then orders are refused.
     """
     lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
@@ -965,16 +969,19 @@ def guard(
             "control_plane: the fleet runtime runs on an asyncio loop; wrap the async exchange "
             "(ccxt.async_support) to join the fleet"
         )
+    signer, trust = identity_of(node_id, key, anchor)
     pol = policy if policy is not None else LeasePolicy()
     g, shipper = build_guard(
         with_lease(lim, pol), node=node_id, clock=clk, recorder=recorder, ship=True
     )
     member = FleetMember(
         g,
-        plane_of(control_plane, node_id),
+        plane_of(control_plane, node_id, signer),
         clock=clk,
         policy=pol,
         shipper=shipper,
+        signer=signer,
+        trust=trust,
         metrics_port=metrics_port,
         owns_plane=not hasattr(control_plane, "connect"),
     )

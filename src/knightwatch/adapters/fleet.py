@@ -35,6 +35,9 @@ from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.guard import DEFAULT_MEMORY_RECORDS
+from knightwatch.trust.identity import Signer, load_signer
+from knightwatch.trust.roster import TrustError
+from knightwatch.trust.store import TrustStore, load_anchor
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +149,31 @@ def build_guard(
     return WatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
 
 
-def plane_of(spec: ControlPlaneSpec, node: str) -> ControlPlane:
+def plane_of(spec: ControlPlaneSpec, node: str, signer: Signer) -> ControlPlane:
+    """A plane from NATS URLs, logged in with the node's own key; a given plane as is."""
     if isinstance(spec, str):
-        return NatsControlPlane([u for u in spec.split(",") if u], name=f"node-{node}")
+        urls = [u for u in spec.split(",") if u]
+        return NatsControlPlane(urls, name=f"node-{node}", signer=signer)
     if isinstance(spec, Sequence):
-        return NatsControlPlane(list(spec), name=f"node-{node}")
+        return NatsControlPlane(list(spec), name=f"node-{node}", signer=signer)
     return spec
+
+
+def identity_of(
+    node: str, key: str | Path | None, anchor: str | Path | None
+) -> tuple[Signer, TrustStore]:
+    """The node's enrolled key and the fleet's trust anchor, which a fleet member needs:
+    it logs in and signs its automatic halts with the key, and verifies every kill-switch
+    command against the roster the anchor starts."""
+    if key is None or anchor is None:
+        raise AdapterError(
+            "key, anchor: joining a fleet needs the node's enrolled private key and the "
+            "fleet's trust anchor file (as `knightwatch node --key --anchor`)"
+        )
+    try:
+        return load_signer(Path(key), node), TrustStore(load_anchor(Path(anchor)))
+    except TrustError as exc:
+        raise AdapterError(str(exc)) from None
 
 
 class FleetMember:
@@ -168,12 +190,16 @@ class FleetMember:
         clock: Clock,
         policy: LeasePolicy,
         shipper: ShippingSink | None,
+        signer: Signer,
+        trust: TrustStore,
         metrics_port: int | None = None,
         owns_plane: bool = True,
     ) -> None:
         self.plane = plane
         self.owns_plane = owns_plane
-        self.runtime = NodeRuntime(guard, plane, clock=clock, policy=policy, shipper=shipper)
+        self.runtime = NodeRuntime(
+            guard, plane, clock=clock, policy=policy, shipper=shipper, trust=trust, signer=signer
+        )
         self.metrics_port = metrics_port
         self.exposition: MetricsServer | None = None
 

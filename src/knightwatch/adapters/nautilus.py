@@ -88,6 +88,7 @@ from knightwatch.adapters.fleet import (
     FleetMember,
     WatchedGuard,
     build_guard,
+    identity_of,
     plane_of,
     with_lease,
 )
@@ -538,6 +539,8 @@ def install(
     limits: Limits | str | Path,
     node: str | None = None,
     control_plane: ControlPlaneSpec | None = None,
+    key: str | Path | None = None,
+    anchor: str | Path | None = None,
     clock: Clock | None = None,
     recorder: str | Path | None = None,
     policy: LeasePolicy | None = None,
@@ -547,7 +550,8 @@ def install(
     """Put a knightwatch Guard in front of a BacktestEngine's or TradingNode's executions.
 
     Call it after adding strategies and before running. Without `control_plane`
-    the Guard is armed at once. With one (a `ControlPlane`, or NATS URLs) the
+    the Guard is armed at once. With one (a `ControlPlane`, or NATS URLs, and
+    the node's enrolled `key` and the fleet's trust `anchor` files) the
     node joins the fleet on the running asyncio loop, or on the TradingNode's
     loop, and arms once joined; until then every order is denied
     (`lease_expired`). `install(...).joined` is that task.
@@ -567,16 +571,19 @@ def install(
     if control_plane is None:
         guard, _ = build_guard(lim, node=node_id, clock=clock, recorder=recorder, ship=False)
     else:
+        signer, trust = identity_of(node_id, key, anchor)
         pol = policy if policy is not None else LeasePolicy()
         guard, shipper = build_guard(
             with_lease(lim, pol), node=node_id, clock=clock, recorder=recorder, ship=True
         )
         member = FleetMember(
             guard,
-            plane_of(control_plane, node_id),
+            plane_of(control_plane, node_id, signer),
             clock=clock,
             policy=pol,
             shipper=shipper,
+            signer=signer,
+            trust=trust,
             metrics_port=metrics_port,
             owns_plane=not hasattr(control_plane, "connect"),
         )

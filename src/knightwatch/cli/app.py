@@ -11,6 +11,7 @@ from knightwatch.cli.flags import rollout_app
 from knightwatch.cli.fleet import COMMANDS as fleet_commands
 from knightwatch.cli.fleet import admission_app
 from knightwatch.cli.gateway import gateway, venue
+from knightwatch.cli.identity import app as identity_app
 from knightwatch.cli.incident import app as incident_app
 from knightwatch.cli.limits import app as limits_app
 from knightwatch.cli.release import app as release_app
@@ -40,6 +41,7 @@ app.add_typer(admission_app, name="admission")
 app.add_typer(incident_app, name="incident")
 app.command("gateway")(gateway)
 app.command("venue")(venue)
+app.add_typer(identity_app, name="identity")
 # --- end sub-apps ---
 
 

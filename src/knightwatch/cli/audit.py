@@ -23,6 +23,7 @@ from knightwatch.audit.read import decode_record, last_lines, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
+from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.errors import KnightwatchError
@@ -36,6 +37,8 @@ from knightwatch.release.checkpoint import (
 from knightwatch.release.dsse import Envelope, decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey, load_verify_key
+from knightwatch.trust.identity import default_key_path, load_signer
+from knightwatch.trust.store import TrustStore, load_anchor
 
 EXIT_INTACT = 0
 EXIT_TAMPERED = 1
@@ -109,6 +112,20 @@ def verify_cmd(
     node: Annotated[
         str | None, typer.Option(help="The node that wrote FILE (default: its first record's).")
     ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="KNIGHTWATCH_KEY",
+            help="With --nats-url: your private key, to log in (default ~/.knightwatch).",
+        ),
+    ] = None,
+    trust_anchor: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="KNIGHTWATCH_ANCHOR",
+            help="With --nats-url: the fleet's trust anchor, to verify the roster's keys.",
+        ),
+    ] = None,
 ) -> None:
     """Check the hash chain and the node's signed checkpoints; exit 0 intact, 1 tampered or
     empty, 2 unreadable.
@@ -122,7 +139,7 @@ def verify_cmd(
         err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
         raise typer.Exit(EXIT_UNREADABLE)
     _regular(file)
-    signed = _signed_checkpoints(file, checkpoints, key, nats_url, node)
+    signed = _signed_checkpoints(file, checkpoints, key, nats_url, node, identity, trust_anchor)
     try:
         size = os.path.getsize(file)
         with (
@@ -189,7 +206,13 @@ class _Signed(msgspec.Struct, frozen=True):
 
 
 def _signed_checkpoints(
-    file: Path, checkpoints: Path | None, key: Path | None, nats_url: str, node: str | None
+    file: Path,
+    checkpoints: Path | None,
+    key: Path | None,
+    nats_url: str,
+    node: str | None,
+    identity: Path | None = None,
+    trust_anchor: Path | None = None,
 ) -> _Signed:
     """Gather checkpoint envelopes (file beside FILE, control plane) and the node's key."""
     envelopes: list[Envelope | str] = []
@@ -210,7 +233,7 @@ def _signed_checkpoints(
     if nats_url:
         node_id = node or _first_node(file)
         try:
-            latest, enrolled = asyncio.run(_from_plane(nats_url, node_id))
+            latest, enrolled = asyncio.run(_from_plane(nats_url, node_id, identity, trust_anchor))
         except (KnightwatchError, ValueError) as exc:
             err.print(f"[red]error:[/red] --nats-url: {exc}")
             raise typer.Exit(EXIT_UNREADABLE) from None
@@ -236,14 +259,27 @@ def _first_node(file: Path) -> str:
     raise typer.Exit(EXIT_UNREADABLE)
 
 
-async def _from_plane(nats_url: str, node_id: str) -> tuple[Envelope | str | None, VerifyKey]:
+async def _from_plane(
+    nats_url: str, node_id: str, identity: Path | None, trust_anchor: Path | None
+) -> tuple[Envelope | str | None, VerifyKey]:
+    """The node's latest checkpoint and its current enrolled key, from the verified roster."""
+    if trust_anchor is None:
+        raise ValueError("--trust-anchor: the fleet's trust anchor file is needed to read keys")
+    store = TrustStore(load_anchor(trust_anchor))
+    signer = load_signer(identity or default_key_path(), "unnamed")
     urls = [u.strip() for u in nats_url.split(",") if u.strip()]
-    async with control_plane(urls, Path("."), "audit-verify") as plane:
+    async with control_plane(urls, Path("."), "audit-verify", signer=signer) as plane:
+        await sync_roster(plane, store)
         raw, _ = await plane.get_record(Bucket.CHECKPOINTS, node_id)
-        enrolled, _ = await plane.get_record(Bucket.ROSTER, node_id)
-    if enrolled is None:
-        raise ValueError(f"node {node_id} is not enrolled: no key to check its checkpoints")
-    verify_key = VerifyKey.from_base64(enrolled.decode(errors="replace"), field="roster key")
+    roster = store.roster
+    current = [m for m in roster.keys_of(node_id) if not m.revoked_ns] if roster else []
+    found = roster.key(current[-1].key_id) if roster is not None and current else None
+    if found is None:
+        raise ValueError(
+            f"node {node_id} is not enrolled on the roster (version {store.version}): "
+            "no key to check its checkpoints"
+        )
+    verify_key = found[1]
     latest: Envelope | str | None = None
     if raw is not None:
         try:

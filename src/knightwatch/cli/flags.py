@@ -9,7 +9,6 @@ nodes publish, halts through the kill switch.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import socket
 from collections.abc import Callable, Coroutine
@@ -24,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from knightwatch.cli.fleet import NatsUrl, StateDir, _urls
+from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
 from knightwatch.cli.options import OptionError, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
@@ -33,7 +32,7 @@ from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import assemble, changes_of
-from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.connect import FleetError
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.errors import quoted
 from knightwatch.flags.activation import (
@@ -46,7 +45,25 @@ from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
 from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
 from knightwatch.flags.state import StateUnavailable
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import (
+    JSON_MAX_BYTES,
+    InputFileError,
+    check_json_depth,
+    load_toml,
+    read_bytes,
+)
+from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.trust.approval import (
+    APPROVAL_TTL_S,
+    Approval,
+    ApprovalKind,
+    check_approval,
+    decode_approval_file,
+    sign_approval,
+)
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role, TrustError
+from knightwatch.trust.store import TrustStore
 
 app = typer.Typer(help="Flag governance: registry lint, inspection, gated activation.")
 rollout_app = typer.Typer(
@@ -56,7 +73,6 @@ rollout_app = typer.Typer(
 REGISTRY_OPT = typer.Option(Path(REGISTRY_FILENAME), "--registry", help="flag registry file")
 POLICY_OPT = typer.Option(None, "--policy", help="activation policy TOML")
 _ACCESSORS = ", ".join(DEFAULT_ACCESSORS)
-ACTOR_OPT = typer.Option(None, "--actor", help="who is making the change (default: login)")
 T = TypeVar("T")
 
 
@@ -156,18 +172,53 @@ def list_flags(registry: Path = REGISTRY_OPT) -> None:
     console.print(table)
 
 
+ApprovalOpt = typer.Option(
+    None,
+    "--approval",
+    help="a second person's signed approval of this change (`knightwatch flags approve`)",
+)
+
+
+def _read_approval(console: Console, path: Path | None) -> Envelope | None:
+    """The approval file (bounded read), checked against the roster once logged in."""
+    if path is None:
+        return None
+    try:
+        data = read_bytes(path, "approval", JSON_MAX_BYTES)
+        check_json_depth(data, f"approval {path}")
+        return decode_approval_file(data, f"approval {path}")
+    except (InputFileError, TrustError) as exc:
+        raise _fail(console, str(exc)) from None
+
+
+def _nodes_key(nodes: tuple[str, ...]) -> tuple[str, ...] | None:
+    return tuple(sorted(nodes)) if nodes else None
+
+
 def _plane_run(console: Console, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one control-plane command; expected failures exit 2 with the message."""
     try:
         return asyncio.run(make())
-    except (ControlPlaneUnavailable, FleetError, RolloutError, StateUnavailable, ValueError) as exc:
+    except (
+        ControlPlaneUnavailable,
+        FleetError,
+        RolloutError,
+        StateUnavailable,
+        TrustError,
+        ValueError,
+    ) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 @app.command("show")
 def show(
-    flag_id: str, registry: Path = REGISTRY_OPT, nats_url: str = NatsUrl, state_dir: Path = StateDir
+    flag_id: str,
+    registry: Path = REGISTRY_OPT,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
 ) -> None:
     """One flag: definition, hash, history, per-node values, applied revisions, changes."""
     console = Console()
@@ -187,7 +238,11 @@ def show(
         console.print(f"  {entry.at} {entry.actor}: {entry.action} {entry.note}", highlight=False)
 
     async def go() -> dict[str, tuple[bytes, int]]:
-        async with control_plane(_urls(nats_url), state_dir, "flags-show") as plane:
+        async with session(nats_url, state_dir, "flags-show", key, anchor) as (
+            plane,
+            _signer,
+            _store,
+        ):
             return await plane.records(Bucket.FLAGS)
 
     records = _plane_run(console, go)
@@ -219,17 +274,74 @@ def _on_off(console: Console, value: str) -> bool:
     return value.lower() == "on"
 
 
+@app.command("approve")
+def approve_change(
+    flag_id: str,
+    value: str = typer.Argument(..., help="on or off"),
+    requester: str = typer.Option(..., "--for", help="who will make the change (roster name)"),
+    nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
+    rollout: bool = typer.Option(False, "--rollout", help="approve `rollout start` instead"),
+    reason: str = typer.Option(..., "--reason", help="why you approve, for the record"),
+    out: Path = typer.Option(..., "--out", help="the signed approval file to hand over"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Sign your approval (you: a second person with the approver role) of one flag change
+    or rollout by --for; they pass the file with --approval. Valid for an hour."""
+    console = Console()
+    try:
+        chosen = node_list("--nodes", nodes)
+    except OptionError as exc:
+        raise _fail(console, str(exc)) from None
+    target = _on_off(console, value)
+
+    async def go() -> str:
+        async with session(nats_url, state_dir, "flags-approve", key, anchor) as (_, signer, store):
+            roster = store.roster
+            if roster is None or not roster.has_role(signer.name, Role.APPROVER):
+                raise TrustError(f"--key: {signer.name} does not hold the approver role")
+            if requester == signer.name:
+                raise TrustError("--for: you cannot approve your own change")
+            now = SystemClock().time_ns()
+            approval = Approval(
+                ApprovalKind.ROLLOUT if rollout else ApprovalKind.FLAG,
+                flag_id,
+                target,
+                None if rollout else _nodes_key(chosen),
+                requester,
+                reason,
+                now,
+                now + int(APPROVAL_TTL_S * NS_PER_S),
+            )
+            try:
+                with out.open("xb") as f:
+                    f.write(encode_envelope(sign_approval(approval, signer)))
+            except FileExistsError:
+                raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+            return signer.name
+
+    who = _plane_run(console, go)
+    console.print(
+        f"approved by {who}: {flag_id} -> {value} for {requester}; written to {out} "
+        f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}",
+        highlight=False,
+    )
+
+
 @app.command("set")
 def set_flag(
     flag_id: str,
     value: str = typer.Argument(..., help="on or off"),
     nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
-    actor: str = ACTOR_OPT,
-    approver: str = typer.Option(None, "--approver", help="second approver"),
+    approval: Path | None = ApprovalOpt,
     timeout: float = typer.Option(2.0, "--timeout", min=0.01, help="seconds to wait for nodes"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -246,21 +358,38 @@ def set_flag(
     target = _on_off(console, value)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
-    request = ActivationRequest(
-        flag_id=flag_id,
-        value=target,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        origin=_origin(),
-        nodes=chosen,
-        approver=approver,
-    )
+    approved = _read_approval(console, approval)
 
     async def go() -> tuple[ActivationResult, dict[str, float], list[str]]:
         clock = SystemClock()
-        async with control_plane(_urls(nats_url), state_dir, "flags-set") as plane:
+        async with session(nats_url, state_dir, "flags-set", key, anchor) as (
+            plane,
+            signer,
+            trust,
+        ):
+            approver = None
+            if approved is not None:
+                approver = check_approval(
+                    approved,
+                    trust.roster,
+                    kind=ApprovalKind.FLAG,
+                    flag_id=flag_id,
+                    value=target,
+                    nodes=_nodes_key(chosen),
+                    requester=signer.name,
+                    now_ns=clock.time_ns(),
+                )
+            request = ActivationRequest(
+                flag_id=flag_id,
+                value=target,
+                actor=signer.name,
+                reason=reason,
+                origin=_origin(),
+                nodes=chosen,
+                approver=approver,
+            )
             view = await fleet_snapshot(plane, clock)
-            kill = await kill_in_force(plane)
+            kill = await kill_in_force(plane, trust)
             frozen = describe(kill) if kill is not None else None
             store = PlaneFlagStore(plane, clock)
             gate = ActivationGate(reg, view, store, clock, pol, frozen_by=frozen)
@@ -309,13 +438,15 @@ def _health(console: Console, path: Path | None) -> SupervisorConfig:
 
 def _driver(
     plane: ControlPlane,
+    signer: Signer,
+    store: TrustStore,
     reg: FlagRegistry,
     pol: ActivationPolicy,
     health: SupervisorConfig | None = None,
 ) -> RolloutDriver:
     clock = SystemClock()
     return RolloutDriver(
-        plane, reg, clock, KillSwitch(plane, clock, "rollout"), policy=pol, health=health
+        plane, reg, clock, KillSwitch(plane, clock, signer, store), policy=pol, health=health
     )
 
 
@@ -325,8 +456,7 @@ def rollout_start(
     plan: Annotated[
         Path | None, typer.Option("--plan", help="rollout plan TOML (stages, gates)")
     ] = None,
-    actor: str = ACTOR_OPT,
-    approver: str = typer.Option(None, "--approver", help="second approver"),
+    approval: Path | None = ApprovalOpt,
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
     supervisor_config: Annotated[
@@ -337,6 +467,8 @@ def rollout_start(
             "--config` runs with, so gates and halts agree (default: its defaults)",
         ),
     ] = None,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -354,14 +486,26 @@ def rollout_start(
     pol = _policy(console, policy)
     health = _health(console, supervisor_config)
     chosen = rollout_plan or RolloutPlan()
+    approved = _read_approval(console, approval)
+    flag = reg.get(flag_id)
 
     async def go() -> RolloutState:
-        async with control_plane(_urls(nats_url), state_dir, "rollout") as plane:
-            driver = _driver(plane, reg, pol, health)
+        async with session(nats_url, state_dir, "rollout", key, anchor) as (plane, signer, store):
+            approver = None
+            if approved is not None and flag is not None:
+                approver = check_approval(
+                    approved,
+                    store.roster,
+                    kind=ApprovalKind.ROLLOUT,
+                    flag_id=flag_id,
+                    value=not flag.safe_default,
+                    nodes=None,
+                    requester=signer.name,
+                    now_ns=SystemClock().time_ns(),
+                )
+            driver = _driver(plane, signer, store, reg, pol, health)
             await driver.start()
-            state = await driver.begin(
-                flag_id, chosen, actor=actor or getpass.getuser(), approver=approver
-            )
+            state = await driver.begin(flag_id, chosen, actor=signer.name, approver=approver)
             total = sum(stage.hold_s for stage in chosen.stages)
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), console=console
@@ -389,6 +533,8 @@ def rollout_abort(
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -398,8 +544,12 @@ def rollout_abort(
     pol = _policy(console, policy)
 
     async def go() -> RolloutState:
-        async with control_plane(_urls(nats_url), state_dir, "rollout-abort") as plane:
-            driver = _driver(plane, reg, pol)
+        async with session(nats_url, state_dir, "rollout-abort", key, anchor) as (
+            plane,
+            signer,
+            store,
+        ):
+            driver = _driver(plane, signer, store, reg, pol)
             await driver.start()
             return await driver.abort(flag_id, reason)
 
@@ -410,6 +560,8 @@ def rollout_abort(
 def rollout_status(
     flag_id: str = typer.Argument(None, help="one flag (default: all rollouts)"),
     as_json: bool = typer.Option(False, "--json", help="print the rollout state as JSON"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -417,7 +569,11 @@ def rollout_status(
     console = Console()
 
     async def go() -> dict[str, tuple[bytes, int]]:
-        async with control_plane(_urls(nats_url), state_dir, "rollout-status") as plane:
+        async with session(nats_url, state_dir, "rollout-status", key, anchor) as (
+            plane,
+            _signer,
+            _store,
+        ):
             return await plane.records(Bucket.ROLLOUTS)
 
     records = _plane_run(console, go)

@@ -9,12 +9,12 @@ rule, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import getpass
+import contextlib
 import inspect
 import logging
 import os
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService
-from knightwatch.control.fleet.freeze import refuse_if_frozen
+from knightwatch.control.fleet.approvals import Requests, RequestStatus
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
@@ -39,7 +39,9 @@ from knightwatch.control.node.lease import (
     DEFAULT_LEASE_TIMEOUT_S,
     LeasePolicy,
 )
+from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import (
     Bucket,
 )
@@ -58,10 +60,13 @@ from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import decode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
-from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import Refused, check_state
+from knightwatch.trust.identity import Signer, default_key_path, load_signer
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore, load_anchor
 
 console = Console()
 T = TypeVar("T")
@@ -77,6 +82,18 @@ StateDir = typer.Option(
     Path(".knightwatch"), "--state-dir", envvar="KNIGHTWATCH_STATE_DIR", help="state directory"
 )
 Replicas = typer.Option(1, "--replicas", min=1, max=5, help="JetStream replicas (3 for a cluster)")
+KeyOpt = typer.Option(
+    None,
+    "--key",
+    envvar="KNIGHTWATCH_KEY",
+    help="your private key: who acts is whoever signs (default ~/.knightwatch/identity.key)",
+)
+AnchorOpt = typer.Option(
+    None,
+    "--anchor",
+    envvar="KNIGHTWATCH_ANCHOR",
+    help="the roster's trust anchor TOML (default STATE_DIR/trust/anchor.toml)",
+)
 MetricsPort = typer.Option(
     None,
     "--metrics-port",
@@ -109,6 +126,26 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _key_path(key: Path | None) -> Path:
+    return key if key is not None else default_key_path()
+
+
+def _anchor(anchor: Path | None, state_dir: Path) -> TrustStore:
+    return TrustStore(load_anchor(anchor or state_dir / "trust" / "anchor.toml"))
+
+
+@contextlib.asynccontextmanager
+async def session(
+    nats_url: str, state_dir: Path, name: str, key: Path | None, anchor: Path | None
+) -> AsyncIterator[tuple[NatsControlPlane, Signer, TrustStore]]:
+    """A plane connected as the key's owner, the roster followed, the owner named by it."""
+    urls = _urls(nats_url)  # where to go is checked before whose key goes there
+    unnamed = load_signer(_key_path(key), "unnamed")
+    store = _anchor(anchor, state_dir)
+    async with control_plane(urls, state_dir, name, signer=unnamed) as plane:
+        yield plane, await identify(plane, unnamed, store), store
 
 
 def _scope_or_exit(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
@@ -168,9 +205,10 @@ def node(
     flags: Path | None = typer.Option(
         None, "--flags", help="release: compiled-in flag table (or feature-flags.yaml)"
     ),
-    node_key: Path | None = typer.Option(
-        None, "--node-key", help="release: this node's enrolled attestation key"
+    key: Path = typer.Option(
+        ..., "--key", help="this node's enrolled key (its identity, NATS login, attestations)"
     ),
+    anchor: Path | None = AnchorOpt,
     attest_interval: float = typer.Option(
         5.0, "--attest-interval", min=0.2, help="seconds between re-attestations"
     ),
@@ -181,8 +219,9 @@ def node(
     The node trades nothing itself: the order flow of the process that embeds it
     does (see `knightwatch.control.serve`).
 
-    With --artifacts/--config/--flags/--node-key the node is admitted by the
-    admission service before it takes a lease or arms, and re-attests for drift.
+    With --artifacts/--config/--flags the node is admitted by the admission
+    service before it takes a lease or arms, and re-attests for drift; without
+    them it is refused whenever the fleet has a target release.
     """
     _serve_node_command(trader=None, **locals())
 
@@ -202,7 +241,8 @@ def _serve_node_command(
     artifacts: Path | None,
     config: Path | None,
     flags: Path | None,
-    node_key: Path | None,
+    key: Path,
+    anchor: Path | None,
     attest_interval: float,
     metrics_port: int | None,
 ) -> None:
@@ -215,10 +255,10 @@ def _serve_node_command(
         )
         raise typer.Exit(2)
 
-    release_inputs = (artifacts, config, flags, node_key)
+    release_inputs = (artifacts, config, flags)
     if any(x is not None for x in release_inputs) and None in release_inputs:
         console.print(
-            "[red]error:[/red] --artifacts, --config, --flags, --node-key: give all four "
+            "[red]error:[/red] --artifacts, --config, --flags: give all three "
             "(release admission) or none"
         )
         raise typer.Exit(2)
@@ -226,19 +266,21 @@ def _serve_node_command(
     async def go() -> None:
         policy = LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
         state_dir.mkdir(parents=True, exist_ok=True)
+        signer = load_signer(key, node_id)
+        trust_anchor = load_anchor(anchor or state_dir / "trust" / "anchor.toml")
         attestor = None
-        key = None
-        if artifacts is not None and config is not None and flags is not None and node_key:
+        if artifacts is not None and config is not None and flags is not None:
             table = load_flag_schema(flags)
             hash_config(config)  # unreadable inputs stop the node here, before it connects
             list_directory(artifacts)
             measure = directory_measure(artifacts, config, table)
-            key = load_signing_key(node_key)
-            attestor = Attestor(node_id, key, measure, clock=SystemClock())
+            attestor = Attestor(node_id, signer.key, measure, clock=SystemClock())
         await serve_node(
             node_id,
             _urls(nats_url),
             state_dir,
+            signer=signer,
+            anchor=trust_anchor,
             limits_path=limits,
             policy=policy,
             trader=trader,
@@ -248,7 +290,6 @@ def _serve_node_command(
             attestor=attestor,
             attest_s=attest_interval,
             metrics_port=metrics_port,
-            signer=key,
         )
 
     _run(go)
@@ -281,10 +322,6 @@ def _drill_node_command() -> Callable[..., None]:
     return drill_node
 
 
-def _actor(actor: str | None) -> str:
-    return actor or os.environ.get("KNIGHTWATCH_ACTOR") or getpass.getuser()
-
-
 def kill(
     reason: str = typer.Option(..., "--reason", help="why; recorded with the command"),
     node_id: str | None = typer.Option(None, "--node", help="only this node"),
@@ -296,29 +333,37 @@ def kill(
     timeout: float = typer.Option(
         2.0, "--timeout", min=0.01, help="seconds to wait for confirmations"
     ),
-    actor: str | None = typer.Option(
-        None, "--actor", help="who (default: $KNIGHTWATCH_ACTOR or login)"
-    ),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not)."""
-    scope, key = _scope_or_exit(node_id, strategy, symbol)
+    """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not).
+
+    One person (an operator), never waiting on an approval."""
+    scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
 
     from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
 
     evidence: list[Path] = []
 
     async def go() -> CommandResult:
-        async with control_plane(_urls(nats_url), state_dir, "kill") as plane:
-            ks = KillSwitch(plane, SystemClock(), _actor(actor))
+        async with session(nats_url, state_dir, "kill", key, anchor) as (plane, signer, store):
+            roster = store.roster
+            if roster is None or not roster.has_role(signer.name, Role.OPERATOR):
+                held = ", ".join(m.roles[0] for m in roster.keys_of(signer.name)) if roster else ""
+                raise FleetError(
+                    f"--key: {signer.name} holds {held or 'no role'}; a kill needs the operator "
+                    "role (nodes and the server would refuse it)"
+                )
+            ks = KillSwitch(plane, SystemClock(), signer, store)
             state = TradingState.REDUCING if drain else TradingState.HALTED
-            result = await ks.kill(scope, key, reason, timeout_s=timeout, state=state)
+            result = await ks.kill(scope, slot_key, reason, timeout_s=timeout, state=state)
             # after the kill returned, never on its path: freeze point and evidence
             auto = auto_snapshot_settings()
             if auto is not None and result.revision is not None:
                 _print_result(result, "drain" if drain else "kill")
-                evidence.append(await snapshot_after_kill(plane, result, *auto, _actor(actor)))
+                evidence.append(await snapshot_after_kill(plane, result, *auto))
             return result
 
     result = _run(go)
@@ -335,10 +380,52 @@ def resume(
     node_id: str | None = typer.Option(None, "--node"),
     strategy: str | None = typer.Option(None, "--strategy"),
     symbol: str | None = typer.Option(None, "--symbol"),
-    timeout: float = typer.Option(2.0, "--timeout", min=0.01),
-    actor: str | None = typer.Option(
-        None, "--actor", help="who (default: $KNIGHTWATCH_ACTOR or login)"
+    ack: list[str] = typer.Option(
+        [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
     ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with [preflight] bounds (and the [ramp] approve uses)"
+    ),
+    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Request a resume of a halted scope: preflight first; a second person applies it
+    with `approve ID`, which ramps it back in stages.
+
+    Refused (exit 1) unless every preflight item passes. The request is bound to
+    the halt stored now: if that changes before it is approved, it is stale and
+    cannot be applied. Requests expire."""
+    from knightwatch.cli.incident import config_or_exit, resume_flow
+
+    scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
+    config_or_exit(config)
+
+    async def go() -> str | None:
+        async with session(nats_url, state_dir, "resume", key, anchor) as (plane, signer, store):
+            ks = KillSwitch(plane, SystemClock(), signer, store)
+            _, request = await resume_flow(
+                plane, ks, scope, slot_key, reason, acknowledged=ack, config=config,
+                webhook=webhook,
+            )  # fmt: skip
+            return request.id if request is not None else None
+
+    request_id = _run(go)
+    if request_id is None:
+        console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
+        raise typer.Exit(1)
+    console.print(
+        f"resume requested: [bold]{request_id}[/bold]; a second person with the approver role "
+        f"runs `knightwatch approve {request_id}`",
+        highlight=False,
+    )
+
+
+def approve(
+    request_id: str = typer.Argument(..., help="the request id `resume` printed"),
+    timeout: float = typer.Option(2.0, "--timeout", min=0.01),
     ack: list[str] = typer.Option(
         [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
     ),
@@ -346,35 +433,69 @@ def resume(
         None, "--config", help="TOML with [ramp] stages and [preflight] bounds"
     ),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST a trip's page to"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Resume a halted scope: preflight checklist first, then a staged ramp that trips back.
+    """Approve a pending resume (you must not be its requester): preflight again, then the
+    resume applied as a staged ramp that trips back. Exit 1 if refused or tripped."""
+    from knightwatch.cli.incident import approve_flow, config_or_exit, print_outcome
 
-    Refused unless every preflight item passes; recorded with who and why;
-    refused if someone changed the scope meanwhile. Exit 1 if refused or tripped.
-    """
-    from knightwatch.cli.incident import config_or_exit, print_outcome, resume_flow
-
-    scope, key = _scope_or_exit(node_id, strategy, symbol)
     config_or_exit(config)
 
     async def go() -> RampOutcome | None:
-        async with control_plane(_urls(nats_url), state_dir, "resume") as plane:
-            ks = KillSwitch(plane, SystemClock(), _actor(actor))
-            _, ramped = await resume_flow(
-                plane, ks, scope, key, reason, timeout_s=timeout, acknowledged=ack,
-                config=config, webhook=webhook,
+        async with session(nats_url, state_dir, "approve", key, anchor) as (plane, signer, store):
+            ks = KillSwitch(plane, SystemClock(), signer, store)
+            _, outcome = await approve_flow(
+                plane, ks, request_id, timeout_s=timeout, acknowledged=ack, config=config,
+                webhook=webhook,
             )  # fmt: skip
-            return ramped
+            return outcome
 
     outcome = _run(go)
     if outcome is None:
         console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
         raise typer.Exit(1)
+    if outcome.resume is not None:
+        _print_result(outcome.resume, "resume")
     print_outcome(outcome)
-    if not outcome.completed:
+    if not outcome.completed or (outcome.resume is not None and not outcome.resume.ok):
         raise typer.Exit(1)
+
+
+def requests(
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Resume requests: pending ones first, with who asked, for what and until when."""
+
+    async def go() -> list[tuple[str, str, str, str, str, str, str]]:
+        async with session(nats_url, state_dir, "requests", key, anchor) as (plane, signer, store):
+            found = await Requests(KillSwitch(plane, SystemClock(), signer, store)).list()
+        return [
+            (
+                r.id,
+                str(r.status),
+                f"{r.entry.scope.value} {r.entry.key}",
+                r.requester + (f" + {', '.join(r.approvers)}" if r.approvers else ""),
+                r.entry.reason,
+                _when(r.entry.expires_ns) if r.status is RequestStatus.PENDING else r.detail,
+                r.preflight or "-",
+            )
+            for r in found
+        ]
+
+    rows = _run(go)
+    table = Table(title="resume requests")
+    table.add_column("id", no_wrap=True)
+    for col in ("status", "scope", "by", "reason", "expires (UTC) / detail", "preflight"):
+        table.add_column(col)
+    for row in sorted(rows, key=lambda r: r[1] != "pending"):
+        table.add_row(*row)
+    console.print(table)
 
 
 def _when(ns: int) -> str:
@@ -391,6 +512,8 @@ def status(
     node_id: str | None = typer.Option(None, "--node", help="entries of this node only"),
     strategy: str | None = typer.Option(None, "--strategy", help="entries of this strategy"),
     symbol: str | None = typer.Option(None, "--symbol", help="entries of this symbol"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
 ) -> None:
     """The fleet: nodes, leases, trading states, last confirmation; and every kill/halt entry.
 
@@ -401,7 +524,7 @@ def status(
         wanted = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> None:
-        async with control_plane(_urls(nats_url), state_dir, "status") as plane:
+        async with session(nats_url, state_dir, "status", key, anchor) as (plane, _, store):
             members = await plane.members()
             states = await plane.states()
             verdicts = {
@@ -411,7 +534,16 @@ def status(
             ramps = await ramp_records(plane)
         now = SystemClock().time_ns()
         nodes = Table(title="nodes")
-        for col in ("node", "host:pid", "lease", "admitted", "armed", "state", "last confirmation"):
+        for col in (
+            "node",
+            "host:pid",
+            "lease",
+            "admitted",
+            "armed",
+            "state",
+            "last confirmation",
+            "refused commands",
+        ):
             nodes.add_column(col)
         for m in members:
             left_ms = (m.lease_expires_ns - now) / 1e6
@@ -428,6 +560,8 @@ def status(
                 f"{m.last_command_id[:8]} {_when(m.last_confirmed_ns)}"
                 if m.last_command_id
                 else "-",
+                (f"[red]{m.refused}[/red] ({m.last_refusal})" if m.refused else "0")
+                + (f" [red]DUPLICATE id at {m.duplicate}[/red]" if m.duplicate else ""),
             )
         console.print(nodes)
         releases = Table(title="release admission")
@@ -445,17 +579,22 @@ def status(
         table = Table(title="kill switch entries")
         for col in ("scope", "key", "state", "actor", "reason", "issued (UTC)", "rev"):
             table.add_column(col)
-        for e, rev in sorted(states.values(), key=lambda x: x[1]):
+        for slot, (e, rev) in sorted(states.items(), key=lambda x: x[1][1]):
+            if e is None:
+                table.add_row(slot, "", "[red]UNVERIFIED[/red]", "-", "no entry", "-", str(rev))
+                continue
             if wanted is not None and (e.scope, e.key) != wanted:
                 continue
+            try:
+                checked = check_state(
+                    e.command(), e.proof, store.roster, now_ns=now, live=False
+                ).describe()
+                state_text = TradingState(e.state).name
+            except Refused as exc:
+                checked = f"[red]{e.actor} (REFUSED: {exc})[/red]"
+                state_text = "[red]UNVERIFIED (held HALTED)[/red]"
             table.add_row(
-                e.scope.value,
-                e.key,
-                TradingState(e.state).name,
-                e.actor,
-                e.reason,
-                _when(e.issued_ns),
-                str(rev),
+                e.scope.value, e.key, state_text, checked, e.reason, _when(e.issued_ns), str(rev)
             )
         console.print(table)
         if ramps:
@@ -481,21 +620,29 @@ def supervisor(
         None, "--config", help="TOML file with a [supervisor] table"
     ),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
     metrics_port: int | None = MetricsPort,
 ) -> None:
-    """Watch node metrics and halt anomalies automatically; pages every action."""
+    """Watch node metrics and halt anomalies automatically; pages every action.
+
+    Runs as the supervisor identity (--key): it may kill and drain, nothing else."""
 
     async def go() -> None:
         cfg = _supervisor_config(config)
         clock = SystemClock()
-        async with control_plane(_urls(nats_url), state_dir, "supervisor") as plane:
+        async with session(nats_url, state_dir, "supervisor", key, anchor) as (
+            plane,
+            signer,
+            store,
+        ):
             supervisor_ = Supervisor(cfg, clock)
             service = SupervisorService(
                 plane,
                 supervisor_,
-                KillSwitch(plane, clock, "supervisor"),
+                KillSwitch(plane, clock, signer, store),
                 Pager(webhook),
                 sweep_s=1.0,
                 concurrent=True,
@@ -619,6 +766,8 @@ admission_app = typer.Typer(
 def admission_serve(
     policy: Path = typer.Option(..., "--policy", help="trust policy TOML (pinned here)"),
     registry: Path = typer.Option(..., "--registry", help="feature-flags.yaml"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -626,8 +775,10 @@ def admission_serve(
 
     async def go() -> None:
         trust, schema = load_trust_policy(policy), load_registry_schema(registry)
-        async with control_plane(_urls(nats_url), state_dir, "admission") as plane:
-            await AdmissionService(plane, trust, schema, clock=SystemClock()).start()
+        async with session(nats_url, state_dir, "admission", key, anchor) as (plane, _, store):
+            await AdmissionService(
+                plane, trust, schema, clock=SystemClock(), roster=TrustStore(store.anchor)
+            ).start()
             console.print("admission service running; Ctrl-C to stop")
             await wait_for_signal()
 
@@ -638,7 +789,8 @@ def admission_serve(
 def admission_target(
     envelope: Path = typer.Argument(..., help="signed release envelope (DSSE JSON)"),
     reason: str = typer.Option(..., "--reason", help="why; recorded (a rollback says so)"),
-    actor: str | None = typer.Option(None, "--actor", help="who (default: login)"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -647,8 +799,12 @@ def admission_target(
     async def go() -> TargetReply:
         data = read_bytes(envelope, "envelope", JSON_MAX_BYTES)
         env = decode_envelope(data, source=f"envelope {envelope}")
-        request = ENCODER.encode(TargetRequest(env, _actor(actor), reason))
-        async with control_plane(_urls(nats_url), state_dir, "admission-target") as plane:
+        async with session(nats_url, state_dir, "admission-target", key, anchor) as (
+            plane,
+            signer,
+            _,
+        ):
+            request = ENCODER.encode(TargetRequest(env, signer.name, reason))
             reply = await plane.request(SUBJECT_TARGET, request, timeout_s=5.0)
         return TARGET_REPLY_DECODER.decode(reply)
 
@@ -667,30 +823,13 @@ def admission_target(
     )
 
 
-@admission_app.command("enrol")
-def admission_enrol(
-    node_id: str = typer.Option(..., "--node", help="node id"),
-    key: Path = typer.Option(..., "--key", help="the node's public key (NAME.pub)"),
-    nats_url: str = NatsUrl,
-    state_dir: Path = StateDir,
-) -> None:
-    """Enrol a node's attestation key: only enrolled nodes can be admitted."""
-
-    async def go() -> None:
-        public = load_verify_key(key)
-        async with control_plane(_urls(nats_url), state_dir, "admission-enrol") as plane:
-            await refuse_if_frozen(plane, f"enrolment of node {node_id}")
-            await plane.put_record(Bucket.ROSTER, node_id, public.to_base64().encode())
-        console.print(f"node {node_id} enrolled with key {public.key_id[:16]}")
-
-    _run(go)
-
-
 COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("node", node),
     ("drill-node", _drill_node_command()),
     ("kill", kill),
     ("resume", resume),
+    ("approve", approve),
+    ("requests", requests),
     ("status", status),
     ("supervisor", supervisor),
     ("up", up),

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from knightwatch.cli.fleet import MetricsPort, NatsUrl, StateDir, _run, _urls
+from knightwatch.cli.fleet import AnchorOpt, MetricsPort, NatsUrl, StateDir, _run, _urls
 from knightwatch.clock import SystemClock
 from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.node.lease import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S, LeasePolicy
@@ -27,7 +27,8 @@ from knightwatch.gateway.config import GatewayConfig
 from knightwatch.gateway.engine import GatewayError
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.flagfiles import load_flag_schema
-from knightwatch.release.keys import load_signing_key
+from knightwatch.trust.identity import load_signer
+from knightwatch.trust.store import load_anchor
 
 console = Console()
 
@@ -52,33 +53,40 @@ def gateway(
     artifacts: Path | None = typer.Option(None, "--artifacts", help="release: installed files"),
     release_config: Path | None = typer.Option(None, "--release-config", help="release: config"),
     flags: Path | None = typer.Option(None, "--flags", help="release: compiled-in flag table"),
-    node_key: Path | None = typer.Option(None, "--node-key", help="release: attestation key"),
+    key: Path = typer.Option(
+        ..., "--key", help="the gateway node's enrolled key (identity, NATS login, attestations)"
+    ),
+    anchor: Path | None = AnchorOpt,
 ) -> None:
     """Run the FIX risk gateway as a fleet node: clients in, the Guard, the venue out."""
     try:
         cfg = GatewayConfig.from_toml(config_file)
     except GatewayError as exc:
         _fail(str(exc))
-    release_inputs = (artifacts, release_config, flags, node_key)
+    release_inputs = (artifacts, release_config, flags)
     if any(x is not None for x in release_inputs) and None in release_inputs:
-        _fail("--artifacts, --release-config, --flags, --node-key: give all four or none")
+        _fail("--artifacts, --release-config, --flags: give all three (release admission) or none")
 
     async def go() -> None:
         from knightwatch.gateway.service import serve_gateway
 
         state_dir.mkdir(parents=True, exist_ok=True)
+        signer = load_signer(key, cfg.node)
+        trust_anchor = load_anchor(anchor or state_dir / "trust" / "anchor.toml")
         attestor = None
-        if artifacts and release_config and flags and node_key:
+        if artifacts and release_config and flags:
             table = load_flag_schema(flags)
             hash_config(release_config)  # unreadable inputs stop here, before connecting
             list_directory(artifacts)
             measure = directory_measure(artifacts, release_config, table)
-            attestor = Attestor(cfg.node, load_signing_key(node_key), measure, clock=SystemClock())
+            attestor = Attestor(cfg.node, signer.key, measure, clock=SystemClock())
         try:
             await serve_gateway(
                 cfg,
                 _urls(nats_url),
                 state_dir,
+                signer=signer,
+                anchor=trust_anchor,
                 limits_path=limits,
                 policy=LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat),
                 recorder_path=recorder,

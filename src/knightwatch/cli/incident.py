@@ -2,7 +2,9 @@
 
 The commands an operator runs after a kill, in the order of docs/runbook.md:
 take the evidence snapshot before anything restarts, check the preflight, then
-`knightwatch resume`, which runs the same preflight and ramps back in stages.
+`knightwatch resume`, which runs the same preflight and, if it passes, stores a
+signed request; `knightwatch approve ID` by a second person runs the preflight
+again and ramps the resume back in stages.
 """
 
 from __future__ import annotations
@@ -17,14 +19,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from knightwatch.cli.fleet import NatsUrl, StateDir, _actor, _run, _scope_or_exit, _urls
+from knightwatch.cli.fleet import (
+    AnchorOpt,
+    KeyOpt,
+    NatsUrl,
+    StateDir,
+    _run,
+    _scope_or_exit,
+    session,
+)
 from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.approvals import Request, Requests
 from knightwatch.control.fleet.freeze import record_known_good
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.control.plane.wire import RampRecord
+from knightwatch.control.plane.wire import RampRecord, StateEntry
 from knightwatch.errors import KnightwatchError
 from knightwatch.incident.preflight import (
     Checklist,
@@ -93,6 +103,35 @@ def _stage_line(record: RampRecord) -> None:
     )
 
 
+async def _preflight(
+    plane: ControlPlane,
+    ks: KillSwitch,
+    scope: Scope,
+    key: str,
+    *,
+    acknowledged: Collection[str],
+    cfg: PreflightConfig,
+    pager: Pager,
+) -> Checklist:
+    """The preflight as nodes see the kill state (signatures checked); prints it and halts
+    crash-looping nodes (a stop: one person, never gated)."""
+    clock = SystemClock()
+    checklist = await run_preflight(
+        plane, scope, key, clock=clock, config=cfg, acknowledged=acknowledged, trust=ks.trust
+    )
+    print_checklist(checklist)
+    if checklist.crash_looping:
+        halted = await halt_crash_loops(checklist, ks, pager, clock)
+        console.print(f"[red]crash loop:[/red] {', '.join(halted)} halted and paged")
+    return checklist
+
+
+def _verdict(checklist: Checklist) -> str:
+    if checklist.passed:
+        return f"passed ({len(checklist.items)} checks)"
+    return "REFUSED: " + ", ".join(i.name for i in checklist.failures)
+
+
 async def resume_flow(
     plane: ControlPlane,
     ks: KillSwitch,
@@ -100,27 +139,52 @@ async def resume_flow(
     key: str,
     reason: str,
     *,
+    acknowledged: Collection[str] = (),
+    config: Path | None = None,
+    webhook: str | None = None,
+) -> tuple[Checklist, Request | None]:
+    """The requester's half: the preflight, then (only if it passes) a signed request
+    bound to the revision, with the preflight's verdict recorded. Prints the checklist."""
+    _, cfg = incident_config(config)
+    checklist = await _preflight(
+        plane, ks, scope, key, acknowledged=acknowledged, cfg=cfg, pager=Pager(webhook)
+    )
+    if not checklist.passed:
+        return checklist, None
+    request = await Requests(ks).create(scope, key, reason, preflight=_verdict(checklist))
+    return checklist, request
+
+
+async def approve_flow(
+    plane: ControlPlane,
+    ks: KillSwitch,
+    request_id: str,
+    *,
     timeout_s: float,
     acknowledged: Collection[str] = (),
     config: Path | None = None,
     webhook: str | None = None,
 ) -> tuple[Checklist, RampOutcome | None]:
-    """The preflight, then (only if it passes) the ramped resume. Prints both."""
+    """The approver's half: the preflight again (the fleet may have moved since the
+    request), then the co-signed resume applied through a ramp. Prints both."""
     plan, cfg = incident_config(config)
-    clock = SystemClock()
-    checklist = await run_preflight(
-        plane, scope, key, clock=clock, config=cfg, acknowledged=acknowledged
-    )
-    print_checklist(checklist)
+    requests = Requests(ks)
+    request, _ = await requests.eligible(request_id)  # before the preflight runs
+    scope, key = request.entry.scope, request.entry.key
     pager = Pager(webhook)
-    if checklist.crash_looping:
-        halted = await halt_crash_loops(checklist, ks, pager, clock)
-        console.print(f"[red]crash loop:[/red] {', '.join(halted)} halted and paged")
+    checklist = await _preflight(
+        plane, ks, scope, key, acknowledged=acknowledged, cfg=cfg, pager=pager
+    )
     if not checklist.passed:
         return checklist, None
+    clock = SystemClock()
     controller = RampController(plane, ks, clock, plan, pager=pager, on_stage=_stage_line)
     console.print(f"ramp trips on: {RampWatch(scope, key, plan, 0, []).would_trip()}")
-    outcome = await controller.resume(scope, key, reason, timeout_s=timeout_s)
+
+    async def ramp(entry: StateEntry) -> RampOutcome:
+        return await controller.apply(entry, timeout_s=timeout_s)
+
+    outcome = await requests.approve_with(request_id, ramp)
     return checklist, outcome
 
 
@@ -136,7 +200,7 @@ def print_outcome(outcome: RampOutcome) -> None:
 
 
 async def snapshot_after_kill(
-    plane: ControlPlane, result: CommandResult, key_path: Path, out_dir: Path, actor: str
+    plane: ControlPlane, result: CommandResult, key_path: Path, out_dir: Path
 ) -> Path:
     """What `kill` does after it returned, when configured: known-good release, then evidence."""
     clock = SystemClock()
@@ -145,7 +209,7 @@ async def snapshot_after_kill(
         plane,
         clock,
         load_signing_key(key_path),
-        actor=actor,
+        actor=result.entry.actor,
         reason=f"automatic, after kill {result.entry.command_id}: {result.entry.reason}",
         listen_s=0.5,
     )
@@ -166,22 +230,22 @@ def auto_snapshot_settings() -> tuple[Path, Path] | None:
 
 @app.command("snapshot")
 def snapshot(
-    key: Path = typer.Option(..., "--key", help="your private signing key (knightwatch keys new)"),
     out: Path | None = typer.Option(None, "--out", help="archive file (default: timestamped)"),
     reason: str = typer.Option("incident evidence", "--reason"),
     last: int = typer.Option(200, "--last", min=1, help="flight-recorder records kept per node"),
-    actor: str | None = typer.Option(None, "--actor"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Collect the evidence (kills, confirmations, verdicts, flags, recorder heads) and sign it."""
+    """Collect the evidence (kills, confirmations, verdicts, flags, recorder heads) and sign
+    it with your key (--key): the snapshot names whoever signed it."""
 
     async def go() -> Path:
-        signing = load_signing_key(key)
         clock = SystemClock()
-        async with control_plane(_urls(nats_url), state_dir, "snapshot") as plane:
+        async with session(nats_url, state_dir, "snapshot", key, anchor) as (plane, signer, _):
             data = await take_snapshot(
-                plane, clock, signing, actor=_actor(actor), reason=reason, last_records=last
+                plane, clock, signer.key, actor=signer.name, reason=reason, last_records=last
             )
         stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
         path = out if out is not None else Path(f"snapshot-{stamp}.tar")
@@ -233,18 +297,26 @@ def preflight(
     symbol: str | None = typer.Option(None, "--symbol"),
     ack: list[str] = typer.Option([], "--ack", help="acknowledge a Guard halt's cause (its code)"),
     config: Path | None = typer.Option(None, "--config", help="TOML with [preflight] and [ramp]"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
     """The checklist `resume` runs, without resuming (exit 1 if any item fails)."""
 
-    scope, key = _scope_or_exit(node_id, strategy, symbol)
+    scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
 
     async def go() -> Checklist:
         _, cfg = incident_config(config)
-        async with control_plane(_urls(nats_url), state_dir, "preflight") as plane:
+        async with session(nats_url, state_dir, "preflight", key, anchor) as (plane, _, store):
             return await run_preflight(
-                plane, scope, key, clock=SystemClock(), config=cfg, acknowledged=ack
+                plane,
+                scope,
+                slot_key,
+                clock=SystemClock(),
+                config=cfg,
+                acknowledged=ack,
+                trust=store,
             )
 
     checklist = _run(go)
@@ -276,6 +348,7 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan) -> Table:
 
 __all__ = [
     "app",
+    "approve_flow",
     "auto_snapshot_settings",
     "print_outcome",
     "ramp_rows",

@@ -35,7 +35,9 @@ from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits, LimitsError
-from knightwatch.release.checkpoint import Signer
+from knightwatch.release.signing import TrustPolicy
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ async def serve_node(
     urls: list[str],
     state_dir: Path,
     *,
+    signer: Signer,
+    anchor: TrustPolicy,
     limits_path: Path | None,
     policy: LeasePolicy,
     trader: Trader | None = None,
@@ -112,7 +116,6 @@ async def serve_node(
     attestor: Attestor | None = None,
     attest_s: float = 5.0,
     metrics_port: int | None = None,
-    signer: Signer | None = None,
     checkpoint_s: float = DEFAULT_CHECKPOINT_S,
     guard_class: type[Guard] = Guard,
     prepare: Prepare | None = None,
@@ -122,11 +125,14 @@ async def serve_node(
     `guard_class` is `LockedGuard` for a process that calls the Guard from several
     threads; `prepare` runs after admission and before arming.
 
+    `signer` is the node's enrolled key (its NATS login, the signature on its
+    automatic halts and attestations); `anchor` pins the roster's first admins.
+
     With an attestor the node arms only once admitted on the fleet's target
     release, and keeps its flag state in sync (confirming each revision). With
     `metrics_port` (0 = any free port) it serves Prometheus metrics on 127.0.0.1.
-    With a `signer` (the node's enrolled key) it signs its flight recorder's head
-    every `checkpoint_s` and when it stops (`Checkpointer`).
+    With the same key it signs its flight recorder's head every `checkpoint_s` and
+    when it stops (`Checkpointer`).
     """
     clock = clock or SystemClock()
     limits = load_limits(limits_path, policy)
@@ -156,12 +162,14 @@ async def serve_node(
     guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
-            urls, state_dir, f"node-{node_id}", replicas=replicas, embed=True
+            urls, state_dir, f"node-{node_id}", replicas=replicas, signer=signer
         ) as plane:
             runtime = NodeRuntime(
                 guard,
                 plane,
                 clock=clock,
+                trust=TrustStore(anchor),
+                signer=signer,
                 policy=policy,
                 metrics_s=metrics_s,
                 shipper=shipper,
@@ -170,19 +178,14 @@ async def serve_node(
                 recovered=recovered,
             )
             exposition: MetricsServer | None = None
-            checkpointer = (
-                Checkpointer(recorder, path, node_id, signer, clock, plane)
-                if signer is not None
-                else None
-            )
+            checkpointer = Checkpointer(recorder, path, node_id, signer.key, clock, plane)
             signing: asyncio.Task[None] | None = None
             try:
                 if metrics_port is not None:
                     exposition = serve_node_metrics(runtime, metrics_port)
                     print(f"node {node_id} metrics on {exposition.url}", flush=True)
                 await runtime.start()
-                if checkpointer is not None:
-                    signing = asyncio.create_task(checkpointer.run(checkpoint_s))
+                signing = asyncio.create_task(checkpointer.run(checkpoint_s))
                 if attestor is not None:
                     await NodeFlags(runtime).start()
                 if await first_of(runtime.release_event, stop):
@@ -198,8 +201,7 @@ async def serve_node(
                     signing.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await signing
-                if checkpointer is not None:
-                    await checkpointer.close()
+                await checkpointer.close()
                 recorder.close()
 
 

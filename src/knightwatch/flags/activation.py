@@ -245,6 +245,7 @@ class ActivationGate:
         ):
             return (
                 ActivationCode.SECOND_APPROVER_REQUIRED,
-                f"changes trading behaviour; policy '{rule}' requires a second approver",
+                f"changes trading behaviour; policy '{rule}' requires a second approver "
+                "(a signed approval: `knightwatch flags approve`, then --approval FILE)",
             )
         return None

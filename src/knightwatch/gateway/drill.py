@@ -40,7 +40,9 @@ from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.engine import GatewayError, free_port
+from knightwatch.sim.drill.drill import local_kit
 from knightwatch.state import Scope
+from knightwatch.trust.kit import Kit
 
 SYMBOLS = ("L000", "L001", "L002", "M000", "M001")
 PARENT_QTY = 1_000
@@ -166,7 +168,11 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
     )
     procs = _Processes(state_dir)
     oms: FixClient | None = None
-    async with control_plane([], state_dir, "fix-drill", embed=True) as plane:
+    kit = local_kit(state_dir, ["fixgw"])  # the gateway's key, alice who kills (keys 0600)
+    trust_dir = state_dir / "trust"
+    async with control_plane(
+        [], state_dir, "fix-drill", signer=kit.signer("alice"), embed=kit
+    ) as plane:
         try:
             vlog = procs.spawn(
                 "venue",
@@ -192,6 +198,10 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
                     str(state_dir / "limits.toml"),
                     "--state-dir",
                     str(state_dir),
+                    "--key",
+                    str(trust_dir / "keys" / "fixgw.key"),
+                    "--anchor",
+                    str(trust_dir / "anchor.toml"),
                 ],
             )
             await procs.wait_line(vlog, "venue VENUE on")
@@ -203,7 +213,7 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
             phases = [await _normal_flow(oms, orders)]
             runaway, children = await _runaway(oms)
             phases.append(runaway)
-            kill = await _kill(oms, plane)
+            kill = await _kill(oms, plane, kit)
             venue_orders = _venue_orders(procs, vlog)
         finally:
             if oms is not None:
@@ -282,7 +292,7 @@ async def _runaway(oms: FixClient) -> tuple[PhaseReport, int]:
     return _phase("Power Peg runaway", oms, "P", len(ids), t0), len(ids)
 
 
-async def _kill(oms: FixClient, plane: NatsControlPlane) -> KillReport:
+async def _kill(oms: FixClient, plane: NatsControlPlane, kit: Kit) -> KillReport:
     """Rest orders, kill the fleet, and watch the venue cancels come back."""
     ids = [f"K{i}" for i in range(20)]
     for i, cid in enumerate(ids):
@@ -291,7 +301,7 @@ async def _kill(oms: FixClient, plane: NatsControlPlane) -> KillReport:
         oms.new_order(cid, sym, "1", 100, round(ref * 0.97, 2))
     await _settle(oms, ids)
     working = _live_ids(oms)
-    switch = KillSwitch(plane, SystemClock(), "fix-drill")
+    switch = KillSwitch(plane, SystemClock(), kit.signer("alice"), kit.store())
     t0 = time.monotonic()
     result = await switch.kill(Scope.FLEET, "fleet", "Power Peg drill", timeout_s=5.0)
     confirmed_ms = result.latencies_ms.get("fixgw", float("nan"))

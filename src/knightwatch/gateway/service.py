@@ -30,6 +30,8 @@ from knightwatch.gateway.config import GatewayConfig
 from knightwatch.gateway.engine import GatewayError
 from knightwatch.gateway.gateway import Gateway
 from knightwatch.guard import LockedGuard
+from knightwatch.release.signing import TrustPolicy
+from knightwatch.trust.identity import Signer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,8 @@ async def serve_gateway(
     urls: list[str],
     state_dir: Path,
     *,
+    signer: Signer,
+    anchor: TrustPolicy,
     limits_path: Path | None,
     policy: LeasePolicy,
     recorder_path: Path | None = None,
@@ -131,13 +135,18 @@ async def serve_gateway(
     attestor: Attestor | None = None,
     log_messages: bool = True,
 ) -> None:
-    """Run the gateway node until SIGTERM/SIGINT (what `knightwatch gateway` does)."""
+    """Run the gateway node until SIGTERM/SIGINT (what `knightwatch gateway` does).
+
+    `signer` is the gateway node's enrolled key (its NATS login and signatures) and
+    `anchor` pins the roster's first admins, as for `knightwatch node`."""
     host = GatewayHost(config, state_dir / "fix" / config.node, log_messages=log_messages)
     try:
         await serve_node(
             config.node,
             urls,
             state_dir,
+            signer=signer,
+            anchor=anchor,
             limits_path=limits_path,
             policy=policy,
             trader=host.run,

@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
-from knightwatch.control.fleet.freeze import known_good
+from knightwatch.control.fleet.freeze import held, known_good
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
@@ -40,9 +40,11 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
     NodeStatus,
     StateEntry,
+    slot_of,
 )
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.store import TrustStore
 
 
 class PreflightConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -137,23 +139,25 @@ async def run_preflight(
     config: PreflightConfig | None = None,
     acknowledged: Collection[str] = (),
     safe_defaults: Mapping[str, bool] | None = None,
+    trust: TrustStore | None = None,
 ) -> Checklist:
     """Every check against the store of record and what the nodes say now; only reads.
 
     `acknowledged` holds the reason codes the resume request acknowledges (the
     cause of a Guard halt); `safe_defaults` (flag id -> safe value) lets a flag
-    change back to its safe default pass without approval.
+    change back to its safe default pass without approval. With `trust`, kill-state
+    entries are judged as nodes judge them (one that does not verify is a halt).
     """
     cfg = config if config is not None else PreflightConfig()
     key = FLEET_KEY if scope is Scope.FLEET else key
     offsets, heard = await _listen(plane, clock, cfg.listen_s)
     now = clock.time_ns()
-    states = await plane.states()
+    states = held(await plane.states(), trust)
     members = [m for m in await plane.members() if not m.left]
     items: list[CheckItem] = []
 
     # halted: the scope must be halted, and by which entry
-    entry, _ = await plane.get_state(scope, key)
+    entry, _ = states.get(slot_of(scope, key), (None, 0))
     if entry is None or entry.state is TradingState.ACTIVE:
         items.append(CheckItem("halted", False, f"{scope.value} {key!r} is not halted"))
         kill_ns = now

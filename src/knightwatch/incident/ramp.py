@@ -9,6 +9,10 @@ supervisor's alert, the Guard's own automatic halt, an operator's kill) or a
 spike of blocked orders trips it: one kill of the scope, a page, and the
 reason recorded on the ramp. Nobody needs a second person to trip it.
 
+The resume a ramp applies is a signed request approved by a second person
+(`RampController.apply` takes it as approved; nodes verify both signatures
+before they trade again), so ramping changes nothing about who may resume.
+
 `RampWatch` is the pure decision (stages, trip rules), shared by the live
 `RampController` and the replay, so the two cannot disagree.
 """
@@ -18,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.state import Scope, TradingState, scope_key
+from knightwatch.trust.identity import Signer
 
 log = logging.getLogger(__name__)
 
@@ -315,17 +319,44 @@ class RampController:
         key: str,
         reason: str,
         *,
+        approvers: Sequence[Signer] = (),
         timeout_s: float = 2.0,
         nodes: Sequence[str] | None = None,
     ) -> RampOutcome:
-        """Store stage one, wait for every node to apply it, resume, then walk the stages."""
+        """Request a resume, co-sign it with `approvers` in this process, and ramp it.
+
+        Tests, the drill and the replay use this; people use a request and `approve`."""
+        entry = await self.ks.request_resume(scope, scope_key(scope, key), reason)
+        for approver in approvers:
+            entry = entry.cosigned(approver.key)
+        return await self.apply(entry, timeout_s=timeout_s, nodes=nodes)
+
+    async def apply(
+        self,
+        entry: StateEntry,
+        *,
+        timeout_s: float = 2.0,
+        nodes: Sequence[str] | None = None,
+    ) -> RampOutcome:
+        """Store stage one, wait for every node to apply it, apply the signed resume `entry`
+        (approvals included), then walk the stages.
+
+        A request decided on a revision the slot no longer holds is refused as stale
+        before any stage is stored (`KillSwitchError`)."""
+        scope, key, reason = entry.scope, entry.key, entry.reason
+        _, revision = await self.plane.get_state(scope, key)
+        if revision != entry.decided_on:
+            raise KillSwitchError(
+                f"resume {entry.command_id[:12]} is stale: {scope.value} {key!r} changed since "
+                f"it was decided on (revision {entry.decided_on}, now {revision}); "
+                "request a new one"
+            )
         await self._subscribe()
         self._tripped.clear()
-        key = scope_key(scope, key)
         targets = list(nodes) if nodes is not None else await self.ks.live_nodes()
         if scope is Scope.NODE:
             targets = [key]
-        ramp_id = uuid.uuid4().hex[:12]
+        ramp_id = entry.command_id[:12]  # the request id: ramp and request name each other
         start = self.clock.time_ns()
         first = self.plan.stages[0].fraction
         record = RampRecord(
@@ -336,7 +367,7 @@ class RampController:
             self.plan.fractions,
             first,
             "ramping",
-            self.ks.actor,
+            entry.actor if entry.actor == self.ks.actor else f"{entry.actor}+{self.ks.actor}",
             reason,
             start,
         )
@@ -348,16 +379,16 @@ class RampController:
             raise RampError(f"ramp {ramp_id}: {why}")
         self._watch = RampWatch(scope, key, self.plan, self.clock.time_ns(), targets)
         try:
-            resumed = await self.ks.resume(
-                scope, key, f"{reason} [ramp {ramp_id}]", timeout_s=timeout_s
-            )
+            resumed = await self.ks.apply_resume(entry, timeout_s=timeout_s)
         except (KillSwitchError, RevisionConflict) as exc:
             # no resume happened: the record must not keep holding stage-one limits as "ramping"
             why = f"resume not issued: {exc}"
             await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
             raise
-        # the resume itself is newer than the watch start: only later halts trip it
-        self._watch.start_ns = resumed.entry.issued_ns + 1
+        # The stages run from now, when the resume was applied, not from when it was
+        # requested (an approved request can be minutes old); and only halts issued
+        # after it trip the ramp.
+        self._watch.start_ns = max(self.clock.time_ns(), resumed.entry.issued_ns + 1)
         stage = 0
         while True:
             if self._watch.tripped:

@@ -21,9 +21,12 @@ A resume goes through `SimulatedRamp`: the ramp record stored first, every
 node's runtime applying the stage's limits, the resume, then the live
 controller's own `RampWatch` deciding the stages and the trip on the same
 metrics and stored halts. Nothing here re-implements a rule (principle 1 in
-docs/architecture.md); only the clock and the transport differ. Coroutines run
-to completion on a private event loop, which never waits on real time because
-memory delivery is inline.
+docs/architecture.md); only the clock and the transport differ. Trust too: the
+replay provisions a roster (`trust.Kit`) on the fabric, every node follows and
+verifies it, every kill is signed and every resume co-signed by a second person
+and checked by the same code as on a live fleet. Coroutines run to completion
+on a private event loop, which never waits on real time because memory
+delivery is inline.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
@@ -68,6 +72,9 @@ from knightwatch.incident.ramp import RampPlan, RampWatch
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
 
 T = TypeVar("T")
 _SETTLE_TIMEOUT_S = 10.0
@@ -159,6 +166,15 @@ class SimulatedFleet:
         operator = MemoryControlPlane(self.fabric)
         self._run(operator.connect())
         self._operator = operator
+        node_keys = {n: a.key for n, a in admission.attestors.items()} if admission else {}
+        self.kit = Kit(
+            now_ns=0,
+            people={"operator": (Role.OPERATOR, Role.APPROVER), "approver": (Role.APPROVER,)},
+            nodes=[g.node for g in guards],
+            node_keys=node_keys,
+        )
+        for envelope in self.kit.envelopes:
+            self._run(publish_roster(operator, envelope))
         self.admission: AdmissionService | None = None
         self._attest_ns = 0
         self._next_attest = 0
@@ -173,6 +189,8 @@ class SimulatedFleet:
                 guard,
                 plane,
                 clock=clock,
+                trust=TrustStore(self.kit.anchor),
+                signer=self.kit.signer(guard.node),
                 policy=self.policy,
                 attestor=attestor,
                 attest_s=admission.attest_s if admission is not None else 5.0,
@@ -184,7 +202,7 @@ class SimulatedFleet:
         self._run(operator.subscribe_metrics(self._on_published))
         self._run(operator.subscribe_states(self._on_state))
         self.ramp: SimulatedRamp | None = None
-        self._switches: dict[str, KillSwitch] = {}
+        self.killswitch = KillSwitch(operator, clock, self.kit.signer("operator"), self.kit.store())
         self.service: SupervisorService | None = None
         self.supervisor: Supervisor | None = None
         if supervisor is not None:
@@ -195,7 +213,7 @@ class SimulatedFleet:
                 self.service = SupervisorService(
                     sup_plane,
                     self.supervisor,
-                    KillSwitch(sup_plane, clock, "supervisor"),
+                    KillSwitch(sup_plane, clock, self.kit.signer("supervisor"), self.kit.store()),
                     Pager(),
                     confirm_timeout_s=0.01,
                 )
@@ -209,12 +227,13 @@ class SimulatedFleet:
         plane = MemoryControlPlane(self.fabric)
         self._run(plane.connect())
         self.admission = AdmissionService(
-            plane, admission.trust, admission.registry, clock=self.clock
+            plane,
+            admission.trust,
+            admission.registry,
+            clock=self.clock,
+            roster=TrustStore(self.kit.anchor),
         )
         self._run(self.admission.start())
-        for node, attestor in admission.attestors.items():
-            public = attestor.key.public.to_base64().encode()
-            self._run(self._operator.put_record(Bucket.ROSTER, node, public))
         reply = self.set_target(admission.target, admission.actor, "fleet target release")
         if not reply.accepted:
             why = "; ".join(str(f) for f in reply.findings)
@@ -338,19 +357,21 @@ class SimulatedFleet:
         actor: str = "operator",
         state: TradingState = TradingState.HALTED,
     ) -> CommandResult:
-        """A kill at the current simulated instant (confirmed before it returns), by `actor`:
-        an operator's, or another component's (a rollout abort)."""
-        return self._run(self._switch(actor).kill(scope, key, reason, timeout_s=0.01, state=state))
+        """An operator's kill at the current simulated instant (confirmed before it returns).
 
-    def _switch(self, actor: str) -> KillSwitch:
-        switch = self._switches.get(actor)
-        if switch is None:
-            switch = self._switches[actor] = KillSwitch(self._operator, self.clock, actor=actor)
-        return switch
+        Signed by the replay's operator identity; `actor` (the layer that asked) goes into
+        the reason, since who acted is whoever signed."""
+        why = reason if actor == "operator" else f"{actor}: {reason}"
+        return self._run(self.killswitch.kill(scope, key, why, timeout_s=0.01, state=state))
 
     def resume(self, scope: Scope, key: str, reason: str, actor: str) -> CommandResult:
-        """A resume at full limits at the current simulated instant, by `actor`."""
-        return self._run(self._switch(actor).resume(scope, key, reason, timeout_s=0.01))
+        """A resume at the current simulated instant, requested by the replay's operator
+        and co-signed by its approver (two people, as every resume needs)."""
+        why = reason if actor == "operator" else f"{actor}: {reason}"
+        approver = self.kit.signer("approver")
+        return self._run(
+            self.killswitch.resume(scope, key, why, timeout_s=0.01, approvers=(approver,))
+        )
 
     def put_ramp(self, record: RampRecord) -> None:
         """Store a ramp record as the live controller does; nodes apply it at once."""

@@ -8,12 +8,12 @@ report it unconfirmed.
 from __future__ import annotations
 
 from knightwatch.clock import SimClock
-from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryFabric
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
 
+from ...identities import BOB, switch
 from ..conftest import Backend
 from ..fleet_fixtures import OrderIds, S, make_node, plane_on
 from ..helpers import entry
@@ -24,7 +24,7 @@ MS = 1_000_000
 async def _fleet(backend: Backend, clock: SimClock, n: int) -> list[NodeRuntime]:
     nodes = []
     for i in range(n):
-        node = make_node(f"n{i + 1}", await backend.plane(), clock)
+        node = make_node(f"n{i + 1}", await backend.plane(f"n{i + 1}"), clock)
         await node.start()
         nodes.append(node)
     return nodes
@@ -33,8 +33,8 @@ async def _fleet(backend: Backend, clock: SimClock, n: int) -> list[NodeRuntime]
 async def test_same_instant_kills_are_ordered_and_all_confirmed(backend: Backend) -> None:
     clock = SimClock(5_000 * MS)  # frozen: every command below is issued at the same instant
     nodes = await _fleet(backend, clock, 2)
-    operator = KillSwitch(await backend.plane(), clock, actor="operator")
-    supervisor = KillSwitch(await backend.plane(), clock, actor="supervisor")
+    operator = switch(await backend.plane("alice"), clock, "alice")
+    supervisor = switch(await backend.plane("supervisor"), clock, "supervisor")
     targets = ["n1", "n2"]
     try:
         halt = await operator.kill(Scope.FLEET, "", "stop", timeout_s=10.0, targets=targets)
@@ -58,7 +58,7 @@ async def test_same_instant_kills_are_ordered_and_all_confirmed(backend: Backend
             Scope.FLEET, "", "drain again", timeout_s=10.0, state=TradingState.HALTED
         )
         assert again.entry.issued_ns > drain.entry.issued_ns and again.ok
-        resumed = await operator.resume(Scope.FLEET, "", "fixed", timeout_s=10.0)
+        resumed = await operator.resume(Scope.FLEET, "", "fixed", timeout_s=10.0, approvers=(BOB,))
         assert resumed.entry.issued_ns > again.entry.issued_ns and resumed.ok
         for node in nodes:
             assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
@@ -69,12 +69,15 @@ async def test_same_instant_kills_are_ordered_and_all_confirmed(backend: Backend
 
 async def test_a_kill_superseded_by_a_resume_is_not_confirmed(backend: Backend) -> None:
     clock = SimClock(5_000 * MS)
-    node = make_node("n1", await backend.plane(), clock)
+    node = make_node("n1", await backend.plane("n1"), clock)
     await node.start()
     sent: list[str] = []
     try:
         await node._on_state(entry(state=TradingState.HALTED, command_id="kill", issued_ns=8))
-        await node._on_state(entry(state=TradingState.ACTIVE, command_id="resume", issued_ns=9))
+        resume = entry(
+            state=TradingState.ACTIVE, command_id="resume", issued_ns=9, supersedes="kill"
+        )
+        await node._on_state(resume)
         before = len(node.confirmed)
         await node._on_state(entry(state=TradingState.HALTED, command_id="kill", issued_ns=8))
         sent = [c.command_id for c in node.confirmed[before:]]
@@ -89,10 +92,11 @@ async def test_an_unseen_kill_older_than_a_resume_still_halts_and_confirms(
 ) -> None:
     """Its issuer's clock lags (or the store was unreachable to order it): fail closed."""
     clock = SimClock(5_000 * MS)
-    node = make_node("n1", await backend.plane(), clock)
+    node = make_node("n1", await backend.plane("n1"), clock)
     await node.start()
     try:
-        await node._on_state(entry(state=TradingState.ACTIVE, command_id="resume", issued_ns=9))
+        resume = entry(state=TradingState.ACTIVE, command_id="resume", issued_ns=9, supersedes="k0")
+        await node._on_state(resume)
         await node._on_state(entry(state=TradingState.HALTED, command_id="late", issued_ns=8))
         assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
         assert node.confirmed[-1].command_id == "late"
@@ -112,13 +116,13 @@ def test_equal_instants_order_by_severity_then_actor_not_by_id() -> None:
 
 async def test_kill_from_a_lagging_clock_still_halts_and_is_stored_newest() -> None:
     fabric = MemoryFabric()
-    clock = SimClock(1_000 * S)
+    clock = SimClock(5_000 * S)  # in step with alice; bob's clock lags
     node = make_node("n1", await plane_on(fabric), clock)
     await node.start()
-    ahead = KillSwitch(await plane_on(fabric), SimClock(5_000 * S), actor="alice")
-    lagging = KillSwitch(await plane_on(fabric), SimClock(10 * S), actor="bob")
+    ahead = switch(await plane_on(fabric), SimClock(5_000 * S), "alice")
+    lagging = switch(await plane_on(fabric), SimClock(10 * S), "bob")
     await ahead.kill(Scope.FLEET, "", "first", timeout_s=0.2)
-    await ahead.resume(Scope.FLEET, "", "fixed")
+    await ahead.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
     assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     result = await lagging.kill(Scope.FLEET, "", "again", timeout_s=0.2)
     assert result.ok
@@ -138,13 +142,15 @@ async def test_kill_from_a_lagging_clock_still_halts_and_is_stored_newest() -> N
 async def test_kill_after_another_switch_wrote_the_slot_still_stores_newest() -> None:
     """The switch's remembered revision is stale: its CAS must fail, re-read and bump."""
     fabric = MemoryFabric()
-    clock = SimClock(1_000 * S)
+    clock = SimClock(5_000 * S)  # in step with alice; bob's clock lags
     node = make_node("n1", await plane_on(fabric), clock)
     await node.start()
-    lagging = KillSwitch(await plane_on(fabric), SimClock(10 * S), actor="bob")
-    ahead = KillSwitch(await plane_on(fabric), SimClock(5_000 * S), actor="alice")
+    lagging = switch(await plane_on(fabric), SimClock(10 * S), "bob")
+    ahead = switch(await plane_on(fabric), SimClock(5_000 * S), "alice")
     await lagging.kill(Scope.FLEET, "", "first", timeout_s=0.2)  # bob remembers this write
-    await ahead.resume(Scope.FLEET, "", "fixed")  # alice writes the slot after him
+    await ahead.resume(
+        Scope.FLEET, "", "fixed", approvers=(BOB,)
+    )  # alice writes the slot after him
     assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     result = await lagging.kill(Scope.FLEET, "", "again", timeout_s=0.2)
     assert result.ok and node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
@@ -159,7 +165,7 @@ async def test_strategy_symbol_scope_halts_one_pair_on_every_node() -> None:
     clock = SimClock(1_000 * S)
     node = make_node("n1", await plane_on(fabric), clock)
     await node.start()
-    ks = KillSwitch(await plane_on(fabric), clock, actor="alice")
+    ks = switch(await plane_on(fabric), clock, "alice")
     result = await ks.kill(Scope.STRATEGY_SYMBOL, "mm/AAPL", "pair", timeout_s=0.2)
     assert result.ok and result.targets == ["n1"]
     ids = OrderIds("c")
@@ -168,3 +174,25 @@ async def test_strategy_symbol_scope_halts_one_pair_on_every_node() -> None:
     assert node.check(ids.order("MSFT", "mm")).accepted
     assert node.check(ids.order("AAPL", "other")).accepted
     await node.stop()
+
+
+async def test_a_kill_is_stored_even_when_a_target_never_confirms(backend: Backend) -> None:
+    """The store write waits for the confirmations (the stop first, the record second), but
+    only briefly: a node that never answers does not keep the kill out of the store."""
+    from knightwatch.clock import SystemClock
+
+    clock = SystemClock()
+    nodes = await _fleet(backend, clock, 1)
+    operator = switch(await backend.plane("alice"), clock, "alice")
+    try:
+        result = await operator.kill(
+            Scope.FLEET, "", "stop", timeout_s=0.5, targets=["n1", "ghost"]
+        )
+        assert result.missing == ["ghost"] and "n1" in result.latencies_ms
+        assert result.revision is not None, result.durable_error
+        stored, revision = await (await backend.plane("carol")).get_state(Scope.FLEET, "fleet")
+        assert stored is not None and stored.command_id == result.entry.command_id
+        assert revision == result.revision
+    finally:
+        for node in nodes:
+            await node.stop()

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.clock import SimClock
-from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import (
     Action,
@@ -29,6 +28,7 @@ from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
+from ...identities import switch
 from ..fleet_fixtures import OrderIds, make_node
 
 S = 1_000_000_000
@@ -169,7 +169,7 @@ async def test_service_halts_the_node_through_the_kill_switch_and_pages(webhook:
     service = SupervisorService(
         sup_plane,
         Supervisor(SupervisorConfig(), clock),
-        KillSwitch(sup_plane, clock, "supervisor"),
+        switch(sup_plane, clock, "supervisor"),
         Pager(webhook),
         confirm_timeout_s=0.2,
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from knightwatch.clock import SimClock
-from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
@@ -18,6 +17,7 @@ from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
+from ...identities import switch
 from ..fleet_fixtures import OrderIds, make_node
 
 S = 1_000_000_000
@@ -40,7 +40,7 @@ async def _fleet(
     service = SupervisorService(
         sup_plane,
         Supervisor(SupervisorConfig(stale_after_s=2.0), clock),
-        KillSwitch(sup_plane, clock, "supervisor"),
+        switch(sup_plane, clock, "supervisor"),
         Pager(),
         concurrent=True,
         **service_kw,

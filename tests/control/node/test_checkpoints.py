@@ -1,7 +1,8 @@
 """The node's checkpoints in the control plane: a rewrite is caught after the disk is wiped.
 
-A real nats-server; `knightwatch audit verify --nats-url` in its own process reads
-the node's enrolled key and latest checkpoint from the plane.
+A real nats-server with authorization on; `knightwatch audit verify --nats-url` in
+its own process (logged in as carol) reads the node's latest checkpoint from the
+plane and its enrolled key from the roster, verified from the trust anchor.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from knightwatch.audit import GENESIS, AuditContext, FlightRecorder
 from knightwatch.audit.chain import seal_batch
 from knightwatch.clock import SimClock
 from knightwatch.control.node.checkpoints import Checkpointer, sidecar_path
-from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.server import EmbeddedNatsServer
-from knightwatch.release.keys import write_key_pair
+from knightwatch.control.site import Site
 
 CTX = AuditContext(node="n1")
 
@@ -39,15 +37,13 @@ def reseal(lines: list[bytes]) -> bytes:
 
 
 async def test_checkpoints_shipped_to_the_control_plane_outlive_the_node_disk(
-    tmp_path: Path, nats_server: EmbeddedNatsServer
+    tmp_path: Path, nats_server: Site
 ) -> None:
     """The attacker rewrites the file and deletes the checkpoints beside it; the copy in
     the control plane (with the node's enrolled key) still catches the rewrite."""
-    key, _, _ = write_key_pair(tmp_path / "keys", "n1")
-    plane = NatsControlPlane([nats_server.url], name="test")
-    await plane.connect()
+    key = nats_server.signer("n1").key  # the node's enrolled key signs its checkpoints
+    plane = await nats_server.connect("n1")
     try:
-        await plane.put_record(Bucket.ROSTER, "n1", key.public.to_base64().encode())
         path = tmp_path / "n1.jsonl"
         clock = SimClock(1_343_826_000 * 10**9)
         rec = FlightRecorder(path, clock=clock)
@@ -65,7 +61,8 @@ async def test_checkpoints_shipped_to_the_control_plane_outlive_the_node_disk(
     proc = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "knightwatch", "audit", "verify", str(path), "--nats-url",
-         nats_server.url],
+         nats_server.url, "--identity", str(nats_server.key_path("carol")),
+         "--trust-anchor", str(nats_server.anchor_path)],
         capture_output=True,
         text=True,
         timeout=60,

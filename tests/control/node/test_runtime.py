@@ -16,8 +16,10 @@ from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, StateEntry
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import TrustReason
 
-from ..fleet_fixtures import POLICY, OrderIds, S, make_node, mismatch, plane_on, settle
+from ...identities import BOB, signer, switch, trust
+from ..fleet_fixtures import POLICY, OrderIds, S, make_node, mismatch, plane_on, relay_on, settle
 from ..helpers import entry
 
 MS = 1_000_000
@@ -35,7 +37,7 @@ async def fleet(n: int) -> tuple[MemoryFabric, SimClock, list[NodeRuntime], Kill
         nodes.append(node)
     operator = MemoryControlPlane(fabric)
     await operator.connect()
-    return fabric, clock, nodes, KillSwitch(operator, clock, actor="alice")
+    return fabric, clock, nodes, switch(operator, clock, "alice")
 
 
 async def stop_all(nodes: list[NodeRuntime]) -> None:
@@ -53,7 +55,7 @@ async def test_fleet_kill_is_confirmed_by_every_node_and_blocks_orders() -> None
     for n in nodes:
         d = n.check(ids.order())
         assert not d.accepted and d.reason is RejectReason.HALTED
-    resumed = await ks.resume(Scope.FLEET, "", "fixed")
+    resumed = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
     assert resumed.ok
     assert all(n.check(ids.order()).accepted for n in nodes)
     await stop_all(nodes)
@@ -88,7 +90,7 @@ async def test_strategy_and_symbol_scopes_and_drain() -> None:
 async def test_resume_refuses_what_is_not_halted_and_needs_reason() -> None:
     _, _, nodes, ks = await fleet(1)
     with pytest.raises(KillSwitchError, match="not halted"):
-        await ks.resume(Scope.FLEET, "", "nothing to do")
+        await ks.resume(Scope.FLEET, "", "nothing to do", approvers=(BOB,))
     with pytest.raises(KillSwitchError, match="reason"):
         await ks.kill(Scope.FLEET, "", "  ")
     await stop_all(nodes)
@@ -158,12 +160,23 @@ def test_lease_must_match_guard_limits() -> None:
 
     with pytest.raises(NodeError, match="lease_timeout_s"):
         NodeRuntime(
-            Guard(Limits(), node="n1"), MemoryControlPlane(MemoryFabric()), clock=SimClock()
+            Guard(Limits(), node="n1"),
+            MemoryControlPlane(MemoryFabric()),
+            clock=SimClock(),
+            trust=trust(),
+            signer=signer("n1"),
         )
 
 
 _entries = st.builds(
-    lambda state, issued, cid: StateEntry(Scope.SYMBOL, "AAPL", state, "r", "a", f"c{cid}", issued),
+    lambda state, issued, cid: entry(
+        Scope.SYMBOL,
+        "AAPL",
+        state,
+        f"c{cid}",
+        issued,
+        supersedes="c-before" if state is TradingState.ACTIVE else "",
+    ),
     st.sampled_from(list(TradingState)),
     st.integers(1, 20),
     st.integers(0, 99),
@@ -190,9 +203,13 @@ async def test_any_delivery_order_keeps_the_newest_entry_or_stricter(
     # first seen after a newer entry still applies (fail closed: its issuer's clock may
     # lag), so only when the newest entry was first seen last is the state exactly its.
     assert final >= newest.state
+    # A resume lifts only the halt it names: a node holding another one refuses it as
+    # stale (signed, but decided on a state this node no longer holds) and stays stricter.
     first_seen = list(dict.fromkeys(e.command_id for e in delivered))
     if first_seen[-1] == newest.command_id:
-        assert final is newest.state
+        assert final is newest.state or (
+            newest.state is TradingState.ACTIVE and node.refused[TrustReason.STALE] > 0
+        )
 
 
 async def test_unseen_halt_applies_even_if_it_orders_older_but_a_seen_one_does_not() -> None:
@@ -200,7 +217,7 @@ async def test_unseen_halt_applies_even_if_it_orders_older_but_a_seen_one_does_n
     node = make_node("n1", await plane_on(fabric), SimClock(1_000 * S))
     await node.start()
     kill = entry(command_id="k1", issued_ns=50)
-    resume = entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=100)
+    resume = entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=100, supersedes="k1")
     await node._on_state(kill)
     await node._on_state(resume)
     assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
@@ -216,6 +233,7 @@ async def test_automatic_halt_is_stored_survives_restart_and_resume_lifts_it() -
     clock = SimClock(1_000 * S)
     node = make_node("n1", await plane_on(fabric), clock)
     await node.start()
+    await relay_on(fabric, clock)
     await mismatch(node, OrderIds("a"))
     assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
     ops = await plane_on(fabric)
@@ -227,8 +245,8 @@ async def test_automatic_halt_is_stored_survives_restart_and_resume_lifts_it() -
     restarted = make_node("n1", await plane_on(fabric), clock)
     await restarted.start()
     assert restarted.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
-    ks = KillSwitch(ops, clock, actor="alice")
-    result = await ks.resume(Scope.NODE, "n1", "reconciled")
+    ks = switch(ops, clock, "alice")
+    result = await ks.resume(Scope.NODE, "n1", "reconciled", approvers=(BOB,))
     assert result.ok
     assert restarted.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
     await restarted.stop()
@@ -239,7 +257,8 @@ async def test_resuming_an_operator_kill_keeps_the_guards_own_halt_and_shows_it(
     clock = SimClock(1_000 * S)
     node = make_node("n1", await plane_on(fabric), clock)
     await node.start()
-    ks = KillSwitch(await plane_on(fabric), clock, actor="alice")
+    await relay_on(fabric, clock)
+    ks = switch(await plane_on(fabric), clock, "alice")
     ids = OrderIds("b")
     working = ids.order()
     assert node.check(working).accepted
@@ -248,14 +267,14 @@ async def test_resuming_an_operator_kill_keeps_the_guards_own_halt_and_shows_it(
     stored, _ = await node.plane.get_state(Scope.NODE, "n1")
     assert stored is not None and stored.actor == "alice"  # the operator's kill is kept
     clock.advance(S)
-    await ks.resume(Scope.NODE, "n1", "kill done")
+    await ks.resume(Scope.NODE, "n1", "kill done", approvers=(BOB,))
     await settle()
     assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.HALTED
     stored, _ = await node.plane.get_state(Scope.NODE, "n1")
     assert stored is not None and stored.state is TradingState.HALTED
     assert stored.source is RejectReason.FILL_MISMATCH
     clock.advance(S)
-    await ks.resume(Scope.NODE, "n1", "reconciled")
+    await ks.resume(Scope.NODE, "n1", "reconciled", approvers=(BOB,))
     assert node.guard.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
     await node.stop()
 

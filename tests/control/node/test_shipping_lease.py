@@ -14,6 +14,7 @@ from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 
+from ...identities import signer, trust
 from ..fleet_fixtures import POLICY, OrderIds
 
 
@@ -32,7 +33,15 @@ async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage()
     )
     guard.on_price("AAPL", 100.0)
     guard.arm("test")
-    node = NodeRuntime(guard, plane, clock=clock, policy=POLICY, shipper=shipper)
+    node = NodeRuntime(
+        guard,
+        plane,
+        clock=clock,
+        policy=POLICY,
+        shipper=shipper,
+        trust=trust(),
+        signer=signer(guard.node),
+    )
     await node.start()
     ids = OrderIds("o")
     for _ in range(3):

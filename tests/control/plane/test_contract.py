@@ -16,6 +16,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.state import Scope, TradingState
 
+from ...identities import NODE_IDS
 from ..conftest import Backend
 from ..helpers import entry, eventually
 
@@ -92,8 +93,8 @@ async def test_announce_and_put_both_reach_other_connections(backend: Backend) -
 
 
 async def test_confirmations_heartbeats_metrics_fan_out(backend: Backend) -> None:
-    node = await backend.plane()
-    operator = await backend.plane()
+    node = await backend.plane("n1")
+    operator = await backend.plane("alice")
     confirmations: list[Confirmation] = []
     beats: list[NodeStatus] = []
     metrics: list[NodeMetrics] = []
@@ -119,15 +120,16 @@ async def test_confirmations_heartbeats_metrics_fan_out(backend: Backend) -> Non
 
 
 async def test_membership_is_durable_and_sorted(backend: Backend) -> None:
-    plane = await backend.plane()
-    await plane.put_member(status("n2"))
-    await plane.put_member(status("n1"))
-    await plane.put_member(status("n1", seen_ns=20))
+    n1, n2 = await backend.plane("n1"), await backend.plane("n2")
+    await n2.put_member(status("n2"))
+    await n1.put_member(status("n1"))
+    await n1.put_member(status("n1", seen_ns=20))
+    plane = await backend.plane("carol")
     assert [(s.node_id, s.seen_ns) for s in await plane.members()] == [("n1", 20), ("n2", 10)]
 
 
 async def test_audit_stream_keeps_order(backend: Backend) -> None:
-    plane = await backend.plane()
+    plane = await backend.plane("n1")
     seqs = [await plane.append_audit(AuditEnvelope("n1", i, b"rec%d" % i)) for i in range(1, 6)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
     got = await plane.audit(start_seq=seqs[1], limit=3)
@@ -168,9 +170,10 @@ async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) 
     """
     writer = await backend.plane()
     reader = await backend.plane()
-    ids = [f"n{i:02d}" for i in range(24)]
+    ids = sorted(NODE_IDS)  # each membership record is written by its own node's login
+    nodes = {node_id: await backend.plane(node_id) for node_id in ids}
     for node_id in ids:
-        await writer.put_member(status(node_id))
+        await nodes[node_id].put_member(status(node_id))
         await writer.put_state(entry(scope=Scope.SYMBOL, key=f"S{node_id}"))
     stop = asyncio.Event()
 
@@ -178,7 +181,8 @@ async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) 
         seen = 10
         while not stop.is_set():
             seen += 1
-            await writer.put_member(status(ids[seen % len(ids)], seen_ns=seen))
+            node_id = ids[seen % len(ids)]
+            await nodes[node_id].put_member(status(node_id, seen_ns=seen))
             await asyncio.sleep(0)
 
     task = asyncio.create_task(churn())

@@ -1,4 +1,7 @@
-"""Contract for durable records, plain messages and request/reply on both backends."""
+"""Contract for durable records, plain messages and request/reply on both backends.
+
+Each connection is the identity whose role may do what it does on an authorized
+server (tests/trust checks that the others are refused)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from ..helpers import eventually
 
 
 async def test_records_round_trip_with_compare_and_swap(backend: Backend) -> None:
-    a = await backend.plane()
-    b = await backend.plane()
+    a = await backend.plane("alice")
+    b = await backend.plane("bob")
+    admission = await backend.plane("admission")
     assert await a.get_record(Bucket.FLAGS, "state.trading.x") == (None, ABSENT)
     rev = await a.put_record(Bucket.FLAGS, "state.trading.x", b"one", expected_revision=ABSENT)
     with pytest.raises(RevisionConflict):
@@ -27,14 +31,15 @@ async def test_records_round_trip_with_compare_and_swap(backend: Backend) -> Non
     with pytest.raises(RevisionConflict):
         await a.put_record(Bucket.FLAGS, "state.trading.x", b"three", expected_revision=rev)
     assert await a.get_record(Bucket.FLAGS, "state.trading.x") == (b"two", rev2)
-    await a.put_record(Bucket.ADMISSION, "n1", b"v")
+    await admission.put_record(Bucket.ADMISSION, "n1", b"v")
     assert await b.records(Bucket.FLAGS) == {"state.trading.x": (b"two", rev2)}
     assert set(await b.records(Bucket.ADMISSION)) == {"n1"}
 
 
 async def test_record_subscribers_see_every_store(backend: Backend) -> None:
-    writer = await backend.plane()
-    reader = await backend.plane()
+    writer = await backend.plane("admission")
+    admin = await backend.plane("admin1")
+    reader = await backend.plane("carol")
     seen: list[Record] = []
 
     async def on_record(record: Record) -> None:
@@ -42,14 +47,15 @@ async def test_record_subscribers_see_every_store(backend: Backend) -> None:
 
     await reader.subscribe_records(Bucket.RELEASE, on_record)
     rev = await writer.put_record(Bucket.RELEASE, "target", b"env")
-    await writer.put_record(Bucket.ROSTER, "n1", b"key")  # another bucket: not delivered
+    await admin.put_record(Bucket.ROSTER, "n1", b"key")  # another bucket: not delivered
     await eventually(lambda: len(seen) >= 1)
     assert seen == [Record(Bucket.RELEASE, "target", b"env", rev)]
 
 
 async def test_request_reply_and_plain_messages(backend: Backend) -> None:
-    server = await backend.plane()
-    client = await backend.plane()
+    server = await backend.plane("admission")
+    client = await backend.plane("n1")
+    listener = await backend.plane("alice")
     with pytest.raises(ControlPlaneUnavailable):
         await client.request("admission.challenge", b"n1", timeout_s=0.5)
 
@@ -63,6 +69,6 @@ async def test_request_reply_and_plain_messages(backend: Backend) -> None:
     async def on_message(payload: bytes) -> None:
         heard.append(payload)
 
-    await server.subscribe("flags.applied", on_message)
+    await listener.subscribe("flags.applied", on_message)
     await client.publish("flags.applied", b"r3")
     await eventually(lambda: heard == [b"r3"])

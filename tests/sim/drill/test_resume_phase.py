@@ -17,17 +17,20 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.control.plane.server import EmbeddedNatsServer
-from knightwatch.sim.drill.drill import run_drill
+from knightwatch.control.site import Site
+from knightwatch.sim.drill.drill import local_kit, run_drill
 
 
-async def test_drill_snapshot_preflight_ramp_and_trip(
-    nats_server: EmbeddedNatsServer, tmp_path: Path
-) -> None:
+async def test_drill_snapshot_preflight_ramp_and_trip(tmp_path: Path) -> None:
     state = tmp_path / "drill"
-    state.mkdir()
+    kit = local_kit(state, [f"n{i}" for i in range(1, 5)])  # the cast the drill reuses
+    site = Site(state, kit=kit)  # an authorized server serving that cast
+    url = await site.astart()
     console = Console(record=True, width=200)
-    report = await run_drill(4, 20.0, "n3", [nats_server.url], state, console, stale=1)
+    try:
+        report = await run_drill(4, 20.0, "n3", [url], state, console, stale=1)
+    finally:
+        site.stop()
     r = report.resume
     assert r is not None, console.export_text()
     assert report.passed and r.passed, console.export_text()

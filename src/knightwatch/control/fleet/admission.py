@@ -3,7 +3,8 @@
 A node asks for a challenge, attests what it actually runs and gets a
 verdict; the verdict is stored durably, so `status`, the flag gate and a
 restarted node all see the same judgement. The judging is the release layer's
-`Admitter`; this service only brings it the roster (enrolled node keys), the
+`Admitter`; this service only brings it the roster (the node identities on the
+signed roster: a node's enrolled key is the key it attests with), the
 fleet's target release and the flag registry, and pins the trust policy:
 a target release is accepted only if it passes `check_release` here, so a
 rollback to a release that re-defines or still knows a retired flag is refused
@@ -15,6 +16,7 @@ fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import msgspec
@@ -25,6 +27,7 @@ from knightwatch.control.fleet.freeze import (
     refuse_if_frozen,
     refuse_target_if_frozen,
 )
+from knightwatch.control.node.trustfeed import follow_roster
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -45,6 +48,8 @@ from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.release.signing import TrustPolicy, verify_release
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +62,25 @@ class AdmissionService:
         registry: RegistrySchema,
         *,
         clock: Clock,
+        roster: TrustStore,
         max_age_s: float = 30.0,
     ) -> None:
         self.plane = plane
+        self.trust_store = roster
         self.trust = trust
         self.registry = registry
         self.clock = clock
         self.roster: dict[str, VerifyKey] = {}
+        self._loaded = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.target: TargetRecord | None = None
         self.admitter = Admitter(
             trust, self.roster, clock=clock, max_age_ns=int(max_age_s * NS_PER_S)
         )
 
     async def start(self) -> None:
-        await self.plane.subscribe_records(Bucket.ROSTER, self._on_roster)
+        await follow_roster(self.plane, self.trust_store, self._enrol)
         await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
-        for node, (value, _) in (await self.plane.records(Bucket.ROSTER)).items():
-            self._enrol(node, value)
         stored, _ = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
         if stored is not None:
             self.target = TARGET_DECODER.decode(stored)
@@ -81,21 +88,38 @@ class AdmissionService:
         await self.plane.serve(SUBJECT_ATTEST, self._on_attest)
         await self.plane.serve(SUBJECT_TARGET, self._on_target)
 
-    def _enrol(self, node: str, value: bytes) -> None:
-        try:
-            self.roster[node] = VerifyKey.from_base64(value.decode(), field=f"roster {node}")
-        except (ReleaseInputError, UnicodeDecodeError) as exc:
-            log.error("roster entry for %s ignored: %s", node, exc)
-            self.roster.pop(node, None)
+    def _enrol(self) -> None:
+        """Node keys valid now, from the verified roster (the newest key of each node).
 
-    async def _on_roster(self, record: Record) -> None:
-        if record.key not in self.roster:
-            try:  # a new node adds risk: not while a kill is in force
-                await refuse_if_frozen(self.plane, f"enrolment of node {record.key}")
-            except FrozenByKill as exc:
-                log.error("ENROL_REFUSED %s; enrol it again after the resume", exc)
-                return
-        self._enrol(record.key, record.value)
+        A node new to the roster after the service started adds risk: while a
+        kill is in force it is not enrolled (`_enrol_new` checks the freeze);
+        the next roster version tries it again.
+        """
+        roster = self.trust_store.roster
+        now = self.clock.time_ns()
+        fresh: dict[str, VerifyKey] = {}
+        if roster is not None:
+            for member in roster.members:
+                if Role.NODE in member.roles and member.valid_at(now):
+                    fresh[member.name] = VerifyKey.from_base64(
+                        member.public_key, field=f"roster {member.name}"
+                    )
+        new = [n for n in fresh if n not in self.roster] if self._loaded else []
+        self.roster.clear()
+        self.roster.update({n: k for n, k in fresh.items() if n not in new})
+        self._loaded = True
+        for name in new:
+            task = asyncio.get_running_loop().create_task(self._enrol_new(name, fresh[name]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _enrol_new(self, node: str, key: VerifyKey) -> None:
+        try:  # a new node adds risk: not while a kill is in force
+            await refuse_if_frozen(self.plane, f"enrolment of node {node}", self.trust_store)
+        except FrozenByKill as exc:
+            log.error("ENROL_REFUSED %s; the next roster version after the resume enrols it", exc)
+            return
+        self.roster[node] = key
 
     async def _on_release(self, record: Record) -> None:
         if record.key == TARGET_KEY:
@@ -169,7 +193,7 @@ class AdmissionService:
         manifest = checked.manifest
         if manifest is not None:
             try:
-                await refuse_target_if_frozen(self.plane, manifest.release_id)
+                await refuse_target_if_frozen(self.plane, manifest.release_id, self.trust_store)
             except FrozenByKill as exc:
                 log.error("TARGET_REFUSED release=%s by=%s: %s", release_id, request.actor, exc)
                 finding = Finding(AdmissionReason.FROZEN_BY_KILL, "fleet", str(exc))

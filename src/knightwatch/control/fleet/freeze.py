@@ -8,9 +8,13 @@ that freezes it, until the kill is resumed. Changes that reduce the blast
 radius (more kills, drains, flags to their safe default, rollout aborts, and a
 return to the release the fleet was last known-good on) always pass. The check
 reads the store of record; when it cannot be read the change is refused too.
+A slot whose entry was deleted, or (given the roster) does not verify, counts
+as halted here as it does on every node: a forged ACTIVE entry thaws nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import msgspec
 
@@ -21,12 +25,16 @@ from knightwatch.control.plane.wire import (
     KNOWN_GOOD_KEY,
     TARGET_DECODER,
     TARGET_KEY,
+    UNDECODABLE_ACTOR,
     KnownGood,
     StateEntry,
+    parse_slot,
 )
 from knightwatch.errors import KnightwatchError
 from knightwatch.limits import Limits, loosened
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import Refused, check_state
+from knightwatch.trust.store import TrustStore
 
 FREEZING_SCOPES = frozenset({Scope.FLEET, Scope.STRATEGY})
 
@@ -42,20 +50,61 @@ def describe(entry: StateEntry) -> str:
     )
 
 
-async def kill_in_force(plane: ControlPlane) -> StateEntry | None:
+UNVERIFIED_ACTOR = "trust:unverified"
+"""Actor of the halt a reader holds for a slot whose stored entry it cannot trust."""
+
+
+def held(
+    states: Mapping[str, tuple[StateEntry | None, int]], trust: TrustStore | None = None
+) -> dict[str, tuple[StateEntry, int]]:
+    """What each slot holds as a node judges it: an entry that was deleted or (with
+    `trust`) does not verify against the roster is a halt of its slot."""
+    out: dict[str, tuple[StateEntry, int]] = {}
+    for slot, (entry, revision) in states.items():
+        why = "deleted" if entry is None else ""
+        if entry is not None and trust is not None and entry.actor != UNDECODABLE_ACTOR:
+            try:
+                check_state(entry.command(), entry.proof, trust.roster, now_ns=0, live=False)
+            except Refused as exc:
+                why = f"does not verify ({exc})"
+        if entry is not None and not why:
+            out[slot] = (entry, revision)
+            continue
+        try:
+            scope, key = parse_slot(slot)
+        except ValueError:
+            continue
+        out[slot] = (
+            StateEntry(
+                scope=scope,
+                key=key,
+                state=TradingState.HALTED,
+                reason=f"the stored entry at revision {revision} {why}; held halted",
+                actor=UNVERIFIED_ACTOR,
+                command_id=f"unverified-{slot}-{revision}",
+                issued_ns=0,
+            ),
+            revision,
+        )
+    return out
+
+
+async def kill_in_force(plane: ControlPlane, trust: TrustStore | None = None) -> StateEntry | None:
     """The earliest fleet or strategy kill in force, or None; raises if the store is down."""
     kills = [
         e
-        for e, _ in (await plane.states()).values()
+        for e, _ in held(await plane.states(), trust).values()
         if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
     ]
     return min(kills, key=lambda e: e.issued_ns, default=None)
 
 
-async def refuse_if_frozen(plane: ControlPlane, change: str) -> None:
+async def refuse_if_frozen(
+    plane: ControlPlane, change: str, trust: TrustStore | None = None
+) -> None:
     """Raise `FrozenByKill` naming the kill when one is in force (or the store is unreadable)."""
     try:
-        kill = await kill_in_force(plane)
+        kill = await kill_in_force(plane, trust)
     except ControlPlaneUnavailable as exc:
         raise FrozenByKill(f"{change}: refused: cannot read the kill state ({exc})") from None
     if kill is not None:
@@ -101,7 +150,7 @@ async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -
     if good is not None:
         in_force = {
             e.command_id
-            for e, _ in (await plane.states()).values()
+            for e, _ in held(await plane.states()).values()
             if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
         }
         if good.kill_command_id in in_force:
@@ -118,10 +167,12 @@ async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -
     return release_id
 
 
-async def refuse_target_if_frozen(plane: ControlPlane, release_id: str) -> None:
+async def refuse_target_if_frozen(
+    plane: ControlPlane, release_id: str, trust: TrustStore | None = None
+) -> None:
     """A target release change while frozen passes only back to the known-good release."""
     try:
-        kill = await kill_in_force(plane)
+        kill = await kill_in_force(plane, trust)
         good = await known_good(plane) if kill is not None else None
     except ControlPlaneUnavailable as exc:
         raise FrozenByKill(

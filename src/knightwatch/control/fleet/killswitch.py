@@ -14,6 +14,13 @@ lease: expired (the node stopped trading by itself at that time) or still live
 
 A resume is the opposite: store first, with compare-and-swap against the entry
 the operator saw, so two people cannot undo each other's decisions unseen.
+
+Every command is signed by the switch's signer (who acted is whoever signed;
+there is no free-text actor). A kill needs one operator or the supervisor; a
+resume is a request signed by its operator that, when the roster's approval
+policy says so, counts only once a second person with the approver role has
+signed it too (`Requests` keeps it pending meanwhile). Entries read back from
+the store are verified before the switch decides anything on them.
 """
 
 from __future__ import annotations
@@ -31,14 +38,27 @@ from knightwatch.control.plane.protocol import (
     ControlPlaneUnavailable,
     RevisionConflict,
 )
-from knightwatch.control.plane.wire import FLEET_KEY, Confirmation, NodeStatus, StateEntry
+from knightwatch.control.plane.wire import (
+    FLEET_KEY,
+    Confirmation,
+    NodeStatus,
+    StateEntry,
+    slot_of,
+)
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import Checked, Refused, check_state
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
 _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
+KILL_TTL_S = 60.0
+"""How long a kill stays valid as news (re-announcements, the store write's retries)."""
+REQUEST_TTL_S = 900.0
+"""How long a resume request waits for its approver before it expires."""
 
 
 class KillSwitchError(KnightwatchError, RuntimeError):
@@ -74,17 +94,22 @@ class KillSwitch:
     """Issues kills and resumes on a control plane and gathers confirmations."""
 
     def __init__(
-        self, plane: ControlPlane, clock: Clock, actor: str, liveness_grace_s: float = 0.5
+        self,
+        plane: ControlPlane,
+        clock: Clock,
+        signer: Signer,
+        trust: TrustStore,
+        liveness_grace_s: float = 0.5,
     ) -> None:
-        if not actor:
-            raise KillSwitchError("actor: must name who is acting (recorded with every command)")
         self.plane = plane
         self.clock = clock
-        self.actor = actor
+        self.signer = signer
+        self.actor = signer.name
+        self.trust = trust
         self.grace_ns = int(liveness_grace_s * 1e9)
         self._arrivals: dict[str, dict[str, int]] = {}
         self._working: dict[str, dict[str, list[str]]] = {}
-        self._changed = asyncio.Event()
+        self._waiting: dict[str, tuple[set[str], asyncio.Future[None]]] = {}
         self._heard: dict[str, NodeStatus] = {}
         self._started = False
         self._last_issued_ns = 0
@@ -105,7 +130,9 @@ class KillSwitch:
             arrivals[c.node_id] = self.clock.monotonic_ns()
             if c.still_working:
                 self._working.setdefault(c.command_id, {})[c.node_id] = list(c.still_working)
-            self._changed.set()
+            waiting = self._waiting.get(c.command_id)
+            if waiting is not None and waiting[0] <= arrivals.keys() and not waiting[1].done():
+                waiting[1].set_result(None)
 
     async def _on_heartbeat(self, status: NodeStatus) -> None:
         self._heard[status.node_id] = status
@@ -144,7 +171,29 @@ class KillSwitch:
             actor=self.actor,
             command_id=uuid.uuid4().hex,
             issued_ns=self._last_issued_ns,
+            expires_ns=self._last_issued_ns + int(KILL_TTL_S * 1e9),
         )
+
+    def verified(self, entry: StateEntry | None) -> Checked | None:
+        """The signer(s) of a stored entry, or None if it does not verify (or is absent)."""
+        if entry is None:
+            return None
+        try:
+            return check_state(
+                entry.command(),
+                entry.proof,
+                self.trust.roster,
+                now_ns=self.clock.time_ns(),
+                live=False,
+            )
+        except Refused as exc:
+            log.error("kill-state entry %s for %s refused: %s", entry.command_id, entry.slot, exc)
+            return None
+
+    async def current(self, scope: Scope, key: str) -> tuple[StateEntry | None, int, bool]:
+        """The stored entry of a slot, its revision, and whether it verified."""
+        entry, revision = await self.plane.get_state(scope, key)
+        return entry, revision, self.verified(entry) is not None
 
     async def kill(
         self,
@@ -164,8 +213,8 @@ class KillSwitch:
         if state is TradingState.ACTIVE:
             raise KillSwitchError("state: a kill sets HALTED or REDUCING; use resume for ACTIVE")
         await self.start()
-        entry = self._entry(scope, key, state, reason)
-        t0 = self.clock.monotonic_ns()
+        t0 = self.clock.monotonic_ns()  # signing counts: it is part of what a kill costs
+        entry = self._entry(scope, key, state, reason).signed(self.signer.key)
         self._arrivals[entry.command_id] = {}
         start = asyncio.get_running_loop().time()
         deadline = start + timeout_s
@@ -179,24 +228,82 @@ class KillSwitch:
         result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
         return msgspec.structs.replace(result, entry=stored_entry[0])
 
-    async def resume(
-        self, scope: Scope, key: str, reason: str, timeout_s: float = 2.0
-    ) -> CommandResult:
-        """Return a scope to ACTIVE if it is halted now; recorded with who and why."""
-        await self.start()
+    async def request_resume(
+        self, scope: Scope, key: str, reason: str, ttl_s: float = REQUEST_TTL_S
+    ) -> StateEntry:
+        """A resume of the halt stored now, signed by this switch's signer only.
+
+        It names the halt it lifts and the revision it was decided on, and
+        expires after `ttl_s`; approvers co-sign it (`StateEntry.cosigned`)
+        and `apply_resume` stores it. A slot whose stored entry does not
+        verify counts as halted (nodes hold it so) and can be resumed too.
+        """
         entry = self._entry(scope, key, TradingState.ACTIVE, reason)
-        current, revision = await self.plane.get_state(entry.scope, entry.key)
-        if current is None or current.state is TradingState.ACTIVE:
+        current, revision, ok = await self.current(entry.scope, entry.key)
+        if revision == 0 or (ok and current is not None and current.state is TradingState.ACTIVE):
             raise KillSwitchError(f"{scope.value} {entry.key!r}: not halted; nothing to resume")
+        if ok and current is not None:
+            lifts, after = current.command_id, current.issued_ns
+        else:
+            lifts, after = f"unverified-{slot_of(entry.scope, entry.key)}-{revision}", 0
         # A resume supersedes exactly the entry it was decided on, even if clocks disagree.
-        entry = msgspec.structs.replace(
-            entry, issued_ns=max(entry.issued_ns, current.issued_ns + 1)
-        )
-        self._last_issued_ns = entry.issued_ns
+        issued = max(entry.issued_ns, after + 1)
+        self._last_issued_ns = max(self._last_issued_ns, issued)
+        return msgspec.structs.replace(
+            entry,
+            issued_ns=issued,
+            expires_ns=issued + int(ttl_s * 1e9),
+            supersedes=lifts,
+            decided_on=revision,
+        ).signed(self.signer.key)
+
+    async def resume(
+        self,
+        scope: Scope,
+        key: str,
+        reason: str,
+        timeout_s: float = 2.0,
+        approvers: tuple[Signer, ...] = (),
+    ) -> CommandResult:
+        """Request and, with `approvers` co-signing in this process, apply a resume.
+
+        Tests and the replay use this; people use `Requests` (request, approve)."""
+        entry = await self.request_resume(scope, key, reason)
+        for approver in approvers:
+            entry = entry.cosigned(approver.key)
+        return await self.apply_resume(entry, timeout_s=timeout_s)
+
+    async def apply_resume(self, entry: StateEntry, timeout_s: float = 2.0) -> CommandResult:
+        """Store a signed resume if it verifies (approvals included) and is not stale."""
+        await self.start()
+        try:
+            check_state(
+                entry.command(),
+                entry.proof,
+                self.trust.roster,
+                now_ns=self.clock.time_ns(),
+                live=True,
+            )
+        except Refused as exc:
+            raise KillSwitchError(f"resume {entry.command_id[:12]} refused: {exc}") from None
+        _, revision = await self.plane.get_state(entry.scope, entry.key)
+        if revision != entry.decided_on:
+            raise KillSwitchError(
+                f"resume {entry.command_id[:12]} is stale: {entry.scope.value} {entry.key!r} "
+                f"changed since it was decided on (revision {entry.decided_on}, now {revision}); "
+                "request a new one"
+            )
         t0 = self.clock.monotonic_ns()
         deadline = asyncio.get_running_loop().time() + timeout_s
         self._arrivals[entry.command_id] = {}
-        stored = await self.plane.put_state(entry, expected_revision=revision)
+        try:
+            stored = await self.plane.put_state(entry, expected_revision=revision)
+        except RevisionConflict:
+            del self._arrivals[entry.command_id]
+            raise KillSwitchError(
+                f"resume {entry.command_id[:12]} is stale: {entry.scope.value} {entry.key!r} "
+                "changed while it was being applied; request a new one"
+            ) from None
         self._stored[(entry.scope, entry.key)] = (entry, stored)
         with contextlib.suppress(ControlPlaneUnavailable):
             await self.plane.announce_state(entry)
@@ -226,12 +333,17 @@ class KillSwitch:
                     known = None
                 else:
                     current, revision = await self.plane.get_state(entry.scope, entry.key)
+                    if current is not None and self.verified(current) is None:
+                        current = None  # a forged entry orders nothing: overwrite it
                 if current is not None and current.issued_ns >= entry.issued_ns:
                     if current.state > entry.state:
                         # A stricter kill is stored at or after this instant: it stays in
                         # force and stays the record (a drain must not loosen a halt).
                         return revision
-                    entry = msgspec.structs.replace(entry, issued_ns=current.issued_ns + 1)
+                    issued = current.issued_ns + 1
+                    entry = msgspec.structs.replace(
+                        entry, issued_ns=issued, expires_ns=issued + int(KILL_TTL_S * 1e9)
+                    ).signed(self.signer.key)
                     self._last_issued_ns = max(self._last_issued_ns, entry.issued_ns)
                     box[0] = entry
                 stored = await self.plane.put_state(entry, expected_revision=revision)
@@ -271,6 +383,9 @@ class KillSwitch:
                 targets = [entry.key] if entry.scope is Scope.NODE else sorted(known)
             wanted = set(targets)
             next_announce = loop.time() + _REANNOUNCE_S
+            # one wake-up when the last target confirms (not one per confirmation)
+            everyone: asyncio.Future[None] = loop.create_future()
+            self._waiting[entry.command_id] = (wanted, everyone)
             while not wanted <= arrivals.keys():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -280,11 +395,7 @@ class KillSwitch:
                     with contextlib.suppress(ControlPlaneUnavailable):
                         await self.plane.announce_state(entry)
                     next_announce = loop.time() + _REANNOUNCE_S
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait(), min(remaining, next_announce - loop.time())
-                    )
+                await asyncio.wait((everyone,), timeout=min(remaining, next_announce - loop.time()))
             stored: int | str
             with contextlib.suppress(TimeoutError):
                 remaining = max(durable_deadline - loop.time(), 0.05)
@@ -293,6 +404,7 @@ class KillSwitch:
         finally:
             del self._arrivals[entry.command_id]
             working = self._working.pop(entry.command_id, {})
+            self._waiting.pop(entry.command_id, None)
         latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
         missing = sorted(wanted - arrivals.keys())
         if missing:

@@ -134,7 +134,7 @@ class RolloutDriver:
         if flag is None:
             raise RolloutError(f"{flag_id}: not in the flag registry")
         try:
-            await refuse_if_frozen(self.plane, f"rollout of {flag_id}")
+            await refuse_if_frozen(self.plane, f"rollout of {flag_id}", self.killswitch.trust)
         except FrozenByKill as exc:
             raise RolloutError(str(exc)) from None
         current, revision = await self.load(flag_id)
@@ -177,7 +177,7 @@ class RolloutDriver:
             return state  # holding: nothing to record
         if rollout.state.status is RolloutStatus.PROGRESSING:
             try:  # a promotion adds risk: hold while a kill is in force (an abort passes)
-                await refuse_if_frozen(self.plane, f"promotion of {flag_id}")
+                await refuse_if_frozen(self.plane, f"promotion of {flag_id}", self.killswitch.trust)
             except FrozenByKill as exc:
                 log.warning("ROLLOUT_HELD %s", exc)
                 return state

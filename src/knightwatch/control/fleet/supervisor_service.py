@@ -13,6 +13,11 @@ passes while one runs, and it must be complete when the step that fired it
 returns. A kill that did not take effect (a node did not
 confirm, or no revision was stored) re-arms its rule, so the next judgement
 retries it rather than the supervisor believing the node stopped.
+
+The service also relays nodes' automatic halts into the kill state
+(`AutoHaltRelay`): a node may not write the kill state itself, so it signs
+its halt and the supervisor, which may, stores it after checking the
+signature and that a node halts only itself or a strategy/symbol.
 """
 
 from __future__ import annotations
@@ -25,12 +30,60 @@ import msgspec
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Supervisor
-from knightwatch.control.plane.protocol import ControlPlane, ControlPlaneUnavailable
-from knightwatch.control.plane.wire import AuditEnvelope, NodeMetrics
+from knightwatch.control.plane.protocol import (
+    ControlPlane,
+    ControlPlaneUnavailable,
+    RevisionConflict,
+)
+from knightwatch.control.plane.wire import (
+    ENTRY_DECODER,
+    GUARD_ACTOR,
+    SUBJECT_AUTO_HALT,
+    AuditEnvelope,
+    NodeMetrics,
+)
+from knightwatch.trust.command import Refused, TrustReason, check_state
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_ID = "supervisor"
+
+
+class AutoHaltRelay:
+    """Stores the automatic halts nodes sign, with compare-and-swap on what they decided on."""
+
+    def __init__(self, killswitch: KillSwitch) -> None:
+        self.killswitch = killswitch
+        self.plane = killswitch.plane
+        self.stored = 0
+        self.refused = 0
+
+    async def start(self) -> None:
+        await self.plane.subscribe(SUBJECT_AUTO_HALT, self._on_halt)
+
+    async def _on_halt(self, payload: bytes) -> None:
+        try:
+            entry = ENTRY_DECODER.decode(payload)
+            if not entry.actor.startswith(GUARD_ACTOR):
+                raise Refused(TrustReason.ROLE_NOT_ALLOWED, "only automatic halts are relayed")
+            check_state(
+                entry.command(),
+                entry.proof,
+                self.killswitch.trust.roster,
+                now_ns=self.killswitch.clock.time_ns(),
+                live=True,
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError, Refused) as exc:
+            self.refused += 1
+            log.error("AUTO_HALT_REFUSED %s", exc)
+            return
+        try:
+            await self.plane.put_state(entry, expected_revision=entry.decided_on)
+            self.stored += 1
+        except RevisionConflict:
+            pass  # the node re-reads, re-signs and sends it again
+        except ControlPlaneUnavailable as exc:
+            log.warning("automatic halt of %s not stored: %s", entry.actor, exc)
 
 
 class SupervisorService:
@@ -58,12 +111,14 @@ class SupervisorService:
         self.sweep_s = sweep_s
         self.concurrent = concurrent
         self.results: list[tuple[Action, CommandResult]] = []
+        self.relay = AutoHaltRelay(killswitch)
         self._seq = 0
         self._inflight: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.killswitch.start()
+        await self.relay.start()
         await self.plane.subscribe_metrics(self._on_metrics)
         if self.sweep_s is not None and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_loop(self.sweep_s))

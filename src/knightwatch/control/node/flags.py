@@ -48,7 +48,9 @@ def change_key(flag_id: str, revision: int) -> str:
 
 
 def applied_key(flag_id: str, node: str) -> str:
-    return f"applied.{flag_id}.{node}"
+    """Node first: flag ids hold dots, node ids never do, so a NATS permission can give
+    each node `applied.<its id>.>` and nothing of another node's."""
+    return f"applied.{node}.{flag_id}"
 
 
 STATE_DECODER = msgspec.json.Decoder(FlagState)
@@ -63,11 +65,12 @@ def assemble(flag_id: str, records: dict[str, tuple[bytes, int]]) -> FlagState |
     if stored is None:
         return None
     state = STATE_DECODER.decode(stored[0])
-    prefix = f"applied.{flag_id}."
     for key, (value, _) in records.items():
-        if key.startswith(prefix):
+        node, _, flag = key.removeprefix("applied.").partition(".")
+        if key.startswith("applied.") and flag == flag_id:
             applied = APPLIED_DECODER.decode(value)
-            state = state.with_applied(applied.node, applied.revision)
+            if applied.node == node and applied.flag_id == flag_id:  # stored under its own name
+                state = state.with_applied(applied.node, applied.revision)
     return state
 
 

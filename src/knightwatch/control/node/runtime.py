@@ -32,6 +32,13 @@ runtime runs on. What it guarantees:
 The Guard may also be called from other threads (a FIX engine's): the runtime
 then needs a `LockedGuard`, reads it through `counters` and `flush_records`,
 and hands automatic halts decided on those threads to its own event loop.
+* nothing is applied unless it verifies against the roster (`knightwatch.trust`):
+  a live command that does not is refused, counted, logged and written to the
+  flight recorder; a stored entry that does not is treated as a halt of its
+  slot (fail closed), so a forged or wiped store entry can never lift a kill;
+* the node signs its own automatic halts and hands them to the fleet's relay
+  (it has no right to write the kill state itself), and a second process
+  claiming its node id is refused at join and reported by the holder.
 """
 
 from __future__ import annotations
@@ -42,15 +49,18 @@ import logging
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from knightwatch.audit.record import AuditContext
 from knightwatch.audit.standing import StandingHalt
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.shipping import ShippingSink
+from knightwatch.control.node.trustfeed import follow_roster
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
@@ -63,7 +73,9 @@ from knightwatch.control.plane.wire import (
     GUARD_ACTOR,
     RAMP_DECODER,
     STARTS_DECODER,
+    SUBJECT_AUTO_HALT,
     TARGET_KEY,
+    UNDECODABLE_ACTOR,
     AuditEnvelope,
     Confirmation,
     NodeMetrics,
@@ -73,6 +85,7 @@ from knightwatch.control.plane.wire import (
     StateEntry,
     StateKeyError,
     Verdict,
+    parse_slot,
     slot_of,
     starts_key,
 )
@@ -81,8 +94,13 @@ from knightwatch.errors import KnightwatchError
 from knightwatch.guard import Guard, Halt
 from knightwatch.limits import scaled
 from knightwatch.order import Fill, Order
+from knightwatch.release.dsse import Envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import FLEET_KEY, Scope, TradingState
+from knightwatch.trust.command import Checked, Refused, StateCommand, TrustReason, check_state
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +114,24 @@ def _nothing() -> None:
 
 _ATTEST_TIMEOUT_S = 2.0
 _SEEN_COMMANDS = 4096
+_VERIFIED_CACHE = 256
 _AUTO_RETRY_S = 0.2
 _STARTS_KEPT = 16
+_AUTO_TTL_NS = 60 * NS_PER_S
+UNVERIFIED_ACTOR = "trust:unverified"
+
+
+def _undecodable(entry: StateEntry) -> bool:
+    """The halt `decode_entry` made of a stored value that is no entry: made here, never
+    signed, and it can only stop its slot (a stop needs no signature to be safe)."""
+    return (
+        entry.actor == UNDECODABLE_ACTOR
+        and entry.state is TradingState.HALTED
+        and entry.issued_ns == 0
+    )
+
+
+"""Actor of the halt a node holds for a stored entry it cannot verify (fail closed)."""
 
 
 class NodeError(KnightwatchError, RuntimeError):
@@ -116,6 +150,8 @@ class NodeRuntime:
         plane: ControlPlane,
         *,
         clock: Clock,
+        trust: TrustStore,
+        signer: Signer,
         policy: LeasePolicy | None = None,
         metrics_s: float = 0.5,
         shipper: ShippingSink | None = None,
@@ -138,12 +174,26 @@ class NodeRuntime:
             raise NodeError(
                 "on_halt: the runtime stores the Guard's automatic halts; leave it unset"
             ) from None
+        if signer.name != guard.node:
+            raise NodeError(
+                f"signer: node {guard.node} must sign with its own enrolled key (got {signer.name})"
+            )
         self.guard = guard
         self.base_limits = guard.limits
         """The limits this node was started with; a ramp stage scales these."""
         self._ramps: dict[str, RampRecord] = {}
         self.plane = plane
         self.node_id = guard.node
+        self.trust = trust
+        self.signer = signer
+        self.instance = uuid.uuid4().hex[:12]
+        self.refused: Counter[TrustReason] = Counter()
+        self.last_refusal = ""
+        self._refused_ids: dict[str, None] = {}
+        # stop-direction commands already verified, per roster version: the same kill heard
+        # again (the other path, a re-announcement) costs a dict lookup, not a signature check
+        self._verified: dict[tuple[int, bool, StateCommand, Envelope], Checked] = {}
+        self.duplicate = ""
         self.clock = clock
         self.metrics_s = metrics_s
         self.shipper = shipper
@@ -172,6 +222,7 @@ class NodeRuntime:
         self._verdict_mono = 0
         self._attest_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self.target_set = False
         self.release_event = asyncio.Event()
         """Set once the node is admitted on the target release (always, without an attestor)."""
         if attestor is None:
@@ -206,14 +257,22 @@ class NodeRuntime:
 
     @property
     def release_admitted(self) -> bool:
-        """Admitted on the fleet's target release by a verdict still within its time to live."""
+        """Admitted on the fleet's target release by a verdict still within its time to live.
+
+        A node without an attestor is admitted only while the fleet has no target
+        release: once it has one, every node attests or never arms."""
         if self.attestor is None:
-            return True
+            return not self.target_set
         v = self.verdict
         fresh = self.clock.monotonic_ns() - self._verdict_mono <= self._admission_ttl_ns
         return v is not None and v.admitted and fresh
 
     def _refusal(self) -> str:
+        if self.attestor is None:
+            return (
+                "release admission: the fleet has a target release and this node does not "
+                "attest (start it with --artifacts, --config and --flags)"
+            )
         v = self.verdict
         if v is None:
             return "release admission: no verdict yet"
@@ -241,14 +300,27 @@ class NodeRuntime:
         self._loop = asyncio.get_running_loop()
         self.plane.on_connection(self._on_connection)
         await self.plane.subscribe_records(Bucket.RAMP, self._on_ramp)
+        await follow_roster(self.plane, self.trust)
+        if self.trust.roster is None or not self.trust.roster.has_role(self.node_id, Role.NODE):
+            raise NodeError(
+                f"node {self.node_id} is not enrolled: the roster (version {self.trust.version}) "
+                "holds no node identity of that name; enrol its key first"
+            )
+        await self._claim_id()
+        await self.plane.subscribe_heartbeats(self._on_heartbeat)
         await self.plane.subscribe_states(self._on_state)
         stored = await self._resync()
         self._restore(stored)
         self._store_lost(stored)
         await self._record_start()
+        await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
+        target, _ = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
+        self.target_set = target is not None
         if self.attestor is not None:
-            await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
             await self.attest_once()
+        elif self.target_set:
+            self.release_event.clear()
+            log.error("RELEASE_REFUSED node=%s %s", self.node_id, self._refusal())
         if self.release_admitted:
             self._renew()
         else:
@@ -283,11 +355,130 @@ class NodeRuntime:
         with contextlib.suppress(ControlPlaneUnavailable):
             await self.plane.put_member(self.status(left=True))
 
+    # --- one node id, one process ---------------------------------------------
+    async def _claim_id(self) -> None:
+        """Refuse to join while another live process holds this node id.
+
+        A crashed holder's record stays live until its lease runs out, so a
+        restart waits for that before deciding; a holder that keeps renewing is
+        another process, and this one is refused.
+        """
+        grace_ns = self.policy.lease_ns
+        holder = ""
+        for _ in range(3):
+            held = {s.node_id: s for s in await self.plane.members()}.get(self.node_id)
+            now = self.clock.time_ns()
+            if held is None or held.instance == self.instance or not held.live(now, grace_ns):
+                return
+            holder = f"{held.host}:{held.pid}"
+            await asyncio.sleep(min((held.lease_expires_ns + grace_ns - now) / NS_PER_S, 2.0))
+        raise NodeError(
+            f"node id {self.node_id} is held by a live process ({holder}); "
+            "a node id belongs to one process: refusing to join"
+        )
+
+    async def _on_heartbeat(self, status: NodeStatus) -> None:
+        if status.node_id != self.node_id or status.instance in ("", self.instance):
+            return
+        seen = f"{status.host}:{status.pid}"
+        if seen != self.duplicate:
+            self.duplicate = seen
+            log.error(
+                "DUPLICATE_NODE node=%s other=%s: another process claims this node id",
+                self.node_id,
+                seen,
+            )
+            self._record("duplicate_node", other=seen)
+
+    # --- verification ---------------------------------------------------------
+    def _record(self, kind: str, **fields: str | int) -> None:
+        context = AuditContext(node=self.node_id, limits_version=self.guard.limits.version)
+        try:
+            self.guard.recorder.record_event(kind, context, **fields)
+        except Exception:
+            log.exception("node %s: %s not recorded", self.node_id, kind)
+
+    def _verify(self, entry: StateEntry, *, live: bool) -> Checked | None:
+        """The verified signer(s) of `entry`, or None after recording why it was refused.
+
+        A stop command's check does not depend on the clock (only a resume must be
+        fresh), so its result is kept per roster version and an identical one heard again
+        is not verified twice; a new roster version (a revocation) starts afresh."""
+        command = entry.command()
+        cache_key = None
+        if entry.state is not TradingState.ACTIVE and entry.proof is not None:
+            cache_key = (self.trust.version, live, command, entry.proof)
+            cached = self._verified.get(cache_key)
+            if cached is not None:
+                return cached
+        try:
+            checked = check_state(
+                command,
+                entry.proof,
+                self.trust.roster,
+                now_ns=self.clock.time_ns(),
+                live=live,
+            )
+            if cache_key is not None:
+                self._verified[cache_key] = checked
+                if len(self._verified) > _VERIFIED_CACHE:
+                    del self._verified[next(iter(self._verified))]
+            if live and entry.state is TradingState.ACTIVE:
+                held = self._applied.get(entry.slot)
+                if held is not None and held.command_id not in (
+                    entry.supersedes,
+                    entry.command_id,
+                ):
+                    raise Refused(
+                        TrustReason.STALE,
+                        f"resumes {entry.supersedes[:12]}, but this node holds "
+                        f"{held.command_id[:12]} for {entry.slot}",
+                    )
+            return checked
+        except Refused as exc:
+            self._refuse(entry, exc, "live" if live else "stored")
+            return None
+
+    def _refuse(self, entry: StateEntry, exc: Refused, path: str) -> None:
+        if entry.command_id in self._refused_ids:
+            return  # a re-announcement of one refused command counts once
+        self._refused_ids[entry.command_id] = None
+        while len(self._refused_ids) > _SEEN_COMMANDS:
+            del self._refused_ids[next(iter(self._refused_ids))]
+        self.refused[exc.reason] += 1
+        self.last_refusal = f"{exc.reason.value}: {exc.detail}"
+        log.error(
+            "COMMAND_REFUSED node=%s path=%s command=%s scope=%s key=%s state=%s actor=%s "
+            "reason=%s detail=%r",
+            self.node_id,
+            path,
+            entry.command_id,
+            entry.scope.value,
+            entry.key,
+            TradingState(entry.state).name,
+            entry.actor,
+            exc.reason.value,
+            exc.detail,
+        )
+        self._record(
+            "command_refused",
+            command_id=entry.command_id[:64],
+            scope=entry.scope.value,
+            key=entry.key,
+            state=TradingState(entry.state).name,
+            actor=entry.actor[:64],
+            reason=exc.reason.value,
+            detail=exc.detail,
+            path=path,
+        )
+
     # --- kill state ----------------------------------------------------------
     def _concerns_me(self, entry: StateEntry) -> bool:
         return entry.scope is not Scope.NODE or entry.key == self.node_id
 
-    def _apply(self, entry: StateEntry) -> Callable[[], None] | None:
+    def _apply(
+        self, entry: StateEntry, checked: Checked | None = None
+    ) -> Callable[[], None] | None:
         """Apply to the Guard if newer than what this node holds; None if nothing changed.
 
         Returns what is left to do once the change is confirmed: the flight
@@ -317,17 +508,18 @@ class NodeRuntime:
             or self.guard.trading_state(entry.scope, entry.key) >= entry.state
         ):
             return None  # older, and seen before or it could only loosen what the Guard holds
+        actor = checked.describe() if checked is not None else entry.actor
         if entry.state is TradingState.ACTIVE:
             source = held.source if held is not None else RejectReason.HALTED
             # a resume is recorded before the latch lifts (if it cannot be, nothing lifts)
-            self.guard.resume(entry.scope, entry.key, entry.reason, entry.actor, code=source)
+            self.guard.resume(entry.scope, entry.key, entry.reason, actor, code=source)
             self._on_resumed(entry.scope, entry.key, source)
             return _nothing
         return self.guard.latch(
             entry.scope,
             entry.key,
             entry.reason,
-            entry.actor,
+            actor,
             state=TradingState(entry.state),
             code=entry.source,
         )
@@ -364,16 +556,30 @@ class NodeRuntime:
         self.track(loop.create_task(self._store_auto(scope, key), name=f"{self.node_id}-auto-halt"))
 
     async def _store_auto(self, scope: Scope, key: str) -> None:
-        """Write the automatic halt to the store unless the slot already holds a halt.
+        """Have the automatic halt stored unless the slot already holds a halt.
 
-        A slot already halted (an operator kill) is left as it is: overwriting it would
-        make the operator's resume clear the wrong latch. When that kill is resumed,
-        `_on_resumed` stores this halt again. Retried until stored or lifted.
+        A node may not write the kill state: it signs the halt (decided on the
+        slot's revision it read) and hands it to the fleet's relay, which
+        verifies and stores it with compare-and-swap; this loop re-reads until
+        the slot holds a halt, re-signing against the latest revision, for as
+        long as the halt is in force. A slot already halted (an operator kill)
+        is left as it is: overwriting it would make the operator's resume clear
+        the wrong latch. When that kill is resumed, `_on_resumed` stores this
+        halt again.
         """
+        sent = False
         while (halt := self._auto.get((scope, key))) is not None:
             try:
                 current, revision = await self.plane.get_state(scope, key)
                 if current is not None and current.state is not TradingState.ACTIVE:
+                    if sent:
+                        log.warning(
+                            "AUTO_HALT_STORED node=%s scope=%s key=%s code=%s",
+                            self.node_id,
+                            scope.value,
+                            key,
+                            halt.code.value,
+                        )
                     return
                 issued = self.clock.time_ns()
                 if current is not None:
@@ -386,21 +592,14 @@ class NodeRuntime:
                     actor=f"{GUARD_ACTOR}{halt.code.value}",
                     command_id=uuid.uuid4().hex,
                     issued_ns=issued,
-                )
-                await self.plane.put_state(entry, expected_revision=revision)
-                log.warning(
-                    "AUTO_HALT_STORED node=%s scope=%s key=%s code=%s",
-                    self.node_id,
-                    scope.value,
-                    key,
-                    halt.code.value,
-                )
-                return
-            except RevisionConflict:
-                continue
+                    expires_ns=issued + _AUTO_TTL_NS,
+                    decided_on=revision,
+                ).signed(self.signer.key)
+                await self.plane.publish(SUBJECT_AUTO_HALT, ENCODER.encode(entry))
+                sent = True
             except ControlPlaneUnavailable as exc:
                 log.warning("node %s: automatic halt not stored yet (%s)", self.node_id, exc)
-                await asyncio.sleep(_AUTO_RETRY_S)
+            await asyncio.sleep(_AUTO_RETRY_S)
 
     def _holds_effect(self, entry: StateEntry) -> bool:
         """Whether the Guard already blocks at least what `entry` asks: the command itself,
@@ -414,18 +613,30 @@ class NodeRuntime:
         return self.guard.trading_state(entry.scope, entry.key) >= entry.state
 
     async def _on_state(self, entry: StateEntry) -> None:
-        """A kill, halt or resume from either path: applied, confirmed, then recorded.
+        """A kill, halt or resume from either path: verified, applied, confirmed, then
+        recorded.
 
         Every command arrives twice (the fast announcement and the store's
-        watch); the second arrival of one just confirmed is dropped here, first.
+        watch); the second arrival of the very entry just confirmed is dropped
+        here, first. Anything else is verified against the roster before it can
+        change the Guard (a stored value that is no entry halts its slot).
         """
+        if not self._concerns_me(entry):
+            return
         last = self._confirmed_at.get(entry.command_id)
         now = self.clock.monotonic_ns()
-        if last is not None and now - last < _RECONFIRM_NS:
-            held = self._applied.get(entry.slot)
-            if held is not None and held.command_id == entry.command_id:
+        held = self._applied.get(entry.slot)
+        report: Callable[[], None] | None = None
+        if held is not None and held.command_id == entry.command_id and held == entry:
+            if last is not None and now - last < _RECONFIRM_NS:
                 return  # the echo of what this node has just applied and confirmed
-        report = self._apply(entry)
+        elif _undecodable(entry):
+            report = self._apply(entry)  # the store holds something that is no entry
+        else:
+            checked = self._verify(entry, live=True)
+            if checked is None:
+                return
+            report = self._apply(entry, checked)
         if report is not None:
             if self._drains(entry):
                 report()  # the Guard blocks already; the confirmation waits for the venue
@@ -434,7 +645,7 @@ class NodeRuntime:
                 await self._confirm(entry)
                 report()
             return
-        if not self._concerns_me(entry) or not self._holds_effect(entry):
+        if not self._holds_effect(entry):
             return
         if entry.command_id in self._draining:
             return  # confirmed when the drain ends
@@ -491,17 +702,46 @@ class NodeRuntime:
             }
 
     async def _resync(self) -> dict[str, StateEntry]:
-        """Read every entry from the store of record and apply what is newer than ours.
+        """Read every entry from the store of record and apply what is newer than ours;
+        returns what each slot holds as this node judged it.
 
         Ramp stages first: a resume that is ramping must find the scaled limits in place.
+        A slot whose stored entry does not verify (or cannot be decoded, or was
+        deleted) is held HALTED by this node until a verified entry supersedes
+        it: the store is where a restarted node learns of kills, so an entry
+        that may have overwritten one must never read as "not halted".
         """
         ramps = await self.plane.records(Bucket.RAMP)
         self._ramps = {}
         for key, (value, _) in ramps.items():
             self._take_ramp(key, value)
         self._apply_ramps()
-        stored = {slot: e for slot, (e, _) in (await self.plane.states()).items()}
-        changed = [(e, report) for e in stored.values() if (report := self._apply(e)) is not None]
+        changed: list[tuple[StateEntry, Callable[[], None]]] = []
+        judged: dict[str, StateEntry] = {}
+        for slot, (stored, revision) in (await self.plane.states()).items():
+            entry = stored
+            checked: Checked | None = None
+            if entry is not None and _undecodable(entry):
+                pass  # the store's own fail-closed halt of its slot: it can only stop
+            elif entry is not None and entry.slot != slot:
+                self._refuse(
+                    entry,
+                    Refused(TrustReason.PAYLOAD_MISMATCH, f"stored under {slot}"),
+                    "stored",
+                )
+                entry = None
+            elif entry is not None:
+                checked = self._verify(entry, live=False)
+                if checked is None:
+                    entry = None
+            if entry is None:
+                entry = self._unverified(slot, revision)
+                if entry is None:
+                    continue
+            judged[entry.slot] = entry
+            report = self._apply(entry, checked)
+            if report is not None:
+                changed.append((entry, report))
         later: list[Callable[[], None]] = []
         for entry, report in changed:
             if self._drains(entry):
@@ -512,7 +752,7 @@ class NodeRuntime:
                 later.append(report)
         for report in later:
             report()
-        return stored
+        return judged
 
     def _restore(self, stored: dict[str, StateEntry]) -> None:
         """Latch again every halt the node's own record holds and the store has lost.
@@ -631,6 +871,23 @@ class NodeRuntime:
                 log.warning("node %s: start not recorded (%s)", self.node_id, exc)
                 return
 
+    def _unverified(self, slot: str, revision: int) -> StateEntry | None:
+        """The fail-closed halt this node holds for a slot whose stored entry it cannot trust."""
+        try:
+            scope, key = parse_slot(slot)
+        except ValueError:
+            log.error("node %s: kill-state key %r is not a slot; ignored", self.node_id, slot)
+            return None
+        return StateEntry(
+            scope=scope,
+            key=key,
+            state=TradingState.HALTED,
+            reason=f"the stored entry at revision {revision} does not verify; held halted",
+            actor=UNVERIFIED_ACTOR,
+            command_id=f"unverified-{slot}-{revision}",
+            issued_ns=0,
+        )
+
     # --- lease ---------------------------------------------------------------
     def _renew(self) -> None:
         self.guard.renew_lease()
@@ -711,8 +968,14 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     async def _on_release(self, record: Record) -> None:
-        if record.key == TARGET_KEY:
-            self.track(asyncio.create_task(self.attest_once(), name=f"{self.node_id}-reattest"))
+        if record.key != TARGET_KEY:
+            return
+        self.target_set = True
+        if self.attestor is None:
+            self.release_event.clear()
+            self._log_refusal(None)
+            return
+        self.track(asyncio.create_task(self.attest_once(), name=f"{self.node_id}-reattest"))
 
     async def _attesting(self) -> None:
         while self._running:
@@ -778,6 +1041,10 @@ class NodeRuntime:
             last_command_id=last.command_id if last else "",
             last_confirmed_ns=last.applied_ns if last else 0,
             left=left,
+            instance=self.instance,
+            refused=sum(self.refused.values()),
+            last_refusal=self.last_refusal,
+            duplicate=self.duplicate,
         )
 
     async def publish_once(self) -> None:

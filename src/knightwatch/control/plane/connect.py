@@ -13,9 +13,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlaneUnavailable, Record
 from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.errors import KnightwatchError
+from knightwatch.release.dsse import encode_envelope
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import TrustError, decode_roster
+from knightwatch.trust.store import TrustStore, decode_stored
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +45,22 @@ async def control_plane(
     state_dir: Path,
     name: str,
     *,
+    signer: Signer,
     replicas: int = 1,
-    embed: bool = False,
+    embed: Kit | None = None,
 ) -> AsyncIterator[NatsControlPlane]:
-    """A connected plane: to `urls`, else to the state dir's server, else (if `embed`) a new one.
+    """A connected plane as `signer`: to `urls`, else to the state dir's server, else (given
+    `embed`, the fleet's identities) a new one with their authorization, provisioned and
+    holding their roster.
 
-    An embedded server is stopped, and its URL file removed, on exit.
+    An embedded server is stopped, and its URL file removed, on exit; while it
+    runs it serves every new roster version's users without a restart.
     """
     server: EmbeddedNatsServer | None = None
     targets = urls or recorded_url(state_dir)
     plane: NatsControlPlane | None = None
     if targets:
-        plane = NatsControlPlane(targets, name=name, replicas=replicas)
+        plane = NatsControlPlane(targets, name=name, replicas=replicas, signer=signer)
         try:
             await plane.connect()
         except ControlPlaneUnavailable:
@@ -59,16 +68,18 @@ async def control_plane(
                 raise
             plane = None
     if plane is None:
-        if not embed:
+        if embed is None:
             raise FleetError(
                 f"no control plane: pass --nats-url, or start one with `knightwatch up` "
                 f"(looked for {state_dir / URL_FILE})"
             )
-        server = EmbeddedNatsServer(state_dir / "nats")
+        server = EmbeddedNatsServer(state_dir / "nats", roster=embed.roster)
         url = server.start()
         (state_dir / URL_FILE).write_text(url + "\n")
-        plane = NatsControlPlane(url, name=name, replicas=replicas)
+        await provision(url, server.provisioner, embed, replicas=replicas)
+        plane = NatsControlPlane(url, name=name, replicas=replicas, signer=signer)
         await plane.connect()
+        await serve_roster_changes(plane, server, TrustStore.of(embed.anchor, *embed.envelopes))
     try:
         yield plane
     finally:
@@ -77,3 +88,41 @@ async def control_plane(
             with contextlib.suppress(FileNotFoundError):
                 (state_dir / URL_FILE).unlink()
             server.stop()
+
+
+async def provision(
+    urls: str | list[str], provisioner: Signer, kit: Kit, *, replicas: int = 1
+) -> None:
+    """Create the buckets and streams and store the roster versions not stored yet."""
+    plane = NatsControlPlane(urls, name="provisioner", replicas=replicas, signer=provisioner,
+                             provision=True)  # fmt: skip
+    await plane.connect()
+    try:
+        stored = await plane.records(Bucket.ROSTER)
+        for envelope in kit.envelopes:
+            key = f"v{decode_roster(envelope).version:06d}"
+            if key not in stored:
+                await plane.put_record(
+                    Bucket.ROSTER, key, encode_envelope(envelope), expected_revision=ABSENT
+                )
+    finally:
+        await plane.close()
+
+
+async def serve_roster_changes(
+    plane: NatsControlPlane, server: EmbeddedNatsServer, store: TrustStore
+) -> None:
+    """Reload the server's users whenever a new roster version verifies (rotation, revocation)."""
+
+    async def on_record(record: Record) -> None:
+        try:
+            version = int(record.key[1:])
+            moved = store.follow({version: decode_stored(record.value)})
+        except (ValueError, TrustError) as exc:
+            log.error("roster record %s ignored: %s", record.key, exc)
+            return
+        if moved and store.roster is not None:
+            server.reload(store.roster)
+            log.warning("nats-server: roster version %d served", store.version)
+
+    await plane.subscribe_records(Bucket.ROSTER, on_record)

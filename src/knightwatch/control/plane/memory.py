@@ -143,8 +143,8 @@ class MemoryControlPlane:
         found = self._require()._states.get(slot_of(scope, key))
         return (found[0], found[1]) if found else (None, 0)
 
-    async def states(self) -> dict[str, tuple[StateEntry, int]]:
-        return dict(self._require()._states)
+    async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
+        return {slot: (e, rev) for slot, (e, rev) in self._require()._states.items()}
 
     async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
         self._require().subscribe("state", self, handler)

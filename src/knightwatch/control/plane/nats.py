@@ -12,6 +12,10 @@ Design choices come from measured NATS behaviour (docs/control-plane.md):
   noticed in ~3 s instead of the library default of minutes; reconnects forever.
 * Reads for decisions go to the stream leader (`direct=False`), because direct
   gets served by followers do not guarantee read-your-writes.
+* Every connection logs in with an identity (`Signer`): its Ed25519 key is its
+  NATS nkey, and the server grants what its roster roles allow (`authz`).
+  Replies come to the identity's own inbox prefix. Only the provisioner
+  creates buckets and streams; everyone else binds to existing ones.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
+from knightwatch.control.plane.authz import inbox_prefix
 from knightwatch.control.plane.protocol import (
     Bucket,
     ConnectionHandler,
@@ -58,6 +63,7 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.state import Scope
+from knightwatch.trust.identity import Signer
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +91,44 @@ def record_republish(bucket: Bucket) -> str:
 
 T = TypeVar("T")
 _CONNECT_ATTEMPTS = 1
+
+
+def _confirmer(c: Confirmation) -> str:
+    return c.node_id
+
+
+def _member(s: NodeStatus) -> str:
+    return s.node_id
+
+
+def _metered(m: NodeMetrics) -> str:
+    return m.node_id
+
+
 """Retries per server at initial connect (nats-py: 0 or less would mean forever)."""
 
 
+async def connect_as(signer: Signer, servers: list[str], **options: Any) -> Client:
+    """A nats-py connection logged in as `signer` (nkey challenge), replies on its own inbox."""
+    nc = Client()
+    # nats-py sends this public nkey with the signed nonce; it sets it itself only when
+    # given an nkeys seed file, and the key here is the identity's Ed25519 key
+    nc._public_nkey = signer.nkey
+    await nc.connect(
+        servers=servers,
+        signature_cb=signer.sign_nonce,
+        inbox_prefix=inbox_prefix(signer.key.key_id),
+        **options,
+    )
+    return nc
+
+
 class NatsControlPlane:
-    """One client connection to a NATS server or cluster.
+    """One client connection to a NATS server or cluster, as one identity.
 
     `replicas` is the JetStream replication factor for buckets and streams:
-    1 for a single server, 3 for a three-server cluster.
+    1 for a single server, 3 for a three-server cluster. `provision`: create
+    missing buckets and streams (only the server's provisioner may).
     """
 
     def __init__(
@@ -103,8 +139,13 @@ class NatsControlPlane:
         request_timeout_s: float = 2.0,
         ping_interval_s: int = 1,
         connect_timeout_s: float = 1.0,
+        *,
+        signer: Signer,
+        provision: bool = False,
     ) -> None:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.signer = signer
+        self.provision = provision
         self.name = name
         self.replicas = replicas
         self.request_timeout_s = request_timeout_s
@@ -152,8 +193,9 @@ class NatsControlPlane:
         """
         where = ", ".join(self.servers)
         try:
-            nc = await nats.connect(
-                servers=self.servers,
+            nc = await connect_as(
+                self.signer,
+                self.servers,
                 name=self.name,
                 ping_interval=self.ping_interval_s,
                 max_outstanding_pings=2,
@@ -230,12 +272,28 @@ class NatsControlPlane:
             ),
         ):
             try:
-                await js.add_stream(config)
-            except nats.js.errors.BadRequestError:
                 await js.stream_info(str(config.name))
+            except nats.js.errors.NotFoundError:
+                if not self.provision:
+                    raise ControlPlaneUnavailable(
+                        f"stream {config.name} does not exist: the control plane is not "
+                        "provisioned (start it with `knightwatch up`)"
+                    ) from None
+                try:
+                    await js.add_stream(config)
+                except nats.js.errors.BadRequestError:
+                    await js.stream_info(str(config.name))
 
     async def _bucket(self, config: KeyValueConfig) -> KeyValue:
         js = self._require_js()
+        try:
+            return await js.key_value(config.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            if not self.provision:
+                raise ControlPlaneUnavailable(
+                    f"bucket {config.bucket} does not exist: the control plane is not "
+                    "provisioned (start it with `knightwatch up`)"
+                ) from None
         try:
             return await js.create_key_value(config)
         except nats.js.errors.BadRequestError:
@@ -311,12 +369,21 @@ class NatsControlPlane:
         subject: str,
         decode: Callable[[bytes], T],
         handler: Handler[T],
+        owner: Callable[[T], str] | None = None,
     ) -> None:
+        """`owner`: the node a message speaks for, which must be the subject's last token
+        (only that node's identity may publish there), else the message is dropped."""
+
         async def on_message(msg: Msg) -> None:
             try:
                 message = decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("dropping malformed message on %s: %s", msg.subject, exc)
+                return
+            if owner is not None and msg.subject.rsplit(".", 1)[-1] != owner(message):
+                log.error(
+                    "FORGED message on %s speaks for %s; dropped", msg.subject, owner(message)
+                )
                 return
             try:
                 await handler(message)
@@ -358,24 +425,34 @@ class NatsControlPlane:
         slot = slot_of(scope, key)
         try:
             found = await self._call(self._state_kv().get(slot))
+        except nats.js.errors.KeyDeletedError as exc:
+            return None, int(getattr(exc.entry, "revision", 0) or 0)
         except nats.js.errors.KeyNotFoundError:
             return None, 0
-        if found.value is None:
-            return None, 0
         revision = int(found.revision or 0)
+        if found.value is None:
+            return None, revision
         return decode_entry(slot, found.value, revision), revision
 
-    async def states(self) -> dict[str, tuple[StateEntry, int]]:
-        """Every stored entry; one that cannot be decoded is a halt of its slot's scope."""
-        out: dict[str, tuple[StateEntry, int]] = {}
-        for slot, value, revision in await self._snapshot(STATE_BUCKET, self._state_kv()):
+    async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
+        """Every stored slot: its entry (one that cannot be decoded is a halt of its slot's
+        scope), or None where the latest operation deleted it; readers hold those halted."""
+        out: dict[str, tuple[StateEntry | None, int]] = {}
+        for slot, value, revision in await self._snapshot(
+            STATE_BUCKET, self._state_kv(), deleted=True
+        ):
+            if value is None:
+                out[slot] = (None, revision)
+                continue
             entry = decode_entry(slot, value, revision)
             if entry.actor == UNDECODABLE_ACTOR:
                 log.error("UNDECODABLE_STATE slot=%s revision=%d: held as a halt", slot, revision)
-            out[entry.slot] = (entry, revision)
+            out[slot] = (entry, revision)
         return out
 
-    async def _snapshot(self, bucket: str, kv: KeyValue) -> list[tuple[str, bytes, int]]:
+    async def _snapshot(
+        self, bucket: str, kv: KeyValue, *, deleted: bool = False
+    ) -> list[tuple[str, bytes | None, int]]:
         """Latest value of every key in `bucket`, complete or not at all.
 
         nats-py ends a watcher's initial values with a marker it sends as soon as consumer
@@ -384,18 +461,19 @@ class NatsControlPlane:
         member, so a resync would run without it and a kill would not wait for that node.
         The server's own list of the bucket's subjects says which keys must be seen; the read
         ends when every one has been, and a server that stops answering first makes it
-        `ControlPlaneUnavailable`.
+        `ControlPlaneUnavailable`. `deleted`: also keys whose latest operation is a
+        delete or purge (value None).
         """
         prefix = f"$KV.{bucket}."
 
-        async def read() -> list[tuple[str, bytes, int]]:
+        async def read() -> list[tuple[str, bytes | None, int]]:
             info = await self._require_js().stream_info(
                 f"KV_{bucket}", subjects_filter=f"{prefix}>"
             )
             expected = {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
             watcher = await kv.watchall()
             seen: set[str] = set()
-            latest: dict[str, tuple[str, bytes, int]] = {}
+            latest: dict[str, tuple[str, bytes | None, int]] = {}
             try:
                 while not expected <= seen:
                     e = await watcher.updates(timeout=self.request_timeout_s)  # type: ignore[no-untyped-call]
@@ -407,6 +485,8 @@ class NatsControlPlane:
                         continue
                     if e.operation is None and e.value is not None:
                         latest[e.key] = (e.key, e.value, revision)
+                    elif deleted:
+                        latest[e.key] = (e.key, None, revision)
                     else:
                         latest.pop(e.key, None)
                 return list(latest.values())
@@ -439,10 +519,13 @@ class NatsControlPlane:
 
     # --- confirmations -----------------------------------------------------
     async def confirm(self, confirmation: Confirmation) -> None:
-        await self._publish(SUBJECT_CONFIRM, ENCODER.encode(confirmation))
+        subject = f"{SUBJECT_CONFIRM}.{confirmation.node_id}"
+        await self._publish(subject, ENCODER.encode(confirmation))
 
     async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> None:
-        await self._subscribe(SUBJECT_CONFIRM, CONFIRMATION_DECODER.decode, handler)
+        await self._subscribe(
+            f"{SUBJECT_CONFIRM}.*", CONFIRMATION_DECODER.decode, handler, _confirmer
+        )
 
     # --- membership --------------------------------------------------------
     async def heartbeat(self, status: NodeStatus) -> None:
@@ -457,22 +540,28 @@ class NatsControlPlane:
         if self._members is None:
             raise ControlPlaneUnavailable("control plane not connected")
         out = []
-        for _, value, _ in await self._snapshot(MEMBERS_BUCKET, self._members):
+        for key, value, _ in await self._snapshot(MEMBERS_BUCKET, self._members):
             try:
-                out.append(STATUS_DECODER.decode(value))
+                status = STATUS_DECODER.decode(value or b"")
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("ignoring malformed member record: %s", exc)
+                continue
+            if status.node_id != key:
+                # only node N's identity may write key N: a record naming another node is forged
+                log.error("MEMBER_FORGED key=%s claims node %s; ignored", key, status.node_id)
+                continue
+            out.append(status)
         return sorted(out, key=lambda s: s.node_id)
 
     async def subscribe_heartbeats(self, handler: Handler[NodeStatus]) -> None:
-        await self._subscribe(f"{SUBJECT_HEARTBEAT}.*", STATUS_DECODER.decode, handler)
+        await self._subscribe(f"{SUBJECT_HEARTBEAT}.*", STATUS_DECODER.decode, handler, _member)
 
     # --- metrics and audit -------------------------------------------------
     async def publish_metrics(self, metrics: NodeMetrics) -> None:
         await self._publish(f"{SUBJECT_METRICS}.{metrics.node_id}", ENCODER.encode(metrics))
 
     async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> None:
-        await self._subscribe(f"{SUBJECT_METRICS}.*", METRICS_DECODER.decode, handler)
+        await self._subscribe(f"{SUBJECT_METRICS}.*", METRICS_DECODER.decode, handler, _metered)
 
     async def append_audit(self, envelope: AuditEnvelope) -> int:
         ack = await self._call(
@@ -532,7 +621,7 @@ class NatsControlPlane:
 
     async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
         stored = await self._snapshot(record_bucket(bucket), self._record_kv(bucket))
-        return {key: (value, revision) for key, value, revision in stored}
+        return {key: (value, revision) for key, value, revision in stored if value is not None}
 
     async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
         prefix = record_republish(bucket) + "."

@@ -54,7 +54,9 @@ class Bucket(StrEnum):
     RELEASE = "release"
     """`target`: the fleet's target release envelope (DSSE JSON), set through admission."""
     ROSTER = "roster"
-    """node id -> the public key the node signs attestations with (enrolment)."""
+    """`v<version>`: each signed roster version (people, components, keys, roles)."""
+    APPROVALS = "approvals"
+    """request id -> a pending two-person request and its signatures so far."""
     ADMISSION = "admission"
     """node id -> the admission service's latest `Verdict` on it."""
     FLAGS = "flags"
@@ -128,11 +130,17 @@ class ControlPlane(Protocol):
         ...
 
     async def get_state(self, scope: Scope, key: str) -> tuple[StateEntry | None, int]:
-        """The stored entry and its revision (`ABSENT` when never written)."""
+        """The stored entry and its revision (`ABSENT` when never written).
+
+        None with a revision: something is stored there that is not an entry (a
+        delete marker, garbage); readers treat that slot as halted (fail closed).
+        Entries are returned as stored: readers verify them (`knightwatch.trust`).
+        """
         ...
 
-    async def states(self) -> dict[str, tuple[StateEntry, int]]:
-        """Every stored entry by slot, read from the store of record (used to resync)."""
+    async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
+        """Every stored slot (the store's key) with its entry, or None if it holds no
+        decodable entry, and its revision, from the store of record (used to resync)."""
         ...
 
     async def subscribe_states(self, handler: Handler[StateEntry]) -> None: ...

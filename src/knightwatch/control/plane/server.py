@@ -5,6 +5,11 @@ to the interpreter). It always binds 127.0.0.1 on a random port (the server's
 own default is 0.0.0.0, which a trading host must never expose by accident),
 keeps JetStream data under a state directory so kill state survives a restart,
 and is stopped when its owner exits.
+
+It always runs with authorization (`authz`): one NATS user per roster key,
+with per-role permissions, and a provisioner whose key exists only in this
+object's memory (it creates the buckets and streams; nobody else may).
+`reload(roster)` applies a new roster version without a restart (SIGHUP).
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from knightwatch.control.plane.authz import accounts_block
 from knightwatch.errors import KnightwatchError
+from knightwatch.release.keys import SigningKey
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Roster
 
 _START_TIMEOUT_S = 10.0
 
@@ -68,13 +77,40 @@ class EmbeddedNatsServer:
     """
 
     def __init__(
-        self, state_dir: str | Path, port: int | None = None, max_file: str = "1GB"
+        self,
+        state_dir: str | Path,
+        port: int | None = None,
+        max_file: str = "1GB",
+        *,
+        roster: Roster,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
         self.max_file = max_file
         self.url = ""
+        self.roster = roster
+        self.provisioner = Signer("provisioner", SigningKey.generate())
+        """Creates buckets and streams; held by this process alone, never written to disk."""
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def _auth(self) -> str:
+        return accounts_block(self.roster, self.provisioner.nkey)
+
+    def reload(self, roster: Roster) -> None:
+        """Serve a new roster version's users and permissions, without a restart."""
+        self.roster = roster
+        self._write_config()
+        if self.running:
+            self.signal(signal.SIGHUP)
+
+    def _write_config(self) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.state_dir / "nats-server.conf"
+        conf.write_text(self._config())
+        return conf
+
+    def _config(self) -> str:
+        return _config_text(self.state_dir / "jetstream", self.max_file, self._auth())
 
     @property
     def pid(self) -> int | None:
@@ -85,9 +121,7 @@ class EmbeddedNatsServer:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> str:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.state_dir / "nats-server.conf"
-        conf.write_text(_config_text(self.state_dir / "jetstream", self.max_file))
+        conf = self._write_config()
         port = str(self.port) if self.port is not None else "-1"
         cmd = [
             str(nats_server_binary()),
@@ -180,7 +214,9 @@ class LoopbackCluster:
     cluster (there with real host names instead of 127.0.0.1).
     """
 
-    def __init__(self, base_dir: str | Path, size: int = 3, name: str = "knightwatch") -> None:
+    def __init__(
+        self, base_dir: str | Path, size: int = 3, name: str = "knightwatch", *, roster: Roster
+    ) -> None:
         if size < 3:
             raise ServerError(f"cluster size: must be >= 3 for a JetStream quorum (got {size})")
         self.base_dir = Path(base_dir)
@@ -193,6 +229,7 @@ class LoopbackCluster:
             server = _ClusterServer(
                 self.base_dir / member_name,
                 client,
+                roster,
                 extra=(
                     f"server_name: {member_name}\n"
                     f"cluster {{\n  name: {name}\n  listen: 127.0.0.1:{cluster}\n"
@@ -200,6 +237,14 @@ class LoopbackCluster:
                 ),
             )
             self.members.append(ClusterMember(member_name, client, cluster, server))
+        provisioner = self.members[0].server.provisioner
+        for m in self.members:
+            m.server.provisioner = provisioner  # one provisioner for the whole cluster
+        self.provisioner = provisioner
+
+    def reload(self, roster: Roster) -> None:
+        for m in self.members:
+            m.server.reload(roster)
 
     @property
     def urls(self) -> list[str]:
@@ -226,17 +271,18 @@ class LoopbackCluster:
 class _ClusterServer(EmbeddedNatsServer):
     """A cluster member: fixed ports (routes name them) and a server name in its config."""
 
-    def __init__(self, state_dir: Path, port: int, extra: str) -> None:
-        super().__init__(state_dir, port=port)
+    def __init__(self, state_dir: Path, port: int, roster: Roster, extra: str) -> None:
+        super().__init__(state_dir, port=port, roster=roster)
         self._extra = extra
 
-    def start(self) -> str:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.state_dir / "nats-server.conf"
-        conf.write_text(
-            _config_text(self.state_dir / "jetstream", self.max_file, self._extra)
+    def _config(self) -> str:
+        return (
+            _config_text(self.state_dir / "jetstream", self.max_file, self._extra + self._auth())
             + f"listen: 127.0.0.1:{self.port}\n"
         )
+
+    def start(self) -> str:
+        conf = self._write_config()
         log = (self.state_dir / "nats-server.log").open("ab")
         try:
             self._proc = subprocess.Popen(

@@ -13,12 +13,12 @@ import msgspec
 
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.release.dsse import Envelope
+from knightwatch.release.dsse import Envelope, add_signature
+from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.state import Scope, TradingState
-
-GUARD_ACTOR = "guard:"
-"""Actor prefix of a halt the Guard decided itself; the rest is its reason code (its source)."""
+from knightwatch.trust.command import GUARD_ACTOR as GUARD_ACTOR
+from knightwatch.trust.command import StateCommand, command_envelope
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -33,6 +33,12 @@ class StateEntry(msgspec.Struct, frozen=True):
     always newer; two issuers at the same instant are ordered by severity first
     (the stricter state wins: fail closed), then by actor, and only then by the
     random `command_id`, which decides nothing but which reason text is kept.
+
+    `proof` is the DSSE envelope signed over every other field
+    (`knightwatch.trust.check_state` verifies it); an entry without one, or
+    whose fields differ from what was signed, is refused by every reader.
+    A resume names the halt it lifts (`supersedes`, its command id) and the
+    store revision it was decided on (`decided_on`).
     """
 
     scope: Scope
@@ -42,6 +48,37 @@ class StateEntry(msgspec.Struct, frozen=True):
     actor: str
     command_id: str
     issued_ns: int
+    expires_ns: int = 0
+    supersedes: str = ""
+    decided_on: int = 0
+    proof: Envelope | None = None
+
+    def command(self) -> StateCommand:
+        """What the signatures cover."""
+        return StateCommand(
+            self.scope,
+            self.key,
+            self.state,
+            self.reason,
+            self.actor,
+            self.command_id,
+            self.issued_ns,
+            self.expires_ns,
+            self.supersedes,
+            self.decided_on,
+        )
+
+    def signed(self, *keys: SigningKey) -> StateEntry:
+        """This entry with a proof signed by `keys` (replacing any proof it had)."""
+        envelope = command_envelope(self.command())
+        for key in keys:
+            envelope = add_signature(envelope, key)
+        return msgspec.structs.replace(self, proof=envelope)
+
+    def cosigned(self, key: SigningKey) -> StateEntry:
+        """Add one signature to the existing proof (an approver's)."""
+        proof = self.proof if self.proof is not None else command_envelope(self.command())
+        return msgspec.structs.replace(self, proof=add_signature(proof, key))
 
     @property
     def slot(self) -> str:
@@ -97,6 +134,13 @@ class NodeStatus(msgspec.Struct, frozen=True):
     last_command_id: str = ""
     last_confirmed_ns: int = 0
     left: bool = False
+    instance: str = ""
+    """Random per process: a second process claiming this node id shows a different one."""
+    refused: int = 0
+    """Commands this node refused (bad or missing signature, role, freshness, staleness)."""
+    last_refusal: str = ""
+    duplicate: str = ""
+    """Another live process claiming this node id, as the holder saw it (host:pid)."""
 
     def live(self, now_ns: int, grace_ns: int) -> bool:
         """Whether the node still holds a lease, allowing `grace_ns` for the heartbeat in flight."""
@@ -168,6 +212,18 @@ def slot_of(scope: Scope, key: str) -> str:
     return f"{scope.value}.{token}"
 
 
+def parse_slot(slot: str) -> tuple[Scope, str]:
+    """The (scope, key) a slot was made from; ValueError if `slot` is not one."""
+    scope, sep, token = slot.partition(".")
+    if not sep or not token:
+        raise ValueError(f"{slot!r}: not SCOPE.KEY")
+    key = bytes.fromhex(token[1:]).decode() if token.startswith("=") else token
+    parsed = Scope(scope), key
+    if slot_of(*parsed) != slot:
+        raise ValueError(f"{slot!r}: not the canonical slot of {parsed}")
+    return parsed
+
+
 FLEET_KEY = "fleet"
 """The single key of the fleet scope."""
 
@@ -223,6 +279,9 @@ def decode_entry(slot: str, value: bytes, revision: int) -> StateEntry:
         issued_ns=0,
     )
 
+
+SUBJECT_AUTO_HALT = "autohalt"
+"""A node's signed automatic halt, for the relay that may write the kill state."""
 
 ENCODER = msgspec.json.Encoder()
 ENTRY_DECODER = msgspec.json.Decoder(StateEntry)

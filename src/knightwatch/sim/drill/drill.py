@@ -15,7 +15,6 @@ import contextlib
 from pathlib import Path
 
 import msgspec
-import nats
 from nats.aio.client import Client
 from rich.console import Console
 from rich.progress import Progress
@@ -29,7 +28,7 @@ from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.plane.connect import FleetError, control_plane
-from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import FLEET_KEY, VERDICT_DECODER, NodeMetrics, Verdict
 from knightwatch.control.serve import wait_for_signal
@@ -39,6 +38,9 @@ from knightwatch.sim.drill.processes import NodeProcesses
 from knightwatch.sim.drill.resume_phase import ResumeReport, clear_ramps, run_resume_phase
 from knightwatch.sim.drill.venue import VenueResponder
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
 
 METRICS_S = 0.2
 WARMUP_S = 2.0
@@ -110,6 +112,34 @@ async def _wait_refused(
         await asyncio.sleep(0.1)
 
 
+def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
+    """The local fleet's identities, written under STATE_DIR/trust (keys 0600).
+
+    A local fleet is one machine, so every key lives there: two admins, the
+    people alice and bob (operators and approvers: one kills, the other
+    approves a resume), carol (viewer), the supervisor, the admission service,
+    the drill's venue and one key per node. A production fleet enrols each
+    person's own key instead (`knightwatch identity`).
+    """
+    trust_dir = state_dir / "trust"
+    if (trust_dir / "anchor.toml").exists():
+        kit = Kit.read(trust_dir)  # the same fleet again: the same identities
+        lacking = [n for n in ("alice", "bob", "supervisor", "admission", "venue")
+                   if n not in kit.signers]  # fmt: skip
+        if lacking:
+            raise FleetError(
+                f"{trust_dir}: the stored cast lacks {', '.join(lacking)}; use a fresh --state-dir"
+            )
+        for node_id in node_ids:
+            if node_id not in kit.signers:
+                kit.add(node_id, [Role.NODE])  # a bigger fleet than last time
+    else:
+        kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids)
+        kit.add("venue", [Role.VENUE])
+    kit.write(trust_dir, private=list(kit.signers))
+    return kit
+
+
 class _Fleet:
     """Release, admission service, venue, supervisor and node processes around one plane."""
 
@@ -120,15 +150,17 @@ class _Fleet:
         pager: Pager,
         config: SupervisorConfig,
         registry: Path | None,
+        kit: Kit,
     ) -> None:
         self.plane = plane
+        self.kit = kit
         self.clock = SystemClock()
         self.state_dir = state_dir
         self.release = LocalRelease(state_dir, registry)
         self.service = SupervisorService(
             plane,
             Supervisor(config, self.clock),
-            KillSwitch(plane, self.clock, "supervisor"),
+            KillSwitch(plane, self.clock, kit.signer("supervisor"), kit.store()),
             pager,
             sweep_s=1.0,
             concurrent=True,
@@ -136,6 +168,14 @@ class _Fleet:
         self.procs: NodeProcesses | None = None
         self.nc: Client | None = None
         self.venue: VenueResponder | None = None
+        self.planes: list[NatsControlPlane] = []
+
+    async def connect(self, name: str) -> NatsControlPlane:
+        """Another connection to the fleet's server as `name` (each identity its own)."""
+        plane = NatsControlPlane(self.plane.servers, name=name, signer=self.kit.signer(name))
+        await plane.connect()
+        self.planes.append(plane)
+        return plane
 
     async def start(
         self, n: int, flow: float, console: Console, stale: int = 0
@@ -144,10 +184,16 @@ class _Fleet:
         release = self.release
         await asyncio.to_thread(release.build)
         assert release.trust is not None
-        admission = AdmissionService(self.plane, release.trust, release.registry, clock=self.clock)
+        admission = AdmissionService(
+            await self.connect("admission"),
+            release.trust,
+            release.registry,
+            clock=self.clock,
+            roster=TrustStore(self.kit.anchor),
+        )
         await admission.start()
-        await release.set_target(self.plane, "knightwatch-up")
-        self.nc = await nats.connect(servers=self.plane.servers, name="venue")
+        await release.set_target(await self.connect("alice"), "knightwatch-up")
+        self.nc = await connect_as(self.kit.signer("venue"), self.plane.servers, name="venue")
         self.venue = VenueResponder(self.nc)
         await self.venue.start()
         await self.service.start()
@@ -157,11 +203,11 @@ class _Fleet:
             flow_rate=flow,
             policy=LeasePolicy(),
             extra=["--metrics-interval", str(METRICS_S)],
+            trust_dir=self.state_dir / "trust",
         )
         ids = [f"n{i}" for i in range(1, n + 1)]
         stale_ids = ids[n - stale :] if stale else []
         inputs = {i: await asyncio.to_thread(release.deploy, i, stale=i in stale_ids) for i in ids}
-        await release.enrol(self.plane, ids)
         for node_id in ids:
             self.procs.spawn(node_id, inputs[node_id])
         healthy = [i for i in ids if i not in stale_ids]
@@ -174,6 +220,8 @@ class _Fleet:
             await asyncio.to_thread(self.procs.stop)
         if self.nc is not None:
             await self.nc.close()
+        for plane in self.planes:
+            await plane.close()
 
 
 async def run_up(
@@ -187,14 +235,22 @@ async def run_up(
     registry: Path | None = None,
 ) -> None:
     """The fleet until Ctrl-C: every node is admitted on a release built and signed here."""
-    async with control_plane(urls, state_dir, "up", embed=True) as plane:
-        fleet = _Fleet(plane, state_dir, pager, config, registry)
+    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
+    async with control_plane(
+        urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit
+    ) as plane:
+        fleet = _Fleet(plane, state_dir, pager, config, registry, kit)
         try:
             ids, _ = await fleet.start(n, flow, console)
             console.print(
                 f"fleet up: {len(ids)} nodes admitted on release {fleet.release.release_id} "
                 f"on {', '.join(plane.servers)} (state in {state_dir}); "
                 "`knightwatch status` to inspect, Ctrl-C to stop"
+            )
+            keys = state_dir / "trust" / "keys"
+            console.print(
+                f"identities in {state_dir / 'trust'}: KNIGHTWATCH_KEY={keys / 'alice.key'} "
+                f"to kill and request resumes, {keys / 'bob.key'} to approve"
             )
             await wait_for_signal()
         finally:
@@ -224,18 +280,21 @@ async def run_drill(
             f"(got {runaway!r})"
         )
     config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
-    async with control_plane(urls, state_dir, "drill", embed=True) as plane:
+    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
+    async with control_plane(
+        urls, state_dir, "drill", signer=kit.signer("supervisor"), embed=kit
+    ) as plane:
         leftover = sorted(
-            f"{e.scope.value} {e.key!r}"
-            for e, _ in (await plane.states()).values()
-            if e.state is not TradingState.ACTIVE
+            f"{e.scope.value} {e.key!r}" if e is not None else f"{slot} (unreadable)"
+            for slot, (e, _) in (await plane.states()).items()
+            if e is None or e.state is not TradingState.ACTIVE
         )
         if leftover:
             raise FleetError(
                 f"the drill fleet is already halted ({', '.join(leftover)}); resume those scopes "
                 f"or use a fresh --state-dir"
             )
-        fleet = _Fleet(plane, state_dir, Pager(), config, registry)
+        fleet = _Fleet(plane, state_dir, Pager(), config, registry, kit)
         latest: dict[str, NodeMetrics] = {}
 
         async def on_metrics(m: NodeMetrics) -> None:
@@ -269,19 +328,21 @@ async def run_drill(
             after = latest.get(runaway)
             escaped = (after.accepted - base_accepted) if after else 0
             attempted = (after.orders - base_orders) if after else 0
-            ks = KillSwitch(plane, fleet.clock, "drill")
+            alice = await fleet.connect("alice")
+            ks = KillSwitch(alice, fleet.clock, kit.signer("alice"), kit.store())
             kill = await ks.kill(Scope.FLEET, FLEET_KEY, "drill: fleet-wide kill", timeout_s=2.0)
             resumed: ResumeReport | None = None
+            bob = kit.signer("bob")
             if resume_phase:
                 trip_node = next(i for i in healthy_ids if i != runaway)
                 resumed = await run_resume_phase(
-                    plane, fleet.nc, kill, latest, trip_node, state_dir, console,
+                    alice, ks, bob, fleet.nc, kill, latest, trip_node, state_dir, console,
                     metrics_s=METRICS_S,
                 )  # fmt: skip
-                await clear_ramps(plane)
-            for e, _ in (await plane.states()).values():
-                if e.state is not TradingState.ACTIVE:
-                    await ks.resume(e.scope, e.key, "drill: end of drill")
+                await clear_ramps(alice)
+            for e, _ in (await alice.states()).values():
+                if e is not None and e.state is not TradingState.ACTIVE:
+                    await ks.resume(e.scope, e.key, "drill: end of drill", approvers=(bob,))
             members = {m.node_id: m for m in await plane.members()}
             armed = sorted(i for i in stale_ids if i in members and members[i].armed)
         finally:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from knightwatch.control.node.runtime import NodeRuntime
-from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.serve import Trader
 from knightwatch.order import Order, Side
 from knightwatch.sim.drill.venue import FILL_DECODER, REFERENCE_PRICE, SUBJECT_VENUE, encode_order
@@ -130,7 +129,7 @@ def synthetic_flow(rate: float) -> Trader:
     async def trade(runtime: NodeRuntime, stop: asyncio.Event) -> None:
         plane = runtime.plane
         servers = plane.servers if isinstance(plane, NatsControlPlane) else []
-        nc = await nats.connect(servers=servers, name=f"flow-{runtime.node_id}")
+        nc = await connect_as(runtime.signer, servers, name=f"flow-{runtime.node_id}")
         try:
             flow = OrderFlow(runtime, nc, rate)
             await flow.start()

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 import knightwatch
-from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_TARGET,
@@ -34,7 +34,6 @@ from knightwatch.release.contents import contents_from_directory
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.flagschema import FlagSchema
-from knightwatch.release.keys import load_verify_key, write_key_pair
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import ReleaseSigners, TrustPolicy
 
@@ -111,19 +110,11 @@ class LocalRelease:
         if stale:
             old = tree / "app" / STALE_FILE
             old.write_bytes(b"# previous release: missed this deploy\n" + old.read_bytes())
-        write_key_pair(self.keys, node_id)
         return [
             "--artifacts", str(tree / "app"),
             "--config", str(tree / "config.toml"),
             "--flags", str(self.flags_path),
-            "--node-key", str(self.keys / f"{node_id}.key"),
         ]  # fmt: skip
-
-    async def enrol(self, plane: ControlPlane, node_ids: list[str]) -> None:
-        """Put each node's public key on the roster: only enrolled nodes can be admitted."""
-        for node_id in node_ids:
-            key = load_verify_key(self.keys / f"{node_id}.pub")
-            await plane.put_record(Bucket.ROSTER, node_id, key.to_base64().encode())
 
     async def set_target(self, plane: ControlPlane, actor: str) -> None:
         """Make this release the fleet's target through the admission service (it re-checks)."""

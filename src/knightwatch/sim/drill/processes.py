@@ -36,8 +36,12 @@ class NodeProcesses:
         policy: LeasePolicy | None = None,
         extra: list[str] | None = None,
         recorder_dir: Path | None = None,
+        trust_dir: Path | None = None,
     ) -> None:
+        """`trust_dir`: where `Kit.write` put the anchor and each node's key (`keys/<id>.key`),
+        default STATE_DIR/trust."""
         self.urls = urls
+        self.trust_dir = trust_dir or state_dir / "trust"
         self.recorder_dir = recorder_dir
         self.state_dir = state_dir
         self.flow_rate = flow_rate
@@ -64,6 +68,10 @@ class NodeProcesses:
             str(self.policy.lease_timeout_s),
             "--heartbeat",
             str(self.policy.heartbeat_s),
+            "--key",
+            str(self.trust_dir / "keys" / f"{node_id}.key"),
+            "--anchor",
+            str(self.trust_dir / "anchor.toml"),
             *self.extra,
             *(extra or []),
         ]

@@ -1,10 +1,11 @@
 """The drill's resume phase: evidence, preflight, a ramp that completes, a ramp that trips.
 
 After the drill's fleet kill an operator would snapshot the evidence, check the
-preflight and resume through the ramp. The drill does exactly that against the
-live processes, then does it once more with a runaway re-injected during stage
-one, to show the trip: how long until the scope was HALTED again and how many
-of the runaway's orders got out at stage-one limits before it was.
+preflight and request the resume; a second person approves it and it ramps
+back. The drill does exactly that against the live processes, then does it
+once more with a runaway re-injected during stage one, to show the trip: how
+long until the scope was HALTED again and how many of the runaway's orders got
+out at stage-one limits before it was.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from knightwatch.control.plane.wire import ENCODER, FLEET_KEY, NodeMetrics, slot
 from knightwatch.incident.preflight import Checklist, PreflightConfig, run_preflight
 from knightwatch.incident.ramp import RampController, RampOutcome, RampPlan, ramp_records
 from knightwatch.incident.snapshot import take_snapshot, verify_snapshot
-from knightwatch.release.keys import SigningKey
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.identity import Signer
 
 DRILL_RAMP = RampPlan.instant((0.1, 0.5, 1.0), 0.5)
 """Seconds, not minutes: the drill shows the mechanism, the runbook gives production stages."""
@@ -63,6 +64,8 @@ class ResumeReport(msgspec.Struct, frozen=True):
 
 async def run_resume_phase(
     plane: NatsControlPlane,
+    ks: KillSwitch,
+    approver: Signer,
     nc: Client,
     kill: CommandResult,
     latest: dict[str, NodeMetrics],
@@ -73,13 +76,13 @@ async def run_resume_phase(
     metrics_s: float,
     plan: RampPlan = DRILL_RAMP,
 ) -> ResumeReport:
-    """Runs on a fleet the drill just killed (`kill`); leaves it resumed at full limits."""
+    """Runs on a fleet the drill just killed (`kill`) as the operator `ks` signs for, with
+    `approver` co-signing each resume; leaves it resumed at full limits."""
     clock = SystemClock()
-    signing = SigningKey.generate()
     await record_known_good(plane, kill.entry, clock.time_ns())
     data = await take_snapshot(
-        plane, clock, signing, actor="drill", reason="drill: evidence after the fleet kill",
-        listen_s=0.5,
+        plane, clock, ks.signer.key, actor=ks.actor,
+        reason="drill: evidence after the fleet kill", listen_s=0.5,
     )  # fmt: skip
     snapshot = state_dir / "snapshot.tar"
     snapshot.write_bytes(data)
@@ -90,15 +93,21 @@ async def run_resume_phase(
     )
 
     checklist = await run_preflight(
-        plane, Scope.FLEET, FLEET_KEY, clock=clock, config=PreflightConfig(listen_s=1.0)
+        plane,
+        Scope.FLEET,
+        FLEET_KEY,
+        clock=clock,
+        config=PreflightConfig(listen_s=1.0),
+        trust=ks.trust,
     )
     _print_checklist(checklist, console)
-    ks = KillSwitch(plane, clock, "drill")
     stages: list[float] = []
     ctl = RampController(plane, ks, clock, plan, on_stage=lambda r: stages.append(r.fraction))
     completed = False
     if checklist.passed:
-        first = await ctl.resume(Scope.FLEET, FLEET_KEY, "drill: preflight passed")
+        first = await ctl.resume(
+            Scope.FLEET, FLEET_KEY, "drill: preflight passed", approvers=(approver,)
+        )
         completed = first.completed
         console.print(
             f"ramp {first.ramp_id}: "
@@ -125,7 +134,9 @@ async def run_resume_phase(
 
     injector = asyncio.create_task(inject_when_ramping())
     ctl2 = RampController(plane, ks, clock, plan)
-    trip = await ctl2.resume(Scope.FLEET, FLEET_KEY, "drill: resume after the second kill")
+    trip = await ctl2.resume(
+        Scope.FLEET, FLEET_KEY, "drill: resume after the second kill", approvers=(approver,)
+    )
     t_trip = clock.monotonic_ns()
     injector.cancel()
     await asyncio.sleep(3 * metrics_s)

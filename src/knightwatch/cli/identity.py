@@ -1,0 +1,357 @@
+"""`knightwatch identity ...`: people's keys and the roster, changed by a threshold of admins.
+
+A person creates their own key (`identity new`, written 0600; the private key
+never leaves their machine) and hands an admin the public half. A roster
+change (add, revoke, rotate) is a proposal file: the next roster version,
+signed by the admin who wrote it; every other admin adds their signature on
+their own machine (`identity sign FILE`), and `identity publish FILE` stores
+it once the roster's admin threshold has signed. Every process follows the
+stored versions as they appear (nodes, the supervisor, the admission service,
+the embedded server's users), so nothing restarts. Publishing is refused
+while a fleet or strategy kill is in force if the version enrols a new node,
+since a new node adds risk.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, _run, session
+from knightwatch.control.fleet.freeze import refuse_if_frozen
+from knightwatch.control.node.trustfeed import publish_roster
+from knightwatch.control.plane.protocol import RevisionConflict
+from knightwatch.inputs import JSON_MAX_BYTES, check_json_depth, read_bytes
+from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.release.keys import load_verify_key, write_key_pair
+from knightwatch.trust.identity import Signer, default_key_path
+from knightwatch.trust.kit import member_of_public
+from knightwatch.trust.roster import (
+    Member,
+    Role,
+    Roster,
+    TrustError,
+    decode_roster,
+    roster_envelope,
+    sign_roster,
+    signer_names,
+)
+from knightwatch.trust.store import TrustStore, decode_stored
+
+console = Console()
+app = typer.Typer(
+    help="People's keys and the roster: create a key, show, add, revoke, rotate (admins sign).",
+    no_args_is_help=True,
+)
+
+RoleOpt = typer.Option(
+    ..., "--role", help="a role (repeat): viewer, operator, approver, admin, supervisor, node, ..."
+)
+OutOpt = typer.Option(..., "--out", help="where to write the proposal (the next roster version)")
+
+
+def _when(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _roles(names: list[str]) -> tuple[Role, ...]:
+    out = []
+    for name in names:
+        try:
+            out.append(Role(name))
+        except ValueError:
+            known = ", ".join(r.value for r in Role)
+            raise TrustError(f"--role {name!r}: not a role (one of {known})") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _require_admin(store: TrustStore, signer: Signer) -> Roster:
+    roster = store.roster
+    if roster is None:
+        raise TrustError("no verified roster yet: nothing to change")
+    if not roster.has_role(signer.name, Role.ADMIN):
+        raise TrustError(f"--key: {signer.name} is not an admin; only admins sign roster versions")
+    return roster
+
+
+def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -> Roster:
+    """The next version with `members`, signed by `signer`, written to `out` (never over a
+    file that exists)."""
+    proposal = Roster(  # built, not replaced: the roster's own rules are checked here
+        version=roster.version + 1,
+        issued_ns=max(_now_ns(), roster.issued_ns + 1),
+        members=tuple(members),
+        admin_threshold=roster.admin_threshold,
+        approvals=roster.approvals,
+    )
+    envelope = sign_roster(roster_envelope(proposal), signer.key)
+    try:
+        with out.open("xb") as f:
+            f.write(encode_envelope(envelope))
+    except FileExistsError:
+        raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+    console.print(
+        f"roster version {proposal.version} proposed in {out}, signed by {signer.name}; "
+        f"{roster.admin_threshold} admin signature(s) needed: the others run "
+        f"`knightwatch identity sign {out}`, then `knightwatch identity publish {out}`",
+        highlight=False,
+    )
+    return proposal
+
+
+def _read_proposal(path: Path) -> Envelope:
+    """A proposal file (bounded read): a DSSE envelope holding a roster, or TrustError
+    naming the file."""
+    data = read_bytes(path, "roster proposal", JSON_MAX_BYTES)
+    check_json_depth(data, f"roster proposal {path}")
+    try:
+        envelope = decode_stored(data)
+        decode_roster(envelope)
+    except TrustError as exc:
+        raise TrustError(f"roster proposal {path}: {exc}") from None
+    return envelope
+
+
+def _names(roster: Roster, name: str) -> list[Member]:
+    found = roster.keys_of(name)
+    if not found:
+        raise TrustError(f"NAME {name!r}: not on the roster (version {roster.version})")
+    return found
+
+
+@app.command("new")
+def new(
+    name: str = typer.Argument(..., help="your name on the roster (the key file's stem)"),
+    out: Path | None = typer.Option(
+        None, "--dir", help="directory for NAME.key and NAME.pub (default ~/.knightwatch)"
+    ),
+) -> None:
+    """Create your key: NAME.key (0600, stays on this machine) and NAME.pub (give it to an
+    admin). Never overwrites a key."""
+    directory = out if out is not None else default_key_path().parent
+
+    async def go() -> tuple[str, Path, Path]:
+        key, private, public = write_key_pair(directory, name)
+        return key.key_id, private, public
+
+    key_id, private, public = _run(go)
+    console.print(
+        f"key {key_id[:16]} for {name}: private {private} (0600), public {public}; "
+        f"use it with --key {private} or KNIGHTWATCH_KEY",
+        highlight=False,
+    )
+
+
+@app.command("show")
+def show(
+    proposal: Path | None = typer.Option(None, "--proposal", help="show a proposal file instead"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """The verified roster in force (or a proposal): who, key, roles, validity, revocation."""
+
+    async def go() -> tuple[Roster, list[str], list[str]]:
+        envelope = _read_proposal(proposal) if proposal is not None else None
+        async with session(nats_url, state_dir, "identity", key, anchor) as (_, _signer, store):
+            if store.roster is None:
+                raise TrustError("no verified roster")
+            if envelope is None:
+                return store.roster, [], store.refused
+            signed = signer_names(envelope, store.roster.admins(decode_roster(envelope).issued_ns))
+            return decode_roster(envelope), signed, []
+
+    roster, signed, refused = _run(go)
+    title = f"roster version {roster.version} (issued {_when(roster.issued_ns)} UTC)"
+    if proposal is not None:
+        title = f"PROPOSED {title}, signed by {', '.join(signed) or 'nobody'}"
+    table = Table(title=title)
+    for col in ("name", "key", "roles", "valid from", "valid until", "revoked"):
+        table.add_column(col)
+    for m in sorted(roster.members, key=lambda m: (m.name, m.valid_from_ns)):
+        table.add_row(
+            m.name,
+            m.key_id[:16],
+            ", ".join(r.value for r in m.roles),
+            _when(m.valid_from_ns),
+            _when(m.valid_until_ns),
+            f"[red]{_when(m.revoked_ns)}[/red]" if m.revoked_ns else "-",
+        )
+    console.print(table)
+    console.print(
+        f"admin threshold {roster.admin_threshold}; resume needs a second person: "
+        f"{roster.approvals.resume.value}",
+        highlight=False,
+    )
+    for line in refused:
+        console.print(f"[red]{line}[/red]", highlight=False)
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="the person or component to enrol"),
+    public: Path = typer.Option(..., "--public", help="their public key (NAME.pub)"),
+    role: list[str] = RoleOpt,
+    out: Path = OutOpt,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Propose a version that enrols NAME with --public and --role (a second key for a name
+    already there keeps that name's roles)."""
+
+    async def go() -> None:
+        roles = _roles(role)
+        verify = load_verify_key(public)
+        async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
+            roster = _require_admin(store, signer)
+            if roster.member(verify.key_id) is not None:
+                raise TrustError(f"--public {public}: key {verify.key_id[:16]} is already enrolled")
+            _propose(roster, [*roster.members, member_of_public(name, verify, roles)], signer, out)
+
+    _run(go)
+
+
+@app.command("revoke")
+def revoke(
+    name: str = typer.Argument(..., help="whose keys to revoke (every key of that name)"),
+    out: Path = OutOpt,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Propose a version revoking NAME now: nothing it signs from then on counts."""
+
+    async def go() -> None:
+        async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
+            roster = _require_admin(store, signer)
+            _names(roster, name)
+            now = _now_ns()
+            members = [
+                msgspec.structs.replace(m, revoked_ns=m.revoked_ns or now) if m.name == name else m
+                for m in roster.members
+            ]
+            _propose(roster, members, signer, out)
+
+    _run(go)
+
+
+@app.command("rotate")
+def rotate(
+    name: str = typer.Argument(..., help="whose key to replace"),
+    public: Path = typer.Option(..., "--public", help="the new public key (NAME.pub)"),
+    out: Path = OutOpt,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Propose a version where NAME's new key takes over: the old keys stop being valid at
+    the version's instant, the roles stay."""
+
+    async def go() -> None:
+        verify = load_verify_key(public)
+        async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
+            roster = _require_admin(store, signer)
+            old = _names(roster, name)
+            if roster.member(verify.key_id) is not None:
+                raise TrustError(f"--public {public}: key {verify.key_id[:16]} is already enrolled")
+            now = _now_ns()
+            members = [
+                msgspec.structs.replace(m, valid_until_ns=now)
+                if m.name == name and m.valid_until_ns == 0
+                else m
+                for m in roster.members
+            ]
+            members.append(member_of_public(name, verify, old[0].roles, valid_from_ns=0))
+            _propose(roster, members, signer, out)
+
+    _run(go)
+
+
+@app.command("sign")
+def sign(
+    proposal: Path = typer.Argument(..., help="a proposal file another admin wrote"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Add your signature (an admin) to a proposal, after reading it (`show --proposal`)."""
+
+    async def go() -> list[str]:
+        envelope = _read_proposal(proposal)
+        async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
+            roster = _require_admin(store, signer)
+            proposed = decode_roster(envelope)
+            if proposed.version != roster.version + 1:
+                raise TrustError(
+                    f"{proposal}: version {proposed.version} does not follow the roster in "
+                    f"force (version {roster.version}); it is stale, propose it again"
+                )
+            signed = sign_roster(envelope, signer.key)
+            proposal.write_bytes(encode_envelope(signed))
+            return signer_names(signed, roster.admins(proposed.issued_ns))
+
+    names = _run(go)
+    console.print(f"{proposal}: signed by {', '.join(names)}", highlight=False)
+
+
+@app.command("publish")
+def publish(
+    proposal: Path = typer.Argument(..., help="a proposal signed by the admin threshold"),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Store a fully signed proposal as the next roster version; every process follows it
+    without a restart. Refused if it does not verify, is stale, or (while a kill is in
+    force) enrols a new node."""
+
+    async def go() -> Roster:
+        envelope = _read_proposal(proposal)
+        async with session(nats_url, state_dir, "identity", key, anchor) as (plane, signer, store):
+            current = _require_admin(store, signer)
+            trial = TrustStore.of(store.anchor)
+            trial.roster = current
+            try:
+                accepted = trial.accept(envelope)
+            except TrustError as exc:
+                raise TrustError(f"{proposal}: {exc}") from None
+            new_nodes = set(accepted.names_with(Role.NODE)) - set(current.names_with(Role.NODE))
+            if new_nodes:
+                await refuse_if_frozen(
+                    plane, f"enrolment of node(s) {', '.join(sorted(new_nodes))}", store
+                )
+            try:
+                await publish_roster(plane, envelope)
+            except RevisionConflict:
+                raise TrustError(
+                    f"{proposal}: version {accepted.version} was published meanwhile; "
+                    "propose again on the roster in force"
+                ) from None
+            return accepted
+
+    roster = _run(go)
+    console.print(
+        f"roster version {roster.version} published: {len(roster.members)} key(s); nodes, "
+        "services and the server follow it without a restart",
+        highlight=False,
+    )
+
+
+__all__ = ["app"]

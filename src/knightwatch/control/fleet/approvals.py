@@ -1,0 +1,179 @@
+"""Two people to resume: pending requests in the control plane, approved by someone else.
+
+`knightwatch resume` runs the preflight and, if it passes, stores a request:
+the resume entry signed by its requester, bound to the halt it lifts and the
+store revision it was decided on, with an expiry and the preflight's verdict.
+`knightwatch approve ID`, run by a different person with the approver role,
+adds their signature, runs the preflight again and applies the resume through
+a ramp (`incident.ramp.RampController.apply`) and the kill switch, which
+re-check everything; the nodes check the signatures again
+before they resume (the rule holds where the state is applied, so writing the
+kill state directly gains nothing). A request whose halt changed meanwhile is
+stale, one past its expiry is expired; neither can be applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+
+import msgspec
+
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.plane.protocol import ABSENT, Bucket, RevisionConflict
+from knightwatch.control.plane.wire import StateEntry
+from knightwatch.state import Scope
+from knightwatch.trust.command import Refused, check_state
+from knightwatch.trust.roster import Role
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    STALE = "stale"
+    EXPIRED = "expired"
+
+
+class Request(msgspec.Struct, frozen=True):
+    """One resume waiting for (or past) its second person."""
+
+    id: str
+    entry: StateEntry
+    status: RequestStatus = RequestStatus.PENDING
+    approvers: tuple[str, ...] = ()
+    detail: str = ""
+    preflight: str = ""
+    """The preflight's verdict when the request was made (what the requester saw)."""
+
+    @property
+    def requester(self) -> str:
+        return self.entry.actor
+
+
+_DECODER = msgspec.json.Decoder(Request)
+_ENCODER = msgspec.json.Encoder()
+T = TypeVar("T")
+
+
+class Requests:
+    """Pending resumes on a plane, acted on with the kill switch's signer."""
+
+    def __init__(self, killswitch: KillSwitch) -> None:
+        self.killswitch = killswitch
+        self.plane = killswitch.plane
+
+    async def create(self, scope: Scope, key: str, reason: str, preflight: str = "") -> Request:
+        entry = await self.killswitch.request_resume(scope, key, reason)
+        request = Request(entry.command_id[:12], entry, preflight=preflight)
+        await self.plane.put_record(
+            Bucket.APPROVALS, request.id, _ENCODER.encode(request), expected_revision=ABSENT
+        )
+        return request
+
+    async def get(self, request_id: str) -> tuple[Request, int]:
+        value, revision = await self.plane.get_record(Bucket.APPROVALS, request_id)
+        if value is None:
+            raise KillSwitchError(f"request {request_id!r}: no such request")
+        return _DECODER.decode(value), revision
+
+    async def list(self) -> list[Request]:
+        """Every request, pending ones with their current status (expired, stale) as of now."""
+        out: list[Request] = []
+        for _, (value, _) in sorted((await self.plane.records(Bucket.APPROVALS)).items()):
+            try:
+                request = _DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            out.append(await self._judged(request))
+        return sorted(out, key=lambda r: r.entry.issued_ns)
+
+    async def _judged(self, request: Request) -> Request:
+        if request.status is not RequestStatus.PENDING:
+            return request
+        if self.killswitch.clock.time_ns() > request.entry.expires_ns:
+            return msgspec.structs.replace(
+                request, status=RequestStatus.EXPIRED, detail="not approved in time"
+            )
+        _, revision = await self.plane.get_state(request.entry.scope, request.entry.key)
+        if revision != request.entry.decided_on:
+            return msgspec.structs.replace(
+                request,
+                status=RequestStatus.STALE,
+                detail=f"decided on revision {request.entry.decided_on}, the slot is now at "
+                f"{revision}",
+            )
+        return request
+
+    async def _close(self, request: Request, revision: int) -> None:
+        with contextlib.suppress(RevisionConflict):  # closed by somebody else: theirs stands
+            await self.plane.put_record(
+                Bucket.APPROVALS, request.id, _ENCODER.encode(request), expected_revision=revision
+            )
+
+    async def approve(self, request_id: str, timeout_s: float = 2.0) -> CommandResult:
+        """Add this signer's approval and apply the resume; KillSwitchError says why not."""
+
+        async def apply(entry: StateEntry) -> CommandResult:
+            return await self.killswitch.apply_resume(entry, timeout_s=timeout_s)
+
+        return await self.approve_with(request_id, apply)
+
+    async def eligible(self, request_id: str) -> tuple[Request, int]:
+        """The pending request and its record revision, if this signer may approve it (a
+        different person with the approver role); KillSwitchError says why not. Checked
+        before anything else runs for the approval (a preflight, a ramp)."""
+        signer = self.killswitch.signer
+        roster = self.killswitch.trust.roster
+        request, revision = await self.get(request_id)
+        if request.status is not RequestStatus.PENDING:
+            raise KillSwitchError(f"request {request_id}: already {request.status}")
+        if signer.name == request.requester:
+            raise KillSwitchError(
+                f"request {request_id}: {signer.name} requested it; the requester never counts "
+                "as the second person (any key of theirs)"
+            )
+        if roster is None or not roster.has_role(signer.name, Role.APPROVER):
+            raise KillSwitchError(
+                f"request {request_id}: {signer.name} does not hold the approver role"
+            )
+        return request, revision
+
+    async def approve_with(self, request_id: str, apply: Callable[[StateEntry], Awaitable[T]]) -> T:
+        """Add this signer's approval and hand the co-signed resume to `apply` (a ramp);
+        the request is closed as applied, or stale if `apply` finds it so."""
+        request, revision = await self.eligible(request_id)
+        roster = self.killswitch.trust.roster
+        signer = self.killswitch.signer
+        try:
+            check_state(
+                request.entry.command(),
+                request.entry.proof,
+                roster,
+                now_ns=self.killswitch.clock.time_ns(),
+                live=False,
+            )
+        except Refused as exc:
+            if exc.reason.value != "approval_missing":
+                raise KillSwitchError(f"request {request_id}: refused: {exc}") from None
+        judged = await self._judged(request)
+        if judged.status is not RequestStatus.PENDING:
+            await self._close(judged, revision)
+            raise KillSwitchError(f"request {request_id} is {judged.status}: {judged.detail}")
+        entry = request.entry.cosigned(signer.key)
+        try:
+            result = await apply(entry)
+        except KillSwitchError as exc:
+            if "stale" in str(exc):
+                stale = msgspec.structs.replace(
+                    request, status=RequestStatus.STALE, detail=str(exc)
+                )
+                await self._close(stale, revision)
+            raise
+        approvers = tuple(sorted({*request.approvers, signer.name}))
+        done = msgspec.structs.replace(
+            request, entry=entry, status=RequestStatus.APPLIED, approvers=approvers
+        )
+        await self._close(done, revision)
+        return result

@@ -1,0 +1,94 @@
+"""The roster as stored on the control plane, followed by every process that verifies commands.
+
+Versions are stored one per key (`v000001`, ...), created once and never
+overwritten (compare-and-swap against "absent"), so the chain from the pinned
+anchor can always be walked again by a process that starts later. A version
+that does not verify is refused by `TrustStore` and the one before stays in
+force.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane, Record
+from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import TrustError, decode_roster
+from knightwatch.trust.store import TrustStore, decode_stored
+
+log = logging.getLogger(__name__)
+
+
+def roster_key(version: int) -> str:
+    return f"v{version:06d}"
+
+
+def _parse(key: str, value: bytes) -> tuple[int, Envelope] | None:
+    if not (key.startswith("v") and key[1:].isdigit()):
+        return None
+    try:
+        envelope = decode_stored(value)
+    except TrustError as exc:
+        log.error("ROSTER_REFUSED key=%s %s", key, exc)
+        return None
+    return int(key[1:]), envelope
+
+
+async def sync_roster(plane: ControlPlane, store: TrustStore) -> bool:
+    """Read every stored version and accept those after the current one; True if it moved."""
+    stored: dict[int, Envelope] = {}
+    for key, (value, _) in (await plane.records(Bucket.ROSTER)).items():
+        parsed = _parse(key, value)
+        if parsed is not None:
+            stored[parsed[0]] = parsed[1]
+    return store.follow(stored)
+
+
+async def follow_roster(
+    plane: ControlPlane, store: TrustStore, on_change: Callable[[], None] | None = None
+) -> None:
+    """Sync now and on every new version (rotation and revocation need no restart)."""
+
+    async def on_record(record: Record) -> None:
+        parsed = _parse(record.key, record.value)
+        if parsed is None:
+            return
+        moved = store.follow({parsed[0]: parsed[1]})
+        if not moved and parsed[0] > store.version + 1:
+            moved = await sync_roster(plane, store)  # a gap: read them all
+        if moved and on_change is not None:
+            on_change()
+
+    await plane.subscribe_records(Bucket.ROSTER, on_record)
+    await sync_roster(plane, store)
+    if on_change is not None:
+        on_change()
+
+
+async def publish_roster(plane: ControlPlane, envelope: Envelope) -> int:
+    """Store one version under its own key; refused (RevisionConflict) if that version exists."""
+    version = decode_roster(envelope).version
+    return await plane.put_record(
+        Bucket.ROSTER, roster_key(version), encode_envelope(envelope), expected_revision=ABSENT
+    )
+
+
+async def identify(plane: ControlPlane, signer: Signer, store: TrustStore) -> Signer:
+    """Follow the roster and name the signer as the roster does (who acts is whoever signs)."""
+    await follow_roster(plane, store)
+    roster = store.roster
+    member = roster.member(signer.key.key_id) if roster is not None else None
+    if member is None:
+        raise TrustError(
+            f"key {signer.key.key_id[:16]} is not on the roster (version {store.version}); "
+            "ask an admin to enrol it (`knightwatch identity add`)"
+        )
+    if not member.valid_at(time.time_ns()):
+        raise TrustError(
+            f"key {signer.key.key_id[:16]} of {member.name} is revoked or rotated out "
+            f"(roster version {store.version}); use the key the roster holds now"
+        )
+    return Signer(member.name, signer.key)

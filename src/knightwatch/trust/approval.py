@@ -1,0 +1,111 @@
+"""A second person's approval of a flag change or a rollout, signed by that person.
+
+A flag turned towards trading behaviour, or rolled out, needs a second person
+with the approver role. The approver names what they approve (the flag, the
+value, the nodes, who will make the change) and signs it with their own key
+on their own machine (`knightwatch flags approve`); the person making the
+change hands the file over (`--approval FILE`). Who approved is whoever
+signed, checked against the roster: never the requester (any key of theirs),
+never a name typed on a command line, never after the approval expired.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role, Roster, TrustError
+
+APPROVAL_PAYLOAD_TYPE = "application/vnd.knightwatch.approval+json"
+APPROVAL_TTL_S = 3600.0
+"""How long an approval stays usable after it was signed."""
+
+
+class ApprovalKind(StrEnum):
+    FLAG = "flag"
+    """`flags set FLAG VALUE`."""
+    ROLLOUT = "rollout"
+    """`rollout start FLAG` (to the flag's non-default value)."""
+
+
+class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the second person approves, exactly."""
+
+    kind: ApprovalKind
+    flag_id: str
+    value: bool
+    nodes: tuple[str, ...] | None
+    """None: the whole fleet."""
+    requester: str
+    """The roster name that will make the change (it cannot approve it itself)."""
+    reason: str
+    issued_ns: int
+    expires_ns: int
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_DECODER = msgspec.json.Decoder(Approval)
+
+
+def sign_approval(approval: Approval, signer: Signer) -> Envelope:
+    return add_signature(new_envelope(APPROVAL_PAYLOAD_TYPE, _ENCODER.encode(approval)), signer.key)
+
+
+def check_approval(
+    envelope: Envelope,
+    roster: Roster | None,
+    *,
+    kind: ApprovalKind,
+    flag_id: str,
+    value: bool,
+    nodes: tuple[str, ...] | None,
+    requester: str,
+    now_ns: int,
+) -> str:
+    """The approver's roster name if `envelope` approves exactly this change; TrustError
+    naming the rule otherwise."""
+    if roster is None:
+        raise TrustError("approval: no verified roster yet")
+    if envelope.payload_type != APPROVAL_PAYLOAD_TYPE:
+        raise TrustError(f"approval payloadType: {envelope.payload_type!r} is not an approval")
+    try:
+        approval = _DECODER.decode(envelope.payload_bytes())
+    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+        raise TrustError(f"approval payload: {exc}") from None
+    wanted = (kind, flag_id, value, nodes, requester)
+    got = (approval.kind, approval.flag_id, approval.value, approval.nodes, approval.requester)
+    if got != wanted:
+        raise TrustError(
+            f"approval: it approves {approval.kind} {approval.flag_id}={approval.value} on "
+            f"{','.join(approval.nodes) if approval.nodes else 'the fleet'} by "
+            f"{approval.requester}, not this change"
+        )
+    if not approval.issued_ns <= now_ns <= approval.expires_ns:
+        raise TrustError("approval: expired (or issued in the future); ask for a new one")
+    check = check_signatures(envelope, roster.verify_keys())
+    if check.invalid:
+        raise TrustError("approval: a signature does not verify (the file was changed)")
+    names = set()
+    for key_id in check.valid:
+        member = roster.member(key_id)
+        if member is not None and member.valid_at(approval.issued_ns):
+            names.add(member.name)
+    approvers = sorted(n for n in names if n != requester and roster.has_role(n, Role.APPROVER))
+    if not approvers:
+        signed = ", ".join(sorted(names)) or "nobody on the roster"
+        raise TrustError(
+            f"approval: signed by {signed}; it needs a person with the approver role other "
+            f"than {requester} (the requester never counts, any key of theirs)"
+        )
+    return approvers[0]
+
+
+def decode_approval_file(data: bytes, source: str) -> Envelope:
+    try:
+        return msgspec.json.decode(data, type=Envelope)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise TrustError(f"{source}: not a signed approval: {exc}") from None

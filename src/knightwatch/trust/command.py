@@ -1,0 +1,246 @@
+"""Signed kill-switch commands and the one check every reader runs before trusting one.
+
+A command travels as a DSSE envelope whose payload binds the scope and key,
+the new state, the actor, a unique id, when it was issued and when it expires,
+and, for a resume, the exact halt it lifts (that halt's command id and the
+store revision it was decided on). Nodes, the kill switch, the supervisor and
+`status` all call `check_state`; what it refuses is never applied.
+
+What the check enforces, by direction:
+
+* stop (HALTED, REDUCING): one signature by an operator or the supervisor
+  whose name is the actor, or a node's automatic halt (actor "guard:<code>")
+  of its own node or a strategy/symbol scope, never the fleet;
+* resume (ACTIVE): the requester (an operator, the actor) plus, when the
+  roster's approval policy asks for it at that instant, a second, different
+  person with the approver role. People are counted by name, so a second key
+  of the requester is not a second person.
+
+Freshness (issue time within 5 s of the reader's clock, not past expiry) is
+checked on live resumes only. A kill is never refused for its clock: an
+issuer whose clock lags must still stop the fleet, and a replayed kill can
+only stop trading (fail closed), and only an operator or the supervisor may
+publish one at all. A stored kill from yesterday is still the state of
+record; a stored resume is checked against the store's own history by the
+reader (`decided_on` must be the revision it superseded), which a replayed
+old resume cannot meet.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from enum import StrEnum
+
+import msgspec
+
+from knightwatch.errors import KnightwatchError
+from knightwatch.release.dsse import Envelope, add_signature, new_envelope, pae
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import SigningKey
+from knightwatch.state import Scope, TradingState
+from knightwatch.trust.roster import Member, Role, Roster
+
+COMMAND_PAYLOAD_TYPE = "application/vnd.knightwatch.state-command+json"
+GUARD_ACTOR = "guard:"
+MAX_TTL_NS = 24 * 3600 * 1_000_000_000
+"""The longest a command may claim to stay valid (a resume request's approval window)."""
+SKEW_NS = 5 * 1_000_000_000
+"""How far a live command's issue time may lie ahead of the reader's clock."""
+
+
+class TrustReason(StrEnum):
+    """Stable codes for a refused command (metrics, the flight recorder, `status`)."""
+
+    NO_ROSTER = "no_roster"
+    UNSIGNED = "unsigned"
+    MALFORMED = "malformed"
+    PAYLOAD_MISMATCH = "payload_mismatch"
+    SIGNATURE_INVALID = "signature_invalid"
+    UNKNOWN_KEY = "unknown_key"
+    KEY_NOT_VALID = "key_not_valid"
+    ROLE_NOT_ALLOWED = "role_not_allowed"
+    ACTOR_MISMATCH = "actor_mismatch"
+    EXPIRED = "expired"
+    FROM_FUTURE = "issued_in_future"
+    APPROVAL_MISSING = "approval_missing"
+    STALE = "stale"
+    REPLAYED = "replayed"
+
+
+class Refused(KnightwatchError, ValueError):
+    """A command that must not be applied, with its reason code."""
+
+    def __init__(self, reason: TrustReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
+
+
+class StateCommand(msgspec.Struct, frozen=True):
+    """What a kill-switch entry's signatures cover (every field of the entry but the proof)."""
+
+    scope: Scope
+    key: str
+    state: TradingState
+    reason: str
+    actor: str
+    command_id: str
+    issued_ns: int
+    expires_ns: int
+    supersedes: str = ""
+    decided_on: int = 0
+
+
+class Checked(msgspec.Struct, frozen=True):
+    """Who a verified command is from: the actor and, for a resume, the approvers."""
+
+    actor: str
+    approvers: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return self.actor + (
+            f" (approved by {', '.join(self.approvers)})" if self.approvers else ""
+        )
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_DECODER = msgspec.json.Decoder(StateCommand)
+
+
+def command_envelope(command: StateCommand) -> Envelope:
+    return new_envelope(COMMAND_PAYLOAD_TYPE, _ENCODER.encode(command))
+
+
+def sign_command(command: StateCommand, key: SigningKey) -> Envelope:
+    return add_signature(command_envelope(command), key)
+
+
+def _signers(
+    proof: Envelope, payload: bytes, roster: Roster, at_ns: int, now_ns: int | None
+) -> list[Member]:
+    """The roster members whose signatures verify over `payload` (decoded once, by the
+    caller), each with its public key object as the roster version built it."""
+    message = pae(proof.payload_type, payload)
+    members: list[Member] = []
+    unknown: list[str] = []
+    for signature in proof.signatures:
+        found = roster.key(signature.keyid)
+        if found is None:
+            unknown.append(signature.keyid)
+            continue
+        member, key = found
+        try:
+            raw = base64.b64decode(signature.sig, validate=True)
+        except binascii.Error:
+            raw = b""
+        if not key.verify(raw, message):
+            raise Refused(
+                TrustReason.SIGNATURE_INVALID,
+                f"signature by key {signature.keyid[:16]} does not verify over this command",
+            )
+        if member not in members:
+            members.append(member)
+    if not members:
+        ids = ", ".join(s.keyid[:16] for s in proof.signatures) or "none"
+        reason = TrustReason.UNKNOWN_KEY if proof.signatures else TrustReason.UNSIGNED
+        raise Refused(reason, f"no signature by a key on the roster (keys: {ids})")
+    for m in sorted(members, key=lambda m: m.key_id):
+        if not m.valid_at(at_ns) or (now_ns is not None and not m.valid_at(now_ns)):
+            what = "revoked" if m.revoked_ns else "outside its validity"
+            raise Refused(TrustReason.KEY_NOT_VALID, f"key {m.key_id[:16]} of {m.name} is {what}")
+    return members
+
+
+def check_state(
+    command: StateCommand,
+    proof: Envelope | None,
+    roster: Roster | None,
+    *,
+    now_ns: int,
+    live: bool,
+) -> Checked:
+    """Verify a kill-switch command; `Refused` with a reason code if it must not be applied.
+
+    `live`: the command arrived as news (announcement, republished store
+    write), so its keys must be valid now as well, and a resume must be fresh.
+    """
+    if roster is None:
+        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
+    if proof is None:
+        raise Refused(TrustReason.UNSIGNED, "the entry carries no signature")
+    if proof.payload_type != COMMAND_PAYLOAD_TYPE:
+        raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
+    try:
+        payload = proof.payload_bytes()
+        signed = _DECODER.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+        raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
+    if signed != command:
+        raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")
+    if not 0 < command.expires_ns - command.issued_ns <= MAX_TTL_NS:
+        raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 24 h after issued_ns")
+    if live and command.state is TradingState.ACTIVE:
+        if command.issued_ns > now_ns + SKEW_NS:
+            raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")
+        if now_ns > command.expires_ns:
+            raise Refused(TrustReason.EXPIRED, "past its expiry (a replay, or held back)")
+    members = _signers(proof, payload, roster, command.issued_ns, now_ns if live else None)
+    by_name = {m.name: m for m in members}
+    if command.state is TradingState.ACTIVE:
+        return _check_resume(command, by_name, roster, now_ns if live else command.issued_ns)
+    return Checked(_check_stop(command, by_name))
+
+
+def _check_stop(command: StateCommand, by_name: dict[str, Member]) -> str:
+    if command.actor.startswith(GUARD_ACTOR):
+        nodes = [n for n, m in by_name.items() if Role.NODE in m.roles]
+        if not nodes:
+            raise Refused(TrustReason.ROLE_NOT_ALLOWED, "an automatic halt is signed by a node")
+        node = nodes[0]
+        if command.scope is Scope.FLEET or (command.scope is Scope.NODE and command.key != node):
+            raise Refused(
+                TrustReason.ROLE_NOT_ALLOWED,
+                f"node {node} may halt itself or a strategy/symbol, not {command.scope.value} "
+                f"{command.key!r}",
+            )
+        return node
+    member = by_name.get(command.actor)
+    if member is None:
+        raise Refused(
+            TrustReason.ACTOR_MISMATCH,
+            f"actor {command.actor!r} did not sign (signed by {', '.join(sorted(by_name))})",
+        )
+    if not {Role.OPERATOR, Role.SUPERVISOR} & set(member.roles):
+        raise Refused(
+            TrustReason.ROLE_NOT_ALLOWED,
+            f"{command.actor} holds {', '.join(member.roles)}; a kill needs operator or supervisor",
+        )
+    return command.actor
+
+
+def _check_resume(
+    command: StateCommand, by_name: dict[str, Member], roster: Roster, at_ns: int
+) -> Checked:
+    requester = by_name.get(command.actor)
+    if requester is None or Role.OPERATOR not in requester.roles:
+        raise Refused(
+            TrustReason.ROLE_NOT_ALLOWED if requester else TrustReason.ACTOR_MISMATCH,
+            f"a resume is requested and signed by an operator (actor {command.actor!r})",
+        )
+    if not command.supersedes:
+        raise Refused(TrustReason.MALFORMED, "a resume names the halt it lifts (supersedes)")
+    approvers = tuple(
+        sorted(n for n, m in by_name.items() if n != command.actor and Role.APPROVER in m.roles)
+    )
+    policy = roster.approvals
+    if policy.second_person(policy.resume, at_ns) and not approvers:
+        others = sorted(n for n in by_name if n != command.actor)
+        detail = (
+            f"signed by {command.actor} only; a resume needs a second person with the "
+            "approver role (the requester never counts)"
+            if not others
+            else f"{', '.join(others)} signed but does not hold the approver role"
+        )
+        raise Refused(TrustReason.APPROVAL_MISSING, detail)
+    return Checked(command.actor, approvers)

@@ -1,0 +1,187 @@
+"""Provisioning a fleet's identities in one place: keys, anchor and signed roster versions.
+
+`knightwatch up`, the replay and the tests need a whole cast at once (admins,
+operators, approvers, the supervisor, the admission service, nodes). A `Kit`
+generates their keys, builds version 1 of the roster signed by the admins,
+and makes later versions (add, rotate, revoke) signed the same way, so every
+one of them goes through the same verification a production roster does. A
+production fleet does the same with `knightwatch identity`, each admin signing
+on their own machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import msgspec
+
+from knightwatch.inputs import JSON_MAX_BYTES, InputFileError, read_bytes
+from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.release.keys import SigningKey, VerifyKey
+from knightwatch.release.signing import TrustPolicy
+from knightwatch.trust.identity import Signer, load_signer
+from knightwatch.trust.roster import (
+    ApprovalPolicy,
+    Member,
+    Role,
+    Roster,
+    TrustError,
+    roster_envelope,
+    sign_roster,
+)
+from knightwatch.trust.store import TrustStore, anchor_of, anchor_toml, decode_stored, load_anchor
+
+PEOPLE: dict[str, tuple[Role, ...]] = {
+    "alice": (Role.OPERATOR, Role.APPROVER),
+    "bob": (Role.OPERATOR, Role.APPROVER),
+    "carol": (Role.VIEWER,),
+}
+"""The cast a local fleet and the tests start with."""
+
+
+def member_of(name: str, key: SigningKey, roles: Iterable[Role], **validity: int) -> Member:
+    return member_of_public(name, key.public, roles, **validity)
+
+
+def member_of_public(name: str, key: VerifyKey, roles: Iterable[Role], **validity: int) -> Member:
+    """A roster entry for a public key someone handed over (their private key stays theirs)."""
+    return Member(name, key.key_id, key.to_base64(), tuple(roles), **validity)
+
+
+class Kit:
+    def __init__(
+        self,
+        *,
+        now_ns: int,
+        people: Mapping[str, tuple[Role, ...]] = PEOPLE,
+        nodes: Iterable[str] = (),
+        admins: int = 2,
+        approvals: ApprovalPolicy | None = None,
+        node_keys: Mapping[str, SigningKey] | None = None,
+    ) -> None:
+        self.now_ns = now_ns
+        self.signers: dict[str, Signer] = {}
+        members: list[Member] = []
+        admin_names = [f"admin{i}" for i in range(1, admins + 1)]
+        cast: dict[str, tuple[Role, ...]] = {n: (Role.ADMIN,) for n in admin_names}
+        cast |= dict(people)
+        cast |= {"supervisor": (Role.SUPERVISOR,), "admission": (Role.ADMISSION,)}
+        cast |= {n: (Role.NODE,) for n in nodes}
+        for name, roles in cast.items():
+            key = (node_keys or {}).get(name) or SigningKey.generate()
+            self.signers[name] = Signer(name, key)
+            members.append(member_of(name, key, roles))
+        self.admin_names = admin_names
+        self.anchor: TrustPolicy = anchor_of(
+            {n: self.signers[n].key.public.to_base64() for n in admin_names}, min(admins, 2)
+        )
+        self.envelopes: list[Envelope] = []
+        self.roster = Roster(
+            1,
+            now_ns,
+            tuple(members),
+            admin_threshold=min(admins, 2),
+            approvals=approvals or ApprovalPolicy(),
+        )
+        self.envelopes.append(self._sign(self.roster))
+
+    @classmethod
+    def read(cls, directory: Path) -> Kit:
+        """The cast `write` left under `directory`, every version re-verified from the
+        anchor (so a local fleet restarted on the same state keeps its identities, and
+        the kill state its signers stored stays verifiable). TrustError names the file."""
+        anchor = load_anchor(directory / "anchor.toml")
+        versions = sorted(
+            (directory / "roster").glob("v*.json"), key=lambda p: int(p.stem[1:] or 0)
+        )
+        envelopes = []
+        for path in versions:
+            try:
+                envelopes.append(decode_stored(read_bytes(path, "roster version", JSON_MAX_BYTES)))
+            except (InputFileError, TrustError) as exc:
+                raise TrustError(f"roster file {path}: {exc}") from None
+        store = TrustStore.of(anchor, *envelopes)
+        if store.roster is None:
+            raise TrustError(f"roster directory {directory / 'roster'}: no version found")
+        kit = cls.__new__(cls)
+        kit.now_ns = store.roster.issued_ns
+        kit.anchor = anchor
+        kit.envelopes = envelopes
+        kit.roster = store.roster
+        kit.admin_names = store.roster.names_with(Role.ADMIN)
+        kit.signers = {}
+        for path in sorted((directory / "keys").glob("*.key")):
+            signer = load_signer(path)
+            if store.roster.member(signer.key.key_id) is not None:
+                kit.signers[signer.name] = signer
+        return kit
+
+    def _sign(self, roster: Roster) -> Envelope:
+        envelope = roster_envelope(roster)
+        for name in self.admin_names[: roster.admin_threshold]:
+            envelope = sign_roster(envelope, self.signers[name].key)
+        return envelope
+
+    def store(self) -> TrustStore:
+        return TrustStore.of(self.anchor, *self.envelopes)
+
+    def signer(self, name: str) -> Signer:
+        return self.signers[name]
+
+    @property
+    def latest(self) -> Envelope:
+        return self.envelopes[-1]
+
+    def next_version(self, members: Iterable[Member], at_ns: int | None = None) -> Envelope:
+        """A new version with these members, signed by the admins."""
+        at = at_ns if at_ns is not None else self.roster.issued_ns + 1
+        self.roster = msgspec.structs.replace(
+            self.roster, version=self.roster.version + 1, issued_ns=at, members=tuple(members)
+        )
+        envelope = self._sign(self.roster)
+        self.envelopes.append(envelope)
+        return envelope
+
+    def add(self, name: str, roles: Iterable[Role], key: SigningKey | None = None) -> Envelope:
+        """Enrol a new person or component, or a second key for an existing name."""
+        new = key or SigningKey.generate()
+        self.signers.setdefault(name, Signer(name, new))
+        return self.next_version([*self.roster.members, member_of(name, new, roles)])
+
+    def rotate(self, name: str, at_ns: int) -> tuple[Signer, Envelope]:
+        """A new key for `name`; the old ones stop being valid at `at_ns`."""
+        roles = self.roster.keys_of(name)[0].roles
+        new = SigningKey.generate()
+        members = [
+            msgspec.structs.replace(m, valid_until_ns=at_ns) if m.name == name else m
+            for m in self.roster.members
+        ]
+        members.append(member_of(name, new, roles))
+        self.signers[name] = Signer(name, new)
+        return self.signers[name], self.next_version(members, at_ns)
+
+    def revoke(self, name: str, at_ns: int) -> Envelope:
+        members = [
+            msgspec.structs.replace(m, revoked_ns=at_ns) if m.name == name else m
+            for m in self.roster.members
+        ]
+        return self.next_version(members, at_ns)
+
+    def write(self, directory: Path, private: Iterable[str] = ()) -> None:
+        """anchor.toml, roster/v<N>.json and `private` names' keys (0600) under `directory`."""
+        (directory / "roster").mkdir(parents=True, exist_ok=True)
+        (directory / "keys").mkdir(parents=True, exist_ok=True)
+        (directory / "anchor.toml").write_text(anchor_toml(self.anchor), encoding="utf-8")
+        for envelope, version in zip(
+            self.envelopes, range(1, len(self.envelopes) + 1), strict=True
+        ):
+            (directory / "roster" / f"v{version}.json").write_bytes(encode_envelope(envelope))
+        for name in private:
+            path = directory / "keys" / f"{name}.key"
+            if path.exists():
+                path.unlink()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(self.signers[name].key.private_pem())

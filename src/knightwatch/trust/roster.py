@@ -1,0 +1,231 @@
+"""Who may do what: the roster of people and components, signed by a threshold of admins.
+
+Every state-changing command is judged against the roster by whoever applies
+it, so the roster is itself a signed record: version N+1 counts only if a
+threshold of distinct admins of version N signed it (version 1 by the admins
+of the pinned anchor, a `TrustPolicy` file every process is given). Rotating
+or revoking a key is a new version; readers follow the chain as it is stored,
+so no process restarts. Versions only move forward (no rollback to a roster
+that still trusts a revoked key).
+
+A name is one person or one component; it may hold several keys (rotation),
+and every count of people (approvals, admin thresholds) counts names, never
+keys, so one person with two keys is still one person. A component (node,
+supervisor, admission service) never holds a person's role: it cannot approve.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from functools import cached_property
+
+import msgspec
+
+from knightwatch.errors import KnightwatchError
+from knightwatch.flags.activation import MarketHours, SecondApprover
+from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import SigningKey, VerifyKey
+from knightwatch.release.signing import TrustedKey, TrustPolicy
+
+ROSTER_PAYLOAD_TYPE = "application/vnd.knightwatch.roster+json"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class TrustError(KnightwatchError, ValueError):
+    """A roster, key or command that cannot be trusted; the message names the field and rule."""
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    """Reads everything, changes nothing."""
+    OPERATOR = "operator"
+    """Kill, halt, drain, flag to its safe default, rollout abort; requests resumes."""
+    APPROVER = "approver"
+    """The second person on a resume or a risk-adding change."""
+    ADMIN = "admin"
+    """Signs roster versions (with a threshold of other admins); no approval power by role."""
+    SUPERVISOR = "supervisor"
+    """The automatic halter: kills and drains, nothing else."""
+    NODE = "node"
+    """A trading process: its own confirmations, heartbeats, metrics and automatic halts."""
+    ADMISSION = "admission"
+    """The admission service: verdicts and the target release record."""
+    VENUE = "venue"
+    """The drill's simulated venue: answers orders, injects the drill's runaway."""
+
+
+PERSON_ROLES = frozenset({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN})
+COMPONENT_ROLES = frozenset({Role.SUPERVISOR, Role.NODE, Role.ADMISSION, Role.VENUE})
+
+
+class Member(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One key of one person or component, with its roles and validity."""
+
+    name: str
+    key_id: str
+    public_key: str
+    roles: tuple[Role, ...]
+    valid_from_ns: int = 0
+    valid_until_ns: int = 0
+    """0: no end."""
+    revoked_ns: int = 0
+    """0: not revoked; else nothing issued at or after this instant counts."""
+
+    def valid_at(self, ns: int) -> bool:
+        return (
+            self.valid_from_ns <= ns
+            and (self.valid_until_ns == 0 or ns < self.valid_until_ns)
+            and (self.revoked_ns == 0 or ns < self.revoked_ns)
+        )
+
+    @property
+    def person(self) -> bool:
+        return any(r in PERSON_ROLES for r in self.roles)
+
+
+class ApprovalPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a loosening change needs a second person (the flags' market-hours rule, reused)."""
+
+    resume: SecondApprover = SecondApprover.ALWAYS
+    market_hours: MarketHours = MarketHours()
+
+    def second_person(self, rule: SecondApprover, wall_ns: int) -> bool:
+        if rule is SecondApprover.ALWAYS:
+            return True
+        return rule is SecondApprover.MARKET_HOURS and self.market_hours.is_open(wall_ns)
+
+
+class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
+    version: int
+    issued_ns: int
+    members: tuple[Member, ...]
+    admin_threshold: int = 2
+    approvals: ApprovalPolicy = ApprovalPolicy()
+
+    def __post_init__(self) -> None:
+        if self.version < 1:
+            raise TrustError(f"roster version: must be >= 1 (got {self.version})")
+        seen: set[str] = set()
+        for i, m in enumerate(self.members):
+            where = f"roster members[{i}]"
+            if not _NAME.fullmatch(m.name):
+                raise TrustError(f"{where}.name: 1-64 letters, digits, - or _ (got {m.name!r})")
+            if not m.roles:
+                raise TrustError(f"{where}.roles: must name at least one role")
+            roles = set(m.roles)
+            if roles & PERSON_ROLES and roles & COMPONENT_ROLES:
+                raise TrustError(
+                    f"{where}.roles: a component ({', '.join(sorted(roles & COMPONENT_ROLES))}) "
+                    "cannot also hold a person's role"
+                )
+            try:
+                key = VerifyKey.from_base64(m.public_key, field=f"{where}.public_key")
+            except ReleaseInputError as exc:
+                raise TrustError(str(exc)) from None
+            if key.key_id != m.key_id:
+                raise TrustError(f"{where}.key_id: not the id of its public_key ({key.key_id})")
+            if m.key_id in seen:
+                raise TrustError(f"{where}.key_id: key {m.key_id[:16]} listed twice")
+            seen.add(m.key_id)
+        for m in self.members:
+            if any(set(o.roles) != set(m.roles) for o in self.members if o.name == m.name):
+                raise TrustError(
+                    f"roster member {m.name}: every key of one name holds the same roles"
+                )
+        admins = {m.name for m in self.members if Role.ADMIN in m.roles and m.revoked_ns == 0}
+        if not 1 <= self.admin_threshold <= max(len(admins), 1) or not admins:
+            raise TrustError(
+                f"roster admin_threshold: {self.admin_threshold} must be between 1 and the "
+                f"number of admins ({len(admins)})"
+            )
+
+    @cached_property
+    def _keys(self) -> dict[str, tuple[Member, VerifyKey]]:
+        return {
+            m.key_id: (m, VerifyKey.from_base64(m.public_key, field=m.key_id)) for m in self.members
+        }
+
+    def verify_keys(self) -> dict[str, VerifyKey]:
+        return {k: v for k, (_, v) in self._keys.items()}
+
+    def key(self, key_id: str) -> tuple[Member, VerifyKey] | None:
+        """The member holding `key_id` and its public key object, built once per version."""
+        return self._keys.get(key_id)
+
+    def member(self, key_id: str) -> Member | None:
+        found = self._keys.get(key_id)
+        return found[0] if found else None
+
+    def keys_of(self, name: str) -> list[Member]:
+        return [m for m in self.members if m.name == name]
+
+    def has_role(self, name: str, role: Role) -> bool:
+        return any(role in m.roles for m in self.keys_of(name))
+
+    def names_with(self, role: Role) -> list[str]:
+        return sorted({m.name for m in self.members if role in m.roles})
+
+    def admins(self, at_ns: int) -> TrustPolicy:
+        """The admins able to sign the next version, as a threshold policy."""
+        keys = tuple(
+            TrustedKey(m.name, m.key_id, m.public_key)
+            for m in self.members
+            if Role.ADMIN in m.roles and m.valid_at(at_ns)
+        )
+        threshold = min(self.admin_threshold, len({k.signer for k in keys}))
+        return TrustPolicy(max(threshold, 1), keys) if keys else _NOBODY
+
+
+_NOBODY_KEY = SigningKey.generate().public
+_NOBODY = TrustPolicy(1, (TrustedKey("-", _NOBODY_KEY.key_id, _NOBODY_KEY.to_base64()),))
+"""A policy no stored signature can meet (its key is thrown away): a roster without admins."""
+
+ROSTER_DECODER = msgspec.json.Decoder(Roster)
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def roster_envelope(roster: Roster) -> Envelope:
+    return new_envelope(ROSTER_PAYLOAD_TYPE, _ENCODER.encode(roster))
+
+
+def sign_roster(envelope: Envelope, key: SigningKey) -> Envelope:
+    if envelope.payload_type != ROSTER_PAYLOAD_TYPE:
+        raise TrustError(f"envelope payloadType: {envelope.payload_type!r} is not a roster")
+    return add_signature(envelope, key)
+
+
+def decode_roster(envelope: Envelope) -> Roster:
+    if envelope.payload_type != ROSTER_PAYLOAD_TYPE:
+        raise TrustError(f"roster payloadType: {envelope.payload_type!r} is not a roster")
+    try:
+        return ROSTER_DECODER.decode(envelope.payload_bytes())
+    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+        raise TrustError(f"roster payload: {exc}") from None
+
+
+def signer_names(envelope: Envelope, policy: TrustPolicy) -> list[str]:
+    """Distinct signers (names) whose signatures verify; TrustError if any known one does not."""
+    check = check_signatures(envelope, policy.verify_keys())
+    if check.invalid:
+        raise TrustError(
+            f"signature by {', '.join(sorted({policy.signer_of(k) for k in check.invalid}))} "
+            "does not verify: the payload was changed after signing"
+        )
+    return sorted({policy.signer_of(k) for k in check.valid})
+
+
+def verify_roster(envelope: Envelope, admins: TrustPolicy, *, after: Roster | None) -> Roster:
+    """The roster in `envelope` if a threshold of `admins` signed it and it follows `after`."""
+    roster = decode_roster(envelope)
+    expected = after.version + 1 if after is not None else 1
+    if roster.version != expected:
+        raise TrustError(f"roster version {roster.version}: expected {expected}")
+    names = signer_names(envelope, admins)
+    if len(names) < admins.threshold:
+        raise TrustError(
+            f"roster version {roster.version}: signed by {len(names)} admin(s) "
+            f"({', '.join(names) or 'none'}) of {admins.threshold} required"
+        )
+    return roster

@@ -1,0 +1,127 @@
+"""`knightwatch identity` on a live local fleet: a person's own key, a roster change signed by
+two admins and followed by every process without a restart, revocation, rotation."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+
+runner = CliRunner()
+KEYS = ("admin1", "admin2")
+pytestmark = pytest.mark.timeout(90)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def until_ok(*args: str, timeout_s: float = 10.0) -> str:
+    """Run a command until it exits 0: a roster version reaches the server's users and the
+    nodes a moment after it is stored."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, out = invoke(*args)
+        if code == 0 or time.monotonic() > deadline:
+            assert code == 0, out
+            return out
+        time.sleep(0.2)
+
+
+def change(fleet: Path, tmp_path: Path, verb: str, *args: str) -> str:
+    """One roster change: admin1 proposes, admin2 signs, admin1 publishes."""
+    proposal = tmp_path / f"{verb}-{time.monotonic_ns()}.json"
+    keys = fleet / "trust" / "keys"
+    who = {
+        n: ["--state-dir", str(fleet), "--key", str(keys / f"{n}.key")]
+        for n in ("admin1", "admin2")
+    }
+    code, out = invoke("identity", verb, *args, "--out", str(proposal), *who["admin1"])
+    assert code == 0 and "2 admin signature(s) needed" in out, out
+    code, out = invoke("identity", "sign", str(proposal), *who["admin2"])
+    assert code == 0 and "admin1, admin2" in out, out
+    code, out = invoke("identity", "publish", str(proposal), *who["admin1"])
+    assert code == 0 and "published" in out, out
+    return out
+
+
+def test_enrol_revoke_rotate_without_a_restart(fleet_up: Path, tmp_path: Path) -> None:
+    state = str(fleet_up)
+    keys = fleet_up / "trust" / "keys"
+
+    def as_(name: str) -> list[str]:
+        return ["--state-dir", state, "--key", str(keys / f"{name}.key")]
+
+    # dave makes his own key on his machine: the private half 0600, never overwritten
+    code, out = invoke("identity", "new", "dave", "--dir", str(tmp_path / "dave"))
+    assert code == 0 and "0600" in out, out
+    dave_key, dave_pub = tmp_path / "dave" / "dave.key", tmp_path / "dave" / "dave.pub"
+    assert stat.S_IMODE(dave_key.stat().st_mode) == 0o600
+    code, out = invoke("identity", "new", "dave", "--dir", str(tmp_path / "dave"))
+    assert code == 2 and "refusing to overwrite" in out, out
+    dave = ["--state-dir", state, "--key", str(dave_key)]
+    code, out = invoke("status", *dave)
+    assert code == 2, out  # not on the roster: the server does not even let him log in
+
+    # an operator cannot change the roster; one admin's signature is not enough
+    proposal = tmp_path / "add-dave.json"
+    add = ["identity", "add", "dave", "--public", str(dave_pub), "--role", "operator",
+           "--role", "approver", "--out", str(proposal)]  # fmt: skip
+    code, out = invoke(*add, *as_("alice"))
+    assert code == 2 and "alice is not an admin" in out, out
+    code, out = invoke(*add, *as_("admin1"))
+    assert code == 0, out
+    code, out = invoke("identity", "publish", str(proposal), *as_("admin1"))
+    assert code == 2 and "signed by 1 admin(s)" in out and "of 2 required" in out, out
+    code, out = invoke("identity", "show", "--proposal", str(proposal), *as_("carol"))
+    assert code == 0 and "PROPOSED roster version" in out and "dave" in out, out
+    assert "signed by admin1" in out, out
+    code, out = invoke("identity", "sign", str(proposal), *as_("admin2"))
+    assert code == 0 and "admin1, admin2" in out, out
+    code, out = invoke("identity", "publish", str(proposal), *as_("admin1"))
+    assert code == 0 and "published" in out, out
+
+    # nothing restarted: the server lets dave in, and the nodes confirm his signed kill
+    out = until_ok("kill", "--reason", "dave was enrolled", *dave)
+    assert "n1" in out and "n2" in out and "stored at revision" in out, out
+    code, out = invoke("identity", "show", *as_("carol"))
+    assert code == 0 and "dave" in out and "operator," in out, out
+    code, out = invoke("status", *as_("carol"))
+    assert "HALTED" in out and "dave" in out, out
+
+    # a new node adds risk: its enrolment is refused while the kill is in force
+    code, out = invoke("identity", "new", "n3", "--dir", str(tmp_path / "n3"))
+    assert code == 0, out
+    node = tmp_path / "node.json"
+    code, out = invoke("identity", "add", "n3", "--public", str(tmp_path / "n3" / "n3.pub"),
+                       "--role", "node", "--out", str(node), *as_("admin1"))  # fmt: skip
+    assert code == 0, out
+    code, out = invoke("identity", "sign", str(node), *as_("admin2"))
+    assert code == 0, out
+    code, out = invoke("identity", "publish", str(node), *as_("admin1"))
+    assert code == 2 and "enrolment of node(s) n3: refused while the fleet kill" in out, out
+
+    # revoked: dave's key no longer logs in, nor would anything he signs count
+    change(fleet_up, tmp_path, "revoke", "dave")
+    deadline = time.monotonic() + 10
+    while (code := invoke("status", *dave)[0]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert code == 2
+    code, out = invoke("identity", "show", *as_("carol"))
+    assert "dave" in out and "revoked" in out, out
+
+    # rotated: alice's new key works, the old one is out
+    code, out = invoke("identity", "new", "alice", "--dir", str(tmp_path / "alice"))
+    assert code == 0, out
+    change(fleet_up, tmp_path, "rotate", "alice", "--public", str(tmp_path / "alice" / "alice.pub"))
+    new_alice = ["--state-dir", state, "--key", str(tmp_path / "alice" / "alice.key")]
+    out = until_ok("status", *new_alice)
+    assert "HALTED" in out, out
+    code, out = invoke("kill", "--reason", "old key", *as_("alice"))
+    assert code == 2, out

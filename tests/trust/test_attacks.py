@@ -1,0 +1,287 @@
+"""The attacks from the issue, each against real processes and a real nats-server with
+authorization on: none of them does harm any more."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import nats
+import nats.errors
+import pytest
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.approvals import Requests
+from knightwatch.control.fleet.killswitch import KillSwitchError
+from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.nats import NatsControlPlane, connect_as
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    FLEET_KEY,
+    Confirmation,
+    StateEntry,
+)
+from knightwatch.control.site import Site
+from knightwatch.release.keys import SigningKey
+from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
+from knightwatch.state import Scope, TradingState
+from knightwatch.trust.identity import Signer
+
+NODES = ["n1", "n2", "n3"]
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    s = Site(tmp_path, NODES)
+    await s.astart()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+async def fleet(site: Site, tmp_path: Path) -> AsyncIterator[NodeProcesses]:
+    procs = NodeProcesses([site.url], tmp_path, policy=LeasePolicy(), trust_dir=site.trust_dir)
+    for n in NODES:
+        procs.spawn(n)
+    plane = await site.connect("carol")
+    try:
+        await wait_admitted(plane, NODES, SystemClock())
+        yield procs
+    finally:
+        await plane.close()
+        procs.stop()
+
+
+async def states_of(plane: NatsControlPlane) -> dict[str, TradingState]:
+    return {m.node_id: m.node_state for m in await plane.members()}
+
+
+async def until(plane: NatsControlPlane, want: TradingState, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if all(s is want for s in (await states_of(plane)).values()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nodes not all {want.name}: {await states_of(plane)}")
+
+
+async def test_unauthenticated_client_cannot_connect(site: Site) -> None:
+    with pytest.raises((nats.errors.Error, OSError)):
+        await nats.connect(site.url, allow_reconnect=False, max_reconnect_attempts=0)
+
+
+async def test_unknown_key_cannot_connect(site: Site) -> None:
+    stranger = Signer("n2", SigningKey.generate())
+    plane = NatsControlPlane(site.url, name="stranger", signer=stranger)
+    with pytest.raises(ControlPlaneUnavailable):
+        await plane.connect()
+
+
+async def test_forged_resume_and_bucket_write_do_not_lift_a_kill(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        ks = site.killswitch(alice, "alice")
+        kill = await ks.kill(Scope.FLEET, FLEET_KEY, "incident")
+        assert kill.ok and sorted(kill.latencies_ms) == NODES
+        await until(carol, TradingState.HALTED)
+        now = SystemClock().time_ns()
+        forged = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.ACTIVE, "lift", "alice", uuid.uuid4().hex, now,
+            now + 10**10, supersedes=kill.entry.command_id,
+        )  # fmt: skip
+        # alice's NATS credentials, but no second signature: on the fast path and in the store
+        await alice.announce_state(forged.signed(site.signer("alice").key))
+        await alice.put_state(forged.signed(site.signer("alice").key))
+        # a viewer cannot even publish on the kill-state subject (the server drops it)
+        await carol.announce_state(forged)
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+        refused = {m.node_id: m.refused for m in await carol.members()}
+        assert all(refused[n] >= 1 for n in NODES), refused
+    finally:
+        await alice.close()
+        await carol.close()
+
+
+async def test_forged_halt_by_a_viewer_is_refused(site: Site, fleet: NodeProcesses) -> None:
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        now = SystemClock().time_ns()
+        halt = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.HALTED, "forged", "carol", uuid.uuid4().hex,
+            now, now + 10**10,
+        ).signed(site.signer("carol").key)  # fmt: skip
+        await alice.announce_state(halt)  # delivered by someone allowed to publish
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.ACTIVE}
+        assert all(m.refused >= 1 for m in await carol.members())
+    finally:
+        await alice.close()
+        await carol.close()
+
+
+async def test_forged_confirmation_and_membership_cannot_be_sent(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """n1's identity cannot speak for n3: the server refuses n3's subjects to it."""
+    p = await site.connect("carol")
+    n3 = {m.node_id: m for m in await p.members()}["n3"]
+    await p.close()
+    os.kill(fleet.procs["n3"].pid, signal.SIGSTOP)  # frozen: a forger covers for it
+    nc = await connect_as(site.signer("n1"), [site.url], name="forger")
+    alice = await site.connect("alice")
+    try:
+        ks = site.killswitch(alice, "alice")
+        await ks.start()
+        task = asyncio.create_task(
+            ks.kill(Scope.FLEET, FLEET_KEY, "frozen n3", targets=NODES, timeout_s=1.0)
+        )
+        await asyncio.sleep(0.1)
+        for command_id in list(ks._arrivals):
+            fake = Confirmation(command_id, "n3", Scope.FLEET, FLEET_KEY, TradingState.HALTED, 1)
+            await nc.publish("kw.confirm.n3", ENCODER.encode(fake))
+            await nc.publish("kw.confirm.n1", ENCODER.encode(fake))
+        left = msgspec.structs.replace(n3, left=True)
+        await nc.publish("$KV.kw_members.n3", ENCODER.encode(left))
+        result = await task
+        assert result.missing == ["n3"], result
+        members = {m.node_id: m for m in await alice.members()}
+        assert not members["n3"].left
+    finally:
+        await nc.close()
+        await alice.close()
+
+
+async def test_duplicate_node_id_is_refused_at_join(site: Site, fleet: NodeProcesses) -> None:
+    other = fleet.state_dir / "elsewhere.jsonl"
+    proc = fleet.spawn("n2", ["--recorder", str(other)])  # the same key, a second process
+    await asyncio.to_thread(proc.wait, 20)
+    assert proc.returncode != 0
+    log = (fleet.state_dir / "logs" / "n2.log").read_text()
+    assert "node id n2 is held by a live process" in log
+
+
+async def test_two_person_resume_self_approval_and_stale(site: Site, fleet: NodeProcesses) -> None:
+    alice = await site.connect("alice")
+    bob = await site.connect("bob")
+    carol = await site.connect("carol")
+    try:
+        ks_a = site.killswitch(alice, "alice")
+        assert (await ks_a.kill(Scope.FLEET, FLEET_KEY, "incident")).ok
+        request = await Requests(ks_a).create(Scope.FLEET, FLEET_KEY, "fixed")
+        with pytest.raises(KillSwitchError, match="requester never counts"):
+            await Requests(ks_a).approve(request.id)
+        with pytest.raises(KillSwitchError, match="approver role"):
+            await Requests(site.killswitch(carol, "carol")).approve(request.id)
+        # a second kill moves the slot: the request is stale
+        assert (await ks_a.kill(Scope.FLEET, FLEET_KEY, "again")).ok
+        with pytest.raises(KillSwitchError, match="stale"):
+            await Requests(site.killswitch(bob, "bob")).approve(request.id)
+        await until(carol, TradingState.HALTED)
+        fresh = await Requests(ks_a).create(Scope.FLEET, FLEET_KEY, "fixed, really")
+        result = await Requests(site.killswitch(bob, "bob")).approve(fresh.id)
+        assert result.ok and sorted(result.latencies_ms) == NODES
+        await until(carol, TradingState.ACTIVE)
+    finally:
+        for p in (alice, bob, carol):
+            await p.close()
+
+
+async def test_one_person_with_two_keys_is_one_person(site: Site, fleet: NodeProcesses) -> None:
+    second = SigningKey.generate()
+    envelope = site.kit.add("alice", site.kit.roster.keys_of("alice")[0].roles, key=second)
+    await site.publish(envelope)
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        ks = site.killswitch(alice, "alice")
+        await asyncio.sleep(0.3)
+        assert (await ks.kill(Scope.FLEET, FLEET_KEY, "incident")).ok
+        ks.trust = site.store()
+        entry = (await ks.request_resume(Scope.FLEET, FLEET_KEY, "me twice")).cosigned(second)
+        with pytest.raises(KillSwitchError, match="approval_missing"):
+            await ks.apply_resume(entry)
+        await alice.put_state(entry)  # straight into the store: the nodes refuse it
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+    finally:
+        await alice.close()
+        await carol.close()
+
+
+async def test_revoked_key_and_rotation_without_restart(site: Site, fleet: NodeProcesses) -> None:
+    carol = await site.connect("carol")
+    try:
+        now = SystemClock().time_ns()
+        _, rotated = site.kit.rotate("alice", now)
+        await site.publish(rotated)
+        await asyncio.sleep(0.5)
+        new_alice = await site.connect("alice")
+        ks = site.killswitch(new_alice, "alice")
+        assert (await ks.kill(Scope.FLEET, FLEET_KEY, "new key works")).ok
+        await until(carol, TradingState.HALTED)
+        await ks.resume(Scope.FLEET, FLEET_KEY, "ok", approvers=(site.signer("bob"),))
+        await until(carol, TradingState.ACTIVE)
+        revoked = site.kit.revoke("bob", SystemClock().time_ns())
+        await site.publish(revoked)
+        await asyncio.sleep(0.5)
+        assert (await ks.kill(Scope.FLEET, FLEET_KEY, "again")).ok
+        entry = await ks.request_resume(Scope.FLEET, FLEET_KEY, "bob is gone")
+        await new_alice.put_state(entry.cosigned(site.signer("bob").key))
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+        await new_alice.close()
+    finally:
+        await carol.close()
+
+
+async def test_replayed_and_expired_resumes_are_refused(site: Site, fleet: NodeProcesses) -> None:
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        kill = await site.killswitch(alice, "alice").kill(Scope.FLEET, FLEET_KEY, "stop")
+        assert kill.ok
+        await until(carol, TradingState.HALTED)
+        now = SystemClock().time_ns()
+        old = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.ACTIVE, "yesterday", "alice", uuid.uuid4().hex,
+            now - 3 * 10**9, now - 2 * 10**9, supersedes=kill.entry.command_id,
+        ).signed(site.signer("alice").key, site.signer("bob").key)  # fmt: skip
+        await alice.announce_state(old)
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+        reasons = {m.last_refusal.split(":")[0] for m in await carol.members()}
+        assert reasons == {"expired"}
+    finally:
+        await alice.close()
+        await carol.close()
+
+
+async def test_a_kill_from_a_lagging_clock_still_stops_every_node(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """The stop direction is never refused for its clock: an hour-old kill still halts."""
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        now = SystemClock().time_ns()
+        late = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.HALTED, "lagging clock", "alice",
+            uuid.uuid4().hex, now - 3600 * 10**9, now - 3540 * 10**9,
+        ).signed(site.signer("alice").key)  # fmt: skip
+        await alice.announce_state(late)
+        await until(carol, TradingState.HALTED)
+    finally:
+        await alice.close()
+        await carol.close()
