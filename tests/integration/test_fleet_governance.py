@@ -312,7 +312,7 @@ async def test_a_promotion_is_held_while_a_kill_is_in_force_and_goes_ahead_after
         min_orders_per_node=5,
     )
     canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
-    ops = await fleet.plane("incident")
+    ops = await fleet.plane("alice")
     ks = switch(ops, fleet.clock)
     assert (await ks.kill(Scope.STRATEGY, "other", "other desk ran away", timeout_s=1.0)).ok
     n = 0

@@ -250,7 +250,8 @@ def test_a_resume_with_the_cause_still_there_trips_the_ramp_at_stage_one(guard_l
     rules = [(a.rule, a.state) for a in ramped.control_actions]
     assert rules == [("manual_kill", "HALTED"), ("ramp_resume", "ACTIVE"), ("ramp_trip", "HALTED")]
     trip = ramped.control_actions[-1]
-    assert trip.actor == "ramp" and not trip.missing and len(trip.confirmed) == 4
+    assert trip.reason.startswith("ramp: ramp tripped: ") and trip.actor == "operator"
+    assert not trip.missing and len(trip.confirmed) == 4
     assert "block-rate spike" in trip.reason
     assert any(e.layer == "ramp" and "stage 1 (10% limits)" in e.what for e in ramped.events)
 

@@ -129,9 +129,15 @@ def resume_text(r: ReplayResult) -> str:
 
 
 def automatic_halts(r: ReplayResult) -> int:
-    """Halts no person asked for: the supervisor's, a rollout's abort and the Guard's own."""
+    """Halts no person asked for: the supervisor's, a rollout's abort, a ramp's trip and the
+    Guard's own."""
     own = sum(1 for e in r.events if e.what.startswith("halted "))  # the Guard's own latches
-    return own + sum(1 for a in r.control_actions if not a.actor.startswith("operator"))
+    # every command is signed by a person's key now; what asked for it is its rule
+    return own + sum(1 for a in r.control_actions if a.rule not in _MANUAL and a.state != "ACTIVE")
+
+
+_MANUAL = frozenset({"manual_kill", "manual_resume", "ramp_resume"})
+"""The commands a person gave; every other halt was automatic (supervisor, rollout, ramp)."""
 
 
 class ReplayReport:
