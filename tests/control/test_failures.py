@@ -36,8 +36,12 @@ CLOCK = SystemClock()
 
 
 def decisions(recorder: Path) -> list[DecisionRecord]:
+    """The decisions in a recorder file, also while its node writes it: a live mapped file
+    ends in zero bytes (the room ahead), and a line still being written is not read."""
     out = []
-    for line in recorder.read_bytes().splitlines():
+    data = recorder.read_bytes().rstrip(b"\0")
+    complete = data[: data.rfind(b"\n") + 1]
+    for line in complete.splitlines():
         record = decode_record(line)
         if isinstance(record, DecisionRecord):
             out.append(record)
