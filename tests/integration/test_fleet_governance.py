@@ -28,13 +28,7 @@ from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.wire import (
-    ENCODER,
-    SUBJECT_TARGET,
-    TARGET_REPLY_DECODER,
-    TargetReply,
-    TargetRequest,
-)
+from knightwatch.control.plane.wire import TargetReply
 from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason
 from knightwatch.flags.activation import ActivationCode, ActivationGate, ActivationRequest
@@ -48,7 +42,7 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.kit import member_of
 from knightwatch.trust.roster import Role, roster_envelope, sign_roster
 
-from ..identities import BOB, KIT, switch, trust
+from ..identities import BOB, KIT, set_target, switch, trust
 from .fleet_release import (
     NEW_ROUTER,
     OLD_ROUTER,
@@ -80,10 +74,7 @@ class Fleet:
         return plane
 
     async def target(self, envelope: Envelope) -> TargetReply:
-        ops = await self.plane("alice")
-        request = TargetRequest(envelope, "alice", "deploy")
-        reply = await ops.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=2.0)
-        return TARGET_REPLY_DECODER.decode(reply)
+        return await set_target(await self.plane("alice"), envelope, self.clock)
 
     async def start_node(self, node_id: str, tree: Path) -> NodeRuntime:
         runtime = node(node_id, await self.plane(node_id), tree, self.clock)
