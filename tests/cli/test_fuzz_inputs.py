@@ -505,6 +505,12 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         ".json",
         "strict",
     ),
+    ("flags approve", "--plan"): (
+        lambda s, f: ["flags", "approve", "ops.x", "on", "--rollout", "--plan", f, "--for", "bob",
+                      "--reason", "r", "--out", str(s.out / "a.json"), "--nats-url", NOWHERE],
+        ".toml",
+        "strict",
+    ),
     ("admission approve", "envelope"): (
         lambda s, f: ["admission", "approve", f, "--for", "bob", "--reason", "r", "--out",
                       str(s.out / "a.json"), "--nats-url", NOWHERE],

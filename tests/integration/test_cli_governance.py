@@ -178,8 +178,13 @@ async def test_admission_status_flags_rollout_through_the_cli(
 
         plan = tmp_path / "plan.toml"
         plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
-        rollout = ["--registry", site.registry, "--approval", await approval("ro", "--rollout"),
-                   *opts]  # fmt: skip
+        # bob's approval names the plan: one for the built-in plan does not start this one
+        default_plan = await approval("ro-default", "--rollout")
+        code, out = await cli("rollout", "start", RLP, "--plan", plan, "--registry",
+                              site.registry, "--approval", default_plan, *opts)  # fmt: skip
+        assert code == 2 and "not this change" in out, out
+        rollout = ["--registry", site.registry, "--approval",
+                   await approval("ro", "--rollout", "--plan", str(plan)), *opts]  # fmt: skip
         # the refused node is left out by name (it would refuse the stage and abort the
         # rollout for n1); the rollout runs on n1 and holds for evidence until aborted
         start = await asyncio.create_subprocess_exec(
