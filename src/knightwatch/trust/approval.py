@@ -31,7 +31,8 @@ class ApprovalKind(StrEnum):
     FLAG = "flag"
     """`flags set FLAG VALUE`."""
     ROLLOUT = "rollout"
-    """`rollout start FLAG` (to the flag's non-default value)."""
+    """`rollout start FLAG` (to the flag's non-default value) with exactly the plan whose
+    digest (`flags.rollout.plan_digest`) is `digest`."""
     TARGET = "target"
     """`admission target ENVELOPE`: `flag_id` holds the release id, `digest` its manifest's."""
 
@@ -50,7 +51,8 @@ class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     issued_ns: int
     expires_ns: int
     digest: str = ""
-    """TARGET: the sha256 of the release manifest (the envelope's payload) approved."""
+    """TARGET: the sha256 of the release manifest (the envelope's payload) approved;
+    ROLLOUT: the rollout plan's digest (stages, fractions, holds, gates)."""
 
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
