@@ -73,7 +73,7 @@ async def run(n: int, admit_repeats: int, flag_repeats: int, root: Path) -> dict
         await AdmissionService(
             admission, release.trust, release.registry, clock=clock, roster=roster
         ).start()
-        await release.set_target(plane, "bench")
+        await release.set_target(plane, site.signer("alice"), site.signer("bob"), clock.time_ns())
         inputs = {i: await asyncio.to_thread(release.deploy, i) for i in ids}
         procs = NodeProcesses([site.url], root, policy=LeasePolicy(), trust_dir=site.trust_dir)
         admit_ms: list[float] = []

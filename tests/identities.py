@@ -14,14 +14,17 @@ tests/trust build their own casts (they rotate and revoke).
 from __future__ import annotations
 
 from knightwatch.clock import Clock
+from knightwatch.control.fleet.admission import request_target
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.control.plane.wire import StateEntry
+from knightwatch.control.plane.wire import StateEntry, TargetReply
+from knightwatch.release.dsse import Envelope
 from knightwatch.state import TradingState
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
+from knightwatch.trust.target import approve_target
 
 NODE_IDS = (
     *(f"n{i}" for i in range(1, 10)),
@@ -62,3 +65,25 @@ def sign(entry: StateEntry) -> StateEntry:
     if entry.state is TradingState.ACTIVE:
         keys.append((BOB if entry.actor != "bob" else ALICE).key)
     return entry.signed(*keys)
+
+
+async def set_target(
+    plane: ControlPlane,
+    envelope: Envelope,
+    clock: Clock,
+    *,
+    requester: str = "alice",
+    approver: str | None = "bob",
+    reason: str = "deploy",
+) -> TargetReply:
+    """Ask the admission service for a target release as two people do: requested and
+    signed by `requester` (logged in on `plane`), approved by `approver` (None: nobody)."""
+    now = clock.time_ns()
+    approval = (
+        approve_target(envelope, KIT.signer(approver), requester, reason, now)
+        if approver is not None
+        else None
+    )
+    return await request_target(
+        plane, envelope, KIT.signer(requester), reason, now_ns=now, approval=approval
+    )

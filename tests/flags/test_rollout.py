@@ -24,6 +24,7 @@ from knightwatch.flags.rollout import (
     RolloutStatus,
     SetFlag,
     Stage,
+    plan_digest,
     rollout_nodes,
 )
 from knightwatch.flags.state import MemoryFlagStateStore
@@ -287,3 +288,33 @@ def test_a_rollout_with_no_admitted_member_refuses_to_start(pre_market_clock: Si
         Rollout.start(
             "r-1", RLP, True, nodes, PLAN, pre_market_clock, started_by="ops", excluded=excluded
         )
+
+
+def test_plan_digest_names_the_plan_not_its_spelling() -> None:
+    """What a rollout approval signs: the same plan however it was built or stored, and
+    another digest for any change of stage, fraction, hold or gate."""
+    built = RolloutPlan()
+    stored = msgspec.json.decode(msgspec.json.encode(built), type=RolloutPlan)
+    from_toml = msgspec.convert(
+        {
+            "stages": [
+                {"name": "canary", "hold_s": 300, "nodes": 1},
+                {"name": "quarter", "hold_s": 600, "fraction": 0.25},
+                {"name": "fleet", "hold_s": 600, "fraction": 1},
+            ]
+        },
+        RolloutPlan,
+    )
+    assert plan_digest(built) == plan_digest(stored) == plan_digest(from_toml)
+    canary, quarter, fleet = built.stages
+    changed = [
+        msgspec.structs.replace(built, stages=(msgspec.structs.replace(canary, hold_s=299),
+                                               quarter, fleet)),
+        msgspec.structs.replace(built, stages=(canary, msgspec.structs.replace(
+            quarter, fraction=0.5), fleet)),
+        msgspec.structs.replace(built, stages=(canary, fleet)),
+        msgspec.structs.replace(built, gates=built.gates[:1]),
+        msgspec.structs.replace(built, halt_on_abort=False),
+    ]  # fmt: skip
+    digests = {plan_digest(p) for p in changed}
+    assert len(digests) == len(changed) and plan_digest(built) not in digests

@@ -19,17 +19,11 @@ from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.wire import (
-    ENCODER,
-    SUBJECT_TARGET,
-    TARGET_REPLY_DECODER,
-    TargetRequest,
-)
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Order, Side
 
-from ..identities import signer, switch, trust
+from ..identities import set_target, signer, switch, trust
 from ..integration.fleet_release import NEW_ROUTER, REGISTRY, Signers, deploy
 
 POLICY = LeasePolicy(lease_timeout_s=0.5, heartbeat_s=0.05)
@@ -67,10 +61,7 @@ class Fleet:
         )
         await service.start()
         envelope = signers.release(release, self.tree, REGISTRY.schema())
-        request = ENCODER.encode(TargetRequest(envelope, "alice", "deploy"))
-        reply = TARGET_REPLY_DECODER.decode(
-            await plane.request(SUBJECT_TARGET, request, timeout_s=2.0)
-        )
+        reply = await set_target(plane, envelope, self.clock)
         assert reply.accepted, reply
 
     async def plane(self) -> MemoryControlPlane:

@@ -101,10 +101,27 @@ async def test_admission_status_flags_rollout_through_the_cli(
     opts = site.opts()
     for name, value in site.server.cli_env("alice").items():
         monkeypatch.setenv(name, value)  # every command below runs as alice
+    # alice alone cannot set the target; bob approves exactly r2 for her with his own key
     code, out = await cli("admission", "target", site.release, "--reason", "deploy r2", *opts)
+    assert code == 1 and "target_not_approved" in out and "second person" in out, out
+    approval = tmp_path / "r2-approval.json"
+    bob_key = ["--key", site.server.key_path("bob")]
+    code, out = await cli(
+        "admission", "approve", site.release, "--for", "alice", "--reason", "reviewed",
+        "--out", approval, *bob_key, *opts,
+    )  # fmt: skip
+    assert code == 0 and "approved by bob: target release r2 for alice" in out, out
+    code, out = await cli(
+        "admission", "target", site.release, "--reason", "deploy r2", "--approval", approval,
+        *opts,
+    )  # fmt: skip
     assert code == 0 and "target release r2 set" in out, out
-    # Knight's rollback: a release whose flag id means something else is refused
-    code, out = await cli("admission", "target", site.rollback, "--reason", "rollback", *opts)
+    # Knight's rollback: a release whose flag id means something else is refused, whatever
+    # approval comes with it (here bob's, of r2)
+    code, out = await cli(
+        "admission", "target", site.rollback, "--reason", "rollback", "--approval", approval,
+        *opts,
+    )  # fmt: skip
     assert code == 1 and "REFUSED" in out and "flag_redefined_in_registry" in out, out
 
     clock = SystemClock()
@@ -161,8 +178,13 @@ async def test_admission_status_flags_rollout_through_the_cli(
 
         plan = tmp_path / "plan.toml"
         plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
-        rollout = ["--registry", site.registry, "--approval", await approval("ro", "--rollout"),
-                   *opts]  # fmt: skip
+        # bob's approval names the plan: one for the built-in plan does not start this one
+        default_plan = await approval("ro-default", "--rollout")
+        code, out = await cli("rollout", "start", RLP, "--plan", plan, "--registry",
+                              site.registry, "--approval", default_plan, *opts)  # fmt: skip
+        assert code == 2 and "not this change" in out, out
+        rollout = ["--registry", site.registry, "--approval",
+                   await approval("ro", "--rollout", "--plan", str(plan)), *opts]  # fmt: skip
         # the refused node is left out by name (it would refuse the stage and abort the
         # rollout for n1); the rollout runs on n1 and holds for evidence until aborted
         start = await asyncio.create_subprocess_exec(

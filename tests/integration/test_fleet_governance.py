@@ -28,27 +28,30 @@ from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.wire import (
-    ENCODER,
-    SUBJECT_TARGET,
-    TARGET_REPLY_DECODER,
-    TargetReply,
-    TargetRequest,
-)
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import TargetReply
 from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason
 from knightwatch.flags.activation import ActivationCode, ActivationGate, ActivationRequest
 from knightwatch.flags.provider import KnightwatchProvider
-from knightwatch.flags.rollout import HealthGate, RolloutPlan, RolloutStatus, Stage
+from knightwatch.flags.rollout import (
+    HealthGate,
+    RolloutPlan,
+    RolloutState,
+    RolloutStatus,
+    Stage,
+    plan_digest,
+)
 from knightwatch.order import Order, Side
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.kit import member_of
 from knightwatch.trust.roster import Role, roster_envelope, sign_roster
 
-from ..identities import BOB, KIT, switch, trust
+from ..identities import BOB, KIT, set_target, switch, trust
 from .fleet_release import (
     NEW_ROUTER,
     OLD_ROUTER,
@@ -80,10 +83,7 @@ class Fleet:
         return plane
 
     async def target(self, envelope: Envelope) -> TargetReply:
-        ops = await self.plane("alice")
-        request = TargetRequest(envelope, "alice", "deploy")
-        reply = await ops.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=2.0)
-        return TARGET_REPLY_DECODER.decode(reply)
+        return await set_target(await self.plane("alice"), envelope, self.clock)
 
     async def start_node(self, node_id: str, tree: Path) -> NodeRuntime:
         runtime = node(node_id, await self.plane(node_id), tree, self.clock)
@@ -210,6 +210,16 @@ async def test_stale_node_refused_then_redeployed_drift_fences_rollback_refused(
     assert fleet.nodes["n1"].release_admitted and fleet.nodes["n1"].verdict.release_id == "r2"  # type: ignore[union-attr]
 
 
+def approved(plan: RolloutPlan, requester: str = "alice") -> Envelope:
+    """Bob's signed approval of `requester` rolling RLP out with exactly `plan`."""
+    now = SystemClock().time_ns()
+    approval = Approval(
+        ApprovalKind.ROLLOUT, RLP, True, None, requester, "reviewed", now, now + 3600 * 10**9,
+        digest=plan_digest(plan),
+    )  # fmt: skip
+    return sign_approval(approval, BOB)
+
+
 async def rollout_fleet(fleet: Fleet, tmp_path: Path) -> tuple[dict[str, NodeFlags], RolloutDriver]:
     """Every node admitted on the good release, armed, priced, following flags; a driver."""
     good = deploy(tmp_path / "good", NEW_ROUTER)
@@ -242,7 +252,7 @@ async def test_rollout_abort_on_unhealthy_metrics_turns_flag_off_and_halts(
         stages=(Stage("canary", hold_s=30, nodes=1), Stage("fleet", hold_s=0.3, fraction=1.0)),
         gates=(HealthGate("reject_ratio", max=0.05),),
     )
-    canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
+    canary = await driver.begin(RLP, plan, actor="alice", approval=approved(plan))
     assert canary.exposed == ("n1",)
     await eventually(lambda: flags["n1"].get(RLP) is not None)
     assert flags["n1"].get(RLP).value_for("n1") is True  # type: ignore[union-attr]
@@ -272,7 +282,7 @@ async def test_rollout_promotes_on_healthy_evidence_through_to_the_fleet(
         gates=(HealthGate("reject_ratio", max=0.05),),
         min_orders_per_node=5,
     )
-    await driver.begin(RLP, plan, actor="alice", approver="bob")
+    await driver.begin(RLP, plan, actor="alice", approval=approved(plan))
     done = asyncio.Event()
 
     async def trade() -> None:
@@ -311,7 +321,7 @@ async def test_a_promotion_is_held_while_a_kill_is_in_force_and_goes_ahead_after
         gates=(HealthGate("reject_ratio", max=0.05),),
         min_orders_per_node=5,
     )
-    canary = await driver.begin(RLP, plan, actor="alice", approver="bob")
+    canary = await driver.begin(RLP, plan, actor="alice", approval=approved(plan))
     ops = await fleet.plane("alice")
     ks = switch(ops, fleet.clock)
     assert (await ks.kill(Scope.STRATEGY, "other", "other desk ran away", timeout_s=1.0)).ok
@@ -384,7 +394,7 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     with pytest.raises(
         RolloutError, match=r"rollout of trading\.smars\.rlp_enabled: refused while"
     ):
-        await driver.begin(RLP, plan, actor="alice", approver="bob")
+        await driver.begin(RLP, plan, actor="alice", approval=approved(plan))
 
     # a new node's enrolment (a roster version that adds it, signed by the admins) is not
     # taken by the admission service while the kill is in force
@@ -416,3 +426,49 @@ async def test_freeze_while_killed_refuses_risk_adding_changes_and_passes_reduci
     await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
     assert await kill_in_force(ops) is None
     assert (await fleet.target(fleet.signers.release("r3", tree, REGISTRY.schema()))).accepted
+
+
+async def test_a_rollout_runs_only_the_plan_its_approval_names(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Bob approved a slow canary; an approval of another plan does not start this one, and
+    a state edited in the store afterwards (straight to the fleet, bob's name kept) is not
+    promoted: the driver aborts it back to the safe default."""
+    flags, driver = await rollout_fleet(fleet, tmp_path)
+    slow = RolloutPlan(
+        stages=(Stage("canary", hold_s=60, nodes=1), Stage("fleet", hold_s=60, fraction=1.0)),
+        gates=(),
+    )
+    fast = RolloutPlan(stages=(Stage("fleet", hold_s=0, fraction=1.0),), gates=())
+    with pytest.raises(RolloutError, match="not this change"):
+        await driver.begin(RLP, fast, actor="alice", approval=approved(slow))
+    with pytest.raises(RolloutError, match="other than alice"):
+        await driver.begin(RLP, slow, actor="alice", approval=sign_approval_as(slow, "alice"))
+    canary = await driver.begin(RLP, slow, actor="alice", approval=approved(slow))
+    assert canary.exposed == ("n1",) and canary.approver == "bob"
+    held = await driver.step(RLP)  # the approved plan holds its canary
+    assert (held.status, held.stage_index) == (RolloutStatus.PROGRESSING, 0)
+    # an operator's credentials can write the rollout record: a faster plan, bob still named
+    ops = await fleet.plane("alice")
+    value, revision = await ops.get_record(Bucket.ROLLOUTS, RLP)
+    assert value is not None
+    stored = msgspec.json.decode(value, type=RolloutState)
+    edited = msgspec.structs.replace(stored, plan=fast)
+    await ops.put_record(Bucket.ROLLOUTS, RLP, msgspec.json.encode(edited), revision)
+    final = await driver.step(RLP)
+    assert final.status is RolloutStatus.ABORTED, final
+    assert final.abort_reason.startswith("rollout_unapproved") and "not this change" in (
+        final.abort_reason
+    )
+    assert final.exposed == ("n1",)  # never promoted to the fleet
+    await eventually(lambda: flags["n1"].get(RLP).value_for("n1") is False)  # type: ignore[union-attr]
+    assert all(flags[n].get(RLP).value_for(n) is None for n in ("n2", "n3", "n4"))  # type: ignore[union-attr]
+
+
+def sign_approval_as(plan: RolloutPlan, signer: str) -> Envelope:
+    now = SystemClock().time_ns()
+    approval = Approval(
+        ApprovalKind.ROLLOUT, RLP, True, None, "alice", "mine", now, now + 10**12,
+        digest=plan_digest(plan),
+    )  # fmt: skip
+    return sign_approval(approval, KIT.signer(signer))

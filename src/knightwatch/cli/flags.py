@@ -43,7 +43,7 @@ from knightwatch.flags.activation import (
 )
 from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
-from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus
+from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus, plan_digest
 from knightwatch.flags.state import StateUnavailable
 from knightwatch.inputs import (
     JSON_MAX_BYTES,
@@ -179,6 +179,25 @@ ApprovalOpt = typer.Option(
 )
 
 
+def _plan(console: Console, plan: Path | None) -> RolloutPlan:
+    """The rollout plan file (the default plan without one)."""
+    try:
+        return (
+            msgspec.convert(load_toml(plan, "rollout plan"), RolloutPlan) if plan else RolloutPlan()
+        )
+    except InputFileError as exc:
+        raise _fail(console, str(exc)) from None
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise _fail(console, f"rollout plan {plan}: {exc}") from None
+
+
+PlanOpt = typer.Option(
+    None,
+    "--plan",
+    help="rollout plan TOML (stages, gates; default: the built-in plan); an approval names it",
+)
+
+
 def _read_approval(console: Console, path: Path | None) -> Envelope | None:
     """The approval file (bounded read), checked against the roster once logged in."""
     if path is None:
@@ -281,6 +300,7 @@ def approve_change(
     requester: str = typer.Option(..., "--for", help="who will make the change (roster name)"),
     nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
     rollout: bool = typer.Option(False, "--rollout", help="approve `rollout start` instead"),
+    plan: Path | None = PlanOpt,
     reason: str = typer.Option(..., "--reason", help="why you approve, for the record"),
     out: Path = typer.Option(..., "--out", help="the signed approval file to hand over"),
     key: Path | None = KeyOpt,
@@ -289,13 +309,18 @@ def approve_change(
     state_dir: Path = StateDir,
 ) -> None:
     """Sign your approval (you: a second person with the approver role) of one flag change
-    or rollout by --for; they pass the file with --approval. Valid for an hour."""
+    or rollout by --for; they pass the file with --approval. Valid for an hour. A rollout
+    approval names the plan (--plan, the same file they start it with): every promotion
+    runs that plan and no other."""
     console = Console()
     try:
         chosen = node_list("--nodes", nodes)
     except OptionError as exc:
         raise _fail(console, str(exc)) from None
     target = _on_off(console, value)
+    if plan is not None and not rollout:
+        raise _fail(console, "--plan: only with --rollout (a rollout approval names its plan)")
+    digest = plan_digest(_plan(console, plan)) if rollout else ""
 
     async def go() -> str:
         async with session(nats_url, state_dir, "flags-approve", key, anchor) as (_, signer, store):
@@ -314,6 +339,7 @@ def approve_change(
                 reason,
                 now,
                 now + int(APPROVAL_TTL_S * NS_PER_S),
+                digest=digest,
             )
             try:
                 with out.open("xb") as f:
@@ -453,9 +479,7 @@ def _driver(
 @rollout_app.command("start")
 def rollout_start(
     flag_id: str,
-    plan: Annotated[
-        Path | None, typer.Option("--plan", help="rollout plan TOML (stages, gates)")
-    ] = None,
+    plan: Path | None = PlanOpt,
     approval: Path | None = ApprovalOpt,
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
@@ -474,38 +498,17 @@ def rollout_start(
 ) -> None:
     """Roll the flag off its safe default stage by stage on live metrics, until done or aborted."""
     console = Console()
-    try:
-        rollout_plan = (
-            msgspec.convert(load_toml(plan, "rollout plan"), RolloutPlan) if plan else None
-        )
-    except InputFileError as exc:
-        raise _fail(console, str(exc)) from None
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise _fail(console, f"rollout plan {plan}: {exc}") from None
+    chosen = _plan(console, plan)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
     health = _health(console, supervisor_config)
-    chosen = rollout_plan or RolloutPlan()
     approved = _read_approval(console, approval)
-    flag = reg.get(flag_id)
 
     async def go() -> RolloutState:
         async with session(nats_url, state_dir, "rollout", key, anchor) as (plane, signer, store):
-            approver = None
-            if approved is not None and flag is not None:
-                approver = check_approval(
-                    approved,
-                    store.roster,
-                    kind=ApprovalKind.ROLLOUT,
-                    flag_id=flag_id,
-                    value=not flag.safe_default,
-                    nodes=None,
-                    requester=signer.name,
-                    now_ns=SystemClock().time_ns(),
-                )
             driver = _driver(plane, signer, store, reg, pol, health)
             await driver.start()
-            state = await driver.begin(flag_id, chosen, actor=signer.name, approver=approver)
+            state = await driver.begin(flag_id, chosen, actor=signer.name, approval=approved)
             total = sum(stage.hold_s for stage in chosen.stages)
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), console=console

@@ -27,7 +27,7 @@ from rich.table import Table
 from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
-from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.admission import AdmissionService, request_target
 from knightwatch.control.fleet.approvals import Requests, RequestStatus
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
@@ -45,28 +45,23 @@ from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import (
     Bucket,
 )
-from knightwatch.control.plane.wire import (
-    ENCODER,
-    SUBJECT_TARGET,
-    TARGET_REPLY_DECODER,
-    VERDICT_DECODER,
-    TargetReply,
-    TargetRequest,
-)
+from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident.ramp import RampOutcome, ramp_records
-from knightwatch.inputs import JSON_MAX_BYTES, read_bytes
+from knightwatch.inputs import JSON_MAX_BYTES, check_json_depth, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
-from knightwatch.release.dsse import decode_envelope
+from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.approval import APPROVAL_TTL_S, decode_approval_file
 from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.identity import Signer, default_key_path, load_signer
-from knightwatch.trust.roster import Role
+from knightwatch.trust.roster import Role, TrustError
 from knightwatch.trust.store import TrustStore, load_anchor
+from knightwatch.trust.target import approve_target, release_ref
 
 console = Console()
 T = TypeVar("T")
@@ -785,28 +780,89 @@ def admission_serve(
     _run(go)
 
 
-@admission_app.command("target")
-def admission_target(
-    envelope: Path = typer.Argument(..., help="signed release envelope (DSSE JSON)"),
-    reason: str = typer.Option(..., "--reason", help="why; recorded (a rollback says so)"),
+def _release_file(path: Path) -> Envelope:
+    data = read_bytes(path, "envelope", JSON_MAX_BYTES)
+    return decode_envelope(data, source=f"envelope {path}")
+
+
+@admission_app.command("approve")
+def admission_approve(
+    envelope: Path = typer.Argument(..., help="the signed release envelope you approve"),
+    requester: str = typer.Option(..., "--for", help="who will set the target (roster name)"),
+    reason: str = typer.Option(..., "--reason", help="why you approve, for the record"),
+    out: Path = typer.Option(..., "--out", help="the signed approval file to hand over"),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Set the fleet's target release (a rollback too); refused unless it passes admission."""
+    """Sign your approval (you: a second person with the approver role) of --for making
+    exactly this release (its manifest digest) the fleet's target; they pass the file
+    with `admission target --approval`. Valid for an hour."""
+
+    async def go() -> tuple[str, str]:
+        release = _release_file(envelope)
+        release_id, _ = release_ref(release, f"envelope {envelope}")
+        async with session(nats_url, state_dir, "admission-approve", key, anchor) as (
+            _,
+            signer,
+            store,
+        ):
+            roster = store.roster
+            if roster is None or not roster.has_role(signer.name, Role.APPROVER):
+                raise TrustError(f"--key: {signer.name} does not hold the approver role")
+            if requester == signer.name:
+                raise TrustError("--for: you cannot approve your own change")
+            signed = approve_target(release, signer, requester, reason, SystemClock().time_ns())
+            try:
+                with out.open("xb") as f:
+                    f.write(encode_envelope(signed))
+            except FileExistsError:
+                raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+            return signer.name, release_id
+
+    who, release_id = _run(go)
+    console.print(
+        f"approved by {who}: target release {release_id} for {requester}; written to {out} "
+        f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}",
+        highlight=False,
+    )
+
+
+@admission_app.command("target")
+def admission_target(
+    envelope: Path = typer.Argument(..., help="signed release envelope (DSSE JSON)"),
+    reason: str = typer.Option(..., "--reason", help="why; recorded (a rollback says so)"),
+    approval: Path | None = typer.Option(
+        None,
+        "--approval",
+        help="a second person's signed approval of this release for you "
+        "(`knightwatch admission approve`); not needed for a return to the known-good "
+        "release while its kill is in force",
+    ),
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Set the fleet's target release (a rollback too), as a request you sign; refused
+    unless it passes admission and (but for a known-good rollback) carries an approval."""
 
     async def go() -> TargetReply:
-        data = read_bytes(envelope, "envelope", JSON_MAX_BYTES)
-        env = decode_envelope(data, source=f"envelope {envelope}")
+        release = _release_file(envelope)
+        approved = None
+        if approval is not None:
+            data = read_bytes(approval, "approval", JSON_MAX_BYTES)
+            check_json_depth(data, f"approval {approval}")
+            approved = decode_approval_file(data, f"approval {approval}")
         async with session(nats_url, state_dir, "admission-target", key, anchor) as (
             plane,
             signer,
             _,
         ):
-            request = ENCODER.encode(TargetRequest(env, signer.name, reason))
-            reply = await plane.request(SUBJECT_TARGET, request, timeout_s=5.0)
-        return TARGET_REPLY_DECODER.decode(reply)
+            return await request_target(
+                plane, release, signer, reason, now_ns=SystemClock().time_ns(), approval=approved
+            )
 
     result = _run(go)
     if not result.accepted:

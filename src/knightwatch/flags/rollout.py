@@ -17,6 +17,7 @@ logic; `RolloutRunner` applies them through the activation gate.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -123,6 +124,15 @@ class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
+def plan_digest(plan: RolloutPlan) -> str:
+    """sha256 of the plan's canonical JSON (stages, fractions, holds, gates, abort policy):
+    what a second person's rollout approval names, so a promotion runs the approved plan.
+    Typed once through JSON first, so `hold_s=300` and a stored `300.0` are one plan."""
+    typed = msgspec.json.decode(msgspec.json.encode(plan), type=RolloutPlan)
+    canonical = msgspec.json.encode(msgspec.to_builtins(typed, order="sorted"))
+    return hashlib.sha256(canonical).hexdigest()
+
+
 class RolloutStatus(StrEnum):
     PROGRESSING = "progressing"
     COMPLETED = "completed"
@@ -175,6 +185,11 @@ class RolloutState(msgspec.Struct, frozen=True):
     """Why the rollout is holding past its hold time (empty when it is not)."""
     excluded: tuple[str, ...] = ()
     """Fleet members left out when it started because they were not admitted."""
+    approval: str = ""
+    """The second person's signed approval (a DSSE envelope, JSON) naming this plan's
+    digest, as checked when the rollout started; re-checked before every promotion."""
+    approved_at_ns: int = 0
+    """The wall-clock instant the approval was checked (and found unexpired) at the start."""
 
 
 def rollout_nodes(members: Sequence[FleetMember]) -> tuple[list[str], dict[str, str]]:

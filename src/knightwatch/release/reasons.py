@@ -45,6 +45,11 @@ class AdmissionReason(StrEnum):
     NODE_DRIFTED = "node_drifted"
     # incident
     FROZEN_BY_KILL = "frozen_by_kill"
+    # who asked for a target release, and who approved it
+    TARGET_REQUEST_REFUSED = "target_request_refused"
+    """The request is not an operator's valid, fresh, unreplayed signature over this release."""
+    TARGET_NOT_APPROVED = "target_not_approved"
+    """No second person's valid approval of exactly this release for this requester."""
 
 
 class Finding(msgspec.Struct, frozen=True):

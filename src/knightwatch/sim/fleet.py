@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 
 from knightwatch.clock import NS_PER_S, SimClock, to_ns
-from knightwatch.control.fleet.admission import AdmissionService
+from knightwatch.control.fleet.admission import AdmissionService, request_target
 from knightwatch.control.fleet.flagstore import fleet_snapshot
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
@@ -54,13 +54,10 @@ from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
     ENCODER,
-    SUBJECT_TARGET,
-    TARGET_REPLY_DECODER,
     NodeMetrics,
     RampRecord,
     StateEntry,
     TargetReply,
-    TargetRequest,
     Verdict,
     slot_of,
 )
@@ -75,6 +72,7 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
+from knightwatch.trust.target import approve_target
 
 T = TypeVar("T")
 _SETTLE_TIMEOUT_S = 10.0
@@ -89,7 +87,6 @@ class FleetAdmission(NamedTuple):
     target: Envelope
     attestors: Mapping[str, Attestor]
     attest_s: float = 5.0
-    actor: str = "operator:release"
 
 
 class ControlAction(msgspec.Struct, frozen=True):
@@ -234,20 +231,31 @@ class SimulatedFleet:
             roster=TrustStore(self.kit.anchor),
         )
         self._run(self.admission.start())
-        reply = self.set_target(admission.target, admission.actor, "fleet target release")
+        reply = self.set_target(admission.target, "fleet target release")
         if not reply.accepted:
             why = "; ".join(str(f) for f in reply.findings)
             raise ValueError(f"admission target {reply.release_id or '?'} refused: {why}")
         self._attest_ns = round(admission.attest_s * NS_PER_S)
         self._next_attest = self.clock.monotonic_ns() + self._attest_ns
 
-    def set_target(self, envelope: Envelope, actor: str, reason: str) -> TargetReply:
-        """Ask the admission service to make `envelope` the fleet's target release; nodes
-        re-attest against it before this returns (a refused target changes nothing)."""
-        request = ENCODER.encode(TargetRequest(envelope, actor, reason))
-        reply = self._run(self._operator.request(SUBJECT_TARGET, request, 1.0))
+    def set_target(self, envelope: Envelope, reason: str) -> TargetReply:
+        """Ask the admission service to make `envelope` the fleet's target release, as two
+        people do: requested and signed by the replay's operator, approved by its approver.
+        Nodes re-attest against it before this returns (a refused target changes nothing)."""
+        now = self.clock.time_ns()
+        approval = approve_target(envelope, self.kit.signer("approver"), "operator", reason, now)
+        requested = request_target(
+            self._operator,
+            envelope,
+            self.kit.signer("operator"),
+            reason,
+            now_ns=now,
+            approval=approval,
+            timeout_s=1.0,
+        )
+        reply = self._run(requested)
         self._run(self._settle())
-        return TARGET_REPLY_DECODER.decode(reply)
+        return reply
 
     def admitted(self, node_id: str) -> bool:
         """Whether the node's runtime holds a fresh verdict admitting it on the target."""

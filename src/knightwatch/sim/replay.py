@@ -465,9 +465,7 @@ class Replay:
         attested = self.control is not None and self.setup.governance.attestation
         if attested:
             assert self.control is not None
-            reply = self.control.set_target(
-                self.governance.envelopes[previous.id], "operator:rollback", "2012 rollback"
-            )
+            reply = self.control.set_target(self.governance.envelopes[previous.id], "2012 rollback")
             if not reply.accepted:
                 why = "; ".join(str(f) for f in reply.findings)
                 self.mark("attestation", "*", f"rollback to {previous.id} refused: {why}")

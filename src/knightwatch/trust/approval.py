@@ -1,10 +1,12 @@
-"""A second person's approval of a flag change or a rollout, signed by that person.
+"""A second person's approval of a flag change, a rollout or a target release, signed by them.
 
-A flag turned towards trading behaviour, or rolled out, needs a second person
-with the approver role. The approver names what they approve (the flag, the
-value, the nodes, who will make the change) and signs it with their own key
-on their own machine (`knightwatch flags approve`); the person making the
-change hands the file over (`--approval FILE`). Who approved is whoever
+A flag turned towards trading behaviour, or rolled out, and a change of the
+fleet's target release need a second person with the approver role. The
+approver names what they approve (the flag, the value, the nodes, or the
+release and its manifest digest, and who will make the change) and signs it
+with their own key on their own machine (`knightwatch flags approve`,
+`knightwatch admission approve`); the person making the change hands the file
+over (`--approval FILE`). Who approved is whoever
 signed, checked against the roster: never the requester (any key of theirs),
 never a name typed on a command line, never after the approval expired.
 """
@@ -29,7 +31,10 @@ class ApprovalKind(StrEnum):
     FLAG = "flag"
     """`flags set FLAG VALUE`."""
     ROLLOUT = "rollout"
-    """`rollout start FLAG` (to the flag's non-default value)."""
+    """`rollout start FLAG` (to the flag's non-default value) with exactly the plan whose
+    digest (`flags.rollout.plan_digest`) is `digest`."""
+    TARGET = "target"
+    """`admission target ENVELOPE`: `flag_id` holds the release id, `digest` its manifest's."""
 
 
 class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -45,6 +50,9 @@ class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: str
     issued_ns: int
     expires_ns: int
+    digest: str = ""
+    """TARGET: the sha256 of the release manifest (the envelope's payload) approved;
+    ROLLOUT: the rollout plan's digest (stages, fractions, holds, gates)."""
 
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
@@ -65,6 +73,7 @@ def check_approval(
     nodes: tuple[str, ...] | None,
     requester: str,
     now_ns: int,
+    digest: str = "",
 ) -> str:
     """The approver's roster name if `envelope` approves exactly this change; TrustError
     naming the rule otherwise."""
@@ -76,8 +85,20 @@ def check_approval(
         approval = _DECODER.decode(envelope.payload_bytes())
     except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
         raise TrustError(f"approval payload: {exc}") from None
-    wanted = (kind, flag_id, value, nodes, requester)
-    got = (approval.kind, approval.flag_id, approval.value, approval.nodes, approval.requester)
+    wanted = (kind, flag_id, value, nodes, requester, digest)
+    got = (
+        approval.kind,
+        approval.flag_id,
+        approval.value,
+        approval.nodes,
+        approval.requester,
+        approval.digest,
+    )
+    if got != wanted and approval.kind is ApprovalKind.TARGET:
+        raise TrustError(
+            f"approval: it approves target release {approval.flag_id} (manifest "
+            f"{approval.digest[:12]}) by {approval.requester}, not this change"
+        )
     if got != wanted:
         raise TrustError(
             f"approval: it approves {approval.kind} {approval.flag_id}={approval.value} on "

@@ -116,7 +116,7 @@ def sign_command(command: StateCommand, key: SigningKey) -> Envelope:
     return add_signature(command_envelope(command), key)
 
 
-def _signers(
+def signers_of(
     proof: Envelope, payload: bytes, roster: Roster, at_ns: int, now_ns: int | None
 ) -> list[Member]:
     """The roster members whose signatures verify over `payload` (decoded once, by the
@@ -185,7 +185,7 @@ def check_state(
             raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")
         if now_ns > command.expires_ns:
             raise Refused(TrustReason.EXPIRED, "past its expiry (a replay, or held back)")
-    members = _signers(proof, payload, roster, command.issued_ns, now_ns if live else None)
+    members = signers_of(proof, payload, roster, command.issued_ns, now_ns if live else None)
     by_name = {m.name: m for m in members}
     if command.state is TradingState.ACTIVE:
         return _check_resume(command, by_name, roster, now_ns if live else command.issued_ns)

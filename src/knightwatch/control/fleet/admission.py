@@ -8,7 +8,12 @@ signed roster: a node's enrolled key is the key it attests with), the
 fleet's target release and the flag registry, and pins the trust policy:
 a target release is accepted only if it passes `check_release` here, so a
 rollback to a release that re-defines or still knows a retired flag is refused
-before any node can be admitted on it.
+before any node can be admitted on it. The service is also where the target's
+two-person rule holds (it alone may write the target record): the request is
+an operator's signature over the exact release (`trust.target`), fresh,
+decided on the current target record and never replayed, and carries a second
+person's approval of that release for that requester; only a return to the
+known-good release while its kill is in force is one person's.
 
 Challenges live in this process's memory, so run one admission service per
 fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import msgspec
 
@@ -28,7 +34,7 @@ from knightwatch.control.fleet.freeze import (
     refuse_target_if_frozen,
 )
 from knightwatch.control.node.trustfeed import follow_roster
-from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record, RevisionConflict
 from knightwatch.control.plane.wire import (
     ENCODER,
     SUBJECT_ATTEST,
@@ -36,20 +42,26 @@ from knightwatch.control.plane.wire import (
     SUBJECT_TARGET,
     TARGET_DECODER,
     TARGET_KEY,
+    TARGET_REPLY_DECODER,
     TARGET_REQUEST_DECODER,
     TargetRecord,
     TargetReply,
+    TargetRequest,
     Verdict,
 )
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.admission import Admission, Admitter, check_release
-from knightwatch.release.dsse import decode_envelope
+from knightwatch.release.dsse import Envelope, decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.release.signing import TrustPolicy, verify_release
-from knightwatch.trust.roster import Role
+from knightwatch.trust.approval import ApprovalKind, check_approval
+from knightwatch.trust.command import Refused, TrustReason
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role, TrustError
 from knightwatch.trust.store import TrustStore
+from knightwatch.trust.target import check_target, target_command
 
 log = logging.getLogger(__name__)
 
@@ -179,46 +191,149 @@ class AdmissionService:
         )
 
     async def _on_target(self, payload: bytes) -> bytes:
-        """Set the fleet's target release, only if it passes the pinned policy and registry."""
+        """Set the fleet's target release: only a release that passes the pinned policy and
+        registry, requested by an operator's signature and approved by a second person
+        (except a return to the known-good release while its kill is in force)."""
         try:
             request = TARGET_REQUEST_DECODER.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             finding = Finding(AdmissionReason.MANIFEST_MALFORMED, "request", str(exc))
             return ENCODER.encode(TargetReply(False, "", (finding,)))
-        signed = verify_release(request.envelope, self.trust).manifest
-        release_id = signed.release_id if signed is not None else ""
+        verified = verify_release(request.envelope, self.trust)
+        release_id = verified.manifest.release_id if verified.manifest is not None else ""
         checked = check_release(
             request.envelope, self.trust, self.registry, target_release=release_id
         )
         manifest = checked.manifest
-        if manifest is not None:
-            try:
-                await refuse_target_if_frozen(self.plane, manifest.release_id, self.trust_store)
-            except FrozenByKill as exc:
-                log.error("TARGET_REFUSED release=%s by=%s: %s", release_id, request.actor, exc)
-                finding = Finding(AdmissionReason.FROZEN_BY_KILL, "fleet", str(exc))
-                return ENCODER.encode(TargetReply(False, release_id, (finding,)))
-        if manifest is None:
-            log.error(
-                "TARGET_REFUSED release=%s by=%s: %s",
-                release_id or "?",
-                request.actor,
-                "; ".join(str(f) for f in checked.findings),
+        try:
+            command = check_target(request.request, self.trust_store.roster, now_ns=self._now())
+        except Refused as exc:
+            return self._refuse_target(
+                release_id,
+                "?",
+                Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", str(exc)),
             )
-            return ENCODER.encode(TargetReply(False, release_id, checked.findings))
+        actor = command.actor
+        if manifest is None:
+            return self._refuse_target(release_id, actor, *checked.findings)
+        if (command.release_id, command.manifest_digest) != (
+            manifest.release_id,
+            verified.manifest_digest,
+        ):
+            detail = (
+                f"{TrustReason.PAYLOAD_MISMATCH}: the request names release "
+                f"{command.release_id} (manifest {command.manifest_digest[:12]}), not the "
+                f"release sent ({manifest.release_id}, {verified.manifest_digest[:12]})"
+            )
+            finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
+            return self._refuse_target(release_id, actor, finding)
+        stored, revision = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
+        if stored is not None and TARGET_DECODER.decode(stored).command_id == command.command_id:
+            detail = f"{TrustReason.REPLAYED}: request {command.command_id[:12]} was applied"
+            finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
+            return self._refuse_target(release_id, actor, finding)
+        if revision != command.decided_on:
+            detail = (
+                f"{TrustReason.STALE}: decided on target revision {command.decided_on}, the "
+                f"target is now at {revision}; ask again"
+            )
+            finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
+            return self._refuse_target(release_id, actor, finding)
+        try:
+            rollback = await refuse_target_if_frozen(
+                self.plane, manifest.release_id, self.trust_store
+            )
+        except FrozenByKill as exc:
+            return self._refuse_target(
+                release_id, actor, Finding(AdmissionReason.FROZEN_BY_KILL, "fleet", str(exc))
+            )
+        approver = ""
+        roster = self.trust_store.roster
+        policy = roster.approvals if roster is not None else None
+        needed = policy is None or policy.second_person(policy.target, self._now())
+        if request.approval is not None or (needed and not rollback):
+            try:
+                if request.approval is None:
+                    raise TrustError(
+                        f"approval: none; a target release change by {actor} needs a second "
+                        "person's signed approval (knightwatch admission approve)"
+                    )
+                approver = check_approval(
+                    request.approval,
+                    roster,
+                    kind=ApprovalKind.TARGET,
+                    flag_id=manifest.release_id,
+                    value=True,
+                    nodes=None,
+                    requester=actor,
+                    now_ns=self._now(),
+                    digest=verified.manifest_digest,
+                )
+            except TrustError as exc:
+                finding = Finding(AdmissionReason.TARGET_NOT_APPROVED, "approval", str(exc))
+                return self._refuse_target(release_id, actor, finding)
         record = TargetRecord(
             manifest.release_id,
             request.envelope,
-            request.actor,
-            request.reason,
-            self.clock.time_ns(),
+            actor,
+            command.reason,
+            self._now(),
+            approver=approver,
+            command_id=command.command_id,
         )
-        revision = await self.plane.put_record(Bucket.RELEASE, TARGET_KEY, ENCODER.encode(record))
+        try:
+            revision = await self.plane.put_record(
+                Bucket.RELEASE, TARGET_KEY, ENCODER.encode(record), expected_revision=revision
+            )
+        except RevisionConflict:
+            detail = f"{TrustReason.STALE}: the target changed while this request was checked"
+            finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
+            return self._refuse_target(release_id, actor, finding)
         self.target = record
         log.warning(
-            "TARGET_SET release=%s by=%s reason=%r",
+            "TARGET_SET release=%s by=%s approved_by=%s reason=%r",
             manifest.release_id,
-            request.actor,
-            request.reason,
+            actor,
+            approver or "-" + (" (known-good rollback)" if rollback else ""),
+            command.reason,
         )
         return ENCODER.encode(TargetReply(True, manifest.release_id, (), revision))
+
+    def _now(self) -> int:
+        return self.clock.time_ns()
+
+    def _refuse_target(self, release_id: str, actor: str, *findings: Finding) -> bytes:
+        log.error(
+            "TARGET_REFUSED release=%s by=%s: %s",
+            release_id or "?",
+            actor,
+            "; ".join(str(f) for f in findings),
+        )
+        return ENCODER.encode(TargetReply(False, release_id, findings))
+
+
+async def request_target(
+    plane: ControlPlane,
+    release: Envelope,
+    requester: Signer,
+    reason: str,
+    *,
+    now_ns: int,
+    approval: Envelope | None = None,
+    timeout_s: float = 5.0,
+) -> TargetReply:
+    """Ask the admission service to make `release` the target: signed by `requester`,
+    decided on the target record as it reads now, with a second person's `approval`
+    (`approve_target`). TrustError if `release` names no manifest."""
+    _, revision = await plane.get_record(Bucket.RELEASE, TARGET_KEY)
+    signed = target_command(
+        release,
+        requester,
+        reason,
+        command_id=uuid.uuid4().hex,
+        now_ns=now_ns,
+        decided_on=revision,
+    )
+    request = TargetRequest(release, signed, approval)
+    reply = await plane.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=timeout_s)
+    return TARGET_REPLY_DECODER.decode(reply)

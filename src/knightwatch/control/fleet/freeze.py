@@ -169,19 +169,28 @@ async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -
 
 async def refuse_target_if_frozen(
     plane: ControlPlane, release_id: str, trust: TrustStore | None = None
-) -> None:
-    """A target release change while frozen passes only back to the known-good release."""
+) -> bool:
+    """A target release change while frozen passes only back to the known-good release.
+
+    True when it is that return and the known-good record names a kill that is still
+    in force (the stop direction: one person may make it); False when no kill is in
+    force (an ordinary change) or the record is from a kill no longer in force."""
     try:
-        kill = await kill_in_force(plane, trust)
-        good = await known_good(plane) if kill is not None else None
+        kills = [
+            e
+            for e, _ in held(await plane.states(), trust).values()
+            if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
+        ]
+        good = await known_good(plane) if kills else None
     except ControlPlaneUnavailable as exc:
         raise FrozenByKill(
             f"target release {release_id}: refused: cannot read the kill state ({exc})"
         ) from None
-    if kill is None:
-        return
+    if not kills:
+        return False
     if good is not None and good.release_id == release_id:
-        return
+        return good.kill_command_id in {e.command_id for e in kills}
+    kill = min(kills, key=lambda e: e.issued_ns)
     allowed = f"only {good.release_id} (known-good)" if good else "no release (none known-good)"
     raise FrozenByKill(
         f"target release {release_id}: refused while {describe(kill)}; {allowed} may be "

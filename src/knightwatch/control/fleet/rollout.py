@@ -9,6 +9,12 @@ through the activation gate against the live fleet view, and sends its halt
 requests to the kill switch. The rollout state is one record per flag with
 compare-and-swap, so `rollout abort` from another terminal wins over a driver
 mid-step, and `rollout status` reads the truth.
+
+A second person's approval names the plan's digest (stages, fractions, holds,
+gates); the driver checks it where the rollout starts and stores it with the
+state, and before every step checks that the stored plan is still the
+approved one: a state edited in the store (a faster plan, another approver)
+is aborted back to the safe default, never promoted.
 """
 
 from __future__ import annotations
@@ -47,9 +53,13 @@ from knightwatch.flags.rollout import (
     RolloutState,
     RolloutStatus,
     SetFlag,
+    plan_digest,
     rollout_nodes,
 )
+from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
+from knightwatch.trust.roster import TrustError
 
 _STATE = msgspec.json.Decoder(RolloutState)
 _ENC = msgspec.json.Encoder()
@@ -128,11 +138,30 @@ class RolloutDriver:
         return (_STATE.decode(value) if value is not None else None), revision
 
     async def begin(
-        self, flag_id: str, plan: RolloutPlan, *, actor: str, approver: str | None
+        self, flag_id: str, plan: RolloutPlan, *, actor: str, approval: Envelope | None
     ) -> RolloutState:
+        """Start a rollout by `actor` (the signer of this driver's kill switch), with a second
+        person's `approval` of exactly this plan (checked here, stored with the state)."""
         flag = self.registry.get(flag_id)
         if flag is None:
             raise RolloutError(f"{flag_id}: not in the flag registry")
+        approver = None
+        approved_at = self.clock.time_ns()
+        if approval is not None:
+            try:
+                approver = check_approval(
+                    approval,
+                    self.killswitch.trust.roster,
+                    kind=ApprovalKind.ROLLOUT,
+                    flag_id=flag_id,
+                    value=not flag.safe_default,
+                    nodes=None,
+                    requester=actor,
+                    now_ns=approved_at,
+                    digest=plan_digest(plan),
+                )
+            except TrustError as exc:
+                raise RolloutError(f"rollout of {flag_id}: {exc}") from None
         try:
             await refuse_if_frozen(self.plane, f"rollout of {flag_id}", self.killswitch.trust)
         except FrozenByKill as exc:
@@ -157,6 +186,15 @@ class RolloutDriver:
             )
         except ValueError as exc:
             raise RolloutError(str(exc)) from None
+        if approval is not None:
+            rollout = Rollout(
+                msgspec.structs.replace(
+                    rollout.state,
+                    approval=encode_envelope(approval).decode(),
+                    approved_at_ns=approved_at,
+                ),
+                self.clock,
+            )
         claimed = await self._claim(rollout.state, revision)
         if claimed is None:
             raise RolloutError(f"{flag_id}: another rollout was started meanwhile; check status")
@@ -172,6 +210,14 @@ class RolloutDriver:
         """One judgement of the exposed nodes' health: promote, hold, complete or abort."""
         state, revision = await self._existing(flag_id)
         rollout = Rollout(state, self.clock)
+        unapproved = self.unapproved(state)
+        if unapproved:  # not the approved plan running: no promotion, back to the safe default
+            log.error("ROLLOUT_REFUSED %s %s", state.rollout_id, unapproved)
+            actions = rollout.abort(f"rollout_unapproved: {unapproved}")
+            claimed = await self._claim(rollout.state, revision)
+            if claimed is None:
+                return (await self._existing(flag_id))[0]
+            return await self._act(rollout, actions, claimed)
         actions = rollout.step(await self.metrics())
         if rollout.state == state:
             return state  # holding: nothing to record
@@ -185,6 +231,39 @@ class RolloutDriver:
         if claimed is None:
             return (await self._existing(flag_id))[0]  # moved on meanwhile: theirs stands
         return await self._act(rollout, actions, claimed)
+
+    def unapproved(self, state: RolloutState) -> str:
+        """Why a progressing rollout's stored state is not what was approved (empty: it is).
+
+        A promotion is the approved plan running, not a new decision: the stored approval
+        must still name this flag, value, requester and plan digest, signed by a person
+        with the approver role other than the requester, unexpired when the rollout
+        started, and be who the state names as approver. A rollout without an approval
+        may name no approver (the activation gate's policy then decides each stage)."""
+        if state.status is not RolloutStatus.PROGRESSING:
+            return ""
+        if not state.approval:
+            return (
+                f"it names approver {state.approver} without an approval" if state.approver else ""
+            )
+        try:
+            envelope = decode_approval_file(state.approval.encode(), "stored approval")
+            approver = check_approval(
+                envelope,
+                self.killswitch.trust.roster,
+                kind=ApprovalKind.ROLLOUT,
+                flag_id=state.flag_id,
+                value=state.target_value,
+                nodes=None,
+                requester=state.started_by,
+                now_ns=state.approved_at_ns,
+                digest=plan_digest(state.plan),
+            )
+        except TrustError as exc:
+            return f"the stored plan or state does not match its approval ({exc})"
+        if approver != state.approver:
+            return f"it names approver {state.approver}, the approval is {approver}'s"
+        return ""
 
     async def abort(self, flag_id: str, reason: str) -> RolloutState:
         """Abort; if a driver moves the rollout on meanwhile, abort what it moved to."""

@@ -342,19 +342,27 @@ class Verdict(msgspec.Struct, frozen=True):
 
 
 class TargetRecord(msgspec.Struct, frozen=True):
-    """The fleet's target release, who set it and why (a rollback is just a new one)."""
+    """The fleet's target release, who asked (signed) and approved it, and why (a rollback
+    is just a new one). Written by the admission service alone."""
 
     release_id: str
     envelope: Envelope
     actor: str
     reason: str
     at_ns: int
+    approver: str = ""
+    """Empty for a one-person return to the known-good release."""
+    command_id: str = ""
+    """The signed request's id (a replay of it is refused)."""
 
 
 class TargetRequest(msgspec.Struct, frozen=True):
+    """The release, the requester's signed `TargetCommand` over it and a second person's
+    signed approval (`knightwatch admission approve`)."""
+
     envelope: Envelope
-    actor: str
-    reason: str
+    request: Envelope
+    approval: Envelope | None = None
 
 
 class TargetReply(msgspec.Struct, frozen=True):

@@ -192,7 +192,12 @@ class _Fleet:
             roster=TrustStore(self.kit.anchor),
         )
         await admission.start()
-        await release.set_target(await self.connect("alice"), "knightwatch-up")
+        await release.set_target(
+            await self.connect("alice"),
+            self.kit.signer("alice"),
+            self.kit.signer("bob"),
+            self.clock.time_ns(),
+        )
         self.nc = await connect_as(self.kit.signer("venue"), self.plane.servers, name="venue")
         self.venue = VenueResponder(self.nc)
         await self.venue.start()

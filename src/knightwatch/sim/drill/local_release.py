@@ -21,13 +21,8 @@ from pathlib import Path
 import msgspec
 
 import knightwatch
+from knightwatch.control.fleet.admission import request_target
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.control.plane.wire import (
-    ENCODER,
-    SUBJECT_TARGET,
-    TARGET_REPLY_DECODER,
-    TargetRequest,
-)
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.contents import contents_from_directory
@@ -36,6 +31,8 @@ from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.flagschema import FlagSchema
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.signing import ReleaseSigners, TrustPolicy
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.target import approve_target
 
 STALE_FILE = "knightwatch/sim/drill/flow.py"
 """The file a stale node's install tree holds in its previous version."""
@@ -116,12 +113,16 @@ class LocalRelease:
             "--flags", str(self.flags_path),
         ]  # fmt: skip
 
-    async def set_target(self, plane: ControlPlane, actor: str) -> None:
-        """Make this release the fleet's target through the admission service (it re-checks)."""
+    async def set_target(
+        self, plane: ControlPlane, requester: Signer, approver: Signer, now_ns: int
+    ) -> None:
+        """Make this release the fleet's target through the admission service (it re-checks):
+        requested by `requester` (on `plane`, logged in as them), approved by `approver`."""
         assert self.envelope is not None, "build() first"
-        request = TargetRequest(self.envelope, actor, f"local fleet release {self.release_id}")
-        reply = TARGET_REPLY_DECODER.decode(
-            await plane.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=5.0)
+        reason = f"local fleet release {self.release_id}"
+        approval = approve_target(self.envelope, approver, requester.name, reason, now_ns)
+        reply = await request_target(
+            plane, self.envelope, requester, reason, now_ns=now_ns, approval=approval
         )
         if not reply.accepted:
             findings = "; ".join(str(f) for f in reply.findings)

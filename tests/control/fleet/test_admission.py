@@ -1,0 +1,204 @@
+"""The target release's two-person rule, where the target is applied: the admission service
+on a real nats-server with authorization on.
+
+Who asked is whoever signed the request (an operator, fresh, never replayed); a
+second person with the approver role must have approved exactly that release
+for that requester. Only a return to the known-good release while its kill is
+in force is one person's (the stop direction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.admission import AdmissionService, request_target
+from knightwatch.control.fleet.freeze import record_known_good
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    SUBJECT_TARGET,
+    TARGET_DECODER,
+    TARGET_KEY,
+    TARGET_REPLY_DECODER,
+    TargetRecord,
+    TargetReply,
+    TargetRequest,
+)
+from knightwatch.control.site import Site
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.reasons import AdmissionReason
+from knightwatch.state import Scope
+from knightwatch.trust.target import TargetCommand, approve_target, sign_target, target_command
+
+from ...identities import BOB, KIT, set_target, switch, trust
+from ...integration.fleet_release import NEW_ROUTER, REGISTRY, Signers, deploy
+
+HOUR_NS = 3600 * 1_000_000_000
+
+
+class Stage:
+    """An admission service and alice's connection on an authorized server, two releases."""
+
+    def __init__(self, alice: NatsControlPlane, r1: Envelope, r2: Envelope) -> None:
+        self.alice = alice
+        self.r1 = r1
+        self.r2 = r2
+        self.clock = SystemClock()
+
+    async def target(self) -> TargetRecord | None:
+        value, _ = await self.alice.get_record(Bucket.RELEASE, TARGET_KEY)
+        return TARGET_DECODER.decode(value) if value is not None else None
+
+    async def send(self, request: TargetRequest) -> TargetReply:
+        reply = await self.alice.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=2.0)
+        return TARGET_REPLY_DECODER.decode(reply)
+
+
+@pytest.fixture
+async def stage(nats_server: Site, tmp_path: Path) -> AsyncIterator[Stage]:
+    signers = Signers()
+    service = AdmissionService(
+        await nats_server.connect("admission"),
+        signers.trust,
+        REGISTRY.admission_schema(),
+        clock=SystemClock(),
+        roster=trust(),
+    )
+    await service.start()
+    tree = deploy(tmp_path / "tree", NEW_ROUTER)
+    r1 = signers.release("r1", tree, REGISTRY.schema())
+    r2 = signers.release("r2", tree, REGISTRY.schema())
+    alice = await nats_server.connect("alice")
+    try:
+        yield Stage(alice, r1, r2)
+    finally:
+        await alice.close()
+        await service.plane.close()
+
+
+def refused(reply: TargetReply, reason: AdmissionReason, text: str) -> None:
+    assert not reply.accepted, reply
+    (finding,) = reply.findings
+    assert finding.reason is reason, finding
+    assert text in finding.detail, finding.detail
+
+
+async def test_a_target_change_needs_a_second_persons_approval_of_exactly_that_release(
+    stage: Stage,
+) -> None:
+    now = stage.clock.time_ns()
+    alice = KIT.signer("alice")
+    # no approval: refused, nothing stored
+    reply = await set_target(stage.alice, stage.r1, stage.clock, approver=None)
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "needs a second person")
+    assert await stage.target() is None
+    # alice approving her own change: refused (the requester never counts)
+    reply = await set_target(stage.alice, stage.r1, stage.clock, approver="alice")
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "other than alice")
+    # carol (a viewer) approving: refused
+    reply = await set_target(stage.alice, stage.r1, stage.clock, approver="carol")
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "approver role")
+    # bob approving r2 does not approve r1
+    other = approve_target(stage.r2, BOB, "alice", "r2 only", now)
+    reply = await request_target(stage.alice, stage.r1, alice, "x", now_ns=now, approval=other)
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "approves target release r2")
+    # bob approving r1 for bob does not approve alice's request
+    for_bob = approve_target(stage.r1, BOB, "bob", "for bob", now)
+    reply = await request_target(stage.alice, stage.r1, alice, "x", now_ns=now, approval=for_bob)
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "by bob, not this change")
+    # bob's approval, expired
+    old = approve_target(stage.r1, BOB, "alice", "yesterday", now - 2 * HOUR_NS)
+    reply = await request_target(stage.alice, stage.r1, alice, "x", now_ns=now, approval=old)
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "expired")
+    # bob's approval with its payload widened after signing (now "for anyone's r2")
+    forged = msgspec.structs.replace(
+        approve_target(stage.r1, BOB, "alice", "ok", now),
+        payload=approve_target(stage.r2, BOB, "alice", "ok", now).payload,
+    )
+    reply = await request_target(stage.alice, stage.r2, alice, "x", now_ns=now, approval=forged)
+    refused(reply, AdmissionReason.TARGET_NOT_APPROVED, "does not verify")
+    assert await stage.target() is None
+    # approved by bob: accepted, and the record says who asked and who approved
+    reply = await set_target(stage.alice, stage.r1, stage.clock)
+    assert reply.accepted, reply
+    record = await stage.target()
+    assert record is not None and (record.release_id, record.actor, record.approver) == (
+        "r1",
+        "alice",
+        "bob",
+    )
+
+
+async def test_who_asked_is_whoever_signed_fresh_and_not_replayed(stage: Stage) -> None:
+    now = stage.clock.time_ns()
+    approval = approve_target(stage.r1, BOB, "alice", "ok", now)
+
+    def request(command: TargetCommand, signer: str = "alice") -> TargetRequest:
+        return TargetRequest(stage.r1, sign_target(command, KIT.signer(signer)), approval)
+
+    good = target_command(
+        stage.r1, KIT.signer("alice"), "deploy", command_id="c1", now_ns=now, decided_on=0
+    )
+    command = msgspec.json.decode(good.payload_bytes(), type=TargetCommand)
+    cases = [
+        (request(command, "bob"), "actor 'alice' did not sign"),
+        (
+            request(msgspec.structs.replace(command, actor="carol"), "carol"),
+            "requested by an operator",
+        ),
+        (
+            request(
+                msgspec.structs.replace(
+                    command, issued_ns=now - 120 * 10**9, expires_ns=now - 60 * 10**9
+                )
+            ),
+            "expired",
+        ),
+        (request(msgspec.structs.replace(command, release_id="r2")), "not the release sent"),
+        (request(msgspec.structs.replace(command, decided_on=7)), "stale"),
+        (TargetRequest(stage.r1, msgspec.structs.replace(good, signatures=()), approval), "no "),
+    ]
+    for bad, text in cases:
+        refused(await stage.send(bad), AdmissionReason.TARGET_REQUEST_REFUSED, text)
+    assert await stage.target() is None
+    applied = TargetRequest(stage.r1, good, approval)
+    assert (await stage.send(applied)).accepted
+    # the same signed request again: refused as a replay, the target unchanged
+    refused(await stage.send(applied), AdmissionReason.TARGET_REQUEST_REFUSED, "replayed")
+    record = await stage.target()
+    assert record is not None and record.command_id == "c1"
+
+
+async def test_a_return_to_the_known_good_release_during_its_kill_is_one_persons(
+    stage: Stage,
+) -> None:
+    assert (await set_target(stage.alice, stage.r1, stage.clock)).accepted
+    assert (await set_target(stage.alice, stage.r2, stage.clock)).accepted
+    ks = switch(stage.alice, stage.clock)
+    # r2 misbehaves: a kill, and r2 is known-good as the target it froze on; the operator
+    # redeploys r1, which is refused while frozen (not known-good), approved or not
+    kill = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.2, targets=[])
+    assert await record_known_good(stage.alice, kill.entry, stage.clock.time_ns()) == "r2"
+    refused(
+        await set_target(stage.alice, stage.r1, stage.clock),
+        AdmissionReason.FROZEN_BY_KILL,
+        "only r2 (known-good)",
+    )
+    # back to r2 with alice's signature alone: the stop direction passes
+    reply = await set_target(stage.alice, stage.r2, stage.clock, approver=None)
+    assert reply.accepted, reply
+    record = await stage.target()
+    assert record is not None and (record.release_id, record.approver) == ("r2", "")
+    # after the resume the same one-person request is an ordinary change again: refused
+    await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    refused(
+        await set_target(stage.alice, stage.r2, stage.clock, approver=None),
+        AdmissionReason.TARGET_NOT_APPROVED,
+        "needs a second person",
+    )
