@@ -170,24 +170,31 @@ def test_cancels_pass_while_halted_and_release_the_guards_working_quantity(
     assert eng.kernel.risk_engine.trading_state == NtState.ACTIVE
 
 
-def test_a_modify_is_refused_until_the_guard_can_check_a_replace(eng: BacktestEngine) -> None:
+def test_a_modify_goes_through_the_guards_replace_check(eng: BacktestEngine) -> None:
     s = scripted(eng, AUDUSD)
 
     def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        (order,) = st.cache.orders_open() or (None,)
         if n == 1:
             st.buy("10000", "0.69000")
-        elif n == 3:
-            (order,) = st.cache.orders_open()
-            st.modify_order(order, quantity=Quantity.from_int(20_000))
+        elif n == 3:  # up to 40,000: within max_position 50,000
+            st.modify_order(order, quantity=Quantity.from_int(40_000))
+        elif n == 5:
+            # a pending-free second amend to 60,000 would breach the position limit
+            st.modify_order(order, quantity=Quantity.from_int(60_000))
+        elif n == 7:  # move it into the market: it fills, under the amended id
+            st.modify_order(order, price=Price.from_str(f"{tick.ask_price.as_double():.5f}"))
 
     s.script = script
-    eng.add_data(quotes(AUDUSD, 5, 0.7, 0.0001))
-    kw = install(eng, limits=open_limits())
+    eng.add_data(quotes(AUDUSD, 10, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_position_qty=50_000, price_collar_pct=0.05))
     eng.run()
-    assert [reason_code(r) for r in s.modify_rejected] == [R.INVALID_ORDER]
-    (order,) = eng.kernel.cache.orders_open()
-    assert order.quantity == Quantity.from_int(10_000)
-    assert kw.guard.working_qty(SYM) == (10_000, 0)
+    assert [reason_code(r) for r in s.modify_rejected] == [R.MAX_POSITION]
+    assert "would reach 60000" in s.modify_rejected[0]
+    assert [f.last_qty for f in s.fills] == [Quantity.from_int(40_000)]
+    assert kw.guard.position(SYM) == 40_000
+    assert kw.guard.working_qty(SYM) == (0, 0)
+    assert kw.passed == 1 + 2 and kw.denied == 1
 
 
 def test_an_order_list_is_denied_whole_and_gives_back_what_it_reserved(
