@@ -216,13 +216,40 @@ async def test_a_network_error_leaves_the_order_working_in_doubt(world: World, f
     assert ex.guard.working_qty(sym) == (0, 0)
 
 
-async def test_edits_and_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
-    ex, sym = world.ex, world.symbol
-    order = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
-    before = len(world.venue.requests)
-    with pytest.raises(GuardRefused) as edit:
+async def test_an_edit_goes_through_the_guards_replace_check(world: World) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.2, 59_000))
+    before = len(venue.requests)
+    # an amend is a new risk: its size and price are checked before anything is sent
+    with pytest.raises(GuardRefused) as big:
+        await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.6, 59_000))
+    assert big.value.decision.reason is R.MAX_ORDER_QTY and len(venue.requests) == before
+    with pytest.raises(GuardRefused) as collar:
+        await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.2, 90_000))
+    assert collar.value.decision.reason is R.PRICE_COLLAR and len(venue.requests) == before
+    with pytest.raises(GuardRefused) as unknown:
+        await run(ex.edit_order("12345", sym, "limit", "buy", 0.1, 59_000))
+    assert unknown.value.decision.reason is R.INVALID_ORDER
+
+    venue.fault = "reject"  # the venue refuses the amend: the Guard rolls back
+    with pytest.raises(ccxt.ExchangeError):
         await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.4, 59_000))
-    assert edit.value.decision.reason is R.INVALID_ORDER
+    assert ex.guard.working_qty(sym) == (world.u("0.2"), 0)
+
+    await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.4, 59_000))
+    assert ex.guard.working_qty(sym) == (world.u("0.4"), 0)
+    live = [o for o in venue.orders.values() if o.status == "open"]
+    assert [o.amount for o in live] == [Decimal("0.4")]
+    venue.fill(live[0].id, "0.4")
+    await run(ex.fetch_order(live[0].id, sym))  # a new order (Binance) or the same (Kraken)
+    await run(ex.fetch_my_trades(sym))
+    assert ex.guard.position(sym) == world.u("0.4")
+    assert ex.guard.working_qty(sym) == (0, 0)
+
+
+async def test_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
+    ex, sym = world.ex, world.symbol
+    before = len(world.venue.requests)
     for name in (*world.spec.raw_writes, "create_post_only_order", "createOrderWs"):
         with pytest.raises(AdapterError, match="not routed through the knightwatch Guard"):
             getattr(ex, name)

@@ -11,8 +11,9 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   precision (`knightwatch.adapters.units`: 0.1 BTC with a step of 0.00001 is
   10,000 units). A refusal raises `GuardRefused`, a `ccxt.InvalidOrder`, with
   the reason code; nothing is sent.
-* `edit_order` is refused (`invalid_order`) until the Guard has a replace
-  check: an amend can add risk the Guard could not reserve.
+* `edit_order` passes `Guard.check_replace` first (the new amount reserved as
+  fully working on top of what is filled) and is committed or rolled back by
+  the venue's answer.
 * `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass.
 * Order updates from `create_order`, `fetch_order(s)`, `fetch_open_orders`,
   `fetch_closed_orders`, `cancel_*` and `watch_orders`, and executions from
@@ -42,7 +43,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,6 @@ _WRAPPED = frozenset(
 have none either)."""
 _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
-_EDIT_REFUSED = Decision(
-    False,
-    RejectReason.INVALID_ORDER,
-    "an amend can add risk and the Guard has no replace check yet; cancel and resubmit",
-)
 
 
 class GuardRefused(ccxt.InvalidOrder):  # type: ignore[misc]
@@ -135,6 +131,7 @@ class _Tracked:
     """One order placed through the wrapper, as the Guard counts it."""
 
     __slots__ = (
+        "amended",
         "applied",
         "applied_cost",
         "client_id",
@@ -142,6 +139,8 @@ class _Tracked:
         "exchange_id",
         "gid",
         "ordered",
+        "pending",
+        "price",
         "side",
         "symbol",
         "trades",
@@ -149,9 +148,20 @@ class _Tracked:
     )
 
     def __init__(
-        self, gid: str, symbol: str, side: Side, ordered: int, units: Units, client_id: str | None
+        self,
+        gid: str,
+        symbol: str,
+        side: Side,
+        ordered: int,
+        units: Units,
+        client_id: str | None,
+        price: Decimal | None = None,
     ) -> None:
         self.gid = gid
+        self.price = price
+        self.pending: str | None = None
+        """The Guard id of an amend sent and not answered yet."""
+        self.amended = False
         self.symbol = symbol
         self.side = side
         self.ordered = ordered
@@ -181,6 +191,7 @@ class Ledger:
         self.symbols: set[str] = set()
         self._seen_trades: set[str] = set()
         self._markets: dict[str, tuple[Units, Decimal | None]] = {}
+        self._edits = 0
         self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
 
     # --- before sending -------------------------------------------------------
@@ -213,23 +224,28 @@ class Ledger:
         return units if required else units.step
 
     def _as_sent(self, symbol: str, amount: Any, price: Any) -> tuple[int, Decimal, Any]:
-        """(units, amount, price) exactly as ccxt will send them.
+        """(units, amount, price) exactly as ccxt will send them (see `_amount`, `_price`)."""
+        units, d = self._amount(symbol, amount)
+        return units, d, None if price is None else self._price(symbol, price)
 
-        An amount already on the market's step (and a price on its tick) is what
-        ccxt's own precision functions would return unchanged, so they are only
-        called for values off the grid: then the Guard checks what ccxt cuts to.
-        """
-        units, tick = self._market(symbol)
-        ex = self.exchange
+    def _amount(self, symbol: str, amount: Any) -> tuple[int, Decimal]:
+        """An amount on the market's step is what ccxt's `amount_to_precision` would return
+        unchanged, so ccxt is only asked for one off the grid: then the Guard checks what
+        ccxt cuts it to."""
+        units = self._market(symbol)[0]
         d = decimal_of(amount, "amount")
         n = d / units.step
         if n != n.to_integral_value():
-            d = decimal_of(ex.amount_to_precision(symbol, amount), "amount")
-        if price is not None:
-            p = decimal_of(price, "price")
-            if tick is None or p % tick:
-                price = decimal_of(ex.price_to_precision(symbol, price), "price")
-        return units.to_units(d), d, price
+            d = decimal_of(self.exchange.amount_to_precision(symbol, amount), "amount")
+        return units.to_units(d), d
+
+    def _price(self, symbol: str, price: Any) -> Decimal:
+        """A limit price on the market's tick, as ccxt's `price_to_precision` sends it."""
+        tick = self._market(symbol)[1]
+        p = decimal_of(price, "price")
+        if tick is None or p % tick:
+            p = decimal_of(self.exchange.price_to_precision(symbol, price), "price")
+        return p
 
     def prepare(
         self,
@@ -269,7 +285,9 @@ class Ledger:
         d = self.guard.check(order)
         if not d.accepted:
             raise GuardRefused(d)
-        tracked = _Tracked(gid, symbol, order.side, order.qty, self.units(symbol), client_id)
+        tracked = _Tracked(
+            gid, symbol, order.side, order.qty, self.units(symbol), client_id, price_d
+        )
         self.orders[gid] = tracked
         if client_id:
             self._by_client_id[str(client_id)] = tracked
@@ -283,6 +301,92 @@ class Ledger:
             "adapter_block", self._ctx, order_id=order_id, reason=d.reason.value, detail=d.detail
         )
 
+    def prepare_edit(
+        self, id: str, symbol: str, type: str, side: str, amount: Any, price: Any
+    ) -> tuple[_Tracked, str, Decimal | None, Decimal | None]:
+        """Check an amend with the Guard's replace check before it is sent.
+
+        Venues differ (an amend in place, or cancel-replace into a new order), so
+        the new amount is taken as fully working on top of what is filled: the
+        most the venue could end up with. The venue's answer then sets the leaves.
+        """
+        tracked = self._by_exchange_id.get(str(id))
+        try:
+            if tracked is None or tracked.done:
+                raise UnitError(
+                    f"order {id}: not a live order placed through this wrapper; "
+                    "the Guard cannot check an amend of it"
+                )
+            if symbol != tracked.symbol or side != tracked.side.value:
+                raise UnitError("an amend keeps the order's symbol and side")
+            limit = type != "market"
+            if amount is None:
+                add, amount_d = tracked.ordered - tracked.applied, None
+            else:
+                add, amount_d = self._amount(symbol, amount)
+            price_d = self._price(symbol, price) if price is not None and limit else tracked.price
+            self._edits += 1
+            new = Order(
+                id=f"{tracked.gid}~{self._edits}",
+                strategy=self.strategy,
+                symbol=symbol,
+                side=tracked.side,
+                qty=tracked.applied + add,
+                price=tracked.units.unit_price(price_d) if price_d is not None and limit else None,
+            )
+        except (UnitError, InvalidOrder, ccxt.BaseError) as exc:
+            d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
+            self.record_block(str(id), d)
+            raise GuardRefused(d) from None
+        d = self.guard.check_replace(tracked.gid, new)
+        if not d.accepted:
+            raise GuardRefused(d)
+        tracked.pending = new.id
+        return tracked, new.id, amount_d, price_d
+
+    def edited(self, tracked: _Tracked, new_gid: str, order: dict[str, Any]) -> None:
+        """The venue took the amend: the Guard's order moves to `new_gid`."""
+        tracked.pending = None
+        xid = order.get("id")
+        describes_order = order.get("amount") is not None and order.get("status") is not None
+        if xid is not None and str(xid) != tracked.exchange_id and describes_order:
+            # cancel-replace: a new venue order with its own fill count takes over (an
+            # amend in place may answer with an amend id instead, with no order in it)
+            remaining = order.get("remaining")
+            if remaining is None:
+                remaining = order.get("amount")
+            left = tracked.units.to_units(remaining, "remaining") if remaining is not None else None
+            self.guard.on_replace_ack(new_gid, remaining=left)
+            tracked.done = True
+            successor = _Tracked(
+                new_gid,
+                tracked.symbol,
+                tracked.side,
+                left if left is not None else 0,
+                tracked.units,
+                None,
+                tracked.price,
+            )
+            successor.amended = True
+            self.orders[new_gid] = successor
+            self._bind(successor, order)
+            self.apply_order(order)
+            return
+        self.guard.on_replace_ack(new_gid)
+        tracked.gid = new_gid
+        tracked.amended = True
+        self.orders[new_gid] = tracked
+        left = self.guard.remaining(new_gid)
+        tracked.ordered = tracked.applied + (left or 0)
+        if describes_order and str(xid) == tracked.exchange_id:
+            self.apply_order(order)
+
+    def edit_failed(self, tracked: _Tracked, new_gid: str, exc: BaseException) -> None:
+        """A venue refusal rolls the amend back; no answer keeps the larger reservation."""
+        if isinstance(exc, ccxt.ExchangeError):
+            tracked.pending = None
+            self.guard.on_replace_reject(new_gid)
+
     # --- after sending --------------------------------------------------------
     def placed(self, tracked: _Tracked, order: dict[str, Any]) -> None:
         self._bind(tracked, order)
@@ -291,7 +395,7 @@ class Ledger:
     def failed(self, tracked: _Tracked, exc: BaseException) -> None:
         """The venue answered with an error (nothing placed) or did not answer (in doubt)."""
         if isinstance(exc, ccxt.ExchangeError):
-            self._finish(tracked, why=f"venue reject: {exc}")
+            self._finish(tracked, why=f"venue reject: {exc}", end=self.guard.on_reject)
         else:
             self.in_doubt[tracked.gid] = tracked
             log.warning(
@@ -374,9 +478,16 @@ class Ledger:
                     self._unbookable(tracked, UnitError("filled without any price"))
                     return
                 self._book(tracked, delta, price)
+        remaining = order.get("remaining")
+        if tracked.amended and remaining is not None and not tracked.done:
+            # after an amend the venue's leaves are the truth (amend semantics differ)
+            left = tracked.units.to_units(remaining, "remaining")
+            if self.guard.remaining(tracked.gid) not in (None, left):
+                self.guard.on_restate(tracked.gid, left)
         status = order.get("status")
         if status in TERMINAL and filled is not None:
-            self._finish(tracked, why=f"status {status}")
+            end = {"expired": self.guard.on_expire, "rejected": self.guard.on_reject}
+            self._finish(tracked, why=f"status {status}", end=end.get(str(status)))
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
         cost = order.get("cost")
@@ -432,14 +543,20 @@ class Ledger:
         if tracked.applied >= tracked.ordered:
             self._finish(tracked, why="filled")
 
-    def _finish(self, tracked: _Tracked, why: str) -> None:
-        """A terminal state: whatever is still working is given back to the Guard."""
+    def _finish(
+        self, tracked: _Tracked, why: str, end: Callable[[str], None] | None = None
+    ) -> None:
+        """A terminal state: whatever is still working is given back to the Guard
+        (`end`: on_cancel, or on_reject / on_expire, which do not count as cancels)."""
         if tracked.done:
             return
         tracked.done = True
         self.in_doubt.pop(tracked.gid, None)
-        if tracked.applied < tracked.ordered:
-            self.guard.on_cancel(tracked.gid)
+        if tracked.pending is not None:  # an amend still in flight dies with the order
+            self.guard.on_replace_reject(tracked.pending)
+            tracked.pending = None
+        if self.guard.remaining(tracked.gid):
+            (end or self.guard.on_cancel)(tracked.gid)
         log.debug("order %s done (%s)", tracked.gid, why)
 
     def _unbookable(self, tracked: _Tracked, exc: Exception) -> None:
@@ -580,9 +697,30 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         return self.create_order(symbol, "market", "sell", amount, None, params)
 
-    def edit_order(self, id: str, symbol: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.ledger.record_block(id, _EDIT_REFUSED)
-        raise GuardRefused(_EDIT_REFUSED)
+    def edit_order(
+        self,
+        id: str,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any = None,
+        price: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.exchange.load_markets()
+        ledger = self.ledger
+        tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
+            id, symbol, type, side, amount, price
+        )
+        try:
+            order: dict[str, Any] = self.exchange.edit_order(
+                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params or {}
+            )
+        except Exception as exc:
+            ledger.edit_failed(tracked, new_gid, exc)
+            raise
+        ledger.edited(tracked, new_gid, order)
+        return order
 
     def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_order(id, symbol, params or {})
@@ -777,9 +915,30 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         return await self.create_order(symbol, "market", "sell", amount, None, params)
 
-    async def edit_order(self, id: str, symbol: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.ledger.record_block(id, _EDIT_REFUSED)
-        raise GuardRefused(_EDIT_REFUSED)
+    async def edit_order(
+        self,
+        id: str,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any = None,
+        price: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        await self.exchange.load_markets()
+        ledger = self.ledger
+        tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
+            id, symbol, type, side, amount, price
+        )
+        try:
+            order: dict[str, Any] = await self.exchange.edit_order(
+                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params or {}
+            )
+        except Exception as exc:
+            ledger.edit_failed(tracked, new_gid, exc)
+            raise
+        ledger.edited(tracked, new_gid, order)
+        return order
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = await self.exchange.cancel_order(id, symbol, params or {})
