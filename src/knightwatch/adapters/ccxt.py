@@ -58,7 +58,6 @@ from knightwatch import (
     Limits,
     Order,
     RejectReason,
-    Scope,
     Side,
     SystemClock,
     TradingState,
@@ -67,6 +66,7 @@ from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
     FleetMember,
+    Unmapped,
     WatchedGuard,
     build_guard,
     identity_of,
@@ -74,7 +74,6 @@ from knightwatch.adapters.fleet import (
     with_lease,
 )
 from knightwatch.adapters.units import UnitError, Units, decimal_of
-from knightwatch.audit.record import AuditContext
 from knightwatch.control.node.lease import LeasePolicy
 
 log = logging.getLogger(__name__)
@@ -192,7 +191,6 @@ class Ledger:
         self._seen_trades: set[str] = set()
         self._markets: dict[str, tuple[Units, Decimal | None]] = {}
         self._edits = 0
-        self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
 
     # --- before sending -------------------------------------------------------
     def units(self, symbol: str) -> Units:
@@ -295,11 +293,8 @@ class Ledger:
         return tracked, amount_d, price_d
 
     def record_block(self, order_id: str, d: Decision) -> None:
-        """A refusal made before the Guard could see an order, recorded like the Guard's."""
-        self.guard.blocked[d.reason] = self.guard.blocked.get(d.reason, 0) + 1
-        self.guard.recorder.record_event(
-            "adapter_block", self._ctx, order_id=order_id, reason=d.reason.value, detail=d.detail
-        )
+        """A refusal made before the Guard could see an order, counted and recorded alike."""
+        self.guard.refuse(Unmapped(order_id), d)
 
     def prepare_edit(
         self, id: str, symbol: str, type: str, side: str, amount: Any, price: Any
@@ -565,9 +560,7 @@ class Ledger:
     def _lost(self, why: str) -> None:
         """The Guard cannot book what the venue reports: its picture is no longer the truth."""
         log.error("ADAPTER_UPDATE_FAILED node=%s %s", self.guard.node, why)
-        self.guard.halt(
-            Scope.NODE, self.guard.node, why, actor="adapter:ccxt", code=RejectReason.FILL_MISMATCH
-        )
+        self.guard.flag_mismatch(why)
 
     def on_ticker(self, ticker: Any) -> None:
         if not isinstance(ticker, dict):

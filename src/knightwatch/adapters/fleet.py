@@ -108,6 +108,18 @@ class _RecorderClock:
         return self._clock.time_ns()
 
 
+class Unmapped:
+    """What the flight recorder keeps of an order an adapter could not map: its id."""
+
+    __slots__ = ("id", "parent_id", "price", "qty", "side", "strategy", "symbol")
+
+    def __init__(self, order_id: str) -> None:
+        self.id = order_id
+        self.strategy = self.symbol = self.side = "?"
+        self.qty = 0
+        self.price = self.parent_id = None
+
+
 def with_lease(limits: Limits, policy: LeasePolicy) -> Limits:
     """The limits with the node's lease timeout; a different one already set is an error."""
     if limits.lease_timeout_s is None:

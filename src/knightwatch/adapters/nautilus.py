@@ -87,6 +87,7 @@ from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
     FleetMember,
+    Unmapped,
     WatchedGuard,
     build_guard,
     identity_of,
@@ -440,7 +441,7 @@ class NautilusGuard:
 
     def _record_block(self, order_id: str, d: Decision) -> None:
         """A refusal made before the Guard could see an order, counted and recorded alike."""
-        self.guard.refuse(_Unmapped(order_id), d)
+        self.guard.refuse(Unmapped(order_id), d)
 
     # ------------------------------------------------------------------ events
 
@@ -577,18 +578,6 @@ class NautilusGuard:
     async def stop(self) -> None:
         if self.member is not None:
             await self.member.stop()
-
-
-class _Unmapped:
-    """What the flight recorder keeps of an order the adapter could not map: its id."""
-
-    __slots__ = ("id", "parent_id", "price", "qty", "side", "strategy", "symbol")
-
-    def __init__(self, order_id: str) -> None:
-        self.id = order_id
-        self.strategy = self.symbol = self.side = "?"
-        self.qty = 0
-        self.price = self.parent_id = None
 
 
 def _instrument_value(instrument_id: InstrumentId) -> str:
