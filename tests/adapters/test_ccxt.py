@@ -282,9 +282,14 @@ async def test_a_refused_batch_sends_nothing_and_reserves_nothing(world: World) 
     assert ex.guard.working_qty(sym) == (0, 0)
 
 
-def test_the_sync_exchange_cannot_join_a_fleet() -> None:
-    with pytest.raises(AdapterError, match="async"):
-        guard(ccxt.binance(), limits=Limits(), control_plane="nats://127.0.0.1:1")
+def test_joining_a_fleet_needs_the_nodes_key_and_the_trust_anchor() -> None:
+    for ex in (ccxt.binance(), ccxt_async.binance()):
+        with pytest.raises(AdapterError, match="key, anchor: joining a fleet needs"):
+            guard(ex, limits=Limits(), control_plane="nats://127.0.0.1:1")
+    sync = guard(ccxt.binance(), limits=Limits())
+    assert isinstance(sync, GuardedExchange)
+    with pytest.raises(AdapterError, match="join: this exchange was wrapped without"):
+        sync.join()
 
 
 def test_units_are_the_markets_step() -> None:

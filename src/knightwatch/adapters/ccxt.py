@@ -33,20 +33,26 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `private_post_order`, `create_*` variants not listed) is refused with
   `AdapterError` instead of slipping past the Guard; everything else passes.
 
-With `control_plane` (async exchanges), `await ex.join()` makes the process a
-fleet node through `NodeRuntime`: lease, kill state, metrics, flight recorder.
+With `control_plane`, `join()` makes the process a fleet node through
+`NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
+async exchange; on a sync one the runtime runs on an asyncio loop in a thread
+of its own, the Guard is a `LockedWatchedGuard`, and a kill cancels from a
+third thread, see `GuardedExchange`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import ccxt
 
@@ -66,6 +72,7 @@ from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
     FleetMember,
+    LoopThread,
     Unmapped,
     WatchedGuard,
     build_guard,
@@ -77,6 +84,8 @@ from knightwatch.adapters.units import UnitError, Units, decimal_of
 from knightwatch.control.node.lease import LeasePolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 REASON_PREFIX = "knightwatch:"
 TERMINAL = frozenset({"canceled", "cancelled", "expired", "rejected", "closed"})
@@ -609,20 +618,97 @@ def _passthrough(wrapper: Any, ex: Any, name: str) -> Any:
     return value
 
 
-class GuardedExchange:
-    """A sync ccxt exchange with the Guard in front of every order (see the module doc)."""
+def _serialized(
+    method: Callable[Concatenate[GuardedExchange, P], T],
+) -> Callable[Concatenate[GuardedExchange, P], T]:
+    """A `GuardedExchange` call under its `calls` lock (see the class doc)."""
 
-    def __init__(self, exchange: Any, guard: WatchedGuard, *, strategy: str) -> None:
+    @functools.wraps(method)
+    def run(self: GuardedExchange, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.calls:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+class GuardedExchange:
+    """A sync ccxt exchange with the Guard in front of every order (see the module doc).
+
+    Every call that touches the exchange or the ledger holds `calls`, a re-entrant
+    lock: in the fleet, a kill cancels from a thread of its own while the program
+    may be in a call, and neither ccxt's sync exchange (its HTTP session, a
+    venue's nonce) nor the ledger is shared across threads unguarded. The kill
+    never waits for that lock to block: the Guard refuses from the moment it
+    latches; only the cancels at the venue wait for a call in flight to return.
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        guard: WatchedGuard,
+        *,
+        strategy: str,
+        member: FleetMember | None = None,
+    ) -> None:
         self.exchange = exchange
         self.guard = guard
+        self.member = member
         self.ledger = Ledger(exchange, guard, strategy)
+        self.calls = threading.RLock()
         self._killing = False
+        self._loop: LoopThread | None = None
+        self.kill_thread: threading.Thread | None = None
+        """The thread cancelling open orders after a fleet kill (joined to the fleet only)."""
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
-        return _passthrough(self, self.exchange, name)
+        value = _passthrough(self, self.exchange, name)
+        if not callable(value) or name in _WRAPPED:
+            return value
+        calls = self.calls
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with calls:
+                return value(*args, **kwargs)
+
+        return serialized
+
+    # --- fleet ------------------------------------------------------------------
+    def join(self, timeout_s: float = 30.0) -> None:
+        """Join the fleet (lease, kill state, metrics, flight recorder) and arm.
+
+        The node runtime runs on an asyncio loop in a daemon thread of its own
+        (`knightwatch-<node>`); this call returns once the node has joined and
+        armed, and raises what joining raised.
+        """
+        if self.member is None:
+            raise AdapterError("join: this exchange was wrapped without a control_plane")
+        if self._loop is not None:
+            raise AdapterError("join: this exchange has joined the fleet already")
+        loop = LoopThread(f"knightwatch-{self.guard.node}")
+        try:
+            loop.run(self.member.start(actor=f"ccxt:{self.guard.node}"), timeout_s)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                loop.run(self.member.stop(), timeout_s)
+            loop.close()
+            raise
+        self._loop = loop
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Leave the fleet (if joined): stop the node runtime and its loop thread."""
+        loop, self._loop = self._loop, None
+        if loop is None or self.member is None:
+            return
+        try:
+            loop.run(self.member.stop(), timeout_s)
+        finally:
+            loop.close()
+        if self.kill_thread is not None:
+            self.kill_thread.join(timeout_s)
 
     # --- orders -----------------------------------------------------------------
+    @_serialized
     def create_order(
         self,
         symbol: str,
@@ -645,6 +731,7 @@ class GuardedExchange:
         self.ledger.placed(tracked, order)
         return order
 
+    @_serialized
     def create_orders(
         self, orders: list[dict[str, Any]], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -690,6 +777,7 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         return self.create_order(symbol, "market", "sell", amount, None, params)
 
+    @_serialized
     def edit_order(
         self,
         id: str,
@@ -715,61 +803,73 @@ class GuardedExchange:
         ledger.edited(tracked, new_gid, order)
         return order
 
+    @_serialized
     def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_order(id, symbol, params or {})
         self.ledger.apply_orders(result)
         return result
 
+    @_serialized
     def cancel_orders(self, ids: list[str], symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_orders(ids, symbol, params or {})
         self.ledger.apply_orders(result)
         return result
 
+    @_serialized
     def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_all_orders(symbol, params or {})
         self.ledger.apply_orders(result)
         return result
 
     # --- updates ------------------------------------------------------------------
+    @_serialized
     def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         order = self.exchange.fetch_order(id, symbol, params or {})
         self.ledger.apply_order(order)
         return order
 
+    @_serialized
     def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_orders(*args, **kwargs)
         self.ledger.apply_orders(orders)
         return orders
 
+    @_serialized
     def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_open_orders(*args, **kwargs)
         self.ledger.apply_orders(orders)
         return orders
 
+    @_serialized
     def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_closed_orders(*args, **kwargs)
         self.ledger.apply_orders(orders)
         return orders
 
+    @_serialized
     def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         trades = self.exchange.fetch_my_trades(*args, **kwargs)
         self.ledger.apply_trades(trades)
         return trades
 
+    @_serialized
     def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
         ticker = self.exchange.fetch_ticker(symbol, params or {})
         self.ledger.on_ticker(ticker)
         return ticker
 
+    @_serialized
     def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
         tickers = self.exchange.fetch_tickers(*args, **kwargs)
         for ticker in (tickers or {}).values():
             self.ledger.on_ticker(ticker)
         return tickers
 
+    @_serialized
     def on_price(self, symbol: str, price: Any) -> None:
         self.ledger.on_price(symbol, price)
 
+    @_serialized
     def resolve(self, order_id: str, order: dict[str, Any] | None) -> None:
         self.ledger.resolve(order_id, order)
 
@@ -779,8 +879,25 @@ class GuardedExchange:
             self._killing = False
         elif not self._killing:
             self._killing = True
-            self.cancel_everything()
+            if self.member is None:  # halted by the Guard itself, on the caller's thread
+                self.cancel_everything()
+                return
+            # a kill arrives on the runtime's loop with the Guard's lock held: cancel
+            # from another thread, so neither waits for the venue
+            self.kill_thread = threading.Thread(
+                target=self._cancel_after_kill, name="knightwatch-kill", daemon=True
+            )
+            self.kill_thread.start()
 
+    def _cancel_after_kill(self) -> None:
+        try:
+            n = self.cancel_everything()
+        except Exception:
+            log.exception("KILL_CANCEL node=%s failed", self.guard.node)
+            return
+        log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, n)
+
+    @_serialized
     def cancel_everything(self) -> int:
         """Cancel every open order in the symbols traded here, then read back final states."""
         ex, ledger = self.exchange, self.ledger
@@ -1102,9 +1219,10 @@ def guard(
 ) -> GuardedExchange | AsyncGuardedExchange:
     """Wrap a ccxt exchange with a knightwatch Guard; sync in, sync out; async in, async out.
 
-    Without `control_plane` the Guard is armed at once. With one (async
-    exchanges only, with the node's enrolled `key` and the fleet's trust
-    `anchor` files) call `await ex.join()`; until then orders are refused.
+    Without `control_plane` the Guard is armed at once. With one (and the node's
+    enrolled `key` and the fleet's trust `anchor` files) call `await ex.join()`
+    on an async exchange, `ex.join()` on a sync one (its node runtime then runs
+    on a loop thread of its own); until then orders are refused.
     """
     lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
@@ -1116,15 +1234,15 @@ def guard(
         if is_async:
             return AsyncGuardedExchange(exchange, g, strategy=strategy)
         return GuardedExchange(exchange, g, strategy=strategy)
-    if not is_async:
-        raise AdapterError(
-            "control_plane: the fleet runtime runs on an asyncio loop; wrap the async exchange "
-            "(ccxt.async_support) to join the fleet"
-        )
     signer, trust = identity_of(node_id, key, anchor)
     pol = policy if policy is not None else LeasePolicy()
     g, shipper = build_guard(
-        with_lease(lim, pol), node=node_id, clock=clk, recorder=recorder, ship=True
+        with_lease(lim, pol),
+        node=node_id,
+        clock=clk,
+        recorder=recorder,
+        ship=True,
+        locked=not is_async,  # the sync program's thread and the runtime's loop thread
     )
     member = FleetMember(
         g,
@@ -1137,7 +1255,9 @@ def guard(
         metrics_port=metrics_port,
         owns_plane=not hasattr(control_plane, "connect"),
     )
-    return AsyncGuardedExchange(exchange, g, strategy=strategy, member=member)
+    if is_async:
+        return AsyncGuardedExchange(exchange, g, strategy=strategy, member=member)
+    return GuardedExchange(exchange, g, strategy=strategy, member=member)
 
 
 __all__ = [

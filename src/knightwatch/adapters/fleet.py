@@ -12,16 +12,22 @@ working ones, as a venue kill switch does.
 
 Joining the fleet is the existing `NodeRuntime` (lease, kill state, metrics,
 flight-recorder shipping), started with one call; the adapters never carry a
-second runtime.
+second runtime. The runtime lives on an asyncio loop; a host that is not
+(a synchronous ccxt program) runs it on a loop in a thread of its own
+(`LoopThread`), and then calls the Guard from its own thread while kills
+arrive on the loop's: `LockedWatchedGuard` is the watched Guard under
+`LockedGuard`'s one lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -34,12 +40,14 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.guard import DEFAULT_MEMORY_RECORDS
+from knightwatch.guard import DEFAULT_MEMORY_RECORDS, LockedGuard
 from knightwatch.trust.identity import Signer, load_signer
 from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore, load_anchor
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ControlPlaneSpec = ControlPlane | str | Sequence[str]
 """A control plane object, or the NATS URL(s) of one."""
@@ -86,6 +94,80 @@ class WatchedGuard(Guard):
     def node_state(self) -> TradingState:
         """The state of the whole node: its fleet and node scopes (a kill or a node halt)."""
         return max(self.trading_state(Scope.FLEET), self.trading_state(Scope.NODE, self.node))
+
+
+if TYPE_CHECKING:
+    _LockedBase = WatchedGuard
+else:
+    _LockedBase = LockedGuard
+
+
+class LockedWatchedGuard(_LockedBase):
+    """A `WatchedGuard` with every public call under `LockedGuard`'s one re-entrant lock.
+
+    For the type checker it is a WatchedGuard; at run time a `LockedGuard` around
+    one. Watchers run on the thread that halted or resumed, with the lock held: a
+    watcher must hand slow work (cancelling at a venue) to another thread.
+    """
+
+    lock: threading.RLock
+    _guard: WatchedGuard
+
+    def __init__(
+        self, limits: Limits, *, node: str, clock: Clock, recorder: FlightRecorder
+    ) -> None:
+        # LockedGuard's two fields, around a watched Guard instead of a plain one
+        self.lock = threading.RLock()
+        self._guard = WatchedGuard(limits, node=node, clock=clock, recorder=recorder)
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        with self.lock:
+            self._guard.watch(watcher)
+
+    # LockedGuard calls Guard's own latch and resume on the wrapped Guard; these two
+    # must reach WatchedGuard's, which tell the watchers
+    def latch(self, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        with self.lock:
+            return self._guard.latch(*args, **kwargs)
+
+    def resume(self, *args: Any, **kwargs: Any) -> bool:
+        with self.lock:
+            return self._guard.resume(*args, **kwargs)
+
+    def worst_state(self) -> TradingState:
+        with self.lock:
+            return self._guard.worst_state()
+
+    def node_state(self) -> TradingState:
+        with self.lock:
+            return self._guard.node_state()
+
+
+class LoopThread:
+    """An asyncio loop on a daemon thread of its own, for a host that has no loop.
+
+    `run` hands it a coroutine and waits for the result; `close` stops it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout_s)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class _RecorderClock:
@@ -139,10 +221,12 @@ def build_guard(
     clock: Clock,
     recorder: str | Path | None,
     ship: bool,
+    locked: bool = False,
 ) -> tuple[WatchedGuard, ShippingSink | None]:
     """A watched Guard with its flight recorder: a file at `recorder`, else memory.
 
-    With `ship`, recorded lines are also queued for the fleet's audit stream.
+    With `ship`, recorded lines are also queued for the fleet's audit stream;
+    with `locked`, the Guard is a `LockedWatchedGuard` (called from two threads).
     """
     if recorder is None:
         memory = MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
@@ -158,6 +242,8 @@ def build_guard(
             fr = FlightRecorder(path, clock=_RecorderClock(clock), sink=shipper)
         except (OSError, ValueError) as exc:
             raise AdapterError(f"recorder: cannot open {path} ({exc})") from None
+    if locked:
+        return LockedWatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
     return WatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
 
 
