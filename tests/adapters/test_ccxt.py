@@ -19,6 +19,8 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from knightwatch import Limits, RejectReason, Scope
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
@@ -32,6 +34,7 @@ from knightwatch.adapters.paper import (
     PaperKraken,
     PaperKrakenStream,
     PaperVenue,
+    VenueOrder,
 )
 from knightwatch.adapters.units import Units
 
@@ -364,4 +367,60 @@ async def test_watch_orders_and_watch_my_trades_feed_the_guard_over_a_websocket(
             assert ex.guard.position(sym) == u.to_units("0.2")
         finally:
             await ex.close()
+        assert venue.bad_signatures == 0
+
+
+EDITS = st.lists(
+    st.one_of(
+        st.tuples(st.just("edit"), st.integers(1, 5), st.booleans()),  # tenths, venue refuses
+        st.tuples(st.just("fill"), st.just(1), st.just(False)),  # a hundredth at the venue
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@settings(max_examples=30, deadline=None)
+@given(steps=EDITS)
+def test_amends_never_leave_a_reservation_behind(spec: Spec, steps: list[Any]) -> None:
+    """Whatever amends the venue takes or refuses, and fills between them, the Guard's
+    working quantity is the venue's open leaves after each answer, and nothing after
+    the cancel: every reservation is committed or rolled back."""
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym, u = spec.symbol, Units(spec.step)
+        ex.fetch_ticker(sym)
+        ex.create_order(sym, "limit", "buy", 0.2, 59_000)
+
+        def live() -> VenueOrder:
+            (o,) = [o for o in venue.orders.values() if o.status == "open"]
+            return o
+
+        fills = 0
+        for kind, n, refused in steps:
+            if kind == "fill":
+                if fills == 3:
+                    continue
+                fills += 1
+                venue.fill(live().id, "0.01")
+            else:
+                venue.fault = "reject" if refused else None
+                try:
+                    ex.edit_order(live().id, sym, "limit", "buy", n / 10, 59_000)
+                except GuardRefused:  # filled and new amount over max_order_qty: not sent
+                    assert fills and n == 5
+                except ccxt.ExchangeError:
+                    assert refused
+                venue.fault = None
+            ex.fetch_order(live().id, sym)  # the venue's leaves after an amend are the truth
+            o = live()
+            assert ex.guard.working_qty(sym) == (u.to_units(o.amount - o.filled), 0)
+            assert ex.guard.position(sym) == u.to_units(str(fills / 100))
+        last = live().id
+        ex.cancel_order(last, sym)
+        ex.fetch_order(last, sym)  # Kraken's cancel answers with a count, not the order
+        assert ex.guard.working_qty(sym) == (0, 0)
+        assert not [t for t in ex.ledger.orders.values() if t.pending is not None]
         assert venue.bad_signatures == 0
