@@ -193,6 +193,34 @@ async def test_a_venue_reject_gives_the_working_quantity_back(world: World) -> N
     assert ex.guard.position(sym) == world.u("0.1")
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_venue_rejects_and_expiries_are_not_counted_as_cancels(spec: Spec) -> None:
+    lim = limits(spec.step, max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=2)
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=lim, strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym = spec.symbol
+        ex.fetch_ticker(sym)
+        for _ in range(3):
+            venue.fault = "reject"
+            with pytest.raises(ccxt.ExchangeError):
+                ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            o = ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            venue.orders[o["id"]].status = "expired"  # its time in force ran out
+            ex.fetch_order(o["id"], sym)
+        assert ex.guard.working_qty(sym) == (0, 0)
+        # six orders ended without a fill, none by a cancel: the ratio has nothing to count
+        for _ in range(2):
+            o = ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            ex.cancel_order(o["id"], sym)
+            ex.fetch_order(o["id"], sym)
+        with pytest.raises(GuardRefused) as ratio:  # two real cancels to no fill do count
+            ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+        assert ratio.value.decision.reason is R.CANCEL_FILL_RATIO
+        assert ex.guard.working_qty(sym) == (0, 0)
+        assert venue.bad_signatures == 0
+
+
 @pytest.mark.parametrize("fault", ["http_503", "drop_after_accept"])
 async def test_a_network_error_leaves_the_order_working_in_doubt(world: World, fault: str) -> None:
     ex, sym, venue = world.ex, world.symbol, world.venue

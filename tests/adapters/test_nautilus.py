@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.core.datetime import unix_nanos_to_dt
 from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import OrderSide, OrderStatus
+from nautilus_trader.model.enums import OrderSide, OrderStatus, TimeInForce
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.objects import Price, Quantity
 
@@ -229,6 +230,41 @@ def test_a_modify_the_venue_rejects_rolls_the_reservation_back(eng: BacktestEngi
     assert seen == [(10_000, 0), (10_000, 0), (20_000, 0), (0, 0)]
     assert kw.passed == 1 + 2 and kw.denied == 0
     assert kw.guard.position(SYM) == 0
+
+
+def test_venue_rejects_and_expiries_are_not_counted_as_cancels(eng: BacktestEngine) -> None:
+    s = scripted(eng, AUDUSD)
+    iid = AUDUSD.id
+    qty = Quantity.from_int(10_000)
+
+    def script(st_: Scripted, tick: QuoteTick, n: int) -> None:
+        f = st_.order_factory
+        if n in (1, 2, 3):  # a post-only buy at the ask would take: the venue rejects it
+            st_.submit_order(f.limit(iid, OrderSide.BUY, qty, tick.ask_price, post_only=True))
+        elif n in (4, 5, 6):  # good for 0.15 s of simulated time: it expires
+            expire = unix_nanos_to_dt(tick.ts_event + 150_000_000)
+            px, tif = Price.from_str("0.69000"), TimeInForce.GTD
+            order = f.limit(iid, OrderSide.BUY, qty, px, time_in_force=tif, expire_time=expire)
+            st_.submit_order(order)
+        elif n in (10, 12):  # two real cancels
+            st_.buy("10000", "0.69000")
+        elif n in (11, 13):
+            for order in st_.cache.orders_open():
+                st_.cancel_order(order)
+        elif n == 15:
+            st_.buy("10000", "0.69000")
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 16, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=2))
+    eng.run()
+    statuses = [o.status for o in eng.kernel.cache.orders()]
+    assert statuses.count(OrderStatus.REJECTED) == 3
+    assert statuses.count(OrderStatus.EXPIRED) == 3
+    assert statuses.count(OrderStatus.CANCELED) == 2
+    # six ended without a fill and none counted as a cancel; the two cancels do count
+    assert codes(s.denied) == {R.CANCEL_FILL_RATIO: 1}
+    assert kw.guard.working_qty(SYM) == (0, 0)
 
 
 def test_an_order_list_is_denied_whole_and_gives_back_what_it_reserved(

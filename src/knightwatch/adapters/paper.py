@@ -240,7 +240,12 @@ BINANCE_INFO = {
         )
     ],
 }
-_BINANCE_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED"}
+_BINANCE_STATUS = {
+    "open": "NEW",
+    "closed": "FILLED",
+    "canceled": "CANCELED",
+    "expired": "EXPIRED",
+}
 
 
 class PaperBinance(PaperVenue):
