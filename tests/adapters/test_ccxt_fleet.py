@@ -21,6 +21,7 @@ from knightwatch import RejectReason, Scope, TradingState
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
 from knightwatch.adapters.fleet import LockedWatchedGuard
 from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.site import Site
 
 from ..identities import BOB
@@ -183,3 +184,24 @@ async def test_a_sync_kill_refuses_at_once_and_cancels_once_the_call_in_flight_r
             ex.close()
             await operator.close()
         assert not [t for t in threading.enumerate() if t.name.startswith("knightwatch-")]
+
+
+def test_a_sync_join_that_fails_raises_and_leaves_no_thread_behind(nats_server: Site) -> None:
+    with PaperBinance("60000") as venue:
+        raw = ccxt.binance({"apiKey": BINANCE_KEY, "secret": BINANCE_SECRET, "options": OPTIONS})
+        ex = guard(
+            venue.point(raw),
+            limits=limits("0.00001"),
+            node="crypto-1",
+            control_plane="nats://127.0.0.1:1",  # nothing listens there
+            key=nats_server.key_path("crypto-1"),
+            anchor=nats_server.anchor_path,
+        )
+        assert isinstance(ex, GuardedExchange)
+        with pytest.raises(ControlPlaneUnavailable, match=r"unreachable at nats://127\.0\.0\.1:1"):
+            ex.join(timeout_s=20.0)
+        assert not [t for t in threading.enumerate() if t.name == "knightwatch-crypto-1"]
+        with pytest.raises(GuardRefused) as refused:  # never armed: nothing leaves
+            ex.create_order("BTC/USDT", "limit", "buy", 0.1, 59_000)
+        assert refused.value.decision.reason is RejectReason.NOT_ARMED
+        assert [path for _, path in venue.requests if "order" in path.lower()] == []
