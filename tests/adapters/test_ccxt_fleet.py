@@ -205,3 +205,25 @@ def test_a_sync_join_that_fails_raises_and_leaves_no_thread_behind(nats_server: 
             ex.create_order("BTC/USDT", "limit", "buy", 0.1, 59_000)
         assert refused.value.decision.reason is RejectReason.NOT_ARMED
         assert [path for _, path in venue.requests if "order" in path.lower()] == []
+
+
+async def test_a_sync_nodes_own_halt_on_the_programs_thread_cancels_after_the_call(
+    nats_server: Site,
+) -> None:
+    with PaperBinance("60000") as venue:
+        ex = sync_node(nats_server, venue)
+        try:
+            ex.join()
+            ex.fetch_ticker("BTC/USDT")
+            order = ex.create_order("BTC/USDT", "limit", "buy", 0.1, 58_000)
+            with ex.calls:  # inside a call, the venue reports half a step filled: unbookable
+                ex.ledger.apply_order({"id": order["id"], "filled": "0.000005", "status": "open"})
+                halt = ex.guard.halts()[(Scope.NODE, "crypto-1")]
+                assert halt.code is RejectReason.FILL_MISMATCH
+                # the cancels wait on a kill thread, never inside the program's own call
+                assert ex.kill_thread is not None and ex.kill_thread.is_alive()
+                assert venue.orders[order["id"]].status == "open"
+            ex.kill_thread.join(10.0)
+            assert venue.orders[order["id"]].status == "canceled"
+        finally:
+            ex.close()
