@@ -4,8 +4,9 @@ An adapter must act when the Guard's trading state changes, whoever changed it:
 the Guard's own automatic halts (throttle, loss stop, fill mismatch), an
 operator's kill arriving through the node runtime, a resume. The Guard has one
 halt listener and the node runtime owns it, so instead `WatchedGuard` tells
-its watchers after every `halt` and `resume`, the two methods every one of
-those paths goes through. The watcher mirrors the state into the host stack
+its watchers after every `latch` and `resume`, the two methods every one of
+those paths goes through (`halt` latches, and a node runtime's kill latches,
+confirms, then records), once per change. The watcher mirrors the state into the host stack
 (NautilusTrader's trading state) and, on a node-wide HALTED, cancels the
 node's open orders at the venue: a kill stops new orders and removes the
 working ones, as a venue kill switch does.
