@@ -637,8 +637,8 @@ class GuardedExchange:
     Every call that touches the exchange or the ledger holds `calls`, a re-entrant
     lock: in the fleet, a kill cancels from a thread of its own while the program
     may be in a call, and neither ccxt's sync exchange (its HTTP session, a
-    venue's nonce) nor the ledger is shared across threads unguarded. The kill
-    never waits for that lock to block: the Guard refuses from the moment it
+    venue's nonce) nor the ledger is shared across threads unguarded. Stopping
+    never waits for that lock: the Guard refuses from the moment the kill
     latches; only the cancels at the venue wait for a call in flight to return.
     """
 
