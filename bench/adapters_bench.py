@@ -65,8 +65,10 @@ def all_on(symbol: str, max_qty: int) -> Limits:
         max_order_notional=1e12,
         max_price_age_s=3600.0,
         price_collar_pct=0.05,
-        max_orders_per_s_node=BIG,
+        # the node rates bound the ids the duplicate check must track over its window
+        max_orders_per_s_node=100_000,
         max_orders_per_min_node=BIG,
+        duplicate_id_window_s=60.0,
         max_orders_per_s_strategy=BIG,
         max_orders_per_min_strategy=BIG,
         max_orders_per_s_symbol=BIG,

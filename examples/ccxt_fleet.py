@@ -8,19 +8,27 @@ flight recorder), rests three orders; alice's signed kill halts the fleet; the
 node verifies it, confirms, cancels its open orders at the venue and refuses
 new ones until a resume alice requested and bob approved.
 
-    python examples/ccxt_fleet.py
+With `--sync` the process wraps a sync ccxt exchange instead: `join()` runs
+the node runtime on a loop thread of its own, and the kill cancels from a
+kill thread (here the operator shares the process only to keep it offline).
+
+    python examples/ccxt_fleet.py [--sync]
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import ccxt
 import ccxt.async_support as ccxt_async
 
 from knightwatch import Limits, Scope
-from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
+from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
 from knightwatch.adapters.paper import BINANCE_KEY, BINANCE_SECRET, PaperBinance
 from knightwatch.control.site import Site
 
@@ -38,12 +46,17 @@ CONFIG = {
 }
 
 
-async def main(state: Path) -> None:
+async def call(value: Any) -> Any:
+    """One call on either wrapper: awaited for the async exchange, plain for the sync one."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def main(state: Path, sync: bool) -> None:
     site = Site(state / "site", nodes=["crypto-1"])  # keys, signed roster, authorized server
     url = await site.astart()
     with PaperBinance("60000") as venue:
         exchange = guard(
-            venue.point(ccxt_async.binance(CONFIG)),
+            venue.point(ccxt.binance(CONFIG) if sync else ccxt_async.binance(CONFIG)),
             limits=LIMITS,
             node="crypto-1",
             control_plane=url,  # <- joins the fleet ...
@@ -51,37 +64,39 @@ async def main(state: Path) -> None:
             anchor=site.anchor_path,
             recorder=state / "audit" / "crypto-1.jsonl",
         )
-        assert isinstance(exchange, AsyncGuardedExchange)
+        assert isinstance(exchange, GuardedExchange if sync else AsyncGuardedExchange)
         operator = site.plane("alice")
         try:
-            await exchange.join()  # <- ... here: lease, kill state, metrics, then armed
-            await exchange.fetch_ticker(SYMBOL)
+            await call(exchange.join())  # <- ... here: lease, kill state, metrics, then armed
+            await call(exchange.fetch_ticker(SYMBOL))
             for price in (58_000, 58_500, 59_000):
-                await exchange.create_order(SYMBOL, "limit", "buy", 0.1, price)
+                await call(exchange.create_order(SYMBOL, "limit", "buy", 0.1, price))
             print(f"open at the venue: {sum(o.status == 'open' for o in venue.orders.values())}")
 
             await operator.connect()
             switch = site.killswitch(operator, "alice")
             kill = await switch.kill(Scope.FLEET, "fleet", "example: stop everything")
             print(f"kill confirmed by {sorted(kill.latencies_ms)} in {kill.latencies_ms}")
-            if exchange.kill_task is not None:
+            if isinstance(exchange, AsyncGuardedExchange) and exchange.kill_task is not None:
                 await exchange.kill_task  # the node cancels on its own event loop
+            elif isinstance(exchange, GuardedExchange) and exchange.kill_thread is not None:
+                exchange.kill_thread.join(10.0)  # the sync node cancels on a kill thread
             print(f"venue orders after the kill: {sorted(o.status for o in venue.orders.values())}")
             try:
-                await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000)
+                await call(exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000))
             except GuardRefused as refused:
                 print(f"new order while killed: REFUSED {refused}")
             await switch.resume(
                 Scope.FLEET, "fleet", "example: all clear", approvers=(site.signer("bob"),)
             )
-            await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000)
+            await call(exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59_000))
             print("after the resume: a new order went out")
         finally:
-            await exchange.close()
+            await call(exchange.close())
             await operator.close()
             site.stop()
 
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(main(Path(tmp)))
+        asyncio.run(main(Path(tmp), sync="--sync" in sys.argv[1:]))

@@ -19,6 +19,8 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from knightwatch import Limits, RejectReason, Scope
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
@@ -32,6 +34,7 @@ from knightwatch.adapters.paper import (
     PaperKraken,
     PaperKrakenStream,
     PaperVenue,
+    VenueOrder,
 )
 from knightwatch.adapters.units import Units
 
@@ -190,6 +193,34 @@ async def test_a_venue_reject_gives_the_working_quantity_back(world: World) -> N
     assert ex.guard.position(sym) == world.u("0.1")
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_venue_rejects_and_expiries_are_not_counted_as_cancels(spec: Spec) -> None:
+    lim = limits(spec.step, max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=2)
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=lim, strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym = spec.symbol
+        ex.fetch_ticker(sym)
+        for _ in range(3):
+            venue.fault = "reject"
+            with pytest.raises(ccxt.ExchangeError):
+                ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            o = ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            venue.orders[o["id"]].status = "expired"  # its time in force ran out
+            ex.fetch_order(o["id"], sym)
+        assert ex.guard.working_qty(sym) == (0, 0)
+        # six orders ended without a fill, none by a cancel: the ratio has nothing to count
+        for _ in range(2):
+            o = ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            ex.cancel_order(o["id"], sym)
+            ex.fetch_order(o["id"], sym)
+        with pytest.raises(GuardRefused) as ratio:  # two real cancels to no fill do count
+            ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+        assert ratio.value.decision.reason is R.CANCEL_FILL_RATIO
+        assert ex.guard.working_qty(sym) == (0, 0)
+        assert venue.bad_signatures == 0
+
+
 @pytest.mark.parametrize("fault", ["http_503", "drop_after_accept"])
 async def test_a_network_error_leaves_the_order_working_in_doubt(world: World, fault: str) -> None:
     ex, sym, venue = world.ex, world.symbol, world.venue
@@ -216,13 +247,40 @@ async def test_a_network_error_leaves_the_order_working_in_doubt(world: World, f
     assert ex.guard.working_qty(sym) == (0, 0)
 
 
-async def test_edits_and_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
-    ex, sym = world.ex, world.symbol
-    order = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
-    before = len(world.venue.requests)
-    with pytest.raises(GuardRefused) as edit:
+async def test_an_edit_goes_through_the_guards_replace_check(world: World) -> None:
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.2, 59_000))
+    before = len(venue.requests)
+    # an amend is a new risk: its size and price are checked before anything is sent
+    with pytest.raises(GuardRefused) as big:
+        await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.6, 59_000))
+    assert big.value.decision.reason is R.MAX_ORDER_QTY and len(venue.requests) == before
+    with pytest.raises(GuardRefused) as collar:
+        await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.2, 90_000))
+    assert collar.value.decision.reason is R.PRICE_COLLAR and len(venue.requests) == before
+    with pytest.raises(GuardRefused) as unknown:
+        await run(ex.edit_order("12345", sym, "limit", "buy", 0.1, 59_000))
+    assert unknown.value.decision.reason is R.INVALID_ORDER
+
+    venue.fault = "reject"  # the venue refuses the amend: the Guard rolls back
+    with pytest.raises(ccxt.ExchangeError):
         await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.4, 59_000))
-    assert edit.value.decision.reason is R.INVALID_ORDER
+    assert ex.guard.working_qty(sym) == (world.u("0.2"), 0)
+
+    await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.4, 59_000))
+    assert ex.guard.working_qty(sym) == (world.u("0.4"), 0)
+    live = [o for o in venue.orders.values() if o.status == "open"]
+    assert [o.amount for o in live] == [Decimal("0.4")]
+    venue.fill(live[0].id, "0.4")
+    await run(ex.fetch_order(live[0].id, sym))  # a new order (Binance) or the same (Kraken)
+    await run(ex.fetch_my_trades(sym))
+    assert ex.guard.position(sym) == world.u("0.4")
+    assert ex.guard.working_qty(sym) == (0, 0)
+
+
+async def test_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
+    ex, sym = world.ex, world.symbol
+    before = len(world.venue.requests)
     for name in (*world.spec.raw_writes, "create_post_only_order", "createOrderWs"):
         with pytest.raises(AdapterError, match="not routed through the knightwatch Guard"):
             getattr(ex, name)
@@ -255,9 +313,14 @@ async def test_a_refused_batch_sends_nothing_and_reserves_nothing(world: World) 
     assert ex.guard.working_qty(sym) == (0, 0)
 
 
-def test_the_sync_exchange_cannot_join_a_fleet() -> None:
-    with pytest.raises(AdapterError, match="async"):
-        guard(ccxt.binance(), limits=Limits(), control_plane="nats://127.0.0.1:1")
+def test_joining_a_fleet_needs_the_nodes_key_and_the_trust_anchor() -> None:
+    for ex in (ccxt.binance(), ccxt_async.binance()):
+        with pytest.raises(AdapterError, match="key, anchor: joining a fleet needs"):
+            guard(ex, limits=Limits(), control_plane="nats://127.0.0.1:1")
+    sync = guard(ccxt.binance(), limits=Limits())
+    assert isinstance(sync, GuardedExchange)
+    with pytest.raises(AdapterError, match="join: this exchange was wrapped without"):
+        sync.join()
 
 
 def test_units_are_the_markets_step() -> None:
@@ -332,4 +395,60 @@ async def test_watch_orders_and_watch_my_trades_feed_the_guard_over_a_websocket(
             assert ex.guard.position(sym) == u.to_units("0.2")
         finally:
             await ex.close()
+        assert venue.bad_signatures == 0
+
+
+EDITS = st.lists(
+    st.one_of(
+        st.tuples(st.just("edit"), st.integers(1, 5), st.booleans()),  # tenths, venue refuses
+        st.tuples(st.just("fill"), st.just(1), st.just(False)),  # a hundredth at the venue
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@settings(max_examples=30, deadline=None)
+@given(steps=EDITS)
+def test_amends_never_leave_a_reservation_behind(spec: Spec, steps: list[Any]) -> None:
+    """Whatever amends the venue takes or refuses, and fills between them, the Guard's
+    working quantity is the venue's open leaves after each answer, and nothing after
+    the cancel: every reservation is committed or rolled back."""
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym, u = spec.symbol, Units(spec.step)
+        ex.fetch_ticker(sym)
+        ex.create_order(sym, "limit", "buy", 0.2, 59_000)
+
+        def live() -> VenueOrder:
+            (o,) = [o for o in venue.orders.values() if o.status == "open"]
+            return o
+
+        fills = 0
+        for kind, n, refused in steps:
+            if kind == "fill":
+                if fills == 3:
+                    continue
+                fills += 1
+                venue.fill(live().id, "0.01")
+            else:
+                venue.fault = "reject" if refused else None
+                try:
+                    ex.edit_order(live().id, sym, "limit", "buy", n / 10, 59_000)
+                except GuardRefused:  # filled and new amount over max_order_qty: not sent
+                    assert fills and n == 5
+                except ccxt.ExchangeError:
+                    assert refused
+                venue.fault = None
+            ex.fetch_order(live().id, sym)  # the venue's leaves after an amend are the truth
+            o = live()
+            assert ex.guard.working_qty(sym) == (u.to_units(o.amount - o.filled), 0)
+            assert ex.guard.position(sym) == u.to_units(str(fills / 100))
+        last = live().id
+        ex.cancel_order(last, sym)
+        ex.fetch_order(last, sym)  # Kraken's cancel answers with a count, not the order
+        assert ex.guard.working_qty(sym) == (0, 0)
+        assert not [t for t in ex.ledger.orders.values() if t.pending is not None]
         assert venue.bad_signatures == 0

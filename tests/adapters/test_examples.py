@@ -37,8 +37,9 @@ def test_the_ccxt_example(mode: list[str]) -> None:
     assert "bad signatures: 0" in out
 
 
-def test_the_ccxt_fleet_example() -> None:
-    out = run(str(EXAMPLES / "ccxt_fleet.py"))
+@pytest.mark.parametrize("mode", [[], ["--sync"]], ids=["async", "sync"])
+def test_the_ccxt_fleet_example(mode: list[str]) -> None:
+    out = run(str(EXAMPLES / "ccxt_fleet.py"), *mode)
     assert "open at the venue: 3" in out
     assert "kill confirmed by ['crypto-1']" in out
     assert "venue orders after the kill: ['canceled', 'canceled', 'canceled']" in out

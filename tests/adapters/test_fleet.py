@@ -7,14 +7,18 @@ from pathlib import Path
 import pytest
 
 from knightwatch import Limits, Order, Scope, Side, SimClock, TradingState
-from knightwatch.adapters.fleet import AdapterError, build_guard, with_lease
+from knightwatch.adapters.fleet import AdapterError, LockedWatchedGuard, build_guard, with_lease
 from knightwatch.control.node.lease import LeasePolicy
 
 
+@pytest.mark.parametrize("locked", [False, True], ids=["watched", "locked"])
 def test_watchers_hear_every_halt_and_resume_and_a_failing_one_cannot_undo_a_halt(
-    tmp_path: Path,
+    tmp_path: Path, locked: bool
 ) -> None:
-    g, _ = build_guard(Limits(), node="n1", clock=SimClock(), recorder=None, ship=False)
+    g, _ = build_guard(
+        Limits(), node="n1", clock=SimClock(), recorder=None, ship=False, locked=locked
+    )
+    assert isinstance(g, LockedWatchedGuard) is locked
     seen: list[TradingState] = []
 
     def broken() -> None:
@@ -30,6 +34,9 @@ def test_watchers_hear_every_halt_and_resume_and_a_failing_one_cannot_undo_a_hal
     g.resume(Scope.NODE, "n1", "go", "test")
     assert seen[-1] is TradingState.ACTIVE
     assert g.worst_state() is TradingState.REDUCING
+    report = g.latch(Scope.FLEET, "fleet", "kill", "alice")  # a node runtime's kill
+    assert seen[-1] is TradingState.HALTED
+    report()
 
 
 def test_records_carry_the_guards_clock_but_batch_on_host_time(tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.core.datetime import unix_nanos_to_dt
 from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import OrderSide, OrderStatus
+from nautilus_trader.model.enums import OrderSide, OrderStatus, TimeInForce
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.objects import Price, Quantity
 
@@ -170,24 +173,98 @@ def test_cancels_pass_while_halted_and_release_the_guards_working_quantity(
     assert eng.kernel.risk_engine.trading_state == NtState.ACTIVE
 
 
-def test_a_modify_is_refused_until_the_guard_can_check_a_replace(eng: BacktestEngine) -> None:
+def test_a_modify_goes_through_the_guards_replace_check(eng: BacktestEngine) -> None:
     s = scripted(eng, AUDUSD)
 
     def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        (order,) = st.cache.orders_open() or (None,)
         if n == 1:
             st.buy("10000", "0.69000")
-        elif n == 3:
-            (order,) = st.cache.orders_open()
-            st.modify_order(order, quantity=Quantity.from_int(20_000))
+        elif n == 3:  # up to 40,000: within max_position 50,000
+            st.modify_order(order, quantity=Quantity.from_int(40_000))
+        elif n == 5:
+            # a pending-free second amend to 60,000 would breach the position limit
+            st.modify_order(order, quantity=Quantity.from_int(60_000))
+        elif n == 7:  # move it into the market: it fills, under the amended id
+            st.modify_order(order, price=Price.from_str(f"{tick.ask_price.as_double():.5f}"))
 
     s.script = script
-    eng.add_data(quotes(AUDUSD, 5, 0.7, 0.0001))
-    kw = install(eng, limits=open_limits())
+    eng.add_data(quotes(AUDUSD, 10, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_position_qty=50_000, price_collar_pct=0.05))
     eng.run()
-    assert [reason_code(r) for r in s.modify_rejected] == [R.INVALID_ORDER]
-    (order,) = eng.kernel.cache.orders_open()
-    assert order.quantity == Quantity.from_int(10_000)
-    assert kw.guard.working_qty(SYM) == (10_000, 0)
+    assert [reason_code(r) for r in s.modify_rejected] == [R.MAX_POSITION]
+    assert "would reach 60000" in s.modify_rejected[0]
+    assert [f.last_qty for f in s.fills] == [Quantity.from_int(40_000)]
+    assert kw.guard.position(SYM) == 40_000
+    assert kw.guard.working_qty(SYM) == (0, 0)
+    assert kw.passed == 1 + 2 and kw.denied == 1
+
+
+def test_a_modify_the_venue_rejects_rolls_the_reservation_back(eng: BacktestEngine) -> None:
+    s = scripted(eng, AUDUSD)
+    seen: list[tuple[int, int]] = []
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        (order,) = st.cache.orders_open() or (None,)
+        if n == 1:
+            iid = st.config.instrument_id
+            qty, px = Quantity.from_int(10_000), Price.from_str("0.69000")
+            st.submit_order(st.order_factory.limit(iid, OrderSide.BUY, qty, px, post_only=True))
+        elif n == 3:  # up and into the market: the venue refuses a post-only taker
+            ask = Price.from_str(f"{tick.ask_price.as_double():.5f}")
+            st.modify_order(order, quantity=Quantity.from_int(40_000), price=ask)
+        elif n == 5:
+            st.modify_order(order, quantity=Quantity.from_int(20_000))
+        elif n == 7:
+            st.cancel_order(order)
+        if n in (2, 4, 6, 8):
+            seen.append(kw.guard.working_qty(SYM))
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 10, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_position_qty=50_000))
+    eng.run()
+    assert len(s.modify_rejected) == 1 and "would have been a TAKER" in s.modify_rejected[0]
+    assert reason_code(s.modify_rejected[0]) is None  # the venue's, not the Guard's
+    # placed, the rejected amend rolled back, the accepted one committed, then cancelled
+    assert seen == [(10_000, 0), (10_000, 0), (20_000, 0), (0, 0)]
+    assert kw.passed == 1 + 2 and kw.denied == 0
+    assert kw.guard.position(SYM) == 0
+
+
+def test_venue_rejects_and_expiries_are_not_counted_as_cancels(eng: BacktestEngine) -> None:
+    s = scripted(eng, AUDUSD)
+    iid = AUDUSD.id
+    qty = Quantity.from_int(10_000)
+
+    def script(st_: Scripted, tick: QuoteTick, n: int) -> None:
+        f = st_.order_factory
+        if n in (1, 2, 3):  # a post-only buy at the ask would take: the venue rejects it
+            st_.submit_order(f.limit(iid, OrderSide.BUY, qty, tick.ask_price, post_only=True))
+        elif n in (4, 5, 6):  # good for 0.15 s of simulated time: it expires
+            expire = unix_nanos_to_dt(tick.ts_event + 150_000_000)
+            px, tif = Price.from_str("0.69000"), TimeInForce.GTD
+            order = f.limit(iid, OrderSide.BUY, qty, px, time_in_force=tif, expire_time=expire)
+            st_.submit_order(order)
+        elif n in (10, 12):  # two real cancels
+            st_.buy("10000", "0.69000")
+        elif n in (11, 13):
+            for order in st_.cache.orders_open():
+                st_.cancel_order(order)
+        elif n == 15:
+            st_.buy("10000", "0.69000")
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 16, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits(max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=2))
+    eng.run()
+    statuses = [o.status for o in eng.kernel.cache.orders()]
+    assert statuses.count(OrderStatus.REJECTED) == 3
+    assert statuses.count(OrderStatus.EXPIRED) == 3
+    assert statuses.count(OrderStatus.CANCELED) == 2
+    # six ended without a fill and none counted as a cancel; the two cancels do count
+    assert codes(s.denied) == {R.CANCEL_FILL_RATIO: 1}
+    assert kw.guard.working_qty(SYM) == (0, 0)
 
 
 def test_an_order_list_is_denied_whole_and_gives_back_what_it_reserved(
@@ -302,3 +379,59 @@ def test_a_failure_in_the_event_path_halts_instead_of_breaking_nautilus(
     assert halt.code is R.FILL_MISMATCH and "ZeroDivisionError" in halt.reason
     assert eng.kernel.risk_engine.trading_state == NtState.HALTED
     assert all("HALTED" in r for r in s.denied) and len(s.denied) == 4
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(1, 6), st.booleans()),  # ten-thousands, into the market
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_modifies_never_leave_a_reservation_behind(steps: list[tuple[int, bool]]) -> None:
+    """Random amends of a post-only order, some refused by the Guard (over the position
+    limit), some by the venue (a taker), the rest taken: on every quote after an answer
+    the Guard's working quantity is the order's leaves, and nothing once cancelled."""
+    eng = engine()
+    try:
+        s = scripted(eng, AUDUSD)
+        mismatches: list[tuple[int, int, int]] = []
+        refused = {"guard": 0, "venue": 0}
+
+        def script(st_: Scripted, tick: QuoteTick, n: int) -> None:
+            (order,) = st_.cache.orders_open() or (None,)
+            leaves = 0 if order is None else int(order.leaves_qty.as_double())
+            if n > 1 and kw.guard.working_qty(SYM) != (leaves, 0):
+                mismatches.append((n, kw.guard.working_qty(SYM)[0], leaves))
+            i = n // 2 - 1
+            if n == 1:
+                iid = st_.config.instrument_id
+                qty, px = Quantity.from_int(10_000), Price.from_str("0.69000")
+                st_.submit_order(
+                    st_.order_factory.limit(iid, OrderSide.BUY, qty, px, post_only=True)
+                )
+            elif order is not None and n % 2 == 0 and 0 <= i < len(steps):
+                q, taker = steps[i]
+                if q > 5:  # 60,000 > max_position 50,000
+                    refused["guard"] += 1
+                elif taker:
+                    refused["venue"] += 1
+                price = tick.ask_price.as_double() if taker else 0.69
+                st_.modify_order(
+                    order, quantity=Quantity.from_int(q * 10_000), price=Price(price, 5)
+                )
+            elif order is not None and i == len(steps):
+                st_.cancel_order(order)
+
+        s.script = script
+        eng.add_data(quotes(AUDUSD, 2 * len(steps) + 6, 0.7, 0.0001))
+        kw = install(eng, limits=open_limits(max_position_qty=50_000))
+        eng.run()
+        assert mismatches == []
+        assert kw.guard.working_qty(SYM) == (0, 0)
+        assert not eng.kernel.cache.orders_open()
+        assert len(s.modify_rejected) == refused["guard"] + refused["venue"]
+        assert codes(s.modify_rejected).get(R.MAX_POSITION, 0) == refused["guard"]
+    finally:
+        eng.dispose()

@@ -11,8 +11,9 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   precision (`knightwatch.adapters.units`: 0.1 BTC with a step of 0.00001 is
   10,000 units). A refusal raises `GuardRefused`, a `ccxt.InvalidOrder`, with
   the reason code; nothing is sent.
-* `edit_order` is refused (`invalid_order`) until the Guard has a replace
-  check: an amend can add risk the Guard could not reserve.
+* `edit_order` passes `Guard.check_replace` first (the new amount reserved as
+  fully working on top of what is filled) and is committed or rolled back by
+  the venue's answer.
 * `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass.
 * Order updates from `create_order`, `fetch_order(s)`, `fetch_open_orders`,
   `fetch_closed_orders`, `cancel_*` and `watch_orders`, and executions from
@@ -32,20 +33,26 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `private_post_order`, `create_*` variants not listed) is refused with
   `AdapterError` instead of slipping past the Guard; everything else passes.
 
-With `control_plane` (async exchanges), `await ex.join()` makes the process a
-fleet node through `NodeRuntime`: lease, kill state, metrics, flight recorder.
+With `control_plane`, `join()` makes the process a fleet node through
+`NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
+async exchange; on a sync one the runtime runs on an asyncio loop in a thread
+of its own, the Guard is a `LockedWatchedGuard`, and a kill cancels from a
+third thread, see `GuardedExchange`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import ccxt
 
@@ -57,7 +64,6 @@ from knightwatch import (
     Limits,
     Order,
     RejectReason,
-    Scope,
     Side,
     SystemClock,
     TradingState,
@@ -66,6 +72,8 @@ from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
     FleetMember,
+    LoopThread,
+    Unmapped,
     WatchedGuard,
     build_guard,
     identity_of,
@@ -73,10 +81,11 @@ from knightwatch.adapters.fleet import (
     with_lease,
 )
 from knightwatch.adapters.units import UnitError, Units, decimal_of
-from knightwatch.audit.record import AuditContext
 from knightwatch.control.node.lease import LeasePolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 REASON_PREFIX = "knightwatch:"
 TERMINAL = frozenset({"canceled", "cancelled", "expired", "rejected", "closed"})
@@ -116,11 +125,6 @@ _WRAPPED = frozenset(
 have none either)."""
 _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
-_EDIT_REFUSED = Decision(
-    False,
-    RejectReason.INVALID_ORDER,
-    "an amend can add risk and the Guard has no replace check yet; cancel and resubmit",
-)
 
 
 class GuardRefused(ccxt.InvalidOrder):  # type: ignore[misc]
@@ -135,6 +139,7 @@ class _Tracked:
     """One order placed through the wrapper, as the Guard counts it."""
 
     __slots__ = (
+        "amended",
         "applied",
         "applied_cost",
         "client_id",
@@ -142,6 +147,8 @@ class _Tracked:
         "exchange_id",
         "gid",
         "ordered",
+        "pending",
+        "price",
         "side",
         "symbol",
         "trades",
@@ -149,9 +156,20 @@ class _Tracked:
     )
 
     def __init__(
-        self, gid: str, symbol: str, side: Side, ordered: int, units: Units, client_id: str | None
+        self,
+        gid: str,
+        symbol: str,
+        side: Side,
+        ordered: int,
+        units: Units,
+        client_id: str | None,
+        price: Decimal | None = None,
     ) -> None:
         self.gid = gid
+        self.price = price
+        self.pending: str | None = None
+        """The Guard id of an amend sent and not answered yet."""
+        self.amended = False
         self.symbol = symbol
         self.side = side
         self.ordered = ordered
@@ -181,7 +199,7 @@ class Ledger:
         self.symbols: set[str] = set()
         self._seen_trades: set[str] = set()
         self._markets: dict[str, tuple[Units, Decimal | None]] = {}
-        self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
+        self._edits = 0
 
     # --- before sending -------------------------------------------------------
     def units(self, symbol: str) -> Units:
@@ -213,23 +231,28 @@ class Ledger:
         return units if required else units.step
 
     def _as_sent(self, symbol: str, amount: Any, price: Any) -> tuple[int, Decimal, Any]:
-        """(units, amount, price) exactly as ccxt will send them.
+        """(units, amount, price) exactly as ccxt will send them (see `_amount`, `_price`)."""
+        units, d = self._amount(symbol, amount)
+        return units, d, None if price is None else self._price(symbol, price)
 
-        An amount already on the market's step (and a price on its tick) is what
-        ccxt's own precision functions would return unchanged, so they are only
-        called for values off the grid: then the Guard checks what ccxt cuts to.
-        """
-        units, tick = self._market(symbol)
-        ex = self.exchange
+    def _amount(self, symbol: str, amount: Any) -> tuple[int, Decimal]:
+        """An amount on the market's step is what ccxt's `amount_to_precision` would return
+        unchanged, so ccxt is only asked for one off the grid: then the Guard checks what
+        ccxt cuts it to."""
+        units = self._market(symbol)[0]
         d = decimal_of(amount, "amount")
         n = d / units.step
         if n != n.to_integral_value():
-            d = decimal_of(ex.amount_to_precision(symbol, amount), "amount")
-        if price is not None:
-            p = decimal_of(price, "price")
-            if tick is None or p % tick:
-                price = decimal_of(ex.price_to_precision(symbol, price), "price")
-        return units.to_units(d), d, price
+            d = decimal_of(self.exchange.amount_to_precision(symbol, amount), "amount")
+        return units.to_units(d), d
+
+    def _price(self, symbol: str, price: Any) -> Decimal:
+        """A limit price on the market's tick, as ccxt's `price_to_precision` sends it."""
+        tick = self._market(symbol)[1]
+        p = decimal_of(price, "price")
+        if tick is None or p % tick:
+            p = decimal_of(self.exchange.price_to_precision(symbol, price), "price")
+        return p
 
     def prepare(
         self,
@@ -269,7 +292,9 @@ class Ledger:
         d = self.guard.check(order)
         if not d.accepted:
             raise GuardRefused(d)
-        tracked = _Tracked(gid, symbol, order.side, order.qty, self.units(symbol), client_id)
+        tracked = _Tracked(
+            gid, symbol, order.side, order.qty, self.units(symbol), client_id, price_d
+        )
         self.orders[gid] = tracked
         if client_id:
             self._by_client_id[str(client_id)] = tracked
@@ -277,11 +302,94 @@ class Ledger:
         return tracked, amount_d, price_d
 
     def record_block(self, order_id: str, d: Decision) -> None:
-        """A refusal made before the Guard could see an order, recorded like the Guard's."""
-        self.guard.blocked[d.reason] = self.guard.blocked.get(d.reason, 0) + 1
-        self.guard.recorder.record_event(
-            "adapter_block", self._ctx, order_id=order_id, reason=d.reason.value, detail=d.detail
-        )
+        """A refusal made before the Guard could see an order, counted and recorded alike."""
+        self.guard.refuse(Unmapped(order_id), d)
+
+    def prepare_edit(
+        self, id: str, symbol: str, type: str, side: str, amount: Any, price: Any
+    ) -> tuple[_Tracked, str, Decimal | None, Decimal | None]:
+        """Check an amend with the Guard's replace check before it is sent.
+
+        Venues differ (an amend in place, or cancel-replace into a new order), so
+        the new amount is taken as fully working on top of what is filled: the
+        most the venue could end up with. The venue's answer then sets the leaves.
+        """
+        tracked = self._by_exchange_id.get(str(id))
+        try:
+            if tracked is None or tracked.done:
+                raise UnitError(
+                    f"order {id}: not a live order placed through this wrapper; "
+                    "the Guard cannot check an amend of it"
+                )
+            if symbol != tracked.symbol or side != tracked.side.value:
+                raise UnitError("an amend keeps the order's symbol and side")
+            limit = type != "market"
+            if amount is None:
+                add, amount_d = tracked.ordered - tracked.applied, None
+            else:
+                add, amount_d = self._amount(symbol, amount)
+            price_d = self._price(symbol, price) if price is not None and limit else tracked.price
+            self._edits += 1
+            new = Order(
+                id=f"{tracked.gid}~{self._edits}",
+                strategy=self.strategy,
+                symbol=symbol,
+                side=tracked.side,
+                qty=tracked.applied + add,
+                price=tracked.units.unit_price(price_d) if price_d is not None and limit else None,
+            )
+        except (UnitError, InvalidOrder, ccxt.BaseError) as exc:
+            d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
+            self.record_block(str(id), d)
+            raise GuardRefused(d) from None
+        d = self.guard.check_replace(tracked.gid, new)
+        if not d.accepted:
+            raise GuardRefused(d)
+        tracked.pending = new.id
+        return tracked, new.id, amount_d, price_d
+
+    def edited(self, tracked: _Tracked, new_gid: str, order: dict[str, Any]) -> None:
+        """The venue took the amend: the Guard's order moves to `new_gid`."""
+        tracked.pending = None
+        xid = order.get("id")
+        describes_order = order.get("amount") is not None and order.get("status") is not None
+        if xid is not None and str(xid) != tracked.exchange_id and describes_order:
+            # cancel-replace: a new venue order with its own fill count takes over (an
+            # amend in place may answer with an amend id instead, with no order in it)
+            remaining = order.get("remaining")
+            if remaining is None:
+                remaining = order.get("amount")
+            left = tracked.units.to_units(remaining, "remaining") if remaining is not None else None
+            self.guard.on_replace_ack(new_gid, remaining=left)
+            tracked.done = True
+            successor = _Tracked(
+                new_gid,
+                tracked.symbol,
+                tracked.side,
+                left if left is not None else 0,
+                tracked.units,
+                None,
+                tracked.price,
+            )
+            successor.amended = True
+            self.orders[new_gid] = successor
+            self._bind(successor, order)
+            self.apply_order(order)
+            return
+        self.guard.on_replace_ack(new_gid)
+        tracked.gid = new_gid
+        tracked.amended = True
+        self.orders[new_gid] = tracked
+        left = self.guard.remaining(new_gid)
+        tracked.ordered = tracked.applied + (left or 0)
+        if describes_order and str(xid) == tracked.exchange_id:
+            self.apply_order(order)
+
+    def edit_failed(self, tracked: _Tracked, new_gid: str, exc: BaseException) -> None:
+        """A venue refusal rolls the amend back; no answer keeps the larger reservation."""
+        if isinstance(exc, ccxt.ExchangeError):
+            tracked.pending = None
+            self.guard.on_replace_reject(new_gid)
 
     # --- after sending --------------------------------------------------------
     def placed(self, tracked: _Tracked, order: dict[str, Any]) -> None:
@@ -291,7 +399,7 @@ class Ledger:
     def failed(self, tracked: _Tracked, exc: BaseException) -> None:
         """The venue answered with an error (nothing placed) or did not answer (in doubt)."""
         if isinstance(exc, ccxt.ExchangeError):
-            self._finish(tracked, why=f"venue reject: {exc}")
+            self._finish(tracked, why=f"venue reject: {exc}", end=self.guard.on_reject)
         else:
             self.in_doubt[tracked.gid] = tracked
             log.warning(
@@ -374,9 +482,16 @@ class Ledger:
                     self._unbookable(tracked, UnitError("filled without any price"))
                     return
                 self._book(tracked, delta, price)
+        remaining = order.get("remaining")
+        if tracked.amended and remaining is not None and not tracked.done:
+            # after an amend the venue's leaves are the truth (amend semantics differ)
+            left = tracked.units.to_units(remaining, "remaining")
+            if self.guard.remaining(tracked.gid) not in (None, left):
+                self.guard.on_restate(tracked.gid, left)
         status = order.get("status")
         if status in TERMINAL and filled is not None:
-            self._finish(tracked, why=f"status {status}")
+            end = {"expired": self.guard.on_expire, "rejected": self.guard.on_reject}
+            self._finish(tracked, why=f"status {status}", end=end.get(str(status)))
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
         cost = order.get("cost")
@@ -432,14 +547,20 @@ class Ledger:
         if tracked.applied >= tracked.ordered:
             self._finish(tracked, why="filled")
 
-    def _finish(self, tracked: _Tracked, why: str) -> None:
-        """A terminal state: whatever is still working is given back to the Guard."""
+    def _finish(
+        self, tracked: _Tracked, why: str, end: Callable[[str], None] | None = None
+    ) -> None:
+        """A terminal state: whatever is still working is given back to the Guard
+        (`end`: on_cancel, or on_reject / on_expire, which do not count as cancels)."""
         if tracked.done:
             return
         tracked.done = True
         self.in_doubt.pop(tracked.gid, None)
-        if tracked.applied < tracked.ordered:
-            self.guard.on_cancel(tracked.gid)
+        if tracked.pending is not None:  # an amend still in flight dies with the order
+            self.guard.on_replace_reject(tracked.pending)
+            tracked.pending = None
+        if self.guard.remaining(tracked.gid):
+            (end or self.guard.on_cancel)(tracked.gid)
         log.debug("order %s done (%s)", tracked.gid, why)
 
     def _unbookable(self, tracked: _Tracked, exc: Exception) -> None:
@@ -448,9 +569,7 @@ class Ledger:
     def _lost(self, why: str) -> None:
         """The Guard cannot book what the venue reports: its picture is no longer the truth."""
         log.error("ADAPTER_UPDATE_FAILED node=%s %s", self.guard.node, why)
-        self.guard.halt(
-            Scope.NODE, self.guard.node, why, actor="adapter:ccxt", code=RejectReason.FILL_MISMATCH
-        )
+        self.guard.flag_mismatch(why)
 
     def on_ticker(self, ticker: Any) -> None:
         if not isinstance(ticker, dict):
@@ -499,20 +618,97 @@ def _passthrough(wrapper: Any, ex: Any, name: str) -> Any:
     return value
 
 
-class GuardedExchange:
-    """A sync ccxt exchange with the Guard in front of every order (see the module doc)."""
+def _serialized(
+    method: Callable[Concatenate[GuardedExchange, P], T],
+) -> Callable[Concatenate[GuardedExchange, P], T]:
+    """A `GuardedExchange` call under its `calls` lock (see the class doc)."""
 
-    def __init__(self, exchange: Any, guard: WatchedGuard, *, strategy: str) -> None:
+    @functools.wraps(method)
+    def run(self: GuardedExchange, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.calls:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+class GuardedExchange:
+    """A sync ccxt exchange with the Guard in front of every order (see the module doc).
+
+    Every call that touches the exchange or the ledger holds `calls`, a re-entrant
+    lock: in the fleet, a kill cancels from a thread of its own while the program
+    may be in a call, and neither ccxt's sync exchange (its HTTP session, a
+    venue's nonce) nor the ledger is shared across threads unguarded. Stopping
+    never waits for that lock: the Guard refuses from the moment the kill
+    latches; only the cancels at the venue wait for a call in flight to return.
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        guard: WatchedGuard,
+        *,
+        strategy: str,
+        member: FleetMember | None = None,
+    ) -> None:
         self.exchange = exchange
         self.guard = guard
+        self.member = member
         self.ledger = Ledger(exchange, guard, strategy)
+        self.calls = threading.RLock()
         self._killing = False
+        self._loop: LoopThread | None = None
+        self.kill_thread: threading.Thread | None = None
+        """The thread cancelling open orders after a fleet kill (joined to the fleet only)."""
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
-        return _passthrough(self, self.exchange, name)
+        value = _passthrough(self, self.exchange, name)
+        if not callable(value) or name in _WRAPPED:
+            return value
+        calls = self.calls
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with calls:
+                return value(*args, **kwargs)
+
+        return serialized
+
+    # --- fleet ------------------------------------------------------------------
+    def join(self, timeout_s: float = 30.0) -> None:
+        """Join the fleet (lease, kill state, metrics, flight recorder) and arm.
+
+        The node runtime runs on an asyncio loop in a daemon thread of its own
+        (`knightwatch-<node>`); this call returns once the node has joined and
+        armed, and raises what joining raised.
+        """
+        if self.member is None:
+            raise AdapterError("join: this exchange was wrapped without a control_plane")
+        if self._loop is not None:
+            raise AdapterError("join: this exchange has joined the fleet already")
+        loop = LoopThread(f"knightwatch-{self.guard.node}")
+        try:
+            loop.run(self.member.start(actor=f"ccxt:{self.guard.node}"), timeout_s)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                loop.run(self.member.stop(), timeout_s)
+            loop.close()
+            raise
+        self._loop = loop
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Leave the fleet (if joined): stop the node runtime and its loop thread."""
+        loop, self._loop = self._loop, None
+        if loop is None or self.member is None:
+            return
+        try:
+            loop.run(self.member.stop(), timeout_s)
+        finally:
+            loop.close()
+        if self.kill_thread is not None:
+            self.kill_thread.join(timeout_s)
 
     # --- orders -----------------------------------------------------------------
+    @_serialized
     def create_order(
         self,
         symbol: str,
@@ -535,6 +731,7 @@ class GuardedExchange:
         self.ledger.placed(tracked, order)
         return order
 
+    @_serialized
     def create_orders(
         self, orders: list[dict[str, Any]], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -580,65 +777,99 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         return self.create_order(symbol, "market", "sell", amount, None, params)
 
-    def edit_order(self, id: str, symbol: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.ledger.record_block(id, _EDIT_REFUSED)
-        raise GuardRefused(_EDIT_REFUSED)
+    @_serialized
+    def edit_order(
+        self,
+        id: str,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any = None,
+        price: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.exchange.load_markets()
+        ledger = self.ledger
+        tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
+            id, symbol, type, side, amount, price
+        )
+        try:
+            order: dict[str, Any] = self.exchange.edit_order(
+                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params or {}
+            )
+        except Exception as exc:
+            ledger.edit_failed(tracked, new_gid, exc)
+            raise
+        ledger.edited(tracked, new_gid, order)
+        return order
 
+    @_serialized
     def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_order(id, symbol, params or {})
         self.ledger.apply_orders(result)
         return result
 
+    @_serialized
     def cancel_orders(self, ids: list[str], symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_orders(ids, symbol, params or {})
         self.ledger.apply_orders(result)
         return result
 
+    @_serialized
     def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_all_orders(symbol, params or {})
         self.ledger.apply_orders(result)
         return result
 
     # --- updates ------------------------------------------------------------------
+    @_serialized
     def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         order = self.exchange.fetch_order(id, symbol, params or {})
         self.ledger.apply_order(order)
         return order
 
+    @_serialized
     def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_orders(*args, **kwargs)
         self.ledger.apply_orders(orders)
         return orders
 
+    @_serialized
     def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_open_orders(*args, **kwargs)
         self.ledger.apply_orders(orders)
         return orders
 
+    @_serialized
     def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_closed_orders(*args, **kwargs)
         self.ledger.apply_orders(orders)
         return orders
 
+    @_serialized
     def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         trades = self.exchange.fetch_my_trades(*args, **kwargs)
         self.ledger.apply_trades(trades)
         return trades
 
+    @_serialized
     def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
         ticker = self.exchange.fetch_ticker(symbol, params or {})
         self.ledger.on_ticker(ticker)
         return ticker
 
+    @_serialized
     def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
         tickers = self.exchange.fetch_tickers(*args, **kwargs)
         for ticker in (tickers or {}).values():
             self.ledger.on_ticker(ticker)
         return tickers
 
+    @_serialized
     def on_price(self, symbol: str, price: Any) -> None:
         self.ledger.on_price(symbol, price)
 
+    @_serialized
     def resolve(self, order_id: str, order: dict[str, Any] | None) -> None:
         self.ledger.resolve(order_id, order)
 
@@ -648,8 +879,25 @@ class GuardedExchange:
             self._killing = False
         elif not self._killing:
             self._killing = True
-            self.cancel_everything()
+            if self.member is None:  # halted by the Guard itself, on the caller's thread
+                self.cancel_everything()
+                return
+            # a kill arrives on the runtime's loop with the Guard's lock held: cancel
+            # from another thread, so neither waits for the venue
+            self.kill_thread = threading.Thread(
+                target=self._cancel_after_kill, name="knightwatch-kill", daemon=True
+            )
+            self.kill_thread.start()
 
+    def _cancel_after_kill(self) -> None:
+        try:
+            n = self.cancel_everything()
+        except Exception:
+            log.exception("KILL_CANCEL node=%s failed", self.guard.node)
+            return
+        log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, n)
+
+    @_serialized
     def cancel_everything(self) -> int:
         """Cancel every open order in the symbols traded here, then read back final states."""
         ex, ledger = self.exchange, self.ledger
@@ -777,9 +1025,30 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         return await self.create_order(symbol, "market", "sell", amount, None, params)
 
-    async def edit_order(self, id: str, symbol: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.ledger.record_block(id, _EDIT_REFUSED)
-        raise GuardRefused(_EDIT_REFUSED)
+    async def edit_order(
+        self,
+        id: str,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any = None,
+        price: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        await self.exchange.load_markets()
+        ledger = self.ledger
+        tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
+            id, symbol, type, side, amount, price
+        )
+        try:
+            order: dict[str, Any] = await self.exchange.edit_order(
+                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params or {}
+            )
+        except Exception as exc:
+            ledger.edit_failed(tracked, new_gid, exc)
+            raise
+        ledger.edited(tracked, new_gid, order)
+        return order
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = await self.exchange.cancel_order(id, symbol, params or {})
@@ -950,9 +1219,10 @@ def guard(
 ) -> GuardedExchange | AsyncGuardedExchange:
     """Wrap a ccxt exchange with a knightwatch Guard; sync in, sync out; async in, async out.
 
-    Without `control_plane` the Guard is armed at once. With one (async
-    exchanges only, with the node's enrolled `key` and the fleet's trust
-    `anchor` files) call `await ex.join()`; until then orders are refused.
+    Without `control_plane` the Guard is armed at once. With one (and the node's
+    enrolled `key` and the fleet's trust `anchor` files) call `await ex.join()`
+    on an async exchange, `ex.join()` on a sync one (its node runtime then runs
+    on a loop thread of its own); until then orders are refused.
     """
     lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
@@ -964,15 +1234,15 @@ def guard(
         if is_async:
             return AsyncGuardedExchange(exchange, g, strategy=strategy)
         return GuardedExchange(exchange, g, strategy=strategy)
-    if not is_async:
-        raise AdapterError(
-            "control_plane: the fleet runtime runs on an asyncio loop; wrap the async exchange "
-            "(ccxt.async_support) to join the fleet"
-        )
     signer, trust = identity_of(node_id, key, anchor)
     pol = policy if policy is not None else LeasePolicy()
     g, shipper = build_guard(
-        with_lease(lim, pol), node=node_id, clock=clk, recorder=recorder, ship=True
+        with_lease(lim, pol),
+        node=node_id,
+        clock=clk,
+        recorder=recorder,
+        ship=True,
+        locked=not is_async,  # the sync program's thread and the runtime's loop thread
     )
     member = FleetMember(
         g,
@@ -985,7 +1255,9 @@ def guard(
         metrics_port=metrics_port,
         owns_plane=not hasattr(control_plane, "connect"),
     )
-    return AsyncGuardedExchange(exchange, g, strategy=strategy, member=member)
+    if is_async:
+        return AsyncGuardedExchange(exchange, g, strategy=strategy, member=member)
+    return GuardedExchange(exchange, g, strategy=strategy, member=member)
 
 
 __all__ = [

@@ -4,24 +4,31 @@ An adapter must act when the Guard's trading state changes, whoever changed it:
 the Guard's own automatic halts (throttle, loss stop, fill mismatch), an
 operator's kill arriving through the node runtime, a resume. The Guard has one
 halt listener and the node runtime owns it, so instead `WatchedGuard` tells
-its watchers after every `halt` and `resume`, the two methods every one of
-those paths goes through. The watcher mirrors the state into the host stack
+its watchers after every `latch` and `resume`, the two methods every one of
+those paths goes through (`halt` latches, and a node runtime's kill latches,
+confirms, then records), once per change. The watcher mirrors the state into the host stack
 (NautilusTrader's trading state) and, on a node-wide HALTED, cancels the
 node's open orders at the venue: a kill stops new orders and removes the
 working ones, as a venue kill switch does.
 
 Joining the fleet is the existing `NodeRuntime` (lease, kill state, metrics,
 flight-recorder shipping), started with one call; the adapters never carry a
-second runtime.
+second runtime. The runtime lives on an asyncio loop; a host that is not
+(a synchronous ccxt program) runs it on a loop in a thread of its own
+(`LoopThread`), and then calls the Guard from its own thread while kills
+arrive on the loop's: `LockedWatchedGuard` is the watched Guard under
+`LockedGuard`'s one lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -34,12 +41,14 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.guard import DEFAULT_MEMORY_RECORDS
+from knightwatch.guard import DEFAULT_MEMORY_RECORDS, LockedGuard
 from knightwatch.trust.identity import Signer, load_signer
 from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore, load_anchor
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ControlPlaneSpec = ControlPlane | str | Sequence[str]
 """A control plane object, or the NATS URL(s) of one."""
@@ -88,6 +97,80 @@ class WatchedGuard(Guard):
         return max(self.trading_state(Scope.FLEET), self.trading_state(Scope.NODE, self.node))
 
 
+if TYPE_CHECKING:
+    _LockedBase = WatchedGuard
+else:
+    _LockedBase = LockedGuard
+
+
+class LockedWatchedGuard(_LockedBase):
+    """A `WatchedGuard` with every public call under `LockedGuard`'s one re-entrant lock.
+
+    For the type checker it is a WatchedGuard; at run time a `LockedGuard` around
+    one. Watchers run on the thread that halted or resumed, with the lock held: a
+    watcher must hand slow work (cancelling at a venue) to another thread.
+    """
+
+    lock: threading.RLock
+    _guard: WatchedGuard
+
+    def __init__(
+        self, limits: Limits, *, node: str, clock: Clock, recorder: FlightRecorder
+    ) -> None:
+        # LockedGuard's two fields, around a watched Guard instead of a plain one
+        self.lock = threading.RLock()
+        self._guard = WatchedGuard(limits, node=node, clock=clock, recorder=recorder)
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        with self.lock:
+            self._guard.watch(watcher)
+
+    # LockedGuard calls Guard's own latch and resume on the wrapped Guard; these two
+    # must reach WatchedGuard's, which tell the watchers
+    def latch(self, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        with self.lock:
+            return self._guard.latch(*args, **kwargs)
+
+    def resume(self, *args: Any, **kwargs: Any) -> bool:
+        with self.lock:
+            return self._guard.resume(*args, **kwargs)
+
+    def worst_state(self) -> TradingState:
+        with self.lock:
+            return self._guard.worst_state()
+
+    def node_state(self) -> TradingState:
+        with self.lock:
+            return self._guard.node_state()
+
+
+class LoopThread:
+    """An asyncio loop on a daemon thread of its own, for a host that has no loop.
+
+    `run` hands it a coroutine and waits for the result; `close` stops it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout_s)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
 class _RecorderClock:
     """Record stamps from the Guard's clock; flush cadence from the host's.
 
@@ -106,6 +189,18 @@ class _RecorderClock:
 
     def time_ns(self) -> int:
         return self._clock.time_ns()
+
+
+class Unmapped:
+    """What the flight recorder keeps of an order an adapter could not map: its id."""
+
+    __slots__ = ("id", "parent_id", "price", "qty", "side", "strategy", "symbol")
+
+    def __init__(self, order_id: str) -> None:
+        self.id = order_id
+        self.strategy = self.symbol = self.side = "?"
+        self.qty = 0
+        self.price = self.parent_id = None
 
 
 def with_lease(limits: Limits, policy: LeasePolicy) -> Limits:
@@ -127,10 +222,12 @@ def build_guard(
     clock: Clock,
     recorder: str | Path | None,
     ship: bool,
+    locked: bool = False,
 ) -> tuple[WatchedGuard, ShippingSink | None]:
     """A watched Guard with its flight recorder: a file at `recorder`, else memory.
 
-    With `ship`, recorded lines are also queued for the fleet's audit stream.
+    With `ship`, recorded lines are also queued for the fleet's audit stream;
+    with `locked`, the Guard is a `LockedWatchedGuard` (called from two threads).
     """
     if recorder is None:
         memory = MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
@@ -146,6 +243,8 @@ def build_guard(
             fr = FlightRecorder(path, clock=_RecorderClock(clock), sink=shipper)
         except (OSError, ValueError) as exc:
             raise AdapterError(f"recorder: cannot open {path} ({exc})") from None
+    if locked:
+        return LockedWatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
     return WatchedGuard(limits, node=node, clock=clock, recorder=fr), shipper
 
 

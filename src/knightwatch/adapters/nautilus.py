@@ -13,10 +13,11 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   becomes NautilusTrader's standard `OrderDenied`, reason
   `knightwatch:<code> <detail>` (`reason_code` reads the code back);
 * cancels, cancel-all and batch cancels always pass, halted or not;
-* a ModifyOrder is answered `OrderModifyRejected` (`knightwatch:invalid_order`)
-  until the Guard has a replace check: an amend can add risk, and the Guard
-  cannot yet reserve it, so it fails closed rather than passing unchecked;
-* fills, cancels, expiries, venue rejects and quotes reach the Guard from the
+* a ModifyOrder is a new risk: `Guard.check_replace` reserves the larger of the
+  old and new leaves until the venue answers (`OrderUpdated` commits it,
+  `OrderModifyRejected` rolls back); a refusal is `OrderModifyRejected`;
+* fills, cancels, expiries and venue rejects (the last two not counted as
+  cancels) and quotes reach the Guard from the
   bus topics before strategies see them (subscription priority), so a
   strategy reacting to a fill or a quote is checked against the updated book;
 * every change of the Guard's trading state is mirrored into the RiskEngine's
@@ -66,6 +67,7 @@ from nautilus_trader.model.events import (
     OrderFilled,
     OrderModifyRejected,
     OrderRejected,
+    OrderUpdated,
 )
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.orders import Order as NtOrder
@@ -78,7 +80,6 @@ from knightwatch import (
     Limits,
     Order,
     RejectReason,
-    Scope,
     Side,
     TradingState,
 )
@@ -86,6 +87,7 @@ from knightwatch.adapters.fleet import (
     AdapterError,
     ControlPlaneSpec,
     FleetMember,
+    Unmapped,
     WatchedGuard,
     build_guard,
     identity_of,
@@ -93,7 +95,6 @@ from knightwatch.adapters.fleet import (
     with_lease,
 )
 from knightwatch.adapters.units import UnitError, Units
-from knightwatch.audit.record import AuditContext
 from knightwatch.control.node.lease import LeasePolicy
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,6 @@ _TO_NT = {
     TradingState.HALTED: NtState.HALTED,
 }
 _SEVERITY = {NtState.ACTIVE: 0, NtState.REDUCING: 1, NtState.HALTED: 2}
-FILL_MISMATCH = RejectReason.FILL_MISMATCH
-_MODIFY_REFUSED = Decision(
-    False,
-    RejectReason.INVALID_ORDER,
-    "an amend can add risk and the Guard has no replace check yet; cancel and resubmit",
-)
 
 
 def reason_code(denied_reason: str) -> RejectReason | None:
@@ -204,9 +199,14 @@ class NautilusGuard:
         self._instruments: dict[InstrumentId, _Instrument] = {}
         self._live: dict[str, None] = {}
         """Orders the Guard accepted that have not reached a terminal state."""
+        self._gid: dict[str, str] = {}
+        """NautilusTrader order id -> the Guard's id for it, once an amend moved it."""
+        self._pending: dict[str, str] = {}
+        """NautilusTrader order id -> the Guard id of its amend awaiting the venue."""
+        self._own_rejects: set[Any] = set()
+        self._replaces = 0
         self._mirrored: Any = None
         self._cancelled = False
-        self._ctx = AuditContext(node=guard.node, limits_version=guard.limits.version)
         self._fill = member.runtime.on_fill if member is not None else guard.on_fill
         self.installed = False
         self.joined: asyncio.Task[None] | None = None
@@ -309,33 +309,66 @@ class NautilusGuard:
             return
         self.denied += len(orders)
         for oid in accepted:  # never sent: give back what the Guard reserved
-            self.guard.on_cancel(oid)
+            self.guard.on_reject(oid)
         for order in orders:
             if not order.is_closed:
                 self._deny(order, refusal)
 
     def _modify(self, command: ModifyOrder) -> None:
-        order = self.kernel.cache.order(command.client_order_id)
+        """An amend is a new risk: `Guard.check_replace`, reserved until the venue answers."""
+        cid = command.client_order_id
+        order = self.kernel.cache.order(cid)
         if order is None:
-            log.error("MODIFY_UNKNOWN node=%s %s dropped", self.guard.node, command.client_order_id)
+            log.error("MODIFY_UNKNOWN node=%s %s dropped", self.guard.node, cid)
             return
-        self._record_block(order.client_order_id.value, _MODIFY_REFUSED)
+        oid = cid.value
+        d = self._check_replace(order, command)
+        if d.accepted:
+            self.passed += 1
+            self._inner(command)
+            return
+        self.denied += 1
         ts = self.kernel.clock.timestamp_ns()
-        self.bus.send(
-            PROCESS_ENDPOINT,
-            OrderModifyRejected(
-                trader_id=order.trader_id,
-                strategy_id=order.strategy_id,
-                instrument_id=order.instrument_id,
-                client_order_id=order.client_order_id,
-                venue_order_id=order.venue_order_id,
-                account_id=order.account_id,
-                reason=_reason_text(_MODIFY_REFUSED),
-                event_id=UUID4(),
-                ts_event=ts,
-                ts_init=ts,
-            ),
+        refusal = OrderModifyRejected(
+            trader_id=order.trader_id,
+            strategy_id=order.strategy_id,
+            instrument_id=order.instrument_id,
+            client_order_id=cid,
+            venue_order_id=order.venue_order_id,
+            account_id=order.account_id,
+            reason=_reason_text(d),
+            event_id=UUID4(),
+            ts_event=ts,
+            ts_init=ts,
         )
+        self._own_rejects.add(refusal.id)
+        log.warning("ModifyOrder for %s DENIED by knightwatch: %s", oid, _reason_text(d))
+        self.bus.send(PROCESS_ENDPOINT, refusal)
+
+    def _check_replace(self, order: NtOrder, command: ModifyOrder) -> Decision:
+        oid = order.client_order_id.value
+        gid = self._gid.get(oid, oid)
+        try:
+            inst = self._instrument(order.instrument_id)
+            qty = command.quantity if command.quantity is not None else order.quantity
+            price = command.price if command.price is not None else order.price
+            self._replaces += 1
+            new = Order(
+                id=f"{gid}~{self._replaces}",
+                strategy=order.strategy_id.value,
+                symbol=inst.symbol,
+                side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
+                qty=inst.count(qty, "quantity"),
+                price=inst.units.unit_price(price.as_double()) if order.has_price else None,
+            )
+        except Exception as exc:  # fail closed
+            d = Decision(False, RejectReason.INVALID_ORDER, f"amend could not be mapped: {exc}")
+            self._record_block(oid, d)
+            return d
+        d = self.guard.check_replace(gid, new)
+        if d.accepted:
+            self._pending[oid] = new.id
+        return d
 
     def _check(self, order: NtOrder) -> Decision:
         try:
@@ -407,11 +440,8 @@ class NautilusGuard:
         )
 
     def _record_block(self, order_id: str, d: Decision) -> None:
-        """A refusal the adapter made before the Guard could see an order, recorded alike."""
-        self.guard.blocked[d.reason] = self.guard.blocked.get(d.reason, 0) + 1
-        self.guard.recorder.record_event(
-            "adapter_block", self._ctx, order_id=order_id, reason=d.reason.value, detail=d.detail
-        )
+        """A refusal made before the Guard could see an order, counted and recorded alike."""
+        self.guard.refuse(Unmapped(order_id), d)
 
     # ------------------------------------------------------------------ events
 
@@ -428,16 +458,42 @@ class NautilusGuard:
         oid = event.client_order_id.value
         if oid not in self._live:
             return
-        if isinstance(event, OrderCanceled | OrderExpired | OrderRejected | OrderDenied):
-            del self._live[oid]
-            self.guard.on_cancel(oid)
+        guard = self.guard
+        if isinstance(event, OrderUpdated):
+            new_id = self._pending.pop(oid, None)
+            if new_id is not None:  # the venue took the amend: commit it
+                order = self.kernel.cache.order(event.client_order_id)
+                inst = self._instrument(event.instrument_id)
+                leaves = None if order is None else inst.count(order.leaves_qty, "leaves_qty")
+                guard.on_replace_ack(new_id, remaining=leaves)
+                self._gid[oid] = new_id
+            return
+        if isinstance(event, OrderModifyRejected):
+            if event.id in self._own_rejects:
+                self._own_rejects.discard(event.id)
+            elif (new_id := self._pending.pop(oid, None)) is not None:
+                guard.on_replace_reject(new_id)  # back to the original order
+            return
+        if not isinstance(event, OrderCanceled | OrderExpired | OrderRejected | OrderDenied):
+            return
+        del self._live[oid]
+        pending = self._pending.pop(oid, None)
+        if pending is not None:
+            guard.on_replace_reject(pending)
+        gid = self._gid.pop(oid, oid)
+        if isinstance(event, OrderCanceled):
+            guard.on_cancel(gid)
+        elif isinstance(event, OrderExpired):
+            guard.on_expire(gid)
+        else:  # the venue, or the ExecutionEngine after the Guard, refused it
+            guard.on_reject(gid)
 
     def _on_fill(self, e: OrderFilled) -> None:
         oid = e.client_order_id.value
         try:
             inst = self._instrument(e.instrument_id)
             fill = Fill(
-                order_id=oid,
+                order_id=self._gid.get(oid, oid),
                 symbol=inst.symbol,
                 side=Side.BUY if e.order_side == OrderSide.BUY else Side.SELL,
                 qty=inst.count(e.last_qty, "last_qty"),
@@ -451,13 +507,12 @@ class NautilusGuard:
             order = self.kernel.cache.order(e.client_order_id)
             if order is None or order.is_closed:
                 del self._live[oid]
+                self._gid.pop(oid, None)
 
     def _lost(self, why: str) -> None:
         """The Guard's picture may no longer be the venue's: halt the node (and so NT)."""
         log.error("ADAPTER_EVENT_FAILED node=%s %s", self.guard.node, why)
-        self.guard.halt(
-            Scope.NODE, self.guard.node, why, actor="adapter:nautilus", code=FILL_MISMATCH
-        )
+        self.guard.flag_mismatch(why)
 
     def _on_quote(self, q: QuoteTick) -> None:
         inst = self._price_instrument(q.instrument_id)

@@ -6,7 +6,7 @@ signs each request, rounds to the market's precision, sends it over its own
 HTTP stack (requests for the sync exchange, aiohttp for the async one) and
 parses the answer; only the base URL points here (`point`). Each paper venue
 speaks its venue's REST dialect for the calls the adapter makes (markets,
-tickers, orders, cancels, open orders, trades), checks every signature the
+tickers, orders, amends, cancels, open orders, trades), checks every signature the
 way the venue does (a request ccxt did not sign correctly is refused and
 counted), and keeps a tiny book: market orders and marketable limits fill at
 once at the last price, others rest until `fill`.
@@ -240,7 +240,12 @@ BINANCE_INFO = {
         )
     ],
 }
-_BINANCE_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED"}
+_BINANCE_STATUS = {
+    "open": "NEW",
+    "closed": "FILLED",
+    "canceled": "CANCELED",
+    "expired": "EXPIRED",
+}
 
 
 class PaperBinance(PaperVenue):
@@ -266,6 +271,8 @@ class PaperBinance(PaperVenue):
             return 401, {"code": -1022, "msg": "Signature for this request is not valid."}
         if route == "/api/v3/order" and method == "POST":
             return self._new_order(q)
+        if route == "/api/v3/order/cancelReplace" and method == "POST":
+            return self._cancel_replace(q)
         if route == "/api/v3/order" and method == "GET":
             o = self._find(q)
             return (
@@ -331,6 +338,30 @@ class PaperBinance(PaperVenue):
         if fault == "drop_after_accept":
             raise Drop
         return 200, self._order(o) | {"fills": []}
+
+    def _cancel_replace(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Cancel an open order and place its replacement (cancelReplaceMode STOP_ON_FAILURE)."""
+        if self.take_fault() == "reject":
+            return 400, {"code": -2010, "msg": "Account has insufficient balance."}
+        old = self.orders.get(q.get("cancelOrderId", ""))
+        if old is None or self.cancel(old.id) is None:
+            return 400, {"code": -2011, "msg": "Unknown order sent."}
+        new = VenueOrder(
+            id=self.next_id(""),
+            client_id=q.get("newClientOrderId", ""),
+            symbol=q["symbol"],
+            side=q["side"].lower(),
+            type=q["type"].lower(),
+            amount=Decimal(q["quantity"]),
+            price=Decimal(q["price"]) if "price" in q else None,
+        )
+        self.place(new)
+        return 200, {
+            "cancelResult": "SUCCESS",
+            "newOrderResult": "SUCCESS",
+            "cancelResponse": self._order(old),
+            "newOrderResponse": self._order(new),
+        }
 
     def _find(self, q: dict[str, str]) -> VenueOrder | None:
         if "orderId" in q:
@@ -451,6 +482,8 @@ class PaperKraken(PaperVenue):
         if call == "OpenOrders":
             live = {o.id: self._order(o) for o in self.orders.values() if o.status == "open"}
             return 200, {"error": [], "result": {"open": live}}
+        if call == "AmendOrder":
+            return self._amend(q)
         if call == "CancelOrder":
             done = self.cancel(q["txid"])
             if done is None:
@@ -484,6 +517,22 @@ class PaperKraken(PaperVenue):
             raise Drop
         descr = f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"
         return 200, {"error": [], "result": {"descr": {"order": descr}, "txid": [o.id]}}
+
+    def _amend(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Change an open order in place: `order_qty` is the new total, `limit_price` the price."""
+        if self.take_fault() == "reject":
+            return 200, {"error": ["EOrder:Insufficient funds"]}
+        o = self.orders.get(q.get("txid", ""))
+        if o is None or o.status != "open":
+            return 200, {"error": ["EOrder:Unknown order"]}
+        if "order_qty" in q:
+            o.amount = Decimal(q["order_qty"])
+        if "limit_price" in q:
+            o.price = Decimal(q["limit_price"])
+        o.status = "open"
+        self.orders.pop(o.id)
+        self.place(o)
+        return 200, {"error": [], "result": {"amend_id": self.next_id("AMEND-")}}
 
     def _order(self, o: VenueOrder) -> dict[str, Any]:
         avg = o.cost / o.filled if o.filled else Decimal(0)

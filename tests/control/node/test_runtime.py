@@ -316,3 +316,33 @@ async def test_each_kill_is_handled_once_though_it_arrives_twice() -> None:
     rec.flush()
     assert sum(b'"kind":"halt"' in line for line in rec.lines) == 1
     await stop_all(nodes)
+
+
+async def test_an_automatic_halt_decided_on_a_thread_running_its_own_loop_is_stored() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    await relay_on(fabric, clock)
+
+    async def halt() -> None:
+        node.guard.flag_mismatch("the venue's leaves disagree")
+
+    def elsewhere() -> None:  # a library's thread running a short-lived loop of its own
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(halt())
+        finally:
+            loop.close()  # whatever was scheduled on it never runs
+
+    await asyncio.to_thread(elsewhere)
+    ops = await plane_on(fabric)
+    stored = None
+    for _ in range(100):  # stored from the runtime's own loop, not the finished one
+        await settle()
+        stored, _ = await ops.get_state(Scope.NODE, "n1")
+        if stored is not None:
+            break
+    assert stored is not None and stored.state is TradingState.HALTED
+    assert stored.source is RejectReason.FILL_MISMATCH
+    await node.stop()

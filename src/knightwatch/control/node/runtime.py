@@ -543,12 +543,16 @@ class NodeRuntime:
 
     def _publish_auto(self, scope: Scope, key: str) -> None:
         try:
-            loop = asyncio.get_running_loop()
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
-            if self._loop is not None and not self._loop.is_closed():
-                # decided on another thread (a FIX engine's): store it from the runtime's loop
-                self._loop.call_soon_threadsafe(self._publish_auto, scope, key)
-                return
+            loop = None
+        own = self._loop
+        if own is not None and loop is not own and not own.is_closed():
+            # decided on another thread (a FIX engine's, a sync program's, even one that
+            # runs a loop of its own): store it from the runtime's loop
+            own.call_soon_threadsafe(self._publish_auto, scope, key)
+            return
+        if loop is None:
             log.error(
                 "node %s: automatic halt %s/%s not stored (no event loop)", self.node_id, scope, key
             )
