@@ -18,6 +18,7 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.plane.connect import provision
 from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.release.dsse import Envelope
 from knightwatch.trust.identity import Signer
@@ -97,9 +98,19 @@ class Site:
         return KillSwitch(plane, SystemClock(), self.signer(name), self.store())
 
     async def publish(self, envelope: Envelope) -> None:
-        """Store a new roster version (as the admins would) and serve its users."""
+        """Store a new roster version (as the admins would) and serve its users; returns
+        once the server has applied them and answers JetStream logins again."""
         await provision(self.server.url, self.server.provisioner, self.kit)
-        self.server.reload(self.kit.roster)
+        await asyncio.to_thread(self.server.reload, self.kit.roster, 5.0)
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while True:
+            try:
+                await provision(self.server.url, self.server.provisioner, self.kit)
+                break
+            except ControlPlaneUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
         del envelope
 
     def cli_env(self, name: str) -> dict[str, str]:

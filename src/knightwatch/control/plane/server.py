@@ -96,12 +96,31 @@ class EmbeddedNatsServer:
     def _auth(self) -> str:
         return accounts_block(self.roster, self.provisioner.nkey)
 
-    def reload(self, roster: Roster) -> None:
-        """Serve a new roster version's users and permissions, without a restart."""
+    def reload(self, roster: Roster, wait_s: float = 0.0) -> None:
+        """Serve a new roster version's users and permissions, without a restart.
+
+        The server applies a reload in the background; with `wait_s` this waits (at
+        most that long) until its log says the new configuration is in force, so a
+        login that follows is judged by it."""
         self.roster = roster
         self._write_config()
         if self.running:
+            before = self._reloads()
             self.signal(signal.SIGHUP)
+            deadline = time.monotonic() + wait_s
+            while self._reloads() <= before and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def _reloads(self) -> int:
+        """How many reloads the server's log reports as done."""
+        try:
+            return (
+                (self.state_dir / "nats-server.log")
+                .read_bytes()
+                .count(b"Reloaded server configuration")
+            )
+        except OSError:
+            return 0
 
     def _write_config(self) -> Path:
         self.state_dir.mkdir(parents=True, exist_ok=True)
