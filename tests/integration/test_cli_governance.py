@@ -157,7 +157,11 @@ async def test_admission_status_flags_rollout_through_the_cli(
                               "--out", tmp_path / "self.json", *opts)  # fmt: skip
         assert code == 2 and "approve your own" in out, out  # alice cannot approve herself
         fleet = await approval("fleet")
-        flags = ["--registry", site.registry, "--reason", "RLP launch"]
+        # a second person at any hour (the default asks for one in market hours only, and
+        # this test must not depend on when it runs)
+        always = tmp_path / "activation.toml"
+        always.write_text('second_approver = "always"\n')
+        flags = ["--registry", site.registry, "--reason", "RLP launch", "--policy", always]
         code, out = await cli("flags", "set", RLP, "on", "--nodes", "n1", *flags, *opts)
         assert code == 1 and "second_approver_required" in out, out
         # skewed fleet: refused, naming the node that missed the deploy
