@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import random
 import socket
 import sys
 import sysconfig
@@ -76,12 +77,29 @@ def spec_path(begin_string: str) -> Path:
     )
 
 
+_LISTEN_PORTS = range(20_000, 32_000)
+"""Below Linux's ephemeral range (32768-60999): no other socket is handed one of these
+by the kernel (binding port 0, connecting out) between picking it and listening on it."""
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (tests and the drill pick ports this way)."""
+    """A TCP port free on 127.0.0.1 right now (tests and the drill pick ports this way).
+
+    Chosen below the ephemeral range: a port the kernel picked for us (port 0) could be
+    given to someone else's outgoing connection before the engine listens on it."""
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.choice(_LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
 
 
 class CallbackErrors:
