@@ -26,8 +26,7 @@ from rich.table import Table
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
 from knightwatch.cli.options import OptionError, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
-from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
-from knightwatch.control.fleet.freeze import describe, kill_in_force
+from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
@@ -36,7 +35,6 @@ from knightwatch.control.plane.connect import FleetError
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.errors import quoted
 from knightwatch.flags.activation import (
-    ActivationGate,
     ActivationPolicy,
     ActivationRequest,
     ActivationResult,
@@ -414,21 +412,7 @@ def set_flag(
                 nodes=chosen,
                 approver=approver,
             )
-            view = await fleet_snapshot(plane, clock)
-            kill = await kill_in_force(plane, trust)
-            frozen = describe(kill) if kill is not None else None
-            store = PlaneFlagStore(plane, clock)
-            gate = ActivationGate(reg, view, store, clock, pol, frozen_by=frozen)
-            waiter = AppliedWaiter(plane, clock)
-            await waiter.start()
-            t0 = clock.monotonic_ns()
-            result = await asyncio.to_thread(gate.apply, request)
-            if not result.accepted or result.state is None or result.change is None:
-                return result, {}, []
-            latencies, missing = await waiter.wait(
-                flag_id, result.state.revision, result.change.nodes, t0, timeout
-            )
-            return result, latencies, missing
+            return await activate(plane, trust, reg, pol, request, clock, timeout)
 
     result, latencies, missing = _plane_run(console, go)
     if not result.accepted:

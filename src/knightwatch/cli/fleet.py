@@ -59,7 +59,8 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import APPROVAL_TTL_S, decode_approval_file
 from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.identity import Signer, default_key_path, load_signer
-from knightwatch.trust.roster import Role, TrustError
+from knightwatch.trust.policy import Action, decide
+from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore, load_anchor
 from knightwatch.trust.target import approve_target, release_ref
 
@@ -344,13 +345,9 @@ def kill(
 
     async def go() -> CommandResult:
         async with session(nats_url, state_dir, "kill", key, anchor) as (plane, signer, store):
-            roster = store.roster
-            if roster is None or not roster.has_role(signer.name, Role.OPERATOR):
-                held = ", ".join(m.roles[0] for m in roster.keys_of(signer.name)) if roster else ""
-                raise FleetError(
-                    f"--key: {signer.name} holds {held or 'no role'}; a kill needs the operator "
-                    "role (nodes and the server would refuse it)"
-                )
+            verdict = decide(store.roster, signer.name, Action.KILL)
+            if not verdict.allowed:
+                raise FleetError(f"--key: {verdict.why} (nodes and the server would refuse it)")
             ks = KillSwitch(plane, SystemClock(), signer, store)
             state = TradingState.REDUCING if drain else TradingState.HALTED
             result = await ks.kill(scope, slot_key, reason, timeout_s=timeout, state=state)
@@ -808,11 +805,9 @@ def admission_approve(
             signer,
             store,
         ):
-            roster = store.roster
-            if roster is None or not roster.has_role(signer.name, Role.APPROVER):
-                raise TrustError(f"--key: {signer.name} does not hold the approver role")
-            if requester == signer.name:
-                raise TrustError("--for: you cannot approve your own change")
+            verdict = decide(store.roster, signer.name, Action.APPROVE, requester=requester)
+            if not verdict.allowed:
+                raise TrustError(f"--key: {verdict.why}")
             signed = approve_target(release, signer, requester, reason, SystemClock().time_ns())
             try:
                 with out.open("xb") as f:

@@ -29,20 +29,20 @@ from knightwatch.cli.fleet import (
     session,
 )
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.approvals import Request, Requests
+from knightwatch.control.fleet.approvals import Request
 from knightwatch.control.fleet.freeze import record_known_good
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.plane.protocol import ControlPlane
-from knightwatch.control.plane.wire import RampRecord, StateEntry
+from knightwatch.control.plane.wire import RampRecord
 from knightwatch.errors import KnightwatchError
+from knightwatch.incident import workflow
 from knightwatch.incident.preflight import (
     Checklist,
     PreflightConfig,
-    halt_crash_loops,
     run_preflight,
 )
-from knightwatch.incident.ramp import RampController, RampError, RampOutcome, RampPlan, RampWatch
+from knightwatch.incident.ramp import RampError, RampOutcome, RampPlan, RampWatch
 from knightwatch.incident.snapshot import SnapshotError, take_snapshot, verify_snapshot
 from knightwatch.inputs import load_toml, read_bytes
 from knightwatch.release.keys import load_signing_key, load_verify_key
@@ -103,33 +103,10 @@ def _stage_line(record: RampRecord) -> None:
     )
 
 
-async def _preflight(
-    plane: ControlPlane,
-    ks: KillSwitch,
-    scope: Scope,
-    key: str,
-    *,
-    acknowledged: Collection[str],
-    cfg: PreflightConfig,
-    pager: Pager,
-) -> Checklist:
-    """The preflight as nodes see the kill state (signatures checked); prints it and halts
-    crash-looping nodes (a stop: one person, never gated)."""
-    clock = SystemClock()
-    checklist = await run_preflight(
-        plane, scope, key, clock=clock, config=cfg, acknowledged=acknowledged, trust=ks.trust
-    )
+def _print_preflight(checklist: Checklist, halted: list[str]) -> None:
     print_checklist(checklist)
-    if checklist.crash_looping:
-        halted = await halt_crash_loops(checklist, ks, pager, clock)
+    if halted:
         console.print(f"[red]crash loop:[/red] {', '.join(halted)} halted and paged")
-    return checklist
-
-
-def _verdict(checklist: Checklist) -> str:
-    if checklist.passed:
-        return f"passed ({len(checklist.items)} checks)"
-    return "REFUSED: " + ", ".join(i.name for i in checklist.failures)
 
 
 async def resume_flow(
@@ -143,15 +120,12 @@ async def resume_flow(
     config: Path | None = None,
     webhook: str | None = None,
 ) -> tuple[Checklist, Request | None]:
-    """The requester's half: the preflight, then (only if it passes) a signed request
-    bound to the revision, with the preflight's verdict recorded. Prints the checklist."""
+    """The requester's half (`incident.workflow.request_resume`), printed."""
     _, cfg = incident_config(config)
-    checklist = await _preflight(
-        plane, ks, scope, key, acknowledged=acknowledged, cfg=cfg, pager=Pager(webhook)
+    checklist, halted, request = await workflow.request_resume(
+        plane, ks, scope, key, reason, acknowledged=acknowledged, cfg=cfg, pager=Pager(webhook)
     )
-    if not checklist.passed:
-        return checklist, None
-    request = await Requests(ks).create(scope, key, reason, preflight=_verdict(checklist))
+    _print_preflight(checklist, halted)
     return checklist, request
 
 
@@ -165,27 +139,27 @@ async def approve_flow(
     config: Path | None = None,
     webhook: str | None = None,
 ) -> tuple[Checklist, RampOutcome | None]:
-    """The approver's half: the preflight again (the fleet may have moved since the
-    request), then the co-signed resume applied through a ramp. Prints both."""
+    """The approver's half (`incident.workflow.approve_resume`), printed as it goes."""
     plan, cfg = incident_config(config)
-    requests = Requests(ks)
-    request, _ = await requests.eligible(request_id)  # before the preflight runs
-    scope, key = request.entry.scope, request.entry.key
-    pager = Pager(webhook)
-    checklist = await _preflight(
-        plane, ks, scope, key, acknowledged=acknowledged, cfg=cfg, pager=pager
+
+    def heard(checklist: Checklist, halted: list[str]) -> None:
+        _print_preflight(checklist, halted)
+        if checklist.passed:
+            watch = RampWatch(checklist.scope, checklist.key, plan, 0, [])
+            console.print(f"ramp trips on: {watch.would_trip()}")
+
+    return await workflow.approve_resume(
+        plane,
+        ks,
+        request_id,
+        timeout_s=timeout_s,
+        plan=plan,
+        cfg=cfg,
+        pager=Pager(webhook),
+        acknowledged=acknowledged,
+        on_preflight=heard,
+        on_stage=_stage_line,
     )
-    if not checklist.passed:
-        return checklist, None
-    clock = SystemClock()
-    controller = RampController(plane, ks, clock, plan, pager=pager, on_stage=_stage_line)
-    console.print(f"ramp trips on: {RampWatch(scope, key, plan, 0, []).would_trip()}")
-
-    async def ramp(entry: StateEntry) -> RampOutcome:
-        return await controller.apply(entry, timeout_s=timeout_s)
-
-    outcome = await requests.approve_with(request_id, ramp)
-    return checklist, outcome
 
 
 def print_outcome(outcome: RampOutcome) -> None:

@@ -118,7 +118,8 @@ def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
     A local fleet is one machine, so every key lives there: two admins, the
     people alice and bob (operators and approvers: one kills, the other
     approves a resume), carol (viewer), the supervisor, the admission service,
-    the drill's venue and one key per node. A production fleet enrols each
+    the drill's venue, the operator console's own read-only identity and one
+    key per node. A production fleet enrols each
     person's own key instead (`knightwatch identity`).
     """
     trust_dir = state_dir / "trust"
@@ -133,9 +134,12 @@ def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
         for node_id in node_ids:
             if node_id not in kit.signers:
                 kit.add(node_id, [Role.NODE])  # a bigger fleet than last time
+        if "console" not in kit.signers:
+            kit.add("console", [Role.VIEWER])  # a state dir from before the console
     else:
         kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids)
         kit.add("venue", [Role.VENUE])
+        kit.add("console", [Role.VIEWER])
     kit.write(trust_dir, private=list(kit.signers))
     return kit
 

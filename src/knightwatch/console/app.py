@@ -1,0 +1,1099 @@
+"""The console's HTTP face: pages, a JSON API and a live stream, over one policy.
+
+One process, bound to 127.0.0.1 by default, separate from every order
+router: if it is down the CLI's kill still works, and nothing here sits on
+the path a kill takes except the person's own signed command.
+
+How a request is judged, in order (every step recorded by `ConsoleAudit`,
+refusals included):
+
+1. who: a server-side session (an opaque 256-bit id in an HttpOnly,
+   SameSite=Strict cookie; idle and absolute expiry; revoked on logout or
+   `console user disable`) or an API token (`Authorization: Bearer kw_...`,
+   stored hashed, scoped to a subset of the owner's roles, expiring,
+   revocable). No session state lives in the browser.
+2. cross-site: an unsafe method with a session must come from this origin
+   (Fetch Metadata `Sec-Fetch-Site`, else `Origin` against `Host`) and carry
+   the session's CSRF token. A bearer token is exempt (browsers never attach
+   one by themselves).
+3. may they: `knightwatch.trust.policy.decide`, the same table the CLI
+   consults, on the roles the signed roster gives the person (narrowed by a
+   token's scope).
+4. the command itself is signed with the person's own key, unlocked by
+   their login (kills, drains, requests) or by re-entering their password
+   (approvals); nodes verify it against the roster where it takes effect, so
+   even a console that lied could not lift a kill without a second person.
+
+The stop direction never waits for anything optional: a kill goes straight
+from the person's own connection to the fleet; the live stream, the
+snapshot, the audit export and the approvals are not on its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from jinja2 import Environment, PackageLoader, select_autoescape
+from knightwatch.console.sessions import LoginThrottle, Session, Sessions
+from knightwatch.console.users import LoginFailed, UserStore
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from knightwatch.audit.errors import OrderNotFound
+from knightwatch.audit.why import explain_order
+from knightwatch.clock import Clock, SystemClock
+from knightwatch.console.audit import ConsoleAudit, Query, export_lines, params_hash, search
+from knightwatch.console.view import Watch
+from knightwatch.control.fleet.activate import activate
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.fleet.pager import Pager
+from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.wire import StateKeyError, slot_of
+from knightwatch.errors import KnightwatchError
+from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.incident import workflow
+from knightwatch.incident.preflight import Checklist, PreflightConfig
+from knightwatch.incident.ramp import RampPlan
+from knightwatch.state import FLEET_KEY, TradingState
+from knightwatch.state import Scope as KillScope
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.policy import Action, decide, roles_of
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
+
+log = logging.getLogger(__name__)
+
+COOKIE = "kw_session"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+MAX_BODY = 64 * 1024
+REASON_MAX = 500
+
+
+class ConsoleError(KnightwatchError, ValueError):
+    """A console setting or request that cannot be used; names the field and the rule."""
+
+
+@dataclass
+class Principal:
+    """Who is asking, as established for this one request."""
+
+    name: str
+    roles: frozenset[Role]
+    via: str
+    """"session" or "token"."""
+    session: Session | None = None
+    token_id: str = ""
+    scope: frozenset[Role] | None = None
+    service: bool = False
+    signer: Signer | None = None
+
+
+@dataclass
+class PersonLink:
+    """A logged-in person's own connection and kill switch (their key, their NATS login)."""
+
+    plane: NatsControlPlane
+    killswitch: KillSwitch
+
+
+@dataclass
+class ConsoleSettings:
+    urls: list[str]
+    users: Path
+    audit: Path
+    recorders: Path
+    """Directory of node flight-recorder files (`*.jsonl`) for "why was order X..."."""
+    incident_config: Path | None = None
+    secure_cookies: bool = False
+    heartbeat_s: float = 1.0
+    kill_timeout_s: float = 2.0
+    plan: RampPlan = field(default_factory=RampPlan)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    registry: FlagRegistry | None = None
+    """The flag registry (safe defaults); without it the flag buttons say so."""
+    flag_policy: ActivationPolicy = field(default_factory=ActivationPolicy)
+
+
+class Refusal(Exception):
+    """Ends a request with this status and message (recorded)."""
+
+    def __init__(self, status: int, message: str, *, result: str = "refused") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.result = result
+
+
+class KillBody(msgspec.Struct, forbid_unknown_fields=True):
+    scope: KillScope
+    reason: str
+    confirm: str
+    key: str = ""
+    drain: bool = False
+
+
+class ResumeBody(msgspec.Struct, forbid_unknown_fields=True):
+    scope: KillScope
+    reason: str
+    key: str = ""
+    ack: list[str] = []
+
+
+class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+    password: str
+    reason: str
+    ack: list[str] = []
+
+
+class FlagBody(msgspec.Struct, forbid_unknown_fields=True):
+    flag: str
+    reason: str
+
+
+class AckBody(msgspec.Struct, forbid_unknown_fields=True):
+    slot: str
+    revision: int
+    note: str
+
+
+def confirm_word(scope: KillScope, key: str) -> str:
+    """What a person types to confirm a kill: KILL for the fleet, else the scope's name."""
+    return "KILL" if scope is KillScope.FLEET else key
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "-"
+
+
+def _reason(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise Refusal(422, "reason: required (recorded with the command)")
+    if len(text) > REASON_MAX:
+        raise Refusal(422, f"reason: at most {REASON_MAX} characters (got {len(text)})")
+    return text
+
+
+def _scope_key(scope: KillScope, key: str) -> str:
+    if scope is KillScope.FLEET:
+        return FLEET_KEY
+    if not key or key != key.strip():
+        raise Refusal(422, f"key: a {scope.value} kill names its {scope.value} (no blanks)")
+    if scope is KillScope.STRATEGY_SYMBOL and key.count("/") != 1:
+        raise Refusal(422, "key: strategy_symbol is STRATEGY/SYMBOL")
+    try:
+        slot_of(scope, key)
+    except StateKeyError as exc:
+        raise Refusal(422, f"key: {exc}") from None
+    return key
+
+
+def result_json(result: CommandResult) -> dict[str, Any]:
+    e = result.entry
+    return {
+        "command_id": e.command_id,
+        "scope": e.scope.value,
+        "key": e.key,
+        "state": TradingState(e.state).name,
+        "targets": result.targets,
+        "latencies_ms": result.latencies_ms,
+        "missing": [
+            {
+                "node": n,
+                "lease": "unknown"
+                if not result.leases.get(n)
+                else ("expired" if result.lease_expired(n) else "live"),
+            }
+            for n in result.missing
+        ],
+        "still_working": result.still_working,
+        "stored_revision": result.revision,
+        "durable_error": result.durable_error,
+        "ok": result.ok,
+    }
+
+
+def checklist_json(checklist: Checklist, halted: list[str]) -> dict[str, Any]:
+    return {
+        "passed": checklist.passed,
+        "items": [{"name": i.name, "ok": i.ok, "detail": i.detail} for i in checklist.items],
+        "crash_loops_halted": halted,
+    }
+
+
+class Console:
+    """The console's state: the fleet view, the people logged in, their connections."""
+
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        *,
+        plane: NatsControlPlane,
+        trust: TrustStore,
+        users: UserStore,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.plane = plane
+        self.trust = trust
+        self.users = users
+        self.clock: Clock = clock or SystemClock()
+        self.sessions = Sessions()
+        self.throttle = LoginThrottle()
+        self.audit = ConsoleAudit(settings.audit, self.clock)
+        self.watch = Watch(plane, trust, self.clock, every_s=settings.heartbeat_s)
+        self.links: dict[str, PersonLink] = {}
+        self.acks: dict[tuple[str, int], dict[str, Any]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = asyncio.Event()
+        self.templates = Environment(
+            loader=PackageLoader("knightwatch.console", "templates"),
+            autoescape=select_autoescape(["html"]),
+        )
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._load_acks()
+        await self.watch.start()
+        self._reaper = asyncio.create_task(self._reap(), name="console-reaper")
+
+    async def stop(self) -> None:
+        self.closing.set()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await self.watch.stop()
+        for task in list(self.tasks):
+            task.cancel()
+        for link in list(self.links.values()):
+            with contextlib.suppress(Exception):
+                await link.plane.close()
+        self.links.clear()
+        self.audit.close()
+
+    def _load_acks(self) -> None:
+        if not self.settings.audit.exists():
+            return
+        found = search(self.settings.audit, Query(action="ack_alert", limit=10_000))
+        for rec in found.records:
+            d = rec.data
+            if d.get("status") == 200:
+                slot, rev = str(d.get("scope", "")), int(d.get("key", "0") or 0)
+                self.acks.setdefault(
+                    (slot, rev), {"by": d.get("actor"), "at_ns": rec.ts, "note": d.get("detail")}
+                )
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            live = set(self.sessions.ids())
+            for sid in [s for s in self.links if s not in live]:
+                await self._unlink(sid)
+
+    async def _unlink(self, sid: str) -> None:
+        link = self.links.pop(sid, None)
+        if link is not None:
+            with contextlib.suppress(Exception):
+                await link.plane.close()
+
+    async def _link(self, signer: Signer, tag: str) -> PersonLink:
+        plane = NatsControlPlane(self.settings.urls, name=f"console-{tag}", signer=signer)
+        await plane.connect()
+        ks = KillSwitch(plane, self.clock, signer, self.trust)
+        await ks.start()
+        return PersonLink(plane, ks)
+
+    # ------------------------------------------------------------ who
+    def principal(self, request: Request) -> Principal | None:
+        sid = request.cookies.get(COOKIE)
+        if sid:
+            session = self.sessions.get(sid)
+            if session is not None:
+                user = self.users.get(session.user)
+                if user is None or user.disabled:
+                    self.sessions.close(sid)
+                    return None
+                return Principal(
+                    session.user, roles_of(self.trust.roster, session.user), "session", session,
+                    signer=session.signer,
+                )  # fmt: skip
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            try:
+                user, token, signer = self.users.authenticate_token(
+                    auth[7:].strip(), self.clock.time_ns()
+                )
+            except LoginFailed as exc:
+                request.state.audit_extra = {"detail": f"token refused: {exc.why}"}
+                return None
+            scope = frozenset(token.roles)
+            return Principal(
+                user.name,
+                roles_of(self.trust.roster, user.name) & scope,
+                "token",
+                token_id=token.id,
+                scope=scope,
+                service=token.service,
+                signer=signer,
+            )
+        return None
+
+    def require(
+        self, request: Request, action: Action, *, requester: str | None = None
+    ) -> Principal:
+        who = self.principal(request)
+        if who is None:
+            raise Refusal(401, "not logged in (or the token is unknown, expired or revoked)")
+        request.state.actor = who.name
+        request.state.via = who.via
+        request.state.token_id = who.token_id
+        request.state.roles = ",".join(sorted(r.value for r in who.roles))
+        if who.via == "session" and request.method not in ("GET", "HEAD"):
+            self._csrf(request, who)
+        verdict = decide(
+            self.trust.roster,
+            who.name,
+            action,
+            scope=who.scope,
+            service=who.service,
+            requester=requester,
+        )
+        if not verdict.allowed:
+            raise Refusal(403, verdict.why)
+        return who
+
+    @staticmethod
+    def _csrf(request: Request, who: Principal) -> None:
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise Refusal(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
+        if site is None:
+            origin = request.headers.get("origin")
+            host = request.headers.get("host", "")
+            if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
+                raise Refusal(403, "cross-origin request refused (Origin does not match Host)")
+        sent = request.headers.get("x-csrf-token", "")
+        assert who.session is not None
+        if not secrets.compare_digest(sent, who.session.csrf):
+            raise Refusal(403, "missing or wrong CSRF token")
+
+    async def link_of(self, who: Principal) -> tuple[PersonLink, bool]:
+        """The person's connection: their session's, or a new one for a token (closed after)."""
+        if who.session is not None:
+            link = self.links.get(who.session.id)
+            if link is not None:
+                return link, False
+        if who.signer is None:
+            raise Refusal(403, "this credential carries no key: it can only read")
+        try:
+            link = await self._link(who.signer, who.name)
+        except ControlPlaneUnavailable as exc:
+            raise Refusal(503, f"control plane unreachable: {exc}", result="error") from None
+        if who.session is not None:
+            self.links[who.session.id] = link
+            return link, False
+        return link, True
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+async def _body(request: Request, kind: type[Any]) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise Refusal(413, f"body: at most {MAX_BODY} bytes")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Refusal(422, f"body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise Refusal(400, f"body: not JSON ({exc})") from None
+
+
+def _note(request: Request, action: str, **params: Any) -> None:
+    request.state.action = action
+    request.state.params = params_hash(params)
+    scope = params.get("scope")
+    request.state.scope = str(scope) if scope is not None else ""
+    request.state.key = str(params.get("key", ""))
+
+
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def handled(fn: Handler) -> Handler:
+    """Refusals and expected errors become a JSON answer with their status (recorded)."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Refusal as exc:
+            request.state.result = exc.result
+            request.state.detail = exc.message
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except KillSwitchError as exc:
+            status = 409 if "stale" in str(exc) or "already" in str(exc) else 403
+            if "no such request" in str(exc):
+                status = 404
+            request.state.result = "refused"
+            request.state.detail = str(exc)
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        except ControlPlaneUnavailable as exc:
+            request.state.result = "error"
+            request.state.detail = str(exc)
+            return JSONResponse({"error": f"control plane: {exc}"}, status_code=503)
+
+    return run
+
+
+# ---------------------------------------------------------------- pages
+
+
+async def login_page(request: Request) -> Response:
+    c = _console(request)
+    page = c.templates.get_template("login.html").render(error="", users=bool(c.users.names()))
+    return HTMLResponse(page)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise Refusal(413, "body too large")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = msgspec.json.decode(raw, type=dict[str, str])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Refusal(400, f"body: {exc}") from None
+        return data
+    parsed = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=8)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+async def login(request: Request) -> Response:
+    c = _console(request)
+    request.state.action = "login"
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        request.state.result, request.state.detail = "refused", f"cross-site login ({site})"
+        return PlainTextResponse("cross-site login refused", status_code=403)
+    try:
+        form = await _form(request)
+    except Refusal as exc:
+        return PlainTextResponse(exc.message, status_code=exc.status)
+    name, password = form.get("name", "").strip(), form.get("password", "")
+    ip = _client(request)
+    request.state.actor = name[:64]
+    wait = c.throttle.wait_s(name, ip)
+    if wait > 0:
+        request.state.result, request.state.detail = "refused", f"throttled for {wait:.1f} s"
+        page = c.templates.get_template("login.html").render(
+            error=f"too many failed attempts: try again in {wait:.0f} s", users=True
+        )
+        return HTMLResponse(page, status_code=429, headers={"Retry-After": f"{wait:.0f}"})
+    try:
+        signer = await asyncio.to_thread(c.users.unlock, name, password)
+    except LoginFailed as exc:
+        c.throttle.failed(name, ip)
+        request.state.result, request.state.detail = "refused", f"login failed: {exc.why}"
+        page = c.templates.get_template("login.html").render(
+            error="wrong name or password", users=True
+        )
+        return HTMLResponse(page, status_code=401)
+    roster = c.trust.roster
+    member = roster.member(signer.key.key_id) if roster is not None else None
+    if member is None or member.name != name or not member.valid_at(c.clock.time_ns()):
+        request.state.result = "refused"
+        request.state.detail = "the user's key is not a valid roster key of that name"
+        page = c.templates.get_template("login.html").render(
+            error=f"{name}'s key is not on the fleet's roster (ask an admin)", users=True
+        )
+        return HTMLResponse(page, status_code=403)
+    c.throttle.succeeded(name, ip)
+    session = c.sessions.open(name, signer, ip, request.headers.get("user-agent", "")[:200])
+    try:
+        c.links[session.id] = await c._link(signer, name)
+    except ControlPlaneUnavailable as exc:
+        c.sessions.close(session.id)
+        request.state.result, request.state.detail = "error", str(exc)
+        return PlainTextResponse(f"control plane unreachable: {exc}", status_code=503)
+    request.state.result = "ok"
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        session.id,
+        httponly=True,
+        samesite="strict",
+        secure=c.settings.secure_cookies,
+        path="/",
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    c = _console(request)
+    request.state.action = "logout"
+    who = c.principal(request)
+    if who is not None and who.session is not None:
+        try:
+            c._csrf(request, who)
+        except Refusal as exc:
+            request.state.result, request.state.detail = "refused", exc.message
+            return PlainTextResponse(exc.message, status_code=403)
+        request.state.actor = who.name
+        c.sessions.close(who.session.id)
+        await c._unlink(who.session.id)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def _page(name: str) -> Handler:
+    async def page(request: Request) -> Response:
+        c = _console(request)
+        who = c.principal(request)
+        request.state.action = f"page:{name}"
+        if who is None or who.session is None:
+            request.state.result = "redirect"
+            return RedirectResponse("/login", status_code=303)
+        request.state.actor = who.name
+        roster = c.trust.roster
+
+        def can(action: Action) -> bool:
+            return decide(roster, who.name, action).allowed
+
+        html = c.templates.get_template(f"{name}.html").render(
+            user=who.name,
+            roles=sorted(r.value for r in who.roles),
+            csrf=who.session.csrf,
+            can_kill=can(Action.KILL),
+            can_request=can(Action.REQUEST_RESUME),
+            can_approve=can(Action.APPROVE),
+            can_flags=can(Action.SAFE_DEFAULT),
+            can_ack=can(Action.ACK_ALERT),
+            heartbeat_ms=int(c.settings.heartbeat_s * 1000),
+        )
+        return HTMLResponse(html)
+
+    return page
+
+
+# ---------------------------------------------------------------- API
+
+
+@handled
+async def api_whoami(request: Request) -> Response:
+    c = _console(request)
+    who = c.require(request, Action.VIEW)
+    request.state.action = "whoami"
+    allowed = [a.value for a in Action if decide(c.trust.roster, who.name, a, scope=who.scope,
+                                                   service=who.service).allowed]  # fmt: skip
+    return JSONResponse({"name": who.name, "via": who.via, "roles": sorted(who.roles),
+                         "may": allowed})  # fmt: skip
+
+
+@handled
+async def api_snapshot(request: Request) -> Response:
+    c = _console(request)
+    c.require(request, Action.VIEW)
+    request.state.action = "snapshot"
+    return Response(c.watch.latest_json, media_type="application/json")
+
+
+@handled
+async def api_kill(request: Request) -> Response:
+    c = _console(request)
+    who = c.require(request, Action.KILL)
+    body: KillBody = await _body(request, KillBody)
+    key = _scope_key(body.scope, body.key)
+    _note(request, "drain" if body.drain else "kill", scope=body.scope.value, key=key)
+    reason = _reason(body.reason)
+    if body.confirm != confirm_word(body.scope, key):
+        raise Refusal(
+            422, f"confirm: type {confirm_word(body.scope, key)!r} exactly to confirm this kill"
+        )
+    link, temporary = await c.link_of(who)
+    try:
+        result = await link.killswitch.kill(
+            body.scope,
+            key,
+            f"{reason} (console, {who.name})",
+            timeout_s=c.settings.kill_timeout_s,
+            state=TradingState.REDUCING if body.drain else TradingState.HALTED,
+        )
+    finally:
+        if temporary:
+            await link.plane.close()
+    out = result_json(result)
+    request.state.result = "ok" if result.ok else "unconfirmed"
+    confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
+    missing = "; not confirmed: " + ",".join(result.missing) if result.missing else ""
+    request.state.detail = f"confirmed by {confirmed or 'nobody'}{missing}"
+    return JSONResponse(out, status_code=200)
+
+
+@handled
+async def api_request_resume(request: Request) -> Response:
+    c = _console(request)
+    who = c.require(request, Action.REQUEST_RESUME)
+    body: ResumeBody = await _body(request, ResumeBody)
+    key = _scope_key(body.scope, body.key)
+    _note(request, "request_resume", scope=body.scope.value, key=key, ack=body.ack)
+    reason = _reason(body.reason)
+    link, temporary = await c.link_of(who)
+    try:
+        checklist, halted, req = await workflow.request_resume(
+            link.plane,
+            link.killswitch,
+            body.scope,
+            key,
+            reason,
+            acknowledged=body.ack,
+            cfg=c.settings.preflight,
+            pager=Pager(),
+        )
+    finally:
+        if temporary:
+            await link.plane.close()
+    out = checklist_json(checklist, halted)
+    if req is None:
+        request.state.result, request.state.detail = "refused", checklist.summary()
+        return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
+    request.state.detail = f"request {req.id}"
+    return JSONResponse({"request_id": req.id, **out})
+
+
+@handled
+async def api_approve(request: Request) -> Response:
+    c = _console(request)
+    body: ApproveBody = await _body(request, ApproveBody)
+    _note(request, "approve", request_id=body.request_id)
+    from knightwatch.control.fleet.approvals import Requests
+
+    # who asked is read first, so the policy can refuse self-approval before a password
+    probe = c.principal(request)
+    if probe is None:
+        raise Refusal(401, "not logged in")
+    base = c.links.get(probe.session.id) if probe.session is not None else None
+    requester = None
+    if base is not None:
+        with contextlib.suppress(KillSwitchError):
+            found, _ = await Requests(base.killswitch).get(body.request_id)
+            requester = found.requester
+            request.state.scope = found.entry.scope.value
+            request.state.key = found.entry.key
+    who = c.require(request, Action.APPROVE, requester=requester)
+    reason = _reason(body.reason)
+    ip = _client(request)
+    wait = c.throttle.wait_s(who.name, ip)
+    if wait > 0:
+        raise Refusal(429, f"too many failed attempts: try again in {wait:.0f} s")
+    try:
+        fresh = await asyncio.to_thread(c.users.unlock, who.name, body.password)
+    except LoginFailed as exc:
+        c.throttle.failed(who.name, ip)
+        raise Refusal(
+            401, f"re-authentication failed ({exc.why}): re-enter your password"
+        ) from None
+    c.throttle.succeeded(who.name, ip)
+    link, temporary = await c.link_of(who)
+    ks = KillSwitch(link.plane, c.clock, fresh, c.trust)  # the freshly unlocked key signs
+    heard: asyncio.Future[tuple[Checklist, list[str]]] = asyncio.get_running_loop().create_future()
+
+    def on_preflight(checklist: Checklist, halted: list[str]) -> None:
+        if not heard.done():
+            heard.set_result((checklist, halted))
+
+    async def run() -> None:
+        try:
+            await workflow.approve_resume(
+                link.plane,
+                ks,
+                body.request_id,
+                timeout_s=c.settings.kill_timeout_s,
+                plan=c.settings.plan,
+                cfg=c.settings.preflight,
+                pager=Pager(),
+                acknowledged=body.ack,
+                on_preflight=on_preflight,
+            )
+        except Exception as exc:
+            if not heard.done():
+                heard.set_exception(exc)
+            else:
+                log.error("ramp for %s ended with an error: %s", body.request_id, exc)
+        finally:
+            if temporary:
+                await link.plane.close()
+
+    task = c.spawn(run(), f"approve-{body.request_id}")
+    try:
+        checklist, halted = await heard
+    except KillSwitchError:
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    out = checklist_json(checklist, halted)
+    if not checklist.passed:
+        request.state.result, request.state.detail = "refused", checklist.summary()
+        return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
+    request.state.detail = f"approved {body.request_id} ({reason}); ramp started"
+    return JSONResponse({"request_id": body.request_id, "ramp": "started", **out})
+
+
+def _registry(c: Console, flag: str) -> FlagRegistry:
+    registry = c.settings.registry
+    if registry is None:
+        raise Refusal(409, "the console was started without --registry: use the CLI")
+    if registry.get(flag) is None:
+        raise Refusal(404, f"flag: {flag!r} is not in the registry")
+    return registry
+
+
+@handled
+async def api_safe_default(request: Request) -> Response:
+    """A flag to its safe default everywhere: the stop direction, one person."""
+    c = _console(request)
+    who = c.require(request, Action.SAFE_DEFAULT)
+    body: FlagBody = await _body(request, FlagBody)
+    _note(request, "safe_default", scope="flag", key=body.flag)
+    reason = _reason(body.reason)
+    registry = _registry(c, body.flag)
+    definition = registry.get(body.flag)
+    assert definition is not None
+    link, temporary = await c.link_of(who)
+    try:
+        change = ActivationRequest(
+            flag_id=body.flag,
+            value=definition.safe_default,
+            actor=who.name,
+            reason=reason,
+            origin="knightwatch-console",
+        )
+        result, latencies, missing = await activate(
+            link.plane, c.trust, registry, c.settings.flag_policy, change, c.clock,
+            c.settings.kill_timeout_s,
+        )  # fmt: skip
+    finally:
+        if temporary:
+            await link.plane.close()
+    if not result.accepted:
+        raise Refusal(409, f"refused [{result.code}] {result.detail}")
+    revision = result.state.revision if result.state is not None else 0
+    request.state.detail = f"revision {revision}; not confirmed: {','.join(missing) or 'none'}"
+    return JSONResponse(
+        {"detail": f"{body.flag} at its safe default, revision {revision}"
+         + (f"; not confirmed: {', '.join(missing)}" if missing else ""),
+         "revision": revision, "latencies_ms": latencies, "missing": missing}
+    )  # fmt: skip
+
+
+@handled
+async def api_rollout_abort(request: Request) -> Response:
+    """Abort a rollout (its flag back to the safe default where it was on): one person."""
+    c = _console(request)
+    who = c.require(request, Action.ROLLOUT_ABORT)
+    body: FlagBody = await _body(request, FlagBody)
+    _note(request, "rollout_abort", scope="flag", key=body.flag)
+    reason = _reason(body.reason)
+    registry = _registry(c, body.flag)
+    link, temporary = await c.link_of(who)
+    try:
+        driver = RolloutDriver(
+            link.plane, registry, c.clock, link.killswitch, policy=c.settings.flag_policy
+        )
+        await driver.start()
+        try:
+            state = await driver.abort(body.flag, reason)
+        except RolloutError as exc:
+            raise Refusal(409, str(exc)) from None
+    finally:
+        if temporary:
+            await link.plane.close()
+    request.state.detail = f"{state.rollout_id} {state.status}"
+    return JSONResponse({"detail": f"rollout {state.rollout_id}: {state.status}"})
+
+
+@handled
+async def api_ack(request: Request) -> Response:
+    c = _console(request)
+    who = c.require(request, Action.ACK_ALERT)
+    body: AckBody = await _body(request, AckBody)
+    note = _reason(body.note)
+    request.state.action = "ack_alert"
+    request.state.scope = body.slot
+    request.state.key = str(body.revision)
+    request.state.detail = note
+    request.state.params = params_hash({"slot": body.slot, "revision": body.revision})
+    c.acks[(body.slot, body.revision)] = {"by": who.name, "at_ns": c.clock.time_ns(), "note": note}
+    return JSONResponse({"acknowledged": [body.slot, body.revision], "by": who.name})
+
+
+@handled
+async def api_acks(request: Request) -> Response:
+    c = _console(request)
+    c.require(request, Action.VIEW)
+    request.state.action = "acks"
+    return JSONResponse([{"slot": s, "revision": r, **v} for (s, r), v in c.acks.items()])
+
+
+def _query(request: Request) -> Query:
+    q = request.query_params
+
+    def num(name: str) -> int:
+        text = q.get(name, "")
+        if not text:
+            return 0
+        if not text.isdigit():
+            raise Refusal(422, f"{name}: nanoseconds since the epoch, digits only")
+        return int(text)
+
+    limit = num("limit") or 200
+    return Query(
+        actor=q.get("actor", ""),
+        action=q.get("action", ""),
+        scope=q.get("scope", ""),
+        since_ns=num("since_ns"),
+        until_ns=num("until_ns"),
+        limit=min(limit, 10_000),
+    )
+
+
+@handled
+async def api_audit(request: Request) -> Response:
+    c = _console(request)
+    c.require(request, Action.VIEW)
+    request.state.action = "audit_search"
+    query = _query(request)
+    found = await asyncio.to_thread(search, c.settings.audit, query)
+    return Response(
+        msgspec.json.encode(
+            {
+                "intact": found.intact,
+                "problem": found.problem,
+                "chain_head": found.head,
+                "records": [{"seq": r.seq, "ts": r.ts, **r.data} for r in found.records],
+            }
+        ),
+        media_type="application/json",
+    )
+
+
+@handled
+async def api_export(request: Request) -> Response:
+    c = _console(request)
+    c.require(request, Action.VIEW)
+    request.state.action = "audit_export"
+    query = _query(request)
+    lines = await asyncio.to_thread(lambda: list(export_lines(c.settings.audit, query)))
+    return Response(
+        b"".join(lines),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="console-audit.ndjson"'},
+    )
+
+
+@handled
+async def api_why(request: Request) -> Response:
+    c = _console(request)
+    c.require(request, Action.VIEW)
+    order_id = request.path_params["order_id"]
+    request.state.action = "why"
+    request.state.key = order_id[:64]
+    files = sorted(c.settings.recorders.glob("*.jsonl")) if c.settings.recorders.is_dir() else []
+    for path in files:
+        try:
+            exp = await asyncio.to_thread(explain_order, path, order_id)
+        except OrderNotFound:
+            continue
+        except OSError as exc:
+            log.warning("why: %s unreadable: %s", path, exc)
+            continue
+        return Response(
+            msgspec.json.encode({"file": path.name, "explanation": exp}),
+            media_type="application/json",
+        )
+    raise Refusal(404, f"order {order_id!r}: in no flight recorder under {c.settings.recorders}")
+
+
+async def api_events(request: Request) -> Response:
+    """Server-sent events: the snapshot now, then each change, every confirmation, and a
+    heartbeat every beat; the page turns STALE after three missed beats."""
+    c = _console(request)
+    try:
+        c.require(request, Action.VIEW)
+    except Refusal as exc:
+        request.state.result, request.state.detail = "refused", exc.message
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+    request.state.action = "stream"
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=256)
+
+    def listener(event: str, data: bytes) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait((event, data))
+
+    forget = c.watch.listen(listener)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 1000\n\n"
+            yield b"event: snapshot\ndata: " + c.watch.latest_json + b"\n\n"
+            beat = c.settings.heartbeat_s
+            while not c.closing.is_set():
+                try:
+                    event, data = await asyncio.wait_for(queue.get(), beat)
+                except TimeoutError:
+                    event, data = "beat", msgspec.json.encode({"at_ns": c.clock.time_ns()})
+                yield f"id: {c.watch.event_id}\nevent: {event}\ndata: ".encode() + data + b"\n\n"
+        finally:
+            forget()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# ---------------------------------------------------------------- middleware
+
+
+class Recorded:
+    """Security headers on every answer, and every request recorded after it is answered."""
+
+    def __init__(self, app: ASGIApp, console: Console) -> None:
+        self.app = app
+        self.console = console
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = [0]
+
+        async def send_wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+                if scope["path"] == "/api/events":
+                    self._record(scope, state, status[0])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapped)
+        finally:
+            if scope["path"] != "/api/events":
+                self._record(scope, state, status[0])
+
+    def _record(self, scope: Scope, state: dict[str, Any], status: int) -> None:
+        console = self.console
+        headers = dict(scope.get("headers", []))
+        client = scope.get("client")
+        result = state.get("result") or ("ok" if status < 400 else "refused")
+        try:
+            console.audit.record(
+                actor=str(state.get("actor", "")) or "-",
+                via=str(state.get("via", "")),
+                roles=str(state.get("roles", "")),
+                token=str(state.get("token_id", "")),
+                ip=client[0] if client else "-",
+                agent=headers.get(b"user-agent", b"").decode("latin-1")[:200],
+                method=scope["method"],
+                path=scope["path"][:200],
+                action=str(state.get("action", "")) or scope["path"][:80],
+                scope=str(state.get("scope", "")),
+                key=str(state.get("key", "")),
+                params=str(state.get("params", "")),
+                status=status,
+                result=str(result),
+                detail=str(state.get("detail", state.get("audit_extra", {}).get("detail", "")))[
+                    :1000
+                ],
+            )
+        except Exception:  # the record must never take the answer (or a kill) down with it
+            log.exception("console audit record failed")
+
+
+def build_app(console: Console) -> Starlette:
+    static = Path(__file__).parent / "static"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await console.start()
+        try:
+            yield
+        finally:
+            await console.stop()
+
+    routes = [
+        Route("/", _page("fleet")),
+        Route("/audit", _page("audit")),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/api/whoami", api_whoami),
+        Route("/api/snapshot", api_snapshot),
+        Route("/api/events", api_events),
+        Route("/api/kill", api_kill, methods=["POST"]),
+        Route("/api/resume/request", api_request_resume, methods=["POST"]),
+        Route("/api/resume/approve", api_approve, methods=["POST"]),
+        Route("/api/flags/safe-default", api_safe_default, methods=["POST"]),
+        Route("/api/rollouts/abort", api_rollout_abort, methods=["POST"]),
+        Route("/api/alerts/ack", api_ack, methods=["POST"]),
+        Route("/api/alerts/acks", api_acks),
+        Route("/api/audit", api_audit),
+        Route("/api/audit/export", api_export),
+        Route("/api/why/{order_id}", api_why),
+        Mount("/static", StaticFiles(directory=static), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.console = console
+    app.add_middleware(Recorded, console=console)
+    return app

@@ -1,0 +1,110 @@
+"""Starting the console: its own read-only identity, the roster followed, uvicorn on loopback.
+
+The console reads the fleet as an identity of its own that holds only the
+viewer role: it refuses to start with a key that could kill, request or
+approve, because anything it does to trading state must be signed by the
+person who asked, with their own key. A console bound anywhere but loopback
+must say so explicitly (`--host`), and should sit behind TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from knightwatch.console.app import Console, ConsoleError, ConsoleSettings, build_app
+from knightwatch.console.users import UserStore
+from knightwatch.control.node.trustfeed import identify
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.policy import roles_of
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
+
+log = logging.getLogger(__name__)
+
+
+async def open_console(
+    settings: ConsoleSettings, signer: Signer, trust: TrustStore, users: UserStore
+) -> Console:
+    """The console's state on a connected, roster-following, viewer-only plane."""
+    plane = NatsControlPlane(settings.urls, name="console", signer=signer)
+    await plane.connect()
+    try:
+        me = await identify(plane, signer, trust)
+        held = roles_of(trust.roster, me.name)
+        if held != {Role.VIEWER}:
+            raise ConsoleError(
+                f"--key: the console's own identity must hold only the viewer role; {me.name} "
+                f"holds {', '.join(sorted(held)) or 'no role'} (people act with their own keys)"
+            )
+    except BaseException:
+        await plane.close()
+        raise
+    return Console(settings, plane=plane, trust=trust, users=users)
+
+
+async def run(
+    settings: ConsoleSettings,
+    signer: Signer,
+    trust: TrustStore,
+    users: UserStore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (or cancellation)."""
+    console = await open_console(settings, signer, trust, users)
+    app = build_app(console)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if ready is not None:
+            ready.set()
+        done, _ = await asyncio.wait(
+            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        console.closing.set()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await console.plane.close()
+
+
+def settings_for(
+    state_dir: Path,
+    urls: list[str],
+    *,
+    users: Path | None = None,
+    audit: Path | None = None,
+    recorders: Path | None = None,
+) -> ConsoleSettings:
+    return ConsoleSettings(
+        urls=urls,
+        users=users or state_dir / "console-users.toml",
+        audit=audit or state_dir / "console" / "audit.jsonl",
+        recorders=recorders or state_dir / "audit",
+    )

@@ -1,0 +1,411 @@
+// knightwatch console: the live stream, the tables, and the buttons.
+// No framework and no build step. Data is only ever inserted as text (never as HTML).
+// The kill button does not depend on the stream: it is a plain POST and stays usable when STALE.
+
+const body = document.body;
+const csrf = body.dataset.csrf || "";
+const me = body.dataset.user || "";
+const beatMs = Number(body.dataset.heartbeatMs || 1000);
+const can = (what) => body.dataset[what] === "1";
+const $ = (id) => document.getElementById(id);
+
+function utc(ns) {
+  if (!ns) return "-";
+  return new Date(Number(ns) / 1e6).toISOString().replace("T", " ").slice(0, 23);
+}
+
+function cell(row, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text === undefined || text === null ? "" : String(text);
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+
+function button(td, label, cls, onclick) {
+  const b = document.createElement("button");
+  b.textContent = label;
+  b.type = "button";
+  if (cls) b.className = cls;
+  b.addEventListener("click", onclick);
+  td.appendChild(b);
+  return b;
+}
+
+function fill(id, rows, render) {
+  const table = $(id);
+  if (!table) return;
+  const tbody = table.tBodies[0];
+  tbody.replaceChildren();
+  for (const item of rows) {
+    const tr = document.createElement("tr");
+    render(tr, item);
+    tbody.appendChild(tr);
+  }
+}
+
+async function post(path, payload) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: JSON.stringify(payload),
+    credentials: "same-origin",
+  });
+  let data = {};
+  try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
+  return { status: response.status, data };
+}
+
+function say(text, bad) {
+  const p = $("action-message");
+  if (!p) return;
+  p.textContent = text;
+  p.className = bad ? "error" : "ok";
+}
+
+// ------------------------------------------------------------------ live stream
+let lastBeat = 0;
+let snapshot = null;
+
+function markStale() {
+  const badge = $("stream");
+  if (!badge) return;
+  const stale = Date.now() - lastBeat > 3 * beatMs;
+  badge.textContent = stale ? "STALE" : "LIVE";
+  badge.className = stale ? "badge stale" : "badge live";
+  body.classList.toggle("stale", stale);
+}
+
+function connect() {
+  const source = new EventSource("/api/events");
+  const beat = () => { lastBeat = Date.now(); markStale(); };
+  source.addEventListener("beat", beat);
+  source.addEventListener("snapshot", (e) => { beat(); snapshot = JSON.parse(e.data); render(snapshot); });
+  source.addEventListener("confirm", (e) => { beat(); onConfirm(JSON.parse(e.data)); });
+  source.addEventListener("problem", (e) => { beat(); showProblems([JSON.parse(e.data).error]); });
+  window.knightwatchStream = source;
+}
+
+function showProblems(list) {
+  const p = $("problems");
+  if (!p) return;
+  p.hidden = !list.length;
+  p.textContent = list.length ? "could not read: " + list.join("; ") : "";
+}
+
+// ------------------------------------------------------------------ rendering
+function render(s) {
+  showProblems(s.problems || []);
+  fill("nodes", s.nodes, (tr, n) => {
+    if (n.expired || n.duplicate || n.refused) tr.className = "bad";
+    cell(tr, n.node);
+    cell(tr, n.host);
+    cell(tr, n.left ? "left" : n.expired ? `EXPIRED ${(-n.lease_ms / 1000).toFixed(1)} s ago` : `${(n.lease_ms / 1000).toFixed(1)} s`, n.expired ? "red" : "");
+    cell(tr, n.admitted ? n.release || "admitted" : "REFUSED", n.admitted ? "" : "red");
+    cell(tr, n.armed ? "yes" : "no");
+    cell(tr, n.state, n.state === "ACTIVE" ? "green" : "red");
+    cell(tr, Object.entries(n.flag_revisions).map(([f, r]) => `${f} r${r}`).join(", ") || "-");
+    cell(tr, n.last_command ? `${n.last_command.slice(0, 8)} ${utc(n.last_confirmed_ns)}` : "-");
+    cell(tr, n.refused ? `${n.refused} (${n.last_refusal})` + (n.duplicate ? ` DUPLICATE at ${n.duplicate}` : "") : "0");
+  });
+  const refusals = $("refusals");
+  if (refusals) {
+    refusals.replaceChildren();
+    for (const a of s.admission.filter((a) => !a.admitted)) {
+      const p = document.createElement("p");
+      p.className = "error";
+      p.textContent = `admission refused ${a.node} (${a.status}): ${a.findings.join("; ") || a.status}`;
+      refusals.appendChild(p);
+    }
+  }
+  fill("halts", s.halts, (tr, h) => {
+    if (h.state !== "ACTIVE") tr.className = "bad";
+    cell(tr, `${h.scope} ${h.key}`);
+    cell(tr, h.verified ? h.state : `UNVERIFIED (held HALTED): ${h.refusal}`, h.state === "ACTIVE" ? "green" : "red");
+    cell(tr, h.source);
+    cell(tr, h.actor + (h.approvers.length ? ` (approved by ${h.approvers.join(", ")})` : ""));
+    cell(tr, h.reason);
+    cell(tr, utc(h.issued_ns));
+    cell(tr, h.revision);
+    const td = cell(tr, "");
+    if (can("canRequest") && h.state !== "ACTIVE") {
+      button(td, "request resume", "", () => openResume(h));
+    }
+  });
+  fill("requests", s.requests, (tr, r) => {
+    tr.dataset.request = r.id;
+    cell(tr, r.id);
+    cell(tr, r.status.toUpperCase(), r.status === "pending" ? "amber" : r.status === "applied" ? "green" : "red");
+    cell(tr, `${r.scope} ${r.key}`);
+    cell(tr, r.requester + (r.approvers.length ? ` + ${r.approvers.join(", ")}` : ""));
+    cell(tr, r.needed || "-");
+    cell(tr, r.reason);
+    cell(tr, r.preflight || "-");
+    cell(tr, r.status === "pending" ? `expires ${utc(r.expires_ns)}` : r.detail);
+    const td = cell(tr, "");
+    if (can("canApprove") && r.status === "pending" && r.requester !== me) {
+      button(td, "approve", "", () => openApprove(r));
+    }
+  });
+  fill("ramps", s.ramps, (tr, r) => {
+    cell(tr, r.slot);
+    cell(tr, r.ramp_id);
+    cell(tr, `${r.stage + 1}/${r.stages}`);
+    cell(tr, `${Math.round(r.fraction * 100)}%`);
+    cell(tr, r.status, r.status === "tripped" ? "red" : r.status === "done" ? "green" : "amber");
+    cell(tr, r.actor);
+    cell(tr, r.trip_reason || "-");
+  });
+  fill("flags", s.flags, (tr, f) => {
+    cell(tr, f.flag);
+    cell(tr, `r${f.revision}`);
+    cell(tr, Object.entries(f.values).map(([n, v]) => `${n}=${v ? "on" : "off"}`).join(", ") || "safe default everywhere");
+    cell(tr, Object.entries(f.applied).map(([n, r]) => `${n} r${r}`).join(", ") || "-");
+    cell(tr, f.pending.join(", ") || "-", f.pending.length ? "amber" : "");
+    const td = cell(tr, "");
+    if (can("canFlags")) button(td, "safe default", "danger", () => stopFlag("/api/flags/safe-default", f.flag));
+  });
+  fill("rollouts", s.rollouts, (tr, r) => {
+    cell(tr, r.flag);
+    cell(tr, r.rollout_id);
+    cell(tr, r.status, r.status === "aborted" ? "red" : r.status === "completed" ? "green" : "amber");
+    cell(tr, `${r.stage} (${r.stage_index + 1}/${r.stages})`);
+    cell(tr, `${r.exposed.length}/${r.nodes.length}`);
+    cell(tr, `${r.started_by} / ${r.approver || "-"}`);
+    cell(tr, r.hold_reason || r.abort_reason || "-");
+    const td = cell(tr, "");
+    if (can("canFlags") && r.status === "progressing") button(td, "abort", "danger", () => stopFlag("/api/rollouts/abort", r.flag));
+  });
+  renderAlerts(s);
+}
+
+let acks = {};
+async function loadAcks() {
+  const response = await fetch("/api/alerts/acks", { credentials: "same-origin" });
+  if (!response.ok) return;
+  acks = {};
+  for (const a of await response.json()) acks[`${a.slot}@${a.revision}`] = a;
+  if (snapshot) renderAlerts(snapshot);
+}
+
+function renderAlerts(s) {
+  const automatic = s.halts.filter((h) => h.source !== "operator");
+  fill("alerts", automatic, (tr, h) => {
+    const ack = acks[`${h.slot}@${h.revision}`];
+    if (!ack) tr.className = "bad";
+    cell(tr, `${h.scope} ${h.key}`);
+    cell(tr, h.source);
+    cell(tr, h.reason);
+    cell(tr, utc(h.issued_ns));
+    cell(tr, ack ? `${ack.by} ${utc(ack.at_ns)}: ${ack.note}` : "no");
+    const td = cell(tr, "");
+    if (can("canAck") && !ack) {
+      button(td, "acknowledge", "", async () => {
+        const note = prompt("Acknowledge: what are you doing about it?");
+        if (!note) return;
+        const { status, data } = await post("/api/alerts/ack", { slot: h.slot, revision: h.revision, note });
+        say(status === 200 ? `acknowledged by ${data.by}` : `refused: ${data.error}`, status !== 200);
+        await loadAcks();
+      });
+    }
+  });
+}
+
+async function stopFlag(path, flag) {
+  const reason = prompt(`Reason (recorded): ${path.includes("abort") ? "abort the rollout of" : "turn to its safe default"} ${flag}`);
+  if (!reason) return;
+  const { status, data } = await post(path, { flag, reason });
+  say(status === 200 ? data.detail : `refused (${status}): ${data.error}`, status !== 200);
+}
+
+// ------------------------------------------------------------------ kill
+let killing = null;
+
+function killTarget() {
+  const scope = $("kill-scope").value;
+  const key = scope === "fleet" ? "" : $("kill-key").value.trim();
+  return { scope, key, word: scope === "fleet" ? "KILL" : key };
+}
+
+function setupKill() {
+  const form = $("kill-form");
+  if (!form) return;
+  $("kill-scope").addEventListener("change", () => { $("kill-key").disabled = $("kill-scope").value === "fleet"; });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const t = killTarget();
+    if (!$("kill-reason").value.trim()) { say("a kill needs a reason", true); $("kill-reason").focus(); return; }
+    if (t.scope !== "fleet" && !t.key) { say("name the node, strategy or symbol", true); return; }
+    $("kill-dialog-text").textContent = `${$("kill-drain").checked ? "DRAIN" : "KILL"} ${t.scope === "fleet" ? "the whole fleet" : `${t.scope} ${t.key}`}: ${$("kill-reason").value}`;
+    $("kill-word").textContent = t.word;
+    $("kill-confirm").value = "";
+    $("kill-now").disabled = true;
+    $("kill-dialog").showModal();
+    $("kill-confirm").focus();
+  });
+  $("kill-confirm").addEventListener("input", () => { $("kill-now").disabled = $("kill-confirm").value !== killTarget().word; });
+  $("kill-confirm-form").addEventListener("submit", async (e) => {
+    const go = e.submitter && e.submitter.value === "go";
+    if (!go) return;
+    const t = killTarget();
+    const payload = { scope: t.scope, key: t.key, reason: $("kill-reason").value, drain: $("kill-drain").checked, confirm: $("kill-confirm").value };
+    startKillRows(t);
+    const clicked = performance.now();
+    const { status, data } = await post("/api/kill", payload);
+    finishKill(status, data, performance.now() - clicked);
+  });
+}
+
+function startKillRows(t) {
+  killing = { scope: t.scope, key: t.scope === "fleet" ? "fleet" : t.key, since: Date.now() * 1e6, rows: {} };
+  $("kill-result").hidden = false;
+  $("kill-result-title").textContent = `${t.scope} ${t.key}: waiting for confirmations…`;
+  $("kill-missing").textContent = "";
+  const tbody = $("kill-rows").tBodies[0];
+  tbody.replaceChildren();
+  const live = snapshot ? snapshot.nodes.filter((n) => !n.left && !n.expired) : [];
+  for (const n of live) killRow(n.node, "waiting", "amber");
+}
+
+function killRow(node, text, cls) {
+  const tbody = $("kill-rows").tBodies[0];
+  let tr = killing.rows[node];
+  if (!tr) {
+    tr = document.createElement("tr");
+    tr.dataset.node = node;
+    cell(tr, node);
+    cell(tr, "");
+    tbody.appendChild(tr);
+    killing.rows[node] = tr;
+  }
+  tr.cells[1].textContent = text;
+  tr.cells[1].className = cls;
+}
+
+function onConfirm(c) {
+  if (!killing || c.scope !== killing.scope || c.key !== killing.key) return;
+  if (c.state === "ACTIVE" || c.applied_ns < killing.since - 5e9) return;
+  killRow(c.node, "confirmed", "green");
+}
+
+function finishKill(status, data, ms) {
+  if (status !== 200) {
+    $("kill-result-title").textContent = `refused (${status}): ${data.error}`;
+    $("kill-result-title").className = "error";
+    return;
+  }
+  $("kill-result-title").className = data.ok ? "green" : "red";
+  $("kill-result-title").textContent = `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} (${ms.toFixed(0)} ms in this browser)`;
+  for (const [node, lat] of Object.entries(data.latencies_ms)) killRow(node, `${lat.toFixed(1)} ms`, "green");
+  for (const m of data.missing) killRow(m.node, `NOT CONFIRMED (lease ${m.lease})`, "red");
+  const missing = data.missing.map((m) => m.node);
+  $("kill-missing").textContent = missing.length ? `not confirmed: ${missing.join(", ")}` : "";
+  if (data.durable_error) $("kill-missing").textContent += ` store: ${data.durable_error}`;
+  body.dataset.lastKill = data.ok ? "confirmed" : "unconfirmed";
+}
+
+// ------------------------------------------------------------------ resume
+let resumeTarget = null;
+let approveTarget = null;
+
+function showChecklist(data) {
+  if (!data.items) return;
+  $("preflight").hidden = false;
+  fill("preflight-items", data.items, (tr, i) => {
+    cell(tr, i.name);
+    cell(tr, i.ok ? "ok" : "FAIL", i.ok ? "green" : "red");
+    cell(tr, i.detail);
+  });
+  $("preflight-verdict").textContent = data.passed ? "preflight passed" : "preflight REFUSED: fix the failing checks";
+}
+
+function acks_of(text) {
+  return text.split(",").map((x) => x.trim()).filter((x) => x);
+}
+
+function openResume(h) {
+  resumeTarget = h;
+  $("resume-text").textContent = `Request a resume of ${h.scope} ${h.key} (halted by ${h.actor}: ${h.reason}). A different person must approve.`;
+  $("resume-reason").value = "";
+  $("resume-dialog").showModal();
+}
+
+function openApprove(r) {
+  approveTarget = r;
+  $("approve-text").textContent = `Approve ${r.requester}'s resume of ${r.scope} ${r.key}: ${r.reason}. Resuming an operator kill does not lift a Guard halt.`;
+  $("approve-reason").value = "";
+  $("approve-password").value = "";
+  $("approve-dialog").showModal();
+}
+
+function setupResume() {
+  const rf = $("resume-form");
+  if (!rf) return;
+  rf.addEventListener("submit", async (e) => {
+    if (!e.submitter || e.submitter.value !== "go" || !resumeTarget) return;
+    const h = resumeTarget;
+    const { status, data } = await post("/api/resume/request", { scope: h.scope, key: h.scope === "fleet" ? "" : h.key, reason: $("resume-reason").value, ack: acks_of($("resume-ack").value) });
+    showChecklist(data);
+    say(status === 200 ? `resume requested: ${data.request_id}; a second person approves it` : `refused (${status}): ${data.error}`, status !== 200);
+  });
+  $("approve-form").addEventListener("submit", async (e) => {
+    if (!e.submitter || e.submitter.value !== "go" || !approveTarget) return;
+    const r = approveTarget;
+    const { status, data } = await post("/api/resume/approve", { request_id: r.id, password: $("approve-password").value, reason: $("approve-reason").value, ack: acks_of($("approve-ack").value) });
+    $("approve-password").value = "";
+    showChecklist(data);
+    say(status === 200 ? `approved ${r.id}: the resume is ramping back` : `refused (${status}): ${data.error}`, status !== 200);
+  });
+}
+
+// ------------------------------------------------------------------ audit page
+function setupAudit() {
+  const form = $("audit-form");
+  if (!form) return;
+  const ns = (id) => { const v = $(id).value; return v ? String(Date.parse(v + "Z") * 1e6) : ""; };
+  const search = async () => {
+    const q = new URLSearchParams();
+    for (const [k, id] of [["actor", "q-actor"], ["action", "q-action"], ["scope", "q-scope"]]) if ($(id).value) q.set(k, $(id).value);
+    if (ns("q-since")) q.set("since_ns", ns("q-since"));
+    if (ns("q-until")) q.set("until_ns", ns("q-until"));
+    $("audit-export").href = "/api/audit/export?" + q.toString();
+    const response = await fetch("/api/audit?" + q.toString(), { credentials: "same-origin" });
+    const data = await response.json();
+    $("audit-chain").textContent = data.intact ? `chain intact, head ${data.chain_head.slice(0, 16)}…` : `CHAIN BROKEN: ${data.problem}`;
+    $("audit-chain").className = data.intact ? "green" : "red";
+    fill("audit-rows", data.records, (tr, r) => {
+      if (r.status >= 400) tr.className = "bad";
+      for (const v of [r.seq, utc(r.ts), r.actor, r.action, [r.scope, r.key].filter((x) => x).join(" "), r.status, r.result, r.ip, r.detail]) cell(tr, v);
+    });
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
+  search();
+  $("why-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const id = $("why-id").value.trim();
+    if (!id) return;
+    const response = await fetch("/api/why/" + encodeURIComponent(id), { credentials: "same-origin" });
+    const data = await response.json();
+    $("why-out").textContent = response.ok ? JSON.stringify(data, null, 2) : data.error;
+  });
+}
+
+function setupLogout() {
+  const form = $("logout");
+  if (!form) return;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
+    window.location = "/login";
+  });
+}
+
+setupLogout();
+setupKill();
+setupResume();
+setupAudit();
+if (me) {
+  connect();
+  setInterval(markStale, 250);
+  if ($("alerts")) { loadAcks(); setInterval(loadAcks, 5000); }
+}

@@ -1,0 +1,472 @@
+"""What the console shows: one snapshot of the fleet, rebuilt from the control plane.
+
+Every panel (nodes, admission, kill-switch entries and their sources,
+requests, ramps, flags, rollouts, alerts) comes from one read of the plane,
+judged as the nodes judge it: a kill-switch entry whose signatures do not
+verify is shown as UNVERIFIED and held HALTED, exactly what a node does with
+it. The snapshot is plain data (msgspec structs) so the page, the API and the
+live stream show the same thing.
+
+`Watch` keeps the snapshot current: it listens to the plane's live feeds
+(kill state, confirmations, heartbeats, records) and rebuilds after a change,
+and at least once a second so lease ages stay honest while nothing happens.
+Subscribers (the server-sent-event streams) get each new snapshot, and every
+confirmation as it arrives, without waiting for the rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import msgspec
+
+from knightwatch.clock import Clock
+from knightwatch.control.fleet.approvals import Request, RequestStatus
+from knightwatch.control.node.flags import APPLIED_DECODER, STATE_DECODER
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    Record,
+)
+from knightwatch.control.plane.wire import (
+    VERDICT_DECODER,
+    Confirmation,
+    NodeStatus,
+    RampRecord,
+    StateEntry,
+    slot_of,
+)
+from knightwatch.flags.rollout import RolloutState
+from knightwatch.state import TradingState
+from knightwatch.trust.command import GUARD_ACTOR, Refused, check_state
+from knightwatch.trust.store import TrustStore
+
+log = logging.getLogger(__name__)
+
+
+class NodeRow(msgspec.Struct, frozen=True):
+    node: str
+    host: str
+    lease_ms: float
+    """Lease time left (negative: expired that long ago)."""
+    expired: bool
+    left: bool
+    admitted: bool
+    release: str
+    """The release the admission service admitted it on ("" if none)."""
+    armed: bool
+    state: str
+    flag_revisions: dict[str, int]
+    """Flag id -> the revision this node confirmed applying."""
+    last_command: str
+    last_confirmed_ns: int
+    refused: int
+    last_refusal: str
+    duplicate: str
+
+
+class AdmissionRow(msgspec.Struct, frozen=True):
+    node: str
+    admitted: bool
+    status: str
+    release: str
+    at_ns: int
+    findings: list[str]
+    """Each refusal naming the differing file, flag or key."""
+
+
+class HaltRow(msgspec.Struct, frozen=True):
+    slot: str
+    scope: str
+    key: str
+    state: str
+    source: str
+    """operator, supervisor, or guard:<reason code> (the node's own rule)."""
+    actor: str
+    approvers: list[str]
+    reason: str
+    issued_ns: int
+    revision: int
+    verified: bool
+    refusal: str
+
+
+class RequestRow(msgspec.Struct, frozen=True):
+    id: str
+    status: str
+    scope: str
+    key: str
+    requester: str
+    approvers: list[str]
+    needed: str
+    """Who is still needed, in words ("" once applied)."""
+    reason: str
+    expires_ns: int
+    detail: str
+    preflight: str
+
+
+class RampRow(msgspec.Struct, frozen=True):
+    slot: str
+    ramp_id: str
+    stage: int
+    stages: int
+    fraction: float
+    status: str
+    actor: str
+    trip_reason: str
+
+
+class FlagRow(msgspec.Struct, frozen=True):
+    flag: str
+    revision: int
+    values: dict[str, bool]
+    applied: dict[str, int]
+    pending: list[str]
+    """Nodes that have not confirmed the current revision."""
+
+
+class RolloutRow(msgspec.Struct, frozen=True):
+    flag: str
+    rollout_id: str
+    status: str
+    stage: str
+    stage_index: int
+    stages: int
+    exposed: list[str]
+    nodes: list[str]
+    started_by: str
+    approver: str
+    hold_reason: str
+    abort_reason: str
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    at_ns: int
+    nodes: list[NodeRow]
+    admission: list[AdmissionRow]
+    halts: list[HaltRow]
+    requests: list[RequestRow]
+    ramps: list[RampRow]
+    flags: list[FlagRow]
+    rollouts: list[RolloutRow]
+    roster_version: int
+    problems: list[str]
+    """Parts the console could not read (shown, never silently dropped)."""
+
+
+def source_of(actor: str) -> str:
+    if actor.startswith(GUARD_ACTOR):
+        return actor
+    if actor == "supervisor":
+        return "supervisor"
+    return "operator"
+
+
+def _halt_row(
+    slot: str, entry: StateEntry | None, revision: int, trust: TrustStore, now: int
+) -> HaltRow:
+    if entry is None:
+        why = "the stored entry cannot be decoded: held HALTED"
+        return HaltRow(slot, "", "", "HALTED", "unknown", "", [], "", 0, revision, False, why)
+    try:
+        checked = check_state(entry.command(), entry.proof, trust.roster, now_ns=now, live=False)
+        verified, refusal, approvers = True, "", list(checked.approvers)
+        state = TradingState(entry.state).name
+    except Refused as exc:
+        verified, refusal, approvers, state = False, str(exc), [], "HALTED"
+    return HaltRow(
+        slot,
+        entry.scope.value,
+        entry.key,
+        state,
+        source_of(entry.actor),
+        entry.actor,
+        approvers,
+        entry.reason,
+        entry.issued_ns,
+        revision,
+        verified,
+        refusal,
+    )
+
+
+def _request_row(r: Request, revisions: dict[str, int], now: int) -> RequestRow:
+    status, detail = r.status, r.detail
+    if status is RequestStatus.PENDING:
+        if now > r.entry.expires_ns:
+            status, detail = RequestStatus.EXPIRED, "not approved in time"
+        else:
+            current = revisions.get(slot_of(r.entry.scope, r.entry.key), 0)
+            if current != r.entry.decided_on:
+                status = RequestStatus.STALE
+                detail = (
+                    f"decided on revision {r.entry.decided_on}, the slot is now at {current}: "
+                    "the state it was decided on changed"
+                )
+    needed = ""
+    if status is RequestStatus.PENDING:
+        needed = f"one person with the approver role other than {r.requester}"
+    return RequestRow(
+        r.id,
+        str(status),
+        r.entry.scope.value,
+        r.entry.key,
+        r.requester,
+        list(r.approvers),
+        needed,
+        r.entry.reason,
+        r.entry.expires_ns,
+        detail,
+        r.preflight,
+    )
+
+
+REQUEST_DECODER = msgspec.json.Decoder(Request)
+RAMP_DECODER = msgspec.json.Decoder(RampRecord)
+ROLLOUT_DECODER = msgspec.json.Decoder(RolloutState)
+
+
+async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapshot:
+    """One snapshot; a bucket that cannot be read is named in `problems`."""
+    problems: list[str] = []
+    now = clock.time_ns()
+    members: list[NodeStatus] = await plane.members()
+    states = await plane.states()
+
+    async def records(bucket: Bucket) -> dict[str, tuple[bytes, int]]:
+        try:
+            return await plane.records(bucket)
+        except ControlPlaneUnavailable as exc:
+            problems.append(f"{bucket.value}: {exc}")
+            return {}
+
+    admission_raw = await records(Bucket.ADMISSION)
+    approvals_raw = await records(Bucket.APPROVALS)
+    ramp_raw = await records(Bucket.RAMP)
+    flags_raw = await records(Bucket.FLAGS)
+    rollouts_raw = await records(Bucket.ROLLOUTS)
+
+    verdicts = {}
+    for node, (value, _) in admission_raw.items():
+        try:
+            verdicts[node] = VERDICT_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            problems.append(f"admission {node}: undecodable verdict")
+
+    applied_by_node: dict[str, dict[str, int]] = {}
+    flag_rows: list[FlagRow] = []
+    applied: dict[str, dict[str, int]] = {}
+    for key, (value, _) in flags_raw.items():
+        if key.startswith("applied."):
+            try:
+                a = APPLIED_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                problems.append(f"flags {key}: undecodable confirmation")
+                continue
+            applied.setdefault(a.flag_id, {})[a.node] = a.revision
+            applied_by_node.setdefault(a.node, {})[a.flag_id] = a.revision
+    for key, (value, _) in sorted(flags_raw.items()):
+        if not key.startswith("state."):
+            continue
+        try:
+            st = STATE_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            problems.append(f"flags {key}: undecodable state")
+            continue
+        got = applied.get(st.flag_id, {})
+        pending = sorted(n for n in st.node_values if got.get(n, 0) < st.revision)
+        flag_rows.append(FlagRow(st.flag_id, st.revision, dict(st.node_values), got, pending))
+
+    nodes = []
+    for m in sorted(members, key=lambda m: m.node_id):
+        v = verdicts.get(m.node_id)
+        lease_ms = (m.lease_expires_ns - now) / 1e6
+        nodes.append(
+            NodeRow(
+                m.node_id,
+                f"{m.host}:{m.pid}",
+                round(lease_ms, 1),
+                lease_ms < 0 and not m.left,
+                m.left,
+                m.admitted,
+                v.release_id if v is not None and v.admitted else "",
+                m.armed,
+                TradingState(m.node_state).name,
+                applied_by_node.get(m.node_id, {}),
+                m.last_command_id[:12],
+                m.last_confirmed_ns,
+                m.refused,
+                m.last_refusal,
+                m.duplicate,
+            )
+        )
+    admission = [
+        AdmissionRow(n, v.admitted, v.status, v.release_id, v.at_ns, [str(f) for f in v.findings])
+        for n, v in sorted(verdicts.items())
+    ]
+    revisions = {slot: rev for slot, (_, rev) in states.items()}
+    halts = [
+        _halt_row(slot, e, rev, trust, now)
+        for slot, (e, rev) in sorted(states.items(), key=lambda x: -x[1][1])
+    ]
+    requests = []
+    for key, (value, _) in approvals_raw.items():
+        try:
+            requests.append(_request_row(REQUEST_DECODER.decode(value), revisions, now))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            problems.append(f"approvals {key}: undecodable request")
+    requests.sort(key=lambda r: (r.status != "pending", -r.expires_ns))
+    ramps = []
+    for slot, (value, _) in sorted(ramp_raw.items()):
+        try:
+            r = RAMP_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            problems.append(f"ramp {slot}: undecodable record")
+            continue
+        ramps.append(
+            RampRow(
+                slot,
+                r.ramp_id,
+                r.stage,
+                len(r.stages),
+                r.fraction,
+                r.status,
+                r.actor,
+                r.trip_reason,
+            )
+        )
+    rollouts = []
+    for flag, (value, _) in sorted(rollouts_raw.items()):
+        try:
+            ro = ROLLOUT_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            problems.append(f"rollouts {flag}: undecodable state")
+            continue
+        stage = ro.plan.stages[ro.stage_index] if ro.plan.stages else None
+        rollouts.append(
+            RolloutRow(
+                ro.flag_id,
+                ro.rollout_id,
+                str(ro.status),
+                stage.name if stage is not None else "",
+                ro.stage_index,
+                len(ro.plan.stages),
+                list(ro.exposed),
+                list(ro.nodes),
+                ro.started_by,
+                ro.approver or "",
+                ro.hold_reason,
+                ro.abort_reason,
+            )
+        )
+    return Snapshot(
+        now,
+        nodes,
+        admission,
+        halts,
+        requests,
+        ramps,
+        flag_rows,
+        rollouts,
+        trust.version,
+        problems,
+    )
+
+
+Listener = Callable[[str, bytes], None]
+"""(event name, JSON data) for each subscriber; must not block."""
+
+SNAPSHOT_ENCODER = msgspec.json.Encoder()
+
+
+class Watch:
+    """Keeps `latest` current and tells listeners; one per console process."""
+
+    def __init__(
+        self, plane: ControlPlane, trust: TrustStore, clock: Clock, *, every_s: float = 1.0
+    ) -> None:
+        self.plane = plane
+        self.trust = trust
+        self.clock = clock
+        self.every_s = every_s
+        self.latest: Snapshot | None = None
+        self.latest_json = b"{}"
+        self.event_id = 0
+        self._listeners: set[Listener] = set()
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.error = ""
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.add(listener)
+        return lambda: self._listeners.discard(listener)
+
+    def _tell(self, event: str, data: bytes) -> None:
+        self.event_id += 1
+        for listener in list(self._listeners):
+            listener(event, data)
+
+    async def _changed(self, _: object) -> None:
+        self._dirty.set()
+
+    async def _confirmed(self, c: Confirmation) -> None:
+        self._tell(
+            "confirm",
+            msgspec.json.encode(
+                {
+                    "command_id": c.command_id,
+                    "node": c.node_id,
+                    "scope": c.scope.value,
+                    "key": c.key,
+                    "state": TradingState(c.state).name,
+                    "applied_ns": c.applied_ns,
+                    "still_working": c.still_working,
+                }
+            ),
+        )
+        self._dirty.set()
+
+    async def start(self) -> None:
+        await self.plane.subscribe_states(self._changed)
+        await self.plane.subscribe_confirmations(self._confirmed)
+        for bucket in (Bucket.APPROVALS, Bucket.ADMISSION, Bucket.FLAGS, Bucket.ROLLOUTS,
+                       Bucket.RAMP):  # fmt: skip
+            await self.plane.subscribe_records(bucket, self._record)
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="console-watch")
+
+    async def _record(self, _: Record) -> None:
+        self._dirty.set()
+
+    async def refresh(self) -> None:
+        try:
+            snap = await build(self.plane, self.trust, self.clock)
+        except ControlPlaneUnavailable as exc:
+            self.error = str(exc)
+            self._tell("problem", msgspec.json.encode({"error": self.error}))
+            return
+        self.error = ""
+        self.latest = snap
+        self.latest_json = SNAPSHOT_ENCODER.encode(snap)
+        self._tell("snapshot", self.latest_json)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.every_s)
+            self._dirty.clear()
+            try:
+                await self.refresh()
+            except Exception:  # a bad record must not stop the console's view for good
+                log.exception("console snapshot failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
