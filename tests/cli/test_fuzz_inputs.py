@@ -29,9 +29,10 @@ from knightwatch.audit import AuditContext, FlightRecorder
 from knightwatch.audit.log import MappedLog
 from knightwatch.cli.app import app
 from knightwatch.clock import SimClock
+from knightwatch.console.users import UserStore
 from knightwatch.release.contents import contents_from_directory
 from knightwatch.release.dsse import encode_envelope
-from knightwatch.release.keys import write_key_pair
+from knightwatch.release.keys import SigningKey, write_key_pair
 from knightwatch.release.manifest import Manifest, encode_manifest
 from knightwatch.release.signing import release_envelope, sign_release
 from knightwatch.trust.roster import roster_envelope, sign_roster
@@ -297,6 +298,20 @@ def _identity(command: str, option: str) -> Args:
 #   unhashable: only hashed, and a node would go on to connect: just the files that cannot be
 #   hashed at all, each of which must stop it (exit 2, naming the file)
 UNHASHABLE = ("missing", "directory", "symlink-loop", "dev-zero")
+
+
+def _console_users(s: Site) -> str:
+    """A users file holding alice (made once per site), for commands whose other file is hostile."""
+    path = s.root / "console-users.toml"
+    if not path.exists():
+        UserStore(path).add("alice", "correct horse battery", SigningKey.generate())
+    return str(path)
+
+
+def _console(command: str, *extra: str) -> Args:
+    return lambda s, f: ["console", "user", command, "alice", *extra, "--users", f]
+
+
 CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
     ("limits check", "file"): (lambda s, f: ["limits", "check", f], ".toml", "strict"),
     ("replay", "scenario"): (lambda s, f: ["replay", f], ".toml", "strict"),
@@ -584,6 +599,28 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
         "strict",
     ),
     ("incident verify", "archive"): (lambda s, f: ["incident", "verify", f], ".tar", "strict"),
+    ("console user add", "--key"): (
+        lambda s, f: ["console", "user", "add", "bob", "--key", f, "--users", _console_users(s)],
+        ".key",
+        "strict",
+    ),
+    ("console user passwd", "--key"): (
+        lambda s, f: ["console", "user", "passwd", "alice", "--key", f,
+                      "--users", _console_users(s)],
+        ".key",
+        "strict",
+    ),
+    # a missing users file is no users: `add` creates it (after a password), `list` says so
+    ("console user add", "--users"): (
+        _console("add", "--key", "/nonexistent.key"), ".toml", "soft"
+    ),
+    ("console user passwd", "--users"): (_console("passwd"), ".toml", "strict"),
+    ("console user disable", "--users"): (_console("disable"), ".toml", "strict"),
+    ("console user enable", "--users"): (_console("enable"), ".toml", "strict"),
+    ("console user token", "--users"): (_console("token", "--list"), ".toml", "strict"),
+    ("console user list", "--users"): (
+        lambda s, f: ["console", "user", "list", "--users", f], ".toml", "soft"
+    ),
 }  # fmt: skip
 
 NOT_INPUT_FILES = {

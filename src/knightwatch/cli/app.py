@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from knightwatch.cli.audit import app as audit_app
+from knightwatch.cli.console import console_app
 from knightwatch.cli.demo import demo
 from knightwatch.cli.flags import app as flags_app
 from knightwatch.cli.flags import rollout_app
@@ -42,6 +43,7 @@ app.add_typer(incident_app, name="incident")
 app.command("gateway")(gateway)
 app.command("venue")(venue)
 app.add_typer(identity_app, name="identity")
+app.add_typer(console_app, name="console")
 # --- end sub-apps ---
 
 

@@ -1,0 +1,176 @@
+"""Server-side console sessions and the login throttle.
+
+A session is a random 256-bit id in a cookie; everything else (who, their
+unlocked key, the CSRF token) stays in this process, so a cookie can be revoked
+at once (logout, `disable`) and a stolen cookie cannot be edited into more
+power. A session ends 15 minutes after its last use and 12 hours after login,
+whatever its use. The unlocked signer is what lets a logged-in operator kill
+without typing a password again: the stop direction is never slowed; approvals
+unwrap the key afresh from a re-entered password instead.
+
+The throttle slows password guessing per name and per client address
+independently (an attacker spreading guesses over many names from one address,
+or over many addresses at one name, is slowed either way) with a bounded table,
+so a flood of made-up names cannot grow it without end.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from knightwatch.trust.identity import Signer
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Session:
+    """One logged-in browser. Times are the monotonic clock's seconds."""
+
+    id: str
+    name: str
+    signer: Signer = field(repr=False)
+    csrf: str = field(repr=False)
+    created: float
+    last_seen: float
+    reauth_at: float
+    """When the person last typed their password (login or a step-up)."""
+    ip: str
+    user_agent: str
+
+
+class Sessions:
+    """Sessions in memory: idle and absolute expiry, revoked by id or by user."""
+
+    def __init__(
+        self, *, idle_s: float = 900.0, absolute_s: float = 43200.0, clock: Clock = time.monotonic
+    ) -> None:
+        if not 0 < idle_s <= absolute_s:
+            raise ValueError(f"idle_s {idle_s} must be > 0 and <= absolute_s {absolute_s}")
+        self.idle_s = idle_s
+        self.absolute_s = absolute_s
+        self._clock = clock
+        self._by_id: dict[str, Session] = {}
+
+    def _expired(self, s: Session, now: float) -> bool:
+        return now - s.last_seen >= self.idle_s or now - s.created >= self.absolute_s
+
+    def _sweep(self, now: float) -> None:
+        for sid in [sid for sid, s in self._by_id.items() if self._expired(s, now)]:
+            del self._by_id[sid]
+
+    def open(self, name: str, signer: Signer, ip: str, user_agent: str) -> Session:
+        now = self._clock()
+        self._sweep(now)
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            name=name,
+            signer=signer,
+            csrf=secrets.token_urlsafe(32),
+            created=now,
+            last_seen=now,
+            reauth_at=now,
+            ip=ip,
+            user_agent=user_agent,
+        )
+        self._by_id[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        """The live session (its idle clock restarted), or None if unknown or expired."""
+        session = self._by_id.get(session_id)
+        if session is None:
+            return None
+        now = self._clock()
+        if self._expired(session, now):
+            del self._by_id[session_id]
+            return None
+        session.last_seen = now
+        return session
+
+    def reauthenticated(self, session_id: str) -> None:
+        """The person just typed their password again (a step-up)."""
+        session = self.get(session_id)
+        if session is not None:
+            session.reauth_at = self._clock()
+
+    def close(self, session_id: str) -> bool:
+        return self._by_id.pop(session_id, None) is not None
+
+    def close_user(self, name: str) -> int:
+        """End every session of `name` (disable, password change); the number ended."""
+        ended = [sid for sid, s in self._by_id.items() if s.name == name]
+        for sid in ended:
+            del self._by_id[sid]
+        return len(ended)
+
+    def count(self) -> int:
+        self._sweep(self._clock())
+        return len(self._by_id)
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int
+    last: float
+
+
+class LoginThrottle:
+    """Exponential backoff after consecutive failures, per name and per client address.
+
+    The first `free` failures cost nothing (typos); after failure `free + k + 1`
+    the next try waits `base_s * 2**k` seconds, capped at `max_s`. A success
+    clears the name's and the address's count.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_s: float = 0.5,
+        max_s: float = 30.0,
+        free: int = 2,
+        max_entries: int = 10_000,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.base_s = base_s
+        self.max_s = max_s
+        self.free = free
+        self.max_entries = max_entries
+        self._clock = clock
+        self._table: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+
+    def delay_after(self, failures: int) -> float:
+        """The wait after `failures` consecutive failures."""
+        if failures <= self.free:
+            return 0.0
+        k = failures - self.free - 1
+        return self.max_s if k >= 64 else min(self.base_s * 2**k, self.max_s)
+
+    def wait_s(self, name: str, ip: str) -> float:
+        """Seconds until `name` from `ip` may try again; 0.0: now."""
+        now = self._clock()
+        wait = 0.0
+        for key in (("user", name), ("ip", ip)):
+            f = self._table.get(key)
+            if f is not None:
+                wait = max(wait, f.last + self.delay_after(f.count) - now)
+        return wait
+
+    def failed(self, name: str, ip: str) -> None:
+        now = self._clock()
+        for key in (("user", name), ("ip", ip)):
+            f = self._table.pop(key, None)
+            self._table[key] = _Failures(f.count + 1 if f else 1, now)  # newest last
+        while len(self._table) > self.max_entries:
+            self._table.popitem(last=False)
+
+    def succeeded(self, name: str, ip: str) -> None:
+        self._table.pop(("user", name), None)
+        self._table.pop(("ip", ip), None)
+
+    def __len__(self) -> int:
+        return len(self._table)

@@ -1,0 +1,763 @@
+"""Console users: a password and a wrapped private key per roster person, nothing else.
+
+A console user is a person on the signed roster, by the same name; what they may
+do comes from the roster (the console never widens it), so this file holds only
+credentials. Each user's Ed25519 key (the key their roster entry holds) is
+stored encrypted (ChaCha20-Poly1305) under a key derived from their password
+with argon2id: the console process holds no key it could use without the
+person. The key is unwrapped at login (the session keeps it for the stop
+direction and for making requests) and unwrapped afresh from a re-entered
+password for every approval. An API token carries its own wrapped copy, under a
+key derived with HKDF from the token's 32 random bytes (no slow KDF is needed
+for a secret that was never chosen by a person), so a bearer token signs as its
+owner without the console keeping any key; a viewer-only token has no key.
+
+The file is TOML written by this module (a tiny serializer: only names, base64,
+hex, integers, booleans and role lists go in), atomically and 0600, and read
+back through the bounded reader with every field checked: a bad file is one
+line naming the file, the user, the field and the rule. A store notices a
+changed file on the next lookup (one stat), so `knightwatch console user
+disable` takes effect in a running console without a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import argon2
+import msgspec
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.release.keys import SigningKey
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role
+
+DEFAULT_USERS_FILE = "console-users.toml"
+FORMAT_VERSION = 1
+
+Argon2Params = argon2.Parameters
+OWASP = Argon2Params(
+    type=Type.ID,
+    version=19,
+    salt_len=16,
+    hash_len=32,
+    time_cost=2,
+    memory_cost=19456,
+    parallelism=1,
+)
+"""OWASP's argon2id minimum (19 MiB, 2 passes, 1 lane): the default for hashes and key wrapping."""
+
+MIN_PASSWORD = 12
+MAX_PASSWORD = 1024
+"""Longer is refused: a megabyte password is a denial of service, not a password."""
+MAX_TOKEN_TTL_S = 90 * 86400
+TOKEN_PREFIX = "kw_"
+"""Makes a leaked token greppable (secret scanners, logs)."""
+NAME_RULE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""The roster's name rule: a console user is a roster person by the same name."""
+
+_TOKEN_ID = re.compile(r"t_[0-9a-f]{10}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TOKEN_SECRET = re.compile(r"kw_[A-Za-z0-9_-]{43}")
+_KEK_BYTES = 32
+_SALT_BYTES = 16
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_MAX_CIPHERTEXT = 4096
+_HKDF_INFO = b"knightwatch console token key v1"
+# Bounds on argon2 parameters read from the file: a hand-edited m=2^32 must not take the
+# machine's memory at the next login.
+_T_RANGE = range(1, 65)
+_M_RANGE = range(8, 1024 * 1024 + 1)  # KiB: up to 1 GiB
+_P_RANGE = range(1, 65)
+_VIEWER_ONLY = frozenset({Role.VIEWER})
+
+
+class ConsoleUserError(KnightwatchError, ValueError):
+    """A users file, user or token that cannot be used; one line naming file, field and rule."""
+
+
+class LoginFailed(KnightwatchError, PermissionError):
+    """A refused login or token; the message never says which part was wrong.
+
+    `why` is for the audit record only ("unknown_user", "bad_password",
+    "disabled", "unknown_token", "token_expired", "token_revoked"); the person
+    at the login form sees the same message whatever it is.
+    """
+
+    def __init__(self, why: str, message: str = "wrong name or password") -> None:
+        super().__init__(message)
+        self.why = why
+
+
+class WrappedKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A private key encrypted under a key derived from a password (argon2id) or a token (HKDF)."""
+
+    kdf: Literal["argon2id", "hkdf-sha256"]
+    salt: str
+    """Base64; the KDF's own random salt."""
+    nonce: str
+    """Base64, 12 bytes."""
+    ciphertext: str
+    """Base64 of ChaCha20-Poly1305 over the PKCS#8 PEM, bound to the owner and key id."""
+    t: int = 0
+    m: int = 0
+    """argon2id time cost, memory cost (KiB), parallelism; 0 for hkdf-sha256."""
+    p: int = 0
+
+
+class Token(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An API token: stored as the SHA-256 of its secret, never the secret."""
+
+    id: str
+    """Public id ("t_" + 10 hex): what lists, audit records and revocation name."""
+    sha256: str
+    roles: tuple[Role, ...]
+    """What the token may do: at most its owner's roster roles (the console intersects)."""
+    service: bool
+    """Acts for a service (a supervisor, CI): never approves."""
+    created_ns: int
+    expires_ns: int
+    revoked_ns: int = 0
+    key: WrappedKey | None = None
+    """The owner's key under HKDF(secret); None for a viewer-only token."""
+
+
+class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    key_id: str
+    """The id of the wrapped key's public half: checked without decrypting (admin reset)."""
+    password_hash: str
+    key: WrappedKey
+    disabled: bool = False
+    tokens: tuple[Token, ...] = ()
+
+
+# --- wrapping ---------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _aad(user: str, key_id: str, purpose: str) -> bytes:
+    """Binds a ciphertext to its owner, key and slot: one copied to another record fails."""
+    return f"knightwatch console key\0{user}\0{key_id}\0{purpose}".encode()
+
+
+def _password_kek(password: str, salt: bytes, t: int, m: int, p: int) -> bytes:
+    return hash_secret_raw(password.encode(), salt, t, m, p, _KEK_BYTES, Type.ID)
+
+
+def _token_kek(raw: bytes, salt: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), _KEK_BYTES, salt, _HKDF_INFO).derive(raw)
+
+
+def _seal(kek: bytes, key: SigningKey, aad: bytes) -> tuple[str, str]:
+    nonce = os.urandom(_NONCE_BYTES)
+    return _b64(nonce), _b64(ChaCha20Poly1305(kek).encrypt(nonce, key.private_pem(), aad))
+
+
+def _wrap_password(key: SigningKey, password: str, user: str, params: Argon2Params) -> WrappedKey:
+    salt = os.urandom(_SALT_BYTES)
+    t, m, p = params.time_cost, params.memory_cost, params.parallelism
+    nonce, ct = _seal(_password_kek(password, salt, t, m, p), key, _aad(user, key.key_id, "pw"))
+    return WrappedKey("argon2id", _b64(salt), nonce, ct, t, m, p)
+
+
+def _wrap_token(key: SigningKey, raw: bytes, user: str, token_id: str) -> WrappedKey:
+    salt = os.urandom(_SALT_BYTES)
+    kek = _token_kek(raw, salt)
+    nonce, ct = _seal(kek, key, _aad(user, key.key_id, token_id))
+    return WrappedKey("hkdf-sha256", _b64(salt), nonce, ct)
+
+
+def _to_secret(raw: bytes) -> str:
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _from_secret(secret: str) -> bytes | None:
+    if not _TOKEN_SECRET.fullmatch(secret):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(secret[len(TOKEN_PREFIX) :] + "=")
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 and _to_secret(raw) == secret else None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character escaped."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return toml_string(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items() if x is not None) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to the users file")
+
+
+def _pairs(table: dict[str, Any]) -> Iterator[str]:
+    for k, v in table.items():
+        if v is not None:
+            yield f"{k} = {_value(v)}\n"
+
+
+def dump_users(users: Iterable[User]) -> str:
+    """The users file's text; `parse_users` reads it back to the same records."""
+    parts = [
+        "# knightwatch console users: written by `knightwatch console user ...`; keep it 0600.\n"
+        "# Passwords and token secrets are not in here: only argon2id hashes, SHA-256 digests\n"
+        "# and private keys encrypted under them.\n",
+        f"version = {FORMAT_VERSION}\n",
+    ]
+    for user in sorted(users, key=lambda u: u.name):
+        record = msgspec.to_builtins(user)
+        record.pop("name")
+        tokens = record.pop("tokens")
+        parts.append(f"\n[users.{user.name}]\n")
+        parts.extend(_pairs(record))
+        for token in tokens:
+            parts.append(f"\n[[users.{user.name}.tokens]]\n")
+            parts.extend(_pairs(token))
+    return "".join(parts)
+
+
+def _locate(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """(field, rule) from msgspec's "Expected `int`, got `str` - at `$.key.t`"."""
+    rule, _, at = str(exc).partition(" - at `$")
+    field = at.rstrip("`").lstrip(".")
+    for pattern, what in (
+        (r"Object missing required field `(.+)`", "missing (required)"),
+        (r"Object contains unknown field `(.+)`", "unknown field"),
+    ):
+        m = re.fullmatch(pattern, rule)
+        if m:
+            return (f"{field}.{m[1]}" if field else m[1]), what
+    rule = rule[:1].lower() + rule[1:]
+    if rule.startswith("invalid enum value") and re.search(r"roles\[\d+\]$", field):
+        rule += f" (roles: {', '.join(r.value for r in Role)})"
+    return field or "(table)", rule
+
+
+class _Check:
+    """Semantic checks on one converted user; every failure names the field and the rule."""
+
+    def __init__(self, source: str, name: str) -> None:
+        self.where = f"{source}: user {name}"
+
+    def fail(self, field: str, rule: str) -> ConsoleUserError:
+        return ConsoleUserError(f"{self.where}: {field}: {rule}")
+
+    def b64(self, field: str, text: str, *, size: int | None = None, at_least: int = 1) -> None:
+        try:
+            raw = _unb64(text)
+        except (binascii.Error, ValueError):
+            raise self.fail(field, f"not base64 ({quoted(text, 24)})") from None
+        if size is not None and len(raw) != size:
+            raise self.fail(field, f"must be {size} bytes (got {len(raw)})")
+        if len(raw) < at_least or len(raw) > _MAX_CIPHERTEXT:
+            raise self.fail(
+                field, f"must be {at_least} to {_MAX_CIPHERTEXT} bytes (got {len(raw)})"
+            )
+
+    def params(self, field: str, t: int, m: int, p: int) -> None:
+        for letter, value, allowed in (("t", t, _T_RANGE), ("m", m, _M_RANGE), ("p", p, _P_RANGE)):
+            if value not in allowed:
+                raise self.fail(
+                    f"{field}.{letter}" if field else letter,
+                    f"argon2 parameter {value} is outside {allowed.start}..{allowed.stop - 1}",
+                )
+
+    def wrapped(self, field: str, key: WrappedKey, kdf: str) -> None:
+        if key.kdf != kdf:
+            raise self.fail(f"{field}.kdf", f"must be {kdf!r} here (got {key.kdf!r})")
+        self.b64(f"{field}.salt", key.salt, at_least=8)
+        self.b64(f"{field}.nonce", key.nonce, size=_NONCE_BYTES)
+        self.b64(f"{field}.ciphertext", key.ciphertext, at_least=_TAG_BYTES + 1)
+        if kdf == "argon2id":
+            self.params(field, key.t, key.m, key.p)
+        elif (key.t, key.m, key.p) != (0, 0, 0):
+            raise self.fail(f"{field}.t", "argon2 parameters do not belong to an hkdf-sha256 key")
+
+    def user(self, user: User) -> None:
+        if not _HEX64.fullmatch(user.key_id):
+            raise self.fail("key_id", "must be 64 lowercase hex characters (a key id)")
+        if not user.password_hash.startswith("$argon2id$"):
+            raise self.fail("password_hash", "must be an argon2id hash ($argon2id$...)")
+        try:
+            params = argon2.extract_parameters(user.password_hash)
+        except (InvalidHashError, ValueError):
+            raise self.fail("password_hash", "not a well-formed argon2id hash") from None
+        self.params("password_hash", params.time_cost, params.memory_cost, params.parallelism)
+        self.wrapped("key", user.key, "argon2id")
+        seen: set[str] = set()
+        for i, token in enumerate(user.tokens):
+            self.token(f"tokens[{i}]", token, seen)
+
+    def token(self, field: str, token: Token, seen: set[str]) -> None:
+        if not _TOKEN_ID.fullmatch(token.id):
+            raise self.fail(
+                f"{field}.id", f"must be t_ and 10 lowercase hex (got {quoted(token.id)})"
+            )
+        if token.id in seen:
+            raise self.fail(f"{field}.id", f"token {token.id} is listed twice")
+        seen.add(token.id)
+        if not _HEX64.fullmatch(token.sha256):
+            raise self.fail(f"{field}.sha256", "must be 64 lowercase hex characters")
+        if not token.roles:
+            raise self.fail(f"{field}.roles", "must name at least one role")
+        if len(set(token.roles)) != len(token.roles):
+            raise self.fail(f"{field}.roles", "a role is listed twice")
+        if token.service and Role.APPROVER in token.roles:
+            raise self.fail(f"{field}.roles", "a service token can never approve")
+        if token.created_ns <= 0 or token.expires_ns <= token.created_ns:
+            raise self.fail(f"{field}.expires_ns", "must be after created_ns (both positive)")
+        if token.revoked_ns < 0:
+            raise self.fail(f"{field}.revoked_ns", "must be 0 (not revoked) or an instant")
+        if set(token.roles) <= _VIEWER_ONLY:
+            if token.key is not None:
+                raise self.fail(f"{field}.key", "a viewer-only token holds no key")
+        elif token.key is None:
+            raise self.fail(f"{field}.key", "required when the token's roles go beyond viewer")
+        else:
+            self.wrapped(f"{field}.key", token.key, "hkdf-sha256")
+
+
+def parse_users(data: dict[str, Any], source: str) -> dict[str, User]:
+    """Users from a parsed users file, every field checked (`source` names the file)."""
+    unknown = sorted(set(data) - {"version", "users"})
+    if unknown:
+        raise ConsoleUserError(f"{source}: {unknown[0]}: unknown setting (version, users)")
+    if data.get("version") != FORMAT_VERSION:
+        raise ConsoleUserError(
+            f"{source}: version: must be {FORMAT_VERSION} (got {quoted(data.get('version'))})"
+        )
+    tables = data.get("users", {})
+    if not isinstance(tables, dict):
+        raise ConsoleUserError(f"{source}: users: must be a table of users")
+    users: dict[str, User] = {}
+    keys: dict[str, str] = {}
+    for name, table in tables.items():
+        if not NAME_RULE.fullmatch(name):
+            raise ConsoleUserError(
+                f"{source}: user {quoted(name)}: name: 1-64 letters, digits, - or _"
+            )
+        check = _Check(source, name)
+        if not isinstance(table, dict):
+            raise check.fail("(table)", "must be a table")
+        if "name" in table:
+            raise check.fail("name", "unknown field (the table's name is the user's name)")
+        try:
+            user = msgspec.convert({**table, "name": name}, User, strict=True)
+        except msgspec.ValidationError as exc:
+            raise check.fail(*_locate(exc)) from None
+        check.user(user)
+        if user.key_id in keys:
+            raise check.fail("key_id", f"the same key is stored for user {keys[user.key_id]}")
+        keys[user.key_id] = name
+        users[name] = user
+    return users
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class UserStore:
+    """The users file: read on demand, re-read when it changes, written atomically 0600.
+
+    Lookups (`get`, `names`, `verify`, `authenticate_token`) check the file's
+    stat first and re-read it when it changed, so a running console follows the
+    CLI's changes. A file that went bad is refused at the next lookup (never an
+    old copy kept: a user disabled by that edit must not stay enabled).
+    """
+
+    def __init__(self, path: Path, *, profile: Argon2Params | None = None) -> None:
+        self.path = path
+        self.profile = profile or OWASP
+        if self.profile.type is not Type.ID:
+            raise ConsoleUserError("argon2 profile: must be argon2id")
+        self._hasher = argon2.PasswordHasher.from_parameters(self.profile)
+        self._lock = threading.RLock()
+        self._users: dict[str, User] = {}
+        self._seen: tuple[int, int, int] | None = None
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        """What an unknown name is verified against; made now, so no first login pays for it."""
+        self._source = f"console users file {path}"
+
+    # reading
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConsoleUserError(f"{self._source}: cannot stat: {exc.strerror}") from None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self) -> dict[str, User]:
+        with self._lock:
+            seen = self._stat()
+            if seen != self._seen:
+                self._users = self._read() if seen is not None else {}
+                self._seen = seen
+            return self._users
+
+    def _read(self) -> dict[str, User]:
+        try:
+            data = load_toml(self.path, "console users file")
+        except InputFileError as exc:
+            self._seen = None  # retry at the next lookup
+            raise ConsoleUserError(str(exc)) from None
+        try:
+            return parse_users(data, self._source)
+        except ConsoleUserError:
+            self._seen = None
+            raise
+
+    @property
+    def exists(self) -> bool:
+        """False: no users file (every login is refused; the console says so at start)."""
+        return self._stat() is not None
+
+    def names(self) -> list[str]:
+        return sorted(self._refresh())
+
+    def get(self, name: str) -> User | None:
+        return self._refresh().get(name)
+
+    def tokens(self, name: str) -> tuple[Token, ...]:
+        return self._user(name).tokens
+
+    def _user(self, name: str) -> User:
+        user = self.get(name)
+        if user is None:
+            raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
+        return user
+
+    # writing
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, User]]:
+        """Read-modify-write under a lock file, so the CLI and a console do not lose writes."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self.path.with_name(self.path.name + ".lock")
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                users = dict(self._refresh())
+                yield users
+                self._write(users)
+            finally:
+                os.close(fd)
+
+    def _write(self, users: dict[str, User]) -> None:
+        text = dump_users(users.values()).encode()
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise ConsoleUserError(f"{self._source}: cannot write: {exc.strerror}") from None
+        self._users = users
+        self._seen = self._stat()
+
+    def _check_password(self, password: str, field: str = "password") -> None:
+        if len(password) < MIN_PASSWORD:
+            raise ConsoleUserError(f"{field}: at least {MIN_PASSWORD} characters")
+        if len(password) > MAX_PASSWORD:
+            raise ConsoleUserError(f"{field}: at most {MAX_PASSWORD} characters")
+
+    def add(self, name: str, password: str, key: SigningKey) -> User:
+        if not NAME_RULE.fullmatch(name):
+            raise ConsoleUserError(
+                f"user name {quoted(name)}: 1-64 letters, digits, - or _ (the roster's rule)"
+            )
+        self._check_password(password)
+        with self._changing() as users:
+            if name in users:
+                raise ConsoleUserError(f"{self._source}: user {name}: already exists")
+            for other in users.values():
+                if other.key_id == key.key_id:
+                    raise ConsoleUserError(
+                        f"{self._source}: user {name}: key {key.key_id[:16]} is already "
+                        f"stored for user {other.name}"
+                    )
+            user = User(
+                name=name,
+                key_id=key.key_id,
+                password_hash=self._hasher.hash(password),
+                key=_wrap_password(key, password, name, self.profile),
+            )
+            users[name] = user
+        return user
+
+    def passwd(self, name: str, old_password: str, new_password: str) -> None:
+        """The person's own change: the key is unwrapped with the old and rewrapped with the new."""
+        self._check_password(new_password, "new password")
+        with self._changing() as users:
+            user = self.verify(name, old_password)
+            key = self._unwrap_password(user, old_password)
+            users[name] = self._rewrapped(user, key, new_password)
+
+    def reset(self, name: str, new_password: str, key: SigningKey) -> None:
+        """An admin's reset from the person's key file: the key must be the one stored."""
+        self._check_password(new_password, "new password")
+        with self._changing() as users:
+            user = users.get(name)
+            if user is None:
+                raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
+            if key.key_id != user.key_id:
+                raise ConsoleUserError(
+                    f"--key: key {key.key_id[:16]} is not the key stored for user {name} "
+                    f"({user.key_id[:16]})"
+                )
+            users[name] = self._rewrapped(user, key, new_password)
+
+    def _rewrapped(self, user: User, key: SigningKey, password: str) -> User:
+        return msgspec.structs.replace(
+            user,
+            password_hash=self._hasher.hash(password),
+            key=_wrap_password(key, password, user.name, self.profile),
+        )
+
+    def disable(self, name: str) -> None:
+        self._set_disabled(name, True)
+
+    def enable(self, name: str) -> None:
+        self._set_disabled(name, False)
+
+    def _set_disabled(self, name: str, disabled: bool) -> None:
+        with self._changing() as users:
+            user = users.get(name)
+            if user is None:
+                raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
+            users[name] = msgspec.structs.replace(user, disabled=disabled)
+
+    # logging in
+
+    def _matches(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except VerifyMismatchError:
+            return False
+        except InvalidHashError:
+            raise ConsoleUserError(f"{self._source}: password_hash: not an argon2 hash") from None
+        except VerificationError:
+            return False
+
+    def verify(self, name: str, password: str) -> User:
+        """The user if the password is theirs; LoginFailed (same message) otherwise.
+
+        An unknown name is verified against a dummy hash, so the time taken
+        does not tell which names exist.
+        """
+        user = self.get(name) if NAME_RULE.fullmatch(name) else None
+        if user is None or len(password) > MAX_PASSWORD:
+            self._matches(self._dummy, password[:MAX_PASSWORD])
+            raise LoginFailed("unknown_user" if user is None else "bad_password")
+        if not self._matches(user.password_hash, password):
+            raise LoginFailed("bad_password")
+        if user.disabled:
+            raise LoginFailed("disabled")
+        return user
+
+    def unlock(self, name: str, password: str) -> Signer:
+        """Verify, then unwrap the user's key: the signer a session or an approval uses."""
+        user = self.verify(name, password)
+        return Signer(user.name, self._unwrap_password(user, password))
+
+    def _unwrap_password(self, user: User, password: str) -> SigningKey:
+        w = user.key
+        kek = _password_kek(password, _unb64(w.salt), w.t, w.m, w.p)
+        return self._open(user, "key", kek, w, _aad(user.name, user.key_id, "pw"))
+
+    def _open(self, user: User, field: str, kek: bytes, w: WrappedKey, aad: bytes) -> SigningKey:
+        where = f"{self._source}: user {user.name}: {field}"
+        try:
+            pem = ChaCha20Poly1305(kek).decrypt(_unb64(w.nonce), _unb64(w.ciphertext), aad)
+        except InvalidTag:
+            raise ConsoleUserError(
+                f"{where}: does not decrypt (the record was changed or belongs elsewhere)"
+            ) from None
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            raise ConsoleUserError(f"{where}: decrypts to no private key") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ConsoleUserError(f"{where}: decrypts to a key that is not Ed25519")
+        key = SigningKey(private)
+        if key.key_id != user.key_id:
+            raise ConsoleUserError(f"{where}: decrypts to a key other than key_id")
+        return key
+
+    # tokens
+
+    def issue_token(
+        self,
+        name: str,
+        password: str | None,
+        roles: Iterable[Role | str],
+        ttl_s: int,
+        *,
+        service: bool = False,
+        now_ns: int,
+    ) -> tuple[str, Token]:
+        """A new token: (secret, record). The secret is returned once and never stored.
+
+        A token whose roles go beyond viewer carries the owner's key wrapped
+        under the secret, so the password is needed to unwrap it now.
+        """
+        wanted: list[Role] = []
+        for r in roles:
+            try:
+                wanted.append(Role(r))
+            except ValueError:
+                known = ", ".join(x.value for x in Role)
+                raise ConsoleUserError(f"--role {quoted(r)}: not a role (one of {known})") from None
+        wanted = list(dict.fromkeys(wanted))
+        if not wanted:
+            raise ConsoleUserError("--role: a token needs at least one role")
+        if service and Role.APPROVER in wanted:
+            raise ConsoleUserError("--role approver: a service token can never approve")
+        if not 1 <= ttl_s <= MAX_TOKEN_TTL_S:
+            raise ConsoleUserError(
+                f"token ttl: {ttl_s} s is outside 1 s..{MAX_TOKEN_TTL_S // 86400} days"
+            )
+        with self._changing() as users:
+            user = users.get(name)
+            if user is None:
+                raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
+            if user.disabled:
+                raise ConsoleUserError(f"{self._source}: user {name}: disabled; no new tokens")
+            raw = os.urandom(32)
+            secret = _to_secret(raw)
+            taken = {t.id for u in users.values() for t in u.tokens}
+            token_id = "t_" + secrets.token_hex(5)
+            while token_id in taken:
+                token_id = "t_" + secrets.token_hex(5)
+            wrapped = None
+            if not set(wanted) <= _VIEWER_ONLY:
+                if password is None:
+                    raise ConsoleUserError(
+                        "password: needed to give a token beyond viewer its owner's key"
+                    )
+                signer = self.unlock(name, password)
+                wrapped = _wrap_token(signer.key, raw, name, token_id)
+            token = Token(
+                id=token_id,
+                sha256=_digest(secret),
+                roles=tuple(wanted),
+                service=service,
+                created_ns=now_ns,
+                expires_ns=now_ns + ttl_s * 1_000_000_000,
+                key=wrapped,
+            )
+            users[name] = msgspec.structs.replace(user, tokens=(*user.tokens, token))
+        return secret, token
+
+    def revoke_token(self, name: str, token_id: str, now_ns: int) -> Token:
+        with self._changing() as users:
+            user = users.get(name)
+            if user is None:
+                raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
+            found = [t for t in user.tokens if t.id == token_id]
+            if not found:
+                raise ConsoleUserError(f"user {name}: token {quoted(token_id)}: no such token")
+            token = found[0]
+            if token.revoked_ns == 0:
+                token = msgspec.structs.replace(token, revoked_ns=now_ns)
+                users[name] = msgspec.structs.replace(
+                    user, tokens=tuple(token if t.id == token_id else t for t in user.tokens)
+                )
+        return token
+
+    def authenticate_token(self, secret: str, now_ns: int) -> tuple[User, Token, Signer | None]:
+        """The token's owner, record and signer (None for viewer-only); LoginFailed otherwise.
+
+        Every stored digest is compared in constant time; the loop does not stop
+        at a match.
+        """
+        refused = "token refused"
+        raw = _from_secret(secret)
+        digest = _digest(secret)
+        match: tuple[User, Token] | None = None
+        for user in self._refresh().values():
+            for token in user.tokens:
+                if hmac.compare_digest(token.sha256, digest):
+                    match = (user, token)
+        if raw is None or match is None:
+            raise LoginFailed("unknown_token", refused)
+        user, token = match
+        if token.revoked_ns and token.revoked_ns <= now_ns:
+            raise LoginFailed("token_revoked", refused)
+        if now_ns >= token.expires_ns:
+            raise LoginFailed("token_expired", refused)
+        if user.disabled:
+            raise LoginFailed("disabled", refused)
+        if token.key is None:
+            return user, token, None
+        kek = _token_kek(raw, _unb64(token.key.salt))
+        field = f"tokens[{user.tokens.index(token)}].key"
+        key = self._open(user, field, kek, token.key, _aad(user.name, user.key_id, token.id))
+        return user, token, Signer(user.name, key)

@@ -1,0 +1,149 @@
+"""`knightwatch console user ...`: passwords only from prompts (here: stdin), the users file in
+the state directory, one red line on every refusal."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.console.users import LoginFailed, UserStore
+from knightwatch.release.keys import write_key_pair
+
+runner = CliRunner()
+PW = "correct horse battery"
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def keyfile(tmp_path: Path) -> Path:
+    _, private, _ = write_key_pair(tmp_path / "keys", "alice")
+    return private
+
+
+def run(state: Path, *args: str, input: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, ["console", "user", *args, "--state-dir", str(state)], input=input)
+    return result.exit_code, result.output
+
+
+def add_alice(state: Path, keyfile: Path) -> None:
+    code, out = run(state, "add", "alice", "--key", str(keyfile), input=f"{PW}\n{PW}\n")
+    assert code == 0, out
+
+
+def test_add_writes_a_0600_users_file_in_the_state_dir(state: Path, keyfile: Path) -> None:
+    add_alice(state, keyfile)
+    path = state / "console-users.toml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert PW.encode() not in path.read_bytes()
+    assert UserStore(path).unlock("alice", PW).name == "alice"
+    code, out = run(state, "list")
+    assert code == 0 and "alice" in out and "no" in out
+
+
+def test_add_refusals_are_one_red_line(state: Path, keyfile: Path) -> None:
+    code, out = run(state, "add", "alice", "--key", str(keyfile), input="short\nshort\n")
+    assert code == 2 and "at least 12 characters" in out and "Traceback" not in out
+    add_alice(state, keyfile)
+    code, out = run(state, "add", "alice", "--key", str(keyfile))  # refused before any prompt
+    assert code == 2 and "already exists" in out and "password" not in out
+    os.chmod(keyfile, 0o644)
+    code, out = run(state, "add", "bob", "--key", str(keyfile), input=f"{PW}\n{PW}\n")
+    assert code == 2 and "chmod 600" in out
+    code, out = run(state, "add", "bad name", "--key", str(keyfile.parent / "none.key"))
+    assert code == 2 and "error:" in out
+
+
+def test_list_without_a_file_says_every_login_is_refused(state: Path) -> None:
+    code, out = run(state, "list")
+    assert code == 0 and "refuses every login" in out
+
+
+def test_passwd_and_reset(state: Path, keyfile: Path, tmp_path: Path) -> None:
+    add_alice(state, keyfile)
+    path = state / "console-users.toml"
+    code, out = run(state, "passwd", "alice", input=f"wrong password\n{PW}2\n{PW}2\n")
+    assert code == 2 and "wrong name or password" in out
+    code, out = run(state, "passwd", "alice", input=f"{PW}\n{PW}2\n{PW}2\n")
+    assert code == 0, out
+    assert UserStore(path).unlock("alice", PW + "2").name == "alice"
+    _, other, _ = write_key_pair(tmp_path / "keys", "other")
+    code, out = run(state, "passwd", "alice", "--key", str(other), input=f"{PW}3\n{PW}3\n")
+    assert code == 2 and "is not the key stored for user alice" in out
+    code, out = run(state, "passwd", "alice", "--key", str(keyfile), input=f"{PW}3\n{PW}3\n")
+    assert code == 0, out
+    assert UserStore(path).unlock("alice", PW + "3").name == "alice"
+    code, out = run(state, "passwd", "nobody", input=f"{PW}\n")
+    assert code == 2 and "no such user" in out
+
+
+def test_disable_and_enable(state: Path, keyfile: Path) -> None:
+    add_alice(state, keyfile)
+    store = UserStore(state / "console-users.toml")
+    assert run(state, "disable", "alice")[0] == 0
+    with pytest.raises(LoginFailed) as exc:
+        store.verify("alice", PW)
+    assert exc.value.why == "disabled"
+    assert run(state, "enable", "alice")[0] == 0
+    assert store.verify("alice", PW).name == "alice"
+    code, out = run(state, "disable", "nobody")
+    assert code == 2 and "no such user" in out
+
+
+def test_tokens_issue_list_revoke(state: Path, keyfile: Path) -> None:
+    add_alice(state, keyfile)
+    store = UserStore(state / "console-users.toml")
+    code, out = run(
+        state, "token", "alice", "--role", "operator", "--ttl-days", "7", input=f"{PW}\n"
+    )
+    assert code == 0, out
+    secret = re.search(r"kw_[A-Za-z0-9_-]{43}", out)
+    assert secret is not None and "shown once" in out
+    user, token, signer = store.authenticate_token(secret.group(), time.time_ns())
+    assert signer is not None and signer.key.key_id == user.key_id and token.roles == ("operator",)
+
+    code, out = run(state, "token", "alice", "--role", "viewer", "--service")  # no password asked
+    assert code == 0 and "password" not in out, out
+
+    code, out = run(state, "token", "alice", "--list")
+    assert code == 0 and token.id in out and "operator" in out
+    assert secret.group() not in out and token.sha256 not in out and "kw_" not in out
+
+    assert run(state, "token", "alice", "--revoke", token.id)[0] == 0
+    with pytest.raises(LoginFailed) as exc:
+        store.authenticate_token(secret.group(), time.time_ns())
+    assert exc.value.why == "token_revoked"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--role", "root"), "not a role"),
+        ((), "at least one role"),
+        (("--role", "approver", "--service"), "can never approve"),
+        (("--role", "viewer", "--ttl-days", "91"), "less than or equal to 90"),
+        (("--list", "--revoke", "t_0000000000"), "nor each other"),
+        (("--revoke", "t_0000000000"), "no such token"),
+    ],
+)
+def test_token_refusals(state: Path, keyfile: Path, args: tuple[str, ...], words: str) -> None:
+    add_alice(state, keyfile)
+    code, out = run(state, "token", "alice", *args, input=f"{PW}\n")
+    assert code == 2 and words in out, out
+
+
+def test_console_is_registered() -> None:
+    result = runner.invoke(app, ["console", "user", "--help"])
+    assert result.exit_code == 0
+    for command in ("add", "passwd", "disable", "enable", "token", "list"):
+        assert command in result.output

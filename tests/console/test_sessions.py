@@ -1,0 +1,173 @@
+"""Console sessions (idle and absolute expiry, revocation) and the login throttle, on an
+injected clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from knightwatch.console.sessions import LoginThrottle, Sessions
+from knightwatch.release.keys import SigningKey
+from knightwatch.trust.identity import Signer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer("alice", SigningKey.generate())
+
+
+def test_a_session_is_random_and_keeps_its_key_out_of_repr(signer: Signer, clock: Clock) -> None:
+    sessions = Sessions(clock=clock)
+    a = sessions.open("alice", signer, "127.0.0.1", "firefox")
+    b = sessions.open("alice", signer, "127.0.0.1", "firefox")
+    assert a.id != b.id and a.csrf != b.csrf and len(a.id) == 43  # 256 bits, urlsafe base64
+    assert sessions.get(a.id) is a and a.signer is signer
+    text = repr(a)
+    assert "alice" in text and "signer" not in text and "Signer" not in text
+    assert a.csrf not in text and signer.key.key_id[:16] not in text
+    assert a.created == a.last_seen == a.reauth_at == 1000.0
+
+
+def test_idle_expiry_restarts_on_use(signer: Signer, clock: Clock) -> None:
+    sessions = Sessions(idle_s=900, absolute_s=43200, clock=clock)
+    s = sessions.open("alice", signer, "ip", "ua")
+    clock.now += 899
+    assert sessions.get(s.id) is s and s.last_seen == clock.now
+    clock.now += 899
+    assert sessions.get(s.id) is s
+    clock.now += 900
+    assert sessions.get(s.id) is None
+    assert sessions.count() == 0
+
+
+def test_absolute_expiry_ends_even_a_busy_session(signer: Signer, clock: Clock) -> None:
+    sessions = Sessions(idle_s=900, absolute_s=3600, clock=clock)
+    s = sessions.open("alice", signer, "ip", "ua")
+    for _ in range(7):
+        clock.now += 500
+        assert sessions.get(s.id) is s
+    clock.now += 100  # 3600 s after login, used 100 s ago
+    assert sessions.get(s.id) is None
+
+
+def test_close_and_close_user(signer: Signer, clock: Clock) -> None:
+    sessions = Sessions(clock=clock)
+    a1 = sessions.open("alice", signer, "ip", "ua")
+    a2 = sessions.open("alice", signer, "ip2", "ua")
+    b = sessions.open("bob", Signer("bob", SigningKey.generate()), "ip", "ua")
+    assert sessions.count() == 3
+    assert sessions.close(b.id) and not sessions.close(b.id)
+    assert sessions.close_user("alice") == 2
+    assert sessions.get(a1.id) is None and sessions.get(a2.id) is None
+    assert sessions.count() == 0 and sessions.get("made-up") is None
+
+
+def test_reauthentication_is_recorded(signer: Signer, clock: Clock) -> None:
+    sessions = Sessions(clock=clock)
+    s = sessions.open("alice", signer, "ip", "ua")
+    clock.now += 400
+    sessions.reauthenticated(s.id)
+    assert s.reauth_at == clock.now and s.created == 1000.0
+
+
+def test_expired_sessions_are_swept_when_others_open(signer: Signer, clock: Clock) -> None:
+    sessions = Sessions(idle_s=10, absolute_s=100, clock=clock)
+    for _ in range(50):
+        sessions.open("alice", signer, "ip", "ua")
+    clock.now += 11
+    sessions.open("alice", signer, "ip", "ua")
+    assert len(sessions._by_id) == 1
+
+
+def test_session_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="idle_s"):
+        Sessions(idle_s=100, absolute_s=10)
+
+
+# --- throttle ---------------------------------------------------------------------------------
+
+
+def test_backoff_arithmetic() -> None:
+    t = LoginThrottle(base_s=0.5, max_s=30.0)
+    assert [t.delay_after(n) for n in range(0, 11)] == [
+        0,
+        0,
+        0,
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        30.0,
+        30.0,
+    ]
+    assert t.delay_after(10_000) == 30.0
+
+
+@given(st.integers(0, 500), st.integers(0, 500))
+def test_backoff_never_shrinks_with_more_failures_and_is_capped(a: int, b: int) -> None:
+    t = LoginThrottle(base_s=0.25, max_s=60.0)
+    lo, hi = sorted((a, b))
+    assert 0 <= t.delay_after(lo) <= t.delay_after(hi) <= 60.0
+
+
+def test_waits_follow_the_clock(clock: Clock) -> None:
+    t = LoginThrottle(clock=clock)
+    for _ in range(2):
+        t.failed("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.0.0.1") == 0.0  # two typos are free
+    t.failed("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.0.0.1") == 0.5
+    clock.now += 0.3
+    assert t.wait_s("alice", "10.0.0.1") == pytest.approx(0.2)
+    clock.now += 0.2
+    assert t.wait_s("alice", "10.0.0.1") <= 0.0
+    t.failed("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.0.0.1") == 1.0
+
+
+def test_name_and_address_are_throttled_independently(clock: Clock) -> None:
+    t = LoginThrottle(clock=clock)
+    for _ in range(5):
+        t.failed("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.0.0.1") == 2.0
+    assert t.wait_s("alice", "10.9.9.9") == 2.0  # the name is slowed from any address
+    assert t.wait_s("bob", "10.0.0.1") == 2.0  # the address is slowed for any name
+    assert t.wait_s("bob", "10.9.9.9") == 0.0
+    t.succeeded("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.9.9.9") == 0.0 and t.wait_s("bob", "10.0.0.1") == 0.0
+
+
+def test_a_spray_over_many_names_is_slowed_by_address(clock: Clock) -> None:
+    t = LoginThrottle(clock=clock)
+    for i in range(6):
+        t.failed(f"user{i}", "10.0.0.1")
+    assert t.wait_s("user99", "10.0.0.1") == 4.0
+    assert t.wait_s("user0", "10.0.0.2") == 0.0  # each name failed once
+
+
+def test_memory_is_bounded_and_the_newest_are_kept(clock: Clock) -> None:
+    t = LoginThrottle(max_entries=100, clock=clock)
+    for _ in range(3):
+        t.failed("target", "10.0.0.1")
+    for i in range(1000):
+        t.failed(f"made-up-{i}", f"10.1.{i // 256}.{i % 256}")
+        clock.now += 0.001
+    assert len(t) == 100
+    assert t.wait_s("made-up-999", "x") == 0.0  # one failure: free, but tracked
+    assert ("user", "made-up-999") in t._table and ("user", "target") not in t._table
