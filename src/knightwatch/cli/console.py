@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from knightwatch.cli.fleet import StateDir
+from knightwatch.cli.fleet import AnchorOpt, NatsUrl, StateDir
 from knightwatch.console.users import DEFAULT_USERS_FILE, MAX_TOKEN_TTL_S, UserStore
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.errors import ReleaseInputError
@@ -232,3 +232,89 @@ def _token_table(store: UserStore, name: str) -> None:
             _when(t.revoked_ns),
         )
     console.print(table)
+
+
+@console_app.command("serve")
+def serve(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="address to bind (loopback by default; put TLS in front)"
+    ),
+    port: int = typer.Option(8765, "--port", min=1, max=65535),
+    key: Path | None = typer.Option(
+        None,
+        "--key",
+        envvar="KNIGHTWATCH_CONSOLE_KEY",
+        help="the console's own identity: a viewer-only key (default STATE_DIR/trust/keys/"
+        "console.key)",
+    ),
+    anchor: Path | None = AnchorOpt,
+    users: Path | None = UsersOpt,
+    registry: Path | None = typer.Option(
+        None, "--registry", help="flag registry (enables safe default and rollout abort)"
+    ),
+    policy: Path | None = typer.Option(None, "--policy", help="flag activation policy TOML"),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with [preflight] bounds and the [ramp] approvals use"
+    ),
+    heartbeat: float = typer.Option(
+        1.0, "--heartbeat", min=0.05, max=10.0, help="seconds between stream beats"
+    ),
+    kill_timeout: float = typer.Option(
+        2.0, "--kill-timeout", min=0.05, help="seconds a kill waits for confirmations"
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="serve HTTPS with this cert"),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="and this key (0600)"),
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Serve the operator console (pages, API, live stream) until Ctrl-C.
+
+    People log in with the password `console user add` set; every change they
+    make is signed with their own key, and every request is recorded."""
+    import asyncio
+
+    from knightwatch.cli.fleet import _urls
+    from knightwatch.cli.incident import incident_config
+    from knightwatch.console.serve import run, settings_for
+    from knightwatch.control.plane.connect import recorded_url
+    from knightwatch.flags.activation import ActivationPolicy
+    from knightwatch.flags.registry import FlagRegistry
+    from knightwatch.trust.identity import load_signer
+    from knightwatch.trust.store import TrustStore, load_anchor
+
+    with _errors():
+        if (tls_cert is None) != (tls_key is None):
+            raise KnightwatchError("--tls-cert, --tls-key: give both or neither")
+        if host not in ("127.0.0.1", "::1", "localhost") and tls_cert is None:
+            console.print(
+                f"[yellow]warning:[/yellow] serving on {host} without TLS: passwords and session "
+                "cookies cross the network in clear; use --tls-cert/--tls-key or a TLS proxy",
+                highlight=False,
+            )
+        urls = _urls(nats_url) if nats_url else recorded_url(state_dir)
+        if not urls:
+            raise KnightwatchError(
+                f"--nats-url: no control plane given and none recorded in {state_dir} "
+                "(start one with `knightwatch up`)"
+            )
+        plan, preflight_cfg = incident_config(config)
+        settings = settings_for(state_dir, urls, users=users)
+        settings.plan, settings.preflight = plan, preflight_cfg
+        settings.heartbeat_s, settings.kill_timeout_s = heartbeat, kill_timeout
+        settings.secure_cookies = tls_cert is not None
+        settings.tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+        if registry is not None:
+            settings.registry = FlagRegistry.load(registry)
+        settings.flag_policy = ActivationPolicy.load(policy) if policy else ActivationPolicy()
+        signer = load_signer(key or state_dir / "trust" / "keys" / "console.key")
+        trust = TrustStore(load_anchor(anchor or state_dir / "trust" / "anchor.toml"))
+        store = UserStore(settings.users)
+        if not store.names():
+            console.print(
+                f"[yellow]no console users in {settings.users}[/yellow]: every login is refused "
+                "until `knightwatch console user add NAME --key KEYFILE`",
+                highlight=False,
+            )
+        scheme = "https" if tls_cert else "http"
+        console.print(f"console on {scheme}://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
+        asyncio.run(run(settings, signer, trust, store, host=host, port=port))

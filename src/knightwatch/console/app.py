@@ -43,8 +43,6 @@ from typing import Any
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
-from knightwatch.console.sessions import LoginThrottle, Session, Sessions
-from knightwatch.console.users import LoginFailed, UserStore
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -63,6 +61,8 @@ from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.why import explain_order
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.console.audit import ConsoleAudit, Query, export_lines, params_hash, search
+from knightwatch.console.sessions import LoginThrottle, Session, Sessions
+from knightwatch.console.users import LoginFailed, UserStore
 from knightwatch.console.view import Watch
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
@@ -138,6 +138,8 @@ class ConsoleSettings:
     registry: FlagRegistry | None = None
     """The flag registry (safe defaults); without it the flag buttons say so."""
     flag_policy: ActivationPolicy = field(default_factory=ActivationPolicy)
+    tls: tuple[Path, Path] | None = None
+    """Certificate and key files to serve HTTPS with (None: plain HTTP, loopback)."""
 
 
 class Refusal(Exception):
@@ -336,12 +338,12 @@ class Console:
         if sid:
             session = self.sessions.get(sid)
             if session is not None:
-                user = self.users.get(session.user)
+                user = self.users.get(session.name)
                 if user is None or user.disabled:
                     self.sessions.close(sid)
                     return None
                 return Principal(
-                    session.user, roles_of(self.trust.roster, session.user), "session", session,
+                    session.name, roles_of(self.trust.roster, session.name), "session", session,
                     signer=session.signer,
                 )  # fmt: skip
         auth = request.headers.get("authorization", "")

@@ -91,6 +91,8 @@ def _matches(rec: EventRecord, q: Query) -> bool:
 def _events(path: Path) -> Iterator[tuple[bytes, EventRecord]]:
     with open(path, "rb") as f:
         for line in read_lines(f):
+            if line.startswith(b"\0"):
+                return  # the recorder's allocated, not yet written tail
             rec = decode_record(line)
             if isinstance(rec, EventRecord) and rec.kind == KIND:
                 yield line, rec

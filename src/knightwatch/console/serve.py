@@ -70,6 +70,8 @@ async def run(
         lifespan="on",
         timeout_graceful_shutdown=2,
         proxy_headers=False,
+        ssl_certfile=str(settings.tls[0]) if settings.tls else None,
+        ssl_keyfile=str(settings.tls[1]) if settings.tls else None,
     )
     server = uvicorn.Server(config)
     stop = asyncio.Event()
@@ -81,15 +83,17 @@ async def run(
     try:
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
+        if task.done() and not server.started:
+            raise ConsoleError(f"the console could not start on {host}:{port} (see above)")
         if ready is not None:
             ready.set()
-        done, _ = await asyncio.wait(
-            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
     finally:
         console.closing.set()
         server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await task
         await console.plane.close()
 

@@ -108,6 +108,11 @@ class Sessions:
             del self._by_id[sid]
         return len(ended)
 
+    def ids(self) -> list[str]:
+        """The ids of the sessions still open (expired ones swept first)."""
+        self._sweep(self._clock())
+        return list(self._by_id)
+
     def count(self) -> int:
         self._sweep(self._clock())
         return len(self._by_id)

@@ -195,17 +195,23 @@ def _halt_row(
     )
 
 
-def _request_row(r: Request, revisions: dict[str, int], now: int) -> RequestRow:
+def _request_row(
+    r: Request, revisions: dict[str, int], current: dict[str, str], now: int
+) -> RequestRow:
     status, detail = r.status, r.detail
-    if status is RequestStatus.PENDING:
+    slot = slot_of(r.entry.scope, r.entry.key)
+    if status is RequestStatus.PENDING and current.get(slot) == r.entry.command_id:
+        # approved and stored: the ramp that applies it closes the request when it ends
+        status, detail = RequestStatus.APPLIED, "approved; ramping back (see Ramps)"
+    elif status is RequestStatus.PENDING:
         if now > r.entry.expires_ns:
             status, detail = RequestStatus.EXPIRED, "not approved in time"
         else:
-            current = revisions.get(slot_of(r.entry.scope, r.entry.key), 0)
-            if current != r.entry.decided_on:
+            at = revisions.get(slot, 0)
+            if at != r.entry.decided_on:
                 status = RequestStatus.STALE
                 detail = (
-                    f"decided on revision {r.entry.decided_on}, the slot is now at {current}: "
+                    f"decided on revision {r.entry.decided_on}, the slot is now at {at}: "
                     "the state it was decided on changed"
                 )
     needed = ""
@@ -310,6 +316,7 @@ async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapsho
         for n, v in sorted(verdicts.items())
     ]
     revisions = {slot: rev for slot, (_, rev) in states.items()}
+    current = {slot: e.command_id for slot, (e, _) in states.items() if e is not None}
     halts = [
         _halt_row(slot, e, rev, trust, now)
         for slot, (e, rev) in sorted(states.items(), key=lambda x: -x[1][1])
@@ -317,7 +324,7 @@ async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapsho
     requests = []
     for key, (value, _) in approvals_raw.items():
         try:
-            requests.append(_request_row(REQUEST_DECODER.decode(value), revisions, now))
+            requests.append(_request_row(REQUEST_DECODER.decode(value), revisions, current, now))
         except (msgspec.DecodeError, msgspec.ValidationError):
             problems.append(f"approvals {key}: undecodable request")
     requests.sort(key=lambda r: (r.status != "pending", -r.expires_ns))
