@@ -76,7 +76,7 @@ from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import Checklist, PreflightConfig
-from knightwatch.incident.ramp import RampPlan
+from knightwatch.incident.ramp import RampError, RampPlan
 from knightwatch.state import FLEET_KEY, TradingState
 from knightwatch.state import Scope as KillScope
 from knightwatch.trust.identity import Signer
@@ -738,11 +738,17 @@ async def api_approve(request: Request) -> Response:
     c.throttle.succeeded(who.name, ip)
     link, temporary = await c.link_of(who)
     ks = KillSwitch(link.plane, c.clock, fresh, c.trust)  # the freshly unlocked key signs
-    heard: asyncio.Future[tuple[Checklist, list[str]]] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    heard: asyncio.Future[tuple[Checklist, list[str]]] = loop.create_future()
+    resumed: asyncio.Future[CommandResult] = loop.create_future()
 
     def on_preflight(checklist: Checklist, halted: list[str]) -> None:
         if not heard.done():
             heard.set_result((checklist, halted))
+
+    def on_resumed(result: CommandResult) -> None:
+        if not resumed.done():
+            resumed.set_result(result)
 
     async def run() -> None:
         try:
@@ -756,28 +762,35 @@ async def api_approve(request: Request) -> Response:
                 pager=Pager(),
                 acknowledged=body.ack,
                 on_preflight=on_preflight,
+                on_resumed=on_resumed,
             )
         except Exception as exc:
-            if not heard.done():
-                heard.set_exception(exc)
-            else:
-                log.error("ramp for %s ended with an error: %s", body.request_id, exc)
+            for future in (heard, resumed):
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: the handler reads whichever it awaits
+            log.warning("approval of %s ended: %s", body.request_id, exc)
         finally:
             if temporary:
                 await link.plane.close()
+            for future in (heard, resumed):
+                if not future.done():
+                    future.set_exception(KillSwitchError("the approval ended before a resume"))
 
-    task = c.spawn(run(), f"approve-{body.request_id}")
+    c.spawn(run(), f"approve-{body.request_id}")
     try:
         checklist, halted = await heard
-    except KillSwitchError:
-        await asyncio.gather(task, return_exceptions=True)
-        raise
-    out = checklist_json(checklist, halted)
-    if not checklist.passed:
-        request.state.result, request.state.detail = "refused", checklist.summary()
-        return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
-    request.state.detail = f"approved {body.request_id} ({reason}); ramp started"
-    return JSONResponse({"request_id": body.request_id, "ramp": "started", **out})
+        out = checklist_json(checklist, halted)
+        if not checklist.passed:
+            request.state.result, request.state.detail = "refused", checklist.summary()
+            return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
+        result = await resumed  # stage one stored and applied, then the co-signed resume
+    except (KillSwitchError, RampError) as exc:
+        raise Refusal(409, str(exc)) from None
+    request.state.result = "ok" if result.ok else "unconfirmed"
+    request.state.detail = f"approved {body.request_id} ({reason}); ramping back"
+    return JSONResponse({"request_id": body.request_id, "ramp": "started", **out,
+                         "resume": result_json(result)})  # fmt: skip
 
 
 def _registry(c: Console, flag: str) -> FlagRegistry:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.fleet.approvals import Request, RequestStatus
+from knightwatch.control.fleet.approvals import Request, RequestStatus, judge
 from knightwatch.control.node.flags import APPLIED_DECODER, STATE_DECODER
 from knightwatch.control.plane.protocol import (
     Bucket,
@@ -196,24 +196,11 @@ def _halt_row(
 
 
 def _request_row(
-    r: Request, revisions: dict[str, int], current: dict[str, str], now: int
+    r: Request, states: dict[str, tuple[StateEntry | None, int]], now: int
 ) -> RequestRow:
-    status, detail = r.status, r.detail
-    slot = slot_of(r.entry.scope, r.entry.key)
-    if status is RequestStatus.PENDING and current.get(slot) == r.entry.command_id:
-        # approved and stored: the ramp that applies it closes the request when it ends
-        status, detail = RequestStatus.APPLIED, "approved; ramping back (see Ramps)"
-    elif status is RequestStatus.PENDING:
-        if now > r.entry.expires_ns:
-            status, detail = RequestStatus.EXPIRED, "not approved in time"
-        else:
-            at = revisions.get(slot, 0)
-            if at != r.entry.decided_on:
-                status = RequestStatus.STALE
-                detail = (
-                    f"decided on revision {r.entry.decided_on}, the slot is now at {at}: "
-                    "the state it was decided on changed"
-                )
+    stored, revision = states.get(slot_of(r.entry.scope, r.entry.key), (None, 0))
+    judged = judge(r, stored, revision, now)
+    status, detail = judged.status, judged.detail
     needed = ""
     if status is RequestStatus.PENDING:
         needed = f"one person with the approver role other than {r.requester}"
@@ -315,8 +302,6 @@ async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapsho
         AdmissionRow(n, v.admitted, v.status, v.release_id, v.at_ns, [str(f) for f in v.findings])
         for n, v in sorted(verdicts.items())
     ]
-    revisions = {slot: rev for slot, (_, rev) in states.items()}
-    current = {slot: e.command_id for slot, (e, _) in states.items() if e is not None}
     halts = [
         _halt_row(slot, e, rev, trust, now)
         for slot, (e, rev) in sorted(states.items(), key=lambda x: -x[1][1])
@@ -324,7 +309,7 @@ async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapsho
     requests = []
     for key, (value, _) in approvals_raw.items():
         try:
-            requests.append(_request_row(REQUEST_DECODER.decode(value), revisions, current, now))
+            requests.append(_request_row(REQUEST_DECODER.decode(value), states, now))
         except (msgspec.DecodeError, msgspec.ValidationError):
             problems.append(f"approvals {key}: undecodable request")
     requests.sort(key=lambda r: (r.status != "pending", -r.expires_ns))

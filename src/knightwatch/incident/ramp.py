@@ -257,7 +257,11 @@ class RampController:
         *,
         pager: Pager | None = None,
         on_stage: Callable[[RampRecord], None] | None = None,
+        on_resumed: Callable[[CommandResult], None] | None = None,
     ) -> None:
+        """`on_stage` hears each stage as it is stored; `on_resumed` the resume's result
+        once it was applied (the ramp then runs on for its stages)."""
+        self.on_resumed = on_resumed
         self.plane = plane
         self.ks = killswitch
         self.clock = clock
@@ -385,6 +389,8 @@ class RampController:
             why = f"resume not issued: {exc}"
             await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
             raise
+        if self.on_resumed is not None:
+            self.on_resumed(resumed)
         # The stages run from now, when the resume was applied, not from when it was
         # requested (an approved request can be minutes old); and only halts issued
         # after it trip the ramp.

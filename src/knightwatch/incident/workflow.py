@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.approvals import Request, Requests
-from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import RampRecord, StateEntry
@@ -95,9 +95,11 @@ async def approve_resume(
     acknowledged: Collection[str] = (),
     on_preflight: Callable[[Checklist, list[str]], None] | None = None,
     on_stage: Callable[[RampRecord], None] | None = None,
+    on_resumed: Callable[[CommandResult], None] | None = None,
 ) -> tuple[Checklist, RampOutcome | None]:
     """The approver's half. `on_preflight` hears the checklist before the ramp starts
-    (a ramp runs for minutes); the outcome is None if the preflight refused.
+    and `on_resumed` the resume's confirmations once it is applied (a ramp runs on
+    for minutes); the outcome is None if the preflight refused.
     KillSwitchError if this signer may not approve (checked before the preflight)."""
     requests = Requests(ks)
     request, _ = await requests.eligible(request_id)
@@ -114,7 +116,9 @@ async def approve_resume(
         on_preflight(checklist, halted)
     if not checklist.passed:
         return checklist, None
-    controller = RampController(plane, ks, SystemClock(), plan, pager=pager, on_stage=on_stage)
+    controller = RampController(
+        plane, ks, SystemClock(), plan, pager=pager, on_stage=on_stage, on_resumed=on_resumed
+    )
 
     async def ramp(entry: StateEntry) -> RampOutcome:
         return await controller.apply(entry, timeout_s=timeout_s)

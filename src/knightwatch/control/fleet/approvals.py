@@ -52,6 +52,30 @@ class Request(msgspec.Struct, frozen=True):
         return self.entry.actor
 
 
+def judge(request: Request, stored: StateEntry | None, revision: int, now_ns: int) -> Request:
+    """A pending request as it stands against the slot's stored entry and revision: expired
+    past its expiry, applied if its resume is the stored entry (its ramp closes the record
+    when it ends), stale if the slot moved from the revision it was decided on."""
+    if request.status is not RequestStatus.PENDING:
+        return request
+    if stored is not None and stored.command_id == request.entry.command_id:
+        return msgspec.structs.replace(
+            request, status=RequestStatus.APPLIED, detail="approved; ramping back"
+        )
+    if now_ns > request.entry.expires_ns:
+        return msgspec.structs.replace(
+            request, status=RequestStatus.EXPIRED, detail="not approved in time"
+        )
+    if revision != request.entry.decided_on:
+        return msgspec.structs.replace(
+            request,
+            status=RequestStatus.STALE,
+            detail=f"decided on revision {request.entry.decided_on}, the slot is now at "
+            f"{revision}: the state it was decided on changed",
+        )
+    return request
+
+
 _DECODER = msgspec.json.Decoder(Request)
 _ENCODER = msgspec.json.Encoder()
 T = TypeVar("T")
@@ -92,19 +116,8 @@ class Requests:
     async def _judged(self, request: Request) -> Request:
         if request.status is not RequestStatus.PENDING:
             return request
-        if self.killswitch.clock.time_ns() > request.entry.expires_ns:
-            return msgspec.structs.replace(
-                request, status=RequestStatus.EXPIRED, detail="not approved in time"
-            )
-        _, revision = await self.plane.get_state(request.entry.scope, request.entry.key)
-        if revision != request.entry.decided_on:
-            return msgspec.structs.replace(
-                request,
-                status=RequestStatus.STALE,
-                detail=f"decided on revision {request.entry.decided_on}, the slot is now at "
-                f"{revision}",
-            )
-        return request
+        stored, revision = await self.plane.get_state(request.entry.scope, request.entry.key)
+        return judge(request, stored, revision, self.killswitch.clock.time_ns())
 
     async def _close(self, request: Request, revision: int) -> None:
         with contextlib.suppress(RevisionConflict):  # closed by somebody else: theirs stands
@@ -129,6 +142,11 @@ class Requests:
         request, revision = await self.get(request_id)
         if request.status is not RequestStatus.PENDING:
             raise KillSwitchError(f"request {request_id}: already {request.status}")
+        judged = await self._judged(request)
+        if judged.status is not RequestStatus.PENDING:
+            if judged.status is not RequestStatus.APPLIED:  # its ramp closes it as applied
+                await self._close(judged, revision)
+            raise KillSwitchError(f"request {request_id} is {judged.status}: {judged.detail}")
         if signer.name == request.requester:
             raise KillSwitchError(
                 f"request {request_id}: {signer.name} requested it; the requester never counts "
@@ -159,7 +177,8 @@ class Requests:
                 raise KillSwitchError(f"request {request_id}: refused: {exc}") from None
         judged = await self._judged(request)
         if judged.status is not RequestStatus.PENDING:
-            await self._close(judged, revision)
+            if judged.status is not RequestStatus.APPLIED:  # its ramp closes it as applied
+                await self._close(judged, revision)
             raise KillSwitchError(f"request {request_id} is {judged.status}: {judged.detail}")
         entry = request.entry.cosigned(signer.key)
         try:
