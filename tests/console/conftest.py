@@ -2,7 +2,7 @@
 
 `knightwatch up` (nats-server with authorization, admission, supervisor, venue
 and three admitted node processes) and `knightwatch console serve` run as
-their own processes, once per module, stopped by pid even when a test fails.
+their own processes, once per session, stopped by pid even when a test fails.
 The users file is written with cheap argon2 parameters (the hash strings carry
 them, so the console verifies with what was stored). The browser is the
 distribution's chromium driven by Playwright's async API with plain fixtures;
@@ -25,13 +25,13 @@ from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet, running_cons
 CHROMIUM_ENV = "KW_CHROMIUM"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with running_fleet(tmp_path_factory.mktemp("fleet")) as f:
         yield f
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console(fleet: Fleet) -> Iterator[ConsoleProc]:
     with running_console(fleet) as c:
         yield c

@@ -1,6 +1,6 @@
 """The console in a real browser against a real fleet: the red button and the two-person resume.
 
-One fleet (`knightwatch up`, three node processes) and one console per module;
+One fleet (`knightwatch up`, three node processes) and one console per session;
 the tests run in file order and build on each other the way an incident does:
 log in, kill, see every node confirm, request a resume, be refused
 self-approval, have a second person approve, see the nodes trade again; then

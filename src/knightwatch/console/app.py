@@ -63,7 +63,7 @@ from knightwatch.clock import Clock, SystemClock
 from knightwatch.console.audit import ConsoleAudit, Query, export_lines, params_hash, search
 from knightwatch.console.sessions import LoginThrottle, Session, Sessions
 from knightwatch.console.users import LoginFailed, UserStore
-from knightwatch.console.view import Watch
+from knightwatch.console.view import SNAPSHOT_ENCODER, Watch, build
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
@@ -637,7 +637,8 @@ async def api_snapshot(request: Request) -> Response:
     c = _console(request)
     c.require(request, Action.VIEW)
     request.state.action = "snapshot"
-    return Response(c.watch.latest_json, media_type="application/json")
+    fresh = await build(c.plane, c.trust, c.clock)  # read now: a script acts on what it gets
+    return Response(SNAPSHOT_ENCODER.encode(fresh), media_type="application/json")
 
 
 @handled
@@ -786,7 +787,7 @@ async def api_approve(request: Request) -> Response:
             return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
         result = await resumed  # stage one stored and applied, then the co-signed resume
     except (KillSwitchError, RampError) as exc:
-        raise Refusal(409, str(exc)) from None
+        raise Refusal(404 if "no such request" in str(exc) else 409, str(exc)) from None
     request.state.result = "ok" if result.ok else "unconfirmed"
     request.state.detail = f"approved {body.request_id} ({reason}); ramping back"
     return JSONResponse({"request_id": body.request_id, "ramp": "started", **out,

@@ -1,0 +1,242 @@
+"""The console's API against the real fleet: credentials, refusals, the record, the headers.
+
+The browser tests show the pages; these hold the API to the same rules with a
+plain HTTP client: what the page refuses, the API refuses (same policy table),
+tokens act as their owner and never beyond their scope, a service token never
+approves, a disabled user is out at once, bad bodies get one line naming the
+field, logins are throttled, and every request, refused ones included, is in
+a file `knightwatch audit verify` accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from knightwatch.clock import SystemClock
+from knightwatch.console.local import PASSWORD, ConsoleProc
+from knightwatch.console.users import UserStore
+
+NOW = SystemClock().time_ns
+
+
+class Person:
+    """A logged-in session: the cookie jar and the page's CSRF token."""
+
+    def __init__(self, console: ConsoleProc, name: str) -> None:
+        self.http = httpx.Client(base_url=console.url, follow_redirects=False, timeout=20)
+        answer = self.http.post("/login", data={"name": name, "password": PASSWORD})
+        assert answer.status_code == 303, answer.text
+        page = self.http.get("/").text
+        self.csrf = page.split('data-csrf="', 1)[1].split('"', 1)[0]
+
+    def post(self, path: str, body: object, **headers: str) -> httpx.Response:
+        return self.http.post(
+            path,
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json", "X-CSRF-Token": self.csrf, **headers},
+        )
+
+
+@pytest.fixture
+def alice(console: ConsoleProc) -> Iterator[Person]:
+    person = Person(console, "alice")
+    yield person
+    person.http.close()
+
+
+def users(console: ConsoleProc) -> UserStore:
+    return UserStore(console.fleet.state / "console-users.toml")
+
+
+def kill_body(key: str, **extra: object) -> dict[str, object]:
+    return {"scope": "strategy", "key": key, "reason": "api test", "confirm": key, **extra}
+
+
+def test_every_answer_carries_the_security_headers(console: ConsoleProc) -> None:
+    for path in ("/login", "/api/snapshot", "/static/console.js"):
+        answer = httpx.get(console.url + path)
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(console.url + "/api/snapshot").status_code == 401
+
+
+def test_the_session_cookie_is_httponly_and_samesite_strict(console: ConsoleProc) -> None:
+    answer = httpx.post(console.url + "/login", data={"name": "alice", "password": PASSWORD})
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+def test_bad_bodies_get_one_line_naming_the_field(alice: Person) -> None:
+    answer = alice.post("/api/kill", {"scope": "galaxy", "reason": "x", "confirm": "KILL"})
+    assert answer.status_code == 422 and "scope" in answer.json()["error"]
+    answer = alice.post("/api/kill", {"scope": "fleet", "reason": "  ", "confirm": "KILL"})
+    assert answer.status_code == 422 and answer.json()["error"].startswith("reason:")
+    answer = alice.post("/api/kill", kill_body("s1", confirm="KILL"))
+    assert answer.status_code == 422 and "confirm" in answer.json()["error"]
+    answer = alice.post("/api/kill", {"scope": "strategy", "key": "", "reason": "x", "confirm": ""})
+    assert answer.status_code == 422 and answer.json()["error"].startswith("key:")
+    answer = alice.http.post(
+        "/api/kill", content=b"{not json", headers={"X-CSRF-Token": alice.csrf}
+    )
+    assert answer.status_code == 400
+
+
+def test_a_strategy_kill_is_confirmed_by_every_node(alice: Person) -> None:
+    answer = alice.post("/api/kill", kill_body("api-s1"))
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["ok"] and result["state"] == "HALTED"
+    assert sorted(result["latencies_ms"]) == sorted(result["targets"]) and result["targets"]
+    snapshot = alice.http.get("/api/snapshot").json()
+    halts = {(h["scope"], h["key"]): h for h in snapshot["halts"]}
+    assert halts["strategy", "api-s1"]["verified"]
+    assert halts["strategy", "api-s1"]["actor"] == "alice"
+
+
+def test_a_drain_sets_reducing(alice: Person) -> None:
+    answer = alice.post("/api/kill", kill_body("api-d1", drain=True))
+    assert answer.status_code == 200 and answer.json()["state"] == "REDUCING"
+
+
+def test_an_operator_token_kills_as_its_owner_without_a_session(console: ConsoleProc) -> None:
+    secret, token = users(console).issue_token("alice", PASSWORD, ["operator"], 600, now_ns=NOW())
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    answer = httpx.post(
+        console.url + "/api/kill", content=json.dumps(kill_body("api-t1")), headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ok"]
+    who = httpx.get(console.url + "/api/whoami", headers=headers).json()
+    assert who["name"] == "alice" and who["via"] == "token" and "approve" not in who["may"]
+    users(console).revoke_token("alice", token.id, NOW())
+    answer = httpx.get(console.url + "/api/snapshot", headers=headers)
+    assert answer.status_code == 401
+
+
+def test_a_viewer_token_reads_and_cannot_kill(console: ConsoleProc) -> None:
+    secret, _ = users(console).issue_token("alice", None, ["viewer"], 600, now_ns=NOW())
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(console.url + "/api/snapshot", headers=headers).status_code == 200
+    answer = httpx.post(
+        console.url + "/api/kill", content=json.dumps(kill_body("api-t2")), headers=headers
+    )
+    assert answer.status_code == 403
+
+
+def test_a_service_token_never_approves(console: ConsoleProc, alice: Person) -> None:
+    assert alice.post("/api/kill", kill_body("api-svc")).status_code == 200
+    made = alice.post(
+        "/api/resume/request", {"scope": "strategy", "key": "api-svc", "reason": "fixed"}
+    )
+    assert made.status_code == 200, made.text
+    with pytest.raises(ValueError, match="never approve"):  # refused when issued
+        users(console).issue_token("bob", PASSWORD, ["approver"], 600, service=True, now_ns=NOW())
+    secret, _ = users(console).issue_token(
+        "bob", PASSWORD, ["operator"], 600, service=True, now_ns=NOW()
+    )
+    answer = httpx.post(
+        console.url + "/api/resume/approve",
+        content=json.dumps(
+            {"request_id": made.json()["request_id"], "password": PASSWORD, "reason": "svc"}
+        ),
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert answer.status_code == 403 and "approver" in answer.json()["error"]
+
+
+def test_an_unknown_request_is_404_and_nothing_is_applied(console: ConsoleProc) -> None:
+    bob = Person(console, "bob")
+    answer = bob.post(
+        "/api/resume/approve", {"request_id": "nope", "password": PASSWORD, "reason": "x"}
+    )
+    assert answer.status_code == 404 and "no such request" in answer.json()["error"]
+
+
+def test_a_disabled_user_is_out_at_once(console: ConsoleProc) -> None:
+    carol = Person(console, "carol")
+    assert carol.http.get("/api/snapshot").status_code == 200
+    store = users(console)
+    store.disable("carol")
+    try:
+        assert carol.http.get("/api/snapshot").status_code == 401
+        again = httpx.post(console.url + "/login", data={"name": "carol", "password": PASSWORD})
+        assert again.status_code == 401
+    finally:
+        store.enable("carol")
+
+
+def test_logins_are_throttled_after_repeated_failures(console: ConsoleProc) -> None:
+    statuses = [
+        httpx.post(
+            console.url + "/login", data={"name": "mallory", "password": "guess number one"}
+        ).status_code
+        for _ in range(4)
+    ]
+    assert statuses[:3] == [401, 401, 401]
+    assert statuses[3] == 429
+    time.sleep(1.1)
+    Person(console, "alice")  # a success from this address clears its count
+
+
+def test_a_cross_site_login_is_refused(console: ConsoleProc) -> None:
+    answer = httpx.post(
+        console.url + "/login",
+        data={"name": "alice", "password": PASSWORD},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert answer.status_code == 403
+
+
+def test_an_origin_from_elsewhere_is_refused_without_fetch_metadata(alice: Person) -> None:
+    answer = alice.post("/api/kill", kill_body("api-o1"), Origin="http://evil.example")
+    assert answer.status_code == 403 and "Origin" in answer.json()["error"]
+
+
+def test_the_flag_buttons_say_the_registry_is_missing(alice: Person) -> None:
+    answer = alice.post("/api/flags/safe-default", {"flag": "x", "reason": "stop"})
+    assert answer.status_code == 409 and "--registry" in answer.json()["error"]
+
+
+def test_why_for_an_unknown_order_names_where_it_looked(alice: Person) -> None:
+    answer = alice.http.get("/api/why/no-such-order")
+    assert answer.status_code == 404 and "no flight recorder" in answer.json()["error"]
+
+
+def test_alert_acknowledgements_are_recorded_and_listed(alice: Person) -> None:
+    answer = alice.post(
+        "/api/alerts/ack", {"slot": "strategy.x", "revision": 7, "note": "looking into it"}
+    )
+    assert answer.status_code == 200
+    acks = alice.http.get("/api/alerts/acks").json()
+    assert {"slot": "strategy.x", "revision": 7, "by": "alice"}.items() <= next(
+        a for a in acks if a["slot"] == "strategy.x"
+    ).items()
+
+
+def test_every_request_is_on_the_verifiable_record(console: ConsoleProc, alice: Person) -> None:
+    httpx.get(console.url + "/api/snapshot")  # a 401
+    found = alice.http.get("/api/audit", params={"action": "login"}).json()
+    assert found["intact"]
+    results = {r["result"] for r in found["records"]}
+    assert "ok" in results and "refused" in results  # failed logins are recorded too
+    refused = alice.http.get("/api/audit", params={"actor": "-"}).json()["records"]
+    assert any(r["status"] == 401 for r in refused)
+    export = alice.http.get("/api/audit/export", params={"action": "kill"})
+    lines = export.text.strip().splitlines()
+    assert json.loads(lines[-1])["intact"] and json.loads(lines[-1])["chain_head"]
+    assert any(json.loads(line).get("data", {}).get("key") == "api-s1" for line in lines[:-1])
+    verify = subprocess.run(
+        [sys.executable, "-m", "knightwatch", "audit", "verify", str(console.audit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
