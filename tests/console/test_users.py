@@ -27,10 +27,12 @@ from knightwatch.console.users import (
     WrappedKey,
     dump_users,
     parse_users,
+    roles_of,
     toml_string,
 )
 from knightwatch.release.keys import SigningKey
-from knightwatch.trust.roster import Role
+from knightwatch.trust.kit import member_of
+from knightwatch.trust.roster import Role, Roster
 
 PW = "correct horse battery"
 NOW = 1_700_000_000_000_000_000
@@ -208,6 +210,16 @@ def test_file_is_0600_and_written_atomically(path: Path, store: UserStore, alice
     ]
 
 
+def test_a_file_others_can_read_is_refused(path: Path, store: UserStore, alice: User) -> None:
+    path.chmod(0o644)
+    with pytest.raises(ConsoleUserError, match=r"permissions 0644 .* run chmod 600"):
+        UserStore(path, profile=CHEAPEST).get("alice")
+    with pytest.raises(ConsoleUserError, match="permissions 0644"):
+        store.verify("alice", PW)  # a running console refuses too (the file changed)
+    path.chmod(0o600)
+    assert store.verify("alice", PW).name == "alice"
+
+
 def test_no_file_means_no_users(store: UserStore) -> None:
     assert not store.exists and store.names() == [] and store.get("alice") is None
     with pytest.raises(LoginFailed) as exc:
@@ -361,6 +373,7 @@ def test_a_malformed_file_is_one_line_naming_file_user_field_and_rule(
 def test_a_malformed_file_outside_a_user_names_the_file(path: Path, text: str, words: str) -> None:
     path.parent.mkdir(parents=True)
     path.write_text(text)
+    path.chmod(0o600)
     with pytest.raises(ConsoleUserError) as exc:
         UserStore(path, profile=CHEAPEST).names()
     assert str(path) in str(exc.value) and words in str(exc.value)
@@ -572,3 +585,35 @@ def test_the_writer_and_the_reader_agree(users: list[User]) -> None:
     back = parse_users(tomllib.loads(text), "f")
     assert back == {u.name: u for u in users}
     assert dump_users(back.values()) == text
+
+
+# --- roles come from the roster ---------------------------------------------------------------
+
+
+def test_roles_come_from_the_roster_and_tokens_only_narrow_them(
+    store: UserStore, key: SigningKey, alice: User
+) -> None:
+    admin, rotated = SigningKey.generate(), SigningKey.generate()
+    ops = [Role.OPERATOR, Role.APPROVER]
+    roster = Roster(
+        version=1,
+        issued_ns=0,
+        members=(
+            member_of("alice", key, ops, revoked_ns=NOW + 10),
+            member_of("alice", rotated, ops),
+            member_of("admin1", admin, [Role.ADMIN]),
+        ),
+        admin_threshold=1,
+    )
+    assert roles_of(roster, alice, NOW) == {Role.OPERATOR, Role.APPROVER}
+    assert roles_of(roster, alice, NOW + 10) == frozenset()  # the stored key was revoked
+    _, viewer = store.issue_token("alice", None, ["viewer"], DAY, now_ns=NOW)
+    _, operator = store.issue_token("alice", PW, ["operator", "admin"], DAY, now_ns=NOW)
+    _, service = store.issue_token("alice", PW, ["operator"], DAY, service=True, now_ns=NOW)
+    assert roles_of(roster, alice, NOW, viewer) == frozenset()  # alice is not a viewer there
+    assert roles_of(roster, alice, NOW, operator) == {Role.OPERATOR}  # admin is not alice's
+    assert roles_of(roster, alice, NOW, service) == {Role.OPERATOR}
+    impostor = store.add("admin1", PW, SigningKey.generate())  # a key the roster lacks
+    assert roles_of(roster, impostor, NOW) == frozenset()
+    renamed = msgspec.structs.replace(alice, name="admin1")  # alice's key under another name
+    assert roles_of(roster, renamed, NOW) == frozenset()

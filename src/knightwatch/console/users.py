@@ -31,6 +31,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import Role
+from knightwatch.trust.roster import Role, Roster
 
 DEFAULT_USERS_FILE = "console-users.toml"
 FORMAT_VERSION = 1
@@ -151,6 +152,27 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: WrappedKey
     disabled: bool = False
     tokens: tuple[Token, ...] = ()
+
+
+def roles_of(
+    roster: Roster, user: User, now_ns: int, token: Token | None = None
+) -> frozenset[Role]:
+    """What `user` may do now: the roster's roles for the stored key, never more.
+
+    Nothing when the stored key is not on the roster under the user's own name
+    or is not valid at `now_ns` (revoked, rotated out, expired): the console
+    cannot widen a person's roles or keep a revoked key working. A token
+    narrows further to its own roles, and a service token never approves.
+    """
+    member = roster.member(user.key_id)
+    if member is None or member.name != user.name or not member.valid_at(now_ns):
+        return frozenset()
+    roles = frozenset(member.roles)
+    if token is not None:
+        roles &= frozenset(token.roles)
+        if token.service:
+            roles -= {Role.APPROVER}
+    return roles
 
 
 # --- wrapping ---------------------------------------------------------------------------------
@@ -431,21 +453,21 @@ class UserStore:
         self._hasher = argon2.PasswordHasher.from_parameters(self.profile)
         self._lock = threading.RLock()
         self._users: dict[str, User] = {}
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: tuple[int, ...] | None = None
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
         """What an unknown name is verified against; made now, so no first login pays for it."""
         self._source = f"console users file {path}"
 
     # reading
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _stat(self) -> tuple[int, ...] | None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise ConsoleUserError(f"{self._source}: cannot stat: {exc.strerror}") from None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode)
 
     def _refresh(self) -> dict[str, User]:
         with self._lock:
@@ -458,11 +480,16 @@ class UserStore:
     def _read(self) -> dict[str, User]:
         try:
             data = load_toml(self.path, "console users file")
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+            if mode & 0o077:
+                raise ConsoleUserError(
+                    f"{self._source}: permissions {mode:04o} let other accounts read the "
+                    f"password hashes and wrapped keys; run chmod 600 {self.path}"
+                )
+            return parse_users(data, self._source)
         except InputFileError as exc:
             self._seen = None  # retry at the next lookup
             raise ConsoleUserError(str(exc)) from None
-        try:
-            return parse_users(data, self._source)
         except ConsoleUserError:
             self._seen = None
             raise
