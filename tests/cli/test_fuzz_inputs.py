@@ -308,6 +308,34 @@ def _console_users(s: Site) -> str:
     return str(path)
 
 
+def _serve(option: str) -> Args:
+    """`console serve` with one hostile file and every other input sound (refused before
+    anything connects or listens)."""
+
+    def args(s: Site, f: str) -> list[str]:
+        sound = {
+            "--key": str(s.key), "--anchor": str(s.policy), "--users": _console_users(s),
+            "--registry": str(s.registry), "--policy": str(s.root / "activation.toml"),
+            "--config": str(s.root / "incident.toml"), "--tls-cert": str(s.root / "tls.crt"),
+            "--tls-key": str(s.root / "tls.key"),
+        }  # fmt: skip
+        (s.root / "activation.toml").write_text('second_approver = "never"\n')
+        (s.root / "incident.toml").write_text("[preflight]\nlisten_s = 0.5\n")
+        if not (s.root / "tls.crt").exists():
+            (s.root / "tls.crt").write_text("not a certificate\n")
+            (s.root / "tls.key").write_text("not a key\n")
+            (s.root / "tls.key").chmod(0o600)
+        sound[option] = f
+        if option not in ("--tls-cert", "--tls-key"):
+            del sound["--tls-cert"], sound["--tls-key"]
+        out = ["console", "serve", "--nats-url", NOWHERE, "--port", "1"]
+        for name, value in sound.items():
+            out += [name, value]
+        return out
+
+    return args
+
+
 def _console(command: str, *extra: str) -> Args:
     return lambda s, f: ["console", "user", command, "alice", *extra, "--users", f]
 
@@ -621,6 +649,14 @@ CASES: dict[tuple[str, str], tuple[Args, str, str]] = {
     ("console user list", "--users"): (
         lambda s, f: ["console", "user", "list", "--users", f], ".toml", "soft"
     ),
+    ("console serve", "--key"): (_serve("--key"), ".key", "strict"),
+    ("console serve", "--anchor"): (_serve("--anchor"), ".toml", "strict"),
+    ("console serve", "--users"): (_serve("--users"), ".toml", "soft"),
+    ("console serve", "--registry"): (_serve("--registry"), ".yaml", "strict"),
+    ("console serve", "--policy"): (_serve("--policy"), ".toml", "strict"),
+    ("console serve", "--config"): (_serve("--config"), ".toml", "strict"),
+    ("console serve", "--tls-cert"): (_serve("--tls-cert"), ".pem", "strict"),
+    ("console serve", "--tls-key"): (_serve("--tls-key"), ".pem", "strict"),
 }  # fmt: skip
 
 NOT_INPUT_FILES = {

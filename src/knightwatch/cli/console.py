@@ -234,6 +234,24 @@ def _token_table(store: UserStore, name: str) -> None:
     console.print(table)
 
 
+def check_tls(cert: Path, key: Path) -> None:
+    """Both files readable, bounded, and a certificate with its key, before anything starts."""
+    import ssl
+
+    from knightwatch.inputs import read_bytes
+
+    read_bytes(cert, "--tls-cert", 1024 * 1024)
+    read_bytes(key, "--tls-key", 1024 * 1024)
+    if key.stat().st_mode & 0o077:
+        raise KnightwatchError(f"--tls-key {key}: readable by others; chmod 600 it")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise KnightwatchError(
+            f"--tls-cert {cert}, --tls-key {key}: not a PEM certificate and its key ({exc})"
+        ) from None
+
+
 @console_app.command("serve")
 def serve(
     host: str = typer.Option(
@@ -285,6 +303,8 @@ def serve(
     with _errors():
         if (tls_cert is None) != (tls_key is None):
             raise KnightwatchError("--tls-cert, --tls-key: give both or neither")
+        if tls_cert is not None and tls_key is not None:
+            check_tls(tls_cert, tls_key)
         if host not in ("127.0.0.1", "::1", "localhost") and tls_cert is None:
             console.print(
                 f"[yellow]warning:[/yellow] serving on {host} without TLS: passwords and session "
