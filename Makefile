@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/audit_bench.py --json bench-audit.json
 	$(BIN)/python bench/replay_bench.py --json bench-replay.json
 	$(BIN)/python bench/kill_bench.py --json bench-kill.json
+	$(BIN)/python bench/console_bench.py --json bench-console.json
 
 clean:
 	rm -rf $(VENV) $(MYPYC) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
