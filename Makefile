@@ -11,7 +11,11 @@ MYPYC := .venv-mypyc
 MYPYC_STAMP := $(MYPYC)/.installed
 SOURCES := $(shell find src -name '*.py') pyproject.toml hatch_build.py
 
-.PHONY: demo test lint types pytest compiled test-compiled bench clean
+.PHONY: demo test lint types pytest compiled test-compiled bench clean browser
+
+# The console's browser tests drive the distribution's chromium (never a downloaded one).
+# Installed here when missing and we are root; otherwise the run stops, naming what to do.
+CHROMIUM ?= $(or $(KW_CHROMIUM),$(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,7 +36,18 @@ types: $(STAMP)
 
 test: lint types pytest test-compiled
 
-pytest: $(STAMP)
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "browser tests: installing the distribution's chromium (apt-get, about 1 minute once)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "browser tests: no chromium at $(CHROMIUM); run 'apt-get install chromium' as root (or set KW_CHROMIUM)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+pytest: $(STAMP) browser
 	$(BIN)/pytest
 
 # With a C compiler: build once per source change, then the whole suite again on the
@@ -56,7 +71,7 @@ $(MYPYC_STAMP): $(SOURCES)
 
 compiled: $(MYPYC_STAMP)
 
-test-compiled: $(MYPYC_STAMP)
+test-compiled: $(MYPYC_STAMP) browser
 	KNIGHTWATCH_EXPECT_BUILD=mypyc $(MYPYC)/bin/pytest
 
 bench: $(STAMP)

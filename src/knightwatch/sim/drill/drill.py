@@ -259,7 +259,10 @@ async def run_up(
             keys = state_dir / "trust" / "keys"
             console.print(
                 f"identities in {state_dir / 'trust'}: KNIGHTWATCH_KEY={keys / 'alice.key'} "
-                f"to kill and request resumes, {keys / 'bob.key'} to approve"
+                f"to kill and request resumes, {keys / 'bob.key'} to approve; the operator "
+                f"console: `knightwatch console user add alice --key {keys / 'alice.key'} "
+                f"--state-dir {state_dir}` (and bob), then `knightwatch console serve "
+                f"--state-dir {state_dir}`"
             )
             await wait_for_signal()
         finally:

@@ -1,0 +1,95 @@
+"""The console's snapshot judges the kill state as nodes do, and names what it cannot read."""
+
+from __future__ import annotations
+
+from knightwatch.clock import SimClock
+from knightwatch.console.view import build, source_of
+from knightwatch.control.fleet.approvals import Requests
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import NodeStatus, StateEntry
+from knightwatch.state import Scope, TradingState
+
+from ..identities import sign, switch, trust
+
+S = 1_000_000_000
+
+
+async def plane() -> MemoryControlPlane:
+    p = MemoryControlPlane(MemoryFabric())
+    await p.connect()
+    return p
+
+
+def member(node: str, clock: SimClock, lease_s: float) -> NodeStatus:
+    now = clock.time_ns()
+    return NodeStatus(node, "h", 1, now, now, now + int(lease_s * S), True, True,
+                      TradingState.ACTIVE)  # fmt: skip
+
+
+async def test_verified_and_forged_entries_and_their_sources() -> None:
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    await switch(p, clock, "alice").kill(Scope.STRATEGY, "MOMO", "runaway", timeout_s=0.01)
+    await switch(p, clock, "supervisor").kill(Scope.NODE, "n1", "rate", timeout_s=0.01)
+    forged = StateEntry(Scope.FLEET, "fleet", TradingState.ACTIVE, "lift it", "alice", "f1",
+                        clock.time_ns(), clock.time_ns() + S)  # fmt: skip
+    await p.put_state(forged)  # unsigned: a node holds the slot HALTED
+    snap = await build(p, trust(), clock)
+    rows = {(h.scope, h.key): h for h in snap.halts}
+    assert rows["strategy", "MOMO"].verified and rows["strategy", "MOMO"].source == "operator"
+    assert rows["node", "n1"].source == "supervisor"
+    fleet = rows["fleet", "fleet"]
+    assert not fleet.verified and fleet.state == "HALTED" and "unsigned" in fleet.refusal
+
+
+def test_sources() -> None:
+    assert source_of("guard:throttle") == "guard:throttle"
+    assert source_of("supervisor") == "supervisor"
+    assert source_of("alice") == "operator"
+
+
+async def test_leases_and_undecodable_records_are_shown_not_dropped() -> None:
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    await p.put_member(member("n1", clock, 1.0))
+    await p.put_member(member("n2", clock, -2.0))
+    await p.put_record(Bucket.APPROVALS, "junk", b"{not json")
+    await p.put_record(Bucket.ADMISSION, "n1", b"[]")
+    snap = await build(p, trust(), clock)
+    nodes = {n.node: n for n in snap.nodes}
+    assert not nodes["n1"].expired and nodes["n1"].lease_ms > 0
+    assert nodes["n2"].expired and nodes["n2"].lease_ms < 0
+    assert any("approvals junk" in problem for problem in snap.problems)
+    assert any("admission n1" in problem for problem in snap.problems)
+
+
+async def test_requests_pending_stale_and_who_is_still_needed() -> None:
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    ks = switch(p, clock, "alice")
+    await ks.kill(Scope.NODE, "n1", "one", timeout_s=0.01)
+    request = await Requests(ks).create(Scope.NODE, "n1", "fixed")
+    snap = await build(p, trust(), clock)
+    row = next(r for r in snap.requests if r.id == request.id)
+    assert row.status == "pending" and "other than alice" in row.needed
+    await ks.kill(Scope.NODE, "n1", "again", timeout_s=0.01)  # the halt it was decided on moved
+    snap = await build(p, trust(), clock)
+    row = next(r for r in snap.requests if r.id == request.id)
+    assert row.status == "stale" and row.needed == "" and "changed" in row.detail
+    clock.advance(25 * 3600 * S)
+    snap = await build(p, trust(), clock)
+    assert next(r for r in snap.requests if r.id == request.id).status == "expired"
+
+
+async def test_an_applied_resume_shows_its_request_applied_and_its_approver() -> None:
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    ks = switch(p, clock, "alice")
+    await ks.kill(Scope.NODE, "n3", "one", timeout_s=0.01)
+    request = await Requests(ks).create(Scope.NODE, "n3", "fixed")
+    await p.put_state(sign(request.entry), expected_revision=request.entry.decided_on)
+    snap = await build(p, trust(), clock)
+    assert next(r for r in snap.requests if r.id == request.id).status == "applied"
+    halt = next(h for h in snap.halts if h.key == "n3")
+    assert halt.state == "ACTIVE" and halt.approvers == ["bob"]
