@@ -23,17 +23,18 @@ from playwright.async_api import Browser, Page, async_playwright
 from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet, running_console, running_fleet
 
 CHROMIUM_ENV = "KW_CHROMIUM"
+REGISTRY = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo" / "feature-flags.yaml"
 
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet")) as f:
+    with running_fleet(tmp_path_factory.mktemp("fleet"), 3, "--registry", str(REGISTRY)) as f:
         yield f
 
 
 @pytest.fixture(scope="session")
 def console(fleet: Fleet) -> Iterator[ConsoleProc]:
-    with running_console(fleet) as c:
+    with running_console(fleet, "--registry", str(REGISTRY)) as c:
         yield c
 
 

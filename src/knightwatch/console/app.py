@@ -62,7 +62,7 @@ from knightwatch.audit.why import explain_order
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.console.audit import ConsoleAudit, Query, export_lines, params_hash, search
 from knightwatch.console.sessions import LoginThrottle, Session, Sessions
-from knightwatch.console.users import LoginFailed, UserStore
+from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Watch, build
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
@@ -93,6 +93,10 @@ CSP = (
 )
 MAX_BODY = 64 * 1024
 REASON_MAX = 500
+
+
+_KEEP: Any = object()
+"""The users file could not be read: a live session keeps its standing."""
 
 
 class ConsoleError(KnightwatchError, ValueError):
@@ -338,8 +342,14 @@ class Console:
         if sid:
             session = self.sessions.get(sid)
             if session is not None:
-                user = self.users.get(session.name)
-                if user is None or user.disabled:
+                try:
+                    user = self.users.get(session.name)
+                except ConsoleUserError as exc:
+                    # a broken users file must not stop a logged-in person from stopping the
+                    # fleet: the session stands (new logins and approvals are refused)
+                    log.error("console users file unreadable: %s", exc)
+                    user = _KEEP
+                if user is None or (user is not _KEEP and user.disabled):
                     self.sessions.close(sid)
                     return None
                 return Principal(
@@ -354,6 +364,9 @@ class Console:
                 )
             except LoginFailed as exc:
                 request.state.audit_extra = {"detail": f"token refused: {exc.why}"}
+                return None
+            except ConsoleUserError as exc:
+                request.state.audit_extra = {"detail": f"users file unreadable: {exc}"}
                 return None
             scope = frozenset(token.roles)
             return Principal(
@@ -492,7 +505,11 @@ def handled(fn: Handler) -> Handler:
 
 async def login_page(request: Request) -> Response:
     c = _console(request)
-    page = c.templates.get_template("login.html").render(error="", users=bool(c.users.names()))
+    try:
+        users, error = bool(c.users.names()), ""
+    except ConsoleUserError as exc:
+        users, error = True, f"logins are refused: {exc}"
+    page = c.templates.get_template("login.html").render(error=error, users=users)
     return HTMLResponse(page)
 
 
@@ -533,6 +550,9 @@ async def login(request: Request) -> Response:
         return HTMLResponse(page, status_code=429, headers={"Retry-After": f"{wait:.0f}"})
     try:
         signer = await asyncio.to_thread(c.users.unlock, name, password)
+    except ConsoleUserError as exc:
+        request.state.result, request.state.detail = "error", str(exc)
+        return PlainTextResponse(f"logins are refused: {exc}", status_code=503)
     except LoginFailed as exc:
         c.throttle.failed(name, ip)
         request.state.result, request.state.detail = "refused", f"login failed: {exc.why}"
@@ -731,12 +751,16 @@ async def api_approve(request: Request) -> Response:
         raise Refusal(429, f"too many failed attempts: try again in {wait:.0f} s")
     try:
         fresh = await asyncio.to_thread(c.users.unlock, who.name, body.password)
+    except ConsoleUserError as exc:
+        raise Refusal(503, f"approvals are refused: {exc}", result="error") from None
     except LoginFailed as exc:
         c.throttle.failed(who.name, ip)
         raise Refusal(
             401, f"re-authentication failed ({exc.why}): re-enter your password"
         ) from None
     c.throttle.succeeded(who.name, ip)
+    if who.session is not None:
+        c.sessions.reauthenticated(who.session.id)
     link, temporary = await c.link_of(who)
     ks = KillSwitch(link.plane, c.clock, fresh, c.trust)  # the freshly unlocked key signs
     loop = asyncio.get_running_loop()

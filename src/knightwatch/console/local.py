@@ -75,12 +75,12 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def running_fleet(state: Path, nodes: int = 3) -> Iterator[Fleet]:
+def running_fleet(state: Path, nodes: int = 3, *extra: str) -> Iterator[Fleet]:
     state.mkdir(parents=True, exist_ok=True)
     log = state / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            _cli("up", "--nodes", str(nodes), "--flow", "5", "--state-dir", str(state)),
+            _cli("up", "--nodes", str(nodes), "--flow", "5", "--state-dir", str(state), *extra),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
