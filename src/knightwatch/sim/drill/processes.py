@@ -79,7 +79,12 @@ class NodeProcesses:
             cmd += ["--recorder", str(self.recorder_dir / f"{node_id}.jsonl")]
         with (logs / f"{node_id}.log").open("ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-        self.procs[node_id] = proc
+        held = self.procs.get(node_id)
+        # a second process for a live id (a duplicate-id drill) keeps the first one tracked,
+        # so `stop` still ends both
+        self.procs[
+            node_id if held is None or held.poll() is not None else f"{node_id}@{proc.pid}"
+        ] = proc
         return proc
 
     def spawn_many(self, n: int, prefix: str = "n") -> list[str]:
