@@ -118,7 +118,8 @@ class NodeFlags:
         node's admitted flag schema changes)."""
         self._proof_revision: dict[str, int] = {}
         """The revision of the change behind this node's current value (no going back)."""
-        self._schema_seen: dict[str, str] | None = None
+        self._verdict_seen: object = None
+        """The admission verdict the held states were judged under (identity)."""
         self._refused_keys: dict[tuple[str, int], None] = {}
         self.refused: Counter[TrustReason] = Counter()
         self.last_refusal = ""
@@ -168,7 +169,7 @@ class NodeFlags:
     def _judge(self, state: FlagState, *, live: bool) -> bool:
         """Apply `state` if the change behind this node's value verifies; else record why."""
         schema = self._schema()
-        self._schema_seen = schema
+        self._verdict_seen = self.runtime.verdict
         value = state.value_for(self.node)
         held = self._states.get(state.flag_id)
         proof = state.proofs.get(self.node, "")
@@ -245,16 +246,17 @@ class NodeFlags:
         )
 
     def _rejudge(self) -> None:
-        """This node's admitted schema changed: judge the newest unapplied revisions again."""
-        if self._schema() == self._schema_seen:
+        """A new admission verdict (another schema, perhaps): judge the newest unapplied
+        revisions again under it."""
+        if self.runtime.verdict is self._verdict_seen:
             return
+        self._verdict_seen = self.runtime.verdict
         for flag_id, latest in list(self._latest.items()):
             held = self._states.get(flag_id)
             if (held is None or held.revision < latest.revision) and self._judge(
                 latest, live=False
             ):
                 self.confirm_applied(flag_id, self.node, latest.revision)
-        self._schema_seen = self._schema()
 
     async def _confirm(self, flag_id: str, revision: int) -> None:
         if self._confirmed.get(flag_id, 0) >= revision:
