@@ -43,11 +43,12 @@ from knightwatch.flags.rollout import (
     plan_digest,
 )
 from knightwatch.order import Order, Side
-from knightwatch.release.dsse import Envelope
+from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
+from knightwatch.trust.flagproof import FlagSealer
 from knightwatch.trust.kit import member_of
 from knightwatch.trust.roster import Role, roster_envelope, sign_roster
 
@@ -129,8 +130,17 @@ async def eventually(predicate: object, timeout_s: float = 15.0) -> None:
 async def activate(fleet: Fleet, value: bool) -> tuple[ActivationGate, object]:
     ops = await fleet.plane("alice")
     view = await fleet_snapshot(ops, fleet.clock)
-    gate = ActivationGate(REGISTRY, view, PlaneFlagStore(ops, fleet.clock), fleet.clock)
-    request = ActivationRequest(RLP, value, "alice", "RLP launch", "test", approver="bob")
+    sealer = FlagSealer(KIT.signer("alice"), trust().roster)
+    store = PlaneFlagStore(ops, fleet.clock)
+    gate = ActivationGate(REGISTRY, view, store, fleet.clock, sealer=sealer)
+    now = fleet.clock.time_ns()
+    approval = Approval(
+        ApprovalKind.FLAG, RLP, value, None, "alice", "RLP launch", now, now + 3600 * 10**9
+    )
+    request = ActivationRequest(
+        RLP, value, "alice", "RLP launch", "test", approver="bob",
+        approval=encode_envelope(sign_approval(approval, BOB)).decode(),
+    )  # fmt: skip
     return gate, await asyncio.to_thread(gate.apply, request)
 
 

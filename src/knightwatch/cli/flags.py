@@ -392,6 +392,7 @@ def set_flag(
             trust,
         ):
             approver = None
+            now = clock.time_ns()
             if approved is not None:
                 approver = check_approval(
                     approved,
@@ -401,7 +402,7 @@ def set_flag(
                     value=target,
                     nodes=_nodes_key(chosen),
                     requester=signer.name,
-                    now_ns=clock.time_ns(),
+                    now_ns=now,
                 )
             request = ActivationRequest(
                 flag_id=flag_id,
@@ -411,8 +412,10 @@ def set_flag(
                 origin=_origin(),
                 nodes=chosen,
                 approver=approver,
+                approval=encode_envelope(approved).decode() if approved is not None else "",
+                approval_nodes=_nodes_key(chosen),
             )
-            return await activate(plane, trust, reg, pol, request, clock, timeout)
+            return await activate(plane, trust, reg, pol, request, clock, timeout, signer=signer)
 
     result, latencies, missing = _plane_run(console, go)
     if not result.accepted:

@@ -849,7 +849,7 @@ async def api_safe_default(request: Request) -> Response:
         )
         result, latencies, missing = await activate(
             link.plane, c.trust, registry, c.settings.flag_policy, change, c.clock,
-            c.settings.kill_timeout_s,
+            c.settings.kill_timeout_s, signer=link.killswitch.signer,
         )  # fmt: skip
     finally:
         if temporary:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.errors import quoted
-from knightwatch.flags.definition import Lifecycle
+from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.fleet import FleetView
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.state import FlagChange, FlagState, FlagStateStore, StateConflict
@@ -101,6 +102,34 @@ class ActivationRequest(msgspec.Struct, frozen=True):
     origin: str
     nodes: tuple[str, ...] = ()
     approver: str | None = None
+    approval: str = ""
+    """The second person's signed approval (DSSE JSON) `approver` was checked from; it
+    travels with the change so every node can check it again."""
+    approval_kind: str = "flag"
+    """"flag" (`flags set`) or "rollout" (a rollout's stages, `approval_digest` its plan)."""
+    approval_digest: str = ""
+    approval_nodes: tuple[str, ...] | None = None
+    """The nodes the approval names (None: the fleet)."""
+    approved_ns: int = 0
+    """When the approval was checked, if not at the change (a rollout's start)."""
+
+
+class ChangeSealer(Protocol):
+    """Signs each committed change so the nodes can verify it (`knightwatch.trust.flagproof`).
+
+    The flags layer only carries the proof; what it proves is the trust layer's."""
+
+    def second_person(self, wall_ns: int) -> bool:
+        """Whether the roster's signed policy asks for a second person at this instant."""
+        ...
+
+    def seal(
+        self,
+        change: FlagChange,
+        revision: int,
+        request: ActivationRequest,
+        definition: FlagDefinition,
+    ) -> str: ...
 
 
 class ActivationResult(msgspec.Struct, frozen=True):
@@ -122,9 +151,14 @@ class ActivationGate:
         clock: Clock,
         policy: ActivationPolicy | None = None,
         frozen_by: str | None = None,
+        sealer: ChangeSealer | None = None,
     ) -> None:
-        """`frozen_by` names the kill in force, if any: then only safe-default changes pass."""
+        """`frozen_by` names the kill in force, if any: then only safe-default changes pass.
+
+        `sealer` signs every committed change; without one the change is unsigned, and
+        nodes that verify flag state refuse it (only in-process stores go without)."""
         self._frozen_by = frozen_by
+        self._sealer = sealer
         self._registry = registry
         self._fleet = fleet
         self._store = store
@@ -136,11 +170,17 @@ class ActivationGate:
         if not verdict.accepted or verdict.change is None:
             return verdict
         current = self._store.get(request.flag_id)
+        revision = current.revision if current else 0
+        change = verdict.change
+        flag = self._registry.get(request.flag_id)
+        if self._sealer is not None and flag is not None:
+            proof = self._sealer.seal(change, revision + 1, request, flag)
+            change = msgspec.structs.replace(change, proof=proof)
         try:
-            state = self._store.commit(verdict.change, current.revision if current else 0)
+            state = self._store.commit(change, revision)
         except StateConflict as exc:
             return ActivationResult(False, ActivationCode.CONFLICT, str(exc))
-        return ActivationResult(True, ActivationCode.OK, verdict.detail, state, verdict.change)
+        return ActivationResult(True, ActivationCode.OK, verdict.detail, state, change)
 
     def check(self, request: ActivationRequest) -> ActivationResult:
         def refuse(code: ActivationCode, detail: str) -> ActivationResult:
@@ -239,13 +279,20 @@ class ActivationGate:
         if not trading_behaviour or request.approver:
             return None
         rule = self._policy.second_approver
+        now = self._clock.time_ns()
         if rule is SecondApprover.ALWAYS or (
-            rule is SecondApprover.MARKET_HOURS
-            and self._policy.market_hours.is_open(self._clock.time_ns())
+            rule is SecondApprover.MARKET_HOURS and self._policy.market_hours.is_open(now)
         ):
             return (
                 ActivationCode.SECOND_APPROVER_REQUIRED,
                 f"changes trading behaviour; policy '{rule}' requires a second approver "
                 "(a signed approval: `knightwatch flags approve`, then --approval FILE)",
+            )
+        if self._sealer is not None and self._sealer.second_person(now):
+            return (
+                ActivationCode.SECOND_APPROVER_REQUIRED,
+                "changes trading behaviour; the roster's signed approval policy requires a "
+                "second approver, and every node checks it (a signed approval: `knightwatch "
+                "flags approve`, then --approval FILE)",
             )
         return None

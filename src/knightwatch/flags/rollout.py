@@ -430,6 +430,10 @@ class RolloutRunner:
                     origin=f"{self._origin} {actor}",
                     nodes=action.nodes,
                     approver=s.approver,
+                    approval=s.approval,
+                    approval_kind="rollout",
+                    approval_digest=plan_digest(s.plan),
+                    approved_ns=s.approved_at_ns,
                 )
             )
             outcomes.append(f"{result.code}: {result.detail}")

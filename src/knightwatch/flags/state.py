@@ -27,6 +27,8 @@ class FlagChange(msgspec.Struct, frozen=True):
     at_ns: int
     releases: dict[str, str]
     revision: int = 0
+    proof: str = ""
+    """The signed proof every node checks before applying (`knightwatch.trust.flagproof`)."""
 
 
 class FlagState(msgspec.Struct, frozen=True):
@@ -36,20 +38,26 @@ class FlagState(msgspec.Struct, frozen=True):
     revision: int = 0
     node_values: dict[str, bool] = {}
     applied: dict[str, int] = {}
+    proofs: dict[str, str] = {}
+    """Per node: the proof of the change that set its value (empty: unsigned)."""
 
     def value_for(self, node: str) -> bool | None:
         return self.node_values.get(node)
 
     def with_change(self, change: FlagChange) -> FlagState:
         values = dict(self.node_values)
+        proofs = dict(self.proofs)
         for node in change.nodes:
             values[node] = change.value
-        return FlagState(self.flag_id, self.revision + 1, values, dict(self.applied))
+            proofs[node] = change.proof
+        return FlagState(self.flag_id, self.revision + 1, values, dict(self.applied), proofs)
 
     def with_applied(self, node: str, revision: int) -> FlagState:
         applied = dict(self.applied)
         applied[node] = max(revision, applied.get(node, 0))
-        return FlagState(self.flag_id, self.revision, dict(self.node_values), applied)
+        return FlagState(
+            self.flag_id, self.revision, dict(self.node_values), applied, dict(self.proofs)
+        )
 
 
 class StateConflict(KnightwatchError, RuntimeError):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from knightwatch.clock import SimClock
+from knightwatch.clock import NS_PER_S, SimClock
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.flags.activation import ActivationGate, ActivationRequest, ActivationResult
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
@@ -43,11 +43,12 @@ from knightwatch.flags.rollout import (
     Rollout,
     RolloutRunner,
     SetFlag,
+    plan_digest,
     rollout_nodes,
 )
 from knightwatch.flags.state import MemoryFlagStateStore
 from knightwatch.release.contents import ReleaseContents, contents_from_memory
-from knightwatch.release.dsse import Envelope
+from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.flagschema import schema_from_table
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
@@ -57,12 +58,17 @@ from knightwatch.sim.release import MEANINGS, Release
 from knightwatch.sim.scenario import NodeConfig
 from knightwatch.sim.setup import GovernanceMode, ReplayHooks
 from knightwatch.state import Scope
+from knightwatch.trust.approval import APPROVAL_TTL_S, Approval, ApprovalKind, sign_approval
+from knightwatch.trust.command import Refused
+from knightwatch.trust.flagproof import FlagSealer, check_flag_proof
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import Role
 
 if TYPE_CHECKING:
     from knightwatch.sim.node import Node
     from knightwatch.sim.scenario import Scenario
 
-OPERATOR = "operator:smars-ops"
+OPERATOR = "smars-ops"
 APPROVER = "release-manager"
 
 
@@ -103,7 +109,11 @@ class Governance:
         self.store = MemoryFlagStateStore()
         self._nodes: list[Node] = []
         self._fleet: Callable[[], Sequence[FleetMember]] | None = None
-        self.gate = ActivationGate(self.registry, self, self.store, clock)
+        self.cast = Kit(now_ns=0, people={OPERATOR: (Role.OPERATOR,), APPROVER: (Role.APPROVER,)})
+        """The people who change the flag: each change is signed by the operator and
+        approved by the approver, and each node verifies that before applying it."""
+        sealer = FlagSealer(self.cast.signer(OPERATOR), self.cast.roster)
+        self.gate = ActivationGate(self.registry, self, self.store, clock, sealer=sealer)
         self.rollout: Rollout | None = None
 
     # ------------------------------------------------------------ fleet view
@@ -150,14 +160,16 @@ class Governance:
 
     def switch_on(self) -> ActivationResult:
         """The flag goes on everywhere at once, through the gate (2012's one big switch)."""
+        reason = f"{self.target.id} launch at the open"
         result = self.gate.apply(
             ActivationRequest(
                 flag_id=self.flag,
                 value=True,
                 actor=OPERATOR,
-                reason=f"{self.target.id} launch at the open",
+                reason=reason,
                 origin="replay",
                 approver=APPROVER,
+                approval=self._approval(ApprovalKind.FLAG, reason),
             )
         )
         self.sync_nodes()
@@ -184,7 +196,23 @@ class Governance:
         except ValueError as exc:
             replay.mark("rollout", "*", f"refused to start: {exc}")
             return []
+        approval = self._approval(
+            ApprovalKind.ROLLOUT, "staged launch", plan_digest(self.scenario.rollout)
+        )
+        state = msgspec.structs.replace(
+            self.rollout.state, approval=approval, approved_at_ns=self.clock.time_ns()
+        )
+        self.rollout = Rollout(state, self.clock)
         return self._execute(replay, actions, seen=0)
+
+    def _approval(self, kind: ApprovalKind, reason: str, digest: str = "") -> str:
+        """The approver's signed approval of the operator's change (valid for an hour)."""
+        now = self.clock.time_ns()
+        approval = Approval(
+            kind, self.flag, True, None, OPERATOR, reason, now,
+            now + int(APPROVAL_TTL_S * NS_PER_S), digest=digest,
+        )  # fmt: skip
+        return encode_envelope(sign_approval(approval, self.cast.signer(APPROVER))).decode()
 
     def step_rollout(self, replay: ReplayHooks, metrics: Metrics) -> list[str]:
         if self.rollout is None:
@@ -207,11 +235,29 @@ class Governance:
         return outcomes
 
     def sync_nodes(self) -> None:
-        """Each node applies the flag state the store holds for it (safe default if none)."""
+        """Each node applies the flag state the store holds for it (safe default if none),
+        once its signed proof verifies against the cast's roster with the meaning the
+        node's own release gives the flag; a refused value leaves the node as it was."""
         state = self.store.get(self.flag)
         safe = False
         for node in self._nodes:
             value = state.value_for(node.id) if state is not None else None
+            if state is not None and value is not None:
+                try:
+                    verdict = check_flag_proof(
+                        state.proofs.get(node.id, ""),
+                        self.cast.roster,
+                        flag_id=self.flag,
+                        node=node.id,
+                        value=value,
+                        schema=schema_of(node.release),
+                        now_ns=self.clock.time_ns(),
+                        live=False,
+                    )
+                except Refused:
+                    continue
+                if verdict.own_safe_default:
+                    value = None
             on = safe if value is None else value
             if on != node.flag_on:
                 node.set_flag(on)

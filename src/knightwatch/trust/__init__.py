@@ -4,6 +4,8 @@
   threshold of admins; `store`: a process's verified view of it;
 - `identity`: a signer (name + Ed25519 key), also its NATS login;
 - `command`: signed kill-switch commands and the check every reader runs;
+- `flagproof`: signed flag changes (with their approval) and the check every
+  node runs before applying a flag revision;
 - `kit`: a whole cast provisioned at once (local fleets, the replay, tests).
 
 The keys, envelopes and threshold policies are the release layer's; nothing

@@ -66,6 +66,8 @@ class TrustReason(StrEnum):
     APPROVAL_MISSING = "approval_missing"
     STALE = "stale"
     REPLAYED = "replayed"
+    APPROVAL_INVALID = "approval_invalid"
+    SELF_APPROVAL = "self_approval"
 
 
 class Refused(KnightwatchError, ValueError):

@@ -1,8 +1,8 @@
 """Who may ask for what: one table the console's pages, its API and the CLI all consult.
 
 The rule that finally counts is checked where the state is applied (nodes
-verify every kill-switch command against the roster, the flag store and the
-admission service verify approvals). This module decides earlier, with the
+verify every kill-switch command and every flag change against the roster, the
+admission service verifies target approvals). This module decides earlier, with the
 same roles, so that what the console's page refuses its API refuses too, and
 the CLI refuses it before connecting: nobody is shown a button the fleet would
 refuse, and nobody gets a different answer by choosing another door.

@@ -89,6 +89,9 @@ class ApprovalPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """When a loosening change needs a second person (the flags' market-hours rule, reused)."""
 
     resume: SecondApprover = SecondApprover.ALWAYS
+    flag: SecondApprover = SecondApprover.MARKET_HOURS
+    """A trading-behaviour flag moved away from its safe default (every node checks it;
+    the activation gate's own policy file can only ask for more)."""
     target: SecondApprover = SecondApprover.ALWAYS
     """A change of the fleet's target release (a return to the known-good one while its
     kill is in force is the stop direction: one person, whatever this says)."""

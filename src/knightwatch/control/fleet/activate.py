@@ -5,7 +5,9 @@ to one sequence: judge the request against the fleet as it stands (membership
 and the admission service's verdicts, a kill in force freezing risk-adding
 changes), commit it with compare-and-set, then wait for each targeted node to
 confirm the new revision. Turning a flag to its safe default is the stop
-direction: one person, never an approval.
+direction: one person, never an approval. The change is signed by `signer`
+(with the approval it was decided on), since every node verifies it before
+applying it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from knightwatch.flags.activation import (
     ActivationResult,
 )
 from knightwatch.flags.registry import FlagRegistry
+from knightwatch.trust.flagproof import FlagSealer
+from knightwatch.trust.identity import Signer
 from knightwatch.trust.store import TrustStore
 
 
@@ -34,6 +38,8 @@ async def activate(
     request: ActivationRequest,
     clock: Clock,
     timeout_s: float,
+    *,
+    signer: Signer,
 ) -> tuple[ActivationResult, dict[str, float], list[str]]:
     """The gate's verdict and, if it was applied, each node's confirmation latency (ms)
     and the nodes that did not confirm within `timeout_s`."""
@@ -41,7 +47,8 @@ async def activate(
     kill = await kill_in_force(plane, trust)
     frozen = describe(kill) if kill is not None else None
     store = PlaneFlagStore(plane, clock)
-    gate = ActivationGate(registry, view, store, clock, policy, frozen_by=frozen)
+    sealer = FlagSealer(signer, trust.roster)
+    gate = ActivationGate(registry, view, store, clock, policy, frozen_by=frozen, sealer=sealer)
     waiter = AppliedWaiter(plane, clock)
     await waiter.start()
     t0 = clock.monotonic_ns()

@@ -59,6 +59,7 @@ from knightwatch.flags.rollout import (
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
+from knightwatch.trust.flagproof import FlagSealer
 from knightwatch.trust.roster import TrustError
 
 _STATE = msgspec.json.Decoder(RolloutState)
@@ -326,6 +327,7 @@ class RolloutDriver:
             PlaneFlagStore(self.plane, self.clock),
             self.clock,
             self.policy,
+            sealer=FlagSealer(self.killswitch.signer, self.killswitch.trust.roster),
         )
         runner = RolloutRunner(
             gate,

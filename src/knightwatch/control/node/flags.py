@@ -1,9 +1,16 @@
-"""A node's flag state: applied the moment it is stored, confirmed, served from memory.
+"""A node's flag state: verified, applied the moment it is stored, confirmed, served from memory.
 
 `NodeFlags` is a node's cached view of flag state. It applies each new
-revision the moment it is stored, confirms it (fast path and durably), and
-serves the OpenFeature provider from memory; it fails closed (unavailable)
-while the node is disconnected or not yet resynced. The record layout
+revision the moment it is stored, once the signed proof of the change that set
+this node's value verifies against the roster (`knightwatch.trust.flagproof`:
+an operator's signature and, for a trading flag moved away from its safe
+default, a second person's approval), confirms it (fast path and durably), and
+serves the OpenFeature provider from memory. Anyone able to write the flags
+bucket could otherwise turn a trading flag on with no second person. A revision
+that does not verify is refused: the node keeps what it evaluated before (or
+the safe default), does not confirm it, logs one line and records a
+`flag_refused` event with the reason code. It fails closed (unavailable) while
+the node is disconnected or not yet resynced. The record layout
 (`state_key`, `change_key`, `applied_key`, `FlagApplied`) lives here, below
 the operator's flag store, because both sides read and write it.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -22,12 +30,15 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.state import FlagChange, FlagState, StateUnavailable
+from knightwatch.trust.command import Refused, TrustReason
+from knightwatch.trust.flagproof import check_flag_proof
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUBJECT_APPLIED = "flags.applied"
 _BRIDGE_TIMEOUT_S = 5.0
+_REFUSED_KEPT = 1024
 
 
 class FlagApplied(msgspec.Struct, frozen=True):
@@ -102,6 +113,16 @@ class NodeFlags:
         self._states: dict[str, FlagState] = {}
         self._confirmed: dict[str, int] = {}
         self._synced = False
+        self._latest: dict[str, FlagState] = {}
+        """The newest stored revision of each flag, verified or not (re-judged when this
+        node's admitted flag schema changes)."""
+        self._proof_revision: dict[str, int] = {}
+        """The revision of the change behind this node's current value (no going back)."""
+        self._verdict_seen: object = None
+        """The admission verdict the held states were judged under (identity)."""
+        self._refused_keys: dict[tuple[str, int], None] = {}
+        self.refused: Counter[TrustReason] = Counter()
+        self.last_refusal = ""
 
     async def start(self) -> None:
         self.plane.on_connection(self._on_connection)
@@ -118,19 +139,124 @@ class NodeFlags:
         records = await self.plane.records(Bucket.FLAGS)
         for key, (value, _) in records.items():
             if key.startswith("state."):
-                await self._apply(STATE_DECODER.decode(value))
+                await self._apply(value, live=False)
         self._synced = True
 
     async def _on_record(self, record: Record) -> None:
         if record.key.startswith("state."):
-            await self._apply(STATE_DECODER.decode(record.value))
+            await self._apply(record.value, live=True)
 
-    async def _apply(self, state: FlagState) -> None:
+    async def _apply(self, value: bytes, *, live: bool) -> None:
+        try:
+            state = STATE_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._refuse("?", 0, Refused(TrustReason.MALFORMED, f"flag state: {exc}"))
+            return
         held = self._states.get(state.flag_id)
         if held is not None and held.revision >= state.revision:
             return
+        latest = self._latest.get(state.flag_id)
+        if latest is None or latest.revision < state.revision:
+            self._latest[state.flag_id] = state
+        if self._judge(state, live=live):
+            await self._confirm(state.flag_id, state.revision)
+
+    def _schema(self) -> dict[str, str]:
+        """The flag schema of the release this node is admitted on (empty: none)."""
+        v = self.runtime.verdict
+        return dict(v.flag_schema) if v is not None and v.admitted else {}
+
+    def _judge(self, state: FlagState, *, live: bool) -> bool:
+        """Apply `state` if the change behind this node's value verifies; else record why."""
+        schema = self._schema()
+        self._verdict_seen = self.runtime.verdict
+        value = state.value_for(self.node)
+        held = self._states.get(state.flag_id)
+        proof = state.proofs.get(self.node, "")
+        if value is None:
+            revision = 0  # no value: the safe default, the stop direction
+        elif (
+            held is not None
+            and proof
+            and held.value_for(self.node) == value
+            and held.proofs.get(self.node) == proof
+        ):
+            revision = self._proof_revision.get(state.flag_id, 0)  # verified already
+        else:
+            try:
+                verdict = check_flag_proof(
+                    proof,
+                    self.runtime.trust.roster,
+                    flag_id=state.flag_id,
+                    node=self.node,
+                    value=value,
+                    schema=schema,
+                    now_ns=self.runtime.clock.time_ns(),
+                    live=live,
+                )
+                revision = verdict.revision
+                if verdict.own_safe_default:
+                    values = {n: v for n, v in state.node_values.items() if n != self.node}
+                    state = msgspec.structs.replace(state, node_values=values)
+                if revision > state.revision:
+                    raise Refused(
+                        TrustReason.MALFORMED,
+                        f"the proof is for revision {revision}, the state is at {state.revision}",
+                    )
+                if revision < self._proof_revision.get(state.flag_id, 0):
+                    raise Refused(
+                        TrustReason.REPLAYED,
+                        f"the proof is of revision {revision}; this node already applied "
+                        f"a change of revision {self._proof_revision[state.flag_id]}",
+                    )
+            except Refused as exc:
+                self._refuse(state.flag_id, state.revision, exc)
+                return False
         self._states[state.flag_id] = state
-        await self._confirm(state.flag_id, state.revision)
+        self._proof_revision[state.flag_id] = max(
+            revision, self._proof_revision.get(state.flag_id, 0)
+        )
+        return True
+
+    def _refuse(self, flag_id: str, revision: int, exc: Refused) -> None:
+        """Count, log and record a refused revision once (a re-delivery counts once)."""
+        if (flag_id, revision) in self._refused_keys:
+            return
+        self._refused_keys[(flag_id, revision)] = None
+        while len(self._refused_keys) > _REFUSED_KEPT:
+            del self._refused_keys[next(iter(self._refused_keys))]
+        self.refused[exc.reason] += 1
+        self.runtime.refused[exc.reason] += 1
+        self.last_refusal = f"{flag_id} r{revision}: {exc.reason.value}: {exc.detail}"
+        self.runtime.last_refusal = self.last_refusal
+        log.error(
+            "FLAG_REFUSED node=%s flag=%s revision=%d reason=%s %s",
+            self.node,
+            flag_id,
+            revision,
+            exc.reason.value,
+            exc.detail,
+        )
+        self.runtime.record_event(
+            "flag_refused",
+            flag=flag_id,
+            revision=revision,
+            reason=exc.reason.value,
+            detail=exc.detail,
+        )
+
+    def _rejudge(self) -> None:
+        """A new admission verdict (another schema, perhaps): judge the newest unapplied
+        revisions again under it."""
+        if self.runtime.verdict is self._verdict_seen:
+            return
+        self._verdict_seen = self.runtime.verdict
+        for flag_id, latest in list(self._latest.items()):
+            held = self._states.get(flag_id)
+            if (held is None or held.revision < latest.revision) and self._judge(
+                latest, live=False
+            ):
+                self.confirm_applied(flag_id, self.node, latest.revision)
 
     async def _confirm(self, flag_id: str, revision: int) -> None:
         if self._confirmed.get(flag_id, 0) >= revision:
@@ -147,6 +273,7 @@ class NodeFlags:
     def get(self, flag_id: str) -> FlagState | None:
         if not self._synced or not self.plane.connected:
             raise StateUnavailable(f"node {self.node}: flag state not in sync with the plane")
+        self._rejudge()
         return self._states.get(flag_id)
 
     def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:

@@ -391,6 +391,10 @@ class NodeRuntime:
             self._record("duplicate_node", other=seen)
 
     # --- verification ---------------------------------------------------------
+    def record_event(self, kind: str, **fields: str | int) -> None:
+        """An event in this node's flight recorder (its flag state's refusals, too)."""
+        self._record(kind, **fields)
+
     def _record(self, kind: str, **fields: str | int) -> None:
         context = AuditContext(node=self.node_id, limits_version=self.guard.limits.version)
         try:

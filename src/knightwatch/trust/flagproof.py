@@ -1,0 +1,268 @@
+"""Signed flag changes and the check a node runs before it evaluates one.
+
+A flag state in the store is only bytes anyone with operator credentials for
+the bucket can write, so the activation gate's checks in the writer's process
+prove nothing to a node. Every committed change therefore carries a proof: a
+DSSE envelope, signed by the operator who made it, that binds the flag, value,
+nodes, the revision it produces, who asked, why and when, and the flag's
+meaning as the writer's registry states it; plus, for a trading-behaviour flag
+moved away from its safe default, the second person's signed approval as
+`check_approval` validates it. A node applies a revision only if the proof of
+the latest change to its own value verifies against its roster.
+
+The node does not take the writer's word for the meaning: it hashes the signed
+meaning and compares it with the definition hash its own admitted release holds
+for the id. Where it cannot (no verdict yet, the id unknown to its release, a
+different meaning) the flag counts as trading behaviour and the change as one
+away from the safe default (fail closed); a one-person change it cannot place
+is still honoured as the stop direction by dropping the node's value, so it
+evaluates its own safe default, never a value the writer claims is safe. The
+stop direction needs one operator's signature, never an approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from knightwatch.flags.activation import ActivationRequest
+from knightwatch.flags.definition import FlagDefinition, definition_hash
+from knightwatch.flags.state import FlagChange
+from knightwatch.release.dsse import Envelope, new_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
+from knightwatch.trust.command import Checked, Refused, TrustReason, signers_of
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role, Roster, TrustError
+
+FLAG_PAYLOAD_TYPE = "application/vnd.knightwatch.flag-change+json"
+
+
+class FlagDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the operator's signature over a flag change covers."""
+
+    flag_id: str
+    value: bool
+    nodes: tuple[str, ...]
+    revision: int
+    """The flag state revision this change produces."""
+    actor: str
+    """Who signed and committed it (an operator)."""
+    requester: str
+    """Who the change is for: the actor, or a rollout's starter whose driver runs it."""
+    reason: str
+    issued_ns: int
+    description: str
+    safe_default: bool
+    trading_behaviour: bool
+    approval_kind: str = ""
+    """"" (no approval), "flag" or "rollout"."""
+    approval_digest: str = ""
+    """A rollout approval's plan digest."""
+    approved_ns: int = 0
+    """A rollout approval: when it was checked (the rollout's start); a flag approval is
+    checked at `issued_ns`."""
+    approval_nodes: tuple[str, ...] | None = None
+    """The nodes a flag approval names (None: the fleet); they must cover `nodes`."""
+
+
+class FlagProof(msgspec.Struct, frozen=True):
+    """Stored with each node's value in the flag state (JSON, opaque to the flags layer)."""
+
+    change: Envelope
+    approval: Envelope | None = None
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_DECISION = msgspec.json.Decoder(FlagDecision)
+_PROOF = msgspec.json.Decoder(FlagProof)
+
+
+class FlagSealer:
+    """The activation gate's `ChangeSealer`: signs each change as `signer`, under the
+    roster's approval policy (a process that writes flags always holds a roster)."""
+
+    def __init__(self, signer: Signer, roster: Roster | None) -> None:
+        self.signer = signer
+        self.roster = roster
+
+    def second_person(self, wall_ns: int) -> bool:
+        if self.roster is None:
+            return True  # nothing verified: ask for the most
+        policy = self.roster.approvals
+        return policy.second_person(policy.flag, wall_ns)
+
+    def seal(
+        self,
+        change: FlagChange,
+        revision: int,
+        request: ActivationRequest,
+        definition: FlagDefinition,
+    ) -> str:
+        decision = FlagDecision(
+            flag_id=change.flag_id,
+            value=change.value,
+            nodes=change.nodes,
+            revision=revision,
+            actor=self.signer.name,
+            requester=request.actor,
+            reason=change.reason,
+            issued_ns=change.at_ns,
+            description=definition.description,
+            safe_default=definition.safe_default,
+            trading_behaviour=definition.trading_behaviour,
+            approval_kind=request.approval_kind if request.approval else "",
+            approval_digest=request.approval_digest if request.approval else "",
+            approved_ns=request.approved_ns if request.approval else 0,
+            approval_nodes=request.approval_nodes if request.approval else None,
+        )
+        envelope = self.signer.sign(new_envelope(FLAG_PAYLOAD_TYPE, _ENCODER.encode(decision)))
+        approval = (
+            decode_approval_file(request.approval.encode(), "approval")
+            if request.approval
+            else None
+        )
+        return msgspec.json.encode(FlagProof(envelope, approval)).decode()
+
+
+class FlagVerdict(msgspec.Struct, frozen=True):
+    """A verified change: who made it, who approved it, the revision it produced."""
+
+    checked: Checked
+    revision: int
+    issued_ns: int
+    own_safe_default: bool = False
+    """A change to the safe default of a flag whose meaning this node's release does not
+    confirm: the node evaluates its own safe default (no value), never the claimed one."""
+
+
+def check_flag_proof(
+    proof: str,
+    roster: Roster | None,
+    *,
+    flag_id: str,
+    node: str,
+    value: bool,
+    schema: Mapping[str, str],
+    now_ns: int,
+    live: bool,
+) -> FlagVerdict:
+    """Verify that `proof` makes `node` evaluate `flag_id` as `value`; `Refused` otherwise.
+
+    `schema`: the flag schema of the node's admitted release (id -> definition
+    hash), the only source of the flag's meaning the node trusts. `live`: the
+    state arrived as news, so a market-hours rule is also judged at `now_ns`
+    (a backdated issue time does not dodge it).
+    """
+    if roster is None:
+        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
+    if not proof:
+        raise Refused(TrustReason.UNSIGNED, "the change carries no signed proof")
+    try:
+        bundle = _PROOF.decode(proof)
+        payload = bundle.change.payload_bytes()
+        decision = _DECISION.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+        raise Refused(TrustReason.MALFORMED, f"proof: {exc}") from None
+    if bundle.change.payload_type != FLAG_PAYLOAD_TYPE:
+        raise Refused(TrustReason.MALFORMED, f"payloadType {bundle.change.payload_type!r}")
+    if decision.flag_id != flag_id or node not in decision.nodes or decision.value != value:
+        raise Refused(
+            TrustReason.PAYLOAD_MISMATCH,
+            f"the proof sets {decision.flag_id}={decision.value} on "
+            f"{','.join(decision.nodes)}, not {flag_id}={value} on {node}",
+        )
+    members = signers_of(bundle.change, payload, roster, decision.issued_ns, None)
+    signer = next((m for m in members if m.name == decision.actor), None)
+    if signer is None:
+        signed = ", ".join(sorted({m.name for m in members}))
+        raise Refused(
+            TrustReason.ACTOR_MISMATCH,
+            f"actor {decision.actor!r} did not sign (signed by {signed})",
+        )
+    if Role.OPERATOR not in signer.roles:
+        raise Refused(
+            TrustReason.ROLE_NOT_ALLOWED,
+            f"{decision.actor} holds {', '.join(signer.roles)}; a flag change needs an operator",
+        )
+    meaning = definition_hash(
+        flag_id, decision.description, decision.safe_default, decision.trading_behaviour
+    )
+    known = schema.get(flag_id) == meaning
+    checked = FlagVerdict(Checked(decision.actor), decision.revision, decision.issued_ns)
+    if value == decision.safe_default:
+        # the stop direction: one operator. Unless the node's release confirms the
+        # meaning, the claimed safe default is not believed: the node goes to its own.
+        return checked if known else msgspec.structs.replace(checked, own_safe_default=True)
+    if known and not decision.trading_behaviour:
+        return checked
+    approvers = _approvers(bundle.approval, decision, roster, known, now_ns, live)
+    return msgspec.structs.replace(checked, checked=Checked(decision.actor, approvers))
+
+
+def _approvers(
+    approval: Envelope | None,
+    decision: FlagDecision,
+    roster: Roster,
+    known: bool,
+    now_ns: int,
+    live: bool,
+) -> tuple[str, ...]:
+    """The second person for a trading flag moved away from its safe default, if the
+    roster's policy asks for one (at the issue time, and now for live news)."""
+    policy = roster.approvals
+    needed = policy.second_person(policy.flag, decision.issued_ns) or (
+        live and policy.second_person(policy.flag, now_ns)
+    )
+    meaning = "" if known else " (its meaning is not in this node's release: fail closed)"
+    if approval is None:
+        if not needed:
+            return ()
+        raise Refused(
+            TrustReason.APPROVAL_MISSING,
+            f"turns a trading-behaviour flag away from its safe default{meaning}; the "
+            "roster's policy requires a second person's signed approval",
+        )
+    try:
+        kind = ApprovalKind(decision.approval_kind)
+    except ValueError:
+        raise Refused(TrustReason.MALFORMED, f"approval_kind {decision.approval_kind!r}") from None
+    if kind is ApprovalKind.FLAG and decision.requester != decision.actor:
+        raise Refused(TrustReason.ACTOR_MISMATCH, "a flag approval names the actor as requester")
+    if kind is ApprovalKind.TARGET:
+        raise Refused(TrustReason.APPROVAL_INVALID, "a target-release approval approves no flag")
+    if kind is ApprovalKind.FLAG and decision.approval_nodes is not None:
+        outside = sorted(set(decision.nodes) - set(decision.approval_nodes))
+        if outside:
+            raise Refused(
+                TrustReason.APPROVAL_INVALID, f"the approval does not cover {', '.join(outside)}"
+            )
+    signed = {
+        found[0].name for s in approval.signatures if (found := roster.key(s.keyid)) is not None
+    }
+    if signed and signed <= {decision.requester, decision.actor}:
+        raise Refused(
+            TrustReason.SELF_APPROVAL,
+            f"approved by {', '.join(sorted(signed))} only: the requester and the actor never "
+            "count as the second person",
+        )
+    rollout = kind is ApprovalKind.ROLLOUT and decision.approved_ns
+    at_ns = decision.approved_ns if rollout else decision.issued_ns
+    try:
+        approver = check_approval(
+            approval,
+            roster,
+            kind=kind,
+            flag_id=decision.flag_id,
+            value=decision.value,
+            nodes=None if kind is ApprovalKind.ROLLOUT else decision.approval_nodes,
+            requester=decision.requester,
+            now_ns=at_ns,
+            digest=decision.approval_digest,
+        )
+    except TrustError as exc:
+        raise Refused(TrustReason.APPROVAL_INVALID, str(exc)) from None
+    if approver == decision.actor:
+        raise Refused(TrustReason.SELF_APPROVAL, f"{approver} approved their own change")
+    return (approver,)
