@@ -285,3 +285,80 @@ async def test_a_kill_from_a_lagging_clock_still_stops_every_node(
     finally:
         await alice.close()
         await carol.close()
+
+
+async def replace(fleet: NodeProcesses, plane: NatsControlPlane, node: str) -> None:
+    """Stop `node`'s process and start it again on an empty disk (a replacement host: no
+    flight recorder to restore halts from), so all it knows comes from the store."""
+    before = {m.node_id: m.instance for m in await plane.members()}[node]
+    fleet.stop(node)
+    wiped = list((fleet.state_dir / "audit").glob(f"{node}.*"))
+    assert wiped, "the node's flight recorder was not where expected"
+    for path in wiped:
+        path.unlink()
+    fleet.spawn(node)
+    for _ in range(200):
+        now = {m.node_id: m for m in await plane.members()}[node]
+        if now.instance != before and now.admitted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{node} did not come back admitted")
+
+
+async def test_a_fleet_restarted_after_a_two_person_resume_trades(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """The resume's history is intact (stored right over the kill it lifts): a node
+    starting with an empty memory adopts it."""
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        ks = site.killswitch(alice, "alice")
+        assert (await ks.kill(Scope.FLEET, FLEET_KEY, "incident")).ok
+        resumed = await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", approvers=(site.signer("bob"),))
+        assert resumed.ok
+        await until(carol, TradingState.ACTIVE)
+        await replace(fleet, carol, "n3")
+        await asyncio.sleep(0.3)
+        n3 = {m.node_id: m for m in await carol.members()}["n3"]
+        assert n3.node_state is TradingState.ACTIVE and n3.admitted
+        assert n3.refused == 0, n3.last_refusal
+    finally:
+        await alice.close()
+        await carol.close()
+
+
+async def test_an_old_approved_resume_stored_again_over_a_new_kill_lifts_nothing(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """Kill K1, resume R1 (two people), kill K2; then someone with kill-state write rights
+    puts R1's exact signed entry back. R1 verifies (signatures, roles, freshness), but the
+    store's history shows it was decided on K1, not written over K2: running nodes and a
+    node restarting with an empty memory all stay halted and report the replay."""
+    alice = await site.connect("alice")
+    carol = await site.connect("carol")
+    try:
+        ks = site.killswitch(alice, "alice")
+        assert (await ks.kill(Scope.FLEET, FLEET_KEY, "first incident")).ok
+        r1 = await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", approvers=(site.signer("bob"),))
+        assert r1.ok
+        await until(carol, TradingState.ACTIVE)
+        assert (await ks.kill(Scope.FLEET, FLEET_KEY, "second incident")).ok
+        await until(carol, TradingState.HALTED)
+        await alice.put_state(r1.entry)  # a plain put, as an attacker would
+        stored, _ = await carol.get_state(Scope.FLEET, FLEET_KEY)
+        assert stored == r1.entry
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+        await replace(fleet, carol, "n3")
+        await asyncio.sleep(0.5)
+        members = {m.node_id: m for m in await carol.members()}
+        assert {m.node_state for m in members.values()} == {TradingState.HALTED}
+        assert members["n3"].refused == 1
+        assert members["n3"].last_refusal.startswith("replayed:"), members["n3"].last_refusal
+        assert "decided on revision" in members["n3"].last_refusal
+        log_text = (fleet.state_dir / "logs" / "n3.log").read_text()
+        assert "reason=replayed" in log_text
+    finally:
+        await alice.close()
+        await carol.close()

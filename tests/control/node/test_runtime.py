@@ -13,6 +13,7 @@ from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.protocol import STATE_HISTORY
 from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, StateEntry
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
@@ -345,4 +346,107 @@ async def test_an_automatic_halt_decided_on_a_thread_running_its_own_loop_is_sto
             break
     assert stored is not None and stored.state is TradingState.HALTED
     assert stored.source is RejectReason.FILL_MISMATCH
+    await node.stop()
+
+
+def refusals(node: NodeRuntime) -> list[bytes]:
+    node.guard.recorder.flush()
+    return [line for line in node.guard.recorder.lines if b'"kind":"command_refused"' in line]
+
+
+async def reborn(fabric: MemoryFabric, clock: SimClock, node_id: str = "n1") -> NodeRuntime:
+    """A new runtime with an empty memory and no flight recorder to restore halts from."""
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    node = make_node(node_id, plane, clock)
+    await node.start()
+    return node
+
+
+async def test_a_node_started_after_a_two_person_resume_trades() -> None:
+    fabric, clock, nodes, ks = await fleet(1)
+    await ks.kill(Scope.FLEET, "", "stop")
+    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
+    await stop_all(nodes)
+    node = await reborn(fabric, clock)
+    assert node.check(OrderIds("r").order()).accepted
+    assert not node.refused and not refusals(node)
+    await node.stop()
+
+
+async def test_an_approved_resume_stored_again_over_a_newer_kill_is_refused() -> None:
+    """K1, R1 (two people), K2, then R1's signed entry put back over K2: it verifies, but
+    the store shows it was not written over the halt it lifts. Running nodes keep K2; a
+    node starting now holds the slot halted and reports the replay."""
+    fabric, clock, nodes, ks = await fleet(1)
+    await ks.kill(Scope.FLEET, "", "first")
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    await ks.kill(Scope.FLEET, "", "second")
+    operator = MemoryControlPlane(fabric)
+    await operator.connect()
+    await operator.put_state(r1.entry)  # a plain put, past the kill switch's checks
+    ids = OrderIds("o")
+    assert nodes[0].check(ids.order()).reason is RejectReason.HALTED
+    node = await reborn(fabric, clock, "n2")
+    assert node.check(ids.order()).reason is RejectReason.HALTED
+    assert node.refused == {TrustReason.REPLAYED: 1}
+    assert "decided on revision" in node.last_refusal
+    (line,) = refusals(node)
+    assert b'"reason":"replayed"' in line and r1.entry.command_id[:12].encode() in line
+    await node.stop()
+    await stop_all(nodes)
+
+
+async def test_a_replayed_resume_heard_live_by_a_node_that_never_held_the_halt() -> None:
+    """A node whose memory lost the slot checks the store's history on the live path too;
+    without it, the replay would lift the Guard's latch of the newer kill."""
+    fabric, _, nodes, ks = await fleet(1)
+    node = nodes[0]
+    await ks.kill(Scope.FLEET, "", "first")
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    await ks.kill(Scope.FLEET, "", "second")
+    node._applied.clear()  # it never held the newer kill (as after losing its memory)
+    operator = MemoryControlPlane(fabric)
+    await operator.connect()
+    await operator.put_state(r1.entry)
+    assert node.check(OrderIds("o").order()).reason is RejectReason.HALTED
+    assert node.refused == {TrustReason.REPLAYED: 1}
+    assert len(refusals(node)) == 1
+    await stop_all(nodes)
+
+
+async def test_a_resume_put_into_an_empty_store_lifts_nothing() -> None:
+    """A store that lost its entries (or a new one) is given an old approved resume as the
+    slot's first write: there is no halt before it to lift, so a starting node holds the
+    slot halted."""
+    _, _, nodes, ks = await fleet(1)
+    await ks.kill(Scope.FLEET, "", "first")
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    await stop_all(nodes)
+    empty = MemoryFabric()
+    operator = MemoryControlPlane(empty)
+    await operator.connect()
+    await operator.put_state(r1.entry)
+    node = await reborn(empty, SimClock(1_000 * MS))
+    assert node.check(OrderIds("o").order()).reason is RejectReason.HALTED
+    assert node.refused == {TrustReason.REPLAYED: 1}
+    assert "keeps no earlier write" in node.last_refusal
+    await node.stop()
+
+
+async def test_a_long_slot_history_does_not_hide_a_replay() -> None:
+    """More than STATE_HISTORY kills after the resume: its own kill is long gone from the
+    history, and the write before the replay is the latest kill, not the one it lifts."""
+    fabric, clock, nodes, ks = await fleet(1)
+    await ks.kill(Scope.FLEET, "", "first")
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    for i in range(STATE_HISTORY + 1):
+        await ks.kill(Scope.FLEET, "", f"again {i}")
+    operator = MemoryControlPlane(fabric)
+    await operator.connect()
+    await operator.put_state(r1.entry)
+    await stop_all(nodes)
+    node = await reborn(fabric, clock)
+    assert node.check(OrderIds("o").order()).reason is RejectReason.HALTED
+    assert node.refused == {TrustReason.REPLAYED: 1}
     await node.stop()

@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
-from knightwatch.control.plane.protocol import ABSENT, ControlPlaneUnavailable, RevisionConflict
+from knightwatch.control.plane.protocol import (
+    ABSENT,
+    STATE_HISTORY,
+    ControlPlaneUnavailable,
+    RevisionConflict,
+)
 from knightwatch.control.plane.wire import (
     AuditEnvelope,
     Confirmation,
@@ -193,3 +198,33 @@ async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) 
     finally:
         stop.set()
         await task
+
+
+async def test_previous_state_reads_the_write_just_before_a_revision(backend: Backend) -> None:
+    plane = await backend.plane()
+    other = await plane.put_state(entry(scope=Scope.SYMBOL, key="AAPL"))
+    rev1 = await plane.put_state(entry(command_id="k1"))
+    await plane.put_state(entry(scope=Scope.SYMBOL, key="AAPL", command_id="x"))
+    rev2 = await plane.put_state(entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=2))
+    rev3 = await plane.put_state(entry(command_id="k2", issued_ns=3))
+    assert await plane.previous_state(Scope.FLEET, "all", rev1) is None  # its first write
+    assert await plane.previous_state(Scope.FLEET, "all", rev2) == (entry(command_id="k1"), rev1)
+    before = await plane.previous_state(Scope.FLEET, "all", rev3)
+    assert before is not None and before[1] == rev2 and before[0] is not None
+    assert before[0].command_id == "r1"
+    assert await plane.previous_state(Scope.FLEET, "all", rev3 + 1) is not None
+    assert await plane.previous_state(Scope.SYMBOL, "AAPL", other) is None
+
+
+async def test_previous_state_history_is_bounded(backend: Backend) -> None:
+    """The store keeps the last STATE_HISTORY writes of a slot; older ones are gone."""
+    plane = await backend.plane()
+    revisions = [
+        await plane.put_state(entry(command_id=f"c{i}", issued_ns=i + 1))
+        for i in range(STATE_HISTORY + 2)
+    ]
+    kept = revisions[-STATE_HISTORY:]
+    assert await plane.previous_state(Scope.FLEET, "all", kept[0]) is None
+    assert await plane.previous_state(Scope.FLEET, "all", revisions[1]) is None
+    found = await plane.previous_state(Scope.FLEET, "all", kept[1])
+    assert found is not None and found[1] == kept[0]

@@ -36,6 +36,10 @@ and hands automatic halts decided on those threads to its own event loop.
   a live command that does not is refused, counted, logged and written to the
   flight recorder; a stored entry that does not is treated as a halt of its
   slot (fail closed), so a forged or wiped store entry can never lift a kill;
+  a stored resume the node did not apply itself is adopted only if the store's
+  history shows it was written right over the halt it lifts, at the revision it
+  was decided on (else it is refused as `replayed` and its slot held halted), so
+  an old approved resume put back over a newer kill lifts nothing;
 * the node signs its own automatic halts and hands them to the fleet's relay
   (it has no right to write the kill state itself), and a second process
   claiming its node id is refused at join and reported by the holder.
@@ -62,6 +66,7 @@ from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.node.trustfeed import follow_roster
 from knightwatch.control.plane.protocol import (
+    STATE_HISTORY,
     Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
@@ -443,6 +448,47 @@ class NodeRuntime:
             self._refuse(entry, exc, "live" if live else "stored")
             return None
 
+    def _adopts(self, entry: StateEntry) -> bool:
+        """Whether `entry` is a resume this node has not applied yet (so must check)."""
+        if entry.state is not TradingState.ACTIVE:
+            return False
+        held = self._applied.get(entry.slot)
+        return held is None or held.command_id != entry.command_id
+
+    async def _not_lifting(self, entry: StateEntry, revision: int) -> Refused | None:
+        """Why the resume stored at `revision` does not provably lift the halt it names, or
+        None when the slot's write just before it is that halt at the revision the resume
+        was decided on (a resume is stored by compare-and-set on exactly that revision).
+
+        A verified resume re-stored later over a newer kill (a replay by anyone with
+        kill-state write rights) fails this, and so does a slot whose history no longer
+        reaches back that far: the node holds such a slot halted (fail closed).
+        """
+        before = await self.plane.previous_state(entry.scope, entry.key, revision)
+        lifts = f"resume {entry.command_id[:12]} stored at revision {revision}"
+        if before is None:
+            return Refused(
+                TrustReason.REPLAYED,
+                f"{lifts}: the store keeps no earlier write of {entry.slot} (it keeps the last "
+                f"{STATE_HISTORY}), so it cannot show the resume lifts {entry.supersedes[:12]}",
+            )
+        previous, previous_revision = before
+        if previous_revision != entry.decided_on:
+            return Refused(
+                TrustReason.REPLAYED,
+                f"{lifts} over revision {previous_revision}, but it was decided on revision "
+                f"{entry.decided_on}: stored again over a later write",
+            )
+        unverified = f"unverified-{entry.slot}-{entry.decided_on}"
+        named = previous.command_id if previous is not None else "a delete marker"
+        if entry.supersedes != unverified and named != entry.supersedes:
+            return Refused(
+                TrustReason.REPLAYED,
+                f"{lifts} lifts {entry.supersedes[:12]}, but revision {previous_revision} "
+                f"holds {named[:24]}",
+            )
+        return None
+
     def _refuse(self, entry: StateEntry, exc: Refused, path: str) -> None:
         if entry.command_id in self._refused_ids:
             return  # a re-announcement of one refused command counts once
@@ -644,6 +690,22 @@ class NodeRuntime:
             checked = self._verify(entry, live=True)
             if checked is None:
                 return
+            if entry.state is TradingState.ACTIVE and entry.slot not in self._applied:
+                # a resume of a halt this node never held: the store must show it lifts one
+                try:
+                    stored, revision = await self.plane.get_state(entry.scope, entry.key)
+                    if stored is None or stored.command_id != entry.command_id:
+                        return  # not (or no longer) what the store holds: nothing to adopt
+                    replay = await self._not_lifting(entry, revision)
+                except ControlPlaneUnavailable as exc:
+                    log.warning("node %s: resume %s not adopted: %s", self.node_id, entry.slot, exc)
+                    return  # the resync after reconnecting judges the store
+                if replay is not None:
+                    self._refuse(entry, replay, "live")
+                    halt = self._unverified(entry.slot, revision)
+                    if halt is None:
+                        return
+                    entry, checked = halt, None
             report = self._apply(entry, checked)
         if report is not None:
             if self._drains(entry):
@@ -742,6 +804,11 @@ class NodeRuntime:
                 checked = self._verify(entry, live=False)
                 if checked is None:
                     entry = None
+                elif self._adopts(entry):
+                    replay = await self._not_lifting(entry, revision)
+                    if replay is not None:
+                        self._refuse(entry, replay, "stored")
+                        entry, checked = None, None
             if entry is None:
                 entry = self._unverified(slot, revision)
                 if entry is None:

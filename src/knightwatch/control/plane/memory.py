@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from knightwatch.control.plane.protocol import (
+    STATE_HISTORY,
     Bucket,
     ConnectionHandler,
     ControlPlaneUnavailable,
@@ -44,6 +45,8 @@ class MemoryFabric:
         self.reachable = True
         self._revision = 0
         self._states: dict[str, tuple[StateEntry, int]] = {}
+        self._history: dict[str, list[tuple[StateEntry, int]]] = {}
+        """Per slot, its last `STATE_HISTORY` writes, oldest first (as the NATS bucket keeps)."""
         self._members: dict[str, NodeStatus] = {}
         self._audit: list[AuditEnvelope] = []
         self._records: dict[Bucket, dict[str, tuple[bytes, int]]] = {b: {} for b in Bucket}
@@ -136,12 +139,22 @@ class MemoryControlPlane:
             raise RevisionConflict(slot, expected_revision)
         revision = fabric.next_revision()
         fabric._states[slot] = (entry, revision)
+        kept = fabric._history.setdefault(slot, [])
+        kept.append((entry, revision))
+        del kept[:-STATE_HISTORY]
         await fabric.deliver("state", entry)
         return revision
 
     async def get_state(self, scope: Scope, key: str) -> tuple[StateEntry | None, int]:
         found = self._require()._states.get(slot_of(scope, key))
         return (found[0], found[1]) if found else (None, 0)
+
+    async def previous_state(
+        self, scope: Scope, key: str, revision: int
+    ) -> tuple[StateEntry | None, int] | None:
+        kept = self._require()._history.get(slot_of(scope, key), [])
+        before = [(e, rev) for e, rev in kept if rev < revision]
+        return before[-1] if before else None
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         return {slot: (e, rev) for slot, (e, rev) in self._require()._states.items()}

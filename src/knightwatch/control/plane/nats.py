@@ -33,11 +33,12 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, RawStreamMsg, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from knightwatch.control.plane.authz import inbox_prefix
 from knightwatch.control.plane.protocol import (
+    STATE_HISTORY,
     Bucket,
     ConnectionHandler,
     ControlPlaneUnavailable,
@@ -226,7 +227,7 @@ class NatsControlPlane:
         self._state = await self._bucket(
             KeyValueConfig(
                 bucket=STATE_BUCKET,
-                history=16,
+                history=STATE_HISTORY,
                 replicas=self.replicas,
                 storage=StorageType.FILE,
                 direct=False,
@@ -433,6 +434,35 @@ class NatsControlPlane:
         if found.value is None:
             return None, revision
         return decode_entry(slot, found.value, revision), revision
+
+    async def previous_state(
+        self, scope: Scope, key: str, revision: int
+    ) -> tuple[StateEntry | None, int] | None:
+        """Walks the slot's kept writes oldest first with next-by-subject message gets from
+        the stream leader (no consumer: a watcher's end-of-history marker can come early)."""
+        slot = slot_of(scope, key)
+        subject = f"$KV.{STATE_BUCKET}.{slot}"
+        js = self._require_js()
+        before: RawStreamMsg | None = None
+        seq = 1
+        for _ in range(4 * STATE_HISTORY):  # the bucket keeps at most STATE_HISTORY per slot
+            try:
+                msg = await self._call(
+                    js.get_msg(f"KV_{STATE_BUCKET}", seq=seq, subject=subject, next=True)
+                )
+            except nats.js.errors.NotFoundError:
+                break
+            found = int(msg.seq or 0)
+            if found >= revision or found < seq:
+                break
+            before, seq = msg, found + 1
+        if before is None:
+            return None
+        found = int(before.seq or 0)
+        operation = (before.headers or {}).get("KV-Operation")
+        if operation is not None or before.data is None:
+            return None, found
+        return decode_entry(slot, before.data, found), found
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot: its entry (one that cannot be decoded is a halt of its slot's

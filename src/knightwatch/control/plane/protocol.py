@@ -99,6 +99,9 @@ class RevisionConflict(KnightwatchError, RuntimeError):
 ABSENT = 0
 """`expected_revision` meaning "only if nobody has ever written this slot"."""
 
+STATE_HISTORY = 16
+"""Writes the store keeps per kill-state slot, the latest included (`previous_state`)."""
+
 
 class ControlPlane(Protocol):
     @property
@@ -135,6 +138,19 @@ class ControlPlane(Protocol):
         None with a revision: something is stored there that is not an entry (a
         delete marker, garbage); readers treat that slot as halted (fail closed).
         Entries are returned as stored: readers verify them (`knightwatch.trust`).
+        """
+        ...
+
+    async def previous_state(
+        self, scope: Scope, key: str, revision: int
+    ) -> tuple[StateEntry | None, int] | None:
+        """What the slot held immediately before its write at `revision`, and its revision.
+
+        A node adopting a stored resume it did not see being written checks here that the
+        resume was stored right over the halt it lifts (not replayed over a newer kill).
+        None when the store keeps nothing of the slot before `revision` (its first write,
+        or older than the last `STATE_HISTORY` writes); None with a revision: a delete
+        marker. A value that is no entry reads as `get_state` reads it (a halt).
         """
         ...
 
