@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -57,6 +59,17 @@ async def browser() -> AsyncIterator[Browser]:
             yield b
         finally:
             await b.close()
+
+
+def audit_verify(path: Path) -> None:
+    """`knightwatch audit verify` accepts the console's record, as an operator would run it."""
+    verify = subprocess.run(
+        [sys.executable, "-m", "knightwatch", "audit", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 async def login(browser: Browser, console: ConsoleProc, name: str) -> Page:

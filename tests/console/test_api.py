@@ -11,8 +11,6 @@ a file `knightwatch audit verify` accepts.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -22,6 +20,8 @@ import pytest
 from knightwatch.clock import SystemClock
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.console.users import UserStore
+
+from .conftest import audit_verify
 
 NOW = SystemClock().time_ns
 
@@ -228,13 +228,7 @@ def test_every_request_is_on_the_verifiable_record(console: ConsoleProc, alice: 
     lines = export.text.strip().splitlines()
     assert json.loads(lines[-1])["intact"] and json.loads(lines[-1])["chain_head"]
     assert any(json.loads(line).get("data", {}).get("key") == "api-s1" for line in lines[:-1])
-    verify = subprocess.run(
-        [sys.executable, "-m", "knightwatch", "audit", "verify", str(console.audit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    audit_verify(console.audit)
 
 
 def test_safe_default_is_one_click_and_confirmed_by_the_nodes(alice: Person) -> None:

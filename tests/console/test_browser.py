@@ -11,15 +11,13 @@ all of it, verified by `knightwatch audit verify`.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from knightwatch.console.local import PASSWORD, ConsoleProc
 
-from .conftest import login
+from .conftest import audit_verify, login
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -246,10 +244,4 @@ async def test_audit_search_finds_the_kill_and_audit_verify_accepts_the_file(
     refused = rows.filter(has_text="403").filter(has_text="carol")
     await expect(refused.first).to_contain_text("kill")  # carol's refused kill is on record
     await page.context.close()
-    verify = subprocess.run(
-        [sys.executable, "-m", "knightwatch", "audit", "verify", str(console.audit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    audit_verify(console.audit)

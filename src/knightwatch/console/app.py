@@ -65,6 +65,7 @@ from knightwatch.console.sessions import LoginThrottle, Session, Sessions
 from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Watch, build
 from knightwatch.control.fleet.activate import activate
+from knightwatch.control.fleet.approvals import Requests
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
@@ -436,6 +437,16 @@ class Console:
             return link, False
         return link, True
 
+    @contextlib.asynccontextmanager
+    async def acting(self, who: Principal) -> AsyncIterator[PersonLink]:
+        """The person's connection for one action (a token's own is closed after it)."""
+        link, temporary = await self.link_of(who)
+        try:
+            yield link
+        finally:
+            if temporary:
+                await link.plane.close()
+
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         task.set_name(name)
@@ -673,8 +684,7 @@ async def api_kill(request: Request) -> Response:
         raise Refusal(
             422, f"confirm: type {confirm_word(body.scope, key)!r} exactly to confirm this kill"
         )
-    link, temporary = await c.link_of(who)
-    try:
+    async with c.acting(who) as link:
         result = await link.killswitch.kill(
             body.scope,
             key,
@@ -682,9 +692,6 @@ async def api_kill(request: Request) -> Response:
             timeout_s=c.settings.kill_timeout_s,
             state=TradingState.REDUCING if body.drain else TradingState.HALTED,
         )
-    finally:
-        if temporary:
-            await link.plane.close()
     out = result_json(result)
     request.state.result = "ok" if result.ok else "unconfirmed"
     confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
@@ -701,8 +708,7 @@ async def api_request_resume(request: Request) -> Response:
     key = _scope_key(body.scope, body.key)
     _note(request, "request_resume", scope=body.scope.value, key=key, ack=body.ack)
     reason = _reason(body.reason)
-    link, temporary = await c.link_of(who)
-    try:
+    async with c.acting(who) as link:
         checklist, halted, req = await workflow.request_resume(
             link.plane,
             link.killswitch,
@@ -713,9 +719,6 @@ async def api_request_resume(request: Request) -> Response:
             cfg=c.settings.preflight,
             pager=Pager(),
         )
-    finally:
-        if temporary:
-            await link.plane.close()
     out = checklist_json(checklist, halted)
     if req is None:
         request.state.result, request.state.detail = "refused", checklist.summary()
@@ -729,8 +732,6 @@ async def api_approve(request: Request) -> Response:
     c = _console(request)
     body: ApproveBody = await _body(request, ApproveBody)
     _note(request, "approve", request_id=body.request_id)
-    from knightwatch.control.fleet.approvals import Requests
-
     # who asked is read first, so the policy can refuse self-approval before a password
     probe = c.principal(request)
     if probe is None:
@@ -838,22 +839,18 @@ async def api_safe_default(request: Request) -> Response:
     registry = _registry(c, body.flag)
     definition = registry.get(body.flag)
     assert definition is not None
-    link, temporary = await c.link_of(who)
-    try:
-        change = ActivationRequest(
-            flag_id=body.flag,
-            value=definition.safe_default,
-            actor=who.name,
-            reason=reason,
-            origin="knightwatch-console",
-        )
+    change = ActivationRequest(
+        flag_id=body.flag,
+        value=definition.safe_default,
+        actor=who.name,
+        reason=reason,
+        origin="knightwatch-console",
+    )
+    async with c.acting(who) as link:
         result, latencies, missing = await activate(
             link.plane, c.trust, registry, c.settings.flag_policy, change, c.clock,
             c.settings.kill_timeout_s, signer=link.killswitch.signer,
         )  # fmt: skip
-    finally:
-        if temporary:
-            await link.plane.close()
     if not result.accepted:
         raise Refusal(409, f"refused [{result.code}] {result.detail}")
     revision = result.state.revision if result.state is not None else 0
@@ -874,8 +871,7 @@ async def api_rollout_abort(request: Request) -> Response:
     _note(request, "rollout_abort", scope="flag", key=body.flag)
     reason = _reason(body.reason)
     registry = _registry(c, body.flag)
-    link, temporary = await c.link_of(who)
-    try:
+    async with c.acting(who) as link:
         driver = RolloutDriver(
             link.plane, registry, c.clock, link.killswitch, policy=c.settings.flag_policy
         )
@@ -884,9 +880,6 @@ async def api_rollout_abort(request: Request) -> Response:
             state = await driver.abort(body.flag, reason)
         except RolloutError as exc:
             raise Refusal(409, str(exc)) from None
-    finally:
-        if temporary:
-            await link.plane.close()
     request.state.detail = f"{state.rollout_id} {state.status}"
     return JSONResponse({"detail": f"rollout {state.rollout_id}: {state.status}"})
 
