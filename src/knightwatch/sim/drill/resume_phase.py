@@ -30,8 +30,10 @@ from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.identity import Signer
 
-DRILL_RAMP = RampPlan.instant((0.1, 0.5, 1.0), 0.5)
-"""Seconds, not minutes: the drill shows the mechanism, the runbook gives production stages."""
+DRILL_RAMP = RampPlan.instant((0.1, 0.5, 1.0), 2.0)
+"""Seconds, not minutes: the drill shows the mechanism, the runbook gives production stages.
+Two seconds a stage leave a loaded machine's trip detection (0.6 s seen on 2 busy cores)
+well inside stage one, where the drill's runaway must be caught."""
 
 
 class ResumeReport(msgspec.Struct, frozen=True):
