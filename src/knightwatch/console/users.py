@@ -51,7 +51,7 @@ from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import Role, Roster
+from knightwatch.trust.roster import Role
 
 DEFAULT_USERS_FILE = "console-users.toml"
 FORMAT_VERSION = 1
@@ -152,27 +152,6 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: WrappedKey
     disabled: bool = False
     tokens: tuple[Token, ...] = ()
-
-
-def roles_of(
-    roster: Roster, user: User, now_ns: int, token: Token | None = None
-) -> frozenset[Role]:
-    """What `user` may do now: the roster's roles for the stored key, never more.
-
-    Nothing when the stored key is not on the roster under the user's own name
-    or is not valid at `now_ns` (revoked, rotated out, expired): the console
-    cannot widen a person's roles or keep a revoked key working. A token
-    narrows further to its own roles, and a service token never approves.
-    """
-    member = roster.member(user.key_id)
-    if member is None or member.name != user.name or not member.valid_at(now_ns):
-        return frozenset()
-    roles = frozenset(member.roles)
-    if token is not None:
-        roles &= frozenset(token.roles)
-        if token.service:
-            roles -= {Role.APPROVER}
-    return roles
 
 
 # --- wrapping ---------------------------------------------------------------------------------
