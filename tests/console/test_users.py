@@ -27,12 +27,10 @@ from knightwatch.console.users import (
     WrappedKey,
     dump_users,
     parse_users,
-    roles_of,
     toml_string,
 )
 from knightwatch.release.keys import SigningKey
-from knightwatch.trust.kit import member_of
-from knightwatch.trust.roster import Role, Roster
+from knightwatch.trust.roster import Role
 
 PW = "correct horse battery"
 NOW = 1_700_000_000_000_000_000
@@ -585,35 +583,3 @@ def test_the_writer_and_the_reader_agree(users: list[User]) -> None:
     back = parse_users(tomllib.loads(text), "f")
     assert back == {u.name: u for u in users}
     assert dump_users(back.values()) == text
-
-
-# --- roles come from the roster ---------------------------------------------------------------
-
-
-def test_roles_come_from_the_roster_and_tokens_only_narrow_them(
-    store: UserStore, key: SigningKey, alice: User
-) -> None:
-    admin, rotated = SigningKey.generate(), SigningKey.generate()
-    ops = [Role.OPERATOR, Role.APPROVER]
-    roster = Roster(
-        version=1,
-        issued_ns=0,
-        members=(
-            member_of("alice", key, ops, revoked_ns=NOW + 10),
-            member_of("alice", rotated, ops),
-            member_of("admin1", admin, [Role.ADMIN]),
-        ),
-        admin_threshold=1,
-    )
-    assert roles_of(roster, alice, NOW) == {Role.OPERATOR, Role.APPROVER}
-    assert roles_of(roster, alice, NOW + 10) == frozenset()  # the stored key was revoked
-    _, viewer = store.issue_token("alice", None, ["viewer"], DAY, now_ns=NOW)
-    _, operator = store.issue_token("alice", PW, ["operator", "admin"], DAY, now_ns=NOW)
-    _, service = store.issue_token("alice", PW, ["operator"], DAY, service=True, now_ns=NOW)
-    assert roles_of(roster, alice, NOW, viewer) == frozenset()  # alice is not a viewer there
-    assert roles_of(roster, alice, NOW, operator) == {Role.OPERATOR}  # admin is not alice's
-    assert roles_of(roster, alice, NOW, service) == {Role.OPERATOR}
-    impostor = store.add("admin1", PW, SigningKey.generate())  # a key the roster lacks
-    assert roles_of(roster, impostor, NOW) == frozenset()
-    renamed = msgspec.structs.replace(alice, name="admin1")  # alice's key under another name
-    assert roles_of(roster, renamed, NOW) == frozenset()
