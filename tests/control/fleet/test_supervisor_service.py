@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
-from knightwatch.clock import SimClock
+from knightwatch.clock import Clock, SimClock, SystemClock
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
@@ -24,7 +25,7 @@ S = 1_000_000_000
 
 
 async def _fleet(
-    n: int, clock: SimClock, **service_kw: float
+    n: int, clock: Clock, stale_after_s: float = 2.0, **service_kw: float
 ) -> tuple[list[NodeRuntime], list[MemoryControlPlane], SupervisorService]:
     fabric = MemoryFabric()
     nodes, planes = [], []
@@ -39,7 +40,7 @@ async def _fleet(
     await sup_plane.connect()
     service = SupervisorService(
         sup_plane,
-        Supervisor(SupervisorConfig(stale_after_s=2.0), clock),
+        Supervisor(SupervisorConfig(stale_after_s=stale_after_s), clock),
         switch(sup_plane, clock, "supervisor"),
         Pager(),
         concurrent=True,
@@ -157,6 +158,30 @@ async def test_service_sweep_halts_nodes_when_the_whole_fleet_goes_silent() -> N
         assert node.guard.trading_state(Scope.NODE, node.node_id) is TradingState.HALTED
     await service.stop()
     assert service.inflight == 0
+    for node in nodes:
+        await node.stop()
+
+
+async def test_the_supervisors_own_stall_halts_no_one_and_a_silent_node_still_goes() -> None:
+    """The whole process is frozen past the staleness limit (a starved host): the nodes'
+    samples from the gap were never heard, so no node is halted for it; a node that then
+    stops reporting is still halted one limit later."""
+    nodes, _, service = await _fleet(3, SystemClock(), stale_after_s=1.0, sweep_s=0.1)
+    await asyncio.sleep(0.6)  # every node has reported (each every 0.5 s)
+    time.sleep(1.6)  # no sweep, no sample, no heartbeat for longer than the limit
+    await asyncio.sleep(0.8)  # the sweep and the samples run again
+    await service.drain()
+    assert service.results == []
+    n3_metrics = next(t for t in asyncio.all_tasks() if t.get_name() == "n3-metrics")
+    n3_metrics.cancel()  # n3 goes quiet; n1 and n2 keep reporting
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if service.results:
+            break
+    await asyncio.sleep(0.3)
+    await service.drain()
+    assert [(a.rule, a.key) for a, _ in service.results] == [(Rule.STALE_METRICS, "n3")]
+    await service.stop()
     for node in nodes:
         await node.stop()
 

@@ -395,6 +395,7 @@ class Supervisor:
         self._fleet = _Track(_fleet_config(config))
         self._fleet_judged = -1
         self._firing: set[tuple[Rule, str]] = set()
+        self._listening_since = 0
         self.actions: list[Action] = []
 
     def rate(self, node_id: str) -> float:
@@ -477,6 +478,13 @@ class Supervisor:
         out = self._stale(self.clock.monotonic_ns())
         self.actions.extend(out)
         return out
+
+    def missed(self) -> None:
+        """The supervisor itself was not running (its process or event loop stalled): what
+        the nodes sent meanwhile is still queued, unheard. Silence is counted from now, so
+        the first sample judged after the stall does not halt the peers whose samples wait
+        behind it; a node that stays silent is halted `stale_after_s` later."""
+        self._listening_since = self.clock.monotonic_ns()
 
     def rearm(self, rule: Rule, key: str) -> None:
         """Let `rule` fire again for `key` at the next judgement: its action did not
@@ -786,10 +794,10 @@ class Supervisor:
 
     def _stale(self, now: int) -> list[Action]:
         limit = self.config.stale_after_s
-        fresh = self._fresh(now)
+        heard = now - int(limit * 1e9)
         out: list[Action] = []
         for node_id, track in sorted(self._nodes.items()):
-            silent = node_id not in fresh
+            silent = max(track.seen, self._listening_since) < heard
             why = (
                 f"node {node_id} sent no metrics for {(now - track.seen) / 1e9:.1f} s "
                 f"(limit {limit:g} s)"

@@ -18,6 +18,12 @@ The service also relays nodes' automatic halts into the kill state
 (`AutoHaltRelay`): a node may not write the kill state itself, so it signs
 its halt and the supervisor, which may, stores it after checking the
 signature and that a node halts only itself or a strategy/symbol.
+
+A live service also watches itself: when its own event loop went unscheduled
+for longer than `stall_s` (a starved or paused process), the nodes' samples
+from that gap are still queued, and judging silence before reading them would
+halt healthy nodes. It tells the supervisor (`Supervisor.missed`), which then
+counts silence from the moment it could listen again.
 """
 
 from __future__ import annotations
@@ -115,12 +121,25 @@ class SupervisorService:
         self._seq = 0
         self._inflight: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.stall_s = None if sweep_s is None else max(2 * sweep_s, 1.0)
+        """An event-loop gap longer than this is the service's own stall, not the nodes'."""
+        self._alive = 0.0
+
+    def _awake(self) -> None:
+        t = asyncio.get_running_loop().time()
+        if self.stall_s is not None and self._alive and t - self._alive > self.stall_s:
+            log.warning(
+                "supervisor did not run for %.1f s: silence is counted from now", t - self._alive
+            )
+            self.supervisor.missed()
+        self._alive = t
 
     async def start(self) -> None:
         await self.killswitch.start()
         await self.relay.start()
         await self.plane.subscribe_metrics(self._on_metrics)
         if self.sweep_s is not None and self._sweeper is None:
+            self._alive = asyncio.get_running_loop().time()
             self._sweeper = asyncio.create_task(self._sweep_loop(self.sweep_s))
 
     async def stop(self) -> None:
@@ -142,12 +161,14 @@ class SupervisorService:
         return len(self._inflight)
 
     async def _on_metrics(self, metrics: NodeMetrics) -> None:
+        self._awake()
         for action in self.supervisor.observe(metrics):
             await self._dispatch(action)
 
     async def _sweep_loop(self, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
+            self._awake()
             for action in self.supervisor.sweep():
                 await self._dispatch(action)
 
