@@ -16,6 +16,7 @@ from typing import Final
 
 HOT_PATH: Final = (
     "knightwatch.guard.engine",
+    "knightwatch.guard.lanes",
     "knightwatch.guard.ledger",
     "knightwatch.guard.rates",
     "knightwatch.guard.halts",

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.limits import Effective, Limits, LimitsError, Override, loosened, scaled
+from knightwatch.guard.lanes import Effective
+from knightwatch.limits import Limits, LimitsError, Override, loosened, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,10 +26,11 @@ from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.errors import quoted
 from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
+from knightwatch.guard.lanes import Effective, Lane
 from knightwatch.guard.ledger import Ledger, Parent, Pending, SymbolBook, Working
 from knightwatch.guard.orderids import OrderIds
 from knightwatch.guard.rates import Window, windows
-from knightwatch.limits import Effective, Limits
+from knightwatch.limits import Limits
 from knightwatch.order import (
     MAX_ID_LEN,
     MAX_PRICE,
@@ -69,24 +70,6 @@ _HALTED = TradingState.HALTED
 _INF = float("inf")
 
 
-class Lane:
-    """Everything the hot path needs for one (strategy, symbol), found with one dict lookup."""
-
-    __slots__ = ("book", "eff", "scopes", "windows")
-
-    def __init__(
-        self,
-        eff: Effective,
-        book: SymbolBook,
-        windows: tuple[Window, ...],
-        scopes: tuple[tuple[Scope, str], ...],
-    ) -> None:
-        self.eff = eff
-        self.book = book
-        self.windows = windows
-        self.scopes = scopes
-
-
 def _log_has_sink() -> bool:
     """True if a BLOCK_ORDER record would reach a handler that writes it somewhere.
 
@@ -102,28 +85,6 @@ def _log_has_sink() -> bool:
             return False
         lg = lg.parent
     return False
-
-
-def _looks_valid(o: Any) -> bool:
-    """The common case of `order_problem`, inlined: one expression instead of a scan.
-
-    `o` is an Order, typed `Any` on purpose: one built around its validation
-    may hold anything, and the compiled build checks a typed attribute when it
-    reads it (a float `qty` would raise TypeError before this could say so).
-    """
-    i, st, sy, q, p = o.id, o.strategy, o.symbol, o.qty, o.price
-    return (
-        type(i) is str
-        and 0 < len(i) <= MAX_ID_LEN
-        and type(st) is str
-        and 0 < len(st) <= MAX_ID_LEN
-        and type(sy) is str
-        and 0 < len(sy) <= MAX_SYMBOL_LEN
-        and type(o.side) is Side
-        and type(q) is int
-        and 0 < q <= MAX_QTY
-        and (p is None or (type(p) is float and MIN_PRICE <= p <= MAX_PRICE))
-    )
 
 
 def _blocked(reason: RejectReason, detail: str) -> Decision:
@@ -242,13 +203,34 @@ class Guard:
         # -- 3. order validity
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
-        if not _looks_valid(o):
-            u: Any = o  # read as it is (see _looks_valid)
-            problem = order_problem(u.id, u.strategy, u.symbol, u.side, u.qty, u.price)
+        # Each field is read once, untyped: an Order built around its validation may hold
+        # anything, and the compiled build would reject a typed read of a wrong type with
+        # its own TypeError. The common case of `order_problem` is one expression here;
+        # only an order that fails it pays for the scan that names the field.
+        u: Any = o
+        oid, st, sy, sd, q, p = u.id, u.strategy, u.symbol, u.side, u.qty, u.price
+        if not (
+            type(oid) is str
+            and 0 < len(oid) <= MAX_ID_LEN
+            and type(st) is str
+            and 0 < len(st) <= MAX_ID_LEN
+            and type(sy) is str
+            and 0 < len(sy) <= MAX_SYMBOL_LEN
+            and type(sd) is Side
+            and type(q) is int
+            and 0 < q <= MAX_QTY
+            and (p is None or (type(p) is float and MIN_PRICE <= p <= MAX_PRICE))
+        ):
+            problem = order_problem(oid, st, sy, sd, q, p)
             if problem is not None:
                 what = f"{problem[0]}: {problem[1]} (got {quoted(problem[2])})"
                 return _blocked(R.INVALID_ORDER, what), None
-        strategy, symbol, side, qty, price = o.strategy, o.symbol, o.side, o.qty, o.price
+        order_id: str = oid
+        strategy: str = st
+        symbol: str = sy
+        side: Side = sd
+        qty: int = q
+        price: float | None = p
         lane = self._lanes.get((strategy, symbol))
         if lane is None:
             lane = self._lane(strategy, symbol)
@@ -261,12 +243,11 @@ class Guard:
             if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
                 return halt.decision, eff
         # -- 5. duplicate id, allow-list, restricted list
-        if o.id in self._ids.seen and self._ids.recent(o.id, now):
-            return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
-        lim = self.limits
-        if lim.allowed_symbols is not None and symbol not in lim.allowed_symbols:
+        if order_id in self._ids.seen and self._ids.recent(order_id, now):
+            return _blocked(R.DUPLICATE_ORDER_ID, f"order id {order_id!r} was already used"), eff
+        if eff.allowed_symbols is not None and symbol not in eff.allowed_symbols:
             return _blocked(R.SYMBOL_NOT_ALLOWED, f"symbol {symbol} not in allowed_symbols"), eff
-        if symbol in lim.restricted_symbols:
+        if symbol in eff.restricted_symbols:
             return _blocked(R.SYMBOL_RESTRICTED, f"symbol {symbol} is on the restricted list"), eff
         # -- 6. quantity and notional
         if eff.max_order_qty is not None and qty > eff.max_order_qty:
@@ -286,7 +267,7 @@ class Guard:
                 age = (now - book.ref_ns) / NS_PER_S
                 why = f"reference price for {symbol} is {age:.3f}s old > max_price_age_s"
                 code = R.STALE_REFERENCE_PRICE
-            if lim.require_reference_price or price is None:
+            if eff.require_reference_price or price is None:
                 return _blocked(code, why), eff
             ref = price
         lot = book.lot
@@ -320,7 +301,7 @@ class Guard:
         if pid is not None:
             parent = led.parents.get(pid)
             if parent is None:
-                if lim.require_registered_parent:
+                if eff.require_registered_parent:
                     return _blocked(R.UNKNOWN_PARENT, f"parent {pid!r} is not registered"), eff
             else:
                 mc = eff.max_child_orders_per_parent
@@ -366,24 +347,24 @@ class Guard:
                     f"> max_position_qty {mp}",
                 ), eff
             new_gross = max(abs(long_q), abs(short_q)) * mark
-            if lim.max_gross_exposure is not None:
+            if eff.max_gross_exposure is not None:
                 gross = led.gross - book.gross_c + new_gross
-                if gross > lim.max_gross_exposure:
+                if gross > eff.max_gross_exposure:
                     return _blocked(
                         R.MAX_GROSS_EXPOSURE,
                         f"principal gross exposure with working orders {gross:,.0f} "
-                        f"> max_gross_exposure {lim.max_gross_exposure:,.0f}",
+                        f"> max_gross_exposure {eff.max_gross_exposure:,.0f}",
                     ), eff
-            if lim.max_net_exposure is not None:
+            if eff.max_net_exposure is not None:
                 if is_buy:
                     net = led.net_long - book.long_c + long_q * mark
                 else:
                     net = -(led.net_short - book.short_c + short_q * mark)
-                if net > lim.max_net_exposure:
+                if net > eff.max_net_exposure:
                     return _blocked(
                         R.MAX_NET_EXPOSURE,
                         f"principal net {'long' if is_buy else 'short'} exposure with working "
-                        f"orders {net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
+                        f"orders {net:,.0f} > max_net_exposure {eff.max_net_exposure:,.0f}",
                     ), eff
         line = None
         if cust:
@@ -397,7 +378,7 @@ class Guard:
             else:
                 c_long, c_short = line.pos + line.wbuy, line.pos - line.wsell - cust
             c_gross = max(abs(c_long), abs(c_short)) * mark
-            cg = lim.max_customer_gross_exposure
+            cg = eff.max_customer_gross_exposure
             if cg is not None:
                 g = acct.gross - line.gross_c + c_gross
                 if g > cg:
@@ -406,7 +387,7 @@ class Guard:
                         f"customer {acct.name} gross exposure with working orders {g:,.0f} "
                         f"> max_customer_gross_exposure {cg:,.0f}",
                     ), eff
-            cn = lim.max_customer_net_exposure
+            cn = eff.max_customer_net_exposure
             if cn is not None:
                 if is_buy:
                     n = acct.net_long - line.long_c + c_long * mark
@@ -419,7 +400,7 @@ class Guard:
                         f"with working orders {n:,.0f} > max_customer_net_exposure {cn:,.0f}",
                     ), eff
         # -- 11. turnover, cancel-to-fill ratio
-        mt = lim.max_turnover_per_min
+        mt = eff.max_turnover_per_min
         if mt is not None:
             tq = self._turnover
             cutoff = now - MINUTE_NS
@@ -432,10 +413,10 @@ class Guard:
                     f"principal turnover in the last minute would be "
                     f"{self._turnover_sum + own:,.0f} > max_turnover_per_min {mt:,.0f}",
                 ), eff
-        mr = lim.max_cancel_to_fill_ratio
+        mr = eff.max_cancel_to_fill_ratio
         if (
             mr is not None
-            and led.cancels >= lim.cancel_ratio_min_cancels
+            and led.cancels >= eff.cancel_ratio_min_cancels
             and led.cancels > mr * max(led.fills, 1)
         ):
             why = f"{led.cancels} cancels to {led.fills} fills > max_cancel_to_fill_ratio {mr:g}"
@@ -444,15 +425,15 @@ class Guard:
 
         # -- 12. order-id capacity; then accepted: from here on the order is working
         ids = self._ids
-        cap = lim.max_tracked_order_ids
+        cap = eff.max_tracked_order_ids
         if len(ids.seen) >= cap and ids.full(cap, now):
             return _blocked(
                 R.ORDER_ID_CAPACITY,
                 f"cannot track more than {cap} order ids within the duplicate scope; "
                 "duplicate detection would be blind",
             ), eff
-        ids.add(o.id, now)
-        led.working[o.id] = Working(o, parent, cust, line)
+        ids.add(order_id, now)
+        led.working[order_id] = Working(strategy, symbol, side, qty, price, pid, parent, cust, line)
         if parent is not None:
             parent.children += 1
             parent.committed += qty
@@ -1166,7 +1147,17 @@ class Guard:
             # by capacity, as if it had been accepted here: what it filled already is its
             # registered parent's (if any), its leaves the customer's within the parent
             parent = None if order.parent_id is None else led.parents.get(order.parent_id)
-            w = Working(order, parent, 0, None)
+            w = Working(
+                order.strategy,
+                order.symbol,
+                order.side,
+                order.qty,
+                order.price,
+                order.parent_id,
+                parent,
+                0,
+                None,
+            )
             w.filled = order.qty - rem
             if parent is not None:
                 parent.children += 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from knightwatch.order import Fill, Order, Side
+from knightwatch.order import Fill, Side
 
 _BUY = Side.BUY
 
@@ -224,16 +224,25 @@ class Working:
     )
 
     def __init__(
-        self, o: Order, parent: Parent | None, cust: int, line: CustomerLine | None
+        self,
+        strategy: str,
+        symbol: str,
+        side: Side,
+        qty: int,
+        price: float | None,
+        parent_id: str | None,
+        parent: Parent | None,
+        cust: int,
+        line: CustomerLine | None,
     ) -> None:
-        self.strategy = o.strategy
-        self.symbol = o.symbol
-        self.side = o.side
-        self.qty = o.qty
-        self.remaining = o.qty
+        self.strategy = strategy
+        self.symbol = symbol
+        self.side = side
+        self.qty = qty
+        self.remaining = qty
         self.filled = 0
-        self.price = o.price
-        self.parent_id = o.parent_id
+        self.price = price
+        self.parent_id = parent_id
         self.parent = parent
         self.cust = cust
         self.line = line
