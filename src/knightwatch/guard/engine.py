@@ -320,9 +320,9 @@ class Guard:
 
         # -- 9. message rates
         for w in lane.windows:
-            ev = w.events
-            if len(ev) == w.limit and now - ev[0] < w.span_ns:
-                return _blocked(w.reason, w.detail()), eff
+            span = w.over(now)
+            if span:
+                return _blocked(w.reason, w.detail(span)), eff
 
         # -- 10. exposure counting working orders, by capacity: the part of a child within
         # its registered parent's uncommitted quantity is the customer's and counts against
@@ -925,9 +925,9 @@ class Guard:
                 f"allowed for parent {o.parent_id} of qty {parent.qty}",
             ), eff
         for win in lane.windows:
-            ev = win.events
-            if len(ev) == win.limit and now - ev[0] < win.span_ns:
-                return _blocked(win.reason, win.detail()), eff
+            span = win.over(now)
+            if span:
+                return _blocked(win.reason, win.detail(span)), eff
         # the increase by capacity, as for a new child: within the parent's uncommitted
         # quantity it is the customer's, the rest (all of it without a parent) the firm's
         cust = 0
@@ -1278,10 +1278,9 @@ class Guard:
         old = self.limits.version
 
         def carry(old_w: tuple[Window, ...], new_w: tuple[Window, ...]) -> tuple[Window, ...]:
-            for w in new_w:
+            for w in new_w:  # one window per scope key: the newest events the new one holds
                 for o in old_w:
-                    if o.span_ns == w.span_ns:
-                        w.events.extend(o.events)
+                    w.events.extend(o.events)
             return new_w
 
         self._node_windows = carry(
