@@ -61,6 +61,18 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
+def halts_seen(fleet: Fleet) -> str:
+    """The HALT lines the fleet's nodes logged (who halted what, and why): the first thing
+    to read when a test finds a node not ACTIVE."""
+    lines = [
+        line
+        for log in sorted((fleet.state / "logs").glob("*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if " HALT " in line
+    ]
+    return "\n".join(lines[-20:]) or "(no HALT line in the node logs)"
+
+
 def audit_verify(path: Path) -> None:
     """`knightwatch audit verify` accepts the console's record, as an operator would run it."""
     verify = subprocess.run(

@@ -15,9 +15,9 @@ import json
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from knightwatch.console.local import PASSWORD, ConsoleProc
+from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet
 
-from .conftest import audit_verify, login
+from .conftest import audit_verify, halts_seen, login
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -51,10 +51,15 @@ async def node_states(page: Page) -> list[str]:
     return await page.locator(STATES).all_inner_texts()
 
 
-async def test_login_shows_every_node_live(browser: Browser, console: ConsoleProc) -> None:
+async def test_login_shows_every_node_live(
+    browser: Browser, console: ConsoleProc, fleet: Fleet
+) -> None:
     page = await login(browser, console, "alice")
     await expect(page.locator("#stream")).to_have_text("LIVE")
-    await expect(page.locator(STATES)).to_have_text(["ACTIVE"] * 3)
+    try:
+        await expect(page.locator(STATES)).to_have_text(["ACTIVE"] * 3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nnode HALT lines:\n{halts_seen(fleet)}") from None
     await expect(page.locator("#kill-button")).to_be_visible()
     await page.context.close()
 
