@@ -861,7 +861,7 @@ class Guard:
         lane = self._lanes.get((o.strategy, o.symbol))
         if lane is None:
             lane = self._lane(o.strategy, o.symbol)
-        eff, book, lim = lane.eff, lane.book, self.limits
+        eff, book = lane.eff, lane.book
         qty, price = o.qty, o.price
         grow = max(max(qty - w.filled, 0) - w.remaining, 0)
         moves = price != w.price
@@ -873,11 +873,11 @@ class Guard:
         value = px = 0.0
         if grow > 0 or moves:
             symbol = o.symbol
-            if lim.allowed_symbols is not None and symbol not in lim.allowed_symbols:
+            if eff.allowed_symbols is not None and symbol not in eff.allowed_symbols:
                 return _blocked(
                     R.SYMBOL_NOT_ALLOWED, f"symbol {symbol} not in allowed_symbols"
                 ), eff
-            if symbol in lim.restricted_symbols:
+            if symbol in eff.restricted_symbols:
                 return _blocked(
                     R.SYMBOL_RESTRICTED, f"symbol {symbol} is on the restricted list"
                 ), eff
@@ -891,7 +891,7 @@ class Guard:
                 eff.max_price_age_ns is not None and now - book.ref_ns > eff.max_price_age_ns
             ):
                 code = R.NO_REFERENCE_PRICE if ref is None else R.STALE_REFERENCE_PRICE
-                if lim.require_reference_price or price is None:
+                if eff.require_reference_price or price is None:
                     return _blocked(code, f"reference price for {symbol}: {code.value}"), eff
                 ref = price
             px = ref if price is None else price
@@ -946,10 +946,10 @@ class Guard:
                     return blocked, eff
             if cust:
                 assert parent is not None
-                blocked = self._customer_block(parent, book, o.symbol, is_buy, cust, mark)
+                blocked = self._customer_block(eff, parent, book, o.symbol, is_buy, cust, mark)
                 if blocked is not None:
                     return blocked, eff
-            mt = lim.max_turnover_per_min
+            mt = eff.max_turnover_per_min
             own = value * prin / grow  # the firm's share, as for a new order
             if mt is not None and own:
                 tq = self._turnover
@@ -962,7 +962,7 @@ class Guard:
                         f"principal turnover in the last minute would be "
                         f"{self._turnover_sum + own:,.0f} > max_turnover_per_min {mt:,.0f}",
                     ), eff
-        cap = lim.max_tracked_order_ids
+        cap = eff.max_tracked_order_ids
         if len(self._ids.seen) >= cap and self._ids.full(cap, now):
             return _blocked(
                 R.ORDER_ID_CAPACITY,
@@ -972,7 +972,7 @@ class Guard:
         self._ids.add(o.id, now)
         for win in lane.windows:
             win.events.append(now)
-        if own and lim.max_turnover_per_min is not None:
+        if own and eff.max_turnover_per_min is not None:
             self._turnover.append((now, own))
             self._turnover_sum += own
         if book.mark is None and book.ref is not None:
@@ -987,7 +987,7 @@ class Guard:
     ) -> Decision | None:
         """The firm's position and exposure limits for `prin` more working (step 10 of
         `_evaluate`, for a replace's increase); None if within them."""
-        led, lim = self._ledger, self.limits
+        led = self._ledger
         long_q, short_q = book.worst(is_buy, prin)
         mp = eff.max_position_qty
         if mp is not None and (long_q > mp or -short_q > mp):
@@ -997,33 +997,39 @@ class Guard:
                 f"{symbol} principal position with working orders would reach {worst} "
                 f"> max_position_qty {mp}",
             )
-        if lim.max_gross_exposure is not None:
+        if eff.max_gross_exposure is not None:
             gross = led.gross - book.gross_c + max(abs(long_q), abs(short_q)) * mark
-            if gross > lim.max_gross_exposure:
+            if gross > eff.max_gross_exposure:
                 return _blocked(
                     R.MAX_GROSS_EXPOSURE,
                     f"principal gross exposure with working orders {gross:,.0f} "
-                    f"> max_gross_exposure {lim.max_gross_exposure:,.0f}",
+                    f"> max_gross_exposure {eff.max_gross_exposure:,.0f}",
                 )
-        if lim.max_net_exposure is not None:
+        if eff.max_net_exposure is not None:
             if is_buy:
                 net = led.net_long - book.long_c + long_q * mark
             else:
                 net = -(led.net_short - book.short_c + short_q * mark)
-            if net > lim.max_net_exposure:
+            if net > eff.max_net_exposure:
                 return _blocked(
                     R.MAX_NET_EXPOSURE,
                     f"principal net {'long' if is_buy else 'short'} exposure with working "
-                    f"orders {net:,.0f} > max_net_exposure {lim.max_net_exposure:,.0f}",
+                    f"orders {net:,.0f} > max_net_exposure {eff.max_net_exposure:,.0f}",
                 )
         return None
 
     def _customer_block(
-        self, parent: Parent, book: SymbolBook, symbol: str, is_buy: bool, cust: int, mark: float
+        self,
+        eff: Effective,
+        parent: Parent,
+        book: SymbolBook,
+        symbol: str,
+        is_buy: bool,
+        cust: int,
+        mark: float,
     ) -> Decision | None:
         """The parent's customer account limits for `cust` more working (step 10 of
         `_evaluate`, for a replace's increase); None if within them."""
-        lim = self.limits
         line = parent.line
         if line is None or line.book is not book:
             line = self._ledger.line(parent, symbol)
@@ -1032,7 +1038,7 @@ class Guard:
             c_long, c_short = line.pos + line.wbuy + cust, line.pos - line.wsell
         else:
             c_long, c_short = line.pos + line.wbuy, line.pos - line.wsell - cust
-        cg = lim.max_customer_gross_exposure
+        cg = eff.max_customer_gross_exposure
         if cg is not None:
             g = acct.gross - line.gross_c + max(abs(c_long), abs(c_short)) * mark
             if g > cg:
@@ -1041,7 +1047,7 @@ class Guard:
                     f"customer {acct.name} gross exposure with working orders {g:,.0f} "
                     f"> max_customer_gross_exposure {cg:,.0f}",
                 )
-        cn = lim.max_customer_net_exposure
+        cn = eff.max_customer_net_exposure
         if cn is not None:
             if is_buy:
                 n = acct.net_long - line.long_c + c_long * mark
