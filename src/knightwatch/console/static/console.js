@@ -285,6 +285,7 @@ function killRow(node, text, cls) {
 function onConfirm(c) {
   if (!killing || c.scope !== killing.scope || c.key !== killing.key) return;
   if (c.state === "ACTIVE" || c.applied_ns < killing.since - 5e9) return;
+  if (killing.finished) return; // the result's measured latency stays; a late echo does not undo it
   killRow(c.node, "confirmed", "green");
 }
 
@@ -294,6 +295,7 @@ function finishKill(status, data, ms) {
     $("kill-result-title").className = "error";
     return;
   }
+  if (killing) killing.finished = true;
   $("kill-result-title").className = data.ok ? "green" : "red";
   $("kill-result-title").textContent = `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} (${ms.toFixed(0)} ms in this browser)`;
   for (const [node, lat] of Object.entries(data.latencies_ms)) killRow(node, `${lat.toFixed(1)} ms`, "green");
