@@ -97,6 +97,40 @@ def test_a_file_recorder_seals_a_full_batch_at_the_next_ready(
     rec.close()
 
 
+def test_a_run_of_events_is_sealed_without_waiting_for_a_decision(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """Fills and cancels between orders: the batch is sealed as they come, so the next
+    order is not the one that hashes everything they wrote."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
+    for i in range(2000):
+        rec.record_event("fill", CTX, n=i)
+        if i > 4 and rec.pending < 4:
+            break
+        time.sleep(0.001)
+    assert rec.pending < 4, "a batch handed for sealing waited for the next decision"
+    rec.close()
+    assert verify_file(audit_path).intact
+
+
+def test_a_writer_that_never_pauses_still_has_its_batches_sealed(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """The background thread cannot catch up with a thread that writes without a pause;
+    it hands an overdue batch over anyway, so unsealed records stay bounded."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
+    start = time.monotonic()
+    worst = n = 0
+    while time.monotonic() - start < 2.0:
+        rec.record_event("fill", CTX, n=n, pad="x" * 400)
+        n += 1
+        if time.monotonic() - start > 1.0:
+            worst = max(worst, rec.pending)
+    rec.close()
+    assert verify_file(audit_path).intact
+    assert worst < n // 4, f"{worst} of {n} records were left unsealed"
+
+
 def test_policy_accepts_its_string_value(clock: SimClock) -> None:
     rec = FlightRecorder(None, clock=clock, fsync="none")  # type: ignore[arg-type]
     rec.record_decision(order(1), ACCEPTED, CTX, RULES)

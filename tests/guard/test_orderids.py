@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch.guard.orderids import BUCKETS, OrderIds
+from knightwatch.guard.orderids import BUCKETS, SHARD_MASK, OrderIds
 
 WINDOW = 1_000_000  # ns
 BUCKET = WINDOW // BUCKETS
@@ -29,7 +29,8 @@ def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
         now += gap
         oid = f"id{name}"
         last = accepted.get(oid)
-        hit = oid in ids.seen and ids.recent(oid, now)  # the Guard's duplicate test
+        shard = ids.shards[hash(oid) & SHARD_MASK]
+        hit = oid in shard and ids.recent(oid, now)  # the Guard's duplicate test
         if last is not None and now - last < WINDOW:
             assert hit, "a duplicate within the window must be caught"
             continue
@@ -42,7 +43,10 @@ def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
     # nothing accepted outside the last window (+ bucket) is still held after forgetting
     ids.full(0, now)
     recent = {o for o, t in accepted.items() if now - t < WINDOW + 2 * BUCKET}
-    assert ids.seen <= recent
+    held = set().union(*ids.shards)
+    assert held <= recent
+    assert len(held) == len(ids) == sum(len(s) for s in ids.shards), "shards are disjoint"
+    assert all(oid in ids.shards[hash(oid) & SHARD_MASK] for oid in held)
 
 
 def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
@@ -63,7 +67,7 @@ def test_forgetting_is_spread_over_later_accepts() -> None:
     assert len(ids) > 900, "one accept forgets a few ids, not the whole bucket"
     for i in range(400):
         ids.add(f"b{i}", 3 * WINDOW + i)
-    assert not any(f"a{i}" in ids.seen for i in range(1000))
+    assert not any(f"a{i}" in ids for i in range(1000))
 
 
 def test_session_scope_never_forgets_until_cleared() -> None:
@@ -86,3 +90,23 @@ def test_full_forgets_expired_ids_before_saying_so() -> None:
 def test_bad_window_is_refused() -> None:
     with pytest.raises(ValueError, match="window_ns"):
         OrderIds(0)
+
+
+def test_an_id_added_twice_is_counted_once_and_leaves_once() -> None:
+    ids = OrderIds(WINDOW)
+    ids.add("x", 0)
+    ids.add("x", 1)  # adopted again after a restart
+    assert len(ids) == 1 and "x" in ids
+    for i in range(50):
+        ids.add(f"later{i}", 3 * WINDOW + i)
+    assert "x" not in ids and len(ids) == 50
+
+
+def test_ids_are_spread_over_the_shards() -> None:
+    ids = OrderIds(None)
+    for i in range(100_000):
+        ids.add(f"o{i}", i)
+    sizes = [len(s) for s in ids.shards]
+    assert sum(sizes) == len(ids) == 100_000
+    # a rebuild touches one shard: none holds more than a few times its share
+    assert max(sizes) < 3 * 100_000 / len(sizes)

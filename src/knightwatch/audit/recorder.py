@@ -35,7 +35,7 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, SEAL, finish_seal, seal_body
 from knightwatch.audit.conform import SCALARS, conform, conform_decision
 from knightwatch.audit.errors import UnwrittenRecords
-from knightwatch.audit.log import SEGMENT, MappedLog
+from knightwatch.audit.log import PREFAULT, SEGMENT, MappedLog
 from knightwatch.audit.record import (
     DECISION,
     AuditContext,
@@ -62,6 +62,9 @@ FIELD_LIMIT: Final = 1024
 """Characters of one text field a clipped record keeps."""
 _CATCH_UP: Final = 4096
 """The background thread hashes until at most this many bytes are left for the seal itself."""
+_OVERDUE: Final = 64
+"""Batches unsealed after which the background thread hands a seal over without catching up
+(a Guard thread that never pauses; the seal then costs it a hash of up to one pass)."""
 _ENCODE_ERRORS = (AttributeError, TypeError, ValueError, OverflowError)
 
 
@@ -139,6 +142,7 @@ class FlightRecorder:
         self._tee_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._prefaulted = 0  # the background thread prefaults again once the data passes this
         self._sealer: threading.Thread | None = None
         self._syncer: Syncer | None = None
         if path is None:
@@ -302,6 +306,11 @@ class FlightRecorder:
                     f"(got {type(value).__name__})"
                 )
         data: dict[str, Scalar] = fields  # type: ignore[assignment]
+        r = self._ready_seal
+        if r is not None:
+            # Seal here too: after a run of fills and cancels the next order would
+            # otherwise hash everything they wrote before it could be decided.
+            self._apply(r)
         seq = self._seq
         ts = self._clock.time_ns()
         line = EventLine(
@@ -527,15 +536,7 @@ class FlightRecorder:
             self._wake.clear()
             if self._stopping:
                 return
-            log.close_retired()
-            log.prefault(self._end)
-            if log.needs_next(self._end):
-                try:
-                    log.prepare_next()
-                except OSError as exc:
-                    self._set_health(write_ok=False, why=f"{log.path}: cannot grow ({exc})")
-            elif not self._write_ok and not self._kept:
-                self._set_health(write_ok=True)
+            self._keep_ahead(log)
             sealed_to = self._batch_start
             if sealed_to != start:  # a seal was appended: the next batch starts after it
                 self._tee()
@@ -553,6 +554,12 @@ class FlightRecorder:
                 h.update(piece)
                 pos += len(piece)
                 end = self._end
+                # A Guard thread that never pauses keeps ahead of this loop: keep the
+                # file ahead of it meanwhile, and hand an overdue batch over as it is
+                # (the Guard hashes what was written since this pass read it).
+                self._keep_ahead(log)
+                if self._seq - self._batch_first >= _OVERDUE * self._batch_size:
+                    break
             unsealed = self._seq - self._batch_first
             now = self._clock.monotonic_ns()
             if unsealed and (unsealed >= self._batch_size or now >= due):
@@ -560,6 +567,21 @@ class FlightRecorder:
                 handed = True
             elif not unsealed:
                 due = now + self._interval_ns
+
+    def _keep_ahead(self, log: MappedLog) -> None:
+        """Unmap left segments, make the pages ahead writable, allocate the next segment."""
+        log.close_retired()
+        end = self._end
+        if end >= self._prefaulted:
+            log.prefault(end)
+            self._prefaulted = end + PREFAULT // 2
+        if log.needs_next(end):
+            try:
+                log.prepare_next()
+            except OSError as exc:
+                self._set_health(write_ok=False, why=f"{log.path}: cannot grow ({exc})")
+        elif not self._write_ok and not self._kept:
+            self._set_health(write_ok=True)
 
     def _tee(self) -> None:
         """Hand every sealed batch not yet handed to the tee sink (either thread)."""

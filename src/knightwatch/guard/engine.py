@@ -28,7 +28,7 @@ from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.lanes import Effective, Lane
 from knightwatch.guard.ledger import Ledger, Parent, Pending, SymbolBook, Working
-from knightwatch.guard.orderids import OrderIds
+from knightwatch.guard.orderids import SHARD_MASK, OrderIds
 from knightwatch.guard.rates import Window, windows
 from knightwatch.limits import Limits
 from knightwatch.order import (
@@ -243,7 +243,8 @@ class Guard:
             if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
                 return halt.decision, eff
         # -- 5. duplicate id, allow-list, restricted list
-        if order_id in self._ids.seen and self._ids.recent(order_id, now):
+        ids = self._ids
+        if order_id in ids.shards[hash(order_id) & SHARD_MASK] and ids.recent(order_id, now):
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {order_id!r} was already used"), eff
         if eff.allowed_symbols is not None and symbol not in eff.allowed_symbols:
             return _blocked(R.SYMBOL_NOT_ALLOWED, f"symbol {symbol} not in allowed_symbols"), eff
@@ -424,9 +425,8 @@ class Guard:
             return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO), eff
 
         # -- 12. order-id capacity; then accepted: from here on the order is working
-        ids = self._ids
         cap = eff.max_tracked_order_ids
-        if len(ids.seen) >= cap and ids.full(cap, now):
+        if ids.count >= cap and ids.full(cap, now):
             return _blocked(
                 R.ORDER_ID_CAPACITY,
                 f"cannot track more than {cap} order ids within the duplicate scope; "
@@ -553,7 +553,7 @@ class Guard:
         if w is None:
             mismatch += (
                 ": it was accepted here and is complete (a duplicate or late fill)"
-                if fill.order_id in self._ids.seen
+                if fill.order_id in self._ids
                 else ": no order with this id was accepted here"
             )
         strategy = "?" if w is None else w.strategy
@@ -868,7 +868,7 @@ class Guard:
         halt = self._halts.worst(lane.scopes) if self._halts.states else None
         if halt is not None and (halt.state is _HALTED or grow > 0 or moves):
             return halt.decision, eff
-        if o.id in self._ids.seen and self._ids.recent(o.id, now):
+        if o.id in self._ids and self._ids.recent(o.id, now):
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
         value = px = 0.0
         if grow > 0 or moves:
@@ -963,7 +963,7 @@ class Guard:
                         f"{self._turnover_sum + own:,.0f} > max_turnover_per_min {mt:,.0f}",
                     ), eff
         cap = eff.max_tracked_order_ids
-        if len(self._ids.seen) >= cap and self._ids.full(cap, now):
+        if self._ids.count >= cap and self._ids.full(cap, now):
             return _blocked(
                 R.ORDER_ID_CAPACITY,
                 f"cannot track more than {cap} order ids within the duplicate scope",
