@@ -25,6 +25,7 @@ from knightwatch.control.plane.wire import (
     ENCODER,
     FLEET_KEY,
     Confirmation,
+    NodeStatus,
     StateEntry,
 )
 from knightwatch.control.site import Site
@@ -170,6 +171,32 @@ async def test_duplicate_node_id_is_refused_at_join(site: Site, fleet: NodeProce
     assert proc.returncode != 0
     log = (fleet.state_dir / "logs" / "n2.log").read_text()
     assert "node id n2 is held by a live process" in log
+
+
+async def test_a_node_hears_another_process_heartbeating_under_its_id(site: Site) -> None:
+    """A node may subscribe only to its own heartbeat subject: that is where a second
+    process holding its key shows up (a wildcard would be refused by the server)."""
+    mine = await site.connect("n1")
+    other = await site.connect("n1")  # the same key in a second process
+    heard: list[NodeStatus] = []
+
+    async def on_heartbeat(status: NodeStatus) -> None:
+        heard.append(status)
+
+    try:
+        await mine.subscribe_heartbeats(on_heartbeat, node_id="n1")
+        now = SystemClock().time_ns()
+        status = NodeStatus("n1", "elsewhere", 4242, now, now, now + 10**9, True, True,
+                            TradingState.ACTIVE, instance="second")  # fmt: skip
+        for _ in range(40):
+            await other.heartbeat(status)
+            if heard:
+                break
+            await asyncio.sleep(0.05)
+        assert [h.instance for h in heard[:1]] == ["second"]
+    finally:
+        await mine.close()
+        await other.close()
 
 
 async def test_two_person_resume_self_approval_and_stale(site: Site, fleet: NodeProcesses) -> None:

@@ -16,10 +16,10 @@ have expired while nothing was accepted catches up first (`recent`).
 
 The ids are kept in `SHARDS` sets chosen by hash, not one. A set rebuilds its
 whole table when it grows, and, once ids come and go, whenever the slots its
-deletions left fill it up: one set of 600,000 ids stalled the add that
-triggered it for 14-37 ms (measured, every few hundred thousand orders), an
-order waiting on bookkeeping. A shard holds 1/256 of the ids, so a rebuild
-costs 1/256 as much (no add over 1 ms in the same 3M-order run).
+deletions left fill it up; the add that triggers it pays for all of it, an
+order waiting on bookkeeping (with 600,000 ids, 14-37 ms every few hundred
+thousand orders). A shard holds 1/256 of the ids, so a rebuild costs 1/256
+as much. `bench/orderids_bench.py` measures both.
 """
 
 from __future__ import annotations

@@ -124,6 +124,21 @@ async def test_confirmations_heartbeats_metrics_fan_out(backend: Backend) -> Non
     await eventually(lambda: confirmations == [c] and beats == [status("n1")] and metrics == [m])
 
 
+async def test_a_node_hears_its_own_heartbeat_subject_only(backend: Backend) -> None:
+    n1, n2 = await backend.plane("n1"), await backend.plane("n2")
+    heard: list[str] = []
+
+    async def on_beat(s: NodeStatus) -> None:
+        heard.append(s.node_id)
+
+    await n1.subscribe_heartbeats(on_beat, node_id="n1")
+    await n2.heartbeat(status("n2"))
+    await n1.heartbeat(status("n1"))
+    await eventually(lambda: heard == ["n1"])
+    await asyncio.sleep(0.05)
+    assert heard == ["n1"], "another node's heartbeat reached a node"
+
+
 async def test_membership_is_durable_and_sorted(backend: Backend) -> None:
     n1, n2 = await backend.plane("n1"), await backend.plane("n2")
     await n2.put_member(status("n2"))

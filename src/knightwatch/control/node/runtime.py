@@ -312,7 +312,9 @@ class NodeRuntime:
                 "holds no node identity of that name; enrol its key first"
             )
         await self._claim_id()
-        await self.plane.subscribe_heartbeats(self._on_heartbeat)
+        # its own subject only: a wildcard is refused by the server under authorization,
+        # and every other node's heartbeat would cost this process a decode
+        await self.plane.subscribe_heartbeats(self._on_heartbeat, self.node_id)
         await self.plane.subscribe_states(self._on_state)
         stored = await self._resync()
         self._restore(stored)

@@ -169,7 +169,9 @@ class MemoryControlPlane:
         self._require().subscribe("confirm", self, handler)
 
     async def heartbeat(self, status: NodeStatus) -> None:
-        await self._require().deliver("heartbeat", status)
+        fabric = self._require()
+        await fabric.deliver("heartbeat", status)
+        await fabric.deliver(f"heartbeat:{status.node_id}", status)
 
     async def put_member(self, status: NodeStatus) -> None:
         self._require()._members[status.node_id] = status
@@ -177,8 +179,11 @@ class MemoryControlPlane:
     async def members(self) -> list[NodeStatus]:
         return sorted(self._require()._members.values(), key=lambda s: s.node_id)
 
-    async def subscribe_heartbeats(self, handler: Handler[NodeStatus]) -> None:
-        self._require().subscribe("heartbeat", self, handler)
+    async def subscribe_heartbeats(
+        self, handler: Handler[NodeStatus], node_id: str | None = None
+    ) -> None:
+        topic = "heartbeat" if node_id is None else f"heartbeat:{node_id}"
+        self._require().subscribe(topic, self, handler)
 
     async def publish_metrics(self, metrics: NodeMetrics) -> None:
         await self._require().deliver("metrics", metrics)

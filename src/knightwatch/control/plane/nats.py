@@ -583,8 +583,11 @@ class NatsControlPlane:
             out.append(status)
         return sorted(out, key=lambda s: s.node_id)
 
-    async def subscribe_heartbeats(self, handler: Handler[NodeStatus]) -> None:
-        await self._subscribe(f"{SUBJECT_HEARTBEAT}.*", STATUS_DECODER.decode, handler, _member)
+    async def subscribe_heartbeats(
+        self, handler: Handler[NodeStatus], node_id: str | None = None
+    ) -> None:
+        subject = f"{SUBJECT_HEARTBEAT}.{'*' if node_id is None else node_id}"
+        await self._subscribe(subject, STATUS_DECODER.decode, handler, _member)
 
     # --- metrics and audit -------------------------------------------------
     async def publish_metrics(self, metrics: NodeMetrics) -> None:

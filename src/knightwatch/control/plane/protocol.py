@@ -177,7 +177,13 @@ class ControlPlane(Protocol):
 
     async def members(self) -> list[NodeStatus]: ...
 
-    async def subscribe_heartbeats(self, handler: Handler[NodeStatus]) -> None: ...
+    async def subscribe_heartbeats(
+        self, handler: Handler[NodeStatus], node_id: str | None = None
+    ) -> None:
+        """Every node's heartbeats, or with `node_id` that node's only (what a node listens
+        to: its own subject is where a second process holding its key shows up, and all a
+        node's credentials allow it)."""
+        ...
 
     # --- metrics and audit -------------------------------------------------
     async def publish_metrics(self, metrics: NodeMetrics) -> None: ...
