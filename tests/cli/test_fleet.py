@@ -14,8 +14,11 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 from knightwatch.cli.options import OptionError, scope_of
+from knightwatch.control.plane.connect import control_plane, recorded_url
+from knightwatch.control.plane.wire import StateEntry
 from knightwatch.release.keys import write_key_pair
-from knightwatch.state import Scope
+from knightwatch.state import Scope, TradingState
+from knightwatch.trust.identity import load_signer
 
 from ..identities import KIT
 
@@ -77,6 +80,50 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
         "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", *as_("alice")
     )
     assert code == 1 and "not confirmed" in out and "ghost" in out
+
+
+def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up: Path) -> None:
+    """Kill, a two-person resume, a second kill; then the resume's signed entry is put back
+    over it. Status shows the slot as the nodes hold it (UNVERIFIED, held HALTED, replayed),
+    and `resume` + `approve` make a resume that lifts it on every node."""
+    state = str(fleet_up)
+    ramp = fleet_up / "ramp.toml"
+    ramp.write_text("[ramp]\nstages = [{fraction = 1.0, hold_s = 0.1}]\n")
+
+    def as_(name: str) -> list[str]:
+        return ["--state-dir", state, "--key", str(fleet_up / "trust" / "keys" / f"{name}.key")]
+
+    def resume_with_two_people(reason: str) -> None:
+        code, out = invoke("resume", "--reason", reason, *as_("alice"))
+        assert code == 0 and "resume requested" in out, out
+        request = re.search(r"approve (\w+)", out)
+        assert request is not None, out
+        code, out = invoke("approve", request.group(1), "--config", str(ramp), *as_("bob"))
+        assert code == 0 and "complete" in out, out
+
+    alice = load_signer(fleet_up / "trust" / "keys" / "alice.key", "alice")
+
+    async def stored() -> StateEntry | None:
+        async with control_plane(recorded_url(fleet_up), fleet_up, "t", signer=alice) as plane:
+            return (await plane.get_state(Scope.FLEET, "fleet"))[0]
+
+    async def put_back(entry: StateEntry) -> None:  # a plain put, as an attacker would
+        async with control_plane(recorded_url(fleet_up), fleet_up, "t", signer=alice) as plane:
+            await plane.put_state(entry)
+
+    assert invoke("kill", "--reason", "first", *as_("alice"))[0] == 0
+    resume_with_two_people("fixed")
+    r1 = asyncio.run(stored())
+    assert r1 is not None and r1.state is TradingState.ACTIVE
+    assert invoke("kill", "--reason", "second", *as_("alice"))[0] == 0
+    asyncio.run(put_back(r1))
+    code, out = invoke("status", *as_("carol"))
+    assert code == 0 and "UNVERIFIED" in out and "(held HALTED)" in out, out
+    assert "replayed:" in out and "stored again" in out, out
+    resume_with_two_people("really fixed")
+    code, out = invoke("status", *as_("carol"))
+    assert "UNVERIFIED" not in out and "really fixed" in out, out
+    assert out.count("ACTIVE") >= 3, out  # the entry and both nodes
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import NodeStatus, StateEntry
 from knightwatch.state import Scope, TradingState
 
-from ..identities import sign, switch, trust
+from ..identities import BOB, sign, switch, trust
 
 S = 1_000_000_000
 
@@ -41,6 +41,26 @@ async def test_verified_and_forged_entries_and_their_sources() -> None:
     assert rows["node", "n1"].source == "supervisor"
     fleet = rows["fleet", "fleet"]
     assert not fleet.verified and fleet.state == "HALTED" and "unsigned" in fleet.refusal
+
+
+async def test_a_signed_resume_stored_again_over_a_newer_kill_is_shown_held_halted() -> None:
+    """Its signatures verify; only the slot's history shows it lifts nothing. The console
+    shows what the nodes hold (HALTED), not what the entry says."""
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    ks = switch(p, clock, "alice")
+    await ks.kill(Scope.STRATEGY, "MOMO", "first", timeout_s=0.01)
+    r1 = await ks.resume(Scope.STRATEGY, "MOMO", "fixed", approvers=(BOB,))
+    snap = await build(p, trust(), clock)
+    (row,) = snap.halts
+    assert row.verified and row.state == "ACTIVE" and row.approvers == ["bob"]
+    clock.advance(S)
+    await ks.kill(Scope.STRATEGY, "MOMO", "second", timeout_s=0.01)
+    await p.put_state(r1.entry)  # a plain put, past the kill switch's checks
+    snap = await build(p, trust(), clock)
+    (row,) = snap.halts
+    assert not row.verified and row.state == "HALTED"
+    assert "replayed" in row.refusal and "stored again over a later write" in row.refusal
 
 
 def test_sources() -> None:

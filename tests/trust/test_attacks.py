@@ -361,7 +361,8 @@ async def test_an_old_approved_resume_stored_again_over_a_new_kill_lifts_nothing
     """Kill K1, resume R1 (two people), kill K2; then someone with kill-state write rights
     puts R1's exact signed entry back. R1 verifies (signatures, roles, freshness), but the
     store's history shows it was decided on K1, not written over K2: running nodes and a
-    node restarting with an empty memory all stay halted and report the replay."""
+    node restarting with an empty memory all stay halted and report the replay, and a new
+    two-person resume still lifts the slot on every node."""
     alice = await site.connect("alice")
     carol = await site.connect("carol")
     try:
@@ -386,6 +387,13 @@ async def test_an_old_approved_resume_stored_again_over_a_new_kill_lifts_nothing
         assert "decided on revision" in members["n3"].last_refusal
         log_text = (fleet.state_dir / "logs" / "n3.log").read_text()
         assert "reason=replayed" in log_text
+        # The operator's kill switch reads the slot as the nodes do (not trusted), so a
+        # new two-person resume can be made: it halts the slot again with one signed kill
+        # (the running nodes hold K2, n3 its own fail-closed halt) and lifts that on all.
+        assert not (await ks.current(Scope.FLEET, FLEET_KEY))[2]
+        again = await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", approvers=(site.signer("bob"),))
+        assert again.ok, (again.missing, again.durable_error)
+        await until(carol, TradingState.ACTIVE)
     finally:
         await alice.close()
         await carol.close()

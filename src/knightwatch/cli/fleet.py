@@ -41,6 +41,7 @@ from knightwatch.control.node.lease import (
 )
 from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.history import unproven_resume
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import (
     Bucket,
@@ -519,6 +520,11 @@ def status(
         async with session(nats_url, state_dir, "status", key, anchor) as (plane, _, store):
             members = await plane.members()
             states = await plane.states()
+            replayed = {  # a resume stored again over a newer kill: nodes hold it halted
+                slot: refused
+                for slot, (e, rev) in states.items()
+                if e is not None and (refused := await unproven_resume(plane, e, rev))
+            }
             verdicts = {
                 n: VERDICT_DECODER.decode(v)
                 for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
@@ -581,6 +587,8 @@ def status(
                 checked = check_state(
                     e.command(), e.proof, store.roster, now_ns=now, live=False
                 ).describe()
+                if slot in replayed:
+                    raise replayed[slot]
                 state_text = TradingState(e.state).name
             except Refused as exc:
                 checked = f"[red]{e.actor} (REFUSED: {exc})[/red]"

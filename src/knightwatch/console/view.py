@@ -3,8 +3,9 @@
 Every panel (nodes, admission, kill-switch entries and their sources,
 requests, ramps, flags, rollouts, alerts) comes from one read of the plane,
 judged as the nodes judge it: a kill-switch entry whose signatures do not
-verify is shown as UNVERIFIED and held HALTED, exactly what a node does with
-it. The snapshot is plain data (msgspec structs) so the page, the API and the
+verify, or a resume the slot's history does not show lifting its halt (stored
+again over a newer kill), is shown as UNVERIFIED and held HALTED, exactly what
+a node does with it. The snapshot is plain data (msgspec structs) so the page, the API and the
 live stream show the same thing.
 
 `Watch` keeps the snapshot current: it listens to the plane's live feeds
@@ -26,6 +27,7 @@ import msgspec
 from knightwatch.clock import Clock
 from knightwatch.control.fleet.approvals import Request, RequestStatus, judge
 from knightwatch.control.node.flags import APPLIED_DECODER, STATE_DECODER
+from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
@@ -167,14 +169,22 @@ def source_of(actor: str) -> str:
     return "operator"
 
 
-def _halt_row(
-    slot: str, entry: StateEntry | None, revision: int, trust: TrustStore, now: int
+async def _halt_row(
+    proofs: ResumeProofs,
+    slot: str,
+    entry: StateEntry | None,
+    revision: int,
+    trust: TrustStore,
+    now: int,
 ) -> HaltRow:
     if entry is None:
         why = "the stored entry cannot be decoded: held HALTED"
         return HaltRow(slot, "", "", "HALTED", "unknown", "", [], "", 0, revision, False, why)
     try:
         checked = check_state(entry.command(), entry.proof, trust.roster, now_ns=now, live=False)
+        replayed = await proofs.check(entry, revision)
+        if replayed is not None:
+            raise replayed
         verified, refusal, approvers = True, "", list(checked.approvers)
         state = TradingState(entry.state).name
     except Refused as exc:
@@ -224,8 +234,12 @@ RAMP_DECODER = msgspec.json.Decoder(RampRecord)
 ROLLOUT_DECODER = msgspec.json.Decoder(RolloutState)
 
 
-async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapshot:
-    """One snapshot; a bucket that cannot be read is named in `problems`."""
+async def build(
+    plane: ControlPlane, trust: TrustStore, clock: Clock, proofs: ResumeProofs | None = None
+) -> Snapshot:
+    """One snapshot; a bucket that cannot be read is named in `problems`. `proofs`
+    remembers which stored resumes the slot history showed lifting their halts."""
+    proofs = proofs if proofs is not None else ResumeProofs(plane)
     problems: list[str] = []
     now = clock.time_ns()
     members: list[NodeStatus] = await plane.members()
@@ -303,7 +317,7 @@ async def build(plane: ControlPlane, trust: TrustStore, clock: Clock) -> Snapsho
         for n, v in sorted(verdicts.items())
     ]
     halts = [
-        _halt_row(slot, e, rev, trust, now)
+        await _halt_row(proofs, slot, e, rev, trust, now)
         for slot, (e, rev) in sorted(states.items(), key=lambda x: -x[1][1])
     ]
     requests = []
@@ -392,6 +406,7 @@ class Watch:
         self._listeners: set[Listener] = set()
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._proofs = ResumeProofs(plane)
         self.error = ""
 
     def listen(self, listener: Listener) -> Callable[[], None]:
@@ -437,7 +452,7 @@ class Watch:
 
     async def refresh(self) -> None:
         try:
-            snap = await build(self.plane, self.trust, self.clock)
+            snap = await build(self.plane, self.trust, self.clock, self._proofs)
         except ControlPlaneUnavailable as exc:
             self.error = str(exc)
             self._tell("problem", msgspec.json.encode({"error": self.error}))

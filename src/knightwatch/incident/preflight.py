@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
-from knightwatch.control.fleet.freeze import held, known_good
+from knightwatch.control.fleet.freeze import judged, known_good
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
@@ -146,13 +146,14 @@ async def run_preflight(
     `acknowledged` holds the reason codes the resume request acknowledges (the
     cause of a Guard halt); `safe_defaults` (flag id -> safe value) lets a flag
     change back to its safe default pass without approval. With `trust`, kill-state
-    entries are judged as nodes judge them (one that does not verify is a halt).
+    entries are judged as nodes judge them (one that does not verify, or a resume the
+    store's history does not show lifting its halt, is a halt).
     """
     cfg = config if config is not None else PreflightConfig()
     key = FLEET_KEY if scope is Scope.FLEET else key
     offsets, heard = await _listen(plane, clock, cfg.listen_s)
     now = clock.time_ns()
-    states = held(await plane.states(), trust)
+    states = await judged(plane, trust)
     members = [m for m in await plane.members() if not m.left]
     items: list[CheckItem] = []
 

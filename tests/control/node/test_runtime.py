@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.clock import SimClock
+from knightwatch.control.fleet.freeze import kill_in_force
 from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
@@ -393,6 +394,36 @@ async def test_an_approved_resume_stored_again_over_a_newer_kill_is_refused() ->
     assert "decided on revision" in node.last_refusal
     (line,) = refusals(node)
     assert b'"reason":"replayed"' in line and r1.entry.command_id[:12].encode() in line
+    await node.stop()
+    await stop_all(nodes)
+
+
+async def test_after_a_replayed_resume_the_operator_sees_a_halt_and_can_lift_it() -> None:
+    """The kill switch judges the stored resume as nodes do: the replay reads as a halt.
+    A running node holds the newer kill and a restarted one its own fail-closed halt, so
+    the request first halts the slot again (one signed kill every node then holds) and a
+    two-person resume of that kill lifts both. Before, the replay read as ACTIVE:
+    "nothing to resume" while a restarted node stayed halted."""
+    fabric, clock, nodes, ks = await fleet(1)
+    await ks.kill(Scope.FLEET, "", "first")
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    await ks.kill(Scope.FLEET, "", "second")
+    operator = MemoryControlPlane(fabric)
+    await operator.connect()
+    replay = await operator.put_state(r1.entry)
+    node = await reborn(fabric, clock, "n2")
+    ids = OrderIds("o")
+    assert node.check(ids.order()).reason is RejectReason.HALTED
+    stored, revision, trusted = await ks.current(Scope.FLEET, r1.entry.key)
+    assert stored == r1.entry and revision == replay and not trusted
+    assert await kill_in_force(operator, trust()) is not None
+    resumed = await ks.resume(Scope.FLEET, "", "really fixed", approvers=(BOB,))
+    assert resumed.ok and resumed.revision is not None
+    halt, at = await operator.previous_state(Scope.FLEET, "fleet", resumed.revision) or (None, 0)
+    assert halt is not None and halt.state is TradingState.HALTED and halt.actor == "alice"
+    assert resumed.entry.supersedes == halt.command_id and at == resumed.entry.decided_on > replay
+    assert nodes[0].check(ids.order()).accepted
+    assert node.check(ids.order()).accepted
     await node.stop()
     await stop_all(nodes)
 

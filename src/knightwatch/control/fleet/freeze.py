@@ -9,7 +9,8 @@ radius (more kills, drains, flags to their safe default, rollout aborts, and a
 return to the release the fleet was last known-good on) always pass. The check
 reads the store of record; when it cannot be read the change is refused too.
 A slot whose entry was deleted, or (given the roster) does not verify, counts
-as halted here as it does on every node: a forged ACTIVE entry thaws nothing.
+as halted here as it does on every node: a forged ACTIVE entry thaws nothing, and
+neither does a signed resume stored again over a newer kill (`judged`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from knightwatch.control.plane.history import held_halted, unproven_resume
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -28,7 +30,6 @@ from knightwatch.control.plane.wire import (
     UNDECODABLE_ACTOR,
     KnownGood,
     StateEntry,
-    parse_slot,
 )
 from knightwatch.errors import KnightwatchError
 from knightwatch.limits import Limits, loosened
@@ -50,15 +51,12 @@ def describe(entry: StateEntry) -> str:
     )
 
 
-UNVERIFIED_ACTOR = "trust:unverified"
-"""Actor of the halt a reader holds for a slot whose stored entry it cannot trust."""
-
-
 def held(
     states: Mapping[str, tuple[StateEntry | None, int]], trust: TrustStore | None = None
 ) -> dict[str, tuple[StateEntry, int]]:
-    """What each slot holds as a node judges it: an entry that was deleted or (with
-    `trust`) does not verify against the roster is a halt of its slot."""
+    """What each slot holds by its entry alone: an entry that was deleted or (with
+    `trust`) does not verify against the roster is a halt of its slot. `judged` adds
+    the store's history, as nodes judge it."""
     out: dict[str, tuple[StateEntry, int]] = {}
     for slot, (entry, revision) in states.items():
         why = "deleted" if entry is None else ""
@@ -71,21 +69,23 @@ def held(
             out[slot] = (entry, revision)
             continue
         try:
-            scope, key = parse_slot(slot)
+            out[slot] = (held_halted(slot, revision, why), revision)
         except ValueError:
             continue
-        out[slot] = (
-            StateEntry(
-                scope=scope,
-                key=key,
-                state=TradingState.HALTED,
-                reason=f"the stored entry at revision {revision} {why}; held halted",
-                actor=UNVERIFIED_ACTOR,
-                command_id=f"unverified-{slot}-{revision}",
-                issued_ns=0,
-            ),
-            revision,
-        )
+    return out
+
+
+async def judged(
+    plane: ControlPlane, trust: TrustStore | None = None
+) -> dict[str, tuple[StateEntry, int]]:
+    """What each slot holds as a node judges it, read from the store of record: `held`,
+    and a resume the slot's history does not show lifting the halt it names (one stored
+    again over a newer kill) is a halt of its slot too. Raises `ControlPlaneUnavailable`."""
+    out = held(await plane.states(), trust)
+    for slot, (entry, revision) in list(out.items()):
+        refused = await unproven_resume(plane, entry, revision)
+        if refused is not None:
+            out[slot] = (held_halted(slot, revision, f"is refused ({refused})"), revision)
     return out
 
 
@@ -93,7 +93,7 @@ async def kill_in_force(plane: ControlPlane, trust: TrustStore | None = None) ->
     """The earliest fleet or strategy kill in force, or None; raises if the store is down."""
     kills = [
         e
-        for e, _ in held(await plane.states(), trust).values()
+        for e, _ in (await judged(plane, trust)).values()
         if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
     ]
     return min(kills, key=lambda e: e.issued_ns, default=None)
@@ -178,7 +178,7 @@ async def refuse_target_if_frozen(
     try:
         kills = [
             e
-            for e, _ in held(await plane.states(), trust).values()
+            for e, _ in (await judged(plane, trust)).values()
             if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
         ]
         good = await known_good(plane) if kills else None

@@ -33,6 +33,7 @@ import uuid
 import msgspec
 
 from knightwatch.clock import Clock
+from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.protocol import (
     ControlPlane,
     ControlPlaneUnavailable,
@@ -43,7 +44,6 @@ from knightwatch.control.plane.wire import (
     Confirmation,
     NodeStatus,
     StateEntry,
-    slot_of,
 )
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
+_REHALT_TIMEOUT_S = 15.0
 KILL_TTL_S = 60.0
 """How long a kill stays valid as news (re-announcements, the store write's retries)."""
 REQUEST_TTL_S = 900.0
@@ -113,6 +114,7 @@ class KillSwitch:
         self._heard: dict[str, NodeStatus] = {}
         self._started = False
         self._last_issued_ns = 0
+        self._proofs = ResumeProofs(plane)
         # what this switch last stored per slot: a kill first tries compare-and-swap
         # against it, skipping a read on the path that competes with confirmations
         self._stored: dict[tuple[Scope, str], tuple[StateEntry, int]] = {}
@@ -191,9 +193,19 @@ class KillSwitch:
             return None
 
     async def current(self, scope: Scope, key: str) -> tuple[StateEntry | None, int, bool]:
-        """The stored entry of a slot, its revision, and whether it verified."""
+        """The stored entry of a slot, its revision, and whether it is trusted as nodes
+        trust it: it verifies and, for a resume, the slot's history shows it was stored
+        right over the halt it lifts (not again over a newer kill)."""
         entry, revision = await self.plane.get_state(scope, key)
-        return entry, revision, self.verified(entry) is not None
+        if entry is None or self.verified(entry) is None:
+            return entry, revision, False
+        refused = await self._proofs.check(entry, revision)
+        if refused is not None:
+            log.error(
+                "kill-state entry %s for %s refused: %s", entry.command_id, entry.slot, refused
+            )
+            return entry, revision, False
+        return entry, revision, True
 
     async def kill(
         self,
@@ -235,17 +247,23 @@ class KillSwitch:
 
         It names the halt it lifts and the revision it was decided on, and
         expires after `ttl_s`; approvers co-sign it (`StateEntry.cosigned`)
-        and `apply_resume` stores it. A slot whose stored entry does not
-        verify counts as halted (nodes hold it so) and can be resumed too.
+        and `apply_resume` stores it.
+
+        A slot whose stored entry nobody trusts (it does not verify, cannot be
+        decoded, was deleted, or is a resume the slot's history does not show
+        lifting its halt) counts as halted, as nodes hold it, but not every node
+        by the same entry: one running since holds the kill before it, one
+        started since holds its own fail-closed halt. So it is halted again
+        first, by this switch's signer (a stop: one person, nothing loosened),
+        and the request names that kill, which every node then holds.
         """
         entry = self._entry(scope, key, TradingState.ACTIVE, reason)
         current, revision, ok = await self.current(entry.scope, entry.key)
         if revision == 0 or (ok and current is not None and current.state is TradingState.ACTIVE):
             raise KillSwitchError(f"{scope.value} {entry.key!r}: not halted; nothing to resume")
-        if ok and current is not None:
-            lifts, after = current.command_id, current.issued_ns
-        else:
-            lifts, after = f"unverified-{slot_of(entry.scope, entry.key)}-{revision}", 0
+        if not ok or current is None:
+            current, revision = await self._rehalt(entry.scope, entry.key, revision)
+        lifts, after = current.command_id, current.issued_ns
         # A resume supersedes exactly the entry it was decided on, even if clocks disagree.
         issued = max(entry.issued_ns, after + 1)
         self._last_issued_ns = max(self._last_issued_ns, issued)
@@ -256,6 +274,33 @@ class KillSwitch:
             supersedes=lifts,
             decided_on=revision,
         ).signed(self.signer.key)
+
+    async def _rehalt(self, scope: Scope, key: str, revision: int) -> tuple[StateEntry, int]:
+        """Store a signed halt over a slot whose entry at `revision` nobody trusts."""
+        halt = self._entry(
+            scope,
+            key,
+            TradingState.HALTED,
+            f"halted again before a resume: the stored entry at revision {revision} is not trusted",
+        ).signed(self.signer.key)
+        with contextlib.suppress(ControlPlaneUnavailable):
+            await self.plane.announce_state(halt)
+        box = [halt]
+        stored = await self._store(box, asyncio.get_running_loop().time() + _REHALT_TIMEOUT_S)
+        if isinstance(stored, str):
+            raise KillSwitchError(
+                f"{halt.slot}: the stored entry at revision {revision} is not trusted and "
+                f"the halt that must replace it before a resume was not stored ({stored})"
+            )
+        log.warning(
+            "KILL_SWITCH_REHALT command=%s slot=%s over=%d revision=%d actor=%s",
+            box[0].command_id,
+            halt.slot,
+            revision,
+            stored,
+            self.actor,
+        )
+        return box[0], stored
 
     async def resume(
         self,

@@ -65,8 +65,8 @@ from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.node.trustfeed import follow_roster
+from knightwatch.control.plane.history import held_halted, unproven_resume
 from knightwatch.control.plane.protocol import (
-    STATE_HISTORY,
     Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
@@ -90,7 +90,6 @@ from knightwatch.control.plane.wire import (
     StateEntry,
     StateKeyError,
     Verdict,
-    parse_slot,
     slot_of,
     starts_key,
 )
@@ -123,7 +122,6 @@ _VERIFIED_CACHE = 256
 _AUTO_RETRY_S = 0.2
 _STARTS_KEPT = 16
 _AUTO_TTL_NS = 60 * NS_PER_S
-UNVERIFIED_ACTOR = "trust:unverified"
 
 
 def _undecodable(entry: StateEntry) -> bool:
@@ -457,40 +455,6 @@ class NodeRuntime:
         held = self._applied.get(entry.slot)
         return held is None or held.command_id != entry.command_id
 
-    async def _not_lifting(self, entry: StateEntry, revision: int) -> Refused | None:
-        """Why the resume stored at `revision` does not provably lift the halt it names, or
-        None when the slot's write just before it is that halt at the revision the resume
-        was decided on (a resume is stored by compare-and-set on exactly that revision).
-
-        A verified resume re-stored later over a newer kill (a replay by anyone with
-        kill-state write rights) fails this, and so does a slot whose history no longer
-        reaches back that far: the node holds such a slot halted (fail closed).
-        """
-        before = await self.plane.previous_state(entry.scope, entry.key, revision)
-        lifts = f"resume {entry.command_id[:12]} stored at revision {revision}"
-        if before is None:
-            return Refused(
-                TrustReason.REPLAYED,
-                f"{lifts}: the store keeps no earlier write of {entry.slot} (it keeps the last "
-                f"{STATE_HISTORY}), so it cannot show the resume lifts {entry.supersedes[:12]}",
-            )
-        previous, previous_revision = before
-        if previous_revision != entry.decided_on:
-            return Refused(
-                TrustReason.REPLAYED,
-                f"{lifts} over revision {previous_revision}, but it was decided on revision "
-                f"{entry.decided_on}: stored again over a later write",
-            )
-        unverified = f"unverified-{entry.slot}-{entry.decided_on}"
-        named = previous.command_id if previous is not None else "a delete marker"
-        if entry.supersedes != unverified and named != entry.supersedes:
-            return Refused(
-                TrustReason.REPLAYED,
-                f"{lifts} lifts {entry.supersedes[:12]}, but revision {previous_revision} "
-                f"holds {named[:24]}",
-            )
-        return None
-
     def _refuse(self, entry: StateEntry, exc: Refused, path: str) -> None:
         if entry.command_id in self._refused_ids:
             return  # a re-announcement of one refused command counts once
@@ -698,7 +662,7 @@ class NodeRuntime:
                     stored, revision = await self.plane.get_state(entry.scope, entry.key)
                     if stored is None or stored.command_id != entry.command_id:
                         return  # not (or no longer) what the store holds: nothing to adopt
-                    replay = await self._not_lifting(entry, revision)
+                    replay = await unproven_resume(self.plane, entry, revision)
                 except ControlPlaneUnavailable as exc:
                     log.warning("node %s: resume %s not adopted: %s", self.node_id, entry.slot, exc)
                     return  # the resync after reconnecting judges the store
@@ -807,7 +771,7 @@ class NodeRuntime:
                 if checked is None:
                     entry = None
                 elif self._adopts(entry):
-                    replay = await self._not_lifting(entry, revision)
+                    replay = await unproven_resume(self.plane, entry, revision)
                     if replay is not None:
                         self._refuse(entry, replay, "stored")
                         entry, checked = None, None
@@ -951,19 +915,10 @@ class NodeRuntime:
     def _unverified(self, slot: str, revision: int) -> StateEntry | None:
         """The fail-closed halt this node holds for a slot whose stored entry it cannot trust."""
         try:
-            scope, key = parse_slot(slot)
+            return held_halted(slot, revision, "does not verify")
         except ValueError:
             log.error("node %s: kill-state key %r is not a slot; ignored", self.node_id, slot)
             return None
-        return StateEntry(
-            scope=scope,
-            key=key,
-            state=TradingState.HALTED,
-            reason=f"the stored entry at revision {revision} does not verify; held halted",
-            actor=UNVERIFIED_ACTOR,
-            command_id=f"unverified-{slot}-{revision}",
-            issued_ns=0,
-        )
 
     # --- lease ---------------------------------------------------------------
     def _renew(self) -> None:

@@ -4,7 +4,9 @@
 subjects for the fast path); `NatsControlPlane` runs it on NATS JetStream and
 `MemoryControlPlane` in memory for the replay and unit tests, with one contract
 suite run against both. `wire` holds every message that crosses it, as JSON an
-operator can read during an incident. Nothing here knows what a node or an
+operator can read during an incident; `history` answers the one question of
+the store's history that every reader of a stored resume must ask (was it
+stored right over the halt it lifts?). Nothing here knows what a node or an
 operator does with the messages.
 """
 
