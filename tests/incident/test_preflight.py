@@ -26,6 +26,7 @@ from knightwatch.incident.preflight import (
 )
 from knightwatch.state import Scope, TradingState
 
+from ..identities import BOB
 from .fixtures import Fleet, fleet
 
 CFG = PreflightConfig(listen_s=0.2)
@@ -77,6 +78,21 @@ async def test_not_halted() -> None:
     checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
     assert only_failure(checklist) == "halted"
     assert item(checklist, "halted")[1] == "fleet 'fleet' is not halted"
+    await f.stop()
+
+
+async def test_a_replayed_resume_is_a_halt_the_preflight_names() -> None:
+    """A two-person resume of an earlier kill, stored again over a newer one: the slot is
+    halted as nodes hold it, so the preflight passes `halted` and names the refusal,
+    instead of failing it with "not halted" (which left nothing to resume)."""
+    f, plane = await killed()
+    ks = await f.killswitch()
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    await ks.kill(Scope.FLEET, "", "again", timeout_s=0.5)
+    await plane.put_state(r1.entry)
+    checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
+    ok, detail = item(checklist, "halted")
+    assert ok and "replayed" in detail, detail
     await f.stop()
 
 
