@@ -5,8 +5,8 @@ requests, ramps, flags, rollouts, alerts) comes from one read of the plane,
 judged as the nodes judge it: a kill-switch entry whose signatures do not
 verify, or a resume the slot's history does not show lifting its halt (stored
 again over a newer kill), is shown as UNVERIFIED and held HALTED, exactly what
-a node does with it. The snapshot is plain data (msgspec structs) so the page, the API and the
-live stream show the same thing.
+a node does with it. The snapshot is plain data (msgspec structs) so the page,
+the API and the live stream show the same thing.
 
 `Watch` keeps the snapshot current: it listens to the plane's live feeds
 (kill state, confirmations, heartbeats, records) and rebuilds after a change,
