@@ -11,6 +11,7 @@ all of it, verified by `knightwatch audit verify`.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -240,13 +241,22 @@ async def test_audit_search_finds_the_kill_and_audit_verify_accepts_the_file(
     await page.click("#audit-search")
     rows = page.locator("#audit-rows tbody tr")
     await expect(rows).not_to_have_count(0)
-    texts = await rows.all_inner_texts()
-    assert any("fleet" in t and "alice" in t and "200" in t for t in texts), texts
+    # by cell, not by row text: a timestamp's milliseconds can read "200" or "403"
+    killed = rows.filter(has=page.locator("td:nth-child(6)", has_text=_cell("200")))
+    killed = killed.filter(has=page.locator("td:nth-child(3)", has_text=_cell("alice")))
+    killed = killed.filter(has=page.locator("td:nth-child(5)", has_text="fleet"))
+    await expect(killed).not_to_have_count(0)  # alice's fleet kill, done (200)
     await expect(page.locator("#audit-chain")).to_contain_text("chain intact")
     await page.fill("#q-action", "")
     await page.fill("#q-actor", "carol")
     await page.click("#audit-search")
-    refused = rows.filter(has_text="403").filter(has_text="carol")
+    refused = rows.filter(has=page.locator("td:nth-child(6)", has_text=_cell("403")))
+    refused = refused.filter(has=page.locator("td:nth-child(3)", has_text=_cell("carol")))
     await expect(refused.first).to_contain_text("kill")  # carol's refused kill is on record
     await page.context.close()
     audit_verify(console.audit)
+
+
+def _cell(text: str) -> re.Pattern[str]:
+    """A table cell holding exactly `text`."""
+    return re.compile(rf"^\s*{re.escape(text)}\s*$")
