@@ -32,17 +32,32 @@ MAX_LINE_BYTES = 1024 * 1024
 read only this far, so a hostile file without newlines cannot exhaust memory."""
 
 
-def read_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+def read_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES, end: int | None = None) -> Iterator[bytes]:
     """The file's lines with their newlines; a line over `limit` bytes comes back cut to
-    `limit + 1` bytes (so a reader can tell) and the rest of it is skipped unread."""
+    `limit + 1` bytes (so a reader can tell) and the rest of it is skipped unread.
+
+    `end`: the offset where the caller knows the data ends (a recorder that has just
+    opened the file); nothing after it is read. A recorder allocates its file 64 MiB
+    ahead in zero bytes, and reading through them cost a starting node 45-160 ms.
+    """
+    left = None if end is None else max(end - f.tell(), 0)
+
+    def read(n: int) -> bytes:
+        nonlocal left
+        if left is None:
+            return f.readline(n)
+        data = f.readline(min(n, left)) if left > 0 else b""
+        left -= len(data)
+        return data
+
     while True:
-        line = f.readline(limit + 1)
+        line = read(limit + 1)
         if not line:
             return
         if len(line) > limit and not line.endswith(b"\n"):
             rest = line
             while rest and not rest.endswith(b"\n"):
-                rest = f.readline(limit)
+                rest = read(limit)
             line += b"\n" if rest else b""
         yield line
 

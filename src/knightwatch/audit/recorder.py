@@ -133,6 +133,7 @@ class FlightRecorder:
         self._log: MappedLog | None = None
         self._sink: Sink | None = sink
         self._end = 0
+        self._opened_at: int | None = None
         self._batch_start = 0  # file offset of the first line not yet sealed
         self._seq_limit = max_pending
         self._kick_at = batch_size
@@ -161,6 +162,7 @@ class FlightRecorder:
         self._map = log.map
         self._teed = tail.batch_start
         self._end = tail.end
+        self._opened_at = tail.end
         self._seq = tail.seq
         self._head = tail.head
         self._batch_start = tail.batch_start
@@ -201,6 +203,13 @@ class FlightRecorder:
         if self._log is None:
             return len(self._lines) + self._unwritten_n
         return self._seq - self._batch_first
+
+    @property
+    def opened_at(self) -> int | None:
+        """Where the file's data ended when this recorder opened it (after cutting a torn
+        last line), or None for an in-memory recorder: everything recorded before it
+        started lies before this offset, and only allocated zero bytes lay after it."""
+        return self._opened_at
 
     @property
     def seq(self) -> int:

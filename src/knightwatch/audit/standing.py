@@ -35,12 +35,14 @@ class StandingHalt(msgspec.Struct, frozen=True):
     seq: int
 
 
-def standing_halts(path: str | os.PathLike[str]) -> list[StandingHalt]:
+def standing_halts(path: str | os.PathLike[str], end: int | None = None) -> list[StandingHalt]:
     """Replay the file's halt and resume events; what is left was in force at its end.
 
     A missing file has none. Lines that are not records are skipped here:
     `audit verify` names them, and the recorder refuses to append to a file
-    whose last record is broken, so the node would not start on one.
+    whose last record is broken, so the node would not start on one. `end`:
+    where the data ends, when a recorder holding the file says so
+    (`FlightRecorder.opened_at`); nothing after it is read.
     """
     latches: dict[tuple[str, str], dict[str, StandingHalt]] = {}
     try:
@@ -48,7 +50,7 @@ def standing_halts(path: str | os.PathLike[str]) -> list[StandingHalt]:
     except FileNotFoundError:
         return []
     with f:
-        for line in read_lines(f):
+        for line in read_lines(f, end=end):
             if not any(m in line for m in _MARKERS):
                 continue
             try:

@@ -158,7 +158,8 @@ async def serve_node(
         raise FleetError(f"--recorder: {exc}") from None
     except OSError as exc:
         raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
-    recovered = standing_halts(path)  # read once the recorder holds the file (a regular one)
+    # read once the recorder holds the file (a regular one), up to where its data ended
+    recovered = standing_halts(path, end=recorder.opened_at)
     guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
