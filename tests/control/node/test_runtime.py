@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from knightwatch.clock import SimClock
 from knightwatch.control.fleet.freeze import kill_in_force
-from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import STATE_HISTORY
@@ -375,17 +375,24 @@ async def test_a_node_started_after_a_two_person_resume_trades() -> None:
     await node.stop()
 
 
+async def replay_over_a_second_kill(
+    fabric: MemoryFabric, ks: KillSwitch
+) -> tuple[CommandResult, int, MemoryControlPlane]:
+    """K1, R1 (two people), K2, then R1's signed entry put back over K2 with a plain put,
+    past the kill switch's checks: R1's result, the replay's revision, the plane used."""
+    await ks.kill(Scope.FLEET, "", "first")
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    await ks.kill(Scope.FLEET, "", "second")
+    operator = await plane_on(fabric)
+    return r1, await operator.put_state(r1.entry), operator
+
+
 async def test_an_approved_resume_stored_again_over_a_newer_kill_is_refused() -> None:
     """K1, R1 (two people), K2, then R1's signed entry put back over K2: it verifies, but
     the store shows it was not written over the halt it lifts. Running nodes keep K2; a
     node starting now holds the slot halted and reports the replay."""
     fabric, clock, nodes, ks = await fleet(1)
-    await ks.kill(Scope.FLEET, "", "first")
-    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
-    await ks.kill(Scope.FLEET, "", "second")
-    operator = MemoryControlPlane(fabric)
-    await operator.connect()
-    await operator.put_state(r1.entry)  # a plain put, past the kill switch's checks
+    r1, _, _ = await replay_over_a_second_kill(fabric, ks)
     ids = OrderIds("o")
     assert nodes[0].check(ids.order()).reason is RejectReason.HALTED
     node = await reborn(fabric, clock, "n2")
@@ -405,12 +412,7 @@ async def test_after_a_replayed_resume_the_operator_sees_a_halt_and_can_lift_it(
     two-person resume of that kill lifts both. Before, the replay read as ACTIVE:
     "nothing to resume" while a restarted node stayed halted."""
     fabric, clock, nodes, ks = await fleet(1)
-    await ks.kill(Scope.FLEET, "", "first")
-    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
-    await ks.kill(Scope.FLEET, "", "second")
-    operator = MemoryControlPlane(fabric)
-    await operator.connect()
-    replay = await operator.put_state(r1.entry)
+    r1, replay, operator = await replay_over_a_second_kill(fabric, ks)
     node = await reborn(fabric, clock, "n2")
     ids = OrderIds("o")
     assert node.check(ids.order()).reason is RejectReason.HALTED
