@@ -82,7 +82,7 @@ async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
         await kw.member.runtime.publish_once()
         shipped = await operator.audit()
         assert shipped and {env.node_id for _, env in shipped} == {"nt-1"}
-        assert any(b'"halt"' in env.record for _, env in shipped)
+        assert any(b'"halt"' in line for _, env in shipped for line in env.lines())
     finally:
         await kw.stop()
         await operator.close()

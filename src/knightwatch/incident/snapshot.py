@@ -129,14 +129,12 @@ async def collect(
         if not page:
             break
         for stream_seq, env in page:
-            tails.setdefault(env.node_id, deque(maxlen=last_records)).append(env.record)
+            tails.setdefault(env.node_id, deque(maxlen=last_records)).extend(env.lines())
             seq = stream_seq + 1
         read += len(page)
     heads: dict[str, object] = {}
     for node, lines in sorted(tails.items()):
-        files[f"recorder/{node}.jsonl"] = b"".join(
-            line if line.endswith(b"\n") else line + b"\n" for line in lines
-        )
+        files[f"recorder/{node}.jsonl"] = b"".join(line + b"\n" for line in lines)
         try:
             last = msgspec.json.decode(lines[-1])
             heads[node] = {"seq": last.get("seq"), "hash": last.get("hash")}

@@ -188,7 +188,7 @@ async def test_service_halts_the_node_through_the_kill_switch_and_pages(webhook:
     assert _Hook.bodies and _Hook.bodies[0]["rule"] == Rule.ERRORS_BEFORE_ARMING.value
     assert _Hook.bodies[0]["key"] == "n2"
     recorded = await sup_plane.audit()
-    assert recorded and b"supervisor_action" in recorded[-1][1].record
+    assert recorded and b"supervisor_action" in recorded[-1][1].lines()[-1]
     for node in nodes:
         await node.stop()
 

@@ -11,6 +11,8 @@ from knightwatch.control.node.lease import LeaseError, LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.wire import AuditEnvelope
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 
@@ -50,10 +52,61 @@ async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage()
     await node.publish_once()  # nothing lost while the stream is away
     await fabric.set_reachable(True)
     await node.publish_once()
-    shipped = [env.record for _, env in await plane.audit()]
+    envelopes = [env for _, env in await plane.audit()]
+    shipped = [line for env in envelopes for line in env.lines()]
     assert shipped == local.lines
     assert sum(b'"kind":"decision"' in line for line in shipped) == 3
-    assert [env.seq for _, env in await plane.audit()] == list(range(1, len(shipped) + 1))
+    assert len(envelopes) == 1  # the tick's lines in one stream write
+    assert {(env.node_id, env.instance, env.seq) for env in envelopes} == {("n1", node.instance, 1)}
+    await node.stop()
+
+
+async def test_an_envelope_whose_acknowledgement_was_lost_is_sent_again_and_lands_once() -> None:
+    fabric = MemoryFabric()
+    clock = SimClock(1_000_000_000)
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    local = MemorySink()
+    shipper = ShippingSink(local)
+    guard = Guard(
+        Limits(lease_timeout_s=POLICY.lease_timeout_s),
+        node="n1",
+        clock=clock,
+        recorder=FlightRecorder(None, clock=clock, sink=shipper),
+    )
+    guard.on_price("AAPL", 100.0)
+    guard.arm("test")
+    node = NodeRuntime(
+        guard,
+        plane,
+        clock=clock,
+        policy=POLICY,
+        shipper=shipper,
+        trust=trust(),
+        signer=signer("n1"),
+    )
+    await node.start()
+    append = plane.append_audit
+    lost: list[AuditEnvelope] = []
+
+    async def lands_but_ack_lost(envelope: AuditEnvelope) -> int:
+        seq = await append(envelope)
+        if not lost:
+            lost.append(envelope)
+            raise ControlPlaneUnavailable("acknowledgement lost")
+        return seq
+
+    plane.append_audit = lands_but_ack_lost  # type: ignore[method-assign]
+    ids = OrderIds("o")
+    assert node.check(ids.order()).accepted
+    await node.publish_once()  # landed, but the node cannot know
+    assert node.check(ids.order()).accepted  # recorded after the lost acknowledgement
+    await node.publish_once()
+    envelopes = [env for _, env in await plane.audit()]
+    assert envelopes[0] == lost[0]  # the retry was the same envelope: the stream kept one
+    assert [env.seq for env in envelopes] == [1, 2]
+    assert [line for env in envelopes for line in env.lines()] == local.lines
+    assert sum(b'"kind":"decision"' in line for line in local.lines) == 2
     await node.stop()
 
 
@@ -62,9 +115,16 @@ def test_shipping_buffer_is_bounded_and_counts_drops() -> None:
     sink.write(b"a\nb\n")
     sink.write(b"c\nd\ne\n")
     assert sink.dropped == 2
-    assert sink.take(10) == [b"c", b"d", b"e"]
-    sink.put_back([b"d", b"e"])
-    assert sink.take(1) == [b"d"]
+    assert sink.take(2, 1 << 20) == [b"c", b"d"]
+    assert sink.take(10, 1 << 20) == [b"e"]
+    assert sink.take(10, 1 << 20) == []
+
+
+def test_shipping_takes_what_fits_in_the_byte_limit_and_always_one_line() -> None:
+    sink = ShippingSink()
+    sink.write(b"x" * 50 + b"\n" + b"y" * 10 + b"\n" + b"z\n")
+    assert sink.take(10, 40) == [b"x" * 50]  # larger than the limit alone: sent alone
+    assert sink.take(10, 13) == [b"y" * 10, b"z"]  # 11 + 2 bytes with the newlines
 
 
 @pytest.mark.parametrize(

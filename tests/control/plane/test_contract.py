@@ -150,11 +150,30 @@ async def test_membership_is_durable_and_sorted(backend: Backend) -> None:
 
 async def test_audit_stream_keeps_order(backend: Backend) -> None:
     plane = await backend.plane("n1")
-    seqs = [await plane.append_audit(AuditEnvelope("n1", i, b"rec%d" % i)) for i in range(1, 6)]
+    envelopes = [AuditEnvelope("n1", "i1", i, b"a%d\nb%d\n" % (i, i)) for i in range(1, 6)]
+    seqs = [await plane.append_audit(env) for env in envelopes]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
     got = await plane.audit(start_seq=seqs[1], limit=3)
-    assert [env.record for _, env in got] == [b"rec2", b"rec3", b"rec4"]
+    assert [env for _, env in got] == envelopes[1:4]
+    assert [line for _, env in got for line in env.lines()] == [
+        b"a2",
+        b"b2",
+        b"a3",
+        b"b3",
+        b"a4",
+        b"b4",
+    ]
     assert [s for s, _ in got] == seqs[1:4]
+
+
+async def test_audit_retry_lands_once_and_a_new_process_never_collides(backend: Backend) -> None:
+    plane = await backend.plane("n1")
+    first = AuditEnvelope("n1", "before-restart", 1, b"x\n")
+    seq = await plane.append_audit(first)
+    assert await plane.append_audit(first) == seq  # its acknowledgement was lost: sent again
+    restarted = AuditEnvelope("n1", "after-restart", 1, b"y\n")
+    assert await plane.append_audit(restarted) > seq
+    assert [env for _, env in await plane.audit()] == [first, restarted]
 
 
 async def test_outage_fails_closed_and_durable_state_survives(backend: Backend) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import msgspec
 
@@ -119,6 +120,7 @@ class SupervisorService:
         self.results: list[tuple[Action, CommandResult]] = []
         self.relay = AutoHaltRelay(killswitch)
         self._seq = 0
+        self._instance = uuid.uuid4().hex[:12]
         self._inflight: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.stall_s = None if sweep_s is None else max(2 * sweep_s, 1.0)
@@ -216,6 +218,8 @@ class SupervisorService:
              "confirmed": result.latencies_ms, "missing": result.missing}
         )  # fmt: skip
         try:
-            await self.plane.append_audit(AuditEnvelope(SUPERVISOR_ID, self._seq, record))
+            await self.plane.append_audit(
+                AuditEnvelope(SUPERVISOR_ID, self._instance, self._seq, record + b"\n")
+            )
         except ControlPlaneUnavailable as exc:
             log.error("supervisor action not recorded in the fleet stream: %s", exc)

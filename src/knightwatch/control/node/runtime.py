@@ -108,7 +108,10 @@ from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
-_AUDIT_BATCH = 500
+_AUDIT_BATCH = 1000
+_AUDIT_BYTES = 256 * 1024
+"""An envelope's most lines and bytes: within NATS's default 1 MiB payload after base64."""
+_AUDIT_ENVELOPES_PER_TICK = 8
 _RECONFIRM_NS = 50_000_000
 
 
@@ -214,6 +217,8 @@ class NodeRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._member_put: asyncio.Task[None] | None = None
         self._audit_seq = 0
+        self._unshipped: AuditEnvelope | None = None
+        """An envelope sent but not acknowledged: sent again, as it is, before any new one."""
         self._running = False
         self.attestor = attestor
         self.attest_s = attest_s
@@ -1080,22 +1085,33 @@ class NodeRuntime:
         )
 
     async def publish_once(self) -> None:
-        """Send current metrics and a batch of flight-recorder lines; never raises on outage."""
+        """Send current metrics and what the flight recorder wrote since; never raises on outage.
+
+        The lines go in envelopes of up to `_AUDIT_BATCH` lines (`_AUDIT_BYTES`), one
+        stream write each. One that is not acknowledged stays and goes again unchanged
+        (its id lets the stream drop it if the first copy landed) before any new one,
+        so no line is lost or shipped twice by an outage.
+        """
         try:
             await self.plane.publish_metrics(self.metrics())
-            if self.shipper is not None:
-                self.guard.flush_records()
-                lines = self.shipper.take(_AUDIT_BATCH)
-                for i, line in enumerate(lines):
-                    try:
-                        self._audit_seq += 1
-                        await self.plane.append_audit(
-                            AuditEnvelope(self.node_id, self._audit_seq, line)
-                        )
-                    except ControlPlaneUnavailable:
-                        self._audit_seq -= 1
-                        self.shipper.put_back(lines[i:])
-                        raise
+            if self.shipper is None:
+                return
+            self.guard.flush_records()
+            for _ in range(_AUDIT_ENVELOPES_PER_TICK):
+                envelope = self._unshipped
+                if envelope is None:
+                    lines = self.shipper.take(_AUDIT_BATCH, _AUDIT_BYTES)
+                    if not lines:
+                        return
+                    self._audit_seq += 1
+                    envelope = self._unshipped = AuditEnvelope(
+                        self.node_id,
+                        self.instance,
+                        self._audit_seq,
+                        b"\n".join(lines) + b"\n",
+                    )
+                await self.plane.append_audit(envelope)
+                self._unshipped = None
         except ControlPlaneUnavailable:
             return
 

@@ -3,8 +3,9 @@
 The local file stays the record of truth (it is written first, with the
 recorder's own fail-closed rules); the stream copy lets an operator read every
 node's decisions in one place. Lines wait in a bounded buffer that the node
-runtime drains in the background; if the control plane is away for long, the
-oldest lines are dropped from the buffer (never from the file) and counted.
+runtime drains in the background, many lines to a message; if the control plane
+is away for long, the oldest lines are dropped from the buffer (never from the
+file) and counted.
 """
 
 from __future__ import annotations
@@ -43,11 +44,16 @@ class ShippingSink:
         if self.inner is not None:
             self.inner.close()
 
-    def take(self, limit: int) -> list[bytes]:
-        """Up to `limit` lines in write order, removed from the buffer."""
-        n = min(limit, len(self._queue))
-        return [self._queue.popleft() for _ in range(n)]
-
-    def put_back(self, lines: list[bytes]) -> None:
-        """Return lines that could not be shipped, to the front, keeping their order."""
-        self._queue.extendleft(reversed(lines))
+    def take(self, limit: int, max_bytes: int) -> list[bytes]:
+        """Up to `limit` lines in write order, removed from the buffer: as many as fit in
+        `max_bytes` (newlines counted), and always the first, whatever its size."""
+        q = self._queue
+        out: list[bytes] = []
+        size = 0
+        while q and len(out) < limit:
+            n = len(q[0]) + 1
+            if out and size + n > max_bytes:
+                break
+            out.append(q.popleft())
+            size += n
+        return out

@@ -49,6 +49,7 @@ class MemoryFabric:
         """Per slot, its last `STATE_HISTORY` writes, oldest first (as the NATS bucket keeps)."""
         self._members: dict[str, NodeStatus] = {}
         self._audit: list[AuditEnvelope] = []
+        self._audit_ids: dict[tuple[str, str, int], int] = {}
         self._records: dict[Bucket, dict[str, tuple[bytes, int]]] = {b: {} for b in Bucket}
         self._responders: dict[str, tuple[MemoryControlPlane, Responder]] = {}
         self._subs: dict[str, list[tuple[MemoryControlPlane, Handler[Any]]]] = {}
@@ -193,8 +194,13 @@ class MemoryControlPlane:
 
     async def append_audit(self, envelope: AuditEnvelope) -> int:
         fabric = self._require()
-        fabric._audit.append(envelope)
-        return len(fabric._audit)
+        # a retry of an envelope that landed lands once, as JetStream's Nats-Msg-Id makes it
+        key = (envelope.node_id, envelope.instance, envelope.seq)
+        seq = fabric._audit_ids.get(key)
+        if seq is None:
+            fabric._audit.append(envelope)
+            seq = fabric._audit_ids[key] = len(fabric._audit)
+        return seq
 
     async def audit(self, start_seq: int = 1, limit: int = 1000) -> list[tuple[int, AuditEnvelope]]:
         records = self._require()._audit

@@ -601,7 +601,7 @@ class NatsControlPlane:
             self._require_js().publish(
                 f"{SUBJECT_AUDIT}.{envelope.node_id}",
                 ENCODER.encode(envelope),
-                headers={"Nats-Msg-Id": f"{envelope.node_id}:{envelope.seq}"},
+                headers={"Nats-Msg-Id": f"{envelope.node_id}:{envelope.instance}:{envelope.seq}"},
             )
         )
         return int(ack.seq)

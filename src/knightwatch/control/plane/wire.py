@@ -184,11 +184,27 @@ class NodeMetrics(msgspec.Struct, frozen=True):
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
-    """A flight-recorder record shipped to the fleet stream, opaque to the control plane."""
+    """Flight-recorder lines shipped to the fleet stream as one message, opaque to the plane.
+
+    A node ships what its recorder wrote since the last tick in one stream write
+    and one acknowledgement, not one per line (a halt is a line on every node, so
+    per-line writes multiplied each kill's work by the fleet's size, on the cores
+    the next kill's confirmations need).
+
+    `seq` numbers one sending process's envelopes from 1 and `instance` names the
+    process, so the stream drops a retry whose first copy did land (same
+    `Nats-Msg-Id`), and a restarted process never reuses its predecessor's ids.
+    """
 
     node_id: str
+    instance: str
     seq: int
-    record: bytes
+    records: bytes
+    """One or more records, each one line ending in a newline."""
+
+    def lines(self) -> list[bytes]:
+        """The records, without their newlines."""
+        return self.records.splitlines()
 
 
 class StateKeyError(KnightwatchError, ValueError):
