@@ -1,11 +1,11 @@
-"""standing_halts: what a node's own recorder says was still halted when it stopped."""
+"""standing: what a node's own recorder says was still in force when it stopped."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from knightwatch.audit import FlightRecorder
-from knightwatch.audit.standing import standing_halts
+from knightwatch.audit import AuditContext, FlightRecorder
+from knightwatch.audit.standing import FLAG_APPLIED, Standing, standing
 from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
@@ -24,17 +24,17 @@ def test_halts_and_resumes_replay_per_source(tmp_path: Path) -> None:
         g.halt(Scope.SYMBOL, "IBM", "prints", actor="carol")
         g.resume(Scope.NODE, "n1", "ops done", actor="bob", code=RejectReason.HALTED)
         g.resume(Scope.SYMBOL, "IBM", "all of it", actor="carol")  # code None: every source
-    standing = {(h.scope, h.key, h.code): h for h in standing_halts(path)}
-    assert set(standing) == {("fleet", "fleet", "halted"), ("node", "n1", "loss_limit")}
-    assert standing[("fleet", "fleet", "halted")].actor == "alice"
-    assert standing[("node", "n1", "loss_limit")].reason == "loss"
+    found = {(h.scope, h.key, h.code): h for h in standing(path).halts}
+    assert set(found) == {("fleet", "fleet", "halted"), ("node", "n1", "loss_limit")}
+    assert found[("fleet", "fleet", "halted")].actor == "alice"
+    assert found[("node", "n1", "loss_limit")].reason == "loss"
 
 
 def test_a_missing_or_garbled_file_has_no_standing_halts(tmp_path: Path) -> None:
-    assert standing_halts(tmp_path / "none.jsonl") == []
+    assert standing(tmp_path / "none.jsonl") == Standing([], {})
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"kind":"halt" not json\n' + b"[" * 100_000 + b"\n")
-    assert standing_halts(bad) == []
+    assert standing(bad) == Standing([], {})
 
 
 def test_a_node_reads_its_file_up_to_where_the_recorder_found_the_data_end(
@@ -50,7 +50,28 @@ def test_a_node_reads_its_file_up_to_where_the_recorder_found_the_data_end(
     data_end = path.stat().st_size  # close cut the allocated rest off
     with FlightRecorder(path, clock=clock) as again:
         assert again.opened_at == data_end < path.stat().st_size
-        found = standing_halts(path, end=again.opened_at)
-        assert [(h.scope, h.key, h.actor) for h in found] == [("fleet", "fleet", "alice")]
-        assert standing_halts(path) == found
+        found = standing(path, end=again.opened_at)
+        assert [(h.scope, h.key, h.actor) for h in found.halts] == [("fleet", "fleet", "alice")]
+        assert standing(path) == found
     assert FlightRecorder(None, clock=clock).opened_at is None
+
+
+def test_the_newest_applied_flag_change_is_remembered_per_flag(tmp_path: Path) -> None:
+    """A node records `flag_applied` each time it applies a newer signed change; a restart
+    reads the highest revision per flag back (in any order written; odd fields skipped)."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    ctx = AuditContext(node="n1")
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_event(FLAG_APPLIED, ctx, flag="rlp", revision=5)
+        rec.record_event(FLAG_APPLIED, ctx, flag="rlp", revision=7)
+        rec.record_event(FLAG_APPLIED, ctx, flag="mm", revision=2)
+        rec.record_event(FLAG_APPLIED, ctx, flag="rlp", revision=6)  # never lowers it
+        rec.record_event(FLAG_APPLIED, ctx, flag="odd", revision="9")  # not a revision
+        rec.record_event(FLAG_APPLIED, ctx, flag="odd2", revision=True)  # nor is a bool
+        Guard(Limits(), node="n1", clock=clock, recorder=rec).halt(
+            Scope.FLEET, "fleet", "kill", actor="alice"
+        )
+    found = standing(path)
+    assert found.flag_revisions == {"rlp": 7, "mm": 2}
+    assert [h.actor for h in found.halts] == ["alice"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from knightwatch.audit.standing import standing
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.admission import AdmissionService
@@ -195,3 +196,21 @@ async def test_nodes_refuse_unverified_flag_state_and_apply_verified_changes(
     # 7. a replay of the approved change's proof: refused, the flag stays off
     r7 = await write_state(fleet, True, approved_proof)
     await refused_everywhere(r7, TrustReason.REPLAYED, False)
+
+    # 8. a node restarting finds the replay already stored. With no memory it would take
+    # it (an approved change, verified at the instant it names); its flight recorder
+    # remembers the newer change it applied last (6), so it refuses the replay as
+    # `replayed` and holds its safe default, as the running node did
+    runtime = fleet.nodes["n1"]
+    runtime.guard.recorder.flush()
+    file = tmp_path / "n1-recorder.jsonl"
+    file.write_bytes(b"".join(line + b"\n" for line in runtime.guard.recorder.lines))
+    remembered = standing(file).flag_revisions
+    assert remembered[RLP] > 5
+    forgetful = NodeFlags(runtime)
+    await forgetful.start()
+    assert forgetful.get(RLP).value_for("n1") is True  # type: ignore[union-attr]
+    restarted = NodeFlags(runtime, applied=remembered)
+    await restarted.start()
+    assert restarted.refused[TrustReason.REPLAYED] == 1
+    assert restarted.get(RLP) is None  # nothing applied: the flag's safe default

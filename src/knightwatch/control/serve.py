@@ -22,7 +22,7 @@ import msgspec
 from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.log import NotARegularFile
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.standing import standing_halts
+from knightwatch.audit.standing import standing
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_raised_limits
@@ -159,7 +159,7 @@ async def serve_node(
     except OSError as exc:
         raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
     # read once the recorder holds the file (a regular one), up to where its data ended
-    recovered = standing_halts(path, end=recorder.opened_at)
+    recovered = standing(path, end=recorder.opened_at)
     guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
@@ -176,7 +176,7 @@ async def serve_node(
                 shipper=shipper,
                 attestor=attestor,
                 attest_s=attest_s,
-                recovered=recovered,
+                recovered=recovered.halts,
             )
             exposition: MetricsServer | None = None
             checkpointer = Checkpointer(recorder, path, node_id, signer.key, clock, plane)
@@ -188,7 +188,7 @@ async def serve_node(
                 await runtime.start()
                 signing = asyncio.create_task(checkpointer.run(checkpoint_s))
                 if attestor is not None:
-                    await NodeFlags(runtime).start()
+                    await NodeFlags(runtime, applied=recovered.flag_revisions).start()
                 if await first_of(runtime.release_event, stop):
                     if prepare is not None:
                         await prepare(runtime, stop)

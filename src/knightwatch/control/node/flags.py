@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 import msgspec
 
+from knightwatch.audit.standing import FLAG_APPLIED
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
 from knightwatch.flags.fleet import FleetMember
@@ -106,7 +107,9 @@ class NodeFlags:
     and its lease), so `KnightwatchProvider` fails closed on either.
     """
 
-    def __init__(self, runtime: NodeRuntime) -> None:
+    def __init__(self, runtime: NodeRuntime, applied: Mapping[str, int] | None = None) -> None:
+        """`applied`: per flag, the revision of the newest change this node applied before
+        it restarted (its flight recorder's `flag_applied` events, `audit.standing`)."""
         self.runtime = runtime
         self.plane = runtime.plane
         self.node = runtime.node_id
@@ -116,8 +119,9 @@ class NodeFlags:
         self._latest: dict[str, FlagState] = {}
         """The newest stored revision of each flag, verified or not (re-judged when this
         node's admitted flag schema changes)."""
-        self._proof_revision: dict[str, int] = {}
-        """The revision of the change behind this node's current value (no going back)."""
+        self._proof_revision: dict[str, int] = dict(applied or {})
+        """The revision of the change behind this node's current value (no going back),
+        remembered across restarts through the flight recorder."""
         self._verdict_seen: object = None
         """The admission verdict the held states were judged under (identity)."""
         self._refused_keys: dict[tuple[str, int], None] = {}
@@ -213,9 +217,10 @@ class NodeFlags:
                 self._refuse(state.flag_id, state.revision, exc)
                 return False
         self._states[state.flag_id] = state
-        self._proof_revision[state.flag_id] = max(
-            revision, self._proof_revision.get(state.flag_id, 0)
-        )
+        if revision > self._proof_revision.get(state.flag_id, 0):
+            self._proof_revision[state.flag_id] = revision
+            # on disk, so a restart still knows which change it may not go back from
+            self.runtime.record_event(FLAG_APPLIED, flag=state.flag_id, revision=revision)
         return True
 
     def _refuse(self, flag_id: str, revision: int, exc: Refused) -> None:
