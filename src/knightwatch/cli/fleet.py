@@ -41,7 +41,7 @@ from knightwatch.control.node.lease import (
 )
 from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.connect import FleetError, control_plane
-from knightwatch.control.plane.history import unproven_resume
+from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import (
     Bucket,
@@ -58,7 +58,7 @@ from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import APPROVAL_TTL_S, decode_approval_file
-from knightwatch.trust.command import Refused, check_state
+from knightwatch.trust.command import Refused
 from knightwatch.trust.identity import Signer, default_key_path, load_signer
 from knightwatch.trust.policy import Action, decide
 from knightwatch.trust.roster import TrustError
@@ -520,17 +520,20 @@ def status(
         async with session(nats_url, state_dir, "status", key, anchor) as (plane, _, store):
             members = await plane.members()
             states = await plane.states()
-            replayed = {  # a resume stored again over a newer kill: nodes hold it halted
-                slot: refused
-                for slot, (e, rev) in states.items()
-                if e is not None and (refused := await unproven_resume(plane, e, rev))
-            }
+            now = SystemClock().time_ns()
+            proofs = ResumeProofs(plane)
+            judged: dict[str, str | Refused] = {}  # who signed it, or why nodes hold it halted
+            for slot, (e, rev) in states.items():
+                if e is not None:
+                    try:
+                        judged[slot] = (await proofs.judge(e, rev, store.roster, now)).describe()
+                    except Refused as exc:
+                        judged[slot] = exc
             verdicts = {
                 n: VERDICT_DECODER.decode(v)
                 for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
             }
             ramps = await ramp_records(plane)
-        now = SystemClock().time_ns()
         nodes = Table(title="nodes")
         for col in (
             "node",
@@ -583,16 +586,12 @@ def status(
                 continue
             if wanted is not None and (e.scope, e.key) != wanted:
                 continue
-            try:
-                checked = check_state(
-                    e.command(), e.proof, store.roster, now_ns=now, live=False
-                ).describe()
-                if slot in replayed:
-                    raise replayed[slot]
-                state_text = TradingState(e.state).name
-            except Refused as exc:
-                checked = f"[red]{e.actor} (REFUSED: {exc})[/red]"
+            checked = judged[slot]
+            if isinstance(checked, Refused):
+                checked = f"[red]{e.actor} (REFUSED: {checked})[/red]"
                 state_text = "[red]UNVERIFIED (held HALTED)[/red]"
+            else:
+                state_text = TradingState(e.state).name
             table.add_row(
                 e.scope.value, e.key, state_text, checked, e.reason, _when(e.issued_ns), str(rev)
             )

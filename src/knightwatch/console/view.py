@@ -44,7 +44,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.flags.rollout import RolloutState
 from knightwatch.state import TradingState
-from knightwatch.trust.command import GUARD_ACTOR, Refused, check_state
+from knightwatch.trust.command import GUARD_ACTOR, Refused
 from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
@@ -181,10 +181,7 @@ async def _halt_row(
         why = "the stored entry cannot be decoded: held HALTED"
         return HaltRow(slot, "", "", "HALTED", "unknown", "", [], "", 0, revision, False, why)
     try:
-        checked = check_state(entry.command(), entry.proof, trust.roster, now_ns=now, live=False)
-        replayed = await proofs.check(entry, revision)
-        if replayed is not None:
-            raise replayed
+        checked = await proofs.judge(entry, revision, trust.roster, now)
         verified, refusal, approvers = True, "", list(checked.approvers)
         state = TradingState(entry.state).name
     except Refused as exc:

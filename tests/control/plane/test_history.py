@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.plane.history import (
@@ -16,9 +17,9 @@ from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import STATE_HISTORY
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
-from knightwatch.trust.command import TrustReason
+from knightwatch.trust.command import Refused, TrustReason
 
-from ...identities import BOB, switch
+from ...identities import BOB, switch, trust
 from ..fleet_fixtures import plane_on
 
 
@@ -130,3 +131,27 @@ async def test_proofs_read_the_history_once_per_stored_write() -> None:
         refused = await proofs.check(r1.entry, replay)
         assert refused is not None and refused.reason is TrustReason.REPLAYED
     assert plane.reads == 2
+
+
+async def test_judge_gives_the_signers_of_what_is_in_force_and_refuses_the_rest() -> None:
+    """One answer for every reader (kill switch, console, status): signatures, then history."""
+    plane = await plane_on(MemoryFabric())
+    ks = switch(plane, SystemClock())
+    proofs = ResumeProofs(plane)
+    roster, now = trust().roster, SystemClock().time_ns()
+    await ks.kill(Scope.FLEET, "", "first", timeout_s=0.05, targets=[])
+    r1 = await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    assert r1.revision is not None
+    checked = await proofs.judge(r1.entry, r1.revision, roster, now)
+    assert checked.approvers == ("bob",)
+    forged = msgspec.structs.replace(r1.entry, reason="something else")  # not what was signed
+    with pytest.raises(Refused) as bad:
+        await proofs.judge(forged, r1.revision, roster, now)
+    assert bad.value.reason is TrustReason.PAYLOAD_MISMATCH
+    await ks.kill(Scope.FLEET, "", "second", timeout_s=0.05, targets=[])
+    revision = await plane.put_state(r1.entry)  # the old resume, stored again over the kill
+    with pytest.raises(Refused) as replayed:
+        await proofs.judge(r1.entry, revision, roster, now)
+    assert replayed.value.reason is TrustReason.REPLAYED
+    with pytest.raises(Refused):
+        await proofs.judge(r1.entry, r1.revision, None, now)  # no roster: nothing verifies

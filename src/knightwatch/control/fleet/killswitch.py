@@ -197,13 +197,12 @@ class KillSwitch:
         trust it: it verifies and, for a resume, the slot's history shows it was stored
         right over the halt it lifts (not again over a newer kill)."""
         entry, revision = await self.plane.get_state(scope, key)
-        if entry is None or self.verified(entry) is None:
+        if entry is None:
             return entry, revision, False
-        refused = await self._proofs.check(entry, revision)
-        if refused is not None:
-            log.error(
-                "kill-state entry %s for %s refused: %s", entry.command_id, entry.slot, refused
-            )
+        try:
+            await self._proofs.judge(entry, revision, self.trust.roster, self.clock.time_ns())
+        except Refused as exc:
+            log.error("kill-state entry %s for %s refused: %s", entry.command_id, entry.slot, exc)
             return entry, revision, False
         return entry, revision, True
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 from knightwatch.control.plane.protocol import STATE_HISTORY, ControlPlane
 from knightwatch.control.plane.wire import StateEntry, parse_slot
 from knightwatch.state import TradingState
-from knightwatch.trust.command import Refused, TrustReason
+from knightwatch.trust.command import Checked, Refused, TrustReason, check_state
+from knightwatch.trust.roster import Roster
 
 UNVERIFIED_ACTOR = "trust:unverified"
 """Actor of the halt a reader holds for a slot whose stored entry it cannot trust."""
@@ -94,6 +95,19 @@ class ResumeProofs:
         self.plane = plane
         self.keep = keep
         self._known: dict[tuple[str, int, str], Refused | None] = {}
+
+    async def judge(
+        self, entry: StateEntry, revision: int, roster: Roster | None, now_ns: int
+    ) -> Checked:
+        """Whether a stored entry is in force as nodes hold it: its signer(s), verified
+        against `roster` (None, no roster yet: refused), if it verifies and, for a resume,
+        the slot's history shows it stored right over the halt it lifts; else `Refused`,
+        naming why (nodes hold the slot halted)."""
+        checked = check_state(entry.command(), entry.proof, roster, now_ns=now_ns, live=False)
+        refused = await self.check(entry, revision)
+        if refused is not None:
+            raise refused
+        return checked
 
     async def check(self, entry: StateEntry, revision: int) -> Refused | None:
         if entry.state is not TradingState.ACTIVE:
