@@ -16,13 +16,20 @@ Design choices come from measured NATS behaviour (docs/control-plane.md):
   NATS nkey, and the server grants what its roster roles allow (`authz`).
   Replies come to the identity's own inbox prefix. Only the provisioner
   creates buckets and streams; everyone else binds to existing ones.
+* `tls://` URLs are TLS from the first byte (`handshake_first`) and verify the
+  server's certificate (against `$KNIGHTWATCH_TLS_CA`, else the system's CAs):
+  nats-py would otherwise follow a server, or someone in between, that offers
+  no TLS, in plain text. A list mixing `tls://` and `nats://` is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -109,8 +116,55 @@ def _metered(m: NodeMetrics) -> str:
 """Retries per server at initial connect (nats-py: 0 or less would mean forever)."""
 
 
+TLS_CA_ENV = "KNIGHTWATCH_TLS_CA"
+"""A PEM file of the CA(s) that sign the control plane's server certificates."""
+_warned_plain: set[str] = set()
+
+
+def tls_options(servers: list[str]) -> dict[str, Any]:
+    """The TLS options a connection to `servers` needs: none for `nats://` URLs; for
+    `tls://` ones a context that verifies the server's certificate (against the CA file
+    in `$KNIGHTWATCH_TLS_CA` when set, else the system's CAs) and the handshake first."""
+    schemes = {u.split("://", 1)[0] for u in servers}
+    if "tls" not in schemes:
+        for u in servers:
+            host = u.split("://", 1)[-1].rsplit("@", 1)[-1].rsplit(":", 1)[0].strip("[]")
+            if not _loopback(host) and u not in _warned_plain:
+                _warned_plain.add(u)
+                log.warning(
+                    "control plane at %s is not encrypted (commands are signed, but audit "
+                    "lines and metrics cross the network in clear); use tls://",
+                    u,
+                )
+        return {}
+    if schemes != {"tls"}:
+        raise ControlPlaneUnavailable(
+            f"control plane URLs {', '.join(servers)}: tls:// and nats:// mixed; a client "
+            "would reach some servers in plain text (use tls:// for all)"
+        )
+    ca = os.environ.get(TLS_CA_ENV, "")
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ControlPlaneUnavailable(
+            f"{TLS_CA_ENV}={ca}: not a readable PEM file of CA certificates ({exc})"
+        ) from None
+    return {"tls": context, "tls_handshake_first": True}
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def connect_as(signer: Signer, servers: list[str], **options: Any) -> Client:
-    """A nats-py connection logged in as `signer` (nkey challenge), replies on its own inbox."""
+    """A nats-py connection logged in as `signer` (nkey challenge), replies on its own inbox;
+    over TLS for `tls://` URLs (`tls_options`)."""
+    options = {**tls_options(servers), **options}
     nc = Client()
     # nats-py sends this public nkey with the signed nonce; it sets it itself only when
     # given an nkeys seed file, and the key here is the identity's Ed25519 key
@@ -153,6 +207,10 @@ class NatsControlPlane:
         self.ping_interval_s = ping_interval_s
         self.connect_timeout_s = connect_timeout_s
         self._nc: Client | None = None
+        self._last_error: Exception | None = None
+        self._tls_refused: asyncio.Future[None] | None = None
+        """Set while connecting: a TLS error ends the attempt at once."""
+        """What the client last reported while connecting (a refused certificate, say)."""
         self._js: JetStreamContext | None = None
         self._state: KeyValue | None = None
         self._members: KeyValue | None = None
@@ -183,6 +241,10 @@ class NatsControlPlane:
         await self._notify(True)
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        refused = self._tls_refused
+        if isinstance(exc, ssl.SSLError) and refused is not None and not refused.done():
+            refused.set_result(None)  # a certificate is not refused any less the next time
         log.debug("control plane %s: %s", self.name, exc)
 
     async def connect(self) -> None:
@@ -190,11 +252,16 @@ class NatsControlPlane:
 
         nats-py retries the *initial* connect forever when reconnects are unlimited,
         so an operator's `kill` against a dead URL would hang; reconnects become
-        unlimited only once the first connection stands.
+        unlimited only once the first connection stands. The whole attempt is bounded
+        too: after a failed TLS handshake nats-py waits for the broken session to shut
+        down (asyncio allows 30 s) before it tries again.
         """
         where = ", ".join(self.servers)
-        try:
-            nc = await connect_as(
+        self._last_error = None
+        budget = len(self.servers) * (_CONNECT_ATTEMPTS + 1) * (2 * self.connect_timeout_s + 0.25)
+        refused = self._tls_refused = asyncio.get_running_loop().create_future()
+        attempt: asyncio.Future[Any] = asyncio.ensure_future(
+            connect_as(
                 self.signer,
                 self.servers,
                 name=self.name,
@@ -208,10 +275,22 @@ class NatsControlPlane:
                 reconnected_cb=self._on_reconnected,
                 error_cb=self._on_error,
             )
+        )
+        try:
+            await asyncio.wait(
+                (attempt, refused), timeout=budget + 1.0, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not attempt.done():  # a refused certificate, or out of time
+                attempt.cancel()
+                raise TimeoutError
+            nc: Client = attempt.result()
         except (nats.errors.Error, OSError, TimeoutError) as exc:
+            why = self._last_error if isinstance(exc, TimeoutError) else exc
             raise ControlPlaneUnavailable(
-                f"control plane unreachable at {where}: {exc or type(exc).__name__}"
+                f"control plane unreachable at {where}: {why or type(exc).__name__}"
             ) from None
+        finally:
+            self._tls_refused = None
         nc.options["max_reconnect_attempts"] = -1  # from now on: reconnect forever
         self._nc = nc
         self._js = nc.jetstream(timeout=self.request_timeout_s)
