@@ -20,7 +20,8 @@ from ...identities import signer, trust
 from ..fleet_fixtures import POLICY, OrderIds
 
 
-async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage() -> None:
+async def shipping_node() -> tuple[NodeRuntime, MemoryControlPlane, MemoryFabric, MemorySink]:
+    """Node n1 started on a memory plane, its recorder's lines kept locally and shipped."""
     fabric = MemoryFabric()
     clock = SimClock(1_000_000_000)
     plane = MemoryControlPlane(fabric)
@@ -45,6 +46,11 @@ async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage()
         signer=signer(guard.node),
     )
     await node.start()
+    return node, plane, fabric, local
+
+
+async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage() -> None:
+    node, plane, fabric, local = await shipping_node()
     ids = OrderIds("o")
     for _ in range(3):
         assert node.check(ids.order()).accepted
@@ -62,30 +68,7 @@ async def test_decisions_reach_the_fleet_stream_in_order_and_survive_an_outage()
 
 
 async def test_an_envelope_whose_acknowledgement_was_lost_is_sent_again_and_lands_once() -> None:
-    fabric = MemoryFabric()
-    clock = SimClock(1_000_000_000)
-    plane = MemoryControlPlane(fabric)
-    await plane.connect()
-    local = MemorySink()
-    shipper = ShippingSink(local)
-    guard = Guard(
-        Limits(lease_timeout_s=POLICY.lease_timeout_s),
-        node="n1",
-        clock=clock,
-        recorder=FlightRecorder(None, clock=clock, sink=shipper),
-    )
-    guard.on_price("AAPL", 100.0)
-    guard.arm("test")
-    node = NodeRuntime(
-        guard,
-        plane,
-        clock=clock,
-        policy=POLICY,
-        shipper=shipper,
-        trust=trust(),
-        signer=signer("n1"),
-    )
-    await node.start()
+    node, plane, _, local = await shipping_node()
     append = plane.append_audit
     lost: list[AuditEnvelope] = []
 
