@@ -208,9 +208,9 @@ class NatsControlPlane:
         self.connect_timeout_s = connect_timeout_s
         self._nc: Client | None = None
         self._last_error: Exception | None = None
+        """What the client last reported while connecting (a refused certificate, say)."""
         self._tls_refused: asyncio.Future[None] | None = None
         """Set while connecting: a TLS error ends the attempt at once."""
-        """What the client last reported while connecting (a refused certificate, say)."""
         self._js: JetStreamContext | None = None
         self._state: KeyValue | None = None
         self._members: KeyValue | None = None
@@ -291,6 +291,8 @@ class NatsControlPlane:
             ) from None
         finally:
             self._tls_refused = None
+            if not attempt.done():  # this connect was itself cancelled
+                attempt.cancel()
         nc.options["max_reconnect_attempts"] = -1  # from now on: reconnect forever
         self._nc = nc
         self._js = nc.jetstream(timeout=self.request_timeout_s)
