@@ -15,7 +15,7 @@ from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, Kill
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import STATE_HISTORY
-from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, StateEntry
+from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, NodeStatus, StateEntry
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import TrustReason
@@ -482,4 +482,46 @@ async def test_a_long_slot_history_does_not_hide_a_replay() -> None:
     node = await reborn(fabric, clock)
     assert node.check(OrderIds("o").order()).reason is RejectReason.HALTED
     assert node.refused == {TrustReason.REPLAYED: 1}
+    await node.stop()
+
+
+class CountingMembers(MemoryControlPlane):
+    """The memory backend, counting membership writes."""
+
+    puts = 0
+
+    async def put_member(self, status: NodeStatus) -> None:
+        self.puts += 1
+        await super().put_member(status)
+
+
+async def test_the_membership_record_is_stored_when_it_changes_and_never_lapses() -> None:
+    """Not a store write per heartbeat: a record that says nothing new waits until the stored
+    one has half a lease left, and readers never see a live node's record lapse."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * MS)
+    plane = CountingMembers(fabric)
+    await plane.connect()
+    node = make_node("n1", plane, clock)
+    await node.start()
+    reader = await plane_on(fabric)
+    beat = POLICY.heartbeat_ns
+    beats = 60
+    plane.puts = 0
+    for _ in range(beats):
+        clock.advance(beat)
+        await node.heartbeat_once()
+        await settle()
+        (record,) = await reader.members()
+        assert record.live(clock.time_ns(), 0), "a live node's record lapsed"
+    lease_halves = beats * beat / (POLICY.lease_ns / 2)
+    assert 0 < plane.puts <= lease_halves + 1 < beats / 2
+    before = plane.puts
+    node.guard.disarm("ops")  # something new to say: stored at the next heartbeat
+    clock.advance(beat)
+    await node.heartbeat_once()
+    await settle()
+    assert plane.puts == before + 1
+    (record,) = await reader.members()
+    assert not record.armed
     await node.stop()

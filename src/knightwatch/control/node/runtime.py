@@ -216,6 +216,9 @@ class NodeRuntime:
         self._started_ns = clock.time_ns()
         self._tasks: list[asyncio.Task[None]] = []
         self._member_put: asyncio.Task[None] | None = None
+        self._member_said: NodeStatus | None = None
+        """The last stored membership record, without its two clock fields."""
+        self._member_expires_ns = 0
         self._audit_seq = 0
         self._unshipped: AuditEnvelope | None = None
         """An envelope sent but not acknowledged: sent again, as it is, before any new one."""
@@ -1020,8 +1023,22 @@ class NodeRuntime:
             await self.attest_once()
 
     async def _put_member(self) -> None:
+        """Store this node's membership record when it says something new, or when the
+        stored one has less than half a lease left (readers judge liveness by its lease
+        expiry), not at every heartbeat: each is a write to the server's store. With a
+        heartbeat of at most a third of the lease the stored record never lapses while
+        the node holds its lease (`tests/control/node/test_runtime.py`)."""
+        status = self.status()
+        said = msgspec.structs.replace(status, seen_ns=0, lease_expires_ns=0)
+        if (
+            said == self._member_said
+            and self._member_expires_ns - status.seen_ns > self.policy.lease_ns // 2
+        ):
+            return
         with contextlib.suppress(ControlPlaneUnavailable):
-            await self.plane.put_member(self.status())
+            await self.plane.put_member(status)
+            self._member_said = said
+            self._member_expires_ns = status.lease_expires_ns
 
     async def _heartbeats(self) -> None:
         while self._running:
