@@ -142,10 +142,10 @@ async def test_a_server_certificate_the_ca_did_not_sign_is_refused(
     try:
         refused = "unreachable at tls://.*certificate verify failed"
         with pytest.raises(ControlPlaneUnavailable, match=refused):
-            await site_plane(tls_site).connect()
+            await tls_site.plane("alice").connect()
         monkeypatch.delenv(TLS_CA_ENV)  # the system's CAs do not know it either
         with pytest.raises(ControlPlaneUnavailable, match=refused):
-            await site_plane(tls_site).connect()
+            await tls_site.plane("alice").connect()
     finally:
         tls_site.stop()
 
@@ -174,10 +174,6 @@ async def test_no_plain_text_either_way(tls_site: Site, tmp_path: Path) -> None:
         tls_site.stop()
 
 
-def site_plane(site: Site) -> NatsControlPlane:
-    return site.plane("alice")
-
-
 def test_mixed_schemes_and_an_unreadable_ca_file_are_refused_naming_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,7 +195,8 @@ def test_plain_text_beyond_this_machine_is_named_in_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, "knightwatch.control.plane.nats"):
-        assert tls_options(["nats://127.0.0.1:4222", "nats://localhost:1", "nats://[::1]:2"]) == {}
+        quiet = ["nats://127.0.0.1:4222", "nats://localhost:1", "nats://[::1]:2", "nats://[::1]"]
+        assert tls_options(quiet) == {}
         assert not caplog.records
         assert tls_options(["nats://10.1.2.3:4222"]) == {}
     assert [r.getMessage() for r in caplog.records] == [

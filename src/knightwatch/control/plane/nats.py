@@ -32,6 +32,7 @@ import os
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -128,8 +129,7 @@ def tls_options(servers: list[str]) -> dict[str, Any]:
     schemes = {u.split("://", 1)[0] for u in servers}
     if "tls" not in schemes:
         for u in servers:
-            host = u.split("://", 1)[-1].rsplit("@", 1)[-1].rsplit(":", 1)[0].strip("[]")
-            if not _loopback(host) and u not in _warned_plain:
+            if not _loopback(urlsplit(u).hostname or "") and u not in _warned_plain:
                 _warned_plain.add(u)
                 log.warning(
                     "control plane at %s is not encrypted (commands are signed, but audit "
