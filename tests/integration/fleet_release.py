@@ -24,7 +24,7 @@ from ..identities import signer, trust
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
-POLICY = LeasePolicy(lease_timeout_s=0.6, heartbeat_s=0.1)
+POLICY = LeasePolicy(lease_timeout_s=2.0, heartbeat_s=0.1)
 NEW_ROUTER = b"def route(order):\n    return rlp(order)\n"
 OLD_ROUTER = b"def route(order):\n    return power_peg(order)  # 2003 code\n"
 
