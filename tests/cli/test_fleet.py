@@ -7,18 +7,27 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.control.plane.connect import control_plane, recorded_url
-from knightwatch.control.plane.wire import StateEntry
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    RAMP_DECODER,
+    NodeMetrics,
+    StateEntry,
+    slot_of,
+)
 from knightwatch.release.keys import write_key_pair
 from knightwatch.state import Scope, TradingState
-from knightwatch.trust.identity import load_signer
+from knightwatch.trust.identity import Signer, load_signer
 
 from ..identities import KIT
 
@@ -74,12 +83,49 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "complete" in out and "full limits" in out, out
     code, out = invoke("status", *as_("carol"))
     assert "resume ramps" in out and "done" in out, out
+    # the node processes took every signed stage: full limits now; a "ramping" record
+    # written over it without a signature is held as the tightest stage, not as what it says
+    alice = load_signer(fleet_up / "trust" / "keys" / "alice.key", "alice")
+    assert asyncio.run(limits_seen(fleet_up, lambda v: "@" not in v))
+    asyncio.run(put_unsigned_ramp(fleet_up, alice, fraction=0.5))
+    assert asyncio.run(limits_seen(fleet_up, lambda v: v.endswith("@10%")))
     code, out = invoke("resume", "--reason", "again", *as_("alice"))
     assert code == 1 and "not halted" in out and "REFUSED" in out, out
     code, out = invoke(
         "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", *as_("alice")
     )
     assert code == 1 and "not confirmed" in out and "ghost" in out
+
+
+async def limits_seen(state: Path, want: Callable[[str], bool]) -> dict[str, str]:
+    """The limits version each of `up`'s nodes reports, once both satisfy `want` (10 s)."""
+    carol = load_signer(state / "trust" / "keys" / "carol.key", "carol")
+    seen: dict[str, str] = {}
+
+    async def on_metrics(m: NodeMetrics) -> None:
+        seen[m.node_id] = m.limits_version
+
+    async with control_plane(recorded_url(state), state, "t", signer=carol) as plane:
+        await plane.subscribe_metrics(on_metrics)
+        for _ in range(100):
+            if len(seen) == 2 and all(want(v) for v in seen.values()):
+                break
+            await asyncio.sleep(0.1)
+    assert len(seen) == 2 and all(want(v) for v in seen.values()), seen
+    return seen
+
+
+async def put_unsigned_ramp(state: Path, who: Signer, fraction: float) -> None:
+    """A plain put of a fresh, unsigned ramp record over the fleet's (as an attacker would)."""
+    async with control_plane(recorded_url(state), state, "t", signer=who) as plane:
+        slot = slot_of(Scope.FLEET, "fleet")
+        raw, _ = await plane.get_record(Bucket.RAMP, slot)
+        assert raw is not None
+        record = RAMP_DECODER.decode(raw)
+        forged = msgspec.structs.replace(
+            record, status="ramping", fraction=fraction, since_ns=time.time_ns(), proof=None
+        )
+        await plane.put_record(Bucket.RAMP, slot, ENCODER.encode(forged))
 
 
 def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up: Path) -> None:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from knightwatch.control.fleet.killswitch import KillSwitchError
+from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.wire import RAMP_DECODER, NodeMetrics, StateEntry, slot_of
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    RAMP_DECODER,
+    NodeMetrics,
+    RampRecord,
+    StateEntry,
+    slot_of,
+)
 from knightwatch.decision import RejectReason
 from knightwatch.incident.ramp import RampController, RampError, RampPlan, RampWatch, Stage
 from knightwatch.state import Scope, TradingState
 
-from ..identities import BOB
+from ..identities import ALICE, BOB, signer
 from .fixtures import fleet
 
 FAST = RampPlan.instant((0.1, 0.5, 1.0), 0.3)
@@ -188,4 +197,69 @@ async def test_a_resume_that_cannot_be_issued_leaves_no_ramp_holding_as_ramping(
     assert record.status == "tripped" and record.trip_reason.startswith("resume not issued")
     entry, _ = await plane.get_state(Scope.FLEET, "fleet")
     assert entry is not None and entry.state is TradingState.HALTED
+    await f.stop()
+
+
+async def _held(node: NodeRuntime, version: str) -> None:
+    for _ in range(200):
+        if node.guard.limits.version == version:
+            return
+        await asyncio.sleep(0.01)
+    assert node.guard.limits.version == version
+
+
+async def test_nodes_take_only_ramp_records_they_can_verify(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ramp record scales every node's limits, so each node verifies it first: one it
+    cannot verify is held as the tightest stage (a forged "done" cannot lift a ramp
+    early), and a signed record older than the one held cannot loosen it (a replay)."""
+    f = await fleet("n1")
+    node = f.nodes[0]
+    plane = await f.plane()
+    slot = slot_of(Scope.FLEET, "fleet")
+    now = f.clock.time_ns()
+    old = RampRecord(Scope.FLEET, "fleet", "r-old", 1, (0.1, 1.0), 1.0, "done", "alice", "x", now)
+    ramping = RampRecord(
+        Scope.FLEET, "fleet", "r-new", 1, (0.1, 0.5, 1.0), 0.5, "ramping", "alice", "y", now + 1
+    )
+
+    async def put(record: RampRecord) -> None:
+        await plane.put_record(Bucket.RAMP, slot, ENCODER.encode(record))
+
+    await put(ramping.signed(ALICE.key))
+    await _held(node, "desk@50%")
+    # a forged "done" (unsigned, then signed by a node's key, then altered after signing)
+    done = msgspec.structs.replace(ramping, status="done", fraction=1.0)
+    for forged, reason in (
+        (done, "unsigned"),
+        (done.signed(signer("n1").key), "role_not_allowed"),
+        (msgspec.structs.replace(ramping.signed(BOB.key), status="done"), "payload_mismatch"),
+    ):
+        await put(ramping.signed(ALICE.key))
+        await _held(node, "desk@50%")
+        caplog.clear()
+        await put(forged)
+        await _held(node, "desk@10%")
+        assert f"RAMP_REFUSED node=n1 key={slot} ramp=r-new status=done reason={reason}" in (
+            caplog.text
+        )
+        assert node.ramp_fraction() == 0.1
+    # the genuine stage is taken again; a replayed older "done" is not
+    await put(ramping.signed(ALICE.key))
+    await _held(node, "desk@50%")
+    caplog.clear()
+    await put(old.signed(ALICE.key))
+    await asyncio.sleep(0.05)
+    assert node.guard.limits.version == "desk@50%"
+    assert "RAMP_STALE node=n1" in caplog.text and "older than ramp r-new" in caplog.text
+    # the ramp's own "done", signed, lifts it; a node started now judges the stored record
+    await put(done.signed(BOB.key))
+    await _held(node, "desk")
+    await put(ramping.signed(ALICE.key))
+    late = await f.add("n2")
+    assert late.guard.limits.version == "desk@50%"
+    await put(done)  # unsigned, read at a start: held tight too
+    restarted = await f.add("n3")
+    assert restarted.guard.limits.version == "desk@10%"
     await f.stop()

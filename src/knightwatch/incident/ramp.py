@@ -289,8 +289,10 @@ class RampController:
             self._subscribed = True
 
     async def _put(self, record: RampRecord) -> None:
+        """Store `record` signed by this switch's signer (nodes verify it before taking it)."""
+        signed = record.signed(self.ks.signer.key)
         await self.plane.put_record(
-            Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(record)
+            Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(signed)
         )
         if self.on_stage is not None:
             self.on_stage(record)

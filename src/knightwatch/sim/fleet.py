@@ -382,10 +382,12 @@ class SimulatedFleet:
         )
 
     def put_ramp(self, record: RampRecord) -> None:
-        """Store a ramp record as the live controller does; nodes apply it at once."""
+        """Store a ramp record as the live controller does (signed by the replay's
+        operator); nodes verify and apply it at once."""
+        signed = record.signed(self.killswitch.signer.key)
         self._run(
             self._operator.put_record(
-                Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(record)
+                Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(signed)
             )
         )
         self._run(self._settle())

@@ -23,7 +23,8 @@ runtime runs on. What it guarantees:
   record, stores the halt again, and stays halted until an operator resumes;
 * a resume ramp's stage (a `RampRecord` in the ramp bucket) reaches the Guard as
   scaled limits the moment it is stored, and on every resync, so a resumed
-  scope trades at the stage's limits, never at full limits first;
+  scope trades at the stage's limits, never at full limits first; a record
+  whose signature does not verify holds the tightest stage instead;
 * each start is recorded, so a crash loop is visible to a resume's preflight;
 * with a `drain` (a gateway with orders working at a venue), a kill is confirmed
   only once the drain says nothing in the scope is left working, or names the
@@ -103,6 +104,7 @@ from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import FLEET_KEY, Scope, TradingState
 from knightwatch.trust.command import Checked, Refused, StateCommand, TrustReason, check_state
 from knightwatch.trust.identity import Signer
+from knightwatch.trust.rampproof import check_ramp
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
 
@@ -125,6 +127,22 @@ _VERIFIED_CACHE = 256
 _AUTO_RETRY_S = 0.2
 _STARTS_KEPT = 16
 _AUTO_TTL_NS = 60 * NS_PER_S
+
+
+_TIGHTEST_RAMP = 0.1
+"""The fraction a ramp record that cannot be trusted holds: the default first stage."""
+
+
+def _tightest(why: str) -> RampRecord:
+    """What a node holds for a ramp record it cannot decode or verify (fail closed)."""
+    return RampRecord(
+        Scope.FLEET, "fleet", "?", 0, (_TIGHTEST_RAMP,), _TIGHTEST_RAMP, "ramping", "?", why, 0
+    )
+
+
+def _ramp_level(ramp: RampRecord) -> float:
+    """The fraction of its limits `ramp` lets a node trade at."""
+    return ramp.fraction if ramp.holds else 1.0
 
 
 def _undecodable(entry: StateEntry) -> bool:
@@ -758,7 +776,7 @@ class NodeRuntime:
         ramps = await self.plane.records(Bucket.RAMP)
         self._ramps = {}
         for key, (value, _) in ramps.items():
-            self._take_ramp(key, value)
+            self._take_ramp(key, value, live=False)
         self._apply_ramps()
         changed: list[tuple[StateEntry, Callable[[], None]]] = []
         judged: dict[str, StateEntry] = {}
@@ -869,17 +887,66 @@ class NodeRuntime:
             self._on_guard_halt(scope, key, halt)
 
     # --- resume ramp ---------------------------------------------------------
-    def _take_ramp(self, key: str, value: bytes) -> None:
+    def _take_ramp(self, key: str, value: bytes, *, live: bool) -> None:
+        """Hold a stored ramp record if it verifies (`knightwatch.trust.rampproof`).
+
+        One that cannot be decoded or verified is held as the tightest stage any
+        ramp uses (fail closed: a forged "done" cannot lift a ramp early); a
+        verified one older than the record held for the slot that would loosen
+        it (a replay of an earlier ramp's record) is ignored."""
         try:
             ramp = RAMP_DECODER.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # cannot tell the stage: hold the tightest limits any stage uses (fail closed)
             log.error("RAMP_UNDECODABLE node=%s key=%s: %s", self.node_id, key, exc)
-            self._ramps[key] = RampRecord(
-                Scope.FLEET, "fleet", "?", 0, (0.1,), 0.1, "ramping", "?", "undecodable", 0
-            )
+            self._ramps[key] = _tightest("undecodable")
             return
         if ramp.scope is Scope.NODE and ramp.key != self.node_id:
+            return
+        now = self.clock.time_ns()
+        try:
+            by = check_ramp(
+                ramp.proof,
+                ramp.payload(),
+                self.trust.roster,
+                at_ns=ramp.since_ns,
+                now_ns=now if live else None,
+            )
+        except Refused as exc:
+            log.error(
+                "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; "
+                "holding the tightest stage",
+                self.node_id,
+                key,
+                ramp.ramp_id,
+                ramp.status,
+                exc.reason.value,
+                exc.detail,
+            )
+            self._record(
+                "ramp_refused",
+                key=key[:200],
+                ramp_id=ramp.ramp_id[:64],
+                status=ramp.status[:32],
+                reason=exc.reason.value,
+                detail=exc.detail[:500],
+            )
+            self._ramps[key] = _tightest(f"refused: {exc.reason.value}")
+            return
+        held = self._ramps.get(key)
+        if (
+            held is not None
+            and held.proof is not None
+            and ramp.since_ns < held.since_ns
+            and _ramp_level(ramp) > _ramp_level(held)
+        ):
+            log.error(
+                "RAMP_STALE node=%s key=%s ramp=%s signed by %s: older than ramp %s held; ignored",
+                self.node_id,
+                key,
+                ramp.ramp_id,
+                by.actor,
+                held.ramp_id,
+            )
             return
         self._ramps[key] = ramp
 
@@ -899,7 +966,7 @@ class NodeRuntime:
             )
 
     async def _on_ramp(self, record: Record) -> None:
-        self._take_ramp(record.key, record.value)
+        self._take_ramp(record.key, record.value, live=True)
         self._apply_ramps()
 
     async def _record_start(self) -> None:

@@ -19,8 +19,10 @@ from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import GUARD_ACTOR as GUARD_ACTOR
 from knightwatch.trust.command import StateCommand, command_envelope
+from knightwatch.trust.rampproof import sign_ramp
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CANONICAL = msgspec.json.Encoder(order="sorted")
 
 
 class StateEntry(msgspec.Struct, frozen=True):
@@ -404,6 +406,10 @@ class RampRecord(msgspec.Struct, frozen=True):
 
     `status` is "ramping", "done" (full limits) or "tripped" (the scope was halted
     again; nodes keep the stage's limits until the next resume starts a new ramp).
+
+    `proof` is signed over every other field by whoever stored the record
+    (`knightwatch.trust.rampproof`); a node holds one it cannot verify as the
+    tightest stage.
     """
 
     scope: Scope
@@ -417,6 +423,15 @@ class RampRecord(msgspec.Struct, frozen=True):
     reason: str
     since_ns: int
     trip_reason: str = ""
+    proof: Envelope | None = None
+
+    def payload(self) -> bytes:
+        """What the signature covers: every field but the proof, in one canonical form."""
+        return _CANONICAL.encode(msgspec.structs.replace(self, proof=None))
+
+    def signed(self, key: SigningKey) -> RampRecord:
+        """This record with a proof signed by `key` (replacing any proof it had)."""
+        return msgspec.structs.replace(self, proof=sign_ramp(self.payload(), key))
 
     @property
     def holds(self) -> bool:

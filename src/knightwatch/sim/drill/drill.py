@@ -351,7 +351,7 @@ async def run_drill(
                     alice, ks, bob, fleet.nc, kill, latest, trip_node, state_dir, console,
                     metrics_s=METRICS_S,
                 )  # fmt: skip
-                await clear_ramps(alice)
+                await clear_ramps(alice, kit.signer("alice"))
             for e, _ in (await alice.states()).values():
                 if e is not None and e.state is not TradingState.ACTIVE:
                     await ks.resume(e.scope, e.key, "drill: end of drill", approvers=(bob,))

@@ -172,10 +172,10 @@ async def run_resume_phase(
     )
 
 
-async def clear_ramps(plane: NatsControlPlane) -> None:
+async def clear_ramps(plane: NatsControlPlane, signer: Signer) -> None:
     """Leave no ramp holding limits: the drill's fleet ends at full limits."""
     for record in await ramp_records(plane):
-        done = msgspec.structs.replace(record, status="done", fraction=1.0)
+        done = msgspec.structs.replace(record, status="done", fraction=1.0).signed(signer.key)
         await plane.put_record(Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(done))
 
 

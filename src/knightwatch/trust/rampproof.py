@@ -1,0 +1,67 @@
+"""Signed resume-ramp records and the check a node runs before it takes one.
+
+A ramp record sets the fraction of its rate, notional and exposure limits every
+node in a scope trades at while a resume ramps back, and when the ramp is done.
+It is the one record besides a kill-state entry that nodes apply to their
+Guard, so it is verified where it is applied, not trusted because NATS
+authorization let someone write it: the writer (the operator or approver who
+applies the resume, or the replay's operator) signs every record it stores,
+and a node takes a record only if one signature verifies against its roster
+by a key valid then (and now, for a record that arrives live), of a member with
+the operator or approver role.
+
+A record a node cannot verify (unsigned, forged, by a node's or an unknown key,
+changed after signing) is held as the tightest stage there is (fail closed):
+so a forged "done" written over a ramp, meant to lift its limits early, holds
+the scope at 10% instead. A verified record older than the one a node already
+holds for the slot (a replay of an earlier ramp's record) changes nothing.
+"""
+
+from __future__ import annotations
+
+from knightwatch.release.dsse import Envelope, add_signature, new_envelope
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.keys import SigningKey
+from knightwatch.trust.command import Checked, Refused, TrustReason, signers_of
+from knightwatch.trust.roster import Role, Roster
+
+RAMP_PAYLOAD_TYPE = "application/vnd.knightwatch.ramp-record+json"
+RAMP_WRITERS = frozenset({Role.OPERATOR, Role.APPROVER})
+"""Who may sign a ramp record: the people who request and apply resumes."""
+
+
+def sign_ramp(payload: bytes, key: SigningKey) -> Envelope:
+    """A proof over `payload`, the record's canonical bytes without its proof."""
+    return add_signature(new_envelope(RAMP_PAYLOAD_TYPE, payload), key)
+
+
+def check_ramp(
+    proof: Envelope | None, payload: bytes, roster: Roster | None, *, at_ns: int, now_ns: int | None
+) -> Checked:
+    """Who signed a ramp record whose canonical bytes are `payload`; `Refused` with a
+    reason code if a node must not take it.
+
+    The signing key must be valid at `at_ns` (the record's own time) and, for a record
+    that arrives as news (`now_ns` given), now as well; a stored record read at a
+    restart is judged at its own time, as a stored kill is."""
+    if roster is None:
+        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
+    if proof is None:
+        raise Refused(TrustReason.UNSIGNED, "the ramp record carries no signature")
+    if proof.payload_type != RAMP_PAYLOAD_TYPE:
+        raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
+    try:
+        signed = proof.payload_bytes()
+    except ReleaseInputError as exc:
+        raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
+    if signed != payload:
+        raise Refused(TrustReason.PAYLOAD_MISMATCH, "the record differs from what was signed")
+    members = signers_of(proof, payload, roster, at_ns, now_ns)
+    allowed = [m for m in members if RAMP_WRITERS & set(m.roles)]
+    if not allowed:
+        names = ", ".join(sorted(m.name for m in members))
+        raise Refused(
+            TrustReason.ROLE_NOT_ALLOWED,
+            f"signed by {names}: a ramp record needs an operator's or approver's signature",
+        )
+    return Checked(allowed[0].name)
