@@ -89,6 +89,9 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     assert asyncio.run(limits_seen(fleet_up, lambda v: "@" not in v))
     asyncio.run(put_unsigned_ramp(fleet_up, alice, fraction=0.5))
     assert asyncio.run(limits_seen(fleet_up, lambda v: v.endswith("@10%")))
+    code, out = invoke("status", *as_("carol"))
+    ramps = out[out.index("resume ramps") :]
+    assert "UNVERIFIED" in ramps and "unsigned" in ramps and "10%" in ramps, out
     code, out = invoke("resume", "--reason", "again", *as_("alice"))
     assert code == 1 and "not halted" in out and "REFUSED" in out, out
     code, out = invoke(

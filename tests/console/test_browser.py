@@ -182,7 +182,7 @@ async def test_a_second_person_approves_and_the_nodes_trade_again(
     await expect(page.locator(STATES)).to_have_text(["ACTIVE"] * 3)
     halt = page.locator("#halts tbody tr").first
     await expect(halt).to_contain_text("approved by bob")
-    await expect(page.locator("#ramps tbody tr").first).to_contain_text("alice+bob")
+    await expect(page.locator("#ramps tbody tr").first).to_contain_text("alice+bob (signed by bob)")
     await page.context.close()
 
 

@@ -7,7 +7,7 @@ from knightwatch.console.view import build, source_of
 from knightwatch.control.fleet.approvals import Requests
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.wire import NodeStatus, StateEntry
+from knightwatch.control.plane.wire import ENCODER, NodeStatus, RampRecord, StateEntry
 from knightwatch.state import Scope, TradingState
 
 from ..identities import BOB, sign, switch, trust
@@ -61,6 +61,21 @@ async def test_a_signed_resume_stored_again_over_a_newer_kill_is_shown_held_halt
     (row,) = snap.halts
     assert not row.verified and row.state == "HALTED"
     assert "replayed" in row.refusal and "stored again over a later write" in row.refusal
+
+
+async def test_ramp_records_show_their_signer_or_why_nodes_hold_them_at_ten_percent() -> None:
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    base = RampRecord(Scope.STRATEGY, "MOMO", "r1", 0, (0.1, 1.0), 0.1, "ramping", "alice+bob",
+                      "fixed", clock.time_ns())  # fmt: skip
+    await p.put_record(Bucket.RAMP, "strategy.MOMO", ENCODER.encode(base.signed(BOB.key)))
+    await p.put_record(Bucket.RAMP, "strategy.MM", ENCODER.encode(base))
+    snap = await build(p, trust(), clock)
+    rows = {r.slot: r for r in snap.ramps}
+    assert rows["strategy.MOMO"].signed_by == "bob" and rows["strategy.MOMO"].refusal == ""
+    assert rows["strategy.MM"].signed_by == "" and rows["strategy.MM"].refusal.startswith(
+        "unsigned"
+    )
 
 
 def test_sources() -> None:

@@ -600,7 +600,7 @@ def status(
             from knightwatch.cli.incident import ramp_rows
             from knightwatch.incident.ramp import RampPlan
 
-            console.print(ramp_rows(ramps, RampPlan()))
+            console.print(ramp_rows(ramps, RampPlan(), store.roster))
 
     _run(go)
 

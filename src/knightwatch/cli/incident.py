@@ -42,11 +42,12 @@ from knightwatch.incident.preflight import (
     PreflightConfig,
     run_preflight,
 )
-from knightwatch.incident.ramp import RampError, RampOutcome, RampPlan, RampWatch
+from knightwatch.incident.ramp import RampError, RampOutcome, RampPlan, RampWatch, ramp_signer
 from knightwatch.incident.snapshot import SnapshotError, take_snapshot, verify_snapshot
 from knightwatch.inputs import load_toml, read_bytes
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.state import Scope
+from knightwatch.trust.roster import Roster
 
 console = Console()
 app = typer.Typer(
@@ -299,12 +300,20 @@ def preflight(
         raise typer.Exit(1)
 
 
-def ramp_rows(records: list[RampRecord], plan: RampPlan) -> Table:
-    """The ramp table `knightwatch status` prints."""
+def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) -> Table:
+    """The ramp table `knightwatch status` prints: each record as nodes take it."""
     table = Table(title="resume ramps")
-    for col in ("scope", "key", "ramp", "stage", "limits", "status", "trips on / why"):
+    for col in ("scope", "key", "ramp", "stage", "limits", "status"):
         table.add_column(col)
+    table.add_column("signed by", min_width=10, overflow="fold")
+    table.add_column("trips on / why")
     for r in records:
+        signer = ramp_signer(r, roster)
+        signed = (
+            signer
+            if isinstance(signer, str)
+            else f"[red]UNVERIFIED[/red] {signer.reason.value}: nodes hold 10%"
+        )
         why = r.trip_reason if r.status == "tripped" else ""
         if r.status == "ramping":
             why = RampWatch(r.scope, r.key, plan, 0, []).would_trip()
@@ -315,6 +324,7 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan) -> Table:
             f"{r.stage + 1}/{len(r.stages)}",
             f"{r.fraction:.0%}",
             r.status if r.status != "tripped" else f"[red]{r.status}[/red]",
+            signed,
             why,
         )
     return table

@@ -43,6 +43,7 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.flags.rollout import RolloutState
+from knightwatch.incident.ramp import ramp_signer
 from knightwatch.state import TradingState
 from knightwatch.trust.command import GUARD_ACTOR, Refused
 from knightwatch.trust.store import TrustStore
@@ -121,6 +122,10 @@ class RampRow(msgspec.Struct, frozen=True):
     status: str
     actor: str
     trip_reason: str
+    signed_by: str = ""
+    """Who signed the record, judged as nodes do; "" if it does not verify."""
+    refusal: str = ""
+    """Why it does not verify (nodes then hold the tightest stage, 10%)."""
 
 
 class FlagRow(msgspec.Struct, frozen=True):
@@ -331,6 +336,7 @@ async def build(
         except (msgspec.DecodeError, msgspec.ValidationError):
             problems.append(f"ramp {slot}: undecodable record")
             continue
+        signer = ramp_signer(r, trust.roster)
         ramps.append(
             RampRow(
                 slot,
@@ -341,6 +347,8 @@ async def build(
                 r.status,
                 r.actor,
                 r.trip_reason,
+                signer if isinstance(signer, str) else "",
+                "" if isinstance(signer, str) else str(signer),
             )
         )
     rollouts = []

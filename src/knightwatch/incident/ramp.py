@@ -45,7 +45,10 @@ from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.state import Scope, TradingState, scope_key
+from knightwatch.trust.command import Refused
 from knightwatch.trust.identity import Signer
+from knightwatch.trust.rampproof import check_ramp
+from knightwatch.trust.roster import Roster
 
 log = logging.getLogger(__name__)
 
@@ -467,6 +470,17 @@ class RampController:
             start,
             self.clock.time_ns(),
         )
+
+
+def ramp_signer(record: RampRecord, roster: Roster | None) -> str | Refused:
+    """Who signed a stored ramp record, judged as a node reading the store does, or why
+    nodes hold it as the tightest stage instead (for `status` and the console)."""
+    try:
+        return check_ramp(
+            record.proof, record.payload(), roster, at_ns=record.since_ns, now_ns=None
+        ).actor
+    except Refused as exc:
+        return exc
 
 
 async def ramp_records(plane: ControlPlane) -> list[RampRecord]:
