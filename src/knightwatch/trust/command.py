@@ -118,6 +118,24 @@ def sign_command(command: StateCommand, key: SigningKey) -> Envelope:
     return add_signature(command_envelope(command), key)
 
 
+def opened(
+    proof: Envelope | None, roster: Roster | None, payload_type: str, what: str
+) -> tuple[Roster, Envelope, bytes]:
+    """The roster, the proof and its payload bytes, once what every check asks first holds:
+    a roster to judge by, a proof at all, of `payload_type`, whose payload is base64.
+    `what` names the signed thing in the refusal ("the entry", "the ramp record")."""
+    if roster is None:
+        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
+    if proof is None:
+        raise Refused(TrustReason.UNSIGNED, f"{what} carries no signature")
+    if proof.payload_type != payload_type:
+        raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
+    try:
+        return roster, proof, proof.payload_bytes()
+    except ReleaseInputError as exc:
+        raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
+
+
 def signers_of(
     proof: Envelope, payload: bytes, roster: Roster, at_ns: int, now_ns: int | None
 ) -> list[Member]:
@@ -167,16 +185,10 @@ def check_state(
     `live`: the command arrived as news (announcement, republished store
     write), so its keys must be valid now as well, and a resume must be fresh.
     """
-    if roster is None:
-        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
-    if proof is None:
-        raise Refused(TrustReason.UNSIGNED, "the entry carries no signature")
-    if proof.payload_type != COMMAND_PAYLOAD_TYPE:
-        raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
+    roster, proof, payload = opened(proof, roster, COMMAND_PAYLOAD_TYPE, "the entry")
     try:
-        payload = proof.payload_bytes()
         signed = _DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if signed != command:
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")

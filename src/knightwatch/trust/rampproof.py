@@ -20,9 +20,8 @@ holds for the slot (a replay of an earlier ramp's record) changes nothing.
 from __future__ import annotations
 
 from knightwatch.release.dsse import Envelope, add_signature, new_envelope
-from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey
-from knightwatch.trust.command import Checked, Refused, TrustReason, signers_of
+from knightwatch.trust.command import Checked, Refused, TrustReason, opened, signers_of
 from knightwatch.trust.roster import Role, Roster
 
 RAMP_PAYLOAD_TYPE = "application/vnd.knightwatch.ramp-record+json"
@@ -44,16 +43,7 @@ def check_ramp(
     The signing key must be valid at `at_ns` (the record's own time) and, for a record
     that arrives as news (`now_ns` given), now as well; a stored record read at a
     restart is judged at its own time, as a stored kill is."""
-    if roster is None:
-        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
-    if proof is None:
-        raise Refused(TrustReason.UNSIGNED, "the ramp record carries no signature")
-    if proof.payload_type != RAMP_PAYLOAD_TYPE:
-        raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
-    try:
-        signed = proof.payload_bytes()
-    except ReleaseInputError as exc:
-        raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
+    roster, proof, signed = opened(proof, roster, RAMP_PAYLOAD_TYPE, "the ramp record")
     if signed != payload:
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the record differs from what was signed")
     members = signers_of(proof, payload, roster, at_ns, now_ns)

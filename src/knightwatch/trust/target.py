@@ -23,7 +23,7 @@ from knightwatch.release.dsse import Envelope, add_signature, new_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.manifest import Manifest
 from knightwatch.trust.approval import APPROVAL_TTL_S, Approval, ApprovalKind, sign_approval
-from knightwatch.trust.command import SKEW_NS, Refused, TrustReason, signers_of
+from knightwatch.trust.command import SKEW_NS, Refused, TrustReason, opened, signers_of
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role, Roster, TrustError
 
@@ -113,14 +113,10 @@ def check_target(proof: Envelope, roster: Roster | None, *, now_ns: int) -> Targ
     """The verified request: signed by its actor, an operator whose key is valid now, issued
     within 5 s of this clock and not past its expiry; `Refused` with the reason otherwise.
     The caller checks what it binds (release, digest, revision) against what it applies."""
-    if roster is None:
-        raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
-    if proof.payload_type != TARGET_PAYLOAD_TYPE:
-        raise Refused(TrustReason.MALFORMED, f"payloadType {proof.payload_type!r}")
+    roster, proof, payload = opened(proof, roster, TARGET_PAYLOAD_TYPE, "the target request")
     try:
-        payload = proof.payload_bytes()
         command = _DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if not 0 < command.expires_ns - command.issued_ns <= TARGET_TTL_NS:
         raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 60 s after issued_ns")
