@@ -22,10 +22,16 @@ from knightwatch.audit.standing import standing
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.admission import AdmissionService
-from knightwatch.control.node.flags import ENCODER, NodeFlags, applied_key, state_key
+from knightwatch.control.node.flags import (
+    APPLIED_DECODER,
+    ENCODER,
+    NodeFlags,
+    applied_key,
+    state_key,
+)
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.node.trustfeed import publish_roster
-from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.site import Site
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest, SecondApprover
 from knightwatch.flags.state import FlagChange, FlagState
@@ -198,19 +204,36 @@ async def test_nodes_refuse_unverified_flag_state_and_apply_verified_changes(
     await refused_everywhere(r7, TrustReason.REPLAYED, False)
 
     # 8. a node restarting finds the replay already stored. With no memory it would take
-    # it (an approved change, verified at the instant it names); its flight recorder
-    # remembers the newer change it applied last (6), so it refuses the replay as
-    # `replayed` and holds its safe default, as the running node did
+    # it (an approved change, verified at the instant it names). It remembers the newer
+    # change it applied last (6) twice over: in its flight recorder, and in its applied
+    # record in the plane, which only its own identity may write (an operator's write
+    # is refused by the server). Either copy alone makes it refuse the replay as
+    # `replayed` and hold its safe default, as the running node did.
     runtime = fleet.nodes["n1"]
+    mine = applied_key(RLP, "n1")
+    before, _ = await ops.get_record(Bucket.FLAGS, mine)
+    assert before is not None and APPLIED_DECODER.decode(before).proof_revision == 6
+    lowered = msgspec.structs.replace(APPLIED_DECODER.decode(before), proof_revision=0)
+    with pytest.raises(ControlPlaneUnavailable):
+        await ops.put_record(Bucket.FLAGS, mine, ENCODER.encode(lowered))
+    assert (await ops.get_record(Bucket.FLAGS, mine))[0] == before
+    wiped = NodeFlags(runtime)  # a new recorder file: the plane's copy only
+    await wiped.start()
+    assert wiped.refused[TrustReason.REPLAYED] == 1
+    assert wiped.get(RLP) is None
+    # the node's own identity can still lower it (a node's key, not an operator's):
+    # with neither copy the replay would be taken
+    await runtime.plane.put_record(Bucket.FLAGS, mine, ENCODER.encode(lowered))
+    forgetful = NodeFlags(runtime)
+    await forgetful.start()
+    assert forgetful.get(RLP).value_for("n1") is True  # type: ignore[union-attr]
     runtime.guard.recorder.flush()
     file = tmp_path / "n1-recorder.jsonl"
     file.write_bytes(b"".join(line + b"\n" for line in runtime.guard.recorder.lines))
     remembered = standing(file).flag_revisions
     assert remembered[RLP] > 5
-    forgetful = NodeFlags(runtime)
-    await forgetful.start()
-    assert forgetful.get(RLP).value_for("n1") is True  # type: ignore[union-attr]
-    restarted = NodeFlags(runtime, applied=remembered)
+    await runtime.plane.put_record(Bucket.FLAGS, mine, ENCODER.encode(lowered))
+    restarted = NodeFlags(runtime, applied=remembered)  # the recorder's copy only
     await restarted.start()
     assert restarted.refused[TrustReason.REPLAYED] == 1
     assert restarted.get(RLP) is None  # nothing applied: the flag's safe default

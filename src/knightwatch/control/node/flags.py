@@ -49,6 +49,9 @@ class FlagApplied(msgspec.Struct, frozen=True):
     node: str
     revision: int
     at_ns: int
+    proof_revision: int = 0
+    """The revision of the change behind the node's value: what it may not go back from
+    (only the node itself may write its applied records; read back at its start)."""
 
 
 def state_key(flag_id: str) -> str:
@@ -141,10 +144,35 @@ class NodeFlags:
 
     async def _resync(self) -> None:
         records = await self.plane.records(Bucket.FLAGS)
+        self._remember(records)
         for key, (value, _) in records.items():
             if key.startswith("state."):
                 await self._apply(value, live=False)
         self._synced = True
+
+    def _remember(self, records: Mapping[str, tuple[bytes, int]]) -> None:
+        """Raise the no-going-back memory to what this node's own applied records say.
+
+        The flight recorder carries the memory across restarts; a new or wiped
+        recorder file has none, and an older approved change stored again would
+        then verify. The applied records are the copy in the plane (only this
+        node's identity may write them), so either copy is enough."""
+        mine = f"applied.{self.node}."
+        for key, (value, _) in records.items():
+            if not key.startswith(mine):
+                continue
+            try:
+                applied = APPLIED_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # nothing to remember from it; the recorder's memory stands
+            flag_id = key.removeprefix(mine)
+            if applied.node != self.node or applied.flag_id != flag_id:
+                continue
+            if applied.proof_revision > self._proof_revision.get(flag_id, 0):
+                self._proof_revision[flag_id] = applied.proof_revision
+                self.runtime.record_event(
+                    FLAG_APPLIED, flag=flag_id, revision=applied.proof_revision
+                )
 
     async def _on_record(self, record: Record) -> None:
         if record.key.startswith("state."):
@@ -267,7 +295,13 @@ class NodeFlags:
         if self._confirmed.get(flag_id, 0) >= revision:
             return
         self._confirmed[flag_id] = revision
-        applied = FlagApplied(flag_id, self.node, revision, self.runtime.clock.time_ns())
+        applied = FlagApplied(
+            flag_id,
+            self.node,
+            revision,
+            self.runtime.clock.time_ns(),
+            self._proof_revision.get(flag_id, 0),
+        )
         try:
             await record_applied(self.plane, applied)
         except ControlPlaneUnavailable as exc:

@@ -59,7 +59,10 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
         if role is Role.VIEWER:
             sub += _WATCH
         elif role in (Role.OPERATOR, Role.APPROVER):
-            pub += [*_KILL_STATE, "$KV.kw_approvals.>", "$KV.kw_flags.>", "$KV.kw_rollouts.>"]
+            pub += [*_KILL_STATE, "$KV.kw_approvals.>", "$KV.kw_rollouts.>"]
+            # a flag's state and change log; each node's applied record is the node's
+            # alone (its memory of the newest change it applied, `NodeFlags`)
+            pub += ["$KV.kw_flags.state.>", "$KV.kw_flags.change.>"]
             pub += ["$KV.kw_ramp.>", "$KV.kw_incident.>"]
             pub += ["kw.req.admission.target"]
             sub += _WATCH
