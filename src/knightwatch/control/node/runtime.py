@@ -891,9 +891,12 @@ class NodeRuntime:
         """Hold a stored ramp record if it verifies (`knightwatch.trust.rampproof`).
 
         One that cannot be decoded or verified is held as the tightest stage any
-        ramp uses (fail closed: a forged "done" cannot lift a ramp early); a
-        verified one older than the record held for the slot that would loosen
-        it (a replay of an earlier ramp's record) is ignored."""
+        ramp uses (fail closed: a forged "done" cannot lift a ramp this node
+        holds); only an unverified "done" for a slot this node holds no ramp in
+        counts as no record, which is all a deleted one is (so a store written by
+        a version that did not sign records holds no finished ramp). A verified
+        one older than the record held for the slot that would loosen it (a
+        replay of an earlier ramp's record) is ignored."""
         try:
             ramp = RAMP_DECODER.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -912,15 +915,17 @@ class NodeRuntime:
                 now_ns=now if live else None,
             )
         except Refused as exc:
+            held = self._ramps.get(key)
+            nothing_held = not ramp.holds and (held is None or not held.holds)
             log.error(
-                "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; "
-                "holding the tightest stage",
+                "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; %s",
                 self.node_id,
                 key,
                 ramp.ramp_id,
                 ramp.status,
                 exc.reason.value,
                 exc.detail,
+                "no ramp held here: as if absent" if nothing_held else "holding the tightest stage",
             )
             self._record(
                 "ramp_refused",
@@ -930,7 +935,10 @@ class NodeRuntime:
                 reason=exc.reason.value,
                 detail=exc.detail[:500],
             )
-            self._ramps[key] = _tightest(f"refused: {exc.reason.value}")
+            if nothing_held:
+                self._ramps.pop(key, None)
+            else:
+                self._ramps[key] = _tightest(f"refused: {exc.reason.value}")
             return
         held = self._ramps.get(key)
         if (
