@@ -26,7 +26,7 @@ from knightwatch.order import Order, Side
 from ..identities import set_target, signer, switch, trust
 from ..integration.fleet_release import NEW_ROUTER, REGISTRY, Signers, deploy
 
-POLICY = LeasePolicy(lease_timeout_s=0.5, heartbeat_s=0.05)
+POLICY = LeasePolicy(lease_timeout_s=2.0, heartbeat_s=0.05)
 LIMITS = Limits(
     lease_timeout_s=POLICY.lease_timeout_s,
     max_orders_per_s_node=100,
