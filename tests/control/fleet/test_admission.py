@@ -22,10 +22,12 @@ from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
     ENCODER,
+    KNOWN_GOOD_KEY,
     SUBJECT_TARGET,
     TARGET_DECODER,
     TARGET_KEY,
     TARGET_REPLY_DECODER,
+    KnownGood,
     TargetRecord,
     TargetReply,
     TargetRequest,
@@ -187,6 +189,15 @@ async def test_a_return_to_the_known_good_release_during_its_kill_is_one_persons
     assert await record_known_good(stage.alice, kill.entry, stage.clock.time_ns()) == "r2"
     refused(
         await set_target(stage.alice, stage.r1, stage.clock),
+        AdmissionReason.FROZEN_BY_KILL,
+        "only r2 (known-good)",
+    )
+    # the known-good record is for people to read: one rewritten to name r1 (operators
+    # may write it) makes r1 no more a one-person return than before
+    forged = KnownGood("r1", kill.entry.command_id, stage.clock.time_ns())
+    await stage.alice.put_record(Bucket.INCIDENT, KNOWN_GOOD_KEY, ENCODER.encode(forged))
+    refused(
+        await set_target(stage.alice, stage.r1, stage.clock, approver=None),
         AdmissionReason.FROZEN_BY_KILL,
         "only r2 (known-good)",
     )

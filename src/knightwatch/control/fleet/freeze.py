@@ -140,7 +140,9 @@ async def known_good(plane: ControlPlane) -> KnownGood | None:
 
 
 async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -> str | None:
-    """Record the fleet's target release as the known-good one for this kill.
+    """Record the fleet's target release as the known-good one for this kill, for people
+    to read (the preflight, the evidence snapshot); admission decides on the stored
+    target itself (`refuse_target_if_frozen`).
 
     Called after a kill returns (never on its path). The first kill of an
     incident sets it; later kills while frozen keep the first record, because
@@ -172,26 +174,34 @@ async def refuse_target_if_frozen(
 ) -> bool:
     """A target release change while frozen passes only back to the known-good release.
 
-    True when it is that return and the known-good record names a kill that is still
-    in force (the stop direction: one person may make it); False when no kill is in
-    force (an ordinary change) or the record is from a kill no longer in force."""
+    True when a kill is in force and the request names the release the fleet froze
+    on (the stop direction: one person may make it); False when no kill is in force
+    (an ordinary change). The release it froze on is the stored target itself, which
+    only the admission service writes and which nothing but this return can change
+    while frozen; the `known_good` record, which operators write after a kill, is
+    for people to read and decides nothing here (a forged one would otherwise let
+    one person target any signed release, an old one included, during a kill)."""
     try:
         kills = [
             e
             for e, _ in (await judged(plane, trust)).values()
             if e.scope in FREEZING_SCOPES and e.state is not TradingState.ACTIVE
         ]
-        good = await known_good(plane) if kills else None
+        value = (await plane.get_record(Bucket.RELEASE, TARGET_KEY))[0] if kills else None
     except ControlPlaneUnavailable as exc:
         raise FrozenByKill(
             f"target release {release_id}: refused: cannot read the kill state ({exc})"
         ) from None
     if not kills:
         return False
-    if good is not None and good.release_id == release_id:
-        return good.kill_command_id in {e.command_id for e in kills}
+    try:
+        froze_on = TARGET_DECODER.decode(value).release_id if value is not None else None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        froze_on = None
+    if froze_on == release_id:
+        return True
     kill = min(kills, key=lambda e: e.issued_ns)
-    allowed = f"only {good.release_id} (known-good)" if good else "no release (none known-good)"
+    allowed = f"only {froze_on} (known-good)" if froze_on else "no release (none known-good)"
     raise FrozenByKill(
         f"target release {release_id}: refused while {describe(kill)}; {allowed} may be "
         "targeted until the resume"
