@@ -3,8 +3,8 @@
 Every kill-switch command in the suite is signed by someone on this roster
 and verified by the node that applies it, every NATS connection logs in as
 one of these names on an authorized server (`Site(kit=KIT)`): alice and bob
-operate and approve (a resume is alice's, co-signed by bob), carol only
-views, the supervisor and the admission service are components, and nodes
+operate and approve (a resume is alice's, co-signed by bob), erin operates,
+carol only views, the supervisor and the admission service are components, and nodes
 n1..n9 and a few named ones each own a key. Issued at time 0, so simulated clocks and
 the wall clock both fall inside every key's validity. (The adapters' nodes
 nt-1 and crypto-1 are here too.) The attack tests in
@@ -39,8 +39,10 @@ NODE_IDS = (
 )
 KIT = Kit(now_ns=0, nodes=NODE_IDS)
 KIT.add("venue", [Role.VENUE])
+KIT.add("erin", [Role.OPERATOR])  # a third operator: neither of a resume's two people
 ALICE = KIT.signer("alice")
 BOB = KIT.signer("bob")
+ERIN = KIT.signer("erin")
 
 
 def signer(name: str) -> Signer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgspec
 import pytest
@@ -22,7 +23,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.incident.ramp import RampController, RampError, RampPlan, RampWatch, Stage
 from knightwatch.state import Scope, TradingState
 
-from ..identities import ALICE, BOB, signer
+from ..identities import ALICE, BOB, ERIN, signer
 from .fixtures import fleet
 
 FAST = RampPlan.instant((0.1, 0.5, 1.0), 0.3)
@@ -267,3 +268,42 @@ async def test_nodes_take_only_ramp_records_they_can_verify(
     assert (await f.add("n4")).guard.limits.version == "desk"
     assert node.guard.limits.version == "desk@10%"  # n1 held the signed ramp: tight
     await f.stop()
+
+
+async def test_only_the_resumes_own_people_may_step_its_ramp_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While a ramped resume is in force, a record stepping its ramp up counts only if
+    the resume's requester or approver signed it: erin, an operator who had no part in
+    it, cannot end alice and bob's ramp early; bob can."""
+    f = await fleet("n1")
+    node = f.nodes[0]
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    plane = await f.plane()
+    ctl = RampController(plane, ks, f.clock, RampPlan.instant((0.1, 1.0), 60.0))
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
+    try:
+        while not f.order(node):  # resumed, at stage one
+            await asyncio.sleep(0.01)
+        assert node.guard.limits.version == "desk@10%"
+        slot = slot_of(Scope.FLEET, "fleet")
+        raw, _ = await plane.get_record(Bucket.RAMP, slot)
+        assert raw is not None
+        stage = RAMP_DECODER.decode(raw)
+        done = msgspec.structs.replace(
+            stage, status="done", fraction=1.0, since_ns=stage.since_ns + 1
+        )
+        caplog.clear()
+        await plane.put_record(Bucket.RAMP, slot, ENCODER.encode(done.signed(ERIN.key)))
+        await asyncio.sleep(0.05)
+        assert node.guard.limits.version == "desk@10%"
+        assert "RAMP_REFUSED node=n1" in caplog.text and "reason=actor_mismatch" in caplog.text
+        assert "signed by erin, not by alice (approved by bob)" in caplog.text
+        await plane.put_record(Bucket.RAMP, slot, ENCODER.encode(done.signed(BOB.key)))
+        await _held(node, "desk")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await f.stop()

@@ -225,6 +225,8 @@ class NodeRuntime:
         self.errors: list[str] = []
         self.confirmed: list[Confirmation] = []
         self._applied: dict[str, StateEntry] = {}
+        self._applied_by: dict[str, Checked | None] = {}
+        """Who signed the entry held per slot (a resume: its requester and approvers)."""
         self._seen: dict[str, None] = {}
         """Command ids applied lately, in order; a halt not among them is applied regardless."""
         self._auto: dict[tuple[Scope, str], Halt] = {}
@@ -544,6 +546,7 @@ class NodeRuntime:
             del self._seen[next(iter(self._seen))]
         if entry.newer_than(held):
             self._applied[entry.slot] = entry
+            self._applied_by[entry.slot] = checked
         elif (
             seen
             or entry.state is TradingState.ACTIVE
@@ -895,8 +898,10 @@ class NodeRuntime:
         holds); only an unverified "done" for a slot this node holds no ramp in
         counts as no record, which is all a deleted one is (so a store written by
         a version that did not sign records holds no finished ramp). A verified
-        one older than the record held for the slot that would loosen it (a
-        replay of an earlier ramp's record) is ignored."""
+        one that would loosen what the node holds is ignored when it is older
+        than the record held (a replay of an earlier ramp's record), or when the
+        resume it ramps is in force here and neither that resume's requester nor
+        its approver signed it (another operator cannot step someone's ramp up)."""
         try:
             ramp = RAMP_DECODER.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -941,11 +946,42 @@ class NodeRuntime:
                 self._ramps[key] = _tightest(f"refused: {exc.reason.value}")
             return
         held = self._ramps.get(key)
+        loosens = _ramp_level(ramp) > (_ramp_level(held) if held is not None else 1.0)
+        resume = self._applied.get(key)
+        people = self._applied_by.get(key)
+        if (
+            loosens
+            and resume is not None
+            and resume.state is TradingState.ACTIVE
+            and resume.command_id[:12] == ramp.ramp_id
+            and people is not None
+            and by.actor not in (people.actor, *people.approvers)
+        ):
+            # the resume this ramp belongs to is in force here: only its own two people
+            # (the requester, the approver who runs the ramp) may step it up
+            log.error(
+                "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; ignored",
+                self.node_id,
+                key,
+                ramp.ramp_id,
+                ramp.status,
+                TrustReason.ACTOR_MISMATCH.value,
+                f"signed by {by.actor}, not by {people.describe()} who resumed {key}",
+            )
+            self._record(
+                "ramp_refused",
+                key=key[:200],
+                ramp_id=ramp.ramp_id[:64],
+                status=ramp.status[:32],
+                reason=TrustReason.ACTOR_MISMATCH.value,
+                detail=f"signed by {by.actor[:64]}, not by the resume's requester or approver",
+            )
+            return
         if (
             held is not None
             and held.proof is not None
             and ramp.since_ns < held.since_ns
-            and _ramp_level(ramp) > _ramp_level(held)
+            and loosens
         ):
             log.error(
                 "RAMP_STALE node=%s key=%s ramp=%s signed by %s: older than ramp %s held; ignored",
