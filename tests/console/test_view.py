@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from knightwatch.clock import SimClock
 from knightwatch.console.view import build, source_of
 from knightwatch.control.fleet.approvals import Requests
@@ -63,19 +65,23 @@ async def test_a_signed_resume_stored_again_over_a_newer_kill_is_shown_held_halt
     assert "replayed" in row.refusal and "stored again over a later write" in row.refusal
 
 
-async def test_ramp_records_show_their_signer_or_why_nodes_hold_them_at_ten_percent() -> None:
+async def test_ramp_records_show_their_signer_or_what_nodes_do_instead() -> None:
     clock = SimClock(start_ns=10 * S)
     p = await plane()
     base = RampRecord(Scope.STRATEGY, "MOMO", "r1", 0, (0.1, 1.0), 0.1, "ramping", "alice+bob",
                       "fixed", clock.time_ns())  # fmt: skip
+    done = msgspec.structs.replace(base, status="done", fraction=1.0)
     await p.put_record(Bucket.RAMP, "strategy.MOMO", ENCODER.encode(base.signed(BOB.key)))
     await p.put_record(Bucket.RAMP, "strategy.MM", ENCODER.encode(base))
+    await p.put_record(Bucket.RAMP, "strategy.XX", ENCODER.encode(done))
     snap = await build(p, trust(), clock)
     rows = {r.slot: r for r in snap.ramps}
     assert rows["strategy.MOMO"].signed_by == "bob" and rows["strategy.MOMO"].refusal == ""
-    assert rows["strategy.MM"].signed_by == "" and rows["strategy.MM"].refusal.startswith(
-        "unsigned"
-    )
+    held = rows["strategy.MM"]
+    assert held.signed_by == "" and held.refusal.startswith("unsigned")
+    assert held.refusal.endswith("; nodes hold 10%")
+    finished = rows["strategy.XX"]  # a node holding no ramp there counts it as none
+    assert finished.refusal.endswith("others count it as no ramp")
 
 
 def test_sources() -> None:

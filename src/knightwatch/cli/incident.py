@@ -42,7 +42,14 @@ from knightwatch.incident.preflight import (
     PreflightConfig,
     run_preflight,
 )
-from knightwatch.incident.ramp import RampError, RampOutcome, RampPlan, RampWatch, ramp_signer
+from knightwatch.incident.ramp import (
+    RampError,
+    RampOutcome,
+    RampPlan,
+    RampWatch,
+    ramp_signer,
+    unverified_effect,
+)
 from knightwatch.incident.snapshot import SnapshotError, take_snapshot, verify_snapshot
 from knightwatch.inputs import load_toml, read_bytes
 from knightwatch.release.keys import load_signing_key, load_verify_key
@@ -312,7 +319,7 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) 
         signed = (
             signer
             if isinstance(signer, str)
-            else f"[red]UNVERIFIED[/red] {signer.reason.value}: nodes hold 10%"
+            else f"[red]UNVERIFIED[/red] {signer.reason.value}: {unverified_effect(r)}"
         )
         why = r.trip_reason if r.status == "tripped" else ""
         if r.status == "ramping":

@@ -43,7 +43,7 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.flags.rollout import RolloutState
-from knightwatch.incident.ramp import ramp_signer
+from knightwatch.incident.ramp import ramp_signer, unverified_effect
 from knightwatch.state import TradingState
 from knightwatch.trust.command import GUARD_ACTOR, Refused
 from knightwatch.trust.store import TrustStore
@@ -125,7 +125,7 @@ class RampRow(msgspec.Struct, frozen=True):
     signed_by: str = ""
     """Who signed the record, judged as nodes do; "" if it does not verify."""
     refusal: str = ""
-    """Why it does not verify (nodes then hold the tightest stage, 10%)."""
+    """Why it does not verify, and what nodes do instead (`unverified_effect`)."""
 
 
 class FlagRow(msgspec.Struct, frozen=True):
@@ -348,7 +348,7 @@ async def build(
                 r.actor,
                 r.trip_reason,
                 signer if isinstance(signer, str) else "",
-                "" if isinstance(signer, str) else str(signer),
+                "" if isinstance(signer, str) else f"{signer}; {unverified_effect(r)}",
             )
         )
     rollouts = []

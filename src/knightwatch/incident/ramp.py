@@ -474,13 +474,21 @@ class RampController:
 
 def ramp_signer(record: RampRecord, roster: Roster | None) -> str | Refused:
     """Who signed a stored ramp record, judged as a node reading the store does, or why
-    nodes hold it as the tightest stage instead (for `status` and the console)."""
+    nodes do not take it (`unverified_effect` says what they do instead; for `status`
+    and the console)."""
     try:
         return check_ramp(
             record.proof, record.payload(), roster, at_ns=record.since_ns, now_ns=None
         ).actor
     except Refused as exc:
         return exc
+
+
+def unverified_effect(record: RampRecord) -> str:
+    """What nodes do with a ramp record they cannot verify (`NodeRuntime._take_ramp`)."""
+    if record.holds:
+        return "nodes hold 10%"
+    return "nodes that held this ramp hold 10%; others count it as no ramp"
 
 
 async def ramp_records(plane: ControlPlane) -> list[RampRecord]:

@@ -153,7 +153,7 @@ function render(s) {
     cell(tr, `${r.stage + 1}/${r.stages}`);
     cell(tr, `${Math.round(r.fraction * 100)}%`);
     cell(tr, r.status, r.status === "tripped" ? "red" : r.status === "done" ? "green" : "amber");
-    cell(tr, r.signed_by ? `${r.actor} (signed by ${r.signed_by})` : `UNVERIFIED (nodes hold 10%): ${r.refusal}`, r.signed_by ? "" : "red");
+    cell(tr, r.signed_by ? `${r.actor} (signed by ${r.signed_by})` : `UNVERIFIED: ${r.refusal}`, r.signed_by ? "" : "red");
     cell(tr, r.trip_reason || "-");
   });
   fill("flags", s.flags, (tr, f) => {

@@ -921,28 +921,11 @@ class NodeRuntime:
             )
         except Refused as exc:
             held = self._ramps.get(key)
-            nothing_held = not ramp.holds and (held is None or not held.holds)
-            log.error(
-                "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; %s",
-                self.node_id,
-                key,
-                ramp.ramp_id,
-                ramp.status,
-                exc.reason.value,
-                exc.detail,
-                "no ramp held here: as if absent" if nothing_held else "holding the tightest stage",
-            )
-            self._record(
-                "ramp_refused",
-                key=key[:200],
-                ramp_id=ramp.ramp_id[:64],
-                status=ramp.status[:32],
-                reason=exc.reason.value,
-                detail=exc.detail[:500],
-            )
-            if nothing_held:
+            if not ramp.holds and (held is None or not held.holds):
+                self._refuse_ramp(key, ramp, exc, "no ramp held here: as if absent")
                 self._ramps.pop(key, None)
             else:
+                self._refuse_ramp(key, ramp, exc, "holding the tightest stage")
                 self._ramps[key] = _tightest(f"refused: {exc.reason.value}")
             return
         held = self._ramps.get(key)
@@ -959,23 +942,8 @@ class NodeRuntime:
         ):
             # the resume this ramp belongs to is in force here: only its own two people
             # (the requester, the approver who runs the ramp) may step it up
-            log.error(
-                "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; ignored",
-                self.node_id,
-                key,
-                ramp.ramp_id,
-                ramp.status,
-                TrustReason.ACTOR_MISMATCH.value,
-                f"signed by {by.actor}, not by {people.describe()} who resumed {key}",
-            )
-            self._record(
-                "ramp_refused",
-                key=key[:200],
-                ramp_id=ramp.ramp_id[:64],
-                status=ramp.status[:32],
-                reason=TrustReason.ACTOR_MISMATCH.value,
-                detail=f"signed by {by.actor[:64]}, not by the resume's requester or approver",
-            )
+            why = f"signed by {by.actor}, not by {people.describe()} who resumed {key}"
+            self._refuse_ramp(key, ramp, Refused(TrustReason.ACTOR_MISMATCH, why), "ignored")
             return
         if (
             held is not None
@@ -993,6 +961,27 @@ class NodeRuntime:
             )
             return
         self._ramps[key] = ramp
+
+    def _refuse_ramp(self, key: str, ramp: RampRecord, exc: Refused, outcome: str) -> None:
+        """Log and record a ramp record this node does not take, and what it does instead."""
+        log.error(
+            "RAMP_REFUSED node=%s key=%s ramp=%s status=%s reason=%s detail=%r; %s",
+            self.node_id,
+            key,
+            ramp.ramp_id,
+            ramp.status,
+            exc.reason.value,
+            exc.detail,
+            outcome,
+        )
+        self._record(
+            "ramp_refused",
+            key=key[:200],
+            ramp_id=ramp.ramp_id[:64],
+            status=ramp.status[:32],
+            reason=exc.reason.value,
+            detail=exc.detail[:500],
+        )
 
     def ramp_fraction(self) -> float:
         """The fraction of its limits this node trades at: the tightest ramp holding it."""
