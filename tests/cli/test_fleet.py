@@ -67,9 +67,10 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     ramp.write_text(
         "[ramp]\nstages = [{fraction = 0.1, hold_s = 0.3}, {fraction = 1.0, hold_s = 0.3}]\n"
     )
-    code, out = invoke("resume", "--reason", "all clear", *as_("alice"))
+    code, out = invoke("resume", "--reason", "all clear", "--config", str(ramp), *as_("alice"))
     assert code == 0 and "preflight fleet 'fleet': PASS" in out, out
     assert "resume requested" in out, out
+    assert "ramp (signed with the request): 10% for 0.3 s, then 100%" in out, out
     request = re.search(r"approve (\w+)", out)
     assert request is not None, out
     code, out = invoke("requests", *as_("carol"))
@@ -77,8 +78,14 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     code, out = invoke("approve", request.group(1), *as_("alice"))
     assert code == 2 and "never counts" in out, out  # the requester is not a second person
     assert "preflight" not in out, out  # refused before anything runs for the approval
-    code, out = invoke("approve", request.group(1), "--config", str(ramp), *as_("bob"))
+    # the approver's own [ramp] stages do not replace the ones signed with the request
+    slow = fleet_up / "slow.toml"
+    slow.write_text(
+        "[ramp]\nstages = [{fraction = 0.1, hold_s = 900}, {fraction = 1.0, hold_s = 1}]\n"
+    )
+    code, out = invoke("approve", request.group(1), "--config", str(slow), *as_("bob"))
     assert code == 0, out
+    assert "are not the request's; the request's stages apply" in " ".join(out.split()), out
     assert "preflight fleet 'fleet': PASS" in out and "stage 1/2: 10% of limits" in out, out
     assert "complete" in out and "full limits" in out, out
     code, out = invoke("status", *as_("carol"))
@@ -143,7 +150,7 @@ def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up
         return ["--state-dir", state, "--key", str(fleet_up / "trust" / "keys" / f"{name}.key")]
 
     def resume_with_two_people(reason: str) -> None:
-        code, out = invoke("resume", "--reason", reason, *as_("alice"))
+        code, out = invoke("resume", "--reason", reason, "--config", str(ramp), *as_("alice"))
         assert code == 0 and "resume requested" in out, out
         request = re.search(r"approve (\w+)", out)
         assert request is not None, out

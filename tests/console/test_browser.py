@@ -151,6 +151,7 @@ async def test_the_requester_cannot_approve_their_own_resume(
     row = page.locator("#requests tbody tr").first
     await expect(row).to_contain_text("PENDING")
     await expect(row).to_contain_text("other than alice")
+    await expect(row).to_contain_text("then 100%")  # the ramp signed with the request
     await expect(row.get_by_role("button", name="approve")).to_have_count(0)
     request_id = await row.get_attribute("data-request")
     status, body = await api_post(

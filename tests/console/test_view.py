@@ -110,10 +110,13 @@ async def test_requests_pending_stale_and_who_is_still_needed() -> None:
     p = await plane()
     ks = switch(p, clock, "alice")
     await ks.kill(Scope.NODE, "n1", "one", timeout_s=0.01)
-    request = await Requests(ks).create(Scope.NODE, "n1", "fixed")
+    request = await Requests(ks).create(
+        Scope.NODE, "n1", "fixed", ramp=((0.1, 300.0), (0.5, 120.0), (1.0, 60.0))
+    )
     snap = await build(p, trust(), clock)
     row = next(r for r in snap.requests if r.id == request.id)
     assert row.status == "pending" and "other than alice" in row.needed
+    assert row.ramp == "10% for 300 s, 50% for 120 s, then 100%"  # what the approver signs
     await ks.kill(Scope.NODE, "n1", "again", timeout_s=0.01)  # the halt it was decided on moved
     snap = await build(p, trust(), clock)
     row = next(r for r in snap.requests if r.id == request.id)

@@ -275,7 +275,8 @@ async def test_only_the_resumes_own_people_may_step_its_ramp_up(
 ) -> None:
     """While a ramped resume is in force, a record stepping its ramp up counts only if
     the resume's requester or approver signed it: erin, an operator who had no part in
-    it, cannot end alice and bob's ramp early; bob can."""
+    it, cannot end alice and bob's ramp early. Nor can bob: the stages alice and bob
+    signed with the resume hold by the node's clock, whatever the records say."""
     f = await fleet("n1")
     node = f.nodes[0]
     ks = await f.killswitch()
@@ -300,10 +301,71 @@ async def test_only_the_resumes_own_people_may_step_its_ramp_up(
         assert node.guard.limits.version == "desk@10%"
         assert "RAMP_REFUSED node=n1" in caplog.text and "reason=actor_mismatch" in caplog.text
         assert "signed by erin, not by alice (approved by bob)" in caplog.text
+        caplog.clear()
         await plane.put_record(Bucket.RAMP, slot, ENCODER.encode(done.signed(BOB.key)))
-        await _held(node, "desk")
+        await asyncio.sleep(0.2)  # a few heartbeats: the signed stage (60 s at 10%) holds
+        assert "RAMP_REFUSED" not in caplog.text, "bob's record is taken"
+        assert node.guard.limits.version == "desk@10%", "but cannot shorten the signed ramp"
+        assert node.ramp_fraction() == 0.1
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await f.stop()
+
+
+async def test_the_ramp_signed_with_the_resume_holds_on_every_node_by_its_own_clock() -> None:
+    """A resume carries its stages, signed by the requester and the approver. Each node
+    holds them from when it applies the resume, with no ramp record at all (a resume
+    applied without the controller still ramps); a node that joins later holds them
+    from when it joins (at the latest, the request's expiry), never shorter; a kill of
+    the slot ends the ramp; and a resume whose signed stages were changed is refused."""
+    f = await fleet("n1")
+    node = f.nodes[0]
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    stages = ((0.25, 0.8), (1.0, 30.0))
+    request = await ks.request_resume(Scope.FLEET, "fleet", "fixed", ramp=stages)
+    assert request.ramp == stages
+    forged = msgspec.structs.replace(request, ramp=((1.0, 0.0),)).cosigned(BOB.key)
+    with pytest.raises(KillSwitchError, match="payload_mismatch"):
+        await ks.apply_resume(forged, timeout_s=0.5)
+    result = await ks.apply_resume(request.cosigned(BOB.key), timeout_s=0.5)
+    assert result.ok, result
+    assert node.guard.limits.version == "desk@25%", "scaled before the latch lifted"
+    assert node.guard.limits.max_orders_per_s_node == 25
+    assert f.order(node)
+    late = await f.add("n2")
+    assert late.guard.limits.version == "desk@25%"
+    await _held(node, "desk")  # 0.8 s on: its own clock reached the last stage
+    await _held(late, "desk")
+    # a ramp in force ends with a kill of its slot
+    await ks.kill(Scope.FLEET, "", "again", timeout_s=0.5)
+    again = await ks.request_resume(Scope.FLEET, "fleet", "fixed again", ramp=stages)
+    await ks.apply_resume(again.cosigned(BOB.key), timeout_s=0.5)
+    assert node.ramp_fraction() == 0.25
+    await ks.kill(Scope.FLEET, "", "third", timeout_s=0.5)
+    assert node.ramp_fraction() == 1.0 and not f.order(node)
+    await f.stop()
+
+
+@pytest.mark.parametrize(
+    ("ramp", "rule"),
+    [
+        (((0.5, 1.0), (0.4, 1.0), (1.0, 0.0)), r"ramp\[1\]\.fraction: must not be below"),
+        (((0.5, 1.0),), "the last stage must be 1.0"),
+        (((0.0, 1.0), (1.0, 0.0)), r"ramp\[0\]\.fraction: must be in \(0, 1\]"),
+        (((0.5, -1.0), (1.0, 0.0)), r"ramp\[0\]\.hold_s"),
+        (((0.5, float("inf")), (1.0, 0.0)), r"ramp\[0\]\.hold_s"),
+        ((*((0.5, 1.0) for _ in range(16)), (1.0, 0.0)), "at most 16 stages"),
+    ],
+)
+async def test_a_resume_request_with_a_bad_ramp_is_refused_by_name(
+    ramp: tuple[tuple[float, float], ...], rule: str
+) -> None:
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    with pytest.raises(KillSwitchError, match=rule):
+        await ks.request_resume(Scope.FLEET, "fleet", "fixed", ramp=ramp)
+    await f.stop()

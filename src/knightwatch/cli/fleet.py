@@ -465,7 +465,9 @@ def requests(
 ) -> None:
     """Resume requests: pending ones first, with who asked, for what and until when."""
 
-    async def go() -> list[tuple[str, str, str, str, str, str, str]]:
+    from knightwatch.incident.ramp import describe_ramp
+
+    async def go() -> list[tuple[str, str, str, str, str, str, str, str]]:
         async with session(nats_url, state_dir, "requests", key, anchor) as (plane, signer, store):
             found = await Requests(KillSwitch(plane, SystemClock(), signer, store)).list()
         return [
@@ -477,6 +479,7 @@ def requests(
                 r.entry.reason,
                 _when(r.entry.expires_ns) if r.status is RequestStatus.PENDING else r.detail,
                 r.preflight or "-",
+                describe_ramp(r.entry.ramp),
             )
             for r in found
         ]
@@ -484,7 +487,7 @@ def requests(
     rows = _run(go)
     table = Table(title="resume requests")
     table.add_column("id", no_wrap=True)
-    for col in ("status", "scope", "by", "reason", "expires (UTC) / detail", "preflight"):
+    for col in ("status", "scope", "by", "reason", "expires (UTC) / detail", "preflight", "ramp"):
         table.add_column(col)
     for row in sorted(rows, key=lambda r: r[1] != "pending"):
         table.add_row(*row)

@@ -29,9 +29,9 @@ from knightwatch.cli.fleet import (
     session,
 )
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.approvals import Request
+from knightwatch.control.fleet.approvals import Request, Requests
 from knightwatch.control.fleet.freeze import record_known_good
-from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import RampRecord
@@ -128,12 +128,23 @@ async def resume_flow(
     config: Path | None = None,
     webhook: str | None = None,
 ) -> tuple[Checklist, Request | None]:
-    """The requester's half (`incident.workflow.request_resume`), printed."""
-    _, cfg = incident_config(config)
+    """The requester's half (`incident.workflow.request_resume`), printed. The request
+    carries the `[ramp]` stages of `config` (the defaults without one)."""
+    plan, cfg = incident_config(config)
     checklist, halted, request = await workflow.request_resume(
-        plane, ks, scope, key, reason, acknowledged=acknowledged, cfg=cfg, pager=Pager(webhook)
+        plane,
+        ks,
+        scope,
+        key,
+        reason,
+        acknowledged=acknowledged,
+        cfg=cfg,
+        pager=Pager(webhook),
+        plan=plan,
     )
     _print_preflight(checklist, halted)
+    if request is not None:
+        console.print(f"ramp (signed with the request): {plan.describe()}", highlight=False)
     return checklist, request
 
 
@@ -147,13 +158,29 @@ async def approve_flow(
     config: Path | None = None,
     webhook: str | None = None,
 ) -> tuple[Checklist, RampOutcome | None]:
-    """The approver's half (`incident.workflow.approve_resume`), printed as it goes."""
+    """The approver's half (`incident.workflow.approve_resume`), printed as it goes.
+    The stages are the request's (signed with it); `config`'s `[ramp]` gives the trip
+    rules, and stages of its own that differ are named, not used."""
     plan, cfg = incident_config(config)
+    try:
+        request, _ = await Requests(ks).get(request_id)
+    except KillSwitchError:
+        request = None  # approve_resume says why, in its own words
+    if request is not None and request.entry.ramp:
+        signed = plan.following(request.entry)
+        if config is not None and signed.stages != plan.stages:
+            console.print(
+                f"[yellow]note:[/yellow] --config {config} [ramp] stages ({plan.describe()}) "
+                "are not the request's; the request's stages apply",
+                highlight=False,
+            )
+        plan = signed
 
     def heard(checklist: Checklist, halted: list[str]) -> None:
         _print_preflight(checklist, halted)
         if checklist.passed:
             watch = RampWatch(checklist.scope, checklist.key, plan, 0, [])
+            console.print(f"ramp (signed with the request): {plan.describe()}", highlight=False)
             console.print(f"ramp trips on: {watch.would_trip()}")
 
     return await workflow.approve_resume(

@@ -718,6 +718,7 @@ async def api_request_resume(request: Request) -> Response:
             acknowledged=body.ack,
             cfg=c.settings.preflight,
             pager=Pager(),
+            plan=c.settings.plan,
         )
     out = checklist_json(checklist, halted)
     if req is None:

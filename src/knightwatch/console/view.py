@@ -43,7 +43,7 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.flags.rollout import RolloutState
-from knightwatch.incident.ramp import ramp_signer, unverified_effect
+from knightwatch.incident.ramp import describe_ramp, ramp_signer, unverified_effect
 from knightwatch.state import TradingState
 from knightwatch.trust.command import GUARD_ACTOR, Refused
 from knightwatch.trust.store import TrustStore
@@ -111,6 +111,8 @@ class RequestRow(msgspec.Struct, frozen=True):
     expires_ns: int
     detail: str
     preflight: str
+    ramp: str
+    """The stages signed with the request, in words ("-": none)."""
 
 
 class RampRow(msgspec.Struct, frozen=True):
@@ -228,6 +230,7 @@ def _request_row(
         r.entry.expires_ns,
         detail,
         r.preflight,
+        describe_ramp(r.entry.ramp),
     )
 
 

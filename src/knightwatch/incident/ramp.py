@@ -12,6 +12,11 @@ reason recorded on the ramp. Nobody needs a second person to trip it.
 The resume a ramp applies is a signed request approved by a second person
 (`RampController.apply` takes it as approved; nodes verify both signatures
 before they trade again), so ramping changes nothing about who may resume.
+The request carries the ramp's stages and both people sign them: the
+controller walks those stages (its own plan gives only the trip rules), and
+every node holds them by its own clock from when it applies the resume, so
+neither person can shorten the ramp afterwards (an early or forged "done"
+record changes nothing before the signed stages have run).
 
 `RampWatch` is the pure decision (stages, trip rules), shared by the live
 `RampController` and the replay, so the two cannot disagree.
@@ -118,6 +123,22 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def fractions(self) -> tuple[float, ...]:
         return tuple(st.fraction for st in self.stages)
 
+    @property
+    def signed(self) -> tuple[tuple[float, float], ...]:
+        """The stages as a resume request carries them (`StateEntry.ramp`)."""
+        return tuple((st.fraction, st.hold_s) for st in self.stages)
+
+    def following(self, entry: StateEntry) -> RampPlan:
+        """This plan's trip rules with the stages `entry` was signed with (the requester's
+        and the approver's), or this plan as it is for a resume that carries none."""
+        if not entry.ramp:
+            return self
+        return msgspec.structs.replace(self, stages=tuple(Stage(f, h) for f, h in entry.ramp))
+
+    def describe(self) -> str:
+        """`10% for 300 s, 50% for 300 s, then 100%`."""
+        return describe_ramp(self.signed)
+
     @classmethod
     def from_toml(cls, path: Path) -> RampPlan:
         """The `[ramp]` table of a TOML file; errors name the file and field."""
@@ -139,6 +160,14 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def instant(cls, fractions: Sequence[float], hold_s: float, **rest: Any) -> RampPlan:
         """Equal holds for each fraction (drills and tests)."""
         return cls(stages=tuple(Stage(f, hold_s) for f in fractions), **rest)
+
+
+def describe_ramp(ramp: tuple[tuple[float, float], ...]) -> str:
+    """A signed ramp in words: `10% for 300 s, 50% for 300 s, then 100%` ("-": none)."""
+    if not ramp:
+        return "-"
+    steps = [f"{fraction:.0%} for {hold_s:g} s" for fraction, hold_s in ramp[:-1]]
+    return ", ".join([*steps, "then 100%"]) if steps else "100% at once"
 
 
 def _in_scope(scope: Scope, key: str, entry: StateEntry) -> bool:
@@ -335,7 +364,9 @@ class RampController:
         """Request a resume, co-sign it with `approvers` in this process, and ramp it.
 
         Tests, the drill and the replay use this; people use a request and `approve`."""
-        entry = await self.ks.request_resume(scope, scope_key(scope, key), reason)
+        entry = await self.ks.request_resume(
+            scope, scope_key(scope, key), reason, ramp=self.plan.signed
+        )
         for approver in approvers:
             entry = entry.cosigned(approver.key)
         return await self.apply(entry, timeout_s=timeout_s, nodes=nodes)
@@ -348,10 +379,12 @@ class RampController:
         nodes: Sequence[str] | None = None,
     ) -> RampOutcome:
         """Store stage one, wait for every node to apply it, apply the signed resume `entry`
-        (approvals included), then walk the stages.
+        (approvals included), then walk the stages: the ones `entry` was signed with,
+        this controller's own for a resume that carries none.
 
         A request decided on a revision the slot no longer holds is refused as stale
         before any stage is stored (`KillSwitchError`)."""
+        self.plan = self.plan.following(entry)
         scope, key, reason = entry.scope, entry.key, entry.reason
         _, revision = await self.plane.get_state(scope, key)
         if revision != entry.decided_on:

@@ -71,15 +71,20 @@ async def request_resume(
     acknowledged: Collection[str] = (),
     cfg: PreflightConfig,
     pager: Pager,
+    plan: RampPlan | None = None,
 ) -> tuple[Checklist, list[str], Request | None]:
     """The requester's half: the checklist, the nodes it halted, the request (None if
-    the preflight refused)."""
+    the preflight refused). The request carries `plan`'s stages (the default plan's
+    if None): the approver ramps through those, and nodes hold them."""
     checklist, halted = await preflight(
         plane, ks, scope, key, acknowledged=acknowledged, cfg=cfg, pager=pager
     )
     if not checklist.passed:
         return checklist, halted, None
-    request = await Requests(ks).create(scope, key, reason, preflight=verdict_of(checklist))
+    stages = (plan if plan is not None else RampPlan()).signed
+    request = await Requests(ks).create(
+        scope, key, reason, preflight=verdict_of(checklist), ramp=stages
+    )
     return checklist, halted, request
 
 
@@ -117,7 +122,13 @@ async def approve_resume(
     if not checklist.passed:
         return checklist, None
     controller = RampController(
-        plane, ks, SystemClock(), plan, pager=pager, on_stage=on_stage, on_resumed=on_resumed
+        plane,
+        ks,
+        SystemClock(),
+        plan.following(request.entry),  # the stages signed with the request; our trip rules
+        pager=pager,
+        on_stage=on_stage,
+        on_resumed=on_resumed,
     )
 
     async def ramp(entry: StateEntry) -> RampOutcome:

@@ -14,7 +14,10 @@ What the check enforces, by direction:
 * resume (ACTIVE): the requester (an operator, the actor) plus, when the
   roster's approval policy asks for it at that instant, a second, different
   person with the approver role. People are counted by name, so a second key
-  of the requester is not a second person.
+  of the requester is not a second person. A resume carries its ramp (the
+  fraction of the limits held per stage and for how long): what both people
+  signed is the pace nodes step back up at, by their own clocks, so neither
+  can shorten it alone afterwards. A stop carries none.
 
 Freshness (issue time within 5 s of the reader's clock, not past expiry) is
 checked on live resumes only. A kill is never refused for its clock: an
@@ -92,6 +95,50 @@ class StateCommand(msgspec.Struct, frozen=True):
     expires_ns: int
     supersedes: str = ""
     decided_on: int = 0
+    ramp: tuple[tuple[float, float], ...] = ()
+    """A resume's stages: (fraction of the limits, seconds held), the last at 1.0."""
+
+
+MAX_RAMP_STAGES = 16
+MAX_RAMP_S = 24 * 3600.0
+"""The longest a signed ramp may hold limits below full (its stages before the last)."""
+
+
+def ramp_problem(ramp: tuple[tuple[float, float], ...]) -> str | None:
+    """What is wrong with a resume's signed ramp, or None: fractions in (0, 1] that never
+    decrease and end at 1.0, holds of finite seconds >= 0, at most `MAX_RAMP_STAGES`
+    stages and `MAX_RAMP_S` below full limits."""
+    if len(ramp) > MAX_RAMP_STAGES:
+        return f"ramp: at most {MAX_RAMP_STAGES} stages (got {len(ramp)})"
+    last = 0.0
+    for i, (fraction, hold_s) in enumerate(ramp):
+        if not 0.0 < fraction <= 1.0:
+            return f"ramp[{i}].fraction: must be in (0, 1] (got {fraction})"
+        if fraction < last:
+            return f"ramp[{i}].fraction: must not be below the stage before ({last})"
+        if not 0.0 <= hold_s <= MAX_RAMP_S:
+            return f"ramp[{i}].hold_s: must be within 0..{MAX_RAMP_S:g} s (got {hold_s})"
+        last = fraction
+    if ramp and ramp[-1][0] != 1.0:
+        return "ramp: the last stage must be 1.0 (full limits)"
+    if sum(h for _, h in ramp[:-1]) > MAX_RAMP_S:
+        return f"ramp: its stages below full limits must total at most {MAX_RAMP_S:g} s"
+    return None
+
+
+def ramp_fraction(ramp: tuple[tuple[float, float], ...], elapsed_ns: int) -> float:
+    """The fraction of the limits `ramp` allows `elapsed_ns` after its resume took effect."""
+    at = 0.0
+    for fraction, hold_s in ramp[:-1]:
+        at += hold_s
+        if elapsed_ns < int(at * 1e9):  # the boundaries `ramp_ends_ns` uses, to the ns
+            return fraction
+    return 1.0
+
+
+def ramp_ends_ns(ramp: tuple[tuple[float, float], ...]) -> int:
+    """How long after its resume took effect `ramp` reaches full limits (ns)."""
+    return int(sum(h for _, h in ramp[:-1]) * 1e9)
 
 
 class Checked(msgspec.Struct, frozen=True):
@@ -194,6 +241,12 @@ def check_state(
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")
     if not 0 < command.expires_ns - command.issued_ns <= MAX_TTL_NS:
         raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 24 h after issued_ns")
+    if command.ramp:
+        if command.state is not TradingState.ACTIVE:
+            raise Refused(TrustReason.MALFORMED, "ramp: only a resume carries one")
+        problem = ramp_problem(command.ramp)
+        if problem is not None:
+            raise Refused(TrustReason.MALFORMED, problem)
     if live and command.state is TradingState.ACTIVE:
         if command.issued_ns > now_ns + SKEW_NS:
             raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")

@@ -141,6 +141,7 @@ function render(s) {
     cell(tr, r.needed || "-");
     cell(tr, r.reason);
     cell(tr, r.preflight || "-");
+    cell(tr, r.ramp);
     cell(tr, r.status === "pending" ? `expires ${utc(r.expires_ns)}` : r.detail);
     const td = cell(tr, "");
     if (can("canApprove") && r.status === "pending" && r.requester !== me) {

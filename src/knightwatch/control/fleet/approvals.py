@@ -88,8 +88,16 @@ class Requests:
         self.killswitch = killswitch
         self.plane = killswitch.plane
 
-    async def create(self, scope: Scope, key: str, reason: str, preflight: str = "") -> Request:
-        entry = await self.killswitch.request_resume(scope, key, reason)
+    async def create(
+        self,
+        scope: Scope,
+        key: str,
+        reason: str,
+        preflight: str = "",
+        ramp: tuple[tuple[float, float], ...] = (),
+    ) -> Request:
+        """A pending request for a resume that ramps through `ramp` (signed with it)."""
+        entry = await self.killswitch.request_resume(scope, key, reason, ramp=ramp)
         request = Request(entry.command_id[:12], entry, preflight=preflight)
         await self.plane.put_record(
             Bucket.APPROVALS, request.id, _ENCODER.encode(request), expected_revision=ABSENT

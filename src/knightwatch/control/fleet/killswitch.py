@@ -47,7 +47,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
-from knightwatch.trust.command import Checked, Refused, check_state
+from knightwatch.trust.command import Checked, Refused, check_state, ramp_problem
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.store import TrustStore
 
@@ -240,13 +240,19 @@ class KillSwitch:
         return msgspec.structs.replace(result, entry=stored_entry[0])
 
     async def request_resume(
-        self, scope: Scope, key: str, reason: str, ttl_s: float = REQUEST_TTL_S
+        self,
+        scope: Scope,
+        key: str,
+        reason: str,
+        ttl_s: float = REQUEST_TTL_S,
+        ramp: tuple[tuple[float, float], ...] = (),
     ) -> StateEntry:
         """A resume of the halt stored now, signed by this switch's signer only.
 
-        It names the halt it lifts and the revision it was decided on, and
-        expires after `ttl_s`; approvers co-sign it (`StateEntry.cosigned`)
-        and `apply_resume` stores it.
+        It names the halt it lifts and the revision it was decided on, carries
+        `ramp` (the stages nodes hold from when they apply it: fraction of the
+        limits, seconds), and expires after `ttl_s`; approvers co-sign it
+        (`StateEntry.cosigned`) and `apply_resume` stores it.
 
         A slot whose stored entry nobody trusts (it does not verify, cannot be
         decoded, was deleted, or is a resume the slot's history does not show
@@ -256,6 +262,9 @@ class KillSwitch:
         first, by this switch's signer (a stop: one person, nothing loosened),
         and the request names that kill, which every node then holds.
         """
+        problem = ramp_problem(ramp)
+        if problem is not None:
+            raise KillSwitchError(problem)
         entry = self._entry(scope, key, TradingState.ACTIVE, reason)
         current, revision, ok = await self.current(entry.scope, entry.key)
         if revision == 0 or (ok and current is not None and current.state is TradingState.ACTIVE):
@@ -272,6 +281,7 @@ class KillSwitch:
             expires_ns=issued + int(ttl_s * 1e9),
             supersedes=lifts,
             decided_on=revision,
+            ramp=ramp,
         ).signed(self.signer.key)
 
     async def _rehalt(self, scope: Scope, key: str, revision: int) -> tuple[StateEntry, int]:

@@ -102,7 +102,15 @@ from knightwatch.order import Fill, Order
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import FLEET_KEY, Scope, TradingState
-from knightwatch.trust.command import Checked, Refused, StateCommand, TrustReason, check_state
+from knightwatch.trust.command import (
+    Checked,
+    Refused,
+    StateCommand,
+    TrustReason,
+    check_state,
+    ramp_ends_ns,
+    ramp_fraction,
+)
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.rampproof import check_ramp
 from knightwatch.trust.roster import Role
@@ -206,6 +214,9 @@ class NodeRuntime:
         self.base_limits = guard.limits
         """The limits this node was started with; a ramp stage scales these."""
         self._ramps: dict[str, RampRecord] = {}
+        # per slot, the resume in force whose signed ramp this node holds by its own clock,
+        # and when (monotonic ns) that ramp started here
+        self._plans: dict[str, tuple[StateEntry, int]] = {}
         self.plane = plane
         self.node_id = guard.node
         self.trust = trust
@@ -521,7 +532,7 @@ class NodeRuntime:
         return entry.scope is not Scope.NODE or entry.key == self.node_id
 
     def _apply(
-        self, entry: StateEntry, checked: Checked | None = None
+        self, entry: StateEntry, checked: Checked | None = None, *, live: bool = True
     ) -> Callable[[], None] | None:
         """Apply to the Guard if newer than what this node holds; None if nothing changed.
 
@@ -536,6 +547,8 @@ class NodeRuntime:
         automatic halt's own source when that entry was one (actor "guard:<code>"),
         else the operator latch `halted`. So resuming an operator kill never lifts
         a loss stop, and an automatic halt is lifted only by resuming that halt.
+        Its signed ramp is in force before the latch lifts (`_hold_plan`); a halt
+        of the slot ends it.
         """
         if not self._concerns_me(entry):
             return None
@@ -556,11 +569,12 @@ class NodeRuntime:
         actor = checked.describe() if checked is not None else entry.actor
         if entry.state is TradingState.ACTIVE:
             source = held.source if held is not None else RejectReason.HALTED
+            self._hold_plan(entry, live=live)  # scaled limits first, then the latch lifts
             # a resume is recorded before the latch lifts (if it cannot be, nothing lifts)
             self.guard.resume(entry.scope, entry.key, entry.reason, actor, code=source)
             self._on_resumed(entry.scope, entry.key, source)
             return _nothing
-        return self.guard.latch(
+        report = self.guard.latch(
             entry.scope,
             entry.key,
             entry.reason,
@@ -568,6 +582,28 @@ class NodeRuntime:
             state=TradingState(entry.state),
             code=entry.source,
         )
+        if self._plans.pop(entry.slot, None) is None:
+            return report
+
+        def then() -> None:  # the halted slot's ramp is over: after the confirmation
+            report()
+            self._apply_ramps()
+
+        return then
+
+    def _hold_plan(self, entry: StateEntry, *, live: bool) -> None:
+        """Hold the ramp a resume was signed with, from now (`live`) or, for one read from
+        the store at a start, from the latest it can have been applied: its expiry, or now
+        if sooner (the node may hold a stage longer than the fleet, never shorter)."""
+        self._plans.pop(entry.slot, None)
+        if not entry.ramp:
+            return
+        now = self.clock.monotonic_ns()
+        if not live:
+            wall = self.clock.time_ns()
+            now -= max(0, wall - min(wall, entry.expires_ns))
+        self._plans[entry.slot] = (entry, now)
+        self._apply_ramps()
 
     # --- automatic halts made durable ---------------------------------------------
     def _on_guard_halt(self, scope: Scope, key: str, halt: Halt) -> None:
@@ -809,7 +845,7 @@ class NodeRuntime:
                 if entry is None:
                     continue
             judged[entry.slot] = entry
-            report = self._apply(entry, checked)
+            report = self._apply(entry, checked, live=False)
             if report is not None:
                 changed.append((entry, report))
         later: list[Callable[[], None]] = []
@@ -983,16 +1019,36 @@ class NodeRuntime:
             detail=exc.detail[:500],
         )
 
+    def _plan_fraction(self, slot: str) -> float:
+        """What the signed ramp of the resume in force at `slot` allows now (1.0: none)."""
+        held = self._plans.get(slot)
+        if held is None:
+            return 1.0
+        entry, start = held
+        return ramp_fraction(entry.ramp, self.clock.monotonic_ns() - start)
+
     def ramp_fraction(self) -> float:
-        """The fraction of its limits this node trades at: the tightest ramp holding it."""
+        """The fraction of its limits this node trades at: the tightest of the ramp records
+        holding it and the signed ramps of the resumes in force (by this node's clock)."""
+        now = self.clock.monotonic_ns()
+        for slot, (entry, start) in list(self._plans.items()):
+            if now - start >= ramp_ends_ns(entry.ramp):
+                del self._plans[slot]  # run through: full limits, as far as it goes
         held = [r.fraction for r in self._ramps.values() if r.holds]
+        held += [self._plan_fraction(slot) for slot in self._plans]
         return min(held, default=1.0)
 
     def _apply_ramps(self) -> None:
         fraction = self.ramp_fraction()
         wanted = scaled(self.base_limits, fraction)
         if wanted.version != self.guard.limits.version:
-            ids = ",".join(sorted({r.ramp_id for r in self._ramps.values() if r.holds})) or "-"
+            ids = ",".join(
+                sorted(
+                    {r.ramp_id for r in self._ramps.values() if r.holds}
+                    | {e.command_id[:12] for e, _ in self._plans.values()}
+                )
+            )
+            ids = ids or "-"
             self.guard.set_limits(wanted, actor=f"ramp:{ids}")
             log.warning(
                 "RAMP_APPLIED node=%s limits=%s ramps=%s", self.node_id, wanted.version, ids
@@ -1059,6 +1115,8 @@ class NodeRuntime:
             if not self.admitted:
                 self._store_lost(await self._resync())
                 log.warning("node %s: kill state resynced; re-admitted", self.node_id)
+            if self._plans:
+                self._apply_ramps()  # a signed ramp steps up by this node's clock
             self._renew()
             await self.plane.heartbeat(self.status())
         except ControlPlaneUnavailable as exc:

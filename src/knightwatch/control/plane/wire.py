@@ -40,7 +40,9 @@ class StateEntry(msgspec.Struct, frozen=True):
     (`knightwatch.trust.check_state` verifies it); an entry without one, or
     whose fields differ from what was signed, is refused by every reader.
     A resume names the halt it lifts (`supersedes`, its command id) and the
-    store revision it was decided on (`decided_on`).
+    store revision it was decided on (`decided_on`), and carries its ramp
+    (`ramp`: fraction of the limits and seconds held per stage, signed by both
+    people), which every node holds by its own clock from when it applies it.
     """
 
     scope: Scope
@@ -54,6 +56,7 @@ class StateEntry(msgspec.Struct, frozen=True):
     supersedes: str = ""
     decided_on: int = 0
     proof: Envelope | None = None
+    ramp: tuple[tuple[float, float], ...] = ()
 
     def command(self) -> StateCommand:
         """What the signatures cover."""
@@ -68,6 +71,7 @@ class StateEntry(msgspec.Struct, frozen=True):
             self.expires_ns,
             self.supersedes,
             self.decided_on,
+            self.ramp,
         )
 
     def signed(self, *keys: SigningKey) -> StateEntry:

@@ -1,0 +1,112 @@
+"""The kill-switch command check: a resume's signed ramp, and what it allows over time."""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from knightwatch.release.dsse import add_signature, new_envelope
+from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import (
+    COMMAND_PAYLOAD_TYPE,
+    MAX_RAMP_S,
+    Refused,
+    StateCommand,
+    TrustReason,
+    check_state,
+    ramp_ends_ns,
+    ramp_fraction,
+    ramp_problem,
+    sign_command,
+)
+
+from ..identities import ALICE, BOB, KIT
+
+NOW = 10**18
+HOUR = 3600 * 10**9
+
+
+def _command(state: TradingState, **fields: object) -> StateCommand:
+    base: dict[str, object] = {
+        "scope": Scope.FLEET,
+        "key": "fleet",
+        "state": state,
+        "reason": "test",
+        "actor": "alice",
+        "command_id": "c" * 32,
+        "issued_ns": NOW,
+        "expires_ns": NOW + HOUR,
+    }
+    if state is TradingState.ACTIVE:
+        base |= {"supersedes": "k" * 32, "decided_on": 2}
+    return StateCommand(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_a_kill_carrying_a_ramp_is_refused() -> None:
+    command = _command(TradingState.HALTED, ramp=((0.5, 1.0), (1.0, 0.0)))
+    with pytest.raises(Refused) as caught:
+        check_state(command, sign_command(command, ALICE.key), KIT.roster, now_ns=NOW, live=True)
+    assert caught.value.reason is TrustReason.MALFORMED
+    assert "only a resume carries one" in caught.value.detail
+
+
+def test_a_resume_is_checked_with_its_ramp_and_a_changed_ramp_is_refused() -> None:
+    command = _command(TradingState.ACTIVE, ramp=((0.1, 60.0), (1.0, 0.0)))
+    proof = add_signature(sign_command(command, ALICE.key), BOB.key)
+    checked = check_state(command, proof, KIT.roster, now_ns=NOW, live=True)
+    assert (checked.actor, checked.approvers) == ("alice", ("bob",))
+    quicker = msgspec.structs.replace(command, ramp=((1.0, 0.0),))
+    with pytest.raises(Refused) as caught:
+        check_state(quicker, proof, KIT.roster, now_ns=NOW, live=True)
+    assert caught.value.reason is TrustReason.PAYLOAD_MISMATCH
+
+
+def test_a_command_signed_before_resumes_carried_ramps_still_verifies() -> None:
+    """Entries stored by an earlier version have no `ramp` in their signed payload."""
+    command = _command(TradingState.HALTED)
+    legacy = msgspec.json.encode(
+        {k: v for k, v in msgspec.to_builtins(command).items() if k != "ramp"}
+    )
+    assert b"ramp" not in legacy
+    proof = add_signature(new_envelope(COMMAND_PAYLOAD_TYPE, legacy), ALICE.key)
+    assert base64.b64decode(proof.payload) == legacy
+    checked = check_state(command, proof, KIT.roster, now_ns=NOW, live=True)
+    assert checked.actor == "alice"
+
+
+def test_a_signed_ramp_over_the_longest_allowed_is_refused() -> None:
+    command = _command(TradingState.ACTIVE, ramp=((0.1, MAX_RAMP_S), (0.5, 1.0), (1.0, 0.0)))
+    proof = add_signature(sign_command(command, ALICE.key), BOB.key)
+    with pytest.raises(Refused, match="must total at most"):
+        check_state(command, proof, KIT.roster, now_ns=NOW, live=True)
+
+
+_fractions = st.lists(st.floats(0.01, 1.0), min_size=0, max_size=6).map(sorted)
+_holds = st.floats(0.0, 600.0)
+
+
+@given(_fractions, st.lists(_holds, min_size=7, max_size=7), st.integers(0, 5 * HOUR))
+def test_what_a_ramp_allows_never_falls_and_reaches_full_limits_when_it_ends(
+    fractions: list[float], holds: list[float], elapsed_ns: int
+) -> None:
+    ramp = tuple(zip([*fractions, 1.0], holds, strict=False))
+    assert ramp_problem(ramp) is None
+    now = ramp_fraction(ramp, elapsed_ns)
+    assert now in [f for f, _ in ramp]
+    assert ramp_fraction(ramp, elapsed_ns + 10**9) >= now  # never tighter later
+    assert ramp_fraction(ramp, 0) == ramp[0][0] or int(ramp[0][1] * 1e9) == 0  # sub-ns hold
+    ends = ramp_ends_ns(ramp)
+    assert ramp_fraction(ramp, ends) == 1.0
+    # never looser than the stage signed for that time (a brute-force walk of the stages)
+    at = 0.0
+    for fraction, hold in ramp[:-1]:
+        at += hold
+        if elapsed_ns < int(at * 1e9):
+            assert now <= fraction
+            break
+    else:
+        assert now == 1.0
