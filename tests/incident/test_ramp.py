@@ -346,6 +346,17 @@ async def test_the_ramp_signed_with_the_resume_holds_on_every_node_by_its_own_cl
     assert node.ramp_fraction() == 0.25
     await ks.kill(Scope.FLEET, "", "third", timeout_s=0.5)
     assert node.ramp_fraction() == 1.0 and not f.order(node)
+    # a node that starts after the request expired counts the ramp from that expiry: one
+    # whose stages ran out since then starts at full limits, not at stage one again
+    short = await ks.request_resume(
+        Scope.FLEET, "fleet", "fixed", ttl_s=0.3, ramp=((0.25, 0.3), (1.0, 0.0))
+    )
+    assert (await ks.apply_resume(short.cosigned(BOB.key), timeout_s=0.5)).ok
+    assert node.ramp_fraction() == 0.25
+    await asyncio.sleep(0.8)  # expired 0.3 s in, its 0.3 s stage over by 0.6 s
+    fresh = await f.add("n3")
+    assert f.order(fresh) and fresh.ramp_fraction() == 1.0
+    assert fresh.guard.limits.version == "desk"
     await f.stop()
 
 
