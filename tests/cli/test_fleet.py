@@ -85,7 +85,9 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     )
     code, out = invoke("approve", request.group(1), "--config", str(slow), *as_("bob"))
     assert code == 0, out
-    assert "are not the request's; the request's stages apply" in " ".join(out.split()), out
+    flat = " ".join(out.split())
+    assert "are not the request's; the request's stages apply" in flat, out
+    assert "ramp (signed with the request): 10% for 0.3 s, then 100%" in flat, out
     assert "preflight fleet 'fleet': PASS" in out and "stage 1/2: 10% of limits" in out, out
     assert "complete" in out and "full limits" in out, out
     code, out = invoke("status", *as_("carol"))

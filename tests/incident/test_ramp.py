@@ -156,6 +156,12 @@ def test_plan_validation_names_the_stage() -> None:
         RampPlan(stages=(Stage(0.1, 1.0),))
     with pytest.raises(RampError, match="fractions must not decrease"):
         RampPlan(stages=(Stage(0.5, 1.0), Stage(0.1, 1.0), Stage(1.0, 1.0)))
+    # what a resume may carry: finite holds within a day, at most 16 stages
+    for hold in (float("inf"), float("nan"), 90_000.0):
+        with pytest.raises(RampError, match=r"stages\[0\]\.hold_s: must be within 0\.\.86400"):
+            RampPlan(stages=(Stage(0.1, hold), Stage(1.0, 1.0)))
+    with pytest.raises(RampError, match="at most 16 stages"):
+        RampPlan(stages=(*(Stage(0.5, 1.0) for _ in range(16)), Stage(1.0, 0.0)))
 
 
 async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:

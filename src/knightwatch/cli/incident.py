@@ -175,12 +175,13 @@ async def approve_flow(
                 highlight=False,
             )
         plan = signed
+    source = "signed with the request" if request is not None and request.entry.ramp else "--config"
 
     def heard(checklist: Checklist, halted: list[str]) -> None:
         _print_preflight(checklist, halted)
         if checklist.passed:
             watch = RampWatch(checklist.scope, checklist.key, plan, 0, [])
-            console.print(f"ramp (signed with the request): {plan.describe()}", highlight=False)
+            console.print(f"ramp ({source}): {plan.describe()}", highlight=False)
             console.print(f"ramp trips on: {watch.would_trip()}")
 
     return await workflow.approve_resume(

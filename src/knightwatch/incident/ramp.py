@@ -50,7 +50,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.state import Scope, TradingState, scope_key
-from knightwatch.trust.command import Refused
+from knightwatch.trust.command import Refused, ramp_problem
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.rampproof import check_ramp
 from knightwatch.trust.roster import Roster
@@ -116,6 +116,10 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             problems.append(f"spike_ratio: must be in (0, 1] (got {self.spike_ratio})")
         if self.apply_timeout_s <= 0:
             problems.append(f"apply_timeout_s: must be > 0 (got {self.apply_timeout_s})")
+        if not problems:  # what a resume's signed stages must also meet (finite, bounded)
+            signed = ramp_problem(self.signed)
+            if signed is not None:
+                problems.append(signed.replace("ramp[", "stages[", 1).removeprefix("ramp: "))
         if problems:
             raise RampError("ramp: " + "; ".join(problems))
 
