@@ -96,18 +96,12 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.stages:
-            problems.append("stages: at least one stage")
-        for i, st in enumerate(self.stages):
-            if not 0.0 < st.fraction <= 1.0:
-                problems.append(f"stages[{i}].fraction: must be in (0, 1] (got {st.fraction})")
-            if st.hold_s < 0:
-                problems.append(f"stages[{i}].hold_s: must be >= 0 (got {st.hold_s})")
-        fractions = [st.fraction for st in self.stages]
-        if fractions != sorted(fractions):
-            problems.append("stages: fractions must not decrease")
-        if self.stages and self.stages[-1].fraction != 1.0:
-            problems.append("stages: the last stage must be 1.0 (full limits)")
+        # the stages meet what a resume may carry, since a request signs them in
+        stages = (
+            ramp_problem(self.signed, "stages") if self.stages else "stages: at least one stage"
+        )
+        if stages is not None:
+            problems.append(stages)
         if self.spike_min_blocks < 1:
             problems.append(f"spike_min_blocks: must be >= 1 (got {self.spike_min_blocks})")
         if self.spike_blocks_per_s <= 0:
@@ -116,10 +110,6 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             problems.append(f"spike_ratio: must be in (0, 1] (got {self.spike_ratio})")
         if self.apply_timeout_s <= 0:
             problems.append(f"apply_timeout_s: must be > 0 (got {self.apply_timeout_s})")
-        if not problems:  # what a resume's signed stages must also meet (finite, bounded)
-            signed = ramp_problem(self.signed)
-            if signed is not None:
-                problems.append(signed.replace("ramp[", "stages[", 1).removeprefix("ramp: "))
         if problems:
             raise RampError("ramp: " + "; ".join(problems))
 

@@ -104,25 +104,26 @@ MAX_RAMP_S = 24 * 3600.0
 """The longest a signed ramp may hold limits below full (its stages before the last)."""
 
 
-def ramp_problem(ramp: tuple[tuple[float, float], ...]) -> str | None:
+def ramp_problem(ramp: tuple[tuple[float, float], ...], name: str = "ramp") -> str | None:
     """What is wrong with a resume's signed ramp, or None: fractions in (0, 1] that never
     decrease and end at 1.0, holds of finite seconds >= 0, at most `MAX_RAMP_STAGES`
-    stages and `MAX_RAMP_S` below full limits."""
+    stages and `MAX_RAMP_S` below full limits. `name` is the field the message names
+    (a config file's `[ramp]` calls it `stages`)."""
     if len(ramp) > MAX_RAMP_STAGES:
-        return f"ramp: at most {MAX_RAMP_STAGES} stages (got {len(ramp)})"
+        return f"{name}: at most {MAX_RAMP_STAGES} stages (got {len(ramp)})"
     last = 0.0
     for i, (fraction, hold_s) in enumerate(ramp):
         if not 0.0 < fraction <= 1.0:
-            return f"ramp[{i}].fraction: must be in (0, 1] (got {fraction})"
+            return f"{name}[{i}].fraction: must be in (0, 1] (got {fraction})"
         if fraction < last:
-            return f"ramp[{i}].fraction: must not be below the stage before ({last})"
+            return f"{name}[{i}].fraction: must not be below the stage before ({last})"
         if not 0.0 <= hold_s <= MAX_RAMP_S:
-            return f"ramp[{i}].hold_s: must be within 0..{MAX_RAMP_S:g} s (got {hold_s})"
+            return f"{name}[{i}].hold_s: must be within 0..{MAX_RAMP_S:g} s (got {hold_s})"
         last = fraction
     if ramp and ramp[-1][0] != 1.0:
-        return "ramp: the last stage must be 1.0 (full limits)"
-    if sum(h for _, h in ramp[:-1]) > MAX_RAMP_S:
-        return f"ramp: its stages below full limits must total at most {MAX_RAMP_S:g} s"
+        return f"{name}: the last stage must be 1.0 (full limits)"
+    if ramp_ends_ns(ramp) > MAX_RAMP_S * 1e9:
+        return f"{name}: its stages below full limits must total at most {MAX_RAMP_S:g} s"
     return None
 
 

@@ -595,15 +595,15 @@ class NodeRuntime:
         """Hold the ramp a resume was signed with, from now (`live`) or, for one read from
         the store at a start, from the latest it can have been applied: its expiry, or now
         if sooner (the node may hold a stage longer than the fleet, never shorter)."""
-        self._plans.pop(entry.slot, None)
-        if not entry.ramp:
-            return
-        now = self.clock.monotonic_ns()
-        if not live:
-            wall = self.clock.time_ns()
-            now -= max(0, wall - min(wall, entry.expires_ns))
-        self._plans[entry.slot] = (entry, now)
-        self._apply_ramps()
+        dropped = self._plans.pop(entry.slot, None)
+        if entry.ramp:
+            now = self.clock.monotonic_ns()
+            if not live:
+                wall = self.clock.time_ns()
+                now -= max(0, wall - min(wall, entry.expires_ns))
+            self._plans[entry.slot] = (entry, now)
+        if entry.ramp or dropped is not None:
+            self._apply_ramps()
 
     # --- automatic halts made durable ---------------------------------------------
     def _on_guard_halt(self, scope: Scope, key: str, halt: Halt) -> None:
@@ -1019,36 +1019,31 @@ class NodeRuntime:
             detail=exc.detail[:500],
         )
 
-    def _plan_fraction(self, slot: str) -> float:
-        """What the signed ramp of the resume in force at `slot` allows now (1.0: none)."""
-        held = self._plans.get(slot)
-        if held is None:
-            return 1.0
-        entry, start = held
-        return ramp_fraction(entry.ramp, self.clock.monotonic_ns() - start)
-
     def ramp_fraction(self) -> float:
         """The fraction of its limits this node trades at: the tightest of the ramp records
         holding it and the signed ramps of the resumes in force (by this node's clock)."""
+        held = [r.fraction for r in self._ramps.values() if r.holds]
         now = self.clock.monotonic_ns()
         for slot, (entry, start) in list(self._plans.items()):
             if now - start >= ramp_ends_ns(entry.ramp):
                 del self._plans[slot]  # run through: full limits, as far as it goes
-        held = [r.fraction for r in self._ramps.values() if r.holds]
-        held += [self._plan_fraction(slot) for slot in self._plans]
+            else:
+                held.append(ramp_fraction(entry.ramp, now - start))
         return min(held, default=1.0)
 
     def _apply_ramps(self) -> None:
         fraction = self.ramp_fraction()
         wanted = scaled(self.base_limits, fraction)
         if wanted.version != self.guard.limits.version:
-            ids = ",".join(
-                sorted(
-                    {r.ramp_id for r in self._ramps.values() if r.holds}
-                    | {e.command_id[:12] for e, _ in self._plans.values()}
+            ids = (
+                ",".join(
+                    sorted(
+                        {r.ramp_id for r in self._ramps.values() if r.holds}
+                        | {e.command_id[:12] for e, _ in self._plans.values()}
+                    )
                 )
+                or "-"
             )
-            ids = ids or "-"
             self.guard.set_limits(wanted, actor=f"ramp:{ids}")
             log.warning(
                 "RAMP_APPLIED node=%s limits=%s ramps=%s", self.node_id, wanted.version, ids
