@@ -10,7 +10,10 @@ announcement, durable store write, confirmations) handled by real
 echo set per size) and prints one table. The server runs with authorization on,
 every client logs in with its key, each kill is signed by the operator and each
 node verifies the signature and the signer's role before applying it; the
-floor's echo processes log in too.
+floor's echo processes log in too. Each size also prints the CPU one node process
+spends per kill against what one echo process spends per probe (Linux /proc; both
+include what runs meanwhile, such as heartbeats): on a machine with fewer cores
+than processes, latency follows the fleet's total CPU per command.
 
     .venv/bin/python bench/kill_bench.py [--kills 200] [--nodes 8,16,32] [--json FILE]
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -43,6 +47,15 @@ from knightwatch.trust.roster import Role
 BLOCK = 25
 FLOOR_SUBJECT = "kw.venue.orders"
 """A subject the echoes (venue identity) may read and answer and the prober (a node) may send."""
+
+
+def cpu_ms(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far, in ms (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -129,6 +142,9 @@ async def measure(n_nodes: int, n_kills: int, console: Console) -> dict[str, flo
                 await asyncio.sleep(0.002)
             kills: list[float] = []
             floors: list[float] = []
+            node_pids = [p.pid for p in nodes.procs.values()]
+            echo_pids = [p.pid for p in echoes]
+            node_cpu, echo_cpu = cpu_ms(node_pids), cpu_ms(echo_pids)
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("kills", total=n_kills)
                 while len(kills) < n_kills:
@@ -139,6 +155,8 @@ async def measure(n_nodes: int, n_kills: int, console: Console) -> dict[str, flo
                         kills.append(await kill_once())
                         progress.advance(task)
                         await asyncio.sleep(0.002)
+            node_cpu = (cpu_ms(node_pids) - node_cpu) / n_nodes / len(kills)
+            echo_cpu = (cpu_ms(echo_pids) - echo_cpu) / n_nodes / len(floors)
             await nc.close()
         finally:
             await plane.close()
@@ -159,6 +177,9 @@ async def measure(n_nodes: int, n_kills: int, console: Console) -> dict[str, flo
         "floor_p99_ms": round(percentile(floors, 99), 3),
         "floor_p999_ms": round(percentile(floors, 99.9), 3),
         "floor_max_ms": round(max(floors), 3),
+        # per process and command, with the background both kinds run meanwhile (heartbeats)
+        "node_cpu_ms_per_kill": round(node_cpu, 3),
+        "echo_cpu_ms_per_probe": round(echo_cpu, 3),
     }
 
 
@@ -192,7 +213,9 @@ def main() -> None:
         results.append(result)
         console.print(
             f"{n} nodes: kill p50 {result['kill_p50_ms']} ms p99 {result['kill_p99_ms']} ms; "
-            f"floor p50 {result['floor_p50_ms']} ms p99 {result['floor_p99_ms']} ms"
+            f"floor p50 {result['floor_p50_ms']} ms p99 {result['floor_p99_ms']} ms; "
+            f"CPU per node process and kill {result['node_cpu_ms_per_kill']} ms, "
+            f"per echo process and probe {result['echo_cpu_ms_per_probe']} ms"
         )
     table = Table(
         title=f"kill (signed, verified by each node) -> confirmed by every node process "

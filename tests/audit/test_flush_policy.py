@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from knightwatch.audit import FlightRecorder, FsyncPolicy, verify_file
-from knightwatch.audit.log import is_seal
+from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, is_seal
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED
 
@@ -135,3 +135,31 @@ def test_policy_accepts_its_string_value(clock: SimClock) -> None:
     rec = FlightRecorder(None, clock=clock, fsync="none")  # type: ignore[arg-type]
     rec.record_decision(order(1), ACCEPTED, CTX, RULES)
     assert rec.flush()
+
+
+def _fsynced(rec: FlightRecorder) -> None:
+    """Wait until an fsync has covered everything written (sealing what is handed over)."""
+    deadline = time.monotonic() + 10
+    while rec._synced_end != rec._end:
+        assert time.monotonic() < deadline, "no fsync covered the records"
+        rec.ready()  # appends the seal the background thread prepared; the fsync follows
+        time.sleep(0.005)
+
+
+def test_the_pages_made_writable_after_an_fsync_follow_what_was_written(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """Every page made writable ahead is dirtied, so each fsync writes it back: a recorder
+    that writes one event per kill keeps the least window, one under load the most."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=1, flush_interval_ms=1)
+    rec.record_event("halt", CTX, scope="fleet")
+    _fsynced(rec)
+    assert rec._ahead == PREFAULT_MIN
+    for i in range(4000):  # about 1.5 MB before the next fsync
+        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
+    _fsynced(rec)
+    assert rec._ahead == PREFAULT
+    rec.record_event("halt", CTX, scope="fleet")
+    _fsynced(rec)
+    assert rec._ahead == PREFAULT_MIN
+    rec.close()

@@ -39,7 +39,10 @@ RESERVE = 4 * 1024 * 1024
 
 _CHUNK = 1024 * 1024
 PREFAULT = 1024 * 1024
-"""Bytes ahead of the data whose pages are made writable off the order path."""
+"""The most bytes ahead of the data whose pages are made writable off the order path."""
+PREFAULT_MIN = 64 * 1024
+"""The least: a recorder that writes little (a node between kills) keeps a short window,
+because every page made writable is dirty, and every fsync writes it back again."""
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault pages in writable without changing them
 
 

@@ -306,6 +306,23 @@ async def test_a_kill_is_confirmed_before_it_is_recorded_or_logged(
     await stop_all(nodes)
 
 
+async def test_records_left_for_after_the_confirmation_keep_the_order_commands_applied() -> None:
+    fabric = MemoryFabric()
+    node = make_node("n1", await plane_on(fabric), SimClock(1_000 * S))
+    await node.start()
+    rec = node.guard.recorder
+    kill = entry(command_id="k1", issued_ns=50)
+    resume = entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=100, supersedes="k1")
+    await node._on_state(kill)  # confirmed; its record waits for the next loop turn
+    await node._on_state(resume)  # ...which has not come: the resume is applied first
+    await asyncio.sleep(0)
+    rec.flush()
+    kinds = [k for line in rec.lines for k in (b"halt", b"resume") if b'"kind":"%s"' % k in line]
+    assert kinds == [b"halt", b"resume"]  # never a halt recorded after the resume lifting it
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    await node.stop()
+
+
 async def test_each_kill_is_handled_once_though_it_arrives_twice() -> None:
     _, _, nodes, ks = await fleet(1)
     node = nodes[0]

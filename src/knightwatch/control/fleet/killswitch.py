@@ -229,13 +229,15 @@ class KillSwitch:
         self._arrivals[entry.command_id] = {}
         start = asyncio.get_running_loop().time()
         deadline = start + timeout_s
+        durable_deadline = start + max(durable_timeout_s, timeout_s)
+        stored_entry: list[StateEntry] = [entry]
+        # The store write is scheduled first but starts only at the next await, after the
+        # announcement is queued: both leave in one socket write, the announcement first.
+        durable = asyncio.create_task(self._store(stored_entry, durable_deadline))
         try:
             await self.plane.announce_state(entry)
         except ControlPlaneUnavailable as exc:
             log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
-        durable_deadline = start + max(durable_timeout_s, timeout_s)
-        stored_entry: list[StateEntry] = [entry]
-        durable = asyncio.create_task(self._store(stored_entry, durable_deadline))
         result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
         return msgspec.structs.replace(result, entry=stored_entry[0])
 

@@ -243,6 +243,8 @@ class NodeRuntime:
         self._auto: dict[tuple[Scope, str], Halt] = {}
         """The Guard's own halts still in force, kept so they can be stored (again)."""
         self._confirmed_at: dict[str, int] = {}
+        self._reports: list[Callable[[], None]] = []
+        """Records and log lines of confirmed commands, written once their confirmation left."""
         self._last_renewal_ns = 0
         self._started_ns = clock.time_ns()
         self._tasks: list[asyncio.Task[None]] = []
@@ -387,6 +389,7 @@ class NodeRuntime:
 
     async def stop(self) -> None:
         self._running = False
+        self._report_now()
         self._revoke("node stopping")
         for task in [*self._tasks, *self._background]:
             task.cancel()
@@ -552,6 +555,7 @@ class NodeRuntime:
         """
         if not self._concerns_me(entry):
             return None
+        self._report_now()  # what came before is recorded before anything else changes
         held = self._applied.get(entry.slot)
         seen = entry.command_id in self._seen
         self._seen[entry.command_id] = None
@@ -744,7 +748,7 @@ class NodeRuntime:
                 self._start_drain(entry)
             else:
                 await self._confirm(entry)
-                report()
+                self._report_later(report)
             return
         if not self._holds_effect(entry):
             return
@@ -754,6 +758,26 @@ class NodeRuntime:
         # or our confirmation lost in a reconnect). Answer, but not to every echo of it.
         if last is None or now - last >= _RECONFIRM_NS:
             await self._confirm(entry)
+
+    def _report_later(self, report: Callable[[], None]) -> None:
+        """Record and log a confirmed command once its confirmation has left the process.
+
+        The publish only queued it: the client's flusher, woken by that publish, runs
+        before a callback scheduled now, so the confirmation's socket write is not kept
+        waiting for the record and the log line (the kill's latency is the slowest node's).
+        Reports run in the order their commands were applied (`_apply` writes any still
+        waiting before it changes anything)."""
+        self._reports.append(report)
+        if len(self._reports) == 1:
+            asyncio.get_running_loop().call_soon(self._report_now)
+
+    def _report_now(self) -> None:
+        while self._reports:
+            report = self._reports.pop(0)
+            try:
+                report()
+            except Exception:
+                log.exception("node %s: a confirmed command was not recorded", self.node_id)
 
     def _drains(self, entry: StateEntry) -> bool:
         """Whether this command's confirmation waits for a drain (a kill on a gateway)."""
