@@ -4,6 +4,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import (
@@ -76,3 +78,23 @@ def test_keys_new_refuses_a_planted_symlink_and_writes_nothing(tmp_path: Path) -
     with pytest.raises(ReleaseInputError, match="symlink"):
         write_key_pair(tmp_path, "dangling")
     assert not (tmp_path / "nowhere").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300), flip=st.integers(min_value=0))
+def test_a_signature_verifies_only_over_its_own_bytes_by_its_own_key(
+    data: bytes, flip: int
+) -> None:
+    key, other = SigningKey.generate(), SigningKey.generate()
+    sig = key.sign(data)
+    assert key.public.verify(sig, data)
+    assert not other.public.verify(sig, data)
+    bad = bytearray(sig)
+    bad[(flip // 8) % len(sig)] ^= 1 << (flip % 8)  # any one bit of the signature
+    assert not key.public.verify(bytes(bad), data)
+    if data:
+        changed = bytearray(data)
+        changed[(flip // 8) % len(data)] ^= 1 << (flip % 8)  # any one bit of the data
+        assert not key.public.verify(sig, bytes(changed))
+    assert not key.public.verify(sig[:-1], data) and not key.public.verify(sig + b"\0", data)
+    assert not key.public.verify(b"", data)

@@ -8,9 +8,8 @@ a release key readable by every account on a build box is not a release key.
 Keys are made, stored and used for signing with `cryptography`; signatures are
 checked with libsodium (PyNaCl), which does it in half the time OpenSSL takes
 on the machines measured (54 µs against 110 µs), and every node checks the
-signature of every kill before it confirms. libsodium is also the stricter of
-the two (it refuses small-order keys and non-canonical encodings), so nothing
-either refuses is accepted here.
+signature of every kill before it confirms. libsodium also refuses small-order
+keys and non-canonical encodings, which no honest signer produces.
 """
 
 from __future__ import annotations
