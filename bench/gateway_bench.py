@@ -38,9 +38,10 @@ from typing import Any
 
 from knightwatch.audit import FlightRecorder
 from knightwatch.clock import SystemClock
+from knightwatch.control.plane.server import free_port
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient
-from knightwatch.gateway.engine import fix, free_port
+from knightwatch.gateway.engine import fix
 from knightwatch.guard import Guard, LockedGuard
 from knightwatch.limits import Limits
 from knightwatch.order import Fill, Order, Side

@@ -19,6 +19,7 @@ import pytest
 
 from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.clock import SystemClock
+from knightwatch.control.plane.server import free_port
 from knightwatch.gateway.client import FixClient
 from knightwatch.gateway.config import (
     ClientSession,
@@ -26,7 +27,6 @@ from knightwatch.gateway.config import (
     GatewayConfig,
     VenueSession,
 )
-from knightwatch.gateway.engine import free_port
 from knightwatch.gateway.gateway import Gateway
 from knightwatch.gateway.venue import FixVenue
 from knightwatch.guard import LockedGuard

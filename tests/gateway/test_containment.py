@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from knightwatch.control.plane.server import free_port
 from knightwatch.gateway.config import ClientSession, GatewayConfig, VenueSession
 from knightwatch.gateway.containment import ContainmentError, restrict_listener, source_filter
-from knightwatch.gateway.engine import GatewayError, free_port
+from knightwatch.gateway.engine import GatewayError
 from knightwatch.gateway.venue import FixVenue
 
 from .conftest import Rig

@@ -19,12 +19,12 @@ from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.server import free_port
 from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient
 from knightwatch.gateway.config import ClientSession, GatewayConfig, VenueSession
-from knightwatch.gateway.engine import free_port
 from knightwatch.gateway.service import GatewayHost
 from knightwatch.gateway.venue import FixVenue
 from knightwatch.guard import LockedGuard

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,17 +25,11 @@ from pathlib import Path
 import argon2
 
 from knightwatch.console.users import UserStore
+from knightwatch.control.plane.server import free_port
 from knightwatch.release.keys import load_signing_key
 
 PASSWORD = "correct horse battery"
 PEOPLE = ("alice", "bob", "carol")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -37,9 +37,10 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.server import free_port
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient, Received
-from knightwatch.gateway.engine import GatewayError, free_port
+from knightwatch.gateway.engine import GatewayError
 from knightwatch.sim.drill.drill import local_kit
 from knightwatch.state import Scope
 from knightwatch.trust.kit import Kit

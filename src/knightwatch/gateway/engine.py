@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import random
-import socket
 import sys
 import sysconfig
 import traceback
@@ -75,44 +73,6 @@ def spec_path(begin_string: str) -> Path:
         f"the QuickFIX data dictionary {name} is not under share/quickfix of "
         f"{', '.join(str(r) for r in roots)}; reinstall: {INSTALL_HINT}"
     )
-
-
-_LISTEN_PORTS = range(20_000, 32_000)
-"""Below Linux's ephemeral range (32768-60999): no other socket is handed one of these
-by the kernel (binding port 0, connecting out) between picking it and listening on it."""
-
-
-_HANDED: set[int] = set()
-"""Ports `free_port` gave this process. A venue's port and a gateway's are both picked
-before either listens, so the second pick must not trust the bind test alone: it
-would find the first one free and hand it out again (1 in 12,000 per pair)."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (tests and the drill pick ports this way),
-    and not given out by an earlier call in this process.
-
-    Chosen below the ephemeral range: a port the kernel picked for us (port 0) could be
-    given to someone else's outgoing connection before the engine listens on it."""
-    pick = random.SystemRandom()
-    if len(_HANDED) > len(_LISTEN_PORTS) // 2:
-        _HANDED.clear()  # the earliest are long closed; keep the picks quick
-    for _ in range(200):
-        port = pick.choice(_LISTEN_PORTS)
-        if port in _HANDED:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED.add(port)
-        return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        found: int = s.getsockname()[1]
-    _HANDED.add(found)
-    return found
 
 
 class CallbackErrors:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -53,12 +54,43 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+_LISTEN_PORTS = range(20_000, 32_000)
+"""Below Linux's ephemeral range (32768-60999): no other socket is handed one of these
+by the kernel (binding port 0, connecting out) between picking it and listening on it."""
+
+
+_HANDED: set[int] = set()
+"""Ports `free_port` gave this process. A venue's port and a gateway's are both picked
+before either listens, so the second pick must not trust the bind test alone: it
+would find the first one free and hand it out again (1 in 12,000 per pair)."""
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (for cluster configs, which need fixed ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now and not given out by an earlier call in
+    this process (cluster configs, the FIX drill, the local console and tests pick
+    ports this way: the one implementation).
+
+    Chosen below the ephemeral range: a port the kernel picked for us (port 0) could be
+    given to someone else's outgoing connection before the server listens on it."""
+    pick = random.SystemRandom()
+    if len(_HANDED) > len(_LISTEN_PORTS) // 2:
+        _HANDED.clear()  # the earliest are long closed; keep the picks quick
+    for _ in range(200):
+        port = pick.choice(_LISTEN_PORTS)
+        if port in _HANDED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        found: int = s.getsockname()[1]
+    _HANDED.add(found)
+    return found
 
 
 def _config_text(store_dir: Path, max_file: str, extra: str = "") -> str:
