@@ -7,7 +7,8 @@ a release key readable by every account on a build box is not a release key.
 
 Keys are made, stored and used for signing with `cryptography`; signatures are
 checked with libsodium (PyNaCl), which does it in half the time OpenSSL takes
-on the machines measured (54 µs against 110 µs), and every node checks the
+on the machines measured (54-59 µs against 110 µs; the README gives the command),
+and every node checks the
 signature of every kill before it confirms. libsodium also refuses small-order
 keys and non-canonical encodings, which no honest signer produces.
 """
