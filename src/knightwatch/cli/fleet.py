@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import os
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -24,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from knightwatch.cli import logs
 from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
@@ -112,10 +112,11 @@ def _urls(text: str) -> list[str]:
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one async command; expected failures become a red message and exit code 2."""
-    logging.basicConfig(
-        level=os.environ.get("KNIGHTWATCH_LOG", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        logs.configure(os.environ.get("KNIGHTWATCH_LOG", "WARNING"))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] KNIGHTWATCH_LOG: {exc}", highlight=False)
+        raise typer.Exit(2) from None
     try:
         return asyncio.run(make())
     except _EXPECTED as exc:

@@ -1,0 +1,148 @@
+"""Log lines leave through a writer thread: none lost at exit, none changed after the
+call, the caller never stalled by a stuck stream, drops counted and said."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli import logs
+from knightwatch.cli.app import app
+
+
+class Stuck(io.StringIO):
+    """A stream whose writes wait until `release` is set (a stderr pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, s: str) -> int:
+        self.entered.set()
+        self.release.wait()
+        return super().write(s)
+
+
+def _record(msg: str, *args: Any) -> logging.LogRecord:
+    return logging.LogRecord("t", logging.WARNING, "", 0, msg, args or None, None)
+
+
+def _writer(stream: io.StringIO, maxsize: int = 100) -> logs.Writer:
+    w = logs.Writer(stream, logging.Formatter("%(message)s"), maxsize, gather_s=0.0)
+    w.start()
+    return w
+
+
+def test_every_line_logged_before_exit_is_written_in_order() -> None:
+    script = textwrap.dedent(
+        """
+        import logging
+        from knightwatch.cli import logs
+        assert logs.configure("INFO") is not None
+        log = logging.getLogger("kw.test")
+        for i in range(3000):
+            log.warning("line %d", i)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = out.stderr.splitlines()
+    assert [ln.rsplit(" ", 1)[1] for ln in lines] == [str(i) for i in range(3000)]
+    assert all(" WARNING kw.test line " in ln for ln in lines)
+
+
+def test_a_line_says_the_values_it_had_when_it_was_logged() -> None:
+    stream = Stuck()
+    w = _writer(stream)
+    handler = logs.QueuedHandler(w)
+    held = ["before"]
+    handler.emit(_record("first"))  # the writer takes it and waits on the stuck stream
+    assert stream.entered.wait(10)
+    handler.emit(_record("value=%s", held))
+    held[0] = "after"
+    stream.release.set()
+    w.stop()
+    assert stream.getvalue().splitlines() == ["first", "value=['before']"]
+
+
+def test_a_stuck_stream_never_stalls_the_caller_and_drops_are_counted_and_said() -> None:
+    stream = Stuck()
+    w = _writer(stream, maxsize=5)
+    w.put(_record("taken"))
+    assert stream.entered.wait(10)  # the writer is inside write() and stays there
+    for i in range(12):  # returns although nothing can be written: 5 wait, 7 are dropped
+        w.put(_record(f"queued {i}"))
+    assert w.dropped == 7
+    stream.release.set()
+    w.stop()
+    assert not w.is_alive()
+    assert stream.getvalue().splitlines() == [
+        "taken",
+        "7 log lines dropped: the log writer fell 5 lines behind",
+        *(f"queued {i}" for i in range(5)),
+    ]
+
+
+def test_after_stop_lines_are_dropped_not_queued_for_no_one() -> None:
+    stream = io.StringIO()
+    w = _writer(stream)
+    w.put(_record("kept"))
+    w.stop()
+    w.put(_record("late"))
+    assert stream.getvalue() == "kept\n"
+    assert w.dropped == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's")
+def test_the_writer_runs_at_a_lower_priority_than_the_process() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    stream = Stuck()
+    w = _writer(stream)
+    w.put(_record("x"))
+    assert stream.entered.wait(10)  # run() set its priority before it took the line
+    assert w.native_id is not None
+    assert os.getpriority(os.PRIO_PROCESS, w.native_id) == min(base + logs.WRITER_NICE, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's is unchanged
+    stream.release.set()
+    w.stop()
+
+
+def test_configure_leaves_a_configured_root_alone() -> None:
+    root = logging.getLogger()
+    marker = logging.NullHandler()
+    root.addHandler(marker)
+    try:
+        before = list(root.handlers)
+        assert logs.configure("DEBUG") is None
+        assert root.handlers == before
+    finally:
+        root.removeHandler(marker)
+
+
+@pytest.mark.parametrize("level", ["LOUD", "warning", ""])
+def test_an_unknown_level_is_refused_naming_the_known_ones(level: str) -> None:
+    with pytest.raises(ValueError, match="log level must be one of CRITICAL, ERROR, WARNING"):
+        logs.configure(level)
+
+
+def test_the_cli_names_the_variable_of_a_bad_level_in_one_line() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["status", "--nats-url", "nats://127.0.0.1:1"],
+        env={"KNIGHTWATCH_LOG": "LOUD", "COLUMNS": "250"},
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: KNIGHTWATCH_LOG: log level must be one of")
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
