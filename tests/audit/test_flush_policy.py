@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from knightwatch.audit import FlightRecorder, FsyncPolicy, verify_file
-from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, is_seal
+from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, is_seal
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED
 
-from .helpers import CTX, RULES, order
+from .helpers import CTX, RULES, order, resident
 
 MS = 1_000_000
 
@@ -162,4 +162,26 @@ def test_the_pages_made_writable_after_an_fsync_follow_what_was_written(
     rec.record_event("halt", CTX, scope="fleet")
     _fsynced(rec)
     assert rec._ahead == PREFAULT_MIN
+    rec.close()
+
+
+def test_pages_far_ahead_of_the_data_are_read_in_off_the_order_path(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """Beyond the writable window, the background thread reads in up to `PRELOAD_FACTOR`
+    times as much (at least half of that ahead at any time): a record copied there
+    touches memory that is already there."""
+    rec = FlightRecorder(audit_path, clock=clock)
+    for i in range(100):
+        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
+    log = rec._log
+    assert log is not None
+    end = rec._end
+    start = end - end % 4096 + PREFAULT  # past the writable window
+    length = (PRELOAD_FACTOR // 2 - 1) * PREFAULT
+    deadline = time.monotonic() + 5
+    while rec._loaded < end + PRELOAD_FACTOR * PREFAULT // 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rec._loaded >= end + PRELOAD_FACTOR * PREFAULT // 2
+    assert all(resident(log, start, length))
     rec.close()

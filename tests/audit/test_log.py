@@ -1,11 +1,14 @@
-"""The mapped file itself: segments allocated ahead, prefault that changes nothing, cut at close."""
+"""The mapped file itself: segments allocated ahead, prefault and preload that change nothing,
+cut at close."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from knightwatch.audit.log import MappedLog
+from knightwatch.audit.log import MappedLog, _madvise
+
+from .helpers import resident
 
 
 def test_segments_are_allocated_ahead_and_cut_at_close(tmp_path: Path) -> None:
@@ -37,6 +40,32 @@ def test_prefault_changes_no_byte_and_ignores_what_is_not_mapped(tmp_path: Path)
     log.map.write(b"x" * 5000)
     log.prefault(0, 1 << 16)
     log.prefault(10 << 16, 4096)  # far beyond the mapped segments: nothing to do
+    assert os.pread(log.fd, 5001, 0) == b"x" * 5000 + b"\0"
+    log.close(5000)
+    assert path.read_bytes() == b"x" * 5000
+
+
+def test_preload_reads_pages_in_changes_no_byte_and_stops_where_nothing_is_mapped(
+    tmp_path: Path,
+) -> None:
+    """The first touch of fresh memory happens in `preload` (the background thread), so a
+    record copied there later finds its page in memory. The kernel's own read-ahead is
+    switched off for the map here (MADV_RANDOM), so what is in memory is what was asked."""
+    path = tmp_path / "a.jsonl"
+    log = MappedLog(path, segment=1 << 20)
+    log.start(0)
+    assert log.map is not None and _madvise is not None
+    assert _madvise(log._bases[0], 1 << 20, 1) == 0  # MADV_RANDOM
+    log.map.write(b"x" * 5000)
+    assert resident(log, 0, 1 << 20).count(True) == 2  # the two pages written
+    half = 1 << 19
+    assert log.preload(3 * 4096, half) == 3 * 4096 + half
+    assert log._prefault, "this kernel lacks MADV_POPULATE_READ (Linux 5.14+)"
+    pages = resident(log, 0, 1 << 20)
+    assert pages[2:3] == [False]
+    assert all(pages[3 : 3 + half // 4096]) and not any(pages[3 + half // 4096 :])
+    # past the mapped segment: it says how far it got, so the caller comes back for the rest
+    assert log.preload(half, 1 << 20) == 1 << 20
     assert os.pread(log.fd, 5001, 0) == b"x" * 5000 + b"\0"
     log.close(5000)
     assert path.read_bytes() == b"x" * 5000

@@ -35,7 +35,7 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, SEAL, finish_seal, seal_body
 from knightwatch.audit.conform import SCALARS, conform, conform_decision
 from knightwatch.audit.errors import UnwrittenRecords
-from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, SEGMENT, MappedLog
+from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, SEGMENT, MappedLog
 from knightwatch.audit.record import (
     DECISION,
     AuditContext,
@@ -149,6 +149,7 @@ class FlightRecorder:
         # writes the whole window back and write-protects it; a fixed 1 MiB cost a node
         # that records one event per kill 256 pages of faults and writeback per fsync.
         self._ahead = PREFAULT
+        self._loaded = 0  # pages before this offset were read in ahead (`MappedLog.preload`)
         self._synced_end = 0
         self._sealer: threading.Thread | None = None
         self._syncer: Syncer | None = None
@@ -547,6 +548,7 @@ class FlightRecorder:
         h = sha256()
         handed = False
         due = self._clock.monotonic_ns() + self._interval_ns
+        self._keep_ahead(log)  # the first records must not wait on the first touch either
         while True:
             self._wake.wait(interval_s)
             self._wake.clear()
@@ -585,7 +587,8 @@ class FlightRecorder:
                 due = now + self._interval_ns
 
     def _keep_ahead(self, log: MappedLog) -> None:
-        """Unmap left segments, make the pages ahead writable, allocate the next segment."""
+        """Unmap left segments, make the pages ahead writable, allocate the next segment,
+        and read in (allocate) the pages further ahead."""
         log.close_retired()
         end = self._end
         if end >= self._prefaulted:
@@ -599,6 +602,10 @@ class FlightRecorder:
                 self._set_health(write_ok=False, why=f"{log.path}: cannot grow ({exc})")
         elif not self._write_ok and not self._kept:
             self._set_health(write_ok=True)
+        reach = PRELOAD_FACTOR * self._ahead
+        if end + reach // 2 >= self._loaded:
+            start = max(end, self._loaded)
+            self._loaded = log.preload(start, end + reach - start)
 
     def _tee(self) -> None:
         """Hand every sealed batch not yet handed to the tee sink (either thread)."""
