@@ -6,9 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from knightwatch.audit import FlightRecorder, FsyncPolicy, verify_file
 from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, is_seal
+from knightwatch.audit.recorder import _sized
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED
 
@@ -185,3 +188,14 @@ def test_pages_far_ahead_of_the_data_are_read_in_off_the_order_path(
     assert rec._loaded >= end + PRELOAD_FACTOR * PREFAULT // 2
     assert all(resident(log, start, length))
     rec.close()
+
+
+@given(st.integers(0, 1 << 22), st.integers(0, 1 << 23), st.integers(1, 1 << 22))
+def test_a_read_buffer_grows_to_the_load_and_is_kept(have: int, need: int, cap: int) -> None:
+    buf = bytearray(have)
+    out = _sized(buf, need, cap)
+    if need <= have or have >= cap:
+        assert out is buf  # enough, or as large as it may be: no new memory
+    else:
+        assert min(need, cap) <= len(out) <= cap  # one pass reads as much as it may
+        assert len(out) >= min(2 * have, cap)  # doubling: a growing load regrows rarely

@@ -35,7 +35,7 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, SEAL, finish_seal, seal_body
 from knightwatch.audit.conform import SCALARS, conform, conform_decision
 from knightwatch.audit.errors import UnwrittenRecords
-from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, SEGMENT, MappedLog
+from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, MappedLog
 from knightwatch.audit.record import (
     DECISION,
     AuditContext,
@@ -49,6 +49,7 @@ from knightwatch.audit.record import (
 from knightwatch.audit.sink import MemorySink, Sink
 from knightwatch.audit.syncer import Syncer
 from knightwatch.clock import Clock
+from knightwatch.decision import Decision
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -62,9 +63,16 @@ FIELD_LIMIT: Final = 1024
 """Characters of one text field a clipped record keeps."""
 _CATCH_UP: Final = 4096
 """The background thread hashes until at most this many bytes are left for the seal itself."""
+SEALER_BUFFER: Final = 4 * 1024 * 1024
+"""The most bytes the background thread reads and hashes per pass, through a buffer it keeps."""
+HASH_BUFFER: Final = 1024 * 1024
+"""The most the Guard's thread reads per call when it hashes (a handed-over batch, a flush)."""
+_MIN_BUFFER: Final = 64 * 1024
 _OVERDUE: Final = 64
 """Batches unsealed after which the background thread hands a seal over without catching up
 (a Guard thread that never pauses; the seal then costs it a hash of up to one pass)."""
+_NOTHING: Final = object()
+"""What `record_decision` holds before its first record, and for an object it must re-read."""
 _ENCODE_ERRORS = (AttributeError, TypeError, ValueError, OverflowError)
 
 
@@ -112,7 +120,20 @@ class FlightRecorder:
         self._max_pending = max_pending
         self._enc = msgspec.json.Encoder()
         self._buf = bytearray()
-        self._rules: dict[int, tuple[tuple[str, ...], msgspec.Raw]] = {}
+        self._rules: dict[int, tuple[object, msgspec.Raw]] = {}
+        self._time_ns = clock.time_ns
+        # what `record_decision` read from the last context, verdict and rule list
+        self._last_ctx: object = _NOTHING
+        self._node: Any = None
+        self._release_id: Any = None
+        self._flag_snapshot_id: Any = None
+        self._limits_version: Any = None
+        self._last_decision: object = _NOTHING
+        self._accepted: Any = None
+        self._reason: Any = None
+        self._detail: Any = None
+        self._last_rules: object = _NOTHING
+        self._last_raw = msgspec.Raw(b"[]")
         self._seq = 0
         self._head = GENESIS.encode()
         self._batch_first = 0  # seq of the first record not yet sealed
@@ -149,7 +170,9 @@ class FlightRecorder:
         # writes the whole window back and write-protects it; a fixed 1 MiB cost a node
         # that records one event per kill 256 pages of faults and writeback per fsync.
         self._ahead = PREFAULT
+        self._limit = 0  # `MappedLog.limit` as of the last look (see `_recover`)
         self._loaded = 0  # pages before this offset were read in ahead (`MappedLog.preload`)
+        self._hash_buf = bytearray()  # the Guard thread's, grown to the load (`_sized`)
         self._synced_end = 0
         self._sealer: threading.Thread | None = None
         self._syncer: Syncer | None = None
@@ -167,6 +190,8 @@ class FlightRecorder:
         self._log = log
         assert log.map is not None
         self._map = log.map
+        self._write = log.map.write  # the order path's copy, bound once per segment
+        self._limit = log.limit
         self._teed = tail.batch_start
         self._end = tail.end
         self._synced_end = tail.end
@@ -241,7 +266,7 @@ class FlightRecorder:
         r = self._ready_seal
         if r is not None:
             self._apply(r)
-        if self._ok and self._seq < self._seq_limit and self._end < log.limit:
+        if self._ok and self._seq < self._seq_limit and self._end < self._limit:
             return True
         return self._recover(log)
 
@@ -254,7 +279,10 @@ class FlightRecorder:
                 log.prepare_next()  # normally done ahead by the background thread
             except OSError as exc:
                 self._set_health(write_ok=False, why=f"{log.path}: cannot grow the file ({exc})")
-        return self._ok and self._seq < self._seq_limit and self._end < log.limit
+        # The background thread grows the file ahead; `_limit` lags behind it (it only
+        # grows, so a stale one sends a call here rather than past the room there is).
+        self._limit = log.limit
+        return self._ok and self._seq < self._seq_limit and self._end < self._limit
 
     def record_decision(
         self, order: object, decision: object, context: AuditContext, rules: tuple[str, ...]
@@ -264,19 +292,27 @@ class FlightRecorder:
         The Guard's hot path: the file append is inlined here (see `_put`).
         """
         seq = self._seq
-        cached = self._rules.get(id(rules))
-        raw = cached[1] if cached is not None and cached[0] is rules else self._cache_rules(rules)
+        # The facts that repeat from order to order are read once per object, not per
+        # record: a context, a verdict and a rule list are immutable, and the last one
+        # of each is held here (so its identity cannot be reused by another object).
+        # A value that cannot be read or encoded sends the record down the slow path.
         buf = self._buf
         try:
+            if context is not self._last_ctx:
+                self._use_context(context)
+            if decision is not self._last_decision:
+                self._use_decision(decision)
+            if rules is not self._last_rules:
+                self._use_rules(rules)
             self._enc.encode_into(
                 DecisionLine(
                     seq,
-                    self._clock.time_ns(),
+                    self._time_ns(),
                     DECISION,
-                    context.node,
-                    context.release_id,
-                    context.flag_snapshot_id,
-                    context.limits_version,
+                    self._node,
+                    self._release_id,
+                    self._flag_snapshot_id,
+                    self._limits_version,
                     order.id,  # type: ignore[attr-defined]
                     order.strategy,  # type: ignore[attr-defined]
                     order.symbol,  # type: ignore[attr-defined]
@@ -284,10 +320,10 @@ class FlightRecorder:
                     order.qty,  # type: ignore[attr-defined]
                     order.price,  # type: ignore[attr-defined]
                     order.parent_id,  # type: ignore[attr-defined]
-                    decision.accepted,  # type: ignore[attr-defined]
-                    decision.reason,  # type: ignore[attr-defined]
-                    decision.detail,  # type: ignore[attr-defined]
-                    raw,
+                    self._accepted,
+                    self._reason,
+                    self._detail,
+                    self._last_raw,
                 ),
                 buf,
             )
@@ -304,7 +340,7 @@ class FlightRecorder:
             return
         self._seq = seq + 1
         try:
-            self._map.write(buf)
+            self._write(buf)
         except ValueError:  # the line crosses into the next segment
             if not self._spill(bytes(buf)):
                 return
@@ -376,13 +412,33 @@ class FlightRecorder:
             self._kick_at = self._seq + self._max_pending
             self._wake.set()
 
-    def _cache_rules(self, rules: tuple[str, ...]) -> msgspec.Raw:
-        """Encode a rule list once per distinct tuple (the Guard passes the same ones)."""
-        if len(self._rules) > 4096:
-            self._rules.clear()
-        raw = msgspec.Raw(self._enc.encode(rules))
-        self._rules[id(rules)] = (rules, raw)
-        return raw
+    def _use_context(self, ctx: object) -> None:
+        """Read a context's fields for the records that follow (kept only if it is frozen)."""
+        c: Any = ctx
+        node, release, flags, limits = c.node, c.release_id, c.flag_snapshot_id, c.limits_version
+        self._node, self._release_id, self._flag_snapshot_id = node, release, flags
+        self._limits_version = limits
+        self._last_ctx = ctx if type(ctx) is AuditContext else _NOTHING
+
+    def _use_decision(self, decision: object) -> None:
+        """Read a verdict's fields for the records that follow (kept only if it is frozen)."""
+        d: Any = decision
+        self._accepted, self._reason, self._detail = d.accepted, d.reason, d.detail
+        self._last_decision = decision if type(decision) is Decision else _NOTHING
+
+    def _use_rules(self, rules: object) -> None:
+        """Encode a rule list once per distinct tuple (the Guard passes the same few)."""
+        cached = self._rules.get(id(rules))
+        if cached is not None and cached[0] is rules:
+            raw = cached[1]
+        else:
+            if len(self._rules) > 4096:
+                self._rules.clear()
+            raw = msgspec.Raw(self._enc.encode(rules))
+            if type(rules) is tuple:
+                self._rules[id(rules)] = (rules, raw)
+        self._last_raw = raw
+        self._last_rules = rules if type(rules) is tuple else _NOTHING
 
     def _odd_decision(
         self,
@@ -449,6 +505,7 @@ class FlightRecorder:
         assert log is not None
         try:
             self._map = log.spill(line, self._end)
+            self._write = self._map.write
         except OSError as exc:
             # The segment could not be allocated now (the background thread prepares
             # it ahead, so ready() said no long before this unless the line is huge).
@@ -483,8 +540,8 @@ class FlightRecorder:
         log = self._log
         assert log is not None
         h = r.hasher
-        if self._end > r.upto:
-            h.update(log.read(r.upto, self._end))
+        buf = self._hash_buf = _sized(self._hash_buf, self._end - r.upto, HASH_BUFFER)
+        log.feed(h, r.upto, self._end, buf)
         self._seal(h)
 
     def _seal_here(self) -> None:
@@ -497,11 +554,8 @@ class FlightRecorder:
         if self._seq == self._batch_first:
             return
         h = sha256()
-        pos = self._batch_start
-        while pos < self._end:
-            piece = log.read(pos, min(self._end, pos + SEGMENT))
-            h.update(piece)
-            pos += len(piece)
+        buf = self._hash_buf = _sized(self._hash_buf, self._end - self._batch_start, HASH_BUFFER)
+        log.feed(h, self._batch_start, self._end, buf)
         self._seal(h)
 
     def _seal(self, h: _Hash) -> None:
@@ -546,6 +600,7 @@ class FlightRecorder:
         start = self._batch_start
         pos = start
         h = sha256()
+        buf = bytearray()  # this thread's, used again for every pass (`_sized`)
         handed = False
         due = self._clock.monotonic_ns() + self._interval_ns
         self._keep_ahead(log)  # the first records must not wait on the first touch either
@@ -568,9 +623,10 @@ class FlightRecorder:
                 continue
             end = self._end
             while end - pos > _CATCH_UP:
-                piece = log.read(pos, min(end, pos + SEGMENT))
-                h.update(piece)
-                pos += len(piece)
+                buf = _sized(buf, end - pos, SEALER_BUFFER)
+                upto = min(end, pos + len(buf))
+                log.feed(h, pos, upto, buf)
+                pos = upto
                 end = self._end
                 # A Guard thread that never pauses keeps ahead of this loop: keep the
                 # file ahead of it meanwhile, and hand an overdue batch over as it is
@@ -800,3 +856,11 @@ def _ctx(c: AuditContext) -> tuple[str, str | None, str | None, str]:
 
 def _ctx_of(p: DecisionPayload | EventPayload) -> tuple[str, str | None, str | None, str]:
     return p.node, p.release_id, p.flag_snapshot_id, p.limits_version
+
+
+def _sized(buf: bytearray, need: int, cap: int) -> bytearray:
+    """`buf`, or a larger one while `need` exceeds it, up to `cap`: a thread's read buffer
+    grows to its load once and is kept (a new one per pass is fresh memory every time)."""
+    if need <= len(buf) or len(buf) >= cap:
+        return buf
+    return bytearray(min(cap, max(need, 2 * len(buf), _MIN_BUFFER)))

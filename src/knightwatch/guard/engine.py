@@ -133,6 +133,7 @@ class Guard:
         self.limits = limits if limits is not None else Limits()
         self.node = node
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._monotonic_ns = self._clock.monotonic_ns  # read on every order: looked up once
         if recorder is None:
             recorder = FlightRecorder(
                 None, clock=self._clock, sink=MemorySink(capacity=DEFAULT_MEMORY_RECORDS)
@@ -197,7 +198,7 @@ class Guard:
         # -- 2. armed, lease
         if not self._armed:
             return _NOT_ARMED, None
-        now = self._clock.monotonic_ns()
+        now = self._monotonic_ns()
         if self._lease_ns is not None and now >= self._lease_deadline:
             return self._lease_why, None
         # -- 3. order validity
