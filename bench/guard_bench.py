@@ -10,10 +10,12 @@ hits both. The tail (p99.9, max) is per call; p99.9 needs >= 100k calls.
 
     python bench/guard_bench.py [--n 100000] [--repeats 5] [--json FILE]
 
-`--memory N` instead runs N orders (accepted, then cancelled) through a Guard
-with the default rate limits on a simulated clock at the node's maximum
-sustained rate and a one-hour duplicate window, and prints the process's
-memory as it goes: flat once the window is full.
+`--split B` prints the least `check()` and the flight record alone cost per
+call (the best of B batches of 1,000, the two interleaved). `--memory N`
+instead runs N orders (accepted, then cancelled) through a Guard with the
+default rate limits on a simulated clock at the node's maximum sustained rate
+and a one-hour duplicate window, and prints the process's memory as it goes:
+flat once the window is full.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ try:
     from knightwatch import build
 except ImportError:  # an older tree without the compiled build (for A/B runs)
     build = None  # type: ignore[assignment]
-from knightwatch.audit import FlightRecorder, FsyncPolicy
+from knightwatch.audit import AuditContext, FlightRecorder, FsyncPolicy
 from knightwatch.clock import SimClock, SystemClock
+from knightwatch.decision import ACCEPTED
 from knightwatch.guard import Guard
-from knightwatch.limits import Limits
+from knightwatch.limits import Limits, rules_for
 from knightwatch.order import Order, Side
 from knightwatch.state import Scope
 
@@ -241,6 +244,36 @@ def run(n: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+def split(batches: int) -> dict[str, float]:
+    """The least each part costs: µs per call of `check()` and of the flight record alone
+    (`record_decision`, as the Guard calls it), best of `batches` batches of 1,000, on one
+    rig. A batch timer, not one per call, and the best batch: what the code costs here,
+    free of the timer and of other processes' turns (the latency runs show those)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        g = GuardRig(Path(tmp) / "split.jsonl", False)
+        ctx = AuditContext(node="bench", limits_version=ALL_ON.version)
+        rules = rules_for(ALL_ON)
+        record = g.recorder.record_decision
+        parts: dict[str, Callable[[Order], object]] = {
+            "check": g.guard.check,
+            "record_decision": lambda o: record(o, ACCEPTED, ctx, rules),
+        }
+        best = dict.fromkeys(parts, float("inf"))
+        pc = time.perf_counter_ns
+        for _ in range(batches):
+            for name, call in parts.items():  # interleaved, so both see the same moments
+                batch = g.orders(BATCH)
+                gc.disable()
+                t0 = pc()
+                for o in batch:
+                    call(o)
+                best[name] = min(best[name], (pc() - t0) / BATCH / 1000)
+                gc.enable()
+                g.settle(batch)
+        g.recorder.close()
+    return {f"{name}_best_us": round(v, 3) for name, v in best.items()}
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -331,9 +364,22 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--memory", type=int, default=0, metavar="N", help="memory run of N orders")
     ap.add_argument("--window", type=float, default=3600.0, help="duplicate window (--memory)")
+    ap.add_argument(
+        "--split", type=int, default=0, metavar="B", help="best of B batches: check, record alone"
+    )
     a = ap.parse_args()
     if a.memory:
         memory(a.memory, a.window, a.json)
+        return
+    if a.split:
+        parts = split(a.split)
+        desc = build.describe() if build is not None else "pure Python"
+        print(
+            f"best of {a.split} batches of {BATCH:,} ({desc}), us per call: "
+            + ", ".join(f"{k.removesuffix('_best_us')} {v:.3f}" for k, v in parts.items())
+        )
+        if a.json is not None:
+            a.json.write_text(json.dumps(parts, indent=2))
         return
     res = run(a.n, a.repeats)
     print(
