@@ -15,7 +15,9 @@ call (the best of B batches of 1,000, the two interleaved). `--memory N`
 instead runs N orders (accepted, then cancelled) through a Guard with the
 default rate limits on a simulated clock at the node's maximum sustained rate
 and a one-hour duplicate window, and prints the process's memory as it goes:
-flat once the window is full.
+flat once the window is full. `--slow N` lists the calls over 1 ms of the
+thread's own CPU in N orders with the page faults each took (`--halted` for the
+blocked path, `--switch S` to try another interpreter switch interval).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -274,6 +277,46 @@ def split(batches: int) -> dict[str, float]:
     return {f"{name}_best_us": round(v, 3) for name, v in best.items()}
 
 
+def slow_calls(n: int, halted: bool, switch_s: float | None) -> dict[str, Any]:
+    """The `check()` calls over 1 ms of the thread's own CPU in `n` orders, with the page
+    faults each took (`getrusage(RUSAGE_THREAD)`, Linux): where a millisecond comes from.
+    A call that faulted little spent its time computing (in practice: hashing the rest of a
+    batch the sealer handed over); one with thousands of faults, touching fresh memory."""
+    if switch_s is not None:
+        sys.setswitchinterval(switch_s)
+    tt, usage, me = time.thread_time_ns, resource.getrusage, resource.RUSAGE_THREAD
+    slow: list[tuple[float, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        g = GuardRig(Path(tmp) / "slow.jsonl", halted)
+        check = g.guard.check
+        t0 = time.perf_counter()
+        done = 0
+        while done < n:
+            batch = g.orders(BATCH)
+            gc.disable()
+            for o in batch:
+                f0 = usage(me).ru_minflt
+                a = tt()
+                check(o)
+                c = tt() - a
+                if c > 1_000_000:
+                    slow.append((c / 1e6, usage(me).ru_minflt - f0))
+            gc.enable()
+            g.settle(batch)
+            done += len(batch)
+        rate = done / (time.perf_counter() - t0)
+        g.recorder.close()
+    return {
+        "orders": done,
+        "calls_over_1ms": len(slow),
+        "max_ms": round(max((ms for ms, _ in slow), default=0.0), 2),
+        "slow_ms": [round(ms, 2) for ms, _ in slow],
+        "slow_faults": [f for _, f in slow],
+        "orders_per_s_in_this_loop": round(rate),
+        "switch_interval_s": sys.getswitchinterval(),
+    }
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -367,7 +410,21 @@ def main() -> None:
     ap.add_argument(
         "--split", type=int, default=0, metavar="B", help="best of B batches: check, record alone"
     )
+    ap.add_argument("--slow", type=int, default=0, metavar="N", help="calls over 1 ms in N orders")
+    ap.add_argument("--halted", action="store_true", help="--slow: the blocked path")
+    ap.add_argument("--switch", type=float, default=None, help="--slow: interpreter switch (s)")
     a = ap.parse_args()
+    if a.slow:
+        out = slow_calls(a.slow, a.halted, a.switch)
+        print(
+            f"{out['calls_over_1ms']} calls over 1 ms of CPU in {out['orders']:,} orders "
+            f"({'blocked' if a.halted else 'accepted'}; switch interval "
+            f"{out['switch_interval_s'] * 1000:g} ms; {out['orders_per_s_in_this_loop']:,} "
+            f"orders/s in this loop): ms {out['slow_ms']}, page faults {out['slow_faults']}"
+        )
+        if a.json is not None:
+            a.json.write_text(json.dumps(out, indent=2))
+        return
     if a.memory:
         memory(a.memory, a.window, a.json)
         return

@@ -101,7 +101,7 @@ def test_feed_hashes_exactly_the_bytes_of_the_range_through_any_buffer(
 
 def test_feed_reads_through_the_callers_buffer_not_a_new_one(tmp_path: Path) -> None:
     """A new buffer per pass is memory touched for the first time, which cost a Guard
-    call more than the hash did (5-10 ms for a few MiB on the build machine)."""
+    call more than the hash did (4-12 ms for a few MiB on the build machine)."""
     log = MappedLog(tmp_path / "a.jsonl", segment=16 << 20)
     log.start(0)
     assert log.map is not None

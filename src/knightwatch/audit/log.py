@@ -383,7 +383,7 @@ class MappedLog:
 
         `buf` belongs to the calling thread and serves every call: a new buffer
         per pass is memory touched for the first time (see `PRELOAD_FACTOR`),
-        which cost more than the hash itself, 5-10 ms of a Guard call that hashed
+        which cost more than the hash itself, 4-12 ms of a Guard call that hashed
         the last few MiB of a batch the sealer handed over.
         """
         view = memoryview(buf)

@@ -23,9 +23,9 @@ seal; the Guard then blocks every order until the recorder recovers.
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import threading
+from collections.abc import Callable
 from hashlib import sha256
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -90,8 +90,8 @@ class _Ready:
 class FlightRecorder:
     """Append-only, hash-chained record of decisions and events (file or memory)."""
 
-    _map: mmap.mmap
-    """The file segment records are copied into (file mode only)."""
+    _write: Callable[[bytes | bytearray], int]
+    """Copies a line into the file segment being appended to (file mode only)."""
 
     def __init__(
         self,
@@ -189,8 +189,7 @@ class FlightRecorder:
             raise
         self._log = log
         assert log.map is not None
-        self._map = log.map
-        self._write = log.map.write  # the order path's copy, bound once per segment
+        self._write = log.map.write  # the copy into the current segment, bound once per segment
         self._limit = log.limit
         self._teed = tail.batch_start
         self._end = tail.end
@@ -401,7 +400,7 @@ class FlightRecorder:
             self._kept.append(bytes(buf))
             return
         try:
-            self._map.write(buf)
+            self._write(buf)
         except ValueError:  # the line crosses into the next segment
             if not self._spill(bytes(buf)):
                 return
@@ -504,8 +503,7 @@ class FlightRecorder:
         log = self._log
         assert log is not None
         try:
-            self._map = log.spill(line, self._end)
-            self._write = self._map.write
+            self._write = log.spill(line, self._end).write
         except OSError as exc:
             # The segment could not be allocated now (the background thread prepares
             # it ahead, so ready() said no long before this unless the line is huge).
@@ -525,7 +523,7 @@ class FlightRecorder:
 
     def _spill_or_write(self, line: bytes) -> bool:
         try:
-            self._map.write(line)
+            self._write(line)
         except ValueError:
             if not self._spill(line):
                 return False
