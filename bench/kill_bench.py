@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from knightwatch.cli.memory import serve_reads_from_heap
 from knightwatch.clock import SystemClock
 from knightwatch.control.plane.nats import connect_as
 from knightwatch.control.plane.wire import FLEET_KEY
@@ -67,7 +68,9 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 async def echo(url: str, ident: str, key: str) -> None:
-    """Floor subscriber: reply to every probe at once, as cheaply as the client allows."""
+    """Floor subscriber: reply to every probe at once, as cheaply as the client allows (its
+    socket reads served from the heap, as a node's are)."""
+    serve_reads_from_heap()
     nc = await connect_as(load_signer(Path(key)), [url], name=f"echo-{ident}")
     payload = ident.encode()
 

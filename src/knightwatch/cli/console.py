@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from knightwatch.cli import memory
 from knightwatch.cli.fleet import AnchorOpt, NatsUrl, StateDir
 from knightwatch.console.users import DEFAULT_USERS_FILE, MAX_TOKEN_TTL_S, UserStore
 from knightwatch.errors import KnightwatchError
@@ -337,4 +338,5 @@ def serve(
             )
         scheme = "https" if tls_cert else "http"
         console.print(f"console on {scheme}://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
+        memory.serve_reads_from_heap()
         asyncio.run(run(settings, signer, trust, store, host=host, port=port))

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from knightwatch.cli import logs
+from knightwatch.cli import logs, memory
 from knightwatch.cli.options import OptionError, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
@@ -112,6 +112,7 @@ def _urls(text: str) -> list[str]:
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one async command; expected failures become a red message and exit code 2."""
+    memory.serve_reads_from_heap()  # a node or gateway reads a socket per message
     try:
         logs.configure(os.environ.get("KNIGHTWATCH_LOG", "WARNING"))
     except ValueError as exc:

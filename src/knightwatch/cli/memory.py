@@ -1,0 +1,55 @@
+"""A long-running process reads its sockets without mapping and unmapping memory per read.
+
+Why: asyncio reads a ready socket with `recv(256 KiB)`. CPython allocates the
+256 KiB, the kernel fills in the few hundred bytes a control-plane message
+has, and the bytes object is shrunk to fit. glibc's malloc serves a request
+above its mmap threshold (128 KiB, raised only when a larger mapped block is
+freed, which this pattern never does: the block is shrunk before it is freed)
+with a fresh mapping, so every message read costs an `mmap`, an `mremap` and a
+`munmap`, and the `munmap` interrupts every other core running one of the
+process's threads (the flight recorder's, the log writer's) to flush its
+TLB. A node handles a kill in about 1.1 reads; with the default threshold each
+read cost it about 40 µs more of CPU than the read itself (`strace -c` on a
+node under `bench/kill_bench.py`: one `mmap`, `mremap` and `munmap` per
+`recvfrom`), 11-12 % of the node's CPU per kill, which on a machine with fewer
+cores than nodes is latency taken from the next node's confirmation.
+
+`serve_reads_from_heap` fixes glibc's thresholds (mmap at 1 MiB, trimming the
+heap's top at 8 MiB) so such blocks come from the heap and go back to it. It
+changes nothing else: no allocation changes size, and memory above 8 MiB of
+free heap top is still given back. On another C library (musl, macOS) it does
+nothing and says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from typing import Final
+
+MMAP_THRESHOLD: Final = 1 << 20
+"""Requests up to this size come from the heap (asyncio asks for 256 KiB per read)."""
+TRIM_THRESHOLD: Final = 8 << 20
+"""Free memory at the heap's top kept for the next read instead of given back at once."""
+_M_TRIM_THRESHOLD: Final = -1  # glibc's <malloc.h> parameter numbers
+_M_MMAP_THRESHOLD: Final = -3
+
+
+def serve_reads_from_heap() -> bool:
+    """Set glibc's malloc thresholds for this process; True if they were set.
+
+    Call it once when a long-running command starts (node, gateway, supervisor,
+    console). Idempotent. False, changing nothing, where the C library is not glibc.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    # trim first: fixing the mmap threshold also stops glibc adjusting the trim one
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    )
