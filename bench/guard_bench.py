@@ -348,9 +348,22 @@ def memory(n: int, window_s: float, json_path: Path | None) -> None:
         g.arm("bench")
         g.on_price("IBM", 100.0)
         marks = sorted({window_orders // 2, window_orders, *range(0, n + 1, max(n // 10, 1))})
+        # the collector's own pauses: the longest it stopped an order (a collection it
+        # started on its own), and what a full collection costs with this state held
+        longest = [0.0, 0.0, 0.0]
+        began = [0.0]
+
+        def pause(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                began[0] = time.perf_counter()
+            else:
+                ms = (time.perf_counter() - began[0]) * 1000
+                longest[info["generation"]] = max(longest[info["generation"]], ms)
+
         base = rss_bytes()
         t0 = time.perf_counter()
         i = 0
+        gc.callbacks.append(pause)
         for mark in marks:
             while i < mark:
                 clock.advance(step)
@@ -359,20 +372,28 @@ def memory(n: int, window_s: float, json_path: Path | None) -> None:
                     sys.exit(f"memory bench invalid: order {i} blocked: {d}")
                 g.on_cancel(f"BENCH-{i:09d}")
                 i += 1
+            gc.callbacks.remove(pause)  # this collection is timed here, not as a pause
+            full = time.perf_counter()
             gc.collect()
+            full_ms = (time.perf_counter() - full) * 1000
+            gc.callbacks.append(pause)
             rows.append(
                 {
                     "orders": i,
                     "rss_mb": rss_bytes() / 2**20,
                     "ids_held": len(g._ids),
                     "s": time.perf_counter() - t0,
+                    "full_gc_ms": full_ms,
+                    "longest_gc_pause_ms": max(longest),
                 }
             )
             print(
                 f"{i:>12,} orders  RSS {rows[-1]['rss_mb']:8.1f} MB  ids held {len(g._ids):>10,}"
+                f"  full collection {full_ms:6.1f} ms  longest pause so far {max(longest):6.1f} ms"
                 f"  {rows[-1]['s']:6.0f} s",
                 flush=True,
             )
+        gc.callbacks.remove(pause)
         rec.close()
     after = [r for r in rows if r["orders"] >= window_orders]
     growth = (after[-1]["rss_mb"] - after[0]["rss_mb"]) * 2**20

@@ -1,5 +1,6 @@
-"""Socket reads come from the heap once a long-running command has started: a read of a
-few hundred bytes into asyncio's 256 KiB request leaves no mapped block behind."""
+"""Once a long-running command has started, socket reads come from the heap (a read of a
+few hundred bytes into asyncio's 256 KiB request leaves no mapped block behind) and a full
+garbage collection no longer walks the code it loaded."""
 
 from __future__ import annotations
 
@@ -75,21 +76,53 @@ def test_set_only_where_the_c_library_is_glibc(monkeypatch: pytest.MonkeyPatch) 
     assert called == []
 
 
-def test_every_fleet_and_gateway_command_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+FREEZE = textwrap.dedent(
+    """
+    import gc
+    import knightwatch.cli.app  # every command's code
+    from knightwatch.cli.memory import freeze_startup_objects
+
+    before = len(gc.get_objects())
+    frozen = freeze_startup_objects()
+    left = len(gc.get_objects())
+    cycle = []
+    cycle.append(cycle)  # made after the freeze: still the collector's
+    del cycle
+    print(before, frozen, left, gc.collect())
+    """
+)
+
+
+def test_a_full_collection_skips_what_was_loaded_at_start() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FREEZE], capture_output=True, text=True, check=True
+    ).stdout.split()
+    before, frozen, left, collected = map(int, out)
+    assert before > 20_000 and frozen >= 0.9 * before  # the code's objects (less garbage)
+    assert left < 100, "a full collection now visits almost nothing"
+    assert collected >= 1, "what is made afterwards is still collected"
+
+
+def test_every_fleet_and_gateway_command_sets_both(monkeypatch: pytest.MonkeyPatch) -> None:
     """`_run` is the funnel the node, gateway and supervisor commands start through."""
     from knightwatch.cli import fleet
 
     calls: list[str] = []
 
-    def spy() -> bool:
-        calls.append("set")
+    def heap() -> bool:
+        calls.append("heap")
         return True
 
-    monkeypatch.setattr(memory, "serve_reads_from_heap", spy)
+    def freeze() -> int:
+        calls.append("freeze")
+        return 0
+
+    monkeypatch.setattr(memory, "serve_reads_from_heap", heap)
+    monkeypatch.setattr(memory, "freeze_startup_objects", freeze)
 
     async def command() -> str:
         calls.append("ran")
         return "done"
 
     assert fleet._run(command) == "done"
-    assert calls == ["set", "ran"]
+    assert calls == ["heap", "freeze", "ran"]

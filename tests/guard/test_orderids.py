@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch.guard.orderids import BUCKETS, SHARD_MASK, OrderIds
+from knightwatch.guard.orderids import BUCKETS, CHUNK, SHARD_MASK, OrderIds
 
 WINDOW = 1_000_000  # ns
 BUCKET = WINDOW // BUCKETS
@@ -49,6 +51,41 @@ def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
     assert all(oid in ids.shards[hash(oid) & SHARD_MASK] for oid in held)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 2_000), st.integers(0, WINDOW // 200)),
+        min_size=3 * CHUNK,
+        max_size=8 * CHUNK,
+    )
+)
+def test_long_runs_forget_across_the_records_tuples(steps: list[tuple[int, int]]) -> None:
+    """The same model over runs several `CHUNK`s long, so forgetting crosses tuples, and
+    reaches into the newest few after a pause."""
+    ids = OrderIds(WINDOW)
+    now = 0
+    accepted: dict[str, int] = {}
+    for n, (name, gap) in enumerate(steps):
+        now += gap if n % 500 else 2 * WINDOW  # now and then everything expires
+        oid = f"id{name}"
+        last = accepted.get(oid)
+        hit = oid in ids.shards[hash(oid) & SHARD_MASK] and ids.recent(oid, now)
+        if last is not None and now - last < WINDOW:
+            assert hit, "a duplicate within the window must be caught"
+            continue
+        if last is not None and now - last >= WINDOW + 2 * BUCKET:
+            assert not hit, f"step {n}: kept past the window"
+        if hit:
+            continue
+        ids.add(oid, now)
+        accepted[oid] = now
+        assert _in_record(ids) >= len(ids)
+    ids.full(0, now)
+    held = set().union(*ids.shards)
+    assert held <= {o for o, t in accepted.items() if now - t < WINDOW + 2 * BUCKET}
+    assert len(held) == len(ids)
+
+
 def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
     ids = OrderIds(WINDOW)
     per_window = 500
@@ -56,7 +93,30 @@ def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
     for i in range(20 * per_window):  # twenty windows at a steady rate
         ids.add(f"o{i}", i * step)
     assert len(ids) <= per_window * (1 + 2 / BUCKETS) + 2 * 4
-    assert len(ids._fifo) == len(ids)
+    assert _in_record(ids) == len(ids)
+
+
+def _in_record(ids: OrderIds) -> int:
+    """Ids in the arrival-order record not yet forgotten."""
+    return sum(len(c) for c in ids._chunks) - ids._front + len(ids._tail)
+
+
+@pytest.mark.parametrize("window", [WINDOW, None])
+def test_the_collector_sees_none_of_the_ids(window: int | None) -> None:
+    """A full collection visits every element of a container it tracks, in whichever
+    call allocates when it is due (an order's): held ids must not be among them."""
+    ids = OrderIds(window)
+    step = 3 * WINDOW // 20_000
+    for i in range(20_000):  # ids come and go: the shards and the record both churn
+        ids.add(f"o{i}", i * step)
+    gc.collect()  # the collector stops tracking a tuple of strings when it first sees it
+    assert not any(gc.is_tracked(shard) for shard in ids.shards)
+    assert not any(gc.is_tracked(chunk) for chunk in ids._chunks)
+    assert len(ids._tail) < CHUNK, "only the newest few are in a tracked list"
+    if window is not None:
+        assert 0 < len(ids) < 20_000 and _in_record(ids) == len(ids)
+        # what a collection would visit: the record's deque holds a tuple per CHUNK ids
+        assert len(ids._chunks) <= len(ids) // CHUNK + 2
 
 
 def test_forgetting_is_spread_over_later_accepts() -> None:

@@ -339,4 +339,5 @@ def serve(
         scheme = "https" if tls_cert else "http"
         console.print(f"console on {scheme}://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
         memory.serve_reads_from_heap()
+        memory.freeze_startup_objects()
         asyncio.run(run(settings, signer, trust, store, host=host, port=port))

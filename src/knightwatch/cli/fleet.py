@@ -113,6 +113,7 @@ def _urls(text: str) -> list[str]:
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run one async command; expected failures become a red message and exit code 2."""
     memory.serve_reads_from_heap()  # a node or gateway reads a socket per message
+    memory.freeze_startup_objects()  # its code is loaded: collections skip it from now on
     try:
         logs.configure(os.environ.get("KNIGHTWATCH_LOG", "WARNING"))
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""A long-running process reads its sockets without mapping and unmapping memory per read.
+"""A long-running process reads its sockets without mapping and unmapping memory per read,
+and its garbage collector does not walk what it loaded at start.
 
 Why: asyncio reads a ready socket with `recv(256 KiB)`. CPython allocates the
 256 KiB, the kernel fills in the few hundred bytes a control-plane message
@@ -19,11 +20,21 @@ heap's top at 8 MiB) so such blocks come from the heap and go back to it. It
 changes nothing else: no allocation changes size, and memory above 8 MiB of
 free heap top is still given back. On another C library (musl, macOS) it does
 nothing and says so.
+
+`freeze_startup_objects` moves every object the process holds once it has
+loaded its code (modules, classes, functions: 74,000 objects for the CLI) to
+the collector's permanent generation. A full collection visits every tracked
+object, and it runs in whichever call allocates when one is due, an order's
+or a kill's: with the code loaded it took 12 ms, after the freeze under 0.1 ms
+(the command is in docs/flight-recorder.md, "Where the tail comes from").
+What a frozen object refers to is never collected, so only what is loaded
+once is frozen: the commands call it before they start serving.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import platform
 from typing import Final
 
@@ -53,3 +64,11 @@ def serve_reads_from_heap() -> bool:
     return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     )
+
+
+def freeze_startup_objects() -> int:
+    """Move everything the collector tracks now to its permanent generation; returns how
+    many objects were moved. Call it once the process has loaded its code."""
+    gc.collect()  # what is already garbage goes first: frozen, it would stay for good
+    gc.freeze()
+    return gc.get_freeze_count()
