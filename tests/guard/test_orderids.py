@@ -14,21 +14,16 @@ WINDOW = 1_000_000  # ns
 BUCKET = WINDOW // BUCKETS
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    steps=st.lists(
-        st.tuples(st.integers(0, 40), st.integers(0, WINDOW // 3)), min_size=1, max_size=300
-    )
-)
-def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
-    steps: list[tuple[int, int]],
-) -> None:
-    """Model: an id accepted at t is caught until t + window, and gone by t + window + bucket."""
+def _against_the_model(steps: list[tuple[int, int]], expire_every: int = 0) -> None:
+    """Model: an id accepted at t is caught until t + window, and gone by t + window + bucket.
+
+    `steps` are (id, gap before it); every `expire_every`-th step (if any) comes after a
+    pause of two windows instead, so everything held expires at once."""
     ids = OrderIds(WINDOW)
     now = 0
     accepted: dict[str, int] = {}
     for n, (name, gap) in enumerate(steps):
-        now += gap
+        now += 2 * WINDOW if expire_every and n % expire_every == expire_every - 1 else gap
         oid = f"id{name}"
         last = accepted.get(oid)
         shard = ids.shards[hash(oid) & SHARD_MASK]
@@ -42,6 +37,7 @@ def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
             continue  # still within window + two buckets: the Guard blocks it
         ids.add(oid, now)
         accepted[oid] = now
+        assert _in_record(ids) >= len(ids)
     # nothing accepted outside the last window (+ bucket) is still held after forgetting
     ids.full(0, now)
     recent = {o for o, t in accepted.items() if now - t < WINDOW + 2 * BUCKET}
@@ -49,6 +45,18 @@ def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
     assert held <= recent
     assert len(held) == len(ids) == sum(len(s) for s in ids.shards), "shards are disjoint"
     assert all(oid in ids.shards[hash(oid) & SHARD_MASK] for oid in held)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, WINDOW // 3)), min_size=1, max_size=300
+    )
+)
+def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
+    steps: list[tuple[int, int]],
+) -> None:
+    _against_the_model(steps)
 
 
 @settings(max_examples=30, deadline=None)
@@ -60,30 +68,9 @@ def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
     )
 )
 def test_long_runs_forget_across_the_records_tuples(steps: list[tuple[int, int]]) -> None:
-    """The same model over runs several `CHUNK`s long, so forgetting crosses tuples, and
-    reaches into the newest few after a pause."""
-    ids = OrderIds(WINDOW)
-    now = 0
-    accepted: dict[str, int] = {}
-    for n, (name, gap) in enumerate(steps):
-        now += gap if n % 500 else 2 * WINDOW  # now and then everything expires
-        oid = f"id{name}"
-        last = accepted.get(oid)
-        hit = oid in ids.shards[hash(oid) & SHARD_MASK] and ids.recent(oid, now)
-        if last is not None and now - last < WINDOW:
-            assert hit, "a duplicate within the window must be caught"
-            continue
-        if last is not None and now - last >= WINDOW + 2 * BUCKET:
-            assert not hit, f"step {n}: kept past the window"
-        if hit:
-            continue
-        ids.add(oid, now)
-        accepted[oid] = now
-        assert _in_record(ids) >= len(ids)
-    ids.full(0, now)
-    held = set().union(*ids.shards)
-    assert held <= {o for o, t in accepted.items() if now - t < WINDOW + 2 * BUCKET}
-    assert len(held) == len(ids)
+    """Runs several `CHUNK`s long, so forgetting crosses tuples, and (after a pause in
+    which everything expires) reaches into the newest few."""
+    _against_the_model(steps, expire_every=500)
 
 
 def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
