@@ -4,7 +4,8 @@ A node remembers every accepted client order id for its duplicate window. With
 ids arriving and expiring at a steady rate, a single Python set rebuilds its
 whole table whenever the slots its deletions left fill it up, and the add
 that triggers the rebuild pays for it. `OrderIds` spreads the ids over
-`SHARDS` sets, so a rebuild touches one of them. Both sides hold the same
+`SHARDS` sets (which the garbage collector is told not to walk), so a rebuild
+touches one of them. Both sides hold the same
 number of ids (`--held`), in the same order, with the same first-in,
 first-out expiry; each add is timed with its share of the expiry (the
 membership test, the insert and forgetting what left the window).

@@ -8,22 +8,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch.guard.orderids import BUCKETS, CHUNK, SHARD_MASK, OrderIds
+from knightwatch.guard.orderids import BUCKETS, SHARD_MASK, OrderIds
 
 WINDOW = 1_000_000  # ns
 BUCKET = WINDOW // BUCKETS
 
 
-def _against_the_model(steps: list[tuple[int, int]], expire_every: int = 0) -> None:
-    """Model: an id accepted at t is caught until t + window, and gone by t + window + bucket.
-
-    `steps` are (id, gap before it); every `expire_every`-th step (if any) comes after a
-    pause of two windows instead, so everything held expires at once."""
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, WINDOW // 3)), min_size=1, max_size=300
+    )
+)
+def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Model: an id accepted at t is caught until t + window, and gone by t + window + bucket."""
     ids = OrderIds(WINDOW)
     now = 0
     accepted: dict[str, int] = {}
     for n, (name, gap) in enumerate(steps):
-        now += 2 * WINDOW if expire_every and n % expire_every == expire_every - 1 else gap
+        now += gap
         oid = f"id{name}"
         last = accepted.get(oid)
         shard = ids.shards[hash(oid) & SHARD_MASK]
@@ -37,7 +42,6 @@ def _against_the_model(steps: list[tuple[int, int]], expire_every: int = 0) -> N
             continue  # still within window + two buckets: the Guard blocks it
         ids.add(oid, now)
         accepted[oid] = now
-        assert _in_record(ids) >= len(ids)
     # nothing accepted outside the last window (+ bucket) is still held after forgetting
     ids.full(0, now)
     recent = {o for o, t in accepted.items() if now - t < WINDOW + 2 * BUCKET}
@@ -47,32 +51,6 @@ def _against_the_model(steps: list[tuple[int, int]], expire_every: int = 0) -> N
     assert all(oid in ids.shards[hash(oid) & SHARD_MASK] for oid in held)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    steps=st.lists(
-        st.tuples(st.integers(0, 40), st.integers(0, WINDOW // 3)), min_size=1, max_size=300
-    )
-)
-def test_an_id_is_remembered_for_the_window_and_forgotten_soon_after(
-    steps: list[tuple[int, int]],
-) -> None:
-    _against_the_model(steps)
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    steps=st.lists(
-        st.tuples(st.integers(0, 2_000), st.integers(0, WINDOW // 200)),
-        min_size=3 * CHUNK,
-        max_size=8 * CHUNK,
-    )
-)
-def test_long_runs_forget_across_the_records_tuples(steps: list[tuple[int, int]]) -> None:
-    """Runs several `CHUNK`s long, so forgetting crosses tuples, and (after a pause in
-    which everything expires) reaches into the newest few."""
-    _against_the_model(steps, expire_every=500)
-
-
 def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
     ids = OrderIds(WINDOW)
     per_window = 500
@@ -80,30 +58,7 @@ def test_memory_is_bounded_by_the_ids_in_the_window() -> None:
     for i in range(20 * per_window):  # twenty windows at a steady rate
         ids.add(f"o{i}", i * step)
     assert len(ids) <= per_window * (1 + 2 / BUCKETS) + 2 * 4
-    assert _in_record(ids) == len(ids)
-
-
-def _in_record(ids: OrderIds) -> int:
-    """Ids in the arrival-order record not yet forgotten."""
-    return sum(len(c) for c in ids._chunks) - ids._front + len(ids._tail)
-
-
-@pytest.mark.parametrize("window", [WINDOW, None])
-def test_the_collector_sees_none_of_the_ids(window: int | None) -> None:
-    """A full collection visits every element of a container it tracks, in whichever
-    call allocates when it is due (an order's): held ids must not be among them."""
-    ids = OrderIds(window)
-    step = 3 * WINDOW // 20_000
-    for i in range(20_000):  # ids come and go: the shards and the record both churn
-        ids.add(f"o{i}", i * step)
-    gc.collect()  # the collector stops tracking a tuple of strings when it first sees it
-    assert not any(gc.is_tracked(shard) for shard in ids.shards)
-    assert not any(gc.is_tracked(chunk) for chunk in ids._chunks)
-    assert len(ids._tail) < CHUNK, "only the newest few are in a tracked list"
-    if window is not None:
-        assert 0 < len(ids) < 20_000 and _in_record(ids) == len(ids)
-        # what a collection would visit: the record's deque holds a tuple per CHUNK ids
-        assert len(ids._chunks) <= len(ids) // CHUNK + 2
+    assert len(ids._fifo) == len(ids)
 
 
 def test_forgetting_is_spread_over_later_accepts() -> None:
@@ -157,3 +112,19 @@ def test_ids_are_spread_over_the_shards() -> None:
     assert sum(sizes) == len(ids) == 100_000
     # a rebuild touches one shard: none holds more than a few times its share
     assert max(sizes) < 3 * 100_000 / len(sizes)
+
+
+@pytest.mark.parametrize("window", [WINDOW, None])
+def test_the_collector_walks_none_of_the_ids(window: int | None) -> None:
+    """A full collection visits every element of a container it tracks, inside whichever
+    call allocates when it is due (an order's): the held ids must not be among them."""
+    ids = OrderIds(window)
+    step = 3 * WINDOW // 20_000
+    for i in range(20_000):  # ids come and go
+        ids.add(f"o{i}", i * step)
+    ids.clear()  # a new session makes new containers: still not walked
+    for i in range(1_000):
+        ids.add(f"p{i}", i)
+    for held in (*ids.shards, ids._fifo):
+        assert not gc.is_tracked(held)
+    assert len(ids) == 1_000 and all(f"p{i}" in ids for i in range(1_000))

@@ -30,6 +30,7 @@ from knightwatch.guard.lanes import Effective, Lane
 from knightwatch.guard.ledger import Ledger, Parent, Pending, SymbolBook, Working
 from knightwatch.guard.orderids import SHARD_MASK, OrderIds
 from knightwatch.guard.rates import Window, windows
+from knightwatch.guard.untracked import untracked
 from knightwatch.limits import Limits
 from knightwatch.order import (
     MAX_ID_LEN,
@@ -164,7 +165,7 @@ class Guard:
         self._strategy_windows: dict[str, tuple[Window, ...]] = {}
         self._symbol_windows: dict[str, tuple[Window, ...]] = {}
         self._executions: dict[tuple[str, str, Side], deque[int]] = {}
-        self._turnover: deque[tuple[int, float]] = deque()
+        self._turnover: deque[tuple[int, float]] = untracked(deque())  # a minute of orders
         self._turnover_sum = 0.0
         self.accepted = 0
         self.blocked: dict[RejectReason, int] = {}

@@ -14,25 +14,17 @@ accepted. Forgetting is spread over later accepts (a few ids each), so no
 order pays for forgetting a whole bucket at once; a hit on an id that may
 have expired while nothing was accepted catches up first (`recent`).
 
-The ids are kept in `SHARDS` tables chosen by hash, not one. A table rebuilds
-its whole self when it grows, and, once ids come and go, whenever the slots
-its deletions left fill it up; the add that triggers it pays for all of it, an
+The ids are kept in `SHARDS` sets chosen by hash, not one. A set rebuilds its
+whole table when it grows, and, once ids come and go, whenever the slots its
+deletions left fill it up; the add that triggers it pays for all of it, an
 order waiting on bookkeeping (with 600,000 ids, 14-37 ms every few hundred
 thousand orders). A shard holds 1/256 of the ids, so a rebuild costs 1/256
 as much. `bench/orderids_bench.py` measures both.
 
-Nothing here is visible to Python's cyclic garbage collector, because a full
-collection visits every element of every container it tracks, and it runs
-in whichever call allocates at the wrong moment: an order's. A `set` and a
-`deque` are always tracked; with 1.2 million ids held in sets, every full
-collection took 29 ms longer, and full collections came several times per
-300,000 orders (a Guard holds few tracked objects, so a few thousand new ones
-are enough to trigger one). So the shards are dicts of id to None (a dict
-whose keys and values are all untracked is never tracked itself), and the
-ids in arrival order are kept in tuples of `CHUNK` (the collector stops
-tracking a tuple of strings the first time it sees it) after a list of at
-most `CHUNK`. `tests/guard/test_orderids.py` checks that the collector sees
-none of it but that list.
+The shards and the arrival-order deque hold only strings, so the garbage
+collector is told not to walk them (`guard/untracked.py`): held in tracked
+sets, 1.8 million ids made every full collection, which runs inside an
+order's call, take 152 ms.
 """
 
 from __future__ import annotations
@@ -40,15 +32,15 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from knightwatch.guard.untracked import untracked
+
 BUCKETS: Final = 1024
 """Time buckets per window: retention is at most window * (1 + 1 / BUCKETS)."""
 _DROP_PER_ADD: Final = 4
 """Expired ids forgotten per accepted order; more than one, so forgetting keeps up."""
 SHARDS: Final = 256
-"""Tables the ids are spread over (a power of two)."""
+"""Sets the ids are spread over (a power of two)."""
 SHARD_MASK: Final = SHARDS - 1
-CHUNK: Final = 256
-"""Ids per tuple of the arrival-order record (copying one list of this size is cheap)."""
 
 
 class OrderIds:
@@ -57,13 +49,11 @@ class OrderIds:
     __slots__ = (
         "_bucket_end",
         "_bucket_ns",
-        "_chunks",
         "_count",
         "_counts",
         "_expired",
-        "_front",
+        "_fifo",
         "_starts",
-        "_tail",
         "_window_ns",
         "count",
         "shards",
@@ -72,23 +62,20 @@ class OrderIds:
     def __init__(self, window_ns: int | None) -> None:
         if window_ns is not None and window_ns <= 0:
             raise ValueError(f"window_ns: must be > 0 or None (got {window_ns})")
-        self.shards: list[dict[str, None]] = [{} for _ in range(SHARDS)]
-        """Every id still remembered, a key of the shard `hash(id) & SHARD_MASK` (the
-        Guard tests membership there directly: one lookup, no call)."""
+        self.shards: list[set[str]] = [untracked(set()) for _ in range(SHARDS)]
+        """Every id still remembered, in the shard `hash(id) & SHARD_MASK` (the Guard
+        tests membership there directly: one lookup, no call)."""
         self.count = 0
         """Ids remembered."""
         self._window_ns = window_ns
         self._bucket_ns = 0 if window_ns is None else max(1, window_ns // BUCKETS)
-        # the ids accepted, oldest first (windowed scope only): tuples of CHUNK, then
-        # the newest few in `_tail`; the first `_front` of the first tuple are forgotten
-        self._chunks: deque[tuple[str, ...]] = deque()
-        self._tail: list[str] = []
-        self._front = 0
+        # remembered ids, oldest first (windowed scope only)
+        self._fifo: deque[str] = untracked(deque())
         self._starts: deque[int] = deque()  # start of each closed bucket, oldest first
         self._counts: deque[int] = deque()  # ids accepted in each closed bucket
         self._bucket_end = -1  # the open bucket ends here (exclusive); -1: none open yet
         self._count = 0  # ids in the open bucket
-        self._expired = 0  # ids at the front of the record already past the window
+        self._expired = 0  # ids at the front of the fifo already past the window
 
     def __len__(self) -> int:
         return self.count
@@ -100,15 +87,11 @@ class OrderIds:
         """Remember an accepted id (`now` is monotonic and never runs backwards)."""
         shard = self.shards[hash(oid) & SHARD_MASK]
         n = len(shard)
-        shard[oid] = None
+        shard.add(oid)
         self.count += len(shard) - n
         if self._window_ns is None:
             return
-        tail = self._tail
-        tail.append(oid)
-        if len(tail) >= CHUNK:
-            self._chunks.append(tuple(tail))
-            tail.clear()
+        self._fifo.append(oid)
         if now >= self._bucket_end:
             self._roll(now)
         self._count += 1
@@ -135,33 +118,17 @@ class OrderIds:
             self._expired += counts.popleft()
 
     def _drop(self, n: int) -> None:
-        """Forget the `n` oldest expired ids (fewer if fewer have expired)."""
-        chunks, shards = self._chunks, self.shards
+        fifo, shards = self._fifo, self.shards
         n = min(n, self._expired)
-        self._expired -= n
-        front = self._front
         gone = 0
-        while n:
-            if not chunks:  # the expired ids reach into the newest few
-                if not self._tail:
-                    break  # nothing held (every id counted as expired is held: a guard)
-                chunks.append(tuple(self._tail))
-                self._tail.clear()
-            chunk = chunks[0]
-            end = min(len(chunk), front + n)
-            for i in range(front, end):
-                oid = chunk[i]
-                shard = shards[hash(oid) & SHARD_MASK]
-                if oid in shard:  # an id added twice left with its first copy
-                    del shard[oid]
-                    gone += 1
-            n -= end - front
-            front = end
-            if front == len(chunk):
-                chunks.popleft()
-                front = 0
-        self._front = front
+        for _ in range(n):
+            oid = fifo.popleft()
+            shard = shards[hash(oid) & SHARD_MASK]
+            if oid in shard:  # an id added twice left with its first copy
+                shard.remove(oid)
+                gone += 1
         self.count -= gone
+        self._expired -= n
 
     def recent(self, oid: str, now: int) -> bool:
         """On a hit in its shard: is the id still within the scope at `now`?
@@ -192,11 +159,9 @@ class OrderIds:
     def clear(self) -> int:
         """Forget every id (a new session); returns how many were remembered."""
         n = self.count
-        self.shards = [{} for _ in range(SHARDS)]
+        self.shards = [untracked(set()) for _ in range(SHARDS)]
         self.count = 0
-        self._chunks = deque()
-        self._tail = []
-        self._front = 0
+        self._fifo = untracked(deque())
         self._starts = deque()
         self._counts = deque()
         self._bucket_end = -1

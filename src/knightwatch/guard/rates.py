@@ -15,6 +15,7 @@ from collections import deque
 
 from knightwatch.clock import MINUTE_NS, NS_PER_S
 from knightwatch.decision import RejectReason
+from knightwatch.guard.untracked import untracked
 
 
 class Window:
@@ -31,7 +32,8 @@ class Window:
         self.reason = reason
         self.scope = scope
         self.key = key
-        self.events: deque[int] = deque(maxlen=max(per_s, per_min))
+        # timestamps only: the collector need not walk them (`guard/untracked.py`)
+        self.events: deque[int] = untracked(deque(maxlen=max(per_s, per_min)))
 
     def over(self, now: int) -> int:
         """The span (ns) whose limit one more order at `now` would break, else 0."""
