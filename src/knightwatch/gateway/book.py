@@ -11,6 +11,14 @@ reports the client must see under its own order's ClOrdID.
 A transparent proxy puts the client's ClOrdID on the wire, so one venue
 session carries the ClOrdIDs of every client: a ClOrdID live for one client
 is refused for another (the venue could not tell them apart).
+
+The book keeps every order of the day, and the gateway's process runs the
+Guard: Python's garbage collector, which runs inside whichever call allocates
+when a collection is due (an order's), would walk all of them. An order holds
+only plain values (strings, numbers, its side), and the ExecIDs are strings,
+so neither is walked (`knightwatch.guard.untracked`): with a million finished
+orders and their ExecIDs, a full collection took 274 ms, and 32 ms without
+walking them (the dict that indexes the orders is still walked).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from knightwatch.guard.untracked import untracked
 from knightwatch.order import Side
 
 LIVE_STATUS = frozenset({"0", "1", "A", "5", "6", "E", "D"})
@@ -73,7 +82,7 @@ class GatewayBook:
         self.requests: dict[str, Request] = {}
         self.owner: dict[str, str] = {}
         """Every ClOrdID used on the venue session today -> the CompID that used it."""
-        self.exec_seen: set[str] = set()
+        self.exec_seen: set[str] = untracked(set())
         self._ids = itertools.count(1)
 
     def next_id(self, prefix: str) -> str:
@@ -88,7 +97,7 @@ class GatewayBook:
         return held == comp
 
     def add(self, order: GwOrder) -> None:
-        self.orders[order.clordid] = order
+        self.orders[order.clordid] = untracked(order)  # plain values: nothing refers back
 
     def rename(self, order: GwOrder, new_clordid: str, new_guard_id: str) -> None:
         """A replace took effect: the order now answers to its new ClOrdID."""

@@ -55,7 +55,8 @@ def untracked(container: T) -> T:
     """`container`, no longer walked by the cyclic garbage collector (CPython).
 
     Only for a set, deque or list that will hold plain values (str, int, float,
-    tuples of them): nothing in it can refer back, so no cycle can pass through it.
+    tuples of them), or an object whose fields only ever hold such values (and enum
+    members): nothing in it can refer back, so no cycle can pass through it.
     """
     if _UNTRACK is not None and gc.is_tracked(container):
         _UNTRACK(container)
