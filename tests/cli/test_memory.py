@@ -103,8 +103,9 @@ def test_a_full_collection_skips_what_was_loaded_at_start() -> None:
     assert collected >= 1, "what is made afterwards is still collected"
 
 
-def test_every_fleet_and_gateway_command_sets_both(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`_run` is the funnel the node, gateway and supervisor commands start through."""
+def test_serving_commands_set_both_and_others_neither(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_run` is the funnel the node, gateway and supervisor commands start through; a
+    command that ends (kill, status) changes nothing in the process that runs it."""
     from knightwatch.cli import fleet
 
     calls: list[str] = []
@@ -124,5 +125,8 @@ def test_every_fleet_and_gateway_command_sets_both(monkeypatch: pytest.MonkeyPat
         calls.append("ran")
         return "done"
 
-    assert fleet._run(command) == "done"
+    assert fleet._run(command, serves=True) == "done"
     assert calls == ["heap", "freeze", "ran"]
+    calls.clear()
+    assert fleet._run(command) == "done"
+    assert calls == ["ran"]

@@ -110,10 +110,15 @@ def _urls(text: str) -> list[str]:
     return urls
 
 
-def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run one async command; expected failures become a red message and exit code 2."""
-    memory.serve_reads_from_heap()  # a node or gateway reads a socket per message
-    memory.freeze_startup_objects()  # its code is loaded: collections skip it from now on
+def _run(make: Callable[[], Coroutine[Any, Any, T]], *, serves: bool = False) -> T:
+    """Run one async command; expected failures become a red message and exit code 2.
+
+    `serves`: a command that runs until stopped (a node, the gateway, the supervisor)
+    and reads a socket per message: its socket reads come from the heap, and the code it
+    has loaded is frozen out of the garbage collector's walk (`knightwatch.cli.memory`)."""
+    if serves:
+        memory.serve_reads_from_heap()
+        memory.freeze_startup_objects()
     try:
         logs.configure(os.environ.get("KNIGHTWATCH_LOG", "WARNING"))
     except ValueError as exc:
@@ -292,7 +297,7 @@ def _serve_node_command(
             metrics_port=metrics_port,
         )
 
-    _run(go)
+    _run(go, serves=True)
 
 
 def _drill_node_command() -> Callable[..., None]:
@@ -668,7 +673,7 @@ def supervisor(
                 if exposition is not None:
                     exposition.close()
 
-    _run(go)
+    _run(go, serves=True)
 
 
 RegistryOpt = typer.Option(
@@ -705,7 +710,7 @@ def up(
             nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, registry
         )
 
-    _run(go)
+    _run(go, serves=True)
 
 
 def drill(
@@ -787,7 +792,7 @@ def admission_serve(
             console.print("admission service running; Ctrl-C to stop")
             await wait_for_signal()
 
-    _run(go)
+    _run(go, serves=True)
 
 
 def _release_file(path: Path) -> Envelope:

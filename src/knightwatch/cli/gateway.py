@@ -97,7 +97,7 @@ def gateway(
         except GatewayError as exc:
             _fail(str(exc))
 
-    _run(go)
+    _run(go, serves=True)
 
 
 def venue(
@@ -163,7 +163,7 @@ def venue(
                 flush=True,
             )
 
-    _run(go)
+    _run(go, serves=True)
 
 
 def fix_drill(state_dir: Path, json_out: Path | None) -> None:
