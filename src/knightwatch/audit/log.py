@@ -287,10 +287,6 @@ class MappedLog:
     def _segment(self, offset: int) -> mmap.mmap:
         os.posix_fallocate(self.fd, offset, self.segment)
         m = mmap.mmap(self.fd, self.segment, offset=offset)
-        # Random access: the kernel reads no pages around a fault in this map. The pages
-        # ahead are read in by `preload`; a Guard thread that gets there first faults in
-        # the one page it writes, where the kernel's read-around (read_ahead_kb, 8 MiB on
-        # the build machine) put 16-19 ms of fresh memory on the order path.
         if self._prefault:
             view = ctypes.c_char.from_buffer(m)
             self._bases[offset] = ctypes.addressof(view)

@@ -538,8 +538,7 @@ class FlightRecorder:
         log = self._log
         assert log is not None
         h = r.hasher
-        buf = self._hash_buf = _sized(self._hash_buf, self._end - r.upto, HASH_BUFFER)
-        log.feed(h, r.upto, self._end, buf)
+        self._feed(log, h, r.upto)
         self._seal(h)
 
     def _seal_here(self) -> None:
@@ -552,9 +551,13 @@ class FlightRecorder:
         if self._seq == self._batch_first:
             return
         h = sha256()
-        buf = self._hash_buf = _sized(self._hash_buf, self._end - self._batch_start, HASH_BUFFER)
-        log.feed(h, self._batch_start, self._end, buf)
+        self._feed(log, h, self._batch_start)
         self._seal(h)
+
+    def _feed(self, log: MappedLog, h: _Hash, start: int) -> None:
+        """Hash the file from `start` to the last record on this thread, through its buffer."""
+        buf = self._hash_buf = _sized(self._hash_buf, self._end - start, HASH_BUFFER)
+        log.feed(h, start, self._end, buf)
 
     def _seal(self, h: _Hash) -> None:
         if self._kept:
