@@ -9,11 +9,11 @@ freed, which this pattern never does: the block is shrunk before it is freed)
 with a fresh mapping, so every message read costs an `mmap`, an `mremap` and a
 `munmap`, and the `munmap` interrupts every other core running one of the
 process's threads (the flight recorder's, the log writer's) to flush its
-TLB. A node handles a kill in about 1.1 reads; with the default threshold each
-read cost it about 40 µs more of CPU than the read itself (`strace -c` on a
-node under `bench/kill_bench.py`: one `mmap`, `mremap` and `munmap` per
-`recvfrom`), 11-12 % of the node's CPU per kill, which on a machine with fewer
-cores than nodes is latency taken from the next node's confirmation.
+TLB (`strace -c` on a node under `bench/kill_bench.py`: one `mmap`, `mremap`
+and `munmap` per `recvfrom`). Without them a node spent 0.058-0.065 ms (11-12
+%) less CPU per kill (`bench/kill_bench.py --nodes 16 --kills 600`, alternating
+with the build before, two runs each), which on a machine with fewer cores
+than nodes is latency taken from the next node's confirmation.
 
 `serve_reads_from_heap` fixes glibc's thresholds (mmap at 1 MiB, trimming the
 heap's top at 8 MiB) so such blocks come from the heap and go back to it. It

@@ -2,12 +2,13 @@
 
 Why: Python's cyclic collector visits every element of every container it
 tracks in a full collection, and a collection runs inside whichever call
-allocates when one is due: an order's `check`. A Guard holds few tracked
-objects, so a few thousand new ones (its turnover window's entries) are
-enough to trigger one, several times per 300,000 orders in the benchmark's
-loop. The duplicate check's id sets alone made a full collection take 152 ms
-with 1.8 million ids held, growing with them (the default capacity is 15
-million; `python bench/guard_bench.py --memory 2000000 --window 10800`, column
+allocates when one is due: an order's `check`. One is due whenever the
+objects that survived earlier collections have grown by a quarter (CPython's
+rule); a Guard holds few tracked objects, so its turnover window's entries
+alone make one due again and again while it trades. The duplicate check's
+id sets alone made a full collection take 152 ms with 1.8 million ids held,
+growing with them (the default capacity is 15 million; `python
+bench/guard_bench.py --memory 2000000 --window 10800`, column
 "full collection"); 2,000 symbols' full rate windows (1,000 timestamps each,
 the default) add about 7.5 ms (2,000 such deques timed alone).
 
