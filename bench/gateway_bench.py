@@ -17,6 +17,15 @@ the gateway batches), and the Guard's own work per order in one process
 (check + fill, with and without the lock the gateway uses).
 
     python bench/gateway_bench.py [--orders 3000] [--rounds 3] [--store memory] [--json FILE]
+
+`--book N` measures the gateway's book alone instead (no processes): N orders
+routed and finished at a steady rate over four duplicate scopes, with the
+memory it holds at the end of each (flat after the first when it forgets,
+growing when it does not), and the scan a kill or a disconnect makes with N
+finished orders and 100 live ones, against a scan of every order (what the
+book did before it indexed the live ones).
+
+    python bench/gateway_bench.py --book 1000000
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from knightwatch.audit import FlightRecorder
 from knightwatch.clock import SystemClock
 from knightwatch.control.plane.server import free_port
 from knightwatch.gateway import fields as F
+from knightwatch.gateway.book import GatewayBook, GwOrder
 from knightwatch.gateway.client import FixClient
 from knightwatch.gateway.engine import fix
 from knightwatch.guard import Guard, LockedGuard
@@ -306,8 +316,87 @@ def run(orders: int, rounds: int, warmup: int, store: str, tmp: Path) -> dict[st
                     proc.kill()
 
 
+class SimNow:
+    """A clock the run moves by hand (the book's scope is in simulated time)."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def book_figures(n: int) -> dict[str, Any]:
+    """The book alone: memory held per scope with and without forgetting, and the kill's scan."""
+    import tracemalloc
+
+    from knightwatch.decision import ACCEPTED
+
+    per_window = n // 4
+    window_ns = 100 * 1_000_000_000  # a scope of 100 simulated seconds
+    step = window_ns // per_window
+    out: dict[str, Any] = {}
+    for label, window in (("forgets", window_ns), ("keeps", None)):
+        now = SimNow()
+        book = GatewayBook(window, now)
+        held: list[int] = []
+        tracemalloc.start()
+        for i in range(n):
+            now.ns += step
+            go = GwOrder("C1", f"c{i}", f"C1:c{i}", "s", SYMBOL, Side.BUY, "1", 100, 10.0)
+            book.claim(go.clordid, "C1")
+            book.add(go)
+            book.decide(go.guard_id, ACCEPTED, go)
+            book.saw_exec(f"e{i}", go)
+            book.keep_fill(f"e{i}", Fill(go.guard_id, SYMBOL, Side.BUY, 100, 10.0))
+            book.set_status(go, "2")
+            if (i + 1) % per_window == 0:
+                held.append(tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+        out[label] = {"bytes_held_per_scope": held, "orders_held": len(book.orders)}
+        del book
+    book = GatewayBook()
+    for i in range(n):
+        go = GwOrder("C1", f"c{i}", f"C1:c{i}", "s", SYMBOL, Side.BUY, "1", 100, 10.0)
+        book.add(go)
+        book.set_status(go, "2")
+    for i in range(100):
+        book.add(GwOrder("C1", f"l{i}", f"C1:l{i}", "s", SYMBOL, Side.BUY, "1", 100, 10.0))
+    scans: dict[str, list[float]] = {"indexed": [], "every_order": []}
+    for _ in range(5):
+        t = time.perf_counter()
+        live = book.live()
+        scans["indexed"].append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        every = [o for o in book.orders.values() if o.live]
+        scans["every_order"].append((time.perf_counter() - t) * 1e3)
+        assert len(live) == len(every) == 100
+    out["kill_scan_ms_median"] = {k: statistics.median(v) for k, v in scans.items()}
+    out["orders"] = n
+    return out
+
+
+def show_book(res: dict[str, Any]) -> None:
+    n = res["orders"]
+    print(f"gateway book, {n:,} orders routed and finished over 4 scopes (one fill each)")
+    for label in ("forgets", "keeps"):
+        held = res[label]["bytes_held_per_scope"]
+        mb = " / ".join(f"{b / 1e6:.0f}" for b in held)
+        print(
+            f"  {label:8} MB held at the end of each scope: {mb}; "
+            f"{held[-1] / res[label]['orders_held']:.0f} B per order held; "
+            f"orders held at the end {res[label]['orders_held']:,}"
+        )
+    k = res["kill_scan_ms_median"]
+    print(
+        f"kill/disconnect scan with {n:,} finished + 100 live orders: "
+        f"{k['indexed']:.3f} ms (live index) vs {k['every_order']:.1f} ms (every order)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--book", type=int, default=0, help="measure the book alone with N orders")
     ap.add_argument("--orders", type=int, default=3_000, help="orders per path per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=300)
@@ -319,6 +408,12 @@ def main() -> None:
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
+    if args.book:
+        book = book_figures(args.book)
+        show_book(book)
+        if args.json is not None:
+            args.json.write_text(json.dumps(book, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="kw-gwbench-") as tmp:
         res = run(args.orders, args.rounds, args.warmup, args.store, Path(tmp))
     res["machine"] = {

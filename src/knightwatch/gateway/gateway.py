@@ -46,6 +46,7 @@ from typing import Any
 
 import msgspec
 
+from knightwatch.clock import to_ns
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.book import GatewayBook, GwOrder, Request
@@ -148,11 +149,9 @@ class Gateway(Handler):
         self._on_fill = on_fill if on_fill is not None else guard.on_fill
         """Where fills go: the Guard, or a node runtime that counts them on the way."""
         self.fix42 = config.begin_string == "FIX.4.2"
-        self.book = GatewayBook()
-        self.decided: dict[str, tuple[Decision, Any]] = {}
-        """Guard id -> (decision, what answered it): a resend is answered from here."""
-        self.fills: dict[str, Fill] = {}
-        """ExecID -> the fill applied, for busts and corrections."""
+        window = guard.limits.duplicate_id_window_s
+        self.book = GatewayBook(None if window is None else to_ns(window), guard.clock.monotonic_ns)
+        """Orders and what is known about them, for as long as the Guard remembers their ids."""
         q = fix()
         begin = config.begin_string
         self.venue_sid = q.SessionID(begin, config.comp_id, config.venue.comp_id)
@@ -443,11 +442,11 @@ class Gateway(Handler):
             with self._held():  # accepted, but the venue session did not take it
                 gid = f"{comp}:{msg[F.CL_ORD_ID]}"
                 self.guard.on_reject(gid)
-                _, go = self.decided[gid]
+                _, go = self.book.decided[gid]
                 if go is not None:
-                    go.status = "8"
+                    self.book.set_status(go, "8")
                 d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
-                self.decided[gid] = (d, None)
+                self.book.decide(gid, d, None)
                 self._send_reject(msg, sid, d)
 
     def _decide_new(self, msg: F.In, sid: Any, comp: str) -> Any | None:
@@ -455,7 +454,7 @@ class Gateway(Handler):
         clordid = msg[F.CL_ORD_ID]
         gid = f"{comp}:{clordid}"
         self._record_in(msg, comp, F.NEW_ORDER, gid)
-        if gid in self.decided and msg.resent:
+        if gid in self.book.decided and msg.resent:
             self._answer_resend(msg, sid, gid)
             return None
         client = self.cfg.client(comp)
@@ -482,7 +481,7 @@ class Gateway(Handler):
             d = self.guard.check(parsed)
         if not d.accepted or isinstance(parsed, Decision):
             self._count("refused")
-            self.decided[gid] = (d, None)
+            self.book.decide(gid, d, None)
             self._send_reject(msg, sid, d)
             return None
         go = GwOrder(
@@ -500,7 +499,7 @@ class Gateway(Handler):
             leaves=parsed.qty,
         )
         self.book.add(go)
-        self.decided[gid] = (d, go)
+        self.book.decide(gid, d, go)
         self._count("forwarded")
         return F.forward_copy(msg)
 
@@ -590,7 +589,7 @@ class Gateway(Handler):
     def _answer_resend(self, msg: F.In, sid: Any, gid: str) -> None:
         """A resent order already decided: the same answer again, nothing checked or forwarded."""
         self._count("resends")
-        d, go = self.decided[gid]
+        d, go = self.book.decided[gid]
         self.guard.note("fix_resend", order_id=gid, accepted=d.accepted, reason=d.reason.value)
         if go is None:
             self._send_reject(msg, sid, d)
@@ -620,9 +619,9 @@ class Gateway(Handler):
         new_gid = f"{comp}:{clordid}"
         with self._held():
             self._record_in(msg, comp, F.REPLACE, new_gid)
-            if new_gid in self.decided and msg.resent:
+            if new_gid in self.book.decided and msg.resent:
                 self._count("resends")
-                before, _ = self.decided[new_gid]
+                before, _ = self.book.decided[new_gid]
                 if not before.accepted:
                     self._send_cancel_reject(
                         msg, sid, self.book.orders.get(orig), before, F.REPLACE
@@ -654,7 +653,7 @@ class Gateway(Handler):
                     )
                     checked = self.guard.check_replace(go.guard_id, order)
                     if checked.accepted:
-                        self.decided[new_gid] = (checked, go)
+                        self.book.decide(new_gid, checked, go)
                         self.book.requests[clordid] = Request(
                             "G", comp, go, new_gid, parsed.qty, parsed.price
                         )
@@ -662,14 +661,14 @@ class Gateway(Handler):
                         self._emit(F.forward_copy(msg), self.venue_sid)
                         return
                     else:
-                        self.decided[new_gid] = (checked, None)
+                        self.book.decide(new_gid, checked, None)
                         self._count("refused")
                         self._send_cancel_reject(msg, sid, go, checked, F.REPLACE)
                         return
             # refused by the gateway itself: recorded here (the Guard records its own)
             strategy = go.strategy if go is not None else comp
             self.guard.refuse(self._unparsed(msg, new_gid, strategy), d)
-            self.decided[new_gid] = (d, None)
+            self.book.decide(new_gid, d, None)
             self._count("refused")
             self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
 
@@ -870,12 +869,10 @@ class Gateway(Handler):
     def _execution(self, msg: F.In) -> None:
         kind = F.exec_kind(msg, self.fix42)
         exec_id = msg[F.EXEC_ID]
-        if kind is not F.ExecKind.STATUS:
-            if exec_id in self.book.exec_seen:
-                self._count("duplicate_exec_ids")
-                self.guard.note("duplicate_exec", exec_id=exec_id)
-                return
-            self.book.exec_seen.add(exec_id)
+        if kind is not F.ExecKind.STATUS and exec_id in self.book.exec_seen:
+            self._count("duplicate_exec_ids")
+            self.guard.note("duplicate_exec", exec_id=exec_id)
+            return
         clordid = msg[F.CL_ORD_ID]
         req = self.book.requests.get(clordid)
         go = self.book.orders.get(clordid)
@@ -886,6 +883,7 @@ class Gateway(Handler):
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
+        self.book.saw_exec(exec_id, go)
         if go is None:
             self._unknown_execution(msg, kind, exec_id, clordid)
             return
@@ -897,7 +895,7 @@ class Gateway(Handler):
             qty = self._lots(symbol, msg[F.LAST_QTY])
             fill = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
             self._on_fill(fill)
-            self.fills[exec_id] = fill
+            self.book.keep_fill(exec_id, fill)
             go.cum += qty  # an overfill halts inside the Guard (fill_mismatch)
             self._check_leaves(go, msg)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
@@ -922,7 +920,7 @@ class Gateway(Handler):
             self.guard.on_restate(gid, self._lots(symbol, msg.get(F.LEAVES_QTY)))
         elif kind is F.ExecKind.TRADE_CANCEL:
             ref = msg.get(F.EXEC_REF_ID) or ""
-            busted = self.fills.pop(ref, None)
+            busted = self.book.fills.pop(ref, None)
             if busted is not None:
                 self.guard.on_bust(busted, parent_id=go.parent_id)
                 go.cum -= busted.qty
@@ -930,18 +928,18 @@ class Gateway(Handler):
                 self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
         elif kind is F.ExecKind.TRADE_CORRECT:
             ref = msg.get(F.EXEC_REF_ID) or ""
-            old = self.fills.get(ref)
+            old = self.book.fills.get(ref)
             if old is not None:
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 new = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
                 self.guard.on_correct(old, new, parent_id=go.parent_id)
-                self.fills[ref] = new
+                self.book.fills[ref] = new
                 go.cum += qty - old.qty
             else:
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
         if kind is F.ExecKind.NEW or go.order_id == "NONE":
             go.order_id = msg.get(F.ORDER_ID) or go.order_id
-        go.status = status
+        self.book.set_status(go, status)
         go.leaves = self._lots(symbol, msg.get(F.LEAVES_QTY)) if go.live else 0
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
@@ -1007,7 +1005,7 @@ class Gateway(Handler):
         self.guard.note("venue_business_reject", ref_msg_type=ref_type, ref_id=ref_id)
         if ref_type == F.NEW_ORDER and (go := self.book.orders.get(ref_id)) is not None:
             self.guard.on_reject(go.guard_id)
-            go.status = "8"
+            self.book.set_status(go, "8")
             sid = self.client_sids.get(go.comp)
             if sid is not None:
                 d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
@@ -1052,7 +1050,7 @@ class Gateway(Handler):
             exec_id = msg[F.EXEC_ID]
             if exec_id in self.book.exec_seen:
                 return
-            self.book.exec_seen.add(exec_id)
+            self.book.saw_exec(exec_id, None)
             kind = F.exec_kind(msg, self.fix42)
             self._count("drop_copy_reports")
             if kind is F.ExecKind.TRADE:
@@ -1216,7 +1214,7 @@ class Gateway(Handler):
         with self._held():
             if mtype == F.NEW_ORDER and (go := self.book.orders.get(clordid)) is not None:
                 self.guard.on_reject(go.guard_id)
-                go.status = "8"
+                self.book.set_status(go, "8")
                 self.guard.note("not_resent", order_id=go.guard_id)
                 sid = self.client_sids.get(go.comp)
                 if sid is not None:

@@ -1607,6 +1607,11 @@ class Guard:
     def recorder(self) -> FlightRecorder:
         return self._recorder
 
+    @property
+    def clock(self) -> Clock:
+        """The time source every decision is taken by."""
+        return self._clock
+
 
 def _scope_arg(method: str, scope: object) -> Scope:
     """A `Scope`, or its string value ("fleet"); anything else names the argument."""
