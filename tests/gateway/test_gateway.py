@@ -143,6 +143,35 @@ def test_a_fresh_order_reusing_a_clordid_is_a_duplicate(rig: Rig) -> None:
     assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
 
 
+def test_finished_orders_are_forgotten_after_the_duplicate_scope_live_ones_never(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """The book holds one duplicate scope of finished orders: after two scopes a cancelled
+    order is no longer held and its ClOrdID is no longer the gateway's to refuse, while an
+    order that stayed working is still known (and can be cancelled)."""
+    limits = msgspec.structs.replace(LIMITS, duplicate_id_window_s=1.0)
+    rig = rig_factory(limits=limits).start().ready()
+    book = rig.gateway.book
+    rest(rig, "W1")
+    rest(rig, "F1")
+    rig.oms.cancel("F1x", "F1", "L000", BUY, 100)
+    rig.oms.wait_report("F1x", "4")
+    assert "F1" in book.orders and "F1" in book.owner
+    time.sleep(2.2)
+    for i in range(3):  # forgetting rides on later orders
+        rest(rig, f"N{i}")
+    assert "F1" not in book.orders and "F1" not in book.owner and "OMS1:F1" not in book.decided
+    assert book.working["W1"].live and "OMS1:W1" in book.decided
+    acks = len(rig.oms.reports("F1"))
+    rig.oms.new_order("F1", "L000", BUY, 100, below(rig, "L000"))  # out of scope: new again
+    eventually(lambda: len(rig.oms.reports("F1")) > acks)
+    # forwarded, not refused by the gateway: the venue, which keeps its own day, answers
+    assert not rig.oms.reports("F1")[-1].get(F.TEXT).startswith("knightwatch:")
+    rig.oms.cancel("W1x", "W1", "L000", BUY, 100)
+    assert rig.oms.wait_report("W1x", "4").get(F.ORIG_CL_ORD_ID) == "W1"
+    assert {o.clordid for o in book.live()} == {"N0", "N1", "N2"}
+
+
 def test_a_quote_is_refused_with_business_reject(rig: Rig) -> None:
     rig.oms.send(F.message("S", [(117, "q1"), (F.SYMBOL, "L000")]))
     got = rig.oms.wait_for(lambda r: r.mtype == F.BUSINESS_REJECT)
