@@ -131,3 +131,25 @@ def test_a_decision_after_the_last_seal_is_named_unsealed(
     audit_path.write_bytes(b"".join(lines[:-1]))  # as a crash before the seal leaves it
     exp = explain_order(audit_path, "o2")
     assert exp.seals == {}
+
+
+def test_a_halt_recorded_after_the_orders_it_blocked_still_explains_them(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """A node confirms a kill before it records it: orders blocked meanwhile come first in
+    the file, and the halt's own time (`latched_ns`) says it was already in force."""
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        latched = clock.time_ns()
+        clock.advance(1_000)
+        rec.record_decision(order(3), HALTED, CTX, ("trading_state",))
+        clock.advance(1_000)
+        later = clock.time_ns()
+        rec.record_event(
+            "halt", CTX, scope="strategy", key="smars", reason="kill", latched_ns=latched
+        )
+        rec.record_event(
+            "halt", CTX, scope="strategy", key="smars", reason="next", latched_ns=later
+        )
+    exp = explain_order(audit_path, "o3")
+    assert [c.data["reason"] for c in exp.controls] == ["kill"]
+    assert exp.chain.intact

@@ -5,7 +5,8 @@ release, flag snapshot, limits version, rules evaluated, time), the fills
 recorded for it, what else happened to it (cancel, venue reject, expiry,
 replace, bust; for FIX flow the session, MsgSeqNum and raw-message hash of
 each message that carried it), and the control actions (halt, resume, arm,
-disarm) that preceded the decision and could have applied to it.
+disarm) that preceded the decision and could have applied to it (a halt
+counts from when it was latched, which may be before its record).
 
 An answer read from an edited file would be reported as fact, so the file is
 verified from the first line through the seal that covers the last record the
@@ -118,7 +119,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     if not decisions:
         raise OrderNotFound(f"order {order_id!r}: no decision recorded in {os.fspath(path)}")
     last = decisions[-1]
-    relevant = tuple(c for _, c in controls if c.seq < last.seq and _applies(c, last))
+    relevant = tuple(c for _, c in controls if _before(c, last) and _applies(c, last))
     used += [(n, c.seq) for n, c in controls if c in relevant]
     # verify through the seal that covers the last record used (or that record, if unsealed)
     through = max(seal_lines.get(seq, n) for n, seq in used)
@@ -129,6 +130,16 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     return Explanation(
         order_id, tuple(decisions), tuple(fills), relevant, chain, covered, tuple(events)
     )
+
+
+def _before(control: EventRecord, decision: DecisionRecord) -> bool:
+    """Was the control in force when the decision was taken? Recorded before it, or a halt
+    latched before it: a node confirms a kill before it records it, so orders the halt
+    blocked meanwhile can be recorded first (`latched_ns`, the halt's own time)."""
+    if control.seq < decision.seq:
+        return True
+    latched = control.data.get("latched_ns") if control.kind == "halt" else None
+    return type(latched) is int and latched <= decision.ts
 
 
 def _applies(control: EventRecord, decision: DecisionRecord) -> bool:

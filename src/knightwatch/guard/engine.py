@@ -1391,7 +1391,8 @@ class Guard:
             )
         if type(code) is not RejectReason:
             raise ValueError(f"halt: code must be a RejectReason (got {code!r})")
-        self._halts.latch(slot, Halt(state, code, reason, actor, self._clock.time_ns()))
+        latched = self._clock.time_ns()
+        self._halts.latch(slot, Halt(state, code, reason, actor, latched))
 
         def report() -> None:
             self._recorder.record_event(
@@ -1403,6 +1404,7 @@ class Guard:
                 code=code.value,
                 reason=reason,
                 actor=actor,
+                latched_ns=latched,  # it blocked from then on, whenever this is written
             )
             log.warning(
                 "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
