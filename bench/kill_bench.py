@@ -10,12 +10,21 @@ announcement, durable store write, confirmations) handled by real
 echo set per size) and prints one table. The server runs with authorization on,
 every client logs in with its key, each kill is signed by the operator and each
 node verifies the signature and the signer's role before applying it; the
-floor's echo processes log in too. Each size also prints the CPU one node process
+floor's echo processes log in too.
+
+Pacing: each kill and each probe starts `--gap` seconds after the previous one
+was answered (default 0.05 s), longer than a node keeps a confirmed kill's
+record and log line waiting (`REPORT_DELAY_S`, 0.02 s), so each kill meets a
+fleet that has finished with the one before, as a real kill does. `--gap
+0.002` fires them back to back instead: a stress pattern in which one kill's
+bookkeeping lands in a later kill's (or probe's) window.
+
+Each size also prints the CPU one node process
 spends per kill against what one echo process spends per probe (Linux /proc; both
 include what runs meanwhile, such as heartbeats): on a machine with fewer cores
 than processes, latency follows the fleet's total CPU per command.
 
-    .venv/bin/python bench/kill_bench.py [--kills 200] [--nodes 8,16,32] [--json FILE]
+    .venv/bin/python bench/kill_bench.py [--kills 200] [--nodes 8,16,32] [--gap 0.05] [--json FILE]
 """
 
 from __future__ import annotations
@@ -83,7 +92,7 @@ async def echo(url: str, ident: str, key: str) -> None:
     await asyncio.Event().wait()
 
 
-async def measure(n_nodes: int, n_kills: int, console: Console) -> dict[str, float]:
+async def measure(n_nodes: int, n_kills: int, gap: float, console: Console) -> dict[str, float]:
     clock = SystemClock()
     with tempfile.TemporaryDirectory(prefix="kill-bench-") as tmp:
         state = Path(tmp)
@@ -142,7 +151,7 @@ async def measure(n_nodes: int, n_kills: int, console: Console) -> dict[str, flo
             for _ in range(20):  # warm-up, not measured
                 await floor_once()
                 await kill_once()
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(gap)
             kills: list[float] = []
             floors: list[float] = []
             node_pids = [p.pid for p in nodes.procs.values()]
@@ -153,11 +162,11 @@ async def measure(n_nodes: int, n_kills: int, console: Console) -> dict[str, flo
                 while len(kills) < n_kills:
                     for _ in range(BLOCK):
                         floors.append(await floor_once())
-                        await asyncio.sleep(0.002)
+                        await asyncio.sleep(gap)
                     for _ in range(min(BLOCK, n_kills - len(kills))):
                         kills.append(await kill_once())
                         progress.advance(task)
-                        await asyncio.sleep(0.002)
+                        await asyncio.sleep(gap)
             node_cpu = (cpu_ms(node_pids) - node_cpu) / n_nodes / len(kills)
             echo_cpu = (cpu_ms(echo_pids) - echo_cpu) / n_nodes / len(floors)
             await nc.close()
@@ -194,6 +203,9 @@ def main() -> None:
         "--kills", type=int, default=200, help="measured kills per size (>= 200 for the target)"
     )
     parser.add_argument("--nodes", default="8", help="fleet sizes, comma-separated (8,16,32)")
+    parser.add_argument(
+        "--gap", type=float, default=0.05, help="seconds between one answer and the next command"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--echo", nargs=3, metavar=("URL", "ID", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,10 +218,13 @@ def main() -> None:
         parser.error(f"--nodes: must be comma-separated integers (got {args.nodes!r})")
     if args.kills < 1 or min(sizes) < 1:
         parser.error("--kills and --nodes: must be >= 1")
+    if not 0 <= args.gap <= 10:
+        parser.error(f"--gap: must be between 0 and 10 seconds (got {args.gap})")
     console = Console()
     results = []
     for n in sizes:
-        result = asyncio.run(measure(n, args.kills, console))
+        result = asyncio.run(measure(n, args.kills, args.gap, console))
+        result["gap_s"] = args.gap
         result["p50_ratio"] = round(result["kill_p50_ms"] / result["floor_p50_ms"], 2)
         result["p99_ratio"] = round(result["kill_p99_ms"] / result["floor_p99_ms"], 2)
         result["p999_ratio"] = round(result["kill_p999_ms"] / result["floor_p999_ms"], 2)
@@ -222,7 +237,7 @@ def main() -> None:
         )
     table = Table(
         title=f"kill (signed, verified by each node) -> confirmed by every node process "
-        f"({args.kills} kills per size)"
+        f"({args.kills} kills per size, {args.gap:g} s apart)"
     )
     for col in (
         "nodes",

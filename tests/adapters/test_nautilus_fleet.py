@@ -7,6 +7,7 @@ connection issuing the kill through `KillSwitch`, as `knightwatch kill` does.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from nautilus_trader.model.data import QuoteTick
@@ -79,8 +80,13 @@ async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
         assert kw.guard.trading_state(Scope.FLEET).name == "HALTED"
         eng.end()
         # the flight recorder reaches the fleet's audit stream, the metrics the plane
-        await kw.member.runtime.publish_once()
-        shipped = await operator.audit()
+        shipped = []
+        for _ in range(100):  # the halt is recorded REPORT_DELAY_S after its confirmation
+            await kw.member.runtime.publish_once()
+            shipped = await operator.audit()
+            if any(b'"halt"' in line for _, env in shipped for line in env.lines()):
+                break
+            await asyncio.sleep(0.05)
         assert shipped and {env.node_id for _, env in shipped} == {"nt-1"}
         assert any(b'"halt"' in line for _, env in shipped for line in env.lines())
     finally:

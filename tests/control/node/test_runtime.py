@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from knightwatch.clock import SimClock
 from knightwatch.control.fleet.freeze import kill_in_force
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
-from knightwatch.control.node.runtime import NodeError, NodeRuntime
+from knightwatch.control.node.runtime import REPORT_DELAY_S, NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import STATE_HISTORY
 from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, NodeStatus, StateEntry
@@ -301,6 +301,7 @@ async def test_a_kill_is_confirmed_before_it_is_recorded_or_logged(
     assert result.ok
     # confirmed with the Guard already halted, before its record and its log line
     assert at_confirm == [(TradingState.HALTED, before, 0)]
+    await asyncio.sleep(2 * REPORT_DELAY_S)  # its timer is due first: the loop runs it first
     assert rec.seq == before + 1  # then the halt record
     assert sum("HALT node=" in r.getMessage() for r in caplog.records) == 1
     await stop_all(nodes)
@@ -313,7 +314,7 @@ async def test_records_left_for_after_the_confirmation_keep_the_order_commands_a
     rec = node.guard.recorder
     kill = entry(command_id="k1", issued_ns=50)
     resume = entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=100, supersedes="k1")
-    await node._on_state(kill)  # confirmed; its record waits for the next loop turn
+    await node._on_state(kill)  # confirmed; its record waits REPORT_DELAY_S
     await node._on_state(resume)  # ...which has not come: the resume is applied first
     await asyncio.sleep(0)
     rec.flush()
@@ -331,6 +332,7 @@ async def test_each_kill_is_handled_once_though_it_arrives_twice() -> None:
     result = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
     assert result.ok
     await asyncio.sleep(0)  # let the store's copy of the kill arrive too
+    await asyncio.sleep(2 * REPORT_DELAY_S)  # and the record of the one handled
     assert len(node.confirmed) == confirmed + 1 and rec.seq == before + 1
     rec.flush()
     assert sum(b'"kind":"halt"' in line for line in rec.lines) == 1

@@ -123,6 +123,17 @@ _AUDIT_BYTES = 256 * 1024
 """An envelope's most lines and bytes: within NATS's default 1 MiB payload after base64."""
 _AUDIT_ENVELOPES_PER_TICK = 8
 _RECONFIRM_NS = 50_000_000
+REPORT_DELAY_S = 0.02
+"""How long a confirmed kill's record and log line wait: past the fleet's confirmations.
+
+On a host shared by many nodes (32 on 2 cores in `bench/kill_bench.py`), every
+node's bookkeeping right after its own confirmation ran while other nodes were
+still on their way to theirs, and a kill is as slow as its slowest node. The
+Guard blocks before the confirmation, so the wait delays only the record (its
+`latched_ns` says when the halt took effect, and `audit why` reads it) and the
+line. Another command arriving first writes them at once (`_apply`), and so
+does a stop; a crash inside the wait loses them from this node's file, not
+from the store of record, which the restarted node reads back."""
 
 
 def _nothing() -> None:
@@ -760,16 +771,14 @@ class NodeRuntime:
             await self._confirm(entry)
 
     def _report_later(self, report: Callable[[], None]) -> None:
-        """Record and log a confirmed command once its confirmation has left the process.
+        """Record and log a confirmed command `REPORT_DELAY_S` after its confirmation.
 
-        The publish only queued it: the client's flusher, woken by that publish, runs
-        before a callback scheduled now, so the confirmation's socket write is not kept
-        waiting for the record and the log line (the kill's latency is the slowest node's).
-        Reports run in the order their commands were applied (`_apply` writes any still
-        waiting before it changes anything)."""
+        The kill's latency is the slowest node's, so this node's bookkeeping waits
+        until the others have confirmed too. Reports run in the order their commands
+        were applied (`_apply` writes any still waiting before it changes anything)."""
         self._reports.append(report)
         if len(self._reports) == 1:
-            asyncio.get_running_loop().call_soon(self._report_now)
+            asyncio.get_running_loop().call_later(REPORT_DELAY_S, self._report_now)
 
     def _report_now(self) -> None:
         while self._reports:
