@@ -1,6 +1,7 @@
 """The flight recorder: every decision and control action, appended and sealed as a hash chain.
 
-The Guard calls `ready()` before each decision and `record_decision()` after it.
+The Guard calls `ready()` before each decision and `record_order()` after it
+(`record_decision()` for what is not an Order).
 With a file (the live case) recording is one JSON encode and one copy into a
 memory map of the file: when the call returns the record belongs to the
 operating system, so a crash of the process cannot lose a decision whose order
@@ -74,6 +75,9 @@ _OVERDUE: Final = 64
 _NOTHING: Final = object()
 """What `record_decision` holds before its first record, and for an object it must re-read."""
 _ENCODE_ERRORS = (AttributeError, TypeError, ValueError, OverflowError)
+_UNREAD: Final = object()
+"""Stands for a field that could not be read: JSON cannot carry it, so the record takes
+the slow path."""
 
 
 class _Ready:
@@ -286,10 +290,34 @@ class FlightRecorder:
     def record_decision(
         self, order: object, decision: object, context: AuditContext, rules: tuple[str, ...]
     ) -> None:
-        """Record one verdict; never raises for what the Guard was handed.
+        """Record one verdict; never raises for what the Guard was handed."""
+        u: Any = order
+        try:
+            oid, st, sy, sd, q, p, pid = (
+                u.id, u.strategy, u.symbol, u.side, u.qty, u.price, u.parent_id
+            )  # fmt: skip
+        except _ENCODE_ERRORS:  # not an order: the slow path reads what it can
+            oid = st = sy = sd = q = p = pid = _UNREAD
+        self.record_order(order, oid, st, sy, sd, q, p, pid, decision, context, rules)
 
-        The Guard's hot path: the file append is inlined here (see `_put`).
-        """
+    def record_order(
+        self,
+        order: object,
+        oid: Any,
+        strategy: Any,
+        symbol: Any,
+        side: Any,
+        qty: Any,
+        price: Any,
+        parent_id: Any,
+        decision: object,
+        context: AuditContext,
+        rules: tuple[str, ...],
+    ) -> None:
+        """`record_decision` with the order's fields already read (the Guard reads them
+        once, for its checks): the Guard's hot path, the file append inlined (see `_put`).
+        A field the record cannot carry as it is sends it down the slow path, which reads
+        what it can from `order` itself."""
         seq = self._seq
         # The facts that repeat from order to order are read once per object, not per
         # record: a context, a verdict and a rule list are immutable, and the last one
@@ -312,13 +340,13 @@ class FlightRecorder:
                     self._release_id,
                     self._flag_snapshot_id,
                     self._limits_version,
-                    order.id,  # type: ignore[attr-defined]
-                    order.strategy,  # type: ignore[attr-defined]
-                    order.symbol,  # type: ignore[attr-defined]
-                    order.side,  # type: ignore[attr-defined]
-                    order.qty,  # type: ignore[attr-defined]
-                    order.price,  # type: ignore[attr-defined]
-                    order.parent_id,  # type: ignore[attr-defined]
+                    oid,
+                    strategy,
+                    symbol,
+                    side,
+                    qty,
+                    price,
+                    parent_id,
                     self._accepted,
                     self._reason,
                     self._detail,

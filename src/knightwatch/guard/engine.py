@@ -180,20 +180,35 @@ class Guard:
             return _AUDIT_DOWN
         if self._unrecorded:
             self._record_outage()
+        # An Order's fields are read once, here, for the checks and for the record. Untyped:
+        # an Order built around its validation may hold anything, and the compiled build
+        # would reject a typed read of a wrong type with its own TypeError.
+        is_order = type(order) is Order
+        u: Any = order
+        if is_order:
+            oid, st, sy, sd, q, p, pid = (
+                u.id, u.strategy, u.symbol, u.side, u.qty, u.price, u.parent_id
+            )  # fmt: skip
+        else:  # refused as not an Order before any of them is looked at
+            oid = st = sy = sd = q = p = pid = None
         try:
-            d, eff = self._evaluate(order)
+            d, eff = self._evaluate(order, oid, st, sy, sd, q, p, pid)
         except Exception as exc:  # fail closed: whatever went wrong, nothing leaves
             d, eff = _blocked(R.INVALID_ORDER, f"order could not be checked: {exc!r}"), None
-        self._recorder.record_decision(
-            order, d, self._ctx, eff.rules if eff is not None else ("validity",)
-        )
+        rules = eff.rules if eff is not None else ("validity",)
+        if is_order:
+            self._recorder.record_order(order, oid, st, sy, sd, q, p, pid, d, self._ctx, rules)
+        else:
+            self._recorder.record_decision(order, d, self._ctx, rules)
         if d is ACCEPTED:
             self.accepted += 1
         else:
             self._block(order, d)
         return d
 
-    def _evaluate(self, o: Order) -> tuple[Decision, Effective | None]:
+    def _evaluate(
+        self, o: Order, oid: Any, st: Any, sy: Any, sd: Any, q: Any, p: Any, parent_id: Any
+    ) -> tuple[Decision, Effective | None]:
         # The rows of the README's check table, in order. Row 1 (audit can record) is
         # in `check`; every block returns here, so `check` is the one funnel.
         # -- 2. armed, lease
@@ -205,12 +220,8 @@ class Guard:
         # -- 3. order validity
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
-        # Each field is read once, untyped: an Order built around its validation may hold
-        # anything, and the compiled build would reject a typed read of a wrong type with
-        # its own TypeError. The common case of `order_problem` is one expression here;
-        # only an order that fails it pays for the scan that names the field.
-        u: Any = o
-        oid, st, sy, sd, q, p = u.id, u.strategy, u.symbol, u.side, u.qty, u.price
+        # The fields as `check` read them. The common case of `order_problem` is one
+        # expression here; only an order that fails it pays for the scan that names the field.
         if not (
             type(oid) is str
             and 0 < len(oid) <= MAX_ID_LEN
@@ -300,7 +311,7 @@ class Guard:
         # -- 8. parent reconciliation
         led = self._ledger
         parent = None
-        pid = o.parent_id
+        pid: str | None = parent_id
         if pid is not None:
             parent = led.parents.get(pid)
             if parent is None:
