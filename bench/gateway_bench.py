@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from knightwatch.audit import FlightRecorder
-from knightwatch.clock import SystemClock
+from knightwatch.clock import SimClock, SystemClock
 from knightwatch.control.plane.server import free_port
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.book import GatewayBook, GwOrder
@@ -316,16 +316,6 @@ def run(orders: int, rounds: int, warmup: int, store: str, tmp: Path) -> dict[st
                     proc.kill()
 
 
-class SimNow:
-    """A clock the run moves by hand (the book's scope is in simulated time)."""
-
-    def __init__(self) -> None:
-        self.ns = 0
-
-    def __call__(self) -> int:
-        return self.ns
-
-
 def book_figures(n: int) -> dict[str, Any]:
     """The book alone: memory held per scope with and without forgetting, and the kill's scan."""
     import tracemalloc
@@ -337,12 +327,12 @@ def book_figures(n: int) -> dict[str, Any]:
     step = window_ns // per_window
     out: dict[str, Any] = {}
     for label, window in (("forgets", window_ns), ("keeps", None)):
-        now = SimNow()
-        book = GatewayBook(window, now)
+        clock = SimClock()
+        book = GatewayBook(window, clock.monotonic_ns)
         held: list[int] = []
         tracemalloc.start()
         for i in range(n):
-            now.ns += step
+            clock.advance(step)
             go = GwOrder("C1", f"c{i}", f"C1:c{i}", "s", SYMBOL, Side.BUY, "1", 100, 10.0)
             book.claim(go.clordid, "C1")
             book.add(go)

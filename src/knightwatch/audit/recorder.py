@@ -1,7 +1,7 @@
 """The flight recorder: every decision and control action, appended and sealed as a hash chain.
 
 The Guard calls `ready()` before each decision and `record_order()` after it
-(`record_decision()` for what is not an Order).
+(`record_decision()`, which reads the fields itself, everywhere else).
 With a file (the live case) recording is one JSON encode and one copy into a
 memory map of the file: when the call returns the record belongs to the
 operating system, so a crash of the process cannot lose a decision whose order
