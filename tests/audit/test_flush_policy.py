@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 
 from knightwatch.audit import FlightRecorder, FsyncPolicy, verify_file
 from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, is_seal
-from knightwatch.audit.recorder import _sized
+from knightwatch.audit.recorder import INLINE_HASH, _sized
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED
 
@@ -132,6 +134,43 @@ def test_a_writer_that_never_pauses_still_has_its_batches_sealed(
     rec.close()
     assert verify_file(audit_path).intact
     assert worst < n // 4, f"{worst} of {n} records were left unsealed"
+
+
+def test_a_writer_that_outran_the_sealer_hashes_the_rest_a_slice_per_call(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """A handed-over batch megabytes behind the end is hashed by the writer's calls at most
+    `INLINE_HASH` bytes each, never in one call; the seals still cover every byte."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
+    assert rec._log is not None
+    log = rec._log
+    feed = log.feed
+    writer = threading.get_ident()
+    slices: list[int] = []
+
+    def slow_sealer(h: Any, start: int, end: int, buf: bytearray) -> None:
+        if threading.get_ident() == writer:
+            slices.append(end - start)
+        else:  # a sealer the scheduler keeps off the core: the writer outruns it
+            time.sleep(0.02)
+        feed(h, start, end, buf)
+
+    log.feed = slow_sealer  # type: ignore[method-assign]
+    start = time.monotonic()
+    n = seals = 0
+    while time.monotonic() - start < 1.5:
+        rec.ready()
+        before = rec.pending
+        rec.record_event("fill", CTX, n=n, pad="x" * 400)
+        n += 1
+        seals += rec.pending < before
+    assert slices, "the sealer never handed a batch over to the writer"
+    assert max(slices) <= INLINE_HASH, f"one call hashed {max(slices)} bytes"
+    assert slices.count(INLINE_HASH) > 1, "no batch was far enough behind to need slices"
+    assert seals > 0
+    rec.close()
+    report = verify_file(audit_path)
+    assert report.intact and report.records == n
 
 
 def test_policy_accepts_its_string_value(clock: SimClock) -> None:
