@@ -5,9 +5,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch.clock import MINUTE_NS, NS_PER_S
+from knightwatch.clock import MINUTE_NS, NS_PER_S, SimClock
 from knightwatch.decision import RejectReason
+from knightwatch.guard import Guard
 from knightwatch.guard.rates import Window, windows
+from knightwatch.limits import Limits
+from knightwatch.order import Order, Side
 
 R = RejectReason.RATE_NODE
 
@@ -42,6 +45,46 @@ def test_an_order_is_refused_exactly_when_a_limit_already_holds_its_count(
             w.events.append(now)
             accepted.append(now)
     assert len(w.events) <= max(per_s, per_min)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    per_s=st.integers(1, 6),
+    per_min=st.integers(1, 12),
+    scope=st.sampled_from(["node", "strategy", "symbol"]),
+    gaps=st.lists(st.integers(0, NS_PER_S // 2), min_size=1, max_size=120),
+)
+def test_the_guard_refuses_for_rate_exactly_when_the_model_does(
+    per_s: int, per_min: int, scope: str, gaps: list[int]
+) -> None:
+    """The Guard reads its windows inline on the order's path (not through `Window.over`):
+    it must refuse, with the scope's code and the limit that was reached, on exactly the
+    orders the model refuses."""
+    clock = SimClock(10**12)
+    limits = Limits.off(
+        **{f"max_orders_per_s_{scope}": per_s, f"max_orders_per_min_{scope}": per_min}
+    )
+    guard = Guard(limits, node="n1", clock=clock)
+    guard.arm("test")
+    guard.on_price("IBM", 100.0)
+    code = {"node": RejectReason.RATE_NODE, "strategy": RejectReason.RATE_STRATEGY}.get(
+        scope, RejectReason.RATE_SYMBOL
+    )
+    accepted: list[int] = []
+    for i, gap in enumerate(gaps):
+        clock.advance(gap * 13)
+        now = clock.monotonic_ns()
+        in_s = sum(1 for t in accepted if now - t < NS_PER_S)
+        in_min = sum(1 for t in accepted if now - t < MINUTE_NS)
+        d = guard.check(Order(f"o{i}", "rlp", "IBM", Side.BUY, 1, 100.0))
+        if in_s >= per_s:
+            assert d.reason is code and "1s" in d.detail, (i, d)
+        elif in_min >= per_min:
+            assert d.reason is code and "1min" in d.detail, (i, d)
+        else:
+            assert d.accepted, (i, d)
+            accepted.append(now)
+            guard.on_cancel(f"o{i}")
 
 
 def test_the_detail_names_the_limit_that_was_reached() -> None:
