@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from knightwatch.audit import FlightRecorder, FsyncPolicy, verify_file
 from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, is_seal
 from knightwatch.audit.recorder import INLINE_HASH, _sized
-from knightwatch.clock import SimClock
+from knightwatch.clock import SimClock, SystemClock
 from knightwatch.decision import ACCEPTED
 
 from .helpers import CTX, RULES, order, resident
@@ -171,6 +171,27 @@ def test_a_writer_that_outran_the_sealer_hashes_the_rest_a_slice_per_call(
     rec.close()
     report = verify_file(audit_path)
     assert report.intact and report.records == n
+
+
+def test_records_reach_the_disk_within_an_interval_while_their_seal_waits_for_the_guard(
+    audit_path: Path,
+) -> None:
+    """`batch` promises a machine crash loses at most an interval's records (plus one
+    fdatasync). The seal is appended by the Guard's thread at its next call, which an idle
+    Guard (or one hashing a flood's slices) may not make for a while; the records are in
+    the file already and are fsynced on the interval without it."""
+    rec = FlightRecorder(audit_path, clock=SystemClock(), batch_size=512, flush_interval_ms=20)
+    for i in range(3):
+        rec.record_decision(order(i), ACCEPTED, CTX, RULES)
+    written = rec._end
+    deadline = time.monotonic() + 5
+    while rec._synced_end < written:  # no ready(), no further record: an idle Guard
+        assert time.monotonic() < deadline, "the records waited for a seal to be fsynced"
+        time.sleep(0.01)
+    assert rec.pending == 3  # nothing sealed them: the Guard's thread has not called since
+    rec.close()
+    report = verify_file(audit_path)
+    assert report.intact and report.records == 3
 
 
 def test_policy_accepts_its_string_value(clock: SimClock) -> None:

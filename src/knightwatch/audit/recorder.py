@@ -648,6 +648,7 @@ class FlightRecorder:
         buf = bytearray()  # this thread's, used again for every pass (`_sized`)
         handed = False
         due = self._clock.monotonic_ns() + self._interval_ns
+        asked = self._end  # the fsync thread was last asked to cover the file up to here
         self._keep_ahead(log)  # the first records must not wait on the first touch either
         while True:
             self._wake.wait(interval_s)
@@ -659,12 +660,19 @@ class FlightRecorder:
             if sealed_to != start:  # a seal was appended: the next batch starts after it
                 self._tee()
                 if self._syncer is not None:
+                    asked = self._end
                     self._syncer.request()
                 start = pos = sealed_to
                 h = sha256()
                 handed = False
                 due = self._clock.monotonic_ns() + self._interval_ns
             if handed:
+                # The seal waits for the Guard's thread, which may not call for a while (an
+                # idle Guard; one hashing a flood's slices). Its records are in the file:
+                # the fsync policy's interval holds for them without the seal.
+                if self._syncer is not None and self._end > asked:
+                    asked = self._end
+                    self._syncer.request()
                 continue
             end = self._end
             while end - pos > _CATCH_UP:
