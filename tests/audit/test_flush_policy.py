@@ -16,6 +16,9 @@ from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, is_sea
 from knightwatch.audit.recorder import INLINE_HASH, _sized
 from knightwatch.clock import SimClock, SystemClock
 from knightwatch.decision import ACCEPTED
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
+from knightwatch.order import Order, Side
 
 from .helpers import CTX, RULES, order, resident
 
@@ -171,6 +174,46 @@ def test_a_writer_that_outran_the_sealer_hashes_the_rest_a_slice_per_call(
     rec.close()
     report = verify_file(audit_path)
     assert report.intact and report.records == n
+
+
+def test_an_idle_guards_lease_tick_seals_a_floods_batch_whole(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """After a flood the Guard's calls hash a handed-over batch a slice at a time; once it
+    is idle (a lease tick with nothing recorded since the previous one) the tick seals the
+    rest at once, rather than 16 KiB per heartbeat for a minute."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
+    assert rec._log is not None
+    log = rec._log
+    feed = log.feed
+    writer = threading.get_ident()
+
+    def slow_sealer(h: Any, start: int, end: int, buf: bytearray) -> None:
+        if threading.get_ident() != writer:
+            time.sleep(0.02)  # a sealer kept off the core: the writer outruns it
+        feed(h, start, end, buf)
+
+    log.feed = slow_sealer  # type: ignore[method-assign]
+    guard = Guard(Limits.off(lease_timeout_s=60.0), node="n1", clock=clock, recorder=rec)
+    guard.arm("test")
+    guard.renew_lease()
+    guard.on_price("IBM", 100.0)
+    start = time.monotonic()
+    n = 0
+    while True:  # flood until a handed-over batch has a flood's worth left to hash
+        guard.check(Order(f"o{n}", "rlp", "IBM", Side.BUY, 1, 100.0))
+        n += 1
+        r = rec._ready_seal
+        if time.monotonic() - start > 1.0 and r is not None and rec._end - r.upto > 4 * INLINE_HASH:
+            break
+        assert time.monotonic() - start < 20, "the sealer never handed a flood's batch over"
+    guard.renew_lease()  # something was recorded since the last tick: a slice, as an order
+    assert rec._ready_seal is r and rec.pending
+    guard.renew_lease()  # idle since the last tick: the rest, whole
+    assert rec._ready_seal is None and rec.pending == 0
+    rec.close()
+    report = verify_file(audit_path)
+    assert report.intact and report.records == n + 1  # the orders and the arm
 
 
 def test_records_reach_the_disk_within_an_interval_while_their_seal_waits_for_the_guard(

@@ -167,6 +167,7 @@ class FlightRecorder:
         self._seq_limit = max_pending
         self._kick_at = batch_size
         self._ready_seal: _Ready | None = None
+        self._tick_seq = -1  # `seq` at the last `tick()`
         self._kept: list[bytes] = []  # lines the file could not take (it could not grow)
         self._teed = 0  # the tee sink has every sealed byte before this offset
         self._tee_lock = threading.Lock()
@@ -276,6 +277,17 @@ class FlightRecorder:
         if self._ok and self._seq < self._seq_limit and self._end < self._limit:
             return True
         return self._recover(log)
+
+    def tick(self) -> bool:
+        """The Guard's idle tick (its lease renewal): `ready()`, and when nothing was
+        recorded since the previous tick, a batch the Guard's calls were hashing a slice at
+        a time (after a flood) is sealed now, whole, instead of a slice per later tick."""
+        r = self._ready_seal
+        if r is not None and self._seq == self._tick_seq:
+            self._apply(r, sys.maxsize)
+        ok = self.ready()
+        self._tick_seq = self._seq
+        return ok
 
     def _recover(self, log: MappedLog) -> bool:
         """The slow side of `ready()`: write kept lines, grow the file here if it must."""

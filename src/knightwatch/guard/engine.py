@@ -1342,8 +1342,9 @@ class Guard:
         )
 
     def renew_lease(self) -> None:
-        """Extend the right to trade; also the idle tick that flushes recorded decisions."""
-        self._recorder.ready()
+        """Extend the right to trade; also the idle tick that flushes recorded decisions
+        (and finishes sealing a flood's batch once the Guard is idle: `FlightRecorder.tick`)."""
+        self._recorder.tick()
         if self._lease_ns is not None:
             self._lease_deadline = self._clock.monotonic_ns() + self._lease_ns
             self._lease_why = _LEASE_LAPSED
