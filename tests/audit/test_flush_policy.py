@@ -139,12 +139,9 @@ def test_a_writer_that_never_pauses_still_has_its_batches_sealed(
     assert worst < n // 4, f"{worst} of {n} records were left unsealed"
 
 
-def test_a_writer_that_outran_the_sealer_hashes_the_rest_a_slice_per_call(
-    audit_path: Path, clock: SimClock
-) -> None:
-    """A handed-over batch megabytes behind the end is hashed by the writer's calls at most
-    `INLINE_HASH` bytes each, never in one call; the seals still cover every byte."""
-    rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
+def _outrun_sealer(rec: FlightRecorder) -> list[int]:
+    """Slow the sealer thread's reads (a sealer the scheduler keeps off the core), so the
+    calling thread outruns it by megabytes; returns the sizes this thread hashes, per call."""
     assert rec._log is not None
     log = rec._log
     feed = log.feed
@@ -154,11 +151,21 @@ def test_a_writer_that_outran_the_sealer_hashes_the_rest_a_slice_per_call(
     def slow_sealer(h: Any, start: int, end: int, buf: bytearray) -> None:
         if threading.get_ident() == writer:
             slices.append(end - start)
-        else:  # a sealer the scheduler keeps off the core: the writer outruns it
+        else:
             time.sleep(0.02)
         feed(h, start, end, buf)
 
     log.feed = slow_sealer  # type: ignore[method-assign]
+    return slices
+
+
+def test_a_writer_that_outran_the_sealer_hashes_the_rest_a_slice_per_call(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """A handed-over batch megabytes behind the end is hashed by the writer's calls at most
+    `INLINE_HASH` bytes each, never in one call; the seals still cover every byte."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
+    slices = _outrun_sealer(rec)
     start = time.monotonic()
     n = seals = 0
     while time.monotonic() - start < 1.5:
@@ -183,17 +190,7 @@ def test_an_idle_guards_lease_tick_seals_a_floods_batch_whole(
     is idle (a lease tick with nothing recorded since the previous one) the tick seals the
     rest at once, rather than 16 KiB per heartbeat for a minute."""
     rec = FlightRecorder(audit_path, clock=clock, batch_size=4, flush_interval_ms=1e9)
-    assert rec._log is not None
-    log = rec._log
-    feed = log.feed
-    writer = threading.get_ident()
-
-    def slow_sealer(h: Any, start: int, end: int, buf: bytearray) -> None:
-        if threading.get_ident() != writer:
-            time.sleep(0.02)  # a sealer kept off the core: the writer outruns it
-        feed(h, start, end, buf)
-
-    log.feed = slow_sealer  # type: ignore[method-assign]
+    _outrun_sealer(rec)
     guard = Guard(Limits.off(lease_timeout_s=60.0), node="n1", clock=clock, recorder=rec)
     guard.arm("test")
     guard.renew_lease()

@@ -57,9 +57,8 @@ def test_an_order_is_refused_exactly_when_a_limit_already_holds_its_count(
 def test_the_guard_refuses_for_rate_exactly_when_the_model_does(
     per_s: int, per_min: int, scope: str, gaps: list[int]
 ) -> None:
-    """The Guard reads its windows inline on the order's path (not through `Window.over`):
-    it must refuse, with the scope's code and the limit that was reached, on exactly the
-    orders the model refuses."""
+    """Through the Guard, for each scope: it refuses, with the scope's code and the limit
+    that was reached, exactly the orders the model refuses."""
     clock = SimClock(10**12)
     limits = Limits.off(
         **{f"max_orders_per_s_{scope}": per_s, f"max_orders_per_min_{scope}": per_min}

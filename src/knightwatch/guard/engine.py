@@ -332,17 +332,11 @@ class Guard:
                         f"allowed for parent {pid} of qty {parent.qty}",
                     ), eff
 
-        # -- 9. message rates: `Window.over`, read inline (three calls were ~3 % of a pure
-        # check); tests/guard/test_rates.py holds both to the same model
+        # -- 9. message rates
         for w in lane.windows:
-            ev = w.events
-            held = len(ev)
-            lim = w.per_s
-            if lim and held >= lim and now - ev[held - lim] < NS_PER_S:
-                return _blocked(w.reason, w.detail(NS_PER_S)), eff
-            lim = w.per_min
-            if lim and held >= lim and now - ev[held - lim] < MINUTE_NS:
-                return _blocked(w.reason, w.detail(MINUTE_NS)), eff
+            span = w.over(now)
+            if span:
+                return _blocked(w.reason, w.detail(span)), eff
 
         # -- 10. exposure counting working orders, by capacity: the part of a child within
         # its registered parent's uncommitted quantity is the customer's and counts against

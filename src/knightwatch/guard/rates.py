@@ -36,9 +36,7 @@ class Window:
         self.events: deque[int] = untracked(deque(maxlen=max(per_s, per_min)))
 
     def over(self, now: int) -> int:
-        """The span (ns) whose limit one more order at `now` would break, else 0.
-
-        The Guard's accepted path reads the same two conditions inline (`_evaluate`)."""
+        """The span (ns) whose limit one more order at `now` would break, else 0."""
         ev = self.events
         n = len(ev)
         ps = self.per_s
