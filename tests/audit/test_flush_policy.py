@@ -253,8 +253,12 @@ def test_the_pages_made_writable_after_an_fsync_follow_what_was_written(
     audit_path: Path, clock: SimClock
 ) -> None:
     """Every page made writable ahead is dirtied, so each fsync writes it back: a recorder
-    that writes one event per kill keeps the least window, one under load the most."""
-    rec = FlightRecorder(audit_path, clock=clock, batch_size=1, flush_interval_ms=1)
+    that writes one event per kill keeps the least window, one under load the most.
+
+    No interval: the sealer wakes only when a batch is full or sealed, so the 4,000
+    records below are one fsync period however slowly they are written (with an
+    interval it asks for an fsync each interval its handed-over seal waits)."""
+    rec = FlightRecorder(audit_path, clock=clock, batch_size=1, flush_interval_ms=1e9)
     rec.record_event("halt", CTX, scope="fleet")
     _fsynced(rec)
     assert rec._ahead == PREFAULT_MIN
