@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.audit import AuditContext, DecisionRecord, FlightRecorder, decode_record
 from knightwatch.audit.log import is_seal
+from knightwatch.audit.record import DecisionLine
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
 
@@ -104,3 +106,43 @@ def test_a_context_that_cannot_be_read_is_recorded_as_text_and_the_next_one_is_w
     assert first.release_id == third.release_id == "rel-1"
     assert odd.node.startswith("<object object") and odd.release_id is None
     assert [r.order_id for r in (first, odd, third)] == ["o1", "o2", "o3"]
+
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=12)  # quotes, backslashes, controls
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.builds(AuditContext, node=TEXT, release_id=st.none() | TEXT), min_size=1, max_size=3
+    ),
+    st.lists(
+        st.builds(Decision, st.booleans(), st.sampled_from(RejectReason), TEXT),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)), max_size=25),
+)
+def test_a_line_whose_facts_repeat_is_byte_for_byte_the_full_line(
+    ctxs: list[AuditContext], verdicts: list[Decision], picks: list[tuple[int, int, int]]
+) -> None:
+    # The repeat path splices the context's and the verdict's runs in pre-encoded: what it
+    # writes must be exactly what encoding every field of the line would write.
+    rec = FlightRecorder(None, clock=SimClock())
+    handed = []
+    for i, (c, v, r) in enumerate(picks):
+        ctx, verdict, o = ctxs[c % len(ctxs)], verdicts[v % len(verdicts)], order(i)
+        rec.record_decision(o, verdict, ctx, RULE_LISTS[r])
+        handed.append((o, verdict, ctx, RULE_LISTS[r]))
+    assert rec.flush()
+    lines = [line.removesuffix(b"\n") for line in rec.lines if not is_seal(line)]
+    assert len(lines) == len(picks)
+    enc = msgspec.json.Encoder()
+    for seq, (line, (o, v, c, rules)) in enumerate(zip(lines, handed, strict=True)):
+        ts = decode_record(line).ts
+        full = DecisionLine(
+            seq, ts, "decision", c.node, c.release_id, c.flag_snapshot_id, c.limits_version,
+            o.id, o.strategy, o.symbol, o.side, o.qty, o.price, o.parent_id,
+            v.accepted, v.reason, v.detail, msgspec.Raw(enc.encode(rules)),
+        )  # fmt: skip
+        assert line == enc.encode(full)

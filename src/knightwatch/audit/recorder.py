@@ -41,11 +41,14 @@ from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, Mapped
 from knightwatch.audit.record import (
     DECISION,
     AuditContext,
+    DecisionHead,
     DecisionLine,
     DecisionPayload,
+    DecisionTail,
     EventLine,
     EventPayload,
     FsyncPolicy,
+    RepeatLine,
     Scalar,
 )
 from knightwatch.audit.sink import MemorySink, Sink
@@ -83,6 +86,10 @@ _ENCODE_ERRORS = (AttributeError, TypeError, ValueError, OverflowError)
 _UNREAD: Final = object()
 """Stands for a field that could not be read: JSON cannot carry it, so the record takes
 the slow path."""
+_HEAD_KEY: Final = len(b'{"kind":')
+"""What a `DecisionHead` encodes before its first value (cut off to splice the rest in)."""
+_TAIL_KEY: Final = len(b'{"accepted":')
+"""What a `DecisionTail` encodes before its first value."""
 
 
 class _Ready:
@@ -137,12 +144,14 @@ class FlightRecorder:
         self._release_id: Any = None
         self._flag_snapshot_id: Any = None
         self._limits_version: Any = None
+        self._kind = msgspec.Raw(b"")  # the context's run of a line, spliced in (`RepeatLine`)
         self._last_decision: object = _NOTHING
         self._accepted: Any = None
         self._reason: Any = None
         self._detail: Any = None
         self._last_rules: object = _NOTHING
         self._last_raw = msgspec.Raw(b"[]")
+        self._tail: msgspec.Raw | None = None  # the verdict's and rules' run, once repeated
         self._seq = 0
         self._head = GENESIS.encode()
         self._batch_first = 0  # seq of the first record not yet sealed
@@ -339,17 +348,36 @@ class FlightRecorder:
         # The facts that repeat from order to order are read once per object, not per
         # record: a context, a verdict and a rule list are immutable, and the last one
         # of each is held here (so its identity cannot be reused by another object).
+        # While they repeat, their runs of the line are spliced in already encoded
+        # (`RepeatLine`); a new verdict (a block's own detail) is encoded in full.
         # A value that cannot be read or encoded sends the record down the slow path.
         buf = self._buf
         try:
             if context is not self._last_ctx:
                 self._use_context(context)
-            if decision is not self._last_decision:
-                self._use_decision(decision)
-            if rules is not self._last_rules:
-                self._use_rules(rules)
-            self._enc.encode_into(
-                DecisionLine(
+            if decision is self._last_decision and rules is self._last_rules:
+                tail = self._tail
+                if tail is None:
+                    tail = self._tail = self._encode_tail()
+                line: RepeatLine | DecisionLine = RepeatLine(
+                    seq,
+                    self._time_ns(),
+                    self._kind,
+                    oid,
+                    strategy,
+                    symbol,
+                    side,
+                    qty,
+                    price,
+                    parent_id,
+                    tail,
+                )
+            else:
+                if decision is not self._last_decision:
+                    self._use_decision(decision)
+                if rules is not self._last_rules:
+                    self._use_rules(rules)
+                line = DecisionLine(
                     seq,
                     self._time_ns(),
                     DECISION,
@@ -368,9 +396,8 @@ class FlightRecorder:
                     self._reason,
                     self._detail,
                     self._last_raw,
-                ),
-                buf,
-            )
+                )
+            self._enc.encode_into(line, buf)
         except _ENCODE_ERRORS:
             self._enc.encode_into(self._odd_decision(seq, order, decision, context, rules), buf)
         if len(buf) > MAX_RECORD_BYTES:
@@ -460,8 +487,11 @@ class FlightRecorder:
         """Read a context's fields for the records that follow (kept only if it is frozen)."""
         c: Any = ctx
         node, release, flags, limits = c.node, c.release_id, c.flag_snapshot_id, c.limits_version
+        # raises for a value JSON cannot carry, before anything is kept: the slow path
+        head = self._enc.encode(DecisionHead(DECISION, node, release, flags, limits))
         self._node, self._release_id, self._flag_snapshot_id = node, release, flags
         self._limits_version = limits
+        self._kind = msgspec.Raw(head[_HEAD_KEY:-1])
         self._last_ctx = ctx if type(ctx) is AuditContext else _NOTHING
 
     def _use_decision(self, decision: object) -> None:
@@ -469,6 +499,7 @@ class FlightRecorder:
         d: Any = decision
         self._accepted, self._reason, self._detail = d.accepted, d.reason, d.detail
         self._last_decision = decision if type(decision) is Decision else _NOTHING
+        self._tail = None
 
     def _use_rules(self, rules: object) -> None:
         """Encode a rule list once per distinct tuple (the Guard passes the same few)."""
@@ -483,6 +514,12 @@ class FlightRecorder:
                 self._rules[id(rules)] = (rules, raw)
         self._last_raw = raw
         self._last_rules = rules if type(rules) is tuple else _NOTHING
+        self._tail = None
+
+    def _encode_tail(self) -> msgspec.Raw:
+        """The run of a line from `accepted` to `rules`, for a verdict that repeats."""
+        t = DecisionTail(self._accepted, self._reason, self._detail, self._last_raw)
+        return msgspec.Raw(self._enc.encode(t)[_TAIL_KEY:-1])
 
     def _odd_decision(
         self,
