@@ -1,7 +1,8 @@
 """The record schema: what one JSON line of the flight recorder says.
 
 Writers encode the line structs (`DecisionLine`, `EventLine`: seq first, the
-rules list spliced in pre-encoded); readers decode the record structs, which
+rules list spliced in pre-encoded; `RepeatLine`, the same bytes as a
+`DecisionLine` with its repeating runs spliced in); readers decode the record structs, which
 are the payloads plus `seq`. A record line carries no hash: the seal line after
 its batch does (see `chain`). Field names are a public contract (operators grep
 for them), so they are only ever added, never renamed.
