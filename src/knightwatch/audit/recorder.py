@@ -627,12 +627,11 @@ class FlightRecorder:
         h = r.hasher
         upto = r.upto + budget
         if upto < self._end:
-            buf = self._hash_buf = _sized(self._hash_buf, budget, HASH_BUFFER)
-            log.feed(h, r.upto, upto, buf)
+            self._feed(log, h, r.upto, upto)
             r.upto = upto
             return
         self._ready_seal = None
-        self._feed(log, h, r.upto)
+        self._feed(log, h, r.upto, self._end)
         self._seal(h)
 
     def _seal_here(self) -> None:
@@ -645,13 +644,13 @@ class FlightRecorder:
         if self._seq == self._batch_first:
             return
         h = sha256()
-        self._feed(log, h, self._batch_start)
+        self._feed(log, h, self._batch_start, self._end)
         self._seal(h)
 
-    def _feed(self, log: MappedLog, h: _Hash, start: int) -> None:
-        """Hash the file from `start` to the last record on this thread, through its buffer."""
-        buf = self._hash_buf = _sized(self._hash_buf, self._end - start, HASH_BUFFER)
-        log.feed(h, start, self._end, buf)
+    def _feed(self, log: MappedLog, h: _Hash, start: int, end: int) -> None:
+        """Hash the file's bytes [start, end) on this thread, through its buffer."""
+        buf = self._hash_buf = _sized(self._hash_buf, end - start, HASH_BUFFER)
+        log.feed(h, start, end, buf)
 
     def _seal(self, h: _Hash) -> None:
         if self._kept:
