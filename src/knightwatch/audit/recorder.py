@@ -349,7 +349,8 @@ class FlightRecorder:
         # record: a context, a verdict and a rule list are immutable, and the last one
         # of each is held here (so its identity cannot be reused by another object).
         # While they repeat, their runs of the line are spliced in already encoded
-        # (`RepeatLine`); a new verdict (a block's own detail) is encoded in full.
+        # (`RepeatLine`); a new verdict (a block's own detail) is encoded in full: encoding
+        # its run to splice it would cost such a record a second encode.
         # A value that cannot be read or encoded sends the record down the slow path.
         buf = self._buf
         try:
