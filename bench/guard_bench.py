@@ -17,7 +17,9 @@ default rate limits on a simulated clock at the node's maximum sustained rate
 and a one-hour duplicate window, and prints the process's memory as it goes:
 flat once the window is full. `--slow N` lists the calls over 1 ms of the
 thread's own CPU in N orders with the page faults each took (`--halted` for the
-blocked path, `--switch S` to try another interpreter switch interval).
+blocked path, `--switch S` to try another interpreter switch interval). `--made-up N`
+sends N orders, each for a symbol and strategy seen once (all refused), and prints
+the memory they leave behind.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -400,6 +403,41 @@ def memory(n: int, window_s: float, json_path: Path | None) -> None:
     )
 
 
+def made_up(n: int, json_path: Path | None) -> None:
+    """What a runaway's orders for made-up symbols and strategies leave behind: `n` orders,
+    each for a symbol and a strategy seen once, all refused (no reference price), through
+    the default limits and the file recorder; prints the bytes still allocated per order
+    (`tracemalloc`, after a full collection) and how many lanes and books the Guard holds."""
+    clock = SimClock(10**15)
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = FlightRecorder(Path(tmp) / "made-up.jsonl", clock=clock, fsync=FsyncPolicy.NONE)
+        g = Guard(Limits(version="bench-made-up"), node="bench", clock=clock, recorder=rec)
+        g.arm("bench")
+        g.on_price("IBM", 100.0)
+        tracemalloc.start()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        refused = 0
+        for i in range(n):
+            clock.advance(1_000_000)
+            sym = f"X{i:07d}"
+            qty = g.lots(sym, "100")
+            refused += not g.check(Order(f"M{i:09d}", f"runaway{i}", sym, Side.BUY, qty, 10.0))
+            if i % 1_000 == 0:
+                g.renew_lease()  # the node's heartbeat: the recorder's idle tick
+        gc.collect()
+        per_order = (tracemalloc.get_traced_memory()[0] - before) / n
+        tracemalloc.stop()
+        held = {"lanes": len(g._lanes), "books": len(g._ledger.books)}
+        rec.close()
+    print(
+        f"{n:,} orders for made-up symbols and strategies, {refused:,} refused: "
+        f"{per_order:.1f} bytes still allocated per order; Guard holds {held['lanes']} lanes, "
+        f"{held['books']} books"
+    )
+    write_json(json_path, {"orders": n, "refused": refused, "bytes_per_order": per_order, **held})
+
+
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:
     """Also write the figures as JSON, when asked (`--json FILE`)."""
     if path is not None:
@@ -415,6 +453,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--memory", type=int, default=0, metavar="N", help="memory run of N orders")
     ap.add_argument("--window", type=float, default=3600.0, help="duplicate window (--memory)")
+    ap.add_argument(
+        "--made-up", type=int, default=0, metavar="N", help="N orders for made-up symbols: memory"
+    )
     ap.add_argument(
         "--split", type=int, default=0, metavar="B", help="best of B batches: check, record alone"
     )
@@ -434,6 +475,9 @@ def main() -> None:
         return
     if a.memory:
         memory(a.memory, a.window, a.json)
+        return
+    if a.made_up:
+        made_up(a.made_up, a.json)
         return
     if a.split:
         parts = split(a.split)

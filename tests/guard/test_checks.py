@@ -412,6 +412,23 @@ def test_customer_gross_exposure_boundary_per_account(rig: Mk) -> None:
     assert r.guard.exposure() == (0.0, 0.0, 0.0)
 
 
+def test_a_lanes_first_child_counts_on_the_accounts_line_in_the_symbol(rig: Mk) -> None:
+    """A strategy's first order in a symbol is checked before its lane is kept: a child
+    of it still counts on the account's existing position there, not on a fresh line."""
+    r = rig(max_customer_gross_exposure=100_000.0)
+    r.guard.register_parent("P1", 10_000, account="acme")
+    r.guard.register_parent("P2", 10_000, account="acme")
+    assert r.send(qty=600, parent_id="P1", id="c1").accepted
+    r.guard.on_fill(Fill("c1", "IBM", Side.BUY, 600, 100.0))  # acme is long 600: 60,000
+    # another strategy's first order in IBM sells 500: at worst acme is long 600
+    d = r.send(qty=500, side=Side.SELL, parent_id="P2", strategy="other", id="c2")
+    assert d.accepted
+    r.guard.on_fill(Fill("c2", "IBM", Side.SELL, 500, 100.0))
+    assert r.guard.customer_position("acme", "IBM") == 100
+    assert r.guard.customer_exposure("acme")[0] == 10_000.0
+    assert reason(r.send(qty=901, parent_id="P2", strategy="other")) is R.CUSTOMER_GROSS_EXPOSURE
+
+
 def test_customer_net_exposure_boundary_and_cancel_frees_it(rig: Mk) -> None:
     r = rig(max_customer_net_exposure=50_000.0)
     r.guard.register_parent("P", 10_000, account="acme")

@@ -387,6 +387,20 @@ def test_lot_sizes_make_decimal_quantities_exact_and_value_them_right() -> None:
     assert g.exposure()[0] == pytest.approx(30_500.0)
 
 
+def test_orders_for_made_up_symbols_keep_no_state() -> None:
+    """A runaway's made-up symbols and strategies: converted and refused, nothing kept."""
+    limits = Limits.off(require_reference_price=True, symbol={"BTC-USD": Override(lot_size=0.1)})
+    g = Guard(limits)
+    g.arm("t")
+    for i in range(1_000):
+        assert g.lots(f"S{i}", "3") == 3 and g.quantity(f"S{i}", 3) == Decimal(3)
+        d = g.check(Order(f"o{i}", f"st{i}", f"S{i}", Side.BUY, 3, 10.0))
+        assert d.reason is R.NO_REFERENCE_PRICE
+    assert g.lots("BTC-USD", "0.3") == 3
+    assert (g._lanes, g._ledger.books, g._strategy_windows, g._symbol_windows) == ({}, {}, {}, {})
+    assert set(g._lot_sizes) == {"BTC-USD"}
+
+
 def test_lot_size_is_a_symbol_override_only() -> None:
     from knightwatch.limits import LimitsError
 

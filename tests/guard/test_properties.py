@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -275,3 +276,114 @@ def test_no_accepted_order_ever_leaves_a_limit_breached(evs: list[tuple[object, 
             assert g.customer_exposure(acct)[0] == pytest.approx(cg, abs=1e-6)
     for scope, key in halted:
         assert g.trading_state(scope, key) is TradingState.HALTED
+
+
+# Symbols no price ever arrives for, and strategies no limit names: what a runaway or a
+# typo sends. Orders in them are refused, except a limit order where the limits do not
+# require a reference price.
+NOVEL_SYMS = ("X", "Y")
+TWIN_SYMS = SYMS + NOVEL_SYMS
+TWIN_STRATS = (*STRATS, "s8", "s9")
+twin_events = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("order"),
+            st.sampled_from(TWIN_STRATS),
+            st.sampled_from(TWIN_SYMS),
+            st.sampled_from(Side),
+            st.integers(1, 700),
+            st.one_of(st.none(), st.floats(0.8, 1.2)),
+            st.one_of(st.none(), st.sampled_from(tuple(PARENTS))),
+        ),
+        fill_ev,
+        cancel_ev,
+        st.tuples(st.just("price"), st.sampled_from((*SYMS, "X")), st.floats(20.0, 120.0)),
+        time_ev,
+        halt_ev,
+        resume_ev,
+    ),
+    min_size=1,
+    max_size=100,
+)
+
+
+def _kept(g: Guard) -> tuple[object, ...]:
+    """What the Guard remembers per strategy, symbol and account line."""
+    led = g._ledger
+    return (
+        sorted(g._lanes),
+        sorted(led.books),
+        sorted(g._strategy_windows),
+        sorted(g._symbol_windows),
+        sorted((a, y) for a, acct in led.accounts.items() for y in acct.lines),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(twin_events, st.booleans())
+def test_a_refused_order_leaves_no_state_behind(
+    evs: list[tuple[object, ...]], require_ref: bool
+) -> None:
+    """Twin Guards see the same events, except that the second never sees an order the
+    first refused: every decision, position and exposure stays the same, and the first
+    keeps nothing more (no lane, book, window or customer line for a refused order's
+    symbol or strategy: a flood of made-up ones cannot grow its memory)."""
+    limits = msgspec.structs.replace(LIMITS, require_reference_price=require_ref)
+    clocks = SimClock(10 * S), SimClock(10 * S)
+    a, b = (Guard(limits, node="n1", clock=c) for c in clocks)
+    px = {"X": 40.0, "Y": 60.0}
+    for g in (a, b):
+        for sym, p in zip(SYMS, (50.0, 80.0, 30.0), strict=True):
+            g.on_price(sym, p)
+            px[sym] = p
+        for pid, (pqty, acct) in PARENTS.items():
+            g.register_parent(pid, pqty, account=acct)
+        g.arm()
+    working: list[tuple[str, str, Side]] = []
+    halted: set[tuple[Scope, str]] = set()
+    for n, ev in enumerate(evs):
+        kind = ev[0]
+        if kind == "order":
+            _, strat, sym, side, qty, rel, parent = ev
+            price = None if rel is None else round(px[sym] * rel, 2)  # type: ignore[operator,index]
+            o = Order(f"o{n}", strat, sym, side, qty, price, parent)  # type: ignore[arg-type]
+            da = a.check(o)
+            if da.accepted:
+                db = b.check(o)
+                assert (db.accepted, db.reason, db.detail) == (True, da.reason, da.detail)
+                working.append((o.id, sym, side))  # type: ignore[arg-type]
+        elif kind == "fill" and working:
+            oid, sym, side = working[ev[1] % len(working)]  # type: ignore[operator]
+            rem = a.remaining(oid)
+            if rem:
+                q = max(1, int(rem * ev[2]))  # type: ignore[operator]
+                for g in (a, b):
+                    g.on_fill(Fill(oid, sym, side, q, px[sym]))
+        elif kind == "cancel" and working:
+            oid = working[ev[1] % len(working)][0]  # type: ignore[operator]
+            if a.remaining(oid):
+                for g in (a, b):
+                    g.on_cancel(oid)
+        elif kind == "price":
+            px[ev[1]] = ev[2]  # type: ignore[index,assignment]
+            for g in (a, b):
+                g.on_price(ev[1], ev[2])  # type: ignore[arg-type]
+        elif kind == "time":
+            for c in clocks:
+                c.advance(ev[1])  # type: ignore[arg-type]
+        elif kind == "halt":
+            key = "fleet" if ev[1] is Scope.FLEET else ev[2]
+            for g in (a, b):
+                g.halt(ev[1], key, "prop", actor="t")  # type: ignore[arg-type]
+            halted.add((ev[1], key))  # type: ignore[arg-type]
+        elif kind == "resume":
+            for g in (a, b):
+                for scope, key in halted:
+                    g.resume(scope, key, "prop", actor="t")
+            halted.clear()
+        for y in TWIN_SYMS:
+            assert (a.position(y), a.working_qty(y)) == (b.position(y), b.working_qty(y))
+        assert a.exposure() == b.exposure()
+        for acct in ("c1", "c2"):
+            assert a.customer_exposure(acct) == b.customer_exposure(acct)
+    assert _kept(a) == _kept(b)

@@ -27,7 +27,7 @@ from knightwatch.errors import quoted
 from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.lanes import Effective, Lane
-from knightwatch.guard.ledger import Ledger, Parent, Pending, SymbolBook, Working
+from knightwatch.guard.ledger import CustomerLine, Ledger, Parent, Pending, SymbolBook, Working
 from knightwatch.guard.orderids import SHARD_MASK, OrderIds
 from knightwatch.guard.rates import Window, windows
 from knightwatch.guard.untracked import untracked
@@ -97,6 +97,8 @@ DEFAULT_MEMORY_RECORDS = 1_000_000
 """Records a Guard built without a recorder keeps in memory before it blocks (fail closed)."""
 _LEASE_NEVER = Decision(False, R.LEASE_EXPIRED, "no control-plane lease yet; renew to trade")
 _LEASE_LAPSED = Decision(False, R.LEASE_EXPIRED, "control-plane lease expired; renew to trade")
+_ONE_LOT = Decimal(1)
+"""The lot size of a symbol the limits give none (`Limits.lot`)."""
 _AUDIT_DOWN = Decision(
     False, R.AUDIT_UNAVAILABLE, "flight recorder cannot record; blocking until it can"
 )
@@ -245,7 +247,8 @@ class Guard:
         qty: int = q
         price: float | None = p
         lane = self._lanes.get((strategy, symbol))
-        if lane is None:
+        kept = lane is not None
+        if lane is None:  # kept only once an order in it is accepted (`_keep`)
             lane = self._lane(strategy, symbol)
         eff = lane.eff
         book = lane.book
@@ -385,7 +388,7 @@ class Guard:
             assert parent is not None
             line = parent.line
             if line is None or line.book is not book:
-                line = led.line(parent, symbol)
+                line = led.line(parent, symbol) if kept else led.line_for(parent, symbol, book)
             acct = line.account
             if is_buy:
                 c_long, c_short = line.pos + line.wbuy + cust, line.pos - line.wsell
@@ -445,6 +448,8 @@ class Guard:
                 f"cannot track more than {cap} order ids within the duplicate scope; "
                 "duplicate detection would be blind",
             ), eff
+        if not kept:
+            self._keep(strategy, symbol, lane, parent, line)
         ids.add(order_id, now)
         led.working[order_id] = Working(strategy, symbol, side, qty, price, pid, parent, cust, line)
         if parent is not None:
@@ -483,11 +488,18 @@ class Guard:
         return ACCEPTED, eff
 
     def _lane(self, strategy: str, symbol: str) -> Lane:
+        """What an order in (strategy, symbol) is checked with: built here, remembered
+        only by `_keep`, once an order in it is accepted. Until then nothing of it is
+        kept (no lane, book, window or customer line), so refused orders for made-up
+        symbols or strategies, however many, leave no state behind."""
         eff = Effective(self.limits, strategy, symbol)
-        book = self._ledger.book(symbol)
+        led = self._ledger
+        book = led.books.get(symbol)
+        if book is None:
+            book = led.new_book(symbol)
         sw = self._strategy_windows.get(strategy)
         if sw is None:
-            sw = self._strategy_windows[strategy] = windows(
+            sw = windows(
                 eff.max_orders_per_s_strategy,
                 eff.max_orders_per_min_strategy,
                 R.RATE_STRATEGY,
@@ -496,7 +508,7 @@ class Guard:
             )
         yw = self._symbol_windows.get(symbol)
         if yw is None:
-            yw = self._symbol_windows[symbol] = windows(
+            yw = windows(
                 eff.max_orders_per_s_symbol,
                 eff.max_orders_per_min_symbol,
                 R.RATE_SYMBOL,
@@ -510,9 +522,26 @@ class Guard:
             (Scope.SYMBOL, symbol),
             (Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)),
         )
-        lane = Lane(eff, book, self._node_windows + sw + yw, scopes)
+        return Lane(eff, book, self._node_windows + sw + yw, scopes)
+
+    def _keep(
+        self,
+        strategy: str,
+        symbol: str,
+        lane: Lane,
+        parent: Parent | None,
+        line: CustomerLine | None,
+    ) -> None:
+        """Remember a lane `_lane` built, with its book, its windows and the customer
+        line an accepted order in it counts on: from now on they hold state."""
         self._lanes[(strategy, symbol)] = lane
-        return lane
+        led = self._ledger
+        led.books.setdefault(symbol, lane.book)
+        ws = lane.windows
+        self._strategy_windows.setdefault(strategy, tuple(w for w in ws if w.scope == "strategy"))
+        self._symbol_windows.setdefault(symbol, tuple(w for w in ws if w.scope == "symbol"))
+        if parent is not None and line is not None:
+            led.keep_line(parent, symbol, line)
 
     def _block(self, o: object, d: Decision) -> None:
         self.blocked[d.reason] = self.blocked.get(d.reason, 0) + 1
@@ -872,8 +901,9 @@ class Guard:
                 f"a replace keeps symbol, side, strategy and parent of {orig_id!r}",
             ), None
         lane = self._lanes.get((o.strategy, o.symbol))
-        if lane is None:
+        if lane is None:  # an adopted order's first replace: its symbol's book is kept
             lane = self._lane(o.strategy, o.symbol)
+            self._keep(o.strategy, o.symbol, lane, None, None)
         eff, book = lane.eff, lane.book
         qty, price = o.qty, o.price
         grow = max(max(qty - w.filled, 0) - w.remaining, 0)
@@ -1220,7 +1250,7 @@ class Guard:
         """
         lot = self._lot_sizes.get(symbol)
         if lot is None:
-            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+            lot = self._lot_size(symbol)
         if lot == 1 and type(qty) is str and qty.isdigit() and qty[0] != "0":
             return int(qty)  # the common case, a whole number of shares: no decimal arithmetic
         try:
@@ -1236,9 +1266,17 @@ class Guard:
         """Whole lots of `symbol` back in the instrument's unit (the inverse of `lots`)."""
         lot = self._lot_sizes.get(symbol)
         if lot is None:
-            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+            lot = self._lot_size(symbol)
         q = lots * lot
         return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
+
+    def _lot_size(self, symbol: str) -> Decimal:
+        """A symbol's lot size as a Decimal, cached only for a symbol the limits give one
+        (any other has the default: made-up symbols in orders grow no cache)."""
+        if symbol in self.limits.symbol:
+            lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
+            return lot
+        return _ONE_LOT
 
     def parent_qty(self, parent_id: str) -> int | None:
         """The registered quantity of a parent, or None if it is not registered."""
@@ -1320,7 +1358,7 @@ class Guard:
         self._symbol_windows = {}
         self._lanes = {}
         for strategy, symbol in pairs:
-            self._lane(strategy, symbol)
+            self._keep(strategy, symbol, self._lane(strategy, symbol), None, None)
         for strategy, ws in self._strategy_windows.items():
             carry(old_strategy.get(strategy, ()), ws)
         for symbol, ws in self._symbol_windows.items():

@@ -330,8 +330,12 @@ class Ledger:
     def book(self, symbol: str) -> SymbolBook:
         book = self.books.get(symbol)
         if book is None:
-            book = self.books[symbol] = SymbolBook(1.0 if self.lot is None else self.lot(symbol))
+            book = self.books[symbol] = self.new_book(symbol)
         return book
+
+    def new_book(self, symbol: str) -> SymbolBook:
+        """A book for `symbol`, not kept (the Guard keeps it once it accepts an order in it)."""
+        return SymbolBook(1.0 if self.lot is None else self.lot(symbol))
 
     def account(self, name: str) -> CustomerAccount:
         acct = self.accounts.get(name)
@@ -352,6 +356,22 @@ class Ledger:
             book.lines.append(line)
         parent.line = line
         return line
+
+    def line_for(self, parent: Parent, symbol: str, book: SymbolBook) -> CustomerLine:
+        """The parent's customer line in `symbol` counted on `book`, a book not kept yet
+        (`Guard._lane`): the account's line if it has one (a kept line's book is the
+        symbol's kept book, which `_lane` uses), else a new one, not kept."""
+        acct = parent.account
+        line = acct.lines.get(symbol)
+        return line if line is not None else CustomerLine(acct, book)
+
+    def keep_line(self, parent: Parent, symbol: str, line: CustomerLine) -> None:
+        """Keep a line from `line_for` once an order is accepted on it."""
+        acct = line.account
+        if acct.lines.get(symbol) is not line:
+            acct.lines[symbol] = line
+            line.book.lines.append(line)
+        parent.line = line
 
     def refresh(self, book: SymbolBook) -> None:
         """Swap this symbol's old contribution to the totals for its new one."""
