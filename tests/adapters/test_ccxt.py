@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch import Limits, RejectReason, Scope
+from knightwatch import Limits, RejectReason, Scope, SimClock
 from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
 from knightwatch.adapters.fleet import AdapterError
 from knightwatch.adapters.paper import (
@@ -39,6 +39,7 @@ from knightwatch.adapters.paper import (
 from knightwatch.adapters.units import Units
 
 R = RejectReason
+S = 1_000_000_000
 OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
 
 
@@ -191,6 +192,45 @@ async def test_a_venue_reject_gives_the_working_quantity_back(world: World) -> N
     await run(ex.create_order(sym, "limit", "buy", 0.1, 60_000))  # the next one goes out
     await run(ex.fetch_my_trades(sym))
     assert ex.guard.position(sym) == world.u("0.1")
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_ended_orders_are_forgotten_after_the_duplicate_scope_live_ones_never(spec: Spec) -> None:
+    """A process running for weeks holds one duplicate scope of ended orders, not all it
+    ever sent: an ended order still takes a late trade within the scope; after it, its
+    ids and trade ids go; a live order is never forgotten; a kill reads back live ones."""
+    clock = SimClock(10**15)
+    lim = limits(spec.step, duplicate_id_window_s=60.0, max_orders_per_min_node=10_000)
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=lim, strategy="mm", clock=clock)
+        assert isinstance(ex, GuardedExchange)
+        sym, ledger = spec.symbol, ex.ledger
+        ex.fetch_ticker(sym)
+        resting = ex.create_order(sym, "limit", "buy", 0.01, 59_000)
+        ended = []
+        for _ in range(20):
+            clock.advance(S)
+            ended.append(o := ex.create_order(sym, "limit", "sell", 0.01, 61_000))
+            ex.cancel_order(o["id"], sym)
+            ex.fetch_order(o["id"], sym)  # the final state (some venues answer with an id only)
+        filled = ex.create_order(sym, "limit", "buy", 0.01, 60_000)  # marketable: ends filled
+        ex.fetch_order(filled["id"], sym)
+        position = ex.guard.position(sym)
+        assert len(ledger.live()) == 1 and len(ledger.orders) == 22
+        clock.advance(59 * S)
+        ex.fetch_my_trades(sym)  # within the scope: the filled order's trade is known, once
+        assert ex.guard.position(sym) == position and len(ledger._seen_trades) >= 1
+        clock.advance(2 * S)  # the cancels (all) and the fill are now over a minute old
+        ex.create_order(sym, "limit", "buy", 0.01, 59_000)
+        assert len(ledger.orders) == 2 == len(ledger.live())  # the resting one and the new one
+        assert not ledger._seen_trades
+        assert {t.exchange_id for t in ledger.live()} >= {str(resting["id"])}
+        assert len(ledger._by_exchange_id) == 2 and len(ledger._ended) == 0
+        ex.fetch_my_trades(sym)  # trades of forgotten orders are ignored, never counted twice
+        assert ex.guard.position(sym) == position
+        venue.fill(resting["id"], "0.01")  # the long-lived order still takes its fill
+        ex.fetch_order(resting["id"], sym)
+        assert ex.guard.position(sym) == position + ex.ledger.units(sym).to_units("0.01")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

@@ -49,6 +49,7 @@ import logging
 import re
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -125,6 +126,10 @@ _WRAPPED = frozenset(
 have none either)."""
 _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
+_SESSION_FORGET_NS = 86_400 * 10**9
+"""How long an ended order is remembered when the Guard's duplicate scope is the session."""
+_ORDER, _EXCHANGE_ID, _CLIENT_ID, _TRADE = range(4)
+"""The indexes an order is filed under (`_Tracked.filed`)."""
 
 
 class GuardRefused(ccxt.InvalidOrder):  # type: ignore[misc]
@@ -145,6 +150,7 @@ class _Tracked:
         "client_id",
         "done",
         "exchange_id",
+        "filed",
         "gid",
         "ordered",
         "pending",
@@ -182,10 +188,21 @@ class _Tracked:
         self.trades = 0
         """Units reported by trades seen so far (fills may come from trades or the order)."""
         self.done = False
+        self.filed: list[tuple[int, str]] = []
+        """Every (index, key) the ledger holds this order under, so forgetting it is exact."""
 
 
 class Ledger:
-    """What both wrappers share: the Guard, the orders it placed, and how updates map."""
+    """What both wrappers share: the Guard, the orders it placed, and how updates map.
+
+    An ended order (filled, cancelled, rejected, expired, or replaced by a successor)
+    is remembered for the Guard's duplicate scope (`duplicate_id_window_s`; a day when
+    the scope is the session), so a late update or trade still finds it, and then
+    forgotten with its ids and trade ids: a process that runs for weeks holds one
+    scope of ended orders, not every order it ever sent. A kill's read-back walks only
+    the orders still live. An update naming a forgotten order is ignored, as one for
+    an order not placed here.
+    """
 
     def __init__(self, exchange: Any, guard: WatchedGuard, strategy: str) -> None:
         self.exchange = exchange
@@ -198,6 +215,10 @@ class Ledger:
         """Orders whose placement got no answer: perhaps live at the venue, still working."""
         self.symbols: set[str] = set()
         self._seen_trades: set[str] = set()
+        self._live: dict[_Tracked, None] = {}
+        """The orders not ended yet, in the order they were placed."""
+        self._ended: deque[tuple[int, _Tracked]] = deque()
+        """(when it ended, order), oldest first: what `_forget` lets go of."""
         self._markets: dict[str, tuple[Units, Decimal | None]] = {}
         self._edits = 0
 
@@ -295,11 +316,53 @@ class Ledger:
         tracked = _Tracked(
             gid, symbol, order.side, order.qty, self.units(symbol), client_id, price_d
         )
-        self.orders[gid] = tracked
+        self._forget()
+        self._start(tracked)
         if client_id:
-            self._by_client_id[str(client_id)] = tracked
+            self._file(tracked, _CLIENT_ID, str(client_id))
         self.symbols.add(symbol)
         return tracked, amount_d, price_d
+
+    def _file(self, tracked: _Tracked, index: int, key: str) -> None:
+        """Hold `tracked` under `key` in one of its indexes (once per key)."""
+        if index == _TRADE:
+            self._seen_trades.add(key)
+        else:
+            m = (self.orders, self._by_exchange_id, self._by_client_id)[index]
+            if m.get(key) is tracked:
+                return
+            m[key] = tracked
+        tracked.filed.append((index, key))
+
+    def _start(self, tracked: _Tracked) -> None:
+        """A new order (or a replace's successor) is live from now on."""
+        self._file(tracked, _ORDER, tracked.gid)
+        self._live[tracked] = None
+
+    def _end(self, tracked: _Tracked) -> None:
+        """The order ended: no longer live; remembered for one duplicate scope more."""
+        tracked.done = True
+        if tracked in self._live:
+            del self._live[tracked]
+            self._ended.append((self.guard.clock.monotonic_ns(), tracked))
+
+    def _forget(self) -> None:
+        """Let go of the orders that ended more than one duplicate scope ago."""
+        ended = self._ended
+        if not ended:
+            return
+        window = self.guard.limits.duplicate_id_window_s
+        keep_ns = _SESSION_FORGET_NS if window is None else int(window * 1e9)
+        cutoff = self.guard.clock.monotonic_ns() - keep_ns
+        maps = (self.orders, self._by_exchange_id, self._by_client_id)
+        while ended and ended[0][0] <= cutoff:
+            tracked = ended.popleft()[1]
+            for index, key in tracked.filed:
+                if index == _TRADE:
+                    self._seen_trades.discard(key)
+                elif maps[index].get(key) is tracked:
+                    del maps[index][key]
+            tracked.filed.clear()
 
     def record_block(self, order_id: str, d: Decision) -> None:
         """A refusal made before the Guard could see an order, counted and recorded alike."""
@@ -361,7 +424,7 @@ class Ledger:
                 remaining = order.get("amount")
             left = tracked.units.to_units(remaining, "remaining") if remaining is not None else None
             self.guard.on_replace_ack(new_gid, remaining=left)
-            tracked.done = True
+            self._end(tracked)
             successor = _Tracked(
                 new_gid,
                 tracked.symbol,
@@ -372,14 +435,14 @@ class Ledger:
                 tracked.price,
             )
             successor.amended = True
-            self.orders[new_gid] = successor
+            self._start(successor)
             self._bind(successor, order)
             self.apply_order(order)
             return
         self.guard.on_replace_ack(new_gid)
         tracked.gid = new_gid
         tracked.amended = True
-        self.orders[new_gid] = tracked
+        self._file(tracked, _ORDER, new_gid)
         left = self.guard.remaining(new_gid)
         tracked.ordered = tracked.applied + (left or 0)
         if describes_order and str(xid) == tracked.exchange_id:
@@ -425,11 +488,11 @@ class Ledger:
         xid = order.get("id")
         if xid is not None:
             tracked.exchange_id = str(xid)
-            self._by_exchange_id[str(xid)] = tracked
+            self._file(tracked, _EXCHANGE_ID, str(xid))
         cid = order.get("clientOrderId")
         if cid:
             tracked.client_id = str(cid)
-            self._by_client_id[str(cid)] = tracked
+            self._file(tracked, _CLIENT_ID, str(cid))
         self.in_doubt.pop(tracked.gid, None)
 
     def _find(self, order: dict[str, Any]) -> _Tracked | None:
@@ -518,7 +581,7 @@ class Ledger:
             tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
             if tracked is None or tid is None or str(tid) in self._seen_trades:
                 continue  # a trade of an ended order is still booked: the Guard judges it
-            self._seen_trades.add(str(tid))
+            self._file(tracked, _TRADE, str(tid))
             try:
                 tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
             except UnitError as exc:
@@ -554,7 +617,7 @@ class Ledger:
         (`end`: on_cancel, or on_reject / on_expire, which do not count as cancels)."""
         if tracked.done:
             return
-        tracked.done = True
+        self._end(tracked)
         self.in_doubt.pop(tracked.gid, None)
         if tracked.pending is not None:  # an amend still in flight dies with the order
             self.guard.on_replace_reject(tracked.pending)
@@ -596,7 +659,8 @@ class Ledger:
             )
 
     def live(self) -> list[_Tracked]:
-        return [t for t in self.orders.values() if not t.done]
+        """The orders not ended yet (a kill reads back each of them)."""
+        return list(self._live)
 
     def kill_symbols(self) -> list[str]:
         return sorted(self.symbols)
