@@ -215,13 +215,16 @@ def test_wrong_type_and_missing_tag_get_a_session_reject_that_is_recorded(rig: R
     assert rig.venue.stats.orders == 1
 
 
-def _raw(fields: list[tuple[int, str]], *, seq: int, corrupt: bool = False) -> bytes:
-    body = "".join(f"{t}={v}\x01" for t, v in fields)
-    head = f"8=FIX.4.4\x019={len(body)}\x01"
-    total = sum((head + body).encode()) % 256
+def _raw(fields: list[tuple[int, str | bytes]], *, seq: int, corrupt: bool = False) -> bytes:
+    """A FIX message as bytes on the wire (values may be raw bytes, not UTF-8)."""
+    body = b"".join(
+        f"{t}=".encode() + (v if isinstance(v, bytes) else v.encode()) + b"\x01" for t, v in fields
+    )
+    head = f"8=FIX.4.4\x019={len(body)}\x01".encode()
+    total = sum(head + body) % 256
     if corrupt:
         total = (total + 1) % 256
-    return (head + body + f"10={total:03d}\x01").encode()
+    return head + body + f"10={total:03d}\x01".encode()
 
 
 def test_bad_checksum_is_dropped_and_recovered_by_resend(rig_factory: Callable[..., Rig]) -> None:
@@ -246,6 +249,49 @@ def test_bad_checksum_is_dropped_and_recovered_by_resend(rig_factory: Callable[.
             with contextlib.suppress(TimeoutError):
                 data += s.recv(65536)
     assert b"35=2\x01" in data and b"7=2\x01" in data  # ResendRequest from seq 2: nothing lost
+
+
+def test_bytes_that_are_not_utf8_get_a_refusal_and_nothing_is_forwarded(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(clients=("OMS1", "RAW")).start(connect=("OMS1",)).ready()
+    gw = rig.gw_comp
+
+    def hdr(mtype: str, seq: int) -> list[tuple[int, str | bytes]]:
+        return [(35, mtype), (49, "RAW"), (56, gw), (34, str(seq)), (52, F.now_utc())]
+
+    def order(cid: str | bytes, symbol: str | bytes = "L000") -> list[tuple[int, str | bytes]]:
+        px = f"{below(rig, 'L000'):.2f}"
+        return [(11, cid), (55, symbol), (54, "1"), (38, "10"), (40, "2"), (44, px),
+                (60, F.now_utc())]  # fmt: skip
+
+    sent = [
+        ("D", order(b"N1\xff\xfe")),  # ClOrdID
+        ("D", order("N2", b"L\xff00")),  # Symbol
+        ("D", [*order("N3"), (1, b"AC\xe9")]),  # Account, echoed in the answer
+        ("F", [(11, b"N4\xff"), (41, "N9"), *order("N4")[1:3], (38, "10"), (60, F.now_utc())]),
+        ("D", order("N5")),  # and the session carries on
+    ]
+    data = b""
+    with socket.create_connection(("127.0.0.1", rig.gw_port), timeout=5) as s:
+        s.sendall(_raw([*hdr("A", 1), (98, "0"), (108, "5"), (141, "Y")], seq=1))
+        time.sleep(0.3)
+        for seq, (mtype, body) in enumerate(sent, 2):
+            s.sendall(_raw([*hdr(mtype, seq), *body], seq=seq))
+        deadline = time.monotonic() + 5
+        while data.count(b"\x0139=") < 5 and time.monotonic() < deadline:
+            s.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                data += s.recv(65536)
+    answers = [m for m in data.split(b"\x0110=") if b"\x0139=" in m]
+    assert len(answers) == 5, data
+    for m in answers[:4]:
+        assert b"knightwatch:invalid_order tag " in m and b"not UTF-8" in m, m
+    assert b"\x0135=9\x01" in answers[3]  # the cancel: an OrderCancelReject
+    assert b"\x0139=0\x01" in answers[4]  # the next order is routed
+    assert [o.clordid for o in rig.venue.working()] == ["N5"]
+    assert rig.gateway.errors.count == 0
+    assert len(rig.events("fix_refused")) == 4
 
 
 # --- callbacks that raise ----------------------------------------------------------------
@@ -324,6 +370,70 @@ def test_replace_the_venue_refuses_rolls_back(rig: Rig) -> None:
     assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
     assert rig.guard.working_qty("L000") == (0, 0)
     assert rig.guard.position("L000") == 100
+
+
+def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venue(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
+    a, b = rig.clients["OMS1"], rig.clients["OMS2"]
+    b.new_order("V1", "L000", BUY, 100, below(rig, "L000"))
+    b.wait_report("V1", "0")
+    a.cancel("C2", "V1", "L000", BUY, 100)
+    rej = a.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C2")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "1" and rej.get(F.CXL_REJ_REASON) == "1"
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order order V1 is not an order of")
+    time.sleep(0.1)
+    assert [o.clordid for o in rig.venue.working()] == ["V1"]  # nothing reached the venue
+    assert not [r for r in b.received if r.get(F.CL_ORD_ID) == "C2"]
+    assert rig.guard.working_qty("L000") == (100, 0)
+    b.cancel("V1x", "V1", "L000", BUY, 100)  # its own client still cancels it
+    b.wait_report("V1x", "4")
+
+
+def test_a_cancel_whose_clordid_names_another_order_is_refused(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """Its answer would carry that id: the venue's report applied to the other order."""
+    rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
+    a, b = rig.clients["OMS1"], rig.clients["OMS2"]
+    b.new_order("V1", "L000", BUY, 100, below(rig, "L000"))
+    b.wait_report("V1", "0")
+    rest(rig, "C2")
+    for cid, orig in (("V1", "C2"), ("C2", "C2")):  # another client's live id, its own
+        a.cancel(cid, orig, "L000", BUY, 100)
+        rej = a.wait_for(
+            lambda r, cid=cid: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == cid
+        )
+        assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    time.sleep(0.1)
+    assert sorted(o.clordid for o in rig.venue.working()) == ["C2", "V1"]
+    assert rig.gateway.book.orders["V1"].status == "0" and len(b.reports("V1")) == 1
+    a.cancel("C2x", "C2", "L000", BUY, 100)
+    a.wait_report("C2x", "4")
+
+
+def test_a_replace_keeps_the_instrument_and_side_the_guard_checked(rig: Rig) -> None:
+    rest(rig, "R1", qty=100)
+    px = below(rig, "L000")
+    for cid, symbol, side in (("R2", "L001", BUY), ("R3", "L000", SELL)):
+        rig.oms.replace(cid, "R1", symbol, side, 100, px)
+        rej = rig.oms.wait_for(
+            lambda r, cid=cid: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == cid
+        )
+        assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
+        assert rej.get(F.TEXT).startswith("knightwatch:invalid_order a replace keeps")
+    time.sleep(0.1)
+    assert rig.venue.find("R2") is None and rig.venue.find("R3") is None
+    assert rig.guard.working_qty("L000") == (100, 0)
+
+
+def test_a_cash_sized_order_is_refused(rig: Rig) -> None:
+    rig.oms.new_order("K1", "L000", BUY, 1, 100.0, extra=[(F.CASH_ORDER_QTY, "100000000")])
+    rej = rig.oms.wait_report("K1", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order CashOrderQty(152)")
+    time.sleep(0.05)
+    assert rig.venue.stats.orders == 0
 
 
 def test_client_mass_cancel_only_touches_that_clients_orders(

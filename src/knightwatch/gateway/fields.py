@@ -42,6 +42,7 @@ ORIG_CL_ORD_ID = 41
 POSS_DUP = 43
 REF_SEQ_NUM = 45
 PRICE = 44
+CASH_ORDER_QTY = 152
 SECURITY_ID = 48
 SENDER_COMP_ID = 49
 SENDER_SUB_ID = 50
@@ -236,7 +237,9 @@ def message(mtype: str, fields: list[tuple[int, str]]) -> Any:
     """
     if len({tag for tag, _ in fields}) != len(fields):
         raise ValueError(f"message {mtype}: a tag is given twice in {fields}")
-    body = "".join(f"{tag}={str(value).replace(SOH, ' ') or '?'}{SOH}" for tag, value in fields)
+    body = "".join(
+        f"{tag}={clean(str(value)).replace(SOH, ' ') or '?'}{SOH}" for tag, value in fields
+    )
     return fix().Message(f"8=FIX.4.4{SOH}9=0{SOH}35={mtype}{SOH}{body}10=000{SOH}", False)
 
 
@@ -244,6 +247,24 @@ def now_utc() -> str:
     """A FIX UTCTimestamp (milliseconds) for TransactTime."""
     t = time.time()
     return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+def clean(value: str) -> str:
+    """Text that can be sent and recorded: bytes that were not UTF-8 (held as lone
+    surrogates when the engine decoded them) become U+FFFD."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def undecodable(m: In) -> int | None:
+    """The first tag of a received message whose value is not UTF-8, if any."""
+    if m.raw.isascii():
+        return None
+    for tag, value in m.f.items():
+        if clean(value) != value:
+            return tag
+    return None
 
 
 def forward_copy(m: In) -> Any:
@@ -259,7 +280,7 @@ def forward_copy(m: In) -> Any:
 
 def raw_hash(m: In) -> str:
     """sha256 of the message as received, for the flight recorder (first 32 hex digits)."""
-    return hashlib.sha256(m.raw.encode()).hexdigest()[:32]
+    return hashlib.sha256(m.raw.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def own_sid(sid: Any) -> Any:

@@ -396,7 +396,10 @@ class Gateway(Handler):
                 self.guard.note("fix_refused", session=comp, msg_type=mtype, reason=d.reason.value)
                 self._send_business_reject(msg, sid, d)
             return
-        if mtype == F.NEW_ORDER:
+        bad_tag = F.undecodable(msg)
+        if bad_tag is not None:
+            self._refuse_undecodable(msg, sid, comp, bad_tag)
+        elif mtype == F.NEW_ORDER:
             self._new_order(msg, sid, comp)
         elif mtype == F.CANCEL:
             self._cancel(msg, sid, comp)
@@ -409,6 +412,30 @@ class Gateway(Handler):
         else:
             self._mass_status(msg, sid, comp)
 
+    def _refuse_undecodable(self, msg: F.In, sid: Any, comp: str, tag: int) -> None:
+        """A message holding bytes that are not UTF-8 is neither checked nor forwarded:
+        the Guard could not read what the venue would (its answer shows them as U+FFFD)."""
+        mtype = msg.mtype
+        d = Decision(
+            False,
+            R.INVALID_ORDER,
+            f"tag {tag} holds bytes that are not UTF-8; nothing was checked or forwarded",
+        )
+        with self._held():
+            self._record_in(msg, comp, mtype, None)
+            self._count("refused")
+            self.guard.note("fix_refused", session=comp, msg_type=mtype, reason=d.reason.value)
+            if mtype == F.NEW_ORDER:
+                client = self.cfg.client(comp)
+                strategy = client.strategy_name if client is not None else comp
+                gid = f"{comp}:{F.clean(msg.get(F.CL_ORD_ID) or '')}"
+                self.guard.refuse(self._unparsed(msg, gid, strategy), d)
+                self._send_reject(msg, sid, d)
+            elif mtype in (F.REPLACE, F.CANCEL):
+                self._send_cancel_reject(msg, sid, None, d, mtype)
+            else:
+                self._send_business_reject(msg, sid, d)
+
     def _record_in(self, msg: F.In, comp: str, mtype: str, guard_id: str | None) -> None:
         """Provenance of a client message in the flight recorder (D2): session, seq, hash."""
         self._record_admin()
@@ -418,7 +445,7 @@ class Gateway(Handler):
             session=comp,
             seq=int(msg[F.MSG_SEQ_NUM]),
             msg_type=mtype,
-            clordid=msg.get(F.CL_ORD_ID),
+            clordid=F.clean(msg.get(F.CL_ORD_ID) or "") or None,
             raw_sha256=F.raw_hash(msg),
             resent=msg.resent,
         )
@@ -519,6 +546,11 @@ class Gateway(Handler):
         qty_text = msg.get(F.ORDER_QTY)
         if qty_text is None:
             return bad("OrderQty(38) is required")
+        if F.CASH_ORDER_QTY in msg:
+            return bad(
+                "CashOrderQty(152) cannot be checked (the quantity is only known at the "
+                "venue); give OrderQty(38) alone"
+            )
         try:
             qty = self.guard.lots(symbol, qty_text)
         except InvalidOrder as exc:
@@ -576,14 +608,15 @@ class Gateway(Handler):
             q = int(Decimal(qty)) if Decimal(qty) == Decimal(qty).to_integral_value() else 0
         except InvalidOperation:
             q = 0
+        parent = msg.get(self.cfg.parent_tag)
         return Unparsed(
             gid,
             strategy,
-            self._instrument(msg) or "",
-            msg.get(F.SIDE) or "",
+            F.clean(self._instrument(msg) or ""),
+            F.clean(msg.get(F.SIDE) or ""),
             q,
             px,
-            msg.get(self.cfg.parent_tag),
+            None if parent is None else F.clean(parent),
         )
 
     def _answer_resend(self, msg: F.In, sid: Any, gid: str) -> None:
@@ -602,13 +635,31 @@ class Gateway(Handler):
         with self._held():
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
             go = self.book.orders.get(orig)
+            refused: Decision | None = None
             if go is not None and go.comp != comp and not go.comp.startswith("reconciled"):
-                go = None  # not this client's order: the venue answers "unknown order"
-            if not self.venue_up:
-                d = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
-                self._send_cancel_reject(msg, sid, go, d, F.CANCEL)
+                # another client's order: refused here, as if unknown (the venue, one
+                # session for every client, would cancel it)
+                go = None
+                refused = Decision(
+                    False, R.INVALID_ORDER, f"order {orig} is not an order of {comp}"
+                )
+            elif not self.venue_up:
+                refused = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
+            elif (
+                clordid == orig or clordid in self.book.orders or not self.book.claim(clordid, comp)
+            ):
+                # the cancel's own id names another order: the venue's answer would be
+                # applied to that order (and routed to its client)
+                refused = Decision(
+                    False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use by an order"
+                )
+            if refused is not None:
+                self._count("refused")
+                self.guard.note(
+                    "fix_refused", session=comp, msg_type=F.CANCEL, reason=refused.reason.value
+                )
+                self._send_cancel_reject(msg, sid, go, refused, F.CANCEL)
                 return
-            self.book.claim(clordid, comp)
             self.book.requests[clordid] = Request("F", comp, go)
             self._count("cancels")
             self._emit(F.forward_copy(msg), self.venue_sid)
@@ -641,6 +692,17 @@ class Gateway(Handler):
                 parsed = self._parse_order(msg, new_gid, go.strategy)
                 if isinstance(parsed, Decision):
                     d = parsed
+                elif (
+                    parsed.symbol != go.symbol
+                    or parsed.side is not go.side
+                    or (parsed.parent_id is not None and parsed.parent_id != go.parent_id)
+                ):
+                    # the Guard checks the order's own; the venue would get these
+                    d = Decision(
+                        False,
+                        R.INVALID_ORDER,
+                        f"a replace keeps the instrument, Side(54) and parent of order {orig}",
+                    )
                 else:
                     order = Order(
                         new_gid,
