@@ -10,7 +10,9 @@ a file `knightwatch audit verify` accepts.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -101,6 +103,25 @@ def test_a_strategy_kill_is_confirmed_by_every_node(alice: Person) -> None:
     assert halts["strategy", "api-s1"]["actor"] == "alice"
 
 
+def test_a_flood_of_snapshot_requests_leaves_the_control_plane_serving(alice: Person) -> None:
+    """Each fleet read used to leave a server-side consumer per bucket for five minutes:
+    300 snapshot requests filled the stream's consumer limit and the next kill, resume
+    request or node resync failed. Concurrent requests now share one read, and a read
+    deletes its consumers as it ends."""
+
+    async def flood() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=str(alice.http.base_url), cookies=alice.http.cookies, timeout=60
+        ) as http:
+            return await asyncio.gather(*(http.get("/api/snapshot") for _ in range(300)))
+
+    for _ in range(2):
+        answers = asyncio.run(flood())
+        assert [a.status_code for a in answers] == [200] * 300, answers[-1].text
+    answer = alice.post("/api/kill", kill_body("api-flood"))
+    assert answer.status_code == 200 and answer.json()["ok"], answer.text
+
+
 def test_a_drain_sets_reducing(alice: Person) -> None:
     answer = alice.post("/api/kill", kill_body("api-d1", drain=True))
     assert answer.status_code == 200 and answer.json()["state"] == "REDUCING"
@@ -184,6 +205,51 @@ def test_logins_are_throttled_after_repeated_failures(console: ConsoleProc) -> N
     assert statuses[:2] == [401, 401] and statuses[-1] == 429  # a few free, then a wait
     time.sleep(1.1)
     Person(console, "alice")  # a success from this address clears its count
+
+
+def test_others_failing_under_a_name_never_lock_out_a_browser_that_logged_in_before(
+    console: ConsoleProc,
+) -> None:
+    """Anyone can fail under alice's name, and every local user shares 127.0.0.1: the
+    browser she logged in with before (its device cookie) is counted on its own."""
+    known = Person(console, "alice")  # this browser now holds alice's device cookie
+    known.http.cookies.delete("kw_session")
+    for _ in range(5):
+        httpx.post(console.url + "/login", data={"name": "alice", "password": "not her password"})
+    stranger = httpx.post(console.url + "/login", data={"name": "alice", "password": PASSWORD})
+    assert stranger.status_code == 429 and int(stranger.headers["retry-after"]) >= 1
+    again = known.http.post("/login", data={"name": "alice", "password": PASSWORD})
+    assert again.status_code == 303, again.text
+    known.http.close()
+    time.sleep(2.1)  # the name's own backoff (2 s after five failures) runs out
+    Person(console, "alice").http.close()  # a success from a new browser clears the name
+
+
+def test_a_body_is_refused_by_its_length_before_it_is_read(console: ConsoleProc) -> None:
+    """A stranger's 300 MB body is neither read nor parsed: a login by its declared
+    length (413), an approval because nobody is logged in (401)."""
+    host, port = console.url.removeprefix("http://").split(":")
+    for path, expect in (("/login", b" 413 "), ("/api/resume/approve", b" 401 ")):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 300000000\r\n\r\n{{".encode()
+            )
+            assert expect in s.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_a_request_for_another_host_name_is_refused(console: ConsoleProc) -> None:
+    """DNS rebinding: a page whose own name now points at 127.0.0.1 is not served."""
+    assert httpx.get(console.url + "/login", headers={"Host": "evil.example"}).status_code == 400
+    assert httpx.get(console.url + "/login", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_keys_with_control_characters_and_unknown_alert_slots_are_refused(alice: Person) -> None:
+    answer = alice.post("/api/kill", kill_body("x\ny INJECT HALT node=n9"))
+    assert answer.status_code == 422 and "control characters" in answer.json()["error"]
+    for slot, revision in (("<script>", 1), ("strategy.api-s1", -5), ("strategy.api-s1", 2**70)):
+        answer = alice.post("/api/alerts/ack", {"slot": slot, "revision": revision, "note": "n"})
+        assert answer.status_code == 422, (slot, revision, answer.text)
 
 
 def test_a_cross_site_login_is_refused(console: ConsoleProc) -> None:

@@ -153,6 +153,23 @@ def test_name_and_address_are_throttled_independently(clock: Clock) -> None:
     assert t.wait_s("alice", "10.9.9.9") == 0.0 and t.wait_s("bob", "10.0.0.1") == 0.0
 
 
+def test_a_known_device_is_counted_alone_so_others_cannot_lock_its_person_out(
+    clock: Clock,
+) -> None:
+    t = LoginThrottle(clock=clock)
+    for _ in range(8):  # someone else fails under alice's name, from alice's own address
+        t.failed("alice", "127.0.0.1")
+    assert t.wait_s("alice", "127.0.0.1") == 16.0
+    assert t.wait_s("alice", "127.0.0.1", device="d1") == 0.0  # her browser logs in
+    for _ in range(3):  # and its own failures still slow it
+        t.failed("alice", "127.0.0.1", device="d1")
+    assert t.wait_s("alice", "127.0.0.1", device="d1") == 0.5
+    assert t.wait_s("alice", "127.0.0.1", device="d2") == 0.0
+    t.succeeded("alice", "127.0.0.1", device="d1")
+    assert t.wait_s("alice", "127.0.0.1", device="d1") == 0.0
+    assert t.wait_s("alice", "127.0.0.1") == 16.0  # the name's count is not its to clear
+
+
 def test_a_spray_over_many_names_is_slowed_by_address(clock: Clock) -> None:
     t = LoginThrottle(clock=clock)
     for i in range(6):

@@ -33,7 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import math
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -63,7 +66,7 @@ from knightwatch.clock import Clock, SystemClock
 from knightwatch.console.audit import ConsoleAudit, Query, export_lines, params_hash, search
 from knightwatch.console.sessions import LoginThrottle, Session, Sessions
 from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
-from knightwatch.console.view import SNAPSHOT_ENCODER, Watch, build
+from knightwatch.console.view import SNAPSHOT_ENCODER, Snapshot, Watch, build
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.approvals import Requests
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
@@ -71,7 +74,7 @@ from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
-from knightwatch.control.plane.wire import StateKeyError, slot_of
+from knightwatch.control.plane.wire import StateKeyError, parse_slot, slot_of
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
@@ -88,11 +91,16 @@ from knightwatch.trust.store import TrustStore
 log = logging.getLogger(__name__)
 
 COOKIE = "kw_session"
+DEVICE_COOKIE = "kw_device"
+"""Set at a successful login: this browser logged in as that person before (`device_of`)."""
+DEVICE_TTL_S = 30 * 86_400
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 MAX_BODY = 64 * 1024
+MAX_ACKS = 10_000
+"""Alert acknowledgements kept (the newest; each is also in the console's audit file)."""
 REASON_MAX = 500
 
 
@@ -195,6 +203,11 @@ def confirm_word(scope: KillScope, key: str) -> str:
     return "KILL" if scope is KillScope.FLEET else key
 
 
+def _session_key(session_id: str) -> str:
+    """A session's throttle key: not the cookie's secret itself."""
+    return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:24]
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "-"
 
@@ -213,6 +226,9 @@ def _scope_key(scope: KillScope, key: str) -> str:
         return FLEET_KEY
     if not key or key != key.strip():
         raise Refusal(422, f"key: a {scope.value} kill names its {scope.value} (no blanks)")
+    if not key.isprintable():
+        # a newline in a key would start a forged line in every node's log
+        raise Refusal(422, f"key: must not contain control characters (got {key!r})"[:200])
     if scope is KillScope.STRATEGY_SYMBOL and key.count("/") != 1:
         raise Refusal(422, "key: strategy_symbol is STRATEGY/SYMBOL")
     try:
@@ -285,6 +301,40 @@ class Console:
             autoescape=select_autoescape(["html"]),
         )
         self._reaper: asyncio.Task[None] | None = None
+        self._device_key = secrets.token_bytes(32)  # a restart forgets devices: safe
+        self._reading = asyncio.Lock()
+        self._read: tuple[float, Snapshot] | None = None  # (when its read began, what it read)
+
+    def device_cookie(self, name: str) -> str:
+        """A device cookie for `name`: a fresh id and the console's MAC over both."""
+        device = secrets.token_urlsafe(16)
+        return f"{device}.{self._device_mac(name, device)}"
+
+    def device_of(self, request: Request, name: str) -> str | None:
+        """The device id of this browser if it logged in as `name` before, else None."""
+        device, _, mac = request.cookies.get(DEVICE_COOKIE, "").partition(".")
+        if device and hmac.compare_digest(mac, self._device_mac(name, device)):
+            return device
+        return None
+
+    def _device_mac(self, name: str, device: str) -> str:
+        msg = f"{name}\x00{device}".encode()
+        return hmac.new(self._device_key, msg, hashlib.sha256).hexdigest()[:32]
+
+    async def fresh_snapshot(self) -> Snapshot:
+        """The fleet read after this call began: one read at a time, shared by every call
+        that arrived before it started (a flood of requests costs the control plane one
+        read per read's duration, not one per request)."""
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        async with self._reading:
+            held = self._read
+            if held is not None and held[0] >= arrived:
+                return held[1]
+            began = loop.time()
+            snap = await build(self.plane, self.trust, self.clock)
+            self._read = (began, snap)
+            return snap
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -458,10 +508,23 @@ class Console:
 # ---------------------------------------------------------------- request bodies
 
 
-async def _body(request: Request, kind: type[Any]) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
+async def _read(request: Request) -> bytes:
+    """The request's body, refused (413) as soon as it is known to pass `MAX_BODY`: by its
+    Content-Length before anything is read, else while it streams in. Reading it whole
+    first let one unauthenticated request of 300 MB grow the console by 600 MB."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise Refusal(413, f"body: at most {MAX_BODY} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise Refusal(413, f"body: at most {MAX_BODY} bytes")
+    return bytes(raw)
+
+
+async def _body(request: Request, kind: type[Any]) -> Any:
+    raw = await _read(request)
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
@@ -525,9 +588,7 @@ async def login_page(request: Request) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise Refusal(413, "body too large")
+    raw = await _read(request)
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             data = msgspec.json.decode(raw, type=dict[str, str])
@@ -552,20 +613,21 @@ async def login(request: Request) -> Response:
     name, password = form.get("name", "").strip(), form.get("password", "")
     ip = _client(request)
     request.state.actor = name[:64]
-    wait = c.throttle.wait_s(name, ip)
+    device = c.device_of(request, name)
+    wait = c.throttle.wait_s(name, ip, device)
     if wait > 0:
         request.state.result, request.state.detail = "refused", f"throttled for {wait:.1f} s"
         page = c.templates.get_template("login.html").render(
-            error=f"too many failed attempts: try again in {wait:.0f} s", users=True
+            error=f"too many failed attempts: try again in {math.ceil(wait)} s", users=True
         )
-        return HTMLResponse(page, status_code=429, headers={"Retry-After": f"{wait:.0f}"})
+        return HTMLResponse(page, status_code=429, headers={"Retry-After": str(math.ceil(wait))})
     try:
         signer = await asyncio.to_thread(c.users.unlock, name, password)
     except ConsoleUserError as exc:
         request.state.result, request.state.detail = "error", str(exc)
         return PlainTextResponse(f"logins are refused: {exc}", status_code=503)
     except LoginFailed as exc:
-        c.throttle.failed(name, ip)
+        c.throttle.failed(name, ip, device)
         request.state.result, request.state.detail = "refused", f"login failed: {exc.why}"
         page = c.templates.get_template("login.html").render(
             error="wrong name or password", users=True
@@ -580,7 +642,7 @@ async def login(request: Request) -> Response:
             error=f"{name}'s key is not on the fleet's roster (ask an admin)", users=True
         )
         return HTMLResponse(page, status_code=403)
-    c.throttle.succeeded(name, ip)
+    c.throttle.succeeded(name, ip, device)
     session = c.sessions.open(name, signer, ip, request.headers.get("user-agent", "")[:200])
     try:
         c.links[session.id] = await c._link(signer, name)
@@ -598,6 +660,16 @@ async def login(request: Request) -> Response:
         secure=c.settings.secure_cookies,
         path="/",
     )
+    if device is None:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            c.device_cookie(name),
+            max_age=DEVICE_TTL_S,
+            httponly=True,
+            samesite="strict",
+            secure=c.settings.secure_cookies,
+            path="/login",
+        )
     return response
 
 
@@ -668,7 +740,7 @@ async def api_snapshot(request: Request) -> Response:
     c = _console(request)
     c.require(request, Action.VIEW)
     request.state.action = "snapshot"
-    fresh = await build(c.plane, c.trust, c.clock)  # read now: a script acts on what it gets
+    fresh = await c.fresh_snapshot()  # read after the request: a script acts on what it gets
     return Response(SNAPSHOT_ENCODER.encode(fresh), media_type="application/json")
 
 
@@ -697,6 +769,10 @@ async def api_kill(request: Request) -> Response:
     confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
     missing = "; not confirmed: " + ",".join(result.missing) if result.missing else ""
     request.state.detail = f"confirmed by {confirmed or 'nobody'}{missing}"
+    if result.revision is None and not result.latencies_ms:
+        # neither stored nor confirmed by any node: the control plane is out of reach
+        out["error"] = "control plane unreachable: the kill was not stored and no node confirmed"
+        return JSONResponse(out, status_code=503)
     return JSONResponse(out, status_code=200)
 
 
@@ -731,12 +807,13 @@ async def api_request_resume(request: Request) -> Response:
 @handled
 async def api_approve(request: Request) -> Response:
     c = _console(request)
+    request.state.action = "approve"
+    probe = c.principal(request)  # before the body: a stranger's body is never read
+    if probe is None:
+        raise Refusal(401, "not logged in")
     body: ApproveBody = await _body(request, ApproveBody)
     _note(request, "approve", request_id=body.request_id)
     # who asked is read first, so the policy can refuse self-approval before a password
-    probe = c.principal(request)
-    if probe is None:
-        raise Refusal(401, "not logged in")
     base = c.links.get(probe.session.id) if probe.session is not None else None
     requester = None
     if base is not None:
@@ -748,19 +825,21 @@ async def api_approve(request: Request) -> Response:
     who = c.require(request, Action.APPROVE, requester=requester)
     reason = _reason(body.reason)
     ip = _client(request)
-    wait = c.throttle.wait_s(who.name, ip)
+    # a session's step-up counts on the session alone: nobody else can fail on it
+    device = _session_key(who.session.id) if who.session is not None else None
+    wait = c.throttle.wait_s(who.name, ip, device)
     if wait > 0:
-        raise Refusal(429, f"too many failed attempts: try again in {wait:.0f} s")
+        raise Refusal(429, f"too many failed attempts: try again in {math.ceil(wait)} s")
     try:
         fresh = await asyncio.to_thread(c.users.unlock, who.name, body.password)
     except ConsoleUserError as exc:
         raise Refusal(503, f"approvals are refused: {exc}", result="error") from None
     except LoginFailed as exc:
-        c.throttle.failed(who.name, ip)
+        c.throttle.failed(who.name, ip, device)
         raise Refusal(
             401, f"re-authentication failed ({exc.why}): re-enter your password"
         ) from None
-    c.throttle.succeeded(who.name, ip)
+    c.throttle.succeeded(who.name, ip, device)
     if who.session is not None:
         c.sessions.reauthenticated(who.session.id)
     link, temporary = await c.link_of(who)
@@ -890,6 +969,12 @@ async def api_ack(request: Request) -> Response:
     c = _console(request)
     who = c.require(request, Action.ACK_ALERT)
     body: AckBody = await _body(request, AckBody)
+    try:
+        parse_slot(body.slot)
+    except (ValueError, UnicodeDecodeError):
+        raise Refusal(422, "slot: not a halt's slot (SCOPE.KEY, as the alerts list it)") from None
+    if not 0 < body.revision < 2**63:
+        raise Refusal(422, f"revision: must be a stored revision, 1..2**63-1 (got {body.revision})")
     note = _reason(body.note)
     request.state.action = "ack_alert"
     request.state.scope = body.slot
@@ -897,6 +982,8 @@ async def api_ack(request: Request) -> Response:
     request.state.detail = note
     request.state.params = params_hash({"slot": body.slot, "revision": body.revision})
     c.acks[(body.slot, body.revision)] = {"by": who.name, "at_ns": c.clock.time_ns(), "note": note}
+    while len(c.acks) > MAX_ACKS:  # the oldest go first (dicts keep insertion order)
+        del c.acks[next(iter(c.acks))]
     return JSONResponse({"acknowledged": [body.slot, body.revision], "by": who.name})
 
 

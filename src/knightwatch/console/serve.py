@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 
 import uvicorn
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from knightwatch.console.app import Console, ConsoleError, ConsoleSettings, build_app
 from knightwatch.console.users import UserStore
@@ -49,6 +50,10 @@ async def open_console(
     return Console(settings, plane=plane, trust=trust, users=users)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""The names a console bound to loopback answers to (the Host header, port aside)."""
+
+
 async def run(
     settings: ConsoleSettings,
     signer: Signer,
@@ -62,6 +67,10 @@ async def run(
     """Serve until SIGINT/SIGTERM (or cancellation)."""
     console = await open_console(settings, signer, trust, users)
     app = build_app(console)
+    if host in LOOPBACK_HOSTS:
+        # Bound to loopback, the console answers only to loopback names: a page that
+        # rebinds its own DNS name to 127.0.0.1 cannot reach it from a browser here.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
     config = uvicorn.Config(
         app,
         host=host,

@@ -125,11 +125,19 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Exponential backoff after consecutive failures, per name and per client address.
+    """Exponential backoff after consecutive failures, per name and per client address,
+    or per device.
 
     The first `free` failures cost nothing (typos); after failure `free + k + 1`
     the next try waits `base_s * 2**k` seconds, capped at `max_s`. A success
     clears the name's and the address's count.
+
+    A name's count slows a guesser from any address, and an address's count one who
+    sprays names; but anyone can fail under someone else's name, and everyone behind
+    one address (127.0.0.1, a proxy) shares its count. So a client that proves it
+    logged in as that person before (`device`: the console's signed device cookie,
+    or the session itself for a step-up) is counted on its own key alone: others'
+    failures never lock the real person out of the kill, and its own still slow it.
     """
 
     def __init__(
@@ -155,27 +163,31 @@ class LoginThrottle:
         k = failures - self.free - 1
         return self.max_s if k >= 64 else min(self.base_s * 2**k, self.max_s)
 
-    def wait_s(self, name: str, ip: str) -> float:
-        """Seconds until `name` from `ip` may try again; 0.0: now."""
+    @staticmethod
+    def _keys(name: str, ip: str, device: str | None) -> tuple[tuple[str, str], ...]:
+        return (("device", device),) if device is not None else (("user", name), ("ip", ip))
+
+    def wait_s(self, name: str, ip: str, device: str | None = None) -> float:
+        """Seconds until `name` from `ip` (or that `device`) may try again; 0.0: now."""
         now = self._clock()
         wait = 0.0
-        for key in (("user", name), ("ip", ip)):
+        for key in self._keys(name, ip, device):
             f = self._table.get(key)
             if f is not None:
                 wait = max(wait, f.last + self.delay_after(f.count) - now)
         return wait
 
-    def failed(self, name: str, ip: str) -> None:
+    def failed(self, name: str, ip: str, device: str | None = None) -> None:
         now = self._clock()
-        for key in (("user", name), ("ip", ip)):
+        for key in self._keys(name, ip, device):
             f = self._table.pop(key, None)
             self._table[key] = _Failures(f.count + 1 if f else 1, now)  # newest last
         while len(self._table) > self.max_entries:
             self._table.popitem(last=False)
 
-    def succeeded(self, name: str, ip: str) -> None:
-        self._table.pop(("user", name), None)
-        self._table.pop(("ip", ip), None)
+    def succeeded(self, name: str, ip: str, device: str | None = None) -> None:
+        for key in self._keys(name, ip, device):
+            self._table.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._table)

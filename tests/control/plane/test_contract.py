@@ -19,6 +19,7 @@ from knightwatch.control.plane.wire import (
     NodeStatus,
     StateEntry,
 )
+from knightwatch.control.site import Site
 from knightwatch.state import Scope, TradingState
 
 from ...identities import NODE_IDS
@@ -262,3 +263,24 @@ async def test_previous_state_history_is_bounded(backend: Backend) -> None:
     assert await plane.previous_state(Scope.FLEET, "all", revisions[1]) is None
     found = await plane.previous_state(Scope.FLEET, "all", kept[1])
     assert found is not None and found[1] == kept[0]
+
+
+async def test_snapshots_leave_no_consumer_on_the_server(nats_server: Site) -> None:
+    """Each listing reads through a consumer of its own, which the server would keep for
+    minutes after the read: a console refreshing every second filled the stream's
+    1,000-consumer limit, and every later watch, resume request and resync failed. The
+    listing deletes its consumer as it ends."""
+    plane = await nats_server.connect("alice")
+    node = await nats_server.connect(sorted(NODE_IDS)[0])
+    try:
+        await node.put_member(status(sorted(NODE_IDS)[0]))
+        await plane.put_state(entry(scope=Scope.SYMBOL, key="AAPL"))
+        for _ in range(60):
+            assert len(await plane.states()) == 1
+            assert len(await plane.members()) == 1
+        js = plane._require_js()
+        for stream in ("KV_kw_state", "KV_kw_members"):
+            assert (await js.stream_info(stream)).state.consumer_count == 0
+    finally:
+        await plane.close()
+        await node.close()

@@ -291,7 +291,7 @@ function onConfirm(c) {
 }
 
 function finishKill(status, data, ms) {
-  if (status !== 200) {
+  if (status !== 200 && !("ok" in data)) {
     $("kill-result-title").textContent = `refused (${status}): ${data.error}`;
     $("kill-result-title").className = "error";
     return;
@@ -304,6 +304,7 @@ function finishKill(status, data, ms) {
   const missing = data.missing.map((m) => m.node);
   $("kill-missing").textContent = missing.length ? `not confirmed: ${missing.join(", ")}` : "";
   if (data.durable_error) $("kill-missing").textContent += ` store: ${data.durable_error}`;
+  if (data.error) $("kill-missing").textContent += ` ${data.error}`;
   body.dataset.lastKill = data.ok ? "confirmed" : "unconfirmed";
 }
 

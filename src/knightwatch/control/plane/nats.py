@@ -100,6 +100,9 @@ def record_republish(bucket: Bucket) -> str:
 
 T = TypeVar("T")
 _CONNECT_ATTEMPTS = 1
+_SNAPSHOT_CONSUMER_IDLE_S = 5.0
+"""How long the server keeps a snapshot's consumer once nobody reads it, if deleting it
+failed (nats-py's default is five minutes)."""
 
 
 def _confirmer(c: Confirmation) -> str:
@@ -582,7 +585,7 @@ class NatsControlPlane:
                 f"KV_{bucket}", subjects_filter=f"{prefix}>"
             )
             expected = {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
-            watcher = await kv.watchall()
+            watcher = await kv.watchall(inactive_threshold=_SNAPSHOT_CONSUMER_IDLE_S)
             seen: set[str] = set()
             latest: dict[str, tuple[str, bytes | None, int]] = {}
             try:
@@ -603,8 +606,24 @@ class NatsControlPlane:
                 return list(latest.values())
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
+                await self._drop_consumer(f"KV_{bucket}", watcher)
 
         return await self._call(read())
+
+    async def _drop_consumer(self, stream: str, watcher: Any) -> None:
+        """Delete a finished snapshot's consumer on the server now. Stopping a watcher only
+        unsubscribes, and the server keeps its consumer until it has been idle for the
+        watch's threshold: with one per bucket per snapshot, a console refreshing every
+        second (or anyone asking for snapshots) filled the stream's 1,000-consumer limit
+        and every later watch, request and resync failed. Best effort: a consumer that
+        cannot be deleted now goes after `_SNAPSHOT_CONSUMER_IDLE_S` anyway."""
+        name = getattr(getattr(watcher, "_sub", None), "_consumer", None)  # nats-py's own
+        if not name or self._js is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._js.delete_consumer(stream, name), timeout=self.request_timeout_s
+            )
 
     async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
         await self._subscribe(SUBJECT_STATE, ENTRY_DECODER.decode, handler)
