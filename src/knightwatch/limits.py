@@ -74,6 +74,9 @@ class Rule:
         return None
 
 
+VERSION_MAX_CHARS = 128
+"""A limits file's `version` is a label in every decision and audit record, not a document."""
+
 ID_BUCKETS = 1024
 """Time buckets per duplicate-check window (`guard.orderids.BUCKETS`)."""
 
@@ -227,6 +230,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 problems.append(f"{section}: must be a table of overrides")
                 continue
             for name, ov in table.items():
+                if (p := _name_problem(name)) is not None:
+                    problems.append(f"{section}.{quoted(name)}: {p}")
                 if not isinstance(ov, Override):
                     problems.append(f"{section}.{name}: must be an Override")
         if not problems and (p := self._id_capacity_problem()) is not None:
@@ -297,7 +302,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         overrides: dict[str, dict[str, Override]] = {"strategy": {}, "symbol": {}}
         for top, value in data.items():
             if top == "version":
-                fleet["version"] = value
+                if (p := FLEET_RULES["version"].problem(value)) is not None:
+                    problems.append(f"version: {p} (got {quoted(value)})")
+                elif len(value) > VERSION_MAX_CHARS:
+                    problems.append(
+                        f"version: must be at most {VERSION_MAX_CHARS} characters "
+                        f"(got {quoted(value)})"
+                    )
+                else:
+                    fleet["version"] = value
             elif top == "fleet":
                 if not isinstance(value, Mapping):
                     problems.append("fleet: must be a table")
@@ -314,6 +327,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     problems.append(f"{top}: must be a table of tables")
                     continue
                 for name, table in value.items():
+                    if (p := _name_problem(name)) is not None:
+                        problems.append(f"{top}.{quoted(name)}: {p}")
+                        continue
                     ov = _override(f"{top}.{name}", table, top, problems)
                     if ov is not None:
                         overrides[top][name] = ov
@@ -331,6 +347,16 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         except InputFileError as exc:
             raise LimitsError([str(exc)]) from None
         return cls.from_mapping(data, source=str(p))
+
+
+def _name_problem(name: object) -> str | None:
+    """An override's strategy or symbol name: an empty or padded one would never match an
+    order, so the override would silently do nothing."""
+    if not isinstance(name, str) or not name.strip():
+        return "the name must not be empty"
+    if name != name.strip():
+        return "the name must not start or end with spaces"
+    return None
 
 
 def _override(where: str, table: Any, section: str, problems: list[str]) -> Override | None:

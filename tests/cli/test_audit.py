@@ -136,3 +136,25 @@ def test_tail_shows_seals(write_file: WriteFile, audit_path: Path) -> None:
     result = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "3"])
     assert result.exit_code == 0, result.output
     assert "seal" in result.output and "record(s) sealed" in result.output
+
+
+def test_verify_fails_on_a_checkpoints_file_that_cannot_be_decoded(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """Given or found beside FILE, undecodable checkpoints are no evidence: exit 1, named."""
+    write_file(6)
+    garbage = audit_path.with_name("random.bin")
+    garbage.write_bytes(bytes(range(256)) * 8)
+    for args, named in (
+        (["--checkpoints", str(garbage)], garbage),
+        ([], audit_path.with_name(audit_path.name + ".checkpoints")),
+    ):
+        if not args:
+            named.write_bytes(b"\x00\xffnot an envelope\n{}\n")
+        result = runner.invoke(app, ["audit", "verify", str(audit_path), "--json", *args])
+        assert result.exit_code == 1, result.output
+        report = json.loads(result.stdout)
+        [problem] = report["problems"]
+        assert problem["kind"] == "checkpoint_invalid"
+        assert problem["detail"].startswith(f"checkpoints {named}: ")
+        assert "cannot be decoded as signed checkpoints" in problem["detail"]

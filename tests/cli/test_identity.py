@@ -125,3 +125,13 @@ def test_enrol_revoke_rotate_without_a_restart(fleet_up: Path, tmp_path: Path) -
     assert "HALTED" in out, out
     code, out = invoke("kill", "--reason", "old key", *as_("alice"))
     assert code == 2, out
+
+
+def test_identity_new_says_dir_must_be_a_directory(tmp_path: Path) -> None:
+    """Not `[Errno 17] File exists`: the option and what it needs."""
+    afile = tmp_path / "alice.pub"
+    afile.write_text("not a directory\n")
+    code, out = invoke("identity", "new", "carol", "--dir", str(afile))
+    assert code == 2, out
+    assert f"--dir {afile}: must be a directory" in " ".join(out.split())
+    assert "Errno" not in out and afile.read_text() == "not a directory\n"

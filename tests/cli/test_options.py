@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.cli.options import OptionError, node_list, scope_of
+from knightwatch.cli.options import OptionError, check_output, node_list, scope_of
 from knightwatch.state import Scope
 
 runner = CliRunner()
@@ -69,3 +71,17 @@ def test_a_huge_option_value_is_echoed_cut() -> None:
     result = runner.invoke(app, ["kill", "--reason", "r", "--node", " " + "x" * 10_000_000])
     assert result.exit_code == 2
     assert len(result.output) < 500 and "characters, cut" in result.output
+
+
+def test_check_output_refuses_a_directory_for_a_file_and_a_file_for_a_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OptionError, match=r"--json .*: is a directory; --json must name a file"):
+        check_output("--json", tmp_path)
+    with pytest.raises(OptionError, match=r"--report .*: is a file; --report must name a dir"):
+        check_output("--report", tmp_path / "afile", directory=True)
+    with pytest.raises(OptionError, match="afile is not a directory"):
+        check_output("--json", tmp_path / "afile" / "deeper" / "s.json")
+    check_output("--json", tmp_path / "new" / "s.json")  # created later: fine
+    check_output("--report", tmp_path / "new", directory=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -168,3 +169,115 @@ def test_bad_input_exits_2_with_a_message_not_a_traceback(
     assert code == 2, out
     assert message in out
     assert "Traceback" not in out
+
+
+def test_sign_never_overwrites_a_file_that_is_not_an_envelope(site: Path) -> None:
+    """`--out` naming a private key (or the manifest) is refused and the file kept intact."""
+    build_and_sign(site)
+    for victim in (site / "keys" / "rm.key", site / "m.json"):
+        before = victim.read_bytes()
+        code, out = run(
+            "release", "sign", site / "m.json", "--key", site / "keys" / "ci.key", "--out", victim
+        )
+        assert code == 2, out
+        assert f"--out {victim}: exists and is not a release envelope" in "".join(out.split("\n"))
+        assert victim.read_bytes() == before
+
+
+def test_sign_never_drops_the_signatures_an_envelope_holds(site: Path) -> None:
+    envelope = build_and_sign(site, "ci")
+    before = envelope.read_bytes()
+    code, out = run("release", "sign", site / "m.json", "--key", site / "keys" / "rm.key")
+    assert code == 2, out
+    assert "would drop" in out and "Traceback" not in out
+    assert envelope.read_bytes() == before
+    code, out = run("release", "sign", envelope, "--key", site / "keys" / "rm.key")
+    assert code == 0 and "2 signature(s)" in out  # in place still adds
+
+
+@pytest.mark.parametrize("victim", ["release/smars/router.py", "config.toml", "flags.yaml"])
+def test_build_never_overwrites_an_artifact_or_an_input(site: Path, victim: str) -> None:
+    before = (site / victim).read_bytes()
+    code, out = run(
+        "release", "build", "--id", "r1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml", "--out", site / victim,
+    )  # fmt: skip
+    assert code == 2, out
+    assert f"--out {site / victim}" in "".join(out.split("\n"))
+    assert (site / victim).read_bytes() == before
+
+
+def test_build_never_overwrites_a_file_that_is_not_a_manifest(site: Path) -> None:
+    victim = site / "keys" / "ci.key"
+    before = victim.read_bytes()
+    code, out = run(
+        "release", "build", "--id", "r1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml", "--out", victim,
+    )  # fmt: skip
+    assert code == 2 and "not a release manifest" in out, out
+    assert victim.read_bytes() == before
+
+
+def test_build_refuses_a_file_name_that_is_not_utf8(site: Path) -> None:
+    (site / "release").joinpath(os.fsdecode(b"bad\xff")).write_bytes(b"x")
+    code, out = run(
+        "release", "build", "--id", "r1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml", "--out", site / "m.json",
+    )  # fmt: skip
+    assert code == 2, out
+    assert "b'bad\\xff'" in out and "not UTF-8" in out
+    assert not (site / "m.json").exists()
+
+
+@pytest.mark.parametrize("signer", ['evil"\nthreshold = 0\nx = "', "", 'q"q', "x" * 65])
+def test_keys_refuse_a_signer_name_that_would_break_the_policy_entry(
+    site: Path, signer: str
+) -> None:
+    code, out = run("keys", "show", site / "keys" / "rm.pub", "--signer", signer)
+    assert code == 2, out
+    assert "--signer: signer name must be 1-64 letters" in out
+    assert "[[keys]]" not in out and "\nthreshold = 0" not in out
+
+
+def test_keys_new_refuses_a_name_that_is_not_a_signer_name_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    code, out = run("keys", "new", 'q"q', "--dir", tmp_path / "k")
+    assert code == 2 and "signer name must be" in out, out
+    assert not (tmp_path / "k").exists()
+
+
+def test_keys_new_says_dir_must_be_a_directory(site: Path) -> None:
+    code, out = run("keys", "new", "carol", "--dir", site / "config.toml")
+    assert code == 2, out
+    assert "must be a directory" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("node", ["", "n1\nADMITTED node n2", "n" * 5000])
+def test_attest_refuses_a_node_id_outside_the_node_id_rule(site: Path, node: str) -> None:
+    code, out = run(
+        "release", "attest", "--node", node, "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+    )  # fmt: skip
+    assert code == 2, out
+    assert "--node: node id must be 1-64 letters" in out
+    assert "ADMITTED" not in out.replace(repr(node)[:80], "")
+    assert len(out) < 400
+
+
+def test_a_public_key_given_as_the_private_key_is_named_as_such(site: Path) -> None:
+    build_and_sign(site)
+    code, out = run("release", "sign", site / "m.json", "--key", site / "keys" / "ci.pub")
+    assert code == 2, out
+    assert "holds a public key" in out and "chmod" not in out
+
+
+def test_a_broken_envelope_is_reported_as_an_envelope(site: Path) -> None:
+    envelope = build_and_sign(site, "ci")
+    text = envelope.read_text()
+    broken = re.sub(r'"signatures": \[.*?\]', '"signatures": "x"', text, flags=re.S)
+    assert broken != text
+    envelope.write_text(broken)
+    code, out = run("release", "sign", envelope, "--key", site / "keys" / "rm.key")
+    assert code == 2, out
+    assert "not a DSSE envelope" in out and "signatures" in out and "release_id" not in out

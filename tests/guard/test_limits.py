@@ -201,3 +201,29 @@ def test_loosened_names_every_way_limits_allow_more() -> None:
     assert "restricted_symbols: lifted GME" in raised
     assert "strategy.mm.max_orders_per_s 10 -> 200" in raised  # the override is gone
     assert loosened(new, old) == []  # every change the other way tightens
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("version = 12\n", "limits.toml: version: must be a non-empty string (got 12)"),
+        (f"version = '{'v' * 129}'\n", "limits.toml: version: must be at most 128 characters"),
+        ('[symbol.""]\nmax_order_qty = 5\n', "limits.toml: symbol.'': the name must not be empty"),
+        ('[strategy." rlp"]\nmax_order_qty = 5\n', "strategy.' rlp': the name must not start"),
+    ],
+)
+def test_every_file_problem_names_the_file_and_override_names_are_real(
+    tmp_path: Path, toml: str, needle: str
+) -> None:
+    """`version` was checked only after the file's name was gone; an empty symbol name was
+    an override that could never match an order (it did nothing, silently)."""
+    with pytest.raises(LimitsError) as err:
+        Limits.from_toml(write(tmp_path, toml))
+    assert all(p.startswith(f"{tmp_path / 'limits.toml'}: ") for p in err.value.problems)
+    assert any(needle in p for p in err.value.problems), err.value.problems
+    assert Limits.from_toml(write(tmp_path, f"version = '{'v' * 128}'\n")).version == "v" * 128
+
+
+def test_an_override_for_an_empty_name_is_refused_in_code_too() -> None:
+    with pytest.raises(LimitsError, match=r"symbol\.'': the name must not be empty"):
+        Limits(symbol={"": Override(max_order_qty=5)})

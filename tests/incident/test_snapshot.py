@@ -134,3 +134,33 @@ def test_verify_cli_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" not in bad.output
     missing = runner.invoke(app, ["incident", "verify", str(tmp_path / "none.tar")])
     assert missing.exit_code == 2 and "none.tar: no such file" in " ".join(missing.output.split())
+
+
+def test_bytes_appended_after_the_end_of_the_archive_fail() -> None:
+    """tar stops at its end-of-archive marker, so appended bytes were never checked."""
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    assert verify_snapshot(data + b"\0" * 1024, source="s.tar").ok  # more zero padding: fine
+    check = verify_snapshot(data + b"garbage" * 100, source="s.tar")
+    assert not check.ok
+    assert any("700 byte(s) of data after the archive's end-of-archive marker" in p
+               for p in check.problems)  # fmt: skip
+
+
+def test_verify_without_trusted_says_the_signer_was_not_checked(tmp_path: Path) -> None:
+    """Without --trusted the actor is only the archive's claim: the output must say so."""
+    key, _, public = write_key_pair(tmp_path, "mallory")
+    archive = tmp_path / "s.tar"
+    archive.write_bytes(seal(FILES, key, actor="alice", reason="r", taken_ns=1))
+    runner = CliRunner()
+    out = runner.invoke(app, ["incident", "verify", str(archive)], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    assert (
+        f"signature valid for key {key.key_id[:16]}; signer not checked: pass --trusted FILE"
+        in (out.output)
+    )
+    assert "actor as claimed in the archive: 'alice'" in out.output
+    assert "(alice)" not in out.output
+    trusted = runner.invoke(
+        app, ["incident", "verify", str(archive), "--trusted", str(public)], env={"COLUMNS": "300"}
+    )
+    assert trusted.exit_code == 0 and f"signed by trusted key {key.key_id[:16]}" in trusted.output

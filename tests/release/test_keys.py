@@ -46,6 +46,26 @@ def test_world_readable_private_key_is_refused(tmp_path: Path) -> None:
         load_signing_key(private)
 
 
+def test_a_public_key_given_as_the_private_key_is_named_before_its_mode(tmp_path: Path) -> None:
+    """A .pub is 0644 by design: "run chmod 600" would send its owner the wrong way."""
+    _, _, public = write_key_pair(tmp_path, "ci")
+    with pytest.raises(ReleaseInputError, match=r"ci\.pub: the file holds a public key") as err:
+        load_signing_key(public)
+    assert "chmod" not in str(err.value)
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ReleaseInputError, match="a PEM 'CERTIFICATE' block, not a private key"):
+        load_signing_key(cert)
+
+
+def test_key_directory_that_is_a_file_is_named(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ReleaseInputError, match=r"--dir .*afile: must be a directory"):
+        write_key_pair(afile, "ci")
+    assert afile.read_text() == "x"
+
+
 def test_garbage_key_files_give_clear_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_bytes(b"not a key")

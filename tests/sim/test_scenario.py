@@ -168,3 +168,10 @@ def test_resume_after_must_fall_inside_the_window() -> None:
     assert "timeline.resume_after_s: must be in 0..scenario.duration_s" in error_of(text)
     ok = loads(small_text().replace("reaction_s = 40\n", "reaction_s = 40\nresume_after_s = 5\n"))
     assert ok.timeline.resume_after_s == 5.0 and ok.timeline.resume_ramp
+
+
+@pytest.mark.parametrize("value", ["inf", "1e12", "86400.5"])
+def test_duration_must_be_finite_and_at_most_one_day(value: str) -> None:
+    """`inf` passed `> 0` and `1e12` would step for ever: both are refused before any run."""
+    msg = error_of(small_text().replace("duration_s = 120", f"duration_s = {value}"))
+    assert "scenario.duration_s: must be a finite number of seconds in (0, 86400]" in msg

@@ -163,7 +163,18 @@ def verify_cmd(
     except OSError as exc:
         raise _unreadable(file, exc) from None
     newest = None
-    if signed.key is not None:
+    if signed.key is None:
+        # Nothing can be checked without the key, but a checkpoints file that cannot even be
+        # decoded is not evidence of anything: it fails, never an INTACT beside it.
+        undecodable = [
+            Problem(ProblemKind.CHECKPOINT_INVALID, report.lines, None, e)
+            for e in signed.envelopes
+            if isinstance(e, str)
+        ]
+        if undecodable:
+            problems = sorted((*report.problems, *undecodable), key=lambda p: p.line)
+            report = msgspec.structs.replace(report, problems=tuple(problems))
+    else:
         found, newest = check_checkpoints(
             report, report.noted, signed.envelopes, signed.key, file.name
         )
@@ -221,7 +232,14 @@ def _signed_checkpoints(
     sidecar = checkpoints or file.with_name(file.name + SIDECAR_SUFFIX)
     try:
         if checkpoints is not None or sidecar.exists():
-            envelopes += read_sidecar(sidecar)
+            read = read_sidecar(sidecar)
+            envelopes += [e for e in read if isinstance(e, Envelope)]
+            bad = [e for e in read if isinstance(e, str)]
+            if bad:  # one problem naming the file, not one per line of a random file
+                envelopes.append(
+                    f"checkpoints {sidecar}: {len(bad)} line(s) cannot be decoded as signed "
+                    f"checkpoints (first: {bad[0]})"
+                )
             sources.append(str(sidecar))
         if key is not None:
             verify_key = load_verify_key(key)

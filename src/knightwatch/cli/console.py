@@ -273,7 +273,7 @@ def serve(
     ),
     policy: Path | None = typer.Option(None, "--policy", help="flag activation policy TOML"),
     config: Path | None = typer.Option(
-        None, "--config", help="TOML with [preflight] bounds and the [ramp] approvals use"
+        None, "--config", help="TOML with \\[preflight] bounds and the \\[ramp] approvals use"
     ),
     heartbeat: float = typer.Option(
         1.0, "--heartbeat", min=0.05, max=10.0, help="seconds between stream beats"

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
-from knightwatch.cli.options import OptionError, node_list
+from knightwatch.cli.options import OptionError, check_output, node_list
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import KillSwitch
@@ -113,6 +113,11 @@ def lint(
         as_of = date.fromisoformat(today) if today else _today()
     except ValueError:
         raise _fail(console, f"--today: expected YYYY-MM-DD, got {quoted(today)}") from None
+    if json_out is not None:
+        try:
+            check_output("--json", json_out)
+        except OptionError as exc:
+            raise _fail(console, str(exc)) from None
     roots = src or [registry.parent]
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
@@ -133,7 +138,12 @@ def lint(
             f"[{colour}]{escape(finding.render())}[/{colour}]", highlight=False, soft_wrap=True
         )
     if json_out is not None:
-        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+        try:
+            json_out.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+        except OSError as exc:
+            raise _fail(
+                console, f"--json {json_out}: cannot write: {exc.strerror or exc}"
+            ) from None
     errors = sum(1 for f in report.findings if f.severity == "error")
     summary = (
         f"{errors} error(s), {len(report.findings) - errors} warning(s); "
@@ -474,7 +484,7 @@ def rollout_start(
         Path | None,
         typer.Option(
             "--supervisor-config",
-            help="TOML file with a [supervisor] table: the one `knightwatch supervisor "
+            help="TOML file with a \\[supervisor] table: the one `knightwatch supervisor "
             "--config` runs with, so gates and halts agree (default: its defaults)",
         ),
     ] = None,

@@ -385,7 +385,7 @@ def resume(
         [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
     ),
     config: Path | None = typer.Option(
-        None, "--config", help="TOML with [preflight] bounds (and the [ramp] approve uses)"
+        None, "--config", help="TOML with \\[preflight] bounds (and the \\[ramp] approve uses)"
     ),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
     key: Path | None = KeyOpt,
@@ -431,7 +431,7 @@ def approve(
         [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
     ),
     config: Path | None = typer.Option(
-        None, "--config", help="TOML with [ramp] stages and [preflight] bounds"
+        None, "--config", help="TOML with \\[ramp] stages and \\[preflight] bounds"
     ),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST a trip's page to"),
     key: Path | None = KeyOpt,
@@ -627,7 +627,7 @@ def _supervisor_config(path: Path | None) -> SupervisorConfig:
 
 def supervisor(
     config: Path | None = typer.Option(
-        None, "--config", help="TOML file with a [supervisor] table"
+        None, "--config", help="TOML file with a \\[supervisor] table"
     ),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
     key: Path | None = KeyOpt,
@@ -689,7 +689,7 @@ def up(
     flow: float = typer.Option(20.0, "--flow", min=0, help="orders/s per node (0 = idle nodes)"),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
     supervisor_config: Path | None = typer.Option(
-        None, "--supervisor-config", help="TOML file with a [supervisor] table"
+        None, "--supervisor-config", help="TOML file with a \\[supervisor] table"
     ),
     registry: Path | None = RegistryOpt,
     nats_url: str = NatsUrl,

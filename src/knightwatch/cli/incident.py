@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli.fleet import (
@@ -35,7 +36,7 @@ from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, Kill
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import RampRecord
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import (
     Checklist,
@@ -293,9 +294,15 @@ def verify(
         for problem in check.problems:
             console.print(f"[red]FAIL[/red] {problem}", highlight=False)
         raise typer.Exit(1)
+    # The actor is the archive's own claim: only a --trusted key makes the signer someone.
+    who = (
+        f"signed by trusted key {check.signer[:16]}"
+        if keys is not None
+        else f"signature valid for key {check.signer[:16]}; signer not checked: pass --trusted FILE"
+    )
     console.print(
-        f"[green]OK[/green] {archive}: {check.files} files intact, signed by "
-        f"{check.signer[:16]} ({check.actor}) at {taken}",
+        f"[green]OK[/green] {escape(str(archive))}: {check.files} files intact, {who}; "
+        f"actor as claimed in the archive: {escape(quoted(check.actor))}, taken at {taken}",
         highlight=False,
     )
 
@@ -306,7 +313,9 @@ def preflight(
     strategy: str | None = typer.Option(None, "--strategy"),
     symbol: str | None = typer.Option(None, "--symbol"),
     ack: list[str] = typer.Option([], "--ack", help="acknowledge a Guard halt's cause (its code)"),
-    config: Path | None = typer.Option(None, "--config", help="TOML with [preflight] and [ramp]"),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with \\[preflight] and \\[ramp]"
+    ),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.limits import FLEET_RULES, OVERRIDE_RULES, Limits, LimitsError
@@ -22,7 +23,7 @@ def check(file: Path = typer.Argument(..., help="limits TOML file")) -> None:
     except LimitsError as exc:
         console.print(f"[red]{file}: invalid[/red]")
         for p in exc.problems:
-            console.print(f"  [red]•[/red] {p}", markup=True, highlight=False)
+            console.print(f"  [red]•[/red] {escape(p)}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     table = Table(title=f"{file} (version {limits.version})")
     table.add_column("key")

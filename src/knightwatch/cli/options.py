@@ -3,9 +3,15 @@
 `--node "$NODE"` with NODE unset arrives as `""`. Read as "no option", it would
 resume or kill the whole fleet; so an empty or blank scope value is an error
 naming the option, and the fleet is chosen only by giving no scope option at all.
+
+Output paths are checked here too, before a command does its work: a replay or
+a lint can take minutes, and a result lost at the end to `--json /tmp` (a
+directory) wastes all of them.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.state import FLEET_KEY, Scope, pair_key
@@ -66,3 +72,20 @@ def node_list(option: str, value: str | None) -> tuple[str, ...]:
             "leave the option out to mean the whole fleet"
         )
     return nodes
+
+
+def check_output(option: str, path: Path, *, directory: bool = False) -> None:
+    """Refuse an output path that cannot be written as a file (or, `directory`, as one).
+
+    A missing path is fine (it is created), as long as the nearest part of it that
+    exists is a directory.
+    """
+    want = "a directory" if directory else "a file"
+    if path.exists() and path.is_dir() != directory:
+        got = "a directory" if path.is_dir() else "a file"
+        raise OptionError(f"{option} {path}: is {got}; {option} must name {want}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OptionError(f"{option} {path}: {parent} is not a directory")

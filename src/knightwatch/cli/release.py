@@ -6,17 +6,21 @@ input could not be used (the message names the file and the rule).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.clock import SystemClock
+from knightwatch.errors import quoted
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.inputs import JSON_MAX_BYTES, InputFileError, read_bytes
 from knightwatch.release.admission import (
@@ -42,7 +46,12 @@ from knightwatch.release.keys import (
     load_verify_key,
     write_key_pair,
 )
-from knightwatch.release.manifest import Manifest, decode_manifest, encode_manifest
+from knightwatch.release.manifest import (
+    Manifest,
+    check_release_id,
+    decode_manifest,
+    encode_manifest,
+)
 from knightwatch.release.reasons import Finding
 from knightwatch.release.signing import (
     TrustPolicy,
@@ -51,6 +60,7 @@ from knightwatch.release.signing import (
     sign_release,
     verify_release,
 )
+from knightwatch.trust.roster import NAME_RULE, is_name
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -129,6 +139,89 @@ def _read_envelope(path: Path) -> Envelope:
     return decode_envelope(_read_json(path, "envelope"), source=f"envelope {path}")
 
 
+def _looks_like_envelope(data: bytes) -> bool:
+    """A JSON object with an envelope's own fields: its errors are the envelope's, not a
+    manifest's (a broken `signatures` must not be reported as a missing `release_id`)."""
+    try:
+        fields = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return bool({"payload", "payloadType", "signatures"} & fields.keys())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file; a path that cannot be resolved (a symlink loop) names
+    no file, and reading it fails later with its own message."""
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and a.exists() and a.samefile(b))
+    except (OSError, RuntimeError):
+        return False
+
+
+def _refuse_if_lost(target: Path, signed: Envelope, label: str) -> None:
+    """Overwrite `target` only with an envelope that keeps everything it held.
+
+    An existing file that is not a DSSE envelope (a key, a manifest, a config)
+    is refused; so is an envelope whose signatures the new one would drop (a
+    different release, or a signer missing from the new envelope). Signing an
+    envelope in place only ever adds a signature, so it always passes.
+    """
+    if not os.path.lexists(target):
+        return
+    try:
+        data = read_bytes(target, label, JSON_MAX_BYTES)
+        existing = decode_envelope(data, source=f"{label} {target}")
+    except (InputFileError, ReleaseInputError):
+        raise ReleaseInputError(
+            f"{label} {target}: exists and is not a release envelope; refusing to overwrite it "
+            "(choose another --out)"
+        ) from None
+    kept = {s.keyid for s in signed.signatures}
+    lost = [
+        s.keyid
+        for s in existing.signatures
+        if existing.payload != signed.payload
+        or existing.payload_type != signed.payload_type
+        or s.keyid not in kept
+    ]
+    if lost:
+        raise ReleaseInputError(
+            f"{label} {target}: holds {len(lost)} signature(s) this envelope would drop "
+            f"(key {lost[0][:16]}); refusing to overwrite it: sign {target} itself to add a "
+            "signature, or choose another --out"
+        )
+
+
+def _refuse_build_target(
+    target: Path, label: str, artifacts: Path, inputs: dict[str, Path]
+) -> None:
+    """The manifest never lands inside the tree it describes, on an input, or on a file
+    that is not a manifest (a key, a config): each would be destroyed or change the hashes."""
+    try:
+        resolved = target.resolve()
+        root = artifacts.resolve()
+    except (OSError, RuntimeError):
+        raise ReleaseInputError(f"{label} {target}: cannot resolve the path") from None
+    if resolved == root or root in resolved.parents:
+        raise ReleaseInputError(
+            f"{label} {target}: inside the --artifacts directory {artifacts}; the manifest must "
+            "not overwrite or join the files it hashes"
+        )
+    for option, path in inputs.items():
+        if _same_file(target, path):
+            raise ReleaseInputError(
+                f"{label} {target}: is the {option} file; refusing to overwrite an input"
+            )
+    if os.path.lexists(target):
+        try:
+            decode_manifest(read_bytes(target, label, JSON_MAX_BYTES), source=f"{label} {target}")
+        except (InputFileError, ReleaseInputError):
+            raise ReleaseInputError(
+                f"{label} {target}: exists and is not a release manifest; refusing to overwrite "
+                "it (choose another --out)"
+            ) from None
+
+
 def _write(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
@@ -148,6 +241,7 @@ def keys_new(
 ) -> None:
     """Create an Ed25519 key pair and print its trust-policy entry."""
     with _input_errors():
+        _check_signer(signer or name, "--signer" if signer is not None else "NAME (the signer)")
         key, private, public = write_key_pair(directory, name)
     console.print(f"private key  {private}  (mode 0600, keep it off shared disks)")
     console.print(f"public key   {public}")
@@ -163,13 +257,27 @@ def keys_show(
 ) -> None:
     """Print the trust-policy entry for a public key someone handed you."""
     with _input_errors():
+        _check_signer(signer, "--signer")
         key = load_verify_key(public)
     _print_policy_entry(signer, key)
 
 
+def _check_signer(signer: str, option: str) -> None:
+    """A signer is a person or component: the roster's name rule, so the printed entry is
+    one plain TOML string and the name matches the one they sign commands with."""
+    if not is_name(signer):
+        raise ReleaseInputError(f"{option}: signer name must be {NAME_RULE} (got {quoted(signer)})")
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escaping is valid TOML, so no value can end the string."""
+    return json.dumps(value)
+
+
 def _print_policy_entry(signer: str, key: VerifyKey) -> None:
     console.print(
-        f'[[keys]]\nsigner = "{signer}"\nid = "{key.key_id}"\npublic_key = "{key.to_base64()}"',
+        f"[[keys]]\nsigner = {_toml_string(signer)}\nid = {_toml_string(key.key_id)}\n"
+        f"public_key = {_toml_string(key.to_base64())}",
         markup=False,
         soft_wrap=True,
     )
@@ -187,9 +295,16 @@ def build(
 ) -> None:
     """Hash a release into a manifest: artifact hashes, config checksum, flag schema."""
     with _input_errors():
+        check_release_id(release_id)  # before it names a file
+        target = out or Path(f"{release_id}.manifest.json")
+        _refuse_build_target(
+            target,
+            "--out" if out else "manifest",
+            artifacts,
+            {"--config": config, "--flags": flags},
+        )
         contents = _hash_with_progress(artifacts, config, flags)
         manifest = Manifest(release_id=release_id, contents=contents)
-        target = out or Path(f"{release_id}.manifest.json")
         _write(target, encode_manifest(manifest))
     console.print(
         f"manifest {target}: release {release_id}, {len(contents.artifacts)} artifact(s), "
@@ -218,10 +333,13 @@ def sign(
             envelope = decode_envelope(data, source=f"envelope {source}")
             target = out or source
         except ReleaseInputError:
+            if _looks_like_envelope(data):
+                raise
             envelope = release_envelope(decode_manifest(data, source=f"manifest {source}"))
             target = out or source.with_name(f"{source.name.removesuffix('.json')}.dsse.json")
         signed = sign_release(envelope, signing_key)
         manifest = Manifest.from_statement_bytes(signed.payload_bytes(), source=str(source))
+        _refuse_if_lost(target, signed, "--out" if out else "envelope")
         _write(target, encode_envelope(signed))
     console.print(
         f"signed release {manifest.release_id} (digest {manifest.digest()}) with key "
@@ -296,6 +414,8 @@ def attest_cmd(
 ) -> None:
     """Compute what this node runs and, given a release, what admission would say."""
     with _input_errors():
+        if not is_name(node):  # it is printed next to ADMITTED: no newline may forge a line
+            raise ReleaseInputError(f"--node: node id must be {NAME_RULE} (got {quoted(node)})")
         contents = _hash_with_progress(artifacts, config, flags)
         if envelope_path is None:
             _print_contents(node, contents)

@@ -1,4 +1,8 @@
-"""`knightwatch replay`: run an incident scenario with chosen guardrail layers."""
+"""`knightwatch replay`: run an incident scenario with chosen guardrail layers.
+
+The output paths are checked before the run: a replay can take minutes, and an
+answer lost at the end to `--json /tmp` (a directory) wastes all of them.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from knightwatch.cli import runner
+from knightwatch.cli.options import OptionError, check_output
 from knightwatch.sim.layers import REGISTRY, LayerError, resolve
 from knightwatch.sim.report import ReplayReport
 from knightwatch.sim.scenario import ScenarioError, load, with_resume
@@ -44,7 +50,7 @@ def replay(
     ramp: Annotated[
         bool | None,
         typer.Option(
-            help="resume through the scenario's [ramp] (default) or, with --no-ramp, at "
+            help="resume through the scenario's \\[ramp] (default) or, with --no-ramp, at "
             "full limits (scenario timeline.resume_ramp)"
         ),
     ] = None,
@@ -52,10 +58,14 @@ def replay(
     """Replay an incident on a simulated market with the project's real Guard in the loop."""
     console = Console()
     try:
+        if json_file is not None:
+            check_output("--json", json_file, directory=False)
+        if report is not None:
+            check_output("--report", report, directory=True)
         sc = with_resume(load(scenario), resume_after, ramp)
         layers = resolve(guards)
-    except (ScenarioError, LayerError) as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+    except (ScenarioError, LayerError, OptionError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     audit_dir = report / "audit" if report is not None else None
     result = runner.run(sc, layers, seed, console, audit_dir)
@@ -63,14 +73,18 @@ def replay(
     rep = ReplayReport(result, sc.record, comparison)
     for table in rep.tables():
         console.print(table)
-    if json_file is not None:
-        rep.write_json(json_file)
-        console.print(f"summary: {json_file}")
-    if report is not None:
-        console.print(f"HTML report: {rep.write_html(report)}")
-        if audit_dir is not None and audit_dir.is_dir():
-            files = sorted(audit_dir.glob("*.jsonl"))
-            console.print(
-                f"flight recorder: {len(files)} node files in {audit_dir} "
-                f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)"
-            )
+    try:
+        if json_file is not None:
+            rep.write_json(json_file)
+            console.print(f"summary: {json_file}")
+        if report is not None:
+            console.print(f"HTML report: {rep.write_html(report)}")
+    except OSError as exc:  # checked above, but the disk can still say no
+        console.print(f"error: cannot write {exc.filename}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(2) from None
+    if audit_dir is not None and audit_dir.is_dir():
+        files = sorted(audit_dir.glob("*.jsonl"))
+        console.print(
+            f"flight recorder: {len(files)} node files in {audit_dir} "
+            f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)"
+        )

@@ -214,8 +214,17 @@ def verify_snapshot(
                     continue
                 handle = tar.extractfile(info)
                 members[info.name] = handle.read() if handle is not None else b""
+            end = tar.offset  # where the end-of-archive zero blocks start
     except (tarfile.TarError, EOFError) as exc:
         raise SnapshotError(f"{source}: not a snapshot archive ({exc})") from None
+    # tar stops reading at its end-of-archive marker; anything after it (bytes that
+    # are not the zero padding) would ride along unverified under an OK, so it is refused.
+    appended = len(data[end:].lstrip(b"\0"))
+    if appended:
+        problems.append(
+            f"{source}: {appended} byte(s) of data after the archive's end-of-archive marker "
+            "(appended to the archive, never covered by the manifest)"
+        )
     for needed in (MANIFEST, SIGNATURE, SIGNER):
         if needed not in members:
             raise SnapshotError(f"{source}: member {needed} missing")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from knightwatch.errors import quoted
 from knightwatch.release.canonical import is_sha256_hex, sha256_hex
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import (
@@ -71,7 +72,17 @@ def list_directory(root: Path) -> list[Path]:
     """Every regular file under root (symlinks followed), sorted by relative path."""
     if not root.is_dir():
         raise ReleaseInputError(f"artifacts directory {root}: not a directory")
-    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root))
+    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root))
+    for path in files:  # before any hashing: a manifest names its files in UTF-8 JSON
+        relative = path.relative_to(root).as_posix()
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ReleaseInputError(
+                f"artifacts directory {root}: file name {quoted(os.fsencode(relative))} is not "
+                "UTF-8; artifact paths must be UTF-8 (rename the file)"
+            ) from None
+    return files
 
 
 def hash_directory(root: Path, progress: Progress | None = None) -> dict[str, str]:

@@ -116,7 +116,19 @@ def write_key_pair(directory: Path, name: str) -> tuple[SigningKey, Path, Path]:
     """
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ReleaseInputError(f"key name {name!r}: must be a plain file name")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ReleaseInputError(
+            f"--dir {directory}: must be a directory, and a file (or something in its path) "
+            "is there"
+        ) from None
+    except OSError as exc:
+        raise ReleaseInputError(
+            f"--dir {directory}: cannot create the directory: {exc.strerror or exc}"
+        ) from None
+    if not directory.is_dir():
+        raise ReleaseInputError(f"--dir {directory}: must be a directory")
     private_path = directory / f"{name}{PRIVATE_SUFFIX}"
     public_path = directory / f"{name}{PUBLIC_SUFFIX}"
     for path in (private_path, public_path):
@@ -150,8 +162,28 @@ def _read(path: Path, what: str) -> bytes:
         raise ReleaseInputError(str(exc)) from None
 
 
+def _not_private(data: bytes) -> str | None:
+    """What a PEM file holds instead of a private key, if it plainly holds something else.
+
+    Checked before the permission check: telling someone to chmod 600 their public
+    key sends them the wrong way; they gave the wrong file.
+    """
+    begin = data.lstrip()[:80]
+    if not begin.startswith(b"-----BEGIN "):
+        return None
+    label = begin[len(b"-----BEGIN ") :].split(b"-----", 1)[0].decode("ascii", "replace")
+    if "PRIVATE KEY" in label:
+        return None
+    if "PUBLIC KEY" in label:
+        return "a public key (the .pub half); give the private key (NAME.key)"
+    return f"a PEM {label!r} block, not a private key"
+
+
 def load_signing_key(path: Path) -> SigningKey:
     data = _read(path, "private key")
+    other = _not_private(data)
+    if other is not None:
+        raise ReleaseInputError(f"private key {path}: the file holds {other}")
     if os.name == "posix":
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:

@@ -16,6 +16,7 @@ with its own flag table or several stale nodes can each be written down.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from datetime import datetime
@@ -41,6 +42,9 @@ from knightwatch.sim.universe import SymbolSpec, Tier, generate
 from knightwatch.sim.venue import MarketParams
 
 BUILTIN = ("knight-2012",)
+MAX_DURATION_S = 86_400.0
+"""One simulated day: a replay steps through every millisecond step, so `duration_s = 1e12`
+(or `inf`) would run for ever; no incident window is longer than a trading day."""
 
 
 class ScenarioError(KnightwatchError, ValueError):
@@ -391,7 +395,12 @@ def _problems(sc: Scenario) -> list[str]:
 
     m = sc.scenario
     need(bool(m.name), "scenario.name", "must be a non-empty string", m.name)
-    need(m.duration_s > 0, "scenario.duration_s", "must be > 0", m.duration_s)
+    need(
+        math.isfinite(m.duration_s) and 0 < m.duration_s <= MAX_DURATION_S,
+        "scenario.duration_s",
+        f"must be a finite number of seconds in (0, {MAX_DURATION_S:.0f}] (one day)",
+        m.duration_s,
+    )
     need(1 <= m.step_ms <= 60_000, "scenario.step_ms", "must be in 1..60000", m.step_ms)
     need(m.sample_s * 1000 >= m.step_ms, "scenario.sample_s", "must be >= one step", m.sample_s)
     need(m.open.tzinfo is not None, "scenario.open", "must carry a UTC offset", str(m.open))

@@ -31,6 +31,14 @@ from knightwatch.release.signing import TrustedKey, TrustPolicy
 
 ROSTER_PAYLOAD_TYPE = "application/vnd.knightwatch.roster+json"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME_RULE = "1-64 letters, digits, - or _"
+"""The rule for a person's or component's name (a node id is one), as error messages say it."""
+
+
+def is_name(name: str) -> bool:
+    """True if `name` may name a person or component: what the roster, policy entries and
+    printed node ids accept, so no name can carry quotes, newlines or markup."""
+    return _NAME.fullmatch(name) is not None
 
 
 class TrustError(KnightwatchError, ValueError):
@@ -117,7 +125,7 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         for i, m in enumerate(self.members):
             where = f"roster members[{i}]"
             if not _NAME.fullmatch(m.name):
-                raise TrustError(f"{where}.name: 1-64 letters, digits, - or _ (got {m.name!r})")
+                raise TrustError(f"{where}.name: {NAME_RULE} (got {m.name!r})")
             if not m.roles:
                 raise TrustError(f"{where}.roles: must name at least one role")
             roles = set(m.roles)

@@ -1,0 +1,43 @@
+"""`knightwatch replay` output options: checked before the run, one line, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+
+SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
+
+
+def run(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "300"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "make", "message"),
+    [
+        ("--json", lambda p: p.mkdir(), "is a directory; --json must name a file"),
+        ("--report", lambda p: p.write_text("x"), "is a file; --report must name a directory"),
+    ],
+)
+def test_an_unusable_output_path_is_refused_before_the_run(
+    tmp_path: Path, option: str, make: object, message: str
+) -> None:
+    target = tmp_path / "out"
+    make(target)  # type: ignore[operator]
+    code, out = run("replay", SMALL, option, target)
+    assert code == 2, out
+    assert f"{option} {target}: {message}" in out
+    assert "small-runaway" not in out  # no run, no tables: refused up front
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_an_output_under_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    code, out = run("replay", SMALL, "--json", tmp_path / "afile" / "s.json")
+    assert code == 2 and "is not a directory" in out, out
