@@ -85,3 +85,9 @@ def test_check_output_refuses_a_directory_for_a_file_and_a_file_for_a_directory(
         check_output("--json", tmp_path / "afile" / "deeper" / "s.json")
     check_output("--json", tmp_path / "new" / "s.json")  # created later: fine
     check_output("--report", tmp_path / "new", directory=True)
+
+
+@pytest.mark.parametrize("value", ["x\ny INJECT HALT node=n9", "A\x00", "tab\there"])
+def test_a_scope_value_with_control_characters_is_an_error(value: str) -> None:
+    with pytest.raises(OptionError, match="--symbol: control characters"):
+        scope_of(None, None, value)

@@ -32,6 +32,8 @@ def scope_value(option: str, value: str | None) -> str | None:
         )
     if value != value.strip():
         raise OptionError(f"{option}: leading or trailing whitespace in {quoted(value)}")
+    if not value.isprintable():  # a newline would start a forged line in every node's log
+        raise OptionError(f"{option}: control characters in {quoted(value)}")
     return value
 
 
