@@ -10,10 +10,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
+
+from knightwatch.cli.app import app
 
 from ..audit.conftest import audit_path, clock, write_file
 
-__all__ = ["audit_path", "clock", "fleet_up", "write_file"]
+__all__ = ["audit_path", "clock", "command_params", "fleet_up", "write_file"]
+
+
+def command_params() -> Iterator[tuple[list[str], object]]:
+    """(command path, parameter) for every parameter of every `knightwatch` command: what the
+    tests that hold a rule over all options walk."""
+
+    def walk(command: object, prefix: list[str]) -> Iterator[tuple[list[str], object]]:
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*prefix, name])
+            return
+        for param in getattr(command, "params", []):
+            yield prefix, param
+
+    yield from walk(typer.main.get_command(app), [])
 
 
 @pytest.fixture

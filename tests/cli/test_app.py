@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-import typer
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+
+from .conftest import command_params
 
 # A TOML table name such as [ramp], as the help text should show it (escaped or not in source).
 _TABLE = re.compile(r"\\?\[([a-z_]+)\]")
@@ -15,20 +16,11 @@ _TABLE = re.compile(r"\\?\[([a-z_]+)\]")
 
 def _bracketed_help() -> list[tuple[list[str], str]]:
     """(command path, table name) for every option help that names a `[table]`."""
-    found: list[tuple[list[str], str]] = []
-
-    def walk(command: object, prefix: list[str]) -> None:
-        subs = getattr(command, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                walk(sub, [*prefix, name])
-            return
-        for param in getattr(command, "params", []):
-            for table in _TABLE.findall(getattr(param, "help", None) or ""):
-                found.append((prefix, table))
-
-    walk(typer.main.get_command(app), [])
-    return found
+    return [
+        (prefix, table)
+        for prefix, param in command_params()
+        for table in _TABLE.findall(getattr(param, "help", None) or "")
+    ]
 
 
 def test_help_shows_toml_table_names_instead_of_eating_them_as_markup() -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from knightwatch.audit import AuditContext, FlightRecorder
@@ -38,6 +37,7 @@ from knightwatch.release.signing import release_envelope, sign_release
 from knightwatch.trust.roster import roster_envelope, sign_roster
 
 from ..identities import KIT
+from .conftest import command_params
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -725,19 +725,12 @@ def test_hostile_recorder_files_stop_the_node_with_one_line(
 
 def _file_options() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
-
-    def walk(command: object, prefix: list[str]) -> None:
-        subs = getattr(command, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                walk(sub, [*prefix, name])
-            return
-        for p in getattr(command, "params", []):
-            descriptor = getattr(p, "type_descriptor", None)
-            if getattr(descriptor, "annotation", None) is Path:
-                found.add((" ".join(prefix), p.opts[0] if p.opts[0].startswith("-") else p.name))
-
-    walk(typer.main.get_command(app), [])
+    for prefix, p in command_params():
+        descriptor = getattr(p, "type_descriptor", None)
+        if getattr(descriptor, "annotation", None) is Path:
+            opts: list[str] = getattr(p, "opts", [])
+            name = opts[0] if opts[0].startswith("-") else str(getattr(p, "name", ""))
+            found.add((" ".join(prefix), name))
     return found
 
 

@@ -16,7 +16,7 @@ import pytest
 from knightwatch.clock import SystemClock
 from knightwatch.decision import RejectReason
 from knightwatch.gateway import fields as F
-from knightwatch.gateway.client import Received
+from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.config import ClientSession
 from knightwatch.gateway.gateway import Gateway
 from knightwatch.gateway.venue import FixVenue
@@ -372,13 +372,19 @@ def test_replace_the_venue_refuses_rolls_back(rig: Rig) -> None:
     assert rig.guard.position("L000") == 100
 
 
-def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venue(
-    rig_factory: Callable[..., Rig],
-) -> None:
+def with_v1_resting(rig_factory: Callable[..., Rig]) -> tuple[Rig, FixClient, FixClient]:
+    """Two clients on one gateway (OMS1, OMS2), with OMS2's order V1 resting at the venue."""
     rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
     a, b = rig.clients["OMS1"], rig.clients["OMS2"]
     b.new_order("V1", "L000", BUY, 100, below(rig, "L000"))
     b.wait_report("V1", "0")
+    return rig, a, b
+
+
+def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venue(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig, a, b = with_v1_resting(rig_factory)
     a.cancel("C2", "V1", "L000", BUY, 100)
     rej = a.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C2")
     assert rej.get(F.CXL_REJ_RESPONSE_TO) == "1" and rej.get(F.CXL_REJ_REASON) == "1"
@@ -395,10 +401,7 @@ def test_a_cancel_whose_clordid_names_another_order_is_refused(
     rig_factory: Callable[..., Rig],
 ) -> None:
     """Its answer would carry that id: the venue's report applied to the other order."""
-    rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
-    a, b = rig.clients["OMS1"], rig.clients["OMS2"]
-    b.new_order("V1", "L000", BUY, 100, below(rig, "L000"))
-    b.wait_report("V1", "0")
+    rig, a, b = with_v1_resting(rig_factory)
     rest(rig, "C2")
     for cid, orig in (("V1", "C2"), ("C2", "C2")):  # another client's live id, its own
         a.cancel(cid, orig, "L000", BUY, 100)

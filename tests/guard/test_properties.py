@@ -55,15 +55,24 @@ LIMITS = Limits(
     max_loss=None,
 )
 
-order_ev = st.tuples(
-    st.just("order"),
-    st.sampled_from(STRATS),
-    st.sampled_from(SYMS),
-    st.sampled_from(Side),
-    st.integers(1, 700),
-    st.one_of(st.none(), st.floats(0.8, 1.2)),
-    st.one_of(st.none(), st.sampled_from(tuple(PARENTS))),
-)
+
+def orders_in(
+    strategies: tuple[str, ...], symbols: tuple[str, ...]
+) -> st.SearchStrategy[tuple[object, ...]]:
+    """An order event: strategy, symbol, side, qty, price relative to the symbol's (None:
+    a market order), parent (None: the firm's own)."""
+    return st.tuples(
+        st.just("order"),
+        st.sampled_from(strategies),
+        st.sampled_from(symbols),
+        st.sampled_from(Side),
+        st.integers(1, 700),
+        st.one_of(st.none(), st.floats(0.8, 1.2)),
+        st.one_of(st.none(), st.sampled_from(tuple(PARENTS))),
+    )
+
+
+order_ev = orders_in(STRATS, SYMS)
 fill_ev = st.tuples(st.just("fill"), st.integers(0, 10_000), st.floats(0.0, 1.0))
 cancel_ev = st.tuples(st.just("cancel"), st.integers(0, 10_000))
 price_ev = st.tuples(st.just("price"), st.sampled_from(SYMS), st.floats(20.0, 120.0))
@@ -286,15 +295,7 @@ TWIN_SYMS = SYMS + NOVEL_SYMS
 TWIN_STRATS = (*STRATS, "s8", "s9")
 twin_events = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("order"),
-            st.sampled_from(TWIN_STRATS),
-            st.sampled_from(TWIN_SYMS),
-            st.sampled_from(Side),
-            st.integers(1, 700),
-            st.one_of(st.none(), st.floats(0.8, 1.2)),
-            st.one_of(st.none(), st.sampled_from(tuple(PARENTS))),
-        ),
+        orders_in(TWIN_STRATS, TWIN_SYMS),
         fill_ev,
         cancel_ev,
         st.tuples(st.just("price"), st.sampled_from((*SYMS, "X")), st.floats(20.0, 120.0)),
