@@ -252,6 +252,16 @@ def test_keys_with_control_characters_and_unknown_alert_slots_are_refused(alice:
         assert answer.status_code == 422, (slot, revision, answer.text)
 
 
+def test_the_logout_form_works_without_the_pages_script(console: ConsoleProc) -> None:
+    """The form's hidden field carries the CSRF token; without it, or with another, 403."""
+    person = Person(console, "alice")
+    assert person.http.post("/logout", data={"csrf": "not-the-token"}).status_code == 403
+    assert person.http.get("/api/snapshot").status_code == 200  # still logged in
+    assert person.http.post("/logout", data={"csrf": person.csrf}).status_code == 303
+    assert person.http.get("/api/snapshot").status_code == 401
+    person.http.close()
+
+
 def test_a_cross_site_login_is_refused(console: ConsoleProc) -> None:
     answer = httpx.post(
         console.url + "/login",

@@ -456,7 +456,9 @@ class Console:
         return who
 
     @staticmethod
-    def _csrf(request: Request, who: Principal) -> None:
+    def _csrf(request: Request, who: Principal, sent: str | None = None) -> None:
+        """Same-origin and the session's CSRF token: from `X-CSRF-Token`, or `sent` (the
+        logout form's field, which works without the page's script)."""
         site = request.headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
             raise Refusal(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
@@ -465,7 +467,7 @@ class Console:
             host = request.headers.get("host", "")
             if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
                 raise Refusal(403, "cross-origin request refused (Origin does not match Host)")
-        sent = request.headers.get("x-csrf-token", "")
+        sent = request.headers.get("x-csrf-token", "") if sent is None else sent
         assert who.session is not None
         if not secrets.compare_digest(sent, who.session.csrf):
             raise Refusal(403, "missing or wrong CSRF token")
@@ -679,7 +681,10 @@ async def logout(request: Request) -> Response:
     who = c.principal(request)
     if who is not None and who.session is not None:
         try:
-            c._csrf(request, who)
+            sent = request.headers.get("x-csrf-token")
+            if sent is None:  # the plain form: its hidden field
+                sent = (await _form(request)).get("csrf", "")
+            c._csrf(request, who, sent)
         except Refusal as exc:
             request.state.result, request.state.detail = "refused", exc.message
             return PlainTextResponse(exc.message, status_code=403)
