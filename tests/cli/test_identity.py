@@ -135,3 +135,12 @@ def test_identity_new_says_dir_must_be_a_directory(tmp_path: Path) -> None:
     assert code == 2, out
     assert f"--dir {afile}: must be a directory" in " ".join(out.split())
     assert "Errno" not in out and afile.read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize("name", ['q"q', "a\nb", "x" * 65, "caf\u00e9"])
+def test_identity_new_refuses_a_name_the_roster_would_refuse_and_writes_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    code, out = invoke("identity", "new", name, "--dir", str(tmp_path))
+    assert code != 0 and "NAME: a roster name must be" in " ".join(out.split()), out
+    assert list(tmp_path.iterdir()) == []

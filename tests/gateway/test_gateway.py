@@ -431,6 +431,16 @@ def test_a_replace_keeps_the_instrument_and_side_the_guard_checked(rig: Rig) -> 
     assert rig.guard.working_qty("L000") == (100, 0)
 
 
+def test_a_message_no_order_needs_the_size_of_is_refused(rig: Rig) -> None:
+    rig.oms.new_order("Z1", "L000", BUY, 10, 100.0, extra=[(F.TEXT, "x" * 20_000)])
+    rej = rig.oms.wait_report("Z1", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order message of ")
+    assert "> 16,384" in rej.get(F.TEXT)
+    time.sleep(0.05)
+    assert rig.venue.stats.orders == 0
+    rest(rig, "Z2")  # an order of the usual size still goes
+
+
 def test_a_cash_sized_order_is_refused(rig: Rig) -> None:
     rig.oms.new_order("K1", "L000", BUY, 1, 100.0, extra=[(F.CASH_ORDER_QTY, "100000000")])
     rej = rig.oms.wait_report("K1", "8")

@@ -27,17 +27,20 @@ from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, _run, se
 from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.protocol import RevisionConflict
+from knightwatch.errors import quoted
 from knightwatch.inputs import JSON_MAX_BYTES, check_json_depth, read_bytes
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import load_verify_key, write_key_pair
 from knightwatch.trust.identity import Signer, default_key_path
 from knightwatch.trust.kit import member_of_public
 from knightwatch.trust.roster import (
+    NAME_RULE,
     Member,
     Role,
     Roster,
     TrustError,
     decode_roster,
+    is_name,
     roster_envelope,
     sign_roster,
     signer_names,
@@ -141,6 +144,8 @@ def new(
     directory = out if out is not None else default_key_path().parent
 
     async def go() -> tuple[str, Path, Path]:
+        if not is_name(name):  # the roster would refuse it: no key under a name it cannot hold
+            raise TrustError(f"NAME: a roster name must be {NAME_RULE} (got {quoted(name)})")
         key, private, public = write_key_pair(directory, name)
         return key.key_id, private, public
 

@@ -121,6 +121,10 @@ class Unparsed(msgspec.Struct, frozen=True):
     parent_id: str | None
 
 
+MAX_CLIENT_MESSAGE = 16_384
+"""Characters a client's message may have: a single order is a few hundred."""
+
+
 def reject_text(d: Decision) -> str:
     """Text(58) of a refusal: the stable reason code first, then the numbers."""
     return f"knightwatch:{d.reason.value} {d.detail}"[:512]
@@ -397,8 +401,12 @@ class Gateway(Handler):
                 self._send_business_reject(msg, sid, d)
             return
         bad_tag = F.undecodable(msg)
-        if bad_tag is not None:
-            self._refuse_undecodable(msg, sid, comp, bad_tag)
+        if len(msg.raw) > MAX_CLIENT_MESSAGE:
+            self._refuse_unreadable(
+                msg, sid, comp, f"message of {len(msg.raw):,} characters > {MAX_CLIENT_MESSAGE:,}"
+            )
+        elif bad_tag is not None:
+            self._refuse_unreadable(msg, sid, comp, f"tag {bad_tag} holds bytes that are not UTF-8")
         elif mtype == F.NEW_ORDER:
             self._new_order(msg, sid, comp)
         elif mtype == F.CANCEL:
@@ -412,15 +420,12 @@ class Gateway(Handler):
         else:
             self._mass_status(msg, sid, comp)
 
-    def _refuse_undecodable(self, msg: F.In, sid: Any, comp: str, tag: int) -> None:
-        """A message holding bytes that are not UTF-8 is neither checked nor forwarded:
-        the Guard could not read what the venue would (its answer shows them as U+FFFD)."""
+    def _refuse_unreadable(self, msg: F.In, sid: Any, comp: str, why: str) -> None:
+        """A message the Guard cannot read as the venue would is neither checked nor
+        forwarded: bytes that are not UTF-8 (the answer shows them as U+FFFD), or a size
+        no order needs (a megabyte of Text would go to the venue and the log unread)."""
         mtype = msg.mtype
-        d = Decision(
-            False,
-            R.INVALID_ORDER,
-            f"tag {tag} holds bytes that are not UTF-8; nothing was checked or forwarded",
-        )
+        d = Decision(False, R.INVALID_ORDER, f"{why}; nothing was checked or forwarded")
         with self._held():
             self._record_in(msg, comp, mtype, None)
             self._count("refused")
