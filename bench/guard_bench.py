@@ -19,7 +19,8 @@ flat once the window is full. `--slow N` lists the calls over 1 ms of the
 thread's own CPU in N orders with the page faults each took (`--halted` for the
 blocked path, `--switch S` to try another interpreter switch interval). `--made-up N`
 sends N orders, each for a symbol and strategy seen once (all refused), and prints
-the memory they leave behind.
+the memory they leave behind; `--idle-symbols N` what the rate windows of N
+symbols hold once they go idle, and what the heartbeats give back.
 """
 
 from __future__ import annotations
@@ -438,6 +439,38 @@ def made_up(n: int, json_path: Path | None) -> None:
     write_json(json_path, {"orders": n, "refused": refused, "bytes_per_order": per_order, **held})
 
 
+def idle_symbols(n: int, json_path: Path | None) -> None:
+    """What the rate windows hold for symbols that went idle, and what the lease renewal
+    gives back: `n` symbols each trade the default per-minute limit (1,000 orders, each at
+    its own clock reading, as on the host clock), then a minute passes with heartbeats."""
+    clock = SimClock(10**15)
+    limits = Limits.off(
+        max_orders_per_s_symbol=50, max_orders_per_min_symbol=1_000, require_reference_price=False
+    )
+    g = Guard(limits, node="bench", clock=clock)
+    g.arm("bench")
+    tracemalloc.start()
+    for j in range(1_000):
+        for i in range(n):
+            clock.advance(1_000_000_000 // (40 * n))  # 40 orders/s per symbol
+            oid = f"I{j}-{i}"
+            g.check(Order(oid, "s", f"S{i}", Side.BUY, 1, 10.0))
+            g.on_cancel(oid)
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    clock.advance(61 * 10**9)
+    for _ in range(-(-(n + 1) // 64)):  # the heartbeats of one sweep
+        g.renew_lease()
+    gc.collect()
+    freed = held - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    print(
+        f"{n:,} symbols at 1,000 timestamps each, then a minute idle: the lease renewals freed "
+        f"{freed / n / 1024:.1f} KiB per symbol ({freed / n / 1_000:.1f} B per timestamp)"
+    )
+    write_json(json_path, {"symbols": n, "bytes_freed_per_symbol": freed / n})
+
+
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:
     """Also write the figures as JSON, when asked (`--json FILE`)."""
     if path is not None:
@@ -455,6 +488,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=3600.0, help="duplicate window (--memory)")
     ap.add_argument(
         "--made-up", type=int, default=0, metavar="N", help="N orders for made-up symbols: memory"
+    )
+    ap.add_argument(
+        "--idle-symbols", type=int, default=0, metavar="N", help="rate windows of N idle symbols"
     )
     ap.add_argument(
         "--split", type=int, default=0, metavar="B", help="best of B batches: check, record alone"
@@ -478,6 +514,9 @@ def main() -> None:
         return
     if a.made_up:
         made_up(a.made_up, a.json)
+        return
+    if a.idle_symbols:
+        idle_symbols(a.idle_symbols, a.json)
         return
     if a.split:
         parts = split(a.split)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits, Override
@@ -399,6 +400,39 @@ def test_orders_for_made_up_symbols_keep_no_state() -> None:
     assert g.lots("BTC-USD", "0.3") == 3
     assert (g._lanes, g._ledger.books, g._strategy_windows, g._symbol_windows) == ({}, {}, {}, {})
     assert set(g._lot_sizes) == {"BTC-USD"}
+
+
+def test_idle_symbols_rate_timestamps_are_forgotten_and_no_decision_changes() -> None:
+    """The lease renewal (a node's heartbeat) empties windows a minute idle, a few per tick;
+    a twin Guard that never renews decides every order the same."""
+    limits = Limits.off(max_orders_per_min_symbol=5, require_reference_price=False)
+    clocks = SimClock(10**15), SimClock(10**15)
+    ticked, twin = (Guard(limits, clock=c) for c in clocks)
+    n = 0
+
+    def send(symbol: str) -> RejectReason:
+        nonlocal n
+        n += 1
+        o = Order(f"o{n}", "s", symbol, Side.BUY, 1, 10.0)
+        d = ticked.check(o)
+        assert twin.check(o) == d
+        return d.reason
+
+    for g in (ticked, twin):
+        g.arm("t")
+    for i in range(100):
+        assert [send(f"S{i}") for _ in range(5)] == [RejectReason.OK] * 5
+    assert send("S0") is RejectReason.RATE_SYMBOL
+    for c in clocks:
+        c.advance(61 * 10**9)
+    assert [send("HOT") for _ in range(5)] == [RejectReason.OK] * 5
+    for _ in range(2):  # 101 symbols at 64 a tick
+        ticked.renew_lease()
+    held = {sym: len(ws[0].events) for sym, ws in ticked._symbol_windows.items()}
+    assert held.pop("HOT") == 5 and set(held.values()) == {0}
+    assert send("HOT") is RejectReason.RATE_SYMBOL  # its minute still counts
+    assert [send("S0") for _ in range(5)] == [RejectReason.OK] * 5
+    assert send("S0") is RejectReason.RATE_SYMBOL
 
 
 def test_lot_size_is_a_symbol_override_only() -> None:
