@@ -435,6 +435,35 @@ def test_idle_symbols_rate_timestamps_are_forgotten_and_no_decision_changes() ->
     assert send("S0") is RejectReason.RATE_SYMBOL
 
 
+def test_a_lane_without_an_accepted_order_is_built_once_and_follows_what_is_kept_since() -> None:
+    """A halted fleet's refusals in a lane that never accepted an order reuse one lane (the
+    stop direction is not slowed by rebuilding it); a book or a rate window kept since
+    it was built replaces it, so nothing is checked against a stale copy."""
+    g = Guard(Limits.off(max_orders_per_s_strategy=3), clock=SimClock(10**15))
+    g.arm("t")
+    g.halt(Scope.FLEET, "fleet", "drill", "t")
+    n = iter(range(1_000))
+
+    def send(strategy: str, symbol: str) -> RejectReason:
+        return g.check(Order(f"o{next(n)}", strategy, symbol, Side.BUY, 1, None)).reason
+
+    assert send("s", "IBM") is RejectReason.HALTED
+    built = g._provisional["s", "IBM"][0]
+    assert {send("s", "IBM") for _ in range(50)} == {RejectReason.HALTED}
+    assert g._provisional["s", "IBM"][0] is built and g._lanes == {}
+    g.resume(Scope.FLEET, "fleet", "drill over", "t")
+    assert send("s", "IBM") is RejectReason.NO_REFERENCE_PRICE
+    for symbol in ("IBM", "AAPL"):
+        g.on_price(symbol, 10.0)
+    assert send("s", "IBM") is RejectReason.OK  # the book the price went to, not the old one
+    g.halt(Scope.SYMBOL, "IBM", "drill", "t")
+    assert send("s2", "IBM") is RejectReason.HALTED  # (s2, IBM) built before s2 has windows
+    g.resume(Scope.SYMBOL, "IBM", "drill over", "t")
+    assert [send("s2", "AAPL") for _ in range(2)] == [RejectReason.OK] * 2
+    # s2's rate window is kept now: its first order in IBM counts against it
+    assert [send("s2", "IBM") for _ in range(2)] == [RejectReason.OK, RejectReason.RATE_STRATEGY]
+
+
 def test_lot_size_is_a_symbol_override_only() -> None:
     from knightwatch.limits import LimitsError
 

@@ -97,6 +97,8 @@ DEFAULT_MEMORY_RECORDS = 1_000_000
 """Records a Guard built without a recorder keeps in memory before it blocks (fail closed)."""
 _LEASE_NEVER = Decision(False, R.LEASE_EXPIRED, "no control-plane lease yet; renew to trade")
 _LEASE_LAPSED = Decision(False, R.LEASE_EXPIRED, "control-plane lease expired; renew to trade")
+PROVISIONAL_LANES = 1024
+"""Lanes without an accepted order held for the refusals that follow (the newest)."""
 TRIM_PER_TICK = 64
 """Strategy or symbol windows each lease renewal looks at for a minute of idleness."""
 _ONE_LOT = Decimal(1)
@@ -157,6 +159,10 @@ class Guard:
         window = self.limits.duplicate_id_window_s
         self._ids = OrderIds(None if window is None else to_ns(window))
         self._lanes: dict[tuple[str, str], Lane] = {}
+        # lanes built for orders that were refused, with the windows they were built from
+        self._provisional: dict[
+            tuple[str, str], tuple[Lane, tuple[Window, ...], tuple[Window, ...]]
+        ] = {}
         self._ledger = Ledger(self.limits.lot)
         self._lot_sizes: dict[str, Decimal] = {}
         self._node_windows = windows(
@@ -493,10 +499,22 @@ class Guard:
     def _lane(self, strategy: str, symbol: str) -> Lane:
         """What an order in (strategy, symbol) is checked with: built here, remembered
         only by `_keep`, once an order in it is accepted. Until then nothing of it is
-        kept (no lane, book, window or customer line), so refused orders for made-up
-        symbols or strategies, however many, leave no state behind."""
-        eff = Effective(self.limits, strategy, symbol)
+        kept (no lane, book, window or customer line) beyond the newest
+        `PROVISIONAL_LANES` such lanes, so refused orders for made-up symbols or
+        strategies, however many, leave no state behind that grows with them."""
+        key = (strategy, symbol)
         led = self._ledger
+        held = self._provisional.get(key)
+        if held is not None:
+            held_lane, held_sw, held_yw = held
+            # still what it would be built from: a book, a window kept since would be others
+            if (
+                led.books.get(symbol, held_lane.book) is held_lane.book
+                and self._strategy_windows.get(strategy, held_sw) is held_sw
+                and self._symbol_windows.get(symbol, held_yw) is held_yw
+            ):
+                return held_lane
+        eff = Effective(self.limits, strategy, symbol)
         book = led.books.get(symbol)
         if book is None:
             book = led.new_book(symbol)
@@ -525,7 +543,14 @@ class Guard:
             (Scope.SYMBOL, symbol),
             (Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)),
         )
-        return Lane(eff, book, self._node_windows + sw + yw, scopes)
+        lane = Lane(eff, book, self._node_windows + sw + yw, scopes)
+        # Held a while, bounded, so a halted fleet's refusals in a lane that never accepted
+        # an order do not rebuild it for each one (the stop direction is never slowed).
+        prov = self._provisional
+        prov[key] = (lane, sw, yw)
+        if len(prov) > PROVISIONAL_LANES:
+            del prov[next(iter(prov))]
+        return lane
 
     def _keep(
         self,
@@ -538,6 +563,7 @@ class Guard:
         """Remember a lane `_lane` built, with its book, its windows and the customer
         line an accepted order in it counts on: from now on they hold state."""
         self._lanes[(strategy, symbol)] = lane
+        self._provisional.pop((strategy, symbol), None)
         led = self._ledger
         led.books.setdefault(symbol, lane.book)
         ws = lane.windows
@@ -1360,6 +1386,7 @@ class Guard:
         self._strategy_windows = {}
         self._symbol_windows = {}
         self._lanes = {}
+        self._provisional = {}
         for strategy, symbol in pairs:
             self._keep(strategy, symbol, self._lane(strategy, symbol), None, None)
         for strategy, ws in self._strategy_windows.items():
