@@ -105,7 +105,7 @@ def test_a_strategy_kill_is_confirmed_by_every_node(alice: Person) -> None:
 
 def test_a_flood_of_snapshot_requests_leaves_the_control_plane_serving(alice: Person) -> None:
     """Each fleet read used to leave a server-side consumer per bucket for five minutes:
-    300 snapshot requests filled the stream's consumer limit and the next kill, resume
+    a flood of snapshot requests filled the stream's consumer limit and the next kill, resume
     request or node resync failed. Concurrent requests now share one read, and a read
     deletes its consumers as it ends."""
 

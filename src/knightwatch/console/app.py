@@ -303,7 +303,7 @@ class Console:
         self._reaper: asyncio.Task[None] | None = None
         self._device_key = secrets.token_bytes(32)  # a restart forgets devices: safe
         self._reading = asyncio.Lock()
-        self._read: tuple[float, Snapshot] | None = None  # (when its read began, what it read)
+        self._last_read: tuple[float, Snapshot] | None = None  # (when its read began, what it read)
 
     def device_cookie(self, name: str) -> str:
         """A device cookie for `name`: a fresh id and the console's MAC over both."""
@@ -328,12 +328,12 @@ class Console:
         loop = asyncio.get_running_loop()
         arrived = loop.time()
         async with self._reading:
-            held = self._read
+            held = self._last_read
             if held is not None and held[0] >= arrived:
                 return held[1]
             began = loop.time()
             snap = await build(self.plane, self.trust, self.clock)
-            self._read = (began, snap)
+            self._last_read = (began, snap)
             return snap
 
     # ------------------------------------------------------------ lifecycle

@@ -400,12 +400,11 @@ class Gateway(Handler):
                 self.guard.note("fix_refused", session=comp, msg_type=mtype, reason=d.reason.value)
                 self._send_business_reject(msg, sid, d)
             return
-        bad_tag = F.undecodable(msg)
         if len(msg.raw) > MAX_CLIENT_MESSAGE:
             self._refuse_unreadable(
                 msg, sid, comp, f"message of {len(msg.raw):,} characters > {MAX_CLIENT_MESSAGE:,}"
             )
-        elif bad_tag is not None:
+        elif (bad_tag := F.undecodable(msg)) is not None:
             self._refuse_unreadable(msg, sid, comp, f"tag {bad_tag} holds bytes that are not UTF-8")
         elif mtype == F.NEW_ORDER:
             self._new_order(msg, sid, comp)

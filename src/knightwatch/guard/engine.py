@@ -458,7 +458,7 @@ class Guard:
                 "duplicate detection would be blind",
             ), eff
         if not kept:
-            self._keep(strategy, symbol, lane, parent, line)
+            self._keep(strategy, symbol, parent, line)
         ids.add(order_id, now)
         led.working[order_id] = Working(strategy, symbol, side, qty, price, pid, parent, cust, line)
         if parent is not None:
@@ -553,24 +553,20 @@ class Guard:
         return lane
 
     def _keep(
-        self,
-        strategy: str,
-        symbol: str,
-        lane: Lane,
-        parent: Parent | None,
-        line: CustomerLine | None,
-    ) -> None:
-        """Remember a lane `_lane` built, with its book, its windows and the customer
-        line an accepted order in it counts on: from now on they hold state."""
+        self, strategy: str, symbol: str, parent: Parent | None, line: CustomerLine | None
+    ) -> Lane:
+        """Remember the lane `_lane` just returned for (strategy, symbol), with its book, its
+        windows and the customer line an accepted order in it counts on: from now on they
+        hold state. (`_lane` leaves what it returns in `_provisional`, windows included.)"""
+        lane, sw, yw = self._provisional.pop((strategy, symbol))
         self._lanes[(strategy, symbol)] = lane
-        self._provisional.pop((strategy, symbol), None)
         led = self._ledger
         led.books.setdefault(symbol, lane.book)
-        ws = lane.windows
-        self._strategy_windows.setdefault(strategy, tuple(w for w in ws if w.scope == "strategy"))
-        self._symbol_windows.setdefault(symbol, tuple(w for w in ws if w.scope == "symbol"))
+        self._strategy_windows.setdefault(strategy, sw)
+        self._symbol_windows.setdefault(symbol, yw)
         if parent is not None and line is not None:
             led.keep_line(parent, symbol, line)
+        return lane
 
     def _block(self, o: object, d: Decision) -> None:
         self.blocked[d.reason] = self.blocked.get(d.reason, 0) + 1
@@ -931,8 +927,8 @@ class Guard:
             ), None
         lane = self._lanes.get((o.strategy, o.symbol))
         if lane is None:  # an adopted order's first replace: its symbol's book is kept
-            lane = self._lane(o.strategy, o.symbol)
-            self._keep(o.strategy, o.symbol, lane, None, None)
+            self._lane(o.strategy, o.symbol)
+            lane = self._keep(o.strategy, o.symbol, None, None)
         eff, book = lane.eff, lane.book
         qty, price = o.qty, o.price
         grow = max(max(qty - w.filled, 0) - w.remaining, 0)
@@ -1388,7 +1384,8 @@ class Guard:
         self._lanes = {}
         self._provisional = {}
         for strategy, symbol in pairs:
-            self._keep(strategy, symbol, self._lane(strategy, symbol), None, None)
+            self._lane(strategy, symbol)
+            self._keep(strategy, symbol, None, None)
         for strategy, ws in self._strategy_windows.items():
             carry(old_strategy.get(strategy, ()), ws)
         for symbol, ws in self._symbol_windows.items():
