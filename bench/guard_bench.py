@@ -17,7 +17,8 @@ default rate limits on a simulated clock at the node's maximum sustained rate
 and a one-hour duplicate window, and prints the process's memory as it goes:
 flat once the window is full. `--slow N` lists the calls over 1 ms of the
 thread's own CPU in N orders with the page faults each took (`--halted` for the
-blocked path, `--switch S` to try another interpreter switch interval). `--made-up N`
+blocked path, `--switch S` to try another interpreter switch interval, `--after M`
+to run M accepted orders through another Guard first). `--made-up N`
 sends N orders, each for a symbol and strategy seen once (all refused), and prints
 the memory they leave behind; `--idle-symbols N` what the rate windows of N
 symbols hold once they go idle, and what the heartbeats give back.
@@ -281,16 +282,25 @@ def split(batches: int) -> dict[str, float]:
     return {f"{name}_best_us": round(v, 3) for name, v in best.items()}
 
 
-def slow_calls(n: int, halted: bool, switch_s: float | None) -> dict[str, Any]:
+def slow_calls(n: int, halted: bool, switch_s: float | None, after: int = 0) -> dict[str, Any]:
     """The `check()` calls over 1 ms of the thread's own CPU in `n` orders, with the page
     faults each took (`getrusage(RUSAGE_THREAD)`, Linux): where a millisecond comes from.
     A call that faulted little spent its time computing (in practice: hashing the rest of a
-    batch the sealer handed over); one with thousands of faults, touching fresh memory."""
+    batch the sealer handed over); one with thousands of faults, touching fresh memory.
+
+    `after` first runs that many accepted orders through another Guard and recorder in this
+    process, as the side-by-side run does before its blocked path: the memory they leave
+    behind is what made blocked calls outrun the recorder's read-ahead (35-85 ms calls,
+    before the appends' map stopped reading around)."""
     if switch_s is not None:
         sys.setswitchinterval(switch_s)
     tt, usage, me = time.thread_time_ns, resource.getrusage, resource.RUSAGE_THREAD
     slow: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        if after:
+            first = GuardRig(Path(tmp) / "after.jsonl", halted=False)
+            timed(first.orders, first.guard.check, first.settle, after)
+            first.recorder.close()
         g = GuardRig(Path(tmp) / "slow.jsonl", halted)
         check = g.guard.check
         t0 = time.perf_counter()
@@ -498,12 +508,16 @@ def main() -> None:
     ap.add_argument("--slow", type=int, default=0, metavar="N", help="calls over 1 ms in N orders")
     ap.add_argument("--halted", action="store_true", help="--slow: the blocked path")
     ap.add_argument("--switch", type=float, default=None, help="--slow: interpreter switch (s)")
+    ap.add_argument(
+        "--after", type=int, default=0, metavar="M", help="--slow: after M accepted orders"
+    )
     a = ap.parse_args()
     if a.slow:
-        out = slow_calls(a.slow, a.halted, a.switch)
+        out = slow_calls(a.slow, a.halted, a.switch, a.after)
         print(
             f"{out['calls_over_1ms']} calls over 1 ms of CPU in {out['orders']:,} orders "
-            f"({'blocked' if a.halted else 'accepted'}; switch interval "
+            f"({'blocked' if a.halted else 'accepted'}"
+            f"{f' after {a.after:,} accepted' if a.after else ''}; switch interval "
             f"{out['switch_interval_s'] * 1000:g} ms; {out['orders_per_s_in_this_loop']:,} "
             f"orders/s in this loop): ms {out['slow_ms']}, page faults {out['slow_faults']}"
         )
