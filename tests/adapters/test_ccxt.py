@@ -23,7 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch import Limits, RejectReason, Scope, SimClock
-from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardedExchange, GuardRefused, guard
+from knightwatch.adapters.ccxt import (
+    FORGET_PER_CALL,
+    AsyncGuardedExchange,
+    GuardedExchange,
+    GuardRefused,
+    guard,
+)
 from knightwatch.adapters.fleet import AdapterError
 from knightwatch.adapters.paper import (
     BINANCE_KEY,
@@ -222,6 +228,9 @@ def test_ended_orders_are_forgotten_after_the_duplicate_scope_live_ones_never(sp
         assert ex.guard.position(sym) == position and len(ledger._seen_trades) >= 1
         clock.advance(2 * S)  # the cancels (all) and the fill are now over a minute old
         ex.create_order(sym, "limit", "buy", 0.01, 59_000)
+        # one order's call lets go of FORGET_PER_CALL of the 21 due, never all at once
+        assert len(ledger._ended) == 21 - FORGET_PER_CALL
+        assert ledger.forget(100) == 21 - FORGET_PER_CALL  # what a few more calls would
         assert len(ledger.orders) == 2 == len(ledger.live())  # the resting one and the new one
         assert not ledger._seen_trades
         assert {t.exchange_id for t in ledger.live()} >= {str(resting["id"])}

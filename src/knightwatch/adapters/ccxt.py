@@ -128,6 +128,10 @@ _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
 _SESSION_FORGET_NS = 86_400 * 10**9
 """How long an ended order is remembered when the Guard's duplicate scope is the session."""
+FORGET_PER_CALL = 4
+"""Ended orders `forget` looks at per order placed or ended: a scope's worth that fell due
+at once (a burst a minute ago) is let go of over the next calls, never in one order's.
+More than one per order ended, so forgetting keeps up."""
 _ORDER, _EXCHANGE_ID, _CLIENT_ID, _TRADE = range(4)
 """The indexes an order is filed under (`_Tracked.filed`)."""
 
@@ -316,7 +320,7 @@ class Ledger:
         tracked = _Tracked(
             gid, symbol, order.side, order.qty, self.units(symbol), client_id, price_d
         )
-        self._forget()
+        self.forget(FORGET_PER_CALL)
         self._start(tracked)
         if client_id:
             self._file(tracked, _CLIENT_ID, str(client_id))
@@ -345,17 +349,20 @@ class Ledger:
         if tracked in self._live:
             del self._live[tracked]
             self._ended.append((self.guard.clock.monotonic_ns(), tracked))
+            self.forget(FORGET_PER_CALL)
 
-    def _forget(self) -> None:
-        """Let go of the orders that ended more than one duplicate scope ago."""
+    def forget(self, budget: int) -> int:
+        """Let go of up to `budget` orders that ended more than one duplicate scope ago;
+        returns how many."""
         ended = self._ended
         if not ended:
-            return
+            return 0
         window = self.guard.limits.duplicate_id_window_s
         keep_ns = _SESSION_FORGET_NS if window is None else int(window * 1e9)
         cutoff = self.guard.clock.monotonic_ns() - keep_ns
         maps = (self.orders, self._by_exchange_id, self._by_client_id)
-        while ended and ended[0][0] <= cutoff:
+        gone = 0
+        while gone < budget and ended and ended[0][0] <= cutoff:
             tracked = ended.popleft()[1]
             for index, key in tracked.filed:
                 if index == _TRADE:
@@ -363,6 +370,8 @@ class Ledger:
                 elif maps[index].get(key) is tracked:
                     del maps[index][key]
             tracked.filed.clear()
+            gone += 1
+        return gone
 
     def record_block(self, order_id: str, d: Decision) -> None:
         """A refusal made before the Guard could see an order, counted and recorded alike."""
