@@ -137,6 +137,7 @@ def test_an_operator_token_kills_as_its_owner_without_a_session(console: Console
     assert answer.json()["ok"]
     who = httpx.get(console.url + "/api/whoami", headers=headers).json()
     assert who["name"] == "alice" and who["via"] == "token" and "approve" not in who["may"]
+    assert who["roles"] == ["operator"]
     users(console).revoke_token("alice", token.id, NOW())
     answer = httpx.get(console.url + "/api/snapshot", headers=headers)
     assert answer.status_code == 401
@@ -146,6 +147,8 @@ def test_a_viewer_token_reads_and_cannot_kill(console: ConsoleProc) -> None:
     secret, _ = users(console).issue_token("alice", None, ["viewer"], 600, now_ns=NOW())
     headers = {"Authorization": f"Bearer {secret}"}
     assert httpx.get(console.url + "/api/snapshot", headers=headers).status_code == 200
+    who = httpx.get(console.url + "/api/whoami", headers=headers).json()
+    assert who["roles"] == ["viewer"] and who["may"] == ["view"]  # what the policy judges by
     answer = httpx.post(
         console.url + "/api/kill", content=json.dumps(kill_body("api-t2")), headers=headers
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from knightwatch.trust.kit import Kit
-from knightwatch.trust.policy import NEEDS, Action, decide, roles_of
+from knightwatch.trust.policy import NEEDS, Action, decide, held_roles, roles_of
 from knightwatch.trust.roster import Role
 
 KIT = Kit(now_ns=0, nodes=["n1"])
@@ -72,3 +72,22 @@ def test_no_roster_refuses_everything() -> None:
 def test_roles_of_unions_every_key_of_a_name() -> None:
     assert roles_of(ROSTER, "alice") == {Role.OPERATOR, Role.APPROVER}
     assert roles_of(ROSTER, "nobody") == frozenset()
+
+
+def test_held_roles_are_what_decide_judges_viewer_for_every_person_never_a_component() -> None:
+    """What a credential is shown to hold (the console's whoami, its audit log) is what the
+    policy judges by: an operator's viewer-only token holds viewer, not nothing."""
+    viewer = frozenset({Role.VIEWER})
+    assert held_roles(ROSTER, "alice", viewer) == viewer
+    assert held_roles(ROSTER, "alice") == {Role.OPERATOR, Role.APPROVER, Role.VIEWER}
+    assert held_roles(ROSTER, "alice", frozenset({Role.OPERATOR, Role.ADMIN})) == {Role.OPERATOR}
+    assert held_roles(ROSTER, "n1") == roles_of(ROSTER, "n1") and Role.VIEWER not in roles_of(
+        ROSTER, "n1"
+    )
+    assert held_roles(ROSTER, "n1", viewer) == frozenset()
+    assert held_roles(None, "alice") == frozenset()
+    for name in ("alice", "carol", "n1", "nobody"):
+        for scope in (None, viewer, frozenset({Role.OPERATOR})):
+            for action in Action:
+                allowed = decide(ROSTER, name, action, scope=scope).allowed
+                assert allowed <= bool(held_roles(ROSTER, name, scope) & NEEDS[action])

@@ -84,7 +84,7 @@ from knightwatch.incident.ramp import RampError, RampPlan
 from knightwatch.state import FLEET_KEY, TradingState
 from knightwatch.state import Scope as KillScope
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.policy import Action, decide, roles_of
+from knightwatch.trust.policy import Action, decide, held_roles
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
 
@@ -404,7 +404,7 @@ class Console:
                     self.sessions.close(sid)
                     return None
                 return Principal(
-                    session.name, roles_of(self.trust.roster, session.name), "session", session,
+                    session.name, held_roles(self.trust.roster, session.name), "session", session,
                     signer=session.signer,
                 )  # fmt: skip
         auth = request.headers.get("authorization", "")
@@ -422,7 +422,7 @@ class Console:
             scope = frozenset(token.roles)
             return Principal(
                 user.name,
-                roles_of(self.trust.roster, user.name) & scope,
+                held_roles(self.trust.roster, user.name, scope),
                 "token",
                 token_id=token.id,
                 scope=scope,

@@ -62,6 +62,19 @@ class Verdict(msgspec.Struct, frozen=True):
     """For a refusal: one sentence naming the rule."""
 
 
+def held_roles(
+    roster: Roster | None, name: str, scope: Collection[Role] | None = None
+) -> frozenset[Role]:
+    """The roles `name` acts with: the roster's, viewer for every person (every person may
+    read, and so may a viewer-only token of theirs), narrowed to a credential's `scope`."""
+    held = set(roles_of(roster, name))
+    if held & PERSON_ROLES:
+        held.add(Role.VIEWER)
+    if scope is not None:
+        held &= set(scope)
+    return frozenset(held)
+
+
 def decide(
     roster: Roster | None,
     name: str,
@@ -79,11 +92,7 @@ def decide(
     """
     if roster is None:
         return Verdict(False, "no verified roster: nobody can be authorised")
-    held = set(roles_of(roster, name))
-    if held & PERSON_ROLES:
-        held.add(Role.VIEWER)  # every person may read; a viewer-only token of theirs too
-    if scope is not None:
-        held &= set(scope)
+    held = held_roles(roster, name, scope)
     if not held & NEEDS[action]:
         needed = " or ".join(sorted(r.value for r in NEEDS[action]))
         what = ", ".join(sorted(r.value for r in held)) or "no role"
