@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+from nautilus_trader.backtest.models import LatencyModel
 from nautilus_trader.config import LoggingConfig, RiskEngineConfig, StrategyConfig
 from nautilus_trader.model.currencies import USD, USDT
 from nautilus_trader.model.data import QuoteTick
@@ -135,9 +136,35 @@ def quotes(
     return out
 
 
+def quote(
+    instrument: Instrument,
+    i: int,
+    bid: float,
+    ask: float,
+    bid_size: int = 10_000_000,
+    ask_size: int = 10_000_000,
+) -> QuoteTick:
+    """The i-th quote (0.1 s apart) with the given sides; a size of 0 is an empty side."""
+    p, q = instrument.price_precision, instrument.size_precision
+    ts = T0 + i * STEP_NS
+    return QuoteTick(
+        instrument_id=instrument.id,
+        bid_price=Price(bid, p),
+        ask_price=Price(ask, p),
+        bid_size=Quantity(bid_size, q),
+        ask_size=Quantity(ask_size, q),
+        ts_event=ts,
+        ts_init=ts,
+    )
+
+
 def engine(
-    instrument: Instrument = AUDUSD, *, submit_rate: str = "10000/00:00:01"
+    instrument: Instrument = AUDUSD,
+    *,
+    submit_rate: str = "10000/00:00:01",
+    latency_ns: int | None = None,
 ) -> BacktestEngine:
+    """`latency_ns`: the venue answers that long after a command, as a live one does."""
     eng = BacktestEngine(
         BacktestEngineConfig(
             logging=LoggingConfig(bypass_logging=True),
@@ -152,6 +179,7 @@ def engine(
         base_currency=ccy,
         starting_balances=[Money(1_000_000_000, ccy)],
         default_leverage=Decimal(1),
+        latency_model=None if latency_ns is None else LatencyModel(base_latency_nanos=latency_ns),
     )
     eng.add_instrument(instrument)
     return eng

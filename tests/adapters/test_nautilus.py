@@ -5,15 +5,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nautilus_trader.backtest.engine import BacktestEngine
 from nautilus_trader.core.datetime import unix_nanos_to_dt
-from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import OrderSide, OrderStatus, TimeInForce
+from nautilus_trader.examples.algorithms.twap import TWAPExecAlgorithm
+from nautilus_trader.model.data import QuoteTick, TradeTick
+from nautilus_trader.model.enums import (
+    AggressorSide,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    TrailingOffsetType,
+    TriggerType,
+)
 from nautilus_trader.model.enums import TradingState as NtState
+from nautilus_trader.model.identifiers import ExecAlgorithmId, TradeId
 from nautilus_trader.model.objects import Price, Quantity
 
 from knightwatch import RejectReason, Scope, TradingState
@@ -29,9 +40,12 @@ from knightwatch.adapters.units import Units
 from .nt_world import (
     AUDUSD,
     BTCUSDT,
+    STEP_NS,
+    T0,
     Scripted,
     engine,
     open_limits,
+    quote,
     quotes,
     scripted,
 )
@@ -435,3 +449,208 @@ def test_modifies_never_leave_a_reservation_behind(steps: list[tuple[int, bool]]
         assert codes(s.modify_rejected).get(R.MAX_POSITION, 0) == refused["guard"]
     finally:
         eng.dispose()
+
+
+def test_a_kill_cancels_an_order_in_flight_and_one_an_execution_algorithm_holds() -> None:
+    """A node-wide HALT cancels what is not closed, not only what is open: an order sent and
+    not yet acknowledged (it would come to rest at the venue after the kill) and the parent
+    an execution algorithm holds (its slices would carry on after the resume)."""
+    e = engine(latency_ns=250_000_000)
+    e.add_exec_algorithm(TWAPExecAlgorithm())
+    try:
+        s = scripted(e, AUDUSD)
+        fills: dict[str, int] = {}
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.submit_order(
+                    st.order_factory.market(
+                        AUDUSD.id,
+                        OrderSide.BUY,
+                        Quantity.from_int(60_000),
+                        exec_algorithm_id=ExecAlgorithmId("TWAP"),
+                        exec_algorithm_params={"horizon_secs": 3, "interval_secs": 0.5},
+                    )
+                )
+            elif n == 12:
+                st.buy("10000", "0.69000")  # rests far below the market, once it arrives
+            elif n == 13:  # 0.1 s later, before the venue has it: the fleet kills the node
+                flying = [o.order_type for o in st.cache.orders_inflight()]
+                assert OrderType.LIMIT in flying
+                fills["kill"] = len(st.fills)
+                fills["flying"] = flying.count(OrderType.MARKET)  # a slice sent: it executes
+                kw.guard.halt(Scope.NODE, kw.guard.node, "fleet kill", "test")
+            elif n == 25:
+                fills["resume"] = len(st.fills)
+                kw.guard.resume(Scope.NODE, kw.guard.node, "all clear", "test")
+
+        s.script = script
+        e.add_data(quotes(AUDUSD, 50, 0.7, 0.0001))
+        kw = install(e, limits=open_limits())
+        e.run()
+        assert not [o for o in e.kernel.cache.orders() if not o.is_closed]
+        # the TWAP bought nothing after the resume, nor after the kill beyond what was sent
+        assert len(s.fills) == fills["resume"] <= fills["kill"] + fills["flying"]
+        assert fills["kill"] > 0
+        assert kw.guard.working_qty(SYM) == (0, 0)
+    finally:
+        e.dispose()
+
+
+def test_updates_the_venue_makes_itself_are_followed_never_taken_for_an_amends_answer() -> None:
+    """A trailing stop's own update arriving while an amend is in flight is not the amend's
+    answer (which shows the amend's quantity); an update that resizes an order (an OUO
+    bracket's other leg after a partial fill) moves the Guard's working quantity with it."""
+    e = engine(latency_ns=250_000_000)
+    try:
+        s = scripted(e, AUDUSD)
+        seen: dict[str, Any] = {}
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            f = st.order_factory
+            if n == 1:  # a buy stop trailing 0.0050 above the ask
+                st.submit_order(
+                    f.trailing_stop_limit(
+                        AUDUSD.id,
+                        OrderSide.BUY,
+                        Quantity.from_int(10_000),
+                        limit_offset=Decimal("0.00050"),
+                        trailing_offset=Decimal("0.00500"),
+                        trailing_offset_type=TrailingOffsetType.PRICE,
+                        trigger_type=TriggerType.BID_ASK,
+                    )
+                )
+            elif n == 6:  # up to 40,000 (within max_position 50,000), while the market falls
+                (o,) = st.cache.orders_open()
+                st.modify_order(o, quantity=Quantity.from_int(40_000))
+            elif n == 12:
+                seen["working"] = kw.guard.working_qty(SYM)
+                st.buy("40000", "0.68000")  # 40,000 more would reach 80,000
+
+        s.script = script
+        px = [0.7000] * 7 + [0.6995, 0.6990, 0.6985, 0.6980, 0.6975] + [0.6970] * 4
+        e.add_data([quote(AUDUSD, i, p, p + 0.0001) for i, p in enumerate(px)])
+        kw = install(e, limits=open_limits(max_position_qty=50_000))
+        e.run()
+        assert seen["working"] == (40_000, 0)
+        assert codes(s.denied) == {R.MAX_POSITION: 1}
+    finally:
+        e.dispose()
+
+    e = engine()
+    try:
+        s = scripted(e, AUDUSD)
+
+        def bracket(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.submit_order_list(
+                    st.order_factory.bracket(
+                        AUDUSD.id,
+                        OrderSide.BUY,
+                        Quantity.from_int(10_000),
+                        tp_price=Price.from_str("0.71000"),
+                        sl_trigger_price=Price.from_str("0.69000"),
+                    )
+                )
+
+        s.script = bracket
+        data = [quote(AUDUSD, i, 0.7, 0.7001) for i in range(3)]
+        data += [quote(AUDUSD, 3, 0.7100, 0.7101, bid_size=4_000)]  # the TP fills 4,000
+        data += [quote(AUDUSD, i, 0.7, 0.7001) for i in range(4, 6)]
+        data += [quote(AUDUSD, i, 0.6890, 0.6891) for i in range(6, 9)]  # the SL fills 6,000
+        e.add_data(data)
+        kw = install(e, limits=open_limits())
+        e.run()
+        assert not e.kernel.cache.orders_open()
+        assert kw.guard.position(SYM) == 0 and kw.guard.working_qty(SYM) == (0, 0)
+    finally:
+        e.dispose()
+
+
+def test_an_amend_a_fill_overtakes_gives_its_reservation_back() -> None:
+    """The order fills before the venue answers the amend, whose answer ("not found") then
+    names an order that has ended: what the amend reserved must not stay reserved."""
+    e = engine(latency_ns=250_000_000)
+    try:
+        s = scripted(e, AUDUSD)
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.buy("10000", "0.69000")
+            elif n == 6:
+                (order,) = st.cache.orders_open()
+                st.modify_order(order, quantity=Quantity.from_int(30_000))
+
+        s.script = script
+        data = [quote(AUDUSD, i, 0.7, 0.7001) for i in range(7)]
+        data += [quote(AUDUSD, 7, 0.6898, 0.6899)]  # the market trades through the order
+        data += [quote(AUDUSD, i, 0.7, 0.7001) for i in range(8, 15)]
+        e.add_data(data)
+        kw = install(e, limits=open_limits(max_position_qty=50_000))
+        e.run()
+        assert len(s.modify_rejected) == 1 and reason_code(s.modify_rejected[0]) is None
+        assert kw.guard.position(SYM) == 10_000 and kw.guard.working_qty(SYM) == (0, 0)
+    finally:
+        e.dispose()
+
+
+def test_prices_the_guard_cannot_take_are_skipped_and_a_one_sided_quote_is_its_live_side(
+    eng: BacktestEngine,
+) -> None:
+    """A trade at 0 (a valid NautilusTrader price) is skipped, never raised into the run;
+    a quote with its bids pulled is the ask, not half of it: the collar still holds."""
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n == 4:  # right after the one-sided quote: a sell at half the market
+            st.buy("10000", "0.36000", side=OrderSide.SELL)
+
+    s.script = script
+    data: list[Any] = [quote(AUDUSD, i, 0.7, 0.7001) for i in range(3)]
+    data.append(quote(AUDUSD, 3, 0.0, 0.7001, bid_size=0))
+    ts = T0 + 4 * STEP_NS
+    data.append(
+        TradeTick(
+            AUDUSD.id, Price(0.0, 5), Quantity(1000, 0), AggressorSide.BUYER, TradeId("T-1"), ts, ts
+        )
+    )
+    data += [quote(AUDUSD, i, 0.7, 0.7001) for i in range(5, 8)]
+    eng.add_data(data)
+    kw = install(eng, limits=open_limits(price_collar_pct=0.05))
+    eng.run()
+    assert s.n == 7  # every quote reached the strategy: the run was not broken
+    assert codes(s.denied) == {R.PRICE_COLLAR: 1} and kw.guard.accepted == 0
+
+
+def test_an_order_without_a_limit_price_can_be_amended() -> None:
+    """Shrinking a stop-market order and moving its trigger (a risk-reducing amend) is
+    checked as the order was submitted, without a limit price, not refused for want of one."""
+    e = engine()
+    try:
+        s = scripted(e, AUDUSD)
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.submit_order(
+                    st.order_factory.stop_market(
+                        AUDUSD.id,
+                        OrderSide.BUY,
+                        Quantity.from_int(20_000),
+                        Price.from_str("0.71000"),
+                    )
+                )
+            elif n == 3:
+                (o,) = st.cache.orders_open()
+                st.modify_order(
+                    o, quantity=Quantity.from_int(10_000), trigger_price=Price.from_str("0.70500")
+                )
+
+        s.script = script
+        e.add_data(quotes(AUDUSD, 6, 0.7, 0.0001))
+        kw = install(e, limits=open_limits())
+        e.run()
+        (order,) = e.kernel.cache.orders()
+        assert not s.modify_rejected and order.quantity == Quantity.from_int(10_000)
+        assert kw.guard.working_qty(SYM) == (10_000, 0)
+    finally:
+        e.dispose()

@@ -14,8 +14,10 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   `knightwatch:<code> <detail>` (`reason_code` reads the code back);
 * cancels, cancel-all and batch cancels always pass, halted or not;
 * a ModifyOrder is a new risk: `Guard.check_replace` reserves the larger of the
-  old and new leaves until the venue answers (`OrderUpdated` commits it,
-  `OrderModifyRejected` rolls back); a refusal is `OrderModifyRejected`;
+  old and new leaves until the venue answers (the `OrderUpdated` showing it
+  commits it, `OrderModifyRejected` or the order ending rolls back; any other
+  `OrderUpdated` is the venue's own change, which the Guard follows); a refusal
+  is `OrderModifyRejected`;
 * fills, cancels, expiries and venue rejects (the last two not counted as
   cancels) and quotes reach the Guard from the
   bus topics before strategies see them (subscription priority), so a
@@ -23,7 +25,8 @@ that endpoint with the Guard in front of the ExecutionEngine, so
 * every change of the Guard's trading state is mirrored into the RiskEngine's
   `TradingState` (strictest scope wins: NautilusTrader has one state per node),
   so NautilusTrader itself denies new orders too; a node-wide HALTED (a kill,
-  a node halt) also cancels every open and emulated order of every strategy.
+  a node halt) also cancels every order of every strategy that is not closed
+  (open, emulated, in flight, or held by an execution algorithm).
 
 The Guard runs on NautilusTrader's clock (`NautilusClock`), so its rate
 windows and throttle follow simulated time in a backtest and the node's clock
@@ -150,6 +153,27 @@ class NautilusClock:
         return int(self._clock.timestamp_ns())
 
 
+class _Amend:
+    """An amend the Guard accepted, awaiting the venue: what its answer must show."""
+
+    __slots__ = ("new_id", "price", "qty", "trigger")
+
+    def __init__(self, new_id: str, qty: Any, price: Any, trigger: Any) -> None:
+        self.new_id = new_id
+        self.qty = qty
+        self.price = price
+        self.trigger = trigger
+
+    def answered_by(self, event: Any) -> bool:
+        """Whether an `OrderUpdated` is the venue taking this amend: the quantity, price and
+        trigger it asked for (those it left alone are not compared)."""
+        return (
+            event.quantity == self.qty
+            and (self.price is None or event.price == self.price)
+            and (self.trigger is None or event.trigger_price == self.trigger)
+        )
+
+
 class _Instrument:
     """One instrument as the Guard counts it: its symbol and its size increment."""
 
@@ -201,8 +225,8 @@ class NautilusGuard:
         """Orders the Guard accepted that have not reached a terminal state."""
         self._gid: dict[str, str] = {}
         """NautilusTrader order id -> the Guard's id for it, once an amend moved it."""
-        self._pending: dict[str, str] = {}
-        """NautilusTrader order id -> the Guard id of its amend awaiting the venue."""
+        self._pending: dict[str, _Amend] = {}
+        """NautilusTrader order id -> its amend awaiting the venue."""
         self._own_rejects: set[Any] = set()
         self._replaces = 0
         self._mirrored: Any = None
@@ -351,7 +375,11 @@ class NautilusGuard:
         try:
             inst = self._instrument(order.instrument_id)
             qty = command.quantity if command.quantity is not None else order.quantity
-            price = command.price if command.price is not None else order.price
+            # a stop-market, market-if-touched or trailing-stop-market order has no limit
+            # price to read: its amend is checked as it was submitted, without one
+            price = command.price
+            if price is None and order.has_price:
+                price = order.price
             self._replaces += 1
             new = Order(
                 id=f"{gid}~{self._replaces}",
@@ -359,7 +387,7 @@ class NautilusGuard:
                 symbol=inst.symbol,
                 side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
                 qty=inst.count(qty, "quantity"),
-                price=inst.units.unit_price(price.as_double()) if order.has_price else None,
+                price=inst.units.unit_price(price.as_double()) if price is not None else None,
             )
         except Exception as exc:  # fail closed
             d = Decision(False, RejectReason.INVALID_ORDER, f"amend could not be mapped: {exc}")
@@ -367,7 +395,7 @@ class NautilusGuard:
             return d
         d = self.guard.check_replace(gid, new)
         if d.accepted:
-            self._pending[oid] = new.id
+            self._pending[oid] = _Amend(new.id, qty, command.price, command.trigger_price)
         return d
 
     def _check(self, order: NtOrder) -> Decision:
@@ -460,26 +488,32 @@ class NautilusGuard:
             return
         guard = self.guard
         if isinstance(event, OrderUpdated):
-            new_id = self._pending.pop(oid, None)
-            if new_id is not None:  # the venue took the amend: commit it
-                order = self.kernel.cache.order(event.client_order_id)
-                inst = self._instrument(event.instrument_id)
-                leaves = None if order is None else inst.count(order.leaves_qty, "leaves_qty")
-                guard.on_replace_ack(new_id, remaining=leaves)
-                self._gid[oid] = new_id
+            order = self.kernel.cache.order(event.client_order_id)
+            inst = self._instrument(event.instrument_id)
+            leaves = None if order is None else inst.count(order.leaves_qty, "leaves_qty")
+            amend = self._pending.get(oid)
+            if amend is not None and amend.answered_by(event):
+                del self._pending[oid]  # the venue took the amend: commit it
+                guard.on_replace_ack(amend.new_id, remaining=leaves)
+                self._gid[oid] = amend.new_id
+                return
+            # Not the amend's answer: the venue changed the order itself (a trailing stop
+            # moved, a reduce-only or contingent order resized). The working quantity
+            # follows what the venue holds now; a pending amend still awaits its answer.
+            gid = self._gid.get(oid, oid)
+            if leaves is not None and guard.remaining(gid) not in (None, leaves):
+                guard.on_restate(gid, leaves)
             return
         if isinstance(event, OrderModifyRejected):
             if event.id in self._own_rejects:
                 self._own_rejects.discard(event.id)
-            elif (new_id := self._pending.pop(oid, None)) is not None:
-                guard.on_replace_reject(new_id)  # back to the original order
+            elif (amend := self._pending.pop(oid, None)) is not None:
+                guard.on_replace_reject(amend.new_id)  # back to the original order
             return
         if not isinstance(event, OrderCanceled | OrderExpired | OrderRejected | OrderDenied):
             return
         del self._live[oid]
-        pending = self._pending.pop(oid, None)
-        if pending is not None:
-            guard.on_replace_reject(pending)
+        self._drop_amend(oid)
         gid = self._gid.pop(oid, oid)
         if isinstance(event, OrderCanceled):
             guard.on_cancel(gid)
@@ -507,7 +541,16 @@ class NautilusGuard:
             order = self.kernel.cache.order(e.client_order_id)
             if order is None or order.is_closed:
                 del self._live[oid]
+                # an amend the fill overtook: the venue's answer ("not found") will find
+                # no live order here, so what the amend reserved is given back now
+                self._drop_amend(oid)
                 self._gid.pop(oid, None)
+
+    def _drop_amend(self, oid: str) -> None:
+        """An order ended with its amend unanswered: roll the reservation back."""
+        amend = self._pending.pop(oid, None)
+        if amend is not None:
+            self.guard.on_replace_reject(amend.new_id)
 
     def _lost(self, why: str) -> None:
         """The Guard's picture may no longer be the venue's: halt the node (and so NT)."""
@@ -515,15 +558,32 @@ class NautilusGuard:
         self.guard.flag_mismatch(why)
 
     def _on_quote(self, q: QuoteTick) -> None:
+        """The midpoint of a two-sided quote; the live side of a one-sided one (a side with
+        no price or no size is empty: averaging it in would halve the reference and open
+        the price collar); nothing from an empty one."""
         inst = self._price_instrument(q.instrument_id)
-        if inst is not None:
-            mid = (q.bid_price.as_double() + q.ask_price.as_double()) / 2
-            self.guard.on_price(inst.symbol, inst.units.unit_price(mid))
+        if inst is None:
+            return
+        bid = q.bid_price.as_double() if q.bid_size.as_double() > 0 else 0.0
+        ask = q.ask_price.as_double() if q.ask_size.as_double() > 0 else 0.0
+        if bid > 0 and ask > 0:
+            self._price(inst, (bid + ask) / 2, q)
+        elif bid > 0 or ask > 0:
+            self._price(inst, max(bid, ask), q)
 
     def _on_trade(self, t: TradeTick) -> None:
         inst = self._price_instrument(t.instrument_id)
         if inst is not None:
-            self.guard.on_price(inst.symbol, inst.units.unit_price(t.price.as_double()))
+            self._price(inst, t.price.as_double(), t)
+
+    def _price(self, inst: _Instrument, price: float, tick: Any) -> None:
+        """A reference price for the Guard. One it cannot take (zero or negative, both valid
+        NautilusTrader prices) is skipped, never raised into NautilusTrader's data flow: the
+        last good reference stays and ages into `stale_reference_price`."""
+        try:
+            self.guard.on_price(inst.symbol, inst.units.unit_price(price))
+        except ValueError as exc:
+            log.warning("reference price skipped (%s): %s", tick, exc)
 
     def _price_instrument(self, instrument_id: InstrumentId) -> _Instrument | None:
         """The instrument of a price, or None: without it no order can be checked either."""
@@ -554,16 +614,29 @@ class NautilusGuard:
             self._cancelled = False
 
     def cancel_open_orders(self) -> int:
-        """Cancel every open and emulated order of every strategy; returns how many."""
+        """Cancel every order of every strategy that is not closed; returns how many.
+
+        Open and emulated orders go by one cancel-all per instrument. The others a
+        cancel-all does not reach are cancelled one by one: an order in flight (sent,
+        not yet acknowledged, which would come to rest at the venue after the kill) and
+        one an execution algorithm holds (whose slices would resume with the fleet)."""
         cache = self.kernel.cache
         n = 0
         for strategy in self.kernel.trader.strategies():
             sid = strategy.id
-            orders = cache.orders_open(strategy_id=sid) + cache.orders_emulated(strategy_id=sid)
-            for instrument_id in sorted({o.instrument_id for o in orders}, key=str):
+            swept = cache.orders_open(strategy_id=sid) + cache.orders_emulated(strategy_id=sid)
+            for instrument_id in sorted({o.instrument_id for o in swept}, key=str):
                 strategy.cancel_all_orders(instrument_id)
-            n += len(orders)
-        log.warning("KILL_CANCEL node=%s cancelling %d open order(s)", self.guard.node, n)
+            seen = {o.client_order_id for o in swept}
+            rest = [
+                o
+                for o in cache.orders(strategy_id=sid)
+                if not o.is_closed and o.client_order_id not in seen
+            ]
+            for order in rest:
+                strategy.cancel_order(order)
+            n += len(swept) + len(rest)
+        log.warning("KILL_CANCEL node=%s cancelling %d order(s)", self.guard.node, n)
         return n
 
     # ------------------------------------------------------------------ fleet
