@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -186,6 +187,44 @@ async def test_a_halt_cancels_open_orders_through_the_exchange(world: World) -> 
     with pytest.raises(GuardRefused) as halted:
         await run(ex.create_order(sym, "limit", "buy", 0.1, 60_000))
     assert halted.value.decision.reason is R.HALTED and len(venue.requests) == before
+
+
+async def test_an_order_on_its_way_when_the_kill_sweeps_is_cancelled_once_the_venue_answers(
+    world: World,
+) -> None:
+    """The kill's cancel-all reaches the venue before an order already on its way does; the
+    async wrapper cancels that order when the venue answers (the sync one holds its calls
+    lock, so its sweep waits for the order instead). Either way nothing rests afterwards."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    venue.hold = threading.Event()
+    if isinstance(ex, AsyncGuardedExchange):
+        placing = asyncio.ensure_future(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+        while not venue.holding:
+            await asyncio.sleep(0.005)
+        ex.guard.halt(Scope.NODE, ex.guard.node, "fleet kill", "test")
+        assert ex.kill_task is not None
+        await ex.kill_task  # the sweep is done: nothing was open yet
+        assert not venue.orders
+        venue.hold.set()
+        order = await placing
+    else:
+        box: list[dict[str, Any]] = []
+        call = threading.Thread(
+            target=lambda: box.append(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+        )
+        call.start()
+        while not venue.holding:
+            await asyncio.sleep(0.005)
+        # the kill's sweep waits for the call's lock, on a thread of its own here
+        node = ex.guard.node
+        halting = threading.Thread(target=ex.guard.halt, args=(Scope.NODE, node, "kill", "test"))
+        halting.start()
+        venue.hold.set()
+        call.join(10.0)
+        halting.join(10.0)
+        (order,) = box
+    assert venue.orders[str(order["id"])].status == "canceled"
+    assert ex.guard.working_qty(sym) == (0, 0) and not ex.ledger.live()
 
 
 async def test_a_venue_reject_gives_the_working_quantity_back(world: World) -> None:

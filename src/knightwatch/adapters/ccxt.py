@@ -1051,6 +1051,7 @@ class AsyncGuardedExchange:
             self.ledger.failed(tracked, exc)
             raise
         self.ledger.placed(tracked, order)
+        await self._cancel_late([symbol])
         return order
 
     async def create_orders(
@@ -1066,6 +1067,7 @@ class AsyncGuardedExchange:
                 self.ledger.failed(tracked, exc)
             raise
         _placed_batch(self.ledger, prepared, result)
+        await self._cancel_late([t.symbol for t in prepared])
         return result
 
     async def create_limit_order(
@@ -1121,6 +1123,7 @@ class AsyncGuardedExchange:
             ledger.edit_failed(tracked, new_gid, exc)
             raise
         ledger.edited(tracked, new_gid, order)
+        await self._cancel_late([symbol])
         return order
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
@@ -1216,6 +1219,34 @@ class AsyncGuardedExchange:
                 log.error("KILL_CANCEL node=%s: no event loop to cancel orders on", self.guard.node)
                 return
             self.kill_task = loop.create_task(self.cancel_everything(), name="knightwatch-kill")
+
+    async def _cancel_late(self, symbols: list[str]) -> None:
+        """After a write the venue answered while the node was halted: cancel what it left
+        live in `symbols`. The order was on its way when the kill came, so the kill's
+        cancel-all may have reached the venue first and missed it (the sync wrapper holds
+        its calls lock instead, so its sweep waits for the write). Stopping is never
+        gated: this runs only after the venue has answered."""
+        if not self._killing:
+            return
+        wanted = set(symbols)
+        for tracked in self.ledger.live():
+            if tracked.symbol not in wanted or tracked.exchange_id is None:
+                continue
+            xid, symbol = tracked.exchange_id, tracked.symbol
+            try:
+                self.ledger.apply_orders(await self.exchange.cancel_order(xid, symbol))
+                # read back, as the sweep does: some venues answer a cancel with ids only
+                self.ledger.apply_order(await self.exchange.fetch_order(xid, symbol))
+            except ccxt.OrderNotFound:
+                continue  # the kill's sweep (or a fill) ended it meanwhile
+            except ccxt.BaseError as exc:
+                log.error("KILL_CANCEL_FAILED order=%s (placed in the kill): %s", tracked.gid, exc)
+            else:
+                log.warning(
+                    "KILL_CANCEL node=%s order=%s placed during the kill, cancelled",
+                    self.guard.node,
+                    tracked.gid,
+                )
 
     async def cancel_everything(self) -> int:
         """Cancel every open order in the symbols traded here, then read back final states."""

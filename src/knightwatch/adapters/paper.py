@@ -83,6 +83,11 @@ class PaperVenue:
         self.trades: list[VenueTrade] = []
         self.requests: list[tuple[str, str]] = []
         self.fault: str | None = None
+        self.hold: threading.Event | None = None
+        """While set to an Event not yet set, a new order waits for it before the book sees
+        it: an order on its way to the venue (what a kill's sweep can overtake)."""
+        self.holding = 0
+        """New orders that have waited (or wait now) at `hold`."""
         self.bad_signatures = 0
         self.listeners: list[Callable[[str, VenueOrder, VenueTrade | None], None]] = []
         """Told of every book change: ("new" | "trade" | "canceled", order, trade)."""
@@ -100,6 +105,10 @@ class PaperVenue:
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
+                hold = venue.hold
+                if hold is not None and venue.places_order(method, self.path):
+                    venue.holding += 1
+                    hold.wait(30)
                 try:
                     with venue._lock:
                         status, payload = venue.handle(method, self.path, dict(self.headers), body)
@@ -197,6 +206,12 @@ class PaperVenue:
         self._emit("canceled", o)
         return o
 
+    NEW_ORDER = ""
+    """The path of a new-order request in this venue's dialect (`hold`)."""
+
+    def places_order(self, method: str, path: str) -> bool:
+        return method == "POST" and urlsplit(path).path == self.NEW_ORDER
+
     def take_fault(self) -> str | None:
         fault, self.fault = self.fault, None
         return fault
@@ -249,6 +264,8 @@ _BINANCE_STATUS = {
 
 
 class PaperBinance(PaperVenue):
+    NEW_ORDER = "/api/v3/order"
+
     """Binance spot REST v3: query-string HMAC-SHA256 signatures, X-MBX-APIKEY."""
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
@@ -440,6 +457,8 @@ KRAKEN_PAIRS = {
 
 
 class PaperKraken(PaperVenue):
+    NEW_ORDER = "/0/private/AddOrder"
+
     """Kraken: form bodies with a nonce; API-Sign = HMAC-SHA512(path + SHA256(nonce+body))."""
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, Any]:
