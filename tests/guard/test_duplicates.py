@@ -27,6 +27,7 @@ def order(oid: str) -> Order:
 def test_a_duplicate_within_the_window_is_blocked_and_one_after_it_accepted() -> None:
     g, clock = guard(duplicate_id_window_s=60.0)
     assert g.check(order("a")).accepted
+    g.on_cancel("a")  # it ended: its id stays taken for the window, no longer
     clock.advance(59 * NS_PER_S)
     d = g.check(order("a"))
     assert not d.accepted and d.reason is R.DUPLICATE_ORDER_ID
@@ -58,6 +59,8 @@ def test_session_scope_blocks_for_capacity_until_a_new_session() -> None:
     assert g.check(order("a")).accepted and g.check(order("b")).accepted
     d = g.check(order("c"))
     assert d.reason is R.ORDER_ID_CAPACITY and "within the duplicate scope" in d.detail
+    g.on_cancel("a")
+    g.on_cancel("b")
     assert g.start_session("ops") == 2
     assert g.check(order("c")).accepted
     assert g.check(order("a")).accepted, "a new session is a new scope"
@@ -67,6 +70,7 @@ def test_session_scope_blocks_for_capacity_until_a_new_session() -> None:
 def test_the_session_start_is_recorded() -> None:
     g, _ = guard()
     g.check(order("a"))
+    g.on_cancel("a")
     g.start_session("ops")
     g.recorder.flush()
     assert any(b'"kind":"session"' in line and b'"forgotten_order_ids":1' in line
@@ -82,3 +86,31 @@ def test_a_capacity_below_what_the_rates_allow_in_the_window_is_a_limits_error()
     assert Limits(duplicate_id_window_s=3600.0).ids_in_window() == 610_000
     assert ID_BUCKETS == BUCKETS
     assert Limits(duplicate_id_window_s=None, max_tracked_order_ids=1).ids_in_window() is None
+
+
+@pytest.mark.parametrize("window", [10.0, None])
+def test_the_id_of_an_order_still_working_is_never_accepted_again(window: float | None) -> None:
+    """A GTC order outlives its id's scope (the window, or the session a new one replaces):
+    its id stays taken while it works, else a new order would take its place in the ledger
+    and leave its working quantity behind for good. Once it ends, the scope applies."""
+    g, clock = guard(duplicate_id_window_s=window)
+    assert g.check(order("gtc")).accepted
+    for i in range(3):  # three scopes later, with other orders coming and going
+        clock.advance(11 * NS_PER_S)
+        if window is None:
+            g.start_session("ops")
+        g.on_price("IBM", 100.0)
+        assert g.check(order(f"day{i}")).accepted
+        g.on_cancel(f"day{i}")
+        assert g.check(order("gtc")).reason is R.DUPLICATE_ORDER_ID
+    assert g.working_qty("IBM") == (1, 0)
+    g.on_cancel("gtc")
+    assert g.working_qty("IBM") == (0, 0)
+    clock.advance(11 * NS_PER_S)
+    if window is None:
+        g.start_session("ops")
+    g.on_price("IBM", 100.0)
+    assert g.check(order("x")).accepted  # scopes roll on accepted orders
+    clock.advance(11 * NS_PER_S)
+    g.on_price("IBM", 100.0)
+    assert g.check(order("gtc")).accepted  # ended and out of scope: free again

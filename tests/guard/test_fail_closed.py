@@ -89,6 +89,10 @@ BAD_CALLS: list[tuple[str, Callable[[Guard], object], str]] = [
     ("price subnormal", lambda g: g.on_price("IBM", 5e-324), "price"),
     ("price nan", lambda g: g.on_price("IBM", math.nan), "price"),
     ("price huge", lambda g: g.on_price("IBM", 1e300), "price"),
+    # a garbled LeavesQty or position would make exposure inf, then NaN (checks off)
+    ("restate huge", lambda g: g.on_restate("o1", 10**307), "remaining"),
+    ("replace ack huge", lambda g: g.on_replace_ack("o1~1", 10**16), "remaining"),
+    ("restore huge", lambda g: g.restore_position("IBM", -(10**40), 1.0), "qty"),
 ]
 
 
@@ -247,7 +251,7 @@ hostile_ints = st.one_of(st.integers(-(10**20), 10**20), st.sampled_from([True, 
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["fill", "price", "order"]),
+            st.sampled_from(["fill", "price", "order", "bust", "restate"]),
             hostile_ints,
             hostile_floats,
             st.sampled_from(["IBM", "AAPL"]),
@@ -275,11 +279,14 @@ def test_no_non_finite_value_ever_enters_the_guard_state(
                 msgspec.structs.force_setattr(o, "qty", q)
                 msgspec.structs.force_setattr(o, "price", px)
             g.check(o)
+        elif kind == "restate":
+            with contextlib.suppress(ValueError):
+                g.on_restate(f"o{max(n - 1, 1)}", q)
         else:
             f = Fill(f"o{max(n - 1, 1)}", sym, Side.SELL, 1, 1.0)
             msgspec.structs.force_setattr(f, "qty", q)
             msgspec.structs.force_setattr(f, "price", px)
-            g.on_fill(f)
+            g.on_fill(f) if kind == "fill" else g.on_bust(f)
         gross, net_long, net_short = g.exposure()
         assert all(math.isfinite(x) for x in (gross, net_long, net_short, g.pnl()))
 
@@ -310,3 +317,40 @@ def test_a_huge_halt_reason_is_recorded_cut(rig: Mk) -> None:
     line = r.guard.recorder.lines[-2]  # the last record (a seal follows it)
     assert len(line) <= MAX_RECORD_BYTES
     assert decode_record(line).data["reason"].endswith("[cut: 2000000 characters]")  # type: ignore[union-attr]
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    __str__ = __repr__
+
+
+class _AttrRaises:
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"attribute {name}")
+
+
+@pytest.mark.parametrize("make", [_ReprRaises, _AttrRaises, "parent_id"])
+def test_check_never_raises_for_an_object_that_raises_when_read(rig: Mk, make: object) -> None:
+    """An object whose repr or attributes raise, or an Order built around its validation with
+    such a parent id, is refused and recorded: `check` and `check_replace` never raise."""
+    r = rig()
+    g = r.guard
+    thing: Any
+    if make == "parent_id":
+        thing = r.order()
+        msgspec.structs.force_setattr(thing, "parent_id", _ReprRaises())
+    else:
+        thing = make()  # type: ignore[operator]
+    before = len(_records(g))
+    assert g.check(thing).reason is R.INVALID_ORDER
+    assert g.check_replace(thing, r.order()).reason is R.INVALID_ORDER
+    assert g.check_replace("o1", thing).reason is R.INVALID_ORDER
+    assert g.working_qty("IBM") == (0, 0) and len(_records(g)) > before
+
+
+@pytest.mark.parametrize("node", ["", "  ", None, "n" * 65])
+def test_a_guard_needs_a_node_id_its_own_halts_can_latch_under(node: object) -> None:
+    with pytest.raises(ValueError, match="node"):
+        Guard(Limits.off(), node=node)  # type: ignore[arg-type]

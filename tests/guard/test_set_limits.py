@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch import Guard, Limits, Order, RejectReason, Side, SimClock
+from knightwatch import Fill, Guard, Limits, Order, RejectReason, Side, SimClock
 from knightwatch.limits import RAMP_SCALED_KEYS, LimitsError, Override, scaled
 
 BASE = Limits.off(
@@ -74,3 +74,47 @@ def test_scaled_never_loosens_and_never_switches_a_rule_off(fraction: float) -> 
             assert after is not None and 0 < after <= before
     peg = small.strategy["peg"].max_orders_per_s
     assert peg is not None and 1 <= peg <= 40
+
+
+@pytest.mark.parametrize(("before", "after"), [(10, 3), (3, 10)])
+def test_the_execution_throttle_follows_the_limit_in_force(before: int, after: int) -> None:
+    """A (strategy, symbol, side) that already traded counts its executions against the
+    throttle set since (a ramp stage scales it), exactly as a Guard started with it does."""
+    clock = SimClock(10**12)
+
+    def traded(limit: int) -> Guard:
+        g = Guard(Limits.off(max_executions_per_window=limit, execution_window_s=1.0),
+                  node="n1", clock=clock)  # fmt: skip
+        g.arm("t")
+        g.on_price("IBM", 100.0)
+        assert g.check(Order("a", "s", "IBM", Side.BUY, 1000, 100.0))
+        return g
+
+    changed, fresh = traded(before), traded(after)
+    changed.on_fill(Fill("a", "IBM", Side.BUY, 1, 100.0))
+    changed.set_limits(Limits.off(max_executions_per_window=after, execution_window_s=1.0))
+    fresh.on_fill(Fill("a", "IBM", Side.BUY, 1, 100.0))
+    for n in range(2, 12):
+        changed.on_fill(Fill("a", "IBM", Side.BUY, 1, 100.0))
+        fresh.on_fill(Fill("a", "IBM", Side.BUY, 1, 100.0))
+        assert bool(changed.halts()) == bool(fresh.halts()) == (n > after), n
+
+
+@pytest.mark.parametrize("wider", [3600.0, None])
+def test_a_wider_duplicate_scope_holds_the_ids_already_remembered(wider: float | None) -> None:
+    clock = SimClock(10**12)
+    g = Guard(Limits.off(duplicate_id_window_s=10.0), node="n1", clock=clock)
+    g.arm("t")
+    g.on_price("IBM", 100.0)
+    assert g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))
+    g.on_cancel("x")  # ended: only its scope holds its id now
+    g.set_limits(Limits.off(duplicate_id_window_s=wider))
+    clock.advance(20 * 10**9)  # past the old scope, inside the new one
+    g.on_price("IBM", 100.0)
+    d = g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))
+    assert d.reason is RejectReason.DUPLICATE_ORDER_ID
+    g.set_limits(Limits.off(duplicate_id_window_s=5.0))  # narrower: forgotten once past it
+    clock.advance(6 * 10**9)
+    assert g.check(Order("y", "s", "IBM", Side.BUY, 1, 100.0))
+    clock.advance(6 * 10**9)
+    assert g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))

@@ -21,7 +21,16 @@ def text(value: object) -> str:
             return str(value)
         except UnicodeEncodeError:
             pass
-    return repr(value)
+    return safe_repr(value)
+
+
+def safe_repr(value: object) -> str:
+    """`repr(value)`, or its type's name when its `__repr__` raises: a hostile object handed
+    to the Guard is recorded, never lets the record (or the decision) raise."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
 
 
 def conform(p: DecisionPayload | EventPayload) -> DecisionPayload | EventPayload:
@@ -65,7 +74,11 @@ def conform_decision(p: DecisionPayload) -> DecisionPayload:
             rules = tuple(text(r) for r in p.rules)
     detail = text(p.detail)
     if odd:
-        detail += " [outside the schema: " + ", ".join(f"{k}={v!r}" for k, v in odd.items()) + "]"
+        detail += (
+            " [outside the schema: "
+            + ", ".join(f"{k}={safe_repr(v)}" for k, v in odd.items())
+            + "]"
+        )
     return DecisionPayload(
         ts,
         DECISION,

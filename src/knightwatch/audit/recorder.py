@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, SEAL, finish_seal, seal_body
-from knightwatch.audit.conform import SCALARS, conform, conform_decision
+from knightwatch.audit.conform import SCALARS, conform, conform_decision, safe_repr
 from knightwatch.audit.errors import UnwrittenRecords
 from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, MappedLog
 from knightwatch.audit.record import (
@@ -322,7 +322,7 @@ class FlightRecorder:
             oid, st, sy, sd, q, p, pid = (
                 u.id, u.strategy, u.symbol, u.side, u.qty, u.price, u.parent_id
             )  # fmt: skip
-        except _ENCODE_ERRORS:  # not an order: the slow path reads what it can
+        except Exception:  # not an order (or a hostile one): the slow path reads what it can
             oid = st = sy = sd = q = p = pid = _UNREAD
         self.record_order(order, oid, st, sy, sd, q, p, pid, decision, context, rules)
 
@@ -536,15 +536,15 @@ class FlightRecorder:
 
         With `cut`, text fields longer than `FIELD_LIMIT` are cut, saying how long they were.
         """
-        a = getattr
+        a = _read
         raw = DecisionPayload(
             self._clock.time_ns(),
             DECISION,
-            a(ctx, "node", repr(ctx)),
+            a(ctx, "node", None) or safe_repr(ctx),
             a(ctx, "release_id", None),
             a(ctx, "flag_snapshot_id", None),
             a(ctx, "limits_version", ""),
-            a(order, "id", repr(order)),
+            a(order, "id", None) or safe_repr(order),
             a(order, "strategy", ""),
             a(order, "symbol", ""),
             a(order, "side", ""),
@@ -552,7 +552,7 @@ class FlightRecorder:
             a(order, "price", None),
             a(order, "parent_id", None),
             a(decision, "accepted", False),
-            a(decision, "reason", repr(decision)),
+            a(decision, "reason", None) or safe_repr(decision),
             a(decision, "detail", ""),
             rules,  # type: ignore[arg-type]
         )
@@ -928,6 +928,15 @@ class FlightRecorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _read(obj: object, name: str, default: Any) -> Any:
+    """An attribute of whatever the Guard was handed, or `default` if reading it raises
+    anything at all (a hostile `__getattr__` or property)."""
+    try:
+        return getattr(obj, name, default)
+    except Exception:
+        return default
 
 
 def _cut(value: object) -> object:

@@ -23,7 +23,7 @@ from typing import Any
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
 from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
-from knightwatch.errors import quoted
+from knightwatch.errors import QUOTE_LIMIT, quoted
 from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.lanes import Effective, Lane
@@ -138,6 +138,10 @@ class Guard:
         recorder: FlightRecorder | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
+        if type(node) is not str or not node.strip() or len(node) > MAX_ID_LEN:
+            # the node's own halts (fill mismatch, loss stop) are latched under this key
+            raise ValueError(f"node: must be a non-empty string of at most {MAX_ID_LEN} "
+                             f"characters (got {quoted(node)})")  # fmt: skip
         self.node = node
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._monotonic_ns = self._clock.monotonic_ns  # read on every order: looked up once
@@ -157,13 +161,13 @@ class Guard:
         self._unrecorded = 0
         self._unrecorded_ids: tuple[str, str] = ("", "")
         window = self.limits.duplicate_id_window_s
-        self._ids = OrderIds(None if window is None else to_ns(window))
         self._lanes: dict[tuple[str, str], Lane] = {}
         # lanes built for orders that were refused, with the windows they were built from
         self._provisional: dict[
             tuple[str, str], tuple[Lane, tuple[Window, ...], tuple[Window, ...]]
         ] = {}
         self._ledger = Ledger(self.limits.lot)
+        self._ids = OrderIds(None if window is None else to_ns(window), self._ledger.working)
         self._lot_sizes: dict[str, Decimal] = {}
         self._node_windows = windows(
             self.limits.max_orders_per_s_node,
@@ -327,6 +331,11 @@ class Guard:
         if pid is not None:
             parent = led.parents.get(pid)
             if parent is None:
+                # a registered parent's id was checked when it was registered; any other
+                # is checked here, as `Order` would have (an order built around it)
+                if type(pid) is not str or not 0 < len(pid) <= MAX_ID_LEN:
+                    why = f"parent_id: must be 1..{MAX_ID_LEN} characters (got {quoted(pid)})"
+                    return _blocked(R.INVALID_ORDER, why), eff
                 if eff.require_registered_parent:
                     return _blocked(R.UNKNOWN_PARENT, f"parent {pid!r} is not registered"), eff
             else:
@@ -571,18 +580,18 @@ class Guard:
     def _block(self, o: object, d: Decision) -> None:
         self.blocked[d.reason] = self.blocked.get(d.reason, 0) + 1
         if log.isEnabledFor(logging.WARNING) and _log_has_sink():
-            g = getattr
+            g = _shown
             log.warning(
                 "BLOCK_ORDER node=%s order=%s strategy=%s symbol=%s side=%s qty=%s price=%s "
                 "parent=%s reason=%s detail=%r",
                 self.node,
-                g(o, "id", "?"),
-                g(o, "strategy", "?"),
-                g(o, "symbol", "?"),
-                g(o, "side", "?"),
-                g(o, "qty", "?"),
-                g(o, "price", "?"),
-                g(o, "parent_id", None),
+                g(o, "id"),
+                g(o, "strategy"),
+                g(o, "symbol"),
+                g(o, "side"),
+                g(o, "qty"),
+                g(o, "price"),
+                g(o, "parent_id"),
                 d.reason.value,
                 d.detail,
             )
@@ -652,9 +661,12 @@ class Guard:
         if eff is None or eff.max_executions_per_window is None:
             return
         key = (strategy, symbol, side)
+        size = eff.max_executions_per_window + 1
         ex = self._executions.get(key)
-        if ex is None:
-            ex = self._executions[key] = deque(maxlen=eff.max_executions_per_window + 1)
+        if ex is None or ex.maxlen != size:
+            # new, or the limit changed since (`set_limits`, a resume ramp's stage): the
+            # newest executions count against the limit in force now
+            ex = self._executions[key] = deque(() if ex is None else ex, maxlen=size)
         now = self._clock.monotonic_ns()
         ex.append(now)
         if len(ex) == ex.maxlen and now - ex[0] < eff.exec_window_ns:
@@ -738,8 +750,11 @@ class Guard:
     def on_restate(self, order_id: str, remaining: int) -> None:
         """The venue changed what is left of a working order (ExecType restated, e.g. a
         venue-initiated reduction): the Guard's working quantity follows the venue."""
-        if type(remaining) is not int or remaining < 0:
-            raise ValueError(f"on_restate: remaining must be an integer >= 0 (got {remaining!r})")
+        if type(remaining) is not int or not 0 <= remaining <= MAX_QTY:
+            raise ValueError(
+                f"on_restate: remaining must be an integer from 0 to {MAX_QTY:.0e} "
+                f"(got {quoted(remaining)})"
+            )
         led = self._ledger
         w = led.working.get(order_id)
         if w is not None:
@@ -764,6 +779,8 @@ class Guard:
         """
         if type(fill) is not Fill:
             raise ValueError(f"on_bust: expected a Fill (got {type(fill).__name__})")
+        if self._unappliable("bust", fill):
+            return
         principal = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
         self._recorder.record_event(
             "bust",
@@ -776,6 +793,22 @@ class Guard:
             principal=principal,
         )
         self._check_loss()
+
+    def _unappliable(self, kind: str, fill: Fill) -> bool:
+        """A bust or correction built around `Fill` validation (a NaN price, a negative
+        quantity) is not applied, so no non-finite value enters the Guard's state: it is
+        recorded and halts the node with `fill_mismatch`, as such a fill does."""
+        problem = fill_problem(fill)
+        if problem is None:
+            return False
+        why = (
+            f"{kind} of order {quoted(fill.order_id)} cannot be applied: {problem[0]}: "
+            f"{problem[1]} (got {quoted(problem[2])})"
+        )
+        self._recorder.record_event(kind, self._ctx, order_id=quoted(fill.order_id), applied=False,
+                                    mismatch=why)  # fmt: skip
+        self._auto_halt(Scope.NODE, self.node, why, R.FILL_MISMATCH)
+        return True
 
     def _parent_of(self, order_id: str, parent_id: str | None) -> Parent | None:
         """The registered parent an execution of `order_id` was booked against."""
@@ -794,6 +827,8 @@ class Guard:
         """
         if type(old) is not Fill or type(new) is not Fill:
             raise ValueError("on_correct: old and new must be Fill")
+        if self._unappliable("correct", old) or self._unappliable("correct", new):
+            return
         if (old.order_id, old.symbol, old.side) != (new.order_id, new.symbol, new.side):
             raise ValueError(
                 "on_correct: a correction keeps the order, symbol and side "
@@ -881,8 +916,12 @@ class Guard:
             d, eff = self._evaluate_replace(orig_id, new)
         except Exception as exc:  # fail closed
             d, eff = _blocked(R.INVALID_ORDER, f"replace could not be checked: {exc!r}"), None
+        nid = getattr(new, "id", "?") if type(new) is Order else "?"
         self._recorder.record_event(
-            "replace", self._ctx, order_id=getattr(new, "id", "?"), orig_id=str(orig_id)
+            "replace",
+            self._ctx,
+            order_id=nid if type(nid) is str else quoted(nid),
+            orig_id=orig_id if type(orig_id) is str else quoted(orig_id),
         )
         self._recorder.record_decision(
             new, d, self._ctx, eff.rules if eff is not None else ("validity",)
@@ -1135,9 +1174,10 @@ class Guard:
         The working order moves to `new_id` with `remaining` (the venue's LeavesQty)
         or, if not given, the new quantity less what was filled.
         """
-        if remaining is not None and (type(remaining) is not int or remaining < 0):
+        if remaining is not None and (type(remaining) is not int or not 0 <= remaining <= MAX_QTY):
             raise ValueError(
-                f"on_replace_ack: remaining must be an integer >= 0 (got {remaining!r})"
+                f"on_replace_ack: remaining must be an integer from 0 to {MAX_QTY:.0e} "
+                f"(got {quoted(remaining)})"
             )
         led = self._ledger
         p = led.pending.pop(new_id, None)
@@ -1253,8 +1293,11 @@ class Guard:
 
     def restore_position(self, symbol: str, qty: int, avg_price: float) -> None:
         """Set a symbol's position at start-up (from a positions file or the venue)."""
-        if type(qty) is not int:
-            raise ValueError(f"restore_position: qty must be an integer (got {qty!r})")
+        if type(qty) is not int or abs(qty) > MAX_QTY:
+            raise ValueError(
+                f"restore_position: qty must be an integer from -{MAX_QTY:.0e} to {MAX_QTY:.0e} "
+                f"(got {quoted(qty)})"
+            )
         if not (type(avg_price) in (int, float) and 0 <= avg_price < _INF):
             raise ValueError(f"restore_position: avg_price must be >= 0 (got {avg_price!r})")
         led = self._ledger
@@ -1341,8 +1384,10 @@ class Guard:
 
         The lease timeout cannot change here (the node's lease policy owns it).
         Rate windows keep the orders they already counted, so a tighter limit
-        applies to the last second at once; every lane is rebuilt under the new
-        limits before this returns. The change is recorded with both versions and who made it.
+        applies to the last second at once, and so does the execution throttle;
+        the duplicate-id scope keeps every id remembered and holds the new window
+        from now on. Every lane is rebuilt under the new limits before this
+        returns. The change is recorded with both versions and who made it.
         """
         if not isinstance(limits, Limits):
             raise TypeError(f"set_limits: limits must be Limits (got {type(limits).__name__})")
@@ -1358,6 +1403,10 @@ class Guard:
                     "(quantities held are counted in it)"
                 )
         old = self.limits.version
+        window = limits.duplicate_id_window_s
+        if window != self.limits.duplicate_id_window_s:
+            # every id remembered stays; the new scope holds from now on
+            self._ids.retune(None if window is None else to_ns(window))
 
         def carry(old_w: tuple[Window, ...], new_w: tuple[Window, ...]) -> tuple[Window, ...]:
             for w in new_w:  # one window per scope key: the newest events the new one holds
@@ -1608,7 +1657,8 @@ class Guard:
         return dict(self._halts.states)
 
     def start_session(self, actor: Checked) -> int:
-        """A new trading session: forget every order id (FIX scopes ClOrdID to a session).
+        """A new trading session: forget every order id (FIX scopes ClOrdID to a session)
+        but those of orders still working (a GTC order's id stays taken while it lives).
 
         Only for a `duplicate_id_window_s` of None (the session is the scope);
         with a window, ids age out by themselves. Recorded; returns how many
@@ -1616,7 +1666,7 @@ class Guard:
         """
         if type(actor) is not str or not actor:
             raise ValueError(f"start_session: actor must be a non-empty string (got {actor!r})")
-        n = self._ids.clear()
+        n = self._ids.clear(self._monotonic_ns())
         self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
         return n
 
@@ -1726,6 +1776,22 @@ def _scope_arg(method: str, scope: object) -> Scope:
             pass
     choices = ", ".join(s.value for s in Scope)
     raise ValueError(f"{method}: scope must be a Scope or one of {choices} (got {scope!r})")
+
+
+def _shown(o: object, name: str) -> str:
+    """A field of what was refused, for its log line: read and shown so that nothing it
+    does (a raising attribute or repr, a megabyte id) can fail or flood the line."""
+    try:
+        value = getattr(o, name, "?")
+    except Exception:
+        return "?"
+    if type(value) is str and len(value) <= QUOTE_LIMIT:
+        return value
+    if type(value) in (int, float) or value is None:
+        return str(value)
+    if type(value) is Side:
+        return value.value
+    return quoted(value)
 
 
 def _key_arg(method: str, scope: Scope, key: object) -> str:

@@ -30,7 +30,7 @@ order's call, take 152 ms.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
 from knightwatch.guard.untracked import untracked
 
@@ -56,10 +56,11 @@ class OrderIds:
         "_starts",
         "_window_ns",
         "count",
+        "live",
         "shards",
     )
 
-    def __init__(self, window_ns: int | None) -> None:
+    def __init__(self, window_ns: int | None, live: dict[str, Any] | None = None) -> None:
         if window_ns is not None and window_ns <= 0:
             raise ValueError(f"window_ns: must be > 0 or None (got {window_ns})")
         self.shards: list[set[str]] = [untracked(set()) for _ in range(SHARDS)]
@@ -67,6 +68,10 @@ class OrderIds:
         tests membership there directly: one lookup, no call)."""
         self.count = 0
         """Ids remembered."""
+        self.live: dict[str, Any] = {} if live is None else live
+        """Orders still working, by id (the Guard's ledger): their ids are never forgotten,
+        whatever their age or a new session, so a live order's id is never accepted again
+        (it would take over the live order's place in the ledger)."""
         self._window_ns = window_ns
         self._bucket_ns = 0 if window_ns is None else max(1, window_ns // BUCKETS)
         # remembered ids, oldest first (windowed scope only)
@@ -121,12 +126,19 @@ class OrderIds:
         fifo, shards = self._fifo, self.shards
         n = min(n, self._expired)
         gone = 0
+        live = self.live
+        kept = 0
         for _ in range(n):
             oid = fifo.popleft()
+            if oid in live:  # still working: held for another window
+                fifo.append(oid)
+                kept += 1
+                continue
             shard = shards[hash(oid) & SHARD_MASK]
             if oid in shard:  # an id added twice left with its first copy
                 shard.remove(oid)
                 gone += 1
+        self._count += kept
         self.count -= gone
         self._expired -= n
 
@@ -156,8 +168,20 @@ class OrderIds:
             self._catch_up(now)
         return self.count >= capacity
 
-    def clear(self) -> int:
-        """Forget every id (a new session); returns how many were remembered."""
+    def retune(self, window_ns: int | None) -> None:
+        """A new scope (`Guard.set_limits`), keeping every id remembered now: a wider
+        window holds them longer, a narrower one forgets them over the next accepts, and
+        ids remembered under the session scope stay until the session ends. An id that
+        was already past the old window when it changed stays forgotten."""
+        if window_ns is not None and window_ns <= 0:
+            raise ValueError(f"window_ns: must be > 0 or None (got {window_ns})")
+        if window_ns is not None and self._window_ns is None:
+            self._bucket_ns = max(1, window_ns // BUCKETS)
+        self._window_ns = window_ns
+
+    def clear(self, now: int = 0) -> int:
+        """Forget every id but those of orders still working (a new session); returns how
+        many were forgotten."""
         n = self.count
         self.shards = [untracked(set()) for _ in range(SHARDS)]
         self.count = 0
@@ -167,4 +191,6 @@ class OrderIds:
         self._bucket_end = -1
         self._count = 0
         self._expired = 0
-        return n
+        for oid in list(self.live):
+            self.add(oid, now)
+        return n - self.count
