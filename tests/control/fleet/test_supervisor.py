@@ -276,7 +276,7 @@ class Fleet:
         self.nodes = [f"n{i}" for i in range(1, nodes + 1)]
         self.acc = {n: [0.0, 0.0, 0.0, 0.0] for n in self.nodes}  # orders, notional, principal, pnl
         self.state = {n: 0 for n in self.nodes}
-        self.parents = 100  # an agency router: it works customers' parents
+        self.parents: int | dict[str, int] = 100  # an agency router: it works customers' parents
 
     def tick(
         self,
@@ -298,7 +298,8 @@ class Fleet:
             orders = int(a[0])
             m = NodeMetrics(
                 n, 0, orders, orders, 0, orders, 0.0, a[3], True, 0,
-                notional=a[1], principal_notional=a[2], parents=self.parents,
+                notional=a[1], principal_notional=a[2],
+                parents=self.parents if isinstance(self.parents, int) else self.parents[n],
                 node_state=self.state[n],
             )  # fmt: skip
             out += self.sup.observe(m)
@@ -413,6 +414,23 @@ def test_a_firm_trading_for_itself_has_its_principal_flow_learned_not_halted() -
     fired = f.run(2, 20.0, principal={**flow, "n4": 10_000_000.0})
     assert [(a.rule, a.key) for a in fired] == [(Rule.PRINCIPAL_FLOW, "n4")]
     assert "learned baseline 1.7" in fired[0].reason, fired[0].reason  # $30k/s over 60 s
+
+
+def test_a_firm_node_taking_a_customer_later_is_no_agency_router_nor_is_the_fleet() -> None:
+    """Nodes trading for themselves share a fleet with an agency router, and one of them
+    takes its first customer parent before its principal baseline is learned: neither that
+    node nor the fleet's total is held to the agency router's nil (both were halted), and
+    the agency router's own leak is still caught at once."""
+    f = Fleet(SupervisorConfig(warmup_s=30.0, principal_floor=10_000.0))
+    parents = {n: 0 for n in f.nodes}
+    parents["n8"] = 100_000  # (children per parent stays that of a real router)
+    f.parents = parents
+    flow = {n: 30_000.0 for n in f.nodes if n != "n8"}  # $30k/s of their own on n1..n7
+    assert f.run(20, 20.0, principal=flow) == []
+    parents["n4"] = 1  # n4's first customer, 20 s in
+    assert f.run(120, 20.0, principal=flow) == []
+    fired = f.run(2, 20.0, principal={**flow, "n8": 60_000.0})  # the agency router leaks
+    assert [(a.rule, a.key) for a in fired] == [(Rule.PRINCIPAL_FLOW, "n8")]
 
 
 def test_an_agency_node_working_only_its_customers_parents_is_no_rate_anomaly() -> None:

@@ -344,6 +344,7 @@ class _Track:
         "bleed_since",
         "customers_only",
         "measures",
+        "own_flow",
         "pnl",
         "window_full",
     )
@@ -353,8 +354,12 @@ class _Track:
         self.baselines = {m.name: _Baseline(getattr(prof, m.name)) for m in MEASURES}
         self.measures: dict[str, float] = {}
         self.agency = False
-        """Works registered customer parents: its normal principal flow is nil from the start
-        (a firm trading for itself has its principal baseline learned like the rest)."""
+        """Works registered customer parents and never traded for itself before: its normal
+        principal flow is nil from the start (a firm trading for itself, customers or not,
+        has its principal baseline learned like the rest)."""
+        self.own_flow = False
+        """Principal flow was seen while the node had no customer parent: it trades for
+        itself, so a customer parent arriving later does not make it an agency router."""
         self.window_full = False
         """The principal window spans `principal_window_s`: only then is its amount learned
         (a window still filling would teach a ramp)."""
@@ -434,7 +439,9 @@ class Supervisor:
             track.principal.popleft()
         base = track.base
         base.measures = self._measures(track)
-        base.agency = m.parents > 0
+        if m.parents == 0 and m.principal_notional > 0:
+            base.own_flow = True
+        base.agency = m.parents > 0 and not base.own_flow
         base.window_full = now - track.principal[0][0] >= 0.95 * pwindow
         a, b = track.samples[0], track.samples[-1]
         base.customers_only = (
@@ -642,7 +649,9 @@ class Supervisor:
                 totals[name] = sum(values)
         latest = [t.latest for t in live if t.latest is not None]
         parents = sum(m.parents for m in latest)
-        fleet.agency = any(t.base.agency for t in live)
+        # the fleet's normal principal flow is nil only when every node's is: one agency
+        # router must not zero the total of nodes trading for themselves
+        fleet.agency = all(t.base.agency for t in live)
         fleet.customers_only = all(t.base.customers_only for t in live)
         fleet.window_full = all(t.base.window_full for t in live)
         if parents:
