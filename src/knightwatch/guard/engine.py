@@ -140,8 +140,10 @@ class Guard:
         self.limits = limits if limits is not None else Limits()
         if type(node) is not str or not node.strip() or len(node) > MAX_ID_LEN:
             # the node's own halts (fill mismatch, loss stop) are latched under this key
-            raise ValueError(f"node: must be a non-empty string of at most {MAX_ID_LEN} "
-                             f"characters (got {quoted(node)})")  # fmt: skip
+            raise ValueError(
+                f"node: must be a non-empty string of at most {MAX_ID_LEN} characters "
+                f"(got {quoted(node)})"
+            )
         self.node = node
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._monotonic_ns = self._clock.monotonic_ns  # read on every order: looked up once
@@ -805,8 +807,14 @@ class Guard:
             f"{kind} of order {quoted(fill.order_id)} cannot be applied: {problem[0]}: "
             f"{problem[1]} (got {quoted(problem[2])})"
         )
-        self._recorder.record_event(kind, self._ctx, order_id=quoted(fill.order_id), applied=False,
-                                    mismatch=why)  # fmt: skip
+        oid = fill.order_id
+        self._recorder.record_event(
+            kind,
+            self._ctx,
+            order_id=oid if type(oid) is str else quoted(oid),
+            applied=False,
+            mismatch=why,
+        )
         self._auto_halt(Scope.NODE, self.node, why, R.FILL_MISMATCH)
         return True
 
