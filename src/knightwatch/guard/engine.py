@@ -133,7 +133,7 @@ class Guard:
         self,
         limits: Limits | None = None,
         *,
-        node: str = "node",
+        node: Checked = "node",
         clock: Clock | None = None,
         recorder: FlightRecorder | None = None,
     ) -> None:
@@ -329,15 +329,19 @@ class Guard:
         # -- 8. parent reconciliation
         led = self._ledger
         parent = None
-        pid: str | None = parent_id
-        if pid is not None:
-            parent = led.parents.get(pid)
+        pid: str | None = None
+        if parent_id is not None:
+            parent = led.parents.get(parent_id)
+            # a registered parent's id was checked when it was registered; any other is
+            # checked here, as `Order` would have (an order built around it), before it is
+            # read as a string (the compiled build would raise on a typed read)
+            if type(parent_id) is not str or (
+                parent is None and not 0 < len(parent_id) <= MAX_ID_LEN
+            ):
+                why = f"parent_id: must be 1..{MAX_ID_LEN} characters (got {quoted(parent_id)})"
+                return _blocked(R.INVALID_ORDER, why), eff
+            pid = parent_id
             if parent is None:
-                # a registered parent's id was checked when it was registered; any other
-                # is checked here, as `Order` would have (an order built around it)
-                if type(pid) is not str or not 0 < len(pid) <= MAX_ID_LEN:
-                    why = f"parent_id: must be 1..{MAX_ID_LEN} characters (got {quoted(pid)})"
-                    return _blocked(R.INVALID_ORDER, why), eff
                 if eff.require_registered_parent:
                     return _blocked(R.UNKNOWN_PARENT, f"parent {pid!r} is not registered"), eff
             else:
@@ -899,7 +903,7 @@ class Guard:
 
     # ------------------------------------------------------------------ replace
 
-    def check_replace(self, orig_id: str, new: Order) -> Decision:
+    def check_replace(self, orig_id: Checked, new: Checked) -> Decision:
         """Decide on replacing working order `orig_id` by `new` (a new id, total qty, price).
 
         Checked as a new risk: the order-size, notional, collar, reference-price,
