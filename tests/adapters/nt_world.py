@@ -6,7 +6,8 @@ exchange); only the market data is made up, a few hundred quotes per test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -189,3 +190,15 @@ def scripted(eng: BacktestEngine, instrument: Instrument, tag: str = "001") -> S
     strat = Scripted(ScriptedConfig(instrument_id=instrument.id, order_id_tag=tag))
     eng.add_strategy(strat)
     return strat
+
+
+@contextlib.contextmanager
+def world(
+    instrument: Instrument = AUDUSD, *, latency_ns: int | None = None
+) -> Iterator[tuple[BacktestEngine, Scripted]]:
+    """An engine with one scripted strategy, disposed of afterwards."""
+    e = engine(instrument, latency_ns=latency_ns)
+    try:
+        yield e, scripted(e, instrument)
+    finally:
+        e.dispose()

@@ -48,6 +48,7 @@ from .nt_world import (
     quote,
     quotes,
     scripted,
+    world,
 )
 
 SYM = AUDUSD.id.value
@@ -455,10 +456,8 @@ def test_a_kill_cancels_an_order_in_flight_and_one_an_execution_algorithm_holds(
     """A node-wide HALT cancels what is not closed, not only what is open: an order sent and
     not yet acknowledged (it would come to rest at the venue after the kill) and the parent
     an execution algorithm holds (its slices would carry on after the resume)."""
-    e = engine(latency_ns=250_000_000)
-    e.add_exec_algorithm(TWAPExecAlgorithm())
-    try:
-        s = scripted(e, AUDUSD)
+    with world(latency_ns=250_000_000) as (e, s):
+        e.add_exec_algorithm(TWAPExecAlgorithm())
         fills: dict[str, int] = {}
 
         def script(st: Scripted, tick: QuoteTick, n: int) -> None:
@@ -493,17 +492,13 @@ def test_a_kill_cancels_an_order_in_flight_and_one_an_execution_algorithm_holds(
         assert len(s.fills) == fills["resume"] <= fills["kill"] + fills["flying"]
         assert fills["kill"] > 0
         assert kw.guard.working_qty(SYM) == (0, 0)
-    finally:
-        e.dispose()
 
 
 def test_updates_the_venue_makes_itself_are_followed_never_taken_for_an_amends_answer() -> None:
     """A trailing stop's own update arriving while an amend is in flight is not the amend's
     answer (which shows the amend's quantity); an update that resizes an order (an OUO
     bracket's other leg after a partial fill) moves the Guard's working quantity with it."""
-    e = engine(latency_ns=250_000_000)
-    try:
-        s = scripted(e, AUDUSD)
+    with world(latency_ns=250_000_000) as (e, s):
         seen: dict[str, Any] = {}
 
         def script(st: Scripted, tick: QuoteTick, n: int) -> None:
@@ -534,12 +529,8 @@ def test_updates_the_venue_makes_itself_are_followed_never_taken_for_an_amends_a
         e.run()
         assert seen["working"] == (40_000, 0)
         assert codes(s.denied) == {R.MAX_POSITION: 1}
-    finally:
-        e.dispose()
 
-    e = engine()
-    try:
-        s = scripted(e, AUDUSD)
+    with world() as (e, s):
 
         def bracket(st: Scripted, tick: QuoteTick, n: int) -> None:
             if n == 1:
@@ -563,16 +554,12 @@ def test_updates_the_venue_makes_itself_are_followed_never_taken_for_an_amends_a
         e.run()
         assert not e.kernel.cache.orders_open()
         assert kw.guard.position(SYM) == 0 and kw.guard.working_qty(SYM) == (0, 0)
-    finally:
-        e.dispose()
 
 
 def test_an_amend_a_fill_overtakes_gives_its_reservation_back() -> None:
     """The order fills before the venue answers the amend, whose answer ("not found") then
     names an order that has ended: what the amend reserved must not stay reserved."""
-    e = engine(latency_ns=250_000_000)
-    try:
-        s = scripted(e, AUDUSD)
+    with world(latency_ns=250_000_000) as (e, s):
 
         def script(st: Scripted, tick: QuoteTick, n: int) -> None:
             if n == 1:
@@ -590,8 +577,6 @@ def test_an_amend_a_fill_overtakes_gives_its_reservation_back() -> None:
         e.run()
         assert len(s.modify_rejected) == 1 and reason_code(s.modify_rejected[0]) is None
         assert kw.guard.position(SYM) == 10_000 and kw.guard.working_qty(SYM) == (0, 0)
-    finally:
-        e.dispose()
 
 
 def test_prices_the_guard_cannot_take_are_skipped_and_a_one_sided_quote_is_its_live_side(
@@ -625,9 +610,7 @@ def test_prices_the_guard_cannot_take_are_skipped_and_a_one_sided_quote_is_its_l
 def test_an_order_without_a_limit_price_can_be_amended() -> None:
     """Shrinking a stop-market order and moving its trigger (a risk-reducing amend) is
     checked as the order was submitted, without a limit price, not refused for want of one."""
-    e = engine()
-    try:
-        s = scripted(e, AUDUSD)
+    with world() as (e, s):
 
         def script(st: Scripted, tick: QuoteTick, n: int) -> None:
             if n == 1:
@@ -652,5 +635,3 @@ def test_an_order_without_a_limit_price_can_be_amended() -> None:
         (order,) = e.kernel.cache.orders()
         assert not s.modify_rejected and order.quantity == Quantity.from_int(10_000)
         assert kw.guard.working_qty(SYM) == (10_000, 0)
-    finally:
-        e.dispose()
