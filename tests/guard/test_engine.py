@@ -360,6 +360,30 @@ def test_bust_and_correct_move_the_position(rig: Callable[..., Rig]) -> None:
     assert g.position("IBM") == 60
     with pytest.raises(ValueError, match="keeps the order"):
         g.on_correct(f2, Fill("b", "IBM", Side.BUY, 60, 101.0))
+    assert not g.halts()
+
+
+@pytest.mark.parametrize(
+    "bust",
+    [
+        Fill("a", "IBM", Side.BUY, 500, 100.0),  # more than the working order filled
+        Fill("a", "IBM", Side.SELL, 10, 100.0),  # the other side
+        Fill("a", "AAPL", Side.BUY, 10, 100.0),  # another symbol
+    ],
+)
+def test_a_bust_the_working_order_cannot_have_halts_the_node(
+    rig: Callable[..., Rig], bust: Fill
+) -> None:
+    """A working order's fills are known: a bust that disagrees with them is applied as the
+    venue's truth, as a mismatched fill is, and halts the node until a person reconciles."""
+    r = rig()
+    g = r.guard
+    assert g.check(r.order(qty=300, id="a")).accepted
+    g.on_fill(Fill("a", "IBM", Side.BUY, 10, 100.0))
+    g.on_bust(bust)
+    halt = g.halts()[(Scope.NODE, "n1")]
+    assert halt.code is R.FILL_MISMATCH and "which filled 10 buy IBM" in halt.reason
+    assert g.remaining("a") == 290 and g.check(r.order()).reason is R.FILL_MISMATCH
 
 
 # --- quantities and instruments ------------------------------------------------------------

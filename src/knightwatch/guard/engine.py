@@ -787,6 +787,17 @@ class Guard:
             raise ValueError(f"on_bust: expected a Fill (got {type(fill).__name__})")
         if self._unappliable("bust", fill):
             return
+        w = self._ledger.working.get(fill.order_id)
+        mismatch = ""
+        if w is not None and (
+            fill.qty > w.filled or fill.side is not w.side or fill.symbol != w.symbol
+        ):
+            # a working order's fills are known: a bust of more than it filled, or of
+            # another side or symbol, means the Guard's picture and the venue's disagree
+            mismatch = (
+                f"bust of {fill.qty} {fill.side.value} {fill.symbol} for order "
+                f"{quoted(fill.order_id)}, which filled {w.filled} {w.side.value} {w.symbol}"
+            )
         principal = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
         self._recorder.record_event(
             "bust",
@@ -797,7 +808,11 @@ class Guard:
             qty=fill.qty,
             price=fill.price,
             principal=principal,
+            mismatch=mismatch or None,
         )
+        if mismatch:
+            # applied as the venue's truth, as a mismatched fill is; halted until reconciled
+            self._auto_halt(Scope.NODE, self.node, mismatch, R.FILL_MISMATCH)
         self._check_loss()
 
     def _unappliable(self, kind: str, fill: Fill) -> bool:

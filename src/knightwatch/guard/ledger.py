@@ -477,7 +477,7 @@ class Ledger:
         is_buy = fill.side is _BUY
         w = self.working.get(fill.order_id)
         if w is not None:
-            w.filled -= fill.qty
+            w.filled = max(w.filled - fill.qty, 0)  # more than it filled halts (Guard.on_bust)
         cust = 0
         if parent is not None:
             before = parent.filled
