@@ -615,21 +615,7 @@ class Guard:
         price, a bool quantity) is not applied, so no non-finite value enters the
         Guard's state, and halts the node the same way. Never raises.
         """
-        problem = fill_problem(fill)
-        if problem is not None:
-            oid = getattr(fill, "order_id", None)
-            why = (
-                f"fill for order {quoted(oid)} cannot be applied: {problem[0]}: {problem[1]} "
-                f"(got {quoted(problem[2])})"
-            )
-            self._recorder.record_event(
-                "fill",
-                self._ctx,
-                order_id=oid if type(oid) is str else quoted(oid),
-                applied=False,
-                mismatch=why,
-            )
-            self._auto_halt(Scope.NODE, self.node, why, R.FILL_MISMATCH)
+        if self._unappliable("fill", fill):
             return
         w, mismatch, principal = self._ledger.fill(fill)
         if w is None:
@@ -815,18 +801,18 @@ class Guard:
             self._auto_halt(Scope.NODE, self.node, mismatch, R.FILL_MISMATCH)
         self._check_loss()
 
-    def _unappliable(self, kind: str, fill: Fill) -> bool:
-        """A bust or correction built around `Fill` validation (a NaN price, a negative
-        quantity) is not applied, so no non-finite value enters the Guard's state: it is
-        recorded and halts the node with `fill_mismatch`, as such a fill does."""
+    def _unappliable(self, kind: str, fill: object) -> bool:
+        """A fill, bust or correction that is no `Fill` or was built around its validation
+        (a NaN price, a negative quantity) is not applied, so no non-finite value enters
+        the Guard's state: it is recorded and halts the node with `fill_mismatch`."""
         problem = fill_problem(fill)
         if problem is None:
             return False
+        oid = getattr(fill, "order_id", None)
         why = (
-            f"{kind} of order {quoted(fill.order_id)} cannot be applied: {problem[0]}: "
-            f"{problem[1]} (got {quoted(problem[2])})"
+            f"{kind} for order {quoted(oid)} cannot be applied: {problem[0]}: {problem[1]} "
+            f"(got {quoted(problem[2])})"
         )
-        oid = fill.order_id
         self._recorder.record_event(
             kind,
             self._ctx,
