@@ -316,7 +316,7 @@ class MappedLog:
         if self._prefault:
             # The appends' map reads nothing ahead: a record copy that outruns `preload`
             # faults in one page, not the kernel's read-around (`read_ahead_kb`, 8 MiB
-            # on the build machine), which took 35-85 ms of a blocked order's call.
+            # on the build machine), which took 35-98 ms of a blocked order's call.
             # `preload` reads ahead through a second map of the same pages, where the
             # read-around is kept: its large folios keep an fsync's write-protect pass
             # short (one TLB flush per folio, not one per page).
