@@ -447,3 +447,61 @@ def test_an_agency_node_working_only_its_customers_parents_is_no_rate_anomaly() 
     g.run(20, 20.0)
     fired = g.run(5, {n: (160.0 if n == "n1" else 20.0) for n in g.nodes})
     assert {(a.rule, a.key) for a in fired} >= {(Rule.BASELINE_ORDER_RATE, "n1")}
+
+
+def test_a_node_under_the_minimum_a_window_is_judged_on_its_last_orders() -> None:
+    """A node sending 10 orders a second never had 50 in one 1 s window, so a storm of
+    refusals (or of orders that never fill) at that rate was never judged. It is judged on
+    its last `reject_min_orders` orders, looking back up to `count_window_s`."""
+    feed = Feed(SupervisorConfig(reject_min_orders=50, rate_window_s=1.0))
+    nodes = {"n1": 10.0, "n2": 10.0, "n3": 10.0}
+    for _ in range(10):
+        assert feed.tick(nodes) == []
+    start = int(feed.orders["n1"])
+    fired: list[tuple[Rule, str]] = []
+    ticks = 0
+    while (Rule.REJECT_SPIKE, "n1") not in fired and ticks < 100:
+        refused = float(int(feed.orders["n1"] + 2) - start)  # every order from now on
+        fired += feed.tick(nodes, rejected={"n1": refused})
+        ticks += 1
+    assert (Rule.REJECT_SPIKE, "n1") in fired
+    assert 13 <= ticks <= 20  # over half of its last 50 orders refused: over 2.5 s at 10/s
+    assert feed.sup.health()["n1"].window_orders >= 50
+    assert not [f for f in fired if f[1] != "n1"]
+
+
+def test_a_resumed_slow_node_is_not_judged_on_what_it_refused_while_halted() -> None:
+    feed = Feed(SupervisorConfig(reject_min_orders=50, rate_window_s=1.0))
+    clock, sup = feed.clock, feed.sup
+    orders = refused = 0
+    fired: list[Rule] = []
+    for k in range(200):  # 40 s at 10 orders/s; halted from 10 s to 25 s: all refused
+        clock.advance(TICK)
+        halted = 50 <= k < 125
+        orders += 2
+        refused += 2 if halted else 0
+        m = NodeMetrics(
+            "n1", 0, orders, orders - refused, refused, 0, 0.0, 0.0, True, 0,
+            node_state=int(TradingState.HALTED if halted else TradingState.ACTIVE),
+        )  # fmt: skip
+        fired += [a.rule for a in sup.observe(m)]
+    assert Rule.REJECT_SPIKE not in fired
+    assert sup.health()["n1"].window_orders >= 50
+
+
+def test_a_slow_node_whose_fills_stop_is_judged_on_messages_per_execution() -> None:
+    """30 orders a second, every one filled, then no fills at all (lost, or an amend storm
+    that never trades): fewer than 50 orders in any 1 s window, and still halted."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(warmup_s=10.0, reject_min_orders=50), clock)
+    orders = fills = 0.0
+    fired: list[tuple[Rule, int]] = []
+    for k in range(400):  # 80 s; the fills stop at 60 s
+        clock.advance(TICK)
+        orders += 30 * TICK / S
+        if k < 300:
+            fills = orders
+        m = NodeMetrics("n1", 0, int(orders), int(orders), 0, int(fills), 0.0, 0.0, True, 0)
+        fired += [(a.rule, k) for a in sup.observe(m)]
+    assert [r for r, _ in fired] == [Rule.BASELINE_MESSAGES_PER_EXECUTION]
+    assert 300 < fired[0][1] <= 300 + 5 * 3  # within about 3 s of the last fill

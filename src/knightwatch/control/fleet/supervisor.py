@@ -131,6 +131,10 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `rate_window_s`; baselines are `profile` values or learned over `baseline_s`
     after `warmup_s`. Principal flow is the firm's own executed notional within
     `principal_window_s` (long enough to see a slow leak, judged at every sample).
+    The reject spike and messages per execution need `reject_min_orders` orders: a
+    node that sends fewer within `rate_window_s` is judged on its last
+    `reject_min_orders`, looking back as far as `count_window_s` (and no further
+    than its last halt).
     """
 
     rate_multiple: float = 5.0
@@ -141,6 +145,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gross_exposure_cap: float = 50_000_000.0
     reject_ratio: float = 0.5
     reject_min_orders: int = 50
+    count_window_s: float = 60.0
     stale_after_s: float = 5.0
     baseline_multiple: float = 5.0
     baseline_s: float = 300.0
@@ -165,6 +170,11 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("gross_exposure_cap", self.gross_exposure_cap > 0, "must be > 0"),
             ("reject_ratio", 0 < self.reject_ratio <= 1, "must be in (0, 1]"),
             ("reject_min_orders", self.reject_min_orders >= 1, "must be >= 1"),
+            (
+                "count_window_s",
+                self.count_window_s >= self.rate_window_s,
+                "must be >= rate_window_s",
+            ),
             ("stale_after_s", self.stale_after_s > 0, "must be > 0"),
             ("baseline_multiple", self.baseline_multiple > 1, "must be > 1"),
             ("baseline_s", self.baseline_s > 0, "must be > 0"),
@@ -245,8 +255,10 @@ class NodeHealth(msgspec.Struct, frozen=True):
     would otherwise abort on one healthy burst of big parents)."""
     peers: int
     window_orders: int
+    """Orders in the span the reject spike judges: the rate window, or as far back as it
+    takes to hold `reject_min_orders` of them (`count_window_s`, since the last halt)."""
     reject_ratio: float
-    """Share of the window's orders blocked or rejected, throttling by rate limits excluded."""
+    """Share of those orders blocked or rejected, throttling by rate limits excluded."""
     pnl: float
     pnl_deviation: float | None
     """P&L minus the participating peers' median; None with fewer than `min_peers` peers."""
@@ -372,10 +384,12 @@ class _Track:
 
 
 class _NodeTrack:
-    __slots__ = ("base", "latest", "over_since", "principal", "samples", "seen")
+    __slots__ = ("base", "counted", "latest", "over_since", "principal", "samples", "seen")
 
     def __init__(self, config: SupervisorConfig) -> None:
         self.samples: deque[_Sample] = deque()
+        self.counted: deque[_Sample] = deque()
+        """Samples over `count_window_s` since the node's last halt (`Supervisor._counted`)."""
         self.principal: deque[tuple[int, float]] = deque()
         self.latest: NodeMetrics | None = None
         self.over_since: int | None = None
@@ -433,6 +447,14 @@ class Supervisor:
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1].t >= window:
             track.samples.popleft()
+        counted = track.counted
+        counted.append(track.samples[-1])
+        if track.halted:  # what it refused while halted is no spike once it resumes
+            while len(counted) > 1:
+                counted.popleft()
+        cwindow = int(self.config.count_window_s * 1e9)
+        while len(counted) > 2 and now - counted[1].t >= cwindow:
+            counted.popleft()
         track.principal.append((now, m.principal_notional))
         pwindow = int(self.config.principal_window_s * 1e9)
         while len(track.principal) > 2 and now - track.principal[1][0] >= pwindow:
@@ -524,10 +546,25 @@ class Supervisor:
         assert m is not None
         if m.parents > 0:
             out["children_per_parent"] = m.accepted / m.parents
+        a, b = self._counted(track)
         sent, fills = b.accepted - a.accepted, b.fills - a.fills
         if sent >= self.config.reject_min_orders:
             out["messages_per_execution"] = sent / max(fills, 1)
         return out
+
+    def _counted(self, track: _NodeTrack) -> tuple[_Sample, _Sample]:
+        """The span the reject spike and messages per execution judge: the rate window,
+        or, if it holds fewer than `reject_min_orders` orders, back from the newest sample
+        until it does (within `count_window_s`, since the last halt). A node sending a
+        few orders a second is judged on its last `reject_min_orders` orders, not never."""
+        a, b = track.samples[0], track.samples[-1]
+        need = self.config.reject_min_orders
+        if b.orders - a.orders >= need:
+            return a, b
+        for s in reversed(track.counted):
+            if b.orders - s.orders >= need:
+                return s, b
+        return track.counted[0], b
 
     def _learn(self, track: _Track, now: int) -> None:
         """Fold the measures into their baselines, except a measure in alarm: a runaway
@@ -693,7 +730,7 @@ class Supervisor:
         rate = self.rate(node_id)
         median = statistics.median([*(self.rate(n) for n in peers), rate])
         baseline = max(median, cfg.rate_floor_per_s / cfg.rate_multiple)
-        a, b = track.samples[0], track.samples[-1]
+        a, b = self._counted(track)
         orders, rejected = b.orders - a.orders, b.rejected - a.rejected
         peer_pnl = [t.latest.pnl for t in peers.values() if t.latest is not None]
         deviation = (
