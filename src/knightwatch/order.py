@@ -58,6 +58,12 @@ def order_problem(
             return field, "must be a non-empty string", value
         if len(value) > limit:
             return field, f"must be at most {limit} characters", value
+    if "/" in strategy:  # type: ignore[operator]
+        return (
+            "strategy",
+            "must not contain '/' (it joins strategy and symbol in halt keys)",
+            strategy,
+        )
     if type(side) is not Side:
         return "side", "must be Side.BUY or Side.SELL", side
     if type(qty) is not int:

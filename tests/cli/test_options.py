@@ -91,3 +91,10 @@ def test_check_output_refuses_a_directory_for_a_file_and_a_file_for_a_directory(
 def test_a_scope_value_with_control_characters_is_an_error(value: str) -> None:
     with pytest.raises(OptionError, match="--symbol: control characters"):
         scope_of(None, None, value)
+
+
+def test_a_strategy_with_a_slash_is_an_error_as_its_halt_key_would_name_another_pair() -> None:
+    """ "mm" + "BTC/USDT" and "mm/BTC" + "USDT" would share the halt key "mm/BTC/USDT"."""
+    assert scope_of(None, "mm", "BTC/USDT") == (Scope.STRATEGY_SYMBOL, "mm/BTC/USDT")
+    with pytest.raises(OptionError, match="--strategy: must not contain '/'"):
+        scope_of(None, "mm/BTC", "USDT")

@@ -13,7 +13,7 @@ from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.decision import RejectReason as R
 from knightwatch.guard import Guard, RecorderUnavailable
 from knightwatch.order import Fill, Side
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Scope, TradingState, pair_key
 
 from .conftest import Rig
 
@@ -69,6 +69,52 @@ def test_reducing_allows_only_orders_that_shrink_the_position(rig: Mk) -> None:
     assert r.send(side=Side.SELL, qty=200).accepted  # working sell 200, position 300
     assert r.send(side=Side.SELL, qty=100).accepted  # exactly flat if both fill
     assert reason(r.send(side=Side.SELL, qty=1)) is R.REDUCING_ONLY  # would flip short
+
+
+def test_reducing_judges_each_part_of_a_child_where_it_would_be_booked(rig: Mk) -> None:
+    """A drain judges a customer's child by the customer's line and the firm's part by the
+    firm's book: a customer's sell opening a customer short does not pass because the
+    firm is long, and a customer closing its short is not blocked because the firm is flat."""
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    assert r.send(qty=300, id="firm").accepted
+    g.on_fill(Fill("firm", "IBM", Side.BUY, 300, 100.0))  # the firm: long 300
+    g.register_parent("S", 200, account="acme")
+    assert r.send(side=Side.SELL, qty=200, parent_id="S", id="s1").accepted
+    g.on_fill(Fill("s1", "IBM", Side.SELL, 200, 100.0))  # the customer: short 200
+    g.register_parent("T", 100, account="acme")
+    g.register_parent("B", 300, account="acme")
+    g.halt(Scope.SYMBOL, "IBM", "wind down", actor="ops", state=TradingState.REDUCING)
+    kept = (g.customer_position("acme", "IBM"), g.position("IBM"))
+    # the customer's sell adds to the customer's short, whatever the firm holds
+    assert reason(r.send(side=Side.SELL, qty=50, parent_id="T")) is R.REDUCING_ONLY
+    # the firm's sell (no parent) shrinks the firm's long
+    assert r.send(side=Side.SELL, qty=100).accepted
+    # the customer's buy shrinks the customer's short, though the firm is long
+    assert r.send(side=Side.BUY, qty=150, parent_id="B").accepted
+    # beyond the parent the rest is the firm's: a buy adds to the firm's long
+    assert reason(r.send(side=Side.BUY, qty=200, parent_id="B")) is R.REDUCING_ONLY
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == kept
+    assert g.parent_committed("T") == 0 and g.parent_committed("B") == 150
+
+
+def test_a_strategy_with_a_slash_never_shares_a_halt_key_with_another_pair(rig: Mk) -> None:
+    """The strategy/symbol halt key joins the two with '/', which a symbol may hold: a
+    strategy holding one is refused (once per lane), so a halt of mm in BTC/USDT
+    stops no other pair and no order of another pair escapes it."""
+    r = rig()
+    g = r.guard
+    g.on_price("BTC/USDT", 100.0)
+    g.on_price("USDT", 100.0)
+    g.halt(Scope.STRATEGY_SYMBOL, pair_key("mm", "BTC/USDT"), "runaway", actor="ops")
+    assert reason(r.send(strategy="mm", symbol="BTC/USDT")) is R.HALTED
+    odd = r.order(strategy="mm", symbol="USDT")
+    msgspec.structs.force_setattr(odd, "strategy", "mm/BTC")  # built around validation
+    for _ in range(2):
+        d = g.check(odd)
+        assert reason(d) is R.INVALID_ORDER and "strategy: must not contain '/'" in d.detail
+    assert r.send(strategy="mm", symbol="USDT").accepted
+    assert r.send(strategy="mx", symbol="BTC/USDT").accepted
 
 
 def test_cancels_pass_in_every_state(rig: Mk) -> None:
@@ -489,6 +535,27 @@ def test_cancel_to_fill_ratio_halts_the_node_until_resumed(rig: Mk) -> None:
     assert reason(r.send()) is R.CANCEL_FILL_RATIO  # latched, not re-evaluated
     r.guard.resume(Scope.NODE, "n1", "message discipline checked", actor="ops")
     assert r.send().accepted  # counting starts afresh
+
+
+def test_an_amend_storm_counts_in_the_cancel_to_fill_ratio_and_is_halted_there(rig: Mk) -> None:
+    """A replace the venue takes cancels the original: amending one order over and over,
+    never filling, is a cancel storm, and the replace path checks the ratio as a new
+    order does (an amend-only storm sends no new order to find it)."""
+    r = rig(max_cancel_to_fill_ratio=5.0, cancel_ratio_min_cancels=10)
+    g = r.guard
+    assert g.check(r.order(id="a0")).accepted
+    g.on_fill(Fill("a0", "IBM", Side.BUY, 50, 100.0))  # one fill; 50 left working
+    for i in range(1, 6):
+        assert g.check_replace(f"a{i - 1}", r.order(id=f"a{i}", price=100.0 + i / 100))
+        g.on_replace_ack(f"a{i}")
+    g.on_replace_reject("nothing")  # not a replace it sent: counts nothing
+    for i in range(6, 11):
+        assert g.check_replace(f"a{i - 1}", r.order(id=f"a{i}", price=100.0 + i / 100))
+        g.on_replace_ack(f"a{i}")  # the tenth: 10 cancels to 1 fill > 5
+    d = g.check_replace("a10", r.order(id="a11", price=101.0))
+    assert reason(d) is R.CANCEL_FILL_RATIO and "10 cancels to 1 fills" in d.detail
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    assert g.remaining("a10") == 50  # the order itself still works: cancels pass a halt
 
 
 def test_loss_limit_halts_the_node(rig: Mk) -> None:

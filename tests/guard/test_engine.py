@@ -269,11 +269,12 @@ def test_working_quantity_is_working_orders_plus_reservations(
 def test_replace_reservations_keep_the_capacity_split(ops: list[tuple[str, int, int]]) -> None:
     """Children of one parent, replaced, filled, restated, busted: the customer's working
     quantity is exactly the customer parts of orders and reservations, the firm's the
-    rest; the customer's position is the parent's fills up to its quantity, and the two
-    positions add up to every fill standing."""
+    rest; the customer's position is what was booked as the customer's, never more than
+    the parent's quantity with what the customer has working; and the two positions add
+    up to every fill standing."""
     r = Rig(max_parent_qty_multiple=3.0)
     g = r.guard
-    g.register_parent("P", 600, account="acme")
+    g.register_parent("P", 300, account="acme")
     orders: list[str] = []
     pending: list[str] = []
     fills: list[Fill] = []
@@ -315,7 +316,9 @@ def test_replace_reservations_keep_the_capacity_split(ops: list[tuple[str, int, 
         assert book.wbuy == sum(w.remaining - w.cust for w in works) + sum(
             p.reserved - p.cust for p in pends
         )
-        assert (0 if line is None else line.pos) == min(parent.filled, parent.qty)
+        c_pos = 0 if line is None else line.pos
+        assert c_pos == parent.cust_filled <= min(parent.filled, parent.qty)
+        assert c_pos + c_working <= parent.qty
         assert g.position("IBM") + (0 if line is None else line.pos) == sum(f.qty for f in fills)
 
 
@@ -556,3 +559,36 @@ def test_a_lot_size_cannot_change_under_held_quantities() -> None:
         g.set_limits(Limits.off(symbol={"BTC": Override(lot_size=0.01)}))
     g.set_limits(Limits.off(version="v2", symbol={"BTC": Override(lot_size=0.001)}))
     assert g.lots("BTC", "1") == 1_000
+
+
+def test_children_filling_out_of_order_are_booked_as_they_were_checked(
+    rig: Callable[..., Rig],
+) -> None:
+    """Each child's fills are booked by the split its working quantity was checked with:
+    a child held as the firm's fills as the firm's, whichever child fills first. Booked
+    by the parent's fill count instead, the firm's child filling first was the
+    customer's, the firm's book looked empty, and a further principal order took the
+    firm's position to twice max_position_qty once the customer's child filled."""
+    r = rig(max_position_qty=100, max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    assert g.check(r.order(qty=100, id="a", parent_id="P"))  # the customer's
+    assert g.check(r.order(qty=100, id="b", parent_id="P"))  # beyond the parent: the firm's
+    assert working(g) == 100
+    g.on_fill(Fill("b", "IBM", Side.BUY, 100, 100.0))  # the firm's child fills first
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, 100)
+    over = r.send(qty=100, id="c")
+    assert over.reason is R.MAX_POSITION  # the firm holds max_position_qty already
+    g.on_fill(Fill("a", "IBM", Side.BUY, 60, 100.0))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 40, 100.0))
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 100)
+    assert g.customer_exposure("acme")[0] == pytest.approx(10_000.0)
+    # taken back the firm's first, then the customer's; a correction keeps the split
+    g.on_bust(Fill("a", "IBM", Side.BUY, 40, 100.0), parent_id="P")
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 60)
+    g.on_correct(
+        Fill("b", "IBM", Side.BUY, 100, 100.0),
+        Fill("b", "IBM", Side.BUY, 120, 100.0),
+        parent_id="P",
+    )
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 80)

@@ -30,6 +30,7 @@ GOOD: dict[str, Any] = dict(
         ("symbol", "", "non-empty"),
         ("symbol", "S" * 65, "at most 64"),
         ("strategy", None, "non-empty"),
+        ("strategy", "mm/BTC", "must not contain '/'"),
         ("parent_id", "", "None or"),
     ],
 )

@@ -46,6 +46,11 @@ def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tupl
     """
     node = scope_value("--node", node)
     strategy = scope_value("--strategy", strategy)
+    if strategy is not None and "/" in strategy:
+        raise OptionError(
+            f"--strategy: must not contain '/' (it joins strategy and symbol in a halt key; "
+            f"got {quoted(strategy)})"
+        )
     symbol = scope_value("--symbol", symbol)
     if node is not None and (strategy is not None or symbol is not None):
         raise OptionError(

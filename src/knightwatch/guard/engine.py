@@ -264,6 +264,11 @@ class Guard:
         lane = self._lanes.get((strategy, symbol))
         kept = lane is not None
         if lane is None:  # kept only once an order in it is accepted (`_keep`)
+            if "/" in strategy:  # checked here, once per lane: a kept lane's strategy is valid
+                problem = order_problem(oid, st, sy, sd, q, p)
+                assert problem is not None
+                what = f"{problem[0]}: {problem[1]} (got {quoted(problem[2])})"
+                return _blocked(R.INVALID_ORDER, what), None
             lane = self._lane(strategy, symbol)
         eff = lane.eff
         book = lane.book
@@ -271,7 +276,10 @@ class Guard:
         halts = self._halts
         if halts.states:
             halt = halts.worst(lane.scopes)
-            if halt is not None and (halt.state is _HALTED or not book.reduces(side, qty)):
+            if halt is not None and (
+                halt.state is _HALTED
+                or not self._ledger.reducing(book, symbol, side, qty, parent_id)
+            ):
                 return halt.decision, eff
         # -- 5. duplicate id, allow-list, restricted list
         ids = self._ids
@@ -460,9 +468,7 @@ class Guard:
             and led.cancels >= eff.cancel_ratio_min_cancels
             and led.cancels > mr * max(led.fills, 1)
         ):
-            why = f"{led.cancels} cancels to {led.fills} fills > max_cancel_to_fill_ratio {mr:g}"
-            led.cancels = led.fills = 0  # the halt now carries the breach; resume starts afresh
-            return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO), eff
+            return self._cancel_ratio_halt(mr), eff
 
         # -- 12. order-id capacity; then accepted: from here on the order is working
         cap = eff.max_tracked_order_ids
@@ -784,7 +790,7 @@ class Guard:
                 f"bust of {fill.qty} {fill.side.value} {fill.symbol} for order "
                 f"{quoted(fill.order_id)}, which filled {w.filled} {w.side.value} {w.symbol}"
             )
-        principal = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
+        principal, _ = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
         self._recorder.record_event(
             "bust",
             self._ctx,
@@ -850,8 +856,8 @@ class Guard:
             )
         led = self._ledger
         parent = self._parent_of(new.order_id, parent_id)
-        led.unfill(old, parent)
-        led.execute(new, parent)
+        _, cust = led.unfill(old, parent)
+        led.execute(new, parent, min(cust, new.qty))  # no more of it the customer's than was
         w = led.working.get(new.order_id)
         if w is not None:
             w.filled += new.qty
@@ -1048,6 +1054,13 @@ class Guard:
             span = win.over(now)
             if span:
                 return _blocked(win.reason, win.detail(span)), eff
+        mr = eff.max_cancel_to_fill_ratio
+        if (
+            mr is not None
+            and led.cancels >= eff.cancel_ratio_min_cancels
+            and led.cancels > mr * max(led.fills, 1)
+        ):
+            return self._cancel_ratio_halt(mr), eff  # an amend storm is a cancel storm
         # the increase by capacity, as for a new child: within the parent's uncommitted
         # quantity it is the customer's, the rest (all of it without a parent) the firm's
         cust = 0
@@ -1101,6 +1114,14 @@ class Guard:
         led.pending[o.id] = Pending(orig_id, w, qty, price, grow, held)
         w.replacing = o.id
         return Decision(True, R.OK, f"replaces {orig_id}: all checks passed"), eff
+
+    def _cancel_ratio_halt(self, ratio: float) -> Decision:
+        """Halt the node: more cancels (a replace the venue took counts as one) than
+        `ratio` per fill, as a new order or a replace found it."""
+        led = self._ledger
+        why = f"{led.cancels} cancels to {led.fills} fills > max_cancel_to_fill_ratio {ratio:g}"
+        led.cancels = led.fills = 0  # the halt now carries the breach; resume starts afresh
+        return self._auto_halt(Scope.NODE, self.node, why, R.CANCEL_FILL_RATIO)
 
     def _principal_block(
         self, eff: Effective, book: SymbolBook, symbol: str, is_buy: bool, prin: int, mark: float
@@ -1199,6 +1220,7 @@ class Guard:
             return
         w = p.working
         w.replacing = None
+        led.cancels += 1  # the original is cancelled: a replace counts in the cancel-to-fill ratio
         if led.working.pop(p.orig_id, None) is not w:
             w.remaining = w.cust = 0  # it ended meanwhile: what it held is released already
         target = max(p.qty - w.filled, 0) if remaining is None else remaining

@@ -33,6 +33,16 @@ from knightwatch.order import Fill, Side
 _BUY = Side.BUY
 
 
+def reduces(held: SymbolBook | CustomerLine | None, side: Side, qty: int) -> bool:
+    """True if `qty` more on `side` can only shrink `held`'s position, even with its working
+    orders filled (a firm's symbol book or a customer's line; nothing held: it cannot)."""
+    if held is None:
+        return False
+    if side is Side.BUY:
+        return held.pos < 0 and held.pos + held.wbuy + qty <= 0
+    return held.pos > 0 and held.pos - held.wsell - qty >= 0
+
+
 class SymbolBook:
     """One symbol, principal: position at average cost, working quantity per side, mark.
 
@@ -79,12 +89,6 @@ class SymbolBook:
         if is_buy:
             return self.pos + self.wbuy + qty, self.pos - self.wsell
         return self.pos + self.wbuy, self.pos - self.wsell - qty
-
-    def reduces(self, side: Side, qty: int) -> bool:
-        """True if the order can only shrink the position, even with working orders filled."""
-        if side is Side.BUY:
-            return self.pos < 0 and self.pos + self.wbuy + qty <= 0
-        return self.pos > 0 and self.pos - self.wsell - qty >= 0
 
     def remove_working(self, is_buy: bool, qty: int) -> None:
         if is_buy:
@@ -182,12 +186,13 @@ class Parent:
     """A registered parent: whose it is, and how much of it its children took.
 
     `committed` is filled plus still working (what a new child is checked
-    against), `filled` what its children executed (what decides whose the next
-    fill is), `cap` the most the children may total (the parent check).
-    `line` caches the customer line of the last symbol its children traded.
+    against), `filled` what its children executed and `cust_filled` the part of
+    it booked as the customer's (a bust takes back the rest, the firm's, first),
+    `cap` the most the children may total (the parent check). `line` caches the
+    customer line of the last symbol its children traded.
     """
 
-    __slots__ = ("account", "cap", "children", "committed", "filled", "line", "qty")
+    __slots__ = ("account", "cap", "children", "committed", "cust_filled", "filled", "line", "qty")
 
     def __init__(self, qty: int, account: CustomerAccount, cap: int) -> None:
         self.qty = qty
@@ -195,6 +200,7 @@ class Parent:
         self.cap = cap
         self.committed = 0
         self.filled = 0
+        self.cust_filled = 0
         self.children = 0
         self.line: CustomerLine | None = None
 
@@ -392,7 +398,7 @@ class Ledger:
         book = self.book(fill.symbol)
         w = self.working.get(fill.order_id)
         mismatch = f"fill for order {fill.order_id} matches no working order"
-        wc = 0
+        wc = cust = 0
         if w is not None:
             mismatch = ""
             if fill.qty > w.remaining:
@@ -419,7 +425,13 @@ class Ledger:
                     f"fill for order {fill.order_id} reports {fill.side.value} {fill.symbol}; "
                     f"the order was {w.side.value} {w.symbol}"
                 )
-        principal = self.execute(fill, None if w is None else w.parent)
+            elif w.parent is not None:
+                # booked as it was checked: the customer's part of this child's working
+                # quantity first, then the firm's, whichever of the parent's children
+                # fills first (the parent's fill count would book the firm's child that
+                # fills first as the customer's, and the customer's later as the firm's)
+                cust = wc
+        principal = self.execute(fill, None if w is None else w.parent, cust)
         if wc:
             assert w is not None and w.line is not None
             w.line.refresh()
@@ -432,19 +444,16 @@ class Ledger:
         self.executions += 1
         return w, mismatch, principal
 
-    def execute(self, fill: Fill, parent: Parent | None) -> int:
-        """The position side of an execution, by capacity: the customer's up to `parent`'s
-        quantity, the rest (all of it without a parent) the firm's own. Returns the
-        principal quantity; what the execution did to a working order is the caller's."""
+    def execute(self, fill: Fill, parent: Parent | None, cust: int) -> int:
+        """The position side of an execution, by capacity: `cust` of it the customer's of
+        `parent` (0 without one), the rest the firm's own. Returns the principal
+        quantity; what the execution did to a working order is the caller's."""
         book = self.book(fill.symbol)
         is_buy = fill.side is _BUY
-        cust = 0
         if parent is not None:
-            # whose this fill is: the customer's up to the parent's quantity, then the firm's
-            before = parent.filled
-            parent.filled = before + fill.qty
-            cust = min(parent.filled, parent.qty) - min(before, parent.qty)
+            parent.filled += fill.qty
             if cust:
+                parent.cust_filled += cust
                 line = self.line(parent, fill.symbol)
                 line.pos += cust if is_buy else -cust
                 line.refresh()
@@ -460,15 +469,15 @@ class Ledger:
         """An execution of an order that did not pass the Guard (a drop copy): the firm's
         own, in the position and the principal flow, matched to no working order."""
         book = self.book(fill.symbol)
-        self.execute(fill, None)
+        self.execute(fill, None, 0)
         self.principal_fills += 1
         self.principal_notional += fill.qty * fill.price * book.lot
         self.executions += 1
 
-    def unfill(self, fill: Fill, parent: Parent | None) -> int:
-        """Take an execution back (a trade bust): the opposite execution at its price, by
-        the same capacity, the latest first (the firm's part beyond `parent`'s quantity
-        before the customer's). Returns the principal quantity taken back.
+    def unfill(self, fill: Fill, parent: Parent | None) -> tuple[int, int]:
+        """Take an execution back (a trade bust): the opposite execution at its price, the
+        firm's part of `parent`'s fills first, then the customer's. Returns the principal
+        and the customer's quantity taken back.
 
         Position and the parent's fill count return exactly; realized P&L moves by
         the reversal against the average cost (average cost cannot be un-blended).
@@ -480,9 +489,10 @@ class Ledger:
             w.filled = max(w.filled - fill.qty, 0)  # more than it filled halts (Guard.on_bust)
         cust = 0
         if parent is not None:
-            before = parent.filled
-            parent.filled = max(before - fill.qty, 0)
-            cust = min(before, parent.qty) - min(parent.filled, parent.qty)
+            firms = parent.filled - parent.cust_filled
+            cust = min(max(fill.qty - firms, 0), parent.cust_filled)
+            parent.filled = max(parent.filled - fill.qty, 0)
+            parent.cust_filled -= cust
             if cust:
                 line = self.line(parent, fill.symbol)
                 line.pos -= cust if is_buy else -cust
@@ -491,7 +501,23 @@ class Ledger:
         if principal:
             self.realized += book.fill(not is_buy, principal, fill.price)
         self.refresh(book)
-        return principal
+        return principal, cust
+
+    def reducing(
+        self, book: SymbolBook, symbol: str, side: Side, qty: int, parent_id: object
+    ) -> bool:
+        """Whether a new order only reduces where it would be booked (a drain, REDUCING):
+        its part within `parent_id`'s uncommitted quantity the customer's line, the rest
+        the firm's book, as step 10 of the Guard's check splits it. Builds nothing."""
+        parent = self.parents.get(parent_id) if type(parent_id) is str else None
+        cust = 0
+        if parent is not None:
+            free = parent.qty - parent.committed
+            if free > 0:
+                cust = qty if qty <= free else free
+        if cust and not reduces(parent.account.lines.get(symbol) if parent else None, side, cust):
+            return False
+        return cust == qty or reduces(book, side, qty - cust)
 
     def hold(self, w: Working, qty: int) -> int:
         """Count `qty` more as working for `w`, by capacity as a new order is: the part
