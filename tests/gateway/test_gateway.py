@@ -416,6 +416,31 @@ def test_a_cancel_whose_clordid_names_another_order_is_refused(
     a.wait_report("C2x", "4")
 
 
+def test_an_order_or_replace_reusing_the_clordid_of_a_cancel_in_flight_is_a_duplicate(
+    rig: Rig,
+) -> None:
+    """The venue's answer to the cancel would carry that id: applied to the new order (or
+    the replaced one), while the cancelled order stayed working in the Guard."""
+    oms = rig.oms
+    rest(rig, "A")
+    rest(rig, "B", symbol="L001")
+    with rig.venue.lock:  # hold the venue: the cancel is in flight
+        oms.cancel("X", "A", "L000", BUY, 100)
+        eventually(lambda: "X" in rig.gateway.book.requests, what="cancel in flight")
+        oms.replace("X", "B", "L001", BUY, 100, below(rig, "L001"))
+        rej = oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "X")
+        assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+        oms.new_order("X", "L001", BUY, 100, below(rig, "L001"))
+        assert oms.wait_report("X", "8").get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    done = oms.wait_report("X", "4")
+    assert done.get(F.ORIG_CL_ORD_ID) == "A"
+    time.sleep(0.1)
+    assert [o.clordid for o in rig.venue.working()] == ["B"]
+    assert [o.clordid for o in rig.gateway.book.live()] == ["B"]
+    assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.working_qty("L001") == (100, 0)
+    assert rig.guard.halts() == {}
+
+
 def test_a_replace_keeps_the_instrument_and_side_the_guard_checked(rig: Rig) -> None:
     rest(rig, "R1", qty=100)
     px = below(rig, "L000")
@@ -464,6 +489,26 @@ def test_client_mass_cancel_only_touches_that_clients_orders(
     for cid in ("Q1", "Q2"):
         assert a.wait_report(cid, "4").get(F.TEXT) == "mass cancel QX"
     assert [o.clordid for o in rig.venue.working()] == ["Q3"]
+
+
+def test_the_gateways_own_cancel_ids_never_take_a_clients_clordid(rig: Rig) -> None:
+    """A client may name an order `KW-<n>`, the form of the gateway's own cancels: the
+    gateway's next cancel skips that id, so the venue's answer to it is applied to the
+    order it cancelled, not to the client's order of the same name."""
+    oms = rig.oms
+    rest(rig, "A")
+    with rig.guard.lock:
+        n = int(rig.gateway.book.next_id("KW-").removeprefix("KW-"))
+    mine = [f"KW-{n + 1}", f"KW-{n + 2}"]  # what the gateway's next cancels would be named
+    for cid in mine:
+        rest(rig, cid, symbol="L001")
+    oms.mass_cancel("MC", "L000")  # one cancel, the gateway's own, for A
+    assert oms.wait_report("A", "4").get(F.TEXT) == "mass cancel MC"
+    time.sleep(0.1)
+    assert sorted(o.clordid for o in rig.venue.working()) == mine
+    assert sorted(o.clordid for o in rig.gateway.book.live()) == mine
+    assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.working_qty("L001") == (200, 0)
+    assert not [r for r in oms.reports(mine[0]) if r.get(F.EXEC_TYPE) == "4"]
 
 
 # --- each ExecType -------------------------------------------------------------------------

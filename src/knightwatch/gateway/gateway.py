@@ -501,11 +501,12 @@ class Gateway(Handler):
                 f"venue session {self.venue_key} is not logged on; nothing can be routed",
             )
             self.guard.refuse(parsed, d)
-        elif not self.book.claim(clordid, comp):
+        elif not self.book.free(clordid, comp):
             d = Decision(
                 False,
                 R.DUPLICATE_ORDER_ID,
-                f"ClOrdID {clordid} is in use by another session on the venue session",
+                f"ClOrdID {clordid} is in use on the venue session (by another session, "
+                "an order or a request in flight)",
             )
             self.guard.refuse(parsed, d)
         else:
@@ -515,6 +516,9 @@ class Gateway(Handler):
             self.book.decide(gid, d, None)
             self._send_reject(msg, sid, d)
             return None
+        # claimed only once accepted: an order that never reached the venue holds no id
+        # another session could then not use
+        self.book.claim(clordid, comp)
         go = GwOrder(
             comp=comp,
             clordid=clordid,
@@ -690,7 +694,9 @@ class Gateway(Handler):
                 )
             elif not self.venue_up:
                 d = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
-            elif not self.book.claim(clordid, comp):
+            elif not self.book.free(clordid, comp):
+                # an order's or a request's: the venue's answer to this replace would be
+                # applied to that one (and the answer to that one to this)
                 d = Decision(False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use")
             else:
                 parsed = self._parse_order(msg, new_gid, go.strategy)
@@ -719,6 +725,7 @@ class Gateway(Handler):
                     )
                     checked = self.guard.check_replace(go.guard_id, order)
                     if checked.accepted:
+                        self.book.claim(clordid, comp)
                         self.book.decide(new_gid, checked, go)
                         self.book.requests[clordid] = Request(
                             "G", comp, go, new_gid, parsed.qty, parsed.price
@@ -940,6 +947,8 @@ class Gateway(Handler):
             self.guard.note("duplicate_exec", exec_id=exec_id)
             return
         clordid = msg[F.CL_ORD_ID]
+        # an id names an order or a request in flight, never both (`GatewayBook.free`,
+        # `next_id`): neither lookup can take the venue's answer for the other's
         req = self.book.requests.get(clordid)
         go = self.book.orders.get(clordid)
         if go is None and req is not None:
