@@ -594,6 +594,35 @@ def test_fill_for_an_unknown_order_halts_with_fill_mismatch(rig: Rig) -> None:
     assert rig.oms.wait_report("H1", "8").get(F.TEXT).startswith("knightwatch:fill_mismatch ")
 
 
+def venue_says(rig: Rig, fields: list[tuple[int, str]]) -> None:
+    """An ExecutionReport from the venue's own session to the gateway, fields as given (a
+    venue that leaves out what FIX does not require)."""
+    sid = next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.gw_comp)
+    assert F.send(F.message(F.EXECUTION_REPORT, fields), sid)
+
+
+def test_a_venue_fill_missing_a_field_halts_and_its_complete_resend_is_applied(rig: Rig) -> None:
+    """Nothing of it is applied, the node halts (a fill lost would leave the Guard wrong),
+    and its ExecID is not taken as seen: the venue's complete report is applied once."""
+    rest(rig, "A")
+    order_id = rig.venue.find("A").order_id
+    fill = [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "A"), (F.EXEC_ID, "EXM1"), (F.EXEC_TYPE, "F"),
+            (F.ORD_STATUS, "1"), (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "100"),
+            (F.LEAVES_QTY, "90"), (F.CUM_QTY, "10"), (F.AVG_PX, "99"), (F.LAST_QTY, "10"),
+            (F.LAST_PX, "99"), (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    venue_says(rig, [(t, v) for t, v in fill if t != F.LAST_PX])
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and f"tag {F.LAST_PX} missing" in halt.reason
+    venue_says(rig, [(t, v) for t, v in fill if t != F.CL_ORD_ID])  # OrderID only
+    eventually(lambda: len(rig.events("venue_report_unapplied")) == 2, what="both recorded")
+    assert rig.guard.position("L000") == 0 and rig.guard.remaining("OMS1:A") == 100
+    assert rig.gateway.errors.count == 0
+    venue_says(rig, fill)  # the complete report, same ExecID
+    eventually(lambda: rig.guard.position("L000") == 10, what="fill applied")
+    assert rig.guard.remaining("OMS1:A") == 90 and not rig.events("duplicate_exec")
+
+
 def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
     rest(rig, "L1", qty=200)
     rig.venue.misreport("L1", "F", [(F.LAST_QTY, "50"), (F.LAST_PX, "99"), (F.LEAVES_QTY, "10")])

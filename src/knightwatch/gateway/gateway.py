@@ -920,7 +920,7 @@ class Gateway(Handler):
     # ------------------------------------------------------------------ venue messages
     def _from_venue(self, msg: F.In) -> None:
         mtype = msg.mtype
-        with self._held():
+        with self._held(), self._applied_or_halt(msg):
             if mtype == F.EXECUTION_REPORT:
                 self._execution(msg)
             elif mtype == F.CANCEL_REJECT:
@@ -939,7 +939,34 @@ class Gateway(Handler):
             else:
                 self.guard.note("venue_unhandled", msg_type=mtype)
 
+    @contextlib.contextmanager
+    def _applied_or_halt(self, msg: F.In) -> Iterator[None]:
+        """A venue message the gateway cannot read as it needs (a field missing, a
+        quantity or price that is no number) is not applied and halts the node with
+        `fill_mismatch`: a fill lost would leave the Guard's picture wrong. Recorded
+        (`venue_report_unapplied`); the report's ExecID is not marked seen, so the
+        venue's complete resend is applied. Never left to the engine, which would
+        answer it with a session Reject and drop it."""
+        try:
+            yield
+        except (fix().FieldNotFound, ValueError, ArithmeticError) as exc:
+            field = getattr(exc, "field", None)
+            why = f"tag {field} missing" if field is not None else str(exc)
+            self._count("unapplied_reports")
+            self.guard.note(
+                "venue_report_unapplied",
+                msg_type=msg.mtype,
+                exec_id=msg.get(F.EXEC_ID),
+                clordid=msg.get(F.CL_ORD_ID),
+                venue_order_id=msg.get(F.ORDER_ID),
+                error=why[:400],
+                raw_sha256=F.raw_hash(msg),
+            )
+            self.guard.flag_mismatch(f"venue message {msg.mtype} not applied: {why}"[:400])
+
     def _execution(self, msg: F.In) -> None:
+        """One execution report: everything it needs is read before anything is
+        applied, and its ExecID is marked seen once it was."""
         kind = F.exec_kind(msg, self.fix42)
         exec_id = msg[F.EXEC_ID]
         if kind is not F.ExecKind.STATUS and exec_id in self.book.exec_seen:
@@ -958,21 +985,22 @@ class Gateway(Handler):
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
-        self.book.saw_exec(exec_id, go)
         if go is None:
             self._unknown_execution(msg, kind, exec_id, clordid)
             return
         gid = go.guard_id
         status = msg[F.ORD_STATUS]
         symbol = go.symbol
+        leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+        trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
+        fill = self._venue_fill(msg, go) if trade else None
         note: str | None = None
         if kind is F.ExecKind.TRADE:
-            qty = self._lots(symbol, msg[F.LAST_QTY])
-            fill = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
+            assert fill is not None
             self._on_fill(fill)
             self.book.keep_fill(exec_id, fill)
-            go.cum += qty  # an overfill halts inside the Guard (fill_mismatch)
-            self._check_leaves(go, msg)
+            go.cum += fill.qty  # an overfill halts inside the Guard (fill_mismatch)
+            self._check_leaves(go, leaves)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
             if kind is F.ExecKind.CANCELED:
                 self.guard.on_cancel(gid)
@@ -985,14 +1013,13 @@ class Gateway(Handler):
         elif kind is F.ExecKind.REPLACED:
             if req is not None and req.kind == "G":
                 self.book.requests.pop(clordid, None)
-                leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
                 self.guard.on_replace_ack(req.new_guard_id, leaves)
                 self.book.rename(go, clordid, req.new_guard_id)
                 go.qty, go.price = req.new_qty, req.new_price
             else:
                 self.guard.flag_mismatch(f"venue replaced {clordid} without a replace in flight")
         elif kind is F.ExecKind.RESTATED:
-            self.guard.on_restate(gid, self._lots(symbol, msg.get(F.LEAVES_QTY)))
+            self.guard.on_restate(gid, leaves)
         elif kind is F.ExecKind.TRADE_CANCEL:
             ref = msg.get(F.EXEC_REF_ID) or ""
             busted = self.book.fills.pop(ref, None)
@@ -1005,24 +1032,28 @@ class Gateway(Handler):
             ref = msg.get(F.EXEC_REF_ID) or ""
             old = self.book.fills.get(ref)
             if old is not None:
-                qty = self._lots(symbol, msg[F.LAST_QTY])
-                new = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
-                self.guard.on_correct(old, new, parent_id=go.parent_id)
-                self.book.fills[ref] = new
-                go.cum += qty - old.qty
+                assert fill is not None
+                self.guard.on_correct(old, fill, parent_id=go.parent_id)
+                self.book.fills[ref] = fill
+                go.cum += fill.qty - old.qty
             else:
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
         if kind is F.ExecKind.NEW or go.order_id == "NONE":
             go.order_id = msg.get(F.ORDER_ID) or go.order_id
         self.book.set_status(go, status)
-        go.leaves = self._lots(symbol, msg.get(F.LEAVES_QTY)) if go.live else 0
+        go.leaves = leaves if go.live else 0
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
+        self.book.saw_exec(exec_id, go)
         self._relay(msg, go, note)
 
-    def _check_leaves(self, go: GwOrder, msg: F.In) -> None:
+    def _venue_fill(self, msg: F.In, go: GwOrder) -> Fill:
+        """The execution a trade or correction report carries, for order `go`."""
+        qty = self._lots(go.symbol, msg[F.LAST_QTY])
+        return Fill(go.guard_id, go.symbol, go.side, qty, float(msg[F.LAST_PX]))
+
+    def _check_leaves(self, go: GwOrder, venue: int) -> None:
         """The venue's LeavesQty is the truth; a Guard that disagrees halts the node."""
-        venue = self._lots(go.symbol, msg.get(F.LEAVES_QTY))
         mine = self.guard.remaining(go.guard_id) or 0
         if venue != mine and not self._replace_pending(go):
             self.guard.flag_mismatch(
@@ -1035,13 +1066,17 @@ class Gateway(Handler):
     def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
         """A report for an order this gateway did not route (V4); a fill halts the node
         (the Guard's own rule for a fill it never accepted)."""
-        self._count("unknown_reports")
-        self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
+        fill = None
         if kind is F.ExecKind.TRADE:
             symbol = self._instrument(msg) or "?"
             side = _SIDES.get(msg[F.SIDE], Side.BUY)
             qty = self._lots(symbol, msg[F.LAST_QTY])
-            self._on_fill(Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX])))
+            fill = Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX]))
+        self.book.saw_exec(exec_id, None)
+        self._count("unknown_reports")
+        self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
+        if fill is not None:
+            self._on_fill(fill)
 
     def _relay(self, msg: F.In, go: GwOrder, note: str | None) -> None:
         """The venue's report to the order's client, unchanged unless the gateway cancelled it."""
@@ -1118,22 +1153,25 @@ class Gateway(Handler):
         """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
         if msg.mtype != F.EXECUTION_REPORT:
             return
-        with self._held():
+        with self._held(), self._applied_or_halt(msg):
             clordid = msg[F.CL_ORD_ID]
             if clordid in self.book.owner:
                 return  # routed here: the venue session reports it
             exec_id = msg[F.EXEC_ID]
             if exec_id in self.book.exec_seen:
                 return
-            self.book.saw_exec(exec_id, None)
             kind = F.exec_kind(msg, self.fix42)
-            self._count("drop_copy_reports")
+            fill = None
             if kind is F.ExecKind.TRADE:
                 symbol = self._instrument(msg) or "?"
                 side = _SIDES.get(msg[F.SIDE], Side.BUY)
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 px = float(msg[F.LAST_PX])
-                self.guard.on_external_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
+                fill = Fill(f"dropcopy:{clordid}", symbol, side, qty, px)
+            self.book.saw_exec(exec_id, None)
+            self._count("drop_copy_reports")
+            if fill is not None:
+                self.guard.on_external_fill(fill)
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
 
