@@ -397,23 +397,32 @@ def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venu
     b.wait_report("V1x", "4")
 
 
-def test_a_cancel_whose_clordid_names_another_order_is_refused(
-    rig_factory: Callable[..., Rig],
-) -> None:
-    """Its answer would carry that id: the venue's report applied to the other order."""
+def test_a_cancel_is_never_refused_for_its_clordid(rig_factory: Callable[..., Rig]) -> None:
+    """The stop direction: a cancel whose ClOrdID names another order (another client's,
+    or the order itself), another session's earlier cancel, or another session's refused
+    order still cancels. It goes to the venue under the gateway's own id (the venue's
+    answer under the client's id would be applied to that other order) and is answered
+    under the client's own; the order that id names is untouched."""
     rig, a, b = with_v1_resting(rig_factory)
-    rest(rig, "C2")
-    for cid, orig in (("V1", "C2"), ("C2", "C2")):  # another client's live id, its own
+    b.new_order("B1", "L001", BUY, 100, below(rig, "L001"))  # cancelled by OMS2 as "CX"
+    b.wait_report("B1", "0")
+    b.cancel("CX", "B1", "L001", BUY, 100)
+    b.wait_report("CX", "4")
+    b.new_order("BIG", "L000", BUY, 90_000, 100.0)  # refused: it never reached the venue
+    b.wait_report("BIG", "8")
+    for cid, orig in (("V1", "C2"), ("C3", "C3"), ("CX", "C4"), ("BIG", "C5")):
+        rest(rig, orig)
         a.cancel(cid, orig, "L000", BUY, 100)
-        rej = a.wait_for(
-            lambda r, cid=cid: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == cid
+        done = a.wait_for(
+            lambda r, cid=cid: r.get(F.CL_ORD_ID) == cid and r.get(F.EXEC_TYPE) == "4"
         )
-        assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+        assert done.get(F.ORIG_CL_ORD_ID) == orig
     time.sleep(0.1)
-    assert sorted(o.clordid for o in rig.venue.working()) == ["C2", "V1"]
-    assert rig.gateway.book.orders["V1"].status == "0" and len(b.reports("V1")) == 1
-    a.cancel("C2x", "C2", "L000", BUY, 100)
-    a.wait_report("C2x", "4")
+    assert [o.clordid for o in rig.venue.working()] == ["V1"]
+    assert [o.clordid for o in rig.gateway.book.live()] == ["V1"]
+    assert len(b.reports("V1")) == 1 and rig.guard.working_qty("L000") == (100, 0)
+    assert not [r for r in a.received if r.mtype == F.CANCEL_REJECT]
+    assert rig.guard.halts() == {}
 
 
 def test_an_order_or_replace_reusing_the_clordid_of_a_cancel_in_flight_is_a_duplicate(

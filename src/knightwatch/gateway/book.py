@@ -112,6 +112,9 @@ class Request:
     new_guard_id: str = ""
     new_qty: int = 0
     new_price: float | None = None
+    answer_as: str = ""
+    """The client's own ClOrdID when the request went to the venue under the gateway's
+    (`next_id`): the venue's answers reach the client under it."""
 
 
 class GatewayBook:

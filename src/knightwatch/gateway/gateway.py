@@ -13,8 +13,10 @@ What the gateway decides around the Guard:
   refused replace is an OrderCancelReject 434=2; a message type the Guard
   cannot check (lists, multileg, quotes, crosses, anything not on the
   allow-list) is a BusinessMessageReject 380=3;
-* cancels are always forwarded; a client's mass cancel becomes one cancel
-  per order of that client (the venue sees one session for all clients);
+* cancels are always forwarded (under the gateway's own ClOrdID when the
+  client's is in use on the venue session, answered under the client's); a
+  client's mass cancel becomes one cancel per order of that client (the venue
+  sees one session for all clients);
 * resent orders (PossDupFlag/PossResend) are answered from the decision
   already taken, never checked or forwarded twice;
 * execution reports drive the Guard (fills, cancels, expiries, venue
@@ -653,14 +655,6 @@ class Gateway(Handler):
                 )
             elif not self.venue_up:
                 refused = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
-            elif (
-                clordid == orig or clordid in self.book.orders or not self.book.claim(clordid, comp)
-            ):
-                # the cancel's own id names another order: the venue's answer would be
-                # applied to that order (and routed to its client)
-                refused = Decision(
-                    False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use by an order"
-                )
             if refused is not None:
                 self._count("refused")
                 self.guard.note(
@@ -668,9 +662,20 @@ class Gateway(Handler):
                 )
                 self._send_cancel_reject(msg, sid, go, refused, F.CANCEL)
                 return
-            self.book.requests[clordid] = Request("F", comp, go)
+            out = F.forward_copy(msg)
+            if clordid == orig or not self.book.free(clordid, comp):
+                # the id names an order or a request in flight (or another session used
+                # it): the venue's answer would be applied to that one. A cancel is never
+                # refused for its id: it goes under the gateway's own, answered under this
+                venue_id = self.book.next_id("KW-")
+                out.setField(F.CL_ORD_ID, venue_id)
+                self.book.requests[venue_id] = Request("F", comp, go, answer_as=clordid)
+                self.guard.note("cancel_renamed", session=comp, clordid=clordid, sent_as=venue_id)
+            else:
+                self.book.claim(clordid, comp)
+                self.book.requests[clordid] = Request("F", comp, go)
             self._count("cancels")
-            self._emit(F.forward_copy(msg), self.venue_sid)
+            self._emit(out, self.venue_sid)
 
     def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
         clordid = msg[F.CL_ORD_ID]
@@ -1045,7 +1050,7 @@ class Gateway(Handler):
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
         self.book.saw_exec(exec_id, go)
-        self._relay(msg, go, note)
+        self._relay(msg, go, note, req.answer_as if req is not None else "")
 
     def _venue_fill(self, msg: F.In, go: GwOrder) -> Fill:
         """The execution a trade or correction report carries, for order `go`."""
@@ -1078,12 +1083,15 @@ class Gateway(Handler):
         if fill is not None:
             self._on_fill(fill)
 
-    def _relay(self, msg: F.In, go: GwOrder, note: str | None) -> None:
-        """The venue's report to the order's client, unchanged unless the gateway cancelled it."""
+    def _relay(self, msg: F.In, go: GwOrder, note: str | None, answer_as: str = "") -> None:
+        """The venue's report to the order's client, unchanged unless the gateway cancelled
+        it or sent the client's cancel under its own ClOrdID (`answer_as`)."""
         sid = self.client_sids.get(go.comp)
         if sid is None:
             return
         out = F.forward_copy(msg)
+        if answer_as:
+            out.setField(F.CL_ORD_ID, answer_as)
         if note is not None:
             # the client never sent this cancel: show it under the order's own ClOrdID
             out.setField(F.CL_ORD_ID, go.clordid)
@@ -1107,7 +1115,10 @@ class Gateway(Handler):
             return
         sid = self.client_sids.get(req.comp)
         if sid is not None:
-            self._emit(F.forward_copy(msg), sid)
+            out = F.forward_copy(msg)
+            if req.answer_as:
+                out.setField(F.CL_ORD_ID, req.answer_as)
+            self._emit(out, sid)
 
     def _venue_business_reject(self, msg: F.In) -> None:
         ref_type = msg.get(F.REF_MSG_TYPE)
