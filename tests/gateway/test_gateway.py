@@ -397,6 +397,23 @@ def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venu
     b.wait_report("V1x", "4")
 
 
+def test_a_cancel_naming_another_clients_order_by_its_previous_clordid_is_refused(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """After a replace the order answers to its new ClOrdID, but the venue may still
+    resolve the old one: that id keeps its owner, and only its owner may cancel by it."""
+    rig, a, b = with_v1_resting(rig_factory)
+    b.replace("V2", "V1", "L000", BUY, 100, below(rig, "L000", 40))
+    b.wait_report("V2", "5")
+    a.cancel("C2", "V1", "L000", BUY, 100)
+    rej = a.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C2")
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order order V1 is not an order of")
+    time.sleep(0.1)
+    assert rig.venue.stats.cancels == 0 and [o.clordid for o in rig.venue.working()] == ["V2"]
+    b.cancel("V2x", "V1", "L000", BUY, 100)  # its own client may
+    eventually(lambda: rig.venue.stats.cancels == 1, what="forwarded")
+
+
 def test_a_cancel_is_never_refused_for_its_clordid(rig_factory: Callable[..., Rig]) -> None:
     """The stop direction: a cancel whose ClOrdID names another order (another client's,
     or the order itself), another session's earlier cancel, or another session's refused

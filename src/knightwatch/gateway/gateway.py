@@ -645,8 +645,11 @@ class Gateway(Handler):
         with self._held():
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
             go = self.book.orders.get(orig)
+            # an id the order no longer answers to (replaced since) has its owner still:
+            # the venue may resolve it to the order
+            owner = go.comp if go is not None else self.book.owner.get(orig, comp)
             refused: Decision | None = None
-            if go is not None and go.comp != comp and not go.comp.startswith("reconciled"):
+            if owner not in (comp, "reconciled"):
                 # another client's order: refused here, as if unknown (the venue, one
                 # session for every client, would cancel it)
                 go = None
