@@ -649,6 +649,24 @@ def test_a_venue_fill_missing_a_field_halts_and_its_complete_resend_is_applied(r
     assert rig.guard.remaining("OMS1:A") == 90 and not rig.events("duplicate_exec")
 
 
+def test_a_fill_of_another_symbol_or_side_than_its_order_halts_with_fill_mismatch(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """The fill reaches the Guard as the venue reports it, not as the order was sent, so
+    the Guard's own check of side and symbol sees the disagreement (and books the fill as
+    the venue's truth, as it does any mismatched fill)."""
+    for field, value, booked in ((F.SYMBOL, "L001", (0, 10)), (F.SIDE, SELL, (-10, 0))):
+        rig = rig_factory().start().ready()
+        rest(rig, "A")  # buy 100 L000
+        rig.venue.misreport("A", "F", [(F.EXEC_ID, "EXBAD"), (field, value), (F.LAST_QTY, "10"),
+                                       (F.LAST_PX, "100"), (F.LEAVES_QTY, "90")])  # fmt: skip
+        eventually(lambda rig=rig: rig.guard.halts(), what="halt")
+        (halt,) = rig.guard.halts().values()
+        assert halt.code is RejectReason.FILL_MISMATCH
+        assert (rig.guard.position("L000"), rig.guard.position("L001")) == booked
+        rig.stop()
+
+
 def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
     rest(rig, "L1", qty=200)
     rig.venue.misreport("L1", "F", [(F.LAST_QTY, "50"), (F.LAST_PX, "99"), (F.LEAVES_QTY, "10")])

@@ -1056,9 +1056,17 @@ class Gateway(Handler):
         self._relay(msg, go, note, req.answer_as if req is not None else "")
 
     def _venue_fill(self, msg: F.In, go: GwOrder) -> Fill:
-        """The execution a trade or correction report carries, for order `go`."""
-        qty = self._lots(go.symbol, msg[F.LAST_QTY])
-        return Fill(go.guard_id, go.symbol, go.side, qty, float(msg[F.LAST_PX]))
+        """The execution a trade or correction report carries for order `go`, with the
+        instrument and side the venue reports (the order's where it names none): one of
+        another instrument or side reaches the Guard as such, which halts the node
+        (`fill_mismatch`) instead of booking it as the order's own."""
+        symbol = self._instrument(msg) or go.symbol
+        fix_side = msg.get(F.SIDE) or go.fix_side
+        side = _SIDES.get(fix_side)
+        if side is None:
+            raise ValueError(f"Side(54)={fix_side} is not supported by the gateway")
+        qty = self._lots(symbol, msg[F.LAST_QTY])
+        return Fill(go.guard_id, symbol, side, qty, float(msg[F.LAST_PX]))
 
     def _check_leaves(self, go: GwOrder, venue: int) -> None:
         """The venue's LeavesQty is the truth; a Guard that disagrees halts the node."""
