@@ -143,6 +143,21 @@ def test_a_fresh_order_reusing_a_clordid_is_a_duplicate(rig: Rig) -> None:
     assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
 
 
+def test_a_refused_duplicate_does_not_change_how_a_resend_of_the_order_is_answered(
+    rig: Rig,
+) -> None:
+    oms = rig.oms
+    rest(rig, "R1")
+    oms.new_order("R1", "L000", BUY, 100, below(rig, "L000"))  # fresh, not a resend
+    assert oms.wait_report("R1", "8").get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    again = oms.order_message("R1", "L000", BUY, 100, below(rig, "L000"))
+    again.getHeader().setField(F.POSS_RESEND, "Y")
+    oms.send(again)
+    status = oms.wait_report("R1", "I")
+    assert status.get(F.ORD_STATUS) == "0"  # working, as the venue has it
+    assert [o.clordid for o in rig.venue.working()] == ["R1"]
+
+
 def test_finished_orders_are_forgotten_after_the_duplicate_scope_live_ones_never(
     rig_factory: Callable[..., Rig],
 ) -> None:

@@ -225,6 +225,12 @@ class GatewayBook:
         if order is None or order.guard_id != guard_id:  # else forgotten with its order
             self._schedule(_DECIDED, guard_id, order)
 
+    def refused(self, guard_id: str, decision: Decision) -> None:
+        """Remember a refusal, unless the id was decided before: a fresh duplicate of an
+        order is refused, but a resend of the order is still answered as it was."""
+        if guard_id not in self.decided:
+            self.decide(guard_id, decision, None)
+
     def saw_exec(self, exec_id: str, order: GwOrder | None) -> None:
         """An ExecID applied (for `order`, if the gateway routed it: then it is forgotten
         with the order, and so is its fill, `keep_fill`)."""

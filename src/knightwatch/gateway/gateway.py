@@ -515,7 +515,7 @@ class Gateway(Handler):
             d = self.guard.check(parsed)
         if not d.accepted or isinstance(parsed, Decision):
             self._count("refused")
-            self.book.decide(gid, d, None)
+            self.book.refused(gid, d)
             self._send_reject(msg, sid, d)
             return None
         # claimed only once accepted: an order that never reached the venue holds no id
@@ -742,14 +742,14 @@ class Gateway(Handler):
                         self._emit(F.forward_copy(msg), self.venue_sid)
                         return
                     else:
-                        self.book.decide(new_gid, checked, None)
+                        self.book.refused(new_gid, checked)
                         self._count("refused")
                         self._send_cancel_reject(msg, sid, go, checked, F.REPLACE)
                         return
             # refused by the gateway itself: recorded here (the Guard records its own)
             strategy = go.strategy if go is not None else comp
             self.guard.refuse(self._unparsed(msg, new_gid, strategy), d)
-            self.book.decide(new_gid, d, None)
+            self.book.refused(new_gid, d)
             self._count("refused")
             self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
 
