@@ -682,6 +682,17 @@ def test_a_fill_of_another_symbol_or_side_than_its_order_halts_with_fill_mismatc
         rig.stop()
 
 
+def test_a_replace_under_a_clordid_never_sent_halts_with_fill_mismatch(rig: Rig) -> None:
+    """The venue has the order at 4,000 under an id the gateway cannot match to it; the
+    Guard still counts 100 working: its picture is wrong until a person reconciles."""
+    rest(rig, "A")
+    rig.venue.misreport("A", "5", [(F.EXEC_ID, "X5"), (F.CL_ORD_ID, "ZZZ"),
+                                   (F.ORDER_QTY, "4000"), (F.LEAVES_QTY, "4000")])  # fmt: skip
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ZZZ" in halt.reason
+
+
 def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
     rest(rig, "L1", qty=200)
     rig.venue.misreport("L1", "F", [(F.LAST_QTY, "50"), (F.LAST_PX, "99"), (F.LEAVES_QTY, "10")])

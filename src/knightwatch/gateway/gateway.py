@@ -1081,7 +1081,10 @@ class Gateway(Handler):
 
     def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
         """A report for an order this gateway did not route (V4); a fill halts the node
-        (the Guard's own rule for a fill it never accepted)."""
+        (the Guard's own rule for a fill it never accepted), and so does a replace or a
+        restatement: an order working at the venue under a quantity the Guard never
+        checked (a replace under a ClOrdID never sent, of an order still counted at its
+        old quantity)."""
         fill = None
         if kind is F.ExecKind.TRADE:
             symbol = self._instrument(msg) or "?"
@@ -1093,6 +1096,11 @@ class Gateway(Handler):
         self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
         if fill is not None:
             self._on_fill(fill)
+        elif kind in (F.ExecKind.REPLACED, F.ExecKind.RESTATED):
+            self.guard.flag_mismatch(
+                f"venue {kind.value} order {msg.get(F.ORDER_ID)} under ClOrdID {clordid}, "
+                "which the gateway never sent"
+            )
 
     def _relay(self, msg: F.In, go: GwOrder, note: str | None, answer_as: str = "") -> None:
         """The venue's report to the order's client, unchanged unless the gateway cancelled
