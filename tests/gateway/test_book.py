@@ -210,3 +210,16 @@ def test_without_a_window_nothing_is_forgotten() -> None:
     clock.advance(1_000 * WINDOW)
     assert book.forget(100) == 0
     assert _knows(book, go, 1) == (True,) * 5
+
+
+def test_an_id_names_one_order_or_one_request_and_the_gateways_own_skip_them() -> None:
+    book = GatewayBook()
+    go = _route(book, 1)
+    assert book.claim("cxl1", "C1")
+    book.requests["cxl1"] = Request("F", "C1", go)
+    assert not book.free("c1", "C1") and not book.free("cxl1", "C1"), "in use: its own"
+    assert not book.free("c1", "C2") and book.free("c2", "C1")
+    for taken in ("KW-1", "KW-2"):  # a client may send any string
+        assert book.claim(taken, "C1")
+    assert book.next_id("KW-") == "KW-3"
+    assert book.owner["KW-3"] != "C1" and not book.free("KW-3", "C1")

@@ -143,6 +143,21 @@ def test_a_fresh_order_reusing_a_clordid_is_a_duplicate(rig: Rig) -> None:
     assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
 
 
+def test_a_refused_duplicate_does_not_change_how_a_resend_of_the_order_is_answered(
+    rig: Rig,
+) -> None:
+    oms = rig.oms
+    rest(rig, "R1")
+    oms.new_order("R1", "L000", BUY, 100, below(rig, "L000"))  # fresh, not a resend
+    assert oms.wait_report("R1", "8").get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    again = oms.order_message("R1", "L000", BUY, 100, below(rig, "L000"))
+    again.getHeader().setField(F.POSS_RESEND, "Y")
+    oms.send(again)
+    status = oms.wait_report("R1", "I")
+    assert status.get(F.ORD_STATUS) == "0"  # working, as the venue has it
+    assert [o.clordid for o in rig.venue.working()] == ["R1"]
+
+
 def test_finished_orders_are_forgotten_after_the_duplicate_scope_live_ones_never(
     rig_factory: Callable[..., Rig],
 ) -> None:
@@ -397,23 +412,74 @@ def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venu
     b.wait_report("V1x", "4")
 
 
-def test_a_cancel_whose_clordid_names_another_order_is_refused(
+def test_a_cancel_naming_another_clients_order_by_its_previous_clordid_is_refused(
     rig_factory: Callable[..., Rig],
 ) -> None:
-    """Its answer would carry that id: the venue's report applied to the other order."""
+    """After a replace the order answers to its new ClOrdID, but the venue may still
+    resolve the old one: that id keeps its owner, and only its owner may cancel by it."""
     rig, a, b = with_v1_resting(rig_factory)
-    rest(rig, "C2")
-    for cid, orig in (("V1", "C2"), ("C2", "C2")):  # another client's live id, its own
-        a.cancel(cid, orig, "L000", BUY, 100)
-        rej = a.wait_for(
-            lambda r, cid=cid: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == cid
-        )
-        assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    b.replace("V2", "V1", "L000", BUY, 100, below(rig, "L000", 40))
+    b.wait_report("V2", "5")
+    a.cancel("C2", "V1", "L000", BUY, 100)
+    rej = a.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C2")
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order order V1 is not an order of")
     time.sleep(0.1)
-    assert sorted(o.clordid for o in rig.venue.working()) == ["C2", "V1"]
-    assert rig.gateway.book.orders["V1"].status == "0" and len(b.reports("V1")) == 1
-    a.cancel("C2x", "C2", "L000", BUY, 100)
-    a.wait_report("C2x", "4")
+    assert rig.venue.stats.cancels == 0 and [o.clordid for o in rig.venue.working()] == ["V2"]
+    b.cancel("V2x", "V1", "L000", BUY, 100)  # its own client may
+    eventually(lambda: rig.venue.stats.cancels == 1, what="forwarded")
+
+
+def test_a_cancel_is_never_refused_for_its_clordid(rig_factory: Callable[..., Rig]) -> None:
+    """The stop direction: a cancel whose ClOrdID names another order (another client's,
+    or the order itself), another session's earlier cancel, or another session's refused
+    order still cancels. It goes to the venue under the gateway's own id (the venue's
+    answer under the client's id would be applied to that other order) and is answered
+    under the client's own; the order that id names is untouched."""
+    rig, a, b = with_v1_resting(rig_factory)
+    b.new_order("B1", "L001", BUY, 100, below(rig, "L001"))  # cancelled by OMS2 as "CX"
+    b.wait_report("B1", "0")
+    b.cancel("CX", "B1", "L001", BUY, 100)
+    b.wait_report("CX", "4")
+    b.new_order("BIG", "L000", BUY, 90_000, 100.0)  # refused: it never reached the venue
+    b.wait_report("BIG", "8")
+    for cid, orig in (("V1", "C2"), ("C3", "C3"), ("CX", "C4"), ("BIG", "C5")):
+        rest(rig, orig)
+        a.cancel(cid, orig, "L000", BUY, 100)
+        done = a.wait_for(
+            lambda r, cid=cid: r.get(F.CL_ORD_ID) == cid and r.get(F.EXEC_TYPE) == "4"
+        )
+        assert done.get(F.ORIG_CL_ORD_ID) == orig
+    time.sleep(0.1)
+    assert [o.clordid for o in rig.venue.working()] == ["V1"]
+    assert [o.clordid for o in rig.gateway.book.live()] == ["V1"]
+    assert len(b.reports("V1")) == 1 and rig.guard.working_qty("L000") == (100, 0)
+    assert not [r for r in a.received if r.mtype == F.CANCEL_REJECT]
+    assert rig.guard.halts() == {}
+
+
+def test_an_order_or_replace_reusing_the_clordid_of_a_cancel_in_flight_is_a_duplicate(
+    rig: Rig,
+) -> None:
+    """The venue's answer to the cancel would carry that id: applied to the new order (or
+    the replaced one), while the cancelled order stayed working in the Guard."""
+    oms = rig.oms
+    rest(rig, "A")
+    rest(rig, "B", symbol="L001")
+    with rig.venue.lock:  # hold the venue: the cancel is in flight
+        oms.cancel("X", "A", "L000", BUY, 100)
+        eventually(lambda: "X" in rig.gateway.book.requests, what="cancel in flight")
+        oms.replace("X", "B", "L001", BUY, 100, below(rig, "L001"))
+        rej = oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "X")
+        assert rej.get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+        oms.new_order("X", "L001", BUY, 100, below(rig, "L001"))
+        assert oms.wait_report("X", "8").get(F.TEXT).startswith("knightwatch:duplicate_order_id ")
+    done = oms.wait_report("X", "4")
+    assert done.get(F.ORIG_CL_ORD_ID) == "A"
+    time.sleep(0.1)
+    assert [o.clordid for o in rig.venue.working()] == ["B"]
+    assert [o.clordid for o in rig.gateway.book.live()] == ["B"]
+    assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.working_qty("L001") == (100, 0)
+    assert rig.guard.halts() == {}
 
 
 def test_a_replace_keeps_the_instrument_and_side_the_guard_checked(rig: Rig) -> None:
@@ -464,6 +530,26 @@ def test_client_mass_cancel_only_touches_that_clients_orders(
     for cid in ("Q1", "Q2"):
         assert a.wait_report(cid, "4").get(F.TEXT) == "mass cancel QX"
     assert [o.clordid for o in rig.venue.working()] == ["Q3"]
+
+
+def test_the_gateways_own_cancel_ids_never_take_a_clients_clordid(rig: Rig) -> None:
+    """A client may name an order `KW-<n>`, the form of the gateway's own cancels: the
+    gateway's next cancel skips that id, so the venue's answer to it is applied to the
+    order it cancelled, not to the client's order of the same name."""
+    oms = rig.oms
+    rest(rig, "A")
+    with rig.guard.lock:
+        n = int(rig.gateway.book.next_id("KW-").removeprefix("KW-"))
+    mine = [f"KW-{n + 1}", f"KW-{n + 2}"]  # what the gateway's next cancels would be named
+    for cid in mine:
+        rest(rig, cid, symbol="L001")
+    oms.mass_cancel("MC", "L000")  # one cancel, the gateway's own, for A
+    assert oms.wait_report("A", "4").get(F.TEXT) == "mass cancel MC"
+    time.sleep(0.1)
+    assert sorted(o.clordid for o in rig.venue.working()) == mine
+    assert sorted(o.clordid for o in rig.gateway.book.live()) == mine
+    assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.working_qty("L001") == (200, 0)
+    assert not [r for r in oms.reports(mine[0]) if r.get(F.EXEC_TYPE) == "4"]
 
 
 # --- each ExecType -------------------------------------------------------------------------
@@ -547,6 +633,64 @@ def test_fill_for_an_unknown_order_halts_with_fill_mismatch(rig: Rig) -> None:
     assert halt.code is RejectReason.FILL_MISMATCH and "GHOST" in halt.reason
     rig.oms.new_order("H1", "L000", BUY, 100, 101.0)
     assert rig.oms.wait_report("H1", "8").get(F.TEXT).startswith("knightwatch:fill_mismatch ")
+
+
+def venue_says(rig: Rig, fields: list[tuple[int, str]]) -> None:
+    """An ExecutionReport from the venue's own session to the gateway, fields as given (a
+    venue that leaves out what FIX does not require)."""
+    sid = next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.gw_comp)
+    assert F.send(F.message(F.EXECUTION_REPORT, fields), sid)
+
+
+def test_a_venue_fill_missing_a_field_halts_and_its_complete_resend_is_applied(rig: Rig) -> None:
+    """Nothing of it is applied, the node halts (a fill lost would leave the Guard wrong),
+    and its ExecID is not taken as seen: the venue's complete report is applied once."""
+    rest(rig, "A")
+    order_id = rig.venue.find("A").order_id
+    fill = [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "A"), (F.EXEC_ID, "EXM1"), (F.EXEC_TYPE, "F"),
+            (F.ORD_STATUS, "1"), (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "100"),
+            (F.LEAVES_QTY, "90"), (F.CUM_QTY, "10"), (F.AVG_PX, "99"), (F.LAST_QTY, "10"),
+            (F.LAST_PX, "99"), (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    venue_says(rig, [(t, v) for t, v in fill if t != F.LAST_PX])
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and f"tag {F.LAST_PX} missing" in halt.reason
+    venue_says(rig, [(t, v) for t, v in fill if t != F.CL_ORD_ID])  # OrderID only
+    eventually(lambda: len(rig.events("venue_report_unapplied")) == 2, what="both recorded")
+    assert rig.guard.position("L000") == 0 and rig.guard.remaining("OMS1:A") == 100
+    assert rig.gateway.errors.count == 0
+    venue_says(rig, fill)  # the complete report, same ExecID
+    eventually(lambda: rig.guard.position("L000") == 10, what="fill applied")
+    assert rig.guard.remaining("OMS1:A") == 90 and not rig.events("duplicate_exec")
+
+
+def test_a_fill_of_another_symbol_or_side_than_its_order_halts_with_fill_mismatch(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """The fill reaches the Guard as the venue reports it, not as the order was sent, so
+    the Guard's own check of side and symbol sees the disagreement (and books the fill as
+    the venue's truth, as it does any mismatched fill)."""
+    for field, value, booked in ((F.SYMBOL, "L001", (0, 10)), (F.SIDE, SELL, (-10, 0))):
+        rig = rig_factory().start().ready()
+        rest(rig, "A")  # buy 100 L000
+        rig.venue.misreport("A", "F", [(F.EXEC_ID, "EXBAD"), (field, value), (F.LAST_QTY, "10"),
+                                       (F.LAST_PX, "100"), (F.LEAVES_QTY, "90")])  # fmt: skip
+        eventually(lambda rig=rig: rig.guard.halts(), what="halt")
+        (halt,) = rig.guard.halts().values()
+        assert halt.code is RejectReason.FILL_MISMATCH
+        assert (rig.guard.position("L000"), rig.guard.position("L001")) == booked
+        rig.stop()
+
+
+def test_a_replace_under_a_clordid_never_sent_halts_with_fill_mismatch(rig: Rig) -> None:
+    """The venue has the order at 4,000 under an id the gateway cannot match to it; the
+    Guard still counts 100 working: its picture is wrong until a person reconciles."""
+    rest(rig, "A")
+    rig.venue.misreport("A", "5", [(F.EXEC_ID, "X5"), (F.CL_ORD_ID, "ZZZ"),
+                                   (F.ORDER_QTY, "4000"), (F.LEAVES_QTY, "4000")])  # fmt: skip
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ZZZ" in halt.reason
 
 
 def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:

@@ -10,7 +10,9 @@ reports the client must see under its own order's ClOrdID.
 
 A transparent proxy puts the client's ClOrdID on the wire, so one venue
 session carries the ClOrdIDs of every client: a ClOrdID live for one client
-is refused for another (the venue could not tell them apart).
+is refused for another (the venue could not tell them apart). The venue's
+answers are matched by ClOrdID, so an id names one order or one request in
+flight, never both, and the gateway's own ids skip every id in use.
 
 Bounded by the Guard's duplicate scope. The book remembers what it learnt
 about an order (its ClOrdID's owner, its decision, its fills, the venue's
@@ -51,6 +53,9 @@ from typing import Final
 from knightwatch.decision import Decision
 from knightwatch.guard.untracked import untracked
 from knightwatch.order import Fill, Side
+
+OWN: Final = "knightwatch"
+"""The owner of the ClOrdIDs the gateway itself sends (its cancels, requests, ExecIDs)."""
 
 LIVE_STATUS = frozenset({"0", "1", "A", "5", "6", "E", "D"})
 """OrdStatus values of an order that can still execute."""
@@ -107,6 +112,9 @@ class Request:
     new_guard_id: str = ""
     new_qty: int = 0
     new_price: float | None = None
+    answer_as: str = ""
+    """The client's own ClOrdID when the request went to the venue under the gateway's
+    (`next_id`): the venue's answers reach the client under it."""
 
 
 class GatewayBook:
@@ -142,10 +150,26 @@ class GatewayBook:
         self._ids = itertools.count(1)
 
     def next_id(self, prefix: str) -> str:
-        """A ClOrdID for a message the gateway itself sends (never a client's)."""
-        cid = f"{prefix}{next(self._ids)}"
-        self.claim(cid, "knightwatch")
-        return cid
+        """A ClOrdID for a message the gateway itself sends, never one in use.
+
+        A client may send any string, `KW-7` too: an id a client already holds is
+        skipped, or the venue's answer to the gateway's message would be applied to
+        the client's order (and the answer to that order's own messages to the
+        gateway's)."""
+        while True:
+            cid = f"{prefix}{next(self._ids)}"
+            if cid not in self.orders and cid not in self.requests and self.claim(cid, OWN):
+                return cid
+
+    def free(self, clordid: str, comp: str) -> bool:
+        """Whether `comp` may put `clordid` on the venue session now: no other session
+        used it, and it names no order and no request in flight (the venue's answer
+        to one would be taken for the other)."""
+        return (
+            self.owner.get(clordid, comp) == comp
+            and clordid not in self.orders
+            and clordid not in self.requests
+        )
 
     def claim(self, clordid: str, comp: str) -> bool:
         """Reserve a ClOrdID for `comp` on the venue session; False if another CompID has it."""
@@ -200,6 +224,12 @@ class GatewayBook:
         self.decided[guard_id] = (decision, order)
         if order is None or order.guard_id != guard_id:  # else forgotten with its order
             self._schedule(_DECIDED, guard_id, order)
+
+    def refused(self, guard_id: str, decision: Decision) -> None:
+        """Remember a refusal, unless the id was decided before: a fresh duplicate of an
+        order is refused, but a resend of the order is still answered as it was."""
+        if guard_id not in self.decided:
+            self.decide(guard_id, decision, None)
 
     def saw_exec(self, exec_id: str, order: GwOrder | None) -> None:
         """An ExecID applied (for `order`, if the gateway routed it: then it is forgotten

@@ -13,8 +13,10 @@ What the gateway decides around the Guard:
   refused replace is an OrderCancelReject 434=2; a message type the Guard
   cannot check (lists, multileg, quotes, crosses, anything not on the
   allow-list) is a BusinessMessageReject 380=3;
-* cancels are always forwarded; a client's mass cancel becomes one cancel
-  per order of that client (the venue sees one session for all clients);
+* cancels are always forwarded (under the gateway's own ClOrdID when the
+  client's is in use on the venue session, answered under the client's); a
+  client's mass cancel becomes one cancel per order of that client (the venue
+  sees one session for all clients);
 * resent orders (PossDupFlag/PossResend) are answered from the decision
   already taken, never checked or forwarded twice;
 * execution reports drive the Guard (fills, cancels, expiries, venue
@@ -501,20 +503,24 @@ class Gateway(Handler):
                 f"venue session {self.venue_key} is not logged on; nothing can be routed",
             )
             self.guard.refuse(parsed, d)
-        elif not self.book.claim(clordid, comp):
+        elif not self.book.free(clordid, comp):
             d = Decision(
                 False,
                 R.DUPLICATE_ORDER_ID,
-                f"ClOrdID {clordid} is in use by another session on the venue session",
+                f"ClOrdID {clordid} is in use on the venue session (by another session, "
+                "an order or a request in flight)",
             )
             self.guard.refuse(parsed, d)
         else:
             d = self.guard.check(parsed)
         if not d.accepted or isinstance(parsed, Decision):
             self._count("refused")
-            self.book.decide(gid, d, None)
+            self.book.refused(gid, d)
             self._send_reject(msg, sid, d)
             return None
+        # claimed only once accepted: an order that never reached the venue holds no id
+        # another session could then not use
+        self.book.claim(clordid, comp)
         go = GwOrder(
             comp=comp,
             clordid=clordid,
@@ -639,8 +645,11 @@ class Gateway(Handler):
         with self._held():
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
             go = self.book.orders.get(orig)
+            # an id the order no longer answers to (replaced since) has its owner still:
+            # the venue may resolve it to the order
+            owner = go.comp if go is not None else self.book.owner.get(orig, comp)
             refused: Decision | None = None
-            if go is not None and go.comp != comp and not go.comp.startswith("reconciled"):
+            if owner not in (comp, "reconciled"):
                 # another client's order: refused here, as if unknown (the venue, one
                 # session for every client, would cancel it)
                 go = None
@@ -649,14 +658,6 @@ class Gateway(Handler):
                 )
             elif not self.venue_up:
                 refused = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
-            elif (
-                clordid == orig or clordid in self.book.orders or not self.book.claim(clordid, comp)
-            ):
-                # the cancel's own id names another order: the venue's answer would be
-                # applied to that order (and routed to its client)
-                refused = Decision(
-                    False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use by an order"
-                )
             if refused is not None:
                 self._count("refused")
                 self.guard.note(
@@ -664,9 +665,20 @@ class Gateway(Handler):
                 )
                 self._send_cancel_reject(msg, sid, go, refused, F.CANCEL)
                 return
-            self.book.requests[clordid] = Request("F", comp, go)
+            out = F.forward_copy(msg)
+            if clordid == orig or not self.book.free(clordid, comp):
+                # the id names an order or a request in flight (or another session used
+                # it): the venue's answer would be applied to that one. A cancel is never
+                # refused for its id: it goes under the gateway's own, answered under this
+                venue_id = self.book.next_id("KW-")
+                out.setField(F.CL_ORD_ID, venue_id)
+                self.book.requests[venue_id] = Request("F", comp, go, answer_as=clordid)
+                self.guard.note("cancel_renamed", session=comp, clordid=clordid, sent_as=venue_id)
+            else:
+                self.book.claim(clordid, comp)
+                self.book.requests[clordid] = Request("F", comp, go)
             self._count("cancels")
-            self._emit(F.forward_copy(msg), self.venue_sid)
+            self._emit(out, self.venue_sid)
 
     def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
         clordid = msg[F.CL_ORD_ID]
@@ -690,7 +702,9 @@ class Gateway(Handler):
                 )
             elif not self.venue_up:
                 d = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
-            elif not self.book.claim(clordid, comp):
+            elif not self.book.free(clordid, comp):
+                # an order's or a request's: the venue's answer to this replace would be
+                # applied to that one (and the answer to that one to this)
                 d = Decision(False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use")
             else:
                 parsed = self._parse_order(msg, new_gid, go.strategy)
@@ -719,6 +733,7 @@ class Gateway(Handler):
                     )
                     checked = self.guard.check_replace(go.guard_id, order)
                     if checked.accepted:
+                        self.book.claim(clordid, comp)
                         self.book.decide(new_gid, checked, go)
                         self.book.requests[clordid] = Request(
                             "G", comp, go, new_gid, parsed.qty, parsed.price
@@ -727,14 +742,14 @@ class Gateway(Handler):
                         self._emit(F.forward_copy(msg), self.venue_sid)
                         return
                     else:
-                        self.book.decide(new_gid, checked, None)
+                        self.book.refused(new_gid, checked)
                         self._count("refused")
                         self._send_cancel_reject(msg, sid, go, checked, F.REPLACE)
                         return
             # refused by the gateway itself: recorded here (the Guard records its own)
             strategy = go.strategy if go is not None else comp
             self.guard.refuse(self._unparsed(msg, new_gid, strategy), d)
-            self.book.decide(new_gid, d, None)
+            self.book.refused(new_gid, d)
             self._count("refused")
             self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
 
@@ -913,7 +928,7 @@ class Gateway(Handler):
     # ------------------------------------------------------------------ venue messages
     def _from_venue(self, msg: F.In) -> None:
         mtype = msg.mtype
-        with self._held():
+        with self._held(), self._applied_or_halt(msg):
             if mtype == F.EXECUTION_REPORT:
                 self._execution(msg)
             elif mtype == F.CANCEL_REJECT:
@@ -932,7 +947,34 @@ class Gateway(Handler):
             else:
                 self.guard.note("venue_unhandled", msg_type=mtype)
 
+    @contextlib.contextmanager
+    def _applied_or_halt(self, msg: F.In) -> Iterator[None]:
+        """A venue message the gateway cannot read as it needs (a field missing, a
+        quantity or price that is no number) is not applied and halts the node with
+        `fill_mismatch`: a fill lost would leave the Guard's picture wrong. Recorded
+        (`venue_report_unapplied`); the report's ExecID is not marked seen, so the
+        venue's complete resend is applied. Never left to the engine, which would
+        answer it with a session Reject and drop it."""
+        try:
+            yield
+        except (fix().FieldNotFound, ValueError, ArithmeticError) as exc:
+            field = getattr(exc, "field", None)
+            why = f"tag {field} missing" if field is not None else str(exc)
+            self._count("unapplied_reports")
+            self.guard.note(
+                "venue_report_unapplied",
+                msg_type=msg.mtype,
+                exec_id=msg.get(F.EXEC_ID),
+                clordid=msg.get(F.CL_ORD_ID),
+                venue_order_id=msg.get(F.ORDER_ID),
+                error=why[:400],
+                raw_sha256=F.raw_hash(msg),
+            )
+            self.guard.flag_mismatch(f"venue message {msg.mtype} not applied: {why}"[:400])
+
     def _execution(self, msg: F.In) -> None:
+        """One execution report: everything it needs is read before anything is
+        applied, and its ExecID is marked seen once it was."""
         kind = F.exec_kind(msg, self.fix42)
         exec_id = msg[F.EXEC_ID]
         if kind is not F.ExecKind.STATUS and exec_id in self.book.exec_seen:
@@ -940,6 +982,8 @@ class Gateway(Handler):
             self.guard.note("duplicate_exec", exec_id=exec_id)
             return
         clordid = msg[F.CL_ORD_ID]
+        # an id names an order or a request in flight, never both (`GatewayBook.free`,
+        # `next_id`): neither lookup can take the venue's answer for the other's
         req = self.book.requests.get(clordid)
         go = self.book.orders.get(clordid)
         if go is None and req is not None:
@@ -949,21 +993,22 @@ class Gateway(Handler):
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
-        self.book.saw_exec(exec_id, go)
         if go is None:
             self._unknown_execution(msg, kind, exec_id, clordid)
             return
         gid = go.guard_id
         status = msg[F.ORD_STATUS]
         symbol = go.symbol
+        leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+        trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
+        fill = self._venue_fill(msg, go) if trade else None
         note: str | None = None
         if kind is F.ExecKind.TRADE:
-            qty = self._lots(symbol, msg[F.LAST_QTY])
-            fill = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
+            assert fill is not None
             self._on_fill(fill)
             self.book.keep_fill(exec_id, fill)
-            go.cum += qty  # an overfill halts inside the Guard (fill_mismatch)
-            self._check_leaves(go, msg)
+            go.cum += fill.qty  # an overfill halts inside the Guard (fill_mismatch)
+            self._check_leaves(go, leaves)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
             if kind is F.ExecKind.CANCELED:
                 self.guard.on_cancel(gid)
@@ -976,14 +1021,13 @@ class Gateway(Handler):
         elif kind is F.ExecKind.REPLACED:
             if req is not None and req.kind == "G":
                 self.book.requests.pop(clordid, None)
-                leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
                 self.guard.on_replace_ack(req.new_guard_id, leaves)
                 self.book.rename(go, clordid, req.new_guard_id)
                 go.qty, go.price = req.new_qty, req.new_price
             else:
                 self.guard.flag_mismatch(f"venue replaced {clordid} without a replace in flight")
         elif kind is F.ExecKind.RESTATED:
-            self.guard.on_restate(gid, self._lots(symbol, msg.get(F.LEAVES_QTY)))
+            self.guard.on_restate(gid, leaves)
         elif kind is F.ExecKind.TRADE_CANCEL:
             ref = msg.get(F.EXEC_REF_ID) or ""
             busted = self.book.fills.pop(ref, None)
@@ -996,24 +1040,36 @@ class Gateway(Handler):
             ref = msg.get(F.EXEC_REF_ID) or ""
             old = self.book.fills.get(ref)
             if old is not None:
-                qty = self._lots(symbol, msg[F.LAST_QTY])
-                new = Fill(gid, symbol, go.side, qty, float(msg[F.LAST_PX]))
-                self.guard.on_correct(old, new, parent_id=go.parent_id)
-                self.book.fills[ref] = new
-                go.cum += qty - old.qty
+                assert fill is not None
+                self.guard.on_correct(old, fill, parent_id=go.parent_id)
+                self.book.fills[ref] = fill
+                go.cum += fill.qty - old.qty
             else:
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
         if kind is F.ExecKind.NEW or go.order_id == "NONE":
             go.order_id = msg.get(F.ORDER_ID) or go.order_id
         self.book.set_status(go, status)
-        go.leaves = self._lots(symbol, msg.get(F.LEAVES_QTY)) if go.live else 0
+        go.leaves = leaves if go.live else 0
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
-        self._relay(msg, go, note)
+        self.book.saw_exec(exec_id, go)
+        self._relay(msg, go, note, req.answer_as if req is not None else "")
 
-    def _check_leaves(self, go: GwOrder, msg: F.In) -> None:
+    def _venue_fill(self, msg: F.In, go: GwOrder) -> Fill:
+        """The execution a trade or correction report carries for order `go`, with the
+        instrument and side the venue reports (the order's where it names none): one of
+        another instrument or side reaches the Guard as such, which halts the node
+        (`fill_mismatch`) instead of booking it as the order's own."""
+        symbol = self._instrument(msg) or go.symbol
+        fix_side = msg.get(F.SIDE) or go.fix_side
+        side = _SIDES.get(fix_side)
+        if side is None:
+            raise ValueError(f"Side(54)={fix_side} is not supported by the gateway")
+        qty = self._lots(symbol, msg[F.LAST_QTY])
+        return Fill(go.guard_id, symbol, side, qty, float(msg[F.LAST_PX]))
+
+    def _check_leaves(self, go: GwOrder, venue: int) -> None:
         """The venue's LeavesQty is the truth; a Guard that disagrees halts the node."""
-        venue = self._lots(go.symbol, msg.get(F.LEAVES_QTY))
         mine = self.guard.remaining(go.guard_id) or 0
         if venue != mine and not self._replace_pending(go):
             self.guard.flag_mismatch(
@@ -1025,21 +1081,36 @@ class Gateway(Handler):
 
     def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
         """A report for an order this gateway did not route (V4); a fill halts the node
-        (the Guard's own rule for a fill it never accepted)."""
-        self._count("unknown_reports")
-        self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
+        (the Guard's own rule for a fill it never accepted), and so does a replace or a
+        restatement: an order working at the venue under a quantity the Guard never
+        checked (a replace under a ClOrdID never sent, of an order still counted at its
+        old quantity)."""
+        fill = None
         if kind is F.ExecKind.TRADE:
             symbol = self._instrument(msg) or "?"
             side = _SIDES.get(msg[F.SIDE], Side.BUY)
             qty = self._lots(symbol, msg[F.LAST_QTY])
-            self._on_fill(Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX])))
+            fill = Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX]))
+        self.book.saw_exec(exec_id, None)
+        self._count("unknown_reports")
+        self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
+        if fill is not None:
+            self._on_fill(fill)
+        elif kind in (F.ExecKind.REPLACED, F.ExecKind.RESTATED):
+            self.guard.flag_mismatch(
+                f"venue {kind.value} order {msg.get(F.ORDER_ID)} under ClOrdID {clordid}, "
+                "which the gateway never sent"
+            )
 
-    def _relay(self, msg: F.In, go: GwOrder, note: str | None) -> None:
-        """The venue's report to the order's client, unchanged unless the gateway cancelled it."""
+    def _relay(self, msg: F.In, go: GwOrder, note: str | None, answer_as: str = "") -> None:
+        """The venue's report to the order's client, unchanged unless the gateway cancelled
+        it or sent the client's cancel under its own ClOrdID (`answer_as`)."""
         sid = self.client_sids.get(go.comp)
         if sid is None:
             return
         out = F.forward_copy(msg)
+        if answer_as:
+            out.setField(F.CL_ORD_ID, answer_as)
         if note is not None:
             # the client never sent this cancel: show it under the order's own ClOrdID
             out.setField(F.CL_ORD_ID, go.clordid)
@@ -1063,7 +1134,10 @@ class Gateway(Handler):
             return
         sid = self.client_sids.get(req.comp)
         if sid is not None:
-            self._emit(F.forward_copy(msg), sid)
+            out = F.forward_copy(msg)
+            if req.answer_as:
+                out.setField(F.CL_ORD_ID, req.answer_as)
+            self._emit(out, sid)
 
     def _venue_business_reject(self, msg: F.In) -> None:
         ref_type = msg.get(F.REF_MSG_TYPE)
@@ -1109,22 +1183,25 @@ class Gateway(Handler):
         """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
         if msg.mtype != F.EXECUTION_REPORT:
             return
-        with self._held():
+        with self._held(), self._applied_or_halt(msg):
             clordid = msg[F.CL_ORD_ID]
             if clordid in self.book.owner:
                 return  # routed here: the venue session reports it
             exec_id = msg[F.EXEC_ID]
             if exec_id in self.book.exec_seen:
                 return
-            self.book.saw_exec(exec_id, None)
             kind = F.exec_kind(msg, self.fix42)
-            self._count("drop_copy_reports")
+            fill = None
             if kind is F.ExecKind.TRADE:
                 symbol = self._instrument(msg) or "?"
                 side = _SIDES.get(msg[F.SIDE], Side.BUY)
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 px = float(msg[F.LAST_PX])
-                self.guard.on_external_fill(Fill(f"dropcopy:{clordid}", symbol, side, qty, px))
+                fill = Fill(f"dropcopy:{clordid}", symbol, side, qty, px)
+            self.book.saw_exec(exec_id, None)
+            self._count("drop_copy_reports")
+            if fill is not None:
+                self.guard.on_external_fill(fill)
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
 
