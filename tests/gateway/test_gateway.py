@@ -616,6 +616,26 @@ def test_partial_fills_restate_bust_and_correct(
     assert rig.guard.halts() == {}
 
 
+def test_a_correction_is_checked_as_a_fill_is(rig: Rig) -> None:
+    """A correction of a working order's fill: its working quantity follows the venue's
+    LeavesQty. One that leaves an order filled beyond its quantity (complete, so out of
+    the Guard's working list) halts the node with fill_mismatch, as an overfill does."""
+    rest(rig, "C1", qty=100)
+    exec_id = rig.venue.execute("C1", 10, 99.0)
+    rig.oms.wait_report("C1", "F")
+    rig.venue.correct(exec_id, 60, 99.0)
+    corrected = rig.oms.wait_report("C1", "G")
+    assert rig.guard.remaining("OMS1:C1") == int(corrected.get(F.LEAVES_QTY)) == 40
+    assert rig.guard.position("L000") == 60 and rig.guard.halts() == {}
+    rest(rig, "C2", qty=100)
+    exec_id = rig.venue.execute("C2", 100, 99.0)
+    rig.oms.wait_report("C2", "F")
+    rig.venue.correct(exec_id, 250, 99.0)
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "filled 250 of 100" in halt.reason
+
+
 def test_duplicate_exec_ids_are_applied_once(rig: Rig) -> None:
     rest(rig, "E1", qty=200)
     exec_id = rig.venue.execute("E1", 100, 99.5)

@@ -177,6 +177,22 @@ def test_a_bust_is_taken_back_in_the_capacity_it_was_booked(rig: Callable[..., R
     assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, -10)
 
 
+def test_a_correction_overfilling_a_working_order_halts_the_node(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig()
+    g = r.guard
+    assert g.check(r.order(qty=100, id="a"))
+    f = Fill("a", "IBM", Side.BUY, 10, 100.0)
+    g.on_fill(f)
+    g.on_correct(f, Fill("a", "IBM", Side.BUY, 60, 100.0))  # within the order: applied
+    assert g.position("IBM") == 60 and g.halts() == {}
+    g.on_correct(Fill("a", "IBM", Side.BUY, 60, 100.0), Fill("a", "IBM", Side.BUY, 150, 100.0))
+    assert g.position("IBM") == 150  # the venue's truth, applied
+    (halt,) = g.halts().values()
+    assert halt.code is R.FILL_MISMATCH and "filled 150 of 100" in halt.reason
+
+
 def test_an_adopted_child_counts_against_its_parent_by_capacity(rig: Callable[..., Rig]) -> None:
     r = rig(max_parent_qty_multiple=1.0)
     g = r.guard

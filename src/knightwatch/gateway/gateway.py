@@ -1044,6 +1044,13 @@ class Gateway(Handler):
                 self.guard.on_correct(old, fill, parent_id=go.parent_id)
                 self.book.fills[ref] = fill
                 go.cum += fill.qty - old.qty
+                if go.cum > go.qty:  # the order may have left the Guard's working list
+                    self.guard.flag_mismatch(
+                        f"a trade correction makes {go.guard_id} filled {go.cum} of "
+                        f"{go.qty} (an overfill)"
+                    )
+                elif self.guard.remaining(gid) is not None:
+                    self.guard.on_restate(gid, leaves)  # its working quantity follows the venue
             else:
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
         if kind is F.ExecKind.NEW or go.order_id == "NONE":

@@ -842,7 +842,9 @@ class Guard:
         capacity as in `on_bust` (`parent_id` as there).
 
         Only the position side changes; the order's working quantity follows the
-        venue's restatement, if any, through `on_restate`.
+        venue's restatement, if any, through `on_restate`. A correction that leaves a
+        working order filled beyond its quantity is applied as the venue's truth and
+        halts the node with `fill_mismatch`, as an overfilling fill does.
         """
         if type(old) is not Fill or type(new) is not Fill:
             raise ValueError("on_correct: old and new must be Fill")
@@ -859,8 +861,14 @@ class Guard:
         _, cust = led.unfill(old, parent)
         led.execute(new, parent, min(cust, new.qty))  # no more of it the customer's than was
         w = led.working.get(new.order_id)
+        mismatch = ""
         if w is not None:
             w.filled += new.qty
+            if w.filled > w.qty:
+                mismatch = (
+                    f"correction of order {quoted(new.order_id)} to {new.qty} makes it filled "
+                    f"{w.filled} of {w.qty} (an overfill)"
+                )
         self._recorder.record_event(
             "correct",
             self._ctx,
@@ -871,7 +879,10 @@ class Guard:
             old_price=old.price,
             qty=new.qty,
             price=new.price,
+            mismatch=mismatch or None,
         )
+        if mismatch:  # applied as the venue's truth, as an overfilling fill is; halted
+            self._auto_halt(Scope.NODE, self.node, mismatch, R.FILL_MISMATCH)
         self._check_loss()
 
     def on_price(self, symbol: Checked, price: Checked) -> None:
