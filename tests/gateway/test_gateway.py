@@ -636,6 +636,21 @@ def test_a_correction_is_checked_as_a_fill_is(rig: Rig) -> None:
     assert halt.code is RejectReason.FILL_MISMATCH and "filled 250 of 100" in halt.reason
 
 
+def test_a_bust_that_reopens_an_order_restores_its_working_quantity(rig: Rig) -> None:
+    """A bust's report carries the venue's LeavesQty: a working order's quantity follows it
+    (before, it stayed short, and the venue's later fill of the reopened quantity halted
+    the node as an overfill); a finished order reopened at the venue halts the node."""
+    rest(rig, "B1", qty=100)
+    exec_id = rig.venue.execute("B1", 10, 99.0)
+    rig.oms.wait_report("B1", "F")
+    rig.venue.bust(exec_id)
+    busted = rig.oms.wait_report("B1", "H")
+    assert rig.guard.remaining("OMS1:B1") == int(busted.get(F.LEAVES_QTY)) == 100
+    rig.venue.execute("B1", 100, 99.0)
+    rig.oms.wait_for(lambda r: r.get(F.CL_ORD_ID) == "B1" and r.get(F.ORD_STATUS) == "2")
+    assert rig.guard.position("L000") == 100 and rig.guard.halts() == {}
+
+
 def test_duplicate_exec_ids_are_applied_once(rig: Rig) -> None:
     rest(rig, "E1", qty=200)
     exec_id = rig.venue.execute("E1", 100, 99.5)

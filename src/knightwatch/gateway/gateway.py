@@ -1034,6 +1034,11 @@ class Gateway(Handler):
             if busted is not None:
                 self.guard.on_bust(busted, parent_id=go.parent_id)
                 go.cum -= busted.qty
+                if self.guard.remaining(gid) is not None:
+                    self.guard.on_restate(gid, leaves)  # a bust may reopen it: the venue says
+                elif leaves > 0:
+                    # the Guard cannot reopen a finished order: recorded for reconciliation
+                    self.guard.note("bust_reopened", order=go.guard_id, leaves=leaves)
             else:
                 self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
         elif kind is F.ExecKind.TRADE_CORRECT:
