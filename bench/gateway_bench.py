@@ -31,6 +31,7 @@ book did before it indexed the live ones).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -47,6 +48,7 @@ from typing import Any
 
 from knightwatch.audit import FlightRecorder
 from knightwatch.clock import SimClock, SystemClock
+from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.server import free_port
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.book import GatewayBook, GwOrder
@@ -55,6 +57,7 @@ from knightwatch.gateway.engine import fix
 from knightwatch.guard import Guard, LockedGuard
 from knightwatch.limits import Limits
 from knightwatch.order import Fill, Order, Side
+from knightwatch.sim.drill.drill import local_kit
 
 SYMBOL = "L000"
 LIMITS_TOML = """
@@ -247,6 +250,8 @@ def run(orders: int, rounds: int, warmup: int, store: str, tmp: Path) -> dict[st
                 str(tmp / "limits.toml"),
                 "--state-dir",
                 str(tmp / "gw"),
+                "--key",
+                str(tmp / "gw" / "trust" / "keys" / "gwbench.key"),
                 log_flag,
             ],
             tmp / "gateway.log",
@@ -384,6 +389,15 @@ def show_book(res: dict[str, Any]) -> None:
     )
 
 
+async def in_fleet(orders: int, rounds: int, warmup: int, store: str, tmp: Path) -> dict[str, Any]:
+    """`run` with the gateway a node of a local fleet, as `knightwatch drill --fix` runs it:
+    its enrolled key and the fleet's trust anchor under the gateway's state dir, and an
+    embedded NATS server with authorization on, whose URL the gateway finds there."""
+    kit = local_kit(tmp / "gw", ["gwbench"])
+    async with control_plane([], tmp / "gw", "gwbench", signer=kit.signer("alice"), embed=kit):
+        return await asyncio.to_thread(run, orders, rounds, warmup, store, tmp)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--book", type=int, default=0, help="measure the book alone with N orders")
@@ -405,7 +419,7 @@ def main() -> None:
             args.json.write_text(json.dumps(book, indent=2))
         return
     with tempfile.TemporaryDirectory(prefix="kw-gwbench-") as tmp:
-        res = run(args.orders, args.rounds, args.warmup, args.store, Path(tmp))
+        res = asyncio.run(in_fleet(args.orders, args.rounds, args.warmup, args.store, Path(tmp)))
     res["machine"] = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
