@@ -87,6 +87,38 @@ def test_records_a_crash_left_unsealed_are_sealed_on_reopen(
     assert b"\0" not in audit_path.read_bytes()
 
 
+@pytest.mark.parametrize("victim", [-2, -1], ids=["record", "seal"])
+def test_a_line_whose_copy_a_crash_stopped_midway_is_cut_as_torn(
+    write_file: WriteFile, audit_path: Path, victim: int
+) -> None:
+    """memcpy may store a line's end (its newline too) before its middle: after kill -9 the
+    last line looks complete but holds zeros. It is cut and recorded as a torn tail, not
+    refused as a changed file (the recorder could not reopen it)."""
+    lines = write_file(20)
+    line = lines[victim]
+    torn = line[:40] + b"\0" * (len(line) - 72) + line[-32:]
+    assert torn.endswith(b"\n") and len(torn) == len(line)
+    audit_path.write_bytes(b"".join(lines[:-1]) + torn + b"\0" * 4096)
+    with FlightRecorder(audit_path, clock=SimClock(7)) as rec:
+        rec.record_decision(order(50), ACCEPTED, CTX, RULES)
+    assert verify_file(audit_path).intact
+    recovery = next(r for r in records(audit_path) if getattr(r, "kind", "") == RECOVERY)
+    assert isinstance(recovery, EventRecord)
+    assert recovery.data["truncated_bytes"] == len(torn)
+    assert recovery.data["truncated_sha256"] == sha256(torn).hexdigest()
+    assert b"\0" not in audit_path.read_bytes()
+
+
+def test_a_nul_in_a_line_before_the_last_is_still_a_changed_file(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    lines = write_file(20)
+    bad = lines[-3][:40] + b"\0" * (len(lines[-3]) - 72) + lines[-3][-32:]
+    audit_path.write_bytes(b"".join(lines[:-3]) + bad + lines[-2])
+    with pytest.raises(ChainCorrupt):
+        FlightRecorder(audit_path, clock=SimClock(7))
+
+
 @pytest.mark.parametrize("policy", list(FsyncPolicy))
 def test_torn_tail_recovery_under_every_policy(
     write_file: WriteFile, audit_path: Path, policy: FsyncPolicy
