@@ -30,6 +30,7 @@ from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses, wait_admitted
+from knightwatch.trust.flagproof import FlagSealer
 from knightwatch.trust.store import TrustStore
 
 FLAG = "ops.bench.probe"
@@ -91,9 +92,11 @@ async def run(n: int, admit_repeats: int, flag_repeats: int, root: Path) -> dict
             waiter = AppliedWaiter(plane, clock)
             await waiter.start()
             store = PlaneFlagStore(plane, clock)
+            # signed by alice, as `knightwatch flags set` signs: nodes refuse an unsigned change
+            sealer = FlagSealer(site.signer("alice"), roster.roster)
             for r in range(flag_repeats):
                 view = await fleet_snapshot(plane, clock)
-                gate = ActivationGate(registry, view, store, clock)
+                gate = ActivationGate(registry, view, store, clock, sealer=sealer)
                 request = ActivationRequest(FLAG, r % 2 == 0, "alice", "probe", "fleet_bench")
                 t0 = clock.monotonic_ns()
                 result = await asyncio.to_thread(gate.apply, request)
