@@ -17,11 +17,21 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import pytest
 
 from knightwatch.clock import SystemClock
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.console.users import UserStore
+from knightwatch.control.fleet.approvals import Request as ApprovalRecord
+from knightwatch.control.fleet.approvals import Requests
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.node.trustfeed import identify
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.state import Scope
+from knightwatch.trust.identity import load_signer
+from knightwatch.trust.store import TrustStore, load_anchor
 
 from .conftest import audit_verify
 
@@ -59,6 +69,14 @@ def users(console: ConsoleProc) -> UserStore:
 
 def kill_body(key: str, **extra: object) -> dict[str, object]:
     return {"scope": "strategy", "key": key, "reason": "api test", "confirm": key, **extra}
+
+
+def shown(person: Person, request_id: str) -> dict[str, object]:
+    """The request as the page shows it (the snapshot's row): what an approval names."""
+    rows = person.http.get("/api/snapshot").json()["requests"]
+    row = next(r for r in rows if r["id"] == request_id)
+    return {"request_id": request_id, "scope": row["scope"], "key": row["key"],
+            "digest": row["digest"]}  # fmt: skip
 
 
 def test_every_answer_carries_the_security_headers(console: ConsoleProc) -> None:
@@ -166,11 +184,10 @@ def test_a_service_token_never_approves(console: ConsoleProc, alice: Person) -> 
     secret, _ = users(console).issue_token(
         "bob", PASSWORD, ["operator"], 600, service=True, now_ns=NOW()
     )
+    body = {**shown(alice, made.json()["request_id"]), "password": PASSWORD, "reason": "svc"}
     answer = httpx.post(
         console.url + "/api/resume/approve",
-        content=json.dumps(
-            {"request_id": made.json()["request_id"], "password": PASSWORD, "reason": "svc"}
-        ),
+        content=json.dumps(body),
         headers={"Authorization": f"Bearer {secret}"},
     )
     assert answer.status_code == 403 and "approver" in answer.json()["error"]
@@ -179,8 +196,10 @@ def test_a_service_token_never_approves(console: ConsoleProc, alice: Person) -> 
 def test_an_unknown_request_is_404_and_nothing_is_applied(console: ConsoleProc) -> None:
     bob = Person(console, "bob")
     answer = bob.post(
-        "/api/resume/approve", {"request_id": "nope", "password": PASSWORD, "reason": "x"}
-    )
+        "/api/resume/approve",
+        {"request_id": "nope", "scope": "fleet", "key": "", "digest": "0" * 32,
+         "password": PASSWORD, "reason": "x"},
+    )  # fmt: skip
     assert answer.status_code == 404 and "no such request" in answer.json()["error"]
 
 
@@ -358,3 +377,57 @@ def test_a_broken_users_file_stops_logins_not_a_live_sessions_kill(
     finally:
         path.write_bytes(saved)
     Person(console, "bob")  # the repaired file is read again
+
+
+def test_an_approval_applies_the_request_that_was_shown_not_one_swapped_in(
+    console: ConsoleProc, alice: Person
+) -> None:
+    """Operators can write the approvals bucket: alice replaces her request X (a resume of
+    A, as bob is shown it) by a resume of B signed by herself, under the same id. Bob's
+    approval names what he was shown; it is refused (409, naming the field) and B stays
+    halted."""
+    for key in ("api-swap-a", "api-swap-b"):
+        assert alice.post("/api/kill", kill_body(key)).json()["ok"]
+    made = alice.post(
+        "/api/resume/request", {"scope": "strategy", "key": "api-swap-a", "reason": "A fixed"}
+    )
+    assert made.status_code == 200, made.text
+    request_id = made.json()["request_id"]
+    bob = Person(console, "bob")
+    seen = shown(bob, request_id)
+
+    original: list[str] = []  # X's command id, read before the first swap
+
+    async def swap(same_command_id: bool) -> None:
+        fleet = console.fleet
+        store = TrustStore(load_anchor(fleet.state / "trust" / "anchor.toml"))
+        signer = load_signer(fleet.key("alice"), "unnamed")
+        plane = NatsControlPlane([fleet.url], name="alice-cli", signer=signer)
+        await plane.connect()
+        try:
+            me = await identify(plane, signer, store)
+            ks = KillSwitch(plane, SystemClock(), me, store)
+            await ks.start()
+            if not original:
+                original.append((await Requests(ks).get(request_id))[0].entry.command_id)
+            entry = await ks.request_resume(Scope.STRATEGY, "api-swap-b", "swapped")
+            if same_command_id:  # she signs any command id she likes
+                entry = msgspec.structs.replace(entry, command_id=original[0], proof=None).signed(
+                    me.key
+                )
+            record = msgspec.json.encode(ApprovalRecord(request_id, entry))
+            await plane.put_record(Bucket.APPROVALS, request_id, record)
+        finally:
+            await plane.close()
+
+    for same_command_id, field in ((False, "request"), (True, "key")):
+        asyncio.run(swap(same_command_id))
+        answer = bob.post(
+            "/api/resume/approve", {**seen, "password": PASSWORD, "reason": "approving A"}
+        )
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"].startswith(field), answer.text
+    halts = {(h["scope"], h["key"]): h for h in alice.http.get("/api/snapshot").json()["halts"]}
+    assert halts["strategy", "api-swap-b"]["state"] == "HALTED"
+    assert halts["strategy", "api-swap-a"]["state"] == "HALTED"
+    bob.http.close()

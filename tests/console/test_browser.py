@@ -45,6 +45,16 @@ async def api_post(
     return response.status, await response.json()
 
 
+async def shown(page: Page, request_id: object) -> dict[str, object]:
+    """The request as the page is shown it (the snapshot's row): what an approval names."""
+    response = await page.request.get(
+        page.url.split("/", 3)[0] + "//" + page.url.split("/", 3)[2] + "/api/snapshot"
+    )
+    row = next(r for r in (await response.json())["requests"] if r["id"] == request_id)
+    return {"request_id": request_id, "scope": row["scope"], "key": row["key"],
+            "digest": row["digest"]}  # fmt: skip
+
+
 STATES = "#nodes tbody tr td:nth-child(6)"
 
 
@@ -156,7 +166,7 @@ async def test_the_requester_cannot_approve_their_own_resume(
     request_id = await row.get_attribute("data-request")
     status, body = await api_post(
         page, "/api/resume/approve",
-        {"request_id": request_id, "password": PASSWORD, "reason": "mine"},
+        {**await shown(page, request_id), "password": PASSWORD, "reason": "mine"},
     )  # fmt: skip
     assert status == 403 and "requester never counts" in str(body["error"])
     assert await node_states(page) == ["HALTED"] * 3
@@ -211,7 +221,7 @@ async def test_a_stale_request_cannot_be_applied(browser: Browser, console: Cons
     status, body = await api_post(
         bob,
         "/api/resume/approve",
-        {"request_id": request_id, "password": PASSWORD, "reason": "late"},
+        {**await shown(bob, request_id), "password": PASSWORD, "reason": "late"},
     )
     assert status == 409 and "stale" in str(body["error"])
     n2 = bob.locator("#nodes tbody tr", has_text="n2").locator("td:nth-child(6)")

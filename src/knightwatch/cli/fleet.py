@@ -425,7 +425,9 @@ def resume(
 
 
 def approve(
-    request_id: str = typer.Argument(..., help="the request id `resume` printed"),
+    request_id: str = typer.Argument(
+        ..., help="the request id `resume` printed, or ID@DIGEST to approve only that resume"
+    ),
     timeout: float = typer.Option(2.0, "--timeout", min=0.01),
     ack: list[str] = typer.Option(
         [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"

@@ -30,7 +30,7 @@ from knightwatch.cli.fleet import (
     session,
 )
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.approvals import Request, Requests
+from knightwatch.control.fleet.approvals import PIN, Request, Requests, digest, pinned
 from knightwatch.control.fleet.freeze import record_known_good
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
@@ -177,6 +177,16 @@ async def approve_flow(
             )
         plan = signed
     source = "signed with the request" if request is not None and request.entry.ramp else "--config"
+    if request is not None:
+        # what is printed here is what is co-signed: a record swapped in under the id after
+        # this read is refused, not approved (an ID@DIGEST argument pins it earlier still)
+        console.print(
+            f"approving request {request.id}: resume of {request.entry.scope.value} "
+            f"{request.entry.key} requested by {request.requester}: {request.entry.reason}",
+            highlight=False,
+        )
+        if PIN not in request_id:
+            request_id = pinned(request.id, digest(request.entry))
 
     def heard(checklist: Checklist, halted: list[str]) -> None:
         _print_preflight(checklist, halted)

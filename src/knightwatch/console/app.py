@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import logging
 import math
+import re
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -68,7 +69,7 @@ from knightwatch.console.sessions import LoginThrottle, Session, Sessions
 from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Snapshot, Watch, build
 from knightwatch.control.fleet.activate import activate
-from knightwatch.control.fleet.approvals import Requests
+from knightwatch.control.fleet.approvals import digest, pinned, read_request
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
@@ -102,6 +103,8 @@ MAX_BODY = 64 * 1024
 MAX_ACKS = 10_000
 """Alert acknowledgements kept (the newest; each is also in the console's audit file)."""
 REASON_MAX = 500
+REQUEST_ID = re.compile(r"[-_=.a-zA-Z0-9]{1,64}")
+"""A request id as the approvals bucket can hold it (ids are 12 hex digits)."""
 
 
 _KEEP: Any = object()
@@ -181,7 +184,14 @@ class ResumeBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
+    """An approval names the request as it was shown (its scope, key and `digest`): the
+    approvals bucket is writable by operators, so the record under an id can change
+    between the page showing it and the click."""
+
     request_id: str
+    scope: KillScope
+    key: str
+    digest: str
     password: str
     reason: str
     ack: list[str] = []
@@ -818,17 +828,29 @@ async def api_approve(request: Request) -> Response:
         raise Refusal(401, "not logged in")
     body: ApproveBody = await _body(request, ApproveBody)
     _note(request, "approve", request_id=body.request_id)
-    # who asked is read first, so the policy can refuse self-approval before a password
-    base = c.links.get(probe.session.id) if probe.session is not None else None
-    requester = None
-    if base is not None:
-        with contextlib.suppress(KillSwitchError):
-            found, _ = await Requests(base.killswitch).get(body.request_id)
-            requester = found.requester
-            request.state.scope = found.entry.scope.value
-            request.state.key = found.entry.key
+    if not REQUEST_ID.fullmatch(body.request_id):
+        raise Refusal(422, "request_id: letters, digits, '-', '_', '=' or '.' (1-64), as listed")
+    # who asked is read first (by the console, for a session and a token alike), so the
+    # policy refuses self-approval before a password is checked
+    try:
+        found, _ = await read_request(c.plane, body.request_id)
+    except KillSwitchError as exc:
+        raise Refusal(404 if "no such request" in str(exc) else 409, str(exc)) from None
+    request.state.scope = found.entry.scope.value
+    request.state.key = found.entry.key
+    requester = found.requester
     who = c.require(request, Action.APPROVE, requester=requester)
     reason = _reason(body.reason)
+    shown = {"scope": body.scope.value, "key": body.key, "digest": body.digest}
+    now = {"scope": found.entry.scope.value, "key": found.entry.key, "digest": digest(found.entry)}
+    for name in shown:
+        if shown[name] != now[name]:
+            raise Refusal(
+                409,
+                f"{name}: request {found.id} now carries {found.entry.scope.value} "
+                f"{found.entry.key} by {found.requester} ({name} {now[name]!r}), not the "
+                f"{shown[name]!r} shown: look again before approving",
+            )
     ip = _client(request)
     # a session's step-up counts on the session alone: nobody else can fail on it
     device = _session_key(who.session.id) if who.session is not None else None
@@ -866,7 +888,7 @@ async def api_approve(request: Request) -> Response:
             await workflow.approve_resume(
                 link.plane,
                 ks,
-                body.request_id,
+                pinned(body.request_id, body.digest),  # re-checked where it is co-signed
                 timeout_s=c.settings.kill_timeout_s,
                 plan=c.settings.plan,
                 cfg=c.settings.preflight,

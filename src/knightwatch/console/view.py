@@ -25,7 +25,7 @@ from collections.abc import Callable
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.fleet.approvals import Request, RequestStatus, judge
+from knightwatch.control.fleet.approvals import Request, RequestStatus, digest, judge
 from knightwatch.control.node.flags import APPLIED_DECODER, STATE_DECODER
 from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.protocol import (
@@ -113,6 +113,9 @@ class RequestRow(msgspec.Struct, frozen=True):
     preflight: str
     ramp: str
     """The stages signed with the request, in words ("-": none)."""
+    digest: str
+    """What an approver co-signs (`approvals.digest`): an approval names it, so a record
+    replaced under the same id after it was shown is refused, not co-signed."""
 
 
 class RampRow(msgspec.Struct, frozen=True):
@@ -231,6 +234,7 @@ def _request_row(
         detail,
         r.preflight,
         describe_ramp(r.entry.ramp),
+        digest(r.entry),
     )
 
 

@@ -355,7 +355,7 @@ function setupResume() {
   $("approve-form").addEventListener("submit", async (e) => {
     if (!e.submitter || e.submitter.value !== "go" || !approveTarget) return;
     const r = approveTarget;
-    const { status, data } = await post("/api/resume/approve", { request_id: r.id, password: $("approve-password").value, reason: $("approve-reason").value, ack: acks_of($("approve-ack").value) });
+    const { status, data } = await post("/api/resume/approve", { request_id: r.id, scope: r.scope, key: r.key, digest: r.digest, password: $("approve-password").value, reason: $("approve-reason").value, ack: acks_of($("approve-ack").value) });
     $("approve-password").value = "";
     showChecklist(data);
     say(status === 200 ? `approved ${r.id}: the resume is ramping back` : `refused (${status}): ${data.error}`, status !== 200);

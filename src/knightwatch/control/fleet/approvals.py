@@ -10,11 +10,20 @@ re-check everything; the nodes check the signatures again
 before they resume (the rule holds where the state is applied, so writing the
 kill state directly gains nothing). A request whose halt changed meanwhile is
 stale, one past its expiry is expired; neither can be applied.
+
+An approval is bound to what the approver was shown, not to whatever the
+approvals bucket holds under the id when they click: operators can write that
+bucket, so a requester could replace request X (a resume of A) with a resume of
+B signed by themselves under the same id. A record must carry its own id (its
+entry's command id, shortened) under the key it is stored at, and an approver
+names the request pinned to the digest of the command they co-sign
+(`pinned`); every read of a pinned request refuses a record that differs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TypeVar
@@ -22,7 +31,7 @@ from typing import TypeVar
 import msgspec
 
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
-from knightwatch.control.plane.protocol import ABSENT, Bucket, RevisionConflict
+from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope
 from knightwatch.trust.command import Refused, check_state
@@ -79,6 +88,46 @@ def judge(request: Request, stored: StateEntry | None, revision: int, now_ns: in
 _DECODER = msgspec.json.Decoder(Request)
 _ENCODER = msgspec.json.Encoder()
 T = TypeVar("T")
+PIN = "@"
+"""Separates a request id from the digest it is pinned to (`pinned`)."""
+
+
+def digest(entry: StateEntry) -> str:
+    """What an approver co-signs, in 32 hex digits: the resume's signed command (scope,
+    key, state, reason, requester, command id, times, ramp); any change changes it."""
+    return hashlib.sha256(_ENCODER.encode(entry.command())).hexdigest()[:32]
+
+
+def pinned(request_id: str, entry_digest: str) -> str:
+    """Request `request_id` as the approver saw it: refused if its record now carries a
+    resume whose `digest` differs."""
+    return f"{request_id}{PIN}{entry_digest}"
+
+
+async def read_request(plane: ControlPlane, request_id: str) -> tuple[Request, int]:
+    """The request stored under `request_id` (optionally `pinned`) and its record revision;
+    KillSwitchError if there is none, if the record is not the request of that id, or if it
+    no longer carries the pinned resume."""
+    request_id, _, pin = request_id.partition(PIN)
+    value, revision = await plane.get_record(Bucket.APPROVALS, request_id)
+    if value is None:
+        raise KillSwitchError(f"request {request_id!r}: no such request")
+    try:
+        request = _DECODER.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise KillSwitchError(f"request {request_id}: undecodable record ({exc})") from None
+    if request.id != request_id or request.entry.command_id[:12] != request_id:
+        raise KillSwitchError(
+            f"request {request_id}: the record stored under it is request {request.id} "
+            f"carrying resume {request.entry.command_id[:12]}: it is not this request"
+        )
+    if pin and digest(request.entry) != pin:
+        raise KillSwitchError(
+            f"digest: request {request_id} no longer carries the resume that was shown "
+            f"({request.entry.scope.value} {request.entry.key} by {request.requester} "
+            "now): look again before approving"
+        )
+    return request, revision
 
 
 class Requests:
@@ -105,10 +154,7 @@ class Requests:
         return request
 
     async def get(self, request_id: str) -> tuple[Request, int]:
-        value, revision = await self.plane.get_record(Bucket.APPROVALS, request_id)
-        if value is None:
-            raise KillSwitchError(f"request {request_id!r}: no such request")
-        return _DECODER.decode(value), revision
+        return await read_request(self.plane, request_id)
 
     async def list(self) -> list[Request]:
         """Every request, pending ones with their current status (expired, stale) as of now."""
@@ -144,10 +190,12 @@ class Requests:
     async def eligible(self, request_id: str) -> tuple[Request, int]:
         """The pending request and its record revision, if this signer may approve it (a
         different person with the approver role); KillSwitchError says why not. Checked
-        before anything else runs for the approval (a preflight, a ramp)."""
+        before anything else runs for the approval (a preflight, a ramp). `request_id` may
+        be `pinned`: then only the resume of that digest is eligible."""
         signer = self.killswitch.signer
         roster = self.killswitch.trust.roster
         request, revision = await self.get(request_id)
+        request_id = request.id
         if request.status is not RequestStatus.PENDING:
             raise KillSwitchError(f"request {request_id}: already {request.status}")
         judged = await self._judged(request)
@@ -168,8 +216,10 @@ class Requests:
 
     async def approve_with(self, request_id: str, apply: Callable[[StateEntry], Awaitable[T]]) -> T:
         """Add this signer's approval and hand the co-signed resume to `apply` (a ramp);
-        the request is closed as applied, or stale if `apply` finds it so."""
+        the request is closed as applied, or stale if `apply` finds it so. What is co-signed
+        is the entry of the record `eligible` read (and checked against a pin) itself."""
         request, revision = await self.eligible(request_id)
+        request_id = request.id
         roster = self.killswitch.trust.roster
         signer = self.killswitch.signer
         try:
