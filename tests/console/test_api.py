@@ -431,3 +431,41 @@ def test_an_approval_applies_the_request_that_was_shown_not_one_swapped_in(
     assert halts["strategy", "api-swap-b"]["state"] == "HALTED"
     assert halts["strategy", "api-swap-a"]["state"] == "HALTED"
     bob.http.close()
+
+
+def test_credentials_that_are_not_ascii_are_refused_not_a_server_error(
+    console: ConsoleProc, alice: Person
+) -> None:
+    """A device cookie, a CSRF header and the logout form's CSRF field holding non-ASCII
+    text made the constant-time comparison raise: a 500, audited as ok."""
+    login = httpx.post(
+        console.url + "/login",
+        data={"name": "bob", "password": "not the password"},
+        headers=[(b"cookie", b"kw_device=x.\xe9")],
+    )
+    assert login.status_code == 401, login.text
+    kill = alice.http.post(
+        "/api/kill",
+        content=json.dumps(kill_body("api-non-ascii")),
+        headers=[(b"content-type", b"application/json"), (b"x-csrf-token", b"\xe9")],
+    )
+    assert kill.status_code == 403 and "CSRF" in kill.json()["error"]
+    out = alice.http.post("/logout", data={"csrf": "\u00e9"})
+    assert out.status_code == 403
+    assert alice.post("/api/kill", kill_body("api-non-ascii")).json()["ok"]  # still in
+
+
+def test_a_password_change_ends_the_users_sessions(console: ConsoleProc) -> None:
+    """`console user passwd` (another process: the users file) ends every session opened
+    with the old password; before, one kept killing and requesting resumes for up to 12 h."""
+    alice, bob = Person(console, "alice"), Person(console, "bob")
+    store = users(console)
+    store.passwd("alice", PASSWORD, PASSWORD + "-changed")
+    try:
+        answer = alice.post("/api/kill", kill_body("api-passwd"))
+        assert answer.status_code == 401, answer.text
+        assert bob.post("/api/kill", kill_body("api-passwd")).json()["ok"]  # only hers end
+    finally:
+        store.passwd("alice", PASSWORD + "-changed", PASSWORD)
+    assert alice.post("/api/kill", kill_body("api-passwd")).status_code == 401  # still ended
+    assert Person(console, "alice").post("/api/kill", kill_body("api-passwd")).json()["ok"]

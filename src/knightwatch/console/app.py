@@ -323,7 +323,8 @@ class Console:
     def device_of(self, request: Request, name: str) -> str | None:
         """The device id of this browser if it logged in as `name` before, else None."""
         device, _, mac = request.cookies.get(DEVICE_COOKIE, "").partition(".")
-        if device and hmac.compare_digest(mac, self._device_mac(name, device)):
+        # compare_digest raises on non-ASCII text; no MAC of ours has any, so it is no match
+        if device and mac.isascii() and hmac.compare_digest(mac, self._device_mac(name, device)):
             return device
         return None
 
@@ -410,7 +411,10 @@ class Console:
                     # fleet: the session stands (new logins and approvals are refused)
                     log.error("console users file unreadable: %s", exc)
                     user = _KEEP
-                if user is None or (user is not _KEEP and user.disabled):
+                if user is None or (
+                    user is not _KEEP
+                    and (user.disabled or user.password_hash != session.credential)
+                ):  # disabled, or its password changed since the login: the session ends
                     self.sessions.close(sid)
                     return None
                 return Principal(
@@ -479,7 +483,7 @@ class Console:
                 raise Refusal(403, "cross-origin request refused (Origin does not match Host)")
         sent = request.headers.get("x-csrf-token", "") if sent is None else sent
         assert who.session is not None
-        if not secrets.compare_digest(sent, who.session.csrf):
+        if not (sent.isascii() and secrets.compare_digest(sent, who.session.csrf)):
             raise Refusal(403, "missing or wrong CSRF token")
 
     async def link_of(self, who: Principal) -> tuple[PersonLink, bool]:
@@ -655,7 +659,14 @@ async def login(request: Request) -> Response:
         )
         return HTMLResponse(page, status_code=403)
     c.throttle.succeeded(name, ip, device)
-    session = c.sessions.open(name, signer, ip, request.headers.get("user-agent", "")[:200])
+    user = c.users.get(name)
+    session = c.sessions.open(
+        name,
+        signer,
+        ip,
+        request.headers.get("user-agent", "")[:200],
+        credential=user.password_hash if user is not None else "",
+    )
     try:
         c.links[session.id] = await c._link(signer, name)
     except ControlPlaneUnavailable as exc:
@@ -1184,7 +1195,10 @@ class Recorded:
         console = self.console
         headers = dict(scope.get("headers", []))
         client = scope.get("client")
-        result = state.get("result") or ("ok" if status < 400 else "refused")
+        # status 0: no answer was started (the handler failed, or the client left first)
+        result = state.get("result") or (
+            "error" if status == 0 else "ok" if status < 400 else "refused"
+        )
         try:
             console.audit.record(
                 actor=str(state.get("actor", "")) or "-",

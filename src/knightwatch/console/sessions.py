@@ -41,6 +41,9 @@ class Session:
     """When the person last typed their password (login or a step-up)."""
     ip: str
     user_agent: str
+    credential: str = field(default="", repr=False)
+    """The user's password hash when they logged in: a password change or an admin reset
+    (another process, `console user passwd`) changes it, which ends the session."""
 
 
 class Sessions:
@@ -63,7 +66,9 @@ class Sessions:
         for sid in [sid for sid, s in self._by_id.items() if self._expired(s, now)]:
             del self._by_id[sid]
 
-    def open(self, name: str, signer: Signer, ip: str, user_agent: str) -> Session:
+    def open(
+        self, name: str, signer: Signer, ip: str, user_agent: str, credential: str = ""
+    ) -> Session:
         now = self._clock()
         self._sweep(now)
         session = Session(
@@ -76,6 +81,7 @@ class Sessions:
             reauth_at=now,
             ip=ip,
             user_agent=user_agent,
+            credential=credential,
         )
         self._by_id[session.id] = session
         return session
