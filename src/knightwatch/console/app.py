@@ -513,6 +513,17 @@ class Console:
             if temporary:
                 await link.plane.close()
 
+    def recording(self, what: str) -> None:
+        """Refuses (503, naming the audit) an action that lifts a kill while the console's
+        record cannot be written: a resume nobody can account for afterwards must not
+        happen. Never called on the stop direction."""
+        if not self.audit.healthy:
+            problem = self.audit.problem or "the recorder is not ready"
+            raise Refusal(
+                503, f"audit: {what} refused while the console's record cannot be written "
+                f"({problem}); kills still work", result="error",
+            )  # fmt: skip
+
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         task.set_name(name)
@@ -810,6 +821,7 @@ async def api_request_resume(request: Request) -> Response:
     key = _scope_key(body.scope, body.key)
     _note(request, "request_resume", scope=body.scope.value, key=key, ack=body.ack)
     reason = _reason(body.reason)
+    c.recording("a resume request")
     async with c.acting(who) as link:
         checklist, halted, req = await workflow.request_resume(
             link.plane,
@@ -862,6 +874,7 @@ async def api_approve(request: Request) -> Response:
                 f"{found.entry.key} by {found.requester} ({name} {now[name]!r}), not the "
                 f"{shown[name]!r} shown: look again before approving",
             )
+    c.recording("an approval")
     ip = _client(request)
     # a session's step-up counts on the session alone: nobody else can fail on it
     device = _session_key(who.session.id) if who.session is not None else None

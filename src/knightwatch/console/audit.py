@@ -10,22 +10,32 @@ cut tail is reported like any other.
 The search reads the file back through the same decoder `audit verify` uses
 and answers from verified records only: a search over an edited file would
 report a forgery as fact.
+
+A console whose record cannot be written refuses to lift a kill (resume
+requests and approvals answer 503 naming the audit), as the Guard refuses to
+trade without its recorder; a kill is never refused for it: stopping must not
+wait on a disk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 
+from knightwatch.audit.errors import UnwrittenRecords
 from knightwatch.audit.read import decode_record, read_lines
 from knightwatch.audit.record import AuditContext, EventRecord, FsyncPolicy
 from knightwatch.audit.recorder import FlightRecorder
+from knightwatch.audit.sink import Sink
 from knightwatch.audit.verify import verify_file
 from knightwatch.clock import Clock
+
+log = logging.getLogger(__name__)
 
 KIND = "console"
 CONTEXT = AuditContext(node="console")
@@ -40,16 +50,30 @@ def params_hash(params: object) -> str:
 class ConsoleAudit:
     """The console's own recorder; `record` never raises into a request."""
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, *, sink: Sink | None = None) -> None:
+        """Records to `path`, or to `sink` instead when one is given (the recorder's memory
+        mode: a `MemorySink` with a capacity stands for a full disk)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._recorder = FlightRecorder(
-            path, clock=clock, batch_size=1, flush_interval_ms=0.0, fsync=FsyncPolicy.BATCH
+            None if sink is not None else path,
+            clock=clock,
+            batch_size=1,
+            flush_interval_ms=0.0,
+            fsync=FsyncPolicy.BATCH,
+            sink=sink,
         )
 
     @property
     def healthy(self) -> bool:
-        return self._recorder.healthy
+        """Whether the next record can be written: the recorder's own check before a
+        decision (`ready`), which also retries what a failed write kept."""
+        return self._recorder.ready()
+
+    @property
+    def problem(self) -> str:
+        """Why the record last could not be written ("" while it always could)."""
+        return self._recorder.problem
 
     @property
     def head(self) -> str:
@@ -62,7 +86,12 @@ class ConsoleAudit:
         self._recorder.flush()
 
     def close(self) -> None:
-        self._recorder.close()
+        """Close the recorder; records it could not write are reported, not raised: the
+        console is stopping either way and its stop must not hang on a full disk."""
+        try:
+            self._recorder.close()
+        except UnwrittenRecords as exc:
+            log.error("console audit closed with records unwritten: %s", exc)
 
 
 class Query(msgspec.Struct, frozen=True):

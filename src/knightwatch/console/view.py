@@ -418,6 +418,7 @@ class Watch:
         self._listeners: set[Listener] = set()
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._proofs = ResumeProofs(plane)
         self.error = ""
 
@@ -475,7 +476,7 @@ class Watch:
         self._tell("snapshot", self.latest_json)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self.every_s)
             self._dirty.clear()
@@ -485,7 +486,13 @@ class Watch:
                 log.exception("console snapshot failed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """End the loop. A cancel that lands in a read can be swallowed on the way (the loop
+        then waited on, and the console's stop hung, for good): the loop also checks a flag,
+        and the cancel is repeated until the task has ended."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
