@@ -27,7 +27,15 @@ from knightwatch.errors import QUOTE_LIMIT, quoted
 from knightwatch.guard.errors import RecorderUnavailable
 from knightwatch.guard.halts import Halt, HaltLatches
 from knightwatch.guard.lanes import Effective, Lane
-from knightwatch.guard.ledger import CustomerLine, Ledger, Parent, Pending, SymbolBook, Working
+from knightwatch.guard.ledger import (
+    CustomerLine,
+    Ledger,
+    Parent,
+    Pending,
+    SymbolBook,
+    Working,
+    customer_part,
+)
 from knightwatch.guard.orderids import SHARD_MASK, OrderIds
 from knightwatch.guard.rates import Window, windows
 from knightwatch.guard.untracked import untracked
@@ -376,7 +384,7 @@ class Guard:
         # -- 10. exposure counting working orders, by capacity: the part of a child within
         # its registered parent's uncommitted quantity is the customer's and counts against
         # that account; the rest (and every order without a parent) is the firm's own and
-        # counts against the node's position and exposure limits
+        # counts against the node's position and exposure limits (`customer_part`, inline)
         is_buy = side is _BUY
         cust = 0
         if parent is not None:
@@ -1078,10 +1086,7 @@ class Guard:
         own = 0.0
         if grow > 0:
             is_buy = o.side is _BUY
-            if parent is not None:
-                free = parent.qty - parent.committed
-                if free > 0:
-                    cust = grow if grow <= free else free
+            cust = customer_part(parent, grow)
             prin = grow - cust
             mark = (book.mark if book.mark is not None else px) * book.lot
             if prin:

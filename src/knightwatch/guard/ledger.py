@@ -33,6 +33,18 @@ from knightwatch.order import Fill, Side
 _BUY = Side.BUY
 
 
+def customer_part(parent: Parent | None, qty: int) -> int:
+    """The customer's part of `qty` more for a child of `parent`: what fits in the parent's
+    uncommitted quantity; the rest (all of it without a parent) is the firm's own. The
+    Guard's step 10 computes the same inline, on the order's path."""
+    if parent is None:
+        return 0
+    free = parent.qty - parent.committed
+    if free <= 0:
+        return 0
+    return qty if qty <= free else free
+
+
 def reduces(held: SymbolBook | CustomerLine | None, side: Side, qty: int) -> bool:
     """True if `qty` more on `side` can only shrink `held`'s position, even with its working
     orders filled (a firm's symbol book or a customer's line; nothing held: it cannot)."""
@@ -510,11 +522,7 @@ class Ledger:
         its part within `parent_id`'s uncommitted quantity the customer's line, the rest
         the firm's book, as step 10 of the Guard's check splits it. Builds nothing."""
         parent = self.parents.get(parent_id) if type(parent_id) is str else None
-        cust = 0
-        if parent is not None:
-            free = parent.qty - parent.committed
-            if free > 0:
-                cust = qty if qty <= free else free
+        cust = customer_part(parent, qty)
         if cust and not reduces(parent.account.lines.get(symbol) if parent else None, side, cust):
             return False
         return cust == qty or reduces(book, side, qty - cust)
@@ -526,11 +534,8 @@ class Ledger:
         book = self.book(w.symbol)
         is_buy = w.side is _BUY
         p = w.parent
-        cust = 0
+        cust = customer_part(p, qty)
         if p is not None:
-            free = p.qty - p.committed
-            if free > 0:
-                cust = qty if qty <= free else free
             p.committed += qty
         prin = qty - cust
         if prin:
