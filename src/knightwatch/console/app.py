@@ -641,7 +641,9 @@ async def login(request: Request) -> Response:
     ip = _client(request)
     request.state.actor = name[:64]
     device = c.device_of(request, name)
-    wait = c.throttle.wait_s(name, ip, device)
+    # the attempt is counted before the (slow) verification, in one step with the check:
+    # a burst of concurrent guesses gets no more verifications than one after another
+    wait = c.throttle.reserve(name, ip, device)
     if wait > 0:
         request.state.result, request.state.detail = "refused", f"throttled for {wait:.1f} s"
         page = c.templates.get_template("login.html").render(
@@ -651,10 +653,10 @@ async def login(request: Request) -> Response:
     try:
         signer = await asyncio.to_thread(c.users.unlock, name, password)
     except ConsoleUserError as exc:
+        c.throttle.release(name, ip, device)  # nothing was learnt about the password
         request.state.result, request.state.detail = "error", str(exc)
         return PlainTextResponse(f"logins are refused: {exc}", status_code=503)
-    except LoginFailed as exc:
-        c.throttle.failed(name, ip, device)
+    except LoginFailed as exc:  # already counted by the reservation
         request.state.result, request.state.detail = "refused", f"login failed: {exc.why}"
         page = c.templates.get_template("login.html").render(
             error="wrong name or password", users=True
@@ -663,6 +665,7 @@ async def login(request: Request) -> Response:
     roster = c.trust.roster
     member = roster.member(signer.key.key_id) if roster is not None else None
     if member is None or member.name != name or not member.valid_at(c.clock.time_ns()):
+        c.throttle.release(name, ip, device)  # the password was right; the roster refuses
         request.state.result = "refused"
         request.state.detail = "the user's key is not a valid roster key of that name"
         page = c.templates.get_template("login.html").render(
@@ -878,15 +881,15 @@ async def api_approve(request: Request) -> Response:
     ip = _client(request)
     # a session's step-up counts on the session alone: nobody else can fail on it
     device = _session_key(who.session.id) if who.session is not None else None
-    wait = c.throttle.wait_s(who.name, ip, device)
+    wait = c.throttle.reserve(who.name, ip, device)  # counted before the verification
     if wait > 0:
         raise Refusal(429, f"too many failed attempts: try again in {math.ceil(wait)} s")
     try:
         fresh = await asyncio.to_thread(c.users.unlock, who.name, body.password)
     except ConsoleUserError as exc:
+        c.throttle.release(who.name, ip, device)
         raise Refusal(503, f"approvals are refused: {exc}", result="error") from None
-    except LoginFailed as exc:
-        c.throttle.failed(who.name, ip, device)
+    except LoginFailed as exc:  # already counted by the reservation
         raise Refusal(
             401, f"re-authentication failed ({exc.why}): re-enter your password"
         ) from None
