@@ -78,6 +78,18 @@ def test_close_and_close_user(signer: Signer, clock: Clock) -> None:
     assert sessions.count() == 0 and sessions.get("made-up") is None
 
 
+def test_a_look_without_touch_leaves_the_idle_clock_alone(signer: Signer, clock: Clock) -> None:
+    """An open stream re-checks its session without keeping it alive: a page left open
+    still idles out."""
+    sessions = Sessions(idle_s=900, absolute_s=43200, clock=clock)
+    s = sessions.open("alice", signer, "ip", "ua")
+    for _ in range(2):
+        clock.now += 400
+        assert sessions.get(s.id, touch=False) is s and s.last_seen == s.created
+    clock.now += 400
+    assert sessions.get(s.id, touch=False) is None  # 1200 s without a request of hers
+
+
 def test_reauthentication_is_recorded(signer: Signer, clock: Clock) -> None:
     sessions = Sessions(clock=clock)
     s = sessions.open("alice", signer, "ip", "ua")

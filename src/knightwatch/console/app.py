@@ -105,6 +105,9 @@ MAX_ACKS = 10_000
 REASON_MAX = 500
 REQUEST_ID = re.compile(r"[-_=.a-zA-Z0-9]{1,64}")
 """A request id as the approvals bucket can hold it (ids are 12 hex digits)."""
+RECHECK_S = 0.5
+"""How often an open event stream judges its credential again: a logout, a disable, a
+password change, an expired session and a revoked or expired token end it within this."""
 
 
 _KEEP: Any = object()
@@ -216,6 +219,11 @@ def confirm_word(scope: KillScope, key: str) -> str:
 def _session_key(session_id: str) -> str:
     """A session's throttle key: not the cookie's secret itself."""
     return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:24]
+
+
+def _credential(who: Principal) -> tuple[str, str, str]:
+    """Which credential a principal stands on: its session's id or its token's."""
+    return who.via, who.name, who.session.id if who.session is not None else who.token_id
 
 
 def _client(request: Request) -> str:
@@ -399,10 +407,12 @@ class Console:
         return PersonLink(plane, ks)
 
     # ------------------------------------------------------------ who
-    def principal(self, request: Request) -> Principal | None:
+    def principal(self, request: Request, *, touch: bool = True) -> Principal | None:
+        """Who sent `request`, judged now. `touch`: a session's idle clock restarts (not
+        when an open stream re-checks it: a page left open still idles out)."""
         sid = request.cookies.get(COOKIE)
         if sid:
-            session = self.sessions.get(sid)
+            session = self.sessions.get(sid, touch=touch)
             if session is not None:
                 try:
                     user = self.users.get(session.name)
@@ -468,6 +478,19 @@ class Console:
         if not verdict.allowed:
             raise Refusal(403, verdict.why)
         return who
+
+    def viewing(self, request: Request, opened_by: Principal) -> str:
+        """Why an open stream must end now ("" while it may go on): its credential judged
+        again as a new request would be (logout, expiry, disable, a password change, a
+        revoked or expired token, a roster that no longer lets them view)."""
+        who = self.principal(request, touch=False)
+        if who is None:
+            return "logged out, expired, disabled or revoked"
+        if _credential(who) != _credential(opened_by):
+            return "the credential changed"
+        verdict = decide(self.trust.roster, who.name, Action.VIEW, scope=who.scope,
+                         service=who.service)  # fmt: skip
+        return "" if verdict.allowed else verdict.why
 
     @staticmethod
     def _csrf(request: Request, who: Principal, sent: str | None = None) -> None:
@@ -1130,10 +1153,15 @@ async def api_why(request: Request) -> Response:
 
 async def api_events(request: Request) -> Response:
     """Server-sent events: the snapshot now, then each change, every confirmation, and a
-    heartbeat every beat; the page turns STALE after three missed beats."""
+    heartbeat every beat; the page turns STALE after three missed beats.
+
+    The stream outlives the request that opened it, so it judges its credential again
+    every `RECHECK_S` (without restarting a session's idle clock): a logout, a disable, a
+    password change, an expired session or a revoked token ends it with an `ended` event
+    within that, instead of streaming the fleet to someone no longer let in."""
     c = _console(request)
     try:
-        c.require(request, Action.VIEW)
+        who = c.require(request, Action.VIEW)
     except Refusal as exc:
         request.state.result, request.state.detail = "refused", exc.message
         return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -1147,15 +1175,31 @@ async def api_events(request: Request) -> Response:
     forget = c.watch.listen(listener)
 
     async def stream() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
         try:
             yield b"retry: 1000\n\n"
             yield b"event: snapshot\ndata: " + c.watch.latest_json + b"\n\n"
             beat = c.settings.heartbeat_s
+            opened = loop.time()
+            next_beat, next_check = opened + beat, opened + RECHECK_S
             while not c.closing.is_set():
+                now = loop.time()
+                if now >= next_check:
+                    ended = c.viewing(request, who)
+                    if ended:
+                        log.info("event stream of %s (%s) ended: %s", who.name, who.via, ended)
+                        reason = msgspec.json.encode({"reason": ended})
+                        yield b"event: ended\ndata: " + reason + b"\n\n"
+                        return
+                    next_check = now + RECHECK_S
                 try:
-                    event, data = await asyncio.wait_for(queue.get(), beat)
+                    timeout = max(0.0, min(next_beat, next_check) - now)
+                    event, data = await asyncio.wait_for(queue.get(), timeout)
                 except TimeoutError:
+                    if loop.time() < next_beat:
+                        continue  # time to check the credential, not to beat
                     event, data = "beat", msgspec.json.encode({"at_ns": c.clock.time_ns()})
+                next_beat = loop.time() + beat  # any event is a beat to the page
                 yield f"id: {c.watch.event_id}\nevent: {event}\ndata: ".encode() + data + b"\n\n"
         finally:
             forget()

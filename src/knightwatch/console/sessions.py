@@ -91,8 +91,10 @@ class Sessions:
         self._by_id[session.id] = session
         return session
 
-    def get(self, session_id: str) -> Session | None:
-        """The live session (its idle clock restarted), or None if unknown or expired."""
+    def get(self, session_id: str, *, touch: bool = True) -> Session | None:
+        """The live session, or None if unknown or expired. `touch`: its idle clock restarts
+        (a person's request); an open stream re-checking its session does not touch it, so
+        a page left open still idles out."""
         session = self._by_id.get(session_id)
         if session is None:
             return None
@@ -100,7 +102,8 @@ class Sessions:
         if self._expired(session, now):
             del self._by_id[session_id]
             return None
-        session.last_seen = now
+        if touch:
+            session.last_seen = now
         return session
 
     def reauthenticated(self, session_id: str) -> None:
