@@ -522,3 +522,36 @@ def test_a_concurrent_spray_of_names_from_one_address_gets_the_throttles_few_tri
     statuses = asyncio.run(_burst(console, [(f"spray-{i}", "a guess!") for i in range(20)]))
     assert statuses.count(401) <= 3 and statuses.count(401) + statuses.count(429) == 20, statuses
     _locked_out_until_the_wait_ends(console)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/resume/approve", {"request_id": 7}),
+        ("/api/resume/approve", b"{not json"),
+        ("/api/resume/request", {"scope": "galaxy"}),
+        ("/api/resume/request", b"{not json"),
+        ("/api/kill", {"scope": "galaxy"}),
+        ("/api/kill", b"{not json"),
+        ("/api/flags/safe-default", {"flag": 1}),
+        ("/api/rollouts/abort", {"flag": 1}),
+        ("/api/alerts/ack", {"slot": []}),
+    ],
+)
+@pytest.mark.parametrize(
+    "site", [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}]
+)
+def test_a_cross_site_request_is_refused_before_its_body_is_parsed(
+    alice: Person, path: str, body: object, site: dict[str, str]
+) -> None:
+    """A cross-site approval with a malformed body was a 422 (the body's validation ran
+    before the origin check): every unsafe request with a session is judged cross-site
+    first, whatever its body."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = alice.http.post(
+        path,
+        content=content,
+        headers={"Content-Type": "application/json", "X-CSRF-Token": alice.csrf, **site},
+    )
+    assert answer.status_code == 403, answer.text
+    assert "cross-" in answer.json()["error"]

@@ -14,8 +14,9 @@ refusals included):
    revocable). No session state lives in the browser.
 2. cross-site: an unsafe method with a session must come from this origin
    (Fetch Metadata `Sec-Fetch-Site`, else `Origin` against `Host`) and carry
-   the session's CSRF token. A bearer token is exempt (browsers never attach
-   one by themselves).
+   the session's CSRF token, judged before its body is read (a cross-site
+   request is a 403 whatever its body). A bearer token is exempt (browsers
+   never attach one by themselves).
 3. may they: `knightwatch.trust.policy.decide`, the same table the CLI
    consults, on the roles the signed roster gives the person (narrowed by a
    token's scope).
@@ -493,9 +494,10 @@ class Console:
         return "" if verdict.allowed else verdict.why
 
     @staticmethod
-    def _csrf(request: Request, who: Principal, sent: str | None = None) -> None:
-        """Same-origin and the session's CSRF token: from `X-CSRF-Token`, or `sent` (the
-        logout form's field, which works without the page's script)."""
+    def same_origin(request: Request) -> None:
+        """Refuses (403) a request from another site: Fetch Metadata, else `Origin` against
+        `Host`. Checked before a session's request body is read, so a cross-site request is
+        a 403 whatever its body."""
         site = request.headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
             raise Refusal(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
@@ -504,6 +506,12 @@ class Console:
             host = request.headers.get("host", "")
             if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
                 raise Refusal(403, "cross-origin request refused (Origin does not match Host)")
+
+    @classmethod
+    def _csrf(cls, request: Request, who: Principal, sent: str | None = None) -> None:
+        """Same-origin and the session's CSRF token: from `X-CSRF-Token`, or `sent` (the
+        logout form's field, which works without the page's script)."""
+        cls.same_origin(request)
         sent = request.headers.get("x-csrf-token", "") if sent is None else sent
         assert who.session is not None
         if not (sent.isascii() and secrets.compare_digest(sent, who.session.csrf)):
@@ -739,6 +747,7 @@ async def logout(request: Request) -> Response:
     who = c.principal(request)
     if who is not None and who.session is not None:
         try:
+            c.same_origin(request)  # before the form is read
             sent = request.headers.get("x-csrf-token")
             if sent is None:  # the plain form: its hidden field
                 sent = (await _form(request)).get("csrf", "")
@@ -875,6 +884,11 @@ async def api_approve(request: Request) -> Response:
     probe = c.principal(request)  # before the body: a stranger's body is never read
     if probe is None:
         raise Refusal(401, "not logged in")
+    request.state.actor, request.state.via = probe.name, probe.via
+    if probe.session is not None:
+        # cross-site and CSRF before the body, as every other unsafe request: a cross-site
+        # approval is a 403 whatever its body (it was a 422 for a malformed one)
+        c._csrf(request, probe)
     body: ApproveBody = await _body(request, ApproveBody)
     _note(request, "approve", request_id=body.request_id)
     if not REQUEST_ID.fullmatch(body.request_id):
