@@ -555,3 +555,36 @@ def test_a_cross_site_request_is_refused_before_its_body_is_parsed(
     )
     assert answer.status_code == 403, answer.text
     assert "cross-" in answer.json()["error"]
+
+
+def test_an_approval_names_a_well_formed_request_id(alice: Person) -> None:
+    """A request id is checked (422 naming `request_id`) before the bucket is read."""
+    base = {"scope": "fleet", "key": "", "digest": "0" * 32, "password": PASSWORD, "reason": "x"}
+    for request_id in ("", "../../etc", "a b", "x" * 65, "id\nHALT"):
+        answer = alice.post("/api/resume/approve", {**base, "request_id": request_id})
+        assert answer.status_code == 422, (request_id, answer.text)
+        assert answer.json()["error"].startswith("request_id:"), answer.text
+    answer = alice.post("/api/resume/approve", base)  # no request_id at all
+    assert answer.status_code == 422 and "request_id" in answer.json()["error"], answer.text
+
+
+def test_a_token_never_approves_its_owners_own_request(console: ConsoleProc, alice: Person) -> None:
+    """The requester never counts as the second person, by session or by token: alice's
+    approver token is refused (403) on her own request, and the halt stays."""
+    assert alice.post("/api/kill", kill_body("api-self")).json()["ok"]
+    made = alice.post("/api/resume/request", {"scope": "strategy", "key": "api-self",
+                                              "reason": "fixed"})  # fmt: skip
+    assert made.status_code == 200, made.text
+    secret, _ = users(console).issue_token(
+        "alice", PASSWORD, ["operator", "approver"], 600, now_ns=NOW()
+    )
+    body = {**shown(alice, made.json()["request_id"]), "password": PASSWORD, "reason": "mine"}
+    answer = httpx.post(
+        console.url + "/api/resume/approve",
+        content=json.dumps(body),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 403, answer.text
+    assert "requester never counts" in answer.json()["error"]
+    halts = {(h["scope"], h["key"]): h for h in alice.http.get("/api/snapshot").json()["halts"]}
+    assert halts["strategy", "api-self"]["state"] == "HALTED"
