@@ -469,3 +469,122 @@ def test_a_password_change_ends_the_users_sessions(console: ConsoleProc) -> None
         store.passwd("alice", PASSWORD + "-changed", PASSWORD)
     assert alice.post("/api/kill", kill_body("api-passwd")).status_code == 401  # still ended
     assert Person(console, "alice").post("/api/kill", kill_body("api-passwd")).json()["ok"]
+
+
+async def _burst(
+    console: ConsoleProc, logins: list[tuple[str, str]], sources: list[str] | None = None
+) -> list[int]:
+    """Every login of `logins` sent at once (each from its own connection; from the loopback
+    address of `sources` at the same index when given): the statuses, in order."""
+
+    async def one(name: str, password: str, source: str) -> int:
+        transport = httpx.AsyncHTTPTransport(local_address=source)
+        async with httpx.AsyncClient(base_url=console.url, transport=transport, timeout=60) as h:
+            answer = await h.post("/login", data={"name": name, "password": password})
+            return answer.status_code
+
+    where = sources or ["127.0.0.1"] * len(logins)
+    return list(
+        await asyncio.gather(*(one(n, p, s) for (n, p), s in zip(logins, where, strict=True)))
+    )
+
+
+def _locked_out_until_the_wait_ends(console: ConsoleProc) -> None:
+    """alice's right password is refused (429) until the wait it names ends, then let in."""
+    right = httpx.post(console.url + "/login", data={"name": "alice", "password": PASSWORD})
+    assert right.status_code == 429, right.text
+    time.sleep(int(right.headers["retry-after"]) + 0.1)
+    Person(console, "alice").http.close()  # 303: the success clears the name and the address
+
+
+def test_a_concurrent_burst_of_guesses_at_one_name_gets_the_throttles_few_tries(
+    console: ConsoleProc,
+) -> None:
+    """The count was checked before the slow verification and raised after it, so a burst
+    sent at once was verified whole inside one window. Each attempt now takes its place
+    before it is verified: from 20 addresses at once, alice's name gets the `free` tries
+    and one more (2 + 1) verified, the rest are 429 unverified."""
+    Person(console, "alice").http.close()  # a success clears the name's count
+    sources = [f"127.0.0.{i}" for i in range(2, 22)]  # loopback: each its own address
+    statuses = asyncio.run(
+        _burst(console, [("alice", f"guess number {i:02}") for i in range(20)], sources)
+    )
+    assert statuses.count(401) <= 3 and statuses.count(401) + statuses.count(429) == 20, statuses
+    _locked_out_until_the_wait_ends(console)
+
+
+def test_a_concurrent_spray_of_names_from_one_address_gets_the_throttles_few_tries(
+    console: ConsoleProc,
+) -> None:
+    """The same for an address spraying made-up names (each verified against the dummy
+    hash at full cost): its count holds under concurrency too, and locks it out."""
+    Person(console, "alice").http.close()  # a success clears this address's count
+    statuses = asyncio.run(_burst(console, [(f"spray-{i}", "a guess!") for i in range(20)]))
+    assert statuses.count(401) <= 3 and statuses.count(401) + statuses.count(429) == 20, statuses
+    _locked_out_until_the_wait_ends(console)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/resume/approve", {"request_id": 7}),
+        ("/api/resume/approve", b"{not json"),
+        ("/api/resume/request", {"scope": "galaxy"}),
+        ("/api/resume/request", b"{not json"),
+        ("/api/kill", {"scope": "galaxy"}),
+        ("/api/kill", b"{not json"),
+        ("/api/flags/safe-default", {"flag": 1}),
+        ("/api/rollouts/abort", {"flag": 1}),
+        ("/api/alerts/ack", {"slot": []}),
+    ],
+)
+@pytest.mark.parametrize(
+    "site", [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}]
+)
+def test_a_cross_site_request_is_refused_before_its_body_is_parsed(
+    alice: Person, path: str, body: object, site: dict[str, str]
+) -> None:
+    """A cross-site approval with a malformed body was a 422 (the body's validation ran
+    before the origin check): every unsafe request with a session is judged cross-site
+    first, whatever its body."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = alice.http.post(
+        path,
+        content=content,
+        headers={"Content-Type": "application/json", "X-CSRF-Token": alice.csrf, **site},
+    )
+    assert answer.status_code == 403, answer.text
+    assert "cross-" in answer.json()["error"]
+
+
+def test_an_approval_names_a_well_formed_request_id(alice: Person) -> None:
+    """A request id is checked (422 naming `request_id`) before the bucket is read."""
+    base = {"scope": "fleet", "key": "", "digest": "0" * 32, "password": PASSWORD, "reason": "x"}
+    for request_id in ("", "../../etc", "a b", "x" * 65, "id\nHALT"):
+        answer = alice.post("/api/resume/approve", {**base, "request_id": request_id})
+        assert answer.status_code == 422, (request_id, answer.text)
+        assert answer.json()["error"].startswith("request_id:"), answer.text
+    answer = alice.post("/api/resume/approve", base)  # no request_id at all
+    assert answer.status_code == 422 and "request_id" in answer.json()["error"], answer.text
+
+
+def test_a_token_never_approves_its_owners_own_request(console: ConsoleProc, alice: Person) -> None:
+    """The requester never counts as the second person, by session or by token: alice's
+    approver token is refused (403) on her own request, and the halt stays."""
+    assert alice.post("/api/kill", kill_body("api-self")).json()["ok"]
+    made = alice.post("/api/resume/request", {"scope": "strategy", "key": "api-self",
+                                              "reason": "fixed"})  # fmt: skip
+    assert made.status_code == 200, made.text
+    secret, _ = users(console).issue_token(
+        "alice", PASSWORD, ["operator", "approver"], 600, now_ns=NOW()
+    )
+    body = {**shown(alice, made.json()["request_id"]), "password": PASSWORD, "reason": "mine"}
+    answer = httpx.post(
+        console.url + "/api/resume/approve",
+        content=json.dumps(body),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 403, answer.text
+    assert "requester never counts" in answer.json()["error"]
+    halts = {(h["scope"], h["key"]): h for h in alice.http.get("/api/snapshot").json()["halts"]}
+    assert halts["strategy", "api-self"]["state"] == "HALTED"

@@ -3,6 +3,8 @@ injected clock."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -74,6 +76,18 @@ def test_close_and_close_user(signer: Signer, clock: Clock) -> None:
     assert sessions.close_user("alice") == 2
     assert sessions.get(a1.id) is None and sessions.get(a2.id) is None
     assert sessions.count() == 0 and sessions.get("made-up") is None
+
+
+def test_a_look_without_touch_leaves_the_idle_clock_alone(signer: Signer, clock: Clock) -> None:
+    """An open stream re-checks its session without keeping it alive: a page left open
+    still idles out."""
+    sessions = Sessions(idle_s=900, absolute_s=43200, clock=clock)
+    s = sessions.open("alice", signer, "ip", "ua")
+    for _ in range(2):
+        clock.now += 400
+        assert sessions.get(s.id, touch=False) is s and s.last_seen == s.created
+    clock.now += 400
+    assert sessions.get(s.id, touch=False) is None  # 1200 s without a request of hers
 
 
 def test_reauthentication_is_recorded(signer: Signer, clock: Clock) -> None:
@@ -188,3 +202,47 @@ def test_memory_is_bounded_and_the_newest_are_kept(clock: Clock) -> None:
     assert len(t) == 100
     assert t.wait_s("made-up-999", "x") == 0.0  # one failure: free, but tracked
     assert ("user", "made-up-999") in t._table and ("user", "target") not in t._table
+
+
+def test_an_attempt_takes_its_place_before_it_is_verified(clock: Clock) -> None:
+    t = LoginThrottle(clock=clock)
+    assert [t.reserve("alice", "10.0.0.1") for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+    assert t.wait_s("alice", "10.0.0.1") == 0.5  # three counted before any verdict
+    clock.now += 0.5
+    assert t.reserve("alice", "10.0.0.1") == 0.0
+    assert t.wait_s("alice", "10.9.9.9") == 1.0  # the name, from anywhere
+    t.succeeded("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.0.0.1") == 0.0
+
+
+def test_a_released_attempt_gives_its_place_back(clock: Clock) -> None:
+    """An attempt that learnt nothing about the password (the users file unreadable, a key
+    not on the roster) is not a failure."""
+    t = LoginThrottle(clock=clock)
+    for _ in range(3):
+        assert t.reserve("alice", "10.0.0.1") == 0.0
+    t.release("alice", "10.0.0.1")
+    assert t.wait_s("alice", "10.0.0.1") == 0.0 and t.reserve("alice", "10.0.0.1") == 0.0
+    t.succeeded("alice", "10.0.0.1")
+    t.release("alice", "10.0.0.1")  # after a success cleared it: nothing to give back
+    assert len(t) == 0
+
+
+def test_concurrent_reservations_get_no_more_tries_than_sequential_ones(clock: Clock) -> None:
+    """However many threads try at once, only `free + 1` pass before the first wait."""
+    t = LoginThrottle(clock=clock)
+    start = threading.Barrier(64)
+    passed: list[float] = []
+
+    def attempt(i: int) -> None:
+        start.wait()
+        wait = t.reserve("alice" if i % 2 else f"user{i}", "10.0.0.1")
+        if wait == 0.0:
+            passed.append(wait)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(64)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(passed) == t.free + 1  # the address's count, shared by every name

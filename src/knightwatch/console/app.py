@@ -14,8 +14,9 @@ refusals included):
    revocable). No session state lives in the browser.
 2. cross-site: an unsafe method with a session must come from this origin
    (Fetch Metadata `Sec-Fetch-Site`, else `Origin` against `Host`) and carry
-   the session's CSRF token. A bearer token is exempt (browsers never attach
-   one by themselves).
+   the session's CSRF token, judged before its body is read (a cross-site
+   request is a 403 whatever its body). A bearer token is exempt (browsers
+   never attach one by themselves).
 3. may they: `knightwatch.trust.policy.decide`, the same table the CLI
    consults, on the roles the signed roster gives the person (narrowed by a
    token's scope).
@@ -105,6 +106,9 @@ MAX_ACKS = 10_000
 REASON_MAX = 500
 REQUEST_ID = re.compile(r"[-_=.a-zA-Z0-9]{1,64}")
 """A request id as the approvals bucket can hold it (ids are 12 hex digits)."""
+RECHECK_S = 0.5
+"""How often an open event stream judges its credential again: a logout, a disable, a
+password change, an expired session and a revoked or expired token end it within this."""
 
 
 _KEEP: Any = object()
@@ -216,6 +220,11 @@ def confirm_word(scope: KillScope, key: str) -> str:
 def _session_key(session_id: str) -> str:
     """A session's throttle key: not the cookie's secret itself."""
     return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:24]
+
+
+def _credential(who: Principal) -> tuple[str, str, str]:
+    """Which credential a principal stands on: its session's id or its token's."""
+    return who.via, who.name, who.session.id if who.session is not None else who.token_id
 
 
 def _client(request: Request) -> str:
@@ -399,10 +408,12 @@ class Console:
         return PersonLink(plane, ks)
 
     # ------------------------------------------------------------ who
-    def principal(self, request: Request) -> Principal | None:
+    def principal(self, request: Request, *, touch: bool = True) -> Principal | None:
+        """Who sent `request`, judged now. `touch`: a session's idle clock restarts (not
+        when an open stream re-checks it: a page left open still idles out)."""
         sid = request.cookies.get(COOKIE)
         if sid:
-            session = self.sessions.get(sid)
+            session = self.sessions.get(sid, touch=touch)
             if session is not None:
                 try:
                     user = self.users.get(session.name)
@@ -469,10 +480,24 @@ class Console:
             raise Refusal(403, verdict.why)
         return who
 
+    def viewing(self, request: Request, opened_by: Principal) -> str:
+        """Why an open stream must end now ("" while it may go on): its credential judged
+        again as a new request would be (logout, expiry, disable, a password change, a
+        revoked or expired token, a roster that no longer lets them view)."""
+        who = self.principal(request, touch=False)
+        if who is None:
+            return "logged out, expired, disabled or revoked"
+        if _credential(who) != _credential(opened_by):
+            return "the credential changed"
+        verdict = decide(self.trust.roster, who.name, Action.VIEW, scope=who.scope,
+                         service=who.service)  # fmt: skip
+        return "" if verdict.allowed else verdict.why
+
     @staticmethod
-    def _csrf(request: Request, who: Principal, sent: str | None = None) -> None:
-        """Same-origin and the session's CSRF token: from `X-CSRF-Token`, or `sent` (the
-        logout form's field, which works without the page's script)."""
+    def same_origin(request: Request) -> None:
+        """Refuses (403) a request from another site: Fetch Metadata, else `Origin` against
+        `Host`. Checked before a session's request body is read, so a cross-site request is
+        a 403 whatever its body."""
         site = request.headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
             raise Refusal(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
@@ -481,6 +506,12 @@ class Console:
             host = request.headers.get("host", "")
             if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
                 raise Refusal(403, "cross-origin request refused (Origin does not match Host)")
+
+    @classmethod
+    def _csrf(cls, request: Request, who: Principal, sent: str | None = None) -> None:
+        """Same-origin and the session's CSRF token: from `X-CSRF-Token`, or `sent` (the
+        logout form's field, which works without the page's script)."""
+        cls.same_origin(request)
         sent = request.headers.get("x-csrf-token", "") if sent is None else sent
         assert who.session is not None
         if not (sent.isascii() and secrets.compare_digest(sent, who.session.csrf)):
@@ -641,7 +672,9 @@ async def login(request: Request) -> Response:
     ip = _client(request)
     request.state.actor = name[:64]
     device = c.device_of(request, name)
-    wait = c.throttle.wait_s(name, ip, device)
+    # the attempt is counted before the (slow) verification, in one step with the check:
+    # a burst of concurrent guesses gets no more verifications than one after another
+    wait = c.throttle.reserve(name, ip, device)
     if wait > 0:
         request.state.result, request.state.detail = "refused", f"throttled for {wait:.1f} s"
         page = c.templates.get_template("login.html").render(
@@ -651,10 +684,10 @@ async def login(request: Request) -> Response:
     try:
         signer = await asyncio.to_thread(c.users.unlock, name, password)
     except ConsoleUserError as exc:
+        c.throttle.release(name, ip, device)  # nothing was learnt about the password
         request.state.result, request.state.detail = "error", str(exc)
         return PlainTextResponse(f"logins are refused: {exc}", status_code=503)
-    except LoginFailed as exc:
-        c.throttle.failed(name, ip, device)
+    except LoginFailed as exc:  # already counted by the reservation
         request.state.result, request.state.detail = "refused", f"login failed: {exc.why}"
         page = c.templates.get_template("login.html").render(
             error="wrong name or password", users=True
@@ -663,6 +696,7 @@ async def login(request: Request) -> Response:
     roster = c.trust.roster
     member = roster.member(signer.key.key_id) if roster is not None else None
     if member is None or member.name != name or not member.valid_at(c.clock.time_ns()):
+        c.throttle.release(name, ip, device)  # the password was right; the roster refuses
         request.state.result = "refused"
         request.state.detail = "the user's key is not a valid roster key of that name"
         page = c.templates.get_template("login.html").render(
@@ -713,6 +747,7 @@ async def logout(request: Request) -> Response:
     who = c.principal(request)
     if who is not None and who.session is not None:
         try:
+            c.same_origin(request)  # before the form is read
             sent = request.headers.get("x-csrf-token")
             if sent is None:  # the plain form: its hidden field
                 sent = (await _form(request)).get("csrf", "")
@@ -849,6 +884,11 @@ async def api_approve(request: Request) -> Response:
     probe = c.principal(request)  # before the body: a stranger's body is never read
     if probe is None:
         raise Refusal(401, "not logged in")
+    request.state.actor, request.state.via = probe.name, probe.via
+    if probe.session is not None:
+        # cross-site and CSRF before the body, as every other unsafe request: a cross-site
+        # approval is a 403 whatever its body (it was a 422 for a malformed one)
+        c._csrf(request, probe)
     body: ApproveBody = await _body(request, ApproveBody)
     _note(request, "approve", request_id=body.request_id)
     if not REQUEST_ID.fullmatch(body.request_id):
@@ -878,15 +918,15 @@ async def api_approve(request: Request) -> Response:
     ip = _client(request)
     # a session's step-up counts on the session alone: nobody else can fail on it
     device = _session_key(who.session.id) if who.session is not None else None
-    wait = c.throttle.wait_s(who.name, ip, device)
+    wait = c.throttle.reserve(who.name, ip, device)  # counted before the verification
     if wait > 0:
         raise Refusal(429, f"too many failed attempts: try again in {math.ceil(wait)} s")
     try:
         fresh = await asyncio.to_thread(c.users.unlock, who.name, body.password)
     except ConsoleUserError as exc:
+        c.throttle.release(who.name, ip, device)
         raise Refusal(503, f"approvals are refused: {exc}", result="error") from None
-    except LoginFailed as exc:
-        c.throttle.failed(who.name, ip, device)
+    except LoginFailed as exc:  # already counted by the reservation
         raise Refusal(
             401, f"re-authentication failed ({exc.why}): re-enter your password"
         ) from None
@@ -1127,10 +1167,15 @@ async def api_why(request: Request) -> Response:
 
 async def api_events(request: Request) -> Response:
     """Server-sent events: the snapshot now, then each change, every confirmation, and a
-    heartbeat every beat; the page turns STALE after three missed beats."""
+    heartbeat every beat; the page turns STALE after three missed beats.
+
+    The stream outlives the request that opened it, so it judges its credential again
+    every `RECHECK_S` (without restarting a session's idle clock): a logout, a disable, a
+    password change, an expired session or a revoked token ends it with an `ended` event
+    within that, instead of streaming the fleet to someone no longer let in."""
     c = _console(request)
     try:
-        c.require(request, Action.VIEW)
+        who = c.require(request, Action.VIEW)
     except Refusal as exc:
         request.state.result, request.state.detail = "refused", exc.message
         return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -1144,15 +1189,31 @@ async def api_events(request: Request) -> Response:
     forget = c.watch.listen(listener)
 
     async def stream() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
         try:
             yield b"retry: 1000\n\n"
             yield b"event: snapshot\ndata: " + c.watch.latest_json + b"\n\n"
             beat = c.settings.heartbeat_s
+            opened = loop.time()
+            next_beat, next_check = opened + beat, opened + RECHECK_S
             while not c.closing.is_set():
+                now = loop.time()
+                if now >= next_check:
+                    ended = c.viewing(request, who)
+                    if ended:
+                        log.info("event stream of %s (%s) ended: %s", who.name, who.via, ended)
+                        reason = msgspec.json.encode({"reason": ended})
+                        yield b"event: ended\ndata: " + reason + b"\n\n"
+                        return
+                    next_check = now + RECHECK_S
                 try:
-                    event, data = await asyncio.wait_for(queue.get(), beat)
+                    timeout = max(0.0, min(next_beat, next_check) - now)
+                    event, data = await asyncio.wait_for(queue.get(), timeout)
                 except TimeoutError:
+                    if loop.time() < next_beat:
+                        continue  # time to check the credential, not to beat
                     event, data = "beat", msgspec.json.encode({"at_ns": c.clock.time_ns()})
+                next_beat = loop.time() + beat  # any event is a beat to the page
                 yield f"id: {c.watch.event_id}\nevent: {event}\ndata: ".encode() + data + b"\n\n"
         finally:
             forget()

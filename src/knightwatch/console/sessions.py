@@ -11,12 +11,17 @@ unwrap the key afresh from a re-entered password instead.
 The throttle slows password guessing per name and per client address
 independently (an attacker spreading guesses over many names from one address,
 or over many addresses at one name, is slowed either way) with a bounded table,
-so a flood of made-up names cannot grow it without end.
+so a flood of made-up names cannot grow it without end. An attempt takes its
+place in the count before its password is verified (`reserve`), in one step
+with the check: verification is slow (argon2, in a worker thread), and a count
+raised only after it let a burst of concurrent guesses all pass the check while
+the first ones were still being verified.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -86,8 +91,10 @@ class Sessions:
         self._by_id[session.id] = session
         return session
 
-    def get(self, session_id: str) -> Session | None:
-        """The live session (its idle clock restarted), or None if unknown or expired."""
+    def get(self, session_id: str, *, touch: bool = True) -> Session | None:
+        """The live session, or None if unknown or expired. `touch`: its idle clock restarts
+        (a person's request); an open stream re-checking its session does not touch it, so
+        a page left open still idles out."""
         session = self._by_id.get(session_id)
         if session is None:
             return None
@@ -95,7 +102,8 @@ class Sessions:
         if self._expired(session, now):
             del self._by_id[session_id]
             return None
-        session.last_seen = now
+        if touch:
+            session.last_seen = now
         return session
 
     def reauthenticated(self, session_id: str) -> None:
@@ -138,6 +146,13 @@ class LoginThrottle:
     the next try waits `base_s * 2**k` seconds, capped at `max_s`. A success
     clears the name's and the address's count.
 
+    A login or a step-up calls `reserve` before it verifies the password: the check
+    and the count are one step under a lock, so of any number of concurrent tries
+    only as many are verified as sequential ones would be; the wait runs from when
+    the attempt began. A success then clears the count (`succeeded`); an attempt
+    that proved nothing about the password (the users file unreadable, a key not on
+    the roster) gives its place back (`release`).
+
     A name's count slows a guesser from any address, and an address's count one who
     sprays names; but anyone can fail under someone else's name, and everyone behind
     one address (127.0.0.1, a proxy) shares its count. So a client that proves it
@@ -161,6 +176,7 @@ class LoginThrottle:
         self.max_entries = max_entries
         self._clock = clock
         self._table: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._lock = threading.Lock()
 
     def delay_after(self, failures: int) -> float:
         """The wait after `failures` consecutive failures."""
@@ -175,7 +191,10 @@ class LoginThrottle:
 
     def wait_s(self, name: str, ip: str, device: str | None = None) -> float:
         """Seconds until `name` from `ip` (or that `device`) may try again; 0.0: now."""
-        now = self._clock()
+        with self._lock:
+            return self._wait(name, ip, device, self._clock())
+
+    def _wait(self, name: str, ip: str, device: str | None, now: float) -> float:
         wait = 0.0
         for key in self._keys(name, ip, device):
             f = self._table.get(key)
@@ -183,17 +202,41 @@ class LoginThrottle:
                 wait = max(wait, f.last + self.delay_after(f.count) - now)
         return wait
 
+    def reserve(self, name: str, ip: str, device: str | None = None) -> float:
+        """Take an attempt's place before its password is verified: 0.0 and the attempt
+        already counted as a failure, or the wait still due (nothing counted)."""
+        with self._lock:
+            now = self._clock()
+            wait = self._wait(name, ip, device, now)
+            if wait > 0:
+                return wait
+            self._count(name, ip, device, now, +1)
+            return 0.0
+
+    def release(self, name: str, ip: str, device: str | None = None) -> None:
+        """Give back a reserved place: the attempt proved nothing about the password."""
+        with self._lock:
+            self._count(name, ip, device, self._clock(), -1)
+
     def failed(self, name: str, ip: str, device: str | None = None) -> None:
-        now = self._clock()
+        """Count a failure that was not reserved."""
+        with self._lock:
+            self._count(name, ip, device, self._clock(), +1)
+
+    def _count(self, name: str, ip: str, device: str | None, now: float, step: int) -> None:
         for key in self._keys(name, ip, device):
             f = self._table.pop(key, None)
-            self._table[key] = _Failures(f.count + 1 if f else 1, now)  # newest last
+            count = (f.count if f else 0) + step
+            if count > 0:
+                # newest last; a release keeps the time the attempt it gives back set
+                self._table[key] = _Failures(count, now if step > 0 or f is None else f.last)
         while len(self._table) > self.max_entries:
             self._table.popitem(last=False)
 
     def succeeded(self, name: str, ip: str, device: str | None = None) -> None:
-        for key in self._keys(name, ip, device):
-            self._table.pop(key, None)
+        with self._lock:
+            for key in self._keys(name, ip, device):
+                self._table.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._table)

@@ -83,6 +83,8 @@ function connect() {
   source.addEventListener("snapshot", (e) => { beat(); snapshot = JSON.parse(e.data); render(snapshot); });
   source.addEventListener("confirm", (e) => { beat(); onConfirm(JSON.parse(e.data)); });
   source.addEventListener("problem", (e) => { beat(); showProblems([JSON.parse(e.data).error]); });
+  // the server ended the stream: logged out, expired, disabled or a password change
+  source.addEventListener("ended", () => { source.close(); window.location.assign("/login"); });
   window.knightwatchStream = source;
 }
 
