@@ -14,6 +14,7 @@ from knightwatch.release.keys import SigningKey
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.release.signing import (
+    TrustedKey,
     TrustPolicy,
     load_trust_policy,
     release_envelope,
@@ -81,6 +82,21 @@ def test_two_keys_of_one_signer_count_once(world: World) -> None:
     both_ci = sign_release(sign_release(unsigned(world), world.ci), rotated)
     assert reasons(both_ci, policy) == {AdmissionReason.BELOW_THRESHOLD}
     assert verify_release(sign_release(both_ci, world.rm), policy).ok
+
+
+@pytest.mark.parametrize("spelling", ["ci ", " ci", "CI", "Ci", "ci\n"])
+def test_one_signers_two_keys_under_another_spelling_are_refused_not_counted_twice(
+    world: World, spelling: str
+) -> None:
+    """A padded or recased name was a second signer: one person's two keys met a
+    threshold of two alone."""
+    rotated = SigningKey.generate()
+    keys = (
+        *TrustPolicy.of(1, {"ci": world.ci.public}).keys,
+        TrustedKey(spelling, rotated.public.key_id, rotated.public.to_base64()),
+    )
+    with pytest.raises(ReleaseInputError, match=r"keys\[1\]\.signer"):
+        TrustPolicy(2, keys)
 
 
 def test_tampered_manifest_is_refused(world: World) -> None:

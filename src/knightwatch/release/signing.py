@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -49,16 +50,31 @@ class TrustedKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_key: str
 
 
+_SIGNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A signer's name, as `keys new` and the roster spell one."""
+
+
 class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     threshold: int
     keys: tuple[TrustedKey, ...]
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
+        folded: dict[str, str] = {}
         for index, trusted in enumerate(self.keys):
             where = f"keys[{index}]"
-            if not trusted.signer.strip():
-                raise ReleaseInputError(f"{where}.signer: must not be empty")
+            if not _SIGNER.fullmatch(trusted.signer):
+                # the rule `keys new` applies: a padded or odd spelling would count as a
+                # second signer and let one person meet a threshold of two alone
+                raise ReleaseInputError(
+                    f"{where}.signer: {quoted(trusted.signer)} must be 1-64 of A-Z a-z 0-9 _ -"
+                )
+            other = folded.setdefault(trusted.signer.lower(), trusted.signer)
+            if other != trusted.signer:
+                raise ReleaseInputError(
+                    f"{where}.signer: {quoted(trusted.signer)} differs from signer "
+                    f"{quoted(other)} only by case; one signer must have one name"
+                )
             key = VerifyKey.from_base64(trusted.public_key, field=f"{where}.public_key")
             if key.key_id != trusted.id:
                 raise ReleaseInputError(
