@@ -12,6 +12,7 @@ from knightwatch.inputs import (
     MAX_DEPTH,
     InputFileError,
     check_depth,
+    is_name,
     load_toml,
     read_bytes,
 )
@@ -52,3 +53,16 @@ def test_size_emptiness_and_kind_are_checked_before_reading(tmp_path: Path) -> N
         load_toml(comments, "limits file")
     with pytest.raises(InputFileError, match="not a regular file"):
         read_bytes(Path("/dev/zero"), "limits file", 100)
+
+
+@pytest.mark.parametrize("name", ["ci", "release-manager", "n_1", "A" * 64])
+def test_names_of_people_and_components_that_follow_the_rule(name: str) -> None:
+    assert is_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["", " ci", "ci ", "ci\n", "c i", "ci.1", 'ci"', "é", "A" * 65, "ci\x00"]
+)
+def test_a_padded_or_odd_spelling_is_no_name(name: str) -> None:
+    """One spelling for one name: a padded twin would count as a second signer."""
+    assert not is_name(name)

@@ -38,6 +38,19 @@ class InputFileError(KnightwatchError, ValueError):
     """A file that cannot be used; the message names the file, the field if known, and the rule."""
 
 
+NAME_RULE = "1-64 letters, digits, - or _"
+"""The rule for a person's or component's name (a signer, a roster member, a console user,
+a node id), as error messages say it."""
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_name(name: str) -> bool:
+    """True if `name` may name a person or component: one spelling for one name, so no
+    padding, case trick or markup can make one person two, and no name can carry quotes,
+    newlines or markup into a file or a log line."""
+    return _NAME.fullmatch(name) is not None
+
+
 def read_bytes(
     path: str | os.PathLike[str], what: str, max_bytes: int, *, allow_empty: bool = False
 ) -> bytes:

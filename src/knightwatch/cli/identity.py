@@ -28,19 +28,17 @@ from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.protocol import RevisionConflict
 from knightwatch.errors import quoted
-from knightwatch.inputs import JSON_MAX_BYTES, check_json_depth, read_bytes
+from knightwatch.inputs import JSON_MAX_BYTES, NAME_RULE, check_json_depth, is_name, read_bytes
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import load_verify_key, write_key_pair
 from knightwatch.trust.identity import Signer, default_key_path
 from knightwatch.trust.kit import member_of_public
 from knightwatch.trust.roster import (
-    NAME_RULE,
     Member,
     Role,
     Roster,
     TrustError,
     decode_roster,
-    is_name,
     roster_envelope,
     sign_roster,
     signer_names,

@@ -22,7 +22,7 @@ from rich.table import Table
 from knightwatch.clock import SystemClock
 from knightwatch.errors import quoted
 from knightwatch.flags.schema import RegistrySchema
-from knightwatch.inputs import JSON_MAX_BYTES, InputFileError, read_bytes
+from knightwatch.inputs import JSON_MAX_BYTES, NAME_RULE, InputFileError, is_name, read_bytes
 from knightwatch.release.admission import (
     Admitter,
     random_nonce,
@@ -60,7 +60,6 @@ from knightwatch.release.signing import (
     sign_release,
     verify_release,
 )
-from knightwatch.trust.roster import NAME_RULE, is_name
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

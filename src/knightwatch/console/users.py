@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import InputFileError, is_name, load_toml
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role
@@ -74,7 +74,6 @@ MAX_PASSWORD = 1024
 MAX_TOKEN_TTL_S = 90 * 86400
 TOKEN_PREFIX = "kw_"
 """Makes a leaked token greppable (secret scanners, logs)."""
-NAME_RULE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """The roster's name rule: a console user is a roster person by the same name."""
 
 _TOKEN_ID = re.compile(r"t_[0-9a-f]{10}")
@@ -391,7 +390,7 @@ def parse_users(data: dict[str, Any], source: str) -> dict[str, User]:
     users: dict[str, User] = {}
     keys: dict[str, str] = {}
     for name, table in tables.items():
-        if not NAME_RULE.fullmatch(name):
+        if not is_name(name):
             raise ConsoleUserError(
                 f"{source}: user {quoted(name)}: name: 1-64 letters, digits, - or _"
             )
@@ -535,7 +534,7 @@ class UserStore:
             raise ConsoleUserError(f"{field}: at most {MAX_PASSWORD} characters")
 
     def add(self, name: str, password: str, key: SigningKey) -> User:
-        if not NAME_RULE.fullmatch(name):
+        if not is_name(name):
             raise ConsoleUserError(
                 f"user name {quoted(name)}: 1-64 letters, digits, - or _ (the roster's rule)"
             )
@@ -618,7 +617,7 @@ class UserStore:
         An unknown name is verified against a dummy hash, so the time taken
         does not tell which names exist.
         """
-        user = self.get(name) if NAME_RULE.fullmatch(name) else None
+        user = self.get(name) if is_name(name) else None
         if user is None or len(password) > MAX_PASSWORD:
             self._matches(self._dummy, password[:MAX_PASSWORD])
             raise LoginFailed("unknown_user" if user is None else "bad_password")

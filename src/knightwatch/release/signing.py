@@ -23,13 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import msgspec
 
 from knightwatch.errors import quoted
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import NAME_RULE, InputFileError, is_name, load_toml
 from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.dsse import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -50,10 +49,6 @@ class TrustedKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_key: str
 
 
-_SIGNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""A signer's name, as `keys new` and the roster spell one."""
-
-
 class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     threshold: int
     keys: tuple[TrustedKey, ...]
@@ -63,12 +58,10 @@ class TrustPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         folded: dict[str, str] = {}
         for index, trusted in enumerate(self.keys):
             where = f"keys[{index}]"
-            if not _SIGNER.fullmatch(trusted.signer):
+            if not is_name(trusted.signer):
                 # the rule `keys new` applies: a padded or odd spelling would count as a
                 # second signer and let one person meet a threshold of two alone
-                raise ReleaseInputError(
-                    f"{where}.signer: {quoted(trusted.signer)} must be 1-64 of A-Z a-z 0-9 _ -"
-                )
+                raise ReleaseInputError(f"{where}.signer: {quoted(trusted.signer)}: {NAME_RULE}")
             other = folded.setdefault(trusted.signer.lower(), trusted.signer)
             if other != trusted.signer:
                 raise ReleaseInputError(

@@ -16,7 +16,6 @@ supervisor, admission service) never holds a person's role: it cannot approve.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from functools import cached_property
 
@@ -24,21 +23,13 @@ import msgspec
 
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.activation import MarketHours, SecondApprover
+from knightwatch.inputs import NAME_RULE, is_name
 from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey, VerifyKey
 from knightwatch.release.signing import TrustedKey, TrustPolicy
 
 ROSTER_PAYLOAD_TYPE = "application/vnd.knightwatch.roster+json"
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-NAME_RULE = "1-64 letters, digits, - or _"
-"""The rule for a person's or component's name (a node id is one), as error messages say it."""
-
-
-def is_name(name: str) -> bool:
-    """True if `name` may name a person or component: what the roster, policy entries and
-    printed node ids accept, so no name can carry quotes, newlines or markup."""
-    return _NAME.fullmatch(name) is not None
 
 
 class TrustError(KnightwatchError, ValueError):
@@ -124,7 +115,7 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         seen: set[str] = set()
         for i, m in enumerate(self.members):
             where = f"roster members[{i}]"
-            if not _NAME.fullmatch(m.name):
+            if not is_name(m.name):
                 raise TrustError(f"{where}.name: {NAME_RULE} (got {m.name!r})")
             if not m.roles:
                 raise TrustError(f"{where}.roles: must name at least one role")
