@@ -140,25 +140,32 @@ def test_backoff_never_shrinks_with_more_failures_and_is_capped(a: int, b: int) 
     assert 0 <= t.delay_after(lo) <= t.delay_after(hi) <= 60.0
 
 
+def _fail(t: LoginThrottle, clock: Clock, name: str, ip: str, device: str | None = None) -> None:
+    """One failed attempt, made as soon as the throttle lets it be (a wrong password is
+    counted by its reservation)."""
+    clock.now += max(t.wait_s(name, ip, device), 0.0)
+    assert t.reserve(name, ip, device) == 0.0
+
+
 def test_waits_follow_the_clock(clock: Clock) -> None:
     t = LoginThrottle(clock=clock)
     for _ in range(2):
-        t.failed("alice", "10.0.0.1")
+        _fail(t, clock, "alice", "10.0.0.1")
     assert t.wait_s("alice", "10.0.0.1") == 0.0  # two typos are free
-    t.failed("alice", "10.0.0.1")
+    _fail(t, clock, "alice", "10.0.0.1")
     assert t.wait_s("alice", "10.0.0.1") == 0.5
     clock.now += 0.3
     assert t.wait_s("alice", "10.0.0.1") == pytest.approx(0.2)
     clock.now += 0.2
     assert t.wait_s("alice", "10.0.0.1") <= 0.0
-    t.failed("alice", "10.0.0.1")
+    _fail(t, clock, "alice", "10.0.0.1")
     assert t.wait_s("alice", "10.0.0.1") == 1.0
 
 
 def test_name_and_address_are_throttled_independently(clock: Clock) -> None:
     t = LoginThrottle(clock=clock)
     for _ in range(5):
-        t.failed("alice", "10.0.0.1")
+        _fail(t, clock, "alice", "10.0.0.1")
     assert t.wait_s("alice", "10.0.0.1") == 2.0
     assert t.wait_s("alice", "10.9.9.9") == 2.0  # the name is slowed from any address
     assert t.wait_s("bob", "10.0.0.1") == 2.0  # the address is slowed for any name
@@ -172,11 +179,11 @@ def test_a_known_device_is_counted_alone_so_others_cannot_lock_its_person_out(
 ) -> None:
     t = LoginThrottle(clock=clock)
     for _ in range(8):  # someone else fails under alice's name, from alice's own address
-        t.failed("alice", "127.0.0.1")
+        _fail(t, clock, "alice", "127.0.0.1")
     assert t.wait_s("alice", "127.0.0.1") == 16.0
     assert t.wait_s("alice", "127.0.0.1", device="d1") == 0.0  # her browser logs in
     for _ in range(3):  # and its own failures still slow it
-        t.failed("alice", "127.0.0.1", device="d1")
+        _fail(t, clock, "alice", "127.0.0.1", device="d1")
     assert t.wait_s("alice", "127.0.0.1", device="d1") == 0.5
     assert t.wait_s("alice", "127.0.0.1", device="d2") == 0.0
     t.succeeded("alice", "127.0.0.1", device="d1")
@@ -187,7 +194,7 @@ def test_a_known_device_is_counted_alone_so_others_cannot_lock_its_person_out(
 def test_a_spray_over_many_names_is_slowed_by_address(clock: Clock) -> None:
     t = LoginThrottle(clock=clock)
     for i in range(6):
-        t.failed(f"user{i}", "10.0.0.1")
+        _fail(t, clock, f"user{i}", "10.0.0.1")
     assert t.wait_s("user99", "10.0.0.1") == 4.0
     assert t.wait_s("user0", "10.0.0.2") == 0.0  # each name failed once
 
@@ -195,9 +202,9 @@ def test_a_spray_over_many_names_is_slowed_by_address(clock: Clock) -> None:
 def test_memory_is_bounded_and_the_newest_are_kept(clock: Clock) -> None:
     t = LoginThrottle(max_entries=100, clock=clock)
     for _ in range(3):
-        t.failed("target", "10.0.0.1")
+        _fail(t, clock, "target", "10.0.0.1")
     for i in range(1000):
-        t.failed(f"made-up-{i}", f"10.1.{i // 256}.{i % 256}")
+        _fail(t, clock, f"made-up-{i}", f"10.1.{i // 256}.{i % 256}")
         clock.now += 0.001
     assert len(t) == 100
     assert t.wait_s("made-up-999", "x") == 0.0  # one failure: free, but tracked

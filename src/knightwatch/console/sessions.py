@@ -218,11 +218,6 @@ class LoginThrottle:
         with self._lock:
             self._count(name, ip, device, self._clock(), -1)
 
-    def failed(self, name: str, ip: str, device: str | None = None) -> None:
-        """Count a failure that was not reserved."""
-        with self._lock:
-            self._count(name, ip, device, self._clock(), +1)
-
     def _count(self, name: str, ip: str, device: str | None, now: float, step: int) -> None:
         for key in self._keys(name, ip, device):
             f = self._table.pop(key, None)
