@@ -561,6 +561,9 @@ class Supervisor:
         need = self.config.reject_min_orders
         if b.orders - a.orders >= need:
             return a, b
+        first = track.counted[0]
+        if first.orders <= b.orders < first.orders + need:
+            return first, b  # counts only grow: no later sample reaches `need` either
         for s in reversed(track.counted):
             if b.orders - s.orders >= need:
                 return s, b
