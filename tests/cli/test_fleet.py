@@ -265,6 +265,35 @@ async def test_drill_refuses_a_fleet_left_halted(tmp_path: Path) -> None:
     ), result.output
 
 
+def test_kill_with_the_control_plane_down_is_one_line_at_once(tmp_path: Path) -> None:
+    """A stopped server: exit 2 within about a second, one line naming the URL, saying the
+    kill was not sent and where the runbook's fallback is; no traceback."""
+    import os
+    import sys
+
+    from knightwatch.control.site import Site
+
+    site = Site(tmp_path / "site", kit=KIT)
+    site.start()
+    env = {**os.environ, **site.cli_env("alice"), "COLUMNS": "80"}  # a narrow terminal
+    site.stop()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "knightwatch", "kill", "--strategy", "s1", "--reason", "down"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    out = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, out
+    assert took < 3.0, f"the error came after {took:.2f} s"  # interpreter start included
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    assert out.startswith("error: kill NOT sent") and env["KNIGHTWATCH_NATS_URL"] in out, out
+    assert "docs/runbook.md section 1.1" in out and "venue" in out, out
+
+
 def test_cli_strategy_and_symbol_together_name_the_pair_scope() -> None:
     assert scope_of(None, "mm", "AAPL") == (Scope.STRATEGY_SYMBOL, "mm/AAPL")
     assert scope_of(None, "mm", None) == (Scope.STRATEGY, "mm")

@@ -29,7 +29,7 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
 from knightwatch.control.fleet.approvals import Requests, RequestStatus
-from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.fleet.killswitch import RUNBOOK_FALLBACK, CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
@@ -43,9 +43,7 @@ from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import (
-    Bucket,
-)
+from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
@@ -345,12 +343,16 @@ def kill(
 ) -> None:
     """Stop a scope fleet-wide; returns when every live targeted node confirmed (exit 1 if not).
 
-    One person (an operator), never waiting on an approval."""
+    One person (an operator), never waiting on an approval. A control plane out of
+    reach is one line naming it and the runbook's fallback, exit 2, within about a
+    second: the kill was not sent."""
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
 
     from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
 
     evidence: list[Path] = []
+    issued: list[bool] = []
+    where: list[str] = []
 
     async def go() -> CommandResult:
         async with session(nats_url, state_dir, "kill", key, anchor) as (plane, signer, store):
@@ -359,7 +361,11 @@ def kill(
                 raise FleetError(f"--key: {verdict.why} (nodes and the server would refuse it)")
             ks = KillSwitch(plane, SystemClock(), signer, store)
             state = TradingState.REDUCING if drain else TradingState.HALTED
+            issued.append(True)
+            where.extend(plane.servers)
             result = await ks.kill(scope, slot_key, reason, timeout_s=timeout, state=state)
+            if not result.sent:
+                return result  # nothing went out: no evidence of a kill to take
             # after the kill returned, never on its path: freeze point and evidence
             auto = auto_snapshot_settings()
             if auto is not None and result.revision is not None:
@@ -367,13 +373,38 @@ def kill(
                 evidence.append(await snapshot_after_kill(plane, result, *auto))
             return result
 
-    result = _run(go)
+    async def sent_or_why() -> CommandResult | str:
+        try:
+            return await go()
+        except ControlPlaneUnavailable as exc:
+            if issued:
+                raise  # after the kill (its evidence): the error names that step
+            return str(exc)  # before it: connecting, or reading the roster
+
+    outcome = _run(sent_or_why)
+    if isinstance(outcome, str):
+        _not_sent(outcome)
+    result = outcome
+    if not result.sent:
+        why = result.unreachable or result.durable_error
+        _not_sent(f"control plane unreachable at {', '.join(where)}: {why}")
     if evidence:
         console.print(f"evidence snapshot written to {evidence[0]}", highlight=False)
     else:
         _print_result(result, "drain" if drain else "kill")
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _not_sent(why: str) -> typing.NoReturn:
+    """A kill that never reached the control plane: one line (never wrapped), exit 2."""
+    console.print(
+        f"[red]error:[/red] kill NOT sent: no node received it and nothing was stored; {why}; "
+        f"{RUNBOOK_FALLBACK}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
 
 
 def resume(

@@ -27,7 +27,10 @@ refusals included):
 
 The stop direction never waits for anything optional: a kill goes straight
 from the person's own connection to the fleet; the live stream, the
-snapshot, the audit export and the approvals are not on its path.
+snapshot, the audit export and the approvals are not on its path. Nor does it
+wait on a control plane it cannot reach: a kill that could not be sent is a
+503 within about a second (it was 15 s), naming the control plane's URLs and
+the runbook's fallback, and is never shown or recorded as done.
 """
 
 from __future__ import annotations
@@ -71,7 +74,12 @@ from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Snapshot, Watch, build
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.approvals import digest, pinned, read_request
-from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.fleet.killswitch import (
+    CommandResult,
+    KillSwitch,
+    KillSwitchError,
+    unreachable_message,
+)
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
@@ -170,6 +178,14 @@ class Refusal(Exception):
         self.status = status
         self.message = message
         self.result = result
+
+
+class Unreachable(Refusal):
+    """The person's connection to the control plane could not be opened (503)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(503, f"control plane unreachable: {why}", result="error")
+        self.why = why
 
 
 class KillBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -278,6 +294,8 @@ def result_json(result: CommandResult) -> dict[str, Any]:
         "still_working": result.still_working,
         "stored_revision": result.revision,
         "durable_error": result.durable_error,
+        "sent": result.sent,
+        "unreachable": result.unreachable,
         "ok": result.ok,
     }
 
@@ -528,7 +546,7 @@ class Console:
         try:
             link = await self._link(who.signer, who.name)
         except ControlPlaneUnavailable as exc:
-            raise Refusal(503, f"control plane unreachable: {exc}", result="error") from None
+            raise Unreachable(str(exc)) from None
         if who.session is not None:
             self.links[who.session.id] = link
             return link, False
@@ -828,22 +846,35 @@ async def api_kill(request: Request) -> Response:
         raise Refusal(
             422, f"confirm: type {confirm_word(body.scope, key)!r} exactly to confirm this kill"
         )
-    async with c.acting(who) as link:
-        result = await link.killswitch.kill(
-            body.scope,
-            key,
-            f"{reason} (console, {who.name})",
-            timeout_s=c.settings.kill_timeout_s,
-            state=TradingState.REDUCING if body.drain else TradingState.HALTED,
-        )
+    state = TradingState.REDUCING if body.drain else TradingState.HALTED
+    try:
+        async with c.acting(who) as link:
+            result = await link.killswitch.kill(
+                body.scope,
+                key,
+                f"{reason} (console, {who.name})",
+                timeout_s=c.settings.kill_timeout_s,
+                state=state,
+            )
+    except Unreachable as exc:  # a token's own connection could not even be opened
+        error = unreachable_message(c.settings.urls, exc.why, sent=False)
+        request.state.result, request.state.detail = "error", error
+        return JSONResponse(
+            {"scope": body.scope.value, "key": key, "state": state.name, "ok": False,
+             "sent": False, "error": error},
+            status_code=503,
+        )  # fmt: skip
     out = result_json(result)
     request.state.result = "ok" if result.ok else "unconfirmed"
     confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
     missing = "; not confirmed: " + ",".join(result.missing) if result.missing else ""
     request.state.detail = f"confirmed by {confirmed or 'nobody'}{missing}"
     if result.revision is None and not result.latencies_ms:
-        # neither stored nor confirmed by any node: the control plane is out of reach
-        out["error"] = "control plane unreachable: the kill was not stored and no node confirmed"
+        # neither stored nor confirmed by any node (or never sent): the control plane is out
+        # of reach, and the person must learn it now, with what to do instead
+        why = result.unreachable or result.durable_error or "no answer in time"
+        out["error"] = unreachable_message(c.settings.urls, why, sent=result.sent)
+        request.state.result, request.state.detail = "error", out["error"]
         return JSONResponse(out, status_code=503)
     return JSONResponse(out, status_code=200)
 

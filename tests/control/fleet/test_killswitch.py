@@ -7,7 +7,10 @@ report it unconfirmed.
 
 from __future__ import annotations
 
-from knightwatch.clock import SimClock
+import asyncio
+
+from knightwatch.clock import Clock, SimClock, SystemClock
+from knightwatch.control.fleet.killswitch import RECONNECT_GRACE_S
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryFabric
 from knightwatch.control.plane.wire import StateEntry
@@ -16,12 +19,12 @@ from knightwatch.state import Scope, TradingState
 from ...identities import BOB, switch
 from ..conftest import Backend
 from ..fleet_fixtures import OrderIds, S, make_node, plane_on
-from ..helpers import entry
+from ..helpers import entry, eventually
 
 MS = 1_000_000
 
 
-async def _fleet(backend: Backend, clock: SimClock, n: int) -> list[NodeRuntime]:
+async def _fleet(backend: Backend, clock: Clock, n: int) -> list[NodeRuntime]:
     nodes = []
     for i in range(n):
         node = make_node(f"n{i + 1}", await backend.plane(f"n{i + 1}"), clock)
@@ -179,8 +182,6 @@ async def test_strategy_symbol_scope_halts_one_pair_on_every_node() -> None:
 async def test_a_kill_is_stored_even_when_a_target_never_confirms(backend: Backend) -> None:
     """The store write waits for the confirmations (the stop first, the record second), but
     only briefly: a node that never answers does not keep the kill out of the store."""
-    from knightwatch.clock import SystemClock
-
     clock = SystemClock()
     nodes = await _fleet(backend, clock, 1)
     operator = switch(await backend.plane("alice"), clock, "alice")
@@ -193,6 +194,96 @@ async def test_a_kill_is_stored_even_when_a_target_never_confirms(backend: Backe
         stored, revision = await (await backend.plane("carol")).get_state(Scope.FLEET, "fleet")
         assert stored is not None and stored.command_id == result.entry.command_id
         assert revision == result.revision
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_kill_with_the_control_plane_down_answers_at_once_that_it_was_not_sent(
+    backend: Backend,
+) -> None:
+    """Nothing can be sent: the answer comes within the reconnect grace (it took the store
+    write's 15 s), says not sent, names no lease it cannot know, and nothing goes out later
+    (nats-py would have queued the store write and sent it once the server was back)."""
+    clock = SystemClock()
+    nodes = await _fleet(backend, clock, 1)
+    plane = await backend.plane("alice")
+    operator = switch(plane, clock, "alice")
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        first = await operator.kill(Scope.STRATEGY, "s1", "while up", timeout_s=2.0)
+        assert first.ok and first.sent and not first.unreachable, first
+        assert loop.time() - started < 0.5  # the normal path does not wait for the grace
+        await backend.outage()
+        await eventually(lambda: not plane.connected, timeout_s=5)
+        started = loop.time()
+        result = await operator.kill(Scope.STRATEGY, "s1", "while down", timeout_s=2.0)
+        took = loop.time() - started
+        assert took < RECONNECT_GRACE_S + 0.5, f"answered after {took:.2f} s"
+        assert not result.sent and result.unreachable and not result.ok, result
+        assert result.revision is None and result.latencies_ms == {}
+        assert result.missing == result.targets  # those heard before the outage, if any
+        assert not any(result.leases.values())  # unknown: no lease judged on stale news
+        await backend.restore()
+        await eventually(lambda: plane.connected, timeout_s=10)
+        await asyncio.sleep(0.5)  # a queued write would have landed by now
+        stored, revision = await plane.get_state(Scope.STRATEGY, "s1")
+        assert stored is not None and stored.command_id == first.entry.command_id
+        assert revision == first.revision
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_kill_whose_connection_returns_within_the_grace_is_sent_and_stored(
+    backend: Backend,
+) -> None:
+    clock = SystemClock()
+    nodes = await _fleet(backend, clock, 1)
+    plane = await backend.plane("alice")
+    operator = switch(plane, clock, "alice")
+    await operator.start()  # as every switch is, once connected (the console's, the CLI's)
+    try:
+        await backend.outage()
+        await eventually(lambda: not plane.connected, timeout_s=5)
+        killing = asyncio.create_task(
+            operator.kill(Scope.STRATEGY, "s2", "reconnecting", timeout_s=10.0,
+                          reconnect_grace_s=10.0)
+        )  # fmt: skip
+        await asyncio.sleep(0.2)
+        await backend.restore()
+        result = await killing
+        assert result.sent and not result.unreachable, result
+        assert result.revision is not None, result.durable_error
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_kill_sent_before_the_control_plane_went_is_partial_not_unsent(
+    backend: Backend,
+) -> None:
+    """Sent and stored, one target silent, then the connection goes: the answer comes within
+    the grace instead of at the confirmation timeout, and says sent, stored, who confirmed."""
+    clock = SystemClock()
+    nodes = await _fleet(backend, clock, 1)
+    plane = await backend.plane("alice")
+    operator = switch(plane, clock, "alice")
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        killing = asyncio.create_task(
+            operator.kill(Scope.FLEET, "", "then down", timeout_s=10.0, targets=["n1", "ghost"])
+        )
+        await asyncio.sleep(0.3)  # n1 confirmed, the kill is stored, "ghost" never answers
+        await backend.outage()
+        result = await killing
+        took = loop.time() - started
+        assert took < 0.3 + RECONNECT_GRACE_S + 1.0, f"answered after {took:.2f} s"
+        assert result.sent and result.unreachable and not result.ok, result
+        assert "n1" in result.latencies_ms and result.missing == ["ghost"]
+        assert result.revision is not None, result.durable_error
     finally:
         for node in nodes:
             await node.stop()

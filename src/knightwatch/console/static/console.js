@@ -293,6 +293,18 @@ function onConfirm(c) {
 }
 
 function finishKill(status, data, ms) {
+  if (data.sent === false) {
+    // never reached the control plane: no node has it, nothing is stored; say so in red,
+    // with what to do instead, and never as a kill that was done
+    if (killing) killing.finished = true;
+    $("kill-result-title").textContent = `NOT SENT: ${data.scope} ${data.key} was NOT killed (${ms.toFixed(0)} ms in this browser)`;
+    $("kill-result-title").className = "error";
+    if (killing) for (const node of Object.keys(killing.rows)) killRow(node, "NOT SENT", "red");
+    for (const node of data.targets || []) killRow(node, "NOT SENT", "red");
+    $("kill-missing").textContent = data.error;
+    body.dataset.lastKill = "not-sent";
+    return;
+  }
   if (status !== 200 && !("ok" in data)) {
     $("kill-result-title").textContent = `refused (${status}): ${data.error}`;
     $("kill-result-title").className = "error";
@@ -300,7 +312,10 @@ function finishKill(status, data, ms) {
   }
   if (killing) killing.finished = true;
   $("kill-result-title").className = data.ok ? "green" : "red";
-  $("kill-result-title").textContent = `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} (${ms.toFixed(0)} ms in this browser)`;
+  const took = `(${ms.toFixed(0)} ms in this browser)`;
+  $("kill-result-title").textContent = status === 503
+    ? `NOT DONE: ${data.scope} ${data.key} was sent, but no node confirmed it and it was not stored ${took}`
+    : `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} ${took}`;
   for (const [node, lat] of Object.entries(data.latencies_ms)) killRow(node, `${lat.toFixed(1)} ms`, "green");
   for (const m of data.missing) killRow(m.node, `NOT CONFIRMED (lease ${m.lease})`, "red");
   const missing = data.missing.map((m) => m.node);

@@ -12,6 +12,18 @@ confirmed, naming each node's latency, or names each that did not, with its
 lease: expired (the node stopped trading by itself at that time) or still live
 (it may be trading). Either way the command is not `ok`.
 
+A kill never waits on a control plane it cannot reach. When this process's
+connection has been down for `RECONNECT_GRACE_S` (a cluster member's loss is a
+reconnect to another member in milliseconds; a control plane that stays away
+that long is down, or cut off from here), the kill stops waiting and says so at
+once: `unreachable` names why, and a kill that never left this process
+(`sent` false) is reported as not sent, not as unconfirmed. The person must
+learn that in an instant, to take the runbook's fallback, instead of after the
+store write's 15 s of retries, which are for a store that is reachable but
+electing a leader. Nothing is handed to the client while it is disconnected:
+nats-py would queue a store write and send it whenever the connection came
+back, long after the kill was reported as not sent.
+
 A resume is the opposite: store first, with compare-and-swap against the entry
 the operator saw, so two people cannot undo each other's decisions unseen.
 
@@ -56,14 +68,36 @@ log = logging.getLogger(__name__)
 _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
 _REHALT_TIMEOUT_S = 15.0
+RECONNECT_GRACE_S = 0.5
+"""How long a kill waits for a lost connection to come back before it answers that the
+control plane is out of reach (a reconnect to another cluster member takes milliseconds)."""
 KILL_TTL_S = 60.0
 """How long a kill stays valid as news (re-announcements, the store write's retries)."""
 REQUEST_TTL_S = 900.0
 """How long a resume request waits for its approver before it expires."""
 
 
+RUNBOOK_FALLBACK = (
+    "follow docs/runbook.md section 1.1 now: try once from another door (CLI, console, "
+    "host), cancel working orders at the venue, stop node processes that may still trade, "
+    "and repeat the kill as soon as the control plane answers"
+)
+"""What to do when a kill cannot reach the control plane (the runbook's fallback)."""
+
+
 class KillSwitchError(KnightwatchError, RuntimeError):
     """A kill-switch command that cannot be carried out as asked; says why."""
+
+
+def unreachable_message(urls: list[str], why: str, *, sent: bool) -> str:
+    """One line for a person whose kill could not reach the control plane at `urls`: what
+    did not happen, what was out of reach, and the runbook's fallback."""
+    where = ", ".join(urls) or "(no URL)"
+    if sent:
+        what = "kill sent but NOT confirmed by any node and NOT stored"
+    else:
+        what = "kill NOT sent: no node received it and nothing was stored"
+    return f"{what}; the control plane at {where} is unreachable ({why}); {RUNBOOK_FALLBACK}"
 
 
 class CommandResult(msgspec.Struct, frozen=True):
@@ -81,6 +115,12 @@ class CommandResult(msgspec.Struct, frozen=True):
     """For each node in `missing`: when its lease expires or expired (wall ns; 0 = unknown)."""
     checked_ns: int = 0
     """When the leases in `leases` were judged (wall ns): before it, the lease had expired."""
+    unreachable: str = ""
+    """Why the control plane was out of reach when the command stopped waiting ("": it was
+    not); with `sent` false, the command never left this process."""
+    sent: bool = True
+    """False when nothing of the command left this process: no announcement, no store write
+    (the control plane was unreachable throughout). No node can have applied it."""
 
     def lease_expired(self, node_id: str) -> bool:
         """True if this unconfirmed node's lease had run out when the command finished."""
@@ -89,6 +129,31 @@ class CommandResult(msgspec.Struct, frozen=True):
     @property
     def ok(self) -> bool:
         return not self.missing and self.revision is not None and not self.still_working
+
+
+class _Reach:
+    """Whether one command's control plane is still in reach, and whether anything was sent.
+
+    Judged by the event loop's clock whenever the command wakes up: the connection counts
+    as lost once it has been down for `grace_s` without a break."""
+
+    def __init__(self, plane: ControlPlane, grace_s: float) -> None:
+        self.plane = plane
+        self.grace_s = grace_s
+        self.sent = False
+        self._down_since: float | None = None
+
+    def lost(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if self.plane.connected:
+            self._down_since = None
+            return False
+        if self._down_since is None:
+            self._down_since = now
+        return now - self._down_since >= self.grace_s
+
+    def why(self) -> str:
+        return f"not connected for {self.grace_s:g} s"
 
 
 class KillSwitch:
@@ -149,10 +214,14 @@ class KillSwitch:
         """Every member of the fleet that has not left, with its latest record: the membership
         store plus heartbeats heard directly (the store may be unreadable)."""
         records: dict[str, NodeStatus] = {}
-        try:
-            records = {s.node_id: s for s in await self.plane.members()}
-        except ControlPlaneUnavailable as exc:
-            log.warning("membership store unreadable (%s); using heartbeats heard", exc)
+        if not self.plane.connected:
+            # a read now would wait out its request timeout for nothing (2 s on the kill path)
+            log.warning("control plane not connected; using heartbeats heard")
+        else:
+            try:
+                records = {s.node_id: s for s in await self.plane.members()}
+            except ControlPlaneUnavailable as exc:
+                log.warning("membership store unreadable (%s); using heartbeats heard", exc)
         for node_id, heard in self._heard.items():
             known = records.get(node_id)
             if known is None or heard.seen_ns > known.seen_ns:
@@ -215,11 +284,15 @@ class KillSwitch:
         state: TradingState = TradingState.HALTED,
         targets: list[str] | None = None,
         durable_timeout_s: float = 15.0,
+        reconnect_grace_s: float = RECONNECT_GRACE_S,
     ) -> CommandResult:
         """Halt (or set REDUCING, for a drain) a scope and wait for the nodes to confirm.
 
         Confirmations are awaited for `timeout_s`; the store write keeps retrying
         for `durable_timeout_s`, long enough to outlast a cluster leader election.
+        Both stop once the connection has been down for `reconnect_grace_s`: the
+        result then names the control plane as `unreachable`, and `sent` says
+        whether anything of the kill left this process.
         """
         if state is TradingState.ACTIVE:
             raise KillSwitchError("state: a kill sets HALTED or REDUCING; use resume for ACTIVE")
@@ -231,15 +304,22 @@ class KillSwitch:
         deadline = start + timeout_s
         durable_deadline = start + max(durable_timeout_s, timeout_s)
         stored_entry: list[StateEntry] = [entry]
+        reach = _Reach(self.plane, reconnect_grace_s)
         # The store write is scheduled first but starts only at the next await, after the
         # announcement is queued: both leave in one socket write, the announcement first.
-        durable = asyncio.create_task(self._store(stored_entry, durable_deadline))
+        durable = asyncio.create_task(self._store(stored_entry, durable_deadline, reach))
+        await self._announce(entry, reach)
+        result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline, reach)
+        return msgspec.structs.replace(result, entry=stored_entry[0])
+
+    async def _announce(self, entry: StateEntry, reach: _Reach) -> None:
+        """The fast path: one announcement; a failure leaves the store write to carry it."""
         try:
             await self.plane.announce_state(entry)
         except ControlPlaneUnavailable as exc:
             log.warning("kill %s: fast path failed (%s); store only", entry.command_id, exc)
-        result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline)
-        return msgspec.structs.replace(result, entry=stored_entry[0])
+            return
+        reach.sent = True
 
     async def request_resume(
         self,
@@ -367,19 +447,31 @@ class KillSwitch:
         done.set_result(stored)
         return await self._collect(entry, t0, deadline, done, None, deadline)
 
-    async def _store(self, box: list[StateEntry], deadline: float) -> int | str:
+    async def _store(
+        self, box: list[StateEntry], deadline: float, reach: _Reach | None = None
+    ) -> int | str:
         """Write to the store of record, retrying through outages and elections until deadline.
 
         The stored kill must order after whatever the slot holds, or nodes would keep
         the older entry: an issuer whose wall clock lags the last writer's would be
         ignored. So it reads the slot and bumps `issued_ns` past it (same command id,
         so confirmations still match), with compare-and-swap against that read.
+
+        Nothing is tried while the connection is down: nats-py would queue the write and
+        send it when the connection returns, whatever the command has reported by then.
+        `reach` learns that the kill was sent once a write leaves.
         """
         last = "no attempt"
         slot = (box[0].scope, box[0].key)
         known = self._stored.pop(slot, None)
         while True:
             entry = box[0]
+            if not self.plane.connected:
+                last = "control plane not connected"
+                if asyncio.get_running_loop().time() >= deadline:
+                    return last
+                await asyncio.sleep(_DURABLE_RETRY_S)
+                continue
             try:
                 current: StateEntry | None
                 if known is not None:
@@ -395,6 +487,8 @@ class KillSwitch:
                     if current.state > entry.state:
                         # A stricter kill is stored at or after this instant: it stays in
                         # force and stays the record (a drain must not loosen a halt).
+                        if reach is not None:
+                            reach.sent = True  # the store answered: in force, and stored
                         return revision
                     issued = current.issued_ns + 1
                     entry = msgspec.structs.replace(
@@ -402,6 +496,8 @@ class KillSwitch:
                     ).signed(self.signer.key)
                     self._last_issued_ns = max(self._last_issued_ns, entry.issued_ns)
                     box[0] = entry
+                if reach is not None:
+                    reach.sent = True
                 stored = await self.plane.put_state(entry, expected_revision=revision)
                 self._stored[slot] = (entry, stored)
                 return stored
@@ -424,8 +520,11 @@ class KillSwitch:
         durable: asyncio.Future[int | str],
         targets: list[str] | None,
         durable_deadline: float,
+        reach: _Reach | None = None,
     ) -> CommandResult:
-        """Wait for confirmations, then for the store.
+        """Wait for confirmations, then for the store; with `reach`, for neither once the
+        connection has been lost (the store write is then cancelled: it must not leave
+        after the command has reported it unsent or not durable).
 
         Waiting uses the event loop's timers (a real wait for real messages);
         latencies use the injected clock, so a replay reports simulated time.
@@ -433,6 +532,7 @@ class KillSwitch:
         loop = asyncio.get_running_loop()
         arrivals = self._arrivals[entry.command_id]
         known: dict[str, NodeStatus] = {}
+        lost = False
         try:
             if targets is None:
                 known = await self.known_nodes()
@@ -446,24 +546,46 @@ class KillSwitch:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                if reach is not None and reach.lost():
+                    lost = True  # nothing can arrive on a connection that is down
+                    break
                 if loop.time() >= next_announce:
                     # Nodes that were reconnecting when the first announcement went out.
-                    with contextlib.suppress(ControlPlaneUnavailable):
-                        await self.plane.announce_state(entry)
+                    if reach is not None:
+                        await self._announce(entry, reach)
+                    else:
+                        with contextlib.suppress(ControlPlaneUnavailable):
+                            await self.plane.announce_state(entry)
                     next_announce = loop.time() + _REANNOUNCE_S
                 await asyncio.wait((everyone,), timeout=min(remaining, next_announce - loop.time()))
             stored: int | str
-            with contextlib.suppress(TimeoutError):
-                remaining = max(durable_deadline - loop.time(), 0.05)
-                await asyncio.wait_for(asyncio.shield(durable), remaining)
-            stored = durable.result() if durable.done() else "store did not acknowledge in time"
+            until = max(durable_deadline, loop.time() + 0.05)
+            while not durable.done():
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    break
+                if reach is not None and reach.lost():
+                    lost = True
+                    break
+                # wakes up to judge the connection; the store write goes on meanwhile
+                await asyncio.wait((durable,), timeout=min(remaining, _REANNOUNCE_S))
+            if durable.done():
+                stored = durable.result()
+            elif lost and reach is not None:
+                durable.cancel()
+                stored = f"control plane unreachable: {reach.why()}"
+            else:
+                stored = "store did not acknowledge in time"
         finally:
             del self._arrivals[entry.command_id]
             working = self._working.pop(entry.command_id, {})
             self._waiting.pop(entry.command_id, None)
         latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
         missing = sorted(wanted - arrivals.keys())
-        if missing:
+        sent = reach is None or reach.sent
+        if not sent:
+            known = {}  # heartbeats heard before the outage say nothing of the leases now
+        elif missing:
             with contextlib.suppress(ControlPlaneUnavailable):
                 known = await self.known_nodes()  # the freshest leases of those that did not answer
         result = CommandResult(
@@ -476,10 +598,12 @@ class KillSwitch:
             leases={n: known[n].lease_expires_ns if n in known else 0 for n in missing},
             checked_ns=self.clock.time_ns(),
             still_working={n: w for n, w in sorted(working.items()) if n in wanted},
+            unreachable=reach.why() if lost and reach is not None else "",
+            sent=sent,
         )
         log.warning(
             "KILL_SWITCH command=%s scope=%s key=%s state=%s actor=%s reason=%r confirmed=%d/%d "
-            "missing=%s revision=%s",
+            "missing=%s revision=%s sent=%s",
             entry.command_id,
             entry.scope.value,
             entry.key,
@@ -490,5 +614,6 @@ class KillSwitch:
             len(wanted),
             ",".join(missing) or "-",
             result.revision,
+            "yes" if sent else "NO (control plane unreachable)",
         )
         return result
