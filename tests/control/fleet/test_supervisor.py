@@ -24,7 +24,7 @@ from knightwatch.control.fleet.supervisor import (
 )
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.wire import NodeMetrics
+from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 
@@ -505,3 +505,33 @@ def test_a_slow_node_whose_fills_stop_is_judged_on_messages_per_execution() -> N
         fired += [(a.rule, k) for a in sup.observe(m)]
     assert [r for r, _ in fired] == [Rule.BASELINE_MESSAGES_PER_EXECUTION]
     assert 300 < fired[0][1] <= 300 + 5 * 3  # within about 3 s of the last fill
+
+
+def test_many_quiet_nodes_whose_fills_stop_together_halt_the_fleet() -> None:
+    """20 nodes at one order every 2 s, each filled, then no fills anywhere: no node holds
+    50 orders in its 60 s count window, nor the fleet in one rate window (10 orders), so
+    only the fleet's total over the nodes' counted spans can see it; it halts the fleet."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(warmup_s=10.0, reject_min_orders=50), clock)
+    nodes = [f"n{i:02d}" for i in range(20)]
+    orders = dict.fromkeys(nodes, 0.0)
+    fills = dict.fromkeys(nodes, 0)
+    fired: list[tuple[Rule, str, int]] = []
+    for k in range(1000):  # 200 s; the fills stop at 100 s
+        clock.advance(TICK)
+        for node in nodes:
+            orders[node] += 0.5 * TICK / S
+            if k < 500:
+                fills[node] = int(orders[node])
+            m = NodeMetrics(node, 0, int(orders[node]), int(orders[node]), 0, fills[node],
+                            0.0, 0.0, True, 0)  # fmt: skip
+            fired += [(a.rule, a.key, k) for a in sup.observe(m)]
+        if k == 499:
+            assert fired == []  # a healthy quiet fleet is never judged a runaway
+    assert all(sup.health()[n].window_orders < 50 for n in nodes)
+    rules = [(r, key) for r, key, _ in fired]
+    assert rules == [(Rule.BASELINE_MESSAGES_PER_EXECUTION, FLEET_KEY)]
+    assert 500 < fired[0][2] <= 500 + 5 * 60  # within the count window of the last fill
+    action = sup.actions[0]
+    assert action.scope is Scope.FLEET and action.state is TradingState.HALTED
+    assert "fleet messages_per_execution" in action.reason

@@ -696,17 +696,38 @@ class Supervisor:
         fleet.window_full = all(t.base.window_full for t in live)
         if parents:
             totals["children_per_parent"] = sum(m.accepted for m in latest) / parents
-        sent = fills = 0
-        for t in live:
-            a, b = t.samples[0], t.samples[-1]
-            sent += b.accepted - a.accepted
-            fills += b.fills - a.fills
+        sent, fills = self._fleet_counts(live)
         if sent >= self.config.reject_min_orders:
             totals["messages_per_execution"] = sent / max(fills, 1)
         fleet.measures = totals
         out = self._baseline_rules(fleet, Scope.FLEET, FLEET_KEY, now, len(live))
         self._learn_fleet(now, len(live))
         return out
+
+    def _fleet_counts(self, live: list[_NodeTrack]) -> tuple[int, int]:
+        """Orders sent and fills across the live nodes, for the fleet's messages per execution.
+
+        Over the rate window while the fleet sends `reject_min_orders` in it; otherwise over
+        the counted spans (`_counted`: as far back as `count_window_s`, since the last halt)
+        of the nodes too quiet to be judged alone. Many quiet nodes whose fills stop
+        together are then still judged: none of them alone, nor the fleet within one rate
+        window, holds enough orders. A node judged alone is left to its own rule, so one
+        node's runaway never halts the whole fleet through this total."""
+        sent = fills = 0
+        for t in live:
+            a, b = t.samples[0], t.samples[-1]
+            sent += b.accepted - a.accepted
+            fills += b.fills - a.fills
+        if sent >= self.config.reject_min_orders:
+            return sent, fills
+        sent = fills = 0
+        for t in live:
+            if "messages_per_execution" in t.base.measures:
+                continue
+            a, b = self._counted(t)
+            sent += b.accepted - a.accepted
+            fills += b.fills - a.fills
+        return sent, fills
 
     def _learn_fleet(self, now: int, nodes: int) -> None:
         cfg = self.config
