@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+from knightwatch.clock import SystemClock
+from knightwatch.control.plane.wire import ENCODER, AuditEnvelope, AuditRefusal
+from knightwatch.control.site import Site
 from knightwatch.incident.snapshot import (
     MANIFEST,
     SIGNATURE,
@@ -164,3 +168,50 @@ def test_verify_without_trusted_says_the_signer_was_not_checked(tmp_path: Path) 
         app, ["incident", "verify", str(archive), "--trusted", str(public)], env={"COLUMNS": "300"}
     )
     assert trusted.exit_code == 0 and f"signed by trusted key {key.key_id[:16]}" in trusted.output
+
+
+async def test_a_node_cannot_plant_or_break_another_nodes_evidence(tmp_path: Path) -> None:
+    """On a real server with authorization: n1 may publish only on its own audit subject,
+    and there it sends an envelope naming n2, one naming the supervisor, bytes that are no
+    envelope and an envelope with no records. The snapshot is still taken; n2's tail and the
+    supervisor's actions hold none of it; n1's tail names each refusal with its reason."""
+    site = Site(tmp_path / "site", ("n1", "n2"))
+    await site.astart()
+    planes = []
+    try:
+        planes = [await site.connect(name) for name in ("n1", "n2", "alice")]
+        n1, n2, alice = planes
+        real = b'{"seq":1,"hash":"real-n2","event":"order"}\n'
+        await n2.append_audit(AuditEnvelope("n2", "i-n2", 1, real))
+        js = n1._require_js()
+        for payload in (
+            ENCODER.encode(AuditEnvelope("n2", "x", 1, b'{"seq":2,"hash":"FORGED"}\n')),
+            ENCODER.encode(AuditEnvelope("supervisor", "x", 2, b'{"action":"FORGED"}\n')),
+            b"not json",
+            ENCODER.encode(AuditEnvelope("n1", "x", 3, b"")),
+        ):
+            await js.publish("kw.audit.n1", payload)
+        key = SigningKey.generate()
+        data = await take_snapshot(
+            alice, SystemClock(), key, actor="alice", reason="t", listen_s=0.1
+        )
+        assert verify_snapshot(data, source="s.tar").ok
+        files = members(data)
+        assert files["recorder/n2.jsonl"] == real
+        assert files["supervisor/actions.jsonl"] == b""
+        refused = [json.loads(line) for line in files["recorder/n1.jsonl"].splitlines()]
+        assert [r["reason"] for r in refused] == [
+            AuditRefusal.FORGED,
+            AuditRefusal.FORGED,
+            AuditRefusal.UNDECODABLE,
+            AuditRefusal.EMPTY,
+        ]
+        assert all(r["event"] == "audit_refused" and r["sender"] == "n1" for r in refused)
+        assert "'n2'" in refused[0]["detail"] and "'supervisor'" in refused[1]["detail"]
+        heads = json.loads(files["recorder/heads.json"])
+        assert heads["n2"] == {"seq": 1, "hash": "real-n2"}
+        assert heads["n1"]["seq"] is None and "audit_empty" in heads["n1"]["problem"]
+    finally:
+        for plane in planes:
+            await plane.close()
+        site.stop()

@@ -135,11 +135,7 @@ async def collect(
     heads: dict[str, object] = {}
     for node, lines in sorted(tails.items()):
         files[f"recorder/{node}.jsonl"] = b"".join(line + b"\n" for line in lines)
-        try:
-            last = msgspec.json.decode(lines[-1])
-            heads[node] = {"seq": last.get("seq"), "hash": last.get("hash")}
-        except (msgspec.DecodeError, AttributeError):
-            heads[node] = {"seq": None, "hash": None, "problem": "last record undecodable"}
+        heads[node] = _head(lines)
     # the supervisor ships its actions to the same stream: they are its alerts, not a chain
     files["supervisor/actions.jsonl"] = files.pop("recorder/supervisor.jsonl", b"")
     heads.pop("supervisor", None)
@@ -148,6 +144,21 @@ async def collect(
     files["nodes/clock_offsets_ms.json"] = _json(dict(sorted(offsets.items())))
     files["nodes/metrics.json"] = _json(dict(sorted(metrics.items())))
     return files
+
+
+def _head(lines: deque[bytes]) -> dict[str, object]:
+    """The chain head a node's tail ends on, or why none can be read from it."""
+    if not lines:
+        return {"seq": None, "hash": None, "problem": "no records"}
+    try:
+        last = msgspec.json.decode(lines[-1])
+    except msgspec.DecodeError:
+        return {"seq": None, "hash": None, "problem": "last record undecodable"}
+    if not isinstance(last, dict):
+        return {"seq": None, "hash": None, "problem": "last record is not an object"}
+    if last.get("event") == "audit_refused":
+        return {"seq": None, "hash": None, "problem": f"last message refused: {last.get('reason')}"}
+    return {"seq": last.get("seq"), "hash": last.get("hash")}
 
 
 def seal(

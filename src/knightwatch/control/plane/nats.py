@@ -56,7 +56,6 @@ from knightwatch.control.plane.protocol import (
     RevisionConflict,
 )
 from knightwatch.control.plane.wire import (
-    AUDIT_DECODER,
     CONFIRMATION_DECODER,
     ENCODER,
     ENTRY_DECODER,
@@ -68,6 +67,7 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
     NodeStatus,
     StateEntry,
+    audit_from,
     decode_entry,
     slot_of,
 )
@@ -718,8 +718,8 @@ class NatsControlPlane:
             except nats.js.errors.NotFoundError:
                 seq += 1
                 continue
-            if msg.data is not None:
-                out.append((seq, AUDIT_DECODER.decode(msg.data)))
+            sender = (msg.subject or "").removeprefix(f"{SUBJECT_AUDIT}.")
+            out.append((seq, audit_from(sender, msg.data or b"")))
             seq += 1
         return out
 

@@ -7,7 +7,9 @@ cost does not matter.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from enum import StrEnum
 
 import msgspec
 
@@ -311,6 +313,51 @@ CONFIRMATION_DECODER = msgspec.json.Decoder(Confirmation)
 STATUS_DECODER = msgspec.json.Decoder(NodeStatus)
 METRICS_DECODER = msgspec.json.Decoder(NodeMetrics)
 AUDIT_DECODER = msgspec.json.Decoder(AuditEnvelope)
+
+
+class AuditRefusal(StrEnum):
+    """Why a message on a node's audit subject is not taken as that node's records."""
+
+    UNDECODABLE = "audit_undecodable"
+    FORGED = "audit_forged"
+    """The envelope names another node than the subject it was sent on."""
+    EMPTY = "audit_empty"
+
+
+def audit_from(sender: str, data: bytes) -> AuditEnvelope:
+    """The envelope sent on `sender`'s audit subject, attributed to `sender`.
+
+    Only `sender`'s identity may publish on its subject (the server's authorization),
+    so the subject, not the payload, says whose records these are. A message that does
+    not decode, that names another node (a node planting lines in another node's tail,
+    or in the supervisor's actions) or that holds no records comes back as one line of
+    `sender`'s naming the refusal: the evidence keeps that it happened, under the name
+    of whoever sent it, and nothing of it is read as anyone's records.
+    """
+    try:
+        envelope = AUDIT_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return _refused(sender, AuditRefusal.UNDECODABLE, str(exc), data)
+    if envelope.node_id != sender:
+        detail = f"names node {envelope.node_id!r} but was sent on {sender!r}'s subject"
+        return _refused(sender, AuditRefusal.FORGED, detail, data)
+    if not envelope.records.strip():
+        return _refused(sender, AuditRefusal.EMPTY, "the envelope holds no records", data)
+    return envelope
+
+
+def _refused(sender: str, reason: AuditRefusal, detail: str, data: bytes) -> AuditEnvelope:
+    line = ENCODER.encode(
+        {
+            "event": "audit_refused",
+            "reason": reason.value,
+            "sender": sender,
+            "detail": detail[:300],
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
+    )
+    return AuditEnvelope(sender, "", 0, line + b"\n")
 
 
 # ---------------------------------------------------------------- admission
