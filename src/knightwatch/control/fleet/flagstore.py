@@ -29,6 +29,7 @@ from knightwatch.control.node.flags import (
     STATE_DECODER,
     SUBJECT_APPLIED,
     FlagApplied,
+    applied_key,
     assemble,
     change_key,
     changes_of,
@@ -146,8 +147,20 @@ async def fleet_snapshot(
     return StaticFleetView(members)
 
 
+_RECHECK_S = 0.02
+"""How soon a node's claimed confirmation is checked again against its durable record."""
+
+
 class AppliedWaiter:
-    """Collects `FlagApplied` confirmations so `flags set` can report each node's latency."""
+    """Collects `FlagApplied` confirmations so `flags set` can report each node's latency.
+
+    The fast-path message is only a hint: every node may publish on its subject and
+    its payload names any node, so one node could answer for another that never
+    applied the change (a wedged node reported as confirmed). A node counts as
+    confirmed once its own durable record says so: `applied.<node>.<flag>` in the
+    flags bucket, which only that node's identity may write. Its latency is the fast
+    path's arrival when the record confirms it, else when the record was read.
+    """
 
     def __init__(self, plane: ControlPlane, clock: Clock) -> None:
         self._plane = plane
@@ -159,11 +172,31 @@ class AppliedWaiter:
         await self._plane.subscribe(SUBJECT_APPLIED, self._on_applied)
 
     async def _on_applied(self, payload: bytes) -> None:
-        applied = APPLIED_DECODER.decode(payload)
+        try:
+            applied = APPLIED_DECODER.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("dropping malformed flag confirmation: %s", exc)
+            return
         key = (applied.flag_id, applied.node)
         if applied.revision > self._arrivals.get(key, (0, 0))[0]:
             self._arrivals[key] = (applied.revision, self._clock.monotonic_ns())
             self._changed.set()
+
+    async def _stored(self, flag_id: str, node: str) -> int:
+        """The revision `node`'s own durable record says it applied (0: none, or unreadable)."""
+        try:
+            value, _ = await self._plane.get_record(Bucket.FLAGS, applied_key(flag_id, node))
+        except ControlPlaneUnavailable:
+            return 0
+        if value is None:
+            return 0
+        try:
+            applied = APPLIED_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0
+        if applied.node != node or applied.flag_id != flag_id:
+            return 0
+        return applied.revision
 
     async def wait(
         self, flag_id: str, revision: int, nodes: Sequence[str], t0_ns: int, timeout_s: float
@@ -171,19 +204,27 @@ class AppliedWaiter:
         """Per-node latency (ms since `t0_ns`) of confirming `revision` or later; missing nodes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-
-        def done() -> dict[str, float]:
-            return {
-                n: (at - t0_ns) / 1e6
-                for n in nodes
-                if (got := self._arrivals.get((flag_id, n)))
-                and (at := got[1])
-                and got[0] >= revision
-            }
-
-        while len(done()) < len(nodes) and loop.time() < deadline:
+        confirmed: dict[str, float] = {}
+        while True:
+            for n in nodes:
+                got = self._arrivals.get((flag_id, n))
+                if n in confirmed or got is None or got[0] < revision:
+                    continue
+                if await self._stored(flag_id, n) >= revision:
+                    confirmed[n] = (got[1] - t0_ns) / 1e6
+            if len(confirmed) == len(nodes) or loop.time() >= deadline:
+                break
             self._changed.clear()
+            # a claim whose record has not landed yet is read again shortly
+            claimed = any(
+                (got := self._arrivals.get((flag_id, n))) is not None and got[0] >= revision
+                for n in nodes
+                if n not in confirmed
+            )
+            wake = min(deadline - loop.time(), _RECHECK_S if claimed else deadline - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
-        latencies = done()
-        return latencies, sorted(set(nodes) - latencies.keys())
+                await asyncio.wait_for(self._changed.wait(), max(wake, 0.0))
+        for n in nodes:  # no fast path heard (lost, or never sent): the record alone
+            if n not in confirmed and await self._stored(flag_id, n) >= revision:
+                confirmed[n] = (self._clock.monotonic_ns() - t0_ns) / 1e6
+        return confirmed, sorted(set(nodes) - confirmed.keys())

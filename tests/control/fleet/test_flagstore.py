@@ -1,0 +1,87 @@
+"""`AppliedWaiter`: a node counts as having applied a flag change only by its own record.
+
+The fast-path confirmation subject is open to every node and its payload names any
+node, so a real server with authorization on is the only honest place to test that
+one node cannot answer for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from pathlib import Path
+
+from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.activate import activate
+from knightwatch.control.node.flags import ENCODER, SUBJECT_APPLIED, FlagApplied, record_applied
+from knightwatch.control.plane.wire import NodeStatus
+from knightwatch.control.site import Site
+from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
+from knightwatch.flags.definition import FlagDefinition, Lifecycle
+from knightwatch.flags.registry import FlagRegistry
+from knightwatch.state import TradingState
+
+FLAG = "trading.smars.rlp_enabled"
+REGISTRY = FlagRegistry.from_definitions(
+    [
+        FlagDefinition(
+            FLAG, "route to RLP", False, True, Lifecycle.ACTIVE, date(2012, 1, 1),
+            owner="desk", expires=date(2030, 1, 1),
+        )
+    ],
+    "reg",
+)  # fmt: skip
+
+
+async def test_one_node_cannot_confirm_a_flag_change_for_another(tmp_path: Path) -> None:
+    """n2 is a member that never applies anything; n1 sends n2's confirmation for every
+    revision on the fast path. `flags set` names n2 as not confirmed; once n2 itself
+    records the revision, it is confirmed."""
+    site = Site(tmp_path / "site", ("n1", "n2"))
+    await site.astart()
+    clock = SystemClock()
+    planes = [await site.connect(name) for name in ("n1", "n2", "alice")]
+    n1, n2, alice = planes
+    try:
+        now = clock.time_ns()
+        status = NodeStatus("n2", "h", 1, now, now, now + 10**10, True, True, TradingState.ACTIVE)
+        await n2.put_member(status)
+
+        async def answer_for_n2() -> None:
+            for _ in range(30):
+                for revision in range(1, 4):
+                    claim = FlagApplied(FLAG, "n2", revision, clock.time_ns())
+                    await n1.publish(SUBJECT_APPLIED, ENCODER.encode(claim))
+                await asyncio.sleep(0.05)
+
+        spoof = asyncio.create_task(answer_for_n2())
+        off = ActivationRequest(FLAG, False, "alice", "emergency off", "t", nodes=("n2",))
+        result, latencies, missing = await activate(
+            alice, site.store(), REGISTRY, ActivationPolicy(), off, clock, 1.0,
+            signer=site.signer("alice"),
+        )  # fmt: skip
+        await spoof
+        assert result.accepted and result.state is not None
+        assert latencies == {} and missing == ["n2"]
+
+        # n2 applies it itself: its own record (only its identity may write it) confirms it
+        revision = result.state.revision
+
+        async def n2_applies() -> None:
+            await asyncio.sleep(0.2)
+            await record_applied(n2, FlagApplied(FLAG, "n2", revision + 1, clock.time_ns()))
+
+        applying = asyncio.create_task(n2_applies())
+        again = ActivationRequest(FLAG, False, "alice", "again", "t", nodes=("n2",))
+        result, latencies, missing = await activate(
+            alice, site.store(), REGISTRY, ActivationPolicy(), again, clock, 3.0,
+            signer=site.signer("alice"),
+        )  # fmt: skip
+        await applying
+        assert result.accepted and result.state is not None
+        assert result.state.revision == revision + 1
+        assert missing == [] and list(latencies) == ["n2"]
+    finally:
+        for plane in planes:
+            await plane.close()
+        site.stop()
