@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -369,7 +370,8 @@ async def test_an_edit_goes_through_the_guards_replace_check(world: World) -> No
 async def test_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
     ex, sym = world.ex, world.symbol
     before = len(world.venue.requests)
-    for name in (*world.spec.raw_writes, "create_post_only_order", "createOrderWs"):
+    raw = ("request", "fetch", "fetch2", "close_position", "closeAllPositions")
+    for name in (*world.spec.raw_writes, *raw, "create_post_only_order", "createOrderWs"):
         with pytest.raises(AdapterError, match="not routed through the knightwatch Guard"):
             getattr(ex, name)
     assert len(world.venue.requests) == before
@@ -385,6 +387,61 @@ async def test_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
     # a quote-sized order cannot be counted exactly: refused
     with pytest.raises(GuardRefused, match="quote-sized"):
         await run(ex.create_order(sym, "market", "buy", 0.1, None, {"cost": 6000}))
+
+
+OVERRIDES = {"binance": "quantity", "kraken": "volume"}
+"""Each venue's own name for the order's amount: ccxt merges `params` over its request."""
+
+
+async def test_only_what_the_guard_checked_is_sent(world: World) -> None:
+    """Nothing in `params`, the type or a market order's price can change what is sent from
+    what the Guard checked: each is refused before any request, with nothing reserved."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    before = len(venue.requests)
+    amount_key = OVERRIDES[world.spec.name]
+    one = {"symbol": sym, "type": "limit", "side": "buy", "amount": 0.1, "price": 60_000}
+    refusals: list[tuple[tuple[Any, ...], str]] = [
+        (("limit", "buy", 0.1, 60_000, {amount_key: "5"}), f"params.{amount_key}"),
+        (("limit", "buy", 0.1, 60_000, {"price": "90000"}), "params.price"),
+        (("limit", "buy", 0.1, 60_000, {"side": "sell"}), "params.side"),
+        (("limit", "buy", 0.1, 60_000, {"timeInForce": "GTX2"}), "params.timeInForce"),
+        (("limit", "buy", 0.1, 60_000, {"clientOrderId": ["a"]}), "params.clientOrderId"),
+        (("market", "buy", 0.1, 60_000), "price: a market order"),
+        (("MARKET", "buy", 0.1), "type:"),
+        (("stop_loss", "sell", 0.1, 60_000), "type:"),
+        (("limit", "buy", 0.1), "price: a limit order needs one"),
+    ]
+    for args, named in refusals:
+        with pytest.raises(GuardRefused, match=re.escape(named)) as refused:
+            await run(ex.create_order(sym, *args))
+        assert refused.value.decision.reason is R.INVALID_ORDER
+    with pytest.raises(GuardRefused, match=re.escape("orders[0].cost")):
+        await run(ex.create_orders([one | {"cost": 6000}]))
+    with pytest.raises(GuardRefused, match=re.escape(f"params.{amount_key}")):
+        await run(ex.create_orders([one], {amount_key: "5"}))
+    assert len(venue.requests) == before
+    assert ex.guard.working_qty(sym) == (0, 0)
+
+    # what may be carried is sent, and the order is exactly the checked one
+    carried = {"timeInForce": "GTC", "clientOrderId": "kw-keep-1"}
+    order = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000, carried))
+    assert venue.orders[order["id"]].amount == Decimal("0.1")
+    with pytest.raises(GuardRefused, match=rf"params\.{amount_key}"):
+        await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.1, 59_000, {amount_key: "5"}))
+    with pytest.raises(GuardRefused, match="type: an amend keeps"):
+        await run(ex.edit_order(order["id"], sym, "market", "buy", 0.1))
+    assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)
+    # a market sell with no price goes, counted as sent
+    await run(ex.create_order(sym, "market", "sell", 0.05))
+
+    # a venue that sizes spot market buys in the quote currency (okx by default):
+    # the amount would be spent, not bought
+    assert "createMarketBuyOrderRequiresPrice" in ccxt.okx().options
+    ex.exchange.options["createMarketBuyOrderRequiresPrice"] = False
+    sent = len(venue.requests)
+    with pytest.raises(GuardRefused, match="sizes spot market buys in the quote currency"):
+        await run(ex.create_order(sym, "market", "buy", 0.1))
+    assert len(venue.requests) == sent
 
 
 async def test_a_refused_batch_sends_nothing_and_reserves_nothing(world: World) -> None:

@@ -29,8 +29,17 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
 * A node-wide HALTED (a fleet kill, a node halt, the loss stop) cancels all
   open orders through the exchange (`cancel_all_orders` per symbol traded, or
   one by one) and reads back each order's final state.
-* Any other call that can create an order (raw implicit API writes such as
-  `private_post_order`, `create_*` variants not listed) is refused with
+* Only what the Guard checked is sent. `params` may carry only
+  `clientOrderId`, `timeInForce`, `postOnly`, `reduceOnly` and `marginMode`
+  (ccxt merges `params` into the venue's request, where `quantity` or
+  `volume` would override the checked amount); the order type is `limit` or
+  `market`; a market order carries no price (ccxt would send it sized in the
+  quote currency, amount x price), and a spot market buy on a venue that sizes
+  market buys in the quote currency (`createMarketBuyOrderRequiresPrice`) is
+  refused: use a limit order there.
+* Any other call that can create or change an order (raw implicit API writes
+  such as `private_post_order`, `create_*` variants not listed,
+  `close_position(s)`, and the raw `request`/`fetch`/`fetch2`) is refused with
   `AdapterError` instead of slipping past the Guard; everything else passes.
 
 With `control_plane`, `join()` makes the process a fleet node through
@@ -92,8 +101,20 @@ REASON_PREFIX = "knightwatch:"
 TERMINAL = frozenset({"canceled", "cancelled", "expired", "rejected", "closed"})
 _WRITE = re.compile(
     r"^(create|edit)_|^(create|edit)[A-Z]|(Post|Put|Delete|Patch)[A-Z]|_(post|put|delete|patch)_"
+    r"|^close_(all_)?positions?$|^close(All)?Positions?$|^(request|fetch|fetch2)$"
 )
-"""Names of calls that can create or change orders, refused unless wrapped here."""
+"""Names of calls that can create or change orders, refused unless wrapped here (the raw
+`request`/`fetch`/`fetch2` send anything, an order included)."""
+_PARAMS: dict[str, Callable[[Any], bool]] = {
+    "clientOrderId": lambda v: isinstance(v, str | int) and not isinstance(v, bool),
+    "timeInForce": lambda v: v in ("GTC", "IOC", "FOK", "PO"),
+    "postOnly": lambda v: isinstance(v, bool),
+    "reduceOnly": lambda v: isinstance(v, bool),
+    "marginMode": lambda v: v in ("cross", "isolated"),
+}
+"""The `params` an order may carry, each with its rule: none of them changes what the Guard
+checks (ccxt merges `params` into the venue's request, so any other key, `quantity`,
+`volume`, `price`, `side`, `cost`, `stopPrice`, could)."""
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WRAPPED = frozenset(
     {
@@ -279,6 +300,31 @@ class Ledger:
             p = decimal_of(self.exchange.price_to_precision(symbol, price), "price")
         return p
 
+    def _limit(self, symbol: str, type: Any, side: str, price: Any) -> bool:
+        """Whether an order is a limit order (its price checked); refuses what would be sent
+        other than as checked: an unknown type, a market order with a price (ccxt sizes it
+        in the quote currency, amount x price), a spot market buy where the venue sizes
+        market buys in the quote currency."""
+        if type not in ("limit", "market"):
+            raise UnitError(f"type: must be 'limit' or 'market', got {type!r}")
+        if type == "limit":
+            if price is None:
+                raise UnitError("price: a limit order needs one")
+            return True
+        if price is not None:
+            raise UnitError(
+                "price: a market order is sent without one (ccxt would size it in the quote "
+                "currency, amount x price); leave it out or use a limit order"
+            )
+        options = getattr(self.exchange, "options", None) or {}
+        market = self.exchange.market(symbol)
+        if side == "buy" and market.get("spot") and "createMarketBuyOrderRequiresPrice" in options:
+            raise UnitError(
+                f"type: {self.exchange.id} sizes spot market buys in the quote currency, which "
+                "the Guard cannot count exactly; use a limit order"
+            )
+        return False
+
     def prepare(
         self,
         symbol: str,
@@ -298,9 +344,10 @@ class Ledger:
                     "amount: quote-sized orders are refused (the base amount is only known "
                     "at the venue); give the amount in the base currency"
                 )
+            _check_params(params)
             if side not in ("buy", "sell"):
                 raise UnitError(f"side: must be 'buy' or 'sell', got {side!r}")
-            limit = price is not None and type != "market"
+            limit = self._limit(symbol, type, side, price)
             qty, amount_d, price_d = self._as_sent(symbol, amount, price if limit else None)
             order = Order(
                 id=gid,
@@ -378,7 +425,14 @@ class Ledger:
         self.guard.refuse(Unmapped(order_id), d)
 
     def prepare_edit(
-        self, id: str, symbol: str, type: str, side: str, amount: Any, price: Any
+        self,
+        id: str,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: Any,
+        price: Any,
+        params: dict[str, Any],
     ) -> tuple[_Tracked, str, Decimal | None, Decimal | None]:
         """Check an amend with the Guard's replace check before it is sent.
 
@@ -395,7 +449,12 @@ class Ledger:
                 )
             if symbol != tracked.symbol or side != tracked.side.value:
                 raise UnitError("an amend keeps the order's symbol and side")
-            limit = type != "market"
+            _check_params(params)
+            limit = tracked.price is not None
+            if type != ("limit" if limit else "market"):
+                raise UnitError(f"type: an amend keeps the order's type, got {type!r}")
+            if price is not None and not limit:
+                raise UnitError("price: a market order is sent without one")
             if amount is None:
                 add, amount_d = tracked.ordered - tracked.applied, None
             else:
@@ -810,7 +869,7 @@ class GuardedExchange:
     ) -> list[dict[str, Any]]:
         """All checked before any is sent; one refusal refuses the batch."""
         self.exchange.load_markets()
-        prepared, requests = _prepare_batch(self.ledger, orders)
+        prepared, requests = _prepare_batch(self.ledger, orders, params or {})
         try:
             result: list[dict[str, Any]] = self.exchange.create_orders(requests, params or {})
         except Exception as exc:
@@ -863,12 +922,13 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         self.exchange.load_markets()
         ledger = self.ledger
+        params = dict(params or {})
         tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
-            id, symbol, type, side, amount, price
+            id, symbol, type, side, amount, price, params
         )
         try:
             order: dict[str, Any] = self.exchange.edit_order(
-                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params or {}
+                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
             )
         except Exception as exc:
             ledger.edit_failed(tracked, new_gid, exc)
@@ -1059,7 +1119,7 @@ class AsyncGuardedExchange:
     ) -> list[dict[str, Any]]:
         """All checked before any is sent; one refusal refuses the batch."""
         await self.exchange.load_markets()
-        prepared, requests = _prepare_batch(self.ledger, orders)
+        prepared, requests = _prepare_batch(self.ledger, orders, params or {})
         try:
             result: list[dict[str, Any]] = await self.exchange.create_orders(requests, params or {})
         except Exception as exc:
@@ -1112,12 +1172,13 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         await self.exchange.load_markets()
         ledger = self.ledger
+        params = dict(params or {})
         tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
-            id, symbol, type, side, amount, price
+            id, symbol, type, side, amount, price, params
         )
         try:
             order: dict[str, Any] = await self.exchange.edit_order(
-                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params or {}
+                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
             )
         except Exception as exc:
             ledger.edit_failed(tracked, new_gid, exc)
@@ -1274,24 +1335,52 @@ class AsyncGuardedExchange:
         return cancelled
 
 
+def _check_params(params: dict[str, Any]) -> None:
+    """Refuses `params` that could change what is sent from what the Guard checked."""
+    for key, value in params.items():
+        rule = _PARAMS.get(key)
+        if rule is None:
+            raise UnitError(
+                f"params.{key}: not checked by the Guard and ccxt may send it in place of a "
+                f"checked field; allowed: {', '.join(_PARAMS)}"
+            )
+        if not rule(value):
+            raise UnitError(f"params.{key}: {value!r} is not a valid value")
+
+
 def _num(checked: Decimal | None, given: Any) -> Any:
     """The price to hand ccxt: the checked limit price, else what the caller gave."""
     return float(checked) if checked is not None else given
 
 
+_BATCH_KEYS = frozenset({"symbol", "type", "side", "amount", "price", "params"})
+
+
 def _prepare_batch(
-    ledger: Ledger, orders: list[dict[str, Any]]
+    ledger: Ledger, orders: list[dict[str, Any]], params: dict[str, Any]
 ) -> tuple[list[_Tracked], list[dict[str, Any]]]:
     prepared: list[_Tracked] = []
     requests: list[dict[str, Any]] = []
     try:
+        try:
+            _check_params(params)  # the batch's own params reach every order's request
+            for i, o in enumerate(orders):
+                if extra := sorted(set(o) - _BATCH_KEYS):
+                    raise UnitError(f"orders[{i}].{extra[0]}: not a field an order may carry")
+        except UnitError as exc:
+            d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
+            ledger.record_block("batch", d)
+            raise GuardRefused(d) from None
         for o in orders:
             params = dict(o.get("params") or {})
             tracked, amount_d, price_d = ledger.prepare(
                 o["symbol"], o["type"], o["side"], o["amount"], o.get("price"), params
             )
             prepared.append(tracked)
-            requests.append(o | {"amount": float(amount_d), "price": _num(price_d, o.get("price"))})
+            requests.append(
+                o | {"amount": float(amount_d), "price": _num(price_d, o.get("price")),
+                     "params": params}
+            )  # fmt: skip
     except GuardRefused:
         for tracked in prepared:  # never sent: give back what the Guard reserved
             ledger._finish(tracked, why="batch refused")
