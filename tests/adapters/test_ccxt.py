@@ -336,6 +336,41 @@ async def test_a_network_error_leaves_the_order_working_in_doubt(world: World, f
     assert ex.guard.working_qty(sym) == (0, 0)
 
 
+async def test_a_cancelled_create_order_leaves_the_order_in_doubt() -> None:
+    """The caller's task is cancelled while the request is on its way (a timeout around
+    the call, a shutdown): the order may be live at the venue, so the Guard keeps it
+    working and in doubt, never forgotten with its reservation stuck and unnamed."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "async"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        try:
+            await ex.fetch_ticker(spec.symbol)
+            sent = ex.exchange.create_order
+            arrived = asyncio.Event()
+
+            async def slow_link(*args: Any, **kwargs: Any) -> Any:
+                order = await sent(*args, **kwargs)  # the venue takes it ...
+                arrived.set()
+                await asyncio.sleep(60)  # ... and its answer never comes back in time
+                return order
+
+            ex.exchange.create_order = slow_link
+            call = asyncio.create_task(
+                ex.create_order(spec.symbol, "limit", "buy", 0.3, 59_000, {"clientOrderId": "c1"})
+            )
+            await arrived.wait()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert list(ex.ledger.in_doubt) == ["c1"]
+            assert ex.guard.working_qty(spec.symbol) == (Units(spec.step).to_units("0.3"), 0)
+            await ex.fetch_open_orders(spec.symbol)  # the venue names it: bound again
+            assert not ex.ledger.in_doubt
+        finally:
+            await ex.close()
+
+
 async def test_an_edit_goes_through_the_guards_replace_check(world: World) -> None:
     ex, sym, venue = world.ex, world.symbol, world.venue
     order = await run(ex.create_order(sym, "limit", "buy", 0.2, 59_000))

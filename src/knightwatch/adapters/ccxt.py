@@ -857,7 +857,7 @@ class GuardedExchange:
             order: dict[str, Any] = self.exchange.create_order(
                 symbol, type, side, float(amount_d), _num(price_d, price), params
             )
-        except Exception as exc:
+        except BaseException as exc:  # cancelled or interrupted too: in doubt
             self.ledger.failed(tracked, exc)
             raise
         self.ledger.placed(tracked, order)
@@ -872,7 +872,7 @@ class GuardedExchange:
         prepared, requests = _prepare_batch(self.ledger, orders, params or {})
         try:
             result: list[dict[str, Any]] = self.exchange.create_orders(requests, params or {})
-        except Exception as exc:
+        except BaseException as exc:  # cancelled or interrupted too: in doubt
             for tracked in prepared:
                 self.ledger.failed(tracked, exc)
             raise
@@ -930,7 +930,7 @@ class GuardedExchange:
             order: dict[str, Any] = self.exchange.edit_order(
                 id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
             )
-        except Exception as exc:
+        except BaseException as exc:  # cancelled or interrupted too: in doubt
             ledger.edit_failed(tracked, new_gid, exc)
             raise
         ledger.edited(tracked, new_gid, order)
@@ -1107,7 +1107,7 @@ class AsyncGuardedExchange:
             order: dict[str, Any] = await self.exchange.create_order(
                 symbol, type, side, float(amount_d), _num(price_d, price), params
             )
-        except Exception as exc:
+        except BaseException as exc:  # cancelled or interrupted too: in doubt
             self.ledger.failed(tracked, exc)
             raise
         self.ledger.placed(tracked, order)
@@ -1122,7 +1122,7 @@ class AsyncGuardedExchange:
         prepared, requests = _prepare_batch(self.ledger, orders, params or {})
         try:
             result: list[dict[str, Any]] = await self.exchange.create_orders(requests, params or {})
-        except Exception as exc:
+        except BaseException as exc:  # cancelled or interrupted too: in doubt
             for tracked in prepared:
                 self.ledger.failed(tracked, exc)
             raise
@@ -1180,7 +1180,7 @@ class AsyncGuardedExchange:
             order: dict[str, Any] = await self.exchange.edit_order(
                 id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
             )
-        except Exception as exc:
+        except BaseException as exc:  # cancelled or interrupted too: in doubt
             ledger.edit_failed(tracked, new_gid, exc)
             raise
         ledger.edited(tracked, new_gid, order)
