@@ -365,6 +365,34 @@ def test_restatement_follows_the_venue(rig: Callable[..., Rig]) -> None:
     assert working(g) == 0 and g.remaining("a") is None
 
 
+def test_a_restatement_that_grows_an_order_past_its_check_halts_the_node(
+    rig: Callable[..., Rig],
+) -> None:
+    """The venue may shrink an order, or give back what a bust reopened; an order it
+    grows beyond the quantity the Guard checked (a pending replace's, if larger) is risk
+    no check saw: followed as the venue's truth, and the node halts with fill_mismatch."""
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=300, id="a"))
+    fill = Fill("a", "IBM", Side.BUY, 100, 100.0)
+    g.on_fill(fill)
+    g.on_bust(fill, parent_id=None)  # the venue reopens it: 300 may work again
+    g.on_restate("a", 300)
+    assert g.check_replace("a", r.order(qty=500, id="a2"))
+    g.on_restate("a", 500)  # the replace in flight was checked at 500
+    assert r.send().accepted
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+
+    g.on_replace_reject("a2")  # back to the 300 checked: 500 is now beyond it
+    g.on_restate("a", 500)
+    assert g.remaining("a") == 500  # the venue's truth, still counted
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.HALTED
+    refused = r.send()
+    assert not refused.accepted and refused.reason is R.FILL_MISMATCH
+    (halt,) = g.halts().values()
+    assert "beyond the 300 the Guard checked" in halt.reason
+
+
 def test_bust_and_correct_move_the_position(rig: Callable[..., Rig]) -> None:
     r = rig()
     g = r.guard

@@ -755,7 +755,11 @@ class Guard:
 
     def on_restate(self, order_id: str, remaining: int) -> None:
         """The venue changed what is left of a working order (ExecType restated, e.g. a
-        venue-initiated reduction): the Guard's working quantity follows the venue."""
+        venue-initiated reduction): the Guard's working quantity follows the venue.
+
+        A restatement that leaves more working than the order's checked quantity less
+        what filled (its pending replace's, if larger) grew the order past every check:
+        it is applied as the venue's truth and halts the node with `fill_mismatch`."""
         if type(remaining) is not int or not 0 <= remaining <= MAX_QTY:
             raise ValueError(
                 f"on_restate: remaining must be an integer from 0 to {MAX_QTY:.0e} "
@@ -763,13 +767,23 @@ class Guard:
             )
         led = self._ledger
         w = led.working.get(order_id)
+        grown = ""
         if w is not None:
+            pending = led.pending.get(w.replacing) if w.replacing is not None else None
+            checked = max(w.qty, pending.qty if pending is not None else 0)
+            if w.filled + remaining > checked:
+                grown = (
+                    f"venue restated order {quoted(order_id)} to {remaining} working with "
+                    f"{w.filled} filled, beyond the {checked} the Guard checked"
+                )
             led.rework(w, remaining)
             if remaining == 0:
                 del led.working[order_id]
         self._recorder.record_event(
             "restate", self._ctx, order_id=order_id, known=w is not None, remaining=remaining
         )
+        if grown:
+            self._auto_halt(Scope.NODE, self.node, grown, R.FILL_MISMATCH)
 
     def on_bust(self, fill: Fill, *, parent_id: str | None = None) -> None:
         """The venue cancelled an execution (trade bust): the Guard takes it back.
