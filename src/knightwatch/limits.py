@@ -26,6 +26,7 @@ import msgspec
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
 
 
 class LimitsError(KnightwatchError, ValueError):
@@ -55,6 +56,9 @@ class Rule:
             ok = isinstance(value, list | tuple | set | frozenset)
             if not ok or not all(type(s) is str and s for s in value):
                 return "must be a list of non-empty symbol strings"
+            for symbol in value:
+                if (p := _name_problem(symbol, "symbol")) is not None:
+                    return f"symbol {quoted(symbol)}: {p}"
             return None
         if type(value) is bool:
             return f"must be a{'n integer' if self.kind == 'int' else ' number'}, not a boolean"
@@ -230,7 +234,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 problems.append(f"{section}: must be a table of overrides")
                 continue
             for name, ov in table.items():
-                if (p := _name_problem(name)) is not None:
+                if (p := _name_problem(name, section)) is not None:
                     problems.append(f"{section}.{quoted(name)}: {p}")
                 if not isinstance(ov, Override):
                     problems.append(f"{section}.{name}: must be an Override")
@@ -327,7 +331,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     problems.append(f"{top}: must be a table of tables")
                     continue
                 for name, table in value.items():
-                    if (p := _name_problem(name)) is not None:
+                    if (p := _name_problem(name, top)) is not None:
                         problems.append(f"{top}.{quoted(name)}: {p}")
                         continue
                     ov = _override(f"{top}.{name}", table, top, problems)
@@ -349,13 +353,22 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return cls.from_mapping(data, source=str(p))
 
 
-def _name_problem(name: object) -> str | None:
-    """An override's strategy or symbol name: an empty or padded one would never match an
-    order, so the override would silently do nothing."""
+def _name_problem(name: object, kind: str) -> str | None:
+    """A strategy or symbol name in the limits (an override's, a symbol list's entry): one
+    no order can carry (empty, padded, a control character, longer than an order's
+    field, a strategy with '/') would never match, so the override would silently do
+    nothing and a restricted symbol would stay tradeable."""
     if not isinstance(name, str) or not name.strip():
         return "the name must not be empty"
     if name != name.strip():
-        return "the name must not start or end with spaces"
+        return "the name must not start or end with whitespace"
+    if not name.isprintable():
+        return "the name must not contain control characters"
+    limit = MAX_ID_LEN if kind == "strategy" else MAX_SYMBOL_LEN
+    if len(name) > limit:
+        return f"the name must be at most {limit} characters (no order's {kind} is longer)"
+    if kind == "strategy" and "/" in name:
+        return "the name must not contain '/' (no order's strategy can)"
     return None
 
 

@@ -4,13 +4,16 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+from knightwatch.decision import RejectReason
+from knightwatch.guard import Guard
 from knightwatch.guard.lanes import Effective
 from knightwatch.limits import Limits, LimitsError, Override, loosened, scaled
+from knightwatch.order import Order, Side
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,6 +225,47 @@ def test_every_file_problem_names_the_file_and_override_names_are_real(
     assert all(p.startswith(f"{tmp_path / 'limits.toml'}: ") for p in err.value.problems)
     assert any(needle in p for p in err.value.problems), err.value.problems
     assert Limits.from_toml(write(tmp_path, f"version = '{'v' * 128}'\n")).version == "v" * 128
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        (
+            '[fleet]\nrestricted_symbols = ["GME", " AMC"]\n',
+            "symbol ' AMC': the name must not start",
+        ),
+        ('[fleet]\nrestricted_symbols = ["GME\\t"]\n', "symbol 'GME\\t': the name must not start"),
+        ('[fleet]\nallowed_symbols = ["IB\\u0000M"]\n', "must not contain control characters"),
+        (f'[fleet]\nrestricted_symbols = ["{"S" * 65}"]\n', "must be at most 64 characters"),
+        ('[symbol."IB\\u0007M"]\nmax_order_qty = 5\n', "must not contain control characters"),
+        (f'[symbol."{"S" * 65}"]\nmax_order_qty = 5\n', "must be at most 64 characters"),
+        (f'[strategy."{"s" * 65}"]\nmax_order_qty = 5\n', "must be at most 64 characters"),
+        (
+            '[strategy."mm/2"]\nmax_order_qty = 5\n',
+            "strategy.'mm/2': the name must not contain '/'",
+        ),
+    ],
+)
+def test_a_name_no_order_can_carry_is_refused(tmp_path: Path, toml: str, needle: str) -> None:
+    """A restricted symbol, or an override, under a name no order can match would do
+    nothing, silently: the symbol stays tradeable, the override never applies."""
+    with pytest.raises(LimitsError) as err:
+        Limits.from_toml(write(tmp_path, 'version = "v1"\n' + toml))
+    assert any(needle in p for p in err.value.problems), err.value.problems
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=70))
+def test_every_restricted_symbol_the_limits_take_restricts_an_order(name: str) -> None:
+    """Taken means enforced: an order for exactly that symbol can exist and is refused."""
+    try:
+        limits = Limits(restricted_symbols=frozenset({name}), symbol={name: Override()})
+    except LimitsError:
+        return
+    g = Guard(limits, node="n1")
+    g.arm()
+    decision = g.check(Order("o1", "s", name, Side.BUY, 1, 1.0))
+    assert decision.reason is RejectReason.SYMBOL_RESTRICTED
 
 
 def test_an_override_for_an_empty_name_is_refused_in_code_too() -> None:
