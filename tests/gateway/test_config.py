@@ -68,6 +68,31 @@ def test_bad_files_name_file_key_and_rule(tmp_path: Path, text: str, needle: str
     assert str(p) in str(err.value) and needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (('comp_id = "OMS2"', 'comp_id = "OMS2\\nSocketAcceptPort=1"'), "clients[1].comp_id"),
+        (('comp_id = "OMS2"', 'comp_id = "OMS:2"'), "clients[1].comp_id: must be"),
+        (('comp_id = "OMS2"', 'comp_id = "OMS2"\nallowed_remote_addresses = ["1.2.3.4\\n[X]"]'),
+         "allowed_remote_addresses[0]: must be a host"),
+        (('node = "gw1"', 'node = "gw1"\ncomp_id = "KW\\rGW"'), "comp_id: must be 1-64"),
+        (("port = 9880", 'port = 9880\nhost = "h\\nSocketConnectPort=1"'), "venue.host: must be"),
+        (("port = 9880", 'port = 9880\ncomp_id = "V\\u0001"'), "venue.comp_id: must be"),
+        (('market_data = ["L000"]', 'market_data = ["L0\\u000100"]'), "market_data[0]: must be"),
+    ],
+)  # fmt: skip
+def test_a_value_written_into_the_fix_settings_cannot_inject_one(
+    tmp_path: Path, edit: tuple[str, str], needle: str
+) -> None:
+    """The QuickFIX settings are generated from the config: a newline in a CompID or host
+    would add a setting or a session of its own (a port, an address allowed to log on)."""
+    p = tmp_path / "gw.toml"
+    p.write_text(GOOD.replace(*edit, 1))
+    with pytest.raises(GatewayError) as err:
+        GatewayConfig.from_toml(p)
+    assert str(p) in str(err.value) and needle in str(err.value)
+
+
 def test_fix42_cannot_claim_mass_cancel() -> None:
     with pytest.raises(GatewayError, match=r"FIX\.4\.2 has no OrderMassCancelRequest"):
         GatewayConfig(

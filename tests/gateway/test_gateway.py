@@ -298,13 +298,14 @@ def test_bytes_that_are_not_utf8_get_a_refusal_and_nothing_is_forwarded(
             s.settimeout(0.5)
             with contextlib.suppress(TimeoutError):
                 data += s.recv(65536)
+        # while the session is up: closing it cancels N5 (cancel on disconnect)
+        assert [o.clordid for o in rig.venue.working()] == ["N5"]
     answers = [m for m in data.split(b"\x0110=") if b"\x0139=" in m]
     assert len(answers) == 5, data
     for m in answers[:4]:
         assert b"knightwatch:invalid_order tag " in m and b"not UTF-8" in m, m
     assert b"\x0135=9\x01" in answers[3]  # the cancel: an OrderCancelReject
     assert b"\x0139=0\x01" in answers[4]  # the next order is routed
-    assert [o.clordid for o in rig.venue.working()] == ["N5"]
     assert rig.gateway.errors.count == 0
     assert len(rig.events("fix_refused")) == 4
 

@@ -15,6 +15,7 @@ message unchanged.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,12 @@ from knightwatch.gateway.engine import GatewayError, spec_path
 from knightwatch.inputs import InputFileError, load_toml
 
 BeginString = Literal["FIX.4.2", "FIX.4.4"]
+_COMP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""A CompID: what QuickFIX's settings and session ids can carry unambiguously (a newline
+would start a setting of its own in the generated file, ':' splits a session id)."""
+_HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+"""A host name or IPv4/IPv6 address, as written into the generated settings."""
+_SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 
 class ClientSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -109,13 +116,31 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if not self.clients:
             problems.append("clients: at least one client session is required")
         ids = [c.comp_id for c in self.clients]
+        names: list[tuple[str, str, re.Pattern[str]]] = []
         for cid in sorted({i for i in ids if ids.count(i) > 1}):
             problems.append(f"clients: comp_id {cid!r} is listed more than once")
         for i, c in enumerate(self.clients):
-            if not c.comp_id or ":" in c.comp_id:
-                problems.append(f"clients[{i}].comp_id: must be non-empty without ':'")
             if not c.allowed_remote_addresses:
                 problems.append(f"clients[{i}].allowed_remote_addresses: must list at least one")
+            for j, address in enumerate(c.allowed_remote_addresses):
+                names.append((f"clients[{i}].allowed_remote_addresses[{j}]", address, _HOST))
+            names.append((f"clients[{i}].comp_id", c.comp_id, _COMP_ID))
+        venue = self.venue
+        names += [
+            ("comp_id", self.comp_id, _COMP_ID),
+            ("venue.comp_id", venue.comp_id, _COMP_ID),
+            ("venue.host", venue.host, _HOST),
+            *((f"venue.market_data[{j}]", sym, _SYMBOL) for j, sym in enumerate(venue.market_data)),
+        ]
+        if (dc := self.drop_copy) is not None:
+            names += [
+                ("drop_copy.comp_id", dc.comp_id, _COMP_ID),
+                ("drop_copy.sender_comp_id", dc.sender_comp_id, _COMP_ID),
+                ("drop_copy.host", dc.host, _HOST),
+            ]
+        for where, value, rule in names:
+            if not rule.fullmatch(value):
+                problems.append(f"{where}: {_RULES[rule]} (got {value!r})")
         if self.comp_id in ids or self.venue.comp_id in ids:
             problems.append("clients: a client comp_id may not equal the gateway's or the venue's")
         if self.parent_tag == self.parent_qty_tag:
@@ -166,6 +191,13 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise GatewayError(f"{p}: {exc}") from None
         except GatewayError as exc:
             raise GatewayError(f"{p}: {exc}") from None
+
+
+_RULES = {
+    _COMP_ID: "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+    _HOST: "must be a host name or IP address (A-Z a-z 0-9 . : -)",
+    _SYMBOL: "must be 1-64 characters without control characters",
+}
 
 
 def _lines(section: dict[str, str | int]) -> list[str]:
