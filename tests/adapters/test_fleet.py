@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from knightwatch import Limits, Order, Scope, Side, SimClock, TradingState
-from knightwatch.adapters.fleet import AdapterError, LockedWatchedGuard, build_guard, with_lease
+from knightwatch.adapters.fleet import (
+    AdapterError,
+    LockedWatchedGuard,
+    build_guard,
+    limits_of,
+    with_lease,
+)
 from knightwatch.control.node.lease import LeasePolicy
 
 
@@ -64,3 +70,14 @@ def test_lease_and_recorder_settings_fail_with_a_named_reason(tmp_path: Path) ->
     blocker.write_text("")
     with pytest.raises(AdapterError, match="recorder: cannot open"):
         build_guard(Limits(), node="n", clock=SimClock(), recorder=blocker / "x.jsonl", ship=False)
+
+
+def test_limits_are_a_limits_or_a_file_and_anything_else_is_named(tmp_path: Path) -> None:
+    """`guard(ex, limits=123)` raised a TypeError from deep in pathlib."""
+    assert limits_of(Limits(version="v9")).version == "v9"
+    f = tmp_path / "limits.toml"
+    f.write_text('version = "v7"\n')
+    assert limits_of(f).version == "v7" and limits_of(str(f)).version == "v7"
+    for bad in (123, None, b"limits.toml", {"version": "v1"}):
+        with pytest.raises(AdapterError, match="limits: must be a Limits or the path"):
+            limits_of(bad)

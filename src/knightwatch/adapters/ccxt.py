@@ -87,6 +87,7 @@ from knightwatch.adapters.fleet import (
     WatchedGuard,
     build_guard,
     identity_of,
+    limits_of,
     plane_of,
     with_lease,
 )
@@ -1417,7 +1418,7 @@ def guard(
     on an async exchange, `ex.join()` on a sync one (its node runtime then runs
     on a loop thread of its own); until then orders are refused.
     """
-    lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
+    lim = limits_of(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
     clk = clock if clock is not None else SystemClock()
     is_async = asyncio.iscoroutinefunction(getattr(exchange, "create_order", None))

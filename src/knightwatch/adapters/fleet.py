@@ -258,6 +258,17 @@ def plane_of(spec: ControlPlaneSpec, node: str, signer: Signer) -> ControlPlane:
     return spec
 
 
+def limits_of(limits: object) -> Limits:
+    """`limits=` as given to an adapter: `Limits`, or the path of a limits TOML file."""
+    if isinstance(limits, Limits):
+        return limits
+    if isinstance(limits, str | Path):
+        return Limits.from_toml(limits)
+    raise AdapterError(
+        f"limits: must be a Limits or the path of a limits file (got {type(limits).__name__})"
+    )
+
+
 def identity_of(
     node: str, key: str | Path | None, anchor: str | Path | None
 ) -> tuple[Signer, TrustStore]:

@@ -94,6 +94,7 @@ from knightwatch.adapters.fleet import (
     WatchedGuard,
     build_guard,
     identity_of,
+    limits_of,
     plane_of,
     with_lease,
 )
@@ -685,7 +686,7 @@ def install(
     (`lease_expired`). `install(...).joined` is that task.
     """
     kernel = _kernel_of(target)
-    lim = limits if isinstance(limits, Limits) else Limits.from_toml(limits)
+    lim = limits_of(limits)
     node_id = node if node is not None else str(kernel.trader_id.value)
     backtest = "BACKTEST" in str(kernel.environment).upper()
     if clock is None:
