@@ -632,3 +632,26 @@ def test_amends_never_leave_a_reservation_behind(spec: Spec, steps: list[Any]) -
         assert ex.guard.working_qty(sym) == (0, 0)
         assert not [t for t in ex.ledger.orders.values() if t.pending is not None]
         assert venue.bad_signatures == 0
+
+
+def test_trades_with_the_same_id_in_two_symbols_are_two_trades() -> None:
+    """Binance numbers trades per market: trade 7 of BTC/USDT and trade 7 of ETH/USDT are
+    different executions, and each is booked (the second was dropped as a repeat)."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        ex.fetch_ticker("BTC/USDT")
+        ex.on_price("ETH/USDT", 3000)
+        btc = ex.create_order("BTC/USDT", "limit", "buy", 0.2, 59_000)
+        eth = ex.create_order("ETH/USDT", "limit", "buy", 0.3, 2_990)
+
+        def trade(order: dict[str, Any], amount: float, price: float) -> dict[str, Any]:
+            return {"id": "7", "order": order["id"], "symbol": order["symbol"],
+                    "amount": amount, "price": price, "side": "buy"}  # fmt: skip
+
+        both = [trade(btc, 0.2, 59_000), trade(eth, 0.3, 2_990)]
+        ex.ledger.apply_trades(both)
+        ex.ledger.apply_trades(both)  # reported again: still booked once each
+        assert ex.guard.position("BTC/USDT") == ex.ledger.units("BTC/USDT").to_units("0.2")
+        assert ex.guard.position("ETH/USDT") == ex.ledger.units("ETH/USDT").to_units("0.3")

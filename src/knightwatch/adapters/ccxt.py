@@ -648,9 +648,14 @@ class Ledger:
             tid = trade.get("id")
             xid = trade.get("order")
             tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
-            if tracked is None or tid is None or str(tid) in self._seen_trades:
+            if tracked is None or tid is None:
+                continue
+            # venues number trades per market (Binance): the same id in two symbols is two
+            # trades, so a trade is known by its symbol and id
+            key = f"{tracked.symbol}\x00{tid}"
+            if key in self._seen_trades:
                 continue  # a trade of an ended order is still booked: the Guard judges it
-            self._file(tracked, _TRADE, str(tid))
+            self._file(tracked, _TRADE, key)
             try:
                 tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
             except UnitError as exc:
