@@ -196,10 +196,13 @@ def test_a_replaced_order_leaves_under_its_new_clordid() -> None:
     assert book.claim("c1r", "C1")
     book.decide("C1:c1r", ACCEPTED, go)
     book.rename(go, "c1r", "C1:c1r")
+    assert book.find("c1") is go and book.find("c1r") is go  # the old id still finds it
+    assert not book.free("c1", "C1")  # and is not reused while the order is remembered
     book.set_status(go, "4")
     clock.advance(3 * WINDOW)
     book.forget(100)
     assert not book.orders and not book.working and not book.decided and not book.owner
+    assert not book.renamed and book.find("c1") is None
 
 
 def test_without_a_window_nothing_is_forgotten() -> None:

@@ -356,6 +356,25 @@ def test_replace_reserves_the_larger_leaves_then_commits(rig: Rig) -> None:
     assert rig.guard.remaining("OMS1:G2") == 300
 
 
+def test_a_cancel_naming_the_id_before_a_replace_ends_the_order(rig: Rig) -> None:
+    """An OMS that has not seen the replace's answer cancels under the ClOrdID it knows
+    (FIX: the previous non-rejected one); the venue resolves it to the order. The Guard
+    lets go of the order's working quantity and the client gets its cancel (before, the
+    answer was an unknown report: the order stayed counted working and the client's
+    cancel was never answered)."""
+    rest(rig, "H1", qty=100)
+    px = below(rig, "L000")
+    rig.oms.replace("H2", "H1", "L000", BUY, 200, px)
+    rig.oms.wait_report("H2", "5")
+    assert rig.guard.working_qty("L000") == (200, 0)
+    rig.oms.cancel("H3", "H1", "L000", BUY, 200)
+    done = rig.oms.wait_report("H3", "4")
+    assert done.get(F.ORIG_CL_ORD_ID) == "H1"
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="released")
+    assert rig.guard.remaining("OMS1:H2") is None
+    assert rig.gateway.book.find("H1") is rig.gateway.book.find("H2")
+
+
 def test_replace_down_keeps_the_old_leaves_reserved_until_the_venue_answers(rig: Rig) -> None:
     rest(rig, "G3", qty=400)
     with rig.venue.lock:

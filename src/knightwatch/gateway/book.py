@@ -96,6 +96,8 @@ class GwOrder:
     """When the order was last seen finished (the book's clock); 0 while live."""
     execs: tuple[str, ...] = ()
     """The venue's ExecIDs applied to it (forgotten with it)."""
+    former: tuple[str, ...] = ()
+    """The ClOrdIDs it answered to before its replaces (forgotten with it)."""
 
     @property
     def live(self) -> bool:
@@ -135,6 +137,10 @@ class GatewayBook:
         self.working: dict[str, GwOrder] = {}
         """The live orders only: what a kill, a drain or a disconnect must cancel."""
         self.requests: dict[str, Request] = {}
+        self.renamed: dict[str, GwOrder] = {}
+        """A ClOrdID an order answered to before a replace -> the order: a cancel or a
+        replace sent before the client saw the replace's answer names it (FIX: the
+        previous non-rejected ClOrdID), and venues resolve it to the order."""
         self.owner: dict[str, str] = {}
         """Every ClOrdID used on the venue session within the scope -> the CompID that used it."""
         self.decided: dict[str, tuple[Decision, GwOrder | None]] = {}
@@ -168,6 +174,7 @@ class GatewayBook:
         return (
             self.owner.get(clordid, comp) == comp
             and clordid not in self.orders
+            and clordid not in self.renamed
             and clordid not in self.requests
         )
 
@@ -204,12 +211,20 @@ class GatewayBook:
             if self.working.get(order.clordid) is order:
                 del self.working[order.clordid]
 
+    def find(self, clordid: str) -> GwOrder | None:
+        """The order `clordid` names: the one answering to it, else the one it named
+        before a replace."""
+        return self.orders.get(clordid) or self.renamed.get(clordid)
+
     def rename(self, order: GwOrder, new_clordid: str, new_guard_id: str) -> None:
-        """A replace took effect: the order now answers to its new ClOrdID."""
+        """A replace took effect: the order now answers to its new ClOrdID, and its old
+        one still finds it (`find`) while the order is remembered."""
         if self.orders.get(order.clordid) is order:
             del self.orders[order.clordid]
         if self.working.get(order.clordid) is order:
             del self.working[order.clordid]
+        self.renamed[order.clordid] = order
+        order.former += (order.clordid,)
         old = order.guard_id
         order.clordid = new_clordid
         order.guard_id = new_guard_id
@@ -308,6 +323,9 @@ class GatewayBook:
             return  # already gone (a replace renamed it and its new ClOrdID was reused)
         del self.orders[order.clordid]
         self.owner.pop(order.clordid, None)
+        for old in order.former:
+            if self.renamed.get(old) is order:
+                del self.renamed[old]
         held = self.decided.get(order.guard_id)
         if held is not None and held[1] is order:
             del self.decided[order.guard_id]

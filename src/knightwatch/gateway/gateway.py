@@ -644,7 +644,7 @@ class Gateway(Handler):
         orig = msg[F.ORIG_CL_ORD_ID]
         with self._held():
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
-            go = self.book.orders.get(orig)
+            go = self.book.find(orig)
             # an id the order no longer answers to (replaced since) has its owner still:
             # the venue may resolve it to the order
             owner = go.comp if go is not None else self.book.owner.get(orig, comp)
@@ -690,11 +690,9 @@ class Gateway(Handler):
                 self._count("resends")
                 before, _ = self.book.decided[new_gid]
                 if not before.accepted:
-                    self._send_cancel_reject(
-                        msg, sid, self.book.orders.get(orig), before, F.REPLACE
-                    )
+                    self._send_cancel_reject(msg, sid, self.book.find(orig), before, F.REPLACE)
                 return
-            go = self.book.orders.get(orig)
+            go = self.book.find(orig)
             d: Decision | None = None
             if go is None or go.comp != comp or not go.live:
                 d = Decision(
@@ -989,7 +987,7 @@ class Gateway(Handler):
         if go is None and req is not None:
             go = req.order
         if go is None and (F.ORIG_CL_ORD_ID in msg):
-            go = self.book.orders.get(msg[F.ORIG_CL_ORD_ID])
+            go = self.book.find(msg[F.ORIG_CL_ORD_ID])
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
