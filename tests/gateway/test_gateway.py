@@ -671,6 +671,23 @@ def test_a_bust_that_reopens_an_order_restores_its_working_quantity(rig: Rig) ->
     assert rig.guard.position("L000") == 100 and rig.guard.halts() == {}
 
 
+def test_a_finished_order_a_bust_reopens_is_cancelled_at_the_venue(rig: Rig) -> None:
+    """The Guard cannot count a finished order working again, and nothing may work at the
+    venue that it does not count: the gateway cancels the reopened order and tells the
+    client why (before, it was only noted and worked on, uncounted)."""
+    rest(rig, "B2", qty=100)
+    exec_id = rig.venue.execute("B2", 100, 99.0)
+    rig.oms.wait_report("B2", "F")
+    assert rig.guard.remaining("OMS1:B2") is None and rig.guard.position("L000") == 100
+    rig.venue.bust(exec_id)
+    rig.oms.wait_report("B2", "H")
+    done = rig.oms.wait_report("B2", "4")
+    assert "reopened by a trade bust" in (done.get(F.TEXT) or "")
+    assert not [o for o in rig.venue.working() if o.clordid == "B2"]
+    assert rig.guard.position("L000") == 0 and rig.guard.working_qty("L000") == (0, 0)
+    assert rig.events("bust_reopened") and rig.guard.halts() == {}
+
+
 def test_duplicate_exec_ids_are_applied_once(rig: Rig) -> None:
     rest(rig, "E1", qty=200)
     exec_id = rig.venue.execute("E1", 100, 99.5)

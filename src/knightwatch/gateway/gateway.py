@@ -1035,8 +1035,13 @@ class Gateway(Handler):
                 if self.guard.remaining(gid) is not None:
                     self.guard.on_restate(gid, leaves)  # a bust may reopen it: the venue says
                 elif leaves > 0:
-                    # the Guard cannot reopen a finished order: recorded for reconciliation
+                    # the Guard cannot count a finished order working again, and nothing
+                    # may work that it does not count: the reopened order is cancelled
                     self.guard.note("bust_reopened", order=go.guard_id, leaves=leaves)
+                    self._cancel_at_venue(
+                        go, "knightwatch: reopened by a trade bust after it had finished; "
+                        "the Guard cannot count it, so it is cancelled"
+                    )  # fmt: skip
             else:
                 self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
         elif kind is F.ExecKind.TRADE_CORRECT:
