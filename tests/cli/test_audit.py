@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
@@ -158,3 +159,16 @@ def test_verify_fails_on_a_checkpoints_file_that_cannot_be_decoded(
         assert problem["kind"] == "checkpoint_invalid"
         assert problem["detail"].startswith(f"checkpoints {named}: ")
         assert "cannot be decoded as signed checkpoints" in problem["detail"]
+
+
+@pytest.mark.parametrize("node", ["", "  ", " n1", "n1\n"])
+def test_verify_an_empty_or_padded_node_is_named_not_replaced(
+    write_file: WriteFile, audit_path: Path, node: str
+) -> None:
+    """`--node "$NODE"` with NODE unset was taken as no --node: the file's first record's
+    node was used instead of the one asked for."""
+    write_file()
+    result = runner.invoke(app, ["audit", "verify", str(audit_path), "--node", node])
+    assert result.exit_code == 2
+    assert "--node:" in result.output and "is no node id" in result.output
+    assert "Traceback" not in result.output

@@ -13,6 +13,7 @@ from typing import Annotated, BinaryIO
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -26,7 +27,7 @@ from knightwatch.audit.why import Explanation, explain_order
 from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.release.checkpoint import (
     SIDECAR_SUFFIX,
     Checkpoint,
@@ -137,6 +138,12 @@ def verify_cmd(
     """
     if anchor is not None and (len(anchor) != 64 or anchor.strip("0123456789abcdef")):
         err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
+        raise typer.Exit(EXIT_UNREADABLE)
+    if node is not None and (not node.strip() or node != node.strip() or not node.isprintable()):
+        err.print(
+            f"[red]error:[/red] --node: {escape(quoted(node))} is no node id (an unset shell "
+            "variable?); give the node, or leave --node out to use FILE's first record's"
+        )
         raise typer.Exit(EXIT_UNREADABLE)
     _regular(file)
     signed = _signed_checkpoints(file, checkpoints, key, nats_url, node, identity, trust_anchor)
