@@ -37,6 +37,7 @@ from knightwatch.flags.activation import ActivationPolicy, ActivationRequest, Se
 from knightwatch.flags.state import FlagChange, FlagState
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import SigningKey
+from knightwatch.state import Scope
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.command import TrustReason
 from knightwatch.trust.flagproof import FlagSealer
@@ -44,7 +45,7 @@ from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import ApprovalPolicy, roster_envelope, sign_roster
 from knightwatch.trust.store import TrustStore
 
-from ..identities import ALICE, BOB, KIT, trust
+from ..identities import ALICE, BOB, KIT, switch, trust
 from .fleet_release import NEW_ROUTER, REGISTRY, RLP, deploy
 from .test_fleet_governance import Fleet, eventually
 
@@ -237,3 +238,39 @@ async def test_nodes_refuse_unverified_flag_state_and_apply_verified_changes(
     await restarted.start()
     assert restarted.refused[TrustReason.REPLAYED] == 1
     assert restarted.get(RLP) is None  # nothing applied: the flag's safe default
+
+
+async def test_nodes_refuse_a_flag_turned_on_while_a_kill_is_in_force(
+    governed: Fleet, tmp_path: Path
+) -> None:
+    """The freeze holds where changes apply, not only at `flags set`: someone writing a
+    signed, approved change straight into the bucket after a fleet kill finds every node
+    refusing it (`frozen_by_kill`), while a one-person change to the safe default applies."""
+    fleet = governed
+    good = deploy(tmp_path / "good", NEW_ROUTER)
+    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
+    trees = {n: deploy(tmp_path / n, NEW_ROUTER) for n in NODES}
+    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
+    await eventually(lambda: all(r.release_admitted for r in fleet.nodes.values()))
+    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
+    for f in flags.values():
+        await f.start()
+    ops = await fleet.plane("alice")
+    assert (await switch(ops, fleet.clock).kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
+
+    r1 = await write_state(fleet, True, sealed(ALICE, 1, True, approval_by(BOB)))
+    await eventually(
+        lambda: all(f.refused[TrustReason.FROZEN_BY_KILL] == 1 for f in flags.values())
+    )
+    for n, f in flags.items():
+        assert f.get(RLP) is None, n  # still the safe default
+        assert any(b"frozen_by_kill" in line for line in refusals(fleet.nodes[n]))
+        assert "fleet kill 'fleet'" in (f.last_refusal or "")
+        confirmed, _ = await ops.get_record(Bucket.FLAGS, applied_key(RLP, n))
+        assert confirmed is None or msgspec.json.decode(confirmed)["revision"] < r1
+
+    await write_state(fleet, False, sealed(ALICE, 2, False))  # the stop direction
+    await eventually(
+        lambda: all((s := f.get(RLP)) is not None and s.value_for(n) is False
+                    for n, f in flags.items())
+    )  # fmt: skip

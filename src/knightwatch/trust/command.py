@@ -71,6 +71,7 @@ class TrustReason(StrEnum):
     REPLAYED = "replayed"
     APPROVAL_INVALID = "approval_invalid"
     SELF_APPROVAL = "self_approval"
+    FROZEN_BY_KILL = "frozen_by_kill"
 
 
 class Refused(KnightwatchError, ValueError):

@@ -135,6 +135,8 @@ class FlagVerdict(msgspec.Struct, frozen=True):
     own_safe_default: bool = False
     """A change to the safe default of a flag whose meaning this node's release does not
     confirm: the node evaluates its own safe default (no value), never the claimed one."""
+    away: bool = False
+    """The change moves the flag away from its safe default: the direction a kill freezes."""
 
 
 def check_flag_proof(
@@ -195,6 +197,7 @@ def check_flag_proof(
         # the stop direction: one operator. Unless the node's release confirms the
         # meaning, the claimed safe default is not believed: the node goes to its own.
         return checked if known else msgspec.structs.replace(checked, own_safe_default=True)
+    checked = msgspec.structs.replace(checked, away=True)
     if known and not decision.trading_behaviour:
         return checked
     approvers = _approvers(bundle.approval, decision, roster, known, now_ns, live)

@@ -31,6 +31,7 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.state import FlagChange, FlagState, StateUnavailable
+from knightwatch.state import Scope
 from knightwatch.trust.command import Refused, TrustReason
 from knightwatch.trust.flagproof import check_flag_proof
 
@@ -235,6 +236,13 @@ class NodeFlags:
                         TrustReason.MALFORMED,
                         f"the proof is for revision {revision}, the state is at {state.revision}",
                     )
+                if verdict.away and (kill := self._freezing_kill(verdict.issued_ns)):
+                    raise Refused(
+                        TrustReason.FROZEN_BY_KILL,
+                        f"turns the flag away from its safe default, issued while {kill} "
+                        "is in force on this node; only safe-default changes apply until "
+                        "the resume",
+                    )
                 if revision < self._proof_revision.get(state.flag_id, 0):
                     raise Refused(
                         TrustReason.REPLAYED,
@@ -250,6 +258,16 @@ class NodeFlags:
             # on disk, so a restart still knows which change it may not go back from
             self.runtime.record_event(FLAG_APPLIED, flag=state.flag_id, revision=revision)
         return True
+
+    def _freezing_kill(self, issued_ns: int) -> str:
+        """The fleet or strategy kill this node applied at or before `issued_ns` and still
+        holds ("" if none): a change issued under it adds risk the kill froze. The freeze
+        is enforced where changes are made too (`flags set`); here it holds against
+        anyone who can write a signed change straight into the flags bucket."""
+        for (scope, key), halt in self.runtime.guard.halts().items():
+            if scope in (Scope.FLEET, Scope.STRATEGY) and halt.ts_ns <= issued_ns:
+                return f"the {scope.value} kill {key!r} (by {halt.actor})"
+        return ""
 
     def _refuse(self, flag_id: str, revision: int, exc: Refused) -> None:
         """Count, log and record a refused revision once (a re-delivery counts once)."""
