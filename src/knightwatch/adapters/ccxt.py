@@ -336,7 +336,7 @@ class Ledger:
         params: dict[str, Any],
     ) -> tuple[_Tracked, Decimal, Any]:
         """Check one order as it will be sent; returns it tracked, with the amount and price
-        to send (a limit's price on the market's tick; a market order's price untouched)."""
+        to send (a limit's price on the market's tick; none for a market order)."""
         client_id = params.get("clientOrderId")
         gid = str(client_id) if client_id else f"kw-{uuid.uuid4().hex[:20]}"
         try:
