@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import msgspec
@@ -189,6 +190,24 @@ def test_plan_validation_names_the_field() -> None:
         RolloutPlan(stages=())
     with pytest.raises(ValueError, match=r"plan\.min_orders_per_node: must be >= 1"):
         RolloutPlan(min_orders_per_node=0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_plan_with_a_non_finite_number_is_refused_naming_it(bad: float) -> None:
+    """NaN passes every comparison: a NaN gate bound was never breached (the gate passed
+    anything), a NaN or infinite hold never ended or raised deep in a promotion."""
+    with pytest.raises(ValueError, match=r"gate 'reject_ratio': max must be a finite number"):
+        HealthGate("reject_ratio", max=bad)
+    with pytest.raises(ValueError, match=r"gate 'reject_ratio': min must be a finite number"):
+        HealthGate("reject_ratio", min=bad)
+    with pytest.raises(ValueError, match=r"stage 'x': hold_s must be a finite number"):
+        Stage("x", hold_s=bad, nodes=1)
+    with pytest.raises(ValueError, match=r"stage 'x': fraction must be a finite number"):
+        Stage("x", hold_s=1, nodes=1, fraction=bad)
+    plan = {"stages": [{"name": "c", "hold_s": 1, "nodes": 1}],
+            "gates": [{"metric": "reject_ratio", "max": bad}]}  # fmt: skip
+    with pytest.raises(msgspec.ValidationError, match="must be a finite number"):
+        msgspec.convert(plan, RolloutPlan)
 
 
 def test_a_healthy_canary_without_orders_is_never_promoted(pre_market_clock: SimClock) -> None:

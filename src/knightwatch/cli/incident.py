@@ -41,6 +41,7 @@ from knightwatch.incident import workflow
 from knightwatch.incident.preflight import (
     Checklist,
     PreflightConfig,
+    PreflightConfigError,
     run_preflight,
 )
 from knightwatch.incident.ramp import (
@@ -73,12 +74,15 @@ def incident_config(path: Path | None) -> tuple[RampPlan, PreflightConfig]:
     if path is None:
         return RampPlan(), PreflightConfig()
     data = load_toml(path, "--config")
+    if unknown := sorted(set(data) - {"ramp", "preflight"}):
+        # a misspelt table would leave its defaults in force, silently
+        raise RampError(
+            f"--config {path}: {unknown[0]}: unknown table (expected [ramp] and [preflight])"
+        )
     try:
         plan = msgspec.convert(data.get("ramp", {}), RampPlan)
         cfg = msgspec.convert(data.get("preflight", {}), PreflightConfig)
-    except msgspec.ValidationError as exc:
-        raise RampError(f"--config {path}: {exc}") from None
-    except RampError as exc:
+    except (msgspec.ValidationError, RampError, PreflightConfigError) as exc:
         raise RampError(f"--config {path}: {exc}") from None
     return plan, cfg
 

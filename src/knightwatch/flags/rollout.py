@@ -51,6 +51,12 @@ class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        # NaN passes every comparison (a NaN hold never ends, a NaN fraction sizes nothing)
+        for field, value in (("hold_s", self.hold_s), ("fraction", self.fraction)):
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"stage {quoted(self.name)}: {field} must be a finite number, got {value}"
+                )
         if (self.nodes > 0) == (self.fraction > 0):
             raise ValueError(f"stage {quoted(self.name)}: set exactly one of nodes>0 or fraction>0")
         if self.fraction > 1.0:
@@ -75,6 +81,12 @@ class HealthGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.max is None and self.min is None:
             raise ValueError(f"gate {quoted(self.metric)}: set max, min or both")
+        for field, bound in (("max", self.max), ("min", self.min)):
+            if bound is not None and not math.isfinite(bound):
+                # a NaN bound is never breached: the gate would pass anything
+                raise ValueError(
+                    f"gate {quoted(self.metric)}: {field} must be a finite number, got {bound}"
+                )
 
     def breach(self, node: str, metrics: Metrics) -> str | None:
         value = metrics.get(node, {}).get(self.metric)

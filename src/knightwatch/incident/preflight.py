@@ -43,8 +43,13 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.decision import RejectReason
+from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.store import TrustStore
+
+
+class PreflightConfigError(KnightwatchError, ValueError):
+    """A `[preflight]` table that cannot be used; the message names the field and the rule."""
 
 
 class PreflightConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,6 +63,23 @@ class PreflightConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_metrics_age_s: float = 5.0
     listen_s: float = 1.0
     """How long to listen for heartbeats and metrics (clock offsets, recorder health)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        # each rule written so NaN fails it: a NaN bound would pass every node
+        for field, value, top in (
+            ("max_clock_offset_ms", self.max_clock_offset_ms, 60_000.0),
+            ("crash_loop_window_s", self.crash_loop_window_s, 86_400.0),
+            ("max_verdict_age_s", self.max_verdict_age_s, 86_400.0),
+            ("max_metrics_age_s", self.max_metrics_age_s, 3_600.0),
+            ("listen_s", self.listen_s, 60.0),
+        ):
+            if not (0 < value <= top):
+                problems.append(f"{field}: must be a number in (0, {top:g}] (got {value})")
+        if self.crash_loop_starts < 1:
+            problems.append(f"crash_loop_starts: must be >= 1 (got {self.crash_loop_starts})")
+        if problems:
+            raise PreflightConfigError("preflight: " + "; ".join(problems))
 
 
 class CheckItem(msgspec.Struct, frozen=True):

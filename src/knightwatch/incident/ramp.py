@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,15 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             problems.append(stages)
         if self.spike_min_blocks < 1:
             problems.append(f"spike_min_blocks: must be >= 1 (got {self.spike_min_blocks})")
-        if self.spike_blocks_per_s <= 0:
-            problems.append(f"spike_blocks_per_s: must be > 0 (got {self.spike_blocks_per_s})")
+        # written so that NaN fails each rule (it passes every comparison made the other way)
+        if not (0 < self.spike_blocks_per_s < math.inf):
+            problems.append(
+                f"spike_blocks_per_s: must be a finite number > 0 (got {self.spike_blocks_per_s})"
+            )
         if not 0.0 < self.spike_ratio <= 1.0:
             problems.append(f"spike_ratio: must be in (0, 1] (got {self.spike_ratio})")
-        if self.apply_timeout_s <= 0:
-            problems.append(f"apply_timeout_s: must be > 0 (got {self.apply_timeout_s})")
+        if not (0 < self.apply_timeout_s <= 300):
+            problems.append(f"apply_timeout_s: must be in (0, 300] (got {self.apply_timeout_s})")
         if problems:
             raise RampError("ramp: " + "; ".join(problems))
 

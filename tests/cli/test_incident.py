@@ -1,0 +1,60 @@
+"""`knightwatch incident` options: a `--config` that cannot be used is one line and exit 2.
+
+The `[preflight]` bounds and the `[ramp]` trip are what a resume is judged by; a
+NaN bound passes every comparison (a NaN clock bound passed every node), and a
+misspelt table leaves its defaults in force, so each is refused before anything
+connects, naming the file, the table and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.cli.incident import incident_config
+from knightwatch.incident.preflight import PreflightConfig
+
+NOWHERE = "nats://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[preflight]\nlisten_s = nan\n", "preflight: listen_s: must be a number in (0, 60]"),
+        ("[preflight]\nmax_clock_offset_ms = inf\n", "preflight: max_clock_offset_ms: must be"),
+        ("[preflight]\nmax_verdict_age_s = -1\n", "preflight: max_verdict_age_s: must be"),
+        ("[preflight]\nmax_metrics_age_s = 0\n", "preflight: max_metrics_age_s: must be"),
+        ("[preflight]\ncrash_loop_window_s = nan\n", "preflight: crash_loop_window_s: must be"),
+        ("[preflight]\ncrash_loop_starts = 0\n", "preflight: crash_loop_starts: must be >= 1"),
+        ("[preflight]\nlisten_s = 1\nbogus = 2\n", "unknown field `bogus`"),
+        ("[prefligth]\nlisten_s = 1\n", "prefligth: unknown table"),
+        ("[ramp]\napply_timeout_s = inf\n", "ramp: apply_timeout_s: must be in (0, 300]"),
+        ("[ramp]\nspike_blocks_per_s = nan\n", "ramp: spike_blocks_per_s: must be a finite"),
+        ("[ramp]\nspike_ratio = nan\n", "ramp: spike_ratio: must be in (0, 1]"),
+    ],
+)
+def test_a_bad_config_is_one_line_naming_file_table_and_field(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    config = tmp_path / "incident.toml"
+    config.write_text(text)
+    result = CliRunner().invoke(
+        app, ["incident", "preflight", "--config", str(config), "--nats-url", NOWHERE]
+    )
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())  # rich wraps long lines
+    assert f"--config {config}" in out and needle in out, out
+    assert "Traceback" not in result.output
+
+
+def test_a_sound_config_is_taken_as_written(tmp_path: Path) -> None:
+    config = tmp_path / "incident.toml"
+    config.write_text(
+        "[preflight]\nlisten_s = 2.5\ncrash_loop_starts = 5\n[ramp]\nspike_ratio = 0.4\n"
+    )
+    plan, cfg = incident_config(config)
+    assert cfg == PreflightConfig(listen_s=2.5, crash_loop_starts=5)
+    assert plan.spike_ratio == 0.4
