@@ -1,11 +1,15 @@
-"""read_lines: every line, cut when too long, and nothing past where the caller says the
-data ends (a recorder's file is allocated ahead in zero bytes)."""
+"""read_lines and last_lines: every line, cut when too long, and nothing past where the
+caller says the data ends (a recorder's file is allocated ahead in zero bytes)."""
 
 from __future__ import annotations
 
 import io
 
-from knightwatch.audit.read import MAX_LINE_BYTES, read_lines
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knightwatch.audit.read import MAX_LINE_BYTES, last_lines, read_lines
 
 
 def test_lines_come_back_with_their_newlines_and_a_torn_last_line_without() -> None:
@@ -35,3 +39,37 @@ def test_the_end_cuts_a_long_line_too_and_counts_from_the_position() -> None:
     (cut,) = list(read_lines(f, end=end))
     assert len(cut) == MAX_LINE_BYTES + 1 and not cut.endswith(b"\n")
     assert f.tell() == end
+
+
+def _no_newline_or_zero(line: bytes) -> bytes:
+    """A line's bytes (a file's data ends at its last non-zero byte: `_data_end`)."""
+    return line.replace(b"\n", b"x").replace(b"\0", b"y")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(_no_newline_or_zero), max_size=12),
+    trailing=st.booleans(),
+    n=st.integers(min_value=1, max_value=15),
+    chunk=st.integers(min_value=1, max_value=64),
+    limit=st.integers(min_value=1, max_value=50),
+)
+def test_last_lines_are_the_files_last_lines_with_long_ones_cut(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    trailing: bool,
+    n: int,
+    chunk: int,
+    limit: int,
+) -> None:
+    """Whatever the chunk, every line is found; one over `limit` comes back as its first
+    `limit + 1` bytes, as `read_lines` cuts it, and the lines before it are still found
+    (a tail of a file whose last line was too long showed nothing before)."""
+    data = b"\n".join(lines) + (b"\n" if trailing and lines else b"")
+    path = tmp_path_factory.mktemp("tail") / "a.jsonl"
+    path.write_bytes(data)
+    split = data.split(b"\n")
+    if split and split[-1] == b"":
+        split.pop()
+    expected = [line[: limit + 1] for line in split][-n:]
+    assert last_lines(path, n, chunk=chunk, limit=limit) == expected

@@ -109,6 +109,21 @@ def test_tail_shows_the_last_records(write_file: WriteFile, audit_path: Path) ->
     assert bad.exit_code == 2
 
 
+def test_tail_names_an_over_long_last_line_and_still_shows_the_records_before(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """A last line longer than any record (a torn or hostile write) showed "last 0
+    records": the records before it were lost with it."""
+    lines = write_file(5)
+    with open(audit_path, "ab") as f:
+        f.write(b'{"x":"' + b"a" * (5 * 1024 * 1024) + b'"}\n')
+    result = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "3"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "last 3 records" in out and "unreadable" in out and "line longer than" in out
+    assert str(len(lines) - 1) in result.output  # the record before it is still shown
+
+
 def test_verify_empty_file_is_not_a_clean_bill(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")

@@ -92,30 +92,50 @@ def decode_record(line: bytes) -> AnyRecord:
     return EventRecord(**fields, seq=seq)
 
 
-def last_lines(path: str | os.PathLike[str], n: int, chunk: int = 64 * 1024) -> list[bytes]:
-    """The last n complete lines of a file (without newlines), reading from the end."""
+def last_lines(
+    path: str | os.PathLike[str],
+    n: int,
+    chunk: int = 64 * 1024,
+    limit: int = MAX_LINE_BYTES,
+) -> list[bytes]:
+    """The last n lines of a file (without newlines), reading from the end.
+
+    As `read_lines` does, a line over `limit` bytes comes back cut to `limit + 1` bytes
+    (its start, so a reader can tell) and is never held whole; the lines before it are
+    still found (they were lost with it before: a tail showed nothing). A line is
+    scanned back at most `_SCAN_MAX` bytes for its start.
+    """
     if n <= 0:
         return []
     with open(path, "rb") as f:
         end = _data_end(f)
-        chunks: list[bytes] = []
-        newlines = 0
-        pos = end
-        budget = (n + 1) * MAX_LINE_BYTES  # a file without newlines is not read whole
-        while pos > 0 and newlines <= n and end - pos < budget:
+        if end == 0:
+            return []
+        f.seek(end - 1)
+        stop = end - 1 if f.read(1) == b"\n" else end  # the last line's end
+        spans: list[tuple[int, int]] = []  # (start, stop) of each line, newest first
+        pos = stop
+        while len(spans) < n:
+            if pos == 0 or stop - pos > _SCAN_MAX:
+                spans.append((pos, stop))  # the file's first line, or one too long to scan
+                break
             step = min(chunk, pos)
             pos -= step
             f.seek(pos)
             piece = f.read(step)
-            chunks.append(piece)
-            newlines += piece.count(b"\n")
-        buf = b"".join(reversed(chunks))
-    lines = buf.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if pos > 0:
-        lines = lines[1:]  # the first piece may start mid-line
-    return lines[-n:]
+            i = len(piece)
+            while len(spans) < n and (j := piece.rfind(b"\n", 0, i)) >= 0:
+                spans.append((pos + j + 1, stop))
+                stop, i = pos + j, j
+        out = []
+        for start, line_end in reversed(spans):
+            f.seek(start)
+            out.append(f.read(min(line_end - start, limit + 1)))
+    return out
+
+
+_SCAN_MAX = 256 * 1024 * 1024
+"""How far back `last_lines` looks for the start of one line."""
 
 
 _ZERO_TAIL_MAX = 256 * 1024 * 1024

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
-from knightwatch.audit.read import decode_record, last_lines, read_lines
+from knightwatch.audit.read import MAX_LINE_BYTES, decode_record, last_lines, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
@@ -491,6 +491,10 @@ def tail_cmd(
     for col in ("kind", "node", "summary"):
         table.add_column(col)
     for line in lines:
+        if len(line) > MAX_LINE_BYTES:  # cut by last_lines: no record is this long
+            why = f"line longer than {MAX_LINE_BYTES} bytes"
+            table.add_row("?", "", "[red]unreadable[/red]", "", why)
+            continue
         try:
             rec = decode_record(line)
         except msgspec.DecodeError:
