@@ -24,10 +24,11 @@ from knightwatch.audit.read import MAX_LINE_BYTES, decode_record, last_lines, re
 from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
+from knightwatch.cli.options import OptionError, scope_value
 from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.errors import KnightwatchError
 from knightwatch.release.checkpoint import (
     SIDECAR_SUFFIX,
     Checkpoint,
@@ -139,12 +140,11 @@ def verify_cmd(
     if anchor is not None and (len(anchor) != 64 or anchor.strip("0123456789abcdef")):
         err.print("[red]--anchor: must be a 64-character lowercase hex hash[/red]")
         raise typer.Exit(EXIT_UNREADABLE)
-    if node is not None and (not node.strip() or node != node.strip() or not node.isprintable()):
-        err.print(
-            f"[red]error:[/red] --node: {escape(quoted(node))} is no node id (an unset shell "
-            "variable?); give the node, or leave --node out to use FILE's first record's"
-        )
-        raise typer.Exit(EXIT_UNREADABLE)
+    try:
+        node = scope_value("--node", node, absent="to use FILE's first record's node")
+    except OptionError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_UNREADABLE) from None
     _regular(file)
     signed = _signed_checkpoints(file, checkpoints, key, nats_url, node, identity, trust_anchor)
     try:

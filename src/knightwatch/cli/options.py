@@ -21,14 +21,18 @@ class OptionError(KnightwatchError, ValueError):
     """A command-line option value that cannot be used; the message names the option."""
 
 
-def scope_value(option: str, value: str | None) -> str | None:
-    """`value` as given, None if the option was not given; an empty or blank value raises."""
+def scope_value(
+    option: str, value: str | None, *, absent: str = "to mean the whole fleet"
+) -> str | None:
+    """`value` as given, None if the option was not given; an empty or blank value raises.
+
+    `absent` says what leaving the option out means, for the message."""
     if value is None:
         return None
     if not value.strip():
         raise OptionError(
             f"{option}: empty value (an unset shell variable?); give a name, "
-            "or leave the option out to mean the whole fleet"
+            f"or leave the option out {absent}"
         )
     if value != value.strip():
         raise OptionError(f"{option}: leading or trailing whitespace in {quoted(value)}")

@@ -221,9 +221,10 @@ class AppliedWaiter:
                 for n in nodes
                 if n not in confirmed
             )
-            wake = min(deadline - loop.time(), _RECHECK_S if claimed else deadline - loop.time())
+            remaining = max(deadline - loop.time(), 0.0)
+            wake = min(remaining, _RECHECK_S) if claimed else remaining
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(wake, 0.0))
+                await asyncio.wait_for(self._changed.wait(), wake)
         for n in nodes:  # no fast path heard (lost, or never sent): the record alone
             if n not in confirmed and await self._stored(flag_id, n) >= revision:
                 confirmed[n] = (self._clock.monotonic_ns() - t0_ns) / 1e6
