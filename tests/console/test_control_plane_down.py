@@ -175,8 +175,14 @@ def test_the_record_never_calls_it_done(down: Down) -> None:
     the file runs whole) is on record as an error, not sent, never `ok`."""
     _, answer = down.kill("record-down")
     assert answer.status_code == 503, answer.text
-    found = search(down.console.audit, Query(action="kill", limit=1000))
-    downs = [r.data for r in found.records if str(r.data.get("key")).endswith("-down")]
+    # the console process writes its record as the answer goes out: read until it landed
+    deadline = time.monotonic() + 5.0
+    while True:
+        found = search(down.console.audit, Query(action="kill", limit=1000))
+        downs = [r.data for r in found.records if str(r.data.get("key")).endswith("-down")]
+        if "record-down" in {r["key"] for r in downs} or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert "record-down" in {r["key"] for r in downs}, downs
     for record in downs:
         assert record["status"] == 503 and record["result"] == "error", record
