@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from knightwatch.clock import SystemClock
+from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.node.flags import change_key
+from knightwatch.control.node.flags import change_key, state_key
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -16,7 +16,8 @@ from knightwatch.control.plane.wire import (
     Verdict,
     starts_key,
 )
-from knightwatch.flags.state import FlagChange
+from knightwatch.flags.activation import ActivationRequest
+from knightwatch.flags.state import FlagChange, FlagState
 from knightwatch.incident.preflight import (
     CHECKS,
     Checklist,
@@ -24,12 +25,17 @@ from knightwatch.incident.preflight import (
     halt_crash_loops,
     run_preflight,
 )
+from knightwatch.release.dsse import encode_envelope
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
+from knightwatch.trust.flagproof import FlagSealer
 
-from ..identities import BOB
+from ..identities import BOB, signer, trust
+from ..integration.fleet_release import REGISTRY, RLP
 from .fixtures import Fleet, fleet
 
 CFG = PreflightConfig(listen_s=0.2)
+HOUR = 3600 * NS_PER_S
 
 
 async def admitted(plane: ControlPlane, f: Fleet, **odd: str) -> None:
@@ -104,23 +110,102 @@ async def test_a_node_on_another_release_fails_release_naming_it() -> None:
     await f.stop()
 
 
-async def test_an_unapproved_flag_change_after_the_kill_fails_flags() -> None:
+def sealed(value: bool, at_ns: int, *, approver: str | None = None) -> str:
+    """Alice's signed proof of setting RLP to `value` on n1 and n2 at `at_ns`, with
+    `approver`'s signed approval if given (written around `flags set`, which refuses it
+    during a kill)."""
+    approval = ""
+    if approver is not None:
+        a = Approval(ApprovalKind.FLAG, RLP, value, None, "alice", "ok", at_ns - 1, at_ns + HOUR)
+        approval = encode_envelope(sign_approval(a, signer(approver))).decode()
+    change = FlagChange(RLP, value, ("n1", "n2"), "alice", None, "try it", "cli", at_ns, {})
+    request = ActivationRequest(RLP, value, "alice", "try it", "cli", approval=approval)
+    definition = REGISTRY.get(RLP)
+    assert definition is not None
+    return FlagSealer(signer("alice"), trust().roster).seal(change, 1, request, definition)
+
+
+async def store(plane: ControlPlane, values: dict[str, bool], proof: str) -> None:
+    state = FlagState(RLP, 1, values, {}, dict.fromkeys(values, proof))
+    await plane.put_record(Bucket.FLAGS, state_key(RLP), ENCODER.encode(state))
+
+
+async def flags_after(
+    plane: ControlPlane, f: Fleet, scope: Scope = Scope.FLEET, key: str = ""
+) -> Checklist:
+    return await run_preflight(plane, scope, key, clock=f.clock, config=CFG, trust=trust())
+
+
+async def test_a_flag_turned_on_during_the_kill_fails_flags_even_approved() -> None:
+    """Nodes refuse it while the kill holds, but one started after the resume would
+    apply it: the resume waits until it is put back. The signed facts are named, not
+    the unsigned change log's (which says nothing here)."""
     f, plane = await killed()
-    change = FlagChange(
-        "power_peg", True, ("n1",), "bob", None, "try it", "cli", f.clock.time_ns(), {}
-    )
-    await plane.put_record(Bucket.FLAGS, change_key("power_peg", 1), ENCODER.encode(change))
+    await store(plane, {"n1": True, "n2": True}, sealed(True, f.clock.time_ns(), approver="bob"))
+    checklist = await flags_after(plane, f)
+    assert only_failure(checklist) == "flags"
+    detail = item(checklist, "flags")[1]
+    assert f"{RLP} -> on by alice, approved by bob, issued during the kill on n1, n2" in detail
+    # back to the safe default after the kill (one operator, the stop direction) passes;
+    # the change log's record of it has no approver, as `flags set` writes it
+    off_at = f.clock.time_ns()
+    await store(plane, {"n1": False, "n2": False}, sealed(False, off_at))
+    off = FlagChange(RLP, False, ("n1", "n2"), "alice", None, "stop", "cli", off_at, {})
+    await plane.put_record(Bucket.FLAGS, change_key(RLP, 2), ENCODER.encode(off))
+    assert (await flags_after(plane, f)).passed
+    await f.stop()
+
+
+async def test_a_flag_turned_on_before_the_kill_passes_flags() -> None:
+    f, plane = await killed()
+    before = sealed(True, f.clock.time_ns() - 60 * NS_PER_S, approver="bob")
+    await store(plane, {"n1": True, "n2": True}, before)
+    assert (await flags_after(plane, f)).passed
+    await f.stop()
+
+
+@pytest.mark.parametrize(
+    ("proof", "reason"),
+    [("", "unsigned"), ("{", "malformed"), (None, "payload_mismatch")],
+    ids=["unsigned", "garbage", "another-value"],
+)
+async def test_a_flag_value_that_does_not_verify_fails_flags(
+    proof: str | None, reason: str
+) -> None:
+    """Whatever the change log says: a value nodes cannot verify is not known-good."""
+    f, plane = await killed()
+    before = f.clock.time_ns() - 60 * NS_PER_S
+    if proof is None:  # the proof of setting it off, under a value of on
+        proof = sealed(False, before)
+    await store(plane, {"n2": True}, proof)
+    approved = FlagChange(RLP, True, ("n2",), "bob", "carol", "x", "cli", before, {})
+    await plane.put_record(Bucket.FLAGS, change_key(RLP, 1), ENCODER.encode(approved))
+    checklist = await flags_after(plane, f)
+    assert only_failure(checklist) == "flags"
+    detail = item(checklist, "flags")[1]
+    assert f"{RLP}=True does not verify ({reason}:" in detail and detail.endswith(
+        "on n2: set the flag to its safe default before resuming"
+    ), detail
+    await f.stop()
+
+
+async def test_without_a_roster_a_stored_flag_value_fails_flags() -> None:
+    f, plane = await killed()
+    assert (await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)).passed
+    await store(plane, {"n1": True}, sealed(True, f.clock.time_ns() - 60 * NS_PER_S))
     checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
     assert only_failure(checklist) == "flags"
-    assert "power_peg -> on by bob after the kill" in item(checklist, "flags")[1]
-    # back to the safe default passes; so does an approved change
-    safe = await run_preflight(
-        plane, Scope.FLEET, "", clock=f.clock, config=CFG, safe_defaults={"power_peg": True}
-    )
-    assert safe.passed
-    approved = msgspec.structs.replace(change, approver="carol")
-    await plane.put_record(Bucket.FLAGS, change_key("power_peg", 1), ENCODER.encode(approved))
-    assert (await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)).passed
+    assert "does not verify (no_roster:" in item(checklist, "flags")[1]
+    await f.stop()
+
+
+async def test_a_node_kill_judges_that_node_s_flag_values_alone() -> None:
+    f, plane = await killed()
+    await (await f.killswitch()).kill(Scope.NODE, "n1", "bad box", timeout_s=0.5)
+    await store(plane, {"n2": True}, sealed(True, f.clock.time_ns(), approver="bob"))
+    only_n1 = await flags_after(plane, f, Scope.NODE, "n1")
+    assert item(only_n1, "flags")[0], item(only_n1, "flags")
+    assert not item(await flags_after(plane, f), "flags")[0]
     await f.stop()
 
 

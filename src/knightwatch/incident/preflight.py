@@ -3,7 +3,8 @@
 "You don't turn trading back on because dashboards look calm." A resume is
 refused unless the fleet is consistent (every node that will trade admitted on
 the target release, which is the known-good one or a newly signed one), the
-flag state is known-good (no unapproved flag change since the kill), every
+flag state is known-good (every stored value verifies as its node would judge
+it, and none moved away from its safe default during the kill), every
 node's Guard is armed with a live lease and a writing flight recorder, clocks
 agree, no supervisor alert is open in the scope, no node is crash-looping, and
 a halt the Guard raised itself has its cause acknowledged. Each failing item
@@ -28,7 +29,7 @@ from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
 from knightwatch.control.fleet.supervisor_service import SUPERVISOR_ID
-from knightwatch.control.node.flags import CHANGE_DECODER
+from knightwatch.control.node.flags import STATE_DECODER
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.control.plane.wire import (
     FLEET_KEY,
@@ -40,11 +41,14 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
     NodeStatus,
     StateEntry,
+    Verdict,
     slot_of,
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import Refused
+from knightwatch.trust.flagproof import check_flag_proof
 from knightwatch.trust.store import TrustStore
 
 
@@ -160,16 +164,15 @@ async def run_preflight(
     clock: Clock,
     config: PreflightConfig | None = None,
     acknowledged: Collection[str] = (),
-    safe_defaults: Mapping[str, bool] | None = None,
     trust: TrustStore | None = None,
 ) -> Checklist:
     """Every check against the store of record and what the nodes say now; only reads.
 
     `acknowledged` holds the reason codes the resume request acknowledges (the
-    cause of a Guard halt); `safe_defaults` (flag id -> safe value) lets a flag
-    change back to its safe default pass without approval. With `trust`, kill-state
-    entries are judged as nodes judge them (one that does not verify, or a resume the
-    store's history does not show lifting its halt, is a halt).
+    cause of a Guard halt). With `trust`, kill-state entries are judged as nodes
+    judge them (one that does not verify, or a resume the store's history does not
+    show lifting its halt, is a halt), and so are flag values (`flag_problems`);
+    without it no flag value can be verified, so any stored one fails `flags`.
     """
     cfg = config if config is not None else PreflightConfig()
     key = FLEET_KEY if scope is Scope.FLEET else key
@@ -254,30 +257,19 @@ async def run_preflight(
             )
         )
 
-    # flags: no change away from the safe default since the kill without a second approval
-    flag_records = await plane.records(Bucket.FLAGS)
-    unapproved = []
-    for k, (raw, _) in flag_records.items():
-        if not k.startswith("change."):
-            continue
-        try:
-            change = CHANGE_DECODER.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            unapproved.append(f"{k}: undecodable change record")
-            continue
-        if change.at_ns <= kill_ns or change.approver:
-            continue
-        if safe_defaults is not None and safe_defaults.get(change.flag_id) == change.value:
-            continue
-        verb = "on" if change.value else "off"
-        unapproved.append(f"{change.flag_id} -> {verb} by {change.actor} after the kill")
+    # flags: the values nodes would evaluate after the resume, judged as nodes judge them
+    only = key if scope is Scope.NODE else None
+    problems = flag_problems(
+        await plane.records(Bucket.FLAGS), verdicts, trust, kill_ns, now, only_node=only
+    )
     items.append(
         CheckItem(
             "flags",
-            not unapproved,
-            "; ".join(unapproved) + ": revert to the safe default or get a second approval"
-            if unapproved
-            else "no unapproved flag change since the kill",
+            not problems,
+            "; ".join(problems) + ": set the flag to its safe default before resuming"
+            if problems
+            else "every flag value verifies and none moved away from its safe default "
+            "during the kill",
         )
     )
 
@@ -398,6 +390,65 @@ async def run_preflight(
         )
 
     return Checklist(scope, key, tuple(items), tuple(sorted(trading)), tuple(n for n, _ in looping))
+
+
+def flag_problems(
+    records: Mapping[str, tuple[bytes, int]],
+    verdicts: Mapping[str, Verdict],
+    trust: TrustStore | None,
+    kill_ns: int,
+    now_ns: int,
+    *,
+    only_node: str | None = None,
+) -> list[str]:
+    """What is wrong with the flag state a resume would trade on, one line per flag and fault.
+
+    Judged as each node judges it (`check_flag_proof`, against the roster and the flag
+    schema of the node's admitted release), never by the unsigned change log: a value
+    whose proof does not verify, and a signed change away from the safe default issued
+    at or after the kill (`kill_ns`), approved or not. Nodes refuse the latter while the
+    kill is in force, but a node that starts after the resume would apply it: the
+    freeze ends at the resume only if the state holds nothing written under it. A node
+    without a value evaluates its safe default and is fine. `only_node`: a node kill
+    judges that node's values alone.
+    """
+    found: dict[str, list[str]] = {}
+    roster = trust.roster if trust is not None else None
+    for k, (raw, _) in sorted(records.items()):
+        if not k.startswith("state."):
+            continue
+        try:
+            state = STATE_DECODER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            found.setdefault(f"{k}: undecodable flag state", [])
+            continue
+        for node, value in sorted(state.node_values.items()):
+            if only_node is not None and node != only_node:
+                continue
+            v = verdicts.get(node)
+            try:
+                verdict = check_flag_proof(
+                    state.proofs.get(node, ""),
+                    roster,
+                    flag_id=state.flag_id,
+                    node=node,
+                    value=value,
+                    schema=dict(v.flag_schema) if v is not None and v.admitted else {},
+                    now_ns=now_ns,
+                    live=False,
+                )
+            except Refused as exc:
+                what = f"{state.flag_id}={value} does not verify ({exc.reason.value}: {exc.detail})"
+            else:
+                if not verdict.away or verdict.issued_ns < kill_ns:
+                    continue
+                by = verdict.checked.actor
+                if verdict.checked.approvers:
+                    by += f", approved by {', '.join(verdict.checked.approvers)}"
+                turned = "on" if value else "off"
+                what = f"{state.flag_id} -> {turned} by {by}, issued during the kill"
+            found.setdefault(what, []).append(node)
+    return [f"{what} on {', '.join(nodes)}" if nodes else what for what, nodes in found.items()]
 
 
 async def halt_crash_loops(
