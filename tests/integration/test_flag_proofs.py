@@ -274,3 +274,45 @@ async def test_nodes_refuse_a_flag_turned_on_while_a_kill_is_in_force(
         lambda: all((s := f.get(RLP)) is not None and s.value_for(n) is False
                     for n, f in flags.items())
     )  # fmt: skip
+
+
+async def test_a_flag_turned_on_during_a_kill_stays_refused_by_a_node_started_after_the_resume(
+    governed: Fleet, tmp_path: Path
+) -> None:
+    """A node that restarts after the resume judges the change written under the kill as
+    the nodes that ran through it did (the resume's kill, from the store's history), so
+    the fleet never splits; the same change issued again after the resume applies."""
+    fleet = governed
+    good = deploy(tmp_path / "good", NEW_ROUTER)
+    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
+    trees = {n: deploy(tmp_path / n, NEW_ROUTER) for n in NODES}
+    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
+    await eventually(lambda: all(r.release_admitted for r in fleet.nodes.values()))
+    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
+    for f in flags.values():
+        await f.start()
+    ops = await fleet.plane("alice")
+    ks = switch(ops, fleet.clock)
+    assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
+    await write_state(fleet, True, sealed(ALICE, 1, True, approval_by(BOB)))
+    await eventually(
+        lambda: all(f.refused[TrustReason.FROZEN_BY_KILL] == 1 for f in flags.values())
+    )
+    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
+
+    await fleet.nodes["n2"].stop()  # n2 restarts: a new runtime, recorder and flag view
+    restarted = await fleet.start_node("n2", trees["n2"])
+    await eventually(lambda: restarted.release_admitted)
+    flags["n2"] = again = NodeFlags(restarted)
+    await again.start()
+    assert again.get(RLP) is None  # still the safe default, as on n1
+    assert again.refused[TrustReason.FROZEN_BY_KILL] == 1
+    assert "fleet kill 'fleet' (by alice, resumed since)" in again.last_refusal
+    assert flags["n1"].get(RLP) is None
+
+    # the change issued again after the resume applies on both
+    await write_state(fleet, True, sealed(ALICE, 2, True, approval_by(BOB)))
+    await eventually(
+        lambda: all((s := f.get(RLP)) is not None and s.value_for(n) is True
+                    for n, f in flags.items())
+    )  # fmt: skip

@@ -406,9 +406,9 @@ def flag_problems(
     Judged as each node judges it (`check_flag_proof`, against the roster and the flag
     schema of the node's admitted release), never by the unsigned change log: a value
     whose proof does not verify, and a signed change away from the safe default issued
-    at or after the kill (`kill_ns`), approved or not. Nodes refuse the latter while the
-    kill is in force, but a node that starts after the resume would apply it: the
-    freeze ends at the resume only if the state holds nothing written under it. A node
+    at or after the kill (`kill_ns`), approved or not: every node refuses it (during the
+    kill and after the resume, `frozen_by_kill`), so the fleet would resume on values
+    the store does not show; it is put back first, and issued again afterwards. A node
     without a value evaluates its safe default and is fine. `only_node`: a node kill
     judges that node's values alone.
     """

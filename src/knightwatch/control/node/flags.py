@@ -240,8 +240,8 @@ class NodeFlags:
                     raise Refused(
                         TrustReason.FROZEN_BY_KILL,
                         f"turns the flag away from its safe default, issued while {kill} "
-                        "is in force on this node; only safe-default changes apply until "
-                        "the resume",
+                        "was in force on this node; only safe-default changes apply under "
+                        "a kill (issue it again after the resume)",
                     )
                 if revision < self._proof_revision.get(state.flag_id, 0):
                     raise Refused(
@@ -260,13 +260,20 @@ class NodeFlags:
         return True
 
     def _freezing_kill(self, issued_ns: int) -> str:
-        """The fleet or strategy kill this node applied at or before `issued_ns` and still
-        holds ("" if none): a change issued under it adds risk the kill froze. The freeze
-        is enforced where changes are made too (`flags set`); here it holds against
-        anyone who can write a signed change straight into the flags bucket."""
+        """The fleet or strategy kill in force on this node when `issued_ns` was: one it
+        applied at or before then and still holds, or the last one a resume lifted, if
+        `issued_ns` falls between the two (`NodeRuntime.thawed`); "" if none. A change
+        issued under a kill adds risk the kill froze, and stays refused after the resume
+        (it is issued again once the kill is over), so a node that starts after the
+        resume judges it as the nodes that ran through the kill did. The freeze is
+        enforced where changes are made too (`flags set`); here it holds against anyone
+        who can write a signed change straight into the flags bucket."""
         for (scope, key), halt in self.runtime.guard.halts().items():
             if scope in (Scope.FLEET, Scope.STRATEGY) and halt.ts_ns <= issued_ns:
                 return f"the {scope.value} kill {key!r} (by {halt.actor})"
+        for (scope, key), (killed, resumed, actor) in self.runtime.thawed.items():
+            if killed <= issued_ns < resumed:
+                return f"the {scope.value} kill {key!r} (by {actor}, resumed since)"
         return ""
 
     def _refuse(self, flag_id: str, revision: int, exc: Refused) -> None:

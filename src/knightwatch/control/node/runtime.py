@@ -66,7 +66,7 @@ from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.node.trustfeed import follow_roster
-from knightwatch.control.plane.history import held_halted, unproven_resume
+from knightwatch.control.plane.history import UNVERIFIED_ACTOR, held_halted, unproven_resume
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
@@ -249,6 +249,11 @@ class NodeRuntime:
         self._applied: dict[str, StateEntry] = {}
         self._applied_by: dict[str, Checked | None] = {}
         """Who signed the entry held per slot (a resume: its requester and approvers)."""
+        self.thawed: dict[tuple[Scope, str], tuple[int, int, str]] = {}
+        """Per fleet or strategy slot, the last verified kill a resume lifted on this node:
+        (the kill's issued_ns, the resume's issued_ns, who killed). A flag change issued in
+        between was made under that kill, and `NodeFlags` refuses it after the resume too,
+        so a node started after the resume judges it as the ones that ran through the kill."""
         self._seen: dict[str, None] = {}
         """Command ids applied lately, in order; a halt not among them is applied regardless."""
         self._auto: dict[tuple[Scope, str], Halt] = {}
@@ -583,6 +588,8 @@ class NodeRuntime:
             return None  # older, and seen before or it could only loosen what the Guard holds
         actor = checked.describe() if checked is not None else entry.actor
         if entry.state is TradingState.ACTIVE:
+            if held is not None and held.actor != UNVERIFIED_ACTOR:
+                self._thaw(entry, held)  # `held` was verified when it was applied
             source = held.source if held is not None else RejectReason.HALTED
             self._hold_plan(entry, live=live)  # scaled limits first, then the latch lifts
             # a resume is recorded before the latch lifts (if it cannot be, nothing lifts)
@@ -605,6 +612,30 @@ class NodeRuntime:
             self._apply_ramps()
 
         return then
+
+    def _thaw(self, resume: StateEntry, kill: StateEntry) -> None:
+        """Remember the kill `resume` lifts, if it froze flag changes (`thawed`)."""
+        if (
+            resume.scope in (Scope.FLEET, Scope.STRATEGY)
+            and kill.state is not TradingState.ACTIVE
+            and kill.issued_ns > 0
+        ):
+            self.thawed[(resume.scope, resume.key)] = (kill.issued_ns, resume.issued_ns, kill.actor)
+
+    async def _thaw_stored(self, resume: StateEntry, revision: int) -> None:
+        """The kill a stored resume this node never held lifts, from the slot's history
+        (`unproven_resume` showed it is the write right before): remembered if it verifies."""
+        if resume.scope not in (Scope.FLEET, Scope.STRATEGY):
+            return
+        before = await self.plane.previous_state(resume.scope, resume.key, revision)
+        kill = before[0] if before is not None else None
+        if kill is None or kill.state is TradingState.ACTIVE or _undecodable(kill):
+            return
+        try:
+            check_state(kill.command(), kill.proof, self.trust.roster, now_ns=0, live=False)
+        except Refused:
+            return
+        self._thaw(resume, kill)
 
     def _hold_plan(self, entry: StateEntry, *, live: bool) -> None:
         """Hold the ramp a resume was signed with, from now (`live`) or, for one read from
@@ -743,6 +774,8 @@ class NodeRuntime:
                     if stored is None or stored.command_id != entry.command_id:
                         return  # not (or no longer) what the store holds: nothing to adopt
                     replay = await unproven_resume(self.plane, entry, revision)
+                    if replay is None:
+                        await self._thaw_stored(entry, revision)
                 except ControlPlaneUnavailable as exc:
                     log.warning("node %s: resume %s not adopted: %s", self.node_id, entry.slot, exc)
                     return  # the resync after reconnecting judges the store
@@ -873,6 +906,8 @@ class NodeRuntime:
                     if replay is not None:
                         self._refuse(entry, replay, "stored")
                         entry, checked = None, None
+                    elif entry.slot not in self._applied:
+                        await self._thaw_stored(entry, revision)
             if entry is None:
                 entry = self._unverified(slot, revision)
                 if entry is None:
