@@ -266,6 +266,13 @@ def test_a_request_for_another_host_name_is_refused(console: ConsoleProc) -> Non
     assert httpx.get(console.url + "/login", headers={"Host": "localhost"}).status_code == 200
 
 
+@pytest.mark.parametrize("host", ["[::1]", "[::1]:8765", "localhost:8765", "127.0.0.1:8765"])
+def test_every_loopback_name_a_browser_sends_is_served(console: ConsoleProc, host: str) -> None:
+    """A browser on http://[::1]:PORT/ sends `Host: [::1]:PORT` (bracketed): the allowed
+    name was "::1", so a console bound to ::1 answered every request with 400."""
+    assert httpx.get(console.url + "/login", headers={"Host": host}).status_code == 200
+
+
 def test_keys_with_control_characters_and_unknown_alert_slots_are_refused(alice: Person) -> None:
     answer = alice.post("/api/kill", kill_body("x\ny INJECT HALT node=n9"))
     assert answer.status_code == 422 and "control characters" in answer.json()["error"]
@@ -588,3 +595,72 @@ def test_a_token_never_approves_its_owners_own_request(console: ConsoleProc, ali
     assert "requester never counts" in answer.json()["error"]
     halts = {(h["scope"], h["key"]): h for h in alice.http.get("/api/snapshot").json()["halts"]}
     assert halts["strategy", "api-self"]["state"] == "HALTED"
+
+
+def test_a_pair_whose_symbol_holds_a_slash_can_be_killed(alice: Person) -> None:
+    """A symbol may hold a '/' (ccxt's BTC/USDT) and a strategy never does, so the first '/'
+    joins them, as `knightwatch kill --strategy mm --symbol BTC/USDT` does: the console
+    refused 'STRATEGY/BTC/USDT' (422), so that pair could not be stopped from it."""
+    answer = alice.post("/api/kill", {**kill_body("api-pair/BTC/USDT"), "scope": "strategy_symbol"})
+    assert answer.status_code == 200 and answer.json()["ok"], answer.text
+    halts = {(h["scope"], h["key"]) for h in alice.http.get("/api/snapshot").json()["halts"]}
+    assert ("strategy_symbol", "api-pair/BTC/USDT") in halts
+    # and its resume can be asked for (the halts panel's button sends the same key)
+    pair = {"scope": "strategy_symbol", "key": "api-pair/BTC/USDT", "reason": "fixed"}
+    asked = alice.post("/api/resume/request", pair)
+    assert asked.status_code == 200 and asked.json()["request_id"], asked.text
+
+
+@pytest.mark.parametrize(
+    ("scope", "key"),
+    [
+        ("strategy", "api-odd/BTC"),  # no strategy has a '/': it halted nothing, "confirmed"
+        ("strategy_symbol", "api-odd/"),  # no symbol
+        ("strategy_symbol", "/BTC"),  # no strategy
+        ("strategy_symbol", "api-odd /BTC"),  # a blank inside the pair
+        ("strategy_symbol", "api-odd/ BTC"),
+    ],
+)
+def test_a_key_that_names_nothing_a_node_matches_is_refused_not_confirmed(
+    alice: Person, scope: str, key: str
+) -> None:
+    """These were stored and confirmed by every node ("HALTED ... every live node
+    confirmed") while stopping nothing: the person was told the strategy was stopped."""
+    answer = alice.post("/api/kill", {**kill_body(key), "scope": scope})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith("key:"), answer.text
+    halts = {(h["scope"], h["key"]) for h in alice.http.get("/api/snapshot").json()["halts"]}
+    assert (scope, key) not in halts
+
+
+def test_a_fleet_body_naming_another_key_is_refused_not_widened(alice: Person) -> None:
+    """`{"scope": "fleet", "key": "s1"}` was a request to resume (or kill) the whole fleet:
+    a key the fleet scope does not take is a mistake to name, not a fleet-wide action."""
+    asked = alice.post("/api/resume/request", {"scope": "fleet", "key": "api-s1", "reason": "x"})
+    assert asked.status_code == 422, asked.text
+    assert asked.json()["error"].startswith("key: the fleet scope takes no key"), asked.text
+    killed = alice.post("/api/kill", {**kill_body("api-s1"), "scope": "fleet", "confirm": "KILL"})
+    assert killed.status_code == 422 and killed.json()["error"].startswith("key:"), killed.text
+
+
+@pytest.mark.parametrize("name", ["limit", "since_ns", "until_ns"])
+def test_audit_numbers_that_are_not_ascii_digits_are_refused_not_a_server_error(
+    alice: Person, name: str
+) -> None:
+    """'²' passed `str.isdigit` and failed `int()`: a traceback and a 500."""
+    for path in ("/api/audit", "/api/audit/export"):
+        answer = alice.http.get(path, params={name: "²"})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"].startswith(f"{name}:"), answer.text
+
+
+def test_a_form_with_too_many_fields_is_refused_not_a_server_error(console: ConsoleProc) -> None:
+    """`parse_qs(max_num_fields=8)` raised ValueError out of the login and logout handlers."""
+    fields = {f"f{i}": "x" for i in range(9)}
+    answer = httpx.post(console.url + "/login", data={"name": "alice", **fields})
+    assert answer.status_code == 400 and "form fields" in answer.text, answer.text
+    person = Person(console, "alice")
+    answer = person.http.post("/logout", data={"csrf": person.csrf, **fields})
+    assert answer.status_code == 400 and "form fields" in answer.text, answer.text
+    assert person.http.get("/api/snapshot").status_code == 200  # not logged out by it
+    person.http.close()

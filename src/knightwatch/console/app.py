@@ -85,7 +85,7 @@ from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import StateKeyError, parse_slot, slot_of
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
@@ -109,6 +109,8 @@ CSP = (
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 MAX_BODY = 64 * 1024
+FORM_FIELDS = 8
+"""The most fields a login or logout form may carry (it has two, or one)."""
 MAX_ACKS = 10_000
 """Alert acknowledgements kept (the newest; each is also in the console's audit file)."""
 REASON_MAX = 500
@@ -257,15 +259,28 @@ def _reason(text: str) -> str:
 
 
 def _scope_key(scope: KillScope, key: str) -> str:
+    """The halt key a body names, by the CLI's rules (`cli.options.scope_of`): a key that
+    names nothing a node could match is refused, never sent as if it stopped something."""
     if scope is KillScope.FLEET:
+        # a fleet body naming something else is a mistake, not a wish to stop everything
+        if key not in ("", FLEET_KEY):
+            raise Refusal(422, f"key: the fleet scope takes no key (got {quoted(key)}); "
+                          "name the scope that key belongs to")  # fmt: skip
         return FLEET_KEY
     if not key or key != key.strip():
         raise Refusal(422, f"key: a {scope.value} kill names its {scope.value} (no blanks)")
     if not key.isprintable():
         # a newline in a key would start a forged line in every node's log
         raise Refusal(422, f"key: must not contain control characters (got {key!r})"[:200])
-    if scope is KillScope.STRATEGY_SYMBOL and key.count("/") != 1:
-        raise Refusal(422, "key: strategy_symbol is STRATEGY/SYMBOL")
+    if scope is KillScope.STRATEGY and "/" in key:
+        # no strategy holds a '/' (it joins strategy and symbol): this would halt nothing
+        raise Refusal(422, f"key: a strategy name has no '/' (got {quoted(key)}); for one "
+                      "strategy in one symbol use the strategy_symbol scope")  # fmt: skip
+    if scope is KillScope.STRATEGY_SYMBOL:
+        # the first '/' joins them: a symbol may hold its own ('mm/BTC/USDT')
+        strategy, _, symbol = key.partition("/")
+        if not strategy or not symbol or strategy != strategy.strip() or symbol != symbol.strip():
+            raise Refusal(422, "key: strategy_symbol is STRATEGY/SYMBOL, both named, no blanks")
     try:
         slot_of(scope, key)
     except StateKeyError as exc:
@@ -475,9 +490,16 @@ class Console:
         return None
 
     def require(
-        self, request: Request, action: Action, *, requester: str | None = None
+        self,
+        request: Request,
+        action: Action,
+        *,
+        requester: str | None = None,
+        touch: bool = True,
     ) -> Principal:
-        who = self.principal(request)
+        """Who may do `action`, or a Refusal. `touch=False`: a read the page makes by itself
+        (its timer), which must not keep an unattended session from idling out."""
+        who = self.principal(request, touch=touch)
         if who is None:
             raise Refusal(401, "not logged in (or the token is unknown, expired or revoked)")
         request.state.actor = who.name
@@ -671,7 +693,10 @@ async def _form(request: Request) -> dict[str, str]:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Refusal(400, f"body: {exc}") from None
         return data
-    parsed = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=8)
+    try:
+        parsed = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=FORM_FIELDS)
+    except ValueError:  # more fields than that: it was a traceback and a 500
+        raise Refusal(400, f"body: at most {FORM_FIELDS} form fields") from None
     return {k: v[0] for k, v in parsed.items()}
 
 
@@ -772,7 +797,7 @@ async def logout(request: Request) -> Response:
             c._csrf(request, who, sent)
         except Refusal as exc:
             request.state.result, request.state.detail = "refused", exc.message
-            return PlainTextResponse(exc.message, status_code=403)
+            return PlainTextResponse(exc.message, status_code=exc.status)
         request.state.actor = who.name
         c.sessions.close(who.session.id)
         await c._unlink(who.session.id)
@@ -1111,8 +1136,10 @@ async def api_ack(request: Request) -> Response:
 
 @handled
 async def api_acks(request: Request) -> Response:
+    """The acknowledgements, which the page polls every 5 s on its own: that poll restarted
+    the session's idle clock, so a page left open never idled out (as the stream must not)."""
     c = _console(request)
-    c.require(request, Action.VIEW)
+    c.require(request, Action.VIEW, touch=False)
     request.state.action = "acks"
     return JSONResponse([{"slot": s, "revision": r, **v} for (s, r), v in c.acks.items()])
 
@@ -1124,8 +1151,10 @@ def _query(request: Request) -> Query:
         text = q.get(name, "")
         if not text:
             return 0
-        if not text.isdigit():
-            raise Refusal(422, f"{name}: nanoseconds since the epoch, digits only")
+        # isdigit() alone lets '²' and other Unicode digits through to int(): a 500
+        if not (text.isascii() and text.isdigit()):
+            what = "a count" if name == "limit" else "nanoseconds since the epoch"
+            raise Refusal(422, f"{name}: {what}, digits 0-9 only")
         return int(text)
 
     limit = num("limit") or 200

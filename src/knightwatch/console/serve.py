@@ -51,7 +51,11 @@ async def open_console(
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-"""The names a console bound to loopback answers to (the Host header, port aside)."""
+"""The loopback addresses a console may be bound to (`--host`)."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+"""The names a console bound to loopback answers to (the Host header, port aside). An IPv6
+literal is bracketed in a Host header ("[::1]:8765"): with "::1" alone, a console bound to
+::1 answered every browser request with 400."""
 
 
 async def run(
@@ -70,7 +74,7 @@ async def run(
     if host in LOOPBACK_HOSTS:
         # Bound to loopback, the console answers only to loopback names: a page that
         # rebinds its own DNS name to 127.0.0.1 cannot reach it from a browser here.
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))
     config = uvicorn.Config(
         app,
         host=host,

@@ -1,0 +1,89 @@
+"""A page left open idles out: what the page fetches by itself does not keep its session.
+
+The fleet page polls `/api/alerts/acks` every 5 s on its own; that poll restarted the
+session's idle clock, so an unattended page kept its session (and the unlocked key in it)
+until the absolute limit, 12 hours, though the live stream was careful not to. A second
+console runs in this process on the shared fleet (the real app over ASGI, as in
+`test_audit_fail_closed.py`) with a session table on a clock the test moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+
+from knightwatch.console.app import Console, ConsoleSettings, build_app
+from knightwatch.console.local import PASSWORD, ConsoleProc
+from knightwatch.console.serve import open_console
+from knightwatch.console.sessions import Sessions
+from knightwatch.console.users import UserStore
+from knightwatch.trust.identity import load_signer
+from knightwatch.trust.store import TrustStore, load_anchor
+
+IDLE_S = 60.0
+
+
+class Hands:
+    """The session table's clock: moved by the test, never by waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest_asyncio.fixture
+async def local(console: ConsoleProc, tmp_path: Path) -> AsyncIterator[tuple[Console, Hands]]:
+    fleet = console.fleet
+    settings = ConsoleSettings(
+        urls=[fleet.url],
+        users=fleet.state / "console-users.toml",
+        audit=tmp_path / "audit.jsonl",
+        recorders=tmp_path,
+    )
+    trust = TrustStore(load_anchor(fleet.state / "trust" / "anchor.toml"))
+    second = await open_console(
+        settings, load_signer(fleet.key("console")), trust, UserStore(settings.users)
+    )
+    hands = Hands()
+    second.sessions = Sessions(idle_s=IDLE_S, absolute_s=3600.0, clock=hands)
+    await second.start()
+    try:
+        yield second, hands
+    finally:
+        await second.stop()
+        await second.plane.close()
+
+
+@contextlib.asynccontextmanager
+async def _logged_in(console: Console) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(console))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        answer = await http.post("/login", data={"name": "carol", "password": PASSWORD})
+        assert answer.status_code == 303, answer.text
+        yield http
+
+
+async def test_the_pages_own_poll_does_not_keep_an_unattended_session(
+    local: tuple[Console, Hands],
+) -> None:
+    console, hands = local
+    async with _logged_in(console) as http:
+        hands.now += IDLE_S * 0.8
+        assert (await http.get("/api/alerts/acks")).status_code == 200  # the page's timer
+        hands.now += IDLE_S * 0.3  # idle since the login for 1.1 idle periods
+        assert (await http.get("/api/snapshot")).status_code == 401
+
+
+async def test_a_persons_own_request_keeps_the_session(local: tuple[Console, Hands]) -> None:
+    console, hands = local
+    async with _logged_in(console) as http:
+        hands.now += IDLE_S * 0.8
+        assert (await http.get("/api/whoami")).status_code == 200
+        hands.now += IDLE_S * 0.3
+        assert (await http.get("/api/snapshot")).status_code == 200
