@@ -93,6 +93,30 @@ def test_a_value_written_into_the_fix_settings_cannot_inject_one(
     assert str(p) in str(err.value) and needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (GOOD + "[drop_copy]\nport = 70000\n", "drop_copy.port: must be a TCP port 1..65535"),
+        (GOOD + '[drop_copy]\nport = 9881\nsender_comp_id = "KWGW"\n',
+         "drop_copy: sender_comp_id and comp_id name the venue session (KWGW -> VENUE)"),
+        (GOOD.replace("port = 9880", "port = 9880\nreconnect_s = 0"),
+         "venue.reconnect_s: must be >= 1 (got 0)"),
+    ],
+)  # fmt: skip
+def test_the_drop_copy_and_reconnect_settings_are_checked(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    """Before, a drop-copy port out of range was written into the settings (a session that
+    never connects: no drop copy, and nothing said), a drop copy naming the venue session
+    failed inside QuickFIX without naming the key, and reconnect_s = 0 retried a venue
+    that is down in a tight loop."""
+    p = tmp_path / "gw.toml"
+    p.write_text(text)
+    with pytest.raises(GatewayError) as err:
+        GatewayConfig.from_toml(p)
+    assert str(p) in str(err.value) and needle in str(err.value)
+
+
 def test_fix42_cannot_claim_mass_cancel() -> None:
     with pytest.raises(GatewayError, match=r"FIX\.4\.2 has no OrderMassCancelRequest"):
         GatewayConfig(

@@ -18,6 +18,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.config import ClientSession
+from knightwatch.gateway.engine import GatewayError
 from knightwatch.gateway.gateway import Gateway
 from knightwatch.gateway.venue import FixVenue
 from knightwatch.guard import LockedGuard
@@ -502,6 +503,76 @@ def test_an_order_or_replace_reusing_the_clordid_of_a_cancel_in_flight_is_a_dupl
     assert rig.guard.halts() == {}
 
 
+def throttle_cancels(rig: Rig, monkeypatch: pytest.MonkeyPatch, n: int) -> list[str]:
+    """The venue answers its next `n` cancels with a BusinessMessageReject naming their
+    ClOrdID (a throttled venue), then cancels as usual; returns the ids it refused."""
+    real = rig.venue._cancel
+    refused: list[str] = []
+
+    def throttled(msg: F.In, sid: Any, key: str) -> None:
+        if len(refused) == n:
+            real(msg, sid, key)
+            return
+        refused.append(msg[F.CL_ORD_ID])
+        reject = F.message(
+            F.BUSINESS_REJECT,
+            [(F.REF_SEQ_NUM, msg[F.MSG_SEQ_NUM]), (F.REF_MSG_TYPE, F.CANCEL),
+             (F.BUSINESS_REJECT_REF_ID, msg[F.CL_ORD_ID]), (F.BUSINESS_REJECT_REASON, "0"),
+             (F.TEXT, "throttled")],
+        )  # fmt: skip
+        F.send(reject, sid)
+
+    monkeypatch.setattr(rig.venue, "_cancel", throttled)
+    return refused
+
+
+def test_a_cancel_the_venue_business_rejects_is_answered_and_a_kill_sends_another(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venue that will not take a cancel (throttled) may answer it with a
+    BusinessMessageReject naming its ClOrdID. The client's cancel gets its
+    OrderCancelReject; the gateway's own (a kill's) is sent again by the drain (before,
+    the client's cancel was never answered and the kill's order stayed working: its
+    cancel counted as in flight forever, so the drain never sent another)."""
+    rest(rig, "A")
+    rest(rig, "B", symbol="L001")
+    refused = throttle_cancels(rig, monkeypatch, 2)
+    rig.oms.cancel("Ax", "A", "L000", BUY, 100)
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "Ax")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "1" and "throttled" in rej.get(F.TEXT)
+    assert rej.get(F.ORIG_CL_ORD_ID) == "A" and rej.get(F.ORD_STATUS) == "0"
+    rig.guard.halt(Scope.STRATEGY, "OMS1", "runaway", "ops")
+    rig.gateway.cancel_scope(Scope.STRATEGY, "OMS1", "runaway")  # one cancel per order
+
+    def drained() -> bool:
+        rig.gateway.retry_cancels(Scope.STRATEGY, "OMS1")  # what the kill's drain does
+        return not rig.gateway.still_working(Scope.STRATEGY, "OMS1")
+
+    eventually(drained, what="every order cancelled")
+    assert len(refused) == 2 and rig.venue.working() == []
+    assert rig.guard.working_qty("L000") == (0, 0) == rig.guard.working_qty("L001")
+    assert rig.events("own_cancel_rejected")
+
+
+def test_a_clients_own_cancel_is_answered_under_its_clordid_after_a_gateway_cancel_failed(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's mass cancel becomes the gateway's own cancel, which the venue refuses;
+    the client then cancels the order itself: that cancel is answered under its own
+    ClOrdID (before, the answer was shown as the mass cancel's, under the order's
+    ClOrdID, and the client's cancel was never answered)."""
+    rest(rig, "A")
+    refused = throttle_cancels(rig, monkeypatch, 1)
+    rig.oms.mass_cancel("MC")
+    assert rig.oms.wait_for(lambda r: r.mtype == F.MASS_CANCEL_REPORT).get(F.TOTAL_AFFECTED) == "1"
+    eventually(lambda: rig.events("own_cancel_rejected"), what="the gateway's cancel refused")
+    rig.oms.cancel("Ax", "A", "L000", BUY, 100)
+    done = rig.oms.wait_report("Ax", "4")
+    assert done.get(F.ORIG_CL_ORD_ID) == "A" and "mass cancel" not in done.get(F.TEXT)
+    assert len(refused) == 1 and rig.venue.working() == []
+    assert not [r for r in rig.oms.reports("A") if r.get(F.EXEC_TYPE) == "4"]
+
+
 def test_a_replace_keeps_the_instrument_and_side_the_guard_checked(rig: Rig) -> None:
     rest(rig, "R1", qty=100)
     px = below(rig, "L000")
@@ -773,6 +844,38 @@ def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
     assert halt.code is RejectReason.FILL_MISMATCH and "LeavesQty 10" in halt.reason
 
 
+def test_a_snapshot_without_a_usable_price_is_no_reference_and_no_halt(rig: Rig) -> None:
+    """A venue's "no bid" sent as 0, or a negative price, is not a reference: the previous
+    one stays (before, 0 made the mid half the ask, and every market order's notional
+    was checked at half its value; a negative price halted the node as fill_mismatch)."""
+    book = rig.venue.books["L000"]
+    mid = (book.touch(False) + book.touch(True)) / 2
+    with rig.guard.lock:
+        assert rig.guard._ledger.books["L000"].ref == pytest.approx(mid)
+    with rig.venue.lock:
+        rig.venue._md.clear()  # the venue's stream stops: only the snapshots below arrive
+    sid = next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.gw_comp)
+    touch = f"{book.touch(True):.2f}"
+    for symbol, bid, ask in (("L000", "0", touch), ("L000", "-5", "-4"), ("M001", "41", "41.02")):
+        snap = F.message(F.MD_SNAPSHOT, [(F.SYMBOL, symbol), (F.MD_REQ_ID, "md")])
+        for entry, px in (("0", bid), ("1", ask)):
+            g = F.fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
+            g.setField(F.MD_ENTRY_TYPE, entry)
+            g.setField(F.MD_ENTRY_PX, px)
+            snap.addGroup(g)
+        assert F.send(snap, sid)
+    # one session, handled in order: the last one applied means the first two were handled
+    eventually(lambda: rig._has_price("M001"), what="the last snapshot applied")
+    with rig.guard.lock:
+        assert rig.guard._ledger.books["L000"].ref == pytest.approx(mid)
+    assert rig.guard.halts() == {}
+    assert [e["data"]["why"] for e in rig.events("venue_price_refused")] == [
+        "bid 0",
+        "bid -5, ask -4",
+    ]
+    rest(rig, "A")
+
+
 # --- sessions ----------------------------------------------------------------------------
 
 
@@ -813,6 +916,30 @@ def test_client_disconnect_cancels_per_policy_and_execinst(rig_factory: Callable
     b.stop()
     eventually(lambda: sorted(o.clordid for o in rig.venue.working()) == ["K2"], what="COD")
     eventually(lambda: rig.guard.working_qty("L000") == (100, 0), what="Guard follows")
+
+
+def test_cancels_decided_while_the_venue_session_was_down_are_sent_when_it_is_back(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A client lost while the venue session is down: its cancel-on-disconnect cannot be
+    sent then. It goes out when the venue session is back (before, it was dropped: the
+    order worked on at the venue, counted in the Guard, its session gone; a kill
+    decided during the outage was lost the same way once its drain gave up)."""
+    rig = rig_factory(venue={"cancel_on_disconnect": False}).start().ready()
+    rest(rig, "A")
+    session = F.fix().Session.lookupSession(rig.gateway.venue_sid)
+    session.logout("test: venue session down")  # and stays down until logon()
+    eventually(lambda: not rig.gateway.venue_up, what="venue session down")
+    rig.oms.stop()
+    eventually(
+        lambda: any(not e["data"]["up"] for e in rig.events("client_session")),
+        what="client session lost",
+    )
+    assert [o.clordid for o in rig.venue.working()] == ["A"]  # nothing could be sent
+    session.logon()
+    eventually(lambda: rig.gateway.venue_up, 10, "venue session back")
+    eventually(lambda: not rig.venue.working(), what="cancelled at the venue")
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="Guard follows")
 
 
 # --- parents: Power Peg over FIX ------------------------------------------------------------
@@ -880,18 +1007,106 @@ def test_start_up_adopts_orders_working_at_the_venue_before_arming(
         second.stop()
 
 
-def test_positions_file_reconciles_under_fix42(
-    rig_factory: Callable[..., Rig], tmp_path: Path
+def restarted_with_adopted(
+    rig_factory: Callable[..., Rig],
+) -> tuple[Rig, Gateway, LockedGuard]:
+    """A gateway restarted (same state directory) over orders W1 (300 L000) and W2 (200
+    L001) left working at the venue by OMS1: armed, both adopted. OMS2 never logged on
+    before; the caller stops the returned gateway."""
+    keep = (ClientSession("OMS1", cancel_on_disconnect=False), ClientSession("OMS2"))
+    first = rig_factory(
+        clients=("OMS1", "OMS2"),
+        venue={"cancel_on_disconnect": False},
+        config={"store": "file", "clients": keep},
+    )
+    first.start(connect=("OMS1",)).ready()
+    rest(first, "W1", qty=300)
+    rest(first, "W2", qty=200, symbol="L001")
+    first.clients["OMS1"].stop()
+    first.gateway.stop()
+    guard = LockedGuard(LIMITS, node="gw", clock=SystemClock(), recorder=first.recorder)
+    second = Gateway(
+        first.config,
+        guard,
+        first.root / "gateway",
+        log_messages=False,
+        on_reconciled=lambda: guard.arm("test"),
+    )
+    second.start()
+    try:
+        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+    except BaseException:
+        second.stop()
+        raise
+    return first, second, guard
+
+
+def test_a_strategy_kill_cancels_orders_adopted_at_start_up(
+    rig_factory: Callable[..., Rig],
 ) -> None:
+    """An adopted order belongs to no known strategy, so it may be the killed one's: a
+    strategy kill covers it, a strategy-and-symbol kill in its symbol (before, only a
+    fleet, node or symbol kill did; a strategy's kill left them working at the venue)."""
+    first, second, guard = restarted_with_adopted(rig_factory)
+    try:
+        assert second.still_working(Scope.STRATEGY_SYMBOL, "OMS1/L001") == ["reconciled:W2"]
+        assert second.cancel_scope(Scope.STRATEGY_SYMBOL, "OMS1/L000", "x") == ["reconciled:W1"]
+        eventually(lambda: [o.clordid for o in first.venue.working()] == ["W2"], what="W1")
+        assert second.cancel_scope(Scope.STRATEGY, "OMS1", "runaway") == ["reconciled:W2"]
+        eventually(lambda: not first.venue.working(), what="W2 cancelled")
+        eventually(lambda: not second.still_working(Scope.STRATEGY, "OMS1"), what="drained")
+        assert guard.working_qty("L000") == (0, 0) == guard.working_qty("L001")
+    finally:
+        second.stop()
+
+
+def test_a_client_cancelling_an_adopted_order_gets_the_answer(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """An adopted order has no session of its own; the answer to a client's cancel of it
+    goes to that client (before, a cancel the venue took was answered to nobody, while
+    one it refused was answered)."""
+    first, second, guard = restarted_with_adopted(rig_factory)
+    try:
+        oms2 = first.client("OMS2")
+        oms2.cancel("Cx", "W1", "L000", BUY, 300)
+        done = oms2.wait_report("Cx", "4")
+        assert done.get(F.ORIG_CL_ORD_ID) == "W1"
+        assert [o.clordid for o in first.venue.working()] == ["W2"]
+        eventually(lambda: guard.working_qty("L000") == (0, 0), what="Guard follows")
+        oms2.stop()
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ('L001 = "abc"', "positions.L001: qty must be a decimal number (got 'abc')"),
+        ("L001 = 1e300", "positions.L001: qty must be at most 1e+15 lots"),
+        ("L001 = { qty = 5, avg_price = -1.0 }", "avg_price must be a finite number >= 0"),
+        ("L001 = { qty = 5, avg_price = nan }", "avg_price must be a finite number >= 0"),
+        ("L001 = { qty = 5, avg_price = inf }", "avg_price must be a finite number >= 0"),
+        ("L001 = { qty = 5, avgprice = 40.5 }", "positions.L001: unknown key 'avgprice'"),
+        ("L001 = 0.5", "positions.L001: qty: must be a positive multiple of lot_size 1"),
+        ('"" = 5', "symbol '' must be 1-64 characters"),
+        (f'"{"X" * 65}" = 5', "must be 1-64 characters without control characters"),
+    ],
+)
+def test_a_bad_positions_file_entry_is_one_error_naming_it_and_nothing_is_loaded(
+    rig_factory: Callable[..., Rig], tmp_path: Path, entry: str, needle: str
+) -> None:
+    """Before, a qty that is no number or out of range, or a bad avg_price, escaped as a
+    traceback in the gateway's worker: start-up then waited for a reconciliation that
+    never came, and blamed the venue session; a typo'd key was silently ignored."""
     pos = tmp_path / "positions.toml"
-    pos.write_text("[positions]\nL000 = 700\nM000 = { qty = -200, avg_price = 40.5 }\n")
-    rig = rig_factory(begin="FIX.4.2", config={"positions_file": str(pos)})
-    rig.start().ready()
-    assert rig.guard.position("L000") == 700 and rig.guard.position("M000") == -200
-    rig.oms.new_order("F1", "L000", SELL, 100, 99.0)
-    fill = rig.oms.wait_report("F1", "2")  # FIX 4.2: ExecType 2 = filled
-    assert fill.get(F.EXEC_TRANS_TYPE) == "0"
-    assert rig.guard.position("L000") == 600
+    pos.write_text(f"[positions]\nL000 = 700\n{entry}\n")
+    rig = rig_factory(config={"positions_file": str(pos)})
+    with pytest.raises(GatewayError) as err:
+        rig.gateway.load_positions(pos)
+    assert str(err.value).startswith(f"{pos}: ") and needle in str(err.value)
+    assert "\n" not in str(err.value)
+    assert rig.guard.position("L000") == 0  # checked in full before anything is applied
 
 
 # --- kill --------------------------------------------------------------------------------
@@ -926,6 +1141,31 @@ def test_symbol_kill_leaves_other_symbols_working(rig: Rig) -> None:
     assert [o.clordid for o in rig.venue.working()] == ["Y2"]
 
 
+def test_a_symbol_kill_by_security_id_cancels_that_instrument_only(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """With instruments named by SecurityID a symbol kill's key is a SecurityID: it is not
+    sent as a mass cancel's Symbol (before, the venue found no order of that Symbol and
+    cancelled nothing, or would have cancelled another instrument's), but one cancel per
+    order of that instrument."""
+    limits = Limits.off(max_order_qty=5_000, require_reference_price=False)
+    rig = rig_factory(limits=limits, config={"instrument": "security_id"}).start().ready(())
+    for cid, secid in (("S1", "US0000000001"), ("S2", "US0000000002")):
+        rig.oms.new_order(
+            cid,
+            "L000",
+            BUY,
+            10,
+            below(rig, "L000"),
+            extra=[(F.SECURITY_ID, secid), (F.ID_SOURCE, "4")],
+        )
+        rig.oms.wait_report(cid, "0")
+    assert rig.gateway.cancel_scope(Scope.SYMBOL, "US0000000001", "bad isin") == ["OMS1:S1"]
+    assert rig.oms.wait_report("S1", "4").get(F.TEXT) == "knightwatch kill: bad isin"
+    assert [o.clordid for o in rig.venue.working()] == ["S2"]
+    assert rig.gateway.still_working(Scope.SYMBOL, "US0000000001") == []
+
+
 def test_drop_copy_feeds_fills_of_orders_that_bypassed_the_gateway(
     rig_factory: Callable[..., Rig],
 ) -> None:
@@ -949,6 +1189,35 @@ def test_drop_copy_feeds_fills_of_orders_that_bypassed_the_gateway(
     time.sleep(0.2)
     assert rig.guard.position("L000") == -200 and rig.guard.halts() == {}
     assert rig.gateway.counts.get("drop_copy_reports", 0) >= 1
+
+
+def test_a_drop_copy_fill_of_a_side_or_instrument_the_gateway_cannot_read_is_not_booked(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A drop-copy execution with a Side the gateway has no Guard side for (7,
+    undisclosed), or without the instrument (FIX 4.4 does not require Symbol), is not
+    booked and halts the node (before, it was booked as a buy, or on an instrument "?":
+    a position nobody holds, and no halt); its complete resend is booked once."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    eventually(lambda: rig.venue.logged_on(rig.dc_comp), what="drop copy logged on")
+    sid = next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.dc_comp)
+    fill = [(F.ORDER_ID, "X1"), (F.CL_ORD_ID, "BYPASS"), (F.EXEC_ID, "DC1"), (F.EXEC_TYPE, "F"),
+            (F.ORD_STATUS, "2"), (F.SYMBOL, "L000"), (F.SIDE, SELL), (F.ORDER_QTY, "300"),
+            (F.LEAVES_QTY, "0"), (F.CUM_QTY, "300"), (F.AVG_PX, "99"), (F.LAST_QTY, "300"),
+            (F.LAST_PX, "99"), (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    assert F.send(
+        F.message(F.EXECUTION_REPORT, [(t, "7" if t == F.SIDE else v) for t, v in fill]), sid
+    )
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "Side(54)=7" in halt.reason
+    no_symbol = [(t, v) for t, v in fill if t != F.SYMBOL] + [(F.SECURITY_ID, "US0000000001")]
+    assert F.send(F.message(F.EXECUTION_REPORT, no_symbol), sid)
+    eventually(lambda: len(rig.events("venue_report_unapplied")) == 2, what="both recorded")
+    assert rig.guard.position("L000") == 0 and rig.guard.position("?") == 0
+    assert rig.guard.exposure()[0] == 0
+    assert F.send(F.message(F.EXECUTION_REPORT, fill), sid)  # the complete report
+    eventually(lambda: rig.guard.position("L000") == -300, what="booked")
 
 
 def test_audit_why_shows_the_fix_message_behind_a_decision(

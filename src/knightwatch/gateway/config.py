@@ -110,9 +110,15 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        for name, port in (("listen_port", self.listen_port), ("venue.port", self.venue.port)):
+        ports = [("listen_port", self.listen_port), ("venue.port", self.venue.port)]
+        if self.drop_copy is not None:
+            ports.append(("drop_copy.port", self.drop_copy.port))
+        for name, port in ports:
             if not 0 < port < 65536:
                 problems.append(f"{name}: must be a TCP port 1..65535 (got {port})")
+        if self.venue.reconnect_s < 1:
+            # 0 would retry the venue in a tight loop while it is down
+            problems.append(f"venue.reconnect_s: must be >= 1 (got {self.venue.reconnect_s})")
         if not self.clients:
             problems.append("clients: at least one client session is required")
         ids = [c.comp_id for c in self.clients]
@@ -133,6 +139,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             *((f"venue.market_data[{j}]", sym, _SYMBOL) for j, sym in enumerate(venue.market_data)),
         ]
         if (dc := self.drop_copy) is not None:
+            if (dc.sender_comp_id, dc.comp_id) == (self.comp_id, venue.comp_id):
+                problems.append(
+                    "drop_copy: sender_comp_id and comp_id name the venue session "
+                    f"({self.comp_id} -> {venue.comp_id}); the drop copy needs a session of its own"
+                )
             names += [
                 ("drop_copy.comp_id", dc.comp_id, _COMP_ID),
                 ("drop_copy.sender_comp_id", dc.sender_comp_id, _COMP_ID),

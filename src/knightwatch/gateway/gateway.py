@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
@@ -65,7 +66,7 @@ from knightwatch.gateway.engine import (
 )
 from knightwatch.guard import LockedGuard
 from knightwatch.inputs import InputFileError, load_toml
-from knightwatch.order import Fill, InvalidOrder, Order, Side
+from knightwatch.order import MAX_QTY, Fill, InvalidOrder, Order, Side
 from knightwatch.state import Scope, pair_key
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,12 @@ class Unparsed(msgspec.Struct, frozen=True):
     price: float | None
     parent_id: str | None
 
+
+_POSITION_SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+"""A symbol in the positions file: what the Guard and the FIX sessions can carry."""
+
+RECONCILED = "reconciled"
+"""The session and the strategy of an order adopted at start-up (found working at the venue)."""
 
 MAX_CLIENT_MESSAGE = 16_384
 """Characters a client's message may have: a single order is a few hundred."""
@@ -603,9 +610,19 @@ class Gateway(Handler):
             )
         return None
 
+    def _instrument_tag(self) -> int:
+        return F.SECURITY_ID if self.cfg.instrument == "security_id" else F.SYMBOL
+
     def _instrument(self, msg: F.In) -> str | None:
-        tag = F.SECURITY_ID if self.cfg.instrument == "security_id" else F.SYMBOL
-        return msg.get(tag)
+        return msg.get(self._instrument_tag())
+
+    @staticmethod
+    def _report_side(msg: F.In) -> Side:
+        """The Guard side of a venue report's Side(54); ValueError for one it has none for."""
+        side = _SIDES.get(msg[F.SIDE])
+        if side is None:
+            raise ValueError(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
+        return side
 
     def _unparsed(self, msg: F.In, gid: str, strategy: str) -> Unparsed:
         price = msg.get(F.PRICE)
@@ -649,7 +666,7 @@ class Gateway(Handler):
             # the venue may resolve it to the order
             owner = go.comp if go is not None else self.book.owner.get(orig, comp)
             refused: Decision | None = None
-            if owner not in (comp, "reconciled"):
+            if owner not in (comp, RECONCILED):
                 # another client's order: refused here, as if unknown (the venue, one
                 # session for every client, would cancel it)
                 go = None
@@ -1068,7 +1085,13 @@ class Gateway(Handler):
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
         self.book.saw_exec(exec_id, go)
-        self._relay(msg, go, note, req.answer_as if req is not None else "")
+        if req is not None and req.kind in ("F", "G"):
+            # the answer to a client's own cancel or replace: to that client, under its
+            # ClOrdID, even for an order the gateway once meant to cancel itself or one
+            # adopted at start-up (which has no session of its own)
+            self._relay(msg, go, None, req.answer_as, req.comp)
+        else:
+            self._relay(msg, go, note, "", go.comp)
 
     def _venue_fill(self, msg: F.In, go: GwOrder) -> Fill:
         """The execution a trade or correction report carries for order `go`, with the
@@ -1103,7 +1126,7 @@ class Gateway(Handler):
         fill = None
         if kind is F.ExecKind.TRADE:
             symbol = self._instrument(msg) or "?"
-            side = _SIDES.get(msg[F.SIDE], Side.BUY)
+            side = self._report_side(msg)
             qty = self._lots(symbol, msg[F.LAST_QTY])
             fill = Fill(f"unknown:{clordid}", symbol, side, qty, float(msg[F.LAST_PX]))
         self.book.saw_exec(exec_id, None)
@@ -1117,10 +1140,13 @@ class Gateway(Handler):
                 "which the gateway never sent"
             )
 
-    def _relay(self, msg: F.In, go: GwOrder, note: str | None, answer_as: str = "") -> None:
-        """The venue's report to the order's client, unchanged unless the gateway cancelled
-        it or sent the client's cancel under its own ClOrdID (`answer_as`)."""
-        sid = self.client_sids.get(go.comp)
+    def _relay(
+        self, msg: F.In, go: GwOrder, note: str | None, answer_as: str = "", to: str = ""
+    ) -> None:
+        """The venue's report to the order's client (or `to`, the client whose request it
+        answers), unchanged unless the gateway cancelled it or sent the client's cancel
+        under its own ClOrdID (`answer_as`)."""
+        sid = self.client_sids.get(to or go.comp)
         if sid is None:
             return
         out = F.forward_copy(msg)
@@ -1175,24 +1201,66 @@ class Gateway(Handler):
                     F.message(F.REPLACE, [(F.CL_ORD_ID, ref_id), (F.ORIG_CL_ORD_ID, orig)])
                 )
                 self._send_cancel_reject(probe, sid, req.order, d, F.REPLACE)
+        elif ref_type == F.CANCEL and (req := self.book.requests.pop(ref_id, None)) is not None:
+            # a cancel the venue would not take (throttled, busy): the order works on
+            go = req.order
+            if go is not None and go.cancel_sent == ref_id:
+                go.cancel_sent = None  # the gateway's own cancel: a drain sends another
+                self.guard.note("own_cancel_rejected", order_id=go.guard_id, clordid=ref_id)
+                return
+            sid = self.client_sids.get(req.comp)
+            if sid is not None:
+                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                orig = go.clordid if go is not None else "NONE"
+                probe = F.In(
+                    F.message(
+                        F.CANCEL,
+                        [(F.CL_ORD_ID, req.answer_as or ref_id), (F.ORIG_CL_ORD_ID, orig)],
+                    )
+                )
+                self._send_cancel_reject(probe, sid, go, d, F.CANCEL)
 
     def _price(self, msg: F.In) -> None:
+        """A reference price from the venue's snapshot: the mid of its best bid and ask.
+
+        A side priced at zero or below (how venues send "no bid"), or a mid the Guard
+        refuses, is no reference: it is recorded (`venue_price_refused`) and the previous
+        one stays, ageing into `stale_reference_price` as the Guard has it. Never half
+        the ask as the mid (every market order's notional checked at half its value),
+        and never a halt (a price feed's glitch is not a fill the Guard missed)."""
         symbol = msg.get(F.SYMBOL)
         if symbol is None:
             return
         group = fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
         bid = ask = None
+        unusable: list[str] = []
         for i in range(1, msg.msg.groupCount(F.NO_MD_ENTRIES) + 1):
             msg.msg.getGroup(i, group)
             if not group.isSetField(F.MD_ENTRY_PX):
                 continue
-            px = float(group.getField(F.MD_ENTRY_PX))
-            if group.getField(F.MD_ENTRY_TYPE) == "0":
+            entry, text = group.getField(F.MD_ENTRY_TYPE), group.getField(F.MD_ENTRY_PX)
+            if entry not in ("0", "1"):
+                continue
+            try:
+                px = float(text)
+            except ValueError:
+                px = float("nan")
+            if not 0 < px < float("inf"):
+                unusable.append(f"{'bid' if entry == '0' else 'ask'} {F.clean(text)}")
+            elif entry == "0":
                 bid = px
-            elif group.getField(F.MD_ENTRY_TYPE) == "1":
+            else:
                 ask = px
-        if bid is not None and ask is not None:
-            self.guard.on_price(symbol, (bid + ask) / 2)
+        why = ", ".join(unusable)
+        if bid is not None and ask is not None and not unusable:
+            try:
+                self.guard.on_price(symbol, (bid + ask) / 2)
+                return
+            except ValueError as exc:
+                why = str(exc)
+        if why:
+            self._count("prices_refused")
+            self.guard.note("venue_price_refused", symbol=F.clean(symbol)[:64], why=why[:400])
 
     def _from_drop_copy(self, msg: F.In) -> None:
         """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
@@ -1208,8 +1276,11 @@ class Gateway(Handler):
             kind = F.exec_kind(msg, self.fix42)
             fill = None
             if kind is F.ExecKind.TRADE:
-                symbol = self._instrument(msg) or "?"
-                side = _SIDES.get(msg[F.SIDE], Side.BUY)
+                # booked as the venue reports it, or not at all: a buy assumed for a side
+                # the gateway does not know, or an instrument "?", would be a position
+                # nobody holds (unreadable: not applied, the node halts)
+                symbol = msg[self._instrument_tag()]
+                side = self._report_side(msg)
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 px = float(msg[F.LAST_PX])
                 fill = Fill(f"dropcopy:{clordid}", symbol, side, qty, px)
@@ -1247,17 +1318,15 @@ class Gateway(Handler):
         cum = self._lots(symbol, msg.get(F.CUM_QTY))
         price = msg.get(F.PRICE)
         gid = f"reconciled:{clordid}"
-        order = Order(
-            gid, "reconciled", symbol, side, leaves + cum, float(price) if price else None
-        )
+        order = Order(gid, RECONCILED, symbol, side, leaves + cum, float(price) if price else None)
         self.guard.adopt(order, leaves)
-        self.book.claim(clordid, "reconciled")
+        self.book.claim(clordid, RECONCILED)
         self.book.add(
             GwOrder(
-                "reconciled",
+                RECONCILED,
                 clordid,
                 gid,
-                "reconciled",
+                RECONCILED,
                 symbol,
                 side,
                 msg[F.SIDE],
@@ -1279,7 +1348,11 @@ class Gateway(Handler):
             self._on_reconciled()
 
     def load_positions(self, path: Path) -> int:
-        """Positions from a TOML file: `[positions] SYMBOL = qty` or `{qty=.., avg_price=..}`."""
+        """Positions from a TOML file: `[positions] SYMBOL = qty` or `{qty=.., avg_price=..}`.
+
+        Every entry is checked before any is applied; a bad one is a GatewayError naming
+        the file, the symbol and the rule (never a traceback in the worker, which left
+        start-up waiting for a reconciliation that could not come)."""
         try:
             data = load_toml(path, "positions file")
         except InputFileError as exc:
@@ -1287,22 +1360,37 @@ class Gateway(Handler):
         table = data.get("positions")
         if not isinstance(table, dict):
             raise GatewayError(f"{path}: positions: must be a table of SYMBOL = qty")
-        n = 0
+        loaded: list[tuple[str, int, float]] = []
         for symbol, value in table.items():
             where = f"{path}: positions.{symbol}"
+            if not _POSITION_SYMBOL.fullmatch(symbol):
+                raise GatewayError(
+                    f"{path}: positions: symbol {symbol!r} must be 1-64 characters without "
+                    "control characters"
+                )
             entry = value if isinstance(value, dict) else {"qty": value}
+            unknown = sorted(set(entry) - {"qty", "avg_price"})
+            if unknown:
+                raise GatewayError(f"{where}: unknown key {unknown[0]!r} (qty, avg_price)")
             qty, avg = entry.get("qty"), entry.get("avg_price", 0.0)
             if type(qty) not in (int, float, str) or type(avg) not in (int, float):
                 raise GatewayError(f"{where}: qty must be a number and avg_price a number")
+            if not 0 <= avg < float("inf"):
+                raise GatewayError(f"{where}: avg_price must be a finite number >= 0 (got {avg})")
             try:
                 d = Decimal(str(qty))
                 lots = self.guard.lots(symbol, abs(d)) if d else 0
             except InvalidOrder as exc:
                 raise GatewayError(f"{where}: {exc}") from None
-            with self._held():
-                self.guard.restore_position(symbol, -lots if d < 0 else lots, float(avg))
-            n += 1
-        return n
+            except ArithmeticError:  # decimal.InvalidOperation: not a number at all
+                raise GatewayError(f"{where}: qty must be a decimal number (got {qty!r})") from None
+            if lots > MAX_QTY:
+                raise GatewayError(f"{where}: qty must be at most {MAX_QTY:.0e} lots (got {qty!r})")
+            loaded.append((symbol, -lots if d < 0 else lots, float(avg)))
+        with self._held():
+            for symbol, lots, avg in loaded:
+                self.guard.restore_position(symbol, lots, avg)
+        return len(loaded)
 
     # ------------------------------------------------------------------ session events (worker)
     def _venue_logged_on(self) -> None:
@@ -1328,6 +1416,11 @@ class Gateway(Handler):
                     g.setField(F.SYMBOL, s)
                     md.addGroup(g)
                 self._emit(md, self.venue_sid)
+            for o in self.book.live():
+                # cancels the gateway decided while the session was down (a kill, a
+                # cancel-on-disconnect, a client's mass cancel) go out now, once
+                if o.cancel_note is not None and o.cancel_sent is None:
+                    self._cancel_at_venue(o, o.cancel_note)
             if self.reconciled.is_set():
                 return
             try:
@@ -1407,15 +1500,23 @@ class Gateway(Handler):
         self._emit(F.message(F.CANCEL, fields), self.venue_sid)
 
     def in_scope(self, scope: Scope, key: str) -> list[GwOrder]:
-        """Live orders a kill of (scope, key) covers (caller holds the lock)."""
+        """Live orders a kill of (scope, key) covers (caller holds the lock).
+
+        An order adopted at start-up belongs to no known strategy: it may be the killed
+        strategy's, so any kill covers it (a strategy-and-symbol kill, in its symbol)."""
         live = self.book.live()
         if scope in (Scope.FLEET, Scope.NODE):
             return live if scope is Scope.FLEET or key == self.guard.node else []
         if scope is Scope.STRATEGY:
-            return [o for o in live if o.strategy == key]
+            return [o for o in live if o.strategy in (key, RECONCILED)]
         if scope is Scope.SYMBOL:
             return [o for o in live if o.symbol == key]
-        return [o for o in live if pair_key(o.strategy, o.symbol) == key]
+        return [
+            o
+            for o in live
+            if pair_key(o.strategy, o.symbol) == key
+            or (o.strategy == RECONCILED and key.partition("/")[2] == o.symbol)
+        ]
 
     def cancel_scope(self, scope: Scope, key: str, reason: str) -> list[str]:
         """Cancel every live order of a scope at the venue; returns their Guard ids.
@@ -1429,7 +1530,10 @@ class Gateway(Handler):
             orders = self.in_scope(scope, key)
             self.guard.note("kill_cancels", scope=scope.value, key=key, orders=len(orders))
             whole = scope in (Scope.FLEET, Scope.NODE)
-            mass = self.cfg.venue.mass_cancel and self.venue_up and (whole or scope is Scope.SYMBOL)
+            # a symbol's mass cancel names it in Symbol(55): with instruments named by
+            # SecurityID the key is no Symbol (the venue would cancel none, or another's)
+            by_symbol = scope is Scope.SYMBOL and self.cfg.instrument == "symbol"
+            mass = self.cfg.venue.mass_cancel and self.venue_up and (whole or by_symbol)
             if mass and orders and not any(o.cancel_sent for o in orders):
                 cid = self.book.next_id("KWMC")
                 fields = [
