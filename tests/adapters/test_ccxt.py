@@ -655,3 +655,130 @@ def test_trades_with_the_same_id_in_two_symbols_are_two_trades() -> None:
         ex.ledger.apply_trades(both)  # reported again: still booked once each
         assert ex.guard.position("BTC/USDT") == ex.ledger.units("BTC/USDT").to_units("0.2")
         assert ex.guard.position("ETH/USDT") == ex.ledger.units("ETH/USDT").to_units("0.3")
+
+
+async def test_a_market_named_by_its_venue_id_is_the_same_market_to_the_guard(
+    world: World,
+) -> None:
+    """ccxt takes a market's venue id (`BTCUSDT`, `XXBTZUSD`) where it takes the unified
+    symbol and sends the same order: the Guard counts it under the unified symbol, so
+    its reference price, collar, position and symbol lists see one market, not two."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    mid = ex.exchange.market(sym)["id"]
+    assert mid != sym
+    with pytest.raises(GuardRefused) as collar:
+        await run(ex.create_order(mid, "limit", "buy", 0.1, 90_000))
+    assert collar.value.decision.reason is R.PRICE_COLLAR
+    order = await run(ex.create_order(mid, "limit", "buy", 0.2, 59_000))
+    assert order["symbol"] == sym
+    assert ex.guard.working_qty(sym) == (world.u("0.2"), 0)
+    assert ex.guard.working_qty(mid) == (0, 0)
+    await run(ex.edit_order(order["id"], mid, "limit", "buy", 0.3, 59_000))
+    live = [o for o in venue.orders.values() if o.status == "open"]
+    await run(ex.fetch_order(live[0].id, sym))
+    assert ex.guard.working_qty(sym) == (world.u("0.3"), 0)
+    ex.on_price(mid, 70_000)  # a feed keyed by venue id moves the unified symbol's reference
+    with pytest.raises(GuardRefused) as moved:
+        await run(ex.create_order(sym, "limit", "buy", 0.1, 60_000))
+    assert moved.value.decision.reason is R.PRICE_COLLAR
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_a_venue_id_does_not_open_a_second_position_limit(spec: Spec) -> None:
+    u = Units(spec.step)
+    lim = limits(spec.step, require_reference_price=False, max_position_qty=u.to_units("0.5"))
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=lim, strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        ex.load_markets()
+        mid = ex.exchange.market(spec.symbol)["id"]
+        ex.create_order(spec.symbol, "limit", "buy", 0.4, 59_000)
+        with pytest.raises(GuardRefused) as refused:
+            ex.create_order(mid, "limit", "buy", 0.4, 59_000)
+        assert refused.value.decision.reason is R.MAX_POSITION
+        assert len([o for o in venue.orders.values() if o.status == "open"]) == 1
+        assert venue.bad_signatures == 0
+
+
+async def test_malformed_orders_and_batches_are_refused_with_nothing_reserved(
+    world: World,
+) -> None:
+    """A batch entry without a field, with `params` that are not a dict, or a symbol that
+    is not a string is refused by name; the orders of the batch checked before it give
+    back what they reserved (they were kept working forever, with a KeyError)."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    one = {"symbol": sym, "type": "limit", "side": "buy", "amount": 0.1, "price": 59_000}
+    no_type = {k: v for k, v in one.items() if k != "type"}
+    before = len(venue.requests)
+    batches: list[tuple[Any, str]] = [
+        ([one, no_type], "orders[1].type: missing"),
+        ([one, one | {"params": ["x"]}], "orders[1].params: must be a dict"),
+        ([one, one | {"symbol": ["x"]}], "symbol: must be a string"),
+        ([one, "order"], "orders[1]: must be a dict"),
+        ((one,), "orders: must be a list"),
+    ]
+    for batch, named in batches:
+        with pytest.raises(GuardRefused, match=re.escape(named)) as refused:
+            await run(ex.create_orders(batch))
+        assert refused.value.decision.reason is R.INVALID_ORDER
+        assert ex.guard.working_qty(sym) == (0, 0)
+    with pytest.raises(GuardRefused, match=re.escape("params: must be a dict")):
+        await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000, ["x"]))
+    with pytest.raises(GuardRefused, match=re.escape("symbol: must be a string")):
+        await run(ex.create_order(["x"], "limit", "buy", 0.1, 59_000))
+    assert len(venue.requests) == before
+    assert ex.guard.working_qty(sym) == (0, 0) and not ex.ledger.live()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_batch_is_booked_entry_by_entry(mode: str) -> None:
+    """Kraken answers a batch entry by entry and ccxt raises on the first refused one, with
+    the others live at the venue: those stay working and in doubt (they were given back,
+    and their fills then ignored). An order missing from the answer is in doubt too. A
+    batch refused before sending, or an order never placed, is not counted as a cancel."""
+    spec = SPECS[1]
+    u = Units(spec.step)
+    lim = limits(spec.step, max_cancel_to_fill_ratio=1.0, cancel_ratio_min_cancels=1)
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=lim, strategy="mm")
+        sym = spec.symbol
+        try:
+            await run(ex.fetch_ticker(sym))
+            one = {"symbol": sym, "type": "limit", "side": "buy", "amount": 0.1, "price": 59_000}
+            with pytest.raises(GuardRefused):  # the second is too big: nothing sent
+                await run(ex.create_orders([one, one | {"amount": 3}]))
+
+            def cid(c: str) -> dict[str, Any]:
+                return one | {"params": {"clientOrderId": c}}
+
+            venue.fault = "batch_reject_last"
+            with pytest.raises(ccxt.InsufficientFunds):
+                await run(ex.create_orders([cid("b1"), cid("b2")]))
+            (placed,) = venue.orders.values()
+            assert placed.client_id == "b1" and placed.status == "open"
+            assert ex.guard.working_qty(sym) == (u.to_units("0.2"), 0)
+            assert sorted(ex.ledger.in_doubt) == ["b1", "b2"]
+            await run(ex.fetch_open_orders(sym))  # the venue names b1: bound again
+            assert list(ex.ledger.in_doubt) == ["b2"]
+            ex.resolve("b2", None)  # never placed
+            venue.fill(placed.id, "0.1")
+            await run(ex.fetch_my_trades(sym))
+            assert ex.guard.position(sym) == u.to_units("0.1")
+
+            venue.fault = "batch_drop_last"
+            answered = await run(ex.create_orders([cid("b3"), cid("b4")]))
+            assert len(answered) == 1
+            assert list(ex.ledger.in_doubt) == ["b4"]
+            assert ex.guard.working_qty(sym) == (u.to_units("0.2"), 0)
+            await run(ex.fetch_open_orders(sym))
+            assert not ex.ledger.in_doubt
+            # nothing above was a cancel: the ratio (one cancel to no fill) has none to count
+            await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+            open_leaves = sum(
+                o.amount - o.filled for o in venue.orders.values() if o.status == "open"
+            )
+            assert ex.guard.working_qty(sym) == (u.to_units(open_leaves), 0)
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+        assert venue.bad_signatures == 0

@@ -11,6 +11,8 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   precision (`knightwatch.adapters.units`: 0.1 BTC with a step of 0.00001 is
   10,000 units). A refusal raises `GuardRefused`, a `ccxt.InvalidOrder`, with
   the reason code; nothing is sent.
+* A market named by its venue id (`BTCUSDT`) is the market of its unified symbol
+  (`BTC/USDT`) to the Guard, which checks and counts it under that one name.
 * `edit_order` passes `Guard.check_replace` first (the new amount reserved as
   fully working on top of what is filled) and is committed or rolled back by
   the venue's answer.
@@ -246,9 +248,41 @@ class Ledger:
         self._ended: deque[tuple[int, _Tracked]] = deque()
         """(when it ended, order), oldest first: what `_forget` lets go of."""
         self._markets: dict[str, tuple[Units, Decimal | None]] = {}
+        self._symbols: dict[str, str] = {}
         self._edits = 0
 
     # --- before sending -------------------------------------------------------
+    def symbol_of(self, symbol: Any) -> str:
+        """The unified symbol of a market named by it or by the venue's market id.
+
+        ccxt takes either (`BTCUSDT` is Binance's `BTC/USDT`) and sends the same order, so
+        the Guard counts a market under one name only: under two, its position, working
+        quantity, reference price and symbol lists would each see half of it.
+        """
+        if not isinstance(symbol, str):
+            raise UnitError(f"symbol: must be a string, got {symbol!r}")
+        unified = self._symbols.get(symbol)
+        if unified is None:
+            unified = self.exchange.market(symbol).get("symbol")
+            if not isinstance(unified, str):
+                raise UnitError(f"symbol: market {symbol!r} has no unified symbol")
+            self._symbols[symbol] = unified
+        return unified
+
+    def params_of(self, params: Any, what: str = "params") -> dict[str, Any]:
+        """A copy of an order's `params`; anything but a dict (or None) is refused."""
+        if params is None:
+            return {}
+        if not isinstance(params, dict):
+            d = Decision(
+                False,
+                RejectReason.INVALID_ORDER,
+                f"{what}: must be a dict, got {type(params).__name__}",
+            )
+            self.record_block(what, d)
+            raise GuardRefused(d)
+        return dict(params)
+
     def units(self, symbol: str) -> Units:
         """The market's amount step, as the Guard counts `symbol`."""
         return self._market(symbol)[0]
@@ -346,6 +380,7 @@ class Ledger:
                     "at the venue); give the amount in the base currency"
                 )
             _check_params(params)
+            symbol = self.symbol_of(symbol)
             if side not in ("buy", "sell"):
                 raise UnitError(f"side: must be 'buy' or 'sell', got {side!r}")
             limit = self._limit(symbol, type, side, price)
@@ -448,8 +483,9 @@ class Ledger:
                     f"order {id}: not a live order placed through this wrapper; "
                     "the Guard cannot check an amend of it"
                 )
-            if symbol != tracked.symbol or side != tracked.side.value:
+            if self.symbol_of(symbol) != tracked.symbol or side != tracked.side.value:
                 raise UnitError("an amend keeps the order's symbol and side")
+            symbol = tracked.symbol
             _check_params(params)
             limit = tracked.price is not None
             if type != ("limit" if limit else "market"):
@@ -548,7 +584,7 @@ class Ledger:
         if tracked is None:
             raise AdapterError(f"resolve: order {gid!r} is not in doubt")
         if order is None:
-            self._finish(tracked, why="resolved: never reached the venue")
+            self._finish(tracked, why="resolved: never reached the venue", end=self.guard.on_reject)
         else:
             self._bind(tracked, order)
             self.apply_order(order)
@@ -726,6 +762,7 @@ class Ledger:
     def on_price(self, symbol: str, price: Any) -> None:
         """A reference price for `symbol` in the quote currency (per whole base unit)."""
         try:
+            symbol = self.symbol_of(symbol)
             self.guard.on_price(symbol, self.units(symbol).unit_price(price))
         except (ValueError, ccxt.BaseError) as exc:  # UnitError, or the Guard refusing NaN
             log.warning(
@@ -856,12 +893,12 @@ class GuardedExchange:
         price: Any = None,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        params = dict(params or {})
+        params = self.ledger.params_of(params)
         self.exchange.load_markets()
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:
             order: dict[str, Any] = self.exchange.create_order(
-                symbol, type, side, float(amount_d), _num(price_d, price), params
+                tracked.symbol, type, side, float(amount_d), _num(price_d, price), params
             )
         except BaseException as exc:  # cancelled or interrupted too: in doubt
             self.ledger.failed(tracked, exc)
@@ -875,12 +912,12 @@ class GuardedExchange:
     ) -> list[dict[str, Any]]:
         """All checked before any is sent; one refusal refuses the batch."""
         self.exchange.load_markets()
-        prepared, requests = _prepare_batch(self.ledger, orders, params or {})
+        params = self.ledger.params_of(params)
+        prepared, requests = _prepare_batch(self.ledger, orders, params)
         try:
-            result: list[dict[str, Any]] = self.exchange.create_orders(requests, params or {})
+            result: list[dict[str, Any]] = self.exchange.create_orders(requests, params)
         except BaseException as exc:  # cancelled or interrupted too: in doubt
-            for tracked in prepared:
-                self.ledger.failed(tracked, exc)
+            _batch_failed(self.ledger, prepared, exc)
             raise
         _placed_batch(self.ledger, prepared, result)
         return result
@@ -928,13 +965,13 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         self.exchange.load_markets()
         ledger = self.ledger
-        params = dict(params or {})
+        params = ledger.params_of(params)
         tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
             id, symbol, type, side, amount, price, params
         )
         try:
             order: dict[str, Any] = self.exchange.edit_order(
-                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
+                id, tracked.symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
             )
         except BaseException as exc:  # cancelled or interrupted too: in doubt
             ledger.edit_failed(tracked, new_gid, exc)
@@ -1106,12 +1143,12 @@ class AsyncGuardedExchange:
         price: Any = None,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        params = dict(params or {})
+        params = self.ledger.params_of(params)
         await self.exchange.load_markets()
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:
             order: dict[str, Any] = await self.exchange.create_order(
-                symbol, type, side, float(amount_d), _num(price_d, price), params
+                tracked.symbol, type, side, float(amount_d), _num(price_d, price), params
             )
         except BaseException as exc:  # cancelled or interrupted too: in doubt
             self.ledger.failed(tracked, exc)
@@ -1125,12 +1162,12 @@ class AsyncGuardedExchange:
     ) -> list[dict[str, Any]]:
         """All checked before any is sent; one refusal refuses the batch."""
         await self.exchange.load_markets()
-        prepared, requests = _prepare_batch(self.ledger, orders, params or {})
+        params = self.ledger.params_of(params)
+        prepared, requests = _prepare_batch(self.ledger, orders, params)
         try:
-            result: list[dict[str, Any]] = await self.exchange.create_orders(requests, params or {})
+            result: list[dict[str, Any]] = await self.exchange.create_orders(requests, params)
         except BaseException as exc:  # cancelled or interrupted too: in doubt
-            for tracked in prepared:
-                self.ledger.failed(tracked, exc)
+            _batch_failed(self.ledger, prepared, exc)
             raise
         _placed_batch(self.ledger, prepared, result)
         await self._cancel_late([t.symbol for t in prepared])
@@ -1178,13 +1215,13 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         await self.exchange.load_markets()
         ledger = self.ledger
-        params = dict(params or {})
+        params = ledger.params_of(params)
         tracked, new_gid, amount_d, price_d = ledger.prepare_edit(
             id, symbol, type, side, amount, price, params
         )
         try:
             order: dict[str, Any] = await self.exchange.edit_order(
-                id, symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
+                id, tracked.symbol, type, side, _num(amount_d, amount), _num(price_d, price), params
             )
         except BaseException as exc:  # cancelled or interrupted too: in doubt
             ledger.edit_failed(tracked, new_gid, exc)
@@ -1360,6 +1397,7 @@ def _num(checked: Decimal | None, given: Any) -> Any:
 
 
 _BATCH_KEYS = frozenset({"symbol", "type", "side", "amount", "price", "params"})
+_BATCH_NEEDS = ("symbol", "type", "side", "amount")
 
 
 def _prepare_batch(
@@ -1370,9 +1408,17 @@ def _prepare_batch(
     try:
         try:
             _check_params(params)  # the batch's own params reach every order's request
+            if not isinstance(orders, list):
+                raise UnitError(f"orders: must be a list, got {type(orders).__name__}")
             for i, o in enumerate(orders):
+                if not isinstance(o, dict):
+                    raise UnitError(f"orders[{i}]: must be a dict, got {type(o).__name__}")
                 if extra := sorted(set(o) - _BATCH_KEYS):
                     raise UnitError(f"orders[{i}].{extra[0]}: not a field an order may carry")
+                if missing := [k for k in _BATCH_NEEDS if k not in o]:
+                    raise UnitError(f"orders[{i}].{missing[0]}: missing")
+                if not isinstance(o.get("params") or {}, dict):
+                    raise UnitError(f"orders[{i}].params: must be a dict")
         except UnitError as exc:
             d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
             ledger.record_block("batch", d)
@@ -1384,20 +1430,41 @@ def _prepare_batch(
             )
             prepared.append(tracked)
             requests.append(
-                o | {"amount": float(amount_d), "price": _num(price_d, o.get("price")),
-                     "params": params}
+                o | {"symbol": tracked.symbol, "amount": float(amount_d),
+                     "price": _num(price_d, o.get("price")), "params": params}
             )  # fmt: skip
-    except GuardRefused:
-        for tracked in prepared:  # never sent: give back what the Guard reserved
-            ledger._finish(tracked, why="batch refused")
+    except BaseException:  # a refusal, or anything else before sending
+        for tracked in prepared:  # never sent: give back what the Guard reserved (no cancel)
+            ledger._finish(tracked, why="batch refused", end=ledger.guard.on_reject)
         raise
     return prepared, requests
 
 
-def _placed_batch(ledger: Ledger, prepared: list[_Tracked], result: list[dict[str, Any]]) -> None:
-    for tracked, order in zip(prepared, result, strict=False):
-        if order.get("status") == "rejected" or order.get("id") is None:
-            ledger._finish(tracked, why="batch entry rejected")
+def _batch_failed(ledger: Ledger, prepared: list[_Tracked], exc: BaseException) -> None:
+    """A batch call that raised. A venue error refuses a one-order batch; with more, ccxt
+    raises for the whole call when the venue refused any one entry (Kraken's
+    AddOrderBatch answers each entry, and ccxt throws on the first error) while the
+    others were placed: so every order stays working and in doubt, unless the error
+    was raised before anything was sent (`NotSupported`, `ArgumentsRequired`)."""
+    local = isinstance(exc, ccxt.NotSupported | ccxt.ArgumentsRequired)
+    if len(prepared) > 1 and isinstance(exc, ccxt.ExchangeError) and not local:
+        exc = AdapterError(f"a batch answered with an error; this order may be live: {exc}")
+    for tracked in prepared:
+        ledger.failed(tracked, exc)
+
+
+def _placed_batch(ledger: Ledger, prepared: list[_Tracked], result: Any) -> None:
+    """Book a batch's answer, entry by entry. An entry the venue refused (ccxt marks it
+    `rejected`, or it carries no order id) ends as a reject, not a cancel; an order the
+    answer does not account for (fewer entries than sent, or one that is not an order)
+    may be live at the venue, so it stays working and in doubt."""
+    entries = result if isinstance(result, list) else []
+    for i, tracked in enumerate(prepared):
+        order = entries[i] if i < len(entries) else None
+        if not isinstance(order, dict):
+            ledger.failed(tracked, AdapterError(f"batch answer has no entry {i} for it"))
+        elif order.get("status") == "rejected" or order.get("id") is None:
+            ledger._finish(tracked, why="batch entry rejected", end=ledger.guard.on_reject)
         else:
             ledger.placed(tracked, order)
 

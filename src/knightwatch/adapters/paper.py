@@ -477,8 +477,11 @@ class PaperKraken(PaperVenue):
             return 200, {"error": [], "result": {"XXBTZUSD": tick}}
         if not route.startswith("/0/private/"):
             return 404, {"error": [f"EGeneral:Unknown route {route}"]}
-        q = dict(parse_qsl(body, keep_blank_values=True))
-        digest = hashlib.sha256((q.get("nonce", "") + body).encode()).digest()
+        if headers.get("Content-Type") == "application/json":  # AddOrderBatch's body
+            q = json.loads(body)
+        else:
+            q = dict(parse_qsl(body, keep_blank_values=True))
+        digest = hashlib.sha256((str(q.get("nonce", "")) + body).encode()).digest()
         want = hmac.new(
             base64.b64decode(KRAKEN_SECRET), route.encode() + digest, hashlib.sha512
         ).digest()
@@ -493,6 +496,8 @@ class PaperKraken(PaperVenue):
             return 200, {"error": [], "result": {"token": WS_TOKEN, "expires": 900}}
         if call == "AddOrder":
             return self._add(q)
+        if call == "AddOrderBatch":
+            return self._add_batch(q)
         if call == "QueryOrders":
             found = {
                 i: self._order(self.orders[i]) for i in q["txid"].split(",") if i in self.orders
@@ -536,6 +541,32 @@ class PaperKraken(PaperVenue):
             raise Drop
         descr = f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"
         return 200, {"error": [], "result": {"descr": {"order": descr}, "txid": [o.id]}}
+
+    def _add_batch(self, q: dict[str, Any]) -> tuple[int, Any]:
+        """Several orders of one pair. Faults: `batch_reject_last` refuses the last entry
+        (Kraken answers it with an error in place of a txid); `batch_drop_last` places
+        every order and leaves the last out of the answer."""
+        fault = self.take_fault()
+        answers: list[dict[str, Any]] = []
+        for i, r in enumerate(q["orders"]):
+            if fault == "batch_reject_last" and i == len(q["orders"]) - 1:
+                answers.append({"error": "EOrder:Insufficient funds"})
+                continue
+            o = VenueOrder(
+                id=self.next_id("OKW-"),
+                client_id=str(r.get("cl_ord_id", "")),
+                symbol="XXBTZUSD",
+                side=r["type"],
+                type=r["ordertype"],
+                amount=Decimal(r["volume"]),
+                price=Decimal(r["price"]) if "price" in r else None,
+            )
+            self.place(o)
+            descr = f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"
+            answers.append({"txid": o.id, "descr": {"order": descr}})
+        if fault == "batch_drop_last":
+            answers.pop()
+        return 200, {"error": [], "result": {"orders": answers}}
 
     def _amend(self, q: dict[str, str]) -> tuple[int, Any]:
         """Change an open order in place: `order_qty` is the new total, `limit_price` the price."""
