@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from knightwatch.audit import AuditContext, FlightRecorder
 from knightwatch.audit.standing import FLAG_APPLIED, Standing, standing
 from knightwatch.clock import SimClock
@@ -33,8 +35,65 @@ def test_halts_and_resumes_replay_per_source(tmp_path: Path) -> None:
 def test_a_missing_or_garbled_file_has_no_standing_halts(tmp_path: Path) -> None:
     assert standing(tmp_path / "none.jsonl") == Standing([], {})
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"kind":"halt" not json\n' + b"[" * 100_000 + b"\n")
+    bad.write_bytes(b'{"kind":"resume" not json\n' + b"[" * 100_000 + b"\n")
     assert standing(bad) == Standing([], {})
+
+
+def _two_halts(path: Path, clock: SimClock) -> None:
+    """A fleet kill sealed in the first batch, a symbol halt in the second."""
+    with FlightRecorder(path, clock=clock) as rec:
+        g = Guard(Limits(), node="n1", clock=clock, recorder=rec)
+        g.halt(Scope.FLEET, "fleet", "kill", actor="alice")
+        rec.flush()
+        g.halt(Scope.SYMBOL, "IBM", "prints", actor="carol")
+
+
+def test_a_damaged_halt_in_an_earlier_batch_still_halts_the_node(tmp_path: Path) -> None:
+    """One changed byte in a sealed halt: the recorder still reopens the file (it checks
+    only the last seal), and the halt was skipped as unreadable, so a node whose store had
+    lost its entries came back unhalted. Now it stands, as a halt of the node itself
+    (a scope the runtime does not know is applied as that), naming the line."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    _two_halts(path, clock)
+    path.write_bytes(path.read_bytes().replace(b'"actor":"alice"', b'"actor":"alice}', 1))
+    with FlightRecorder(path, clock=clock) as again:  # not refused: the last seal is fine
+        found = standing(path, end=again.opened_at)
+    by_scope = {h.scope: h for h in found.halts}
+    assert set(by_scope) == {"symbol", "unreadable"}
+    lost = by_scope["unreadable"]
+    assert (lost.key, lost.state, lost.code, lost.seq, lost.ts) == (
+        "line 1",
+        "HALTED",
+        "halted",
+        0,
+        10**18,
+    )
+    assert f"{path} line 1: a halt record that cannot be read" in lost.reason
+    with pytest.raises(ValueError):
+        Scope(lost.scope)  # the runtime's restore halts the node on it
+
+
+def test_a_halt_without_its_scope_or_source_stands_and_a_node_resume_lifts_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    ctx = AuditContext(node="n1")
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_event("halt", ctx, scope="fleet", key="fleet", reason="kill")  # no code
+        rec.record_event("halt", ctx, key="n1", code="halted")  # no scope
+    found = standing(path)
+    assert [(h.scope, h.key) for h in found.halts] == [
+        ("unreadable", "line 1"),
+        ("unreadable", "line 2"),
+    ]
+    assert "a halt without scope, key and code" in found.halts[0].reason
+    with FlightRecorder(path, clock=clock) as rec:
+        g = Guard(Limits(), node="n1", clock=clock, recorder=rec)
+        g.halt(Scope.NODE, "n1", "restored", actor="recorder")
+        g.resume(Scope.NODE, "n1", "reconciled", actor="bob")
+    assert standing(path).halts == []
 
 
 def test_a_node_reads_its_file_up_to_where_the_recorder_found_the_data_end(

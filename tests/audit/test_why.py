@@ -10,6 +10,7 @@ from knightwatch.audit import FlightRecorder, OrderNotFound, explain_order, veri
 from knightwatch.audit.record import AuditContext
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
+from knightwatch.order import Order, Side
 
 from .helpers import CTX, RULES, order
 
@@ -153,3 +154,57 @@ def test_a_halt_recorded_after_the_orders_it_blocked_still_explains_them(
     exp = explain_order(audit_path, "o3")
     assert [c.data["reason"] for c in exp.controls] == ["kill"]
     assert exp.chain.intact
+
+
+def _decision_then_fill(path: Path, clock: SimClock) -> None:
+    """o1's decision sealed in the first batch, its fill in the second."""
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+        rec.flush()
+        rec.record_event("fill", CTX, order_id="o1", symbol="AAPL", qty=60, price=101.2)
+
+
+def test_a_damaged_fill_in_a_later_batch_is_not_left_out_of_a_verified_answer(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """The fill line no longer decodes: `why` said "fills: none recorded" and "chain
+    verified" (exit 0), checking only through the decision's seal. The line names the
+    order, so the chain check now reaches it and names it."""
+    from typer.testing import CliRunner
+
+    from knightwatch.cli.app import app
+
+    _decision_then_fill(audit_path, clock)
+    audit_path.write_bytes(audit_path.read_bytes().replace(b'"qty":60,', b'"qty":6O,'))
+    exp = explain_order(audit_path, "o1")
+    assert exp.fills == ()
+    assert not exp.chain.intact
+    first = exp.chain.problems[0]
+    assert (first.kind, first.line) == ("not_json", 3)
+    out = CliRunner().invoke(app, ["audit", "why", "o1", str(audit_path)])
+    assert out.exit_code == 1 and "CHAIN BROKEN" in out.output and "line 3" in out.output
+
+
+def test_an_order_whose_only_decision_is_damaged_names_the_line(
+    audit_path: Path, clock: SimClock
+) -> None:
+    _decision_then_fill(audit_path, clock)
+    audit_path.write_bytes(
+        audit_path.read_bytes().replace(b'"accepted":true', b'"accepted":tru', 1)
+    )
+    with pytest.raises(OrderNotFound, match=r"line\(s\) 1 name it but cannot be decoded"):
+        explain_order(audit_path, "o1")
+
+
+def test_an_order_id_that_every_seal_line_contains_is_still_covered_by_its_seal(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """The id "hash" is in every seal line, which took the record path and was skipped:
+    the decision read as unsealed and the chain as broken."""
+    odd = Order("hash", "smars", "AAPL", Side.BUY, 100, 101.25, "p1")
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_decision(odd, ACCEPTED, CTX, RULES)
+        rec.record_event("fill", CTX, order_id="o9", symbol="AAPL", qty=1, price=1.0)
+    exp = explain_order(audit_path, "hash")
+    assert exp.chain.intact, exp.chain.problems
+    assert exp.seals[exp.decision.seq].hash == verify_file(audit_path).head

@@ -175,3 +175,66 @@ def test_duration_must_be_finite_and_at_most_one_day(value: str) -> None:
     """`inf` passed `> 0` and `1e12` would step for ever: both are refused before any run."""
     msg = error_of(small_text().replace("duration_s = 120", f"duration_s = {value}"))
     assert "scenario.duration_s: must be a finite number of seconds in (0, 86400]" in msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("quiet_s = 2", "quiet_s = inf", "market.quiet_s: must be a finite number (got inf)"),
+        ("impact_y = 2.0", "impact_y = 2.0\ntick = inf", "market.tick: must be a finite number"),
+        ("price = 20.0", "price = inf", "universe.symbols[0].price: must be a finite number"),
+        ("adv = 20_000_000", "adv = inf", "universe.symbols[0].adv: must be a finite number"),
+        ("spread = 0.01", "spread = inf", "universe.symbols[0].spread: must be a finite number"),
+        ("sample_s = 1", "sample_s = inf", "scenario.sample_s: must be a finite number"),
+        ("notice_s = 20", "notice_s = inf", "timeline.notice_s: must be a finite number"),
+        (
+            "max_qty_multiple = 1.0",
+            "max_qty_multiple = inf",
+            "router.max_qty_multiple: must be a finite number",
+        ),
+        ("discount_y = 3.2", "discount_y = inf", "exit.discount_y: must be a finite number"),
+    ],
+)
+def test_numbers_that_are_not_finite_are_named(old: str, new: str, named: str) -> None:
+    """`inf` passed every `> 0` rule and the replay died in a traceback (`round(inf)` in
+    the book, the router or the sample clock) or ran with no kill at all."""
+    assert old in small_text()
+    assert named in error_of(small_text().replace(old, new, 1))
+
+
+def test_a_price_under_one_tick_is_named() -> None:
+    """A tick larger than a price put the quote at 0: the first child an `InvalidOrder`."""
+    text = small_text().replace("impact_y = 2.0", "impact_y = 2.0\ntick = 10.0")
+    msg = error_of(text)
+    assert "universe.symbols[9].price: must be at least one market.tick (got 3.5)" in msg
+    assert "universe.symbols[4].price" not in msg  # 25.0: 2 ticks of 10.0
+
+
+def test_a_strategy_no_order_can_carry_is_named() -> None:
+    msg = error_of(small_text().replace('strategy = "router"', 'strategy = "desk/router"'))
+    assert "fleet.strategy: must not contain '/'" in msg
+
+
+def test_a_symbol_name_with_a_slash_is_named() -> None:
+    msg = error_of(small_text().replace('name = "LIQ1"', 'name = "LIQ/1"'))
+    assert "universe.symbols[0].name: must not contain '/'" in msg
+
+
+def test_tiers_whose_generated_symbols_would_share_names_are_named() -> None:
+    """Symbols are generated as <tier initial><index>: two tiers with one initial gave
+    120 books 90 names, and the replay traded pairs of books as one symbol."""
+    path = Path(__file__).parents[2] / "examples" / "scenarios" / "clean-day.toml"
+    text = path.read_text(encoding="utf-8")
+    msg = error_of(text.replace('name = "B-midcap"', 'name = "a-midcap"'))
+    assert "universe.tiers[1].name: must not start with the letter of universe.tiers[0].name" in msg
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "9999-01-01T00:00:00Z"])
+def test_an_open_the_clocks_cannot_hold_is_named(when: str) -> None:
+    text = small_text().replace("open = 2024-03-01T09:30:00-05:00", f"open = {when}")
+    assert "scenario.open: must be in 1971..2199" in error_of(text)
+
+
+def test_a_sample_interval_longer_than_the_run_is_named() -> None:
+    msg = error_of(small_text().replace("sample_s = 1", "sample_s = 1000"))
+    assert "scenario.sample_s: must be <= scenario.duration_s" in msg

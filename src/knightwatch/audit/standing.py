@@ -14,11 +14,13 @@ someone stored again while it was down, as a running node does.
 from __future__ import annotations
 
 import os
+import re
 
 import msgspec
 
 from knightwatch.audit.read import decode_record, read_lines
 from knightwatch.audit.record import EventRecord
+from knightwatch.decision import RejectReason
 
 _MARKERS = (b'"kind":"halt"', b'"kind":"resume"', b'"kind":"flag_applied"')
 FLAG_APPLIED = "flag_applied"
@@ -52,25 +54,32 @@ class Standing(msgspec.Struct, frozen=True):
 def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
     """Replay the file's halt, resume and flag_applied events; what is left was in force.
 
-    A missing file has none. Lines that are not records are skipped here:
-    `audit verify` names them, and the recorder refuses to append to a file
-    whose last record is broken, so the node would not start on one. `end`:
-    where the data ends, when a recorder holding the file says so
-    (`FlightRecorder.opened_at`); nothing after it is read.
+    A missing file has none. A halt that cannot be read (a line marked as a
+    halt that does not decode, or one without its scope, key or source) is not
+    skipped: the recorder checks only the last seal when it reopens a file, so a
+    damaged halt in an earlier batch would let the node start unhalted. It
+    stands as an `unreadable` latch (scope UNREADABLE, which the node runtime
+    applies as a halt of the node itself), lifted only by a later resume of the
+    node (`audit verify` names the line). `end`: where the data ends, when a
+    recorder holding the file says so (`FlightRecorder.opened_at`); nothing
+    after it is read.
     """
     latches: dict[tuple[str, str], dict[str, StandingHalt]] = {}
+    unreadable: list[StandingHalt] = []
     flags: dict[str, int] = {}
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, after a possibly long scan
     except FileNotFoundError:
         return Standing([], {})
     with f:
-        for line in read_lines(f, end=end):
+        for lineno, line in enumerate(read_lines(f, end=end), start=1):
             if not any(m in line for m in _MARKERS):
                 continue
             try:
                 rec = decode_record(line)
-            except msgspec.DecodeError:
+            except msgspec.DecodeError as exc:
+                if _HALT_MARKER in line:
+                    unreadable.append(_unreadable(path, lineno, line, f"not a record ({exc})"))
                 continue
             if not isinstance(rec, EventRecord):
                 continue
@@ -81,10 +90,16 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
                     flags[flag] = max(revision, flags.get(flag, 0))
                 continue
             scope, key = data.get("scope"), data.get("key")
+            code = data.get("code")
+            if rec.kind == "halt" and not (
+                isinstance(scope, str) and isinstance(key, str) and isinstance(code, str)
+            ):
+                missing = "scope, key and code (its source) as text"
+                unreadable.append(_unreadable(path, lineno, line, f"a halt without {missing}"))
+                continue
             if not isinstance(scope, str) or not isinstance(key, str):
                 continue
             slot = latches.setdefault((scope, key), {})
-            code = data.get("code")
             if rec.kind == "halt" and isinstance(code, str):
                 slot[code] = StandingHalt(
                     scope=scope,
@@ -101,4 +116,40 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
                     slot.clear()
                 elif isinstance(code, str):
                     slot.pop(code, None)
-    return Standing([h for slot in latches.values() for h in slot.values()], flags)
+                if scope == "node" and code in (None, RejectReason.HALTED.value):
+                    unreadable.clear()  # the node halt an unreadable one stood for, lifted
+    halts = [h for slot in latches.values() for h in slot.values()]
+    return Standing(halts + unreadable, flags)
+
+
+UNREADABLE = "unreadable"
+"""The scope of a standing halt whose record cannot be read: no scope the runtime knows, so
+it halts the node itself (`NodeRuntime._restore`)."""
+
+_HALT_MARKER = b'"kind":"halt"'
+_PREFIX = re.compile(rb'\{"seq":(\d{1,19}),"ts":(\d{1,19}),')
+_NEVER_LIFTED_BY_THE_STORE = 2**63 - 1
+
+
+def _unreadable(path: str | os.PathLike[str], lineno: int, line: bytes, why: str) -> StandingHalt:
+    """A halt that cannot be read stands: as a halt of the node, with the line named.
+
+    Its seq and time come from the line's prefix when that is intact; without a time
+    no resume in the store can be shown to be later, so only one in the file lifts it.
+    """
+    m = _PREFIX.match(line)
+    seq, ts = (int(m[1]), int(m[2])) if m else (-1, _NEVER_LIFTED_BY_THE_STORE)
+    return StandingHalt(
+        scope=UNREADABLE,
+        key=f"line {lineno}",
+        state="HALTED",
+        code=RejectReason.HALTED.value,
+        reason=(
+            f"{os.fspath(path)} line {lineno}: a halt record that cannot be read ({why}); "
+            "the node stays halted until an operator resumes it "
+            "(run `knightwatch audit verify` on the file)"
+        ),
+        actor="recorder",
+        ts=ts,
+        seq=seq,
+    )

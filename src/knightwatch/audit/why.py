@@ -10,7 +10,10 @@ counts from when it was latched, which may be before its record).
 
 An answer read from an edited file would be reported as fact, so the file is
 verified from the first line through the seal that covers the last record the
-answer uses, and the explanation carries that verification (`chain`).
+answer uses, and the explanation carries that verification (`chain`). A line
+that names the order but cannot be decoded (a fill or decision damaged) counts
+as used: the chain check reaches it and names it, never a "verified" answer
+without it.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     seal_lines: dict[int, int] = {}  # a used record's seq -> the line of the seal covering it
     used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
     events: list[EventRecord] = []
+    broken: list[int] = []  # lines that name the order but cannot be decoded
     with open(path, "rb") as f:
         for lineno, line in enumerate(read_lines(f), start=1):
             mentions = needle in line
@@ -96,8 +100,15 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
             try:
                 rec = decode_record(line)
             except msgspec.DecodeError:
-                continue  # `audit verify` names broken lines; here they explain nothing
-            if isinstance(rec, Seal):
+                if mentions:  # perhaps its fill or decision: the chain check must reach it
+                    broken.append(lineno)
+                    used.append((lineno, -1))
+                continue
+            if isinstance(rec, Seal):  # an id such as "hash" is in every seal line
+                for seq in unsealed:
+                    seals[seq] = rec
+                    seal_lines[seq] = lineno
+                unsealed = []
                 continue
             if isinstance(rec, DecisionRecord):
                 if rec.order_id == order_id:
@@ -117,7 +128,15 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
                 used.append((lineno, rec.seq))
             unsealed.append(rec.seq)
     if not decisions:
-        raise OrderNotFound(f"order {order_id!r}: no decision recorded in {os.fspath(path)}")
+        unread = (
+            f"; line(s) {', '.join(map(str, broken[:10]))} name it but cannot be decoded "
+            "(run `knightwatch audit verify`)"
+            if broken
+            else ""
+        )
+        raise OrderNotFound(
+            f"order {order_id!r}: no decision recorded in {os.fspath(path)}{unread}"
+        )
     last = decisions[-1]
     relevant = tuple(c for _, c in controls if _before(c, last) and _applies(c, last))
     used += [(n, c.seq) for n, c in controls if c in relevant]

@@ -35,13 +35,19 @@ from knightwatch.flags.rollout import RolloutPlan
 from knightwatch.incident.ramp import RampPlan
 from knightwatch.inputs import TOML_MAX_BYTES, InputFileError, parse_toml, read_text
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
-from knightwatch.order import Side
+from knightwatch.order import Side, order_problem
 from knightwatch.sim.release import BEHAVIOURS, Release
 from knightwatch.sim.router import ParentOrder, RouterBounds
 from knightwatch.sim.universe import SymbolSpec, Tier, generate
 from knightwatch.sim.venue import MarketParams
 
 BUILTIN = ("knight-2012",)
+OPEN_RANGE = (
+    datetime.fromisoformat("1971-01-01T00:00:00Z"),
+    datetime.fromisoformat("2200-01-01T00:00:00Z"),
+)
+"""Opens the replay's nanosecond clocks can hold, with a month either side (governance
+dates its releases a month before the open)."""
 MAX_DURATION_S = 86_400.0
 """One simulated day: a replay steps through every millisecond step, so `duration_s = 1e12`
 (or `inf`) would run for ever; no incident window is longer than a trading day."""
@@ -393,6 +399,7 @@ def _problems(sc: Scenario) -> list[str]:
         if not ok:
             p.append(f"{key}: {rule} (got {quoted(value)})")
 
+    _finite(p, sc, "")
     m = sc.scenario
     need(bool(m.name), "scenario.name", "must be a non-empty string", m.name)
     need(
@@ -403,7 +410,20 @@ def _problems(sc: Scenario) -> list[str]:
     )
     need(1 <= m.step_ms <= 60_000, "scenario.step_ms", "must be in 1..60000", m.step_ms)
     need(m.sample_s * 1000 >= m.step_ms, "scenario.sample_s", "must be >= one step", m.sample_s)
+    need(
+        m.sample_s <= m.duration_s,
+        "scenario.sample_s",
+        "must be <= scenario.duration_s (no sample would be taken)",
+        m.sample_s,
+    )
     need(m.open.tzinfo is not None, "scenario.open", "must carry a UTC offset", str(m.open))
+    if m.open.tzinfo is not None:
+        need(
+            OPEN_RANGE[0] <= m.open < OPEN_RANGE[1],
+            "scenario.open",
+            "must be in 1971..2199 (the clocks count nanoseconds in 64 bits)",
+            str(m.open),
+        )
     f = sc.fleet
     need(1 <= f.nodes <= 256, "fleet.nodes", "must be in 1..256", f.nodes)
     ids = set(sc.node_ids())
@@ -413,7 +433,9 @@ def _problems(sc: Scenario) -> list[str]:
     for n, count in f.pre_open_errors.items():
         need(n in ids, f"fleet.pre_open_errors.{n}", f"must be a node id n1..n{f.nodes}", n)
         need(count >= 0, f"fleet.pre_open_errors.{n}", "must be >= 0", count)
-    need(bool(f.strategy), "fleet.strategy", "must be a non-empty string", f.strategy)
+    bad = order_problem("id", f.strategy, "X", Side.BUY, 1, None)
+    if bad is not None:  # every child carries it: an invalid one fails the first order
+        p.append(f"fleet.strategy: {bad[1]} (got {quoted(f.strategy)})")
     need(bool(sc.releases), "releases", "must define at least one release", {})
     for rid, rel in sc.releases.items():
         need(rel.id == rid, f"releases.{rid}.id", "must equal its table name", rel.id)
@@ -500,18 +522,34 @@ def _problems(sc: Scenario) -> list[str]:
         "must have exactly one of `tiers` (generated) or `symbols` (listed)",
         sorted(k for k in ("tiers", "symbols") if getattr(u, k)),
     )
+    tick = sc.market.tick
+    initials: dict[str, int] = {}
     for i, t in enumerate(u.tiers):
         where = f"universe.tiers[{i}]"
         need(bool(t.name), f"{where}.name", "must be a non-empty string", t.name)
+        initial = t.name[:1].upper()
+        if t.name and initial in initials:  # generated symbols are <initial><index>
+            p.append(
+                f"{where}.name: must not start with the letter of universe.tiers"
+                f"[{initials[initial]}].name (its symbols would be named {initial}000... too, "
+                f"and two books would trade as one) (got {quoted(t.name)})"
+            )
+        initials.setdefault(initial, i)
         need(1 <= t.count <= 1000, f"{where}.count", "must be in 1..1000", t.count)
-        _spec_values(p, where, t.price, t.adv, t.sigma, t.spread, t.peg_updates_per_s)
+        _spec_values(p, where, t.price, t.adv, t.sigma, t.spread, t.peg_updates_per_s, tick)
     names: set[str] = set()
     for i, s in enumerate(u.symbols):
         where = f"universe.symbols[{i}]"
         need(1 <= len(s.name) <= 16, f"{where}.name", "must be 1..16 characters", s.name)
         need(s.name not in names, f"{where}.name", "must be unique", s.name)
+        need(
+            "/" not in s.name and s.name.strip() == s.name,
+            f"{where}.name",
+            "must not contain '/' or start or end with a space",
+            s.name,
+        )
         names.add(s.name)
-        _spec_values(p, where, s.price, s.adv, s.sigma, s.spread, s.peg_updates_per_s)
+        _spec_values(p, where, s.price, s.adv, s.sigma, s.spread, s.peg_updates_per_s, tick)
     n_sym = len(u.symbols) or sum(t.count for t in u.tiers)
     if pc.long_symbols is not None:
         need(
@@ -588,11 +626,41 @@ def _problems(sc: Scenario) -> list[str]:
     return p
 
 
+def _finite(p: list[str], value: object, key: str) -> None:
+    """Name every number that is not finite (TOML has `inf` and `nan`): each one ended a
+    replay in a traceback (`round(inf)`) or ran it on a market that cannot exist.
+    `limits`, `supervisor`, `rollout` and `ramp` are checked by their own types."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            p.append(f"{key}: must be a finite number (got {quoted(value)})")
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            if not key and name in ("limits", "supervisor", "rollout", "ramp"):
+                continue
+            _finite(p, getattr(value, name), f"{key}.{name}" if key else name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _finite(p, v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _finite(p, v, f"{key}[{i}]")
+
+
 def _spec_values(
-    p: list[str], where: str, price: float, adv: float, sigma: float, spread: float, rate: float
+    p: list[str],
+    where: str,
+    price: float,
+    adv: float,
+    sigma: float,
+    spread: float,
+    rate: float,
+    tick: float,
 ) -> None:
+    ticked = math.isfinite(tick) and tick > 0  # else market.tick is named on its own
+    on_book = not ticked or (math.isfinite(price / tick) and round(price / tick) >= 1)
     for key, value, ok, rule in (
         ("price", price, price > 0, "must be > 0"),
+        ("price", price, price <= 0 or on_book, "must be at least one market.tick"),
         ("adv", adv, adv > 0, "must be > 0"),
         ("sigma", sigma, 0 < sigma < 1, "must be in (0, 1)"),
         ("spread", spread, spread > 0, "must be > 0"),
