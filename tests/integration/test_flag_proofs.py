@@ -240,13 +240,10 @@ async def test_nodes_refuse_unverified_flag_state_and_apply_verified_changes(
     assert restarted.get(RLP) is None  # nothing applied: the flag's safe default
 
 
-async def test_nodes_refuse_a_flag_turned_on_while_a_kill_is_in_force(
-    governed: Fleet, tmp_path: Path
-) -> None:
-    """The freeze holds where changes apply, not only at `flags set`: someone writing a
-    signed, approved change straight into the bucket after a fleet kill finds every node
-    refusing it (`frozen_by_kill`), while a one-person change to the safe default applies."""
-    fleet = governed
+async def admitted_with_flags(
+    fleet: Fleet, tmp_path: Path
+) -> tuple[dict[str, Path], dict[str, NodeFlags]]:
+    """NODES started on a signed target release, admitted, each with its flag view."""
     good = deploy(tmp_path / "good", NEW_ROUTER)
     assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
     trees = {n: deploy(tmp_path / n, NEW_ROUTER) for n in NODES}
@@ -255,6 +252,17 @@ async def test_nodes_refuse_a_flag_turned_on_while_a_kill_is_in_force(
     flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
     for f in flags.values():
         await f.start()
+    return trees, flags
+
+
+async def test_nodes_refuse_a_flag_turned_on_while_a_kill_is_in_force(
+    governed: Fleet, tmp_path: Path
+) -> None:
+    """The freeze holds where changes apply, not only at `flags set`: someone writing a
+    signed, approved change straight into the bucket after a fleet kill finds every node
+    refusing it (`frozen_by_kill`), while a one-person change to the safe default applies."""
+    fleet = governed
+    _, flags = await admitted_with_flags(fleet, tmp_path)
     ops = await fleet.plane("alice")
     assert (await switch(ops, fleet.clock).kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
 
@@ -283,14 +291,7 @@ async def test_a_flag_turned_on_during_a_kill_stays_refused_by_a_node_started_af
     the nodes that ran through it did (the resume's kill, from the store's history), so
     the fleet never splits; the same change issued again after the resume applies."""
     fleet = governed
-    good = deploy(tmp_path / "good", NEW_ROUTER)
-    assert (await fleet.target(fleet.signers.release("r2", good, REGISTRY.schema()))).accepted
-    trees = {n: deploy(tmp_path / n, NEW_ROUTER) for n in NODES}
-    await asyncio.gather(*(fleet.start_node(n, t) for n, t in trees.items()))
-    await eventually(lambda: all(r.release_admitted for r in fleet.nodes.values()))
-    flags = {n: NodeFlags(r) for n, r in fleet.nodes.items()}
-    for f in flags.values():
-        await f.start()
+    trees, flags = await admitted_with_flags(fleet, tmp_path)
     ops = await fleet.plane("alice")
     ks = switch(ops, fleet.clock)
     assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
