@@ -31,6 +31,14 @@ def pair_key(strategy: str, symbol: str) -> str:
     return f"{strategy}/{symbol}"
 
 
+def split_pair(key: str) -> tuple[str, str]:
+    """The (strategy, symbol) of a `pair_key`. No strategy holds a '/', so the first one
+    joins them and a symbol may hold its own ("mm/BTC/USDT" is mm in BTC/USDT); a key
+    without one splits into (key, "")."""
+    strategy, _, symbol = key.partition("/")
+    return strategy, symbol
+
+
 def scope_key(scope: Scope, key: str) -> str:
     """The key a halt of `scope` is stored under: the fleet has one slot whatever key is given."""
     return FLEET_KEY if scope is Scope.FLEET else key

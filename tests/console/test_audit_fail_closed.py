@@ -1,7 +1,7 @@
 """A console whose record cannot be written refuses to lift a kill, and still kills.
 
-A second console runs in this process on the shared fleet (its own audit,
-served through the real app over ASGI) with its recorder writing to a
+A second console runs in this process on the shared fleet (`tests/console/second.py`:
+its own audit, served through the real app over ASGI) with its recorder writing to a
 `MemorySink` that is full from its first line: the recorder's own stand-in for
 a full disk. Resume requests and approvals answer 503 naming the audit; a kill
 goes through and every node confirms it.
@@ -16,14 +16,11 @@ from pathlib import Path
 import httpx
 
 from knightwatch.audit.sink import MemorySink
-from knightwatch.console.app import ConsoleSettings, build_app
+from knightwatch.console.app import Console, build_app
 from knightwatch.console.audit import ConsoleAudit
 from knightwatch.console.local import PASSWORD, ConsoleProc
-from knightwatch.console.serve import open_console
-from knightwatch.console.users import UserStore
-from knightwatch.trust.identity import load_signer
-from knightwatch.trust.store import TrustStore, load_anchor
 
+from .second import second_console
 from .test_api import Person, kill_body, shown
 
 
@@ -37,7 +34,6 @@ async def _login(http: httpx.AsyncClient, name: str) -> str:
 async def test_an_unwritable_record_refuses_resumes_and_never_a_kill(
     console: ConsoleProc, tmp_path: Path
 ) -> None:
-    fleet = console.fleet
     alice = Person(console, "alice")  # on the shared console, whose record works
     assert alice.post("/api/kill", kill_body("api-audit-full")).json()["ok"]
     made = alice.post(
@@ -45,21 +41,14 @@ async def test_an_unwritable_record_refuses_resumes_and_never_a_kill(
     )
     assert made.status_code == 200, made.text
     request_id = made.json()["request_id"]
-    settings = ConsoleSettings(
-        urls=[fleet.url],
-        users=fleet.state / "console-users.toml",
-        audit=tmp_path / "audit.jsonl",
-        recorders=tmp_path,
-    )
-    trust = TrustStore(load_anchor(fleet.state / "trust" / "anchor.toml"))
-    second = await open_console(
-        settings, load_signer(fleet.key("console")), trust, UserStore(settings.users)
-    )
-    second.audit.close()
-    second.audit = ConsoleAudit(settings.audit, second.clock, sink=MemorySink(capacity=1))
-    await second.start()
-    transport = httpx.ASGITransport(app=build_app(second))
-    try:
+
+    def full_disk(second: Console) -> None:
+        second.audit.close()
+        audit = second.settings.audit
+        second.audit = ConsoleAudit(audit, second.clock, sink=MemorySink(capacity=1))
+
+    async with second_console(console, tmp_path, full_disk) as second:
+        transport = httpx.ASGITransport(app=build_app(second))
         async with (
             httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as a,
             httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as b,
@@ -87,9 +76,6 @@ async def test_an_unwritable_record_refuses_resumes_and_never_a_kill(
             approve = await post(b, b_csrf, "/api/resume/approve", body)
             assert approve.status_code == 503, approve.text
             assert approve.json()["error"].startswith("audit:"), approve.text
-    finally:
-        await second.stop()
-        await second.plane.close()
     halts = {(h["scope"], h["key"]): h for h in alice.http.get("/api/snapshot").json()["halts"]}
     assert halts["strategy", "api-audit-full"]["state"] == "HALTED"
     alice.http.close()

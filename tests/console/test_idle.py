@@ -3,8 +3,8 @@
 The fleet page polls `/api/alerts/acks` every 5 s on its own; that poll restarted the
 session's idle clock, so an unattended page kept its session (and the unlocked key in it)
 until the absolute limit, 12 hours, though the live stream was careful not to. A second
-console runs in this process on the shared fleet (the real app over ASGI, as in
-`test_audit_fail_closed.py`) with a session table on a clock the test moves.
+console runs in this process on the shared fleet (`tests/console/second.py`: the real
+app over ASGI) with a session table on a clock the test moves.
 """
 
 from __future__ import annotations
@@ -16,48 +16,24 @@ from pathlib import Path
 import httpx
 import pytest_asyncio
 
-from knightwatch.console.app import Console, ConsoleSettings, build_app
+from knightwatch.console.app import Console, build_app
 from knightwatch.console.local import PASSWORD, ConsoleProc
-from knightwatch.console.serve import open_console
 from knightwatch.console.sessions import Sessions
-from knightwatch.console.users import UserStore
-from knightwatch.trust.identity import load_signer
-from knightwatch.trust.store import TrustStore, load_anchor
+
+from .second import Hands, second_console
 
 IDLE_S = 60.0
 
 
-class Hands:
-    """The session table's clock: moved by the test, never by waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest_asyncio.fixture
 async def local(console: ConsoleProc, tmp_path: Path) -> AsyncIterator[tuple[Console, Hands]]:
-    fleet = console.fleet
-    settings = ConsoleSettings(
-        urls=[fleet.url],
-        users=fleet.state / "console-users.toml",
-        audit=tmp_path / "audit.jsonl",
-        recorders=tmp_path,
-    )
-    trust = TrustStore(load_anchor(fleet.state / "trust" / "anchor.toml"))
-    second = await open_console(
-        settings, load_signer(fleet.key("console")), trust, UserStore(settings.users)
-    )
     hands = Hands()
-    second.sessions = Sessions(idle_s=IDLE_S, absolute_s=3600.0, clock=hands)
-    await second.start()
-    try:
+
+    def moved_by_the_test(second: Console) -> None:
+        second.sessions = Sessions(idle_s=IDLE_S, absolute_s=3600.0, clock=hands)
+
+    async with second_console(console, tmp_path, moved_by_the_test) as second:
         yield second, hands
-    finally:
-        await second.stop()
-        await second.plane.close()
 
 
 @contextlib.asynccontextmanager

@@ -13,18 +13,12 @@ from knightwatch.console.sessions import LoginThrottle, Sessions
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .second import Hands
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> Hands:
+    return Hands()
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def signer() -> Signer:
     return Signer("alice", SigningKey.generate())
 
 
-def test_a_session_is_random_and_keeps_its_key_out_of_repr(signer: Signer, clock: Clock) -> None:
+def test_a_session_is_random_and_keeps_its_key_out_of_repr(signer: Signer, clock: Hands) -> None:
     sessions = Sessions(clock=clock)
     a = sessions.open("alice", signer, "127.0.0.1", "firefox")
     b = sessions.open("alice", signer, "127.0.0.1", "firefox")
@@ -44,7 +38,7 @@ def test_a_session_is_random_and_keeps_its_key_out_of_repr(signer: Signer, clock
     assert a.created == a.last_seen == a.reauth_at == 1000.0
 
 
-def test_idle_expiry_restarts_on_use(signer: Signer, clock: Clock) -> None:
+def test_idle_expiry_restarts_on_use(signer: Signer, clock: Hands) -> None:
     sessions = Sessions(idle_s=900, absolute_s=43200, clock=clock)
     s = sessions.open("alice", signer, "ip", "ua")
     clock.now += 899
@@ -56,7 +50,7 @@ def test_idle_expiry_restarts_on_use(signer: Signer, clock: Clock) -> None:
     assert sessions.count() == 0
 
 
-def test_absolute_expiry_ends_even_a_busy_session(signer: Signer, clock: Clock) -> None:
+def test_absolute_expiry_ends_even_a_busy_session(signer: Signer, clock: Hands) -> None:
     sessions = Sessions(idle_s=900, absolute_s=3600, clock=clock)
     s = sessions.open("alice", signer, "ip", "ua")
     for _ in range(7):
@@ -66,7 +60,7 @@ def test_absolute_expiry_ends_even_a_busy_session(signer: Signer, clock: Clock) 
     assert sessions.get(s.id) is None
 
 
-def test_close_and_close_user(signer: Signer, clock: Clock) -> None:
+def test_close_and_close_user(signer: Signer, clock: Hands) -> None:
     sessions = Sessions(clock=clock)
     a1 = sessions.open("alice", signer, "ip", "ua")
     a2 = sessions.open("alice", signer, "ip2", "ua")
@@ -78,7 +72,7 @@ def test_close_and_close_user(signer: Signer, clock: Clock) -> None:
     assert sessions.count() == 0 and sessions.get("made-up") is None
 
 
-def test_a_look_without_touch_leaves_the_idle_clock_alone(signer: Signer, clock: Clock) -> None:
+def test_a_look_without_touch_leaves_the_idle_clock_alone(signer: Signer, clock: Hands) -> None:
     """An open stream re-checks its session without keeping it alive: a page left open
     still idles out."""
     sessions = Sessions(idle_s=900, absolute_s=43200, clock=clock)
@@ -90,7 +84,7 @@ def test_a_look_without_touch_leaves_the_idle_clock_alone(signer: Signer, clock:
     assert sessions.get(s.id, touch=False) is None  # 1200 s without a request of hers
 
 
-def test_reauthentication_is_recorded(signer: Signer, clock: Clock) -> None:
+def test_reauthentication_is_recorded(signer: Signer, clock: Hands) -> None:
     sessions = Sessions(clock=clock)
     s = sessions.open("alice", signer, "ip", "ua")
     clock.now += 400
@@ -98,7 +92,7 @@ def test_reauthentication_is_recorded(signer: Signer, clock: Clock) -> None:
     assert s.reauth_at == clock.now and s.created == 1000.0
 
 
-def test_expired_sessions_are_swept_when_others_open(signer: Signer, clock: Clock) -> None:
+def test_expired_sessions_are_swept_when_others_open(signer: Signer, clock: Hands) -> None:
     sessions = Sessions(idle_s=10, absolute_s=100, clock=clock)
     for _ in range(50):
         sessions.open("alice", signer, "ip", "ua")
@@ -140,14 +134,14 @@ def test_backoff_never_shrinks_with_more_failures_and_is_capped(a: int, b: int) 
     assert 0 <= t.delay_after(lo) <= t.delay_after(hi) <= 60.0
 
 
-def _fail(t: LoginThrottle, clock: Clock, name: str, ip: str, device: str | None = None) -> None:
+def _fail(t: LoginThrottle, clock: Hands, name: str, ip: str, device: str | None = None) -> None:
     """One failed attempt, made as soon as the throttle lets it be (a wrong password is
     counted by its reservation)."""
     clock.now += max(t.wait_s(name, ip, device), 0.0)
     assert t.reserve(name, ip, device) == 0.0
 
 
-def test_waits_follow_the_clock(clock: Clock) -> None:
+def test_waits_follow_the_clock(clock: Hands) -> None:
     t = LoginThrottle(clock=clock)
     for _ in range(2):
         _fail(t, clock, "alice", "10.0.0.1")
@@ -162,7 +156,7 @@ def test_waits_follow_the_clock(clock: Clock) -> None:
     assert t.wait_s("alice", "10.0.0.1") == 1.0
 
 
-def test_name_and_address_are_throttled_independently(clock: Clock) -> None:
+def test_name_and_address_are_throttled_independently(clock: Hands) -> None:
     t = LoginThrottle(clock=clock)
     for _ in range(5):
         _fail(t, clock, "alice", "10.0.0.1")
@@ -175,7 +169,7 @@ def test_name_and_address_are_throttled_independently(clock: Clock) -> None:
 
 
 def test_a_known_device_is_counted_alone_so_others_cannot_lock_its_person_out(
-    clock: Clock,
+    clock: Hands,
 ) -> None:
     t = LoginThrottle(clock=clock)
     for _ in range(8):  # someone else fails under alice's name, from alice's own address
@@ -191,7 +185,7 @@ def test_a_known_device_is_counted_alone_so_others_cannot_lock_its_person_out(
     assert t.wait_s("alice", "127.0.0.1") == 16.0  # the name's count is not its to clear
 
 
-def test_a_spray_over_many_names_is_slowed_by_address(clock: Clock) -> None:
+def test_a_spray_over_many_names_is_slowed_by_address(clock: Hands) -> None:
     t = LoginThrottle(clock=clock)
     for i in range(6):
         _fail(t, clock, f"user{i}", "10.0.0.1")
@@ -199,7 +193,7 @@ def test_a_spray_over_many_names_is_slowed_by_address(clock: Clock) -> None:
     assert t.wait_s("user0", "10.0.0.2") == 0.0  # each name failed once
 
 
-def test_memory_is_bounded_and_the_newest_are_kept(clock: Clock) -> None:
+def test_memory_is_bounded_and_the_newest_are_kept(clock: Hands) -> None:
     t = LoginThrottle(max_entries=100, clock=clock)
     for _ in range(3):
         _fail(t, clock, "target", "10.0.0.1")
@@ -211,7 +205,7 @@ def test_memory_is_bounded_and_the_newest_are_kept(clock: Clock) -> None:
     assert ("user", "made-up-999") in t._table and ("user", "target") not in t._table
 
 
-def test_an_attempt_takes_its_place_before_it_is_verified(clock: Clock) -> None:
+def test_an_attempt_takes_its_place_before_it_is_verified(clock: Hands) -> None:
     t = LoginThrottle(clock=clock)
     assert [t.reserve("alice", "10.0.0.1") for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
     assert t.wait_s("alice", "10.0.0.1") == 0.5  # three counted before any verdict
@@ -222,7 +216,7 @@ def test_an_attempt_takes_its_place_before_it_is_verified(clock: Clock) -> None:
     assert t.wait_s("alice", "10.0.0.1") == 0.0
 
 
-def test_a_released_attempt_gives_its_place_back(clock: Clock) -> None:
+def test_a_released_attempt_gives_its_place_back(clock: Hands) -> None:
     """An attempt that learnt nothing about the password (the users file unreadable, a key
     not on the roster) is not a failure."""
     t = LoginThrottle(clock=clock)
@@ -235,7 +229,7 @@ def test_a_released_attempt_gives_its_place_back(clock: Clock) -> None:
     assert len(t) == 0
 
 
-def test_concurrent_reservations_get_no_more_tries_than_sequential_ones(clock: Clock) -> None:
+def test_concurrent_reservations_get_no_more_tries_than_sequential_ones(clock: Hands) -> None:
     """However many threads try at once, only `free + 1` pass before the first wait."""
     t = LoginThrottle(clock=clock)
     start = threading.Barrier(64)

@@ -456,6 +456,11 @@ KRAKEN_PAIRS = {
 }
 
 
+def _descr(o: VenueOrder) -> dict[str, str]:
+    """Kraken's description of a placed order."""
+    return {"order": f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"}
+
+
 class PaperKraken(PaperVenue):
     NEW_ORDER = "/0/private/AddOrder"
 
@@ -527,9 +532,16 @@ class PaperKraken(PaperVenue):
             return 200, {"error": ["EOrder:Insufficient funds"]}
         if fault == "http_503":
             return 503, {"error": ["EService:Unavailable"]}
+        o = self._place(q)
+        if fault == "drop_after_accept":
+            raise Drop
+        return 200, {"error": [], "result": {"descr": _descr(o), "txid": [o.id]}}
+
+    def _place(self, q: dict[str, Any]) -> VenueOrder:
+        """Place one order as AddOrder (or one entry of AddOrderBatch) names it."""
         o = VenueOrder(
             id=self.next_id("OKW-"),
-            client_id=q.get("cl_ord_id", ""),
+            client_id=str(q.get("cl_ord_id", "")),
             symbol="XXBTZUSD",
             side=q["type"],
             type=q["ordertype"],
@@ -537,10 +549,7 @@ class PaperKraken(PaperVenue):
             price=Decimal(q["price"]) if "price" in q else None,
         )
         self.place(o)
-        if fault == "drop_after_accept":
-            raise Drop
-        descr = f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"
-        return 200, {"error": [], "result": {"descr": {"order": descr}, "txid": [o.id]}}
+        return o
 
     def _add_batch(self, q: dict[str, Any]) -> tuple[int, Any]:
         """Several orders of one pair. Faults: `batch_reject_last` refuses the last entry
@@ -552,18 +561,8 @@ class PaperKraken(PaperVenue):
             if fault == "batch_reject_last" and i == len(q["orders"]) - 1:
                 answers.append({"error": "EOrder:Insufficient funds"})
                 continue
-            o = VenueOrder(
-                id=self.next_id("OKW-"),
-                client_id=str(r.get("cl_ord_id", "")),
-                symbol="XXBTZUSD",
-                side=r["type"],
-                type=r["ordertype"],
-                amount=Decimal(r["volume"]),
-                price=Decimal(r["price"]) if "price" in r else None,
-            )
-            self.place(o)
-            descr = f"{o.side} {o.amount} XBTUSD @ {o.type} {o.price or ''}"
-            answers.append({"txid": o.id, "descr": {"order": descr}})
+            o = self._place(r)
+            answers.append({"txid": o.id, "descr": _descr(o)})
         if fault == "batch_drop_last":
             answers.pop()
         return 200, {"error": [], "result": {"orders": answers}}

@@ -91,7 +91,7 @@ from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import Checklist, PreflightConfig
 from knightwatch.incident.ramp import RampError, RampPlan
-from knightwatch.state import FLEET_KEY, TradingState
+from knightwatch.state import FLEET_KEY, TradingState, split_pair
 from knightwatch.state import Scope as KillScope
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.policy import Action, decide, held_roles
@@ -277,8 +277,7 @@ def _scope_key(scope: KillScope, key: str) -> str:
         raise Refusal(422, f"key: a strategy name has no '/' (got {quoted(key)}); for one "
                       "strategy in one symbol use the strategy_symbol scope")  # fmt: skip
     if scope is KillScope.STRATEGY_SYMBOL:
-        # the first '/' joins them: a symbol may hold its own ('mm/BTC/USDT')
-        strategy, _, symbol = key.partition("/")
+        strategy, symbol = split_pair(key)
         if not strategy or not symbol or strategy != strategy.strip() or symbol != symbol.strip():
             raise Refusal(422, "key: strategy_symbol is STRATEGY/SYMBOL, both named, no blanks")
     try:

@@ -67,7 +67,7 @@ from knightwatch.gateway.engine import (
 from knightwatch.guard import LockedGuard
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.order import MAX_QTY, Fill, InvalidOrder, Order, Side
-from knightwatch.state import Scope, pair_key
+from knightwatch.state import Scope, pair_key, split_pair
 
 log = logging.getLogger(__name__)
 R = RejectReason
@@ -1515,7 +1515,7 @@ class Gateway(Handler):
             o
             for o in live
             if pair_key(o.strategy, o.symbol) == key
-            or (o.strategy == RECONCILED and key.partition("/")[2] == o.symbol)
+            or (o.strategy == RECONCILED and split_pair(key)[1] == o.symbol)
         ]
 
     def cancel_scope(self, scope: Scope, key: str, reason: str) -> list[str]:

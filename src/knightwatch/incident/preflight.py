@@ -46,7 +46,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Scope, TradingState, split_pair
 from knightwatch.trust.command import Refused
 from knightwatch.trust.flagproof import check_flag_proof
 from knightwatch.trust.store import TrustStore
@@ -130,7 +130,7 @@ def _overlaps(scope: Scope, key: str, e: StateEntry) -> bool:
     if e.scope is scope:
         return e.key == key
     if e.scope is Scope.STRATEGY_SYMBOL:
-        strategy, _, symbol = e.key.partition("/")
+        strategy, symbol = split_pair(e.key)
         return (scope is Scope.STRATEGY and strategy == key) or (
             scope is Scope.SYMBOL and symbol == key
         )

@@ -50,7 +50,7 @@ from knightwatch.control.plane.wire import (
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import InputFileError, load_toml
-from knightwatch.state import Scope, TradingState, scope_key
+from knightwatch.state import Scope, TradingState, scope_key, split_pair
 from knightwatch.trust.command import Refused, ramp_problem
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.rampproof import check_ramp
@@ -175,9 +175,9 @@ def _in_scope(scope: Scope, key: str, entry: StateEntry) -> bool:
     if entry.scope is scope:
         return entry.key == key
     if scope is Scope.STRATEGY and entry.scope is Scope.STRATEGY_SYMBOL:
-        return entry.key.split("/", 1)[0] == key
+        return split_pair(entry.key)[0] == key
     if scope is Scope.SYMBOL and entry.scope is Scope.STRATEGY_SYMBOL:
-        return entry.key.split("/", 1)[-1] == key
+        return split_pair(entry.key)[1] == key
     return scope is Scope.NODE
 
 
