@@ -1052,6 +1052,8 @@ def test_a_strategy_kill_cancels_orders_adopted_at_start_up(
         assert second.still_working(Scope.STRATEGY_SYMBOL, "OMS1/L001") == ["reconciled:W2"]
         assert second.cancel_scope(Scope.STRATEGY_SYMBOL, "OMS1/L000", "x") == ["reconciled:W1"]
         eventually(lambda: [o.clordid for o in first.venue.working()] == ["W2"], what="W1")
+        # the venue's cancel report reaches the gateway's book after the venue ends W1
+        eventually(lambda: not second.still_working(Scope.SYMBOL, "L000"), what="W1 ended")
         assert second.cancel_scope(Scope.STRATEGY, "OMS1", "runaway") == ["reconciled:W2"]
         eventually(lambda: not first.venue.working(), what="W2 cancelled")
         eventually(lambda: not second.still_working(Scope.STRATEGY, "OMS1"), what="drained")
