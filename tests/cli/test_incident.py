@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from knightwatch.cli.app import app
 from knightwatch.cli.incident import incident_config
 from knightwatch.incident.preflight import PreflightConfig
+from knightwatch.incident.snapshot import seal
+from knightwatch.release.keys import SigningKey
 
 NOWHERE = "nats://127.0.0.1:1"
 
@@ -58,3 +60,35 @@ def test_a_sound_config_is_taken_as_written(tmp_path: Path) -> None:
     plan, cfg = incident_config(config)
     assert cfg == PreflightConfig(listen_s=2.5, crash_loop_starts=5)
     assert plan.spike_ratio == 0.4
+
+
+@pytest.mark.parametrize("taken_ns", [10**30, -5])
+def test_verify_names_a_taken_time_out_of_range_instead_of_a_traceback(
+    tmp_path: Path, taken_ns: int
+) -> None:
+    """The archive's `taken_ns` is its own claim: one no clock can hold (or before 1970)
+    dates nothing, and `verify` says so (exit 1) rather than crash formatting it."""
+    archive = tmp_path / "snapshot.tar"
+    key = SigningKey.generate()
+    archive.write_bytes(
+        seal({"kills.json": b"{}"}, key, actor="alice", reason="r", taken_ns=taken_ns)
+    )
+    result = CliRunner().invoke(app, ["incident", "verify", str(archive)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.output.split())
+    assert f"FAIL {archive}: taken_ns {taken_ns} is out of range" in out, out
+
+
+@pytest.mark.timeout(90)
+def test_snapshot_never_overwrites_earlier_evidence(fleet_up: Path) -> None:
+    earlier = fleet_up / "evidence.tar"
+    earlier.write_bytes(b"the first snapshot, taken before the restart")
+    result = CliRunner().invoke(
+        app,
+        ["incident", "snapshot", "--out", str(earlier), "--state-dir", str(fleet_up),
+         "--key", str(fleet_up / "trust" / "keys" / "alice.key")],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "already exists; refusing to overwrite" in " ".join(result.output.split())
+    assert earlier.read_bytes() == b"the first snapshot, taken before the restart"

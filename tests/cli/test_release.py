@@ -281,3 +281,28 @@ def test_a_broken_envelope_is_reported_as_an_envelope(site: Path) -> None:
     code, out = run("release", "sign", envelope, "--key", site / "keys" / "rm.key")
     assert code == 2, out
     assert "not a DSSE envelope" in out and "signatures" in out and "release_id" not in out
+
+
+def test_an_empty_artifacts_or_release_option_is_refused_not_read_as_this_directory(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--artifacts "$DIR"` with DIR unset must not hash the directory the command runs
+    in; `--release ""` or a padded id names no release (exit 2, not a refusal)."""
+    monkeypatch.chdir(site / "release")
+    code, out = run(
+        "release", "build", "--id", "r1", "--artifacts", "", "--config", site / "config.toml",
+        "--flags", site / "flags.yaml", "--out", site / "m.json",
+    )  # fmt: skip
+    assert code == 2 and "'--artifacts': empty path" in out
+    assert not (site / "m.json").exists()
+    code, out = run(
+        "release", "attest", "--node", "n1", "--artifacts", " ", "--config",
+        site / "config.toml", "--flags", site / "flags.yaml",
+    )  # fmt: skip
+    assert code == 2 and "'--artifacts': empty path" in out
+    envelope = build_and_sign(site, "ci", "rm")
+    for given in ("", " 2012.08.01-rlp"):
+        code, out = run(
+            "release", "verify", envelope, "--policy", site / "policy.toml", "--release", given
+        )
+        assert code == 2 and "--release:" in out and "not_target_release" not in out, out

@@ -142,6 +142,26 @@ def test_market_hours_weekend_and_bad_config() -> None:
         MarketHours(open="9h30")
 
 
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('open = "16:00"\nclose = "09:30"', r"market_hours: open 16:00 must be before close"),
+        ('open = "09:30"\nclose = "09:30"', r"market_hours: open 09:30 must be before close"),
+        ("weekdays = []", r"market_hours\.weekdays: empty"),
+        ('open = "09:30+05:00"', r"market_hours\.open: '09:30\+05:00' carries a UTC offset"),
+    ],
+)
+def test_a_policy_whose_market_never_opens_is_refused(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    """Hours that contain no moment made `market_hours` mean `never` (no second approver
+    ever asked for); an offset on a bound made every check during a change raise."""
+    path = tmp_path / "policy.toml"
+    path.write_text(f'second_approver = "market_hours"\n[market_hours]\n{table}\n')
+    with pytest.raises(ValueError, match=rf"activation policy {path}: {message}"):
+        ActivationPolicy.load(path)
+
+
 def test_a_refusal_names_every_refusing_node_with_the_release_it_runs(
     flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
 ) -> None:

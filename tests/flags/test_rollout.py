@@ -210,6 +210,13 @@ def test_a_plan_with_a_non_finite_number_is_refused_naming_it(bad: float) -> Non
         msgspec.convert(plan, RolloutPlan)
 
 
+@pytest.mark.parametrize(("nodes", "fraction"), [(-1, 0.5), (2, -0.25)])
+def test_a_stage_with_a_negative_size_is_refused(nodes: int, fraction: float) -> None:
+    """`nodes = -1, fraction = 0.5` met "exactly one of" and sized the stage at one node."""
+    with pytest.raises(ValueError, match=r"stage 'q': nodes and fraction must not be negative"):
+        Stage("q", hold_s=1, nodes=nodes, fraction=fraction)
+
+
 def test_a_healthy_canary_without_orders_is_never_promoted(pre_market_clock: SimClock) -> None:
     """The 2012 replay's defect: the canary sent nothing, passed every gate, and the
     rollout moved on. Silence is not evidence: it holds, and says why once."""

@@ -126,3 +126,26 @@ def test_bad_flag_files_name_the_flag_and_rule(tmp_path: Path, text: str, messag
 def test_missing_artifact_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReleaseInputError, match="not a directory"):
         contents_from_directory(tmp_path / "nope", tmp_path / "c", {})
+
+
+def test_a_symlinked_directory_is_measured_and_what_cannot_be_is_refused(tmp_path: Path) -> None:
+    """Files a node runs from a linked directory are hashed (drift there is seen); a link
+    loop or a broken link is an error naming it, never a file quietly left out."""
+    write_tree(tmp_path / "art", FILES)
+    write_tree(tmp_path / "lib", {"peg.py": b"power_peg = True\n"})
+    (tmp_path / "art" / "vendor").symlink_to(tmp_path / "lib", target_is_directory=True)
+    (tmp_path / "cfg.toml").write_bytes(CONFIG)
+    before = contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})
+    assert "vendor/peg.py" in before.artifacts
+    (tmp_path / "lib" / "peg.py").write_bytes(b"power_peg = False\n")
+    after = contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})
+    assert after.artifacts["vendor/peg.py"] != before.artifacts["vendor/peg.py"]
+
+    (tmp_path / "lib" / "back").symlink_to(tmp_path / "art", target_is_directory=True)
+    with pytest.raises(ReleaseInputError, match=r"art/vendor/back links back.*symlink loop"):
+        contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})
+    (tmp_path / "lib" / "back").unlink()
+
+    (tmp_path / "art" / "current.py").symlink_to(tmp_path / "v2" / "current.py")
+    with pytest.raises(ReleaseInputError, match=r"current.py is a broken symlink"):
+        contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})

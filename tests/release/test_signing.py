@@ -113,6 +113,37 @@ def test_tampered_manifest_is_refused(world: World) -> None:
     assert AdmissionReason.MANIFEST_TAMPERED in {f.reason for f in result.findings}
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # a duplicated key: a first-wins reader sees r1, a last-wins one r-peg
+        (b'"release_id":"r1"', b'"release_id":"r1","release_id":"r-peg"'),
+        (b'"_type":"https://in-toto.io/Statement/v1",', b""),  # no _type: not a Statement
+        (b'{"_type"', b'{ "_type"'),  # spacing: the digest is no longer the manifest's
+    ],
+)
+def test_a_signed_payload_with_more_than_one_reading_is_refused(
+    world: World, old: bytes, new: bytes
+) -> None:
+    """Signatures that verify over a non-canonical statement (a duplicated key that JSON
+    readers resolve differently, a missing _type) do not make it a release."""
+    canonical = unsigned(world).payload_bytes()
+    assert old in canonical
+    payload = canonical.replace(old, new, 1)
+    envelope = msgspec.structs.replace(unsigned(world), payload=base64.b64encode(payload).decode())
+    signed = sign_release_unchecked(sign_release_unchecked(envelope, world.ci), world.rm)
+    result = verify_release(signed, world.policy)
+    assert not result.ok
+    assert [f.reason for f in result.findings] == [AdmissionReason.MANIFEST_MALFORMED]
+    assert "not the canonical release statement" in result.findings[0].detail
+    with pytest.raises(ReleaseInputError, match="not the canonical release statement"):
+        sign_release(envelope, world.ci)
+
+
+def sign_release_unchecked(envelope: Envelope, key: SigningKey) -> Envelope:
+    return add_signature(envelope, key)
+
+
 def test_forged_signature_under_a_trusted_key_id_is_refused(world: World) -> None:
     envelope = world.release()
     forged_sig = world.outsider.sign(pae(envelope.payload_type, envelope.payload_bytes()))

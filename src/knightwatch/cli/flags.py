@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
-from knightwatch.cli.options import OptionError, check_output, node_list
+from knightwatch.cli.options import OptionError, check_output, node_list, nonempty_path
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import KillSwitch
@@ -95,7 +95,11 @@ def lint(
     registry: Path = REGISTRY_OPT,
     src: Annotated[
         list[Path] | None,
-        typer.Option("--src", help="source roots to scan (default: the registry's directory)"),
+        typer.Option(
+            "--src",
+            help="source roots to scan (default: the registry's directory)",
+            parser=nonempty_path,
+        ),
     ] = None,
     accessor: Annotated[
         list[str] | None,
@@ -110,7 +114,7 @@ def lint(
     """Exit 1 on any error: reused/re-defined ids, hygiene gaps, dead flag references."""
     console = Console()
     try:
-        as_of = date.fromisoformat(today) if today else _today()
+        as_of = date.fromisoformat(today) if today is not None else _today()
     except ValueError:
         raise _fail(console, f"--today: expected YYYY-MM-DD, got {quoted(today)}") from None
     if json_out is not None:

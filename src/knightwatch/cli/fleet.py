@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from knightwatch.cli import logs, memory
-from knightwatch.cli.options import OptionError, scope_of
+from knightwatch.cli.options import OptionError, nonempty_path, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
@@ -203,7 +203,9 @@ def node(
     ),
     metrics_interval: float = typer.Option(0.5, "--metrics-interval", min=0.05, help="seconds"),
     replicas: int = Replicas,
-    artifacts: Path | None = typer.Option(None, "--artifacts", help="release: installed files"),
+    artifacts: Path | None = typer.Option(
+        None, "--artifacts", help="release: installed files", parser=nonempty_path
+    ),
     config: Path | None = typer.Option(None, "--config", help="release: config file"),
     flags: Path | None = typer.Option(
         None, "--flags", help="release: compiled-in flag table (or feature-flags.yaml)"

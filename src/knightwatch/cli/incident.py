@@ -275,7 +275,13 @@ def snapshot(
         stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
         path = out if out is not None else Path(f"snapshot-{stamp}.tar")
         try:
-            path.write_bytes(data)
+            with path.open("xb") as archive:  # evidence already taken is never overwritten
+                archive.write(data)
+        except FileExistsError:
+            raise SnapshotError(
+                f"--out {path}: already exists; refusing to overwrite it (it may be earlier "
+                "evidence): choose another --out"
+            ) from None
         except OSError as exc:
             raise SnapshotError(f"--out {path}: cannot write: {exc.strerror}") from None
         check = verify_snapshot(data, source=str(path))
@@ -303,9 +309,17 @@ def verify(
     except (KnightwatchError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    taken = datetime.fromtimestamp(check.taken_ns / 1e9, tz=UTC).isoformat()
-    if not check.ok:
-        for problem in check.problems:
+    problems = list(check.problems)
+    try:
+        if check.taken_ns <= 0:
+            raise ValueError
+        taken = datetime.fromtimestamp(check.taken_ns / 1e9, tz=UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        # the archive's own claim (signed or not): out of range, it dated nothing
+        taken = ""
+        problems.append(f"{archive}: taken_ns {check.taken_ns} is out of range (not a real time)")
+    if not check.ok or problems:
+        for problem in problems:
             console.print(f"[red]FAIL[/red] {problem}", highlight=False)
         raise typer.Exit(1)
     # The actor is the archive's own claim: only a --trusted key makes the signer someone.

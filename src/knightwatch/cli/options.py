@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.state import FLEET_KEY, Scope, pair_key
 
@@ -83,6 +85,17 @@ def node_list(option: str, value: str | None) -> tuple[str, ...]:
             "leave the option out to mean the whole fleet"
         )
     return nodes
+
+
+def nonempty_path(value: str) -> Path:
+    """A typer `parser` for a directory option: `--artifacts "$DIR"` with DIR unset arrives
+    as `""`, which `Path` reads as `.`, so the command would hash or scan whatever directory
+    it was started in. An empty or blank value is refused naming the option (exit 2)."""
+    if not value.strip():
+        raise typer.BadParameter(
+            "empty path (an unset shell variable?); `.` must be written out to mean this directory"
+        )
+    return Path(value)
 
 
 def check_output(option: str, path: Path, *, directory: bool = False) -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from knightwatch.cli.options import nonempty_path
 from knightwatch.clock import SystemClock
 from knightwatch.errors import quoted
 from knightwatch.flags.schema import RegistrySchema
@@ -74,7 +75,12 @@ console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 ArtifactsOpt = Annotated[
-    Path, typer.Option("--artifacts", help="Directory of release artifacts (every file hashed).")
+    Path,
+    typer.Option(
+        "--artifacts",
+        help="Directory of release artifacts (every file hashed).",
+        parser=nonempty_path,
+    ),
 ]
 ConfigOpt = Annotated[Path, typer.Option("--config", help="The config file (checksummed).")]
 FlagsOpt = Annotated[
@@ -357,6 +363,8 @@ def verify(
 ) -> None:
     """Check signatures against the trust policy (threshold of distinct signers, tamper)."""
     with _input_errors():
+        if release is not None:  # an empty or padded id names no release: exit 2, not a refusal
+            check_release_id(release, where="--release")
         trust = load_trust_policy(policy)
         envelope = _read_envelope(envelope_path)
         schema = load_registry_schema(registry) if registry else None
@@ -415,6 +423,8 @@ def attest_cmd(
     with _input_errors():
         if not is_name(node):  # it is printed next to ADMITTED: no newline may forge a line
             raise ReleaseInputError(f"--node: node id must be {NAME_RULE} (got {quoted(node)})")
+        if release is not None:
+            check_release_id(release, where="--release")
         contents = _hash_with_progress(artifacts, config, flags)
         if envelope_path is None:
             _print_contents(node, contents)

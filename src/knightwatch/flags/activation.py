@@ -56,6 +56,29 @@ class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if any(d not in range(7) for d in self.weekdays):
             raise ValueError("market_hours.weekdays: each day must be 0 (Monday) to 6 (Sunday)")
 
+    def check_session(self) -> None:
+        """Refuse hours that contain no moment (they would make "market_hours" mean
+        "never": no second approver ever asked for) or that `is_open` cannot compare.
+
+        Applied to the activation policy file; a roster already stored is not re-judged."""
+        bounds = [time.fromisoformat(self.open), time.fromisoformat(self.close)]
+        for name, bound in zip(("open", "close"), bounds, strict=True):
+            if bound.tzinfo is not None:  # compared with the local wall time it would raise
+                raise ValueError(
+                    f"market_hours.{name}: {quoted(getattr(self, name))} carries a UTC offset; "
+                    "give HH:MM local to market_hours.timezone"
+                )
+        if bounds[0] >= bounds[1]:
+            raise ValueError(
+                f"market_hours: open {self.open} must be before close {self.close} "
+                "(one session within a day)"
+            )
+        if not self.weekdays:
+            raise ValueError(
+                "market_hours.weekdays: empty (the market would never be open, and "
+                "market_hours would never ask for a second approver)"
+            )
+
     def is_open(self, wall_ns: int) -> bool:
         local = datetime.fromtimestamp(wall_ns / NS_PER_S, ZoneInfo(self.timezone))
         opens, closes = time.fromisoformat(self.open), time.fromisoformat(self.close)
@@ -65,6 +88,9 @@ class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ActivationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     second_approver: SecondApprover = SecondApprover.MARKET_HOURS
     market_hours: MarketHours = MarketHours()
+
+    def __post_init__(self) -> None:
+        self.market_hours.check_session()
 
     @classmethod
     def load(cls, path: Path) -> ActivationPolicy:

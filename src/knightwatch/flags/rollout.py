@@ -57,6 +57,11 @@ class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(
                     f"stage {quoted(self.name)}: {field} must be a finite number, got {value}"
                 )
+        if self.nodes < 0 or self.fraction < 0:  # -1 nodes read as 1 node, the fraction ignored
+            raise ValueError(
+                f"stage {quoted(self.name)}: nodes and fraction must not be negative "
+                f"(got nodes={self.nodes}, fraction={self.fraction})"
+            )
         if (self.nodes > 0) == (self.fraction > 0):
             raise ValueError(f"stage {quoted(self.name)}: set exactly one of nodes>0 or fraction>0")
         if self.fraction > 1.0:

@@ -13,6 +13,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 
@@ -69,10 +70,51 @@ def _hash_file(path: Path) -> str:
 
 
 def list_directory(root: Path) -> list[Path]:
-    """Every regular file under root (symlinks followed), sorted by relative path."""
+    """Every regular file under root (symlinks followed), sorted by relative path.
+
+    A symlinked directory is walked like any other (`Path.rglob` skipped it, so files a
+    node runs from a linked directory were never measured, and drift there passed). What
+    cannot be measured is refused, never skipped: a directory that cannot be listed, a
+    broken symlink, and a symlink back to a directory on its own path (it has no end).
+    """
     if not root.is_dir():
         raise ReleaseInputError(f"artifacts directory {root}: not a directory")
-    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root))
+
+    def unreadable(exc: OSError) -> NoReturn:
+        raise ReleaseInputError(
+            f"artifacts directory {root}: cannot list {exc.filename}: {exc.strerror or exc}"
+        )
+
+    def identity(path: str) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+
+    found: list[Path] = []
+    above: dict[str, frozenset[tuple[int, int]]] = {str(root): frozenset({identity(str(root))})}
+    for here, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        path_to_here = above.pop(here)
+        for name in sorted(dirs):
+            child = os.path.join(here, name)
+            try:
+                key = identity(child)
+            except OSError as exc:
+                unreadable(exc)
+            if key in path_to_here:
+                raise ReleaseInputError(
+                    f"artifacts directory {root}: {child} links back to a directory above it "
+                    "(a symlink loop); remove the link"
+                )
+            above[child] = path_to_here | {key}
+        for name in names:
+            path = Path(here, name)
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink() and not path.exists():
+                raise ReleaseInputError(
+                    f"artifacts directory {root}: {path} is a broken symlink (its target "
+                    f"{os.readlink(path)!r} is missing); deploy the target or remove the link"
+                )
+    files = sorted(found, key=lambda p: p.relative_to(root))
     for path in files:  # before any hashing: a manifest names its files in UTF-8 JSON
         relative = path.relative_to(root).as_posix()
         try:

@@ -82,7 +82,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             if subject.name in artifacts:
                 raise ReleaseInputError(f"{source}: subject {subject.name!r} listed twice")
             artifacts[subject.name] = subject.sha256()
-        return cls(
+        manifest = cls(
             release_id=predicate.release_id,
             contents=ReleaseContents(
                 artifacts=artifacts,
@@ -90,6 +90,14 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
                 flag_schema=predicate.flag_schema,
             ),
         )
+        if manifest.statement_bytes() != data:
+            # JSON readers disagree on a duplicated key (first or last wins), so what a
+            # signer reviewed and what is checked could differ; signed bytes have one reading
+            raise ReleaseInputError(
+                f"{source}: not the canonical release statement (a duplicated or unknown key, "
+                "another _type, key order or spacing); sign the bytes `release build` makes"
+            )
+        return manifest
 
 
 _DECODER = msgspec.json.Decoder(Manifest)
