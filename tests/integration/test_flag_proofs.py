@@ -317,3 +317,33 @@ async def test_a_flag_turned_on_during_a_kill_stays_refused_by_a_node_started_af
         lambda: all((s := f.get(RLP)) is not None and s.value_for(n) is True
                     for n, f in flags.items())
     )  # fmt: skip
+
+
+async def test_a_change_made_under_an_earlier_kill_stays_refused_after_later_kills(
+    governed: Fleet, tmp_path: Path
+) -> None:
+    """Not only the last kill of a slot: a node started after two kills and their resumes
+    reads from the slot's kept history that the change was issued under the first one."""
+    fleet = governed
+    trees, flags = await admitted_with_flags(fleet, tmp_path)
+    ks = switch(await fleet.plane("alice"), fleet.clock)
+    assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
+    await write_state(fleet, True, sealed(ALICE, 1, True, approval_by(BOB)))
+    await eventually(
+        lambda: all(f.refused[TrustReason.FROZEN_BY_KILL] == 1 for f in flags.values())
+    )
+    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
+    assert (await ks.kill(Scope.FLEET, "", "again", timeout_s=2.0)).ok
+    assert (await ks.resume(Scope.FLEET, "", "fixed again", approvers=(BOB,))).ok
+
+    await fleet.nodes["n2"].stop()
+    restarted = await fleet.start_node("n2", trees["n2"])
+    await eventually(lambda: restarted.release_admitted)
+    again = NodeFlags(restarted)
+    await again.start()
+    assert again.get(RLP) is None
+    assert again.refused[TrustReason.FROZEN_BY_KILL] == 1
+    assert "fleet kill 'fleet' (by alice, resumed since)" in again.last_refusal
+    # both kills, from the history, as n1 holds them from its own latch
+    for runtime in (restarted, fleet.nodes["n1"]):
+        assert [i[2] for i in runtime.thawed[(Scope.FLEET, "fleet")]] == ["alice", "alice"]

@@ -263,6 +263,25 @@ async def test_previous_state_history_is_bounded(backend: Backend) -> None:
     assert await plane.previous_state(Scope.FLEET, "all", revisions[1]) is None
     found = await plane.previous_state(Scope.FLEET, "all", kept[1])
     assert found is not None and found[1] == kept[0]
+    history = await plane.state_history(Scope.FLEET, "all", revisions[-1] + 1)
+    assert [rev for _, rev in history] == kept  # oldest first, the kept ones only
+    assert [e.command_id for e, _ in history if e is not None] == [
+        f"c{i}" for i in range(2, STATE_HISTORY + 2)
+    ]
+
+
+async def test_state_history_lists_a_slot_s_writes_before_a_revision(backend: Backend) -> None:
+    plane = await backend.plane()
+    await plane.put_state(entry(scope=Scope.SYMBOL, key="AAPL"))
+    rev1 = await plane.put_state(entry(command_id="k1"))
+    rev2 = await plane.put_state(entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=2))
+    rev3 = await plane.put_state(entry(command_id="k2", issued_ns=3))
+    assert await plane.state_history(Scope.FLEET, "all", rev1) == []
+    history = await plane.state_history(Scope.FLEET, "all", rev3)
+    assert [(e.command_id if e else None, rev) for e, rev in history] == [
+        ("k1", rev1),
+        ("r1", rev2),
+    ]
 
 
 async def test_snapshots_leave_no_consumer_on_the_server(nats_server: Site) -> None:

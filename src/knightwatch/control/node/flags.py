@@ -261,8 +261,8 @@ class NodeFlags:
 
     def _freezing_kill(self, issued_ns: int) -> str:
         """The fleet or strategy kill in force on this node when `issued_ns` was: one it
-        applied at or before then and still holds, or the last one a resume lifted, if
-        `issued_ns` falls between the two (`NodeRuntime.thawed`); "" if none. A change
+        applied at or before then and still holds, or one a resume lifted, if `issued_ns`
+        falls between the two (`NodeRuntime.thawed`); "" if none. A change
         issued under a kill adds risk the kill froze, and stays refused after the resume
         (it is issued again once the kill is over), so a node that starts after the
         resume judges it as the nodes that ran through the kill did. The freeze is
@@ -271,9 +271,10 @@ class NodeFlags:
         for (scope, key), halt in self.runtime.guard.halts().items():
             if scope in (Scope.FLEET, Scope.STRATEGY) and halt.ts_ns <= issued_ns:
                 return f"the {scope.value} kill {key!r} (by {halt.actor})"
-        for (scope, key), (killed, resumed, actor) in self.runtime.thawed.items():
-            if killed <= issued_ns < resumed:
-                return f"the {scope.value} kill {key!r} (by {actor}, resumed since)"
+        for (scope, key), lifted in self.runtime.thawed.items():
+            for killed, resumed, actor in lifted:
+                if killed <= issued_ns < resumed:
+                    return f"the {scope.value} kill {key!r} (by {actor}, resumed since)"
         return ""
 
     def _refuse(self, flag_id: str, revision: int, exc: Refused) -> None:

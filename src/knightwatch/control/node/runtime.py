@@ -68,6 +68,7 @@ from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.node.trustfeed import follow_roster
 from knightwatch.control.plane.history import UNVERIFIED_ACTOR, held_halted, unproven_resume
 from knightwatch.control.plane.protocol import (
+    STATE_HISTORY,
     Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
@@ -142,6 +143,10 @@ def _nothing() -> None:
 
 _ATTEST_TIMEOUT_S = 2.0
 _SEEN_COMMANDS = 4096
+THAWED_KEPT = STATE_HISTORY
+"""Lifted kills a node remembers per slot (`NodeRuntime.thawed`): as many as the store
+keeps writes of a slot, so a node that ran through them knows at least what a restarted
+one reads back."""
 _VERIFIED_CACHE = 256
 _AUTO_RETRY_S = 0.2
 _STARTS_KEPT = 16
@@ -249,11 +254,12 @@ class NodeRuntime:
         self._applied: dict[str, StateEntry] = {}
         self._applied_by: dict[str, Checked | None] = {}
         """Who signed the entry held per slot (a resume: its requester and approvers)."""
-        self.thawed: dict[tuple[Scope, str], tuple[int, int, str]] = {}
-        """Per fleet or strategy slot, the last verified kill a resume lifted on this node:
-        (the kill's issued_ns, the resume's issued_ns, who killed). A flag change issued in
-        between was made under that kill, and `NodeFlags` refuses it after the resume too,
-        so a node started after the resume judges it as the ones that ran through the kill."""
+        self.thawed: dict[tuple[Scope, str], list[tuple[int, int, str]]] = {}
+        """Per fleet or strategy slot, the verified kills resumes lifted on this node, oldest
+        first (at most `THAWED_KEPT`): (the kill's issued_ns, the resume's issued_ns, who
+        killed). A flag change issued in between was made under that kill, and `NodeFlags`
+        refuses it after the resume too, so a node started after the resumes judges it as
+        the ones that ran through the kills did (from the slot's kept history)."""
         self._seen: dict[str, None] = {}
         """Command ids applied lately, in order; a halt not among them is applied regardless."""
         self._auto: dict[tuple[Scope, str], Halt] = {}
@@ -620,22 +626,32 @@ class NodeRuntime:
             and kill.state is not TradingState.ACTIVE
             and kill.issued_ns > 0
         ):
-            self.thawed[(resume.scope, resume.key)] = (kill.issued_ns, resume.issued_ns, kill.actor)
+            lifted = self.thawed.setdefault((resume.scope, resume.key), [])
+            interval = (kill.issued_ns, resume.issued_ns, kill.actor)
+            if interval not in lifted:
+                lifted.append(interval)
+                del lifted[:-THAWED_KEPT]
 
     async def _thaw_stored(self, resume: StateEntry, revision: int) -> None:
-        """The kill a stored resume this node never held lifts, from the slot's history
-        (`unproven_resume` showed it is the write right before): remembered if it verifies."""
+        """The kills the slot's kept history shows lifted, up to the stored resume this node
+        never held (`unproven_resume` showed it lifts the write right before it): each kill
+        and each earlier resume is remembered only if it verifies, and a resume lifts only
+        the kill it names, as a node that ran through them would have applied them."""
         if resume.scope not in (Scope.FLEET, Scope.STRATEGY):
             return
-        before = await self.plane.previous_state(resume.scope, resume.key, revision)
-        kill = before[0] if before is not None else None
-        if kill is None or kill.state is TradingState.ACTIVE or _undecodable(kill):
-            return
-        try:
-            check_state(kill.command(), kill.proof, self.trust.roster, now_ns=0, live=False)
-        except Refused:
-            return
-        self._thaw(resume, kill)
+        kept = await self.plane.state_history(resume.scope, resume.key, revision)
+        writes = [entry for entry, _ in kept if entry is not None and not _undecodable(entry)]
+        kill: StateEntry | None = None  # the verified kill in force at this point of history
+        for entry in [*writes, resume]:
+            try:
+                check_state(entry.command(), entry.proof, self.trust.roster, now_ns=0, live=False)
+            except Refused:
+                continue  # a node would have refused it: it changed nothing there
+            if entry.state is not TradingState.ACTIVE:
+                kill = entry
+            elif kill is not None and entry.supersedes == kill.command_id:
+                self._thaw(entry, kill)
+                kill = None
 
     def _hold_plan(self, entry: StateEntry, *, live: bool) -> None:
         """Hold the ramp a resume was signed with, from now (`live`) or, for one read from

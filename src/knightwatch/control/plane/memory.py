@@ -153,9 +153,14 @@ class MemoryControlPlane:
     async def previous_state(
         self, scope: Scope, key: str, revision: int
     ) -> tuple[StateEntry | None, int] | None:
+        kept = await self.state_history(scope, key, revision)
+        return kept[-1] if kept else None
+
+    async def state_history(
+        self, scope: Scope, key: str, revision: int
+    ) -> list[tuple[StateEntry | None, int]]:
         kept = self._require()._history.get(slot_of(scope, key), [])
-        before = [(e, rev) for e, rev in kept if rev < revision]
-        return before[-1] if before else None
+        return [(e, rev) for e, rev in kept if rev < revision]
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         return {slot: (e, rev) for slot, (e, rev) in self._require()._states.items()}

@@ -41,7 +41,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RawStreamMsg, RePublish, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from knightwatch.control.plane.authz import inbox_prefix
@@ -522,12 +522,18 @@ class NatsControlPlane:
     async def previous_state(
         self, scope: Scope, key: str, revision: int
     ) -> tuple[StateEntry | None, int] | None:
+        kept = await self.state_history(scope, key, revision)
+        return kept[-1] if kept else None
+
+    async def state_history(
+        self, scope: Scope, key: str, revision: int
+    ) -> list[tuple[StateEntry | None, int]]:
         """Walks the slot's kept writes oldest first with next-by-subject message gets from
         the stream leader (no consumer: a watcher's end-of-history marker can come early)."""
         slot = slot_of(scope, key)
         subject = f"$KV.{STATE_BUCKET}.{slot}"
         js = self._require_js()
-        before: RawStreamMsg | None = None
+        kept: list[tuple[StateEntry | None, int]] = []
         seq = 1
         for _ in range(4 * STATE_HISTORY):  # the bucket keeps at most STATE_HISTORY per slot
             try:
@@ -539,14 +545,13 @@ class NatsControlPlane:
             found = int(msg.seq or 0)
             if found >= revision or found < seq:
                 break
-            before, seq = msg, found + 1
-        if before is None:
-            return None
-        found = int(before.seq or 0)
-        operation = (before.headers or {}).get("KV-Operation")
-        if operation is not None or before.data is None:
-            return None, found
-        return decode_entry(slot, before.data, found), found
+            seq = found + 1
+            operation = (msg.headers or {}).get("KV-Operation")
+            if operation is not None or msg.data is None:
+                kept.append((None, found))
+            else:
+                kept.append((decode_entry(slot, msg.data, found), found))
+        return kept
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot: its entry (one that cannot be decoded is a halt of its slot's

@@ -154,6 +154,14 @@ class ControlPlane(Protocol):
         """
         ...
 
+    async def state_history(
+        self, scope: Scope, key: str, revision: int
+    ) -> list[tuple[StateEntry | None, int]]:
+        """Every write the store keeps of the slot before `revision`, oldest first, as
+        `previous_state` reads each (a node restarting after resumes learns from them
+        which kills froze flag changes)."""
+        ...
+
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot (the store's key) with its entry, or None if it holds no
         decodable entry, and its revision, from the store of record (used to resync)."""
