@@ -181,3 +181,17 @@ def test_a_refusal_names_every_refusing_node_with_the_release_it_runs(
     detail = gate.check(request()).detail
     assert "node n2 is not admitted (judged against release r2" in detail
     assert "node n3 is not admitted (no verdict" in detail
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n"])
+@pytest.mark.parametrize("value", [True, False])
+def test_a_change_without_a_reason_is_refused_and_not_recorded(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock, value: bool, blank: str
+) -> None:
+    """Every change is on the record with why; a blank reason (an unset `$WHY`) is none."""
+    store = MemoryFlagStateStore()
+    gate = ActivationGate(flag_registry, make_fleet(), store, pre_market_clock)
+    result = gate.apply(request(DARK, value=value, reason=blank))
+    assert not result.accepted and result.code is ActivationCode.MISSING_REASON
+    assert result.detail == f"{DARK}: a change needs a reason, for the record"
+    assert store.get(DARK) is None and not store.changes(DARK)

@@ -65,6 +65,18 @@ def test_clean_fixture_loads_with_lines_and_schema() -> None:
         ("- just a list\n", "top level must be a mapping"),
         (ENTRY + "    definition_hash: 1234\n", "quote hashes"),
         ("flags: [\n", "not valid YAML"),
+        (
+            ENTRY.replace("description: RLP routing", "description: ''"),
+            "flag 'trading.smars.rlp_enabled': description: blank",
+        ),
+        (
+            ENTRY.replace("description: RLP routing", 'description: "  \\t "'),
+            "flag 'trading.smars.rlp_enabled': description: blank",
+        ),
+        (
+            ENTRY.replace("expires: 2012-12-31", "expires: 2012-06-30"),
+            "flag 'trading.smars.rlp_enabled': expires: 2012-06-30 is before created 2012-07-01",
+        ),
     ],
 )
 def test_strict_parse_names_the_key(text: str, expected: str) -> None:

@@ -192,6 +192,18 @@ def test_plan_validation_names_the_field() -> None:
         RolloutPlan(min_orders_per_node=0)
 
 
+def test_a_plan_without_gates_is_refused_naming_the_field() -> None:
+    """A runaway canary sends the most orders, so it supplies the promotion evidence
+    fastest: with `gates = []` nothing judged its health and it was promoted to the fleet."""
+    plan = msgspec.convert(
+        {"gates": [], "stages": [{"name": "c", "hold_s": 1, "nodes": 1}]}, RolloutPlan
+    )  # decodes: a rollout stored before the rule must still load, to be aborted
+    with pytest.raises(ValueError, match=r"plan\.gates: at least one health gate is required"):
+        plan.check_gated()
+    with pytest.raises(ValueError, match=r"plan\.gates: at least one health gate is required"):
+        Rollout.start("r", RLP, True, ["n1"], plan, SimClock(), "alice")
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_a_plan_with_a_non_finite_number_is_refused_naming_it(bad: float) -> None:
     """NaN passes every comparison: a NaN gate bound was never breached (the gate passed
@@ -208,6 +220,20 @@ def test_a_plan_with_a_non_finite_number_is_refused_naming_it(bad: float) -> Non
             "gates": [{"metric": "reject_ratio", "max": bad}]}  # fmt: skip
     with pytest.raises(msgspec.ValidationError, match="must be a finite number"):
         msgspec.convert(plan, RolloutPlan)
+
+
+def test_a_hold_too_long_to_count_is_refused_not_raised_in_a_step(
+    pre_market_clock: SimClock,
+) -> None:
+    """`hold_s = 1e300` is finite, but its nanoseconds are not: every step raised."""
+    with pytest.raises(ValueError, match=r"stage 'x': hold_s 1e\+300 is too long to count"):
+        Stage("x", hold_s=1e300, nodes=1)
+    plan = {"stages": [{"name": "x", "hold_s": 1e300, "nodes": 1}]}
+    with pytest.raises(msgspec.ValidationError, match="too long to count in nanoseconds"):
+        msgspec.convert(plan, RolloutPlan)
+    long = RolloutPlan(stages=(Stage("x", hold_s=1e12, nodes=1),), gates=PLAN.gates)
+    rollout, _ = Rollout.start("r", RLP, True, ["n1", "n2"], long, pre_market_clock, "alice")
+    assert rollout.step({"n1": {"order_rate_ratio": 1.0}}) == []
 
 
 @pytest.mark.parametrize(("nodes", "fraction"), [(-1, 0.5), (2, -0.25)])

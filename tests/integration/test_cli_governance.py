@@ -181,7 +181,10 @@ async def test_admission_status_flags_rollout_through_the_cli(
         assert code == 0 and "revision 1" in out and "'n1': 1" in out and "by " in out, out
 
         plan = tmp_path / "plan.toml"
-        plan.write_text("gates = []\n[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n")
+        plan.write_text(  # a gate that judges nothing here: any reject ratio, data missing
+            "failure_limit = 1000000\n[[gates]]\nmetric = 'reject_ratio'\nmax = 1.0\n"
+            "[[stages]]\nname = 'fleet'\nhold_s = 0\nfraction = 1.0\n"
+        )
         # bob's approval names the plan: one for the built-in plan does not start this one
         default_plan = await approval("ro-default", "--rollout")
         code, out = await cli("rollout", "start", RLP, "--plan", plan, "--registry",

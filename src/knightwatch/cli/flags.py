@@ -126,6 +126,10 @@ def lint(
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
         raise _fail(console, f"--src: no such path: {', '.join(missing)}")
+    if accessor is not None and any(not name.strip() for name in accessor):
+        # `--accessor "$NAME"` with NAME unset would replace the default accessors with
+        # one that matches no call: references through them would go unreported
+        raise _fail(console, "--accessor: empty name; leave the option out for the defaults")
     config = LintConfig(accessors=tuple(accessor)) if accessor else LintConfig()
     with Progress(
         TextColumn("scanning sources"), BarColumn(), MofNCompleteColumn(), console=console
@@ -194,9 +198,11 @@ ApprovalOpt = typer.Option(
 def _plan(console: Console, plan: Path | None) -> RolloutPlan:
     """The rollout plan file (the default plan without one)."""
     try:
-        return (
+        typed = (
             msgspec.convert(load_toml(plan, "rollout plan"), RolloutPlan) if plan else RolloutPlan()
         )
+        typed.check_gated()
+        return typed
     except InputFileError as exc:
         raise _fail(console, str(exc)) from None
     except (msgspec.ValidationError, ValueError) as exc:
@@ -299,6 +305,13 @@ def _policy(console: Console, policy: Path | None) -> ActivationPolicy:
         raise _fail(console, str(exc)) from None
 
 
+def _reason(console: Console, value: str) -> str:
+    """`--reason`: recorded with the change; `--reason "$WHY"` with WHY unset is not one."""
+    if not value.strip():
+        raise _fail(console, "--reason: empty; say why, for the record")
+    return value
+
+
 def _on_off(console: Console, value: str) -> bool:
     if value.lower() not in ("on", "off"):
         raise _fail(console, f"VALUE must be 'on' or 'off', got {quoted(value)}")
@@ -330,8 +343,15 @@ def approve_change(
     except OptionError as exc:
         raise _fail(console, str(exc)) from None
     target = _on_off(console, value)
+    reason = _reason(console, reason)
     if plan is not None and not rollout:
         raise _fail(console, "--plan: only with --rollout (a rollout approval names its plan)")
+    if chosen and rollout:  # it would approve the rollout on every admitted node, not these
+        raise _fail(
+            console,
+            "--nodes: not with --rollout (a rollout runs on every admitted node; its plan's "
+            "stages size it)",
+        )
     digest = plan_digest(_plan(console, plan)) if rollout else ""
 
     async def go() -> str:
@@ -394,6 +414,7 @@ def set_flag(
     except OptionError as exc:
         raise _fail(console, str(exc)) from None
     target = _on_off(console, value)
+    reason = _reason(console, reason)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
     approved = _read_approval(console, approval)
@@ -445,11 +466,12 @@ def set_flag(
 
 def _report(console: Console, state: RolloutState) -> None:
     colour = {"progressing": "cyan", "completed": "green", "aborted": "red"}[state.status]
-    stage = state.plan.stages[state.stage_index]
-    console.print(
-        f"[{colour}]{state.rollout_id}: {state.status}[/{colour}] stage {stage.name}, "
-        f"{len(state.exposed)}/{len(state.nodes)} node(s) on"
-        + (f", abort reason: {state.abort_reason}" if state.abort_reason else ""),
+    stages = state.plan.stages
+    name = stages[state.stage_index].name if 0 <= state.stage_index < len(stages) else "?"
+    console.print(  # the record's text is not markup (the bucket is operator-writable)
+        f"[{colour}]{escape(state.rollout_id)}: {state.status}[/{colour}] stage "
+        f"{escape(name)}, {len(state.exposed)}/{len(state.nodes)} node(s) on"
+        + (f", abort reason: {escape(state.abort_reason)}" if state.abort_reason else ""),
         highlight=False,
     )
 
@@ -544,6 +566,7 @@ def rollout_abort(
 ) -> None:
     """Flag back to its safe default wherever this rollout turned it on; halt those nodes."""
     console = Console()
+    reason = _reason(console, reason)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
 
@@ -581,18 +604,33 @@ def rollout_status(
             return await plane.records(Bucket.ROLLOUTS)
 
     records = _plane_run(console, go)
-    chosen = [
-        msgspec.json.decode(v, type=RolloutState)
-        for k, (v, _) in sorted(records.items())
-        if flag_id is None or k == flag_id
-    ]
-    if not chosen:
+    chosen: list[RolloutState] = []
+    unreadable: list[str] = []
+    for k, (v, _) in sorted(records.items()):
+        if flag_id is not None and k != flag_id:
+            continue
+        try:  # the bucket is operator-writable: a record may be anything
+            chosen.append(msgspec.json.decode(v, type=RolloutState))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            unreadable.append(f"rollout {quoted(k)}: undecodable record ({exc})")
+    errors = Console(stderr=True)
+    for line in unreadable:
+        errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    if not chosen and not unreadable:
         raise _fail(console, f"no rollout{' for ' + flag_id if flag_id else ''}")
     if as_json:
         print(json.dumps(msgspec.to_builtins(chosen), indent=2))
+        if unreadable:
+            raise typer.Exit(1)
         return
     for state_ in chosen:
         _report(console, state_)
         for event in state_.events:
-            at = datetime.fromtimestamp(event.at_ns / NS_PER_S, UTC).isoformat(timespec="seconds")
-            console.print(f"  {at} {event.kind}: {event.detail}", highlight=False)
+            try:
+                when = datetime.fromtimestamp(event.at_ns / NS_PER_S, UTC)
+                at = when.isoformat(timespec="seconds")
+            except (OverflowError, ValueError, OSError):  # not a time this record could hold
+                at = f"at_ns={event.at_ns}"
+            console.print(f"  {at} {escape(event.kind)}: {escape(event.detail)}", highlight=False)
+    if unreadable:
+        raise typer.Exit(1)

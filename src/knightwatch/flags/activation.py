@@ -60,7 +60,8 @@ class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Refuse hours that contain no moment (they would make "market_hours" mean
         "never": no second approver ever asked for) or that `is_open` cannot compare.
 
-        Applied to the activation policy file; a roster already stored is not re-judged."""
+        Applied to the activation policy file and to the roster's `approvals` (where a
+        roster is built, and where a proposal or a stored version is decoded)."""
         bounds = [time.fromisoformat(self.open), time.fromisoformat(self.close)]
         for name, bound in zip(("open", "close"), bounds, strict=True):
             if bound.tzinfo is not None:  # compared with the local wall time it would raise
@@ -114,6 +115,7 @@ class ActivationCode(StrEnum):
     SCHEMA_MISSING_FLAG = "schema_missing_flag"
     SCHEMA_HASH_MISMATCH = "schema_hash_mismatch"
     MISSING_ACTOR = "missing_actor"
+    MISSING_REASON = "missing_reason"
     SECOND_APPROVER_REQUIRED = "second_approver_required"
     SELF_APPROVAL = "self_approval"
     CONFLICT = "conflict"
@@ -214,6 +216,8 @@ class ActivationGate:
 
         if not request.actor.strip():
             return refuse(ActivationCode.MISSING_ACTOR, "a change needs a named actor")
+        if not request.reason.strip():
+            return refuse(ActivationCode.MISSING_REASON, "a change needs a reason, for the record")
         flag = self._registry.get(request.flag_id)
         if flag is None:
             return refuse(ActivationCode.UNKNOWN_FLAG, "not in the flag registry")

@@ -71,6 +71,16 @@ class FlagDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     definition_hash: str | None = None
     history: tuple[HistoryEntry, ...] = ()
 
+    def __post_init__(self) -> None:
+        # the description is the meaning the hash pins: a blank one pins none, and an
+        # expiry before the flag existed is a typo that lint would call "expired" forever
+        if not self.description.strip():
+            raise ValueError("description: blank; say what the flag does when on")
+        if self.expires is not None and self.expires < self.created:
+            raise ValueError(
+                f"expires: {self.expires.isoformat()} is before created {self.created.isoformat()}"
+            )
+
     @property
     def meaning_hash(self) -> str:
         """The canonical hash of the meaning-bearing fields (what releases carry)."""

@@ -70,6 +70,11 @@ class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if self.hold_s < 0:
             raise ValueError(f"stage {quoted(self.name)}: hold_s must be >= 0, got {self.hold_s}")
+        if not math.isfinite(self.hold_s * NS_PER_S):  # `step` counts the hold in nanoseconds
+            raise ValueError(
+                f"stage {quoted(self.name)}: hold_s {self.hold_s:g} is too long to count "
+                "in nanoseconds"
+            )
 
     def size(self, fleet_size: int) -> int:
         wanted = self.nodes if self.nodes else math.ceil(self.fraction * fleet_size)
@@ -138,6 +143,18 @@ class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(
                 f"plan.min_orders_per_node: must be >= 1 (a stage needs evidence), "
                 f"got {self.min_orders_per_node}"
+            )
+
+    def check_gated(self) -> None:
+        """Refuse a new rollout without a health gate: promotion needs evidence (orders),
+        and a runaway canary supplies that fastest, so without a gate nothing would judge
+        what the exposed nodes do with the flag. Checked where a rollout starts (and where
+        a plan file is read), not on decoding: a stored rollout must still load, so that
+        it can be aborted."""
+        if not self.gates:
+            raise ValueError(
+                "plan.gates: at least one health gate is required (without one a stage is "
+                "promoted on its order count alone, its health unchecked)"
             )
 
 
@@ -246,6 +263,7 @@ class Rollout:
     ) -> tuple[Rollout, list[RolloutAction]]:
         """`excluded`: members left out (node -> why), named in the rollout's first event;
         `rollout_nodes` splits a fleet view that way."""
+        plan.check_gated()
         out = dict(excluded or {})
         if not nodes:
             why = "; ".join(f"{n}: {w}" for n, w in sorted(out.items()))

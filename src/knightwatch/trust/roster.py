@@ -96,6 +96,15 @@ class ApprovalPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kill is in force is the stop direction: one person, whatever this says)."""
     market_hours: MarketHours = MarketHours()
 
+    def __post_init__(self) -> None:
+        # the activation policy file's rule (`MarketHours.check_session`): hours with no
+        # moment in them would make "market_hours" mean "never" (no second person asked
+        # for), and a bound with a UTC offset makes `is_open` raise on every check
+        try:
+            self.market_hours.check_session()
+        except ValueError as exc:
+            raise TrustError(f"roster approvals.{exc}") from None
+
     def second_person(self, rule: SecondApprover, wall_ns: int) -> bool:
         if rule is SecondApprover.ALWAYS:
             return True

@@ -1,0 +1,86 @@
+"""The roster's own rules: its approval policy's market hours must contain a moment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+from knightwatch.flags.activation import MarketHours
+from knightwatch.release.dsse import encode_envelope, new_envelope
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import (
+    ROSTER_PAYLOAD_TYPE,
+    ApprovalPolicy,
+    Roster,
+    TrustError,
+    decode_roster,
+)
+
+KIT = Kit(now_ns=1)
+# A URL nothing listens on: a command that got past its input checks would fail differently.
+NOWHERE = "nats://127.0.0.1:1"
+
+HOLES = [
+    ({"open": "16:00", "close": "09:30"}, "market_hours: open 16:00 must be before close 09:30"),
+    ({"open": "09:30", "close": "09:30"}, "market_hours: open 09:30 must be before close 09:30"),
+    ({"weekdays": []}, "market_hours.weekdays: empty"),
+    ({"open": "09:30+05:00"}, "market_hours.open: '09:30+05:00' carries a UTC offset"),
+    ({"close": "16:00Z"}, "market_hours.close: '16:00Z' carries a UTC offset"),
+]
+
+
+def _payload(hours: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(KIT.roster)
+    data["approvals"] = {"flag": "market_hours", "market_hours": hours}
+    return data
+
+
+@pytest.mark.parametrize(("hours", "message"), HOLES)
+def test_a_roster_whose_market_never_opens_is_refused_naming_the_field(
+    hours: dict[str, Any], message: str
+) -> None:
+    """Hours with no moment in them would make the roster's `market_hours` rule mean
+    "never" (no second person for a flag change); an offset bound makes every check raise."""
+    with pytest.raises(TrustError, match=re.escape(f"roster approvals.{message}")):
+        Roster(
+            2,
+            KIT.roster.issued_ns + 1,
+            KIT.roster.members,
+            approvals=ApprovalPolicy(market_hours=MarketHours(**hours)),
+        )
+    envelope = new_envelope(ROSTER_PAYLOAD_TYPE, msgspec.json.encode(_payload(hours)))
+    with pytest.raises(TrustError) as info:
+        decode_roster(envelope)
+    assert f"roster approvals.{message}" in str(info.value)
+    assert "$.approvals" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("hours", "message"), HOLES[:3] + HOLES[4:])
+def test_a_roster_proposal_with_such_hours_is_refused_naming_the_file(
+    tmp_path: Path, hours: dict[str, Any], message: str
+) -> None:
+    proposal = tmp_path / "proposal.json"
+    payload = msgspec.json.encode(_payload(hours))
+    proposal.write_bytes(encode_envelope(new_envelope(ROSTER_PAYLOAD_TYPE, payload)))
+    result = CliRunner().invoke(
+        app,
+        ["identity", "show", "--proposal", str(proposal), "--nats-url", NOWHERE],
+        env={"COLUMNS": "400"},
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert f"roster proposal {proposal}: " in result.output, result.output
+    assert f"roster approvals.{message}" in result.output, result.output
+
+
+def test_the_default_and_a_sound_policy_still_load() -> None:
+    sound = ApprovalPolicy(market_hours=MarketHours(open="08:00", close="17:00", weekdays=(0,)))
+    roster = Roster(2, KIT.roster.issued_ns + 1, KIT.roster.members, approvals=sound)
+    assert roster.approvals.market_hours.weekdays == (0,)
+    assert decode_roster(KIT.envelopes[0]).approvals == ApprovalPolicy()
