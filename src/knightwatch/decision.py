@@ -46,7 +46,8 @@ class RejectReason(StrEnum):
     CANCEL_FILL_RATIO = "cancel_fill_ratio"
     LOSS_LIMIT = "loss_limit"
     AUDIT_UNAVAILABLE = "audit_unavailable"
-    # decided by the FIX gateway around the Guard, not by a Guard rule
+    # decided around the Guard (the FIX gateway; an adapter: no venue to send to), not by
+    # a Guard rule
     VENUE_UNAVAILABLE = "venue_unavailable"
     UNSUPPORTED_MESSAGE = "unsupported_message"
     GATEWAY_ERROR = "gateway_error"
@@ -59,7 +60,8 @@ GATEWAY_REASONS = frozenset(
         RejectReason.GATEWAY_ERROR,
     }
 )
-"""Codes the FIX gateway decides around the Guard (no Guard rule produces them)."""
+"""Codes the FIX gateway (and, for `VENUE_UNAVAILABLE`, an adapter with no execution
+client for the venue) decides around the Guard: no Guard rule produces them."""
 
 
 class Decision(msgspec.Struct, frozen=True):

@@ -782,3 +782,155 @@ async def test_a_batch_is_booked_entry_by_entry(mode: str) -> None:
             if isinstance(ex, AsyncGuardedExchange):
                 await ex.close()
         assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+async def test_an_order_on_its_way_named_by_venue_id_is_cancelled_after_the_kill(
+    spec: Spec,
+) -> None:
+    """The kill's sweep misses an order still on its way; the async wrapper cancels it when
+    the venue answers, also when the caller named the market by its venue id (`BTCUSDT`):
+    it was left resting at the venue after the kill."""
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "async"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        try:
+            await ex.fetch_ticker(spec.symbol)
+            mid = ex.exchange.market(spec.symbol)["id"]
+            venue.hold = threading.Event()
+            placing = asyncio.ensure_future(ex.create_order(mid, "limit", "buy", 0.1, 59_000))
+            while not venue.holding:
+                await asyncio.sleep(0.005)
+            ex.guard.halt(Scope.NODE, ex.guard.node, "fleet kill", "test")
+            assert ex.kill_task is not None
+            await ex.kill_task
+            venue.hold.set()
+            order = await placing
+            assert venue.orders[str(order["id"])].status == "canceled"
+            assert ex.guard.working_qty(spec.symbol) == (0, 0) and not ex.ledger.live()
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_a_trade_or_fill_count_below_zero_halts_instead_of_hiding_later_fills(
+    spec: Spec,
+) -> None:
+    """A venue answer with a negative trade amount was added to the order's trade sum, so
+    the real executions after it were never booked (and no halt said so); a negative
+    cumulative `filled` ended an order as if nothing had filled. Both halt the node."""
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym, u = spec.symbol, Units(spec.step)
+        ex.fetch_ticker(sym)
+        order = ex.create_order(sym, "limit", "buy", 0.2, 59_000)
+        venue.fill(order["id"], "0.1")
+        bad = {"id": "bogus-1", "order": order["id"], "symbol": sym, "amount": -0.1,
+               "price": 59_000, "side": "buy"}  # fmt: skip
+        ex.ledger.apply_trades([bad])
+        halt = ex.guard.halts()[(Scope.NODE, ex.guard.node)]
+        assert halt.code is R.FILL_MISMATCH and "trade amount: must be > 0" in halt.reason
+        ex.fetch_my_trades(sym)
+        assert ex.guard.position(sym) == u.to_units("0.1")
+        assert ex.guard.working_qty(sym) == (0, 0)
+
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        ex.fetch_ticker(sym)
+        order = ex.create_order(sym, "limit", "buy", 0.2, 59_000)
+        ex.ledger.apply_order({"id": order["id"], "filled": -0.1, "status": "canceled"})
+        halt = ex.guard.halts()[(Scope.NODE, ex.guard.node)]
+        assert halt.code is R.FILL_MISMATCH and "filled: must be >= 0" in halt.reason
+
+
+def test_an_order_id_of_another_market_is_another_order() -> None:
+    """Binance numbers orders per market: an update or a trade for ETH/USDT order 7 (placed
+    elsewhere) is not BTC/USDT order 7 placed here. It was booked to it, silently."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        ex.fetch_ticker("BTC/USDT")
+        ex.on_price("ETH/USDT", 3000)
+        btc = ex.create_order("BTC/USDT", "limit", "buy", 0.2, 59_000)
+        other = {"id": btc["id"], "symbol": "ETH/USDT", "side": "buy", "amount": 0.1,
+                 "filled": 0.1, "remaining": 0, "price": 3000, "status": "closed"}  # fmt: skip
+        ex.ledger.apply_order(other)
+        trade = {"id": "99", "order": btc["id"], "symbol": "ETH/USDT", "amount": 0.1,
+                 "price": 3000, "side": "buy"}  # fmt: skip
+        ex.ledger.apply_trades([trade])
+        ex.ledger.apply_order(other | {"symbol": "DOGE/NOPE"})  # a market not loaded: ignored
+        assert ex.guard.position("BTC/USDT") == 0 and ex.guard.position("ETH/USDT") == 0
+        assert ex.guard.working_qty("BTC/USDT") == (ex.ledger.units("BTC/USDT").to_units("0.2"), 0)
+        assert not ex.guard.halts()
+        # the order placed here is still found by its own market and id; an update that
+        # names no market finds the one order with that id
+        ex.ledger.apply_order({"id": btc["id"], "filled": 0.05, "price": 59_000, "status": "open"})
+        assert ex.guard.position("BTC/USDT") == ex.ledger.units("BTC/USDT").to_units("0.05")
+        venue.fill(btc["id"], "0.2")
+        ex.fetch_my_trades("BTC/USDT")
+        assert ex.guard.position("BTC/USDT") == ex.ledger.units("BTC/USDT").to_units("0.2")
+        assert ex.guard.working_qty("BTC/USDT") == (0, 0)
+        assert venue.bad_signatures == 0
+
+
+def test_an_answer_that_names_no_order_leaves_it_in_doubt() -> None:
+    """The venue placed the order but its answer names no order id (and none was given as
+    `clientOrderId`): no update can ever bind it, so it is in doubt and `resolve` settles
+    it (it stayed working forever, and `resolve` refused it as not in doubt)."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym, u = spec.symbol, Units(spec.step)
+        ex.fetch_ticker(sym)
+        venue.fault = "empty_answer"
+        answer = ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+        assert answer["id"] is None
+        (gid,) = ex.ledger.in_doubt
+        assert ex.guard.working_qty(sym) == (u.to_units("0.1"), 0)
+        (live,) = ex.fetch_open_orders(sym)  # the venue's record of it, found by hand
+        ex.resolve(gid, live)
+        assert not ex.ledger.in_doubt
+        venue.fill(str(live["id"]), "0.1")
+        ex.fetch_my_trades(sym)
+        assert ex.guard.position(sym) == u.to_units("0.1")
+        assert ex.guard.working_qty(sym) == (0, 0)
+        assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_kill_cancels_every_symbol_though_one_symbols_cancel_breaks(mode: str) -> None:
+    """The kill's sweep goes symbol by symbol: a failure that is not a ccxt error (a parse
+    bug on one venue answer) in the first symbol stopped the sweep, and the orders of the
+    other symbols stayed resting after the kill."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        try:
+            await run(ex.fetch_ticker("BTC/USDT"))
+            ex.on_price("ETH/USDT", 3000)
+            btc = await run(ex.create_order("BTC/USDT", "limit", "buy", 0.1, 58_000))
+            eth = await run(ex.create_order("ETH/USDT", "limit", "buy", 0.1, 2_950))
+            real = ex.exchange.cancel_all_orders
+
+            def broken(symbol: str | None = None, params: Any = None) -> Any:
+                if symbol == "BTC/USDT":
+                    raise TypeError("'NoneType' object is not subscriptable")
+                return real(symbol, params or {})
+
+            ex.exchange.cancel_all_orders = broken
+            ex.guard.halt(Scope.NODE, ex.guard.node, "fleet kill", "test")
+            if isinstance(ex, AsyncGuardedExchange):
+                assert ex.kill_task is not None
+                await ex.kill_task
+            assert venue.orders[str(eth["id"])].status == "canceled"
+            assert venue.orders[str(btc["id"])].status == "open"  # its cancel kept failing
+            assert ex.guard.working_qty("ETH/USDT") == (0, 0)
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+        assert venue.bad_signatures == 0

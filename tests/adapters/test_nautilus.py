@@ -24,8 +24,9 @@ from nautilus_trader.model.enums import (
     TriggerType,
 )
 from nautilus_trader.model.enums import TradingState as NtState
-from nautilus_trader.model.identifiers import ExecAlgorithmId, TradeId
+from nautilus_trader.model.identifiers import ExecAlgorithmId, TradeId, Venue
 from nautilus_trader.model.objects import Price, Quantity
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
 
 from knightwatch import RejectReason, Scope, TradingState
 from knightwatch.adapters.fleet import AdapterError
@@ -635,3 +636,39 @@ def test_an_order_without_a_limit_price_can_be_amended() -> None:
         (order,) = e.kernel.cache.orders()
         assert not s.modify_rejected and order.quantity == Quantity.from_int(10_000)
         assert kw.guard.working_qty(SYM) == (10_000, 0)
+
+
+def test_an_order_for_a_venue_without_an_execution_client_is_denied_not_counted(
+    eng: BacktestEngine,
+) -> None:
+    """NautilusTrader's ExecutionEngine drops a command no client takes (a data-only venue)
+    with a log line: neither sent nor denied. The Guard must not count it as working."""
+    nowhere = TestInstrumentProvider.default_fx_ccy("EUR/USD", venue=Venue("NOWHERE"))
+    eng.kernel.cache.add_instrument(nowhere)
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        f = st.order_factory
+        qty, px = Quantity.from_int(10_000), Price.from_str("1.10000")
+        kw.guard.on_price(nowhere.id.value, 1.1)  # a data-only venue still has prices
+        if n == 1:
+            st.submit_order(f.limit(nowhere.id, OrderSide.BUY, qty, px))
+        elif n == 2:
+            st.submit_order_list(
+                f.create_list([f.limit(nowhere.id, OrderSide.BUY, qty, px) for _ in range(2)])
+            )
+        elif n == 3:
+            st.buy("10000", "0.69000")  # SIM has its client: sent and counted
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 5, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert codes(s.denied) == {R.VENUE_UNAVAILABLE: 3}
+    assert "no execution client for venue NOWHERE" in s.denied[0]
+    assert kw.guard.working_qty(nowhere.id.value) == (0, 0)
+    assert kw.guard.working_qty(SYM) == (10_000, 0)
+    assert kw.guard.blocked == {R.VENUE_UNAVAILABLE: 3}
+    statuses = [o.status for o in eng.kernel.cache.orders(instrument_id=nowhere.id)]
+    assert statuses == [OrderStatus.DENIED] * 3
+    assert kw.passed == 1 and kw.denied == 3

@@ -238,6 +238,8 @@ class Ledger:
         self.strategy = strategy
         self.orders: dict[str, _Tracked] = {}
         self._by_exchange_id: dict[str, _Tracked] = {}
+        """By `_xkey(symbol, venue order id)`: venues number orders per market (Binance), so
+        order 7 of BTC/USDT and order 7 of ETH/USDT are two orders."""
         self._by_client_id: dict[str, _Tracked] = {}
         self.in_doubt: dict[str, _Tracked] = {}
         """Orders whose placement got no answer: perhaps live at the venue, still working."""
@@ -476,8 +478,8 @@ class Ledger:
         the new amount is taken as fully working on top of what is filled: the
         most the venue could end up with. The venue's answer then sets the leaves.
         """
-        tracked = self._by_exchange_id.get(str(id))
         try:
+            tracked = self._by_exchange_id.get(_xkey(self.symbol_of(symbol), id))
             if tracked is None or tracked.done:
                 raise UnitError(
                     f"order {id}: not a live order placed through this wrapper; "
@@ -562,6 +564,9 @@ class Ledger:
     # --- after sending --------------------------------------------------------
     def placed(self, tracked: _Tracked, order: dict[str, Any]) -> None:
         self._bind(tracked, order)
+        if tracked.exchange_id is None and tracked.client_id is None:
+            # an answer naming no order: no update can ever bind it, yet it may be live
+            self.failed(tracked, AdapterError("the venue's answer names no order id"))
         self.apply_order(order)
 
     def failed(self, tracked: _Tracked, exc: BaseException) -> None:
@@ -593,7 +598,7 @@ class Ledger:
         xid = order.get("id")
         if xid is not None:
             tracked.exchange_id = str(xid)
-            self._file(tracked, _EXCHANGE_ID, str(xid))
+            self._file(tracked, _EXCHANGE_ID, _xkey(tracked.symbol, xid))
         cid = order.get("clientOrderId")
         if cid:
             tracked.client_id = str(cid)
@@ -601,14 +606,27 @@ class Ledger:
         self.in_doubt.pop(tracked.gid, None)
 
     def _find(self, order: dict[str, Any]) -> _Tracked | None:
-        xid = order.get("id")
-        tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
+        tracked = self._by_venue_id(order.get("symbol"), order.get("id"))
         if tracked is None:
             cid = order.get("clientOrderId")
             tracked = self._by_client_id.get(str(cid)) if cid else None
             if tracked is not None:
                 self._bind(tracked, order)
         return tracked
+
+    def _by_venue_id(self, symbol: Any, xid: Any) -> _Tracked | None:
+        """The order a venue's update names by (market, venue order id). An update without
+        a market is the one order with that id, if only one has it."""
+        if xid is None:
+            return None
+        if isinstance(symbol, str):
+            try:
+                unified = self.symbol_of(symbol)
+            except (UnitError, ccxt.BaseError):  # a market not loaded: no order placed here
+                return None
+            return self._by_exchange_id.get(_xkey(unified, xid))
+        found = {t for t in self.orders.values() if t.exchange_id == str(xid)}  # amended: 2 ids
+        return found.pop() if len(found) == 1 else None
 
     def apply_orders(self, orders: Any) -> None:
         """Book order updates (a list or one order); a failure halts, never raises."""
@@ -640,6 +658,8 @@ class Ledger:
         if filled is not None:
             try:
                 filled_units = tracked.units.to_units(filled, "filled")
+                if filled_units < 0:
+                    raise UnitError(f"filled: must be >= 0, got {filled!r}")
             except UnitError as exc:
                 self._unbookable(tracked, exc)
                 return
@@ -682,8 +702,7 @@ class Ledger:
             if not isinstance(trade, dict):
                 continue
             tid = trade.get("id")
-            xid = trade.get("order")
-            tracked = self._by_exchange_id.get(str(xid)) if xid is not None else None
+            tracked = self._by_venue_id(trade.get("symbol"), trade.get("order"))
             if tracked is None or tid is None:
                 continue
             # venues number trades per market (Binance): the same id in two symbols is two
@@ -693,10 +712,13 @@ class Ledger:
                 continue  # a trade of an ended order is still booked: the Guard judges it
             self._file(tracked, _TRADE, key)
             try:
-                tracked.trades += tracked.units.to_units(trade.get("amount"), "trade amount")
+                amount = tracked.units.to_units(trade.get("amount"), "trade amount")
+                if amount <= 0:  # it would cut the trade sum: later fills go unbooked
+                    raise UnitError(f"trade amount: must be > 0, got {trade.get('amount')!r}")
             except UnitError as exc:
                 self._unbookable(tracked, exc)
                 continue
+            tracked.trades += amount
             delta = tracked.trades - tracked.applied
             if delta > 0:
                 self._book(tracked, delta, trade.get("price"))
@@ -1088,13 +1110,13 @@ class GuardedExchange:
                             ledger.apply_orders([ex.cancel_order(o["id"], symbol)])
                     cancelled += 1
                     break
-                except ccxt.BaseError as exc:
-                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %s", symbol, attempt, exc)
+                except Exception as exc:  # one symbol's failure never spares the others
+                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
         for tracked in ledger.live():
             if tracked.exchange_id is not None:
                 try:
                     ledger.apply_order(ex.fetch_order(tracked.exchange_id, tracked.symbol))
-                except ccxt.BaseError as exc:
+                except Exception as exc:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
         return cancelled
 
@@ -1154,7 +1176,7 @@ class AsyncGuardedExchange:
             self.ledger.failed(tracked, exc)
             raise
         self.ledger.placed(tracked, order)
-        await self._cancel_late([symbol])
+        await self._cancel_late([tracked.symbol])
         return order
 
     async def create_orders(
@@ -1227,7 +1249,7 @@ class AsyncGuardedExchange:
             ledger.edit_failed(tracked, new_gid, exc)
             raise
         ledger.edited(tracked, new_gid, order)
-        await self._cancel_late([symbol])
+        await self._cancel_late([tracked.symbol])
         return order
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
@@ -1366,16 +1388,21 @@ class AsyncGuardedExchange:
                             ledger.apply_orders([await ex.cancel_order(o["id"], symbol)])
                     cancelled += 1
                     break
-                except ccxt.BaseError as exc:
-                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %s", symbol, attempt, exc)
+                except Exception as exc:  # one symbol's failure never spares the others
+                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
         for tracked in ledger.live():
             if tracked.exchange_id is not None:
                 try:
                     ledger.apply_order(await ex.fetch_order(tracked.exchange_id, tracked.symbol))
-                except ccxt.BaseError as exc:
+                except Exception as exc:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
         log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, cancelled)
         return cancelled
+
+
+def _xkey(symbol: str, xid: Any) -> str:
+    """An order's key among the venue's: its unified symbol and the venue's id in it."""
+    return f"{symbol}\x00{xid}"
 
 
 def _check_params(params: dict[str, Any]) -> None:

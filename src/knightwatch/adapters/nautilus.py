@@ -305,8 +305,32 @@ class NautilusGuard:
         else:  # a command type this adapter does not know could add risk: fail closed
             log.error("UNKNOWN_COMMAND node=%s dropped %r", self.guard.node, command)
 
+    def _unrouted(self, command: Any) -> Decision | None:
+        """A refusal for a command no ExecutionClient would take, else None.
+
+        The ExecutionEngine drops such a command with a log line: the order is neither
+        sent nor denied, so had the Guard counted it, it would stay working forever."""
+        engine = self.kernel.exec_engine
+        cid = command.client_id
+        if cid in engine._external_clients or cid in engine._clients:
+            return None
+        venue = command.instrument_id.venue
+        if engine._routing_map.get(venue, engine._default_client) is not None:
+            return None
+        return Decision(
+            False,
+            RejectReason.VENUE_UNAVAILABLE,
+            f"no execution client for venue {venue} or client_id {cid}: never sent",
+        )
+
     def _submit(self, command: SubmitOrder) -> None:
         order = command.order
+        unrouted = self._unrouted(command)
+        if unrouted is not None:
+            self.denied += 1
+            self._record_block(order.client_order_id.value, unrouted)
+            self._deny(order, unrouted)
+            return
         d = self._check(order)
         if d.accepted:
             self.passed += 1
@@ -320,13 +344,17 @@ class NautilusGuard:
         """All or nothing, as NautilusTrader treats a list: one refusal denies every order."""
         orders = command.order_list.orders
         accepted: list[str] = []
-        refusal: Decision | None = None
-        for order in orders:
-            d = self._check(order)
-            if not d.accepted:
-                refusal = d
-                break
-            accepted.append(order.client_order_id.value)
+        refusal = self._unrouted(command)
+        if refusal is not None:
+            for order in orders:
+                self._record_block(order.client_order_id.value, refusal)
+        else:
+            for order in orders:
+                d = self._check(order)
+                if not d.accepted:
+                    refusal = d
+                    break
+                accepted.append(order.client_order_id.value)
         if refusal is None:
             self.passed += len(orders)
             self._live.update(dict.fromkeys(accepted))
@@ -347,7 +375,10 @@ class NautilusGuard:
             log.error("MODIFY_UNKNOWN node=%s %s dropped", self.guard.node, cid)
             return
         oid = cid.value
-        d = self._check_replace(order, command)
+        unrouted = self._unrouted(command)
+        if unrouted is not None:
+            self._record_block(oid, unrouted)
+        d = self._check_replace(order, command) if unrouted is None else unrouted
         if d.accepted:
             self.passed += 1
             self._inner(command)

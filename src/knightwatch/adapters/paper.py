@@ -12,8 +12,9 @@ counted), and keeps a tiny book: market orders and marketable limits fill at
 once at the last price, others rest until `fill`.
 
 Faults on the next order placement, for drills: `reject` (the venue's own
-error answer), `http_503`, and `drop_after_accept` (the order is placed, then
-the connection closes with no answer: the in-doubt case).
+error answer), `http_503`, `drop_after_accept` (the order is placed, then
+the connection closes with no answer: the in-doubt case), and, on the paper
+Binance, `empty_answer` (the order is placed, the answer names no order).
 
 The keys below are the ones the paper venues accept; they are not secrets.
 """
@@ -354,6 +355,8 @@ class PaperBinance(PaperVenue):
         self.place(o)
         if fault == "drop_after_accept":
             raise Drop
+        if fault == "empty_answer":  # placed, but the answer names no order
+            return 200, {}
         return 200, self._order(o) | {"fills": []}
 
     def _cancel_replace(self, q: dict[str, str]) -> tuple[int, Any]:
