@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from knightwatch.audit import (
+    GENESIS,
     RECOVERY,
     ChainCorrupt,
     EventRecord,
@@ -19,6 +20,8 @@ from knightwatch.audit import (
     decode_record,
     verify_file,
 )
+from knightwatch.audit.chain import seal_batch
+from knightwatch.audit.log import is_seal
 from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED
 
@@ -143,9 +146,71 @@ def test_corrupt_last_batch_refuses_to_open(write_file: WriteFile, audit_path: P
     lines = write_file(6)
     lines[-2] = lines[-2].replace(b'"qty":100', b'"qty":1')
     audit_path.write_bytes(b"".join(lines))
-    with pytest.raises(ChainCorrupt, match="the last seal does not match"):
+    with pytest.raises(ChainCorrupt, match="line 8: the seal does not match"):
         FlightRecorder(audit_path, clock=SimClock())
     assert audit_path.read_bytes() == b"".join(lines)  # nothing appended, nothing cut
+
+
+def test_damage_in_an_earlier_batch_refuses_to_open(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """Reopening checked only the last seal: a record changed in the first batch was
+    appended to (and a starting node read its halts back from it). Every seal is checked
+    now, and the one whose batch changed is named."""
+    lines = write_file(20)
+    first, *rest = [i + 1 for i, line in enumerate(lines) if is_seal(line)]
+    assert len(rest) >= 2  # two intact seals after it, the last among them
+    lines[2] = lines[2].replace(b'"qty":100', b'"qty":999')
+    audit_path.write_bytes(b"".join(lines))
+    with pytest.raises(ChainCorrupt, match=f"line {first}: the seal does not match"):
+        FlightRecorder(audit_path, clock=SimClock())
+    assert audit_path.read_bytes() == b"".join(lines)  # nothing appended, nothing cut
+
+
+def test_a_batch_cut_out_with_its_seal_refuses_to_open(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """Every seal is intact, but the second no longer chains to the one before it."""
+    lines = write_file(20)
+    first, second, third, *_ = [i + 1 for i, line in enumerate(lines) if is_seal(line)]
+    kept = lines[:first] + lines[second:]
+    audit_path.write_bytes(b"".join(kept))
+    at = third - (second - first)  # where the third seal is now
+    with pytest.raises(ChainCorrupt, match=f"line {at}: the seal does not match"):
+        FlightRecorder(audit_path, clock=SimClock())
+    assert not verify_file(audit_path).intact
+
+
+def test_lines_longer_than_a_read_are_hashed_whole_at_reopen(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """A sealed line over a read chunk (1 MiB) is read through, not taken for a seal."""
+    long = b'{"ts":1,"kind":"note","node":"n1","data":{"x":"' + b"y" * (3 << 20) + b'"}}'
+    short = b'{"ts":1,"kind":"note","node":"n1","data":{}}'
+    out, seq, head = seal_batch([short, long], 0, GENESIS.encode())
+    more, seq, head = seal_batch([long, short, long], seq, head)
+    audit_path.write_bytes(b"".join(out + more))
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        assert (rec.seq, rec.head) == (seq, head.decode())
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+        rec.flush()
+        head = rec.head.encode()
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        assert (rec.seq, rec.head) == (seq + 2, head.decode())
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"limits": {"max_order_qty": 100}}', b"#!/bin/sh\nexit 0", b"x" * 100_000]
+)
+def test_a_file_that_is_no_recorders_is_refused_not_cut(
+    audit_path: Path, clock: SimClock, content: bytes
+) -> None:
+    """A last line without a newline was cut as a crash's torn record whatever it held:
+    `--recorder` pointed at a file with no (final) newline emptied it and appended."""
+    audit_path.write_bytes(content)
+    with pytest.raises(ChainCorrupt, match="are not a record a crash cut short"):
+        FlightRecorder(audit_path, clock=clock)
+    assert audit_path.read_bytes() == content
 
 
 def test_second_writer_on_the_same_file_is_refused(audit_path: Path, clock: SimClock) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from knightwatch.audit import AuditContext, FlightRecorder
+from knightwatch.audit import AuditContext, ChainCorrupt, FlightRecorder
 from knightwatch.audit.standing import FLAG_APPLIED, Standing, standing
 from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason
@@ -49,16 +49,17 @@ def _two_halts(path: Path, clock: SimClock) -> None:
 
 
 def test_a_damaged_halt_in_an_earlier_batch_still_halts_the_node(tmp_path: Path) -> None:
-    """One changed byte in a sealed halt: the recorder still reopens the file (it checks
-    only the last seal), and the halt was skipped as unreadable, so a node whose store had
-    lost its entries came back unhalted. Now it stands, as a halt of the node itself
-    (a scope the runtime does not know is applied as that), naming the line."""
+    """One changed byte in a sealed halt: the halt was skipped as unreadable, so a node
+    whose store had lost its entries came back unhalted. Now it stands, as a halt of the
+    node itself (a scope the runtime does not know is applied as that), naming the line.
+    (A recorder no longer reopens such a file at all: it checks every seal.)"""
     path = tmp_path / "n1.jsonl"
     clock = SimClock(10**18)
     _two_halts(path, clock)
     path.write_bytes(path.read_bytes().replace(b'"actor":"alice"', b'"actor":"alice}', 1))
-    with FlightRecorder(path, clock=clock) as again:  # not refused: the last seal is fine
-        found = standing(path, end=again.opened_at)
+    with pytest.raises(ChainCorrupt, match="line 2: the seal does not match"):
+        FlightRecorder(path, clock=clock)
+    found = standing(path)
     by_scope = {h.scope: h for h in found.halts}
     assert set(by_scope) == {"symbol", "unreadable"}
     lost = by_scope["unreadable"]
@@ -134,3 +135,32 @@ def test_the_newest_applied_flag_change_is_remembered_per_flag(tmp_path: Path) -
     found = standing(path)
     assert found.flag_revisions == {"rlp": 7, "mm": 2}
     assert [h.actor for h in found.halts] == ["alice"]
+
+
+def test_a_damaged_flag_change_halts_the_node_and_no_resume_lifts_it(tmp_path: Path) -> None:
+    """A `flag_applied` line that does not decode was skipped: the node came back with no
+    memory of that flag change, and an older approved change stored again would verify.
+    Now it stands as a halt of the node naming the line, which neither a later resume in
+    the file nor one in the store (its time is never earlier) lifts."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    ctx = AuditContext(node="n1")
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_event(FLAG_APPLIED, ctx, flag="rlp", revision=7)
+        rec.record_event(FLAG_APPLIED, ctx, flag="mm", revision=2)
+        g = Guard(Limits(), node="n1", clock=clock, recorder=rec)
+        g.halt(Scope.NODE, "n1", "ops", actor="bob")
+        g.resume(Scope.NODE, "n1", "ops done", actor="bob")
+    path.write_bytes(path.read_bytes().replace(b'"flag":"rlp"', b'"flag":"rlp}', 1))
+    found = standing(path)
+    assert found.flag_revisions == {"mm": 2}
+    [lost] = found.halts
+    assert (lost.scope, lost.key, lost.state, lost.code, lost.seq) == (
+        "unreadable",
+        "line 1",
+        "HALTED",
+        "halted",
+        0,
+    )
+    assert lost.ts == 2**63 - 1
+    assert f"{path} line 1: a flag_applied record that cannot be read" in lost.reason

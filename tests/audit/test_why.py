@@ -208,3 +208,25 @@ def test_an_order_id_that_every_seal_line_contains_is_still_covered_by_its_seal(
     exp = explain_order(audit_path, "hash")
     assert exp.chain.intact, exp.chain.problems
     assert exp.seals[exp.decision.seq].hash == verify_file(audit_path).head
+
+
+def test_a_damaged_halt_after_the_decision_is_not_left_out_of_a_verified_answer(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """A halt recorded after the order it blocked (latched before it) no longer decodes:
+    the answer listed no halt and said the chain was verified, checking only through the
+    decision's seal. The line is a control action, so the chain check now reaches it."""
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        latched = clock.time_ns()
+        clock.advance(1_000)
+        rec.record_decision(order(3), HALTED, CTX, ("trading_state",))
+        rec.flush()
+        rec.record_event(
+            "halt", CTX, scope="strategy", key="smars", reason="kill", latched_ns=latched
+        )
+    audit_path.write_bytes(audit_path.read_bytes().replace(b'"reason":"kill"', b'"reason":kill"'))
+    exp = explain_order(audit_path, "o3")
+    assert exp.controls == ()
+    assert not exp.chain.intact
+    first = exp.chain.problems[0]
+    assert (first.kind, first.line) == ("not_json", 3)

@@ -41,3 +41,31 @@ def test_an_output_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     code, out = run("replay", SMALL, "--json", tmp_path / "afile" / "s.json")
     assert code == 2 and "is not a directory" in out, out
+
+
+@pytest.mark.parametrize(
+    ("inside", "make", "message"),
+    [
+        ("audit", lambda p: p.write_text("x"), "is a file; the report writes a directory there"),
+        ("index.html", lambda p: p.mkdir(), "is a directory; the report writes a file there"),
+        ("summary.json", lambda p: p.mkdir(), "is a directory; the report writes a file there"),
+        (
+            "audit/n1.jsonl",
+            lambda p: p.mkdir(parents=True),
+            "is a directory; the report writes a file there",
+        ),
+    ],
+)
+def test_a_path_the_report_writes_that_is_unusable_is_refused_before_the_run(
+    tmp_path: Path, inside: str, make: object, message: str
+) -> None:
+    """`--report DIR` with DIR/audit a file was a traceback (FileExistsError) once the
+    recorders opened; DIR/index.html a directory failed only after the whole run."""
+    report = tmp_path / "rep"
+    report.mkdir()
+    make(report / inside)  # type: ignore[operator]
+    code, out = run("replay", SMALL, "--guards", "all", "--report", report)
+    assert code == 2, out
+    assert f"--report {report}: {report / inside} {message}" in out
+    assert "small-runaway" not in out  # no run, no tables: refused up front
+    assert len(out.strip().splitlines()) == 1

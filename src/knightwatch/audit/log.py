@@ -14,7 +14,8 @@ ahead, and the background thread reads the pages ahead in through the other
 (see `_segment`), so the first touch of fresh memory is never the Guard's. The unused
 rest of the last segment reads as zero bytes until `close` cuts it off; readers
 treat trailing zero bytes as free space. On open, `scan` finds where the data
-ends, what a crash left half-written, and the records after the last seal.
+ends, what a crash left half-written, and the records after the last seal, and
+checks every seal.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from hashlib import sha256
 from typing import TYPE_CHECKING
 
@@ -98,6 +100,12 @@ def _populate_works() -> bool:
 _madvise = _libc_madvise()
 _POPULATE = _populate_works()
 _SEAL_MARK = b',"kind":"seal",'
+_SEAL_LINE = re.compile(rb'\{"seq":\d+,"ts":-?\d+(,"kind":"seal",)[^\n]*\n')
+"""A seal line as the recorder writes it (matched at a line's start)."""
+_LINE_START = b'{"seq":'
+"""How every line the recorder writes starts."""
+_SEAL_MAX = 4096
+"""Longer than any seal line (about 200 bytes): a longer line is a record."""
 _decode_link = msgspec.json.Decoder(Link).decode
 _decode_seal = msgspec.json.Decoder(Seal).decode
 
@@ -172,30 +180,98 @@ class MappedLog:
     # ------------------------------------------------------------------ opening
 
     def scan(self) -> Tail:
-        """Read the end of the file: data end, torn bytes, last seal, unsealed records.
+        """Read the file: data end, torn bytes, every seal, unsealed records.
 
-        Raises ChainCorrupt if the last seal does not match the batch before it.
+        Raises ChainCorrupt if any seal does not match the batch before it or does
+        not chain to the seal before it (`_check_chain`), naming its line.
         """
         size = os.fstat(self.fd).st_size
         data_end = self._data_end(size)
         complete = self._untorn(self._complete_end(data_end))
         torn = os.pread(self.fd, data_end - complete, complete)
-        last: tuple[int, int, bytes] | None = None  # (start, end, line) of the last seal
-        before = 0  # end of the seal before it (start of its batch)
-        for start, line in self._lines_backward(complete):
-            if is_seal(line):
-                if last is None:
-                    last = (start, start + len(line) + 1, line)
-                else:
-                    before = start + len(line) + 1
-                    break
-        seq, head, batch_start = 0, GENESIS.encode(), 0
-        if last is not None:
-            start, batch_start, line = last
-            seal = self._check_seal(before, start, line)
-            seq, head = seal.seq + 1, seal.hash.encode()
+        if any(b not in (e, 0) for b, e in zip(torn, _LINE_START, strict=False)):
+            # a crash cuts a record short, whose first bytes are stored or still zero:
+            # anything else (a file that is no recorder's, with no newline) was cut away
+            raise ChainCorrupt(
+                f"{self.path}: the last {len(torn)} bytes are not a record a crash cut "
+                "short (a line that does not start as a record, with no newline); "
+                "run `knightwatch audit verify` before appending to this file"
+            )
+        seq, head, batch_start = self._check_chain(complete)
         keep, seq, unsealed = self._unsealed(batch_start, complete, seq)
         return Tail(keep, torn, seq, head, batch_start, unsealed)
+
+    def _check_chain(self, end: int) -> tuple[int, bytes, int]:
+        """Check every seal before `end`: (next seq, head, offset after the last seal).
+
+        Checking only the last seal let a file changed in an earlier batch reopen,
+        and a starting node then read its halts and flag changes back from records
+        no seal proves any more. One forward pass hashes every byte once and finds
+        the seal lines with `bytes.find` (nothing runs a line at a time in Python):
+        a 1 GiB file (2.2 million records) took 1.2-1.6 s on the 2-core build machine
+        with the file in the page cache, against about 0.55 s for the sha256 alone
+        (where it took 15 ms checking the last seal): a node's start pays it once.
+        """
+        h = sha256()
+        head = GENESIS.encode()
+        seq = after = pos = seals = 0
+        buf = b""
+        mid_line = False  # buf starts inside a line too long to be a seal, hashed already
+        while True:
+            want = end - pos - len(buf)
+            if want > 0:
+                more = os.pread(self.fd, min(_CHUNK, want), pos + len(buf))
+                want = len(more)
+                buf += more
+            if mid_line:
+                nl = buf.find(b"\n")
+                cut = len(buf) if nl < 0 else nl + 1
+                h.update(memoryview(buf)[:cut])
+                pos, buf, mid_line = pos + cut, buf[cut:], nl < 0
+            else:
+                cut = buf.rfind(b"\n") + 1
+                if not cut and len(buf) > _SEAL_MAX:
+                    h.update(buf)
+                    pos, buf, mid_line = pos + len(buf), b"", True
+                elif cut:
+                    view = memoryview(buf)
+                    start = 0
+                    i = buf.find(_SEAL_MARK, 0, cut)
+                    while i >= 0:
+                        m = _SEAL_LINE.match(buf, buf.rfind(b"\n", 0, i) + 1, cut)
+                        if m is not None and m.start(1) == i:
+                            s, e = m.span()
+                            h.update(view[start:s])
+                            head, seq = self._seal_of(h, head, buf[s : e - 1], pos + s)
+                            h, start, after = sha256(), e, pos + e
+                            seals += 1
+                        i = buf.find(_SEAL_MARK, i + 1, cut)
+                    h.update(view[start:cut])
+                    view.release()
+                    pos, buf = pos + cut, buf[cut:]
+            if not want and (mid_line or b"\n" not in buf):
+                break  # `end` follows a newline: what is left is nothing
+        return (seq + 1 if seals else 0), head, after
+
+    def _seal_of(self, h: _Hash, head: bytes, line: bytes, at: int) -> tuple[bytes, int]:
+        """Check the seal line at byte `at` against its batch (fed into `h`) and `head`."""
+        parts = split_line(line)
+        try:
+            seal = _decode_seal(line)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            seal = None
+        if seal is not None and parts is not None and seal.kind == SEAL:
+            h.update(parts[0])
+            if h.hexdigest().encode() == parts[1] and seal.prev.encode() == head:
+                return parts[1], seal.seq
+        lineno = 1
+        for off in range(0, at, _CHUNK):
+            lineno += os.pread(self.fd, min(_CHUNK, at - off), off).count(b"\n")
+        raise ChainCorrupt(
+            f"{self.path}: line {lineno}: the seal does not match the records before it "
+            "(or does not chain to the seal before it); "
+            "run `knightwatch audit verify` before appending to this file"
+        )
 
     def _data_end(self, size: int) -> int:
         """The offset after the last non-zero byte (the rest is allocated, unused space)."""
@@ -232,51 +308,6 @@ class MappedLog:
             return 0
         start = self._complete_end(complete - 1)
         return start if b"\0" in os.pread(self.fd, complete - start, start) else complete
-
-    def _lines_backward(self, end: int) -> Iterator[tuple[int, bytes]]:
-        """(start offset, line without newline) of each line before `end`, last first.
-
-        `end` must follow a newline (or be 0).
-        """
-        pos = end
-        rest = b""  # the bytes [pos, pos + len(rest)) not yet yielded; they end with a newline
-        while pos > 0:
-            start = max(0, pos - _CHUNK)
-            rest = os.pread(self.fd, pos - start, start) + rest
-            pos = start
-            while True:
-                cut = rest.rfind(b"\n", 0, len(rest) - 1)
-                if cut < 0:
-                    if pos == 0 and rest:
-                        yield 0, rest[:-1]
-                    break
-                yield pos + cut + 1, rest[cut + 1 : -1]
-                rest = rest[: cut + 1]
-
-    def _check_seal(self, batch_start: int, seal_start: int, line: bytes) -> Seal:
-        parts = split_line(line)
-        try:
-            seal = _decode_seal(line)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            seal = None
-        h = sha256()
-        pos = batch_start
-        while pos < seal_start:
-            piece = os.pread(self.fd, min(_CHUNK, seal_start - pos), pos)
-            h.update(piece)
-            pos += len(piece)
-        if seal is None or parts is None or seal.kind != SEAL:
-            bad = True
-        else:
-            h.update(parts[0])
-            bad = h.hexdigest().encode() != parts[1]
-        if bad:
-            raise ChainCorrupt(
-                f"{self.path}: the last seal does not match the records before it; "
-                "run `knightwatch audit verify` before appending to this file"
-            )
-        assert seal is not None
-        return seal
 
     def _unsealed(self, start: int, end: int, seq: int) -> tuple[int, int, int]:
         """Walk the complete lines after the last seal: each must be the next record.

@@ -56,16 +56,24 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
 
     A missing file has none. A halt that cannot be read (a line marked as a
     halt that does not decode, or one without its scope, key or source) is not
-    skipped: the recorder checks only the last seal when it reopens a file, so a
-    damaged halt in an earlier batch would let the node start unhalted. It
+    skipped: a damaged halt would let the node start unhalted (a recorder checks
+    every seal when it reopens a file, but records after the last seal are proven
+    by none, and this reads files no recorder opened). It
     stands as an `unreadable` latch (scope UNREADABLE, which the node runtime
     applies as a halt of the node itself), lifted only by a later resume of the
-    node (`audit verify` names the line). `end`: where the data ends, when a
+    node (`audit verify` names the line). A `flag_applied` line that does not decode
+    is not skipped either: the node could no longer prove which flag changes it
+    applied, and an older approved change stored again would verify. It stands the
+    same way, but no resume recorded before lifts it, in the file or in the store
+    (a resume says nothing about flags; its time is never earlier, `NodeRuntime._restore`):
+    the node starts halted, until an operator resumes it, while its file holds such a
+    line. `end`: where the data ends, when a
     recorder holding the file says so (`FlightRecorder.opened_at`); nothing
     after it is read.
     """
     latches: dict[tuple[str, str], dict[str, StandingHalt]] = {}
     unreadable: list[StandingHalt] = []
+    unproven: list[StandingHalt] = []  # unreadable flag_applied lines: no resume lifts them
     flags: dict[str, int] = {}
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, after a possibly long scan
@@ -80,6 +88,8 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
             except msgspec.DecodeError as exc:
                 if _HALT_MARKER in line:
                     unreadable.append(_unreadable(path, lineno, line, f"not a record ({exc})"))
+                elif _FLAG_MARKER in line:
+                    unproven.append(_unreadable(path, lineno, line, f"not a record ({exc})", True))
                 continue
             if not isinstance(rec, EventRecord):
                 continue
@@ -119,7 +129,7 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
                 if scope == "node" and code in (None, RejectReason.HALTED.value):
                     unreadable.clear()  # the node halt an unreadable one stood for, lifted
     halts = [h for slot in latches.values() for h in slot.values()]
-    return Standing(halts + unreadable, flags)
+    return Standing(halts + unreadable + unproven, flags)
 
 
 UNREADABLE = "unreadable"
@@ -127,27 +137,44 @@ UNREADABLE = "unreadable"
 it halts the node itself (`NodeRuntime._restore`)."""
 
 _HALT_MARKER = b'"kind":"halt"'
+_FLAG_MARKER = b'"kind":"flag_applied"'
 _PREFIX = re.compile(rb'\{"seq":(\d{1,19}),"ts":(\d{1,19}),')
 _NEVER_LIFTED_BY_THE_STORE = 2**63 - 1
 
 
-def _unreadable(path: str | os.PathLike[str], lineno: int, line: bytes, why: str) -> StandingHalt:
+def _unreadable(
+    path: str | os.PathLike[str], lineno: int, line: bytes, why: str, flag: bool = False
+) -> StandingHalt:
     """A halt that cannot be read stands: as a halt of the node, with the line named.
 
     Its seq and time come from the line's prefix when that is intact; without a time
     no resume in the store can be shown to be later, so only one in the file lifts it.
+    `flag`: an unreadable `flag_applied` line, which no resume in the store lifts
+    either (a resume after the flag change says nothing about which change it was).
     """
     m = _PREFIX.match(line)
     seq, ts = (int(m[1]), int(m[2])) if m else (-1, _NEVER_LIFTED_BY_THE_STORE)
+    what = f"a halt record that cannot be read ({why})"
+    again = ""
+    if flag:
+        ts = _NEVER_LIFTED_BY_THE_STORE
+        what = (
+            f"a flag_applied record that cannot be read ({why}): "
+            "the node cannot prove which flag changes it applied"
+        )
+        again = (
+            "; it halts again at each start while the file holds the line (its applied "
+            "records in the control plane still carry its flag memory on a new file)"
+        )
     return StandingHalt(
         scope=UNREADABLE,
         key=f"line {lineno}",
         state="HALTED",
         code=RejectReason.HALTED.value,
         reason=(
-            f"{os.fspath(path)} line {lineno}: a halt record that cannot be read ({why}); "
+            f"{os.fspath(path)} line {lineno}: {what}; "
             "the node stays halted until an operator resumes it "
-            "(run `knightwatch audit verify` on the file)"
+            f"(run `knightwatch audit verify` on the file){again}"
         ),
         actor="recorder",
         ts=ts,

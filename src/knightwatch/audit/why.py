@@ -11,9 +11,10 @@ counts from when it was latched, which may be before its record).
 An answer read from an edited file would be reported as fact, so the file is
 verified from the first line through the seal that covers the last record the
 answer uses, and the explanation carries that verification (`chain`). A line
-that names the order but cannot be decoded (a fill or decision damaged) counts
-as used: the chain check reaches it and names it, never a "verified" answer
-without it.
+that names the order but cannot be decoded (a fill or decision damaged), or a
+control action that cannot be (a halt recorded after the decision may have been
+latched before it), counts as used: the chain check reaches it and names it,
+never a "verified" answer without it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
             except msgspec.DecodeError:
                 if mentions:  # perhaps its fill or decision: the chain check must reach it
                     broken.append(lineno)
+                    used.append((lineno, -1))
+                else:  # a control action: perhaps a halt latched before the decision
                     used.append((lineno, -1))
                 continue
             if isinstance(rec, Seal):  # an id such as "hash" is in every seal line

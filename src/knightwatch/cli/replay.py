@@ -60,15 +60,19 @@ def replay(
     try:
         if json_file is not None:
             check_output("--json", json_file, directory=False)
-        if report is not None:
-            check_output("--report", report, directory=True)
         sc = with_resume(load(scenario), resume_after, ramp)
+        if report is not None:
+            _check_report(report, sc.node_ids())
         layers = resolve(guards)
     except (ScenarioError, LayerError, OptionError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     audit_dir = report / "audit" if report is not None else None
-    result = runner.run(sc, layers, seed, console, audit_dir)
+    try:
+        result = runner.run(sc, layers, seed, console, audit_dir)
+    except OSError as exc:  # the recorder files: checked above, but the disk can still say no
+        console.print(f"error: cannot write {exc.filename}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(2) from None
     comparison = runner.compare(sc, seed, console) if compare else None
     rep = ReplayReport(result, sc.record, comparison)
     for table in rep.tables():
@@ -88,3 +92,18 @@ def replay(
             f"flight recorder: {len(files)} node files in {audit_dir} "
             f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)"
         )
+
+
+def _check_report(report: Path, nodes: list[str]) -> None:
+    """The report's directory and every path it writes there (before: one that was a
+    directory where a file goes, or the reverse, failed at the end of the run, or as a
+    traceback when the recorders opened)."""
+    check_output("--report", report, directory=True)
+    audit = report / "audit"
+    inside = [(audit, True), (report / "index.html", False), (report / "summary.json", False)]
+    inside += [(audit / f"{node}.jsonl", False) for node in nodes]
+    for path, directory in inside:
+        if path.exists() and path.is_dir() != directory:
+            got = "a directory" if path.is_dir() else "a file"
+            want = "a directory" if directory else "a file"
+            raise OptionError(f"--report {report}: {path} is {got}; the report writes {want} there")

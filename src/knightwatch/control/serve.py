@@ -149,11 +149,8 @@ async def serve_node(
             f"--recorder: {path} is held by another running node (one recorder per file); "
             "stop it or give this node its own --recorder"
         ) from None
-    except ChainCorrupt:
-        raise FleetError(
-            f"--recorder: {path}: its last seal does not match the records before it; "
-            "run `knightwatch audit verify` on it before a node appends to it"
-        ) from None
+    except ChainCorrupt as exc:  # it names the line (any seal, or bytes no crash leaves)
+        raise FleetError(f"--recorder: {exc}") from None
     except NotARegularFile as exc:
         raise FleetError(f"--recorder: {exc}") from None
     except OSError as exc:
