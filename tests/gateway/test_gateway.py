@@ -188,6 +188,25 @@ def test_finished_orders_are_forgotten_after_the_duplicate_scope_live_ones_never
     assert {o.clordid for o in book.live()} == {"N0", "N1", "N2"}
 
 
+def test_a_bust_of_a_forgotten_order_halts(rig_factory: Callable[..., Rig]) -> None:
+    """After the duplicate scope a finished order is forgotten with its fills; the venue
+    busting one of them later moves the position at the venue with nothing to take back
+    in the Guard. It halts `fill_mismatch`, as the book promises (before, it was recorded
+    as an unknown report and ignored: the busted trade stayed in the position)."""
+    limits = msgspec.structs.replace(LIMITS, duplicate_id_window_s=1.0)
+    rig = rig_factory(limits=limits).start().ready()
+    rig.oms.new_order("F1", "L000", BUY, 100, 104.0)
+    exec_id = rig.oms.wait_report("F1", "F").get(F.EXEC_ID)
+    time.sleep(2.2)
+    for i in range(3):  # forgetting rides on later orders
+        rest(rig, f"N{i}")
+    assert "F1" not in rig.gateway.book.orders and exec_id not in rig.gateway.book.fills
+    rig.venue.bust(exec_id)
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ClOrdID F1" in halt.reason
+
+
 def test_a_quote_is_refused_with_business_reject(rig: Rig) -> None:
     rig.oms.send(F.message("S", [(117, "q1"), (F.SYMBOL, "L000")]))
     got = rig.oms.wait_for(lambda r: r.mtype == F.BUSINESS_REJECT)
@@ -408,6 +427,90 @@ def test_replace_the_venue_refuses_rolls_back(rig: Rig) -> None:
     assert rig.guard.position("L000") == 100
 
 
+def test_a_security_id_is_refused_when_the_guard_checks_the_symbol(rig: Rig) -> None:
+    """With `instrument = "symbol"` the Guard checks Symbol(55); a SecurityID(48) on the
+    order went to the venue unchecked, which may trade that instrument instead (before,
+    the order was forwarded as it came). Refused `invalid_order`, a replace too."""
+    isin = [(F.SECURITY_ID, "US0000000001"), (F.ID_SOURCE, "4")]
+    rig.oms.new_order("I1", "L000", BUY, 100, below(rig, "L000"), extra=isin)
+    rej = rig.oms.wait_report("I1", "8")
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order SecurityID(48) cannot be")
+    rest(rig, "I2")
+    msg = rig.oms.order_message("I3", "L000", BUY, 100, below(rig, "L000"))
+    msg.setField(F.ORIG_CL_ORD_ID, "I2")
+    msg.getHeader().setField(F.MSG_TYPE, F.REPLACE)
+    for tag, value in isin:
+        msg.setField(tag, value)
+    rig.oms.send(msg)
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "I3")
+    assert "SecurityID(48)" in rej.get(F.TEXT)
+    time.sleep(0.1)
+    assert rig.venue.stats.orders == 1 and [o.clordid for o in rig.venue.working()] == ["I2"]
+    assert rig.venue.find("I1") is None and rig.venue.find("I3") is None
+
+
+def venue_asks_resend(rig: Rig, seq: int) -> None:
+    """The venue asks the gateway to resend from `seq` (it lost what came after)."""
+    sid = next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.gw_comp)
+    assert F.send(F.message("2", [(7, str(seq)), (16, "0")]), sid)
+
+
+def test_a_replace_the_venue_never_got_is_not_resent_and_the_client_told(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace the engine would resend late is gap-filled instead (never sent twice,
+    never late); its reservation rolls back and the client gets an OrderCancelReject
+    (before, the client was never answered: its replace stayed pending for ever)."""
+    rest(rig, "G1", qty=100)
+    lost: list[int] = []
+    monkeypatch.setattr(rig.venue, "_replace", lambda msg, sid, key: lost.append(msg.seq))
+    rig.oms.replace("G2", "G1", "L000", BUY, 300, below(rig, "L000"))
+    eventually(lambda: lost, what="replace reached the venue")
+    assert rig.guard.working_qty("L000") == (300, 0)  # reserved while in flight
+    venue_asks_resend(rig, lost[0])
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "G2")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2" and rej.get(F.ORIG_CL_ORD_ID) == "G1"
+    assert rej.get(F.TEXT).startswith("knightwatch:venue_unavailable ")
+    assert rig.guard.working_qty("L000") == (100, 0)
+    assert len(lost) == 1 and rig.events("not_resent")
+    rig.oms.cancel("G1x", "G1", "L000", BUY, 100)  # the order works on under G1
+    rig.oms.wait_report("G1x", "4")
+
+
+def test_a_replace_the_venue_refuses_by_execution_report_leaves_the_order_working(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some venues refuse a replace with an ExecutionReport 150=8 under the replace's
+    ClOrdID, not an OrderCancelReject. The order works on at the venue, so it stays
+    working in the Guard at its old quantity (before, the Guard ended the order, as if
+    the venue had rejected it: an order working at the venue that no limit counted)."""
+    rest(rig, "G1", qty=100)
+
+    def refuse(msg: F.In, sid: Any, key: str) -> None:
+        o = rig.venue.find(msg[F.ORIG_CL_ORD_ID])
+        assert o is not None
+        er = F.message(
+            F.EXECUTION_REPORT,
+            [(F.ORDER_ID, o.order_id), (F.CL_ORD_ID, msg[F.CL_ORD_ID]),
+             (F.ORIG_CL_ORD_ID, msg[F.ORIG_CL_ORD_ID]), (F.EXEC_ID, "RJ1"),
+             (F.EXEC_TYPE, "8"), (F.ORD_STATUS, "0"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
+             (F.ORDER_QTY, "300"), (F.LEAVES_QTY, "0"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
+             (F.TEXT, "replace refused"), (F.TRANSACT_TIME, F.now_utc())],
+        )  # fmt: skip
+        F.send(er, sid)
+
+    monkeypatch.setattr(rig.venue, "_replace", refuse)
+    rig.oms.replace("G2", "G1", "L000", BUY, 300, below(rig, "L000"))
+    assert rig.oms.wait_report("G2", "8").get(F.TEXT) == "replace refused"
+    eventually(lambda: rig.guard.working_qty("L000") == (100, 0), what="reservation back")
+    assert rig.guard.remaining("OMS1:G1") == 100
+    assert [o.clordid for o in rig.gateway.book.live()] == ["G1"]
+    rig.gateway.cancel_scope(Scope.FLEET, "fleet", "drill")  # a kill still finds it
+    rig.oms.wait_report("G1", "4")
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="cancelled")
+    assert rig.guard.halts() == {}
+
+
 def with_v1_resting(rig_factory: Callable[..., Rig]) -> tuple[Rig, FixClient, FixClient]:
     """Two clients on one gateway (OMS1, OMS2), with OMS2's order V1 resting at the venue."""
     rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
@@ -500,6 +603,42 @@ def test_an_order_or_replace_reusing_the_clordid_of_a_cancel_in_flight_is_a_dupl
     assert [o.clordid for o in rig.venue.working()] == ["B"]
     assert [o.clordid for o in rig.gateway.book.live()] == ["B"]
     assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.working_qty("L001") == (100, 0)
+    assert rig.guard.halts() == {}
+
+
+def test_an_order_or_replace_the_venue_session_rejects_is_answered_and_stops_counting(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venue's session-level Reject (35=3) of an order or replace the gateway forwarded
+    names only the MsgSeqNum it came under. The order leaves the Guard's working count
+    (the replace's reservation rolls back) and the client gets its ExecutionReport 39=8
+    (an OrderCancelReject for the replace); before, the order stayed counted working and
+    the client was never answered."""
+    real_new, real_replace = rig.venue._new, rig.venue._replace
+
+    def picky(real: Callable[[F.In, Any, str], None]) -> Callable[[F.In, Any, str], None]:
+        def handle(msg: F.In, sid: Any, key: str) -> None:
+            if msg[F.CL_ORD_ID].startswith("BAD"):
+                raise F.fix().IncorrectTagValue(F.ORD_TYPE)  # QuickFIX: a session Reject
+            real(msg, sid, key)
+
+        return handle
+
+    monkeypatch.setattr(rig.venue, "_new", picky(real_new))
+    monkeypatch.setattr(rig.venue, "_replace", picky(real_replace))
+    rig.oms.new_order("BAD1", "L000", BUY, 100, below(rig, "L000"))
+    rej = rig.oms.wait_report("BAD1", "8")
+    assert rej.get(F.ORD_STATUS) == "8" and rej.get(F.LEAVES_QTY) == "0"
+    assert rej.get(F.TEXT).startswith("knightwatch:venue_unavailable venue session reject")
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="not counted")
+    assert rig.guard.remaining("OMS1:BAD1") is None
+    assert not rig.gateway.book.live()
+    rest(rig, "G1", qty=100)
+    rig.oms.replace("BAD2", "G1", "L000", BUY, 400, below(rig, "L000"))
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "BAD2")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2" and rej.get(F.ORIG_CL_ORD_ID) == "G1"
+    eventually(lambda: rig.guard.working_qty("L000") == (100, 0), what="reservation back")
+    assert [e["data"]["ref_id"] for e in rig.events("venue_session_reject")] == ["BAD1", "BAD2"]
     assert rig.guard.halts() == {}
 
 
@@ -641,6 +780,29 @@ def test_the_gateways_own_cancel_ids_never_take_a_clients_clordid(rig: Rig) -> N
     assert sorted(o.clordid for o in rig.gateway.book.live()) == mine
     assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.working_qty("L001") == (200, 0)
     assert not [r for r in oms.reports(mine[0]) if r.get(F.EXEC_TYPE) == "4"]
+
+
+def test_a_mass_cancel_by_an_instrument_it_does_not_name_is_refused_not_reported_done(
+    rig: Rig,
+) -> None:
+    """A mass cancel by instrument (530=1) that names no Symbol (the instrument the
+    gateway keys orders by; here a SecurityID only) found no order and was reported as
+    done, 0 affected: the client believed its orders cancelled while they worked on. It
+    is answered MassCancelResponse 0 naming the missing tag."""
+    rest(rig, "A")
+    msg = F.message(
+        F.MASS_CANCEL,
+        [(F.CL_ORD_ID, "MQ"), (F.MASS_CANCEL_REQUEST_TYPE, "1"),
+         (F.SECURITY_ID, "US0000000001"), (F.ID_SOURCE, "4"), (F.TRANSACT_TIME, F.now_utc())],
+    )  # fmt: skip
+    rig.oms.send(msg)
+    got = rig.oms.wait_for(lambda r: r.mtype == F.MASS_CANCEL_REPORT)
+    assert got.get(F.MASS_CANCEL_RESPONSE) == "0"
+    assert (
+        got.get(F.TEXT)
+        == "knightwatch:invalid_order Symbol(55) is required to cancel by instrument"
+    )
+    assert [o.clordid for o in rig.venue.working()] == ["A"]
 
 
 # --- each ExecType -------------------------------------------------------------------------
@@ -1191,6 +1353,95 @@ def test_drop_copy_feeds_fills_of_orders_that_bypassed_the_gateway(
     time.sleep(0.2)
     assert rig.guard.position("L000") == -200 and rig.guard.halts() == {}
     assert rig.gateway.counts.get("drop_copy_reports", 0) >= 1
+
+
+def with_direct(rig: Rig) -> FixClient:
+    """A session straight to the venue (DIRECT), bypassing the gateway; the drop copy up."""
+    eventually(lambda: rig.venue.logged_on(rig.dc_comp), what="drop copy logged on")
+    direct = FixClient(
+        rig.root / "direct",
+        comp_id="DIRECT",
+        target=rig.venue_comp,
+        port=rig.venue_port,
+        begin_string=rig.begin,
+    )
+    direct.start()
+    rig._started.append(direct)
+    direct.wait_logon()
+    return direct
+
+
+@pytest.mark.parametrize("begin", ["FIX.4.4", "FIX.4.2"])
+def test_drop_copy_busts_and_corrections_of_bypass_fills_move_the_position_back(
+    rig_factory: Callable[..., Rig], begin: str
+) -> None:
+    """A bust (ExecType H; 4.2 ExecTransType 1) or correction (G; 2) of an execution of an
+    order that bypassed the gateway is taken back in the position (before, only the fill
+    was booked: a busted trade stayed in the position, a corrected one at its old size)."""
+    rig = rig_factory(begin=begin, drop_copy=True).start().ready()
+    direct = with_direct(rig)
+    direct.new_order("BY1", "L000", SELL, 300, 95.0)
+    first = direct.wait_report("BY1", "F" if begin == "FIX.4.4" else "2")
+    eventually(lambda: rig.guard.position("L000") == -300, what="bypass fill booked")
+    rig.venue.bust(first.get(F.EXEC_ID))
+    eventually(lambda: rig.guard.position("L000") == 0, what="bust taken back")
+    direct.new_order("BY2", "L001", BUY, 200, 104.0)
+    second = direct.wait_report("BY2", "F" if begin == "FIX.4.4" else "2")
+    eventually(lambda: rig.guard.position("L001") == 200, what="second fill booked")
+    rig.venue.correct(second.get(F.EXEC_ID), 50, 100.5)
+    eventually(lambda: rig.guard.position("L001") == 50, what="correction applied")
+    assert rig.guard.halts() == {} and rig.guard.position("L000") == 0
+    assert [r["data"]["qty"] for r in rig.events("bust")] == [300]
+
+
+def test_a_drop_copy_execution_under_a_clients_clordid_halts_and_is_booked_apart(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """An order straight to the venue under a ClOrdID a gateway client's order holds: its
+    drop-copy execution is no copy of the client's (another venue OrderID). Before, it was
+    ignored as one: a 300 sell nobody counted. It is booked as the venue reports it,
+    never onto the client's order, and the node halts `fill_mismatch`."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    direct = with_direct(rig)
+    rest(rig, "SAME")
+    direct.new_order("SAME", "L000", SELL, 300, 95.0)  # the venue keeps ids per session
+    direct.wait_report("SAME", "F")
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ClOrdID SAME" in halt.reason
+    eventually(lambda: rig.guard.position("L000") == -300, what="booked apart")
+    assert rig.guard.working_qty("L000") == (100, 0)  # the client's order: untouched
+    assert rig.guard.remaining("OMS1:SAME") == 100
+    assert [r.get(F.EXEC_TYPE) for r in rig.oms.reports("SAME")] == ["0"]
+    assert rig.events("drop_copy_collision")
+
+
+def test_a_drop_copy_report_under_a_clordid_in_flight_is_checked_when_the_venue_acks(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A drop-copy report under the ClOrdID of an order the venue has not yet acked may be
+    the copy of that order's ack (the drop copy came first): kept, and checked once the
+    venue session names the order's OrderID; another OrderID halts `fill_mismatch`."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    eventually(lambda: rig.venue.logged_on(rig.dc_comp), what="drop copy logged on")
+    sid = next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.dc_comp)
+    ack = [(F.ORDER_ID, "ELSEWHERE-1"), (F.CL_ORD_ID, "P1"), (F.EXEC_ID, "DCX1"),
+           (F.EXEC_TYPE, "0"), (F.ORD_STATUS, "0"), (F.SYMBOL, "L000"), (F.SIDE, SELL),
+           (F.ORDER_QTY, "10"), (F.LEAVES_QTY, "10"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
+           (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    with rig.venue.lock:  # the venue holds the order: not acked yet
+        rig.oms.new_order("P1", "L000", BUY, 100, below(rig, "L000"))
+        eventually(lambda: "P1" in rig.gateway.book.orders, what="P1 routed")
+        assert F.send(F.message(F.EXECUTION_REPORT, ack), sid)
+        marker = [(F.CL_ORD_ID, "MARK") if t == F.CL_ORD_ID else (t, v) for t, v in ack]
+        marker = [(F.EXEC_ID, "DCX2") if t == F.EXEC_ID else (t, v) for t, v in marker]
+        assert F.send(F.message(F.EXECUTION_REPORT, marker), sid)  # handled after it
+        eventually(lambda: rig.events("drop_copy_report"), what="drop copy read")
+        assert rig.guard.halts() == {}
+    rig.oms.wait_report("P1", "0")
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ELSEWHERE-1" in halt.reason
 
 
 def test_a_drop_copy_fill_of_a_side_or_instrument_the_gateway_cannot_read_is_not_booked(

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from knightwatch.cli.fleet import AnchorOpt, MetricsPort, NatsUrl, StateDir, _run, _urls
+from knightwatch.cli.options import nonempty_path
 from knightwatch.clock import SystemClock
 from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.node.lease import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S, LeasePolicy
@@ -50,7 +51,9 @@ def gateway(
     ),
     metrics_port: int | None = MetricsPort,
     fix_log: bool = typer.Option(True, "--fix-log/--no-fix-log", help="QuickFIX message logs"),
-    artifacts: Path | None = typer.Option(None, "--artifacts", help="release: installed files"),
+    artifacts: Path | None = typer.Option(
+        None, "--artifacts", help="release: installed files", parser=nonempty_path
+    ),
     release_config: Path | None = typer.Option(None, "--release-config", help="release: config"),
     flags: Path | None = typer.Option(None, "--flags", help="release: compiled-in flag table"),
     key: Path = typer.Option(

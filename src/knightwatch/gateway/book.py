@@ -98,6 +98,10 @@ class GwOrder:
     """The venue's ExecIDs applied to it (forgotten with it)."""
     former: tuple[str, ...] = ()
     """The ClOrdIDs it answered to before its replaces (forgotten with it)."""
+    dc_order_ids: tuple[str, ...] = ()
+    """Venue OrderIDs drop-copy reports under its ClOrdID named before the venue session
+    named its own: checked against it then (another's is an order that bypassed the
+    gateway under this ClOrdID)."""
 
     @property
     def live(self) -> bool:
@@ -256,8 +260,9 @@ class GatewayBook:
             order.execs += (exec_id,)
 
     def keep_fill(self, exec_id: str, fill: Fill) -> None:
-        """A fill applied (its ExecID already `saw_exec` with its order), kept for a bust
-        or correction that names its ExecID."""
+        """A fill applied (its ExecID already `saw_exec`, with its order or with none: a
+        drop-copy fill), kept for a bust or correction that names its ExecID and
+        forgotten with that ExecID."""
         self.fills[exec_id] = fill
 
     def live(self) -> list[GwOrder]:
@@ -314,6 +319,7 @@ class GatewayBook:
                 del self.decided[key]
             else:
                 self.exec_seen.discard(key)
+                self.fills.pop(key, None)  # a drop-copy fill: kept for its bust as long
             gone += 1
         return gone
 

@@ -133,6 +133,10 @@ RECONCILED = "reconciled"
 MAX_CLIENT_MESSAGE = 16_384
 """Characters a client's message may have: a single order is a few hundred."""
 
+MAX_SENT_REMEMBERED = 65_536
+"""Orders, replaces and cancels sent to the venue whose MsgSeqNum is kept, for a session
+Reject (35=3) that names only that number: the venue answers at once, so the last few."""
+
 
 def reject_text(d: Decision) -> str:
     """Text(58) of a refusal: the stable reason code first, then the numbers."""
@@ -185,6 +189,10 @@ class Gateway(Handler):
         self._on_reconciled = on_reconciled
         self._mass_status_id = ""
         self._admin_notes: queue.SimpleQueue[dict[str, str | int | None]] = queue.SimpleQueue()
+        self._sent_lock = threading.Lock()
+        self._venue_sent: dict[int, tuple[str, str]] = {}
+        """MsgSeqNum -> (MsgType, ClOrdID) of the orders, replaces and cancels sent to the
+        venue (`_deliver`), to match a session Reject naming only the number."""
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run_worker, name="gateway-worker", daemon=True)
         self.counts: dict[str, int] = {}
@@ -278,23 +286,45 @@ class Gateway(Handler):
             with self.lock:  # nested: the outermost holder sends
                 yield
             return
-        box: list[tuple[Any, Any]] = []
+        box: list[tuple[Any, Any, tuple[str, str] | None]] = []
         self._tls.box = box
         try:
             with self.lock:
                 yield
         finally:
             self._tls.box = None
-            for out, sid in box:
-                F.send(out, sid)
+            for out, sid, ref in box:
+                self._deliver(out, sid, ref)
 
-    def _emit(self, msg: Any, sid: Any) -> None:
-        """Send now, or when the lock is released if it is held (see `_held`)."""
+    def _emit(self, msg: Any, sid: Any, ref: tuple[str, str] | None = None) -> None:
+        """Send now, or when the lock is released if it is held (see `_held`); `ref`:
+        (MsgType, ClOrdID) of an order, replace or cancel for the venue (`_deliver`)."""
         box = getattr(self._tls, "box", None)
         if box is None:
-            F.send(msg, sid)
+            self._deliver(msg, sid, ref)
         else:
-            box.append((msg, sid))
+            box.append((msg, sid, ref))
+
+    def _deliver(self, msg: Any, sid: Any, ref: tuple[str, str] | None) -> bool:
+        """Send; for an order, replace or cancel to the venue (`ref`), keep the MsgSeqNum
+        it went under, so a session Reject of it (which names only that) finds it.
+
+        The number is kept under `_sent_lock`, taken before the send: the worker that
+        handles the venue's Reject takes it too (never holding the Guard's lock), so it
+        never looks before the number is kept."""
+        if ref is None:
+            return F.send(msg, sid)
+        with self._sent_lock:
+            ok = F.send(msg, sid)
+            if ok:
+                seq = int(msg.getHeader().getField(F.MSG_SEQ_NUM))
+                sent = self._venue_sent
+                if sent and seq <= next(reversed(sent)):
+                    sent.clear()  # the session's numbers began again (a reset)
+                sent[seq] = ref
+                if len(sent) > MAX_SENT_REMEMBERED:
+                    del sent[next(iter(sent))]
+            return ok
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -339,6 +369,20 @@ class Gateway(Handler):
                     "text": F.opt(msg, F.TEXT),
                 }
             )
+
+    def from_admin(self, msg: Any, sid: Any) -> None:
+        # A session Reject (35=3) from the venue of an order, replace or cancel the gateway
+        # sent: that message was not taken. Handled on the worker (a session mutex may be
+        # held here).
+        if F.session_key(sid) != self.venue_key or F.msg_type(msg) != F.SESSION_REJECT:
+            return
+        ref_type = F.opt(msg, F.REF_MSG_TYPE)
+        if ref_type not in (F.NEW_ORDER, F.REPLACE, F.CANCEL):
+            return
+        ref_seq = int(F.opt(msg, F.REF_SEQ_NUM) or 0)
+        text = F.clean(F.opt(msg, F.TEXT) or "")
+        reason = F.opt(msg, F.SESSION_REJECT_REASON)
+        self._work.put(lambda: self._venue_session_reject(ref_seq, ref_type, reason, text))
 
     def to_app(self, msg: Any, sid: Any) -> None:
         # Never resend an order late: an order the venue did not get before its session
@@ -478,7 +522,10 @@ class Gateway(Handler):
     def _new_order(self, msg: F.In, sid: Any, comp: str) -> None:
         with self._held():
             forward = self._decide_new(msg, sid, comp)
-        if forward is not None and not F.send(forward, self.venue_sid):
+        sent = forward is None or self._deliver(
+            forward, self.venue_sid, (F.NEW_ORDER, msg[F.CL_ORD_ID])
+        )
+        if not sent:
             with self._held():  # accepted, but the venue session did not take it
                 gid = f"{comp}:{msg[F.CL_ORD_ID]}"
                 self.guard.on_reject(gid)
@@ -557,6 +604,13 @@ class Gateway(Handler):
         if symbol is None:
             tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
             return bad(f"{tag} is required to name the instrument")
+        if self.cfg.instrument == "symbol" and F.SECURITY_ID in msg:
+            # the venue may trade the SecurityID's instrument while the Guard checked the
+            # Symbol's: an order naming both cannot be checked as the venue reads it
+            return bad(
+                'SecurityID(48) cannot be checked with instrument = "symbol" (the Guard '
+                "checks Symbol(55)); send the order without it"
+            )
         side = _SIDES.get(msg[F.SIDE])
         if side is None:
             return bad(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
@@ -695,7 +749,7 @@ class Gateway(Handler):
                 self.book.claim(clordid, comp)
                 self.book.requests[clordid] = Request("F", comp, go)
             self._count("cancels")
-            self._emit(out, self.venue_sid)
+            self._emit(out, self.venue_sid, (F.CANCEL, out.getField(F.CL_ORD_ID)))
 
     def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
         clordid = msg[F.CL_ORD_ID]
@@ -754,7 +808,7 @@ class Gateway(Handler):
                             "G", comp, go, new_gid, parsed.qty, parsed.price
                         )
                         self._count("replaces")
-                        self._emit(F.forward_copy(msg), self.venue_sid)
+                        self._emit(F.forward_copy(msg), self.venue_sid, (F.REPLACE, clordid))
                         return
                     else:
                         self.book.refused(new_gid, checked)
@@ -775,7 +829,17 @@ class Gateway(Handler):
         symbol = self._instrument(msg)
         with self._held():
             self._record_in(msg, comp, F.MASS_CANCEL, None)
-            if kind not in ("1", "7") or not self.venue_up:
+            why = ""
+            if not self.venue_up:
+                why = "venue_unavailable venue session is not logged on"
+            elif kind not in ("1", "7"):
+                why = f"invalid_order MassCancelRequestType(530)={kind} is not supported (1, 7)"
+            elif kind == "1" and symbol is None:
+                # nothing of an instrument not named can be found: never a cancel of no
+                # orders reported as done
+                tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
+                why = f"invalid_order {tag} is required to cancel by instrument"
+            if why:
                 hit: list[GwOrder] = []
                 response = "0"
             else:
@@ -794,9 +858,7 @@ class Gateway(Handler):
                 ],
             )
             if response == "0":
-                report.setField(
-                    F.TEXT, "knightwatch:venue_unavailable or unsupported mass cancel type"
-                )
+                report.setField(F.TEXT, f"knightwatch:{why}")
             self._emit(report, sid)
 
     def _status_request(self, msg: F.In, sid: Any, comp: str) -> None:
@@ -1031,6 +1093,16 @@ class Gateway(Handler):
                 self.guard.on_expire(gid)
             self.book.requests.pop(clordid, None)
             note = go.cancel_note
+        elif kind is F.ExecKind.REJECTED and req is not None and req.order is go:
+            # a cancel or replace the venue refused by an ExecutionReport (FIX's answer is
+            # an OrderCancelReject): the order works on as it was, never ended in the Guard
+            self.book.requests.pop(clordid, None)
+            if req.kind == "G":
+                self.guard.on_replace_reject(req.new_guard_id)
+            if go.cancel_sent == clordid:
+                go.cancel_sent = None  # the gateway's own cancel: a drain sends another
+                note = ""  # nothing for the client: it sent no cancel
+            status, leaves = go.status, go.leaves
         elif kind is F.ExecKind.REJECTED:
             self.guard.on_reject(gid)
         elif kind is F.ExecKind.REPLACED:
@@ -1080,6 +1152,15 @@ class Gateway(Handler):
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
         if kind is F.ExecKind.NEW or go.order_id == "NONE":
             go.order_id = msg.get(F.ORDER_ID) or go.order_id
+        if go.dc_order_ids and go.order_id != "NONE":
+            # drop-copy reports under its ClOrdID came first: of this order, or another's
+            others = sorted({x for x in go.dc_order_ids if x != go.order_id})
+            go.dc_order_ids = ()
+            if others:
+                self.guard.flag_mismatch(
+                    f"drop copy: order {others[0]} that did not pass the gateway reports "
+                    f"under ClOrdID {clordid}, which the gateway holds for {go.guard_id}"[:400]
+                )
         self.book.set_status(go, status)
         go.leaves = leaves if go.live else 0
         if go.cancel_sent == clordid and not go.live:
@@ -1090,6 +1171,8 @@ class Gateway(Handler):
             # ClOrdID, even for an order the gateway once meant to cancel itself or one
             # adopted at start-up (which has no session of its own)
             self._relay(msg, go, None, req.answer_as, req.comp)
+        elif note == "":
+            self.guard.note("own_cancel_rejected", order_id=go.guard_id, clordid=clordid)
         else:
             self._relay(msg, go, note, "", go.comp)
 
@@ -1122,7 +1205,8 @@ class Gateway(Handler):
         (the Guard's own rule for a fill it never accepted), and so does a replace or a
         restatement: an order working at the venue under a quantity the Guard never
         checked (a replace under a ClOrdID never sent, of an order still counted at its
-        old quantity)."""
+        old quantity), and a trade cancel or correction (of an order forgotten since, say:
+        the position moves at the venue, and the Guard holds no fill to take back)."""
         fill = None
         if kind is F.ExecKind.TRADE:
             symbol = self._instrument(msg) or "?"
@@ -1134,10 +1218,15 @@ class Gateway(Handler):
         self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
         if fill is not None:
             self._on_fill(fill)
-        elif kind in (F.ExecKind.REPLACED, F.ExecKind.RESTATED):
+        elif kind in (
+            F.ExecKind.REPLACED,
+            F.ExecKind.RESTATED,
+            F.ExecKind.TRADE_CANCEL,
+            F.ExecKind.TRADE_CORRECT,
+        ):
             self.guard.flag_mismatch(
                 f"venue {kind.value} order {msg.get(F.ORDER_ID)} under ClOrdID {clordid}, "
-                "which the gateway never sent"
+                "which the gateway does not hold (never sent, or forgotten)"
             )
 
     def _relay(
@@ -1184,18 +1273,48 @@ class Gateway(Handler):
         ref_type = msg.get(F.REF_MSG_TYPE)
         ref_id = msg.get(F.BUSINESS_REJECT_REF_ID) or ""
         self.guard.note("venue_business_reject", ref_msg_type=ref_type, ref_id=ref_id)
-        if ref_type == F.NEW_ORDER and (go := self.book.orders.get(ref_id)) is not None:
+        self._venue_refused(ref_type, ref_id, f"venue refused: {msg.get(F.TEXT)}")
+
+    def _venue_session_reject(
+        self, ref_seq: int, ref_type: str, reason: str | None, text: str
+    ) -> None:
+        """The venue's session Reject of an order, replace or cancel the gateway sent
+        (worker): answered as a BusinessMessageReject of it is (the order leaves the
+        Guard's working count, the client gets its reject)."""
+        with self._sent_lock:
+            ref = self._venue_sent.pop(ref_seq, None)
+        with self._held():
+            ref_id = ref[1] if ref is not None and ref[0] == ref_type else None
+            self._count("venue_session_rejects")
+            self.guard.note(
+                "venue_session_reject",
+                ref_seq=ref_seq,
+                ref_msg_type=ref_type,
+                ref_id=ref_id,
+                reason=reason,
+                text=text[:400],
+            )
+            if ref_id is not None:
+                self._venue_refused(
+                    ref_type, ref_id, f"venue session reject (reason {reason}): {text}"
+                )
+
+    def _venue_refused(self, ref_type: str | None, ref_id: str, why: str) -> None:
+        """The venue did not take the order, replace or cancel the gateway sent under
+        ClOrdID `ref_id` (caller holds the lock)."""
+        go = self.book.orders.get(ref_id)
+        if ref_type == F.NEW_ORDER and go is not None and go.live:
             self.guard.on_reject(go.guard_id)
             self.book.set_status(go, "8")
             sid = self.client_sids.get(go.comp)
             if sid is not None:
-                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                d = Decision(False, R.VENUE_UNAVAILABLE, why)
                 self._send_reject(self._probe(go.clordid, go), sid, d)
         elif ref_type == F.REPLACE and (req := self.book.requests.pop(ref_id, None)) is not None:
             self.guard.on_replace_reject(req.new_guard_id)
             sid = self.client_sids.get(req.comp)
             if sid is not None:
-                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                d = Decision(False, R.VENUE_UNAVAILABLE, why)
                 orig = req.order.clordid if req.order is not None else "NONE"
                 probe = F.In(
                     F.message(F.REPLACE, [(F.CL_ORD_ID, ref_id), (F.ORIG_CL_ORD_ID, orig)])
@@ -1210,7 +1329,7 @@ class Gateway(Handler):
                 return
             sid = self.client_sids.get(req.comp)
             if sid is not None:
-                d = Decision(False, R.VENUE_UNAVAILABLE, f"venue refused: {msg.get(F.TEXT)}")
+                d = Decision(False, R.VENUE_UNAVAILABLE, why)
                 orig = go.clordid if go is not None else "NONE"
                 probe = F.In(
                     F.message(
@@ -1263,19 +1382,27 @@ class Gateway(Handler):
             self.guard.note("venue_price_refused", symbol=F.clean(symbol)[:64], why=why[:400])
 
     def _from_drop_copy(self, msg: F.In) -> None:
-        """Executions from the drop copy: orders that bypassed the gateway (D1, K4)."""
+        """Executions from the drop copy: orders that bypassed the gateway (D1, K4).
+
+        Its copies of the gateway's own orders are ignored (the venue session reports
+        them): a copy names the venue's OrderID of the order holding its ClOrdID. One
+        that names another OrderID is an order that bypassed the gateway under a
+        ClOrdID a client's order holds: booked as the venue reports it (never onto or
+        instead of the client's order) and the node halts `fill_mismatch`. Busts and
+        corrections of bypass fills are taken back (by the ExecRefID they name)."""
         if msg.mtype != F.EXECUTION_REPORT:
             return
         with self._held(), self._applied_or_halt(msg):
             clordid = msg[F.CL_ORD_ID]
-            if clordid in self.book.owner:
-                return  # routed here: the venue session reports it
             exec_id = msg[F.EXEC_ID]
             if exec_id in self.book.exec_seen:
                 return
+            collided = clordid in self.book.owner
+            if collided and self._own_copy(msg, clordid):
+                return  # routed here: the venue session reports it
             kind = F.exec_kind(msg, self.fix42)
-            fill = None
-            if kind is F.ExecKind.TRADE:
+            fill = old = None
+            if kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT):
                 # booked as the venue reports it, or not at all: a buy assumed for a side
                 # the gateway does not know, or an instrument "?", would be a position
                 # nobody holds (unreadable: not applied, the node halts)
@@ -1284,12 +1411,60 @@ class Gateway(Handler):
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 px = float(msg[F.LAST_PX])
                 fill = Fill(f"dropcopy:{clordid}", symbol, side, qty, px)
-            self.book.saw_exec(exec_id, None)
+            ref = msg.get(F.EXEC_REF_ID) or ""
+            if kind is F.ExecKind.TRADE_CANCEL:
+                old = self.book.fills.pop(ref, None)
+            elif kind is F.ExecKind.TRADE_CORRECT:
+                old = self.book.fills.get(ref)
+                if old is not None and fill is not None:
+                    fill = Fill(old.order_id, fill.symbol, fill.side, fill.qty, fill.price)
             self._count("drop_copy_reports")
-            if fill is not None:
+            if collided:
+                self.guard.note(
+                    "drop_copy_collision",
+                    clordid=clordid,
+                    venue_order_id=msg.get(F.ORDER_ID),
+                    exec_type=kind.value,
+                )
+            if kind is F.ExecKind.TRADE:
+                assert fill is not None
                 self.guard.on_external_fill(fill)
+                self.book.keep_fill(exec_id, fill)
+            elif kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT):
+                if old is None:
+                    self.guard.flag_mismatch(
+                        f"drop copy: {kind.value} for unknown execution {ref!r}"[:400]
+                    )
+                elif fill is None:
+                    self.guard.on_bust(old)
+                else:
+                    self.guard.on_correct(old, fill)
+                    self.book.keep_fill(ref, fill)
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
+            self.book.saw_exec(exec_id, None)
+            if collided:
+                self.guard.flag_mismatch(
+                    f"drop copy: order {msg.get(F.ORDER_ID)} that did not pass the gateway "
+                    f"reports under ClOrdID {clordid}, which the gateway holds for its own"[:400]
+                )
+
+    def _own_copy(self, msg: F.In, clordid: str) -> bool:
+        """Whether a drop-copy report under a ClOrdID the gateway holds is its copy of the
+        gateway's own order: the same venue OrderID. Before the venue session has named
+        the order's OrderID the copy's is kept, and checked when it does."""
+        go = self.book.find(clordid)
+        if go is None and (req := self.book.requests.get(clordid)) is not None:
+            go = req.order
+        if go is None and F.ORIG_CL_ORD_ID in msg:
+            go = self.book.find(msg[F.ORIG_CL_ORD_ID])
+        if go is None:
+            return False  # an id of the gateway's own, or a request for no order
+        venue_oid = msg.get(F.ORDER_ID) or "NONE"
+        if go.order_id == "NONE":
+            go.dc_order_ids += (venue_oid,)
+            return True
+        return venue_oid == go.order_id
 
     # ------------------------------------------------------------------ reconciliation
     def _status_report(self, msg: F.In, go: GwOrder | None) -> None:
@@ -1477,6 +1652,20 @@ class Gateway(Handler):
                     self._send_reject(self._probe(clordid, go), sid, d)
             elif mtype == F.REPLACE and (req := self.book.requests.pop(clordid, None)) is not None:
                 self.guard.on_replace_reject(req.new_guard_id)
+                self.guard.note("not_resent", order_id=req.new_guard_id)
+                d = Decision(
+                    False,
+                    R.VENUE_UNAVAILABLE,
+                    "the venue session dropped before the replace reached it",
+                )
+                self.book.decide(req.new_guard_id, d, None)  # a resend of it: this answer
+                sid = self.client_sids.get(req.comp)
+                if sid is not None:
+                    orig = req.order.clordid if req.order is not None else "NONE"
+                    probe = F.In(
+                        F.message(F.REPLACE, [(F.CL_ORD_ID, clordid), (F.ORIG_CL_ORD_ID, orig)])
+                    )
+                    self._send_cancel_reject(probe, sid, req.order, d, F.REPLACE)
 
     # ------------------------------------------------------------------ kill
     def _cancel_at_venue(self, go: GwOrder, note: str) -> None:
@@ -1497,7 +1686,7 @@ class Gateway(Handler):
         ]
         if go.order_id != "NONE":
             fields.append((F.ORDER_ID, go.order_id))
-        self._emit(F.message(F.CANCEL, fields), self.venue_sid)
+        self._emit(F.message(F.CANCEL, fields), self.venue_sid, (F.CANCEL, cid))
 
     def in_scope(self, scope: Scope, key: str) -> list[GwOrder]:
         """Live orders a kill of (scope, key) covers (caller holds the lock).

@@ -1,0 +1,32 @@
+"""`knightwatch gateway` options, through the real command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knightwatch.cli.app import app
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_artifacts_option_is_refused_not_read_as_this_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """`--artifacts "$DIR"` with DIR unset arrives as "", which a Path reads as `.`: the
+    gateway would attest whatever directory it was started in as its installed release.
+    Refused naming the option (exit 2) before anything is read or connected."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        'listen_port = 1\nassume_flat = true\n[venue]\nport = 2\n[[clients]]\ncomp_id = "OMS"\n'
+    )
+    out = CliRunner().invoke(
+        app,
+        ["gateway", str(cfg), "--key", str(tmp_path / "node.key"), "--artifacts", value,
+         "--release-config", str(cfg), "--flags", str(tmp_path / "flags.yaml")],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert out.exit_code == 2, out.output
+    assert "'--artifacts': empty path" in out.output
