@@ -480,6 +480,14 @@ async def test_a_rollout_runs_only_the_plan_its_approval_names(
     await eventually(lambda: flags["n1"].get(RLP).value_for("n1") is False)  # type: ignore[union-attr]
     assert all(flags[n].get(RLP).value_for(n) is None for n in ("n2", "n3", "n4"))  # type: ignore[union-attr]
 
+    # a record that is no rollout at all: a refusal that names it and says how to stop
+    _, revision = await ops.get_record(Bucket.ROLLOUTS, RLP)
+    await ops.put_record(Bucket.ROLLOUTS, RLP, b'{"rollout_id": 7}', revision)
+    for attempt in (driver.abort(RLP, "stop"), driver.step(RLP)):
+        with pytest.raises(RolloutError, match=r"stored rollout record .* cannot be read") as info:
+            await attempt
+        assert f"knightwatch flags set {RLP} off --reason" in str(info.value)
+
 
 def sign_approval_as(plan: RolloutPlan, signer: str) -> Envelope:
     now = SystemClock().time_ns()

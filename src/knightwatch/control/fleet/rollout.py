@@ -136,7 +136,19 @@ class RolloutDriver:
 
     async def load(self, flag_id: str) -> tuple[RolloutState | None, int]:
         value, revision = await self.plane.get_record(Bucket.ROLLOUTS, flag_id)
-        return (_STATE.decode(value) if value is not None else None), revision
+        if value is None:
+            return None, revision
+        try:
+            return _STATE.decode(value), revision
+        except msgspec.DecodeError as exc:  # the bucket is operator-writable: anything
+            flag = self.registry.get(flag_id)
+            safe = "" if flag is None else ("on" if flag.safe_default else "off")
+            how = f"`knightwatch flags set {flag_id} {safe} --reason ...`, " if safe else ""
+            raise RolloutError(
+                f"{flag_id}: the stored rollout record (revision {revision}) cannot be read "
+                f"({exc}); nothing can be promoted or aborted from it: to stop it, set the "
+                f"flag back to its safe default everywhere ({how}one person) or kill"
+            ) from None
 
     async def begin(
         self, flag_id: str, plan: RolloutPlan, *, actor: str, approval: Envelope | None
