@@ -399,13 +399,16 @@ class Console:
         if self._reaper is not None:
             self._reaper.cancel()
         await self.watch.stop()
-        for task in list(self.tasks):
+        tasks = list(self.tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:  # a ramp closes its own connection as its task ends
+            await asyncio.wait(tasks, timeout=2.0)
         for link in list(self.links.values()):
             with contextlib.suppress(Exception):
                 await link.plane.close()
         self.links.clear()
-        self.audit.close()
+        await asyncio.to_thread(self.audit.close)  # writes what is queued: off the loop
 
     def _load_acks(self) -> None:
         if not self.settings.audit.exists():
@@ -460,6 +463,12 @@ class Console:
                 ):  # disabled, or its password changed since the login: the session ends
                     self.sessions.close(sid)
                     return None
+                refused = self.key_refused(session.name, session.signer.key.key_id)
+                if refused:  # revoked or rotated out since the login: the session ends now
+                    self.sessions.close(sid)
+                    request.state.ended = refused
+                    request.state.audit_extra = {"detail": f"session ended: {refused}"}
+                    return None
                 return Principal(
                     session.name, held_roles(self.trust.roster, session.name), "session", session,
                     signer=session.signer,
@@ -476,6 +485,11 @@ class Console:
             except ConsoleUserError as exc:
                 request.state.audit_extra = {"detail": f"users file unreadable: {exc}"}
                 return None
+            refused = self.key_refused(user.name, user.key_id)
+            if refused:  # a token acts as its owner: a revoked owner's tokens are out too
+                request.state.ended = refused
+                request.state.audit_extra = {"detail": f"token refused: {refused}"}
+                return None
             scope = frozenset(token.roles)
             return Principal(
                 user.name,
@@ -487,6 +501,27 @@ class Console:
                 signer=signer,
             )
         return None
+
+    def key_refused(self, name: str, key_id: str) -> str:
+        """Why the roster no longer lets `key_id` act as `name`, judged now ("" while it
+        does). Roles are the name's (`held_roles`), which a revoked key keeps on the
+        roster: without this, a session or token whose key was revoked or rotated out
+        after it was opened kept killing, requesting and approving until it ended."""
+        roster = self.trust.roster
+        if roster is None:
+            return ""  # `decide` refuses everyone without a verified roster
+        member = roster.member(key_id)
+        if member is None or member.name != name:
+            return (
+                f"{name}'s key {key_id[:16]} is not on the roster (version "
+                f"{self.trust.version}): log in again with the key the roster holds"
+            )
+        if not member.valid_at(self.clock.time_ns()):
+            return (
+                f"{name}'s key {key_id[:16]} is revoked or rotated out (roster version "
+                f"{self.trust.version}): ask an admin"
+            )
+        return ""
 
     def require(
         self,
@@ -500,7 +535,9 @@ class Console:
         (its timer), which must not keep an unattended session from idling out."""
         who = self.principal(request, touch=touch)
         if who is None:
-            raise Refusal(401, "not logged in (or the token is unknown, expired or revoked)")
+            ended = getattr(request.state, "ended", "")
+            unknown = "not logged in (or the token is unknown, expired or revoked)"
+            raise Refusal(401, f"not logged in: {ended}" if ended else unknown)
         request.state.actor = who.name
         request.state.via = who.via
         request.state.token_id = who.token_id
@@ -583,12 +620,14 @@ class Console:
             if temporary:
                 await link.plane.close()
 
-    def recording(self, what: str) -> None:
+    async def recording(self, what: str) -> None:
         """Refuses (503, naming the audit) an action that lifts a kill while the console's
         record cannot be written: a resume nobody can account for afterwards must not
-        happen. Never called on the stop direction."""
-        if not self.audit.healthy:
-            problem = self.audit.problem or "the recorder is not ready"
+        happen. Judged on the record's own thread, after every record queued before it.
+        Never called on the stop direction."""
+        writable, problem = await self.audit.writable()
+        if not writable:
+            problem = problem or "the recorder is not ready"
             raise Refusal(
                 503, f"audit: {what} refused while the console's record cannot be written "
                 f"({problem}); kills still work", result="error",
@@ -911,7 +950,7 @@ async def api_request_resume(request: Request) -> Response:
     key = _scope_key(body.scope, body.key)
     _note(request, "request_resume", scope=body.scope.value, key=key, ack=body.ack)
     reason = _reason(body.reason)
-    c.recording("a resume request")
+    await c.recording("a resume request")
     async with c.acting(who) as link:
         checklist, halted, req = await workflow.request_resume(
             link.plane,
@@ -938,7 +977,8 @@ async def api_approve(request: Request) -> Response:
     request.state.action = "approve"
     probe = c.principal(request)  # before the body: a stranger's body is never read
     if probe is None:
-        raise Refusal(401, "not logged in")
+        ended = getattr(request.state, "ended", "")
+        raise Refusal(401, f"not logged in: {ended}" if ended else "not logged in")
     request.state.actor, request.state.via = probe.name, probe.via
     if probe.session is not None:
         # cross-site and CSRF before the body, as every other unsafe request: a cross-site
@@ -969,7 +1009,7 @@ async def api_approve(request: Request) -> Response:
                 f"{found.entry.key} by {found.requester} ({name} {now[name]!r}), not the "
                 f"{shown[name]!r} shown: look again before approving",
             )
-    c.recording("an approval")
+    await c.recording("an approval")
     ip = _client(request)
     # a session's step-up counts on the session alone: nobody else can fail on it
     device = _session_key(who.session.id) if who.session is not None else None
@@ -988,8 +1028,14 @@ async def api_approve(request: Request) -> Response:
     c.throttle.succeeded(who.name, ip, device)
     if who.session is not None:
         c.sessions.reauthenticated(who.session.id)
-    link, temporary = await c.link_of(who)
-    ks = KillSwitch(link.plane, c.clock, fresh, c.trust)  # the freshly unlocked key signs
+    # The ramp runs for minutes on a connection of its own, opened with the freshly unlocked
+    # key and closed by the ramp's task: on the session's connection, a logout or an
+    # idle-out of the approver closed it and the console stopped watching for spikes.
+    try:
+        link = await c._link(fresh, f"{who.name}-ramp-{body.request_id}")
+    except ControlPlaneUnavailable as exc:
+        raise Unreachable(str(exc)) from None
+    ks = link.killswitch  # the freshly unlocked key signs
     loop = asyncio.get_running_loop()
     heard: asyncio.Future[tuple[Checklist, list[str]]] = loop.create_future()
     resumed: asyncio.Future[CommandResult] = loop.create_future()
@@ -1023,7 +1069,7 @@ async def api_approve(request: Request) -> Response:
                     future.exception()  # retrieved: the handler reads whichever it awaits
             log.warning("approval of %s ended: %s", body.request_id, exc)
         finally:
-            if temporary:
+            with contextlib.suppress(Exception):
                 await link.plane.close()
             for future in (heard, resumed):
                 if not future.done():
@@ -1173,6 +1219,7 @@ async def api_audit(request: Request) -> Response:
     c.require(request, Action.VIEW)
     request.state.action = "audit_search"
     query = _query(request)
+    await c.audit.settled()  # every request answered before this one is in the file
     found = await asyncio.to_thread(search, c.settings.audit, query)
     return Response(
         msgspec.json.encode(
@@ -1193,6 +1240,7 @@ async def api_export(request: Request) -> Response:
     c.require(request, Action.VIEW)
     request.state.action = "audit_export"
     query = _query(request)
+    await c.audit.settled()
     lines = await asyncio.to_thread(lambda: list(export_lines(c.settings.audit, query)))
     return Response(
         b"".join(lines),

@@ -15,15 +15,26 @@ A console whose record cannot be written refuses to lift a kill (resume
 requests and approvals answer 503 naming the audit), as the Guard refuses to
 trade without its recorder; a kill is never refused for it: stopping must not
 wait on a disk.
+
+The recorder is used by one thread of its own, never the server's event loop: a
+record is queued to it in the order the requests were answered and written in that
+order, and the check before lifting a kill runs on that thread after every record
+queued before it. A disk that hangs stalls the record, not the kills (before, it was
+written on the loop, and every request after it waited for the disk).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -37,6 +48,8 @@ from knightwatch.clock import Clock
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 KIND = "console"
 CONTEXT = AuditContext(node="console")
 
@@ -47,51 +60,111 @@ def params_hash(params: object) -> str:
     return hashlib.sha256(encoded).hexdigest()[:16]
 
 
+class _Stamped:
+    """The recorder's clock: on the writer thread, while a queued record is written, the
+    wall time it was queued at (its request's, as when records were written on the loop);
+    else, and on every other thread, `clock` itself."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._local = threading.local()
+
+    def monotonic_ns(self) -> int:
+        return self._clock.monotonic_ns()
+
+    def time_ns(self) -> int:
+        at: int | None = getattr(self._local, "at", None)
+        return self._clock.time_ns() if at is None else at
+
+    @contextlib.contextmanager
+    def at(self, ns: int) -> Iterator[None]:
+        self._local.at = ns
+        try:
+            yield
+        finally:
+            self._local.at = None
+
+
 class ConsoleAudit:
-    """The console's own recorder; `record` never raises into a request."""
+    """The console's own recorder, on a thread of its own; `record` never raises into a
+    request and never waits for the disk."""
 
     def __init__(self, path: Path, clock: Clock, *, sink: Sink | None = None) -> None:
         """Records to `path`, or to `sink` instead when one is given (the recorder's memory
         mode: a `MemorySink` with a capacity stands for a full disk)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._clock = clock
+        self._stamped = _Stamped(clock)
         self._recorder = FlightRecorder(
             None if sink is not None else path,
-            clock=clock,
+            clock=self._stamped,
             batch_size=1,
             flush_interval_ms=0.0,
             fsync=FsyncPolicy.BATCH,
             sink=sink,
         )
+        # one worker: records are written in the order they were queued, and nothing
+        # else ever touches the recorder (it is not shared between threads)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-audit")
+
+    def _on_writer(self, fn: Callable[[], T]) -> Future[T]:
+        return self._writer.submit(fn)
+
+    def _check(self) -> tuple[bool, str]:
+        ready = self._recorder.ready()
+        return ready, self._recorder.problem
+
+    async def writable(self) -> tuple[bool, str]:
+        """Whether the next record can be written, and why not: the recorder's own check
+        before a decision (`ready`, which also retries what a failed write kept), run after
+        every record queued before this call."""
+        return await asyncio.wrap_future(self._on_writer(self._check))
+
+    async def settled(self) -> None:
+        """Returns once every record queued before this call was written (or failed)."""
+        await asyncio.wrap_future(self._on_writer(lambda: None))
 
     @property
     def healthy(self) -> bool:
-        """Whether the next record can be written: the recorder's own check before a
-        decision (`ready`), which also retries what a failed write kept."""
-        return self._recorder.ready()
+        """`writable()` for a caller off the event loop: waits for the records before it."""
+        return self._on_writer(self._check).result()[0]
 
     @property
     def problem(self) -> str:
         """Why the record last could not be written ("" while it always could)."""
-        return self._recorder.problem
+        return self._on_writer(self._check).result()[1]
 
     @property
     def head(self) -> str:
-        return self._recorder.head
+        return self._on_writer(lambda: self._recorder.head).result()
 
-    def record(self, **fields: str | int | float | bool | None) -> None:
+    def _write(self, at: int, fields: dict[str, str | int | float | bool | None]) -> None:
+        try:
+            with self._stamped.at(at):
+                self._recorder.record_event(KIND, CONTEXT, **fields)
+                self._recorder.flush()
+        except Exception:  # the record must never take the answer (or a kill) down with it
+            log.exception("console audit record failed")
+
+    def record(self, **fields: str | int | float | bool | None) -> Future[None]:
         """One request: who (actor, roles, token, ip, agent), what (action, scope, params
-        hash), and the answer (status, result, detail)."""
-        self._recorder.record_event(KIND, CONTEXT, **fields)
-        self._recorder.flush()
+        hash), and the answer (status, result, detail). Queued, in call order, to the
+        recorder's thread; the future is done once it was written (or failed, logged)."""
+        at = self._clock.time_ns()  # when it happened, not when the disk took it
+        return self._on_writer(lambda: self._write(at, fields))
 
     def close(self) -> None:
-        """Close the recorder; records it could not write are reported, not raised: the
-        console is stopping either way and its stop must not hang on a full disk."""
+        """Write what is queued and close the recorder; records it could not write are
+        reported, not raised: the console is stopping either way and its stop must not
+        hang on a full disk. Blocks: call it off the event loop."""
         try:
-            self._recorder.close()
+            self._on_writer(self._recorder.close).result()
         except UnwrittenRecords as exc:
             log.error("console audit closed with records unwritten: %s", exc)
+        except RuntimeError:  # closed before: the writer is shut down
+            return
+        self._writer.shutdown(wait=True)
 
 
 class Query(msgspec.Struct, frozen=True):

@@ -1,0 +1,77 @@
+"""A disk that hangs stalls the console's record, never its kills.
+
+The console wrote each request's record on the server's event loop: a write that hung
+(a slow or stuck disk) held the loop, and every request after it, kills included,
+waited for the disk. A second console runs in this process on the shared fleet
+(`tests/console/second.py`: the real app over ASGI) with its recorder writing to a
+sink that hangs until the test lets it go: a kill is answered and confirmed by every
+node while the record of the login before it is still being written, and once the
+disk answers, every record is there in the order the requests were made.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import httpx
+
+from knightwatch.audit.read import decode_record
+from knightwatch.audit.record import EventRecord
+from knightwatch.audit.sink import MemorySink
+from knightwatch.console.app import Console, build_app
+from knightwatch.console.audit import ConsoleAudit
+from knightwatch.console.local import ConsoleProc
+
+from .second import second_console
+from .test_api import kill_body
+from .test_audit_fail_closed import _login
+
+VALVE_S = 60.0
+"""A write hung this long lets the disk go by itself (so a console that waits for it ends
+the test with a failure instead of hanging it); far longer than the kill takes."""
+
+
+class HangingDisk(MemorySink):
+    """A sink whose writes hang until `answer` is set (or the valve sets it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+
+    def write(self, data: bytes) -> None:
+        if not self.answer.wait(VALVE_S):
+            self.answer.set()
+        super().write(data)
+
+
+async def test_a_kill_is_answered_while_the_record_hangs_on_the_disk(
+    console: ConsoleProc, tmp_path: Path
+) -> None:
+    disk = HangingDisk()
+
+    def hanging(second: Console) -> None:
+        second.audit.close()
+        second.audit = ConsoleAudit(second.settings.audit, second.clock, sink=disk)
+
+    async with second_console(console, tmp_path, hanging) as second:
+        try:
+            transport = httpx.ASGITransport(app=build_app(second))
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as a:
+                csrf = await _login(a, "alice")  # its record hangs on the disk
+                kill = await a.post(
+                    "/api/kill",
+                    content=json.dumps(kill_body("console-hung-disk")),
+                    headers={"Content-Type": "application/json", "X-CSRF-Token": csrf},
+                )
+                answered_while_hung = not disk.answer.is_set()
+                assert kill.status_code == 200 and kill.json()["ok"], kill.text
+                assert answered_while_hung, "the kill waited for the disk"
+                disk.answer.set()
+                await second.audit.settled()
+        finally:
+            disk.answer.set()
+        records = [decode_record(line) for line in disk.lines]
+        actions = [r.data["action"] for r in records if isinstance(r, EventRecord)]
+        assert actions == ["login", "page:fleet", "kill"], actions
