@@ -178,6 +178,39 @@ async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:
     await f.stop()
 
 
+async def test_a_ramp_runs_while_another_scope_s_ramp_holds_the_nodes_tighter() -> None:
+    """A node trades at the tightest ramp in force: while strategy a's ramp holds it at
+    10%, strategy b's stages (50%, then 100%) are in force on it too. Before, b's ramp
+    wanted every node to show exactly its own fraction, so it was refused ("stage 1 limits
+    not applied") and its strategy stayed halted."""
+    f = await fleet("n1", "n2")
+    ks = await f.killswitch()
+    for strategy in ("a", "b"):
+        await ks.kill(Scope.STRATEGY, strategy, "runaway", timeout_s=0.5)
+    plane = await f.plane()
+    slow = RampController(plane, ks, f.clock, RampPlan.instant((0.1, 1.0), 60.0))
+    holding = asyncio.create_task(slow.resume(Scope.STRATEGY, "a", "fixed", approvers=(BOB,)))
+    try:
+        for _ in range(200):
+            if all(n.guard.limits.version == "desk@10%" for n in f.nodes):
+                break
+            await asyncio.sleep(0.02)
+        assert [n.guard.limits.version for n in f.nodes] == ["desk@10%", "desk@10%"]
+        fast = RampController(
+            plane, ks, f.clock, RampPlan.instant((0.5, 1.0), 0.1, apply_timeout_s=1.0)
+        )
+        outcome = await fast.resume(Scope.STRATEGY, "b", "fixed", approvers=(BOB,))
+        assert outcome.completed and not outcome.trip_reason, outcome
+        entry, _ = await plane.get_state(Scope.STRATEGY, "b")
+        assert entry is not None and entry.state is TradingState.ACTIVE
+        assert [n.guard.limits.version for n in f.nodes] == ["desk@10%", "desk@10%"]  # a's
+    finally:
+        holding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holding
+    await f.stop()
+
+
 async def test_a_resume_that_cannot_be_issued_leaves_no_ramp_holding_as_ramping() -> None:
     f = await fleet("n1")
     ks = await f.killswitch()

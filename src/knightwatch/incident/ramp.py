@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,21 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def instant(cls, fractions: Sequence[float], hold_s: float, **rest: Any) -> RampPlan:
         """Equal holds for each fraction (drills and tests)."""
         return cls(stages=tuple(Stage(f, hold_s) for f in fractions), **rest)
+
+
+_RAMPED = re.compile(r"@(\d+)%\Z")
+"""The suffix a ramp adds to a node's limits version (`knightwatch.limits.scaled`)."""
+
+
+def _percent(fraction: float) -> int:
+    """A fraction as the whole percent a scaled limits version names (100: unscaled)."""
+    return int(f"{fraction:.0%}"[:-1]) if fraction < 1.0 else 100
+
+
+def _held_to(version: str) -> int:
+    """The percent of its limits a node's limits version says it trades at."""
+    m = _RAMPED.search(version)
+    return int(m[1]) if m else 100
 
 
 def describe_ramp(ramp: tuple[tuple[float, float], ...]) -> str:
@@ -328,8 +344,13 @@ class RampController:
             self.on_stage(record)
 
     async def _applied(self, nodes: Sequence[str], fraction: float, timeout_s: float) -> list[str]:
-        """Wait until every node's metrics show the stage's limits; returns those that did not."""
-        suffix = f"@{fraction:.0%}" if fraction < 1.0 else ""
+        """Wait until no node trades looser than the stage; returns those that still do.
+
+        A node trades at the tightest ramp in force on it (another scope's ramp may hold
+        it lower), so its limits version shows this stage's fraction or a smaller one:
+        either keeps it within the stage. A node at full limits during a partial stage
+        has not applied it (nor one that reports no limits version)."""
+        stage = _percent(fraction)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
 
@@ -338,10 +359,7 @@ class RampController:
             for n in nodes:
                 m = self._metrics.get(n)
                 version = m.limits_version if m is not None else None
-                ok = version is not None and (
-                    version.endswith(suffix) if suffix else "@" not in version
-                )
-                if not ok:
+                if version is None or _held_to(version) > stage:
                     out.append(n)
             return out
 
