@@ -11,6 +11,7 @@ disk answers, every record is there in the order the requests were made.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
@@ -20,8 +21,9 @@ import httpx
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import EventRecord
 from knightwatch.audit.sink import MemorySink
+from knightwatch.clock import SystemClock
 from knightwatch.console.app import Console, build_app
-from knightwatch.console.audit import ConsoleAudit
+from knightwatch.console.audit import DROPPED, KIND, ConsoleAudit
 from knightwatch.console.local import ConsoleProc
 
 from .second import second_console
@@ -75,3 +77,32 @@ async def test_a_kill_is_answered_while_the_record_hangs_on_the_disk(
         records = [decode_record(line) for line in disk.lines]
         actions = [r.data["action"] for r in records if isinstance(r, EventRecord)]
         assert actions == ["login", "page:fleet", "kill"], actions
+
+
+async def test_records_past_the_queue_bound_are_counted_and_put_on_the_record(
+    tmp_path: Path,
+) -> None:
+    """While the disk hangs, at most `max_queued` records wait (before, the queue had no
+    bound: a stuck disk made the console hold every request's record). Past it a record
+    is dropped and counted, never waited for, and the count goes on the record after the
+    records that waited (lifting a kill is judged after it)."""
+    disk = HangingDisk()
+    audit = ConsoleAudit(tmp_path / "audit.jsonl", SystemClock(), sink=disk, max_queued=3)
+    try:
+        futures = [audit.record(action=f"a{i}") for i in range(6)]
+        dropped = audit.dropped
+        assert dropped in (2, 3), dropped  # 3 wait; the first may already be on the disk
+        assert sum(f.done() for f in futures) == dropped  # dropped at once, not waited for
+        disk.answer.set()
+        assert await audit.writable() == (True, "")  # judged after the count is written
+        await asyncio.wrap_future(audit.record(action="after"))
+    finally:
+        disk.answer.set()
+        audit.close()
+    records = [r for r in map(decode_record, disk.lines) if isinstance(r, EventRecord)]
+    kinds = [(r.kind, r.data.get("action", r.data.get("count"))) for r in records]
+    assert kinds == [
+        *((KIND, f"a{i}") for i in range(6 - dropped)),
+        (DROPPED, dropped),
+        (KIND, "after"),
+    ], kinds

@@ -20,7 +20,10 @@ The recorder is used by one thread of its own, never the server's event loop: a
 record is queued to it in the order the requests were answered and written in that
 order, and the check before lifting a kill runs on that thread after every record
 queued before it. A disk that hangs stalls the record, not the kills (before, it was
-written on the loop, and every request after it waited for the disk).
+written on the loop, and every request after it waited for the disk). The queue is
+bounded (`MAX_QUEUED`): past it, a request's record is dropped and counted, never
+waited for; one record naming how many were lost follows the records queued before
+them, and the console refuses to lift a kill until that count is on the record.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ T = TypeVar("T")
 
 KIND = "console"
 CONTEXT = AuditContext(node="console")
+MAX_QUEUED = 100_000
+"""Records waiting for a disk that hangs, at most (a few hundred bytes each): hours of
+an operator's clicks, and a bound on what a stuck disk can make the console hold."""
+DROPPED = "console_records_dropped"
 
 
 def params_hash(params: object) -> str:
@@ -89,9 +96,16 @@ class ConsoleAudit:
     """The console's own recorder, on a thread of its own; `record` never raises into a
     request and never waits for the disk."""
 
-    def __init__(self, path: Path, clock: Clock, *, sink: Sink | None = None) -> None:
+    def __init__(
+        self, path: Path, clock: Clock, *, sink: Sink | None = None, max_queued: int = MAX_QUEUED
+    ) -> None:
         """Records to `path`, or to `sink` instead when one is given (the recorder's memory
         mode: a `MemorySink` with a capacity stands for a full disk)."""
+        self._max_queued = max_queued
+        self._count_lock = threading.Lock()
+        self._queued = 0
+        self.dropped = 0
+        """Records dropped because `max_queued` were waiting, not yet on the record."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
@@ -113,6 +127,10 @@ class ConsoleAudit:
 
     def _check(self) -> tuple[bool, str]:
         ready = self._recorder.ready()
+        with self._count_lock:
+            dropped = self.dropped
+        if ready and dropped:
+            return False, f"{dropped} records dropped while the disk did not answer"
         return ready, self._recorder.problem
 
     async def writable(self) -> tuple[bool, str]:
@@ -140,6 +158,8 @@ class ConsoleAudit:
         return self._on_writer(lambda: self._recorder.head).result()
 
     def _write(self, at: int, fields: dict[str, str | int | float | bool | None]) -> None:
+        with self._count_lock:
+            self._queued -= 1
         try:
             with self._stamped.at(at):
                 self._recorder.record_event(KIND, CONTEXT, **fields)
@@ -147,11 +167,37 @@ class ConsoleAudit:
         except Exception:  # the record must never take the answer (or a kill) down with it
             log.exception("console audit record failed")
 
+    def _write_dropped(self, at: int) -> None:
+        """The count of a run of dropped records, after the records queued before them."""
+        with self._count_lock:
+            dropped, self.dropped = self.dropped, 0
+        try:
+            with self._stamped.at(at):
+                self._recorder.record_event(DROPPED, CONTEXT, count=dropped)
+                self._recorder.flush()
+        except Exception:
+            log.exception("console audit: the count of %d dropped records failed", dropped)
+
     def record(self, **fields: str | int | float | bool | None) -> Future[None]:
         """One request: who (actor, roles, token, ip, agent), what (action, scope, params
         hash), and the answer (status, result, detail). Queued, in call order, to the
-        recorder's thread; the future is done once it was written (or failed, logged)."""
+        recorder's thread; the future is done once it was written (or failed, logged).
+        With `max_queued` waiting it is dropped and counted (done at once, never waited
+        for)."""
         at = self._clock.time_ns()  # when it happened, not when the disk took it
+        with self._count_lock:
+            if self._queued >= self._max_queued:
+                self.dropped += 1
+                if self.dropped == 1:  # a run of drops begins: its count follows the queue
+                    log.error(
+                        "console audit: %d records wait for the disk; dropping (counted)",
+                        self._queued,
+                    )
+                    self._on_writer(lambda: self._write_dropped(at))
+                done: Future[None] = Future()
+                done.set_result(None)
+                return done
+            self._queued += 1
         return self._on_writer(lambda: self._write(at, fields))
 
     def close(self) -> None:
