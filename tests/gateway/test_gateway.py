@@ -1170,11 +1170,12 @@ def test_start_up_adopts_orders_working_at_the_venue_before_arming(
 
 
 def restarted_with_adopted(
-    rig_factory: Callable[..., Rig],
+    rig_factory: Callable[..., Rig], *, status_without_instrument: bool = False
 ) -> tuple[Rig, Gateway, LockedGuard]:
     """A gateway restarted (same state directory) over orders W1 (300 L000) and W2 (200
     L001) left working at the venue by OMS1: armed, both adopted. OMS2 never logged on
-    before; the caller stops the returned gateway."""
+    before; the caller stops the returned gateway. `status_without_instrument`: the
+    venue's status reports at the restart name no instrument."""
     keep = (ClientSession("OMS1", cancel_on_disconnect=False), ClientSession("OMS2"))
     first = rig_factory(
         clients=("OMS1", "OMS2"),
@@ -1186,6 +1187,7 @@ def restarted_with_adopted(
     rest(first, "W2", qty=200, symbol="L001")
     first.clients["OMS1"].stop()
     first.gateway.stop()
+    first.venue.status_without_instrument = status_without_instrument
     guard = LockedGuard(LIMITS, node="gw", clock=SystemClock(), recorder=first.recorder)
     second = Gateway(
         first.config,
@@ -1220,6 +1222,31 @@ def test_a_strategy_kill_cancels_orders_adopted_at_start_up(
         eventually(lambda: not first.venue.working(), what="W2 cancelled")
         eventually(lambda: not second.still_working(Scope.STRATEGY, "OMS1"), what="drained")
         assert guard.working_qty("L000") == (0, 0) == guard.working_qty("L001")
+    finally:
+        second.stop()
+
+
+def test_an_adopted_order_whose_report_names_no_instrument_halts_the_node(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A working order the venue reports at start-up without a Symbol is counted (a fleet
+    kill still cancels it) and the node halts `fill_mismatch` naming it: no symbol kill
+    could find it and no price values it. Before, it was adopted under the symbol "?"
+    and traded on unhalted."""
+    first, second, guard = restarted_with_adopted(rig_factory, status_without_instrument=True)
+    try:
+        halt = guard.halts()[(Scope.NODE, "gw")]
+        assert halt.code is RejectReason.FILL_MISMATCH, halt
+        assert "reconciled order W" in halt.reason and "names no instrument" in halt.reason
+        assert sorted(o.guard_id for o in second.in_scope(Scope.FLEET, "fleet")) == [
+            "reconciled:W1",
+            "reconciled:W2",
+        ]
+        assert sorted(second.cancel_scope(Scope.FLEET, "fleet", "x")) == [
+            "reconciled:W1",
+            "reconciled:W2",
+        ]
+        eventually(lambda: not first.venue.working(), what="both cancelled at the venue")
     finally:
         second.stop()
 

@@ -1484,11 +1484,19 @@ class Gateway(Handler):
         status = msg[F.ORD_STATUS]
         if go is not None or clordid == "NONE" or status not in ("0", "1", "A", "5", "6", "E"):
             return
-        symbol = self._instrument(msg) or "?"
+        named = self._instrument(msg)
+        symbol = named or "?"
         side = _SIDES.get(msg[F.SIDE])
         if side is None:
             self.guard.flag_mismatch(f"reconciled order {clordid}: Side unsupported")
             return
+        if named is None:
+            # counted all the same (a fleet, node or strategy kill covers it), but no
+            # symbol kill can find it and no price values it: the node halts until a
+            # person looks (as for a drop-copy fill that names no instrument)
+            self.guard.flag_mismatch(
+                f"reconciled order {clordid}: the venue's status report names no instrument"
+            )
         leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
         cum = self._lots(symbol, msg.get(F.CUM_QTY))
         price = msg.get(F.PRICE)

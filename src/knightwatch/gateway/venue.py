@@ -120,6 +120,7 @@ class FixVenue(Handler):
         cancel_on_disconnect: bool = True,
         store: str = "file",
         reject_symbols: frozenset[str] = frozenset(),
+        status_without_instrument: bool = False,
         log_messages: bool = True,
     ) -> None:
         super().__init__()
@@ -140,6 +141,8 @@ class FixVenue(Handler):
         self.md_interval_s = md_interval_s
         self.cancel_on_disconnect = cancel_on_disconnect
         self.reject_symbols = reject_symbols
+        self.status_without_instrument = status_without_instrument
+        """A fault (tests, drills): mass-status reports name no Symbol or SecurityID."""
         self.lock = threading.RLock()
         self.stats = VenueStats()
         self.orders: dict[tuple[str, str], VenueOrder] = {}
@@ -559,6 +562,9 @@ class FixVenue(Handler):
             fields.append((F.EXEC_TRANS_TYPE, trans))
         merged = dict(fields)
         merged.update((t, v) for t, v in extra or [] if t != F.EXEC_ID)  # extra overrides
+        if self.status_without_instrument and F.MASS_STATUS_REQ_ID in merged:
+            merged.pop(F.SYMBOL, None)
+            merged.pop(F.SECURITY_ID, None)
         er = F.message(F.EXECUTION_REPORT, list(merged.items()))
         F.send(er, o.session)
         if exec_type != "I":
