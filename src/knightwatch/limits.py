@@ -15,6 +15,7 @@ types, negatives, NaN and infinities are errors naming the key and the rule.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -553,6 +554,21 @@ RAMP_SCALED_KEYS: tuple[str, ...] = (
 """The rate, notional and exposure keys a resume ramp scales (fleet and override tables)."""
 
 
+def ramp_percent(fraction: float) -> int:
+    """A ramp fraction as the whole percent `scaled` names in a limits version."""
+    return int(f"{fraction:.0%}"[:-1]) if fraction < 1.0 else 100
+
+
+_SCALED_SUFFIX = re.compile(r"@(\d+)%\Z")
+
+
+def scaled_percent(version: str) -> int:
+    """The percent of its limits a limits version says it is scaled to (`scaled`): 100
+    for one no ramp scaled."""
+    m = _SCALED_SUFFIX.search(version)
+    return int(m[1]) if m else 100
+
+
 def scaled(limits: Limits, fraction: float) -> Limits:
     """`limits` with every ramp key multiplied by `fraction` (0 < fraction <= 1).
 
@@ -585,7 +601,7 @@ def scaled(limits: Limits, fraction: float) -> Limits:
 
     fields = {k: getattr(limits, k) for k in limits.__struct_fields__}
     fields.update(top)
-    fields["version"] = f"{limits.version}@{fraction:.0%}"
+    fields["version"] = f"{limits.version}@{ramp_percent(fraction)}%"
     fields["strategy"] = table(limits.strategy)
     fields["symbol"] = table(limits.symbol)
     return Limits(**fields)

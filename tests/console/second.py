@@ -7,15 +7,51 @@ shared console's process cannot be asked to (its recorder, its session table's c
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from knightwatch.console.app import Console, ConsoleSettings
-from knightwatch.console.local import ConsoleProc
+import httpx
+
+from knightwatch.console.app import Console, ConsoleSettings, build_app
+from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.console.serve import open_console
 from knightwatch.console.users import UserStore
 from knightwatch.trust.identity import load_signer
 from knightwatch.trust.store import TrustStore, load_anchor
+
+
+async def login(http: httpx.AsyncClient, name: str) -> str:
+    """Log `name` in; the page's CSRF token."""
+    answer = await http.post("/login", data={"name": name, "password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    page = (await http.get("/")).text
+    return page.split('data-csrf="', 1)[1].split('"', 1)[0]
+
+
+async def post(http: httpx.AsyncClient, csrf: str, path: str, body: object) -> httpx.Response:
+    """A JSON request of a logged-in page."""
+    return await http.post(
+        path,
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json", "X-CSRF-Token": csrf},
+    )
+
+
+@contextlib.asynccontextmanager
+async def signed_in(
+    second: Console, *names: str
+) -> AsyncIterator[list[tuple[httpx.AsyncClient, str]]]:
+    """One browser per name on the second console, each logged in: (client, CSRF token)."""
+    transport = httpx.ASGITransport(app=build_app(second))
+    async with contextlib.AsyncExitStack() as stack:
+        out = []
+        for name in names:
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
+            )
+            out.append((http, await login(http, name)))
+        yield out
 
 
 class Hands:

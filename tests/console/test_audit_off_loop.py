@@ -12,23 +12,19 @@ disk answers, every record is there in the order the requests were made.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from pathlib import Path
-
-import httpx
 
 from knightwatch.audit.read import decode_record
 from knightwatch.audit.record import EventRecord
 from knightwatch.audit.sink import MemorySink
 from knightwatch.clock import SystemClock
-from knightwatch.console.app import Console, build_app
+from knightwatch.console.app import Console
 from knightwatch.console.audit import DROPPED, KIND, ConsoleAudit
 from knightwatch.console.local import ConsoleProc
 
-from .second import second_console
+from .second import post, second_console, signed_in
 from .test_api import kill_body
-from .test_audit_fail_closed import _login
 
 VALVE_S = 60.0
 """A write hung this long lets the disk go by itself (so a console that waits for it ends
@@ -59,14 +55,9 @@ async def test_a_kill_is_answered_while_the_record_hangs_on_the_disk(
 
     async with second_console(console, tmp_path, hanging) as second:
         try:
-            transport = httpx.ASGITransport(app=build_app(second))
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as a:
-                csrf = await _login(a, "alice")  # its record hangs on the disk
-                kill = await a.post(
-                    "/api/kill",
-                    content=json.dumps(kill_body("console-hung-disk")),
-                    headers={"Content-Type": "application/json", "X-CSRF-Token": csrf},
-                )
+            # alice's login record hangs on the disk
+            async with signed_in(second, "alice") as [(a, csrf)]:
+                kill = await post(a, csrf, "/api/kill", kill_body("console-hung-disk"))
                 answered_while_hung = not disk.answer.is_set()
                 assert kill.status_code == 200 and kill.json()["ok"], kill.text
                 assert answered_while_hung, "the kill waited for the disk"

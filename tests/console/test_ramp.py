@@ -12,74 +12,57 @@ approval is answered, and the ramp still walks its stages to "done".
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
-import httpx
-
-from knightwatch.console.app import Console, build_app
+from knightwatch.console.app import Console
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.control.plane.wire import slot_of
 from knightwatch.incident.ramp import RampPlan
 from knightwatch.state import Scope
 
-from .second import second_console
+from .second import post, second_console, signed_in
 from .test_api import kill_body
-from .test_audit_fail_closed import _login
 
 KEY = "console-ramp-logout"
-
-
-async def _post(http: httpx.AsyncClient, csrf: str, path: str, body: object) -> httpx.Response:
-    return await http.post(
-        path,
-        content=json.dumps(body),
-        headers={"Content-Type": "application/json", "X-CSRF-Token": csrf},
-    )
 
 
 async def test_the_approvers_logout_does_not_end_the_ramp(
     console: ConsoleProc, tmp_path: Path
 ) -> None:
     def short_ramp(second: Console) -> None:
-        # stage one at 10%: a node shows the lowest stage in force, and the browser tests'
-        # ramps (the default plan) may still hold the fleet at 10%
         second.settings.plan = RampPlan.instant([0.1, 1.0], 1.0)
 
-    async with second_console(console, tmp_path, short_ramp) as second:
-        transport = httpx.ASGITransport(app=build_app(second))
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as a,
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as b,
-        ):
-            a_csrf, b_csrf = await _login(a, "alice"), await _login(b, "bob")
-            kill = await _post(a, a_csrf, "/api/kill", kill_body(KEY))
-            assert kill.status_code == 200 and kill.json()["ok"], kill.text
-            ask = await _post(
-                a, a_csrf, "/api/resume/request", {"scope": "strategy", "key": KEY, "reason": "ok"}
-            )
-            assert ask.status_code == 200, ask.text
-            request_id = ask.json()["request_id"]
-            rows = (await b.get("/api/snapshot")).json()["requests"]
-            row = next(r for r in rows if r["id"] == request_id)
-            shown = {"request_id": request_id, "scope": row["scope"], "key": row["key"],
-                     "digest": row["digest"]}  # fmt: skip
-            approve = await _post(
-                b, b_csrf, "/api/resume/approve",
-                {**shown, "password": PASSWORD, "reason": "looked at it"},
-            )  # fmt: skip
-            assert approve.status_code == 200, approve.text
-            assert approve.json()["ramp"] == "started", approve.text
-            out = await b.post("/logout", headers={"X-CSRF-Token": b_csrf})
-            assert out.status_code == 303, out.text
-            assert (await b.get("/api/whoami")).status_code == 401  # bob's session is over
-            ramp = [t for t in second.tasks if t.get_name() == f"approve-{request_id}"]
-            assert ramp, "the ramp is no task of the console's"
-            await asyncio.wait(ramp, timeout=60)
-            assert all(t.done() for t in ramp), "the ramp did not end"
-            snapshot = (await a.get("/api/snapshot")).json()
-            ramps = {r["slot"]: r for r in snapshot["ramps"]}
-            slot = slot_of(Scope.STRATEGY, KEY)
-            assert ramps[slot]["status"] == "done", ramps[slot]
-            halts = {(h["scope"], h["key"]): h for h in snapshot["halts"]}
-            assert halts["strategy", KEY]["state"] == "ACTIVE", halts["strategy", KEY]
+    async with (
+        second_console(console, tmp_path, short_ramp) as second,
+        signed_in(second, "alice", "bob") as [(a, a_csrf), (b, b_csrf)],
+    ):
+        kill = await post(a, a_csrf, "/api/kill", kill_body(KEY))
+        assert kill.status_code == 200 and kill.json()["ok"], kill.text
+        ask = await post(
+            a, a_csrf, "/api/resume/request", {"scope": "strategy", "key": KEY, "reason": "ok"}
+        )
+        assert ask.status_code == 200, ask.text
+        request_id = ask.json()["request_id"]
+        rows = (await b.get("/api/snapshot")).json()["requests"]
+        row = next(r for r in rows if r["id"] == request_id)
+        shown = {"request_id": request_id, "scope": row["scope"], "key": row["key"],
+                 "digest": row["digest"]}  # fmt: skip
+        approve = await post(
+            b, b_csrf, "/api/resume/approve",
+            {**shown, "password": PASSWORD, "reason": "looked at it"},
+        )  # fmt: skip
+        assert approve.status_code == 200, approve.text
+        assert approve.json()["ramp"] == "started", approve.text
+        out = await b.post("/logout", headers={"X-CSRF-Token": b_csrf})
+        assert out.status_code == 303, out.text
+        assert (await b.get("/api/whoami")).status_code == 401  # bob's session is over
+        ramp = [t for t in second.tasks if t.get_name() == f"approve-{request_id}"]
+        assert ramp, "the ramp is no task of the console's"
+        await asyncio.wait(ramp, timeout=60)
+        assert all(t.done() for t in ramp), "the ramp did not end"
+        snapshot = (await a.get("/api/snapshot")).json()
+        ramps = {r["slot"]: r for r in snapshot["ramps"]}
+        slot = slot_of(Scope.STRATEGY, KEY)
+        assert ramps[slot]["status"] == "done", ramps[slot]
+        halts = {(h["scope"], h["key"]): h for h in snapshot["halts"]}
+        assert halts["strategy", KEY]["state"] == "ACTIVE", halts["strategy", KEY]

@@ -12,7 +12,15 @@ from knightwatch.cli.app import app
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
 from knightwatch.guard.lanes import Effective
-from knightwatch.limits import Limits, LimitsError, Override, loosened, scaled
+from knightwatch.limits import (
+    Limits,
+    LimitsError,
+    Override,
+    loosened,
+    ramp_percent,
+    scaled,
+    scaled_percent,
+)
 from knightwatch.order import Order, Side
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,3 +279,12 @@ def test_every_restricted_symbol_the_limits_take_restricts_an_order(name: str) -
 def test_an_override_for_an_empty_name_is_refused_in_code_too() -> None:
     with pytest.raises(LimitsError, match=r"symbol\.'': the name must not be empty"):
         Limits(symbol={"": Override(max_order_qty=5)})
+
+
+@given(st.floats(min_value=0.001, max_value=1.0))
+def test_a_scaled_version_names_the_percent_a_ramp_reads_back(fraction: float) -> None:
+    """A ramp judges a node by the percent its limits version names (`scaled_percent`):
+    read back, it is the stage's own (`ramp_percent`), and an unscaled version is 100."""
+    version = scaled(Limits(version="desk"), fraction).version
+    assert scaled_percent(version) == ramp_percent(fraction)
+    assert scaled_percent("desk") == 100 == scaled_percent("desk@x%")

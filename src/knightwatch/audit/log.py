@@ -208,9 +208,9 @@ class MappedLog:
         and a starting node then read its halts and flag changes back from records
         no seal proves any more. One forward pass hashes every byte once and finds
         the seal lines with `bytes.find` (nothing runs a line at a time in Python):
-        a 1 GiB file (2.2 million records) took 1.2-1.6 s on the 2-core build machine
-        with the file in the page cache, against about 0.55 s for the sha256 alone
-        (where it took 15 ms checking the last seal): a node's start pays it once.
+        1.20 s per GiB with the file in the page cache on the 2-core build machine
+        (`bench/audit_bench.py`, its `reopen` line), where checking the last seal alone
+        took about 15 ms whatever the size: a node's start pays it once.
         """
         h = sha256()
         head = GENESIS.encode()

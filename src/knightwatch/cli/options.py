@@ -98,15 +98,23 @@ def nonempty_path(value: str) -> Path:
     return Path(value)
 
 
+def wrong_kind(path: Path, *, directory: bool) -> str:
+    """What `path` is ("a file" or "a directory") when it exists as the other kind than
+    wanted, else ""."""
+    if path.exists() and path.is_dir() != directory:
+        return "a directory" if path.is_dir() else "a file"
+    return ""
+
+
 def check_output(option: str, path: Path, *, directory: bool = False) -> None:
     """Refuse an output path that cannot be written as a file (or, `directory`, as one).
 
     A missing path is fine (it is created), as long as the nearest part of it that
     exists is a directory.
     """
-    want = "a directory" if directory else "a file"
-    if path.exists() and path.is_dir() != directory:
-        got = "a directory" if path.is_dir() else "a file"
+    got = wrong_kind(path, directory=directory)
+    if got:
+        want = "a directory" if directory else "a file"
         raise OptionError(f"{option} {path}: is {got}; {option} must name {want}")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from knightwatch.cli import runner
-from knightwatch.cli.options import OptionError, check_output
+from knightwatch.cli.options import OptionError, check_output, wrong_kind
 from knightwatch.sim.layers import REGISTRY, LayerError, resolve
 from knightwatch.sim.report import ReplayReport
 from knightwatch.sim.scenario import ScenarioError, load, with_resume
@@ -103,7 +103,7 @@ def _check_report(report: Path, nodes: list[str]) -> None:
     inside = [(audit, True), (report / "index.html", False), (report / "summary.json", False)]
     inside += [(audit / f"{node}.jsonl", False) for node in nodes]
     for path, directory in inside:
-        if path.exists() and path.is_dir() != directory:
-            got = "a directory" if path.is_dir() else "a file"
+        got = wrong_kind(path, directory=directory)
+        if got:
             want = "a directory" if directory else "a file"
             raise OptionError(f"--report {report}: {path} is {got}; the report writes {want} there")

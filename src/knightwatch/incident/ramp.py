@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from knightwatch.control.plane.wire import (
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.limits import ramp_percent, scaled_percent
 from knightwatch.state import Scope, TradingState, scope_key, split_pair
 from knightwatch.trust.command import Refused, ramp_problem
 from knightwatch.trust.identity import Signer
@@ -159,21 +159,6 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def instant(cls, fractions: Sequence[float], hold_s: float, **rest: Any) -> RampPlan:
         """Equal holds for each fraction (drills and tests)."""
         return cls(stages=tuple(Stage(f, hold_s) for f in fractions), **rest)
-
-
-_RAMPED = re.compile(r"@(\d+)%\Z")
-"""The suffix a ramp adds to a node's limits version (`knightwatch.limits.scaled`)."""
-
-
-def _percent(fraction: float) -> int:
-    """A fraction as the whole percent a scaled limits version names (100: unscaled)."""
-    return int(f"{fraction:.0%}"[:-1]) if fraction < 1.0 else 100
-
-
-def _held_to(version: str) -> int:
-    """The percent of its limits a node's limits version says it trades at."""
-    m = _RAMPED.search(version)
-    return int(m[1]) if m else 100
 
 
 def describe_ramp(ramp: tuple[tuple[float, float], ...]) -> str:
@@ -350,7 +335,7 @@ class RampController:
         it lower), so its limits version shows this stage's fraction or a smaller one:
         either keeps it within the stage. A node at full limits during a partial stage
         has not applied it (nor one that reports no limits version)."""
-        stage = _percent(fraction)
+        stage = ramp_percent(fraction)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
 
@@ -359,7 +344,7 @@ class RampController:
             for n in nodes:
                 m = self._metrics.get(n)
                 version = m.limits_version if m is not None else None
-                if version is None or _held_to(version) > stage:
+                if version is None or scaled_percent(version) > stage:
                     out.append(n)
             return out
 

@@ -66,6 +66,7 @@ from knightwatch.flags.rollout import Metrics
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.guard import Guard
 from knightwatch.incident.ramp import RampPlan, RampWatch
+from knightwatch.limits import ramp_percent, scaled_percent
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.state import Scope, TradingState
@@ -443,10 +444,8 @@ class SimulatedRamp:
         """Stage one stored and applied by every node, then the resume (None if refused)."""
         fleet = self.fleet
         fleet.put_ramp(self.record)
-        suffix = f"@{self.record.fraction:.0%}" if self.record.fraction < 1.0 else ""
-        missing = [
-            n.node_id for n in fleet.nodes if suffix and not n.guard.limits.version.endswith(suffix)
-        ]
+        stage = ramp_percent(self.record.fraction)  # a node at it or tighter applied it
+        missing = [n.node_id for n in fleet.nodes if scaled_percent(n.guard.limits.version) > stage]
         if missing:
             self.refused = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
             self._close("tripped", self.refused)
