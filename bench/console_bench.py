@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 from rich.console import Console
 from rich.table import Table
 
@@ -236,9 +236,9 @@ async def run(
         browser = await p.chromium.launch(executable_path=chromium_path(), headless=True)
         try:
             page = await login(browser, console, "alice")
-            await page.wait_for_function(
-                f"document.querySelectorAll('#nodes tbody tr').length === {nodes}"
-            )
+            # A locator, not wait_for_function: the console's CSP forbids eval, which
+            # Playwright's string predicates use once they have to poll.
+            await expect(page.locator("#nodes tbody tr")).to_have_count(nodes, timeout=30_000)
             for w in range(warmup):
                 await browser_kill(page, f"bench-wb-{w}", nodes)
                 if w == 0 and shot is not None:
