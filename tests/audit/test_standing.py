@@ -118,7 +118,7 @@ def test_a_node_reads_its_file_up_to_where_the_recorder_found_the_data_end(
 
 def test_the_newest_applied_flag_change_is_remembered_per_flag(tmp_path: Path) -> None:
     """A node records `flag_applied` each time it applies a newer signed change; a restart
-    reads the highest revision per flag back (in any order written; odd fields skipped)."""
+    reads the highest revision per flag back (in any order written)."""
     path = tmp_path / "n1.jsonl"
     clock = SimClock(10**18)
     ctx = AuditContext(node="n1")
@@ -127,14 +127,48 @@ def test_the_newest_applied_flag_change_is_remembered_per_flag(tmp_path: Path) -
         rec.record_event(FLAG_APPLIED, ctx, flag="rlp", revision=7)
         rec.record_event(FLAG_APPLIED, ctx, flag="mm", revision=2)
         rec.record_event(FLAG_APPLIED, ctx, flag="rlp", revision=6)  # never lowers it
-        rec.record_event(FLAG_APPLIED, ctx, flag="odd", revision="9")  # not a revision
-        rec.record_event(FLAG_APPLIED, ctx, flag="odd2", revision=True)  # nor is a bool
         Guard(Limits(), node="n1", clock=clock, recorder=rec).halt(
             Scope.FLEET, "fleet", "kill", actor="alice"
         )
     found = standing(path)
     assert found.flag_revisions == {"rlp": 7, "mm": 2}
     assert [h.actor for h in found.halts] == ["alice"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"flag": "odd", "revision": "9"},  # a revision that is text
+        {"flag": "odd", "revision": True},  # or a bool
+        {"flag": "odd", "revision": -1},  # or below any revision
+        {"flag": "", "revision": 9},  # no flag
+        {"flag": 7, "revision": 9},  # a flag that is no text
+        {"revision": 9},  # no flag at all
+        {"flag": "odd"},  # no revision at all
+    ],
+)
+def test_a_flag_change_without_its_flag_or_revision_halts_the_node(
+    tmp_path: Path, fields: dict[str, object]
+) -> None:
+    """A `flag_applied` record that decodes but does not say which flag at which revision
+    was skipped: the node came back without that memory, as it did for a line that does
+    not decode. Now it stands the same way, as a halt of the node naming the line."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    ctx = AuditContext(node="n1")
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_event(FLAG_APPLIED, ctx, flag="mm", revision=2)
+        rec.record_event(FLAG_APPLIED, ctx, **fields)
+    found = standing(path)
+    assert found.flag_revisions == {"mm": 2}
+    [lost] = found.halts
+    assert (lost.scope, lost.key, lost.state, lost.ts) == (
+        "unreadable",
+        "line 2",
+        "HALTED",
+        2**63 - 1,
+    )
+    assert f"{path} line 2: a flag_applied record that cannot be read" in lost.reason
 
 
 def test_a_damaged_flag_change_halts_the_node_and_no_resume_lifts_it(tmp_path: Path) -> None:

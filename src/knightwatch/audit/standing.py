@@ -62,8 +62,9 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
     stands as an `unreadable` latch (scope UNREADABLE, which the node runtime
     applies as a halt of the node itself), lifted only by a later resume of the
     node (`audit verify` names the line). A `flag_applied` line that does not decode
-    is not skipped either: the node could no longer prove which flag changes it
-    applied, and an older approved change stored again would verify. It stands the
+    (or names no flag or no revision) is not skipped either: the node could no longer
+    prove which flag changes it applied, and an older approved change stored again
+    would verify. It stands the
     same way, but no resume recorded before lifts it, in the file or in the store
     (a resume says nothing about flags; its time is never earlier, `NodeRuntime._restore`):
     the node starts halted, until an operator resumes it, while its file holds such a
@@ -96,8 +97,11 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
             data = rec.data
             if rec.kind == FLAG_APPLIED:
                 flag, revision = data.get("flag"), data.get("revision")
-                if isinstance(flag, str) and type(revision) is int:
+                if isinstance(flag, str) and flag and type(revision) is int and revision >= 0:
                     flags[flag] = max(revision, flags.get(flag, 0))
+                else:  # as unprovable as a line that does not decode
+                    why = "a flag_applied without its flag as text and revision as a count"
+                    unproven.append(_unreadable(path, lineno, line, why, True))
                 continue
             scope, key = data.get("scope"), data.get("key")
             code = data.get("code")
