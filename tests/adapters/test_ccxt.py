@@ -30,6 +30,7 @@ from knightwatch.adapters.ccxt import (
     AsyncGuardedExchange,
     GuardedExchange,
     GuardRefused,
+    VenueAnswerError,
     guard,
 )
 from knightwatch.adapters.fleet import AdapterError
@@ -933,4 +934,187 @@ async def test_a_kill_cancels_every_symbol_though_one_symbols_cancel_breaks(mode
         finally:
             if isinstance(ex, AsyncGuardedExchange):
                 await ex.close()
+        assert venue.bad_signatures == 0
+
+
+def answers(ex: GuardedExchange | AsyncGuardedExchange, name: str, value: Any) -> None:
+    """The exchange's `name` answers `value` from now on (sync or async, as the exchange)."""
+    if isinstance(ex, AsyncGuardedExchange):
+
+        async def odd(*args: Any, **kwargs: Any) -> Any:
+            return value
+
+        setattr(ex.exchange, name, odd)
+    else:
+        setattr(ex.exchange, name, lambda *args, **kwargs: value)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_venue_answer_of_the_wrong_type_is_refused_by_name_never_a_traceback(
+    mode: str,
+) -> None:
+    """A venue (or a ccxt parse) answering with the wrong type: `fetch_tickers` a list,
+    `fetch_order` None or a list, `fetch_open_orders` a dict, `create_order` a string or a
+    number, an order id that is a dict. Each raised an AttributeError from the wrapper (or
+    was booked, or silently ignored); now a `VenueAnswerError` (a `ccxt.BadResponse`, never
+    a reject) names the call, nothing of it is booked, and an order it answered for is
+    held in doubt, working, since the venue may have taken it."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        sym, u = spec.symbol, Units(spec.step)
+        try:
+            await run(ex.fetch_ticker(sym))
+            resting = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+            reads: list[tuple[str, Any, Any, str]] = [
+                ("fetch_tickers", [{"symbol": sym, "last": 1.0}], lambda: ex.fetch_tickers(),
+                 "fetch_tickers: the answer is list, not tickers by symbol"),
+                ("fetch_ticker", "60000", lambda: ex.fetch_ticker(sym),
+                 "fetch_ticker: the answer is str, not a ticker"),
+                ("fetch_order", None, lambda: ex.fetch_order(resting["id"], sym),
+                 "fetch_order: the answer is NoneType, not an order"),
+                ("fetch_order", [resting | {"filled": 0.1, "status": "closed"}],
+                 lambda: ex.fetch_order(resting["id"], sym),
+                 "fetch_order: the answer is list, not an order"),
+                ("fetch_open_orders", {"id": resting["id"], "status": "canceled", "filled": 0},
+                 lambda: ex.fetch_open_orders(sym),
+                 "fetch_open_orders: the answer is dict, not a list of orders"),
+                ("fetch_open_orders", [None, resting | {"status": ["open"]}],
+                 lambda: ex.fetch_open_orders(sym),
+                 "fetch_open_orders: entry 0 is NoneType, not an order"),
+                ("fetch_my_trades", {"id": "T1"}, lambda: ex.fetch_my_trades(sym),
+                 "fetch_my_trades: the answer is dict, not a list of trades"),
+            ]  # fmt: skip
+            for name, value, call, named in reads:
+                real = getattr(ex.exchange, name)
+                answers(ex, name, value)
+                with pytest.raises(ccxt.BadResponse, match=re.escape(named)) as bad:
+                    await run(call())
+                assert isinstance(bad.value, VenueAnswerError)
+                setattr(ex.exchange, name, real)
+                assert ex.guard.working_qty(sym) == (u.to_units("0.1"), 0), name
+                assert ex.guard.position(sym) == 0 and not ex.ledger.in_doubt, name
+
+            real_create = ex.exchange.create_order
+            for value in ("accepted", None, 5, {"id": {"orderId": 9}, "status": "open"}):
+                answers(ex, "create_order", value)
+                with pytest.raises(VenueAnswerError, match="create_order: the venue's answer"):
+                    await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+                (gid,) = ex.ledger.in_doubt  # perhaps live at the venue: still working
+                assert ex.guard.working_qty(sym) == (u.to_units("0.2"), 0)
+                ex.resolve(gid, None)
+            ex.exchange.create_order = real_create
+            answers(ex, "create_orders", "accepted")
+            one = {"symbol": sym, "type": "limit", "side": "buy", "amount": 0.1, "price": 59_000}
+            with pytest.raises(VenueAnswerError, match="create_orders: the answer is str"):
+                await run(ex.create_orders([one]))
+            assert len(ex.ledger.in_doubt) == 1
+
+            answers(ex, "edit_order", "amended")  # the amend may have been taken: in doubt
+            with pytest.raises(VenueAnswerError, match="edit_order: the venue's answer is str"):
+                await run(ex.edit_order(resting["id"], sym, "limit", "buy", 0.3, 59_000))
+            assert ex.guard.working_qty(sym) == (u.to_units("0.4"), 0)  # the larger stays
+            answers(ex, "cancel_order", "done")  # a cancel's answer never raises
+            assert await run(ex.cancel_order(resting["id"], sym)) == "done"
+            assert not ex.guard.halts()
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+        assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize(
+    "ticker",
+    [
+        {"bid": -1.0, "ask": 60_000.0, "last": 60_000.0},  # the mid would be 29,999.5
+        {"bid": True, "ask": True, "last": 60_000.0},  # the mid would be 1.0
+        {"bid": "59990", "ask": "60010", "last": 60_000.0},
+        {"bid": float("nan"), "ask": 30_000.0, "last": 30_000.0},
+        {"last": float("inf")},
+    ],
+    ids=["negative-bid", "bool", "strings", "nan", "inf"],
+)
+def test_a_ticker_price_that_is_not_a_positive_number_gives_no_reference(
+    ticker: dict[str, Any],
+) -> None:
+    """A negative bid was averaged into the mid, halving the reference (and so opening the
+    collar at half the market); a bool bid and ask gave a reference of 1. A ticker with any
+    price that is not a positive finite number gives no reference: the last good one stays."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        sym = spec.symbol
+        ex.fetch_ticker(sym)
+        answers(ex, "fetch_ticker", ticker | {"symbol": sym})
+        ex.fetch_ticker(sym)
+        with pytest.raises(GuardRefused) as collar:
+            ex.create_order(sym, "limit", "buy", 0.1, 31_000)
+        assert collar.value.decision.reason is R.PRICE_COLLAR
+        ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+        assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_kill_cancels_past_an_open_orders_entry_it_cannot_read(mode: str) -> None:
+    """On a venue without cancel-all the kill cancels what `fetch_open_orders` lists; one
+    entry that is not an order (None) made every attempt fail with a TypeError, and every
+    open order stayed resting after the kill."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        sym = spec.symbol
+        try:
+            await run(ex.fetch_ticker(sym))
+            placed = [await run(ex.create_order(sym, "limit", "buy", 0.1, px))
+                      for px in (58_000, 58_500)]  # fmt: skip
+            ex.exchange.has["cancelAllOrders"] = False
+            real = ex.exchange.fetch_open_orders
+            if isinstance(ex, AsyncGuardedExchange):
+
+                async def with_junk(*args: Any, **kwargs: Any) -> Any:
+                    return [None, *(await real(*args, **kwargs))]
+
+                ex.exchange.fetch_open_orders = with_junk
+            else:
+                ex.exchange.fetch_open_orders = lambda *a, **k: [None, *real(*a, **k)]
+            ex.guard.halt(Scope.NODE, ex.guard.node, "fleet kill", "test")
+            if isinstance(ex, AsyncGuardedExchange):
+                assert ex.kill_task is not None
+                await ex.kill_task
+            assert [venue.orders[str(o["id"])].status for o in placed] == ["canceled"] * 2
+            assert ex.guard.working_qty(sym) == (0, 0)
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+        assert venue.bad_signatures == 0
+
+
+def test_a_client_order_id_of_another_market_is_another_order() -> None:
+    """Venues keep client order ids per market (Binance: unique among a symbol's open
+    orders): an ETH/USDT update carrying the client id of a BTC/USDT order placed here
+    (before its venue id was known) bound that order to the ETH order's id and booked the
+    ETH fill to BTC/USDT. `resolve` with a record that is not an order raised an
+    AttributeError; it is refused by name and settles nothing."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "sync"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, GuardedExchange)
+        u = ex.ledger
+        ex.fetch_ticker("BTC/USDT")
+        venue.fault = "drop_after_accept"  # placed, no answer: known by its client id only
+        with pytest.raises(ccxt.NetworkError):
+            ex.create_order("BTC/USDT", "limit", "buy", 0.2, 59_000, {"clientOrderId": "c1"})
+        assert list(u.in_doubt) == ["c1"]
+        eth = {"id": "555", "clientOrderId": "c1", "symbol": "ETH/USDT", "side": "buy",
+               "amount": 0.1, "filled": 0.1, "price": 3000, "status": "closed"}  # fmt: skip
+        u.apply_order(eth)
+        assert ex.guard.position("BTC/USDT") == 0 and list(u.in_doubt) == ["c1"]
+        assert ex.guard.working_qty("BTC/USDT") == (u.units("BTC/USDT").to_units("0.2"), 0)
+        assert not ex.guard.halts()
+        with pytest.raises(AdapterError, match=r"resolve: order 'c1': the record given is str"):
+            ex.resolve("c1", "filled")  # type: ignore[arg-type]
+        assert list(u.in_doubt) == ["c1"]
+        (live,) = ex.fetch_open_orders("BTC/USDT")  # its own market's update binds it
+        assert not u.in_doubt and live["clientOrderId"] == "c1"
         assert venue.bad_signatures == 0

@@ -672,3 +672,37 @@ def test_an_order_for_a_venue_without_an_execution_client_is_denied_not_counted(
     statuses = [o.status for o in eng.kernel.cache.orders(instrument_id=nowhere.id)]
     assert statuses == [OrderStatus.DENIED] * 3
     assert kw.passed == 1 and kw.denied == 3
+
+
+def test_each_order_of_a_list_is_checked_where_it_is_routed(eng: BacktestEngine) -> None:
+    """The ExecutionEngine routes a list by its first order's venue; an order list's `orders`
+    is a plain list, so an order of a venue with no execution client can ride in it. Only
+    the list's venue was checked: the Guard counted that order working and it went to SIM's
+    client. Each order is checked where it is routed, and the list is denied whole."""
+    nowhere = TestInstrumentProvider.default_fx_ccy("EUR/USD", venue=Venue("NOWHERE"))
+    eng.kernel.cache.add_instrument(nowhere)
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        f = st.order_factory
+        qty = Quantity.from_int(10_000)
+        kw.guard.on_price(nowhere.id.value, 1.1)
+        if n == 1:
+            order_list = f.create_list(
+                [f.limit(AUDUSD.id, OrderSide.BUY, qty, Price.from_str("0.69000"))]
+            )
+            order_list.orders.append(
+                f.limit(nowhere.id, OrderSide.BUY, qty, Price.from_str("1.10000"))
+            )
+            st.submit_order_list(order_list)
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 3, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert codes(s.denied) == {R.VENUE_UNAVAILABLE: 2}
+    assert "no execution client for venue NOWHERE" in s.denied[0]
+    assert kw.guard.working_qty(SYM) == (0, 0)
+    assert kw.guard.working_qty(nowhere.id.value) == (0, 0)
+    assert [o.status for o in eng.kernel.cache.orders()] == [OrderStatus.DENIED] * 2
+    assert kw.passed == 0 and kw.denied == 2

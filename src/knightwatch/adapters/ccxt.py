@@ -28,6 +28,13 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   quantity back. A network error leaves it working and the order *in doubt*:
   it may be live at the venue; a later update naming its id or client order id
   binds it again, `resolve` settles it by hand.
+* Every venue answer read is type-checked first: an answer that is not what
+  the call returns (a string for an order, a dict for a list of orders, None)
+  or an order or trade whose id, symbol or status is not a string (or an id an
+  int) is booked nothing and raises `VenueAnswerError` (a `ccxt.BadResponse`)
+  naming the call and the field; an order it answered for is held in doubt
+  (an amend keeps its larger reservation). Cancels never raise for their answer
+  (logged). A ticker price that is not a positive finite number is skipped.
 * A node-wide HALTED (a fleet kill, a node halt, the loss stop) cancels all
   open orders through the exchange (`cancel_all_orders` per symbol traded, or
   one by one) and reads back each order's final state.
@@ -166,6 +173,45 @@ class GuardRefused(ccxt.InvalidOrder):  # type: ignore[misc]
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
         super().__init__(f"{REASON_PREFIX}{decision.reason.value} {decision.detail}")
+
+
+class VenueAnswerError(AdapterError, ccxt.BadResponse):  # type: ignore[misc]
+    """A venue answer the wrapper cannot read: the wrong type for its call, or an order or
+    trade whose id, symbol or status is of the wrong type. Nothing of it is booked and an
+    order it answered for is held in doubt: the venue may have taken it. A
+    `ccxt.BadResponse` (never an `ExchangeError`, which would read as a reject), so a
+    strategy's `except ccxt.BaseError` handles it like any unreadable answer."""
+
+
+_FIELDS = (("id", (str, int)), ("clientOrderId", (str, int)), ("symbol", (str,)),
+           ("status", (str,)))  # fmt: skip
+_TRADE_FIELDS = (("id", (str, int)), ("order", (str, int)), ("symbol", (str,)))
+
+
+def _unreadable(
+    answer: Any, what: str, fields: tuple[tuple[str, tuple[type, ...]], ...]
+) -> str | None:
+    """Why a venue answer that should be one `what` (a dict with `fields` of those types, or
+    None) cannot be read, else None."""
+    if not isinstance(answer, dict):
+        return f"{type(answer).__name__}, not {what} (a dict)"
+    for key, types in fields:
+        v = answer.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
+            kinds = " or ".join(t.__name__ for t in types)
+            return f"{what} whose {key!r} is {type(v).__name__} {v!r:.40}, not {kinds}"
+    return None
+
+
+def _ticker_price(ticker: dict[str, Any], key: str) -> float | None:
+    """A ticker's `bid`/`ask`/`last`: None when absent or 0 (an empty side), else a positive
+    finite number; anything else (a string, NaN, a negative, a bool) raises UnitError."""
+    v = ticker.get(key)
+    if v is None or (v == 0 and type(v) in (int, float)):
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
+        raise UnitError(f"{key}: must be a positive finite number, got {v!r:.40}")
+    return float(v)
 
 
 class _Tracked:
@@ -518,18 +564,40 @@ class Ledger:
         tracked.pending = new.id
         return tracked, new.id, amount_d, price_d
 
-    def edited(self, tracked: _Tracked, new_gid: str, order: dict[str, Any]) -> None:
-        """The venue took the amend: the Guard's order moves to `new_gid`."""
-        tracked.pending = None
-        xid = order.get("id")
-        describes_order = order.get("amount") is not None and order.get("status") is not None
-        if xid is not None and str(xid) != tracked.exchange_id and describes_order:
+    def edited(self, tracked: _Tracked, new_gid: str, order: Any) -> None:
+        """The venue took the amend: the Guard's order moves to `new_gid`. An answer that
+        cannot be read leaves the amend in doubt (its larger reservation stays, as with
+        no answer) and raises `VenueAnswerError`."""
+        why = _unreadable(order, "an order", _FIELDS)
+        left: int | None = None
+        replaced = False
+        if why is None:
+            xid = order.get("id")
+            describes_order = order.get("amount") is not None and order.get("status") is not None
             # cancel-replace: a new venue order with its own fill count takes over (an
             # amend in place may answer with an amend id instead, with no order in it)
+            replaced = xid is not None and str(xid) != tracked.exchange_id and describes_order
             remaining = order.get("remaining")
             if remaining is None:
                 remaining = order.get("amount")
-            left = tracked.units.to_units(remaining, "remaining") if remaining is not None else None
+            try:
+                if replaced and remaining is not None:
+                    left = tracked.units.to_units(remaining, "remaining")
+            except UnitError as exc:
+                why = f"an order with {exc}"
+        if why is not None:
+            log.warning(
+                "AMEND_IN_DOUBT node=%s order=%s: edit_order answer is %s",
+                self.guard.node,
+                tracked.gid,
+                why,
+            )
+            raise VenueAnswerError(
+                f"edit_order: the venue's answer is {why}; the amend may have been taken, its "
+                "larger reservation stays until the order ends"
+            )
+        tracked.pending = None
+        if replaced:
             self.guard.on_replace_ack(new_gid, remaining=left)
             self._end(tracked)
             successor = _Tracked(
@@ -562,7 +630,14 @@ class Ledger:
             self.guard.on_replace_reject(new_gid)
 
     # --- after sending --------------------------------------------------------
-    def placed(self, tracked: _Tracked, order: dict[str, Any]) -> None:
+    def placed(self, tracked: _Tracked, order: Any, call: str = "create_order") -> None:
+        """Book the venue's answer to a placement; one that cannot be read holds the order in
+        doubt (the venue may have taken it) and raises `VenueAnswerError`."""
+        why = _unreadable(order, "an order", _FIELDS)
+        if why is not None:
+            exc = VenueAnswerError(f"{call}: the venue's answer is {why}; the order may be live")
+            self.failed(tracked, exc)
+            raise exc
         self._bind(tracked, order)
         if tracked.exchange_id is None and tracked.client_id is None:
             # an answer naming no order: no update can ever bind it, yet it may be live
@@ -588,6 +663,9 @@ class Ledger:
         tracked = self.in_doubt.get(gid)
         if tracked is None:
             raise AdapterError(f"resolve: order {gid!r} is not in doubt")
+        why = None if order is None else _unreadable(order, "an order", _FIELDS)
+        if why is not None:
+            raise AdapterError(f"resolve: order {gid!r}: the record given is {why}; not settled")
         if order is None:
             self._finish(tracked, why="resolved: never reached the venue", end=self.guard.on_reject)
         else:
@@ -610,9 +688,20 @@ class Ledger:
         if tracked is None:
             cid = order.get("clientOrderId")
             tracked = self._by_client_id.get(str(cid)) if cid else None
+            if tracked is not None and not self._same_market(tracked, order.get("symbol")):
+                return None  # venues keep client ids per market: another market's order
             if tracked is not None:
                 self._bind(tracked, order)
         return tracked
+
+    def _same_market(self, tracked: _Tracked, symbol: Any) -> bool:
+        """Whether an update naming `symbol` (None: no market named) can be `tracked`'s."""
+        if symbol is None:
+            return True
+        try:
+            return self.symbol_of(symbol) == tracked.symbol
+        except (UnitError, ccxt.BaseError):  # a market not loaded: no order placed here
+            return False
 
     def _by_venue_id(self, symbol: Any, xid: Any) -> _Tracked | None:
         """The order a venue's update names by (market, venue order id). An update without
@@ -628,17 +717,71 @@ class Ledger:
         found = {t for t in self.orders.values() if t.exchange_id == str(xid)}  # amended: 2 ids
         return found.pop() if len(found) == 1 else None
 
-    def apply_orders(self, orders: Any) -> None:
-        """Book order updates (a list or one order); a failure halts, never raises."""
+    def apply_orders(self, orders: Any, call: str = "order update") -> str | None:
+        """Book order updates (a list or one order); a failure to book halts, never raises.
+
+        Returns why the answer, or an entry of it, could not be read (logged; nothing
+        of that entry booked, the readable ones are), else None."""
+        many = isinstance(orders, list)
+        problem = None
         try:
-            for order in orders if isinstance(orders, list) else [orders]:
-                if isinstance(order, dict):
+            for i, order in enumerate(orders if many else [orders]):
+                why = _unreadable(order, "an order", _FIELDS)
+                if why is None:
                     self._apply_order(order)
+                elif problem is None:
+                    problem = f"{call}: {f'entry {i}' if many else 'the answer'} is {why}"
         except Exception as exc:
             self._lost(f"order update could not be applied: {exc!r}")
+        if problem is not None:
+            log.warning("BAD_ANSWER node=%s %s; not booked", self.guard.node, problem)
+        return problem
 
     def apply_order(self, order: Any) -> None:
         self.apply_orders([order])
+
+    def read_orders(self, call: str, answer: Any, *, many: bool) -> None:
+        """Book a fetch's or a stream's answer (`many`: a list of orders, else one order);
+        raises `VenueAnswerError` naming `call` if it, or any entry, cannot be read."""
+        if many == isinstance(answer, list):  # one order is a dict, checked when booked
+            problem = self.apply_orders(answer, call)
+        else:
+            problem = f"{call}: the answer is {type(answer).__name__}, not " + (
+                "a list of orders" if many else "an order (a dict)"
+            )
+            log.warning("BAD_ANSWER node=%s %s; not booked", self.guard.node, problem)
+        if problem is not None:
+            raise VenueAnswerError(f"{problem}; not booked")
+
+    def read_trades(self, call: str, answer: Any) -> None:
+        """Book a list of trades; raises `VenueAnswerError` if it, or an entry, is unreadable."""
+        problem = self.apply_trades(answer, call)
+        if problem is not None:
+            raise VenueAnswerError(f"{problem}; not booked")
+
+    def read_ticker(self, call: str, answer: Any) -> None:
+        """Take a ticker's price; raises `VenueAnswerError` if it is not a ticker (a dict)."""
+        if not isinstance(answer, dict):
+            raise VenueAnswerError(
+                f"{call}: the answer is {type(answer).__name__}, not a ticker (a dict)"
+            )
+        self.on_ticker(answer)
+
+    def read_tickers(self, call: str, answer: Any) -> None:
+        """Take the prices of tickers by symbol; raises `VenueAnswerError` if the answer, or
+        one of its tickers, is not a dict (the readable ones are taken)."""
+        if not isinstance(answer, dict):
+            raise VenueAnswerError(
+                f"{call}: the answer is {type(answer).__name__}, not tickers by symbol (a dict)"
+            )
+        bad = None
+        for key, ticker in answer.items():
+            if isinstance(ticker, dict):
+                self.on_ticker(ticker)
+            elif bad is None:
+                bad = f"{call}: ticker {key!r:.40} is {type(ticker).__name__}, not a dict"
+        if bad is not None:
+            raise VenueAnswerError(bad)
 
     def _apply_order(self, order: dict[str, Any]) -> None:
         """Book an order update: new fills (cumulative `filled` beyond what is booked), end.
@@ -690,17 +833,28 @@ class Ledger:
                 return new_cost / new_amount
         return order.get("average") or order.get("price")
 
-    def apply_trades(self, trades: Any) -> None:
-        """Book executions; a failure halts, never raises (the venue call itself succeeded)."""
+    def apply_trades(self, trades: Any, call: str = "trades") -> str | None:
+        """Book executions; a failure to book halts, never raises (the venue call itself
+        succeeded). Returns why the answer or an entry could not be read (logged), else
+        None."""
+        problem = None
+        if not isinstance(trades, list):
+            problem = f"{call}: the answer is {type(trades).__name__}, not a list of trades"
+            trades = []
+        for i, trade in enumerate(trades):
+            why = _unreadable(trade, "a trade", _TRADE_FIELDS)
+            if why is not None and problem is None:
+                problem = f"{call}: entry {i} is {why}"
         try:
-            self._apply_trades(trades if isinstance(trades, list) else [])
+            self._apply_trades(t for t in trades if _unreadable(t, "", _TRADE_FIELDS) is None)
         except Exception as exc:
             self._lost(f"trades could not be applied: {exc!r}")
+        if problem is not None:
+            log.warning("BAD_ANSWER node=%s %s; not booked", self.guard.node, problem)
+        return problem
 
     def _apply_trades(self, trades: Iterable[dict[str, Any]]) -> None:
         for trade in trades:
-            if not isinstance(trade, dict):
-                continue
             tid = trade.get("id")
             tracked = self._by_venue_id(trade.get("symbol"), trade.get("order"))
             if tracked is None or tid is None:
@@ -767,18 +921,26 @@ class Ledger:
         self.guard.flag_mismatch(why)
 
     def on_ticker(self, ticker: Any) -> None:
+        """A ticker's reference price: the mid of a two-sided one, else its last. A ticker
+        with a price that is not a positive finite number (a string, NaN, a negative bid
+        that would drag the mid down and open the collar) gives none, logged."""
         if not isinstance(ticker, dict):
+            log.warning(
+                "BAD_TICKER node=%s %s, not a ticker", self.guard.node, type(ticker).__name__
+            )
             return
         try:
             self._on_ticker(ticker)
         except Exception as exc:  # a bad ticker is a missing price, not a crash
-            log.warning("BAD_TICKER node=%s %r: %r", self.guard.node, ticker.get("symbol"), exc)
+            log.warning("BAD_TICKER node=%s %r: %s", self.guard.node, ticker.get("symbol"), exc)
 
     def _on_ticker(self, ticker: dict[str, Any]) -> None:
         symbol = ticker.get("symbol")
-        bid, ask, last = ticker.get("bid"), ticker.get("ask"), ticker.get("last")
+        if not isinstance(symbol, str):
+            raise UnitError(f"symbol: must be a string, got {symbol!r:.40}")
+        bid, ask, last = (_ticker_price(ticker, k) for k in ("bid", "ask", "last"))
         price = (bid + ask) / 2 if bid and ask else last
-        if symbol and price:
+        if price:
             self.on_price(symbol, price)
 
     def on_price(self, symbol: str, price: Any) -> None:
@@ -1004,63 +1166,62 @@ class GuardedExchange:
     @_serialized
     def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_order(id, symbol, params or {})
-        self.ledger.apply_orders(result)
+        self.ledger.apply_orders(result, "cancel_order")
         return result
 
     @_serialized
     def cancel_orders(self, ids: list[str], symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_orders(ids, symbol, params or {})
-        self.ledger.apply_orders(result)
+        self.ledger.apply_orders(result, "cancel_orders")
         return result
 
     @_serialized
     def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
         result = self.exchange.cancel_all_orders(symbol, params or {})
-        self.ledger.apply_orders(result)
+        self.ledger.apply_orders(result, "cancel_all_orders")
         return result
 
     # --- updates ------------------------------------------------------------------
     @_serialized
     def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         order = self.exchange.fetch_order(id, symbol, params or {})
-        self.ledger.apply_order(order)
+        self.ledger.read_orders("fetch_order", order, many=False)
         return order
 
     @_serialized
     def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("fetch_orders", orders, many=True)
         return orders
 
     @_serialized
     def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_open_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("fetch_open_orders", orders, many=True)
         return orders
 
     @_serialized
     def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = self.exchange.fetch_closed_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("fetch_closed_orders", orders, many=True)
         return orders
 
     @_serialized
     def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         trades = self.exchange.fetch_my_trades(*args, **kwargs)
-        self.ledger.apply_trades(trades)
+        self.ledger.read_trades("fetch_my_trades", trades)
         return trades
 
     @_serialized
     def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
         ticker = self.exchange.fetch_ticker(symbol, params or {})
-        self.ledger.on_ticker(ticker)
+        self.ledger.read_ticker("fetch_ticker", ticker)
         return ticker
 
     @_serialized
     def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
         tickers = self.exchange.fetch_tickers(*args, **kwargs)
-        for ticker in (tickers or {}).values():
-            self.ledger.on_ticker(ticker)
+        self.ledger.read_tickers("fetch_tickers", tickers)
         return tickers
 
     @_serialized
@@ -1104,10 +1265,10 @@ class GuardedExchange:
             for attempt in range(1, _KILL_ATTEMPTS + 1):
                 try:
                     if ex.has.get("cancelAllOrders"):
-                        ledger.apply_orders(ex.cancel_all_orders(symbol))
+                        ledger.apply_orders(ex.cancel_all_orders(symbol), "cancel_all_orders")
                     else:
-                        for o in ex.fetch_open_orders(symbol):
-                            ledger.apply_orders([ex.cancel_order(o["id"], symbol)])
+                        for xid in _open_ids(ex.fetch_open_orders(symbol)):
+                            ledger.apply_orders(ex.cancel_order(xid, symbol), "cancel_order")
                     cancelled += 1
                     break
                 except Exception as exc:  # one symbol's failure never spares the others
@@ -1254,77 +1415,75 @@ class AsyncGuardedExchange:
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         result = await self.exchange.cancel_order(id, symbol, params or {})
-        self.ledger.apply_orders(result)
+        self.ledger.apply_orders(result, "cancel_order")
         return result
 
     async def cancel_orders(
         self, ids: list[str], symbol: str | None = None, params: Any = None
     ) -> Any:
         result = await self.exchange.cancel_orders(ids, symbol, params or {})
-        self.ledger.apply_orders(result)
+        self.ledger.apply_orders(result, "cancel_orders")
         return result
 
     async def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
         result = await self.exchange.cancel_all_orders(symbol, params or {})
-        self.ledger.apply_orders(result)
+        self.ledger.apply_orders(result, "cancel_all_orders")
         return result
 
     # --- updates ------------------------------------------------------------------
     async def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         order = await self.exchange.fetch_order(id, symbol, params or {})
-        self.ledger.apply_order(order)
+        self.ledger.read_orders("fetch_order", order, many=False)
         return order
 
     async def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("fetch_orders", orders, many=True)
         return orders
 
     async def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_open_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("fetch_open_orders", orders, many=True)
         return orders
 
     async def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_closed_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("fetch_closed_orders", orders, many=True)
         return orders
 
     async def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         trades = await self.exchange.fetch_my_trades(*args, **kwargs)
-        self.ledger.apply_trades(trades)
+        self.ledger.read_trades("fetch_my_trades", trades)
         return trades
 
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.watch_orders(*args, **kwargs)
-        self.ledger.apply_orders(orders)
+        self.ledger.read_orders("watch_orders", orders, many=True)
         return orders
 
     async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         trades = await self.exchange.watch_my_trades(*args, **kwargs)
-        self.ledger.apply_trades(trades)
+        self.ledger.read_trades("watch_my_trades", trades)
         return trades
 
     async def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
         ticker = await self.exchange.fetch_ticker(symbol, params or {})
-        self.ledger.on_ticker(ticker)
+        self.ledger.read_ticker("fetch_ticker", ticker)
         return ticker
 
     async def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
         tickers = await self.exchange.fetch_tickers(*args, **kwargs)
-        for ticker in (tickers or {}).values():
-            self.ledger.on_ticker(ticker)
+        self.ledger.read_tickers("fetch_tickers", tickers)
         return tickers
 
     async def watch_ticker(self, symbol: str, params: Any = None) -> Any:
         ticker = await self.exchange.watch_ticker(symbol, params or {})
-        self.ledger.on_ticker(ticker)
+        self.ledger.read_ticker("watch_ticker", ticker)
         return ticker
 
     async def watch_tickers(self, *args: Any, **kwargs: Any) -> Any:
         tickers = await self.exchange.watch_tickers(*args, **kwargs)
-        for ticker in (tickers or {}).values():
-            self.ledger.on_ticker(ticker)
+        self.ledger.read_tickers("watch_tickers", tickers)
         return tickers
 
     def on_price(self, symbol: str, price: Any) -> None:
@@ -1382,10 +1541,10 @@ class AsyncGuardedExchange:
             for attempt in range(1, _KILL_ATTEMPTS + 1):
                 try:
                     if ex.has.get("cancelAllOrders"):
-                        ledger.apply_orders(await ex.cancel_all_orders(symbol))
+                        ledger.apply_orders(await ex.cancel_all_orders(symbol), "cancel_all_orders")
                     else:
-                        for o in await ex.fetch_open_orders(symbol):
-                            ledger.apply_orders([await ex.cancel_order(o["id"], symbol)])
+                        for xid in _open_ids(await ex.fetch_open_orders(symbol)):
+                            ledger.apply_orders(await ex.cancel_order(xid, symbol), "cancel_order")
                     cancelled += 1
                     break
                 except Exception as exc:  # one symbol's failure never spares the others
@@ -1398,6 +1557,22 @@ class AsyncGuardedExchange:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
         log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, cancelled)
         return cancelled
+
+
+def _open_ids(answer: Any) -> list[Any]:
+    """The venue ids in a kill's `fetch_open_orders` answer. An entry that names no order is
+    logged and skipped: one unreadable entry never spares the orders after it."""
+    if not isinstance(answer, list):
+        raise VenueAnswerError(
+            f"fetch_open_orders: the answer is {type(answer).__name__}, not a list of orders"
+        )
+    ids = []
+    for i, o in enumerate(answer):
+        if _unreadable(o, "an order", _FIELDS) is None and o.get("id") is not None:
+            ids.append(o["id"])
+        else:
+            log.error("KILL_CANCEL_SKIPPED fetch_open_orders entry %d names no order: %.80r", i, o)
+    return ids
 
 
 def _xkey(symbol: str, xid: Any) -> str:
@@ -1487,13 +1662,19 @@ def _placed_batch(ledger: Ledger, prepared: list[_Tracked], result: Any) -> None
     may be live at the venue, so it stays working and in doubt."""
     entries = result if isinstance(result, list) else []
     for i, tracked in enumerate(prepared):
-        order = entries[i] if i < len(entries) else None
-        if not isinstance(order, dict):
-            ledger.failed(tracked, AdapterError(f"batch answer has no entry {i} for it"))
+        order: Any = entries[i] if i < len(entries) else None
+        why = _unreadable(order, "an order", _FIELDS) if i < len(entries) else "missing"
+        if why is not None:
+            ledger.failed(tracked, VenueAnswerError(f"create_orders: entry {i} is {why}"))
         elif order.get("status") == "rejected" or order.get("id") is None:
             ledger._finish(tracked, why="batch entry rejected", end=ledger.guard.on_reject)
         else:
             ledger.placed(tracked, order)
+    if not isinstance(result, list):
+        raise VenueAnswerError(
+            f"create_orders: the answer is {type(result).__name__}, not a list of orders; "
+            "every order of the batch is in doubt"
+        )
 
 
 def guard(
@@ -1558,5 +1739,6 @@ __all__ = [
     "GuardRefused",
     "GuardedExchange",
     "Ledger",
+    "VenueAnswerError",
     "guard",
 ]

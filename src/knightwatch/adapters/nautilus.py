@@ -310,18 +310,50 @@ class NautilusGuard:
 
         The ExecutionEngine drops such a command with a log line: the order is neither
         sent nor denied, so had the Guard counted it, it would stay working forever."""
-        engine = self.kernel.exec_engine
-        cid = command.client_id
-        if cid in engine._external_clients or cid in engine._clients:
-            return None
         venue = command.instrument_id.venue
-        if engine._routing_map.get(venue, engine._default_client) is not None:
+        if self._client_for(command.client_id, venue) is not None:
             return None
         return Decision(
             False,
             RejectReason.VENUE_UNAVAILABLE,
-            f"no execution client for venue {venue} or client_id {cid}: never sent",
+            f"no execution client for venue {venue} or client_id {command.client_id}: never sent",
         )
+
+    def _client_for(self, cid: Any, venue: Any) -> Any:
+        """The client the ExecutionEngine hands a command for `venue` with `client_id` `cid`
+        (the id itself for an external client), or None: it would drop the command."""
+        engine = self.kernel.exec_engine
+        if cid in engine._external_clients:
+            return cid
+        client = engine._clients.get(cid)
+        if client is None:
+            client = engine._routing_map.get(venue, engine._default_client)
+        return client
+
+    def _misrouted(self, command: SubmitOrderList) -> Decision | None:
+        """A refusal for a list holding an order that is not routed where its instrument's
+        venue is, else None.
+
+        The ExecutionEngine sends the whole list through the client of the list's venue
+        (its first order's instrument): an order of another venue in it would go to that
+        client, and one whose venue has no client would be sent where it was never meant
+        to go. Each order is checked where a SubmitOrder of it alone would be routed."""
+        cid = command.client_id
+        sent_to = self._client_for(cid, command.instrument_id.venue)
+        for order in command.order_list.orders:
+            venue = order.instrument_id.venue
+            own = self._client_for(cid, venue)
+            if own is None:
+                why = f"no execution client for venue {venue} or client_id {cid}: never sent"
+            elif own is not sent_to:
+                why = (
+                    f"order {order.client_order_id} is for venue {venue}, but the list goes to "
+                    f"the client of {command.instrument_id.venue}: never sent"
+                )
+            else:
+                continue
+            return Decision(False, RejectReason.VENUE_UNAVAILABLE, why)
+        return None
 
     def _submit(self, command: SubmitOrder) -> None:
         order = command.order
@@ -344,7 +376,7 @@ class NautilusGuard:
         """All or nothing, as NautilusTrader treats a list: one refusal denies every order."""
         orders = command.order_list.orders
         accepted: list[str] = []
-        refusal = self._unrouted(command)
+        refusal = self._unrouted(command) or self._misrouted(command)
         if refusal is not None:
             for order in orders:
                 self._record_block(order.client_order_id.value, refusal)
