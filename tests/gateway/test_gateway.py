@@ -349,6 +349,82 @@ def test_a_callback_that_raises_rejects_the_message_and_the_gateway_lives(
     assert rig.gateway.errors.count == 1
 
 
+@pytest.mark.parametrize("fault", ["build", "send"])
+def test_an_accepted_order_that_cannot_be_sent_is_released_and_refused(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The Guard accepted the order, then the message for the venue could not be made
+    (or the send raised): before, the order stayed counted working in the Guard for ever
+    (and with a raising send the client got no answer it could match). Its working
+    quantity is released, the client gets a reject, and both are recorded."""
+
+    def boom(*_: Any) -> Any:
+        raise RuntimeError("engine trouble")
+
+    real_send = F.send
+
+    def send(msg: Any, sid: Any) -> bool:
+        if F.session_key(sid) == rig.gateway.venue_key and F.msg_type(msg) == F.NEW_ORDER:
+            raise RuntimeError("engine trouble")
+        return real_send(msg, sid)
+
+    if fault == "build":
+        monkeypatch.setattr(F, "forward_copy", boom)
+    else:
+        monkeypatch.setattr(F, "send", send)
+    rig.oms.new_order("X1", "L000", BUY, 100, below(rig, "L000"))
+    rej = rig.oms.wait_report("X1", "8")
+    assert rej.get(F.TEXT).startswith(
+        "knightwatch:gateway_error " if fault == "build" else "knightwatch:venue_unavailable "
+    )
+    assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.remaining("OMS1:X1") is None
+    assert [(r["data"]["order_id"], r["data"]["reason"]) for r in rig.events("not_sent")] == [
+        ("OMS1:X1", "gateway_error" if fault == "build" else "venue_unavailable")
+    ]
+    assert rig.gateway.book.live() == [] and rig.venue.stats.orders == 0
+    monkeypatch.undo()
+    again = rig.oms.order_message("X1", "L000", BUY, 100, below(rig, "L000"))
+    again.getHeader().setField(F.POSS_RESEND, "Y")
+    rig.oms.send(again)  # a resend is answered with the reject, not the order's status
+    eventually(lambda: len([r for r in rig.oms.reports("X1") if r.get(F.EXEC_TYPE) == "8"]) == 2)
+    rest(rig, "X2")
+    assert rig.guard.working_qty("L000") == (100, 0)
+
+
+def test_a_replace_or_cancel_the_venue_session_does_not_take_is_answered_and_rolled_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace the venue session did not take (the send failed): before, its
+    reservation stayed in the Guard and the request in flight for ever, and the client
+    never had an answer. It rolls back and the client gets an OrderCancelReject; a
+    cancel too, and a kill's cancel is sent again by its drain."""
+    rest(rig, "G1", qty=100)
+    real_send = F.send
+    refuse = {F.REPLACE, F.CANCEL}
+
+    def send(msg: Any, sid: Any) -> bool:
+        if F.session_key(sid) == rig.gateway.venue_key and F.msg_type(msg) in refuse:
+            return False
+        return real_send(msg, sid)
+
+    monkeypatch.setattr(F, "send", send)
+    rig.oms.replace("G2", "G1", "L000", BUY, 300, below(rig, "L000"))
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "G2")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2" and rej.get(F.ORIG_CL_ORD_ID) == "G1"
+    assert rej.get(F.TEXT).startswith("knightwatch:venue_unavailable ")
+    assert rig.guard.working_qty("L000") == (100, 0) and not rig.gateway.book.requests
+    rig.oms.cancel("G1x", "G1", "L000", BUY, 100)
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "G1x")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "1"
+    rig.gateway.cancel_scope(Scope.STRATEGY, "OMS1", "drill")  # one cancel per order
+    assert rig.gateway.book.live()[0].cancel_sent is None  # not in flight: sent again
+    assert len(rig.events("not_sent")) == 3
+    monkeypatch.undo()
+    rig.gateway.retry_cancels(Scope.STRATEGY, "OMS1")
+    assert rig.oms.wait_report("G1", "4").get(F.TEXT) == "knightwatch kill: drill"
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="cancelled")
+
+
 # --- cancels and replaces ----------------------------------------------------------------
 
 
@@ -969,6 +1045,27 @@ def test_a_venue_fill_missing_a_field_halts_and_its_complete_resend_is_applied(r
     assert rig.guard.remaining("OMS1:A") == 90 and not rig.events("duplicate_exec")
 
 
+def test_a_venue_report_the_fix_engine_refuses_halts(rig: Rig) -> None:
+    """A fill without a field the data dictionary requires (LeavesQty) is refused by the
+    engine with a session Reject before the gateway sees it, and dropped: before, nothing
+    was applied and nothing halted (a fill lost, the Guard's picture wrong). It halts
+    `fill_mismatch` and is recorded."""
+    rest(rig, "A")
+    order_id = rig.venue.find("A").order_id
+    venue_says(rig, [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "A"), (F.EXEC_ID, "EXR1"),
+                     (F.EXEC_TYPE, "F"), (F.ORD_STATUS, "1"), (F.SYMBOL, "L000"),
+                     (F.SIDE, BUY), (F.ORDER_QTY, "100"), (F.CUM_QTY, "10"), (F.AVG_PX, "99"),
+                     (F.LAST_QTY, "10"), (F.LAST_PX, "99"),
+                     (F.TRANSACT_TIME, F.now_utc())])  # fmt: skip
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert halt.reason.startswith("venue message 8 (MsgSeqNum ")
+    assert "the FIX engine refused it (session reject reason 1" in halt.reason
+    (note,) = rig.events("venue_report_unapplied")
+    assert note["data"]["msg_type"] == "8" and rig.guard.position("L000") == 0
+
+
 def test_a_fill_of_another_symbol_or_side_than_its_order_halts_with_fill_mismatch(
     rig_factory: Callable[..., Rig],
 ) -> None:
@@ -1526,3 +1623,132 @@ def test_audit_why_shows_the_fix_message_behind_a_decision(
     out = CliRunner().invoke(app, ["audit", "why", "OMS1:W2", str(path)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     assert "max_order_qty" in out.output and "fix_in" in out.output and "OMS1" in out.output
+
+
+# --- drop copy: trade capture reports, replaces, engine rejects ---------------------------
+
+
+def test_drop_copy_trade_capture_reports_of_bypass_orders_move_the_position(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """Many venues send drop copies as TradeCaptureReports (35=AE): Side, OrderID and
+    ClOrdID in the NoSides group, a bust a cancel (487=1), a correction a replace
+    (487=2). Before, the gateway read only ExecutionReports: a fill of an order that
+    bypassed it, reported as 35=AE, never reached the position (the loss and position
+    limits did not see it). Its copies of the gateway's own fills are still ignored."""
+    rig = rig_factory(drop_copy=True, venue={"drop_copy_as": "AE"}).start().ready()
+    direct = with_direct(rig)
+    direct.new_order("BY1", "L000", SELL, 300, 95.0)
+    first = direct.wait_report("BY1", "F")
+    eventually(lambda: rig.guard.position("L000") == -300, what="bypass fill booked")
+    rig.oms.new_order("OWN1", "L000", BUY, 100, 104.0)  # routed: reported once, not twice
+    rig.oms.wait_report("OWN1", "F")
+    rig.venue.bust(first.get(F.EXEC_ID))
+    eventually(lambda: rig.guard.position("L000") == 100, what="bust taken back")
+    direct.new_order("BY2", "L001", BUY, 200, 104.0)
+    second = direct.wait_report("BY2", "F")
+    eventually(lambda: rig.guard.position("L001") == 200, what="second fill booked")
+    rig.venue.correct(second.get(F.EXEC_ID), 50, 100.5)
+    eventually(lambda: rig.guard.position("L001") == 50, what="correction applied")
+    assert rig.guard.halts() == {} and rig.guard.position("L000") == 100
+    assert [r["data"]["qty"] for r in rig.events("bust")] == [300]
+    assert not rig.events("drop_copy_collision")
+
+
+def dc_sid(rig: Rig) -> Any:
+    eventually(lambda: rig.venue.logged_on(rig.dc_comp), what="drop copy logged on")
+    return next(s for s in rig.venue._logged_on.values() if F.target_of(s) == rig.dc_comp)
+
+
+def tcr(fields: list[tuple[int, str]], sides: list[list[tuple[int, str]]]) -> Any:
+    """A TradeCaptureReport with `fields` and one NoSides(552) entry per side."""
+    m = F.message(F.TRADE_CAPTURE_REPORT, fields)
+    for side in sides:
+        g = F.fix().Group(F.NO_SIDES, F.SIDE)
+        for tag, value in side:
+            g.setField(tag, value)
+        m.addGroup(g)
+    return m
+
+
+def test_a_trade_capture_report_the_gateway_cannot_read_halts_and_its_resend_is_booked(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A TCR without an instrument, without LastQty (the engine refuses it with a session
+    Reject before the gateway sees it), or with two sides (which is the firm's?) is not
+    booked and halts the node, as an unreadable drop-copy ExecutionReport does; the
+    complete report is booked once."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    body = [(F.TRADE_REPORT_ID, "T1"), (F.TRADE_REPORT_TRANS_TYPE, "0"), (F.EXEC_TYPE, "F"),
+            (F.PREVIOUSLY_REPORTED, "N"), (F.SYMBOL, "L000"), (F.LAST_QTY, "300"),
+            (F.LAST_PX, "99"), (F.TRADE_DATE, "20260101"),
+            (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    side = [(F.SIDE, SELL), (F.ORDER_ID, "X1"), (F.CL_ORD_ID, "BYPASS")]
+    assert F.send(tcr([(t, v) for t, v in body if t != F.SYMBOL], [side]), sid)
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and f"tag {F.SYMBOL} missing" in halt.reason
+    assert F.send(tcr([(t, v) for t, v in body if t != F.LAST_QTY], [side]), sid)
+    assert F.send(tcr(body, [side, [(F.SIDE, BUY), (F.ORDER_ID, "X2")]]), sid)
+    eventually(lambda: len(rig.events("venue_report_unapplied")) == 3, what="all recorded")
+    errors = sorted(r["data"]["error"] for r in rig.events("venue_report_unapplied"))
+    assert "NoSides(552)=2" in errors[0] and f"tag {F.SYMBOL} missing" in errors[1]
+    assert "the FIX engine refused it (session reject reason 1" in errors[2]
+    assert rig.guard.position("L000") == 0 and rig.guard.position("?") == 0
+    assert F.send(tcr(body, [side]), sid)  # the complete report
+    eventually(lambda: rig.guard.position("L000") == -300, what="booked")
+    assert F.send(tcr(body, [side]), sid)  # sent again: booked once
+    assert F.send(tcr([*body[:1], (F.TRADE_REPORT_TRANS_TYPE, "1"), *body[2:]], [side]), sid)
+    eventually(lambda: rig.guard.position("L000") == 0, what="cancel taken back")
+    assert rig.gateway.errors.count == 0
+
+
+@pytest.mark.parametrize("copy_as", [F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT])
+def test_a_replaced_order_the_venue_gives_a_new_order_id_is_no_drop_copy_collision(
+    rig_factory: Callable[..., Rig], copy_as: str
+) -> None:
+    """Some venues give a replaced order a new OrderID. The drop copy reports the
+    gateway's own order, replaced, under that OrderID: before, it was taken for another
+    order using a client's ClOrdID (the node halted `fill_mismatch` and its fill was
+    booked a second time). A genuine collision still halts."""
+    venue = {"new_order_id_on_replace": True, "drop_copy_as": copy_as}
+    rig = rig_factory(drop_copy=True, venue=venue).start().ready()
+    direct = with_direct(rig)
+    rest(rig, "G1", qty=100)
+    old_id = rig.venue.find("G1").order_id
+    with rig.venue.lock:  # the drop copy may come before or after the venue session's
+        rig.oms.replace("G2", "G1", "L000", BUY, 200, below(rig, "L000"))
+        eventually(lambda: rig.guard.working_qty("L000") == (200, 0), what="reserved")
+    rig.oms.wait_report("G2", "5")
+    assert rig.venue.find("G2").order_id != old_id
+    rig.venue.execute("G2", 150, below(rig, "L000"))
+    fill = rig.oms.wait_report("G2", "F")
+    # and as a drop copy with ExecIDs of its own sends it (not a resend of the order
+    # session's report): only the new OrderID ties it to the order
+    new_id, px = fill.get(F.ORDER_ID), fill.get(F.LAST_PX)
+    if copy_as == F.EXECUTION_REPORT:
+        copy = F.message(
+            F.EXECUTION_REPORT,
+            [(F.ORDER_ID, new_id), (F.CL_ORD_ID, "G2"), (F.EXEC_ID, "DC-OWN"),
+             (F.EXEC_TYPE, "F"), (F.ORD_STATUS, "1"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
+             (F.ORDER_QTY, "200"), (F.LEAVES_QTY, "50"), (F.CUM_QTY, "150"), (F.AVG_PX, px),
+             (F.LAST_QTY, "150"), (F.LAST_PX, px), (F.TRANSACT_TIME, F.now_utc())],
+        )  # fmt: skip
+    else:
+        copy = tcr(
+            [(F.TRADE_REPORT_ID, "DC-OWN"), (F.PREVIOUSLY_REPORTED, "N"), (F.SYMBOL, "L000"),
+             (F.LAST_QTY, "150"), (F.LAST_PX, px), (F.TRADE_DATE, "20260101"),
+             (F.TRANSACT_TIME, F.now_utc())],
+            [[(F.SIDE, BUY), (F.ORDER_ID, new_id)]],  # no ClOrdID: FIX does not require it
+        )  # fmt: skip
+    assert F.send(copy, dc_sid(rig))
+    direct.new_order("MARK", "L001", SELL, 10, 95.0)  # the drop copy reads in order
+    eventually(lambda: rig.guard.position("L001") == -10, what="marker booked")
+    assert rig.guard.halts() == {} and not rig.events("drop_copy_collision")
+    assert rig.guard.position("L000") == 150 and rig.guard.remaining("OMS1:G2") == 50
+    direct.new_order("G2", "L000", SELL, 30, 95.0)  # another order under the client's id
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ClOrdID G2" in halt.reason
+    eventually(lambda: rig.guard.position("L000") == 120, what="booked apart")

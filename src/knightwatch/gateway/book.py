@@ -100,8 +100,13 @@ class GwOrder:
     """The ClOrdIDs it answered to before its replaces (forgotten with it)."""
     dc_order_ids: tuple[str, ...] = ()
     """Venue OrderIDs drop-copy reports under its ClOrdID named before the venue session
-    named its own: checked against it then (another's is an order that bypassed the
+    named its own (or while a replace of it, which the venue may give a new OrderID, was
+    in flight): checked against them then (another's is an order that bypassed the
     gateway under this ClOrdID)."""
+    order_ids: tuple[str, ...] = ()
+    """Every venue OrderID the venue session reported for it (a venue may give a replaced
+    order a new one): a drop-copy report naming one is a copy of this order (forgotten
+    with it)."""
 
     @property
     def live(self) -> bool:
@@ -153,6 +158,9 @@ class GatewayBook:
         """The venue's ExecIDs already applied: a report sent twice is applied once."""
         self.fills: dict[str, Fill] = {}
         """ExecID -> the fill applied, for busts and corrections."""
+        self.by_order_id: dict[str, GwOrder] = {}
+        """Venue OrderID (as the venue session reported it) -> the order: a drop-copy
+        report naming it is the copy of that order, whatever ClOrdID it carries."""
         self._window_ns = window_ns
         self._clock = clock
         # (due, what, key, order): forgotten from `due` on, unless its order holds it
@@ -237,6 +245,14 @@ class GatewayBook:
         self.orders[new_clordid] = order
         if order.live:
             self.working[new_clordid] = order
+
+    def venue_order_id(self, order: GwOrder, order_id: str | None) -> None:
+        """The venue session named `order_id` for the order: kept (with every earlier one)
+        until the order is forgotten."""
+        if order_id is None or order_id == "NONE" or order_id in order.order_ids:
+            return
+        order.order_ids += (order_id,)
+        self.by_order_id[order_id] = order
 
     def decide(self, guard_id: str, decision: Decision, order: GwOrder | None) -> None:
         """Remember how an order (or a replace) was answered, for a resend of it."""
@@ -324,7 +340,7 @@ class GatewayBook:
         return gone
 
     def _forget_order(self, order: GwOrder) -> None:
-        """An order, its ClOrdID's owner, its decision, its ExecIDs and fills."""
+        """An order, its ClOrdID's owner, its decision, its ExecIDs, fills and OrderIDs."""
         if self.orders.get(order.clordid) is not order:
             return  # already gone (a replace renamed it and its new ClOrdID was reused)
         del self.orders[order.clordid]
@@ -338,3 +354,6 @@ class GatewayBook:
         for exec_id in order.execs:
             self.exec_seen.discard(exec_id)
             self.fills.pop(exec_id, None)
+        for order_id in order.order_ids:
+            if self.by_order_id.get(order_id) is order:
+                del self.by_order_id[order_id]

@@ -293,8 +293,13 @@ class Gateway(Handler):
                 yield
         finally:
             self._tls.box = None
-            for out, sid, ref in box:
-                self._deliver(out, sid, ref)
+            unsent = [ref for out, sid, ref in box if not self._deliver(out, sid, ref) and ref]
+            for mtype, clordid in unsent:
+                # a replace or cancel the venue session did not take: answered and rolled
+                # back as one the venue refused (a kill's cancel is sent again by its drain)
+                with self._held():
+                    self.guard.note("not_sent", msg_type=mtype, clordid=clordid)
+                    self._venue_refused(mtype, clordid, "the venue session did not take it")
 
     def _emit(self, msg: Any, sid: Any, ref: tuple[str, str] | None = None) -> None:
         """Send now, or when the lock is released if it is held (see `_held`); `ref`:
@@ -311,13 +316,19 @@ class Gateway(Handler):
 
         The number is kept under `_sent_lock`, taken before the send: the worker that
         handles the venue's Reject takes it too (never holding the Guard's lock), so it
-        never looks before the number is kept."""
+        never looks before the number is kept. Never raises: a send that raised is
+        recorded and counts as not sent (False), so the caller answers and rolls back
+        (an order left counted working for ever, its client never answered, before)."""
         if ref is None:
-            return F.send(msg, sid)
+            return self._send(msg, sid)
         with self._sent_lock:
-            ok = F.send(msg, sid)
+            ok = self._send(msg, sid)
             if ok:
-                seq = int(msg.getHeader().getField(F.MSG_SEQ_NUM))
+                try:
+                    seq = int(msg.getHeader().getField(F.MSG_SEQ_NUM))
+                except Exception as exc:  # sent all the same: only its number is lost
+                    self.errors.add("send (MsgSeqNum)", exc)
+                    return ok
                 sent = self._venue_sent
                 if sent and seq <= next(reversed(sent)):
                     sent.clear()  # the session's numbers began again (a reset)
@@ -325,6 +336,13 @@ class Gateway(Handler):
                 if len(sent) > MAX_SENT_REMEMBERED:
                     del sent[next(iter(sent))]
             return ok
+
+    def _send(self, msg: Any, sid: Any) -> bool:
+        try:
+            return F.send(msg, sid)
+        except Exception as exc:  # not sent: the caller answers and rolls back
+            self.errors.add("send", exc)
+            return False
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -360,14 +378,38 @@ class Gateway(Handler):
     def to_admin(self, msg: Any, sid: Any) -> None:
         # Called with the session's mutex held: never take the Guard's lock here.
         if F.msg_type(msg) == F.SESSION_REJECT:
-            self._admin_notes.put(
-                {
-                    "session": F.target_of(sid),
-                    "ref_seq": int(F.opt(msg, F.REF_SEQ_NUM) or 0),
-                    "ref_msg_type": F.opt(msg, F.REF_MSG_TYPE),
-                    "reason": int(F.opt(msg, F.SESSION_REJECT_REASON) or -1),
-                    "text": F.opt(msg, F.TEXT),
-                }
+            note: dict[str, str | int | None] = {
+                "session": F.target_of(sid),
+                "ref_seq": int(F.opt(msg, F.REF_SEQ_NUM) or 0),
+                "ref_msg_type": F.opt(msg, F.REF_MSG_TYPE),
+                "reason": int(F.opt(msg, F.SESSION_REJECT_REASON) or -1),
+                "text": F.opt(msg, F.TEXT),
+            }
+            self._admin_notes.put(note)
+            key = F.session_key(sid)
+            reports = (F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT)
+            if key in (self.venue_key, self.dc_key) and note["ref_msg_type"] in reports:
+                self._work.put(lambda: self._report_refused_by_engine(note))
+
+    def _report_refused_by_engine(self, note: dict[str, str | int | None]) -> None:
+        """A venue report the engine refused before the gateway saw it (a field its data
+        dictionary requires is missing or malformed, a type the version lacks): it was
+        answered with a session Reject and dropped, so nothing of it was applied. The
+        node halts `fill_mismatch`, as for a report the gateway cannot read (worker)."""
+        with self._held():
+            why = f"the FIX engine refused it (session reject reason {note['reason']}"
+            why += f": {F.clean(str(note['text'] or ''))})"
+            self._count("unapplied_reports")
+            self.guard.note(
+                "venue_report_unapplied",
+                msg_type=note["ref_msg_type"],
+                session=note["session"],
+                ref_seq=note["ref_seq"],
+                error=why[:400],
+            )
+            self.guard.flag_mismatch(
+                f"venue message {note['ref_msg_type']} (MsgSeqNum {note['ref_seq']}) not "
+                f"applied: {why}"[:400]
             )
 
     def from_admin(self, msg: Any, sid: Any) -> None:
@@ -527,14 +569,20 @@ class Gateway(Handler):
         )
         if not sent:
             with self._held():  # accepted, but the venue session did not take it
-                gid = f"{comp}:{msg[F.CL_ORD_ID]}"
-                self.guard.on_reject(gid)
-                _, go = self.book.decided[gid]
-                if go is not None:
-                    self.book.set_status(go, "8")
                 d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
-                self.book.decide(gid, d, None)
+                self._unroute(f"{comp}:{msg[F.CL_ORD_ID]}", d)
                 self._send_reject(msg, sid, d)
+
+    def _unroute(self, gid: str, d: Decision) -> None:
+        """An order the Guard accepted that never reached the venue (caller holds the
+        lock): its working quantity is released (`on_reject`), it is finished in the
+        book, and a resend of it is answered with `d`."""
+        self.guard.on_reject(gid)
+        held = self.book.decided.get(gid)
+        if held is not None and held[1] is not None:
+            self.book.set_status(held[1], "8")
+        self.book.decide(gid, d, None)
+        self.guard.note("not_sent", order_id=gid, reason=d.reason.value)
 
     def _decide_new(self, msg: F.In, sid: Any, comp: str) -> Any | None:
         """Check a NewOrderSingle (caller holds the lock); the message for the venue, if any."""
@@ -572,27 +620,34 @@ class Gateway(Handler):
             self.book.refused(gid, d)
             self._send_reject(msg, sid, d)
             return None
-        # claimed only once accepted: an order that never reached the venue holds no id
-        # another session could then not use
-        self.book.claim(clordid, comp)
-        go = GwOrder(
-            comp=comp,
-            clordid=clordid,
-            guard_id=gid,
-            strategy=parsed.strategy,
-            symbol=parsed.symbol,
-            side=parsed.side,
-            fix_side=msg[F.SIDE],
-            qty=parsed.qty,
-            price=parsed.price,
-            parent_id=parsed.parent_id,
-            cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
-            leaves=parsed.qty,
-        )
-        self.book.add(go)
-        self.book.decide(gid, d, go)
+        try:
+            # claimed only once accepted: an order that never reached the venue holds no
+            # id another session could then not use
+            self.book.claim(clordid, comp)
+            go = GwOrder(
+                comp=comp,
+                clordid=clordid,
+                guard_id=gid,
+                strategy=parsed.strategy,
+                symbol=parsed.symbol,
+                side=parsed.side,
+                fix_side=msg[F.SIDE],
+                qty=parsed.qty,
+                price=parsed.price,
+                parent_id=parsed.parent_id,
+                cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
+                leaves=parsed.qty,
+            )
+            self.book.add(go)
+            self.book.decide(gid, d, go)
+            out = F.forward_copy(msg)
+        except Exception as exc:
+            # accepted, but the message for the venue could not be made: never sent, so
+            # it must not stay counted working; the client's reject comes from `on_error`
+            self._unroute(gid, Decision(False, R.GATEWAY_ERROR, f"not sent to the venue: {exc}"))
+            raise
         self._count("forwarded")
-        return F.forward_copy(msg)
+        return out
 
     def _parse_order(self, msg: F.In, gid: str, strategy: str) -> Order | Decision:
         """The Guard's `Order` for a NewOrderSingle, or the refusal naming what is wrong."""
@@ -1080,6 +1135,7 @@ class Gateway(Handler):
         trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
         fill = self._venue_fill(msg, go) if trade else None
         note: str | None = None
+        replaced = False
         if kind is F.ExecKind.TRADE:
             assert fill is not None
             self._on_fill(fill)
@@ -1111,6 +1167,7 @@ class Gateway(Handler):
                 self.guard.on_replace_ack(req.new_guard_id, leaves)
                 self.book.rename(go, clordid, req.new_guard_id)
                 go.qty, go.price = req.new_qty, req.new_price
+                replaced = True  # the venue may have given it a new OrderID
             else:
                 self.guard.flag_mismatch(f"venue replaced {clordid} without a replace in flight")
         elif kind is F.ExecKind.RESTATED:
@@ -1150,11 +1207,14 @@ class Gateway(Handler):
                     self.guard.on_restate(gid, leaves)  # its working quantity follows the venue
             else:
                 self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
-        if kind is F.ExecKind.NEW or go.order_id == "NONE":
-            go.order_id = msg.get(F.ORDER_ID) or go.order_id
-        if go.dc_order_ids and go.order_id != "NONE":
-            # drop-copy reports under its ClOrdID came first: of this order, or another's
-            others = sorted({x for x in go.dc_order_ids if x != go.order_id})
+        venue_oid = msg.get(F.ORDER_ID)
+        if kind is F.ExecKind.NEW or replaced or go.order_id == "NONE":
+            go.order_id = venue_oid or go.order_id
+        self.book.venue_order_id(go, venue_oid)
+        if go.dc_order_ids and go.order_id != "NONE" and not self._replace_pending(go):
+            # drop-copy reports under its ClOrdID came first (before its ack, or while a
+            # replace that may bring a new OrderID was in flight): of this order, or another's
+            others = sorted({x for x in go.dc_order_ids if x not in go.order_ids})
             go.dc_order_ids = ()
             if others:
                 self.guard.flag_mismatch(
@@ -1312,9 +1372,10 @@ class Gateway(Handler):
                 self._send_reject(self._probe(go.clordid, go), sid, d)
         elif ref_type == F.REPLACE and (req := self.book.requests.pop(ref_id, None)) is not None:
             self.guard.on_replace_reject(req.new_guard_id)
+            d = Decision(False, R.VENUE_UNAVAILABLE, why)
+            self.book.decide(req.new_guard_id, d, None)  # a resend of it: this answer
             sid = self.client_sids.get(req.comp)
             if sid is not None:
-                d = Decision(False, R.VENUE_UNAVAILABLE, why)
                 orig = req.order.clordid if req.order is not None else "NONE"
                 probe = F.In(
                     F.message(F.REPLACE, [(F.CL_ORD_ID, ref_id), (F.ORIG_CL_ORD_ID, orig)])
@@ -1384,23 +1445,31 @@ class Gateway(Handler):
     def _from_drop_copy(self, msg: F.In) -> None:
         """Executions from the drop copy: orders that bypassed the gateway (D1, K4).
 
+        Read as ExecutionReports (35=8) or TradeCaptureReports (35=AE, `_read_tcr`).
         Its copies of the gateway's own orders are ignored (the venue session reports
-        them): a copy names the venue's OrderID of the order holding its ClOrdID. One
-        that names another OrderID is an order that bypassed the gateway under a
-        ClOrdID a client's order holds: booked as the venue reports it (never onto or
-        instead of the client's order) and the node halts `fill_mismatch`. Busts and
-        corrections of bypass fills are taken back (by the ExecRefID they name)."""
-        if msg.mtype != F.EXECUTION_REPORT:
+        them): a copy names a venue OrderID the venue session reported for the order, or
+        the ClOrdID of an order of the gateway whose OrderID is not known yet (before its
+        ack, or while a replace that may bring a new one is in flight; checked then).
+        One under a ClOrdID a client's order holds but naming another OrderID is an
+        order that bypassed the gateway under that ClOrdID: booked as the venue reports
+        it (never onto or instead of the client's order) and the node halts
+        `fill_mismatch`. Busts and corrections of bypass fills are taken back (by the
+        ExecRefID, or TradeReportRefID, they name)."""
+        if msg.mtype == F.EXECUTION_REPORT:
+            read = self._read_dc_execution
+        elif msg.mtype == F.TRADE_CAPTURE_REPORT:
+            read = self._read_tcr
+        else:
             return
         with self._held(), self._applied_or_halt(msg):
-            clordid = msg[F.CL_ORD_ID]
-            exec_id = msg[F.EXEC_ID]
-            if exec_id in self.book.exec_seen:
+            seen, kind, clordid, orig, ref, key = read(msg)
+            if seen in self.book.exec_seen:
                 return
-            collided = clordid in self.book.owner
-            if collided and self._own_copy(msg, clordid):
+            venue_oid = msg.get(F.ORDER_ID)
+            own, collided = self._own_copy(clordid, orig, venue_oid)
+            if own:
                 return  # routed here: the venue session reports it
-            kind = F.exec_kind(msg, self.fix42)
+            label = clordid if clordid is not None else f"order {venue_oid}"
             fill = old = None
             if kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT):
                 # booked as the venue reports it, or not at all: a buy assumed for a side
@@ -1410,8 +1479,7 @@ class Gateway(Handler):
                 side = self._report_side(msg)
                 qty = self._lots(symbol, msg[F.LAST_QTY])
                 px = float(msg[F.LAST_PX])
-                fill = Fill(f"dropcopy:{clordid}", symbol, side, qty, px)
-            ref = msg.get(F.EXEC_REF_ID) or ""
+                fill = Fill(f"dropcopy:{label}", symbol, side, qty, px)
             if kind is F.ExecKind.TRADE_CANCEL:
                 old = self.book.fills.pop(ref, None)
             elif kind is F.ExecKind.TRADE_CORRECT:
@@ -1423,13 +1491,13 @@ class Gateway(Handler):
                 self.guard.note(
                     "drop_copy_collision",
                     clordid=clordid,
-                    venue_order_id=msg.get(F.ORDER_ID),
+                    venue_order_id=venue_oid,
                     exec_type=kind.value,
                 )
             if kind is F.ExecKind.TRADE:
                 assert fill is not None
                 self.guard.on_external_fill(fill)
-                self.book.keep_fill(exec_id, fill)
+                self.book.keep_fill(key, fill)
             elif kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT):
                 if old is None:
                     self.guard.flag_mismatch(
@@ -1442,29 +1510,96 @@ class Gateway(Handler):
                     self.book.keep_fill(ref, fill)
             else:
                 self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
-            self.book.saw_exec(exec_id, None)
+            self.book.saw_exec(seen, None)
             if collided:
                 self.guard.flag_mismatch(
-                    f"drop copy: order {msg.get(F.ORDER_ID)} that did not pass the gateway "
+                    f"drop copy: order {venue_oid} that did not pass the gateway "
                     f"reports under ClOrdID {clordid}, which the gateway holds for its own"[:400]
                 )
 
-    def _own_copy(self, msg: F.In, clordid: str) -> bool:
-        """Whether a drop-copy report under a ClOrdID the gateway holds is its copy of the
-        gateway's own order: the same venue OrderID. Before the venue session has named
-        the order's OrderID the copy's is kept, and checked when it does."""
-        go = self.book.find(clordid)
-        if go is None and (req := self.book.requests.get(clordid)) is not None:
-            go = req.order
-        if go is None and F.ORIG_CL_ORD_ID in msg:
-            go = self.book.find(msg[F.ORIG_CL_ORD_ID])
+    def _read_dc_execution(
+        self, msg: F.In
+    ) -> tuple[str, F.ExecKind, str | None, str | None, str, str]:
+        """A drop-copy ExecutionReport: (the id it is seen under, what it means, ClOrdID,
+        OrigClOrdID, the execution a bust or correction names, the id its fill is kept
+        under)."""
+        exec_id = msg[F.EXEC_ID]
+        kind = F.exec_kind(msg, self.fix42)
+        return (
+            exec_id,
+            kind,
+            msg[F.CL_ORD_ID],
+            msg.get(F.ORIG_CL_ORD_ID),
+            (msg.get(F.EXEC_REF_ID) or ""),
+            exec_id,
+        )
+
+    def _read_tcr(self, msg: F.In) -> tuple[str, F.ExecKind, str | None, str | None, str, str]:
+        """A drop-copy TradeCaptureReport (35=AE), as `_read_dc_execution` reads an
+        ExecutionReport. TradeReportTransType(487) 0 (or none) is a new trade, 1 a cancel
+        and 4 a reversal (taken back, as a bust), 2 a replace (a correction); ExecType
+        F/H/G or TradeReportType 6 (a trade report cancel) say the same. A cancel or
+        replace names the trade by TradeReportRefID(572), or with none by its own
+        TradeReportID. Side, OrderID and ClOrdID are read from the one entry of NoSides
+        (552): with more than one side the gateway cannot tell which is the firm's, and
+        anything else it cannot read is not applied (the node halts, as for an
+        unreadable ExecutionReport)."""
+        sides = msg.get(F.NO_SIDES) or "0"
+        if sides != "1":
+            raise ValueError(
+                f"TradeCaptureReport NoSides(552)={F.clean(sides)}: the gateway books one "
+                "side per report (the firm's) and cannot tell which one that is"
+            )
+        trade_id = msg[F.TRADE_REPORT_ID]
+        trans = msg.get(F.TRADE_REPORT_TRANS_TYPE) or "0"
+        exec_type = msg.get(F.EXEC_TYPE)
+        if trans in ("1", "4") or exec_type == "H" or msg.get(F.TRADE_REPORT_TYPE) == "6":
+            kind = F.ExecKind.TRADE_CANCEL
+        elif trans == "2" or exec_type == "G":
+            kind = F.ExecKind.TRADE_CORRECT
+        elif trans == "0" and exec_type in (None, "F"):
+            kind = F.ExecKind.TRADE
+        else:
+            raise ValueError(
+                f"TradeCaptureReport TradeReportTransType(487)={F.clean(trans)} with "
+                f"ExecType(150)={F.clean(exec_type or '')} is no trade, cancel or replace"
+            )
+        if kind is F.ExecKind.TRADE:
+            seen = f"AE:{trade_id}"
+        else:
+            seen = f"AE:{trade_id}:{trans}:{exec_type or ''}"
+        ref = f"AE:{msg.get(F.TRADE_REPORT_REF_ID) or trade_id}"
+        return seen, kind, msg.get(F.CL_ORD_ID), None, ref, seen
+
+    def _own_copy(
+        self, clordid: str | None, orig: str | None, venue_oid: str | None
+    ) -> tuple[bool, bool]:
+        """Whether a drop-copy report is the copy of an order of the gateway's own, and
+        whether it collides with one (another order under a ClOrdID the gateway holds).
+
+        Its own: the venue session reported the report's OrderID for one of its orders
+        (also an OrderID a replace gave it); or the ClOrdID (or OrigClOrdID) is one of
+        its orders' whose OrderID the venue session has not named yet, or that has a
+        replace in flight (the venue may give a replaced order a new OrderID): that
+        OrderID is kept and checked when the venue session answers."""
+        if venue_oid is not None and venue_oid in self.book.by_order_id:
+            return True, False
+        held = [c for c in (clordid, orig) if c is not None and c in self.book.owner]
+        if not held:
+            return False, False
+        go: GwOrder | None = None
+        for c in held:
+            go = self.book.find(c)
+            if go is None and (req := self.book.requests.get(c)) is not None:
+                go = req.order
+            if go is not None:
+                break
         if go is None:
-            return False  # an id of the gateway's own, or a request for no order
-        venue_oid = msg.get(F.ORDER_ID) or "NONE"
-        if go.order_id == "NONE":
-            go.dc_order_ids += (venue_oid,)
-            return True
-        return venue_oid == go.order_id
+            return False, True  # an id of the gateway's own, or a request for no order
+        if go.order_id == "NONE" or self._replace_pending(go):
+            go.dc_order_ids += (venue_oid or "NONE",)
+            return True, False
+        return False, True
 
     # ------------------------------------------------------------------ reconciliation
     def _status_report(self, msg: F.In, go: GwOrder | None) -> None:
@@ -1504,23 +1639,23 @@ class Gateway(Handler):
         order = Order(gid, RECONCILED, symbol, side, leaves + cum, float(price) if price else None)
         self.guard.adopt(order, leaves)
         self.book.claim(clordid, RECONCILED)
-        self.book.add(
-            GwOrder(
-                RECONCILED,
-                clordid,
-                gid,
-                RECONCILED,
-                symbol,
-                side,
-                msg[F.SIDE],
-                leaves + cum,
-                order.price,
-                order_id=msg.get(F.ORDER_ID) or "NONE",
-                status=status,
-                cum=cum,
-                leaves=leaves,
-            )
+        adopted = GwOrder(
+            RECONCILED,
+            clordid,
+            gid,
+            RECONCILED,
+            symbol,
+            side,
+            msg[F.SIDE],
+            leaves + cum,
+            order.price,
+            order_id=msg.get(F.ORDER_ID) or "NONE",
+            status=status,
+            cum=cum,
+            leaves=leaves,
         )
+        self.book.add(adopted)
+        self.book.venue_order_id(adopted, msg.get(F.ORDER_ID))
 
     def _reconciled(self, how: str) -> None:
         if self.reconciled.is_set():

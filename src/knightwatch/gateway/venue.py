@@ -9,7 +9,10 @@ it. It refuses what a real venue refuses (unknown symbol, bad quantity,
 price off the tick, unsupported order type, duplicate ClOrdID) with an
 ExecutionReport 39=8. It answers OrderStatus and, under FIX 4.4,
 OrderMassCancel and OrderMassStatus, streams MarketDataSnapshot prices, and
-copies every execution to drop-copy sessions.
+copies every execution to drop-copy sessions: as ExecutionReports, or (FIX 4.4,
+`drop_copy_as="AE"`) as TradeCaptureReports, one per trade, bust and correction,
+as many venues send them. `new_order_id_on_replace` gives a replaced order a new
+OrderID, as some venues do.
 
 An operator API (`restate`, `bust`, `correct`, `expire`, `end_of_day`,
 `execute`) produces the venue-initiated reports a gateway must handle and
@@ -121,9 +124,20 @@ class FixVenue(Handler):
         store: str = "file",
         reject_symbols: frozenset[str] = frozenset(),
         status_without_instrument: bool = False,
+        drop_copy_as: str = F.EXECUTION_REPORT,
+        new_order_id_on_replace: bool = False,
         log_messages: bool = True,
     ) -> None:
         super().__init__()
+        if drop_copy_as not in (F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT) or (
+            drop_copy_as == F.TRADE_CAPTURE_REPORT and begin_string == "FIX.4.2"
+        ):
+            raise GatewayError(
+                f"drop_copy_as: must be {F.EXECUTION_REPORT!r} or, under FIX.4.4, "
+                f"{F.TRADE_CAPTURE_REPORT!r} (got {drop_copy_as!r})"
+            )
+        self.drop_copy_as = drop_copy_as
+        self.new_order_id_on_replace = new_order_id_on_replace
         self.state_dir = state_dir
         self.port = port
         self.comp_id = comp_id
@@ -429,6 +443,8 @@ class FixVenue(Handler):
         o.qty = qty
         o.price = float(price_text) if price_text is not None else o.price
         o.clordid = clordid
+        if self.new_order_id_on_replace:
+            o.order_id = f"V{next(self._ids)}"
         self.orders[(key, clordid)] = o
         self._report(o, "5", clordid=clordid, orig=orig)
         self._match(o)
@@ -567,10 +583,14 @@ class FixVenue(Handler):
             merged.pop(F.SECURITY_ID, None)
         er = F.message(F.EXECUTION_REPORT, list(merged.items()))
         F.send(er, o.session)
-        if exec_type != "I":
-            for sid in list(self._logged_on.values()):
-                if F.target_of(sid) in self.drop_copy:
-                    F.send(fix().Message(er), sid)
+        if exec_type == "I":
+            return
+        copy = er if self.drop_copy_as == F.EXECUTION_REPORT else _trade_capture(merged)
+        if copy is None:
+            return
+        for sid in list(self._logged_on.values()):
+            if F.target_of(sid) in self.drop_copy:
+                F.send(fix().Message(copy), sid)
 
     def _cancel_reject(
         self, sid: Any, clordid: str, orig: str, o: VenueOrder | None, to: str, reason: str
@@ -611,6 +631,48 @@ class FixVenue(Handler):
                     o.status = "4"
                     self.stats.cancels += 1
                     self._report(o, "4", extra=[(F.TEXT, "cancel on disconnect")])
+
+
+_TCR_TRANS = {"F": "0", "H": "1", "G": "2"}
+"""ExecType of a trade, bust and correction -> TradeReportTransType: new, cancel, replace."""
+
+
+def _trade_capture(er: dict[int, str]) -> Any | None:
+    """The TradeCaptureReport (FIX 4.4) a drop copy gets for an execution report's fields:
+    a trade is a new report (TradeReportID the ExecID), a bust a cancel and a correction
+    a replace of it (TradeReportRefID the ExecID busted or corrected); None for anything
+    that is not a trade."""
+    exec_type = er[F.EXEC_TYPE]
+    trans = _TCR_TRANS.get(exec_type)
+    if trans is None:
+        return None
+    fields = [
+        (F.TRADE_REPORT_ID, er[F.EXEC_ID]),
+        (F.TRADE_REPORT_TRANS_TYPE, trans),
+        (F.TRD_TYPE, "0"),
+        (F.EXEC_TYPE, exec_type),
+        (F.EXEC_ID, er[F.EXEC_ID]),
+        (F.PREVIOUSLY_REPORTED, "N"),
+        (F.TRADE_DATE, er[F.TRANSACT_TIME][:8]),
+        (F.TRANSACT_TIME, er[F.TRANSACT_TIME]),
+    ]
+    # what the report carries (a `misreport` may leave some out): as it is
+    for tag, as_tag in (
+        (F.LAST_QTY, F.LAST_QTY),
+        (F.LAST_PX, F.LAST_PX),
+        (F.SYMBOL, F.SYMBOL),
+        (F.SECURITY_ID, F.SECURITY_ID),
+        (F.EXEC_REF_ID, F.TRADE_REPORT_REF_ID),
+    ):
+        if tag in er:
+            fields.append((as_tag, er[tag]))
+    tcr = F.message(F.TRADE_CAPTURE_REPORT, fields)
+    side = fix().Group(F.NO_SIDES, F.SIDE)
+    for tag in (F.SIDE, F.ORDER_ID, F.CL_ORD_ID):
+        if tag in er:
+            side.setField(tag, er[tag])
+    tcr.addGroup(side)
+    return tcr
 
 
 def _q(q: Decimal) -> str:
