@@ -11,6 +11,7 @@ from knightwatch.control.node.flags import change_key, state_key
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.control.plane.wire import (
     ENCODER,
+    TARGET_KEY,
     NodeStarts,
     StateEntry,
     Verdict,
@@ -259,6 +260,38 @@ async def test_a_crash_looping_node_fails_and_stays_halted() -> None:
     again = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
     assert again.passed and again.trading_nodes == ("n1",)
     assert "staying halted: n2" in item(again, "alerts")[1]
+    await f.stop()
+
+
+async def test_an_unreadable_start_record_fails_crash_loop_instead_of_passing_it() -> None:
+    """A trading node's start record that does not decode cannot show the node is not
+    crash-looping: the item fails naming the record (it passed, as if there were none)."""
+    f, plane = await killed()
+    await plane.put_record(Bucket.INCIDENT, starts_key("n2"), b"{not json")
+    checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
+    assert only_failure(checklist) == "crash_loop"
+    detail = item(checklist, "crash_loop")[1]
+    assert "starts.n2: undecodable" in detail and "cannot tell" in detail, detail
+    await f.stop()
+
+
+@pytest.mark.parametrize("record", ["verdict", "target"])
+async def test_an_unreadable_release_record_fails_release_naming_it(record: str) -> None:
+    """An admission verdict or target release that does not decode cannot be checked: the
+    `release` item fails naming it, instead of the preflight dying on a decode error."""
+    if record == "verdict":
+        f, plane = await killed()
+        await plane.put_record(Bucket.ADMISSION, "n2", b"\xff garbage")
+    else:  # written under a fleet without an admission service (it reads the target too)
+        f = await fleet("n1", "n2")
+        plane = await f.plane()
+        await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+        await plane.put_record(Bucket.RELEASE, TARGET_KEY, b"[1, 2]")
+    checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
+    ok, detail = item(checklist, "release")
+    assert not ok and not checklist.passed
+    needle = "n2: admission verdict undecodable" if record == "verdict" else "target release"
+    assert needle in detail and "cannot check the release" in detail, detail
     await f.stop()
 
 

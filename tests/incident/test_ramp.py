@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from pathlib import Path
 
 import msgspec
 import pytest
 
+from knightwatch.cli.incident import incident_config
 from knightwatch.control.fleet.killswitch import KillSwitchError
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket
@@ -162,6 +165,34 @@ def test_plan_validation_names_the_stage() -> None:
             RampPlan(stages=(Stage(0.1, hold), Stage(1.0, 1.0)))
     with pytest.raises(RampError, match="at most 16 stages"):
         RampPlan(stages=(*(Stage(0.5, 1.0) for _ in range(16)), Stage(1.0, 0.0)))
+
+
+@pytest.mark.parametrize(
+    ("stages", "rule"),
+    [
+        ((Stage(0.1, 0.0), Stage(1.0, 60.0)), r"stages\[0\]\.hold_s: must be > 0 s \(got 0\.0\)"),
+        ((Stage(0.1, 300.0), Stage(1.0, 0.0)), r"stages\[1\]\.hold_s: must be > 0 s"),
+        ((Stage(0.1, -0.0), Stage(1.0, 1.0)), r"stages\[0\]\.hold_s: must be > 0 s"),
+        (
+            (Stage(0.5, 1.0), Stage(0.5, 1.0), Stage(1.0, 1.0)),
+            r"stages\[1\]\.fraction: must be above",
+        ),
+        ((Stage(1.0, 1.0), Stage(1.0, 1.0)), r"stages\[1\]\.fraction: must be above"),
+    ],
+)
+def test_a_plan_that_skips_a_stage_or_never_steps_up_is_refused(
+    tmp_path: Path, stages: tuple[Stage, ...], rule: str
+) -> None:
+    """A stage held 0 s is no stage (10% for 0 s resumes at full limits at once), a last
+    stage held 0 s never arms the trip at full limits, and a repeated fraction is no step:
+    each is refused by name, in code and in a `--config` file."""
+    with pytest.raises(RampError, match=rule):
+        RampPlan(stages=stages)
+    config = tmp_path / "incident.toml"
+    rows = ", ".join(f"{{fraction = {st.fraction}, hold_s = {st.hold_s}}}" for st in stages)
+    config.write_text(f"[ramp]\nstages = [{rows}]\n")
+    with pytest.raises(RampError, match=rf"--config {re.escape(str(config))}: .*{rule}"):
+        incident_config(config)
 
 
 async def test_no_resume_when_a_node_does_not_apply_stage_one() -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+from knightwatch.cli.incident import snapshot_after_kill
 from knightwatch.clock import SystemClock
-from knightwatch.control.plane.wire import ENCODER, AuditEnvelope, AuditRefusal
+from knightwatch.control.plane.wire import ENCODER, AuditEnvelope, AuditRefusal, NodeStatus
 from knightwatch.control.site import Site
 from knightwatch.incident.snapshot import (
     MANIFEST,
@@ -23,7 +25,7 @@ from knightwatch.incident.snapshot import (
     verify_snapshot,
 )
 from knightwatch.release.keys import SigningKey, write_key_pair
-from knightwatch.state import Scope
+from knightwatch.state import Scope, TradingState
 
 from .fixtures import fleet
 
@@ -68,6 +70,68 @@ async def test_a_snapshot_of_a_killed_fleet_holds_the_evidence_and_verifies() ->
         "recorder/heads.json",
     }
     await f.stop()
+
+
+async def test_evidence_a_node_did_not_send_is_stated_not_left_out() -> None:
+    """A member that sent no flight-recorder records, heartbeat or metrics (here n3: its
+    membership record is there, the process is not) is named in `incomplete.json` and
+    gets a head saying "no records"; before, it was simply absent from the evidence."""
+    f = await fleet("n1")
+    plane = await f.plane()
+    now = f.clock.time_ns()
+    await plane.put_member(
+        NodeStatus("n3", "h", 1, now, now, now + 10**12, True, True, TradingState.ACTIVE)
+    )
+    await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    data = await take_snapshot(plane, f.clock, SigningKey.generate(), actor="a", reason="r",
+                               listen_s=0.3)  # fmt: skip
+    check = verify_snapshot(data, source="s.tar")
+    files = members(data)
+    gaps = json.loads(files.get("incomplete.json", b"[]"))
+    assert check.ok and list(check.incomplete) == gaps  # `verify` prints them too
+    assert "recorder/n3.jsonl: no flight-recorder records from n3" in gaps, gaps
+    assert any(g.startswith("nodes/clock_offsets_ms.json: no heartbeat from n3") for g in gaps)
+    assert any(g.startswith("nodes/metrics.json: no metrics from n3") for g in gaps)
+    assert not any("from n1 in" in g for g in gaps), gaps  # n1 is alive: heard
+    assert json.loads(files["recorder/heads.json"])["n3"]["problem"] == "no records"
+    await f.stop()
+
+
+async def test_an_automatic_snapshot_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    """The snapshot `kill` takes by itself has a predictable name (time and command id):
+    a link planted there must not make it overwrite the file it points to."""
+    f = await fleet("n1")
+    result = await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    _, key_path, _ = write_key_pair(tmp_path, "alice")
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"earlier evidence")
+    out = tmp_path / "snapshots"
+    out.mkdir()
+    start = datetime.now(tz=UTC)
+    for s in range(-2, 300):  # every name the next five minutes could give it
+        stamp = (start + timedelta(seconds=s)).strftime("%Y%m%dT%H%M%SZ")
+        (out / f"snapshot-{stamp}-{result.entry.command_id[:8]}.tar").symlink_to(victim)
+    with pytest.raises(SnapshotError, match="already exists"):
+        await snapshot_after_kill(await f.plane(), result, key_path, out)
+    assert victim.read_bytes() == b"earlier evidence"
+    await f.stop()
+
+
+def test_a_member_stored_twice_is_named() -> None:
+    """tar keeps both copies of a name; only one was hashed, and a reader may be shown the
+    other (`tar -xO` prints both), so a second copy fails verify."""
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = list(members(data).items())
+    forged = ("recorder/n1.jsonl", b'{"seq": 99}\n')
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, body in [forged, *files]:  # the forged copy first, the signed one last
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    check = verify_snapshot(out.getvalue(), source="s.tar")
+    assert not check.ok
+    assert "recorder/n1.jsonl: in the archive more than once" in check.problems
 
 
 def test_one_edited_byte_in_any_file_is_named() -> None:

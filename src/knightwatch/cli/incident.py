@@ -241,7 +241,14 @@ async def snapshot_after_kill(
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"snapshot-{stamp}-{result.entry.command_id[:8]}.tar"
-    path.write_bytes(data)
+    try:
+        # exclusive: never overwrites earlier evidence, never follows a planted symlink
+        with path.open("xb") as archive:
+            archive.write(data)
+    except FileExistsError:
+        raise SnapshotError(
+            f"{SNAPSHOT_DIR_ENV} {path}: already exists (or is a link); refusing to overwrite it"
+        ) from None
     return path
 
 
@@ -251,6 +258,12 @@ def auto_snapshot_settings() -> tuple[Path, Path] | None:
     if not key:
         return None
     return Path(key), Path(os.environ.get(SNAPSHOT_DIR_ENV) or ".knightwatch/snapshots")
+
+
+def _print_incomplete(gaps: tuple[str, ...]) -> None:
+    """Evidence the snapshot could not collect (its `incomplete.json`), one line each."""
+    for gap in gaps:
+        console.print(f"[yellow]incomplete:[/yellow] {escape(gap)}", highlight=False)
 
 
 @app.command("snapshot")
@@ -288,6 +301,7 @@ def snapshot(
         console.print(
             f"snapshot {path}: {check.files} files, signed by {check.signer[:16]}", highlight=False
         )
+        _print_incomplete(check.incomplete)
         return path
 
     _run(go)
@@ -333,6 +347,7 @@ def verify(
         f"actor as claimed in the archive: {escape(quoted(check.actor))}, taken at {taken}",
         highlight=False,
     )
+    _print_incomplete(check.incomplete)
 
 
 @app.command("preflight")

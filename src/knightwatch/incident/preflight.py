@@ -43,6 +43,7 @@ from knightwatch.control.plane.wire import (
     StateEntry,
     Verdict,
     slot_of,
+    starts_key,
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
@@ -218,13 +219,31 @@ async def run_preflight(
     by_id = {m.node_id: m for m in members}
 
     # release: every trading node admitted on the target; target known-good or newly signed
+    # a record that does not decode cannot be checked: it fails the item, naming it
+    unreadable: list[str] = []
     target_value, _ = await plane.get_record(Bucket.RELEASE, TARGET_KEY)
-    target = TARGET_DECODER.decode(target_value) if target_value is not None else None
-    verdicts = {
-        n: VERDICT_DECODER.decode(v)
-        for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
-    }
-    if target is None:
+    target = None
+    if target_value is not None:
+        try:
+            target = TARGET_DECODER.decode(target_value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            unreadable.append(f"target release record undecodable ({exc})")
+    verdicts: dict[str, Verdict] = {}
+    for n, (stored, _) in sorted((await plane.records(Bucket.ADMISSION)).items()):
+        try:
+            verdicts[n] = VERDICT_DECODER.decode(stored)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if n in trading:
+                unreadable.append(f"{n}: admission verdict undecodable ({exc})")
+    if unreadable:
+        items.append(
+            CheckItem(
+                "release",
+                False,
+                "; ".join(unreadable) + " -- cannot check the release: re-attest or reset it",
+            )
+        )
+    elif target is None:
         items.append(
             CheckItem("release", not verdicts, "no target release set (fleet runs unattested)")
         )
@@ -340,26 +359,29 @@ async def run_preflight(
 
     # crash loop: more than K starts in M minutes keeps the node halted
     looping = []
-    for k, (raw, _) in (await plane.records(Bucket.INCIDENT)).items():
+    unchecked: list[str] = []
+    for k, (raw, _) in sorted((await plane.records(Bucket.INCIDENT)).items()):
         if not k.startswith("starts."):
             continue
         try:
             starts = STARTS_DECODER.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # a trading node's start record that cannot be read cannot show it is not looping
+            if any(k == starts_key(n) for n in trading):
+                unchecked.append(f"{k}: undecodable ({exc})")
             continue
         recent = [t for t in starts.started_ns if now - t <= cfg.crash_loop_window_s * NS_PER_S]
         if len(recent) > cfg.crash_loop_starts and starts.node_id in trading:
             looping.append((starts.node_id, len(recent)))
+    bad = [f"{n} restarted {c} times in {cfg.crash_loop_window_s / 60:g} min" for n, c in looping]
     items.append(
         CheckItem(
             "crash_loop",
-            not looping,
-            "; ".join(
-                f"{n} restarted {c} times in {cfg.crash_loop_window_s / 60:g} min"
-                for n, c in looping
-            )
-            + " -- it stays halted; find why it crashes"
+            not looping and not unchecked,
+            "; ".join(bad) + " -- it stays halted; find why it crashes"
             if looping
+            else "; ".join(unchecked) + " -- cannot tell whether it is crash-looping"
+            if unchecked
             else f"no node started more than {cfg.crash_loop_starts} times "
             f"in {cfg.crash_loop_window_s / 60:g} min",
         )

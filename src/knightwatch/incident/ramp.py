@@ -104,6 +104,10 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
         if stages is not None:
             problems.append(stages)
+        else:
+            stages = _pace_problem(self.stages)
+            if stages is not None:
+                problems.append(stages)
         if self.spike_min_blocks < 1:
             problems.append(f"spike_min_blocks: must be >= 1 (got {self.spike_min_blocks})")
         # written so that NaN fails each rule (it passes every comparison made the other way)
@@ -159,6 +163,22 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def instant(cls, fractions: Sequence[float], hold_s: float, **rest: Any) -> RampPlan:
         """Equal holds for each fraction (drills and tests)."""
         return cls(stages=tuple(Stage(f, hold_s) for f in fractions), **rest)
+
+
+def _pace_problem(stages: tuple[Stage, ...]) -> str | None:
+    """What a plan must hold beyond what a resume may carry: every stage above the one
+    before and held for some time. A stage held 0 s is skipped (a 10% stage of 0 s is a
+    resume at full limits at once), and a last stage held 0 s never arms the trip at
+    full limits; a repeated fraction is no step up."""
+    for i, st in enumerate(stages):
+        if not st.hold_s > 0:
+            return f"stages[{i}].hold_s: must be > 0 s (got {st.hold_s})"
+        if i and not st.fraction > stages[i - 1].fraction:
+            return (
+                f"stages[{i}].fraction: must be above the stage before "
+                f"({stages[i - 1].fraction}, got {st.fraction})"
+            )
+    return None
 
 
 def describe_ramp(ramp: tuple[tuple[float, float], ...]) -> str:

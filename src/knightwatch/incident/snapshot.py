@@ -7,6 +7,9 @@ revisions, the flag state and its history, the supervisor's actions, each
 node's flight-recorder chain head and last records, clock offsets, the latest
 metrics and the release manifest in force, into one tar archive with a
 manifest of SHA-256 hashes signed (DSSE, Ed25519) by the operator who took it.
+Evidence it could not collect (a member that sent no heartbeat, metrics or
+flight-recorder records, a store that could not be read, an audit stream too
+long to read) is named in `incomplete.json`, never silently left out.
 `verify_snapshot` checks the signature and every hash, so one edited byte is
 found. Taking a snapshot only reads the control plane: it never blocks or
 slows a kill.
@@ -24,7 +27,7 @@ from collections.abc import Mapping
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.dsse import (
@@ -41,6 +44,8 @@ PAYLOAD_TYPE = "application/vnd.knightwatch.incident-snapshot+json"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.dsse.json"
 SIGNER = "signer.pub"
+INCOMPLETE = "incomplete.json"
+"""What evidence the snapshot could not collect, one line each (empty: nothing missing)."""
 _AUDIT_PAGE = 1000
 _AUDIT_CAP = 500_000
 _PRETTY = msgspec.json.Encoder(order="sorted")
@@ -65,6 +70,8 @@ class SnapshotCheck(msgspec.Struct, frozen=True):
     taken_ns: int
     files: int
     problems: tuple[str, ...]
+    incomplete: tuple[str, ...] = ()
+    """What the snapshot itself says it could not collect (`incomplete.json`)."""
 
 
 def _json(value: object) -> bytes:
@@ -111,6 +118,7 @@ async def collect(
             for m in members
         }
     )
+    gaps: list[str] = []
     for bucket, name in (
         (Bucket.ADMISSION, "nodes/admission.json"),
         (Bucket.FLAGS, "flags/state_and_history.json"),
@@ -120,7 +128,12 @@ async def collect(
         (Bucket.RAMP, "incident/ramps.json"),
         (Bucket.INCIDENT, "incident/records.json"),
     ):
-        files[name] = _json(_records(await plane.records(bucket)))
+        try:
+            files[name] = _json(_records(await plane.records(bucket)))
+        except ControlPlaneUnavailable as exc:
+            # one store that cannot be read: the rest is still evidence, this is named
+            files[name] = _json({"unavailable": str(exc)})
+            gaps.append(f"{name}: the {bucket.value} store could not be read ({exc})")
     tails: dict[str, deque[bytes]] = {}
     seq = 1
     read = 0
@@ -132,6 +145,11 @@ async def collect(
             tails.setdefault(env.node_id, deque(maxlen=last_records)).extend(env.lines())
             seq = stream_seq + 1
         read += len(page)
+    if read >= _AUDIT_CAP:
+        gaps.append(
+            f"recorder/: stopped reading the audit stream after {read} messages; "
+            "later records are not in this snapshot"
+        )
     heads: dict[str, object] = {}
     for node, lines in sorted(tails.items()):
         files[f"recorder/{node}.jsonl"] = b"".join(line + b"\n" for line in lines)
@@ -139,10 +157,25 @@ async def collect(
     # the supervisor ships its actions to the same stream: they are its alerts, not a chain
     files["supervisor/actions.jsonl"] = files.pop("recorder/supervisor.jsonl", b"")
     heads.pop("supervisor", None)
-    files["recorder/heads.json"] = _json(heads)
     await asyncio.sleep(listen_s)
+    # a member that sent nothing is stated, never silently left out of the evidence
+    for m in sorted(members, key=lambda m: m.node_id):
+        if m.left or m.node_id == "supervisor":
+            continue
+        if m.node_id not in tails:
+            heads[m.node_id] = _head(deque())
+            gaps.append(f"recorder/{m.node_id}.jsonl: no flight-recorder records from {m.node_id}")
+        if m.node_id not in offsets:
+            gaps.append(
+                f"nodes/clock_offsets_ms.json: no heartbeat from {m.node_id} in {listen_s:g}s "
+                "(unreachable, frozen or dead)"
+            )
+        if m.node_id not in metrics:
+            gaps.append(f"nodes/metrics.json: no metrics from {m.node_id} in {listen_s:g}s")
+    files["recorder/heads.json"] = _json(dict(sorted(heads.items())))
     files["nodes/clock_offsets_ms.json"] = _json(dict(sorted(offsets.items())))
     files["nodes/metrics.json"] = _json(dict(sorted(metrics.items())))
+    files[INCOMPLETE] = _json(gaps)
     return files
 
 
@@ -223,6 +256,9 @@ def verify_snapshot(
                 if not info.isfile():
                     problems.append(f"{source}: member {info.name!r} is not a regular file")
                     continue
+                if info.name in members:
+                    # only one copy can be the one hashed; a reader may be shown the other
+                    problems.append(f"{info.name}: in the archive more than once")
                 handle = tar.extractfile(info)
                 members[info.name] = handle.read() if handle is not None else b""
             end = tar.offset  # where the end-of-archive zero blocks start
@@ -270,6 +306,12 @@ def verify_snapshot(
             problems.append(f"{name}: sha256 does not match the manifest")
     for name in sorted(set(members) - set(manifest.files) - {MANIFEST, SIGNATURE, SIGNER}):
         problems.append(f"{name}: in the archive, not in the manifest")
+    gaps: tuple[str, ...] = ()
+    if INCOMPLETE in members:
+        try:
+            gaps = msgspec.json.decode(members[INCOMPLETE], type=tuple[str, ...])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            problems.append(f"{INCOMPLETE}: not a list of lines")
     return SnapshotCheck(
         not problems,
         signer.key_id,
@@ -277,4 +319,5 @@ def verify_snapshot(
         manifest.taken_ns,
         len(manifest.files),
         tuple(problems),
+        gaps,
     )
