@@ -9,6 +9,7 @@ in force is one person's (the stop direction).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,7 +48,10 @@ HOUR_NS = 3600 * 1_000_000_000
 class Stage:
     """An admission service and alice's connection on an authorized server, two releases."""
 
-    def __init__(self, alice: NatsControlPlane, r1: Envelope, r2: Envelope) -> None:
+    def __init__(
+        self, alice: NatsControlPlane, r1: Envelope, r2: Envelope, service: AdmissionService
+    ) -> None:
+        self.service = service
         self.alice = alice
         self.r1 = r1
         self.r2 = r2
@@ -78,7 +82,7 @@ async def stage(nats_server: Site, tmp_path: Path) -> AsyncIterator[Stage]:
     r2 = signers.release("r2", tree, REGISTRY.schema())
     alice = await nats_server.connect("alice")
     try:
-        yield Stage(alice, r1, r2)
+        yield Stage(alice, r1, r2, service)
     finally:
         await alice.close()
         await service.plane.close()
@@ -213,3 +217,34 @@ async def test_a_return_to_the_known_good_release_during_its_kill_is_one_persons
         AdmissionReason.TARGET_NOT_APPROVED,
         "needs a second person",
     )
+
+
+async def test_a_stored_target_nobody_can_read_refuses_every_node_until_set_again(
+    stage: Stage, nats_server: Site
+) -> None:
+    """A target record that does not decode raised in the service's watcher: the service
+    kept judging against the target before it, so nodes were admitted on a release nobody
+    had set (and a new target request failed on reading the old one). Now every node is
+    refused, naming the record, until a target is set again (two people, as any)."""
+    assert (await set_target(stage.alice, stage.r1, stage.clock)).accepted
+    service = stage.service
+    assert service.target is not None and service.target.release_id == "r1"
+    writer = await nats_server.connect("admission")
+    try:
+        await writer.put_record(Bucket.RELEASE, TARGET_KEY, b'{"release_id": 7')
+        for _ in range(200):
+            if service.target is None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await writer.close()
+    assert service.target is None
+    verdict = service.judge(msgspec.json.encode(stage.r1))
+    assert not verdict.admitted
+    (finding,) = verdict.findings
+    assert finding.reason is AdmissionReason.NOT_TARGET_RELEASE
+    assert "stored target release record cannot be read" in finding.detail
+    reply = await set_target(stage.alice, stage.r2, stage.clock)
+    assert reply.accepted, reply
+    assert service.target is not None and service.target.release_id == "r2"
+    assert service.target_problem == ""

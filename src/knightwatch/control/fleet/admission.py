@@ -86,6 +86,8 @@ class AdmissionService:
         self._loaded = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.target: TargetRecord | None = None
+        self.target_problem = ""
+        """Why the stored target cannot be read ("" if it can): every attestation is refused."""
         self.admitter = Admitter(
             trust, self.roster, clock=clock, max_age_ns=int(max_age_s * NS_PER_S)
         )
@@ -95,7 +97,7 @@ class AdmissionService:
         await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
         stored, _ = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
         if stored is not None:
-            self.target = TARGET_DECODER.decode(stored)
+            self._take_target(stored)
         await self.plane.serve(SUBJECT_CHALLENGE, self._on_challenge)
         await self.plane.serve(SUBJECT_ATTEST, self._on_attest)
         await self.plane.serve(SUBJECT_TARGET, self._on_target)
@@ -135,7 +137,18 @@ class AdmissionService:
 
     async def _on_release(self, record: Record) -> None:
         if record.key == TARGET_KEY:
-            self.target = TARGET_DECODER.decode(record.value)
+            self._take_target(record.value)
+
+    def _take_target(self, value: bytes) -> None:
+        """The stored target, or, if it cannot be read, no target and why: no node is
+        admitted against a target nobody can read (nor against the one before it) until
+        it is set again."""
+        try:
+            self.target, self.target_problem = TARGET_DECODER.decode(value), ""
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.target = None
+            self.target_problem = f"the stored target release record cannot be read ({exc})"
+            log.error("TARGET_UNREADABLE %s; every node is refused until it is set again", exc)
 
     async def _on_challenge(self, payload: bytes) -> bytes:
         return self.admitter.challenge(payload.decode()).encode()
@@ -159,6 +172,13 @@ class AdmissionService:
             finding = Finding(AdmissionReason.ATTESTATION_MALFORMED, "envelope", str(exc))
             return Verdict("", False, "refused", "", "", (finding,), now)
         target = self.target
+        if self.target_problem:
+            finding = Finding(
+                AdmissionReason.NOT_TARGET_RELEASE,
+                "target",
+                f"{self.target_problem}; set it again with `knightwatch admission target`",
+            )
+            return Verdict("", False, "refused", "", "", (finding,), now)
         if target is None:
             finding = Finding(
                 AdmissionReason.NOT_TARGET_RELEASE,
@@ -228,7 +248,7 @@ class AdmissionService:
             finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
             return self._refuse_target(release_id, actor, finding)
         stored, revision = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
-        if stored is not None and TARGET_DECODER.decode(stored).command_id == command.command_id:
+        if stored is not None and _command_id(stored) == command.command_id:
             detail = f"{TrustReason.REPLAYED}: request {command.command_id[:12]} was applied"
             finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
             return self._refuse_target(release_id, actor, finding)
@@ -289,7 +309,7 @@ class AdmissionService:
             detail = f"{TrustReason.STALE}: the target changed while this request was checked"
             finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "request", detail)
             return self._refuse_target(release_id, actor, finding)
-        self.target = record
+        self.target, self.target_problem = record, ""
         log.warning(
             "TARGET_SET release=%s by=%s approved_by=%s reason=%r",
             manifest.release_id,
@@ -337,3 +357,12 @@ async def request_target(
     request = TargetRequest(release, signed, approval)
     reply = await plane.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=timeout_s)
     return TARGET_REPLY_DECODER.decode(reply)
+
+
+def _command_id(stored: bytes) -> str:
+    """The command id of the stored target ("" if it cannot be read: a new target, approved
+    as any is, replaces one nobody can read)."""
+    try:
+        return TARGET_DECODER.decode(stored).command_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
