@@ -25,7 +25,7 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 15.0) -> 
 
 def entry(
     scope: Scope = Scope.FLEET,
-    key: str = "all",
+    key: str = "fleet",
     state: TradingState = TradingState.HALTED,
     command_id: str = "c1",
     issued_ns: int = 1,

@@ -4,6 +4,7 @@ authorization on: none of them does harm any more."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -397,3 +398,143 @@ async def test_an_old_approved_resume_stored_again_over_a_new_kill_lifts_nothing
     finally:
         await alice.close()
         await carol.close()
+
+
+async def _deliver_as(nc: nats.NATS, stored_on: str, payload: bytes, deliver_to: str) -> None:
+    """Store `payload` on a subject `nc`'s identity may write and have the server deliver it
+    to `deliver_to` through a push consumer (anyone may create one, to any subject); returns
+    once the server says it delivered it."""
+    ack = json.loads((await nc.request(stored_on, payload, timeout=2)).data)
+    stream, seq = ack["stream"], ack["seq"]
+    config = {"deliver_subject": deliver_to, "filter_subject": stored_on, "ack_policy": "none"}
+    reply = await nc.request(
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        json.dumps({"stream_name": stream, "config": config}).encode(),
+        timeout=2,
+    )
+    created = json.loads(reply.data)
+    assert "error" not in created, created
+    for _ in range(200):
+        info = json.loads(
+            (await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{created['name']}", b"")).data
+        )
+        if info["delivered"]["stream_seq"] >= seq:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the server never delivered {stored_on} to {deliver_to}: {info}")
+
+
+async def test_a_node_cannot_have_the_server_deliver_its_bytes_on_other_subjects(
+    site: Site,
+) -> None:
+    """The server refuses n1 the subjects of n3 and the kill state, but anyone may create a
+    push consumer delivering to any subject, and the server hands its messages over under
+    the subject they were stored on. n1 stores a heartbeat of n3 and an old signed fleet
+    kill on its own flag-confirmation subjects and has them delivered to `kw.hb.n3` and
+    `kw.state`: n3 must not hear a duplicate of itself, nor a node a kill from n1 (a node
+    never halts the fleet). Before, the heartbeat passed the owner check (the stored
+    subject's last token was `n3`) and the kill reached every node's fast path."""
+    n3 = await site.connect("n3")
+    alice = await site.connect("alice")
+    heard: list[NodeStatus] = []
+    states: list[StateEntry] = []
+
+    async def on_heartbeat(status: NodeStatus) -> None:
+        heard.append(status)
+
+    async def on_state(entry: StateEntry) -> None:
+        states.append(entry)
+
+    nc = await connect_as(site.signer("n1"), [site.url], name="forger")
+    try:
+        await n3.subscribe_heartbeats(on_heartbeat, node_id="n3")
+        await n3.subscribe_states(on_state)
+        now = SystemClock().time_ns()
+        forged = NodeStatus("n3", "elsewhere", 4242, now, now, now + 10**9, True, True,
+                            TradingState.ACTIVE, instance="forged")  # fmt: skip
+        kill = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.HALTED, "an old kill", "alice",
+            uuid.uuid4().hex, now - 10**9, now + 59 * 10**9,
+        ).signed(site.signer("alice").key)  # fmt: skip
+        await _deliver_as(nc, "$KV.kw_flags.applied.n1.n3", ENCODER.encode(forged), "kw.hb.n3")
+        await _deliver_as(nc, "$KV.kw_flags.applied.n1.k", ENCODER.encode(kill), "kw.state")
+        # what n3's own process and an operator really send arrive after what was delivered
+        real = msgspec.structs.replace(forged, instance="real")
+        mark = msgspec.structs.replace(kill, scope=Scope.SYMBOL, key="MARK").signed(
+            site.signer("alice").key
+        )
+        await n3.heartbeat(real)
+        await alice.announce_state(mark)
+        for _ in range(200):
+            if [h.instance for h in heard] == ["real"] and [s.key for s in states] == ["MARK"]:
+                break
+            if len(heard) > 1 or len(states) > 1:
+                break
+            await asyncio.sleep(0.02)
+        assert [h.instance for h in heard] == ["real"]
+        assert [s.key for s in states] == ["MARK"]
+    finally:
+        await nc.close()
+        await n3.close()
+        await alice.close()
+
+
+async def test_the_supervisor_cannot_lift_a_halt_and_a_node_cannot_write_the_kill_state(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """The supervisor's credentials may write the kill state (it kills), but a resume it
+    signs, even co-signed by an approver, lifts nothing, on the fast path or in the store,
+    and deleting the slot leaves every node halted (a slot nobody can trust is held
+    halted) while two people can still resume it. Before, the kill switch read a deleted
+    slot as never written and refused that resume ("not halted; nothing to resume"). A
+    node's credentials cannot write the kill state at all: an operator's signed fleet kill
+    it replays on the fast path or into the store reaches nobody."""
+    alice = await site.connect("alice")
+    supervisor = await site.connect("supervisor")
+    carol = await site.connect("carol")
+    n1 = await connect_as(site.signer("n1"), [site.url], name="n1-forger")
+    try:
+        kill = await site.killswitch(alice, "alice").kill(Scope.FLEET, FLEET_KEY, "incident")
+        assert kill.ok
+        await until(carol, TradingState.HALTED)
+        _, revision = await carol.get_state(Scope.FLEET, FLEET_KEY)
+        now = SystemClock().time_ns()
+        lift = StateEntry(
+            Scope.FLEET, FLEET_KEY, TradingState.ACTIVE, "all clear", "supervisor",
+            uuid.uuid4().hex, now, now + 60 * 10**9, supersedes=kill.entry.command_id,
+            decided_on=revision,
+        ).signed(site.signer("supervisor").key, site.signer("bob").key)  # fmt: skip
+        await supervisor.announce_state(lift)
+        await supervisor.put_state(lift, expected_revision=revision)
+        await until(carol, TradingState.HALTED)
+        for _ in range(100):
+            members = await carol.members()
+            if all(m.last_refusal.startswith("role_not_allowed") for m in members):
+                break
+            await asyncio.sleep(0.05)
+        assert {m.last_refusal.split(":")[0] for m in members} == {"role_not_allowed"}
+        # a delete marker is no resume either
+        await supervisor._state_kv().delete(kill.entry.slot)
+        stored, _ = await carol.get_state(Scope.FLEET, FLEET_KEY)
+        assert stored is None
+        await replace(fleet, carol, "n3")  # a node starting now learns only from the store
+        await until(carol, TradingState.HALTED)
+        # n1's credentials: the server drops the announcement and refuses the store write
+        resumed = await site.killswitch(alice, "alice").resume(
+            Scope.FLEET, FLEET_KEY, "fixed", approvers=(site.signer("bob"),)
+        )
+        assert resumed.ok, (resumed.missing, resumed.durable_error)
+        await until(carol, TradingState.ACTIVE)
+        payload = ENCODER.encode(kill.entry)
+        await n1.publish("kw.state", payload)
+        with pytest.raises(nats.errors.Error):
+            await n1.request(f"$KV.kw_state.{kill.entry.slot}", payload, timeout=1)
+        await n1.flush()
+        stored, _ = await carol.get_state(Scope.FLEET, FLEET_KEY)
+        assert stored == resumed.entry
+        await replace(fleet, carol, "n2")  # nothing n1 sent is in the store either
+        assert set((await states_of(carol)).values()) == {TradingState.ACTIVE}
+    finally:
+        await n1.close()
+        for p in (alice, supervisor, carol):
+            await p.close()

@@ -21,6 +21,8 @@ from knightwatch.trust.command import (
     ramp_problem,
     sign_command,
 )
+from knightwatch.trust.kit import Kit
+from knightwatch.trust.roster import Role
 
 from ..identities import ALICE, BOB, KIT
 
@@ -107,3 +109,50 @@ def test_what_a_ramp_allows_never_falls_and_reaches_full_limits_when_it_ends(
             break
     else:
         assert now == 1.0
+
+
+def test_an_approver_whose_role_a_newer_roster_removed_approves_nothing() -> None:
+    """bob approved under version 1; version 2 keeps his key but not the approver role.
+    A reader on version 2 counts no second person, live or stored: the roster judged is
+    the reader's, never the one the signer had in mind."""
+    kit = Kit(now_ns=0)
+    command = _command(TradingState.ACTIVE)
+    proof = add_signature(sign_command(command, kit.signer("alice").key), kit.signer("bob").key)
+    assert check_state(command, proof, kit.roster, now_ns=NOW, live=True).approvers == ("bob",)
+    members = [
+        msgspec.structs.replace(m, roles=(Role.OPERATOR,)) if m.name == "bob" else m
+        for m in kit.roster.members
+    ]
+    kit.next_version(members)
+    newer = kit.store().roster
+    assert newer is not None and newer.version == 2
+    for live in (True, False):
+        with pytest.raises(Refused) as caught:
+            check_state(command, proof, newer, now_ns=NOW, live=live)
+        assert caught.value.reason is TrustReason.APPROVAL_MISSING
+        assert "bob signed but does not hold the approver role" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("actor", "signers", "reason"),
+    [
+        ("supervisor", ("supervisor", "bob"), TrustReason.ROLE_NOT_ALLOWED),
+        ("alice", ("supervisor", "bob"), TrustReason.ACTOR_MISMATCH),
+        ("guard:loss_limit", ("n1", "bob"), TrustReason.ACTOR_MISMATCH),
+        ("n1", ("n1", "bob"), TrustReason.ROLE_NOT_ALLOWED),
+    ],
+)
+def test_the_supervisor_or_a_node_never_requests_a_resume(
+    actor: str, signers: tuple[str, ...], reason: TrustReason
+) -> None:
+    """Components stop (a kill, an automatic halt), never loosen: a resume they request or
+    sign for someone else is refused even with an approver's signature on it."""
+    kit = Kit(now_ns=0, nodes=("n1",))
+    command = _command(TradingState.ACTIVE, actor=actor)
+    proof = sign_command(command, kit.signer(signers[0]).key)
+    for name in signers[1:]:
+        proof = add_signature(proof, kit.signer(name).key)
+    for live in (True, False):
+        with pytest.raises(Refused) as caught:
+            check_state(command, proof, kit.roster, now_ns=NOW, live=live)
+        assert caught.value.reason is reason, caught.value

@@ -1,4 +1,5 @@
-"""The roster's own rules: its approval policy's market hours must contain a moment."""
+"""The roster's own rules: its approval policy's market hours must contain a moment, and
+its versions move forward."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import (
     ROSTER_PAYLOAD_TYPE,
     ApprovalPolicy,
+    Member,
     Roster,
     TrustError,
     decode_roster,
+    roster_envelope,
+    sign_roster,
 )
 
 KIT = Kit(now_ns=1)
@@ -84,3 +88,49 @@ def test_the_default_and_a_sound_policy_still_load() -> None:
     roster = Roster(2, KIT.roster.issued_ns + 1, KIT.roster.members, approvals=sound)
     assert roster.approvals.market_hours.weekdays == (0,)
     assert decode_roster(KIT.envelopes[0]).approvals == ApprovalPolicy()
+
+
+def test_a_version_dated_back_before_a_revocation_does_not_count_the_revoked_admin() -> None:
+    """Three admins, threshold 2; admin3's key is stolen and revoked (version 2). admin1
+    alone, with the stolen key, signs version 3 dated just before the revocation, undoing
+    it: the admins able to sign are judged at the version's own instant, where admin3 was
+    still valid. Before, that version was accepted (admin1 + admin3 = 2 admins); a version
+    is now refused unless it is issued after the one before it."""
+    kit = Kit(now_ns=1_000, admins=3)
+    stolen = kit.signer("admin3").key
+    kit.revoke("admin3", 2_000)
+    store = kit.store()
+    assert store.version == 2
+    undone = msgspec.structs.replace(
+        store.roster, version=3, issued_ns=1_999, members=unrevoked(kit)
+    )
+    envelope = sign_roster(sign_roster(roster_envelope(undone), kit.signer("admin1").key), stolen)
+    with pytest.raises(TrustError, match=r"roster version 3 issued_ns: 1999 must be after"):
+        store.accept(envelope)
+    assert store.version == 2
+    # the same version dated now still needs a second admin who is not revoked
+    now = msgspec.structs.replace(undone, issued_ns=2_001)
+    envelope = sign_roster(sign_roster(roster_envelope(now), kit.signer("admin1").key), stolen)
+    with pytest.raises(TrustError, match=r"signed by 1 admin\(s\) \(admin1\) of 2 required"):
+        store.accept(envelope)
+    # nor does a key that is no admin's (an operator's)
+    envelope = sign_roster(roster_envelope(now), kit.signer("admin1").key)
+    envelope = sign_roster(envelope, kit.signer("alice").key)
+    with pytest.raises(TrustError, match=r"signed by 1 admin\(s\) \(admin1\) of 2 required"):
+        store.accept(envelope)
+    assert store.version == 2
+    assert store.accept(sign_roster(envelope, kit.signer("admin2").key)).version == 3
+
+
+def unrevoked(kit: Kit) -> tuple[Member, ...]:
+    """`kit`'s members with every revocation undone."""
+    return tuple(msgspec.structs.replace(m, revoked_ns=0) for m in kit.roster.members)
+
+
+def test_one_key_under_two_names_is_refused() -> None:
+    """People are counted by name: one key listed as alice and as mallory would make one
+    signature two people (a resume's requester and approver)."""
+    alice = next(m for m in KIT.roster.members if m.name == "alice")
+    twice = (*KIT.roster.members, msgspec.structs.replace(alice, name="mallory"))
+    with pytest.raises(TrustError, match=r"key_id: key \w+ listed twice"):
+        msgspec.structs.replace(KIT.roster, version=2, members=twice)

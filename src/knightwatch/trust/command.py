@@ -19,6 +19,9 @@ What the check enforces, by direction:
   signed is the pace nodes step back up at, by their own clocks, so neither
   can shorten it alone afterwards. A stop carries none.
 
+A fleet command names key "fleet" (the Guard's one fleet latch); one under another
+key is malformed, in either direction: the kill switch never makes one.
+
 Freshness (issue time within 5 s of the reader's clock, not past expiry) is
 checked on live resumes only. A kill is never refused for its clock: an
 issuer whose clock lags must still stop the fleet, and a replayed kill can
@@ -41,7 +44,7 @@ from knightwatch.errors import KnightwatchError
 from knightwatch.release.dsse import Envelope, add_signature, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import FLEET_KEY, Scope, TradingState
 from knightwatch.trust.roster import Member, Role, Roster
 
 COMMAND_PAYLOAD_TYPE = "application/vnd.knightwatch.state-command+json"
@@ -241,6 +244,14 @@ def check_state(
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if signed != command:
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")
+    if command.scope is Scope.FLEET and command.key != FLEET_KEY:
+        # The Guard holds one fleet latch whatever key names it: a fleet command under
+        # another key would have its own slot (its own history, its own stale check) yet
+        # lift or set the one latch, so a resume could lift a kill it never named.
+        raise Refused(
+            TrustReason.MALFORMED,
+            f"key: a fleet command names key {FLEET_KEY!r} (got {command.key[:64]!r})",
+        )
     if not 0 < command.expires_ns - command.issued_ns <= MAX_TTL_NS:
         raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 24 h after issued_ns")
     if command.ramp:

@@ -136,7 +136,8 @@ class Kit:
 
     def next_version(self, members: Iterable[Member], at_ns: int | None = None) -> Envelope:
         """A new version with these members, signed by the admins."""
-        at = at_ns if at_ns is not None else self.roster.issued_ns + 1
+        # a version is issued after the one before it (`verify_roster`), whatever `at_ns` says
+        at = max(at_ns if at_ns is not None else 0, self.roster.issued_ns + 1)
         self.roster = msgspec.structs.replace(
             self.roster, version=self.roster.version + 1, issued_ns=at, members=tuple(members)
         )

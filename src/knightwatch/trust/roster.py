@@ -6,7 +6,9 @@ threshold of distinct admins of version N signed it (version 1 by the admins
 of the pinned anchor, a `TrustPolicy` file every process is given). Rotating
 or revoking a key is a new version; readers follow the chain as it is stored,
 so no process restarts. Versions only move forward (no rollback to a roster
-that still trusts a revoked key).
+that still trusts a revoked key), and so does each version's issue instant: the
+admins judged able to sign it are those valid at that instant, so a version dated
+back before a revocation would count the revoked admin's signature again.
 
 A name is one person or one component; it may hold several keys (rotation),
 and every count of people (approvals, admin thresholds) counts names, never
@@ -236,6 +238,14 @@ def verify_roster(envelope: Envelope, admins: TrustPolicy, *, after: Roster | No
     expected = after.version + 1 if after is not None else 1
     if roster.version != expected:
         raise TrustError(f"roster version {roster.version}: expected {expected}")
+    if after is not None and roster.issued_ns <= after.issued_ns:
+        # The admins who count are those valid at the version's own instant, which its
+        # signers choose: dated back before a revocation, a revoked admin's key would count
+        # again (and the version could undo the revocation).
+        raise TrustError(
+            f"roster version {roster.version} issued_ns: {roster.issued_ns} must be after "
+            f"version {after.version}'s ({after.issued_ns}): versions only move forward"
+        )
     names = signer_names(envelope, admins)
     if len(names) < admins.threshold:
         raise TrustError(

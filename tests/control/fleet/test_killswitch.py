@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from knightwatch.clock import Clock, SimClock, SystemClock
-from knightwatch.control.fleet.killswitch import RECONNECT_GRACE_S
+from knightwatch.control.fleet.killswitch import RECONNECT_GRACE_S, KillSwitchError
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryFabric
-from knightwatch.control.plane.wire import StateEntry
+from knightwatch.control.plane.wire import FLEET_KEY, StateEntry
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import TrustReason
 
-from ...identities import BOB, switch
+from ...identities import ALICE, BOB, switch
 from ..conftest import Backend
 from ..fleet_fixtures import OrderIds, S, make_node, plane_on
 from ..helpers import entry, eventually
@@ -287,3 +290,108 @@ async def test_a_kill_sent_before_the_control_plane_went_is_partial_not_unsent(
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_kill_of_a_key_that_cannot_be_stored_is_refused_before_anything_is_sent(
+    backend: Backend,
+) -> None:
+    """An empty or over-long key names no slot: the kill is refused at once, naming the key
+    rule, and nothing is signed or announced. Before, the announcement went out first (every
+    node failed on it with a traceback), the command waited out its timeout for
+    confirmations, and only then raised from the store write."""
+    clock = SimClock(5_000 * MS)
+    listener = await backend.plane("n1")
+    heard: list[StateEntry] = []
+
+    async def on_state(e: StateEntry) -> None:
+        heard.append(e)
+
+    await listener.subscribe_states(on_state)
+    operator = switch(await backend.plane("alice"), clock, "alice")
+    for key, rule in (
+        ("", "must be a non-empty string"),
+        ("X" * 129, "must be at most 128 characters"),
+    ):
+        with pytest.raises(KillSwitchError, match=f"symbol key: {rule}"):
+            await operator.kill(Scope.SYMBOL, key, "typo", timeout_s=10.0, targets=["n1"])
+        with pytest.raises(KillSwitchError, match=f"strategy key: {rule}"):
+            await operator.request_resume(Scope.STRATEGY, key, "typo")
+    # a kill that can be stored is heard, and it is the first thing heard
+    await operator.kill(Scope.SYMBOL, "MARK", "sentinel", timeout_s=0.1, targets=[])
+    await eventually(lambda: bool(heard))
+    assert {e.key for e in heard} == {"MARK"}
+
+
+async def test_a_resume_of_the_fleet_under_another_key_lifts_nothing(backend: Backend) -> None:
+    """Every fleet command is about key "fleet": the Guard holds one fleet latch whatever
+    key a command names. An operator stores a halt of the fleet under key "x" (its own
+    slot) and a two-person resume of it; later a new fleet kill stops the fleet. Approving
+    the old request must not lift the new kill, which nobody decided to lift: a resume
+    lifts the halt it names, or is stale. Before, the resume passed every check (its own
+    slot had not moved, its node-side stale check looked at that slot) and the node's
+    fleet latch lifted, while the store still held the new kill: nodes traded under a
+    HALTED fleet."""
+    clock = SystemClock()
+    node = make_node("n1", await backend.plane("n1"), clock)
+    await node.start()
+    alice = await backend.plane("alice")
+    try:
+        now = clock.time_ns()
+        halt = StateEntry(
+            Scope.FLEET, "x", TradingState.HALTED, "my own fleet slot", "alice", "h" * 32,
+            now, now + 60 * S,
+        ).signed(ALICE.key)  # fmt: skip
+        revision = await alice.put_state(halt, expected_revision=0)
+        lift = StateEntry(
+            Scope.FLEET, "x", TradingState.ACTIVE, "approved long ago", "alice", "r" * 32,
+            now + 1, now + 900 * S, supersedes=halt.command_id, decided_on=revision,
+        ).signed(ALICE.key, BOB.key)  # fmt: skip
+        kill = await switch(alice, clock, "erin").kill(
+            Scope.FLEET, FLEET_KEY, "a new incident", timeout_s=10.0, targets=["n1"]
+        )
+        assert kill.ok
+        await alice.put_state(lift, expected_revision=revision)
+        await alice.announce_state(lift)
+        await eventually(
+            lambda: (
+                node.refused[TrustReason.MALFORMED] >= 1
+                or node.guard.trading_state(Scope.FLEET) is not TradingState.HALTED
+            )
+        )
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        assert "key: a fleet command names key 'fleet'" in node.last_refusal
+    finally:
+        await node.stop()
+
+
+async def test_a_fleet_slot_under_another_key_halts_no_starting_node(backend: Backend) -> None:
+    """A halt written under `fleet.x` (kill-state write rights suffice) verifies nowhere,
+    and no tool can address that slot to resume it. A node starting afterwards must not
+    hold the fleet halted for it: it would stay halted for good, the kill switch answering
+    "not halted; nothing to resume" for the fleet. Before, the node held the fleet halted
+    for it (applied, or refused and held as the slot's fail-closed halt)."""
+    clock = SystemClock()
+    alice = await backend.plane("alice")
+    now = clock.time_ns()
+    halt = StateEntry(
+        Scope.FLEET, "x", TradingState.HALTED, "unliftable", "alice", "h" * 32, now,
+        now + 60 * S,
+    ).signed(ALICE.key)  # fmt: skip
+    await alice.put_state(halt, expected_revision=0)
+    node = make_node("n1", await backend.plane("n1"), clock)
+    await node.start()
+    try:
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+        with pytest.raises(KillSwitchError, match="not halted"):
+            await switch(alice, clock, "alice").request_resume(Scope.FLEET, FLEET_KEY, "x")
+        # the fleet's own slot still stops and resumes it
+        kill = await switch(alice, clock, "erin").kill(
+            Scope.FLEET, FLEET_KEY, "incident", timeout_s=10.0, targets=["n1"]
+        )
+        assert kill.ok and node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        resumed = await switch(alice, clock, "alice").resume(
+            Scope.FLEET, FLEET_KEY, "fixed", timeout_s=10.0, approvers=(BOB,)
+        )
+        assert resumed.ok and node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    finally:
+        await node.stop()

@@ -43,10 +43,10 @@ def status(node_id: str, seen_ns: int = 10) -> NodeStatus:
 
 async def test_state_round_trip_and_revisions(backend: Backend) -> None:
     plane = await backend.plane()
-    assert await plane.get_state(Scope.FLEET, "all") == (None, ABSENT)
+    assert await plane.get_state(Scope.FLEET, "fleet") == (None, ABSENT)
     halted = entry()
     rev1 = await plane.put_state(halted)
-    got, rev = await plane.get_state(Scope.FLEET, "all")
+    got, rev = await plane.get_state(Scope.FLEET, "fleet")
     assert got == halted and rev == rev1 > 0
     resumed = entry(state=TradingState.ACTIVE, command_id="c2", issued_ns=2)
     rev2 = await plane.put_state(resumed)
@@ -92,7 +92,7 @@ async def test_announce_and_put_both_reach_other_connections(backend: Backend) -
     await sender.put_state(durable)
     await eventually(lambda: durable in seen)
     assert seen.count(fast) == 1  # announced, never stored
-    assert await sender.get_state(Scope.FLEET, "all") == (
+    assert await sender.get_state(Scope.FLEET, "fleet") == (
         durable,
         (await sender.states())[durable.slot][1],
     )
@@ -197,9 +197,9 @@ async def test_outage_fails_closed_and_durable_state_survives(backend: Backend) 
     await backend.restore()
     await eventually(lambda: events[-1:] == [True], timeout_s=5)
     await plane.ping(1.0)
-    assert (await plane.get_state(Scope.FLEET, "all"))[0] == killed
+    assert (await plane.get_state(Scope.FLEET, "fleet"))[0] == killed
     fresh = await backend.plane()
-    assert (await fresh.get_state(Scope.FLEET, "all"))[0] == killed
+    assert (await fresh.get_state(Scope.FLEET, "fleet"))[0] == killed
 
 
 async def test_snapshots_are_complete_while_other_keys_change(backend: Backend) -> None:
@@ -242,12 +242,12 @@ async def test_previous_state_reads_the_write_just_before_a_revision(backend: Ba
     await plane.put_state(entry(scope=Scope.SYMBOL, key="AAPL", command_id="x"))
     rev2 = await plane.put_state(entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=2))
     rev3 = await plane.put_state(entry(command_id="k2", issued_ns=3))
-    assert await plane.previous_state(Scope.FLEET, "all", rev1) is None  # its first write
-    assert await plane.previous_state(Scope.FLEET, "all", rev2) == (entry(command_id="k1"), rev1)
-    before = await plane.previous_state(Scope.FLEET, "all", rev3)
+    assert await plane.previous_state(Scope.FLEET, "fleet", rev1) is None  # its first write
+    assert await plane.previous_state(Scope.FLEET, "fleet", rev2) == (entry(command_id="k1"), rev1)
+    before = await plane.previous_state(Scope.FLEET, "fleet", rev3)
     assert before is not None and before[1] == rev2 and before[0] is not None
     assert before[0].command_id == "r1"
-    assert await plane.previous_state(Scope.FLEET, "all", rev3 + 1) is not None
+    assert await plane.previous_state(Scope.FLEET, "fleet", rev3 + 1) is not None
     assert await plane.previous_state(Scope.SYMBOL, "AAPL", other) is None
 
 
@@ -259,11 +259,11 @@ async def test_previous_state_history_is_bounded(backend: Backend) -> None:
         for i in range(STATE_HISTORY + 2)
     ]
     kept = revisions[-STATE_HISTORY:]
-    assert await plane.previous_state(Scope.FLEET, "all", kept[0]) is None
-    assert await plane.previous_state(Scope.FLEET, "all", revisions[1]) is None
-    found = await plane.previous_state(Scope.FLEET, "all", kept[1])
+    assert await plane.previous_state(Scope.FLEET, "fleet", kept[0]) is None
+    assert await plane.previous_state(Scope.FLEET, "fleet", revisions[1]) is None
+    found = await plane.previous_state(Scope.FLEET, "fleet", kept[1])
     assert found is not None and found[1] == kept[0]
-    history = await plane.state_history(Scope.FLEET, "all", revisions[-1] + 1)
+    history = await plane.state_history(Scope.FLEET, "fleet", revisions[-1] + 1)
     assert [rev for _, rev in history] == kept  # oldest first, the kept ones only
     assert [e.command_id for e, _ in history if e is not None] == [
         f"c{i}" for i in range(2, STATE_HISTORY + 2)
@@ -276,8 +276,8 @@ async def test_state_history_lists_a_slot_s_writes_before_a_revision(backend: Ba
     rev1 = await plane.put_state(entry(command_id="k1"))
     rev2 = await plane.put_state(entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=2))
     rev3 = await plane.put_state(entry(command_id="k2", issued_ns=3))
-    assert await plane.state_history(Scope.FLEET, "all", rev1) == []
-    history = await plane.state_history(Scope.FLEET, "all", rev3)
+    assert await plane.state_history(Scope.FLEET, "fleet", rev1) == []
+    history = await plane.state_history(Scope.FLEET, "fleet", rev3)
     assert [(e.command_id if e else None, rev) for e, rev in history] == [
         ("k1", rev1),
         ("r1", rev2),
@@ -303,3 +303,23 @@ async def test_snapshots_leave_no_consumer_on_the_server(nats_server: Site) -> N
     finally:
         await plane.close()
         await node.close()
+
+
+async def test_a_deleted_slot_reads_as_written_not_as_never_written(nats_server: Site) -> None:
+    """Kill-state write rights include deleting a slot (NATS cannot tell a delete from a
+    put by subject). Every reader holds a deleted slot halted, and `get_state` must say it
+    was written (the marker's revision, as `states` does), or the kill switch refuses to
+    resume it as "not halted" while every node holds it halted. Before, nats-py's "key not
+    found" for a delete marker read as `ABSENT`. (The memory backend has no deletes.)"""
+    plane = await nats_server.connect("alice")
+    try:
+        halted = entry(scope=Scope.SYMBOL, key="DEL")
+        written = await plane.put_state(halted)
+        await plane._state_kv().delete(halted.slot)
+        got, revision = await plane.get_state(Scope.SYMBOL, "DEL")
+        assert got is None and revision > written
+        assert (await plane.states())[halted.slot] == (None, revision)
+        # what a resume decided on the marker compares against
+        assert await plane.put_state(halted, expected_revision=revision) > revision
+    finally:
+        await plane.close()

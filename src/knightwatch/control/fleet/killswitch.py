@@ -56,6 +56,8 @@ from knightwatch.control.plane.wire import (
     Confirmation,
     NodeStatus,
     StateEntry,
+    StateKeyError,
+    slot_of,
 )
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
@@ -231,12 +233,17 @@ class KillSwitch:
     def _entry(self, scope: Scope, key: str, state: TradingState, reason: str) -> StateEntry:
         if not reason.strip():
             raise KillSwitchError("reason: must say why (recorded with the command)")
+        key = FLEET_KEY if scope is Scope.FLEET else key
+        try:
+            slot_of(scope, key)  # before anything is signed or sent: no slot, no command
+        except StateKeyError as exc:
+            raise KillSwitchError(str(exc)) from None
         # Strictly increasing per issuer: two commands in the same clock tick (a simulated
         # instant, a coarse wall clock) are still ordered as they were issued.
         self._last_issued_ns = max(self.clock.time_ns(), self._last_issued_ns + 1)
         return StateEntry(
             scope=scope,
-            key=FLEET_KEY if scope is Scope.FLEET else key,
+            key=key,
             state=state,
             reason=reason,
             actor=self.actor,

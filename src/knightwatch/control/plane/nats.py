@@ -117,6 +117,24 @@ def _metered(m: NodeMetrics) -> str:
     return m.node_id
 
 
+def on_subject(pattern: str, subject: str) -> bool:
+    """Whether `subject` is one `pattern` (a NATS subscription subject) stands for.
+
+    The server routes a JetStream push consumer's messages by its deliver subject but
+    hands them over under the subject they were stored on, and anyone may create a
+    consumer with any deliver subject: a node could store bytes on a subject of its own
+    (`$KV.kw_flags.applied.n1.n3`) and have the server deliver them to `kw.hb.n3` or
+    `kw.state`. A message whose own subject is not the one subscribed to is not from
+    whoever may publish there, so readers drop it."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(got) == len(want)
+
+
 """Retries per server at initial connect (nats-py: 0 or less would mean forever)."""
 
 
@@ -457,9 +475,13 @@ class NatsControlPlane:
         owner: Callable[[T], str] | None = None,
     ) -> None:
         """`owner`: the node a message speaks for, which must be the subject's last token
-        (only that node's identity may publish there), else the message is dropped."""
+        (only that node's identity may publish there), else the message is dropped; so is
+        one that was not published on `subject` itself (`on_subject`)."""
 
         async def on_message(msg: Msg) -> None:
+            if not on_subject(subject, msg.subject):
+                log.error("FORGED message on %s delivered as %s; dropped", msg.subject, subject)
+                return
             try:
                 message = decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -510,10 +532,11 @@ class NatsControlPlane:
         slot = slot_of(scope, key)
         try:
             found = await self._call(self._state_kv().get(slot))
-        except nats.js.errors.KeyDeletedError as exc:
+        except (nats.js.errors.KeyDeletedError, nats.js.errors.KeyNotFoundError) as exc:
+            # nats-py raises a delete or purge marker as "not found" too, carrying the
+            # marker: its revision says the slot was written (and is held halted), which
+            # `ABSENT` would deny (a resume of it would be refused as "not halted")
             return None, int(getattr(exc.entry, "revision", 0) or 0)
-        except nats.js.errors.KeyNotFoundError:
-            return None, 0
         revision = int(found.revision or 0)
         if found.value is None:
             return None, revision
@@ -635,6 +658,9 @@ class NatsControlPlane:
         prefix = f"{SUBJECT_REPUBLISH}."
 
         async def on_stored(msg: Msg) -> None:
+            if not msg.subject.startswith(prefix):
+                log.error("FORGED message on %s delivered as %s>; dropped", msg.subject, prefix)
+                return
             # A stored entry names its slot in the subject, so even one that cannot be
             # decoded says which scope it halts (`decode_entry`).
             headers = msg.headers or {}
@@ -765,6 +791,9 @@ class NatsControlPlane:
         prefix = record_republish(bucket) + "."
 
         async def on_message(msg: Msg) -> None:
+            if not msg.subject.startswith(prefix):
+                log.error("FORGED message on %s delivered as %s>; dropped", msg.subject, prefix)
+                return
             headers = msg.headers or {}
             record = Record(
                 bucket,
@@ -804,6 +833,9 @@ class NatsControlPlane:
 
     async def serve(self, subject: str, responder: Responder) -> None:
         async def on_request(msg: Msg) -> None:
+            if msg.subject != f"{SUBJECT_REQUESTS}.{subject}":
+                log.error("FORGED request on %s delivered as %s; dropped", msg.subject, subject)
+                return
             try:
                 reply = await responder(msg.data)
             except Exception:

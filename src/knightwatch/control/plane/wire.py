@@ -245,6 +245,10 @@ def parse_slot(slot: str) -> tuple[Scope, str]:
     parsed = Scope(scope), key
     if slot_of(*parsed) != slot:
         raise ValueError(f"{slot!r}: not the canonical slot of {parsed}")
+    if parsed[0] is Scope.FLEET and key != FLEET_KEY:
+        # No tool writes one and no such command verifies (`check_state`), but the Guard's
+        # one fleet latch would hold its halt, and nothing could ever resume it.
+        raise ValueError(f"{slot!r}: the fleet's only slot is {slot_of(Scope.FLEET, FLEET_KEY)!r}")
     return parsed
 
 
