@@ -467,6 +467,29 @@ async def test_a_replayed_resume_heard_live_by_a_node_that_never_held_the_halt()
     await stop_all(nodes)
 
 
+@pytest.mark.parametrize("key", ["", "k" * 129])
+async def test_an_announcement_whose_key_no_slot_can_hold_is_a_counted_refusal(
+    key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed command for a key no slot can hold (empty, over 128 characters) raised out
+    of the node's handler on reading its slot, a traceback on every node and nothing
+    counted. Now it is refused as malformed, counted and recorded like any bad command,
+    and the node goes on applying the next kill."""
+    fabric, _, nodes, ks = await fleet(1)
+    node = nodes[0]
+    operator = MemoryControlPlane(fabric)
+    await operator.connect()
+    with caplog.at_level(logging.ERROR):
+        await operator.announce_state(entry(Scope.STRATEGY, key, command_id="bad"))
+    assert node.refused == {TrustReason.MALFORMED: 1}
+    assert "must be" in node.last_refusal
+    assert len(refusals(node)) == 1
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    await ks.kill(Scope.STRATEGY, "s1", "after it")
+    assert node.check(OrderIds("o").order(strategy="s1")).reason is RejectReason.HALTED
+    await stop_all(nodes)
+
+
 async def test_a_resume_put_into_an_empty_store_lifts_nothing() -> None:
     """A store that lost its entries (or a new one) is given an old approved resume as the
     slot's first write: there is no halt before it to lift, so a starting node holds the

@@ -534,9 +534,9 @@ class NodeRuntime:
             path,
             entry.command_id,
             entry.scope.value,
-            entry.key,
+            entry.key[:128],
             TradingState(entry.state).name,
-            entry.actor,
+            entry.actor[:64],
             exc.reason.value,
             exc.detail,
         )
@@ -544,7 +544,7 @@ class NodeRuntime:
             "command_refused",
             command_id=entry.command_id[:64],
             scope=entry.scope.value,
-            key=entry.key,
+            key=entry.key[:128],
             state=TradingState(entry.state).name,
             actor=entry.actor[:64],
             reason=exc.reason.value,
@@ -769,6 +769,11 @@ class NodeRuntime:
         change the Guard (a stored value that is no entry halts its slot).
         """
         if not self._concerns_me(entry):
+            return
+        try:  # a key no slot can hold (empty, too long) is no command: refused
+            slot_of(entry.scope, entry.key)
+        except StateKeyError as exc:
+            self._refuse(entry, Refused(TrustReason.MALFORMED, str(exc)), "live")
             return
         last = self._confirmed_at.get(entry.command_id)
         now = self.clock.monotonic_ns()
