@@ -7,14 +7,19 @@ fleet where every node runs away at once (Knight's rollback put the old code on
 all eight), nor a node bleeding at twice its normal pace. So besides the peer
 rules the supervisor holds each node, and the fleet as a whole, to a
 **baseline**: a configured profile (`[supervisor.profile]`) or what the node and
-the fleet did themselves over the last `baseline_s` (learned once `warmup_s` of
-history is in, and never from a window that is itself in alarm). Five measures
+the fleet did themselves over the last `baseline_s` (an average over the history
+so far, judged once `warmup_s` of it is in, and never fed from a window that is
+itself in alarm). Until then the rates are held to their floors as baseline, so a
+runaway from the first second is not learned as normal; and a learned baseline
+never rises above the limit in force when it came into force, so a ramp slow
+enough for the average to follow cannot carry the limit to any rate. Five measures
 have baselines: accepted order rate, executed notional rate, the firm's own
 (principal) notional rate, child orders per parent and messages per execution.
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
 rate window halts the node (or, for the fleet's total, the fleet); principal
-flow halts at once, because an agency router's normal principal flow is nil and
-the Guard books every fill beyond its parent there. A node held at
+flow halts at once, because an agency router's normal principal flow is nil (and
+stays nil: it is never learned) and the Guard books every fill beyond its parent
+there. A node held at
 `bleed_multiple` x its order-rate baseline for `bleed_window_s` while its P&L
 falls by `bleed_loss` is a slow bleed and is halted too. Every alert names the
 baseline it crossed, learned or configured, and by how much.
@@ -22,7 +27,11 @@ baseline it crossed, learned or configured, and by how much.
 It also watches fleet gross exposure and block/reject spikes (throttling by a
 rate limit is the Guard working, not a broken node, and is not counted),
 refuses a node that reported errors before it was armed, and halts a node that
-stopped reporting (a node nobody can see is not one anybody is supervising).
+stopped reporting (a node nobody can see is not one anybody is supervising) or
+whose metrics cannot be read (a negative count, an amount that is not a finite
+number: each made some rule silently pass; an exposure that cannot be read counts
+as over the cap). A node's counters go on across its restart (they count from 0
+again), so the windows it is judged over never lose what it did before it.
 An action already in force (the node or the fleet reports that state) is never
 issued again. It is pure logic on an injected clock: the live service feeds it
 metrics from NATS, the replay feeds it from MemoryControlPlane, and both act on
@@ -34,8 +43,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -63,6 +73,7 @@ class Rule(StrEnum):
     BASELINE_CHILDREN_PER_PARENT = "supervisor_baseline_children_per_parent"
     BASELINE_MESSAGES_PER_EXECUTION = "supervisor_baseline_messages_per_execution"
     SLOW_BLEED = "supervisor_slow_bleed"
+    UNREADABLE_METRICS = "supervisor_unreadable_metrics"
 
 
 class Measure(msgspec.Struct, frozen=True):
@@ -93,6 +104,8 @@ MEASURES: tuple[Measure, ...] = (
 )
 """The measures held to a baseline, per node and for the fleet."""
 _ADDITIVE = {m.name: m.additive for m in MEASURES}
+_WARMUP_FLOORED = ("order_rate", "notional_rate")
+"""Measures held to their floor as baseline while a learned one warms up."""
 
 
 class BaselineProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -306,6 +319,31 @@ _THROTTLES = ("rate_node", "rate_strategy", "rate_symbol")
 """Block reasons that throttle (a rate limit doing its job), left out of the reject spike."""
 
 
+_COUNTERS = ("orders", "rejected", "accepted", "fills", "notional", "principal_notional")
+"""Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
+_COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents")
+_AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
+
+
+def unreadable(m: NodeMetrics) -> list[str]:
+    """Why a sample cannot be judged: a count below 0, an amount that is not a finite
+    number, an exposure or executed notional below 0, more accepted or refused orders than
+    orders. Empty when every field reads."""
+    out = [f"{f} {getattr(m, f)!r} < 0" for f in _COUNTS if getattr(m, f) < 0]
+    out += [
+        f"{f} {getattr(m, f)!r} not finite" for f in _AMOUNTS if not math.isfinite(getattr(m, f))
+    ]
+    out += [
+        f"{f} {v!r} < 0"
+        for f in ("gross_exposure", "notional", "principal_notional")
+        if (v := getattr(m, f)) < 0
+    ]
+    out += [f"blocks[{r!r}] {n!r} < 0" for r, n in sorted(m.blocks.items()) if n < 0]
+    if m.accepted + m.rejected > m.orders >= 0:
+        out.append(f"accepted {m.accepted} + rejected {m.rejected} > orders {m.orders}")
+    return out
+
+
 class _Sample(msgspec.Struct, frozen=True, array_like=True):
     t: int
     orders: int
@@ -319,7 +357,7 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
 class _Baseline:
     """A learned (or configured) normal value for one measure of one node or the fleet."""
 
-    __slots__ = ("fixed", "last", "over_since", "since", "value")
+    __slots__ = ("anchor", "fixed", "last", "over_since", "since", "value")
 
     def __init__(self, fixed: float | None = None) -> None:
         self.fixed = fixed
@@ -327,6 +365,8 @@ class _Baseline:
         self.since: int | None = None
         self.last = 0
         self.over_since: int | None = None
+        self.anchor: float | None = None
+        """The learned value when it came into force (warm-up over): what bounds its rise."""
 
     def current(self, now: int, warmup_ns: int) -> float | None:
         """The baseline in force now: the configured value, or the learned one after warm-up."""
@@ -342,9 +382,25 @@ class _Baseline:
         if self.since is None or self.value is None:
             self.since, self.last, self.value = now, now, value
             return
-        weight = min(1.0, (now - self.last) / tau_ns)
+        # an average over the history so far until it spans `tau_ns`, then an exponential
+        # one: started from its first sample alone, 30 s of warm-up left the baseline 90%
+        # that sample (a fleet's first total, before all its nodes had reported, say)
+        weight = min(1.0, (now - self.last) / min(tau_ns, max(now - self.since, 1)))
         self.value += (value - self.value) * weight
         self.last = now
+
+    def hold(self, now: int, warmup_ns: int, ceiling: Callable[[float], float]) -> None:
+        """Keep a learned baseline in force at or below `ceiling(anchor)`, the limit that
+        was in force when it came into force: a ramp slow enough for the average to follow
+        (each window under `baseline_multiple` x the last) would otherwise carry the
+        baseline, and the limit with it, to any rate at all."""
+        if self.fixed is not None or self.since is None or self.value is None:
+            return
+        if now - self.since < warmup_ns:
+            return
+        if self.anchor is None:
+            self.anchor = self.value
+        self.value = min(self.value, ceiling(self.anchor))
 
 
 class _Track:
@@ -384,9 +440,26 @@ class _Track:
 
 
 class _NodeTrack:
-    __slots__ = ("base", "counted", "latest", "over_since", "principal", "samples", "seen")
+    __slots__ = (
+        "bad",
+        "base",
+        "counted",
+        "latest",
+        "offset",
+        "over_since",
+        "principal",
+        "raw",
+        "samples",
+        "seen",
+    )
 
     def __init__(self, config: SupervisorConfig) -> None:
+        self.raw: tuple[float, ...] | None = None
+        """The cumulative counters of the node's last sample, as it sent them."""
+        self.offset: tuple[float, ...] = (0.0,) * len(_COUNTERS)
+        """What each counter had reached before it went back (a restart starts from 0)."""
+        self.bad: list[str] = []
+        """Why the node's last sample could not be read (empty: it could)."""
         self.samples: deque[_Sample] = deque()
         self.counted: deque[_Sample] = deque()
         """Samples over `count_window_s` since the node's last halt (`Supervisor._counted`)."""
@@ -430,19 +503,18 @@ class Supervisor:
         judging it (watch only)."""
         now = self.clock.monotonic_ns()
         track = self._nodes.setdefault(m.node_id, _NodeTrack(self.config))
-        track.latest = m
         track.seen = now
+        track.bad = unreadable(m)
+        if track.bad:  # judged by `observe` as unreadable; nothing of it is learned or summed
+            return track
+        track.latest = m
         throttled = sum(m.blocks.get(r, 0) for r in _THROTTLES)
+        orders, rejected, accepted, fills, notional, principal = self._continued(
+            track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
+                    m.principal_notional)
+        )  # fmt: skip
         track.samples.append(
-            _Sample(
-                now,
-                m.orders,
-                m.rejected - throttled,
-                m.accepted,
-                m.fills,
-                m.notional,
-                m.principal_notional,
-            )
+            _Sample(now, int(orders), int(rejected), int(accepted), int(fills), notional, principal)
         )
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1].t >= window:
@@ -455,7 +527,7 @@ class Supervisor:
         cwindow = int(self.config.count_window_s * 1e9)
         while len(counted) > 2 and now - counted[1].t >= cwindow:
             counted.popleft()
-        track.principal.append((now, m.principal_notional))
+        track.principal.append((now, principal))
         pwindow = int(self.config.principal_window_s * 1e9)
         while len(track.principal) > 2 and now - track.principal[1][0] >= pwindow:
             track.principal.popleft()
@@ -484,8 +556,13 @@ class Supervisor:
         track = self.record(m)
         now = track.seen
         fresh = self._fresh(now)
+        out: list[Action] = self._unreadable(m.node_id, track)
+        if track.bad:
+            out += self._exposure(fresh)
+            out += self._stale(now)
+            self.actions.extend(out)
+            return out
         health = self._health(m.node_id, fresh)
-        out: list[Action] = []
         out += self._errors_before_arming(m)
         out += self._order_rate(health, track, now)
         out += self._baseline_rules(track.base, Scope.NODE, m.node_id, now, 1)
@@ -525,11 +602,25 @@ class Supervisor:
         with a single sample has an empty window: no orders yet); read-only. A node missing
         here has not been heard from: gates fail closed on it."""
         fresh = self._fresh(self.clock.monotonic_ns())
-        return {n: self._health(n, fresh) for n in sorted(fresh)}
+        return {n: self._health(n, fresh) for n in sorted(fresh) if fresh[n].latest is not None}
 
     def _fresh(self, now: int) -> dict[str, _NodeTrack]:
         stale = int(self.config.stale_after_s * 1e9)
         return {n: t for n, t in self._nodes.items() if now - t.seen <= stale}
+
+    @staticmethod
+    def _continued(track: _NodeTrack, raw: tuple[float, ...]) -> tuple[float, ...]:
+        """The node's counters, continued across a restart: a counter that went back (a
+        restarted node counts from 0 again) goes on from where it had reached, so the
+        windows it is judged over never hold a negative span (which hid principal flow,
+        refusals and unfilled orders until the pre-restart samples aged out)."""
+        if track.raw is not None:
+            track.offset = tuple(
+                o + last if r < last else o
+                for r, last, o in zip(raw, track.raw, track.offset, strict=True)
+            )
+        track.raw = raw
+        return tuple(r + o for r, o in zip(raw, track.offset, strict=True))
 
     # ------------------------------------------------------------ measures and baselines
 
@@ -577,7 +668,7 @@ class Supervisor:
         warm = int(cfg.warmup_s * 1e9)
         for name, value in track.measures.items():
             b = track.baselines[name]
-            base = self._baseline(track, name, now, warm)
+            base = self._baseline(track, name, now, warm, 1)
             if base is not None and value > self._limit(name, base, 1):
                 continue
             if name == "order_rate" and track.bleed_since is not None:
@@ -585,13 +676,27 @@ class Supervisor:
             if name == "principal_notional" and not track.window_full:
                 continue
             b.learn(value, now, tau)
+            b.hold(now, warm, partial(self._limit, name, nodes=1))
 
-    @staticmethod
-    def _baseline(track: _Track, name: str, now: int, warm: int) -> float | None:
-        base = track.baselines[name].current(now, warm)
-        if base is None and name == "principal_notional" and track.agency:
-            return 0.0  # an agency router: any flow of its own is news from the first sample
-        return base
+    def _baseline(self, track: _Track, name: str, now: int, warm: int, nodes: int) -> float | None:
+        """The baseline `name` is held to now: configured, learned, or, while a learned
+        one warms up, its floor (for the fleet's rates, times the nodes taking part), so
+        a runaway from the first second is judged against the floor and never learned
+        as normal. The ratios have no such stand-in until they are learned (a quoting
+        strategy's normal is many orders to a fill; a node trading for itself and for a
+        customer sends many orders per parent), nor has a firm's own principal flow (its
+        amount within a minute is its business); an agency router's is 0."""
+        b = track.baselines[name]
+        if name == "principal_notional" and track.agency and b.fixed is None:
+            # an agency router: its normal own flow is nil, now and later; learning it
+            # let a leak under the floor raise the limit to 5x that leak
+            return 0.0
+        base = b.current(now, warm)
+        if base is not None:
+            return base
+        if name in _WARMUP_FLOORED:
+            return self.config.floor(name) * nodes
+        return None
 
     def _limit(self, name: str, base: float, nodes: int) -> float:
         cfg = self.config
@@ -612,7 +717,7 @@ class Supervisor:
         for m in MEASURES:
             b = track.baselines[m.name]
             value = track.measures.get(m.name)
-            base = self._baseline(track, m.name, now, warm)
+            base = self._baseline(track, m.name, now, warm, nodes)
             if m.name != "principal_notional" and track.customers_only:
                 value = None  # working its customers' parents only: nothing to judge
             if value is None or base is None:
@@ -628,6 +733,8 @@ class Supervisor:
                 b.over_since = now
             held = m.at_once or now - b.over_since >= sustain
             kind = "configured" if b.fixed is not None else "learned"
+            if m.name in _WARMUP_FLOORED and b.current(now, warm) is None:
+                kind = "warm-up (floor)"
             times = f"{value / base:,.1f}x" if base > 0 else "above"
             floor = cfg.floor(m.name) * (nodes if m.additive else 1)
             why = (
@@ -736,12 +843,13 @@ class Supervisor:
         fleet = self._fleet
         for name, value in fleet.measures.items():
             b = fleet.baselines[name]
-            base = self._baseline(fleet, name, now, warm)
+            base = self._baseline(fleet, name, now, warm, nodes)
             if base is not None and value > self._limit(name, base, nodes):
                 continue
             if name == "principal_notional" and not fleet.window_full:
                 continue
             b.learn(value, now, tau)
+            b.hold(now, warm, partial(self._limit, name, nodes=nodes))
 
     # ------------------------------------------------------------ peer rules
 
@@ -765,7 +873,7 @@ class Supervisor:
         baselines = {
             name: v
             for name in track.base.baselines
-            if (v := self._baseline(track.base, name, now, warm)) is not None
+            if (v := self._baseline(track.base, name, now, warm, 1)) is not None
         }
         return NodeHealth(
             node_id=node_id,
@@ -817,6 +925,13 @@ class Supervisor:
             return []
         self._firing.add(tag)
         return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
+
+    def _unreadable(self, node_id: str, track: _NodeTrack) -> list[Action]:
+        """A node whose sample cannot be read is the worst case, not a sample to skip."""
+        why = f"node {node_id} sent metrics that cannot be read: {'; '.join(track.bad)}"
+        return self._fire(
+            Rule.UNREADABLE_METRICS, node_id, bool(track.bad), Scope.NODE, TradingState.HALTED, why
+        )
 
     def _errors_before_arming(self, m: NodeMetrics) -> list[Action]:
         bad = m.errors > 0 and not m.armed
@@ -879,6 +994,8 @@ class Supervisor:
 
     def _exposure(self, fresh: dict[str, _NodeTrack]) -> list[Action]:
         gross = sum(t.latest.gross_exposure for t in fresh.values() if t.latest is not None)
+        if any("gross_exposure" in why for t in fresh.values() for why in t.bad):
+            gross = math.inf  # an exposure that cannot be read is the worst it could be
         bad = gross > self.config.gross_exposure_cap
         why = (
             f"fleet gross exposure {gross:,.0f} over cap {self.config.gross_exposure_cap:,.0f}; "
