@@ -14,10 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.cli.incident import incident_config
+from knightwatch.cli.incident import incident_config, print_outcome
+from knightwatch.control.fleet.killswitch import CommandResult
+from knightwatch.control.plane.wire import StateEntry
 from knightwatch.incident.preflight import PreflightConfig
+from knightwatch.incident.ramp import RampOutcome
 from knightwatch.incident.snapshot import seal
 from knightwatch.release.keys import SigningKey
+from knightwatch.state import Scope, TradingState
 
 NOWHERE = "nats://127.0.0.1:1"
 
@@ -92,3 +96,39 @@ def test_snapshot_never_overwrites_earlier_evidence(fleet_up: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "already exists; refusing to overwrite" in " ".join(result.output.split())
     assert earlier.read_bytes() == b"the first snapshot, taken before the restart"
+
+
+def _outcome(trip: CommandResult | None) -> RampOutcome:
+    return RampOutcome("r1", False, 0, 0.1, "spike: 40 blocks", None, trip, 1, 2)
+
+
+def _kill(
+    *, sent: bool = True, revision: int | None = 7, missing: tuple[str, ...] = ()
+) -> CommandResult:
+    entry = StateEntry(
+        Scope.FLEET, "fleet", TradingState.HALTED, "ramp tripped", "alice", "c" * 32, 1
+    )
+    return CommandResult(entry, ["n1", "n2"], {}, list(missing), revision, sent=sent)
+
+
+@pytest.mark.parametrize(
+    ("trip", "said"),
+    [
+        (_kill(), "the scope is HALTED again"),
+        (None, "its kill was NOT sent"),
+        (_kill(sent=False, revision=None), "its kill was NOT sent"),
+        (_kill(missing=("n2",)), "its kill is not confirmed by n2: kill the scope again now"),
+        (_kill(revision=None), "its kill is not confirmed by the store"),
+    ],
+)
+def test_a_tripped_ramp_says_halted_only_when_its_kill_went_out_and_was_confirmed(
+    trip: CommandResult | None, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trip whose kill never left (the control plane gone at that instant) or was not
+    confirmed printed "the scope is HALTED again" all the same."""
+    print_outcome(_outcome(trip))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "TRIPPED at stage 1 (10% limits): spike: 40 blocks" in out
+    assert said in out
+    if "HALTED again" not in said:
+        assert "HALTED again" not in out

@@ -217,9 +217,20 @@ def print_outcome(outcome: RampOutcome) -> None:
     if outcome.completed:
         console.print(f"[green]ramp {outcome.ramp_id} complete[/green]: full limits")
         return
+    trip = outcome.trip
+    if trip is None or not trip.sent:
+        # the nodes hold the stage's limits (and lose their leases once the plane is gone)
+        after = (
+            "its kill was NOT sent (the control plane was out of reach): kill the scope again now"
+        )
+    elif trip.revision is None or trip.missing:
+        unconfirmed = ", ".join(trip.missing) or "the store"
+        after = f"its kill is not confirmed by {unconfirmed}: kill the scope again now"
+    else:
+        after = "the scope is HALTED again"
     console.print(
         f"[red]ramp {outcome.ramp_id} TRIPPED[/red] at stage {outcome.stage + 1} "
-        f"({outcome.fraction:.0%} limits): {outcome.trip_reason}; the scope is HALTED again",
+        f"({outcome.fraction:.0%} limits): {escape(outcome.trip_reason)}; {after}",
         highlight=False,
     )
 
