@@ -205,6 +205,18 @@ def test_memory_is_bounded_and_the_newest_are_kept(clock: Hands) -> None:
     assert ("user", "made-up-999") in t._table and ("user", "target") not in t._table
 
 
+def test_a_made_up_name_of_any_length_is_held_under_a_bounded_key(clock: Hands) -> None:
+    """A login's name can be as long as its body (64 KiB): it was the table's key whole, so
+    10,000 of them held 640 MB. No user's name is longer than 64 characters."""
+    t = LoginThrottle(clock=clock)
+    long = "x" * 60_000
+    for i in range(3):
+        _fail(t, clock, f"{long}{i}", f"10.0.0.{i}")
+    assert max(len(key) for _, key in t._table) <= 128
+    assert t.wait_s(long + "9", "10.9.9.9") == 0.5  # one made-up name's count, as it should
+    assert t.wait_s("alice", "10.9.9.9") == 0.0
+
+
 def test_an_attempt_takes_its_place_before_it_is_verified(clock: Hands) -> None:
     t = LoginThrottle(clock=clock)
     assert [t.reserve("alice", "10.0.0.1") for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]

@@ -108,6 +108,21 @@ def test_disabled_user_cannot_log_in_until_enabled(store: UserStore, alice: User
     assert store.unlock("alice", PW).name == "alice"
 
 
+def test_every_disable_is_counted_so_an_enable_does_not_revive_old_sessions(
+    path: Path, store: UserStore, alice: User
+) -> None:
+    """A session remembers the count from its login (`console.app`): an `enable` after a
+    `disable` must not bring back what the disable ended."""
+    assert alice.disables == 0
+    store.disable("alice")
+    store.enable("alice")
+    after = store.get("alice")
+    assert after is not None and after.disables == 1 and not after.disabled
+    path.write_text(path.read_text().replace("disables = 1", "disables = -1"))
+    with pytest.raises(ConsoleUserError, match="user alice: disables: must be 0 or more"):
+        store.get("alice")
+
+
 @pytest.mark.parametrize(
     ("name", "password", "rule"),
     [

@@ -70,7 +70,7 @@ from knightwatch.audit.why import explain_order
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.console.audit import ConsoleAudit, Query, export_lines, params_hash, search
 from knightwatch.console.sessions import LoginThrottle, Session, Sessions
-from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
+from knightwatch.console.users import ConsoleUserError, LoginFailed, User, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Snapshot, Watch, build
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.approvals import digest, pinned, read_request
@@ -243,6 +243,13 @@ def _session_key(session_id: str) -> str:
 def _credential(who: Principal) -> tuple[str, str, str]:
     """Which credential a principal stands on: its session's id or its token's."""
     return who.via, who.name, who.session.id if who.session is not None else who.token_id
+
+
+def _standing(user: User) -> str:
+    """What a session remembers of its user from the login, and must still find: the
+    password hash (a change or an admin reset ends it) and the count of disables (a
+    disable ends it, even when an `enable` follows before the session's next request)."""
+    return f"{user.password_hash}#{user.disables}"
 
 
 def _client(request: Request) -> str:
@@ -458,9 +465,8 @@ class Console:
                     log.error("console users file unreadable: %s", exc)
                     user = _KEEP
                 if user is None or (
-                    user is not _KEEP
-                    and (user.disabled or user.password_hash != session.credential)
-                ):  # disabled, or its password changed since the login: the session ends
+                    user is not _KEEP and (user.disabled or _standing(user) != session.credential)
+                ):  # disabled (now or since the login), or its password changed: it ends
                     self.sessions.close(sid)
                     return None
                 refused = self.key_refused(session.name, session.signer.key.key_id)
@@ -741,10 +747,14 @@ async def _form(request: Request) -> dict[str, str]:
 async def login(request: Request) -> Response:
     c = _console(request)
     request.state.action = "login"
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        request.state.result, request.state.detail = "refused", f"cross-site login ({site})"
-        return PlainTextResponse("cross-site login refused", status_code=403)
+    try:
+        # Fetch Metadata, else Origin against Host: a browser without Fetch Metadata still
+        # names the page a cross-site form came from (only Sec-Fetch-Site was looked at, so
+        # such a page could log a browser into its own account, or spend a name's tries)
+        c.same_origin(request)
+    except Refusal as exc:
+        request.state.result, request.state.detail = "refused", f"login: {exc.message}"
+        return PlainTextResponse(f"cross-site login refused: {exc.message}", status_code=403)
     try:
         form = await _form(request)
     except Refusal as exc:
@@ -785,13 +795,18 @@ async def login(request: Request) -> Response:
         )
         return HTMLResponse(page, status_code=403)
     c.throttle.succeeded(name, ip, device)
+    previous = request.cookies.get(COOKIE)
+    if previous and c.sessions.close(previous):
+        # the id is rotated: the session this browser held (anyone's) ends here, with its
+        # unlocked key and connection, instead of working on until it idled out
+        await c._unlink(previous)
     user = c.users.get(name)
     session = c.sessions.open(
         name,
         signer,
         ip,
         request.headers.get("user-agent", "")[:200],
-        credential=user.password_hash if user is not None else "",
+        credential=_standing(user) if user is not None else "",
     )
     try:
         c.links[session.id] = await c._link(signer, name)

@@ -31,6 +31,11 @@ from knightwatch.trust.identity import Signer
 
 Clock = Callable[[], float]
 
+NAME_KEY_MAX = 128
+"""A name is counted under its first this many characters: no user's name is longer (64),
+and a made-up name as long as a login body (64 KiB) held whole in each of the table's
+10,000 entries let a login flood grow the console, the kill's own process, by 640 MB."""
+
 
 @dataclass(slots=True)
 class Session:
@@ -47,8 +52,9 @@ class Session:
     ip: str
     user_agent: str
     credential: str = field(default="", repr=False)
-    """The user's password hash when they logged in: a password change or an admin reset
-    (another process, `console user passwd`) changes it, which ends the session."""
+    """The user's standing when they logged in (their password hash and how many times they
+    were disabled): a password change, an admin reset (another process, `console user
+    passwd`) or a disable changes it, which ends the session, even after an `enable`."""
 
 
 class Sessions:
@@ -187,7 +193,9 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(name: str, ip: str, device: str | None) -> tuple[tuple[str, str], ...]:
-        return (("device", device),) if device is not None else (("user", name), ("ip", ip))
+        if device is not None:
+            return (("device", device),)
+        return ("user", name[:NAME_KEY_MAX]), ("ip", ip)
 
     def wait_s(self, name: str, ip: str, device: str | None = None) -> float:
         """Seconds until `name` from `ip` (or that `device`) may try again; 0.0: now."""

@@ -150,6 +150,10 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     password_hash: str
     key: WrappedKey
     disabled: bool = False
+    disables: int = 0
+    """How many times `disable` ended the user's sessions. A session remembers it from its
+    login: one opened before a disable stays ended after an `enable`, even if it made no
+    request while the user was disabled (it was judged only at its next request)."""
     tokens: tuple[Token, ...] = ()
 
 
@@ -342,6 +346,8 @@ class _Check:
             raise self.fail("password_hash", "not a well-formed argon2id hash") from None
         self.params("password_hash", params.time_cost, params.memory_cost, params.parallelism)
         self.wrapped("key", user.key, "argon2id")
+        if user.disables < 0:
+            raise self.fail("disables", f"must be 0 or more (got {user.disables})")
         seen: set[str] = set()
         for i, token in enumerate(user.tokens):
             self.token(f"tokens[{i}]", token, seen)
@@ -597,7 +603,8 @@ class UserStore:
             user = users.get(name)
             if user is None:
                 raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
-            users[name] = msgspec.structs.replace(user, disabled=disabled)
+            ended = user.disables + 1 if disabled else user.disables
+            users[name] = msgspec.structs.replace(user, disabled=disabled, disables=ended)
 
     # logging in
 
