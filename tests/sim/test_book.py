@@ -65,3 +65,33 @@ def test_impact_relaxes_to_the_permanent_fraction_once_trading_stops() -> None:
     assert b.net == b.permanent_net()
     assert math.isclose(b.mid() - b.mid0, 2 / 3 * peak, rel_tol=0.05)
     assert b.moved_pct() * b.mid0 >= peak - 1e-9  # the peak is remembered
+
+
+PENNY = SymbolSpec("PNY", "C", 0.50, 2_000, 0.05, 0.01, 10.0)
+
+
+def penny() -> OrderBook:
+    return OrderBook(PENNY, tick=0.01, impact_y=2.0, phi=2 / 3, resilience_s=60.0)
+
+
+def test_a_seller_walks_the_bid_down_to_one_tick_and_never_through_zero() -> None:
+    b = penny()
+    sold = b.take(False, 2_000_000, 0)  # 1,000x its daily volume: far past the floor
+    assert math.isclose(b.touch(False), 0.01) and b.mid() > 0
+    assert sold >= 2_000_000 * 0.01 - 1e-6  # every share at one tick or more
+    assert b.moved_pct() < 1.0
+    for _ in range(50):  # and a child at the floor is still a valid, positive price
+        assert b.take(False, 100, 1) / 100 >= 0.01 - 1e-9
+    bought = b.take(True, 2_005_000, 2)  # the round trip still costs the spread and ladder
+    assert b.net == 0 and bought > sold
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=st.integers(-400_000, 10_000), n=st.integers(1, 300), buy=st.booleans())
+def test_near_the_floor_a_batch_costs_what_its_children_cost(start: int, n: int, buy: bool) -> None:
+    one, many = penny(), penny()
+    one.net = many.net = start
+    batch = one.take(buy, n * 100, 0)
+    singles = sum(many.take(buy, 100, 0) for _ in range(n))
+    assert math.isclose(batch, singles, rel_tol=1e-12)
+    assert batch > 0

@@ -25,6 +25,7 @@ from knightwatch.sim.report import automatic_halts
 from knightwatch.sim.scenario import Scenario, load, loads
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
+INCIDENTS = ("fat-finger", "one-symbol", "flash-crash")
 RUNTIME = "runtime"  # every layer but attestation, flag_schema and rollout
 
 # family: how long the supervisor alone may let a node run away (the targets)
@@ -60,7 +61,7 @@ def run(sc: Scenario, guards: str) -> ReplayResult:
 
 def test_every_family_is_shipped_and_loads() -> None:
     shipped = {p.stem for p in EXAMPLES.glob("*.toml")}
-    assert shipped == {"clean-day", *RUNAWAYS}
+    assert shipped == {"clean-day", *RUNAWAYS, *INCIDENTS}  # INCIDENTS: test_incidents.py
     sizes = {load(EXAMPLES / f"{n}.toml").fleet.nodes for n in RUNAWAYS}
     assert min(sizes) == 4 and max(sizes) == 16
 

@@ -293,3 +293,16 @@ def test_cli_resume_after_prints_what_followed_and_refuses_out_of_range(tmp_path
     bad = cli.invoke(app, ["replay", str(SMALL), "--guards", "kill_switch", "--resume-after", "-1"])
     assert bad.exit_code == 2 and "timeline.resume_after_s: must be in" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_peg_slower_than_one_update_per_run_sends_only_its_first_child() -> None:
+    """`peg_rate_scale = 1e-308` is in (0, 100]: the child interval was infinite and the
+    run an OverflowError at the first parent."""
+    text = SMALL.read_text(encoding="utf-8") + (
+        "\n[nodes.n4]\nconfig = { peg_rate_scale = 1e-308 }\n"
+    )
+    sc = loads(text, "slow-peg.toml")
+    r = Replay(sc, resolve("none")).run()
+    seed = sc.scenario.seed
+    on_n4 = [p for p in sc.parent_orders(sc.symbols(seed), seed) if p.node == "n4"]
+    assert on_n4 and r.per_node["n4"].orders == len(on_n4)

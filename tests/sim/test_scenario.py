@@ -238,3 +238,36 @@ def test_an_open_the_clocks_cannot_hold_is_named(when: str) -> None:
 def test_a_sample_interval_longer_than_the_run_is_named() -> None:
     msg = error_of(small_text().replace("sample_s = 1", "sample_s = 1000"))
     assert "scenario.sample_s: must be <= scenario.duration_s" in msg
+
+
+def test_a_deploy_flag_the_target_does_not_define_is_named() -> None:
+    """Only the old build (or a node's hotfix table) knew the flag: the registry takes
+    its meaning from the target, so every node refused the switch (schema_missing_flag)
+    and the run showed nothing, with no layer on."""
+    text = small_text().replace('flags = { "orders.rlp" = "rlp" }', "flags = {}")
+    msg = error_of(text)
+    assert "deploy.flag: must be a flag deploy.target (new) defines" in msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        # a $2e12 stock: the book walked 10^10 levels per child and the replay hung
+        ("price = 20.0", "price = 2e12", "universe.symbols[0].price: must be at most 1e+09"),
+        # one share moving the quote by a billion ticks: the same hang
+        ("impact_y = 2.0", "impact_y = 2.0\ntick = 1e-9", "give a book whose first level"),
+        # the book's depth divided by an underflowed 0.0: ZeroDivisionError
+        ("sigma = 0.02\n", "sigma = 1e-300\n", "universe.symbols[0].sigma: sigma * price"),
+        # a spread wider than the stock's price: a loss of $6.7e14 unguarded
+        ("spread = 0.01\n", "spread = 1e9\n", "universe.symbols[0].spread: must be less than"),
+    ],
+)
+def test_a_book_the_market_model_cannot_walk_is_named(old: str, new: str, named: str) -> None:
+    assert old in small_text()
+    assert named in error_of(small_text().replace(old, new, 1))
+
+
+def test_a_tier_is_judged_on_the_thinnest_book_it_can_draw() -> None:
+    path = Path(__file__).parents[2] / "examples" / "scenarios" / "clean-day.toml"
+    text = path.read_text(encoding="utf-8").replace("adv = 300_000", "adv = 0.00001")
+    assert "universe.tiers[2]: price, sigma, adv" in error_of(text)

@@ -13,6 +13,12 @@ ladder (positive) or the bid ladder (negative). Market makers requote the
 other side a spread away, so a buyer pushes both quotes up and a seller walks
 them back down: a round trip costs exactly the spread plus the ladder.
 
+Prices stay positive: a seller walks the bid down at most to one tick, and
+every share beyond that fills at one tick (the ladder's depth at the floor is
+unbounded). Without the floor a sell runaway in a low-priced stock walked the
+quote through zero: the unguarded replay booked sales at negative prices as a
+profit, and the guarded one ended in a traceback building a child at 0.0.
+
 Resilience: while a symbol is traded its displacement stays (that is what the
 square-root law already averages over); once trading stops it relaxes, with
 time constant ``resilience_s``, to ``phi`` of the displacement it had, the
@@ -34,6 +40,7 @@ class OrderBook:
         "ask0",
         "bid0",
         "d1",
+        "floor",
         "mid0",
         "name",
         "net",
@@ -61,6 +68,8 @@ class OrderBook:
         self.bid0 = round(spec.price / tick)
         self.ask0 = self.bid0 + self.spread_ticks
         self.mid0 = (self.bid0 + self.ask0) / 2 * tick
+        self.floor = max(0, self.bid0 - 1)
+        """How many ticks the quote can fall: the bid stops at one tick."""
         self.d1 = 2.0 * spec.adv * tick * tick / (impact_y * spec.sigma * spec.price) ** 2
         self.phi = phi
         self.resilience_s = resilience_s
@@ -97,17 +106,26 @@ class OrderBook:
             k += 1
         return total
 
+    def _sum_floored(self, a: int, b: int) -> int:
+        """Sum of min(level(y), floor) for a <= y < b: the bid ladder stops at one tick."""
+        if b <= a:
+            return 0
+        cap = self.floor
+        at_floor = math.ceil(self.d1 * cap * (cap + 1) / 2)  # first y with level(y) >= floor
+        total = self._sum_levels(a, min(b, at_floor))
+        return total + cap * max(0, b - max(a, at_floor))
+
     def _sum_disp(self, a: int, b: int) -> int:
         """Sum over states a <= x < b of the quote displacement in ticks."""
         total = 0
         if b > 0:
             total += self._sum_levels(max(a, 0), b)
         if a < 0:
-            total -= self._sum_levels(-min(b, 0) + 1, -a + 1)
+            total -= self._sum_floored(-min(b, 0) + 1, -a + 1)
         return total
 
     def disp(self, x: int) -> int:
-        return self.level(x) if x >= 0 else -self.level(-x)
+        return self.level(x) if x >= 0 else -min(self.level(-x), self.floor)
 
     # ------------------------------------------------------------------ trading
 

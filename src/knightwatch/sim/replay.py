@@ -526,7 +526,11 @@ class Replay:
         idx = self.market.index[po.symbol]
         spec = self.symbols[idx]
         cfg = node.config
-        interval = max(1, round(NS_PER_S / (spec.peg_updates_per_s * cfg.peg_rate_scale)))
+        per_s = spec.peg_updates_per_s * cfg.peg_rate_scale
+        span = round(self.scenario.scenario.duration_s * NS_PER_S) + 1
+        # a peg slower than one update per run sends its first child only (a tiny
+        # peg_rate_scale made the interval infinite: OverflowError, or 0.0: ZeroDivisionError)
+        interval = span if per_s * span <= NS_PER_S else max(1, round(NS_PER_S / per_s))
         rp = RoutedParent(
             po,
             idx,

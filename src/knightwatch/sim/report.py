@@ -74,8 +74,12 @@ def halt_text(r: ReplayResult) -> str:
 
 
 def contained_text(r: ReplayResult) -> str:
+    """`contained_after_s` is 0.0 when nothing ran away: that is not "contained at the
+    open" (an unguarded run whose harm was not an overfill read as stopped at 0.000 s)."""
     if r.contained_after_s is None:
         return f"never (still running at the {r.simulated_s:g}s stop)"
+    if r.runaway_from_s is None:
+        return "no runaway"
     return f"{r.contained_after_s:,.3f} s"
 
 

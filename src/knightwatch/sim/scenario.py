@@ -53,6 +53,15 @@ MAX_DURATION_S = 86_400.0
 (or `inf`) would run for ever; no incident window is longer than a trading day."""
 
 
+MAX_BOOK_PRICE = 1e9
+"""A symbol's opening price: children carry book prices, which an `Order` holds up to
+`knightwatch.order.MAX_PRICE`, and a runaway can push the quote far above the open."""
+MIN_LEVEL_DEPTH = 1e-6
+"""Shares the book's first level holds at least (`d1`, sim/book.py): below it one share
+moves the quote by over a thousand ticks, and the book's walk, level by level, over
+10^10 levels never ends (a $2e12 symbol hung the replay)."""
+
+
 class ScenarioError(KnightwatchError, ValueError):
     """Every problem found in a scenario file, one `key: rule` per line."""
 
@@ -485,6 +494,14 @@ def _problems(sc: Scenario) -> list[str]:
         d.flag,
     )
     need(
+        d.flag not in known or d.target not in sc.releases or d.flag in sc.releases[d.target].flags,
+        "deploy.flag",
+        f"must be a flag deploy.target ({d.target}) defines: the flag registry takes its meaning "
+        "from the target, so every node would refuse the switch (schema_missing_flag) and "
+        "nothing would change",
+        d.flag,
+    )
+    need(
         NAMESPACED_ID.fullmatch(d.flag) is not None,
         "deploy.flag",
         "must be a namespaced flag id (lower-case dotted segments, e.g. trading.smars.rlp)",
@@ -522,7 +539,6 @@ def _problems(sc: Scenario) -> list[str]:
         "must have exactly one of `tiers` (generated) or `symbols` (listed)",
         sorted(k for k in ("tiers", "symbols") if getattr(u, k)),
     )
-    tick = sc.market.tick
     initials: dict[str, int] = {}
     for i, t in enumerate(u.tiers):
         where = f"universe.tiers[{i}]"
@@ -536,7 +552,8 @@ def _problems(sc: Scenario) -> list[str]:
             )
         initials.setdefault(initial, i)
         need(1 <= t.count <= 1000, f"{where}.count", "must be in 1..1000", t.count)
-        _spec_values(p, where, t.price, t.adv, t.sigma, t.spread, t.peg_updates_per_s, tick)
+        # a tier's ADV is drawn down to half its value: the thinnest book it can make
+        _spec_values(p, where, t.price, t.adv, t.sigma, t.spread, t.peg_updates_per_s, sc, 0.5)
     names: set[str] = set()
     for i, s in enumerate(u.symbols):
         where = f"universe.symbols[{i}]"
@@ -549,7 +566,7 @@ def _problems(sc: Scenario) -> list[str]:
             s.name,
         )
         names.add(s.name)
-        _spec_values(p, where, s.price, s.adv, s.sigma, s.spread, s.peg_updates_per_s, tick)
+        _spec_values(p, where, s.price, s.adv, s.sigma, s.spread, s.peg_updates_per_s, sc, 1.0)
     n_sym = len(u.symbols) or sum(t.count for t in u.tiers)
     if pc.long_symbols is not None:
         need(
@@ -654,17 +671,43 @@ def _spec_values(
     sigma: float,
     spread: float,
     rate: float,
-    tick: float,
+    sc: Scenario,
+    thinnest: float,
 ) -> None:
+    tick = sc.market.tick
+    before = len(p)
     ticked = math.isfinite(tick) and tick > 0  # else market.tick is named on its own
     on_book = not ticked or (math.isfinite(price / tick) and round(price / tick) >= 1)
     for key, value, ok, rule in (
         ("price", price, price > 0, "must be > 0"),
         ("price", price, price <= 0 or on_book, "must be at least one market.tick"),
+        ("price", price, price <= MAX_BOOK_PRICE, f"must be at most {MAX_BOOK_PRICE:.0e}"),
         ("adv", adv, adv > 0, "must be > 0"),
         ("sigma", sigma, 0 < sigma < 1, "must be in (0, 1)"),
         ("spread", spread, spread > 0, "must be > 0"),
+        ("spread", spread, spread <= 0 or spread < price, "must be less than price"),
         ("peg_updates_per_s", rate, 0 < rate <= 1000, "must be in (0, 1000]"),
     ):
         if not ok:
             p.append(f"{where}.{key}: {rule} (got {quoted(value)})")
+    y = sc.market.impact_y
+    if len(p) > before or not (ticked and math.isfinite(y) and y > 0):
+        return  # the values above (or market.*) are named on their own
+    try:
+        scale = (y * sigma * price) ** 2
+    except OverflowError:
+        scale = math.inf
+    if not (math.isfinite(scale) and scale > 0):
+        p.append(
+            f"{where}.sigma: sigma * price * market.impact_y must be a usable number (the "
+            f"book's depth divides by its square, which is {scale:g}) (got {quoted(sigma)})"
+        )
+        return
+    depth = 2.0 * adv * thinnest * tick * tick / scale
+    if not depth >= MIN_LEVEL_DEPTH:
+        p.append(
+            f"{where}: price, sigma, adv, market.tick and market.impact_y give a book whose "
+            f"first level holds {depth:.3g} shares, so one share moves the quote by over a "
+            f"thousand ticks; must be >= {MIN_LEVEL_DEPTH:g} (a larger tick or adv, or a "
+            "smaller sigma or impact_y)"
+        )
