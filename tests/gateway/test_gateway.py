@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Callable
@@ -1752,3 +1753,145 @@ def test_a_replaced_order_the_venue_gives_a_new_order_id_is_no_drop_copy_collisi
     (halt,) = rig.guard.halts().values()
     assert halt.code is RejectReason.FILL_MISMATCH and "ClOrdID G2" in halt.reason
     eventually(lambda: rig.guard.position("L000") == 120, what="booked apart")
+
+
+def dc_fill(
+    copy_as: str, report_id: str, order_id: str, side: str, qty: int, clordid: str | None = None
+) -> Any:
+    """A drop-copy fill on L000 at 100 as the venue's drop copy would send it (an
+    ExecutionReport or a TradeCaptureReport), with or without a ClOrdID."""
+    ids = [(F.CL_ORD_ID, clordid)] if clordid is not None else []
+    if copy_as == F.TRADE_CAPTURE_REPORT:
+        return tcr(
+            [(F.TRADE_REPORT_ID, report_id), (F.PREVIOUSLY_REPORTED, "N"), (F.SYMBOL, "L000"),
+             (F.LAST_QTY, str(qty)), (F.LAST_PX, "100"), (F.TRADE_DATE, "20260101"),
+             (F.TRANSACT_TIME, F.now_utc())],
+            [[(F.SIDE, side), (F.ORDER_ID, order_id), *ids]],
+        )  # fmt: skip
+    return F.message(
+        F.EXECUTION_REPORT,
+        [(F.ORDER_ID, order_id), *ids, (F.EXEC_ID, report_id), (F.EXEC_TYPE, "F"),
+         (F.ORD_STATUS, "2"), (F.SYMBOL, "L000"), (F.SIDE, side), (F.ORDER_QTY, str(qty)),
+         (F.LEAVES_QTY, "0"), (F.CUM_QTY, str(qty)), (F.AVG_PX, "100"),
+         (F.LAST_QTY, str(qty)), (F.LAST_PX, "100"), (F.TRANSACT_TIME, F.now_utc())],
+    )  # fmt: skip
+
+
+def dc_marker(rig: Rig, sid: Any, n: int) -> None:
+    """A bypass fill of 10 L001 under a ClOrdID of its own, booked at once: the drop copy
+    reads in order, so every report sent before it has been read."""
+    before = rig.guard.position("L001")
+    marker = tcr(
+        [(F.TRADE_REPORT_ID, f"MARK-{n}"), (F.PREVIOUSLY_REPORTED, "N"), (F.SYMBOL, "L001"),
+         (F.LAST_QTY, "10"), (F.LAST_PX, "100"), (F.TRADE_DATE, "20260101"),
+         (F.TRANSACT_TIME, F.now_utc())],
+        [[(F.SIDE, SELL), (F.ORDER_ID, f"MARK-{n}"), (F.CL_ORD_ID, f"MARK-{n}")]],
+    )  # fmt: skip
+    assert F.send(marker, sid)
+    eventually(lambda: rig.guard.position("L001") == before - 10, what="marker booked")
+
+
+@pytest.mark.parametrize("copy_as", [F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT])
+def test_a_drop_copy_naming_no_clordid_before_the_ack_is_held_never_counted_twice(
+    rig_factory: Callable[..., Rig], copy_as: str
+) -> None:
+    """A drop-copy fill naming no ClOrdID (FIX requires none) of one of the gateway's own
+    orders, read before the venue session names that order's OrderID: before, it was
+    booked as a bypass fill and the order's own fill booked again (a 100 buy counted
+    200, no halt; as an ExecutionReport it halted as unreadable). It is held until the
+    venue session names the OrderID, then dropped; one naming an OrderID no order of
+    the gateway gets is booked as a bypass fill then, without a halt."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    with rig.venue.lock:  # the venue holds the order: not acked yet
+        n = next(rig.venue._ids)
+        rig.venue._ids = itertools.count(n)  # the OrderID the venue gives it: V{n}
+        rig.oms.new_order("OWN1", "L000", BUY, 100, 104.0)  # marketable: fills at once
+        eventually(lambda: "OWN1" in rig.gateway.book.orders, what="OWN1 routed")
+        assert F.send(dc_fill(copy_as, "DC-EARLY", f"V{n}", BUY, 100), sid)
+        assert F.send(dc_fill(copy_as, "DC-OTHER", "ELSEWHERE-9", SELL, 30), sid)
+        dc_marker(rig, sid, 1)
+        assert rig.guard.position("L000") == 0 and rig.guard.halts() == {}  # both held
+    rig.oms.wait_report("OWN1", "F")
+    dc_marker(rig, sid, 2)  # the venue's own copies of OWN1 have been read too
+    assert rig.gateway.book.orders["OWN1"].order_id == f"V{n}"
+    assert rig.guard.position("L000") == 100 - 30 and rig.guard.halts() == {}
+    assert not rig.events("drop_copy_collision")
+    assert [r["data"]["venue_order_id"] for r in rig.events("drop_copy_held")] == [
+        f"V{n}",
+        "ELSEWHERE-9",
+    ]
+    assert F.send(dc_fill(copy_as, "DC-EARLY", f"V{n}", BUY, 100), sid)  # again: dropped
+    dc_marker(rig, sid, 3)
+    assert rig.guard.position("L000") == 70 and rig.guard.halts() == {}
+
+
+@pytest.mark.parametrize("in_flight", ["new", "replace"])
+def test_a_held_drop_copy_fill_that_turns_out_a_collision_is_booked_and_halts(
+    rig_factory: Callable[..., Rig], in_flight: str
+) -> None:
+    """A drop-copy fill under the ClOrdID of an order not acked yet (or with a replace in
+    flight) is held; when the venue session names another OrderID it was an order that
+    bypassed the gateway under the client's ClOrdID. Before, the node halted but the
+    fill was never booked (the position missed a 300 sell the venue reports). It is
+    booked as the venue reports it, never onto the client's order, and the node halts
+    `fill_mismatch`, as for a collision seen at once."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    if in_flight == "replace":
+        rest(rig, "P1", qty=100)
+    with rig.venue.lock:  # the venue holds the order (or the replace): not answered yet
+        if in_flight == "new":
+            cid = "P1"
+            rig.oms.new_order(cid, "L000", BUY, 100, below(rig, "L000"))
+            eventually(lambda: cid in rig.gateway.book.orders, what="P1 routed")
+        else:
+            cid = "P2"
+            rig.oms.replace(cid, "P1", "L000", BUY, 100, below(rig, "L000", 60))
+            eventually(lambda: cid in rig.gateway.book.requests, what="replace in flight")
+        assert F.send(dc_fill(F.EXECUTION_REPORT, "DC1", "ELSEWHERE-1", SELL, 300, cid), sid)
+        dc_marker(rig, sid, 1)
+        assert rig.guard.position("L000") == 0 and rig.guard.halts() == {}  # held
+    rig.oms.wait_report(cid, "0" if in_flight == "new" else "5")
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ELSEWHERE-1" in halt.reason
+    eventually(lambda: rig.guard.position("L000") == -300, what="booked apart")
+    assert rig.guard.remaining(f"OMS1:{cid}") == 100  # the client's order: untouched
+    assert rig.events("drop_copy_collision")
+    assert F.send(dc_fill(F.EXECUTION_REPORT, "DC1", "ELSEWHERE-1", SELL, 300, cid), sid)
+    dc_marker(rig, sid, 2)
+    assert rig.guard.position("L000") == -300  # sent again: booked once
+
+
+def test_a_held_drop_copy_whose_order_ends_without_an_order_id_is_booked_not_lost(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order a drop-copy fill was held for ends without the venue session ever naming
+    its OrderID (the venue's session Reject of the order): a fill under its ClOrdID was
+    another order's (booked, the node halts `fill_mismatch`), and one naming no
+    ClOrdID is a bypass fill (booked). Before, the first was held for ever: a 300 sell
+    the venue reports, never booked and no halt."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    real_new = rig.venue._new
+
+    def picky(msg: F.In, sid: Any, key: str) -> None:
+        if msg[F.CL_ORD_ID].startswith("BAD"):
+            raise F.fix().IncorrectTagValue(F.ORD_TYPE)  # QuickFIX: a session Reject
+        real_new(msg, sid, key)
+
+    monkeypatch.setattr(rig.venue, "_new", picky)
+    with rig.venue.lock:  # the venue holds the order: not answered yet
+        rig.oms.new_order("BAD1", "L000", BUY, 100, below(rig, "L000"))
+        eventually(lambda: "BAD1" in rig.gateway.book.orders, what="BAD1 routed")
+        assert F.send(dc_fill(F.EXECUTION_REPORT, "DC1", "ELSEWHERE-3", SELL, 300, "BAD1"), sid)
+        assert F.send(dc_fill(F.TRADE_CAPTURE_REPORT, "DC2", "ELSEWHERE-4", SELL, 20), sid)
+        dc_marker(rig, sid, 1)
+        assert rig.guard.position("L000") == 0 and rig.guard.halts() == {}  # both held
+    rig.oms.wait_report("BAD1", "8")
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ELSEWHERE-3" in halt.reason
+    eventually(lambda: rig.guard.position("L000") == -320, what="both booked")
+    assert rig.gateway.book.orders["BAD1"].order_id == "NONE"

@@ -98,11 +98,6 @@ class GwOrder:
     """The venue's ExecIDs applied to it (forgotten with it)."""
     former: tuple[str, ...] = ()
     """The ClOrdIDs it answered to before its replaces (forgotten with it)."""
-    dc_order_ids: tuple[str, ...] = ()
-    """Venue OrderIDs drop-copy reports under its ClOrdID named before the venue session
-    named its own (or while a replace of it, which the venue may give a new OrderID, was
-    in flight): checked against them then (another's is an order that bypassed the
-    gateway under this ClOrdID)."""
     order_ids: tuple[str, ...] = ()
     """Every venue OrderID the venue session reported for it (a venue may give a replaced
     order a new one): a drop-copy report naming one is a copy of this order (forgotten

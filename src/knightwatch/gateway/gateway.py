@@ -188,6 +188,10 @@ class Gateway(Handler):
         self.reconcile_error = ""
         self._on_reconciled = on_reconciled
         self._mass_status_id = ""
+        self._dc_held: list[tuple[str, F.In, list[GwOrder]]] = []
+        """Drop-copy reports the gateway cannot yet tell its own from another's, in the
+        order they came, each with the orders whose venue OrderID it waits for
+        (`_from_drop_copy`): looked at again each time the lock is released."""
         self._admin_notes: queue.SimpleQueue[dict[str, str | int | None]] = queue.SimpleQueue()
         self._sent_lock = threading.Lock()
         self._venue_sent: dict[int, tuple[str, str]] = {}
@@ -291,6 +295,8 @@ class Gateway(Handler):
         try:
             with self.lock:
                 yield
+                if self._dc_held:
+                    self._resolve_dc_held()
         finally:
             self._tls.box = None
             unsent = [ref for out, sid, ref in box if not self._deliver(out, sid, ref) and ref]
@@ -1211,16 +1217,6 @@ class Gateway(Handler):
         if kind is F.ExecKind.NEW or replaced or go.order_id == "NONE":
             go.order_id = venue_oid or go.order_id
         self.book.venue_order_id(go, venue_oid)
-        if go.dc_order_ids and go.order_id != "NONE" and not self._replace_pending(go):
-            # drop-copy reports under its ClOrdID came first (before its ack, or while a
-            # replace that may bring a new OrderID was in flight): of this order, or another's
-            others = sorted({x for x in go.dc_order_ids if x not in go.order_ids})
-            go.dc_order_ids = ()
-            if others:
-                self.guard.flag_mismatch(
-                    f"drop copy: order {others[0]} that did not pass the gateway reports "
-                    f"under ClOrdID {clordid}, which the gateway holds for {go.guard_id}"[:400]
-                )
         self.book.set_status(go, status)
         go.leaves = leaves if go.live else 0
         if go.cancel_sent == clordid and not go.live:
@@ -1447,75 +1443,104 @@ class Gateway(Handler):
 
         Read as ExecutionReports (35=8) or TradeCaptureReports (35=AE, `_read_tcr`).
         Its copies of the gateway's own orders are ignored (the venue session reports
-        them): a copy names a venue OrderID the venue session reported for the order, or
-        the ClOrdID of an order of the gateway whose OrderID is not known yet (before its
-        ack, or while a replace that may bring a new one is in flight; checked then).
-        One under a ClOrdID a client's order holds but naming another OrderID is an
-        order that bypassed the gateway under that ClOrdID: booked as the venue reports
-        it (never onto or instead of the client's order) and the node halts
-        `fill_mismatch`. Busts and corrections of bypass fills are taken back (by the
-        ExecRefID, or TradeReportRefID, they name)."""
-        if msg.mtype == F.EXECUTION_REPORT:
-            read = self._read_dc_execution
-        elif msg.mtype == F.TRADE_CAPTURE_REPORT:
-            read = self._read_tcr
-        else:
+        them): a copy names a venue OrderID the venue session reported for the order.
+        One the gateway cannot tell yet is held, never booked or dropped on a guess
+        (`_own_copy`): under the ClOrdID of an order of the gateway whose OrderID is not
+        known yet (before its ack, or while a replace that may bring a new one is in
+        flight), or naming no ClOrdID while some order's OrderID is not known. It is
+        looked at again once the venue session has named those OrderIDs (or the orders
+        ended without one), before the lock is released (`_held`): dropped if it is the
+        copy of one, else applied as below. One under a ClOrdID a client's order holds
+        but naming another OrderID is an order that bypassed the gateway under that
+        ClOrdID: booked as the venue reports it (never onto or instead of the client's
+        order) and the node halts `fill_mismatch`. Busts and corrections of bypass fills
+        are taken back (by the ExecRefID, or TradeReportRefID, they name)."""
+        if msg.mtype not in (F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT):
             return
         with self._held(), self._applied_or_halt(msg):
-            seen, kind, clordid, orig, ref, key = read(msg)
-            if seen in self.book.exec_seen:
-                return
-            venue_oid = msg.get(F.ORDER_ID)
-            own, collided = self._own_copy(clordid, orig, venue_oid)
-            if own:
-                return  # routed here: the venue session reports it
-            label = clordid if clordid is not None else f"order {venue_oid}"
-            fill = old = None
-            if kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT):
-                # booked as the venue reports it, or not at all: a buy assumed for a side
-                # the gateway does not know, or an instrument "?", would be a position
-                # nobody holds (unreadable: not applied, the node halts)
-                symbol = msg[self._instrument_tag()]
-                side = self._report_side(msg)
-                qty = self._lots(symbol, msg[F.LAST_QTY])
-                px = float(msg[F.LAST_PX])
-                fill = Fill(f"dropcopy:{label}", symbol, side, qty, px)
-            if kind is F.ExecKind.TRADE_CANCEL:
-                old = self.book.fills.pop(ref, None)
-            elif kind is F.ExecKind.TRADE_CORRECT:
-                old = self.book.fills.get(ref)
-                if old is not None and fill is not None:
-                    fill = Fill(old.order_id, fill.symbol, fill.side, fill.qty, fill.price)
-            self._count("drop_copy_reports")
-            if collided:
+            self._drop_copy(msg, None)
+
+    def _resolve_dc_held(self) -> None:
+        """The drop-copy reports held (`_from_drop_copy`) looked at again, in the order
+        they came (caller holds the lock): each is dropped, applied, or held on. One the
+        gateway cannot read now is not applied and halts, as when it arrives."""
+        held, self._dc_held = self._dc_held, []
+        for _seen, msg, waits in held:
+            with self._applied_or_halt(msg):
+                self._drop_copy(msg, waits)
+
+    def _drop_copy(self, msg: F.In, waits_for: list[GwOrder] | None) -> None:
+        """One drop-copy report (caller holds the lock); `waits_for`: the orders a held
+        report waited for (None: it just came)."""
+        read = self._read_dc_execution if msg.mtype == F.EXECUTION_REPORT else self._read_tcr
+        seen, kind, clordid, orig, ref, key = read(msg)
+        if seen in self.book.exec_seen:
+            return
+        if waits_for is None and any(h[0] == seen for h in self._dc_held):
+            return  # sent again while it is held: held once
+        venue_oid = msg.get(F.ORDER_ID)
+        own, collided, waits = self._own_copy(clordid, orig, venue_oid, waits_for)
+        if own:
+            return  # routed here: the venue session reports it
+        if waits:
+            if waits_for is None:
+                self._count("drop_copy_held")
                 self.guard.note(
-                    "drop_copy_collision",
+                    "drop_copy_held",
                     clordid=clordid,
                     venue_order_id=venue_oid,
                     exec_type=kind.value,
+                    waits_for=len(waits),
                 )
-            if kind is F.ExecKind.TRADE:
-                assert fill is not None
-                self.guard.on_external_fill(fill)
-                self.book.keep_fill(key, fill)
-            elif kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT):
-                if old is None:
-                    self.guard.flag_mismatch(
-                        f"drop copy: {kind.value} for unknown execution {ref!r}"[:400]
-                    )
-                elif fill is None:
-                    self.guard.on_bust(old)
-                else:
-                    self.guard.on_correct(old, fill)
-                    self.book.keep_fill(ref, fill)
-            else:
-                self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
-            self.book.saw_exec(seen, None)
-            if collided:
+            self._dc_held.append((seen, msg, waits))
+            return
+        label = clordid if clordid is not None else f"order {venue_oid}"
+        fill = old = None
+        if kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT):
+            # booked as the venue reports it, or not at all: a buy assumed for a side
+            # the gateway does not know, or an instrument "?", would be a position
+            # nobody holds (unreadable: not applied, the node halts)
+            symbol = msg[self._instrument_tag()]
+            side = self._report_side(msg)
+            qty = self._lots(symbol, msg[F.LAST_QTY])
+            px = float(msg[F.LAST_PX])
+            fill = Fill(f"dropcopy:{label}", symbol, side, qty, px)
+        if kind is F.ExecKind.TRADE_CANCEL:
+            old = self.book.fills.pop(ref, None)
+        elif kind is F.ExecKind.TRADE_CORRECT:
+            old = self.book.fills.get(ref)
+            if old is not None and fill is not None:
+                fill = Fill(old.order_id, fill.symbol, fill.side, fill.qty, fill.price)
+        self._count("drop_copy_reports")
+        if collided:
+            self.guard.note(
+                "drop_copy_collision",
+                clordid=clordid,
+                venue_order_id=venue_oid,
+                exec_type=kind.value,
+            )
+        if kind is F.ExecKind.TRADE:
+            assert fill is not None
+            self.guard.on_external_fill(fill)
+            self.book.keep_fill(key, fill)
+        elif kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT):
+            if old is None:
                 self.guard.flag_mismatch(
-                    f"drop copy: order {venue_oid} that did not pass the gateway "
-                    f"reports under ClOrdID {clordid}, which the gateway holds for its own"[:400]
+                    f"drop copy: {kind.value} for unknown execution {ref!r}"[:400]
                 )
+            elif fill is None:
+                self.guard.on_bust(old)
+            else:
+                self.guard.on_correct(old, fill)
+                self.book.keep_fill(ref, fill)
+        else:
+            self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
+        self.book.saw_exec(seen, None)
+        if collided:
+            self.guard.flag_mismatch(
+                f"drop copy: order {venue_oid} that did not pass the gateway "
+                f"reports under ClOrdID {clordid}, which the gateway holds for its own"[:400]
+            )
 
     def _read_dc_execution(
         self, msg: F.In
@@ -1528,7 +1553,7 @@ class Gateway(Handler):
         return (
             exec_id,
             kind,
-            msg[F.CL_ORD_ID],
+            msg.get(F.CL_ORD_ID),  # FIX does not require it on an ExecutionReport
             msg.get(F.ORIG_CL_ORD_ID),
             (msg.get(F.EXEC_REF_ID) or ""),
             exec_id,
@@ -1572,21 +1597,36 @@ class Gateway(Handler):
         return seen, kind, msg.get(F.CL_ORD_ID), None, ref, seen
 
     def _own_copy(
-        self, clordid: str | None, orig: str | None, venue_oid: str | None
-    ) -> tuple[bool, bool]:
-        """Whether a drop-copy report is the copy of an order of the gateway's own, and
-        whether it collides with one (another order under a ClOrdID the gateway holds).
+        self,
+        clordid: str | None,
+        orig: str | None,
+        venue_oid: str | None,
+        waited: list[GwOrder] | None = None,
+    ) -> tuple[bool, bool, list[GwOrder]]:
+        """Whether a drop-copy report is the copy of an order of the gateway's own,
+        whether it collides with one (another order under a ClOrdID the gateway holds),
+        and the orders it must wait for before either can be told (none: tell now).
 
         Its own: the venue session reported the report's OrderID for one of its orders
-        (also an OrderID a replace gave it); or the ClOrdID (or OrigClOrdID) is one of
-        its orders' whose OrderID the venue session has not named yet, or that has a
-        replace in flight (the venue may give a replaced order a new OrderID): that
-        OrderID is kept and checked when the venue session answers."""
+        (also an OrderID a replace gave it). Wait: the ClOrdID (or OrigClOrdID) is one of
+        its live orders' whose OrderID the venue session has not named yet, or that has
+        a replace in flight (the venue may give a replaced order a new OrderID); or the
+        report names no ClOrdID (FIX does not require one) but an OrderID, and some live
+        order's OrderID is not known yet (of those it `waited` for, if it was held): it
+        may be that order's. An order that ended without the venue session naming an
+        OrderID waits no more: a report under its ClOrdID collides."""
         if venue_oid is not None and venue_oid in self.book.by_order_id:
-            return True, False
+            return True, False, []
         held = [c for c in (clordid, orig) if c is not None and c in self.book.owner]
         if not held:
-            return False, False
+            if clordid is not None or venue_oid is None:
+                return False, False, []
+            replacing = {id(r.order) for r in self.book.requests.values() if r.kind == "G"}
+            orders = self.book.working.values() if waited is None else waited
+            unnamed = [
+                go for go in orders if go.live and (go.order_id == "NONE" or id(go) in replacing)
+            ]
+            return False, False, unnamed
         go: GwOrder | None = None
         for c in held:
             go = self.book.find(c)
@@ -1595,11 +1635,10 @@ class Gateway(Handler):
             if go is not None:
                 break
         if go is None:
-            return False, True  # an id of the gateway's own, or a request for no order
-        if go.order_id == "NONE" or self._replace_pending(go):
-            go.dc_order_ids += (venue_oid or "NONE",)
-            return True, False
-        return False, True
+            return False, True, []  # an id of the gateway's own, or a request for no order
+        if go.live and (go.order_id == "NONE" or self._replace_pending(go)):
+            return False, False, [go]
+        return False, True, []
 
     # ------------------------------------------------------------------ reconciliation
     def _status_report(self, msg: F.In, go: GwOrder | None) -> None:
