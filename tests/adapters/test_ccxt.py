@@ -1118,3 +1118,85 @@ def test_a_client_order_id_of_another_market_is_another_order() -> None:
         (live,) = ex.fetch_open_orders("BTC/USDT")  # its own market's update binds it
         assert not u.in_doubt and live["clientOrderId"] == "c1"
         assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+async def test_an_unreadable_amend_answer_in_a_kill_still_cancels_what_the_sweep_left(
+    spec: Spec,
+) -> None:
+    """A kill lands while an amend is on its way and its sweep cannot reach the venue; the
+    amend's answer is unreadable. The async wrapper cancels what is left live in the symbol
+    once a write's answer comes, but an unreadable answer raised first and skipped that:
+    both orders stayed resting after the kill."""
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "async"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        sym = spec.symbol
+        try:
+            await ex.fetch_ticker(sym)
+            a = await ex.create_order(sym, "limit", "buy", 0.1, 59_000)
+            b = await ex.create_order(sym, "limit", "buy", 0.1, 58_000)
+            reachable = ex.exchange.cancel_all_orders
+
+            async def unreachable(*args: Any, **kwargs: Any) -> Any:
+                raise ccxt.NetworkError("venue unreachable")
+
+            async def amend_in_the_kill(*args: Any, **kwargs: Any) -> Any:
+                ex.exchange.cancel_all_orders = unreachable
+                ex.guard.halt(Scope.NODE, ex.guard.node, "fleet kill", "test")
+                assert ex.kill_task is not None
+                await ex.kill_task  # the sweep gave up on the symbol
+                ex.exchange.cancel_all_orders = reachable
+                return "amended"
+
+            ex.exchange.edit_order = amend_in_the_kill
+            with pytest.raises(VenueAnswerError, match="edit_order: the venue's answer is str"):
+                await ex.edit_order(a["id"], sym, "limit", "buy", 0.2, 59_000)
+            assert venue.orders[str(a["id"])].status == "canceled"
+            assert venue.orders[str(b["id"])].status == "canceled"
+            assert not ex.ledger.live() and ex.guard.working_qty(sym) == (0, 0)
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_a_kill_from_outside_a_running_loop_still_cancels(spec: Spec) -> None:
+    """A halt reaching the async wrapper where no loop runs (a program driving its loop with
+    `run_until_complete` halts between two calls; a thread of its own) logged KILL_CANCEL
+    and never cancelled: the orders stayed resting after the kill. The cancels run on the
+    exchange's own loop: at once if it is idle, scheduled on it if it runs elsewhere."""
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, "async"), limits=limits(spec.step), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        sym = spec.symbol
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(ex.fetch_ticker(sym))
+            a = loop.run_until_complete(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+            ex.guard.halt(Scope.NODE, ex.guard.node, "operator: stop", "test")  # loop idle
+            assert venue.orders[str(a["id"])].status == "canceled"
+            assert ex.guard.working_qty(sym) == (0, 0) and not ex.ledger.live()
+            ex.guard.resume(Scope.NODE, ex.guard.node, "operator: go", "test")
+
+            # the exchange's loop runs in another thread; the halt comes from this one
+            b = loop.run_until_complete(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+            runner = threading.Thread(target=loop.run_forever, name="exchange-loop")
+            runner.start()
+            try:
+                ex.guard.halt(Scope.NODE, ex.guard.node, "operator: stop", "test")
+
+                async def killed() -> int:
+                    assert ex.kill_task is not None  # scheduled before this coroutine
+                    return await ex.kill_task
+
+                asyncio.run_coroutine_threadsafe(killed(), loop).result(30)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                runner.join(30)
+            assert venue.orders[str(b["id"])].status == "canceled"
+            assert ex.guard.working_qty(sym) == (0, 0) and not ex.ledger.live()
+        finally:
+            loop.run_until_complete(ex.close())
+            loop.close()
+        assert venue.bad_signatures == 0

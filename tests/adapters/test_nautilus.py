@@ -706,3 +706,50 @@ def test_each_order_of_a_list_is_checked_where_it_is_routed(eng: BacktestEngine)
     assert kw.guard.working_qty(nowhere.id.value) == (0, 0)
     assert [o.status for o in eng.kernel.cache.orders()] == [OrderStatus.DENIED] * 2
     assert kw.passed == 0 and kw.denied == 2
+
+
+def test_a_command_the_execution_client_raises_on_is_released_and_refused(
+    eng: BacktestEngine,
+) -> None:
+    """The Guard accepted an order (a list, an amend), then the execution client raised on
+    it (its connection lost: NautilusTrader's "not connected"). It was never sent, yet the
+    Guard counted it working forever (the amend: its larger reservation) and the exception
+    broke the strategy's handler. It is released and recorded, and the strategy gets
+    NautilusTrader's own refusal."""
+    s = scripted(eng, AUDUSD)
+    (client,) = eng.kernel.exec_engine._clients.values()
+    seen: list[tuple[int, int]] = []
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        f = st.order_factory
+        px = Price.from_str("0.69000")
+        if n == 1:
+            st.buy("10000", "0.69000")  # rests
+        elif n == 3:
+            client._set_connected(False)
+            st.buy("20000", "0.69000")
+            pair = [
+                f.limit(AUDUSD.id, OrderSide.BUY, Quantity.from_int(q), px) for q in (5000, 7000)
+            ]
+            st.submit_order_list(f.create_list(pair))
+            (resting,) = st.cache.orders_open()
+            st.modify_order(resting, quantity=Quantity.from_int(40_000))
+            client._set_connected(True)
+        if n in (2, 4):
+            seen.append(kw.guard.working_qty(SYM))
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 5, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert seen == [(10_000, 0), (10_000, 0)]
+    assert codes(s.denied) == {R.VENUE_UNAVAILABLE: 3}
+    assert all("not connected" in r and "never sent" in r for r in s.denied)
+    assert codes(s.modify_rejected) == {R.VENUE_UNAVAILABLE: 1}
+    assert "not connected" in s.modify_rejected[0]
+    statuses = [o.status for o in eng.kernel.cache.orders()]
+    assert statuses.count(OrderStatus.DENIED) == 3
+    assert statuses.count(OrderStatus.ACCEPTED) == 1  # the resting order, unchanged
+    (resting,) = eng.kernel.cache.orders_open()
+    assert resting.quantity == Quantity.from_int(10_000)
+    assert kw.guard.working_qty(SYM) == (10_000, 0) and not kw.guard.halts()

@@ -118,6 +118,11 @@ _TO_NT = {
     TradingState.HALTED: NtState.HALTED,
 }
 _SEVERITY = {NtState.ACTIVE: 0, NtState.REDUCING: 1, NtState.HALTED: 2}
+_NOT_SENT = RejectReason.VENUE_UNAVAILABLE
+"""The reason an accepted command's client raised on: it never reached the venue."""
+_UNSENT = (OrderStatus.INITIALIZED, OrderStatus.RELEASED)
+"""Statuses in which an order the client raised on cannot have left: one it marked
+submitted may have been sent before it raised, so it stays counted (the safe side)."""
 
 
 def reason_code(denied_reason: str) -> RejectReason | None:
@@ -367,7 +372,10 @@ class NautilusGuard:
         if d.accepted:
             self.passed += 1
             self._live[order.client_order_id.value] = None
-            self._inner(command)
+            try:
+                self._inner(command)
+            except Exception as exc:  # the client never sent it: not left counted as working
+                self._not_sent([order], exc)
         else:
             self.denied += 1
             self._deny(order, d)
@@ -390,7 +398,10 @@ class NautilusGuard:
         if refusal is None:
             self.passed += len(orders)
             self._live.update(dict.fromkeys(accepted))
-            self._inner(command)
+            try:
+                self._inner(command)
+            except Exception as exc:  # the client never sent it: not left counted as working
+                self._not_sent(orders, exc)
             return
         self.denied += len(orders)
         for oid in accepted:  # never sent: give back what the Guard reserved
@@ -413,9 +424,21 @@ class NautilusGuard:
         d = self._check_replace(order, command) if unrouted is None else unrouted
         if d.accepted:
             self.passed += 1
-            self._inner(command)
+            try:
+                self._inner(command)
+            except Exception as exc:  # never sent: give back the amend's larger reservation
+                why = f"the execution client raised {exc!r}: the amend was never sent"
+                log.error("NOT_SENT node=%s ModifyOrder for %s: %s", self.guard.node, oid, why)
+                self._drop_amend(oid)
+                self.guard.note("not_sent", order_id=oid, reason=_NOT_SENT.value, error=why[:400])
+                self._refuse_modify(order, Decision(False, _NOT_SENT, why))
             return
         self.denied += 1
+        self._refuse_modify(order, d)
+
+    def _refuse_modify(self, order: NtOrder, d: Decision) -> None:
+        """NautilusTrader's own refusal of an amend: an `OrderModifyRejected`."""
+        cid, oid = order.client_order_id, order.client_order_id.value
         ts = self.kernel.clock.timestamp_ns()
         refusal = OrderModifyRejected(
             trader_id=order.trader_id,
@@ -530,6 +553,33 @@ class NautilusGuard:
                 ts_init=self.kernel.clock.timestamp_ns(),
             ),
         )
+
+    def _not_sent(self, orders: list[NtOrder], exc: Exception) -> None:
+        """The ExecutionEngine or its client raised on a command the Guard accepted (a client
+        that lost its connection): the orders were never sent. Each is released (`on_reject`,
+        not a cancel), recorded, and refused to the strategy as NautilusTrader would:
+        `OrderDenied`. One the client had marked submitted (it may have been sent before
+        the client raised) or that reached the venue stays counted, logged as in doubt."""
+        why = f"the execution client raised {exc!r}: never sent"
+        d = Decision(False, _NOT_SENT, why)
+        log.error("NOT_SENT node=%s %d order(s): %s", self.guard.node, len(orders), why)
+        for order in orders:
+            oid = order.client_order_id.value
+            if oid not in self._live:
+                continue
+            if order.status not in _UNSENT:
+                log.error(
+                    "NOT_SENT_IN_DOUBT node=%s order %s is %s: it stays counted working",
+                    self.guard.node,
+                    oid,
+                    order.status.name,
+                )
+                continue
+            del self._live[oid]
+            self._drop_amend(oid)
+            self.guard.on_reject(self._gid.pop(oid, oid))
+            self.guard.note("not_sent", order_id=oid, reason=d.reason.value, error=why[:400])
+            self._deny(order, d)
 
     def _record_block(self, order_id: str, d: Decision) -> None:
         """A refusal made before the Guard could see an order, counted and recorded alike."""
