@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from knightwatch.clock import SystemClock
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
@@ -40,7 +41,7 @@ class MemoryBackend(Backend):
     name = "memory"
 
     def __init__(self) -> None:
-        self.fabric = MemoryFabric()
+        self.fabric = MemoryFabric(SystemClock())  # the "server's" clock stamps each write
         self.planes: list[MemoryControlPlane] = []
 
     async def plane(self, name: str = "alice") -> ControlPlane:

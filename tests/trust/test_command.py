@@ -156,3 +156,39 @@ def test_the_supervisor_or_a_node_never_requests_a_resume(
         with pytest.raises(Refused) as caught:
             check_state(command, proof, kit.roster, now_ns=NOW, live=live)
         assert caught.value.reason is reason, caught.value
+
+
+def test_a_stored_resume_is_judged_at_the_store_s_write_time_a_stored_kill_is_not() -> None:
+    """Stored after its expiry, or more than 5 s before its claimed issue time: refused;
+    its keys must be valid when stored. A kill stored late still stands."""
+    resume = _command(TradingState.ACTIVE)
+    proof = add_signature(sign_command(resume, ALICE.key), BOB.key)
+
+    def stored_at(at_ns: int) -> TrustReason | None:
+        try:
+            check_state(resume, proof, KIT.roster, now_ns=0, live=False, stored_ns=at_ns)
+        except Refused as exc:
+            return exc.reason
+        return None
+
+    assert stored_at(NOW + 1) is None
+    assert stored_at(NOW + HOUR + 1) is TrustReason.EXPIRED  # held back past its expiry
+    assert stored_at(NOW - 6 * 10**9) is TrustReason.FROM_FUTURE  # dated ahead of its write
+    kit = Kit(now_ns=0)
+    late = _command(TradingState.ACTIVE, actor="alice")
+    signed = add_signature(sign_command(late, kit.signer("alice").key), kit.signer("bob").key)
+    kit.revoke("bob", NOW + 10)  # approved while valid, revoked after
+    roster = kit.roster
+    for at_ns, want in ((NOW + 5, None), (NOW + 20, TrustReason.KEY_NOT_VALID)):
+        try:
+            check_state(late, signed, roster, now_ns=0, live=False, stored_ns=at_ns)
+            got = None
+        except Refused as exc:
+            got = exc.reason
+        assert got is want, at_ns
+    kill = _command(TradingState.HALTED)
+    checked = check_state(
+        kill, sign_command(kill, ALICE.key), KIT.roster, now_ns=0, live=False,
+        stored_ns=NOW + 2 * HOUR,
+    )  # fmt: skip
+    assert checked.actor == "alice"

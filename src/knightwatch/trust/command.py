@@ -23,10 +23,13 @@ A fleet command names key "fleet" (the Guard's one fleet latch); one under anoth
 key is malformed, in either direction: the kill switch never makes one.
 
 Freshness (issue time within 5 s of the reader's clock, not past expiry) is
-checked on live resumes only. A kill is never refused for its clock: an
-issuer whose clock lags must still stop the fleet, and a replayed kill can
-only stop trading (fail closed), and only an operator or the supervisor may
-publish one at all. A stored kill from yesterday is still the state of
+checked on live resumes only. A resume read from the store is judged at the time
+the store's server wrote it (`stored_ns`, which no client sets), not at the issue
+time its signers chose: its keys valid and the approval policy met then, stored
+before its expiry and no earlier than 5 s before its issue time. A kill is never
+refused for its clock: an issuer whose clock lags must still stop the fleet, and
+a replayed kill can only stop trading (fail closed), and only an operator or the
+supervisor may publish one at all. A stored kill from yesterday is still the state of
 record; a stored resume is checked against the store's own history by the
 reader (`decided_on` must be the revision it superseded), which a replayed
 old resume cannot meet.
@@ -231,11 +234,14 @@ def check_state(
     *,
     now_ns: int,
     live: bool,
+    stored_ns: int | None = None,
 ) -> Checked:
     """Verify a kill-switch command; `Refused` with a reason code if it must not be applied.
 
     `live`: the command arrived as news (announcement, republished store
     write), so its keys must be valid now as well, and a resume must be fresh.
+    `stored_ns` (not live): when the store's server wrote the entry; a resume is
+    judged at that instant too (a stop never is: nothing delays a kill).
     """
     roster, proof, payload = opened(proof, roster, COMMAND_PAYLOAD_TYPE, "the entry")
     try:
@@ -265,10 +271,19 @@ def check_state(
             raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")
         if now_ns > command.expires_ns:
             raise Refused(TrustReason.EXPIRED, "past its expiry (a replay, or held back)")
-    members = signers_of(proof, payload, roster, command.issued_ns, now_ns if live else None)
+    judged_ns = now_ns if live else None
+    if not live and stored_ns is not None and command.state is TradingState.ACTIVE:
+        # the server's write time, which no client sets, not the one its signers chose
+        if stored_ns > command.expires_ns:
+            raise Refused(TrustReason.EXPIRED, "stored after its expiry (held back)")
+        if command.issued_ns > stored_ns + SKEW_NS:
+            raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s after the store wrote it")
+        judged_ns = stored_ns
+    members = signers_of(proof, payload, roster, command.issued_ns, judged_ns)
     by_name = {m.name: m for m in members}
     if command.state is TradingState.ACTIVE:
-        return _check_resume(command, by_name, roster, now_ns if live else command.issued_ns)
+        at_ns = judged_ns if judged_ns is not None else command.issued_ns
+        return _check_resume(command, by_name, roster, at_ns)
     return Checked(_check_stop(command, by_name))
 
 

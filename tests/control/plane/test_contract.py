@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -282,6 +283,19 @@ async def test_state_history_lists_a_slot_s_writes_before_a_revision(backend: Ba
         ("k1", rev1),
         ("r1", rev2),
     ]
+
+
+async def test_stored_ns_is_the_store_s_write_time_not_the_entry_s(backend: Backend) -> None:
+    """The time a resume is judged at when read from the store: the server's, which
+    nothing in the stored bytes sets (this entry claims it was issued at 2 ns)."""
+    plane = await backend.plane()
+    before = time.time_ns()
+    rev = await plane.put_state(entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=2))
+    other = await plane.put_state(entry(scope=Scope.SYMBOL, key="AAPL"))
+    stored = await plane.stored_ns(Scope.FLEET, "fleet", rev)
+    assert stored is not None and before - 1_000_000 <= stored <= time.time_ns()
+    assert await plane.stored_ns(Scope.FLEET, "fleet", other) is None  # another slot's write
+    assert await plane.stored_ns(Scope.FLEET, "fleet", other + 100) is None  # no such write
 
 
 async def test_snapshots_leave_no_consumer_on_the_server(nats_server: Site) -> None:

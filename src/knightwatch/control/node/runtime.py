@@ -471,8 +471,11 @@ class NodeRuntime:
         except Exception:
             log.exception("node %s: %s not recorded", self.node_id, kind)
 
-    def _verify(self, entry: StateEntry, *, live: bool) -> Checked | None:
+    def _verify(
+        self, entry: StateEntry, *, live: bool, stored_ns: int | None = None
+    ) -> Checked | None:
         """The verified signer(s) of `entry`, or None after recording why it was refused.
+        `stored_ns`: when the store wrote it (a stored resume is judged then).
 
         A stop command's check does not depend on the clock (only a resume must be
         fresh), so its result is kept per roster version and an identical one heard again
@@ -491,6 +494,7 @@ class NodeRuntime:
                 self.trust.roster,
                 now_ns=self.clock.time_ns(),
                 live=live,
+                stored_ns=stored_ns,
             )
             if cache_key is not None:
                 self._verified[cache_key] = checked
@@ -919,7 +923,24 @@ class NodeRuntime:
                 )
                 entry = None
             elif entry is not None:
-                checked = self._verify(entry, live=False)
+                stored_ns: int | None = None
+                if self._adopts(entry):  # a resume never applied: judged when it was stored
+                    stored_ns = await self.plane.stored_ns(entry.scope, entry.key, revision)
+                    if stored_ns is None:
+                        self._refuse(
+                            entry,
+                            Refused(
+                                TrustReason.STALE,
+                                f"the store no longer holds revision {revision} of {slot}: "
+                                "when it was stored is unknown",
+                            ),
+                            "stored",
+                        )
+                checked = (
+                    self._verify(entry, live=False, stored_ns=stored_ns)
+                    if stored_ns is not None or not self._adopts(entry)
+                    else None
+                )
                 if checked is None:
                     entry = None
                 elif self._adopts(entry):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from knightwatch.clock import Clock
 from knightwatch.control.plane.protocol import (
     STATE_HISTORY,
     Bucket,
@@ -39,11 +40,18 @@ class MemoryFabric:
     `set_reachable(False)` simulates losing the server (every connection sees a
     disconnect, every call fails); durable data survives it, as JetStream's
     file store does.
+
+    `clock` is the "server's" clock: each kill-state write is stamped with its time
+    (`stored_ns`), as JetStream stamps each message. Without one (a replay whose
+    writers all read the one simulated clock) a write is stamped with its issue time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.reachable = True
+        self.clock = clock
         self._revision = 0
+        self._stored_ns: dict[int, tuple[str, int]] = {}
+        """Per kill-state revision, its slot and when the fabric wrote it."""
         self._states: dict[str, tuple[StateEntry, int]] = {}
         self._history: dict[str, list[tuple[StateEntry, int]]] = {}
         """Per slot, its last `STATE_HISTORY` writes, oldest first (as the NATS bucket keeps)."""
@@ -140,8 +148,12 @@ class MemoryControlPlane:
             raise RevisionConflict(slot, expected_revision)
         revision = fabric.next_revision()
         fabric._states[slot] = (entry, revision)
+        at = fabric.clock.time_ns() if fabric.clock is not None else entry.issued_ns
+        fabric._stored_ns[revision] = (slot, at)
         kept = fabric._history.setdefault(slot, [])
         kept.append((entry, revision))
+        for _, dropped in kept[:-STATE_HISTORY]:
+            fabric._stored_ns.pop(dropped, None)
         del kept[:-STATE_HISTORY]
         await fabric.deliver("state", entry)
         return revision
@@ -161,6 +173,10 @@ class MemoryControlPlane:
     ) -> list[tuple[StateEntry | None, int]]:
         kept = self._require()._history.get(slot_of(scope, key), [])
         return [(e, rev) for e, rev in kept if rev < revision]
+
+    async def stored_ns(self, scope: Scope, key: str, revision: int) -> int | None:
+        found = self._require()._stored_ns.get(revision)
+        return found[1] if found is not None and found[0] == slot_of(scope, key) else None
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         return {slot: (e, rev) for slot, (e, rev) in self._require()._states.items()}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ipaddress
 import logging
 import os
@@ -75,6 +76,8 @@ from knightwatch.state import Scope
 from knightwatch.trust.identity import Signer
 
 log = logging.getLogger(__name__)
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 STATE_BUCKET = "kw_state"
 MEMBERS_BUCKET = "kw_members"
@@ -575,6 +578,20 @@ class NatsControlPlane:
             else:
                 kept.append((decode_entry(slot, msg.data, found), found))
         return kept
+
+    async def stored_ns(self, scope: Scope, key: str, revision: int) -> int | None:
+        """The stream message's own time at `revision` (JetStream stamps it on storing),
+        read from the stream leader; None if the stream no longer holds it for this slot."""
+        if revision <= 0:
+            return None
+        subject = f"$KV.{STATE_BUCKET}.{slot_of(scope, key)}"
+        try:
+            msg = await self._call(self._require_js().get_msg(f"KV_{STATE_BUCKET}", seq=revision))
+        except nats.js.errors.NotFoundError:
+            return None
+        if msg.subject != subject or msg.time is None:
+            return None
+        return (msg.time - _EPOCH) // datetime.timedelta(microseconds=1) * 1_000
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot: its entry (one that cannot be decoded is a halt of its slot's

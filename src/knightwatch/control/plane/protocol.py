@@ -162,6 +162,13 @@ class ControlPlane(Protocol):
         which kills froze flag changes)."""
         ...
 
+    async def stored_ns(self, scope: Scope, key: str, revision: int) -> int | None:
+        """When the store wrote the slot's write at `revision`, by the server's clock (no
+        client sets it, unlike an entry's own times): a reader adopting a stored resume
+        judges it at this instant (`check_state(stored_ns=...)`). None when the store no
+        longer holds that write of the slot."""
+        ...
+
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot (the store's key) with its entry, or None if it holds no
         decodable entry, and its revision, from the store of record (used to resync)."""
