@@ -84,8 +84,13 @@ def audit_verify(path: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-async def login(browser: Browser, console: ConsoleProc, name: str) -> Page:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+async def login(
+    browser: Browser, console: ConsoleProc, name: str, *, bypass_csp: bool = False
+) -> Page:
+    """A page logged in as `name` (`bypass_csp`: the browser ignores the console's CSP)."""
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, bypass_csp=bypass_csp
+    )
     page = await context.new_page()
     await page.goto(console.url + "/login")
     await page.fill("#name", name)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from knightwatch.console.local import PASSWORD, ConsoleProc
+from knightwatch.console.local import ConsoleProc
 
 from .conftest import login
 
@@ -34,14 +34,7 @@ MARKUP = "img, svg, script, b"
 
 async def bare_page(browser: Browser, console: ConsoleProc, name: str) -> Page:
     """A logged-in page whose CSP the browser ignores: only the page's rendering protects it."""
-    context: BrowserContext = await browser.new_context(bypass_csp=True)
-    page = await context.new_page()
-    await page.goto(console.url + "/login")
-    await page.fill("#name", name)
-    await page.fill("#password", PASSWORD)
-    await page.click("#login")
-    await page.wait_for_url(console.url + "/")
-    return page
+    return await login(browser, console, name, bypass_csp=True)
 
 
 async def nothing_ran(page: Page) -> None:
