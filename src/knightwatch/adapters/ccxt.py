@@ -1298,8 +1298,6 @@ class AsyncGuardedExchange:
         self.member = member
         self.ledger = Ledger(exchange, guard, strategy)
         self._killing = False
-        self._kill_owed = False
-        """A kill's cancels found no loop to run on: the next call from one runs them first."""
         self.kill_task: asyncio.Task[int] | None = None
         guard.watch(self._on_state_change)
 
@@ -1308,14 +1306,12 @@ class AsyncGuardedExchange:
 
     async def join(self) -> None:
         """Join the fleet (lease, kill state, metrics, flight recorder) and arm."""
-        await self._pay_kill()
         if self.member is None:
             raise AdapterError("join: this exchange was wrapped without a control_plane")
         await self.member.start(actor=f"ccxt:{self.guard.node}")
 
     async def close(self) -> None:
         """Leave the fleet (if joined) and close the exchange's HTTP session."""
-        await self._pay_kill()
         if self.member is not None:
             await self.member.stop()
         await self.exchange.close()
@@ -1330,7 +1326,6 @@ class AsyncGuardedExchange:
         price: Any = None,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        await self._pay_kill()
         params = self.ledger.params_of(params)
         await self.exchange.load_markets()
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
@@ -1351,7 +1346,6 @@ class AsyncGuardedExchange:
         self, orders: list[dict[str, Any]], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         """All checked before any is sent; one refusal refuses the batch."""
-        await self._pay_kill()
         await self.exchange.load_markets()
         params = self.ledger.params_of(params)
         prepared, requests = _prepare_batch(self.ledger, orders, params)
@@ -1406,7 +1400,6 @@ class AsyncGuardedExchange:
         price: Any = None,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        await self._pay_kill()
         await self.exchange.load_markets()
         ledger = self.ledger
         params = ledger.params_of(params)
@@ -1433,7 +1426,6 @@ class AsyncGuardedExchange:
         return order
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
-        await self._pay_kill()
         result = await self.exchange.cancel_order(id, symbol, params or {})
         self.ledger.apply_orders(result, "cancel_order")
         return result
@@ -1441,80 +1433,67 @@ class AsyncGuardedExchange:
     async def cancel_orders(
         self, ids: list[str], symbol: str | None = None, params: Any = None
     ) -> Any:
-        await self._pay_kill()
         result = await self.exchange.cancel_orders(ids, symbol, params or {})
         self.ledger.apply_orders(result, "cancel_orders")
         return result
 
     async def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
-        await self._pay_kill()
         result = await self.exchange.cancel_all_orders(symbol, params or {})
         self.ledger.apply_orders(result, "cancel_all_orders")
         return result
 
     # --- updates ------------------------------------------------------------------
     async def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
-        await self._pay_kill()
         order = await self.exchange.fetch_order(id, symbol, params or {})
         self.ledger.read_orders("fetch_order", order, many=False)
         return order
 
     async def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         orders = await self.exchange.fetch_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_orders", orders, many=True)
         return orders
 
     async def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         orders = await self.exchange.fetch_open_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_open_orders", orders, many=True)
         return orders
 
     async def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         orders = await self.exchange.fetch_closed_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_closed_orders", orders, many=True)
         return orders
 
     async def fetch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         trades = await self.exchange.fetch_my_trades(*args, **kwargs)
         self.ledger.read_trades("fetch_my_trades", trades)
         return trades
 
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         orders = await self.exchange.watch_orders(*args, **kwargs)
         self.ledger.read_orders("watch_orders", orders, many=True)
         return orders
 
     async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         trades = await self.exchange.watch_my_trades(*args, **kwargs)
         self.ledger.read_trades("watch_my_trades", trades)
         return trades
 
     async def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
-        await self._pay_kill()
         ticker = await self.exchange.fetch_ticker(symbol, params or {})
         self.ledger.read_ticker("fetch_ticker", ticker)
         return ticker
 
     async def fetch_tickers(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         tickers = await self.exchange.fetch_tickers(*args, **kwargs)
         self.ledger.read_tickers("fetch_tickers", tickers)
         return tickers
 
     async def watch_ticker(self, symbol: str, params: Any = None) -> Any:
-        await self._pay_kill()
         ticker = await self.exchange.watch_ticker(symbol, params or {})
         self.ledger.read_ticker("watch_ticker", ticker)
         return ticker
 
     async def watch_tickers(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pay_kill()
         tickers = await self.exchange.watch_tickers(*args, **kwargs)
         self.ledger.read_tickers("watch_tickers", tickers)
         return tickers
@@ -1544,9 +1523,9 @@ class AsyncGuardedExchange:
     def _kill_off_loop(self) -> None:
         """A node-wide halt from outside any running loop (a plain function between two
         `run_until_complete`, another thread): the cancels run on the exchange's own loop,
-        at once if it is idle, scheduled on it if it runs in another thread. With no loop to
-        use they are owed, and the next call of this wrapper from a loop runs them first:
-        a kill's cancels are never dropped."""
+        at once if it is idle, scheduled on it if it runs in another thread. With no loop
+        at all (the exchange never used, or its loop closed) there is nothing to cancel
+        through: logged."""
         loop = getattr(self.exchange, "asyncio_loop", None)
         node = self.guard.node
         if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
@@ -1555,8 +1534,7 @@ class AsyncGuardedExchange:
                 return
             self._start_kill_on(loop)
             return
-        self._kill_owed = True
-        log.error("KILL_CANCEL node=%s: no event loop now; the next call from one cancels", node)
+        log.error("KILL_CANCEL node=%s: no event loop to cancel orders on", node)
 
     def _start_kill_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """The kill's cancels at once on the exchange's idle loop, on the caller's thread (as
@@ -1566,14 +1544,6 @@ class AsyncGuardedExchange:
             loop.run_until_complete(self.kill_task)
         except Exception:
             log.exception("KILL_CANCEL node=%s failed", self.guard.node)
-
-    async def _pay_kill(self) -> None:
-        """Run a kill's cancels that found no loop, before anything else this call does."""
-        if self._kill_owed:
-            self._kill_owed = False
-            self._start_kill()
-            assert self.kill_task is not None
-            await asyncio.shield(self.kill_task)
 
     async def _cancel_late(self, symbols: list[str]) -> None:
         """After a write the venue answered while the node was halted: cancel what it left
