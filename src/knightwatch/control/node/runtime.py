@@ -923,27 +923,22 @@ class NodeRuntime:
                 )
                 entry = None
             elif entry is not None:
-                stored_ns: int | None = None
-                if self._adopts(entry):  # a resume never applied: judged when it was stored
-                    stored_ns = await self.plane.stored_ns(entry.scope, entry.key, revision)
-                    if stored_ns is None:
-                        self._refuse(
-                            entry,
-                            Refused(
-                                TrustReason.STALE,
-                                f"the store no longer holds revision {revision} of {slot}: "
-                                "when it was stored is unknown",
-                            ),
-                            "stored",
-                        )
-                checked = (
-                    self._verify(entry, live=False, stored_ns=stored_ns)
-                    if stored_ns is not None or not self._adopts(entry)
-                    else None
+                adopts = self._adopts(entry)  # a resume never applied: judged when stored
+                stored_ns = (
+                    await self.plane.stored_ns(entry.scope, entry.key, revision) if adopts else None
                 )
+                checked = None
+                if adopts and stored_ns is None:
+                    why = (
+                        f"the store no longer holds revision {revision} of {slot}: "
+                        "when it was stored is unknown"
+                    )
+                    self._refuse(entry, Refused(TrustReason.STALE, why), "stored")
+                else:
+                    checked = self._verify(entry, live=False, stored_ns=stored_ns)
                 if checked is None:
                     entry = None
-                elif self._adopts(entry):
+                elif adopts:
                     replay = await unproven_resume(self.plane, entry, revision)
                     if replay is not None:
                         self._refuse(entry, replay, "stored")
