@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
 from knightwatch.flags.activation import MarketHours
-from knightwatch.release.dsse import encode_envelope, new_envelope
+from knightwatch.release.dsse import Envelope, encode_envelope, new_envelope
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import (
     ROSTER_PAYLOAD_TYPE,
@@ -120,6 +120,39 @@ def test_a_version_dated_back_before_a_revocation_does_not_count_the_revoked_adm
         store.accept(envelope)
     assert store.version == 2
     assert store.accept(sign_roster(envelope, kit.signer("admin2").key)).version == 3
+
+
+def test_a_version_dated_past_the_other_admins_key_expiry_still_needs_the_threshold() -> None:
+    """Three admins, threshold 2; admin2's and admin3's keys end at 5,000. admin1 alone
+    signs version 2 dated after that: at its own instant only admin1 holds a valid key.
+    Before, the threshold fell to the one admin left, so one admin could rewrite the roster
+    (give itself every role, lower every approval) by dating a version late enough."""
+    kit = Kit(now_ns=1_000, admins=3)
+    store = kit.store()
+    ending = tuple(
+        msgspec.structs.replace(m, valid_until_ns=5_000) if m.name in ("admin2", "admin3") else m
+        for m in kit.roster.members
+    )
+    v2 = msgspec.structs.replace(kit.roster, version=2, issued_ns=2_000, members=ending)
+    store.accept(_by(kit, v2, "admin1", "admin2"))
+    late = msgspec.structs.replace(v2, version=3, issued_ns=9_000)
+    with pytest.raises(
+        TrustError,
+        match=r"signed by 1 admin\(s\) \(admin1\) of 2 required; only 1 admin\(s\) hold a key "
+        r"valid at its issue time 9000",
+    ):
+        store.accept(_by(kit, late, "admin1"))
+    assert store.version == 2
+    # before the keys end, two admins still change it
+    early = msgspec.structs.replace(late, issued_ns=4_000)
+    assert store.accept(_by(kit, early, "admin1", "admin3")).version == 3
+
+
+def _by(kit: Kit, roster: Roster, *admins: str) -> Envelope:
+    envelope = roster_envelope(roster)
+    for name in admins:
+        envelope = sign_roster(envelope, kit.signer(name).key)
+    return envelope
 
 
 def unrevoked(kit: Kit) -> tuple[Member, ...]:

@@ -184,7 +184,9 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         return sorted({m.name for m in self.members if role in m.roles})
 
     def admins(self, at_ns: int) -> TrustPolicy:
-        """The admins able to sign the next version, as a threshold policy."""
+        """The admins able to sign the next version at `at_ns`, as a threshold policy (its
+        threshold lowered to their number when fewer are valid then: it names who signed;
+        `verify_roster` still requires this version's own `admin_threshold`)."""
         keys = tuple(
             TrustedKey(m.name, m.key_id, m.public_key)
             for m in self.members
@@ -247,9 +249,20 @@ def verify_roster(envelope: Envelope, admins: TrustPolicy, *, after: Roster | No
             f"version {after.version}'s ({after.issued_ns}): versions only move forward"
         )
     names = signer_names(envelope, admins)
-    if len(names) < admins.threshold:
+    # The threshold is the previous version's own, never fewer: `admins` holds only the
+    # keys valid at the new version's instant, which its signers choose, so dated past
+    # the other admins' key expiry it would otherwise let one admin sign alone.
+    required = admins.threshold if after is None else after.admin_threshold
+    if len(names) < required:
+        valid = {k.signer for k in admins.keys} if admins is not _NOBODY else set()
+        short = (
+            f"; only {len(valid)} admin(s) hold a key valid at its issue time "
+            f"{roster.issued_ns}: the roster cannot change without {required} (re-anchor)"
+            if len(valid) < required
+            else ""
+        )
         raise TrustError(
             f"roster version {roster.version}: signed by {len(names)} admin(s) "
-            f"({', '.join(names) or 'none'}) of {admins.threshold} required"
+            f"({', '.join(names) or 'none'}) of {required} required{short}"
         )
     return roster
