@@ -111,6 +111,38 @@ def test_safe_direction_needs_no_uniformity_or_approver(
     assert gate.apply(request(PEG, value=False)).accepted
 
 
+def test_safe_direction_reaches_nodes_that_dropped_out_of_the_fleet(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    """n3 was switched on, then stopped heartbeating (not a member now). The emergency
+    off for the fleet still puts n3 back to the safe default, so it does not come back
+    to "on"; naming n3 alone (or with a node that never came back) is accepted too, not
+    refused as an unknown node."""
+    store = MemoryFlagStateStore()
+    on = ActivationGate(flag_registry, make_fleet(3), store, pre_market_clock)
+    assert on.apply(request(nodes=("n1", "n3"))).accepted
+    without_n3 = StaticFleetView(m for m in make_fleet(3).members() if m.node != "n3")
+    gate = ActivationGate(flag_registry, without_n3, store, pre_market_clock)
+    result = gate.apply(request(value=False))
+    assert result.accepted and result.change is not None
+    assert result.change.nodes == ("n1", "n2", "n3")
+    assert result.change.releases == {"n1": "r2", "n2": "r2", "n3": ""}
+    state = store.get(RLP)
+    assert state is not None and state.node_values == {"n1": False, "n2": False, "n3": False}
+
+    assert on.apply(request(nodes=("n3",))).accepted  # on again while it was a member
+    named = gate.apply(request(value=False, nodes=("n3",)))
+    assert named.accepted, named.detail
+    state = store.get(RLP)
+    assert state is not None and state.value_for("n3") is False
+    # a rollout's abort names every node it exposed, n4 that never joined again too
+    abort = gate.apply(request(value=False, nodes=("n1", "n3", "n4")))
+    assert abort.accepted, abort.detail
+    # away from the safe default a non-member is still refused, by name
+    away = gate.check(request(nodes=("n3",)))
+    assert away.code is ActivationCode.UNKNOWN_NODE and "n3" in away.detail
+
+
 def test_second_approver_in_market_hours(
     flag_registry: FlagRegistry, make_fleet, open_market_clock: SimClock, pre_market_clock: SimClock
 ) -> None:

@@ -103,3 +103,42 @@ def test_registry_refuses_recorded_hash_that_disagrees() -> None:
 def test_unreadable_registry_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"flag registry .*missing.yaml: no such file"):
         FlagRegistry.load(tmp_path / "missing.yaml")
+
+
+TOMBSTONE = """\
+version: 1
+flags:
+  - id: trading.smars.power_peg
+    description: Power Peg test order generator
+    owner: smars-team
+    created: 2003-01-01
+    lifecycle: retired
+    safe_default: false
+    trading_behaviour: true
+  - id: {reuse}
+    description: RLP routing
+    owner: smars-team
+    created: 2012-07-01
+    expires: 2012-12-31
+    lifecycle: active
+    safe_default: false
+    trading_behaviour: true
+"""
+
+
+@pytest.mark.parametrize(
+    "reuse",
+    [
+        "Trading.smars.POWER_PEG",  # another case
+        '"trading.smars.power_peg "',  # trailing whitespace
+        '"trading.smars.\\uff50ower_peg"',  # full-width p: the same id after NFKC
+    ],
+)
+def test_a_tombstone_spelled_another_way_is_a_reused_id(reuse: str) -> None:
+    """A retired id brought back with another case, Unicode form or whitespace is
+    the same id to every reader: the registry refuses it as reused, not as a new flag."""
+    with pytest.raises(RegistryError) as info:
+        FlagRegistry(parse_registry(TOMBSTONE.format(reuse=reuse), "r.yaml"))
+    message = str(info.value)
+    assert message.startswith("r.yaml:10: error [reused_id]")
+    assert "'trading.smars.power_peg'" in message and "retired tombstone" in message

@@ -283,13 +283,18 @@ def show(
             return await plane.records(Bucket.FLAGS)
 
     records = _plane_run(console, go)
-    current = assemble(flag.id, records)
+    try:
+        current = assemble(flag.id, records)
+        changes = changes_of(flag.id, records)
+    except StateUnavailable as exc:  # a stored record that does not decode: named, exit 2
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if current is None:
         console.print("  no state: every node evaluates the safe default")
         return
     console.print(f"  revision {current.revision}: {current.node_values}", highlight=False)
     console.print(f"  applied (node: revision): {current.applied or '-'}", highlight=False)
-    for change in changes_of(flag.id, records):
+    for change in changes:
         console.print(
             f"  r{change.revision} {'on' if change.value else 'off'} {','.join(change.nodes)} "
             f"by {change.actor} approver {change.approver or '-'} from {change.origin}: "

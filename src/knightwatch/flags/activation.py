@@ -222,13 +222,23 @@ class ActivationGate:
         if flag is None:
             return refuse(ActivationCode.UNKNOWN_FLAG, "not in the flag registry")
         members = {m.node: m for m in self._fleet.members()}
-        targets = request.nodes or tuple(sorted(members))
+        safe_direction = request.value == flag.safe_default
+        # the stop direction also reaches nodes the state holds off the safe default that
+        # are not members now (crashed, partitioned, left): they read the state when they
+        # come back, and must not come back to the value the emergency was turning off
+        holding: set[str] = set()
+        if safe_direction:
+            current = self._store.get(flag.id)
+            if current is not None:
+                holding = {n for n, v in current.node_values.items() if v != request.value}
+        targets = request.nodes or tuple(sorted(members.keys() | holding))
         if not targets:
             return refuse(ActivationCode.NO_TARGET_NODES, "no node would evaluate this change")
+        # a named node that is not a member is no reason to hold the stop direction back
+        # (a rollout's abort names every node it exposed, crashed ones too)
         unknown = [n for n in targets if n not in members]
-        if unknown:
+        if unknown and not safe_direction:
             return refuse(ActivationCode.UNKNOWN_NODE, f"not fleet members: {', '.join(unknown)}")
-        safe_direction = request.value == flag.safe_default
         if not safe_direction:
             if self._frozen_by is not None:
                 return refuse(
@@ -294,7 +304,7 @@ class ActivationGate:
             reason=request.reason,
             origin=request.origin,
             at_ns=self._clock.time_ns(),
-            releases={n: members[n].release_id for n in targets},
+            releases={n: members[n].release_id if n in members else "" for n in targets},
         )
         direction = "to safe default" if safe_direction else "away from safe default"
         verb = "on" if request.value else "off"

@@ -9,6 +9,7 @@ one version of the file (`identity_findings`) and a sequence of versions
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,29 +104,42 @@ def _flag_lines(root: yaml.Node | None) -> tuple[int, ...]:
     return ()
 
 
+def id_identity(flag_id: str) -> str:
+    """What makes two ids the same id to a reader: Unicode form, case and whitespace
+    are not (`Trading.smars.power_peg `, a full-width letter), so a tombstone cannot
+    be brought back by spelling its id another way."""
+    return "".join(unicodedata.normalize("NFKC", flag_id).casefold().split())
+
+
 def identity_findings(doc: RegistryDocument) -> list[Finding]:
     """Errors that make one version of the file unusable as a record of meaning."""
     findings: list[Finding] = []
     first_index: dict[str, int] = {}
     for index, flag in enumerate(doc.flags):
         line = doc.line_of(index)
-        if flag.id in first_index:
-            earlier = doc.flags[first_index[flag.id]]
+        identity = id_identity(flag.id)
+        if identity in first_index:
+            earlier = doc.flags[first_index[identity]]
             what = "a retired tombstone" if earlier.retired else "an existing flag"
+            spelled = (
+                ""
+                if earlier.id == flag.id
+                else f" {earlier.id!r} (spelled with another case, Unicode form or whitespace)"
+            )
             findings.append(
                 Finding(
                     FindingCode.REUSED_ID,
                     Severity.ERROR,
                     doc.source,
                     line,
-                    f"flag id {flag.id!r} reuses {what} defined at line "
-                    f"{doc.line_of(first_index[flag.id])}; ids are never reused, "
+                    f"flag id {flag.id!r} reuses {what}{spelled} defined at line "
+                    f"{doc.line_of(first_index[identity])}; ids are never reused, "
                     "a new meaning needs a new id",
                     flag.id,
                 )
             )
         else:
-            first_index[flag.id] = index
+            first_index[identity] = index
         if flag.definition_hash is not None and flag.definition_hash != flag.meaning_hash:
             findings.append(
                 Finding(

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.activate import activate
-from knightwatch.control.node.flags import ENCODER, SUBJECT_APPLIED, FlagApplied, record_applied
+from knightwatch.control.node.flags import (
+    ENCODER,
+    SUBJECT_APPLIED,
+    FlagApplied,
+    applied_key,
+    record_applied,
+)
+from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import NodeStatus
 from knightwatch.control.site import Site
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
@@ -81,6 +88,49 @@ async def test_one_node_cannot_confirm_a_flag_change_for_another(tmp_path: Path)
         assert result.accepted and result.state is not None
         assert result.state.revision == revision + 1
         assert missing == [] and list(latencies) == ["n2"]
+    finally:
+        for plane in planes:
+            await plane.close()
+        site.stop()
+
+
+async def test_undecodable_records_do_not_stop_a_change_to_the_safe_default(
+    tmp_path: Path,
+) -> None:
+    """n2 stores garbage as its own confirmation and the admission service's stored
+    verdict of n1 is garbage: the emergency direction still goes through, to both
+    nodes (n1 counted as not admitted), instead of failing on a decode error."""
+    site = Site(tmp_path / "site", ("n1", "n2"))
+    await site.astart()
+    clock = SystemClock()
+    planes = [await site.connect(name) for name in ("n1", "n2", "admission", "alice")]
+    n1, n2, admission, alice = planes
+    try:
+        now = clock.time_ns()
+        for plane, node in ((n1, "n1"), (n2, "n2")):
+            status = NodeStatus(
+                node, "h", 1, now, now, now + 10**10, True, True, TradingState.ACTIVE
+            )
+            await plane.put_member(status)
+        first = ActivationRequest(FLAG, False, "alice", "off", "t", nodes=("n2",))
+        result, _, _ = await activate(
+            alice, site.store(), REGISTRY, ActivationPolicy(), first, clock, 0.1,
+            signer=site.signer("alice"),
+        )  # fmt: skip
+        assert result.accepted
+        await n2.put_record(Bucket.FLAGS, applied_key(FLAG, "n2"), b"\x00not json")
+        await admission.put_record(Bucket.ADMISSION, "n1", b"{broken")
+
+        off = ActivationRequest(FLAG, False, "alice", "emergency off", "t")
+        result, _, missing = await activate(
+            alice, site.store(), REGISTRY, ActivationPolicy(), off, clock, 0.1,
+            signer=site.signer("alice"),
+        )  # fmt: skip
+        assert result.accepted, result.detail
+        assert result.state is not None and result.state.revision == 2
+        assert result.change is not None and result.change.nodes == ("n1", "n2")
+        assert result.state.node_values == {"n1": False, "n2": False}
+        assert missing == ["n1", "n2"]
     finally:
         for plane in planes:
             await plane.close()

@@ -26,19 +26,19 @@ from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.node.flags import (
     APPLIED_DECODER,
     ENCODER,
-    STATE_DECODER,
     SUBJECT_APPLIED,
     FlagApplied,
     applied_key,
     assemble,
     change_key,
     changes_of,
+    decode_state,
     record_applied,
     state_key,
 )
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.protocol import RevisionConflict as PlaneConflict
-from knightwatch.control.plane.wire import VERDICT_DECODER
+from knightwatch.control.plane.wire import VERDICT_DECODER, Verdict
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.state import FlagChange, FlagState, StateConflict, StateUnavailable
 
@@ -93,7 +93,11 @@ class PlaneFlagStore:
     async def _commit(self, change: FlagChange, expected_revision: int) -> FlagState:
         key = state_key(change.flag_id)
         stored, store_revision = await self._plane.get_record(Bucket.FLAGS, key)
-        current = STATE_DECODER.decode(stored) if stored is not None else FlagState(change.flag_id)
+        current = (
+            decode_state(change.flag_id, stored)
+            if stored is not None
+            else FlagState(change.flag_id)
+        )
         if current.revision != expected_revision:
             raise StateConflict(
                 f"flag {change.flag_id!r} is at revision {current.revision}, "
@@ -124,13 +128,17 @@ async def fleet_snapshot(
     """Every node that evaluates flags now, with the verdict the admission service stored.
 
     Members that left, or were not seen for `stale_after_s` (crashed), are out;
-    a member without a verdict is in, not admitted, so activation names it.
+    a member without a verdict, or whose stored verdict cannot be decoded (logged),
+    is in, not admitted, so activation names it and a change back to the safe
+    default still reaches it.
     """
     now = clock.time_ns()
-    verdicts = {
-        node: VERDICT_DECODER.decode(value)
-        for node, (value, _) in (await plane.records(Bucket.ADMISSION)).items()
-    }
+    verdicts: dict[str, Verdict] = {}
+    for node, (value, _) in (await plane.records(Bucket.ADMISSION)).items():
+        try:
+            verdicts[node] = VERDICT_DECODER.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("admission verdict of %s cannot be decoded: %s", node, exc)
     members = []
     for status in await plane.members():
         if status.left or now - status.seen_ns > stale_after_s * NS_PER_S:

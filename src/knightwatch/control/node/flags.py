@@ -75,24 +75,56 @@ APPLIED_DECODER = msgspec.json.Decoder(FlagApplied)
 ENCODER = msgspec.json.Encoder()
 
 
+def decode_state(flag_id: str, value: bytes) -> FlagState:
+    """A stored flag state, or `StateUnavailable` naming its key (one line, no traceback)."""
+    try:
+        state = STATE_DECODER.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StateUnavailable(
+            f"flag state record {state_key(flag_id)!r} cannot be decoded: {exc}"
+        ) from None
+    if state.flag_id != flag_id:
+        raise StateUnavailable(
+            f"flag state record {state_key(flag_id)!r} holds flag {state.flag_id!r}"
+        )
+    return state
+
+
 def assemble(flag_id: str, records: dict[str, tuple[bytes, int]]) -> FlagState | None:
-    """The flag's state with every node's applied revision, from one bucket snapshot."""
+    """The flag's state with every node's applied revision, from one bucket snapshot.
+
+    A node's confirmation that cannot be decoded counts as no confirmation (logged):
+    each node writes its own, and one node's bad record must not make the state
+    unreadable for everyone, nor stop a change back to the safe default."""
     stored = records.get(state_key(flag_id))
     if stored is None:
         return None
-    state = STATE_DECODER.decode(stored[0])
+    state = decode_state(flag_id, stored[0])
     for key, (value, _) in records.items():
         node, _, flag = key.removeprefix("applied.").partition(".")
         if key.startswith("applied.") and flag == flag_id:
-            applied = APPLIED_DECODER.decode(value)
+            try:
+                applied = APPLIED_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("ignoring undecodable flag confirmation %r: %s", key, exc)
+                continue
             if applied.node == node and applied.flag_id == flag_id:  # stored under its own name
                 state = state.with_applied(applied.node, applied.revision)
     return state
 
 
 def changes_of(flag_id: str, records: dict[str, tuple[bytes, int]]) -> list[FlagChange]:
+    """The flag's recorded changes; one that cannot be decoded is `StateUnavailable`
+    naming its key."""
     prefix = f"change.{flag_id}."
-    found = [CHANGE_DECODER.decode(v) for k, (v, _) in records.items() if k.startswith(prefix)]
+    found: list[FlagChange] = []
+    for key, (value, _) in records.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            found.append(CHANGE_DECODER.decode(value))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StateUnavailable(f"flag change record {key!r} cannot be decoded: {exc}") from None
     return sorted(found, key=lambda c: c.revision)
 
 
