@@ -1895,3 +1895,103 @@ def test_a_held_drop_copy_whose_order_ends_without_an_order_id_is_booked_not_los
     assert halt.code is RejectReason.FILL_MISMATCH and "ELSEWHERE-3" in halt.reason
     eventually(lambda: rig.guard.position("L000") == -320, what="both booked")
     assert rig.gateway.book.orders["BAD1"].order_id == "NONE"
+
+
+def silent_venue(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venue takes orders whose ClOrdID starts SILENT and never answers them: the
+    order session never names their OrderID."""
+    real_new = rig.venue._new
+
+    def silent(msg: F.In, sid: Any, key: str) -> None:
+        if not msg[F.CL_ORD_ID].startswith("SILENT"):
+            real_new(msg, sid, key)
+
+    monkeypatch.setattr(rig.venue, "_new", silent)
+
+
+def test_drop_copies_still_held_when_the_gateway_stops_are_booked_and_halt(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drop-copy fills held for an OrderID the order session never names (under the
+    order's ClOrdID, and one naming no ClOrdID) survive the order session logging out
+    and back on, and when the gateway stops they are booked as bypass fills and the
+    node halts `fill_mismatch`, each recorded `drop_copy_unresolved`. Before, they
+    were dropped with the gateway: a 320 sell the venue reported, never booked, no
+    halt and nothing in the flight recorder."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    silent_venue(rig, monkeypatch)
+    rig.oms.new_order("SILENT1", "L000", BUY, 100, below(rig, "L000"))
+    eventually(lambda: "SILENT1" in rig.gateway.book.orders, what="SILENT1 routed")
+    assert F.send(dc_fill(F.EXECUTION_REPORT, "DC1", "ELSEWHERE-5", SELL, 300, "SILENT1"), sid)
+    assert F.send(dc_fill(F.TRADE_CAPTURE_REPORT, "DC2", "ELSEWHERE-6", SELL, 20), sid)
+    dc_marker(rig, sid, 1)
+    assert len(rig.events("drop_copy_held")) == 2 and rig.guard.halts() == {}
+    session = F.fix().Session.lookupSession(rig.gateway.venue_sid)
+    session.logout("test: order session down")
+    eventually(lambda: not rig.gateway.venue_up, what="order session down")
+    session.logon()
+    eventually(lambda: rig.gateway.venue_up, 10, "order session back")
+    dc_marker(rig, sid, 2)
+    assert rig.guard.position("L000") == 0 and len(rig.gateway._dc_held) == 2  # still held
+    rig.gateway.stop()
+    assert rig.guard.position("L000") == -320
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "stopped" in halt.reason
+    unresolved = rig.events("drop_copy_unresolved")
+    assert sorted(r["data"]["venue_order_id"] for r in unresolved) == [
+        "ELSEWHERE-5",
+        "ELSEWHERE-6",
+    ]
+    assert rig.gateway._dc_held == []
+
+
+def two_sided(report_id: str, sides: list[list[tuple[int, str]]], trans: str = "0") -> Any:
+    """A TradeCaptureReport of 100 L000 at 100 with both sides of the trade."""
+    return tcr(
+        [(F.TRADE_REPORT_ID, report_id), (F.TRADE_REPORT_TRANS_TYPE, trans),
+         (F.PREVIOUSLY_REPORTED, "N"), (F.SYMBOL, "L000"), (F.LAST_QTY, "100"),
+         (F.LAST_PX, "100"), (F.TRADE_DATE, "20260101"), (F.TRANSACT_TIME, F.now_utc())],
+        sides,
+    )  # fmt: skip
+
+
+def test_a_trade_capture_report_with_both_sides_is_read_side_by_side(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """Venues report a cross as one TradeCaptureReport with NoSides(552)=2. Before, any
+    such report halted the node as unreadable. Each side is told apart: the side of one
+    of the gateway's orders is its copy (dropped, the order session reports it) and the
+    other the counterparty's (ignored); with both sides the gateway's (an internal
+    cross) both are copies; a side under a client's ClOrdID with another OrderID is
+    booked and halts, as a one-sided collision does; with neither side the gateway's,
+    the firm's side cannot be told and the node halts, nothing booked."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    rest(rig, "B1", qty=100)
+    rig.oms.new_order("S1", "L000", SELL, 100, below(rig, "L000", -200))
+    rig.oms.wait_report("S1", "0")
+    b1, s1 = rig.venue.find("B1").order_id, rig.venue.find("S1").order_id
+    own_buy = [(F.SIDE, BUY), (F.ORDER_ID, b1), (F.CL_ORD_ID, "B1")]
+    own_sell = [(F.SIDE, SELL), (F.ORDER_ID, s1), (F.CL_ORD_ID, "S1")]
+    counterparty = [(F.SIDE, SELL), (F.ORDER_ID, "CP-1")]
+    assert F.send(two_sided("X1", [counterparty, own_buy]), sid)
+    assert F.send(two_sided("X2", [own_buy, own_sell]), sid)
+    dc_marker(rig, sid, 1)
+    assert rig.guard.halts() == {} and rig.guard.position("L000") == 0
+    assert not rig.events("venue_report_unapplied")
+    collide = [(F.SIDE, BUY), (F.ORDER_ID, "ELSEWHERE-7"), (F.CL_ORD_ID, "B1")]
+    assert F.send(two_sided("X3", [counterparty, collide]), sid)
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ELSEWHERE-7" in halt.reason
+    eventually(lambda: rig.guard.position("L000") == 100, what="the collided side booked")
+    assert F.send(two_sided("X3", [counterparty, collide]), sid)  # again: booked once
+    assert F.send(two_sided("X3", [counterparty, collide], trans="1"), sid)  # its cancel
+    eventually(lambda: rig.guard.position("L000") == 0, what="cancel taken back")
+    other = [(F.SIDE, BUY), (F.ORDER_ID, "CP-2")]
+    assert F.send(two_sided("X4", [counterparty, other]), sid)
+    eventually(lambda: rig.events("venue_report_unapplied"), what="recorded")
+    (unapplied,) = rig.events("venue_report_unapplied")
+    assert "cannot tell which is the firm's" in unapplied["data"]["error"]
+    assert rig.guard.position("L000") == 0 and rig.gateway.errors.count == 0

@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -122,6 +122,42 @@ class Unparsed(msgspec.Struct, frozen=True):
     qty: int
     price: float | None
     parent_id: str | None
+
+
+class _DcSide(NamedTuple):
+    """One side of a drop-copy report: what ties it to an order, and its Side(54)."""
+
+    clordid: str | None
+    orig: str | None
+    order_id: str | None
+    side: str | None
+
+
+def _tcr_sides(msg: F.In) -> list[_DcSide]:
+    """The NoSides(552) entries of a TradeCaptureReport, from its text (`F.In` keeps the
+    last instance of a tag; the engine's message may not outlive its callback, and a
+    held report is read again later). Side(54) opens each entry; OrderID(37) and
+    ClOrdID(11), body fields of a TCR only inside the group, belong to the entry
+    they follow. One or two entries (both sides of a trade); ValueError otherwise."""
+    count = msg.get(F.NO_SIDES) or "0"
+    sides: list[list[str | None]] = []
+    inside = False
+    for part in msg.raw.split(F.SOH):
+        tag, _, value = part.partition("=")
+        if tag == str(F.NO_SIDES):
+            inside = True
+        elif inside and tag == str(F.SIDE):
+            sides.append([None, None, value])
+        elif inside and sides and tag == str(F.ORDER_ID):
+            sides[-1][1] = value
+        elif inside and sides and tag == str(F.CL_ORD_ID):
+            sides[-1][0] = value
+    if count not in ("1", "2") or len(sides) != int(count):
+        raise ValueError(
+            f"TradeCaptureReport NoSides(552)={F.clean(count)} with {len(sides)} Side(54) "
+            "entries: the gateway reads one or two sides"
+        )
+    return [_DcSide(c, None, o, side) for c, o, side in sides]
 
 
 _POSITION_SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
@@ -275,6 +311,7 @@ class Gateway(Handler):
         self._initiator = self._acceptor = None
         with self._held():
             self._record_admin()
+            self._flush_dc_held()
 
     @contextlib.contextmanager
     def _held(self) -> Iterator[None]:
@@ -1469,112 +1506,175 @@ class Gateway(Handler):
             with self._applied_or_halt(msg):
                 self._drop_copy(msg, waits)
 
-    def _drop_copy(self, msg: F.In, waits_for: list[GwOrder] | None) -> None:
+    def _flush_dc_held(self) -> None:
+        """The gateway stops with drop-copy reports still held (caller holds the lock):
+        the order session can no longer name the OrderIDs they wait for, and a fill
+        the venue reported must not vanish with the gateway. Each is booked as a bypass
+        fill (conservative: the venue says the firm traded) and the node halts
+        `fill_mismatch`; each is recorded `drop_copy_unresolved` for the person who
+        reconciles the positions before the next start."""
+        held, self._dc_held = self._dc_held, []
+        for _seen, msg, waits in held:
+            with self._applied_or_halt(msg):
+                self._drop_copy(msg, waits, final=True)
+
+    def _drop_copy(
+        self, msg: F.In, waits_for: list[GwOrder] | None, *, final: bool = False
+    ) -> None:
         """One drop-copy report (caller holds the lock); `waits_for`: the orders a held
-        report waited for (None: it just came)."""
+        report waited for (None: it just came). `final`: the gateway is stopping, so a
+        report that still cannot be told is booked as a bypass fill and the node halts
+        (`drop_copy_unresolved`), never dropped with the gateway.
+
+        Read side by side (`_DcSide`: a TradeCaptureReport may carry both sides of a
+        trade): the side of one of the gateway's orders is its copy (dropped); with two
+        sides, one that is none of the gateway's while the other is, is the
+        counterparty's (ignored); with neither the gateway's, which side is the firm's
+        cannot be told (not applied, the node halts)."""
         read = self._read_dc_execution if msg.mtype == F.EXECUTION_REPORT else self._read_tcr
-        seen, kind, clordid, orig, ref, key = read(msg)
+        seen, kind, ref, key, sides = read(msg)
         if seen in self.book.exec_seen:
             return
         if waits_for is None and any(h[0] == seen for h in self._dc_held):
             return  # sent again while it is held: held once
-        venue_oid = msg.get(F.ORDER_ID)
-        own, collided, waits = self._own_copy(clordid, orig, venue_oid, waits_for)
-        if own:
-            return  # routed here: the venue session reports it
-        if waits:
+        told = [(s, *self._own_copy(s.clordid, s.orig, s.order_id, waits_for)) for s in sides]
+        waits = [go for *_, w in told for go in w]
+        if waits and not final:
             if waits_for is None:
+                first = next(s for s, _own, _col, w in told if w)
                 self._count("drop_copy_held")
                 self.guard.note(
                     "drop_copy_held",
-                    clordid=clordid,
-                    venue_order_id=venue_oid,
+                    clordid=first.clordid,
+                    venue_order_id=first.order_id,
                     exec_type=kind.value,
                     waits_for=len(waits),
                 )
             self._dc_held.append((seen, msg, waits))
             return
-        label = clordid if clordid is not None else f"order {venue_oid}"
-        fill = old = None
-        if kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT):
-            # booked as the venue reports it, or not at all: a buy assumed for a side
-            # the gateway does not know, or an instrument "?", would be a position
-            # nobody holds (unreadable: not applied, the node halts)
-            symbol = msg[self._instrument_tag()]
-            side = self._report_side(msg)
-            qty = self._lots(symbol, msg[F.LAST_QTY])
-            px = float(msg[F.LAST_PX])
-            fill = Fill(f"dropcopy:{label}", symbol, side, qty, px)
-        if kind is F.ExecKind.TRADE_CANCEL:
-            old = self.book.fills.pop(ref, None)
-        elif kind is F.ExecKind.TRADE_CORRECT:
-            old = self.book.fills.get(ref)
-            if old is not None and fill is not None:
-                fill = Fill(old.order_id, fill.symbol, fill.side, fill.qty, fill.price)
-        self._count("drop_copy_reports")
-        if collided:
-            self.guard.note(
-                "drop_copy_collision",
-                clordid=clordid,
-                venue_order_id=venue_oid,
-                exec_type=kind.value,
-            )
-        if kind is F.ExecKind.TRADE:
-            assert fill is not None
-            self.guard.on_external_fill(fill)
-            self.book.keep_fill(key, fill)
-        elif kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT):
-            if old is None:
-                self.guard.flag_mismatch(
-                    f"drop copy: {kind.value} for unknown execution {ref!r}"[:400]
-                )
-            elif fill is None:
-                self.guard.on_bust(old)
-            else:
-                self.guard.on_correct(old, fill)
-                self.book.keep_fill(ref, fill)
+        if len(sides) == 1:
+            booked = [(s, col, bool(w)) for s, own, col, w in told if not own]
         else:
-            self.guard.note("drop_copy_report", clordid=clordid, exec_type=kind.value)
+            # a side that waits names a ClOrdID of the gateway's (or may be an order of it
+            # whose OrderID is unknown): it is the gateway's side, booked when stopping
+            ours = [t for t in told if t[1] or t[2] or (t[3] and self._names_held(t[0]))]
+            if not ours:
+                raise ValueError(
+                    f"TradeCaptureReport NoSides(552)={len(sides)}: no side is an order of "
+                    "the gateway's, so it cannot tell which is the firm's"
+                )
+            booked = [(s, col, bool(w)) for s, own, col, w in ours if not own]
+        if not booked:
+            return  # routed here: the venue session reports it
+        legs: list[tuple[_DcSide, bool, bool, Fill | None, Fill | None, str, str]] = []
+        for side, collided, unresolved in booked:
+            # one key per side of a report with more than one (a cancel names both)
+            suffix = f":{side.side}" if len(sides) > 1 else ""
+            label = side.clordid if side.clordid is not None else f"order {side.order_id}"
+            fill = old = None
+            if kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT):
+                # booked as the venue reports it, or not at all: a buy assumed for a side
+                # the gateway does not know, or an instrument "?", would be a position
+                # nobody holds (unreadable: not applied, the node halts)
+                symbol = msg[self._instrument_tag()]
+                qty = self._lots(symbol, msg[F.LAST_QTY])
+                px = float(msg[F.LAST_PX])
+                fill = Fill(f"dropcopy:{label}", symbol, self._side_of(side.side), qty, px)
+            if kind is F.ExecKind.TRADE_CANCEL:
+                old = self.book.fills.get(ref + suffix)
+            elif kind is F.ExecKind.TRADE_CORRECT:
+                old = self.book.fills.get(ref + suffix)
+                if old is not None and fill is not None:
+                    fill = Fill(old.order_id, fill.symbol, fill.side, fill.qty, fill.price)
+            legs.append((side, collided, unresolved, fill, old, ref + suffix, key + suffix))
+        if len({leg[5] for leg in legs}) != len(legs):
+            raise ValueError("TradeCaptureReport: two sides with the same Side(54)")
+        for side, collided, unresolved, fill, old, leg_ref, leg_key in legs:
+            self._count("drop_copy_reports")
+            if collided:
+                self.guard.note(
+                    "drop_copy_collision",
+                    clordid=side.clordid,
+                    venue_order_id=side.order_id,
+                    exec_type=kind.value,
+                )
+            if unresolved:
+                self._count("drop_copy_unresolved")
+                self.guard.note(
+                    "drop_copy_unresolved",
+                    clordid=side.clordid,
+                    venue_order_id=side.order_id,
+                    exec_type=kind.value,
+                    report=seen,
+                    raw_sha256=F.raw_hash(msg),
+                )
+            if kind is F.ExecKind.TRADE:
+                assert fill is not None
+                self.guard.on_external_fill(fill)
+                self.book.keep_fill(leg_key, fill)
+            elif kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT):
+                if old is None:
+                    self.guard.flag_mismatch(
+                        f"drop copy: {kind.value} for unknown execution {leg_ref!r}"[:400]
+                    )
+                elif fill is None:
+                    self.book.fills.pop(leg_ref, None)
+                    self.guard.on_bust(old)
+                else:
+                    self.guard.on_correct(old, fill)
+                    self.book.keep_fill(leg_ref, fill)
+            else:
+                self.guard.note("drop_copy_report", clordid=side.clordid, exec_type=kind.value)
+            if collided:
+                self.guard.flag_mismatch(
+                    f"drop copy: order {side.order_id} that did not pass the gateway "
+                    f"reports under ClOrdID {side.clordid}, which the gateway holds for its "
+                    "own"[:400]
+                )
+            if unresolved:
+                self.guard.flag_mismatch(
+                    f"drop copy: report {seen} (order {side.order_id}, ClOrdID "
+                    f"{side.clordid}) still waited for the order session to name an OrderID "
+                    "when the gateway stopped: booked as a bypass fill"[:400]
+                )
         self.book.saw_exec(seen, None)
-        if collided:
-            self.guard.flag_mismatch(
-                f"drop copy: order {venue_oid} that did not pass the gateway "
-                f"reports under ClOrdID {clordid}, which the gateway holds for its own"[:400]
-            )
 
-    def _read_dc_execution(
-        self, msg: F.In
-    ) -> tuple[str, F.ExecKind, str | None, str | None, str, str]:
-        """A drop-copy ExecutionReport: (the id it is seen under, what it means, ClOrdID,
-        OrigClOrdID, the execution a bust or correction names, the id its fill is kept
-        under)."""
+    def _names_held(self, side: _DcSide) -> bool:
+        return any(c is not None and c in self.book.owner for c in (side.clordid, side.orig))
+
+    @staticmethod
+    def _side_of(fix_side: str | None) -> Side:
+        """The Guard side of a drop-copy side's Side(54); ValueError for none or another."""
+        side = _SIDES.get(fix_side or "")
+        if side is None:
+            shown = "missing" if fix_side is None else f"={F.clean(fix_side)}"
+            raise ValueError(f"Side(54){shown} is not supported by the gateway")
+        return side
+
+    def _read_dc_execution(self, msg: F.In) -> tuple[str, F.ExecKind, str, str, list[_DcSide]]:
+        """A drop-copy ExecutionReport: (the id it is seen under, what it means, the
+        execution a bust or correction names, the id its fill is kept under, its one
+        side: ClOrdID, OrigClOrdID, OrderID, Side)."""
         exec_id = msg[F.EXEC_ID]
         kind = F.exec_kind(msg, self.fix42)
-        return (
-            exec_id,
-            kind,
+        side = _DcSide(
             msg.get(F.CL_ORD_ID),  # FIX does not require it on an ExecutionReport
             msg.get(F.ORIG_CL_ORD_ID),
-            (msg.get(F.EXEC_REF_ID) or ""),
-            exec_id,
+            msg.get(F.ORDER_ID),
+            msg.get(F.SIDE),
         )
+        return exec_id, kind, (msg.get(F.EXEC_REF_ID) or ""), exec_id, [side]
 
-    def _read_tcr(self, msg: F.In) -> tuple[str, F.ExecKind, str | None, str | None, str, str]:
+    def _read_tcr(self, msg: F.In) -> tuple[str, F.ExecKind, str, str, list[_DcSide]]:
         """A drop-copy TradeCaptureReport (35=AE), as `_read_dc_execution` reads an
         ExecutionReport. TradeReportTransType(487) 0 (or none) is a new trade, 1 a cancel
         and 4 a reversal (taken back, as a bust), 2 a replace (a correction); ExecType
         F/H/G or TradeReportType 6 (a trade report cancel) say the same. A cancel or
         replace names the trade by TradeReportRefID(572), or with none by its own
-        TradeReportID. Side, OrderID and ClOrdID are read from the one entry of NoSides
-        (552): with more than one side the gateway cannot tell which is the firm's, and
-        anything else it cannot read is not applied (the node halts, as for an
-        unreadable ExecutionReport)."""
-        sides = msg.get(F.NO_SIDES) or "0"
-        if sides != "1":
-            raise ValueError(
-                f"TradeCaptureReport NoSides(552)={F.clean(sides)}: the gateway books one "
-                "side per report (the firm's) and cannot tell which one that is"
-            )
+        TradeReportID. Side, OrderID and ClOrdID are read from each entry of NoSides
+        (552), one or two (both sides of a trade); anything else it cannot read is not
+        applied (the node halts, as for an unreadable ExecutionReport)."""
+        sides = _tcr_sides(msg)
         trade_id = msg[F.TRADE_REPORT_ID]
         trans = msg.get(F.TRADE_REPORT_TRANS_TYPE) or "0"
         exec_type = msg.get(F.EXEC_TYPE)
@@ -1594,7 +1694,7 @@ class Gateway(Handler):
         else:
             seen = f"AE:{trade_id}:{trans}:{exec_type or ''}"
         ref = f"AE:{msg.get(F.TRADE_REPORT_REF_ID) or trade_id}"
-        return seen, kind, msg.get(F.CL_ORD_ID), None, ref, seen
+        return seen, kind, ref, seen, sides
 
     def _own_copy(
         self,
