@@ -30,3 +30,19 @@ def test_an_empty_artifacts_option_is_refused_not_read_as_this_directory(
     )  # fmt: skip
     assert out.exit_code == 2, out.output
     assert "'--artifacts': empty path" in out.output
+
+
+@pytest.mark.parametrize("lots", ["L000=0", "L000=-1", "L000=NaN", "L000=Infinity", "=1"])
+def test_a_venue_lot_that_is_no_size_is_refused_naming_the_option(
+    tmp_path: Path, lots: str
+) -> None:
+    """A lot of 0 (or negative, NaN, infinite, or for no symbol) was accepted and the
+    venue failed on its first order (`qty % 0`); refused before anything starts."""
+    out = CliRunner().invoke(
+        app,
+        ["venue", "--fix", "--port", "1", "--lots", lots, "--state-dir", str(tmp_path / "v")],
+        env={"COLUMNS": "200"},
+    )
+    assert out.exit_code == 2, out.output
+    assert f"--lots: {lots!r}: a symbol and a lot size > 0" in out.output
+    assert "Traceback" not in out.output and not (tmp_path / "v").exists()

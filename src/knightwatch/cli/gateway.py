@@ -131,9 +131,12 @@ def venue(
     for part in filter(None, (p.strip() for p in lots.split(","))):
         sym, _, text = part.partition("=")
         try:
-            lot_map[sym] = Decimal(text)
+            lot = Decimal(text)
         except InvalidOperation:
             _fail(f"--lots: {part!r} is not SYMBOL=DECIMAL")
+        if not sym.strip() or not lot.is_finite() or lot <= 0:
+            _fail(f"--lots: {part!r}: a symbol and a lot size > 0 (a finite decimal)")
+        lot_map[sym] = lot
 
     async def go() -> None:
         from knightwatch.gateway.venue import FixVenue
