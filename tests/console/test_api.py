@@ -654,6 +654,31 @@ def test_audit_numbers_that_are_not_ascii_digits_are_refused_not_a_server_error(
         assert answer.json()["error"].startswith(f"{name}:"), answer.text
 
 
+@pytest.mark.parametrize("name", ["limit", "since_ns", "until_ns"])
+def test_audit_numbers_too_long_for_int_are_refused_not_a_server_error(
+    alice: Person, name: str
+) -> None:
+    """5,000 digits passed the digit check and made `int()` raise (its 4,300-digit limit):
+    a traceback and a 500."""
+    for path in ("/api/audit", "/api/audit/export"):
+        answer = alice.http.get(path, params={name: "9" * 5000})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"].startswith(f"{name}:"), answer.text
+    assert alice.http.get("/api/audit", params={name: "9" * 19}).status_code == 200
+
+
+def test_a_request_id_the_bucket_cannot_hold_is_refused_not_an_outage(alice: Person) -> None:
+    """ "." and ".." were sent to the approvals bucket, whose refusal was answered as a 503
+    (the control plane "did not answer") and recorded as an error: they are 422s."""
+    base = {"scope": "fleet", "key": "", "digest": "0" * 32, "password": PASSWORD, "reason": "x"}
+    for request_id in (".", "..", ".abc", "abc."):
+        answer = alice.post("/api/resume/approve", {**base, "request_id": request_id})
+        assert answer.status_code == 422, (request_id, answer.text)
+        assert answer.json()["error"].startswith("request_id:"), answer.text
+    answer = alice.post("/api/resume/approve", {**base, "request_id": "a.b"})
+    assert answer.status_code == 404, answer.text  # well formed, and no such request
+
+
 def test_a_form_with_too_many_fields_is_refused_not_a_server_error(console: ConsoleProc) -> None:
     """`parse_qs(max_num_fields=8)` raised ValueError out of the login and logout handlers."""
     fields = {f"f{i}": "x" for i in range(9)}

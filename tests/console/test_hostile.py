@@ -201,3 +201,51 @@ def test_a_brute_forced_name_never_stops_a_logged_in_operators_kill(
     alice.http.close()
     time.sleep(int(locked.headers["retry-after"]) + 0.1)  # the name's wait runs out
     Person(console, "alice").http.close()  # a success clears the name and the address
+
+
+def _approve(person: Person, request_id: str, password: str) -> httpx.Response:
+    row = next(r for r in person.http.get("/api/snapshot").json()["requests"]
+               if r["id"] == request_id)  # fmt: skip
+    return person.post(
+        "/api/resume/approve",
+        {"request_id": request_id, "scope": row["scope"], "key": row["key"],
+         "digest": row["digest"], "password": password, "reason": "step-up"},
+    )  # fmt: skip
+
+
+def test_step_up_guesses_spread_over_fresh_sessions_are_throttled_not_the_kill(
+    console: ConsoleProc,
+) -> None:
+    """Someone holding bob's login (or his cookie jar) guesses his step-up password from a
+    fresh session each time: counted per session, each session had its own free tries and
+    the guessing was never slowed. It is counted per user now; while it is, bob still logs
+    in and his kill goes through."""
+    alice = Person(console, "alice")
+    assert alice.post("/api/kill", kill_body("hostile-stepup")).json()["ok"]
+    made = alice.post(
+        "/api/resume/request", {"scope": "strategy", "key": "hostile-stepup", "reason": "x"}
+    )
+    assert made.status_code == 200, made.text
+    rid = made.json()["request_id"]
+    statuses: list[int] = []
+    throttled: httpx.Response | None = None
+    for i in range(10):
+        guesser = Person(console, "bob")  # a fresh session for every guess
+        answer = _approve(guesser, rid, f"guess number {i}")
+        guesser.http.close()
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            throttled = answer
+            break
+        assert answer.status_code == 401, answer.text
+    assert throttled is not None, statuses  # before: ten 401s, never slowed
+    assert "try again in" in throttled.json()["error"]
+    bob = Person(console, "bob")  # his login is not behind the step-up's count
+    kill = bob.post("/api/kill", kill_body("hostile-stepup-kill"))
+    assert kill.status_code == 200 and kill.json()["ok"], kill.text
+    wait = int(throttled.json()["error"].rsplit("in ", 1)[1].split(" ", 1)[0])
+    time.sleep(wait + 0.1)  # the wait runs out; a success clears bob's and the address's count
+    right = _approve(bob, rid, PASSWORD)
+    assert right.status_code == 200, right.text
+    bob.http.close()
+    alice.http.close()

@@ -101,6 +101,10 @@ from knightwatch.trust.store import TrustStore
 log = logging.getLogger(__name__)
 
 COOKIE = "kw_session"
+HOST_COOKIE = "__Host-" + COOKIE
+"""The session cookie's name behind TLS (`secure_cookies`): the browser keeps a `__Host-`
+cookie only when it is Secure, on Path=/ and without Domain, so nothing else on the host
+name can plant or widen it (docs/console.md promised it; the cookie kept the plain name)."""
 DEVICE_COOKIE = "kw_device"
 """Set at a successful login: this browser logged in as that person before (`device_of`)."""
 DEVICE_TTL_S = 30 * 86_400
@@ -114,8 +118,10 @@ FORM_FIELDS = 8
 MAX_ACKS = 10_000
 """Alert acknowledgements kept (the newest; each is also in the console's audit file)."""
 REASON_MAX = 500
-REQUEST_ID = re.compile(r"[-_=.a-zA-Z0-9]{1,64}")
-"""A request id as the approvals bucket can hold it (ids are 12 hex digits)."""
+REQUEST_ID = re.compile(r"(?![.])[-_=.a-zA-Z0-9]{1,64}(?<![.])")
+"""A request id as the approvals bucket can hold it (ids are 12 hex digits). A key that
+starts or ends with '.' is none the bucket can hold: "." and ".." were sent to it, and its
+InvalidKeyError was answered as 503 "control plane did not answer", recorded as an error."""
 RECHECK_S = 0.5
 """How often an open event stream judges its credential again: a logout, a disable, a
 password change, an expired session and a revoked or expired token end it within this."""
@@ -235,11 +241,6 @@ def confirm_word(scope: KillScope, key: str) -> str:
     return "KILL" if scope is KillScope.FLEET else key
 
 
-def _session_key(session_id: str) -> str:
-    """A session's throttle key: not the cookie's secret itself."""
-    return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:24]
-
-
 def _credential(who: Principal) -> tuple[str, str, str]:
     """Which credential a principal stands on: its session's id or its token's."""
     return who.via, who.name, who.session.id if who.session is not None else who.token_id
@@ -347,7 +348,13 @@ class Console:
         self.users = users
         self.clock: Clock = clock or SystemClock()
         self.sessions = Sessions()
+        self.cookie = HOST_COOKIE if settings.secure_cookies else COOKIE
         self.throttle = LoginThrottle()
+        self.stepup = LoginThrottle()
+        """The approvals' password step-up, per user and per address: counted per session,
+        a guesser holding a user's cookie (or a token) spread guesses over fresh logins,
+        each with its own free tries. Its own table: a stolen credential's failures never
+        slow that person's login, whose session is what a kill is sent from."""
         self.audit = ConsoleAudit(settings.audit, self.clock)
         self.watch = Watch(plane, trust, self.clock, every_s=settings.heartbeat_s)
         self.links: dict[str, PersonLink] = {}
@@ -453,7 +460,7 @@ class Console:
     def principal(self, request: Request, *, touch: bool = True) -> Principal | None:
         """Who sent `request`, judged now. `touch`: a session's idle clock restarts (not
         when an open stream re-checks it: a page left open still idles out)."""
-        sid = request.cookies.get(COOKIE)
+        sid = request.cookies.get(self.cookie)
         if sid:
             session = self.sessions.get(sid, touch=touch)
             if session is not None:
@@ -795,7 +802,7 @@ async def login(request: Request) -> Response:
         )
         return HTMLResponse(page, status_code=403)
     c.throttle.succeeded(name, ip, device)
-    previous = request.cookies.get(COOKIE)
+    previous = request.cookies.get(c.cookie)
     if previous and c.sessions.close(previous):
         # the id is rotated: the session this browser held (anyone's) ends here, with its
         # unlocked key and connection, instead of working on until it idled out
@@ -817,7 +824,7 @@ async def login(request: Request) -> Response:
     request.state.result = "ok"
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        COOKIE,
+        c.cookie,
         session.id,
         httponly=True,
         samesite="strict",
@@ -855,7 +862,9 @@ async def logout(request: Request) -> Response:
         c.sessions.close(who.session.id)
         await c._unlink(who.session.id)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(
+        c.cookie, path="/", secure=c.settings.secure_cookies, httponly=True, samesite="strict"
+    )
     return response
 
 
@@ -1026,21 +1035,22 @@ async def api_approve(request: Request) -> Response:
             )
     await c.recording("an approval")
     ip = _client(request)
-    # a session's step-up counts on the session alone: nobody else can fail on it
-    device = _session_key(who.session.id) if who.session is not None else None
-    wait = c.throttle.reserve(who.name, ip, device)  # counted before the verification
+    # per user and per address, whatever session or token asks: only someone holding one of
+    # the user's credentials can fail under the name here, and fresh sessions of theirs no
+    # longer bring fresh tries (the stop direction never passes through this table)
+    wait = c.stepup.reserve(who.name, ip)  # counted before the verification
     if wait > 0:
         raise Refusal(429, f"too many failed attempts: try again in {math.ceil(wait)} s")
     try:
         fresh = await asyncio.to_thread(c.users.unlock, who.name, body.password)
     except ConsoleUserError as exc:
-        c.throttle.release(who.name, ip, device)
+        c.stepup.release(who.name, ip)
         raise Refusal(503, f"approvals are refused: {exc}", result="error") from None
     except LoginFailed as exc:  # already counted by the reservation
         raise Refusal(
             401, f"re-authentication failed ({exc.why}): re-enter your password"
         ) from None
-    c.throttle.succeeded(who.name, ip, device)
+    c.stepup.succeeded(who.name, ip)
     if who.session is not None:
         c.sessions.reauthenticated(who.session.id)
     # The ramp runs for minutes on a connection of its own, opened with the freshly unlocked
@@ -1212,9 +1222,10 @@ def _query(request: Request) -> Query:
         if not text:
             return 0
         # isdigit() alone lets '²' and other Unicode digits through to int(): a 500
-        if not (text.isascii() and text.isdigit()):
+        # past 4300 digits int() raises (a 500); no count or time here needs 20
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
             what = "a count" if name == "limit" else "nanoseconds since the epoch"
-            raise Refusal(422, f"{name}: {what}, digits 0-9 only")
+            raise Refusal(422, f"{name}: {what}, digits 0-9 only, at most 19")
         return int(text)
 
     limit = num("limit") or 200

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -124,12 +125,17 @@ def running_console(fleet: Fleet, *extra: str) -> Iterator[ConsoleProc]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    tls = "--tls-cert" in extra
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    # the readiness probe only asks whether it answers: the caller checks the certificate
+    probe = ssl.create_default_context() if tls else None
+    if probe is not None:
+        probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(url + "/login", timeout=1) as answer:
+                with urllib.request.urlopen(url + "/login", timeout=1, context=probe) as answer:
                     if answer.status == 200:
                         break
             except (urllib.error.URLError, OSError):
