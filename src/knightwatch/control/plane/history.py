@@ -89,25 +89,57 @@ class ResumeProofs:
     """`unproven_resume`, remembered per stored write, for a reader that judges the same
     slots again and again (the console, a kill switch). A revision names one write for
     good and the write before it never changes, so the answer for a (slot, revision,
-    command) never does; only a new write, with its own revision, asks the store again."""
+    command) never does; only a new write, with its own revision, asks the store again.
+    The same holds for when the store wrote it (`ControlPlane.stored_ns`): a resume is
+    judged at that instant, as a node adopting it from the store judges it."""
 
     def __init__(self, plane: ControlPlane, keep: int = 1024) -> None:
         self.plane = plane
         self.keep = keep
         self._known: dict[tuple[str, int, str], Refused | None] = {}
+        self._stored: dict[tuple[str, int, str], int] = {}
 
     async def judge(
         self, entry: StateEntry, revision: int, roster: Roster | None, now_ns: int
     ) -> Checked:
         """Whether a stored entry is in force as nodes hold it: its signer(s), verified
         against `roster` (None, no roster yet: refused), if it verifies and, for a resume,
-        the slot's history shows it stored right over the halt it lifts; else `Refused`,
-        naming why (nodes hold the slot halted)."""
-        checked = check_state(entry.command(), entry.proof, roster, now_ns=now_ns, live=False)
+        it verifies at the time the store wrote it (its keys valid and the approval policy
+        met then, stored before its expiry) and the slot's history shows it stored right
+        over the halt it lifts; else `Refused`, naming why (nodes hold the slot halted).
+        A resume whose write the store no longer holds (when it was stored unknown) is
+        refused as a node refuses it. Raises `ControlPlaneUnavailable` when the store
+        cannot be read."""
+        stored_ns = await self.stored_at(entry, revision)
+        checked = check_state(
+            entry.command(), entry.proof, roster, now_ns=now_ns, live=False, stored_ns=stored_ns
+        )
         refused = await self.check(entry, revision)
         if refused is not None:
             raise refused
         return checked
+
+    async def stored_at(self, entry: StateEntry, revision: int) -> int | None:
+        """When the store wrote the resume `entry` at `revision` (None for an entry that
+        is not a resume: a kill is never judged by it); `Refused` (stale) when the store
+        no longer holds that write, as a starting node refuses it (fail closed)."""
+        if entry.state is not TradingState.ACTIVE:
+            return None
+        key = (entry.slot, revision, entry.command_id)
+        known = self._stored.get(key)
+        if known is not None:
+            return known
+        stored_ns = await self.plane.stored_ns(entry.scope, entry.key, revision)
+        if stored_ns is None:
+            raise Refused(
+                TrustReason.STALE,
+                f"the store no longer holds revision {revision} of {entry.slot}: "
+                "when it was stored is unknown",
+            )
+        if len(self._stored) >= self.keep:
+            self._stored.clear()
+        self._stored[key] = stored_ns
+        return stored_ns
 
     async def check(self, entry: StateEntry, revision: int) -> Refused | None:
         if entry.state is not TradingState.ACTIVE:
