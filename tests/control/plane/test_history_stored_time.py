@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from knightwatch.clock import NS_PER_S, SimClock, SystemClock
+from knightwatch.control.fleet.freeze import kill_in_force
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
@@ -142,6 +143,10 @@ async def test_a_one_person_resume_dated_into_closed_hours_is_refused_where_node
         assert verdict.reason is TrustReason.APPROVAL_MISSING, verdict
         ks = market_site.killswitch(alice, "alice")
         assert (await ks.current(Scope.FLEET, FLEET_KEY))[2] is False
+        # the freeze too: the fleet kill is still in force, so nothing that adds risk applies
+        frozen = await kill_in_force(alice, market_site.store())
+        assert frozen is not None and frozen.state is TradingState.HALTED
+        assert "approval_missing" in frozen.reason, frozen.reason
     finally:
         await alice.close()
     node = await started_node(market_site)
@@ -165,6 +170,8 @@ async def test_a_resume_dated_back_before_its_approvers_revocation_is_refused(si
         verdict = await judged(alice, site.store(), resume, revision, SystemClock().time_ns())
         assert isinstance(verdict, Refused), verdict
         assert verdict.reason is TrustReason.KEY_NOT_VALID, verdict
+        frozen = await kill_in_force(alice, site.store())
+        assert frozen is not None and "key_not_valid" in frozen.reason, frozen
     finally:
         await alice.close()
     node = await started_node(site)
@@ -188,6 +195,7 @@ async def test_a_two_person_resume_stays_in_force_after_its_approver_is_revoked(
         assert verdict.approvers == ("bob",)
         ks = site.killswitch(alice, "alice")
         assert (await ks.current(Scope.FLEET, FLEET_KEY))[2] is True
+        assert await kill_in_force(alice, site.store()) is None
     finally:
         await alice.close()
 

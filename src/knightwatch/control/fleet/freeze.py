@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from knightwatch.control.plane.history import held_halted, unproven_resume
+from knightwatch.control.plane.history import ResumeProofs, held_halted, unproven_resume
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -80,10 +80,24 @@ async def judged(
 ) -> dict[str, tuple[StateEntry, int]]:
     """What each slot holds as a node judges it, read from the store of record: `held`,
     and a resume the slot's history does not show lifting the halt it names (one stored
-    again over a newer kill) is a halt of its slot too. Raises `ControlPlaneUnavailable`."""
+    again over a newer kill) is a halt of its slot too; so (with `trust`) is one that does
+    not verify at the time the store wrote it (`ResumeProofs.judge`: held back past its
+    expiry, dated before a revocation, one person's in closed market hours), as a node
+    that starts refuses it. Raises `ControlPlaneUnavailable`."""
     out = held(await plane.states(), trust)
+    proofs = ResumeProofs(plane)
     for slot, (entry, revision) in list(out.items()):
-        refused = await unproven_resume(plane, entry, revision)
+        if entry.state is not TradingState.ACTIVE or entry.actor == UNDECODABLE_ACTOR:
+            continue
+        refused: Refused | None
+        if trust is not None:
+            try:
+                await proofs.judge(entry, revision, trust.roster, now_ns=0)
+                refused = None
+            except Refused as exc:
+                refused = exc
+        else:
+            refused = await unproven_resume(plane, entry, revision)
         if refused is not None:
             out[slot] = (held_halted(slot, revision, f"is refused ({refused})"), revision)
     return out
