@@ -104,6 +104,31 @@ flags:
     }
 
 
+def test_registry_invalid_names_the_flags_line(tmp_path: Path) -> None:
+    """A flag entry that does not load is reported at that entry's line (and a YAML error
+    at its own line), not at line 1, so `path:line` leads to it."""
+    registry = tmp_path / "feature-flags.yaml"
+    good = """\
+  - id: trading.smars.fine
+    description: fine
+    owner: smars-team
+    created: 2012-07-01
+    expires: 2013-01-01
+    lifecycle: active
+    safe_default: false
+    trading_behaviour: true
+"""
+    registry.write_text(
+        "version: 1\nflags:\n" + good + good.replace("fine", "wrong").replace("false", "maybe")
+    )
+    (finding,) = run_lint(registry, [tmp_path], DAY).findings
+    assert finding.code is FindingCode.REGISTRY_INVALID
+    assert finding.line == 11 and "trading.smars.wrong" in finding.message
+    registry.write_text("version: 1\nflags:\n" + good + "  - id: [unclosed\n")
+    (finding,) = run_lint(registry, [tmp_path], DAY).findings
+    assert finding.code is FindingCode.REGISTRY_INVALID and finding.line == 12, finding
+
+
 def test_configured_accessor_and_unparseable_source(tmp_path: Path) -> None:
     shutil.copy(CLEAN / "feature-flags.yaml", tmp_path / "feature-flags.yaml")
     (tmp_path / "a.py").write_text('if feature("risk.other.x"):\n    pass\n')

@@ -23,7 +23,13 @@ from knightwatch.errors import quoted
 from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.fleet import FleetView
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.state import FlagChange, FlagState, FlagStateStore, StateConflict
+from knightwatch.flags.state import (
+    FlagChange,
+    FlagState,
+    FlagStateStore,
+    StateConflict,
+    StateUnreadable,
+)
 from knightwatch.inputs import load_toml
 
 
@@ -197,18 +203,36 @@ class ActivationGate:
         verdict = self.check(request)
         if not verdict.accepted or verdict.change is None:
             return verdict
-        current = self._store.get(request.flag_id)
+        flag = self._registry.get(request.flag_id)
+        safe_direction = flag is not None and request.value == flag.safe_default
+        current, unreadable = self._current(request.flag_id, safe_direction)
         revision = current.revision if current else 0
         change = verdict.change
-        flag = self._registry.get(request.flag_id)
         if self._sealer is not None and flag is not None:
             proof = self._sealer.seal(change, revision + 1, request, flag)
             change = msgspec.structs.replace(change, proof=proof)
         try:
-            state = self._store.commit(change, revision)
+            state = self._store.commit(change, revision, replace_unreadable=bool(unreadable))
         except StateConflict as exc:
             return ActivationResult(False, ActivationCode.CONFLICT, str(exc))
-        return ActivationResult(True, ActivationCode.OK, verdict.detail, state, change)
+        detail = verdict.detail
+        if unreadable:
+            detail += f"; replaced an unreadable stored state ({unreadable})"
+        return ActivationResult(True, ActivationCode.OK, detail, state, change)
+
+    def _current(self, flag_id: str, safe_direction: bool) -> tuple[FlagState | None, str]:
+        """The stored state, and "" or why it could not be read.
+
+        A stored record nobody can decode never holds back the stop direction: a
+        change to the safe default starts from a fresh state (no node values: every
+        node at the safe default) above the unreadable one's revision. Away from the
+        safe default it stays an error naming the record (`StateUnreadable`)."""
+        try:
+            return self._store.get(flag_id), ""
+        except StateUnreadable as exc:
+            if not safe_direction:
+                raise
+            return FlagState(flag_id, exc.revision), str(exc)
 
     def check(self, request: ActivationRequest) -> ActivationResult:
         def refuse(code: ActivationCode, detail: str) -> ActivationResult:
@@ -227,12 +251,14 @@ class ActivationGate:
         # are not members now (crashed, partitioned, left): they read the state when they
         # come back, and must not come back to the value the emergency was turning off
         holding: set[str] = set()
+        unreadable = ""
         if safe_direction:
-            current = self._store.get(flag.id)
+            current, unreadable = self._current(flag.id, safe_direction)
             if current is not None:
                 holding = {n for n, v in current.node_values.items() if v != request.value}
         targets = request.nodes or tuple(sorted(members.keys() | holding))
-        if not targets:
+        # replacing an unreadable state puts every node at the safe default, members or not
+        if not targets and not unreadable:
             return refuse(ActivationCode.NO_TARGET_NODES, "no node would evaluate this change")
         # a named node that is not a member is no reason to hold the stop direction back
         # (a rollout's abort names every node it exposed, crashed ones too)

@@ -259,7 +259,7 @@ def history_findings(registry_path: Path) -> tuple[list[Finding], int]:
             versions.append(("working tree", read_registry(registry_path)))
         except RegistryError as exc:
             finding = Finding(
-                FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
+                FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), exc.line, str(exc)
             )
             return [finding], len(versions)
     ledger = RegistryLedger()
@@ -306,7 +306,7 @@ def run_lint(
         doc = parse_registry(read_registry(registry_path), str(registry_path))
     except RegistryError as exc:
         finding = Finding(
-            FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), 1, str(exc)
+            FindingCode.REGISTRY_INVALID, Severity.ERROR, str(registry_path), exc.line, str(exc)
         )
         return LintReport((finding,), 0, 0)
     findings = RegistryLedger().admit(doc, "working tree")

@@ -9,6 +9,7 @@ one version of the file (`identity_findings`) and a sequence of versions
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,17 @@ SCHEMA_VERSION = 1
 
 
 class RegistryError(KnightwatchError, ValueError):
-    """The registry cannot be used; the message names the key and the rule."""
+    """The registry cannot be used; the message names the key and the rule.
+
+    `line`: the file's line the problem is on, where known (the flag's entry for a
+    field of a flag), else 1; lint reports the finding there."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+_LINE = re.compile(r"(?:^|: )line (\d+)\b")
 
 
 class _RegistryFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -68,13 +79,18 @@ def parse_registry(text: str, source: str) -> RegistryDocument:
         root = compose_yaml(text, source)
         data = construct_yaml(root, source)
     except InputFileError as exc:
-        raise RegistryError(str(exc)) from None
+        found = _LINE.search(str(exc).removeprefix(f"{source}: "))
+        raise RegistryError(str(exc), int(found.group(1)) if found else 1) from None
     if not isinstance(data, dict):
         raise RegistryError(f"{source}: top level must be a mapping with `version` and `flags`")
     try:
         parsed = msgspec.convert(data, _RegistryFile)
     except msgspec.ValidationError as exc:
-        raise RegistryError(f"{source}: {_explain(str(exc), data)}") from None
+        message = str(exc)
+        index = message.split("$.flags[", 1)[1].split("]", 1)[0] if "$.flags[" in message else ""
+        lines = _flag_lines(root)
+        line = lines[int(index)] if index.isdigit() and int(index) < len(lines) else 1
+        raise RegistryError(f"{source}: {_explain(message, data)}", line) from None
     if parsed.version != SCHEMA_VERSION:
         raise RegistryError(f"{source}: `version` must be {SCHEMA_VERSION}, got {parsed.version}")
     return RegistryDocument(source=source, flags=parsed.flags, lines=_flag_lines(root))

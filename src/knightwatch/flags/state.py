@@ -68,6 +68,18 @@ class StateUnavailable(KnightwatchError, RuntimeError):
     """The state cannot be read; evaluation falls back to safe defaults."""
 
 
+class StateUnreadable(StateUnavailable):
+    """The stored state record is there but cannot be decoded (or is another flag's).
+
+    Only a change back to the safe default may replace it (the stop direction is
+    never gated on a record nobody can read): a fresh state at `revision` + 1,
+    committed with `commit(..., replace_unreadable=True)` against `revision`."""
+
+    def __init__(self, detail: str, revision: int) -> None:
+        super().__init__(detail)
+        self.revision = revision
+
+
 class FlagStateReader(Protocol):
     """What a node needs to evaluate flags: read the state, confirm what it applied."""
 
@@ -79,7 +91,12 @@ class FlagStateReader(Protocol):
 class FlagStateStore(FlagStateReader, Protocol):
     """What operators' tools need on top: compare-and-set changes and their history."""
 
-    def commit(self, change: FlagChange, expected_revision: int) -> FlagState: ...
+    def commit(
+        self, change: FlagChange, expected_revision: int, *, replace_unreadable: bool = False
+    ) -> FlagState:
+        """Compare-and-set; `replace_unreadable`: `change` goes to the safe default and may
+        replace a stored state that `get` reported as `StateUnreadable` at this revision."""
+        ...
 
     def changes(self, flag_id: str) -> Sequence[FlagChange]: ...
 
@@ -111,7 +128,9 @@ class MemoryFlagStateStore:
     def get(self, flag_id: str) -> FlagState | None:
         return self._data.flags.get(flag_id)
 
-    def commit(self, change: FlagChange, expected_revision: int) -> FlagState:
+    def commit(
+        self, change: FlagChange, expected_revision: int, *, replace_unreadable: bool = False
+    ) -> FlagState:
         return _commit(self._data, change, expected_revision)
 
     def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:

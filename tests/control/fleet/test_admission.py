@@ -17,13 +17,21 @@ import msgspec
 import pytest
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.admission import AdmissionService, request_target
+from knightwatch.control.fleet.admission import (
+    CHALLENGE_MALFORMED,
+    CHALLENGE_PENDING_NODE,
+    CHALLENGE_PENDING_TOTAL,
+    AdmissionService,
+    request_target,
+)
 from knightwatch.control.fleet.freeze import record_known_good
+from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
     ENCODER,
     KNOWN_GOOD_KEY,
+    SUBJECT_CHALLENGE,
     SUBJECT_TARGET,
     TARGET_DECODER,
     TARGET_KEY,
@@ -39,7 +47,7 @@ from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope
 from knightwatch.trust.target import TargetCommand, approve_target, sign_target, target_command
 
-from ...identities import BOB, KIT, set_target, switch, trust
+from ...identities import BOB, KIT, set_target, signer, switch, trust
 from ...integration.fleet_release import NEW_ROUTER, REGISTRY, Signers, deploy
 
 HOUR_NS = 3600 * 1_000_000_000
@@ -248,3 +256,56 @@ async def test_a_stored_target_nobody_can_read_refuses_every_node_until_set_agai
     assert reply.accepted, reply
     assert service.target is not None and service.target.release_id == "r2"
     assert service.target_problem == ""
+
+
+async def test_challenge_requests_are_checked_and_bounded(
+    nats_server: Site, tmp_path: Path
+) -> None:
+    """Any node may ask for a challenge in any name: a name that is not UTF-8 or not a
+    valid name is a refusal (empty reply, counted) rather than a responder traceback and
+    no answer; unanswered challenges are bounded per name and, for names not enrolled,
+    in all, while an enrolled node's answered challenges free their place."""
+    service = AdmissionService(
+        await nats_server.connect("admission"),
+        Signers().trust,
+        REGISTRY.admission_schema(),
+        clock=SystemClock(),
+        roster=trust(),
+        max_pending_per_node=2,
+        max_pending=3,
+    )
+    await service.start()
+    n1 = await nats_server.connect("n1")
+    n2 = await nats_server.connect("n2")
+    try:
+
+        async def challenge(name: bytes) -> bytes:
+            return await n1.request(SUBJECT_CHALLENGE, name, timeout_s=2.0)
+
+        assert await challenge(b"\xff\xfe n2") == b""
+        assert await challenge(b"n2\nADMISSION node=n3 verdict=admitted") == b""
+        assert await challenge(b"") == b""
+        assert service.challenges_refused == {CHALLENGE_MALFORMED: 3}
+
+        # n2 answers each challenge it asks for: it is never held back by the bound
+        tree = deploy(tmp_path / "tree", NEW_ROUTER)
+        measure = directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema())
+        attestor = Attestor("n2", signer("n2").key, measure, clock=SystemClock())
+        for _ in range(3):
+            verdict = await attestor.attest(n2, 2.0)
+            assert [f.reason for f in verdict.findings] == [AdmissionReason.NOT_TARGET_RELEASE]
+        assert CHALLENGE_PENDING_NODE not in service.challenges_refused
+
+        # asked in n2's name and never answered: two are kept, the third is refused
+        assert await challenge(b"n2") and await challenge(b"n2")
+        assert await challenge(b"n2") == b""
+        assert service.challenges_refused[CHALLENGE_PENDING_NODE] == 1
+        # made-up names: refused once three are unanswered in all; an enrolled node is not
+        assert await challenge(b"ghost1")
+        assert await challenge(b"ghost2") == b""
+        assert service.challenges_refused[CHALLENGE_PENDING_TOTAL] == 1
+        assert await challenge(b"n3")
+    finally:
+        await n1.close()
+        await n2.close()
+        await service.plane.close()

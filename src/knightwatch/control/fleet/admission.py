@@ -17,6 +17,8 @@ known-good release while its kill is in force is one person's.
 
 Challenges live in this process's memory, so run one admission service per
 fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
+Anyone who may publish a challenge request can name any node, so the name is
+checked and the unanswered challenges are bounded per name and in all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 
 import msgspec
 
@@ -50,7 +53,9 @@ from knightwatch.control.plane.wire import (
     Verdict,
 )
 from knightwatch.flags.schema import RegistrySchema
+from knightwatch.inputs import NAME_RULE, is_name
 from knightwatch.release.admission import Admission, Admitter, check_release
+from knightwatch.release.attestation import open_attestation
 from knightwatch.release.dsse import Envelope, decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey
@@ -65,6 +70,13 @@ from knightwatch.trust.target import check_target, target_command
 
 log = logging.getLogger(__name__)
 
+CHALLENGE_MALFORMED = "challenge_malformed"
+"""A challenge request whose node name is not UTF-8 or not a valid name."""
+CHALLENGE_PENDING_NODE = "challenge_pending_node"
+"""Too many unanswered challenges for one node name."""
+CHALLENGE_PENDING_TOTAL = "challenge_pending_total"
+"""Too many unanswered challenges in all (names not enrolled on the roster)."""
+
 
 class AdmissionService:
     def __init__(
@@ -76,7 +88,13 @@ class AdmissionService:
         clock: Clock,
         roster: TrustStore,
         max_age_s: float = 30.0,
+        max_pending_per_node: int = 16,
+        max_pending: int = 4096,
     ) -> None:
+        """`max_pending_per_node`, `max_pending`: unanswered challenges kept (for
+        `max_age_s`) per node name, and in all for names not enrolled on the roster; a
+        request over either is refused, so a flood of requests cannot grow memory, nor
+        made-up names crowd out the enrolled nodes."""
         self.plane = plane
         self.trust_store = roster
         self.trust = trust
@@ -91,6 +109,13 @@ class AdmissionService:
         self.admitter = Admitter(
             trust, self.roster, clock=clock, max_age_ns=int(max_age_s * NS_PER_S)
         )
+        self._max_age_ns = int(max_age_s * NS_PER_S)
+        self._max_pending_per_node = max_pending_per_node
+        self._max_pending = max_pending
+        self._pending: dict[str, dict[str, int]] = {}
+        """Per node name: the challenges issued and not yet answered (nonce -> issued at)."""
+        self.challenges_refused: Counter[str] = Counter()
+        """Refused challenge requests, per reason code."""
 
     async def start(self) -> None:
         await follow_roster(self.plane, self.trust_store, self._enrol)
@@ -151,7 +176,51 @@ class AdmissionService:
             log.error("TARGET_UNREADABLE %s; every node is refused until it is set again", exc)
 
     async def _on_challenge(self, payload: bytes) -> bytes:
-        return self.admitter.challenge(payload.decode()).encode()
+        """A single-use nonce for the node named; empty (no nonce) when refused.
+
+        Anyone who may publish here can name any node, so the name is checked and the
+        unanswered challenges are bounded; a refusal is counted and logged (one line)."""
+        try:
+            node = payload.decode()
+        except UnicodeDecodeError:
+            return self._refuse_challenge(
+                CHALLENGE_MALFORMED, "?", f"the node name is not UTF-8 ({len(payload)} bytes)"
+            )
+        if not is_name(node):
+            return self._refuse_challenge(
+                CHALLENGE_MALFORMED, "?", f"node name {node[:64]!r} is not {NAME_RULE}"
+            )
+        now = self.clock.time_ns()
+        horizon = now - self._max_age_ns
+        self._pending = {
+            n: kept
+            for n, issued in self._pending.items()
+            if (kept := {nonce: at for nonce, at in issued.items() if at >= horizon})
+        }
+        mine = self._pending.get(node, {})
+        if len(mine) >= self._max_pending_per_node:
+            return self._refuse_challenge(
+                CHALLENGE_PENDING_NODE,
+                node,
+                f"{len(mine)} challenges for it are unanswered (limit "
+                f"{self._max_pending_per_node})",
+            )
+        pending = sum(len(issued) for issued in self._pending.values())
+        if node not in self.roster and pending >= self._max_pending:
+            return self._refuse_challenge(
+                CHALLENGE_PENDING_TOTAL,
+                node,
+                f"not enrolled, and {pending} challenges are unanswered (limit "
+                f"{self._max_pending})",
+            )
+        nonce = self.admitter.challenge(node)
+        self._pending.setdefault(node, {})[nonce] = now
+        return nonce.encode()
+
+    def _refuse_challenge(self, reason: str, node: str, detail: str) -> bytes:
+        self.challenges_refused[reason] += 1
+        log.warning("CHALLENGE_REFUSED reason=%s node=%s %s", reason, node, detail)
+        return b""
 
     async def _on_attest(self, payload: bytes) -> bytes:
         verdict = self.judge(payload)
@@ -171,6 +240,9 @@ class AdmissionService:
         except ReleaseInputError as exc:
             finding = Finding(AdmissionReason.ATTESTATION_MALFORMED, "envelope", str(exc))
             return Verdict("", False, "refused", "", "", (finding,), now)
+        opened, _ = open_attestation(envelope, self.roster)
+        if opened is not None:  # its node answered the challenge: no longer pending here
+            self._pending.get(opened.node, {}).pop(opened.nonce, None)
         target = self.target
         if self.target_problem:
             finding = Finding(

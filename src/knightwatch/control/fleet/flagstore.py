@@ -40,7 +40,13 @@ from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlan
 from knightwatch.control.plane.protocol import RevisionConflict as PlaneConflict
 from knightwatch.control.plane.wire import VERDICT_DECODER, Verdict
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
-from knightwatch.flags.state import FlagChange, FlagState, StateConflict, StateUnavailable
+from knightwatch.flags.state import (
+    FlagChange,
+    FlagState,
+    StateConflict,
+    StateUnavailable,
+    StateUnreadable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,22 +88,42 @@ class PlaneFlagStore:
             return None
         records = await self._plane.records(Bucket.FLAGS)
         records[key] = (stored, revision)
-        return assemble(flag_id, records)
+        try:
+            return assemble(flag_id, records)
+        except StateUnavailable as exc:
+            raise StateUnreadable(str(exc), _replacing(flag_id, revision, records)) from None
 
     def changes(self, flag_id: str) -> Sequence[FlagChange]:
         return changes_of(flag_id, self._call(self._plane.records(Bucket.FLAGS)))
 
-    def commit(self, change: FlagChange, expected_revision: int) -> FlagState:
-        return self._call(self._commit(change, expected_revision))
+    def commit(
+        self, change: FlagChange, expected_revision: int, *, replace_unreadable: bool = False
+    ) -> FlagState:
+        return self._call(self._commit(change, expected_revision, replace_unreadable))
 
-    async def _commit(self, change: FlagChange, expected_revision: int) -> FlagState:
+    async def _commit(
+        self, change: FlagChange, expected_revision: int, replace_unreadable: bool = False
+    ) -> FlagState:
+        """Compare-and-set on the state record's store revision.
+
+        `replace_unreadable` (the gate sets it for a change to the safe default only):
+        a stored record that cannot be decoded is replaced by a fresh state, as `get`
+        numbered it, instead of stopping the emergency direction; logged."""
         key = state_key(change.flag_id)
         stored, store_revision = await self._plane.get_record(Bucket.FLAGS, key)
-        current = (
-            decode_state(change.flag_id, stored)
-            if stored is not None
-            else FlagState(change.flag_id)
-        )
+        replaced = ""
+        if stored is None:
+            current = FlagState(change.flag_id)
+        else:
+            try:
+                current = decode_state(change.flag_id, stored)
+            except StateUnavailable as exc:
+                if not replace_unreadable:
+                    raise
+                records = await self._plane.records(Bucket.FLAGS)
+                base = _replacing(change.flag_id, store_revision, records)
+                current = FlagState(change.flag_id, base)
+                replaced = str(exc)
         if current.revision != expected_revision:
             raise StateConflict(
                 f"flag {change.flag_id!r} is at revision {current.revision}, "
@@ -110,6 +136,17 @@ class PlaneFlagStore:
             )
         except PlaneConflict as exc:
             raise StateConflict(str(exc)) from None
+        if replaced:
+            log.warning(
+                "flag %s: replaced an unreadable state record (store revision %d) with a fresh "
+                "state at revision %d, every node at the safe default (%s by %s): %s",
+                change.flag_id,
+                store_revision,
+                updated.revision,
+                "on" if change.value else "off",
+                change.actor,
+                replaced,
+            )
         recorded = msgspec.structs.replace(change, revision=updated.revision)
         await self._plane.put_record(
             Bucket.FLAGS, change_key(change.flag_id, updated.revision), ENCODER.encode(recorded)
@@ -120,6 +157,27 @@ class PlaneFlagStore:
         self._call(
             record_applied(self._plane, FlagApplied(flag_id, node, revision, self._clock.time_ns()))
         )
+
+
+def _replacing(flag_id: str, store_revision: int, records: dict[str, tuple[bytes, int]]) -> int:
+    """The revision a fresh state replacing an unreadable one is checked against: above
+    every revision the flag can have reached (the unreadable record's store revision,
+    a recorded change, a node's confirmation), so every node takes the fresh state
+    as news and no recorded change is written over."""
+    highest = store_revision
+    changes = change_key(flag_id, 0)[:-1]
+    for key, (value, _) in records.items():
+        number = key.removeprefix(changes)
+        if key.startswith(changes) and number.isascii() and number.isdigit() and len(number) < 19:
+            highest = max(highest, int(number))
+        elif key.startswith("applied.") and key.endswith(f".{flag_id}"):
+            try:
+                applied = APPLIED_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if applied.flag_id == flag_id and key == applied_key(flag_id, applied.node):
+                highest = max(highest, applied.revision)
+    return highest
 
 
 async def fleet_snapshot(

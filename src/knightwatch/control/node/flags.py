@@ -9,7 +9,10 @@ serves the OpenFeature provider from memory. Anyone able to write the flags
 bucket could otherwise turn a trading flag on with no second person. A revision
 that does not verify is refused: the node keeps what it evaluated before (or
 the safe default), does not confirm it, logs one line and records a
-`flag_refused` event with the reason code. It fails closed (unavailable) while
+`flag_refused` event with the reason code. A stored state record that cannot be
+decoded (or holds another flag) is refused the same way, but the node drops
+what it held for that flag and evaluates the safe default: the stop direction
+never waits on a record nobody can read. It fails closed (unavailable) while
 the node is disconnected or not yet resynced. The record layout
 (`state_key`, `change_key`, `applied_key`, `FlagApplied`) lives here, below
 the operator's flag store, because both sides read and write it.
@@ -180,7 +183,7 @@ class NodeFlags:
         self._remember(records)
         for key, (value, _) in records.items():
             if key.startswith("state."):
-                await self._apply(value, live=False)
+                await self._apply(key, value, live=False)
         self._synced = True
 
     def _remember(self, records: Mapping[str, tuple[bytes, int]]) -> None:
@@ -209,13 +212,13 @@ class NodeFlags:
 
     async def _on_record(self, record: Record) -> None:
         if record.key.startswith("state."):
-            await self._apply(record.value, live=True)
+            await self._apply(record.key, record.value, live=True)
 
-    async def _apply(self, value: bytes, *, live: bool) -> None:
+    async def _apply(self, key: str, value: bytes, *, live: bool) -> None:
         try:
-            state = STATE_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._refuse("?", 0, Refused(TrustReason.MALFORMED, f"flag state: {exc}"))
+            state = decode_state(key.removeprefix("state."), value)
+        except StateUnavailable as exc:
+            self._unreadable(key.removeprefix("state."), str(exc))
             return
         held = self._states.get(state.flag_id)
         if held is not None and held.revision >= state.revision:
@@ -225,6 +228,17 @@ class NodeFlags:
             self._latest[state.flag_id] = state
         if self._judge(state, live=live):
             await self._confirm(state.flag_id, state.revision)
+
+    def _unreadable(self, flag_id: str, detail: str) -> None:
+        """The flag's stored state cannot be read (or is another flag's): the value this
+        node held came from a state that is no longer there, so it goes back to the
+        safe default (the stop direction; a fresh state replacing it applies as news)."""
+        if self._states.pop(flag_id, None) is not None:  # news: counted and logged again
+            self._refused_keys.pop((flag_id, 0), None)
+        self._latest.pop(flag_id, None)
+        self._refuse(
+            flag_id, 0, Refused(TrustReason.MALFORMED, f"{detail}; evaluating the safe default")
+        )
 
     def _schema(self) -> dict[str, str]:
         """The flag schema of the release this node is admitted on (empty: none)."""
