@@ -25,7 +25,14 @@ from knightwatch.sim.report import automatic_halts
 from knightwatch.sim.scenario import Scenario, load, loads
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
-INCIDENTS = ("fat-finger", "one-symbol", "flash-crash")
+INCIDENTS = (
+    "fat-finger",
+    "one-symbol",
+    "flash-crash",
+    "frozen-feed",
+    "reused-ids",
+    "off-price",
+)
 RUNTIME = "runtime"  # every layer but attestation, flag_schema and rollout
 
 # family: how long the supervisor alone may let a node run away (the targets)

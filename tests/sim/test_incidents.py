@@ -10,6 +10,9 @@ schema can express:
 - flash-crash: a customer's sell order worked whatever the price does (6 May 2010): no
   overfill, the harm is the market's (a move of more than 5%), and the customer's credit
   limit stops it.
+- frozen-feed, reused-ids, off-price: what goes wrong on one node while it trades
+  (`[faults]`): a reference-price feed that freezes while others sell the stock off
+  (`[[flow]]`), a restart that reuses client order ids, children priced through the touch.
 Each first shows the harm unguarded, so no assertion can pass by default.
 """
 
@@ -20,10 +23,17 @@ from pathlib import Path
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.replay import Replay, ReplayResult
 from knightwatch.sim.report import ReplayReport
-from knightwatch.sim.scenario import Scenario, load, loads
+from knightwatch.sim.scenario import Scenario, ScenarioError, load, loads
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
-INCIDENTS = ("fat-finger", "one-symbol", "flash-crash")
+INCIDENTS = (
+    "fat-finger",
+    "one-symbol",
+    "flash-crash",
+    "frozen-feed",
+    "reused-ids",
+    "off-price",
+)
 
 
 def run(sc: Scenario, guards: str) -> ReplayResult:
@@ -107,3 +117,108 @@ def test_a_sell_runaway_in_a_penny_stock_never_trades_through_zero() -> None:
     assert unguarded.runaway_executions > 10_000 and unguarded.loss_usd > 0
     r = run(sc, "kill_switch")  # a Guard in the loop that lets every child out
     assert r.child_orders == unguarded.child_orders and r.loss_usd > 0
+
+
+def first_blocks(r: ReplayResult) -> dict[str, str]:
+    """node -> the reason of its first blocked order (the earliest one)."""
+    out: dict[str, str] = {}
+    for e in r.events:
+        if e.layer == "guard" and e.what.startswith("first order blocked: "):
+            out.setdefault(e.node, e.what.removeprefix("first order blocked: "))
+    return out
+
+
+def test_a_frozen_feed_buys_at_a_stale_price_until_the_freshness_check_stops_it() -> None:
+    sc = load(EXAMPLES / "frozen-feed.toml")
+    unguarded = run(sc, "none")
+    assert unguarded.runaway_executions == 0 and unguarded.parents_completed == 80
+    assert unguarded.loss_usd > 4_000  # n2 paid its frozen ask while the stock fell
+    assert "fault: reference-price feed frozen" in events(unguarded)
+    for guards in ("order_size", "runtime"):  # the collar compares the stale price with
+        r = run(sc, guards)  # the same stale reference: only its age gives it away
+        assert first_blocks(r) == {"n2": "stale_reference_price"}, guards
+        assert r.loss_usd < unguarded.loss_usd / 10, guards
+
+
+def test_reused_order_ids_are_refused_before_their_fills_are_misbooked() -> None:
+    sc = load(EXAMPLES / "reused-ids.toml")
+    unguarded = run(sc, "none")
+    assert unguarded.per_node["n2"].runaway_executions == unguarded.runaway_executions > 40
+    assert unguarded.longest_runaway_s is None  # never stopped
+    assert unguarded.parents_completed <= unguarded.parents - 10 and unguarded.loss_usd > 100
+    for guards in ("parent_reconciliation", "runtime"):
+        r = run(sc, guards)
+        assert r.runaway_executions == 0 and r.loss_usd == 0.0, guards
+        assert first_blocks(r)["n2"] == "duplicate_order_id", guards
+        assert set(first_blocks(r)) == {"n2"}, guards
+
+
+def test_children_priced_through_the_touch_are_stopped_by_the_price_collar() -> None:
+    sc = load(EXAMPLES / "off-price.toml")
+    unguarded = run(sc, "none")
+    assert unguarded.runaway_executions == 0 and unguarded.parents_completed == unguarded.parents
+    assert unguarded.loss_usd > 5_000  # 8% over the touch on every n2 child after 30 s
+    for guards in ("order_size", "runtime"):
+        r = run(sc, guards)
+        assert first_blocks(r) == {"n2": "price_collar"}, guards
+        assert r.loss_usd == 0.0, guards
+
+
+def test_a_bad_fault_or_flow_is_a_one_line_error_naming_the_key() -> None:
+    text = (EXAMPLES / "frozen-feed.toml").read_text(encoding="utf-8")
+    table = "[faults.n2.frozen_feed]   # its feed stops at 30 s and never comes back\nfrom_s = 30.0"
+    for old, new, expected in (
+        ("[faults.n2.frozen_feed]", "[faults.n9.frozen_feed]", "faults.n9: must be a node id"),
+        ("from_s = 30.0\n\n[[flow]]", "from_s = 300.0\n\n[[flow]]", "faults.n2.frozen_feed.from_s"),
+        (
+            "from_s = 30.0\n\n[[flow]]",
+            "from_s = 30.0\nuntil_s = 10.0\n\n[[flow]]",
+            "faults.n2.frozen_feed.until_s: must be after",
+        ),
+        (
+            "from_s = 30.0\n\n[[flow]]",
+            "from_s = 30.0\nfor_s = 1.0\n\n[[flow]]",
+            "faults.n2.frozen_feed.for_s: unknown key",
+        ),
+        ('symbol = "XYZ"\nside', 'symbol = "ABC"\nside', "flow[0].symbol: must name a symbol"),
+        ('side = "sell"', 'side = "short"', "flow[0].side"),
+        ("shares = 1_500_000", "shares = 0", "flow[0].shares: must be in 1..1e12"),
+        ("to_s = 150.0", "to_s = 20.0", "flow[0].to_s: must be after from_s"),
+        (
+            table,
+            "[faults.n2]",
+            "faults.n2: must set at least one of",
+        ),
+        (
+            table,
+            "[faults.n2.off_price]\nfrom_s = 1.0\npct = 1.5",
+            "faults.n2.off_price.pct: must be in (0, 1)",
+        ),
+        (
+            table,
+            "[faults.n2.reused_ids]\nfrom_s = nan",
+            "faults.n2.reused_ids.from_s: must be a finite",
+        ),
+    ):
+        assert old in text, old
+        try:
+            loads(text.replace(old, new, 1), "bad.toml")
+        except ScenarioError as exc:
+            problems = exc.problems
+        else:
+            raise AssertionError(f"{new!r} loaded")
+        assert any(expected in q for q in problems), (expected, problems)
+        assert all("\n" not in q for q in problems)
+
+
+def test_a_bad_key_in_a_node_table_names_the_node() -> None:
+    """msgspec names a table's key `[...]`: the error read `nodes[...].colour`."""
+    text = (EXAMPLES / "one-symbol.toml").read_text(encoding="utf-8")
+    old = "[nodes.n3]              # a hotfix build: its own flag table, same release id\n"
+    assert old in text
+    try:
+        loads(text.replace(old, old + "colour = 1\n", 1), "bad.toml")
+    except ScenarioError as exc:
+        assert exc.problems == ["nodes.n3.colour: unknown key"]
+    else:
+        raise AssertionError("loaded")

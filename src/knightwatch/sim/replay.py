@@ -222,6 +222,8 @@ class Replay:
                     account=self.account,
                     symbols=names,
                     config=sc.node_config(nid),
+                    faults=sc.faults.get(nid),
+                    open_ns=sc.open_ns,
                 )
             )
         self._by_id = {n.id: n for n in self.nodes}
@@ -256,6 +258,7 @@ class Replay:
         self._seq = 0
         self.parents: list[RoutedParent] = []
         self._watch: list[set[int]] = [set() for _ in self.nodes]
+        self._flow_done = [0] * len(sc.flow)
         self.series = Series(orders={n.id: [] for n in self.nodes})
 
     def _arm(self) -> None:
@@ -508,11 +511,38 @@ class Replay:
         items.append((sc.deploy.flag_on_s, "flag_on", lambda _: self.switch_flag_on()))
         if sc.timeline.rollback_s is not None:
             items.append((sc.timeline.rollback_s, "rollback", lambda _: self.rollback()))
+        for nid, fault in sc.faults.items():
+            ff = fault.frozen_feed
+            if ff is not None:
+                node = self._by_id[nid]
+                items.append((ff.from_s, f"feed_frozen:{nid}", self._feed_action(node, False)))
+                if ff.until_s is not None:
+                    items.append((ff.until_s, f"feed_back:{nid}", self._feed_action(node, True)))
         for seq, (at_s, label, action) in enumerate(items):
             out.append((sc.open_ns + round(at_s * NS_PER_S), seq, label, action))
         out.sort(key=lambda a: (a[0], a[1]))
         self._seq = len(out)
         return out
+
+    def _feed_action(self, node: Node, live: bool) -> TimelineAction:
+        def act(_: object) -> None:
+            (self._thaw if live else self._freeze)(node)
+
+        return act
+
+    def _freeze(self, node: Node) -> None:
+        """`faults.<node>.frozen_feed`: the node's feed stops; its router and Guard keep the
+        prices they have."""
+        node.freeze_feed(self.market)
+        self.mark("fault", node.id, "reference-price feed frozen")
+
+    def _thaw(self, node: Node) -> None:
+        node.thaw_feed()
+        self.mark("fault", node.id, "reference-price feed back")
+        if node.guard is not None:
+            names = node.symbols
+            for idx in self._watch[self.nodes.index(node)]:
+                node.guard.on_price(names[idx], self.market.books[idx].mid())
 
     def _arrive(self, po: ParentOrder) -> None:
         node = self._by_id[po.node]
@@ -546,7 +576,8 @@ class Replay:
             # the customer's; whether they may exceed it is the parent check's business
             node.guard.register_parent(po.id, po.qty, account=po.account)
             self._watch[self.nodes.index(node)].add(idx)
-            node.guard.on_price(po.symbol, self.market.books[idx].mid())
+            if node.frozen is None:  # a frozen feed sends the Guard nothing new
+                node.guard.on_price(po.symbol, self.market.books[idx].mid())
 
     # ------------------------------------------------------------------ run
 
@@ -588,6 +619,8 @@ class Replay:
                     self.clock.advance_to(max(self.clock.monotonic_ns(), timeline[ai][0]))
                     self._next = ai + 1
                     timeline[ai][3](self)
+            if sc.flow:
+                self._other_flow(t1)
             if guarded:
                 self._step_guarded(t1)
             else:
@@ -647,6 +680,22 @@ class Replay:
         if progress is not None:
             progress(1.0)
         return self._result(t0, end_ns, peak_gross, time.perf_counter() - wall0)
+
+    def _other_flow(self, t1: int) -> None:
+        """`[[flow]]`: other participants' shares due by `t1` taken from the book at the
+        step's start. The book moves; the firm's volume and accounts do not."""
+        sc = self.scenario
+        for i, fl in enumerate(sc.flow):
+            start = sc.open_ns + round(fl.from_s * NS_PER_S)
+            span = round((fl.to_s - fl.from_s) * NS_PER_S)
+            due = round(fl.shares * min(1.0, max(0.0, (t1 - start) / span)))
+            qty = due - self._flow_done[i]
+            if qty > 0:
+                self._flow_done[i] = due
+                book = self.market.books[self.market.index[fl.symbol]]
+                volume = book.volume
+                book.take(fl.side == "buy", qty, self.clock.monotonic_ns())
+                book.volume = volume  # "symbols traded" counts the firm's trading
 
     def _step_batched(self, t1: int) -> None:
         for node in self.nodes:
@@ -711,6 +760,8 @@ class Replay:
         books, names = self.market.books, self.nodes[0].symbols
         for node, watch in zip(self.nodes, self._watch, strict=True):
             assert node.guard is not None
+            if node.frozen is not None:  # `faults.<node>.frozen_feed`
+                continue
             for idx in watch:
                 node.guard.on_price(names[idx], books[idx].mid())
 

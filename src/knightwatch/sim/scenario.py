@@ -12,6 +12,9 @@ releases and the one missed deploy, `[config]` is the router configuration
 every node reads and `[nodes.<id>]` overrides one node's release, its
 compiled-in flag table or its config, so a config-only skew, a hotfix build
 with its own flag table or several stale nodes can each be written down.
+`[faults.<id>]` says what goes wrong on a node while it trades: a reference-price
+feed that freezes, a router that reuses client order ids after a restart, children
+priced away from the touch.
 """
 
 from __future__ import annotations
@@ -113,6 +116,52 @@ class NodeOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     release: str | None = None
     flags: dict[str, str] = msgspec.field(default_factory=dict)
     config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class FrozenFeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The node's market-data feed stops updating at `from_s` (until `until_s`, or to the
+    end): its router prices children off the last quote it saw, and its Guard (which
+    reads the same feed) gets no reference price, while the market moves on."""
+
+    from_s: float
+    until_s: float | None = None
+
+
+class ReusedIds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The node's router restarts at `from_s` and numbers its children from 1 again, so
+    they go out under client order ids it already used; an execution is matched to the
+    first child that carried its id (and so to that child's parent)."""
+
+    from_s: float
+
+
+class OffPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """From `from_s` the node prices its children `pct` through the touch (a buy `pct`
+    above the ask, a sell `pct` below the bid): a bad price feed or a fat-fingered price."""
+
+    from_s: float
+    pct: float
+
+
+class NodeFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What goes wrong on one node during the run (`[faults.<node>]`): none of it is in
+    what the node attests, so the deploy-time layers cannot see it."""
+
+    frozen_feed: FrozenFeed | None = None
+    reused_ids: ReusedIds | None = None
+    off_price: OffPrice | None = None
+
+
+class OtherFlow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Other participants' flow (`[[flow]]`): `shares` of `symbol` taken from the book
+    evenly from `from_s` to `to_s`. It moves the market (a sell-off, a squeeze) without
+    being the firm's: it is in no account, execution count or order count."""
+
+    symbol: str
+    side: Literal["buy", "sell"]
+    shares: int
+    from_s: float
+    to_s: float
 
 
 class Fleet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -226,6 +275,8 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     record: Record = Record()
     config: NodeConfig = NodeConfig()
     nodes: dict[str, NodeOverride] = msgspec.field(default_factory=dict)
+    faults: dict[str, NodeFaults] = msgspec.field(default_factory=dict)
+    flow: list[OtherFlow] = msgspec.field(default_factory=list)
     source: str = ""
 
     # ------------------------------------------------------------------ derived
@@ -366,6 +417,18 @@ def loads(text: str, source: str = "scenario") -> Scenario:
         raise ScenarioError(source, [str(exc)]) from None
     if "source" in data:
         raise ScenarioError(source, ["source: unknown key"])
+    # msgspec names a table's key `[...]`: check per-node tables one by one, by their name
+    named: list[str] = []
+    for table, kind in (("nodes", NodeOverride), ("faults", NodeFaults)):
+        entries = data.get(table)
+        if isinstance(entries, dict):
+            for nid, entry in entries.items():
+                try:
+                    msgspec.convert(entry, kind, strict=True)
+                except msgspec.ValidationError as exc:
+                    named.extend(f"{table}.{nid}.{q}" for q in _msgspec_problems(str(exc)))
+    if named:
+        raise ScenarioError(source, [q.replace(".(top level): ", ": ") for q in named])
     try:
         sc = msgspec.convert(data, Scenario, strict=True)
     except msgspec.ValidationError as exc:
@@ -482,6 +545,8 @@ def _problems(sc: Scenario) -> list[str]:
             p.extend(f"{where}.config.{q}" for q in _msgspec_problems(str(exc)))
         else:
             p.extend(merged.problems(f"{where}.config"))
+    for nid, fault in sc.faults.items():
+        _fault_problems(p, nid, fault, nid in ids, f.nodes, m.duration_s)
     d = sc.deploy
     need(d.target in sc.releases, "deploy.target", "must name a release", d.target)
     need(d.previous in sc.releases, "deploy.previous", "must name a release", d.previous)
@@ -575,6 +640,21 @@ def _problems(sc: Scenario) -> list[str]:
             f"must be in 0..{n_sym} (the universe size)",
             pc.long_symbols,
         )
+    listed = {s.name for s in u.symbols} or {
+        f"{t.name[:1].upper()}{j:03d}" for t in u.tiers for j in range(max(0, min(t.count, 1000)))
+    }  # generated names do not depend on the seed (universe.generate)
+    for i, fl in enumerate(sc.flow):
+        where = f"flow[{i}]"
+        need(
+            fl.symbol in listed, f"{where}.symbol", "must name a symbol of the universe", fl.symbol
+        )
+        need(1 <= fl.shares <= 10**12, f"{where}.shares", "must be in 1..1e12", fl.shares)
+        need(
+            0 <= fl.from_s < fl.to_s <= m.duration_s,
+            f"{where}.to_s",
+            "must be after from_s (>= 0) and at most scenario.duration_s",
+            fl.to_s,
+        )
     mk = sc.market
     need(mk.tick > 0, "market.tick", "must be > 0", mk.tick)
     need(mk.impact_y > 0, "market.impact_y", "must be > 0", mk.impact_y)
@@ -641,6 +721,37 @@ def _problems(sc: Scenario) -> list[str]:
         except LimitsError as exc:
             p.extend(f"limits.{problem}" for problem in exc.problems)
     return p
+
+
+def _fault_problems(
+    p: list[str], nid: str, fault: NodeFaults, known: bool, nodes: int, duration_s: float
+) -> None:
+    """A fault on a node outside the fleet, outside the run, or that changes nothing."""
+    where = f"faults.{nid}"
+    if not known:
+        p.append(f"{where}: must be a node id n1..n{nodes} (got {quoted(nid)})")
+    kinds = [k for k in fault.__struct_fields__ if getattr(fault, k) is not None]
+    if not kinds:
+        p.append(f"{where}: must set at least one of frozen_feed, reused_ids, off_price (got {{}})")
+    for kind in kinds:
+        from_s = getattr(fault, kind).from_s
+        if not 0 <= from_s < duration_s:  # NaN too
+            p.append(
+                f"{where}.{kind}.from_s: must be in 0..scenario.duration_s (exclusive: a fault "
+                f"at the stop changes nothing) (got {quoted(from_s)})"
+            )
+    ff = fault.frozen_feed
+    if ff is not None and ff.until_s is not None and not ff.from_s < ff.until_s <= duration_s:
+        p.append(
+            f"{where}.frozen_feed.until_s: must be after frozen_feed.from_s and at most "
+            f"scenario.duration_s (got {quoted(ff.until_s)})"
+        )
+    op = fault.off_price
+    if op is not None and not 0 < op.pct < 1:
+        p.append(
+            f"{where}.off_price.pct: must be in (0, 1) (a fraction of the touch; a sell "
+            f"priced 100% through the bid would be free) (got {quoted(op.pct)})"
+        )
 
 
 def _finite(p: list[str], value: object, key: str) -> None:
