@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,11 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputFileError(f"{source}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # tomllib's own int(): Python converts at most 4300 digits
+        why = str(exc)
+        if "digits" in why:
+            why = f"an integer with more than {sys.get_int_max_str_digits()} digits"
+        raise InputFileError(f"{source}: not valid TOML: {why}") from None
     except RecursionError:
         raise InputFileError(f"{source}: nested too deeply to parse") from None
 

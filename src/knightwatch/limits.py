@@ -9,7 +9,9 @@ a rule off, only tighten or loosen its number.
 
 Validation is strict and exhaustive because a typo in a risk file is exactly
 the kind of quiet failure that lets a runaway through: unknown keys, wrong
-types, negatives, NaN and infinities are errors naming the key and the rule.
+types, negatives, NaN and infinities, integers past 64 bits, durations the
+Guard's nanoseconds cannot hold and an empty allow-list are errors naming the
+key and the rule.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Rule:
     exclusive: bool = False  # minimum itself not allowed
     maximum: float | None = None
     nullable: bool = True
+    empty: bool = True  # "symbols": an empty list allowed
 
     def problem(self, value: Any) -> str | None:
         if value is None:
@@ -57,6 +60,11 @@ class Rule:
             ok = isinstance(value, list | tuple | set | frozenset)
             if not ok or not all(type(s) is str and s for s in value):
                 return "must be a list of non-empty symbol strings"
+            if not value and not self.empty:
+                return (
+                    "must not be empty (an empty allow-list allows no symbol); leave the key "
+                    "out to allow every symbol"
+                )
             for symbol in value:
                 if (p := _name_problem(symbol, "symbol")) is not None:
                     return f"symbol {quoted(symbol)}: {p}"
@@ -67,6 +75,8 @@ class Rule:
             return "must be an integer"
         if self.kind == "float" and type(value) not in (int, float):
             return "must be a number"
+        if type(value) is int and not -INT_MAX <= value <= INT_MAX:
+            return f"must be at most {INT_MAX} in size (a 64-bit integer)"
         if not math.isfinite(value):
             return "must be finite (not NaN or infinity)"
         if self.minimum is not None:
@@ -85,9 +95,18 @@ VERSION_MAX_CHARS = 128
 ID_BUCKETS = 1024
 """Time buckets per duplicate-check window (`guard.orderids.BUCKETS`)."""
 
+INT_MAX = 2**63 - 1
+"""The largest integer a limit may be: every consumer (JSON, ns arithmetic, a float
+scale) handles it, and `math.isfinite` of a larger one raises instead of answering."""
+SECONDS_MIN = 1e-6
+SECONDS_MAX = 10 * 365 * 86_400.0
+"""Durations are kept as integer nanoseconds: below a microsecond a window rounds to
+nothing (a zero duplicate window stops the Guard being built, a zero execution window
+switches the throttle off), and above ten years the nanoseconds overflow or mean "never"."""
+
 COUNT = Rule("int", 1)
 AMOUNT = Rule("float", 0, exclusive=True)
-SECONDS = Rule("float", 0, exclusive=True)
+SECONDS = Rule("float", SECONDS_MIN, maximum=SECONDS_MAX)
 FRACTION = Rule("float", 0, exclusive=True, maximum=1)
 
 # Keys an override may set, the rule for each, and which way is stricter.
@@ -110,7 +129,7 @@ OVERRIDE_RULES: dict[str, tuple[Rule, str]] = {
 FLEET_RULES: dict[str, Rule] = {
     "version": Rule("str", nullable=False),
     "lease_timeout_s": SECONDS,
-    "allowed_symbols": Rule("symbols"),
+    "allowed_symbols": Rule("symbols", empty=False),
     "restricted_symbols": Rule("symbols", nullable=False),
     "max_order_qty": COUNT,
     "max_order_notional": AMOUNT,
@@ -126,7 +145,7 @@ FLEET_RULES: dict[str, Rule] = {
     "max_orders_per_s_symbol": COUNT,
     "max_orders_per_min_symbol": COUNT,
     "max_executions_per_window": COUNT,
-    "execution_window_s": Rule("float", 0, exclusive=True, nullable=False),
+    "execution_window_s": Rule("float", SECONDS_MIN, maximum=SECONDS_MAX, nullable=False),
     "max_child_orders_per_parent": COUNT,
     "require_registered_parent": Rule("bool", nullable=False),
     "max_parent_qty_multiple": Rule("float", 1),

@@ -21,7 +21,8 @@ from rich.table import Table
 from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import MAX_LINE_BYTES, decode_record, last_lines, read_lines
-from knightwatch.audit.record import DecisionRecord, EventRecord, format_ts
+from knightwatch.audit.record import DecisionRecord, EventRecord
+from knightwatch.audit.record import format_ts as _format_ts
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
 from knightwatch.cli.options import OptionError, scope_value
@@ -58,8 +59,17 @@ err = Console(stderr=True, highlight=False)
 FileArg = Annotated[Path, typer.Argument(help="A flight-recorder file (JSON lines).")]
 
 
+def _ts(ns: int) -> str:
+    """A record's time, or what is wrong with it: an edited file can hold any integer, and
+    a time no calendar can show must not end `tail` or `why` with a traceback."""
+    try:
+        return _format_ts(ns)
+    except (OverflowError, ValueError, OSError):
+        return "[red]? (out of range)[/red]"
+
+
 def _unreadable(path: Path, exc: OSError) -> typer.Exit:
-    err.print(f"[red]cannot read {path}: {exc.strerror or exc}[/red]")
+    err.print(f"[red]cannot read {escape(str(path))}: {escape(str(exc.strerror or exc))}[/red]")
     return typer.Exit(EXIT_UNREADABLE)
 
 
@@ -71,7 +81,7 @@ def _regular(path: Path) -> None:
         raise _unreadable(path, exc) from None
     if not stat.S_ISREG(mode):
         what = "a directory" if stat.S_ISDIR(mode) else "a device, pipe or socket"
-        err.print(f"[red]cannot read {path}: {what}, not a flight-recorder file[/red]")
+        err.print(f"[red]cannot read {escape(str(path))}: {what}, not a flight-recorder file[/red]")
         raise typer.Exit(EXIT_UNREADABLE)
 
 
@@ -324,7 +334,7 @@ def _print_coverage(
             "NOT checked: give --key (the node's enrolled public key) or --nats-url"
         )
     elif newest is not None:
-        covered = f"signed checkpoint: seq {newest.seq} at {format_ts(newest.at_ns)}"
+        covered = f"signed checkpoint: seq {newest.seq} at {_ts(newest.at_ns)}"
         if newest.final:
             covered += " (final: the node closed the file there)"
         err.print(f"checkpoints: every record through seq {newest.seq} is vouched for ({covered})")
@@ -347,17 +357,18 @@ def _print_report(report: VerifyReport) -> None:
             Panel(
                 f"[bold green]INTACT[/bold green]  {report.records} records, "
                 f"{report.seals} seals\nhead {report.head}",
-                title=f"audit verify {report.path}",
+                title=escape(f"audit verify {report.path}"),
             )
         )
         return
-    table = Table(title=f"audit verify {report.path}: TAMPERED", title_style="bold red")
+    table = Table(title=escape(f"audit verify {report.path}: TAMPERED"), title_style="bold red")
     table.add_column("line", justify="right")
     table.add_column("seq", justify="right")
     table.add_column("problem", style="red")
     table.add_column("detail")
     for p in report.problems[:SHOWN_PROBLEMS]:
-        table.add_row(str(p.line), "-" if p.seq is None else str(p.seq), p.kind.value, p.detail)
+        seq = "-" if p.seq is None else str(p.seq)
+        table.add_row(str(p.line), seq, p.kind.value, escape(p.detail))
     console.print(table)
     if len(report.problems) > SHOWN_PROBLEMS:
         console.print(
@@ -420,31 +431,33 @@ def _print_explanation(exp: Explanation) -> None:
         body.add_column(style="bold")
         body.add_column()
         body.add_row("verdict", verdict)
-        body.add_row("reason", d.reason)
-        body.add_row("detail", d.detail)
-        body.add_row("order", f"{d.strategy} {d.side} {d.qty} {d.symbol} {price}")
-        body.add_row("parent", d.parent_id or "-")
-        body.add_row("node", d.node)
-        body.add_row("release", d.release_id or "-")
-        body.add_row("flag snapshot", d.flag_snapshot_id or "-")
-        body.add_row("limits version", d.limits_version or "-")
-        body.add_row("rules evaluated", ", ".join(d.rules) or "-")
-        body.add_row("time", format_ts(d.ts))
+        # every string below is the file's: `escape`, so a record's text is shown, not
+        # read as markup (a reason like "[/x]" would end the command with a traceback)
+        body.add_row("reason", escape(d.reason))
+        body.add_row("detail", escape(d.detail))
+        body.add_row("order", escape(f"{d.strategy} {d.side} {d.qty} {d.symbol} {price}"))
+        body.add_row("parent", escape(d.parent_id or "-"))
+        body.add_row("node", escape(d.node))
+        body.add_row("release", escape(d.release_id or "-"))
+        body.add_row("flag snapshot", escape(d.flag_snapshot_id or "-"))
+        body.add_row("limits version", escape(d.limits_version or "-"))
+        body.add_row("rules evaluated", escape(", ".join(d.rules) or "-"))
+        body.add_row("time", _ts(d.ts))
         body.add_row("record", f"seq {d.seq}, {_sealed_by(exp, d)}")
-        console.print(Panel(body, title=f"order {exp.order_id}"))
+        console.print(Panel(body, title=escape(f"order {exp.order_id}")))
     if exp.controls:
         t = Table(title="control actions before the decision")
         for col in ("seq", "time", "action", "details"):
             t.add_column(col)
         for c in exp.controls:
-            t.add_row(str(c.seq), format_ts(c.ts), c.kind, _fields(c))
+            t.add_row(str(c.seq), _ts(c.ts), escape(c.kind), _fields(c))
         console.print(t)
     if exp.events:
         t = Table(title="messages and order events")
         for col in ("seq", "time", "event", "details"):
             t.add_column(col)
         for e in exp.events:
-            t.add_row(str(e.seq), format_ts(e.ts), e.kind, _fields(e, skip=("order_id",)))
+            t.add_row(str(e.seq), _ts(e.ts), escape(e.kind), _fields(e, skip=("order_id",)))
         console.print(t)
     if exp.fills:
         t = Table(title="fills")
@@ -453,9 +466,9 @@ def _print_explanation(exp: Explanation) -> None:
         for fill in exp.fills:
             t.add_row(
                 str(fill.seq),
-                format_ts(fill.ts),
-                str(fill.data.get("qty", "-")),
-                str(fill.data.get("price", "-")),
+                _ts(fill.ts),
+                escape(str(fill.data.get("qty", "-"))),
+                escape(str(fill.data.get("price", "-"))),
                 _fields(fill, skip=("order_id", "qty", "price")),
             )
         console.print(t)
@@ -471,7 +484,7 @@ def _sealed_by(exp: Explanation, d: DecisionRecord) -> str:
 
 
 def _fields(rec: EventRecord, skip: tuple[str, ...] = ()) -> str:
-    return ", ".join(f"{k}={v}" for k, v in rec.data.items() if k not in skip)
+    return escape(", ".join(f"{k}={v}" for k, v in rec.data.items() if k not in skip))
 
 
 @app.command("tail")
@@ -485,7 +498,7 @@ def tail_cmd(
         lines = last_lines(file, n)
     except OSError as exc:
         raise _unreadable(file, exc) from None
-    table = Table(title=f"last {len(lines)} records of {file}")
+    table = Table(title=escape(f"last {len(lines)} records of {file}"))
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("time", no_wrap=True)
     for col in ("kind", "node", "summary"):
@@ -498,17 +511,18 @@ def tail_cmd(
         try:
             rec = decode_record(line)
         except msgspec.DecodeError:
-            table.add_row("?", "", "[red]unreadable[/red]", "", line[:60].decode(errors="replace"))
+            shown = escape(line[:60].decode(errors="replace"))
+            table.add_row("?", "", "[red]unreadable[/red]", "", shown)
             continue
         if isinstance(rec, DecisionRecord):
-            verdict = "accepted" if rec.accepted else f"[red]blocked {rec.reason}[/red]"
-            summary = f"{rec.order_id} {rec.side} {rec.qty} {rec.symbol}: {verdict}"
+            verdict = "accepted" if rec.accepted else f"[red]blocked {escape(rec.reason)}[/red]"
+            summary = f"{escape(f'{rec.order_id} {rec.side} {rec.qty} {rec.symbol}')}: {verdict}"
         elif isinstance(rec, Seal):
-            table.add_row(str(rec.seq), format_ts(rec.ts), rec.kind, "", _seal_summary(rec))
+            table.add_row(str(rec.seq), _ts(rec.ts), escape(rec.kind), "", _seal_summary(rec))
             continue
         else:
             summary = _fields(rec)
-        table.add_row(str(rec.seq), format_ts(rec.ts), rec.kind, rec.node, summary)
+        table.add_row(str(rec.seq), _ts(rec.ts), escape(rec.kind), escape(rec.node), summary)
     console.print(table)
 
 

@@ -58,7 +58,14 @@ OutOpt = typer.Option(..., "--out", help="where to write the proposal (the next 
 
 
 def _when(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+    """An instant of a roster or a proposal (a file anyone can hand an admin to read: a time
+    no calendar holds is shown as such, not a traceback)."""
+    if not ns:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return "? (out of range)"
 
 
 def _now_ns() -> int:

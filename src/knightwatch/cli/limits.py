@@ -21,21 +21,23 @@ def check(file: Path = typer.Argument(..., help="limits TOML file")) -> None:
     try:
         limits = Limits.from_toml(file)
     except LimitsError as exc:
-        console.print(f"[red]{file}: invalid[/red]")
+        console.print(f"[red]{escape(str(file))}: invalid[/red]")
         for p in exc.problems:
             console.print(f"  [red]•[/red] {escape(p)}", markup=True, highlight=False)
         raise typer.Exit(1) from None
-    table = Table(title=f"{file} (version {limits.version})")
+    # the file's own strings (its name, version, symbols) are shown, never read as markup:
+    # a version "[/x]" would otherwise end a valid file's check with a traceback
+    table = Table(title=escape(f"{file} (version {limits.version})"))
     table.add_column("key")
     table.add_column("fleet", justify="right")
     for key in FLEET_RULES:
         if key != "version":
             value = getattr(limits, key)
             shown = sorted(value) if isinstance(value, frozenset) else value
-            table.add_row(key, "off" if value is None else str(shown))
+            table.add_row(key, "off" if value is None else escape(str(shown)))
     console.print(table)
     for section in ("strategy", "symbol"):
         for name, ov in getattr(limits, section).items():
             set_keys = {k: getattr(ov, k) for k in OVERRIDE_RULES if getattr(ov, k) is not None}
-            console.print(f"[bold]{section}.{name}[/bold]: {set_keys}")
+            console.print(f"[bold]{escape(f'{section}.{name}')}[/bold]: {set_keys}")
     console.print("[green]valid[/green]")
