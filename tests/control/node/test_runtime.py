@@ -20,7 +20,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import TrustReason
 
-from ...identities import BOB, signer, switch, trust
+from ...identities import ALICE, BOB, signer, switch, trust
 from ..fleet_fixtures import POLICY, OrderIds, S, make_node, mismatch, plane_on, relay_on, settle
 from ..helpers import entry
 
@@ -566,4 +566,124 @@ async def test_the_membership_record_is_stored_when_it_changes_and_never_lapses(
     assert plane.puts == before + 1
     (record,) = await reader.members()
     assert not record.armed
+    await node.stop()
+
+
+async def test_an_entry_whose_key_is_only_whitespace_is_refused_and_every_node_still_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A signed kill of strategy " " (a slot can hold it, the Guard refuses to latch it)
+    stored next to a fleet kill: before, every node's resync raised ValueError out of
+    `start` (no node could join the fleet) and the announcement raised out of the handler.
+    Now it is refused as malformed, stored or live, and the fleet kill holds."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    ops = await plane_on(fabric)
+    await ops.put_state(entry(Scope.STRATEGY, " ", command_id="blank", issued_ns=5))
+    await ops.put_state(entry(command_id="k1", issued_ns=6))
+    node = make_node("n1", await plane_on(fabric), clock)
+    with caplog.at_level(logging.ERROR):
+        await node.start()
+        assert node.check(OrderIds("o").order()).reason is RejectReason.HALTED
+        assert node.refused == {TrustReason.MALFORMED: 1}
+        assert "whitespace" in node.last_refusal
+        await ops.announce_state(entry(Scope.SYMBOL, "\t", command_id="tab", issued_ns=7))
+    assert node.refused == {TrustReason.MALFORMED: 2}
+    assert len(refusals(node)) == 2
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    await node.stop()
+
+
+async def test_a_kill_heard_after_the_resume_that_lifts_it_does_not_halt_again() -> None:
+    """A node that starts (or resyncs after a disconnect) once a kill and its two-person
+    resume are stored holds the resume; the kill switch, still waiting for that node's
+    confirmation, then re-announces the kill. Before, the node had never seen that kill
+    and latched it: it stayed halted under a resume it had confirmed, and `resume` said
+    "not halted". The resume names the kill it lifts; that kill no longer halts."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    ks = switch(await plane_on(fabric), clock, "alice")
+    kill = await ks.kill(Scope.FLEET, "", "stop", timeout_s=0.05)
+    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    ids = OrderIds("o")
+    assert node.check(ids.order()).accepted
+    await ks.plane.announce_state(kill.entry)  # re-announced to a node that did not confirm
+    await settle()
+    assert node.check(ids.order()).accepted
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    await ks.kill(Scope.FLEET, "", "a new kill still stops it")
+    assert node.check(ids.order()).reason is RejectReason.HALTED
+    await node.stop()
+
+
+class FlappingStates(MemoryControlPlane):
+    """The memory backend whose connection drops once right after a kill-state read and
+    comes back, while another client stores a kill this connection never hears."""
+
+    def __init__(self, fabric: MemoryFabric) -> None:
+        super().__init__(fabric)
+        self.kill_while_away: StateEntry | None = None
+        self.operator: MemoryControlPlane | None = None
+
+    async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
+        read = await super().states()
+        kill, self.kill_while_away = self.kill_while_away, None
+        if kill is not None and self.operator is not None:
+            await self._set_connected(False)
+            await self.operator.put_state(kill)  # stored and republished: not delivered here
+            await self._set_connected(True)
+        return read
+
+
+async def test_a_resync_read_across_a_second_disconnect_does_not_readmit_the_node() -> None:
+    """The node reconnects and resyncs; its connection drops again right after the store
+    was read, and a kill is stored in that gap. Before, the node renewed its lease on the
+    read it had (the drop found it not yet admitted, so revoked nothing) and traded on
+    through the stored kill: neither path would ever bring it. Now a drop during the
+    resync admits nothing, and the next heartbeat's read brings the kill."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    plane = FlappingStates(fabric)
+    await plane.connect()
+    node = make_node("n1", plane, clock)
+    await node.start()
+    ids = OrderIds("o")
+    await fabric.set_reachable(False)
+    await fabric.set_reachable(True)
+    plane.operator = await plane_on(fabric)
+    plane.kill_while_away = entry(command_id="in-the-gap", issued_ns=clock.time_ns())
+    await node.heartbeat_once()
+    assert not node.admitted
+    assert node.check(ids.order()).reason is RejectReason.LEASE_EXPIRED
+    await node.heartbeat_once()
+    assert node.admitted
+    assert node.check(ids.order()).reason is RejectReason.HALTED
+    await node.stop()
+
+
+async def test_a_kill_stored_re_dated_past_a_later_write_is_handled_once() -> None:
+    """alice's clock runs 3 s ahead: her kill and resume leave the slot dated ahead. bob's
+    kill is announced at his time and stored re-dated past that resume (same command).
+    Before, the node latched, confirmed and recorded it on the announcement, then again on
+    the store's copy: two halt records and two confirmations of one kill."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    alice = switch(await plane_on(fabric), SimClock(1_003 * S), "alice")
+    bob = switch(await plane_on(fabric), clock, "bob")
+    await alice.kill(Scope.FLEET, "", "first", timeout_s=0.2)
+    assert (await alice.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
+    rec = node.guard.recorder
+    halts, confirmed = rec.seq, len(node.confirmed)
+    kill = await bob.kill(Scope.FLEET, "", "second", timeout_s=0.2)
+    assert kill.ok and kill.entry.issued_ns > clock.time_ns()  # the store's copy: re-dated
+    await asyncio.sleep(2 * REPORT_DELAY_S)
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    assert len(node.confirmed) == confirmed + 1 and rec.seq == halts + 1
+    assert node._applied["fleet.fleet"] == kill.entry  # the slot's latest, for its resume
+    assert (await bob.resume(Scope.FLEET, "", "done", approvers=(ALICE,))).ok
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     await node.stop()

@@ -182,6 +182,20 @@ def _undecodable(entry: StateEntry) -> bool:
 """Actor of the halt a node holds for a stored entry it cannot verify (fail closed)."""
 
 
+def _slot_problem(scope: Scope, key: str) -> str | None:
+    """Why no Guard latch can hold `key` of `scope`, or None: a key no slot can hold (empty,
+    over 128 characters), or one the Guard refuses to halt (only whitespace). Such an entry
+    is no command; before, a stored one raised out of every node's resync (no node could
+    start) and an announced one out of its handler."""
+    try:
+        slot_of(scope, key)
+    except StateKeyError as exc:
+        return str(exc)
+    if scope is not Scope.FLEET and not key.strip():
+        return f"{scope.value} key: must not be only whitespace (got {key!r})"
+    return None
+
+
 class NodeError(KnightwatchError, RuntimeError):
     """The runtime cannot host this Guard or arm it; the message says why."""
 
@@ -268,6 +282,8 @@ class NodeRuntime:
         self._reports: list[Callable[[], None]] = []
         """Records and log lines of confirmed commands, written once their confirmation left."""
         self._last_renewal_ns = 0
+        self._drops = 0
+        """Connection losses seen so far (`_dropped_since`)."""
         self._started_ns = clock.time_ns()
         self._tasks: list[asyncio.Task[None]] = []
         self._member_put: asyncio.Task[None] | None = None
@@ -377,6 +393,7 @@ class NodeRuntime:
         # and every other node's heartbeat would cost this process a decode
         await self.plane.subscribe_heartbeats(self._on_heartbeat, self.node_id)
         await self.plane.subscribe_states(self._on_state)
+        drops = self._drops
         stored = await self._resync()
         self._restore(stored)
         self._store_lost(stored)
@@ -389,7 +406,9 @@ class NodeRuntime:
         elif self.target_set:
             self.release_event.clear()
             log.error("RELEASE_REFUSED node=%s %s", self.node_id, self._refusal())
-        if self.release_admitted:
+        if self._dropped_since(drops):
+            pass  # no lease yet: the first heartbeat resyncs
+        elif self.release_admitted:
             self._renew()
         else:
             log.error("node %s: not admitted; no lease (%s)", self.node_id, self._refusal())
@@ -571,6 +590,7 @@ class NodeRuntime:
         A halt this node has never seen is applied even when it orders older than
         the entry held (fail closed): its issuer's clock may lag, and on the fast
         path, with the store unreachable, nobody could bump it past the stored entry.
+        The kill a resume applied here lifts counts as seen.
 
         A resume clears only the Guard latch of the entry it supersedes: the
         automatic halt's own source when that entry was one (actor "guard:<code>"),
@@ -590,6 +610,14 @@ class NodeRuntime:
         if entry.newer_than(held):
             self._applied[entry.slot] = entry
             self._applied_by[entry.slot] = checked
+            if (
+                seen
+                and entry.state is not TradingState.ACTIVE
+                and self.guard.trading_state(entry.scope, entry.key) >= entry.state
+            ):
+                # a kill already in force here, heard again re-dated (the kill switch stores
+                # it past a slot written later by a clock ahead): held, not latched twice
+                return None
         elif (
             seen
             or entry.state is TradingState.ACTIVE
@@ -598,6 +626,10 @@ class NodeRuntime:
             return None  # older, and seen before or it could only loosen what the Guard holds
         actor = checked.describe() if checked is not None else entry.actor
         if entry.state is TradingState.ACTIVE:
+            if entry.supersedes:
+                # the kill it lifts counts as seen: its late arrival (the kill switch
+                # re-announcing it to a node that resynced past it) does not halt again
+                self._seen[entry.supersedes] = None
             if held is not None and held.actor != UNVERIFIED_ACTOR:
                 self._thaw(entry, held)  # `held` was verified when it was applied
             source = held.source if held is not None else RejectReason.HALTED
@@ -774,10 +806,9 @@ class NodeRuntime:
         """
         if not self._concerns_me(entry):
             return
-        try:  # a key no slot can hold (empty, too long) is no command: refused
-            slot_of(entry.scope, entry.key)
-        except StateKeyError as exc:
-            self._refuse(entry, Refused(TrustReason.MALFORMED, str(exc)), "live")
+        problem = _slot_problem(entry.scope, entry.key)  # a key no latch can hold: refused
+        if problem is not None:
+            self._refuse(entry, Refused(TrustReason.MALFORMED, problem), "live")
             return
         last = self._confirmed_at.get(entry.command_id)
         now = self.clock.monotonic_ns()
@@ -949,6 +980,10 @@ class NodeRuntime:
                 entry = self._unverified(slot, revision)
                 if entry is None:
                     continue
+            problem = _slot_problem(entry.scope, entry.key)
+            if problem is not None:
+                self._refuse(entry, Refused(TrustReason.MALFORMED, problem), "stored")
+                continue
             judged[entry.slot] = entry
             report = self._apply(entry, checked, live=False)
             if report is not None:
@@ -981,6 +1016,8 @@ class NodeRuntime:
                 slot = slot_of(scope, key)
                 if state is TradingState.ACTIVE:
                     raise ValueError("a halt record cannot say ACTIVE")
+                if _slot_problem(scope, key) is not None:
+                    raise ValueError("no latch can hold its key")
             except (ValueError, KeyError, StateKeyError):  # unreadable: halt this node
                 scope, key = Scope.NODE, self.node_id
                 code, state = RejectReason.HALTED, TradingState.HALTED
@@ -1199,7 +1236,16 @@ class NodeRuntime:
 
     async def _on_connection(self, up: bool) -> None:
         if not up:
+            self._drops += 1
             self._revoke("control plane disconnected")
+
+    def _dropped_since(self, drops: int) -> bool:
+        """Whether the connection went down since `_drops` was `drops`: a resync read across
+        it may miss a kill both paths carried while it was down, so it admits nothing."""
+        if self._drops == drops:
+            return False
+        log.warning("node %s: disconnected during the resync; not re-admitted", self.node_id)
+        return True
 
     async def heartbeat_once(self) -> None:
         """One renewal attempt; the loop calls it every heartbeat, the replay steps it."""
@@ -1213,7 +1259,10 @@ class NodeRuntime:
                 await self._put_member()
                 return
             if not self.admitted:
+                drops = self._drops
                 self._store_lost(await self._resync())
+                if self._dropped_since(drops):
+                    return  # the next heartbeat reads the store again
                 log.warning("node %s: kill state resynced; re-admitted", self.node_id)
             if self._plans:
                 self._apply_ramps()  # a signed ramp steps up by this node's clock
