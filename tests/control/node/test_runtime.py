@@ -687,3 +687,30 @@ async def test_a_kill_stored_re_dated_past_a_later_write_is_handled_once() -> No
     assert (await bob.resume(Scope.FLEET, "", "done", approvers=(ALICE,))).ok
     assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     await node.stop()
+
+
+async def test_a_fleet_halt_held_on_a_lost_store_is_not_sent_to_the_relay_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node restored a fleet halt from its flight recorder onto an empty store. A node
+    may not sign a fleet halt, so the relay refuses it: before, the node sent it again
+    every 0.2 s for as long as it held it (the supervisor logging each refusal). Now it
+    is held and named once; its own node halt is still stored."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    node.guard.halt(Scope.FLEET, "fleet", "restored from this node's flight recorder", "test")
+    node.guard.halt(Scope.NODE, "n1", "restored from this node's flight recorder", "test")
+    await relay_on(fabric, clock)
+    with caplog.at_level(logging.ERROR):
+        await node.start()
+        await settle()
+        node._store_lost({})  # a later resync on the same empty store: still once
+    assert (Scope.FLEET, "fleet") not in node._auto
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    assert sum("LOST_HALT_UNSTORABLE" in r.message for r in caplog.records) == 1
+    stored, _ = await node.plane.get_state(Scope.NODE, "n1")
+    assert stored is not None and stored.state is TradingState.HALTED
+    fleet, _ = await node.plane.get_state(Scope.FLEET, "fleet")
+    assert fleet is None
+    await node.stop()

@@ -283,6 +283,8 @@ class NodeRuntime:
         """Records and log lines of confirmed commands, written once their confirmation left."""
         self._last_renewal_ns = 0
         self._drops = 0
+        self._unstorable: set[tuple[Scope, str]] = set()
+        """Halts restored after a store loss that a node may not sign (logged once)."""
         """Connection losses seen so far (`_dropped_since`)."""
         self._started_ns = clock.time_ns()
         self._tasks: list[asyncio.Task[None]] = []
@@ -1058,6 +1060,22 @@ class NodeRuntime:
                 continue
             if (scope, key) in self._auto:
                 continue  # already being stored
+            if scope is Scope.FLEET or (scope is Scope.NODE and key != self.node_id):
+                # a node signs halts of itself, a strategy or a symbol only (`check_state`):
+                # the relay would refuse this one, and the loop would send it forever. The
+                # Guard holds it; an operator's kill stores it again for everyone.
+                if (scope, key) not in self._unstorable:
+                    self._unstorable.add((scope, key))
+                    log.error(
+                        "LOST_HALT_UNSTORABLE node=%s scope=%s key=%s code=%s: the store has "
+                        "no entry and a node cannot sign this scope's halt; held here, an "
+                        "operator must kill it again for status and every other node",
+                        self.node_id,
+                        scope.value,
+                        key,
+                        halt.code.value,
+                    )
+                continue
             log.error(
                 "LOST_HALT_STORED node=%s scope=%s key=%s code=%s: the store had no entry",
                 self.node_id,
