@@ -40,6 +40,17 @@ NOWHERE = "nats://127.0.0.1:1"
         ("[ramp]\napply_timeout_s = inf\n", "ramp: apply_timeout_s: must be in (0, 300]"),
         ("[ramp]\nspike_blocks_per_s = nan\n", "ramp: spike_blocks_per_s: must be a finite"),
         ("[ramp]\nspike_ratio = nan\n", "ramp: spike_ratio: must be in (0, 1]"),
+        # a wrong type names its table too (before: "Expected `int`, got `bool` - at
+        # `$.crash_loop_starts`", which table's?)
+        (
+            "[preflight]\ncrash_loop_starts = true\n",
+            "preflight: Expected `int`, got `bool` - at `preflight.crash_loop_starts`",
+        ),
+        (
+            "[ramp]\nstages = [{fraction = 0.1, hold_s = 1}, {fraction = 1.0}]\n",
+            "ramp: Object missing required field `hold_s` - at `ramp.stages[1]`",
+        ),
+        ("ramp = 5\n", "ramp: Expected `object`, got `int`"),
     ],
 )
 def test_a_bad_config_is_one_line_naming_file_table_and_field(
@@ -53,6 +64,7 @@ def test_a_bad_config_is_one_line_naming_file_table_and_field(
     assert result.exit_code == 2, result.output
     out = " ".join(result.output.split())  # rich wraps long lines
     assert f"--config {config}" in out and needle in out, out
+    assert "ramp: ramp:" not in out and "preflight: preflight:" not in out, out
     assert "Traceback" not in result.output
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from knightwatch.cli.incident import incident_config
+from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import KillSwitchError
+from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
@@ -23,6 +26,7 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.decision import RejectReason
+from knightwatch.errors import KnightwatchError
 from knightwatch.incident.ramp import RampController, RampError, RampPlan, RampWatch, Stage
 from knightwatch.state import Scope, TradingState
 
@@ -450,4 +454,119 @@ async def test_a_resume_request_with_a_bad_ramp_is_refused_by_name(
     await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
     with pytest.raises(KillSwitchError, match=rule):
         await ks.request_resume(Scope.FLEET, "fleet", "fixed", ramp=ramp)
+    await f.stop()
+
+
+class _JumpingClock(SystemClock):
+    """The host clocks, with a wall clock stepped an hour forward (an NTP step) after
+    `readings_before_step` more readings, once `step` is called."""
+
+    def __init__(self) -> None:
+        self.readings_before_step: int | None = None
+        self.jump_ns = 0
+
+    def step(self, readings_before_step: int) -> None:
+        self.readings_before_step = readings_before_step
+
+    def time_ns(self) -> int:  # type: ignore[override]
+        if self.readings_before_step is not None:
+            if self.readings_before_step == 0:
+                self.jump_ns = 3600 * 10**9
+                self.readings_before_step = None
+            else:
+                self.readings_before_step -= 1
+        return time.time_ns() + self.jump_ns
+
+
+async def test_a_wall_clock_step_mid_ramp_does_not_skip_its_stages() -> None:
+    """The controller times its stages by the monotonic clock: a wall clock stepped an
+    hour forward right after the resume must not store "done" at once (the trip disarmed
+    and stage two never stored). Before, it did: the stages were timed by wall time."""
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    clock = _JumpingClock()
+    seen: list[tuple[int, float, str]] = []
+
+    def stepped(_: object) -> None:
+        clock.step(1)  # the ramp's start is read as it was, every later reading jumped
+
+    ctl = RampController(
+        await f.plane(),
+        ks,
+        clock,
+        FAST,
+        on_stage=lambda r: seen.append((r.stage, r.fraction, r.status)),
+        on_resumed=stepped,
+    )
+    began = time.monotonic()
+    outcome = await ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+    assert outcome.completed
+    assert seen == [(0, 0.1, "ramping"), (1, 0.5, "ramping"), (2, 1.0, "ramping"), (2, 1.0, "done")]
+    assert time.monotonic() - began >= 0.9, "every stage held its full time"
+    await f.stop()
+
+
+async def test_a_runaway_on_a_node_that_joins_mid_ramp_trips_the_fleet_ramp() -> None:
+    """A fleet ramp covers every node, also one that starts while it runs (a crashed
+    node restarted under a new id, a node added to the desk): its block-rate spike trips
+    the ramp. Before, only the nodes live when the ramp began were watched."""
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    ctl = RampController(await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 4.0))
+    resumed = asyncio.Event()
+    ctl.on_resumed = lambda _: resumed.set()
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
+    await resumed.wait()
+    late = await f.add("n2")
+    heard = asyncio.Event()
+
+    async def on_metrics(m: NodeMetrics) -> None:
+        if m.node_id == "n2":
+            heard.set()
+
+    await (await f.plane()).subscribe_metrics(on_metrics)
+    await heard.wait()
+    while not task.done():  # n2 runs away: far beyond its stage-one limits
+        for _ in range(50):
+            f.order(late)
+        await asyncio.sleep(0.01)
+    outcome = task.result()
+    assert not outcome.completed
+    assert outcome.trip_reason.startswith("block-rate spike on node n2"), outcome.trip_reason
+    await f.stop()
+
+
+async def test_a_trip_while_the_control_plane_is_gone_still_pages_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The ramp trips just as the control plane goes: its kill cannot go out and its
+    record cannot be stored, but the page (the webhook needs no control plane) must still
+    go, and `approve` must hear the outcome ("its kill was NOT sent: kill the scope again
+    now"). Before, the failed store of the tripped record raised past both."""
+    f = await fleet("n1")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    ctl = RampController(
+        await f.plane(), ks, f.clock, RampPlan.instant((0.1, 1.0), 5.0), pager=Pager()
+    )
+    resumed = asyncio.Event()
+    ctl.on_resumed = lambda _: resumed.set()
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
+    await resumed.wait()
+
+    async def plane_goes(e: StateEntry) -> None:
+        if e.actor == "supervisor" and e.state is TradingState.HALTED:
+            await f.fabric.set_reachable(False)
+
+    await (await f.plane()).subscribe_states(plane_goes)
+    with contextlib.suppress(KnightwatchError):
+        await (await f.killswitch("supervisor")).kill(Scope.NODE, "n1", "rate", timeout_s=0.2)
+    outcome = await asyncio.wait_for(task, 5.0)
+    assert not outcome.completed
+    assert outcome.trip_reason.startswith("supervisor alert node 'n1'"), outcome.trip_reason
+    assert outcome.trip is None or not outcome.trip.ok
+    assert any("PAGE rule=ramp_trip" in r.getMessage() for r in caplog.records)
+    await f.fabric.set_reachable(True)
     await f.stop()

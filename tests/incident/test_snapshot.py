@@ -97,6 +97,28 @@ async def test_evidence_a_node_did_not_send_is_stated_not_left_out() -> None:
     await f.stop()
 
 
+async def test_a_tail_whose_chain_head_cannot_be_read_is_stated() -> None:
+    """A node's last record cut off mid-write (or a message of its refused) leaves no chain
+    head: `incomplete.json` says so, naming the node. Before, it was only a "problem" field
+    inside heads.json, and `snapshot` and `verify` printed no `incomplete:` line for it."""
+    f = await fleet("n1")
+    plane = await f.plane()
+    now = f.clock.time_ns()
+    await plane.put_member(
+        NodeStatus("n3", "h", 1, now, now, now + 10**12, True, True, TradingState.ACTIVE)
+    )
+    await plane.append_audit(AuditEnvelope("n3", "i-n3", 1, b'{"seq":1,"hash":"h1"}\n{"seq":2,"ha'))
+    data = await take_snapshot(plane, f.clock, SigningKey.generate(), actor="a", reason="r",
+                               listen_s=0.2)  # fmt: skip
+    check = verify_snapshot(data, source="s.tar")
+    assert check.ok
+    assert "recorder/n3.jsonl: no chain head: last record undecodable" in check.incomplete, (
+        check.incomplete
+    )
+    assert not any(g.startswith("recorder/n1.jsonl: no chain head") for g in check.incomplete)
+    await f.stop()
+
+
 async def test_an_automatic_snapshot_never_writes_through_a_planted_link(tmp_path: Path) -> None:
     """The snapshot `kill` takes by itself has a predictable name (time and command id):
     a link planted there must not make it overwrite the file it points to."""
@@ -141,6 +163,19 @@ def test_one_edited_byte_in_any_file_is_named() -> None:
     check = verify_snapshot(rebuild(files), source="s.tar")
     assert not check.ok
     assert check.problems == ("recorder/n1.jsonl: sha256 does not match the manifest",)
+
+
+def test_reordered_files_are_named() -> None:
+    """`seal` writes the members in name order; the same files in another order are a
+    rewritten archive. Before, a reordered archive verified OK."""
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = members(data)
+    check = verify_snapshot(rebuild(dict(reversed(files.items()))), source="s.tar")
+    assert not check.ok
+    assert check.problems == (
+        "signer.pub: out of the order the snapshot was sealed in (the archive was rewritten)",
+    )
+    assert verify_snapshot(rebuild(files), source="s.tar").ok  # the sealed order: fine
 
 
 def test_a_rewritten_manifest_breaks_the_signature() -> None:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import typer
@@ -65,6 +66,7 @@ app = typer.Typer(
 )
 
 SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
+_T = TypeVar("_T")
 SNAPSHOT_KEY_ENV = "KNIGHTWATCH_SNAPSHOT_KEY"
 SNAPSHOT_DIR_ENV = "KNIGHTWATCH_SNAPSHOT_DIR"
 
@@ -80,11 +82,22 @@ def incident_config(path: Path | None) -> tuple[RampPlan, PreflightConfig]:
             f"--config {path}: {unknown[0]}: unknown table (expected [ramp] and [preflight])"
         )
     try:
-        plan = msgspec.convert(data.get("ramp", {}), RampPlan)
-        cfg = msgspec.convert(data.get("preflight", {}), PreflightConfig)
-    except (msgspec.ValidationError, RampError, PreflightConfigError) as exc:
+        plan = _table(data, "ramp", RampPlan)
+        cfg = _table(data, "preflight", PreflightConfig)
+    except (RampError, PreflightConfigError) as exc:
         raise RampError(f"--config {path}: {exc}") from None
     return plan, cfg
+
+
+def _table(data: dict[str, object], table: str, kind: type[_T]) -> _T:
+    """One table as `kind`; a type error names the table and the field in it
+    (`ramp: Expected `float`, got `str` - at `ramp.stages[0].fraction``)."""
+    try:
+        return msgspec.convert(data.get(table, {}), kind)
+    except msgspec.ValidationError as exc:
+        why = str(exc).replace("`$", f"`{table}", 1)
+        # the plan's own checks already name their table ("ramp: stages[0]...")
+        raise RampError(why if why.startswith(f"{table}: ") else f"{table}: {why}") from None
 
 
 def config_or_exit(path: Path | None) -> None:

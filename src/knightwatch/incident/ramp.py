@@ -38,7 +38,12 @@ from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
-from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    RevisionConflict,
+)
 from knightwatch.control.plane.wire import (
     ENCODER,
     RAMP_DECODER,
@@ -440,7 +445,10 @@ class RampController:
             why = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
             await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
             raise RampError(f"ramp {ramp_id}: {why}")
-        self._watch = RampWatch(scope, key, self.plan, self.clock.time_ns(), targets)
+        # A fleet, strategy or symbol ramp covers every node, also one that starts while
+        # it runs (it holds the stages from its start): each one's spike trips it.
+        watched = targets if scope is Scope.NODE else []
+        self._watch = RampWatch(scope, key, self.plan, self.clock.time_ns(), watched)
         try:
             resumed = await self.ks.apply_resume(entry, timeout_s=timeout_s)
         except (KillSwitchError, RevisionConflict) as exc:
@@ -453,12 +461,16 @@ class RampController:
         # The stages run from now, when the resume was applied, not from when it was
         # requested (an approved request can be minutes old); and only halts issued
         # after it trip the ramp.
+        # The holds are timed by the monotonic clock: a wall clock stepped forward (NTP)
+        # must not skip stages, nor end the ramp and disarm its trip early.
         self._watch.start_ns = max(self.clock.time_ns(), resumed.entry.issued_ns + 1)
+        began = self.clock.monotonic_ns()
         stage = 0
         while True:
             if self._watch.tripped:
                 return await self._trip(record, stage, resumed, start)
-            now_stage = self._watch.stage_at(self.clock.time_ns())
+            elapsed = self.clock.monotonic_ns() - began
+            now_stage = self._watch.stage_at(self._watch.start_ns + elapsed)
             if now_stage is None:
                 break
             if now_stage != stage:
@@ -493,13 +505,17 @@ class RampController:
         self._watch = None
         try:
             trip = await self.ks.kill(record.scope, record.key, f"ramp tripped: {why}")
-        except KillSwitchError as exc:
+        except (KillSwitchError, ControlPlaneUnavailable) as exc:
             log.critical("RAMP_TRIP_KILL_FAILED ramp=%s %s", record.ramp_id, exc)
             trip = None
         tripped = msgspec.structs.replace(
             record, status="tripped", trip_reason=why, since_ns=self.clock.time_ns()
         )
-        await self._put(tripped)
+        try:
+            await self._put(tripped)
+        except ControlPlaneUnavailable as exc:
+            # the page and the outcome (which says the kill must be repeated) still go out
+            log.critical("RAMP_TRIP_NOT_STORED ramp=%s %s", record.ramp_id, exc)
         action = Action(
             Rule.RAMP_TRIP,
             record.scope,

@@ -46,6 +46,7 @@ SIGNATURE = "manifest.dsse.json"
 SIGNER = "signer.pub"
 INCOMPLETE = "incomplete.json"
 """What evidence the snapshot could not collect, one line each (empty: nothing missing)."""
+_SEALED = frozenset({MANIFEST, SIGNATURE, SIGNER})
 _AUDIT_PAGE = 1000
 _AUDIT_CAP = 500_000
 _PRETTY = msgspec.json.Encoder(order="sorted")
@@ -150,13 +151,18 @@ async def collect(
             f"recorder/: stopped reading the audit stream after {read} messages; "
             "later records are not in this snapshot"
         )
-    heads: dict[str, object] = {}
+    heads: dict[str, dict[str, object]] = {}
     for node, lines in sorted(tails.items()):
         files[f"recorder/{node}.jsonl"] = b"".join(line + b"\n" for line in lines)
         heads[node] = _head(lines)
     # the supervisor ships its actions to the same stream: they are its alerts, not a chain
     files["supervisor/actions.jsonl"] = files.pop("recorder/supervisor.jsonl", b"")
     heads.pop("supervisor", None)
+    # a tail whose chain head cannot be read (a record cut off while it was being written,
+    # a refused message) is stated, not left for a reader to find in heads.json
+    for node, head in sorted(heads.items()):
+        if "problem" in head:
+            gaps.append(f"recorder/{node}.jsonl: no chain head: {head['problem']}")
     await asyncio.sleep(listen_s)
     # a member that sent nothing is stated, never silently left out of the evidence
     for m in sorted(members, key=lambda m: m.node_id):
@@ -252,7 +258,9 @@ def verify_snapshot(
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             members: dict[str, bytes] = {}
+            order: list[str] = []
             for info in tar.getmembers():
+                order.append(info.name)
                 if not info.isfile():
                     problems.append(f"{source}: member {info.name!r} is not a regular file")
                     continue
@@ -306,6 +314,14 @@ def verify_snapshot(
             problems.append(f"{name}: sha256 does not match the manifest")
     for name in sorted(set(members) - set(manifest.files) - {MANIFEST, SIGNATURE, SIGNER}):
         problems.append(f"{name}: in the archive, not in the manifest")
+    # `seal` writes the members in name order: the sealed ones in any other order are a
+    # rewritten archive (an added member is named above, wherever it is)
+    sealed = [n for n in dict.fromkeys(order) if n in manifest.files or n in _SEALED]
+    moved = next((a for a, b in zip(sealed, sorted(sealed), strict=True) if a != b), None)
+    if moved is not None:
+        problems.append(
+            f"{moved}: out of the order the snapshot was sealed in (the archive was rewritten)"
+        )
     gaps: tuple[str, ...] = ()
     if INCOMPLETE in members:
         try:
