@@ -653,7 +653,10 @@ class NatsControlPlane:
                 await watcher.stop()  # type: ignore[no-untyped-call]
                 await self._drop_consumer(f"KV_{bucket}", watcher)
 
-        return await self._call(read())
+        try:
+            return await self._call(read())
+        except nats.js.errors.NotFoundError as exc:  # the bucket's stream itself is gone
+            raise ControlPlaneUnavailable(f"bucket {bucket} not found: {exc}") from None
 
     async def _drop_consumer(self, stream: str, watcher: Any) -> None:
         """Delete a finished snapshot's consumer on the server now. Stopping a watcher only
@@ -756,7 +759,10 @@ class NatsControlPlane:
 
     async def audit(self, start_seq: int = 1, limit: int = 1000) -> list[tuple[int, AuditEnvelope]]:
         js = self._require_js()
-        info = await self._call(js.stream_info(AUDIT_STREAM))
+        try:
+            info = await self._call(js.stream_info(AUDIT_STREAM))
+        except nats.js.errors.NotFoundError as exc:
+            raise ControlPlaneUnavailable(f"stream {AUDIT_STREAM} not found: {exc}") from None
         last = int(info.state.last_seq)
         out: list[tuple[int, AuditEnvelope]] = []
         seq = max(start_seq, int(info.state.first_seq), 1)
