@@ -1200,3 +1200,19 @@ def test_a_kill_from_outside_a_running_loop_still_cancels(spec: Spec) -> None:
             loop.run_until_complete(ex.close())
             loop.close()
         assert venue.bad_signatures == 0
+
+
+async def test_a_long_chain_of_amends_keeps_being_checked(world: World) -> None:
+    """Each amend's Guard id was the last one's plus `~n`: a market maker re-pricing one order
+    (Binance: cancel-replace, Kraken: in place) had every amend from the twenty-second on
+    refused as `invalid_order` (an id over 64 characters). Each is named from the order's
+    own id, so the chain goes on being checked and booked."""
+    ex, sym = world.ex, world.symbol
+    await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000, {"clientOrderId": "mm-q-0001"}))
+    for i in range(40):
+        (live,) = [o for o in world.venue.orders.values() if o.status == "open"]
+        await run(ex.edit_order(live.id, sym, "limit", "buy", 0.1, 59_000 + i))
+    assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)
+    assert not ex.guard.blocked
+    (live,) = [o for o in world.venue.orders.values() if o.status == "open"]
+    assert live.price == Decimal("59039")

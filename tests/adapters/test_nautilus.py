@@ -3,8 +3,10 @@ ExecutionEngine a live TradingNode builds; a simulated venue; a few hundred quot
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nautilus_trader.backtest.engine import BacktestEngine
 from nautilus_trader.core.datetime import unix_nanos_to_dt
+from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.examples.algorithms.twap import TWAPExecAlgorithm
+from nautilus_trader.model.currencies import USD
 from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import (
     AggressorSide,
+    LiquiditySide,
     OrderSide,
     OrderStatus,
     OrderType,
@@ -24,8 +29,9 @@ from nautilus_trader.model.enums import (
     TriggerType,
 )
 from nautilus_trader.model.enums import TradingState as NtState
+from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import ExecAlgorithmId, TradeId, Venue
-from nautilus_trader.model.objects import Price, Quantity
+from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 
 from knightwatch import RejectReason, Scope, TradingState
@@ -753,3 +759,134 @@ def test_a_command_the_execution_client_raises_on_is_released_and_refused(
     (resting,) = eng.kernel.cache.orders_open()
     assert resting.quantity == Quantity.from_int(10_000)
     assert kw.guard.working_qty(SYM) == (10_000, 0) and not kw.guard.halts()
+
+
+def test_the_only_private_nautilus_field_read_is_the_routing_map_and_it_is_checked_at_install(
+    eng: BacktestEngine,
+) -> None:
+    """The adapter routed by four private ExecutionEngine fields, read on every order: had a
+    NautilusTrader release renamed one, orders would be misrouted or every submit would
+    raise. The public API gives all but the venue routing; that one read sits in one
+    function, proven at install against the installed NautilusTrader, and a version
+    without it is refused by name (version and attribute)."""
+    from knightwatch.adapters import nautilus as kwnt
+
+    tree = ast.parse(Path(kwnt.__file__).read_text())
+    private = {
+        (fn.name, ast.unparse(node))
+        for fn in ast.walk(tree)
+        if isinstance(fn, ast.FunctionDef)
+        for node in ast.walk(fn)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    }
+    assert private == {("_routing_of", "engine._routing_map")}
+
+    engine_ = eng.kernel.exec_engine
+    kwnt.check_routing(engine_)  # the installed NautilusTrader has what the adapter reads
+    (sim,) = engine_.registered_clients
+    assert kwnt._routing_of(engine_)[AUDUSD.id.venue].id == sim
+
+    class OtherRelease:  # an ExecutionEngine of a release that moved its routing
+        registered_clients: tuple[Any, ...] = ()
+        default_client = None
+
+        def get_external_client_ids(self) -> set[Any]:
+            return set()
+
+    with pytest.raises(
+        AdapterError, match=r"NautilusTrader 1\.221\.0: ExecutionEngine\._routing_map"
+    ):
+        kwnt.check_routing(OtherRelease())
+    bad = OtherRelease()
+    bad._routing_map = {AUDUSD.id.venue: object()}  # type: ignore[attr-defined]
+    with pytest.raises(AdapterError, match="_routing_map is not a map of venues"):
+        kwnt.check_routing(bad)
+
+
+def _venue_fill(order: Any, trade: str, qty: int) -> OrderFilled:
+    """An execution report as a venue's ExecutionClient hands it to NautilusTrader."""
+    return OrderFilled(
+        trader_id=order.trader_id,
+        strategy_id=order.strategy_id,
+        instrument_id=order.instrument_id,
+        client_order_id=order.client_order_id,
+        venue_order_id=order.venue_order_id,
+        account_id=order.account_id,
+        trade_id=TradeId(trade),
+        position_id=None,
+        order_side=order.side,
+        order_type=order.order_type,
+        last_qty=Quantity.from_int(qty),
+        last_px=order.price,
+        currency=USD,
+        commission=Money(0, USD),
+        liquidity_side=LiquiditySide.MAKER,
+        event_id=UUID4(),
+        ts_event=0,
+        ts_init=0,
+    )
+
+
+def test_a_fill_the_venue_repeats_is_booked_once_an_overfill_is_booked_and_halts(
+    eng: BacktestEngine,
+) -> None:
+    """NautilusTrader's order refuses a fill whose trade id it already holds, then publishes
+    it all the same: the Guard booked it again, silently (position 6,000 where the venue
+    and NautilusTrader hold 3,000; the order's working quantity understated, so later
+    orders were checked against a wrong book). A repeat is skipped and recorded; a fill
+    with a new trade id beyond the order (an overfill) is still booked, and halts."""
+    s = scripted(eng, AUDUSD)
+    seen: list[tuple[int, tuple[int, int], Decimal]] = []
+    steps = [("T1", 3000), ("T1", 3000), ("T2", 3000), ("T1", 3000), ("T3", 6000)]
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n == 1:
+            st.buy("10000", "0.69000")  # rests: far below the market
+        elif 2 <= n < 2 + len(steps):
+            (order,) = st.cache.orders()
+            trade, qty = steps[n - 2]
+            eng.kernel.msgbus.send("ExecEngine.process", _venue_fill(order, trade, qty))
+            net = eng.kernel.portfolio.net_position(AUDUSD.id)
+            seen.append((kw.guard.position(SYM), kw.guard.working_qty(SYM), net))
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 8, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert seen[:4] == [
+        (3000, (7000, 0), Decimal(3000)),
+        (3000, (7000, 0), Decimal(3000)),
+        (6000, (4000, 0), Decimal(6000)),
+        (6000, (4000, 0), Decimal(6000)),
+    ]
+    assert seen[4] == (12_000, (0, 0), Decimal(12_000))  # the overfill: what the venue did
+    assert [h.reason for h in kw.guard.halts().values()] == [
+        f"fill of 6000 for order {eng.kernel.cache.orders()[0].client_order_id} is more "
+        "than the 4000 it had left (an overfill)"
+    ]
+
+
+def test_a_long_chain_of_amends_keeps_being_checked(eng: BacktestEngine) -> None:
+    """Each amend's Guard id was the last one's plus `~n`: a strategy re-pricing one resting
+    order every tick had every amend from the sixteenth on refused as `invalid_order` (an
+    id over 64 characters). Each is named from the NautilusTrader order id instead."""
+    s = scripted(eng, AUDUSD)
+
+    def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+        if n == 1:
+            st.buy("10000", "0.60000")  # rests: far below the market
+        else:
+            (order,) = st.cache.orders_open()
+            st.modify_order(order, price=Price.from_str(f"0.6{n:04d}"))
+
+    s.script = script
+    eng.add_data(quotes(AUDUSD, 41, 0.7, 0.0001))
+    kw = install(eng, limits=open_limits())
+    eng.run()
+    assert s.modify_rejected == [] and not kw.guard.blocked
+    (order,) = eng.kernel.cache.orders_open()
+    assert order.price == Price.from_str("0.60041")
+    assert kw.guard.working_qty(SYM) == (10_000, 0)

@@ -229,6 +229,7 @@ class _Tracked:
         "ordered",
         "pending",
         "price",
+        "root",
         "side",
         "symbol",
         "trades",
@@ -244,8 +245,12 @@ class _Tracked:
         units: Units,
         client_id: str | None,
         price: Decimal | None = None,
+        root: str | None = None,
     ) -> None:
         self.gid = gid
+        self.root = root if root is not None else gid
+        """The Guard id it was placed under: its amends are named from it, never from the
+        last amend's id, so a chain of amends keeps the id within its length."""
         self.price = price
         self.pending: str | None = None
         """The Guard id of an amend sent and not answered yet."""
@@ -547,7 +552,7 @@ class Ledger:
             price_d = self._price(symbol, price) if price is not None and limit else tracked.price
             self._edits += 1
             new = Order(
-                id=f"{tracked.gid}~{self._edits}",
+                id=f"{tracked.root}~{self._edits}",
                 strategy=self.strategy,
                 symbol=symbol,
                 side=tracked.side,
@@ -608,6 +613,7 @@ class Ledger:
                 tracked.units,
                 None,
                 tracked.price,
+                tracked.root,
             )
             successor.amended = True
             self._start(successor)

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nautilus_trader
 from nautilus_trader.common.component import MessageBus
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import (
@@ -198,6 +199,42 @@ class _Instrument:
         return int(n)
 
 
+def _routing_of(engine: Any) -> dict[Any, Any]:
+    """The ExecutionEngine's venue -> client routing: the one private NautilusTrader field the
+    adapter reads (1.221.0 has no public accessor; `get_clients_for_orders` raises on a
+    `client_id` it does not know). `check_routing` proves it at install."""
+    routing: dict[Any, Any] = engine._routing_map
+    return routing
+
+
+def check_routing(engine: Any) -> None:
+    """Raise `AdapterError` unless this NautilusTrader's ExecutionEngine offers what the
+    adapter routes by: its public client ids and its venue routing map (`_routing_of`).
+
+    Without them the adapter cannot tell which orders would be sent: it refuses to start
+    rather than guess (an order it took for unrouted would be denied, one it took for
+    routed would be counted forever)."""
+    version = getattr(nautilus_trader, "__version__", "unknown")
+    where = (
+        f"NautilusTrader {version}: ExecutionEngine.{{}} {{}}; knightwatch[nautilus] supports "
+        "nautilus-trader==1.221.0 and cannot tell where this version routes orders"
+    )
+    for attr in ("get_external_client_ids", "registered_clients", "default_client"):
+        if not hasattr(engine, attr):
+            raise AdapterError(where.format(attr, "is missing"))
+    try:
+        routing = _routing_of(engine)
+    except AttributeError:
+        raise AdapterError(where.format("_routing_map", "is missing")) from None
+    registered = set(engine.registered_clients)
+    if not isinstance(routing, dict) or any(
+        getattr(c, "id", None) not in registered for c in routing.values()
+    ):
+        raise AdapterError(
+            where.format("_routing_map", "is not a map of venues to registered clients")
+        )
+
+
 def _kernel_of(target: Any) -> Any:
     kernel = getattr(target, "kernel", target)
     for attr in ("msgbus", "exec_engine", "risk_engine", "cache", "clock", "trader"):
@@ -249,6 +286,7 @@ class NautilusGuard:
 
     def install(self) -> None:
         bus = self.bus
+        check_routing(self.kernel.exec_engine)
         if ENDPOINT not in bus.endpoints():
             raise AdapterError(
                 f"NautilusTrader has no {ENDPOINT!r} endpoint: this version routes orders "
@@ -325,15 +363,16 @@ class NautilusGuard:
         )
 
     def _client_for(self, cid: Any, venue: Any) -> Any:
-        """The client the ExecutionEngine hands a command for `venue` with `client_id` `cid`
-        (the id itself for an external client), or None: it would drop the command."""
+        """The id of the client the ExecutionEngine hands a command for `venue` with
+        `client_id` `cid` (the id itself for an external client), or None: it would drop
+        the command. NautilusTrader's public API, but for the venue routing (`_routing_of`)."""
         engine = self.kernel.exec_engine
-        if cid in engine._external_clients:
+        if cid is not None and (
+            cid in engine.get_external_client_ids() or cid in engine.registered_clients
+        ):
             return cid
-        client = engine._clients.get(cid)
-        if client is None:
-            client = engine._routing_map.get(venue, engine._default_client)
-        return client
+        client = _routing_of(engine).get(venue)
+        return client.id if client is not None else engine.default_client
 
     def _misrouted(self, command: SubmitOrderList) -> Decision | None:
         """A refusal for a list holding an order that is not routed where its instrument's
@@ -350,7 +389,7 @@ class NautilusGuard:
             own = self._client_for(cid, venue)
             if own is None:
                 why = f"no execution client for venue {venue} or client_id {cid}: never sent"
-            elif own is not sent_to:
+            elif own != sent_to:
                 why = (
                     f"order {order.client_order_id} is for venue {venue}, but the list goes to "
                     f"the client of {command.instrument_id.venue}: never sent"
@@ -469,7 +508,9 @@ class NautilusGuard:
                 price = order.price
             self._replaces += 1
             new = Order(
-                id=f"{gid}~{self._replaces}",
+                # named from the NautilusTrader id, never the last amend's: a chain of
+                # amends (a quote re-priced every tick) keeps the id within its length
+                id=f"{oid}~{self._replaces}",
                 strategy=order.strategy_id.value,
                 symbol=inst.symbol,
                 side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
@@ -638,6 +679,15 @@ class NautilusGuard:
 
     def _on_fill(self, e: OrderFilled) -> None:
         oid = e.client_order_id.value
+        order = self.kernel.cache.order(e.client_order_id)
+        if order is not None and _repeats_a_trade(order, e):
+            # NautilusTrader publishes a fill its order refused as a duplicate (same trade
+            # id) all the same: booked, it would count one execution twice, silently
+            log.warning(
+                "DUPLICATE_FILL node=%s order %s trade %s skipped", self.guard.node, oid, e.trade_id
+            )
+            self.guard.note("duplicate_fill", order_id=oid, trade_id=e.trade_id.value)
+            return
         try:
             inst = self._instrument(e.instrument_id)
             fill = Fill(
@@ -651,14 +701,12 @@ class NautilusGuard:
             self._lost(f"fill {oid} could not be booked: {exc}")
             return
         self._fill(fill)
-        if oid in self._live:
-            order = self.kernel.cache.order(e.client_order_id)
-            if order is None or order.is_closed:
-                del self._live[oid]
-                # an amend the fill overtook: the venue's answer ("not found") will find
-                # no live order here, so what the amend reserved is given back now
-                self._drop_amend(oid)
-                self._gid.pop(oid, None)
+        if oid in self._live and (order is None or order.is_closed):
+            del self._live[oid]
+            # an amend the fill overtook: the venue's answer ("not found") will find
+            # no live order here, so what the amend reserved is given back now
+            self._drop_amend(oid)
+            self._gid.pop(oid, None)
 
     def _drop_amend(self, oid: str) -> None:
         """An order ended with its amend unanswered: roll the reservation back."""
@@ -765,6 +813,17 @@ class NautilusGuard:
     async def stop(self) -> None:
         if self.member is not None:
             await self.member.stop()
+
+
+def _repeats_a_trade(order: NtOrder, e: OrderFilled) -> bool:
+    """Whether the order already holds another fill with `e`'s trade id: `e` repeats it.
+
+    A fill with a new trade id is booked even when the order could not apply it (an
+    overfill): NautilusTrader's portfolio books it, and the Guard halts on it."""
+    return any(
+        ev is not e and isinstance(ev, OrderFilled) and ev.trade_id == e.trade_id
+        for ev in order.events
+    )
 
 
 def _instrument_value(instrument_id: InstrumentId) -> str:
