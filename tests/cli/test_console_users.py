@@ -147,3 +147,31 @@ def test_console_is_registered() -> None:
     assert result.exit_code == 0
     for command in ("add", "passwd", "disable", "enable", "token", "list"):
         assert command in result.output
+
+
+def test_token_list_shows_a_time_no_calendar_holds_and_a_path_like_markup(
+    tmp_path: Path, keyfile: Path
+) -> None:
+    """The users file is a file an admin (or an editor) writes: a token expiring in the
+    year 33,000 is listed as out of range, and a file named "[/x]" is named as written,
+    not a traceback."""
+    (tmp_path / "[").mkdir()
+    WIDE = {"COLUMNS": "300"}
+    users = tmp_path / "[" / "users].toml"  # the path reads ".../[/users].toml"
+    result = runner.invoke(app, ["console", "user", "list", "--users", str(users)], env=WIDE)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 0 and f"no users file at {tmp_path}/[/users].toml" in result.output
+    args = ["console", "user", "add", "alice", "--key", str(keyfile), "--users", str(users)]
+    result = runner.invoke(app, args, input=f"{PW}\n{PW}\n", env=WIDE)
+    assert result.exit_code == 0 and f"{tmp_path}/[/users].toml" in result.output, result.output
+    args = ["console", "user", "token", "alice", "--role", "viewer", "--users", str(users)]
+    assert runner.invoke(app, args, env=WIDE).exit_code == 0
+    text = users.read_text()
+    expires = re.search(r"expires_ns = (\d+)", text)
+    assert expires is not None, text
+    users.write_text(text.replace(expires.group(0), f"expires_ns = {10**22}"))
+    result = runner.invoke(
+        app, ["console", "user", "token", "alice", "--list", "--users", str(users)], env=WIDE
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 0 and "? (out of range)" in result.output, result.output

@@ -306,3 +306,32 @@ def test_an_empty_artifacts_or_release_option_is_refused_not_read_as_this_direct
             "release", "verify", envelope, "--policy", site / "policy.toml", "--release", given
         )
         assert code == 2 and "--release:" in out and "not_target_release" not in out, out
+
+
+def test_file_names_and_ids_that_look_like_markup_are_shown_as_written(site: Path) -> None:
+    """An artifact named "[/x]" (the release tree is whoever built it's), a node id quoted
+    back in an error, a key directory or an envelope path with brackets: shown as written,
+    never read as console markup (a "[/x]" ended the command with a traceback)."""
+    (site / "[").mkdir()
+    hostile = site / "[" / "m].dsse.json"  # the path reads ".../[/m].dsse.json"
+    build_and_sign(site, "ci", "rm").rename(hostile)
+    (site / "release" / "[").mkdir()
+    (site / "release" / "[" / "x].py").write_text("x = 1\n")  # the path reads "[/x].py"
+    (site / "release" / "[red]y.py").write_text("y = 1\n")
+    args = (
+        "release", "attest", "--node", "n1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+    )  # fmt: skip
+    result = runner.invoke(app, [str(a) for a in args], env=WIDE)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 0, result.output
+    assert "[/x].py" in result.output and "[red]y.py" in result.output, result.output
+    code, out = run(*args, "--envelope", hostile, "--policy", site / "policy.toml")
+    assert code == 1 and "file_unexpected" in out, out
+    assert "[/x].py" in out and "[red]y.py" in out, out
+    code, out = run("release", "verify", hostile, "--policy", site / "policy.toml")
+    assert code == 0 and "VERIFIED release 2012.08.01-rlp" in out, out
+    code, out = run("release", "attest", "--node", "[/x]", *args[4:])
+    assert code == 2 and "--node: node id must be" in out and "'[/x]'" in out, out
+    code, out = run("keys", "new", "k", "--dir", site / "[" / "keys]")
+    assert code == 0 and f"{site}/[/keys]/k.key" in out, out

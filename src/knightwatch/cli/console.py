@@ -87,7 +87,14 @@ def _password(label: str = "password") -> str:
 
 
 def _when(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+    """A token's instant from the users file (an edited file can hold any integer): a time
+    no calendar holds is shown as such, not a traceback."""
+    if not ns:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return "? (out of range)"
 
 
 @user_app.command("add")
@@ -104,10 +111,11 @@ def add(
         if store.get(name) is not None:  # before asking for a password
             raise KnightwatchError(f"user {name}: already exists in {store.path}")
         user = store.add(name, _new_password(), signing_key)
-    console.print(
+    console.print(  # a path is the caller's text, not markup
         f"user {name} added to {store.path} (key {user.key_id[:16]}); their roles come from "
         "the roster",
         highlight=False,
+        markup=False,
     )
 
 
@@ -159,7 +167,11 @@ def list_users(users: Path | None = UsersOpt, state_dir: Path = StateDir) -> Non
     with _errors():
         store = _store(users, state_dir)
         if not store.exists:
-            console.print(f"no users file at {store.path}: the console refuses every login")
+            console.print(
+                f"no users file at {store.path}: the console refuses every login",
+                highlight=False,
+                markup=False,
+            )
             return
         now = time.time_ns()
         table = Table("name", "key", "disabled", "live tokens")
@@ -225,8 +237,8 @@ def _token_table(store: UserStore, name: str) -> None:
     table = Table("id", "roles", "service", "created", "expires", "revoked")
     for t in store.tokens(name):
         table.add_row(
-            t.id,
-            ", ".join(t.roles),
+            escape(t.id),
+            escape(", ".join(t.roles)),
             "yes" if t.service else "no",
             _when(t.created_ns),
             _when(t.expires_ns),

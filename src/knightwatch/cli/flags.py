@@ -172,14 +172,14 @@ def list_flags(registry: Path = REGISTRY_OPT) -> None:
     """Every flag in the registry, tombstones included."""
     console = Console()
     reg = _load_registry(console, registry)
-    table = Table(title=str(registry))
+    table = Table(title=escape(str(registry)))
     for column in ("id", "lifecycle", "owner", "expires", "trading", "safe default", "hash"):
         table.add_column(column)
-    for flag in reg.flags():
+    for flag in reg.flags():  # the registry file's text: shown as written, not as markup
         table.add_row(
-            flag.id,
+            escape(flag.id),
             str(flag.lifecycle),
-            flag.owner or "-",
+            escape(flag.owner or "-"),
             flag.expires.isoformat() if flag.expires else "-",
             "yes" if flag.trading_behaviour else "no",
             "on" if flag.safe_default else "off",
@@ -263,16 +263,24 @@ def show(
     flag = reg.get(flag_id)
     if flag is None:
         raise _fail(console, f"{flag_id}: not in {registry}")
-    console.print(f"[bold]{flag.id}[/bold] ({flag.lifecycle})", highlight=False)
-    console.print(f"  {flag.description}", highlight=False)
-    console.print(f"  owner {flag.owner or '-'}, created {flag.created}, expires {flag.expires}")
+    # the registry's and the store's text below is shown as written: a description, an
+    # actor or a change's reason "[/x]" is not console markup (it ended `show` with a
+    # traceback, and "[link=...]" was rendered as a link)
+    console.print(f"[bold]{escape(flag.id)}[/bold] ({flag.lifecycle})", highlight=False)
+    console.print(f"  {escape(flag.description)}", highlight=False)
+    console.print(
+        escape(f"  owner {flag.owner or '-'}, created {flag.created}, expires {flag.expires}"),
+        highlight=False,
+    )
     console.print(
         f"  safe default {'on' if flag.safe_default else 'off'}, "
         f"trading behaviour {'yes' if flag.trading_behaviour else 'no'}"
     )
     console.print(f"  definition hash {flag.meaning_hash}", highlight=False)
     for entry in flag.history:
-        console.print(f"  {entry.at} {entry.actor}: {entry.action} {entry.note}", highlight=False)
+        console.print(
+            escape(f"  {entry.at} {entry.actor}: {entry.action} {entry.note}"), highlight=False
+        )
 
     async def go() -> dict[str, tuple[bytes, int]]:
         async with session(nats_url, state_dir, "flags-show", key, anchor) as (
@@ -292,13 +300,15 @@ def show(
     if current is None:
         console.print("  no state: every node evaluates the safe default")
         return
-    console.print(f"  revision {current.revision}: {current.node_values}", highlight=False)
-    console.print(f"  applied (node: revision): {current.applied or '-'}", highlight=False)
+    console.print(escape(f"  revision {current.revision}: {current.node_values}"), highlight=False)
+    console.print(escape(f"  applied (node: revision): {current.applied or '-'}"), highlight=False)
     for change in changes:
         console.print(
-            f"  r{change.revision} {'on' if change.value else 'off'} {','.join(change.nodes)} "
-            f"by {change.actor} approver {change.approver or '-'} from {change.origin}: "
-            f"{change.reason}",
+            escape(
+                f"  r{change.revision} {'on' if change.value else 'off'} {','.join(change.nodes)} "
+                f"by {change.actor} approver {change.approver or '-'} from {change.origin}: "
+                f"{change.reason}"
+            ),
             highlight=False,
         )
 
@@ -387,8 +397,10 @@ def approve_change(
 
     who = _plane_run(console, go)
     console.print(
-        f"approved by {who}: {flag_id} -> {value} for {requester}; written to {out} "
-        f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}",
+        escape(
+            f"approved by {who}: {flag_id} -> {value} for {requester}; written to {out} "
+            f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}"
+        ),
         highlight=False,
     )
 
@@ -461,11 +473,12 @@ def set_flag(
     if not result.accepted:
         raise _fail(console, f"refused [{result.code}] {result.detail}")
     revision = result.state.revision if result.state else 0
-    console.print(f"[green]applied[/green] {result.detail}, revision {revision}", highlight=False)
+    shown = escape(f"{result.detail}, revision {revision}")
+    console.print(f"[green]applied[/green] {shown}", highlight=False)
     for node, ms in sorted(latencies.items()):
-        console.print(f"  {node}: confirmed r{revision} in {ms:.1f} ms", highlight=False)
+        console.print(escape(f"  {node}: confirmed r{revision} in {ms:.1f} ms"), highlight=False)
     if missing:
-        console.print(f"[red]not confirmed:[/red] {', '.join(missing)}", highlight=False)
+        console.print(f"[red]not confirmed:[/red] {escape(', '.join(missing))}", highlight=False)
         raise typer.Exit(1)
 
 

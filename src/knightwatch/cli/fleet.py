@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli import logs, memory
@@ -120,12 +121,12 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]], *, serves: bool = False) ->
     try:
         logs.configure(os.environ.get("KNIGHTWATCH_LOG", "WARNING"))
     except ValueError as exc:
-        console.print(f"[red]error:[/red] KNIGHTWATCH_LOG: {exc}", highlight=False)
+        console.print(f"[red]error:[/red] KNIGHTWATCH_LOG: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     try:
         return asyncio.run(make())
-    except _EXPECTED as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except _EXPECTED as exc:  # a message quoting input ("[/x]") is shown, not read as markup
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -156,18 +157,23 @@ def _scope_or_exit(node: str | None, strategy: str | None, symbol: str | None) -
     try:
         return scope_of(node, strategy, symbol)
     except OptionError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
 def _print_result(result: CommandResult, verb: str) -> None:
+    """What a kill, drain or resume did. Every key, node id, order id and error is the
+    store's or the venue's text: escaped, shown as written (a scope key "[/x]" ended a kill
+    that was already sent with a traceback)."""
     e = result.entry
-    table = Table(title=f"{verb} {e.scope.value} {e.key!r}: {TradingState(e.state).name}")
+    title = f"{verb} {e.scope.value} {e.key!r}: {TradingState(e.state).name}"
+    table = Table(title=escape(title))
     table.add_column("node")
     table.add_column("confirmed", justify="right")
     for node_id in result.targets:
         latency = result.latencies_ms.get(node_id)
-        table.add_row(node_id, f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]")
+        shown = f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]"
+        table.add_row(escape(node_id), shown)
     console.print(table)
     if not result.targets:
         console.print("[yellow]no node was targeted (the fleet has no members)[/yellow]")
@@ -179,14 +185,16 @@ def _print_result(result: CommandResult, verb: str) -> None:
             why = f"lease expired at {_when(expires)} UTC: it stopped trading by itself then"
         else:
             why = f"lease still LIVE until {_when(expires)} UTC: it may be trading until then"
-        console.print(f"[red]not confirmed:[/red] {node_id}: {why}", highlight=False)
+        console.print(f"[red]not confirmed:[/red] {escape(f'{node_id}: {why}')}", highlight=False)
     for node_id, orders in result.still_working.items():
+        listed = ", ".join(orders[:20])
         console.print(
-            f"[red]still working at the venue[/red] via {node_id}: {', '.join(orders[:20])}"
-            + (f" (+{len(orders) - 20} more)" if len(orders) > 20 else "")
+            f"[red]still working at the venue[/red] via {escape(f'{node_id}: {listed}')}"
+            + (f" (+{len(orders) - 20} more)" if len(orders) > 20 else ""),
+            highlight=False,
         )
     if result.revision is None:
-        console.print(f"[red]NOT DURABLE:[/red] {result.durable_error}")
+        console.print(f"[red]NOT DURABLE:[/red] {escape(str(result.durable_error))}")
     else:
         console.print(f"stored at revision {result.revision} (command {e.command_id})")
 
@@ -256,7 +264,9 @@ def _serve_node_command(
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node_id):
         console.print(
-            f"[red]error:[/red] --id: must be 1-64 letters, digits, - or _ (got {quoted(node_id)})"
+            "[red]error:[/red] --id: must be 1-64 letters, digits, - or _ "
+            f"(got {escape(quoted(node_id))})",
+            highlight=False,
         )
         raise typer.Exit(2)
 
@@ -391,7 +401,7 @@ def kill(
         why = result.unreachable or result.durable_error
         _not_sent(f"control plane unreachable at {', '.join(where)}: {why}")
     if evidence:
-        console.print(f"evidence snapshot written to {evidence[0]}", highlight=False)
+        console.print(escape(f"evidence snapshot written to {evidence[0]}"), highlight=False)
     else:
         _print_result(result, "drain" if drain else "kill")
     if not result.ok:
@@ -451,8 +461,8 @@ def resume(
         console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
         raise typer.Exit(1)
     console.print(
-        f"resume requested: [bold]{request_id}[/bold]; a second person with the approver role "
-        f"runs `knightwatch approve {request_id}`",
+        f"resume requested: [bold]{escape(request_id)}[/bold]; a second person with the "
+        f"approver role runs `knightwatch approve {escape(request_id)}`",
         highlight=False,
     )
 
@@ -510,19 +520,22 @@ def requests(
 
     from knightwatch.incident.ramp import describe_ramp
 
-    async def go() -> list[tuple[str, str, str, str, str, str, str, str]]:
+    async def go() -> list[tuple[str, ...]]:
         async with session(nats_url, state_dir, "requests", key, anchor) as (plane, signer, store):
             found = await Requests(KillSwitch(plane, SystemClock(), signer, store)).list()
-        return [
-            (
-                r.id,
-                str(r.status),
-                f"{r.entry.scope.value} {r.entry.key}",
-                r.requester + (f" + {', '.join(r.approvers)}" if r.approvers else ""),
-                r.entry.reason,
-                _when(r.entry.expires_ns) if r.status is RequestStatus.PENDING else r.detail,
-                r.preflight or "-",
-                describe_ramp(r.entry.ramp),
+        return [  # the store's text, escaped: a reason "[/x]" is shown, not read as markup
+            tuple(
+                escape(cell)
+                for cell in (
+                    r.id,
+                    str(r.status),
+                    f"{r.entry.scope.value} {r.entry.key}",
+                    r.requester + (f" + {', '.join(r.approvers)}" if r.approvers else ""),
+                    r.entry.reason,
+                    _when(r.entry.expires_ns) if r.status is RequestStatus.PENDING else r.detail,
+                    r.preflight or "-",
+                    describe_ramp(r.entry.ramp),
+                )
             )
             for r in found
         ]
@@ -538,11 +551,14 @@ def requests(
 
 
 def _when(ns: int) -> str:
-    return (
-        datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        if ns
-        else "-"
-    )
+    """An instant the store holds (a lease, a kill's issue time, a verdict): any integer a
+    writer put there; a time no calendar holds is shown as such, not a traceback."""
+    if not ns:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (OverflowError, ValueError, OSError):
+        return "? (out of range)"
 
 
 def status(
@@ -592,23 +608,24 @@ def status(
             "refused commands",
         ):
             nodes.add_column(col)
+        # every string below is a record's (a node's, the admission service's, a kill's
+        # signer's): escaped, so a reason or key "[/x]" is shown, not read as markup
         for m in members:
-            left_ms = (m.lease_expires_ns - now) / 1e6
-            lease = (
-                "left" if m.left else (f"{left_ms:.0f} ms" if left_ms > 0 else "[red]EXPIRED[/red]")
-            )
+            left_ns = m.lease_expires_ns - now  # an int of any size a record holds: no float
+            live = f"{(left_ns + 500_000) // 1_000_000} ms" if left_ns > 0 else "[red]EXPIRED[/red]"
+            lease = "left" if m.left else live
             nodes.add_row(
-                m.node_id,
-                f"{m.host}:{m.pid}",
+                escape(m.node_id),
+                escape(f"{m.host}:{m.pid}"),
                 lease,
                 "yes" if m.admitted else "[red]no[/red]",
                 "yes" if m.armed else "no",
                 TradingState(m.node_state).name,
-                f"{m.last_command_id[:8]} {_when(m.last_confirmed_ns)}"
+                escape(f"{m.last_command_id[:8]} {_when(m.last_confirmed_ns)}")
                 if m.last_command_id
                 else "-",
-                (f"[red]{m.refused}[/red] ({m.last_refusal})" if m.refused else "0")
-                + (f" [red]DUPLICATE id at {m.duplicate}[/red]" if m.duplicate else ""),
+                (f"[red]{m.refused}[/red] ({escape(m.last_refusal)})" if m.refused else "0")
+                + (f" [red]DUPLICATE id at {escape(m.duplicate)}[/red]" if m.duplicate else ""),
             )
         console.print(nodes)
         releases = Table(title="release admission")
@@ -616,11 +633,11 @@ def status(
             releases.add_column(col)
         for node_id, v in sorted(verdicts.items()):
             releases.add_row(
-                node_id,
-                v.status if v.admitted else f"[red]{v.status}[/red]",
-                v.release_id,
+                escape(node_id),
+                escape(v.status) if v.admitted else f"[red]{escape(v.status)}[/red]",
+                escape(v.release_id),
                 _when(v.at_ns),
-                "-" if v.admitted else v.detail,
+                "-" if v.admitted else escape(v.detail),
             )
         console.print(releases)
         table = Table(title="kill switch entries")
@@ -628,18 +645,27 @@ def status(
             table.add_column(col)
         for slot, (e, rev) in sorted(states.items(), key=lambda x: x[1][1]):
             if e is None:
-                table.add_row(slot, "", "[red]UNVERIFIED[/red]", "-", "no entry", "-", str(rev))
+                table.add_row(
+                    escape(slot), "", "[red]UNVERIFIED[/red]", "-", "no entry", "-", str(rev)
+                )
                 continue
             if wanted is not None and (e.scope, e.key) != wanted:
                 continue
             checked = judged[slot]
             if isinstance(checked, Refused):
-                checked = f"[red]{e.actor} (REFUSED: {checked})[/red]"
+                actor = f"[red]{escape(f'{e.actor} (REFUSED: {checked})')}[/red]"
                 state_text = "[red]UNVERIFIED (held HALTED)[/red]"
             else:
+                actor = escape(checked)
                 state_text = TradingState(e.state).name
             table.add_row(
-                e.scope.value, e.key, state_text, checked, e.reason, _when(e.issued_ns), str(rev)
+                e.scope.value,
+                escape(e.key),
+                state_text,
+                actor,
+                escape(e.reason),
+                _when(e.issued_ns),
+                str(rev),
             )
         console.print(table)
         if ramps:
@@ -871,8 +897,10 @@ def admission_approve(
 
     who, release_id = _run(go)
     console.print(
-        f"approved by {who}: target release {release_id} for {requester}; written to {out} "
-        f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}",
+        escape(
+            f"approved by {who}: target release {release_id} for {requester}; written to {out} "
+            f"(valid {APPROVAL_TTL_S / 60:.0f} min); they pass --approval {out}"
+        ),
         highlight=False,
     )
 
@@ -914,16 +942,17 @@ def admission_target(
 
     result = _run(go)
     if not result.accepted:
-        table = Table(title=f"target release {result.release_id or '?'} REFUSED")
+        table = Table(title=escape(f"target release {result.release_id or '?'} REFUSED"))
         for col in ("reason", "subject", "detail"):
             table.add_column(col)
-        for f in result.findings:
-            table.add_row(str(f.reason), f.subject, f.detail)
+        for f in result.findings:  # the release's own names and ids: shown as written
+            table.add_row(escape(str(f.reason)), escape(f.subject), escape(f.detail))
         console.print(table)
         raise typer.Exit(1)
     console.print(
-        f"target release {result.release_id} set (revision {result.revision}); "
-        "every node re-attests now"
+        escape(f"target release {result.release_id} set (revision {result.revision}); ")
+        + "every node re-attests now",
+        highlight=False,
     )
 
 

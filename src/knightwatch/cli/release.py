@@ -16,6 +16,7 @@ from typing import Annotated
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -105,14 +106,14 @@ def _input_errors() -> Iterator[None]:
     try:
         yield
     except ReleaseInputError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")  # it quotes input: not markup
         raise typer.Exit(EXIT_BAD_INPUT) from exc
 
 
 def _findings_table(findings: tuple[Finding, ...]) -> Table:
     table = Table("reason", "subject", "detail", title="findings")
-    for finding in findings:
-        table.add_row(str(finding.reason), finding.subject, finding.detail)
+    for finding in findings:  # file names, flag ids, release ids: shown as written
+        table.add_row(escape(str(finding.reason)), escape(finding.subject), escape(finding.detail))
     return table
 
 
@@ -248,9 +249,10 @@ def keys_new(
     with _input_errors():
         _check_signer(signer or name, "--signer" if signer is not None else "NAME (the signer)")
         key, private, public = write_key_pair(directory, name)
-    console.print(f"private key  {private}  (mode 0600, keep it off shared disks)")
-    console.print(f"public key   {public}")
-    console.print(f"key id       {key.key_id}")
+    # paths are the caller's: printed as text (a directory named "[/x]" is no markup)
+    console.print(f"private key  {private}  (mode 0600, keep it off shared disks)", markup=False)
+    console.print(f"public key   {public}", markup=False)
+    console.print(f"key id       {key.key_id}", markup=False)
     console.print("\ntrust-policy entry:\n")
     _print_policy_entry(signer or name, key.public)
 
@@ -313,7 +315,8 @@ def build(
         _write(target, encode_manifest(manifest))
     console.print(
         f"manifest {target}: release {release_id}, {len(contents.artifacts)} artifact(s), "
-        f"{len(contents.flag_schema)} flag(s), digest {manifest.digest()}"
+        f"{len(contents.flag_schema)} flag(s), digest {manifest.digest()}",
+        markup=False,
     )
 
 
@@ -348,7 +351,8 @@ def sign(
         _write(target, encode_envelope(signed))
     console.print(
         f"signed release {manifest.release_id} (digest {manifest.digest()}) with key "
-        f"{signing_key.key_id[:16]}; {len(signed.signatures)} signature(s) in {target}"
+        f"{signing_key.key_id[:16]}; {len(signed.signatures)} signature(s) in {target}",
+        markup=False,
     )
 
 
@@ -377,11 +381,14 @@ def verify(
         findings.extend(registry_findings(manifest, schema))
     if manifest is None or findings:
         console.print(_findings_table(tuple(findings)))
-        console.print(f"[red]REFUSED[/red] {envelope_path}")
+        console.print(f"[red]REFUSED[/red] {escape(str(envelope_path))}")
         raise typer.Exit(EXIT_REFUSED)
     console.print(
-        f"[green]VERIFIED[/green] release {manifest.release_id} digest {result.manifest_digest} "
-        f"signed by {', '.join(result.signers)} (threshold {trust.threshold})"
+        "[green]VERIFIED[/green] "
+        + escape(
+            f"release {manifest.release_id} digest {result.manifest_digest} "
+            f"signed by {', '.join(result.signers)} (threshold {trust.threshold})"
+        )
         + ("" if schema else "; flag registry not checked (no --registry)")
     )
 
@@ -436,7 +443,9 @@ def attest_cmd(
         schema = load_registry_schema(registry) if registry else None
         key = load_signing_key(node_key) if node_key else SigningKey.generate()
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        err.print(f"[red]error:[/red] envelope {envelope_path}: not a release envelope")
+        err.print(
+            f"[red]error:[/red] {escape(f'envelope {envelope_path}: not a release envelope')}"
+        )
         raise typer.Exit(EXIT_BAD_INPUT)
     clock = SystemClock()
     admitter = Admitter(trust, {node: key.public}, clock=clock, nonce_source=random_nonce)
@@ -451,20 +460,21 @@ def attest_cmd(
     note = "" if schema else " (flag registry not checked: no --registry)"
     if verdict.admitted:
         console.print(
-            f"[green]ADMITTED[/green] node {node} runs release {verdict.target_release} "
-            f"exactly{note}"
+            "[green]ADMITTED[/green] "
+            + escape(f"node {node} runs release {verdict.target_release} exactly{note}")
         )
         return
     console.print(_findings_table(verdict.findings))
-    console.print(f"[red]REFUSED[/red] node {node} for release {verdict.target_release}{note}")
+    shown = escape(f"node {node} for release {verdict.target_release}{note}")
+    console.print(f"[red]REFUSED[/red] {shown}")
     raise typer.Exit(EXIT_REFUSED)
 
 
 def _print_contents(node: str, contents: ReleaseContents) -> None:
-    table = Table("kind", "name", "sha256", title=f"node {node} runs")
-    for path, digest in contents.artifacts.items():
-        table.add_row("file", path, digest)
+    table = Table("kind", "name", "sha256", title=escape(f"node {node} runs"))
+    for path, digest in contents.artifacts.items():  # a file named "[/x]" is shown so
+        table.add_row("file", escape(path), digest)
     table.add_row("config", "", contents.config_sha256)
     for flag_id, digest in contents.flag_schema.items():
-        table.add_row("flag", flag_id, digest)
+        table.add_row("flag", escape(flag_id), escape(digest))
     console.print(table)
