@@ -195,6 +195,28 @@ def test_symbol_allow_list_and_restricted_list(rig: Mk) -> None:
     assert reason(r.send(symbol="AAPL", price=10.0)) is R.SYMBOL_RESTRICTED
 
 
+@pytest.mark.parametrize("symbol", ["ibm", "Ibm", "IBM ", " IBM", "IBM\t", "IBM\x00"])
+def test_the_restricted_symbol_spelt_otherwise_does_not_get_out(rig: Mk, symbol: str) -> None:
+    """Another case is the same security to a venue that does not care for case; padding or
+    a control character names nothing the limits can hold (they refuse such names)."""
+    r = rig(restricted_symbols=["IBM"], require_reference_price=False)
+    d = r.send(symbol=symbol)
+    assert not d.accepted
+    if symbol.isalpha():
+        assert reason(d) is R.SYMBOL_RESTRICTED
+    else:
+        assert reason(d) is R.INVALID_ORDER and d.detail.startswith("symbol: must not")
+    assert r.send(symbol="IBMX").accepted  # another symbol, not a spelling of it
+
+
+@pytest.mark.parametrize("strategy", ["rlp ", " rlp", "rlp\n"])
+def test_a_padded_strategy_does_not_escape_its_halt(rig: Mk, strategy: str) -> None:
+    r = rig()
+    r.guard.halt(Scope.STRATEGY, "rlp", "kill", "op")
+    d = r.send(strategy=strategy)
+    assert reason(d) is R.INVALID_ORDER and d.detail.startswith("strategy: must not")
+
+
 # 4. size and notional ------------------------------------------------------------
 
 
@@ -380,6 +402,15 @@ def test_register_parent_rejects_bad_input(rig: Mk) -> None:
         r.guard.register_parent("Q", 0)
 
 
+def test_a_parent_larger_than_any_order_is_refused_with_a_clear_error(rig: Mk) -> None:
+    r = rig(max_parent_qty_multiple=1.5)
+    with pytest.raises(ValueError, match=r"register_parent: qty must be .* at most 1e\+15"):
+        r.guard.register_parent("Q", 10**400)  # would overflow the float it is capped in
+    assert r.guard.parent_qty("Q") is None
+    r.guard.register_parent("Q", 10**15)
+    assert r.guard.parent_qty("Q") == 10**15
+
+
 # 9. position and exposure, counting working orders ---------------------------------------
 
 
@@ -483,6 +514,64 @@ def test_customer_net_exposure_boundary_and_cancel_frees_it(rig: Mk) -> None:
     assert r.send(qty=500, side=Side.SELL, parent_id="P").accepted  # the short side
     r.guard.on_cancel("c1")
     assert r.send(qty=500, parent_id="P").accepted
+
+
+def test_a_position_over_a_tightened_limit_can_still_be_reduced(rig: Mk) -> None:
+    """After `set_limits` tightens below what is held, the long can be sold down (even in
+    a REDUCING drain); buying more, or selling through to a short over it, is refused."""
+    r = rig(max_position_qty=200)
+    assert r.send(qty=100, id="b").accepted
+    r.guard.on_fill(Fill("b", "IBM", Side.BUY, 100, 100.0))
+    r.guard.set_limits(msgspec.structs.replace(r.limits, max_position_qty=50), actor="risk")
+    assert reason(r.send(qty=1)) is R.MAX_POSITION
+    r.guard.halt(Scope.NODE, "n1", "drain", "op", state=TradingState.REDUCING)
+    assert r.send(qty=60, side=Side.SELL).accepted  # long 100 -> 40 at worst
+    r.guard.resume(Scope.NODE, "n1", "drained", "op")
+    assert r.send(qty=90, side=Side.SELL).accepted  # at worst short 50: at the limit
+    d = r.send(qty=1, side=Side.SELL)
+    assert reason(d) is R.MAX_POSITION and "would reach -51" in d.detail
+
+
+def test_gross_over_the_limit_after_a_price_move_still_lets_the_position_shrink(
+    rig: Mk,
+) -> None:
+    r = rig(max_gross_exposure=20_000.0)
+    assert r.send(qty=100, id="b").accepted
+    r.guard.on_fill(Fill("b", "IBM", Side.BUY, 100, 100.0))
+    r.guard.on_price("IBM", 300.0)  # long 100 at 300: 30,000 > 20,000
+    assert reason(r.send(qty=1, price=300.0)) is R.MAX_GROSS_EXPOSURE
+    assert r.send(qty=50, side=Side.SELL, price=300.0).accepted  # gross stays 30,000
+    d = r.send(qty=151, side=Side.SELL, price=300.0)  # at worst short 101: more than held
+    assert reason(d) is R.MAX_GROSS_EXPOSURE
+
+
+def test_a_customer_over_its_gross_limit_can_still_reduce(rig: Mk) -> None:
+    r = rig(max_customer_gross_exposure=20_000.0)
+    r.guard.register_parent("P", 1_000, account="acme")
+    r.guard.register_parent("Q", 1_000, account="acme")
+    assert r.send(qty=100, id="b", parent_id="P").accepted
+    r.guard.on_fill(Fill("b", "IBM", Side.BUY, 100, 100.0))
+    r.guard.on_price("IBM", 300.0)  # acme long 100 at 300: 30,000 > 20,000
+    assert reason(r.send(qty=1, price=300.0, parent_id="Q")) is R.CUSTOMER_GROSS_EXPOSURE
+    assert r.send(qty=50, side=Side.SELL, price=300.0, parent_id="Q").accepted
+    d = r.send(qty=151, side=Side.SELL, price=300.0, parent_id="Q")
+    assert reason(d) is R.CUSTOMER_GROSS_EXPOSURE
+
+
+def test_a_replace_may_reduce_a_position_over_a_tightened_limit(rig: Mk) -> None:
+    """A replace's increase is checked as a new order's: only on the side it moves."""
+    r = rig(max_position_qty=200, max_gross_exposure=50_000.0)
+    assert r.send(qty=150, id="b").accepted
+    r.guard.on_fill(Fill("b", "IBM", Side.BUY, 150, 100.0))
+    assert r.send(qty=10, side=Side.SELL, id="s").accepted
+    r.guard.set_limits(
+        msgspec.structs.replace(r.limits, max_position_qty=100, max_gross_exposure=10_000.0),
+        actor="risk",
+    )
+    d = r.guard.check_replace("s", r.order(qty=100, side=Side.SELL, id="s2"))
+    assert d.accepted, d.detail
+    d = r.guard.check_replace("b2", r.order(qty=1, id="x"))  # nothing working: refused
+    assert reason(d) is R.INVALID_ORDER
 
 
 def test_customer_fills_move_neither_pnl_nor_the_loss_stop(rig: Mk) -> None:

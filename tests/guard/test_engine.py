@@ -75,6 +75,38 @@ def test_fills_while_pending_count_against_the_new_quantity(rig: Callable[..., R
     assert g.remaining("b") == 200 and working(g) == 200 and g.position("IBM") == 100
 
 
+def test_a_replace_ack_with_more_leaves_than_checked_halts_the_node(
+    rig: Callable[..., Rig],
+) -> None:
+    """The venue's LeavesQty on the ack is the truth, but more than the replace's quantity
+    less what filled grew the order past every check: halted, as a restatement would be."""
+    r = rig()
+    g = r.guard
+    assert g.check(r.order(qty=100, id="a"))
+    assert g.check_replace("a", r.order(qty=200, id="b")).accepted
+    g.on_fill(Fill("a", "IBM", Side.BUY, 50, 100.0))
+    g.on_replace_ack("b", remaining=150)  # 200 - 50 filled: as checked
+    assert g.trading_state(Scope.NODE, "n1") is TradingState.ACTIVE
+    assert g.check_replace("b", r.order(qty=300, id="c")).accepted
+    g.on_replace_ack("c", remaining=5_000)
+    assert g.remaining("c") == 5_000 and working(g) == 5_000  # counted as the venue says
+    halt = g.halts()[(Scope.NODE, "n1")]
+    assert halt.code is R.FILL_MISMATCH and "beyond the 300 the Guard checked" in halt.reason
+    assert not r.send(qty=1).accepted
+
+
+def test_a_replace_ack_to_less_than_filled_ends_the_order_without_a_halt(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig()
+    g = r.guard
+    assert g.check(r.order(qty=100, id="a"))
+    assert g.check_replace("a", r.order(qty=50, id="b")).accepted
+    g.on_fill(Fill("a", "IBM", Side.BUY, 80, 100.0))  # the venue done for the rest
+    g.on_replace_ack("b", remaining=0)
+    assert g.remaining("b") is None and working(g) == 0 and g.halts() == {}
+
+
 def test_replace_increase_is_checked_as_a_new_risk(rig: Callable[..., Rig]) -> None:
     r = rig(max_order_qty=500, max_position_qty=1_000, price_collar_pct=0.05)
     g = r.guard
@@ -568,6 +600,44 @@ def test_adopted_orders_and_restored_positions_count_before_any_check(
     g.flush_records()
     kinds = [line for line in g.recorder.lines if b'"kind":"adopt"' in line]
     assert len(kinds) == 1
+
+
+def test_adopting_an_order_already_working_is_refused_and_changes_nothing(
+    rig: Callable[..., Rig],
+) -> None:
+    """A second adopt (a reconciliation run twice, or of an order accepted here) would
+    orphan the first: its quantity counted as working for good, no cancel freeing it."""
+    r = rig()
+    g = r.guard
+    assert r.send(qty=100, id="a").accepted
+    g.adopt(Order("old", "recon", "IBM", Side.BUY, 200, 100.0))
+    for oid in ("a", "old"):
+        with pytest.raises(ValueError, match=f"adopt: order '{oid}' is already working"):
+            g.adopt(Order(oid, "recon", "IBM", Side.BUY, 300, 100.0))
+    assert working(g) == 300
+    g.on_cancel("a")
+    g.on_cancel("old")
+    assert working(g) == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda g: g.on_reject(["a"]), "on_reject: order_id must be a string"),
+        (lambda g: g.on_expire(None), "on_expire: order_id must be a string"),
+        (lambda g: g.on_restate({"a": 1}, 0), "on_restate: order_id must be a string"),
+        (lambda g: g.on_replace_ack(["b"]), "on_replace_ack: new_id must be a string"),
+        (lambda g: g.on_replace_reject(7), "on_replace_reject: new_id must be a string"),
+    ],
+)
+def test_venue_events_naming_no_order_id_say_which_argument(
+    rig: Callable[..., Rig], call: Callable[[Guard], None], message: str
+) -> None:
+    r = rig()
+    assert r.send(qty=100, id="a").accepted
+    with pytest.raises(ValueError, match=message):
+        call(r.guard)
+    assert r.guard.remaining("a") == 100 and working(r.guard) == 100
 
 
 def test_refusals_decided_outside_the_checks_are_recorded_and_counted(

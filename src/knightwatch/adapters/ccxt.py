@@ -556,7 +556,9 @@ class Ledger:
                 strategy=self.strategy,
                 symbol=symbol,
                 side=tracked.side,
-                qty=tracked.applied + add,
+                # a total as the Guard counts it: every fill of the chain of orders the
+                # amends carried on (a cancel-replace venue's new order starts at none)
+                qty=(self.guard.filled(tracked.gid) or tracked.applied) + add,
                 price=tracked.units.unit_price(price_d) if price_d is not None and limit else None,
             )
         except (UnitError, InvalidOrder, ccxt.BaseError) as exc:

@@ -277,6 +277,16 @@ class Guard:
                 assert problem is not None
                 what = f"{problem[0]}: {problem[1]} (got {quoted(problem[2])})"
                 return _blocked(R.INVALID_ORDER, what), None
+            for field, name in (("strategy", strategy), ("symbol", symbol)):
+                # a padded or control-character name is no name the limits can hold
+                # (`limits._name_problem`): it would escape the restricted list, the
+                # overrides and the halts kept under the real one
+                if name != name.strip() or not name.isprintable():
+                    what = (
+                        f"{field}: must not start or end with whitespace or contain "
+                        f"control characters (got {quoted(name)})"
+                    )
+                    return _blocked(R.INVALID_ORDER, what), None
             lane = self._lane(strategy, symbol)
         eff = lane.eff
         book = lane.book
@@ -396,8 +406,10 @@ class Guard:
         if prin:
             long_q, short_q = book.worst(is_buy, prin)
             mp = eff.max_position_qty
-            if mp is not None and (long_q > mp or -short_q > mp):
-                worst = long_q if long_q > mp else short_q
+            # only the side the order moves: a sell never makes the worst long larger, so a
+            # position already over the limit (a tightened limit) can always be reduced
+            if mp is not None and (long_q > mp if is_buy else -short_q > mp):
+                worst = long_q if is_buy else short_q
                 return _blocked(
                     R.MAX_POSITION,
                     f"{symbol} principal position with working orders would reach {worst} "
@@ -406,7 +418,9 @@ class Guard:
             new_gross = max(abs(long_q), abs(short_q)) * mark
             if eff.max_gross_exposure is not None:
                 gross = led.gross - book.gross_c + new_gross
-                if gross > eff.max_gross_exposure:
+                # over the limit (a price move, a tightened limit), an order that adds
+                # nothing to gross (one that reduces) still passes
+                if gross > eff.max_gross_exposure and new_gross > book.gross_c:
                     return _blocked(
                         R.MAX_GROSS_EXPOSURE,
                         f"principal gross exposure with working orders {gross:,.0f} "
@@ -438,7 +452,7 @@ class Guard:
             cg = eff.max_customer_gross_exposure
             if cg is not None:
                 g = acct.gross - line.gross_c + c_gross
-                if g > cg:
+                if g > cg and c_gross > line.gross_c:  # as the firm's: reducing passes
                     return _blocked(
                         R.CUSTOMER_GROSS_EXPOSURE,
                         f"customer {acct.name} gross exposure with working orders {g:,.0f} "
@@ -730,7 +744,7 @@ class Guard:
         )
         self._check_loss()
 
-    def on_reject(self, order_id: str) -> None:
+    def on_reject(self, order_id: Checked) -> None:
         """The venue refused an order the Guard accepted: free its working quantity.
 
         Not a cancel: it does not count towards `max_cancel_to_fill_ratio`, so a venue
@@ -738,12 +752,13 @@ class Guard:
         """
         self._end(order_id, "reject")
 
-    def on_expire(self, order_id: str) -> None:
+    def on_expire(self, order_id: Checked) -> None:
         """The order ended by its time in force (expired, done for day): free its working
         quantity. Like `on_reject`, not counted as a cancel."""
         self._end(order_id, "expire")
 
-    def _end(self, order_id: str, kind: str) -> None:
+    def _end(self, order_id: Checked, kind: str) -> None:
+        _id_arg(f"on_{kind}", "order_id", order_id)
         w = self._ledger.cancel(order_id, counted=False)
         self._recorder.record_event(
             kind,
@@ -753,13 +768,14 @@ class Guard:
             remaining=0 if w is None else w.remaining,
         )
 
-    def on_restate(self, order_id: str, remaining: int) -> None:
+    def on_restate(self, order_id: Checked, remaining: Checked) -> None:
         """The venue changed what is left of a working order (ExecType restated, e.g. a
         venue-initiated reduction): the Guard's working quantity follows the venue.
 
         A restatement that leaves more working than the order's checked quantity less
         what filled (its pending replace's, if larger) grew the order past every check:
         it is applied as the venue's truth and halts the node with `fill_mismatch`."""
+        _id_arg("on_restate", "order_id", order_id)
         if type(remaining) is not int or not 0 <= remaining <= MAX_QTY:
             raise ValueError(
                 f"on_restate: remaining must be an integer from 0 to {MAX_QTY:.0e} "
@@ -1161,16 +1177,17 @@ class Guard:
         led = self._ledger
         long_q, short_q = book.worst(is_buy, prin)
         mp = eff.max_position_qty
-        if mp is not None and (long_q > mp or -short_q > mp):
-            worst = long_q if long_q > mp else short_q
+        if mp is not None and (long_q > mp if is_buy else -short_q > mp):  # the side it moves
+            worst = long_q if is_buy else short_q
             return _blocked(
                 R.MAX_POSITION,
                 f"{symbol} principal position with working orders would reach {worst} "
                 f"> max_position_qty {mp}",
             )
         if eff.max_gross_exposure is not None:
-            gross = led.gross - book.gross_c + max(abs(long_q), abs(short_q)) * mark
-            if gross > eff.max_gross_exposure:
+            new_gross = max(abs(long_q), abs(short_q)) * mark
+            gross = led.gross - book.gross_c + new_gross
+            if gross > eff.max_gross_exposure and new_gross > book.gross_c:
                 return _blocked(
                     R.MAX_GROSS_EXPOSURE,
                     f"principal gross exposure with working orders {gross:,.0f} "
@@ -1211,8 +1228,9 @@ class Guard:
             c_long, c_short = line.pos + line.wbuy, line.pos - line.wsell - cust
         cg = eff.max_customer_gross_exposure
         if cg is not None:
-            g = acct.gross - line.gross_c + max(abs(c_long), abs(c_short)) * mark
-            if g > cg:
+            c_gross = max(abs(c_long), abs(c_short)) * mark
+            g = acct.gross - line.gross_c + c_gross
+            if g > cg and c_gross > line.gross_c:
                 return _blocked(
                     R.CUSTOMER_GROSS_EXPOSURE,
                     f"customer {acct.name} gross exposure with working orders {g:,.0f} "
@@ -1232,12 +1250,15 @@ class Guard:
                 )
         return None
 
-    def on_replace_ack(self, new_id: str, remaining: int | None = None) -> None:
+    def on_replace_ack(self, new_id: Checked, remaining: Checked = None) -> None:
         """The venue replaced the order (ExecType replaced): commit the reservation.
 
         The working order moves to `new_id` with `remaining` (the venue's LeavesQty)
-        or, if not given, the new quantity less what was filled.
+        or, if not given, the new quantity less what was filled. Leaves beyond the new
+        quantity less what filled are applied as the venue's truth and halt the node
+        with `fill_mismatch`, as such a restatement does.
         """
+        _id_arg("on_replace_ack", "new_id", new_id)
         if remaining is not None and (type(remaining) is not int or not 0 <= remaining <= MAX_QTY):
             raise ValueError(
                 f"on_replace_ack: remaining must be an integer from 0 to {MAX_QTY:.0e} "
@@ -1253,7 +1274,16 @@ class Guard:
         led.cancels += 1  # the original is cancelled: a replace counts in the cancel-to-fill ratio
         if led.working.pop(p.orig_id, None) is not w:
             w.remaining = w.cust = 0  # it ended meanwhile: what it held is released already
-        target = max(p.qty - w.filled, 0) if remaining is None else remaining
+        checked = max(p.qty - w.filled, 0)
+        target = checked if remaining is None else remaining
+        grown = ""
+        if target > checked:
+            # as in `on_restate`: more working than the replace's checked quantity less what
+            # filled grew the order past every check
+            grown = (
+                f"venue replaced order {quoted(p.orig_id)} by {quoted(new_id)} with {target} "
+                f"working and {w.filled} filled, beyond the {p.qty} the Guard checked"
+            )
         # what was held (the original's leaves and the reservation) is released, and the
         # new leaves held by capacity afresh, against the parent as it stands now
         led.release(w, p.cust, p.reserved - p.cust)
@@ -1268,10 +1298,14 @@ class Guard:
             orig_id=p.orig_id,
             known=True,
             remaining=target,
+            mismatch=grown or None,
         )
+        if grown:  # applied as the venue's truth, as a restatement is; halted until reconciled
+            self._auto_halt(Scope.NODE, self.node, grown, R.FILL_MISMATCH)
 
-    def on_replace_reject(self, new_id: str) -> None:
+    def on_replace_reject(self, new_id: Checked) -> None:
         """The venue refused the replace (OrderCancelReject): roll back to the original."""
+        _id_arg("on_replace_reject", "new_id", new_id)
         led = self._ledger
         p = led.pending.pop(new_id, None)
         if p is not None:
@@ -1292,6 +1326,12 @@ class Guard:
         """What is still working of an order, or None if the Guard holds no such order."""
         w = self._ledger.working.get(order_id)
         return None if w is None else w.remaining
+
+    def filled(self, order_id: str) -> int | None:
+        """What has filled of a working order, across the replaces that carried it on, or
+        None if the Guard holds no such order: a replace's total quantity counts it."""
+        w = self._ledger.working.get(order_id)
+        return None if w is None else w.filled
 
     def flag_mismatch(self, detail: str) -> None:
         """The caller found the Guard's picture wrong (e.g. a venue's LeavesQty disagrees,
@@ -1320,6 +1360,10 @@ class Guard:
         if type(rem) is not int or not 0 <= rem <= order.qty:
             raise ValueError(f"adopt: remaining must be an integer in 0..qty (got {rem!r})")
         led = self._ledger
+        if order.id in led.working or order.id in led.pending:
+            # a second Working under the id would orphan the first: its quantity counted as
+            # working for good, with no cancel able to free it
+            raise ValueError(f"adopt: order {quoted(order.id)} is already working here")
         self._ids.add(order.id, self._clock.monotonic_ns())
         led.book(order.symbol)
         if rem:
@@ -1744,8 +1788,12 @@ class Guard:
             raise ValueError(
                 f"register_parent: parent_id must be a non-empty string, got {parent_id!r}"
             )
-        if type(qty) is not int or qty <= 0:
-            raise ValueError(f"register_parent: qty must be a positive integer, got {qty!r}")
+        if type(qty) is not int or not 0 < qty <= MAX_QTY:
+            # bounded as an order's: a larger one overflows the float sums it is valued in
+            raise ValueError(
+                f"register_parent: qty must be a positive integer of at most {MAX_QTY:.0e}, "
+                f"got {quoted(qty)}"
+            )
         if account is not None and (type(account) is not str or not account):
             raise ValueError(
                 f"register_parent: account must be a non-empty string or None, got {account!r}"
@@ -1868,6 +1916,13 @@ def _key_arg(method: str, scope: Scope, key: object) -> str:
             f"{method}: key must be a non-empty string for scope {scope.value} (got {key!r})"
         )
     return key
+
+
+def _id_arg(method: str, name: str, value: object) -> None:
+    """An order id a venue event names: a string, or a ValueError naming it, raised before
+    anything changes (a list would otherwise fail as unhashable, deep in the ledger)."""
+    if type(value) is not str:
+        raise ValueError(f"{method}: {name} must be a string (got {quoted(value)})")
 
 
 def _text_arg(method: str, name: str, value: object) -> None:

@@ -10,12 +10,19 @@ reads are native; the Guard rebuilds every lane when its limits change.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from knightwatch.guard.ledger import SymbolBook
 from knightwatch.guard.rates import Window
 from knightwatch.limits import OVERRIDE_RULES, Limits, Override, rules_for
 from knightwatch.state import Scope
+
+
+@lru_cache(maxsize=8)
+def _folded(symbols: frozenset[str]) -> frozenset[str]:
+    """A symbol list case-folded, once per list (a lane is built per new symbol)."""
+    return frozenset(s.casefold() for s in symbols)
 
 
 class Effective:
@@ -95,7 +102,12 @@ class Effective:
         self.rules: tuple[str, ...] = rules_for(limits)
         # fleet-wide: no override changes these
         self.allowed_symbols: frozenset[str] | None = limits.allowed_symbols
-        self.restricted_symbols: frozenset[str] = limits.restricted_symbols
+        restricted = limits.restricted_symbols
+        if restricted and symbol not in restricted and symbol.casefold() in _folded(restricted):
+            # the restricted security spelt in another case ("ibm"): a venue may not care
+            # for case, so the list holds it too (fail closed)
+            restricted = restricted | {symbol}
+        self.restricted_symbols: frozenset[str] = restricted
         self.require_reference_price: bool = limits.require_reference_price
         self.require_registered_parent: bool = limits.require_registered_parent
         self.max_gross_exposure: float | None = limits.max_gross_exposure

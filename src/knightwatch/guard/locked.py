@@ -113,6 +113,7 @@ class LockedGuard(_Base):
     latch = _locked(Guard.latch)
     start_session = _locked(Guard.start_session)
     remaining = _locked(Guard.remaining)
+    filled = _locked(Guard.filled)
     flag_mismatch = _locked(Guard.flag_mismatch)
     refuse = _locked(Guard.refuse)
     adopt = _locked(Guard.adopt)
