@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.audit.read import MAX_LINE_BYTES, last_lines, read_lines
+from knightwatch.audit.record import format_ts
 
 
 def test_lines_come_back_with_their_newlines_and_a_torn_last_line_without() -> None:
@@ -73,3 +74,21 @@ def test_last_lines_are_the_files_last_lines_with_long_ones_cut(
         split.pop()
     expected = [line[: limit + 1] for line in split][-n:]
     assert last_lines(path, n, chunk=chunk, limit=limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (1_343_828_400_000_000_123, "2012-08-01T13:40:00.000000123Z"),
+        (-1, "1969-12-31T23:59:59.999999999Z"),
+        (-62_135_596_800 * 10**9, "0001-01-01T00:00:00.000000000Z"),
+        (253_402_300_799 * 10**9 + 999_999_999, "9999-12-31T23:59:59.999999999Z"),
+        (10**21, "? (out of range: 1000000000000000000000 ns)"),
+        (-(10**21), "? (out of range: -1000000000000000000000 ns)"),
+        (253_402_300_800 * 10**9, "? (out of range: 253402300800000000000 ns)"),
+    ],
+)
+def test_format_ts_shows_any_time_and_says_when_no_calendar_can(ns: int, text: str) -> None:
+    """A time outside years 1-9999 (a wrong clock, an edited file) raised ValueError from
+    the function itself: every reader had to guard it, or end with a traceback."""
+    assert format_ts(ns) == text

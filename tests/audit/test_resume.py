@@ -213,6 +213,37 @@ def test_a_file_that_is_no_recorders_is_refused_not_cut(
     assert audit_path.read_bytes() == content
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\0" * 16 + bytes(b for b in range(1, 256) if b != 0x0A) * 4,  # a binary header
+        b"\0" * 7 + b"\x01\x02 a file that starts with zero bytes\n",
+    ],
+    ids=["no-newline", "one-line"],
+)
+def test_a_file_that_starts_with_zero_bytes_is_refused_not_cut(
+    audit_path: Path, clock: SimClock, content: bytes
+) -> None:
+    """A last line may start with zero bytes a crash left unstored, and that was all that
+    was checked: a binary file whose first 7 bytes are zero (and with no newline before
+    its last line) was emptied and appended to. A record holds no control bytes."""
+    audit_path.write_bytes(content)
+    with pytest.raises(ChainCorrupt, match="are not a record a crash cut short"):
+        FlightRecorder(audit_path, clock=clock)
+    assert audit_path.read_bytes() == content
+
+
+def test_a_changed_line_after_the_last_seal_is_named_by_its_line(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """The refusal named only a byte offset: an operator had to count bytes to find it."""
+    lines = write_file(20)  # line 18 the second seal, lines 19-25 records, line 26 the seal
+    lines[20] = lines[20].replace(b'"seq":20,', b'"seq":21,')
+    audit_path.write_bytes(b"".join(lines[:-1]))  # a crash before the last seal
+    with pytest.raises(ChainCorrupt, match=r"line 21 \(byte \d+\) is not the record that "):
+        FlightRecorder(audit_path, clock=SimClock(7))
+
+
 def test_second_writer_on_the_same_file_is_refused(audit_path: Path, clock: SimClock) -> None:
     with FlightRecorder(audit_path, clock=clock) as rec:
         with pytest.raises(RecorderLocked, match="another flight recorder"):

@@ -9,6 +9,7 @@ import msgspec
 
 from knightwatch.audit import Problem, ProblemKind, VerifyReport, verify_file
 from knightwatch.audit.chain import finish_seal, seal_body, split_line
+from knightwatch.audit.read import MAX_LINE_BYTES
 
 from .conftest import WriteFile
 
@@ -203,6 +204,37 @@ def test_allocated_zero_bytes_after_the_data_are_free_space(
     lines = write_file()
     report = check(audit_path, [*lines, b"\0" * 100_000])
     assert report.intact and report.lines == len(lines)
+
+
+def test_a_crashed_recorders_torn_last_line_is_truncated_not_malformed(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """A crashed recorder's file ends in megabytes of allocated zero bytes: its torn last
+    line ran into them and was reported as a malformed line over 1 MiB, not as cut short."""
+    lines = write_file()
+    torn = lines[-2][:40]
+    report = check(audit_path, [*lines[:-2], torn, b"\0" * (2 * MAX_LINE_BYTES)])
+    assert kinds(report) == [
+        (ProblemKind.UNSEALED, SEAL_2 + 1, 18),
+        (ProblemKind.TRUNCATED, 25, None),
+    ]
+    assert report.problems[1].detail == "last line cut short (40 B)"
+
+
+def test_a_last_line_whose_copy_a_crash_stopped_midway_is_truncated(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """memcpy may store a line's end before its middle: the last line looks complete with
+    zeros inside, which a recorder cuts as torn; verify called it "not JSON"."""
+    lines = write_file()
+    line = lines[-2]
+    torn = line[:40] + b"\0" * (len(line) - 72) + line[-32:]
+    report = check(audit_path, [*lines[:-2], torn, b"\0" * 4096])
+    assert kinds(report) == [
+        (ProblemKind.UNSEALED, SEAL_2 + 1, 18),
+        (ProblemKind.TRUNCATED, 25, None),
+    ]
+    assert "a crash stopped its copy" in report.problems[1].detail
 
 
 def test_zero_bytes_inside_the_data_are_not_free_space(

@@ -2,7 +2,8 @@
 
 It answers, after the fact, why each order went out or was blocked (which node,
 release, flag snapshot, limits version and rules), and `verify` proves the
-record was not edited, cut, reordered or padded since it was sealed. A record
+record was not edited, cut, reordered or padded since it was sealed, up to a head
+hash kept elsewhere (`anchor`; a chain alone can be rewritten whole). A record
 is in the file (the operating system's hands) before `record_decision` returns.
 """
 

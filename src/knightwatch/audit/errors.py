@@ -10,7 +10,8 @@ class AuditError(KnightwatchError):
 
 
 class ChainCorrupt(AuditError, ValueError):
-    """An existing file cannot be extended: its last record does not hash to itself.
+    """An existing file cannot be extended: a seal does not match its batch or chain, a
+    line after the last seal is not the next record, or its end is no crash's torn line.
 
     Appending after a corrupt record would bless it, so the recorder refuses to open.
     """

@@ -104,6 +104,8 @@ _SEAL_LINE = re.compile(rb'\{"seq":\d+,"ts":-?\d+(,"kind":"seal",)[^\n]*\n')
 """A seal line as the recorder writes it (matched at a line's start)."""
 _LINE_START = b'{"seq":'
 """How every line the recorder writes starts."""
+_CONTROL = re.compile(rb"[\x01-\x1f]")
+"""Bytes no record holds (JSON escapes them; a NUL is a byte a crash left unstored)."""
 _SEAL_MAX = 4096
 """Longer than any seal line (about 200 bytes): a longer line is a record."""
 _decode_link = msgspec.json.Decoder(Link).decode
@@ -189,12 +191,17 @@ class MappedLog:
         data_end = self._data_end(size)
         complete = self._untorn(self._complete_end(data_end))
         torn = os.pread(self.fd, data_end - complete, complete)
-        if any(b not in (e, 0) for b, e in zip(torn, _LINE_START, strict=False)):
-            # a crash cuts a record short, whose first bytes are stored or still zero:
-            # anything else (a file that is no recorder's, with no newline) was cut away
+        if any(b not in (e, 0) for b, e in zip(torn, _LINE_START, strict=False)) or (
+            _CONTROL.search(torn, 0, len(torn) - torn.endswith(b"\n")) is not None
+        ):
+            # a crash cuts a record short, whose first bytes are stored or still zero, and
+            # whose other bytes are a record's (JSON escapes control characters): anything
+            # else (a file that is no recorder's, with no newline) was cut away, even one
+            # that starts with zero bytes (a binary file was emptied and appended to)
             raise ChainCorrupt(
                 f"{self.path}: the last {len(torn)} bytes are not a record a crash cut "
-                "short (a line that does not start as a record, with no newline); "
+                "short (a line that does not start as a record, or holds control bytes "
+                "no record holds, with no newline); "
                 "run `knightwatch audit verify` before appending to this file"
             )
         seq, head, batch_start = self._check_chain(complete)
@@ -264,14 +271,19 @@ class MappedLog:
             h.update(parts[0])
             if h.hexdigest().encode() == parts[1] and seal.prev.encode() == head:
                 return parts[1], seal.seq
-        lineno = 1
-        for off in range(0, at, _CHUNK):
-            lineno += os.pread(self.fd, min(_CHUNK, at - off), off).count(b"\n")
         raise ChainCorrupt(
-            f"{self.path}: line {lineno}: the seal does not match the records before it "
+            f"{self.path}: line {self._line_at(at)}: "
+            "the seal does not match the records before it "
             "(or does not chain to the seal before it); "
             "run `knightwatch audit verify` before appending to this file"
         )
+
+    def _line_at(self, at: int) -> int:
+        """The number (from 1) of the line starting at byte `at`: for an error message."""
+        lineno = 1
+        for off in range(0, at, _CHUNK):
+            lineno += os.pread(self.fd, min(_CHUNK, at - off), off).count(b"\n")
+        return lineno
 
     def _data_end(self, size: int) -> int:
         """The offset after the last non-zero byte (the rest is allocated, unused space)."""
@@ -335,8 +347,9 @@ class MappedLog:
                 link = None
             if link is None or link.seq != seq or link.kind == SEAL:
                 raise ChainCorrupt(
-                    f"{self.path}: the line at byte {pos} is not the record that should "
-                    f"follow (seq {seq}); run `knightwatch audit verify` before appending"
+                    f"{self.path}: line {self._line_at(pos)} (byte {pos}) is not the record "
+                    f"that should follow (seq {seq}); run `knightwatch audit verify` before "
+                    "appending"
                 )
             seq += 1
             count += 1

@@ -108,7 +108,7 @@ def last_lines(
     if n <= 0:
         return []
     with open(path, "rb") as f:
-        end = _data_end(f)
+        end = data_end(f)
         if end == 0:
             return []
         f.seek(end - 1)
@@ -142,7 +142,7 @@ _ZERO_TAIL_MAX = 256 * 1024 * 1024
 """More than a recorder ever leaves allocated after its data (two segments)."""
 
 
-def _data_end(f: BinaryIO, chunk: int = 1024 * 1024) -> int:
+def data_end(f: BinaryIO, chunk: int = 1024 * 1024) -> int:
     """Where the data ends: a live or crashed recorder's file ends in allocated zero bytes."""
     end = f.seek(0, os.SEEK_END)
     floor = max(0, end - _ZERO_TAIL_MAX)

@@ -178,9 +178,17 @@ class Kind(msgspec.Struct):
 
 
 def format_ts(ns: int) -> str:
-    """Render wall nanoseconds as UTC ISO-8601 without losing the nanoseconds."""
+    """Render wall nanoseconds as UTC ISO-8601 without losing the nanoseconds.
+
+    A time no calendar can show (years outside 1-9999: a wrong clock, or an edited
+    file, which can hold any integer) comes back as `? (out of range: N ns)`, never an
+    exception: a reader printing a record must not end with a traceback (`tail`, `why`).
+    """
     from datetime import UTC, datetime
 
-    secs, frac = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{frac:09d}Z"
+    try:
+        secs, frac = divmod(ns, 1_000_000_000)
+        stamp = datetime.fromtimestamp(secs, UTC).replace(tzinfo=None).isoformat()
+        return f"{stamp}.{frac:09d}Z"
+    except (OverflowError, ValueError, OSError, TypeError):
+        return f"? (out of range: {ns!r} ns)"

@@ -30,7 +30,7 @@ from typing import Final
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
-from knightwatch.audit.read import MAX_LINE_BYTES, read_lines
+from knightwatch.audit.read import MAX_LINE_BYTES, data_end, read_lines
 
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
@@ -97,7 +97,12 @@ def verify_file(
     or rewritten.
     """
     with open(path, "rb") as f:
-        return verify_lines(read_lines(f), os.fspath(path), anchor=anchor, note=note)
+        # A live or crashed recorder's file ends in allocated zero bytes: read to the data's
+        # end, so a crash's torn last line is reported as cut short, not as one line of
+        # megabytes (its bytes and the zeros after them) that is "malformed".
+        end = data_end(f)
+        f.seek(0)
+        return verify_lines(read_lines(f, end=end), os.fspath(path), anchor=anchor, note=note)
 
 
 def verify_lines(
@@ -149,6 +154,7 @@ class _Verifier:
         records = 0
         seals = 0
         last_line = 0
+        nul: tuple[int, int] | None = None  # (problem index, line) of a line holding a NUL
         for raw in raw_lines:
             complete = raw.endswith(b"\n")
             if not complete and not raw.strip(b"\0"):
@@ -172,7 +178,13 @@ class _Verifier:
                 self._hash(raw, lineno, None)
                 continue
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                if complete:
+                if complete and b"\0" in line:
+                    # a record never holds a NUL: a crash that stopped a line's copy midway
+                    # (its end stored before its middle) if it is the last line, which a
+                    # recorder then cuts as torn; a changed file anywhere else
+                    nul = (len(self.problems), lineno)
+                    self.add(ProblemKind.NOT_JSON, lineno, None, f"not JSON: {exc}")
+                elif complete:
                     self.add(ProblemKind.NOT_JSON, lineno, None, f"not JSON: {exc}")
                 else:
                     self.add(
@@ -194,6 +206,14 @@ class _Verifier:
                 self._hash(raw, lineno, link.seq)
                 if link.seq in self.note and link.seq not in self.noted:
                     self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
+        if nul is not None and nul[1] == lineno and nul[0] < len(self.problems):
+            self.problems[nul[0]] = Problem(
+                ProblemKind.TRUNCATED,
+                lineno,
+                None,
+                "last line torn: zero bytes inside it, where a crash stopped its copy "
+                "(opening the file with a recorder cuts it)",
+            )
         self._finish_sequence()
         self._explain_sequence()
         if self.batch_records:
