@@ -240,8 +240,17 @@ def test_supervisor_halts_a_simulated_runaway_and_a_kill_reaches_every_guard() -
                 side = Side.BUY if n % 2 else Side.SELL
                 node.check(Order(f"o{n}", "mm", "AAPL", side, 1, 100.0))
         for action, _ in sim.step():
-            # Either signal of the runaway may come first: its rate, or its Guard's blocks.
-            assert action.rule in (Rule.ORDER_RATE, Rule.REJECT_SPIKE) and action.key == "n2"
+            # Any signal of the runaway may come first: its rate, its Guard's blocks, or
+            # what it offered (refused orders included) against its learned baseline.
+            assert (
+                action.rule
+                in (
+                    Rule.ORDER_RATE,
+                    Rule.REJECT_SPIKE,
+                    Rule.BASELINE_ORDER_RATE,
+                )
+                and action.key == "n2"
+            )
             if halted_at is None:
                 halted_at = clock.monotonic_ns()
     assert halted_at is not None

@@ -641,6 +641,8 @@ def test_a_fleet_busier_after_warm_up_is_judged_on_its_history_not_its_first_sam
         ("fills", -1, "fills -1 < 0"),
         ("principal_notional", math.nan, "principal_notional nan not finite"),
         ("accepted", 10**9, "accepted 1000000000 + rejected 0 > orders"),
+        ("fills", 2**64 - 1, "fills 18446744073709551615 beyond 2^53"),  # 0 - 1, unsigned
+        ("notional", 2.0**63, "notional 9.223372036854776e+18 beyond 2^53"),
     ],
 )
 def test_metrics_that_cannot_be_read_halt_the_node_and_count_as_the_worst(
@@ -757,3 +759,145 @@ def test_quote_stuffing_bursts_shorter_than_the_window_are_halted_when_repeated(
         bursts += 1
     assert bursts <= 2 and {a.key for a in fired} == {"n1"}
     assert Rule.BASELINE_ORDER_RATE in {a.rule for a in fired}
+
+
+def test_one_node_over_its_own_limit_never_halts_the_whole_fleet_through_its_total() -> None:
+    """One agency router leaks $200k of the firm's own in a second, and one node trading for
+    itself runs at 5,000 orders/s; neither has applied its halt yet (its next sample is a
+    second away). The fleet's totals summed them in: the fleet's principal flow (at once)
+    and its order rate halted every node for one node's fault. A node over its own limit is
+    left to its own rule; the fleet's totals judge the others."""
+    f = Fleet(SupervisorConfig(warmup_s=10.0))
+    assert f.run(30, 20.0) == []
+    fired = f.run(2, 20.0, principal={"n4": 200_000.0})
+    assert [(a.rule, a.scope, a.key) for a in fired] == [(Rule.PRINCIPAL_FLOW, Scope.NODE, "n4")]
+    g = Fleet(SupervisorConfig(warmup_s=10.0))
+    g.parents = 0
+    assert g.run(30, 20.0) == []
+    fired = g.run(3, {n: (5_000.0 if n == "n3" else 20.0) for n in g.nodes})
+    assert fired and {(a.scope, a.key) for a in fired} == {(Scope.NODE, "n3")}
+    # the whole fleet running away together is still halted, node by node
+    assert {a.key for a in g.run(3, 5_000.0)} >= set(g.nodes) - {"n3"}
+
+
+def _hammer(nodes: int, hammering: set[str], parents: int) -> list[Action]:
+    """`nodes` nodes at 20 accepted orders/s for 40 s; then those in `hammering` offer 3,000
+    orders/s more, every one of them throttled by the Guard's node rate limit."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(warmup_s=10.0), clock)
+    sent = dict.fromkeys((f"n{i}" for i in range(1, nodes + 1)), (0, 0))
+    fired: list[Action] = []
+    for k in range(250):
+        clock.advance(TICK)
+        for n, (ok, refused) in sent.items():
+            ok += 4
+            refused += 600 if k >= 200 and n in hammering else 0
+            sent[n] = (ok, refused)
+            m = NodeMetrics(n, 0, ok + refused, ok, refused, ok, 0.0, 0.0, True, 0,
+                            {"rate_node": refused}, notional=ok * 2e3, parents=parents)  # fmt: skip
+            fired += sup.observe(m)
+        if k == 199:
+            assert fired == []
+    return fired
+
+
+def test_a_node_hammering_the_guard_is_halted_though_it_throttles_every_extra_order() -> None:
+    """Thousands of orders a second refused by the Guard's rate limit while the accepted
+    rate stays normal: throttling is left out of the reject spike, an agency router working
+    only customers' parents was exempt from the rate rules, and the whole fleet hammering
+    together moved its median with it; nothing halted. The order-rate rule judges what a
+    node offered (accepted or refused), so each is halted by name, and the alert says how
+    much of it the Guard refused."""
+    for parents in (100, 0):  # an agency router, and a node trading for itself
+        fired = _hammer(8, {"n2"}, parents)
+        assert (Rule.BASELINE_ORDER_RATE, Scope.NODE, "n2") in {
+            (a.rule, a.scope, a.key) for a in fired
+        }, parents
+        assert {a.key for a in fired} == {"n2"}
+        why = next(a.reason for a in fired if a.rule is Rule.BASELINE_ORDER_RATE)
+        assert "3,000 orders/s of it refused by the Guard" in why, why
+    fired = _hammer(4, {"n1", "n2", "n3", "n4"}, 100)
+    assert {a.key for a in fired if a.rule is Rule.BASELINE_ORDER_RATE} >= {"n1", "n2", "n3", "n4"}
+
+
+def test_counters_that_jump_by_2_63_halt_the_node_not_pass_as_one_spike() -> None:
+    """A node's counters jump by 2^63 (a flipped top bit, an unsigned counter wrapped) and
+    go on from there. The jump was one window's spike, over every limit for less than the
+    rate window, so no rule held it; afterwards the rates read normal again and the node
+    was never halted. No count reaches 2^53: the node is halted by name as unreadable."""
+    f = Fleet(SupervisorConfig(warmup_s=10.0))
+    f.parents = 0
+    assert f.run(30, 20.0) == []
+    real = f.sup.observe
+
+    def flipped(m: NodeMetrics) -> list[Action]:
+        if m.node_id == "n3":
+            m = msgspec.structs.replace(
+                m, orders=m.orders + 2**63, accepted=m.accepted + 2**63, fills=m.fills + 2**63
+            )
+        return real(m)
+
+    f.sup.observe = flipped  # type: ignore[method-assign]
+    fired = f.run(5, 20.0)
+    assert [(a.rule, a.key) for a in fired] == [(Rule.UNREADABLE_METRICS, "n3")]
+    assert "orders 9223372036854776" in fired[0].reason and "beyond 2^53" in fired[0].reason
+
+
+def test_a_sawtooth_dipping_under_the_limit_once_a_window_is_halted() -> None:
+    """A node trading for itself sends 2,000 orders/s for 0.2 s in every 1.2 s: 333/s on
+    average, 16x its normal 20/s and 3x its limit. Its window dips under the limit once in
+    each period, and each dip restarted the sustain: never halted, for ever. An episode now
+    ends only after a full rate window under the limit; a single burst still passes."""
+    f = Fleet(SupervisorConfig(), nodes=4)
+    f.parents = 0
+    assert f.run(40, 20.0) == []
+    fired: list[Action] = []
+    periods = 0
+    while not fired and periods < 100:
+        fired = f.run(0.2, {"n1": 2_000.0}) + f.run(1.0, {"n1": 0.0})
+        periods += 1
+    assert periods <= 3 and {a.key for a in fired} == {"n1"}
+    assert Rule.BASELINE_ORDER_RATE in {a.rule for a in fired}  # (and its notional rate)
+    g = Fleet(SupervisorConfig(), nodes=4)
+    g.parents = 0
+    assert g.run(40, 20.0) == []
+    assert g.run(0.2, {"n1": 2_000.0}) + g.run(30, {"n1": 20.0}) == []  # one burst alone
+
+
+def test_a_node_restarting_every_three_seconds_keeps_its_baselines_and_is_halted() -> None:
+    """Already caught (kept as a test): a runaway at 8x its normal rate that restarts its
+    process every 3 s (counters from 0, unarmed for its first 0.4 s) to shed what it
+    learned. Baselines belong to the node id, not the process, and its counters go on
+    across each restart: it is halted within the first 2 s, like one that never restarts."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(), clock)
+    sent = dict.fromkeys(("n1", "n2", "n3", "n4"), 0)
+    fired: list[tuple[float, Rule, str]] = []
+    for k in range(1, 600):  # 60 s learning at 20/s, then n3 at 160/s
+        clock.advance(TICK)
+        for n in sent:
+            runaway = n == "n3" and k > 300
+            restart = runaway and (k - 300) % 15 == 1
+            sent[n] = (0 if restart else sent[n]) + (32 if runaway else 4)
+            armed = not (runaway and (k - 300) % 15 in (1, 2))
+            c = sent[n]
+            m = NodeMetrics(n, 0, c, c, 0, c, 0.0, 0.0, armed, 0, notional=c * 2e3)
+            fired += [((k - 300) * TICK / S, a.rule, a.key) for a in sup.observe(m)]
+    assert fired and {key for _, _, key in fired} == {"n3"}
+    assert fired[0][0] <= 2.0 and Rule.BASELINE_ORDER_RATE in {r for _, r, _ in fired}
+
+
+def test_one_node_ramping_from_its_learned_normal_is_halted_at_five_times_its_peers() -> None:
+    """Already caught (kept as a test): after 2 minutes at 20/s, one node's rate doubles
+    every 5 minutes while its peers stay. No window is 5x the one before, but its peers
+    did not rise with it: the peer rule halts it at 5x their median (about 100/s)."""
+    f = Fleet(SupervisorConfig(), nodes=4)
+    f.parents = 0
+    assert f.run(120, 20.0) == []
+    fired: list[Action] = []
+    t = 0.0
+    while not fired and t < 3600:
+        fired = f.tick({"n1": 20.0 * 2 ** (t / 300), "n2": 20.0, "n3": 20.0, "n4": 20.0})
+        t += TICK / S
+    assert {a.key for a in fired} == {"n1"} and Rule.ORDER_RATE in {a.rule for a in fired}
+    assert 95 <= 20.0 * 2 ** (t / 300) <= 110, t

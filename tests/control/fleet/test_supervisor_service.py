@@ -16,10 +16,12 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.decision import RejectReason
+from knightwatch.guard import Guard
+from knightwatch.limits import Limits
 from knightwatch.state import Scope, TradingState
 
-from ...identities import switch
-from ..fleet_fixtures import OrderIds, make_node
+from ...identities import signer, switch, trust
+from ..fleet_fixtures import POLICY, OrderIds, make_node
 
 S = 1_000_000_000
 
@@ -201,3 +203,57 @@ def test_config_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="stale_after_s: must be > 0"):
         bad.write_text("[supervisor]\nstale_after_s = 0\n")
         SupervisorConfig.from_toml(bad)
+
+
+async def test_a_fleet_hammering_its_guards_is_halted_through_the_kill_switch() -> None:
+    """Every node's strategy offers 500 orders/s while its Guard's node rate limit (25/s)
+    lets its normal 20/s through: thousands of refusals a second, all of them throttling,
+    on every node at once (the peers' median rises with each). Real Guards count the
+    refusals and the service halts every node by name through the kill switch."""
+    clock = SimClock(10 * S)
+    fabric = MemoryFabric()
+    nodes: list[NodeRuntime] = []
+    for i in range(1, 5):
+        plane = MemoryControlPlane(fabric)
+        await plane.connect()
+        guard = Guard(
+            Limits(lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_symbol=None,
+                   max_orders_per_s_node=25),
+            node=f"n{i}", clock=clock,
+        )  # fmt: skip
+        guard.on_price("AAPL", 100.0)
+        guard.arm("test")
+        node = NodeRuntime(guard, plane, clock=clock, policy=POLICY, trust=trust(),
+                           signer=signer(f"n{i}"))  # fmt: skip
+        await node.start()
+        nodes.append(node)
+    sup_plane = MemoryControlPlane(fabric)
+    await sup_plane.connect()
+    service = SupervisorService(
+        sup_plane,
+        Supervisor(SupervisorConfig(stale_after_s=60.0), clock),
+        switch(sup_plane, clock, "supervisor"),
+        Pager(),
+    )
+    await service.start()
+    ids = OrderIds("h")
+    for k in range(60):  # 12 s: 4 orders a tick (20/s), then 100 a tick from 6 s
+        clock.advance(S // 5)
+        for node in nodes:
+            await node.heartbeat_once()
+            node.guard.on_price("AAPL", 100.0)
+            for _ in range(100 if k >= 30 else 4):
+                node.check(ids.order(strategy=f"s{node.node_id}"))
+            await node.publish_once()
+        if k == 29:
+            assert service.results == []
+    throttled = sum(n for r, n in nodes[0].guard.counters()[1].items() if r.value == "rate_node")
+    assert throttled > 400
+    assert {(a.rule, a.key, r.ok) for a, r in service.results} >= {
+        (Rule.BASELINE_ORDER_RATE, n.node_id, True) for n in nodes
+    }
+    for node in nodes:
+        assert node.guard.trading_state(Scope.NODE, node.node_id) is TradingState.HALTED
+    await service.stop()
+    for node in nodes:
+        await node.stop()

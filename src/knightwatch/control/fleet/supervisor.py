@@ -16,7 +16,13 @@ enough for the average to follow cannot carry the limit to any rate. Five measur
 have baselines: accepted order rate, executed notional rate, the firm's own
 (principal) notional rate, child orders per parent and messages per execution.
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
-rate window halts the node (or, for the fleet's total, the fleet); principal
+rate window halts the node (or, for the fleet's total, the fleet); the episode
+ends only after a full rate window back under it, so a sawtooth dipping under
+once a window does not restart the count. The order-rate rule judges what a node
+offered, accepted or refused (throttling by rate limits included): a strategy
+hammering the Guard is a runaway the Guard is hiding. The fleet's totals leave
+out a node already over its own limit (its own rule halts it), so one node's
+leak or glitch never halts the whole fleet with it. Principal
 flow halts at once, because an agency router's normal principal flow is nil (and
 stays nil: it is never learned) and the Guard books every fill beyond its parent
 there. A node held at
@@ -25,13 +31,15 @@ falls by `bleed_loss` is a slow bleed and is halted too. Every alert names the
 baseline it crossed, learned or configured, and by how much.
 
 It also watches fleet gross exposure and block/reject spikes (throttling by a
-rate limit is the Guard working, not a broken node, and is not counted),
+rate limit is the Guard working, not a broken node, and is not counted there),
 refuses a node that reported errors before it was armed, and halts a node that
 stopped reporting (a node nobody can see is not one anybody is supervising) or
 whose metrics cannot be read (a negative count, an amount that is not a finite
-number: each made some rule silently pass; an exposure that cannot be read counts
-as over the cap). A node's counters go on across its restart (they count from 0
-again), so the windows it is judged over never lose what it did before it.
+number, a count or amount beyond 2^53 (a wrapped counter, whose one-sample jump
+no windowed rule held): each made some rule silently pass; an exposure that
+cannot be read counts as over the cap). A node's counters go on across its
+restart (they count from 0 again), so the windows it is judged over never lose
+what it did before it.
 An action already in force (the node or the fleet reports that state) is never
 issued again. It is pure logic on an injected clock: the live service feeds it
 metrics from NATS, the replay feeds it from MemoryControlPlane, and both act on
@@ -323,12 +331,16 @@ _COUNTERS = ("orders", "rejected", "accepted", "fills", "notional", "principal_n
 """Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
 _COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents")
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
+_MAX = 2**53
+"""No count or amount reaches this (a million orders a second for 285 years): beyond it a
+float no longer holds every whole number. A value there is a wrapped unsigned counter or a
+flipped bit, and its one-sample jump passed every windowed rule (never sustained)."""
 
 
 def unreadable(m: NodeMetrics) -> list[str]:
     """Why a sample cannot be judged: a count below 0, an amount that is not a finite
-    number, an exposure or executed notional below 0, more accepted or refused orders than
-    orders. Empty when every field reads."""
+    number, an exposure or executed notional below 0, a count or amount beyond 2^53, more
+    accepted or refused orders than orders. Empty when every field reads."""
     out = [f"{f} {getattr(m, f)!r} < 0" for f in _COUNTS if getattr(m, f) < 0]
     out += [
         f"{f} {getattr(m, f)!r} not finite" for f in _AMOUNTS if not math.isfinite(getattr(m, f))
@@ -339,6 +351,12 @@ def unreadable(m: NodeMetrics) -> list[str]:
         if (v := getattr(m, f)) < 0
     ]
     out += [f"blocks[{r!r}] {n!r} < 0" for r, n in sorted(m.blocks.items()) if n < 0]
+    out += [
+        f"{f} {v!r} beyond 2^53"
+        for f in (*_COUNTS, *_AMOUNTS)
+        if math.isfinite(v := getattr(m, f)) and abs(v) >= _MAX
+    ]
+    out += [f"blocks[{r!r}] {n!r} beyond 2^53" for r, n in sorted(m.blocks.items()) if n >= _MAX]
     if m.accepted + m.rejected > m.orders >= 0:
         out.append(f"accepted {m.accepted} + rejected {m.rejected} > orders {m.orders}")
     return out
@@ -357,7 +375,7 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
 class _Baseline:
     """A learned (or configured) normal value for one measure of one node or the fleet."""
 
-    __slots__ = ("anchor", "fixed", "last", "over_since", "since", "value")
+    __slots__ = ("anchor", "fixed", "last", "over_since", "since", "under_since", "value")
 
     def __init__(self, fixed: float | None = None) -> None:
         self.fixed = fixed
@@ -365,6 +383,9 @@ class _Baseline:
         self.since: int | None = None
         self.last = 0
         self.over_since: int | None = None
+        self.under_since: int | None = None
+        """When the measure last went back under its limit within an episode: the episode
+        ends only after a full rate window under it (`Supervisor._baseline_rules`)."""
         self.anchor: float | None = None
         """The learned value when it came into force (warm-up over): what bounds its rise."""
 
@@ -414,6 +435,7 @@ class _Track:
         "measures",
         "own_flow",
         "pnl",
+        "refused_rate",
         "window_full",
     )
 
@@ -437,6 +459,10 @@ class _Track:
         fast, and the rate rules leave it be (a big parent at a busy open is no runaway)."""
         self.bleed_since: int | None = None
         self.pnl: deque[tuple[int, float]] = deque()
+        self.refused_rate = 0.0
+        """Orders refused per second over the rate window, throttling by rate limits
+        included: the order-rate rule judges what the node offered, not only what the Guard
+        let through (a strategy hammering the Guard is a runaway the Guard is hiding)."""
 
 
 class _NodeTrack:
@@ -631,6 +657,9 @@ class Supervisor:
         if b.t > a.t:
             dt = (b.t - a.t) / 1e9
             out["order_rate"] = (b.accepted - a.accepted) / dt
+            track.base.refused_rate = (
+                max(0.0, (b.orders - b.accepted) - (a.orders - a.accepted)) / dt
+            )
             out["notional_rate"] = (b.notional - a.notional) / dt
         out["principal_notional"] = track.principal[-1][1] - track.principal[0][1]
         m = track.latest
@@ -718,17 +747,28 @@ class Supervisor:
             b = track.baselines[m.name]
             value = track.measures.get(m.name)
             base = self._baseline(track, m.name, now, warm, nodes)
+            refused = track.refused_rate if m.name == "order_rate" else 0.0
             if m.name != "principal_notional" and track.customers_only:
-                value = None  # working its customers' parents only: nothing to judge
+                # working its customers' parents only: only what the Guard refused is judged
+                value = refused if refused > 0 and value is not None else None
+            elif value is not None:
+                value += refused
             if value is None or base is None:
-                b.over_since = None
+                b.over_since = b.under_since = None
                 out += self._fire(m.rule, key, False, scope, state, "")
                 continue
             limit = self._limit(m.name, base, nodes)
             if value <= limit:
-                b.over_since = None
-                out += self._fire(m.rule, key, False, scope, state, "")
+                # an episode ends after a full rate window under the limit, not one sample:
+                # a sawtooth dipping under it once a window (2,000/s for 0.2 s in every
+                # 1.2 s, 3x the limit on average) reset the sustain each time, for good
+                if b.under_since is None:
+                    b.under_since = now
+                if b.over_since is None or now - b.under_since >= sustain:
+                    b.over_since = b.under_since = None
+                    out += self._fire(m.rule, key, False, scope, state, "")
                 continue
+            b.under_since = None
             if b.over_since is None:
                 b.over_since = now
             held = m.at_once or now - b.over_since >= sustain
@@ -742,6 +782,7 @@ class Supervisor:
                 f"{_num(base)} {m.unit} (limit {_num(limit)} = max({cfg.baseline_multiple:g}x "
                 f"baseline, floor {_num(floor)}))"
                 + ("" if m.at_once else f" for >= {cfg.rate_window_s:g} s")
+                + (f", {_num(refused)} {m.unit} of it refused by the Guard" if refused else "")
             )
             out += self._fire(m.rule, key, held, scope, state, why)
         return out
@@ -791,10 +832,19 @@ class Supervisor:
         fleet = self._fleet
         totals: dict[str, float] = {}
         for name in ("order_rate", "notional_rate", "principal_notional"):
-            values = [t.base.measures[name] for t in live if name in t.base.measures]
+            # a node over its own limit is left to its own rule: one node's leak (principal
+            # flow halts at once) or counter glitch must not halt the whole fleet with it
+            values = [
+                t.base.measures[name]
+                for t in live
+                if name in t.base.measures and not _alone(t, name)
+            ]
             if values:
                 totals[name] = sum(values)
-        latest = [t.latest for t in live if t.latest is not None]
+        fleet.refused_rate = sum(t.base.refused_rate for t in live if not _alone(t, "order_rate"))
+        latest = [
+            t.latest for t in live if t.latest is not None and not _alone(t, "children_per_parent")
+        ]
         parents = sum(m.parents for m in latest)
         # the fleet's normal principal flow is nil only when every node's is: one agency
         # router must not zero the total of nodes trading for themselves
@@ -821,6 +871,7 @@ class Supervisor:
         window, holds enough orders. A node judged alone is left to its own rule, so one
         node's runaway never halts the whole fleet through this total."""
         sent = fills = 0
+        live = [t for t in live if not _alone(t, "messages_per_execution")]
         for t in live:
             a, b = t.samples[0], t.samples[-1]
             sent += b.accepted - a.accepted
@@ -1004,6 +1055,11 @@ class Supervisor:
         return self._fire(
             Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why
         )
+
+
+def _alone(track: _NodeTrack, name: str) -> bool:
+    """The node's own `name` is over its own limit: its own rule judges it, not the fleet's."""
+    return track.base.baselines[name].over_since is not None
 
 
 def _fleet_config(config: SupervisorConfig) -> SupervisorConfig:
