@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from knightwatch.cli import runner
 from knightwatch.sim.layers import resolve
@@ -26,7 +27,7 @@ def run_demo(console: Console, out: Path) -> dict[str, ReplayReport]:
         for table in report.tables():
             console.print(table)
         path = report.write_html(out / spec)
-        console.print(f"HTML report: {path}")
+        console.print(escape(f"HTML report: {path}"), highlight=False)
     return reports
 
 
@@ -46,14 +47,38 @@ def demo(
         probe = out / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as exc:
-        console.print(f"[red]error:[/red] --report {out}: not a writable directory ({exc})")
+    except OSError as exc:  # the paths as given: "[/x]" in one is shown, not read as markup
+        console.print(
+            f"[red]error:[/red] {escape(f'--report {out}: not a writable directory ({exc})')}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
+    if json_out is not None:
+        _json_writable_or_exit(console, json_out)
     reports = run_demo(console, out)
     if json_out is not None:
         figures = {spec: report.json() for spec, report in reports.items()}
         try:
             json_out.write_bytes(msgspec.json.format(msgspec.json.encode(figures), indent=2))
         except OSError as exc:
-            console.print(f"[red]error:[/red] --json {json_out}: cannot write ({exc})")
+            console.print(
+                f"[red]error:[/red] {escape(f'--json {json_out}: cannot write ({exc})')}",
+                highlight=False,
+            )
             raise typer.Exit(2) from None
+
+
+def _json_writable_or_exit(console: Console, path: Path) -> None:
+    """`--json` that cannot be written is said before both replays run, not after them
+    (one line, exit 2); a file this check creates is removed again."""
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/red] {escape(f'--json {path}: cannot write ({exc})')}", highlight=False
+        )
+        raise typer.Exit(2) from None

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from knightwatch.cli.options import OptionError, nonempty_path, scope_of
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
-from knightwatch.control.fleet.approvals import Requests, RequestStatus
+from knightwatch.control.fleet.approvals import PIN, Requests, RequestStatus
 from knightwatch.control.fleet.killswitch import RUNBOOK_FALLBACK, CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
@@ -409,10 +410,11 @@ def kill(
 
 
 def _not_sent(why: str) -> typing.NoReturn:
-    """A kill that never reached the control plane: one line (never wrapped), exit 2."""
+    """A kill that never reached the control plane: one line (never wrapped), exit 2. `why`
+    quotes the server's answer and the URLs given: shown as written."""
     console.print(
-        f"[red]error:[/red] kill NOT sent: no node received it and nothing was stored; {why}; "
-        f"{RUNBOOK_FALLBACK}",
+        "[red]error:[/red] kill NOT sent: no node received it and nothing was stored; "
+        f"{escape(why)}; {escape(RUNBOOK_FALLBACK)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -467,6 +469,31 @@ def resume(
     )
 
 
+REQUEST_ID = re.compile(r"(?![.])[-_=.a-zA-Z0-9]{1,64}(?<![.])")
+"""A request id as the approvals bucket can hold it (ids are 12 hex digits), the rule the
+console holds too (`knightwatch.console.app.REQUEST_ID`): any other id was sent to the
+bucket and its InvalidKeyError answered as "control plane did not answer"."""
+DIGEST = re.compile(r"[0-9a-f]{32}")
+"""The pin of ID@DIGEST: `approvals.digest`, 32 hex digits."""
+
+
+def _request_id_or_exit(request_id: str) -> None:
+    """A request id (optionally ID@DIGEST) no request can have: one line, exit 2."""
+    ident, pinned_to, pin = request_id.partition(PIN)
+    if not REQUEST_ID.fullmatch(ident):
+        why = "letters, digits, '-', '_', '=' or '.' (1-64, not starting or ending with '.')"
+    elif pinned_to and not DIGEST.fullmatch(pin):
+        why = f"the digest after {PIN} is 32 hex digits"
+    else:
+        return
+    console.print(
+        f"[red]error:[/red] request id {escape(quoted(request_id))}: {why}, as `requests` lists it",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
+
+
 def approve(
     request_id: str = typer.Argument(
         ..., help="the request id `resume` printed, or ID@DIGEST to approve only that resume"
@@ -488,6 +515,7 @@ def approve(
     resume applied as a staged ramp that trips back. Exit 1 if refused or tripped."""
     from knightwatch.cli.incident import approve_flow, config_or_exit, print_outcome
 
+    _request_id_or_exit(request_id)
     config_or_exit(config)
 
     async def go() -> RampOutcome | None:
@@ -798,6 +826,8 @@ def drill(
     With --fix: a day of FIX flow and a Power Peg runaway through `knightwatch gateway`
     to `knightwatch venue --fix`, then a fleet kill that cancels at the venue.
     """
+    if json_out is not None:
+        _writable_or_exit(json_out, "--json")
     if fix:
         from knightwatch.cli.gateway import fix_drill
 
@@ -822,9 +852,33 @@ def drill(
 
     report = _run(go)
     if json_out is not None:
-        json_out.write_bytes(msgspec.json.encode(report))
+        try:
+            json_out.write_bytes(msgspec.json.encode(report))
+        except OSError as exc:
+            console.print(
+                f"[red]error:[/red] {escape(f'--json {json_out}: cannot write: {exc.strerror}')}",
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _writable_or_exit(path: Path, option: str) -> None:
+    """A report file that cannot be written is said before a run of minutes, not with a
+    traceback after it (one line, exit 2); a file this check creates is removed again."""
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/red] {escape(f'{option} {path}: cannot write: {exc.strerror}')}",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
 
 
 admission_app = typer.Typer(

@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, _run, session
@@ -108,10 +109,12 @@ def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -
             f.write(encode_envelope(envelope))
     except FileExistsError:
         raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
-    console.print(
-        f"roster version {proposal.version} proposed in {out}, signed by {signer.name}; "
-        f"{roster.admin_threshold} admin signature(s) needed: the others run "
-        f"`knightwatch identity sign {out}`, then `knightwatch identity publish {out}`",
+    console.print(  # a path as given ("[/x].json"): shown, never read as markup
+        escape(
+            f"roster version {proposal.version} proposed in {out}, signed by {signer.name}; "
+            f"{roster.admin_threshold} admin signature(s) needed: the others run "
+            f"`knightwatch identity sign {out}`, then `knightwatch identity publish {out}`"
+        ),
         highlight=False,
     )
     return proposal
@@ -156,8 +159,10 @@ def new(
 
     key_id, private, public = _run(go)
     console.print(
-        f"key {key_id[:16]} for {name}: private {private} (0600), public {public}; "
-        f"use it with --key {private} or KNIGHTWATCH_KEY",
+        escape(
+            f"key {key_id[:16]} for {name}: private {private} (0600), public {public}; "
+            f"use it with --key {private} or KNIGHTWATCH_KEY"
+        ),
         highlight=False,
     )
 
@@ -186,12 +191,12 @@ def show(
     title = f"roster version {roster.version} (issued {_when(roster.issued_ns)} UTC)"
     if proposal is not None:
         title = f"PROPOSED {title}, signed by {', '.join(signed) or 'nobody'}"
-    table = Table(title=title)
+    table = Table(title=escape(title), highlight=False)
     for col in ("name", "key", "roles", "valid from", "valid until", "revoked"):
         table.add_column(col)
     for m in sorted(roster.members, key=lambda m: (m.name, m.valid_from_ns)):
         table.add_row(
-            m.name,
+            escape(m.name),
             m.key_id[:16],
             ", ".join(r.value for r in m.roles),
             _when(m.valid_from_ns),
@@ -204,8 +209,8 @@ def show(
         f"{roster.approvals.resume.value}",
         highlight=False,
     )
-    for line in refused:
-        console.print(f"[red]{line}[/red]", highlight=False)
+    for line in refused:  # the refused version's own text, quoted in the error: escaped
+        console.print(f"[red]{escape(line)}[/red]", highlight=False)
 
 
 @app.command("add")
@@ -317,7 +322,7 @@ def sign(
             return signer_names(signed, roster.admins(proposed.issued_ns))
 
     names = _run(go)
-    console.print(f"{proposal}: signed by {', '.join(names)}", highlight=False)
+    console.print(escape(f"{proposal}: signed by {', '.join(names)}"), highlight=False)
 
 
 @app.command("publish")

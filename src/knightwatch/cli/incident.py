@@ -105,26 +105,33 @@ def config_or_exit(path: Path | None) -> None:
     try:
         incident_config(path)
     except (KnightwatchError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
 def print_checklist(checklist: Checklist, out: Console = console) -> None:
+    """The checklist; its key and details quote the store (a halt's reason, node ids,
+    verdicts): escaped, so "[/x]" in a kill reason is shown, not a traceback that blocks
+    the resume of that very halt."""
     verdict = "[green]PASS[/green]" if checklist.passed else "[red]REFUSED[/red]"
-    table = Table(title=f"preflight {checklist.scope.value} {checklist.key!r}: {verdict}")
+    title = f"preflight {checklist.scope.value} {escape(repr(checklist.key))}: {verdict}"
+    table = Table(title=title, highlight=False)
     table.add_column("check")
     table.add_column("")
     table.add_column("detail / what to fix")
     for item in checklist.items:
-        table.add_row(item.name, "[green]ok[/green]" if item.ok else "[red]FAIL[/red]", item.detail)
+        table.add_row(
+            escape(item.name), "[green]ok[/green]" if item.ok else "[red]FAIL[/red]",
+            escape(item.detail),
+        )  # fmt: skip
     out.print(table)
 
 
 def _stage_line(record: RampRecord) -> None:
     when = datetime.fromtimestamp(record.since_ns / 1e9, tz=UTC).strftime("%H:%M:%S")
     console.print(
-        f"{when} ramp {record.ramp_id} stage {record.stage + 1}/{len(record.stages)}: "
-        f"{record.fraction:.0%} of limits ({record.status})",
+        f"{when} ramp {escape(record.ramp_id)} stage {record.stage + 1}/{len(record.stages)}: "
+        f"{record.fraction:.0%} of limits ({escape(record.status)})",
         highlight=False,
     )
 
@@ -132,7 +139,10 @@ def _stage_line(record: RampRecord) -> None:
 def _print_preflight(checklist: Checklist, halted: list[str]) -> None:
     print_checklist(checklist)
     if halted:
-        console.print(f"[red]crash loop:[/red] {', '.join(halted)} halted and paged")
+        console.print(
+            f"[red]crash loop:[/red] {escape(', '.join(halted))} halted and paged",
+            highlight=False,
+        )
 
 
 async def resume_flow(
@@ -188,8 +198,8 @@ async def approve_flow(
         signed = plan.following(request.entry)
         if config is not None and signed.stages != plan.stages:
             console.print(
-                f"[yellow]note:[/yellow] --config {config} [ramp] stages ({plan.describe()}) "
-                "are not the request's; the request's stages apply",
+                f"[yellow]note:[/yellow] --config {escape(str(config))} \\[ramp] stages "
+                f"({plan.describe()}) are not the request's; the request's stages apply",
                 highlight=False,
             )
         plan = signed
@@ -198,8 +208,10 @@ async def approve_flow(
         # what is printed here is what is co-signed: a record swapped in under the id after
         # this read is refused, not approved (an ID@DIGEST argument pins it earlier still)
         console.print(
-            f"approving request {request.id}: resume of {request.entry.scope.value} "
-            f"{request.entry.key} requested by {request.requester}: {request.entry.reason}",
+            escape(
+                f"approving request {request.id}: resume of {request.entry.scope.value} "
+                f"{request.entry.key} requested by {request.requester}: {request.entry.reason}"
+            ),
             highlight=False,
         )
         if PIN not in request_id:
@@ -210,7 +222,7 @@ async def approve_flow(
         if checklist.passed:
             watch = RampWatch(checklist.scope, checklist.key, plan, 0, [])
             console.print(f"ramp ({source}): {plan.describe()}", highlight=False)
-            console.print(f"ramp trips on: {watch.would_trip()}")
+            console.print(f"ramp trips on: {escape(watch.would_trip())}", highlight=False)
 
     return await workflow.approve_resume(
         plane,
@@ -228,7 +240,10 @@ async def approve_flow(
 
 def print_outcome(outcome: RampOutcome) -> None:
     if outcome.completed:
-        console.print(f"[green]ramp {outcome.ramp_id} complete[/green]: full limits")
+        console.print(
+            f"[green]ramp {escape(outcome.ramp_id)} complete[/green]: full limits",
+            highlight=False,
+        )
         return
     trip = outcome.trip
     if trip is None or not trip.sent:
@@ -237,12 +252,12 @@ def print_outcome(outcome: RampOutcome) -> None:
             "its kill was NOT sent (the control plane was out of reach): kill the scope again now"
         )
     elif trip.revision is None or trip.missing:
-        unconfirmed = ", ".join(trip.missing) or "the store"
+        unconfirmed = escape(", ".join(trip.missing)) or "the store"
         after = f"its kill is not confirmed by {unconfirmed}: kill the scope again now"
     else:
         after = "the scope is HALTED again"
     console.print(
-        f"[red]ramp {outcome.ramp_id} TRIPPED[/red] at stage {outcome.stage + 1} "
+        f"[red]ramp {escape(outcome.ramp_id)} TRIPPED[/red] at stage {outcome.stage + 1} "
         f"({outcome.fraction:.0%} limits): {escape(outcome.trip_reason)}; {after}",
         highlight=False,
     )
@@ -323,7 +338,8 @@ def snapshot(
             raise SnapshotError(f"--out {path}: cannot write: {exc.strerror}") from None
         check = verify_snapshot(data, source=str(path))
         console.print(
-            f"snapshot {path}: {check.files} files, signed by {check.signer[:16]}", highlight=False
+            escape(f"snapshot {path}: {check.files} files, signed by {check.signer[:16]}"),
+            highlight=False,
         )
         _print_incomplete(check.incomplete)
         return path
@@ -342,10 +358,13 @@ def verify(
         keys = {k.key_id: k for k in (load_verify_key(p) for p in trusted)} or None
         check = verify_snapshot(data, source=str(archive), trusted=keys)
     except OSError as exc:
-        console.print(f"[red]error:[/red] {archive}: cannot read: {exc.strerror}")
+        console.print(
+            f"[red]error:[/red] {escape(f'{archive}: cannot read: {exc.strerror}')}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
     except (KnightwatchError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     problems = list(check.problems)
     try:
@@ -358,7 +377,7 @@ def verify(
         problems.append(f"{archive}: taken_ns {check.taken_ns} is out of range (not a real time)")
     if not check.ok or problems:
         for problem in problems:
-            console.print(f"[red]FAIL[/red] {problem}", highlight=False)
+            console.print(f"[red]FAIL[/red] {escape(problem)}", highlight=False)
         raise typer.Exit(1)
     # The actor is the archive's own claim: only a --trusted key makes the signer someone.
     who = (
@@ -413,7 +432,7 @@ def preflight(
 
 def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) -> Table:
     """The ramp table `knightwatch status` prints: each record as nodes take it."""
-    table = Table(title="resume ramps")
+    table = Table(title="resume ramps", highlight=False)
     for col in ("scope", "key", "ramp", "stage", "limits", "status"):
         table.add_column(col)
     table.add_column("signed by", min_width=10, overflow="fold")
@@ -428,15 +447,16 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) 
         why = r.trip_reason if r.status == "tripped" else ""
         if r.status == "ramping":
             why = RampWatch(r.scope, r.key, plan, 0, []).would_trip()
+        # the record's text (key, id, status, trip reason) is its writer's: shown as written
         table.add_row(
             r.scope.value,
-            r.key,
-            r.ramp_id,
+            escape(r.key),
+            escape(r.ramp_id),
             f"{r.stage + 1}/{len(r.stages)}",
             f"{r.fraction:.0%}",
-            r.status if r.status != "tripped" else f"[red]{r.status}[/red]",
-            signed,
-            why,
+            escape(r.status) if r.status != "tripped" else f"[red]{r.status}[/red]",
+            escape(signed) if isinstance(signer, str) else signed,
+            escape(why),
         )
     return table
 

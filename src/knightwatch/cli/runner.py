@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from knightwatch.sim.layers import REGISTRY, Layer, resolve, runtime_layers
@@ -28,7 +29,8 @@ def run(
 ) -> ReplayResult:
     label = ",".join(layer.name for layer in layers) or "none"
     with Progress(
-        TextColumn(f"[bold]{scenario.name}[/] guards={label}"),
+        # a scenario file's own name ("[/x]"): shown as written, never read as markup
+        TextColumn(f"[bold]{escape(scenario.name)}[/] guards={escape(label)}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}% of the simulated window"),
         TimeElapsedColumn(),
@@ -61,7 +63,7 @@ def compare(
     n = max(1, min(workers or os.cpu_count() or 1, len(specs)))
     with (
         Progress(
-            TextColumn(f"[bold]{scenario.name}[/] comparison ({n} workers)"),
+            TextColumn(f"[bold]{escape(scenario.name)}[/] comparison ({n} workers)"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

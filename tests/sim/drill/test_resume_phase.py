@@ -22,7 +22,10 @@ from knightwatch.sim.drill.drill import local_kit, run_drill
 
 
 async def test_drill_snapshot_preflight_ramp_and_trip(tmp_path: Path) -> None:
-    state = tmp_path / "drill"
+    # a state directory whose path reads ".../[/drill]": the drill prints paths under it as
+    # written (through console markup, "[/drill]" ended the drill with a traceback)
+    (tmp_path / "[").mkdir()
+    state = tmp_path / "[" / "drill]"
     kit = local_kit(state, [f"n{i}" for i in range(1, 5)])  # the cast the drill reuses
     site = Site(state, kit=kit)  # an authorized server serving that cast
     url = await site.astart()
@@ -33,6 +36,8 @@ async def test_drill_snapshot_preflight_ramp_and_trip(tmp_path: Path) -> None:
         site.stop()
     r = report.resume
     assert r is not None, console.export_text()
+    printed = "".join(console.export_text().split())
+    assert f"evidencesnapshot{state}/snapshot.tar:" in printed, printed
     assert report.passed and r.passed, console.export_text()
 
     # preflight: the stale node is fenced (never leased), the runaway stays halted

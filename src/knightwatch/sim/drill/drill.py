@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -251,18 +252,25 @@ async def run_up(
         fleet = _Fleet(plane, state_dir, pager, config, registry, kit)
         try:
             ids, _ = await fleet.start(n, flow, console)
+            # paths and URLs as given (a state dir ".../[/x]"): text, never markup
             console.print(
-                f"fleet up: {len(ids)} nodes admitted on release {fleet.release.release_id} "
-                f"on {', '.join(plane.servers)} (state in {state_dir}); "
-                "`knightwatch status` to inspect, Ctrl-C to stop"
+                escape(
+                    f"fleet up: {len(ids)} nodes admitted on release {fleet.release.release_id} "
+                    f"on {', '.join(plane.servers)} (state in {state_dir}); "
+                    "`knightwatch status` to inspect, Ctrl-C to stop"
+                ),
+                highlight=False,
             )
             keys = state_dir / "trust" / "keys"
             console.print(
-                f"identities in {state_dir / 'trust'}: KNIGHTWATCH_KEY={keys / 'alice.key'} "
-                f"to kill and request resumes, {keys / 'bob.key'} to approve; the operator "
-                f"console: `knightwatch console user add alice --key {keys / 'alice.key'} "
-                f"--state-dir {state_dir}` (and bob), then `knightwatch console serve "
-                f"--state-dir {state_dir}`"
+                escape(
+                    f"identities in {state_dir / 'trust'}: KNIGHTWATCH_KEY={keys / 'alice.key'} "
+                    f"to kill and request resumes, {keys / 'bob.key'} to approve; the operator "
+                    f"console: `knightwatch console user add alice --key {keys / 'alice.key'} "
+                    f"--state-dir {state_dir}` (and bob), then `knightwatch console serve "
+                    f"--state-dir {state_dir}`"
+                ),
+                highlight=False,
             )
             await wait_for_signal()
         finally:
@@ -324,7 +332,7 @@ async def run_drill(
             assert fleet.nc is not None
             t0 = fleet.clock.monotonic_ns()
             await fleet.nc.publish(f"{SUBJECT_RUNAWAY}.{runaway}", b"go")
-            console.print(f"runaway injected on {runaway}")
+            console.print(escape(f"runaway injected on {runaway}"), highlight=False)
             rule, t_halt = "", 0
             for _ in range(int(HALT_TIMEOUT_S / 0.005)):
                 hit = [
@@ -381,27 +389,35 @@ async def run_drill(
 
 
 def _print_report(r: DrillReport, console: Console) -> None:
-    console.print(f"release {r.release_id}: signed by ci + release-manager, target of the fleet")
+    """The report; node ids, verdict details and ids are the records' text: escaped."""
+    console.print(
+        escape(f"release {r.release_id}: signed by ci + release-manager, target of the fleet"),
+        highlight=False,
+    )
     for node_id, detail in sorted(r.stale_refused.items()):
         armed = "[red]ARMED[/red]" if node_id in r.stale_armed else "never armed"
-        console.print(f"stale node {node_id} refused at join ({detail}); {armed}", highlight=False)
+        console.print(
+            f"{escape(f'stale node {node_id} refused at join ({detail})')}; {armed}",
+            highlight=False,
+        )
+    runaway = escape(r.runaway_node)
     if r.halted:
         console.print(
-            f"[bold]{r.runaway_node} halted automatically[/bold] by {r.rule} "
+            f"[bold]{runaway} halted automatically[/bold] by {escape(r.rule)} "
             f"{r.time_to_halt_ms:.0f} ms after the runaway started"
         )
     else:
-        console.print(f"[red]{r.runaway_node} was NOT halted within {HALT_TIMEOUT_S:g} s[/red]")
+        console.print(f"[red]{runaway} was NOT halted within {HALT_TIMEOUT_S:g} s[/red]")
     console.print(
-        f"orders from {r.runaway_node} after injection: {r.orders_attempted} attempted, "
+        f"orders from {runaway} after injection: {r.orders_attempted} attempted, "
         f"{r.orders_escaped} accepted by its Guard and sent to the venue"
     )
     table = Table(title="fleet-wide kill: confirmation latency per node")
     table.add_column("node")
     table.add_column("ms", justify="right")
     for node_id, ms in sorted(r.kill_latencies_ms.items()):
-        table.add_row(node_id, f"{ms:.2f}")
+        table.add_row(escape(node_id), f"{ms:.2f}")
     for node_id in r.kill_missing:
-        table.add_row(node_id, "[red]not confirmed[/red]")
+        table.add_row(escape(node_id), "[red]not confirmed[/red]")
     console.print(table)
     console.print("[green]drill passed[/green]" if r.passed else "[red]drill FAILED[/red]")

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client
 from rich.console import Console
+from rich.markup import escape
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.freeze import record_known_good
@@ -90,8 +91,9 @@ async def run_resume_phase(
     snapshot.write_bytes(data)
     check = verify_snapshot(data, source=str(snapshot))
     console.print(
-        f"evidence snapshot {snapshot}: {check.files} files, signature and hashes "
-        + ("verified" if check.ok else f"[red]NOT verified[/red]: {check.problems}")
+        escape(f"evidence snapshot {snapshot}: {check.files} files, signature and hashes ")
+        + ("verified" if check.ok else f"[red]NOT verified[/red]: {escape(str(check.problems))}"),
+        highlight=False,
     )
 
     checklist = await run_preflight(
@@ -112,9 +114,10 @@ async def run_resume_phase(
         )
         completed = first.completed
         console.print(
-            f"ramp {first.ramp_id}: "
+            f"ramp {escape(first.ramp_id)}: "
             + " -> ".join(f"{f:.0%}" for f in dict.fromkeys(stages))
-            + (" complete" if completed else f" [red]tripped[/red]: {first.trip_reason}")
+            + (" complete" if completed else f" [red]tripped[/red]: {escape(first.trip_reason)}"),
+            highlight=False,
         )
 
     # the second incident: kill, ramp again, and a runaway wakes up during stage one
@@ -149,9 +152,10 @@ async def run_resume_phase(
         console.print("[red]ramp did not trip on the runaway[/red]")
     else:
         console.print(
-            f"[bold]ramp tripped[/bold] {(t_trip - t0) / 1e6:.0f} ms after {trip_node} ran away "
-            f"at stage {trip.stage + 1} ({trip.fraction:.0%} limits): {trip.trip_reason}; "
-            f"{attempted} orders attempted, {escaped} accepted before the trip",
+            f"[bold]ramp tripped[/bold] {(t_trip - t0) / 1e6:.0f} ms after {escape(trip_node)} "
+            f"ran away at stage {trip.stage + 1} ({trip.fraction:.0%} limits): "
+            f"{escape(trip.trip_reason)}; {attempted} orders attempted, {escaped} accepted "
+            "before the trip",
             highlight=False,
         )
     return ResumeReport(
@@ -180,8 +184,9 @@ async def clear_ramps(plane: NatsControlPlane, signer: Signer) -> None:
 
 
 def _print_checklist(checklist: Checklist, console: Console) -> None:
+    """Each item's detail quotes the store (reasons, node ids, verdicts): escaped."""
     verdict = "PASS" if checklist.passed else "[red]REFUSED[/red]"
     console.print(f"preflight: {verdict}")
     for item in checklist.items:
         mark = "ok  " if item.ok else "[red]FAIL[/red]"
-        console.print(f"  {mark} {item.name}: {item.detail}", highlight=False)
+        console.print(f"  {mark} {escape(f'{item.name}: {item.detail}')}", highlight=False)
