@@ -69,3 +69,19 @@ def test_a_path_the_report_writes_that_is_unusable_is_refused_before_the_run(
     assert f"--report {report}: {report / inside} {message}" in out
     assert "small-runaway" not in out  # no run, no tables: refused up front
     assert len(out.strip().splitlines()) == 1
+
+
+def test_a_scenario_and_paths_that_look_like_markup_are_shown_as_written(
+    tmp_path: Path,
+) -> None:
+    """A scenario named `[/x] [red]boom[/red]`, reported into a directory whose path reads
+    like markup: before, the run ended in a rich MarkupError at its report tables, after
+    the whole replay, and `[red]` was rendered as styling."""
+    text = SMALL.read_text().replace('name = "small-runaway"', 'name = "[/x] [red]boom[/red]"', 1)
+    scenario = tmp_path / "hostile.toml"
+    scenario.write_text(text)
+    report = tmp_path / "[/r]"
+    code, out = run("replay", scenario, "--guards", "all", "--report", report)
+    assert code == 0, out
+    assert "[/x] [red]boom[/red]" in out and "Traceback" not in out
+    assert f"HTML report: {report / 'index.html'}" in out

@@ -186,6 +186,9 @@ def fix_drill(state_dir: Path, json_out: Path | None) -> None:
 
     report = _run(go)
     if json_out is not None:
-        json_out.write_bytes(msgspec.json.encode(report))
+        try:  # checked before the run (`drill`), but the disk can still say no
+            json_out.write_bytes(msgspec.json.encode(report))
+        except OSError as exc:
+            _fail(f"--json {json_out}: cannot write it: {exc.strerror or exc}")
     if not getattr(report, "passed", False):
         raise typer.Exit(1)

@@ -80,9 +80,9 @@ def replay(
     try:
         if json_file is not None:
             rep.write_json(json_file)
-            console.print(f"summary: {json_file}")
+            console.print(f"summary: {json_file}", markup=False, highlight=False)
         if report is not None:
-            console.print(f"HTML report: {rep.write_html(report)}")
+            console.print(f"HTML report: {rep.write_html(report)}", markup=False, highlight=False)
     except OSError as exc:  # checked above, but the disk can still say no
         console.print(f"error: cannot write {exc.filename}: {exc.strerror or exc}", markup=False)
         raise typer.Exit(2) from None
@@ -90,7 +90,9 @@ def replay(
         files = sorted(audit_dir.glob("*.jsonl"))
         console.print(
             f"flight recorder: {len(files)} node files in {audit_dir} "
-            f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)"
+            f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)",
+            markup=False,
+            highlight=False,
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from rich.table import Table
+from rich.text import Text
 
 from knightwatch.sim.layers import GOVERNANCE, REGISTRY, runtime_layers
 from knightwatch.sim.replay import ReplayResult
@@ -314,11 +315,13 @@ class ReplayReport:
     def tables(self) -> list[Table]:
         out = []
         for title, cols, rows in self.sections():
-            t = Table(title=title)
+            # as text, never markup: a scenario's name, node ids and releases are the
+            # scenario file's ("[/x]" would end the run in a rich MarkupError)
+            t = Table(title=Text(title))
             for i, col in enumerate(cols):
-                t.add_column(col, justify="left" if i == 0 else "right")
+                t.add_column(Text(col), justify="left" if i == 0 else "right")
             for row in rows:
-                t.add_row(*row)
+                t.add_row(*(Text(v) for v in row))
             out.append(t)
         return out
 
