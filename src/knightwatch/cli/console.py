@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -22,6 +21,7 @@ from rich.table import Table
 
 from knightwatch.cli import memory
 from knightwatch.cli.fleet import AnchorOpt, NatsUrl, StateDir
+from knightwatch.cli.options import when
 from knightwatch.console.users import DEFAULT_USERS_FILE, MAX_TOKEN_TTL_S, UserStore
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.errors import ReleaseInputError
@@ -84,17 +84,6 @@ def _new_password(label: str = "password") -> str:
 
 def _password(label: str = "password") -> str:
     return str(typer.prompt(label, hide_input=True))
-
-
-def _when(ns: int) -> str:
-    """A token's instant from the users file (an edited file can hold any integer): a time
-    no calendar holds is shown as such, not a traceback."""
-    if not ns:
-        return "-"
-    try:
-        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-    except (OverflowError, ValueError, OSError):
-        return "? (out of range)"
 
 
 @user_app.command("add")
@@ -226,7 +215,7 @@ def token(
         )
     console.print(
         f"token {issued.id} for {name} ({', '.join(issued.roles)}), expires "
-        f"{_when(issued.expires_ns)} UTC",
+        f"{when(issued.expires_ns)} UTC",
         highlight=False,
     )
     console.print("[yellow]the secret is shown once and never again; store it now:[/yellow]")
@@ -240,9 +229,9 @@ def _token_table(store: UserStore, name: str) -> None:
             escape(t.id),
             escape(", ".join(t.roles)),
             "yes" if t.service else "no",
-            _when(t.created_ns),
-            _when(t.expires_ns),
-            _when(t.revoked_ns),
+            when(t.created_ns),
+            when(t.expires_ns),
+            when(t.revoked_ns),
         )
     console.print(table)
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from knightwatch.cli import runner
+from knightwatch.cli.options import OptionError, check_writable
 from knightwatch.sim.layers import resolve
 from knightwatch.sim.replay import ReplayResult
 from knightwatch.sim.report import ReplayReport
@@ -54,7 +55,11 @@ def demo(
         )
         raise typer.Exit(2) from None
     if json_out is not None:
-        _json_writable_or_exit(console, json_out)
+        try:  # said before both replays run, not after them
+            check_writable("--json", json_out)
+        except OptionError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
     reports = run_demo(console, out)
     if json_out is not None:
         figures = {spec: report.json() for spec, report in reports.items()}
@@ -66,19 +71,3 @@ def demo(
                 highlight=False,
             )
             raise typer.Exit(2) from None
-
-
-def _json_writable_or_exit(console: Console, path: Path) -> None:
-    """`--json` that cannot be written is said before both replays run, not after them
-    (one line, exit 2); a file this check creates is removed again."""
-    existed = path.exists()
-    try:
-        with path.open("ab"):
-            pass
-        if not existed:
-            path.unlink()
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/red] {escape(f'--json {path}: cannot write ({exc})')}", highlight=False
-        )
-        raise typer.Exit(2) from None

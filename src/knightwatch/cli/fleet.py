@@ -15,7 +15,6 @@ import os
 import re
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli import logs, memory
-from knightwatch.cli.options import OptionError, nonempty_path, scope_of
+from knightwatch.cli.options import OptionError, check_writable, nonempty_path, scope_of, when
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
@@ -183,9 +182,11 @@ def _print_result(result: CommandResult, verb: str) -> None:
         if not expires:
             why = "no membership record: never seen, so its lease is unknown"
         elif result.lease_expired(node_id):
-            why = f"lease expired at {_when(expires)} UTC: it stopped trading by itself then"
+            at = when(expires, millis=True)
+            why = f"lease expired at {at} UTC: it stopped trading by itself then"
         else:
-            why = f"lease still LIVE until {_when(expires)} UTC: it may be trading until then"
+            at = when(expires, millis=True)
+            why = f"lease still LIVE until {at} UTC: it may be trading until then"
         console.print(f"[red]not confirmed:[/red] {escape(f'{node_id}: {why}')}", highlight=False)
     for node_id, orders in result.still_working.items():
         listed = ", ".join(orders[:20])
@@ -560,7 +561,9 @@ def requests(
                     f"{r.entry.scope.value} {r.entry.key}",
                     r.requester + (f" + {', '.join(r.approvers)}" if r.approvers else ""),
                     r.entry.reason,
-                    _when(r.entry.expires_ns) if r.status is RequestStatus.PENDING else r.detail,
+                    when(r.entry.expires_ns, millis=True)
+                    if r.status is RequestStatus.PENDING
+                    else r.detail,
                     r.preflight or "-",
                     describe_ramp(r.entry.ramp),
                 )
@@ -576,17 +579,6 @@ def requests(
     for row in sorted(rows, key=lambda r: r[1] != "pending"):
         table.add_row(*row)
     console.print(table)
-
-
-def _when(ns: int) -> str:
-    """An instant the store holds (a lease, a kill's issue time, a verdict): any integer a
-    writer put there; a time no calendar holds is shown as such, not a traceback."""
-    if not ns:
-        return "-"
-    try:
-        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    except (OverflowError, ValueError, OSError):
-        return "? (out of range)"
 
 
 def status(
@@ -649,7 +641,7 @@ def status(
                 "yes" if m.admitted else "[red]no[/red]",
                 "yes" if m.armed else "no",
                 TradingState(m.node_state).name,
-                escape(f"{m.last_command_id[:8]} {_when(m.last_confirmed_ns)}")
+                escape(f"{m.last_command_id[:8]} {when(m.last_confirmed_ns, millis=True)}")
                 if m.last_command_id
                 else "-",
                 (f"[red]{m.refused}[/red] ({escape(m.last_refusal)})" if m.refused else "0")
@@ -664,7 +656,7 @@ def status(
                 escape(node_id),
                 escape(v.status) if v.admitted else f"[red]{escape(v.status)}[/red]",
                 escape(v.release_id),
-                _when(v.at_ns),
+                when(v.at_ns, millis=True),
                 "-" if v.admitted else escape(v.detail),
             )
         console.print(releases)
@@ -692,7 +684,7 @@ def status(
                 state_text,
                 actor,
                 escape(e.reason),
-                _when(e.issued_ns),
+                when(e.issued_ns, millis=True),
                 str(rev),
             )
         console.print(table)
@@ -826,8 +818,12 @@ def drill(
     With --fix: a day of FIX flow and a Power Peg runaway through `knightwatch gateway`
     to `knightwatch venue --fix`, then a fleet kill that cancels at the venue.
     """
-    if json_out is not None:
-        _writable_or_exit(json_out, "--json")
+    if json_out is not None:  # said before a run of minutes, not with a traceback after it
+        try:
+            check_writable("--json", json_out)
+        except OptionError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
     if fix:
         from knightwatch.cli.gateway import fix_drill
 
@@ -862,23 +858,6 @@ def drill(
             raise typer.Exit(2) from None
     if not report.passed:
         raise typer.Exit(1)
-
-
-def _writable_or_exit(path: Path, option: str) -> None:
-    """A report file that cannot be written is said before a run of minutes, not with a
-    traceback after it (one line, exit 2); a file this check creates is removed again."""
-    existed = path.exists()
-    try:
-        with path.open("ab"):
-            pass
-        if not existed:
-            path.unlink()
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/red] {escape(f'{option} {path}: cannot write: {exc.strerror}')}",
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
 
 
 admission_app = typer.Typer(

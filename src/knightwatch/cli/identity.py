@@ -15,7 +15,6 @@ since a new node adds risk.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -25,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, _run, session
+from knightwatch.cli.options import when
 from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.protocol import RevisionConflict
@@ -56,17 +56,6 @@ RoleOpt = typer.Option(
     ..., "--role", help="a role (repeat): viewer, operator, approver, admin, supervisor, node, ..."
 )
 OutOpt = typer.Option(..., "--out", help="where to write the proposal (the next roster version)")
-
-
-def _when(ns: int) -> str:
-    """An instant of a roster or a proposal (a file anyone can hand an admin to read: a time
-    no calendar holds is shown as such, not a traceback)."""
-    if not ns:
-        return "-"
-    try:
-        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-    except (OverflowError, ValueError, OSError):
-        return "? (out of range)"
 
 
 def _now_ns() -> int:
@@ -188,7 +177,7 @@ def show(
             return decode_roster(envelope), signed, []
 
     roster, signed, refused = _run(go)
-    title = f"roster version {roster.version} (issued {_when(roster.issued_ns)} UTC)"
+    title = f"roster version {roster.version} (issued {when(roster.issued_ns)} UTC)"
     if proposal is not None:
         title = f"PROPOSED {title}, signed by {', '.join(signed) or 'nobody'}"
     table = Table(title=escape(title), highlight=False)
@@ -199,9 +188,9 @@ def show(
             escape(m.name),
             m.key_id[:16],
             ", ".join(r.value for r in m.roles),
-            _when(m.valid_from_ns),
-            _when(m.valid_until_ns),
-            f"[red]{_when(m.revoked_ns)}[/red]" if m.revoked_ns else "-",
+            when(m.valid_from_ns),
+            when(m.valid_until_ns),
+            f"[red]{when(m.revoked_ns)}[/red]" if m.revoked_ns else "-",
         )
     console.print(table)
     console.print(

@@ -11,6 +11,7 @@ directory) wastes all of them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -121,3 +122,30 @@ def check_output(option: str, path: Path, *, directory: bool = False) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise OptionError(f"{option} {path}: {parent} is not a directory")
+
+
+def check_writable(option: str, path: Path) -> None:
+    """Refuse (`OptionError`, one line) a report file that cannot be written, before a run
+    of minutes rather than with a traceback after it; a file this check creates is
+    removed again."""
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise OptionError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+
+
+def when(ns: int, *, millis: bool = False) -> str:
+    """A stored instant (a lease, a roster's validity, a token's expiry: any integer a
+    writer or an edited file put there) as UTC; one no calendar holds is said, not a
+    traceback."""
+    if not ns:
+        return "-"
+    try:
+        shown = datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    except (OverflowError, ValueError, OSError):
+        return "? (out of range)"
+    return shown[:-3] if millis else shown[:-7]
