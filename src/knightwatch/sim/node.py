@@ -18,6 +18,7 @@ books the difference. Nodes without faults keep the paths below unchanged.
 from __future__ import annotations
 
 from knightwatch.clock import NS_PER_S
+from knightwatch.decision import Decision
 from knightwatch.guard import Guard
 from knightwatch.order import Fill, Order, Side
 from knightwatch.sim.account import Account
@@ -169,14 +170,8 @@ class Node:
         side = Side.BUY if p.is_buy else Side.SELL
         touch = book.touch(p.is_buy)
         order = Order(f"{self.id}-{self._seq}", self.strategy, symbol, side, qty, touch, p.id)
-        d = guard.check(order)
-        if not d.accepted:
-            self.blocked += 1
-            self.router.on_reject(p)
-            p.refused_for = self.refused_for = d.reason.value
-            self.first_block.setdefault(d.reason.value, now_ns)
+        if not self._checked(p, guard.check(order), now_ns):
             return
-        p.refused_for = self.refused_for = ""
         notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
         self.sent += 1
         self.executions += 1
@@ -186,6 +181,17 @@ class Node:
         self.router.on_fill(p, qty)
         guard.on_fill(Fill(order.id, symbol, side, qty, notional / qty))
         guard.on_price(symbol, book.mid())
+
+    def _checked(self, p: RoutedParent, d: Decision, now_ns: int) -> bool:
+        """Whether the Guard let the child go; a refusal is counted against `p` and the node."""
+        if not d.accepted:
+            self.blocked += 1
+            self.router.on_reject(p)
+            p.refused_for = self.refused_for = d.reason.value
+            self.first_block.setdefault(d.reason.value, now_ns)
+            return False
+        p.refused_for = self.refused_for = ""
+        return True
 
     def child_price(self, p: RoutedParent, book: OrderBook, now_ns: int) -> float:
         """The price the node puts on a child: the far touch as its feed shows it, moved
@@ -215,14 +221,9 @@ class Node:
         price = self.child_price(p, book, now_ns)
         guard = self.guard
         if guard is not None:
-            d = guard.check(Order(oid, self.strategy, symbol, side, qty, price, p.id))
-            if not d.accepted:
-                self.blocked += 1
-                self.router.on_reject(p)
-                p.refused_for = self.refused_for = d.reason.value
-                self.first_block.setdefault(d.reason.value, now_ns)
+            order = Order(oid, self.strategy, symbol, side, qty, price, p.id)
+            if not self._checked(p, guard.check(order), now_ns):
                 return
-            p.refused_for = self.refused_for = ""
         notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
         worse = price * qty - notional if p.is_buy else notional - price * qty
         if worse > 0:  # filled at its own price: the firm makes the customer whole
