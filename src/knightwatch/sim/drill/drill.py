@@ -32,7 +32,7 @@ from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import FLEET_KEY, VERDICT_DECODER, NodeMetrics, Verdict
-from knightwatch.control.serve import wait_for_signal
+from knightwatch.control.serve import stop_requested
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses
@@ -244,8 +244,28 @@ async def run_up(
     console: Console,
     registry: Path | None = None,
 ) -> None:
-    """The fleet until Ctrl-C: every node is admitted on a release built and signed here."""
+    """The fleet until Ctrl-C: every node is admitted on a release built and signed here.
+
+    The stop signals are caught from the first step: one that came while the fleet was
+    starting killed this process and left its server and node processes running (a node
+    trading with nobody to stop it); now the fleet finishes starting and is stopped."""
     kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
+    with stop_requested() as stop:
+        await _up(n, flow, urls, state_dir, pager, config, console, registry, kit, stop)
+
+
+async def _up(
+    n: int,
+    flow: float,
+    urls: list[str],
+    state_dir: Path,
+    pager: Pager,
+    config: SupervisorConfig,
+    console: Console,
+    registry: Path | None,
+    kit: Kit,
+    stop: asyncio.Event,
+) -> None:
     async with control_plane(
         urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit
     ) as plane:
@@ -272,7 +292,7 @@ async def run_up(
                 ),
                 highlight=False,
             )
-            await wait_for_signal()
+            await stop.wait()
         finally:
             await fleet.stop()
 
