@@ -18,6 +18,9 @@ from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.site import Site
+from knightwatch.trust.roster import ApprovalPolicy, SecondApprover
+
+from .fleet_fixtures import hours_open_now_closed_12h_ago
 
 
 class Backend:
@@ -102,3 +105,29 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield nb
     finally:
         await nb.aclose()
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    """A site with node n1 on a real nats-server (authorization on)."""
+    s = Site(tmp_path, ["n1"])
+    await s.astart()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+async def market_site(tmp_path: Path) -> AsyncIterator[Site]:
+    """`site` whose roster asks a second person for a resume in market hours, open now
+    and closed 12 hours ago (`hours_open_now_closed_12h_ago`)."""
+    policy = ApprovalPolicy(
+        resume=SecondApprover.MARKET_HOURS, market_hours=hours_open_now_closed_12h_ago()
+    )
+    s = Site(tmp_path, ["n1"], approvals=policy)
+    await s.astart()
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
@@ -10,6 +11,7 @@ from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.flags.activation import MarketHours
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Fill, Order, Side
@@ -73,3 +75,13 @@ async def mismatch(node: NodeRuntime, ids: OrderIds, order_id: str = "") -> None
         order_id = order.id
     node.on_fill(Fill(order_id, "AAPL", Side.SELL, 10, 100.0))
     await settle()
+
+
+def hours_open_now_closed_12h_ago() -> MarketHours:
+    """Hours 12:00-23:59 in a fixed-offset zone where it is 18:xx now: open now,
+    closed 12 hours ago (06:xx), whatever the test machine's clock says."""
+    utc_hour = datetime.datetime.now(datetime.UTC).hour
+    west = (utc_hour - 18) % 24
+    west = west - 24 if west > 12 else west
+    zone = f"Etc/GMT+{west}" if west >= 0 else f"Etc/GMT-{-west}"  # Etc/GMT+N is UTC-N
+    return MarketHours(timezone=zone, open="12:00", close="23:59", weekdays=tuple(range(7)))

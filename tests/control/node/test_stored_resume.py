@@ -8,61 +8,21 @@ afterwards would adopt it. Real nats-server (authorization on), a node in-proces
 
 from __future__ import annotations
 
-import datetime
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import ABSENT
 from knightwatch.control.plane.wire import FLEET_KEY, StateEntry
 from knightwatch.control.site import Site
-from knightwatch.flags.activation import MarketHours
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import TrustReason
-from knightwatch.trust.roster import ApprovalPolicy, SecondApprover
 
 from ..fleet_fixtures import POLICY
 
 HOUR_NS = 3600 * NS_PER_S
-
-
-def hours_open_now_closed_12h_ago() -> MarketHours:
-    """Hours 12:00-23:59 in a fixed-offset zone where it is 18:xx now: open now,
-    closed 12 hours ago (06:xx), whatever the test machine's clock says."""
-    utc_hour = datetime.datetime.now(datetime.UTC).hour
-    west = (utc_hour - 18) % 24
-    west = west - 24 if west > 12 else west
-    zone = f"Etc/GMT+{west}" if west >= 0 else f"Etc/GMT-{-west}"  # Etc/GMT+N is UTC-N
-    return MarketHours(timezone=zone, open="12:00", close="23:59", weekdays=tuple(range(7)))
-
-
-@pytest.fixture
-async def market_site(tmp_path: Path) -> AsyncIterator[Site]:
-    policy = ApprovalPolicy(
-        resume=SecondApprover.MARKET_HOURS, market_hours=hours_open_now_closed_12h_ago()
-    )
-    s = Site(tmp_path, ["n1"], approvals=policy)
-    await s.astart()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    s = Site(tmp_path, ["n1"])
-    await s.astart()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def store_halt_then(site: Site, issued_ns: int, expires_ns: int, *signers: str) -> StateEntry:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -41,41 +39,6 @@ from knightwatch.trust.store import TrustStore
 from ..fleet_fixtures import POLICY
 
 HOUR_NS = 3600 * NS_PER_S
-
-
-def hours_open_now_closed_12h_ago() -> MarketHours:
-    """Hours 12:00-23:59 in a fixed-offset zone where it is 18:xx now: open now,
-    closed 12 hours ago (06:xx), whatever the test machine's clock says."""
-    utc_hour = datetime.datetime.now(datetime.UTC).hour
-    west = (utc_hour - 18) % 24
-    west = west - 24 if west > 12 else west
-    zone = f"Etc/GMT+{west}" if west >= 0 else f"Etc/GMT-{-west}"  # Etc/GMT+N is UTC-N
-    return MarketHours(timezone=zone, open="12:00", close="23:59", weekdays=tuple(range(7)))
-
-
-MARKET_HOURS = ApprovalPolicy(
-    resume=SecondApprover.MARKET_HOURS, market_hours=hours_open_now_closed_12h_ago()
-)
-
-
-@pytest.fixture
-async def market_site(tmp_path: Path) -> AsyncIterator[Site]:
-    s = Site(tmp_path, ["n1"], approvals=MARKET_HOURS)
-    await s.astart()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    s = Site(tmp_path, ["n1"])
-    await s.astart()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def halt_then_resume(

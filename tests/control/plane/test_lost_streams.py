@@ -5,24 +5,11 @@ gap or refuse, where nats-py's own `NotFoundError` went through them as a traceb
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from knightwatch.control.plane.nats import AUDIT_STREAM, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.site import Site
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    s = Site(tmp_path, ["n1"])
-    await s.astart()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def delete_stream(site: Site, stream: str) -> None:

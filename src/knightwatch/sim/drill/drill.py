@@ -251,50 +251,37 @@ async def run_up(
     trading with nobody to stop it); now the fleet finishes starting and is stopped."""
     kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
     with stop_requested() as stop:
-        await _up(n, flow, urls, state_dir, pager, config, console, registry, kit, stop)
-
-
-async def _up(
-    n: int,
-    flow: float,
-    urls: list[str],
-    state_dir: Path,
-    pager: Pager,
-    config: SupervisorConfig,
-    console: Console,
-    registry: Path | None,
-    kit: Kit,
-    stop: asyncio.Event,
-) -> None:
-    async with control_plane(
-        urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit
-    ) as plane:
-        fleet = _Fleet(plane, state_dir, pager, config, registry, kit)
-        try:
-            ids, _ = await fleet.start(n, flow, console)
-            # paths and URLs as given (a state dir ".../[/x]"): text, never markup
-            console.print(
-                escape(
-                    f"fleet up: {len(ids)} nodes admitted on release {fleet.release.release_id} "
-                    f"on {', '.join(plane.servers)} (state in {state_dir}); "
-                    "`knightwatch status` to inspect, Ctrl-C to stop"
-                ),
-                highlight=False,
-            )
-            keys = state_dir / "trust" / "keys"
-            console.print(
-                escape(
-                    f"identities in {state_dir / 'trust'}: KNIGHTWATCH_KEY={keys / 'alice.key'} "
-                    f"to kill and request resumes, {keys / 'bob.key'} to approve; the operator "
-                    f"console: `knightwatch console user add alice --key {keys / 'alice.key'} "
-                    f"--state-dir {state_dir}` (and bob), then `knightwatch console serve "
-                    f"--state-dir {state_dir}`"
-                ),
-                highlight=False,
-            )
-            await stop.wait()
-        finally:
-            await fleet.stop()
+        async with control_plane(
+            urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit
+        ) as plane:
+            fleet = _Fleet(plane, state_dir, pager, config, registry, kit)
+            try:
+                ids, _ = await fleet.start(n, flow, console)
+                # paths and URLs as given (a state dir ".../[/x]"): text, never markup
+                console.print(
+                    escape(
+                        f"fleet up: {len(ids)} nodes admitted on release "
+                        f"{fleet.release.release_id} on {', '.join(plane.servers)} "
+                        f"(state in {state_dir}); "
+                        "`knightwatch status` to inspect, Ctrl-C to stop"
+                    ),
+                    highlight=False,
+                )
+                keys = state_dir / "trust" / "keys"
+                console.print(
+                    escape(
+                        f"identities in {state_dir / 'trust'}: "
+                        f"KNIGHTWATCH_KEY={keys / 'alice.key'} to kill and request resumes, "
+                        f"{keys / 'bob.key'} to approve; the operator "
+                        f"console: `knightwatch console user add alice --key {keys / 'alice.key'} "
+                        f"--state-dir {state_dir}` (and bob), then `knightwatch console serve "
+                        f"--state-dir {state_dir}`"
+                    ),
+                    highlight=False,
+                )
+                await stop.wait()
+            finally:
+                await fleet.stop()
 
 
 async def run_drill(
