@@ -384,7 +384,11 @@ function setupAudit() {
   const form = $("audit-form");
   if (!form) return;
   const ns = (id) => { const v = $(id).value; return v ? String(Date.parse(v + "Z") * 1e6) : ""; };
+  // the page's first search and the operator's run at once: only the latest one's answer
+  // is shown (an earlier, unfiltered answer arriving last overwrote the operator's search)
+  let latest = 0;
   const search = async () => {
+    const mine = ++latest;
     const q = new URLSearchParams();
     for (const [k, id] of [["actor", "q-actor"], ["action", "q-action"], ["scope", "q-scope"]]) if ($(id).value) q.set(k, $(id).value);
     if (ns("q-since")) q.set("since_ns", ns("q-since"));
@@ -392,6 +396,7 @@ function setupAudit() {
     $("audit-export").href = "/api/audit/export?" + q.toString();
     const response = await fetch("/api/audit?" + q.toString(), { credentials: "same-origin" });
     const data = await response.json();
+    if (mine !== latest) return;
     $("audit-chain").textContent = data.intact ? `chain intact, head ${data.chain_head.slice(0, 16)}…` : `CHAIN BROKEN: ${data.problem}`;
     $("audit-chain").className = data.intact ? "green" : "red";
     fill("audit-rows", data.records, (tr, r) => {
