@@ -29,7 +29,7 @@ import msgspec
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.inputs import InputFileError, load_toml
-from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
+from knightwatch.order import MAX_ID_LEN, MAX_PRICE, MAX_SYMBOL_LEN, MIN_PRICE
 
 
 class LimitsError(KnightwatchError, ValueError):
@@ -108,6 +108,15 @@ COUNT = Rule("int", 1)
 AMOUNT = Rule("float", 0, exclusive=True)
 SECONDS = Rule("float", SECONDS_MIN, maximum=SECONDS_MAX)
 FRACTION = Rule("float", 0, exclusive=True, maximum=1)
+TICK = Rule("float", MIN_PRICE, maximum=MAX_PRICE)
+"""A tick is a price step: no finer than the finest price an order may carry, no coarser
+than the largest (a tick of 1e-320 would make a tick collar refuse every price)."""
+LOT_MIN = 1e-12
+LOT_MAX = 1e9
+LOT = Rule("float", LOT_MIN, maximum=LOT_MAX)
+"""What one unit of `qty` is. Every amount the Guard values is qty x price x lot: a lot
+of 1e-320 would round realistic orders' notional to nothing (the notional and exposure
+checks off), one of 1e300 would make positions infinite and their sums NaN."""
 
 # Keys an override may set, the rule for each, and which way is stricter.
 OVERRIDE_RULES: dict[str, tuple[Rule, str]] = {
@@ -115,8 +124,8 @@ OVERRIDE_RULES: dict[str, tuple[Rule, str]] = {
     "max_order_notional": (AMOUNT, "min"),
     "price_collar_pct": (FRACTION, "min"),
     "price_collar_ticks": (COUNT, "min"),
-    "tick_size": (AMOUNT, "max"),
-    "lot_size": (AMOUNT, "max"),
+    "tick_size": (TICK, "max"),
+    "lot_size": (LOT, "max"),
     "max_price_age_s": (SECONDS, "min"),
     "max_orders_per_s": (COUNT, "min"),
     "max_orders_per_min": (COUNT, "min"),
@@ -137,7 +146,7 @@ FLEET_RULES: dict[str, Rule] = {
     "max_price_age_s": SECONDS,
     "price_collar_pct": FRACTION,
     "price_collar_ticks": COUNT,
-    "tick_size": Rule("float", 0, exclusive=True, nullable=False),
+    "tick_size": Rule("float", MIN_PRICE, maximum=MAX_PRICE, nullable=False),
     "max_orders_per_s_node": COUNT,
     "max_orders_per_min_node": COUNT,
     "max_orders_per_s_strategy": COUNT,

@@ -86,6 +86,13 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[strategy.rlp]\nmax_order_qty = 0\n", "strategy.rlp.max_order_qty: must be >= 1"),
         ("[strategy.rlp]\nbogus = 1\n", "strategy.rlp.bogus: unknown key"),
         ("[strategy.rlp]\ntick_size = 0.05\n", "only a symbol override may set tick_size"),
+        # a lot or tick no amount can be valued with: notional rounded to nothing (the
+        # notional and exposure checks off), infinite positions, or a collar of zero ticks
+        ("[symbol.BTC]\nlot_size = 1e-320\n", "symbol.BTC.lot_size: must be >= 1e-12"),
+        ("[symbol.BTC]\nlot_size = 1e300\n", "symbol.BTC.lot_size: must be <= 1e+09"),
+        ("[symbol.BTC]\ntick_size = 5e-324\n", "symbol.BTC.tick_size: must be >= 1e-12"),
+        ("[fleet]\ntick_size = 1e-300\n", "fleet.tick_size: must be >= 1e-12"),
+        ("[fleet]\ntick_size = 1e13\n", "fleet.tick_size: must be <= 1e+12"),
         ("[venue]\nx = 1\n", "venue: unknown key"),
         ("fleet = 3\n", "fleet: must be a table"),
         ("[fleet\n", "not valid TOML"),
