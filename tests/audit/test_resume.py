@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
 from hashlib import sha256
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from knightwatch.audit import (
     EventRecord,
     FlightRecorder,
     FsyncPolicy,
+    NotARegularFile,
     RecorderLocked,
     Seal,
     decode_record,
@@ -72,6 +79,87 @@ def test_torn_tail_is_cut_and_recorded(write_file: WriteFile, audit_path: Path) 
         "truncated_bytes": len(torn),
         "truncated_sha256": sha256(torn).hexdigest(),
     }
+
+
+@pytest.mark.parametrize("point", ["scan", "start"])
+def test_a_crash_while_opening_never_loses_the_torn_bytes_evidence(
+    write_file: WriteFile, audit_path: Path, point: str
+) -> None:
+    """The torn last line was cut (`MappedLog.start`) before the `recovery` event that
+    records it was written: a kill -9 in between left a clean-looking file, and the next
+    open recorded no cut at all. The event now replaces the torn bytes on disk first."""
+    lines = write_file(20)
+    torn = b'{"seq":99,"ts":1,"kind":"decision","node":"n1","ord'
+    audit_path.write_bytes(b"".join(lines[:-1]) + torn + b"\0" * 4096)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from knightwatch.audit import FlightRecorder
+        from knightwatch.audit.log import MappedLog
+        from knightwatch.clock import SimClock
+        real = MappedLog.{point}
+        def crash(self, *args):
+            out = real(self, *args)
+            os.kill(os.getpid(), signal.SIGKILL)  # the process dies right after this step
+            return out
+        MappedLog.{point} = crash
+        FlightRecorder({str(audit_path)!r}, clock=SimClock(7))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with FlightRecorder(audit_path, clock=SimClock(9)) as rec:
+        rec.record_decision(order(50), ACCEPTED, CTX, RULES)
+    assert verify_file(audit_path).intact
+    cuts = [
+        r.data
+        for r in records(audit_path)
+        if isinstance(r, EventRecord) and r.kind == RECOVERY and r.data["truncated_bytes"]
+    ]
+    assert cuts == [
+        {
+            "unsealed_records": 7,
+            "truncated_bytes": len(torn),
+            "truncated_sha256": sha256(torn).hexdigest(),
+        }
+    ]
+
+
+def test_a_symlink_planted_at_the_path_is_refused_not_appended_through(
+    write_file: WriteFile, audit_path: Path, tmp_path: Path
+) -> None:
+    """The recorder opened its path following links: a link planted there to another
+    node's file made it append its records (and cut the other file's torn tail) there."""
+    write_file(10)
+    other = audit_path.read_bytes()
+    link = tmp_path / "n2.jsonl"
+    link.symlink_to(audit_path)
+    with pytest.raises(NotARegularFile, match=r"n2\.jsonl: a symbolic link; .* never writes"):
+        FlightRecorder(link, clock=SimClock(7))
+    assert audit_path.read_bytes() == other
+    assert verify_file(link).intact  # reading a file the operator names still follows it
+
+
+def test_a_dangling_symlink_does_not_create_its_target(tmp_path: Path, clock: SimClock) -> None:
+    """`O_CREAT` follows a dangling link: the recorder created a file wherever it pointed."""
+    target = tmp_path / "elsewhere" / "planted.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "n1.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(NotARegularFile, match="a symbolic link"):
+        FlightRecorder(link, clock=clock)
+    assert not target.exists()
+
+
+def test_a_new_file_is_readable_by_its_owner_only(audit_path: Path, clock: SimClock) -> None:
+    """A new audit file was created 0644: every local user could read the orders in it."""
+    old = os.umask(0)
+    try:
+        with FlightRecorder(audit_path, clock=clock) as rec:
+            rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(audit_path.stat().st_mode) == 0o600
 
 
 def test_records_a_crash_left_unsealed_are_sealed_on_reopen(

@@ -113,7 +113,8 @@ _decode_seal = msgspec.json.Decoder(Seal).decode
 
 
 class NotARegularFile(AuditError, ValueError):
-    """The recorder's path must be a regular file: a device or a pipe cannot be mapped."""
+    """The recorder's path must be a regular file: a device or a pipe cannot be mapped,
+    and a symbolic link is not followed."""
 
 
 class Tail(msgspec.Struct, frozen=True):
@@ -138,6 +139,35 @@ def is_seal(line: bytes) -> bool:
     return _SEAL_MARK in line[:96]
 
 
+def _open_own(path: str) -> int:
+    """Open the recorder's file for appends, creating it (0600) if it does not exist.
+
+    A link is never followed (`O_NOFOLLOW`), and a new file is created with `O_EXCL`,
+    so a symbolic link planted at the path (to another node's file, or to a file
+    outside the directory, existing or not) is refused, not appended through or
+    created at its target.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        try:
+            try:
+                return os.open(path, flags)
+            except FileNotFoundError:
+                pass
+            try:
+                return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue  # made meanwhile (a file, or a link): opened, or refused, as it is
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and os.path.islink(path):
+                raise NotARegularFile(
+                    f"{path}: a symbolic link; the flight recorder never writes through a "
+                    "link (a planted one could point at another node's file): give the "
+                    "file's own path"
+                ) from None
+            raise
+
+
 class MappedLog:
     """An append-only file written through memory maps; one owner thread appends."""
 
@@ -145,7 +175,7 @@ class MappedLog:
         self.path = os.fspath(path)
         self.segment = SEGMENT if segment is None else segment
         self.reserve = min(RESERVE, self.segment // 4)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_own(self.path)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise NotARegularFile(
@@ -358,6 +388,21 @@ class MappedLog:
         return pos, seq, count
 
     # ------------------------------------------------------------------ writing
+
+    def replace_torn(self, end: int, torn: int, line: bytes) -> None:
+        """Write `line` over the `torn` bytes at `end` (zero bytes over what it leaves),
+        and fdatasync, before `start` cuts the file.
+
+        `line` is the recovery event that records the torn bytes: it takes their place
+        in one write and is on disk before anything is cut, so a crash at any point of
+        the open leaves the torn bytes or the event that describes them, never neither
+        (before, the cut came first, and a crash before the event lost the evidence).
+        """
+        data = line + bytes(max(0, torn - len(line)))
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self.fd, data[done:], end + done)
+        os.fdatasync(self.fd)
 
     def start(self, end: int) -> None:
         """Cut the file at `end` (dropping torn bytes and unused space) and map it for appends."""

@@ -37,7 +37,7 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, SEAL, finish_seal, seal_body
 from knightwatch.audit.conform import SCALARS, conform, conform_decision, safe_repr
 from knightwatch.audit.errors import UnwrittenRecords
-from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, MappedLog
+from knightwatch.audit.log import PREFAULT, PREFAULT_MIN, PRELOAD_FACTOR, MappedLog, Tail
 from knightwatch.audit.record import (
     DECISION,
     AuditContext,
@@ -202,7 +202,14 @@ class FlightRecorder:
         log = MappedLog(path)
         try:
             tail = log.scan()
-            log.start(tail.end)
+            end, seq = tail.end, tail.seq
+            if tail.torn:
+                # The event recording the torn bytes replaces them, on disk, before the
+                # file is cut: a crash in between must not lose what was cut.
+                line = self._enc.encode(_recovery_line(tail.seq, clock.time_ns(), tail)) + b"\n"
+                log.replace_torn(tail.end, len(tail.torn), line)
+                end, seq = tail.end + len(line), tail.seq + 1
+            log.start(end)
         except BaseException:
             log.close()
             raise
@@ -211,22 +218,18 @@ class FlightRecorder:
         self._write = log.map.write  # the copy into the current segment, bound once per segment
         self._limit = log.limit
         self._teed = tail.batch_start
-        self._end = tail.end
-        self._synced_end = tail.end
+        self._end = end
+        self._synced_end = end
         self._opened_at = tail.end
-        self._seq = tail.seq
+        self._seq = seq
         self._head = tail.head
         self._batch_start = tail.batch_start
         self._batch_first = tail.seq - tail.unsealed
         self._seq_limit = self._batch_first + max_pending
+        if tail.unsealed and not tail.torn:
+            line = self._enc.encode(_recovery_line(seq, clock.time_ns(), tail)) + b"\n"
+            self._put(bytearray(line))
         if tail.torn or tail.unsealed:
-            self.record_event(
-                RECOVERY,
-                AuditContext(node=""),
-                unsealed_records=tail.unsealed,
-                truncated_bytes=len(tail.torn),
-                truncated_sha256=sha256(tail.torn).hexdigest() if tail.torn else None,
-            )
             self._seal_here()
         if self._fsync is FsyncPolicy.BATCH:
             self._syncer = Syncer(log.sync, self._sync_result)
@@ -928,6 +931,17 @@ class FlightRecorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _recovery_line(seq: int, ts: int, tail: Tail) -> EventLine:
+    """The `recovery` event for what a crash left: records unsealed, bytes cut as torn."""
+    torn = tail.torn
+    data: dict[str, Scalar] = {
+        "unsealed_records": tail.unsealed,
+        "truncated_bytes": len(torn),
+        "truncated_sha256": sha256(torn).hexdigest() if torn else None,
+    }
+    return EventLine(seq, ts, RECOVERY, *_ctx(AuditContext(node="")), data)
 
 
 def _read(obj: object, name: str, default: Any) -> Any:
