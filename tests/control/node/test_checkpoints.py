@@ -69,3 +69,30 @@ async def test_checkpoints_shipped_to_the_control_plane_outlive_the_node_disk(
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "checkpoint_mismatch" in proc.stdout
+
+
+def test_a_symlink_planted_at_the_checkpoint_file_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """The checkpoints beside the recorder's file are the node's alone: a link planted at
+    their path (to another node's checkpoints) is not appended through, and a new file is
+    readable by its owner only."""
+    from knightwatch.release.keys import SigningKey
+
+    key = SigningKey.generate()
+    clock = SimClock(1_343_826_000 * 10**9)
+    path = tmp_path / "n1.jsonl"
+    victim = tmp_path / "other.jsonl.checkpoints"
+    victim.write_bytes(b"theirs\n")
+    sidecar_path(path).symlink_to(victim)
+    rec = FlightRecorder(path, clock=clock)
+    try:
+        rec.record_event("halt", CTX, scope="node", key="n1", reason="r", actor="ops")
+        assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
+        assert victim.read_bytes() == b"theirs\n"  # nothing written through the link
+        sidecar_path(path).unlink()
+        rec.record_event("halt", CTX, scope="node", key="n1", reason="r2", actor="ops")
+        assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
+        assert sidecar_path(path).stat().st_mode & 0o777 == 0o600
+    finally:
+        rec.close()

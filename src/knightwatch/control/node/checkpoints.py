@@ -80,7 +80,10 @@ class Checkpointer:
         )
         envelope = sign_checkpoint(checkpoint, self.signer)
         try:
-            fd = os.open(self.sidecar, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # never through a link planted at the path (it could point at another node's
+            # file); a new file is the node's alone, as its flight recorder is
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.sidecar, flags, 0o600)
             try:
                 os.write(fd, encode_line(envelope))
                 os.fsync(fd)
