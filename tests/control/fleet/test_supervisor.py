@@ -901,3 +901,88 @@ def test_one_node_ramping_from_its_learned_normal_is_halted_at_five_times_its_pe
         t += TICK / S
     assert {a.key for a in fired} == {"n1"} and Rule.ORDER_RATE in {a.rule for a in fired}
     assert 95 <= 20.0 * 2 ** (t / 300) <= 110, t
+
+
+def test_an_agency_router_leaking_under_the_floor_for_good_is_halted_on_its_day() -> None:
+    """An agency router leaks $9k of the firm's own flow a minute, under `principal_floor`
+    ($10k) in every `principal_window_s`, for good: no window ever went over, so it was
+    never halted. Its flow within the day is held to `principal_day_multiple` x the floor
+    ($100k): halted by name once the leak sums to that (about 11 minutes). A node trading
+    for itself with the same flow is not (its own flow is its business); a resumed router
+    that leaks no more trades on, and one that leaks again is halted again."""
+    f = Fleet(SupervisorConfig(), nodes=3)
+    f.parents = {"n1": 100, "n2": 100, "n3": 0}  # n3 trades for itself
+    leak = {"n2": 9_000.0 / 60, "n3": 9_000.0 / 60}
+    fired: list[Action] = []
+    t = 0.0
+    while not fired and t < 3600:
+        fired = f.tick(20.0, principal=leak)
+        t += TICK / S
+    assert [(a.rule, a.scope, a.key) for a in fired] == [(Rule.PRINCIPAL_DAY, Scope.NODE, "n2")]
+    assert 660 <= t <= 680, t
+    assert "agency router" in fired[0].reason and "limit 100,000 $ a day" in fired[0].reason
+    assert f.sup.health()["n2"].measures["principal_notional"] < 10_000.0  # the window passed
+    f.state["n2"] = int(TradingState.HALTED)  # the node applied it
+    assert f.run(30, 20.0, principal={"n3": 150.0}) == []
+    f.state["n2"] = 0  # a person resumed it: no more leak, it trades on
+    assert f.run(60, 20.0, principal={"n3": 150.0}) == []
+    again = f.run(5, 20.0, principal=leak)
+    assert [(a.rule, a.key) for a in again] == [(Rule.PRINCIPAL_DAY, "n2")]
+
+
+def test_one_node_climbing_in_exposure_at_a_flat_rate_is_made_reducing_by_name() -> None:
+    """Eight nodes at $1M gross; n3's climbs at $200k/s while its order rate stays at 20/s
+    (few large orders). Only the fleet's total was capped: the fleet went REDUCING at
+    $50M, naming no node, with n3 at $43M. One node over `node_exposure_share` x the cap
+    ($25M) goes REDUCING by name (it may unwind, never add), long before the fleet's total
+    gets there."""
+    feed = Feed()
+    nodes = {f"n{i}": 20.0 for i in range(1, 9)}
+    gross = dict.fromkeys(nodes, 1_000_000.0)
+    fired: list[tuple[Rule, str]] = []
+    t = 0.0
+    while not fired and t < 600:
+        gross["n3"] += 200_000.0 * TICK / S
+        fired = feed.tick(nodes, gross=gross)
+        t += TICK / S
+    assert fired == [(Rule.NODE_GROSS_EXPOSURE, "n3")]
+    assert 119 <= t <= 121, t
+    action = feed.sup.actions[-1]
+    assert action.scope is Scope.NODE and action.state is TradingState.REDUCING
+    assert re.search(
+        r"node n3 gross exposure 25,0\d\d,\d{3} over its cap 25,000,000", action.reason
+    )
+
+
+def test_one_counter_going_back_in_the_same_process_is_unreadable_not_a_restart() -> None:
+    """n2's fills go back to 0 while its orders go on, from the same process: read as a
+    restart of that one counter, it passed. Under the same `instance` a counter that went
+    back is unreadable metrics and halts the node by name; the same drop of every counter
+    under a new instance is a restart (nothing), and an older sender with no instance is
+    judged as before."""
+
+    def run(instances: tuple[str, str], all_counters: bool) -> list[Action]:
+        clock = SimClock(10 * S)
+        sup = Supervisor(SupervisorConfig(), clock)
+        sent = dict.fromkeys(("n1", "n2", "n3"), 0)
+        fired: list[Action] = []
+        for k in range(1, 300):
+            clock.advance(TICK)
+            for n in sent:
+                sent[n] += 4
+                c = sent[n]
+                fills, instance = c, instances[0]
+                if n == "n2" and k > 200:
+                    instance = instances[1]
+                    fills = 4 * (k - 200)
+                    c = fills if all_counters else c
+                m = NodeMetrics(n, 0, c, c, 0, fills, 0.0, 0.0, True, 0, notional=c * 2e3,
+                                instance=instance)  # fmt: skip
+                fired += sup.observe(m)
+        return fired
+
+    fired = run(("p1", "p1"), False)
+    assert [(a.rule, a.key) for a in fired] == [(Rule.UNREADABLE_METRICS, "n2")]
+    assert "fills 4 < 800 before it from the same process" in fired[0].reason, fired[0].reason
+    assert run(("p1", "p2"), True) == []  # a restart
+    assert run(("", ""), False) == []  # an older sender: as before

@@ -205,6 +205,30 @@ def test_config_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
         SupervisorConfig.from_toml(bad)
 
 
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("principal_day_multiple = 0.5", "principal_day_multiple: must be >= 1 (got 0.5)"),
+        ("principal_day_multiple = nan", "principal_day_multiple: must be >= 1 (got nan)"),
+        ("node_exposure_share = 0", "node_exposure_share: must be in (0, 1] (got 0.0)"),
+        ("node_exposure_share = 1.5", "node_exposure_share: must be in (0, 1] (got 1.5)"),
+        ('node_exposure_share = "half"', "Expected `float`, got `str` - at `$.node_exposure_s"),
+    ],
+)
+def test_the_day_and_node_exposure_keys_are_checked_by_name(
+    tmp_path: Path, line: str, named: str
+) -> None:
+    path = tmp_path / "sup.toml"
+    path.write_text(f"[supervisor]\n{line}\n")
+    with pytest.raises(ValueError) as err:
+        SupervisorConfig.from_toml(path)
+    assert str(err.value).startswith(f"supervisor config {path}: [supervisor] "), err.value
+    assert named in str(err.value), err.value
+    path.write_text("[supervisor]\nprincipal_day_multiple = 4.0\nnode_exposure_share = 1.0\n")
+    cfg = SupervisorConfig.from_toml(path)
+    assert (cfg.principal_day_multiple, cfg.node_exposure_share) == (4.0, 1.0)
+
+
 async def test_a_fleet_hammering_its_guards_is_halted_through_the_kill_switch() -> None:
     """Every node's strategy offers 500 orders/s while its Guard's node rate limit (25/s)
     lets its normal 20/s through: thousands of refusals a second, all of them throttling,

@@ -39,7 +39,12 @@ number, a count or amount beyond 2^53 (a wrapped counter, whose one-sample jump
 no windowed rule held): each made some rule silently pass; an exposure that
 cannot be read counts as over the cap). A node's counters go on across its
 restart (they count from 0 again), so the windows it is judged over never lose
-what it did before it.
+what it did before it; a counter that goes back under the same process
+(`NodeMetrics.instance`) is no restart but unreadable. An agency router's own flow
+summed over a day is held to `principal_day_multiple` x `principal_floor` (a leak
+kept under the floor in every window went on for good), and one node's gross
+exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
+no node).
 An action already in force (the node or the fleet reports that state) is never
 issued again. It is pure logic on an injected clock: the live service feeds it
 metrics from NATS, the replay feeds it from MemoryControlPlane, and both act on
@@ -82,6 +87,8 @@ class Rule(StrEnum):
     BASELINE_MESSAGES_PER_EXECUTION = "supervisor_baseline_messages_per_execution"
     SLOW_BLEED = "supervisor_slow_bleed"
     UNREADABLE_METRICS = "supervisor_unreadable_metrics"
+    PRINCIPAL_DAY = "supervisor_principal_day"
+    NODE_GROSS_EXPOSURE = "supervisor_node_gross_exposure"
 
 
 class Measure(msgspec.Struct, frozen=True):
@@ -155,7 +162,9 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     The reject spike and messages per execution need `reject_min_orders` orders: a
     node that sends fewer within `rate_window_s` is judged on its last
     `reject_min_orders`, looking back as far as `count_window_s` (and no further
-    than its last halt).
+    than its last halt). An agency router's own flow within a day is held to
+    `principal_day_multiple` x `principal_floor`, and one node's gross exposure to
+    `node_exposure_share` x `gross_exposure_cap`.
     """
 
     rate_multiple: float = 5.0
@@ -179,6 +188,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bleed_multiple: float = 1.5
     bleed_window_s: float = 60.0
     bleed_loss: float = 10_000.0
+    principal_day_multiple: float = 10.0
+    """An agency router's own flow within a day may reach this x `principal_floor`: a leak
+    kept under the floor in every `principal_window_s` is halted when its sum gets there."""
+    node_exposure_share: float = 0.5
+    """One node's gross exposure over this share of `gross_exposure_cap` puts that node into
+    REDUCING (named), as the total over the cap does the fleet."""
     profile: BaselineProfile = BaselineProfile()
 
     def __post_init__(self) -> None:
@@ -212,6 +227,8 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("bleed_multiple", self.bleed_multiple > 1, "must be > 1"),
             ("bleed_window_s", self.bleed_window_s > 0, "must be > 0"),
             ("bleed_loss", self.bleed_loss > 0, "must be > 0"),
+            ("principal_day_multiple", self.principal_day_multiple >= 1, "must be >= 1"),
+            ("node_exposure_share", 0 < self.node_exposure_share <= 1, "must be in (0, 1]"),
         )
         problems = [f"{f}: {rule} (got {getattr(self, f)!r})" for f, ok, rule in checks if not ok]
         if problems:
@@ -331,6 +348,11 @@ _COUNTERS = ("orders", "rejected", "accepted", "fills", "notional", "principal_n
 """Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
 _COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents")
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
+_MONOTONE = ("orders", "accepted", "rejected", "fills", "notional", "principal_notional")
+"""Counters that only grow within one process: going back under the same instance is a lie."""
+_DAY_NS = 86_400 * 1_000_000_000
+_DAY_STEP_NS = 60 * 1_000_000_000
+"""An agency router's principal flow is kept a day back, one point a minute."""
 _MAX = 2**53
 """No count or amount reaches this (a million orders a second for 285 years): beyond it a
 float no longer holds every whole number. A value there is a wrapped unsigned counter or a
@@ -470,6 +492,7 @@ class _NodeTrack:
         "bad",
         "base",
         "counted",
+        "day",
         "latest",
         "offset",
         "over_since",
@@ -490,6 +513,8 @@ class _NodeTrack:
         self.counted: deque[_Sample] = deque()
         """Samples over `count_window_s` since the node's last halt (`Supervisor._counted`)."""
         self.principal: deque[tuple[int, float]] = deque()
+        self.day: deque[tuple[int, float]] = deque()
+        """Principal flow a minute apart over the last day (`Supervisor._principal_day`)."""
         self.latest: NodeMetrics | None = None
         self.over_since: int | None = None
         self.seen = 0
@@ -530,7 +555,7 @@ class Supervisor:
         now = self.clock.monotonic_ns()
         track = self._nodes.setdefault(m.node_id, _NodeTrack(self.config))
         track.seen = now
-        track.bad = unreadable(m)
+        track.bad = unreadable(m) or _went_back(track.latest, m)
         if track.bad:  # judged by `observe` as unreadable; nothing of it is learned or summed
             return track
         track.latest = m
@@ -557,6 +582,11 @@ class Supervisor:
         pwindow = int(self.config.principal_window_s * 1e9)
         while len(track.principal) > 2 and now - track.principal[1][0] >= pwindow:
             track.principal.popleft()
+        day = track.day
+        if not day or now - day[-1][0] >= _DAY_STEP_NS:
+            day.append((now, principal))
+        while len(day) > 2 and now - day[1][0] >= _DAY_NS:
+            day.popleft()
         base = track.base
         base.measures = self._measures(track)
         if m.parents == 0 and m.principal_notional > 0:
@@ -593,6 +623,8 @@ class Supervisor:
         out += self._order_rate(health, track, now)
         out += self._baseline_rules(track.base, Scope.NODE, m.node_id, now, 1)
         out += self._bleed(track.base, m.node_id, now)
+        out += self._principal_day(track, m.node_id, now)
+        out += self._node_exposure(m)
         out += self._pnl(health)
         out += self._rejects(health)
         out += self._exposure(fresh)
@@ -819,6 +851,48 @@ class Supervisor:
             f"(limit {cfg.bleed_loss:,.0f})"
         )
         return self._fire(Rule.SLOW_BLEED, node_id, bad, Scope.NODE, state, why)
+
+    def _principal_day(self, track: _NodeTrack, node_id: str, now: int) -> list[Action]:
+        """An agency router's own flow summed over the last day, held to
+        `principal_day_multiple` x `principal_floor`: a leak kept just under the floor in
+        every `principal_window_s` passed the window rule for good. Judged while the flow
+        still grows (within the rate window) and the window rule is not already over, so a
+        resumed node that leaks no more trades on, and one leak is not halted twice."""
+        cfg = self.config
+        base = track.base
+        b = base.baselines["principal_notional"]
+        a, z = track.samples[0], track.samples[-1]
+        since, start = track.day[0]
+        total = z.principal - start
+        limit = cfg.principal_day_multiple * cfg.principal_floor
+        bad = (
+            base.agency
+            and b.fixed is None
+            and b.over_since is None
+            and z.principal > a.principal
+            and total > limit
+        )
+        why = (
+            f"node {node_id}, an agency router, booked {_num(total)} $ of the firm's own flow "
+            f"in {(now - since) / 3.6e12:.1f} h (limit {_num(limit)} $ a day = "
+            f"{cfg.principal_day_multiple:g}x principal_floor), under principal_floor "
+            f"{_num(cfg.principal_floor)} $ within {cfg.principal_window_s:g} s"
+        )
+        return self._fire(Rule.PRINCIPAL_DAY, node_id, bad, Scope.NODE, TradingState.HALTED, why)
+
+    def _node_exposure(self, m: NodeMetrics) -> list[Action]:
+        """One node's gross exposure over `node_exposure_share` x `gross_exposure_cap`
+        puts that node into REDUCING by name, as the fleet's cap does the fleet (which names
+        no node, and trips only on the total): it may unwind, never add."""
+        cfg = self.config
+        cap = cfg.node_exposure_share * cfg.gross_exposure_cap
+        why = (
+            f"node {m.node_id} gross exposure {m.gross_exposure:,.0f} over its cap {cap:,.0f} "
+            f"({cfg.node_exposure_share:g}x gross_exposure_cap {cfg.gross_exposure_cap:,.0f})"
+        )
+        bad = m.gross_exposure > cap
+        state = TradingState.REDUCING
+        return self._fire(Rule.NODE_GROSS_EXPOSURE, m.node_id, bad, Scope.NODE, state, why)
 
     def _fleet_baselines(self, fresh: dict[str, _NodeTrack], now: int) -> list[Action]:
         """The fleet's total held to the fleet's baseline, so a runaway of every node at
@@ -1055,6 +1129,20 @@ class Supervisor:
         return self._fire(
             Rule.GROSS_EXPOSURE, FLEET_KEY, bad, Scope.FLEET, TradingState.REDUCING, why
         )
+
+
+def _went_back(last: NodeMetrics | None, m: NodeMetrics) -> list[str]:
+    """The counters that went back since the node's last readable sample from the same
+    process (`instance`): a restart counts from 0 under a new instance, so this is a lie or
+    a glitch, and reading it as a restart of one counter passed it. Empty without an
+    instance on both (an older sender: a counter going back is read as a restart)."""
+    if last is None or not m.instance or m.instance != last.instance:
+        return []
+    return [
+        f"{f} {v!r} < {w!r} before it from the same process (instance {m.instance!r})"
+        for f in _MONOTONE
+        if (v := getattr(m, f)) < (w := getattr(last, f))
+    ]
 
 
 def _alone(track: _NodeTrack, name: str) -> bool:

@@ -1397,6 +1397,7 @@ class NodeRuntime:
             parents=parents,
             node_state=int(g.trading_state(Scope.NODE, self.node_id)),
             fleet_state=int(g.trading_state(Scope.FLEET, FLEET_KEY)),
+            instance=self.instance,
         )
 
     def status(self, left: bool = False) -> NodeStatus:

@@ -189,6 +189,9 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     """The node's own halt state (`TradingState` value), so a halt in force is not re-issued."""
     fleet_state: int = 0
     """The fleet-wide state as this node applies it."""
+    instance: str = ""
+    """The sending process (random, new at each start): a counter that goes back under the
+    same instance is a lie, not a restart. Empty from a sender that predates it."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
