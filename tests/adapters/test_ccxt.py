@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch import Limits, RejectReason, Scope, SimClock
+from knightwatch import Limits, RejectReason, Scope, SimClock, TradingState
 from knightwatch.adapters.ccxt import (
     FORGET_PER_CALL,
     AsyncGuardedExchange,
@@ -1216,3 +1216,50 @@ async def test_a_long_chain_of_amends_keeps_being_checked(world: World) -> None:
     assert not ex.guard.blocked
     (live,) = [o for o in world.venue.orders.values() if o.status == "open"]
     assert live.price == Decimal("59039")
+
+
+async def test_an_edit_that_only_lowers_the_amount_passes_while_halted(world: World) -> None:
+    """Lowering a working order's amount only lowers risk: the stop direction is never
+    gated: the Guard's replace check passes it in any state, as a cancel. The Guard's
+    working quantity follows the venue down (an amend in place, or Binance's new order);
+    an edit that raises the amount or moves the price is still refused, nothing sent."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.3, 59_000))
+    ex.guard.halt(Scope.STRATEGY, "mm", "operator: stop", "test")
+    await run(ex.edit_order(order["id"], sym, "limit", "buy", 0.1, 59_000))
+    assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)
+    live = [o for o in venue.orders.values() if o.status == "open"]
+    assert [o.amount for o in live] == [Decimal("0.1")]
+    before = len(venue.requests)
+    for amount, price in ((0.2, 59_000), (0.05, 58_000)):
+        with pytest.raises(GuardRefused) as refused:
+            await run(ex.edit_order(live[0].id, sym, "limit", "buy", amount, price))
+        assert refused.value.decision.reason is R.HALTED
+    for amount in (0, -0.05):  # not a reduction: not an amount at all
+        with pytest.raises(GuardRefused, match="amount: must be > 0") as bad:
+            await run(ex.edit_order(live[0].id, sym, "limit", "buy", amount, 59_000))
+        assert bad.value.decision.reason is R.INVALID_ORDER
+    assert len(venue.requests) == before
+    venue.fill(live[0].id, "0.1")
+    await run(ex.fetch_order(live[0].id, sym))
+    await run(ex.fetch_my_trades(sym))
+    assert ex.guard.position(sym) == world.u("0.1") and ex.guard.working_qty(sym) == (0, 0)
+    assert ex.guard.trading_state(Scope.NODE, ex.guard.node) is TradingState.ACTIVE
+
+
+async def test_an_edit_to_an_amount_not_above_zero_is_refused_not_sent(world: World) -> None:
+    """An edit's amount is the order's new amount: zero or below is no amount, refused by
+    name before anything is sent, even on a partly filled order (where the Guard's total,
+    what filled plus the amount, would still look like a valid smaller order)."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.3, 59_000))
+    venue.fill(order["id"], "0.2")
+    await run(ex.fetch_order(order["id"], sym))
+    assert ex.guard.position(sym) == world.u("0.2")
+    before = len(venue.requests)
+    for amount in (-0.1, 0):
+        with pytest.raises(GuardRefused, match="amount: must be > 0") as bad:
+            await run(ex.edit_order(order["id"], sym, "limit", "buy", amount, 59_000))
+        assert bad.value.decision.reason is R.INVALID_ORDER
+    assert len(venue.requests) == before
+    assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)

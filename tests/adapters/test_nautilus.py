@@ -890,3 +890,126 @@ def test_a_long_chain_of_amends_keeps_being_checked(eng: BacktestEngine) -> None
     (order,) = eng.kernel.cache.orders_open()
     assert order.price == Price.from_str("0.60041")
     assert kw.guard.working_qty(SYM) == (10_000, 0)
+
+
+def _bracket(st: Scripted, qty: int, side: OrderSide = OrderSide.BUY) -> Any:
+    sell = side == OrderSide.SELL
+    return st.order_factory.bracket(
+        AUDUSD.id,
+        side,
+        Quantity.from_int(qty),
+        tp_price=Price.from_str("0.69000" if sell else "0.70020"),
+        sl_trigger_price=Price.from_str("0.71000" if sell else "0.69000"),
+    )
+
+
+def test_a_brackets_contingent_exits_count_as_their_largest_leg_not_their_sum() -> None:
+    """A bracket's take-profit and stop-loss are OUO: at most one of them executes. Within
+    max_position 150,000, a 100,000 bracket passes (the exits' sum, 200,000, would not);
+    every leg is still checked (a 200,000 one is refused), each fill is booked once, a
+    trailed stop goes through the replace check, and the group ends with its last leg."""
+    with world() as (e, s):
+        seen: dict[str, Any] = {}
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.submit_order_list(_bracket(st, 100_000))
+            elif n == 2:
+                seen["working"] = kw.guard.working_qty(SYM)
+                seen["position"] = kw.guard.position(SYM)
+                st.submit_order_list(_bracket(st, 200_000, OrderSide.SELL))
+            elif n == 3:  # trail the stop-loss up: an amend of a leg of the group
+                (sl,) = [o for o in st.cache.orders_open() if o.order_type == OrderType.STOP_MARKET]
+                st.modify_order(sl, trigger_price=Price.from_str("0.69500"))
+            elif n == 4:
+                seen["trailed"] = kw.guard.working_qty(SYM)
+
+        s.script = script
+        data = [quote(AUDUSD, i, 0.7, 0.7001) for i in range(6)]
+        data += [quote(AUDUSD, 6, 0.7002, 0.7003)]  # the take-profit fills
+        data += [quote(AUDUSD, i, 0.7, 0.7001) for i in range(7, 10)]
+        e.add_data(data)
+        kw = install(e, limits=open_limits(max_position_qty=150_000))
+        e.run()
+        assert seen["position"] == 100_000  # the entry (a market order) filled
+        assert seen["working"] == (0, 100_000)  # both exits, counted as one
+        assert seen["trailed"] == (0, 100_000)
+        assert codes(s.denied) == {R.MAX_POSITION: 3}  # the 200,000 bracket, whole
+        assert not s.modify_rejected
+        statuses = sorted(o.status.name for o in e.kernel.cache.orders())
+        assert statuses == ["CANCELED", "DENIED", "DENIED", "DENIED", "FILLED", "FILLED"]
+        assert [f.last_qty for f in s.fills] == [Quantity.from_int(100_000)] * 2
+        assert kw.guard.position(SYM) == 0 and kw.guard.working_qty(SYM) == (0, 0)
+        assert kw.guard.trading_state(Scope.NODE, kw.guard.node) is TradingState.ACTIVE
+
+
+def test_a_brackets_stop_loss_fill_is_booked_to_its_group_once() -> None:
+    """A short bracket whose stop-loss fills: the fill is booked once to the group, the
+    take-profit's cancel ends the group, and the Guard's book is NautilusTrader's: flat,
+    nothing working, no mismatch halt."""
+    with world() as (e, s):
+        seen: list[tuple[int, int]] = []
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.submit_order_list(_bracket(st, 100_000, OrderSide.SELL))
+            seen.append(kw.guard.working_qty(SYM))
+
+        s.script = script
+        data = [quote(AUDUSD, i, 0.7, 0.7001) for i in range(4)]
+        data += [quote(AUDUSD, i, 0.7110, 0.7111) for i in range(4, 7)]  # through the stop
+        e.add_data(data)
+        kw = install(e, limits=open_limits(max_position_qty=150_000))
+        e.run()
+        assert seen[1] == (100_000, 0) and seen[-1] == (0, 0)
+        statuses = {o.order_type.name: o.status.name for o in e.kernel.cache.orders()}
+        assert statuses == {"MARKET": "FILLED", "LIMIT": "CANCELED", "STOP_MARKET": "FILLED"}
+        assert [f.last_qty for f in s.fills] == [Quantity.from_int(100_000)] * 2
+        assert kw.guard.position(SYM) == 0 and kw.guard.working_qty(SYM) == (0, 0)
+        assert kw.guard.trading_state(Scope.NODE, kw.guard.node) is TradingState.ACTIVE
+
+
+@pytest.mark.parametrize(
+    "state", [TradingState.HALTED, TradingState.REDUCING], ids=["halted", "reducing"]
+)
+def test_an_amend_that_only_lowers_the_quantity_passes_while_halted_or_reducing(
+    state: TradingState,
+) -> None:
+    """Lowering a working order's quantity only lowers risk: the stop direction is never
+    gated. It passes NautilusTrader's RiskEngine (HALTED by the mirror) and the Guard
+    (whose replace check passes it in any state), and the Guard's working
+    quantity follows the venue down; an amend that raises the quantity or moves the price
+    is still refused."""
+    with world() as (e, s):
+        seen: list[tuple[int, int]] = []
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            order = (st.cache.orders_open() or [None])[0]
+            if n == 1:
+                st.buy("40000", "0.69000")  # rests: below the market
+            elif n == 2:
+                kw.guard.halt(Scope.STRATEGY, st.id.value, "operator stop", "test", state=state)
+            elif n == 3:
+                st.modify_order(order, quantity=Quantity.from_int(10_000))
+            elif n == 5:
+                st.modify_order(order, quantity=Quantity.from_int(30_000))
+            elif n == 6:
+                st.modify_order(order, price=Price.from_str("0.69500"))
+            elif n == 7:
+                st.modify_order(
+                    order, quantity=Quantity.from_int(5_000), price=Price.from_str("0.68000")
+                )
+            if n in (2, 4, 8):
+                seen.append(kw.guard.working_qty(SYM))
+
+        s.script = script
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(9)])
+        kw = install(e, limits=open_limits())
+        e.run()
+        (order,) = e.kernel.cache.orders()
+        assert order.quantity == Quantity.from_int(10_000) and order.is_open
+        assert order.price == Price.from_str("0.69000")
+        assert seen == [(40_000, 0), (10_000, 0), (10_000, 0)]
+        assert len(s.modify_rejected) == 3  # the raise, the price move, the move with a cut
+        mirrored = NtState.HALTED if state is TradingState.HALTED else NtState.REDUCING
+        assert e.kernel.risk_engine.trading_state == mirrored

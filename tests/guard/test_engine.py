@@ -252,7 +252,13 @@ def test_replace_states_duplicates_and_what_cannot_change(rig: Callable[..., Rig
     assert g.check_replace("b", r.order(qty=50, id="f")).accepted  # smaller, same price
     g.on_replace_ack("f")
     g.halt(Scope.FLEET, "fleet", "kill", "ops")
-    assert g.check_replace("f", r.order(qty=10, id="g")).reason is R.HALTED
+    # HALTED refuses what raises leaves or moves the price; a smaller order at the same
+    # price only lowers what is working, the stop direction, as a cancel is
+    assert g.check_replace("f", r.order(qty=60, id="g")).reason is R.HALTED
+    assert g.check_replace("f", r.order(qty=10, price=99.0, id="h")).reason is R.HALTED
+    assert g.check_replace("f", r.order(qty=10, id="i")).accepted
+    g.on_replace_ack("i")
+    assert g.remaining("i") == 10 and working(g) == 10
 
 
 @settings(max_examples=150, deadline=None)

@@ -15,7 +15,8 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   (`BTC/USDT`) to the Guard, which checks and counts it under that one name.
 * `edit_order` passes `Guard.check_replace` first (the new amount reserved as
   fully working on top of what is filled) and is committed or rolled back by
-  the venue's answer.
+  the venue's answer. An edit that only lowers the amount (price unchanged) is
+  the stop direction: the Guard passes it in any trading state, as a cancel.
 * `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass.
 * Order updates from `create_order`, `fetch_order(s)`, `fetch_open_orders`,
   `fetch_closed_orders`, `cancel_*` and `watch_orders`, and executions from
@@ -549,6 +550,8 @@ class Ledger:
                 add, amount_d = tracked.ordered - tracked.applied, None
             else:
                 add, amount_d = self._amount(symbol, amount)
+                if add <= 0:  # the new amount of the order, never a change by a signed delta
+                    raise UnitError(f"amount: must be > 0, got {amount!r}")
             price_d = self._price(symbol, price) if price is not None and limit else tracked.price
             self._edits += 1
             new = Order(

@@ -11,11 +11,17 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   after NautilusTrader's own risk checks, which skip account-scoped checks for
   some broker-routed instruments, and before any client sees it; a refusal
   becomes NautilusTrader's standard `OrderDenied`, reason
-  `knightwatch:<code> <detail>` (`reason_code` reads the code back);
-* cancels, cancel-all and batch cancels always pass, halted or not;
-* a ModifyOrder is a new risk: `Guard.check_replace` reserves the larger of the
-  old and new leaves until the venue answers (the `OrderUpdated` showing it
-  commits it, `OrderModifyRejected` or the order ending rolls back; any other
+  `knightwatch:<code> <detail>` (`reason_code` reads the code back); the legs
+  of an OCO/OUO group in a list (a bracket's exits) are each checked, and
+  counted as the largest of them, since at most one executes;
+* cancels, cancel-all and batch cancels always pass, halted or not, and so
+  does a ModifyOrder that only lowers the quantity (the stop direction: the
+  Guard's replace check passes it in any state; the adapter also holds
+  `RiskEngine.execute` so that NautilusTrader's HALTED, which denies every
+  amend, does not stop it);
+* any other ModifyOrder is a new risk: `Guard.check_replace` reserves the larger
+  of the old and new leaves until the venue answers (the `OrderUpdated` showing
+  it commits it, `OrderModifyRejected` or the order ending rolls back; any other
   `OrderUpdated` is the venue's own change, which the Guard follows); a refusal
   is `OrderModifyRejected`;
 * fills, cancels, expiries and venue rejects (the last two not counted as
@@ -62,7 +68,7 @@ from nautilus_trader.execution.messages import (
     SubmitOrderList,
 )
 from nautilus_trader.model.data import QuoteTick, TradeTick
-from nautilus_trader.model.enums import OrderSide, OrderStatus
+from nautilus_trader.model.enums import ContingencyType, OrderSide, OrderStatus
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.events import (
     OrderCanceled,
@@ -73,7 +79,7 @@ from nautilus_trader.model.events import (
     OrderRejected,
     OrderUpdated,
 )
-from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.identifiers import ClientOrderId, InstrumentId
 from nautilus_trader.model.orders import Order as NtOrder
 
 from knightwatch import (
@@ -106,6 +112,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "ExecEngine.execute"
 """The bus endpoint every trading command passes on its way to an ExecutionClient."""
+RISK_ENDPOINT = "RiskEngine.execute"
+"""Where a strategy's commands enter NautilusTrader's RiskEngine (see `NautilusGuard._risk`)."""
 PROCESS_ENDPOINT = "ExecEngine.process"
 REASON_PREFIX = "knightwatch:"
 EVENT_PRIORITY = 5
@@ -124,6 +132,9 @@ _NOT_SENT = RejectReason.VENUE_UNAVAILABLE
 _UNSENT = (OrderStatus.INITIALIZED, OrderStatus.RELEASED)
 """Statuses in which an order the client raised on cannot have left: one it marked
 submitted may have been sent before it raised, so it stays counted (the safe side)."""
+_CONTINGENT = (ContingencyType.OCO, ContingencyType.OUO)
+"""Contingencies whose legs cannot all execute: one filling cancels (OCO) or reduces (OUO)
+the others by what it filled."""
 
 
 def reason_code(denied_reason: str) -> RejectReason | None:
@@ -270,6 +281,12 @@ class NautilusGuard:
         """NautilusTrader order id -> the Guard's id for it, once an amend moved it."""
         self._pending: dict[str, _Amend] = {}
         """NautilusTrader order id -> its amend awaiting the venue."""
+        self._rep: dict[str, str] = {}
+        """A contingent leg's NautilusTrader id -> its group's representative (`_submit_list`):
+        the Guard counts a group as one working order under the representative's id."""
+        self._group: dict[str, list[str]] = {}
+        """A representative's NautilusTrader id -> every leg of its group."""
+        self._risk_inner: Callable[[Any], None] = kernel.risk_engine.execute
         self._own_rejects: set[Any] = set()
         self._replaces = 0
         self._mirrored: Any = None
@@ -287,11 +304,12 @@ class NautilusGuard:
     def install(self) -> None:
         bus = self.bus
         check_routing(self.kernel.exec_engine)
-        if ENDPOINT not in bus.endpoints():
-            raise AdapterError(
-                f"NautilusTrader has no {ENDPOINT!r} endpoint: this version routes orders "
-                "differently; knightwatch[nautilus] supports nautilus-trader==1.221.0"
-            )
+        for endpoint in (ENDPOINT, RISK_ENDPOINT):
+            if endpoint not in bus.endpoints():
+                raise AdapterError(
+                    f"NautilusTrader has no {endpoint!r} endpoint: this version routes orders "
+                    "differently; knightwatch[nautilus] supports nautilus-trader==1.221.0"
+                )
         try:
             bus.deregister(ENDPOINT, self._inner)
         except (KeyError, ValueError):
@@ -299,7 +317,16 @@ class NautilusGuard:
                 f"{ENDPOINT!r} is not the ExecutionEngine's handler any more "
                 "(knightwatch already installed on this node, or another interposer)"
             ) from None
+        try:
+            bus.deregister(RISK_ENDPOINT, self._risk_inner)
+        except (KeyError, ValueError):
+            bus.register(ENDPOINT, self._inner)
+            raise AdapterError(
+                f"{RISK_ENDPOINT!r} is not the RiskEngine's handler any more "
+                "(knightwatch already installed on this node, or another interposer)"
+            ) from None
         bus.register(ENDPOINT, self.execute)
+        bus.register(RISK_ENDPOINT, self._risk)
         bus.subscribe("events.order.*", self._on_order_event, priority=EVENT_PRIORITY)
         bus.subscribe("data.quotes.*", self._on_quote, priority=EVENT_PRIORITY)
         bus.subscribe("data.trades.*", self._on_trade, priority=EVENT_PRIORITY)
@@ -328,6 +355,8 @@ class NautilusGuard:
         bus = self.bus
         bus.deregister(ENDPOINT, self.execute)
         bus.register(ENDPOINT, self._inner)
+        bus.deregister(RISK_ENDPOINT, self._risk)
+        bus.register(RISK_ENDPOINT, self._risk_inner)
         bus.unsubscribe("events.order.*", self._on_order_event)
         bus.unsubscribe("data.quotes.*", self._on_quote)
         bus.unsubscribe("data.trades.*", self._on_trade)
@@ -347,6 +376,24 @@ class NautilusGuard:
             self._modify(command)
         else:  # a command type this adapter does not know could add risk: fail closed
             log.error("UNKNOWN_COMMAND node=%s dropped %r", self.guard.node, command)
+
+    def _risk(self, command: Any) -> None:
+        """The handler at `RiskEngine.execute`, where a strategy's commands enter.
+
+        NautilusTrader's RiskEngine denies every amend while HALTED, a state this adapter
+        mirrors from the Guard, so a strategy could not even lower a working order's
+        quantity during a kill. Such an amend (`_reduces_only`) is the stop direction: it
+        goes straight to the Guard at `ExecEngine.execute`, whose replace check passes it
+        in any state, as a cancel. Every other command goes to the RiskEngine as before."""
+        if (
+            isinstance(command, ModifyOrder)
+            and self.kernel.risk_engine.trading_state == NtState.HALTED
+        ):
+            order = self.kernel.cache.order(command.client_order_id)
+            if order is not None and not order.is_closed and _reduces_only(order, command):
+                self.execute(command)
+                return
+        self._risk_inner(command)
 
     def _unrouted(self, command: Any) -> Decision | None:
         """A refusal for a command no ExecutionClient would take, else None.
@@ -420,30 +467,59 @@ class NautilusGuard:
             self._deny(order, d)
 
     def _submit_list(self, command: SubmitOrderList) -> None:
-        """All or nothing, as NautilusTrader treats a list: one refusal denies every order."""
+        """All or nothing, as NautilusTrader treats a list: one refusal denies every order.
+
+        Every order meets `Guard.check`. The legs of an OCO/OUO group (a bracket's
+        take-profit and stop-loss) cannot all execute, so the Guard counts the group as its
+        largest leg, not their sum: each other leg is checked with everything else in the
+        list counted but its siblings, then given back (recorded `contingent_leg`), and the
+        largest is checked last and stays counted for the group; fills of every leg are
+        booked to it, and it ends when the group's last leg ends.
+        """
         orders = command.order_list.orders
-        accepted: list[str] = []
+        counted: list[str] = []
+        groups: list[tuple[NtOrder, list[NtOrder]]] = []
+        shadows: dict[str, str] = {}
         refusal = self._unrouted(command) or self._misrouted(command)
         if refusal is not None:
             for order in orders:
                 self._record_block(order.client_order_id.value, refusal)
         else:
-            for order in orders:
+            for legs in _contingent_groups(orders):
+                largest = max(legs, key=lambda o: o.quantity.as_decimal())
+                groups.append((largest, legs))
+                for leg in legs:
+                    if leg is not largest:
+                        shadows[leg.client_order_id.value] = largest.client_order_id.value
+            grouped = {o.client_order_id.value for _, legs in groups for o in legs}
+            sequence = [o for o in orders if o.client_order_id.value not in grouped]
+            for largest, legs in groups:
+                sequence += [o for o in legs if o is not largest] + [largest]
+            for order in sequence:
                 d = self._check(order)
                 if not d.accepted:
                     refusal = d
                     break
-                accepted.append(order.client_order_id.value)
+                oid = order.client_order_id.value
+                if oid in shadows:  # at most one leg executes: the largest stands for all
+                    self.guard.on_reject(oid)
+                    self.guard.note("contingent_leg", order_id=oid, counted_as=shadows[oid])
+                else:
+                    counted.append(oid)
         if refusal is None:
             self.passed += len(orders)
-            self._live.update(dict.fromkeys(accepted))
+            self._live.update(dict.fromkeys(o.client_order_id.value for o in orders))
+            for largest, legs in groups:
+                rid = largest.client_order_id.value
+                self._group[rid] = [o.client_order_id.value for o in legs]
+                self._rep.update(dict.fromkeys(self._group[rid], rid))
             try:
                 self._inner(command)
             except Exception as exc:  # the client never sent it: not left counted as working
                 self._not_sent(orders, exc)
             return
         self.denied += len(orders)
-        for oid in accepted:  # never sent: give back what the Guard reserved
+        for oid in counted:  # never sent: give back what the Guard reserved
             self.guard.on_reject(oid)
         for order in orders:
             if not order.is_closed:
@@ -497,10 +573,18 @@ class NautilusGuard:
 
     def _check_replace(self, order: NtOrder, command: ModifyOrder) -> Decision:
         oid = order.client_order_id.value
-        gid = self._gid.get(oid, oid)
+        gid = self._gid_of(oid)
         try:
             inst = self._instrument(order.instrument_id)
             qty = command.quantity if command.quantity is not None else order.quantity
+            total = inst.count(qty, "quantity")
+            if oid in self._rep:
+                # a contingent leg: the group's working order becomes the largest of this
+                # leg's new leaves and its open siblings' leaves, on top of the group's fills
+                leaves = max(total - inst.count(order.filled_qty, "filled_qty"), 0)
+                total = (self.guard.filled(gid) or 0) + max(
+                    leaves, *self._open_leaves(oid, inst, but=oid)
+                )
             # a stop-market, market-if-touched or trailing-stop-market order has no limit
             # price to read: its amend is checked as it was submitted, without one
             price = command.price
@@ -514,7 +598,7 @@ class NautilusGuard:
                 strategy=order.strategy_id.value,
                 symbol=inst.symbol,
                 side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
-                qty=inst.count(qty, "quantity"),
+                qty=total,
                 price=inst.units.unit_price(price.as_double()) if price is not None else None,
             )
         except Exception as exc:  # fail closed
@@ -618,7 +702,9 @@ class NautilusGuard:
                 continue
             del self._live[oid]
             self._drop_amend(oid)
-            self.guard.on_reject(self._gid.pop(oid, oid))
+            gid = self._close(oid, order.instrument_id)
+            if gid is not None:
+                self.guard.on_reject(gid)
             self.guard.note("not_sent", order_id=oid, reason=d.reason.value, error=why[:400])
             self._deny(order, d)
 
@@ -643,19 +729,18 @@ class NautilusGuard:
             return
         guard = self.guard
         if isinstance(event, OrderUpdated):
-            order = self.kernel.cache.order(event.client_order_id)
             inst = self._instrument(event.instrument_id)
-            leaves = None if order is None else inst.count(order.leaves_qty, "leaves_qty")
+            leaves = self._leaves(oid, inst)
             amend = self._pending.get(oid)
             if amend is not None and amend.answered_by(event):
                 del self._pending[oid]  # the venue took the amend: commit it
                 guard.on_replace_ack(amend.new_id, remaining=leaves)
-                self._gid[oid] = amend.new_id
+                self._gid[self._rep.get(oid, oid)] = amend.new_id
                 return
             # Not the amend's answer: the venue changed the order itself (a trailing stop
             # moved, a reduce-only or contingent order resized). The working quantity
             # follows what the venue holds now; a pending amend still awaits its answer.
-            gid = self._gid.get(oid, oid)
+            gid = self._gid_of(oid)
             if leaves is not None and guard.remaining(gid) not in (None, leaves):
                 guard.on_restate(gid, leaves)
             return
@@ -669,13 +754,15 @@ class NautilusGuard:
             return
         del self._live[oid]
         self._drop_amend(oid)
-        gid = self._gid.pop(oid, oid)
+        ended = self._close(oid, event.instrument_id)
+        if ended is None:  # a contingent leg whose siblings are still working
+            return
         if isinstance(event, OrderCanceled):
-            guard.on_cancel(gid)
+            guard.on_cancel(ended)
         elif isinstance(event, OrderExpired):
-            guard.on_expire(gid)
+            guard.on_expire(ended)
         else:  # the venue, or the ExecutionEngine after the Guard, refused it
-            guard.on_reject(gid)
+            guard.on_reject(ended)
 
     def _on_fill(self, e: OrderFilled) -> None:
         oid = e.client_order_id.value
@@ -691,7 +778,7 @@ class NautilusGuard:
         try:
             inst = self._instrument(e.instrument_id)
             fill = Fill(
-                order_id=self._gid.get(oid, oid),
+                order_id=self._gid_of(oid),
                 symbol=inst.symbol,
                 side=Side.BUY if e.order_side == OrderSide.BUY else Side.SELL,
                 qty=inst.count(e.last_qty, "last_qty"),
@@ -706,7 +793,50 @@ class NautilusGuard:
             # an amend the fill overtook: the venue's answer ("not found") will find
             # no live order here, so what the amend reserved is given back now
             self._drop_amend(oid)
-            self._gid.pop(oid, None)
+            self._close(oid, e.instrument_id)
+
+    def _gid_of(self, oid: str) -> str:
+        """The Guard's id for a NautilusTrader order: a contingent leg's is its group's."""
+        rid = self._rep.get(oid, oid)
+        return self._gid.get(rid, rid)
+
+    def _open_leaves(self, oid: str, inst: _Instrument, but: str | None = None) -> list[int]:
+        """The leaves of `oid`, or of every open leg of its contingent group (`but` left out),
+        in whole size increments; an order the cache does not hold is left out."""
+        rid = self._rep.get(oid)
+        legs = [oid] if rid is None else [m for m in self._group[rid] if m in self._live]
+        cache = self.kernel.cache
+        return [
+            inst.count(o.leaves_qty, "leaves_qty")
+            for m in legs
+            if m != but and (o := cache.order(ClientOrderId(m))) is not None
+        ]
+
+    def _leaves(self, oid: str, inst: _Instrument) -> int | None:
+        """What the Guard should hold working for `oid`: its leaves, or for a contingent leg
+        the largest leaves of its group's open legs (at most one of them executes)."""
+        return max(self._open_leaves(oid, inst), default=None)
+
+    def _close(self, oid: str, instrument_id: InstrumentId) -> str | None:
+        """The Guard id to end now that order `oid` ended (no longer live), or None: a
+        contingent leg whose group still has open legs, whose largest leaves the Guard's
+        working quantity now follows."""
+        rid = self._rep.get(oid)
+        if rid is None:
+            return self._gid.pop(oid, oid)
+        gid = self._gid.get(rid, rid)
+        legs = self._group[rid]
+        live = [m for m in legs if m in self._live]
+        if live:
+            leaves = self._leaves(live[0], self._instrument(instrument_id))
+            if leaves is not None and self.guard.remaining(gid) not in (None, leaves):
+                self.guard.on_restate(gid, leaves)
+            return None
+        del self._group[rid]
+        for m in legs:
+            del self._rep[m]
+        self._gid.pop(rid, None)
+        return gid
 
     def _drop_amend(self, oid: str) -> None:
         """An order ended with its amend unanswered: roll the reservation back."""
@@ -813,6 +943,51 @@ class NautilusGuard:
     async def stop(self) -> None:
         if self.member is not None:
             await self.member.stop()
+
+
+def _reduces_only(order: NtOrder, command: ModifyOrder) -> bool:
+    """Whether an amend only lowers an order's quantity: a smaller, non-zero quantity, and the
+    price and trigger price left as they are (not given, or given unchanged)."""
+    qty = command.quantity
+    if qty is None or qty.raw <= 0 or not qty < order.quantity:
+        return False
+    if command.price is not None and not (order.has_price and command.price == order.price):
+        return False
+    return command.trigger_price is None or (
+        order.has_trigger_price and command.trigger_price == order.trigger_price
+    )
+
+
+def _contingent_groups(orders: list[NtOrder]) -> list[list[NtOrder]]:
+    """The OCO/OUO groups of a list the Guard may count as their largest leg: two or more
+    orders linked to each other only, all in the list, of one contingency, instrument,
+    side and strategy, sent as they are (no execution algorithm, no emulation, not
+    quote-sized). Any other contingent order counts on its own, the safe side."""
+    by_id = {o.client_order_id: o for o in orders}
+    seen: set[Any] = set()
+    groups: list[list[NtOrder]] = []
+    for o in orders:
+        if o.contingency_type not in _CONTINGENT or o.client_order_id in seen:
+            continue
+        ids = set(o.linked_order_ids or ()) | {o.client_order_id}
+        legs = [by_id.get(i) for i in ids]
+        if len(ids) < 2 or ids & seen:
+            continue
+        if all(
+            leg is not None
+            and leg.contingency_type == o.contingency_type
+            and leg.instrument_id == o.instrument_id
+            and leg.side == o.side
+            and leg.strategy_id == o.strategy_id
+            and leg.exec_algorithm_id is None
+            and not leg.is_emulated
+            and not leg.is_quote_quantity
+            and set(leg.linked_order_ids or ()) | {leg.client_order_id} == ids
+            for leg in legs
+        ):
+            seen |= ids
+            groups.append([leg for leg in orders if leg.client_order_id in ids])
+    return groups
 
 
 def _repeats_a_trade(order: NtOrder, e: OrderFilled) -> bool:

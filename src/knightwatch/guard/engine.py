@@ -970,9 +970,10 @@ class Guard:
 
         On accept the larger of the old and the new leaves stays reserved until the
         venue answers: `on_replace_ack(new.id)` commits the new order,
-        `on_replace_reject(new.id)` rolls back to the original. HALTED refuses every
-        replace; REDUCING only allows one that does not raise leaves or move the
-        price. Symbol, side, strategy and parent cannot change. Never raises.
+        `on_replace_reject(new.id)` rolls back to the original. HALTED and REDUCING
+        refuse a replace that raises leaves or moves the price; one that does neither
+        only lowers what is working and passes in any state, as a cancel does (the stop
+        direction). Symbol, side, strategy and parent cannot change. Never raises.
         """
         if not self._recorder.ready():
             self._count_unrecorded(new)
@@ -1041,7 +1042,9 @@ class Guard:
         grow = max(max(qty - w.filled, 0) - w.remaining, 0)
         moves = price != w.price
         halt = self._halts.worst(lane.scopes) if self._halts.states else None
-        if halt is not None and (halt.state is _HALTED or grow > 0 or moves):
+        # a replace that neither raises leaves nor moves the price only lowers what is
+        # working: the stop direction, as a cancel is, so no trading state refuses it
+        if halt is not None and (grow > 0 or moves):
             return halt.decision, eff
         if o.id in self._ids and self._ids.recent(o.id, now):
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
