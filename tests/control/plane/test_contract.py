@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
 
+from knightwatch.control.plane.history import MALFORMED_KEY, held_halted
 from knightwatch.control.plane.protocol import (
     ABSENT,
     STATE_HISTORY,
@@ -14,6 +16,7 @@ from knightwatch.control.plane.protocol import (
     RevisionConflict,
 )
 from knightwatch.control.plane.wire import (
+    ENCODER,
     AuditEnvelope,
     Confirmation,
     NodeMetrics,
@@ -152,10 +155,11 @@ async def test_membership_is_durable_and_sorted(backend: Backend) -> None:
 
 async def test_audit_stream_keeps_order(backend: Backend) -> None:
     plane = await backend.plane("n1")
+    viewer = await backend.plane("carol")  # a node ships its lines; it reads no one's back
     envelopes = [AuditEnvelope("n1", "i1", i, b"a%d\nb%d\n" % (i, i)) for i in range(1, 6)]
     seqs = [await plane.append_audit(env) for env in envelopes]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
-    got = await plane.audit(start_seq=seqs[1], limit=3)
+    got = await viewer.audit(start_seq=seqs[1], limit=3)
     assert [env for _, env in got] == envelopes[1:4]
     assert [line for _, env in got for line in env.lines()] == [
         b"a2",
@@ -175,7 +179,8 @@ async def test_audit_retry_lands_once_and_a_new_process_never_collides(backend: 
     assert await plane.append_audit(first) == seq  # its acknowledgement was lost: sent again
     restarted = AuditEnvelope("n1", "after-restart", 1, b"y\n")
     assert await plane.append_audit(restarted) > seq
-    assert [env for _, env in await plane.audit()] == [first, restarted]
+    viewer = await backend.plane("carol")
+    assert [env for _, env in await viewer.audit()] == [first, restarted]
 
 
 async def test_outage_fails_closed_and_durable_state_survives(backend: Backend) -> None:
@@ -337,3 +342,81 @@ async def test_a_deleted_slot_reads_as_written_not_as_never_written(nats_server:
         assert await plane.put_state(halted, expected_revision=revision) > revision
     finally:
         await plane.close()
+
+
+async def test_an_unreadable_membership_record_is_listed_not_dropped(
+    nats_server: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A membership record that does not decode, or that names another node than its key,
+    is listed under its key as unreadable (no lease, not admitted, halted, the reason code
+    in `last_refusal`) and logged once per stored write, however often the fleet is read.
+    Before, `members()` dropped it: the node vanished from `status`, the console and the
+    kill switch's targets, and a kill reported every node confirmed without it. (The
+    memory backend stores statuses, never bytes.)"""
+    n1 = await nats_server.connect("n1")
+    n2 = await nats_server.connect("n2")
+    n3 = await nats_server.connect("n3")
+    carol = await nats_server.connect("carol")
+    try:
+        await n1._members.put("n1", b'{"node_id": "n1", "pid": "oops"')  # type: ignore[union-attr]
+        await n2._members.put("n2", ENCODER.encode(status("n3")))  # type: ignore[union-attr]
+        await n3.put_member(status("n3"))
+        caplog.set_level(logging.ERROR, logger="knightwatch.control.plane.nats")
+        for _ in range(3):
+            listed = {m.node_id: m for m in await carol.members()}
+            assert sorted(listed) == ["n1", "n2", "n3"]
+            assert listed["n3"] == status("n3")
+            assert listed["n1"].last_refusal.startswith("member_undecodable: ")
+            assert listed["n2"].last_refusal.startswith("member_forged: ")
+            assert "'n3'" in listed["n2"].last_refusal
+            for m in (listed["n1"], listed["n2"]):
+                assert (m.admitted, m.armed, m.node_state) == (False, False, TradingState.HALTED)
+                assert not m.live(time.time_ns(), 0)
+        logged = [
+            r.getMessage() for r in caplog.records if "listed as unreadable" in r.getMessage()
+        ]
+        assert len(logged) == 2
+        assert any(line.startswith("MEMBER_UNDECODABLE key=n1 ") for line in logged)
+        assert any(line.startswith("MEMBER_FORGED key=n2 ") for line in logged)
+    finally:
+        for plane in (n1, n2, n3, carol):
+            await plane.close()
+
+
+async def test_a_kill_state_key_with_extra_dots_is_listed_and_logged_once_as_malformed(
+    nats_server: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kill-state write rights reach any key of the bucket, and `strategy.a.b` is no slot
+    (a strategy `a.b` is stored hex-encoded): no kill or resume addresses such a key. The
+    store's reader lists every one, an entry or a delete marker, and logs it once per
+    write as `STATE_KEY_MALFORMED` with its key, however often the fleet is read; the
+    halt readers hold refuses it naming the same code. Before, nothing said so: a deleted
+    one vanished from every reader without a word."""
+    alice = await nats_server.connect("alice")
+    try:
+        kv = alice._state_kv()
+        signed = ENCODER.encode(entry(scope=Scope.STRATEGY, key="a.b"))
+        await kv.put("strategy.a.b", signed)
+        await kv.put("strategy.x.y", signed)
+        await kv.delete("strategy.x.y")
+        await kv.put("fleet.x", signed)
+        await kv.purge("fleet.x")
+        caplog.set_level(logging.ERROR, logger="knightwatch.control.plane.nats")
+        for _ in range(3):
+            states = await alice.states()
+            assert sorted(states) == ["fleet.x", "strategy.a.b", "strategy.x.y"]
+            for slot, (_, revision) in states.items():
+                with pytest.raises(ValueError, match=MALFORMED_KEY):
+                    held_halted(slot, revision, "deleted")
+        malformed = [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith(MALFORMED_KEY.upper())
+        ]
+        assert sorted(line.split()[1] for line in malformed) == [
+            "key=fleet.x",
+            "key=strategy.a.b",
+            "key=strategy.x.y",
+        ]
+    finally:
+        await alice.close()

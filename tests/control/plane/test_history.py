@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.plane.history import (
+    MALFORMED_KEY,
     UNVERIFIED_ACTOR,
     ResumeProofs,
     held_halted,
@@ -110,6 +113,15 @@ def test_the_halt_readers_hold_names_the_revision_and_why() -> None:
     assert (halt.scope, halt.key, halt.state) == (Scope.STRATEGY, "mm", TradingState.HALTED)
     assert halt.actor == UNVERIFIED_ACTOR and halt.command_id == unverified_id("strategy.mm", 7)
     assert "revision 7 does not verify" in halt.reason
+
+
+@pytest.mark.parametrize("stored_key", ["strategy.a.b", "fleet.x", "strategy.=zz", "strategy"])
+def test_a_malformed_stored_key_is_refused_naming_its_reason_code(stored_key: str) -> None:
+    """No tool can address a kill-state key that is no canonical slot, so no reader holds
+    it halted (it could never be resumed); the refusal names the reason code and the key,
+    so a reader that logs it says which key and why."""
+    with pytest.raises(ValueError, match=f"^{MALFORMED_KEY}: '{re.escape(stored_key)}'"):
+        held_halted(stored_key, 9, "deleted")
 
 
 async def test_proofs_read_the_history_once_per_stored_write() -> None:

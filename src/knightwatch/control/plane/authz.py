@@ -6,6 +6,11 @@ is the same Ed25519 key), with permissions by role:
 
 * everyone: the JetStream read API, the kill state and republished records,
   and replies on its own inbox (`_INBOX.<key id>.>`, never another's);
+* but only those who watch the fleet (viewer, operator, approver, admin, supervisor)
+  read the record streams (`KW_AUDIT`: every node's flight-recorder lines, its orders,
+  strategies and sizes; `KW_METRICS`): a node, the admission service or the venue
+  cannot get their messages or put a consumer on them (`_RECORD_READS`), and no
+  subscription to their subjects is theirs either;
 * node N: only its own subjects (confirmations, heartbeats, metrics, audit,
   its membership key, flag confirmations and start history), its automatic halts to the
   relay, admission requests; it can never write the kill state;
@@ -42,6 +47,26 @@ _JS_READ = [
     "$JS.FC.>",
 ]
 _WATCH = ["kw.confirm.*", "kw.hb.*", "kw.metrics.*", "kw.msg.>"]
+_WATCHERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN, Role.SUPERVISOR})
+"""The roles that read the whole fleet's records (`snapshot`, the console, `status`)."""
+_RECORD_STREAMS = ("KW_AUDIT", "KW_METRICS")
+"""Streams of every node's records (`nats.AUDIT_STREAM`, `nats.METRICS_STREAM`)."""
+_RECORD_READS = [
+    api
+    for stream in _RECORD_STREAMS
+    for api in (
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+    )
+]
+"""What `_JS_READ` allows on every stream that would read a record stream's messages:
+denied to everyone who does not watch the fleet. A node reading every other node's
+decisions would learn the whole fleet's orders. `STREAM.INFO` stays (every
+connection binds to the streams): it counts messages, it never hands one over."""
 _KILL_STATE = ["kw.state", "$KV.kw_state.>"]
 
 
@@ -55,7 +80,8 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
     pub = [*_JS_READ]
     sub = ["kw.state", "kw.repub.>", f"{inbox_prefix(key_id)}.>"]
     responses = False
-    for role in set(roles):
+    held = set(roles)
+    for role in held:
         if role is Role.VIEWER:
             sub += _WATCH
         elif role in (Role.OPERATOR, Role.APPROVER):
@@ -97,8 +123,11 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
             pub += ["kw.drill.runaway.>"]
             sub += ["kw.venue.orders"]
             responses = True
+    publish: dict[str, list[str]] = {"allow": sorted(set(pub))}
+    if not _WATCHERS & held:
+        publish["deny"] = list(_RECORD_READS)
     perms: dict[str, object] = {
-        "publish": {"allow": sorted(set(pub))},
+        "publish": publish,
         "subscribe": {"allow": sorted(set(sub))},
     }
     if responses:

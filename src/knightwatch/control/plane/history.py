@@ -20,6 +20,10 @@ from knightwatch.state import TradingState
 from knightwatch.trust.command import Checked, Refused, TrustReason, check_state
 from knightwatch.trust.roster import Roster
 
+MALFORMED_KEY = "state_key_malformed"
+"""Reason code of a stored kill-state key that is no canonical slot (`parse_slot`
+refuses it): listed by `states()`, logged once per write, held by no reader."""
+
 UNVERIFIED_ACTOR = "trust:unverified"
 """Actor of the halt a reader holds for a slot whose stored entry it cannot trust."""
 
@@ -33,9 +37,14 @@ def unverified_id(slot: str, revision: int) -> str:
 
 def held_halted(slot: str, revision: int, why: str) -> StateEntry:
     """The halt every reader holds for `slot` when its entry at `revision` cannot be
-    trusted (`why`: deleted, does not verify, a replayed resume). Raises ValueError
-    when `slot` names no scope."""
-    scope, key = parse_slot(slot)
+    trusted (`why`: deleted, does not verify, a replayed resume). Raises ValueError,
+    naming `MALFORMED_KEY` and the key, when `slot` is no canonical slot (`fleet.x`,
+    `strategy.a.b`: written by hand): no tool can address it to resume it, so no reader
+    holds it halted for good; `NatsControlPlane.states` lists and logs it."""
+    try:
+        scope, key = parse_slot(slot)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{MALFORMED_KEY}: {slot!r} is no slot ({exc})") from None
     return StateEntry(
         scope=scope,
         key=key,

@@ -46,6 +46,7 @@ from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from knightwatch.control.plane.authz import inbox_prefix
+from knightwatch.control.plane.history import MALFORMED_KEY
 from knightwatch.control.plane.protocol import (
     STATE_HISTORY,
     Bucket,
@@ -65,12 +66,15 @@ from knightwatch.control.plane.wire import (
     UNDECODABLE_ACTOR,
     AuditEnvelope,
     Confirmation,
+    MemberProblem,
     NodeMetrics,
     NodeStatus,
     StateEntry,
     audit_from,
     decode_entry,
+    parse_slot,
     slot_of,
+    unreadable_member,
 )
 from knightwatch.state import Scope
 from knightwatch.trust.identity import Signer
@@ -240,6 +244,8 @@ class NatsControlPlane:
         self._members: KeyValue | None = None
         self._records: dict[Bucket, KeyValue] = {}
         self._connection_handlers: list[ConnectionHandler] = []
+        self._logged: set[tuple[str, int]] = set()
+        """Stored records (key, revision) already logged as unreadable (`_log_once`)."""
 
     # --- connection --------------------------------------------------------
     @property
@@ -595,17 +601,40 @@ class NatsControlPlane:
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot: its entry (one that cannot be decoded is a halt of its slot's
-        scope), or None where the latest operation deleted it; readers hold those halted."""
+        scope), or None where the latest operation deleted it; readers hold those halted.
+
+        Every key is listed, one that is no canonical slot too (`strategy.a.b`, written by
+        hand: no kill or resume addresses it, and `held_halted` refuses it): it is logged
+        once per write as `STATE_KEY_MALFORMED`, as an entry that cannot be decoded is as
+        `UNDECODABLE_STATE`, however often the fleet is read."""
         out: dict[str, tuple[StateEntry | None, int]] = {}
         for slot, value, revision in await self._snapshot(
             STATE_BUCKET, self._state_kv(), deleted=True
         ):
+            try:
+                parse_slot(slot)
+            except (ValueError, UnicodeDecodeError) as exc:
+                self._log_once(
+                    f"key:{slot}",
+                    revision,
+                    "%s key=%s revision=%d: %s; no kill or resume addresses this key",
+                    MALFORMED_KEY.upper(),
+                    slot,
+                    revision,
+                    exc,
+                )
             if value is None:
                 out[slot] = (None, revision)
                 continue
             entry = decode_entry(slot, value, revision)
             if entry.actor == UNDECODABLE_ACTOR:
-                log.error("UNDECODABLE_STATE slot=%s revision=%d: held as a halt", slot, revision)
+                self._log_once(
+                    f"state:{slot}",
+                    revision,
+                    "UNDECODABLE_STATE slot=%s revision=%d: held as a halt",
+                    slot,
+                    revision,
+                )
             out[slot] = (entry, revision)
         return out
 
@@ -718,21 +747,44 @@ class NatsControlPlane:
         await self._call(self._members.put(status.node_id, ENCODER.encode(status)))
 
     async def members(self) -> list[NodeStatus]:
+        """Every membership record; one that cannot be read is listed as `unreadable_member`
+        (under its key, with its reason code), logged once per stored write."""
         if self._members is None:
             raise ControlPlaneUnavailable("control plane not connected")
         out = []
-        for key, value, _ in await self._snapshot(MEMBERS_BUCKET, self._members):
+        for key, value, revision in await self._snapshot(MEMBERS_BUCKET, self._members):
             try:
                 status = STATUS_DECODER.decode(value or b"")
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("ignoring malformed member record: %s", exc)
-                continue
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                status = self._unreadable(key, revision, MemberProblem.UNDECODABLE, str(exc))
             if status.node_id != key:
                 # only node N's identity may write key N: a record naming another node is forged
-                log.error("MEMBER_FORGED key=%s claims node %s; ignored", key, status.node_id)
-                continue
+                why = f"it claims node {status.node_id!r}"
+                status = self._unreadable(key, revision, MemberProblem.FORGED, why)
             out.append(status)
         return sorted(out, key=lambda s: s.node_id)
+
+    def _unreadable(self, key: str, revision: int, code: MemberProblem, why: str) -> NodeStatus:
+        self._log_once(
+            f"member:{key}",
+            revision,
+            "MEMBER_%s key=%s revision=%d: %s; listed as unreadable",
+            code.name,
+            key,
+            revision,
+            why[:200],
+        )
+        return unreadable_member(key, revision, code, why)
+
+    def _log_once(self, key: str, revision: int, message: str, *args: object) -> None:
+        """Log an unreadable stored record once per stored write (readers list the fleet
+        every second)."""
+        if (key, revision) in self._logged:
+            return
+        if len(self._logged) >= 1024:
+            self._logged.clear()
+        self._logged.add((key, revision))
+        log.error(message, *args)
 
     async def subscribe_heartbeats(
         self, handler: Handler[NodeStatus], node_id: str | None = None

@@ -367,6 +367,34 @@ def _refused(sender: str, reason: AuditRefusal, detail: str, data: bytes) -> Aud
     return AuditEnvelope(sender, "", 0, line + b"\n")
 
 
+class MemberProblem(StrEnum):
+    """Why a stored membership record is not read as its node's status."""
+
+    UNDECODABLE = "member_undecodable"
+    FORGED = "member_forged"
+    """The record under node N's key names another node."""
+
+
+def unreadable_member(key: str, revision: int, problem: MemberProblem, why: str) -> NodeStatus:
+    """What `members()` lists for a membership record it cannot read: the node its key
+    names, not admitted, not armed, halted, with no lease, and `last_refusal` giving the
+    reason code and why, so everyone looking at the fleet sees the record is unreadable
+    (before, it vanished from the list, and the node with it)."""
+    return NodeStatus(
+        node_id=key,
+        host="unreadable",
+        pid=0,
+        started_ns=0,
+        seen_ns=0,
+        lease_expires_ns=0,
+        admitted=False,
+        armed=False,
+        node_state=TradingState.HALTED,
+        last_refusal=f"{problem.value}: the membership record at revision {revision} "
+        f"cannot be read ({why[:200]})",
+    )
+
+
 # ---------------------------------------------------------------- admission
 
 SUBJECT_CHALLENGE = "admission.challenge"
