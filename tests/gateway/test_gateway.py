@@ -1995,3 +1995,212 @@ def test_a_trade_capture_report_with_both_sides_is_read_side_by_side(
     (unapplied,) = rig.events("venue_report_unapplied")
     assert "cannot tell which is the firm's" in unapplied["data"]["error"]
     assert rig.guard.position("L000") == 0 and rig.gateway.errors.count == 0
+
+
+def restart_before_mass_status(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch, *, filled_while_down: int = 0
+) -> tuple[Rig, Gateway, LockedGuard, Callable[[], None]]:
+    """A gateway restarted (same state directory, drop copy on) over W1 (300 L000 buy)
+    left working at the venue, held before start-up reconciliation: the venue keeps the
+    mass status request unanswered until the returned `answer` is called, while both the
+    order session and the drop copy are logged on. `filled_while_down`: the venue fills
+    W1 that much while no gateway is connected (its report is resent at the logon). The
+    caller stops the returned gateway."""
+    keep = (ClientSession("OMS1", cancel_on_disconnect=False),)
+    first = rig_factory(
+        drop_copy=True,
+        venue={"cancel_on_disconnect": False},
+        config={"store": "file", "clients": keep},
+    )
+    first.start().ready()
+    rest(first, "W1", qty=300)
+    first.clients["OMS1"].stop()
+    first.gateway.stop()
+    if filled_while_down:
+        first.venue.execute("W1", filled_while_down, below(first, "L000"))
+    asked: list[tuple[F.In, Any, str]] = []
+    real = first.venue._mass_status
+    monkeypatch.setattr(first.venue, "_mass_status", lambda m, s, k: asked.append((m, s, k)))
+    guard = LockedGuard(LIMITS, node="gw", clock=SystemClock(), recorder=first.recorder)
+    second = Gateway(
+        first.config,
+        guard,
+        first.root / "gateway",
+        log_messages=False,
+        on_reconciled=lambda: guard.arm("test"),
+    )
+    second.start()
+
+    def answer() -> None:
+        with first.venue.lock:
+            real(*asked[0])
+
+    try:
+        eventually(lambda: asked, 10, "mass status asked")
+        eventually(lambda: first.venue.logged_on(first.dc_comp), 10, "drop copy logged on")
+    except BaseException:
+        second.stop()
+        raise
+    return first, second, guard, answer
+
+
+def test_drop_copies_before_start_up_reconciliation_are_read_against_the_adopted_orders(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop copy of a fill of W1 (an order the venue's mass status adopts) read before
+    the mass status was answered: before, it was booked as a bypass fill (a 100 buy the
+    firm's own order made, counted as flow that bypassed the gateway, and counted again
+    by the order's own report). It is held until reconciliation and then read against
+    the adopted orders: dropped as W1's copy. A bypass fill held with it is booked once,
+    after; a resent one (from before this start, which reconciliation counts) is not."""
+    first, second, guard, answer = restart_before_mass_status(rig_factory, monkeypatch)
+    try:
+        w1 = first.venue.find("W1")
+        assert w1 is not None
+        sid = dc_sid(first)
+        assert F.send(dc_fill(F.EXECUTION_REPORT, "DC-W1", w1.order_id, BUY, 100, "W1"), sid)
+        assert F.send(dc_fill(F.TRADE_CAPTURE_REPORT, "DC-BY", "ELSEWHERE-7", SELL, 30), sid)
+        replay = dc_fill(F.EXECUTION_REPORT, "DC-OLD", "ELSEWHERE-8", SELL, 40, "OLD")
+        replay.getHeader().setField(F.POSS_RESEND, "Y")  # the engine strips PossDupFlag
+        assert F.send(replay, sid)
+        # before, the first was booked at once (a bypass buy of 100)
+        eventually(
+            lambda: first.events("venue_report_replayed") or guard.position("L000"), what="read"
+        )
+        assert guard.position("L000") == 0 and not guard.armed
+        assert len(first.events("drop_copy_held")) == 2  # read in order: both before it
+        answer()
+        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        eventually(lambda: guard.position("L000") == -30, what="bypass fill booked")
+        assert guard.remaining("reconciled:W1") == 300 and guard.halts() == {}
+        assert second._dc_held == []
+        (replayed,) = first.events("venue_report_replayed")
+        assert replayed["data"]["exec_id"] == "DC-OLD"
+        assert F.send(dc_fill(F.TRADE_CAPTURE_REPORT, "DC-BY", "ELSEWHERE-7", SELL, 30), sid)
+        assert F.send(dc_fill(F.TRADE_CAPTURE_REPORT, "MARK", "MARK-1", SELL, 10, "MARK"), sid)
+        eventually(lambda: guard.position("L000") == -40, what="a later report booked")
+        assert guard.halts() == {}  # the one sent again before it: booked once
+    finally:
+        second.stop()
+
+
+def test_a_fill_the_venue_resends_at_a_restart_is_not_booked_again_and_does_not_halt(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W1 filled 100 while no gateway was connected: the venue resends that report
+    (PossDupFlag) when the restarted gateway logs on, before the mass status answers.
+    Before, it was booked as a fill of an unknown order and halted the node
+    (`fill_mismatch`), on top of the mass status counting the fill in W1's leaves. It is
+    recorded (`venue_report_replayed`), not applied, and does not halt; W1 is adopted
+    with the venue's 200 leaves. A fill of an order nobody sent still halts."""
+    first, second, guard, answer = restart_before_mass_status(
+        rig_factory, monkeypatch, filled_while_down=100
+    )
+    try:
+        # before, it halted the node as an unknown order's fill
+        eventually(lambda: first.events("venue_report_replayed") or guard.halts(), what="read")
+        assert guard.halts() == {}
+        answer()
+        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        assert guard.halts() == {} and guard.position("L000") == 0
+        assert guard.remaining("reconciled:W1") == 200
+        (replayed,) = first.events("venue_report_replayed")
+        assert replayed["data"]["clordid"] == "W1" and replayed["data"]["exec_type"] == "trade"
+        first.venue.stray_fill(first.gw_comp, "GHOST", "L000", BUY, 100)
+        eventually(lambda: guard.halts(), what="halt")
+        (halt,) = guard.halts().values()
+        assert halt.code is RejectReason.FILL_MISMATCH and "GHOST" in halt.reason
+    finally:
+        second.stop()
+
+
+def test_drop_copies_held_for_a_reconciliation_that_never_finished_are_booked_at_stop(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway stops before the venue answers the mass status: a drop-copy fill held
+    for reconciliation is never dropped with it. Which orders were the gateway's own was
+    never learnt, so it is booked as the venue reports it, recorded
+    `drop_copy_unresolved` and the node halts `fill_mismatch` (before, it was booked at
+    once as a bypass fill, whether or not an adopted order's copy, without a halt)."""
+    first, second, guard, _answer = restart_before_mass_status(rig_factory, monkeypatch)
+    stopped = False
+    try:
+        sid = dc_sid(first)
+        assert F.send(dc_fill(F.TRADE_CAPTURE_REPORT, "DC-BY", "ELSEWHERE-9", SELL, 30), sid)
+        eventually(lambda: first.events("drop_copy_held") or guard.position("L000"), what="read")
+        assert guard.position("L000") == 0
+        second.stop()
+        stopped = True
+        assert guard.position("L000") == -30
+        (halt,) = guard.halts().values()
+        assert halt.code is RejectReason.FILL_MISMATCH and "reconciliation" in halt.reason
+        (unresolved,) = first.events("drop_copy_unresolved")
+        assert unresolved["data"]["venue_order_id"] == "ELSEWHERE-9"
+    finally:
+        if not stopped:
+            second.stop()
+
+
+def test_an_exec_id_the_drop_copy_used_does_not_hide_a_fill_on_the_order_session(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A venue that numbers ExecIDs per session may give a bypass fill on the drop copy
+    and a fill of the gateway's own order the same ExecID. Before, the order session's
+    fill was dropped as a duplicate (`duplicate_exec`): a 10 buy the venue reports,
+    never booked, no halt, and the order's leaves left at 100 in the Guard; and a trade
+    cancel on the order session naming that ExecID would have taken back the bypass
+    fill as the order's. The two are kept apart: the fill is booked, and its bust takes
+    back the order's fill."""
+    rig = rig_factory(drop_copy=True).start().ready()
+    sid = dc_sid(rig)
+    rest(rig, "A")
+    order_id = rig.venue.find("A").order_id
+    assert F.send(dc_fill(F.EXECUTION_REPORT, "EX-SAME", "ELSEWHERE-2", SELL, 30, "BY"), sid)
+    eventually(lambda: rig.guard.position("L000") == -30, what="bypass fill booked")
+    fill = [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "A"), (F.EXEC_ID, "EX-SAME"),
+            (F.EXEC_TYPE, "F"), (F.ORD_STATUS, "1"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
+            (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "90"), (F.CUM_QTY, "10"), (F.AVG_PX, "99"),
+            (F.LAST_QTY, "10"), (F.LAST_PX, "99"), (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    venue_says(rig, fill)
+    rig.oms.wait_report("A", "F")
+    eventually(lambda: rig.guard.position("L000") == -20, what="own fill booked")
+    assert rig.guard.remaining("OMS1:A") == 90 and rig.guard.halts() == {}
+    assert not rig.events("duplicate_exec")
+    bust = [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "A"), (F.EXEC_ID, "EX-BUST"),
+            (F.EXEC_TYPE, "H"), (F.EXEC_REF_ID, "EX-SAME"), (F.ORD_STATUS, "0"),
+            (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "100"),
+            (F.CUM_QTY, "0"), (F.AVG_PX, "0"), (F.LAST_QTY, "10"), (F.LAST_PX, "99"),
+            (F.TRANSACT_TIME, F.now_utc())]  # fmt: skip
+    venue_says(rig, bust)  # the order's own fill: taken back from the order, not the bypass
+    eventually(lambda: rig.guard.position("L000") == -30, what="bust applied")
+    assert rig.guard.remaining("OMS1:A") == 100 and rig.guard.halts() == {}
+
+
+@pytest.mark.parametrize("exec_type", ["H", "G"])
+def test_a_bust_or_correction_naming_another_orders_execution_halts(
+    rig: Rig, exec_type: str
+) -> None:
+    """A trade cancel (or correction) reported for order B that names the ExecID of a
+    fill of order A: before, A's fill was taken back (or corrected) as B's, B's filled
+    quantity went to -100 (or 20) and nothing halted. An order's bust or correction
+    takes back only its own executions; another is a picture the gateway cannot trust:
+    nothing is taken back and the node halts `fill_mismatch`."""
+    rest(rig, "A", qty=200)
+    rest(rig, "B", qty=200)
+    exec_id = rig.venue.execute("A", 100, 99.5)
+    rig.oms.wait_report("A", "F")
+    eventually(lambda: rig.guard.position("L000") == 100, what="A's fill")
+    order_id = rig.venue.find("B").order_id
+    venue_says(
+        rig,
+        [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "B"), (F.EXEC_ID, "EX-WRONG"),
+         (F.EXEC_TYPE, exec_type), (F.EXEC_REF_ID, exec_id), (F.ORD_STATUS, "1"),
+         (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "200"), (F.LEAVES_QTY, "180"),
+         (F.CUM_QTY, "20"), (F.AVG_PX, "99.5"), (F.LAST_QTY, "20"), (F.LAST_PX, "99.5"),
+         (F.TRANSACT_TIME, F.now_utc())],
+    )  # fmt: skip
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and exec_id in halt.reason
+    assert rig.guard.position("L000") == 100
+    assert rig.gateway.book.orders["B"].cum == 0 and rig.gateway.book.orders["A"].cum == 100

@@ -224,10 +224,12 @@ class Gateway(Handler):
         self.reconcile_error = ""
         self._on_reconciled = on_reconciled
         self._mass_status_id = ""
-        self._dc_held: list[tuple[str, F.In, list[GwOrder]]] = []
+        self._dc_held: list[tuple[str, F.In, list[GwOrder] | None]] = []
         """Drop-copy reports the gateway cannot yet tell its own from another's, in the
         order they came, each with the orders whose venue OrderID it waits for
-        (`_from_drop_copy`): looked at again each time the lock is released."""
+        (`_from_drop_copy`), or None: it came before start-up reconciliation finished
+        and is read, once that has, as if it came then. Looked at again each time the
+        lock is released."""
         self._admin_notes: queue.SimpleQueue[dict[str, str | int | None]] = queue.SimpleQueue()
         self._sent_lock = threading.Lock()
         self._venue_sent: dict[int, tuple[str, str]] = {}
@@ -1156,6 +1158,9 @@ class Gateway(Handler):
             self._count("duplicate_exec_ids")
             self.guard.note("duplicate_exec", exec_id=exec_id)
             return
+        if kind is not F.ExecKind.STATUS and msg.resent and not self.reconciled.is_set():
+            self._replayed(msg, kind, exec_id, self.venue_key)
+            return
         clordid = msg[F.CL_ORD_ID]
         # an id names an order or a request in flight, never both (`GatewayBook.free`,
         # `next_id`): neither lookup can take the venue's answer for the other's
@@ -1217,7 +1222,8 @@ class Gateway(Handler):
             self.guard.on_restate(gid, leaves)
         elif kind is F.ExecKind.TRADE_CANCEL:
             ref = msg.get(F.EXEC_REF_ID) or ""
-            busted = self.book.fills.pop(ref, None)
+            # only an execution of this order: another's would be taken back from it
+            busted = self.book.fills.pop(ref, None) if ref in go.execs else None
             if busted is not None:
                 self.guard.on_bust(busted, parent_id=go.parent_id)
                 go.cum -= busted.qty
@@ -1232,10 +1238,13 @@ class Gateway(Handler):
                         "the Guard cannot count it, so it is cancelled"
                     )  # fmt: skip
             else:
-                self.guard.flag_mismatch(f"trade cancel for unknown execution {ref!r}")
+                self.guard.flag_mismatch(
+                    f"trade cancel of {go.guard_id} for execution {ref!r}, which is none of "
+                    "that order's"[:400]
+                )
         elif kind is F.ExecKind.TRADE_CORRECT:
             ref = msg.get(F.EXEC_REF_ID) or ""
-            old = self.book.fills.get(ref)
+            old = self.book.fills.get(ref) if ref in go.execs else None
             if old is not None:
                 assert fill is not None
                 self.guard.on_correct(old, fill, parent_id=go.parent_id)
@@ -1249,7 +1258,10 @@ class Gateway(Handler):
                 elif self.guard.remaining(gid) is not None:
                     self.guard.on_restate(gid, leaves)  # its working quantity follows the venue
             else:
-                self.guard.flag_mismatch(f"trade correction for unknown execution {ref!r}")
+                self.guard.flag_mismatch(
+                    f"trade correction of {go.guard_id} for execution {ref!r}, which is none "
+                    "of that order's"[:400]
+                )
         venue_oid = msg.get(F.ORDER_ID)
         if kind is F.ExecKind.NEW or replaced or go.order_id == "NONE":
             go.order_id = venue_oid or go.order_id
@@ -1268,6 +1280,30 @@ class Gateway(Handler):
             self.guard.note("own_cancel_rejected", order_id=go.guard_id, clordid=clordid)
         else:
             self._relay(msg, go, note, "", go.comp)
+
+    def _replayed(self, msg: F.In, kind: F.ExecKind, seen: str, session: str) -> None:
+        """A report the venue resent (PossDupFlag or PossResend) before start-up
+        reconciliation finished: one sent while this gateway was not there to read it
+        (its session down, the process restarting), so an execution from before this
+        start. Start-up reconciliation already counts it (the positions file holds the
+        position at the start, the venue's mass status each working order's fills and
+        leaves), and the process that read it first may have booked it too: applying it
+        again would count it twice, and a fill of an order this process has not adopted
+        yet would halt the node as an unknown fill. Recorded (`venue_report_replayed`)
+        and marked seen, not applied (caller holds the lock)."""
+        self._count("replayed_reports")
+        self.book.saw_exec(seen, None)
+        self.guard.note(
+            "venue_report_replayed",
+            session=session,
+            msg_type=msg.mtype,
+            exec_id=msg.get(F.EXEC_ID),
+            report=seen,
+            clordid=msg.get(F.CL_ORD_ID),
+            venue_order_id=msg.get(F.ORDER_ID),
+            exec_type=kind.value,
+            raw_sha256=F.raw_hash(msg),
+        )
 
     def _venue_fill(self, msg: F.In, go: GwOrder) -> Fill:
         """The execution a trade or correction report carries for order `go`, with the
@@ -1491,7 +1527,10 @@ class Gateway(Handler):
         but naming another OrderID is an order that bypassed the gateway under that
         ClOrdID: booked as the venue reports it (never onto or instead of the client's
         order) and the node halts `fill_mismatch`. Busts and corrections of bypass fills
-        are taken back (by the ExecRefID, or TradeReportRefID, they name)."""
+        are taken back (by the ExecRefID, or TradeReportRefID, they name). Before
+        start-up reconciliation has finished every report is held (the orders the mass
+        status adopts are not known yet) and read once it has; a resent one then is
+        from before this start, which reconciliation counts (`_replayed`)."""
         if msg.mtype not in (F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT):
             return
         with self._held(), self._applied_or_halt(msg):
@@ -1501,6 +1540,8 @@ class Gateway(Handler):
         """The drop-copy reports held (`_from_drop_copy`) looked at again, in the order
         they came (caller holds the lock): each is dropped, applied, or held on. One the
         gateway cannot read now is not applied and halts, as when it arrives."""
+        if not self.reconciled.is_set():
+            return  # every report held so far waits for the orders reconciliation adopts
         held, self._dc_held = self._dc_held, []
         for _seen, msg, waits in held:
             with self._applied_or_halt(msg):
@@ -1537,6 +1578,24 @@ class Gateway(Handler):
             return
         if waits_for is None and any(h[0] == seen for h in self._dc_held):
             return  # sent again while it is held: held once
+        if not final and not self.reconciled.is_set():
+            # before start-up reconciliation the orders the venue's mass status adopts
+            # are not known yet: a copy of one's fill would be booked as a bypass fill
+            # and then again as the order's own. A resent report is from before this
+            # start, which reconciliation counts; any other is held and read after it
+            if msg.resent:
+                self._replayed(msg, kind, seen, self.dc_key)
+                return
+            self._count("drop_copy_held")
+            self.guard.note(
+                "drop_copy_held",
+                clordid=sides[0].clordid,
+                venue_order_id=sides[0].order_id,
+                exec_type=kind.value,
+                waits_for="reconciliation",
+            )
+            self._dc_held.append((seen, msg, None))
+            return
         told = [(s, *self._own_copy(s.clordid, s.orig, s.order_id, waits_for)) for s in sides]
         waits = [go for *_, w in told for go in w]
         if waits and not final:
@@ -1552,8 +1611,11 @@ class Gateway(Handler):
                 )
             self._dc_held.append((seen, msg, waits))
             return
+        # stopping before reconciliation finished: which orders are the gateway's own
+        # was never learnt, so a report is booked as the venue reports it and halts
+        blind = final and not self.reconciled.is_set()
         if len(sides) == 1:
-            booked = [(s, col, bool(w)) for s, own, col, w in told if not own]
+            booked = [(s, col, bool(w) or blind) for s, own, col, w in told if not own]
         else:
             # a side that waits names a ClOrdID of the gateway's (or may be an order of it
             # whose OrderID is unknown): it is the gateway's side, booked when stopping
@@ -1563,7 +1625,7 @@ class Gateway(Handler):
                     f"TradeCaptureReport NoSides(552)={len(sides)}: no side is an order of "
                     "the gateway's, so it cannot tell which is the firm's"
                 )
-            booked = [(s, col, bool(w)) for s, own, col, w in ours if not own]
+            booked = [(s, col, bool(w) or blind) for s, own, col, w in ours if not own]
         if not booked:
             return  # routed here: the venue session reports it
         legs: list[tuple[_DcSide, bool, bool, Fill | None, Fill | None, str, str]] = []
@@ -1632,10 +1694,13 @@ class Gateway(Handler):
                     "own"[:400]
                 )
             if unresolved:
+                what = (
+                    "start-up reconciliation" if blind else "the order session to name an OrderID"
+                )
                 self.guard.flag_mismatch(
                     f"drop copy: report {seen} (order {side.order_id}, ClOrdID "
-                    f"{side.clordid}) still waited for the order session to name an OrderID "
-                    "when the gateway stopped: booked as a bypass fill"[:400]
+                    f"{side.clordid}) still waited for {what} when the gateway stopped: booked "
+                    "as a bypass fill"[:400]
                 )
         self.book.saw_exec(seen, None)
 
@@ -1663,7 +1728,12 @@ class Gateway(Handler):
             msg.get(F.ORDER_ID),
             msg.get(F.SIDE),
         )
-        return exec_id, kind, (msg.get(F.EXEC_REF_ID) or ""), exec_id, [side]
+        # kept apart from the order session's ExecIDs: a venue may number each session's
+        # own, and a bypass fill's ExecID must not hide (as a duplicate) or be busted as
+        # a fill of the gateway's order, nor the reverse
+        ref = msg.get(F.EXEC_REF_ID)
+        seen = f"DC:{exec_id}"
+        return seen, kind, ("" if ref is None else f"DC:{ref}"), seen, [side]
 
     def _read_tcr(self, msg: F.In) -> tuple[str, F.ExecKind, str, str, list[_DcSide]]:
         """A drop-copy TradeCaptureReport (35=AE), as `_read_dc_execution` reads an
