@@ -224,6 +224,11 @@ class Admitter:
         self._outstanding[nonce] = (node, self._clock.time_ns())
         return nonce
 
+    def withdraw(self, nonce: str) -> None:
+        """Forget an unanswered challenge: an attestation carrying it is then refused as
+        `challenge_unknown` (the admission service makes way for a newer one)."""
+        self._outstanding.pop(nonce, None)
+
     def admit(
         self,
         attestation: Envelope,

@@ -31,18 +31,21 @@ from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import (
     ENCODER,
     KNOWN_GOOD_KEY,
+    SUBJECT_ATTEST,
     SUBJECT_CHALLENGE,
     SUBJECT_TARGET,
     TARGET_DECODER,
     TARGET_KEY,
     TARGET_REPLY_DECODER,
+    VERDICT_DECODER,
     KnownGood,
     TargetRecord,
     TargetReply,
     TargetRequest,
 )
 from knightwatch.control.site import Site
-from knightwatch.release.dsse import Envelope
+from knightwatch.release.attestation import attest, sign_attestation
+from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.reasons import AdmissionReason
 from knightwatch.state import Scope
 from knightwatch.trust.target import TargetCommand, approve_target, sign_target, target_command
@@ -296,9 +299,9 @@ async def test_challenge_requests_are_checked_and_bounded(
             assert [f.reason for f in verdict.findings] == [AdmissionReason.NOT_TARGET_RELEASE]
         assert CHALLENGE_PENDING_NODE not in service.challenges_refused
 
-        # asked in n2's name and never answered: two are kept, the third is refused
+        # asked in n2's name and never answered: two are kept, the third withdraws the first
         assert await challenge(b"n2") and await challenge(b"n2")
-        assert await challenge(b"n2") == b""
+        assert await challenge(b"n2")
         assert service.challenges_refused[CHALLENGE_PENDING_NODE] == 1
         # made-up names: refused once three are unanswered in all; an enrolled node is not
         assert await challenge(b"ghost1")
@@ -309,3 +312,36 @@ async def test_challenge_requests_are_checked_and_bounded(
         await n1.close()
         await n2.close()
         await service.plane.close()
+
+
+async def test_a_flood_of_challenges_in_a_nodes_name_does_not_keep_it_out(
+    stage: Stage, nats_server: Site, tmp_path: Path
+) -> None:
+    """Nothing in a challenge request says who sent it, and any node may name any node:
+    n2 asking in n1's name 16 times (one `max_age`) filled n1's places, and n1's own
+    request was refused, so n1 was never admitted. Now the oldest unanswered challenge
+    for the name makes way (counted, and forgotten: it admits nobody); n1's own request
+    gets a nonce and n1 is admitted."""
+    assert (await set_target(stage.alice, stage.r1, stage.clock)).accepted
+    n1 = await nats_server.connect("n1")
+    n2 = await nats_server.connect("n2")
+    try:
+        flood = [await n2.request(SUBJECT_CHALLENGE, b"n1", timeout_s=2.0) for _ in range(40)]
+        tree = tmp_path / "tree"
+        measure = directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema())
+        attestor = Attestor("n1", signer("n1").key, measure, clock=SystemClock())
+        verdict = await attestor.attest(n1, 2.0)
+        assert verdict.admitted, verdict
+        assert all(flood)
+        assert stage.service.challenges_refused == {CHALLENGE_PENDING_NODE: 41 - 16}
+        # a withdrawn challenge admits nobody, even signed by the node named
+        withdrawn = sign_attestation(
+            attest("n1", flood[0].decode(), measure(), clock=stage.clock), signer("n1").key
+        )
+        reply = await n1.request(SUBJECT_ATTEST, encode_envelope(withdrawn), timeout_s=2.0)
+        late = VERDICT_DECODER.decode(reply)
+        assert not late.admitted
+        assert [f.reason for f in late.findings] == [AdmissionReason.CHALLENGE_UNKNOWN]
+    finally:
+        await n1.close()
+        await n2.close()

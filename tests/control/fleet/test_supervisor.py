@@ -986,3 +986,76 @@ def test_one_counter_going_back_in_the_same_process_is_unreadable_not_a_restart(
     assert "fills 4 < 800 before it from the same process" in fired[0].reason, fired[0].reason
     assert run(("p1", "p2"), True) == []  # a restart
     assert run(("", ""), False) == []  # an older sender: as before
+
+
+def test_blocks_that_do_not_add_up_to_the_refusals_are_unreadable() -> None:
+    """A node counts each refusal once, under its reason (`blocks`, summed = `rejected`).
+    More blocks than refusals made the refusals less throttling negative: read as a restart,
+    it passed, and throttling filed over the refusals hid a reject spike. Refusals filed
+    again as throttling under the same process went back likewise. Each is unreadable
+    metrics naming the fields; a truthful node throttled and refused, restarted or not, and
+    an older sender with no `blocks` are never flagged."""
+    Blocks = dict[str, int]
+    Lie = Callable[[int, int, Blocks], tuple[int, Blocks]]
+
+    def run(lie: Lie | None, *, restart: bool = False, start: int = 200) -> list[Action]:
+        clock = SimClock(10 * S)
+        sup = Supervisor(SupervisorConfig(reject_min_orders=20), clock)
+        fired: list[Action] = []
+        for k in range(1, 300):
+            clock.advance(TICK)
+            for n in ("n1", "n2", "n3"):
+                j, instance = k, "p1"
+                if restart and n == "n2" and k > 200:
+                    j, instance = k - 200, "p2"
+                # 8 orders a tick: 6 accepted, one throttled, one refused by a price collar
+                blocks = {RejectReason.RATE_NODE.value: j, RejectReason.PRICE_COLLAR.value: j}
+                rejected = 2 * j
+                if n == "n2" and lie is not None and k > start:
+                    rejected, blocks = lie(k, rejected, blocks)
+                m = NodeMetrics(n, 0, 8 * j, 6 * j, rejected, 6 * j, 0.0, 0.0, True, 0,
+                                blocks, notional=6e3 * j, instance=instance)  # fmt: skip
+                fired += sup.observe(m)
+        return fired
+
+    assert run(None) == [] and run(None, restart=True) == []
+    # throttling counted over the refusals: the refusals less throttling went negative
+    over = run(lambda k, r, b: (r, {**b, "rate_node": r + 1}))
+    assert [(a.rule, a.key) for a in over] == [(Rule.UNREADABLE_METRICS, "n2")]
+    assert "blocks 604 (summed over reasons, throttling 403) > rejected 402" in over[0].reason
+    # every refusal filed as throttling, the collar's count moved there too
+    refiled = run(lambda k, r, b: (r, {"rate_node": r}))
+    assert [(a.rule, a.key) for a in refiled] == [(Rule.UNREADABLE_METRICS, "n2")]
+    assert "blocks['price_collar'] 0 < 200 before it from the same process" in refiled[0].reason
+    # an older sender counting refusals with no reasons, and then filing them as throttling
+    bare = run(lambda k, r, b: (r, {} if k < 250 else {"rate_node": r}), start=0)
+    assert [(a.rule, a.key) for a in bare] == [(Rule.UNREADABLE_METRICS, "n2")]
+    assert "rejected less throttling 0 < 498 before it" in bare[0].reason, bare[0].reason
+
+
+def test_a_state_no_trading_state_names_is_unreadable_not_a_halt_in_force() -> None:
+    """n3 runs away at 400 orders/s reporting `node_state` 7: read as "halted already"
+    (7 >= HALTED), every action on it was held back as in force and it left the fleet's
+    totals, so it ran on. A state no `TradingState` names is unreadable metrics, naming
+    the field, and the node is halted; the same runaway reporting ACTIVE is halted too."""
+
+    def run(state: int) -> list[Action]:
+        clock = SimClock(10 * S)
+        sup = Supervisor(SupervisorConfig(), clock)
+        sent = dict.fromkeys(("n1", "n2", "n3"), 0)
+        fired: list[Action] = []
+        for k in range(1, 100):
+            clock.advance(TICK)
+            for n in sent:
+                runaway = n == "n3" and k > 50
+                sent[n] += 80 if runaway else 4
+                c = sent[n]
+                m = NodeMetrics(n, 0, c, c, 0, c, 0.0, 0.0, True, 0,
+                                node_state=state if runaway else 0)  # fmt: skip
+                fired += sup.observe(m)
+        return fired
+
+    lied = run(7)
+    assert [(a.rule, a.key) for a in lied] == [(Rule.UNREADABLE_METRICS, "n3")]
+    assert "node_state 7 is no trading state (0 ACTIVE, 1 REDUCING, 2 HALTED)" in lied[0].reason
+    assert {(a.rule, a.key) for a in run(0)} >= {(Rule.ORDER_RATE, "n3")}

@@ -18,7 +18,10 @@ known-good release while its kill is in force is one person's.
 Challenges live in this process's memory, so run one admission service per
 fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
 Anyone who may publish a challenge request can name any node, so the name is
-checked and the unanswered challenges are bounded per name and in all.
+checked and the unanswered challenges are bounded per name and in all. Nothing in a
+request says who sent it, so a name's oldest unanswered challenge makes way for a new
+one: the node's own request always gets a nonce, and keeping it out takes a flood in its
+name faster than its answer (counted and logged), not 16 requests in `max_age`.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ log = logging.getLogger(__name__)
 CHALLENGE_MALFORMED = "challenge_malformed"
 """A challenge request whose node name is not UTF-8 or not a valid name."""
 CHALLENGE_PENDING_NODE = "challenge_pending_node"
-"""Too many unanswered challenges for one node name."""
+"""Too many unanswered challenges for one node name: the oldest was withdrawn."""
 CHALLENGE_PENDING_TOTAL = "challenge_pending_total"
 """Too many unanswered challenges in all (names not enrolled on the roster)."""
 
@@ -93,8 +96,9 @@ class AdmissionService:
     ) -> None:
         """`max_pending_per_node`, `max_pending`: unanswered challenges kept (for
         `max_age_s`) per node name, and in all for names not enrolled on the roster; a
-        request over either is refused, so a flood of requests cannot grow memory, nor
-        made-up names crowd out the enrolled nodes."""
+        request over the first withdraws the name's oldest, one over the second is
+        refused, so a flood of requests cannot grow memory, nor crowd a node out of its
+        own name's places, nor made-up names crowd out the enrolled nodes."""
         self.plane = plane
         self.trust_store = roster
         self.trust = trust
@@ -199,14 +203,15 @@ class AdmissionService:
         }
         mine = self._pending.get(node, {})
         if len(mine) >= self._max_pending_per_node:
-            return self._refuse_challenge(
-                CHALLENGE_PENDING_NODE,
-                node,
-                f"{len(mine)} challenges for it are unanswered (limit "
-                f"{self._max_pending_per_node})",
-            )
-        pending = sum(len(issued) for issued in self._pending.values())
-        if node not in self.roster and pending >= self._max_pending:
+            # nothing here says who asked: refusing the newest let anyone holding the
+            # name's places (16 requests a `max_age`) keep its node from being admitted
+            # for good; the oldest unanswered one makes way instead (`_withdraw`)
+            self._withdraw(node, mine)
+        elif (
+            node not in self.roster
+            and (pending := sum(len(issued) for issued in self._pending.values()))
+            >= self._max_pending
+        ):
             return self._refuse_challenge(
                 CHALLENGE_PENDING_TOTAL,
                 node,
@@ -216,6 +221,23 @@ class AdmissionService:
         nonce = self.admitter.challenge(node)
         self._pending.setdefault(node, {})[nonce] = now
         return nonce.encode()
+
+    def _withdraw(self, node: str, mine: dict[str, int]) -> None:
+        """Withdraw the oldest unanswered challenge for `node` (the Admitter forgets it too,
+        so memory stays bounded): a node's own request always gets a nonce, and a flood in
+        its name must outpace its answer, counted and logged, to keep it out."""
+        nonce = next(iter(mine))  # issued in order: the first is the oldest
+        del mine[nonce]
+        self.admitter.withdraw(nonce)
+        self.challenges_refused[CHALLENGE_PENDING_NODE] += 1
+        log.warning(
+            "CHALLENGE_WITHDRAWN reason=%s node=%s the oldest of %d unanswered challenges "
+            "for it (limit %d) makes way for a new one",
+            CHALLENGE_PENDING_NODE,
+            node,
+            len(mine) + 1,
+            self._max_pending_per_node,
+        )
 
     def _refuse_challenge(self, reason: str, node: str, detail: str) -> bytes:
         self.challenges_refused[reason] += 1

@@ -40,9 +40,13 @@ no windowed rule held): each made some rule silently pass; an exposure that
 cannot be read counts as over the cap). A node's counters go on across its
 restart (they count from 0 again), so the windows it is judged over never lose
 what it did before it; a counter that goes back under the same process
-(`NodeMetrics.instance`) is no restart but unreadable. An agency router's own flow
-summed over a day is held to `principal_day_multiple` x `principal_floor` (a leak
-kept under the floor in every window went on for good), and one node's gross
+(`NodeMetrics.instance`) is no restart but unreadable, and so is a block reason's count
+or the refusals that are not throttling going back, or more blocks than refusals (the
+refusals less throttling went negative and read as a restart, hiding a reject spike),
+or a node or fleet state no `TradingState` names (read as a halt already in force, it
+held back every action on the node). An agency router's own flow summed over a day is
+held to `principal_day_multiple` x `principal_floor` (a leak kept under the floor in
+every window went on for good), and one node's gross
 exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
 no node).
 An action already in force (the node or the fleet reports that state) is never
@@ -350,6 +354,7 @@ _COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents")
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
 _MONOTONE = ("orders", "accepted", "rejected", "fills", "notional", "principal_notional")
 """Counters that only grow within one process: going back under the same instance is a lie."""
+_STATES = frozenset(int(s) for s in TradingState)
 _DAY_NS = 86_400 * 1_000_000_000
 _DAY_STEP_NS = 60 * 1_000_000_000
 """An agency router's principal flow is kept a day back, one point a minute."""
@@ -362,7 +367,9 @@ flipped bit, and its one-sample jump passed every windowed rule (never sustained
 def unreadable(m: NodeMetrics) -> list[str]:
     """Why a sample cannot be judged: a count below 0, an amount that is not a finite
     number, an exposure or executed notional below 0, a count or amount beyond 2^53, more
-    accepted or refused orders than orders. Empty when every field reads."""
+    accepted or refused orders than orders, more blocks (summed over their reasons) than
+    refused orders, a node or fleet state that is no `TradingState`. Empty when every
+    field reads."""
     out = [f"{f} {getattr(m, f)!r} < 0" for f in _COUNTS if getattr(m, f) < 0]
     out += [
         f"{f} {getattr(m, f)!r} not finite" for f in _AMOUNTS if not math.isfinite(getattr(m, f))
@@ -381,7 +388,28 @@ def unreadable(m: NodeMetrics) -> list[str]:
     out += [f"blocks[{r!r}] {n!r} beyond 2^53" for r, n in sorted(m.blocks.items()) if n >= _MAX]
     if m.accepted + m.rejected > m.orders >= 0:
         out.append(f"accepted {m.accepted} + rejected {m.rejected} > orders {m.orders}")
+    # a state no TradingState names (a flipped bit, a lie) read as "halted already": every
+    # action on the node was held back as in force, and it left the fleet's totals
+    out += [
+        f"{f} {v!r} is no trading state ({', '.join(f'{s.value} {s.name}' for s in TradingState)})"
+        for f in ("node_state", "fleet_state")
+        if (v := getattr(m, f)) not in _STATES
+    ]
+    blocked = sum(m.blocks.values())
+    if blocked > m.rejected >= 0:
+        # a node counts each refusal once under its reason: more blocks than refusals made
+        # the refusals less throttling negative (read as a restart), or hid a reject spike
+        throttled = _throttled(m)
+        out.append(
+            f"blocks {blocked} (summed over reasons, throttling {throttled}) > "
+            f"rejected {m.rejected}"
+        )
     return out
+
+
+def _throttled(m: NodeMetrics) -> int:
+    """Refusals filed under a rate limit (throttling), left out of the reject spike."""
+    return sum(m.blocks.get(r, 0) for r in _THROTTLES)
 
 
 class _Sample(msgspec.Struct, frozen=True, array_like=True):
@@ -559,7 +587,7 @@ class Supervisor:
         if track.bad:  # judged by `observe` as unreadable; nothing of it is learned or summed
             return track
         track.latest = m
-        throttled = sum(m.blocks.get(r, 0) for r in _THROTTLES)
+        throttled = _throttled(m)
         orders, rejected, accepted, fills, notional, principal = self._continued(
             track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
                     m.principal_notional)
@@ -1138,11 +1166,23 @@ def _went_back(last: NodeMetrics | None, m: NodeMetrics) -> list[str]:
     instance on both (an older sender: a counter going back is read as a restart)."""
     if last is None or not m.instance or m.instance != last.instance:
         return []
-    return [
-        f"{f} {v!r} < {w!r} before it from the same process (instance {m.instance!r})"
+    same = f"before it from the same process (instance {m.instance!r})"
+    out = [
+        f"{f} {v!r} < {w!r} {same}"
         for f in _MONOTONE
         if (v := getattr(m, f)) < (w := getattr(last, f))
     ]
+    # each reason's count only grows too, and so do the refusals that are not throttling:
+    # refusals filed again as throttling went back, were read as a restart and hid a spike
+    out += [
+        f"blocks[{r!r}] {v!r} < {w!r} {same}"
+        for r, w in sorted(last.blocks.items())
+        if (v := m.blocks.get(r, 0)) < w
+    ]
+    v, w = m.rejected - _throttled(m), last.rejected - _throttled(last)
+    if v < w:
+        out.append(f"rejected less throttling {v!r} < {w!r} {same}")
+    return out
 
 
 def _alone(track: _NodeTrack, name: str) -> bool:
