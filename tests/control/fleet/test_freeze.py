@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.freeze import FrozenByKill, kill_in_force, refuse_if_frozen
-from knightwatch.control.plane.history import UNVERIFIED_ACTOR
+from knightwatch.control.fleet.freeze import FrozenByKill, held, kill_in_force, refuse_if_frozen
+from knightwatch.control.plane.history import MALFORMED_KEY, UNVERIFIED_ACTOR
 from knightwatch.control.plane.memory import MemoryFabric
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
@@ -56,3 +58,27 @@ async def test_a_signed_resume_stored_again_over_a_newer_kill_keeps_the_freeze()
     assert held is not None and held.actor == UNVERIFIED_ACTOR
     with pytest.raises(FrozenByKill, match="replayed"):
         await refuse_if_frozen(plane, "flag ops.x on", trust())
+
+
+def test_a_deleted_kill_state_key_that_is_no_slot_is_logged_once_not_skipped_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`fleet.x` (written by hand, then deleted) is no slot: no kill or resume addresses
+    it, so the freeze holds it by no reader, as before; but it says so, once per write
+    with the key and the reason code, however often the freeze is checked. Before, the
+    key vanished from the freeze without a word."""
+    caplog.set_level(logging.ERROR, logger="knightwatch.control.fleet.freeze")
+    states: dict[str, tuple[StateEntry | None, int]] = {
+        "fleet.x": (None, 41),
+        "strategy.a.b": (None, 42),
+        "node.n1": (None, 43),
+    }
+    for _ in range(3):
+        out = held(states, trust())
+        assert sorted(out) == ["node.n1"]  # the canonical slot is held halted
+        assert out["node.n1"][0].state is TradingState.HALTED
+    logged = [r.getMessage() for r in caplog.records]
+    assert sorted(line.split()[:3] for line in logged) == [
+        [MALFORMED_KEY.upper(), "key=fleet.x", "revision=41:"],
+        [MALFORMED_KEY.upper(), "key=strategy.a.b", "revision=42:"],
+    ]

@@ -5,15 +5,34 @@ fleet, never for another node."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
 import nats.errors
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from knightwatch.clock import SystemClock
 from knightwatch.control.plane.nats import AUDIT_STREAM, METRICS_STREAM, connect_as
-from knightwatch.control.plane.protocol import ControlPlaneUnavailable
-from knightwatch.control.plane.wire import AuditEnvelope, NodeMetrics
+from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    KNOWN_GOOD_KEY,
+    AuditEnvelope,
+    KnownGood,
+    NodeMetrics,
+    NodeStarts,
+    starts_key,
+)
 from knightwatch.control.site import Site
+from knightwatch.release.keys import SigningKey
+from knightwatch.trust.identity import Signer
+from knightwatch.trust.kit import member_of
+from knightwatch.trust.roster import Role
 
 SECRET = b'{"kind":"decision","order":"n1-secret","strategy":"mm","qty":5000}\n'
 
@@ -67,3 +86,102 @@ async def test_a_node_cannot_read_another_nodes_audit_records(nats_server: Site)
         await spy.close()
         for plane in (n1, n2, carol, supervisor):
             await plane.close()
+
+
+async def test_only_the_node_writes_its_start_history_operators_only_the_known_good_record(
+    nats_server: Site,
+) -> None:
+    """The resume preflight keeps a crash-looping node halted by its start history
+    (`kw_incident` `starts.<node>`). Operators write the known-good record of the same
+    bucket, and held every key of it: one operator could erase or rewrite n1's starts
+    and pass it through a two-person resume's preflight. Now only n1 writes its own."""
+    n1 = await nats_server.connect("n1")
+    alice = await nats_server.connect("alice")
+    bob = await nats_server.connect("bob")
+    try:
+        mine = ENCODER.encode(NodeStarts("n1", (1, 2, 3, 4, 5)))
+        revision = await n1.put_record(Bucket.INCIDENT, starts_key("n1"), mine)
+        erased = ENCODER.encode(NodeStarts("n1", ()))
+        for operator in (alice, bob):
+            with pytest.raises(ControlPlaneUnavailable):
+                await operator.put_record(Bucket.INCIDENT, starts_key("n1"), erased)
+        assert await alice.get_record(Bucket.INCIDENT, starts_key("n1")) == (mine, revision)
+        good = ENCODER.encode(KnownGood("r1", "k1", 1))
+        assert await alice.put_record(Bucket.INCIDENT, KNOWN_GOOD_KEY, good) > revision
+    finally:
+        for plane in (n1, alice, bob):
+            await plane.close()
+
+
+async def _login(site: Site, signer: Signer) -> Client:
+    """A raw connection as `signer`, no reconnecting: a refused login raises."""
+    return await connect_as(
+        signer, [site.url], name=signer.name, allow_reconnect=False, connect_timeout=1
+    )
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll `check` until true; fail after 30 s."""
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_a_key_loses_its_login_when_its_validity_ends_not_at_the_next_version(
+    tmp_path: Path,
+) -> None:
+    """A roster version ends n1's key shortly after it is stored, and enrols a key whose
+    validity starts later. The server re-renders its users at each boundary by itself:
+    n1's live connection is closed and it cannot log in again, the early key is refused
+    until its start, and one starting in an hour is refused now. Before, users were
+    judged at the version's issue time: n1 kept its login and its publish permissions
+    until the next version, and a key not yet valid logged in at once."""
+    site = Site(tmp_path / "site", ("n1", "n2"))
+    await site.astart()
+    n1 = await _login(site, site.signer("n1"))
+    soon, later = Signer("soon", SigningKey.generate()), Signer("later", SigningKey.generate())
+    try:
+        await n1.publish("kw.hb.n1", b"alive")
+        await n1.flush()
+        now = SystemClock().time_ns()
+        members = [
+            msgspec.structs.replace(m, valid_until_ns=now + 1_500_000_000) if m.name == "n1" else m
+            for m in site.kit.roster.members
+        ]
+        members.append(member_of("soon", soon.key, [Role.NODE], valid_from_ns=now + 1_500_000_000))
+        members.append(member_of("later", later.key, [Role.NODE], valid_from_ns=now + 3600 * 10**9))
+        await site.publish(site.kit.next_version(members, now))
+
+        async def n1_dropped() -> bool:
+            if n1.is_closed:
+                return True
+            try:
+                await n1.publish("kw.hb.n1", b"alive")
+                await n1.flush(timeout=1)
+            except (nats.errors.ConnectionClosedError, nats.errors.TimeoutError):
+                return True
+            return False
+
+        await _eventually(n1_dropped, "n1's connection outlived its key")
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await _login(site, site.signer("n1"))
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await _login(site, later)
+
+        async def soon_logs_in() -> bool:
+            try:
+                nc = await _login(site, soon)
+            except nats.errors.Error:
+                return False
+            await nc.publish("kw.hb.soon", b"alive")
+            await nc.flush()
+            await nc.close()
+            return True
+
+        await _eventually(soon_logs_in, "a key whose validity started cannot log in")
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await _login(site, later)
+    finally:
+        await n1.close()
+        site.stop()

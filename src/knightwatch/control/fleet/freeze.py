@@ -15,11 +15,17 @@ neither does a signed resume stored again over a newer kill (`judged`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import msgspec
 
-from knightwatch.control.plane.history import ResumeProofs, held_halted, unproven_resume
+from knightwatch.control.plane.history import (
+    MALFORMED_KEY,
+    ResumeProofs,
+    held_halted,
+    unproven_resume,
+)
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -37,7 +43,13 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.store import TrustStore
 
+log = logging.getLogger(__name__)
+
 FREEZING_SCOPES = frozenset({Scope.FLEET, Scope.STRATEGY})
+
+_MALFORMED_SEEN: set[tuple[str, int]] = set()
+"""(key, revision) of the malformed kill-state keys `held` has logged: once per write,
+however often the freeze is checked."""
 
 
 class FrozenByKill(KnightwatchError, RuntimeError):
@@ -70,8 +82,18 @@ def held(
             continue
         try:
             out[slot] = (held_halted(slot, revision, why), revision)
-        except ValueError:
-            continue
+        except ValueError as exc:
+            # no canonical slot (written by hand): no kill or resume addresses it, so it is
+            # held by no reader; say so rather than skip it without a word
+            if (slot, revision) not in _MALFORMED_SEEN:
+                _MALFORMED_SEEN.add((slot, revision))
+                log.error(
+                    "%s key=%s revision=%d: %s; held by no reader, the freeze ignores it",
+                    MALFORMED_KEY.upper(),
+                    slot,
+                    revision,
+                    exc,
+                )
     return out
 
 

@@ -1,8 +1,9 @@
 """NATS authorization from the roster: who may connect, and what each may publish and read.
 
 Defence in depth under the signatures: the server itself refuses what an
-identity has no business sending. Every roster key is a NATS user (its nkey
-is the same Ed25519 key), with permissions by role:
+identity has no business sending. Every roster key valid now is a NATS user (its
+nkey is the same Ed25519 key; `users` judges validity at the instant it renders, and
+the server renders again at each `next_boundary`), with permissions by role:
 
 * everyone: the JetStream read API, the kill state and republished records,
   and replies on its own inbox (`_INBOX.<key id>.>`, never another's);
@@ -15,7 +16,8 @@ is the same Ed25519 key), with permissions by role:
   its membership key, flag confirmations and start history), its automatic halts to the
   relay, admission requests; it can never write the kill state;
 * operator / approver: the kill state (announce and store), pending requests,
-  flags and rollouts, resume ramps and incident records, the target release request;
+  flags and rollouts, resume ramps, the known-good release record (never a node's
+  start history), the target release request;
 * supervisor: the kill state, its audit subject, the automatic-halt relay;
 * admission: verdicts and the target release, answering admission requests;
 * admin: the roster.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from knightwatch.control.plane.wire import KNOWN_GOOD_KEY
 from knightwatch.release.keys import VerifyKey
 from knightwatch.trust.identity import nkey_public
 from knightwatch.trust.roster import Role, Roster
@@ -89,7 +92,11 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
             # a flag's state and change log; each node's applied record is the node's
             # alone (its memory of the newest change it applied, `NodeFlags`)
             pub += ["$KV.kw_flags.state.>", "$KV.kw_flags.change.>"]
-            pub += ["$KV.kw_ramp.>", "$KV.kw_incident.>"]
+            # of the incident records only the release a kill froze on (`known_good`);
+            # each node's start history (`starts.<node>`, the resume preflight's
+            # crash-loop evidence) is the node's alone: one operator erasing it would
+            # pass a crash-looping node through a two-person resume's preflight
+            pub += ["$KV.kw_ramp.>", f"$KV.kw_incident.{KNOWN_GOOD_KEY}"]
             pub += ["kw.req.admission.target"]
             sub += _WATCH
         elif role is Role.ADMIN:
@@ -135,12 +142,17 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
     return perms
 
 
-def users(roster: Roster, provisioner_nkey: str) -> list[dict[str, object]]:
-    """One NATS user per roster key that is neither revoked nor rotated out (its validity
-    ended by the version's instant), plus the provisioner."""
+def users(roster: Roster, provisioner_nkey: str, *, now_ns: int) -> list[dict[str, object]]:
+    """One NATS user per roster key valid at `now_ns` (not revoked, its validity started
+    and not ended), plus the provisioner.
+
+    Judged now, never at the version's issue time: a key whose validity ends after its
+    version was stored would otherwise keep its login (and its publish permissions, the
+    only check on some writes) until the next version, and one whose validity has not
+    started would log in early. Whoever serves this re-renders at `next_boundary`."""
     out: list[dict[str, object]] = [{"nkey": provisioner_nkey}]
     for member in roster.members:
-        if member.revoked_ns or 0 < member.valid_until_ns <= roster.issued_ns:
+        if member.revoked_ns or not member.valid_at(now_ns):
             continue
         key = VerifyKey.from_base64(member.public_key, field=member.name)
         out.append(
@@ -152,7 +164,21 @@ def users(roster: Roster, provisioner_nkey: str) -> list[dict[str, object]]:
     return out
 
 
-def accounts_block(roster: Roster, provisioner_nkey: str) -> str:
-    """The `accounts` block of a nats-server config (JSON is valid server config syntax)."""
-    account = {"jetstream": "enabled", "users": users(roster, provisioner_nkey)}
+def next_boundary(roster: Roster, now_ns: int) -> int | None:
+    """The next instant after `now_ns` at which `users` changes (a key's validity starts or
+    ends), or None: the server's authorization must be rendered again then."""
+    edges = [
+        ns
+        for m in roster.members
+        if not m.revoked_ns
+        for ns in (m.valid_from_ns, m.valid_until_ns)
+        if ns > now_ns
+    ]
+    return min(edges, default=None)
+
+
+def accounts_block(roster: Roster, provisioner_nkey: str, *, now_ns: int) -> str:
+    """The `accounts` block of a nats-server config (JSON is valid server config syntax),
+    with the users valid at `now_ns`."""
+    account = {"jetstream": "enabled", "users": users(roster, provisioner_nkey, now_ns=now_ns)}
     return f"accounts: {json.dumps({ACCOUNT: account}, indent=1)}\n"

@@ -9,12 +9,17 @@ and is stopped when its owner exits.
 It always runs with authorization (`authz`): one NATS user per roster key,
 with per-role permissions, and a provisioner whose key exists only in this
 object's memory (it creates the buckets and streams; nobody else may).
-`reload(roster)` applies a new roster version without a restart (SIGHUP).
+`reload(roster)` applies a new roster version without a restart (SIGHUP). The users
+are those whose keys are valid now (`authz.users`), so the server renders and reloads
+them again by itself at each key's validity boundary (`authz.next_boundary`): a key
+that ends loses its login, and its connections are closed by the reload, without
+waiting for the next roster version; one that has not started cannot log in early.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -22,18 +27,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from knightwatch.control.plane.authz import accounts_block
+from knightwatch.control.plane.authz import accounts_block, next_boundary
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Roster
 
+log = logging.getLogger(__name__)
+
 _START_TIMEOUT_S = 10.0
+_BOUNDARY_MAX_WAIT_S = 3600.0
+"""The longest a boundary timer sleeps before looking again (a far boundary, year 9999,
+exceeds what a timer can wait; the wall clock may also be stepped meanwhile)."""
 
 
 class ServerError(KnightwatchError, RuntimeError):
@@ -124,9 +135,14 @@ class EmbeddedNatsServer:
         self.provisioner = Signer("provisioner", SigningKey.generate())
         """Creates buckets and streams; held by this process alone, never written to disk."""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.RLock()
+        """One render-write-signal at a time (a boundary timer and a new roster version)."""
+        self._rendered_ns = 0
+        self._timer: threading.Timer | None = None
 
     def _auth(self) -> str:
-        return accounts_block(self.roster, self.provisioner.nkey)
+        self._rendered_ns = time.time_ns()
+        return accounts_block(self.roster, self.provisioner.nkey, now_ns=self._rendered_ns)
 
     def reload(self, roster: Roster, wait_s: float = 0.0) -> None:
         """Serve a new roster version's users and permissions, without a restart.
@@ -134,14 +150,56 @@ class EmbeddedNatsServer:
         The server applies a reload in the background; with `wait_s` this waits (at
         most that long) until its log says the new configuration is in force, so a
         login that follows is judged by it."""
-        self.roster = roster
-        self._write_config()
-        if self.running:
-            before = self._reloads()
-            self.signal(signal.SIGHUP)
-            deadline = time.monotonic() + wait_s
-            while self._reloads() <= before and time.monotonic() < deadline:
-                time.sleep(0.01)
+        with self._lock:
+            self.roster = roster
+            self._write_config()
+            if self.running:
+                before = self._reloads()
+                self.signal(signal.SIGHUP)
+                deadline = time.monotonic() + wait_s
+                while self._reloads() <= before and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Render the users again at the next key validity boundary after the last render."""
+        with self._lock:
+            self._cancel_boundary()
+            boundary = next_boundary(self.roster, self._rendered_ns)
+            if boundary is None or not self.running:
+                return
+            wait_s = min(max((boundary - time.time_ns()) / 1e9, 0.0), _BOUNDARY_MAX_WAIT_S)
+            self._timer = threading.Timer(wait_s, self._on_boundary, (boundary,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _cancel_boundary(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _on_boundary(self, boundary: int) -> None:
+        with self._lock:
+            if not self.running:
+                return
+            if time.time_ns() < boundary:  # woke early (a far boundary): nothing changed yet
+                self._schedule()
+                return
+            try:
+                self.reload(self.roster)
+            except OSError as exc:
+                # the previous users (an ended key among them) stay in force: say so, and
+                # try again rather than let the timer thread die with it
+                log.error(
+                    "AUTHZ_RELOAD_FAILED: %s: cannot render the users at a key validity "
+                    "boundary (%s); retrying in 1 s",
+                    self.state_dir / "nats-server.conf",
+                    exc.strerror or exc,
+                )
+                self._cancel_boundary()
+                self._timer = threading.Timer(1.0, self._on_boundary, (boundary,))
+                self._timer.daemon = True
+                self._timer.start()
 
     def _reloads(self) -> int:
         """How many reloads the server's log reports as done."""
@@ -155,9 +213,13 @@ class EmbeddedNatsServer:
             return 0
 
     def _write_config(self) -> Path:
+        """Write the config whole (a server reading it mid-write would refuse it and keep
+        the previous users: a revoked or expired key's login)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         conf = self.state_dir / "nats-server.conf"
-        conf.write_text(self._config())
+        tmp = conf.with_name(conf.name + ".tmp")
+        tmp.write_text(self._config())
+        os.replace(tmp, conf)
         return conf
 
     def _config(self) -> str:
@@ -192,6 +254,7 @@ class EmbeddedNatsServer:
             log.close()
         self.url = self._wait_for_ports_file(self._proc)
         self.port = int(self.url.rsplit(":", 1)[1])
+        self._schedule()  # once it handles SIGHUP (it writes the ports file after)
         return self.url
 
     def _wait_for_ports_file(self, proc: subprocess.Popen[bytes]) -> str:
@@ -214,6 +277,7 @@ class EmbeddedNatsServer:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Graceful stop (SIGTERM hands leadership over in ~50 ms); SIGKILL if it hangs."""
+        self._cancel_boundary()
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -226,6 +290,7 @@ class EmbeddedNatsServer:
 
     def kill(self) -> None:
         """Crash the server (SIGKILL), as the failure tests do."""
+        self._cancel_boundary()
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -350,4 +415,5 @@ class _ClusterServer(EmbeddedNatsServer):
         finally:
             log.close()
         self.url = self._wait_for_ports_file(self._proc)
+        self._schedule()
         return self.url
