@@ -256,7 +256,9 @@ async def _trade_until(
     with; the limits it arms with are recorded for the next start."""
     armed = armed_limits_path(state_dir, node_id)
     try:
-        await refuse_raised_limits(runtime.plane, node_id, read_armed_limits(armed), limits)
+        await refuse_raised_limits(
+            runtime.plane, node_id, read_armed_limits(armed), limits, runtime.trust
+        )
     except FrozenByKill as exc:
         raise FleetError(f"--limits: {exc}") from None
     runtime.arm(f"node:{node_id}")

@@ -82,3 +82,35 @@ def test_a_deleted_kill_state_key_that_is_no_slot_is_logged_once_not_skipped_sil
         [MALFORMED_KEY.upper(), "key=fleet.x", "revision=41:"],
         [MALFORMED_KEY.upper(), "key=strategy.a.b", "revision=42:"],
     ]
+
+
+async def test_a_hand_made_resume_naming_the_kill_does_not_let_a_node_arm_looser() -> None:
+    """An unsigned ACTIVE entry that names the kill it would lift and the revision it was
+    decided on passes the slot's history; only its signature tells it apart. A node
+    restarting with looser limits judges the kill state with its roster (`trust`), as it
+    judges the kill itself: it stays refused."""
+    from knightwatch.control.fleet.freeze import refuse_raised_limits
+    from knightwatch.limits import Limits
+
+    clock = SystemClock()
+    plane = await plane_on(MemoryFabric())
+    ks = switch(plane, clock)
+    kill = await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.1, targets=[])
+    assert kill.revision is not None
+    forged = StateEntry(
+        Scope.FLEET,
+        "fleet",
+        TradingState.ACTIVE,
+        "thaw",
+        "alice",
+        "f2",
+        clock.time_ns(),
+        supersedes=kill.entry.command_id,
+        decided_on=kill.revision,
+    )
+    await plane.put_state(forged)
+    assert await kill_in_force(plane) is None  # the history alone is fooled
+    armed, looser = Limits(max_order_qty=100), Limits(max_order_qty=1_000)
+    await refuse_raised_limits(plane, "n1", armed, looser)  # what the node did before
+    with pytest.raises(FrozenByKill, match="looser than it last armed with"):
+        await refuse_raised_limits(plane, "n1", armed, looser, trust())

@@ -151,17 +151,25 @@ async def refuse_if_frozen(
 
 
 async def refuse_raised_limits(
-    plane: ControlPlane, node_id: str, armed: Limits | None, limits: Limits
+    plane: ControlPlane,
+    node_id: str,
+    armed: Limits | None,
+    limits: Limits,
+    trust: TrustStore | None = None,
 ) -> None:
     """A node restarting while a kill is in force may not arm with looser limits than it
     last armed with (`armed`); the same or tighter passes, and so does a node with no
-    record of its own (a new node is refused at admission instead)."""
+    record of its own (a new node is refused at admission instead). With `trust` (the
+    node's roster) the kill state is judged as the node judges it: an entry that does not
+    verify, a hand-made resume among them, is a halt of its slot."""
     if armed is None:
         return
     raised = loosened(armed, limits)
     if raised:
         await refuse_if_frozen(
-            plane, f"node {node_id}: limits looser than it last armed with ({'; '.join(raised)})"
+            plane,
+            f"node {node_id}: limits looser than it last armed with ({'; '.join(raised)})",
+            trust,
         )
 
 
