@@ -33,6 +33,7 @@ class RejectReason(StrEnum):
     RATE_SYMBOL = "rate_symbol"
     UNKNOWN_PARENT = "unknown_parent"
     PARENT_QTY_EXCEEDED = "parent_qty_exceeded"
+    PARENT_SIDE_MISMATCH = "parent_side_mismatch"
     MAX_CHILD_ORDERS = "max_child_orders"
     MAX_POSITION = "max_position"
     MAX_GROSS_EXPOSURE = "max_gross_exposure"

@@ -514,6 +514,9 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
         (_R.UNKNOWN_PARENT, _R.MAX_CHILD_ORDERS, _R.PARENT_QTY_EXCEEDED),
         layer="parent_reconciliation",
     ),
+    # a child on the other side of the parent it names (registered with its side) is
+    # refused whatever the limits switch on: no setting makes a sign bug a valid order
+    RuleGroup("parent_side", 8, reasons=(_R.PARENT_SIDE_MISMATCH,)),
     RuleGroup("position", 10, ("max_position_qty",), (_R.MAX_POSITION,), layer="exposure"),
     RuleGroup(
         "exposure",

@@ -712,3 +712,46 @@ def test_children_filling_out_of_order_are_booked_as_they_were_checked(
         parent_id="P",
     )
     assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 80)
+
+
+# --- parent side ---------------------------------------------------------------------------
+
+
+def test_a_child_on_the_wrong_side_of_its_parent_is_refused(rig: Callable[..., Rig]) -> None:
+    """A router's sign bug (selling for a customer's buy order) passed every parent check
+    and counted as the customer's: the parent had a quantity but no side. Registered with
+    its side, a child on the other side is refused, whatever the limits (none are on)."""
+    r = rig()
+    g = r.guard
+    g.register_parent("P", 1_000, account="acme", side=Side.BUY)
+    g.register_parent("S", 1_000, account="acme", side=Side.SELL)
+    wrong = r.send(qty=100, id="w1", side=Side.SELL, parent_id="P")
+    assert wrong.reason is R.PARENT_SIDE_MISMATCH and not wrong.accepted
+    assert wrong.detail == "order w1 is a sell but parent P is a buy"
+    assert r.send(qty=100, id="w2", side=Side.BUY, parent_id="S").detail == (
+        "order w2 is a buy but parent S is a sell"
+    )
+    assert g.parent_committed("P") == 0 and g.customer_position("acme", "IBM") == 0
+    assert r.send(qty=100, id="b1", side=Side.BUY, parent_id="P").accepted
+    assert r.send(qty=100, id="s1", side=Side.SELL, parent_id="S").accepted
+    assert g.parent_committed("P") == 100 and g.parent_committed("S") == 100
+    # a replace keeps the side, so a child that got out cannot turn round
+    turned = g.check_replace("b1", r.order(qty=100, id="b2", side=Side.SELL, parent_id="P"))
+    assert not turned.accepted
+
+
+def test_a_parent_registered_without_a_side_checks_none(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    g = r.guard
+    g.register_parent("P", 1_000)
+    assert r.send(qty=100, side=Side.SELL, parent_id="P").accepted
+    assert r.send(qty=100, side=Side.BUY, parent_id="P").accepted
+
+
+def test_register_parent_rejects_a_side_that_is_not_a_side(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    for bad in ("buy", "BUY", 1, True):
+        with pytest.raises(ValueError, match=r"^register_parent: side must be Side\.BUY") as e:
+            r.guard.register_parent("P", 10, side=bad)
+        assert "\n" not in str(e.value)
+    r.guard.register_parent("P", 10, side=Side.SELL)  # nothing half-registered before

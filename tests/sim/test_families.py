@@ -32,6 +32,7 @@ INCIDENTS = (
     "frozen-feed",
     "reused-ids",
     "off-price",
+    "wrong-side",
 )
 RUNTIME = "runtime"  # every layer but attestation, flag_schema and rollout
 

@@ -10,9 +10,10 @@ schema can express:
 - flash-crash: a customer's sell order worked whatever the price does (6 May 2010): no
   overfill, the harm is the market's (a move of more than 5%), and the customer's credit
   limit stops it.
-- frozen-feed, reused-ids, off-price: what goes wrong on one node while it trades
-  (`[faults]`): a reference-price feed that freezes while others sell the stock off
-  (`[[flow]]`), a restart that reuses client order ids, children priced through the touch.
+- frozen-feed, reused-ids, off-price, wrong-side: what goes wrong on one node while it
+  trades (`[faults]`): a reference-price feed that freezes while others sell the stock off
+  (`[[flow]]`), a restart that reuses client order ids, children priced through the touch,
+  children sent on the other side of their parent (a router's sign bug).
 Each first shows the harm unguarded, so no assertion can pass by default.
 """
 
@@ -33,6 +34,7 @@ INCIDENTS = (
     "frozen-feed",
     "reused-ids",
     "off-price",
+    "wrong-side",
 )
 
 
@@ -164,6 +166,22 @@ def test_children_priced_through_the_touch_are_stopped_by_the_price_collar() -> 
         assert r.loss_usd == 0.0, guards
 
 
+def test_children_on_the_wrong_side_of_their_parent_are_refused_by_the_parent_side() -> None:
+    """A router's sign bug sells for a customer's buy order: every parent is reported done,
+    and the firm holds both legs. The Guard knows each parent's side (the replay registers
+    it with any Guard), so the first wrong-side child is refused, whichever layer is on."""
+    sc = load(EXAMPLES / "wrong-side.toml")
+    unguarded = run(sc, "none")
+    assert unguarded.runaway_executions == 0 and unguarded.parents_completed == unguarded.parents
+    assert unguarded.peak_gross_usd > 250_000 and unguarded.loss_usd > 500  # the firm's legs
+    assert "fault: children sent on the wrong side of their parents" in events(unguarded)
+    for guards in ("order_size", "parent_reconciliation", "runtime"):
+        r = run(sc, guards)
+        assert first_blocks(r)["n2"] == "parent_side_mismatch", guards
+        assert set(first_blocks(r)) == {"n2"}, guards
+        assert r.peak_gross_usd == 0.0 and r.loss_usd == 0.0, guards
+
+
 def test_a_bad_fault_or_flow_is_a_one_line_error_naming_the_key() -> None:
     text = (EXAMPLES / "frozen-feed.toml").read_text(encoding="utf-8")
     table = "[faults.n2.frozen_feed]   # its feed stops at 30 s and never comes back\nfrom_s = 30.0"
@@ -199,6 +217,27 @@ def test_a_bad_fault_or_flow_is_a_one_line_error_naming_the_key() -> None:
             "[faults.n2.reused_ids]\nfrom_s = nan",
             "faults.n2.reused_ids.from_s: must be a finite",
         ),
+        (
+            table,
+            "[faults.n2.wrong_side]\nfrom_s = 30.0\nuntil_s = 30.0",
+            "faults.n2.wrong_side.until_s: must be after wrong_side.from_s",
+        ),
+        (
+            table,
+            "[faults.n2.wrong_side]\nfrom_s = 10.0\nuntil_s = 301.0",
+            "faults.n2.wrong_side.until_s: must be after wrong_side.from_s and at most",
+        ),
+        (
+            table,
+            "[faults.n2.wrong_side]\nfrom_s = -1.0",
+            "faults.n2.wrong_side.from_s: must be in 0..scenario.duration_s",
+        ),
+        (
+            table,
+            "[faults.n2.wrong_side]\nfrom_s = 1.0\nside = 'sell'",
+            "faults.n2.wrong_side.side: unknown key",
+        ),
+        (table, "[faults.n2.wrong_side]", "faults.n2.wrong_side.from_s"),
     ):
         assert old in text, old
         try:

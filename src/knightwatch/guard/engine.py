@@ -371,6 +371,11 @@ class Guard:
                 if eff.require_registered_parent:
                     return _blocked(R.UNKNOWN_PARENT, f"parent {pid!r} is not registered"), eff
             else:
+                if parent.opposite is side:  # None (side not registered) is never a Side
+                    return _blocked(
+                        R.PARENT_SIDE_MISMATCH,
+                        f"order {oid} is a {side.value} but parent {pid} is a {parent.side}",
+                    ), eff
                 mc = eff.max_child_orders_per_parent
                 if mc is not None and parent.children >= mc:
                     return _blocked(
@@ -1782,11 +1787,15 @@ class Guard:
         self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
         return n
 
-    def register_parent(self, parent_id: Checked, qty: Checked, *, account: Checked = None) -> None:
+    def register_parent(
+        self, parent_id: Checked, qty: Checked, *, account: Checked = None, side: Checked = None
+    ) -> None:
         """Declare a customer's parent order: its children can never exceed it (with
         `max_parent_qty_multiple`), whatever the router does, and their fills within it are
         the customer's, counted against `account` (the parent's own id when not given)
-        rather than the node's own position."""
+        rather than the node's own position. With `side` (a `Side`), a child on the other
+        side is refused (`parent_side_mismatch`): a router's sign bug would otherwise trade
+        against the customer under the customer's name; None (not known) checks no side."""
         if type(parent_id) is not str or not parent_id:
             raise ValueError(
                 f"register_parent: parent_id must be a non-empty string, got {parent_id!r}"
@@ -1801,14 +1810,25 @@ class Guard:
             raise ValueError(
                 f"register_parent: account must be a non-empty string or None, got {account!r}"
             )
+        if side is not None and type(side) is not Side:
+            raise ValueError(
+                f"register_parent: side must be Side.BUY, Side.SELL or None, got {quoted(side)}"
+            )
         led = self._ledger
         if parent_id in led.parents:
             raise ValueError(f"register_parent: parent {parent_id!r} is already registered")
         name = parent_id if account is None else account
         multiple = self.limits.max_parent_qty_multiple
         cap = sys.maxsize if multiple is None else int(qty * multiple)
-        led.parents[parent_id] = Parent(qty, led.account(name), cap)
-        self._recorder.record_event("parent", self._ctx, parent_id=parent_id, qty=qty, account=name)
+        led.parents[parent_id] = Parent(qty, led.account(name), cap, side)
+        if side is None:
+            self._recorder.record_event(
+                "parent", self._ctx, parent_id=parent_id, qty=qty, account=name
+            )
+        else:  # with its side: the record says what its children were held to
+            self._recorder.record_event(
+                "parent", self._ctx, parent_id=parent_id, qty=qty, account=name, side=side.value
+            )
 
     def set_context(self, *, release_id: Checked = None, flag_snapshot_id: Checked = None) -> None:
         """What this process runs; stamped on every record so a decision says under which code."""

@@ -201,15 +201,35 @@ class Parent:
     against), `filled` what its children executed and `cust_filled` the part of
     it booked as the customer's (a bust takes back the rest, the firm's, first),
     `cap` the most the children may total (the parent check). `line` caches the
-    customer line of the last symbol its children traded.
+    customer line of the last symbol its children traded. `side` is the customer's
+    side when the registering caller knew it, `opposite` the side none of its children
+    may take (None: not known, every side passes), kept so the check is one identity
+    comparison.
     """
 
-    __slots__ = ("account", "cap", "children", "committed", "cust_filled", "filled", "line", "qty")
+    __slots__ = (
+        "account",
+        "cap",
+        "children",
+        "committed",
+        "cust_filled",
+        "filled",
+        "line",
+        "opposite",
+        "qty",
+        "side",
+    )
 
-    def __init__(self, qty: int, account: CustomerAccount, cap: int) -> None:
+    def __init__(
+        self, qty: int, account: CustomerAccount, cap: int, side: Side | None = None
+    ) -> None:
         self.qty = qty
         self.account = account
         self.cap = cap
+        self.side = side
+        self.opposite: Side | None = (
+            None if side is None else (Side.SELL if side is Side.BUY else Side.BUY)
+        )
         self.committed = 0
         self.filled = 0
         self.cust_filled = 0

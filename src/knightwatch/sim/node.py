@@ -8,11 +8,13 @@ Guard every child is its own `Order` and its own decision.
 
 A node with `[faults]` sends every child on its own, guarded or not, through
 `_route_faulted`: its price comes from the node's feed (frozen or not) and may be
-set away from the touch, its id from a sequence a restart may reset, and its fill
-is matched to the first child that carried its id. A child still fills at once
-(the model's axiom); one priced through the market fills at its own price (the
-contra takes the price offered), and the firm, which makes its customer whole,
-books the difference. Nodes without faults keep the paths below unchanged.
+set away from the touch, its side may be the opposite of its parent's, its id from a
+sequence a restart may reset, and its fill is matched to the first child that carried
+its id. A child still fills at once (the model's axiom); one priced through the market
+fills at its own price (the contra takes the price offered), and the firm, which makes
+its customer whole, books the difference; one on the wrong side is reported to the
+customer as done on the parent's side, so the firm holds the market leg and the
+customer's. Nodes without faults keep the paths below unchanged.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Node:
         """The quotes (ask, bid) per symbol the node's feed froze at; None while it is live."""
         self._restart_ns: int | None = None
         self._off_ns: int | None = None
+        self._flip: tuple[int, int | None] | None = None
+        """`wrong_side`: from when (until when, if it ends) children take the other side."""
         self._owners: dict[str, RoutedParent] | None = None
         if faults is not None:
             if faults.reused_ids is not None:
@@ -78,6 +82,10 @@ class Node:
                 self._owners = {}
             if faults.off_price is not None:
                 self._off_ns = open_ns + round(faults.off_price.from_s * NS_PER_S)
+            ws = faults.wrong_side
+            if ws is not None:
+                until = None if ws.until_s is None else open_ns + round(ws.until_s * NS_PER_S)
+                self._flip = (open_ns + round(ws.from_s * NS_PER_S), until)
 
     def freeze_feed(self, market: Market) -> None:
         """The node's feed stops: it keeps the quotes it has now."""
@@ -193,16 +201,17 @@ class Node:
         p.refused_for = self.refused_for = ""
         return True
 
-    def child_price(self, p: RoutedParent, book: OrderBook, now_ns: int) -> float:
-        """The price the node puts on a child: the far touch as its feed shows it, moved
-        `off_price.pct` through it once that fault has begun (whole ticks, at least one)."""
+    def child_price(self, p: RoutedParent, book: OrderBook, now_ns: int, is_buy: bool) -> float:
+        """The price the node puts on a child (a buy if `is_buy`): the far touch as its feed
+        shows it, moved `off_price.pct` through it once that fault has begun (whole ticks,
+        at least one)."""
         frozen = self.frozen
-        touch = book.touch(p.is_buy) if frozen is None else frozen[p.symbol][0 if p.is_buy else 1]
+        touch = book.touch(is_buy) if frozen is None else frozen[p.symbol][0 if is_buy else 1]
         if self._off_ns is None or now_ns < self._off_ns:
             return touch
         assert self.faults is not None and self.faults.off_price is not None
         pct = self.faults.off_price.pct
-        price = touch * (1 + pct) if p.is_buy else touch * (1 - pct)
+        price = touch * (1 + pct) if is_buy else touch * (1 - pct)
         return max(1, round(price / book.tick)) * book.tick
 
     def _route_faulted(self, p: RoutedParent, now_ns: int) -> None:
@@ -217,18 +226,25 @@ class Node:
         self._seq += 1
         oid = f"{self.id}-{self._seq}"
         symbol = self.symbols[p.symbol]
-        side = Side.BUY if p.is_buy else Side.SELL
-        price = self.child_price(p, book, now_ns)
+        flip = self._flip
+        flipped = flip is not None and flip[0] <= now_ns and (flip[1] is None or now_ns < flip[1])
+        is_buy = p.is_buy is not flipped  # `wrong_side`: the other side of its parent
+        side = Side.BUY if is_buy else Side.SELL
+        price = self.child_price(p, book, now_ns, is_buy)
         guard = self.guard
         if guard is not None:
             order = Order(oid, self.strategy, symbol, side, qty, price, p.id)
             if not self._checked(p, guard.check(order), now_ns):
                 return
-        notional = self.venue.execute(p.symbol, p.is_buy, qty, 1, now_ns)
-        worse = price * qty - notional if p.is_buy else notional - price * qty
+        notional = self.venue.execute(p.symbol, is_buy, qty, 1, now_ns)
+        worse = price * qty - notional if is_buy else notional - price * qty
         if worse > 0:  # filled at its own price: the firm makes the customer whole
             self.account.cash -= worse
-        paid = notional + max(worse, 0.0) if p.is_buy else notional - max(worse, 0.0)
+        paid = notional + max(worse, 0.0) if is_buy else notional - max(worse, 0.0)
+        if flipped:  # the customer is told of a fill on its parent's side (booked below):
+            sign = 1 if is_buy else -1  # the firm holds the market leg and the customer's
+            self.account.position[p.symbol] += 2 * sign * qty
+            self.account.cash -= 2 * sign * notional
         # the execution report is matched by id: to the first child that carried it
         owner = p if self._owners is None else self._owners.setdefault(oid, p)
         self.sent += 1

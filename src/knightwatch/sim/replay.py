@@ -518,6 +518,11 @@ class Replay:
                 items.append((ff.from_s, f"feed_frozen:{nid}", self._feed_action(node, False)))
                 if ff.until_s is not None:
                     items.append((ff.until_s, f"feed_back:{nid}", self._feed_action(node, True)))
+            ws = fault.wrong_side  # the node flips its children itself; this only marks it
+            if ws is not None:
+                items.append((ws.from_s, f"wrong_side:{nid}", self._fault_mark(nid, True)))
+                if ws.until_s is not None:
+                    items.append((ws.until_s, f"right_side:{nid}", self._fault_mark(nid, False)))
         for seq, (at_s, label, action) in enumerate(items):
             out.append((sc.open_ns + round(at_s * NS_PER_S), seq, label, action))
         out.sort(key=lambda a: (a[0], a[1]))
@@ -527,6 +532,18 @@ class Replay:
     def _feed_action(self, node: Node, live: bool) -> TimelineAction:
         def act(_: object) -> None:
             (self._thaw if live else self._freeze)(node)
+
+        return act
+
+    def _fault_mark(self, nid: str, on: bool) -> TimelineAction:
+        what = (
+            "children sent on the wrong side of their parents"
+            if on
+            else "children on their parents' side again"
+        )
+
+        def act(_: object) -> None:
+            self.mark("fault", nid, what)
 
         return act
 
@@ -574,7 +591,7 @@ class Replay:
         if node.guard is not None:
             # the customer's order, declared to the Guard: its children's fills within it are
             # the customer's; whether they may exceed it is the parent check's business
-            node.guard.register_parent(po.id, po.qty, account=po.account)
+            node.guard.register_parent(po.id, po.qty, account=po.account, side=po.side)
             self._watch[self.nodes.index(node)].add(idx)
             if node.frozen is None:  # a frozen feed sends the Guard nothing new
                 node.guard.on_price(po.symbol, self.market.books[idx].mid())

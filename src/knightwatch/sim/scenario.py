@@ -14,7 +14,7 @@ compiled-in flag table or its config, so a config-only skew, a hotfix build
 with its own flag table or several stale nodes can each be written down.
 `[faults.<id>]` says what goes wrong on a node while it trades: a reference-price
 feed that freezes, a router that reuses client order ids after a restart, children
-priced away from the touch.
+priced away from the touch, children sent on the wrong side of their parent.
 """
 
 from __future__ import annotations
@@ -143,6 +143,16 @@ class OffPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pct: float
 
 
+class WrongSide(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """From `from_s` (until `until_s`, or to the end) the node's router sends each child
+    on the opposite side of its parent (a sign bug: selling for a customer's buy order),
+    and reports its fill to the customer as done on the parent's side. The firm, which
+    makes its customer whole, holds both legs: twice the child on the child's side."""
+
+    from_s: float
+    until_s: float | None = None
+
+
 class NodeFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What goes wrong on one node during the run (`[faults.<node>]`): none of it is in
     what the node attests, so the deploy-time layers cannot see it."""
@@ -150,6 +160,7 @@ class NodeFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     frozen_feed: FrozenFeed | None = None
     reused_ids: ReusedIds | None = None
     off_price: OffPrice | None = None
+    wrong_side: WrongSide | None = None
 
 
 class OtherFlow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -732,7 +743,10 @@ def _fault_problems(
         p.append(f"{where}: must be a node id n1..n{nodes} (got {quoted(nid)})")
     kinds = [k for k in fault.__struct_fields__ if getattr(fault, k) is not None]
     if not kinds:
-        p.append(f"{where}: must set at least one of frozen_feed, reused_ids, off_price (got {{}})")
+        p.append(
+            f"{where}: must set at least one of frozen_feed, reused_ids, off_price, wrong_side "
+            "(got {})"
+        )
     for kind in kinds:
         from_s = getattr(fault, kind).from_s
         if not 0 <= from_s < duration_s:  # NaN too
@@ -740,12 +754,14 @@ def _fault_problems(
                 f"{where}.{kind}.from_s: must be in 0..scenario.duration_s (exclusive: a fault "
                 f"at the stop changes nothing) (got {quoted(from_s)})"
             )
-    ff = fault.frozen_feed
-    if ff is not None and ff.until_s is not None and not ff.from_s < ff.until_s <= duration_s:
-        p.append(
-            f"{where}.frozen_feed.until_s: must be after frozen_feed.from_s and at most "
-            f"scenario.duration_s (got {quoted(ff.until_s)})"
-        )
+    for kind, window in (("frozen_feed", fault.frozen_feed), ("wrong_side", fault.wrong_side)):
+        if window is None or window.until_s is None:
+            continue
+        if not window.from_s < window.until_s <= duration_s:
+            p.append(
+                f"{where}.{kind}.until_s: must be after {kind}.from_s and at most "
+                f"scenario.duration_s (got {quoted(window.until_s)})"
+            )
     op = fault.off_price
     if op is not None and not 0 < op.pct < 1:
         p.append(
