@@ -18,7 +18,7 @@ import pytest
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.approvals import Requests
-from knightwatch.control.fleet.killswitch import KillSwitchError
+from knightwatch.control.fleet.killswitch import KillSwitch, KillSwitchError
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
@@ -537,4 +537,46 @@ async def test_the_supervisor_cannot_lift_a_halt_and_a_node_cannot_write_the_kil
     finally:
         await n1.close()
         for p in (alice, supervisor, carol):
+            await p.close()
+
+
+class _HourAhead(SystemClock):
+    """A host whose wall clock runs an hour ahead."""
+
+    def time_ns(self) -> int:
+        return super().time_ns() + 3600 * 10**9
+
+
+async def test_a_kill_dated_an_hour_ahead_is_resumed_now_and_its_resume_replays_nothing(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """bob's host clock runs an hour ahead: his kill halts every node at once. alice and bob
+    resume it now, and every node trades again, a replaced one too. Before, the resume was
+    dated after the kill and refused as issued in the future until the clocks got there.
+    A kill issued after the resume (dated before bob's) still halts, and the old resume,
+    announced or stored again over it, lifts nothing: it names bob's kill."""
+    alice = await site.connect("alice")
+    bob = await site.connect("bob")
+    carol = await site.connect("carol")
+    try:
+        ahead = KillSwitch(bob, _HourAhead(), site.signer("bob"), site.store())
+        kill = await ahead.kill(Scope.FLEET, FLEET_KEY, "incident")
+        assert kill.ok and kill.entry.issued_ns > SystemClock().time_ns() + 3000 * 10**9
+        await until(carol, TradingState.HALTED)
+        ks = site.killswitch(alice, "alice")
+        resumed = await ks.resume(Scope.FLEET, FLEET_KEY, "fixed", approvers=(site.signer("bob"),))
+        assert resumed.ok, (resumed.missing, resumed.durable_error)
+        assert resumed.entry.issued_ns < kill.entry.issued_ns
+        await until(carol, TradingState.ACTIVE)
+        await replace(fleet, carol, "n3")
+        await until(carol, TradingState.ACTIVE)
+        again = await ks.kill(Scope.FLEET, FLEET_KEY, "a new incident")
+        assert again.ok and again.entry.issued_ns < kill.entry.issued_ns
+        await until(carol, TradingState.HALTED)
+        await alice.announce_state(resumed.entry)
+        await alice.put_state(resumed.entry)  # a plain put, as an attacker would
+        await asyncio.sleep(0.5)
+        assert set((await states_of(carol)).values()) == {TradingState.HALTED}
+    finally:
+        for p in (alice, bob, carol):
             await p.close()

@@ -21,7 +21,7 @@ from knightwatch.trust.command import TrustReason
 
 from ...identities import ALICE, BOB, switch
 from ..conftest import Backend
-from ..fleet_fixtures import OrderIds, S, make_node, plane_on
+from ..fleet_fixtures import OrderIds, S, make_node, plane_on, settle
 from ..helpers import entry, eventually
 
 MS = 1_000_000
@@ -395,3 +395,85 @@ async def test_a_fleet_slot_under_another_key_halts_no_starting_node(backend: Ba
         assert resumed.ok and node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     finally:
         await node.stop()
+
+
+async def test_a_kill_dated_an_hour_ahead_is_resumed_now_by_two_people() -> None:
+    """erin's clock runs an hour ahead: her kill halts every node at once. alice and bob
+    resume it now. Before, the resume was dated after the kill (an hour ahead) and every
+    check refused it as issued in the future: the fleet stayed halted until the clocks got
+    there. Now it names the kill and lifts it on every node, on the fast path and on a
+    start-up read, while the kill switch's own view trusts it; the kill heard again lifts
+    nothing, and a kill issued after the resume (dated before erin's) still halts."""
+    fabric = MemoryFabric()
+    clock = SimClock(5_000 * S)
+    nodes = [make_node(n, await plane_on(fabric), clock) for n in ("n1", "n2")]
+    for node in nodes:
+        await node.start()
+    ahead = switch(await plane_on(fabric), SimClock(5_000 * S + 3_600 * S), "erin")
+    alice = switch(await plane_on(fabric), clock, "alice")
+    late: NodeRuntime | None = None
+    try:
+        kill = await ahead.kill(Scope.FLEET, "", "incident", timeout_s=0.2)
+        assert kill.ok and kill.entry.issued_ns > clock.time_ns() + 3_000 * S
+        assert all(n.guard.trading_state(Scope.FLEET) is TradingState.HALTED for n in nodes)
+        resumed = await alice.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+        assert resumed.ok, (resumed.missing, resumed.durable_error)
+        assert resumed.entry.issued_ns < kill.entry.issued_ns  # dated now, by its own clock
+        assert resumed.entry.supersedes == kill.entry.command_id
+        assert all(n.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE for n in nodes)
+        stored, _, trusted = await alice.current(Scope.FLEET, FLEET_KEY)
+        assert trusted and stored == resumed.entry
+        # the lifted kill re-announced (as its switch does while it waits) changes nothing
+        await (await plane_on(fabric)).announce_state(kill.entry)
+        await settle()
+        assert all(n.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE for n in nodes)
+        late = make_node("n3", await plane_on(fabric), clock)
+        await late.start()  # reads the resume from the store
+        assert late.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+        clock.advance(S)
+        again = await switch(await plane_on(fabric), clock, "bob").kill(
+            Scope.FLEET, "", "a new incident", timeout_s=0.2
+        )
+        assert again.ok and again.entry.issued_ns < kill.entry.issued_ns
+        for node in [*nodes, late]:
+            assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    finally:
+        for node in [*nodes, *([late] if late is not None else [])]:
+            await node.stop()
+
+
+async def test_an_old_resume_replayed_over_a_kill_dated_behind_it_lifts_nothing() -> None:
+    """A resume of erin's kill (dated an hour ahead) is dated now; a later kill is dated
+    before erin's. Announcing the old resume again, or putting it back over the new kill,
+    must not lift that kill (it names erin's), on running nodes or a starting one."""
+    fabric = MemoryFabric()
+    clock = SimClock(5_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    ahead = switch(await plane_on(fabric), SimClock(5_000 * S + 3_600 * S), "erin")
+    alice = switch(await plane_on(fabric), clock, "alice")
+    plane = await plane_on(fabric)
+    late: NodeRuntime | None = None
+    try:
+        await ahead.kill(Scope.FLEET, "", "incident", timeout_s=0.2)
+        old = await alice.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+        assert old.ok and node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+        clock.advance(S)
+        again = await alice.kill(Scope.FLEET, "", "a new incident", timeout_s=0.2)
+        assert again.ok and node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        await plane.announce_state(old.entry)
+        await settle()
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        assert node.refused[TrustReason.STALE] == 1
+        await plane.put_state(old.entry)
+        await settle()
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        late = make_node("n2", await plane_on(fabric), clock)
+        await late.start()
+        assert late.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        assert late.refused[TrustReason.REPLAYED] == 1
+        assert not (await alice.current(Scope.FLEET, FLEET_KEY))[2]
+    finally:
+        await node.stop()
+        if late is not None:
+            await late.stop()

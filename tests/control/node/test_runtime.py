@@ -714,3 +714,29 @@ async def test_a_fleet_halt_held_on_a_lost_store_is_not_sent_to_the_relay_foreve
     fleet, _ = await node.plane.get_state(Scope.FLEET, "fleet")
     assert fleet is None
     await node.stop()
+
+
+async def test_a_node_away_during_the_resume_of_a_kill_dated_ahead_resyncs_it() -> None:
+    """erin's clock runs an hour ahead; the node holds her kill and is disconnected while
+    alice and bob resume it (dated now, naming that kill). Its resync reads the resume
+    from the store: before, the node kept the kill, which orders after the resume by issue
+    time, and stayed halted under a stored resume until the clocks reached erin's."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    erin = switch(await plane_on(fabric), SimClock(1_000 * S + 3_600 * S), "erin")
+    alice = switch(await plane_on(fabric), clock, "alice")
+    kill = await erin.kill(Scope.FLEET, "", "incident", timeout_s=0.2)
+    assert kill.ok and node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    assert isinstance(node.plane, MemoryControlPlane)
+    await node.plane._set_connected(False)
+    resumed = await alice.resume(Scope.FLEET, "", "fixed", timeout_s=0.05, approvers=(BOB,))
+    assert resumed.revision is not None and resumed.missing == ["n1"]
+    assert resumed.entry.issued_ns < kill.entry.issued_ns
+    await node.plane._set_connected(True)
+    await node.heartbeat_once()
+    assert node.admitted
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    assert node._applied["fleet.fleet"] == resumed.entry
+    await node.stop()

@@ -61,7 +61,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.errors import KnightwatchError
 from knightwatch.state import Scope, TradingState
-from knightwatch.trust.command import Checked, Refused, check_state, ramp_problem
+from knightwatch.trust.command import SKEW_NS, Checked, Refused, check_state, ramp_problem
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.store import TrustStore
 
@@ -338,7 +338,9 @@ class KillSwitch:
     ) -> StateEntry:
         """A resume of the halt stored now, signed by this switch's signer only.
 
-        It names the halt it lifts and the revision it was decided on, carries
+        It names the halt it lifts and the revision it was decided on (nodes lift
+        that halt by name, even one dated ahead of this clock: the resume is dated
+        now, and judged fresh on its own times), carries
         `ramp` (the stages nodes hold from when they apply it: fraction of the
         limits, seconds), and expires after `ttl_s`; approvers co-sign it
         (`StateEntry.cosigned`) and `apply_resume` stores it.
@@ -361,8 +363,14 @@ class KillSwitch:
         if not ok or current is None:
             current, revision = await self._rehalt(entry.scope, entry.key, revision)
         lifts, after = current.command_id, current.issued_ns
-        # A resume supersedes exactly the entry it was decided on, even if clocks disagree.
-        issued = max(entry.issued_ns, after + 1)
+        # A resume supersedes exactly the entry it names (`supersedes`), whatever the clocks
+        # say, and every reader lifts that halt by name. It is still dated after the halt
+        # when that lies within the skew a node allows a live resume (clocks a little
+        # apart), never further: a halt signed by a clock far ahead (an hour, a year) would
+        # otherwise make every node refuse its resume until the clocks got there.
+        issued = entry.issued_ns
+        if entry.issued_ns <= after < entry.issued_ns + SKEW_NS:
+            issued = after + 1
         self._last_issued_ns = max(self._last_issued_ns, issued)
         return msgspec.structs.replace(
             entry,

@@ -592,7 +592,10 @@ class NodeRuntime:
         A halt this node has never seen is applied even when it orders older than
         the entry held (fail closed): its issuer's clock may lag, and on the fast
         path, with the store unreachable, nobody could bump it past the stored entry.
-        The kill a resume applied here lifts counts as seen.
+        The kill a resume applied here lifts counts as seen. A resume naming the
+        halt held (`supersedes`) lifts it whatever the two issue times say, and that
+        halt heard again afterwards changes nothing: a clock ahead cannot keep a slot
+        halted past its resume, and a resume naming another halt is ordered as before.
 
         A resume clears only the Guard latch of the entry it supersedes: the
         automatic halt's own source when that entry was one (actor "guard:<code>"),
@@ -609,7 +612,25 @@ class NodeRuntime:
         self._seen[entry.command_id] = None
         while len(self._seen) > _SEEN_COMMANDS:
             del self._seen[next(iter(self._seen))]
-        if entry.newer_than(held):
+        if (
+            held is not None
+            and held.state is TradingState.ACTIVE
+            and entry.state is not TradingState.ACTIVE
+            and held.supersedes == entry.command_id
+        ):
+            # the very kill the resume held here lifted, heard again (re-announced, the
+            # store's re-dated copy): it may be dated after the resume (its issuer's clock
+            # ran ahead), yet it is over
+            return None
+        if entry.newer_than(held) or (
+            held is not None
+            and entry.state is TradingState.ACTIVE
+            and held.state is not TradingState.ACTIVE
+            and entry.supersedes == held.command_id
+        ):
+            # a resume lifts the halt it names even when that halt is dated after it (an
+            # issuer's clock ahead): ordering it by issue time would keep the slot halted
+            # until the clocks got there; it was judged fresh on its own times
             self._applied[entry.slot] = entry
             self._applied_by[entry.slot] = checked
             if (
