@@ -21,4 +21,7 @@ async def test_the_fix_drill_contains_the_runaway_and_kills_at_the_venue(tmp_pat
     assert kill.working_before >= 20 and kill.client_cancels == kill.working_before
     assert kill.still_working == [] and kill.refused_after == "halted"
     assert report.venue_orders >= runaway.routed + kill.working_before
+    # `knightwatch gateway --metrics-port` serves the gateway's own counters beside the node's
+    refused = sum(normal.refused.values()) + sum(runaway.refused.values())
+    assert report.scraped_refused == refused
     assert "PASSED" in console.export_text()

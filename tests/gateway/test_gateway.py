@@ -17,6 +17,7 @@ import pytest
 from knightwatch.clock import SystemClock
 from knightwatch.decision import RejectReason
 from knightwatch.gateway import fields as F
+from knightwatch.gateway import gateway as gateway_module
 from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.config import ClientSession
 from knightwatch.gateway.engine import GatewayError
@@ -472,6 +473,28 @@ def test_a_cancel_naming_the_id_before_a_replace_ends_the_order(rig: Rig) -> Non
     assert rig.gateway.book.find("H1") is rig.gateway.book.find("H2")
 
 
+def test_an_order_the_venue_ends_under_a_replaces_clordid_releases_the_reservation(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue ends the order (cancelled, expired) in its answer to a replace, under the
+    replace's ClOrdID: before, the replace was forgotten without being rolled back, so the
+    Guard held its reservation (200 more) for ever, counted working though nothing was."""
+    rest(rig, "G1", qty=100)
+    venue = rig.venue
+
+    def end_it(msg: F.In, sid: Any, key: str) -> None:
+        o = venue.orders[(key, msg[F.ORIG_CL_ORD_ID])]
+        o.status = "4"
+        venue._report(o, "4", clordid=msg[F.CL_ORD_ID], orig=msg[F.ORIG_CL_ORD_ID])
+
+    monkeypatch.setattr(venue, "_replace", end_it)
+    rig.oms.replace("G2", "G1", "L000", BUY, 300, below(rig, "L000"))
+    rig.oms.wait_report("G2", "4")
+    assert rig.guard.remaining("OMS1:G1") is None and rig.guard.remaining("OMS1:G2") is None
+    assert rig.guard.working_qty("L000") == (0, 0)
+    assert rig.gateway.book.requests == {} and not rig.guard.halts()
+
+
 def test_replace_down_keeps_the_old_leaves_reserved_until_the_venue_answers(rig: Rig) -> None:
     rest(rig, "G3", qty=400)
     with rig.venue.lock:
@@ -595,6 +618,40 @@ def with_v1_resting(rig_factory: Callable[..., Rig]) -> tuple[Rig, FixClient, Fi
     b.new_order("V1", "L000", BUY, 100, below(rig, "L000"))
     b.wait_report("V1", "0")
     return rig, a, b
+
+
+def test_a_cancel_of_an_order_not_yet_known_refused_by_execution_report_leaves_it_working(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel naming an order the gateway did not hold yet (sent before the order) is
+    forwarded; the venue refuses it with an ExecutionReport 150=8 under the cancel's
+    ClOrdID, naming the order (now routed) as OrigClOrdID. Before, that refusal of the
+    cancel was taken for the order's own reject: the Guard ended an order working at
+    the venue (no limit counted it). The cancel is refused, the order works on."""
+
+    def refuse(msg: F.In, sid: Any, key: str) -> None:
+        er = F.message(
+            F.EXECUTION_REPORT,
+            [(F.ORDER_ID, "NONE"), (F.CL_ORD_ID, msg[F.CL_ORD_ID]),
+             (F.ORIG_CL_ORD_ID, msg[F.ORIG_CL_ORD_ID]), (F.EXEC_ID, "RJC1"),
+             (F.EXEC_TYPE, "8"), (F.ORD_STATUS, "8"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
+             (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "0"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
+             (F.TEXT, "unknown order"), (F.TRANSACT_TIME, F.now_utc())],
+        )  # fmt: skip
+        F.send(er, sid)
+
+    monkeypatch.setattr(rig.venue, "_cancel", refuse)
+    px = below(rig, "L000")
+    with rig.venue.lock:  # the venue reads both once the gateway has forwarded both
+        rig.oms.cancel("C1", "A", "L000", BUY, 100)
+        rig.oms.new_order("A", "L000", BUY, 100, px)
+        eventually(lambda: rig.guard.remaining("OMS1:A") == 100, what="A accepted")
+    assert rig.oms.wait_report("C1", "8").get(F.TEXT) == "unknown order"
+    rig.oms.wait_report("A", "0")
+    assert rig.guard.remaining("OMS1:A") == 100 and rig.guard.working_qty("L000") == (100, 0)
+    rig.venue.execute("A", 100, px)
+    rig.oms.wait_report("A", "F")
+    assert rig.guard.position("L000") == 100 and not rig.guard.halts()
 
 
 def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venue(
@@ -1094,6 +1151,52 @@ def test_a_replace_under_a_clordid_never_sent_halts_with_fill_mismatch(rig: Rig)
     eventually(lambda: rig.guard.halts(), what="halt")
     (halt,) = rig.guard.halts().values()
     assert halt.code is RejectReason.FILL_MISMATCH and "ZZZ" in halt.reason
+
+
+def test_a_fill_under_a_foreign_clordid_naming_an_order_as_orig_halts_and_is_booked_apart(
+    rig: Rig,
+) -> None:
+    """A fill under a ClOrdID the gateway never sent whose OrigClOrdID names its order A
+    answers nothing the gateway sent: before, it was applied to A (A's working quantity
+    cut, A's client told it filled) without a halt. It is booked as the venue reports it,
+    never as A's own, and the node halts `fill_mismatch` naming it."""
+    rest(rig, "A")
+    rig.venue.misreport("A", "F", [(F.EXEC_ID, "XF1"), (F.CL_ORD_ID, "ZZZ"),
+                                   (F.ORIG_CL_ORD_ID, "A"), (F.ORD_STATUS, "1"),
+                                   (F.LAST_QTY, "10"), (F.LAST_PX, "99"),
+                                   (F.LEAVES_QTY, "90"), (F.CUM_QTY, "10")])  # fmt: skip
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "ZZZ" in halt.reason
+    assert rig.guard.position("L000") == 10  # the venue says the firm traded
+    assert rig.guard.remaining("OMS1:A") == 100  # never taken from A
+    assert rig.events("unknown_report")[0]["data"]["clordid"] == "ZZZ"
+    assert not [r for r in rig.oms.received if r.get(F.EXEC_TYPE) == "F"]
+
+
+def test_a_mass_cancel_answered_under_its_own_clordid_ends_each_order_it_names(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venue may answer the gateway's mass cancel with one report per order under the
+    mass cancel's ClOrdID, naming the order by OrigClOrdID: an answer to what the gateway
+    sent, applied to the order (no halt), its client told under the order's ClOrdID."""
+    rest(rig, "A")
+    rest(rig, "B")
+    venue = rig.venue
+
+    def answer(msg: F.In, sid: Any, key: str) -> None:
+        for o in venue.working(F.target_of(sid)):
+            o.status = "4"
+            venue._report(o, "4", clordid=msg[F.CL_ORD_ID], orig=o.clordid)
+
+    monkeypatch.setattr(venue, "_mass_cancel", answer)
+    assert sorted(rig.gateway.cancel_scope(Scope.FLEET, "fleet", "drill")) == ["OMS1:A", "OMS1:B"]
+    eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="cancelled")
+    for clordid in ("A", "B"):
+        report = rig.oms.wait_report(clordid, "4")
+        assert report.get(F.TEXT) == "knightwatch kill: drill"
+        assert rig.guard.remaining(f"OMS1:{clordid}") is None
+    assert not rig.guard.halts() and not rig.events("unknown_report")
 
 
 def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
@@ -2136,6 +2239,37 @@ def test_drop_copies_held_for_a_reconciliation_that_never_finished_are_booked_at
         assert halt.code is RejectReason.FILL_MISMATCH and "reconciliation" in halt.reason
         (unresolved,) = first.events("drop_copy_unresolved")
         assert unresolved["data"]["venue_order_id"] == "ELSEWHERE-9"
+    finally:
+        if not stopped:
+            second.stop()
+
+
+def test_drop_copies_held_for_a_reconciliation_that_never_finishes_are_bounded(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, every drop-copy report held for a start-up reconciliation that never came
+    stayed in memory, without bound. Past `MAX_DC_HELD` (two here) the next is booked at
+    once as the venue reports it, never dropped, and the node halts `fill_mismatch`
+    naming the count; those held stay held (and are booked at the stop, as before)."""
+    monkeypatch.setattr(gateway_module, "MAX_DC_HELD", 2, raising=False)
+    first, second, guard, _answer = restart_before_mass_status(rig_factory, monkeypatch)
+    stopped = False
+    try:
+        sid = dc_sid(first)
+        for n in (1, 2):
+            assert F.send(dc_fill(F.EXECUTION_REPORT, f"DC-H{n}", f"ELSEWHERE-{n}", SELL, 10), sid)
+        eventually(lambda: len(first.events("drop_copy_held")) == 2, what="two held")
+        assert guard.position("L000") == 0 and not guard.halts()
+        assert F.send(dc_fill(F.EXECUTION_REPORT, "DC-H3", "ELSEWHERE-3", SELL, 30), sid)
+        eventually(lambda: guard.halts(), what="halt")
+        (halt,) = guard.halts().values()
+        assert halt.code is RejectReason.FILL_MISMATCH and "with 2 reports held" in halt.reason
+        assert guard.position("L000") == -30 and len(second._dc_held) == 2
+        (unresolved,) = first.events("drop_copy_unresolved")
+        assert unresolved["data"]["venue_order_id"] == "ELSEWHERE-3"
+        second.stop()
+        stopped = True
+        assert guard.position("L000") == -50 and not second._dc_held
     finally:
         if not stopped:
             second.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.clock import SystemClock
+from knightwatch.control.exposition import LoopReader, MetricsServer, NodeCollector
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
 from knightwatch.control.node.lease import LeasePolicy
@@ -193,3 +196,46 @@ async def test_node_metrics_count_the_gateway_flow(node: Node) -> None:
     m = node.runtime.metrics()
     assert (m.accepted, m.rejected, m.fills) == (1, 1, 1)
     assert m.blocks == {"max_order_qty": 1}
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_the_gateways_counters_and_sessions_are_scraped_beside_the_nodes(
+    node: Node,
+) -> None:
+    """`Gateway.counts` was kept but exported nowhere: the host's collector, on the node's
+    metrics registry, serves them over HTTP (labels bounded: the event names the gateway
+    counts, the configured client CompIDs), read live at each scrape."""
+    server = MetricsServer(NodeCollector(node.runtime, LoopReader()), 0)
+    server.registry.register(node.host.collector)
+    try:
+
+        def val(samples: dict[Any, float], name: str, **labels: str) -> float:
+            return samples[(name, tuple(sorted({"node": "gw", **labels}.items())))]
+
+        before = await asyncio.to_thread(_scrape, server.url)
+        assert val(before, "knightwatch_gateway_venue_session_up") == 1
+        assert val(before, "knightwatch_gateway_client_session_up", session="OMS1") == 1
+        assert val(before, "knightwatch_gateway_reconciled") == 1
+        assert val(before, "knightwatch_gateway_events_total", event="unknown_reports") == 0
+        assert val(before, "knightwatch_armed") == 1  # the node's own, on the same endpoint
+        await asyncio.to_thread(node.rest, "P1")
+        node.oms.new_order("P2", "L000", "1", 90_000, 101.0)
+        await asyncio.to_thread(node.oms.wait_report, "P2", "8")
+        after = await asyncio.to_thread(_scrape, server.url)
+        for event, moved in (("forwarded", 1), ("refused", 1), ("relayed", 1)):
+            name = "knightwatch_gateway_events_total"
+            assert val(after, name, event=event) - val(before, name, event=event) >= moved
+        assert val(after, "knightwatch_gateway_working_orders") == 1
+        labels = {dict(k[1]).get("event") for k in after if k[0].startswith("knightwatch_gateway")}
+        assert "P1" not in labels and "P2" not in labels
+    finally:
+        server.close()

@@ -13,11 +13,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from prometheus_client.registry import Collector
 
 from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.log import NotARegularFile
@@ -119,6 +120,7 @@ async def serve_node(
     checkpoint_s: float = DEFAULT_CHECKPOINT_S,
     guard_class: type[Guard] = Guard,
     prepare: Prepare | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """Run one node until SIGTERM/SIGINT: Guard, lease, kill state, metrics, then `trader`.
 
@@ -130,7 +132,8 @@ async def serve_node(
 
     With an attestor the node arms only once admitted on the fleet's target
     release, and keeps its flag state in sync (confirming each revision). With
-    `metrics_port` (0 = any free port) it serves Prometheus metrics on 127.0.0.1.
+    `metrics_port` (0 = any free port) it serves Prometheus metrics on 127.0.0.1, with
+    `collectors` (what the process adds, such as a gateway's own counters) beside them.
     With the same key it signs its flight recorder's head every `checkpoint_s` and
     when it stops (`Checkpointer`).
     """
@@ -181,6 +184,8 @@ async def serve_node(
             try:
                 if metrics_port is not None:
                     exposition = serve_node_metrics(runtime, metrics_port)
+                    for collector in collectors:
+                        exposition.registry.register(collector)
                     print(f"node {node_id} metrics on {exposition.url}", flush=True)
                 await runtime.start()
                 signing = asyncio.create_task(checkpointer.run(checkpoint_s))

@@ -9,6 +9,7 @@
 - `book`: the orders the gateway routed and the requests in flight;
 - `gateway`: the proxy (client sessions in, Guard, venue session out);
 - `service`: the gateway as a fleet node (lease, kill with venue cancels);
+- `metrics`: the gateway's counters and session state as Prometheus metrics;
 - `venue`: a FIX venue on the simulated market; `client`: a FIX order-entry client;
 - `drill`: a day of FIX flow plus a Power Peg runaway through the gateway.
 

@@ -26,10 +26,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -98,6 +100,8 @@ class FixDrillReport(msgspec.Struct, frozen=True):
     runaway_stopped_by: str
     kill: KillReport
     venue_orders: int
+    scraped_refused: int
+    """The gateway's own `refused` counter on its `--metrics-port` after the runaway."""
     passed: bool
 
 
@@ -203,10 +207,15 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
                     str(trust_dir / "keys" / "fixgw.key"),
                     "--anchor",
                     str(trust_dir / "anchor.toml"),
+                    "--metrics-port",
+                    "0",
                 ],
             )
             await procs.wait_line(vlog, "venue VENUE on")
             await procs.wait_line(glog, "node fixgw admitted")
+            found = re.search(r"metrics on (http://\S+)", glog.read_text(errors="replace"))
+            if found is None:
+                raise GatewayError(f"{glog}: the gateway printed no metrics URL")
             console.print(f"venue on :{venue_port}, gateway node fixgw on :{gw_port} (FIX 4.4)")
             oms = FixClient(state_dir / "oms", comp_id="OMS", target="KWGW", port=gw_port)
             oms.start()
@@ -214,6 +223,7 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
             phases = [await _normal_flow(oms, orders)]
             runaway, children = await _runaway(oms)
             phases.append(runaway)
+            scraped = await asyncio.to_thread(_scraped, found.group(1), "refused")
             kill = await _kill(oms, plane, kit)
             venue_orders = _venue_orders(procs, vlog)
         finally:
@@ -229,6 +239,7 @@ async def run_fix_drill(state_dir: Path, console: Console, orders: int = 300) ->
         runaway_stopped_by=stopped_by,
         kill=kill,
         venue_orders=venue_orders,
+        scraped_refused=scraped,
         passed=(
             escaped * CHILD_QTY <= PARENT_QTY
             and stopped_by == "parent_qty_exceeded"
@@ -356,6 +367,20 @@ def _venue_orders(procs: _Processes, vlog: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _scraped(url: str, event: str) -> int:
+    """One gateway event's count as its node's metrics endpoint serves it."""
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "knightwatch_gateway_events_total"
+                and sample.labels.get("event") == event
+            ):
+                return int(sample.value)
+    raise GatewayError(f"{url}: no knightwatch_gateway_events_total{{event={event!r}}}")
+
+
 def _print(r: FixDrillReport, console: Console) -> None:
     t = Table(title="FIX drill: OMS -> knightwatch gateway -> venue")
     for col in ("phase", "time", "sent", "to venue", "filled", "refused by the Guard"):
@@ -377,4 +402,5 @@ def _print(r: FixDrillReport, console: Console) -> None:
         f"still working: {k.working_after}; a new order after the kill: {k.refused_after}"
     )
     console.print(f"the venue received {r.venue_orders} orders in all")
+    console.print(f"the gateway's metrics endpoint counted {r.scraped_refused} refused orders")
     console.print("[green]PASSED[/green]" if r.passed else "[red]FAILED[/red]")

@@ -169,6 +169,11 @@ RECONCILED = "reconciled"
 MAX_CLIENT_MESSAGE = 16_384
 """Characters a client's message may have: a single order is a few hundred."""
 
+MAX_DC_HELD = 65_536
+"""Drop-copy reports held at once (`_from_drop_copy`): held for a start-up reconciliation
+that never finishes (or OrderIDs the venue session never names) they would grow without
+bound. One more is booked at once as the venue reports it and the node halts."""
+
 MAX_SENT_REMEMBERED = 65_536
 """Orders, replaces and cancels sent to the venue whose MsgSeqNum is kept, for a session
 Reject (35=3) that names only that number: the venue answers at once, so the last few."""
@@ -296,6 +301,12 @@ class Gateway(Handler):
             self._acceptor.stop(True)
             raise
         self._initiator.start()
+
+    @property
+    def drop_copies_held(self) -> int:
+        """Drop-copy reports held until the gateway can tell its own from another's (read
+        under `lock`)."""
+        return len(self._dc_held)
 
     def stop(self) -> None:
         """Stop both engines and free their sessions (a new gateway may reuse the ids)."""
@@ -1169,7 +1180,13 @@ class Gateway(Handler):
         if go is None and req is not None:
             go = req.order
         if go is None and (F.ORIG_CL_ORD_ID in msg):
+            # the answer to a message the gateway sent under an id it no longer matches
+            # (a mass cancel's, a request already answered) names its order this way
             go = self.book.find(msg[F.ORIG_CL_ORD_ID])
+            foreign = req is None and clordid not in self.book.owner
+            if go is not None and foreign and kind is not F.ExecKind.STATUS:
+                self._foreign_execution(msg, kind, exec_id, clordid, go)
+                return
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
@@ -1191,15 +1208,20 @@ class Gateway(Handler):
             go.cum += fill.qty  # an overfill halts inside the Guard (fill_mismatch)
             self._check_leaves(go, leaves)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
+            if req is not None and req.kind == "G" and req.order is go:
+                # the order ended in the answer to a replace: the replace never took
+                # effect, so its reservation is released (else held for ever)
+                self.guard.on_replace_reject(req.new_guard_id)
             if kind is F.ExecKind.CANCELED:
                 self.guard.on_cancel(gid)
             else:
                 self.guard.on_expire(gid)
             self.book.requests.pop(clordid, None)
             note = go.cancel_note
-        elif kind is F.ExecKind.REJECTED and req is not None and req.order is go:
+        elif kind is F.ExecKind.REJECTED and req is not None:
             # a cancel or replace the venue refused by an ExecutionReport (FIX's answer is
             # an OrderCancelReject): the order works on as it was, never ended in the Guard
+            # (also one the request named by OrigClOrdID before the gateway held it)
             self.book.requests.pop(clordid, None)
             if req.kind == "G":
                 self.guard.on_replace_reject(req.new_guard_id)
@@ -1357,6 +1379,22 @@ class Gateway(Handler):
                 f"venue {kind.value} order {msg.get(F.ORDER_ID)} under ClOrdID {clordid}, "
                 "which the gateway does not hold (never sent, or forgotten)"
             )
+
+    def _foreign_execution(
+        self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str, go: GwOrder
+    ) -> None:
+        """A report under a ClOrdID the gateway never put on the venue session whose
+        OrigClOrdID names one of its orders: no answer to anything it sent, so an order
+        that did not pass the gateway (another session, a venue mix-up) claims the
+        order's id. Never applied to the order (a fill would be booked as its own, a
+        cancel would end it in the Guard): booked as the venue reports it, as an unknown
+        order's (`_unknown_execution`), and the node halts `fill_mismatch`, as for a
+        drop-copy collision."""
+        self._unknown_execution(msg, kind, exec_id, clordid)
+        self.guard.flag_mismatch(
+            f"venue {kind.value} under ClOrdID {clordid}, which the gateway never sent, "
+            f"names order {go.guard_id} as OrigClOrdID: not applied to it"[:400]
+        )
 
     def _relay(
         self, msg: F.In, go: GwOrder, note: str | None, answer_as: str = "", to: str = ""
@@ -1574,6 +1612,7 @@ class Gateway(Handler):
         cannot be told (not applied, the node halts)."""
         read = self._read_dc_execution if msg.mtype == F.EXECUTION_REPORT else self._read_tcr
         seen, kind, ref, key, sides = read(msg)
+        full = False  # `MAX_DC_HELD` reports held already: this one is booked now
         if seen in self.book.exec_seen:
             return
         if waits_for is None and any(h[0] == seen for h in self._dc_held):
@@ -1586,31 +1625,37 @@ class Gateway(Handler):
             if msg.resent:
                 self._replayed(msg, kind, seen, self.dc_key)
                 return
-            self._count("drop_copy_held")
-            self.guard.note(
-                "drop_copy_held",
-                clordid=sides[0].clordid,
-                venue_order_id=sides[0].order_id,
-                exec_type=kind.value,
-                waits_for="reconciliation",
-            )
-            self._dc_held.append((seen, msg, None))
-            return
+            if len(self._dc_held) < MAX_DC_HELD:
+                self._count("drop_copy_held")
+                self.guard.note(
+                    "drop_copy_held",
+                    clordid=sides[0].clordid,
+                    venue_order_id=sides[0].order_id,
+                    exec_type=kind.value,
+                    waits_for="reconciliation",
+                )
+                self._dc_held.append((seen, msg, None))
+                return
+            final = full = True  # no more can be held: booked now, as at a stop
         told = [(s, *self._own_copy(s.clordid, s.orig, s.order_id, waits_for)) for s in sides]
         waits = [go for *_, w in told for go in w]
         if waits and not final:
             if waits_for is None:
-                first = next(s for s, _own, _col, w in told if w)
-                self._count("drop_copy_held")
-                self.guard.note(
-                    "drop_copy_held",
-                    clordid=first.clordid,
-                    venue_order_id=first.order_id,
-                    exec_type=kind.value,
-                    waits_for=len(waits),
-                )
-            self._dc_held.append((seen, msg, waits))
-            return
+                if len(self._dc_held) >= MAX_DC_HELD:
+                    final = full = True
+                else:
+                    first = next(s for s, _own, _col, w in told if w)
+                    self._count("drop_copy_held")
+                    self.guard.note(
+                        "drop_copy_held",
+                        clordid=first.clordid,
+                        venue_order_id=first.order_id,
+                        exec_type=kind.value,
+                        waits_for=len(waits),
+                    )
+            if not final:
+                self._dc_held.append((seen, msg, waits))
+                return
         # stopping before reconciliation finished: which orders are the gateway's own
         # was never learnt, so a report is booked as the venue reports it and halts
         blind = final and not self.reconciled.is_set()
@@ -1697,9 +1742,14 @@ class Gateway(Handler):
                 what = (
                     "start-up reconciliation" if blind else "the order session to name an OrderID"
                 )
+                when = (
+                    f"with {len(self._dc_held):,} reports held already (the most, MAX_DC_HELD)"
+                    if full
+                    else "when the gateway stopped"
+                )
                 self.guard.flag_mismatch(
                     f"drop copy: report {seen} (order {side.order_id}, ClOrdID "
-                    f"{side.clordid}) still waited for {what} when the gateway stopped: booked "
+                    f"{side.clordid}) still waited for {what} {when}: booked "
                     "as a bypass fill"[:400]
                 )
         self.book.saw_exec(seen, None)

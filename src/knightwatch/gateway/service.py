@@ -29,6 +29,7 @@ from knightwatch.control.serve import serve_node
 from knightwatch.gateway.config import GatewayConfig
 from knightwatch.gateway.engine import GatewayError
 from knightwatch.gateway.gateway import Gateway
+from knightwatch.gateway.metrics import GatewayCollector
 from knightwatch.guard import LockedGuard
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.trust.identity import Signer
@@ -49,6 +50,9 @@ class GatewayHost:
         self.gateway: Gateway | None = None
         self.drains: list[tuple[str, float, list[str]]] = []
         """(command id, seconds to drain, still working) for each kill drained."""
+        self.collector = GatewayCollector(config.node, lambda: self.gateway)
+        """The gateway's counters and session state for the node's metrics registry
+        (`knightwatch.gateway.metrics`); exposes nothing while no gateway runs."""
 
     async def prepare(self, runtime: NodeRuntime, stop: asyncio.Event) -> None:
         """Start the sessions and wait until working orders and positions are reconciled."""
@@ -155,6 +159,7 @@ async def serve_gateway(
             attestor=attestor,
             guard_class=LockedGuard,
             prepare=host.prepare,
+            collectors=(host.collector,),
         )
     finally:
         await host.close()
