@@ -31,7 +31,7 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.flagproof import FlagSealer
 
-from ..identities import BOB, signer, trust
+from ..identities import BOB, signer, switch, trust
 from ..integration.fleet_release import REGISTRY, RLP
 from .fixtures import Fleet, fleet
 
@@ -317,3 +317,34 @@ async def test_a_guard_halt_needs_its_cause_acknowledged() -> None:
 def test_config_rejects_bad_types(bad: dict[str, object]) -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert(bad, PreflightConfig)
+
+
+class HourAhead(SystemClock):
+    """An issuer's wall clock an hour ahead of everyone else's."""
+
+    def time_ns(self) -> int:
+        return super().time_ns() + HOUR
+
+
+async def test_a_flag_turned_on_during_a_kill_dated_ahead_fails_flags() -> None:
+    """erin's clock runs an hour ahead when she kills the fleet. A flag turned on (approved)
+    during her kill was issued before the kill's own date, yet during the kill: nodes
+    refuse it, and the preflight names it. Before, it placed the kill at its claimed date
+    and passed `flags` without looking; a change made before the kill still passes."""
+    f = await fleet("n1", "n2", release="r1")
+    f.fabric.clock = f.clock  # the store stamps each write with its own time
+    plane = await f.plane()
+    await admitted(plane, f)
+    before = sealed(True, f.clock.time_ns() - 60 * NS_PER_S, approver="bob")
+    kill = await switch(await f.plane(), HourAhead(), "erin").kill(
+        Scope.FLEET, "", "runaway", timeout_s=0.5
+    )
+    assert kill.ok and kill.entry.issued_ns > f.clock.time_ns() + HOUR // 2
+    await store(plane, {"n1": True, "n2": True}, before)
+    assert (await flags_after(plane, f)).passed
+    await store(plane, {"n1": True, "n2": True}, sealed(True, f.clock.time_ns(), approver="bob"))
+    checklist = await flags_after(plane, f)
+    assert only_failure(checklist) == "flags"
+    detail = item(checklist, "flags")[1]
+    assert f"{RLP} -> on by alice, approved by bob, issued during the kill on n1, n2" in detail
+    await f.stop()

@@ -184,7 +184,7 @@ async def run_preflight(
     items: list[CheckItem] = []
 
     # halted: the scope must be halted, and by which entry
-    entry, _ = states.get(slot_of(scope, key), (None, 0))
+    entry, revision = states.get(slot_of(scope, key), (None, 0))
     if entry is None or entry.state is TradingState.ACTIVE:
         items.append(CheckItem("halted", False, f"{scope.value} {key!r} is not halted"))
         kill_ns = now
@@ -196,7 +196,10 @@ async def run_preflight(
                 f"{TradingState(entry.state).name} by {entry.actor}: {entry.reason!r}",
             )
         )
-        kill_ns = entry.issued_ns
+        # in force from when the store wrote it, if its issuer's clock ran ahead (a kill
+        # dated after the flag changes made under it); else from its own date, the earlier
+        written = await plane.stored_ns(entry.scope, entry.key, revision)
+        kill_ns = min(entry.issued_ns, now if written is None else written)
 
     # which nodes will trade: members holding a lease, not halted on their own. A node
     # without a lease (refused at admission, fenced for drift, gone) cannot trade: it is

@@ -9,18 +9,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch.clock import SimClock
+from knightwatch.clock import SimClock, SystemClock
 from knightwatch.control.fleet.freeze import kill_in_force
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
+from knightwatch.control.node.flags import ENCODER, NodeFlags, state_key
 from knightwatch.control.node.runtime import REPORT_DELAY_S, NodeError, NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
-from knightwatch.control.plane.protocol import STATE_HISTORY
+from knightwatch.control.plane.protocol import STATE_HISTORY, Bucket
 from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, NodeStatus, StateEntry
 from knightwatch.decision import RejectReason
+from knightwatch.flags.activation import ActivationRequest
+from knightwatch.flags.state import FlagChange, FlagState
+from knightwatch.release.dsse import encode_envelope
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.command import TrustReason
+from knightwatch.trust.flagproof import FlagSealer
 
 from ...identities import ALICE, BOB, signer, switch, trust
+from ...incident.fixtures import fleet as release_fleet
+from ...integration.fleet_release import REGISTRY, RLP
 from ..fleet_fixtures import POLICY, OrderIds, S, make_node, mismatch, plane_on, relay_on, settle
 from ..helpers import entry
 
@@ -740,3 +748,99 @@ async def test_a_node_away_during_the_resume_of_a_kill_dated_ahead_resyncs_it() 
     assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     assert node._applied["fleet.fleet"] == resumed.entry
     await node.stop()
+
+
+class _HourAhead(SystemClock):
+    """An issuer's wall clock an hour ahead of everyone else's."""
+
+    def time_ns(self) -> int:
+        return super().time_ns() + 3_600 * S
+
+
+def _flag_on(at_ns: int) -> str:
+    """alice's proof of turning RLP on for n1 and n2 at `at_ns`, approved by bob."""
+    approval = Approval(
+        ApprovalKind.FLAG, RLP, True, None, "alice", "ok", at_ns - 1, at_ns + 3_600 * S
+    )
+    change = FlagChange(RLP, True, ("n1", "n2"), "alice", None, "try it", "cli", at_ns, {})
+    request = ActivationRequest(
+        RLP,
+        True,
+        "alice",
+        "try it",
+        "cli",
+        approval=encode_envelope(sign_approval(approval, BOB)).decode(),
+    )
+    definition = REGISTRY.get(RLP)
+    assert definition is not None
+    return FlagSealer(signer("alice"), trust().roster).seal(change, 1, request, definition)
+
+
+async def _store_flag(plane: MemoryControlPlane, revision: int, proof: str) -> None:
+    state = FlagState(RLP, revision, {"n1": True, "n2": True}, {}, {"n1": proof, "n2": proof})
+    await plane.put_record(Bucket.FLAGS, state_key(RLP), ENCODER.encode(state))
+
+
+async def test_a_flag_change_made_under_a_kill_dated_ahead_stays_refused_after_its_resume() -> None:
+    """erin's clock runs an hour ahead. A risk-adding flag change approved while her kill
+    holds is refused (frozen), and after alice and bob resume it (dated before the kill)
+    it stays refused, on the node that ran through the kill and on one started after the
+    resume, as for a kill with a sane date. Before, both remembered the kill as in force
+    from its own claimed date to the resume's: an empty interval, and the change applied."""
+    f = await release_fleet("n1", release="r1")
+    f.fabric.clock = f.clock  # the store stamps each write with its own time
+    plane = await f.plane()
+    n1 = f.nodes[0]
+    flags = NodeFlags(n1)
+    await flags.start()
+    try:
+        kill = await switch(await f.plane(), _HourAhead(), "erin").kill(
+            Scope.FLEET, "", "incident", timeout_s=0.5
+        )
+        assert kill.ok and kill.entry.issued_ns > f.clock.time_ns() + 3_000 * S
+        proof = _flag_on(f.clock.time_ns())  # approved during the kill
+        await _store_flag(plane, 1, proof)
+        await settle()
+        assert flags.refused[TrustReason.FROZEN_BY_KILL] == 1
+        resumed = await switch(plane, f.clock).resume(Scope.FLEET, "", "fixed", approvers=(BOB,))
+        assert resumed.ok and resumed.entry.issued_ns < kill.entry.issued_ns
+        assert n1.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+        await _store_flag(plane, 2, proof)  # the same change, written again after the resume
+        await settle()
+        assert flags.get(RLP) is None  # still the safe default
+        assert flags.refused[TrustReason.FROZEN_BY_KILL] == 2
+        assert "by erin, resumed since" in flags.last_refusal
+        n2 = await f.add("n2")  # started after the resume: reads the kill from history
+        late = NodeFlags(n2)
+        await late.start()
+        assert late.get(RLP) is None
+        assert late.refused[TrustReason.FROZEN_BY_KILL] == 1
+        assert "by erin, resumed since" in late.last_refusal
+    finally:
+        await f.stop()
+
+
+async def test_a_node_started_during_a_kill_refuses_a_flag_change_made_under_it_earlier() -> None:
+    """A risk-adding flag change approved during a kill, before a node (re)started: the
+    node latches the kill when it starts, later than the change, yet the change was made
+    under the kill and it refuses it as the nodes that ran through the kill do, during
+    the kill and after the resume. Before, it judged the kill in force only from its own
+    latch and applied the change."""
+    f = await release_fleet("n1", release="r1")
+    plane = await f.plane()
+    try:
+        kill = await switch(await f.plane(), f.clock).kill(
+            Scope.FLEET, "", "incident", timeout_s=0.5
+        )
+        assert kill.ok
+        await _store_flag(plane, 1, _flag_on(f.clock.time_ns()))  # approved during the kill
+        await settle()
+        n2 = await f.add("n2")  # started during the kill, after the change
+        late = NodeFlags(n2)
+        await late.start()
+        assert n2.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        assert late.get(RLP) is None  # the safe default
+        assert late.refused[TrustReason.FROZEN_BY_KILL] == 1
+        assert "the fleet kill 'fleet' (by alice)" in late.last_refusal
+    finally:
+        await f.stop()

@@ -34,7 +34,7 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.state import FlagChange, FlagState, StateUnavailable
-from knightwatch.state import Scope
+from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, TrustReason
 from knightwatch.trust.flagproof import check_flag_proof
 
@@ -307,15 +307,25 @@ class NodeFlags:
 
     def _freezing_kill(self, issued_ns: int) -> str:
         """The fleet or strategy kill in force on this node when `issued_ns` was: one it
-        applied at or before then and still holds, or one a resume lifted, if `issued_ns`
-        falls between the two (`NodeRuntime.thawed`); "" if none. A change
+        still holds, latched (or issued, if earlier: one it started under) at or before
+        then, or one a resume lifted, if `issued_ns` falls between the two
+        (`NodeRuntime.thawed`); "" if none. A change
         issued under a kill adds risk the kill froze, and stays refused after the resume
         (it is issued again once the kill is over), so a node that starts after the
         resume judges it as the nodes that ran through the kill did. The freeze is
         enforced where changes are made too (`flags set`); here it holds against anyone
         who can write a signed change straight into the flags bucket."""
         for (scope, key), halt in self.runtime.guard.halts().items():
-            if scope in (Scope.FLEET, Scope.STRATEGY) and halt.ts_ns <= issued_ns:
+            if scope not in (Scope.FLEET, Scope.STRATEGY):
+                continue
+            # in force since this node latched it, or since the kill it holds was issued if
+            # earlier: a node started during a kill latches it then, after the changes
+            # made under it before its start
+            held = self.runtime.held(scope, key)
+            since = halt.ts_ns
+            if held is not None and held.state is not TradingState.ACTIVE and held.issued_ns > 0:
+                since = min(since, held.issued_ns)
+            if since <= issued_ns:
                 return f"the {scope.value} kill {key!r} (by {halt.actor})"
         for (scope, key), lifted in self.runtime.thawed.items():
             for killed, resumed, actor in lifted:

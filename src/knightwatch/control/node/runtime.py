@@ -270,10 +270,12 @@ class NodeRuntime:
         """Who signed the entry held per slot (a resume: its requester and approvers)."""
         self.thawed: dict[tuple[Scope, str], list[tuple[int, int, str]]] = {}
         """Per fleet or strategy slot, the verified kills resumes lifted on this node, oldest
-        first (at most `THAWED_KEPT`): (the kill's issued_ns, the resume's issued_ns, who
-        killed). A flag change issued in between was made under that kill, and `NodeFlags`
-        refuses it after the resume too, so a node started after the resumes judges it as
-        the ones that ran through the kills did (from the slot's kept history)."""
+        first (at most `THAWED_KEPT`): (when the kill was in force from: its issued_ns, or
+        when this node latched it or the store wrote it if earlier (a clock ahead), the
+        resume's issued_ns, who killed). A flag change issued in between was made under
+        that kill, and `NodeFlags` refuses it after the resume too, so a node started
+        after the resumes judges it as the ones that ran through the kills did (from the
+        slot's kept history)."""
         self._seen: dict[str, None] = {}
         """Command ids applied lately, in order; a halt not among them is applied regardless."""
         self._auto: dict[tuple[Scope, str], Halt] = {}
@@ -678,15 +680,25 @@ class NodeRuntime:
 
         return then
 
-    def _thaw(self, resume: StateEntry, kill: StateEntry) -> None:
-        """Remember the kill `resume` lifts, if it froze flag changes (`thawed`)."""
+    def _thaw(self, resume: StateEntry, kill: StateEntry, in_force_ns: int | None = None) -> None:
+        """Remember the kill `resume` lifts, if it froze flag changes (`thawed`).
+
+        The kill was in force from the earlier of its own issue time and `in_force_ns`
+        (when this node latched it, or when the store wrote it; None: the latch of the
+        slot this node's Guard holds now): a kill signed by a clock ahead, even dated
+        after its resume, still covers the changes made while it held. A kill with a
+        sane date keeps its issue time, the earlier of the two."""
         if (
             resume.scope in (Scope.FLEET, Scope.STRATEGY)
             and kill.state is not TradingState.ACTIVE
             and kill.issued_ns > 0
         ):
+            if in_force_ns is None:
+                latch = self.guard.halts().get((resume.scope, resume.key))
+                in_force_ns = latch.ts_ns if latch is not None else None
+            since = kill.issued_ns if in_force_ns is None else min(kill.issued_ns, in_force_ns)
             lifted = self.thawed.setdefault((resume.scope, resume.key), [])
-            interval = (kill.issued_ns, resume.issued_ns, kill.actor)
+            interval = (since, resume.issued_ns, kill.actor)
             if interval not in lifted:
                 lifted.append(interval)
                 del lifted[:-THAWED_KEPT]
@@ -699,17 +711,20 @@ class NodeRuntime:
         if resume.scope not in (Scope.FLEET, Scope.STRATEGY):
             return
         kept = await self.plane.state_history(resume.scope, resume.key, revision)
-        writes = [entry for entry, _ in kept if entry is not None and not _undecodable(entry)]
+        writes = [(e, rev) for e, rev in kept if e is not None and not _undecodable(e)]
         kill: StateEntry | None = None  # the verified kill in force at this point of history
-        for entry in [*writes, resume]:
+        kill_revision = 0
+        for entry, at in [*writes, (resume, revision)]:
             try:
                 check_state(entry.command(), entry.proof, self.trust.roster, now_ns=0, live=False)
             except Refused:
                 continue  # a node would have refused it: it changed nothing there
             if entry.state is not TradingState.ACTIVE:
-                kill = entry
+                kill, kill_revision = entry, at
             elif kill is not None and entry.supersedes == kill.command_id:
-                self._thaw(entry, kill)
+                # in force from when the store wrote it, if its signer's clock ran ahead
+                stored = await self.plane.stored_ns(kill.scope, kill.key, kill_revision)
+                self._thaw(entry, kill, kill.issued_ns if stored is None else stored)
                 kill = None
 
     def _hold_plan(self, entry: StateEntry, *, live: bool) -> None:
@@ -1420,6 +1435,10 @@ class NodeRuntime:
             fleet_state=int(g.trading_state(Scope.FLEET, FLEET_KEY)),
             instance=self.instance,
         )
+
+    def held(self, scope: Scope, key: str) -> StateEntry | None:
+        """The kill-state entry this node applied for (scope, key), if any."""
+        return self._applied.get(slot_of(scope, key))
 
     def status(self, left: bool = False) -> NodeStatus:
         now = self.clock.time_ns()
