@@ -193,6 +193,9 @@ class Guard:
         self._turnover: deque[tuple[int, float]] = untracked(deque())  # a minute of orders
         self._turnover_sum = 0.0
         self.accepted = 0
+        self.lowered = 0
+        """Of `accepted`, the replaces that only lowered what was working at its price (the
+        stop direction, accepted in any trading state)."""
         self.blocked: dict[RejectReason, int] = {}
 
     # ------------------------------------------------------------------ hot path
@@ -1002,6 +1005,13 @@ class Guard:
         )
         if d.accepted:
             self.accepted += 1
+            pending = self._ledger.pending.get(nid) if type(nid) is str else None
+            if (
+                pending is not None
+                and not pending.reserved
+                and (pending.price == pending.working.price)
+            ):
+                self.lowered += 1
         else:
             self._block(new, d)
         return d

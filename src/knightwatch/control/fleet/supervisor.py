@@ -44,15 +44,19 @@ what it did before it; a counter that goes back under the same process
 or the refusals that are not throttling going back, or more blocks than refusals (the
 refusals less throttling went negative and read as a restart, hiding a reject spike),
 or a node or fleet state no `TradingState` names (read as a halt already in force, it
-held back every action on the node). An agency router's own flow summed over a day is
-held to `principal_day_multiple` x `principal_floor` (a leak kept under the floor in
-every window went on for good), and one node's gross
+held back every action on the node), or more principal notional than notional (the firm's
+own is part of the total), or a node reporting HALTED whose accepted orders grow in a second
+interval of one run of HALTED samples from the same process (one interval may be a resume
+and a halt between two samples). An unreadable node's halt is issued though it reports
+itself halted: its state is part of what cannot be believed. An agency router's own
+flow summed over a day is held to `principal_day_multiple` x `principal_floor` (a leak
+kept under the floor in every window went on for good), and one node's gross
 exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
 no node).
 An action already in force (the node or the fleet reports that state) is never
-issued again. It is pure logic on an injected clock: the live service feeds it
-metrics from NATS, the replay feeds it from MemoryControlPlane, and both act on
-its `Action`s through the same kill switch.
+issued again, except for unreadable metrics (above). It is pure logic on an injected
+clock: the live service feeds it metrics from NATS, the replay feeds it from
+MemoryControlPlane, and both act on its `Action`s through the same kill switch.
 """
 
 from __future__ import annotations
@@ -350,9 +354,9 @@ _THROTTLES = ("rate_node", "rate_strategy", "rate_symbol")
 
 _COUNTERS = ("orders", "rejected", "accepted", "fills", "notional", "principal_notional")
 """Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
-_COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents")
+_COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents", "lowered")
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
-_MONOTONE = ("orders", "accepted", "rejected", "fills", "notional", "principal_notional")
+_MONOTONE = ("orders", "accepted", "rejected", "fills", "notional", "principal_notional", "lowered")
 """Counters that only grow within one process: going back under the same instance is a lie."""
 _STATES = frozenset(int(s) for s in TradingState)
 _DAY_NS = 86_400 * 1_000_000_000
@@ -368,8 +372,8 @@ def unreadable(m: NodeMetrics) -> list[str]:
     """Why a sample cannot be judged: a count below 0, an amount that is not a finite
     number, an exposure or executed notional below 0, a count or amount beyond 2^53, more
     accepted or refused orders than orders, more blocks (summed over their reasons) than
-    refused orders, a node or fleet state that is no `TradingState`. Empty when every
-    field reads."""
+    refused orders, more principal notional than notional, a node or fleet state that is
+    no `TradingState`. Empty when every field reads."""
     out = [f"{f} {getattr(m, f)!r} < 0" for f in _COUNTS if getattr(m, f) < 0]
     out += [
         f"{f} {getattr(m, f)!r} not finite" for f in _AMOUNTS if not math.isfinite(getattr(m, f))
@@ -388,6 +392,15 @@ def unreadable(m: NodeMetrics) -> list[str]:
     out += [f"blocks[{r!r}] {n!r} beyond 2^53" for r, n in sorted(m.blocks.items()) if n >= _MAX]
     if m.accepted + m.rejected > m.orders >= 0:
         out.append(f"accepted {m.accepted} + rejected {m.rejected} > orders {m.orders}")
+    if m.lowered > m.accepted >= 0:
+        out.append(f"lowered {m.lowered!r} > accepted {m.accepted!r} (they are part of it)")
+    if m.principal_notional > m.notional >= 0:
+        # the firm's own executed notional is part of the total: more of it than the total
+        # is a lie or a glitch, and the principal or notional rules judged a wrong number
+        out.append(
+            f"principal_notional {m.principal_notional!r} > notional {m.notional!r} "
+            "(the firm's own is part of the total)"
+        )
     # a state no TradingState names (a flipped bit, a lie) read as "halted already": every
     # action on the node was held back as in force, and it left the fleet's totals
     out += [
@@ -519,6 +532,8 @@ class _NodeTrack:
     __slots__ = (
         "bad",
         "base",
+        "claim",
+        "claim_grew",
         "counted",
         "day",
         "latest",
@@ -544,6 +559,12 @@ class _NodeTrack:
         self.day: deque[tuple[int, float]] = deque()
         """Principal flow a minute apart over the last day (`Supervisor._principal_day`)."""
         self.latest: NodeMetrics | None = None
+        self.claim: tuple[str, int] | None = None
+        """(instance, accepted) of the node's last sample that reported it HALTED (None:
+        its last sample did not), for `Supervisor._halted_yet_accepting`."""
+        self.claim_grew = 0
+        """Intervals in which accepted orders grew between two samples that both reported
+        HALTED, since the node last reported another state or process."""
         self.over_since: int | None = None
         self.seen = 0
         self.base = _Track(config)
@@ -584,6 +605,8 @@ class Supervisor:
         track = self._nodes.setdefault(m.node_id, _NodeTrack(self.config))
         track.seen = now
         track.bad = unreadable(m) or _went_back(track.latest, m)
+        if not track.bad:
+            track.bad = self._halted_yet_accepting(track, m)
         if track.bad:  # judged by `observe` as unreadable; nothing of it is learned or summed
             return track
         track.latest = m
@@ -707,6 +730,35 @@ class Supervisor:
             )
         track.raw = raw
         return tuple(r + o for r, o in zip(raw, track.offset, strict=True))
+
+    @staticmethod
+    def _halted_yet_accepting(track: _NodeTrack, m: NodeMetrics) -> list[str]:
+        """A node reporting HALTED (its own state or the fleet's) whose accepted orders go
+        on growing: the counts contradict the claim, which held back every action on it as
+        in force and kept it out of the fleet's totals.
+
+        One interval of growth between two HALTED samples is no proof: the node may have
+        been resumed, traded and been halted again between them. So the claim is judged
+        over an unbroken run of HALTED samples from one process (`instance`): growth in a
+        second interval of the run is unreadable, and so is every later sample of that run
+        (a resume shows as a sample in another state, which ends the run). A halted Guard
+        still accepts a replace that only lowers what is working (the stop direction): those
+        (`lowered`) are left out. Empty without an instance (an older sender)."""
+        halted = max(m.node_state, m.fleet_state) >= TradingState.HALTED
+        added = m.accepted - m.lowered  # a halted Guard accepts only replaces that lower
+        last, track.claim = track.claim, ((m.instance, added) if halted else None)
+        if not halted or last is None or not m.instance or last[0] != m.instance:
+            track.claim_grew = 0
+            return []
+        if added > last[1]:
+            track.claim_grew += 1
+        if track.claim_grew < 2:
+            return []
+        return [
+            f"accepted less lowered grew in {track.claim_grew} intervals (now {added!r}) while "
+            f"the same process (instance {m.instance!r}) reported node_state {m.node_state!r}, "
+            f"fleet_state {m.fleet_state!r}: a HALTED node accepts no new order"
+        ]
 
     # ------------------------------------------------------------ measures and baselines
 
@@ -1064,7 +1116,15 @@ class Supervisor:
         return False
 
     def _fire(
-        self, rule: Rule, key: str, active: bool, scope: Scope, state: TradingState, why: str
+        self,
+        rule: Rule,
+        key: str,
+        active: bool,
+        scope: Scope,
+        state: TradingState,
+        why: str,
+        *,
+        trust_state: bool = True,
     ) -> list[Action]:
         tag = (rule, key)
         if not active:
@@ -1072,7 +1132,7 @@ class Supervisor:
             return []
         if tag in self._firing:
             return []
-        if self._in_force(scope, key, state):
+        if trust_state and self._in_force(scope, key, state):
             # never re-issue what already holds; should it be lifted while the condition
             # still holds, the rule fires then
             return []
@@ -1080,10 +1140,20 @@ class Supervisor:
         return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
 
     def _unreadable(self, node_id: str, track: _NodeTrack) -> list[Action]:
-        """A node whose sample cannot be read is the worst case, not a sample to skip."""
+        """A node whose sample cannot be read is the worst case, not a sample to skip.
+
+        Its halt is issued though the node reports itself halted: the state it reports is
+        part of what cannot be believed (a node claiming HALTED while it accepts orders), and
+        the last readable sample, which the in-force check reads, is older than this one."""
         why = f"node {node_id} sent metrics that cannot be read: {'; '.join(track.bad)}"
         return self._fire(
-            Rule.UNREADABLE_METRICS, node_id, bool(track.bad), Scope.NODE, TradingState.HALTED, why
+            Rule.UNREADABLE_METRICS,
+            node_id,
+            bool(track.bad),
+            Scope.NODE,
+            TradingState.HALTED,
+            why,
+            trust_state=False,
         )
 
     def _errors_before_arming(self, m: NodeMetrics) -> list[Action]:

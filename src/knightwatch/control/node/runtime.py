@@ -1409,6 +1409,7 @@ class NodeRuntime:
     # --- metrics and audit ---------------------------------------------------
     def metrics(self) -> NodeMetrics:
         g = self.guard
+        lowered = g.lowered  # read first: never more than the `accepted` read after it
         accepted, blocked = g.counters()
         rejected = sum(blocked.values())
         blocks = {r.value: n for r, n in blocked.items()}
@@ -1418,6 +1419,7 @@ class NodeRuntime:
             at_ns=self.clock.time_ns(),
             orders=accepted + rejected,
             accepted=accepted,
+            lowered=lowered,
             rejected=rejected,
             fills=fills,
             gross_exposure=g.exposure()[0],

@@ -192,6 +192,9 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     instance: str = ""
     """The sending process (random, new at each start): a counter that goes back under the
     same instance is a lie, not a restart. Empty from a sender that predates it."""
+    lowered: int = 0
+    """Of `accepted`, the replaces that only lowered a working order at its price: the stop
+    direction, which a HALTED Guard still accepts. 0 from a sender that predates it."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
