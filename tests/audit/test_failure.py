@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -242,3 +245,42 @@ def test_full_disk_blocks_then_recovers_without_losing_a_record(tmp_path: Path) 
     n = int(out.stdout)
     report = verify_file(path)
     assert report.intact and report.records == n
+
+
+def test_verify_refuses_a_pipe_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """`verify_file` on a FIFO blocked until someone wrote to it (only the CLI refused it);
+    it is refused at once. Should it wait, opening the write end lets it go on, and it
+    returns a report where it should have raised."""
+    fifo = tmp_path / "audit.jsonl"
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(verify_file(fifo))
+        except NotARegularFile as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    while t.is_alive():  # a verifier blocked on the pipe: give it a writer, then its end
+        with contextlib.suppress(OSError):  # no reader yet (ENXIO), or none any more
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(0.01)
+    t.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], NotARegularFile), outcome
+    assert str(outcome[0]) == (
+        f"{fifo}: a device, pipe or socket, not a flight-recorder file "
+        "(a recorder writes a regular file)"
+    )
+
+
+@pytest.mark.parametrize("name", [os.devnull, "dir"])
+def test_verify_refuses_a_device_or_directory_not_reports_it_intact(
+    tmp_path: Path, name: str
+) -> None:
+    """/dev/null (empty, always) verified intact: a wrong path looked like a clean record."""
+    path = Path(name) if name == os.devnull else tmp_path
+    what = "a directory" if name == "dir" else "a device, pipe or socket"
+    with pytest.raises(NotARegularFile, match=f"^{re.escape(str(path))}: {what}, not a"):
+        verify_file(path)

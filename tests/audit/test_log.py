@@ -4,6 +4,7 @@ cut at close."""
 from __future__ import annotations
 
 import os
+import stat
 import tracemalloc
 from hashlib import sha256
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knightwatch.audit.log import MappedLog, _madvise
+from knightwatch.audit import AuditContext, FlightRecorder, FsyncPolicy, verify_file
+from knightwatch.audit.log import SEGMENT, MappedLog, _madvise
+from knightwatch.clock import SimClock
 
 from .helpers import resident
 
@@ -142,3 +145,59 @@ def test_feed_past_the_end_of_the_file_is_an_error_not_a_loop(tmp_path: Path) ->
     with pytest.raises(OSError, match="ends before byte"):
         log.feed(sha256(), 0, (1 << 16) + 10, bytearray(4096))
     log.close(0)
+
+
+def test_a_new_file_is_on_disk_by_name_before_the_recorder_writes_to_it(
+    tmp_path: Path, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync writes a file's data, not the directory entry naming it: a new recorder file
+    (even with `FsyncPolicy.ALWAYS`) could vanish whole in a machine crash. Its directory
+    is fsynced when it is created (a crash cannot be staged here: the fsyncs are watched)."""
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def watch(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            synced.append((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watch)
+    directory = tmp_path.stat()
+    path = tmp_path / "n1.jsonl"
+    rec = FlightRecorder(path, clock=clock, fsync=FsyncPolicy.ALWAYS)
+    assert synced == [(directory.st_dev, directory.st_ino)]
+    rec.record_event("marker", AuditContext(node="n1"))
+    rec.close()
+    synced.clear()
+    FlightRecorder(path, clock=clock, fsync=FsyncPolicy.ALWAYS).close()
+    assert synced == []  # an existing file's entry was synced when it was made
+
+
+def test_reopening_a_sparse_file_reads_its_data_not_its_hole(
+    tmp_path: Path, clock: SimClock
+) -> None:
+    """A reopen read every zero byte after the data, 1 MiB at a time: a file cut to 64 GiB
+    with `truncate` (sparse: nothing on disk) had a node's start read 64 GiB of zeros.
+    The hole is skipped (`SEEK_DATA`/`SEEK_HOLE`); the bytes this process reads
+    (`rchar` of /proc/self/io) show it."""
+    path = tmp_path / "n1.jsonl"
+    with FlightRecorder(path, clock=clock) as rec:
+        rec.record_event("marker", AuditContext(node="n1"), n=1)
+    data = path.read_bytes()
+    os.truncate(path, 64 * 1024**3)
+    before = _read_so_far()
+    with FlightRecorder(path, clock=clock) as rec:
+        read = _read_so_far() - before
+        assert rec.opened_at == len(data)
+        rec.record_event("marker", AuditContext(node="n1"), n=2)
+    assert read < SEGMENT  # far less than the hole
+    assert path.read_bytes().startswith(data)
+    report = verify_file(path)
+    assert report.intact and report.records == 2
+
+
+def _read_so_far() -> int:
+    """Bytes this process has read through read(2)-like calls (/proc/self/io `rchar`)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))

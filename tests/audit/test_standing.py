@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from knightwatch.audit import AuditContext, ChainCorrupt, FlightRecorder
-from knightwatch.audit.standing import FLAG_APPLIED, Standing, standing
+from knightwatch.audit.standing import FLAG_APPLIED, Standing, held_standing, standing
 from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
@@ -198,3 +199,28 @@ def test_a_damaged_flag_change_halts_the_node_and_no_resume_lifts_it(tmp_path: P
     )
     assert lost.ts == 2**63 - 1
     assert f"{path} line 1: a flag_applied record that cannot be read" in lost.reason
+
+
+def test_a_node_reads_the_file_its_recorder_holds_not_whatever_the_path_names_now(
+    tmp_path: Path,
+) -> None:
+    """The node read its halts by path once its recorder had opened the file: another file
+    renamed over the path in between (one without the fleet kill) was what it started from,
+    unhalted, while its recorder kept appending to the file that holds the kill."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    _two_halts(path, clock)
+    other = tmp_path / "old-n1.jsonl"
+    with FlightRecorder(other, clock=clock) as rec:
+        Guard(Limits(), node="n1", clock=clock, recorder=rec).halt(
+            Scope.SYMBOL, "MSFT", "other file", actor="mallory"
+        )
+    with FlightRecorder(path, clock=clock) as rec:
+        os.replace(other, path)  # the path names another file now
+        found = held_standing(rec, path)
+        rec.record_event("marker", AuditContext(node="n1"), note="after the swap")
+    assert {(h.scope, h.key, h.actor) for h in found.halts} == {
+        ("fleet", "fleet", "alice"),
+        ("symbol", "IBM", "carol"),
+    }
+    assert standing(path).halts[0].actor == "mallory"  # the file at the path is the other one

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import io
 import mmap
 import os
 import re
@@ -30,7 +31,7 @@ import stat
 import threading
 from collections.abc import Callable
 from hashlib import sha256
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 
@@ -39,6 +40,8 @@ from knightwatch.audit.errors import AuditError, ChainCorrupt, RecorderLocked
 
 if TYPE_CHECKING:
     from hashlib import _Hash
+
+    from _typeshed import WriteableBuffer
 
 SEGMENT = 64 * 1024 * 1024
 """Bytes mapped at a time; also the step in which the file is allocated."""
@@ -146,6 +149,10 @@ def _open_own(path: str) -> int:
     so a symbolic link planted at the path (to another node's file, or to a file
     outside the directory, existing or not) is refused, not appended through or
     created at its target.
+
+    A new file's directory entry is fsynced before this returns: fsyncing the file
+    writes its data, not the entry that names it, so a machine crash could otherwise
+    lose the whole file, every record fsynced into it included.
     """
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
     while True:
@@ -155,9 +162,15 @@ def _open_own(path: str) -> int:
             except FileNotFoundError:
                 pass
             try:
-                return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue  # made meanwhile (a file, or a link): opened, or refused, as it is
+            try:
+                _sync_dir(os.path.dirname(path) or ".")
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
         except OSError as exc:
             if exc.errno == errno.ELOOP and os.path.islink(path):
                 raise NotARegularFile(
@@ -166,6 +179,49 @@ def _open_own(path: str) -> int:
                     "file's own path"
                 ) from None
             raise
+
+
+def _sync_dir(path: str) -> None:
+    """fsync a directory, so the entries made in it survive a machine crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise  # a file system that cannot sync a directory has nothing to sync
+    finally:
+        os.close(fd)
+
+
+class _HeldReader(io.RawIOBase):
+    """Reads a file through a descriptor of its own with `pread`, from the start.
+
+    The descriptor is a duplicate of the recorder's: it reads the file the recorder
+    holds, whatever the path names by now, and never moves an offset the recorder's
+    descriptor shares (the recorder uses none; this keeps it so).
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = os.dup(fd)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b).cast("B")
+        n = os.preadv(self._fd, [view], self._pos)
+        self._pos += n
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 class MappedLog:
@@ -315,9 +371,35 @@ class MappedLog:
             lineno += os.pread(self.fd, min(_CHUNK, at - off), off).count(b"\n")
         return lineno
 
+    def reader(self) -> BinaryIO:
+        """The file this log holds, to read from its start (`_HeldReader`): not the path,
+        which another file may have been renamed over since this opened it."""
+        return io.BufferedReader(_HeldReader(self.fd))
+
+    def _last_data(self, size: int) -> int:
+        """Where the file's last region holding data ends (`SEEK_DATA`/`SEEK_HOLE`).
+
+        Everything after it is a hole, which reads as zero bytes: a file made sparse
+        (cut to 100 GB with `truncate`) was read through zero by zero, 1 MiB at a
+        time, for as long as a node's start lasted. `size` where the file system
+        cannot say.
+        """
+        last = pos = 0
+        try:
+            while pos < size:
+                pos = os.lseek(self.fd, os.lseek(self.fd, pos, os.SEEK_DATA), os.SEEK_HOLE)
+                last = pos
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after `pos`
+                return min(last, size)
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                return size
+            raise
+        return min(last, size)
+
     def _data_end(self, size: int) -> int:
         """The offset after the last non-zero byte (the rest is allocated, unused space)."""
-        end = size
+        end = self._last_data(size)
         while end > 0:
             start = max(0, end - _CHUNK)
             chunk = os.pread(self.fd, end - start, start).rstrip(b"\0")

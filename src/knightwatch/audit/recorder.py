@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from hashlib import sha256
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Self
 
 import msgspec
 
@@ -264,6 +264,16 @@ class FlightRecorder:
         last line), or None for an in-memory recorder: everything recorded before it
         started lies before this offset, and only allocated zero bytes lay after it."""
         return self._opened_at
+
+    def reader(self) -> BinaryIO:
+        """The file this recorder holds, to read from its start (close it when done).
+
+        Read through the recorder's own descriptor, not the path: a file renamed over
+        the path since the recorder opened it is not the one it appends to. A starting
+        node reads what was in force from it (`audit.standing.held_standing`)."""
+        if self._log is None or self._log.fd < 0:
+            raise TypeError("reader: only an open file recorder holds a file")
+        return self._log.reader()
 
     @property
     def seq(self) -> int:

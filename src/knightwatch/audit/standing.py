@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 
 from knightwatch.audit.read import decode_record, read_lines
 from knightwatch.audit.record import EventRecord
 from knightwatch.decision import RejectReason
+
+if TYPE_CHECKING:
+    from knightwatch.audit.recorder import FlightRecorder
 
 _MARKERS = (b'"kind":"halt"', b'"kind":"resume"', b'"kind":"flag_applied"')
 FLAG_APPLIED = "flag_applied"
@@ -51,7 +55,22 @@ class Standing(msgspec.Struct, frozen=True):
     """Per flag, the revision of the newest signed change the node applied."""
 
 
-def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
+def held_standing(recorder: FlightRecorder, path: str | os.PathLike[str]) -> Standing:
+    """What was in force in the file `recorder` holds, up to where its data ended when it
+    opened it (`standing`; `path` names the file in messages).
+
+    Read through the recorder's own descriptor (`FlightRecorder.reader`), not the path:
+    a node read its halts and flag changes by path once the recorder had opened the
+    file, so another file renamed over the path in between (a node's old file, one
+    with no halts) was what the node started from, while it appended to its own.
+    """
+    with recorder.reader() as f:
+        return standing(path, end=recorder.opened_at, file=f)
+
+
+def standing(
+    path: str | os.PathLike[str], end: int | None = None, *, file: BinaryIO | None = None
+) -> Standing:
     """Replay the file's halt, resume and flag_applied events; what is left was in force.
 
     A missing file has none. A halt that cannot be read (a line marked as a
@@ -70,68 +89,76 @@ def standing(path: str | os.PathLike[str], end: int | None = None) -> Standing:
     the node starts halted, until an operator resumes it, while its file holds such a
     line. `end`: where the data ends, when a
     recorder holding the file says so (`FlightRecorder.opened_at`); nothing
-    after it is read.
+    after it is read. `file`: the file to read, open at its start (`path` then only
+    names it), as `held_standing` passes the one a recorder holds.
     """
-    latches: dict[tuple[str, str], dict[str, StandingHalt]] = {}
-    unreadable: list[StandingHalt] = []
-    unproven: list[StandingHalt] = []  # unreadable flag_applied lines: no resume lifts them
-    flags: dict[str, int] = {}
+    if file is not None:
+        return _replay(path, file, end)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, after a possibly long scan
     except FileNotFoundError:
         return Standing([], {})
     with f:
-        for lineno, line in enumerate(read_lines(f, end=end), start=1):
-            if not any(m in line for m in _MARKERS):
-                continue
-            try:
-                rec = decode_record(line)
-            except msgspec.DecodeError as exc:
-                if _HALT_MARKER in line:
-                    unreadable.append(_unreadable(path, lineno, line, f"not a record ({exc})"))
-                elif _FLAG_MARKER in line:
-                    unproven.append(_unreadable(path, lineno, line, f"not a record ({exc})", True))
-                continue
-            if not isinstance(rec, EventRecord):
-                continue
-            data = rec.data
-            if rec.kind == FLAG_APPLIED:
-                flag, revision = data.get("flag"), data.get("revision")
-                if isinstance(flag, str) and flag and type(revision) is int and revision >= 0:
-                    flags[flag] = max(revision, flags.get(flag, 0))
-                else:  # as unprovable as a line that does not decode
-                    why = "a flag_applied without its flag as text and revision as a count"
-                    unproven.append(_unreadable(path, lineno, line, why, True))
-                continue
-            scope, key = data.get("scope"), data.get("key")
-            code = data.get("code")
-            if rec.kind == "halt" and not (
-                isinstance(scope, str) and isinstance(key, str) and isinstance(code, str)
-            ):
-                missing = "scope, key and code (its source) as text"
-                unreadable.append(_unreadable(path, lineno, line, f"a halt without {missing}"))
-                continue
-            if not isinstance(scope, str) or not isinstance(key, str):
-                continue
-            slot = latches.setdefault((scope, key), {})
-            if rec.kind == "halt" and isinstance(code, str):
-                slot[code] = StandingHalt(
-                    scope=scope,
-                    key=key,
-                    state=str(data.get("state", "HALTED")),
-                    code=code,
-                    reason=str(data.get("reason", "")),
-                    actor=str(data.get("actor", "")),
-                    ts=rec.ts,
-                    seq=rec.seq,
-                )
-            elif rec.kind == "resume":
-                if code is None:
-                    slot.clear()
-                elif isinstance(code, str):
-                    slot.pop(code, None)
-                if scope == "node" and code in (None, RejectReason.HALTED.value):
-                    unreadable.clear()  # the node halt an unreadable one stood for, lifted
+        return _replay(path, f, end)
+
+
+def _replay(path: str | os.PathLike[str], f: BinaryIO, end: int | None) -> Standing:
+    """`standing` on an open file."""
+    latches: dict[tuple[str, str], dict[str, StandingHalt]] = {}
+    unreadable: list[StandingHalt] = []
+    unproven: list[StandingHalt] = []  # unreadable flag_applied lines: no resume lifts them
+    flags: dict[str, int] = {}
+    for lineno, line in enumerate(read_lines(f, end=end), start=1):
+        if not any(m in line for m in _MARKERS):
+            continue
+        try:
+            rec = decode_record(line)
+        except msgspec.DecodeError as exc:
+            if _HALT_MARKER in line:
+                unreadable.append(_unreadable(path, lineno, line, f"not a record ({exc})"))
+            elif _FLAG_MARKER in line:
+                unproven.append(_unreadable(path, lineno, line, f"not a record ({exc})", True))
+            continue
+        if not isinstance(rec, EventRecord):
+            continue
+        data = rec.data
+        if rec.kind == FLAG_APPLIED:
+            flag, revision = data.get("flag"), data.get("revision")
+            if isinstance(flag, str) and flag and type(revision) is int and revision >= 0:
+                flags[flag] = max(revision, flags.get(flag, 0))
+            else:  # as unprovable as a line that does not decode
+                why = "a flag_applied without its flag as text and revision as a count"
+                unproven.append(_unreadable(path, lineno, line, why, True))
+            continue
+        scope, key = data.get("scope"), data.get("key")
+        code = data.get("code")
+        if rec.kind == "halt" and not (
+            isinstance(scope, str) and isinstance(key, str) and isinstance(code, str)
+        ):
+            missing = "scope, key and code (its source) as text"
+            unreadable.append(_unreadable(path, lineno, line, f"a halt without {missing}"))
+            continue
+        if not isinstance(scope, str) or not isinstance(key, str):
+            continue
+        slot = latches.setdefault((scope, key), {})
+        if rec.kind == "halt" and isinstance(code, str):
+            slot[code] = StandingHalt(
+                scope=scope,
+                key=key,
+                state=str(data.get("state", "HALTED")),
+                code=code,
+                reason=str(data.get("reason", "")),
+                actor=str(data.get("actor", "")),
+                ts=rec.ts,
+                seq=rec.seq,
+            )
+        elif rec.kind == "resume":
+            if code is None:
+                slot.clear()
+            elif isinstance(code, str):
+                slot.pop(code, None)
+            if scope == "node" and code in (None, RejectReason.HALTED.value):
+                unreadable.clear()  # the node halt an unreadable one stood for, lifted
     halts = [h for slot in latches.values() for h in slot.values()]
     return Standing(halts + unreadable + unproven, flags)
 

@@ -22,6 +22,7 @@ elsewhere (`anchor`) to catch those.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from enum import StrEnum
 from hashlib import sha256
@@ -30,6 +31,7 @@ from typing import Final
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
+from knightwatch.audit.log import NotARegularFile
 from knightwatch.audit.read import MAX_LINE_BYTES, data_end, read_lines
 
 MAX_PROBLEMS: Final = 1000
@@ -90,13 +92,32 @@ class VerifyReport(msgspec.Struct, frozen=True):
 def verify_file(
     path: str | os.PathLike[str], *, anchor: str | None = None, note: Iterable[int] = ()
 ) -> VerifyReport:
-    """Verify `path`; raises OSError only when the file cannot be read.
+    """Verify `path`; raises OSError only when the file cannot be read, and
+    NotARegularFile when it is not a regular file.
 
     `anchor` is a head hash noted elsewhere earlier (by another system, or a
     previous verify); if no seal carries it, records were cut from the end
     or rewritten.
+
+    A pipe, device or directory is refused before anything is read: a pipe blocked
+    the call for as long as no one wrote to it (opened without `O_NONBLOCK`, even
+    the open waited for a writer), and /dev/null, empty, was reported intact.
     """
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a directory" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+            raise NotARegularFile(
+                f"{os.fspath(path)}: {what}, not a flight-recorder file "
+                "(a recorder writes a regular file)"
+            )
+        os.set_blocking(fd, True)
+        f = open(fd, "rb", closefd=True)  # noqa: SIM115 - closed by the `with` below
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         # A live or crashed recorder's file ends in allocated zero bytes: read to the data's
         # end, so a crash's torn last line is reported as cut short, not as one line of
         # megabytes (its bytes and the zeros after them) that is "malformed".

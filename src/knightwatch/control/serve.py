@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.log import NotARegularFile
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.standing import standing
+from knightwatch.audit.standing import held_standing
 from knightwatch.clock import Clock, SystemClock
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_raised_limits
@@ -158,8 +158,13 @@ async def serve_node(
         raise FleetError(f"--recorder: {exc}") from None
     except OSError as exc:
         raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
-    # read once the recorder holds the file (a regular one), up to where its data ended
-    recovered = standing(path, end=recorder.opened_at)
+    # read once the recorder holds the file (a regular one), up to where its data ended,
+    # through the recorder's own descriptor: the path may name another file by now
+    try:
+        recovered = held_standing(recorder, path)
+    except OSError as exc:
+        recorder.close()
+        raise FleetError(f"--recorder: cannot read {path} ({exc.strerror or exc})") from None
     guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
     with stop_requested() as stop:
         async with control_plane(
