@@ -20,9 +20,9 @@ from knightwatch.gateway import fields as F
 from knightwatch.gateway import gateway as gateway_module
 from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.config import ClientSession
-from knightwatch.gateway.engine import GatewayError
+from knightwatch.gateway.engine import GatewayError, fix
 from knightwatch.gateway.gateway import Gateway
-from knightwatch.gateway.venue import FixVenue
+from knightwatch.gateway.venue import FixVenue, VenueOrder
 from knightwatch.guard import LockedGuard
 from knightwatch.limits import Limits, Override
 from knightwatch.state import Scope
@@ -654,6 +654,33 @@ def test_a_cancel_of_an_order_not_yet_known_refused_by_execution_report_leaves_i
     assert rig.guard.position("L000") == 100 and not rig.guard.halts()
 
 
+def test_a_cancel_of_an_unknown_order_refused_by_execution_report_is_answered(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel of an order the gateway does not hold goes to the venue, which decides;
+    one that refuses it by ExecutionReport 150=8 under the cancel's ClOrdID (not an
+    OrderCancelReject) answers the client's request: the client gets it, and the cancel
+    is no longer in flight. Before, it was recorded as an unknown report only: the
+    client never got an answer and the gateway held its ClOrdID as in flight for good."""
+
+    def refuse(msg: F.In, sid: Any, key: str) -> None:
+        er = F.message(
+            F.EXECUTION_REPORT,
+            [(F.ORDER_ID, "NONE"), (F.CL_ORD_ID, msg[F.CL_ORD_ID]),
+             (F.ORIG_CL_ORD_ID, msg[F.ORIG_CL_ORD_ID]), (F.EXEC_ID, "RJU1"),
+             (F.EXEC_TYPE, "8"), (F.ORD_STATUS, "8"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
+             (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "0"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
+             (F.TEXT, "unknown order"), (F.TRANSACT_TIME, F.now_utc())],
+        )  # fmt: skip
+        F.send(er, sid)
+
+    monkeypatch.setattr(rig.venue, "_cancel", refuse)
+    rig.oms.cancel("C1", "NOPE", "L000", BUY, 100)
+    answer = rig.oms.wait_report("C1", "8")
+    assert answer.get(F.ORIG_CL_ORD_ID) == "NOPE" and answer.get(F.TEXT) == "unknown order"
+    assert rig.gateway.book.requests == {} and not rig.guard.halts()
+
+
 def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venue(
     rig_factory: Callable[..., Rig],
 ) -> None:
@@ -1174,6 +1201,57 @@ def test_a_fill_under_a_foreign_clordid_naming_an_order_as_orig_halts_and_is_boo
     assert not [r for r in rig.oms.received if r.get(F.EXEC_TYPE) == "F"]
 
 
+def test_foreign_cancels_expiries_pending_and_status_are_recorded_never_told_or_applied(
+    rig: Rig,
+) -> None:
+    """Reports under a ClOrdID the gateway never sent naming its order A as OrigClOrdID
+    that are no fills: never applied to A (the Guard keeps counting it), never told to
+    A's client (a status report was relayed to it, an order it never sent shown as its
+    own), the node halts, and the recorder shows each as it came: both ids, the ExecType,
+    the venue's OrderID and OrdStatus (before, only the foreign ClOrdID)."""
+    rest(rig, "A")
+    order_id = rig.venue.find("A").order_id
+    sent = [("4", "4"), ("C", "C"), ("6", "6"), ("E", "E"), ("I", "4")]
+    for n, (exec_type, status) in enumerate(sent):
+        rig.venue.misreport("A", exec_type, [(F.EXEC_ID, f"XN{n}"), (F.CL_ORD_ID, f"ZZ{n}"),
+                                             (F.ORIG_CL_ORD_ID, "A"), (F.ORD_STATUS, status),
+                                             (F.LEAVES_QTY, "0")])  # fmt: skip
+    rig.venue.misreport("A", "0", [(F.EXEC_ID, "MARK")])  # after them on the same session
+    rig.oms.wait_for(lambda r: r.get(F.EXEC_ID) == "MARK", what="marker")
+    assert not [r for r in rig.oms.received if (r.get(F.CL_ORD_ID) or "").startswith("ZZ")]
+    assert [r.get(F.EXEC_TYPE) for r in rig.oms.reports("A")] == ["0", "0"]  # ack, marker
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH and "names order OMS1:A" in halt.reason
+    assert rig.guard.remaining("OMS1:A") == 100 and rig.guard.working_qty("L000") == (100, 0)
+    seen = [(e["data"]["clordid"], e["data"]["orig_clordid"], e["data"]["order_id"],
+             e["data"]["exec_type"], e["data"]["ord_status"], e["data"]["venue_order_id"])
+            for e in rig.events("foreign_report")]  # fmt: skip
+    assert seen == [(f"ZZ{n}", "A", "OMS1:A", t, s, order_id) for n, (t, s) in enumerate(sent)]
+
+
+def test_a_fill_under_a_clordid_from_before_a_replace_is_applied_to_its_order_once(
+    rig: Rig,
+) -> None:
+    """A venue reports a fill under the ClOrdID the order had before its replace, with no
+    OrigClOrdID: the book knows that id is the order's, so it is applied to the order
+    (position, working quantity, the client told as the venue reports it), once for its
+    ExecID. Before, it halted the node as a fill of an unknown order."""
+    rest(rig, "P1", qty=100)
+    rig.oms.replace("P2", "P1", "L000", BUY, 200, below(rig, "L000"))
+    rig.oms.wait_report("P2", "5")
+    fill = [(F.EXEC_ID, "XOLD1"), (F.CL_ORD_ID, "P1"), (F.ORD_STATUS, "1"), (F.LAST_QTY, "30"),
+            (F.LAST_PX, "99"), (F.LEAVES_QTY, "170"), (F.CUM_QTY, "30")]  # fmt: skip
+    rig.venue.misreport("P2", "F", fill)
+    rig.venue.misreport("P2", "F", fill)  # sent twice: applied once
+    got = rig.oms.wait_for(lambda r: r.get(F.EXEC_ID) == "XOLD1", what="the fill relayed")
+    assert got.get(F.CL_ORD_ID) == "P1" and got.get(F.LAST_QTY) == "30"
+    eventually(lambda: rig.events("duplicate_exec"), what="the second one dropped")
+    assert not rig.guard.halts() and not rig.events("unknown_report")
+    assert rig.guard.position("L000") == 30 and rig.guard.remaining("OMS1:P2") == 170
+    order = rig.gateway.book.find("P1")
+    assert order is not None and order is rig.gateway.book.find("P2") and order.cum == 30
+
+
 def test_a_mass_cancel_answered_under_its_own_clordid_ends_each_order_it_names(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1368,6 +1446,88 @@ def test_start_up_adopts_orders_working_at_the_venue_before_arming(
         eventually(lambda: not first.venue.working(), what="adopted order cancelled")
     finally:
         second.stop()
+
+
+def mass_status_of(rig: Rig, monkeypatch: pytest.MonkeyPatch, last: list[tuple[int, str]]) -> None:
+    """The rig's venue answers the gateway's start-up mass status with two working orders
+    of its own, W8 (300 L000 buy at 99) and W9 (the same with `last` over it), W9 last."""
+    venue = rig.venue
+
+    def answer(msg: F.In, sid: Any, key: str) -> None:
+        req = msg[F.MASS_STATUS_REQ_ID]
+        for i, (clordid, fields) in enumerate((("W8", []), ("W9", last)), 1):
+            o = VenueOrder(clordid, f"V9{i}", sid, "L000", BUY, Decimal(300), 99.0, "2", "0")
+            extra = [(F.MASS_STATUS_REQ_ID, req), (F.TOT_NUM_REPORTS, "2"),
+                     (F.LAST_RPT_REQUESTED, "Y" if i == 2 else "N"), *fields]  # fmt: skip
+            venue._report(o, "I", extra=extra)
+
+    monkeypatch.setattr(venue, "_mass_status", answer)
+
+
+@pytest.mark.parametrize(
+    ("last", "adopted", "needle"),
+    [
+        ([(F.PRICE, "-5")], True, "Price(44)=-5 is no usable price; adopted at no price"),
+        ([(F.LEAVES_QTY, "0"), (F.CUM_QTY, "0")], False, "working with no quantity: not adopted"),
+        ([(F.LEAVES_QTY, "2.5")], False, "LeavesQty(151)/CumQty(14): qty: must be a positive"),
+    ],
+)
+def test_an_unreadable_last_mass_status_report_halts_naming_it_and_reconciliation_finishes(
+    rig_factory: Callable[..., Rig],
+    monkeypatch: pytest.MonkeyPatch,
+    last: list[tuple[int, str]],
+    adopted: bool,
+    needle: str,
+) -> None:
+    """The last report of the venue's mass status the gateway cannot adopt as sent (a
+    price that is no price, no quantity) ends start-up reconciliation all the same: the
+    node halts naming the report, one it can count is counted (at no price). Before, the
+    node halted on it and reconciliation never finished: start-up failed at its timeout
+    asking whether the venue session was logging on."""
+    rig = rig_factory()
+    mass_status_of(rig, monkeypatch, last)
+    rig.start()
+    eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
+    halt = rig.guard.halts()[(Scope.NODE, "gw")]
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert (
+        halt.reason.startswith("reconciled order W9 (venue OrderID V92): ")
+        and needle in halt.reason
+    )
+    assert rig.guard.remaining("reconciled:W8") == 300
+    assert rig.guard.remaining("reconciled:W9") == (300 if adopted else None)
+    assert rig.gateway.reconcile_error == "" and rig.gateway.errors.count == 0
+
+
+def test_a_mass_status_the_venue_refuses_fails_start_up_naming_that(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venue that refuses the start-up OrderMassStatusRequest (BusinessMessageReject), or
+    whose last report its FIX engine refuses (a price that is no number), sends nothing
+    that ends reconciliation: start-up fails naming the real cause (`reconcile_error`,
+    which the node's start-up raises) instead of timing out and asking whether the venue
+    session is logging on."""
+    rig = rig_factory()
+
+    def unsupported(msg: F.In, sid: Any, key: str) -> None:
+        raise fix().UnsupportedMessageType()
+
+    monkeypatch.setattr(rig.venue, "_mass_status", unsupported)
+    rig.start()
+    eventually(lambda: rig.gateway.reconcile_error, 10, "start-up failed")
+    assert rig.gateway.reconcile_error.startswith(
+        "the venue refused the OrderMassStatusRequest KWMS"
+    )
+    assert "set venue.mass_status = false" in rig.gateway.reconcile_error
+    assert not rig.gateway.reconciled.is_set() and not rig.guard.armed
+    rig.stop()
+    rig = rig_factory()
+    mass_status_of(rig, monkeypatch, [(F.PRICE, "abc")])
+    rig.start()
+    eventually(lambda: rig.gateway.reconcile_error, 10, "start-up failed")
+    assert "was refused by the FIX engine" in rig.gateway.reconcile_error
+    assert "a working order may not be counted" in rig.gateway.reconcile_error
+    assert not rig.gateway.reconciled.is_set() and rig.guard.halts()
 
 
 def restarted_with_adopted(

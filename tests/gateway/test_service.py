@@ -239,3 +239,16 @@ async def test_the_gateways_counters_and_sessions_are_scraped_beside_the_nodes(
         assert "P1" not in labels and "P2" not in labels
     finally:
         server.close()
+
+
+def test_every_event_the_gateway_counts_is_always_exposed() -> None:
+    """`GATEWAY_EVENTS` names every count the gateway keeps (`Gateway._count`), so each is
+    exposed from 0 and a dashboard's query never finds it missing before it first happens."""
+    import re
+
+    from knightwatch.gateway import gateway as gw_module
+    from knightwatch.gateway.metrics import GATEWAY_EVENTS
+
+    source = Path(gw_module.__file__).read_text(encoding="utf-8")
+    counted = set(re.findall(r'_count\("([a-z_]+)"\)', source))
+    assert counted and counted == set(GATEWAY_EVENTS)

@@ -66,7 +66,7 @@ from knightwatch.gateway.engine import (
 )
 from knightwatch.guard import LockedGuard
 from knightwatch.inputs import InputFileError, load_toml
-from knightwatch.order import MAX_QTY, Fill, InvalidOrder, Order, Side
+from knightwatch.order import MAX_QTY, Fill, InvalidOrder, Order, Side, price_problem
 from knightwatch.state import Scope, pair_key, split_pair
 
 log = logging.getLogger(__name__)
@@ -445,9 +445,9 @@ class Gateway(Handler):
             key = F.session_key(sid)
             reports = (F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT)
             if key in (self.venue_key, self.dc_key) and note["ref_msg_type"] in reports:
-                self._work.put(lambda: self._report_refused_by_engine(note))
+                self._work.put(lambda: self._report_refused_by_engine(note, key))
 
-    def _report_refused_by_engine(self, note: dict[str, str | int | None]) -> None:
+    def _report_refused_by_engine(self, note: dict[str, str | int | None], key: str) -> None:
         """A venue report the engine refused before the gateway saw it (a field its data
         dictionary requires is missing or malformed, a type the version lacks): it was
         answered with a session Reject and dropped, so nothing of it was applied. The
@@ -467,6 +467,14 @@ class Gateway(Handler):
                 f"venue message {note['ref_msg_type']} (MsgSeqNum {note['ref_seq']}) not "
                 f"applied: {why}"[:400]
             )
+            if key == self.venue_key and note["ref_msg_type"] == F.EXECUTION_REPORT:
+                # while the start-up mass status is read: it may have been one of its
+                # reports (its last, which ends reconciliation), an order nobody can count
+                self._reconcile_failed(
+                    f"venue report MsgSeqNum {note['ref_seq']}, which came while the "
+                    f"OrderMassStatusRequest {self._mass_status_id} was answered, was refused "
+                    f"by the FIX engine ({why[:300]}): a working order may not be counted"
+                )
 
     def from_admin(self, msg: Any, sid: Any) -> None:
         # A session Reject (35=3) from the venue of an order, replace or cancel the gateway
@@ -475,11 +483,20 @@ class Gateway(Handler):
         if F.session_key(sid) != self.venue_key or F.msg_type(msg) != F.SESSION_REJECT:
             return
         ref_type = F.opt(msg, F.REF_MSG_TYPE)
+        text = F.clean(F.opt(msg, F.TEXT) or "")
+        reason = F.opt(msg, F.SESSION_REJECT_REASON)
+        if ref_type == F.MASS_STATUS:
+            why = f"session reject reason {reason}: {text}"
+
+            def refused() -> None:
+                with self._held():
+                    self._mass_status_refused(why)
+
+            self._work.put(refused)
+            return
         if ref_type not in (F.NEW_ORDER, F.REPLACE, F.CANCEL):
             return
         ref_seq = int(F.opt(msg, F.REF_SEQ_NUM) or 0)
-        text = F.clean(F.opt(msg, F.TEXT) or "")
-        reason = F.opt(msg, F.SESSION_REJECT_REASON)
         self._work.put(lambda: self._venue_session_reject(ref_seq, ref_type, reason, text))
 
     def to_app(self, msg: Any, sid: Any) -> None:
@@ -1116,24 +1133,40 @@ class Gateway(Handler):
     # ------------------------------------------------------------------ venue messages
     def _from_venue(self, msg: F.In) -> None:
         mtype = msg.mtype
-        with self._held(), self._applied_or_halt(msg):
-            if mtype == F.EXECUTION_REPORT:
-                self._execution(msg)
-            elif mtype == F.CANCEL_REJECT:
-                self._venue_cancel_reject(msg)
-            elif mtype == F.MD_SNAPSHOT:
-                self._price(msg)
-            elif mtype == F.BUSINESS_REJECT:
-                self._venue_business_reject(msg)
-            elif mtype == F.MASS_CANCEL_REPORT:
-                self.guard.note(
-                    "venue_mass_cancel",
-                    clordid=msg.get(F.CL_ORD_ID),
-                    affected=int(msg.get(F.TOTAL_AFFECTED) or 0),
-                    response=msg.get(F.MASS_CANCEL_RESPONSE),
-                )
-            else:
-                self.guard.note("venue_unhandled", msg_type=mtype)
+        with self._held():
+            with self._applied_or_halt(msg):
+                self._from_venue_read(msg, mtype)
+            if (
+                self._mass_status_id
+                and mtype == F.EXECUTION_REPORT
+                and msg.get(F.MASS_STATUS_REQ_ID) == self._mass_status_id
+                and msg.get(F.LAST_RPT_REQUESTED) == "Y"
+            ):
+                # the last report of the start-up mass status ends reconciliation, also
+                # one that could not be read (not applied, the node halted naming it):
+                # before, start-up then waited out its timeout and blamed the venue session
+                self._mass_status_id = ""
+                self._reconciled("mass status")
+
+    def _from_venue_read(self, msg: F.In, mtype: str) -> None:
+        """One venue message (caller holds the lock, inside `_applied_or_halt`)."""
+        if mtype == F.EXECUTION_REPORT:
+            self._execution(msg)
+        elif mtype == F.CANCEL_REJECT:
+            self._venue_cancel_reject(msg)
+        elif mtype == F.MD_SNAPSHOT:
+            self._price(msg)
+        elif mtype == F.BUSINESS_REJECT:
+            self._venue_business_reject(msg)
+        elif mtype == F.MASS_CANCEL_REPORT:
+            self.guard.note(
+                "venue_mass_cancel",
+                clordid=msg.get(F.CL_ORD_ID),
+                affected=int(msg.get(F.TOTAL_AFFECTED) or 0),
+                response=msg.get(F.MASS_CANCEL_RESPONSE),
+            )
+        else:
+            self.guard.note("venue_unhandled", msg_type=mtype)
 
     @contextlib.contextmanager
     def _applied_or_halt(self, msg: F.In) -> Iterator[None]:
@@ -1158,7 +1191,17 @@ class Gateway(Handler):
                 error=why[:400],
                 raw_sha256=F.raw_hash(msg),
             )
-            self.guard.flag_mismatch(f"venue message {msg.mtype} not applied: {why}"[:400])
+            ids = ", ".join(
+                f"{name} {F.clean(value)[:64]}"
+                for name, value in (
+                    ("ClOrdID", msg.get(F.CL_ORD_ID)),
+                    ("OrderID", msg.get(F.ORDER_ID)),
+                    ("ExecID", msg.get(F.EXEC_ID)),
+                )
+                if value is not None
+            )
+            named = f" ({ids})" if ids else ""
+            self.guard.flag_mismatch(f"venue message {msg.mtype}{named} not applied: {why}"[:400])
 
     def _execution(self, msg: F.In) -> None:
         """One execution report: everything it needs is read before anything is
@@ -1179,12 +1222,24 @@ class Gateway(Handler):
         go = self.book.orders.get(clordid)
         if go is None and req is not None:
             go = req.order
+        if go is None:
+            # an id the order answered to before a replace (the book keeps the chain, and
+            # no other order or request may take it): a venue may report an execution
+            # under it, with no OrigClOrdID; before, such a fill halted as an unknown one
+            go = self.book.renamed.get(clordid)
         if go is None and (F.ORIG_CL_ORD_ID in msg):
             # the answer to a message the gateway sent under an id it no longer matches
             # (a mass cancel's, a request already answered) names its order this way
             go = self.book.find(msg[F.ORIG_CL_ORD_ID])
             foreign = req is None and clordid not in self.book.owner
-            if go is not None and foreign and kind is not F.ExecKind.STATUS:
+            mass = (
+                kind is F.ExecKind.STATUS
+                and bool(self._mass_status_id)
+                and msg.get(F.MASS_STATUS_REQ_ID) == self._mass_status_id
+            )
+            if go is not None and foreign and not mass:
+                # a status report too: relayed, it would tell the order's client of an
+                # order it never sent as if it were its own
                 self._foreign_execution(msg, kind, exec_id, clordid, go)
                 return
         if kind is F.ExecKind.STATUS:
@@ -1192,6 +1247,20 @@ class Gateway(Handler):
             return
         if go is None:
             self._unknown_execution(msg, kind, exec_id, clordid)
+            if req is not None and req.kind == "F" and kind is not F.ExecKind.TRADE:
+                # the venue's answer to a client's cancel of an order the gateway does not
+                # hold (the venue decides: "unknown order"), by ExecutionReport instead of
+                # OrderCancelReject: to that client, and the cancel is no longer in flight
+                # (before, the client was never answered and its ClOrdID stayed held)
+                if kind is not F.ExecKind.PENDING:
+                    self.book.requests.pop(clordid, None)
+                sid = self.client_sids.get(req.comp)
+                if sid is not None:
+                    out = F.forward_copy(msg)
+                    if req.answer_as:
+                        out.setField(F.CL_ORD_ID, req.answer_as)
+                    self._count("relayed")
+                    self._emit(out, sid)
             return
         gid = go.guard_id
         status = msg[F.ORD_STATUS]
@@ -1389,7 +1458,23 @@ class Gateway(Handler):
         order's id. Never applied to the order (a fill would be booked as its own, a
         cancel would end it in the Guard): booked as the venue reports it, as an unknown
         order's (`_unknown_execution`), and the node halts `fill_mismatch`, as for a
-        drop-copy collision."""
+        drop-copy collision. Recorded as it arrived (`foreign_report`: both ids, the
+        ExecType, the venue's OrderID and OrdStatus); nothing reaches the order's client
+        (a cancel, expiry or pending report relayed would tell it something of its order
+        that the venue never said of it)."""
+        self._count("foreign_reports")
+        self.guard.note(
+            "foreign_report",
+            clordid=F.clean(clordid)[:64],
+            orig_clordid=F.clean(msg[F.ORIG_CL_ORD_ID])[:64],
+            order_id=go.guard_id,
+            exec_id=F.clean(exec_id)[:64],
+            exec_type=F.clean(msg.get(F.EXEC_TYPE) or "")[:8],
+            exec_kind=kind.value,
+            ord_status=F.clean(msg.get(F.ORD_STATUS) or "")[:8],
+            venue_order_id=F.clean(msg.get(F.ORDER_ID) or "")[:64] or None,
+            raw_sha256=F.raw_hash(msg),
+        )
         self._unknown_execution(msg, kind, exec_id, clordid)
         self.guard.flag_mismatch(
             f"venue {kind.value} under ClOrdID {clordid}, which the gateway never sent, "
@@ -1440,7 +1525,30 @@ class Gateway(Handler):
         ref_type = msg.get(F.REF_MSG_TYPE)
         ref_id = msg.get(F.BUSINESS_REJECT_REF_ID) or ""
         self.guard.note("venue_business_reject", ref_msg_type=ref_type, ref_id=ref_id)
+        if ref_type == F.MASS_STATUS:
+            self._mass_status_refused(f"BusinessMessageReject: {F.clean(msg.get(F.TEXT) or '')}")
+            return
         self._venue_refused(ref_type, ref_id, f"venue refused: {msg.get(F.TEXT)}")
+
+    def _mass_status_refused(self, why: str) -> None:
+        """The venue refused the start-up mass status request (caller holds the lock): no
+        report of it will come, so start-up fails naming that (before, it waited out its
+        timeout and asked whether the venue session was logging on)."""
+        self._reconcile_failed(
+            f"the venue refused the OrderMassStatusRequest {self._mass_status_id} ({why})"[:300]
+            + "; set venue.mass_status = false if the venue does not support it"
+        )
+
+    def _reconcile_failed(self, error: str) -> None:
+        """Start-up reconciliation cannot finish as it should (caller holds the lock): while
+        the mass status is still awaited, it never finishes and start-up fails naming
+        `error` (`reconcile_error`)."""
+        if not self._mass_status_id or self.reconciled.is_set():
+            return
+        self.reconcile_error = error
+        self._mass_status_id = ""
+        self.guard.note("reconcile_failed", error=error[:400])
+        log.error("RECONCILE_FAILED %s", error)
 
     def _venue_session_reject(
         self, ref_seq: int, ref_type: str, reason: str | None, text: str
@@ -1864,10 +1972,7 @@ class Gateway(Handler):
     def _status_report(self, msg: F.In, go: GwOrder | None) -> None:
         req = msg.get(F.MASS_STATUS_REQ_ID)
         if req is not None and req == self._mass_status_id:
-            self._adopt(msg, go)
-            if msg.get(F.LAST_RPT_REQUESTED) == "Y":
-                self._mass_status_id = ""
-                self._reconciled("mass status")
+            self._adopt(msg, go)  # its last report ends reconciliation (`_from_venue`)
             return
         if go is not None:
             self._relay(msg, go, None)
@@ -1891,11 +1996,40 @@ class Gateway(Handler):
             self.guard.flag_mismatch(
                 f"reconciled order {clordid}: the venue's status report names no instrument"
             )
-        leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
-        cum = self._lots(symbol, msg.get(F.CUM_QTY))
-        price = msg.get(F.PRICE)
+        where = f"reconciled order {clordid} (venue OrderID {F.clean(msg.get(F.ORDER_ID) or '')})"
+        try:
+            leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+            cum = self._lots(symbol, msg.get(F.CUM_QTY))
+        except (InvalidOrder, ArithmeticError) as exc:
+            self._not_adopted(msg, f"{where}: LeavesQty(151)/CumQty(14): {exc}")
+            return
+        if leaves + cum == 0:
+            # working with no quantity: nothing the Guard could count (an order of no
+            # quantity cannot exist); a person must find out what works at the venue
+            self._not_adopted(msg, f"{where}: the venue reports it working with no quantity")
+            return
+        text = msg.get(F.PRICE)
+        price: float | None = None
+        if text:
+            try:
+                price = float(text)
+            except ValueError:
+                price = float("nan")
+            if price_problem(price) is not None:
+                # counted all the same, at no price (valued at the reference, as a market
+                # order), so every limit counts it and a kill cancels it; the node halts
+                price = None
+                self.guard.flag_mismatch(
+                    f"{where}: Price(44)={F.clean(text)} is no usable price; adopted at no price"[
+                        :400
+                    ]
+                )
         gid = f"reconciled:{clordid}"
-        order = Order(gid, RECONCILED, symbol, side, leaves + cum, float(price) if price else None)
+        try:
+            order = Order(gid, RECONCILED, symbol, side, leaves + cum, price)
+        except InvalidOrder as exc:
+            self._not_adopted(msg, f"{where}: {exc}")
+            return
         self.guard.adopt(order, leaves)
         self.book.claim(clordid, RECONCILED)
         adopted = GwOrder(
@@ -1915,6 +2049,21 @@ class Gateway(Handler):
         )
         self.book.add(adopted)
         self.book.venue_order_id(adopted, msg.get(F.ORDER_ID))
+
+    def _not_adopted(self, msg: F.In, why: str) -> None:
+        """A working order of the venue's mass status the Guard cannot count (caller holds
+        the lock): recorded (`venue_report_unapplied`) and the node halts naming it."""
+        self._count("unapplied_reports")
+        self.guard.note(
+            "venue_report_unapplied",
+            msg_type=msg.mtype,
+            exec_id=msg.get(F.EXEC_ID),
+            clordid=msg.get(F.CL_ORD_ID),
+            venue_order_id=msg.get(F.ORDER_ID),
+            error=why[:400],
+            raw_sha256=F.raw_hash(msg),
+        )
+        self.guard.flag_mismatch(f"{why}: not adopted"[:400])
 
     def _reconciled(self, how: str) -> None:
         if self.reconciled.is_set():

@@ -37,6 +37,7 @@ GATEWAY_EVENTS = (
     "session_rejects",
     "venue_session_rejects",
     "unknown_reports",
+    "foreign_reports",
     "duplicate_exec_ids",
     "unapplied_reports",
     "replayed_reports",
