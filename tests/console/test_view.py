@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import msgspec
 
-from knightwatch.clock import SimClock
+from knightwatch.clock import SimClock, SystemClock
 from knightwatch.console.view import build, source_of
 from knightwatch.control.fleet.approvals import Requests
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.wire import ENCODER, NodeStatus, RampRecord, StateEntry
+from knightwatch.control.plane.wire import (
+    ENCODER,
+    UNDECODABLE_ACTOR,
+    NodeStatus,
+    RampRecord,
+    StateEntry,
+)
+from knightwatch.control.site import Site
 from knightwatch.state import Scope, TradingState
 
 from ..identities import BOB, sign, switch, trust
@@ -88,6 +95,7 @@ def test_sources() -> None:
     assert source_of("guard:throttle") == "guard:throttle"
     assert source_of("supervisor") == "supervisor"
     assert source_of("alice") == "operator"
+    assert source_of(UNDECODABLE_ACTOR) == "store"  # no person's: listed with the alerts
 
 
 async def test_leases_and_undecodable_records_are_shown_not_dropped() -> None:
@@ -137,3 +145,71 @@ async def test_an_applied_resume_shows_its_request_applied_and_its_approver() ->
     assert next(r for r in snap.requests if r.id == request.id).status == "applied"
     halt = next(h for h in snap.halts if h.key == "n3")
     assert halt.state == "ACTIVE" and halt.approvers == ["bob"]
+
+
+async def test_unreadable_members_and_malformed_keys_are_shown_as_such(
+    nats_server: Site,
+) -> None:
+    """What the store lists but cannot read is shown as unreadable, with its reason code,
+    never as a node or a slot: a membership record that does not decode or names another
+    node (`members()` lists it under its key, host "unreadable"), a kill-state key that is
+    no slot (`strategy.a.b`: an entry or a delete marker) and a deleted slot (shown by the
+    scope it halts, so its resume button names it; it was shown with no scope at all)."""
+    n1 = await nats_server.connect("n1")
+    n2 = await nats_server.connect("n2")
+    n3 = await nats_server.connect("n3")
+    alice = await nats_server.connect("alice")
+    clock = SystemClock()
+    try:
+        await n1._members.put("n1", b'{"node_id": "n1", "pid": "oops"')  # type: ignore[union-attr]
+        forged = member("<b>n3</b>", clock, 5.0)
+        await n2._members.put("n2", ENCODER.encode(forged))  # type: ignore[union-attr]
+        await n3.put_member(member("n3", clock, 5.0))
+        kv = alice._state_kv()
+        await kv.put("strategy.a.b", ENCODER.encode(sign(StateEntry(
+            Scope.STRATEGY, "a.b", TradingState.ACTIVE, "lift", "alice", "c1", 1, 2))))  # fmt: skip
+        await kv.put("strategy.x.y", b"{}")
+        await kv.delete("strategy.x.y")
+        await kv.put("strategy.MOMO", b"{}")
+        await kv.delete("strategy.MOMO")
+        snap = await build(alice, trust(), clock)
+        nodes = {n.node: n for n in snap.nodes}
+        assert sorted(nodes) == ["n1", "n2", "n3"]  # the readable one is still there
+        assert nodes["n1"].unreadable.startswith("member_undecodable: ")
+        assert nodes["n2"].unreadable.startswith("member_forged: ")
+        assert "'<b>n3</b>'" in nodes["n2"].unreadable
+        assert nodes["n3"].unreadable == "" and nodes["n3"].state == "ACTIVE"
+        halts = {h.slot: h for h in snap.halts}
+        ab, xy = halts["strategy.a.b"], halts["strategy.x.y"]
+        assert ab.malformed.startswith("state_key_malformed: 'strategy.a.b' is no slot")
+        assert ab.state == "HALTED" and not ab.verified and ab.source == "store"
+        assert xy.malformed.startswith("state_key_malformed: 'strategy.x.y'")
+        assert xy.state == "MALFORMED" and "held by no reader" in xy.refusal
+        momo = halts["strategy.MOMO"]
+        assert (momo.scope, momo.key, momo.state, momo.malformed) == (
+            "strategy", "MOMO", "HALTED", "")  # fmt: skip
+        assert "deleted" in momo.refusal
+    finally:
+        for p in (n1, n2, n3, alice):
+            await p.close()
+
+
+async def test_a_supervisor_reduce_is_shown_reducing_with_its_rule() -> None:
+    """`supervisor_node_gross_exposure` puts a node in REDUCING by name: shown as REDUCING
+    (not HALTED), from the supervisor, with the rule and its numbers as the reason."""
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    await p.put_member(
+        msgspec.structs.replace(member("n1", clock, 5.0), node_state=TradingState.REDUCING)
+    )
+    sv = switch(p, clock, "supervisor")
+    why = "supervisor_node_gross_exposure: node n1 gross $2,100,000 over $2,000,000"
+    await sv.kill(Scope.NODE, "n1", why, timeout_s=0.01, state=TradingState.REDUCING)
+    day = "supervisor_principal_day: principal $9,000,000 over a day (10x principal_floor)"
+    await sv.kill(Scope.NODE, "n2", day, timeout_s=0.01)
+    snap = await build(p, trust(), clock)
+    rows = {h.key: h for h in snap.halts}
+    assert (rows["n1"].state, rows["n1"].source, rows["n1"].reason) == (
+        "REDUCING", "supervisor", why)  # fmt: skip
+    assert (rows["n2"].state, rows["n2"].reason) == ("HALTED", day)
+    assert {n.node: n.state for n in snap.nodes} == {"n1": "REDUCING"}

@@ -27,7 +27,7 @@ import msgspec
 from knightwatch.clock import Clock
 from knightwatch.control.fleet.approvals import Request, RequestStatus, digest, judge
 from knightwatch.control.node.flags import APPLIED_DECODER, STATE_DECODER
-from knightwatch.control.plane.history import ResumeProofs
+from knightwatch.control.plane.history import MALFORMED_KEY, ResumeProofs
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
@@ -35,11 +35,14 @@ from knightwatch.control.plane.protocol import (
     Record,
 )
 from knightwatch.control.plane.wire import (
+    UNDECODABLE_ACTOR,
     VERDICT_DECODER,
     Confirmation,
+    MemberProblem,
     NodeStatus,
     RampRecord,
     StateEntry,
+    parse_slot,
     slot_of,
 )
 from knightwatch.flags.rollout import RolloutState
@@ -70,6 +73,9 @@ class NodeRow(msgspec.Struct, frozen=True):
     refused: int
     last_refusal: str
     duplicate: str
+    unreadable: str = ""
+    """Why its membership record cannot be read (`member_undecodable: ...` or
+    `member_forged: ...`, as `members()` lists it): "" for a record that was read."""
 
 
 class AdmissionRow(msgspec.Struct, frozen=True):
@@ -96,6 +102,9 @@ class HaltRow(msgspec.Struct, frozen=True):
     revision: int
     verified: bool
     refusal: str
+    malformed: str = ""
+    """Why the stored key is no slot (`state_key_malformed: ...`, `strategy.a.b` written by
+    hand): no kill or resume addresses it. "" for a canonical slot."""
 
 
 class RequestRow(msgspec.Struct, frozen=True):
@@ -176,7 +185,29 @@ def source_of(actor: str) -> str:
         return actor
     if actor == "supervisor":
         return "supervisor"
+    if actor == UNDECODABLE_ACTOR:
+        return "store"  # the store's own halt of an entry it cannot decode: no person's
     return "operator"
+
+
+_MEMBER_PROBLEMS = tuple(f"{p.value}: " for p in MemberProblem)
+
+
+def unreadable_why(m: NodeStatus) -> str:
+    """The reason `members()` gave for a record it could not read (`unreadable_member`),
+    or "" for a record it read."""
+    if m.host == "unreadable" and m.pid == 0 and m.last_refusal.startswith(_MEMBER_PROBLEMS):
+        return m.last_refusal
+    return ""
+
+
+def malformed_why(slot: str) -> str:
+    """Why a stored kill-state key is no slot, naming `MALFORMED_KEY`; "" for a slot."""
+    try:
+        parse_slot(slot)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"{MALFORMED_KEY}: {slot!r} is no slot ({exc}); no kill or resume addresses it"
+    return ""
 
 
 async def _halt_row(
@@ -187,9 +218,18 @@ async def _halt_row(
     trust: TrustStore,
     now: int,
 ) -> HaltRow:
+    malformed = malformed_why(slot)
+    if entry is None and malformed:
+        why = "deleted under a key that is no slot: held by no reader"
+        return HaltRow(
+            slot, "", "", "MALFORMED", "unknown", "", [], "", 0, revision, False, why, malformed
+        )
     if entry is None:
-        why = "the stored entry cannot be decoded: held HALTED"
-        return HaltRow(slot, "", "", "HALTED", "unknown", "", [], "", 0, revision, False, why)
+        scope, key = parse_slot(slot)
+        why = "the stored entry was deleted: held HALTED"
+        return HaltRow(
+            slot, scope.value, key, "HALTED", "unknown", "", [], "", 0, revision, False, why
+        )
     try:
         checked = await proofs.judge(entry, revision, trust.roster, now)
         verified, refusal, approvers = True, "", list(checked.approvers)
@@ -209,6 +249,7 @@ async def _halt_row(
         revision,
         verified,
         refusal,
+        malformed,
     )
 
 
@@ -319,6 +360,7 @@ async def build(
                 m.refused,
                 m.last_refusal,
                 m.duplicate,
+                unreadable_why(m),
             )
         )
     admission = [

@@ -99,13 +99,29 @@ function showProblems(list) {
 function render(s) {
   showProblems(s.problems || []);
   fill("nodes", s.nodes, (tr, n) => {
+    if (n.unreadable) {
+      // a membership record the control plane cannot read (or one naming another node):
+      // nothing in it is known, so it is shown as that, with the reason, never as a node
+      tr.className = "bad";
+      tr.dataset.unreadable = "1";
+      cell(tr, n.node);
+      cell(tr, "UNREADABLE", "red");
+      cell(tr, "no lease", "red");
+      cell(tr, "REFUSED", "red");
+      cell(tr, "no");
+      cell(tr, "UNREADABLE (held HALTED)", "red");
+      cell(tr, "-");
+      cell(tr, "-");
+      cell(tr, n.unreadable, "red");
+      return;
+    }
     if (n.expired || n.duplicate || n.refused) tr.className = "bad";
     cell(tr, n.node);
     cell(tr, n.host);
     cell(tr, n.left ? "left" : n.expired ? `EXPIRED ${(-n.lease_ms / 1000).toFixed(1)} s ago` : `${(n.lease_ms / 1000).toFixed(1)} s`, n.expired ? "red" : "");
     cell(tr, n.admitted ? n.release || "admitted" : "REFUSED", n.admitted ? "" : "red");
     cell(tr, n.armed ? "yes" : "no");
-    cell(tr, n.state, n.state === "ACTIVE" ? "green" : "red");
+    cell(tr, n.state, n.state === "ACTIVE" ? "green" : n.state === "REDUCING" ? "amber" : "red");
     cell(tr, Object.entries(n.flag_revisions).map(([f, r]) => `${f} r${r}`).join(", ") || "-");
     cell(tr, n.last_command ? `${n.last_command.slice(0, 8)} ${utc(n.last_confirmed_ns)}` : "-");
     cell(tr, n.refused ? `${n.refused} (${n.last_refusal})` + (n.duplicate ? ` DUPLICATE at ${n.duplicate}` : "") : "0");
@@ -122,8 +138,22 @@ function render(s) {
   }
   fill("halts", s.halts, (tr, h) => {
     if (h.state !== "ACTIVE") tr.className = "bad";
+    if (h.malformed) {
+      // a stored key that is no slot: shown by its key, never as the slot it resembles,
+      // and with no resume button (no kill or resume can address it)
+      tr.dataset.malformed = "1";
+      cell(tr, `MALFORMED KEY ${h.slot}`, "red");
+      cell(tr, `${h.malformed}; ${h.state === "MALFORMED" ? h.refusal : `nodes hold ${h.scope} ${h.key} ${h.state}: ${h.refusal}`}`, "red");
+      cell(tr, h.source);
+      cell(tr, h.actor);
+      cell(tr, h.reason);
+      cell(tr, utc(h.issued_ns));
+      cell(tr, h.revision);
+      cell(tr, "");
+      return;
+    }
     cell(tr, `${h.scope} ${h.key}`);
-    cell(tr, h.verified ? h.state : `UNVERIFIED (held HALTED): ${h.refusal}`, h.state === "ACTIVE" ? "green" : "red");
+    cell(tr, h.verified ? h.state : `UNVERIFIED (held HALTED): ${h.refusal}`, h.state === "ACTIVE" ? "green" : h.verified && h.state === "REDUCING" ? "amber" : "red");
     cell(tr, h.source);
     cell(tr, h.actor + (h.approvers.length ? ` (approved by ${h.approvers.join(", ")})` : ""));
     cell(tr, h.reason);
@@ -196,9 +226,9 @@ function renderAlerts(s) {
   fill("alerts", automatic, (tr, h) => {
     const ack = acks[`${h.slot}@${h.revision}`];
     if (!ack) tr.className = "bad";
-    cell(tr, `${h.scope} ${h.key}`);
+    cell(tr, h.malformed ? `MALFORMED KEY ${h.slot}` : `${h.scope} ${h.key}`);
     cell(tr, h.source);
-    cell(tr, h.reason);
+    cell(tr, h.verified || h.malformed ? `${h.state}: ${h.reason}` : `UNVERIFIED (held HALTED): ${h.reason}`);
     cell(tr, utc(h.issued_ns));
     cell(tr, ack ? `${ack.by} ${utc(ack.at_ns)}: ${ack.note}` : "no");
     const td = cell(tr, "");
