@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,72 @@ def test_verify_an_empty_or_padded_node_is_named_not_replaced(
     out = " ".join(result.output.split())
     assert "--node:" in out and ("empty value" in out or "whitespace" in out), out
     assert "Traceback" not in result.output
+
+
+def test_verify_why_and_tail_of_a_sparse_file_read_its_data_not_its_hole(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """`audit verify` and `audit why` read a file cut to 64 GiB (sparse: nothing on disk)
+    through all of its zeros; the hole is skipped, as `verify_file` skips it (`rchar` of
+    /proc/self/io: the bytes this process read)."""
+    lines = write_file(12)
+    os.truncate(audit_path, 64 * 1024**3)
+    before = _read_so_far()
+    verified = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    assert verified.exit_code == 0, verified.output
+    assert f"{len(lines) - 2} records, 2 seals" in verified.output
+    why = runner.invoke(app, ["audit", "why", "o4", str(audit_path)])
+    assert why.exit_code == 0 and "BLOCKED" in why.output and "chain verified" in why.output
+    tail = runner.invoke(app, ["audit", "tail", str(audit_path), "-n", "1"])
+    assert tail.exit_code == 0 and "seal" in tail.output
+    assert _read_so_far() - before < 64 * 1024 * 1024  # far less than the hole
+
+
+def test_verify_names_a_crashed_files_torn_last_line_as_verify_file_does(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """A crash leaves a torn last line before the 64 MiB a recorder allocates ahead in
+    zeros: `audit verify` read them with it and called it a malformed line "longer than
+    1048576 bytes", where `verify_file` says the last line was cut short."""
+    lines = write_file(12)
+    torn = b"".join(lines) + lines[3][:40]
+    audit_path.write_bytes(torn)
+    os.truncate(audit_path, len(torn) + 64 * 1024 * 1024)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path), "--json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert [(p["kind"], p["line"]) for p in problems] == [("truncated", len(lines) + 1)]
+    assert "cut short" in problems[0]["detail"]
+
+
+def _read_so_far() -> int:
+    """Bytes this process has read through read(2)-like calls (/proc/self/io `rchar`)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_verify_json_of_a_file_whose_name_is_not_utf8_names_it(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """A file name that is not UTF-8 (its bytes kept as surrogates) ended `audit verify
+    --json` with a UnicodeEncodeError traceback; it is named, its odd byte escaped."""
+    lines = write_file(5)
+    odd = audit_path.with_name(os.fsdecode(b"n1-\xff.jsonl"))
+    odd.write_bytes(b"".join(lines))
+    result = runner.invoke(app, ["audit", "verify", str(odd), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["path"].endswith("n1-\\xff.jsonl") and report["problems"] == []
+    tail = runner.invoke(app, ["audit", "tail", str(odd), "-n", "1"])
+    assert tail.exit_code == 0 and "n1-\\xff.jsonl" in " ".join(tail.output.split())
+
+
+def test_why_of_an_order_id_that_looks_like_markup_says_it_is_not_found(
+    write_file: WriteFile, audit_path: Path
+) -> None:
+    """`audit why '[/x]' FILE` ended with a rich MarkupError traceback: the not-found message
+    quotes the id and was printed as markup."""
+    write_file(3)
+    result = runner.invoke(app, ["audit", "why", "[/x]", str(audit_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "order '[/x]': no decision recorded" in " ".join(result.output.split())

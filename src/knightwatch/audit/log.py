@@ -37,6 +37,7 @@ import msgspec
 
 from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
 from knightwatch.audit.errors import AuditError, ChainCorrupt, RecorderLocked
+from knightwatch.audit.read import data_ends
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -376,30 +377,9 @@ class MappedLog:
         which another file may have been renamed over since this opened it."""
         return io.BufferedReader(_HeldReader(self.fd))
 
-    def _last_data(self, size: int) -> int:
-        """Where the file's last region holding data ends (`SEEK_DATA`/`SEEK_HOLE`).
-
-        Everything after it is a hole, which reads as zero bytes: a file made sparse
-        (cut to 100 GB with `truncate`) was read through zero by zero, 1 MiB at a
-        time, for as long as a node's start lasted. `size` where the file system
-        cannot say.
-        """
-        last = pos = 0
-        try:
-            while pos < size:
-                pos = os.lseek(self.fd, os.lseek(self.fd, pos, os.SEEK_DATA), os.SEEK_HOLE)
-                last = pos
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after `pos`
-                return min(last, size)
-            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                return size
-            raise
-        return min(last, size)
-
     def _data_end(self, size: int) -> int:
         """The offset after the last non-zero byte (the rest is allocated, unused space)."""
-        end = self._last_data(size)
+        end = data_ends(self.fd, size)  # a sparse file's hole is never read
         while end > 0:
             start = max(0, end - _CHUNK)
             chunk = os.pread(self.fd, end - start, start).rstrip(b"\0")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -51,6 +53,19 @@ def read_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES, end: int | None = None)
         left -= len(data)
         return data
 
+    def skip_hole() -> None:
+        """Past a hole (zeros on no disk) instead of through it: a file with 64 GiB cut
+        into its middle with `truncate` was read zero by zero, a whole hole to the line's
+        end. What is skipped reads as zero bytes, no newline among them."""
+        nonlocal left
+        pos = f.tell()
+        after = _next_data(f, pos)
+        if left is not None:
+            after = min(after, pos + left)
+            left -= after - pos
+        if after > pos:
+            f.seek(after)
+
     while True:
         line = read(limit + 1)
         if not line:
@@ -58,6 +73,8 @@ def read_lines(f: BinaryIO, limit: int = MAX_LINE_BYTES, end: int | None = None)
         if len(line) > limit and not line.endswith(b"\n"):
             rest = line
             while rest and not rest.endswith(b"\n"):
+                if not rest.strip(b"\0"):
+                    skip_hole()
                 rest = read(limit)
             line += b"\n" if rest else b""
         yield line
@@ -143,8 +160,15 @@ _ZERO_TAIL_MAX = 256 * 1024 * 1024
 
 
 def data_end(f: BinaryIO, chunk: int = 1024 * 1024) -> int:
-    """Where the data ends: a live or crashed recorder's file ends in allocated zero bytes."""
-    end = f.seek(0, os.SEEK_END)
+    """Where the data ends: a live or crashed recorder's file ends in allocated zero bytes.
+
+    A hole (a file made sparse: cut to 64 GiB with `truncate`, as a crashed or tampered
+    file can be) is skipped without reading it (`SEEK_DATA`/`SEEK_HOLE`): it was read
+    through 1 MiB at a time, and past 256 MiB of zeros every reader (`verify`, `why`,
+    `tail`) then read the whole hole. Where the file system cannot say, the zeros are
+    scanned as before.
+    """
+    end = last_data(f, f.seek(0, os.SEEK_END))
     floor = max(0, end - _ZERO_TAIL_MAX)
     while end > floor:
         start = max(0, end - chunk)
@@ -154,3 +178,48 @@ def data_end(f: BinaryIO, chunk: int = 1024 * 1024) -> int:
             return start + len(data)
         end = start
     return end  # 0, or a zero run longer than any recorder leaves: not free space
+
+
+def _next_data(f: BinaryIO, pos: int) -> int:
+    """Where the next data after `pos` starts (`SEEK_DATA`): the file's size if only a hole
+    follows, `pos` where the file system (or the object) cannot say."""
+    try:
+        fd = f.fileno()
+    except (OSError, io.UnsupportedOperation):
+        return pos  # an in-memory file: no holes to skip
+    here = os.lseek(fd, 0, os.SEEK_CUR)  # put back: `f` buffers ahead of it
+    try:
+        return os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as exc:
+        return os.fstat(fd).st_size if exc.errno == errno.ENXIO else pos
+    finally:
+        os.lseek(fd, here, os.SEEK_SET)
+
+
+def last_data(f: BinaryIO, size: int) -> int:
+    """Where the file's last region holding data ends (`data_ends`), on a reader's file
+    object; `size` for one with no descriptor (in memory: no holes to skip)."""
+    try:
+        fd = f.fileno()
+    except (OSError, io.UnsupportedOperation):
+        return size
+    return data_ends(fd, size)
+
+
+def data_ends(fd: int, size: int) -> int:
+    """Where the file's last region holding data ends (`SEEK_DATA`/`SEEK_HOLE`): everything
+    after it is a hole, which reads as zero bytes (a file cut to 100 GB with `truncate` was
+    read through zero by zero). `size` where the file system cannot say. Moves `fd`'s
+    offset: callers read by offset, or seek after."""
+    last = pos = 0
+    try:
+        while pos < size:
+            pos = os.lseek(fd, os.lseek(fd, pos, os.SEEK_DATA), os.SEEK_HOLE)
+            last = pos
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data after `pos`
+            return min(last, size)
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return size
+        raise
+    return min(last, size)

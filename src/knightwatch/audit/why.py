@@ -26,7 +26,7 @@ import msgspec
 
 from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
-from knightwatch.audit.read import decode_record, read_lines
+from knightwatch.audit.read import data_end, decode_record, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord
 from knightwatch.audit.verify import VerifyReport, verify_lines
 
@@ -85,7 +85,11 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     events: list[EventRecord] = []
     broken: list[int] = []  # lines that name the order but cannot be decoded
     with open(path, "rb") as f:
-        for lineno, line in enumerate(read_lines(f), start=1):
+        # to the data's end, as `verify_file` reads: a crashed recorder's file ends in
+        # allocated zeros, and a sparse one (cut to 64 GiB) was read through its hole
+        end = data_end(f)
+        f.seek(0)
+        for lineno, line in enumerate(read_lines(f, end=end), start=1):
             mentions = needle in line
             if not mentions and not any(m in line for m in _CONTROL_MARKERS):
                 if unsealed and _SEAL_MARKER in line[:96]:
@@ -146,7 +150,9 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     # verify through the seal that covers the last record used (or that record, if unsealed)
     through = max(seal_lines.get(seq, n) for n, seq in used)
     with open(path, "rb") as f:
-        chain = verify_lines(islice(read_lines(f), through), os.fspath(path))
+        end = data_end(f)
+        f.seek(0)
+        chain = verify_lines(islice(read_lines(f, end=end), through), os.fspath(path))
     decided = {d.seq for d in decisions}
     covered = {seq: seal for seq, seal in seals.items() if seq in decided}
     return Explanation(

@@ -20,7 +20,13 @@ from rich.table import Table
 
 from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
-from knightwatch.audit.read import MAX_LINE_BYTES, decode_record, last_lines, read_lines
+from knightwatch.audit.read import (
+    MAX_LINE_BYTES,
+    data_end,
+    decode_record,
+    last_lines,
+    read_lines,
+)
 from knightwatch.audit.record import DecisionRecord, EventRecord
 from knightwatch.audit.record import format_ts as _format_ts
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
@@ -68,8 +74,21 @@ def _ts(ns: int) -> str:
         return "[red]? (out of range)[/red]"
 
 
+def _shown(text: str | Path) -> str:
+    """A file name as text that can be printed and put in JSON: a name that is not UTF-8
+    (its bytes kept as surrogates) ended `audit verify --json` with a UnicodeEncodeError
+    traceback. Such bytes are shown escaped (`\\xff`)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _printable(report: VerifyReport) -> VerifyReport:
+    """The report with its file names (its path, and problems naming a file) made `_shown`."""
+    problems = tuple(msgspec.structs.replace(p, detail=_shown(p.detail)) for p in report.problems)
+    return msgspec.structs.replace(report, path=_shown(report.path), problems=problems)
+
+
 def _unreadable(path: Path, exc: OSError) -> typer.Exit:
-    err.print(f"[red]cannot read {escape(str(path))}: {escape(str(exc.strerror or exc))}[/red]")
+    err.print(f"[red]cannot read {escape(_shown(path))}: {escape(str(exc.strerror or exc))}[/red]")
     return typer.Exit(EXIT_UNREADABLE)
 
 
@@ -81,14 +100,22 @@ def _regular(path: Path) -> None:
         raise _unreadable(path, exc) from None
     if not stat.S_ISREG(mode):
         what = "a directory" if stat.S_ISDIR(mode) else "a device, pipe or socket"
-        err.print(f"[red]cannot read {escape(str(path))}: {what}, not a flight-recorder file[/red]")
+        err.print(
+            f"[red]cannot read {escape(_shown(path))}: {what}, not a flight-recorder file[/red]"
+        )
         raise typer.Exit(EXIT_UNREADABLE)
 
 
-def _lines_with_progress(f: BinaryIO, size: int, progress: Progress) -> Iterator[bytes]:
+def _lines_with_progress(f: BinaryIO, progress: Progress) -> Iterator[bytes]:
+    """The file's lines to its data's end, as `verify_file` reads them: a crashed
+    recorder's torn last line was read with the 64 MiB of zeros allocated after it
+    (one "malformed" line of megabytes, not a torn one), and a sparse file (cut to
+    64 GiB) was read through its whole hole."""
+    size = data_end(f)
+    f.seek(0)
     task = progress.add_task("verifying", total=size)
     done = 0
-    for n, line in enumerate(read_lines(f)):
+    for n, line in enumerate(read_lines(f, end=size)):
         done += len(line)
         if n & 0x3FFF == 0:
             progress.update(task, completed=done)
@@ -158,7 +185,6 @@ def verify_cmd(
     _regular(file)
     signed = _signed_checkpoints(file, checkpoints, key, nats_url, node, identity, trust_anchor)
     try:
-        size = os.path.getsize(file)
         with (
             open(file, "rb") as f,
             Progress(
@@ -172,7 +198,7 @@ def verify_cmd(
             ) as progress,
         ):
             report = verify_lines(
-                _lines_with_progress(f, size, progress),
+                _lines_with_progress(f, progress),
                 str(file),
                 anchor=anchor,
                 note=wanted_seqs(signed.envelopes),
@@ -209,6 +235,7 @@ def verify_cmd(
         if found:
             problems = sorted((*report.problems, *found), key=lambda p: p.line)
             report = msgspec.structs.replace(report, problems=tuple(problems))
+    report = _printable(report)
     if as_json:
         console.print_json(msgspec.json.encode(report).decode())
     else:
@@ -283,7 +310,9 @@ def _signed_checkpoints(
 def _first_node(file: Path) -> str:
     try:
         with open(file, "rb") as f:
-            for line in read_lines(f):
+            end = data_end(f)
+            f.seek(0)
+            for line in read_lines(f, end=end):
                 with contextlib.suppress(msgspec.DecodeError):
                     rec = decode_record(line)
                     if not isinstance(rec, Seal) and (node := rec.node):
@@ -394,8 +423,8 @@ def why_cmd(
     _regular(file)
     try:
         exp = explain_order(file, order_id)
-    except OrderNotFound as exc:
-        err.print(f"[red]{exc}[/red]")
+    except OrderNotFound as exc:  # it quotes the order id given: shown, not read as markup
+        err.print(f"[red]{escape(_shown(str(exc)))}[/red]")
         raise typer.Exit(1) from None
     except OSError as exc:
         raise _unreadable(file, exc) from None
@@ -498,7 +527,7 @@ def tail_cmd(
         lines = last_lines(file, n)
     except OSError as exc:
         raise _unreadable(file, exc) from None
-    table = Table(title=escape(f"last {len(lines)} records of {file}"))
+    table = Table(title=escape(f"last {len(lines)} records of {_shown(file)}"))
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("time", no_wrap=True)
     for col in ("kind", "node", "summary"):
