@@ -1499,6 +1499,87 @@ def test_an_unreadable_last_mass_status_report_halts_naming_it_and_reconciliatio
     assert rig.gateway.reconcile_error == "" and rig.gateway.errors.count == 0
 
 
+def test_two_working_orders_under_one_clordid_at_start_up_are_both_counted_and_halt(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue's start-up mass status reports two working orders under ClOrdID W8
+    (OrderIDs V81, V82). Before, the second was skipped: it executed uncounted and no kill
+    cancelled it. Now it is adopted under its own Guard id, its fills are its own (told
+    apart by OrderID), a kill cancels it (by OrderID) and the node halts naming both."""
+    rig = rig_factory()
+    venue = rig.venue
+    held: dict[str, VenueOrder] = {}
+    cancels: list[tuple[str, str]] = []
+
+    def answer(msg: F.In, sid: Any, key: str) -> None:
+        req = msg[F.MASS_STATUS_REQ_ID]
+        for i in (1, 2):
+            o = VenueOrder("W8", f"V8{i}", sid, "L000", BUY, Decimal(300), 99.0, "2", "0")
+            held[o.order_id] = o
+            extra = [(F.MASS_STATUS_REQ_ID, req), (F.TOT_NUM_REPORTS, "2"),
+                     (F.LAST_RPT_REQUESTED, "Y" if i == 2 else "N")]  # fmt: skip
+            venue._report(o, "I", extra=extra)
+
+    def cancel(msg: F.In, sid: Any, key: str) -> None:  # a venue that finds it by OrderID
+        o = held[msg[F.ORDER_ID]]
+        cancels.append((msg[F.ORIG_CL_ORD_ID], o.order_id))
+        o.status = "4"
+        venue._report(o, "4", clordid=msg[F.CL_ORD_ID], orig=msg[F.ORIG_CL_ORD_ID])
+
+    monkeypatch.setattr(venue, "_mass_status", answer)
+    monkeypatch.setattr(venue, "_cancel", cancel)
+    rig.start()
+    eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
+    halt = rig.guard.halts()[(Scope.NODE, "gw")]
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert "two working orders" in halt.reason and "V81" in halt.reason and "V82" in halt.reason
+    assert rig.guard.working_qty("L000") == (600, 0)
+    assert rig.guard.remaining("reconciled:W8") == 300
+    assert rig.guard.remaining("reconciled:W8#V82") == 300
+    with venue.lock:
+        venue._trade(held["V82"], Decimal(100), 99.0)  # ClOrdID W8, OrderID V82
+    eventually(lambda: rig.guard.remaining("reconciled:W8#V82") == 200, what="fill applied")
+    assert rig.guard.remaining("reconciled:W8") == 300 and rig.guard.position("L000") == 100
+    killed = rig.gateway.cancel_scope(Scope.STRATEGY, "OMS1", "runaway")
+    assert sorted(killed) == ["reconciled:W8", "reconciled:W8#V82"]
+    eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="cancelled")
+    assert sorted(cancels) == [("W8", "V81"), ("W8", "V82")]
+    assert rig.guard.working_qty("L000") == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("last", "needle"),
+    [
+        ([(F.ORD_STATUS, "D")], None),  # accepted for bidding: live, as the book has it
+        ([(F.ORD_STATUS, "9")], "OrdStatus(39)=9 is not one the gateway can count: not adopted"),
+        ([(F.ORD_STATUS, "7")], "OrdStatus(39)=7 is not one the gateway can count: not adopted"),
+        ([(F.SIDE, "8")], "Side(54)=8 unsupported: not adopted"),
+    ],
+)
+def test_a_mass_status_report_in_a_status_the_gateway_cannot_count_is_never_skipped(
+    rig_factory: Callable[..., Rig],
+    monkeypatch: pytest.MonkeyPatch,
+    last: list[tuple[int, str]],
+    needle: str | None,
+) -> None:
+    """A working order reported accepted for bidding (OrdStatus D, live in the book) is
+    adopted; one in a status the gateway does not count as live or finished (suspended,
+    stopped) or with a Side it cannot map is recorded and halts the node naming
+    it. Before, every such order was skipped in silence and executed uncounted."""
+    rig = rig_factory()
+    mass_status_of(rig, monkeypatch, last)
+    rig.start()
+    eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
+    assert rig.guard.remaining("reconciled:W8") == 300
+    if needle is None:
+        assert rig.guard.remaining("reconciled:W9") == 300 and not rig.guard.halts()
+        return
+    halt = rig.guard.halts()[(Scope.NODE, "gw")]
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert halt.reason == f"reconciled order W9 (venue OrderID V92): {needle}"
+    assert [e["data"]["clordid"] for e in rig.events("venue_report_unapplied")] == ["W9"]
+
+
 def test_a_mass_status_the_venue_refuses_fails_start_up_naming_that(
     rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2367,8 +2448,10 @@ def test_a_fill_the_venue_resends_at_a_restart_is_not_booked_again_and_does_not_
         eventually(lambda: guard.armed, 10, "armed after reconciliation")
         assert guard.halts() == {} and guard.position("L000") == 0
         assert guard.remaining("reconciled:W1") == 200
-        (replayed,) = first.events("venue_report_replayed")
-        assert replayed["data"]["clordid"] == "W1" and replayed["data"]["exec_type"] == "trade"
+        # the venue may resend more than once (a slow logon asks again): each is recorded
+        replayed = [e["data"] for e in first.events("venue_report_replayed")]
+        assert {(d["clordid"], d["exec_type"]) for d in replayed} >= {("W1", "trade")}
+        assert {d["clordid"] for d in replayed} == {"W1"}
         first.venue.stray_fill(first.gw_comp, "GHOST", "L000", BUY, 100)
         eventually(lambda: guard.halts(), what="halt")
         (halt,) = guard.halts().values()

@@ -8,6 +8,7 @@ import threading
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from knightwatch.decision import RejectReason
 from knightwatch.gateway import fields as F
 from knightwatch.gateway.client import FixClient
 from knightwatch.gateway.config import ClientSession, GatewayConfig, VenueSession
+from knightwatch.gateway.engine import GatewayError
 from knightwatch.gateway.service import GatewayHost
-from knightwatch.gateway.venue import FixVenue
+from knightwatch.gateway.venue import FixVenue, VenueOrder
 from knightwatch.guard import LockedGuard
 from knightwatch.state import Scope, TradingState
 
@@ -252,3 +254,67 @@ def test_every_event_the_gateway_counts_is_always_exposed() -> None:
     source = Path(gw_module.__file__).read_text(encoding="utf-8")
     counted = set(re.findall(r'_count\("([a-z_]+)"\)', source))
     assert counted and counted == set(GATEWAY_EVENTS)
+
+
+async def test_start_up_timeout_names_a_mass_status_whose_last_report_never_came(
+    nats_server: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue session logs on and answers the start-up mass status with one report of
+    two, never the last: start-up fails at `reconcile_timeout_s` after the logon saying
+    so. Before, it waited 30 s more and asked whether the venue session was logging on."""
+    venue_port = free_port()
+    venue = FixVenue(
+        tmp_path / "venue",
+        port=venue_port,
+        sessions=["KWGW"],
+        store="memory",
+        md_interval_s=0.5,
+        log_messages=False,
+    )
+
+    def first_of_two(msg: F.In, sid: Any, key: str) -> None:
+        o = VenueOrder("W1", "V1", sid, "L000", "1", Decimal(100), 99.0, "2", "0")
+        extra = [(F.MASS_STATUS_REQ_ID, msg[F.MASS_STATUS_REQ_ID]), (F.TOT_NUM_REPORTS, "2"),
+                 (F.LAST_RPT_REQUESTED, "N")]  # fmt: skip
+        venue._report(o, "I", extra=extra)
+
+    monkeypatch.setattr(venue, "_mass_status", first_of_two)
+    venue.start()
+    config = GatewayConfig(
+        listen_port=free_port(),
+        venue=VenueSession(port=venue_port),
+        clients=(ClientSession("OMS1"),),
+        node="gw",
+        store="memory",
+        assume_flat=True,
+        reconcile_timeout_s=0.5,
+    )
+    clock = SystemClock()
+    recorder = FlightRecorder(None, clock=clock, sink=MemorySink())
+    limits = msgspec.structs.replace(LIMITS, lease_timeout_s=POLICY.lease_timeout_s)
+    guard = LockedGuard(limits, node="gw", clock=clock, recorder=recorder)
+    plane = nats_server.plane("gw")
+    await plane.connect()
+    runtime = NodeRuntime(
+        guard,
+        plane,
+        clock=clock,
+        policy=POLICY,
+        trust=nats_server.store(),
+        signer=nats_server.signer("gw"),
+    )
+    host = GatewayHost(config, tmp_path / "gw", log_messages=False)
+    try:
+        with pytest.raises(GatewayError) as err:
+            await host.prepare(runtime, asyncio.Event())
+    finally:
+        await host.close()
+        await asyncio.to_thread(venue.stop)
+        await plane.close()
+    text = str(err.value)
+    assert text.startswith("reconciliation did not complete: the venue session (127.0.0.1:")
+    assert ") is logged on, but the mass status did not finish within " in text
+    assert "reconcile_timeout_s=0.5 s of the logon" in text
+    assert "1 report(s) answered the OrderMassStatusRequest KWMS" in text
+    assert "the last (LastRptRequested(912)=Y) never came" in text
+    assert "logging on" not in text and not guard.armed

@@ -102,6 +102,10 @@ class GwOrder:
     """Every venue OrderID the venue session reported for it (a venue may give a replaced
     order a new one): a drop-copy report naming one is a copy of this order (forgotten
     with it)."""
+    venue_clordid: str = ""
+    """The ClOrdID the venue knows it by when the book holds it under another key: a
+    second working order the venue's start-up mass status reported under a ClOrdID an
+    adopted order already answers to (`clordid` is then that ClOrdID and its OrderID)."""
 
     @property
     def live(self) -> bool:

@@ -97,7 +97,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which FIX identifier names the instrument to the Guard: Symbol(55) or SecurityID(48)."""
     kill_drain_timeout_s: float = 1.5
     """How long a kill waits for the venue to confirm every cancel before reporting."""
-    reconcile_timeout_s: float = 5.0
+    reconcile_timeout_s: float = 30.0
+    """How long start-up waits, from the venue session's logon, for reconciliation (the
+    venue's mass status) before it fails naming what it saw; the logon itself has 30 s."""
     positions_file: str | None = None
     """TOML `[positions] SYMBOL = qty` (or `{qty = .., avg_price = ..}`) loaded before arming."""
     assume_flat: bool = False

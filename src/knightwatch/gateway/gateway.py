@@ -52,7 +52,7 @@ import msgspec
 from knightwatch.clock import to_ns
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.gateway import fields as F
-from knightwatch.gateway.book import GatewayBook, GwOrder, Request
+from knightwatch.gateway.book import LIVE_STATUS, GatewayBook, GwOrder, Request
 from knightwatch.gateway.config import GatewayConfig, acceptor_settings, initiator_settings
 from knightwatch.gateway.containment import restrict_listener
 from knightwatch.gateway.engine import (
@@ -81,6 +81,10 @@ _SIDES = {
     "6": Side.SELL,
 }
 """FIX Side -> Guard side: buy minus is a buy; sell short and sell short exempt are sells."""
+
+_FINISHED = frozenset({"2", "3", "4", "8", "B", "C"})
+"""OrdStatus values of an order that can no longer execute: filled, done for day,
+cancelled, rejected, calculated, expired."""
 
 _MARKET_TYPES = ("1", "3")  # market, stop
 _LIMIT_TYPES = ("2", "4")  # limit, stop limit
@@ -229,6 +233,13 @@ class Gateway(Handler):
         self.reconcile_error = ""
         self._on_reconciled = on_reconciled
         self._mass_status_id = ""
+        self.venue_logons = 0
+        """Venue session logons seen: start-up tells a venue that never logged on from
+        one that did and never finished its mass status."""
+        self.mass_status_sent = ""
+        """The start-up OrderMassStatusRequest's id, once sent (kept after it ended)."""
+        self.mass_status_reports = 0
+        """Reports that answered it (reset when it is sent again at a new logon)."""
         self._dc_held: list[tuple[str, F.In, list[GwOrder] | None]] = []
         """Drop-copy reports the gateway cannot yet tell its own from another's, in the
         order they came, each with the orders whose venue OrderID it waits for
@@ -1136,12 +1147,14 @@ class Gateway(Handler):
         with self._held():
             with self._applied_or_halt(msg):
                 self._from_venue_read(msg, mtype)
-            if (
-                self._mass_status_id
+            mass = (
+                bool(self._mass_status_id)
                 and mtype == F.EXECUTION_REPORT
                 and msg.get(F.MASS_STATUS_REQ_ID) == self._mass_status_id
-                and msg.get(F.LAST_RPT_REQUESTED) == "Y"
-            ):
+            )
+            if mass:
+                self.mass_status_reports += 1
+            if mass and msg.get(F.LAST_RPT_REQUESTED) == "Y":
                 # the last report of the start-up mass status ends reconciliation, also
                 # one that could not be read (not applied, the node halted naming it):
                 # before, start-up then waited out its timeout and blamed the venue session
@@ -1181,16 +1194,7 @@ class Gateway(Handler):
         except (fix().FieldNotFound, ValueError, ArithmeticError) as exc:
             field = getattr(exc, "field", None)
             why = f"tag {field} missing" if field is not None else str(exc)
-            self._count("unapplied_reports")
-            self.guard.note(
-                "venue_report_unapplied",
-                msg_type=msg.mtype,
-                exec_id=msg.get(F.EXEC_ID),
-                clordid=msg.get(F.CL_ORD_ID),
-                venue_order_id=msg.get(F.ORDER_ID),
-                error=why[:400],
-                raw_sha256=F.raw_hash(msg),
-            )
+            self._unapplied(msg, why)
             ids = ", ".join(
                 f"{name} {F.clean(value)[:64]}"
                 for name, value in (
@@ -1227,6 +1231,11 @@ class Gateway(Handler):
             # no other order or request may take it): a venue may report an execution
             # under it, with no OrigClOrdID; before, such a fill halted as an unknown one
             go = self.book.renamed.get(clordid)
+        dup = None if go is None else self.book.by_order_id.get(msg.get(F.ORDER_ID) or "")
+        if dup is not None and dup is not go and dup.venue_clordid == clordid:
+            # the second working order adopted under a ClOrdID another answers to
+            # (`_adopt`): the venue's OrderID tells them apart
+            go = dup
         if go is None and (F.ORIG_CL_ORD_ID in msg):
             # the answer to a message the gateway sent under an id it no longer matches
             # (a mass cancel's, a request already answered) names its order this way
@@ -1981,13 +1990,38 @@ class Gateway(Handler):
         """A working order the venue reports at start-up becomes working in the Guard."""
         clordid = msg[F.CL_ORD_ID]
         status = msg[F.ORD_STATUS]
-        if go is not None or clordid == "NONE" or status not in ("0", "1", "A", "5", "6", "E"):
+        if clordid == "NONE" or status in _FINISHED:
             return
+        oid = msg.get(F.ORDER_ID) or "NONE"
+        where = f"reconciled order {clordid} (venue OrderID {F.clean(oid)})"
+        if status not in LIVE_STATUS:
+            # before, any status but six was skipped as finished: one the book counts as
+            # live (D, accepted for bidding) executed uncounted, and so could one that is
+            # no status the gateway knows (suspended, stopped, garbage)
+            self._not_adopted(msg, f"{where}: OrdStatus(39)={F.clean(status)[:16]} is not one "
+                              "the gateway can count")  # fmt: skip
+            return
+        key = clordid
+        if go is not None:
+            if oid == "NONE" or go.order_id in ("NONE", oid) or oid in self.book.by_order_id:
+                return  # the same order reported again
+            # a second working order under a ClOrdID already held (a distinct venue
+            # OrderID): before, it was skipped, so it executed uncounted and no kill
+            # cancelled it. Counted under its own Guard id, cancelled by any kill (by
+            # its OrderID), and the node halts: a person must find out why
+            key = f"{clordid}#{oid}"
+            while key in self.book.orders or key in self.book.owner:
+                key += "#"
+            self.guard.flag_mismatch(
+                f"reconciled order {F.clean(clordid)}: the venue reports two working orders "
+                f"under this ClOrdID (venue OrderIDs {F.clean(go.order_id)} and "
+                f"{F.clean(oid)}); both adopted"[:400]
+            )
         named = self._instrument(msg)
         symbol = named or "?"
         side = _SIDES.get(msg[F.SIDE])
         if side is None:
-            self.guard.flag_mismatch(f"reconciled order {clordid}: Side unsupported")
+            self._not_adopted(msg, f"{where}: Side(54)={F.clean(msg[F.SIDE])[:16]} unsupported")
             return
         if named is None:
             # counted all the same (a fleet, node or strategy kill covers it), but no
@@ -1996,7 +2030,6 @@ class Gateway(Handler):
             self.guard.flag_mismatch(
                 f"reconciled order {clordid}: the venue's status report names no instrument"
             )
-        where = f"reconciled order {clordid} (venue OrderID {F.clean(msg.get(F.ORDER_ID) or '')})"
         try:
             leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
             cum = self._lots(symbol, msg.get(F.CUM_QTY))
@@ -2024,17 +2057,17 @@ class Gateway(Handler):
                         :400
                     ]
                 )
-        gid = f"reconciled:{clordid}"
+        gid = f"reconciled:{key}"
         try:
             order = Order(gid, RECONCILED, symbol, side, leaves + cum, price)
         except InvalidOrder as exc:
             self._not_adopted(msg, f"{where}: {exc}")
             return
         self.guard.adopt(order, leaves)
-        self.book.claim(clordid, RECONCILED)
+        self.book.claim(key, RECONCILED)
         adopted = GwOrder(
             RECONCILED,
-            clordid,
+            key,
             gid,
             RECONCILED,
             symbol,
@@ -2042,10 +2075,11 @@ class Gateway(Handler):
             msg[F.SIDE],
             leaves + cum,
             order.price,
-            order_id=msg.get(F.ORDER_ID) or "NONE",
+            order_id=oid,
             status=status,
             cum=cum,
             leaves=leaves,
+            venue_clordid="" if key == clordid else clordid,
         )
         self.book.add(adopted)
         self.book.venue_order_id(adopted, msg.get(F.ORDER_ID))
@@ -2053,6 +2087,12 @@ class Gateway(Handler):
     def _not_adopted(self, msg: F.In, why: str) -> None:
         """A working order of the venue's mass status the Guard cannot count (caller holds
         the lock): recorded (`venue_report_unapplied`) and the node halts naming it."""
+        self._unapplied(msg, why)
+        self.guard.flag_mismatch(f"{why}: not adopted"[:400])
+
+    def _unapplied(self, msg: F.In, why: str) -> None:
+        """Record a venue report that was not applied, as it arrived (caller holds the
+        lock); the caller halts the node naming it."""
         self._count("unapplied_reports")
         self.guard.note(
             "venue_report_unapplied",
@@ -2063,7 +2103,6 @@ class Gateway(Handler):
             error=why[:400],
             raw_sha256=F.raw_hash(msg),
         )
-        self.guard.flag_mismatch(f"{why}: not adopted"[:400])
 
     def _reconciled(self, how: str) -> None:
         if self.reconciled.is_set():
@@ -2122,6 +2161,7 @@ class Gateway(Handler):
     def _venue_logged_on(self) -> None:
         with self._held():
             self.venue_up = True
+            self.venue_logons += 1
             self.guard.note("venue_session", up=True, session=self.venue_key)
             symbols = self.cfg.venue.market_data
             if symbols:
@@ -2158,6 +2198,8 @@ class Gateway(Handler):
                 return
             if self.cfg.venue.mass_status:
                 self._mass_status_id = self.book.next_id("KWMS")
+                self.mass_status_sent = self._mass_status_id
+                self.mass_status_reports = 0
                 req = F.message(
                     F.MASS_STATUS,
                     [(F.MASS_STATUS_REQ_ID, self._mass_status_id), (F.MASS_STATUS_REQ_TYPE, "7")],
@@ -2229,7 +2271,7 @@ class Gateway(Handler):
         self.book.requests[cid] = Request("KILL", go.comp, go)
         fields = [
             (F.CL_ORD_ID, cid),
-            (F.ORIG_CL_ORD_ID, go.clordid),
+            (F.ORIG_CL_ORD_ID, go.venue_clordid or go.clordid),
             (F.SYMBOL, go.symbol),
             (F.SIDE, go.fix_side),
             (F.ORDER_QTY, self._qty(go.symbol, go.qty)),

@@ -37,6 +37,8 @@ from knightwatch.trust.identity import Signer
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.002
+LOGON_S = 30.0
+"""How long start-up waits for the venue session's first logon."""
 _RETRY_S = 0.25
 
 
@@ -70,19 +72,40 @@ class GatewayHost:
         runtime.drain = self.drain
         gw.start()
         print(f"gateway {self.config.node} listening on 127.0.0.1:{self.config.listen_port}")
-        deadline = time.monotonic() + self.config.reconcile_timeout_s + 30
+        # the venue session has LOGON_S to log on, then reconciliation (the venue's mass
+        # status) reconcile_timeout_s from that logon; before, one deadline covered both
+        # and its message asked whether the venue was logging on even when it was
+        deadline = time.monotonic() + LOGON_S
+        logged_on = False
         while not gw.reconciled.is_set():
             if stop.is_set():
                 return
             if gw.reconcile_error:
                 raise GatewayError(f"reconciliation failed: {gw.reconcile_error}")
-            if time.monotonic() > deadline:
-                raise GatewayError(
-                    "reconciliation did not complete: is the venue session logging on "
-                    f"({self.config.venue.host}:{self.config.venue.port})?"
-                )
+            now = time.monotonic()
+            if not logged_on and gw.venue_logons:
+                logged_on = True
+                deadline = now + self.config.reconcile_timeout_s
+            if now > deadline:
+                raise GatewayError(f"reconciliation did not complete: {self._not_reconciled(gw)}")
             await asyncio.sleep(0.02)
         print(f"gateway {self.config.node} reconciled", flush=True)
+
+    def _not_reconciled(self, gw: Gateway) -> str:
+        """What start-up saw of the venue when reconciliation timed out."""
+        venue = f"{self.config.venue.host}:{self.config.venue.port}"
+        if not gw.venue_logons:
+            return f"the venue session ({venue}) did not log on within {LOGON_S:g} s"
+        state = "is logged on" if gw.venue_up else "logged on, then logged out"
+        seen = f"the venue session ({venue}) {state}"
+        if not gw.mass_status_sent:
+            return f"{seen}, but the OrderMassStatusRequest was never sent"
+        return (
+            f"{seen}, but the mass status did not finish within reconcile_timeout_s="
+            f"{self.config.reconcile_timeout_s:g} s of the logon: {gw.mass_status_reports} "
+            f"report(s) answered the OrderMassStatusRequest {gw.mass_status_sent}, the last "
+            "(LastRptRequested(912)=Y) never came"
+        )
 
     async def run(self, runtime: NodeRuntime, stop: asyncio.Event) -> None:
         try:
