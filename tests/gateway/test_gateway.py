@@ -620,6 +620,24 @@ def with_v1_resting(rig_factory: Callable[..., Rig]) -> tuple[Rig, FixClient, Fi
     return rig, a, b
 
 
+def refuse_cancel_by_report(exec_id: str) -> Callable[[F.In, Any, str], None]:
+    """A venue `_cancel` that refuses every cancel by ExecutionReport 150=8 ("unknown
+    order") under the cancel's ClOrdID, not by OrderCancelReject."""
+
+    def refuse(msg: F.In, sid: Any, key: str) -> None:
+        er = F.message(
+            F.EXECUTION_REPORT,
+            [(F.ORDER_ID, "NONE"), (F.CL_ORD_ID, msg[F.CL_ORD_ID]),
+             (F.ORIG_CL_ORD_ID, msg[F.ORIG_CL_ORD_ID]), (F.EXEC_ID, exec_id),
+             (F.EXEC_TYPE, "8"), (F.ORD_STATUS, "8"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
+             (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "0"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
+             (F.TEXT, "unknown order"), (F.TRANSACT_TIME, F.now_utc())],
+        )  # fmt: skip
+        F.send(er, sid)
+
+    return refuse
+
+
 def test_a_cancel_of_an_order_not_yet_known_refused_by_execution_report_leaves_it_working(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -629,18 +647,7 @@ def test_a_cancel_of_an_order_not_yet_known_refused_by_execution_report_leaves_i
     cancel was taken for the order's own reject: the Guard ended an order working at
     the venue (no limit counted it). The cancel is refused, the order works on."""
 
-    def refuse(msg: F.In, sid: Any, key: str) -> None:
-        er = F.message(
-            F.EXECUTION_REPORT,
-            [(F.ORDER_ID, "NONE"), (F.CL_ORD_ID, msg[F.CL_ORD_ID]),
-             (F.ORIG_CL_ORD_ID, msg[F.ORIG_CL_ORD_ID]), (F.EXEC_ID, "RJC1"),
-             (F.EXEC_TYPE, "8"), (F.ORD_STATUS, "8"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
-             (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "0"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
-             (F.TEXT, "unknown order"), (F.TRANSACT_TIME, F.now_utc())],
-        )  # fmt: skip
-        F.send(er, sid)
-
-    monkeypatch.setattr(rig.venue, "_cancel", refuse)
+    monkeypatch.setattr(rig.venue, "_cancel", refuse_cancel_by_report("RJC1"))
     px = below(rig, "L000")
     with rig.venue.lock:  # the venue reads both once the gateway has forwarded both
         rig.oms.cancel("C1", "A", "L000", BUY, 100)
@@ -663,18 +670,7 @@ def test_a_cancel_of_an_unknown_order_refused_by_execution_report_is_answered(
     is no longer in flight. Before, it was recorded as an unknown report only: the
     client never got an answer and the gateway held its ClOrdID as in flight for good."""
 
-    def refuse(msg: F.In, sid: Any, key: str) -> None:
-        er = F.message(
-            F.EXECUTION_REPORT,
-            [(F.ORDER_ID, "NONE"), (F.CL_ORD_ID, msg[F.CL_ORD_ID]),
-             (F.ORIG_CL_ORD_ID, msg[F.ORIG_CL_ORD_ID]), (F.EXEC_ID, "RJU1"),
-             (F.EXEC_TYPE, "8"), (F.ORD_STATUS, "8"), (F.SYMBOL, "L000"), (F.SIDE, BUY),
-             (F.ORDER_QTY, "100"), (F.LEAVES_QTY, "0"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
-             (F.TEXT, "unknown order"), (F.TRANSACT_TIME, F.now_utc())],
-        )  # fmt: skip
-        F.send(er, sid)
-
-    monkeypatch.setattr(rig.venue, "_cancel", refuse)
+    monkeypatch.setattr(rig.venue, "_cancel", refuse_cancel_by_report("RJU1"))
     rig.oms.cancel("C1", "NOPE", "L000", BUY, 100)
     answer = rig.oms.wait_report("C1", "8")
     assert answer.get(F.ORIG_CL_ORD_ID) == "NOPE" and answer.get(F.TEXT) == "unknown order"

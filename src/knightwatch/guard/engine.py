@@ -1006,10 +1006,11 @@ class Guard:
         if d.accepted:
             self.accepted += 1
             pending = self._ledger.pending.get(nid) if type(nid) is str else None
+            # nothing reserved (no more leaves) and the price kept: it only lowers
             if (
                 pending is not None
                 and not pending.reserved
-                and (pending.price == pending.working.price)
+                and pending.price == pending.working.price
             ):
                 self.lowered += 1
         else:
