@@ -6,12 +6,13 @@ import errno
 import io
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import msgspec
 
 from knightwatch.audit.chain import SEAL, Link, Seal
 from knightwatch.audit.conform import conform
+from knightwatch.audit.errors import AuditError
 from knightwatch.audit.record import (
     DECISION,
     DecisionPayload,
@@ -223,3 +224,163 @@ def data_ends(fd: int, size: int) -> int:
             return size
         raise
     return min(last, size)
+
+
+SESSION = "session"
+"""The event a Guard records when a new trading session starts (`Guard.start_session`):
+every order id accepted before it was forgotten."""
+
+_ID_CHUNK = 4 * 1024 * 1024
+"""Bytes `accepted_ids` decodes per call (whole lines; a longer line is read whole)."""
+
+
+class UnreadableRecord(AuditError, ValueError):
+    """A line of a recorder's file that a reader must understand and cannot: one it skipped
+    could be an order the node accepted (`accepted_ids`)."""
+
+
+class _IdFields(msgspec.Struct, gc=False):
+    """What re-learning the used order ids needs of any line (`accepted_ids`): typed
+    loosely, so a record the Guard blocked with odd values still decodes; each value is
+    checked where it matters."""
+
+    kind: Any = None
+    ts: Any = None
+    order_id: Any = None
+    accepted: Any = None
+
+
+_id_fields = msgspec.json.Decoder(_IdFields)
+
+
+class AcceptedIds(msgspec.Struct, frozen=True):
+    """The order ids of a file's accepted decisions, oldest first, with when each was
+    recorded (wall ns): `ids[i]` at `ts[i]`."""
+
+    ids: list[str]
+    ts: list[int]
+
+
+def accepted_ids(
+    f: BinaryIO,
+    path: str | os.PathLike[str],
+    *,
+    since: int | None = None,
+    end: int | None = None,
+) -> AcceptedIds:
+    """The order ids the file's accepted decisions hold (a new order's id, a replace's new
+    id), in file order: those after its last `session` event (the ids a Guard had
+    forgotten by then are not taken back), and with `since` only those recorded after it
+    (wall ns: older ones were out of the duplicate window).
+
+    A restarted node re-learns them (`Guard.remember_order_ids`) so an id it accepted
+    before the restart is still refused as a duplicate. Every line is decoded into a small
+    struct (its kind, time, order id and verdict, nothing else), 4 MiB of lines per
+    call. A line that does not decode, a decision whose verdict is not true or false, or
+    an accepted one without its order id as text or its time as an integer raises
+    `UnreadableRecord` naming the file and line: skipped, it could be an id the node used.
+
+    `f` is open at its start (`FlightRecorder.reader`); `end`: where the data ends when a
+    recorder holding the file says so (`FlightRecorder.opened_at`), nothing after it is read.
+    """
+    ids: list[str] = []
+    times: list[int] = []
+    lineno = 0  # lines before the chunk
+    left = end
+    rest = b""
+    while True:
+        want = _ID_CHUNK if left is None else min(_ID_CHUNK, left)
+        data = f.read(want) if want > 0 else b""
+        if left is not None:
+            left -= len(data)
+        buf = rest + data
+        cut = len(buf) if not data else buf.rfind(b"\n") + 1
+        if len(buf) - cut > MAX_LINE_BYTES:
+            at = lineno + buf.count(b"\n", 0, cut) + 1
+            raise UnreadableRecord(
+                f"{os.fspath(path)}: line {at}: longer "
+                f"than {MAX_LINE_BYTES} bytes, no record a recorder writes; run "
+                "`knightwatch audit verify` on the file"
+            )
+        if cut:
+            chunk = memoryview(buf)[:cut]  # not copied: decoded in place
+            try:
+                lines = _id_fields.decode_lines(chunk)
+                # one JSON value per line: a blank line, or two values on one, is no
+                # recorder's (and the line an error names would be wrong)
+                if len(lines) != buf.count(b"\n", 0, cut) + (buf[cut - 1] != 10):
+                    raise msgspec.DecodeError("not one record per line")
+                lineno = _take_ids(lines, ids, times, since, path, lineno)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                lineno = _take_ids_by_line(buf[:cut], ids, times, since, path, lineno)
+            finally:
+                chunk.release()
+        rest = buf[cut:]
+        if not data:
+            return AcceptedIds(ids, times)
+
+
+def _take_ids(
+    lines: list[_IdFields],
+    ids: list[str],
+    times: list[int],
+    since: int | None,
+    path: str | os.PathLike[str],
+    lineno: int,
+) -> int:
+    """Take the accepted ids of decoded lines (the line after `lineno` first); returns the
+    number of the last line."""
+    for rec in lines:
+        lineno += 1
+        kind = rec.kind
+        if kind == DECISION:
+            accepted = rec.accepted
+            if accepted is True:
+                oid, ts = rec.order_id, rec.ts
+                if type(oid) is not str or not oid or type(ts) is not int:
+                    _unreadable_line(
+                        path,
+                        lineno,
+                        "an accepted decision without its order id as text "
+                        "and its time as an integer",
+                    )
+                if since is None or ts > since:
+                    ids.append(oid)
+                    times.append(ts)
+            elif accepted is not False:
+                _unreadable_line(path, lineno, "a decision whose verdict is not true or false")
+        elif kind == SESSION:
+            ids.clear()
+            times.clear()
+        elif type(kind) is not str:
+            _unreadable_line(path, lineno, "a line without its kind as text")
+    return lineno
+
+
+def _take_ids_by_line(
+    chunk: bytes,
+    ids: list[str],
+    times: list[int],
+    since: int | None,
+    path: str | os.PathLike[str],
+    lineno: int,
+) -> int:
+    """`_take_ids` one line at a time: a chunk that did not decode whole, so the line that
+    does not decode is named."""
+    lines = chunk.split(b"\n")
+    if chunk.endswith(b"\n"):
+        lines.pop()
+    for line in lines:
+        try:
+            rec = _id_fields.decode(line)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            _unreadable_line(path, lineno + 1, f"not a record ({exc})")
+        lineno = _take_ids([rec], ids, times, since, path, lineno)
+    return lineno
+
+
+def _unreadable_line(path: str | os.PathLike[str], lineno: int, why: str) -> NoReturn:
+    raise UnreadableRecord(
+        f"{os.fspath(path)}: line {lineno}: {why}; the node cannot tell which order ids it "
+        "already used; run `knightwatch audit verify` on the file"
+    )

@@ -22,9 +22,10 @@ from prometheus_client.registry import Collector
 
 from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.log import NotARegularFile
+from knightwatch.audit.read import AcceptedIds, UnreadableRecord, accepted_ids
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.standing import held_standing
-from knightwatch.clock import Clock, SystemClock
+from knightwatch.clock import Clock, SystemClock, to_ns
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_raised_limits
 from knightwatch.control.node.attestor import Attestor
@@ -165,7 +166,16 @@ async def serve_node(
     except OSError as exc:
         recorder.close()
         raise FleetError(f"--recorder: cannot read {path} ({exc.strerror or exc})") from None
+    try:
+        used = _used_order_ids(recorder, path, limits, clock)
+    except UnreadableRecord as exc:
+        recorder.close()
+        raise FleetError(f"--recorder: {exc}") from None
+    except OSError as exc:
+        recorder.close()
+        raise FleetError(f"--recorder: cannot read {path} ({exc.strerror or exc})") from None
     guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
+    guard.remember_order_ids(used.ids, used.ts)
     with stop_requested() as stop:
         async with control_plane(
             urls, state_dir, f"node-{node_id}", replicas=replicas, signer=signer
@@ -211,6 +221,20 @@ async def serve_node(
                         await signing
                 await checkpointer.close()
                 recorder.close()
+
+
+def _used_order_ids(
+    recorder: FlightRecorder, path: Path, limits: Limits, clock: Clock
+) -> AcceptedIds:
+    """The order ids the node accepted before this start and still within the duplicate
+    scope (its recorder's accepted decisions after the last session start, within
+    `duplicate_id_window_s` of now), read through the recorder's own descriptor up to
+    where its data ended: a restarted node refuses them again as `duplicate_order_id`
+    (a router that resends its journal after a restart sent every one again)."""
+    window = limits.duplicate_id_window_s
+    since = None if window is None else clock.time_ns() - to_ns(window)
+    with recorder.reader() as f:
+        return accepted_ids(f, path, since=since, end=recorder.opened_at)
 
 
 def armed_limits_path(state_dir: Path, node_id: str) -> Path:

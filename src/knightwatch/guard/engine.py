@@ -1858,6 +1858,31 @@ class Guard:
 
     # ------------------------------------------------------------------ reads
 
+    def remember_order_ids(self, ids: list[str], ts: list[int]) -> int:
+        """Take back the order ids this node accepted before it restarted, before it accepts
+        any order: `ids[i]` was accepted at wall time `ts[i]` (ns), oldest first (its flight
+        recorder's accepted decisions within the duplicate scope, `audit.read.accepted_ids`).
+
+        Each is remembered as if accepted here at that age, so it is refused as
+        `duplicate_order_id` for the rest of its window, as it was before the restart, then
+        forgotten. A time after now (a clock stepped back) counts as now, one before the
+        id before it as that one's: never forgotten earlier. Beyond
+        `max_tracked_order_ids` all are remembered and orders block for capacity, as they
+        would have. Returns how many ids are remembered.
+        """
+        if self._armed:
+            raise ValueError("remember_order_ids: only before the Guard is armed")
+        if len(ids) != len(ts):
+            raise ValueError(f"remember_order_ids: {len(ids)} ids but {len(ts)} times (one each)")
+        wall, now = self._clock.time_ns(), self._monotonic_ns()
+        add = self._ids.add
+        at = None
+        for oid, t in zip(ids, ts, strict=True):
+            here = now - max(wall - t, 0)  # monotonic, may be before 0 (a fresh boot)
+            at = here if at is None or here > at else at
+            add(oid, at)
+        return self._ids.count
+
     def position(self, symbol: str) -> int:
         """The firm's own (principal) position in `symbol`."""
         book = self._ledger.books.get(symbol)

@@ -41,6 +41,9 @@ _DROP_PER_ADD: Final = 4
 SHARDS: Final = 256
 """Sets the ids are spread over (a power of two)."""
 SHARD_MASK: Final = SHARDS - 1
+_NO_BUCKET: Final = -(1 << 63)
+"""`_bucket_end` while no bucket is open: before any time an id can be added at (a
+restarted node takes ids back at their age, which is before 0 on a freshly booted host)."""
 
 
 class OrderIds:
@@ -78,7 +81,7 @@ class OrderIds:
         self._fifo: deque[str] = untracked(deque())
         self._starts: deque[int] = deque()  # start of each closed bucket, oldest first
         self._counts: deque[int] = deque()  # ids accepted in each closed bucket
-        self._bucket_end = -1  # the open bucket ends here (exclusive); -1: none open yet
+        self._bucket_end = _NO_BUCKET  # the open bucket ends here (exclusive)
         self._count = 0  # ids in the open bucket
         self._expired = 0  # ids at the front of the fifo already past the window
 
@@ -105,7 +108,7 @@ class OrderIds:
 
     def _roll(self, now: int) -> None:
         """Close the open bucket, open one at `now`, and count what has now expired."""
-        if self._bucket_end >= 0:
+        if self._bucket_end != _NO_BUCKET:
             self._starts.append(self._bucket_end - self._bucket_ns)
             self._counts.append(self._count)
         self._count = 0
@@ -188,7 +191,7 @@ class OrderIds:
         self._fifo = untracked(deque())
         self._starts = deque()
         self._counts = deque()
-        self._bucket_end = -1
+        self._bucket_end = _NO_BUCKET
         self._count = 0
         self._expired = 0
         for oid in list(self.live):
