@@ -82,6 +82,25 @@ def test_lines_across_many_chunks_are_read_whole_and_counted(
         _read(path)
 
 
+def test_an_adopted_orders_id_comes_back_even_after_it_ended(tmp_path: Path) -> None:
+    """An order a gateway took over at a start-up (`Guard.adopt`) was never decided here,
+    yet its id is used: after it ended and the node restarted again, it is still taken
+    back, as an accepted one's is."""
+    clock = SimClock(T0)
+    path = tmp_path / "n1.jsonl"
+    rec = FlightRecorder(path, clock=clock)
+    g = Guard(Limits.off(), node="n1", clock=clock, recorder=rec)
+    g.adopt(_order("venue-held"), remaining=10)
+    clock.advance(S)
+    g.on_cancel("venue-held")  # ended before the next restart
+    g.arm("test")
+    g.on_price("IBM", 100.0)
+    assert g.check(_order("a1")).accepted
+    rec.close()
+    assert _read(path) == [("venue-held", T0), ("a1", T0 + S)]
+    assert _read(path, since=T0) == [("a1", T0 + S)]
+
+
 @pytest.mark.parametrize(
     ("bad", "why"),
     [
@@ -92,6 +111,8 @@ def test_lines_across_many_chunks_are_read_whole_and_counted(
         (b'{"ts":1,"kind":"decision","order_id":7,"accepted":true}', "without its order id"),
         (b'{"ts":"1","kind":"decision","order_id":"x","accepted":true}', "without its order"),
         (b'{"ts":1,"kind":null}', "without its kind"),
+        (b'{"ts":1,"kind":"adopt","data":{"order_id":null}}', "adopt event without"),
+        (b'{"ts":1.5,"kind":"adopt","data":{"order_id":"x"}}', "adopt event without"),
     ],
 )
 def test_a_line_that_could_hide_a_used_id_is_named_not_skipped(

@@ -229,6 +229,9 @@ def data_ends(fd: int, size: int) -> int:
 SESSION = "session"
 """The event a Guard records when a new trading session starts (`Guard.start_session`):
 every order id accepted before it was forgotten."""
+ADOPT = "adopt"
+"""The event a Guard records for an order it took over at start-up (`Guard.adopt`): its id
+is used as an accepted one's is."""
 
 _ID_CHUNK = 4 * 1024 * 1024
 """Bytes `accepted_ids` decodes per call (whole lines; a longer line is read whole)."""
@@ -248,6 +251,7 @@ class _IdFields(msgspec.Struct, gc=False):
     ts: Any = None
     order_id: Any = None
     accepted: Any = None
+    data: Any = None  # an event's fields (an `adopt` event's order_id)
 
 
 _id_fields = msgspec.json.Decoder(_IdFields)
@@ -269,9 +273,10 @@ def accepted_ids(
     end: int | None = None,
 ) -> AcceptedIds:
     """The order ids the file's accepted decisions hold (a new order's id, a replace's new
-    id), in file order: those after its last `session` event (the ids a Guard had
-    forgotten by then are not taken back), and with `since` only those recorded after it
-    (wall ns: older ones were out of the duplicate window).
+    id) and its adopted orders' (`adopt` events: orders a gateway took over at a start-up
+    that may have ended since), in file order: those after its last `session` event (the
+    ids a Guard had forgotten by then are not taken back), and with `since` only those
+    recorded after it (wall ns: older ones were out of the duplicate window).
 
     A restarted node re-learns them (`Guard.remember_order_ids`) so an id it accepted
     before the restart is still refused as a duplicate. Every line is decoded into a small
@@ -349,6 +354,18 @@ def _take_ids(
                     times.append(ts)
             elif accepted is not False:
                 _unreadable_line(path, lineno, "a decision whose verdict is not true or false")
+        elif kind == ADOPT:  # taken over at a start-up: its id was used all the same
+            data, ts = rec.data, rec.ts
+            oid = data.get("order_id") if type(data) is dict else None
+            if type(oid) is not str or not oid or type(ts) is not int:
+                _unreadable_line(
+                    path,
+                    lineno,
+                    "an adopt event without its order id as text and its time as an integer",
+                )
+            if since is None or ts > since:
+                ids.append(oid)
+                times.append(ts)
         elif kind == SESSION:
             ids.clear()
             times.clear()
