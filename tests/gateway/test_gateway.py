@@ -1126,6 +1126,30 @@ def test_a_venue_fill_missing_a_field_halts_and_its_complete_resend_is_applied(r
     assert rig.guard.remaining("OMS1:A") == 90 and not rig.events("duplicate_exec")
 
 
+@pytest.mark.parametrize(("exec_type", "status"), [("9", "9"), ("0", "7"), ("B", "B")])
+def test_a_report_the_gateway_has_no_meaning_for_halts_and_a_kill_still_cancels_the_order(
+    rig: Rig, exec_type: str, status: str
+) -> None:
+    """A venue reports an order suspended (ExecType 9), stopped (OrdStatus 7) or calculated
+    (ExecType B): nothing the gateway can apply exactly. It is recorded, not relayed, the
+    node halts, and the order stays working to the gateway, so a kill cancels it. Before,
+    it was relayed and its OrdStatus taken: a suspended order left the working index (a
+    kill skipped it and counted the drain done) while the Guard counted it working."""
+    rest(rig, "S1", qty=100)
+    rig.venue.misreport("S1", exec_type, [(F.ORD_STATUS, status), (F.EXEC_ID, "XS1")])
+    eventually(lambda: rig.guard.halts(), what="halt")
+    halt = rig.guard.halts()[(Scope.NODE, "gw")]
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert f"ExecType(150)={exec_type} with OrdStatus(39)={status} for OMS1:S1" in halt.reason
+    assert [e["data"]["exec_id"] for e in rig.events("venue_report_unapplied")] == ["XS1"]
+    assert rig.gateway.still_working(Scope.FLEET, "fleet") == ["OMS1:S1"]
+    assert rig.gateway.cancel_scope(Scope.SYMBOL, "L000", "x") == ["OMS1:S1"]
+    rig.oms.wait_report("S1", "4")
+    assert [r.get(F.EXEC_TYPE) for r in rig.oms.reports("S1")] == ["0", "4"]
+    eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="drained")
+    assert rig.guard.working_qty("L000") == (0, 0) and not rig.venue.working()
+
+
 def test_a_venue_report_the_fix_engine_refuses_halts(rig: Rig) -> None:
     """A fill without a field the data dictionary requires (LeavesQty) is refused by the
     engine with a session Reject before the gateway sees it, and dropped: before, nothing
@@ -1271,6 +1295,18 @@ def test_a_mass_cancel_answered_under_its_own_clordid_ends_each_order_it_names(
         assert report.get(F.TEXT) == "knightwatch kill: drill"
         assert rig.guard.remaining(f"OMS1:{clordid}") is None
     assert not rig.guard.halts() and not rig.events("unknown_report")
+
+
+def test_an_acknowledgement_whose_leaves_disagree_with_the_guard_halts(rig: Rig) -> None:
+    """The venue acknowledges an order of 100 as working 1,000: more works at the venue
+    than the Guard checked and counts. Before, the ack was relayed and nothing else
+    happened (the LeavesQty was checked only on fills): the order worked uncounted."""
+    rest(rig, "N1", qty=100)
+    rig.venue.misreport("N1", "0", [(F.LEAVES_QTY, "1000"), (F.ORDER_QTY, "1000")])
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert "LeavesQty 1000 from the venue for OMS1:N1 != 100 in the Guard" in halt.reason
 
 
 def test_leaves_that_disagree_with_the_guard_halt(rig: Rig) -> None:
@@ -1495,13 +1531,16 @@ def test_an_unreadable_last_mass_status_report_halts_naming_it_and_reconciliatio
     assert rig.gateway.reconcile_error == "" and rig.gateway.errors.count == 0
 
 
-def test_two_working_orders_under_one_clordid_at_start_up_are_both_counted_and_halt(
+def twins_at_start_up(
     rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The venue's start-up mass status reports two working orders under ClOrdID W8
-    (OrderIDs V81, V82). Before, the second was skipped: it executed uncounted and no kill
-    cancelled it. Now it is adopted under its own Guard id, its fills are its own (told
-    apart by OrderID), a kill cancels it (by OrderID) and the node halts naming both."""
+) -> tuple[Rig, dict[str, VenueOrder], list[tuple[str, str]]]:
+    """A started rig whose venue's start-up mass status reported two working orders under
+    ClOrdID W8 (300 L000 buy each, OrderIDs V81 and V82), both adopted. Its venue finds
+    the order a cancel is for by OrderID(37), and with none by the ClOrdID alone (the
+    first order under it, as a venue holding two would); it answers a mass cancel with
+    one report per order under the mass cancel's ClOrdID, naming W8 as OrigClOrdID.
+    Returns the rig, the venue's orders by OrderID and the cancels it took (OrigClOrdID,
+    OrderID)."""
     rig = rig_factory()
     venue = rig.venue
     held: dict[str, VenueOrder] = {}
@@ -1516,16 +1555,43 @@ def test_two_working_orders_under_one_clordid_at_start_up_are_both_counted_and_h
                      (F.LAST_RPT_REQUESTED, "Y" if i == 2 else "N")]  # fmt: skip
             venue._report(o, "I", extra=extra)
 
-    def cancel(msg: F.In, sid: Any, key: str) -> None:  # a venue that finds it by OrderID
-        o = held[msg[F.ORDER_ID]]
+    def cancel(msg: F.In, sid: Any, key: str) -> None:
+        named = msg.get(F.ORDER_ID)
+        o = held[named] if named in held else held["V81"]
+        if o.status not in ("0", "1"):
+            venue._cancel_reject(
+                sid, msg[F.CL_ORD_ID], msg[F.ORIG_CL_ORD_ID], o, "1", F.CXL_TOO_LATE
+            )
+            return
         cancels.append((msg[F.ORIG_CL_ORD_ID], o.order_id))
         o.status = "4"
         venue._report(o, "4", clordid=msg[F.CL_ORD_ID], orig=msg[F.ORIG_CL_ORD_ID])
 
+    def mass_cancel(msg: F.In, sid: Any, key: str) -> None:
+        for o in held.values():
+            if o.status in ("0", "1"):
+                cancels.append(("mass", o.order_id))
+                o.status = "4"
+                venue._report(o, "4", clordid=msg[F.CL_ORD_ID], orig=o.clordid)
+
     monkeypatch.setattr(venue, "_mass_status", answer)
     monkeypatch.setattr(venue, "_cancel", cancel)
+    monkeypatch.setattr(venue, "_mass_cancel", mass_cancel)
     rig.start()
     eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
+    eventually(lambda: rig.guard.armed, 5, "armed")
+    return rig, held, cancels
+
+
+def test_two_working_orders_under_one_clordid_at_start_up_are_both_counted_and_halt(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue's start-up mass status reports two working orders under ClOrdID W8
+    (OrderIDs V81, V82). Before, the second was skipped: it executed uncounted and no kill
+    cancelled it. Now it is adopted under its own Guard id, its fills are its own (told
+    apart by OrderID), a kill cancels it (by OrderID) and the node halts naming both."""
+    rig, held, cancels = twins_at_start_up(rig_factory, monkeypatch)
+    venue = rig.venue
     halt = rig.guard.halts()[(Scope.NODE, "gw")]
     assert halt.code is RejectReason.FILL_MISMATCH
     assert "two working orders" in halt.reason and "V81" in halt.reason and "V82" in halt.reason
@@ -1541,6 +1607,68 @@ def test_two_working_orders_under_one_clordid_at_start_up_are_both_counted_and_h
     eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="cancelled")
     assert sorted(cancels) == [("W8", "V81"), ("W8", "V82")]
     assert rig.guard.working_qty("L000") == (0, 0)
+
+
+def test_a_clients_cancel_of_a_clordid_two_adopted_orders_share_cancels_both(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's cancel naming W8, under which start-up adopted two working orders, is
+    sent for each, each naming its own OrderID; the client gets both answers under its
+    ClOrdID and the Guard ends both. Before, one cancel naming only W8 went out: the
+    venue cancelled one order, and no client could reach the other (the gateway's own
+    id for it, W8#V82, means nothing to the venue)."""
+    rig, _held, cancels = twins_at_start_up(rig_factory, monkeypatch)
+    rig.oms.cancel("C1", "W8", "L000", BUY, 300)
+    eventually(lambda: len(rig.oms.reports("C1")) == 2, what="both answers")
+    answers = rig.oms.reports("C1")
+    assert sorted((r.get(F.EXEC_TYPE), r.get(F.ORDER_ID)) for r in answers) == [
+        ("4", "V81"),
+        ("4", "V82"),
+    ]
+    assert sorted(cancels) == [("W8", "V81"), ("W8", "V82")]
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="both ended")
+    assert rig.guard.remaining("reconciled:W8") is None
+    assert rig.guard.remaining("reconciled:W8#V82") is None
+    assert not rig.gateway.still_working(Scope.FLEET, "fleet")
+
+
+def test_a_cancel_naming_one_of_two_adopted_orders_by_order_id_ends_that_one_only(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's cancel naming W8 and OrderID V82 cancels V82 at the venue, and the Guard
+    ends V82's order, not V81's. Before, the venue's answer was applied to the order the
+    ClOrdID names first: V81 was ended in the Guard while it worked on at the venue,
+    and V82, cancelled, stayed counted working."""
+    rig, _held, cancels = twins_at_start_up(rig_factory, monkeypatch)
+    cancel = F.message(
+        F.CANCEL,
+        [(F.CL_ORD_ID, "C2"), (F.ORIG_CL_ORD_ID, "W8"), (F.ORDER_ID, "V82"),
+         (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "300"),
+         (F.TRANSACT_TIME, F.now_utc())],
+    )  # fmt: skip
+    assert rig.oms.send(cancel)
+    done = rig.oms.wait_report("C2", "4")
+    assert done.get(F.ORDER_ID) == "V82" and cancels == [("W8", "V82")]
+    eventually(lambda: rig.guard.working_qty("L000") == (300, 0), what="one ended")
+    assert rig.guard.remaining("reconciled:W8#V82") is None
+    assert rig.guard.remaining("reconciled:W8") == 300
+    assert rig.gateway.still_working(Scope.FLEET, "fleet") == ["reconciled:W8"]
+
+
+def test_a_mass_cancel_kill_answered_under_its_own_clordid_ends_both_adopted_orders(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet kill goes as one mass cancel; the venue answers under its ClOrdID naming W8
+    as OrigClOrdID for each of the two orders adopted under it. Each answer ends the order
+    its OrderID names. Before, both were applied to the first: the second, cancelled at
+    the venue, stayed counted working, and the kill never drained."""
+    rig, _held, cancels = twins_at_start_up(rig_factory, monkeypatch)
+    killed = rig.gateway.cancel_scope(Scope.FLEET, "fleet", "runaway")
+    assert sorted(killed) == ["reconciled:W8", "reconciled:W8#V82"]
+    eventually(lambda: len(cancels) == 2, what="the venue's mass cancel")
+    eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="drained")
+    assert rig.guard.working_qty("L000") == (0, 0)
+    assert sorted(cancels) == [("mass", "V81"), ("mass", "V82")]
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,11 @@ MAX_SENT_REMEMBERED = 65_536
 Reject (35=3) that names only that number: the venue answers at once, so the last few."""
 
 
+def _venue_id(go: GwOrder) -> str:
+    """The ClOrdID the venue knows an order by (`GwOrder.venue_clordid`)."""
+    return go.venue_clordid or go.clordid
+
+
 def reject_text(d: Decision) -> str:
     """Text(58) of a refusal: the stable reason code first, then the numbers."""
     return f"knightwatch:{d.reason.value} {d.detail}"[:512]
@@ -875,20 +880,48 @@ class Gateway(Handler):
                 )
                 self._send_cancel_reject(msg, sid, go, refused, F.CANCEL)
                 return
-            out = F.forward_copy(msg)
-            if clordid == orig or not self.book.free(clordid, comp):
-                # the id names an order or a request in flight (or another session used
-                # it): the venue's answer would be applied to that one. A cancel is never
-                # refused for its id: it goes under the gateway's own, answered under this
-                venue_id = self.book.next_id("KW-")
-                out.setField(F.CL_ORD_ID, venue_id)
-                self.book.requests[venue_id] = Request("F", comp, go, answer_as=clordid)
-                self.guard.note("cancel_renamed", session=comp, clordid=clordid, sent_as=venue_id)
-            else:
-                self.book.claim(clordid, comp)
-                self.book.requests[clordid] = Request("F", comp, go)
-            self._count("cancels")
-            self._emit(out, self.venue_sid, (F.CANCEL, out.getField(F.CL_ORD_ID)))
+            targets = self._adopted_under(go, orig, msg.get(F.ORDER_ID))
+            for target in targets:
+                out = F.forward_copy(msg)
+                if target is not None and (len(targets) > 1 or target is not go):
+                    # one of two working orders adopted under this ClOrdID: named by its
+                    # own venue OrderID, or the venue could take either for the other
+                    out.setField(F.ORDER_ID, target.order_id)
+                if clordid == orig or not self.book.free(clordid, comp):
+                    # the id names an order or a request in flight (or another session used
+                    # it, or names this cancel's other order): the venue's answer would be
+                    # applied to that one. A cancel is never refused for its id: it goes
+                    # under the gateway's own, answered under this
+                    venue_id = self.book.next_id("KW-")
+                    out.setField(F.CL_ORD_ID, venue_id)
+                    self.book.requests[venue_id] = Request("F", comp, target, answer_as=clordid)
+                    self.guard.note(
+                        "cancel_renamed", session=comp, clordid=clordid, sent_as=venue_id
+                    )
+                else:
+                    self.book.claim(clordid, comp)
+                    self.book.requests[clordid] = Request("F", comp, target)
+                self._count("cancels")
+                self._emit(out, self.venue_sid, (F.CANCEL, out.getField(F.CL_ORD_ID)))
+
+    def _adopted_under(
+        self, go: GwOrder | None, orig: str, order_id: str | None
+    ) -> list[GwOrder | None]:
+        """The orders a client's cancel naming `orig` is for (caller holds the lock): the
+        order it names, unless start-up adopted more than one working order under that
+        ClOrdID (`_adopt`). Then every one of them that is live, each cancelled naming
+        its own venue OrderID (a cancel naming only the ClOrdID reached one of them, and
+        no client could name the other), or the one the cancel's OrderID(37) names."""
+        if go is None or go.comp != RECONCILED:
+            return [go]  # only adopted orders share a ClOrdID at the venue
+        group = [go, *(o for o in self.book.working.values() if o.venue_clordid == orig)]
+        if len(group) == 1:
+            return [go]
+        named = [o for o in group if o.order_id == order_id]
+        if named:
+            return [named[0]]
+        live: list[GwOrder | None] = [o for o in group if o.live]
+        return live or [go]
 
     def _replace(self, msg: F.In, sid: Any, comp: str) -> None:
         clordid = msg[F.CL_ORD_ID]
@@ -1231,11 +1264,6 @@ class Gateway(Handler):
             # no other order or request may take it): a venue may report an execution
             # under it, with no OrigClOrdID; before, such a fill halted as an unknown one
             go = self.book.renamed.get(clordid)
-        dup = None if go is None else self.book.by_order_id.get(msg.get(F.ORDER_ID) or "")
-        if dup is not None and dup is not go and dup.venue_clordid == clordid:
-            # the second working order adopted under a ClOrdID another answers to
-            # (`_adopt`): the venue's OrderID tells them apart
-            go = dup
         if go is None and (F.ORIG_CL_ORD_ID in msg):
             # the answer to a message the gateway sent under an id it no longer matches
             # (a mass cancel's, a request already answered) names its order this way
@@ -1251,6 +1279,13 @@ class Gateway(Handler):
                 # order it never sent as if it were its own
                 self._foreign_execution(msg, kind, exec_id, clordid, go)
                 return
+        if go is not None:
+            dup = self.book.by_order_id.get(msg.get(F.ORDER_ID) or "")
+            if dup is not None and dup is not go and _venue_id(dup) == _venue_id(go):
+                # two working orders adopted under one ClOrdID (`_adopt`): the venue's
+                # OrderID tells them apart, in a report under that ClOrdID, under a
+                # request's or naming it as OrigClOrdID (a mass cancel's answer)
+                go = dup
         if kind is F.ExecKind.STATUS:
             self._status_report(msg, go)
             return
@@ -1273,6 +1308,18 @@ class Gateway(Handler):
             return
         gid = go.guard_id
         status = msg[F.ORD_STATUS]
+        answered = kind is F.ExecKind.REJECTED and req is not None  # its OrdStatus unused
+        if kind is F.ExecKind.OTHER or (
+            not answered and status not in LIVE_STATUS and status not in _FINISHED
+        ):
+            # suspended, stopped, calculated or a type it has no meaning for: neither
+            # working nor finished to the gateway. Before, it was relayed and its OrdStatus
+            # taken: a suspended order left the working index (no kill cancelled it, a
+            # drain counted it done) while the Guard counted it working
+            raise ValueError(
+                f"ExecType(150)={F.clean(msg.get(F.EXEC_TYPE) or '')[:8]} with OrdStatus(39)="
+                f"{F.clean(status)[:8]} for {go.guard_id} is not a report the gateway can apply"
+            )
         symbol = go.symbol
         leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
         trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
@@ -1284,6 +1331,11 @@ class Gateway(Handler):
             self._on_fill(fill)
             self.book.keep_fill(exec_id, fill)
             go.cum += fill.qty  # an overfill halts inside the Guard (fill_mismatch)
+            self._check_leaves(go, leaves)
+        elif kind is F.ExecKind.NEW and status in LIVE_STATUS:
+            # the venue's acknowledgement says what works there: more than the Guard
+            # counts (a quantity read otherwise, an order the gateway had taken back as
+            # not sent) worked uncounted before; the node halts
             self._check_leaves(go, leaves)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
             if req is not None and req.kind == "G" and req.order is go:
