@@ -300,6 +300,8 @@ class Fleet:
         out: list[Action] = []
         for n in self.nodes:
             r = rate if isinstance(rate, float | int) else rate.get(n, 0.0)
+            if self.state[n] >= TradingState.HALTED:
+                r = 0.0  # its Guard accepts no new order (fills of what works may still come)
             a = self.acc[n]
             a[0] += r * TICK / S
             own = (principal or {}).get(n, 0.0) * TICK / S
@@ -1151,3 +1153,127 @@ def test_a_node_reporting_halted_while_its_accepted_orders_grow_is_unreadable(
     assert twice == []
     # REDUCING lets reducing orders through: their growth is no contradiction
     assert run(lambda k: reducing if k > 40 else 0, lambda k: 4) == []
+
+
+def _leak_until_halted(
+    f: Fleet, leak: dict[str, float], limit_s: float
+) -> tuple[list[Action], float]:
+    fired: list[Action] = []
+    t = 0.0
+    while not fired and t < limit_s:
+        fired = f.tick(20.0, principal=leak)
+        t += TICK / S
+    return fired, t
+
+
+@pytest.mark.parametrize("node_restarted", [False, True])
+def test_a_restarted_supervisor_goes_on_counting_an_agency_routers_day(
+    node_restarted: bool,
+) -> None:
+    """The day's history was held in memory only: a supervisor restarted after an agency
+    router had leaked $60k of its $100k day gave it a fresh day. Stored and read back, the
+    router is halted when the day's sum gets there (about 11 minutes from the start), whether
+    its own process went on or restarted (counting from 0) while the supervisor was down."""
+    f = Fleet(SupervisorConfig(), nodes=3)
+    leak = {"n2": 9_000.0 / 60}
+    assert f.run(400, 20.0, principal=leak) == []
+    stored = f.sup.day_records()
+    assert set(stored) == {"supervisor_day.n2"}  # no flow of their own: nothing to keep
+    assert f.sup.day_records() == {}  # handed out once per change
+    f.sup = Supervisor(SupervisorConfig(), f.clock)  # the restart, the nodes going on
+    assert f.sup.restore({**stored, "starts.n1": b"not a day record"}) == []
+    if node_restarted:
+        f.acc["n2"][2] = 0.0  # its principal flow counts from 0 again
+        f.acc["n2"][1] = 0.0
+    fired, t = _leak_until_halted(f, leak, 3600)
+    assert [(a.rule, a.key) for a in fired] == [(Rule.PRINCIPAL_DAY, "n2")]
+    assert 660 <= 400 + t <= 690, t
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b"{not json", "malformed"),
+        (b'{"node_id": "n2"}', "missing required field"),
+        (
+            b'{"node_id": "n1", "at_ns": 1, "instance": "", "raw": 0, "value": 0, "points": []}',
+            "node_id 'n1' is not the key's node",
+        ),
+        (
+            b'{"node_id": "n2", "at_ns": 1, "instance": "", "raw": 0, "value": 5,'
+            b' "points": [[1, 9], [2, 1]]}',
+            "above the flow",
+        ),
+    ],
+)
+def test_a_stored_day_history_that_cannot_be_read_halts_its_node(
+    value: bytes, problem: str
+) -> None:
+    """A restarted supervisor that cannot read a node's day cannot vouch for what it booked:
+    the node is halted at once, naming the key, and its history is stored afresh."""
+    f = Fleet(SupervisorConfig(), nodes=3)
+    fired = f.sup.restore({"supervisor_day.n2": value})
+    assert [(a.rule, a.scope, a.key, a.state) for a in fired] == [
+        (Rule.PRINCIPAL_DAY, Scope.NODE, "n2", TradingState.HALTED)
+    ]
+    assert "supervisor_day.n2" in fired[0].reason and problem in fired[0].reason
+    f.state["n2"] = int(TradingState.HALTED)  # the node applied it: it accepts no order
+    assert f.run(2, {"n1": 20.0, "n3": 20.0}) == []
+    assert set(f.sup.day_records()) == {"supervisor_day.n2"}
+
+
+def _throttled_feed(offered: Callable[[float], tuple[float, float]], seconds: int) -> list[Action]:
+    """Three nodes at 20 accepted orders/s; n1 offers `offered(t)` = (orders/s, of them
+    refused by its node rate limit/s), every refusal filed as throttling."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(), clock)
+    acc = {n: [0.0, 0.0] for n in ("n1", "n2", "n3")}
+    fired: list[Action] = []
+    for k in range(seconds * S // TICK):
+        clock.advance(TICK)
+        for n, a in acc.items():
+            rate, throttled = offered(k * TICK / S) if n == "n1" else (20.0, 0.0)
+            a[0] += rate * TICK / S
+            a[1] += throttled * TICK / S
+            o, r = int(a[0]), int(a[1])
+            m = NodeMetrics(
+                n, 0, o, o - r, r, o - r, 0.0, 0.0, True, 0, {"rate_node": r} if r else {}
+            )
+            fired += sup.observe(m)
+    return fired
+
+
+def test_a_node_whose_refusals_are_all_throttling_from_its_first_interval_is_halted() -> None:
+    """n1 offers 95 orders/s from its first second, 75 of them refused by its rate limit:
+    under every rate rule's limit (5x its 20/s peers, 5x its learned 20/s accepted), and
+    its refusals, all throttling, were left out of the reject spike: 79% of what it sent
+    refused, for good, and nothing judged it. Throttling counts once it has held over
+    `reject_ratio` for `count_window_s`; a node rate limited in a 30-s burst is not halted."""
+    fired = _throttled_feed(lambda t: (95.0, 75.0), 120)
+    assert [(a.rule, a.key) for a in fired] == [(Rule.REJECT_SPIKE, "n1")]
+    assert "throttling included" in fired[0].reason
+    assert _throttled_feed(lambda t: (95.0, 75.0) if 40 <= t < 70 else (20.0, 0.0), 180) == []
+    # dipping under the ratio for a moment in every window does not restart the count
+    dips = _throttled_feed(lambda t: (20.0, 0.0) if t % 5 < 1.2 else (95.0, 75.0), 120)
+    assert [(a.rule, a.key) for a in dips] == [(Rule.REJECT_SPIKE, "n1")]
+
+
+def test_a_node_without_an_instance_claiming_halted_while_accepting_is_unreadable() -> None:
+    """A sender with no `instance` (an older one, or one leaving it out) reporting HALTED while
+    it accepts 400 orders/s: every action on it was held back as in force and it was left out
+    of the fleet's totals, because the claim was checked only under an instance. Its samples
+    are read as one process's: growth in a second interval of the HALTED run is unreadable."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(), clock)
+    acc = dict.fromkeys(("n1", "n2", "n3"), 0)
+    fired: list[Action] = []
+    for k in range(1, 100):
+        clock.advance(TICK)
+        for n in acc:
+            lying = n == "n3" and k > 40
+            acc[n] += 80 if lying else 4
+            a = acc[n]
+            m = NodeMetrics(n, 0, a, a, 0, a, 0.0, 0.0, True, 0, notional=a * 2e3,
+                            node_state=int(TradingState.HALTED) if lying else 0)  # fmt: skip
+            fired += sup.observe(m)
+    assert [(a.rule, a.key) for a in fired] == [(Rule.UNREADABLE_METRICS, "n3")]

@@ -14,6 +14,7 @@ from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorCon
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import NodeMetrics
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
@@ -281,3 +282,76 @@ async def test_a_fleet_hammering_its_guards_is_halted_through_the_kill_switch() 
     await service.stop()
     for node in nodes:
         await node.stop()
+
+
+async def _supervise(fabric: MemoryFabric, clock: SimClock) -> SupervisorService:
+    """A supervisor service (no nodes' runtimes: metrics are sent as the nodes would)."""
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    service = SupervisorService(
+        plane,
+        Supervisor(SupervisorConfig(stale_after_s=60.0), clock),
+        switch(plane, clock, "supervisor"),
+        Pager(),
+        confirm_timeout_s=0.01,
+    )
+    await service.start()
+    return service
+
+
+async def test_a_restarted_service_reads_back_the_day_and_halts_on_it() -> None:
+    """An agency router leaks $9k of the firm's own flow a minute (under the window's floor),
+    $60k of its $100k day before the supervisor restarts. The service stores the day's
+    history in the incident bucket and the restarted one reads it back: the router is
+    halted when the day's sum reaches $100k (about 11 minutes in), not 11 minutes after
+    every restart."""
+    clock = SimClock(10 * S)
+    fabric = MemoryFabric()
+    sender = MemoryControlPlane(fabric)
+    await sender.connect()
+    orders = own = 0.0
+    service = await _supervise(fabric, clock)
+
+    async def second() -> None:
+        nonlocal orders, own
+        clock.advance(S)
+        orders += 20
+        own += 9_000.0 / 60
+        for n in ("n1", "n2", "n3"):
+            flow = own if n == "n2" else 0.0
+            await sender.publish_metrics(
+                NodeMetrics(n, 0, int(orders), int(orders), 0, int(orders), 0.0, 0.0, True, 0,
+                            notional=orders * 2_000 + flow, principal_notional=flow,
+                            parents=100, instance=f"{n}-1")
+            )  # fmt: skip
+
+    for _ in range(400):
+        await second()
+    await service.stop()
+    assert service.results == []
+    stored, _ = await sender.get_record(Bucket.INCIDENT, "supervisor_day.n2")
+    assert stored is not None and b'"instance":"n2-1"' in stored
+    restarted = await _supervise(fabric, clock)
+    t = 400
+    while not restarted.results and t < 1200:
+        await second()
+        t += 1
+    await restarted.stop()
+    assert [(a.rule, a.key) for a, _ in restarted.results] == [(Rule.PRINCIPAL_DAY, "n2")]
+    assert 660 <= t <= 690, t
+
+
+async def test_a_stored_day_that_cannot_be_read_halts_its_node_at_start() -> None:
+    clock = SimClock(10 * S)
+    fabric = MemoryFabric()
+    writer = MemoryControlPlane(fabric)
+    await writer.connect()
+    await writer.put_record(Bucket.INCIDENT, "supervisor_day.n2", b"\x00garbage")
+    service = await _supervise(fabric, clock)
+    await service.stop()
+    assert [(a.rule, a.key, a.state) for a, _ in service.results] == [
+        (Rule.PRINCIPAL_DAY, "n2", TradingState.HALTED)
+    ]
+    assert "supervisor_day.n2" in service.results[0][0].reason
+    entry, _ = await writer.get_state(Scope.NODE, "n2")
+    assert entry is not None and entry.state is TradingState.HALTED

@@ -31,7 +31,9 @@ falls by `bleed_loss` is a slow bleed and is halted too. Every alert names the
 baseline it crossed, learned or configured, and by how much.
 
 It also watches fleet gross exposure and block/reject spikes (throttling by a
-rate limit is the Guard working, not a broken node, and is not counted there),
+rate limit is the Guard working, not a broken node, and is not counted there, until
+over `reject_ratio` of a node's orders have been refused for `count_window_s` on end:
+a node filing every refusal as throttling from its first interval was never judged),
 refuses a node that reported errors before it was armed, and halts a node that
 stopped reporting (a node nobody can see is not one anybody is supervising) or
 whose metrics cannot be read (a negative count, an amount that is not a finite
@@ -50,7 +52,9 @@ interval of one run of HALTED samples from the same process (one interval may be
 and a halt between two samples). An unreadable node's halt is issued though it reports
 itself halted: its state is part of what cannot be believed. An agency router's own
 flow summed over a day is held to `principal_day_multiple` x `principal_floor` (a leak
-kept under the floor in every window went on for good), and one node's gross
+kept under the floor in every window went on for good; the day is stored in the
+control plane and read back at start (`DayRecord`), so a restart gives no node a fresh
+day, and a history that cannot be read halts its node), and one node's gross
 exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
 no node).
 An action already in force (the node or the fleet reports that state) is never
@@ -275,6 +279,54 @@ class Action(msgspec.Struct, frozen=True):
     state: TradingState
     reason: str
     at_ns: int
+
+
+DAY_KEY_PREFIX = "supervisor_day."
+"""Incident-bucket keys of the day history (`DayRecord`): `supervisor_day.<node>`."""
+
+
+def day_key(node_id: str) -> str:
+    return f"{DAY_KEY_PREFIX}{node_id}"
+
+
+class DayRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the daily rule (`supervisor_principal_day`) has counted of one node, as stored in
+    the control plane so a restarted supervisor goes on counting the same day: held in
+    memory only, every restart gave a node that had booked most of its day a fresh one."""
+
+    node_id: str
+    at_ns: int
+    """Wall-clock time of the sample this record was taken at."""
+    instance: str
+    """The node's process then (`NodeMetrics.instance`)."""
+    raw: float
+    """`principal_notional` as the node sent it then (its process's own count)."""
+    value: float
+    """The principal flow as the supervisor had continued it across node restarts then."""
+    points: list[tuple[int, float]]
+    """(wall-clock ns, continued principal flow), a minute apart over the last day, oldest
+    first."""
+    own_flow: bool = False
+    """The node trades for itself (it is no agency router, whatever parents it works)."""
+
+
+_DAY_DECODER = msgspec.json.Decoder(DayRecord)
+_DAY_ENCODER = msgspec.json.Encoder()
+
+
+def _day_problems(key: str, rec: DayRecord) -> list[str]:
+    """Why a decoded day record cannot be believed (empty: it can)."""
+    out = []
+    if key != day_key(rec.node_id):
+        out.append(f"node_id {rec.node_id!r} is not the key's node")
+    amounts = [rec.raw, rec.value, *(v for _, v in rec.points)]
+    if not all(math.isfinite(v) and 0 <= v < _MAX for v in amounts):
+        out.append("an amount is negative, not finite or beyond 2^53")
+    elif rec.raw > rec.value or any(v > rec.value for _, v in rec.points):
+        out.append("a point or the raw count is above the flow it was continued to")
+    if any(a[0] > b[0] or a[1] > b[1] for a, b in zip(rec.points, rec.points[1:], strict=False)):
+        out.append("points go back in time or in flow")
+    return out
 
 
 class NodeHealth(msgspec.Struct, frozen=True):
@@ -542,7 +594,10 @@ class _NodeTrack:
         "principal",
         "raw",
         "samples",
+        "saved",
         "seen",
+        "throttled_since",
+        "throttled_under",
     )
 
     def __init__(self, config: SupervisorConfig) -> None:
@@ -558,6 +613,9 @@ class _NodeTrack:
         self.principal: deque[tuple[int, float]] = deque()
         self.day: deque[tuple[int, float]] = deque()
         """Principal flow a minute apart over the last day (`Supervisor._principal_day`)."""
+        self.saved: tuple[bool, float] | None = (False, 0.0)
+        """(own flow, principal flow) as last handed out to be stored (`Supervisor.day_records`);
+        None: to be stored at the next sample whatever it holds."""
         self.latest: NodeMetrics | None = None
         self.claim: tuple[str, int] | None = None
         """(instance, accepted) of the node's last sample that reported it HALTED (None:
@@ -566,6 +624,11 @@ class _NodeTrack:
         """Intervals in which accepted orders grew between two samples that both reported
         HALTED, since the node last reported another state or process."""
         self.over_since: int | None = None
+        self.throttled_since: int | None = None
+        """Since when over `reject_ratio` of its orders were refused, throttling included
+        (`Supervisor._rejects`)."""
+        self.throttled_under: int | None = None
+        """When that share last went back under `reject_ratio` within an episode."""
         self.seen = 0
         self.base = _Track(config)
 
@@ -588,6 +651,13 @@ class Supervisor:
         self._fleet_judged = -1
         self._firing: set[tuple[Rule, str]] = set()
         self._listening_since = 0
+        self._restored: dict[str, DayRecord] = {}
+        """Day histories read back from the store (`restore`), applied at each node's first
+        sample."""
+        self._unvouched: set[str] = set()
+        """Nodes whose stored day history could not be read: stored afresh at their first
+        sample (their halt was issued at `restore`)."""
+        self._dirty: set[str] = set()
         self.actions: list[Action] = []
 
     def rate(self, node_id: str) -> float:
@@ -634,6 +704,8 @@ class Supervisor:
         while len(track.principal) > 2 and now - track.principal[1][0] >= pwindow:
             track.principal.popleft()
         day = track.day
+        if not day:
+            self._resume_day(track, m, principal, now)
         if not day or now - day[-1][0] >= _DAY_STEP_NS:
             day.append((now, principal))
         while len(day) > 2 and now - day[1][0] >= _DAY_NS:
@@ -642,6 +714,8 @@ class Supervisor:
         base.measures = self._measures(track)
         if m.parents == 0 and m.principal_notional > 0:
             base.own_flow = True
+        if track.saved != (base.own_flow, 0.0 if base.own_flow else principal):
+            self._dirty.add(m.node_id)  # a trading firm's own flow is its business: not kept
         base.agency = m.parents > 0 and not base.own_flow
         base.window_full = now - track.principal[0][0] >= 0.95 * pwindow
         a, b = track.samples[0], track.samples[-1]
@@ -677,7 +751,7 @@ class Supervisor:
         out += self._principal_day(track, m.node_id, now)
         out += self._node_exposure(m)
         out += self._pnl(health)
-        out += self._rejects(health)
+        out += self._rejects(health, track, now)
         out += self._exposure(fresh)
         out += self._fleet_baselines(fresh, now)
         out += self._stale(now)
@@ -705,6 +779,92 @@ class Supervisor:
         """Let `rule` fire again for `key` at the next judgement: its action did not
         take effect (a node did not confirm the halt, or the halt was not stored)."""
         self._firing.discard((rule, key))
+
+    def restore(self, stored: Mapping[str, bytes]) -> list[Action]:
+        """Take back the day histories a previous supervisor stored (incident-bucket keys
+        `supervisor_day.<node>`; other keys are ignored), each applied at that node's first
+        sample. A history that cannot be decoded or believed cannot vouch for what the node
+        booked today: the node is halted (`supervisor_principal_day`, naming the key), as a
+        sample that cannot be read is, rather than the supervisor refusing to start (which
+        would leave the whole fleet unsupervised), and its history is stored afresh."""
+        out: list[Action] = []
+        for key, raw in sorted(stored.items()):
+            if not key.startswith(DAY_KEY_PREFIX):
+                continue
+            node_id = key.removeprefix(DAY_KEY_PREFIX)
+            try:
+                rec = _DAY_DECODER.decode(raw)
+                problems = _day_problems(key, rec)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                problems = [str(exc)]
+            if not problems:
+                self._restored[node_id] = rec
+                continue
+            self._unvouched.add(node_id)
+            why = (
+                f"node {node_id}'s stored day history ({key}) cannot be read: "
+                f"{'; '.join(problems)}; what it booked today cannot be vouched for"
+            )
+            out += self._fire(
+                Rule.PRINCIPAL_DAY, node_id, True, Scope.NODE, TradingState.HALTED, why,
+                trust_state=False,
+            )  # fmt: skip
+        self.actions.extend(out)
+        return out
+
+    def day_records(self) -> dict[str, bytes]:
+        """The day histories changed since last taken, by incident-bucket key, encoded: what
+        the service stores so a restarted supervisor goes on counting the same day."""
+        out: dict[str, bytes] = {}
+        wall, mono = self.clock.time_ns(), self.clock.monotonic_ns()
+        for node_id in sorted(self._dirty):
+            track = self._nodes[node_id]
+            m, raw = track.latest, track.raw
+            if m is None or raw is None or not track.samples:
+                continue
+            value = track.samples[-1].principal
+            own = track.base.own_flow
+            out[day_key(node_id)] = _DAY_ENCODER.encode(
+                DayRecord(
+                    node_id,
+                    wall - (mono - track.samples[-1].t),
+                    m.instance,
+                    raw[_COUNTERS.index("principal_notional")],
+                    value,
+                    [] if own else [(wall - (mono - t), v) for t, v in track.day],
+                    own,
+                )
+            )
+            track.saved = (own, 0.0 if own else value)
+        self._dirty.clear()
+        return out
+
+    def unsaved(self, node_id: str) -> None:
+        """The record `day_records` handed out for `node_id` was not stored: hand it out again
+        at the node's next sample."""
+        track = self._nodes.get(node_id)
+        if track is not None:
+            track.saved = None
+
+    def _resume_day(self, track: _NodeTrack, m: NodeMetrics, principal: float, now: int) -> None:
+        """Go on with the node's stored day at its first sample: the stored points, shifted to
+        this supervisor's count, then what the node booked since the record (all it counts
+        now if it is another process, or its count went back)."""
+        node_id = m.node_id
+        if node_id in self._unvouched:
+            self._unvouched.discard(node_id)
+            track.saved = None  # store a history that reads, from now
+        rec = self._restored.pop(node_id, None)
+        if rec is None:
+            return
+        raw = m.principal_notional
+        since = raw - rec.raw if m.instance == rec.instance and raw >= rec.raw else raw
+        shift = principal - since - rec.value
+        wall = self.clock.time_ns()
+        for t, v in rec.points:
+            track.day.append((now - max(0, wall - t), v + shift))
+        track.base.own_flow = rec.own_flow
+        track.saved = (rec.own_flow, 0.0 if rec.own_flow else principal - since)
 
     def health(self) -> dict[str, NodeHealth]:
         """Every node heard from within `stale_after_s`, as the rules see it now (a node
@@ -743,11 +903,13 @@ class Supervisor:
         second interval of the run is unreadable, and so is every later sample of that run
         (a resume shows as a sample in another state, which ends the run). A halted Guard
         still accepts a replace that only lowers what is working (the stop direction): those
-        (`lowered`) are left out. Empty without an instance (an older sender)."""
+        (`lowered`) are left out. A sender without an instance (an older one) is read as one
+        process: its restart counts from 0, which is no growth, while exempting it let a node
+        that claims HALTED and sends no instance accept orders unjudged for good."""
         halted = max(m.node_state, m.fleet_state) >= TradingState.HALTED
         added = m.accepted - m.lowered  # a halted Guard accepts only replaces that lower
         last, track.claim = track.claim, ((m.instance, added) if halted else None)
-        if not halted or last is None or not m.instance or last[0] != m.instance:
+        if not halted or last is None or last[0] != m.instance:
             track.claim_grew = 0
             return []
         if added > last[1]:
@@ -1190,7 +1352,13 @@ class Supervisor:
         )
         return self._fire(Rule.PNL_DEVIATION, h.node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
-    def _rejects(self, h: NodeHealth) -> list[Action]:
+    def _rejects(self, h: NodeHealth, track: _NodeTrack, now: int) -> list[Action]:
+        """Over `reject_ratio` of the orders blocked or rejected, throttling aside; or, with
+        throttling, for `count_window_s` on end. A rate limit refusing a burst is the Guard
+        working, but a node whose refusals are all filed as throttling from its first
+        interval on (offering under the rate rules' limits) was never judged at all: most of
+        what it sends refused, for good, is a broken or runaway strategy the Guard is hiding.
+        The episode ends after a full rate window under the ratio, not at one dip."""
         cfg = self.config
         bad = h.window_orders >= cfg.reject_min_orders and h.reject_ratio > cfg.reject_ratio
         rejected = round(h.reject_ratio * h.window_orders)
@@ -1198,6 +1366,28 @@ class Supervisor:
             f"node {h.node_id} had {rejected} of {h.window_orders} orders blocked or rejected "
             f"in the last window, throttling aside (limit {cfg.reject_ratio:.0%})"
         )
+        a, b = self._counted(track)
+        orders = b.orders - a.orders
+        refused = (b.orders - b.accepted) - (a.orders - a.accepted)
+        if track.halted:  # what a halted node refuses is the halt: no episode of its own
+            track.throttled_since = track.throttled_under = None
+        elif orders >= cfg.reject_min_orders and refused > cfg.reject_ratio * orders:
+            track.throttled_under = None
+            if track.throttled_since is None:
+                track.throttled_since = now
+        elif track.throttled_since is not None:
+            if track.throttled_under is None:
+                track.throttled_under = now
+            if now - track.throttled_under >= int(cfg.rate_window_s * 1e9):
+                track.throttled_since = track.throttled_under = None
+        since = track.throttled_since
+        if not bad and since is not None and now - since >= int(cfg.count_window_s * 1e9):
+            bad = True
+            why = (
+                f"node {h.node_id} had {refused} of {orders} orders refused in the last "
+                f"window, throttling included, and over {cfg.reject_ratio:.0%} of its orders "
+                f"refused for {(now - since) / 1e9:.0f} s (limit {cfg.count_window_s:g} s)"
+            )
         return self._fire(Rule.REJECT_SPIKE, h.node_id, bad, Scope.NODE, TradingState.HALTED, why)
 
     def _stale(self, now: int) -> list[Action]:

@@ -36,8 +36,9 @@ import msgspec
 
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.fleet.supervisor import Action, Supervisor
+from knightwatch.control.fleet.supervisor import DAY_KEY_PREFIX, Action, Supervisor
 from knightwatch.control.plane.protocol import (
+    Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
     RevisionConflict,
@@ -123,6 +124,9 @@ class SupervisorService:
         self._instance = uuid.uuid4().hex[:12]
         self._inflight: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._unsaved: dict[str, bytes] = {}
+        """Day histories (`Supervisor.day_records`) waiting to be stored, newest per key."""
+        self._saver: asyncio.Task[None] | None = None
         self.stall_s = None if sweep_s is None else max(2 * sweep_s, 1.0)
         """An event-loop gap longer than this is the service's own stall, not the nodes'."""
         self._alive = 0.0
@@ -137,7 +141,13 @@ class SupervisorService:
         self._alive = t
 
     async def start(self) -> None:
+        """Read back the day history a previous supervisor stored before judging a sample
+        (a plane that cannot be read fails the start): a history that cannot be read halts
+        its node (`Supervisor.restore`)."""
         await self.killswitch.start()
+        stored = await self.plane.records(Bucket.INCIDENT)
+        for action in self.supervisor.restore({k: v for k, (v, _) in stored.items()}):
+            await self._dispatch(action)
         await self.relay.start()
         await self.plane.subscribe_metrics(self._on_metrics)
         if self.sweep_s is not None and self._sweeper is None:
@@ -154,9 +164,10 @@ class SupervisorService:
         await self.drain()
 
     async def drain(self) -> None:
-        """Wait until no action is in flight (including ones dispatched meanwhile)."""
-        while self._inflight:
-            await asyncio.gather(*self._inflight)
+        """Wait until no action is in flight (including ones dispatched meanwhile), nor a
+        day history being stored."""
+        while self._inflight or self._saver is not None:
+            await asyncio.gather(*self._inflight, *([self._saver] if self._saver else []))
 
     @property
     def inflight(self) -> int:
@@ -166,6 +177,33 @@ class SupervisorService:
         self._awake()
         for action in self.supervisor.observe(metrics):
             await self._dispatch(action)
+        self._unsaved.update(self.supervisor.day_records())
+        if not self._unsaved or self._saver is not None:
+            return
+        if not self.concurrent:
+            await self._save()
+            return
+        # stored by one task, off the metrics path: a slow store never delays a judgement
+        self._saver = asyncio.create_task(self._save(), name="supervisor:day")
+
+    async def _save(self) -> None:
+        """Store the waiting day histories in the incident bucket; one that fails is handed
+        out again at its node's next sample (`Supervisor.unsaved`)."""
+        try:
+            while self._unsaved:
+                key, value = next(iter(self._unsaved.items()))
+                try:
+                    await self.plane.put_record(Bucket.INCIDENT, key, value)
+                except ControlPlaneUnavailable as exc:
+                    log.error("supervisor day history %s not stored: %s", key, exc)
+                    for k in self._unsaved:
+                        self.supervisor.unsaved(k.removeprefix(DAY_KEY_PREFIX))
+                    self._unsaved.clear()
+                    return
+                if self._unsaved.get(key) is value:
+                    del self._unsaved[key]
+        finally:
+            self._saver = None
 
     async def _sweep_loop(self, every_s: float) -> None:
         while True:
