@@ -335,3 +335,39 @@ def test_file_names_and_ids_that_look_like_markup_are_shown_as_written(site: Pat
     assert code == 2 and "--node: node id must be" in out and "'[/x]'" in out, out
     code, out = run("keys", "new", "k", "--dir", site / "[" / "keys]")
     assert code == 0 and f"{site}/[/keys]/k.key" in out, out
+
+
+@pytest.mark.parametrize("field", ["payload", "sig"])
+def test_a_character_outside_ascii_in_the_envelope_is_refused_not_a_traceback(
+    site: Path, field: str
+) -> None:
+    """base64 of a str with a non-ASCII character raises a plain ValueError, not
+    binascii.Error: an "é" in the payload or a signature ended verify, attest and sign
+    with a traceback. A payload that does not decode is malformed; a signature that does
+    not decode is an invalid one (and refuses the release)."""
+    envelope = build_and_sign(site, "ci", "rm")
+    text = envelope.read_text()
+    edited = text.replace(f'"{field}": "', f'"{field}": "\\u00e9', 1)  # JSON for "é"
+    assert edited != text
+    envelope.write_text(edited)
+    attest = (
+        "release", "attest", "--node", "n1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+        "--envelope", envelope, "--policy", site / "policy.toml",
+    )  # fmt: skip
+    reason = "manifest_malformed" if field == "payload" else "signature_invalid"
+    for args in (("release", "verify", envelope, "--policy", site / "policy.toml"), attest):
+        result = runner.invoke(app, [str(a) for a in args], env=WIDE)
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+            result.exception
+        )
+        assert result.exit_code == 1 and "REFUSED" in result.output, result.output
+        assert reason in result.output, result.output
+    signed = runner.invoke(
+        app, ["release", "sign", str(envelope), "--key", str(site / "keys" / "ci.key")], env=WIDE
+    )
+    assert signed.exception is None or isinstance(signed.exception, SystemExit), repr(
+        signed.exception
+    )
+    if field == "payload":
+        assert signed.exit_code == 2 and "envelope payload: not base64" in signed.output

@@ -242,3 +242,33 @@ def test_history_keeps_the_first_meaning_of_a_flag_added_in_a_broken_commit(
     assert [f.flag_id for f in redefined] == ["trading.smars.new_router"]
     assert "changed meaning" in redefined[0].message
     assert report.failed
+
+
+def test_history_with_a_version_that_is_not_utf8_is_a_named_warning_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """git output was decoded as text, strictly: one committed version with a Latin-1
+    byte ended `flags lint --history` with a UnicodeDecodeError. That version is named
+    and skipped like any version that does not parse; the rest is still checked."""
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "feature-flags.yaml").write_bytes(b"version: 1\nflags: []\n# caf\xe9\n")
+    _git(tmp_path, "add", "feature-flags.yaml")
+    _git(tmp_path, "commit", "-q", "-m", "latin-1 comment")
+    _commit(tmp_path, REGISTRY_V1, "add flags")
+    without_peg = REGISTRY_V1.split("  - id: trading.smars.power_peg")[0]
+    _commit(tmp_path, without_peg, "drop the tombstone")
+    registry = tmp_path / "feature-flags.yaml"
+    report = run_lint(registry, [tmp_path], DAY, history=True)
+    skipped = [f for f in report.findings if f.code is FindingCode.REGISTRY_INVALID]
+    assert len(skipped) == 1 and "feature-flags.yaml: not UTF-8 text (byte 26, line 3" in (
+        skipped[0].message
+    )
+    codes = {(f.code, f.flag_id) for f in report.findings}
+    assert (FindingCode.TOMBSTONE_REMOVED, "trading.smars.power_peg") in codes
+    result = CliRunner().invoke(
+        app, ["lint", "--registry", str(registry), "--history", "--today", "2012-08-01"]
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert result.exit_code == 1 and "tombstone_removed" in result.output, result.output

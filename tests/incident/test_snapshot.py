@@ -314,3 +314,32 @@ async def test_a_node_cannot_plant_or_break_another_nodes_evidence(tmp_path: Pat
         for plane in planes:
             await plane.close()
         site.stop()
+
+
+def test_a_sparse_member_is_named_not_expanded() -> None:
+    """A GNU sparse member's size is declared in its header, not stored: a 10 KB archive
+    can declare gigabytes of zeros, and verify read every one into memory (here 64 MiB:
+    enough to tell, small enough for the test). `seal` never writes a sparse member."""
+    data = seal(FILES, SigningKey.generate(), actor="a", reason="r", taken_ns=1)
+    files = members(data)
+    declared = 64 * 1024 * 1024
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, body in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        bomb = tarfile.TarInfo("zz.bin")
+        bomb.size = 1
+        bomb.pax_headers = {
+            "GNU.sparse.map": "0,1",
+            "GNU.sparse.size": str(declared),
+            "GNU.sparse.name": "zz.bin",
+        }
+        tar.addfile(bomb, io.BytesIO(b"a"))
+    assert len(out.getvalue()) < 64 * 1024
+    check = verify_snapshot(out.getvalue(), source="s.tar")
+    assert not check.ok
+    assert check.problems == (
+        f"s.tar: member 'zz.bin' is a sparse file (declares {declared} bytes; not read)",
+    )

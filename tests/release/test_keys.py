@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import base64
 import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,3 +121,35 @@ def test_a_signature_verifies_only_over_its_own_bytes_by_its_own_key(
         assert not key.public.verify(sig, bytes(changed))
     assert not key.public.verify(sig[:-1], data) and not key.public.verify(sig + b"\0", data)
     assert not key.public.verify(b"", data)
+
+
+def _with_unknown_algorithm(der: bytes) -> bytes:
+    """The same DER with Ed25519's OID (1.3.101.112) changed to 1.3.101.99, which no
+    library knows."""
+    oid = bytes([0x06, 0x03, 0x2B, 0x65, 0x70])
+    at = der.index(oid)
+    return der[: at + 4] + bytes([0x63]) + der[at + 5 :]
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode()
+
+
+def test_a_key_of_an_unknown_algorithm_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """cryptography raises UnsupportedAlgorithm (not a ValueError) for a key type it does
+    not know: `release sign --key`, `keys show` and every --trusted key ended with it."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "odd.key").write_bytes(_pem("PRIVATE KEY", _with_unknown_algorithm(private)))
+    (tmp_path / "odd.key").chmod(0o600)
+    (tmp_path / "odd.pub").write_bytes(_pem("PUBLIC KEY", _with_unknown_algorithm(public)))
+    with pytest.raises(ReleaseInputError, match=r"private key .*odd\.key: not an unencrypted"):
+        load_signing_key(tmp_path / "odd.key")
+    with pytest.raises(ReleaseInputError, match=r"public key .*odd\.pub: not a PEM public key"):
+        load_verify_key(tmp_path / "odd.pub")

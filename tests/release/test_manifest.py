@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -148,4 +149,21 @@ def test_a_symlinked_directory_is_measured_and_what_cannot_be_is_refused(tmp_pat
 
     (tmp_path / "art" / "current.py").symlink_to(tmp_path / "v2" / "current.py")
     with pytest.raises(ReleaseInputError, match=r"current.py is a broken symlink"):
+        contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})
+
+
+@pytest.mark.parametrize("special", ["fifo", "link to /dev/zero"])
+def test_a_pipe_or_device_in_the_artifacts_is_refused_not_left_out(
+    tmp_path: Path, special: str
+) -> None:
+    """A FIFO or a symlink to /dev/zero among the artifacts was silently skipped: the
+    manifest listed the other files and said nothing of the one it could not measure."""
+    write_tree(tmp_path / "art", FILES)
+    (tmp_path / "cfg.toml").write_bytes(CONFIG)
+    odd = tmp_path / "art" / "smars" / "odd.py"
+    if special == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.symlink_to("/dev/zero")
+    with pytest.raises(ReleaseInputError, match=r"smars/odd\.py is not a regular file"):
         contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})

@@ -10,6 +10,7 @@ references a retired or unknown flag, reported as dead code with file:line.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
@@ -27,7 +28,7 @@ from knightwatch.flags.registry import (
     parse_registry,
     read_registry,
 )
-from knightwatch.inputs import MIB, read_text
+from knightwatch.inputs import MIB, InputFileError, decode_utf8, read_text
 
 SOURCE_MAX_BYTES = 8 * MIB
 """A Python source file larger than this is not scanned (reported as a warning)."""
@@ -216,32 +217,43 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
     return findings
 
 
-def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=False
-    )
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, check=False)
 
 
-def registry_history(registry_path: Path) -> list[tuple[str, str]]:
+def _said(out: bytes) -> str:
+    """git's own output (paths, author names, errors): only shown, never parsed strictly."""
+    return out.decode("utf-8", "replace").strip()
+
+
+def registry_history(registry_path: Path) -> list[tuple[str, str | RegistryError]]:
     """(label, text) of every committed version of the registry file, oldest first.
 
-    A commit that deleted the file yields an empty text, i.e. every id removed.
+    A commit that deleted the file yields an empty text, i.e. every id removed. A
+    version that is not UTF-8 comes as the error naming it (`history_findings` skips
+    it, as it does any version that does not parse; a traceback ended lint before).
     """
     directory = registry_path.resolve().parent
     top = _git(directory, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
-        raise RegistryError(f"{registry_path}: not inside a git repository: {top.stderr.strip()}")
-    root = Path(top.stdout.strip())
+        raise RegistryError(f"{registry_path}: not inside a git repository: {_said(top.stderr)}")
+    root = Path(os.fsdecode(top.stdout.strip()))
     rel = registry_path.resolve().relative_to(root).as_posix()
     log = _git(root, "log", "--format=%H %ad %an", "--date=short", "--", rel)
     if log.returncode != 0:
-        raise RegistryError(f"{registry_path}: git log failed: {log.stderr.strip()}")
-    versions: list[tuple[str, str]] = []
-    for entry in reversed(log.stdout.splitlines()):
+        raise RegistryError(f"{registry_path}: git log failed: {_said(log.stderr)}")
+    versions: list[tuple[str, str | RegistryError]] = []
+    for entry in reversed(_said(log.stdout).splitlines()):
         sha, _, rest = entry.partition(" ")
+        label = f"commit {sha[:10]} ({rest})"
         shown = _git(root, "show", f"{sha}:{rel}")
-        text = shown.stdout if shown.returncode == 0 else "version: 1\nflags: []\n"
-        versions.append((f"commit {sha[:10]} ({rest})", text))
+        text: str | RegistryError = "version: 1\nflags: []\n"
+        if shown.returncode == 0:
+            try:
+                text = decode_utf8(shown.stdout, rel)
+            except InputFileError as exc:
+                text = RegistryError(str(exc))
+        versions.append((label, text))
     return versions
 
 
@@ -267,6 +279,8 @@ def history_findings(registry_path: Path) -> tuple[list[Finding], int]:
     seen: set[tuple[FindingCode, str]] = set()
     for label, text in versions:
         try:
+            if isinstance(text, RegistryError):
+                raise text
             doc = parse_registry(text, str(registry_path))
         except RegistryError as exc:
             findings.append(

@@ -75,7 +75,8 @@ def list_directory(root: Path) -> list[Path]:
     A symlinked directory is walked like any other (`Path.rglob` skipped it, so files a
     node runs from a linked directory were never measured, and drift there passed). What
     cannot be measured is refused, never skipped: a directory that cannot be listed, a
-    broken symlink, and a symlink back to a directory on its own path (it has no end).
+    broken symlink, a symlink back to a directory on its own path (it has no end), and a
+    pipe, device or socket (a link to /dev/zero was left out of the manifest, unsaid).
     """
     if not root.is_dir():
         raise ReleaseInputError(f"artifacts directory {root}: not a directory")
@@ -113,6 +114,11 @@ def list_directory(root: Path) -> list[Path]:
                 raise ReleaseInputError(
                     f"artifacts directory {root}: {path} is a broken symlink (its target "
                     f"{os.readlink(path)!r} is missing); deploy the target or remove the link"
+                )
+            else:  # a pipe, device or socket (or a link to one) has no bytes to hash
+                raise ReleaseInputError(
+                    f"artifacts directory {root}: {path} is not a regular file (a device, "
+                    "pipe or socket, or a link to one): it cannot be measured; remove it"
                 )
     files = sorted(found, key=lambda p: p.relative_to(root))
     for path in files:  # before any hashing: a manifest names its files in UTF-8 JSON

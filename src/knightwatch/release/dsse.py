@@ -9,7 +9,6 @@ same one in-toto, SLSA and cosign use, so other tools can add signatures to it.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 
 import msgspec
@@ -42,8 +41,8 @@ class Envelope(msgspec.Struct, frozen=True, rename={"payload_type": "payloadType
     def payload_bytes(self) -> bytes:
         try:
             return base64.b64decode(self.payload, validate=True)
-        except binascii.Error as exc:
-            raise ReleaseInputError(f"envelope payload: not base64: {exc}") from exc
+        except ValueError as exc:  # binascii.Error, or a character outside ASCII
+            raise ReleaseInputError(f"envelope payload: not base64: {exc}") from None
 
 
 class SignatureCheck(msgspec.Struct, frozen=True):
@@ -78,7 +77,7 @@ def check_signatures(envelope: Envelope, trusted: Mapping[str, VerifyKey]) -> Si
             continue
         try:
             raw = base64.b64decode(signature.sig, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a character outside ASCII: not a signature
             invalid.append(signature.keyid)
             continue
         if key.verify(raw, message):

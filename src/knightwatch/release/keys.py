@@ -21,6 +21,7 @@ import os
 import stat
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -193,7 +194,7 @@ def load_signing_key(path: Path) -> SigningKey:
             )
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # an unknown key type too
         raise ReleaseInputError(
             f"private key {path}: not an unencrypted PKCS#8 PEM key: {exc}"
         ) from exc
@@ -206,7 +207,7 @@ def load_verify_key(path: Path) -> VerifyKey:
     data = _read(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # an unknown key type too
         raise ReleaseInputError(f"public key {path}: not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise ReleaseInputError(f"public key {path}: must be Ed25519, got {type(key).__name__}")
