@@ -598,3 +598,41 @@ def test_the_writer_and_the_reader_agree(users: list[User]) -> None:
     back = parse_users(tomllib.loads(text), "f")
     assert back == {u.name: u for u in users}
     assert dump_users(back.values()) == text
+
+
+def test_a_wrapped_key_of_an_unknown_algorithm_is_a_one_line_error(
+    path: Path, store: UserStore, alice: User, key: SigningKey
+) -> None:
+    """Sealed properly (someone who knew the password rewrapped it), but a PKCS#8 key whose
+    algorithm no library knows: cryptography raises UnsupportedAlgorithm, not ValueError,
+    and unlocking ended in a traceback."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from knightwatch.console import users as users_mod
+
+    der = serialization.load_pem_private_key(key.private_pem(), None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    oid = bytes([0x06, 0x03, 0x2B, 0x65, 0x70])  # Ed25519, 1.3.101.112 -> 1.3.101.99
+    at = der.index(oid)
+    odd = der[: at + 4] + bytes([0x63]) + der[at + 5 :]
+    pem = (
+        b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(odd) + b"-----END PRIVATE KEY-----\n"
+    )
+    w = alice.key
+    kek = users_mod._password_kek(PW, base64.b64decode(w.salt), w.t, w.m, w.p)
+    nonce = os.urandom(12)
+    sealed = ChaCha20Poly1305(kek).encrypt(nonce, pem, users_mod._aad("alice", alice.key_id, "pw"))
+    _edit(
+        path,
+        {
+            "key.nonce": base64.b64encode(nonce).decode(),
+            "key.ciphertext": base64.b64encode(sealed).decode(),
+        },
+    )
+    with pytest.raises(ConsoleUserError) as exc:
+        store.unlock("alice", PW)
+    assert str(exc.value) == (
+        f"console users file {path}: user alice: key: decrypts to no private key"
+    )

@@ -41,7 +41,7 @@ import argon2
 import msgspec
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import Type, hash_secret_raw
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -654,7 +654,7 @@ class UserStore:
             ) from None
         try:
             private = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise ConsoleUserError(f"{where}: decrypts to no private key") from None
         if not isinstance(private, Ed25519PrivateKey):
             raise ConsoleUserError(f"{where}: decrypts to a key that is not Ed25519")
