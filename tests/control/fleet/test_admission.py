@@ -345,3 +345,51 @@ async def test_a_flood_of_challenges_in_a_nodes_name_does_not_keep_it_out(
     finally:
         await n1.close()
         await n2.close()
+
+
+async def test_an_attestation_is_signature_checked_once_and_only_against_its_challenge(
+    stage: Stage, nats_server: Site, tmp_path: Path
+) -> None:
+    """Anyone who may attest can send any envelope in any node's name. Before, every
+    signature naming the node's key was checked, each time: one envelope carrying
+    hundreds held the service for as many checks, and a forged attestation repeated with
+    one nonce cost checks for ever. Now an attestation carries exactly one signature
+    (else it is malformed, nothing checked), a signature is checked only against a
+    challenge still unanswered for that node, and the attempt spends it; n1 itself is
+    admitted as before."""
+    assert (await set_target(stage.alice, stage.r1, stage.clock)).accepted
+    n1 = await nats_server.connect("n1")
+    n2 = await nats_server.connect("n2")
+    tree = tmp_path / "tree"
+    measure = directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema())
+
+    async def send(envelope: Envelope) -> list[AdmissionReason]:
+        reply = await n2.request(SUBJECT_ATTEST, encode_envelope(envelope), timeout_s=5.0)
+        verdict = VERDICT_DECODER.decode(reply)
+        assert not verdict.admitted and not verdict.attributable, verdict
+        return [f.reason for f in verdict.findings]
+
+    try:
+        nonce = (await n2.request(SUBJECT_CHALLENGE, b"n1", timeout_s=2.0)).decode()
+        claim = attest("n1", nonce, measure(), clock=stage.clock)
+        forged = sign_attestation(claim, signer("n2").key)
+        genuine = sign_attestation(claim, signer("n1").key)
+        (real,) = genuine.signatures
+        padded = msgspec.structs.replace(
+            genuine,
+            signatures=(
+                real,
+                *[msgspec.structs.replace(s, keyid=real.keyid) for s in forged.signatures * 300],
+            ),
+        )
+        assert await send(padded) == [AdmissionReason.ATTESTATION_MALFORMED]
+        assert await send(forged) == [AdmissionReason.ATTESTATION_SIGNATURE_INVALID]
+        for _ in range(3):  # the forged attempt spent the challenge: nothing left to check
+            assert await send(forged) == [AdmissionReason.CHALLENGE_UNKNOWN]
+        assert await send(genuine) == [AdmissionReason.CHALLENGE_UNKNOWN]
+        attestor = Attestor("n1", signer("n1").key, measure, clock=SystemClock())
+        verdict = await attestor.attest(n1, 2.0)
+        assert verdict.admitted, verdict
+    finally:
+        await n1.close()
+        await n2.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -185,3 +186,61 @@ async def test_a_key_loses_its_login_when_its_validity_ends_not_at_the_next_vers
     finally:
         await n1.close()
         site.stop()
+
+
+_HOSTILE_API = (
+    "$JS.API.STREAM.DELETE.KV_kw_state",
+    "$JS.API.STREAM.PURGE.KV_kw_state",
+    "$JS.API.STREAM.UPDATE.KV_kw_state",
+    "$JS.API.STREAM.CREATE.KW_EVIL",
+    "$JS.API.STREAM.MSG.DELETE.KV_kw_state",
+    "$JS.API.CONSUMER.CREATE.KV_kw_state.evil",
+    "$JS.API.CONSUMER.CREATE.KV_kw_state.evil.$KV.kw_state.x",
+    "$JS.API.CONSUMER.DURABLE.CREATE.KV_kw_state.evil",
+    "$JS.API.CONSUMER.LIST.KV_kw_state",
+    "$JS.API.CONSUMER.NAMES.KV_kw_state",
+    "$JS.API.CONSUMER.RESET.KV_kw_state.evil",
+    "$JS.API.CONSUMER.PAUSE.KV_kw_state.evil",
+)
+"""JetStream API calls no role makes: each deletes, purges or rewrites a stream, makes a
+consumer of a chosen name (a durable one outlives its creator; an existing one of that
+name is rewritten), or lists the consumers (whose names are what deleting one takes)."""
+
+
+@pytest.mark.parametrize("name", ["n1", "supervisor", "carol", "alice", "admission", "venue"])
+async def test_no_role_deletes_purges_or_names_a_consumer_through_the_jetstream_api(
+    nats_server: Site, name: str
+) -> None:
+    """Every identity held `$JS.API.CONSUMER.CREATE.>`: any node could create a durable
+    consumer of its chosen name on the kill state's stream (the server kept it after the
+    node left) or rewrite one of that name. The server now refuses each of these calls as
+    a permissions violation, for every role, and nothing is created; the ephemeral
+    consumer a snapshot uses still works, and is deleted by its creator."""
+    hostile = await _login(nats_server, nats_server.signer(name))
+    config = {"durable_name": "evil", "name": "evil", "ack_policy": "none"}
+    body = msgspec.json.encode({"stream_name": "KV_kw_state", "config": config})
+    plane = await nats_server.connect(name)
+    owner = await _login(nats_server, nats_server.server.provisioner)
+
+    async def refused(subject: str) -> bool:
+        try:
+            await hostile.request(subject, body, timeout=1.0)
+        except nats.errors.TimeoutError:  # a permissions violation: no answer at all
+            return True
+        return False
+
+    try:
+        answered = await asyncio.gather(*(refused(s) for s in _HOSTILE_API))
+        assert dict(zip(_HOSTILE_API, answered, strict=True)) == dict.fromkeys(_HOSTILE_API, True)
+        js = owner.jetstream(timeout=2.0)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.consumer_info("KV_kw_state", "evil")
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.stream_info("KW_EVIL")
+        # what every role does with the streams: snapshots through ephemeral consumers
+        assert isinstance(await plane.states(), dict)
+        assert (await js.stream_info("KV_kw_state")).state.consumer_count == 0
+    finally:
+        await hostile.close()
+        await owner.close()
+        await plane.close()

@@ -58,7 +58,7 @@ from knightwatch.control.plane.wire import (
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.inputs import NAME_RULE, is_name
 from knightwatch.release.admission import Admission, Admitter, check_release
-from knightwatch.release.attestation import open_attestation
+from knightwatch.release.attestation import ATTESTATION_PAYLOAD_TYPE, open_attestation
 from knightwatch.release.dsse import Envelope, decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey
@@ -262,9 +262,32 @@ class AdmissionService:
         except ReleaseInputError as exc:
             finding = Finding(AdmissionReason.ATTESTATION_MALFORMED, "envelope", str(exc))
             return Verdict("", False, "refused", "", "", (finding,), now)
-        opened, _ = open_attestation(envelope, self.roster)
-        if opened is not None:  # its node answered the challenge: no longer pending here
-            self._pending.get(opened.node, {}).pop(opened.nonce, None)
+        claimed = _claimed(envelope)
+        if claimed is not None:
+            node, nonce = claimed
+            if len(envelope.signatures) != 1:
+                # each signature naming the node's key was checked: one request carrying
+                # hundreds held the service for as many checks
+                finding = Finding(
+                    AdmissionReason.ATTESTATION_MALFORMED,
+                    "signatures",
+                    f"{len(envelope.signatures)} signatures; an attestation carries exactly "
+                    "one, by its node's enrolled key",
+                )
+                return Verdict("", False, "refused", "", "", (finding,), now)
+            # a signature is checked only against a challenge still unanswered, and once:
+            # the attempt spends it (a forgery repeated with one nonce costs no more checks)
+            if self._pending.get(node, {}).pop(nonce, None) is None:
+                finding = Finding(
+                    AdmissionReason.CHALLENGE_UNKNOWN,
+                    node,
+                    f"nonce {nonce[:32]!r} is not an unanswered challenge issued to {node[:64]!r} "
+                    "(answered, expired or withdrawn); ask for a new one",
+                )
+                return Verdict("", False, "refused", "", "", (finding,), now)
+            opened, _ = open_attestation(envelope, self.roster)
+            if opened is None:  # not the node's: its challenge admits nobody now
+                self.admitter.withdraw(nonce)
         target = self.target
         if self.target_problem:
             finding = Finding(
@@ -451,6 +474,28 @@ async def request_target(
     request = TargetRequest(release, signed, approval)
     reply = await plane.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=timeout_s)
     return TARGET_REPLY_DECODER.decode(reply)
+
+
+class _Claim(msgspec.Struct):
+    """What an attestation says about itself before its signature is checked."""
+
+    node: str
+    nonce: str
+
+
+_CLAIM_DECODER = msgspec.json.Decoder(_Claim)
+
+
+def _claimed(envelope: Envelope) -> tuple[str, str] | None:
+    """The node and nonce an attestation claims (unverified), or None if it cannot be
+    read as one (`open_attestation` then says why, with no signature to check)."""
+    if envelope.payload_type != ATTESTATION_PAYLOAD_TYPE:
+        return None
+    try:
+        claim = _CLAIM_DECODER.decode(envelope.payload_bytes())
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+    return claim.node, claim.nonce
 
 
 def _command_id(stored: bytes) -> str:

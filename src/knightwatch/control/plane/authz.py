@@ -5,8 +5,9 @@ identity has no business sending. Every roster key valid now is a NATS user (its
 nkey is the same Ed25519 key; `users` judges validity at the instant it renders, and
 the server renders again at each `next_boundary`), with permissions by role:
 
-* everyone: the JetStream read API, the kill state and republished records,
-  and replies on its own inbox (`_INBOX.<key id>.>`, never another's);
+* everyone: the JetStream read API (reads, and consumers only as ephemerals the server
+  names: `_JS_READ`), the kill state and republished records, and replies on its own
+  inbox (`_INBOX.<key id>.>`, never another's);
 * but only those who watch the fleet (viewer, operator, approver, admin, supervisor)
   read the record streams (`KW_AUDIT`: every node's flight-recorder lines, its orders,
   strategies and sizes; `KW_METRICS`): a node, the admission service or the venue
@@ -44,11 +45,19 @@ _JS_READ = [
     "$JS.API.STREAM.INFO.>",
     "$JS.API.STREAM.MSG.GET.>",
     "$JS.API.DIRECT.GET.>",
-    "$JS.API.CONSUMER.CREATE.>",
-    "$JS.API.CONSUMER.DELETE.>",
-    "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.CONSUMER.CREATE.*",
+    "$JS.API.CONSUMER.DELETE.*.*",
+    "$JS.API.CONSUMER.INFO.*.*",
     "$JS.FC.>",
 ]
+"""Reading streams and buckets. A consumer only as an ephemeral (`CONSUMER.CREATE.<stream>`,
+what a KV watch asks for; the server refuses one there that names an existing consumer
+or is durable): never through the named forms (`CONSUMER.CREATE.<stream>.<name>[.<filter>]`,
+`CONSUMER.DURABLE.CREATE`), which made a durable consumer that outlives its owner, or
+rewrote the config of an existing consumer of that name. Deleting or reading a consumer
+takes its name, which only its creator was told: nobody may list them (`CONSUMER.LIST`,
+`CONSUMER.NAMES`). No stream or message is ever deleted, purged, updated or created
+through the API (the provisioner's alone)."""
 _WATCH = ["kw.confirm.*", "kw.hb.*", "kw.metrics.*", "kw.msg.>"]
 _WATCHERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN, Role.SUPERVISOR})
 """The roles that read the whole fleet's records (`snapshot`, the console, `status`)."""
@@ -64,6 +73,8 @@ _RECORD_READS = [
         f"$JS.API.CONSUMER.CREATE.{stream}",
         f"$JS.API.CONSUMER.CREATE.{stream}.>",
         f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.*",
+        f"$JS.API.CONSUMER.INFO.{stream}.*",
     )
 ]
 """What `_JS_READ` allows on every stream that would read a record stream's messages:
