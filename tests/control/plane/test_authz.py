@@ -18,6 +18,8 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from knightwatch.clock import SystemClock
+from knightwatch.control.fleet.killswitch import KillSwitch
+from knightwatch.control.fleet.supervisor import DAY_KEY_PREFIX
 from knightwatch.control.plane.nats import AUDIT_STREAM, METRICS_STREAM, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
@@ -31,9 +33,12 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.control.site import Site
 from knightwatch.release.keys import SigningKey
+from knightwatch.state import Scope, TradingState
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.kit import member_of
 from knightwatch.trust.roster import Role
+
+from ...identities import KIT
 
 SECRET = b'{"kind":"decision","order":"n1-secret","strategy":"mm","qty":5000}\n'
 
@@ -244,3 +249,57 @@ async def test_no_role_deletes_purges_or_names_a_consumer_through_the_jetstream_
         await hostile.close()
         await owner.close()
         await plane.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [("erin", "$KV.kw_state.fleet.fleet"), ("n1", "$KV.kw_incident.starts.n1")],
+)
+async def test_a_write_to_a_key_one_may_write_cannot_roll_up_the_bucket(
+    nats_server: Site, name: str, subject: str
+) -> None:
+    """Publish permissions cannot see headers: a `Nats-Rollup: all` header on a write to the
+    one key an identity may write erased every other key of the bucket. One operator (erin,
+    neither of a resume's two people) erased the stored fleet kill, a one-person resume; a
+    node writing its own start history erased `known_good` and every other node's. The
+    provisioned buckets now refuse roll-ups, and what was stored stays."""
+    alice = await nats_server.connect("alice")
+    raw = await _login(nats_server, nats_server.signer(name))
+    try:
+        js = raw.jetstream(timeout=2.0)
+        await alice.put_record(
+            Bucket.INCIDENT, KNOWN_GOOD_KEY, ENCODER.encode(KnownGood("r1", "k1", 1))
+        )
+        killed = await KillSwitch(
+            alice, SystemClock(), nats_server.signer("alice"), KIT.store()
+        ).kill(Scope.FLEET, "fleet", "runaway", timeout_s=0.1)
+        assert killed.revision is not None
+        with pytest.raises(nats.js.errors.APIError, match=r"(?i)rollup"):
+            await js.publish(subject, b"x", headers={"Nats-Rollup": "all"})
+        entry, _ = (await alice.states())["fleet.fleet"]
+        assert entry is not None and entry.state is TradingState.HALTED
+        assert KNOWN_GOOD_KEY in await alice.records(Bucket.INCIDENT)
+    finally:
+        await raw.close()
+        await alice.close()
+
+
+async def test_the_supervisor_alone_writes_its_day_history(nats_server: Site) -> None:
+    """A restarted supervisor reads back the day its daily rule counted
+    (`supervisor_day.<node>` in `kw_incident`). Its role may publish the kill state only,
+    so on a real server its writes were refused and every restart gave each node a fresh
+    day. Now it writes them, and neither the node judged nor an operator can."""
+    supervisor = await nats_server.connect("supervisor")
+    n1 = await nats_server.connect("n1")
+    alice = await nats_server.connect("alice")
+    key = f"{DAY_KEY_PREFIX}n1"
+    try:
+        day = b'{"node_id":"n1"}'
+        revision = await supervisor.put_record(Bucket.INCIDENT, key, day)
+        for other in (n1, alice):
+            with pytest.raises(ControlPlaneUnavailable):
+                await other.put_record(Bucket.INCIDENT, key, b'{"node_id":"n1","value":0}')
+        assert await supervisor.get_record(Bucket.INCIDENT, key) == (day, revision)
+    finally:
+        for plane in (supervisor, n1, alice):
+            await plane.close()

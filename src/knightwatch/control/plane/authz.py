@@ -114,7 +114,9 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
             pub += ["$KV.kw_roster.>"]
             sub += _WATCH
         elif role is Role.SUPERVISOR:
-            pub += [*_KILL_STATE, "kw.audit.supervisor"]
+            # and the day history its daily rule counts (`supervisor.DayRecord`), which a
+            # restarted supervisor reads back: no one else writes it
+            pub += [*_KILL_STATE, "kw.audit.supervisor", "$KV.kw_incident.supervisor_day.>"]
             sub += _WATCH
         elif role is Role.ADMISSION:
             pub += ["$KV.kw_admission.>", "$KV.kw_release.>"]

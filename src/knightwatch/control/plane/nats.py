@@ -399,17 +399,37 @@ class NatsControlPlane:
     async def _bucket(self, config: KeyValueConfig) -> KeyValue:
         js = self._require_js()
         try:
-            return await js.key_value(config.bucket)
+            kv = await js.key_value(config.bucket)
         except nats.js.errors.BucketNotFoundError:
             if not self.provision:
                 raise ControlPlaneUnavailable(
                     f"bucket {config.bucket} does not exist: the control plane is not "
                     "provisioned (start it with `knightwatch up`)"
                 ) from None
-        try:
-            return await js.create_key_value(config)
-        except nats.js.errors.BadRequestError:
-            return await js.key_value(config.bucket)
+            try:
+                kv = await js.create_key_value(config)
+            except nats.js.errors.BadRequestError:
+                kv = await js.key_value(config.bucket)
+        if self.provision:
+            await self._no_rollups(f"KV_{config.bucket}")
+        return kv
+
+    async def _no_rollups(self, stream: str) -> None:
+        """Refuse roll-up headers on a bucket's stream (and purges and deletes through the
+        API), the provisioner's fix to what publish permissions cannot see: a `Nats-Rollup:
+        all` header on a write to the one key an identity may write erased every other key
+        of the bucket, history included (an operator wrote one key of `kw_state` and the
+        stored fleet kill was gone: a one-person resume; a node its own `starts` key, and
+        every node's start history and `known_good` with it). nats-py creates buckets with
+        roll-ups allowed (a key's purge is one); nothing here purges a key. Buckets created
+        before are updated in place at the next provisioning start."""
+        js = self._require_js()
+        cfg = (await js.stream_info(stream)).config
+        if cfg.allow_rollup_hdrs or not cfg.deny_purge or not cfg.deny_delete:
+            cfg.allow_rollup_hdrs = False
+            cfg.deny_purge = True
+            cfg.deny_delete = True
+            await js.update_stream(cfg)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
