@@ -21,6 +21,8 @@ runtime runs on. What it guarantees:
   stopped (`recovered`) are restored at join for every slot the store has no
   word on (it lost them): the node comes back halted from its own durable
   record, stores the halt again, and stays halted until an operator resumes;
+  each as the command it was (a kill's halt record names its command id), so a
+  resume of that kill lifts it whatever the clocks said, and one of another does not;
 * a resume ramp's stage (a `RampRecord` in the ramp bucket) reaches the Guard as
   scaled limits the moment it is stored, and on every resync, so a resumed
   scope trades at the stage's limits, never at full limits first; a record
@@ -97,7 +99,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.errors import KnightwatchError
-from knightwatch.guard import Guard, Halt
+from knightwatch.guard import Guard, Halt, RecorderUnavailable
 from knightwatch.limits import scaled
 from knightwatch.order import Fill, Order
 from knightwatch.release.dsse import Envelope
@@ -196,6 +198,28 @@ def _slot_problem(scope: Scope, key: str) -> str | None:
     return None
 
 
+_CARRIED = " [command "
+
+
+def _carrying(reason: str, command_id: str) -> str:
+    """The Guard latch's reason for a kill: its own, then the id of the command it applies.
+
+    The flight recorder's halt record keeps the reason, so a node restarting from its
+    own record (`NodeRuntime._restore`) knows which command the halt was: a resume naming
+    it lifts it after the restart as before, whatever the clocks of its signers and this
+    node said, and a resume naming another command does not."""
+    return f"{reason}{_CARRIED}{command_id}]"
+
+
+def _carried(reason: str) -> tuple[str, str]:
+    """`reason` without the command id `_carrying` added, and that id ("" if none)."""
+    if reason.endswith("]"):
+        text, sep, command_id = reason.rpartition(_CARRIED)
+        if sep and len(command_id) > 1:
+            return text, command_id[:-1]
+    return reason, ""
+
+
 class NodeError(KnightwatchError, RuntimeError):
     """The runtime cannot host this Guard or arm it; the message says why."""
 
@@ -278,6 +302,11 @@ class NodeRuntime:
         slot's kept history)."""
         self._seen: dict[str, None] = {}
         """Command ids applied lately, in order; a halt not among them is applied regardless."""
+        self._in_force: dict[str, tuple[str, int]] = {}
+        """Per slot, a kill read from the store that was in force before its issue time
+        (its signer's clock ahead): its command id and when the store wrote it."""
+        self._restored: set[str] = set()
+        """Slots whose entry held is a halt restored from this node's own record (`_restore`)."""
         self._auto: dict[tuple[Scope, str], Halt] = {}
         """The Guard's own halts still in force, kept so they can be stored (again)."""
         self._confirmed_at: dict[str, int] = {}
@@ -610,6 +639,8 @@ class NodeRuntime:
             return None
         self._report_now()  # what came before is recorded before anything else changes
         held = self._applied.get(entry.slot)
+        if entry.state is not TradingState.ACTIVE and entry.slot in self._restored:
+            held = None  # a halt restored from this node's record orders before any kill
         seen = entry.command_id in self._seen
         self._seen[entry.command_id] = None
         while len(self._seen) > _SEEN_COMMANDS:
@@ -633,8 +664,11 @@ class NodeRuntime:
             # a resume lifts the halt it names even when that halt is dated after it (an
             # issuer's clock ahead): ordering it by issue time would keep the slot halted
             # until the clocks got there; it was judged fresh on its own times
+            if entry.state is TradingState.ACTIVE:  # kept, should the resume not be recorded
+                before = (held, self._applied_by.get(entry.slot), entry.slot in self._restored)
             self._applied[entry.slot] = entry
             self._applied_by[entry.slot] = checked
+            self._restored.discard(entry.slot)
             if (
                 seen
                 and entry.state is not TradingState.ACTIVE
@@ -660,13 +694,25 @@ class NodeRuntime:
             source = held.source if held is not None else RejectReason.HALTED
             self._hold_plan(entry, live=live)  # scaled limits first, then the latch lifts
             # a resume is recorded before the latch lifts (if it cannot be, nothing lifts)
-            self.guard.resume(entry.scope, entry.key, entry.reason, actor, code=source)
+            try:
+                self.guard.resume(entry.scope, entry.key, entry.reason, actor, code=source)
+            except RecorderUnavailable as exc:
+                # nothing lifted: the node holds what it held, so it does not confirm the
+                # resume, and the resume heard again (the other path, a resync, an
+                # announcement) lifts the halt once it can be recorded. Before, the node
+                # held the resume as applied: it confirmed it at its second arrival while
+                # halted, and never lifted the halt
+                self._unapply(entry.slot, *before)
+                log.error(
+                    "RESUME_NOT_APPLIED node=%s command=%s: %s", self.node_id, entry.command_id, exc
+                )
+                return None
             self._on_resumed(entry.scope, entry.key, source)
             return _nothing
         report = self.guard.latch(
             entry.scope,
             entry.key,
-            entry.reason,
+            _carrying(entry.reason, entry.command_id),
             actor,
             state=TradingState(entry.state),
             code=entry.source,
@@ -679,6 +725,19 @@ class NodeRuntime:
             self._apply_ramps()
 
         return then
+
+    def _unapply(
+        self, slot: str, held: StateEntry | None, by: Checked | None, restored: bool
+    ) -> None:
+        """Hold again what `slot` held before a resume that could not be applied."""
+        if held is None:
+            self._applied.pop(slot, None)
+            self._applied_by.pop(slot, None)
+        else:
+            self._applied[slot] = held
+            self._applied_by[slot] = by
+        if restored:
+            self._restored.add(slot)
 
     def _thaw(self, resume: StateEntry, kill: StateEntry, in_force_ns: int | None = None) -> None:
         """Remember the kill `resume` lifts, if it froze flag changes (`thawed`).
@@ -696,6 +755,10 @@ class NodeRuntime:
             if in_force_ns is None:
                 latch = self.guard.halts().get((resume.scope, resume.key))
                 in_force_ns = latch.ts_ns if latch is not None else None
+                stored = self._in_force.get(resume.slot)
+                if stored is not None and stored[0] == kill.command_id:
+                    # read from the store at a start: in force since the store wrote it
+                    in_force_ns = stored[1] if in_force_ns is None else min(stored[1], in_force_ns)
             since = kill.issued_ns if in_force_ns is None else min(kill.issued_ns, in_force_ns)
             lifted = self.thawed.setdefault((resume.scope, resume.key), [])
             interval = (since, resume.issued_ns, kill.actor)
@@ -977,7 +1040,7 @@ class NodeRuntime:
         for key, (value, _) in ramps.items():
             self._take_ramp(key, value, live=False)
         self._apply_ramps()
-        changed: list[tuple[StateEntry, Callable[[], None]]] = []
+        changed: list[tuple[StateEntry, Callable[[], None], int]] = []
         judged: dict[str, StateEntry] = {}
         for slot, (stored, revision) in (await self.plane.states()).items():
             entry = stored
@@ -1025,9 +1088,9 @@ class NodeRuntime:
             judged[entry.slot] = entry
             report = self._apply(entry, checked, live=False)
             if report is not None:
-                changed.append((entry, report))
+                changed.append((entry, report, revision))
         later: list[Callable[[], None]] = []
-        for entry, report in changed:
+        for entry, report, _ in changed:
             if self._drains(entry):
                 report()
                 self._start_drain(entry)
@@ -1036,7 +1099,30 @@ class NodeRuntime:
                 later.append(report)
         for report in later:
             report()
+        for entry, _, revision in changed:
+            await self._stored_since(entry, revision)
         return judged
+
+    async def _stored_since(self, entry: StateEntry, revision: int) -> None:
+        """Remember when the store wrote a fleet or strategy kill this node latched from it,
+        if before the kill's issue time (`held`, `_thaw`): after the kill is applied and
+        confirmed, never in its way; unknown (the store no longer says) changes nothing."""
+        if (
+            entry.scope not in (Scope.FLEET, Scope.STRATEGY)
+            or entry.state is TradingState.ACTIVE
+            or entry.issued_ns <= 0
+        ):
+            return
+        try:
+            stored = await self.plane.stored_ns(entry.scope, entry.key, revision)
+        except ControlPlaneUnavailable:
+            return
+        if (
+            stored is not None
+            and stored < entry.issued_ns
+            and self._applied.get(entry.slot) == entry
+        ):
+            self._in_force[entry.slot] = (entry.command_id, stored)
 
     def _restore(self, stored: dict[str, StateEntry]) -> None:
         """Latch again every halt the node's own record holds and the store has lost.
@@ -1047,7 +1133,8 @@ class NodeRuntime:
         logged as RESTORED_HALT and stored (`_store_lost`). Runs once, at join.
         """
         recovered, self.recovered = self.recovered, ()
-        for h in recovered:
+        for h in sorted(recovered, key=lambda h: h.seq):
+            text, command_id = _carried(h.reason)
             try:
                 scope, key = Scope(h.scope), h.key
                 code, state = RejectReason(h.code), TradingState[h.state]
@@ -1060,18 +1147,41 @@ class NodeRuntime:
                 scope, key = Scope.NODE, self.node_id
                 code, state = RejectReason.HALTED, TradingState.HALTED
                 slot = slot_of(scope, key)
+                command_id = ""
             held = stored.get(slot)
             if held is not None and (
-                held.state is not TradingState.ACTIVE or held.issued_ns >= h.ts
+                held.state is not TradingState.ACTIVE
+                or held.issued_ns >= h.ts
+                or (command_id != "" and held.supersedes == command_id)
             ):
+                # the store holds a halt (the resync applied it), or a resume after the
+                # recorded one, or the resume of this very kill, whatever its date says (a
+                # kill dated ahead, a node's clock ahead of its resume's signers')
                 continue
             if self.guard.trading_state(scope, key) >= state:
                 continue
             reason = (
-                f"restored from this node's flight recorder (seq {h.seq}): {h.reason}; "
+                f"restored from this node's flight recorder (seq {h.seq}): {text}; "
                 "the control plane store had lost it"
             )
-            self.guard.halt(scope, key, reason, h.actor or "recorder", state=state, code=code)
+            actor = h.actor or "recorder"
+            if command_id:
+                # held as that command, as before the restart: a resume naming it lifts it,
+                # one naming another command is refused, and a restart keeps the id
+                reason = _carrying(reason, command_id)
+                self._applied[slot] = StateEntry(
+                    scope=scope,
+                    key=key,
+                    state=state,
+                    reason=reason,
+                    actor=actor if code is RejectReason.HALTED else f"{GUARD_ACTOR}{code.value}",
+                    command_id=command_id,
+                    issued_ns=h.ts,
+                )
+                self._applied_by[slot] = None
+                self._restored.add(slot)
+                self._seen[command_id] = None
+            self.guard.halt(scope, key, reason, actor, state=state, code=code)
             log.error(
                 "RESTORED_HALT node=%s scope=%s key=%s code=%s from seq %d",
                 self.node_id,
@@ -1439,8 +1549,17 @@ class NodeRuntime:
         )
 
     def held(self, scope: Scope, key: str) -> StateEntry | None:
-        """The kill-state entry this node applied for (scope, key), if any."""
-        return self._applied.get(slot_of(scope, key))
+        """The kill-state entry this node applied for (scope, key), if any.
+
+        A kill the store wrote before its own issue time (signed by a clock ahead) is
+        dated when the store wrote it: it was in force from then, and a node started
+        during it counts it from then (the flag freeze), not from its own start."""
+        slot = slot_of(scope, key)
+        entry = self._applied.get(slot)
+        since = self._in_force.get(slot)
+        if entry is not None and since is not None and since[0] == entry.command_id:
+            return msgspec.structs.replace(entry, issued_ns=min(entry.issued_ns, since[1]))
+        return entry
 
     def status(self, left: bool = False) -> NodeStatus:
         now = self.clock.time_ns()
