@@ -303,3 +303,27 @@ async def test_the_supervisor_alone_writes_its_day_history(nats_server: Site) ->
     finally:
         for plane in (supervisor, n1, alice):
             await plane.close()
+
+
+async def test_a_node_cannot_make_another_nodes_audit_envelope_vanish(nats_server: Site) -> None:
+    """The audit stream drops any message whose id it holds from the last 2 minutes, whoever
+    sent it. The id was `node:instance:seq`, and every identity reads the instance in the
+    membership record: n2, on its own subject, sent junk under n1's next id, and n1's real
+    envelope was dropped as a duplicate with nothing said. Now each id carries a tag keyed
+    by a secret of n1's process."""
+    n1 = await nats_server.connect("n1")
+    carol = await nats_server.connect("carol")
+    n2 = await _login(nats_server, nats_server.signer("n2"))
+    try:
+        js = n2.jetstream(timeout=2.0)
+        for guess in ("n1:i1:1", "n1:i1:1:", "n1:i1:2"):
+            await js.publish("kw.audit.n2", b"junk", headers={"Nats-Msg-Id": guess})
+        first = AuditEnvelope("n1", "i1", 1, SECRET)
+        seq = await n1.append_audit(first)
+        assert await n1.append_audit(first) == seq  # its own retry still lands once
+        shipped = [env for _, env in await carol.audit() if env.node_id == "n1"]
+        assert shipped == [first]
+    finally:
+        await n2.close()
+        for plane in (n1, carol):
+            await plane.close()

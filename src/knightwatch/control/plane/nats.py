@@ -30,8 +30,10 @@ import datetime
 import ipaddress
 import logging
 import os
+import secrets
 import ssl
 from collections.abc import Callable, Coroutine
+from hashlib import blake2b
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -245,6 +247,8 @@ class NatsControlPlane:
         self._records: dict[Bucket, KeyValue] = {}
         self._connection_handlers: list[ConnectionHandler] = []
         self._logged: set[tuple[str, int]] = set()
+        self._audit_key = secrets.token_bytes(16)
+        """Keys the audit envelopes' message ids (`append_audit`): known to this process only."""
         """Stored records (key, revision) already logged as unreadable (`_log_once`)."""
 
     # --- connection --------------------------------------------------------
@@ -820,11 +824,19 @@ class NatsControlPlane:
         await self._subscribe(f"{SUBJECT_METRICS}.*", METRICS_DECODER.decode, handler, _metered)
 
     async def append_audit(self, envelope: AuditEnvelope) -> int:
+        """Ship one envelope; a retry (its acknowledgement lost) lands once. The stream drops
+        a message whose `Nats-Msg-Id` it holds from the last 2 minutes, whoever sent it: an id
+        another node can guess (`node:instance:seq`, the instance is in the membership
+        record) let n2 send junk under n1's next id on its own subject and n1's envelope
+        vanish. So the id also carries a tag keyed by a secret of this process (the same
+        for a retry through this plane, which is how a node retries)."""
+        ident = f"{envelope.node_id}:{envelope.instance}:{envelope.seq}"
+        tag = blake2b(ident.encode(), key=self._audit_key, digest_size=12).hexdigest()
         ack = await self._call(
             self._require_js().publish(
                 f"{SUBJECT_AUDIT}.{envelope.node_id}",
                 ENCODER.encode(envelope),
-                headers={"Nats-Msg-Id": f"{envelope.node_id}:{envelope.instance}:{envelope.seq}"},
+                headers={"Nats-Msg-Id": f"{ident}:{tag}"},
             )
         )
         return int(ack.seq)
