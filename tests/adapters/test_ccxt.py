@@ -1263,3 +1263,91 @@ async def test_an_edit_to_an_amount_not_above_zero_is_refused_not_sent(world: Wo
         assert bad.value.decision.reason is R.INVALID_ORDER
     assert len(venue.requests) == before
     assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)
+
+
+async def test_an_amount_or_price_too_far_from_one_is_refused_by_name_never_a_traceback(
+    world: World,
+) -> None:
+    """'1e999999999' is a finite Decimal, but dividing it by the market's step overflows
+    Python's decimal context: create_order, create_orders and edit_order raised
+    `decimal.Overflow` / `DivisionImpossible` (no refusal, no record). Each is refused
+    `invalid_order` naming the field, nothing sent, nothing reserved."""
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    order = await run(ex.create_order(sym, "limit", "buy", 0.1, 59_000))
+    before = len(venue.requests)
+    huge, tiny = "1e999999999", "1e-999999999"
+    batch = [{"symbol": sym, "type": "limit", "side": "buy", "amount": 0.1, "price": huge}]
+    calls: list[tuple[Any, str]] = [
+        (lambda: ex.create_order(sym, "limit", "buy", huge, 59_000), "amount"),
+        (lambda: ex.create_order(sym, "limit", "buy", 0.1, huge), "price"),
+        (lambda: ex.create_order(sym, "limit", "buy", tiny, 59_000), "amount"),
+        (lambda: ex.create_orders(batch), "price"),
+        (lambda: ex.edit_order(order["id"], sym, "limit", "buy", huge, 59_000), "amount"),
+        (lambda: ex.edit_order(order["id"], sym, "limit", "buy", 0.1, huge), "price"),
+    ]
+    for call, field in calls:
+        with pytest.raises(GuardRefused, match=f"{field}: .* is out of range") as refused:
+            await run(call())
+        assert refused.value.decision.reason is R.INVALID_ORDER
+    assert len(venue.requests) == before
+    assert ex.guard.working_qty(sym) == (world.u("0.1"), 0)
+
+
+async def test_a_spot_market_buy_is_refused_where_the_option_is_kept_per_call(
+    world: World,
+) -> None:
+    """Bybit (classic accounts) and Bitget keep `createMarketBuyOrderRequiresPrice` under
+    `options["createOrder"]`, not at the top: with it off, ccxt sends a spot market buy's
+    amount as the quote currency to spend (1,000,000 "SHIB" spends 1,000,000 USDT). The
+    wrapper only looked at the top level and let such a buy through, counted in the base
+    currency; it is refused like OKX's, nothing sent."""
+    for venue_cls in (ccxt.bybit, ccxt.bitget):
+        per_call = venue_cls().options["createOrder"]
+        assert "createMarketBuyOrderRequiresPrice" in per_call
+    ex, sym, venue = world.ex, world.symbol, world.venue
+    ex.exchange.options["createOrder"] = {"createMarketBuyOrderRequiresPrice": False}
+    before = len(venue.requests)
+    with pytest.raises(GuardRefused, match="sizes spot market buys in the quote currency"):
+        await run(ex.create_order(sym, "market", "buy", 0.1))
+    with pytest.raises(GuardRefused, match="sizes spot market buys in the quote currency"):
+        await run(ex.create_orders([{"symbol": sym, "type": "market", "side": "buy",
+                                     "amount": 0.1}]))  # fmt: skip
+    assert len(venue.requests) == before
+    assert ex.guard.working_qty(sym) == (0, 0)
+    await run(ex.create_order(sym, "market", "sell", 0.05))  # a sell is sized in the base
+    assert len(venue.requests) > before
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_fills_read_through_the_other_order_and_trade_reads_feed_the_guard(
+    mode: str,
+) -> None:
+    """`fetch_order_trades` (and `fetch_open_order`, `fetch_canceled(_and_closed)_orders`,
+    `watch_*_for_symbols`) passed straight through: a strategy reading its fills there
+    left the Guard's position at 0, so `max_position_qty` never bit. They book what they
+    read, under their camelCase names too."""
+    spec = SPECS[0]
+    u = Units(spec.step)
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        sym = spec.symbol
+        try:
+            await run(ex.fetch_ticker(sym))
+            order = await run(ex.create_order(sym, "limit", "buy", 0.5, 59_000))  # rests
+            venue.fill(order["id"], "0.5")
+            trades = await run(ex.fetchOrderTrades(order["id"], sym))
+            assert [t["amount"] for t in trades] == [0.5]
+            assert ex.guard.position(sym) == u.to_units("0.5")
+            assert ex.guard.working_qty(sym) == (0, 0)
+            reads = [
+                "fetch_open_order",
+                "fetch_canceled_orders",
+                "fetch_canceled_and_closed_orders",
+            ]
+            if isinstance(ex, AsyncGuardedExchange):
+                reads += ["watch_orders_for_symbols", "watch_my_trades_for_symbols"]
+            for name in reads:  # the wrapper's own, which books (the paper venue has no route)
+                assert getattr(type(ex), name).__qualname__.startswith(type(ex).__name__)
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()

@@ -43,6 +43,7 @@ from knightwatch.adapters.nautilus import (
     reason_code,
 )
 from knightwatch.adapters.units import Units
+from knightwatch.audit.why import explain_order
 
 from .nt_world import (
     AUDUSD,
@@ -940,6 +941,81 @@ def test_a_brackets_contingent_exits_count_as_their_largest_leg_not_their_sum() 
         assert statuses == ["CANCELED", "DENIED", "DENIED", "DENIED", "FILLED", "FILLED"]
         assert [f.last_qty for f in s.fills] == [Quantity.from_int(100_000)] * 2
         assert kw.guard.position(SYM) == 0 and kw.guard.working_qty(SYM) == (0, 0)
+        assert kw.guard.trading_state(Scope.NODE, kw.guard.node) is TradingState.ACTIVE
+
+
+def test_a_brackets_exits_count_from_submission_and_no_leg_is_recorded_refused(
+    tmp_path: Path,
+) -> None:
+    """A bracket sent as a list reaches the execution client whole: NautilusTrader's
+    simulated venue holds the OTO exits until the entry fills, but live clients (Bybit,
+    Binance) place every order of the list at once, so the exits are counted from the
+    submission (the safe side), as their largest leg. The leg that is not counted was
+    not refused: the flight recorder never shows it as a `reject` (it showed one)."""
+    path = tmp_path / "nt.jsonl"
+    with world() as (e, s):
+        seen: dict[str, Any] = {}
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                bracket = st.order_factory.bracket(
+                    AUDUSD.id,
+                    OrderSide.BUY,
+                    Quantity.from_int(100_000),
+                    entry_order_type=OrderType.LIMIT,
+                    entry_price=Price.from_str("0.69000"),  # rests: below the market
+                    tp_price=Price.from_str("0.71000"),
+                    sl_trigger_price=Price.from_str("0.68000"),
+                )
+                seen["ids"] = [o.client_order_id.value for o in bracket.orders]
+                st.submit_order_list(bracket)
+            elif n == 2:
+                seen["working"] = kw.guard.working_qty(SYM)
+
+        s.script = script
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(4)])
+        kw = install(e, limits=open_limits(), recorder=path)
+        e.run()
+        assert seen["working"] == (100_000, 100_000)  # the entry; the exits as one
+        assert not s.denied
+        kw.guard.recorder.close()
+    for oid in seen["ids"]:
+        exp = explain_order(path, oid)
+        assert exp.decision.accepted
+        assert [ev.kind for ev in exp.events if ev.kind in ("reject", "cancel")] == [], oid
+
+
+@pytest.mark.parametrize(
+    "state", [TradingState.HALTED, TradingState.REDUCING], ids=["halted", "reducing"]
+)
+def test_cutting_a_brackets_exit_passes_while_halted_or_reducing(state: TradingState) -> None:
+    """Lowering the quantity of a bracket's take-profit is the stop direction. The Guard
+    holds the exits as one order at the stop-loss's price (none), so the take-profit's
+    amend was checked as moving that price and refused `halted` / `reducing_only`: a
+    leg could not be cut during a kill. It passes, and the group follows the venue down."""
+    with world() as (e, s):
+        seen: list[tuple[int, int]] = []
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.submit_order_list(_bracket(st, 100_000))
+            elif n == 2:
+                kw.guard.halt(Scope.STRATEGY, st.id.value, "operator stop", "test", state=state)
+            elif n == 3:
+                (tp,) = [o for o in st.cache.orders_open() if o.order_type == OrderType.LIMIT]
+                st.modify_order(tp, quantity=Quantity.from_int(40_000))
+            elif n == 5:
+                seen.append(kw.guard.working_qty(SYM))
+
+        s.script = script
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(7)])
+        kw = install(e, limits=open_limits())
+        e.run()
+        assert s.modify_rejected == []
+        legs = {o.order_type: o.quantity for o in e.kernel.cache.orders_open()}
+        assert legs == {OrderType.LIMIT: Quantity.from_int(40_000),
+                        OrderType.STOP_MARKET: Quantity.from_int(40_000)}  # fmt: skip
+        assert seen == [(0, 40_000)]
         assert kw.guard.trading_state(Scope.NODE, kw.guard.node) is TradingState.ACTIVE
 
 

@@ -18,9 +18,10 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   the venue's answer. An edit that only lowers the amount (price unchanged) is
   the stop direction: the Guard passes it in any trading state, as a cancel.
 * `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass.
-* Order updates from `create_order`, `fetch_order(s)`, `fetch_open_orders`,
-  `fetch_closed_orders`, `cancel_*` and `watch_orders`, and executions from
-  `fetch_my_trades`/`watch_my_trades`, feed the Guard. Each order's fills are
+* Order updates from `create_order`, `fetch_order(s)`, `fetch_open_order(s)`,
+  `fetch_closed_orders`, `fetch_canceled(_and_closed)_orders`, `cancel_*` and
+  `watch_orders(_for_symbols)`, and executions from `fetch_my_trades`,
+  `fetch_order_trades` and `watch_my_trades(_for_symbols)`, feed the Guard. Each order's fills are
   applied once, whichever source reports them first (cumulative `filled` and
   trade sums never double count); updates for orders not placed through this
   wrapper are ignored. Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the
@@ -45,8 +46,8 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `volume` would override the checked amount); the order type is `limit` or
   `market`; a market order carries no price (ccxt would send it sized in the
   quote currency, amount x price), and a spot market buy on a venue that sizes
-  market buys in the quote currency (`createMarketBuyOrderRequiresPrice`) is
-  refused: use a limit order there.
+  market buys in the quote currency (`createMarketBuyOrderRequiresPrice`, in
+  `options` or `options["createOrder"]`) is refused: use a limit order there.
 * Any other call that can create or change an order (raw implicit API writes
   such as `private_post_order`, `create_*` variants not listed,
   `close_position(s)`, and the raw `request`/`fetch`/`fetch2`) is refused with
@@ -146,10 +147,16 @@ _WRAPPED = frozenset(
         "fetch_open_orders",
         "fetch_closed_orders",
         "fetch_my_trades",
+        "fetch_order_trades",
+        "fetch_open_order",
+        "fetch_canceled_orders",
+        "fetch_canceled_and_closed_orders",
         "fetch_ticker",
         "fetch_tickers",
         "watch_orders",
         "watch_my_trades",
+        "watch_orders_for_symbols",
+        "watch_my_trades_for_symbols",
         "watch_ticker",
         "watch_tickers",
     }
@@ -406,8 +413,12 @@ class Ledger:
                 "currency, amount x price); leave it out or use a limit order"
             )
         options = getattr(self.exchange, "options", None) or {}
+        per_call = options.get("createOrder")  # Bybit and Bitget keep the option per call
+        quote_sized = "createMarketBuyOrderRequiresPrice" in options or (
+            isinstance(per_call, dict) and "createMarketBuyOrderRequiresPrice" in per_call
+        )
         market = self.exchange.market(symbol)
-        if side == "buy" and market.get("spot") and "createMarketBuyOrderRequiresPrice" in options:
+        if side == "buy" and market.get("spot") and quote_sized:
             raise UnitError(
                 f"type: {self.exchange.id} sizes spot market buys in the quote currency, which "
                 "the Guard cannot count exactly; use a limit order"
@@ -1224,6 +1235,30 @@ class GuardedExchange:
         return trades
 
     @_serialized
+    def fetch_order_trades(self, *args: Any, **kwargs: Any) -> Any:
+        trades = self.exchange.fetch_order_trades(*args, **kwargs)
+        self.ledger.read_trades("fetch_order_trades", trades)
+        return trades
+
+    @_serialized
+    def fetch_open_order(self, *args: Any, **kwargs: Any) -> Any:
+        order = self.exchange.fetch_open_order(*args, **kwargs)
+        self.ledger.read_orders("fetch_open_order", order, many=False)
+        return order
+
+    @_serialized
+    def fetch_canceled_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = self.exchange.fetch_canceled_orders(*args, **kwargs)
+        self.ledger.read_orders("fetch_canceled_orders", orders, many=True)
+        return orders
+
+    @_serialized
+    def fetch_canceled_and_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = self.exchange.fetch_canceled_and_closed_orders(*args, **kwargs)
+        self.ledger.read_orders("fetch_canceled_and_closed_orders", orders, many=True)
+        return orders
+
+    @_serialized
     def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
         ticker = self.exchange.fetch_ticker(symbol, params or {})
         self.ledger.read_ticker("fetch_ticker", ticker)
@@ -1479,6 +1514,26 @@ class AsyncGuardedExchange:
         self.ledger.read_trades("fetch_my_trades", trades)
         return trades
 
+    async def fetch_order_trades(self, *args: Any, **kwargs: Any) -> Any:
+        trades = await self.exchange.fetch_order_trades(*args, **kwargs)
+        self.ledger.read_trades("fetch_order_trades", trades)
+        return trades
+
+    async def fetch_open_order(self, *args: Any, **kwargs: Any) -> Any:
+        order = await self.exchange.fetch_open_order(*args, **kwargs)
+        self.ledger.read_orders("fetch_open_order", order, many=False)
+        return order
+
+    async def fetch_canceled_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.fetch_canceled_orders(*args, **kwargs)
+        self.ledger.read_orders("fetch_canceled_orders", orders, many=True)
+        return orders
+
+    async def fetch_canceled_and_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.fetch_canceled_and_closed_orders(*args, **kwargs)
+        self.ledger.read_orders("fetch_canceled_and_closed_orders", orders, many=True)
+        return orders
+
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.watch_orders(*args, **kwargs)
         self.ledger.read_orders("watch_orders", orders, many=True)
@@ -1487,6 +1542,16 @@ class AsyncGuardedExchange:
     async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         trades = await self.exchange.watch_my_trades(*args, **kwargs)
         self.ledger.read_trades("watch_my_trades", trades)
+        return trades
+
+    async def watch_orders_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
+        orders = await self.exchange.watch_orders_for_symbols(*args, **kwargs)
+        self.ledger.read_orders("watch_orders_for_symbols", orders, many=True)
+        return orders
+
+    async def watch_my_trades_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
+        trades = await self.exchange.watch_my_trades_for_symbols(*args, **kwargs)
+        self.ledger.read_trades("watch_my_trades_for_symbols", trades)
         return trades
 
     async def fetch_ticker(self, symbol: str, params: Any = None) -> Any:

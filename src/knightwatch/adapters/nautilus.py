@@ -472,7 +472,8 @@ class NautilusGuard:
         Every order meets `Guard.check`. The legs of an OCO/OUO group (a bracket's
         take-profit and stop-loss) cannot all execute, so the Guard counts the group as its
         largest leg, not their sum: each other leg is checked with everything else in the
-        list counted but its siblings, then given back (recorded `contingent_leg`), and the
+        list counted but its siblings, then given back (recorded `contingent_leg`, restated
+        to nothing: never recorded as a reject, it was not refused), and the
         largest is checked last and stays counted for the group; fills of every leg are
         booked to it, and it ends when the group's last leg ends.
         """
@@ -502,8 +503,10 @@ class NautilusGuard:
                     break
                 oid = order.client_order_id.value
                 if oid in shadows:  # at most one leg executes: the largest stands for all
-                    self.guard.on_reject(oid)
+                    # given back as a restatement to nothing, never as a reject: the leg
+                    # was not refused and goes to the venue with its group
                     self.guard.note("contingent_leg", order_id=oid, counted_as=shadows[oid])
+                    self.guard.on_restate(oid, 0)
                 else:
                     counted.append(oid)
         if refusal is None:
@@ -536,6 +539,9 @@ class NautilusGuard:
         unrouted = self._unrouted(command)
         if unrouted is not None:
             self._record_block(oid, unrouted)
+        elif oid in self._rep and not order.is_closed and _reduces_only(order, command):
+            self._lower_leg(order, command)
+            return
         d = self._check_replace(order, command) if unrouted is None else unrouted
         if d.accepted:
             self.passed += 1
@@ -550,6 +556,25 @@ class NautilusGuard:
             return
         self.denied += 1
         self._refuse_modify(order, d)
+
+    def _lower_leg(self, order: NtOrder, command: ModifyOrder) -> None:
+        """An amend that only lowers a contingent leg's quantity: the stop direction, passed
+        as a cancel is, in any state.
+
+        The group's working quantity is its open legs' largest leaves, so lowering one leg
+        can only lower it; but the Guard holds the group at one leg's price, so a replace
+        check of another leg would take that leg's own price for a move and refuse it while
+        HALTED or REDUCING (a bracket's take-profit could not be cut during a kill). The
+        venue's `OrderUpdated` then restates the group to its legs' largest leaves."""
+        oid = order.client_order_id.value
+        self.passed += 1
+        try:
+            self._inner(command)
+        except Exception as exc:  # never sent: nothing was reserved for it
+            why = f"the execution client raised {exc!r}: the amend was never sent"
+            log.error("NOT_SENT node=%s ModifyOrder for %s: %s", self.guard.node, oid, why)
+            self.guard.note("not_sent", order_id=oid, reason=_NOT_SENT.value, error=why[:400])
+            self._refuse_modify(order, Decision(False, _NOT_SENT, why))
 
     def _refuse_modify(self, order: NtOrder, d: Decision) -> None:
         """NautilusTrader's own refusal of an amend: an `OrderModifyRejected`."""

@@ -28,6 +28,10 @@ class UnitError(KnightwatchError, ValueError):
     """An amount that is not a whole number of the instrument's steps; says which."""
 
 
+_MAX_EXPONENT = 100
+"""How far from 1, in powers of ten, a venue amount or price may be."""
+
+
 def decimal_of(value: object, what: str) -> Decimal:
     """A finite Decimal from a venue value (str, int, Decimal, or float via its shortest repr)."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
@@ -38,6 +42,12 @@ def decimal_of(value: object, what: str) -> Decimal:
         raise UnitError(f"{what}: not a number ({value!r})") from None
     if not d.is_finite():
         raise UnitError(f"{what}: must be finite, got {value!r}")
+    if not -_MAX_EXPONENT <= d.adjusted() <= _MAX_EXPONENT:
+        # no amount or price is this far from 1; dividing it by a step would overflow
+        # Python's decimal context (an ArithmeticError traceback, not a refusal)
+        raise UnitError(
+            f"{what}: {value!r:.40} is out of range (1e-{_MAX_EXPONENT} to 1e+{_MAX_EXPONENT})"
+        )
     return d
 
 
