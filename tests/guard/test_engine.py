@@ -264,6 +264,51 @@ def test_replace_states_duplicates_and_what_cannot_change(rig: Callable[..., Rig
     assert g.lowered == 2 and g.accepted >= 4
 
 
+@pytest.mark.parametrize("why", ["disarmed", "lease", "rate", "cancel_ratio", "capacity"])
+def test_a_replace_that_only_lowers_passes_whatever_else_refuses_new_risk(
+    rig: Callable[..., Rig], why: str
+) -> None:
+    """Cutting a working order is the stop direction, as a cancel is. Before, a disarmed
+    Guard, an expired lease, a full rate window, the cancel-to-fill ratio or a full id
+    capacity refused it: an adapter could not shrink an order during a kill. Raising
+    leaves or moving the price is still refused as before, and the new id is tracked."""
+    limits: dict[str, dict[str, object]] = {
+        "disarmed": {},
+        "lease": {"lease_timeout_s": 10.0},
+        "rate": {"max_orders_per_s_node": 2},
+        "cancel_ratio": {"max_cancel_to_fill_ratio": 1.0, "cancel_ratio_min_cancels": 1},
+        "capacity": {"max_tracked_order_ids": 3},
+    }
+    r = rig(**limits[why])
+    g = r.guard
+    g.renew_lease()
+    assert g.check(r.order(qty=400, id="a"))
+    if why == "disarmed":
+        g.disarm("ops")
+        code = R.NOT_ARMED
+    elif why == "lease":
+        r.clock.advance(11 * 10**9)
+        code = R.LEASE_EXPIRED
+    elif why == "rate":
+        assert g.check(r.order(qty=1, id="filler"))  # 2 in this second: the window is full
+        code = R.RATE_NODE
+    elif why == "cancel_ratio":
+        assert g.check(r.order(qty=1, id="c1")) and g.check(r.order(qty=1, id="c2"))
+        g.on_cancel("c1")
+        g.on_cancel("c2")  # two cancels and no fill: over 1 per fill
+        code = R.CANCEL_FILL_RATIO
+    else:
+        assert g.check(r.order(qty=1, id="c2")) and g.check(r.order(qty=1, id="c3"))
+        code = R.ORDER_ID_CAPACITY
+    assert g.check_replace("a", r.order(qty=500, id="up")).reason is code
+    assert g.check_replace("a", r.order(qty=100, price=99.0, id="moved")).reason is code
+    d = g.check_replace("a", r.order(qty=100, id="down"))
+    assert d.accepted, d
+    g.on_replace_ack("down")
+    assert g.remaining("down") == 100 and g.remaining("a") is None and g.lowered == 1
+    assert g.check_replace("down", r.order(qty=50, id="down")).reason is R.DUPLICATE_ORDER_ID
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(

@@ -1018,12 +1018,18 @@ class Guard:
         return d
 
     def _evaluate_replace(self, orig_id: str, o: Order) -> tuple[Decision, Effective | None]:
-        """`_evaluate` for a replace, in the same rule order (see `check_replace`)."""
-        if not self._armed:
-            return _NOT_ARMED, None
+        """`_evaluate` for a replace, in the same rule order (see `check_replace`).
+
+        A replace that only lowers what is working (no more leaves, the same price) is the
+        stop direction, as a cancel is: no trading state, lease, arming, rate, cancel
+        ratio or id capacity refuses it (before, a disarmed Guard, an expired lease or a
+        rate limit refused cutting an order during a kill). Only what keeps the books
+        exact applies: a valid order, a working original with no replace pending, the same
+        symbol, side, strategy and parent, and a new id not used within the scope."""
         now = self._clock.monotonic_ns()
-        if self._lease_ns is not None and now >= self._lease_deadline:
-            return self._lease_why, None
+        out = not self._armed or (self._lease_ns is not None and now >= self._lease_deadline)
+        if out and not self._only_lowers(orig_id, o):
+            return (_NOT_ARMED if not self._armed else self._lease_why), None
         if type(o) is not Order:
             return _blocked(R.INVALID_ORDER, f"not an Order: {type(o).__name__}"), None
         problem = order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price)
@@ -1057,6 +1063,7 @@ class Guard:
         qty, price = o.qty, o.price
         grow = max(max(qty - w.filled, 0) - w.remaining, 0)
         moves = price != w.price
+        lowers = grow == 0 and not moves
         halt = self._halts.worst(lane.scopes) if self._halts.states else None
         # a replace that neither raises leaves nor moves the price only lowers what is
         # working: the stop direction, as a cancel is, so no trading state refuses it
@@ -1118,17 +1125,18 @@ class Guard:
                 f"children would total {parent.committed + grow} > {parent.cap} "
                 f"allowed for parent {o.parent_id} of qty {parent.qty}",
             ), eff
-        for win in lane.windows:
-            span = win.over(now)
-            if span:
-                return _blocked(win.reason, win.detail(span)), eff
-        mr = eff.max_cancel_to_fill_ratio
-        if (
-            mr is not None
-            and led.cancels >= eff.cancel_ratio_min_cancels
-            and led.cancels > mr * max(led.fills, 1)
-        ):
-            return self._cancel_ratio_halt(mr), eff  # an amend storm is a cancel storm
+        if not lowers:  # the stop direction is never refused for the messages sent
+            for win in lane.windows:
+                span = win.over(now)
+                if span:
+                    return _blocked(win.reason, win.detail(span)), eff
+            mr = eff.max_cancel_to_fill_ratio
+            if (
+                mr is not None
+                and led.cancels >= eff.cancel_ratio_min_cancels
+                and led.cancels > mr * max(led.fills, 1)
+            ):
+                return self._cancel_ratio_halt(mr), eff  # an amend storm is a cancel storm
         # the increase by capacity, as for a new child: within the parent's uncommitted
         # quantity it is the customer's, the rest (all of it without a parent) the firm's
         cust = 0
@@ -1161,7 +1169,8 @@ class Guard:
                         f"{self._turnover_sum + own:,.0f} > max_turnover_per_min {mt:,.0f}",
                     ), eff
         cap = eff.max_tracked_order_ids
-        if self._ids.count >= cap and self._ids.full(cap, now):
+        if not lowers and self._ids.count >= cap and self._ids.full(cap, now):
+            # (one that only lowers is tracked over the capacity: its id stays caught)
             return _blocked(
                 R.ORDER_ID_CAPACITY,
                 f"cannot track more than {cap} order ids within the duplicate scope",
@@ -1179,6 +1188,17 @@ class Guard:
         led.pending[o.id] = Pending(orig_id, w, qty, price, grow, held)
         w.replacing = o.id
         return Decision(True, R.OK, f"replaces {orig_id}: all checks passed"), eff
+
+    def _only_lowers(self, orig_id: object, o: object) -> bool:
+        """Would replacing `orig_id` by `o` only lower what is working (a valid order for the
+        same working order, no more leaves, the same price)? The rest of the replace's
+        checks still run after it (`_evaluate_replace`)."""
+        if type(o) is not Order or type(orig_id) is not str:
+            return False
+        w = self._ledger.working.get(orig_id)
+        if w is None or order_problem(o.id, o.strategy, o.symbol, o.side, o.qty, o.price):
+            return False
+        return o.price == w.price and max(o.qty - w.filled, 0) <= w.remaining
 
     def _cancel_ratio_halt(self, ratio: float) -> Decision:
         """Halt the node: more cancels (a replace the venue took counts as one) than

@@ -88,6 +88,7 @@ class LockedGuard(_Base):
 
     check = _locked(Guard.check)
     check_replace = _locked(Guard.check_replace)
+    remember_order_ids = _locked(Guard.remember_order_ids)
     on_replace_ack = _locked(Guard.on_replace_ack)
     on_replace_reject = _locked(Guard.on_replace_reject)
     on_fill = _locked(Guard.on_fill)
