@@ -192,3 +192,45 @@ def test_a_stored_resume_is_judged_at_the_store_s_write_time_a_stored_kill_is_no
         stored_ns=NOW + 2 * HOUR,
     )  # fmt: skip
     assert checked.actor == "alice"
+
+
+def _signed_bytes(payload: bytes) -> object:
+    return add_signature(
+        add_signature(new_envelope(COMMAND_PAYLOAD_TYPE, payload), ALICE.key), BOB.key
+    )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # a field this reader does not know: a newer writer's narrowing ("only these
+        # nodes") that this reader would drop, applying the resume to the whole scope
+        lambda p: p[:-1] + b',"nodes":["n1"]}',
+        # the key twice: this reader takes the last, another JSON reader the first
+        lambda p: p.replace(b'"state":0', b'"state":2,"state":0'),
+        # the same fields in another order, padded, or with an escaped character
+        lambda p: b"{" + b",".join(sorted(p[1:-1].split(b","), reverse=True)) + b"}",
+        lambda p: p.replace(b",", b", "),
+        lambda p: p.replace(b'"fleet"', b'"\\u0066leet"'),
+    ],
+)
+def test_a_resume_is_verified_over_exactly_the_bytes_its_encoder_writes(edit: object) -> None:
+    """Both people's signatures must cover the bytes every reader applies: a resume
+    whose signed payload is not the canonical encoding of the command it carries is
+    refused as malformed. A kill in the same form still stops (never gated)."""
+    resume = _command(TradingState.ACTIVE)
+    payload = msgspec.json.Encoder(order="sorted").encode(resume)
+    assert check_state(resume, _signed_bytes(payload), KIT.roster, now_ns=NOW, live=True)
+    # an earlier version's resume (no `ramp` field written) is canonical too
+    legacy = payload.replace(b',"ramp":[]', b"")
+    assert legacy != payload
+    assert check_state(resume, _signed_bytes(legacy), KIT.roster, now_ns=NOW, live=True)
+    odd = edit(payload)  # type: ignore[operator]
+    assert odd != payload
+    with pytest.raises(Refused) as caught:
+        check_state(resume, _signed_bytes(odd), KIT.roster, now_ns=NOW, live=True)  # type: ignore[arg-type]
+    assert caught.value.reason is TrustReason.MALFORMED, caught.value
+    kill = _command(TradingState.HALTED)
+    stop = edit(msgspec.json.Encoder(order="sorted").encode(kill))  # type: ignore[operator]
+    proof = add_signature(new_envelope(COMMAND_PAYLOAD_TYPE, stop), ALICE.key)
+    assert check_state(kill, proof, KIT.roster, now_ns=NOW, live=True).actor == "alice"

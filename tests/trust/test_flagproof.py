@@ -146,3 +146,32 @@ def test_a_meaning_the_release_does_not_confirm_fails_closed() -> None:
 def test_garbage_proofs_are_refused_never_raise_otherwise(data: bytes) -> None:
     with pytest.raises(Refused):
         check(data.decode("latin-1"), True)
+
+
+def test_a_revoked_operator_or_approver_cannot_backdate_a_live_change() -> None:
+    """A change that arrives as news counts only by keys valid now, as a live kill-switch
+    command does: dated before their revocation, alice's or bob's key (stolen, or its
+    holder gone) would otherwise still turn the flag on. Read back from the store (not
+    live) the same change is judged at its own time and stands, as it did then."""
+    later = NOW + 60 * NS_PER_S
+    for gone, expect in (("alice", TrustReason.KEY_NOT_VALID), ("bob", None)):
+        kit = Kit(
+            now_ns=0,
+            people={"alice": (Role.OPERATOR,), "bob": (Role.APPROVER,)},
+            approvals=ApprovalPolicy(flag=SecondApprover.ALWAYS),
+        )
+        p = proof(True, approved_by="bob", kit=kit)  # signed at NOW, both keys valid then
+        kit.revoke(gone, NOW + 1)
+
+        def judged(live: bool, kit: Kit = kit, p: str = p) -> object:
+            return check_flag_proof(
+                p, kit.roster, flag_id=RLP, node="n1", value=True, schema=SCHEMA,
+                now_ns=later, live=live,
+            )  # fmt: skip
+
+        with pytest.raises(Refused) as exc:
+            judged(live=True)
+        assert exc.value.reason is (expect or TrustReason.APPROVAL_INVALID), gone
+        if gone == "bob":
+            assert "bob's key" in exc.value.detail and "revoked" in exc.value.detail
+        assert judged(live=False).checked.approvers == ("bob",)  # type: ignore[attr-defined]

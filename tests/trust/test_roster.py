@@ -167,3 +167,43 @@ def test_one_key_under_two_names_is_refused() -> None:
     twice = (*KIT.roster.members, msgspec.structs.replace(alice, name="mallory"))
     with pytest.raises(TrustError, match=r"key_id: key \w+ listed twice"):
         msgspec.structs.replace(KIT.roster, version=2, members=twice)
+
+
+def test_two_names_differing_only_by_case_are_refused() -> None:
+    """One spelling for one name (`is_name`): "bob" and "Bob" would be two people to every
+    count of names (a resume's requester and approver, an admin threshold). Two admins so
+    named made every process following the roster raise at the next version (the admins'
+    threshold policy refuses such names) instead of refusing the version that named them."""
+    kit = Kit(now_ns=1)
+    twin = msgspec.structs.replace(
+        next(m for m in Kit(now_ns=1).roster.members if m.name == "bob"), name="Bob"
+    )
+    with pytest.raises(TrustError, match=r"members\[\d+\]\.name: 'Bob' differs from 'bob' only"):
+        msgspec.structs.replace(kit.roster, version=2, members=(*kit.roster.members, twin))
+    # an admins' version naming "Admin1" beside "admin1": refused and remembered, no crash
+    data: dict[str, Any] = msgspec.to_builtins(kit.roster)
+    other = next(m for m in Kit(now_ns=1).roster.members if m.name == "admin1")
+    admin = msgspec.to_builtins(msgspec.structs.replace(other, name="Admin1"))
+    data["members"] = [*data["members"], admin]
+    versions = {}
+    for version in (2, 3):
+        data["version"], data["issued_ns"] = version, version
+        envelope = new_envelope(ROSTER_PAYLOAD_TYPE, msgspec.json.encode(data))
+        for admin in kit.admin_names:
+            envelope = sign_roster(envelope, kit.signer(admin).key)
+        versions[version] = envelope
+    store = kit.store()
+    assert not store.follow(versions)
+    assert store.version == 1
+    assert any("only by case" in r for r in store.refused), store.refused
+
+
+def test_a_stray_file_in_the_roster_directory_is_named_not_a_crash(tmp_path: Path) -> None:
+    """`Kit.read` (a local fleet's restart) reads `roster/v<N>.json`: another file there
+    (an editor's backup, `v2.old.json`) is a one-line error naming it, not a traceback."""
+    kit = Kit(now_ns=1)
+    kit.write(tmp_path)
+    assert Kit.read(tmp_path).roster == kit.roster
+    (tmp_path / "roster" / "vbackup.json").write_bytes(encode_envelope(kit.latest))
+    with pytest.raises(TrustError, match=r"roster file .*vbackup\.json: not named v<N>\.json"):
+        Kit.read(tmp_path)

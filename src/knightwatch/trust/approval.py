@@ -8,7 +8,10 @@ with their own key on their own machine (`knightwatch flags approve`,
 `knightwatch admission approve`); the person making the change hands the file
 over (`--approval FILE`). Who approved is whoever
 signed, checked against the roster: never the requester (any key of theirs),
-never a name typed on a command line, never after the approval expired.
+never a name typed on a command line, never after the approval expired, never
+by a key that is not valid both when the approval was signed and when it is
+used (an approval dated back before its key's revocation is no approval), and
+never by one claiming to stay usable longer than `APPROVAL_TTL_S`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import msgspec
 
 from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
 from knightwatch.release.errors import ReleaseInputError
+from knightwatch.trust.command import SKEW_NS
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role, Roster, TrustError
 
@@ -57,6 +61,9 @@ class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder(Approval)
+_TTL_NS = int(APPROVAL_TTL_S * 1_000_000_000) + SKEW_NS
+"""The longest window an approval may claim: the TTL its makers give it, and the 5 s a
+clock may be off by (a window a few ns over the hour is a rounding, not a year)."""
 
 
 def sign_approval(approval: Approval, signer: Signer) -> Envelope:
@@ -74,9 +81,14 @@ def check_approval(
     requester: str,
     now_ns: int,
     digest: str = "",
+    keys_valid_ns: int | None = None,
 ) -> str:
     """The approver's roster name if `envelope` approves exactly this change; TrustError
-    naming the rule otherwise."""
+    naming the rule otherwise.
+
+    The approver's key must be valid at the approval's issue time and at `now_ns` (the
+    instant the change is judged at), and at `keys_valid_ns` too when given (a change
+    that arrives live: the reader's own clock)."""
     if roster is None:
         raise TrustError("approval: no verified roster yet")
     if envelope.payload_type != APPROVAL_PAYLOAD_TYPE:
@@ -105,22 +117,37 @@ def check_approval(
             f"{','.join(approval.nodes) if approval.nodes else 'the fleet'} by "
             f"{approval.requester}, not this change"
         )
+    if not 0 <= approval.expires_ns - approval.issued_ns <= _TTL_NS:
+        raise TrustError(
+            f"approval expires_ns: must lie within {APPROVAL_TTL_S / 60:.0f} min after "
+            "issued_ns (how long an approval stays usable)"
+        )
     if not approval.issued_ns <= now_ns <= approval.expires_ns:
         raise TrustError("approval: expired (or issued in the future); ask for a new one")
     check = check_signatures(envelope, roster.verify_keys())
     if check.invalid:
         raise TrustError("approval: a signature does not verify (the file was changed)")
     names = set()
-    for key_id in check.valid:
+    not_valid: list[str] = []
+    instants = [approval.issued_ns, now_ns]
+    if keys_valid_ns is not None:
+        instants.append(keys_valid_ns)
+    for key_id in sorted(check.valid):
         member = roster.member(key_id)
-        if member is not None and member.valid_at(approval.issued_ns):
+        if member is None:
+            continue
+        if all(member.valid_at(ns) for ns in instants):
             names.add(member.name)
+        else:
+            what = "revoked" if member.revoked_ns else "outside its validity"
+            not_valid.append(f"{member.name}'s key {key_id[:16]} is {what}")
     approvers = sorted(n for n in names if n != requester and roster.has_role(n, Role.APPROVER))
     if not approvers:
         signed = ", ".join(sorted(names)) or "nobody on the roster"
+        invalid = f" ({'; '.join(not_valid)})" if not_valid else ""
         raise TrustError(
-            f"approval: signed by {signed}; it needs a person with the approver role other "
-            f"than {requester} (the requester never counts, any key of theirs)"
+            f"approval: signed by {signed}{invalid}; it needs a person with the approver role "
+            f"other than {requester} (the requester never counts, any key of theirs)"
         )
     return approvers[0]
 

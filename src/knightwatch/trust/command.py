@@ -163,6 +163,30 @@ class Checked(msgspec.Struct, frozen=True):
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder(StateCommand)
+_STRICT = msgspec.json.Decoder(
+    msgspec.defstruct("StrictCommand", [], bases=(StateCommand,), forbid_unknown_fields=True)
+)
+_ANY = msgspec.json.Decoder()
+
+
+def _check_canonical(payload: bytes) -> None:
+    """A resume's signatures count only over the bytes the encoder writes (sorted keys, each
+    once, no padding or escapes it would not write) of fields every reader knows: a field
+    this reader would drop (a newer writer's narrowing) or a key another JSON reader takes
+    differently would lift more than its two people signed. An entry stored by an earlier
+    version lacks later fields (`ramp`): their defaults are not written, as then. A stop is
+    never held to this (whatever it says beyond its fields, it only stops)."""
+    try:
+        _STRICT.decode(payload)
+        canonical = _ENCODER.encode(_ANY.decode(payload)) == payload
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
+    if not canonical:
+        raise Refused(
+            TrustReason.MALFORMED,
+            "payload: a resume is signed over its canonical encoding (sorted keys, each once, "
+            "no padding or escapes); these bytes are not",
+        )
 
 
 def command_envelope(command: StateCommand) -> Envelope:
@@ -250,6 +274,8 @@ def check_state(
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if signed != command:
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")
+    if signed.state is TradingState.ACTIVE:
+        _check_canonical(payload)
     if command.scope is Scope.FLEET and command.key != FLEET_KEY:
         # The Guard holds one fleet latch whatever key names it: a fleet command under
         # another key would have its own slot (its own history, its own stale check) yet

@@ -154,8 +154,9 @@ def check_flag_proof(
 
     `schema`: the flag schema of the node's admitted release (id -> definition
     hash), the only source of the flag's meaning the node trusts. `live`: the
-    state arrived as news, so a market-hours rule is also judged at `now_ns`
-    (a backdated issue time does not dodge it).
+    state arrived as news, so a market-hours rule is also judged at `now_ns`, and
+    the operator's and the approver's keys must be valid then too (a backdated
+    issue time dodges neither).
     """
     if roster is None:
         raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
@@ -175,7 +176,11 @@ def check_flag_proof(
             f"the proof sets {decision.flag_id}={decision.value} on "
             f"{','.join(decision.nodes)}, not {flag_id}={value} on {node}",
         )
-    members = signers_of(bundle.change, payload, roster, decision.issued_ns, None)
+    # live news counts only by keys valid now too, as a live kill-switch command does: a
+    # revoked operator's change dated back before the revocation turns nothing on
+    members = signers_of(
+        bundle.change, payload, roster, decision.issued_ns, now_ns if live else None
+    )
     signer = next((m for m in members if m.name == decision.actor), None)
     if signer is None:
         signed = ", ".join(sorted({m.name for m in members}))
@@ -263,6 +268,7 @@ def _approvers(
             requester=decision.requester,
             now_ns=at_ns,
             digest=decision.approval_digest,
+            keys_valid_ns=now_ns if live else None,
         )
     except TrustError as exc:
         raise Refused(TrustReason.APPROVAL_INVALID, str(exc)) from None

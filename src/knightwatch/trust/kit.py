@@ -93,9 +93,11 @@ class Kit:
         anchor (so a local fleet restarted on the same state keeps its identities, and
         the kill state its signers stored stays verifiable). TrustError names the file."""
         anchor = load_anchor(directory / "anchor.toml")
-        versions = sorted(
-            (directory / "roster").glob("v*.json"), key=lambda p: int(p.stem[1:] or 0)
-        )
+        found = list((directory / "roster").glob("v*.json"))
+        for path in found:
+            if not path.stem[1:].isdecimal() or not path.stem[1:].isascii():
+                raise TrustError(f"roster file {path}: not named v<N>.json (N the version)")
+        versions = sorted(found, key=lambda p: int(p.stem[1:]))
         envelopes = []
         for path in versions:
             try:

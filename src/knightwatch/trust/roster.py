@@ -124,10 +124,19 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         if self.version < 1:
             raise TrustError(f"roster version: must be >= 1 (got {self.version})")
         seen: set[str] = set()
+        folded: dict[str, str] = {}
         for i, m in enumerate(self.members):
             where = f"roster members[{i}]"
             if not is_name(m.name):
                 raise TrustError(f"{where}.name: {NAME_RULE} (got {m.name!r})")
+            # one spelling for one name, as the release layer's signers: "Bob" beside
+            # "bob" would be two people to every count of names
+            other = folded.setdefault(m.name.lower(), m.name)
+            if other != m.name:
+                raise TrustError(
+                    f"{where}.name: {m.name!r} differs from {other!r} only by case; one "
+                    "person or component has one name"
+                )
             if not m.roles:
                 raise TrustError(f"{where}.roles: must name at least one role")
             roles = set(m.roles)
