@@ -290,3 +290,35 @@ def test_attestation_from_a_directory_matches_the_in_memory_release(
 def test_admitter_rejects_a_nonpositive_max_age(world: World, clock: SimClock) -> None:
     with pytest.raises(ValueError, match="max_age_ns"):
         Admitter(world.policy, world.roster, clock=clock, max_age_ns=0)
+
+
+def test_a_flood_of_challenges_costs_each_request_constant_work(
+    world: World, clock: SimClock
+) -> None:
+    """Anyone may ask for a challenge in any name: every request rebuilt all pending
+    challenges and used nonces, so 100,000 requests cost minutes and held the control plane
+    meanwhile. Now expiry looks only at the oldest: a request costs one look while none
+    has expired, and each expired one is looked at once, when it is forgotten."""
+    admitter = world.admitter(clock)
+    for i in range(3000):
+        admitter.challenge(f"ghost{i}")
+    assert admit_once(world, admitter, clock, "n1") == ()  # one used nonce kept too
+    start = admitter.examined
+    for _ in range(1000):
+        admitter.challenge("n2")
+    assert admitter.examined - start <= 2 * 1000  # the oldest challenge and used nonce
+    clock.advance(31 * NS_PER_S)
+    start = admitter.examined
+    assert admit_once(world, admitter, clock, "n2") == ()  # forgets the 4000 expired, once
+    assert admitter.examined - start <= 4000 + 2 * 2
+    start = admitter.examined
+    for _ in range(1000):
+        admitter.challenge("n3")
+    assert admitter.examined - start <= 2 * 1000
+    # an expired challenge still admits nobody
+    clock.advance(31 * NS_PER_S)
+    nonce = admitter.challenge("n4")
+    clock.advance(31 * NS_PER_S)
+    late = world.attestation("n4", nonce, clock)
+    verdict = admitter.admit(late, world.release(), world.registry, target_release=TARGET)
+    assert verdict.reasons == (R.CHALLENGE_UNKNOWN,)

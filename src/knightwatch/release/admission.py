@@ -20,6 +20,7 @@ node's state, because anyone can send them; liveness is the lease's job.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -208,9 +209,13 @@ class Admitter:
         self._clock = clock
         self._max_age_ns = max_age_ns
         self._nonce_source = nonce_source
-        self._outstanding: dict[str, tuple[str, int]] = {}  # nonce -> (node, issued_ns)
-        self._used: dict[str, int] = {}  # nonce -> used_ns
+        # oldest first, so expiry looks only at the front (`_prune`)
+        self._outstanding: OrderedDict[str, tuple[str, int]] = OrderedDict()  # -> node, at
+        self._used: OrderedDict[str, int] = OrderedDict()  # nonce -> used_ns
         self._status: dict[str, NodeStatus] = {}
+        self.examined = 0
+        """Entries looked at by expiry so far: the work it costs (at most one more per
+        request than it forgets, whatever number are pending)."""
 
     def status(self, node: str) -> NodeStatus:
         return self._status.get(node, NodeStatus.UNKNOWN)
@@ -265,7 +270,7 @@ class Admitter:
                 ),
             )
         issued = self._outstanding.get(nonce)
-        if issued is None or issued[0] != node:
+        if issued is None or issued[0] != node or not self._live(issued[1], now):
             return (
                 Finding(
                     AdmissionReason.CHALLENGE_UNKNOWN,
@@ -287,11 +292,34 @@ class Admitter:
             )
         return ()
 
+    def _live(self, issued_ns: int, now: int) -> bool:
+        """A challenge is answerable within `max_age` of its issue, either way (the wall
+        clock may step back)."""
+        return -self._max_age_ns <= now - issued_ns <= self._max_age_ns
+
     def _prune(self) -> None:
-        """Forget challenges and used nonces too old to matter: they fail as stale anyway."""
-        horizon = self._clock.time_ns() - self._max_age_ns
-        self._outstanding = {n: v for n, v in self._outstanding.items() if v[1] >= horizon}
-        self._used = {n: t for n, t in self._used.items() if t >= horizon - self._max_age_ns}
+        """Forget challenges and used nonces too old to matter: they fail as stale anyway.
+
+        Both are kept in the order they were stamped, so only the front is looked at: a
+        request costs O(1) amortised however many are pending (rebuilding both on every
+        request let a flood of challenges hold the service for all of them each time).
+        One stamped before the wall clock stepped back may wait behind a newer one a
+        while longer; `_freshness` checks each challenge's age itself."""
+        now = self._clock.time_ns()
+        outstanding = self._outstanding
+        while outstanding:
+            self.examined += 1
+            first = next(iter(outstanding))
+            if self._live(outstanding[first][1], now):
+                break
+            del outstanding[first]
+        used = self._used
+        while used:  # kept for two `max_age`: a replay then fails as stale anyway
+            self.examined += 1
+            first = next(iter(used))
+            if -self._max_age_ns <= now - used[first] <= 2 * self._max_age_ns:
+                break
+            del used[first]
 
     def _verdict(
         self,

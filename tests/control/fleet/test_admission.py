@@ -10,13 +10,14 @@ in force is one person's (the stop direction).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from knightwatch.clock import SystemClock
+from knightwatch.clock import NS_PER_S, SimClock, SystemClock
 from knightwatch.control.fleet.admission import (
     CHALLENGE_MALFORMED,
     CHALLENGE_PENDING_NODE,
@@ -393,3 +394,83 @@ async def test_an_attestation_is_signature_checked_once_and_only_against_its_cha
     finally:
         await n1.close()
         await n2.close()
+
+
+async def test_a_flood_of_challenges_costs_each_request_constant_work(
+    nats_server: Site, tmp_path: Path
+) -> None:
+    """The service answers one request at a time, and every challenge request rebuilt all
+    the unanswered challenges (up to 4096, and 16 for each enrolled node): a flood of
+    requests in made-up and other nodes' names held it for all of them on every request
+    (100,000 took minutes), while n1's own requests waited behind. Now expiry looks only
+    at the oldest: one look a request, and each expired challenge once, when it is
+    forgotten; n1 is admitted during the flood and after its challenges expire."""
+    clock = SimClock(time.time_ns())
+    signers = Signers()
+    service = AdmissionService(
+        await nats_server.connect("admission"),
+        signers.trust,
+        REGISTRY.admission_schema(),
+        clock=clock,
+        roster=trust(),
+        max_pending=500,
+    )
+    await service.start()
+    tree = deploy(tmp_path / "tree", NEW_ROUTER)
+    r1 = signers.release("r1", tree, REGISTRY.schema())
+    measure = directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema())
+    attestor = Attestor("n1", signer("n1").key, measure, clock=clock)
+    alice = await nats_server.connect("alice")
+    n1 = await nats_server.connect("n1")
+    n2 = await nats_server.connect("n2")
+    try:
+        assert (await set_target(alice, r1, clock)).accepted
+
+        async def flood(names: list[bytes]) -> list[bytes]:
+            return [await n2.request(SUBJECT_CHALLENGE, name, timeout_s=2.0) for name in names]
+
+        names = [f"ghost{i}".encode() for i in range(600)]
+        names += [f"n{i}".encode() for i in range(3, 9)] * 20
+        start = service.examined
+        nonces = await flood(names)
+        assert service.examined - start <= len(names)  # the oldest, once a request
+        assert sum(1 for nonce in nonces if nonce) == 500 + 6 * 20
+        assert service.challenges_refused == {
+            CHALLENGE_PENDING_TOTAL: 100,
+            CHALLENGE_PENDING_NODE: 6 * (20 - 16),
+        }
+        verdict = await attestor.attest(n1, 2.0)
+        assert verdict.admitted, verdict
+        # what remains: 16 requests in n1's name between its challenge and its answer
+        # withdraw its challenge (nothing says who asked); it asks again and gets through
+        mine = (await n1.request(SUBJECT_CHALLENGE, b"n1", timeout_s=2.0)).decode()
+        assert all(await flood([b"n1"] * 16))
+        answer = sign_attestation(attest("n1", mine, measure(), clock=clock), signer("n1").key)
+        reply = await n1.request(SUBJECT_ATTEST, encode_envelope(answer), timeout_s=2.0)
+        assert [f.reason for f in VERDICT_DECODER.decode(reply).findings] == [
+            AdmissionReason.CHALLENGE_UNKNOWN
+        ]
+        verdict = await attestor.attest(n1, 2.0)
+        assert verdict.admitted, verdict
+
+        # every one of them expires: the next request forgets them, each looked at once
+        clock.advance(31 * NS_PER_S)
+        start = service.examined
+        again = await flood(names[:100])
+        assert all(again)  # their places are free again
+        assert service.examined - start <= 500 + 6 * 16 + 16 + 100
+        verdict = await attestor.attest(n1, 2.0)
+        assert verdict.admitted, verdict
+        # an expired challenge admits nobody, even signed by the node named
+        stale = nonces[-1].decode()  # issued to n8 before the clock moved
+        clock.advance(31 * NS_PER_S)
+        late = sign_attestation(attest("n8", stale, measure(), clock=clock), signer("n8").key)
+        reply = await n1.request(SUBJECT_ATTEST, encode_envelope(late), timeout_s=2.0)
+        assert [f.reason for f in VERDICT_DECODER.decode(reply).findings] == [
+            AdmissionReason.CHALLENGE_UNKNOWN
+        ]
+    finally:
+        await alice.close()
+        await n1.close()
+        await n2.close()
+        await service.plane.close()

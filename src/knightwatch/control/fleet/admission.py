@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 
 import msgspec
 
@@ -116,8 +116,17 @@ class AdmissionService:
         self._max_age_ns = int(max_age_s * NS_PER_S)
         self._max_pending_per_node = max_pending_per_node
         self._max_pending = max_pending
-        self._pending: dict[str, dict[str, int]] = {}
-        """Per node name: the challenges issued and not yet answered (nonce -> issued at)."""
+        self._pending: dict[str, OrderedDict[str, int]] = {}
+        """Per node name: the challenges issued and not yet answered (nonce -> issued at),
+        oldest first."""
+        self._issued: OrderedDict[str, str] = OrderedDict()
+        """Every challenge not yet answered (nonce -> node name), oldest first: expiry
+        looks only at its front, so a request costs O(1) amortised however many are
+        pending (rebuilding `_pending` on every request let a flood of requests hold the
+        service, one at a time, for all of them each time)."""
+        self.examined = 0
+        """Unanswered challenges looked at by expiry so far: the work it costs (at most one
+        more per request than it forgets)."""
         self.challenges_refused: Counter[str] = Counter()
         """Refused challenge requests, per reason code."""
 
@@ -195,39 +204,61 @@ class AdmissionService:
                 CHALLENGE_MALFORMED, "?", f"node name {node[:64]!r} is not {NAME_RULE}"
             )
         now = self.clock.time_ns()
-        horizon = now - self._max_age_ns
-        self._pending = {
-            n: kept
-            for n, issued in self._pending.items()
-            if (kept := {nonce: at for nonce, at in issued.items() if at >= horizon})
-        }
-        mine = self._pending.get(node, {})
-        if len(mine) >= self._max_pending_per_node:
+        self._expire(now)
+        mine = self._pending.get(node)
+        if mine is not None and len(mine) >= self._max_pending_per_node:
             # nothing here says who asked: refusing the newest let anyone holding the
             # name's places (16 requests a `max_age`) keep its node from being admitted
             # for good; the oldest unanswered one makes way instead (`_withdraw`)
             self._withdraw(node, mine)
-        elif (
-            node not in self.roster
-            and (pending := sum(len(issued) for issued in self._pending.values()))
-            >= self._max_pending
-        ):
+        elif node not in self.roster and len(self._issued) >= self._max_pending:
             return self._refuse_challenge(
                 CHALLENGE_PENDING_TOTAL,
                 node,
-                f"not enrolled, and {pending} challenges are unanswered (limit "
+                f"not enrolled, and {len(self._issued)} challenges are unanswered (limit "
                 f"{self._max_pending})",
             )
         nonce = self.admitter.challenge(node)
-        self._pending.setdefault(node, {})[nonce] = now
+        self._pending.setdefault(node, OrderedDict())[nonce] = now
+        self._issued[nonce] = node
         return nonce.encode()
 
-    def _withdraw(self, node: str, mine: dict[str, int]) -> None:
+    def _live(self, issued_ns: int, now: int) -> bool:
+        """A challenge is answerable within `max_age` of its issue, either way (the wall
+        clock may step back)."""
+        return -self._max_age_ns <= now - issued_ns <= self._max_age_ns
+
+    def _expire(self, now: int) -> None:
+        """Forget the unanswered challenges that expired, from the oldest (the Admitter
+        forgets its own); one stamped before the wall clock stepped back may wait behind a
+        newer one a while longer, and its answer is checked for age itself."""
+        issued = self._issued
+        while issued:
+            self.examined += 1
+            nonce = next(iter(issued))
+            node = issued[nonce]
+            if self._live(self._pending[node][nonce], now):
+                return
+            self._forget(node, nonce)
+
+    def _forget(self, node: str, nonce: str) -> int | None:
+        """Take `nonce` off `node`'s unanswered challenges: when it was issued, or None if it
+        is not one of them."""
+        mine = self._pending.get(node)
+        at = mine.pop(nonce, None) if mine is not None else None
+        if at is None:
+            return None
+        del self._issued[nonce]
+        if not mine:
+            del self._pending[node]
+        return at
+
+    def _withdraw(self, node: str, mine: OrderedDict[str, int]) -> None:
         """Withdraw the oldest unanswered challenge for `node` (the Admitter forgets it too,
         so memory stays bounded): a node's own request always gets a nonce, and a flood in
         its name must outpace its answer, counted and logged, to keep it out."""
         nonce = next(iter(mine))  # issued in order: the first is the oldest
-        del mine[nonce]
+        self._forget(node, nonce)
         self.admitter.withdraw(nonce)
         self.challenges_refused[CHALLENGE_PENDING_NODE] += 1
         log.warning(
@@ -277,7 +308,8 @@ class AdmissionService:
                 return Verdict("", False, "refused", "", "", (finding,), now)
             # a signature is checked only against a challenge still unanswered, and once:
             # the attempt spends it (a forgery repeated with one nonce costs no more checks)
-            if self._pending.get(node, {}).pop(nonce, None) is None:
+            at = self._forget(node, nonce)
+            if at is None or not self._live(at, now):
                 finding = Finding(
                     AdmissionReason.CHALLENGE_UNKNOWN,
                     node,
