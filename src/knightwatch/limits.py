@@ -335,13 +335,11 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         overrides: dict[str, dict[str, Override]] = {"strategy": {}, "symbol": {}}
         for top, value in data.items():
             if top == "version":
-                if (p := FLEET_RULES["version"].problem(value)) is not None:
+                p = FLEET_RULES["version"].problem(value)
+                if p is None:
+                    p = _version_problem(value)
+                if p is not None:
                     problems.append(f"version: {p} (got {quoted(value)})")
-                elif len(value) > VERSION_MAX_CHARS:
-                    problems.append(
-                        f"version: must be at most {VERSION_MAX_CHARS} characters "
-                        f"(got {quoted(value)})"
-                    )
                 else:
                     fleet["version"] = value
             elif top == "fleet":
@@ -350,7 +348,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     continue
                 for key, v in value.items():
                     if key in ("strategy", "symbol", "version") or key not in FLEET_RULES:
-                        problems.append(f"fleet.{key}: unknown key")
+                        problems.append(f"fleet.{_key_text(key)}: unknown key")
                     elif (p := FLEET_RULES[key].problem(v)) is not None:
                         problems.append(f"fleet.{key}: {p} (got {quoted(v)})")
                     else:
@@ -367,7 +365,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     if ov is not None:
                         overrides[top][name] = ov
             else:
-                problems.append(f"{top}: unknown key (expected version, fleet, strategy, symbol)")
+                problems.append(
+                    f"{_key_text(top)}: unknown key (expected version, fleet, strategy, symbol)"
+                )
         if problems:
             raise LimitsError([f"{source}: {p}" for p in problems])
         return cls(**fleet, strategy=overrides["strategy"], symbol=overrides["symbol"])
@@ -380,6 +380,34 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         except InputFileError as exc:
             raise LimitsError([str(exc)]) from None
         return cls.from_mapping(data, source=str(p))
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _key_text(key: str) -> str:
+    """An unknown key as an error names it: as written when it is a plain word, else quoted
+    and cut (a key is the file's text: a newline in it forged a second problem line, an
+    escape sequence reached the terminal, a 100 KB key was echoed whole)."""
+    return key if _PLAIN_KEY.fullmatch(key) else quoted(key)
+
+
+def _version_problem(version: str) -> str | None:
+    """A file's `version` is a label in every decision, audit record, log line and metric,
+    and the ramp reads a stage back from its end: one that is padded, carries a control
+    character (a newline forges a log line, an escape sequence rewrites the operator's
+    terminal) or already ends like a ramp stage ("v1@1%": a node at full limits would read
+    as within every stage, so the ramp's check that nodes applied a stage passed for a
+    node that did not) is refused."""
+    if len(version) > VERSION_MAX_CHARS:
+        return f"must be at most {VERSION_MAX_CHARS} characters"
+    if version != version.strip():
+        return "must not start or end with whitespace"
+    if not version.isprintable():
+        return "must not contain control characters"
+    if _SCALED_SUFFIX.search(version):
+        return "must not end in @N% (reserved: a ramp stage's limits are named so)"
+    return None
 
 
 def _name_problem(name: object, kind: str) -> str | None:
@@ -408,7 +436,7 @@ def _override(where: str, table: Any, section: str, problems: list[str]) -> Over
     good: dict[str, Any] = {}
     for key, v in table.items():
         if key not in OVERRIDE_RULES:
-            problems.append(f"{where}.{key}: unknown key for a {section} override")
+            problems.append(f"{where}.{_key_text(key)}: unknown key for a {section} override")
         elif key in ("tick_size", "lot_size") and section != "symbol":
             problems.append(f"{where}.{key}: only a symbol override may set {key}")
         elif (p := OVERRIDE_RULES[key][0].problem(v)) is not None:

@@ -107,6 +107,16 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
         "kill", "--node", "ghost", "--reason", "x", "--timeout", "0.2", *as_("alice")
     )
     assert code == 1 and "not confirmed" in out and "ghost" in out
+    # a log level no command takes ("debug") refuses the others, never a kill: it was
+    # exit 2 with nothing sent
+    monkeypatch.setenv("KNIGHTWATCH_LOG", "debug")
+    code, out = invoke("status", *as_("carol"))
+    assert code == 2 and "KNIGHTWATCH_LOG" in out, out
+    code, out = invoke("kill", "--symbol", "LOGGED", "--reason", "log typo", *as_("alice"))
+    assert code == 0 and "warning: KNIGHTWATCH_LOG" in out and "stored at revision" in out, out
+    monkeypatch.delenv("KNIGHTWATCH_LOG")
+    code, out = invoke("status", "--symbol", "LOGGED", *as_("carol"))
+    assert code == 0 and "HALTED" in out and "log typo" in out, out
 
 
 async def limits_seen(state: Path, want: Callable[[str], bool]) -> dict[str, str]:

@@ -144,3 +144,46 @@ def test_identity_new_refuses_a_name_the_roster_would_refuse_and_writes_nothing(
     code, out = invoke("identity", "new", name, "--dir", str(tmp_path))
     assert code != 0 and "NAME: a roster name must be" in " ".join(out.split()), out
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_identity_new_refuses_an_empty_dir_and_writes_no_key_where_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blank: str
+) -> None:
+    """`--dir "$DIR"` with DIR unset arrived as "", read as `.`: a private key was written
+    into whatever directory the command was started in (a shared or checked-in one)."""
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("identity", "new", "carol", "--dir", blank)
+    assert code == 2 and "--dir" in out and "empty path" in " ".join(out.split()), out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("verb", ["add", "revoke", "rotate"])
+def test_a_proposal_out_path_that_cannot_be_written_is_refused_naming_out_before_connecting(
+    tmp_path: Path, verb: str
+) -> None:
+    """A missing directory for --out was `[Errno 2] No such file or directory` once the
+    roster had been read and the version signed, naming no option; a path that exists is
+    never overwritten. Both are said before anything connects (no server here)."""
+    code, out = invoke("identity", "new", "dave", "--dir", str(tmp_path))
+    assert code == 0, out
+    extra = {
+        "add": ["--public", str(tmp_path / "dave.pub"), "--role", "operator"],
+        "revoke": [],
+        "rotate": ["--public", str(tmp_path / "dave.pub")],
+    }[verb]
+    taken = tmp_path / "taken.json"
+    taken.write_text("another admin's proposal\n")
+    for target, rule in (
+        (tmp_path / "no" / "such" / "p.json", "is not a directory"),
+        (taken, "already exists; refusing to overwrite"),
+    ):
+        code, out = invoke(
+            "identity", verb, "dave", *extra, "--out", str(target),
+            "--nats-url", "nats://127.0.0.1:1", "--key", str(tmp_path / "dave.key"),
+        )  # fmt: skip
+        flat = "".join(out.split())
+        assert code == 2 and f"--out{target}:" in flat and "".join(rule.split()) in flat, out
+        assert "Errno" not in out and "127.0.0.1:1" not in out, out
+    assert taken.read_text() == "another admin's proposal\n"
+    assert not (tmp_path / "no").exists()

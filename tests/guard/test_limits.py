@@ -295,3 +295,88 @@ def test_a_scaled_version_names_the_percent_a_ramp_reads_back(fraction: float) -
     version = scaled(Limits(version="desk"), fraction).version
     assert scaled_percent(version) == ramp_percent(fraction)
     assert scaled_percent("desk") == 100 == scaled_percent("desk@x%")
+
+
+@pytest.mark.parametrize(
+    ("version", "needle"),
+    [
+        ("desk@1%", "version: must not end in @N% (reserved"),
+        ("desk@10%@100%", "version: must not end in @N%"),
+        ("v1\\nBLOCK_ORDER forged", "version: must not contain control characters"),
+        ("v1\\u001b[2J", "version: must not contain control characters"),
+        (" v1", "version: must not start or end with whitespace"),
+        ("v1\\t", "version: must not start or end with whitespace"),
+    ],
+)
+def test_a_version_that_forges_a_ramp_stage_or_a_line_is_refused(
+    tmp_path: Path, version: str, needle: str
+) -> None:
+    """A file's version "desk@1%" read as a node already at 1% of its limits, so the ramp's
+    check that every node applied a stage passed for a node trading at full limits; a
+    version with a newline or an escape sequence went into every log line and onto the
+    operator's terminal as written."""
+    path = write(tmp_path, f'version = "{version}"\n[fleet]\nmax_order_qty = 5\n')
+    with pytest.raises(LimitsError) as err:
+        Limits.from_toml(path)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}: ") and needle in problem, problem
+    result = CliRunner().invoke(app, ["limits", "check", str(path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 1 and "\x1b" not in result.output, result.output
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=130))
+def test_every_version_the_loader_takes_is_one_label_a_ramp_reads_as_unscaled(
+    version: str,
+) -> None:
+    try:
+        limits = Limits.from_mapping({"version": version})
+    except LimitsError:
+        return
+    assert limits.version == version.strip() and version.isprintable()
+    assert scaled_percent(limits.version) == 100
+
+
+def test_limits_check_says_each_problem_on_one_line(tmp_path: Path) -> None:
+    """Each problem (file, key, rule, value) was wrapped at the terminal's width, so the
+    line naming the key did not say the rule or the value it broke."""
+    path = write(
+        tmp_path,
+        'version = "v1"\n[fleet]\nmax_loss = nan\nmax_order_qty = -5\n'
+        "[strategy.rlp]\nmax_orders_per_s = 99999999999999999999\n",
+    )
+    result = CliRunner().invoke(app, ["limits", "check", str(path)], env={"COLUMNS": "60"})
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    for key, rule in (
+        ("fleet.max_loss", "must be finite (not NaN or infinity) (got nan)"),
+        ("fleet.max_order_qty", "must be >= 1 (got -5)"),
+        ("strategy.rlp.max_orders_per_s", "(got 99999999999999999999)"),
+    ):
+        (line,) = [line for line in lines if key in line]
+        assert str(path) in line and rule in line, result.output
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        ("", "x\\u001b[2Jy\\nforged: valid"),
+        ("[fleet]\n", "max_order_qty\\nfleet.max_loss: must be > 0"),
+        ("[strategy.rlp]\n", "\\u001b]0;pwned\\u0007"),
+        ("[symbol.IBM]\n", "k" * 100_000),
+    ],
+    ids=["top", "fleet", "strategy", "symbol"],
+)
+def test_an_unknown_key_is_named_on_one_line_quoted_and_cut(
+    tmp_path: Path, where: str, key: str
+) -> None:
+    """An unknown key was echoed as written: a newline in it forged a second problem line,
+    an escape sequence reached the operator's terminal, a 100 KB key was repeated whole."""
+    path = write(tmp_path, f'version = "v1"\n{where}"{key}" = 1\n')
+    with pytest.raises(LimitsError) as err:
+        Limits.from_toml(path)
+    (problem,) = err.value.problems
+    assert "unknown key" in problem and problem.isprintable() and len(problem) < 1000, problem
+    result = CliRunner().invoke(app, ["limits", "check", str(path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 1 and "\x1b" not in result.output, result.output
+    assert len(result.output.splitlines()) == 2 and len(result.output) < 1000, result.output

@@ -109,20 +109,35 @@ def _urls(text: str) -> list[str]:
     return urls
 
 
-def _run(make: Callable[[], Coroutine[Any, Any, T]], *, serves: bool = False) -> T:
+def _run(
+    make: Callable[[], Coroutine[Any, Any, T]], *, serves: bool = False, stops: bool = False
+) -> T:
     """Run one async command; expected failures become a red message and exit code 2.
 
     `serves`: a command that runs until stopped (a node, the gateway, the supervisor)
     and reads a socket per message: its socket reads come from the heap, and the code it
-    has loaded is frozen out of the garbage collector's walk (`knightwatch.cli.memory`)."""
+    has loaded is frozen out of the garbage collector's walk (`knightwatch.cli.memory`).
+
+    `stops`: a kill or drain. A bad `KNIGHTWATCH_LOG` refuses every other command, but a
+    stop is never gated on how it would be logged (`KNIGHTWATCH_LOG=debug` in an
+    operator's shell refused the kill, exit 2, nothing sent): it is said, and the kill
+    goes on logging at WARNING."""
     if serves:
         memory.serve_reads_from_heap()
         memory.freeze_startup_objects()
     try:
         logs.configure(os.environ.get("KNIGHTWATCH_LOG", "WARNING"))
     except ValueError as exc:
-        console.print(f"[red]error:[/red] KNIGHTWATCH_LOG: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        if not stops:
+            console.print(f"[red]error:[/red] KNIGHTWATCH_LOG: {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
+        console.print(
+            f"[yellow]warning:[/yellow] KNIGHTWATCH_LOG: {escape(str(exc))}; "
+            "the kill goes on, logging at WARNING",
+            highlight=False,
+            soft_wrap=True,
+        )
+        logs.configure("WARNING")
     try:
         return asyncio.run(make())
     except _EXPECTED as exc:  # a message quoting input ("[/x]") is shown, not read as markup
@@ -395,7 +410,7 @@ def kill(
                 raise  # after the kill (its evidence): the error names that step
             return str(exc)  # before it: connecting, or reading the roster
 
-    outcome = _run(sent_or_why)
+    outcome = _run(sent_or_why, stops=True)
     if isinstance(outcome, str):
         _not_sent(outcome)
     result = outcome

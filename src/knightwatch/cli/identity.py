@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, _run, session
-from knightwatch.cli.options import when
+from knightwatch.cli.options import nonempty_path, when
 from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.protocol import RevisionConflict
@@ -82,6 +82,16 @@ def _require_admin(store: TrustStore, signer: Signer) -> Roster:
     return roster
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an `--out` the proposal cannot be written to, before connecting: a missing
+    directory was `[Errno 2] No such file or directory` after the roster was read and the
+    version signed, naming no option."""
+    if out.exists() or out.is_symlink():
+        raise TrustError(f"--out {out}: already exists; refusing to overwrite")
+    if not out.parent.is_dir():
+        raise TrustError(f"--out {out}: {out.parent} is not a directory")
+
+
 def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -> Roster:
     """The next version with `members`, signed by `signer`, written to `out` (never over a
     file that exists)."""
@@ -98,6 +108,8 @@ def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -
             f.write(encode_envelope(envelope))
     except FileExistsError:
         raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+    except OSError as exc:
+        raise TrustError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     console.print(  # a path as given ("[/x].json"): shown, never read as markup
         escape(
             f"roster version {proposal.version} proposed in {out}, signed by {signer.name}; "
@@ -133,7 +145,10 @@ def _names(roster: Roster, name: str) -> list[Member]:
 def new(
     name: str = typer.Argument(..., help="your name on the roster (the key file's stem)"),
     out: Path | None = typer.Option(
-        None, "--dir", help="directory for NAME.key and NAME.pub (default ~/.knightwatch)"
+        None,
+        "--dir",
+        help="directory for NAME.key and NAME.pub (default ~/.knightwatch)",
+        parser=nonempty_path,  # `--dir "$DIR"` with DIR unset: not the directory it ran in
     ),
 ) -> None:
     """Create your key: NAME.key (0600, stays on this machine) and NAME.pub (give it to an
@@ -219,6 +234,7 @@ def add(
     async def go() -> None:
         roles = _roles(role)
         verify = load_verify_key(public)
+        _check_out(out)
         async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
             roster = _require_admin(store, signer)
             if roster.member(verify.key_id) is not None:
@@ -240,6 +256,7 @@ def revoke(
     """Propose a version revoking NAME now: nothing it signs from then on counts."""
 
     async def go() -> None:
+        _check_out(out)
         async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
             roster = _require_admin(store, signer)
             _names(roster, name)
@@ -268,6 +285,7 @@ def rotate(
 
     async def go() -> None:
         verify = load_verify_key(public)
+        _check_out(out)
         async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
             roster = _require_admin(store, signer)
             old = _names(roster, name)

@@ -21,9 +21,11 @@ def check(file: Path = typer.Argument(..., help="limits TOML file")) -> None:
     try:
         limits = Limits.from_toml(file)
     except LimitsError as exc:
-        console.print(f"[red]{escape(str(file))}: invalid[/red]")
+        # one line per problem, never wrapped: each names the file, the key and the rule,
+        # and a script or grep reading the output gets all three on the line it matches
+        console.print(f"[red]{escape(str(file))}: invalid[/red]", soft_wrap=True)
         for p in exc.problems:
-            console.print(f"  [red]•[/red] {escape(p)}", markup=True, highlight=False)
+            console.print(f"  [red]•[/red] {escape(p)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     # the file's own strings (its name, version, symbols) are shown, never read as markup:
     # a version "[/x]" would otherwise end a valid file's check with a traceback

@@ -1,7 +1,8 @@
 """A lane: what the Guard's hot path needs for one (strategy, symbol), found with one lookup.
 
 The limits an order is checked against depend on its strategy and symbol
-(overrides tighten the fleet's values), so they are resolved once per lane and
+(a strategy's or symbol's override replaces the fleet's value, tighter or looser; where
+both override a key the stricter wins), so they are resolved once per lane and
 kept here, with the fleet-wide numbers the checks read beside them: the hot
 path then reads plain attributes of one object instead of a `Limits` struct.
 The module is in the compiled build (`knightwatch.build.HOT_PATH`), where those
