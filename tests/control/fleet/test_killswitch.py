@@ -310,7 +310,7 @@ async def test_a_kill_of_a_key_that_cannot_be_stored_is_refused_before_anything_
     operator = switch(await backend.plane("alice"), clock, "alice")
     for key, rule in (
         ("", "must be a non-empty string"),
-        ("X" * 129, "must be at most 128 characters"),
+        ("X" * 130, "must be at most 129 characters"),
     ):
         with pytest.raises(KillSwitchError, match=f"symbol key: {rule}"):
             await operator.kill(Scope.SYMBOL, key, "typo", timeout_s=10.0, targets=["n1"])

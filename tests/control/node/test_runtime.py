@@ -21,7 +21,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.flags.activation import ActivationRequest
 from knightwatch.flags.state import FlagChange, FlagState
 from knightwatch.release.dsse import encode_envelope
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Scope, TradingState, pair_key
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.command import TrustReason
 from knightwatch.trust.flagproof import FlagSealer
@@ -475,11 +475,27 @@ async def test_a_replayed_resume_heard_live_by_a_node_that_never_held_the_halt()
     await stop_all(nodes)
 
 
-@pytest.mark.parametrize("key", ["", "k" * 129])
+async def test_the_longest_strategy_and_symbol_an_order_may_name_can_be_killed() -> None:
+    """A strategy and a symbol of 64 characters each make a valid order, and their joined
+    key 129 characters: a slot held at most 128, so `kill --strategy S --symbol Y` was
+    refused and that lane could trade on with no kill able to name it."""
+    _, _, nodes, ks = await fleet(1)
+    node = nodes[0]
+    strategy, symbol = "s" * 64, "Y" * 64
+    ids = OrderIds("o")
+    node.on_price(symbol, 100.0)
+    assert node.check(ids.order(symbol=symbol, strategy=strategy)).accepted
+    await ks.kill(Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol), "runaway")
+    assert node.check(ids.order(symbol=symbol, strategy=strategy)).reason is RejectReason.HALTED
+    assert node.check(ids.order(symbol="AAPL", strategy=strategy)).accepted
+    await stop_all(nodes)
+
+
+@pytest.mark.parametrize("key", ["", "k" * 130])
 async def test_an_announcement_whose_key_no_slot_can_hold_is_a_counted_refusal(
     key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A signed command for a key no slot can hold (empty, over 128 characters) raised out
+    """A signed command for a key no slot can hold (empty, over 129 characters) raised out
     of the node's handler on reading its slot, a traceback on every node and nothing
     counted. Now it is refused as malformed, counted and recorded like any bad command,
     and the node goes on applying the next kill."""

@@ -80,6 +80,7 @@ from knightwatch.control.plane.protocol import (
 from knightwatch.control.plane.wire import (
     ENCODER,
     GUARD_ACTOR,
+    MAX_STATE_KEY,
     RAMP_DECODER,
     STARTS_DECODER,
     SUBJECT_AUTO_HALT,
@@ -186,9 +187,9 @@ def _undecodable(entry: StateEntry) -> bool:
 
 def _slot_problem(scope: Scope, key: str) -> str | None:
     """Why no Guard latch can hold `key` of `scope`, or None: a key no slot can hold (empty,
-    over 128 characters), or one the Guard refuses to halt (only whitespace). Such an entry
-    is no command; before, a stored one raised out of every node's resync (no node could
-    start) and an announced one out of its handler."""
+    over `MAX_STATE_KEY` characters), or one the Guard refuses to halt (only whitespace).
+    Such an entry is no command; before, a stored one raised out of every node's resync
+    (no node could start) and an announced one out of its handler."""
     try:
         slot_of(scope, key)
     except StateKeyError as exc:
@@ -590,7 +591,7 @@ class NodeRuntime:
             path,
             entry.command_id,
             entry.scope.value,
-            entry.key[:128],
+            entry.key[:MAX_STATE_KEY],
             TradingState(entry.state).name,
             entry.actor[:64],
             exc.reason.value,
@@ -600,7 +601,7 @@ class NodeRuntime:
             "command_refused",
             command_id=entry.command_id[:64],
             scope=entry.scope.value,
-            key=entry.key[:128],
+            key=entry.key[:MAX_STATE_KEY],
             state=TradingState(entry.state).name,
             actor=entry.actor[:64],
             reason=exc.reason.value,

@@ -15,6 +15,7 @@ import msgspec
 
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
 from knightwatch.release.dsse import Envelope, add_signature
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason, Finding
@@ -221,6 +222,11 @@ class AuditEnvelope(msgspec.Struct, frozen=True):
         return self.records.splitlines()
 
 
+MAX_STATE_KEY = MAX_ID_LEN + 1 + MAX_SYMBOL_LEN
+"""The longest scope key: a strategy and a symbol as long as an order may name them, joined
+(`pair_key`). Shorter, an order could trade in a strategy and symbol no kill could name."""
+
+
 class StateKeyError(KnightwatchError, ValueError):
     """A scope key that cannot be stored; names the rule."""
 
@@ -234,9 +240,9 @@ def slot_of(scope: Scope, key: str) -> str:
     """
     if not key:
         raise StateKeyError(f"{scope.value} key: must be a non-empty string")
-    if len(key) > 128:
+    if len(key) > MAX_STATE_KEY:
         raise StateKeyError(
-            f"{scope.value} key: must be at most 128 characters (got {quoted(key)})"
+            f"{scope.value} key: must be at most {MAX_STATE_KEY} characters (got {quoted(key)})"
         )
     token = key if _PLAIN_KEY.fullmatch(key) else "=" + key.encode().hex()
     return f"{scope.value}.{token}"
