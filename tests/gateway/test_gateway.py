@@ -78,6 +78,27 @@ def test_limit_order_without_price_is_refused_invalid(rig: Rig) -> None:
     assert rig.oms.wait_report("B2", "8").get(F.TEXT).startswith("knightwatch:invalid_order ")
 
 
+@pytest.mark.parametrize(
+    ("price", "text"),
+    [("0", "Price(44): must be > 0 (got 0.0)"), ("-5", "Price(44): must be > 0 (got -5.0)")],
+)
+def test_a_refusal_from_the_orders_own_validation_names_the_fix_tag(
+    rig: Rig, price: str, text: str
+) -> None:
+    """A price the order's own rules refuse was answered "price: must be > 0", the rule
+    without the tag: every other refusal names the FIX tag (an OMS looks it up). A
+    replace's refusal names it too."""
+    msg = rig.oms.order_message("B3", "L000", BUY, 100, 100.0)
+    msg.setField(F.PRICE, price)
+    rig.oms.send(msg)
+    assert rig.oms.wait_report("B3", "8").get(F.TEXT) == f"knightwatch:invalid_order {text}"
+    rest(rig, "B4")
+    rig.oms.replace("B5", "B4", "L000", BUY, 100, float(price))
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "B5")
+    assert rej.get(F.TEXT) == f"knightwatch:invalid_order {text}"
+    assert rig.venue.stats.orders == 1 and rig.guard.working_qty("L000") == (100, 0)
+
+
 def test_duplicate_clordid_across_sessions_is_refused(rig_factory: Callable[..., Rig]) -> None:
     rig = rig_factory(clients=("OMS1", "OMS2")).start().ready()
     a, b = rig.clients["OMS1"], rig.clients["OMS2"]
@@ -495,6 +516,143 @@ def test_an_order_the_venue_ends_under_a_replaces_clordid_releases_the_reservati
     assert rig.gateway.book.requests == {} and not rig.guard.halts()
 
 
+def hold_replaces(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[tuple[F.In, Any]]:
+    """The venue takes replaces and answers none of them (yet): each is kept with its session."""
+    held: list[tuple[F.In, Any]] = []
+    monkeypatch.setattr(rig.venue, "_replace", lambda msg, sid, key: held.append((msg, sid)))
+    return held
+
+
+@pytest.mark.parametrize("late", ["reject", "replaced", "none"])
+def test_an_order_the_venue_cancels_on_its_own_while_a_replace_is_in_flight_frees_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, late: str
+) -> None:
+    """The venue cancels order G1 on its own (150=4 under G1) while the client's replace
+    G2 (up to 300) is in flight. Before, the replace's reservation (200 more) stayed held
+    in the Guard until the venue answered the replace, and for ever if it never did.
+    It is given back when the order ends; the venue's late answer still reaches the
+    client if it refuses the replace, and one saying it replaced the finished order is
+    never applied (recorded `venue_report_unapplied`, the node halts, nothing relayed)."""
+    rest(rig, "G1", qty=100)
+    held = hold_replaces(rig, monkeypatch)
+    rig.oms.replace("G2", "G1", "L000", BUY, 300, below(rig, "L000"))
+    eventually(lambda: held, what="replace reached the venue")
+    assert rig.guard.working_qty("L000") == (300, 0)
+    order_id = rig.venue.find("G1").order_id
+    rig.venue.misreport("G1", "4", [(F.EXEC_ID, "XC1"), (F.ORD_STATUS, "4"),
+                                    (F.LEAVES_QTY, "0")])  # fmt: skip
+    rig.oms.wait_report("G1", "4")
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="reservation given back")
+    assert rig.gateway.book.live() == [] and rig.guard.remaining("OMS1:G1") is None
+    _, sid = held[0]
+    if late == "reject":
+        rig.venue._cancel_reject(sid, "G2", "G1", None, "2", F.CXL_TOO_LATE)
+        rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "G2")
+        assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
+        assert rig.guard.halts() == {} and rig.gateway.book.requests == {}
+    elif late == "replaced":
+        venue_says(rig, [(F.ORDER_ID, order_id), (F.CL_ORD_ID, "G2"), (F.ORIG_CL_ORD_ID, "G1"),
+                         (F.EXEC_ID, "XR1"), (F.EXEC_TYPE, "5"), (F.ORD_STATUS, "0"),
+                         (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "300"),
+                         (F.LEAVES_QTY, "300"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),
+                         (F.TRANSACT_TIME, F.now_utc())])  # fmt: skip
+        eventually(lambda: rig.guard.halts(), what="halt")
+        (halt,) = rig.guard.halts().values()
+        assert halt.code is RejectReason.FILL_MISMATCH and "OMS1:G1" in halt.reason
+        assert [e["data"]["exec_id"] for e in rig.events("venue_report_unapplied")] == ["XR1"]
+        assert rig.gateway.book.live() == [] and rig.guard.working_qty("L000") == (0, 0)
+        assert rig.guard.remaining("OMS1:G2") is None
+    assert not [r for r in rig.oms.received if r.get(F.EXEC_ID) == "XR1"]
+    assert rig.guard.working_qty("L000") == (0, 0)
+
+
+def test_an_order_the_venue_refuses_while_a_replace_is_in_flight_frees_the_replace(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client replaces its order before the venue answered it, and the venue then
+    refuses the order (BusinessMessageReject naming its ClOrdID). Before, the order left
+    the Guard's working count but the replace's reservation (200 more) stayed held until
+    the venue answered the replace, for ever if it never did."""
+    orders: list[F.In] = []
+    monkeypatch.setattr(rig.venue, "_new", lambda msg, sid, key: orders.append(msg))
+    held = hold_replaces(rig, monkeypatch)
+    rig.oms.new_order("N1", "L000", BUY, 100, below(rig, "L000"))
+    eventually(lambda: orders, what="order reached the venue")
+    rig.oms.replace("N2", "N1", "L000", BUY, 300, below(rig, "L000"))
+    eventually(lambda: held, what="replace reached the venue")
+    assert rig.guard.working_qty("L000") == (300, 0)
+    sid = held[0][1]
+    refusal = [(F.REF_SEQ_NUM, str(orders[0].seq)), (F.REF_MSG_TYPE, F.NEW_ORDER),
+               (F.BUSINESS_REJECT_REF_ID, "N1"), (F.BUSINESS_REJECT_REASON, "0"),
+               (F.TEXT, "throttled")]  # fmt: skip
+    assert F.send(F.message(F.BUSINESS_REJECT, refusal), sid)
+    rig.oms.wait_report("N1", "8")
+    eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="reservation given back")
+    rig.venue._cancel_reject(sid, "N2", "N1", None, "2", F.CXL_UNKNOWN_ORDER)  # late answer
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "N2")
+    assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
+    assert rig.guard.working_qty("L000") == (0, 0) and rig.guard.halts() == {}
+
+
+def test_a_status_request_under_the_clordid_before_a_replace_answers_the_order(
+    rig: Rig,
+) -> None:
+    """An OMS that has not seen the replace's answer asks the status of its order under
+    the ClOrdID it knows. Before, the gateway answered "unknown order" (39=8) while the
+    order worked at the venue: an OMS could take a live order for dead. The order's
+    current status is the answer, under its current ClOrdID, OrigClOrdID the one asked."""
+    rest(rig, "Q1", qty=100)
+    rig.oms.replace("Q2", "Q1", "L000", BUY, 200, below(rig, "L000"))
+    rig.oms.wait_report("Q2", "5")
+    rig.oms.send(F.message(F.STATUS_REQUEST, [(F.CL_ORD_ID, "Q1"), (F.SYMBOL, "L000"),
+                                               (F.SIDE, BUY)]))  # fmt: skip
+    got = rig.oms.wait_for(lambda r: r.get(F.EXEC_TYPE) == "I", what="status")
+    assert (got.get(F.CL_ORD_ID), got.get(F.ORIG_CL_ORD_ID)) == ("Q2", "Q1")
+    assert (got.get(F.ORD_STATUS), got.get(F.LEAVES_QTY)) == ("0", "200")
+    assert got.get(F.TEXT) != "unknown order"
+
+
+def mass_status(rig: Rig, req: str, fields: list[tuple[int, str]]) -> list[Any]:
+    """Send an OrderMassStatusRequest; the answers to it (ExecutionReports naming it, or a
+    BusinessMessageReject naming it), once complete."""
+    rig.oms.send(F.message(F.MASS_STATUS, [(F.MASS_STATUS_REQ_ID, req), *fields]))
+
+    def answers() -> list[Any]:
+        got = [
+            r
+            for r in rig.oms.received
+            if r.get(F.MASS_STATUS_REQ_ID) == req or r.get(F.BUSINESS_REJECT_REF_ID) == req
+        ]
+        done = any(r.mtype == F.BUSINESS_REJECT or r.get(F.LAST_RPT_REQUESTED) == "Y" for r in got)
+        return got if done else []
+
+    result: list[Any] = eventually(answers, what=f"answers to {req}")
+    return result
+
+
+def test_an_order_mass_status_request_honours_its_type(rig: Rig) -> None:
+    """MassStatusReqType(585) was ignored: a client asking for one instrument's orders got
+    every working order of its session. 7 is every order of the session, 1 one
+    instrument; any other type (or 1 naming no instrument) is refused with a
+    BusinessMessageReject naming 585 (or the missing tag), never an answer of all."""
+    rest(rig, "M1", symbol="L000")
+    rest(rig, "M2", symbol="L001")
+    every = mass_status(rig, "S7", [(F.MASS_STATUS_REQ_TYPE, "7")])
+    assert sorted(r.get(F.CL_ORD_ID) for r in every) == ["M1", "M2"]
+    one = mass_status(rig, "S1", [(F.MASS_STATUS_REQ_TYPE, "1"), (F.SYMBOL, "L001")])
+    assert [(r.get(F.CL_ORD_ID), r.get(F.TOT_NUM_REPORTS)) for r in one] == [("M2", "1")]
+    none = mass_status(rig, "S0", [(F.MASS_STATUS_REQ_TYPE, "1"), (F.SYMBOL, "M000")])
+    assert [r.get(F.TOT_NUM_REPORTS) for r in none] == ["0"]
+    for req, fields, text in (
+        ("S3", [(F.MASS_STATUS_REQ_TYPE, "3")], "MassStatusReqType(585) 3 is not supported"),
+        ("S5", [(F.MASS_STATUS_REQ_TYPE, "5")], "MassStatusReqType(585) 5 is not supported"),
+        ("S1x", [(F.MASS_STATUS_REQ_TYPE, "1")], "Symbol(55) is required with MassStatusReq"),
+    ):
+        (rej,) = mass_status(rig, req, fields)
+        assert rej.mtype == F.BUSINESS_REJECT and rej.get(F.REF_MSG_TYPE) == F.MASS_STATUS
+        assert rej.get(F.TEXT).startswith(f"knightwatch:invalid_order {text}")
+
+
 def test_replace_down_keeps_the_old_leaves_reserved_until_the_venue_answers(rig: Rig) -> None:
     rest(rig, "G3", qty=400)
     with rig.venue.lock:
@@ -684,7 +842,9 @@ def test_a_cancel_of_another_clients_order_is_refused_and_never_reaches_the_venu
     a.cancel("C2", "V1", "L000", BUY, 100)
     rej = a.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C2")
     assert rej.get(F.CXL_REJ_RESPONSE_TO) == "1" and rej.get(F.CXL_REJ_REASON) == "1"
-    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order order V1 is not an order of")
+    assert rej.get(F.TEXT).startswith(
+        "knightwatch:invalid_order OrigClOrdID(41): order V1 is not an order of"
+    )
     time.sleep(0.1)
     assert [o.clordid for o in rig.venue.working()] == ["V1"]  # nothing reached the venue
     assert not [r for r in b.received if r.get(F.CL_ORD_ID) == "C2"]
@@ -703,7 +863,9 @@ def test_a_cancel_naming_another_clients_order_by_its_previous_clordid_is_refuse
     b.wait_report("V2", "5")
     a.cancel("C2", "V1", "L000", BUY, 100)
     rej = a.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "C2")
-    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order order V1 is not an order of")
+    assert rej.get(F.TEXT).startswith(
+        "knightwatch:invalid_order OrigClOrdID(41): order V1 is not an order of"
+    )
     time.sleep(0.1)
     assert rig.venue.stats.cancels == 0 and [o.clordid for o in rig.venue.working()] == ["V2"]
     b.cancel("V2x", "V1", "L000", BUY, 100)  # its own client may
@@ -872,13 +1034,16 @@ def test_a_clients_own_cancel_is_answered_under_its_clordid_after_a_gateway_canc
 def test_a_replace_keeps_the_instrument_and_side_the_guard_checked(rig: Rig) -> None:
     rest(rig, "R1", qty=100)
     px = below(rig, "L000")
-    for cid, symbol, side in (("R2", "L001", BUY), ("R3", "L000", SELL)):
+    for cid, symbol, side, tag in (
+        ("R2", "L001", BUY, "Symbol(55)"),
+        ("R3", "L000", SELL, "Side(54)"),
+    ):
         rig.oms.replace(cid, "R1", symbol, side, 100, px)
         rej = rig.oms.wait_for(
             lambda r, cid=cid: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == cid
         )
         assert rej.get(F.CXL_REJ_RESPONSE_TO) == "2"
-        assert rej.get(F.TEXT).startswith("knightwatch:invalid_order a replace keeps")
+        assert rej.get(F.TEXT).startswith(f"knightwatch:invalid_order {tag}: a replace keeps")
     time.sleep(0.1)
     assert rig.venue.find("R2") is None and rig.venue.find("R3") is None
     assert rig.guard.working_qty("L000") == (100, 0)
@@ -1150,6 +1315,35 @@ def test_a_report_the_gateway_has_no_meaning_for_halts_and_a_kill_still_cancels_
     assert rig.guard.working_qty("L000") == (0, 0) and not rig.venue.working()
 
 
+@pytest.mark.parametrize(
+    ("exec_type", "status"), [("6", "4"), ("0", "2"), ("4", "0"), ("C", "1"), ("8", "0")]
+)
+def test_a_report_whose_exec_type_and_ord_status_disagree_halts_and_is_not_applied(
+    rig: Rig, exec_type: str, status: str
+) -> None:
+    """A pending or new report saying the order is finished, or a cancel, expiry or
+    reject saying it still works. Before, the first took the order out of the gateway's
+    working index while the Guard counted it (a kill skipped it, its drain counted it
+    done), the second ended it in the Guard while the book kept it working (an order at
+    the venue no limit counted). Neither is applied or relayed: recorded, the node
+    halts, the order stays counted and working, and a kill cancels it."""
+    rest(rig, "S1", qty=100)
+    rig.venue.misreport("S1", exec_type, [(F.ORD_STATUS, status), (F.EXEC_ID, "XS1")])
+    rig.venue.misreport("S1", "0", [(F.EXEC_ID, "MARK")])  # after it on the same session
+    rig.oms.wait_for(lambda r: r.get(F.EXEC_ID) == "MARK", what="marker")
+    assert not [r for r in rig.oms.received if r.get(F.EXEC_ID) == "XS1"]
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert f"ExecType(150)={exec_type} " in halt.reason and "disagree" in halt.reason
+    assert [e["data"]["exec_id"] for e in rig.events("venue_report_unapplied")] == ["XS1"]
+    assert rig.guard.remaining("OMS1:S1") == 100
+    assert rig.gateway.still_working(Scope.FLEET, "fleet") == ["OMS1:S1"]
+    assert rig.gateway.cancel_scope(Scope.SYMBOL, "L000", "x") == ["OMS1:S1"]
+    rig.oms.wait_report("S1", "4")
+    eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="drained")
+    assert rig.guard.working_qty("L000") == (0, 0) and not rig.venue.working()
+
+
 def test_a_venue_report_the_fix_engine_refuses_halts(rig: Rig) -> None:
     """A fill without a field the data dictionary requires (LeavesQty) is refused by the
     engine with a session Reject before the gateway sees it, and dropped: before, nothing
@@ -1198,6 +1392,29 @@ def test_a_replace_under_a_clordid_never_sent_halts_with_fill_mismatch(rig: Rig)
     eventually(lambda: rig.guard.halts(), what="halt")
     (halt,) = rig.guard.halts().values()
     assert halt.code is RejectReason.FILL_MISMATCH and "ZZZ" in halt.reason
+
+
+def test_a_replaced_report_with_no_replace_in_flight_is_recorded_not_relayed_or_applied(
+    rig: Rig,
+) -> None:
+    """The venue reports order A replaced (150=5, 4,000 working) under A's own ClOrdID
+    though no replace of it is in flight. Before, the node halted but the report was
+    relayed to A's client (told its order now works 4,000) and its status and LeavesQty
+    taken into the book. Like any report the gateway cannot apply exactly, it is
+    recorded `venue_report_unapplied`, never relayed, and A stays as it was."""
+    rest(rig, "A")
+    rig.venue.misreport("A", "5", [(F.EXEC_ID, "X5"), (F.ORDER_QTY, "4000"),
+                                   (F.LEAVES_QTY, "4000")])  # fmt: skip
+    rig.venue.misreport("A", "0", [(F.EXEC_ID, "MARK")])  # after it on the same session
+    rig.oms.wait_for(lambda r: r.get(F.EXEC_ID) == "MARK", what="marker")
+    assert not [r for r in rig.oms.received if r.get(F.EXEC_ID) == "X5"]
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert "ExecType(150)=5 (replaced) for OMS1:A" in halt.reason
+    assert [e["data"]["exec_id"] for e in rig.events("venue_report_unapplied")] == ["X5"]
+    go = rig.gateway.book.orders["A"]
+    assert (go.status, go.qty, go.leaves) == ("0", 100, 100)
+    assert rig.guard.remaining("OMS1:A") == 100
 
 
 def test_a_fill_under_a_foreign_clordid_naming_an_order_as_orig_halts_and_is_booked_apart(
@@ -2685,7 +2902,9 @@ def test_a_bust_or_correction_naming_another_orders_execution_halts(
     fill of order A: before, A's fill was taken back (or corrected) as B's, B's filled
     quantity went to -100 (or 20) and nothing halted. An order's bust or correction
     takes back only its own executions; another is a picture the gateway cannot trust:
-    nothing is taken back and the node halts `fill_mismatch`."""
+    nothing is taken back and the node halts `fill_mismatch`. Nor is it relayed or its
+    OrdStatus and LeavesQty taken (before, B's client was told 20 filled): recorded
+    `venue_report_unapplied`, as any report the gateway cannot apply exactly."""
     rest(rig, "A", qty=200)
     rest(rig, "B", qty=200)
     exec_id = rig.venue.execute("A", 100, 99.5)
@@ -2700,8 +2919,13 @@ def test_a_bust_or_correction_naming_another_orders_execution_halts(
          (F.CUM_QTY, "20"), (F.AVG_PX, "99.5"), (F.LAST_QTY, "20"), (F.LAST_PX, "99.5"),
          (F.TRANSACT_TIME, F.now_utc())],
     )  # fmt: skip
-    eventually(lambda: rig.guard.halts(), what="halt")
+    rig.venue.misreport("B", "0", [(F.EXEC_ID, "MARK")])  # after it on the same session
+    rig.oms.wait_for(lambda r: r.get(F.EXEC_ID) == "MARK", what="marker")
     (halt,) = rig.guard.halts().values()
     assert halt.code is RejectReason.FILL_MISMATCH and exec_id in halt.reason
     assert rig.guard.position("L000") == 100
     assert rig.gateway.book.orders["B"].cum == 0 and rig.gateway.book.orders["A"].cum == 100
+    # not relayed (B's client was told 20 filled, 180 left) nor taken into the book
+    assert not [r for r in rig.oms.received if r.get(F.EXEC_ID) == "EX-WRONG"]
+    assert [e["data"]["exec_id"] for e in rig.events("venue_report_unapplied")] == ["EX-WRONG"]
+    assert (rig.gateway.book.orders["B"].status, rig.gateway.book.orders["B"].leaves) == ("0", 200)

@@ -125,6 +125,10 @@ class Request:
     answer_as: str = ""
     """The client's own ClOrdID when the request went to the venue under the gateway's
     (`next_id`): the venue's answers reach the client under it."""
+    released: bool = False
+    """A replace whose order ended while it was in flight (the venue cancelled, expired
+    or filled it on its own): its reservation in the Guard was given back then, and
+    the venue's late answer to it is told to the client but never applied."""
 
 
 class GatewayBook:

@@ -86,6 +86,17 @@ _FINISHED = frozenset({"2", "3", "4", "8", "B", "C"})
 """OrdStatus values of an order that can no longer execute: filled, done for day,
 cancelled, rejected, calculated, expired."""
 
+_ENDS = frozenset({F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY})
+"""Reports that end an order: their OrdStatus must be a finished one."""
+_GOES_ON = frozenset({F.ExecKind.NEW, F.ExecKind.PENDING})
+"""Reports that leave an order working: their OrdStatus must be a working one."""
+
+_ENDS_REPLACE = frozenset(
+    {F.ExecKind.REJECTED, F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY}
+)
+"""What the late answer to a replace of an order that ended meanwhile may say
+(`Request.released`)."""
+
 _MARKET_TYPES = ("1", "3")  # market, stop
 _LIMIT_TYPES = ("2", "4")  # limit, stop limit
 _ALLOWED = frozenset(
@@ -698,7 +709,7 @@ class Gateway(Handler):
             d = Decision(
                 False,
                 R.DUPLICATE_ORDER_ID,
-                f"ClOrdID {clordid} is in use on the venue session (by another session, "
+                f"ClOrdID(11) {clordid} is in use on the venue session (by another session, "
                 "an order or a request in flight)",
             )
             self.guard.refuse(parsed, d)
@@ -769,14 +780,17 @@ class Gateway(Handler):
         try:
             qty = self.guard.lots(symbol, qty_text)
         except InvalidOrder as exc:
-            return bad(f"OrderQty(38): {exc}")
+            return bad(f"OrderQty(38): {str(exc).removeprefix('qty: ')}")
         ord_type = msg[F.ORD_TYPE]
         price: float | None = None
         if ord_type in _LIMIT_TYPES:
             text = msg.get(F.PRICE)
             if text is None:
                 return bad(f"Price(44) is required for OrdType(40)={ord_type}")
-            price = float(text)
+            try:
+                price = float(text)
+            except ValueError:
+                return bad(f"Price(44): must be a number (got {F.clean(text)[:32]!r})")
         elif ord_type not in _MARKET_TYPES:
             return bad(f"OrdType(40)={ord_type} is not supported by the gateway")
         parent_id = msg.get(self.cfg.parent_tag)
@@ -787,26 +801,41 @@ class Gateway(Handler):
         try:
             return Order(gid, strategy, symbol, side, qty, price, parent_id)
         except InvalidOrder as exc:
-            return bad(str(exc))
+            # the FIX tag the rule is about, as every other refusal names it (before, a
+            # price <= 0 was refused "price: must be > 0", no tag an OMS could look up)
+            tags = {
+                "id": "ClOrdID(11)",
+                "symbol": self._instrument_name(),
+                "qty": "OrderQty(38)",
+                "price": "Price(44)",
+                "parent_id": f"tag {self.cfg.parent_tag} (parent)",
+            }
+            rule = str(exc).removeprefix(f"{exc.field}: ")
+            return bad(f"{tags.get(exc.field, exc.field)}: {rule}")
 
     def _parent(self, symbol: str, parent_id: str, qty_text: str | None) -> Decision | None:
         """Register a parent the first time a child names it with its quantity."""
         known = self.guard.parent_qty(parent_id)
         if qty_text is None:
             return None
+        where = f"tag {self.cfg.parent_qty_tag} (parent quantity)"
         try:
             qty = self.guard.lots(symbol, qty_text)
         except InvalidOrder as exc:
-            return Decision(False, R.INVALID_ORDER, f"parent quantity tag: {exc}")
+            return Decision(False, R.INVALID_ORDER, f"{where}: {exc}")
         if known is None:
             self.guard.register_parent(parent_id, qty)
         elif known != qty:
             return Decision(
                 False,
                 R.INVALID_ORDER,
-                f"parent {parent_id} was registered with qty {known}; this child says {qty}",
+                f"{where}: parent {parent_id} was registered with qty {known}; this child "
+                f"says {qty}",
             )
         return None
+
+    def _instrument_name(self) -> str:
+        return "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
 
     def _instrument_tag(self) -> int:
         return F.SECURITY_ID if self.cfg.instrument == "security_id" else F.SYMBOL
@@ -869,7 +898,9 @@ class Gateway(Handler):
                 # session for every client, would cancel it)
                 go = None
                 refused = Decision(
-                    False, R.INVALID_ORDER, f"order {orig} is not an order of {comp}"
+                    False,
+                    R.INVALID_ORDER,
+                    f"OrigClOrdID(41): order {orig} is not an order of {comp}",
                 )
             elif not self.venue_up:
                 refused = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
@@ -939,28 +970,38 @@ class Gateway(Handler):
             d: Decision | None = None
             if go is None or go.comp != comp or not go.live:
                 d = Decision(
-                    False, R.INVALID_ORDER, f"order {orig} is not a working order of {comp}"
+                    False,
+                    R.INVALID_ORDER,
+                    f"OrigClOrdID(41): order {orig} is not a working order of {comp}",
                 )
             elif not self.venue_up:
                 d = Decision(False, R.VENUE_UNAVAILABLE, "venue session is not logged on")
             elif not self.book.free(clordid, comp):
                 # an order's or a request's: the venue's answer to this replace would be
                 # applied to that one (and the answer to that one to this)
-                d = Decision(False, R.DUPLICATE_ORDER_ID, f"ClOrdID {clordid} is in use")
+                d = Decision(False, R.DUPLICATE_ORDER_ID, f"ClOrdID(11) {clordid} is in use")
             else:
                 parsed = self._parse_order(msg, new_gid, go.strategy)
                 if isinstance(parsed, Decision):
                     d = parsed
-                elif (
-                    parsed.symbol != go.symbol
-                    or parsed.side is not go.side
-                    or (parsed.parent_id is not None and parsed.parent_id != go.parent_id)
-                ):
+                elif changed := [
+                    tag
+                    for tag, differs in (
+                        (self._instrument_name(), parsed.symbol != go.symbol),
+                        ("Side(54)", parsed.side is not go.side),
+                        (
+                            f"tag {self.cfg.parent_tag} (parent)",
+                            parsed.parent_id is not None and parsed.parent_id != go.parent_id,
+                        ),
+                    )
+                    if differs
+                ]:
                     # the Guard checks the order's own; the venue would get these
                     d = Decision(
                         False,
                         R.INVALID_ORDER,
-                        f"a replace keeps the instrument, Side(54) and parent of order {orig}",
+                        f"{', '.join(changed)}: a replace keeps the instrument, Side(54) and "
+                        f"parent of order {orig}",
                     )
                 else:
                     order = Order(
@@ -1037,9 +1078,13 @@ class Gateway(Handler):
         with self._held():
             clordid = msg[F.CL_ORD_ID]
             self._record_in(msg, comp, F.STATUS_REQUEST, f"{comp}:{clordid}")
-            go = self.book.orders.get(clordid)
+            # an id from before a replace names the order too (an OMS that has not seen the
+            # replace's answer asks under the id it knows): before, it was answered
+            # "unknown order" while the order worked, and an OMS could take it for dead
+            go = self.book.find(clordid)
             if go is not None and go.comp == comp:
-                self._send_status(go, sid)
+                extra = [(F.ORIG_CL_ORD_ID, clordid)] if go.clordid != clordid else None
+                self._send_status(go, sid, extra=extra)
                 return
             probe = GwOrder(
                 comp,
@@ -1056,11 +1101,33 @@ class Gateway(Handler):
             self._send_status(probe, sid, msg_text="unknown order")
 
     def _mass_status(self, msg: F.In, sid: Any, comp: str) -> None:
-        """Answered from the gateway's book: the venue would report every client's orders."""
+        """Answered from the gateway's book: the venue would report every client's orders.
+
+        MassStatusReqType(585) 7 (every order of the session) or 1 (one instrument, named
+        as the gateway names instruments); any other type is refused with a
+        BusinessMessageReject naming 585 (before, every working order was reported
+        whatever was asked: an OMS asking for one instrument took the rest for its own)."""
         req = msg[F.MASS_STATUS_REQ_ID]
+        kind = msg.get(F.MASS_STATUS_REQ_TYPE)
+        symbol = self._instrument(msg)
         with self._held():
             self._record_in(msg, comp, F.MASS_STATUS, None)
-            mine = self.book.of(comp)
+            why = ""
+            if kind not in ("1", "7"):
+                got = "missing" if kind is None else f"{F.clean(kind)[:16]} is not supported"
+                why = f"MassStatusReqType(585) {got} (1 by instrument, 7 all orders)"
+            elif kind == "1" and symbol is None:
+                tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
+                why = f"{tag} is required with MassStatusReqType(585)=1"
+            if why:
+                d = Decision(False, R.INVALID_ORDER, f"{why}; nothing was reported")
+                self._count("refused")
+                self.guard.note(
+                    "fix_refused", session=comp, msg_type=F.MASS_STATUS, reason=d.reason.value
+                )
+                self._send_business_reject(msg, sid, d)
+                return
+            mine = [o for o in self.book.of(comp) if kind == "7" or o.symbol == symbol]
             if not mine:
                 none = GwOrder(comp, "NONE", "", comp, "NA", Side.BUY, "1", 0, None, status="8")
                 extra = [
@@ -1132,7 +1199,8 @@ class Gateway(Handler):
             ),
             (F.TEXT, reject_text(d)),
         ]
-        for tag in (66, 390, 548, 117, F.CL_ORD_ID):  # ListID, BidID, CrossID, QuoteID, ClOrdID
+        # ListID, BidID, CrossID, QuoteID, ClOrdID, MassStatusReqID
+        for tag in (66, 390, 548, 117, F.CL_ORD_ID, F.MASS_STATUS_REQ_ID):
             if tag in msg:
                 fields.append((F.BUSINESS_REJECT_REF_ID, msg[tag]))
                 break
@@ -1320,6 +1388,45 @@ class Gateway(Handler):
                 f"ExecType(150)={F.clean(msg.get(F.EXEC_TYPE) or '')[:8]} with OrdStatus(39)="
                 f"{F.clean(status)[:8]} for {go.guard_id} is not a report the gateway can apply"
             )
+        ends = kind in _ENDS or (kind is F.ExecKind.REJECTED and not answered)
+        if (ends and status not in _FINISHED) or (kind in _GOES_ON and status not in LIVE_STATUS):
+            # a report at odds with itself: an order ended (cancelled, rejected) said to
+            # be working, or acknowledged (new, pending) said to be finished. Before, the
+            # Guard stopped counting an order the book kept working (nothing counted it),
+            # or the book dropped from its working index an order the Guard counted (a
+            # kill skipped it and its drain counted it done)
+            raise ValueError(
+                f"ExecType(150)={F.clean(msg.get(F.EXEC_TYPE) or '')[:8]} ({kind.value}) with "
+                f"OrdStatus(39)={F.clean(status)[:8]} for {gid}: the two disagree"
+            )
+        replace = req if req is not None and req.kind == "G" and req.order is go else None
+        if kind is F.ExecKind.REPLACED and (replace is None or replace.released):
+            # a replace the gateway never sent (or of an order the venue had ended since):
+            # applied, the order would work at a quantity the Guard never checked. Before,
+            # the node halted but the report was relayed and its OrdStatus taken
+            raise ValueError(
+                f"ExecType(150)=5 (replaced) for {gid} under ClOrdID {F.clean(clordid)[:64]}"
+                ", with no replace of it in flight"
+            )
+        if replace is not None and replace.released and kind not in _ENDS_REPLACE:
+            # the late answer to a replace of an order the venue ended meanwhile: only a
+            # refusal (or the end) of it can be told; nothing revives a finished order
+            raise ValueError(
+                f"{kind.value} report under ClOrdID {F.clean(clordid)[:64]} for {gid}, which "
+                "the venue ended while that replace was in flight"
+            )
+        ref = msg.get(F.EXEC_REF_ID) or ""
+        if kind in (F.ExecKind.TRADE_CANCEL, F.ExecKind.TRADE_CORRECT) and (
+            ref not in go.execs or ref not in self.book.fills
+        ):
+            # only an execution of this order: another's would be taken back from it (or
+            # corrected as its own). Before, the node halted but the report was relayed
+            # and its OrdStatus and LeavesQty taken
+            what = "cancel" if kind is F.ExecKind.TRADE_CANCEL else "correction"
+            raise ValueError(
+                f"trade {what} of {gid} for execution {F.clean(ref)[:64]!r}, which is none "
+                "of that order's"
+            )
         symbol = go.symbol
         leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
         trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
@@ -1338,10 +1445,10 @@ class Gateway(Handler):
             # not sent) worked uncounted before; the node halts
             self._check_leaves(go, leaves)
         elif kind in (F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY):
-            if req is not None and req.kind == "G" and req.order is go:
+            if replace is not None and not replace.released:
                 # the order ended in the answer to a replace: the replace never took
                 # effect, so its reservation is released (else held for ever)
-                self.guard.on_replace_reject(req.new_guard_id)
+                self.guard.on_replace_reject(replace.new_guard_id)
             if kind is F.ExecKind.CANCELED:
                 self.guard.on_cancel(gid)
             else:
@@ -1353,7 +1460,7 @@ class Gateway(Handler):
             # an OrderCancelReject): the order works on as it was, never ended in the Guard
             # (also one the request named by OrigClOrdID before the gateway held it)
             self.book.requests.pop(clordid, None)
-            if req.kind == "G":
+            if req.kind == "G" and not req.released:
                 self.guard.on_replace_reject(req.new_guard_id)
             if go.cancel_sent == clordid:
                 go.cancel_sent = None  # the gateway's own cancel: a drain sends another
@@ -1362,64 +1469,50 @@ class Gateway(Handler):
         elif kind is F.ExecKind.REJECTED:
             self.guard.on_reject(gid)
         elif kind is F.ExecKind.REPLACED:
-            if req is not None and req.kind == "G":
-                self.book.requests.pop(clordid, None)
-                self.guard.on_replace_ack(req.new_guard_id, leaves)
-                self.book.rename(go, clordid, req.new_guard_id)
-                go.qty, go.price = req.new_qty, req.new_price
-                replaced = True  # the venue may have given it a new OrderID
-            else:
-                self.guard.flag_mismatch(f"venue replaced {clordid} without a replace in flight")
+            assert replace is not None  # else refused above
+            self.book.requests.pop(clordid, None)
+            self.guard.on_replace_ack(replace.new_guard_id, leaves)
+            self.book.rename(go, clordid, replace.new_guard_id)
+            go.qty, go.price = replace.new_qty, replace.new_price
+            replaced = True  # the venue may have given it a new OrderID
         elif kind is F.ExecKind.RESTATED:
             self.guard.on_restate(gid, leaves)
         elif kind is F.ExecKind.TRADE_CANCEL:
-            ref = msg.get(F.EXEC_REF_ID) or ""
-            # only an execution of this order: another's would be taken back from it
-            busted = self.book.fills.pop(ref, None) if ref in go.execs else None
-            if busted is not None:
-                self.guard.on_bust(busted, parent_id=go.parent_id)
-                go.cum -= busted.qty
-                if self.guard.remaining(gid) is not None:
-                    self.guard.on_restate(gid, leaves)  # a bust may reopen it: the venue says
-                elif leaves > 0:
-                    # the Guard cannot count a finished order working again, and nothing
-                    # may work that it does not count: the reopened order is cancelled
-                    self.guard.note("bust_reopened", order=go.guard_id, leaves=leaves)
-                    self._cancel_at_venue(
-                        go, "knightwatch: reopened by a trade bust after it had finished; "
-                        "the Guard cannot count it, so it is cancelled"
-                    )  # fmt: skip
-            else:
-                self.guard.flag_mismatch(
-                    f"trade cancel of {go.guard_id} for execution {ref!r}, which is none of "
-                    "that order's"[:400]
-                )
+            busted = self.book.fills.pop(ref)  # one of this order's (checked above)
+            self.guard.on_bust(busted, parent_id=go.parent_id)
+            go.cum -= busted.qty
+            if self.guard.remaining(gid) is not None:
+                self.guard.on_restate(gid, leaves)  # a bust may reopen it: the venue says
+            elif leaves > 0:
+                # the Guard cannot count a finished order working again, and nothing
+                # may work that it does not count: the reopened order is cancelled
+                self.guard.note("bust_reopened", order=go.guard_id, leaves=leaves)
+                self._cancel_at_venue(
+                    go, "knightwatch: reopened by a trade bust after it had finished; "
+                    "the Guard cannot count it, so it is cancelled"
+                )  # fmt: skip
         elif kind is F.ExecKind.TRADE_CORRECT:
-            ref = msg.get(F.EXEC_REF_ID) or ""
-            old = self.book.fills.get(ref) if ref in go.execs else None
-            if old is not None:
-                assert fill is not None
-                self.guard.on_correct(old, fill, parent_id=go.parent_id)
-                self.book.fills[ref] = fill
-                go.cum += fill.qty - old.qty
-                if go.cum > go.qty:  # the order may have left the Guard's working list
-                    self.guard.flag_mismatch(
-                        f"a trade correction makes {go.guard_id} filled {go.cum} of "
-                        f"{go.qty} (an overfill)"
-                    )
-                elif self.guard.remaining(gid) is not None:
-                    self.guard.on_restate(gid, leaves)  # its working quantity follows the venue
-            else:
+            old = self.book.fills[ref]  # one of this order's (checked above)
+            assert fill is not None
+            self.guard.on_correct(old, fill, parent_id=go.parent_id)
+            self.book.fills[ref] = fill
+            go.cum += fill.qty - old.qty
+            if go.cum > go.qty:  # the order may have left the Guard's working list
                 self.guard.flag_mismatch(
-                    f"trade correction of {go.guard_id} for execution {ref!r}, which is none "
-                    "of that order's"[:400]
+                    f"a trade correction makes {go.guard_id} filled {go.cum} of "
+                    f"{go.qty} (an overfill)"
                 )
+            elif self.guard.remaining(gid) is not None:
+                self.guard.on_restate(gid, leaves)  # its working quantity follows the venue
         venue_oid = msg.get(F.ORDER_ID)
         if kind is F.ExecKind.NEW or replaced or go.order_id == "NONE":
             go.order_id = venue_oid or go.order_id
         self.book.venue_order_id(go, venue_oid)
+        was_live = go.live
         self.book.set_status(go, status)
         go.leaves = leaves if go.live else 0
+        if was_live and not go.live:
+            self._release_replaces(go)
         if go.cancel_sent == clordid and not go.live:
             go.cancel_sent = None
         self.book.saw_exec(exec_id, go)
@@ -1479,7 +1572,21 @@ class Gateway(Handler):
             )
 
     def _replace_pending(self, go: GwOrder) -> bool:
-        return any(r.kind == "G" and r.order is go for r in self.book.requests.values())
+        return any(
+            r.kind == "G" and r.order is go and not r.released for r in self.book.requests.values()
+        )
+
+    def _release_replaces(self, go: GwOrder) -> None:
+        """The order ended (the venue cancelled, expired or filled it on its own) while a
+        client's replace of it was in flight (caller holds the lock): that replace can no
+        longer take effect, so its reservation is given back now, not when (if ever) the
+        venue answers it. The request stays, marked `released`, so the late answer reaches
+        the client and is never applied to the finished order."""
+        for r in self.book.requests.values():
+            if r.kind == "G" and r.order is go and not r.released:
+                r.released = True
+                self.guard.on_replace_reject(r.new_guard_id)
+                self.guard.note("replace_released", order_id=go.guard_id, replace=r.new_guard_id)
 
     def _unknown_execution(self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str) -> None:
         """A report for an order this gateway did not route (V4); a fill halts the node
@@ -1569,7 +1676,7 @@ class Gateway(Handler):
         if req is None:
             self.guard.note("unknown_cancel_reject", clordid=clordid)
             return
-        if req.kind == "G":
+        if req.kind == "G" and not req.released:
             self.guard.on_replace_reject(req.new_guard_id)
         if req.order is not None and req.order.cancel_sent == clordid:
             req.order.cancel_sent = None  # the gateway's own cancel: a drain sends another
@@ -1642,12 +1749,14 @@ class Gateway(Handler):
         if ref_type == F.NEW_ORDER and go is not None and go.live:
             self.guard.on_reject(go.guard_id)
             self.book.set_status(go, "8")
+            self._release_replaces(go)  # a replace sent before the venue's answer
             sid = self.client_sids.get(go.comp)
             if sid is not None:
                 d = Decision(False, R.VENUE_UNAVAILABLE, why)
                 self._send_reject(self._probe(go.clordid, go), sid, d)
         elif ref_type == F.REPLACE and (req := self.book.requests.pop(ref_id, None)) is not None:
-            self.guard.on_replace_reject(req.new_guard_id)
+            if not req.released:
+                self.guard.on_replace_reject(req.new_guard_id)
             d = Decision(False, R.VENUE_UNAVAILABLE, why)
             self.book.decide(req.new_guard_id, d, None)  # a resend of it: this answer
             sid = self.client_sids.get(req.comp)
@@ -2286,6 +2395,7 @@ class Gateway(Handler):
             if mtype == F.NEW_ORDER and (go := self.book.orders.get(clordid)) is not None:
                 self.guard.on_reject(go.guard_id)
                 self.book.set_status(go, "8")
+                self._release_replaces(go)
                 self.guard.note("not_resent", order_id=go.guard_id)
                 sid = self.client_sids.get(go.comp)
                 if sid is not None:
@@ -2296,7 +2406,8 @@ class Gateway(Handler):
                     )
                     self._send_reject(self._probe(clordid, go), sid, d)
             elif mtype == F.REPLACE and (req := self.book.requests.pop(clordid, None)) is not None:
-                self.guard.on_replace_reject(req.new_guard_id)
+                if not req.released:
+                    self.guard.on_replace_reject(req.new_guard_id)
                 self.guard.note("not_resent", order_id=req.new_guard_id)
                 d = Decision(
                     False,
