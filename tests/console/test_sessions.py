@@ -72,6 +72,18 @@ def test_close_and_close_user(signer: Signer, clock: Hands) -> None:
     assert sessions.count() == 0 and sessions.get("made-up") is None
 
 
+def test_trim_ends_the_oldest_of_that_person_only(signer: Signer, clock: Hands) -> None:
+    sessions = Sessions(clock=clock)
+    opened = []
+    for _ in range(5):
+        clock.now += 1
+        opened.append(sessions.open("alice", signer, "ip", "ua").id)
+    bob = sessions.open("bob", Signer("bob", SigningKey.generate()), "ip", "ua").id
+    assert sessions.trim("alice", 3) == opened[:2]
+    assert sorted(sessions.ids()) == sorted([*opened[2:], bob])
+    assert sessions.trim("alice", 3) == []
+
+
 def test_a_look_without_touch_leaves_the_idle_clock_alone(signer: Signer, clock: Hands) -> None:
     """An open stream re-checks its session without keeping it alive: a page left open
     still idles out."""

@@ -470,6 +470,31 @@ def test_tokens_expire_are_revoked_and_follow_their_owner(store: UserStore, alic
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        {"tokens.0.expires_ns": NOW + 10 * 365 * DAY * S},  # ten years, written by hand
+        # an expired token pushed on, its creation moved with it: no longer than the most
+        # from its (forged) creation, but longer than any token issued by now could run
+        {
+            "tokens.0.created_ns": NOW + 100 * DAY * S,
+            "tokens.0.expires_ns": NOW + (100 + MAX_TOKEN_TTL_S // DAY) * DAY * S,
+        },
+    ],
+)
+def test_a_token_whose_expiry_is_beyond_the_longest_issued_is_refused(
+    path: Path, store: UserStore, alice: User, change: dict[str, object]
+) -> None:
+    """The expiry is not under the key's seal: the file's writer can move it, and a token
+    with more life than `issue_token` ever gives is refused, never honoured."""
+    secret, _ = store.issue_token("alice", PW, ["operator"], MAX_TOKEN_TTL_S, now_ns=NOW)
+    assert store.authenticate_token(secret, NOW + S)[2] is not None  # as issued: accepted
+    _edit(path, change)
+    with pytest.raises(LoginFailed) as exc:
+        store.authenticate_token(secret, NOW + S)
+    assert exc.value.why == "token_ttl_beyond_max"
+
+
+@pytest.mark.parametrize(
     "secret", ["", "kw_", "kw_" + "A" * 43, "Bearer kw_x", "kw_" + "!" * 43, "x" * 10_000]
 )
 def test_unknown_tokens_are_refused(store: UserStore, alice: User, secret: str) -> None:

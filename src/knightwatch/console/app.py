@@ -125,6 +125,9 @@ InvalidKeyError was answered as 503 "control plane did not answer", recorded as 
 RECHECK_S = 0.5
 """How often an open event stream judges its credential again: a logout, a disable, a
 password change, an expired session and a revoked or expired token end it within this."""
+SESSIONS_PER_USER = 20
+"""The most sessions (each with its own connection to the control plane) one person keeps
+open: a login past it ends their oldest."""
 
 
 _KEEP: Any = object()
@@ -821,6 +824,8 @@ async def login(request: Request) -> Response:
         c.sessions.close(session.id)
         request.state.result, request.state.detail = "error", str(exc)
         return PlainTextResponse(f"control plane unreachable: {exc}", status_code=503)
+    for oldest in c.sessions.trim(name, SESSIONS_PER_USER):
+        await c._unlink(oldest)  # their keys and connections go with them
     request.state.result = "ok"
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
@@ -1198,6 +1203,19 @@ async def api_ack(request: Request) -> Response:
     request.state.key = str(body.revision)
     request.state.detail = note
     request.state.params = params_hash({"slot": body.slot, "revision": body.revision})
+    # an alert the fleet shows now, never one to come: an ack of a revision not yet written
+    # (the next is easy to guess) marked the automatic halt that later landed there as
+    # handled, and the alerts panel never showed it red
+    snap = await c.fresh_snapshot()
+    if not any(
+        h.slot == body.slot and h.revision == body.revision and h.source != "operator"
+        for h in snap.halts
+    ):
+        raise Refusal(
+            404,
+            f"slot: no automatic halt of {body.slot} at revision {body.revision} now "
+            "(as the alerts list them): nothing to acknowledge",
+        )
     c.acks[(body.slot, body.revision)] = {"by": who.name, "at_ns": c.clock.time_ns(), "note": note}
     while len(c.acks) > MAX_ACKS:  # the oldest go first (dicts keep insertion order)
         del c.acks[next(iter(c.acks))]

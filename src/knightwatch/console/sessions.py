@@ -128,6 +128,16 @@ class Sessions:
             del self._by_id[sid]
         return len(ended)
 
+    def trim(self, name: str, keep: int) -> list[str]:
+        """End the oldest sessions of `name` beyond the newest `keep`; their ids. Each holds
+        an unlocked key and a connection to the control plane: unbounded, one person's
+        logins in a loop (a viewer's too) opened connections until the console's ran out."""
+        mine = sorted((s for s in self._by_id.values() if s.name == name), key=lambda s: s.created)
+        ended = [s.id for s in mine[: max(0, len(mine) - keep)]]
+        for sid in ended:
+            del self._by_id[sid]
+        return ended
+
     def ids(self) -> list[str]:
         """The ids of the sessions still open (expired ones swept first)."""
         self._sweep(self._clock())

@@ -72,6 +72,8 @@ MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 """Longer is refused: a megabyte password is a denial of service, not a password."""
 MAX_TOKEN_TTL_S = 90 * 86400
+TOKEN_CLOCK_SLACK_NS = 60 * 1_000_000_000
+"""How far a token's issuer's clock may have run ahead of the console's (same host)."""
 TOKEN_PREFIX = "kw_"
 """Makes a leaked token greppable (secret scanners, logs)."""
 """The roster's name rule: a console user is a roster person by the same name."""
@@ -765,6 +767,15 @@ class UserStore:
             raise LoginFailed("token_revoked", refused)
         if now_ns >= token.expires_ns:
             raise LoginFailed("token_expired", refused)
+        longest = MAX_TOKEN_TTL_S * 1_000_000_000
+        if (
+            token.expires_ns - token.created_ns > longest
+            or token.expires_ns - now_ns > longest + TOKEN_CLOCK_SLACK_NS
+        ):
+            # no token is issued for longer (`issue_token`); the expiry is not under the
+            # key's seal, so a hand-edited one (years, or an expired token pushed on) was
+            # accepted as if issued so
+            raise LoginFailed("token_ttl_beyond_max", refused)
         if user.disabled:
             raise LoginFailed("disabled", refused)
         if token.key is None:

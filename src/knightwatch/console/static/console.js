@@ -14,9 +14,18 @@ function utc(ns) {
   return new Date(Number(ns) / 1e6).toISOString().replace("T", " ").slice(0, 23);
 }
 
+// What others write (a reason from the CLI, a node's host, a refusal) has no bound of its
+// own: shown whole, one 100 kB reason made a halts row and the approval dialog pages long.
+const SHOWN_MAX = 1000;
+
+function cut(text) {
+  const s = text === undefined || text === null ? "" : String(text);
+  return s.length > SHOWN_MAX ? `${s.slice(0, SHOWN_MAX)}… (${s.length - SHOWN_MAX} more characters)` : s;
+}
+
 function cell(row, text, cls) {
   const td = document.createElement("td");
-  td.textContent = text === undefined || text === null ? "" : String(text);
+  td.textContent = cut(text);
   if (cls) td.className = cls;
   row.appendChild(td);
   return td;
@@ -92,7 +101,7 @@ function showProblems(list) {
   const p = $("problems");
   if (!p) return;
   p.hidden = !list.length;
-  p.textContent = list.length ? "could not read: " + list.join("; ") : "";
+  p.textContent = list.length ? "could not read: " + list.map(cut).join("; ") : "";
 }
 
 // ------------------------------------------------------------------ rendering
@@ -132,7 +141,7 @@ function render(s) {
     for (const a of s.admission.filter((a) => !a.admitted)) {
       const p = document.createElement("p");
       p.className = "error";
-      p.textContent = `admission refused ${a.node} (${a.status}): ${a.findings.join("; ") || a.status}`;
+      p.textContent = cut(`admission refused ${a.node} (${a.status}): ${a.findings.join("; ") || a.status}`);
       refusals.appendChild(p);
     }
   }
@@ -376,14 +385,14 @@ function acks_of(text) {
 
 function openResume(h) {
   resumeTarget = h;
-  $("resume-text").textContent = `Request a resume of ${h.scope} ${h.key} (halted by ${h.actor}: ${h.reason}). A different person must approve.`;
+  $("resume-text").textContent = `Request a resume of ${h.scope} ${h.key} (halted by ${h.actor}: ${cut(h.reason)}). A different person must approve.`;
   $("resume-reason").value = "";
   $("resume-dialog").showModal();
 }
 
 function openApprove(r) {
   approveTarget = r;
-  $("approve-text").textContent = `Approve ${r.requester}'s resume of ${r.scope} ${r.key}: ${r.reason}. Resuming an operator kill does not lift a Guard halt.`;
+  $("approve-text").textContent = `Approve ${r.requester}'s resume of ${r.scope} ${r.key}: ${cut(r.reason)}. Resuming an operator kill does not lift a Guard halt.`;
   $("approve-reason").value = "";
   $("approve-password").value = "";
   $("approve-dialog").showModal();
@@ -425,8 +434,17 @@ function setupAudit() {
     if (ns("q-until")) q.set("until_ns", ns("q-until"));
     $("audit-export").href = "/api/audit/export?" + q.toString();
     const response = await fetch("/api/audit?" + q.toString(), { credentials: "same-origin" });
-    const data = await response.json();
+    let data = {};
+    try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
     if (mine !== latest) return;
+    if (response.status === 401) { window.location.assign("/login"); return; }
+    if (!response.ok) {
+      // a refusal is no search: it has no chain verdict (it read "CHAIN BROKEN: undefined")
+      $("audit-chain").textContent = `refused (${response.status}): ${data.error}`;
+      $("audit-chain").className = "error";
+      fill("audit-rows", [], () => {});
+      return;
+    }
     $("audit-chain").textContent = data.intact ? `chain intact, head ${data.chain_head.slice(0, 16)}…` : `CHAIN BROKEN: ${data.problem}`;
     $("audit-chain").className = data.intact ? "green" : "red";
     fill("audit-rows", data.records, (tr, r) => {
