@@ -85,3 +85,17 @@ def test_a_scenario_and_paths_that_look_like_markup_are_shown_as_written(
     assert code == 0, out
     assert "[/x] [red]boom[/red]" in out and "Traceback" not in out
     assert f"HTML report: {report / 'index.html'}" in out
+
+
+def test_a_release_id_no_manifest_can_hold_is_refused_before_the_run(tmp_path: Path) -> None:
+    """`[releases."o/ld"]`: the attestation layer signs every release of the scenario, and
+    the run ended in a ReleaseInputError traceback (exit 1) instead of naming the key."""
+    text = SMALL.read_text().replace('[releases.old]\nid = "old"', '[releases."o/ld"]\nid = "o/ld"')
+    text = text.replace('previous = "old"', 'previous = "o/ld"')
+    scenario = tmp_path / "slash.toml"
+    scenario.write_text(text)
+    code, out = run("replay", scenario, "--guards", "attestation")
+    assert code == 2, out
+    assert f"{scenario}: invalid scenario" in out
+    assert "releases.o/ld: 'o/ld' must be 1-128 characters of letters" in out
+    assert "Traceback" not in out

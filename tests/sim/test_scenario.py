@@ -44,7 +44,7 @@ def test_out_of_range_values_are_named() -> None:
         small_text().replace("count = 24", "count = 0").replace("impact_y = 2.0", "impact_y = -1")
     )
     msg = error_of(text)
-    assert "parents.count: must be >= 1" in msg
+    assert "parents.count: must be in 1..100000" in msg
     assert "market.impact_y: must be > 0" in msg
 
 
@@ -271,3 +271,79 @@ def test_a_tier_is_judged_on_the_thinnest_book_it_can_draw() -> None:
     path = Path(__file__).parents[2] / "examples" / "scenarios" / "clean-day.toml"
     text = path.read_text(encoding="utf-8").replace("adv = 300_000", "adv = 0.00001")
     assert "universe.tiers[2]: price, sigma, adv" in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        (
+            '[releases.old]\nid = "old"',
+            '[releases."o/ld"]\nid = "o/ld"',
+            "releases.o/ld: 'o/ld' must be 1-128",
+        ),
+        ('"orders.rlp" = "power_peg"', '"orders rlp" = "power_peg"', "releases.old.flags.orders"),
+        ('"orders.rlp" = "power_peg"', f'"{"x" * 200}" = "power_peg"', "must be a string of 1"),
+    ],
+)
+def test_a_release_or_flag_id_a_signed_manifest_cannot_hold_is_named(
+    old: str, new: str, named: str
+) -> None:
+    """The governance layers sign every release and build every flag table: a release id
+    with a '/' or a flag id with a space ended the replay in a ReleaseInputError
+    traceback once the attestation, flag_schema or rollout layer was on."""
+    text = small_text().replace(old, new)
+    if "o/ld" in new:
+        text = text.replace('previous = "old"', 'previous = "o/ld"')
+    assert text != small_text()
+    assert named in error_of(text)
+
+
+def test_a_node_flag_id_a_flag_table_cannot_hold_is_named() -> None:
+    msg = error_of(small_text() + '\n[nodes.n2]\nflags = { "a b" = "power_peg" }\n')
+    assert "nodes.n2.flags.a b: flag id 'a b' must be a string of 1..128" in msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ('name = "LIQ1"', 'name = "LIQ\\t1"', "universe.symbols[0].name: must not contain"),
+        ('name = "LIQ1"', 'name = "LIQ\\u00001"', "universe.symbols[0].name: must not contain"),
+        ('strategy = "router"', 'strategy = "rou\\tter"', "fleet.strategy: must not start or"),
+        ('strategy = "router"', 'strategy = " router"', "fleet.strategy: must not start or"),
+    ],
+)
+def test_a_symbol_or_strategy_the_guard_refuses_is_named(old: str, new: str, named: str) -> None:
+    """A symbol or strategy with a control character (or padded) passed the loader and
+    the Guard refused every child of it (`invalid_order`): the guarded runs showed every
+    layer "containing" a scenario that never traded, the unguarded run traded it."""
+    assert old in small_text()
+    assert named in error_of(small_text().replace(old, new, 1))
+
+
+def test_a_tier_whose_generated_symbols_the_guard_refuses_is_named() -> None:
+    path = Path(__file__).parents[2] / "examples" / "scenarios" / "clean-day.toml"
+    text = path.read_text(encoding="utf-8")
+    msg = error_of(text.replace('name = "B-midcap"', 'name = " midcap"'))
+    assert "universe.tiers[1].name: must not start with '/', a space or a control" in msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        # every parent is drawn before the open: the replay ran out of memory, never stepping
+        ("count = 24", "count = 1_000_000_000", "parents.count: must be in 1..100000"),
+        # each error is kept and logged by the node's runtime: 18 GB and climbing
+        (
+            "[fleet]\n",
+            "[fleet]\npre_open_errors = { n4 = 1_000_000_000_000_000_000 }\n",
+            "fleet.pre_open_errors.n4: must be in 0..10000",
+        ),
+        # the Guard registers no parent over 1e15: a ValueError traceback with any Guard layer
+        ("child_qty = 100", "child_qty = 1_000_000_000_000_000_000", "parents.child_qty: must"),
+        ("qty = [100, 200, 500]", "qty = [100, 1_000_000_000_000_000_000]", "parents.qty[1]"),
+    ],
+)
+def test_counts_and_sizes_the_replay_cannot_hold_are_named(old: str, new: str, named: str) -> None:
+    assert old in small_text()
+    msg = error_of(small_text().replace(old, new, 1))
+    assert named in msg

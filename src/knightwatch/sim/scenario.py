@@ -38,7 +38,10 @@ from knightwatch.flags.rollout import RolloutPlan
 from knightwatch.incident.ramp import RampPlan
 from knightwatch.inputs import TOML_MAX_BYTES, InputFileError, parse_toml, read_text
 from knightwatch.limits import FLEET_RULES, Limits, LimitsError
-from knightwatch.order import Side, order_problem
+from knightwatch.order import MAX_QTY, Side, order_problem
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.release.flagschema import check_flag_id
+from knightwatch.release.manifest import check_release_id
 from knightwatch.sim.release import BEHAVIOURS, Release
 from knightwatch.sim.router import ParentOrder, RouterBounds
 from knightwatch.sim.universe import SymbolSpec, Tier, generate
@@ -54,6 +57,14 @@ dates its releases a month before the open)."""
 MAX_DURATION_S = 86_400.0
 """One simulated day: a replay steps through every millisecond step, so `duration_s = 1e12`
 (or `inf`) would run for ever; no incident window is longer than a trading day."""
+
+
+MAX_PARENTS = 100_000
+"""Customer parents in one run: the replay draws them all before the open (`parent_orders`),
+so `count = 1e9` ran out of memory before the first step."""
+MAX_PRE_OPEN_ERRORS = 10_000
+"""Errors a node reports before it is armed (Knight's 97 e-mails): each is one error its
+runtime keeps and logs, so `1e18` filled the memory (18 GB) and never armed."""
 
 
 MAX_BOOK_PRICE = 1e9
@@ -515,13 +526,26 @@ def _problems(sc: Scenario) -> list[str]:
         need(n not in f.missed_deploy[:i], f"fleet.missed_deploy[{i}]", "lists a node twice", n)
     for n, count in f.pre_open_errors.items():
         need(n in ids, f"fleet.pre_open_errors.{n}", f"must be a node id n1..n{f.nodes}", n)
-        need(count >= 0, f"fleet.pre_open_errors.{n}", "must be >= 0", count)
+        need(
+            0 <= count <= MAX_PRE_OPEN_ERRORS,
+            f"fleet.pre_open_errors.{n}",
+            f"must be in 0..{MAX_PRE_OPEN_ERRORS}",
+            count,
+        )
     bad = order_problem("id", f.strategy, "X", Side.BUY, 1, None)
     if bad is not None:  # every child carries it: an invalid one fails the first order
         p.append(f"fleet.strategy: {bad[1]} (got {quoted(f.strategy)})")
+    elif not _order_name(f.strategy):  # the Guard refuses it (invalid_order): all blocked
+        p.append(f"fleet.strategy: {NAME_RULE} (got {quoted(f.strategy)})")
     need(bool(sc.releases), "releases", "must define at least one release", {})
     for rid, rel in sc.releases.items():
         need(rel.id == rid, f"releases.{rid}.id", "must equal its table name", rel.id)
+        try:  # the attestation layer signs every release of the scenario
+            check_release_id(rid, where=f"releases.{rid}")
+        except ReleaseInputError as exc:
+            p.append(f"{exc} (what a signed release manifest holds)")
+        for flag in rel.flags:
+            _flag_id_problem(p, f"releases.{rid}.flags", flag)
         for flag, beh in rel.flags.items():
             need(
                 beh in BEHAVIOURS,
@@ -541,6 +565,8 @@ def _problems(sc: Scenario) -> list[str]:
                 "conflicts with fleet.missed_deploy (which already sets its release)",
                 o.release,
             )
+        for flag in o.flags:
+            _flag_id_problem(p, f"{where}.flags", flag)
         for flag, beh in o.flags.items():
             need(
                 beh in BEHAVIOURS,
@@ -590,7 +616,7 @@ def _problems(sc: Scenario) -> list[str]:
         d.flag_on_s,
     )
     pc = sc.parents
-    need(pc.count >= 1, "parents.count", "must be >= 1", pc.count)
+    need(1 <= pc.count <= MAX_PARENTS, "parents.count", f"must be in 1..{MAX_PARENTS}", pc.count)
     need(0 <= pc.pre_open <= pc.count, "parents.pre_open", "must be in 0..count", pc.pre_open)
     need(
         0 <= pc.arrival_end_s <= m.duration_s,
@@ -598,14 +624,20 @@ def _problems(sc: Scenario) -> list[str]:
         "must be in 0..scenario.duration_s",
         pc.arrival_end_s,
     )
-    need(pc.child_qty >= 1, "parents.child_qty", "must be >= 1", pc.child_qty)
+    need(
+        1 <= pc.child_qty <= MAX_QTY,
+        "parents.child_qty",
+        f"must be in 1..{MAX_QTY:.0e} (an order's quantity)",
+        pc.child_qty,
+    )
     need(0 <= pc.accounts <= 100_000, "parents.accounts", "must be in 0..100000", pc.accounts)
     need(bool(pc.qty), "parents.qty", "must list at least one size", pc.qty)
     for i, q in enumerate(pc.qty):
         need(
-            q >= pc.child_qty and q % pc.child_qty == 0,
+            pc.child_qty <= q <= MAX_QTY and q % pc.child_qty == 0,
             f"parents.qty[{i}]",
-            "must be a positive multiple of parents.child_qty",
+            f"must be a positive multiple of parents.child_qty, at most {MAX_QTY:.0e} (the "
+            "Guard registers no larger parent)",
             q,
         )
     u = sc.universe
@@ -620,6 +652,11 @@ def _problems(sc: Scenario) -> list[str]:
         where = f"universe.tiers[{i}]"
         need(bool(t.name), f"{where}.name", "must be a non-empty string", t.name)
         initial = t.name[:1].upper()
+        if t.name and (initial == "/" or not _order_name(initial)):
+            p.append(
+                f"{where}.name: must not start with '/', a space or a control character "
+                f"(it starts every generated symbol, {initial}000...) (got {quoted(t.name)})"
+            )
         if t.name and initial in initials:  # generated symbols are <initial><index>
             p.append(
                 f"{where}.name: must not start with the letter of universe.tiers"
@@ -636,9 +673,10 @@ def _problems(sc: Scenario) -> list[str]:
         need(1 <= len(s.name) <= 16, f"{where}.name", "must be 1..16 characters", s.name)
         need(s.name not in names, f"{where}.name", "must be unique", s.name)
         need(
-            "/" not in s.name and s.name.strip() == s.name,
+            "/" not in s.name and _order_name(s.name),
             f"{where}.name",
-            "must not contain '/' or start or end with a space",
+            "must not contain '/' or a control character, or start or end with a space "
+            "(the Guard refuses such a symbol: every child would be blocked, invalid_order)",
             s.name,
         )
         names.add(s.name)
@@ -768,6 +806,26 @@ def _fault_problems(
             f"{where}.off_price.pct: must be in (0, 1) (a fraction of the touch; a sell "
             f"priced 100% through the bid would be free) (got {quoted(op.pct)})"
         )
+
+
+NAME_RULE = (
+    "must not start or end with whitespace or contain a control character (the Guard "
+    "refuses such an order: every child would be blocked, invalid_order)"
+)
+
+
+def _order_name(name: str) -> bool:
+    """Whether an order can carry `name` as its strategy or symbol (the Guard's validity rule)."""
+    return name == name.strip() and name.isprintable()
+
+
+def _flag_id_problem(p: list[str], where: str, flag: str) -> None:
+    """A flag id a release's flag table cannot hold (`knightwatch.release.flagschema`): the
+    governance layers build every table, and one such id ended the run in a traceback."""
+    try:
+        check_flag_id(flag, where=where)
+    except ReleaseInputError as exc:
+        p.append(f"{where}.{flag}: {str(exc).removeprefix(f'{where}: ')}")
 
 
 def _finite(p: list[str], value: object, key: str) -> None:
