@@ -274,6 +274,27 @@ def test_health_is_the_rules_view_and_read_only() -> None:
     assert feed.sup.health() == {}  # silent nodes have no health: gates fail closed
 
 
+def test_a_node_without_enough_peers_has_no_rate_ratio_for_a_gate() -> None:
+    """A lone node's rate median is its own rate: its ratio was 1 however fast it ran, so a
+    rollout gate `order_rate_ratio <= 3` let a one-node fleet's runaway canary through and
+    promoted it (276,630 executions in a 300 s replay). With fewer than `min_peers` peers
+    the ratio is left out of the gauges: a gate on it holds (missing evidence)."""
+    feed = Feed(SupervisorConfig(rate_window_s=1.0, min_peers=2))
+    for _ in range(10):
+        feed.tick({"n1": 400.0})
+    alone = feed.sup.health()["n1"]
+    assert alone.order_rate_ratio == pytest.approx(1.0) and not alone.rate_judged
+    assert "order_rate_ratio" not in alone.gauges() and "order_rate" in alone.gauges()
+    for _ in range(10):
+        feed.tick({"n1": 400.0, "n2": 20.0, "n3": 20.0})
+    judged = feed.sup.health()["n1"]
+    assert judged.rate_judged and judged.gauges()["order_rate_ratio"] > 3.0
+    quiet = Feed(SupervisorConfig(rate_window_s=1.0, min_peers=2))
+    for _ in range(10):
+        quiet.tick({"n1": 1.0})  # under the floor: 0, no anomaly, peers or not
+    assert quiet.sup.health()["n1"].gauges()["order_rate_ratio"] == 0.0
+
+
 # ------------------------------------------------------------------ baselines
 
 

@@ -371,19 +371,25 @@ class NodeHealth(msgspec.Struct, frozen=True):
     """Every child in the window went out within a customer's registered parent and none
     was refused (throttling aside): `order_rate_ratio` is then 0 and the rate rules pass
     it by; principal flow, rejects and the rest still judge it."""
+    rate_judged: bool = True
+    """The node had at least `min_peers` participating peers: its `order_rate_ratio` above
+    the floor compares it with a fleet. With fewer, the median is mostly the node itself
+    (a one-node fleet's ratio is 1 however fast it runs): the rate rule passes it by and
+    `gauges` leaves the ratio out, so a rollout gate on it holds rather than promotes."""
 
     def gauges(self) -> dict[str, float]:
         """Named numbers for health gates (`HealthGate.metric`); undefined ones are absent.
         Each baselined measure `m` gives `m` and, once it has a baseline, `m_baseline_ratio`."""
         out = {
             "order_rate": self.order_rate,
-            "order_rate_ratio": self.order_rate_ratio,
             "reject_ratio": self.reject_ratio,
             "window_orders": float(self.window_orders),
             "pnl": self.pnl,
             "gross_exposure": self.gross_exposure,
             "errors": float(self.errors),
         }
+        if self.rate_judged or self.order_rate_ratio == 0.0:  # 0: at or under the floor
+            out["order_rate_ratio"] = self.order_rate_ratio
         if self.pnl_deviation is not None:
             out["pnl_deviation"] = self.pnl_deviation
         for name, value in self.measures.items():
@@ -1263,6 +1269,7 @@ class Supervisor:
             measures=dict(track.base.measures),
             baselines=baselines,
             customers_only=track.base.customers_only,
+            rate_judged=len(peers) >= cfg.min_peers,
         )
 
     def _in_force(self, scope: Scope, key: str, state: TradingState) -> bool:
