@@ -278,7 +278,7 @@ def test_a_node_without_enough_peers_has_no_rate_ratio_for_a_gate() -> None:
     """A lone node's rate median is its own rate: its ratio was 1 however fast it ran, so a
     rollout gate `order_rate_ratio <= 3` let a one-node fleet's runaway canary through and
     promoted it (276,630 executions in a 300 s replay). With fewer than `min_peers` peers
-    the ratio is left out of the gauges: a gate on it holds (missing evidence)."""
+    the ratio is left out of the gauges: a gate on it fails, as on any unreported metric."""
     feed = Feed(SupervisorConfig(rate_window_s=1.0, min_peers=2))
     for _ in range(10):
         feed.tick({"n1": 400.0})

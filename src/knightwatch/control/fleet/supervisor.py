@@ -375,7 +375,7 @@ class NodeHealth(msgspec.Struct, frozen=True):
     """The node had at least `min_peers` participating peers: its `order_rate_ratio` above
     the floor compares it with a fleet. With fewer, the median is mostly the node itself
     (a one-node fleet's ratio is 1 however fast it runs): the rate rule passes it by and
-    `gauges` leaves the ratio out, so a rollout gate on it holds rather than promotes."""
+    `gauges` leaves the ratio out, so a rollout gate on it fails rather than promotes."""
 
     def gauges(self) -> dict[str, float]:
         """Named numbers for health gates (`HealthGate.metric`); undefined ones are absent.
