@@ -314,3 +314,65 @@ def test_cli_strategy_and_symbol_together_name_the_pair_scope() -> None:
     assert scope_of(None, "mm", None) == (Scope.STRATEGY, "mm")
     with pytest.raises(OptionError, match="--node stands alone"):
         scope_of("n1", "mm", None)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up", "--nodes", "1", "--flow", "0"],
+        ["drill", "--nodes", "3", "--no-resume"],
+        ["kill", "--reason", "x"],
+        ["resume", "--reason", "x"],
+        ["status"],
+        ["requests"],
+        ["supervisor"],
+        ["node", "--id", "n1", "--key", "n1.key"],
+        ["admission", "serve", "--policy", "p.toml", "--registry", "r.yaml"],
+    ],
+)
+def test_an_empty_state_dir_is_refused_naming_it_and_nothing_is_written_where_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """`--state-dir "$DIR"` with DIR unset arrived as "", which `Path` reads as `.`: `up`
+    built a fleet (keys, a server's store) in whatever directory it was started in, and
+    `kill` failed later on a trust anchor missing there, naming no option."""
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke(*args, "--state-dir", "", "--nats-url", "nats://127.0.0.1:1")
+    flat = " ".join(out.replace("\u2502", " ").split())  # the error box's sides out
+    assert code == 2 and "'--state-dir'" in flat and "empty path" in flat, out
+    assert "Traceback" not in out and list(tmp_path.iterdir()) == [], out
+
+
+def test_a_symbol_kill_in_lowercase_is_sent_then_warned_that_keys_are_case_sensitive(
+    tmp_path: Path,
+) -> None:
+    """`kill --symbol ibm` on a fleet trading `IBM` was confirmed by every node and halted
+    nothing, silently. The kill is still sent and stored as typed (matching is exact); the
+    warning comes after the result, one line."""
+    from knightwatch.control.site import Site
+
+    site = Site(tmp_path / "site", kit=KIT)
+    site.start()
+    try:
+        env = {**site.cli_env("alice"), "COLUMNS": "100"}
+
+        def kill(*scope: str) -> str:
+            result = runner.invoke(app, ["kill", *scope, "--reason", "case"], env=env)
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        for scope in (["--symbol", "ibm"], ["--strategy", "mm", "--symbol", "btc/usdt"]):
+            out = kill(*scope)
+            stored = out.index("stored at revision")
+            warned = out.find("warning: symbol keys are case-sensitive")
+            assert stored < warned, out  # after the kill was sent and confirmed
+            line = out[warned:].splitlines()[0]
+            assert repr(scope[-1]) in line and repr(scope[-1].upper()) in line, out
+        for scope in (["--symbol", "IBM"], ["--strategy", "mm"], []):
+            assert "case-sensitive" not in kill(*scope)
+        code, out = invoke("status", "--symbol", "ibm", "--nats-url", env["KNIGHTWATCH_NATS_URL"],
+                           "--key", env["KNIGHTWATCH_KEY"], "--anchor", env["KNIGHTWATCH_ANCHOR"],
+                           "--state-dir", str(tmp_path))  # fmt: skip
+        assert code == 0 and "HALTED" in out and " ibm " in out, out  # stored as typed
+    finally:
+        site.stop()

@@ -3,7 +3,11 @@ two admins and followed by every process without a restart, revocation, rotation
 
 from __future__ import annotations
 
+import os
+import resource
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -187,3 +191,47 @@ def test_a_proposal_out_path_that_cannot_be_written_is_refused_naming_out_before
         assert "Errno" not in out and "127.0.0.1:1" not in out, out
     assert taken.read_text() == "another admin's proposal\n"
     assert not (tmp_path / "no").exists()
+
+
+def test_a_sign_that_cannot_be_written_whole_leaves_the_proposal_byte_for_byte(
+    fleet_up: Path, tmp_path: Path
+) -> None:
+    """`identity sign` rewrote the proposal in place: a write that failed partway (here a
+    file size limit, as a full disk would) left a cut file, and the signatures the other
+    admins had put on it were lost. Now the failure is one line and the file is as it was."""
+    keys = fleet_up / "trust" / "keys"
+
+    def as_(name: str) -> list[str]:
+        return ["--state-dir", str(fleet_up), "--key", str(keys / f"{name}.key")]
+
+    code, out = invoke("identity", "new", "erin", "--dir", str(tmp_path / "erin"))
+    assert code == 0, out
+    proposal = tmp_path / "props" / "add-erin.json"
+    proposal.parent.mkdir()
+    code, out = invoke("identity", "add", "erin", "--public", str(tmp_path / "erin" / "erin.pub"),
+                       "--role", "viewer", "--out", str(proposal), *as_("admin1"))  # fmt: skip
+    assert code == 0, out
+    proposal.chmod(0o644)  # shared with the other admins: the signed file keeps its mode
+    before = proposal.read_bytes()
+    size = len(before)
+
+    def limited() -> None:  # no file this process writes may grow past the proposal's size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "knightwatch", "identity", "sign", str(proposal), *as_("admin2")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limited,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    out = done.stdout.strip()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(out.splitlines()) == 1, out
+    assert str(proposal) in out and "cannot write the signed proposal" in out, out
+    assert proposal.read_bytes() == before
+    assert sorted(p.name for p in proposal.parent.iterdir()) == [proposal.name]  # no temp left
+    code, out = invoke("identity", "sign", str(proposal), *as_("admin2"))
+    assert code == 0 and "admin1, admin2" in out, out
+    assert proposal.read_bytes() != before and stat.S_IMODE(proposal.stat().st_mode) == 0o644

@@ -75,7 +75,11 @@ NatsUrl = typer.Option(
     "", "--nats-url", envvar="KNIGHTWATCH_NATS_URL", help="server URL(s), comma-separated"
 )
 StateDir = typer.Option(
-    Path(".knightwatch"), "--state-dir", envvar="KNIGHTWATCH_STATE_DIR", help="state directory"
+    Path(".knightwatch"),
+    "--state-dir",
+    envvar="KNIGHTWATCH_STATE_DIR",
+    help="state directory",
+    parser=nonempty_path,  # `--state-dir "$DIR"` with DIR unset: not the directory it ran in
 )
 Replicas = typer.Option(1, "--replicas", min=1, max=5, help="JetStream replicas (3 for a cluster)")
 KeyOpt = typer.Option(
@@ -421,8 +425,34 @@ def kill(
         console.print(escape(f"evidence snapshot written to {evidence[0]}"), highlight=False)
     else:
         _print_result(result, "drain" if drain else "kill")
+    _warn_symbol_case(scope, slot_key)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _warn_symbol_case(scope: Scope, key: str) -> None:
+    """After a symbol kill has been sent and confirmed (never before, never gating it): a
+    symbol typed with lowercase letters. Keys match exactly, so `--symbol ibm` on a fleet
+    trading `IBM` was confirmed by every node and halted nothing. No node reports the
+    symbols it trades, so the variants cannot be named: the rule is said, one line."""
+    if scope is Scope.SYMBOL:
+        symbol = key
+    elif scope is Scope.STRATEGY_SYMBOL:
+        symbol = key.partition("/")[2]  # a strategy holds no '/': the rest is the symbol
+    else:
+        return
+    if not any(c.islower() for c in symbol):
+        return
+    console.print(
+        "[yellow]warning:[/yellow] "
+        + escape(
+            f"symbol keys are case-sensitive: this halts orders in {quoted(symbol)} exactly, "
+            f"not {quoted(symbol.upper())} or any other case; if the fleet trades another "
+            "case, kill that symbol as the orders name it"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _not_sent(why: str) -> typing.NoReturn:
@@ -818,7 +848,7 @@ def drill(
     ),
     registry: Path | None = RegistryOpt,
     nats_url: str = NatsUrl,
-    state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir"),
+    state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir", parser=nonempty_path),
     json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON"),
     resume_phase: bool = typer.Option(
         True, "--resume/--no-resume", help="after the kill: snapshot, preflight, ramp, trip"

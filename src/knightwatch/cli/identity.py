@@ -14,6 +14,10 @@ since a new node adds risk.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -304,6 +308,32 @@ def rotate(
     _run(go)
 
 
+def _replace_proposal(proposal: Path, data: bytes) -> None:
+    """Put `data` in place of the proposal file, whole or not at all: written to a new file
+    beside it (0600 until it takes the original's mode), fsynced, renamed over it. Written
+    in place, a write that failed partway (a full disk, a file size limit) left a cut file:
+    the other admins' signatures were lost with it."""
+    target = proposal.resolve() if proposal.is_symlink() else proposal  # the file, not a link
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+        fd = os.open(tmp, flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise TrustError(
+            f"{proposal}: cannot write the signed proposal: {exc.strerror or exc}; "
+            "the file is unchanged"
+        ) from None
+
+
 @app.command("sign")
 def sign(
     proposal: Path = typer.Argument(..., help="a proposal file another admin wrote"),
@@ -325,7 +355,7 @@ def sign(
                     f"force (version {roster.version}); it is stale, propose it again"
                 )
             signed = sign_roster(envelope, signer.key)
-            proposal.write_bytes(encode_envelope(signed))
+            _replace_proposal(proposal, encode_envelope(signed))
             return signer_names(signed, roster.admins(proposed.issued_ns))
 
     names = _run(go)

@@ -88,10 +88,14 @@ def node_list(option: str, value: str | None) -> tuple[str, ...]:
     return nodes
 
 
-def nonempty_path(value: str) -> Path:
+def nonempty_path(value: str | Path) -> Path:
     """A typer `parser` for a directory option: `--artifacts "$DIR"` with DIR unset arrives
     as `""`, which `Path` reads as `.`, so the command would hash or scan whatever directory
-    it was started in. An empty or blank value is refused naming the option (exit 2)."""
+    it was started in. An empty or blank value is refused naming the option (exit 2).
+
+    An option's own default (`--state-dir`'s `.knightwatch`) arrives as a `Path`: kept."""
+    if isinstance(value, Path):
+        return value
     if not value.strip():
         raise typer.BadParameter(
             "empty path (an unset shell variable?); `.` must be written out to mean this directory"
