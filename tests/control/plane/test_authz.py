@@ -6,6 +6,7 @@ fleet, never for another node."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -327,3 +328,17 @@ async def test_a_node_cannot_make_another_nodes_audit_envelope_vanish(nats_serve
         await n2.close()
         for plane in (n1, carol):
             await plane.close()
+
+
+async def test_closing_a_plane_on_purpose_warns_of_no_disconnection(
+    nats_server: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every CLI command closes its plane on the way out, and each printed `WARNING ...
+    control plane <name>: disconnected` after its answer: a one-line error became two.
+    A close on purpose is logged at DEBUG; a lost connection still warns."""
+    plane = await nats_server.connect("alice")
+    with caplog.at_level(logging.DEBUG, logger="knightwatch.control.plane.nats"):
+        await plane.close()
+        await asyncio.sleep(0.2)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "disconnected" in r.getMessage()]
+    assert said and all(level == logging.DEBUG for level, _ in said), said

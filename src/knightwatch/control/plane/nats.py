@@ -267,7 +267,14 @@ class NatsControlPlane:
                 log.exception("connection handler failed")
 
     async def _on_disconnected(self) -> None:
-        log.warning("control plane %s: disconnected", self.name)
+        # closing on purpose (`close` let go of the client first) is no event to warn of: a
+        # CLI command's one-line answer was followed by this line on every exit
+        closing = self._nc is None
+        log.log(
+            logging.DEBUG if closing else logging.WARNING,
+            "control plane %s: disconnected",
+            self.name,
+        )
         await self._notify(False)
 
     async def _on_reconnected(self) -> None:
