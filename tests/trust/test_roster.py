@@ -148,6 +148,66 @@ def test_a_version_dated_past_the_other_admins_key_expiry_still_needs_the_thresh
     assert store.accept(_by(kit, early, "admin1", "admin3")).version == 3
 
 
+S = 1_000_000_000
+
+
+def test_admins_whose_keys_expired_cannot_sign_a_version_dated_back_inside_their_validity() -> None:
+    """Two admins, threshold 2; both their keys end at 50 s (not revoked: rotated out, say,
+    with no successor yet). Later (90 s) they sign version 3 dated 40 s, inside their keys'
+    validity and after version 2: before, the version carried no judgement of when it
+    arrived, so it was accepted from whoever could publish it. Judged when it is received,
+    or stored when it was published, it is refused; published while the keys were valid,
+    it still loads at any later start."""
+    kit = Kit(now_ns=1 * S, admins=2)
+    store = kit.store()
+    ending = tuple(
+        msgspec.structs.replace(m, valid_until_ns=50 * S) if m.name.startswith("admin") else m
+        for m in kit.roster.members
+    )
+    v2 = msgspec.structs.replace(kit.roster, version=2, issued_ns=2 * S, members=ending)
+    store.accept(_by(kit, v2, "admin1", "admin2"))
+    v3 = _by(kit, msgspec.structs.replace(v2, version=3, issued_ns=40 * S), "admin1", "admin2")
+    with pytest.raises(
+        TrustError,
+        match=r"signed by 0 admin\(s\) \(none\) of 2 required; only 0 admin\(s\) hold a key "
+        rf"valid at its issue time {40 * S} and when received \({90 * S}\)",
+    ) as info:
+        store.accept(v3, received_ns=90 * S)
+    assert "\n" not in str(info.value)
+    assert store.version == 2
+    # stored, judged at the publication the store recorded (a start much later)
+    late = kit.store()
+    late.accept(_by(kit, v2, "admin1", "admin2"))
+    assert not late.follow({3: v3}, received_ns=900 * S, published_ns={3: 90 * S})
+    assert any("when received" in r for r in late.refused), late.refused
+    assert not late.follow({3: v3}, received_ns=900 * S)  # no record of it: judged now
+    assert late.version == 2
+    # the same version published while the keys were valid: accepted, and at a later start
+    assert store.accept(v3, received_ns=41 * S).version == 3
+    again = kit.store()
+    again.accept(_by(kit, v2, "admin1", "admin2"))
+    assert again.follow({3: v3}, received_ns=900 * S, published_ns={3: 41 * S})
+    assert again.version == 3
+
+
+def test_a_version_dated_ahead_of_the_receivers_clock_is_refused() -> None:
+    """Its date is its signers' choice: dated past the keys' end and received before it,
+    a version would carry admins valid at neither instant; any version may be dated at
+    most the 5 s a clock may be off after it is received (or stored)."""
+    kit = Kit(now_ns=1 * S, admins=2)
+    store = kit.store()
+    ahead = msgspec.structs.replace(kit.roster, version=2, issued_ns=100 * S)
+    envelope = _by(kit, ahead, "admin1", "admin2")
+    with pytest.raises(
+        TrustError,
+        match=rf"roster version 2 issued_ns: {100 * S} is more than 5 s after it was received "
+        rf"or published \({90 * S}\)",
+    ):
+        store.accept(envelope, received_ns=90 * S)
+    assert store.version == 1
+    assert store.accept(envelope, received_ns=96 * S).version == 2  # within the skew
+
+
 def _by(kit: Kit, roster: Roster, *admins: str) -> Envelope:
     envelope = roster_envelope(roster)
     for name in admins:

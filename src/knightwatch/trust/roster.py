@@ -8,7 +8,10 @@ or revoking a key is a new version; readers follow the chain as it is stored,
 so no process restarts. Versions only move forward (no rollback to a roster
 that still trusts a revoked key), and so does each version's issue instant: the
 admins judged able to sign it are those valid at that instant, so a version dated
-back before a revocation would count the revoked admin's signature again.
+back before a revocation would count the revoked admin's signature again. That
+instant is its signers' choice, so whoever receives a version also judges the
+admins' keys at the instant it arrives (or, stored, was published): admins whose
+keys have expired cannot sign a new version dated back inside their validity.
 
 A name is one person or one component; it may hold several keys (rotation),
 and every count of people (approvals, admin thresholds) counts names, never
@@ -192,14 +195,18 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
     def names_with(self, role: Role) -> list[str]:
         return sorted({m.name for m in self.members if role in m.roles})
 
-    def admins(self, at_ns: int) -> TrustPolicy:
+    def admins(self, at_ns: int, received_ns: int | None = None) -> TrustPolicy:
         """The admins able to sign the next version at `at_ns`, as a threshold policy (its
         threshold lowered to their number when fewer are valid then: it names who signed;
-        `verify_roster` still requires this version's own `admin_threshold`)."""
+        `verify_roster` still requires this version's own `admin_threshold`). With
+        `received_ns` (when the version is received or, stored, was published), only keys
+        valid then too: `at_ns` is the date its signers chose."""
         keys = tuple(
             TrustedKey(m.name, m.key_id, m.public_key)
             for m in self.members
-            if Role.ADMIN in m.roles and m.valid_at(at_ns)
+            if Role.ADMIN in m.roles
+            and m.valid_at(at_ns)
+            and (received_ns is None or m.valid_at(received_ns))
         )
         threshold = min(self.admin_threshold, len({k.signer for k in keys}))
         return TrustPolicy(max(threshold, 1), keys) if keys else _NOBODY
@@ -243,8 +250,15 @@ def signer_names(envelope: Envelope, policy: TrustPolicy) -> list[str]:
     return sorted({policy.signer_of(k) for k in check.valid})
 
 
-def verify_roster(envelope: Envelope, admins: TrustPolicy, *, after: Roster | None) -> Roster:
-    """The roster in `envelope` if a threshold of `admins` signed it and it follows `after`."""
+def verify_roster(
+    envelope: Envelope,
+    admins: TrustPolicy,
+    *,
+    after: Roster | None,
+    received_ns: int | None = None,
+) -> Roster:
+    """The roster in `envelope` if a threshold of `admins` signed it and it follows `after`
+    (`received_ns`: the instant `admins` were also judged at, named in a refusal)."""
     roster = decode_roster(envelope)
     expected = after.version + 1 if after is not None else 1
     if roster.version != expected:
@@ -264,9 +278,11 @@ def verify_roster(envelope: Envelope, admins: TrustPolicy, *, after: Roster | No
     required = admins.threshold if after is None else after.admin_threshold
     if len(names) < required:
         valid = {k.signer for k in admins.keys} if admins is not _NOBODY else set()
+        when = "" if received_ns is None else f" and when received ({received_ns})"
         short = (
             f"; only {len(valid)} admin(s) hold a key valid at its issue time "
-            f"{roster.issued_ns}: the roster cannot change without {required} (re-anchor)"
+            f"{roster.issued_ns}{when}: the roster cannot change without {required} "
+            "(re-anchor)"
             if len(valid) < required
             else ""
         )

@@ -4,11 +4,21 @@ Each process is given the anchor (the first admins and their threshold, a
 `TrustPolicy` file) and follows the stored roster versions from there; a
 version that does not verify against the admins of the one before it is
 refused and the current roster stays in force.
+
+A version's `issued_ns` is chosen by its signers, so a receiver with a clock
+also judges it at the instant it arrives (`received_ns`), or for a stored
+version at the instant the store recorded its publication: its signers' keys
+must be valid then too (admins whose keys expired cannot sign a version dated
+back inside their validity), and it may be dated no more than the 5 s a clock
+may be off (`SKEW_NS`) after that instant. Without such an instant (the kit's
+own chain, built in-process; a local directory's files, which record none) a
+version is judged at its issue time alone, as the chain records it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -16,6 +26,7 @@ import msgspec
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustedKey, TrustPolicy
+from knightwatch.trust.command import SKEW_NS
 from knightwatch.trust.roster import Roster, TrustError, decode_roster, verify_roster
 
 log = logging.getLogger(__name__)
@@ -38,26 +49,46 @@ class TrustStore:
     def version(self) -> int:
         return self.roster.version if self.roster is not None else 0
 
-    def _admins(self, issued_ns: int) -> TrustPolicy:
-        return self.anchor if self.roster is None else self.roster.admins(issued_ns)
+    def _admins(self, issued_ns: int, received_ns: int | None) -> TrustPolicy:
+        if self.roster is None:
+            return self.anchor
+        return self.roster.admins(issued_ns, received_ns)
 
-    def accept(self, envelope: Envelope) -> Roster:
-        """Verify the next version against the current admins and make it current."""
+    def accept(self, envelope: Envelope, *, received_ns: int | None = None) -> Roster:
+        """Verify the next version against the current admins and make it current.
+
+        `received_ns`: the instant it is received (the receiver's clock) or, stored, was
+        published (the store's record of it); its signers' keys must be valid then too."""
         claimed = decode_roster(envelope)
-        roster = verify_roster(envelope, self._admins(claimed.issued_ns), after=self.roster)
+        if received_ns is not None and claimed.issued_ns > received_ns + SKEW_NS:
+            raise TrustError(
+                f"roster version {claimed.version} issued_ns: {claimed.issued_ns} is more than "
+                f"5 s after it was received or published ({received_ns})"
+            )
+        admins = self._admins(claimed.issued_ns, received_ns)
+        roster = verify_roster(envelope, admins, after=self.roster, received_ns=received_ns)
         self.roster = roster
         return roster
 
-    def follow(self, stored: dict[int, Envelope]) -> bool:
+    def follow(
+        self,
+        stored: dict[int, Envelope],
+        *,
+        received_ns: int | None = None,
+        published_ns: Mapping[int, int] | None = None,
+    ) -> bool:
         """Accept every stored version after the current one, in order; True if any was new.
 
-        A version that does not verify stops the walk (and is remembered in
-        `refused`): later versions cannot be trusted without it.
+        Each is judged at its `published_ns` entry (when the store recorded it) if there
+        is one, else at `received_ns` (this process's clock as it arrives), else at its
+        issue time alone (`accept`). A version that does not verify stops the walk (and
+        is remembered in `refused`): later versions cannot be trusted without it.
         """
         moved = False
         while (envelope := stored.get(self.version + 1)) is not None:
+            at_ns = (published_ns or {}).get(self.version + 1, received_ns)
             try:
-                self.accept(envelope)
+                self.accept(envelope, received_ns=at_ns)
             except TrustError as exc:
                 message = f"roster version {self.version + 1} refused: {exc}"
                 if message not in self.refused:

@@ -13,8 +13,9 @@ mid-step, and `rollout status` reads the truth.
 A second person's approval names the plan's digest (stages, fractions, holds,
 gates); the driver checks it where the rollout starts and stores it with the
 state, and before every step checks that the stored plan is still the
-approved one: a state edited in the store (a faster plan, another approver)
-is aborted back to the safe default, never promoted.
+approved one, by an approver whose key is valid at that step: a state edited
+in the store (a faster plan, another approver), or one whose approver's key
+was revoked since, is aborted back to the safe default, never promoted.
 """
 
 from __future__ import annotations
@@ -251,8 +252,10 @@ class RolloutDriver:
         A promotion is the approved plan running, not a new decision: the stored approval
         must still name this flag, value, requester and plan digest, signed by a person
         with the approver role other than the requester, unexpired when the rollout
-        started, and be who the state names as approver. A rollout without an approval
-        may name no approver (the activation gate's policy then decides each stage)."""
+        started, by a key still valid now (revoked or rotated out after the start, it
+        no longer carries the later stages: the nodes refuse them too), and be who the
+        state names as approver. A rollout without an approval may name no approver
+        (the activation gate's policy then decides each stage)."""
         if state.status is not RolloutStatus.PROGRESSING:
             return ""
         if not state.approval:
@@ -271,6 +274,7 @@ class RolloutDriver:
                 requester=state.started_by,
                 now_ns=state.approved_at_ns,
                 digest=plan_digest(state.plan),
+                keys_valid_ns=self.clock.time_ns(),
             )
         except TrustError as exc:
             return f"the stored plan or state does not match its approval ({exc})"
