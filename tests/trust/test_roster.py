@@ -267,3 +267,32 @@ def test_a_stray_file_in_the_roster_directory_is_named_not_a_crash(tmp_path: Pat
     (tmp_path / "roster" / "vbackup.json").write_bytes(encode_envelope(kit.latest))
     with pytest.raises(TrustError, match=r"roster file .*vbackup\.json: not named v<N>\.json"):
         Kit.read(tmp_path)
+
+
+async def test_a_version_heard_live_is_judged_when_it_is_heard() -> None:
+    """A node follows the roster live (`follow_roster`): a version published now, signed by
+    admins whose keys ended long ago and dated back inside their validity, is refused
+    (before, with no time passed, every follower took it); one that the store already held
+    when the node started is still judged at its own date (`sync_roster`)."""
+    from knightwatch.control.node.trustfeed import follow_roster, publish_roster
+    from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+
+    kit = Kit(now_ns=1 * S, admins=2)
+    ending = tuple(
+        msgspec.structs.replace(m, valid_until_ns=50 * S) if m.name.startswith("admin") else m
+        for m in kit.roster.members
+    )
+    v2 = msgspec.structs.replace(kit.roster, version=2, issued_ns=2 * S, members=ending)
+    v3 = _by(kit, msgspec.structs.replace(v2, version=3, issued_ns=40 * S), "admin1", "admin2")
+    fabric = MemoryFabric()
+    writer = MemoryControlPlane(fabric)
+    await writer.connect()
+    await publish_roster(writer, _by(kit, v2, "admin1", "admin2"))
+    node = MemoryControlPlane(fabric)
+    await node.connect()
+    store = kit.store()
+    await follow_roster(node, store)
+    assert store.version == 2  # stored before the start: judged at its own date
+    await publish_roster(writer, v3)  # heard now (2026): its admins' keys ended in 1970
+    assert store.version == 2
+    assert any("when received" in r for r in store.refused), store.refused

@@ -381,7 +381,7 @@ def publish(
             trial = TrustStore.of(store.anchor)
             trial.roster = current
             try:
-                accepted = trial.accept(envelope)
+                accepted = trial.accept(envelope, received_ns=time.time_ns())
             except TrustError as exc:
                 raise TrustError(f"{proposal}: {exc}") from None
             new_nodes = set(accepted.names_with(Role.NODE)) - set(current.names_with(Role.NODE))

@@ -56,7 +56,9 @@ async def follow_roster(
         parsed = _parse(record.key, record.value)
         if parsed is None:
             return
-        moved = store.follow({parsed[0]: parsed[1]})
+        # heard as it is published: judged now too (admins whose keys have ended cannot
+        # sign a version dated back inside their validity)
+        moved = store.follow({parsed[0]: parsed[1]}, received_ns=time.time_ns())
         if not moved and parsed[0] > store.version + 1:
             moved = await sync_roster(plane, store)  # a gap: read them all
         if moved and on_change is not None:

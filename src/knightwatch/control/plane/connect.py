@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -117,7 +118,7 @@ async def serve_roster_changes(
     async def on_record(record: Record) -> None:
         try:
             version = int(record.key[1:])
-            moved = store.follow({version: decode_stored(record.value)})
+            moved = store.follow({version: decode_stored(record.value)}, received_ns=time.time_ns())
         except (ValueError, TrustError) as exc:
             log.error("roster record %s ignored: %s", record.key, exc)
             return
