@@ -10,12 +10,17 @@ import pytest
 from knightwatch.flags.yamlfile import load_yaml
 from knightwatch.inputs import (
     MAX_DEPTH,
+    YAML_MAX_BYTES,
     InputFileError,
     check_depth,
+    check_json_depth,
     is_name,
     load_toml,
     read_bytes,
+    read_text,
 )
+from knightwatch.release.dsse import decode_envelope
+from knightwatch.release.errors import ReleaseInputError
 
 
 def test_depth_counts_brackets_outside_strings_and_comments() -> None:
@@ -66,3 +71,24 @@ def test_names_of_people_and_components_that_follow_the_rule(name: str) -> None:
 def test_a_padded_or_odd_spelling_is_no_name(name: str) -> None:
     """One spelling for one name: a padded twin would count as a second signer."""
     assert not is_name(name)
+
+
+def test_a_byte_order_mark_is_read_past_in_toml_and_yaml_and_named_in_json(
+    tmp_path: Path,
+) -> None:
+    """A file saved by a Windows editor opens with a UTF-8 byte-order mark. The TOML reader
+    refused it as "not valid TOML: Invalid statement (line 1, column 1)", which named
+    nothing the user could see (the YAML reader accepted it). It marks the encoding only:
+    TOML and YAML read past it alike; JSON, whose bytes are signed, is refused naming it."""
+    limits = tmp_path / "limits.toml"
+    limits.write_bytes(b'\xef\xbb\xbfversion = "v1"\n[x]\nqty = 5\n')
+    assert load_toml(limits, "limits file") == {"version": "v1", "x": {"qty": 5}}
+    flags = tmp_path / "flags.yaml"
+    flags.write_bytes(b"\xef\xbb\xbfa: 1\n")
+    assert load_yaml(read_text(flags, "flags file", YAML_MAX_BYTES), "f") == {"a": 1}
+    with pytest.raises(
+        InputFileError, match=r"^envelope e\.json: starts with a UTF-8 byte-order mark \(BOM\)"
+    ):
+        check_json_depth(b'\xef\xbb\xbf{"payload": ""}', "envelope e.json")
+    with pytest.raises(ReleaseInputError, match=r"e\.json: starts with a UTF-8 byte-order mark"):
+        decode_envelope(b'\xef\xbb\xbf{"payload": ""}', source="envelope e.json")

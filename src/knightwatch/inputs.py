@@ -5,8 +5,13 @@ envelopes, manifests, keys, scenarios) goes through here, so one set of rules
 holds everywhere: the size is checked before the file is read (a 50 MB YAML
 file must not take a minute to refuse), the bytes must be UTF-8, an empty file
 is an error, and nesting deeper than `MAX_DEPTH` is refused before a recursive
-parser can exhaust the stack. Errors are one line naming the file and the rule
-(`InputFileError`, a `ValueError`), never a traceback.
+parser can exhaust the stack. A UTF-8 byte-order mark (BOM, which Windows editors
+write) opening a text file is read past, as Python's `utf-8-sig` does: it marks the
+encoding and is no part of the text, and YAML allows it, so TOML and YAML files read
+alike (tomllib alone refused it as "Invalid statement (line 1, column 1)"). JSON
+files are refused naming it (`check_json_depth`): their bytes are what is signed
+and hashed, and JSON forbids it (RFC 8259 section 8.1). Errors are one line naming
+the file and the rule (`InputFileError`, a `ValueError`), never a traceback.
 """
 
 from __future__ import annotations
@@ -82,9 +87,13 @@ def read_bytes(
     return data
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def decode_utf8(data: bytes, source: str) -> str:
+    """The text; a leading byte-order mark is read past (it marks the encoding only)."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.start + 1]
@@ -164,6 +173,12 @@ def load_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
 
 
 def check_json_depth(data: bytes, source: str) -> None:
-    """`check_depth` for JSON bytes (decoded leniently: only brackets matter here)."""
+    """`check_depth` for JSON bytes (decoded leniently: only brackets matter here), and
+    a leading byte-order mark named (a JSON parser says only "invalid character")."""
+    if data.startswith(UTF8_BOM):
+        raise InputFileError(
+            f"{source}: starts with a UTF-8 byte-order mark (BOM), which JSON does not "
+            "allow; save it as UTF-8 without a BOM"
+        )
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH:
         check_depth(data.decode("utf-8", "replace"), source)

@@ -73,6 +73,20 @@ def test_duplicate_ids_return_every_decision(audit_path: Path, clock: SimClock) 
     assert exp.decision.reason == "duplicate_order_id"
 
 
+def test_every_decision_of_a_reused_id_carries_its_line(audit_path: Path, clock: SimClock) -> None:
+    """A reused id's decisions are each named by their line (the chain check and `audit
+    verify` speak in lines), in file order, so the later ones can be found and read."""
+    dup = Decision(False, RejectReason.DUPLICATE_ORDER_ID, "order id o1 already seen")
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_decision(order(1), ACCEPTED, CTX, RULES)
+        rec.record_event("fill", CTX, order_id="o1", qty=100, price=101.0)
+        rec.record_decision(order(2), ACCEPTED, CTX, RULES)
+        rec.record_decision(order(1), dup, CTX, ("validity",))
+    exp = explain_order(audit_path, "o1")
+    assert [(d.seq, d.reason) for d in exp.decisions] == [(0, "ok"), (3, "duplicate_order_id")]
+    assert exp.decision_lines == (1, 4)
+
+
 def test_broken_lines_do_not_stop_the_explanation(audit_path: Path, clock: SimClock) -> None:
     build(audit_path, clock)
     with audit_path.open("ab") as f:

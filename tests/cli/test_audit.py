@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from knightwatch.audit import FlightRecorder
 from knightwatch.cli.app import app
+from knightwatch.clock import SimClock
+from knightwatch.decision import ACCEPTED, Decision, RejectReason
+from knightwatch.order import Order, Side
 
 from ..audit.conftest import WriteFile
+from ..audit.helpers import CTX, RULES, order
 
 runner = CliRunner()
 
@@ -258,3 +263,26 @@ def test_why_of_an_order_id_that_looks_like_markup_says_it_is_not_found(
     result = runner.invoke(app, ["audit", "why", "[/x]", str(audit_path)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "order '[/x]': no decision recorded" in " ".join(result.output.split())
+
+
+def test_why_of_a_reused_id_shows_every_decision_counted_with_its_line(
+    audit_path: Path, clock: SimClock
+) -> None:
+    """`audit why n1-1` for an id decided twice (a restart numbered its children from 1
+    again: the Guard blocked the second `duplicate_order_id`) printed two panels both titled
+    `order n1-1`, the accepted one first, and never said there were two: "why was n1-1
+    blocked?" read "ACCEPTED". It says how many, which is the latest, and each one's line."""
+    o = Order("n1-1", "smars", "AAPL", Side.BUY, 100, 101.25, "p1")
+    dup = Decision(False, RejectReason.DUPLICATE_ORDER_ID, "order id n1-1 already seen")
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_decision(o, ACCEPTED, CTX, RULES)
+        rec.record_decision(order(2), ACCEPTED, CTX, RULES)
+        rec.record_decision(o, dup, CTX, ("validity",))
+    result = runner.invoke(app, ["audit", "why", "n1-1", str(audit_path)])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "2 decisions recorded for order n1-1" in out
+    assert "the latest (seq 2): BLOCKED duplicate_order_id" in out
+    assert "decision 1 of 2" in out and "decision 2 of 2" in out
+    assert "line 1, seq 0" in out and "line 3, seq 2" in out
+    assert out.index("ACCEPTED") < out.index("decision 2 of 2") < out.rindex("BLOCKED")

@@ -65,6 +65,8 @@ class Explanation(msgspec.Struct, frozen=True):
     """The seal covering each decision, by the decision's seq (absent: not sealed yet)."""
     events: tuple[EventRecord, ...] = ()
     """Its messages (FIX provenance) and what happened to it besides fills, in order."""
+    decision_lines: tuple[int, ...] = ()
+    """The file line of each decision in `decisions` (a reused id has several, in file order)."""
 
     @property
     def decision(self) -> DecisionRecord:
@@ -76,6 +78,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     """Collect what the file says about `order_id`; raises OrderNotFound if it has no decision."""
     needle = msgspec.json.encode(order_id)
     decisions: list[DecisionRecord] = []
+    decision_lines: list[int] = []
     fills: list[EventRecord] = []
     controls: list[tuple[int, EventRecord]] = []
     seals: dict[int, Seal] = {}
@@ -120,6 +123,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
             if isinstance(rec, DecisionRecord):
                 if rec.order_id == order_id:
                     decisions.append(rec)
+                    decision_lines.append(lineno)
                     used.append((lineno, rec.seq))
             elif rec.kind == FILL:
                 if rec.data.get("order_id") == order_id:
@@ -156,7 +160,14 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     decided = {d.seq for d in decisions}
     covered = {seq: seal for seq, seal in seals.items() if seq in decided}
     return Explanation(
-        order_id, tuple(decisions), tuple(fills), relevant, chain, covered, tuple(events)
+        order_id,
+        tuple(decisions),
+        tuple(fills),
+        relevant,
+        chain,
+        covered,
+        tuple(events),
+        tuple(decision_lines),
     )
 
 

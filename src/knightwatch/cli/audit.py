@@ -453,7 +453,16 @@ def _ctx(rec: DecisionRecord | EventRecord) -> str:
 
 
 def _print_explanation(exp: Explanation) -> None:
-    for d in exp.decisions:
+    n = len(exp.decisions)
+    if n > 1:  # a reused id (a duplicate, a restart): the later decisions are the answer too
+        last = exp.decision
+        console.print(
+            f"[bold]{n} decisions[/bold] recorded for order {escape(exp.order_id)}, in file "
+            f"order; the latest (seq {last.seq}): "
+            + ("[bold green]ACCEPTED[/]" if last.accepted else "[bold red]BLOCKED[/]")
+            + f" {escape(last.reason)}"
+        )
+    for i, d in enumerate(exp.decisions):
         verdict = "[bold green]ACCEPTED[/]" if d.accepted else "[bold red]BLOCKED[/]"
         price = "market" if d.price is None else f"@ {d.price:g}"
         body = Table.grid(padding=(0, 2))
@@ -472,10 +481,12 @@ def _print_explanation(exp: Explanation) -> None:
         body.add_row("limits version", escape(d.limits_version or "-"))
         body.add_row("rules evaluated", escape(", ".join(d.rules) or "-"))
         body.add_row("time", _ts(d.ts))
-        body.add_row("record", f"seq {d.seq}, {_sealed_by(exp, d)}")
-        console.print(Panel(body, title=escape(f"order {exp.order_id}")))
+        line = f"line {exp.decision_lines[i]}, " if i < len(exp.decision_lines) else ""
+        body.add_row("record", f"{line}seq {d.seq}, {_sealed_by(exp, d)}")
+        title = f"order {exp.order_id}" + (f": decision {i + 1} of {n}" if n > 1 else "")
+        console.print(Panel(body, title=escape(title)))
     if exp.controls:
-        t = Table(title="control actions before the decision")
+        t = Table(title="control actions before the " + ("latest " if n > 1 else "") + "decision")
         for col in ("seq", "time", "action", "details"):
             t.add_column(col)
         for c in exp.controls:
