@@ -148,6 +148,7 @@ def test_reused_order_ids_are_refused_before_their_fills_are_misbooked() -> None
     assert unguarded.per_node["n2"].runaway_executions == unguarded.runaway_executions > 40
     assert unguarded.longest_runaway_s is None  # never stopped
     assert unguarded.parents_completed <= unguarded.parents - 10 and unguarded.loss_usd > 100
+    assert "fault: router restarted: child ids from n2-1 again" in events(unguarded)
     for guards in ("parent_reconciliation", "runtime"):
         r = run(sc, guards)
         assert r.runaway_executions == 0 and r.loss_usd == 0.0, guards
@@ -160,6 +161,7 @@ def test_children_priced_through_the_touch_are_stopped_by_the_price_collar() -> 
     unguarded = run(sc, "none")
     assert unguarded.runaway_executions == 0 and unguarded.parents_completed == unguarded.parents
     assert unguarded.loss_usd > 5_000  # 8% over the touch on every n2 child after 30 s
+    assert "fault: children priced 8% through the touch" in events(unguarded)
     for guards in ("order_size", "runtime"):
         r = run(sc, guards)
         assert first_blocks(r) == {"n2": "price_collar"}, guards

@@ -518,11 +518,22 @@ class Replay:
                 items.append((ff.from_s, f"feed_frozen:{nid}", self._feed_action(node, False)))
                 if ff.until_s is not None:
                     items.append((ff.until_s, f"feed_back:{nid}", self._feed_action(node, True)))
-            ws = fault.wrong_side  # the node flips its children itself; this only marks it
+            # the node injects these itself; the timeline only marks them
+            ws = fault.wrong_side
             if ws is not None:
-                items.append((ws.from_s, f"wrong_side:{nid}", self._fault_mark(nid, True)))
+                wrong = "children sent on the wrong side of their parents"
+                items.append((ws.from_s, f"wrong_side:{nid}", self._fault_mark(nid, wrong)))
                 if ws.until_s is not None:
-                    items.append((ws.until_s, f"right_side:{nid}", self._fault_mark(nid, False)))
+                    right = "children on their parents' side again"
+                    items.append((ws.until_s, f"right_side:{nid}", self._fault_mark(nid, right)))
+            op = fault.off_price
+            if op is not None:
+                what = f"children priced {op.pct:.0%} through the touch"
+                items.append((op.from_s, f"off_price:{nid}", self._fault_mark(nid, what)))
+            ri = fault.reused_ids
+            if ri is not None:
+                what = f"router restarted: child ids from {nid}-1 again"
+                items.append((ri.from_s, f"reused_ids:{nid}", self._fault_mark(nid, what)))
         for seq, (at_s, label, action) in enumerate(items):
             out.append((sc.open_ns + round(at_s * NS_PER_S), seq, label, action))
         out.sort(key=lambda a: (a[0], a[1]))
@@ -535,13 +546,7 @@ class Replay:
 
         return act
 
-    def _fault_mark(self, nid: str, on: bool) -> TimelineAction:
-        what = (
-            "children sent on the wrong side of their parents"
-            if on
-            else "children on their parents' side again"
-        )
-
+    def _fault_mark(self, nid: str, what: str) -> TimelineAction:
         def act(_: object) -> None:
             self.mark("fault", nid, what)
 
