@@ -376,3 +376,15 @@ def test_a_symbol_kill_in_lowercase_is_sent_then_warned_that_keys_are_case_sensi
         assert code == 0 and "HALTED" in out and " ibm " in out, out  # stored as typed
     finally:
         site.stop()
+
+
+def test_the_venue_refuses_an_empty_state_dir_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`knightwatch venue --fix` had its own `--state-dir`, where "" still meant the
+    directory it ran in (its FIX session stores and logs written there)."""
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("venue", "--fix", "--state-dir", "")
+    flat = " ".join(out.replace("\u2502", " ").split())
+    assert code == 2 and "'--state-dir'" in flat and "empty path" in flat, out
+    assert "Traceback" not in out and list(tmp_path.iterdir()) == [], out

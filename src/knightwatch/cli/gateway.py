@@ -113,7 +113,7 @@ def venue(
     lots: str = typer.Option("", "--lots", help="SYMBOL=LOT,... quantity increments"),
     store: str = typer.Option("file", "--store", help="session store: file or memory"),
     fix_log: bool = typer.Option(True, "--fix-log/--no-fix-log", help="QuickFIX message logs"),
-    state_dir: Path = typer.Option(Path(".knightwatch/venue"), "--state-dir"),
+    state_dir: Path = typer.Option(Path(".knightwatch/venue"), "--state-dir", parser=nonempty_path),
 ) -> None:
     """Serve the simulated market as a FIX venue (order books, fills, cancels, rejects)."""
     if not fix:
