@@ -193,6 +193,29 @@ def test_a_service_token_never_approves(console: ConsoleProc, alice: Person) -> 
     assert answer.status_code == 403 and "approver" in answer.json()["error"]
 
 
+def test_one_who_may_not_approve_learns_nothing_of_which_requests_exist(
+    console: ConsoleProc, alice: Person
+) -> None:
+    """The request was read before the role was judged: a viewer got 404 for a missing id
+    and 403 for one there, and so could tell which ids exist. Both are 403 now."""
+    assert alice.post("/api/kill", kill_body("api-probe")).json()["ok"]
+    made = alice.post("/api/resume/request", {"scope": "strategy", "key": "api-probe",
+                                              "reason": "fixed"})  # fmt: skip
+    assert made.status_code == 200, made.text
+    secret, _ = users(console).issue_token("bob", None, ["viewer"], 600, now_ns=NOW())
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    answers = []
+    for request_id in (made.json()["request_id"], "nope"):
+        body = {"request_id": request_id, "scope": "strategy", "key": "api-probe",
+                "digest": "0" * 32, "password": PASSWORD, "reason": "x"}  # fmt: skip
+        answer = httpx.post(
+            console.url + "/api/resume/approve", content=json.dumps(body), headers=headers
+        )
+        answers.append((answer.status_code, answer.json()["error"]))
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 403 and "no such request" not in answers[0][1]
+
+
 def test_an_unknown_request_is_404_and_nothing_is_applied(console: ConsoleProc) -> None:
     bob = Person(console, "bob")
     answer = bob.post(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from knightwatch.console.app import Console, build_app
@@ -63,3 +64,29 @@ async def test_a_persons_own_request_keeps_the_session(local: tuple[Console, Han
         assert (await http.get("/api/whoami")).status_code == 200
         hands.now += IDLE_S * 0.3
         assert (await http.get("/api/snapshot")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/api/kill", {"X-CSRF-Token": "not-the-token"}),
+        ("/api/kill", {"Sec-Fetch-Site": "cross-site"}),
+        ("/api/resume/approve", {"Origin": "http://evil.example"}),
+        ("/logout", {"X-CSRF-Token": "not-the-token"}),
+    ],
+)
+async def test_a_refused_request_does_not_keep_the_session(
+    local: tuple[Console, Hands], path: str, headers: dict[str, str]
+) -> None:
+    """A request refused for its CSRF token or its origin (a forged form another site's
+    page posts every few minutes) restarted the idle clock before it was refused, so an
+    unattended session, and the key unlocked in it, never idled out."""
+    console, hands = local
+    async with _logged_in(console) as http:
+        hands.now += IDLE_S * 0.8
+        answer = await http.post(
+            path, content=b"{}", headers={"Content-Type": "application/json", **headers}
+        )
+        assert answer.status_code == 403, answer.text
+        hands.now += IDLE_S * 0.3  # idle since the login for 1.1 idle periods
+        assert (await http.get("/api/snapshot")).status_code == 401

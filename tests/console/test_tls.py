@@ -115,3 +115,23 @@ def test_the_session_and_device_cookies_are_secure_over_tls(tls: Served) -> None
         assert out.status_code == 303, out.text
         assert "secure" in _cookies(out)["__Host-kw_session"]
         assert http.get("/api/whoami").status_code == 401
+
+
+def test_an_origin_over_plain_http_is_refused_by_a_tls_console(tls: Served) -> None:
+    """Without Fetch Metadata, `Origin` was matched on host and port alone: a page served
+    over plain HTTP on the console's name and port (which anyone on the path can write)
+    passed as the console's own origin."""
+    with httpx.Client(base_url=tls.console.url, verify=tls.trusted, timeout=20) as http:
+        assert http.post("/login", data={"name": "alice", "password": PASSWORD}).is_redirect
+        csrf = http.get("/").text.split('data-csrf="', 1)[1].split('"', 1)[0]
+        plain = "http://" + tls.console.url.removeprefix("https://")
+        kill = http.post(
+            "/api/kill",
+            content=json.dumps(kill_body("tls-o1")),
+            headers={"Content-Type": "application/json", "X-CSRF-Token": csrf,
+                     "Origin": plain},
+        )  # fmt: skip
+        assert kill.status_code == 403, kill.text
+        assert "Origin" in kill.json()["error"]
+        halts = {(h["scope"], h["key"]) for h in http.get("/api/snapshot").json()["halts"]}
+        assert ("strategy", "tls-o1") not in halts

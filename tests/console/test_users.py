@@ -454,11 +454,6 @@ def test_tokens_expire_are_revoked_and_follow_their_owner(store: UserStore, alic
     with pytest.raises(LoginFailed) as exc:
         store.authenticate_token(secret, NOW + DAY * S)
     assert exc.value.why == "token_expired"
-    store.disable("alice")
-    with pytest.raises(LoginFailed) as exc:
-        store.authenticate_token(secret, NOW)
-    assert exc.value.why == "disabled"
-    store.enable("alice")
     revoked = store.revoke_token("alice", token.id, NOW + 5)
     assert revoked.revoked_ns == NOW + 5
     assert store.revoke_token("alice", token.id, NOW + 9).revoked_ns == NOW + 5  # first one stays
@@ -484,14 +479,92 @@ def test_tokens_expire_are_revoked_and_follow_their_owner(store: UserStore, alic
 def test_a_token_whose_expiry_is_beyond_the_longest_issued_is_refused(
     path: Path, store: UserStore, alice: User, change: dict[str, object]
 ) -> None:
-    """The expiry is not under the key's seal: the file's writer can move it, and a token
-    with more life than `issue_token` ever gives is refused, never honoured."""
+    """The file's writer can move an expiry, and a token with more life than `issue_token`
+    ever gave is refused (the seal no longer matches), never honoured."""
     secret, _ = store.issue_token("alice", PW, ["operator"], MAX_TOKEN_TTL_S, now_ns=NOW)
     assert store.authenticate_token(secret, NOW + S)[2] is not None  # as issued: accepted
     _edit(path, change)
     with pytest.raises(LoginFailed) as exc:
         store.authenticate_token(secret, NOW + S)
-    assert exc.value.why == "token_ttl_beyond_max"
+    assert exc.value.why == "token_tampered"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tokens.0.expires_ns": NOW + 2 * DAY * S},  # a day more: within the longest issued
+        {"tokens.0.roles": ["operator", "admin"]},  # widened
+        {"tokens.0.service": False},  # a service token made able to approve
+    ],
+)
+def test_an_edited_token_record_is_refused(
+    path: Path, store: UserStore, alice: User, change: dict[str, object]
+) -> None:
+    """Expiry, roles and the service mark are sealed with the token's secret: an edit the
+    ttl bound could not see (a token lengthened by a day, or widened) was honoured."""
+    secret, _ = store.issue_token("alice", PW, ["operator"], DAY, service=True, now_ns=NOW)
+    assert store.authenticate_token(secret, NOW + S)[2] is not None
+    _edit(path, change)
+    with pytest.raises(LoginFailed) as exc:
+        store.authenticate_token(secret, NOW + DAY * S + S)
+    assert exc.value.why == "token_tampered"
+
+
+def test_a_revoked_token_cannot_be_revived_by_editing_the_file(
+    path: Path, store: UserStore, alice: User
+) -> None:
+    secret, token = store.issue_token("alice", PW, ["operator"], DAY, now_ns=NOW)
+    store.revoke_token("alice", token.id, NOW + S)
+    _edit(path, {"tokens.0.revoked_ns": 0})
+    assert store.tokens("alice")[0].revoked_ns == 0  # the edit took
+    with pytest.raises(LoginFailed) as exc:
+        store.authenticate_token(secret, NOW + 2 * S)
+    assert exc.value.why == "token_revoked"
+
+
+def test_a_token_from_a_file_without_seals_loads_but_is_refused(
+    path: Path, store: UserStore, alice: User
+) -> None:
+    """A users file written before seals still loads (logins work); its tokens cannot be
+    verified, so they are refused with their own reason, never trusted."""
+    secret, _ = store.issue_token("alice", PW, ["operator"], DAY, now_ns=NOW)
+    text = re.sub(r'(?m)^seal = "[0-9a-f]{64}"\n', "", path.read_text())
+    assert "seal" not in text
+    path.write_text(text)
+    assert store.tokens("alice")[0].seal == ""
+    assert store.unlock("alice", PW).name == "alice"
+    with pytest.raises(LoginFailed) as exc:
+        store.authenticate_token(secret, NOW + S)
+    assert exc.value.why == "token_unsealed"
+
+
+@pytest.mark.parametrize("change", ["passwd", "reset", "disable_enable"])
+def test_a_password_change_reset_or_disable_revokes_the_users_tokens(
+    store: UserStore, key: SigningKey, alice: User, change: str
+) -> None:
+    """Sessions end on these; tokens went on working (one issued by whoever learnt the old
+    password outlived the change that was meant to shut them out)."""
+    secrets_ = [
+        store.issue_token("alice", PW, ["operator"], DAY, now_ns=NOW)[0],
+        store.issue_token("alice", None, ["viewer"], DAY, now_ns=NOW)[0],
+    ]
+    for secret in secrets_:
+        store.authenticate_token(secret, NOW + S)
+    if change == "passwd":
+        store.passwd("alice", PW, "second password!")
+    elif change == "reset":
+        store.reset("alice", "second password!", key)
+    else:
+        store.disable("alice")
+        store.enable("alice")
+    for secret in secrets_:
+        with pytest.raises(LoginFailed) as exc:
+            store.authenticate_token(secret, NOW + S)
+        assert exc.value.why == "token_revoked"
+    assert all(t.revoked_ns for t in store.tokens("alice"))
+    # a token issued after the change works
+    fresh, _ = store.issue_token("alice", None, ["viewer"], DAY, now_ns=NOW)
+    assert store.authenticate_token(fresh, NOW + S)[0].name == "alice"
 
 
 @pytest.mark.parametrize(

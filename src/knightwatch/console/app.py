@@ -549,7 +549,11 @@ class Console:
     ) -> Principal:
         """Who may do `action`, or a Refusal. `touch=False`: a read the page makes by itself
         (its timer), which must not keep an unattended session from idling out."""
-        who = self.principal(request, touch=touch)
+        unsafe = request.method not in ("GET", "HEAD")
+        # an unsafe request's session is touched only once it passed the cross-site and
+        # CSRF checks: a refused one (a forged form, replayed every few minutes) kept an
+        # unattended session from ever idling out
+        who = self.principal(request, touch=touch and not unsafe)
         if who is None:
             ended = getattr(request.state, "ended", "")
             unknown = "not logged in (or the token is unknown, expired or revoked)"
@@ -558,8 +562,10 @@ class Console:
         request.state.via = who.via
         request.state.token_id = who.token_id
         request.state.roles = ",".join(sorted(r.value for r in who.roles))
-        if who.via == "session" and request.method not in ("GET", "HEAD"):
+        if who.session is not None and unsafe:
             self._csrf(request, who)
+            if touch:
+                self.sessions.get(who.session.id)  # its idle clock restarts now
         verdict = decide(
             self.trust.roster,
             who.name,
@@ -596,8 +602,17 @@ class Console:
         if site is None:
             origin = request.headers.get("origin")
             host = request.headers.get("host", "")
-            if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
-                raise Refusal(403, "cross-origin request refused (Origin does not match Host)")
+            # the scheme too: http://host is another origin than an https console's (a
+            # page served over plain HTTP on the same name, which anyone on the path can
+            # write, passed as this one)
+            if origin is not None:
+                parts = urllib.parse.urlsplit(origin)
+                if parts.netloc != host or parts.scheme != request.url.scheme:
+                    raise Refusal(
+                        403,
+                        f"cross-origin request refused (Origin does not match "
+                        f"{request.url.scheme}://Host)",
+                    )
 
     @classmethod
     def _csrf(cls, request: Request, who: Principal, sent: str | None = None) -> None:
@@ -852,7 +867,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     c = _console(request)
     request.state.action = "logout"
-    who = c.principal(request)
+    who = c.principal(request, touch=False)  # a refused logout leaves the idle clock be
     if who is not None and who.session is not None:
         try:
             c.same_origin(request)  # before the form is read
@@ -1004,15 +1019,11 @@ async def api_request_resume(request: Request) -> Response:
 async def api_approve(request: Request) -> Response:
     c = _console(request)
     request.state.action = "approve"
-    probe = c.principal(request)  # before the body: a stranger's body is never read
-    if probe is None:
-        ended = getattr(request.state, "ended", "")
-        raise Refusal(401, f"not logged in: {ended}" if ended else "not logged in")
-    request.state.actor, request.state.via = probe.name, probe.via
-    if probe.session is not None:
-        # cross-site and CSRF before the body, as every other unsafe request: a cross-site
-        # approval is a 403 whatever its body (it was a 422 for a malformed one)
-        c._csrf(request, probe)
+    # who, cross-site, CSRF and the role before the body and before the request is read: a
+    # stranger's body is never read, a cross-site approval is a 403 whatever its body, and
+    # one who may not approve learns nothing of which request ids exist (it was a 404 for
+    # a missing one and a 403 for one there)
+    c.require(request, Action.APPROVE)
     body: ApproveBody = await _body(request, ApproveBody)
     _note(request, "approve", request_id=body.request_id)
     if not REQUEST_ID.fullmatch(body.request_id):
@@ -1026,7 +1037,7 @@ async def api_approve(request: Request) -> Response:
     request.state.scope = found.entry.scope.value
     request.state.key = found.entry.key
     requester = found.requester
-    who = c.require(request, Action.APPROVE, requester=requester)
+    who = c.require(request, Action.APPROVE, requester=requester, touch=False)
     reason = _reason(body.reason)
     shown = {"scope": body.scope.value, "key": body.key, "digest": body.digest}
     now = {"scope": found.entry.scope.value, "key": found.entry.key, "digest": digest(found.entry)}

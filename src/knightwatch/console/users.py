@@ -11,6 +11,10 @@ password for every approval. An API token carries its own wrapped copy, under a
 key derived with HKDF from the token's 32 random bytes (no slow KDF is needed
 for a secret that was never chosen by a person), so a bearer token signs as its
 owner without the console keeping any key; a viewer-only token has no key.
+Each token record is sealed (HMAC keyed from its secret: owner, roles, expiry),
+a revoked token's digest is replaced by one the secret no longer matches (an
+edit cannot revive it), and a password change, a reset or a disable revokes
+every token of the user, as it ends their sessions.
 
 The file is TOML written by this module (a tiny serializer: only names, base64,
 hex, integers, booleans and role lists go in), atomically and 0600, and read
@@ -33,6 +37,7 @@ import re
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +92,7 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _MAX_CIPHERTEXT = 4096
 _HKDF_INFO = b"knightwatch console token key v1"
+_SEAL_INFO = b"knightwatch console token seal v1"
 # Bounds on argon2 parameters read from the file: a hand-edited m=2^32 must not take the
 # machine's memory at the next login.
 _T_RANGE = range(1, 65)
@@ -141,6 +147,10 @@ class Token(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     created_ns: int
     expires_ns: int
     revoked_ns: int = 0
+    seal: str = ""
+    """Hex HMAC-SHA256, keyed by HKDF of the token's secret, over its owner, id, digest, roles,
+    service mark, creation and expiry (`_seal_token`): an edited record is refused
+    (`token_tampered`). "" in a file written before seals: refused (`token_unsealed`)."""
     key: WrappedKey | None = None
     """The owner's key under HKDF(secret); None for a viewer-only token."""
 
@@ -218,6 +228,29 @@ def _from_secret(secret: str) -> bytes | None:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _tombstone(digest: str) -> str:
+    """What a revoked token's digest becomes. The revocation was a field anyone writing the
+    file could set back to 0 (reviving the token); the digest it replaces cannot be got back
+    from this, so a revoked token stays revoked whatever else is edited."""
+    return hashlib.sha256(b"knightwatch console revoked token\0" + digest.encode()).hexdigest()
+
+
+def _seal_token(raw: bytes, user: str, token: Token) -> str:
+    """The token's seal: its expiry, roles and owner were plain fields, so an edited file
+    could stretch a token's life or widen it as if issued so."""
+    mac_key = HKDF(hashes.SHA256(), _KEK_BYTES, None, _SEAL_INFO).derive(raw)
+    fields = [user, token.id, token.sha256, [r.value for r in token.roles], token.service,
+              token.created_ns, token.expires_ns]  # fmt: skip
+    return hmac.new(mac_key, msgspec.json.encode(fields), hashlib.sha256).hexdigest()
+
+
+def _revoked(token: Token, now_ns: int) -> Token:
+    """`token` revoked now (its digest a tombstone); one already revoked stays as it was."""
+    if token.revoked_ns:
+        return token
+    return msgspec.structs.replace(token, revoked_ns=now_ns, sha256=_tombstone(token.sha256))
 
 
 # --- the file ---------------------------------------------------------------------------------
@@ -374,6 +407,8 @@ class _Check:
             raise self.fail(f"{field}.expires_ns", "must be after created_ns (both positive)")
         if token.revoked_ns < 0:
             raise self.fail(f"{field}.revoked_ns", "must be 0 (not revoked) or an instant")
+        if token.seal and not _HEX64.fullmatch(token.seal):
+            raise self.fail(f"{field}.seal", "must be 64 lowercase hex characters (or absent)")
         if set(token.roles) <= _VIEWER_ONLY:
             if token.key is not None:
                 raise self.fail(f"{field}.key", "a viewer-only token holds no key")
@@ -588,10 +623,13 @@ class UserStore:
             users[name] = self._rewrapped(user, key, new_password)
 
     def _rewrapped(self, user: User, key: SigningKey, password: str) -> User:
+        """A password change or reset ends the user's tokens with their sessions: a token
+        issued under the old password (perhaps by whoever learnt it) kept working."""
         return msgspec.structs.replace(
             user,
             password_hash=self._hasher.hash(password),
             key=_wrap_password(key, password, user.name, self.profile),
+            tokens=tuple(_revoked(t, time.time_ns()) for t in user.tokens),
         )
 
     def disable(self, name: str) -> None:
@@ -606,7 +644,12 @@ class UserStore:
             if user is None:
                 raise ConsoleUserError(f"{self._source}: user {quoted(name)}: no such user")
             ended = user.disables + 1 if disabled else user.disables
-            users[name] = msgspec.structs.replace(user, disabled=disabled, disables=ended)
+            # a disable revokes every token (an `enable` brought them all back, as if the
+            # disable had never been): the person issues new ones
+            tokens = tuple(_revoked(t, time.time_ns()) for t in user.tokens) if disabled else ()
+            users[name] = msgspec.structs.replace(
+                user, disabled=disabled, disables=ended, tokens=tokens or user.tokens
+            )
 
     # logging in
 
@@ -727,6 +770,7 @@ class UserStore:
                 expires_ns=now_ns + ttl_s * 1_000_000_000,
                 key=wrapped,
             )
+            token = msgspec.structs.replace(token, seal=_seal_token(raw, name, token))
             users[name] = msgspec.structs.replace(user, tokens=(*user.tokens, token))
         return secret, token
 
@@ -740,7 +784,7 @@ class UserStore:
                 raise ConsoleUserError(f"user {name}: token {quoted(token_id)}: no such token")
             token = found[0]
             if token.revoked_ns == 0:
-                token = msgspec.structs.replace(token, revoked_ns=now_ns)
+                token = _revoked(token, now_ns)
                 users[name] = msgspec.structs.replace(
                     user, tokens=tuple(token if t.id == token_id else t for t in user.tokens)
                 )
@@ -755,16 +799,26 @@ class UserStore:
         refused = "token refused"
         raw = _from_secret(secret)
         digest = _digest(secret)
+        tombstone = _tombstone(digest)
         match: tuple[User, Token] | None = None
+        revoked = False
         for user in self._refresh().values():
             for token in user.tokens:
                 if hmac.compare_digest(token.sha256, digest):
                     match = (user, token)
+                if hmac.compare_digest(token.sha256, tombstone):
+                    revoked = True
+        if raw is not None and revoked:  # whatever its revoked_ns says now
+            raise LoginFailed("token_revoked", refused)
         if raw is None or match is None:
             raise LoginFailed("unknown_token", refused)
         user, token = match
-        if token.revoked_ns and token.revoked_ns <= now_ns:
+        if token.revoked_ns:  # revoked_ns is stamped with the revocation's time
             raise LoginFailed("token_revoked", refused)
+        if not token.seal:
+            raise LoginFailed("token_unsealed", refused)  # issued before seals: issue anew
+        if not hmac.compare_digest(token.seal, _seal_token(raw, user.name, token)):
+            raise LoginFailed("token_tampered", refused)
         if now_ns >= token.expires_ns:
             raise LoginFailed("token_expired", refused)
         longest = MAX_TOKEN_TTL_S * 1_000_000_000
@@ -772,9 +826,8 @@ class UserStore:
             token.expires_ns - token.created_ns > longest
             or token.expires_ns - now_ns > longest + TOKEN_CLOCK_SLACK_NS
         ):
-            # no token is issued for longer (`issue_token`); the expiry is not under the
-            # key's seal, so a hand-edited one (years, or an expired token pushed on) was
-            # accepted as if issued so
+            # no token is issued for longer (`issue_token`); an edited expiry fails the seal
+            # first, so this is a second line (an issuer whose clock ran far ahead)
             raise LoginFailed("token_ttl_beyond_max", refused)
         if user.disabled:
             raise LoginFailed("disabled", refused)
