@@ -340,37 +340,30 @@ def _take_ids(
         kind = rec.kind
         if kind == DECISION:
             accepted = rec.accepted
-            if accepted is True:
-                oid, ts = rec.order_id, rec.ts
-                if type(oid) is not str or not oid or type(ts) is not int:
-                    _unreadable_line(
-                        path,
-                        lineno,
-                        "an accepted decision without its order id as text "
-                        "and its time as an integer",
-                    )
-                if since is None or ts > since:
-                    ids.append(oid)
-                    times.append(ts)
-            elif accepted is not False:
+            if accepted is False:
+                continue
+            if accepted is not True:
                 _unreadable_line(path, lineno, "a decision whose verdict is not true or false")
+            oid, what = rec.order_id, "an accepted decision"
         elif kind == ADOPT:  # taken over at a start-up: its id was used all the same
-            data, ts = rec.data, rec.ts
-            oid = data.get("order_id") if type(data) is dict else None
-            if type(oid) is not str or not oid or type(ts) is not int:
-                _unreadable_line(
-                    path,
-                    lineno,
-                    "an adopt event without its order id as text and its time as an integer",
-                )
-            if since is None or ts > since:
-                ids.append(oid)
-                times.append(ts)
+            data = rec.data
+            oid, what = (data.get("order_id") if type(data) is dict else None), "an adopt event"
         elif kind == SESSION:
             ids.clear()
             times.clear()
+            continue
         elif type(kind) is not str:
             _unreadable_line(path, lineno, "a line without its kind as text")
+        else:
+            continue
+        ts = rec.ts
+        if type(oid) is not str or not oid or type(ts) is not int:
+            _unreadable_line(
+                path, lineno, f"{what} without its order id as text and its time as an integer"
+            )
+        if since is None or ts > since:
+            ids.append(oid)
+            times.append(ts)
     return lineno
 
 
