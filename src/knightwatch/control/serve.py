@@ -32,7 +32,7 @@ from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.checkpoints import DEFAULT_CHECKPOINT_S, Checkpointer
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.lease import LeasePolicy
-from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.node.runtime import NodeRuntime, stop_task
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.guard import Guard
@@ -216,9 +216,7 @@ async def serve_node(
                     exposition.close()
                 await runtime.stop()
                 if signing is not None:
-                    signing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await signing
+                    await stop_task(signing)
                 await checkpointer.close()
                 recorder.close()
 

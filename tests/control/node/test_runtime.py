@@ -13,7 +13,7 @@ from knightwatch.clock import SimClock, SystemClock
 from knightwatch.control.fleet.freeze import kill_in_force
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.node.flags import ENCODER, NodeFlags, state_key
-from knightwatch.control.node.runtime import REPORT_DELAY_S, NodeError, NodeRuntime
+from knightwatch.control.node.runtime import REPORT_DELAY_S, NodeError, NodeRuntime, stop_task
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import STATE_HISTORY, Bucket
 from knightwatch.control.plane.wire import GUARD_ACTOR, Confirmation, NodeStatus, StateEntry
@@ -860,3 +860,25 @@ async def test_a_node_started_during_a_kill_refuses_a_flag_change_made_under_it_
         assert "the fleet kill 'fleet' (by alice)" in late.last_refusal
     finally:
         await f.stop()
+
+
+async def test_a_task_that_swallows_a_cancel_is_still_stopped() -> None:
+    """Python 3.11's `wait_for` (inside nats-py's requests) can swallow a cancellation: a
+    stopping node's checkpoint loop went on to its next round and the stop waited for good
+    (a test hung under load). `stop_task` cancels again until the task has ended."""
+    swallowed = 0
+
+    async def loop() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # as a cancel lost inside `wait_for`
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop_task(task), 10)
+    assert task.cancelled() and swallowed == 1

@@ -221,6 +221,20 @@ def _carried(reason: str) -> tuple[str, str]:
     return reason, ""
 
 
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again every half second.
+
+    Python 3.11's `asyncio.wait_for` (inside nats-py's requests) can swallow a
+    cancellation that lands as its inner future completes: a loop cancelled there went
+    on to its next sleep and round, and the one awaiting it (a node stopping) waited for
+    good (seen under load: a stopping node's checkpoint loop)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s ended with %r while stopping", task.get_name(), task.exception())
+
+
 class NodeError(KnightwatchError, RuntimeError):
     """The runtime cannot host this Guard or arm it; the message says why."""
 
@@ -469,8 +483,7 @@ class NodeRuntime:
         for task in [*self._tasks, *self._background]:
             task.cancel()
         for task in [*self._tasks, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._tasks = []
         if self._member_put is not None:
             self._member_put.cancel()
