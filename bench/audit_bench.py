@@ -19,6 +19,10 @@ had returned must be in it, and the file must verify. --crashes rounds.
 
 `reopen` is what a node's start pays before it appends to an existing file: the
 recorder checks every seal of it (the file verify reads, in the page cache).
+`--readback N` then times the rest of that start's reading: a file of N accepted
+orders, each with its own id, read back for the ids still in the duplicate scope
+(`audit.read.accepted_ids`) and remembered by a Guard (`remember_order_ids`), so
+a restarted node refuses them as duplicates.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from pathlib import Path
 import msgspec
 
 from knightwatch.audit import AuditContext, FlightRecorder, FsyncPolicy, verify_file
+from knightwatch.audit.read import accepted_ids
 from knightwatch.clock import SystemClock
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
+from knightwatch.guard import Guard
 from knightwatch.order import Order, Side
 
 CTX = AuditContext(
@@ -92,6 +98,31 @@ def call_latency(path: Path, n: int) -> list[float]:
             record(order, decision, CTX, RULES)
             out[i] = (clock() - t0) / 1000
     return sorted(out)
+
+
+def readback(path: Path, n: int, runs: int) -> tuple[float, float, int]:
+    """Seconds to read the accepted ids of a file of n accepted orders with distinct ids,
+    and to remember them in a fresh Guard (medians of `runs`); and how many it holds."""
+    if path.exists():
+        path.unlink()
+    with FlightRecorder(path, clock=SystemClock(), fsync=FsyncPolicy.NONE) as rec:
+        for i in range(n):
+            order = Order(f"SMARS-{i:09d}", "smars", "AAPL", Side.BUY, 100, 101.25, None)
+            rec.ready()
+            rec.record_decision(order, ACCEPTED, CTX, RULES)
+    reads, adds = [], []
+    held = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with path.open("rb") as f:
+            used = accepted_ids(f, path)
+        t1 = time.perf_counter()
+        held = Guard().remember_order_ids(used.ids, used.ts)
+        t2 = time.perf_counter()
+        assert len(used.ids) == n, (len(used.ids), n)
+        reads.append(t1 - t0)
+        adds.append(t2 - t1)
+    return statistics.median(reads), statistics.median(adds), held
 
 
 CRASH_IDS = 1 << 18
@@ -200,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--crashes", type=int, default=20, help="kill -9 rounds (0: skip)")
+    ap.add_argument(
+        "--readback", type=int, default=0, help="accepted orders a restart reads back (0: skip)"
+    )
     ap.add_argument("--crash-writer", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.crash_writer:
@@ -252,6 +286,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{'reopen':12s} {reopen * 1000:>9,.1f} ms for {size / 2**20:,.0f} MiB "
             f"({reopen / gib:.2f} s per GiB, every seal checked; median of {args.runs})"
         )
+
+        if args.readback:
+            read_s, add_s, held = readback(path, args.readback, args.runs)
+            results["restart_readback_ids_per_s"] = round(args.readback / read_s)
+            results["restart_remember_ids_per_s"] = round(args.readback / add_s)
+            per_m = (read_s + add_s) * 1e6 / args.readback
+            print(
+                f"{'readback':12s} {read_s * 1000:>9,.1f} ms to read {args.readback:,} accepted "
+                f"ids, {add_s * 1000:,.1f} ms to remember them ({held:,} held; "
+                f"{per_m:.2f} s per million ids at a restart; median of {args.runs})"
+            )
 
         lat = call_latency(path, n)
         for label, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):

@@ -23,6 +23,13 @@ CASES = {
         ["audit_bench.py", "--records", "2000", "--runs", "1", "--crashes", "2"],
         "files intact 2/2",
     ),
+    "audit_readback": (
+        [
+            *("audit_bench.py", "--records", "1000", "--runs", "1", "--crashes", "0"),
+            *("--readback", "3000"),
+        ],
+        "to read 3,000 accepted ids",
+    ),
     "kill": (["kill_bench.py", "--nodes", "2", "--kills", "5"], "kill p50"),
     "fleet": (
         ["fleet_bench.py", "--nodes", "1", "--admit-repeats", "1", "--flag-repeats", "2"],
