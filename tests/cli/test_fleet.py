@@ -343,12 +343,11 @@ def test_an_empty_state_dir_is_refused_naming_it_and_nothing_is_written_where_it
     assert "Traceback" not in out and list(tmp_path.iterdir()) == [], out
 
 
-def test_a_symbol_kill_in_lowercase_is_sent_then_warned_that_keys_are_case_sensitive(
+def test_a_symbol_kill_in_lowercase_is_sent_then_warned_which_key_lifts_it(
     tmp_path: Path,
 ) -> None:
-    """`kill --symbol ibm` on a fleet trading `IBM` was confirmed by every node and halted
-    nothing, silently. The kill is still sent and stored as typed (matching is exact); the
-    warning comes after the result, one line."""
+    """`kill --symbol ibm` halts `IBM` on the nodes (any case), but it is stored as typed and
+    only a resume of `ibm` lifts it: the warning says so after the result, one line."""
     from knightwatch.control.site import Site
 
     site = Site(tmp_path / "site", kit=KIT)
@@ -364,12 +363,13 @@ def test_a_symbol_kill_in_lowercase_is_sent_then_warned_that_keys_are_case_sensi
         for scope in (["--symbol", "ibm"], ["--strategy", "mm", "--symbol", "btc/usdt"]):
             out = kill(*scope)
             stored = out.index("stored at revision")
-            warned = out.find("warning: symbol keys are case-sensitive")
+            warned = out.find("warning: symbol ")
             assert stored < warned, out  # after the kill was sent and confirmed
             line = out[warned:].splitlines()[0]
             assert repr(scope[-1]) in line and repr(scope[-1].upper()) in line, out
+            assert "halt it in every case" in line and "only a resume of" in line, out
         for scope in (["--symbol", "IBM"], ["--strategy", "mm"], []):
-            assert "case-sensitive" not in kill(*scope)
+            assert "lowercase" not in kill(*scope)
         code, out = invoke("status", "--symbol", "ibm", "--nats-url", env["KNIGHTWATCH_NATS_URL"],
                            "--key", env["KNIGHTWATCH_KEY"], "--anchor", env["KNIGHTWATCH_ANCHOR"],
                            "--state-dir", str(tmp_path))  # fmt: skip

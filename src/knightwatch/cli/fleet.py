@@ -432,9 +432,9 @@ def kill(
 
 def _warn_symbol_case(scope: Scope, key: str) -> None:
     """After a symbol kill has been sent and confirmed (never before, never gating it): a
-    symbol typed with lowercase letters. Keys match exactly, so `--symbol ibm` on a fleet
-    trading `IBM` was confirmed by every node and halted nothing. No node reports the
-    symbols it trades, so the variants cannot be named: the rule is said, one line."""
+    symbol typed with lowercase letters. Nodes halt a symbol's kill in every case (`ibm`
+    halts `IBM`: fail closed), but the kill is stored as typed and a resume lifts exactly
+    the key it names, so the operator is told which key lifts it, one line."""
     if scope is Scope.SYMBOL:
         symbol = key
     elif scope is Scope.STRATEGY_SYMBOL:
@@ -446,9 +446,9 @@ def _warn_symbol_case(scope: Scope, key: str) -> None:
     console.print(
         "[yellow]warning:[/yellow] "
         + escape(
-            f"symbol keys are case-sensitive: this halts orders in {quoted(symbol)} exactly, "
-            f"not {quoted(symbol.upper())} or any other case; if the fleet trades another "
-            "case, kill that symbol as the orders name it"
+            f"symbol {quoted(symbol)} has lowercase letters: nodes halt it in every case "
+            f"({quoted(symbol.upper())} too); the kill is stored as typed, and only a resume "
+            f"of {quoted(key)} exactly lifts it"
         ),
         highlight=False,
         soft_wrap=True,

@@ -25,7 +25,7 @@ from knightwatch.clock import MINUTE_NS, NS_PER_S, Clock, SystemClock, to_ns
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.errors import QUOTE_LIMIT, quoted
 from knightwatch.guard.errors import RecorderUnavailable
-from knightwatch.guard.halts import Halt, HaltLatches
+from knightwatch.guard.halts import Halt, HaltLatches, view_slot
 from knightwatch.guard.lanes import Effective, Lane
 from knightwatch.guard.ledger import (
     CustomerLine,
@@ -587,12 +587,12 @@ class Guard:
                 "symbol",
                 symbol,
             )
-        scopes = (
+        scopes = (  # as the halts' hot-path view holds them (a symbol's case-folded)
             (Scope.FLEET, FLEET_KEY),
             (Scope.NODE, self.node),
             (Scope.STRATEGY, strategy),
-            (Scope.SYMBOL, symbol),
-            (Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)),
+            view_slot((Scope.SYMBOL, symbol)),
+            view_slot((Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol))),
         )
         lane = Lane(eff, book, self._node_windows + sw + yw, scopes)
         # Held a while, bounded, so a halted fleet's refusals in a lane that never accepted

@@ -3,16 +3,32 @@
 A scope can be halted by several sources at once (an operator's kill, the
 Guard's own loss stop, a cancel-ratio breach). Each is its own latch, keyed by
 its reason code, so resuming one source never lifts another as a side effect.
-The hot path reads only `states`, the worst latch per scope, kept equal to the
-worst of its sources on every change.
+`states` holds the worst latch per scope, kept equal to the worst of its
+sources on every change. The hot path reads `view`: the same halts with a
+symbol's key case-folded (`view_slot`), so a kill typed `ibm` halts orders in
+`IBM` as the restricted list does (a venue may not care for case; fail closed).
+The match is the stop direction's only: a resume lifts exactly the slot it
+names, so `ibm`'s resume never lifts a kill of `IBM`.
 """
 
 from __future__ import annotations
 
 from knightwatch.decision import Decision, RejectReason
-from knightwatch.state import Scope, TradingState
+from knightwatch.state import Scope, TradingState, pair_key, split_pair
 
 Slot = tuple[Scope, str]
+
+
+def view_slot(slot: Slot) -> Slot:
+    """The slot an order's lane looks a halt up under: a symbol's key case-folded (alone or
+    in a strategy's pair), every other scope's as it is."""
+    scope, key = slot
+    if scope is Scope.SYMBOL:
+        return (scope, key.casefold())
+    if scope is Scope.STRATEGY_SYMBOL:
+        strategy, symbol = split_pair(key)
+        return (scope, pair_key(strategy, symbol.casefold()))
+    return slot
 
 
 class Halt:
@@ -39,15 +55,20 @@ class Halt:
 class HaltLatches:
     """Every latched halt by scope and source, plus the worst one per scope for the hot path."""
 
-    __slots__ = ("sources", "states")
+    __slots__ = ("_alike", "sources", "states", "view")
 
     def __init__(self) -> None:
         self.states: dict[Slot, Halt] = {}
         self.sources: dict[Slot, dict[RejectReason, Halt]] = {}
+        self.view: dict[Slot, Halt] = {}
+        """The worst halt per `view_slot`: what `worst` reads."""
+        self._alike: dict[Slot, set[Slot]] = {}
+        """The halted slots behind each `view` slot (`IBM` and `ibm` behind `ibm`)."""
 
     def worst(self, slots: tuple[Slot, ...]) -> Halt | None:
-        """The most severe halt over an order's scopes, or None if all are ACTIVE."""
-        states = self.states
+        """The most severe halt over an order's scopes (`view_slot`s, as a lane holds
+        them), or None if all are ACTIVE."""
+        states = self.view
         worst: Halt | None = None
         for slot in slots:
             h = states.get(slot)
@@ -81,10 +102,19 @@ class HaltLatches:
         return cleared
 
     def _settle(self, slot: Slot) -> None:
-        """Keep the hot path's one-halt-per-scope view equal to the worst of its sources."""
+        """Keep the one-halt-per-scope views equal to the worst of their sources."""
         sources = self.sources.get(slot)
+        v = view_slot(slot)
+        alike = self._alike.setdefault(v, set())
         if not sources:
             self.sources.pop(slot, None)
             self.states.pop(slot, None)
+            alike.discard(slot)
+        else:
+            self.states[slot] = max(sources.values(), key=lambda h: h.state)
+            alike.add(slot)
+        if not alike:
+            del self._alike[v]
+            self.view.pop(v, None)
             return
-        self.states[slot] = max(sources.values(), key=lambda h: h.state)
+        self.view[v] = max((self.states[s] for s in alike), key=lambda h: h.state)
