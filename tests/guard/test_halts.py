@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.guard.conftest import Rig
 
 from knightwatch.decision import RejectReason as R
 from knightwatch.guard.halts import Halt, HaltLatches, view_slot
 from knightwatch.state import Scope, TradingState
-from tests.guard.conftest import Rig
 
 Mk = Callable[..., Rig]
 
