@@ -175,3 +175,36 @@ def test_a_revoked_operator_or_approver_cannot_backdate_a_live_change() -> None:
         if gone == "bob":
             assert "bob's key" in exc.value.detail and "revoked" in exc.value.detail
         assert judged(live=False).checked.approvers == ("bob",)  # type: ignore[attr-defined]
+
+
+def test_a_stored_change_is_judged_when_the_store_wrote_it() -> None:
+    """Read from the store at a node's start (not live), a change signed after alice's or
+    bob's revocation and dated back before it was judged at its own date and turned the
+    flag on; judged when the server wrote it (`stored_ns`), it is refused as a running node
+    refused it live. Written before the revocation, it still stands; dated more than 5 s
+    after its write, it is refused for that."""
+    gone_at = NOW + 1
+    written = NOW + 60 * NS_PER_S
+    for gone, expect in (("alice", TrustReason.KEY_NOT_VALID), ("bob", None)):
+        kit = Kit(
+            now_ns=0,
+            people={"alice": (Role.OPERATOR,), "bob": (Role.APPROVER,)},
+            approvals=ApprovalPolicy(flag=SecondApprover.ALWAYS),
+        )
+        p = proof(True, approved_by="bob", kit=kit)  # dated NOW, both keys valid then
+        kit.revoke(gone, gone_at)
+
+        def stored(at_ns: int, kit: Kit = kit, p: str = p) -> object:
+            return check_flag_proof(
+                p, kit.roster, flag_id=RLP, node="n1", value=True, schema=SCHEMA,
+                now_ns=written + 3600 * NS_PER_S, live=False, stored_ns=at_ns,
+            )  # fmt: skip
+
+        with pytest.raises(Refused) as exc:
+            stored(written)
+        assert exc.value.reason is (expect or TrustReason.APPROVAL_INVALID), gone
+        assert "revoked" in exc.value.detail, exc.value.detail
+        assert stored(NOW).checked.approvers == ("bob",)  # type: ignore[attr-defined]
+        with pytest.raises(Refused) as exc:
+            stored(NOW - 6 * NS_PER_S)
+        assert exc.value.reason is TrustReason.FROM_FUTURE

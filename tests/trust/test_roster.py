@@ -19,12 +19,14 @@ from knightwatch.trust.roster import (
     ROSTER_PAYLOAD_TYPE,
     ApprovalPolicy,
     Member,
+    Role,
     Roster,
     TrustError,
     decode_roster,
     roster_envelope,
     sign_roster,
 )
+from knightwatch.trust.store import TrustStore
 
 KIT = Kit(now_ns=1)
 # A URL nothing listens on: a command that got past its input checks would fail differently.
@@ -296,3 +298,21 @@ async def test_a_version_heard_live_is_judged_when_it_is_heard() -> None:
     await publish_roster(writer, v3)  # heard now (2026): its admins' keys ended in 1970
     assert store.version == 2
     assert any("when received" in r for r in store.refused), store.refused
+
+
+def test_a_stored_version_whose_write_time_is_unknown_is_refused_except_the_first() -> None:
+    """A store that records when each version was written (`sync_roster` on NATS) but holds
+    no record of one: its own date is its signers' choice, so it is refused (fail closed)
+    rather than judged by that date alone; version 1, verified against the pinned anchor,
+    still loads."""
+    kit = Kit(now_ns=1 * S, admins=2)
+    v2 = kit.add("dave", [Role.OPERATOR])
+    store = TrustStore(kit.anchor)
+    assert store.follow({1: kit.envelopes[0], 2: v2}, published_ns={})
+    assert store.version == 1
+    assert store.refused == [
+        "roster version 2 refused: the store holds no record of when it was written: its "
+        "signers' keys cannot be judged then (fail closed)"
+    ]
+    assert store.follow({2: v2}, published_ns={2: 2 * S})
+    assert store.version == 2

@@ -18,6 +18,13 @@ away from the safe default (fail closed); a one-person change it cannot place
 is still honoured as the stop direction by dropping the node's value, so it
 evaluates its own safe default, never a value the writer claims is safe. The
 stop direction needs one operator's signature, never an approval.
+
+A change read from the store (not live) is judged, as a stored resume is, at the
+instant the store's server wrote it (`stored_ns`, which no client sets) as well
+as at its own signed time: the operator's and the approver's keys valid then,
+the market-hours rule met then, and dated no more than 5 s after it. A change
+signed with a key after its revocation and dated back before it is refused by a
+node that starts afterwards as a running node refused it live.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from knightwatch.flags.state import FlagChange
 from knightwatch.release.dsse import Envelope, new_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
-from knightwatch.trust.command import Checked, Refused, TrustReason, signers_of
+from knightwatch.trust.command import SKEW_NS, Checked, Refused, TrustReason, signers_of
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role, Roster, TrustError
 
@@ -149,6 +156,7 @@ def check_flag_proof(
     schema: Mapping[str, str],
     now_ns: int,
     live: bool,
+    stored_ns: int | None = None,
 ) -> FlagVerdict:
     """Verify that `proof` makes `node` evaluate `flag_id` as `value`; `Refused` otherwise.
 
@@ -156,7 +164,8 @@ def check_flag_proof(
     hash), the only source of the flag's meaning the node trusts. `live`: the
     state arrived as news, so a market-hours rule is also judged at `now_ns`, and
     the operator's and the approver's keys must be valid then too (a backdated
-    issue time dodges neither).
+    issue time dodges neither). `stored_ns` (not live): when the store's server wrote
+    the change; it is judged then as live news is judged now.
     """
     if roster is None:
         raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
@@ -177,10 +186,16 @@ def check_flag_proof(
             f"{','.join(decision.nodes)}, not {flag_id}={value} on {node}",
         )
     # live news counts only by keys valid now too, as a live kill-switch command does: a
-    # revoked operator's change dated back before the revocation turns nothing on
-    members = signers_of(
-        bundle.change, payload, roster, decision.issued_ns, now_ns if live else None
-    )
+    # revoked operator's change dated back before the revocation turns nothing on; a
+    # stored one, by keys valid when the server wrote it (its date is its signer's)
+    judged_ns = now_ns if live else stored_ns
+    if not live and stored_ns is not None and decision.issued_ns > stored_ns + SKEW_NS:
+        raise Refused(
+            TrustReason.FROM_FUTURE,
+            f"issued_ns {decision.issued_ns} is more than 5 s after the store wrote it "
+            f"({stored_ns})",
+        )
+    members = signers_of(bundle.change, payload, roster, decision.issued_ns, judged_ns)
     signer = next((m for m in members if m.name == decision.actor), None)
     if signer is None:
         signed = ", ".join(sorted({m.name for m in members}))
@@ -205,7 +220,7 @@ def check_flag_proof(
     checked = msgspec.structs.replace(checked, away=True)
     if known and not decision.trading_behaviour:
         return checked
-    approvers = _approvers(bundle.approval, decision, roster, known, now_ns, live)
+    approvers = _approvers(bundle.approval, decision, roster, known, judged_ns)
     return msgspec.structs.replace(checked, checked=Checked(decision.actor, approvers))
 
 
@@ -214,14 +229,14 @@ def _approvers(
     decision: FlagDecision,
     roster: Roster,
     known: bool,
-    now_ns: int,
-    live: bool,
+    judged_ns: int | None,
 ) -> tuple[str, ...]:
     """The second person for a trading flag moved away from its safe default, if the
-    roster's policy asks for one (at the issue time, and now for live news)."""
+    roster's policy asks for one (at the issue time, and at `judged_ns` too: now for
+    live news, the store's write time for a stored change)."""
     policy = roster.approvals
     needed = policy.second_person(policy.flag, decision.issued_ns) or (
-        live and policy.second_person(policy.flag, now_ns)
+        judged_ns is not None and policy.second_person(policy.flag, judged_ns)
     )
     meaning = "" if known else " (its meaning is not in this node's release: fail closed)"
     if approval is None:
@@ -268,7 +283,7 @@ def _approvers(
             requester=decision.requester,
             now_ns=at_ns,
             digest=decision.approval_digest,
-            keys_valid_ns=now_ns if live else None,
+            keys_valid_ns=judged_ns,
         )
     except TrustError as exc:
         raise Refused(TrustReason.APPROVAL_INVALID, str(exc)) from None

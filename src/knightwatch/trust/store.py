@@ -81,13 +81,24 @@ class TrustStore:
 
         Each is judged at its `published_ns` entry (when the store recorded it) if there
         is one, else at `received_ns` (this process's clock as it arrives), else at its
-        issue time alone (`accept`). A version that does not verify stops the walk (and
-        is remembered in `refused`): later versions cannot be trusted without it.
+        issue time alone (`accept`). With `published_ns` (a store that records write
+        times), a version after the first missing from it is refused: only version 1 is
+        judged against the pinned anchor, whose keys carry no validity to judge. A
+        version that does not verify stops the walk (and is remembered in `refused`):
+        later versions cannot be trusted without it.
         """
         moved = False
         while (envelope := stored.get(self.version + 1)) is not None:
-            at_ns = (published_ns or {}).get(self.version + 1, received_ns)
+            version = self.version + 1
+            at_ns = (published_ns or {}).get(version, received_ns)
             try:
+                if published_ns is not None and version not in published_ns and version > 1:
+                    # the store records when each version was written, but not this one's:
+                    # its own date is its signers' choice, so it is not judged by it alone
+                    raise TrustError(
+                        "the store holds no record of when it was written: its signers' "
+                        "keys cannot be judged then (fail closed)"
+                    )
                 self.accept(envelope, received_ns=at_ns)
             except TrustError as exc:
                 message = f"roster version {self.version + 1} refused: {exc}"

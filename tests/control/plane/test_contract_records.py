@@ -5,6 +5,8 @@ server (tests/trust checks that the others are refused)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from knightwatch.control.plane.protocol import (
@@ -72,3 +74,19 @@ async def test_request_reply_and_plain_messages(backend: Backend) -> None:
     await listener.subscribe("flags.applied", on_message)
     await client.publish("flags.applied", b"r3")
     await eventually(lambda: heard == [b"r3"])
+
+
+async def test_record_stored_ns_is_the_store_s_write_time(backend: Backend) -> None:
+    """When the store wrote a record (a roster version is judged then at a start, not at
+    the date its signers chose): the server's time; None for another key's write or a
+    revision the store does not hold."""
+    plane = await backend.plane("admission")
+    assert plane.keeps_write_times
+    before = time.time_ns()
+    rev = await plane.put_record(Bucket.ADMISSION, "n1", b"v")
+    other = await plane.put_record(Bucket.ADMISSION, "n2", b"v")
+    stored = await plane.record_stored_ns(Bucket.ADMISSION, "n1", rev)
+    assert stored is not None and before - 1_000_000 <= stored <= time.time_ns()
+    assert await plane.record_stored_ns(Bucket.ADMISSION, "n1", other) is None
+    assert await plane.record_stored_ns(Bucket.ADMISSION, "n1", other + 100) is None
+    assert await plane.record_stored_ns(Bucket.ADMISSION, "n1", 0) is None

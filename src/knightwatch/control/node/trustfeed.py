@@ -5,6 +5,16 @@ overwritten (compare-and-swap against "absent"), so the chain from the pinned
 anchor can always be walked again by a process that starts later. A version
 that does not verify is refused by `TrustStore` and the one before stays in
 force.
+
+A version read from the store at start is judged at the instant the store's
+server wrote it (`ControlPlane.record_stored_ns`: the JetStream message's own time,
+which no client sets), as a stored resume is: its signers' keys must be valid then, so a
+version signed after their keys ended and dated back inside their validity is
+refused by a process that starts later as a running one refused it live. A
+version whose write time the server no longer holds is refused (fail closed),
+except version 1, judged against the pinned anchor. The in-memory plane without
+a clock (the replay) records no write times: there a stored version is judged at
+its own date.
 """
 
 from __future__ import annotations
@@ -38,13 +48,24 @@ def _parse(key: str, value: bytes) -> tuple[int, Envelope] | None:
 
 
 async def sync_roster(plane: ControlPlane, store: TrustStore) -> bool:
-    """Read every stored version and accept those after the current one; True if it moved."""
+    """Read every stored version and accept those after the current one, each judged
+    when the server wrote it (where the plane records it); True if it moved."""
     stored: dict[int, Envelope] = {}
-    for key, (value, _) in (await plane.records(Bucket.ROSTER)).items():
+    written: dict[int, tuple[str, int]] = {}
+    for key, (value, revision) in (await plane.records(Bucket.ROSTER)).items():
         parsed = _parse(key, value)
         if parsed is not None:
             stored[parsed[0]] = parsed[1]
-    return store.follow(stored)
+            written[parsed[0]] = (key, revision)
+    if not plane.keeps_write_times:
+        return store.follow(stored)
+    published: dict[int, int] = {}
+    for version, (key, revision) in sorted(written.items()):
+        if version > store.version:
+            at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
+            if at_ns is not None:
+                published[version] = at_ns
+    return store.follow(stored, published_ns=published)
 
 
 async def follow_roster(

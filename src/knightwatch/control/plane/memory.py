@@ -41,9 +41,10 @@ class MemoryFabric:
     disconnect, every call fails); durable data survives it, as JetStream's
     file store does.
 
-    `clock` is the "server's" clock: each kill-state write is stamped with its time
-    (`stored_ns`), as JetStream stamps each message. Without one (a replay whose
-    writers all read the one simulated clock) a write is stamped with its issue time.
+    `clock` is the "server's" clock: each kill-state and record write is stamped with
+    its time (`stored_ns`, `record_stored_ns`), as JetStream stamps each message. Without
+    one (a replay whose writers all read the one simulated clock) a kill-state write is
+    stamped with its issue time and a record write with none (`keeps_write_times`).
     """
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -59,6 +60,8 @@ class MemoryFabric:
         self._audit: list[AuditEnvelope] = []
         self._audit_ids: dict[tuple[str, str, int], int] = {}
         self._records: dict[Bucket, dict[str, tuple[bytes, int]]] = {b: {} for b in Bucket}
+        self._record_ns: dict[int, tuple[Bucket, str, int]] = {}
+        """Per record revision, its bucket, key and when the fabric wrote it (with a clock)."""
         self._responders: dict[str, tuple[MemoryControlPlane, Responder]] = {}
         self._subs: dict[str, list[tuple[MemoryControlPlane, Handler[Any]]]] = {}
         self._planes: list[MemoryControlPlane] = []
@@ -238,8 +241,18 @@ class MemoryControlPlane:
             raise RevisionConflict(f"{bucket}.{key}", expected_revision)
         revision = fabric.next_revision()
         records[key] = (value, revision)
+        if fabric.clock is not None:
+            fabric._record_ns[revision] = (bucket, key, fabric.clock.time_ns())
         await fabric.deliver(f"record:{bucket}", Record(bucket, key, value, revision))
         return revision
+
+    async def record_stored_ns(self, bucket: Bucket, key: str, revision: int) -> int | None:
+        found = self._require()._record_ns.get(revision)
+        return found[2] if found is not None and found[:2] == (bucket, key) else None
+
+    @property
+    def keeps_write_times(self) -> bool:
+        return self._require().clock is not None
 
     async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
         found = self._require()._records[bucket].get(key)

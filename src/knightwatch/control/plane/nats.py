@@ -619,16 +619,7 @@ class NatsControlPlane:
     async def stored_ns(self, scope: Scope, key: str, revision: int) -> int | None:
         """The stream message's own time at `revision` (JetStream stamps it on storing),
         read from the stream leader; None if the stream no longer holds it for this slot."""
-        if revision <= 0:
-            return None
-        subject = f"$KV.{STATE_BUCKET}.{slot_of(scope, key)}"
-        try:
-            msg = await self._call(self._require_js().get_msg(f"KV_{STATE_BUCKET}", seq=revision))
-        except nats.js.errors.NotFoundError:
-            return None
-        if msg.subject != subject or msg.time is None:
-            return None
-        return (msg.time - _EPOCH) // datetime.timedelta(microseconds=1) * 1_000
+        return await self._written_ns(STATE_BUCKET, slot_of(scope, key), revision)
 
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         """Every stored slot: its entry (one that cannot be decoded is a halt of its slot's
@@ -900,6 +891,27 @@ class NatsControlPlane:
     async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
         stored = await self._snapshot(record_bucket(bucket), self._record_kv(bucket))
         return {key: (value, revision) for key, value, revision in stored if value is not None}
+
+    async def record_stored_ns(self, bucket: Bucket, key: str, revision: int) -> int | None:
+        """The stream message's own time at `revision` (JetStream stamps it on storing),
+        read from the stream leader; None if the stream no longer holds it for this key."""
+        return await self._written_ns(record_bucket(bucket), key, revision)
+
+    async def _written_ns(self, bucket: str, key: str, revision: int) -> int | None:
+        """The time JetStream stamped on the bucket's message `revision`, if it is `key`'s."""
+        if revision <= 0:
+            return None
+        try:
+            msg = await self._call(self._require_js().get_msg(f"KV_{bucket}", seq=revision))
+        except nats.js.errors.NotFoundError:
+            return None
+        if msg.subject != f"$KV.{bucket}.{key}" or msg.time is None:
+            return None
+        return (msg.time - _EPOCH) // datetime.timedelta(microseconds=1) * 1_000
+
+    @property
+    def keeps_write_times(self) -> bool:
+        return True
 
     async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
         prefix = record_republish(bucket) + "."

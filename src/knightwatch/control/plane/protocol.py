@@ -228,6 +228,19 @@ class ControlPlane(Protocol):
         """Every key's latest value and revision, from the store of record."""
         ...
 
+    async def record_stored_ns(self, bucket: Bucket, key: str, revision: int) -> int | None:
+        """When the store wrote `key` of `bucket` at `revision`, by the server's clock (no
+        client sets it): a reader judges a stored signed record (a roster version) at this
+        instant, not at the date its signer chose. None when the store no longer holds
+        that write of the key, or keeps no write times (`keeps_write_times`)."""
+        ...
+
+    @property
+    def keeps_write_times(self) -> bool:
+        """Whether the store stamps each write with its own clock (`record_stored_ns`): a
+        NATS server does; the in-memory fabric only when given a clock."""
+        ...
+
     async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
         """Every record stored in `bucket` from now on (a core subscription, no consumer)."""
         ...
