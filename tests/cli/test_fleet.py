@@ -303,7 +303,9 @@ def test_kill_with_the_control_plane_down_is_one_line_at_once(tmp_path: Path) ->
     took = time.monotonic() - started
     out = (done.stdout + done.stderr).strip()
     assert done.returncode == 2, out
-    assert took < 3.0, f"the error came after {took:.2f} s"  # interpreter start included
+    # no connect retries or timeouts waited out (those take 30 s and more); the bound is
+    # loose because interpreter start on a loaded 2-core machine alone can take seconds
+    assert took < 15.0, f"the error came after {took:.2f} s"
     assert "Traceback" not in out and len(out.splitlines()) == 1, out
     assert out.startswith("error: kill NOT sent") and env["KNIGHTWATCH_NATS_URL"] in out, out
     assert "docs/runbook.md section 1.1" in out and "venue" in out, out

@@ -17,6 +17,7 @@ from knightwatch.cli.app import app
 from knightwatch.cli.incident import incident_config, print_outcome
 from knightwatch.control.fleet.killswitch import CommandResult
 from knightwatch.control.plane.wire import StateEntry
+from knightwatch.control.site import Site
 from knightwatch.incident.preflight import PreflightConfig
 from knightwatch.incident.ramp import RampOutcome
 from knightwatch.incident.snapshot import seal
@@ -108,6 +109,38 @@ def test_snapshot_never_overwrites_earlier_evidence(fleet_up: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "already exists; refusing to overwrite" in " ".join(result.output.split())
     assert earlier.read_bytes() == b"the first snapshot, taken before the restart"
+
+
+@pytest.mark.timeout(90)
+def test_an_automatic_snapshot_that_fails_after_a_kill_says_the_kill_was_sent(
+    nats_server: Site, tmp_path: Path
+) -> None:
+    """The snapshot `kill` takes by itself runs after the kill went out. A snapshot key
+    left readable by others (0644), or a snapshot directory that cannot be made, ended
+    the kill with a bare "private key ...: permissions 0644" or "[Errno 20] Not a
+    directory": read as the kill failing, it named neither the setting nor the kill."""
+    key = tmp_path / "snapshots.key"
+    key.write_bytes(nats_server.key_path("alice").read_bytes())
+    key.chmod(0o644)
+    (tmp_path / "a-file").write_text("")
+    env = {**nats_server.cli_env("alice"), "COLUMNS": "400"}
+    for setting, value, said in (
+        ("KNIGHTWATCH_SNAPSHOT_KEY", str(key), f"KNIGHTWATCH_SNAPSHOT_KEY: private key {key}: "
+         "permissions 0644"),
+        ("KNIGHTWATCH_SNAPSHOT_DIR", str(tmp_path / "a-file" / "ev"),
+         f"KNIGHTWATCH_SNAPSHOT_DIR {tmp_path / 'a-file' / 'ev'}: cannot make the directory"),
+    ):  # fmt: skip
+        snapshots = {"KNIGHTWATCH_SNAPSHOT_KEY": str(nats_server.key_path("alice")),
+                     "KNIGHTWATCH_SNAPSHOT_DIR": str(tmp_path / "ev"), setting: value}  # fmt: skip
+        result = CliRunner().invoke(app, ["kill", "--reason", "runaway"], env={**env, **snapshots})
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        out = " ".join(result.output.split())
+        assert result.exit_code == 3, out  # sent and confirmed: not 2 ("NOT sent"), not 0
+        assert "stored at revision" in out, out
+        assert "error: the kill was sent (command " in out, out
+        assert "evidence snapshot was NOT" in out and said in out, out
+        assert "take the evidence now: knightwatch incident snapshot" in out, out
+        assert "Traceback" not in result.output
 
 
 def _outcome(trip: CommandResult | None) -> RampOutcome:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 
@@ -13,6 +15,7 @@ from knightwatch.control.plane.wire import (
     ENCODER,
     TARGET_KEY,
     NodeStarts,
+    NodeStatus,
     StateEntry,
     Verdict,
     starts_key,
@@ -219,6 +222,26 @@ async def test_a_disarmed_guard_fails_guard() -> None:
     await f.stop()
 
 
+async def test_a_node_id_claimed_by_a_second_process_fails_guard() -> None:
+    """A second process heartbeating as n2 (one that came back from a partition after n2
+    restarted) trades on its own Guard and limits once resumed: twice n2's exposure. n2
+    saw it and said so in its membership record, and the preflight passed all the same."""
+    f = await fleet("n1", "n2")
+    plane = await f.plane()
+    await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    other = msgspec.structs.replace(
+        f.nodes[1].status(), host="rogue", pid=4242, instance="other-process"
+    )
+    await plane.heartbeat(other)
+    while not {m.node_id: m for m in await plane.members()}["n2"].duplicate:
+        await asyncio.sleep(0.02)  # n2 writes what it heard at its next heartbeat
+    checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
+    assert only_failure(checklist) == "guard"
+    detail = item(checklist, "guard")[1]
+    assert "n2: another process claims this node id (rogue:4242)" in detail, detail
+    await f.stop()
+
+
 class Skewed(SystemClock):
     def time_ns(self) -> int:
         return super().time_ns() + 2_000_000_000
@@ -260,6 +283,32 @@ async def test_a_crash_looping_node_fails_and_stays_halted() -> None:
     again = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
     assert again.passed and again.trading_nodes == ("n1",)
     assert "staying halted: n2" in item(again, "alerts")[1]
+    await f.stop()
+
+
+async def test_a_crash_looping_node_between_restarts_fails_and_stays_halted() -> None:
+    """A crash-looping node is between two restarts (its lease run out) as often as not: it
+    was listed as fenced and never judged, the preflight passed, and after the resume it
+    came back and traded. Its record is what the node leaves when it dies (no `left`)."""
+    f = await fleet("n1", "n2")
+    plane = await f.plane()
+    await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    now = f.clock.time_ns()
+    await plane.put_member(
+        NodeStatus("n3", "h", 1, now - 5 * NS_PER_S, now - 3 * NS_PER_S, now - NS_PER_S,
+                   True, True, TradingState.ACTIVE)
+    )  # fmt: skip
+    starts = NodeStarts("n3", tuple(now - i * 10_000_000_000 for i in range(5)))
+    await plane.put_record(Bucket.INCIDENT, starts_key("n3"), ENCODER.encode(starts))
+    checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
+    assert only_failure(checklist) == "crash_loop"
+    assert "n3 restarted 5 times in 10 min" in item(checklist, "crash_loop")[1]
+    assert checklist.crash_looping == ("n3",) and "n3" not in checklist.trading_nodes
+    assert await halt_crash_loops(checklist, await f.killswitch(), Pager(), f.clock) == ["n3"]
+    entry, _ = await plane.get_state(Scope.NODE, "n3")
+    assert entry is not None and entry.state is TradingState.HALTED  # when it comes back
+    again = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)
+    assert again.passed, again.summary()
     await f.stop()
 
 

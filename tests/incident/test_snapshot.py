@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 from knightwatch.cli.app import app
 from knightwatch.cli.incident import snapshot_after_kill
 from knightwatch.clock import SystemClock
+from knightwatch.control.plane.nats import AUDIT_STREAM, NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import ENCODER, AuditEnvelope, AuditRefusal, NodeStatus
 from knightwatch.control.site import Site
 from knightwatch.incident.snapshot import (
@@ -69,6 +72,25 @@ async def test_a_snapshot_of_a_killed_fleet_holds_the_evidence_and_verifies() ->
         "nodes/metrics.json",
         "recorder/heads.json",
     }
+    await f.stop()
+
+
+async def test_a_record_that_is_not_even_text_is_kept_byte_for_byte() -> None:
+    """A stored record that is not JSON is evidence of what was written there: one that is
+    not UTF-8 was decoded with replacement characters, its bytes lost for good. Now they
+    are kept in base64; a text record stays text, a JSON one a JSON value."""
+    f = await fleet("n1")
+    plane = await f.plane()
+    junk = b"\xff\xfe verdict \x00\x9c"
+    await plane.put_record(Bucket.ADMISSION, "n2", junk)
+    await plane.put_record(Bucket.ADMISSION, "n3", b"{not json")
+    await (await f.killswitch()).kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    data = await take_snapshot(plane, f.clock, SigningKey.generate(), actor="a", reason="r",
+                               listen_s=0.1)  # fmt: skip
+    assert verify_snapshot(data, source="s.tar").ok
+    admission = json.loads(members(data)["nodes/admission.json"])
+    assert base64.b64decode(admission["n2"]["value_base64"]) == junk
+    assert admission["n3"]["value"] == "{not json"
     await f.stop()
 
 
@@ -313,6 +335,40 @@ async def test_a_node_cannot_plant_or_break_another_nodes_evidence(tmp_path: Pat
     finally:
         for plane in planes:
             await plane.close()
+        site.stop()
+
+
+async def test_an_audit_stream_that_cannot_be_read_is_named_not_the_whole_snapshot_lost(
+    tmp_path: Path,
+) -> None:
+    """On a real server whose audit stream is gone (deleted, or lost with its replicas): the
+    snapshot failed as a whole, every store it had already read lost with it. Now the kill
+    entries and the stores are sealed, and `incomplete.json` names the audit stream."""
+    site = Site(tmp_path / "site", ("n1",))
+    await site.astart()
+    admin = NatsControlPlane(
+        site.url, name="provisioner", signer=site.server.provisioner, provision=True
+    )
+    await admin.connect()
+    alice = await site.connect("alice")
+    try:
+        await site.killswitch(alice, "alice").kill(Scope.FLEET, "", "runaway", timeout_s=0.2)
+        await admin._require_js().delete_stream(AUDIT_STREAM)
+        data = await take_snapshot(
+            alice, SystemClock(), SigningKey.generate(), actor="alice", reason="t", listen_s=0.1
+        )
+        check = verify_snapshot(data, source="s.tar")
+        assert check.ok, check.problems
+        assert any(
+            g.startswith("recorder/: the audit stream could not be read after 0 messages")
+            and AUDIT_STREAM in g
+            for g in check.incomplete
+        ), check.incomplete
+        entries = json.loads(members(data)["kill/entries.json"])
+        assert entries["fleet.fleet"]["entry"]["reason"] == "runaway"
+    finally:
+        await alice.close()
+        await admin.close()
         site.stop()
 
 

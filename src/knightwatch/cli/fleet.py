@@ -49,6 +49,7 @@ from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident.ramp import RampOutcome, ramp_records
+from knightwatch.incident.snapshot import SnapshotError
 from knightwatch.inputs import JSON_MAX_BYTES, check_json_depth, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
@@ -384,6 +385,8 @@ def kill(
     from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
 
     evidence: list[Path] = []
+    no_evidence: list[str] = []
+    printed: list[bool] = []
     issued: list[bool] = []
     where: list[str] = []
 
@@ -403,7 +406,11 @@ def kill(
             auto = auto_snapshot_settings()
             if auto is not None and result.revision is not None:
                 _print_result(result, "drain" if drain else "kill")
-                evidence.append(await snapshot_after_kill(plane, result, *auto))
+                printed.append(True)
+                try:
+                    evidence.append(await snapshot_after_kill(plane, result, *auto))
+                except SnapshotError as exc:  # says the kill was sent: exit 3, never 2
+                    no_evidence.append(str(exc))
             return result
 
     async def sent_or_why() -> CommandResult | str:
@@ -421,13 +428,19 @@ def kill(
     if not result.sent:
         why = result.unreachable or result.durable_error
         _not_sent(f"control plane unreachable at {', '.join(where)}: {why}")
+    if not printed:
+        _print_result(result, "drain" if drain else "kill")
     if evidence:
         console.print(escape(f"evidence snapshot written to {evidence[0]}"), highlight=False)
-    else:
-        _print_result(result, "drain" if drain else "kill")
     _warn_symbol_case(scope, slot_key)
     if not result.ok:
         raise typer.Exit(1)
+    if no_evidence:
+        # sent and confirmed, its evidence not taken: neither 2 (not sent) nor 1 (not
+        # confirmed), and never 0 (the snapshot the settings ask for is missing)
+        console.print("[red]error:[/red] " + escape(no_evidence[0]), highlight=False,
+                      soft_wrap=True)  # fmt: skip
+        raise typer.Exit(3)
 
 
 def _warn_symbol_case(scope: Scope, key: str) -> None:

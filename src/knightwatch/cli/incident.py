@@ -35,7 +35,7 @@ from knightwatch.control.fleet.approvals import PIN, Request, Requests, digest, 
 from knightwatch.control.fleet.freeze import record_known_good
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.plane.protocol import ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import RampRecord
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident import workflow
@@ -266,27 +266,64 @@ def print_outcome(outcome: RampOutcome) -> None:
 async def snapshot_after_kill(
     plane: ControlPlane, result: CommandResult, key_path: Path, out_dir: Path
 ) -> Path:
-    """What `kill` does after it returned, when configured: known-good release, then evidence."""
+    """What `kill` does after it returned, when configured: known-good release, then evidence.
+
+    Whatever fails here fails after the kill went out: the `SnapshotError` says so first
+    (a bare "private key ...: permissions 0644" or "Not a directory" after a kill read as
+    the kill failing, on the very command that must be trusted), then names the setting
+    at fault and the command that takes the evidence instead."""
+    sent = f"the kill was sent (command {result.entry.command_id[:12]})"
+    redo = "; take the evidence now: knightwatch incident snapshot"
     clock = SystemClock()
-    await record_known_good(plane, result.entry, clock.time_ns())
-    data = await take_snapshot(
-        plane,
-        clock,
-        load_signing_key(key_path),
-        actor=result.entry.actor,
-        reason=f"automatic, after kill {result.entry.command_id}: {result.entry.reason}",
-        listen_s=0.5,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await record_known_good(plane, result.entry, clock.time_ns())
+    except ControlPlaneUnavailable as exc:
+        raise SnapshotError(
+            f"{sent}; its known-good release was NOT recorded, nor its evidence taken: {exc}" + redo
+        ) from None
+    try:
+        key = load_signing_key(key_path)
+    except (KnightwatchError, OSError) as exc:
+        why = str(exc) if isinstance(exc, KnightwatchError) else f"{key_path}: {exc.strerror}"
+        raise SnapshotError(
+            f"{sent}; its automatic evidence snapshot was NOT taken: {SNAPSHOT_KEY_ENV}: {why}"
+            + redo
+        ) from None
+    try:
+        data = await take_snapshot(
+            plane,
+            clock,
+            key,
+            actor=result.entry.actor,
+            reason=f"automatic, after kill {result.entry.command_id}: {result.entry.reason}",
+            listen_s=0.5,
+        )
+    except ControlPlaneUnavailable as exc:
+        raise SnapshotError(
+            f"{sent}; its automatic evidence snapshot was NOT taken: {exc}" + redo
+        ) from None
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"snapshot-{stamp}-{result.entry.command_id[:8]}.tar"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in its place, too (FileExistsError)
+        raise SnapshotError(
+            f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
+            f"{out_dir}: cannot make the directory: {exc.strerror}" + redo
+        ) from None
     try:
         # exclusive: never overwrites earlier evidence, never follows a planted symlink
         with path.open("xb") as archive:
             archive.write(data)
     except FileExistsError:
         raise SnapshotError(
-            f"{SNAPSHOT_DIR_ENV} {path}: already exists (or is a link); refusing to overwrite it"
+            f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
+            f"{path}: already exists (or is a link); refusing to overwrite it" + redo
+        ) from None
+    except OSError as exc:
+        raise SnapshotError(
+            f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
+            f"{out_dir}: cannot write {path.name}: {exc.strerror}" + redo
         ) from None
     return path
 

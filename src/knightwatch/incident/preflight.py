@@ -140,13 +140,17 @@ def _overlaps(scope: Scope, key: str, e: StateEntry) -> bool:
 
 async def _listen(
     plane: ControlPlane, clock: Clock, listen_s: float
-) -> tuple[dict[str, float], dict[str, NodeMetrics]]:
-    """Clock offsets (node wall clock minus ours, at receipt) and latest metrics per node."""
+) -> tuple[dict[str, float], dict[str, NodeMetrics], dict[str, set[str]]]:
+    """Clock offsets (node wall clock minus ours, at receipt), latest metrics and the
+    process instances heard per node (more than one: two processes claim its id)."""
     offsets: dict[str, float] = {}
     metrics: dict[str, NodeMetrics] = {}
+    instances: dict[str, set[str]] = {}
 
     async def on_heartbeat(s: NodeStatus) -> None:
         offsets[s.node_id] = (s.seen_ns - clock.time_ns()) / 1e6
+        if s.instance:
+            instances.setdefault(s.node_id, set()).add(s.instance)
 
     async def on_metrics(m: NodeMetrics) -> None:
         metrics[m.node_id] = m
@@ -154,7 +158,7 @@ async def _listen(
     await plane.subscribe_heartbeats(on_heartbeat)
     await plane.subscribe_metrics(on_metrics)
     await asyncio.sleep(listen_s)
-    return offsets, metrics
+    return offsets, metrics, instances
 
 
 async def run_preflight(
@@ -177,7 +181,7 @@ async def run_preflight(
     """
     cfg = config if config is not None else PreflightConfig()
     key = FLEET_KEY if scope is Scope.FLEET else key
-    offsets, heard = await _listen(plane, clock, cfg.listen_s)
+    offsets, heard, instances = await _listen(plane, clock, cfg.listen_s)
     now = clock.time_ns()
     states = await judged(plane, trust)
     members = [m for m in await plane.members() if not m.left]
@@ -295,11 +299,15 @@ async def run_preflight(
         )
     )
 
-    # guard: armed, lease live, flight recorder writing
+    # guard: armed, lease live, flight recorder writing, one process behind the node id
+    # (a second one trades on its own Guard and limits: twice the node's exposure)
     bad = []
     for n in trading:
         m = by_id[n]
         met = heard.get(n)
+        if m.duplicate or len(instances.get(n, ())) > 1:
+            other = f" ({m.duplicate})" if m.duplicate else ""
+            bad.append(f"{n}: another process claims this node id{other}: stop it, restart {n}")
         if not m.armed:
             bad.append(f"{n}: Guard not armed")
         if m.lease_expires_ns < now:
@@ -360,22 +368,29 @@ async def run_preflight(
         )
     )
 
-    # crash loop: more than K starts in M minutes keeps the node halted
+    # crash loop: more than K starts in M minutes keeps the node halted. Judged for every
+    # node in the scope not halted on its own, fenced ones too: a crash-looping node is
+    # between two restarts (no lease) as often as not, and rejoins to trade after the
+    # resume unless it is halted on its own now. By the record's key, the node it is for.
+    returning = [
+        n for n in fenced if _node_halted(states, n) is None or (scope is Scope.NODE and n == key)
+    ]
+    judged_nodes = {starts_key(n): n for n in (*trading, *returning)}
     looping = []
     unchecked: list[str] = []
     for k, (raw, _) in sorted((await plane.records(Bucket.INCIDENT)).items()):
-        if not k.startswith("starts."):
+        node = judged_nodes.get(k)
+        if node is None:
             continue
         try:
             starts = STARTS_DECODER.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # a trading node's start record that cannot be read cannot show it is not looping
-            if any(k == starts_key(n) for n in trading):
-                unchecked.append(f"{k}: undecodable ({exc})")
+            # a node's start record that cannot be read cannot show it is not looping
+            unchecked.append(f"{k}: undecodable ({exc})")
             continue
         recent = [t for t in starts.started_ns if now - t <= cfg.crash_loop_window_s * NS_PER_S]
-        if len(recent) > cfg.crash_loop_starts and starts.node_id in trading:
-            looping.append((starts.node_id, len(recent)))
+        if len(recent) > cfg.crash_loop_starts:
+            looping.append((node, len(recent)))
     bad = [f"{n} restarted {c} times in {cfg.crash_loop_window_s / 60:g} min" for n, c in looping]
     items.append(
         CheckItem(

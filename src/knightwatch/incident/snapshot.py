@@ -18,6 +18,7 @@ slows a kill.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import tarfile
@@ -80,13 +81,20 @@ def _json(value: object) -> bytes:
 
 
 def _records(raw: Mapping[str, tuple[bytes, int]]) -> dict[str, object]:
-    """A bucket's records as JSON values where they decode, raw text where they do not."""
+    """A bucket's records as JSON values where they decode, raw text where they do not,
+    and their bytes in base64 (`value_base64`) where they are not even UTF-8: a record
+    that does not decode is evidence too, and decoding it with replacement characters
+    lost the very bytes that show what was stored."""
     out: dict[str, object] = {}
     for key, (value, revision) in sorted(raw.items()):
         try:
             decoded: object = msgspec.json.decode(value)
         except msgspec.DecodeError:
-            decoded = value.decode("utf-8", "replace")
+            try:
+                decoded = value.decode("utf-8")
+            except UnicodeDecodeError:
+                out[key] = {"revision": revision, "value_base64": base64.b64encode(value).decode()}
+                continue
         out[key] = {"revision": revision, "value": decoded}
     return out
 
@@ -139,7 +147,15 @@ async def collect(
     seq = 1
     read = 0
     while read < _AUDIT_CAP:
-        page = await plane.audit(seq, _AUDIT_PAGE)
+        try:
+            page = await plane.audit(seq, _AUDIT_PAGE)
+        except ControlPlaneUnavailable as exc:
+            # the stores already read are still evidence (this failure lost them all)
+            gaps.append(
+                f"recorder/: the audit stream could not be read after {read} messages ({exc}); "
+                "flight-recorder records from there on are not in this snapshot"
+            )
+            break
         if not page:
             break
         for stream_seq, env in page:
