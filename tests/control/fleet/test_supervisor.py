@@ -1298,3 +1298,59 @@ def test_a_node_without_an_instance_claiming_halted_while_accepting_is_unreadabl
                             node_state=int(TradingState.HALTED) if lying else 0)  # fmt: skip
             fired += sup.observe(m)
     assert [(a.rule, a.key) for a in fired] == [(Rule.UNREADABLE_METRICS, "n3")]
+
+
+def test_a_node_restarted_under_a_new_instance_hides_nothing_it_booked_before_its_sample() -> None:
+    """An agency router leaks $9k of the firm's own (under the $10k floor), restarts, and its
+    new process books $9.5k more before its first sample: $18.5k within a minute. Only a
+    counter that went back was read as a restart, so the new count (above the old one) read
+    as $0.5k more and nothing halted. A new `instance` counts from 0 whatever it reports:
+    halted at that sample, like the same router that did not restart."""
+    halted: dict[str, int] = {}
+    for restarts in (False, True):
+        clock = SimClock(10 * S)
+        sup = Supervisor(SupervisorConfig(principal_floor=10_000.0), clock)
+        cum = {n: [0.0, 0.0] for n in ("n1", "n2", "n3")}  # orders, principal
+        instance = dict.fromkeys(cum, "first")
+        for k in range(1, 200):
+            clock.advance(TICK)
+            for n, c in cum.items():
+                c[0] += 4
+                if n == "n2" and 100 <= k < 109:
+                    c[1] += 1_000.0  # $9k, under the floor
+                if n == "n2" and k == 110:
+                    if restarts:  # a new process: 400 orders and $9.5k before its first sample
+                        c[0], c[1], instance[n] = 400.0, 9_500.0, "second"
+                    else:
+                        c[1] += 9_500.0
+                sent = int(c[0])
+                m = NodeMetrics(n, 0, sent, sent, 0, sent, 0.0, 0.0, True, 0,
+                                notional=c[0] * 2e3 + c[1], principal_notional=c[1], parents=50,
+                                instance=instance[n])  # fmt: skip
+                for a in sup.observe(m):
+                    assert (a.rule, a.key) == (Rule.PRINCIPAL_FLOW, "n2"), a
+                    assert "18,500 $" in a.reason, a.reason
+                    halted[f"{restarts}"] = k
+    assert halted == {"False": 110, "True": 110}
+
+
+@pytest.mark.parametrize("nodes", [2, 4])
+def test_an_agency_router_working_a_big_parent_never_halts_a_small_fleet_with_it(
+    nodes: int,
+) -> None:
+    """An agency router working a customer's big parent at 400 orders/s (20x its normal,
+    every child within the parent, none refused) shares a small fleet with nodes trading
+    for themselves. Its own rate rules let it be (`customers_only`), but its rate stayed in
+    the fleet's total, over the fleet's limit: the whole fleet was halted. The fleet's
+    total leaves it out as it does a node over its own limit; the firm nodes running away
+    are still halted, each by name."""
+    f = Fleet(SupervisorConfig(warmup_s=10.0), nodes=nodes)
+    f.parents = {n: (100 if n == "n1" else 0) for n in f.nodes}
+    assert f.run(20, 20.0) == []
+    assert f.run(5, {n: (400.0 if n == "n1" else 20.0) for n in f.nodes}) == []
+    assert f.sup.health()["n1"].customers_only
+    fired = f.run(3, {n: 400.0 for n in f.nodes})
+    assert {(a.rule, a.scope, a.key) for a in fired if a.rule is Rule.BASELINE_ORDER_RATE} == {
+        (Rule.BASELINE_ORDER_RATE, Scope.NODE, n) for n in f.nodes if n != "n1"
+    }
+    assert all(a.scope is Scope.NODE and a.key != "n1" for a in fired), fired

@@ -355,3 +355,131 @@ async def test_a_stored_day_that_cannot_be_read_halts_its_node_at_start() -> Non
     assert "supervisor_day.n2" in service.results[0][0].reason
     entry, _ = await writer.get_state(Scope.NODE, "n2")
     assert entry is not None and entry.state is TradingState.HALTED
+
+
+async def test_a_leased_node_that_never_reports_to_a_restarted_supervisor_is_halted() -> None:
+    """n3 holds its lease (its heartbeats go on) but its metrics have stopped, and the
+    supervisor restarts: it knew only the nodes it heard from, so n3 was never judged
+    silent and traded unsupervised. Every member holding a lease at the start is expected:
+    n3 is halted `stale_after_s` later through the kill switch; its reporting peers are not."""
+    clock = SimClock(10 * S)
+    fabric = MemoryFabric()
+    nodes: list[NodeRuntime] = []
+    for i in range(1, 4):
+        plane = MemoryControlPlane(fabric)
+        await plane.connect()
+        node = make_node(f"n{i}", plane, clock)
+        await node.start()
+        nodes.append(node)
+    next(t for t in asyncio.all_tasks() if t.get_name() == "n3-metrics").cancel()
+    sup_plane = MemoryControlPlane(fabric)
+    await sup_plane.connect()
+    service = SupervisorService(
+        sup_plane,
+        Supervisor(SupervisorConfig(stale_after_s=2.0), clock),
+        switch(sup_plane, clock, "supervisor"),
+        Pager(),
+        sweep_s=0.01,
+        concurrent=True,
+    )
+    await service.start()
+    for _ in range(10):  # 5 s
+        clock.advance(S // 2)
+        for node in nodes:
+            await node.heartbeat_once()
+        for node in nodes[:2]:
+            await node.publish_once()
+        await asyncio.sleep(0.02)  # a sweep runs
+    await service.stop()
+    assert [(a.rule, a.key, r.ok) for a, r in service.results] == [(Rule.STALE_METRICS, "n3", True)]
+    assert nodes[2].guard.trading_state(Scope.NODE, "n3") is TradingState.HALTED
+    for node in nodes:
+        await node.stop()
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        ("stale_after_s = inf", "stale_after_s: must be finite (in nanoseconds too) (got inf)"),
+        ("stale_after_s = 1e300", "stale_after_s: must be finite (in nanoseconds too)"),
+        (
+            "rate_window_s = inf\ncount_window_s = inf",
+            "rate_window_s: must be finite (in nanoseconds too) (got inf)",
+        ),
+        ("gross_exposure_cap = inf", "gross_exposure_cap: must be finite (got inf)"),
+        ("rate_floor_per_s = inf", "rate_floor_per_s: must be finite (got inf)"),
+        ("bleed_loss = inf", "bleed_loss: must be finite (got inf)"),
+    ],
+)
+def test_an_infinite_threshold_is_refused_by_name_not_a_rule_disabled_or_a_crash(
+    tmp_path: Path, lines: str, named: str
+) -> None:
+    """TOML reads `inf`: it passed every check (> 0, >= 0), then either disabled its rule
+    for good (an exposure cap of inf, a floor no rate reaches) or made every sample raise
+    OverflowError (a window or limit in seconds is counted in nanoseconds). Refused at load,
+    naming the key; a large finite value that still fits is taken."""
+    path = tmp_path / "sup.toml"
+    path.write_text(f"[supervisor]\n{lines}\n")
+    with pytest.raises(ValueError) as err:
+        SupervisorConfig.from_toml(path)
+    assert str(err.value).startswith(f"supervisor config {path}: [supervisor] "), err.value
+    assert named in str(err.value), err.value
+    path.write_text("[supervisor]\nstale_after_s = 1e12\ngross_exposure_cap = 1e15\n")
+    sup = Supervisor(SupervisorConfig.from_toml(path), SimClock(10 * S))
+    assert sup.observe(_m("n1", 1)) == []
+
+
+async def test_a_halt_and_a_drain_of_one_node_in_one_judgement_leave_it_halted() -> None:
+    """n2 reports errors before arming (halt) with its exposure over its share of the cap
+    (drain to REDUCING) in the same sample. Both went out, the drain after the halt: the
+    newer kill of the slot, stored over the halt, so n2 ended REDUCING (a halt loosened on
+    one signature). The drain waits until the halt is reported in force; a person's resume
+    (n2 reporting ACTIVE again, its exposure still over) lets it fire."""
+    clock = SystemClock()
+    fabric = MemoryFabric()
+    plane = MemoryControlPlane(fabric)
+    await plane.connect()
+    n2 = make_node("n2", plane, clock)
+    await n2.start()
+    next(t for t in asyncio.all_tasks() if t.get_name() == "n2-metrics").cancel()
+    sender = MemoryControlPlane(fabric)
+    await sender.connect()
+    sup_plane = MemoryControlPlane(fabric)
+    await sup_plane.connect()
+    service = SupervisorService(
+        sup_plane,
+        Supervisor(SupervisorConfig(gross_exposure_cap=1e6, stale_after_s=60.0), clock),
+        switch(sup_plane, clock, "supervisor"),
+        Pager(),
+        confirm_timeout_s=0.5,
+    )
+    await service.start()
+
+    async def sample(k: int, bad: bool, state: TradingState = TradingState.ACTIVE) -> None:
+        for n in ("n1", "n2", "n3"):
+            odd = n == "n2" and bad
+            await sender.publish_metrics(
+                NodeMetrics(n, 0, 4 * k, 4 * k, 0, 4 * k, 6e5 if odd else 1e5, 0.0, not odd,
+                            1 if odd else 0, node_state=int(state) if n == "n2" else 0)
+            )  # fmt: skip
+
+    for k in range(1, 4):
+        await sample(k, False)
+    await sample(4, True)
+    await service.drain()
+    assert [(a.rule, a.key, a.state, r.ok) for a, r in service.results] == [
+        (Rule.ERRORS_BEFORE_ARMING, "n2", TradingState.HALTED, True)
+    ]
+    entry, _ = await sup_plane.get_state(Scope.NODE, "n2")
+    assert entry is not None and entry.state is TradingState.HALTED
+    assert n2.guard.trading_state(Scope.NODE, "n2") is TradingState.HALTED
+    await sample(5, True, TradingState.HALTED)  # it reports the halt in force: nothing more
+    await service.drain()
+    assert len(service.results) == 1
+    await sample(6, True)  # resumed by two people, its exposure still over: drained now
+    await service.drain()
+    assert [(a.rule, a.state) for a, _ in service.results[1:]] == [
+        (Rule.NODE_GROSS_EXPOSURE, TradingState.REDUCING)
+    ]
+    await service.stop()
+    await n2.stop()

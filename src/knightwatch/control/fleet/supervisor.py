@@ -40,11 +40,12 @@ whose metrics cannot be read (a negative count, an amount that is not a finite
 number, a count or amount beyond 2^53 (a wrapped counter, whose one-sample jump
 no windowed rule held): each made some rule silently pass; an exposure that
 cannot be read counts as over the cap). A node's counters go on across its
-restart (they count from 0 again), so the windows it is judged over never lose
-what it did before it; a counter that goes back under the same process
-(`NodeMetrics.instance`) is no restart but unreadable, and so is a block reason's count
-or the refusals that are not throttling going back, or more blocks than refusals (the
-refusals less throttling went negative and read as a restart, hiding a reject spike),
+restart (they count from 0 again; every one of them, under a new `instance`), so the
+windows it is judged over never lose what it did before it; a counter that goes back
+under the same process (`NodeMetrics.instance`) is no restart but unreadable, and so
+is a block reason's count or the refusals that are not throttling going back, or more
+blocks than refusals (the refusals less throttling went negative and read as a restart,
+hiding a reject spike),
 or a node or fleet state no `TradingState` names (read as a halt already in force, it
 held back every action on the node), or more principal notional than notional (the firm's
 own is part of the total), or a node reporting HALTED whose accepted orders grow in a second
@@ -58,7 +59,9 @@ day, and a history that cannot be read halts its node), and one node's gross
 exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
 no node).
 An action already in force (the node or the fleet reports that state) is never
-issued again, except for unreadable metrics (above). It is pure logic on an injected
+issued again, except for unreadable metrics (above), and a drain (REDUCING) of a scope
+this supervisor halted waits until the halt is reported in force (issued after it, it was
+the newer kill and loosened it). It is pure logic on an injected
 clock: the live service feeds it metrics from NATS, the replay feeds it from
 MemoryControlPlane, and both act on its `Action`s through the same kill switch.
 """
@@ -68,7 +71,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -243,6 +246,18 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("node_exposure_share", 0 < self.node_exposure_share <= 1, "must be in (0, 1]"),
         )
         problems = [f"{f}: {rule} (got {getattr(self, f)!r})" for f, ok, rule in checks if not ok]
+        # an infinite threshold passed every check above and silently disabled its rule (an
+        # exposure cap of inf), or made every judgement raise: a window or a limit in
+        # seconds is counted in nanoseconds (a stale_after_s of inf, or of 1e300)
+        named = {f for f, ok, _ in checks if not ok}
+        seconds = {f for f in self.__struct_fields__ if f.endswith("_s") and "_per_" not in f}
+        problems += [
+            f"{f}: must be finite{' (in nanoseconds too)' if f in seconds else ''} (got {v!r})"
+            for f in self.__struct_fields__
+            if f not in named
+            and isinstance(v := getattr(self, f), float | int)
+            and not math.isfinite(v * 1e9 if f in seconds else v)
+        ]
         if problems:
             raise ValueError("invalid supervisor config:\n  " + "\n  ".join(problems))
 
@@ -496,7 +511,16 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
 class _Baseline:
     """A learned (or configured) normal value for one measure of one node or the fleet."""
 
-    __slots__ = ("anchor", "fixed", "last", "over_since", "since", "under_since", "value")
+    __slots__ = (
+        "anchor",
+        "exempt",
+        "fixed",
+        "last",
+        "over_since",
+        "since",
+        "under_since",
+        "value",
+    )
 
     def __init__(self, fixed: float | None = None) -> None:
         self.fixed = fixed
@@ -509,6 +533,10 @@ class _Baseline:
         ends only after a full rate window under it (`Supervisor._baseline_rules`)."""
         self.anchor: float | None = None
         """The learned value when it came into force (warm-up over): what bounds its rise."""
+        self.exempt = False
+        """The node works its customers' parents only (`customers_only`) and the measure is
+        over its own limit: its own rule lets it be, and so does the fleet's total (a big
+        parent on one agency router halted a small fleet it shared with firm nodes)."""
 
     def current(self, now: int, warmup_ns: int) -> float | None:
         """The baseline in force now: the configured value, or the learned one after warm-up."""
@@ -656,6 +684,9 @@ class Supervisor:
         self._fleet = _Track(_fleet_config(config))
         self._fleet_judged = -1
         self._firing: set[tuple[Rule, str]] = set()
+        self._halting: set[tuple[Scope, str]] = set()
+        """Scopes this supervisor halted that have not yet reported the halt in force: a
+        drain (REDUCING) there is held back until they do (`_fire`)."""
         self._listening_since = 0
         self._restored: dict[str, DayRecord] = {}
         """Day histories read back from the store (`restore`), applied at each node's first
@@ -685,11 +716,14 @@ class Supervisor:
             track.bad = self._halted_yet_accepting(track, m)
         if track.bad:  # judged by `observe` as unreadable; nothing of it is learned or summed
             return track
-        track.latest = m
         throttled = _throttled(m)
+        last = track.latest
+        # another process (`instance`) counts from 0, whatever it reached before this sample
+        restarted = last is not None and m.instance != last.instance
+        track.latest = m
         orders, rejected, accepted, fills, notional, principal = self._continued(
             track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
-                    m.principal_notional)
+                    m.principal_notional), restarted=restarted
         )  # fmt: skip
         track.samples.append(
             _Sample(now, int(orders), int(rejected), int(accepted), int(fills), notional, principal)
@@ -773,6 +807,17 @@ class Supervisor:
         out = self._stale(self.clock.monotonic_ns())
         self.actions.extend(out)
         return out
+
+    def expect(self, node_ids: Iterable[str]) -> None:
+        """Nodes the fleet's membership holds live (leased) as this supervisor starts: each is
+        judged silent `stale_after_s` from now unless it reports. A supervisor knew only the
+        nodes it had heard from, so one restarted while a node had gone quiet (its lease
+        held, its orders flowing) never judged that node at all."""
+        now = self.clock.monotonic_ns()
+        for node_id in node_ids:
+            if node_id not in self._nodes:
+                track = self._nodes[node_id] = _NodeTrack(self.config)
+                track.seen = now
 
     def missed(self) -> None:
         """The supervisor itself was not running (its process or event loop stalled): what
@@ -884,14 +929,21 @@ class Supervisor:
         return {n: t for n, t in self._nodes.items() if now - t.seen <= stale}
 
     @staticmethod
-    def _continued(track: _NodeTrack, raw: tuple[float, ...]) -> tuple[float, ...]:
+    def _continued(
+        track: _NodeTrack, raw: tuple[float, ...], *, restarted: bool = False
+    ) -> tuple[float, ...]:
         """The node's counters, continued across a restart: a counter that went back (a
         restarted node counts from 0 again) goes on from where it had reached, so the
         windows it is judged over never hold a negative span (which hid principal flow,
-        refusals and unfilled orders until the pre-restart samples aged out)."""
+        refusals and unfilled orders until the pre-restart samples aged out). A sample from
+        another process (`restarted`: a new `instance`) goes on from there for every
+        counter, gone back or not: a restarted node that booked more before its first
+        sample than its predecessor had reached was read as having booked only the
+        difference (a $9k leak, a restart and $9.5k more within a minute passed the $10k
+        principal floor)."""
         if track.raw is not None:
             track.offset = tuple(
-                o + last if r < last else o
+                o + last if restarted or r < last else o
                 for r, last, o in zip(raw, track.raw, track.offset, strict=True)
             )
         track.raw = raw
@@ -1028,8 +1080,15 @@ class Supervisor:
             value = track.measures.get(m.name)
             base = self._baseline(track, m.name, now, warm, nodes)
             refused = track.refused_rate if m.name == "order_rate" else 0.0
+            b.exempt = False
             if m.name != "principal_notional" and track.customers_only:
-                # working its customers' parents only: only what the Guard refused is judged
+                # working its customers' parents only: only what the Guard refused is judged,
+                # and what it works over its own limit is left out of the fleet's total too
+                b.exempt = (
+                    value is not None
+                    and base is not None
+                    and value > self._limit(m.name, base, nodes)
+                )
                 value = refused if refused > 0 and value is not None else None
             elif value is not None:
                 value += refused
@@ -1301,11 +1360,22 @@ class Supervisor:
             return []
         if tag in self._firing:
             return []
+        where = (scope, key)
+        if state < TradingState.HALTED and where in self._halting:
+            if not self._in_force(scope, key, TradingState.HALTED):
+                # its halt is on its way (issued in this judgement, or not yet reported
+                # applied): a drain issued after it is the newer kill of the scope and was
+                # stored over it, loosening the halt to REDUCING on one signature. Judged
+                # again at each sample, so a person's resume lets it fire.
+                return []
+            self._halting.discard(where)  # in force now: the in-force check holds it back
         if trust_state and self._in_force(scope, key, state):
             # never re-issue what already holds; should it be lifted while the condition
             # still holds, the rule fires then
             return []
         self._firing.add(tag)
+        if state >= TradingState.HALTED:
+            self._halting.add(where)
         return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
 
     def _unreadable(self, node_id: str, track: _NodeTrack) -> list[Action]:
@@ -1453,8 +1523,10 @@ def _went_back(last: NodeMetrics | None, m: NodeMetrics) -> list[str]:
 
 
 def _alone(track: _NodeTrack, name: str) -> bool:
-    """The node's own `name` is over its own limit: its own rule judges it, not the fleet's."""
-    return track.base.baselines[name].over_since is not None
+    """The node's own `name` is over its own limit: its own rule judges it, not the fleet's
+    (or, working its customers' parents only, lets it be: `_Baseline.exempt`)."""
+    b = track.base.baselines[name]
+    return b.over_since is not None or b.exempt
 
 
 def _fleet_config(config: SupervisorConfig) -> SupervisorConfig:

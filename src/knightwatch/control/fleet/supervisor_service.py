@@ -143,11 +143,16 @@ class SupervisorService:
     async def start(self) -> None:
         """Read back the day history a previous supervisor stored before judging a sample
         (a plane that cannot be read fails the start): a history that cannot be read halts
-        its node (`Supervisor.restore`)."""
+        its node (`Supervisor.restore`). Every member holding a lease is expected to report
+        (`Supervisor.expect`): one that does not is halted as silent."""
         await self.killswitch.start()
         stored = await self.plane.records(Bucket.INCIDENT)
         for action in self.supervisor.restore({k: v for k, (v, _) in stored.items()}):
             await self._dispatch(action)
+        # the nodes holding a lease now are judged silent if they never report to this
+        # supervisor: one restarted while a node had gone quiet never heard of it
+        now = self.supervisor.clock.time_ns()
+        self.supervisor.expect(m.node_id for m in await self.plane.members() if m.live(now, 0))
         await self.relay.start()
         await self.plane.subscribe_metrics(self._on_metrics)
         if self.sweep_s is not None and self._sweeper is None:
