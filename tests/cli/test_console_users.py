@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.console.users import LoginFailed, UserStore
+from knightwatch.console.users import ConsoleUserError, LoginFailed, UserStore
 from knightwatch.release.keys import write_key_pair
 
 runner = CliRunner()
@@ -169,9 +169,32 @@ def test_token_list_shows_a_time_no_calendar_holds_and_a_path_like_markup(
     text = users.read_text()
     expires = re.search(r"expires_ns = (\d+)", text)
     assert expires is not None, text
+    # as a file written before the users file was sealed (hand edits of a sealed one are refused)
+    text = re.sub(r'(?m)^(generation = \d+|mac = "[0-9a-f]{64}")\n', "", text)
+    users.with_name(users.name + ".seal").unlink()
     users.write_text(text.replace(expires.group(0), f"expires_ns = {10**22}"))
     result = runner.invoke(
         app, ["console", "user", "token", "alice", "--list", "--users", str(users)], env=WIDE
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 0 and "? (out of range)" in result.output, result.output
+
+
+def test_a_users_file_put_back_after_a_disable_is_one_red_line_not_trusted(
+    state: Path, keyfile: Path
+) -> None:
+    """An older copy of the file (before `disable alice`) put back by whoever can write it:
+    every command refuses it naming the file and the rule, and `enable` writes nothing."""
+    add_alice(state, keyfile)
+    path = state / "console-users.toml"
+    before = path.read_bytes()
+    assert run(state, "disable", "alice")[0] == 0
+    path.write_bytes(before)
+    for args in (("list",), ("enable", "alice")):
+        code, out = run(state, *args)
+        assert code == 2 and "Traceback" not in out, out
+        assert f"console users file {path}: generation: 1 is older" in out.replace("\n", "")
+        assert "rollback" in out
+    assert path.read_bytes() == before
+    with pytest.raises(ConsoleUserError, match="rollback"):
+        UserStore(path).verify("alice", PW)

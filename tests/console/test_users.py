@@ -26,6 +26,7 @@ from knightwatch.console.users import (
     UserStore,
     WrappedKey,
     dump_users,
+    file_mac,
     parse_users,
     toml_string,
 )
@@ -183,8 +184,16 @@ def _edit(path: Path, change: dict[str, object], user: str = "alice") -> None:
         for p in parents:
             node = node[int(p)] if p.isdigit() else node[p]
         node[last] = value
-    users = parse_users(data, "x")
-    path.write_text(dump_users(users.values()))
+    _reseal(path, parse_users(data, "x"))
+
+
+def _reseal(path: Path, users: dict[str, User]) -> None:
+    """Writes `users` sealed with the file's own seal key (as one holding that key could):
+    what these tests edit is held by the records' own checks even then."""
+    state = msgspec.json.decode(path.with_name(path.name + ".seal").read_bytes())
+    generation = state["generation"] + 1
+    mac = file_mac(base64.b64decode(state["key"]), generation, users.values())
+    path.write_text(dump_users(users.values(), generation=generation, mac=mac))
 
 
 def _flip(b64: str) -> str:
@@ -208,7 +217,7 @@ def test_a_wrapped_key_moved_to_another_user_does_not_decrypt(
     store.add("bob", PW, SigningKey.generate())
     data = tomllib.loads(path.read_text())
     data["users"]["bob"]["key"] = data["users"]["alice"]["key"]  # same password, alice's key
-    path.write_text(dump_users(parse_users(data, "x").values()))
+    _reseal(path, parse_users(data, "x"))
     with pytest.raises(ConsoleUserError, match="user bob: key: does not decrypt"):
         store.unlock("bob", PW)
 
@@ -220,7 +229,9 @@ def test_file_is_0600_and_written_atomically(path: Path, store: UserStore, alice
     assert sorted(p.name for p in path.parent.iterdir()) == [
         "console-users.toml",
         "console-users.toml.lock",
+        "console-users.toml.seal",
     ]
+    assert stat.S_IMODE(path.with_name(path.name + ".seal").stat().st_mode) == 0o600
 
 
 def test_a_file_others_can_read_is_refused(path: Path, store: UserStore, alice: User) -> None:
@@ -528,9 +539,12 @@ def test_a_token_from_a_file_without_seals_loads_but_is_refused(
     """A users file written before seals still loads (logins work); its tokens cannot be
     verified, so they are refused with their own reason, never trusted."""
     secret, _ = store.issue_token("alice", PW, ["operator"], DAY, now_ns=NOW)
-    text = re.sub(r'(?m)^seal = "[0-9a-f]{64}"\n', "", path.read_text())
-    assert "seal" not in text
+    text = re.sub(r'(?m)^(seal|mac) = "[0-9a-f]{64}"\n', "", path.read_text())
+    text = re.sub(r"(?m)^generation = \d+\n", "", text)
+    assert "seal" not in text and "generation" not in text
     path.write_text(text)
+    path.with_name(path.name + ".seal").unlink()  # as that version left it
+    store = UserStore(path, profile=CHEAPEST)  # the console started after the upgrade
     assert store.tokens("alice")[0].seal == ""
     assert store.unlock("alice", PW).name == "alice"
     with pytest.raises(LoginFailed) as exc:
@@ -734,3 +748,80 @@ def test_a_wrapped_key_of_an_unknown_algorithm_is_a_one_line_error(
     assert str(exc.value) == (
         f"console users file {path}: user alice: key: decrypts to no private key"
     )
+
+
+# --- the whole file: sealed and numbered, never put back -------------------------------------
+
+
+@pytest.mark.parametrize("change", ["revoke_token", "passwd", "disable"])
+def test_an_older_copy_of_the_file_put_back_is_refused_at_load(
+    path: Path, store: UserStore, alice: User, change: str
+) -> None:
+    """Whoever could write the file could put back an older copy of it, and a revoked token,
+    an old password or a disabled user was trusted again: the copy's generation is below the
+    last one written, and it is refused with one line naming the file and the rule."""
+    secret, token = store.issue_token("alice", PW, ["operator"], DAY, now_ns=NOW)
+    before = path.read_bytes()
+    if change == "revoke_token":
+        store.revoke_token("alice", token.id, NOW + S)
+    elif change == "passwd":
+        store.passwd("alice", PW, "second password!")
+    else:
+        store.disable("alice")
+    path.write_bytes(before)  # the older copy, its seal intact
+    for reader in (store, UserStore(path, profile=CHEAPEST)):  # running, and restarted
+        with pytest.raises(ConsoleUserError) as exc:
+            reader.unlock("alice", PW)
+        message = str(exc.value)
+        assert "\n" not in message
+        assert message.startswith(f"console users file {path}: generation: "), message
+        assert "older copy was put back (rollback)" in message
+        with pytest.raises(ConsoleUserError, match="rollback"):
+            reader.authenticate_token(secret, NOW + 2 * S)
+
+
+def test_a_running_console_refuses_an_older_copy_even_with_its_seal_file_put_back(
+    path: Path, store: UserStore, alice: User
+) -> None:
+    seal = path.with_name(path.name + ".seal")
+    old_file, old_seal = path.read_bytes(), seal.read_bytes()
+    store.disable("alice")
+    path.write_bytes(old_file)
+    seal.write_bytes(old_seal)
+    with pytest.raises(ConsoleUserError, match=r"generation: 1 is older .* \(2\)"):
+        store.unlock("alice", PW)
+
+
+def test_a_sealed_file_edited_by_hand_or_unsealed_is_refused(
+    path: Path, store: UserStore, alice: User
+) -> None:
+    store.disable("alice")
+    text = path.read_text()
+    path.write_text(text.replace("disabled = true", "disabled = false"))
+    with pytest.raises(ConsoleUserError, match=r"toml: mac: does not match the file"):
+        UserStore(path, profile=CHEAPEST).verify("alice", PW)
+    unsealed = re.sub(r'(?m)^(generation = \d+|mac = "[0-9a-f]{64}")\n', "", text)
+    path.write_text(unsealed.replace("disabled = true", "disabled = false"))
+    with pytest.raises(ConsoleUserError, match=r"toml: mac: missing, but generation 2 was"):
+        UserStore(path, profile=CHEAPEST).verify("alice", PW)
+    path.write_text(text)
+    path.with_name(path.name + ".seal").unlink()
+    with pytest.raises(ConsoleUserError, match=r"mac: its seal file .*\.seal is missing"):
+        UserStore(path, profile=CHEAPEST).verify("alice", PW)
+
+
+def test_a_file_from_before_seals_loads_and_is_sealed_at_its_next_write(
+    path: Path, key: SigningKey
+) -> None:
+    """An upgrade: the previous version wrote no generation, no mac and no seal file."""
+    UserStore(path, profile=CHEAPEST).add("alice", PW, key)
+    text = re.sub(r'(?m)^(generation = \d+|mac = "[0-9a-f]{64}")\n', "", path.read_text())
+    path.write_text(text)
+    path.with_name(path.name + ".seal").unlink()
+    store = UserStore(path, profile=CHEAPEST)
+    assert store.unlock("alice", PW).name == "alice"
+    store.disable("alice")
+    assert re.search(r'(?m)^generation = 1\nmac = "[0-9a-f]{64}"$', path.read_text())
+    path.write_text(text)  # the unsealed copy from before the disable
+    with pytest.raises(ConsoleUserError, match="mac: missing, but generation 1 was written"):
+        UserStore(path, profile=CHEAPEST).get("alice")

@@ -22,6 +22,16 @@ back through the bounded reader with every field checked: a bad file is one
 line naming the file, the user, the field and the rule. A store notices a
 changed file on the next lookup (one stat), so `knightwatch console user
 disable` takes effect in a running console without a restart.
+
+The whole file is sealed against being put back: every write numbers it (`generation`,
+one more each time) and seals it (`mac`: HMAC-SHA256 over the generation and every
+record) with a key kept in a file of its own beside it (`<file>.seal`, 0600), which also
+holds the last generation written. Whoever can write the users file but not read that one
+cannot edit the file, nor put back an older sealed copy (a revoked token, an old password,
+a disabled or removed user revived): its generation is below the last one written, and
+refused. A file without a seal (written by the version before seals) loads while no seal
+file exists, and is sealed at its next write; once sealed, an unsealed file is refused.
+A running console also refuses any generation below the highest it has read.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.inputs import InputFileError, is_name, load_toml
+from knightwatch.inputs import InputFileError, is_name, load_toml, read_bytes
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role
@@ -93,6 +103,10 @@ _TAG_BYTES = 16
 _MAX_CIPHERTEXT = 4096
 _HKDF_INFO = b"knightwatch console token key v1"
 _SEAL_INFO = b"knightwatch console token seal v1"
+_FILE_MAC_INFO = b"knightwatch console users file v1"
+SEAL_SUFFIX = ".seal"
+"""The seal file beside the users file: the key that seals it and the last generation."""
+_MAX_SEAL_FILE = 4096
 # Bounds on argon2 parameters read from the file: a hand-edited m=2^32 must not take the
 # machine's memory at the next login.
 _T_RANGE = range(1, 65)
@@ -153,6 +167,15 @@ class Token(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     (`token_tampered`). "" in a file written before seals: refused (`token_unsealed`)."""
     key: WrappedKey | None = None
     """The owner's key under HKDF(secret); None for a viewer-only token."""
+
+
+class SealState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The seal file: the key the users file is sealed with, and the last generation written."""
+
+    version: int
+    key: str
+    """Base64 of 32 random bytes."""
+    generation: int
 
 
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -293,7 +316,16 @@ def _pairs(table: dict[str, Any]) -> Iterator[str]:
             yield f"{k} = {_value(v)}\n"
 
 
-def dump_users(users: Iterable[User]) -> str:
+def file_mac(key: bytes, generation: int, users: Iterable[User]) -> str:
+    """The users file's seal: HMAC-SHA256 over its generation and every record."""
+    records = [msgspec.to_builtins(u) for u in sorted(users, key=lambda u: u.name)]
+    body = msgspec.json.encode([_FILE_MAC_INFO.decode(), generation, records])
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def dump_users(
+    users: Iterable[User], *, generation: int | None = None, mac: str | None = None
+) -> str:
     """The users file's text; `parse_users` reads it back to the same records."""
     parts = [
         "# knightwatch console users: written by `knightwatch console user ...`; keep it 0600.\n"
@@ -301,6 +333,8 @@ def dump_users(users: Iterable[User]) -> str:
         "# and private keys encrypted under them.\n",
         f"version = {FORMAT_VERSION}\n",
     ]
+    if generation is not None and mac is not None:
+        parts.append(f"generation = {generation}\nmac = {toml_string(mac)}\n")
     for user in sorted(users, key=lambda u: u.name):
         record = msgspec.to_builtins(user)
         record.pop("name")
@@ -420,9 +454,11 @@ class _Check:
 
 def parse_users(data: dict[str, Any], source: str) -> dict[str, User]:
     """Users from a parsed users file, every field checked (`source` names the file)."""
-    unknown = sorted(set(data) - {"version", "users"})
+    unknown = sorted(set(data) - {"version", "generation", "mac", "users"})
     if unknown:
-        raise ConsoleUserError(f"{source}: {unknown[0]}: unknown setting (version, users)")
+        raise ConsoleUserError(
+            f"{source}: {unknown[0]}: unknown setting (version, generation, mac, users)"
+        )
     if data.get("version") != FORMAT_VERSION:
         raise ConsoleUserError(
             f"{source}: version: must be {FORMAT_VERSION} (got {quoted(data.get('version'))})"
@@ -454,6 +490,23 @@ def parse_users(data: dict[str, Any], source: str) -> dict[str, User]:
     return users
 
 
+def parse_file_seal(data: dict[str, Any], source: str) -> tuple[int, str] | None:
+    """(generation, mac) from a parsed users file; None for a file written before seals."""
+    generation, mac = data.get("generation"), data.get("mac")
+    if generation is None and mac is None:
+        return None
+    if generation is None or mac is None:
+        missing = "generation" if generation is None else "mac"
+        raise ConsoleUserError(f"{source}: {missing}: missing (generation and mac go together)")
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
+        raise ConsoleUserError(
+            f"{source}: generation: must be a whole number from 1 (got {quoted(generation)})"
+        )
+    if not isinstance(mac, str) or not _HEX64.fullmatch(mac):
+        raise ConsoleUserError(f"{source}: mac: must be 64 lowercase hex characters")
+    return generation, mac
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -475,6 +528,10 @@ class UserStore:
         self._lock = threading.RLock()
         self._users: dict[str, User] = {}
         self._seen: tuple[int, ...] | None = None
+        self.seal_path = path.with_name(path.name + SEAL_SUFFIX)
+        self._highest = 0
+        """The highest sealed generation this store has read or written: a running console
+        refuses anything older (or unsealed) even if the seal file were put back too."""
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
         """What an unknown name is verified against; made now, so no first login pays for it."""
         self._source = f"console users file {path}"
@@ -507,13 +564,80 @@ class UserStore:
                     f"{self._source}: permissions {mode:04o} let other accounts read the "
                     f"password hashes and wrapped keys; run chmod 600 {self.path}"
                 )
-            return parse_users(data, self._source)
+            users = parse_users(data, self._source)
+            self._check_sealed(data, users)
+            return users
         except InputFileError as exc:
             self._seen = None  # retry at the next lookup
             raise ConsoleUserError(str(exc)) from None
         except ConsoleUserError:
             self._seen = None
             raise
+
+    def _seal_state(self) -> SealState | None:
+        """The seal file's key and last generation; None when there is none (never sealed)."""
+        where = f"console users seal file {self.seal_path}"
+        try:
+            mode = stat.S_IMODE(os.stat(self.seal_path).st_mode)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConsoleUserError(f"{where}: cannot stat: {exc.strerror}") from None
+        if mode & 0o077:
+            raise ConsoleUserError(
+                f"{where}: permissions {mode:04o} let other accounts read the key that seals "
+                f"the users file; run chmod 600 {self.seal_path}"
+            )
+        try:
+            state = msgspec.json.decode(
+                read_bytes(self.seal_path, "console users seal file", _MAX_SEAL_FILE),
+                type=SealState,
+            )
+        except InputFileError as exc:
+            raise ConsoleUserError(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise ConsoleUserError(f"{where}: not a seal file ({exc})") from None
+        try:
+            key = _unb64(state.key)
+        except (binascii.Error, ValueError):
+            key = b""
+        if state.version != 1 or len(key) != _KEK_BYTES or state.generation < 0:
+            raise ConsoleUserError(
+                f"{where}: must be version 1, a 32-byte base64 key and a generation from 0"
+            )
+        return state
+
+    def _check_sealed(self, data: dict[str, Any], users: dict[str, User]) -> None:
+        """Refuse a users file that is not the last one written (rollback) or not as sealed."""
+        sealed = parse_file_seal(data, self._source)
+        state = self._seal_state()
+        rule = "refused (a users file is never put back: `knightwatch console user` writes it)"
+        if sealed is None:
+            last = max(self._highest, state.generation if state is not None else 0)
+            if state is not None or last:
+                raise ConsoleUserError(
+                    f"{self._source}: mac: missing, but generation {last} was written sealed "
+                    f"({self.seal_path}): an older or hand-written copy; {rule}"
+                )
+            return  # written before seals: sealed at its next write
+        generation, mac = sealed
+        if state is None:
+            raise ConsoleUserError(
+                f"{self._source}: mac: its seal file {self.seal_path} is missing (the key it "
+                f"was sealed with); {rule}"
+            )
+        if not hmac.compare_digest(mac, file_mac(_unb64(state.key), generation, users.values())):
+            raise ConsoleUserError(
+                f"{self._source}: mac: does not match the file (edited, or sealed with another "
+                f"key); {rule}"
+            )
+        last = max(self._highest, state.generation)
+        if generation < last:
+            raise ConsoleUserError(
+                f"{self._source}: generation: {generation} is older than the last one written "
+                f"({last}): an older copy was put back (rollback); {rule}"
+            )
+        self._highest = generation
 
     @property
     def exists(self) -> bool:
@@ -553,22 +677,35 @@ class UserStore:
                 os.close(fd)
 
     def _write(self, users: dict[str, User]) -> None:
-        text = dump_users(users.values()).encode()
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        """The file, sealed at the next generation; then the seal file records that generation
+        (in this order: a crash between them leaves a file newer than the mark, still read)."""
+        state = self._seal_state()
+        key = _unb64(state.key) if state is not None else os.urandom(_KEK_BYTES)
+        generation = max(self._highest, state.generation if state is not None else 0) + 1
+        mac = file_mac(key, generation, users.values())
+        self._atomic(self.path, dump_users(users.values(), generation=generation, mac=mac))
+        seal = SealState(version=1, key=_b64(key), generation=generation)
+        self._atomic(self.seal_path, msgspec.json.encode(seal).decode() + "\n")
+        self._highest = generation
+        self._users = users
+        self._seen = self._stat()
+
+    def _atomic(self, path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(tmp, flags, 0o600)
             with os.fdopen(fd, "wb") as out:
-                out.write(text)
+                out.write(text.encode())
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise ConsoleUserError(f"{self._source}: cannot write: {exc.strerror}") from None
-        self._users = users
-        self._seen = self._stat()
+            raise ConsoleUserError(
+                f"console users file {path}: cannot write: {exc.strerror}"
+            ) from None
 
     def _check_password(self, password: str, field: str = "password") -> None:
         if len(password) < MIN_PASSWORD:
