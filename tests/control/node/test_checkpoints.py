@@ -96,3 +96,34 @@ def test_a_symlink_planted_at_the_checkpoint_file_is_not_written_through(
         assert sidecar_path(path).stat().st_mode & 0o777 == 0o600
     finally:
         rec.close()
+
+
+def test_a_fifo_planted_at_the_checkpoint_file_gets_no_checkpoint_and_blocks_nothing(
+    tmp_path: Path,
+) -> None:
+    """A FIFO at the checkpoints' path: with nobody reading it, opening it blocked the
+    node's event loop (its lease, its kills) for good; with a reader, the reader took the
+    checkpoint. Now neither: the checkpoint is not kept there (logged), and signing goes on."""
+    import os
+
+    from knightwatch.release.keys import SigningKey
+
+    key = SigningKey.generate()
+    clock = SimClock(1_343_826_000 * 10**9)
+    path = tmp_path / "n1.jsonl"
+    os.mkfifo(sidecar_path(path))
+    reader = os.open(sidecar_path(path), os.O_RDONLY | os.O_NONBLOCK)  # someone listening
+    rec = FlightRecorder(path, clock=clock)
+    try:
+        rec.record_event("halt", CTX, scope="node", key="n1", reason="r", actor="ops")
+        assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
+        try:
+            taken = os.read(reader, 65536)
+        except BlockingIOError:
+            taken = b""
+        assert taken == b""  # before: the signed checkpoint, handed to whoever read it
+        os.close(reader)  # now nobody reads: before, the open below blocked for good
+        rec.record_event("halt", CTX, scope="node", key="n1", reason="r2", actor="ops")
+        assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
+    finally:
+        rec.close()

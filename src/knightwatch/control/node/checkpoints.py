@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 from pathlib import Path
 
 import msgspec
@@ -81,10 +82,16 @@ class Checkpointer:
         envelope = sign_checkpoint(checkpoint, self.signer)
         try:
             # never through a link planted at the path (it could point at another node's
-            # file); a new file is the node's alone, as its flight recorder is
+            # file); a new file is the node's alone, as its flight recorder is. Never into
+            # anything but a regular file either: a FIFO planted there blocked the open
+            # (and with it the node's event loop: its lease, its kills) until something
+            # read it, and then took the checkpoint; O_NONBLOCK makes that open fail or
+            # return at once, and the check below refuses it
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(self.sidecar, flags, 0o600)
+            fd = os.open(self.sidecar, flags | os.O_NONBLOCK, 0o600)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"{self.sidecar}: not a regular file")
                 os.write(fd, encode_line(envelope))
                 os.fsync(fd)
             finally:

@@ -167,6 +167,14 @@ def _tightest(why: str) -> RampRecord:
     )
 
 
+def _named(ramp: RampRecord) -> str:
+    """The ramp bucket key `ramp` belongs under ("" if its scope and key name no slot)."""
+    try:
+        return slot_of(ramp.scope, ramp.key)
+    except StateKeyError:
+        return ""
+
+
 def _ramp_level(ramp: RampRecord) -> float:
     """The fraction of its limits `ramp` lets a node trade at."""
     return ramp.fraction if ramp.holds else 1.0
@@ -1257,17 +1265,31 @@ class NodeRuntime:
         one that would loosen what the node holds is ignored when it is older
         than the record held (a replay of an earlier ramp's record), or when the
         resume it ramps is in force here and neither that resume's requester nor
-        its approver signed it (another operator cannot step someone's ramp up)."""
+        its approver signed it (another operator cannot step someone's ramp up).
+        A record stored under another key than its own slot's (its scope and key) is
+        refused as one that does not verify: the key is not signed."""
         try:
             ramp = RAMP_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            # RecursionError: nested deeper than msgspec decodes (one operator's write to
+            # the ramp bucket); before, it escaped the resync, and no node could start
             log.error("RAMP_UNDECODABLE node=%s key=%s: %s", self.node_id, key, exc)
             self._ramps[key] = _tightest("undecodable")
             return
-        if ramp.scope is Scope.NODE and ramp.key != self.node_id:
+        if ramp.scope is Scope.NODE and ramp.key != self.node_id and _named(ramp) == key:
             return
         now = self.clock.time_ns()
         try:
+            if _named(ramp) != key:
+                # a record of another scope stored over this one (its signature holds:
+                # the key is not signed): before, it replaced the record held here, and
+                # the check below, which asks whose resume the record ramps, looked at
+                # this slot's resume, not the record's own: a third operator stepped a
+                # ramp up with a "done" of some other ramp of hers
+                raise Refused(
+                    TrustReason.PAYLOAD_MISMATCH,
+                    f"a record of {_named(ramp) or 'no slot'} stored under {key}",
+                )
             by = check_ramp(
                 ramp.proof,
                 ramp.payload(),
@@ -1387,7 +1409,12 @@ class NodeRuntime:
                 return
             except RevisionConflict:
                 continue
-            except (ControlPlaneUnavailable, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (
+                ControlPlaneUnavailable,
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+                RecursionError,  # a record nested too deep: before, the node could not start
+            ) as exc:
                 log.warning("node %s: start not recorded (%s)", self.node_id, exc)
                 return
 
