@@ -477,3 +477,34 @@ async def test_an_old_resume_replayed_over_a_kill_dated_behind_it_lifts_nothing(
         await node.stop()
         if late is not None:
             await late.stop()
+
+
+async def test_a_drain_issued_after_a_halt_never_loosens_it(backend: Backend) -> None:
+    """A drain (REDUCING) issued after a halt of the same scope was the newer kill: stored
+    over the halt and applied by every node, it loosened the halt on one signature. The
+    halt stays stored and held; the drain is confirmed (the nodes block more than it
+    asks); only a resume (two people) lifts the halt."""
+    clock = SimClock(5_000 * MS)
+    nodes = await _fleet(backend, clock, 2)
+    operator = switch(await backend.plane("alice"), clock, "alice")
+    supervisor = switch(await backend.plane("supervisor"), clock, "supervisor")
+    targets = ["n1", "n2"]
+    try:
+        halt = await operator.kill(Scope.FLEET, "", "stop", timeout_s=10.0, targets=targets)
+        clock.advance(1_000 * MS)  # later, by another issuer
+        drain = await supervisor.kill(
+            Scope.FLEET, "", "drain", timeout_s=10.0, state=TradingState.REDUCING,
+            targets=targets,
+        )  # fmt: skip
+        assert halt.ok and drain.ok, (halt.missing, drain.missing)
+        stored, _ = await (await backend.plane("bob")).get_state(Scope.FLEET, FLEET_KEY)
+        assert stored is not None and stored.command_id == halt.entry.command_id
+        for node in nodes:
+            assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        resumed = await operator.resume(Scope.FLEET, "", "fixed", timeout_s=10.0, approvers=(BOB,))
+        assert resumed.ok
+        for node in nodes:
+            assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    finally:
+        for node in nodes:
+            await node.stop()

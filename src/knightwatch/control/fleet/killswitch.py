@@ -498,13 +498,15 @@ class KillSwitch:
                     current, revision = await self.plane.get_state(entry.scope, entry.key)
                     if current is not None and self.verified(current) is None:
                         current = None  # a forged entry orders nothing: overwrite it
+                if current is not None and current.state > entry.state:
+                    # A stricter kill is stored (a halt, when this is a drain): it stays in
+                    # force and stays the record, whenever it was issued. A drain stored
+                    # over a halt loosened it to REDUCING on one signature; loosening is
+                    # a resume's, and a resume takes two people. Nodes hold it the same way.
+                    if reach is not None:
+                        reach.sent = True  # the store answered: in force, and stored
+                    return revision
                 if current is not None and current.issued_ns >= entry.issued_ns:
-                    if current.state > entry.state:
-                        # A stricter kill is stored at or after this instant: it stays in
-                        # force and stays the record (a drain must not loosen a halt).
-                        if reach is not None:
-                            reach.sent = True  # the store answered: in force, and stored
-                        return revision
                     issued = current.issued_ns + 1
                     entry = msgspec.structs.replace(
                         entry, issued_ns=issued, expires_ns=issued + int(KILL_TTL_S * 1e9)

@@ -677,6 +677,15 @@ class NodeRuntime:
             # store's re-dated copy): it may be dated after the resume (its issuer's clock
             # ran ahead), yet it is over
             return None
+        if (
+            held is not None
+            and entry.state is not TradingState.ACTIVE
+            and held.state > entry.state
+        ):
+            # a milder kill (a drain) over a halt held here, however new: the halt stays.
+            # Applied, it loosened the halt to REDUCING on one signature; loosening is a
+            # resume's, which takes two people. It is confirmed (the Guard blocks more).
+            return None
         if entry.newer_than(held) or (
             held is not None
             and entry.state is TradingState.ACTIVE
