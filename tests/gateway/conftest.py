@@ -85,6 +85,7 @@ class Rig:
         arm: bool = True,
         drop_copy: bool = False,
         recorder_path: Path | None = None,
+        gateway: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.begin = begin
@@ -144,6 +145,7 @@ class Rig:
             root / "gateway",
             log_messages=False,
             on_reconciled=(lambda: self.guard.arm("test")) if arm else None,
+            **(gateway or {}),
         )
         self.clients: dict[str, FixClient] = {}
         self._started: list[Any] = []

@@ -2929,3 +2929,16 @@ def test_a_bust_or_correction_naming_another_orders_execution_halts(
     assert not [r for r in rig.oms.received if r.get(F.EXEC_ID) == "EX-WRONG"]
     assert [e["data"]["exec_id"] for e in rig.events("venue_report_unapplied")] == ["EX-WRONG"]
     assert (rig.gateway.book.orders["B"].status, rig.gateway.book.orders["B"].leaves) == ("0", 200)
+
+
+def test_a_symbol_kill_typed_in_another_case_cancels_the_symbols_orders(rig: Rig) -> None:
+    """The Guard halts `L000` on a kill of `l000` (a symbol matches in any case); the
+    gateway's cancels of the scope's working orders match the same way, one cancel per
+    order (a mass cancel would name the symbol as typed, which the venue may not know).
+    Before, the orders were left working at the venue."""
+    rest(rig, "S1", qty=100)
+    assert rig.gateway.cancel_scope(Scope.SYMBOL, "l000", "x") == ["OMS1:S1"]
+    assert rig.gateway.cancel_scope(Scope.STRATEGY_SYMBOL, "OMS2/l000", "x") == []
+    rig.oms.wait_report("S1", "4")
+    eventually(lambda: not rig.gateway.still_working(Scope.FLEET, "fleet"), what="drained")
+    assert rig.guard.working_qty("L000") == (0, 0) and not rig.venue.working()

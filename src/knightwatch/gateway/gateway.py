@@ -38,10 +38,12 @@ they are handed to one worker thread instead of taking the lock there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -67,7 +69,7 @@ from knightwatch.gateway.engine import (
 from knightwatch.guard import LockedGuard
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.order import MAX_QTY, Fill, InvalidOrder, Order, Side, price_problem
-from knightwatch.state import Scope, pair_key, split_pair
+from knightwatch.state import Scope, split_pair
 
 log = logging.getLogger(__name__)
 R = RejectReason
@@ -193,6 +195,19 @@ MAX_SENT_REMEMBERED = 65_536
 """Orders, replaces and cancels sent to the venue whose MsgSeqNum is kept, for a session
 Reject (35=3) that names only that number: the venue answers at once, so the last few."""
 
+ANSWER_TIMEOUT_S = 30.0
+"""How long the gateway waits for the venue to answer an order it sent (any report of it)
+or to settle a replace or cancel (accept or refuse it: a pending report does not), while
+the venue session is logged on (the wait starts again at each logon, when the venue
+resends what it said meanwhile). Past it the request is unanswered (`_unanswered`):
+recorded, the node halts `fill_mismatch`, the client is told. Set per gateway with
+`Gateway(answer_timeout_s=...)`."""
+
+MAX_AWAITING = 65_536
+"""Orders, replaces and cancels whose answer is awaited at once: with more, the oldest is
+looked at before its time (unanswered still: handled as at its timeout), so a venue that
+answers nothing costs bounded memory however fast clients send."""
+
 
 def _venue_id(go: GwOrder) -> str:
     """The ClOrdID the venue knows an order by (`GwOrder.venue_clordid`)."""
@@ -216,10 +231,20 @@ class Gateway(Handler):
         log_messages: bool = True,
         on_reconciled: Callable[[], None] | None = None,
         on_fill: Callable[[Fill], None] | None = None,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
     ) -> None:
         super().__init__()
         if type(guard) is not LockedGuard:
             raise GatewayError("guard: the gateway needs a LockedGuard (it is called from threads)")
+        if not 0 < answer_timeout_s < float("inf"):
+            raise GatewayError(
+                f"answer_timeout_s: must be a finite number of seconds > 0 (got {answer_timeout_s})"
+            )
+        self.answer_timeout_s = answer_timeout_s
+        self._awaiting: deque[tuple[int, str, GwOrder | None, Request | None]] = deque()
+        """(due, ClOrdID, order, request) of each order (request None), replace or cancel
+        sent to the venue, in the order sent: unanswered at `due` (`_sweep_unanswered`)."""
+        self._sweep_s = min(1.0, answer_timeout_s / 4)
         self.cfg = config
         self.guard = guard
         self.lock = guard.lock
@@ -431,14 +456,135 @@ class Gateway(Handler):
         self.counts[what] = self.counts.get(what, 0) + 1
 
     def _run_worker(self) -> None:
-        while (job := self._work.get()) is not None:
+        """Session events and venue rejects, in the order they came; between them (at
+        least every `_sweep_s`), requests the venue left unanswered (`_sweep_unanswered`)."""
+        every = to_ns(self._sweep_s)
+        due = self.guard.clock.monotonic_ns() + every
+        while True:
             try:
-                with self._held():
-                    if self.stopping:
-                        continue
-                job()
-            except Exception as exc:  # the worker carries the kill path: it must not die
-                self.errors.add("gateway worker", exc)
+                job = self._work.get(timeout=self._sweep_s)
+            except queue.Empty:
+                job = self._sweep_unanswered
+            if job is None:
+                return
+            jobs = [job]
+            now = self.guard.clock.monotonic_ns()
+            if now >= due or job == self._sweep_unanswered:
+                due = now + every
+                if job != self._sweep_unanswered:
+                    jobs.append(self._sweep_unanswered)
+            for run in jobs:
+                try:
+                    with self._held():
+                        if self.stopping:
+                            break
+                    run()
+                except Exception as exc:  # the worker carries the kill path: it must not die
+                    self.errors.add("gateway worker", exc)
+
+    # ------------------------------------------------------------------ unanswered requests
+    def _await(self, clordid: str, go: GwOrder | None, req: Request | None) -> None:
+        """An order (`req` None), replace or cancel sent to the venue under `clordid`, whose
+        answer is awaited (caller holds the lock). With `MAX_AWAITING` awaited already, the
+        oldest is looked at now (`_look_at`)."""
+        due = self.guard.clock.monotonic_ns() + to_ns(self.answer_timeout_s)
+        self._awaiting.append((due, clordid, go, req))
+        if len(self._awaiting) > MAX_AWAITING:
+            self._look_at(*self._awaiting.popleft()[1:])
+
+    def _sweep_unanswered(self) -> None:
+        """Every request whose `answer_timeout_s` has passed while the venue session was
+        logged on, looked at (worker): an answered one is dropped from the watch, an
+        unanswered one is handled (`_unanswered`)."""
+        if not self._awaiting:
+            return  # read without the lock: one sent meanwhile is looked at next time
+        with self._held():
+            if self.stopping or not self.venue_up:
+                return  # the wait starts again at the logon (`_venue_logged_on`)
+            now = self.guard.clock.monotonic_ns()
+            awaiting = self._awaiting
+            while awaiting and awaiting[0][0] <= now:
+                self._look_at(*awaiting.popleft()[1:])
+
+    def _look_at(self, clordid: str, go: GwOrder | None, req: Request | None) -> None:
+        """One awaited request at (or before) its time (caller holds the lock): still
+        unanswered, it is handled (`_unanswered`); answered, nothing is done."""
+        if req is None:
+            # an order: any report applied to it (an ack, a fill, a reject) is an ExecID
+            # of its own; a refusal of it by BusinessMessageReject or session Reject, or
+            # one not sent, finished it
+            if go is not None and go.live and not go.execs and go.order_id == "NONE":
+                self._unanswered(F.NEW_ORDER, clordid, go, None)
+        elif self.book.requests.get(clordid) is req:
+            self._unanswered(F.REPLACE if req.kind == "G" else F.CANCEL, clordid, req.order, req)
+
+    def _unanswered(
+        self, mtype: str, clordid: str, go: GwOrder | None, req: Request | None
+    ) -> None:
+        """The venue never answered an order, replace or cancel within `answer_timeout_s`
+        (caller holds the lock). It may have taken it (the answer lost) or not: neither
+        can be assumed, so nothing is rolled back. An order stays counted working (the
+        venue may hold it: its reservation is never released as if it never went out),
+        and a kill cancels it; a replace keeps the larger of its old and new quantities
+        reserved; a cancel leaves its order counted working, and a kill's cancel is sent
+        again by its drain. Recorded (`venue_unanswered`), logged, the node halts
+        `fill_mismatch` (the Guard's picture can no longer be vouched for), and the client
+        gets a status report (ExecType I) under its ClOrdID saying so. A request is no
+        longer in flight (its memory is freed); the venue's late answer is applied as an
+        answer to the order it names. A replace or cancel of an order that has ended since
+        is only let go (`request_let_go`)."""
+        names = {F.NEW_ORDER: "NewOrderSingle", F.REPLACE: "replace", F.CANCEL: "cancel"}
+        gid = go.guard_id if go is not None else None
+        if req is not None:
+            self.book.requests.pop(clordid, None)
+            if go is not None and go.cancel_sent == clordid:
+                go.cancel_sent = None  # the gateway's own cancel: a drain sends another
+        # a replace or cancel of an order that ended meanwhile (the venue filled, cancelled
+        # or expired it, maybe reporting the end under the order's own ClOrdID, not the
+        # request's): no answer can change anything, so it is let go, recorded, no halt
+        if req is not None and go is not None and (req.released or not go.live):
+            self.guard.note(
+                "request_let_go", msg_type=mtype, clordid=F.clean(clordid)[:64], order_id=gid
+            )
+            return
+        why = (
+            f"no answer from the venue within answer_timeout_s={self.answer_timeout_s:g} s to "
+            f"the {names[mtype]} {F.clean(clordid)[:64]}"
+            + (f" of {gid}" if gid is not None else "")
+        )
+        self.guard.note(
+            "venue_unanswered",
+            msg_type=mtype,
+            clordid=F.clean(clordid)[:64],
+            order_id=gid,
+            timeout_s=self.answer_timeout_s,
+        )
+        log.error("VENUE_UNANSWERED %s", why)
+        self.guard.flag_mismatch(f"{why}: the venue may have taken it"[:400])
+        if req is not None and req.kind == "KILL":
+            return  # the gateway's own cancel: no client asked
+        comp = req.comp if req is not None else go.comp if go is not None else ""
+        sid = self.client_sids.get(comp)
+        if sid is None:
+            return
+        shown = (req.answer_as or clordid) if req is not None else clordid
+        extra: list[tuple[int, str]] = []
+        if go is None:  # a cancel of an order the gateway does not hold
+            go = GwOrder(comp, shown, "", comp, "NA", Side.BUY, "1", 0, None, status="8")
+        elif req is not None:
+            extra.append((F.ORIG_CL_ORD_ID, go.clordid))
+        status = go.status
+        if req is not None and go.live:
+            status = "E" if req.kind == "G" else "6"
+        text = f"knightwatch:{R.FILL_MISMATCH.value} {why}; its state at the venue is unknown"
+        if go.live:
+            text += ": counted working, the node is halted"
+        self._send_status(
+            dataclasses.replace(go, clordid=shown, status=status),
+            sid,
+            msg_text=text[:512],
+            extra=extra,
+        )
 
     # ------------------------------------------------------------------ engine callbacks
     def on_logon(self, sid: Any) -> None:
@@ -741,6 +887,7 @@ class Gateway(Handler):
             self.book.add(go)
             self.book.decide(gid, d, go)
             out = F.forward_copy(msg)
+            self._await(clordid, go, None)
         except Exception as exc:
             # accepted, but the message for the venue could not be made: never sent, so
             # it must not stay counted working; the client's reject comes from `on_error`
@@ -925,13 +1072,17 @@ class Gateway(Handler):
                     # under the gateway's own, answered under this
                     venue_id = self.book.next_id("KW-")
                     out.setField(F.CL_ORD_ID, venue_id)
-                    self.book.requests[venue_id] = Request("F", comp, target, answer_as=clordid)
+                    req = self.book.requests[venue_id] = Request(
+                        "F", comp, target, answer_as=clordid
+                    )
+                    self._await(venue_id, target, req)
                     self.guard.note(
                         "cancel_renamed", session=comp, clordid=clordid, sent_as=venue_id
                     )
                 else:
                     self.book.claim(clordid, comp)
-                    self.book.requests[clordid] = Request("F", comp, target)
+                    req = self.book.requests[clordid] = Request("F", comp, target)
+                    self._await(clordid, target, req)
                 self._count("cancels")
                 self._emit(out, self.venue_sid, (F.CANCEL, out.getField(F.CL_ORD_ID)))
 
@@ -1017,9 +1168,10 @@ class Gateway(Handler):
                     if checked.accepted:
                         self.book.claim(clordid, comp)
                         self.book.decide(new_gid, checked, go)
-                        self.book.requests[clordid] = Request(
+                        req = self.book.requests[clordid] = Request(
                             "G", comp, go, new_gid, parsed.qty, parsed.price
                         )
+                        self._await(clordid, go, req)
                         self._count("replaces")
                         self._emit(F.forward_copy(msg), self.venue_sid, (F.REPLACE, clordid))
                         return
@@ -1085,6 +1237,21 @@ class Gateway(Handler):
             if go is not None and go.comp == comp:
                 extra = [(F.ORIG_CL_ORD_ID, clordid)] if go.clordid != clordid else None
                 self._send_status(go, sid, extra=extra)
+                return
+            req = self.book.requests.get(clordid)
+            if req is not None and req.comp == comp and req.order is not None:
+                # the ClOrdID of the client's replace or cancel the venue has not answered
+                # yet: the order it names, pending replace (E) or pending cancel (6) while
+                # it works, under the id asked, OrigClOrdID the order's. Before, a live
+                # order was answered "unknown order" (39=8) and an OMS could take it for dead
+                on = req.order
+                pending = "E" if req.kind == "G" else "6"
+                status = pending if on.live and not req.released else on.status
+                self._send_status(
+                    dataclasses.replace(on, clordid=clordid, status=status),
+                    sid,
+                    extra=[(F.ORIG_CL_ORD_ID, on.clordid)],
+                )
                 return
             probe = GwOrder(
                 comp,
@@ -1604,18 +1771,47 @@ class Gateway(Handler):
         self.book.saw_exec(exec_id, None)
         self._count("unknown_reports")
         self.guard.note("unknown_report", exec_id=exec_id, clordid=clordid, exec_type=kind.value)
-        if fill is not None:
-            self._on_fill(fill)
-        elif kind in (
+        halts = fill is not None or kind in (
             F.ExecKind.REPLACED,
             F.ExecKind.RESTATED,
             F.ExecKind.TRADE_CANCEL,
             F.ExecKind.TRADE_CORRECT,
-        ):
+        )
+        log.warning(
+            "UNKNOWN_REPORT exec_type=%s clordid=%s venue_order_id=%s exec_id=%s %s",
+            kind.value,
+            F.clean(clordid)[:64],
+            F.clean(msg.get(F.ORDER_ID) or "")[:64],
+            F.clean(exec_id)[:64],
+            "halts fill_mismatch" if halts else "not applied",
+        )
+        if fill is not None:
+            self._on_fill(fill)
+        elif halts:
             self.guard.flag_mismatch(
                 f"venue {kind.value} order {msg.get(F.ORDER_ID)} under ClOrdID {clordid}, "
                 "which the gateway does not hold (never sent, or forgotten)"
             )
+        elif kind in (F.ExecKind.NEW, F.ExecKind.PENDING):
+            self._uncounted_working(msg, kind, clordid)
+
+    def _uncounted_working(self, msg: F.In, kind: F.ExecKind, clordid: str) -> None:
+        """A venue report that an order the gateway does not hold is working there (an
+        acknowledgement, a pending or a status report in a working OrdStatus; caller
+        holds the lock): an order sent by a previous process of the gateway (its book is
+        memory only, so a restart without the venue's mass status knows none of them),
+        or one that never passed it. It works uncounted by the Guard and no kill cancels
+        it, so the node halts `fill_mismatch` naming it (before, such a report was
+        recorded and nothing more: an order working unseen)."""
+        status = msg.get(F.ORD_STATUS) or ""
+        if status not in LIVE_STATUS:
+            return
+        self.guard.flag_mismatch(
+            f"venue {kind.value} report (OrdStatus {F.clean(status)[:8]}) of order "
+            f"{F.clean(msg.get(F.ORDER_ID) or 'NONE')[:64]} under ClOrdID "
+            f"{F.clean(clordid)[:64]}, which the gateway does not hold: working at the venue "
+            "uncounted by the Guard"[:400]
+        )
 
     def _foreign_execution(
         self, msg: F.In, kind: F.ExecKind, exec_id: str, clordid: str, go: GwOrder
@@ -1746,7 +1942,17 @@ class Gateway(Handler):
         """The venue did not take the order, replace or cancel the gateway sent under
         ClOrdID `ref_id` (caller holds the lock)."""
         go = self.book.orders.get(ref_id)
-        if ref_type == F.NEW_ORDER and go is not None and go.live:
+        if ref_type == F.NEW_ORDER and go is not None and go.live and go.execs:
+            # a refusal of an order the venue already reported on (acknowledged, filled):
+            # the venue contradicts itself. Before, the order left the Guard's working
+            # count and its client was told it was rejected while it worked at the venue,
+            # uncounted. Not applied: it stays counted, the node halts
+            self.guard.note("venue_refusal_unapplied", order_id=go.guard_id, ref_id=ref_id)
+            self.guard.flag_mismatch(
+                f"the venue refused order {go.guard_id} (ClOrdID {F.clean(ref_id)[:64]}) after "
+                f"reporting it {go.status}: not applied, still counted ({F.clean(why)})"[:400]
+            )
+        elif ref_type == F.NEW_ORDER and go is not None and go.live:
             self.guard.on_reject(go.guard_id)
             self.book.set_status(go, "8")
             self._release_replaces(go)  # a replace sent before the venue's answer
@@ -2146,6 +2352,14 @@ class Gateway(Handler):
             return
         if go is not None:
             self._relay(msg, go, None)
+            return
+        clordid = F.clean(msg.get(F.CL_ORD_ID) or "NONE")[:64]
+        self._count("unknown_reports")
+        self.guard.note("unknown_report", exec_id=msg.get(F.EXEC_ID), clordid=clordid,
+                        exec_type=F.ExecKind.STATUS.value)  # fmt: skip
+        log.warning("UNKNOWN_REPORT exec_type=status clordid=%s venue_order_id=%s", clordid,
+                    F.clean(msg.get(F.ORDER_ID) or "")[:64])  # fmt: skip
+        self._uncounted_working(msg, F.ExecKind.STATUS, clordid)
 
     def _adopt(self, msg: F.In, go: GwOrder | None) -> None:
         """A working order the venue reports at start-up becomes working in the Guard."""
@@ -2323,6 +2537,10 @@ class Gateway(Handler):
         with self._held():
             self.venue_up = True
             self.venue_logons += 1
+            # what was sent before the session dropped is answered (or resent by the
+            # venue) after the logon: its wait starts again now
+            fresh = self.guard.clock.monotonic_ns() + to_ns(self.answer_timeout_s)
+            self._awaiting = deque((max(d, fresh), c, o, r) for d, c, o, r in self._awaiting)
             self.guard.note("venue_session", up=True, session=self.venue_key)
             symbols = self.cfg.venue.market_data
             if symbols:
@@ -2431,7 +2649,8 @@ class Gateway(Handler):
             return
         cid = self.book.next_id("KW-")
         go.cancel_sent = cid
-        self.book.requests[cid] = Request("KILL", go.comp, go)
+        req = self.book.requests[cid] = Request("KILL", go.comp, go)
+        self._await(cid, go, req)
         fields = [
             (F.CL_ORD_ID, cid),
             (F.ORIG_CL_ORD_ID, go.venue_clordid or go.clordid),
@@ -2448,19 +2667,20 @@ class Gateway(Handler):
         """Live orders a kill of (scope, key) covers (caller holds the lock).
 
         An order adopted at start-up belongs to no known strategy: it may be the killed
-        strategy's, so any kill covers it (a strategy-and-symbol kill, in its symbol)."""
+        strategy's, so any kill covers it (a strategy-and-symbol kill, in its symbol). A
+        symbol matches in any case, as the Guard's halt does (`guard.halts.view_slot`)."""
         live = self.book.live()
         if scope in (Scope.FLEET, Scope.NODE):
             return live if scope is Scope.FLEET or key == self.guard.node else []
         if scope is Scope.STRATEGY:
             return [o for o in live if o.strategy in (key, RECONCILED)]
-        if scope is Scope.SYMBOL:
-            return [o for o in live if o.symbol == key]
+        strategy, symbol = (None, key) if scope is Scope.SYMBOL else split_pair(key)
+        folded = symbol.casefold()
         return [
             o
             for o in live
-            if pair_key(o.strategy, o.symbol) == key
-            or (o.strategy == RECONCILED and split_pair(key)[1] == o.symbol)
+            if o.symbol.casefold() == folded
+            and (strategy is None or o.strategy in (strategy, RECONCILED))
         ]
 
     def cancel_scope(self, scope: Scope, key: str, reason: str) -> list[str]:
@@ -2477,7 +2697,12 @@ class Gateway(Handler):
             whole = scope in (Scope.FLEET, Scope.NODE)
             # a symbol's mass cancel names it in Symbol(55): with instruments named by
             # SecurityID the key is no Symbol (the venue would cancel none, or another's)
-            by_symbol = scope is Scope.SYMBOL and self.cfg.instrument == "symbol"
+            # (and the orders' own spelling of it: a kill typed in another case covers them)
+            by_symbol = (
+                scope is Scope.SYMBOL
+                and self.cfg.instrument == "symbol"
+                and all(o.symbol == key for o in orders)
+            )
             mass = self.cfg.venue.mass_cancel and self.venue_up and (whole or by_symbol)
             if mass and orders and not any(o.cancel_sent for o in orders):
                 cid = self.book.next_id("KWMC")
