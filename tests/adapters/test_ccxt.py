@@ -425,6 +425,44 @@ async def test_raw_order_calls_cannot_slip_past_the_guard(world: World) -> None:
         await run(ex.create_order(sym, "market", "buy", 0.1, None, {"cost": 6000}))
 
 
+@pytest.mark.parametrize(
+    "cls",
+    [ccxt.deribit, ccxt_async.deribit, ccxt.coinbaseinternational],
+    ids=["deribit-sync", "deribit-async", "coinbaseinternational"],
+)
+async def test_order_entry_a_venue_takes_as_a_get_cannot_slip_past_the_guard(cls: Any) -> None:
+    """Deribit (and Coinbase International) place, amend and close orders with GET requests:
+    `private_get_buy` has no `post` in its name, and it reached the venue unchecked. It is
+    refused like any raw write; the venue's reads by GET still pass."""
+    ex = guard(cls({"enableRateLimit": False}), limits=limits("0.1"), strategy="mm")
+    try:
+        for name in ("private_get_buy", "privateGetSell", "private_get_edit",
+                     "privateGetEditByLabel", "private_get_close_position"):  # fmt: skip
+            with pytest.raises(AdapterError, match=f"{name}: not routed through the knightwatch"):
+                getattr(ex, name)
+        assert callable(ex.private_get_get_open_orders_by_currency)
+        assert callable(ex.public_get_get_order_book)
+    finally:
+        if isinstance(ex, AsyncGuardedExchange):
+            await ex.close()
+
+
+@pytest.mark.parametrize("cls", [ccxt.revolutx, ccxt_async.revolutx], ids=["sync", "async"])
+async def test_an_implicit_write_whose_name_the_pattern_misses_is_refused(cls: Any) -> None:
+    """Revolut X places an order with `POST /1.0/orders`: ccxt names it `privatePost10Orders`,
+    a digit where the name pattern looks for a capital, and it reached the venue unchecked.
+    Every implicit endpoint that is not a GET is refused, whatever its name."""
+    ex = guard(cls({"enableRateLimit": False}), limits=limits("0.1"), strategy="mm")
+    try:
+        for name in ("privatePost10Orders", "privatePut10OrdersVenueOrderId"):
+            with pytest.raises(AdapterError, match=f"{name}: not routed through the knightwatch"):
+                getattr(ex, name)
+        assert callable(ex.privateGet10OrdersActive)
+    finally:
+        if isinstance(ex, AsyncGuardedExchange):
+            await ex.close()
+
+
 OVERRIDES = {"binance": "quantity", "kraken": "volume"}
 """Each venue's own name for the order's amount: ccxt merges `params` over its request."""
 

@@ -4,6 +4,7 @@ ExecutionEngine a live TradingNode builds; a simulated venue; a few hundred quot
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.common.factories import OrderFactory
 from nautilus_trader.core.datetime import unix_nanos_to_dt
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.examples.algorithms.twap import TWAPExecAlgorithm
+from nautilus_trader.execution.messages import SubmitOrder
 from nautilus_trader.model.currencies import USD
 from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import (
@@ -30,7 +33,7 @@ from nautilus_trader.model.enums import (
 )
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.events import OrderFilled
-from nautilus_trader.model.identifiers import ExecAlgorithmId, TradeId, Venue
+from nautilus_trader.model.identifiers import ExecAlgorithmId, StrategyId, TradeId, Venue
 from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 
@@ -1089,3 +1092,53 @@ def test_an_amend_that_only_lowers_the_quantity_passes_while_halted_or_reducing(
         assert len(s.modify_rejected) == 3  # the raise, the price move, the move with a cut
         mirrored = NtState.HALTED if state is TradingState.HALTED else NtState.REDUCING
         assert e.kernel.risk_engine.trading_state == mirrored
+
+
+@pytest.mark.parametrize("owner", ["strategy", "external"])
+def test_an_order_at_the_venue_the_guard_never_checked_is_counted_and_halts(
+    tmp_path: Path, owner: str
+) -> None:
+    """An order sent past the bus (a direct `ExecutionEngine.execute`), or an external one
+    (strategy `EXTERNAL`, as NautilusTrader reconciles at start), rested at the venue
+    uncounted: the Guard then took a 50,000 buy on top of its 80,000 within max_position
+    100,000, silently. The venue's acceptance of it is counted (`adopt`) and halts the
+    node, whose kill cancels it, whoever owns it; nothing is left working."""
+    path = tmp_path / "nt.jsonl"
+    with world() as (e, s):
+        seen: dict[str, Any] = {}
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                sid = st.id if owner == "strategy" else StrategyId("EXTERNAL")
+                factory = OrderFactory(st.trader_id, sid, e.kernel.clock)
+                order = factory.limit(
+                    AUDUSD.id, OrderSide.BUY, Quantity.from_int(80_000), Price.from_str("0.69000")
+                )
+                seen["id"] = order.client_order_id.value
+                e.kernel.exec_engine.execute(
+                    SubmitOrder(
+                        trader_id=st.trader_id,
+                        strategy_id=sid,
+                        order=order,
+                        command_id=UUID4(),
+                        ts_init=tick.ts_init,
+                    )
+                )
+            elif n == 3:
+                st.buy("50000", "0.69000")
+
+        s.script = script
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(6)])
+        kw = install(e, limits=open_limits(max_position_qty=100_000), recorder=path)
+        e.run()
+        halt = kw.guard.halts()[(Scope.NODE, kw.guard.node)]
+        assert halt.code is R.FILL_MISMATCH and "never passed the Guard" in halt.reason
+        assert len(s.denied) == 1 and "HALTED" in s.denied[0]  # the 50,000 buy
+        statuses = {o.client_order_id.value: o.status for o in e.kernel.cache.orders()}
+        assert statuses[seen["id"]] is OrderStatus.CANCELED  # by the kill
+        assert kw.guard.working_qty(SYM) == (0, 0)
+        kw.guard.recorder.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    mine = [(r["kind"], r["data"].get("remaining")) for r in records
+            if r.get("data", {}).get("order_id") == seen["id"]]  # fmt: skip
+    assert mine == [("adopt", 80_000), ("cancel", 80_000)]  # counted until cancelled

@@ -49,7 +49,8 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   market buys in the quote currency (`createMarketBuyOrderRequiresPrice`, in
   `options` or `options["createOrder"]`) is refused: use a limit order there.
 * Any other call that can create or change an order (raw implicit API writes
-  such as `private_post_order`, `create_*` variants not listed,
+  such as `private_post_order`, or a venue's order entry sent as a GET such as
+  Deribit's `private_get_buy`, `create_*` variants not listed,
   `close_position(s)`, and the raw `request`/`fetch`/`fetch2`) is refused with
   `AdapterError` instead of slipping past the Guard; everything else passes.
 
@@ -65,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import re
 import threading
@@ -76,6 +78,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import ccxt
+from ccxt.base.types import Entry
 
 from knightwatch import (
     Clock,
@@ -117,6 +120,14 @@ _WRITE = re.compile(
 )
 """Names of calls that can create or change orders, refused unless wrapped here (the raw
 `request`/`fetch`/`fetch2` send anything, an order included)."""
+_GET_WRITES = frozenset(
+    {"buy", "sell", "edit", "close", "amend", "replace", "place", "submit", "create", "modify"}
+)
+"""Words of an implicit API endpoint's last path segment that mark an order write even when
+the venue takes it as a GET (Deribit's and Coinbase International's `private_get_buy`,
+`private_get_sell`, `private_get_edit`, `private_get_close_position`): a name with no
+`post`/`put`/`delete`/`patch` in it that places, amends or closes all the same."""
+_WORD = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _PARAMS: dict[str, Callable[[Any], bool]] = {
     "clientOrderId": lambda v: isinstance(v, str | int) and not isinstance(v, bool),
     "timeInForce": lambda v: v in ("GTC", "IOC", "FOK", "PO"),
@@ -991,12 +1002,40 @@ def _passthrough(wrapper: Any, ex: Any, name: str) -> Any:
     if snake != name and snake in _WRAPPED:
         return getattr(wrapper, snake)
     value = getattr(ex, name)
-    if callable(value) and _WRITE.search(name):
+    if callable(value) and (_WRITE.search(name) or _implicit_write(ex, name)):
         raise AdapterError(
             f"{name}: not routed through the knightwatch Guard; use create_order / "
             "create_orders (or call the exchange object directly and bypass the Guard knowingly)"
         )
     return value
+
+
+def _implicit_write(ex: Any, name: str) -> bool:
+    """Whether `name` is one of ccxt's implicit API endpoints (an `Entry`: its HTTP method and
+    path) that can write orders: any but a GET (whatever its name: Revolut X's
+    `privatePost10Orders` has a digit where `_WRITE` looks for a capital), or a GET whose path
+    places, amends or closes (`_GET_WRITES`). The camelCase name is a plain function holding
+    its `Entry` in its closure."""
+    entry = inspect.getattr_static(ex, name, None)
+    if not isinstance(entry, Entry):
+        cells = getattr(entry, "__closure__", None) or ()
+        found = [v for c in cells if isinstance(v := _cell(c), Entry)]
+        entry = found[0] if found else None
+    method, path = getattr(entry, "method", None), getattr(entry, "path", None)
+    if not isinstance(method, str) or not isinstance(path, str):
+        return False
+    if method.upper() != "GET":
+        return True
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return any(w.lower() in _GET_WRITES for w in _WORD.split(last) if w)
+
+
+def _cell(cell: Any) -> Any:
+    """What a closure cell holds (None for an empty one, which raises on reading)."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return None
 
 
 def _serialized(

@@ -28,11 +28,14 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   cancels) and quotes reach the Guard from the
   bus topics before strategies see them (subscription priority), so a
   strategy reacting to a fill or a quote is checked against the updated book;
+  an order the venue accepts that never passed the Guard (sent past the bus,
+  reconciled at start) is counted from then on and halts the node;
 * every change of the Guard's trading state is mirrored into the RiskEngine's
   `TradingState` (strictest scope wins: NautilusTrader has one state per node),
   so NautilusTrader itself denies new orders too; a node-wide HALTED (a kill,
   a node halt) also cancels every order of every strategy that is not closed
-  (open, emulated, in flight, or held by an execution algorithm).
+  (open, emulated, in flight, or held by an execution algorithm), and every open
+  order no running strategy owns (external).
 
 The Guard runs on NautilusTrader's clock (`NautilusClock`), so its rate
 windows and throttle follow simulated time in a backtest and the node's clock
@@ -71,6 +74,7 @@ from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import ContingencyType, OrderSide, OrderStatus
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.events import (
+    OrderAccepted,
     OrderCanceled,
     OrderDenied,
     OrderExpired,
@@ -751,6 +755,8 @@ class NautilusGuard:
             return
         oid = event.client_order_id.value
         if oid not in self._live:
+            if isinstance(event, OrderAccepted):
+                self._unchecked(oid)
             return
         guard = self.guard
         if isinstance(event, OrderUpdated):
@@ -788,6 +794,32 @@ class NautilusGuard:
             guard.on_expire(ended)
         else:  # the venue, or the ExecutionEngine after the Guard, refused it
             guard.on_reject(ended)
+
+    def _unchecked(self, oid: str) -> None:
+        """The venue accepted an order the Guard never checked: one sent past the bus (a
+        direct `ExecutionEngine.execute`), an external order reconciled at start. It can
+        execute, so the Guard counts it as working from now on (`adopt`, recorded), and
+        halts the node: its limits were never applied to it (`_lost`)."""
+        order = self.kernel.cache.order(ClientOrderId(oid))
+        if order is None or order.is_closed:
+            return
+        inst = self._instrument(order.instrument_id)
+        self.guard.adopt(
+            Order(
+                id=oid,
+                strategy=order.strategy_id.value,
+                symbol=inst.symbol,
+                side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
+                qty=inst.count(order.quantity, "quantity"),
+                price=inst.units.unit_price(order.price.as_double()) if order.has_price else None,
+            ),
+            inst.count(order.leaves_qty, "leaves_qty"),
+        )
+        self._live[oid] = None
+        self._lost(
+            f"order {oid} ({order.strategy_id}) is working at the venue but never passed the "
+            "Guard: counted as working from now on"
+        )
 
     def _on_fill(self, e: OrderFilled) -> None:
         oid = e.client_order_id.value
@@ -931,7 +963,8 @@ class NautilusGuard:
             self._cancelled = False
 
     def cancel_open_orders(self) -> int:
-        """Cancel every order of every strategy that is not closed; returns how many.
+        """Cancel every order of every strategy that is not closed, and every open order no
+        running strategy owns (`_cancel_orphans`); returns how many.
 
         Open and emulated orders go by one cancel-all per instrument. The others a
         cancel-all does not reach are cancelled one by one: an order in flight (sent,
@@ -953,8 +986,39 @@ class NautilusGuard:
             for order in rest:
                 strategy.cancel_order(order)
             n += len(swept) + len(rest)
+        n += self._cancel_orphans()
         log.warning("KILL_CANCEL node=%s cancelling %d order(s)", self.guard.node, n)
         return n
+
+    def _cancel_orphans(self) -> int:
+        """Cancel the orders at the venue that no running strategy owns (external orders
+        reconciled at start: strategy `EXTERNAL`), which no strategy's cancel reaches: a
+        `CancelOrder` each, straight to the ExecutionEngine (cancels always pass)."""
+        owned = {strategy.id for strategy in self.kernel.trader.strategies()}
+        cache = self.kernel.cache
+        orphans = [
+            o
+            for o in cache.orders()
+            if (o.is_open or o.is_inflight) and not o.is_emulated and o.strategy_id not in owned
+        ]
+        for order in orphans:
+            cid = order.client_order_id
+            try:
+                self._inner(
+                    CancelOrder(
+                        trader_id=order.trader_id,
+                        strategy_id=order.strategy_id,
+                        instrument_id=order.instrument_id,
+                        client_order_id=cid,
+                        venue_order_id=order.venue_order_id,
+                        command_id=UUID4(),
+                        ts_init=self.kernel.clock.timestamp_ns(),
+                        client_id=cache.client_id(cid),
+                    )
+                )
+            except Exception as exc:  # one order's failure never spares the others
+                log.error("KILL_CANCEL_FAILED node=%s order %s: %r", self.guard.node, cid, exc)
+        return len(orphans)
 
     # ------------------------------------------------------------------ fleet
 
