@@ -100,7 +100,7 @@ def test_a_value_written_into_the_fix_settings_cannot_inject_one(
         (GOOD + '[drop_copy]\nport = 9881\nsender_comp_id = "KWGW"\n',
          "drop_copy: sender_comp_id and comp_id name the venue session (KWGW -> VENUE)"),
         (GOOD.replace("port = 9880", "port = 9880\nreconnect_s = 0"),
-         "venue.reconnect_s: must be >= 1 (got 0)"),
+         "venue.reconnect_s: must be in 1..3600 (got 0)"),
     ],
 )  # fmt: skip
 def test_the_drop_copy_and_reconnect_settings_are_checked(
@@ -144,3 +144,34 @@ def test_generated_settings_pin_the_safety_choices(tmp_path: Path) -> None:
         "SocketAcceptPort=9878",
     ):
         assert line in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (GOOD.replace("assume_flat = true", "assume_flat = true\nheartbeat_s = 10000000000"),
+         "heartbeat_s: must be in 1..300 (got 10000000000)"),
+        (GOOD.replace("port = 9880", "port = 9880\nreconnect_s = 1000000000000"),
+         "venue.reconnect_s: must be in 1..3600 (got 1000000000000)"),
+        (GOOD.replace("assume_flat = true", "assume_flat = true\nparent_tag = 50010000000"),
+         "parent_tag: must be a FIX tag number 1..2147483647 (got 50010000000)"),
+        (GOOD.replace('"OMS2"', '"OMS2"\nallowed_remote_addresses = ["10.1.2.3"]'),
+         "clients[1].allowed_remote_addresses[0]: loopback_only = true allows only 127.0.0.1"),
+        ("loopback_only = false\n"
+         + GOOD.replace('"OMS2"', '"OMS2"\nallowed_remote_addresses = ["localhost"]'),
+         "clients[1].allowed_remote_addresses[0]: must be an IPv4 address (got 'localhost')"),
+    ],
+)  # fmt: skip
+def test_values_the_engine_or_the_listener_cannot_take_are_refused_at_load(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    """Before, these files loaded: a heartbeat or reconnect interval past QuickFIX's range
+    failed at start with the engine's own ConfigError (a traceback, no file or key named);
+    a parent tag no FIX message can carry left every child's parent unread, silently; an
+    address the listener's filter cannot take (or loopback_only refuses) failed only once
+    the node was starting, naming neither the file nor the entry."""
+    p = tmp_path / "gw.toml"
+    p.write_text(text)
+    with pytest.raises(GatewayError) as err:
+        GatewayConfig.from_toml(p)
+    assert str(p) in str(err.value) and needle in str(err.value)

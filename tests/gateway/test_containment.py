@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from knightwatch.control.plane.server import free_port
@@ -79,12 +80,18 @@ def test_loopback_only_refuses_a_session_open_to_other_hosts(tmp_path: Path) -> 
     from knightwatch.gateway.gateway import Gateway
     from knightwatch.guard import LockedGuard
 
-    cfg = GatewayConfig(
+    open_cfg = GatewayConfig(
         listen_port=free_port(),
         venue=VenueSession(port=free_port()),
         clients=(ClientSession("OMS1", allowed_remote_addresses=("10.1.2.3",)),),
         assume_flat=True,
+        loopback_only=False,
     )
+    # the config itself refuses it, naming the entry (before: only the Gateway, at start)
+    with pytest.raises(GatewayError, match=r"loopback_only = true allows only 127\.0\.0\.1"):
+        msgspec.structs.replace(open_cfg, loopback_only=True)
+    cfg = msgspec.structs.replace(open_cfg)
+    msgspec.structs.force_setattr(cfg, "loopback_only", True)  # the Gateway checks it again
     clock = SystemClock()
     guard = LockedGuard(clock=clock, recorder=FlightRecorder(None, clock=clock, sink=MemorySink()))
     with pytest.raises(GatewayError, match=r"loopback_only = true allows only 127\.0\.0\.1"):

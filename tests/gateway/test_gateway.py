@@ -22,6 +22,7 @@ from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.config import ClientSession
 from knightwatch.gateway.engine import GatewayError, fix
 from knightwatch.gateway.gateway import Gateway
+from knightwatch.gateway.metrics import gateway_snapshot
 from knightwatch.gateway.venue import FixVenue, VenueOrder
 from knightwatch.guard import LockedGuard
 from knightwatch.limits import Limits, Override
@@ -370,6 +371,33 @@ def test_a_callback_that_raises_rejects_the_message_and_the_gateway_lives(
     monkeypatch.undo()
     rest(rig, "X2")
     assert rig.gateway.errors.count == 1
+
+
+def test_the_metrics_count_an_order_the_venue_session_did_not_take_as_refused(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send to the venue that raised: the order was refused to its client, and the error
+    recorded. Before, the gateway's metrics counted it forwarded (never refused), and the
+    error, caught on the send rather than in `on_error`, showed as 0 callback errors."""
+    real_send = F.send
+
+    def send(msg: Any, sid: Any) -> bool:
+        if F.session_key(sid) == rig.gateway.venue_key and F.msg_type(msg) == F.NEW_ORDER:
+            raise RuntimeError("engine trouble")
+        return real_send(msg, sid)
+
+    before = gateway_snapshot(rig.gateway).counts
+    monkeypatch.setattr(F, "send", send)
+    rig.oms.new_order("X1", "L000", BUY, 100, below(rig, "L000"))
+    rig.oms.wait_report("X1", "8")
+    monkeypatch.undo()
+    after = gateway_snapshot(rig.gateway).counts
+    moved = {k: after.get(k, 0) - before.get(k, 0) for k in ("forwarded", "refused")}
+    assert moved == {"forwarded": 0, "refused": 1}
+    assert after["callback_errors"] == rig.gateway.errors.count == 1
+    rest(rig, "X2")  # counted once sent: the venue's ack may come first
+    forwarded = before.get("forwarded", 0) + 1
+    eventually(lambda: gateway_snapshot(rig.gateway).counts.get("forwarded") == forwarded)
 
 
 @pytest.mark.parametrize("fault", ["build", "send"])
@@ -1630,6 +1658,39 @@ def test_cancels_decided_while_the_venue_session_was_down_are_sent_when_it_is_ba
     eventually(lambda: rig.gateway.venue_up, 10, "venue session back")
     eventually(lambda: not rig.venue.working(), what="cancelled at the venue")
     eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="Guard follows")
+
+
+@pytest.mark.parametrize("how", ["logon", "sequence_reset"])
+def test_a_venue_that_resets_its_sequence_numbers_with_orders_working_halts(
+    rig: Rig, how: str
+) -> None:
+    """The venue session's numbers begin again (a Logon with ResetSeqNumFlag=Y, or a
+    SequenceReset that is no gap fill) while an order works: whatever the venue sent in
+    between is never resent, a fill of it perhaps. Before, QuickFIX took the reset and the
+    gateway said nothing (the Guard counted the order working, its position without the
+    fill). The node halts `fill_mismatch` naming the reset, and the order stays counted."""
+    rest(rig, "A")
+    vsid = F.fix().SessionID(rig.begin, rig.venue_comp, rig.gw_comp)
+    session = F.fix().Session.lookupSession(vsid)
+    msg = F.fix().Message()
+    if how == "logon":
+        session.setNextSenderMsgSeqNum(1)  # a reset in session, as FIX 4.4 allows
+        msg.getHeader().setField(F.MSG_TYPE, F.LOGON)
+        msg.setField(98, "0")
+        msg.setField(108, "5")
+        msg.setField(F.RESET_SEQ_NUM_FLAG, "Y")
+    else:
+        ahead = session.getExpectedSenderNum() + 5  # what lies between is skipped
+        msg.getHeader().setField(F.MSG_TYPE, F.SEQUENCE_RESET)
+        msg.setField(F.NEW_SEQ_NO, str(ahead))
+    assert F.send(msg, vsid)
+    eventually(lambda: rig.guard.halts(), what="halt")
+    (halt,) = rig.guard.halts().values()
+    assert halt.code is RejectReason.FILL_MISMATCH
+    assert "reset its sequence numbers" in halt.reason and "1 order(s) working" in halt.reason
+    (note,) = [e["data"] for e in rig.events("venue_sequence_reset")][:1]
+    assert note["working"] == 1
+    assert rig.guard.remaining("OMS1:A") == 100  # still counted: a kill cancels it
 
 
 # --- parents: Power Peg over FIX ------------------------------------------------------------

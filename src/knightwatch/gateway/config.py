@@ -15,6 +15,7 @@ message unchanged.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,19 @@ would start a setting of its own in the generated file, ':' splits a session id)
 _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 """A host name or IPv4/IPv6 address, as written into the generated settings."""
 _SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+MAX_HEARTBEAT_S = 300
+"""The longest FIX heartbeat: a lost client session is found within about two of them."""
+MAX_RECONNECT_S = 3600
+MAX_TAG = 2**31 - 1
+"""The largest tag number a FIX engine reads (a signed 32-bit int)."""
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ClientSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -118,9 +132,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for name, port in ports:
             if not 0 < port < 65536:
                 problems.append(f"{name}: must be a TCP port 1..65535 (got {port})")
-        if self.venue.reconnect_s < 1:
-            # 0 would retry the venue in a tight loop while it is down
-            problems.append(f"venue.reconnect_s: must be >= 1 (got {self.venue.reconnect_s})")
+        if not 1 <= self.venue.reconnect_s <= MAX_RECONNECT_S:
+            # 0 would retry the venue in a tight loop while it is down; past the engine's
+            # range QuickFIX failed at start with its own ConfigError (a traceback)
+            problems.append(
+                f"venue.reconnect_s: must be in 1..{MAX_RECONNECT_S} (got {self.venue.reconnect_s})"
+            )
         if not self.clients:
             problems.append("clients: at least one client session is required")
         ids = [c.comp_id for c in self.clients]
@@ -131,7 +148,18 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if not c.allowed_remote_addresses:
                 problems.append(f"clients[{i}].allowed_remote_addresses: must list at least one")
             for j, address in enumerate(c.allowed_remote_addresses):
-                names.append((f"clients[{i}].allowed_remote_addresses[{j}]", address, _HOST))
+                where = f"clients[{i}].allowed_remote_addresses[{j}]"
+                names.append((where, address, _HOST))
+                if self.loopback_only and address != "127.0.0.1":
+                    # before, the file loaded and the gateway failed later, at start,
+                    # naming neither the file nor the entry
+                    problems.append(
+                        f"{where}: loopback_only = true allows only 127.0.0.1 (got "
+                        f"{address!r}); set loopback_only = false to accept other hosts"
+                    )
+                elif not _ipv4(address):
+                    # the listener's source filter (containment) takes IPv4 addresses only
+                    problems.append(f"{where}: must be an IPv4 address (got {address!r})")
             names.append((f"clients[{i}].comp_id", c.comp_id, _COMP_ID))
         venue = self.venue
         names += [
@@ -159,14 +187,20 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.parent_tag == self.parent_qty_tag:
             problems.append("parent_qty_tag: must differ from parent_tag")
         for name, tag in (("parent_tag", self.parent_tag), ("parent_qty_tag", self.parent_qty_tag)):
-            if tag < 1:
-                problems.append(f"{name}: must be a FIX tag number >= 1 (got {tag})")
+            if not 1 <= tag <= MAX_TAG:
+                # a tag no FIX message can carry: every child's parent silently unread
+                problems.append(f"{name}: must be a FIX tag number 1..{MAX_TAG} (got {tag})")
         if not 0 < self.kill_drain_timeout_s <= 60:
             problems.append("kill_drain_timeout_s: must be in (0, 60]")
         if not 0 < self.reconcile_timeout_s <= 300:
             problems.append("reconcile_timeout_s: must be in (0, 300]")
-        if self.heartbeat_s < 1:
-            problems.append("heartbeat_s: must be >= 1")
+        if not 1 <= self.heartbeat_s <= MAX_HEARTBEAT_S:
+            # a client that died is noticed only after about two heartbeats: its orders'
+            # cancel-on-disconnect waits that long (and past the engine's range QuickFIX
+            # failed at start with its own ConfigError, a traceback)
+            problems.append(
+                f"heartbeat_s: must be in 1..{MAX_HEARTBEAT_S} (got {self.heartbeat_s})"
+            )
         if self.begin_string == "FIX.4.2" and (self.venue.mass_cancel or self.venue.mass_status):
             problems.append(
                 "venue: FIX.4.2 has no OrderMassCancelRequest or OrderMassStatusRequest; "

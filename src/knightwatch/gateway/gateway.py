@@ -653,7 +653,20 @@ class Gateway(Handler):
         # A session Reject (35=3) from the venue of an order, replace or cancel the gateway
         # sent: that message was not taken. Handled on the worker (a session mutex may be
         # held here).
-        if F.session_key(sid) != self.venue_key or F.msg_type(msg) != F.SESSION_REJECT:
+        if F.session_key(sid) != self.venue_key:
+            return
+        mtype = F.msg_type(msg)
+        if (mtype == F.LOGON and F.opt(msg, F.RESET_SEQ_NUM_FLAG) == "Y") or (
+            mtype == F.SEQUENCE_RESET and F.opt(msg, F.GAP_FILL_FLAG) != "Y"
+        ):
+            what = (
+                "a Logon with ResetSeqNumFlag(141)=Y"
+                if mtype == F.LOGON
+                else f"a SequenceReset to NewSeqNo(36)={F.opt(msg, F.NEW_SEQ_NO)} (no gap fill)"
+            )
+            self._work.put(lambda: self._venue_sequence_reset(what))
+            return
+        if mtype != F.SESSION_REJECT:
             return
         ref_type = F.opt(msg, F.REF_MSG_TYPE)
         text = F.clean(F.opt(msg, F.TEXT) or "")
@@ -671,6 +684,26 @@ class Gateway(Handler):
             return
         ref_seq = int(F.opt(msg, F.REF_SEQ_NUM) or 0)
         self._work.put(lambda: self._venue_session_reject(ref_seq, ref_type, reason, text))
+
+    def _venue_sequence_reset(self, what: str) -> None:
+        """The venue session's numbers began again (worker): what the venue sent since the
+        gateway last read it is never resent, so a fill or a cancel of a working order may
+        be lost. Before, QuickFIX took the reset and nothing was said: the Guard counted
+        such an order working, its position without the fill. With orders working (or
+        requests unanswered) after start-up reconciliation, the node halts `fill_mismatch`
+        naming it, recorded `venue_sequence_reset`; a kill still cancels every order."""
+        with self._held():
+            working = len(self.book.working)
+            self.guard.note(
+                "venue_sequence_reset", session=self.venue_key, what=what, working=working
+            )
+            if not self.reconciled.is_set() or (not working and not self.book.requests):
+                return  # start-up reconciliation reads the venue's state, or nothing to lose
+            log.error("VENUE_SEQUENCE_RESET %s with %d order(s) working", what, working)
+            self.guard.flag_mismatch(
+                f"the venue session reset its sequence numbers ({what}) with {working} "
+                "order(s) working: reports it sent meanwhile may be lost"
+            )
 
     def to_app(self, msg: Any, sid: Any) -> None:
         # Never resend an order late: an order the venue did not get before its session
@@ -709,7 +742,6 @@ class Gateway(Handler):
         key = F.session_key(sid)
         msg = F.In(raw)
         with self._held():
-            self._count("callback_errors")
             self.guard.note("gateway_error", where=where, error=text[:400], session=key)
             d = Decision(
                 False, R.GATEWAY_ERROR, f"the gateway could not handle this message: {text}"
@@ -810,14 +842,19 @@ class Gateway(Handler):
     def _new_order(self, msg: F.In, sid: Any, comp: str) -> None:
         with self._held():
             forward = self._decide_new(msg, sid, comp)
-        sent = forward is None or self._deliver(
-            forward, self.venue_sid, (F.NEW_ORDER, msg[F.CL_ORD_ID])
-        )
-        if not sent:
-            with self._held():  # accepted, but the venue session did not take it
-                d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
-                self._unroute(f"{comp}:{msg[F.CL_ORD_ID]}", d)
-                self._send_reject(msg, sid, d)
+        if forward is None:
+            return
+        if self._deliver(forward, self.venue_sid, (F.NEW_ORDER, msg[F.CL_ORD_ID])):
+            # counted once it went out: before, an order the venue session did not take
+            # was counted forwarded (and never refused) in the gateway's metrics
+            with self.lock:
+                self._count("forwarded")
+            return
+        with self._held():  # accepted, but the venue session did not take it
+            d = Decision(False, R.VENUE_UNAVAILABLE, "the venue session did not take the order")
+            self._unroute(f"{comp}:{msg[F.CL_ORD_ID]}", d)
+            self._count("refused")
+            self._send_reject(msg, sid, d)
 
     def _unroute(self, gid: str, d: Decision) -> None:
         """An order the Guard accepted that never reached the venue (caller holds the
@@ -892,8 +929,8 @@ class Gateway(Handler):
             # accepted, but the message for the venue could not be made: never sent, so
             # it must not stay counted working; the client's reject comes from `on_error`
             self._unroute(gid, Decision(False, R.GATEWAY_ERROR, f"not sent to the venue: {exc}"))
+            self._count("refused")
             raise
-        self._count("forwarded")
         return out
 
     def _parse_order(self, msg: F.In, gid: str, strategy: str) -> Order | Decision:

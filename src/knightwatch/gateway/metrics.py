@@ -68,8 +68,13 @@ def gateway_snapshot(gw: Gateway, timeout_s: float = SNAPSHOT_TIMEOUT_S) -> Gate
             f"scrape: the gateway's lock was not free within {timeout_s:g} s (held by the flow)"
         )
     try:
+        counts = dict(gw.counts)
+        # every error the engine's callbacks, the worker or a send caught (`Handler.errors`):
+        # before, only those answered by `on_error` were counted, so a send that raised or
+        # a worker job that failed showed 0 here
+        counts["callback_errors"] = gw.errors.count
         return GatewaySnapshot(
-            counts=dict(gw.counts),
+            counts=counts,
             venue_up=gw.venue_up,
             clients_up={c.comp_id: c.comp_id in gw.clients_up for c in gw.cfg.clients},
             reconciled=gw.reconciled.is_set(),
