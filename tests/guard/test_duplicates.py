@@ -114,3 +114,37 @@ def test_the_id_of_an_order_still_working_is_never_accepted_again(window: float 
     clock.advance(11 * NS_PER_S)
     g.on_price("IBM", 100.0)
     assert g.check(order("gtc")).accepted  # ended and out of scope: free again
+
+
+@pytest.mark.parametrize("window", [10.0, None])
+def test_the_new_id_of_a_replace_still_pending_is_never_accepted_again(
+    window: float | None,
+) -> None:
+    """A replace the venue has not answered carries its order on under the new id: past
+    the scope (the window, or a new session) a new order under that id was accepted, the
+    ack then put the replaced order in its place and one order's working quantity stayed
+    on the book for good."""
+    g, clock = guard(duplicate_id_window_s=window)
+    assert g.check(Order("a", "rlp", "IBM", Side.BUY, 10, 100.0)).accepted
+    assert g.check_replace("a", Order("b", "rlp", "IBM", Side.BUY, 20, 100.0)).accepted
+    clock.advance(11 * NS_PER_S)
+    if window is None:
+        assert g.start_session("ops") == 0  # "a" works, "b" is pending: neither forgotten
+    g.on_price("IBM", 100.0)
+    d = g.check(Order("b", "rlp", "IBM", Side.BUY, 5, 100.0))
+    assert d.reason is R.DUPLICATE_ORDER_ID
+    g.on_replace_ack("b")
+    assert g.working_qty("IBM") == (20, 0) and g.remaining("b") == 20
+    g.on_cancel("b")
+    assert g.working_qty("IBM") == (0, 0)
+
+
+def test_a_new_session_forgets_nothing_when_the_scope_is_a_window() -> None:
+    """With a window the session is not the scope: before, `start_session` forgot every id
+    within the window and a duplicate within it was accepted."""
+    g, _ = guard(duplicate_id_window_s=60.0)
+    assert g.check(order("a")).accepted
+    g.on_cancel("a")
+    with pytest.raises(ValueError, match=r"start_session: .*duplicate_id_window_s 60s"):
+        g.start_session("ops")
+    assert g.check(order("a")).reason is R.DUPLICATE_ORDER_ID

@@ -4,8 +4,9 @@ trade bust and correction, lot sizes, long instrument ids, start-up reconciliati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given, settings
@@ -543,6 +544,51 @@ def test_lot_sizes_make_decimal_quantities_exact_and_value_them_right() -> None:
     g.on_price("BTC-USD", 61_000.0)
     assert g.pnl() == pytest.approx(500.0)  # 0.5 BTC up 1,000
     assert g.exposure()[0] == pytest.approx(30_500.0)
+
+
+@pytest.mark.parametrize(
+    ("qty", "rule"),
+    [
+        ("1.00000000000000000000000000001", "multiple of lot_size 1"),  # 28 digits rounded it
+        ("0.25000000000000000000000000001", "multiple of lot_size 0.25"),
+        ("1e999999999", "at most 1e+15 lots"),  # before: decimal.Overflow, a traceback
+        ("1e999999", "at most 1e+15 lots"),  # before: a million-digit int, 40 s to build
+        ("9" * 5000, "at most 1e+15 lots"),  # before: int() refused it with a ValueError
+        ("²", "decimal number"),  # a Unicode digit: before, int() raised a ValueError
+        ("١٢", "decimal number"),  # Arabic-Indic 12: before, read as 12
+        ("1_000", "decimal number"),  # before, read as 1000
+        (" 5", "decimal number"),
+        (True, "decimal number"),  # before, one lot
+    ],
+)
+def test_a_quantity_that_is_no_plain_whole_number_of_lots_is_refused_naming_it(
+    qty: object, rule: str
+) -> None:
+    """`lots` reads a FIX OrderQty: anything but an exact plain decimal multiple of the lot
+    is `InvalidOrder` naming the rule, never a rounded quantity or another exception."""
+    symbol = "BTC" if "0.25" in rule else "IBM"
+    g = Guard(Limits.off(symbol={"BTC": Override(lot_size=0.25)}))
+    with pytest.raises(InvalidOrder, match=rf"^qty: must be .*{re.escape(rule)}"):
+        g.lots(symbol, qty)  # type: ignore[arg-type]
+    assert g.lots("BTC", "0.2500000000000000000000000000000000000") == 1
+    assert g.lots("IBM", "1000000000000000") == 10**15
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lot=st.floats(min_value=1e-12, max_value=1e9, allow_nan=False, allow_infinity=False),
+    n=st.integers(min_value=1, max_value=10**15),
+)
+def test_quantity_and_lots_round_trip_exactly_for_any_lot_size(lot: float, n: int) -> None:
+    """The quantity the gateway reports for n lots is exactly n lots, whatever the lot's
+    digits (before, 999,999,999,999,999 lots of 0.30000000000000004 were rounded to 28
+    digits: a quantity that was no multiple of the lot, and no longer n lots)."""
+    g = Guard(Limits.off(symbol={"Z": Override(lot_size=lot)}))
+    q = g.quantity("Z", n)
+    with localcontext() as exact:
+        exact.prec = 80
+        assert q == n * Decimal(repr(lot))
+    assert g.lots("Z", format(q, "f")) == n
 
 
 def test_orders_for_made_up_symbols_keep_no_state() -> None:

@@ -93,6 +93,10 @@ BAD_CALLS: list[tuple[str, Callable[[Guard], object], str]] = [
     ("restate huge", lambda g: g.on_restate("o1", 10**307), "remaining"),
     ("replace ack huge", lambda g: g.on_replace_ack("o1~1", 10**16), "remaining"),
     ("restore huge", lambda g: g.restore_position("IBM", -(10**40), 1.0), "qty"),
+    # a book no order can name, or a position whose value is inf (the P&L NaN for good)
+    ("restore symbol", lambda g: g.restore_position(None, 5, 1.0), "symbol"),  # type: ignore[arg-type]
+    ("restore symbol empty", lambda g: g.restore_position("", 5, 1.0), "symbol"),
+    ("restore avg huge", lambda g: g.restore_position("IBM", 5, 1e300), "avg_price"),
 ]
 
 

@@ -118,3 +118,52 @@ def test_a_wider_duplicate_scope_holds_the_ids_already_remembered(wider: float |
     assert g.check(Order("y", "s", "IBM", Side.BUY, 1, 100.0))
     clock.advance(6 * 10**9)
     assert g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))
+
+
+def test_a_tighter_max_loss_halts_a_loss_already_beyond_it_at_once() -> None:
+    """Before, the tighter stop waited for the next fill or price: orders went out under
+    it with the loss already beyond it."""
+    g = Guard(Limits.off(max_loss=10_000.0), node="n1", clock=SimClock(10**12))
+    g.on_price("IBM", 100.0)
+    g.arm("t")
+    assert g.check(Order("a", "s", "IBM", Side.BUY, 100, 100.0))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 100, 100.0))
+    g.on_price("IBM", 90.0)  # a loss of 1,000: within 10,000
+    assert not g.halts()
+    g.set_limits(Limits.off(max_loss=500.0), actor="risk")
+    d = g.check(Order("b", "s", "IBM", Side.BUY, 1, 90.0))
+    assert not d.accepted and d.reason is RejectReason.LOSS_LIMIT
+
+
+def test_a_tighter_parent_multiple_holds_the_parents_already_registered() -> None:
+    g = Guard(Limits.off(max_parent_qty_multiple=2.0), node="n1", clock=SimClock(10**12))
+    g.on_price("IBM", 100.0)
+    g.arm("t")
+    g.register_parent("P", 100)
+    assert g.check(Order("c1", "s", "IBM", Side.BUY, 50, 100.0, "P"))
+    g.set_limits(Limits.off(max_parent_qty_multiple=1.0), actor="risk")
+    d = g.check(Order("c2", "s", "IBM", Side.BUY, 100, 100.0, "P"))
+    assert d.reason is RejectReason.PARENT_QTY_EXCEEDED, d
+    assert g.check(Order("c3", "s", "IBM", Side.BUY, 50, 100.0, "P"))  # exactly the parent
+    g.set_limits(Limits.off(max_parent_qty_multiple=None), actor="risk")
+    assert g.check(Order("c4", "s", "IBM", Side.BUY, 100, 100.0, "P"))
+
+
+def test_ids_of_the_session_scope_age_out_of_a_window_set_since() -> None:
+    """Under a window no session ends (`start_session` refuses), so the ids the session
+    scope remembered are held for the new window from the change, then forgotten: before,
+    they stayed taken for good."""
+    clock = SimClock(10**12)
+    g = Guard(Limits.off(duplicate_id_window_s=None), node="n1", clock=clock)
+    g.arm("t")
+    g.on_price("IBM", 100.0)
+    assert g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))
+    g.on_cancel("x")
+    g.set_limits(Limits.off(duplicate_id_window_s=10.0))
+    clock.advance(9 * 10**9)  # within the new window
+    g.on_price("IBM", 100.0)
+    d = g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))
+    assert d.reason is RejectReason.DUPLICATE_ORDER_ID
+    clock.advance(2 * 10**9)  # past it
+    g.on_price("IBM", 100.0)
+    assert g.check(Order("x", "s", "IBM", Side.BUY, 1, 100.0))

@@ -17,7 +17,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation, localcontext
 from typing import Any
 
 from knightwatch.audit import AuditContext, FlightRecorder, MemorySink
@@ -111,6 +111,19 @@ TRIM_PER_TICK = 64
 """Strategy or symbol windows each lease renewal looks at for a minute of idleness."""
 _ONE_LOT = Decimal(1)
 """The lot size of a symbol the limits give none (`Limits.lot`)."""
+_FAST_DIGITS = len(str(MAX_QTY)) - 1
+"""Digits of a whole quantity `Guard.lots` converts without decimal arithmetic (any more
+could be beyond MAX_QTY, or beyond what `int` converts)."""
+_WIDE = Context(prec=60)
+"""`Guard.quantity` multiplies in it: every lot count up to MAX_QTY (16 digits) times a lot
+size (a float's 17 digits at most) is exact in it."""
+_HUGE_LOTS = Decimal("1e400")
+"""Lots `Guard.lots` refuses to convert at all: far beyond MAX_QTY (above which an `Order`
+or its caller refuses), and short of what takes `int` long to build (1E+999999 lots held
+a gateway for 40 s). Between the two, the whole lots are returned for the caller to refuse."""
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
+"""`Guard.lots` divides by the lot exactly: a quotient the default 28 digits would round
+(1.00000000000000000000000000001 lots to 1) raises instead of passing as a multiple."""
 _AUDIT_DOWN = Decision(
     False, R.AUDIT_UNAVAILABLE, "flight recorder cannot record; blocking until it can"
 )
@@ -177,7 +190,9 @@ class Guard:
             tuple[str, str], tuple[Lane, tuple[Window, ...], tuple[Window, ...]]
         ] = {}
         self._ledger = Ledger(self.limits.lot)
-        self._ids = OrderIds(None if window is None else to_ns(window), self._ledger.working)
+        self._ids = OrderIds(
+            None if window is None else to_ns(window), self._ledger.working, self._ledger.pending
+        )
         self._lot_sizes: dict[str, Decimal] = {}
         self._node_windows = windows(
             self.limits.max_orders_per_s_node,
@@ -1441,13 +1456,23 @@ class Guard:
 
     def restore_position(self, symbol: str, qty: int, avg_price: float) -> None:
         """Set a symbol's position at start-up (from a positions file or the venue)."""
+        if type(symbol) is not str or not symbol or len(symbol) > MAX_SYMBOL_LEN:
+            # before, any value became a book no order can name (None, "", a list's repr)
+            raise ValueError(
+                f"restore_position: symbol must be 1..{MAX_SYMBOL_LEN} characters "
+                f"(got {quoted(symbol)})"
+            )
         if type(qty) is not int or abs(qty) > MAX_QTY:
             raise ValueError(
                 f"restore_position: qty must be an integer from -{MAX_QTY:.0e} to {MAX_QTY:.0e} "
                 f"(got {quoted(qty)})"
             )
-        if not (type(avg_price) in (int, float) and 0 <= avg_price < _INF):
-            raise ValueError(f"restore_position: avg_price must be >= 0 (got {avg_price!r})")
+        if not (type(avg_price) in (int, float) and 0 <= avg_price <= MAX_PRICE):
+            # above MAX_PRICE the position's value is inf, and the P&L NaN for good
+            raise ValueError(
+                f"restore_position: avg_price must be from 0 to {MAX_PRICE:g} "
+                f"(got {quoted(avg_price)})"
+            )
         led = self._ledger
         book = led.book(symbol)
         book.pos, book.avg = qty, float(avg_price)
@@ -1462,18 +1487,41 @@ class Guard:
         """A quantity in the instrument's unit (FIX Qty "0.25") as whole lots of `symbol`.
 
         Exact decimal arithmetic; a quantity that is not a positive whole number of
-        lots raises `InvalidOrder` naming the lot size (a venue would refuse it too).
+        lots raises `InvalidOrder` naming the lot size (a venue would refuse it too), as
+        does one that is no plain ASCII decimal (a bool, "1_000", " 5", Unicode digits).
+        More than MAX_QTY lots is the caller's to refuse (`Order` does).
         """
         lot = self._lot_sizes.get(symbol)
         if lot is None:
             lot = self._lot_size(symbol)
-        if lot == 1 and type(qty) is str and qty.isdigit() and qty[0] != "0":
+        if (
+            lot == 1
+            and type(qty) is str
+            and len(qty) <= _FAST_DIGITS
+            and qty.isascii()
+            and qty.isdigit()
+            and qty[0] != "0"
+        ):
             return int(qty)  # the common case, a whole number of shares: no decimal arithmetic
+        # ASCII only, as a venue reads it: Decimal would take "1_000", " 5" or Unicode digits
+        # ("١٢"), and a bool is no quantity
+        if type(qty) is str and (not qty.isascii() or "_" in qty or qty != qty.strip()):
+            raise InvalidOrder("qty", "must be a decimal number", qty)
         try:
+            if type(qty) is bool:
+                raise TypeError
             q = qty if isinstance(qty, Decimal) else Decimal(qty)
         except (InvalidOperation, TypeError, ValueError):
             raise InvalidOrder("qty", "must be a decimal number", qty) from None
-        n = q / lot if q.is_finite() else q
+        if q.is_finite() and q > lot * _HUGE_LOTS:  # exact: no rounding, no huge int built
+            raise InvalidOrder("qty", f"must be at most {MAX_QTY:.0e} lots of {lot}", qty)
+        try:
+            with localcontext(_EXACT):  # a quotient rounded to an integer is not a multiple
+                n = q / lot if q.is_finite() else q
+        except DecimalException:
+            raise InvalidOrder(
+                "qty", f"must be a positive multiple of lot_size {lot}", qty
+            ) from None
         if not n.is_finite() or n <= 0 or n != n.to_integral_value():
             raise InvalidOrder("qty", f"must be a positive multiple of lot_size {lot}", qty)
         return int(n)
@@ -1483,8 +1531,9 @@ class Guard:
         lot = self._lot_sizes.get(symbol)
         if lot is None:
             lot = self._lot_size(symbol)
-        q = lots * lot
-        return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
+        with localcontext(_WIDE):  # exact: 28 digits rounded 999999999999999 lots of 0.3...04
+            q = lots * lot
+            return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
 
     def _lot_size(self, symbol: str) -> Decimal:
         """A symbol's lot size as a Decimal, cached only for a symbol the limits give one
@@ -1535,7 +1584,9 @@ class Guard:
         applies to the last second at once, and so does the execution throttle;
         the duplicate-id scope keeps every id remembered and holds the new window
         from now on. Every lane is rebuilt under the new limits before this
-        returns. The change is recorded with both versions and who made it.
+        returns, every registered parent's cap follows `max_parent_qty_multiple`,
+        and a loss already beyond `max_loss` halts the node. The change is recorded
+        with both versions and who made it.
         """
         if not isinstance(limits, Limits):
             raise TypeError(f"set_limits: limits must be Limits (got {type(limits).__name__})")
@@ -1554,7 +1605,7 @@ class Guard:
         window = limits.duplicate_id_window_s
         if window != self.limits.duplicate_id_window_s:
             # every id remembered stays; the new scope holds from now on
-            self._ids.retune(None if window is None else to_ns(window))
+            self._ids.retune(None if window is None else to_ns(window), self._monotonic_ns())
 
         def carry(old_w: tuple[Window, ...], new_w: tuple[Window, ...]) -> tuple[Window, ...]:
             for w in new_w:  # one window per scope key: the newest events the new one holds
@@ -1587,6 +1638,12 @@ class Guard:
             carry(old_strategy.get(strategy, ()), ws)
         for symbol, ws in self._symbol_windows.items():
             carry(old_symbol.get(symbol, ()), ws)
+        # a registered parent's cap is the multiple in force, not the one it was registered
+        # under (before, a tightened multiple let the children of every parent already
+        # registered run to the old one)
+        multiple = limits.max_parent_qty_multiple
+        for p in self._ledger.parents.values():
+            p.cap = sys.maxsize if multiple is None else int(p.qty * multiple)
         self._ctx = AuditContext(
             node=self._ctx.node,
             release_id=self._ctx.release_id,
@@ -1596,6 +1653,9 @@ class Guard:
         self._recorder.record_event(
             "limits_set", self._ctx, previous=old, version=limits.version, actor=actor
         )
+        # a loss already beyond a tightened max_loss stops the node now, not at the next
+        # fill or price (orders went out under the new limits until one came)
+        self._check_loss()
 
     def renew_lease(self) -> None:
         """Extend the right to trade; also the idle tick that flushes recorded decisions
@@ -1809,11 +1869,18 @@ class Guard:
         but those of orders still working (a GTC order's id stays taken while it lives).
 
         Only for a `duplicate_id_window_s` of None (the session is the scope);
-        with a window, ids age out by themselves. Recorded; returns how many
-        ids were forgotten.
+        with a window, ids age out by themselves, and a ValueError says so and
+        changes nothing (before, every id within the window was forgotten, and a
+        duplicate within it went out). Recorded; returns how many ids were forgotten.
         """
         if type(actor) is not str or not actor:
             raise ValueError(f"start_session: actor must be a non-empty string (got {actor!r})")
+        window = self.limits.duplicate_id_window_s
+        if window is not None:
+            raise ValueError(
+                f"start_session: the duplicate scope is duplicate_id_window_s {window:g}s, not "
+                "the session; ids age out of the window by themselves (nothing forgotten)"
+            )
         n = self._ids.clear(self._monotonic_ns())
         self._recorder.record_event("session", self._ctx, actor=actor, forgotten_order_ids=n)
         return n

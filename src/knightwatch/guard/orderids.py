@@ -60,10 +60,16 @@ class OrderIds:
         "_window_ns",
         "count",
         "live",
+        "pending",
         "shards",
     )
 
-    def __init__(self, window_ns: int | None, live: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        window_ns: int | None,
+        live: dict[str, Any] | None = None,
+        pending: dict[str, Any] | None = None,
+    ) -> None:
         if window_ns is not None and window_ns <= 0:
             raise ValueError(f"window_ns: must be > 0 or None (got {window_ns})")
         self.shards: list[set[str]] = [untracked(set()) for _ in range(SHARDS)]
@@ -75,6 +81,11 @@ class OrderIds:
         """Orders still working, by id (the Guard's ledger): their ids are never forgotten,
         whatever their age or a new session, so a live order's id is never accepted again
         (it would take over the live order's place in the ledger)."""
+        self.pending: dict[str, Any] = {} if pending is None else pending
+        """Replaces the venue has not answered, by their new id (the Guard's ledger): held
+        as a live order's are, so a new order cannot take an id a replace is about to
+        carry on (the ack would put the replaced order in its place in the ledger, and
+        one of the two orders' working quantity would stay counted for good)."""
         self._window_ns = window_ns
         self._bucket_ns = 0 if window_ns is None else max(1, window_ns // BUCKETS)
         # remembered ids, oldest first (windowed scope only)
@@ -129,11 +140,11 @@ class OrderIds:
         fifo, shards = self._fifo, self.shards
         n = min(n, self._expired)
         gone = 0
-        live = self.live
+        live, pending = self.live, self.pending
         kept = 0
         for _ in range(n):
             oid = fifo.popleft()
-            if oid in live:  # still working: held for another window
+            if oid in live or oid in pending:  # still working: held for another window
                 fifo.append(oid)
                 kept += 1
                 continue
@@ -171,20 +182,29 @@ class OrderIds:
             self._catch_up(now)
         return self.count >= capacity
 
-    def retune(self, window_ns: int | None) -> None:
+    def retune(self, window_ns: int | None, now: int = 0) -> None:
         """A new scope (`Guard.set_limits`), keeping every id remembered now: a wider
         window holds them longer, a narrower one forgets them over the next accepts, and
-        ids remembered under the session scope stay until the session ends. An id that
+        ids remembered under the session scope are held for the new window from `now`
+        (no session ends under a window: before, they stayed for good). An id that
         was already past the old window when it changed stays forgotten."""
         if window_ns is not None and window_ns <= 0:
             raise ValueError(f"window_ns: must be > 0 or None (got {window_ns})")
-        if window_ns is not None and self._window_ns is None:
+        from_session = window_ns is not None and self._window_ns is None
+        if from_session:
+            assert window_ns is not None
             self._bucket_ns = max(1, window_ns // BUCKETS)
         self._window_ns = window_ns
+        if from_session:
+            # ids of a windowed scope before the session one are in the fifo already; the
+            # rest are the session's, each remembered once, from now
+            queued = set(self._fifo)
+            for oid in [oid for shard in self.shards for oid in shard if oid not in queued]:
+                self.add(oid, now)
 
     def clear(self, now: int = 0) -> int:
-        """Forget every id but those of orders still working (a new session); returns how
-        many were forgotten."""
+        """Forget every id but those of orders still working or replaces still pending (a
+        new session); returns how many were forgotten."""
         n = self.count
         self.shards = [untracked(set()) for _ in range(SHARDS)]
         self.count = 0
@@ -194,6 +214,6 @@ class OrderIds:
         self._bucket_end = _NO_BUCKET
         self._count = 0
         self._expired = 0
-        for oid in list(self.live):
+        for oid in [*self.live, *self.pending]:
             self.add(oid, now)
         return n - self.count
