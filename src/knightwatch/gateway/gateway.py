@@ -68,7 +68,7 @@ from knightwatch.gateway.engine import (
 )
 from knightwatch.guard import LockedGuard
 from knightwatch.inputs import InputFileError, load_toml
-from knightwatch.order import MAX_QTY, Fill, InvalidOrder, Order, Side, price_problem
+from knightwatch.order import MAX_PRICE, MAX_QTY, Fill, InvalidOrder, Order, Side, price_problem
 from knightwatch.state import Scope, split_pair
 
 log = logging.getLogger(__name__)
@@ -2552,8 +2552,10 @@ class Gateway(Handler):
             qty, avg = entry.get("qty"), entry.get("avg_price", 0.0)
             if type(qty) not in (int, float, str) or type(avg) not in (int, float):
                 raise GatewayError(f"{where}: qty must be a number and avg_price a number")
-            if not 0 <= avg < float("inf"):
-                raise GatewayError(f"{where}: avg_price must be a finite number >= 0 (got {avg})")
+            if not 0 <= avg <= MAX_PRICE:  # as `Guard.restore_position` takes it
+                raise GatewayError(
+                    f"{where}: avg_price must be from 0 to {MAX_PRICE:g} (got {avg})"
+                )
             try:
                 d = Decimal(str(qty))
                 lots = self.guard.lots(symbol, abs(d)) if d else 0
