@@ -17,11 +17,16 @@ known-good release while its kill is in force is one person's.
 
 Challenges live in this process's memory, so run one admission service per
 fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
-Anyone who may publish a challenge request can name any node, so the name is
-checked and the unanswered challenges are bounded per name and in all. Nothing in a
-request says who sent it, so a name's oldest unanswered challenge makes way for a new
-one: the node's own request always gets a nonce, and keeping it out takes a flood in its
-name faster than its answer (counted and logged), not 16 requests in `max_age`.
+A challenge request is the node's signature (its enrolled key, the one it attests
+with) over its name, a fresh random request id and its issue time: it is checked
+against the roster (a node's key, valid now, its name the name asked for), issued
+within the trust layer's skew allowance of this clock and never seen before, and
+anything else is refused with a reason code, creating and withdrawing nothing. A bare
+name (a node older than signed requests) is refused as unsigned. So only the node
+itself can ask in its name: a flood in another node's name costs nothing but
+refusals, and a replayed request withdraws nothing. The unanswered challenges stay
+bounded per name (the 17th withdraws the name's oldest: only its own node can ask)
+and the request ids remembered against replay per node, all pruned from the front.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from knightwatch.control.fleet.freeze import (
 from knightwatch.control.node.trustfeed import follow_roster
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record, RevisionConflict
 from knightwatch.control.plane.wire import (
+    CHALLENGE_REQUEST_DECODER,
+    CHALLENGE_REQUEST_PAYLOAD_TYPE,
     ENCODER,
     SUBJECT_ATTEST,
     SUBJECT_CHALLENGE,
@@ -50,6 +57,8 @@ from knightwatch.control.plane.wire import (
     TARGET_KEY,
     TARGET_REPLY_DECODER,
     TARGET_REQUEST_DECODER,
+    ChallengeReply,
+    ChallengeRequest,
     TargetRecord,
     TargetReply,
     TargetRequest,
@@ -65,7 +74,7 @@ from knightwatch.release.keys import VerifyKey
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.release.signing import TrustPolicy, verify_release
 from knightwatch.trust.approval import ApprovalKind, check_approval
-from knightwatch.trust.command import Refused, TrustReason
+from knightwatch.trust.command import SKEW_NS, Refused, TrustReason, signers_of
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role, TrustError
 from knightwatch.trust.store import TrustStore
@@ -74,7 +83,21 @@ from knightwatch.trust.target import check_target, target_command
 log = logging.getLogger(__name__)
 
 CHALLENGE_MALFORMED = "challenge_malformed"
-"""A challenge request whose node name is not UTF-8 or not a valid name."""
+"""A challenge request that is not a signed request envelope (or carries more than one
+signature), or whose node name or request id is not a valid name."""
+CHALLENGE_UNSIGNED = "challenge_unsigned"
+"""A challenge request carrying no signature: a bare node name (a node older than signed
+challenge requests) or an envelope without one."""
+CHALLENGE_NOT_AUTHENTIC = "challenge_not_authentic"
+"""A challenge request not signed by a key the roster holds for the node named, valid now
+(unknown, revoked or expired key, a signature that does not verify, not a node's key, or
+another node's)."""
+CHALLENGE_STALE = "challenge_stale"
+"""A challenge request issued more than the skew allowance (5 s) away from this clock."""
+CHALLENGE_REPLAYED = "challenge_replayed"
+"""A challenge request whose request id was already served for that node."""
+CHALLENGE_TOO_FREQUENT = "challenge_too_frequent"
+"""A node asking more often than `max_requests_per_node` within the requests' validity."""
 CHALLENGE_PENDING_NODE = "challenge_pending_node"
 """Too many unanswered challenges for one node name: the oldest was withdrawn."""
 CHALLENGE_PENDING_TOTAL = "challenge_pending_total"
@@ -93,12 +116,14 @@ class AdmissionService:
         max_age_s: float = 30.0,
         max_pending_per_node: int = 16,
         max_pending: int = 4096,
+        max_requests_per_node: int = 64,
     ) -> None:
         """`max_pending_per_node`, `max_pending`: unanswered challenges kept (for
-        `max_age_s`) per node name, and in all for names not enrolled on the roster; a
-        request over the first withdraws the name's oldest, one over the second is
-        refused, so a flood of requests cannot grow memory, nor crowd a node out of its
-        own name's places, nor made-up names crowd out the enrolled nodes."""
+        `max_age_s`) per node name, and in all for names not enrolled by this service; a
+        request over the first withdraws the name's oldest (only the node itself can ask
+        in its name), one over the second is refused, so requests cannot grow memory.
+        `max_requests_per_node`: signed request ids remembered per node while a replay of
+        them could still be fresh; a node asking more often than that is refused."""
         self.plane = plane
         self.trust_store = roster
         self.trust = trust
@@ -124,6 +149,12 @@ class AdmissionService:
         looks only at its front, so a request costs O(1) amortised however many are
         pending (rebuilding `_pending` on every request let a flood of requests hold the
         service, one at a time, for all of them each time)."""
+        self._max_requests_per_node = max_requests_per_node
+        self._requests: OrderedDict[tuple[str, str], int] = OrderedDict()
+        """Signed challenge requests served ((node, request id) -> served at), oldest first,
+        kept while a replay of them could still be fresh (`_expire_requests`)."""
+        self._requests_of: Counter[str] = Counter()
+        """How many of `_requests` each node has."""
         self.examined = 0
         """Unanswered challenges looked at by expiry so far: the work it costs (at most one
         more per request than it forgets)."""
@@ -189,27 +220,21 @@ class AdmissionService:
             log.error("TARGET_UNREADABLE %s; every node is refused until it is set again", exc)
 
     async def _on_challenge(self, payload: bytes) -> bytes:
-        """A single-use nonce for the node named; empty (no nonce) when refused.
+        """A single-use nonce for the node that signed the request; a `ChallengeReply`
+        naming the reason (and no nonce) when refused.
 
-        Anyone who may publish here can name any node, so the name is checked and the
-        unanswered challenges are bounded; a refusal is counted and logged (one line)."""
-        try:
-            node = payload.decode()
-        except UnicodeDecodeError:
-            return self._refuse_challenge(
-                CHALLENGE_MALFORMED, "?", f"the node name is not UTF-8 ({len(payload)} bytes)"
-            )
-        if not is_name(node):
-            return self._refuse_challenge(
-                CHALLENGE_MALFORMED, "?", f"node name {node[:64]!r} is not {NAME_RULE}"
-            )
+        Only a request signed by the node named, fresh and not seen before, is served:
+        a refusal creates and withdraws nothing, and is counted and logged (one line)."""
         now = self.clock.time_ns()
+        checked = self._checked_request(payload, now)
+        if isinstance(checked, bytes):
+            return checked
+        node = checked.node
         self._expire(now)
         mine = self._pending.get(node)
         if mine is not None and len(mine) >= self._max_pending_per_node:
-            # nothing here says who asked: refusing the newest let anyone holding the
-            # name's places (16 requests a `max_age`) keep its node from being admitted
-            # for good; the oldest unanswered one makes way instead (`_withdraw`)
+            # only the node itself can ask in its name: its 17th unanswered request makes
+            # way by withdrawing its own oldest (`_withdraw`), memory stays bounded
             self._withdraw(node, mine)
         elif node not in self.roster and len(self._issued) >= self._max_pending:
             return self._refuse_challenge(
@@ -218,10 +243,120 @@ class AdmissionService:
                 f"not enrolled, and {len(self._issued)} challenges are unanswered (limit "
                 f"{self._max_pending})",
             )
+        self._requests[(node, checked.request_id)] = now
+        self._requests_of[node] += 1
         nonce = self.admitter.challenge(node)
         self._pending.setdefault(node, OrderedDict())[nonce] = now
         self._issued[nonce] = node
-        return nonce.encode()
+        return ENCODER.encode(ChallengeReply(nonce))
+
+    def _checked_request(self, payload: bytes, now: int) -> ChallengeRequest | bytes:
+        """The request if its node signed it, fresh and not seen before; else the refusal
+        reply. Cheap checks first: a signature is verified only for a well formed, fresh
+        request carrying exactly one."""
+        try:
+            bare = payload.decode()
+        except UnicodeDecodeError:
+            bare = ""
+        if is_name(bare):
+            return self._refuse_challenge(
+                CHALLENGE_UNSIGNED,
+                bare,
+                "the request is a bare node name (a node older than signed challenge "
+                "requests): a challenge request is signed with the node's enrolled key; "
+                "upgrade the node",
+            )
+        try:
+            envelope = decode_envelope(payload, source="challenge request")
+        except ReleaseInputError as exc:
+            return self._refuse_challenge(CHALLENGE_MALFORMED, "?", _line(str(exc)))
+        if envelope.payload_type != CHALLENGE_REQUEST_PAYLOAD_TYPE:
+            return self._refuse_challenge(
+                CHALLENGE_MALFORMED,
+                "?",
+                f"payloadType {envelope.payload_type[:64]!r} is not "
+                f"{CHALLENGE_REQUEST_PAYLOAD_TYPE}",
+            )
+        if not envelope.signatures:
+            return self._refuse_challenge(
+                CHALLENGE_UNSIGNED, "?", "the request carries no signature"
+            )
+        if len(envelope.signatures) != 1:
+            return self._refuse_challenge(
+                CHALLENGE_MALFORMED,
+                "?",
+                f"{len(envelope.signatures)} signatures; a challenge request carries exactly "
+                "one, by its node's enrolled key",
+            )
+        try:
+            body = envelope.payload_bytes()
+            request = CHALLENGE_REQUEST_DECODER.decode(body)
+        except (ReleaseInputError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._refuse_challenge(CHALLENGE_MALFORMED, "?", f"payload: {_line(str(exc))}")
+        node = request.node
+        if not is_name(node):
+            return self._refuse_challenge(
+                CHALLENGE_MALFORMED, "?", f"node name {node[:64]!r} is not {NAME_RULE}"
+            )
+        if not is_name(request.request_id):
+            return self._refuse_challenge(
+                CHALLENGE_MALFORMED,
+                node,
+                f"request_id {request.request_id[:64]!r} is not {NAME_RULE}",
+            )
+        skew = request.issued_ns - now
+        if not -SKEW_NS <= skew <= SKEW_NS:
+            return self._refuse_challenge(
+                CHALLENGE_STALE,
+                node,
+                f"issued {abs(skew) / NS_PER_S:.1f} s {'ahead of' if skew > 0 else 'before'} "
+                f"this clock (allowed {SKEW_NS / NS_PER_S:.0f} s either way)",
+            )
+        roster = self.trust_store.roster
+        if roster is None:
+            return self._refuse_challenge(
+                CHALLENGE_NOT_AUTHENTIC, node, "no verified roster yet: nothing can be trusted"
+            )
+        try:
+            (member,) = signers_of(envelope, body, roster, request.issued_ns, now)
+        except Refused as exc:
+            return self._refuse_challenge(CHALLENGE_NOT_AUTHENTIC, node, _line(str(exc)))
+        if member.name != node or Role.NODE not in member.roles:
+            return self._refuse_challenge(
+                CHALLENGE_NOT_AUTHENTIC,
+                node,
+                f"signed by {member.name} ({', '.join(member.roles)}), not by node {node}'s key",
+            )
+        self._expire_requests(now)
+        if (node, request.request_id) in self._requests:
+            return self._refuse_challenge(
+                CHALLENGE_REPLAYED,
+                node,
+                f"request {request.request_id[:32]} was already served; a node asks with a "
+                "new request id each time",
+            )
+        if self._requests_of[node] >= self._max_requests_per_node:
+            return self._refuse_challenge(
+                CHALLENGE_TOO_FREQUENT,
+                node,
+                f"{self._requests_of[node]} requests within {2 * SKEW_NS / NS_PER_S:.0f} s "
+                f"(limit {self._max_requests_per_node})",
+            )
+        return request
+
+    def _expire_requests(self, now: int) -> None:
+        """Forget the served request ids a replay of which is refused as stale anyway (more
+        than twice the skew allowance either way from when served), from the oldest."""
+        requests = self._requests
+        while requests:
+            first = next(iter(requests))
+            if -2 * SKEW_NS <= now - requests[first] <= 2 * SKEW_NS:
+                return
+            del requests[first]
+            node = first[0]
+            self._requests_of[node] -= 1
+            if not self._requests_of[node]:
+                del self._requests_of[node]
 
     def _live(self, issued_ns: int, now: int) -> bool:
         """A challenge is answerable within `max_age` of its issue, either way (the wall
@@ -255,8 +390,8 @@ class AdmissionService:
 
     def _withdraw(self, node: str, mine: OrderedDict[str, int]) -> None:
         """Withdraw the oldest unanswered challenge for `node` (the Admitter forgets it too,
-        so memory stays bounded): a node's own request always gets a nonce, and a flood in
-        its name must outpace its answer, counted and logged, to keep it out."""
+        so memory stays bounded): only a request signed by the node itself gets here, so
+        the newest request, the one it is about to answer, always gets a nonce."""
         nonce = next(iter(mine))  # issued in order: the first is the oldest
         self._forget(node, nonce)
         self.admitter.withdraw(nonce)
@@ -273,7 +408,7 @@ class AdmissionService:
     def _refuse_challenge(self, reason: str, node: str, detail: str) -> bytes:
         self.challenges_refused[reason] += 1
         log.warning("CHALLENGE_REFUSED reason=%s node=%s %s", reason, node, detail)
-        return b""
+        return ENCODER.encode(ChallengeReply("", reason, detail))
 
     async def _on_attest(self, payload: bytes) -> bytes:
         verdict = self.judge(payload)
@@ -528,6 +663,11 @@ def _claimed(envelope: Envelope) -> tuple[str, str] | None:
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
         return None
     return claim.node, claim.nonce
+
+
+def _line(text: str) -> str:
+    """`text` on one line, cut short: a refusal is one log line and one reply line."""
+    return " ".join(text.split())[:300]
 
 
 def _command_id(stored: bytes) -> str:

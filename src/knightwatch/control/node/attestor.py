@@ -4,27 +4,38 @@ The measurement is recomputed from the node's own bytes at every attestation
 (artifact files, config, and the flag table compiled into this process), never
 from a version string, so a server that missed a deploy, or whose files were
 changed after admission, attests exactly that and is refused or fenced.
+
+The challenge request is signed with the same enrolled key as the attestation,
+over the node's name, a fresh random id and its issue time, so nobody else can
+ask (and withdraw challenges) in this node's name; a refused request is a
+verdict naming the service's reason, logged by the node like any refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import (
+    CHALLENGE_REPLY_DECODER,
     SUBJECT_ATTEST,
     SUBJECT_CHALLENGE,
     VERDICT_DECODER,
     Verdict,
+    challenge_request,
 )
 from knightwatch.release.attestation import attest, sign_attestation
 from knightwatch.release.contents import ReleaseContents, contents_from_directory
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.flagschema import FlagSchema
 from knightwatch.release.keys import SigningKey
+from knightwatch.release.reasons import AdmissionReason, Finding
 
 Measure = Callable[[], ReleaseContents]
 
@@ -42,11 +53,41 @@ class Attestor:
         self.clock = clock
 
     async def attest(self, plane: ControlPlane, timeout_s: float) -> Verdict:
-        """Challenge, measure (off the loop), sign, submit; ControlPlaneUnavailable if no answer."""
-        nonce = (await plane.request(SUBJECT_CHALLENGE, self.node_id.encode(), timeout_s)).decode()
+        """Challenge, measure (off the loop), sign, submit; ControlPlaneUnavailable if no answer.
+        A refused challenge request is a refused verdict naming the service's reason."""
+        now = self.clock.time_ns()
+        request = challenge_request(
+            self.node_id, self.key, request_id=secrets.token_hex(16), now_ns=now
+        )
+        reply = await plane.request(SUBJECT_CHALLENGE, encode_envelope(request), timeout_s)
+        try:
+            answer = CHALLENGE_REPLY_DECODER.decode(reply)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            why = (
+                f"challenge_reply_unreadable: the reply ({len(reply)} bytes) is not a challenge "
+                f"reply (a service older than signed requests?): {exc}"
+            )
+            return self._refused(why, now)
+        if answer.reason or not answer.nonce:
+            why = (
+                f"the challenge request was refused: {answer.reason or 'no nonce'}: {answer.detail}"
+            )
+            return self._refused(why, now)
+        nonce = answer.nonce
         contents = await asyncio.to_thread(self.measure)
         envelope = sign_attestation(
             attest(self.node_id, nonce, contents, clock=self.clock), self.key
         )
         reply = await plane.request(SUBJECT_ATTEST, encode_envelope(envelope), timeout_s)
-        return VERDICT_DECODER.decode(reply)
+        try:
+            return VERDICT_DECODER.decode(reply)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            why = f"the reply to the attestation ({len(reply)} bytes) is not a verdict: {exc}"
+            return self._refused(why, self.clock.time_ns(), "verdict_unreadable")
+
+    def _refused(self, why: str, now: int, subject: str = "challenge") -> Verdict:
+        """No verdict from the service: one the node logs and acts on as a refusal (one
+        line, unattributable), never a traceback that stops its attesting."""
+        detail = f"admission service: {' '.join(why.split())}"
+        finding = Finding(AdmissionReason.CHALLENGE_UNKNOWN, subject, detail[:400])
+        return Verdict(self.node_id, False, "refused", "", "", (finding,), now)

@@ -16,7 +16,7 @@ import msgspec
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
-from knightwatch.release.dsse import Envelope, add_signature
+from knightwatch.release.dsse import Envelope, add_signature, new_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason, Finding
 from knightwatch.state import Scope, TradingState
@@ -407,7 +407,8 @@ def unreadable_member(key: str, revision: int, problem: MemberProblem, why: str)
 # ---------------------------------------------------------------- admission
 
 SUBJECT_CHALLENGE = "admission.challenge"
-"""Request: node id; reply: a single-use nonce."""
+"""Request: the node's signed `ChallengeRequest` (`challenge_request`); reply: a
+`ChallengeReply` (a single-use nonce, or why the request was refused)."""
 SUBJECT_ATTEST = "admission.attest"
 """Request: a signed attestation envelope; reply: a `Verdict`."""
 SUBJECT_TARGET = "admission.target"
@@ -485,6 +486,35 @@ class TargetReply(msgspec.Struct, frozen=True):
     revision: int = 0
 
 
+CHALLENGE_REQUEST_PAYLOAD_TYPE = "application/vnd.knightwatch.challenge-request+json"
+
+
+class ChallengeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a node's signature over its challenge request covers: its name, a fresh
+    random id (a replay of the request is refused) and when it was issued (by its clock)."""
+
+    node: str
+    request_id: str
+    issued_ns: int
+
+
+class ChallengeReply(msgspec.Struct, frozen=True):
+    """The nonce issued, or ("" and) the reason code and one line of why not."""
+
+    nonce: str = ""
+    reason: str = ""
+    detail: str = ""
+
+
+def challenge_request(node: str, key: SigningKey, *, request_id: str, now_ns: int) -> Envelope:
+    """A challenge request for `node`, signed with its enrolled key (the attestation key)."""
+    request = ChallengeRequest(node, request_id, now_ns)
+    envelope = new_envelope(CHALLENGE_REQUEST_PAYLOAD_TYPE, _CANONICAL.encode(request))
+    return add_signature(envelope, key)
+
+
+CHALLENGE_REQUEST_DECODER = msgspec.json.Decoder(ChallengeRequest)
+CHALLENGE_REPLY_DECODER = msgspec.json.Decoder(ChallengeReply)
 VERDICT_DECODER = msgspec.json.Decoder(Verdict)
 TARGET_DECODER = msgspec.json.Decoder(TargetRecord)
 TARGET_REQUEST_DECODER = msgspec.json.Decoder(TargetRequest)
