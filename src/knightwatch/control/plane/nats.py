@@ -62,7 +62,6 @@ from knightwatch.control.plane.protocol import (
 from knightwatch.control.plane.wire import (
     CONFIRMATION_DECODER,
     ENCODER,
-    ENTRY_DECODER,
     METRICS_DECODER,
     STATUS_DECODER,
     UNDECODABLE_ACTOR,
@@ -73,6 +72,7 @@ from knightwatch.control.plane.wire import (
     NodeStatus,
     StateEntry,
     audit_from,
+    decode_announcement,
     decode_entry,
     parse_slot,
     slot_of,
@@ -189,6 +189,20 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _announced(data: bytes) -> StateEntry:
+    """An announced entry; one that cannot be decoded is a halt (`decode_announcement`),
+    logged in one line: dropping it let garbage on the kill subject pass unnoticed."""
+    entry = decode_announcement(data)
+    if entry.actor == UNDECODABLE_ACTOR:
+        log.error(
+            "ANNOUNCEMENT_UNDECODABLE scope=%s key=%s %s",
+            entry.scope.value,
+            entry.key[:64],
+            entry.reason,
+        )
+    return entry
 
 
 async def connect_as(signer: Signer, servers: list[str], **options: Any) -> Client:
@@ -725,7 +739,7 @@ class NatsControlPlane:
             )
 
     async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
-        await self._subscribe(SUBJECT_STATE, ENTRY_DECODER.decode, handler)
+        await self._subscribe(SUBJECT_STATE, _announced, handler)
         prefix = f"{SUBJECT_REPUBLISH}."
 
         async def on_stored(msg: Msg) -> None:

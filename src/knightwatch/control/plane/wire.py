@@ -320,6 +320,52 @@ def decode_entry(slot: str, value: bytes, revision: int) -> StateEntry:
     )
 
 
+class _Addressed(msgspec.Struct):
+    """The two fields of an entry that say what it is about (anything else ignored)."""
+
+    scope: Scope
+    key: str
+
+
+_ADDRESSED_DECODER = msgspec.json.Decoder(_Addressed)
+UNDECODABLE_ANNOUNCEMENT = "announcement_undecodable"
+"""Reason code of an announced entry that cannot be decoded (held as a halt)."""
+
+
+def decode_announcement(data: bytes) -> StateEntry:
+    """An announced entry; one that cannot be decoded is a HALT, as a stored one is
+    (`decode_entry`): of the scope and key it names when those two can be read (a later
+    version's format), else of the fleet (truncated, garbage). It can only stop: it is
+    never signed, orders before any real command (`issued_ns` 0), and the next kill of
+    its scope replaces it (a resume of that kill lifts it)."""
+    try:
+        return ENTRY_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, StateKeyError, RecursionError) as exc:
+        problem = str(exc)[:200]
+    scope, key = Scope.FLEET, FLEET_KEY
+    try:
+        named = _ADDRESSED_DECODER.decode(data)
+        slot_of(named.scope, named.key)
+        if named.scope is not Scope.FLEET and named.key.strip():
+            scope, key = named.scope, named.key
+    except (msgspec.DecodeError, msgspec.ValidationError, StateKeyError, RecursionError):
+        pass
+    digest = hashlib.sha256(data).hexdigest()[:24]
+    return StateEntry(
+        scope=scope,
+        key=key,
+        state=TradingState.HALTED,
+        reason=(
+            f"{UNDECODABLE_ANNOUNCEMENT}: an announced entry ({len(data)} bytes, sha256 "
+            f"{digest}) cannot be decoded ({problem}); held as a halt until a kill of "
+            "this scope replaces it"
+        ),
+        actor=UNDECODABLE_ACTOR,
+        command_id=f"undecodable-announcement-{digest}",
+        issued_ns=0,
+    )
+
+
 SUBJECT_AUTO_HALT = "autohalt"
 """A node's signed automatic halt, for the relay that may write the kill state."""
 
