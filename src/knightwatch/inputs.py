@@ -24,6 +24,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from knightwatch.errors import KnightwatchError
 
 KIB = 1024
@@ -38,6 +40,13 @@ KEY_MAX_BYTES = 64 * KIB
 """A PEM key is under a kilobyte."""
 MAX_DEPTH = 32
 """No file knightwatch reads nests deeper than a few levels; 32 leaves room and the stack safe."""
+UNDECODABLE = (msgspec.DecodeError, RecursionError)
+"""What decoding bytes from outside the process (a stored record, a message, a file, an
+HTTP body) raises when they are no value of the type: catch this, never msgspec's errors
+alone. `msgspec.ValidationError` is a `DecodeError`; `RecursionError` is what msgspec
+raises for JSON nested deeper than the interpreter's recursion limit inside a field the
+type skips or holds as a generic value. Left uncaught, one such record kept a service
+from starting and one such message killed the handler instead of refusing it."""
 
 
 class InputFileError(KnightwatchError, ValueError):

@@ -38,6 +38,7 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
 from knightwatch.audit.errors import AuditError, ChainCorrupt, RecorderLocked
 from knightwatch.audit.read import data_ends
+from knightwatch.inputs import UNDECODABLE
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -352,7 +353,7 @@ class MappedLog:
         parts = split_line(line)
         try:
             seal = _decode_seal(line)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        except (*UNDECODABLE, UnicodeDecodeError):
             seal = None
         if seal is not None and parts is not None and seal.kind == SEAL:
             h.update(parts[0])
@@ -435,7 +436,7 @@ class MappedLog:
             line = buf[:nl]
             try:
                 link = _decode_link(line)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            except (*UNDECODABLE, UnicodeDecodeError):
                 link = None
             if link is None or link.seq != seq or link.kind == SEAL:
                 raise ChainCorrupt(

@@ -21,6 +21,7 @@ from knightwatch.audit.record import (
     EventRecord,
     Kind,
 )
+from knightwatch.inputs import UNDECODABLE
 
 _kind = msgspec.json.Decoder(Kind).decode
 _decision = msgspec.json.Decoder(DecisionRecord).decode
@@ -316,7 +317,7 @@ def accepted_ids(
                 if len(lines) != buf.count(b"\n", 0, cut) + (buf[cut - 1] != 10):
                     raise msgspec.DecodeError("not one record per line")
                 lineno = _take_ids(lines, ids, times, since, path, lineno)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            except (*UNDECODABLE, UnicodeDecodeError):
                 lineno = _take_ids_by_line(buf[:cut], ids, times, since, path, lineno)
             finally:
                 chunk.release()
@@ -383,7 +384,7 @@ def _take_ids_by_line(
     for line in lines:
         try:
             rec = _id_fields.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except (*UNDECODABLE, UnicodeDecodeError) as exc:
             _unreadable_line(path, lineno + 1, f"not a record ({exc})")
         lineno = _take_ids([rec], ids, times, since, path, lineno)
     return lineno

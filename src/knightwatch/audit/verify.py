@@ -33,6 +33,7 @@ import msgspec
 from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
 from knightwatch.audit.log import NotARegularFile
 from knightwatch.audit.read import MAX_LINE_BYTES, data_end, read_lines
+from knightwatch.inputs import UNDECODABLE
 
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
@@ -281,7 +282,7 @@ class _Verifier:
         parts = split_line(line)
         try:
             seal = msgspec.json.decode(line, type=Seal)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except UNDECODABLE:
             seal = None
         first_line, first_seq = self.batch_first
         span = (

@@ -29,6 +29,7 @@ from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import data_end, decode_record, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord
 from knightwatch.audit.verify import VerifyReport, verify_lines
+from knightwatch.inputs import UNDECODABLE
 
 FILL = "fill"
 ORDER_EVENTS = frozenset(
@@ -98,7 +99,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
                 if unsealed and _SEAL_MARKER in line[:96]:
                     try:
                         seal = msgspec.json.decode(line, type=Seal)
-                    except (msgspec.DecodeError, RecursionError):
+                    except UNDECODABLE:
                         continue
                     for seq in unsealed:
                         seals[seq] = seal

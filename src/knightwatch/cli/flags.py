@@ -45,6 +45,7 @@ from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus, 
 from knightwatch.flags.state import StateUnavailable
 from knightwatch.inputs import (
     JSON_MAX_BYTES,
+    UNDECODABLE,
     InputFileError,
     check_json_depth,
     load_toml,
@@ -629,7 +630,7 @@ def rollout_status(
             continue
         try:  # the bucket is operator-writable: a record may be anything
             chosen.append(msgspec.json.decode(v, type=RolloutState))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             unreadable.append(f"rollout {quoted(k)}: undecodable record ({exc})")
     errors = Console(stderr=True)
     for line in unreadable:

@@ -45,12 +45,12 @@ from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
-from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply
+from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply, Verdict
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident.ramp import RampOutcome, ramp_records
 from knightwatch.incident.snapshot import SnapshotError
-from knightwatch.inputs import JSON_MAX_BYTES, check_json_depth, read_bytes
+from knightwatch.inputs import JSON_MAX_BYTES, UNDECODABLE, check_json_depth, read_bytes
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
@@ -669,10 +669,12 @@ def status(
                         judged[slot] = (await proofs.judge(e, rev, store.roster, now)).describe()
                     except Refused as exc:
                         judged[slot] = exc
-            verdicts = {
-                n: VERDICT_DECODER.decode(v)
-                for n, (v, _) in (await plane.records(Bucket.ADMISSION)).items()
-            }
+            verdicts: dict[str, Verdict | str] = {}  # a verdict, or why it cannot be read
+            for n, (raw, _) in (await plane.records(Bucket.ADMISSION)).items():
+                try:
+                    verdicts[n] = VERDICT_DECODER.decode(raw)
+                except UNDECODABLE as exc:  # the bucket is writable: shown, not a traceback
+                    verdicts[n] = f"record cannot be decoded: {exc}"
             ramps = await ramp_records(plane)
         nodes = Table(title="nodes")
         for col in (
@@ -710,6 +712,9 @@ def status(
         for col in ("node", "verdict", "release", "judged (UTC)", "findings"):
             releases.add_column(col)
         for node_id, v in sorted(verdicts.items()):
+            if isinstance(v, str):
+                releases.add_row(escape(node_id), "[red]UNDECODABLE[/red]", "-", "-", escape(v))
+                continue
             releases.add_row(
                 escape(node_id),
                 escape(v.status) if v.admitted else f"[red]{escape(v.status)}[/red]",

@@ -24,7 +24,14 @@ from knightwatch.cli.options import nonempty_path
 from knightwatch.clock import SystemClock
 from knightwatch.errors import quoted
 from knightwatch.flags.schema import RegistrySchema
-from knightwatch.inputs import JSON_MAX_BYTES, NAME_RULE, InputFileError, is_name, read_bytes
+from knightwatch.inputs import (
+    JSON_MAX_BYTES,
+    NAME_RULE,
+    UNDECODABLE,
+    InputFileError,
+    is_name,
+    read_bytes,
+)
 from knightwatch.release.admission import (
     Admitter,
     random_nonce,
@@ -150,7 +157,7 @@ def _looks_like_envelope(data: bytes) -> bool:
     manifest's (a broken `signatures` must not be reported as a missing `release_id`)."""
     try:
         fields = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
-    except (msgspec.DecodeError, RecursionError):
+    except UNDECODABLE:
         return False
     return bool({"payload", "payloadType", "signatures"} & fields.keys())
 

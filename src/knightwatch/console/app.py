@@ -91,6 +91,7 @@ from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import Checklist, PreflightConfig
 from knightwatch.incident.ramp import RampError, RampPlan
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import FLEET_KEY, TradingState, split_pair
 from knightwatch.state import Scope as KillScope
 from knightwatch.trust.identity import Signer
@@ -696,7 +697,7 @@ async def _body(request: Request, kind: type[Any]) -> Any:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         raise Refusal(422, f"body: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except UNDECODABLE as exc:  # RecursionError: nested deeper than msgspec decodes
         raise Refusal(400, f"body: not JSON ({exc})") from None
 
 
@@ -759,7 +760,7 @@ async def _form(request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             data = msgspec.json.decode(raw, type=dict[str, str])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             raise Refusal(400, f"body: {exc}") from None
         return data
     try:

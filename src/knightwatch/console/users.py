@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.inputs import InputFileError, is_name, load_toml, read_bytes
+from knightwatch.inputs import UNDECODABLE, InputFileError, is_name, load_toml, read_bytes
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role
@@ -595,7 +595,7 @@ class UserStore:
             )
         except InputFileError as exc:
             raise ConsoleUserError(str(exc)) from None
-        except msgspec.DecodeError as exc:
+        except UNDECODABLE as exc:
             raise ConsoleUserError(f"{where}: not a seal file ({exc})") from None
         try:
             key = _unb64(state.key)

@@ -47,6 +47,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.flags.rollout import RolloutState
 from knightwatch.incident.ramp import describe_ramp, ramp_signer, unverified_effect
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import TradingState
 from knightwatch.trust.command import GUARD_ACTOR, Refused
 from knightwatch.trust.store import TrustStore
@@ -312,7 +313,7 @@ async def build(
     for node, (value, _) in admission_raw.items():
         try:
             verdicts[node] = VERDICT_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             problems.append(f"admission {node}: undecodable verdict")
 
     applied_by_node: dict[str, dict[str, int]] = {}
@@ -322,7 +323,7 @@ async def build(
         if key.startswith("applied."):
             try:
                 a = APPLIED_DECODER.decode(value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except UNDECODABLE:
                 problems.append(f"flags {key}: undecodable confirmation")
                 continue
             applied.setdefault(a.flag_id, {})[a.node] = a.revision
@@ -332,7 +333,7 @@ async def build(
             continue
         try:
             st = STATE_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             problems.append(f"flags {key}: undecodable state")
             continue
         got = applied.get(st.flag_id, {})
@@ -375,14 +376,14 @@ async def build(
     for key, (value, _) in approvals_raw.items():
         try:
             requests.append(_request_row(REQUEST_DECODER.decode(value), states, now))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             problems.append(f"approvals {key}: undecodable request")
     requests.sort(key=lambda r: (r.status != "pending", -r.expires_ns))
     ramps = []
     for slot, (value, _) in sorted(ramp_raw.items()):
         try:
             r = RAMP_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             problems.append(f"ramp {slot}: undecodable record")
             continue
         signer = ramp_signer(r, trust.roster)
@@ -404,7 +405,7 @@ async def build(
     for flag, (value, _) in sorted(rollouts_raw.items()):
         try:
             ro = ROLLOUT_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             problems.append(f"rollouts {flag}: undecodable state")
             continue
         stage = ro.plan.stages[ro.stage_index] if ro.plan.stages else None

@@ -36,6 +36,7 @@ from knightwatch.control.node.runtime import NodeRuntime, stop_task
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.guard import Guard
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.limits import Limits, LimitsError
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.trust.identity import Signer
@@ -257,7 +258,7 @@ def read_armed_limits(path: Path) -> Limits | None:
         if len(data) > _ARMED_MAX_BYTES:
             raise ValueError(f"larger than {_ARMED_MAX_BYTES} bytes")
         return msgspec.json.decode(data, type=Limits)
-    except (msgspec.DecodeError, msgspec.ValidationError, LimitsError, ValueError) as exc:
+    except (*UNDECODABLE, LimitsError, ValueError) as exc:
         raise FleetError(
             f"{path}: not the limits this node last armed with ({exc}); restore it, or remove "
             "it only if no kill is in force"

@@ -47,6 +47,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import Scope, TradingState, split_pair
 from knightwatch.trust.command import Refused
 from knightwatch.trust.flagproof import check_flag_proof
@@ -233,13 +234,13 @@ async def run_preflight(
     if target_value is not None:
         try:
             target = TARGET_DECODER.decode(target_value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             unreadable.append(f"target release record undecodable ({exc})")
     verdicts: dict[str, Verdict] = {}
     for n, (stored, _) in sorted((await plane.records(Bucket.ADMISSION)).items()):
         try:
             verdicts[n] = VERDICT_DECODER.decode(stored)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             if n in trading:
                 unreadable.append(f"{n}: admission verdict undecodable ({exc})")
     if unreadable:
@@ -384,7 +385,7 @@ async def run_preflight(
             continue
         try:
             starts = STARTS_DECODER.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             # a node's start record that cannot be read cannot show it is not looping
             unchecked.append(f"{k}: undecodable ({exc})")
             continue
@@ -459,7 +460,7 @@ def flag_problems(
             continue
         try:
             state = STATE_DECODER.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             found.setdefault(f"{k}: undecodable flag state", [])
             continue
         for node, value in sorted(state.node_values.items()):

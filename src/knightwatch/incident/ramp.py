@@ -54,7 +54,7 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import UNDECODABLE, InputFileError, load_toml
 from knightwatch.limits import ramp_percent, scaled_percent
 from knightwatch.state import Scope, TradingState, scope_key, split_pair
 from knightwatch.trust.command import Refused, ramp_problem
@@ -565,6 +565,6 @@ async def ramp_records(plane: ControlPlane) -> list[RampRecord]:
     """Every ramp record (undecodable ones are skipped: nodes already hold them tight)."""
     out = []
     for value, _ in (await plane.records(Bucket.RAMP)).values():
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        with contextlib.suppress(*UNDECODABLE):
             out.append(RAMP_DECODER.decode(value))
     return out

@@ -31,6 +31,7 @@ from knightwatch.clock import Clock
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import (
     add_signature,
     check_signatures,
@@ -89,7 +90,7 @@ def _records(raw: Mapping[str, tuple[bytes, int]]) -> dict[str, object]:
     for key, (value, revision) in sorted(raw.items()):
         try:
             decoded: object = msgspec.json.decode(value)
-        except msgspec.DecodeError:
+        except UNDECODABLE:
             try:
                 decoded = value.decode("utf-8")
             except UnicodeDecodeError:
@@ -207,7 +208,7 @@ def _head(lines: deque[bytes]) -> dict[str, object]:
         return {"seq": None, "hash": None, "problem": "no records"}
     try:
         last = msgspec.json.decode(lines[-1])
-    except msgspec.DecodeError:
+    except UNDECODABLE:
         return {"seq": None, "hash": None, "problem": "last record undecodable"}
     if not isinstance(last, dict):
         return {"seq": None, "hash": None, "problem": "last record is not an object"}
@@ -313,13 +314,7 @@ def verify_snapshot(
         envelope = decode_envelope(members[SIGNATURE], source=f"{source}:{SIGNATURE}")
         payload = envelope.payload_bytes()
         manifest = msgspec.json.decode(payload, type=SnapshotManifest)
-    except (
-        ReleaseInputError,
-        UnicodeDecodeError,
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        RecursionError,
-    ) as exc:
+    except (ReleaseInputError, UnicodeDecodeError, *UNDECODABLE) as exc:
         raise SnapshotError(f"{source}: {exc}") from None
     keys = dict(trusted) if trusted is not None else {signer.key_id: signer}
     if trusted is not None and signer.key_id not in trusted:
@@ -351,7 +346,7 @@ def verify_snapshot(
     if INCOMPLETE in members:
         try:
             gaps = msgspec.json.decode(members[INCOMPLETE], type=tuple[str, ...])
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             problems.append(f"{INCOMPLETE}: not a list of lines")
     return SnapshotCheck(
         not problems,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import msgspec
 
 from knightwatch.clock import Clock
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.canonical import canonical_bytes
 from knightwatch.release.contents import ReleaseContents
 from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
@@ -58,7 +59,7 @@ def open_attestation(
         )
     try:
         attestation = _DECODER.decode(envelope.payload_bytes())
-    except (msgspec.DecodeError, ValueError) as exc:
+    except (*UNDECODABLE, ValueError) as exc:
         return None, (Finding(AdmissionReason.ATTESTATION_MALFORMED, "payload", str(exc)),)
     key = roster.get(attestation.node)
     if key is None:

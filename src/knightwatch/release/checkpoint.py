@@ -34,6 +34,7 @@ import msgspec
 
 from knightwatch.audit.read import read_lines
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, Signature, check_signatures, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey
@@ -98,7 +99,7 @@ def open_checkpoint(envelope: Envelope, key: VerifyKey) -> Opened:
         if key.key_id not in check.valid:
             return Opened(None, f"not signed by the node's key {key.key_id[:16]}")
         return Opened(_DECODER.decode(envelope.payload_bytes()))
-    except (ReleaseInputError, msgspec.DecodeError, binascii.Error) as exc:
+    except (ReleaseInputError, *UNDECODABLE, binascii.Error) as exc:
         return Opened(None, f"unreadable checkpoint: {exc}")
 
 
@@ -116,7 +117,7 @@ def read_sidecar(path: str | os.PathLike[str]) -> list[Envelope | str]:
                 continue
             try:
                 out.append(_ENVELOPE.decode(line))
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except UNDECODABLE as exc:
                 out.append(f"line {n}: not an envelope: {str(exc)[:120]}")
     return out
 
@@ -128,7 +129,7 @@ def wanted_seqs(envelopes: Iterable[Envelope | str]) -> set[int]:
         if isinstance(env, Envelope):
             try:
                 seqs.add(_DECODER.decode(env.payload_bytes()).seq)
-            except (ReleaseInputError, msgspec.DecodeError):
+            except (ReleaseInputError, *UNDECODABLE):
                 continue
     return seqs
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from knightwatch.inputs import InputFileError, check_json_depth
+from knightwatch.inputs import UNDECODABLE, InputFileError, check_json_depth
 from knightwatch.release.canonical import is_sha256_hex
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey, VerifyKey
@@ -101,7 +101,7 @@ def decode_envelope(data: bytes, *, source: str) -> Envelope:
         return _ENVELOPE_DECODER.decode(data)
     except InputFileError as exc:
         raise ReleaseInputError(str(exc)) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (*UNDECODABLE, UnicodeDecodeError) as exc:
         raise ReleaseInputError(f"{source}: not a DSSE envelope: {exc}") from None
 
 

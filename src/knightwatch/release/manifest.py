@@ -12,7 +12,7 @@ import re
 
 import msgspec
 
-from knightwatch.inputs import InputFileError, check_json_depth
+from knightwatch.inputs import UNDECODABLE, InputFileError, check_json_depth
 from knightwatch.release.canonical import canonical_bytes, sha256_hex
 from knightwatch.release.contents import ReleaseContents
 from knightwatch.release.dsse import Statement, Subject
@@ -75,7 +75,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             predicate = msgspec.json.decode(statement.predicate, type=_Predicate)
         except InputFileError as exc:
             raise ReleaseInputError(str(exc)) from None
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except (*UNDECODABLE, UnicodeDecodeError) as exc:
             raise ReleaseInputError(f"{source}: not a release statement: {exc}") from None
         artifacts: dict[str, str] = {}
         for subject in statement.subject:
@@ -116,5 +116,5 @@ def decode_manifest(data: bytes, *, source: str) -> Manifest:
         raise ReleaseInputError(str(exc)) from None
     except msgspec.ValidationError as exc:
         raise ReleaseInputError(f"{source}: invalid manifest: {exc}") from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (*UNDECODABLE, UnicodeDecodeError) as exc:
         raise ReleaseInputError(f"{source}: not a manifest JSON document: {exc}") from None

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 import msgspec
 
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.trust.command import SKEW_NS
@@ -95,7 +96,7 @@ def check_approval(
         raise TrustError(f"approval payloadType: {envelope.payload_type!r} is not an approval")
     try:
         approval = _DECODER.decode(envelope.payload_bytes())
-    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+    except (*UNDECODABLE, ReleaseInputError) as exc:
         raise TrustError(f"approval payload: {exc}") from None
     wanted = (kind, flag_id, value, nodes, requester, digest)
     got = (
@@ -155,5 +156,5 @@ def check_approval(
 def decode_approval_file(data: bytes, source: str) -> Envelope:
     try:
         return msgspec.json.decode(data, type=Envelope)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise TrustError(f"{source}: not a signed approval: {exc}") from None

@@ -44,6 +44,7 @@ from enum import StrEnum
 import msgspec
 
 from knightwatch.errors import KnightwatchError
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, add_signature, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey
@@ -179,7 +180,7 @@ def _check_canonical(payload: bytes) -> None:
     try:
         _STRICT.decode(payload)
         canonical = _ENCODER.encode(_ANY.decode(payload)) == payload
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if not canonical:
         raise Refused(
@@ -270,7 +271,7 @@ def check_state(
     roster, proof, payload = opened(proof, roster, COMMAND_PAYLOAD_TYPE, "the entry")
     try:
         signed = _DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if signed != command:
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")

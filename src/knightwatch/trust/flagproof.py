@@ -36,6 +36,7 @@ import msgspec
 from knightwatch.flags.activation import ActivationRequest
 from knightwatch.flags.definition import FlagDefinition, definition_hash
 from knightwatch.flags.state import FlagChange
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, new_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
@@ -175,7 +176,7 @@ def check_flag_proof(
         bundle = _PROOF.decode(proof)
         payload = bundle.change.payload_bytes()
         decision = _DECISION.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+    except (*UNDECODABLE, ReleaseInputError) as exc:
         raise Refused(TrustReason.MALFORMED, f"proof: {exc}") from None
     if bundle.change.payload_type != FLAG_PAYLOAD_TYPE:
         raise Refused(TrustReason.MALFORMED, f"payloadType {bundle.change.payload_type!r}")

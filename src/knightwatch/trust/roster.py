@@ -28,7 +28,7 @@ import msgspec
 
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.activation import MarketHours, SecondApprover
-from knightwatch.inputs import NAME_RULE, is_name
+from knightwatch.inputs import NAME_RULE, UNDECODABLE, is_name
 from knightwatch.release.dsse import Envelope, add_signature, check_signatures, new_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey, VerifyKey
@@ -235,7 +235,7 @@ def decode_roster(envelope: Envelope) -> Roster:
         raise TrustError(f"roster payloadType: {envelope.payload_type!r} is not a roster")
     try:
         return ROSTER_DECODER.decode(envelope.payload_bytes())
-    except (msgspec.DecodeError, msgspec.ValidationError, ReleaseInputError) as exc:
+    except (*UNDECODABLE, ReleaseInputError) as exc:
         raise TrustError(f"roster payload: {exc}") from None
 
 

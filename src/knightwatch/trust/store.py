@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import UNDECODABLE, InputFileError, load_toml
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.signing import TrustedKey, TrustPolicy
 from knightwatch.trust.command import SKEW_NS
@@ -146,7 +146,7 @@ def decode_stored(value: bytes) -> Envelope:
     """A stored roster record (DSSE JSON)."""
     try:
         return msgspec.json.decode(value, type=Envelope)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise TrustError(f"stored roster: not a DSSE envelope: {exc}") from None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import msgspec
 
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.dsse import Envelope, add_signature, new_envelope
 from knightwatch.release.errors import ReleaseInputError
@@ -116,7 +117,7 @@ def check_target(proof: Envelope, roster: Roster | None, *, now_ns: int) -> Targ
     roster, proof, payload = opened(proof, roster, TARGET_PAYLOAD_TYPE, "the target request")
     try:
         command = _DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if not 0 < command.expires_ns - command.issued_ns <= TARGET_TTL_NS:
         raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 60 s after issued_ns")

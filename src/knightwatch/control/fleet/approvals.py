@@ -33,6 +33,7 @@ import msgspec
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.plane.wire import StateEntry
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import Scope
 from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.roster import Role
@@ -114,7 +115,7 @@ async def read_request(plane: ControlPlane, request_id: str) -> tuple[Request, i
         raise KillSwitchError(f"request {request_id!r}: no such request")
     try:
         request = _DECODER.decode(value)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise KillSwitchError(f"request {request_id}: undecodable record ({exc})") from None
     if request.id != request_id or request.entry.command_id[:12] != request_id:
         raise KillSwitchError(
@@ -162,7 +163,7 @@ class Requests:
         for _, (value, _) in sorted((await self.plane.records(Bucket.APPROVALS)).items()):
             try:
                 request = _DECODER.decode(value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except UNDECODABLE:
                 continue
             out.append(await self._judged(request))
         return sorted(out, key=lambda r: r.entry.issued_ns)

@@ -47,6 +47,7 @@ from knightwatch.flags.state import (
     StateUnavailable,
     StateUnreadable,
 )
+from knightwatch.inputs import UNDECODABLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -173,7 +174,7 @@ def _replacing(flag_id: str, store_revision: int, records: dict[str, tuple[bytes
         elif key.startswith("applied.") and key.endswith(f".{flag_id}"):
             try:
                 applied = APPLIED_DECODER.decode(value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except UNDECODABLE:
                 continue
             if applied.flag_id == flag_id and key == applied_key(flag_id, applied.node):
                 highest = max(highest, applied.revision)
@@ -195,7 +196,7 @@ async def fleet_snapshot(
     for node, (value, _) in (await plane.records(Bucket.ADMISSION)).items():
         try:
             verdicts[node] = VERDICT_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             log.warning("admission verdict of %s cannot be decoded: %s", node, exc)
     members = []
     for status in await plane.members():
@@ -240,7 +241,7 @@ class AppliedWaiter:
     async def _on_applied(self, payload: bytes) -> None:
         try:
             applied = APPLIED_DECODER.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             log.warning("dropping malformed flag confirmation: %s", exc)
             return
         key = (applied.flag_id, applied.node)
@@ -258,7 +259,7 @@ class AppliedWaiter:
             return 0
         try:
             applied = APPLIED_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except UNDECODABLE:
             return 0
         if applied.node != node or applied.flag_id != flag_id:
             return 0

@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import msgspec
-
 from knightwatch.control.plane.history import (
     MALFORMED_KEY,
     ResumeProofs,
@@ -38,6 +36,7 @@ from knightwatch.control.plane.wire import (
     StateEntry,
 )
 from knightwatch.errors import KnightwatchError
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.limits import Limits, loosened
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, check_state
@@ -179,7 +178,7 @@ async def known_good(plane: ControlPlane) -> KnownGood | None:
         return None
     try:
         return KNOWN_GOOD_DECODER.decode(value)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNDECODABLE:
         return None
 
 
@@ -206,7 +205,7 @@ async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -
         return None
     try:
         release_id = TARGET_DECODER.decode(value).release_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNDECODABLE:
         return None
     record = KnownGood(release_id, kill.command_id, at_ns)
     await plane.put_record(Bucket.INCIDENT, KNOWN_GOOD_KEY, ENCODER.encode(record))
@@ -240,7 +239,7 @@ async def refuse_target_if_frozen(
         return False
     try:
         froze_on = TARGET_DECODER.decode(value).release_id if value is not None else None
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNDECODABLE:
         froze_on = None
     if froze_on == release_id:
         return True

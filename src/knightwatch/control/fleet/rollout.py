@@ -57,6 +57,7 @@ from knightwatch.flags.rollout import (
     plan_digest,
     rollout_nodes,
 )
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
@@ -141,7 +142,7 @@ class RolloutDriver:
             return None, revision
         try:
             return _STATE.decode(value), revision
-        except msgspec.DecodeError as exc:  # the bucket is operator-writable: anything
+        except UNDECODABLE as exc:  # the bucket is operator-writable: anything
             flag = self.registry.get(flag_id)
             safe = "" if flag is None else ("on" if flag.safe_default else "off")
             how = f"`knightwatch flags set {flag_id} {safe} --reason ...`, " if safe else ""

@@ -80,7 +80,7 @@ import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
-from knightwatch.inputs import load_toml
+from knightwatch.inputs import UNDECODABLE, load_toml
 from knightwatch.state import Scope, TradingState
 
 
@@ -846,7 +846,7 @@ class Supervisor:
             try:
                 rec = _DAY_DECODER.decode(raw)
                 problems = _day_problems(key, rec)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except UNDECODABLE as exc:
                 problems = [str(exc)]
             if not problems:
                 self._restored[node_id] = rec

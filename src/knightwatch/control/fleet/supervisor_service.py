@@ -50,6 +50,7 @@ from knightwatch.control.plane.wire import (
     AuditEnvelope,
     NodeMetrics,
 )
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.trust.command import Refused, TrustReason, check_state
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class AutoHaltRelay:
                 now_ns=self.killswitch.clock.time_ns(),
                 live=True,
             )
-        except (msgspec.DecodeError, msgspec.ValidationError, Refused) as exc:
+        except (*UNDECODABLE, Refused) as exc:
             self.refused += 1
             log.error("AUTO_HALT_REFUSED %s", exc)
             return

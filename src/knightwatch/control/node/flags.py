@@ -34,6 +34,7 @@ from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable, Record
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.state import FlagChange, FlagState, StateUnavailable
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, TrustReason
 from knightwatch.trust.flagproof import check_flag_proof
@@ -76,17 +77,13 @@ STATE_DECODER = msgspec.json.Decoder(FlagState)
 CHANGE_DECODER = msgspec.json.Decoder(FlagChange)
 APPLIED_DECODER = msgspec.json.Decoder(FlagApplied)
 ENCODER = msgspec.json.Encoder()
-_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
-"""What decoding a stored record raises when it is no record. RecursionError: one nested
-deeper than msgspec decodes; before, it escaped `NodeFlags.start` (the node did not start)
-and a live one left the node on the value it held instead of the safe default."""
 
 
 def decode_state(flag_id: str, value: bytes) -> FlagState:
     """A stored flag state, or `StateUnavailable` naming its key (one line, no traceback)."""
     try:
         state = STATE_DECODER.decode(value)
-    except _UNDECODABLE as exc:
+    except UNDECODABLE as exc:
         raise StateUnavailable(
             f"flag state record {state_key(flag_id)!r} cannot be decoded: {exc}"
         ) from None
@@ -112,7 +109,7 @@ def assemble(flag_id: str, records: dict[str, tuple[bytes, int]]) -> FlagState |
         if key.startswith("applied.") and flag == flag_id:
             try:
                 applied = APPLIED_DECODER.decode(value)
-            except _UNDECODABLE as exc:
+            except UNDECODABLE as exc:
                 log.warning("ignoring undecodable flag confirmation %r: %s", key, exc)
                 continue
             if applied.node == node and applied.flag_id == flag_id:  # stored under its own name
@@ -130,7 +127,7 @@ def changes_of(flag_id: str, records: dict[str, tuple[bytes, int]]) -> list[Flag
             continue
         try:
             found.append(CHANGE_DECODER.decode(value))
-        except _UNDECODABLE as exc:
+        except UNDECODABLE as exc:
             raise StateUnavailable(f"flag change record {key!r} cannot be decoded: {exc}") from None
     return sorted(found, key=lambda c: c.revision)
 
@@ -203,7 +200,7 @@ class NodeFlags:
                 continue
             try:
                 applied = APPLIED_DECODER.decode(value)
-            except _UNDECODABLE:
+            except UNDECODABLE:
                 continue  # nothing to remember from it; the recorder's memory stands
             flag_id = key.removeprefix(mine)
             if applied.node != self.node or applied.flag_id != flag_id:

@@ -101,6 +101,7 @@ from knightwatch.control.plane.wire import (
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.guard import Guard, Halt, RecorderUnavailable
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.limits import scaled
 from knightwatch.order import Fill, Order
 from knightwatch.release.dsse import Envelope
@@ -677,11 +678,7 @@ class NodeRuntime:
             # store's re-dated copy): it may be dated after the resume (its issuer's clock
             # ran ahead), yet it is over
             return None
-        if (
-            held is not None
-            and entry.state is not TradingState.ACTIVE
-            and held.state > entry.state
-        ):
+        if held is not None and entry.state is not TradingState.ACTIVE and held.state > entry.state:
             # a milder kill (a drain) over a halt held here, however new: the halt stays.
             # Applied, it loosened the halt to REDUCING on one signature; loosening is a
             # resume's, which takes two people. It is confirmed (the Guard blocks more).
@@ -1279,7 +1276,7 @@ class NodeRuntime:
         refused as one that does not verify: the key is not signed."""
         try:
             ramp = RAMP_DECODER.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except UNDECODABLE as exc:
             # RecursionError: nested deeper than msgspec decodes (one operator's write to
             # the ramp bucket); before, it escaped the resync, and no node could start
             log.error("RAMP_UNDECODABLE node=%s key=%s: %s", self.node_id, key, exc)
@@ -1418,12 +1415,7 @@ class NodeRuntime:
                 return
             except RevisionConflict:
                 continue
-            except (
-                ControlPlaneUnavailable,
-                msgspec.DecodeError,
-                msgspec.ValidationError,
-                RecursionError,  # a record nested too deep: before, the node could not start
-            ) as exc:
+            except (ControlPlaneUnavailable, *UNDECODABLE) as exc:
                 log.warning("node %s: start not recorded (%s)", self.node_id, exc)
                 return
 

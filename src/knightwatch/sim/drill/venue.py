@@ -14,6 +14,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.order import Fill, Order
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class VenueResponder:
     async def _on_order(self, msg: Msg) -> None:
         try:
             order = _ORDER.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        except (*UNDECODABLE, ValueError) as exc:
             self.rejected += 1
             log.warning("venue: rejecting malformed order: %s", exc)
             return
