@@ -65,7 +65,7 @@ from knightwatch.control.plane.wire import (
     Verdict,
 )
 from knightwatch.flags.schema import RegistrySchema
-from knightwatch.inputs import NAME_RULE, is_name
+from knightwatch.inputs import NAME_RULE, UNDECODABLE, is_name
 from knightwatch.release.admission import Admission, Admitter, check_release
 from knightwatch.release.attestation import ATTESTATION_PAYLOAD_TYPE, open_attestation
 from knightwatch.release.dsse import Envelope, decode_envelope
@@ -214,7 +214,7 @@ class AdmissionService:
         it is set again."""
         try:
             self.target, self.target_problem = TARGET_DECODER.decode(value), ""
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             self.target = None
             self.target_problem = f"the stored target release record cannot be read ({exc})"
             log.error("TARGET_UNREADABLE %s; every node is refused until it is set again", exc)
@@ -291,7 +291,7 @@ class AdmissionService:
         try:
             body = envelope.payload_bytes()
             request = CHALLENGE_REQUEST_DECODER.decode(body)
-        except (ReleaseInputError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (ReleaseInputError, *UNDECODABLE) as exc:
             return self._refuse_challenge(CHALLENGE_MALFORMED, "?", f"payload: {_line(str(exc))}")
         node = request.node
         if not is_name(node):
@@ -500,7 +500,7 @@ class AdmissionService:
         (except a return to the known-good release while its kill is in force)."""
         try:
             request = TARGET_REQUEST_DECODER.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             finding = Finding(AdmissionReason.MANIFEST_MALFORMED, "request", str(exc))
             return ENCODER.encode(TargetReply(False, "", (finding,)))
         verified = verify_release(request.envelope, self.trust)
@@ -640,7 +640,12 @@ async def request_target(
     )
     request = TargetRequest(release, signed, approval)
     reply = await plane.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=timeout_s)
-    return TARGET_REPLY_DECODER.decode(reply)
+    try:
+        return TARGET_REPLY_DECODER.decode(reply)
+    except UNDECODABLE as exc:  # a refusal, never a traceback out of `release target`
+        why = f"the admission service's reply ({len(reply)} bytes) is not a target reply: {exc}"
+        finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "reply", _line(why))
+        return TargetReply(False, "", (finding,))
 
 
 class _Claim(msgspec.Struct):
@@ -660,7 +665,7 @@ def _claimed(envelope: Envelope) -> tuple[str, str] | None:
         return None
     try:
         claim = _CLAIM_DECODER.decode(envelope.payload_bytes())
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+    except (*UNDECODABLE, ValueError):
         return None
     return claim.node, claim.nonce
 
@@ -675,5 +680,5 @@ def _command_id(stored: bytes) -> str:
     as any is, replaces one nobody can read)."""
     try:
         return TARGET_DECODER.decode(stored).command_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNDECODABLE:
         return ""

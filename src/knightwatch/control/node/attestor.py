@@ -18,8 +18,6 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
-
 from knightwatch.clock import Clock
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import (
@@ -30,6 +28,7 @@ from knightwatch.control.plane.wire import (
     Verdict,
     challenge_request,
 )
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.attestation import attest, sign_attestation
 from knightwatch.release.contents import ReleaseContents, contents_from_directory
 from knightwatch.release.dsse import encode_envelope
@@ -62,7 +61,7 @@ class Attestor:
         reply = await plane.request(SUBJECT_CHALLENGE, encode_envelope(request), timeout_s)
         try:
             answer = CHALLENGE_REPLY_DECODER.decode(reply)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             why = (
                 f"challenge_reply_unreadable: the reply ({len(reply)} bytes) is not a challenge "
                 f"reply (a service older than signed requests?): {exc}"
@@ -81,7 +80,7 @@ class Attestor:
         reply = await plane.request(SUBJECT_ATTEST, encode_envelope(envelope), timeout_s)
         try:
             return VERDICT_DECODER.decode(reply)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             why = f"the reply to the attestation ({len(reply)} bytes) is not a verdict: {exc}"
             return self._refused(why, self.clock.time_ns(), "verdict_unreadable")
 

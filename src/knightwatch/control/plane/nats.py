@@ -37,7 +37,6 @@ from hashlib import blake2b
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -78,6 +77,7 @@ from knightwatch.control.plane.wire import (
     slot_of,
     unreadable_member,
 )
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import Scope
 from knightwatch.trust.identity import Signer
 
@@ -538,7 +538,7 @@ class NatsControlPlane:
                 return
             try:
                 message = decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except UNDECODABLE as exc:
                 log.warning("dropping malformed message on %s: %s", msg.subject, exc)
                 return
             if owner is not None and msg.subject.rsplit(".", 1)[-1] != owner(message):
@@ -791,7 +791,7 @@ class NatsControlPlane:
         for key, value, revision in await self._snapshot(MEMBERS_BUCKET, self._members):
             try:
                 status = STATUS_DECODER.decode(value or b"")
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            except UNDECODABLE as exc:
                 status = self._unreadable(key, revision, MemberProblem.UNDECODABLE, str(exc))
             if status.node_id != key:
                 # only node N's identity may write key N: a record naming another node is forged

@@ -15,6 +15,7 @@ import msgspec
 
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
 from knightwatch.release.dsse import Envelope, add_signature, new_envelope
 from knightwatch.release.keys import SigningKey
@@ -303,7 +304,7 @@ def decode_entry(slot: str, value: bytes, revision: int) -> StateEntry:
         if entry.slot == slot:
             return entry
         problem = f"it names slot {entry.slot!r}"
-    except (msgspec.DecodeError, msgspec.ValidationError, StateKeyError, RecursionError) as exc:
+    except (*UNDECODABLE, StateKeyError) as exc:
         problem = str(exc)[:200]
     scope, key = scope_of_slot(slot)
     return StateEntry(
@@ -340,7 +341,7 @@ def decode_announcement(data: bytes) -> StateEntry:
     its scope replaces it (a resume of that kill lifts it)."""
     try:
         return ENTRY_DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, StateKeyError, RecursionError) as exc:
+    except (*UNDECODABLE, StateKeyError) as exc:
         problem = str(exc)[:200]
     scope, key = Scope.FLEET, FLEET_KEY
     try:
@@ -348,7 +349,7 @@ def decode_announcement(data: bytes) -> StateEntry:
         slot_of(named.scope, named.key)
         if named.scope is not Scope.FLEET and named.key.strip():
             scope, key = named.scope, named.key
-    except (msgspec.DecodeError, msgspec.ValidationError, StateKeyError, RecursionError):
+    except (*UNDECODABLE, StateKeyError):
         pass
     digest = hashlib.sha256(data).hexdigest()[:24]
     return StateEntry(
@@ -398,7 +399,7 @@ def audit_from(sender: str, data: bytes) -> AuditEnvelope:
     """
     try:
         envelope = AUDIT_DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         return _refused(sender, AuditRefusal.UNDECODABLE, str(exc), data)
     if envelope.node_id != sender:
         detail = f"names node {envelope.node_id!r} but was sent on {sender!r}'s subject"
