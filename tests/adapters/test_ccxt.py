@@ -125,6 +125,7 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
         w = World(spec, venue, ex, Units(spec.step))
         try:
             await run(ex.fetch_ticker(spec.symbol))  # the Guard's reference price
+            await run(ex.start([spec.symbol]))  # its starting position (the balance)
             yield w
         finally:
             if isinstance(ex, AsyncGuardedExchange):
@@ -1386,6 +1387,108 @@ async def test_fills_read_through_the_other_order_and_trade_reads_feed_the_guard
                 reads += ["watch_orders_for_symbols", "watch_my_trades_for_symbols"]
             for name in reads:  # the wrapper's own, which books (the paper venue has no route)
                 assert getattr(type(ex), name).__qualname__.startswith(type(ex).__name__)
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+async def test_a_spot_account_starts_from_the_base_balance_it_holds(spec: Spec, mode: str) -> None:
+    """A restarted process whose account holds 1.8 BTC took a 0.5 buy under a 2 BTC
+    position limit: the Guard started the market at 0. A spot venue reports no
+    position; the base currency's balance, read before the first order (and the ticker
+    to value it at), is the Guard's starting position."""
+    with spec.fake("60000") as venue:
+        base = next(iter(spec.fake.BASES.values()))
+        venue.holdings[base] = Decimal("1.8")
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        u = Units(spec.step)
+        try:
+            await run(ex.fetch_ticker(spec.symbol))
+            with pytest.raises(GuardRefused) as refused:
+                await run(ex.create_order(spec.symbol, "limit", "buy", "0.5", 60_000))
+            assert refused.value.decision.reason is R.MAX_POSITION
+            assert ex.guard.position(spec.symbol) == u.to_units("1.8")
+            assert not [r for r in venue.requests if r[1] == spec.fake.NEW_ORDER]
+            await run(ex.create_order(spec.symbol, "limit", "buy", "0.2", 60_000))
+            await run(ex.fetch_my_trades(spec.symbol))
+            assert ex.guard.position(spec.symbol) == u.to_units("2.0")
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+        assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_an_unreadable_starting_balance_refuses_the_order_and_is_read_again(
+    mode: str,
+) -> None:
+    """A balance the venue does not answer readably leaves the market's start unknown:
+    the order is refused (`venue_unavailable`, recorded), nothing sent, never started
+    at 0; the next order reads the balance again, and the ticker to value it at."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        venue.holdings["BTC"] = Decimal("1.8")
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        try:
+            real = ex.exchange.fetch_balance
+            answers(ex, "fetch_balance", "not a balance")
+            with pytest.raises(GuardRefused) as refused:
+                await run(ex.create_order(spec.symbol, "limit", "buy", "0.5", 60_000))
+            d = refused.value.decision
+            assert d.reason is R.VENUE_UNAVAILABLE and "starting position of BTC/USDT" in d.detail
+            assert not [r for r in venue.requests if r[1] == spec.fake.NEW_ORDER]
+            ex.exchange.fetch_balance = real
+            with pytest.raises(GuardRefused) as refused:
+                await run(ex.create_order(spec.symbol, "limit", "buy", "0.5", 60_000))
+            assert refused.value.decision.reason is R.MAX_POSITION
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+
+
+def _with_swap(ex: Any) -> str:
+    """Add a linear swap market (BTC/USDT:USDT, contracts of the spot market's step) to a
+    ccxt exchange whose markets are loaded; its symbol."""
+    spot = ex.market("BTC/USDT")
+    swap = dict(spot, symbol="BTC/USDT:USDT", settle="USDT", settleId="USDT", type="swap",
+                spot=False, swap=True, contract=True, linear=True, inverse=False,
+                contractSize=1.0)  # fmt: skip
+    ex.set_markets([*ex.markets.values(), swap])
+    return "BTC/USDT:USDT"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_contract_market_starts_from_the_positions_the_venue_reports(mode: str) -> None:
+    """A derivatives account short 1.6 contracts took a 0.5 sell under a 2-contract limit:
+    the Guard started the market at 0. Its `fetch_positions` (hedge mode: a long and a
+    short) is netted before the first order; an answer it cannot read refuses the order
+    and is read again."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        ex = guard(make_exchange(spec, venue, mode), limits=limits(spec.step), strategy="mm")
+        u = Units(spec.step)
+        try:
+            await run(ex.exchange.load_markets())
+            symbol = _with_swap(ex.exchange)
+            ex.on_price(symbol, 60_000)
+            answers(ex, "fetch_positions", [{"symbol": symbol, "contracts": "1", "side": "long"}])
+            with pytest.raises(GuardRefused) as refused:
+                await run(ex.create_order(symbol, "limit", "sell", "0.3", 60_000))
+            d = refused.value.decision
+            assert d.reason is R.VENUE_UNAVAILABLE and "entryPrice" in d.detail
+            assert ex.guard.position(symbol) == 0
+            answers(ex, "fetch_positions", [
+                {"symbol": symbol, "contracts": 0.5, "side": "long", "entryPrice": 59_000},
+                {"symbol": symbol, "contracts": 2.1, "side": "short", "entryPrice": 61_000},
+                {"symbol": "ETH/USDT:USDT", "contracts": 9, "side": "long", "entryPrice": 3},
+            ])  # fmt: skip
+            with pytest.raises(GuardRefused) as refused:
+                await run(ex.create_order(symbol, "limit", "sell", "0.5", 60_000))
+            assert refused.value.decision.reason is R.MAX_POSITION
+            assert ex.guard.position(symbol) == -u.to_units("1.6")
+            assert not [r for r in venue.requests if r[1] == spec.fake.NEW_ORDER]
         finally:
             if isinstance(ex, AsyncGuardedExchange):
                 await ex.close()

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.factories import OrderFactory
 from nautilus_trader.core.datetime import unix_nanos_to_dt
 from nautilus_trader.core.uuid import UUID4
@@ -24,6 +25,7 @@ from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import (
     AggressorSide,
     LiquiditySide,
+    OmsType,
     OrderSide,
     OrderStatus,
     OrderType,
@@ -33,9 +35,18 @@ from nautilus_trader.model.enums import (
 )
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.events import OrderFilled
-from nautilus_trader.model.identifiers import ExecAlgorithmId, StrategyId, TradeId, Venue
+from nautilus_trader.model.identifiers import (
+    AccountId,
+    ExecAlgorithmId,
+    PositionId,
+    StrategyId,
+    TradeId,
+    Venue,
+)
 from nautilus_trader.model.objects import Money, Price, Quantity
+from nautilus_trader.model.position import Position
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
 from knightwatch import RejectReason, Scope, TradingState
 from knightwatch.adapters.fleet import AdapterError
@@ -1142,3 +1153,109 @@ def test_an_order_at_the_venue_the_guard_never_checked_is_counted_and_halts(
     mine = [(r["kind"], r["data"].get("remaining")) for r in records
             if r.get("data", {}).get("order_id") == seen["id"]]  # fmt: skip
     assert mine == [("adopt", 80_000), ("cancel", 80_000)]  # counted until cancelled
+
+
+def reconciled_order(
+    e: BacktestEngine, factory: OrderFactory, qty: int, price: str, *, filled: int = 0
+) -> Any:
+    """An order NautilusTrader's reconciliation found at the venue (strategy `EXTERNAL`),
+    put through the ExecutionEngine as reconciliation does: submitted, accepted, and
+    filled by `filled` (its inferred fill), so the cache opens its position."""
+    order = factory.limit(AUDUSD.id, OrderSide.BUY, Quantity.from_int(qty), Price.from_str(price))
+    account = AccountId("SIM-001")
+    e.kernel.cache.add_order(order)
+    engine_ = e.kernel.exec_engine
+    engine_.process(TestEventStubs.order_submitted(order, account_id=account))
+    engine_.process(TestEventStubs.order_accepted(order, account_id=account))
+    if filled:
+        engine_.process(
+            TestEventStubs.order_filled(
+                order,
+                AUDUSD,
+                account_id=account,
+                last_qty=Quantity.from_int(filled),
+                last_px=Price.from_str(price),
+            )
+        )
+    return order
+
+
+class Reconciliation(Actor):  # type: ignore[misc]
+    """What a TradingNode's reconciliation does before its trader starts, in a backtest:
+    an actor added before `install`, so started before the adapter's."""
+
+    def __init__(self, e: BacktestEngine, orders: list[tuple[int, str, int]]) -> None:
+        super().__init__()
+        self.e = e
+        self.orders = orders
+        self.found: list[Any] = []
+
+    def on_start(self) -> None:
+        factory = OrderFactory(self.e.kernel.trader_id, StrategyId("EXTERNAL"), self.e.kernel.clock)
+        for qty, price, filled in self.orders:
+            self.found.append(reconciled_order(self.e, factory, qty, price, filled=filled))
+
+
+def test_a_restart_long_at_the_venue_starts_from_that_position_not_zero(tmp_path: Path) -> None:
+    """A node restarted long 90,000 under max_position 100,000 took another 100,000: the
+    Guard started every symbol at 0 (or halted on the reconciliation's fill). What the
+    reconciliation leaves in the cache (its position, and an order still resting at the
+    venue) is the Guard's starting point before any strategy trades: the resting order
+    counted without a halt, the reconciliation's own fill not booked twice, a 20,000 buy
+    refused."""
+    path = tmp_path / "nt.jsonl"
+    with world() as (e, s):
+        s.script = lambda st, tick, n: st.buy("20000", "0.69000") if n == 1 else None
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(4)])
+        rec = Reconciliation(e, [(90_000, "0.69000", 90_000), (5_000, "0.68000", 0)])
+        e.add_actor(rec)
+        kw = install(e, limits=open_limits(max_position_qty=100_000), recorder=path)
+        e.run()
+        assert kw.started and kw.guard.halts() == {}
+        assert kw.guard.position(SYM) == 90_000
+        assert kw.guard.working_qty(SYM) == (5_000, 0)
+        assert codes(s.denied) == {R.MAX_POSITION: 1}
+        assert kw.guard.remaining(rec.found[1].client_order_id.value) == 5_000
+        kw.guard.recorder.close()
+    kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+    assert "position" in kinds and "adopt" in kinds and "halt" not in kinds
+
+
+def test_a_position_the_cache_loaded_without_events_is_restored_short(
+    eng: BacktestEngine,
+) -> None:
+    """Positions a cache database brought back publish no event: read from the cache at
+    start-up all the same, a short one as negative lots at its average open price."""
+    s = scripted(eng, AUDUSD)
+    s.script = lambda st, tick, n: st.buy("30000", "0.70010", OrderSide.SELL) if n == 1 else None
+    eng.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(4)])
+    factory = OrderFactory(eng.kernel.trader_id, StrategyId("EXTERNAL"), eng.kernel.clock)
+    order = factory.market(AUDUSD.id, OrderSide.SELL, Quantity.from_int(80_000))
+    fill = TestEventStubs.order_filled(
+        order, AUDUSD, position_id=PositionId("P-1"), last_px=Price.from_str("0.71000")
+    )
+    eng.kernel.cache.add_position(Position(AUDUSD, fill), OmsType.NETTING)
+    kw = install(eng, limits=open_limits(max_position_qty=100_000))
+    eng.run()
+    assert kw.guard.position(SYM) == -80_000
+    assert codes(s.denied) == {R.MAX_POSITION: 1}
+
+
+def test_a_starting_position_that_cannot_be_read_halts_its_symbol() -> None:
+    """A position the Guard cannot count (its instrument is not in the cache, so it has no
+    size increment) is not started at 0: its symbol halts (`fill_mismatch`, recorded),
+    mirrored into NautilusTrader's one trading state as the strictest scope's."""
+    eth = TestInstrumentProvider.ethusdt_binance()
+    with world(BTCUSDT) as (e, s):
+        s.script = lambda st, tick, n: st.buy("0.010000", "10000.10") if n == 1 else None
+        e.add_data([quote(BTCUSDT, i, 10_000.0, 10_000.1) for i in range(4)])
+        factory = OrderFactory(e.kernel.trader_id, StrategyId("EXTERNAL"), e.kernel.clock)
+        order = factory.market(eth.id, OrderSide.BUY, Quantity.from_str("2.00000"))
+        fill = TestEventStubs.order_filled(order, eth, position_id=PositionId("P-2"))
+        e.kernel.cache.add_position(Position(eth, fill), OmsType.NETTING)
+        kw = install(e, limits=open_limits())
+        e.run()
+        halt = kw.guard.halts()[(Scope.SYMBOL, eth.id.value)]
+        assert halt.code is R.FILL_MISMATCH and "starting position" in halt.reason
+        assert list(kw.guard.halts()) == [(Scope.SYMBOL, eth.id.value)]
+        assert s.denied == ["TradingState.HALTED"] and s.fills == []

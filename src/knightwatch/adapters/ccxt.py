@@ -54,6 +54,21 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `close_position(s)`, and the raw `request`/`fetch`/`fetch2`) is refused with
   `AdapterError` instead of slipping past the Guard; everything else passes.
 
+Starting positions: before the first order in a market is checked, what the
+account already holds there becomes the Guard's position in it (once per market;
+`start(symbols)` reads it ahead of the first order). A contract market (swap,
+future, option: `market["contract"]`) is read with `fetch_positions([symbol])`:
+each position's `contracts` in steps of the market's amount precision, signed by
+`side`, at its `entryPrice`, netted. A spot market has no position at the venue:
+the Guard counts the account's total balance of the market's base currency (free
+and in orders) as a long position, valued at the Guard's last reference price
+(a ticker read first: `fetch_ticker`), so a position limit covers what the
+account holds, not only what this process bought. A starting position that cannot
+be read (the venue cannot report it, a network error, an answer that is not a
+position or balance, no reference price for a balance held) refuses the order
+(`venue_unavailable`, recorded) and is read again at the next order: a market never
+starts at 0 unknowingly.
+
 With `control_plane`, `join()` makes the process a fleet node through
 `NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
 async exchange; on a sync one the runtime runs on an asyncio loop in a thread
@@ -322,6 +337,97 @@ class Ledger:
         self._markets: dict[str, tuple[Units, Decimal | None]] = {}
         self._symbols: dict[str, str] = {}
         self._edits = 0
+        self.started: dict[str, None] = {}
+        """The markets whose starting position the Guard holds (`start_from`)."""
+        self._prices: dict[str, float] = {}
+        """The last per-unit reference price given to the Guard, by market (a balance's value)."""
+
+    # --- starting positions -----------------------------------------------------
+    def start_needed(self, symbol: Any) -> str | None:
+        """The unified symbol of a market whose starting position is still to be read, else
+        None (read already, or no market: the order's own check refuses that)."""
+        try:
+            unified = self.symbol_of(symbol)
+        except Exception:
+            return None
+        return None if unified in self.started else unified
+
+    def start_kind(self, symbol: str) -> str:
+        """'positions' for a contract market (read with `fetch_positions`), else 'balance'."""
+        return "positions" if self.exchange.market(symbol).get("contract") else "balance"
+
+    def start_from(self, symbol: str, answer: Any) -> None:
+        """Restore `symbol`'s starting position from the venue's answer to `start_kind`'s read
+        (a list of positions, or the balance); raises naming what it cannot read."""
+        units = self.units(symbol)
+        if self.start_kind(symbol) == "positions":
+            qty, avg = self._net_position(symbol, units, answer)
+        else:
+            qty, avg = self._balance_position(symbol, units, answer)
+        self.guard.restore_position(symbol, qty, avg)
+        self.started[symbol] = None
+
+    def _net_position(self, symbol: str, units: Units, answer: Any) -> tuple[int, float]:
+        if not isinstance(answer, list):
+            raise UnitError(f"fetch_positions: the answer is {type(answer).__name__}, not a list")
+        signed: list[tuple[int, float]] = []
+        for i, p in enumerate(answer):
+            if not isinstance(p, dict):
+                raise UnitError(f"fetch_positions[{i}]: {type(p).__name__}, not a position")
+            if p.get("symbol") != symbol:
+                continue
+            contracts = p.get("contracts")
+            n = 0 if contracts is None else units.to_units(contracts, f"positions[{i}].contracts")
+            if n == 0:
+                continue
+            side = p.get("side")
+            if side not in ("long", "short") or n < 0:
+                raise UnitError(f"positions[{i}].side: {side!r} with contracts {contracts!r}")
+            price = units.unit_price(p.get("entryPrice"), f"positions[{i}].entryPrice")
+            signed.append((n if side == "long" else -n, price))
+        net = sum(n for n, _ in signed)
+        on_side = [(abs(n), px) for n, px in signed if n * net > 0]
+        total = sum(n for n, _ in on_side)
+        return net, (sum(n * px for n, px in on_side) / total if total else 0.0)
+
+    def _balance_position(self, symbol: str, units: Units, answer: Any) -> tuple[int, float]:
+        qty = self.held(symbol, answer)
+        if qty == 0:
+            return 0, 0.0
+        price = self._prices.get(symbol)
+        if price is None:
+            raise UnitError("a balance is held, but no reference price to value it at")
+        return qty, price
+
+    def held(self, symbol: str, answer: Any) -> int:
+        """The total balance of `symbol`'s base currency in a `fetch_balance` answer, in whole
+        steps rounded up (a balance carries more decimals than the step: fees), so the
+        Guard counts at least what is held."""
+        base = self.exchange.market(symbol).get("base")
+        if not isinstance(answer, dict) or not isinstance(base, str):
+            raise UnitError(f"fetch_balance: the answer is {type(answer).__name__}, not a balance")
+        entry = answer.get(base)
+        total = 0 if entry is None else entry.get("total") if isinstance(entry, dict) else entry
+        if total is None:
+            raise UnitError(f"fetch_balance: {base}: no total")
+        d = decimal_of(total, f"fetch_balance: {base}.total")
+        if d < 0:
+            raise UnitError(f"fetch_balance: {base}.total: must be >= 0, got {d}")
+        return int(-(-d // self.units(symbol).step))
+
+    def has_price(self, symbol: str) -> bool:
+        return symbol in self._prices
+
+    def start_failed(self, symbol: str, exc: BaseException) -> GuardRefused:
+        """The refusal of an order whose market's starting position could not be read."""
+        d = Decision(
+            False,
+            RejectReason.VENUE_UNAVAILABLE,
+            f"starting position of {symbol} unknown: {exc}"[:400],
+        )
+        log.error("POSITION_UNKNOWN node=%s %s", self.guard.node, d.detail)
+        self.record_block(symbol, d)
+        return GuardRefused(d)
 
     # --- before sending -------------------------------------------------------
     def symbol_of(self, symbol: Any) -> str:
@@ -980,7 +1086,9 @@ class Ledger:
         """A reference price for `symbol` in the quote currency (per whole base unit)."""
         try:
             symbol = self.symbol_of(symbol)
-            self.guard.on_price(symbol, self.units(symbol).unit_price(price))
+            unit = self.units(symbol).unit_price(price)
+            self.guard.on_price(symbol, unit)
+            self._prices[symbol] = unit
         except (ValueError, ccxt.BaseError) as exc:  # UnitError, or the Guard refusing NaN
             log.warning(
                 "BAD_PRICE node=%s symbol=%s price=%r: %s", self.guard.node, symbol, price, exc
@@ -1127,6 +1235,29 @@ class GuardedExchange:
         if self.kill_thread is not None:
             self.kill_thread.join(timeout_s)
 
+    # --- starting positions -------------------------------------------------------
+    @_serialized
+    def start(self, symbols: Iterable[Any]) -> None:
+        """Read the starting position of each market not read yet (see the module doc);
+        an order in a market not read reads it first. Raises `GuardRefused` for one that
+        cannot be read."""
+        ledger = self.ledger
+        self.exchange.load_markets()
+        for symbol in symbols:
+            unified = ledger.start_needed(symbol)
+            if unified is None:
+                continue
+            try:
+                if ledger.start_kind(unified) == "positions":
+                    answer = self.exchange.fetch_positions([unified])
+                else:
+                    answer = self.exchange.fetch_balance()
+                    if ledger.held(unified, answer) and not ledger.has_price(unified):
+                        ledger.read_ticker("fetch_ticker", self.exchange.fetch_ticker(unified))
+                ledger.start_from(unified, answer)
+            except Exception as exc:
+                raise ledger.start_failed(unified, exc) from None
+
     # --- orders -----------------------------------------------------------------
     @_serialized
     def create_order(
@@ -1140,6 +1271,7 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         params = self.ledger.params_of(params)
         self.exchange.load_markets()
+        self.start([symbol])
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:
             order: dict[str, Any] = self.exchange.create_order(
@@ -1158,6 +1290,7 @@ class GuardedExchange:
         """All checked before any is sent; one refusal refuses the batch."""
         self.exchange.load_markets()
         params = self.ledger.params_of(params)
+        self.start(_batch_symbols(orders))
         prepared, requests = _prepare_batch(self.ledger, orders, params)
         try:
             result: list[dict[str, Any]] = self.exchange.create_orders(requests, params)
@@ -1401,6 +1534,29 @@ class AsyncGuardedExchange:
             await self.member.stop()
         await self.exchange.close()
 
+    # --- starting positions -------------------------------------------------------
+    async def start(self, symbols: Iterable[Any]) -> None:
+        """Read the starting position of each market not read yet (see the module doc);
+        an order in a market not read reads it first. Raises `GuardRefused` for one that
+        cannot be read."""
+        ledger = self.ledger
+        await self.exchange.load_markets()
+        for symbol in symbols:
+            unified = ledger.start_needed(symbol)
+            if unified is None:
+                continue
+            try:
+                if ledger.start_kind(unified) == "positions":
+                    answer = await self.exchange.fetch_positions([unified])
+                else:
+                    answer = await self.exchange.fetch_balance()
+                    if ledger.held(unified, answer) and not ledger.has_price(unified):
+                        ticker = await self.exchange.fetch_ticker(unified)
+                        ledger.read_ticker("fetch_ticker", ticker)
+                ledger.start_from(unified, answer)
+            except Exception as exc:
+                raise ledger.start_failed(unified, exc) from None
+
     # --- orders -----------------------------------------------------------------
     async def create_order(
         self,
@@ -1413,6 +1569,7 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         params = self.ledger.params_of(params)
         await self.exchange.load_markets()
+        await self.start([symbol])
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:  # whatever the venue answered, a kill's late cancels still run
             try:
@@ -1433,6 +1590,7 @@ class AsyncGuardedExchange:
         """All checked before any is sent; one refusal refuses the batch."""
         await self.exchange.load_markets()
         params = self.ledger.params_of(params)
+        await self.start(_batch_symbols(orders))
         prepared, requests = _prepare_batch(self.ledger, orders, params)
         try:  # whatever the venue answered, a kill's late cancels still run
             try:
@@ -1755,6 +1913,13 @@ def _num(checked: Decimal | None, given: Any) -> Any:
 
 _BATCH_KEYS = frozenset({"symbol", "type", "side", "amount", "price", "params"})
 _BATCH_NEEDS = ("symbol", "type", "side", "amount")
+
+
+def _batch_symbols(orders: Any) -> list[Any]:
+    """The markets a batch names (its malformed entries are `_prepare_batch`'s to refuse)."""
+    if not isinstance(orders, list):
+        return []
+    return [o.get("symbol") for o in orders if isinstance(o, dict)]
 
 
 def _prepare_batch(

@@ -29,7 +29,21 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   bus topics before strategies see them (subscription priority), so a
   strategy reacting to a fill or a quote is checked against the updated book;
   an order the venue accepts that never passed the Guard (sent past the bus,
-  reconciled at start) is counted from then on and halts the node;
+  or an external order found by a reconciliation while trading) is counted
+  from then on and halts the node;
+* at start-up, once the host's reconciliation has run (the Guard's start-up
+  actor starts before any strategy: `take_over`), what NautilusTrader's cache
+  holds becomes the Guard's starting point, before the first order is checked:
+  each instrument's open positions, netted, restored in the instrument's size
+  increments at their average open price (`Guard.restore_position`), and every
+  order open or in flight at the venue counted as working (`Guard.adopt`, no
+  halt: it was there before the node traded, as the FIX gateway adopts a venue's
+  working orders; a restart with resting orders is no incident, and a halt's
+  kill would cancel them). The start-up fills and order events of the
+  reconciliation itself are not booked one by one: the cache's positions are
+  their sum. An instrument whose position cannot be read or converted is halted
+  (`fill_mismatch`, recorded; the node if the instrument has no symbol), never
+  started at 0, and an open order that cannot be counted halts the node;
 * every change of the Guard's trading state is mirrored into the RiskEngine's
   `TradingState` (strictest scope wins: NautilusTrader has one state per node),
   so NautilusTrader itself denies new orders too; a node-wide HALTED (a kill,
@@ -58,7 +72,9 @@ from pathlib import Path
 from typing import Any
 
 import nautilus_trader
+from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import MessageBus
+from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import (
     BatchCancelOrders,
@@ -71,7 +87,7 @@ from nautilus_trader.execution.messages import (
     SubmitOrderList,
 )
 from nautilus_trader.model.data import QuoteTick, TradeTick
-from nautilus_trader.model.enums import ContingencyType, OrderSide, OrderStatus
+from nautilus_trader.model.enums import ContingencyType, OrderSide, OrderStatus, PositionSide
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.events import (
     OrderAccepted,
@@ -94,6 +110,7 @@ from knightwatch import (
     Limits,
     Order,
     RejectReason,
+    Scope,
     Side,
     TradingState,
 )
@@ -214,6 +231,18 @@ class _Instrument:
         return int(n)
 
 
+class _StartUp(Actor):  # type: ignore[misc]
+    """The adapter's actor: the trader starts it before any strategy, after the host's
+    reconciliation (`NautilusGuard.take_over`)."""
+
+    def __init__(self, ng: NautilusGuard) -> None:
+        super().__init__(ActorConfig(component_id=f"knightwatch-start-{ng.guard.node}"))
+        self._ng = ng
+
+    def on_start(self) -> None:
+        self._ng.take_over()
+
+
 def _routing_of(engine: Any) -> dict[Any, Any]:
     """The ExecutionEngine's venue -> client routing: the one private NautilusTrader field the
     adapter reads (1.221.0 has no public accessor; `get_clients_for_orders` raises on a
@@ -295,6 +324,8 @@ class NautilusGuard:
         self._replaces = 0
         self._mirrored: Any = None
         self._cancelled = False
+        self.started = False
+        """Whether the Guard took over what the cache held at start-up (`take_over`)."""
         self._fill = member.runtime.on_fill if member is not None else guard.on_fill
         self.installed = False
         self.joined: asyncio.Task[None] | None = None
@@ -336,6 +367,14 @@ class NautilusGuard:
         bus.subscribe("data.trades.*", self._on_trade, priority=EVENT_PRIORITY)
         self.guard.watch(self._on_state_change)
         self.installed = True
+        trader = self.kernel.trader
+        if trader.is_running:  # installed on a running node: its reconciliation has run
+            self.take_over()
+        else:
+            try:
+                trader.add_actor(_StartUp(self))
+            except RuntimeError as exc:  # installed here before: the first command takes over
+                log.warning("knightwatch start-up actor not added (%s)", exc)
         log.info("knightwatch Guard interposed on %s (node %s)", ENDPOINT, self.guard.node)
 
     def verify(self) -> None:
@@ -366,10 +405,101 @@ class NautilusGuard:
         bus.unsubscribe("data.trades.*", self._on_trade)
         self.installed = False
 
+    # ------------------------------------------------------------------ start-up
+
+    def take_over(self) -> None:
+        """Make what NautilusTrader's cache holds the Guard's starting point (once).
+
+        Called when the trader starts (after the host's reconciliation, before any
+        strategy), or before the first command if one comes earlier. Each instrument's
+        open positions are netted and restored; an instrument whose position cannot be
+        read or converted is halted, never left at 0. Every order open or in flight at
+        the venue (not emulated: those are checked when released) is counted as working
+        without a halt: it was there before this node traded."""
+        if self.started:
+            return
+        self.started = True
+        cache = self.kernel.cache
+        held: dict[InstrumentId, list[Any]] = {}
+        for p in cache.positions_open():
+            held.setdefault(p.instrument_id, []).append(p)
+        for instrument_id in sorted(held, key=str):
+            self._restore(instrument_id, held[instrument_id])
+        adopted = 0
+        for order in sorted(cache.orders(), key=lambda o: o.client_order_id.value):
+            oid = order.client_order_id.value
+            at_venue = (order.is_open or order.is_inflight) and not order.is_emulated
+            if at_venue and oid not in self._live:
+                adopted += self._adopt_at_start(order)
+        self.guard.note("nautilus_start", positions=len(held), orders=adopted)
+
+    def _restore(self, instrument_id: InstrumentId, positions: list[Any]) -> None:
+        """Restore one instrument's net position (its open positions summed, at the average
+        open price of those on the net side); halt it if that cannot be done exactly."""
+        try:
+            inst = self._instrument(instrument_id)
+            signed: list[tuple[int, float]] = []
+            for p in positions:
+                n = inst.count(p.quantity, f"position {p.id} quantity")
+                if n == 0:
+                    continue
+                if p.side not in (PositionSide.LONG, PositionSide.SHORT):
+                    raise AdapterError(f"position {p.id}: side {p.side!r} with quantity {n}")
+                signed.append((n if p.side == PositionSide.LONG else -n, float(p.avg_px_open)))
+            net = sum(n for n, _ in signed)
+            side = [(abs(n), px) for n, px in signed if n * net > 0]
+            total = sum(n for n, _ in side)
+            avg = sum(n * px for n, px in side) / total if total else 0.0
+            self.guard.restore_position(inst.symbol, net, inst.units.unit_price(avg))
+        except Exception as exc:  # fail closed: never start the instrument at 0
+            self._unknown_position(instrument_id, exc)
+
+    def _unknown_position(self, instrument_id: InstrumentId, exc: Exception) -> None:
+        why = f"starting position of {instrument_id} could not be read: {exc}"[:400]
+        log.error("POSITION_UNKNOWN node=%s %s", self.guard.node, why)
+        try:
+            symbol = self._symbol_of(instrument_id)
+            self.guard.halt(
+                Scope.SYMBOL,
+                symbol,
+                why,
+                f"nautilus:{self.guard.node}",
+                code=RejectReason.FILL_MISMATCH,
+            )
+        except Exception:  # no symbol to halt: the whole node
+            self.guard.flag_mismatch(why)
+
+    def _adopt_at_start(self, order: NtOrder) -> int:
+        """Count an order at the venue at start-up as working (no halt); 1 if counted."""
+        oid = order.client_order_id.value
+        try:
+            inst = self._instrument(order.instrument_id)
+            self.guard.adopt(
+                self._as_guard(order, inst), inst.count(order.leaves_qty, "leaves_qty")
+            )
+        except Exception as exc:  # it can execute and cannot be counted: stop trading
+            self._lost(f"order {oid} at the venue at start-up could not be counted: {exc}")
+            return 0
+        self._live[oid] = None
+        return 1
+
+    def _as_guard(self, order: NtOrder, inst: _Instrument) -> Order:
+        """An order at the venue as the Guard counts it (`adopt`)."""
+        return Order(
+            id=order.client_order_id.value,
+            strategy=order.strategy_id.value,
+            symbol=inst.symbol,
+            side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
+            qty=inst.count(order.quantity, "quantity"),
+            price=inst.units.unit_price(order.price.as_double()) if order.has_price else None,
+        )
+
     # ------------------------------------------------------------------ commands
 
     def execute(self, command: Any) -> None:
         """The handler at `ExecEngine.execute`: check new risk, pass everything that removes it."""
+        if not self.started:  # a command before the trader started: the start-up comes first
+            self.take_over()
         if isinstance(command, SubmitOrder):
             self._submit(command)
         elif isinstance(command, _PASS):
@@ -755,8 +885,9 @@ class NautilusGuard:
             return
         oid = event.client_order_id.value
         if oid not in self._live:
-            if isinstance(event, OrderAccepted):
+            if isinstance(event, OrderAccepted) and self.started:
                 self._unchecked(oid)
+            # before the start-up (`take_over`), the reconciliation's: counted from the cache
             return
         guard = self.guard
         if isinstance(event, OrderUpdated):
@@ -804,17 +935,7 @@ class NautilusGuard:
         if order is None or order.is_closed:
             return
         inst = self._instrument(order.instrument_id)
-        self.guard.adopt(
-            Order(
-                id=oid,
-                strategy=order.strategy_id.value,
-                symbol=inst.symbol,
-                side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
-                qty=inst.count(order.quantity, "quantity"),
-                price=inst.units.unit_price(order.price.as_double()) if order.has_price else None,
-            ),
-            inst.count(order.leaves_qty, "leaves_qty"),
-        )
+        self.guard.adopt(self._as_guard(order, inst), inst.count(order.leaves_qty, "leaves_qty"))
         self._live[oid] = None
         self._lost(
             f"order {oid} ({order.strategy_id}) is working at the venue but never passed the "
@@ -823,6 +944,11 @@ class NautilusGuard:
 
     def _on_fill(self, e: OrderFilled) -> None:
         oid = e.client_order_id.value
+        if not self.started:
+            # the reconciliation's fills at start-up: the cache's positions, which
+            # `take_over` restores, are their sum; booked one by one they would count twice
+            self.guard.note("start_up_fill", order_id=oid, trade_id=e.trade_id.value)
+            return
         order = self.kernel.cache.order(e.client_order_id)
         if order is not None and _repeats_a_trade(order, e):
             # NautilusTrader publishes a fill its order refused as a duplicate (same trade

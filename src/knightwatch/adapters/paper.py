@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -90,6 +90,9 @@ class PaperVenue:
         self.holding = 0
         """New orders that have waited (or wait now) at `hold`."""
         self.bad_signatures = 0
+        self.holdings: dict[str, Decimal] = {}
+        """The account's balance by asset (the venue's asset id): what it held at the start,
+        plus what its fills bought, less what they sold."""
         self.listeners: list[Callable[[str, VenueOrder, VenueTrade | None], None]] = []
         """Told of every book change: ("new" | "trade" | "canceled", order, trade)."""
         self._n = 0
@@ -193,6 +196,10 @@ class PaperVenue:
         px = o.price if o.price is not None else self.last
         o.filled += qty
         o.cost += qty * px
+        base = self.BASES.get(o.symbol)
+        if base is not None:
+            held = self.holdings.get(base, Decimal(0))
+            self.holdings[base] = held + qty if o.side == "buy" else held - qty
         if o.filled >= o.amount:
             o.status = "closed"
         trade = VenueTrade(self.next_id("T"), o.id, o.symbol, o.side, qty, px)
@@ -209,6 +216,8 @@ class PaperVenue:
 
     NEW_ORDER = ""
     """The path of a new-order request in this venue's dialect (`hold`)."""
+    BASES: ClassVar[dict[str, str]] = {}
+    """Each market's base asset (the venue's ids), whose balance its fills move."""
 
     def places_order(self, method: str, path: str) -> bool:
         return method == "POST" and urlsplit(path).path == self.NEW_ORDER
@@ -266,6 +275,7 @@ _BINANCE_STATUS = {
 
 class PaperBinance(PaperVenue):
     NEW_ORDER = "/api/v3/order"
+    BASES: ClassVar[dict[str, str]] = {"BTCUSDT": "BTC", "ETHUSDT": "ETH"}
 
     """Binance spot REST v3: query-string HMAC-SHA256 signatures, X-MBX-APIKEY."""
 
@@ -316,6 +326,14 @@ class PaperBinance(PaperVenue):
             ]
         if route == "/api/v3/myTrades":
             return 200, [self._trade(t) for t in self.trades if t.symbol == q["symbol"]]
+        if route == "/api/v3/account":
+            return 200, {
+                "accountType": "SPOT",
+                "updateTime": 1_700_000_000_000,
+                "balances": [
+                    {"asset": a, "free": str(v), "locked": "0"} for a, v in self.holdings.items()
+                ],
+            }
         return 404, {"code": -1, "msg": f"paper binance: no route {method} {route}"}
 
     def _ticker(self, symbol: str) -> dict[str, Any]:
@@ -466,6 +484,7 @@ def _descr(o: VenueOrder) -> dict[str, str]:
 
 class PaperKraken(PaperVenue):
     NEW_ORDER = "/0/private/AddOrder"
+    BASES: ClassVar[dict[str, str]] = {"XXBTZUSD": "XXBT"}
 
     """Kraken: form bodies with a nonce; API-Sign = HMAC-SHA512(path + SHA256(nonce+body))."""
 
@@ -524,6 +543,9 @@ class PaperKraken(PaperVenue):
         if call == "CancelAll":
             n = sum(self.cancel(o.id) is not None for o in list(self.orders.values()))
             return 200, {"error": [], "result": {"count": n}}
+        if call == "BalanceEx":
+            held = {a: {"balance": str(v), "hold_trade": "0"} for a, v in self.holdings.items()}
+            return 200, {"error": [], "result": held}
         if call == "TradesHistory":
             trades = {t.id: self._trade(t) for t in self.trades}
             return 200, {"error": [], "result": {"trades": trades, "count": len(trades)}}
