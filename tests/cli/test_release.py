@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import json
 import os
 import re
+import resource
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -371,3 +376,88 @@ def test_a_character_outside_ascii_in_the_envelope_is_refused_not_a_traceback(
     )
     if field == "payload":
         assert signed.exit_code == 2 and "envelope payload: not base64" in signed.output
+
+
+def _limited_run(size: int, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process, where no file it writes may grow past `size` bytes (as a
+    full disk would stop it)."""
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return subprocess.run(
+        [sys.executable, "-m", "knightwatch", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limited,
+        env={**os.environ, **WIDE},
+    )
+
+
+def test_a_sign_that_cannot_be_written_whole_leaves_the_envelope_byte_for_byte(
+    site: Path,
+) -> None:
+    """`release sign` rewrote the envelope in place: a write that failed partway left a cut
+    file, and the signatures it held (the other signer's) were lost with it. Now the
+    failure is one line and the envelope is as it was, with no temporary file beside it."""
+    envelope = build_and_sign(site, "ci")
+    envelope.chmod(0o640)
+    before = envelope.read_bytes()
+    done = _limited_run(len(before), "release", "sign", envelope, "--key", site / "keys" / "rm.key")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"{envelope}: cannot write: File too large" in said, said
+    assert envelope.read_bytes() == before
+    assert not [p for p in site.iterdir() if p.name.endswith(".tmp")]
+    code, out = run("release", "sign", envelope, "--key", site / "keys" / "rm.key")
+    assert code == 0 and "2 signature(s)" in out, out
+    assert stat.S_IMODE(envelope.stat().st_mode) == 0o640  # the signed file keeps its mode
+
+
+def test_keys_new_cut_short_is_one_line_and_leaves_no_key_behind(site: Path) -> None:
+    """A key write that failed partway was a traceback that left a cut NAME.key: no command
+    could load it, and every later `keys new NAME` refused to overwrite it."""
+    done = _limited_run(50, "keys", "new", "dora", "--dir", site / "cut")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"{site}/cut/dora.key: cannot write: File too large" in said, said
+    assert list((site / "cut").iterdir()) == []
+    code, out = run("keys", "new", "dora", "--dir", site / "cut")
+    assert code == 0 and "key id" in out, out
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_keys_new_refuses_an_empty_dir_and_writes_no_key_where_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blank: str
+) -> None:
+    """`keys new ci --dir "$DIR"` with DIR unset arrived as "", read as `.`: a release
+    signing key was written into whatever directory the command was started in (a checkout
+    that gets committed, a shared build directory)."""
+    monkeypatch.chdir(tmp_path)
+    code, out = run("keys", "new", "ci", "--dir", blank)
+    assert code == 2 and "'--dir': empty path" in " ".join(out.split()), out
+    assert list(tmp_path.iterdir()) == []
+    code, out = run("keys", "new", "ci")  # no --dir at all: this directory, as documented
+    assert code == 0 and (tmp_path / "ci.key").exists(), out
+
+
+def test_control_characters_in_an_envelope_are_shown_escaped_never_sent_to_the_terminal(
+    site: Path,
+) -> None:
+    """A key id is anyone's text: an envelope signed under the key id "\\x1b[2J\\x1b[H..."
+    had `release verify` send the ESC sequence to the operator's terminal (clear the screen,
+    redraw the refusal as a verdict) and a newline start a line of its own."""
+    envelope = build_and_sign(site, "ci")
+    forged = json.loads(envelope.read_text())
+    keyid = "\x1b[2J\x1b[H\nVERIFIED release 2012.08.01-rlp"
+    forged["signatures"] = [{"keyid": keyid, "sig": forged["signatures"][0]["sig"]}]
+    forged[keyid] = 1  # an unknown field, named in a message
+    envelope.write_text(json.dumps(forged))
+    code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
+    assert code == 1 and "signature_untrusted" in out, out
+    assert "\x1b" not in out and "\\x1b[2J\\x1b[H\\nVERIFIED" in out, out
+    assert not any(line.startswith("VERIFIED") for line in out.splitlines()), out
+    (site / "policy.toml").write_text(f"threshold = 1\n{json.dumps(keyid)} = 2\n")
+    code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
+    assert code == 2 and "unknown field" in out and "\x1b" not in out, out

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,40 @@ def test_a_pipe_or_device_in_the_artifacts_is_refused_not_left_out(
         odd.symlink_to("/dev/zero")
     with pytest.raises(ReleaseInputError, match=r"smars/odd\.py is not a regular file"):
         contents_from_directory(tmp_path / "art", tmp_path / "cfg.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # the reviewer reads the first `artifacts`, the signature covers the last
+        (
+            lambda text: text.replace(
+                '"config_sha256"', '"artifacts": {"evil.py": "' + "e" * 64 + '"},\n"config_sha256"'
+            ),
+            "key 'artifacts' appears twice in one object",
+        ),
+        (
+            lambda text: text.replace(
+                '"config_sha256"',
+                '"extra_artifacts": {"evil.py": "' + "e" * 64 + '"},\n"config_sha256"',
+            ),
+            "unknown field `extra_artifacts`",
+        ),
+        (lambda text: text.replace('"release_id"', '"note": "x", "release_id"'), "`note`"),
+    ],
+    ids=["duplicated-key", "unknown-contents-field", "unknown-field"],
+)
+def test_a_manifest_file_with_a_second_reading_or_an_unsigned_field_is_refused(
+    edit: Callable[[str], str], message: str
+) -> None:
+    """`release sign M.json` signed whatever msgspec read: a duplicated key (JSON readers
+    take the first or the last) or a field the manifest does not have let the file a signer
+    reviewed list a file the signed release does not (or hide one it does)."""
+    manifest = Manifest(release_id="r1", contents=contents_from_memory(FILES, CONFIG, FLAGS))
+    text = encode_manifest(manifest).decode()
+    edited = edit(text)
+    assert edited != text
+    with pytest.raises(ReleaseInputError, match=message) as caught:
+        decode_manifest(edited.encode(), source="manifest m.json")
+    assert str(caught.value).startswith("manifest m.json: ")
+    assert decode_manifest(text.encode(), source="manifest m.json") == manifest

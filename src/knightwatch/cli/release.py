@@ -6,8 +6,11 @@ input could not be used (the message names the file and the rule).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,20 +110,36 @@ RegistryOpt = Annotated[
 ]
 
 
+def _shown(text: str) -> str:
+    """Text from an input file with its control characters written out (`\\x1b`, `\\n`).
+
+    A key id in an envelope is anyone's text: an ESC sequence in it cleared the
+    operator's terminal or redrew a REFUSED verdict as something else, and a newline
+    started a line of its own. Markup is escaped separately, where it is printed.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 @contextmanager
 def _input_errors() -> Iterator[None]:
     """Bad input ends the command with its message and exit 2, never a traceback."""
     try:
         yield
-    except ReleaseInputError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")  # it quotes input: not markup
+    except ReleaseInputError as exc:  # it quotes input: not markup, and no control characters
+        err.print(f"[red]error:[/red] {escape(_shown(str(exc)))}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
 
 
 def _findings_table(findings: tuple[Finding, ...]) -> Table:
     table = Table("reason", "subject", "detail", title="findings")
-    for finding in findings:  # file names, flag ids, release ids: shown as written
-        table.add_row(escape(str(finding.reason)), escape(finding.subject), escape(finding.detail))
+    for finding in findings:  # file names, flag ids, key ids: shown as written, but visibly
+        table.add_row(
+            escape(str(finding.reason)),
+            escape(_shown(finding.subject)),
+            escape(_shown(finding.detail)),
+        )
     return table
 
 
@@ -236,18 +255,43 @@ def _refuse_build_target(
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Put `data` at `path` whole or not at all: written to a new file beside it, fsynced,
+    renamed over it. Written in place, a write that failed partway (a full disk, a file size
+    limit) left a cut envelope, and the signatures it held were lost with it."""
+    target = path.resolve() if path.is_symlink() else path  # the file, not the link
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    created = False
     try:
-        path.write_bytes(data)
+        fd = os.open(tmp, flags, 0o666)  # the umask applies, as it did to a plain write
+        created = True
+        with os.fdopen(fd, "wb") as out:
+            with contextlib.suppress(FileNotFoundError):  # a file replaced keeps its mode
+                os.fchmod(out.fileno(), stat.S_IMODE(target.stat().st_mode))
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
     except OSError as exc:
-        raise ReleaseInputError(f"{path}: cannot write: {exc.strerror}") from exc
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise ReleaseInputError(
+            f"{path}: cannot write: {exc.strerror or exc}; nothing was changed"
+        ) from None
 
 
 @keys_app.command("new")
 def keys_new(
     name: Annotated[str, typer.Argument(help="Key name: writes NAME.key (0600) and NAME.pub.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write the key pair.")] = Path(
-        "."
-    ),
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            help="Where to write the key pair.",
+            parser=nonempty_path,  # `--dir "$DIR"` with DIR unset: not the directory it ran in
+        ),
+    ] = Path("."),
     signer: Annotated[
         str | None, typer.Option(help="Signer name for the policy entry (default: NAME).")
     ] = None,
@@ -480,8 +524,8 @@ def attest_cmd(
 def _print_contents(node: str, contents: ReleaseContents) -> None:
     table = Table("kind", "name", "sha256", title=escape(f"node {node} runs"))
     for path, digest in contents.artifacts.items():  # a file named "[/x]" is shown so
-        table.add_row("file", escape(path), digest)
+        table.add_row("file", escape(_shown(path)), digest)
     table.add_row("config", "", contents.config_sha256)
     for flag_id, digest in contents.flag_schema.items():
-        table.add_row("flag", escape(flag_id), escape(digest))
+        table.add_row("flag", escape(_shown(flag_id)), escape(digest))
     console.print(table)

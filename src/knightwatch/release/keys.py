@@ -152,8 +152,18 @@ def _create(path: Path, data: bytes, mode: int) -> None:
         fd = os.open(path, flags, mode)
     except OSError as exc:
         raise ReleaseInputError(f"{path}: cannot create: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        # a write cut short (a full disk, a file size limit) was a traceback that left a cut
+        # key behind, which no command can load and which refused every later `keys new`
+        path.unlink(missing_ok=True)
+        raise ReleaseInputError(
+            f"{path}: cannot write: {exc.strerror or exc}; no key was written"
+        ) from None
 
 
 def _read(path: Path, what: str) -> bytes:

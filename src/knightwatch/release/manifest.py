@@ -8,6 +8,7 @@ subjects are the artifact files, so standard in-toto tooling can read it.
 
 from __future__ import annotations
 
+import json
 import re
 
 import msgspec
@@ -100,7 +101,21 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
         return manifest
 
 
+class _ContentsFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    artifacts: dict[str, str]
+    config_sha256: str
+    flag_schema: dict[str, str]
+
+
+class _ManifestFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The manifest file's exact fields: one a reviewer reads but nobody signs is refused."""
+
+    release_id: str
+    contents: _ContentsFile
+
+
 _DECODER = msgspec.json.Decoder(Manifest)
+_STRICT = msgspec.json.Decoder(_ManifestFile)
 _ENCODER = msgspec.json.Encoder(order="sorted")
 
 
@@ -108,13 +123,35 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return msgspec.json.format(_ENCODER.encode(manifest), indent=2) + b"\n"
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ReleaseInputError(f"key {key!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
 def decode_manifest(data: bytes, *, source: str) -> Manifest:
+    """The manifest a signer signs; refused unless it has exactly one reading.
+
+    A duplicated key (`artifacts` twice: JSON readers take the first or the last) or a
+    field the manifest does not have (`extra_artifacts`) let the file a signer reviewed
+    list files the signed release does not, or leave out files it does.
+    """
     try:
         check_json_depth(data, source)
-        return _DECODER.decode(data)
+        manifest = _DECODER.decode(data)
+        _STRICT.decode(data)
+        json.loads(data, object_pairs_hook=_unique_keys)
     except InputFileError as exc:
         raise ReleaseInputError(str(exc)) from None
+    except ReleaseInputError as exc:
+        raise ReleaseInputError(
+            f"{source}: {exc}: a manifest must have one reading (rebuild it with `release build`)"
+        ) from None
     except msgspec.ValidationError as exc:
         raise ReleaseInputError(f"{source}: invalid manifest: {exc}") from None
-    except (*UNDECODABLE, UnicodeDecodeError) as exc:
+    except (*UNDECODABLE, UnicodeDecodeError, ValueError) as exc:
         raise ReleaseInputError(f"{source}: not a manifest JSON document: {exc}") from None
+    return manifest
