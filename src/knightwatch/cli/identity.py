@@ -298,7 +298,9 @@ def rotate(
             now = _now_ns()
             members = [
                 msgspec.structs.replace(m, valid_until_ns=now)
-                if m.name == name and m.valid_until_ns == 0
+                # every old key still valid at `now` ends then: one with a later end of its own
+                # (a roster built by other tooling) was left valid beside the new key
+                if m.name == name and (m.valid_until_ns == 0 or m.valid_until_ns > now)
                 else m
                 for m in roster.members
             ]
