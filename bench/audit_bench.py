@@ -20,9 +20,11 @@ had returned must be in it, and the file must verify. --crashes rounds.
 `reopen` is what a node's start pays before it appends to an existing file: the
 recorder checks every seal of it (the file verify reads, in the page cache).
 `--readback N` then times the rest of that start's reading: a file of N accepted
-orders, each with its own id, read back for the ids still in the duplicate scope
-(`audit.read.accepted_ids`) and remembered by a Guard (`remember_order_ids`), so
-a restarted node refuses them as duplicates.
+orders, each with its own id, read back through the recorder for the standing halts
+and flag changes (`audit.standing.held_standing`) and for the ids still in the
+duplicate scope (`audit.read.accepted_ids`), each alone and both in the one pass a
+node makes (`audit.standing.held_read_back`), and the ids remembered by a Guard
+(`remember_order_ids`), so a restarted node refuses them as duplicates.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import msgspec
 
 from knightwatch.audit import AuditContext, FlightRecorder, FsyncPolicy, verify_file
 from knightwatch.audit.read import accepted_ids
+from knightwatch.audit.standing import held_read_back, held_standing
 from knightwatch.clock import SystemClock
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.guard import Guard
@@ -100,29 +103,43 @@ def call_latency(path: Path, n: int) -> list[float]:
     return sorted(out)
 
 
-def readback(path: Path, n: int, runs: int) -> tuple[float, float, int]:
-    """Seconds to read the accepted ids of a file of n accepted orders with distinct ids,
-    and to remember them in a fresh Guard (medians of `runs`); and how many it holds."""
+def readback(path: Path, n: int, runs: int) -> dict[str, float | int]:
+    """Seconds a node's start reads a file of n accepted orders with distinct ids (and a
+    fleet halt, a resume and a flag change) back through its recorder, up to where the
+    recorder found the data end: the standing halts alone (`held_standing`), the ids alone
+    (`accepted_ids`), both in one pass (`held_read_back`, what a node runs); and to
+    remember the ids in a fresh Guard (medians of `runs`), and how many it holds."""
     if path.exists():
         path.unlink()
     with FlightRecorder(path, clock=SystemClock(), fsync=FsyncPolicy.NONE) as rec:
+        rec.record_event("halt", CTX, scope="fleet", key="fleet", code="halted", reason="x")
+        rec.record_event("flag_applied", CTX, flag="rlp", revision=3)
         for i in range(n):
             order = Order(f"SMARS-{i:09d}", "smars", "AAPL", Side.BUY, 100, 101.25, None)
             rec.ready()
             rec.record_decision(order, ACCEPTED, CTX, RULES)
-    reads, adds = [], []
+        rec.record_event("resume", CTX, scope="node", key="n1", code="halted", reason="y")
+    times: dict[str, list[float]] = {"standing": [], "ids": [], "one_pass": [], "remember": []}
     held = 0
     for _ in range(runs):
-        t0 = time.perf_counter()
-        with path.open("rb") as f:
-            used = accepted_ids(f, path)
-        t1 = time.perf_counter()
-        held = Guard().remember_order_ids(used.ids, used.ts)
-        t2 = time.perf_counter()
-        assert len(used.ids) == n, (len(used.ids), n)
-        reads.append(t1 - t0)
-        adds.append(t2 - t1)
-    return statistics.median(reads), statistics.median(adds), held
+        with FlightRecorder(path, clock=SystemClock()) as rec:
+            t0 = time.perf_counter()
+            apart = held_standing(rec, path)
+            t1 = time.perf_counter()
+            with rec.reader() as f:
+                used = accepted_ids(f, path, end=rec.opened_at)
+            t2 = time.perf_counter()
+            both = held_read_back(rec, path)
+            t3 = time.perf_counter()
+        held = Guard().remember_order_ids(both.used.ids, both.used.ts)
+        t4 = time.perf_counter()
+        assert len(used.ids) == n and both.used == used and both.standing == apart
+        assert len(apart.halts) == 1 and apart.flag_revisions == {"rlp": 3}
+        for name, s in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            times[name].append(s)
+    out: dict[str, float | int] = {k: statistics.median(v) for k, v in times.items()}
+    out["held"] = held
+    return out
 
 
 CRASH_IDS = 1 << 18
@@ -288,14 +305,21 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if args.readback:
-            read_s, add_s, held = readback(path, args.readback, args.runs)
-            results["restart_readback_ids_per_s"] = round(args.readback / read_s)
-            results["restart_remember_ids_per_s"] = round(args.readback / add_s)
-            per_m = (read_s + add_s) * 1e6 / args.readback
+            rb = readback(path, args.readback, args.runs)
+            m = args.readback
+            apart = rb["standing"] + rb["ids"]
+            results["restart_readback_ids_per_s"] = round(m / rb["one_pass"])
+            results["restart_remember_ids_per_s"] = round(m / rb["remember"])
+            results["restart_readback_standing_s"] = round(rb["standing"], 3)
+            results["restart_readback_ids_s"] = round(rb["ids"], 3)
+            results["restart_readback_one_pass_s"] = round(rb["one_pass"], 3)
+            per_m = (rb["one_pass"] + rb["remember"]) * 1e6 / m
             print(
-                f"{'readback':12s} {read_s * 1000:>9,.1f} ms to read {args.readback:,} accepted "
-                f"ids, {add_s * 1000:,.1f} ms to remember them ({held:,} held; "
-                f"{per_m:.2f} s per million ids at a restart; median of {args.runs})"
+                f"{'readback':12s} {m:,} accepted ids, {os.path.getsize(path) / 2**20:,.0f} MiB "
+                f"(median of {args.runs}): standing {rb['standing'] * 1000:,.1f} ms + ids "
+                f"{rb['ids'] * 1000:,.1f} ms = {apart * 1000:,.1f} ms in two passes; "
+                f"{rb['one_pass'] * 1000:,.1f} ms in one; {rb['remember'] * 1000:,.1f} ms to "
+                f"remember them ({rb['held']:,} held; {per_m:.2f} s per million ids at a restart)"
             )
 
         lat = call_latency(path, n)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from knightwatch.audit import AuditContext, ChainCorrupt, FlightRecorder
-from knightwatch.audit.standing import FLAG_APPLIED, Standing, held_standing, standing
+from knightwatch.audit import read as audit_read
+from knightwatch.audit.read import MAX_LINE_BYTES, AcceptedIds, UnreadableRecord, accepted_ids
+from knightwatch.audit.standing import (
+    FLAG_APPLIED,
+    Standing,
+    held_read_back,
+    held_standing,
+    read_back,
+    standing,
+)
 from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
+from knightwatch.order import Order, Side
 from knightwatch.state import Scope
 
 
@@ -224,3 +237,166 @@ def test_a_node_reads_the_file_its_recorder_holds_not_whatever_the_path_names_no
         ("symbol", "IBM", "carol"),
     }
     assert standing(path).halts[0].actor == "mallory"  # the file at the path is the other one
+
+
+# --- one pass: `read_back` gives what `standing` and `accepted_ids` give apart -------------
+
+_SCOPES = [(Scope.FLEET, "fleet"), (Scope.NODE, "n1"), (Scope.SYMBOL, "IBM")]
+_CODES = [RejectReason.HALTED, RejectReason.LOSS_LIMIT]
+_step = st.one_of(
+    st.tuples(st.just("order"), st.integers(0, 5), st.booleans()),
+    st.tuples(st.just("replace"), st.integers(0, 5), st.integers(0, 5)),
+    st.tuples(st.just("adopt"), st.integers(0, 5)),
+    st.tuples(st.just("session")),
+    st.tuples(st.just("halt"), st.integers(0, 2), st.integers(0, 1)),
+    st.tuples(st.just("resume"), st.integers(0, 2), st.integers(-1, 1)),
+    st.tuples(st.just("flag"), st.sampled_from(["rlp", "mm", ""]), st.integers(-1, 9)),
+    st.tuples(st.just("odd"), st.sampled_from(["halt", "resume", FLAG_APPLIED])),
+)
+_DAMAGE = st.sampled_from(
+    [
+        None,
+        b"not json",  # a line that does not decode: both refuse or replay it as they did
+        b'{"ts":5,"kind":"halt","data":{"scope":"node","key":"n1","code":"halted"}}',  # no seq
+        b'{"seq":3,"ts":5,"kind":"resume","data":{"scope":"node","key":"n1"}}',  # no node/...
+        b'{"seq":3,"ts":5,"kind":"flag_applied","data":"x"}',
+    ]
+)
+
+
+def _write_steps(path: Path, steps: list[tuple[object, ...]]) -> None:
+    """What a node records: decisions, replaces, adopts, sessions, halts, resumes and flag
+    changes (some without the fields they need), as a file recorder writes them."""
+    clock = SimClock(10**18)
+    rec = FlightRecorder(None, clock=clock, batch_size=4)
+    g = Guard(Limits.off(max_order_qty=100), node="n1", clock=clock, recorder=rec)
+    g.arm("test")
+    g.on_price("IBM", 100.0)
+    ctx = AuditContext(node="n1")
+    for step in steps:
+        clock.advance(10**9)
+        match step:
+            case ("order", int(i), bool(ok)):
+                g.check(Order(f"o{i}", "s1", "IBM", Side.BUY, 10 if ok else 1000, 100.0, None))
+            case ("replace", int(i), int(j)):
+                g.check_replace(f"o{i}", Order(f"r{j}", "s1", "IBM", Side.BUY, 5, 100.0, None))
+            case ("adopt", int(i)):
+                with contextlib.suppress(ValueError):  # already working here
+                    g.adopt(Order(f"v{i}", "s1", "IBM", Side.BUY, 10, 100.0, None))
+            case ("session",):
+                g.start_session("ops")
+            case ("halt", int(s), int(c)):
+                g.halt(*_SCOPES[s], "kill", actor="alice", code=_CODES[c])
+            case ("resume", int(s), int(c)):
+                g.resume(*_SCOPES[s], "done", actor="bob", code=_CODES[c] if c >= 0 else None)
+            case ("flag", str(flag), int(revision)):
+                rec.record_event(FLAG_APPLIED, ctx, flag=flag, revision=revision)
+            case ("odd", str(kind)):
+                rec.record_event(kind, ctx, key="n1", revision="7")  # no scope, code or flag
+    rec.close()
+    path.write_bytes(b"".join(line + b"\n" for line in rec.lines))
+
+
+def _apart(path: Path, since: int | None) -> tuple[Standing, AcceptedIds] | str:
+    with path.open("rb") as f:
+        try:
+            used = accepted_ids(f, path, since=since)
+        except UnreadableRecord as exc:
+            return str(exc)
+    return standing(path), used
+
+
+def _together(path: Path, since: int | None) -> tuple[Standing, AcceptedIds] | str:
+    with path.open("rb") as f:
+        try:
+            got = read_back(f, path, since=since)
+        except UnreadableRecord as exc:
+            return str(exc)
+    return got.standing, got.used
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(_step, max_size=40),
+    damage=_DAMAGE,
+    where=st.integers(0, 60),
+    chunk=st.sampled_from([64, 97, 301, 4096, 4 * 1024 * 1024]),
+    since=st.sampled_from([None, 10**18 + 10 * 10**9]),
+)
+def test_one_pass_gives_what_the_two_reads_gave(
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[tuple[object, ...]],
+    damage: bytes | None,
+    where: int,
+    chunk: int,
+    since: int | None,
+) -> None:
+    """A starting node read its file twice (`standing`, then `accepted_ids`); `read_back`
+    reads it once: the same halts, flag revisions and used ids, or the same refusal of a
+    line that could hide a used id, whatever the chunks cut through."""
+    path = tmp_path_factory.mktemp("one-pass") / "n1.jsonl"
+    _write_steps(path, steps)
+    if damage is not None:
+        lines = path.read_bytes().splitlines(keepends=True)
+        at = where % (len(lines) + 1)
+        path.write_bytes(b"".join(lines[:at]) + damage + b"\n" + b"".join(lines[at:]))
+    expected = _apart(path, since)
+    saved = audit_read._ID_CHUNK
+    audit_read._ID_CHUNK = chunk  # lines straddling chunks, or the whole file in one
+    try:
+        assert _together(path, since) == expected
+    finally:
+        audit_read._ID_CHUNK = saved
+
+
+def test_a_torn_line_is_refused_in_one_pass_as_it_was(tmp_path: Path) -> None:
+    """A halt cut short (no newline, not JSON) where the data ends: the ids reader refused
+    it naming the line, and so does the one pass."""
+    path = tmp_path / "n1.jsonl"
+    _write_steps(path, [("halt", 0, 0), ("order", 1, True)])
+    data = path.read_bytes()
+    n = data.count(b"\n")
+    path.write_bytes(data + b'{"seq":99,"ts":1,"kind":"halt","data":{"sco')
+    found = _together(path, None)
+    assert found == _apart(path, None)
+    assert isinstance(found, str) and found.startswith(f"{path}: line {n + 1}: not a record")
+
+
+def test_a_halt_longer_than_a_line_is_read_cut_as_it_was(tmp_path: Path) -> None:
+    """A halt line longer than any record (decodes for the ids, which read it whole) is
+    replayed as `read_lines` gives it, cut: it stands as an unreadable halt of the node."""
+    path = tmp_path / "n1.jsonl"
+    _write_steps(path, [("order", 1, True), ("halt", 2, 0)])
+    long = b'{"seq":9,"ts":5,"kind":"halt","data":{"reason":"%s"}}\n' % (b"x" * MAX_LINE_BYTES)
+    path.write_bytes(path.read_bytes() + long + b'{"seq":10,"ts":6,"kind":"x"}\n')
+    found = _together(path, None)
+    assert found == _apart(path, None)
+    assert not isinstance(found, str)
+    assert [(h.scope, h.seq) for h in found[0].halts][-1:] == [("unreadable", 9)]
+
+
+def test_a_node_reads_back_the_file_its_recorder_holds_in_one_pass(tmp_path: Path) -> None:
+    """`held_read_back`, as a starting node calls it: through the recorder's descriptor,
+    up to where it found the data end (not a file renamed over the path, not the zero
+    bytes allocated ahead, not what it appends)."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    _two_halts(path, clock)
+    with FlightRecorder(path, clock=clock) as rec:
+        Guard(Limits(), node="n1", clock=clock, recorder=rec).adopt(
+            Order("v1", "s1", "IBM", Side.BUY, 10, 100.0, None)
+        )
+    other = tmp_path / "old-n1.jsonl"
+    _write_steps(other, [("halt", 2, 1), ("order", 3, True)])
+    with FlightRecorder(path, clock=clock) as rec:
+        os.replace(other, path)
+        got = held_read_back(rec, path, since=None)
+        rec.record_event("adopt", AuditContext(node="n1"), order_id="after")
+        assert got.standing == held_standing(rec, path)
+        with rec.reader() as f:
+            assert got.used == accepted_ids(f, path, end=rec.opened_at)
+    assert {(h.scope, h.actor) for h in got.standing.halts} == {
+        ("fleet", "alice"),
+        ("symbol", "carol"),
+    }
+    assert got.used.ids == ["v1"]

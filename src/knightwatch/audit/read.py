@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn
 
 import msgspec
@@ -272,6 +272,7 @@ def accepted_ids(
     *,
     since: int | None = None,
     end: int | None = None,
+    each_chunk: Callable[[bytes, int, int], None] | None = None,
 ) -> AcceptedIds:
     """The order ids the file's accepted decisions hold (a new order's id, a replace's new
     id) and its adopted orders' (`adopt` events: orders a gateway took over at a start-up
@@ -288,6 +289,9 @@ def accepted_ids(
 
     `f` is open at its start (`FlightRecorder.reader`); `end`: where the data ends when a
     recorder holding the file says so (`FlightRecorder.opened_at`), nothing after it is read.
+    `each_chunk(buf, cut, lineno)`: given every chunk of whole lines once its ids are taken
+    (`buf[:cut]`, the first of them line `lineno + 1`), so another reader needs no pass of
+    its own over the file (`audit.standing.read_back`).
     """
     ids: list[str] = []
     times: list[int] = []
@@ -316,11 +320,14 @@ def accepted_ids(
                 # recorder's (and the line an error names would be wrong)
                 if len(lines) != buf.count(b"\n", 0, cut) + (buf[cut - 1] != 10):
                     raise msgspec.DecodeError("not one record per line")
-                lineno = _take_ids(lines, ids, times, since, path, lineno)
+                after = _take_ids(lines, ids, times, since, path, lineno)
             except (*UNDECODABLE, UnicodeDecodeError):
-                lineno = _take_ids_by_line(buf[:cut], ids, times, since, path, lineno)
+                after = _take_ids_by_line(buf[:cut], ids, times, since, path, lineno)
             finally:
                 chunk.release()
+            if each_chunk is not None:
+                each_chunk(buf, cut, lineno)
+            lineno = after
         rest = buf[cut:]
         if not data:
             return AcceptedIds(ids, times)

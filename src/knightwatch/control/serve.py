@@ -22,9 +22,9 @@ from prometheus_client.registry import Collector
 
 from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.log import NotARegularFile
-from knightwatch.audit.read import AcceptedIds, UnreadableRecord, accepted_ids
+from knightwatch.audit.read import AcceptedIds, UnreadableRecord
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.standing import held_standing
+from knightwatch.audit.standing import Standing, held_read_back
 from knightwatch.clock import Clock, SystemClock, to_ns
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_raised_limits
@@ -161,14 +161,10 @@ async def serve_node(
     except OSError as exc:
         raise FleetError(f"--recorder: cannot open {path} ({exc.strerror or exc})") from None
     # read once the recorder holds the file (a regular one), up to where its data ended,
-    # through the recorder's own descriptor: the path may name another file by now
+    # through the recorder's own descriptor (the path may name another file by now): the
+    # standing halts, flag changes and used order ids, in one pass
     try:
-        recovered = held_standing(recorder, path)
-    except OSError as exc:
-        recorder.close()
-        raise FleetError(f"--recorder: cannot read {path} ({exc.strerror or exc})") from None
-    try:
-        used = _used_order_ids(recorder, path, limits, clock)
+        recovered, used = _read_back(recorder, path, limits, clock)
     except UnreadableRecord as exc:
         recorder.close()
         raise FleetError(f"--recorder: {exc}") from None
@@ -222,18 +218,20 @@ async def serve_node(
                 recorder.close()
 
 
-def _used_order_ids(
+def _read_back(
     recorder: FlightRecorder, path: Path, limits: Limits, clock: Clock
-) -> AcceptedIds:
-    """The order ids the node accepted before this start and still within the duplicate
-    scope (its recorder's accepted decisions after the last session start, within
-    `duplicate_id_window_s` of now), read through the recorder's own descriptor up to
-    where its data ended: a restarted node refuses them again as `duplicate_order_id`
-    (a router that resends its journal after a restart sent every one again)."""
+) -> tuple[Standing, AcceptedIds]:
+    """What was in force when the node stopped (`held_standing`: halts, flag changes) and
+    the order ids it accepted before this start and still within the duplicate scope (its
+    recorder's accepted decisions after the last session start, within
+    `duplicate_id_window_s` of now), in one read through the recorder's own descriptor up
+    to where its data ended (`held_read_back`): a restarted node refuses the ids again as
+    `duplicate_order_id` (a router that resends its journal after a restart sent every one
+    again)."""
     window = limits.duplicate_id_window_s
     since = None if window is None else clock.time_ns() - to_ns(window)
-    with recorder.reader() as f:
-        return accepted_ids(f, path, since=since, end=recorder.opened_at)
+    held = held_read_back(recorder, path, since=since)
+    return held.standing, held.used
 
 
 def armed_limits_path(state_dir: Path, node_id: str) -> Path:
