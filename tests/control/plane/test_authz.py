@@ -21,6 +21,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.supervisor import DAY_KEY_PREFIX
+from knightwatch.control.plane.connect import control_plane, recorded_url
 from knightwatch.control.plane.nats import AUDIT_STREAM, METRICS_STREAM, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
@@ -33,10 +34,11 @@ from knightwatch.control.plane.wire import (
     starts_key,
 )
 from knightwatch.control.site import Site
+from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.kit import member_of
+from knightwatch.trust.kit import Kit, member_of
 from knightwatch.trust.roster import Role
 
 from ...identities import KIT
@@ -342,3 +344,43 @@ async def test_closing_a_plane_on_purpose_warns_of_no_disconnection(
         await asyncio.sleep(0.2)
     said = [(r.levelno, r.getMessage()) for r in caplog.records if "disconnected" in r.getMessage()]
     assert said and all(level == logging.DEBUG for level, _ in said), said
+
+
+async def test_a_restarted_embedded_server_serves_the_stored_roster_not_its_owners_copy(
+    tmp_path: Path,
+) -> None:
+    """Admins revoke n1 with a roster version stored in the bucket (`identity publish`
+    writes nowhere else). The process that embeds the server (`knightwatch up`) restarts
+    with its own copy of the cast, which predates the revocation: its server served that
+    copy's users and only listened for versions stored after, so n1's revoked key logged
+    in again with its permissions (the only check on some of its writes) until the next
+    version. Now the server serves the stored versions once it is up."""
+    state = tmp_path / "state"
+    kit = Kit(now_ns=SystemClock().time_ns() - 1, nodes=("n1", "n2"))
+    kit.write(state / "trust", private=list(kit.signers))
+    admins = Kit.read(state / "trust")  # the admins' own copy: it moves on, `kit` does not
+    admin = kit.signer("admin1")  # who stores roster versions
+    async with control_plane([], state, "up", signer=admin, embed=kit) as plane:
+        [url] = recorded_url(state)
+        revoked = admins.revoke("n1", SystemClock().time_ns())
+        key = f"v{admins.roster.version:06d}"
+        await plane.put_record(Bucket.ROSTER, key, encode_envelope(revoked))
+
+        async def n1_refused() -> bool:
+            try:
+                nc = await connect_as(
+                    kit.signer("n1"), [url], allow_reconnect=False, connect_timeout=1
+                )
+            except nats.errors.Error:
+                return True
+            await nc.close()
+            return False
+
+        await _eventually(n1_refused, "the running server kept serving a revoked key")
+    assert kit.roster.version == 1  # what the restarted owner holds
+    async with control_plane([], state, "up", signer=admin, embed=kit):
+        [url] = recorded_url(state)
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await connect_as(kit.signer("n1"), [url], allow_reconnect=False, connect_timeout=1)
+        n2 = await connect_as(kit.signer("n2"), [url], allow_reconnect=False, connect_timeout=1)
+        await n2.close()

@@ -7,6 +7,7 @@ same message everywhere, and only processes that may embed a server do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -17,7 +18,7 @@ from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlaneUnavailable, Record
 from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.errors import KnightwatchError
-from knightwatch.release.dsse import encode_envelope
+from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import TrustError, decode_roster
@@ -26,6 +27,8 @@ from knightwatch.trust.store import TrustStore, decode_stored
 log = logging.getLogger(__name__)
 
 URL_FILE = "nats.url"
+_RELOAD_WAIT_S = 5.0
+"""How long a start waits for its server to serve the stored roster's users."""
 
 
 class FleetError(KnightwatchError, RuntimeError):
@@ -113,7 +116,14 @@ async def provision(
 async def serve_roster_changes(
     plane: NatsControlPlane, server: EmbeddedNatsServer, store: TrustStore
 ) -> None:
-    """Reload the server's users whenever a new roster version verifies (rotation, revocation)."""
+    """Reload the server's users whenever a new roster version verifies (rotation, revocation),
+    starting with the versions already stored.
+
+    The embedding process starts its server with its own copy of the roster, which can
+    predate versions the admins stored since (`identity publish` writes only the bucket): a
+    key those revoked would log in again, with its permissions, until the next version.
+    The stored versions are followed (each judged when the server wrote it) once the
+    subscription is up, and the server waits until it serves them."""
 
     async def on_record(record: Record) -> None:
         try:
@@ -127,3 +137,20 @@ async def serve_roster_changes(
             log.warning("nats-server: roster version %d served", store.version)
 
     await plane.subscribe_records(Bucket.ROSTER, on_record)
+    stored: dict[int, Envelope] = {}
+    published: dict[int, int] = {}
+    for key, (value, revision) in (await plane.records(Bucket.ROSTER)).items():
+        try:
+            version = int(key[1:]) if key[:1] == "v" and key[1:].isdigit() else 0
+            envelope = decode_stored(value) if version > store.version else None
+        except TrustError as exc:
+            log.error("roster record %s ignored: %s", key, exc)
+            continue
+        if envelope is not None:
+            stored[version] = envelope
+            at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
+            if at_ns is not None:
+                published[version] = at_ns
+    if store.follow(stored, published_ns=published) and store.roster is not None:
+        await asyncio.to_thread(server.reload, store.roster, _RELOAD_WAIT_S)
+        log.warning("nats-server: stored roster version %d served", store.version)

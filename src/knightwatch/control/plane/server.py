@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -218,7 +219,11 @@ class EmbeddedNatsServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         conf = self.state_dir / "nats-server.conf"
         tmp = conf.with_name(conf.name + ".tmp")
-        tmp.write_text(self._config())
+        tmp.unlink(missing_ok=True)
+        # 0600 from the first byte: a cluster member's config holds its route credentials
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self._config())
         os.replace(tmp, conf)
         return conf
 
@@ -325,6 +330,9 @@ class ClusterMember:
 class LoopbackCluster:
     """A JetStream cluster of `size` servers on 127.0.0.1, for tests, drills and the docs.
 
+    Its route ports admit only its own members: each presents route credentials made
+    here (never written anywhere but the members' 0600 configs).
+
     Each member gets its own config file and store under `base_dir/<name>`,
     exactly the layout docs/control-plane.md describes for a real 3-host
     cluster (there with real host names instead of 127.0.0.1).
@@ -339,7 +347,13 @@ class LoopbackCluster:
         self.name = name
         self.members: list[ClusterMember] = []
         ports = [(free_port(), free_port()) for _ in range(size)]
-        routes = ", ".join(f"nats-route://127.0.0.1:{c}" for _, c in ports)
+        # routes are trusted with every message of the account (permissions bind clients
+        # only): a route port open to anyone let any process on the host join a server of
+        # its own and, through a client of that one, write the kill state and read every
+        # record. Members present these credentials, held in this process (and in the
+        # members' configs, 0600) alone.
+        user, password = secrets.token_hex(8), secrets.token_hex(24)
+        routes = ", ".join(f"nats-route://{user}:{password}@127.0.0.1:{c}" for _, c in ports)
         for i, (client, cluster) in enumerate(ports, start=1):
             member_name = f"n{i}"
             server = _ClusterServer(
@@ -349,6 +363,7 @@ class LoopbackCluster:
                 extra=(
                     f"server_name: {member_name}\n"
                     f"cluster {{\n  name: {name}\n  listen: 127.0.0.1:{cluster}\n"
+                    f"  authorization {{\n    user: {user}\n    password: {password}\n  }}\n"
                     f"  routes: [{routes}]\n}}\n"
                 ),
             )
