@@ -8,15 +8,20 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.clock import SimClock
+from knightwatch.clock import SimClock, SystemClock
 from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.wire import NodeStatus, Verdict
 from knightwatch.control.site import Site
+from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import HealthGate, Rollout, RolloutEvent, RolloutPlan, Stage
+from knightwatch.state import TradingState
 
 CLEAN = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo"
+RLP = "trading.smars.rlp_enabled"
 
 
 def test_lint_json_to_a_directory_is_refused_before_the_scan(tmp_path: Path) -> None:
@@ -183,3 +188,61 @@ def test_rollout_status_reports_an_unreadable_record_and_shows_the_others(
     assert result.output.count("ro-[/x]: progressing stage canary") == 2, result.output
     single = CliRunner().invoke(app, ["rollout", "status", "ops.b", "--json"], env=env)
     assert single.exit_code == 1 and "rollout 'ops.b': undecodable" in single.output
+
+
+def test_an_approval_switches_a_flag_on_once_not_again_after_a_stop(
+    nats_server: Site, tmp_path: Path
+) -> None:
+    """bob approved alice's switch-on of RLP on n1; erin stopped it. Within the approval's
+    hour alice switched it back on alone with the same file: the resume needed no second
+    person. The used approval is refused naming the change that used it; a new one works."""
+    registry = tmp_path / "feature-flags.yaml"
+    shutil.copy(CLEAN / "feature-flags.yaml", registry)
+    schema = FlagRegistry.load(registry).schema()
+    always = tmp_path / "policy.toml"
+    always.write_text('second_approver = "always"\n')
+
+    async def fleet_of_n1() -> None:
+        now = SystemClock().time_ns()
+        n1 = await nats_server.connect("n1")
+        admission = await nats_server.connect("admission")
+        try:
+            await n1.put_member(
+                NodeStatus("n1", "h", 1, now, now, now + 10**12, True, True, TradingState.ACTIVE)
+            )
+            verdict = Verdict("n1", True, "admitted", "r2", "d" * 64, (), now, schema)
+            await admission.put_record(Bucket.ADMISSION, "n1", msgspec.json.encode(verdict))
+        finally:
+            await n1.close()
+            await admission.close()
+
+    asyncio.run(fleet_of_n1())
+
+    def run(who: str, *args: str | Path) -> Result:
+        env = {"COLUMNS": "300", **nats_server.cli_env(who)}
+        result = CliRunner().invoke(app, [str(a) for a in args], env=env)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        return result
+
+    def approve(out: Path) -> None:
+        done = run("bob", "flags", "approve", RLP, "on", "--for", "alice", "--nodes", "n1",
+                   "--reason", "reviewed", "--out", out)  # fmt: skip
+        assert done.exit_code == 0 and "approved by bob" in done.output, done.output
+
+    first = tmp_path / "bob-1.json"
+    approve(first)
+    on = ["flags", "set", RLP, "on", "--nodes", "n1", "--reason", "RLP launch", "--registry",
+          registry, "--policy", always, "--timeout", "0.05"]  # fmt: skip
+    done = run("alice", *on, "--approval", first)
+    assert "applied" in done.output and "revision 1" in done.output, done.output
+    off = run("erin", "flags", "set", RLP, "off", "--reason", "stop", "--registry", registry,
+              "--timeout", "0.05")  # fmt: skip
+    assert "applied" in off.output and "revision 2" in off.output, off.output
+    again = run("alice", *on, "--approval", first)
+    assert again.exit_code == 1, again.output
+    assert "refused [approval_used]" in again.output, again.output
+    assert "used already, by revision 1 (on by alice, approver bob)" in again.output
+    second = tmp_path / "bob-2.json"
+    approve(second)
+    done = run("alice", *on, "--approval", second)
+    assert "applied" in done.output and "revision 3" in done.output, done.output

@@ -17,7 +17,7 @@ from knightwatch.flags.activation import (
 )
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.state import MemoryFlagStateStore
+from knightwatch.flags.state import FlagChange, FlagState, MemoryFlagStateStore
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
@@ -227,3 +227,53 @@ def test_a_change_without_a_reason_is_refused_and_not_recorded(
     assert not result.accepted and result.code is ActivationCode.MISSING_REASON
     assert result.detail == f"{DARK}: a change needs a reason, for the record"
     assert store.get(DARK) is None and not store.changes(DARK)
+
+
+class _Contended(MemoryFlagStateStore):
+    """A store another writer commits to between the gate's read and its commit (two
+    operators at once, or a rollout's promotion racing its abort), `races` times."""
+
+    def __init__(self, races: int, other: ActivationRequest, gate: ActivationGate) -> None:
+        super().__init__()
+        self.races = races
+        self.other = other
+        self.gate = gate
+        self.racing = False
+
+    def commit(
+        self, change: FlagChange, expected_revision: int, *, replace_unreadable: bool = False
+    ) -> FlagState:
+        if self.races > 0 and not self.racing:
+            self.races -= 1
+            self.racing = True  # the other writer's own commit goes straight through
+            try:
+                assert self.gate.apply(self.other).accepted
+            finally:
+                self.racing = False
+        return super().commit(change, expected_revision, replace_unreadable=replace_unreadable)
+
+
+def test_the_stop_direction_is_not_lost_to_a_concurrent_writer(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    """A switch-off that lost the compare-and-set to another change of the flag came back
+    `conflict`: a rollout's abort recorded itself aborted with its exposed nodes still
+    on. It is checked again against what the other writer stored and committed, and
+    reaches the nodes that writer switched on meanwhile."""
+    fleet = make_fleet(3)
+    other = request(DARK, nodes=("n3",))
+    store = _Contended(0, request(nodes=("n3",), approver="bob"), None)  # type: ignore[arg-type]
+    gate = ActivationGate(flag_registry, fleet, store, pre_market_clock)
+    store.gate = gate
+    assert gate.apply(request(nodes=("n1",), approver="bob")).accepted
+    store.races = 3  # n3 switched on under the stop, three times over
+    result = gate.apply(request(value=False))
+    assert result.accepted and result.code is ActivationCode.OK, result.detail
+    state = store.get(RLP)
+    assert state is not None and state.node_values == {"n1": False, "n2": False, "n3": False}
+    assert store.races == 0 and store.changes(RLP)[-1].value is False
+    # away from the safe default a lost race stays a conflict: re-checked by a person
+    store.races, store.other = 1, other
+    dark = ActivationGate(flag_registry, fleet, store, pre_market_clock)
+    store.gate = dark
+    assert dark.apply(request(DARK, nodes=("n1",))).code is ActivationCode.CONFLICT

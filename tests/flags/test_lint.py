@@ -152,6 +152,25 @@ def test_configured_accessor_and_unparseable_source(tmp_path: Path) -> None:
     assert "a.py:1:" in result.output and "unknown_flag_reference" in result.output
 
 
+def test_old_code_in_a_declared_encoding_is_scanned_not_skipped(tmp_path: Path) -> None:
+    """Power Peg code in Latin-1 with its PEP 263 coding line, or UTF-8 with a byte-order
+    mark, is Python that runs; lint called it "not UTF-8" / unparseable, warned and passed.
+    A file Python itself cannot decode is still only a warning."""
+    shutil.copy(CLEAN / "feature-flags.yaml", tmp_path / "feature-flags.yaml")
+    peg = 'if flags.is_enabled("trading.smars.power_peg"):  # caf\u00e9\n    route()\n'
+    (tmp_path / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\n" + peg.encode("latin-1"))
+    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbf" + peg.encode())
+    (tmp_path / "bad.py").write_bytes(b"x = '\xe9'\n")
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
+    found = {(Path(f.path).name, f.line, f.code) for f in report.findings}
+    assert found == {
+        ("bad.py", 1, FindingCode.SOURCE_UNPARSEABLE),
+        ("bom.py", 1, FindingCode.RETIRED_FLAG_REFERENCE),
+        ("latin.py", 2, FindingCode.RETIRED_FLAG_REFERENCE),
+    }
+    assert report.failed
+
+
 def _git(repo: Path, *args: str) -> None:
     subprocess.run(
         ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
@@ -272,3 +291,22 @@ def test_history_with_a_version_that_is_not_utf8_is_a_named_warning_not_a_traceb
         result.exception
     )
     assert result.exit_code == 1 and "tombstone_removed" in result.output, result.output
+
+
+def test_history_follows_the_registry_across_a_move(tmp_path: Path) -> None:
+    """The commit that moved the registry into `config/` also dropped the Power Peg
+    tombstone. `--history` started the file's history at the move, where the tombstone
+    was already gone, and passed."""
+    _git(tmp_path, "init", "-q")
+    _commit(tmp_path, REGISTRY_V1, "add flags")
+    (tmp_path / "config").mkdir()
+    _git(tmp_path, "mv", "feature-flags.yaml", "config/feature-flags.yaml")
+    moved = tmp_path / "config" / "feature-flags.yaml"
+    moved.write_text(REGISTRY_V1.split("  - id: trading.smars.power_peg")[0])
+    _git(tmp_path, "commit", "-q", "-am", "tidy: move the registry")
+    report = run_lint(moved, [tmp_path / "config"], DAY, history=True)
+    assert report.versions_checked == 3
+    removed = [f for f in report.findings if f.code is FindingCode.TOMBSTONE_REMOVED]
+    assert [f.flag_id for f in removed] == ["trading.smars.power_peg"], report.findings
+    assert removed[0].message.startswith("commit ")
+    assert report.failed

@@ -18,13 +18,19 @@ from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
 from knightwatch.flags.provider import KnightwatchProvider
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.flags.state import FlagStateReader, MemoryFlagStateStore
+from knightwatch.flags.state import (
+    FlagState,
+    FlagStateReader,
+    MemoryFlagStateStore,
+    StateUnavailable,
+)
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.trust.kit import Kit
 
 RLP = "trading.smars.rlp_enabled"
 PEG = "trading.smars.power_peg"
+DARK = "ops.dashboard.dark_mode"
 
 
 @pytest.fixture
@@ -125,3 +131,96 @@ def test_unreadable_state_fails_closed(
     details = client.get_boolean_details(RLP, True)
     assert (details.value, details.variant) == (False, "fail-closed:state_unavailable")
     assert "not in sync" in str(details.flag_metadata["detail"])
+
+
+class _ConfirmationsLost(MemoryFlagStateStore):
+    """The state was read, then the store went away: confirming fails, as the plane's
+    store does when it cannot be reached (`StateUnavailable`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.confirms = 0
+
+    def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
+        self.confirms += 1
+        if self.down:
+            raise StateUnavailable("flag state unreachable: timed out")
+        super().confirm_applied(flag_id, node, revision)
+
+
+class _OffItsLoop(MemoryFlagStateStore):
+    """A reader that fails with something other than `StateUnavailable`: a node's reader
+    asked from a thread without its event loop raises `RuntimeError`."""
+
+    def get(self, flag_id: str) -> FlagState | None:
+        if flag_id == RLP:
+            raise RuntimeError("no running event loop")
+        return super().get(flag_id)
+
+
+class _OtherFlags(MemoryFlagStateStore):
+    """A reader that answers with the wrong record: another flag's state."""
+
+    def get(self, flag_id: str) -> FlagState | None:
+        return super().get(DARK if flag_id == RLP else flag_id)
+
+
+def test_a_failing_confirmation_keeps_the_value_and_is_sent_again(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient
+) -> None:
+    """The flag was switched on and back off; the node's confirmation of the off could not
+    be sent. The exception reached the OpenFeature client, which answered with the
+    caller's default (on), not the off the state holds, and the lost confirmation was
+    never sent again."""
+    store, fleet = _ConfirmationsLost(), make_fleet()
+    switch_on(flag_registry, fleet, store)
+    gate = ActivationGate(flag_registry, fleet, store, SimClock())
+    assert gate.apply(ActivationRequest(RLP, False, "carol", "stop", "test")).accepted
+    provide(flag_registry, store, fleet, flag_registry.schema())
+    details = client.get_boolean_details(RLP, True)
+    assert (details.value, details.reason, details.error_code) == (
+        False,
+        Reason.TARGETING_MATCH,
+        None,
+    )
+    assert store.confirms == 1 and store.get(RLP).applied == {}  # type: ignore[union-attr]
+    store.down = False
+    assert client.get_boolean_details(RLP, True).value is False
+    assert store.confirms == 2 and store.get(RLP).applied == {"n1": 2}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("reader", [_OffItsLoop, _OtherFlags])
+def test_a_reader_that_fails_or_answers_garbage_gives_the_safe_default(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient, reader: type
+) -> None:
+    """Any failure of the state reader (not only `StateUnavailable`) reached the client,
+    which answered with the caller's default; another flag's state was taken as this
+    flag's value."""
+    store, fleet = reader(), make_fleet()
+    gate = ActivationGate(flag_registry, fleet, store, SimClock())
+    assert gate.apply(ActivationRequest(DARK, True, "alice", "theme", "test")).accepted
+    provide(flag_registry, store, fleet, flag_registry.schema())
+    details = client.get_boolean_details(RLP, True)
+    assert details.value is False and details.error_code is None
+    assert details.variant == "fail-closed:state_unavailable"
+    detail = str(details.flag_metadata["detail"])
+    assert "RuntimeError: 'no running event loop'" in detail or "flag 'ops.dashboard" in detail
+
+
+@pytest.mark.parametrize(
+    "spelled", ["Trading.smars.power_peg", "trading.smars.power_peg ", "ｔrading.smars.power_peg"]
+)
+def test_a_registry_id_spelled_otherwise_is_that_flag_at_its_safe_default(
+    flag_registry: FlagRegistry, make_fleet, client: OpenFeatureClient, spelled: str
+) -> None:
+    """The retired Power Peg id in another case, with a trailing space or a full-width
+    letter was "not in the registry", and the client answered with the caller's default:
+    on, waking the retired code. The registry holds it as one id with Power Peg's."""
+    provide(flag_registry, MemoryFlagStateStore(), make_fleet(), flag_registry.schema())
+    details = client.get_boolean_details(spelled, True)
+    assert (details.value, details.error_code) == (False, None)
+    assert details.variant == "fail-closed:id_spelled_otherwise"
+    assert "spells 'trading.smars.power_peg'" in str(details.flag_metadata["detail"])
+    unknown = client.get_boolean_details("trading.smars.power_pegs", True)
+    assert unknown.error_code == ErrorCode.FLAG_NOT_FOUND

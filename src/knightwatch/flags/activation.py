@@ -126,6 +126,7 @@ class ActivationCode(StrEnum):
     SELF_APPROVAL = "self_approval"
     CONFLICT = "conflict"
     FROZEN_BY_KILL = "frozen_by_kill"
+    APPROVAL_USED = "approval_used"
 
 
 class ActivationRequest(msgspec.Struct, frozen=True):
@@ -166,6 +167,11 @@ class ChangeSealer(Protocol):
     ) -> str: ...
 
 
+STOP_ATTEMPTS = 20
+"""How often a change to the safe default is checked and committed again after losing the
+compare-and-set to another writer, before the conflict is reported."""
+
+
 class ActivationResult(msgspec.Struct, frozen=True):
     accepted: bool
     code: ActivationCode
@@ -200,6 +206,20 @@ class ActivationGate:
         self._policy = policy or ActivationPolicy()
 
     def apply(self, request: ActivationRequest) -> ActivationResult:
+        """Check, then commit with compare-and-set. A change to the safe default that lost
+        the race to another writer is checked again against what they wrote and retried:
+        the stop direction is never refused because someone else changed the flag (a
+        rollout's abort that lost its switch-off so left the exposed nodes on)."""
+        flag = self._registry.get(request.flag_id)
+        stop = flag is not None and request.value == flag.safe_default
+        result = self._apply_once(request)
+        for _ in range(STOP_ATTEMPTS - 1):
+            if not stop or result.code is not ActivationCode.CONFLICT:
+                break
+            result = self._apply_once(request)
+        return result
+
+    def _apply_once(self, request: ActivationRequest) -> ActivationResult:
         verdict = self.check(request)
         if not verdict.accepted or verdict.change is None:
             return verdict

@@ -28,7 +28,7 @@ from knightwatch.flags.registry import (
     parse_registry,
     read_registry,
 )
-from knightwatch.inputs import MIB, InputFileError, decode_utf8, read_text
+from knightwatch.inputs import MIB, InputFileError, decode_utf8, read_bytes
 
 SOURCE_MAX_BYTES = 8 * MIB
 """A Python source file larger than this is not scanned (reported as a warning)."""
@@ -123,12 +123,16 @@ def collect_sources(roots: Iterable[Path], config: LintConfig) -> list[Path]:
 
 def find_references(
     path: Path,
-    source: str,
+    source: str | bytes,
     namespaces: frozenset[str],
     known_ids: frozenset[str],
     config: LintConfig,
 ) -> list[CodeReference]:
-    """Flag ids used in one Python file (raises SyntaxError if it does not parse)."""
+    """Flag ids used in one Python file (raises SyntaxError if it does not parse).
+
+    Give the file's bytes: Python decodes them as it would to run them (a PEP 263
+    `# -*- coding: latin-1 -*-` line, a UTF-8 byte-order mark), so old code that runs
+    is scanned, not skipped as "not UTF-8"."""
     tree = ast.parse(source, filename=str(path))
     parents: dict[ast.AST, ast.AST] = {}
     for node in ast.walk(tree):
@@ -232,6 +236,8 @@ def registry_history(registry_path: Path) -> list[tuple[str, str | RegistryError
     A commit that deleted the file yields an empty text, i.e. every id removed. A
     version that is not UTF-8 comes as the error naming it (`history_findings` skips
     it, as it does any version that does not parse; a traceback ended lint before).
+    The file is followed across renames (`git log --follow`): a move must not start
+    its history afresh, without the tombstones the commit that moved it dropped.
     """
     directory = registry_path.resolve().parent
     top = _git(directory, "rev-parse", "--show-toplevel")
@@ -239,18 +245,35 @@ def registry_history(registry_path: Path) -> list[tuple[str, str | RegistryError
         raise RegistryError(f"{registry_path}: not inside a git repository: {_said(top.stderr)}")
     root = Path(os.fsdecode(top.stdout.strip()))
     rel = registry_path.resolve().relative_to(root).as_posix()
-    log = _git(root, "log", "--format=%H %ad %an", "--date=short", "--", rel)
+    log = _git(
+        root,
+        "-c",
+        "core.quotePath=false",
+        "log",
+        "--follow",
+        "--name-only",
+        "--format=%x00%H %ad %an",
+        "--date=short",
+        "--",
+        rel,
+    )
     if log.returncode != 0:
         raise RegistryError(f"{registry_path}: git log failed: {_said(log.stderr)}")
     versions: list[tuple[str, str | RegistryError]] = []
-    for entry in reversed(_said(log.stdout).splitlines()):
-        sha, _, rest = entry.partition(" ")
-        label = f"commit {sha[:10]} ({rest})"
-        shown = _git(root, "show", f"{sha}:{rel}")
+    for entry in reversed(log.stdout.split(b"\0")):
+        lines = [line for line in entry.splitlines() if line.strip()]
+        if not lines:
+            continue
+        sha, _, rest = _said(lines[0]).partition(" ")
+        # the file's path in that commit (another before a rename); git quotes odd names
+        named = os.fsdecode(lines[-1]) if len(lines) > 1 else rel
+        named = rel if named.startswith('"') else named
+        label = f"commit {sha[:10]} ({rest})" + (f" as {named}" if named != rel else "")
+        shown = _git(root, "show", f"{sha}:{named}")
         text: str | RegistryError = "version: 1\nflags: []\n"
         if shown.returncode == 0:
             try:
-                text = decode_utf8(shown.stdout, rel)
+                text = decode_utf8(shown.stdout, named)
             except InputFileError as exc:
                 text = RegistryError(str(exc))
         versions.append((label, text))
@@ -335,7 +358,7 @@ def run_lint(
     refs: list[CodeReference] = []
     for path in files:
         try:
-            source = read_text(path, "source", SOURCE_MAX_BYTES, allow_empty=True)
+            source = read_bytes(path, "source", SOURCE_MAX_BYTES, allow_empty=True)
             refs += find_references(path, source, namespaces, known_ids, config)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             findings.append(

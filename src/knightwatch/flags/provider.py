@@ -8,11 +8,21 @@ and in `flag_metadata`. It does not use an `error_code` for those cases on
 purpose: the OpenFeature client replaces the value with the caller's default
 when an error code is set, and the caller's default is not the registry's safe
 default. Only an id the registry has never heard of (there is no safe default
-to give) is reported as `FLAG_NOT_FOUND`.
+to give) is reported as `FLAG_NOT_FOUND`; a registry id spelled another way
+(case, Unicode form, whitespace: one id to the registry) is that flag, refused
+with its safe default (`id_spelled_otherwise`).
+
+For the same reason an evaluation of a registry flag never raises: the client
+answers an exception with the caller's default too. A state reader or fleet
+view that fails in any way, or a state that is not this flag's or holds no
+boolean, is `state_unavailable` / `node_not_admitted` with the safe default;
+a confirmation that cannot be sent is logged and sent again on the next
+evaluation, and the value stands.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -23,6 +33,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
+from knightwatch.errors import quoted
 from knightwatch.flags.definition import FlagDefinition
 from knightwatch.flags.fleet import FleetView, member_of
 from knightwatch.flags.registry import FlagRegistry
@@ -30,6 +41,7 @@ from knightwatch.flags.state import FlagStateReader, StateUnavailable
 
 PROVIDER_NAME = "knightwatch-flags"
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 class FailClosed(StrEnum):
@@ -41,6 +53,8 @@ class FailClosed(StrEnum):
     LOCAL_SCHEMA_MISMATCH = "local_schema_mismatch"
     RELEASE_SCHEMA_MISMATCH = "release_schema_mismatch"
     STATE_UNAVAILABLE = "state_unavailable"
+    ID_SPELLED_OTHERWISE = "id_spelled_otherwise"
+    """The key is a registry id in another case, Unicode form or with whitespace."""
 
 
 class KnightwatchProvider(AbstractProvider):
@@ -77,6 +91,12 @@ class KnightwatchProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
         flag = self._registry.get(flag_key)
+        if flag is None and (same := self._registry.same_id(flag_key)) is not None:
+            # `Trading.smars.power_peg`: a registry id spelled another way is that flag,
+            # not an unknown one the caller's default (perhaps on) would answer for
+            return self._fail_closed(
+                same, FailClosed.ID_SPELLED_OTHERWISE, f"{quoted(flag_key)} spells {same.id!r}"
+            )
         if flag is None:
             return FlagResolutionDetails(
                 default_value,
@@ -84,14 +104,26 @@ class KnightwatchProvider(AbstractProvider):
                 error_message=f"{flag_key!r} is not in the flag registry",
                 reason=Reason.ERROR,
             )
-        refusal = self._refusal(flag)
+        try:
+            refusal = self._refusal(flag)
+        except Exception as exc:  # the client would answer with the caller's default
+            return self._fail_closed(flag, FailClosed.NODE_NOT_ADMITTED, _failure(exc))
         if refusal is not None:
             return self._fail_closed(flag, refusal)
         try:
             state = self._store.get(flag.id)
+            value = state.value_for(self._node) if state is not None else None
         except StateUnavailable as exc:
             return self._fail_closed(flag, FailClosed.STATE_UNAVAILABLE, str(exc))
-        value = state.value_for(self._node) if state else None
+        except Exception as exc:  # the client would answer with the caller's default
+            return self._fail_closed(flag, FailClosed.STATE_UNAVAILABLE, _failure(exc))
+        if state is not None and (state.flag_id != flag.id or not isinstance(value, bool | None)):
+            return self._fail_closed(
+                flag,
+                FailClosed.STATE_UNAVAILABLE,
+                f"the state read for {flag.id!r} is not its boolean state "
+                f"(flag {quoted(state.flag_id)}, value {quoted(value)})",
+            )
         metadata: dict[str, bool | int | float | str] = {
             "definition_hash": flag.meaning_hash,
             "node": self._node,
@@ -147,7 +179,19 @@ class KnightwatchProvider(AbstractProvider):
             if self._confirmed.get(flag_id) == revision:
                 return
             self._confirmed[flag_id] = revision
-        self._store.confirm_applied(flag_id, self._node, revision)
+        try:
+            self._store.confirm_applied(flag_id, self._node, revision)
+        except Exception as exc:  # the value stands; the confirmation is sent again next time
+            with self._lock:
+                if self._confirmed.get(flag_id) == revision:
+                    del self._confirmed[flag_id]
+            log.warning(
+                "node %s: flag %s r%d not confirmed: %s",
+                self._node,
+                flag_id,
+                revision,
+                _failure(exc),
+            )
 
     def resolve_string_details(
         self,
@@ -180,6 +224,10 @@ class KnightwatchProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
         return _type_mismatch(flag_key, default_value)
+
+
+def _failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {quoted(str(exc))}"
 
 
 def _variant(value: bool) -> str:

@@ -273,6 +273,7 @@ class FlagRegistry:
             raise RegistryError("; ".join(f.render() for f in errors))
         self._doc = doc
         self._by_id = {flag.id: flag for flag in doc.flags}
+        self._by_identity = {id_identity(flag.id): flag for flag in doc.flags}
 
     @classmethod
     def load(cls, path: Path) -> FlagRegistry:
@@ -293,6 +294,11 @@ class FlagRegistry:
 
     def get(self, flag_id: str) -> FlagDefinition | None:
         return self._by_id.get(flag_id)
+
+    def same_id(self, flag_id: str) -> FlagDefinition | None:
+        """The flag whose id `flag_id` spells another way (case, Unicode form, whitespace:
+        `id_identity`), if any; ids are unique by that identity, so there is at most one."""
+        return self._by_identity.get(id_identity(flag_id))
 
     def flags(self) -> Sequence[FlagDefinition]:
         return self._doc.flags

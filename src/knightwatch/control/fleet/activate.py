@@ -8,25 +8,38 @@ confirm the new revision. Turning a flag to its safe default is the stop
 direction: one person, never an approval. The change is signed by `signer`
 (with the approval it was decided on), since every node verifies it before
 applying it.
+
+A second person's approval is of one change: one that a committed change of the
+flag already carried is refused (`approval_used`). Otherwise, within the
+approval's hour, the requester alone could switch the flag back on after
+someone stopped it, with the approval of the first switch-on.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from knightwatch.clock import Clock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.freeze import describe, kill_in_force
-from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.node.flags import changes_of
+from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.flags.activation import (
+    ActivationCode,
     ActivationGate,
     ActivationPolicy,
     ActivationRequest,
     ActivationResult,
 )
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.trust.flagproof import FlagSealer
+from knightwatch.inputs import UNDECODABLE
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.trust.approval import decode_approval_file
+from knightwatch.trust.flagproof import FlagProof, FlagSealer
 from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore
 
 
@@ -43,6 +56,9 @@ async def activate(
 ) -> tuple[ActivationResult, dict[str, float], list[str]]:
     """The gate's verdict and, if it was applied, each node's confirmation latency (ms)
     and the nodes that did not confirm within `timeout_s`."""
+    used = await _approval_used(plane, registry, request)
+    if used:
+        return ActivationResult(False, ActivationCode.APPROVAL_USED, used), {}, []
     view = await fleet_snapshot(plane, clock)
     kill = await kill_in_force(plane, trust)
     frozen = describe(kill) if kill is not None else None
@@ -59,3 +75,30 @@ async def activate(
         request.flag_id, result.state.revision, result.change.nodes, t0, timeout_s
     )
     return result, latencies, missing
+
+
+async def _approval_used(
+    plane: ControlPlane, registry: FlagRegistry, request: ActivationRequest
+) -> str:
+    """Why the request's approval approves nothing now ("" if it is unused): a committed
+    change of the flag (`change.<id>.<rev>`, its proof) already carried it."""
+    flag = registry.get(request.flag_id)
+    if not request.approval or flag is None or request.value == flag.safe_default:
+        return ""
+    try:  # the CLI decoded it already; one that does not decode is refused by every node
+        payload = decode_approval_file(request.approval.encode(), "approval").payload_bytes()
+    except (ReleaseInputError, TrustError):
+        return ""
+    for change in changes_of(flag.id, await plane.records(Bucket.FLAGS)):
+        try:
+            earlier = msgspec.json.decode(change.proof, type=FlagProof).approval
+            if earlier is None or earlier.payload_bytes() != payload:
+                continue
+        except (*UNDECODABLE, ReleaseInputError):
+            continue
+        return (
+            f"{flag.id}: this approval was used already, by revision {change.revision} "
+            f"({'on' if change.value else 'off'} by {change.actor}, approver "
+            f"{change.approver or '-'}); an approval is of one change: ask for a new one"
+        )
+    return ""
