@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import logging
@@ -43,7 +44,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from knightwatch.control.plane.authz import inbox_prefix
@@ -89,6 +90,14 @@ STATE_BUCKET = "kw_state"
 MEMBERS_BUCKET = "kw_members"
 AUDIT_STREAM = "KW_AUDIT"
 METRICS_STREAM = "KW_METRICS"
+AUDIT_MAX_BYTES = 384 << 20
+"""The audit stream's share of the server's file store (1 GB for `knightwatch up`), the
+oldest messages dropped beyond it. Every node ships every decision there (a busy fleet
+fills a gigabyte in hours), and one node's key can publish megabyte messages on its own
+subject: unbounded, it filled the store, and then JetStream refused every write, the
+kill state's included. The nodes' own flight recorders stay the record of truth."""
+METRICS_MAX_BYTES = 64 << 20
+"""The metrics stream's share, on top of its hour of age (a node's flood, as above)."""
 SUBJECT_STATE = "kw.state"
 SUBJECT_REPUBLISH = "kw.repub.state"
 SUBJECT_CONFIRM = "kw.confirm"
@@ -399,6 +408,8 @@ class NatsControlPlane:
                 num_replicas=self.replicas,
                 storage=StorageType.FILE,
                 duplicate_window=120,
+                max_bytes=AUDIT_MAX_BYTES,
+                discard=DiscardPolicy.OLD,
             ),
             StreamConfig(
                 name=METRICS_STREAM,
@@ -406,10 +417,18 @@ class NatsControlPlane:
                 num_replicas=self.replicas,
                 storage=StorageType.FILE,
                 max_age=3600,
+                max_bytes=METRICS_MAX_BYTES,
+                discard=DiscardPolicy.OLD,
             ),
         ):
             try:
-                await js.stream_info(str(config.name))
+                info = await js.stream_info(str(config.name))
+                if self.provision and info.config.max_bytes != config.max_bytes:
+                    # a stream provisioned by an earlier version had no bound: given it now
+                    bounded = dataclasses.replace(
+                        info.config, max_bytes=config.max_bytes, discard=DiscardPolicy.OLD
+                    )
+                    await js.update_stream(bounded)
             except nats.js.errors.NotFoundError:
                 if not self.provision:
                     raise ControlPlaneUnavailable(
