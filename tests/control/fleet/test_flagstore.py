@@ -257,3 +257,45 @@ async def test_a_node_evaluates_the_safe_default_when_its_state_record_turns_unr
         for plane in planes:
             await plane.close()
         site.stop()
+
+
+async def test_a_confirmation_asked_for_off_the_nodes_loop_reaches_the_store(
+    tmp_path: Path,
+) -> None:
+    """An OpenFeature evaluation runs on the application's own thread: a lost confirmation
+    it asks to resend was lost again (`get_running_loop` raised there). It is handed to the
+    node's loop and stored."""
+    site = Site(tmp_path / "site", ("n1",), approvals=ApprovalPolicy(flag=SecondApprover.NEVER))
+    await site.astart()
+    clock = SystemClock()
+    planes = [await site.connect(name) for name in ("n1", "admission", "alice")]
+    n1, admission, alice = planes
+    guard = Guard(Limits(lease_timeout_s=0.75), node="n1", clock=clock)
+    runtime = NodeRuntime(guard, n1, clock=clock, trust=site.store(), signer=site.signer("n1"))
+    flags = NodeFlags(runtime)
+    try:
+        await admitted_member(site, n1, admission)
+        await flags.start()
+        on = ActivationRequest(FLAG, True, "alice", "launch", "t", nodes=("n1",))
+        result, _, missing = await activate(
+            alice, site.store(), REGISTRY, NEVER, on, clock, 10.0, signer=site.signer("alice")
+        )
+        assert result.accepted and missing == [], result.detail
+        assert result.state is not None
+        await n1.put_record(Bucket.FLAGS, applied_key(FLAG, "n1"), b"lost")  # as if never sent
+        flags._confirmed.clear()
+        await asyncio.to_thread(flags.confirm_applied, FLAG, "n1", result.state.revision)
+
+        async def stored() -> bool:
+            value, _ = await alice.get_record(Bucket.FLAGS, applied_key(FLAG, "n1"))
+            return value is not None and value != b"lost"
+
+        for _ in range(100):
+            if await stored():
+                break
+            await asyncio.sleep(0.05)
+        assert await stored()
+    finally:
+        for plane in planes:
+            await plane.close()
+        site.stop()

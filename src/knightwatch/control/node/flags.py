@@ -156,6 +156,8 @@ class NodeFlags:
         self._states: dict[str, FlagState] = {}
         self._confirmed: dict[str, int] = {}
         self._synced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The node's loop (`start`): confirmations asked for off it are handed to it."""
         self._latest: dict[str, FlagState] = {}
         """The newest stored revision of each flag, verified or not (re-judged when this
         node's admitted flag schema changes)."""
@@ -169,6 +171,7 @@ class NodeFlags:
         self.last_refusal = ""
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.plane.on_connection(self._on_connection)
         await self.plane.subscribe_records(Bucket.FLAGS, self._on_record)
         await self._resync()
@@ -400,9 +403,24 @@ class NodeFlags:
 
     def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
         """Revisions are confirmed when they arrive; only a lost confirmation is resent here."""
-        if node == self.node and self._confirmed.get(flag_id, 0) < revision:
-            task = asyncio.get_running_loop().create_task(self._confirm(flag_id, revision))
-            self.runtime.track(task)
+        if node != self.node or self._confirmed.get(flag_id, 0) >= revision:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop or running
+        if loop is None:
+            return  # neither started nor on a loop: its start confirms what it applies
+        if running is loop:
+            self.runtime.track(loop.create_task(self._confirm(flag_id, revision)))
+        else:
+            # asked from the application's own thread (an OpenFeature evaluation off the
+            # node's loop): before, `get_running_loop` raised there and the confirmation
+            # was lost; it is handed to the node's loop instead
+            loop.call_soon_threadsafe(
+                lambda: self.runtime.track(loop.create_task(self._confirm(flag_id, revision)))
+            )
 
     # --- FleetView --------------------------------------------------------------
     def members(self) -> Sequence[FleetMember]:
