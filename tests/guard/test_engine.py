@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from knightwatch.clock import SimClock
 from knightwatch.decision import RejectReason
-from knightwatch.guard import Guard
+from knightwatch.guard import Guard, ledger
 from knightwatch.limits import Limits, Override
 from knightwatch.order import Fill, InvalidOrder, Order, Side
 from knightwatch.state import Scope, TradingState
@@ -797,15 +797,108 @@ def test_children_filling_out_of_order_are_booked_as_they_were_checked(
     g.on_fill(Fill("a", "IBM", Side.BUY, 40, 100.0))
     assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 100)
     assert g.customer_exposure("acme")[0] == pytest.approx(10_000.0)
-    # taken back the firm's first, then the customer's; a correction keeps the split
+    # a bust or a correction is taken back in the capacity its execution was booked in
     g.on_bust(Fill("a", "IBM", Side.BUY, 40, 100.0), parent_id="P")
-    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 60)
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (60, 100)
     g.on_correct(
         Fill("b", "IBM", Side.BUY, 100, 100.0),
         Fill("b", "IBM", Side.BUY, 120, 100.0),
         parent_id="P",
     )
-    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 80)
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (60, 120)
+    assert g.halts() == {}
+
+
+def test_a_bust_of_a_customers_child_is_not_taken_from_the_firms_sibling(
+    rig: Callable[..., Rig],
+) -> None:
+    """A bust took the firm's share of the parent back first, counted across all the
+    parent's children: busting the customer's child left the customer holding its fill
+    and the firm's book empty, so the firm's limits were looser than its position."""
+    r = rig(max_parent_qty_multiple=2.0, max_position_qty=60)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    assert g.check(r.order(qty=100, id="c1", parent_id="P"))  # within the parent: customer's
+    assert g.check(r.order(qty=50, id="c2", parent_id="P"))  # beyond it: the firm's
+    f1 = Fill("c1", "IBM", Side.BUY, 100, 100.0)
+    g.on_fill(f1)
+    g.on_fill(Fill("c2", "IBM", Side.BUY, 50, 100.0))
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 50)
+    g.on_bust(f1, parent_id="P")  # c1 finished: its parent named, as the gateway does
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, 50)
+    assert g.customer_exposure("acme")[0] == 0.0
+    assert r.send(qty=20).reason is R.MAX_POSITION  # the firm holds 50 of its 60
+    assert g.halts() == {}
+
+
+def test_a_correction_of_a_customers_child_keeps_the_firms_sibling(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=100, id="c1", parent_id="P"))
+    g.check(r.order(qty=50, id="c2", parent_id="P"))
+    f1 = Fill("c1", "IBM", Side.BUY, 100, 100.0)
+    g.on_fill(f1)
+    g.on_fill(Fill("c2", "IBM", Side.BUY, 50, 100.0))
+    g.on_correct(f1, Fill("c1", "IBM", Side.BUY, 70, 100.0))  # parent not named: remembered
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (70, 50)
+    g.on_bust(Fill("c2", "IBM", Side.BUY, 50, 100.0))
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (70, 0)
+    g.on_bust(Fill("c1", "IBM", Side.BUY, 70, 100.0))
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, 0)
+    assert g.halts() == {}
+
+
+def test_a_straddling_childs_bust_is_taken_back_as_its_execution_was_booked(
+    rig: Callable[..., Rig],
+) -> None:
+    """One child across its parent's quantity: its first executions the customer's, the
+    rest the firm's. The execution busted (by quantity and price) says which."""
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=150, id="a", parent_id="P"))
+    fills = [Fill("a", "IBM", Side.BUY, q, p) for q, p in ((60, 100.0), (60, 101.0), (30, 99.0))]
+    for f in fills:
+        g.on_fill(f)
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 50)
+    g.on_bust(fills[0])  # the customer's 60
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (40, 50)
+    g.on_bust(fills[1])  # 40 the customer's, 20 the firm's
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (0, 30)
+    assert g.halts() == {}
+
+
+def test_a_bust_whose_capacity_cannot_be_told_halts_the_node(rig: Callable[..., Rig]) -> None:
+    """An execution the Guard cannot place (none of the order's matches it, and the order
+    filled both capacities) is taken back as the firm's first, and the node halts: a
+    wrong guess understates one capacity's exposure, whichever it is."""
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=150, id="a", parent_id="P"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 150, 100.0))  # 100 the customer's, 50 the firm's
+    g.on_bust(Fill("a", "IBM", Side.BUY, 60, 100.0))  # no such execution
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (90, 0)
+    (halt,) = g.halts().values()
+    assert halt.code is R.FILL_MISMATCH and "cannot be told" in halt.reason
+    assert r.send().reason is R.FILL_MISMATCH
+
+
+def test_a_bust_a_finished_order_cannot_have_halts_the_node(rig: Callable[..., Rig]) -> None:
+    """A finished child's fills are remembered: a bust of another side, or of more than it
+    filled, disagrees with them and halts, as it does for a working order."""
+    r = rig()
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=100, id="a", parent_id="P"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 100, 100.0))
+    assert g.remaining("a") is None
+    g.on_bust(Fill("a", "IBM", Side.SELL, 100, 100.0), parent_id="P")
+    (halt,) = g.halts().values()
+    assert halt.code is R.FILL_MISMATCH and "which filled 100 buy IBM" in halt.reason
 
 
 # --- parent side ---------------------------------------------------------------------------
@@ -849,3 +942,97 @@ def test_register_parent_rejects_a_side_that_is_not_a_side(rig: Callable[..., Ri
             r.guard.register_parent("P", 10, side=bad)
         assert "\n" not in str(e.value)
     r.guard.register_parent("P", 10, side=Side.SELL)  # nothing half-registered before
+
+
+def test_a_late_fills_bust_is_taken_back_as_the_firms_it_was_booked(
+    rig: Callable[..., Rig],
+) -> None:
+    """A fill for a child that had finished is booked as the firm's (and halts); its bust
+    took the customer's fill back instead (the parent had nothing of the firm's), leaving
+    the customer's fill on the firm's book and the customer's account empty."""
+    r = rig()
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=100, id="a", parent_id="P"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 100, 100.0))
+    late = Fill("a", "IBM", Side.BUY, 100, 101.0)
+    g.on_fill(late)  # a duplicate: the venue's truth, the firm's, halted
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 100)
+    g.on_bust(late, parent_id="P")
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 0)
+    (halt,) = g.halts().values()
+    assert "complete (a duplicate or late fill)" in halt.reason
+
+
+def test_a_bust_of_another_side_is_not_taken_from_the_customer(rig: Callable[..., Rig]) -> None:
+    """A bust naming a customer's child with the other side cannot be one of its fills: it
+    is taken back as the firm's (and halts), not added to the customer's position."""
+    r = rig()
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=100, id="a", parent_id="P"))
+    g.on_fill(Fill("a", "IBM", Side.BUY, 60, 100.0))
+    g.on_bust(Fill("a", "IBM", Side.SELL, 60, 100.0))
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (60, 60)
+    assert g.halts()
+
+
+def test_finished_children_are_remembered_in_a_bounded_window(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a bust needs of a finished child is kept for the last `BOOKED_WINDOW` children
+    to fill (at most twice that); a bust of one forgotten is taken back by its parent's
+    totals, the firm's first, and halts the node when the customer's was possible too."""
+    monkeypatch.setattr(ledger, "BOOKED_WINDOW", 4)
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    for i in range(20):  # 100 of the customer's, then 100 of the firm's
+        g.check(r.order(qty=10, id=f"c{i}", parent_id="P"))
+        g.on_fill(Fill(f"c{i}", "IBM", Side.BUY, 10, 100.0))
+    led = g._ledger
+    assert len(led.booked) + len(led.booked_old) <= 8
+    g.on_bust(Fill("c19", "IBM", Side.BUY, 10, 100.0))  # remembered: the firm's
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 90)
+    assert g.halts() == {}
+    g.on_bust(Fill("c0", "IBM", Side.BUY, 10, 100.0), parent_id="P")  # forgotten
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 80)
+    (halt,) = g.halts().values()
+    assert halt.code is R.FILL_MISMATCH and "no longer known" in halt.reason
+
+
+def test_a_match_among_a_straddling_childs_first_executions_is_not_proof(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child remembers its first `EXECS_KEPT` executions only: busting a later one, of
+    the firm's, that looks like a remembered one of the customer's (same quantity and
+    price) must not be taken back as the customer's silently."""
+    monkeypatch.setattr(ledger, "EXECS_KEPT", 2)
+    r = rig(max_parent_qty_multiple=2.0)
+    g = r.guard
+    g.register_parent("P", 100, account="acme")
+    g.check(r.order(qty=150, id="a", parent_id="P"))
+    for _ in range(3):  # 50 and 50 the customer's, remembered; 50 the firm's, not
+        g.on_fill(Fill("a", "IBM", Side.BUY, 50, 100.0))
+    g.on_bust(Fill("a", "IBM", Side.BUY, 50, 100.0))
+    assert (g.customer_position("acme", "IBM"), g.position("IBM")) == (100, 0)
+    (halt,) = g.halts().values()
+    assert halt.code is R.FILL_MISMATCH and "cannot be told" in halt.reason
+
+
+@pytest.mark.parametrize("parent_id", [["P"], {"P": 1}, 7])
+def test_a_bust_or_correction_naming_a_parent_that_is_no_string_is_refused(
+    rig: Callable[..., Rig], parent_id: object
+) -> None:
+    """A parent id that is no string raised TypeError (unhashable) from deep in the Guard,
+    or was looked up as given; it is refused with a ValueError naming it, changing nothing."""
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    f = Fill("a", "IBM", Side.BUY, 10, 100.0)
+    g.on_fill(f)
+    with pytest.raises(ValueError, match=r"on_bust: parent_id must be a string"):
+        g.on_bust(f, parent_id=parent_id)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"on_correct: parent_id must be a string"):
+        g.on_correct(f, Fill("a", "IBM", Side.BUY, 5, 100.0), parent_id=parent_id)  # type: ignore[arg-type]
+    assert g.position("IBM") == 10 and g.filled("a") == 10 and g.halts() == {}

@@ -11,6 +11,7 @@ firm's limits bind the principal figures, each account's limits its own.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -421,3 +422,93 @@ def test_a_refused_order_leaves_no_state_behind(
         for acct in ("c1", "c2"):
             assert a.customer_exposure(acct) == b.customer_exposure(acct)
     assert _kept(a) == _kept(b)
+
+
+# an order: (parent index into PARENTS or None, symbol, side, qty); a fill: (order index,
+# fraction of what it has left, price index); a correction: (fill index, fraction of it)
+book_events = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("order"),
+            st.sampled_from((*PARENTS, None)),
+            st.sampled_from(SYMS),
+            st.sampled_from((Side.BUY, Side.SELL)),
+            st.integers(1, 500),
+        ),
+        st.tuples(st.just("fill"), st.integers(0, 99), st.floats(0.0, 1.0), st.integers(0, 2)),
+        st.tuples(st.just("correct"), st.integers(0, 99), st.floats(0.0, 1.0)),
+    ),
+    max_size=60,
+)
+
+
+def _books(g: Guard) -> tuple[object, ...]:
+    """Every position, the firm's and each customer's, and the parents' fill counts."""
+    accts = sorted({a for _, a in PARENTS.values()})
+    led = g._ledger
+    return (
+        [g.position(y) for y in SYMS],
+        [[g.customer_position(a, y) for y in SYMS] for a in accts],
+        [(p.filled, p.cust_filled) for p in led.parents.values()],
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book_events, st.randoms(use_true_random=False), st.booleans())
+# one child across its parent's quantity, two equal executions of it booked in different
+# capacities: either bust first, both busted returns every book
+@example(
+    [
+        ("order", "P1", "A", Side.BUY, 400),
+        ("fill", 0, 0.75, 0),
+        ("fill", 0, 0.0, 0),
+    ],
+    random.Random(0),
+    False,
+)
+def test_busting_every_fill_returns_every_book_to_where_it_started(
+    evs: list[tuple[object, ...]], rnd: random.Random, name_parent: bool
+) -> None:
+    """Children of parents within and beyond them, orders without one, fills, and
+    corrections of fills, then every fill busted in any order (parent named or not):
+    every position, the firm's and each customer's, and every parent's fill counts are
+    exactly where they started. Before, a bust took the firm's part of the parent back
+    first across all its children, so a customer's child's bust emptied the firm's book."""
+    g = Guard(Limits.off(max_parent_qty_multiple=2.0), node="n1", clock=SimClock(10 * S))
+    g.arm()
+    for y in SYMS:
+        g.on_price(y, 50.0)
+    for pid, (pqty, acct) in PARENTS.items():
+        g.register_parent(pid, pqty, account=acct)
+    # a starting book the busts must not touch: the firm's and a customer's
+    assert g.check(Order("base", "s1", "A", Side.SELL, 70, 50.0, None))
+    assert g.check(Order("cbase", "s1", "B", Side.BUY, 90, 50.0, "P0"))
+    g.on_fill(Fill("base", "A", Side.SELL, 70, 50.0))
+    g.on_fill(Fill("cbase", "B", Side.BUY, 60, 50.0))
+    start = _books(g)
+    orders: list[tuple[str, str, Side, str | None]] = []
+    fills: list[tuple[Fill, str | None]] = []
+    for n, ev in enumerate(evs):
+        if ev[0] == "order":
+            _, pid, sym, side, qty = ev
+            o = Order(f"o{n}", "s1", sym, side, qty, 50.0, pid)  # type: ignore[arg-type]
+            if g.check(o).accepted:
+                orders.append((o.id, o.symbol, o.side, o.parent_id))
+        elif ev[0] == "fill" and orders:
+            oid, sym, side, pid = orders[ev[1] % len(orders)]  # type: ignore[operator]
+            rem = g.remaining(oid)
+            if rem:
+                q = max(1, int(rem * ev[2]))  # type: ignore[operator]
+                f = Fill(oid, sym, side, q, (49.0, 50.0, 51.0)[ev[3]])  # type: ignore[index]
+                g.on_fill(f)
+                fills.append((f, pid))
+        elif ev[0] == "correct" and fills:
+            i = ev[1] % len(fills)  # type: ignore[operator]
+            old, pid = fills[i]
+            new = Fill(old.order_id, old.symbol, old.side, max(1, int(old.qty * ev[2])), 50.5)  # type: ignore[operator]
+            g.on_correct(old, new, parent_id=pid if name_parent else None)
+            fills[i] = (new, pid)
+    rnd.shuffle(fills)
+    for f, pid in fills:
+        g.on_bust(f, parent_id=pid if name_parent else None)
+    assert _books(g) == start

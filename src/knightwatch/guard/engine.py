@@ -827,20 +827,30 @@ class Guard:
     def on_bust(self, fill: Fill, *, parent_id: str | None = None) -> None:
         """The venue cancelled an execution (trade bust): the Guard takes it back.
 
-        Position returns exactly, by the capacity it was booked in: the customer's
-        within the order's registered parent, the firm's beyond it or without one.
-        The parent is the working order's, or `parent_id` for an order no longer
-        working (the Guard keeps no finished orders; without it, the bust is taken
-        back as the firm's own). Realized P&L moves by the reversal at the busted
-        price against the average cost. The order's working quantity and its parent's
-        commitment are not given back (a bust does not reopen the order at the venue;
-        if it does, the venue restates the leaves).
+        Position returns exactly, in the capacity the execution was booked in: the
+        customer's part of it (within the order's registered parent) off the customer's
+        account, the rest off the firm's. A child of a registered parent is remembered
+        for a while after it ends (`ledger.BOOKED_WINDOW`) with its executions, so the
+        one busted (same order, quantity and price) is taken back as it was booked;
+        an order without a parent was the firm's. For an order no longer remembered,
+        `parent_id` names its parent (without it, the bust is taken back as the firm's
+        own). Where the Guard cannot tell the capacity (both were possible: a child
+        straddling its parent's quantity, an order no longer remembered), the firm's
+        part is taken back first and the node halts with `fill_mismatch` until a person
+        reconciles: a wrong guess understates one capacity's exposure, whichever it
+        is, so neither guess is safe. So does a bust the order cannot have (more than
+        it filled, another side or symbol). Realized P&L moves by the reversal at the
+        busted price against the average cost. The order's working quantity and its
+        parent's commitment are not given back (a bust does not reopen the order at the
+        venue; if it does, the venue restates the leaves).
         """
         if type(fill) is not Fill:
             raise ValueError(f"on_bust: expected a Fill (got {type(fill).__name__})")
+        if parent_id is not None:
+            _id_arg("on_bust", "parent_id", parent_id)
         if self._unappliable("bust", fill):
             return
-        w = self._ledger.working.get(fill.order_id)
+        w = self._ledger.order(fill.order_id)
         mismatch = ""
         if w is not None and (
             fill.qty > w.filled or fill.side is not w.side or fill.symbol != w.symbol
@@ -851,7 +861,13 @@ class Guard:
                 f"bust of {fill.qty} {fill.side.value} {fill.symbol} for order "
                 f"{quoted(fill.order_id)}, which filled {w.filled} {w.side.value} {w.symbol}"
             )
-        principal, _ = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
+        principal, _, guess = self._ledger.unfill(fill, self._parent_of(fill.order_id, parent_id))
+        if guess:
+            mismatch = (mismatch + "; " if mismatch else "") + (
+                f"bust of {fill.qty} {fill.side.value} {fill.symbol} for order "
+                f"{quoted(fill.order_id)} cannot be told the customer's or the firm's "
+                f"({guess}): taken back as the firm's first"
+            )
         self._recorder.record_event(
             "bust",
             self._ctx,
@@ -891,9 +907,10 @@ class Guard:
         return True
 
     def _parent_of(self, order_id: str, parent_id: str | None) -> Parent | None:
-        """The registered parent an execution of `order_id` was booked against."""
+        """The registered parent an execution of `order_id` was booked against: the order's
+        own while the Guard knows it (working, or remembered), else `parent_id`'s."""
         led = self._ledger
-        w = led.working.get(order_id)
+        w = led.order(order_id)
         if w is not None:
             return w.parent
         return None if parent_id is None else led.parents.get(parent_id)
@@ -905,10 +922,14 @@ class Guard:
         Only the position side changes; the order's working quantity follows the
         venue's restatement, if any, through `on_restate`. A correction that leaves a
         working order filled beyond its quantity is applied as the venue's truth and
-        halts the node with `fill_mismatch`, as an overfilling fill does.
+        halts the node with `fill_mismatch`, as an overfilling fill does; so does one
+        whose old execution's capacity cannot be told (as in `on_bust`). A `parent_id`
+        that is no string raises ValueError, changing nothing.
         """
         if type(old) is not Fill or type(new) is not Fill:
             raise ValueError("on_correct: old and new must be Fill")
+        if parent_id is not None:
+            _id_arg("on_correct", "parent_id", parent_id)
         if self._unappliable("correct", old) or self._unappliable("correct", new):
             return
         if (old.order_id, old.symbol, old.side) != (new.order_id, new.symbol, new.side):
@@ -919,14 +940,19 @@ class Guard:
             )
         led = self._ledger
         parent = self._parent_of(new.order_id, parent_id)
-        _, cust = led.unfill(old, parent)
-        led.execute(new, parent, min(cust, new.qty))  # no more of it the customer's than was
-        w = led.working.get(new.order_id)
+        _, cust, guess = led.unfill(old, parent)
+        # no more of it the customer's than was
+        w = led.rebook(new, parent, min(cust, new.qty))
         mismatch = ""
-        if w is not None:
+        if guess:
+            mismatch = (
+                f"correction of order {quoted(new.order_id)} from {old.qty} cannot be told "
+                f"the customer's or the firm's ({guess}): taken back as the firm's first"
+            )
+        if w is not None and new.order_id in led.working:
             w.filled += new.qty
             if w.filled > w.qty:
-                mismatch = (
+                mismatch += ("; " if mismatch else "") + (
                     f"correction of order {quoted(new.order_id)} to {new.qty} makes it filled "
                     f"{w.filled} of {w.qty} (an overfill)"
                 )

@@ -32,6 +32,15 @@ from knightwatch.order import Fill, Side
 
 _BUY = Side.BUY
 
+BOOKED_WINDOW = 20_000
+"""Children of registered parents whose executions the ledger remembers after they end, at
+least (the last `BOOKED_WINDOW` to fill) and at most twice that: two generations of a dict,
+the older dropped whole when the newer fills up (a plain dict write per fill)."""
+EXECS_KEPT = 8
+"""Executions remembered per order (`Working.execs`); beyond them, an order's totals (exact
+for an order all the customer's or all the firm's, the common case)."""
+_NONE: list[int] = []  # `Working.ecust` until its first execution (never appended to)
+
 
 def customer_part(parent: Parent | None, qty: int) -> int:
     """The customer's part of `qty` more for a child of `parent`: what fits in the parent's
@@ -199,7 +208,7 @@ class Parent:
 
     `committed` is filled plus still working (what a new child is checked
     against), `filled` what its children executed and `cust_filled` the part of
-    it booked as the customer's (a bust takes back the rest, the firm's, first),
+    it booked as the customer's (a bust takes back what each execution was booked as),
     `cap` the most the children may total (the parent check). `line` caches the
     customer line of the last symbol its children traded. `side` is the customer's
     side when the registering caller knew it, `opposite` the side none of its children
@@ -243,11 +252,18 @@ class Working:
     `qty` is the order's total (a replace changes it), `filled` what executed of it,
     `remaining` what can still execute (the venue may restate it). `cust` is the
     part of `remaining` that is the customer's (counted on `line`); the rest is
-    the firm's, counted on the symbol book.
+    the firm's, counted on the symbol book. For a child of a registered parent,
+    `cfilled` is the part of `filled` booked as the customer's and `execs` its first
+    `EXECS_KEPT` executions, `ecust` the customer's part of each: what a bust or a
+    correction takes back, in the capacity each was booked in (`Ledger.booked` keeps
+    the order for a while after it ends).
     """
 
     __slots__ = (
+        "cfilled",
         "cust",
+        "ecust",
+        "execs",
         "filled",
         "line",
         "parent",
@@ -286,6 +302,9 @@ class Working:
         self.line = line
         self.replacing: str | None = None
         """The id of a replace of this order the venue has not answered yet."""
+        self.cfilled = 0
+        self.execs: list[Fill] | None = None
+        self.ecust: list[int] = _NONE
 
 
 class Pending:
@@ -316,6 +335,25 @@ class Pending:
         self.cust = cust
 
 
+def _match(w: Working, fill: Fill) -> int:
+    """The index in `w.execs` of the execution `fill` takes back (same quantity and price;
+    of several, the least the customer's: the firm's first), or -1."""
+    at = -1
+    ec = w.ecust
+    for i, f in enumerate(w.execs or ()):
+        if f.qty == fill.qty and f.price == fill.price and (at < 0 or ec[i] < ec[at]):
+            at = i
+    return at
+
+
+def _unsure(w: Working, qty: int) -> bool:
+    """Whether an execution of `qty` of `w` it does not remember (beyond `EXECS_KEPT`, or
+    adopted) could be the one busted and have been booked otherwise: then a match in
+    `w.execs` proves nothing, and the order's totals decide."""
+    mixed = 0 < w.cfilled < w.filled
+    return mixed and w.filled - sum(f.qty for f in w.execs or ()) >= qty
+
+
 class Ledger:
     """Everything the Guard counts: books per symbol, working orders, parents, totals.
 
@@ -328,6 +366,8 @@ class Ledger:
 
     __slots__ = (
         "accounts",
+        "booked",
+        "booked_old",
         "books",
         "cancels",
         "customer_notional",
@@ -352,6 +392,8 @@ class Ledger:
         self.working: dict[str, Working] = {}
         self.pending: dict[str, Pending] = {}
         self.parents: dict[str, Parent] = {}
+        self.booked: dict[str, Working] = {}
+        self.booked_old: dict[str, Working] = {}
         self.accounts: dict[str, CustomerAccount] = {}
         self.executions = 0
         self.customer_notional = 0.0
@@ -463,7 +505,30 @@ class Ledger:
                 # fills first (the parent's fill count would book the firm's child that
                 # fills first as the customer's, and the customer's later as the firm's)
                 cust = wc
-        principal = self.execute(fill, None if w is None else w.parent, cust)
+                # kept for a bust or a correction of it (`remember`, inline: fills are many)
+                w.cfilled += wc
+                ex = w.execs
+                if ex is None:
+                    w.execs = [fill]
+                    w.ecust = [wc]
+                elif len(ex) < EXECS_KEPT:
+                    ex.append(fill)
+                    w.ecust.append(wc)
+                b = self.booked
+                b[fill.order_id] = w
+                if len(b) >= BOOKED_WINDOW:
+                    self.booked_old = b
+                    self.booked = {}
+            parent = w.parent
+        else:
+            # a late or duplicate fill of a finished child (it halts): the firm's, counted
+            # in its parent's fills and kept so, so that its bust is taken back as the firm's
+            rec = self.order(fill.order_id)
+            parent = None if rec is None else rec.parent
+            if rec is not None and parent is not None:
+                rec.filled += fill.qty
+                self.remember(fill, rec, 0)
+        principal = self.execute(fill, parent, cust)
         if wc:
             assert w is not None and w.line is not None
             w.line.refresh()
@@ -475,6 +540,33 @@ class Ledger:
         self.fills += 1
         self.executions += 1
         return w, mismatch, principal
+
+    def remember(self, fill: Fill, w: Working, cust: int) -> None:
+        """Keep the capacity `fill` of `w` (a child of a registered parent) was booked in,
+        for a bust or a correction of it, also after the order ends (`booked`). `fill`
+        does the same inline."""
+        w.cfilled += cust
+        ex = w.execs
+        if ex is None:
+            w.execs = [fill]
+            w.ecust = [cust]
+        elif len(ex) < EXECS_KEPT:
+            ex.append(fill)
+            w.ecust.append(cust)
+        b = self.booked
+        b[fill.order_id] = w
+        if len(b) >= BOOKED_WINDOW:
+            self.booked_old = b
+            self.booked = {}
+
+    def order(self, order_id: str) -> Working | None:
+        """The order `order_id`: working, or a child of a parent that filled lately."""
+        w = self.working.get(order_id)
+        if w is None:
+            w = self.booked.get(order_id)
+            if w is None:
+                w = self.booked_old.get(order_id)
+        return w
 
     def execute(self, fill: Fill, parent: Parent | None, cust: int) -> int:
         """The position side of an execution, by capacity: `cust` of it the customer's of
@@ -506,34 +598,87 @@ class Ledger:
         self.principal_notional += fill.qty * fill.price * book.lot
         self.executions += 1
 
-    def unfill(self, fill: Fill, parent: Parent | None) -> tuple[int, int]:
-        """Take an execution back (a trade bust): the opposite execution at its price, the
-        firm's part of `parent`'s fills first, then the customer's. Returns the principal
-        and the customer's quantity taken back.
+    def unfill(self, fill: Fill, parent: Parent | None) -> tuple[int, int, str]:
+        """Take an execution back (a trade bust): the opposite execution at its price, in the
+        capacity it was booked in. Returns the principal and the customer's quantity taken
+        back, and why that split is a guess ("" when it is not).
 
-        Position and the parent's fill count return exactly; realized P&L moves by
-        the reversal against the average cost (average cost cannot be un-blended).
+        The split is the recorded execution's (`Working.execs`: same order, quantity and
+        price) when the order is known (working, or in `booked`); else what the order's
+        totals (or, for an order no longer known, `parent`'s) leave possible. When both
+        capacities are possible (a child straddling its parent's quantity, or an order
+        the ledger no longer remembers), the firm's part is taken back first: no single
+        guess is safe for both (the capacity taken back wrongly is understated on one
+        side and overstated on the other, for the firm's limits and the customer's
+        alike), so the caller halts until a person reconciles (`Guard.on_bust`).
+        Position and the fill counts return exactly; realized P&L moves by the
+        reversal against the average cost (average cost cannot be un-blended).
         """
         book = self.book(fill.symbol)
         is_buy = fill.side is _BUY
-        w = self.working.get(fill.order_id)
-        if w is not None:
-            w.filled = max(w.filled - fill.qty, 0)  # more than it filled halts (Guard.on_bust)
+        qty = fill.qty
+        w = self.order(fill.order_id)
         cust = 0
+        guess = ""
         if parent is not None:
-            firms = parent.filled - parent.cust_filled
-            cust = min(max(fill.qty - firms, 0), parent.cust_filled)
-            parent.filled = max(parent.filled - fill.qty, 0)
+            rec = w if w is not None and w.parent is parent else None
+            if rec is not None and (fill.side is not rec.side or fill.symbol != rec.symbol):
+                pass  # an execution its order cannot have was never the customer's (it halts)
+            elif rec is not None and (at := _match(rec, fill)) >= 0 and not _unsure(rec, qty):
+                ex, ec = rec.execs, rec.ecust
+                assert ex is not None  # a match was found in it
+                if any(
+                    ec[i] != ec[at] and f.qty == qty and f.price == fill.price
+                    for i, f in enumerate(ex)
+                ):
+                    guess = (
+                        f"order {fill.order_id} has executions of {qty} at {fill.price:g} "
+                        "booked as the customer's and as the firm's"
+                    )
+                del ex[at]
+                cust = ec.pop(at)
+            else:
+                if rec is not None:
+                    had_c, had_f = rec.cfilled, rec.filled - rec.cfilled
+                else:
+                    had_c, had_f = parent.cust_filled, parent.filled - parent.cust_filled
+                cust = min(max(qty - had_f, 0), had_c)  # the firm's first
+                if min(qty, had_c) > cust:
+                    guess = (
+                        f"order {fill.order_id} filled {had_c} of the customer's and "
+                        f"{max(had_f, 0)} of the firm's"
+                        if rec is not None
+                        else f"the order is no longer known here, and its parent filled "
+                        f"{had_c} of the customer's and {max(had_f, 0)} of the firm's"
+                    )
+            cust = min(cust, parent.cust_filled)
+            if rec is not None:
+                rec.cfilled -= cust
+            parent.filled = max(parent.filled - qty, 0)
             parent.cust_filled -= cust
             if cust:
                 line = self.line(parent, fill.symbol)
                 line.pos -= cust if is_buy else -cust
                 line.refresh()
-        principal = fill.qty - cust
+        if w is not None:
+            w.filled = max(w.filled - qty, 0)  # more than it filled halts (Guard.on_bust)
+        principal = qty - cust
         if principal:
             self.realized += book.fill(not is_buy, principal, fill.price)
         self.refresh(book)
-        return principal, cust
+        return principal, cust, guess
+
+    def rebook(self, fill: Fill, parent: Parent | None, cust: int) -> Working | None:
+        """Book a corrected execution (`Guard.on_correct`, after `unfill` of the old one):
+        `cust` of it the customer's. Returns its order, if known (its fill count is the
+        caller's for a working order; a finished one's is kept here)."""
+        self.execute(fill, parent, cust)
+        w = self.order(fill.order_id)
+        if w is not None and parent is not None and w.parent is parent:
+            self.remember(fill, w, cust)
+            if fill.order_id not in self.working:
+                w.filled += fill.qty
+        return w
 
     def reducing(
         self, book: SymbolBook, symbol: str, side: Side, qty: int, parent_id: object
