@@ -31,3 +31,55 @@ def test_demo_refuses_an_unwritable_report_dir(tmp_path: Path) -> None:
     assert out.exit_code == 2
     assert "not a writable directory" in out.output
     assert "Traceback" not in out.output
+
+
+def test_demo_refuses_an_empty_report_dir_rather_than_writing_where_it_runs(
+    tmp_path: Path,
+) -> None:
+    """`--report "$DIR"` with DIR unset arrives as "": read as `.`, the reports went into
+    whatever directory the demo was started in."""
+    args = ["demo", "--report", "", "--json", str(tmp_path / "no-such-dir" / "figures.json")]
+    out = CliRunner().invoke(app, args, env=WIDE)
+    assert out.exit_code == 2
+    assert "--report" in out.output and "empty path" in out.output, out.output
+    assert not (Path.cwd() / ".write-test").exists()
+
+
+def test_demo_refusals_are_one_line_naming_the_option_and_the_rule(tmp_path: Path) -> None:
+    """At the default 80 columns, with a long path, a file given for the report directory
+    and a directory given for the figures: one line each, never wrapped."""
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    blocker = deep / "file"
+    blocker.write_text("not a directory")
+    cases = [
+        (
+            ["--report", str(blocker)],
+            f"--report {blocker}: is a file; --report must name a directory",
+        ),
+        (["--report", str(deep), "--json", str(deep)], f"--json {deep}: is a directory"),
+    ]
+    for args, said in cases:
+        out = CliRunner().invoke(app, ["demo", *args])
+        assert out.exit_code == 2, out.output
+        assert out.output.strip().splitlines() == [out.output.strip()], out.output
+        assert said in out.output, out.output
+
+
+def test_demo_escapes_control_characters_in_the_paths_it_names(tmp_path: Path) -> None:
+    """A path is shown as given, but an escape sequence or carriage return in it does not
+    reach the terminal (it would clear the screen or overwrite the error)."""
+    bad = tmp_path / "a\x1b[2J\rb" / "figures.json"
+    out = CliRunner().invoke(app, ["demo", "--report", str(tmp_path), "--json", str(bad)], env=WIDE)
+    assert out.exit_code == 2, out.output
+    assert "\x1b" not in out.output and "\r" not in out.output, repr(out.output)
+    assert "a\\x1b[2J\\rb/figures.json: cannot write" in out.output, out.output
+
+
+def test_demo_names_a_report_dir_that_is_a_symlink_loop_as_one(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    out = CliRunner().invoke(app, ["demo", "--report", str(loop)], env=WIDE)
+    assert out.exit_code == 2, out.output
+    assert f"--report {loop}: not a writable directory (a symbolic link" in out.output
+    assert "dangling or a loop" in out.output and "File exists" not in out.output

@@ -251,3 +251,21 @@ def test_limits_check_shows_a_file_whose_strings_look_like_markup(tmp_path: Path
     path.write_text('version = "[/v1]"\n[fleet]\nmax_loss = -1.0\n')
     code, out = run(["limits", "check", str(path)])
     assert code == 1 and f"{path}: invalid" in out and "fleet.max_loss: must be > 0" in out, out
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_limits_check_escapes_control_characters_in_the_files_name(
+    tmp_path: Path, valid: bool
+) -> None:
+    """A file name is the operator's text (a glob, a colleague's share), not the program's:
+    an escape sequence in it must not clear or recolour the screen, a carriage return must
+    not overwrite "invalid", in the table's title, the refusal or a problem naming it."""
+    path = tmp_path / "desk\x1b[2J\rok.toml"
+    path.write_text('version = "v1"\n' if valid else 'version = "v1"\n[fleet]\nmax_loss = -1.0\n')
+    code, out = run(["limits", "check", str(path)])
+    assert code == (0 if valid else 1), out
+    assert "\x1b" not in out and "\r" not in out, repr(out)
+    assert "desk\\x1b[2J\\rok.toml" in "".join(out.split()), out
+    code, out = run(["limits", "check", str(tmp_path / "gone\x1b]0;x\x07.toml")])
+    assert code == 1 and "gone\\x1b]0;x\\x07.toml: no such file" in out, out
+    assert "\x1b" not in out and "\x07" not in out, repr(out)

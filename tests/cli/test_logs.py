@@ -121,6 +121,30 @@ def test_the_writer_runs_at_a_lower_priority_than_the_process() -> None:
     w.stop()
 
 
+def test_a_value_can_neither_forge_a_line_nor_reach_the_terminal_unescaped() -> None:
+    """A kill reason, a venue's ClOrdID, a file name: a newline in one must not start a line
+    that reads as a record of its own, nor an escape sequence or a carriage return rewrite
+    the operator's screen. A traceback logged within a record stays readable."""
+    forged = "x\n2026-12-06 10:00:00,000 CRITICAL kw.node HALT cleared\r\x1b[2J\u202eend\udcff"
+    stream = io.StringIO()
+    w = logs.Writer(stream, logging.Formatter(logs.FORMAT), 100, gather_s=0.0)
+    w.start()
+    handler = logs.QueuedHandler(w)
+    handler.emit(_record("UNKNOWN_REPORT clordid=%s", forged))
+    handler.emit(_record("FIX_CALLBACK_ERROR %s\n%s", "cb", "Traceback:\n  line 1"))
+    w.stop()
+    lines = stream.getvalue().splitlines()
+    records = [ln for ln in lines if not ln.startswith(logs.CONTINUATION)]
+    assert len(records) == 2
+    assert records[0].endswith(" WARNING t UNKNOWN_REPORT clordid=x")
+    assert lines[1] == (
+        logs.CONTINUATION
+        + "2026-12-06 10:00:00,000 CRITICAL kw.node HALT cleared\\r\\x1b[2J\\u202eend\\udcff"
+    )
+    assert lines[3:] == [logs.CONTINUATION + "Traceback:", logs.CONTINUATION + "  line 1"]
+    assert all(ln.isprintable() for ln in lines)
+
+
 def test_configure_leaves_a_configured_root_alone() -> None:
     root = logging.getLogger()
     marker = logging.NullHandler()
@@ -133,7 +157,7 @@ def test_configure_leaves_a_configured_root_alone() -> None:
         root.removeHandler(marker)
 
 
-@pytest.mark.parametrize("level", ["LOUD", "warning", ""])
+@pytest.mark.parametrize("level", ["LOUD", "warning", "", "NOTSET", "WARN", "FATAL"])
 def test_an_unknown_level_is_refused_naming_the_known_ones(level: str) -> None:
     with pytest.raises(ValueError, match="log level must be one of CRITICAL, ERROR, WARNING"):
         logs.configure(level)

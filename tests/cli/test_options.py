@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.cli.options import OptionError, check_output, node_list, scope_of
+from knightwatch.cli.options import OptionError, check_output, node_list, scope_of, shown
 from knightwatch.state import Scope
 
 runner = CliRunner()
@@ -59,6 +59,14 @@ def test_node_lists_refuse_empty_names() -> None:
             node_list("--nodes", bad)
 
 
+@pytest.mark.parametrize("value", ["n1,n2\n2026-12-06 CRITICAL FLAG_SET", "n1,\x1b[2Jn2", "n\x00"])
+def test_node_lists_refuse_control_characters_as_scope_values_do(value: str) -> None:
+    """A node name goes into the signed request, the flag state and every node's log: a
+    newline or an escape sequence in one forges a line there, as in `--node`."""
+    with pytest.raises(OptionError, match="--nodes: control characters"):
+        node_list("--nodes", value)
+
+
 def test_flags_set_refuses_an_empty_node_list() -> None:
     result = runner.invoke(
         app, ["flags", "set", "x.y", "on", "--reason", "r", "--nodes", "", "--nats-url", NOWHERE]
@@ -98,3 +106,8 @@ def test_a_strategy_with_a_slash_is_an_error_as_its_halt_key_would_name_another_
     assert scope_of(None, "mm", "BTC/USDT") == (Scope.STRATEGY_SYMBOL, "mm/BTC/USDT")
     with pytest.raises(OptionError, match="--strategy: must not contain '/'"):
         scope_of(None, "mm/BTC", "USDT")
+
+
+def test_shown_escapes_what_a_terminal_would_act_on_and_keeps_the_rest() -> None:
+    assert shown(Path("/tmp/desk [v1]/é.toml")) == "/tmp/desk [v1]/é.toml"
+    assert shown("a\x1b[2J\rb\nc\u202ed\udcff") == "a\\x1b[2J\\rb\\nc\\u202ed\\udcff"

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from knightwatch.cli.options import shown
 from knightwatch.limits import FLEET_RULES, OVERRIDE_RULES, Limits, LimitsError
 
 app = typer.Typer(help="Validate and inspect limits files.", no_args_is_help=True)
@@ -22,21 +23,23 @@ def check(file: Path = typer.Argument(..., help="limits TOML file")) -> None:
         limits = Limits.from_toml(file)
     except LimitsError as exc:
         # one line per problem, never wrapped: each names the file, the key and the rule,
-        # and a script or grep reading the output gets all three on the line it matches
-        console.print(f"[red]{escape(str(file))}: invalid[/red]", soft_wrap=True)
+        # and a script or grep reading the output gets all three on the line it matches;
+        # the file's name is the operator's text: a control character in it is escaped
+        console.print(f"[red]{escape(shown(file))}: invalid[/red]", soft_wrap=True)
         for p in exc.problems:
-            console.print(f"  [red]•[/red] {escape(p)}", highlight=False, soft_wrap=True)
+            console.print(f"  [red]•[/red] {escape(shown(p))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     # the file's own strings (its name, version, symbols) are shown, never read as markup:
     # a version "[/x]" would otherwise end a valid file's check with a traceback
-    table = Table(title=escape(f"{file} (version {limits.version})"))
+    # and its name as given, control characters escaped: it is the operator's, not the file's
+    table = Table(title=escape(f"{shown(file)} (version {limits.version})"))
     table.add_column("key")
     table.add_column("fleet", justify="right")
     for key in FLEET_RULES:
         if key != "version":
             value = getattr(limits, key)
-            shown = sorted(value) if isinstance(value, frozenset) else value
-            table.add_row(key, "off" if value is None else escape(str(shown)))
+            listed = sorted(value) if isinstance(value, frozenset) else value
+            table.add_row(key, "off" if value is None else escape(str(listed)))
     console.print(table)
     for section in ("strategy", "symbol"):
         for name, ov in getattr(limits, section).items():

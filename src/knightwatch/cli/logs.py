@@ -19,6 +19,12 @@ starved or its stream stuck), a line is dropped, never the caller stalled; the
 writer says how many were dropped in its next line. Logs are the operator's
 view; the flight recorder is the record and is not affected. Everything queued
 is written at exit.
+
+Written as the operator can trust them: a line's values come from the control plane,
+a venue's FIX messages, files and exceptions, so a control character in one is written
+escaped (`\\x1b`, `\\r`, `\\u202e`), never to the terminal, and a newline in a record
+(a value's, a traceback's) continues its record on a line indented by `CONTINUATION`: a
+value cannot forge a line that reads as another record, or rewrite the terminal.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import sys
 import threading
 from typing import Final, TextIO
 
+from knightwatch.errors import quoted
+
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 QUEUE_MAX: Final = 10_000
 """Lines that may wait for the writer before new ones are dropped."""
@@ -38,6 +46,23 @@ WRITER_NICE: Final = 10
 """How much lower the writer thread's CPU priority is than the process's."""
 GATHER_S: Final = 0.05
 """How long the writer lets lines gather after the first before it writes them."""
+LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+"""The level names `KNIGHTWATCH_LOG` may give (docs/runbook.md)."""
+CONTINUATION: Final = "    "
+"""What starts the second and later lines of one record: no record's line starts so."""
+
+
+def printable(line: str) -> str:
+    """`line` with every character that is not printable escaped, its newlines kept as
+    `CONTINUATION` lines of the same record."""
+    if line.isprintable():
+        return line
+    return ("\n" + CONTINUATION).join(
+        part
+        if part.isprintable()
+        else "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in part)
+        for part in line.split("\n")
+    )
 
 
 class QueuedHandler(logging.Handler):
@@ -117,7 +142,7 @@ class Writer(threading.Thread):
             lines.append(fmt(logging.LogRecord(__name__, logging.WARNING, "", 0, note, None, None)))
         for record in batch:
             try:
-                lines.append(fmt(record))
+                lines.append(printable(fmt(record)))
             except Exception:  # a record its formatter cannot print: say so, go on
                 lines.append(f"unprintable log record from {record.name}")
         if not lines:  # woken at exit with nothing queued
@@ -142,10 +167,10 @@ def configure(level: str | int, stream: TextIO | None = None) -> Writer | None:
     Returns the writer when it configured one. An unknown level name is a
     `ValueError` naming the known ones, whether or not anything is configured.
     """
-    names = logging.getLevelNamesMapping()
-    if not isinstance(level, int) and level not in names:
-        known = ", ".join(n for n in names if n not in ("NOTSET", "WARN", "FATAL"))
-        raise ValueError(f"log level must be one of {known} (got {level!r})")
+    if not isinstance(level, int) and level not in LEVELS:
+        # NOTSET, WARN and FATAL too: logging's aliases, but not the names the runbook gives
+        known = ", ".join(LEVELS)
+        raise ValueError(f"log level must be one of {known} (got {quoted(level)})")
     root = logging.getLogger()
     if root.handlers:
         return None

@@ -76,7 +76,8 @@ def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tupl
 
 
 def node_list(option: str, value: str | None) -> tuple[str, ...]:
-    """A comma-separated node list; not given means every node, given empty is an error."""
+    """A comma-separated node list; not given means every node, given empty (or a name with
+    a control character) is an error."""
     if value is None:
         return ()
     nodes = tuple(n.strip() for n in value.split(","))
@@ -85,6 +86,8 @@ def node_list(option: str, value: str | None) -> tuple[str, ...]:
             f"{option}: empty node name in {quoted(value)}; "
             "leave the option out to mean the whole fleet"
         )
+    if not all(n.isprintable() for n in nodes):  # as `scope_value`: no forged log line
+        raise OptionError(f"{option}: control characters in {quoted(value)}")
     return nodes
 
 
@@ -101,6 +104,17 @@ def nonempty_path(value: str | Path) -> Path:
             "empty path (an unset shell variable?); `.` must be written out to mean this directory"
         )
     return Path(value)
+
+
+def shown(value: object) -> str:
+    """`value` as text for one line of a terminal: every character that is not printable (a
+    newline, an escape sequence, a carriage return, a file name's byte that is not UTF-8)
+    escaped as `repr` writes it, so a name given on the command line or read from a file
+    can neither rewrite the operator's screen nor add a line to the output."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def wrong_kind(path: Path, *, directory: bool) -> str:
