@@ -217,6 +217,11 @@ def test_a_config_only_skew_runs_away_on_that_node_and_attestation_sees_its_conf
     refused = [e.what for e in att.events if e.layer == "attestation" and e.node == "n2"]
     assert any("config" in w for w in refused), refused
     assert not att.per_node["n2"].admitted and att.runaway_executions == 0
+    # the report says how n2 differs: it did not miss the deploy (it was labelled so)
+    nodes = {row[0] for t, _, rows in ReplayReport(r, sc.record).sections() if t == "per node"
+             for row in rows}  # fmt: skip
+    assert "n2 (its own config)" in nodes and "n4 (missed the deploy)" not in nodes, nodes
+    assert r.skew == {"n2": "its own config"} and r.summary()["skew"] == r.skew
 
 
 def test_a_flag_table_override_wakes_the_old_meaning_on_that_node_only() -> None:
@@ -226,6 +231,9 @@ def test_a_flag_table_override_wakes_the_old_meaning_on_that_node_only() -> None
     refusal = Replay(loads(_small(extra, clean=True), "t.toml"), resolve("flag_schema")).run()
     what = [e.what for e in refusal.events if e.what.startswith("activation refused")]
     assert what and "node n1 runs release new, where this id means" in what[0]
+    assert r.skew == {"n1": "its own flag table"}
+    rows = ReplayReport(r, load(SMALL).record).sections()[-1][2]
+    assert [row[0] for row in rows if row[0].startswith("n1")] == ["n1 (its own flag table)"]
 
 
 def _resumed(guards: str, ramp: bool, after_s: float = 10.0) -> ReplayResult:

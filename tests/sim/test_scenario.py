@@ -341,9 +341,31 @@ def test_a_tier_whose_generated_symbols_the_guard_refuses_is_named() -> None:
         # the Guard registers no parent over 1e15: a ValueError traceback with any Guard layer
         ("child_qty = 100", "child_qty = 1_000_000_000_000_000_000", "parents.child_qty: must"),
         ("qty = [100, 200, 500]", "qty = [100, 1_000_000_000_000_000_000]", "parents.qty[1]"),
+        # the check listed every node id first: a MemoryError before any rule was read
+        ("nodes = 4", "nodes = 1_000_000_000_000_000_000", "fleet.nodes: must be in 1..256"),
+        # each size was checked as a multiple of it: ZeroDivisionError
+        ("child_qty = 100", "child_qty = 0", "parents.child_qty: must be in 1..1e+15 (an order"),
     ],
 )
 def test_counts_and_sizes_the_replay_cannot_hold_are_named(old: str, new: str, named: str) -> None:
     assert old in small_text()
     msg = error_of(small_text().replace(old, new, 1))
     assert named in msg
+    problems = msg.splitlines()[1:]  # only the value itself: nothing it makes look wrong
+    assert len(problems) == 1, msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("quiet_s = 2", "quiet_s = 1e300", "market.quiet_s: must be in 0..86400"),
+        ("notice_s = 20", "notice_s = 1e300", "timeline.notice_s: must be in 0..86400"),
+        ("reaction_s = 40", "reaction_s = 1e300", "timeline.reaction_s: must be in 0..86400"),
+    ],
+)
+def test_seconds_the_replay_clock_cannot_hold_are_named(old: str, new: str, named: str) -> None:
+    """Finite, so loaded: the run then ended in an OverflowError traceback when it turned
+    them into clock nanoseconds (every step for quiet_s, at the planned kill for the rest)."""
+    assert old in small_text()
+    msg = error_of(small_text().replace(old, new, 1))
+    assert named in msg and len(msg.splitlines()) == 2, msg

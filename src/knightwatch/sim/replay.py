@@ -156,6 +156,9 @@ class ReplayResult(msgspec.Struct, frozen=True):
     series: Series
     wall_seconds: float
     resume: ResumeStats | None = None
+    skew: dict[str, str] = msgspec.field(default_factory=dict)
+    """How each of `stale_nodes` differs from the deploy ("missed the deploy", "its own
+    config", ...), as the scenario says: what the report labels the node with."""
 
     def summary(self) -> dict[str, Any]:
         """The machine-readable summary (`--json`): everything but the time series."""
@@ -944,6 +947,7 @@ class Replay:
             series=self.series,
             wall_seconds=round(wall, 3),
             resume=self._resume_at_end(),
+            skew={n: sc.skew_of(n) for n in sc.skewed_nodes()},
         )
 
     def _resume_at_end(self) -> ResumeStats | None:

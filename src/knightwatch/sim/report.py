@@ -299,7 +299,12 @@ class ReplayReport:
                 ["node", "release at the end", "admitted", "child orders", "executions", "blocked"],
                 [
                     [
-                        node + (" (missed the deploy)" if node in r.stale_nodes else ""),
+                        node
+                        + (
+                            f" ({r.skew.get(node) or 'differs from the deploy'})"
+                            if node in r.stale_nodes
+                            else ""
+                        ),
                         st.release,
                         "yes" if st.admitted else "NO (never traded)",
                         fmt(st.orders, "int"),
@@ -426,7 +431,7 @@ class ReplayReport:
         self._markers(ax)
         ax.set_xlabel("seconds after the open")
         ax.set_ylabel("child orders sent per second")
-        ax.set_title("order rate per node (the node that missed the deploy in red)")
+        ax.set_title("order rate per node (nodes that differ from the deploy in red)")
         ax.legend(fontsize=7, loc="upper left", ncol=2)
         return _png(fig)
 

@@ -351,6 +351,25 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if self.node_release(n) != target or self.node_config(n) != self.config
         ]
 
+    def skew_of(self, node: str) -> str:
+        """How `node` differs from what the rest were deployed with, in words the report
+        prints ("" if it does not): a config-only skew or a hotfix build did not miss the
+        deploy, and the report said they had."""
+        o = self.nodes.get(node)
+        why: list[str] = []
+        if o is not None and o.release is not None:
+            if o.release != self.deploy.target:
+                why.append(f"runs {o.release}, not the deployed {self.deploy.target}")
+        elif node in self.fleet.missed_deploy and self.deploy.previous != self.deploy.target:
+            why.append("missed the deploy")
+        if o is not None and o.flags:
+            base = self.releases[self.node_release(node).id].flags
+            if {**base, **o.flags} != base:
+                why.append("its own flag table")
+        if self.node_config(node) != self.config:
+            why.append("its own config")
+        return ", ".join(why)
+
     def symbols(self, seed: int) -> tuple[SymbolSpec, ...]:
         u = self.universe
         return tuple(u.symbols) if u.symbols else generate(tuple(u.tiers), seed)
@@ -520,7 +539,8 @@ def _problems(sc: Scenario) -> list[str]:
         )
     f = sc.fleet
     need(1 <= f.nodes <= 256, "fleet.nodes", "must be in 1..256", f.nodes)
-    ids = set(sc.node_ids())
+    # at most the ids a fleet can have (node_ids() of 1e18 nodes ran out of memory)
+    ids = {f"n{i}" for i in range(1, min(f.nodes, 256) + 1)}
     for i, n in enumerate(f.missed_deploy):
         need(n in ids, f"fleet.missed_deploy[{i}]", f"must be a node id n1..n{f.nodes}", n)
         need(n not in f.missed_deploy[:i], f"fleet.missed_deploy[{i}]", "lists a node twice", n)
@@ -632,9 +652,12 @@ def _problems(sc: Scenario) -> list[str]:
     )
     need(0 <= pc.accounts <= 100_000, "parents.accounts", "must be in 0..100000", pc.accounts)
     need(bool(pc.qty), "parents.qty", "must list at least one size", pc.qty)
+    # sizes are judged by a child_qty that is itself valid (else it alone is named: a 0
+    # divided every size, a ZeroDivisionError)
+    child = pc.child_qty if 1 <= pc.child_qty <= MAX_QTY else 1
     for i, q in enumerate(pc.qty):
         need(
-            pc.child_qty <= q <= MAX_QTY and q % pc.child_qty == 0,
+            child <= q <= MAX_QTY and q % child == 0,
             f"parents.qty[{i}]",
             f"must be a positive multiple of parents.child_qty, at most {MAX_QTY:.0e} (the "
             "Guard registers no larger parent)",
@@ -714,7 +737,13 @@ def _problems(sc: Scenario) -> list[str]:
         mk.permanent_fraction,
     )
     need(mk.resilience_s > 0, "market.resilience_s", "must be > 0", mk.resilience_s)
-    need(mk.quiet_s >= 0, "market.quiet_s", "must be >= 0", mk.quiet_s)
+    # seconds the replay turns into clock nanoseconds: a finite 1e300 overflowed mid-run
+    need(
+        0 <= mk.quiet_s <= MAX_DURATION_S,
+        "market.quiet_s",
+        f"must be in 0..{MAX_DURATION_S:.0f} (one day)",
+        mk.quiet_s,
+    )
     need(sc.exit.discount_y >= 0, "exit.discount_y", "must be >= 0", sc.exit.discount_y)
     tl = sc.timeline
     if tl.rollback_s is not None:
@@ -731,8 +760,14 @@ def _problems(sc: Scenario) -> list[str]:
             "(a rollback to the release already deployed changes nothing)",
             d.previous,
         )
-    need(tl.notice_s >= 0, "timeline.notice_s", "must be >= 0", tl.notice_s)
-    need(tl.reaction_s >= 0, "timeline.reaction_s", "must be >= 0", tl.reaction_s)
+    for key, value in (("notice_s", tl.notice_s), ("reaction_s", tl.reaction_s)):
+        need(  # the kill is scheduled at this many seconds: 1e300 overflowed the clock
+            0 <= value <= MAX_DURATION_S,
+            f"timeline.{key}",
+            f"must be in 0..{MAX_DURATION_S:.0f} (one day: a kill later than that is after "
+            "any run)",
+            value,
+        )
     if tl.resume_after_s is not None:
         need(
             0 <= tl.resume_after_s <= m.duration_s,

@@ -33,6 +33,7 @@ from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import FLEET_KEY, VERDICT_DECODER, NodeMetrics, Verdict
 from knightwatch.control.serve import stop_requested
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses
@@ -94,22 +95,37 @@ async def _wait_admitted(
 async def _wait_refused(
     plane: NatsControlPlane, ids: list[str], timeout_s: float = 30.0
 ) -> dict[str, Verdict]:
-    """The admission service's stored refusal of each node; FleetError if one is admitted."""
+    """The admission service's stored refusal of each node; FleetError if one is admitted.
+
+    A stored verdict that does not decode proves nothing either way: it is waited on like
+    a missing one (the service may write it again) and named, with why, if it stays so
+    (before, one such record ended the drill in a msgspec traceback)."""
     clock = SystemClock()
     deadline = clock.monotonic_ns() + int(timeout_s * 1e9)
     while True:
         verdicts: dict[str, Verdict] = {}
+        undecodable: dict[str, str] = {}
         with contextlib.suppress(ControlPlaneUnavailable):
             stored = await plane.records(Bucket.ADMISSION)
-            verdicts = {n: VERDICT_DECODER.decode(stored[n][0]) for n in ids if n in stored}
+            for n in ids:
+                if n not in stored:
+                    continue
+                try:
+                    verdicts[n] = VERDICT_DECODER.decode(stored[n][0])
+                except UNDECODABLE as exc:
+                    undecodable[n] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         admitted = sorted(n for n, v in verdicts.items() if v.admitted)
         if admitted:
             raise FleetError(f"stale node(s) admitted: {', '.join(admitted)}")
         if len(verdicts) == len(ids):
             return verdicts
         if clock.monotonic_ns() > deadline:
-            missing = ", ".join(sorted(set(ids) - verdicts.keys()))
-            raise FleetError(f"no admission verdict within {timeout_s:g} s for: {missing}")
+            parts = sorted(set(ids) - verdicts.keys() - undecodable.keys())
+            parts += [
+                f"{n} (admission verdict undecodable, cannot check its release: {why})"
+                for n, why in sorted(undecodable.items())
+            ]
+            raise FleetError(f"no admission verdict within {timeout_s:g} s for: {', '.join(parts)}")
         await asyncio.sleep(0.1)
 
 

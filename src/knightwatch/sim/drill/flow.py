@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.serve import Trader
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.order import Order, Side
 from knightwatch.sim.drill.venue import FILL_DECODER, REFERENCE_PRICE, SUBJECT_VENUE, encode_order
 
@@ -49,6 +50,8 @@ class OrderFlow:
         self.sent = 0
         self.accepted = 0
         self.filled = 0
+        self.unreadable = 0
+        """Venue replies that decoded to no fill (before: each one killed its task)."""
         self._n = 0
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -119,7 +122,18 @@ class OrderFlow:
                 exc,
             )
             return
-        self.runtime.on_fill(FILL_DECODER.decode(reply.data))
+        try:
+            fill = FILL_DECODER.decode(reply.data)
+        except (*UNDECODABLE, ValueError) as exc:  # a reply no fill can be: not booked
+            self.unreadable += 1
+            log.warning(
+                "node %s: order %s: venue reply is no fill (%s); the order stays working",
+                self.runtime.node_id,
+                order.id,
+                exc,
+            )
+            return
+        self.runtime.on_fill(fill)
         self.filled += 1
 
 
