@@ -1354,3 +1354,24 @@ def test_an_agency_router_working_a_big_parent_never_halts_a_small_fleet_with_it
         (Rule.BASELINE_ORDER_RATE, Scope.NODE, n) for n in f.nodes if n != "n1"
     }
     assert all(a.scope is Scope.NODE and a.key != "n1" for a in fired), fired
+
+
+@pytest.mark.parametrize("reason", ["halted", "reducing_only", "lease_expired", "not_armed"])
+def test_orders_blocked_by_a_stopped_scope_are_no_reject_spike(reason: str) -> None:
+    """A strategy's kill blocks every order a node still sends in it: the kill doing its
+    job, not a misbehaving node. Counted as a reject spike (at once, or sustained over
+    `count_window_s`), the supervisor halted each such node on top (one more two-person
+    resume per node)."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(reject_min_orders=20, count_window_s=5.0), clock)
+    fired: list[Rule] = []
+    for k in range(1, 40):
+        clock.advance(TICK)
+        for n in ("n1", "n2", "n3"):
+            orders, rejected = 100 * k, (90 * k if n == "n1" else 0)
+            m = NodeMetrics(
+                n, 0, orders, orders - rejected, rejected, 0, 0.0, 0.0, True, 0,
+                {reason: rejected},
+            )  # fmt: skip
+            fired += [a.rule for a in sup.observe(m)]
+    assert Rule.REJECT_SPIKE not in fired

@@ -421,11 +421,19 @@ def _ratio(value: float, base: float) -> float:
     return math.inf if value > 0 else 0.0
 
 
-_THROTTLES = ("rate_node", "rate_strategy", "rate_symbol")
-"""Block reasons that throttle (a rate limit doing its job), left out of the reject spike."""
+_STOPS = ("halted", "reducing_only", "lease_expired", "not_armed")
+"""Block reasons of a stopped scope (a kill, a drain, a lease run out, a Guard not armed)."""
+_THROTTLES = ("rate_node", "rate_strategy", "rate_symbol", *_STOPS)
+"""Block reasons left out of the reject spike: a rate limit throttling, and a scope that is
+stopped (a kill, a drain, a lease run out, a Guard not armed), each doing its job. Counted,
+a strategy's kill made every node still sending in that strategy a reject spike, halted by
+the supervisor on top (one more two-person resume per node), and so did a fleet whose
+leases ran out while its host was starved; the ramp leaves the same reasons out."""
 
 
-_COUNTERS = ("orders", "rejected", "accepted", "fills", "notional", "principal_notional")
+_COUNTERS = (
+    "orders", "rejected", "accepted", "fills", "notional", "principal_notional", "stopped"
+)  # fmt: skip
 """Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
 _COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents", "lowered")
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
@@ -494,7 +502,8 @@ def unreadable(m: NodeMetrics) -> list[str]:
 
 
 def _throttled(m: NodeMetrics) -> int:
-    """Refusals filed under a rate limit (throttling), left out of the reject spike."""
+    """Refusals filed under a rate limit or a stopped scope (`_THROTTLES`), left out of the
+    reject spike."""
     return sum(m.blocks.get(r, 0) for r in _THROTTLES)
 
 
@@ -506,6 +515,8 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
     fills: int
     notional: float
     principal: float
+    stopped: int = 0
+    """Orders blocked by a stopped scope (`_STOPS`), as a running count."""
 
 
 class _Baseline:
@@ -721,13 +732,15 @@ class Supervisor:
         # another process (`instance`) counts from 0, whatever it reached before this sample
         restarted = last is not None and m.instance != last.instance
         track.latest = m
-        orders, rejected, accepted, fills, notional, principal = self._continued(
+        stops = sum(m.blocks.get(r, 0) for r in _STOPS)
+        orders, rejected, accepted, fills, notional, principal, stopped = self._continued(
             track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
-                    m.principal_notional), restarted=restarted
+                    m.principal_notional, stops), restarted=restarted
         )  # fmt: skip
         track.samples.append(
-            _Sample(now, int(orders), int(rejected), int(accepted), int(fills), notional, principal)
-        )
+            _Sample(now, int(orders), int(rejected), int(accepted), int(fills), notional,
+                    principal, int(stopped))
+        )  # fmt: skip
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1].t >= window:
             track.samples.popleft()
@@ -1441,11 +1454,15 @@ class Supervisor:
         rejected = round(h.reject_ratio * h.window_orders)
         why = (
             f"node {h.node_id} had {rejected} of {h.window_orders} orders blocked or rejected "
-            f"in the last window, throttling aside (limit {cfg.reject_ratio:.0%})"
+            "in the last window, throttling and stopped scopes aside "
+            f"(limit {cfg.reject_ratio:.0%})"
         )
         a, b = self._counted(track)
         orders = b.orders - a.orders
-        refused = (b.orders - b.accepted) - (a.orders - a.accepted)
+        # a stopped scope's blocks are neither refusals nor orders judged (a strategy's kill)
+        stopped = b.stopped - a.stopped
+        orders -= stopped
+        refused = (b.orders - b.accepted) - (a.orders - a.accepted) - stopped
         if track.halted:  # what a halted node refuses is the halt: no episode of its own
             track.throttled_since = track.throttled_under = None
         elif orders >= cfg.reject_min_orders and refused > cfg.reject_ratio * orders:
