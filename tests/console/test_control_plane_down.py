@@ -201,7 +201,9 @@ def test_the_cli_kill_answers_at_once_in_one_line(down: Down) -> None:
     )
     took = time.monotonic() - started
     out = (done.stdout + done.stderr).strip()
-    assert took < ANSWER_S + 1.0, f"the CLI answered after {took:.2f} s"  # + interpreter start
+    # no connect retries waited out (30 s and more); loose, as interpreter start alone can
+    # take seconds on a loaded 2-core machine
+    assert took < ANSWER_S + 12.0, f"the CLI answered after {took:.2f} s"
     assert done.returncode == 2, out
     assert "Traceback" not in out and len(out.splitlines()) == 1, out
     _says_what_to_do(out, down.urls)
