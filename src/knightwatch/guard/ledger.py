@@ -505,20 +505,7 @@ class Ledger:
                 # fills first (the parent's fill count would book the firm's child that
                 # fills first as the customer's, and the customer's later as the firm's)
                 cust = wc
-                # kept for a bust or a correction of it (`remember`, inline: fills are many)
-                w.cfilled += wc
-                ex = w.execs
-                if ex is None:
-                    w.execs = [fill]
-                    w.ecust = [wc]
-                elif len(ex) < EXECS_KEPT:
-                    ex.append(fill)
-                    w.ecust.append(wc)
-                b = self.booked
-                b[fill.order_id] = w
-                if len(b) >= BOOKED_WINDOW:
-                    self.booked_old = b
-                    self.booked = {}
+                self.remember(fill, w, wc)  # kept for a bust or a correction of it
             parent = w.parent
         else:
             # a late or duplicate fill of a finished child (it halts): the firm's, counted
@@ -543,8 +530,7 @@ class Ledger:
 
     def remember(self, fill: Fill, w: Working, cust: int) -> None:
         """Keep the capacity `fill` of `w` (a child of a registered parent) was booked in,
-        for a bust or a correction of it, also after the order ends (`booked`). `fill`
-        does the same inline."""
+        for a bust or a correction of it, also after the order ends (`booked`)."""
         w.cfilled += cust
         ex = w.execs
         if ex is None:
