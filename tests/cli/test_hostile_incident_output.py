@@ -187,7 +187,7 @@ def test_demo_refuses_an_unwritable_json_before_the_replays(tmp_path: Path) -> N
     where = markup_dir(tmp_path)
     where.mkdir()
     code, out = run({}, "demo", "--report", str(tmp_path / "r"), "--json", str(where))
-    assert code == 2 and flat(f"--json {where}: cannot write") in flat(out), out
+    assert code == 2 and flat(f"--json {where}: is a directory") in flat(out), out
     assert "HTML report" not in out, out
 
 
