@@ -68,9 +68,8 @@ async def test_a_full_audit_stream_drops_its_oldest_and_kills_are_still_stored(s
         config = (await js.stream_info(AUDIT_STREAM)).config
         await js.update_stream(dataclasses.replace(config, max_bytes=64 << 10))
         payload = b"x" * 8192
-        for i in range(40):  # 320 KiB into 64 KiB
-            await nc.publish(f"kw.audit.flood{i}", payload)
-        await nc.flush()
+        for i in range(40):  # 320 KiB into 64 KiB, each stored (acknowledged) before the next
+            await js.publish(f"kw.audit.flood{i}", payload)
         state = (await js.stream_info(AUDIT_STREAM)).state
         assert state.bytes <= 64 << 10 and state.first_seq > 1
         assert await alice.put_state(entry(scope=Scope.SYMBOL, key="AAPL")) > 0
