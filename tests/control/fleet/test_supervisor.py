@@ -1356,7 +1356,7 @@ def test_an_agency_router_working_a_big_parent_never_halts_a_small_fleet_with_it
     assert all(a.scope is Scope.NODE and a.key != "n1" for a in fired), fired
 
 
-@pytest.mark.parametrize("reason", ["halted", "reducing_only", "lease_expired", "not_armed"])
+@pytest.mark.parametrize("reason", ["halted", "reducing_only"])
 def test_orders_blocked_by_a_stopped_scope_are_no_reject_spike(reason: str) -> None:
     """A strategy's kill blocks every order a node still sends in it: the kill doing its
     job, not a misbehaving node. Counted as a reject spike (at once, or sustained over

@@ -421,14 +421,15 @@ def _ratio(value: float, base: float) -> float:
     return math.inf if value > 0 else 0.0
 
 
-_STOPS = ("halted", "reducing_only", "lease_expired", "not_armed")
-"""Block reasons of a stopped scope (a kill, a drain, a lease run out, a Guard not armed)."""
+_STOPS = ("halted", "reducing_only")
+"""Block reasons of a scope a kill or a drain stopped. An expired lease or a Guard not armed
+still counts: the node's own trouble (its loop stalled, say), which a rollout's health
+gate and the spike must see."""
 _THROTTLES = ("rate_node", "rate_strategy", "rate_symbol", *_STOPS)
-"""Block reasons left out of the reject spike: a rate limit throttling, and a scope that is
-stopped (a kill, a drain, a lease run out, a Guard not armed), each doing its job. Counted,
-a strategy's kill made every node still sending in that strategy a reject spike, halted by
-the supervisor on top (one more two-person resume per node), and so did a fleet whose
-leases ran out while its host was starved; the ramp leaves the same reasons out."""
+"""Block reasons left out of the reject spike: a rate limit throttling, and a scope a kill
+or a drain stopped, each doing its job. Counted, a strategy's kill made every node still
+sending in that strategy a reject spike, halted by the supervisor on top (one more
+two-person resume per node)."""
 
 
 _COUNTERS = (
