@@ -28,7 +28,7 @@ CASES = {
             *("audit_bench.py", "--records", "1000", "--runs", "1", "--crashes", "0"),
             *("--readback", "3000"),
         ],
-        "to read 3,000 accepted ids",
+        "3,000 accepted ids, ",
     ),
     "kill": (["kill_bench.py", "--nodes", "2", "--kills", "5"], "kill p50"),
     "fleet": (
