@@ -79,7 +79,8 @@ async def test_a_venue_reply_that_is_no_fill_leaves_the_order_working(
     try:
         await venue.subscribe(SUBJECT_VENUE, queue="venue", cb=answer)
         await venue.flush()
-        flow = OrderFlow(runtime, nc, rate_per_s=1.0)
+        # a reply is awaited as long as a loaded machine needs (the drill's 1 s is for speed)
+        flow = OrderFlow(runtime, nc, rate_per_s=1.0, answer_timeout_s=30.0)
         await flow._execute(Order("n1-1", "mm", "AAPL", Side.BUY, 100, 100.0))
     finally:
         await nc.close()

@@ -39,8 +39,11 @@ class OrderFlow:
         runaway_rate_per_s: float = 400.0,
         max_orders: int = 1_000_000,
         burst: int = 50,
+        answer_timeout_s: float = 1.0,
     ) -> None:
         self.runtime = runtime
+        self.answer_timeout_s = answer_timeout_s
+        """How long an order waits for the venue's reply before it stays working unanswered."""
         self.nc = nc
         self.rate = rate_per_s
         self.runaway_rate = runaway_rate_per_s
@@ -111,7 +114,7 @@ class OrderFlow:
             reply = await self.nc.request(
                 SUBJECT_VENUE,
                 encode_order(order),
-                timeout=1.0,
+                timeout=self.answer_timeout_s,
                 headers={"node": self.runtime.node_id},
             )
         except Exception as exc:  # venue unreachable: the order stays working in the Guard
