@@ -81,7 +81,11 @@ async def test_a_venue_reply_that_is_no_fill_leaves_the_order_working(
         await venue.flush()
         # a reply is awaited as long as a loaded machine needs (the drill's 1 s is for speed)
         flow = OrderFlow(runtime, nc, rate_per_s=1.0, answer_timeout_s=30.0)
-        await flow._execute(Order("n1-1", "mm", "AAPL", Side.BUY, 100, 100.0))
+        for _ in range(50):  # "no responders" while the server has not yet seen the venue
+            await flow._execute(Order("n1-1", "mm", "AAPL", Side.BUY, 100, 100.0))
+            if answered.is_set():
+                break
+            await asyncio.sleep(0.1)
     finally:
         await nc.close()
         await venue.close()
