@@ -792,16 +792,7 @@ class NautilusGuard:
                 "quantity: quote-quantity orders are refused (their base size is only known "
                 "after the ExecutionEngine converts them); submit a base quantity"
             )
-        inst = self._instrument(order.instrument_id)
-        units = inst.units
-        return Order(
-            id=order.client_order_id.value,
-            strategy=order.strategy_id.value,
-            symbol=inst.symbol,
-            side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
-            qty=inst.count(order.quantity, "quantity"),
-            price=units.unit_price(order.price.as_double()) if order.has_price else None,
-        )
+        return self._as_guard(order, self._instrument(order.instrument_id))
 
     def _instrument(self, instrument_id: InstrumentId) -> _Instrument:
         inst = self._instruments.get(instrument_id)

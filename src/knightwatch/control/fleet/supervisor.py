@@ -59,11 +59,10 @@ day, and a history that cannot be read halts its node), and one node's gross
 exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
 no node).
 An action already in force (the node or the fleet reports that state) is never
-issued again, except for unreadable metrics (above), and a drain (REDUCING) of a scope
-this supervisor halted waits until the halt is reported in force (issued after it, it was
-the newer kill and loosened it). It is pure logic on an injected
-clock: the live service feeds it metrics from NATS, the replay feeds it from
-MemoryControlPlane, and both act on its `Action`s through the same kill switch.
+issued again, except for unreadable metrics (above); a drain issued over a halt of its
+scope never loosens it (the kill switch and the nodes keep the stricter kill). It is
+pure logic on an injected clock: the live service feeds it metrics from NATS, the
+replay feeds it from MemoryControlPlane, and both act on its `Action`s through the same kill switch.
 """
 
 from __future__ import annotations
@@ -696,9 +695,6 @@ class Supervisor:
         self._fleet = _Track(_fleet_config(config))
         self._fleet_judged = -1
         self._firing: set[tuple[Rule, str]] = set()
-        self._halting: set[tuple[Scope, str]] = set()
-        """Scopes this supervisor halted that have not yet reported the halt in force: a
-        drain (REDUCING) there is held back until they do (`_fire`)."""
         self._listening_since = 0
         self._restored: dict[str, DayRecord] = {}
         """Day histories read back from the store (`restore`), applied at each node's first
@@ -1374,22 +1370,11 @@ class Supervisor:
             return []
         if tag in self._firing:
             return []
-        where = (scope, key)
-        if state < TradingState.HALTED and where in self._halting:
-            if not self._in_force(scope, key, TradingState.HALTED):
-                # its halt is on its way (issued in this judgement, or not yet reported
-                # applied): a drain issued after it is the newer kill of the scope and was
-                # stored over it, loosening the halt to REDUCING on one signature. Judged
-                # again at each sample, so a person's resume lets it fire.
-                return []
-            self._halting.discard(where)  # in force now: the in-force check holds it back
         if trust_state and self._in_force(scope, key, state):
             # never re-issue what already holds; should it be lifted while the condition
             # still holds, the rule fires then
             return []
         self._firing.add(tag)
-        if state >= TradingState.HALTED:
-            self._halting.add(where)
         return [Action(rule, scope, key, state, f"{rule.value}: {why}", self.clock.time_ns())]
 
     def _unreadable(self, node_id: str, track: _NodeTrack) -> list[Action]:
