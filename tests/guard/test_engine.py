@@ -559,6 +559,10 @@ def test_lot_sizes_make_decimal_quantities_exact_and_value_them_right() -> None:
         ("1_000", "decimal number"),  # before, read as 1000
         (" 5", "decimal number"),
         (True, "decimal number"),  # before, one lot
+        # no str, int or Decimal: the compiled build raised its own TypeError first
+        (None, "decimal number"),
+        ([5], "decimal number"),
+        (1.5, "multiple of lot_size 1"),
     ],
 )
 def test_a_quantity_that_is_no_plain_whole_number_of_lots_is_refused_naming_it(
@@ -1036,3 +1040,24 @@ def test_a_bust_or_correction_naming_a_parent_that_is_no_string_is_refused(
     with pytest.raises(ValueError, match=r"on_correct: parent_id must be a string"):
         g.on_correct(f, Fill("a", "IBM", Side.BUY, 5, 100.0), parent_id=parent_id)  # type: ignore[arg-type]
     assert g.position("IBM") == 10 and g.filled("a") == 10 and g.halts() == {}
+
+
+@pytest.mark.parametrize("bad", [None, "a", ("a", "IBM", "BUY", 10, 100.0)])
+def test_a_bust_correction_or_adoption_of_no_fill_or_order_is_refused_alike_in_both_builds(
+    rig: Callable[..., Rig], bad: object
+) -> None:
+    """Something that is no Fill (or Order) is a ValueError naming the call, changing
+    nothing, in the compiled build as in the pure one (which raised its own TypeError)."""
+    r = rig()
+    g = r.guard
+    g.check(r.order(qty=100, id="a"))
+    f = Fill("a", "IBM", Side.BUY, 10, 100.0)
+    g.on_fill(f)
+    with pytest.raises(ValueError, match=r"^on_bust: expected a Fill"):
+        g.on_bust(bad)
+    with pytest.raises(ValueError, match=r"^on_correct: old and new must be Fill"):
+        g.on_correct(f, bad)
+    with pytest.raises(ValueError, match=r"^adopt: expected an Order"):
+        g.adopt(bad)
+    assert g.position("IBM") == 10 and g.filled("a") == 10 and g.halts() == {}
+    assert g.working_qty("IBM") == (90, 0)

@@ -434,7 +434,7 @@ class FlightRecorder:
             self._kick_at = self._seq + self._max_pending
             self._wake.set()
 
-    def record_event(self, kind: str, context: AuditContext, **fields: object) -> None:
+    def record_event(self, kind: Any, context: AuditContext, **fields: object) -> None:
         if type(kind) is not str or not kind or kind in (DECISION, SEAL):
             raise ValueError(f"kind: must be a non-empty string other than {DECISION!r}, {SEAL!r}")
         for name, value in fields.items():

@@ -824,7 +824,7 @@ class Guard:
         if grown:
             self._auto_halt(Scope.NODE, self.node, grown, R.FILL_MISMATCH)
 
-    def on_bust(self, fill: Fill, *, parent_id: str | None = None) -> None:
+    def on_bust(self, fill: Checked, *, parent_id: Checked = None) -> None:
         """The venue cancelled an execution (trade bust): the Guard takes it back.
 
         Position returns exactly, in the capacity the execution was booked in: the
@@ -915,7 +915,7 @@ class Guard:
             return w.parent
         return None if parent_id is None else led.parents.get(parent_id)
 
-    def on_correct(self, old: Fill, new: Fill, *, parent_id: str | None = None) -> None:
+    def on_correct(self, old: Checked, new: Checked, *, parent_id: Checked = None) -> None:
         """The venue corrected an execution (trade correct): `old` out, `new` in, by
         capacity as in `on_bust` (`parent_id` as there).
 
@@ -1431,7 +1431,7 @@ class Guard:
         self._recorder.record_decision(order, decision, self._ctx, ("validity",))
         self._block(order, decision)
 
-    def adopt(self, order: Order, remaining: int | None = None) -> None:
+    def adopt(self, order: Checked, remaining: Checked = None) -> None:
         """Take over an order found working at start-up (reconciliation): it counts as
         working, its id as used. No check is made: it is already at the venue."""
         if type(order) is not Order:
@@ -1480,7 +1480,7 @@ class Guard:
             remaining=rem,
         )
 
-    def restore_position(self, symbol: str, qty: int, avg_price: float) -> None:
+    def restore_position(self, symbol: Checked, qty: Checked, avg_price: Checked) -> None:
         """Set a symbol's position at start-up (from a positions file or the venue)."""
         if type(symbol) is not str or not symbol or len(symbol) > MAX_SYMBOL_LEN:
             # before, any value became a book no order can name (None, "", a list's repr)
@@ -1509,7 +1509,7 @@ class Guard:
             "position", self._ctx, symbol=symbol, qty=qty, avg_price=float(avg_price)
         )
 
-    def lots(self, symbol: str, qty: Decimal | int | str) -> int:
+    def lots(self, symbol: str, qty: Checked) -> int:
         """A quantity in the instrument's unit (FIX Qty "0.25") as whole lots of `symbol`.
 
         Exact decimal arithmetic; a quantity that is not a positive whole number of
