@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+from knightwatch.cli.identity import revoked_members, rotated_members
+from knightwatch.trust.roster import Member, Role
 
 runner = CliRunner()
 KEYS = ("admin1", "admin2")
@@ -235,3 +237,47 @@ def test_a_sign_that_cannot_be_written_whole_leaves_the_proposal_byte_for_byte(
     code, out = invoke("identity", "sign", str(proposal), *as_("admin2"))
     assert code == 0 and "admin1, admin2" in out, out
     assert proposal.read_bytes() != before and stat.S_IMODE(proposal.stat().st_mode) == 0o644
+
+
+def _member(name: str, key: str, **validity: int) -> Member:
+    return Member(name, key, "pub-" + key, (Role.OPERATOR,), **validity)
+
+
+NOW = 1_700_000_000_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("validity", "until"),
+    [
+        ({}, NOW),  # no end: ends now
+        ({"valid_until_ns": NOW + 10**15}, NOW),  # a later end of its own: ends now too
+        ({"valid_until_ns": NOW - 5}, NOW - 5),  # already ended: kept as it was
+    ],
+)
+def test_a_rotation_ends_every_old_key_of_the_person_at_the_latest_now(
+    validity: dict[str, int], until: int
+) -> None:
+    """A key left valid past the rotation would still sign as the person beside the new one."""
+    old = _member("alice", "k-old", **validity)
+    other = _member("bob", "k-bob", valid_until_ns=NOW + 10**15)
+    new = _member("alice", "k-new")
+    out = rotated_members((old, other), new, NOW)
+    assert [m.key_id for m in out] == ["k-old", "k-bob", "k-new"]
+    assert out[0].valid_until_ns == until and not out[0].valid_at(NOW)
+    assert out[1] == other and out[2] == new and out[2].valid_at(NOW)
+
+
+@pytest.mark.parametrize(
+    ("revoked", "expected"),
+    [(0, NOW), (NOW + 10**15, NOW), (NOW - 5, NOW - 5)],
+    ids=["not revoked", "revoked later", "revoked earlier"],
+)
+def test_a_revocation_revokes_every_key_of_the_person_at_the_latest_now(
+    revoked: int, expected: int
+) -> None:
+    """Before, a key whose own revocation lay in the future (a roster built by other
+    tooling) kept that later date: `identity revoke` left it valid until then."""
+    keys = (_member("dave", "k1", revoked_ns=revoked), _member("dave", "k2"), _member("eve", "k3"))
+    out = revoked_members(keys, "dave", NOW)
+    assert [m.revoked_ns for m in out] == [expected, NOW, 0]
+    assert not out[0].valid_at(NOW) and not out[1].valid_at(NOW) and out[2].valid_at(NOW)

@@ -138,6 +138,33 @@ def _read_proposal(path: Path) -> Envelope:
     return envelope
 
 
+def revoked_members(members: tuple[Member, ...], name: str, now: int) -> list[Member]:
+    """The members with every key of `name` revoked at `now` at the latest. A key whose
+    own revocation lies later (a roster built by other tooling) is revoked now too:
+    before, its later date was kept, and the key stayed valid until then."""
+    return [
+        msgspec.structs.replace(m, revoked_ns=min(m.revoked_ns, now) if m.revoked_ns else now)
+        if m.name == name
+        else m
+        for m in members
+    ]
+
+
+def rotated_members(members: tuple[Member, ...], new_key: Member, now: int) -> list[Member]:
+    """The members with `new_key` added and every key of its holder still valid at `now`
+    ending then. A key with a later end of its own (a roster built by other tooling) ends
+    now too: before, it was left valid beside the new key."""
+    name = new_key.name
+    out = [
+        msgspec.structs.replace(m, valid_until_ns=now)
+        if m.name == name and (m.valid_until_ns == 0 or m.valid_until_ns > now)
+        else m
+        for m in members
+    ]
+    out.append(new_key)
+    return out
+
+
 def _names(roster: Roster, name: str) -> list[Member]:
     found = roster.keys_of(name)
     if not found:
@@ -264,12 +291,7 @@ def revoke(
         async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
             roster = _require_admin(store, signer)
             _names(roster, name)
-            now = _now_ns()
-            members = [
-                msgspec.structs.replace(m, revoked_ns=m.revoked_ns or now) if m.name == name else m
-                for m in roster.members
-            ]
-            _propose(roster, members, signer, out)
+            _propose(roster, revoked_members(roster.members, name, _now_ns()), signer, out)
 
     _run(go)
 
@@ -295,17 +317,8 @@ def rotate(
             old = _names(roster, name)
             if roster.member(verify.key_id) is not None:
                 raise TrustError(f"--public {public}: key {verify.key_id[:16]} is already enrolled")
-            now = _now_ns()
-            members = [
-                msgspec.structs.replace(m, valid_until_ns=now)
-                # every old key still valid at `now` ends then: one with a later end of its own
-                # (a roster built by other tooling) was left valid beside the new key
-                if m.name == name and (m.valid_until_ns == 0 or m.valid_until_ns > now)
-                else m
-                for m in roster.members
-            ]
-            members.append(member_of_public(name, verify, old[0].roles, valid_from_ns=0))
-            _propose(roster, members, signer, out)
+            new_key = member_of_public(name, verify, old[0].roles, valid_from_ns=0)
+            _propose(roster, rotated_members(roster.members, new_key, _now_ns()), signer, out)
 
     _run(go)
 
