@@ -1473,6 +1473,7 @@ async def test_a_contract_market_starts_from_the_positions_the_venue_reports(mod
             await run(ex.exchange.load_markets())
             symbol = _with_swap(ex.exchange)
             ex.on_price(symbol, 60_000)
+            answers(ex, "fetch_open_orders", [])  # the paper venue serves no swap market
             answers(ex, "fetch_positions", [{"symbol": symbol, "contracts": "1", "side": "long"}])
             with pytest.raises(GuardRefused) as refused:
                 await run(ex.create_order(symbol, "limit", "sell", "0.3", 60_000))

@@ -23,9 +23,10 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `watch_orders(_for_symbols)`, and executions from `fetch_my_trades`,
   `fetch_order_trades` and `watch_my_trades(_for_symbols)`, feed the Guard. Each order's fills are
   applied once, whichever source reports them first (cumulative `filled` and
-  trade sums never double count); updates for orders not placed through this
-  wrapper are ignored. Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the
-  Guard its reference prices; `on_price` takes any other feed.
+  trade sums never double count); updates for orders neither placed through this
+  wrapper nor found open at the start (see Starting positions) are ignored.
+  Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the Guard its reference
+  prices; `on_price` takes any other feed.
 * A venue reject (any `ccxt.ExchangeError` answer) gives the order's working
   quantity back. A network error leaves it working and the order *in doubt*:
   it may be live at the venue; a later update naming its id or client order id
@@ -38,8 +39,8 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   (an amend keeps its larger reservation). Cancels never raise for their answer
   (logged). A ticker price that is not a positive finite number is skipped.
 * A node-wide HALTED (a fleet kill, a node halt, the loss stop) cancels all
-  open orders through the exchange (`cancel_all_orders` per symbol traded, or
-  one by one) and reads back each order's final state.
+  open orders through the exchange (`cancel_all_orders` per symbol traded or
+  holding an adopted order, or one by one) and reads back each order's final state.
 * Only what the Guard checked is sent. `params` may carry only
   `clientOrderId`, `timeInForce`, `postOnly`, `reduceOnly` and `marginMode`
   (ccxt merges `params` into the venue's request, where `quantity` or
@@ -63,11 +64,27 @@ each position's `contracts` in steps of the market's amount precision, signed by
 the Guard counts the account's total balance of the market's base currency (free
 and in orders) as a long position, valued at the Guard's last reference price
 (a ticker read first: `fetch_ticker`), so a position limit covers what the
-account holds, not only what this process bought. A starting position that cannot
-be read (the venue cannot report it, a network error, an answer that is not a
-position or balance, no reference price for a balance held) refuses the order
-(`venue_unavailable`, recorded) and is read again at the next order: a market never
-starts at 0 unknowingly.
+account holds, not only what this process bought.
+
+The same read adopts the orders already open in the market (placed by hand, by
+another program, or by a run that crashed): `fetch_open_orders(symbol)`, read
+before the position (a fill between the two reads is then counted twice, never
+missed). Each open order becomes working in the Guard (`Guard.adopt`: its amount
+and `remaining` in steps of the market's amount precision, its side and price),
+so it counts against the position worst case and the exposure limits, and it is
+followed like an order placed here: its updates, fills (what it had filled
+before is in the starting position, never booked again) and cancels apply, and
+a node-wide HALTED cancels it. An open order this wrapper placed is not adopted
+twice.
+
+A start that cannot be read (the venue cannot report the position or list open
+orders, `has['fetchOpenOrders']` false, a network error, an answer that is not a
+position, balance or list of orders, an open order whose id, amount, remaining
+or side cannot be read, no reference price for a balance held) refuses the order
+(`venue_unavailable`, recorded), books nothing of it and is read again at the
+next order: a market never starts at 0, nor with unknown working orders,
+unknowingly. While the Guard is not armed an order is refused without the read
+(nothing reaches the venue); the first order after arming reads it.
 
 With `control_plane`, `join()` makes the process a fleet node through
 `NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
@@ -356,16 +373,149 @@ class Ledger:
         """'positions' for a contract market (read with `fetch_positions`), else 'balance'."""
         return "positions" if self.exchange.market(symbol).get("contract") else "balance"
 
-    def start_from(self, symbol: str, answer: Any) -> None:
+    def open_orders_readable(self) -> None:
+        """Raises unless the venue can list a market's open orders (`fetch_open_orders`):
+        without that list a market would start with unknown working orders."""
+        has = getattr(self.exchange, "has", None) or {}
+        if not has.get("fetchOpenOrders"):
+            raise UnitError(
+                f"fetch_open_orders: {self.exchange.id} cannot list open orders "
+                "(has['fetchOpenOrders'] is false); its working orders cannot be counted"
+            )
+
+    def start_from(self, symbol: str, answer: Any, open_orders: Any) -> None:
         """Restore `symbol`'s starting position from the venue's answer to `start_kind`'s read
-        (a list of positions, or the balance); raises naming what it cannot read."""
+        (a list of positions, or the balance) and adopt the orders open there
+        (`fetch_open_orders`); raises naming what it cannot read, having changed nothing:
+        every answer is read before anything is booked."""
+        if symbol in self.started:
+            return  # a read that ran alongside (two async orders in one market) started it
         units = self.units(symbol)
+        adopting, known = self._open_orders(symbol, units, open_orders)
         if self.start_kind(symbol) == "positions":
             qty, avg = self._net_position(symbol, units, answer)
         else:
             qty, avg = self._balance_position(symbol, units, answer)
         self.guard.restore_position(symbol, qty, avg)
+        for order, remaining, tracked, venue_order in adopting:
+            self._adopt(order, remaining, tracked, venue_order)
         self.started[symbol] = None
+        if known:  # orders placed here already (an in-doubt one is bound by its client id)
+            self.apply_orders(known, "fetch_open_orders")
+
+    def _open_orders(
+        self, symbol: str, units: Units, answer: Any
+    ) -> tuple[list[tuple[Order, int, _Tracked, dict[str, Any]]], list[dict[str, Any]]]:
+        """The orders open in `symbol` at the venue, read whole before any is adopted:
+        (each as the Guard adopts it, with its leaves and its ledger entry; the orders
+        this wrapper placed already). Raises `UnitError` naming the first entry it cannot
+        read: a market never starts with unknown working orders."""
+        if not isinstance(answer, list):
+            raise UnitError(
+                f"fetch_open_orders: the answer is {type(answer).__name__}, not a list of orders"
+            )
+        adopting: list[tuple[Order, int, _Tracked, dict[str, Any]]] = []
+        known: list[dict[str, Any]] = []
+        for i, o in enumerate(answer):
+            what = f"fetch_open_orders[{i}]"
+            why = _unreadable(o, "an order", _FIELDS)
+            if why is not None:
+                raise UnitError(f"{what}: {why}")
+            if not self._in_market(symbol, o.get("symbol")) or o.get("status") in TERMINAL:
+                continue  # another market's order, or one no longer open
+            if self._placed_here(symbol, o):
+                known.append(o)
+                continue
+            found = self._open_order(symbol, units, o, what)
+            if found is not None:
+                adopting.append((*found, o))
+        return adopting, known
+
+    def _in_market(self, symbol: str, named: Any) -> bool:
+        """Whether an open order naming market `named` (None: none named) is `symbol`'s."""
+        if named is None:
+            return True  # asked for `symbol`'s open orders: counted there
+        try:
+            return self.symbol_of(named) == symbol
+        except (UnitError, ccxt.BaseError):  # a market not loaded: not this one
+            return False
+
+    def _placed_here(self, symbol: str, o: dict[str, Any]) -> bool:
+        """Whether an open order is one this wrapper placed (by venue id or client id)."""
+        xid, cid = o.get("id"), o.get("clientOrderId")
+        if xid is not None and _xkey(symbol, xid) in self._by_exchange_id:
+            return True
+        tracked = self._by_client_id.get(str(cid)) if cid else None
+        return tracked is not None and tracked.symbol == symbol
+
+    def _open_order(
+        self, symbol: str, units: Units, o: dict[str, Any], what: str
+    ) -> tuple[Order, int, _Tracked] | None:
+        """One open order as the Guard adopts it (None: nothing of it is left working)."""
+        if o.get("id") is None:
+            raise UnitError(f"{what}.id: missing; an update could never name the order")
+        side = o.get("side")
+        if side not in ("buy", "sell"):
+            raise UnitError(f"{what}.side: must be 'buy' or 'sell', got {side!r:.40}")
+        qty = units.to_units(o.get("amount"), f"{what}.amount")
+        if qty <= 0:
+            raise UnitError(f"{what}.amount: must be > 0, got {o.get('amount')!r:.40}")
+        remaining, filled = o.get("remaining"), o.get("filled")
+        if remaining is not None:
+            left = units.to_units(remaining, f"{what}.remaining")
+        elif filled is not None:
+            left = qty - units.to_units(filled, f"{what}.filled")
+        else:
+            raise UnitError(f"{what}.remaining: missing, and no filled to derive it from")
+        if not 0 <= left <= qty:
+            raise UnitError(
+                f"{what}.remaining: must be from 0 to the amount ({qty} units), got {left} units"
+            )
+        price = o.get("price")
+        price_d = None if price is None else decimal_of(price, f"{what}.price")
+        if price_d is not None and price_d <= 0:
+            price_d = None  # no limit price (a market or trigger order)
+        cost = o.get("cost")
+        done = units.to_amount(qty - left)
+        if cost is not None:
+            paid = decimal_of(cost, f"{what}.cost")
+        else:
+            paid = price_d * done if price_d is not None else Decimal(0)
+        if left == 0:
+            return None  # filled in full: in the position read, nothing working
+        gid = f"kw-open-{uuid.uuid4().hex[:20]}"
+        order = Order(
+            id=gid,
+            strategy=self.strategy,
+            symbol=symbol,
+            side=Side(side),
+            qty=qty,
+            price=None if price_d is None else units.unit_price(price_d, f"{what}.price"),
+        )
+        cid = o.get("clientOrderId")
+        tracked = _Tracked(gid, symbol, order.side, qty, units, str(cid) if cid else None, price_d)
+        tracked.applied = qty - left  # in the starting position already: never booked again
+        tracked.applied_cost = paid
+        return order, left, tracked
+
+    def _adopt(
+        self, order: Order, remaining: int, tracked: _Tracked, venue_order: dict[str, Any]
+    ) -> None:
+        """An order found open at the venue counts as working in the Guard and is followed
+        like one placed here: its updates, fills and cancels apply, a kill cancels it."""
+        self.guard.adopt(order, remaining)
+        self._start(tracked)
+        self._bind(tracked, venue_order)
+        self.symbols.add(tracked.symbol)
+        log.warning(
+            "OPEN_ORDER_ADOPTED node=%s order=%s venue_id=%s symbol=%s side=%s remaining=%d",
+            self.guard.node,
+            tracked.gid,
+            tracked.exchange_id,
+            tracked.symbol,
+            tracked.side.value,
+            remaining,
+        )
 
     def _net_position(self, symbol: str, units: Units, answer: Any) -> tuple[int, float]:
         if not isinstance(answer, list):
@@ -582,6 +732,11 @@ class Ledger:
         d = self.guard.check(order)
         if not d.accepted:
             raise GuardRefused(d)
+        if symbol not in self.started:
+            # the start was skipped while the Guard was not armed, and it was armed since:
+            # give the reservation back and refuse, the next order reads the start
+            self.guard.on_reject(gid)
+            raise self.start_failed(symbol, UnitError("not read yet (the Guard was not armed)"))
         tracked = _Tracked(
             gid, symbol, order.side, order.qty, self.units(symbol), client_id, price_d
         )
@@ -1238,9 +1393,9 @@ class GuardedExchange:
     # --- starting positions -------------------------------------------------------
     @_serialized
     def start(self, symbols: Iterable[Any]) -> None:
-        """Read the starting position of each market not read yet (see the module doc);
-        an order in a market not read reads it first. Raises `GuardRefused` for one that
-        cannot be read."""
+        """Read the start of each market not read yet (see the module doc): its position
+        and the orders open there, adopted; an order in a market not read reads it first.
+        Raises `GuardRefused` for one that cannot be read."""
         ledger = self.ledger
         self.exchange.load_markets()
         for symbol in symbols:
@@ -1248,15 +1403,25 @@ class GuardedExchange:
             if unified is None:
                 continue
             try:
+                ledger.open_orders_readable()
+                # open orders first: a fill between the two reads is then counted twice
+                # (in the balance and again by the order's update), never missed
+                open_orders = self.exchange.fetch_open_orders(unified)
                 if ledger.start_kind(unified) == "positions":
                     answer = self.exchange.fetch_positions([unified])
                 else:
                     answer = self.exchange.fetch_balance()
                     if ledger.held(unified, answer) and not ledger.has_price(unified):
                         ledger.read_ticker("fetch_ticker", self.exchange.fetch_ticker(unified))
-                ledger.start_from(unified, answer)
+                ledger.start_from(unified, answer, open_orders)
             except Exception as exc:
                 raise ledger.start_failed(unified, exc) from None
+
+    def _start_for_order(self, symbols: Iterable[Any]) -> None:
+        """`start` before an order is checked; skipped while the Guard is not armed (it
+        refuses the order anyway, and nothing, not even a read, reaches the venue)."""
+        if self.guard.armed:
+            self.start(symbols)
 
     # --- orders -----------------------------------------------------------------
     @_serialized
@@ -1271,7 +1436,7 @@ class GuardedExchange:
     ) -> dict[str, Any]:
         params = self.ledger.params_of(params)
         self.exchange.load_markets()
-        self.start([symbol])
+        self._start_for_order([symbol])
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:
             order: dict[str, Any] = self.exchange.create_order(
@@ -1290,7 +1455,7 @@ class GuardedExchange:
         """All checked before any is sent; one refusal refuses the batch."""
         self.exchange.load_markets()
         params = self.ledger.params_of(params)
-        self.start(_batch_symbols(orders))
+        self._start_for_order(_batch_symbols(orders))
         prepared, requests = _prepare_batch(self.ledger, orders, params)
         try:
             result: list[dict[str, Any]] = self.exchange.create_orders(requests, params)
@@ -1536,9 +1701,9 @@ class AsyncGuardedExchange:
 
     # --- starting positions -------------------------------------------------------
     async def start(self, symbols: Iterable[Any]) -> None:
-        """Read the starting position of each market not read yet (see the module doc);
-        an order in a market not read reads it first. Raises `GuardRefused` for one that
-        cannot be read."""
+        """Read the start of each market not read yet (see the module doc): its position
+        and the orders open there, adopted; an order in a market not read reads it first.
+        Raises `GuardRefused` for one that cannot be read."""
         ledger = self.ledger
         await self.exchange.load_markets()
         for symbol in symbols:
@@ -1546,6 +1711,10 @@ class AsyncGuardedExchange:
             if unified is None:
                 continue
             try:
+                ledger.open_orders_readable()
+                # open orders first: a fill between the two reads is then counted twice
+                # (in the balance and again by the order's update), never missed
+                open_orders = await self.exchange.fetch_open_orders(unified)
                 if ledger.start_kind(unified) == "positions":
                     answer = await self.exchange.fetch_positions([unified])
                 else:
@@ -1553,9 +1722,15 @@ class AsyncGuardedExchange:
                     if ledger.held(unified, answer) and not ledger.has_price(unified):
                         ticker = await self.exchange.fetch_ticker(unified)
                         ledger.read_ticker("fetch_ticker", ticker)
-                ledger.start_from(unified, answer)
+                ledger.start_from(unified, answer, open_orders)
             except Exception as exc:
                 raise ledger.start_failed(unified, exc) from None
+
+    async def _start_for_order(self, symbols: Iterable[Any]) -> None:
+        """`start` before an order is checked; skipped while the Guard is not armed (it
+        refuses the order anyway, and nothing, not even a read, reaches the venue)."""
+        if self.guard.armed:
+            await self.start(symbols)
 
     # --- orders -----------------------------------------------------------------
     async def create_order(
@@ -1569,7 +1744,7 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         params = self.ledger.params_of(params)
         await self.exchange.load_markets()
-        await self.start([symbol])
+        await self._start_for_order([symbol])
         tracked, amount_d, price_d = self.ledger.prepare(symbol, type, side, amount, price, params)
         try:  # whatever the venue answered, a kill's late cancels still run
             try:
@@ -1590,7 +1765,7 @@ class AsyncGuardedExchange:
         """All checked before any is sent; one refusal refuses the batch."""
         await self.exchange.load_markets()
         params = self.ledger.params_of(params)
-        await self.start(_batch_symbols(orders))
+        await self._start_for_order(_batch_symbols(orders))
         prepared, requests = _prepare_batch(self.ledger, orders, params)
         try:  # whatever the venue answered, a kill's late cancels still run
             try:
