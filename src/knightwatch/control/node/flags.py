@@ -13,7 +13,18 @@ the safe default), does not confirm it, logs one line and records a
 decoded (or holds another flag) is refused the same way, but the node drops
 what it held for that flag and evaluates the safe default: the stop direction
 never waits on a record nobody can read. It fails closed (unavailable) while
-the node is disconnected or not yet resynced. The record layout
+the node is disconnected or not yet resynced.
+
+A state read from the store (at start, on a resync) that moves this node's value
+away from the safe default is judged, as a stored roster version or resume is,
+at the instant the store's server wrote the change behind its proof (the
+`change.<flag>.<revision>` record holding that very proof; a write time no client
+sets), not only at the date its signer chose: a change signed after its
+operator's key was revoked and dated back before the revocation is refused by a
+node that starts afterwards, as a running node refused it live. Where the store
+keeps write times and that record is missing (or holds another proof), the change
+is refused until it is stored; the stop direction (a change to the safe default)
+is never looked up, slowed or refused for it. The record layout
 (`state_key`, `change_key`, `applied_key`, `FlagApplied`) lives here, below
 the operator's flag store, because both sides read and write it.
 """
@@ -25,7 +36,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
@@ -35,9 +46,10 @@ from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlan
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.flags.state import FlagChange, FlagState, StateUnavailable
 from knightwatch.inputs import UNDECODABLE
+from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, TrustReason
-from knightwatch.trust.flagproof import check_flag_proof
+from knightwatch.trust.flagproof import FlagDecision, FlagProof, check_flag_proof
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,6 +151,33 @@ async def record_applied(plane: ControlPlane, applied: FlagApplied) -> None:
     await plane.put_record(Bucket.FLAGS, applied_key(applied.flag_id, applied.node), payload)
 
 
+class Written(NamedTuple):
+    """When the store wrote the change behind a node's value, as far as the node knows."""
+
+    stored_ns: int | None = None
+    """The server's write time of the change record (for a state heard live: when it was
+    heard); None: judged at the change's own signed date alone."""
+    missing: str = ""
+    """Why that write time is unknown where it must be known ("": it need not be)."""
+    awaiting: str = ""
+    """The key of the change record it is missing, if it may still be stored."""
+
+
+_PROOF_DECODER = msgspec.json.Decoder(FlagProof)
+_DECISION_DECODER = msgspec.json.Decoder(FlagDecision)
+
+
+def claimed_away(proof: str) -> FlagDecision | None:
+    """The change `proof` claims, if it moves the flag away from its safe default; None
+    for the stop direction, or if it does not decode (`check_flag_proof` refuses that).
+    Unverified: only used to find the record of the change behind it."""
+    try:
+        decision = _DECISION_DECODER.decode(_PROOF_DECODER.decode(proof).change.payload_bytes())
+    except (*UNDECODABLE, ReleaseInputError):
+        return None
+    return None if decision.value == decision.safe_default else decision
+
+
 class NodeFlags:
     """A node's flag state and its own fleet membership, for the OpenFeature provider.
 
@@ -161,6 +200,9 @@ class NodeFlags:
         self._latest: dict[str, FlagState] = {}
         """The newest stored revision of each flag, verified or not (re-judged when this
         node's admitted flag schema changes)."""
+        self._written: dict[str, Written] = {}
+        """When the store wrote the change behind each `_latest` state's value for this
+        node (a re-judgement is at that time too)."""
         self._proof_revision: dict[str, int] = dict(applied or {})
         """The revision of the change behind this node's current value (no going back),
         remembered across restarts through the flight recorder."""
@@ -217,6 +259,15 @@ class NodeFlags:
     async def _on_record(self, record: Record) -> None:
         if record.key.startswith("state."):
             await self._apply(record.key, record.value, live=True)
+        elif record.key.startswith("change."):
+            # the change record a stored state was refused for (its writer stores it just
+            # after the state): the state is judged again, at this record's write time
+            flag_id = record.key.removeprefix("change.").rpartition(".")[0]
+            latest = self._latest.get(flag_id)
+            written = self._written.get(flag_id)
+            if latest is not None and written is not None and written.awaiting == record.key:
+                with contextlib.suppress(ControlPlaneUnavailable):  # the resync judges it
+                    await self._take(latest, live=False)
 
     async def _apply(self, key: str, value: bytes, *, live: bool) -> None:
         try:
@@ -224,14 +275,61 @@ class NodeFlags:
         except StateUnavailable as exc:
             self._unreadable(key.removeprefix("state."), str(exc))
             return
+        await self._take(state, live=live)
+
+    async def _take(self, state: FlagState, *, live: bool) -> None:
         held = self._states.get(state.flag_id)
         if held is not None and held.revision >= state.revision:
             return
+        if live:  # judged now; re-judged (`_rejudge`) at when it was heard
+            away = claimed_away(state.proofs.get(self.node, "")) is not None
+            written = Written(self.runtime.clock.time_ns() if away else None)
+        else:
+            written = await self._written_at(state)
         latest = self._latest.get(state.flag_id)
-        if latest is None or latest.revision < state.revision:
+        if latest is None or latest.revision <= state.revision:
             self._latest[state.flag_id] = state
-        if self._judge(state, live=live):
+            self._written[state.flag_id] = written
+        if self._judge(state, live=live, written=written):
             await self._confirm(state.flag_id, state.revision)
+
+    async def _written_at(self, state: FlagState) -> Written:
+        """When the store's server wrote the change behind this node's value in `state`,
+        read from the store: looked up only for a value away from the safe default (the
+        stop direction never waits on it), and only where the store keeps write times
+        (the in-memory plane without a clock: the change's own date). The record must
+        hold this very proof: an older change's record says nothing of when this one
+        was written."""
+        proof = state.proofs.get(self.node, "")
+        if state.value_for(self.node) is None or not self.plane.keeps_write_times:
+            return Written()
+        decision = claimed_away(proof)
+        if decision is None or decision.flag_id != state.flag_id or self._verified(state):
+            return Written()  # the stop direction, refused anyway, or verified already
+        key = change_key(state.flag_id, decision.revision)
+        stored, revision = await self.plane.get_record(Bucket.FLAGS, key)
+        try:
+            recorded = None if stored is None else CHANGE_DECODER.decode(stored)
+        except UNDECODABLE:
+            recorded = None
+        if recorded is None or recorded.proof != proof:
+            what = "not stored" if stored is None else "another change's or undecodable"
+            return Written(None, f"the change record {key!r} behind the proof is {what}", key)
+        at_ns = await self.plane.record_stored_ns(Bucket.FLAGS, key, revision)
+        if at_ns is None:
+            return Written(missing=f"the store no longer holds when it wrote {key!r}")
+        return Written(at_ns)
+
+    def _verified(self, state: FlagState) -> bool:
+        """This node holds `state`'s value for it already, by the same proof (checked then)."""
+        held = self._states.get(state.flag_id)
+        proof = state.proofs.get(self.node, "")
+        return (
+            held is not None
+            and bool(proof)
+            and held.value_for(self.node) == state.value_for(self.node)
+            and held.proofs.get(self.node) == proof
+        )
 
     def _unreadable(self, flag_id: str, detail: str) -> None:
         """The flag's stored state cannot be read (or is another flag's): the value this
@@ -240,6 +338,7 @@ class NodeFlags:
         if self._states.pop(flag_id, None) is not None:  # news: counted and logged again
             self._refused_keys.pop((flag_id, 0), None)
         self._latest.pop(flag_id, None)
+        self._written.pop(flag_id, None)
         self._refuse(
             flag_id, 0, Refused(TrustReason.MALFORMED, f"{detail}; evaluating the safe default")
         )
@@ -249,21 +348,17 @@ class NodeFlags:
         v = self.runtime.verdict
         return dict(v.flag_schema) if v is not None and v.admitted else {}
 
-    def _judge(self, state: FlagState, *, live: bool) -> bool:
-        """Apply `state` if the change behind this node's value verifies; else record why."""
+    def _judge(self, state: FlagState, *, live: bool, written: Written) -> bool:
+        """Apply `state` if the change behind this node's value verifies; else record why.
+
+        `written` (not live): when the store wrote that change; judged then too."""
         schema = self._schema()
         self._verdict_seen = self.runtime.verdict
         value = state.value_for(self.node)
-        held = self._states.get(state.flag_id)
         proof = state.proofs.get(self.node, "")
         if value is None:
             revision = 0  # no value: the safe default, the stop direction
-        elif (
-            held is not None
-            and proof
-            and held.value_for(self.node) == value
-            and held.proofs.get(self.node) == proof
-        ):
+        elif self._verified(state):
             revision = self._proof_revision.get(state.flag_id, 0)  # verified already
         else:
             try:
@@ -276,6 +371,7 @@ class NodeFlags:
                     schema=schema,
                     now_ns=self.runtime.clock.time_ns(),
                     live=live,
+                    stored_ns=None if live else written.stored_ns,
                 )
                 revision = verdict.revision
                 if verdict.own_safe_default:
@@ -298,6 +394,14 @@ class NodeFlags:
                         TrustReason.REPLAYED,
                         f"the proof is of revision {revision}; this node already applied "
                         f"a change of revision {self._proof_revision[state.flag_id]}",
+                    )
+                if not live and verdict.away and written.missing:
+                    # its signer's date alone is not enough: a key revoked since could
+                    # have dated it back; the stop direction never gets here
+                    raise Refused(
+                        TrustReason.MALFORMED,
+                        f"{written.missing}: the server's write time of the change is "
+                        "unknown, so it is not applied",
                     )
             except Refused as exc:
                 self._refuse(state.flag_id, state.revision, exc)
@@ -372,8 +476,9 @@ class NodeFlags:
         self._verdict_seen = self.runtime.verdict
         for flag_id, latest in list(self._latest.items()):
             held = self._states.get(flag_id)
+            written = self._written.get(flag_id, Written())
             if (held is None or held.revision < latest.revision) and self._judge(
-                latest, live=False
+                latest, live=False, written=written
             ):
                 self.confirm_applied(flag_id, self.node, latest.revision)
 
