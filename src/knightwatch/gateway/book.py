@@ -4,9 +4,11 @@ The Guard knows risk (what is working, what filled); the gateway must also
 know FIX facts the Guard has no use for: which client session owns a
 ClOrdID (to route the venue's reports back), the venue's OrderID, the
 OrdStatus to answer a status request, the requests in flight (a cancel or
-replace is answered under its own ClOrdID), and which cancels the gateway
+replace is answered under its own ClOrdID), which cancels the gateway
 itself sent (a kill, cancel-on-disconnect, a client's mass cancel), whose
-reports the client must see under its own order's ClOrdID.
+reports the client must see under its own order's ClOrdID, and which cancels
+each client had forwarded (`SentCancel`): a resend of one is answered from
+what became of it, never sent to the venue again.
 
 A transparent proxy puts the client's ClOrdID on the wire, so one venue
 session carries the ClOrdIDs of every client: a ClOrdID live for one client
@@ -65,8 +67,9 @@ FORGET_PER_CALL: Final = 4
 forgetting keeps up."""
 
 # what a scheduled entry forgets: an order with everything known about it, or one fact
-# that belongs to no order (a refusal's decision, a cancel's ClOrdID, an unknown ExecID)
-_ORDER, _OWNER, _DECIDED, _EXEC = range(4)
+# that belongs to no order (a refusal's decision, a cancel's ClOrdID, an unknown ExecID),
+# or a client's cancel forwarded (`SentCancel`)
+_ORDER, _OWNER, _DECIDED, _EXEC, _CANCEL = range(5)
 
 
 @dataclass(slots=True)
@@ -129,6 +132,28 @@ class Request:
     """A replace whose order ended while it was in flight (the venue cancelled, expired
     or filled it on its own): its reservation in the Guard was given back then, and
     the venue's late answer to it is told to the client but never applied."""
+    reject: tuple[tuple[int, str], ...] = ()
+    """A client's cancel the venue refused with an OrderCancelReject: that reject's
+    fields as the client got them, less its ClOrdID (a resend of the cancel is answered
+    with them again, `SentCancel`)."""
+
+
+@dataclass(slots=True)
+class SentCancel:
+    """A client's cancel the gateway forwarded to the venue, kept under the client's
+    CompID and ClOrdID for a resend of it (PossDupFlag or PossResend): while it is in
+    flight the resend is not sent (the first's answer reaches the client), once it is
+    answered the resend is answered from that answer. Sent to the venue again, the
+    venue would refuse it (too late, unknown order) and that refusal, under the same
+    ClOrdID, would contradict the first answer."""
+
+    orig: str
+    """The OrigClOrdID(41) it named: a resend naming another order is a new cancel."""
+    sent: tuple[tuple[str, Request], ...]
+    """(the ClOrdID it went under on the venue session, its request) per order it
+    cancels: one, or each order start-up adopted under one ClOrdID."""
+    at_ns: int = 0
+    """When it was forwarded (the book's clock)."""
 
 
 class GatewayBook:
@@ -164,6 +189,9 @@ class GatewayBook:
         self.by_order_id: dict[str, GwOrder] = {}
         """Venue OrderID (as the venue session reported it) -> the order: a drop-copy
         report naming it is the copy of that order, whatever ClOrdID it carries."""
+        self.cancels: dict[str, SentCancel] = {}
+        """`<CompID>:<ClOrdID>` of a client's cancel -> what was forwarded for the
+        latest cancel under that ClOrdID (`sent_cancel`), for a resend of it."""
         self._window_ns = window_ns
         self._clock = clock
         # (due, what, key, order): forgotten from `due` on, unless its order holds it
@@ -284,6 +312,27 @@ class GatewayBook:
         forgotten with that ExecID."""
         self.fills[exec_id] = fill
 
+    def sent_cancel(self, comp: str, clordid: str, cancel: SentCancel) -> None:
+        """A client's cancel went to the venue: a resend of it is answered from it, for as
+        long as it is in flight, its order live, or either ended less than a scope ago."""
+        cancel.at_ns = self._clock()
+        key = f"{comp}:{clordid}"
+        self.cancels[key] = cancel
+        order = next((r.order for _, r in cancel.sent if r.order is not None), None)
+        self._schedule(_CANCEL, key, order)
+
+    def cancel_in_flight(self, cancel: SentCancel) -> bool:
+        """Whether the venue has yet to answer (any of) what was sent for the cancel."""
+        return any(self.requests.get(cid) is req for cid, req in cancel.sent)
+
+    def unsend_cancel(self, req: Request, clordid: str) -> None:
+        """The venue never took or never answered the client's cancel `req` sent under
+        `clordid` (`Request.answer_as` if renamed): a resend of it goes to the venue."""
+        key = f"{req.comp}:{req.answer_as or clordid}"
+        held = self.cancels.get(key)
+        if held is not None and any(r is req for _, r in held.sent):
+            del self.cancels[key]
+
     def live(self) -> list[GwOrder]:
         return list(self.working.values())
 
@@ -336,6 +385,14 @@ class GatewayBook:
                 if held is None or held[1] is not order:
                     continue  # decided again since: that decision has its own entry
                 del self.decided[key]
+            elif what == _CANCEL:
+                sent = self.cancels.get(key)
+                if sent is None or sent.at_ns + window > now:
+                    continue  # gone, or a newer cancel under the id: it has its own entry
+                if self.cancel_in_flight(sent):
+                    later.append((now + window, what, key, order))
+                    continue
+                del self.cancels[key]
             else:
                 self.exec_seen.discard(key)
                 self.fills.pop(key, None)  # a drop-copy fill: kept for its bust as long

@@ -17,8 +17,14 @@ What the gateway decides around the Guard:
   client's is in use on the venue session, answered under the client's); a
   client's mass cancel becomes one cancel per order of that client (the venue
   sees one session for all clients);
-* resent orders (PossDupFlag/PossResend) are answered from the decision
-  already taken, never checked or forwarded twice;
+* resent orders and replaces (PossDupFlag/PossResend) are answered from the
+  decision already taken, never checked or forwarded twice; a resent cancel
+  the gateway already forwarded (same ClOrdID, same OrigClOrdID) is not sent
+  again: in flight, the first's answer reaches the client; answered, the
+  resend gets the order's state, or the same OrderCancelReject. A resent
+  cancel whose first copy never reached the venue (refused with the venue
+  down, not taken by the venue session, unanswered, or never seen by this
+  process) is forwarded: the stop direction is never held back;
 * execution reports drive the Guard (fills, cancels, expiries, venue
   rejects, replaces, restatements, busts, corrections), once per ExecID; a
   fill for an order nobody sent, or a LeavesQty that disagrees with the
@@ -54,7 +60,7 @@ import msgspec
 from knightwatch.clock import to_ns
 from knightwatch.decision import Decision, RejectReason
 from knightwatch.gateway import fields as F
-from knightwatch.gateway.book import LIVE_STATUS, GatewayBook, GwOrder, Request
+from knightwatch.gateway.book import LIVE_STATUS, GatewayBook, GwOrder, Request, SentCancel
 from knightwatch.gateway.config import GatewayConfig, acceptor_settings, initiator_settings
 from knightwatch.gateway.containment import restrict_listener
 from knightwatch.gateway.engine import (
@@ -98,6 +104,18 @@ _ENDS_REPLACE = frozenset(
 )
 """What the late answer to a replace of an order that ended meanwhile may say
 (`Request.released`)."""
+
+_CANCEL_REJECT_BODY = (
+    F.ORDER_ID,
+    F.ORIG_CL_ORD_ID,
+    F.ORD_STATUS,
+    F.CXL_REJ_RESPONSE_TO,
+    F.CXL_REJ_REASON,
+    F.TEXT,
+    F.ACCOUNT,
+    F.TRANSACT_TIME,
+)
+"""The fields of a venue's OrderCancelReject a resend of the client's cancel gets again."""
 
 _MARKET_TYPES = ("1", "3")  # market, stop
 _LIMIT_TYPES = ("2", "4")  # limit, stop limit
@@ -537,6 +555,8 @@ class Gateway(Handler):
         gid = go.guard_id if go is not None else None
         if req is not None:
             self.book.requests.pop(clordid, None)
+            if req.kind == "F":
+                self.book.unsend_cancel(req, clordid)  # its resend goes to the venue
             if go is not None and go.cancel_sent == clordid:
                 go.cancel_sent = None  # the gateway's own cancel: a drain sends another
         # a replace or cancel of an order that ended meanwhile (the venue filled, cancelled
@@ -1072,6 +1092,8 @@ class Gateway(Handler):
         orig = msg[F.ORIG_CL_ORD_ID]
         with self._held():
             self._record_in(msg, comp, F.CANCEL, f"{comp}:{orig}")
+            if msg.resent and self._answer_cancel_resend(msg, sid, comp):
+                return
             go = self.book.find(orig)
             # an id the order no longer answers to (replaced since) has its owner still:
             # the venue may resolve it to the order
@@ -1093,9 +1115,12 @@ class Gateway(Handler):
                 self.guard.note(
                     "fix_refused", session=comp, msg_type=F.CANCEL, reason=refused.reason.value
                 )
+                # the latest cancel under this id never reached the venue: a resend goes out
+                self.book.cancels.pop(f"{comp}:{clordid}", None)
                 self._send_cancel_reject(msg, sid, go, refused, F.CANCEL)
                 return
             targets = self._adopted_under(go, orig, msg.get(F.ORDER_ID))
+            sent: list[tuple[str, Request]] = []
             for target in targets:
                 out = F.forward_copy(msg)
                 if target is not None and (len(targets) > 1 or target is not go):
@@ -1120,8 +1145,60 @@ class Gateway(Handler):
                     self.book.claim(clordid, comp)
                     req = self.book.requests[clordid] = Request("F", comp, target)
                     self._await(clordid, target, req)
+                sent_as = out.getField(F.CL_ORD_ID)
+                sent.append((sent_as, req))
                 self._count("cancels")
-                self._emit(out, self.venue_sid, (F.CANCEL, out.getField(F.CL_ORD_ID)))
+                self._emit(out, self.venue_sid, (F.CANCEL, sent_as))
+            # before the sends go out (`_held`): one the venue session does not take
+            # forgets it again (`_venue_refused`)
+            self.book.sent_cancel(comp, clordid, SentCancel(orig, tuple(sent)))
+
+    def _answer_cancel_resend(self, msg: F.In, sid: Any, comp: str) -> bool:
+        """A resent cancel (caller holds the lock): if this session's cancel under its
+        ClOrdID, of the same OrigClOrdID, went to the venue, it is not sent again (True).
+        Still in flight, nothing is sent now: the venue's answer to the first reaches
+        the client under this ClOrdID. Answered, the client gets what it was answered:
+        the same OrderCancelReject, or a status report of the order (cancelled, or
+        working on if the venue refused the cancel by ExecutionReport). False: the first
+        never reached the venue (or was never seen), so the resend is forwarded."""
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
+        first = self.book.cancels.get(f"{comp}:{clordid}")
+        if first is None or first.orig != orig:
+            return False
+        flying = self.book.cancel_in_flight(first)
+        orders = [r.order for _, r in first.sent if r.order is not None]
+        self._count("resends")
+        self.guard.note(
+            "cancel_resend",
+            session=comp,
+            clordid=F.clean(clordid)[:64],
+            orig_clordid=F.clean(orig)[:64],
+            order_id=orders[0].guard_id if orders else None,
+            in_flight=flying,
+        )
+        if flying:
+            return True
+        for _, req in first.sent:
+            go = req.order
+            if req.reject:
+                self._emit(F.message(F.CANCEL_REJECT, [(F.CL_ORD_ID, clordid), *req.reject]), sid)
+            elif go is None:  # an order the gateway does not hold: the venue answered so
+                unknown = GwOrder(comp, clordid, "", comp, "NA", Side.BUY, "1", 0, None, status="8")
+                self._send_status(
+                    unknown,
+                    sid,
+                    msg_text="unknown order; resent cancel already answered, not sent again",
+                    extra=[(F.ORIG_CL_ORD_ID, orig)],
+                )
+            else:
+                self._send_status(
+                    dataclasses.replace(go, clordid=clordid),
+                    sid,
+                    msg_text="resent cancel already answered; not sent again",
+                    extra=[(F.ORIG_CL_ORD_ID, orig)],
+                )
+        return True
 
     def _adopted_under(
         self, go: GwOrder | None, orig: str, order_id: str | None
@@ -1915,6 +1992,9 @@ class Gateway(Handler):
             req.order.cancel_sent = None  # the gateway's own cancel: a drain sends another
             self.guard.note("own_cancel_rejected", order_id=req.order.guard_id, clordid=clordid)
             return
+        if req.kind == "F":
+            # a resend of the client's cancel is answered with this again (`SentCancel`)
+            req.reject = tuple((t, msg[t]) for t in _CANCEL_REJECT_BODY if t in msg)
         sid = self.client_sids.get(req.comp)
         if sid is not None:
             out = F.forward_copy(msg)
@@ -2010,7 +2090,9 @@ class Gateway(Handler):
                 )
                 self._send_cancel_reject(probe, sid, req.order, d, F.REPLACE)
         elif ref_type == F.CANCEL and (req := self.book.requests.pop(ref_id, None)) is not None:
-            # a cancel the venue would not take (throttled, busy): the order works on
+            # a cancel the venue would not take (throttled, busy): the order works on, and
+            # the client's resend of it goes to the venue
+            self.book.unsend_cancel(req, ref_id)
             go = req.order
             if go is not None and go.cancel_sent == ref_id:
                 go.cancel_sent = None  # the gateway's own cancel: a drain sends another
