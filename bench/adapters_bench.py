@@ -248,6 +248,7 @@ def adapter_only(orders: int, tmp: Path) -> list[int]:
         )
         assert isinstance(wrapped, GuardedExchange)
         wrapped.fetch_ticker("BTC/USDT")
+        wrapped.start(["BTC/USDT"])  # the market's start read (balance, open orders), once
     ledger = wrapped.ledger
     lat: list[int] = []
     for i in range(orders):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from knightwatch.clock import SimClock, SystemClock
-from knightwatch.console.view import build, source_of
+from knightwatch.console.view import Watch, build, source_of
 from knightwatch.control.fleet.approvals import Requests
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
@@ -213,3 +215,55 @@ async def test_a_supervisor_reduce_is_shown_reducing_with_its_rule() -> None:
         "REDUCING", "supervisor", why)  # fmt: skip
     assert (rows["n2"].state, rows["n2"].reason) == ("HALTED", day)
     assert {n.node: n.state for n in snap.nodes} == {"n1": "REDUCING"}
+
+
+async def test_a_request_no_slot_holds_or_a_rollout_past_its_plan_is_a_problem_not_a_crash() -> (
+    None
+):
+    """Operators write the approvals bucket: a request naming a key no slot holds (empty, or
+    longer than any slot's) raised out of `build`, and so did a rollout whose stage_index is
+    past its plan. One such record left every snapshot unbuilt: /api/snapshot answered 500
+    and the page's stream stayed on its last snapshot, LIVE, with no halt shown after it."""
+    clock = SimClock(start_ns=10 * S)
+    p = await plane()
+    ks = switch(p, clock, "alice")
+    await ks.kill(Scope.STRATEGY, "MOMO", "runaway", timeout_s=0.01)
+    for rid, key in (("r-empty", ""), ("r-long", "k" * 5000)):
+        entry = {"scope": "strategy", "key": key, "state": 0, "reason": "x", "actor": "alice",
+                 "command_id": rid, "issued_ns": clock.time_ns()}  # fmt: skip
+        await p.put_record(Bucket.APPROVALS, rid, msgspec.json.encode({"id": rid, "entry": entry}))
+    for flag, index in (("f-past", 3), ("f-far", 99)):
+        rollout = {"rollout_id": flag, "flag_id": flag, "target_value": True, "nodes": ["n1"],
+                   "plan": {}, "started_by": "alice", "approver": None, "status": "progressing",
+                   "stage_index": index, "stage_started_ns": 1}  # fmt: skip
+        await p.put_record(Bucket.ROLLOUTS, flag, msgspec.json.encode(rollout))
+    snap = await build(p, trust(), clock)
+    assert [(h.scope, h.key, h.state) for h in snap.halts] == [("strategy", "MOMO", "HALTED")]
+    assert snap.requests == []
+    for named in ("approvals r-empty", "approvals r-long", "rollouts f-past", "rollouts f-far"):
+        assert any(problem.startswith(named) for problem in snap.problems), snap.problems
+    assert {r.flag: r.stage for r in snap.rollouts} == {"f-past": "", "f-far": ""}
+
+
+async def test_a_snapshot_that_cannot_be_built_is_told_to_the_streams_not_kept_silent() -> None:
+    """Whatever makes a rebuild fail (here a member whose state is no trading state), the
+    page must learn it: the watch only logged it, and the stream's beats kept the page LIVE
+    on its last snapshot, showing no halt made after it."""
+    clock = SystemClock()
+    p = await plane()
+    watch = Watch(p, trust(), clock, every_s=0.05)
+    told: list[tuple[str, bytes]] = []
+    watch.listen(lambda event, data: told.append((event, data)))
+    await watch.start()
+    try:
+        bad = msgspec.structs.replace(member("n1", SimClock(start_ns=clock.time_ns()), 5.0),
+                                      node_state=7)  # fmt: skip
+        await p.put_member(bad)
+        for _ in range(100):
+            if any(event == "problem" for event, _ in told):
+                break
+            await asyncio.sleep(0.02)
+        problems = [msgspec.json.decode(d)["error"] for e, d in told if e == "problem"]
+        assert problems and "could not be rebuilt" in problems[-1], told[-3:]
+    finally:
+        await watch.stop()

@@ -375,9 +375,17 @@ async def build(
     requests = []
     for key, (value, _) in approvals_raw.items():
         try:
-            requests.append(_request_row(REQUEST_DECODER.decode(value), states, now))
+            request = REQUEST_DECODER.decode(value)
         except UNDECODABLE:
             problems.append(f"approvals {key}: undecodable request")
+            continue
+        try:
+            requests.append(_request_row(request, states, now))
+        except ValueError as exc:
+            # a request naming a key no slot holds (StateKeyError; operators write this
+            # bucket): it raised out of `build`, and one such record left every snapshot
+            # unbuilt (/api/snapshot a 500, the stream frozen on its last one, still LIVE)
+            problems.append(f"approvals {key}: no request a node could act on ({exc})")
     requests.sort(key=lambda r: (r.status != "pending", -r.expires_ns))
     ramps = []
     for slot, (value, _) in sorted(ramp_raw.items()):
@@ -408,7 +416,15 @@ async def build(
         except UNDECODABLE:
             problems.append(f"rollouts {flag}: undecodable state")
             continue
-        stage = ro.plan.stages[ro.stage_index] if ro.plan.stages else None
+        stage = None
+        if 0 <= ro.stage_index < len(ro.plan.stages):
+            stage = ro.plan.stages[ro.stage_index]
+        elif ro.plan.stages:
+            # an IndexError here left every snapshot unbuilt (as a bad request did, above)
+            problems.append(
+                f"rollouts {flag}: stage_index {ro.stage_index} is outside its plan's "
+                f"{len(ro.plan.stages)} stages"
+            )
         rollouts.append(
             RolloutRow(
                 ro.flag_id,
@@ -525,8 +541,13 @@ class Watch:
             self._dirty.clear()
             try:
                 await self.refresh()
-            except Exception:  # a bad record must not stop the console's view for good
+            except Exception as exc:  # a bad record must not stop the console's view for good
                 log.exception("console snapshot failed")
+                # and the page must learn it: the stream's beats kept it LIVE on the last
+                # snapshot built, with nothing saying that no newer one could be (a kill
+                # after it never showed in the halts panel)
+                self.error = f"the fleet view could not be rebuilt ({type(exc).__name__}: {exc})"
+                self._tell("problem", msgspec.json.encode({"error": self.error}))
 
     async def stop(self) -> None:
         """End the loop. A cancel that lands in a read can be swallowed on the way (the loop
