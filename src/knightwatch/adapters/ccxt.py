@@ -729,12 +729,14 @@ class Ledger:
             d = Decision(False, RejectReason.INVALID_ORDER, str(exc))
             self.record_block(gid, d)
             raise GuardRefused(d) from None
+        if symbol not in self.started and self.guard.armed:
+            # the start was skipped while the Guard was not armed, and it was armed since:
+            # refused before the check (nothing reserved), the next order reads the start
+            raise self.start_failed(symbol, UnitError("not read yet (the Guard was not armed)"))
         d = self.guard.check(order)
         if not d.accepted:
             raise GuardRefused(d)
-        if symbol not in self.started:
-            # the start was skipped while the Guard was not armed, and it was armed since:
-            # give the reservation back and refuse, the next order reads the start
+        if symbol not in self.started:  # armed between the two: the reservation goes back
             self.guard.on_reject(gid)
             raise self.start_failed(symbol, UnitError("not read yet (the Guard was not armed)"))
         tracked = _Tracked(
