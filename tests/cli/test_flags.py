@@ -246,3 +246,36 @@ def test_an_approval_switches_a_flag_on_once_not_again_after_a_stop(
     approve(second)
     done = run("alice", *on, "--approval", second)
     assert "applied" in done.output and "revision 3" in done.output, done.output
+
+
+def test_a_rollout_abort_whose_switch_off_is_refused_says_so_and_exits_1(
+    nats_server: Site, tmp_path: Path
+) -> None:
+    """`rollout abort` given a registry without the flag (the wrong file, or the default
+    `feature-flags.yaml` of another directory): the switch-off was refused `unknown_flag`,
+    yet the command printed "aborted" and exited 0, with the exposed node still on. What
+    was not done is named, and the exit is 1."""
+    plan = RolloutPlan(
+        stages=(Stage("canary", hold_s=1, nodes=1),), gates=(HealthGate("x", max=1),)
+    )
+    rollout, _ = Rollout.start("ops.a-1", "ops.a", True, ["n1"], plan, SimClock(0), "alice")
+
+    async def store() -> None:
+        plane = await nats_server.connect("alice")
+        try:
+            await plane.put_record(Bucket.ROLLOUTS, "ops.a", msgspec.json.encode(rollout.state))
+        finally:
+            await plane.close()
+
+    asyncio.run(store())
+    env = {"COLUMNS": "300", **nats_server.cli_env("alice")}
+    result = CliRunner().invoke(
+        app,
+        ["rollout", "abort", "ops.a", "--reason", "stop", "--registry",
+         str(CLEAN / "feature-flags.yaml")],
+        env=env,
+    )  # fmt: skip
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "ops.a-1: aborted" in result.output, result.output
+    assert "not done: switch-off of n1 refused: unknown_flag" in result.output, result.output
+    assert result.exit_code == 1, result.output

@@ -277,3 +277,36 @@ def test_the_stop_direction_is_not_lost_to_a_concurrent_writer(
     dark = ActivationGate(flag_registry, fleet, store, pre_market_clock)
     store.gate = dark
     assert dark.apply(request(DARK, nodes=("n1",))).code is ActivationCode.CONFLICT
+
+
+class InterleavedStore(MemoryFlagStateStore):
+    """A real in-memory store where another writer commits once, right after the first read:
+    the gate's read for its check and its compare-and-set then see different revisions."""
+
+    def __init__(self, theirs: FlagChange) -> None:
+        super().__init__()
+        self._theirs: FlagChange | None = theirs
+
+    def get(self, flag_id: str) -> FlagState | None:
+        state = super().get(flag_id)
+        if self._theirs is not None:
+            theirs, self._theirs = self._theirs, None
+            self.commit(theirs, state.revision if state else 0)
+        return state
+
+
+def test_stop_reaches_a_node_another_writer_switched_on_after_the_check_read(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    # n9 is no member in this gate's view (it left, or its lease lapsed) but another writer,
+    # whose view still held it, switches it on between this stop's read and its commit: the
+    # stop was checked against the older state and committed against the newer one, so n9
+    # stayed on. The stop must be judged on the state it commits against.
+    on_n9 = FlagChange(RLP, True, ("n9",), "bob", None, "canary", "test", 0, {"n9": "r2"})
+    store = InterleavedStore(on_n9)
+    gate = ActivationGate(flag_registry, make_fleet(), store, pre_market_clock)
+    result = gate.apply(request(value=False, reason="stop"))
+    assert result.accepted, result.detail
+    state = store.get(RLP)
+    assert state is not None and state.value_for("n9") is False, state.node_values
+    assert result.change is not None and "n9" in result.change.nodes

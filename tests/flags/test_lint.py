@@ -310,3 +310,22 @@ def test_history_follows_the_registry_across_a_move(tmp_path: Path) -> None:
     assert [f.flag_id for f in removed] == ["trading.smars.power_peg"], report.findings
     assert removed[0].message.startswith("commit ")
     assert report.failed
+
+
+def test_code_in_a_symlinked_directory_is_scanned_and_a_link_loop_ends(tmp_path: Path) -> None:
+    """`Path.rglob` does not enter a symlinked directory: a package linked into the source
+    tree (a vendored or shared module) was never scanned, and its Power Peg code passed lint
+    unsaid. It is scanned like any other directory; a link back to a directory above it is
+    not entered again (its files are scanned once, where they are), so the walk ends."""
+    repo = tmp_path / "repo"
+    outside = tmp_path / "shared"
+    repo.mkdir()
+    outside.mkdir()
+    shutil.copy(CLEAN / "feature-flags.yaml", repo / "feature-flags.yaml")
+    (outside / "peg.py").write_text('if is_enabled("trading.smars.power_peg"):\n    pass\n')
+    (repo / "smars").symlink_to(outside, target_is_directory=True)
+    (outside / "back").symlink_to(repo, target_is_directory=True)  # smars/back/smars/...: a loop
+    report = run_lint(repo / "feature-flags.yaml", [repo], DAY)
+    found = {(f.code, f.path, f.line) for f in report.findings}
+    assert (FindingCode.RETIRED_FLAG_REFERENCE, str(repo / "smars" / "peg.py"), 1) in found
+    assert report.failed and report.files_scanned == 1

@@ -28,7 +28,7 @@ from knightwatch.flags.rollout import (
     plan_digest,
     rollout_nodes,
 )
-from knightwatch.flags.state import MemoryFlagStateStore
+from knightwatch.flags.state import FlagState, MemoryFlagStateStore, StateUnavailable
 from knightwatch.state import Scope
 
 RLP = "trading.smars.rlp_enabled"
@@ -370,3 +370,97 @@ def test_plan_digest_names_the_plan_not_its_spelling() -> None:
     ]  # fmt: skip
     digests = {plan_digest(p) for p in changed}
     assert len(digests) == len(changed) and plan_digest(built) not in digests
+
+
+class FlakyStore(MemoryFlagStateStore):
+    """The in-memory store behind a link that drops: while `down`, every call fails as the
+    plane's store does when it cannot be reached (`StateUnavailable`)."""
+
+    down = False
+
+    def get(self, flag_id: str) -> FlagState | None:
+        if self.down:
+            raise StateUnavailable("flag state unreachable: timed out")
+        return super().get(flag_id)
+
+
+class FlakyHalts(HaltLog):
+    """Halts through a kill switch that times out for the nodes in `failing`."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def halt(self, scope: Scope, key: str, reason: str, actor: str) -> None:
+        if key in self.failing:
+            raise TimeoutError(f"kill of {key} not confirmed")
+        super().halt(scope, key, reason, actor)
+
+
+def _canary_on(
+    flag_registry: FlagRegistry, make_fleet, clock: SimClock, halts: HaltLog
+) -> tuple[FlakyStore, RolloutRunner, Rollout, Fleet]:
+    store = FlakyStore()
+    never = ActivationPolicy(second_approver=SecondApprover.NEVER)
+    gate = ActivationGate(flag_registry, make_fleet(), store, clock, never)
+    runner = RolloutRunner(gate, halts, "test")
+    nodes = [f"n{i}" for i in range(1, 9)]
+    fleet = Fleet(nodes)
+    rollout, actions = Rollout.start("r#1", RLP, True, nodes, PLAN, clock, "alice")
+    runner.execute(rollout, actions)
+    rollout.step(fleet.metrics())
+    fleet.trade(50)
+    clock.advance(61 * NS_PER_S)
+    runner.execute(rollout, rollout.step(fleet.metrics()))  # quarter: n1, n2 on
+    assert rollout.state.switched_on == ("n1", "n2")
+    return store, runner, rollout, fleet
+
+
+def test_an_abort_requests_its_halts_when_the_switch_off_cannot_be_written(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    """The abort's switch-off raised (the flag store unreachable) and the halts after it were
+    never requested: the runaway canary kept trading with the flag on. The halts go through
+    the kill switch, another path: they are requested whatever the store does, and the
+    failure is recorded with the rollout, not lost."""
+    halts = HaltLog()
+    store, runner, rollout, fleet = _canary_on(flag_registry, make_fleet, pre_market_clock, halts)
+    store.down = True
+    metrics = fleet.metrics()
+    metrics["n2"]["order_rate_ratio"] = 15.5
+    outcomes = runner.execute(rollout, rollout.step(metrics))
+    assert [key for _, key, _ in halts.requests] == ["n1", "n2"]
+    assert rollout.state.status is RolloutStatus.ABORTED
+    assert any("flag state unreachable" in line for line in outcomes), outcomes
+    failed = [e for e in rollout.state.events if e.kind == "action_failed"]
+    assert failed and "flag state unreachable" in failed[0].detail
+
+
+def test_one_halt_that_fails_does_not_keep_the_next_from_being_requested(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    halts = FlakyHalts({"n1"})
+    _, runner, rollout, _ = _canary_on(flag_registry, make_fleet, pre_market_clock, halts)
+    outcomes = runner.execute(rollout, rollout.abort("operator: stop"))
+    assert [key for _, key, _ in halts.requests] == ["n2"]
+    assert any("n1" in line and "not confirmed" in line for line in outcomes), outcomes
+
+
+def test_a_promotion_that_cannot_be_written_aborts_and_halts_what_may_be_on(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock
+) -> None:
+    """A stage whose switch-on raised may have landed (a timeout after the write): it is
+    judged as a refused stage, so the rollout aborts, and its nodes are halted with the
+    ones already on, never left running a path nobody is watching."""
+    halts = HaltLog()
+    store, runner, rollout, fleet = _canary_on(flag_registry, make_fleet, pre_market_clock, halts)
+    rollout.step(fleet.metrics())
+    fleet.trade(50)
+    pre_market_clock.advance(61 * NS_PER_S)
+    actions = rollout.step(fleet.metrics())  # the fleet stage: n3..n8
+    assert actions and isinstance(actions[0], SetFlag) and actions[0].value is True
+    store.down = True
+    runner.execute(rollout, actions)
+    assert rollout.state.status is RolloutStatus.ABORTED
+    assert "flag state unreachable" in rollout.state.abort_reason
+    assert [key for _, key, _ in halts.requests] == [f"n{i}" for i in range(1, 9)]

@@ -41,7 +41,13 @@ from knightwatch.flags.activation import (
 )
 from knightwatch.flags.lint import DEFAULT_ACCESSORS, LintConfig, run_lint
 from knightwatch.flags.registry import REGISTRY_FILENAME, FlagRegistry, RegistryError
-from knightwatch.flags.rollout import RolloutPlan, RolloutState, RolloutStatus, plan_digest
+from knightwatch.flags.rollout import (
+    RolloutPlan,
+    RolloutState,
+    RolloutStatus,
+    failed_actions,
+    plan_digest,
+)
 from knightwatch.flags.state import StateUnavailable
 from knightwatch.inputs import (
     JSON_MAX_BYTES,
@@ -493,6 +499,8 @@ def _report(console: Console, state: RolloutState) -> None:
         + (f", abort reason: {escape(state.abort_reason)}" if state.abort_reason else ""),
         highlight=False,
     )
+    for event in failed_actions(state):  # "aborted" alone read as if the nodes were off
+        console.print(f"[red]not done:[/red] {escape(event.detail)}", highlight=False)
 
 
 def _health(console: Console, path: Path | None) -> SupervisorConfig:
@@ -599,7 +607,10 @@ def rollout_abort(
             await driver.start()
             return await driver.abort(flag_id, reason)
 
-    _report(console, _plane_run(console, go))
+    final = _plane_run(console, go)
+    _report(console, final)
+    if failed_actions(final):  # the stop did not fully land: not a success
+        raise typer.Exit(1)
 
 
 @rollout_app.command("status")

@@ -220,12 +220,16 @@ class ActivationGate:
         return result
 
     def _apply_once(self, request: ActivationRequest) -> ActivationResult:
-        verdict = self.check(request)
+        verdict, read = self._check(request)
         if not verdict.accepted or verdict.change is None:
             return verdict
         flag = self._registry.get(request.flag_id)
         safe_direction = flag is not None and request.value == flag.safe_default
-        current, unreadable = self._current(request.flag_id, safe_direction)
+        # the stop direction commits against the very state its targets were judged on: read
+        # again here, a node another writer switched on in between (not a member in this
+        # view) was left out of the targets, yet the compare-and-set against the newer
+        # revision passed, and the node stayed on
+        current, unreadable = read or self._current(request.flag_id, safe_direction)
         revision = current.revision if current else 0
         change = verdict.change
         if self._sealer is not None and flag is not None:
@@ -255,8 +259,19 @@ class ActivationGate:
             return FlagState(flag_id, exc.revision), str(exc)
 
     def check(self, request: ActivationRequest) -> ActivationResult:
-        def refuse(code: ActivationCode, detail: str) -> ActivationResult:
-            return ActivationResult(False, code, f"{request.flag_id}: {detail}")
+        return self._check(request)[0]
+
+    def _check(
+        self, request: ActivationRequest
+    ) -> tuple[ActivationResult, tuple[FlagState | None, str] | None]:
+        """The verdict, and the stored state it was judged on (the stop direction reads it:
+        None when it did not), which a commit must be made against."""
+        read: tuple[FlagState | None, str] | None = None
+
+        def refuse(
+            code: ActivationCode, detail: str
+        ) -> tuple[ActivationResult, tuple[FlagState | None, str] | None]:
+            return ActivationResult(False, code, f"{request.flag_id}: {detail}"), read
 
         if not request.actor.strip():
             return refuse(ActivationCode.MISSING_ACTOR, "a change needs a named actor")
@@ -273,7 +288,8 @@ class ActivationGate:
         holding: set[str] = set()
         unreadable = ""
         if safe_direction:
-            current, unreadable = self._current(flag.id, safe_direction)
+            read = self._current(flag.id, safe_direction)
+            current, unreadable = read
             if current is not None:
                 holding = {n for n, v in current.node_values.items() if v != request.value}
         targets = request.nodes or tuple(sorted(members.keys() | holding))
@@ -355,7 +371,7 @@ class ActivationGate:
         direction = "to safe default" if safe_direction else "away from safe default"
         verb = "on" if request.value else "off"
         detail = f"{flag.id} -> {verb} ({direction}) on {len(targets)} node(s)"
-        return ActivationResult(True, ActivationCode.OK, detail, change=change)
+        return ActivationResult(True, ActivationCode.OK, detail, change=change), read
 
     def _approval_refusal(
         self, request: ActivationRequest, trading_behaviour: bool

@@ -109,16 +109,48 @@ def hygiene_findings(doc: RegistryDocument, today: date) -> list[Finding]:
 
 
 def collect_sources(roots: Iterable[Path], config: LintConfig) -> list[Path]:
+    """Every `.py` file under the roots, symlinked directories followed.
+
+    `Path.rglob` does not enter a symlinked directory, so code linked into the tree (a
+    shared or vendored package) was never scanned and its dead flag code passed unsaid.
+    A link back to a directory on its own path is not entered again: its files are
+    scanned where they are, and the walk ends."""
     files: set[Path] = set()
     for root in roots:
         if root.is_file() and root.suffix == ".py":
             files.add(root)
             continue
-        for path in root.rglob("*.py"):
-            relative = path.relative_to(root).parts[:-1]
-            if not any(part in config.excluded_dirs for part in relative):
-                files.add(path)
+        files.update(_walk_sources(root, config))
     return sorted(files)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk_sources(root: Path, config: LintConfig) -> list[Path]:
+    found: list[Path] = []
+    top = _identity(str(root))
+    if top is None:
+        return found
+    above: dict[str, frozenset[tuple[int, int]]] = {str(root): frozenset({top})}
+    for here, dirs, names in os.walk(root, followlinks=True):
+        path_to_here = above.pop(here, frozenset())
+        kept: list[str] = []
+        for name in sorted(dirs):
+            child = os.path.join(here, name)
+            key = _identity(child)
+            if name in config.excluded_dirs or key is None or key in path_to_here:
+                continue
+            above[child] = path_to_here | {key}
+            kept.append(name)
+        dirs[:] = kept
+        found.extend(Path(here, name) for name in names if name.endswith(".py"))
+    return found
 
 
 def find_references(

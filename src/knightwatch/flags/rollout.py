@@ -18,6 +18,7 @@ logic; `RolloutRunner` applies them through the activation gate.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -30,6 +31,8 @@ from knightwatch.errors import quoted
 from knightwatch.flags.activation import ActivationGate, ActivationRequest
 from knightwatch.flags.fleet import FleetMember
 from knightwatch.state import Scope
+
+log = logging.getLogger(__name__)
 
 Metrics = Mapping[str, Mapping[str, float]]
 """node -> metric name -> value, as the supervisor reports them."""
@@ -389,6 +392,10 @@ class Rollout:
                 ]
         return actions
 
+    def note_failure(self, detail: str) -> None:
+        """Record an action that could not be carried out (`RolloutRunner`)."""
+        self._log("action_failed", detail)
+
     def switched(self, nodes: Sequence[str]) -> None:
         """Record that the target value was accepted for `nodes` (so an abort halts them)."""
         new = tuple(n for n in nodes if n not in self._state.switched_on)
@@ -425,6 +432,13 @@ class Rollout:
         self._update(events=(*self._state.events, event))
 
 
+def failed_actions(state: RolloutState) -> list[RolloutEvent]:
+    """The actions of the rollout's latest decision that were not carried out (a switch-off
+    refused or unwritable, a halt not requested): what an operator must be told."""
+    latest = max((i for i, e in enumerate(state.events) if e.kind != "action_failed"), default=-1)
+    return [e for e in state.events[latest + 1 :] if e.kind == "action_failed"]
+
+
 class HaltSink(Protocol):
     """Where halt requests go: the control plane's kill switch, or a Guard."""
 
@@ -445,7 +459,15 @@ class RolloutRunner:
         self._origin = origin
 
     def execute(self, rollout: Rollout, actions: Sequence[RolloutAction]) -> list[str]:
-        """Apply actions in order; returns one line per outcome for the operator."""
+        """Apply actions in order; returns one line per outcome for the operator.
+
+        An action that fails (the flag store or the kill switch cannot be reached) never
+        keeps the ones after it from being tried: an abort's halts are requested even when
+        its switch-off could not be written (it raised, and the runaway canary was never
+        halted), one halt that times out does not hold back the next, and a switch-on that
+        failed is judged as a refused stage (the rollout aborts) with its nodes counted as
+        switched on, since the write may have landed. Each failure is an outcome line, an
+        `action_failed` event of the rollout and an error log line."""
         s = rollout.state
         actor = f"rollout:{s.rollout_id}"
         outcomes: list[str] = []
@@ -453,27 +475,59 @@ class RolloutRunner:
         while pending:
             action = pending.pop(0)
             if isinstance(action, RequestHalt):
-                self._halts.halt(action.scope, action.key, action.reason, actor)
+                try:
+                    self._halts.halt(action.scope, action.key, action.reason, actor)
+                except Exception as exc:  # the next halt is still requested
+                    outcomes.append(
+                        self._failed(rollout, f"halt of {action.scope} {action.key}", exc)
+                    )
+                    continue
                 outcomes.append(f"halt requested: {action.scope} {action.key}")
                 continue
-            result = self._gate.apply(
-                ActivationRequest(
-                    flag_id=action.flag_id,
-                    value=action.value,
-                    actor=s.started_by,
-                    reason=action.reason,
-                    origin=f"{self._origin} {actor}",
-                    nodes=action.nodes,
-                    approver=s.approver,
-                    approval=s.approval,
-                    approval_kind="rollout",
-                    approval_digest=plan_digest(s.plan),
-                    approved_ns=s.approved_at_ns,
+            try:
+                result = self._gate.apply(
+                    ActivationRequest(
+                        flag_id=action.flag_id,
+                        value=action.value,
+                        actor=s.started_by,
+                        reason=action.reason,
+                        origin=f"{self._origin} {actor}",
+                        nodes=action.nodes,
+                        approver=s.approver,
+                        approval=s.approval,
+                        approval_kind="rollout",
+                        approval_digest=plan_digest(s.plan),
+                        approved_ns=s.approved_at_ns,
+                    )
                 )
-            )
+            except Exception as exc:  # unknown whether it landed: fail closed
+                verb = "on" if action.value else "off"
+                what = f"{action.flag_id} -> {verb} on {', '.join(action.nodes)}"
+                outcomes.append(self._failed(rollout, what, exc))
+                if action.value == s.target_value:
+                    rollout.switched(action.nodes)
+                    pending += rollout.abort(f"activation failed: {_failure(exc)}")
+                continue
             outcomes.append(f"{result.code}: {result.detail}")
             if result.accepted and action.value == s.target_value:
                 rollout.switched(action.nodes)
+            if not result.accepted and action.value != s.target_value:
+                # the switch-off itself refused (the flag not in the registry given): the
+                # rollout reads "aborted" with the nodes still on unless this is said
+                line = f"switch-off of {', '.join(action.nodes)} refused: {result.code}"
+                log.error("ROLLOUT_ACTION_FAILED %s %s", s.rollout_id, line)
+                rollout.note_failure(f"{line}: {result.detail}")
             if not result.accepted:
                 pending += rollout.abort(f"activation refused: {result.code}: {result.detail}")
         return outcomes
+
+    @staticmethod
+    def _failed(rollout: Rollout, what: str, exc: Exception) -> str:
+        line = f"failed: {what}: {_failure(exc)}"
+        log.error("ROLLOUT_ACTION_FAILED %s %s", rollout.state.rollout_id, line)
+        rollout.note_failure(line)
+        return line
+
+
+def _failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
