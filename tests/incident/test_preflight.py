@@ -397,3 +397,42 @@ async def test_a_flag_turned_on_during_a_kill_dated_ahead_fails_flags() -> None:
     detail = item(checklist, "flags")[1]
     assert f"{RLP} -> on by alice, approved by bob, issued during the kill on n1, n2" in detail
     await f.stop()
+
+
+@pytest.mark.parametrize("code", ["venue_quarantine", "", "Loss_Limit"])
+async def test_a_guard_halt_on_a_code_this_version_does_not_know_needs_it_acknowledged(
+    code: str,
+) -> None:
+    """A Guard halt's actor names its code; `entry.source` reads a code this version does
+    not know (a newer node's, during a rolling upgrade) as the operator latch, and the
+    preflight took that for an operator halt: `cause` passed with nothing acknowledged."""
+    f = await fleet("n1", release="r1")
+    plane = await f.plane()
+    await admitted(plane, f)
+    halt = StateEntry(
+        Scope.NODE, "n1", TradingState.HALTED, "new", f"guard:{code}", "c1", f.clock.time_ns()
+    )
+    await plane.put_state(halt)
+    checklist = await run_preflight(plane, Scope.NODE, "n1", clock=f.clock, config=CFG)
+    assert only_failure(checklist) == "cause"
+    detail = item(checklist, "cause")[1]
+    assert f"the Guard halted on {code!r}, a code this version does not know" in detail, detail
+    assert f"acknowledge it with --ack {code} after" in detail, detail
+    acked = await run_preflight(
+        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, acknowledged={code}
+    )
+    assert acked.passed, acked.summary()
+    await f.stop()
+
+
+async def test_a_restored_operator_halt_under_the_guard_s_actor_needs_no_acknowledgement() -> None:
+    f = await fleet("n1", release="r1")
+    plane = await f.plane()
+    await admitted(plane, f)
+    halt = StateEntry(
+        Scope.NODE, "n1", TradingState.HALTED, "kept", "guard:halted", "c1", f.clock.time_ns()
+    )
+    await plane.put_state(halt)
+    checklist = await run_preflight(plane, Scope.NODE, "n1", clock=f.clock, config=CFG)
+    assert checklist.passed, checklist.summary()
+    await f.stop()

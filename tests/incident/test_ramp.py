@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import re
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -13,7 +15,7 @@ import pytest
 
 from knightwatch.cli.incident import incident_config
 from knightwatch.clock import SystemClock
-from knightwatch.control.fleet.killswitch import KillSwitchError
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket
@@ -23,11 +25,19 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
     RampRecord,
     StateEntry,
+    decode_entry,
     slot_of,
 )
 from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
-from knightwatch.incident.ramp import RampController, RampError, RampPlan, RampWatch, Stage
+from knightwatch.incident.ramp import (
+    RampController,
+    RampError,
+    RampOutcome,
+    RampPlan,
+    RampWatch,
+    Stage,
+)
 from knightwatch.state import Scope, TradingState
 
 from ..identities import ALICE, BOB, ERIN, signer
@@ -570,3 +580,107 @@ async def test_a_trip_while_the_control_plane_is_gone_still_pages_and_says_so(
     assert any("PAGE rule=ramp_trip" in r.getMessage() for r in caplog.records)
     await f.fabric.set_reachable(True)
     await f.stop()
+
+
+async def _ramp_with_a_halt_after_the_resume(
+    halt: Callable[[StateEntry], StateEntry],
+) -> RampOutcome:
+    """A fleet ramp of n1, n2; once the resume is applied, `halt(resume)` is stored."""
+    f = await fleet("n1", "n2")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    plane = await f.plane()
+    resumed: asyncio.Queue[StateEntry] = asyncio.Queue()
+    ctl = RampController(
+        plane,
+        ks,
+        f.clock,
+        RampPlan.instant((0.1, 1.0), 1.0),
+        on_resumed=lambda r: resumed.put_nowait(r.entry),
+    )
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
+    await plane.put_state(halt(await asyncio.wait_for(resumed.get(), 5.0)))
+    outcome = await asyncio.wait_for(task, 5.0)
+    await f.stop()
+    return outcome
+
+
+async def test_a_guard_halt_dated_by_a_clock_behind_ours_trips_the_ramp() -> None:
+    """A halt is dated by its issuer's clock. A node whose clock runs 150 ms behind (within
+    the preflight's 250 ms) that halts itself just after the resume dated its halt before
+    the ramp's start, and the ramp ignored it: it walked on to full limits and "done"."""
+
+    def behind(resume: StateEntry) -> StateEntry:
+        issued = resume.issued_ns - 150_000_000
+        return StateEntry(
+            Scope.NODE, "n2", TradingState.HALTED, "node n2: loss", "guard:loss_limit",
+            uuid.uuid4().hex, issued, expires_ns=issued + 60 * 10**9,
+        )  # fmt: skip
+
+    outcome = await _ramp_with_a_halt_after_the_resume(behind)
+    assert not outcome.completed, "a Guard halt after the resume must trip the ramp"
+    assert outcome.trip_reason.startswith("Guard automatic halt node 'n2'"), outcome.trip_reason
+
+
+async def test_an_undecodable_entry_stored_during_the_ramp_trips_it() -> None:
+    """An entry that cannot be decoded is held as a halt by every node and dated 0: the
+    ramp took it for one from before it started and ramped the rest on to full limits."""
+    outcome = await _ramp_with_a_halt_after_the_resume(
+        lambda _: decode_entry(slot_of(Scope.NODE, "n1"), b"\xff not json", 99)
+    )
+    assert not outcome.completed
+    assert "cannot be decoded" in outcome.trip_reason, outcome.trip_reason
+
+
+async def test_a_halt_before_the_resume_is_issued_refuses_the_resume() -> None:
+    """A supervisor alert that comes while stage one is being applied (after the
+    approver's preflight) went unseen: no watch yet, and dated before the one made
+    later. The resume was issued and the ramp walked to full limits; now it is not issued."""
+    f = await fleet("n1", "n2")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    supervisor = await f.killswitch("supervisor")
+    alerts: list[asyncio.Task[CommandResult]] = []
+
+    def on_stage(record: RampRecord) -> None:
+        if record.stage == 0 and record.status == "ramping" and not alerts:
+            alerts.append(
+                asyncio.create_task(
+                    supervisor.kill(Scope.NODE, "n1", "supervisor_order_rate", timeout_s=0.5)
+                )
+            )
+
+    plane = await f.plane()
+    ctl = RampController(
+        plane, ks, f.clock, RampPlan.instant((0.1, 1.0), 1.0, apply_timeout_s=2.0),
+        on_stage=on_stage,
+    )  # fmt: skip
+    with pytest.raises(RampError, match=r"supervisor alert node 'n1'.*; resume not issued"):
+        await asyncio.wait_for(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)), 5.0)
+    await asyncio.gather(*alerts)
+    fleet_entry, _ = await plane.get_state(Scope.FLEET, "fleet")
+    assert fleet_entry is not None and fleet_entry.state is TradingState.HALTED
+    stored, _ = await plane.get_record(Bucket.RAMP, slot_of(Scope.FLEET, "fleet"))
+    assert stored is not None and RAMP_DECODER.decode(stored).status == "tripped"
+    await f.stop()
+
+
+@pytest.mark.parametrize(
+    ("scope", "key", "trips"),
+    [
+        (Scope.STRATEGY, "mm", True),
+        (Scope.SYMBOL, "AAPL", True),
+        (Scope.STRATEGY, "other", False),
+        (Scope.SYMBOL, "MSFT", False),
+        (Scope.STRATEGY_SYMBOL, "mm/MSFT", False),
+    ],
+)
+def test_a_halt_of_a_pair_s_strategy_or_symbol_trips_the_pair_s_ramp(
+    scope: Scope, key: str, trips: bool
+) -> None:
+    """A halt of the strategy (or the symbol) of a ramping strategy/symbol pair stops all
+    the pair trades; it did not trip the pair's ramp, which ran on to "done" and left the
+    pair at full limits once that strategy was resumed."""
+    watch = RampWatch(Scope.STRATEGY_SYMBOL, "mm/AAPL", FAST, start_ns=100, nodes=[])
+    halt = StateEntry(scope, key, TradingState.HALTED, "alert", "supervisor", "c1", 200)
+    assert bool(watch.on_state(halt)) is trips

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -399,3 +401,63 @@ def test_a_sparse_member_is_named_not_expanded() -> None:
     assert check.problems == (
         f"s.tar: member 'zz.bin' is a sparse file (declares {declared} bytes; not read)",
     )
+
+
+_CUT_SHORT = """
+import asyncio, resource, signal, sys
+from pathlib import Path
+from knightwatch.cli.incident import snapshot_after_kill
+from knightwatch.control.fleet.killswitch import CommandResult
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.wire import StateEntry
+from knightwatch.incident.snapshot import SnapshotError
+from knightwatch.state import Scope, TradingState
+
+async def main() -> None:
+    plane = MemoryControlPlane(MemoryFabric())
+    await plane.connect()
+    entry = StateEntry(Scope.FLEET, "fleet", TradingState.HALTED, "runaway", "alice", "c" * 32, 1)
+    result = CommandResult(entry, [], {}, [], 1, sent=True)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a disk that fills up midway
+    try:
+        await snapshot_after_kill(plane, result, Path(sys.argv[1]), Path(sys.argv[2]))
+    except SnapshotError as exc:
+        print(exc)
+
+asyncio.run(main())
+"""
+
+
+def test_an_automatic_snapshot_cut_short_leaves_no_cut_archive(tmp_path: Path) -> None:
+    """The archive was written in place: a write that failed partway (a full disk, here a
+    file size limit) left a cut archive under the evidence's name, which `verify` cannot
+    read and which made the next try refuse as "already exists". Now nothing is left."""
+    _, key_path, _ = write_key_pair(tmp_path, "alice")
+    out = tmp_path / "snapshots"
+    done = subprocess.run(
+        [sys.executable, "-c", _CUT_SHORT, str(key_path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "evidence snapshot was NOT written" in said and "File too large" in said, said
+    assert list(out.iterdir()) == [], "a cut archive (or its temporary file) was left behind"
+
+
+def test_evidence_is_written_as_a_new_file_never_over_a_file_or_a_link(tmp_path: Path) -> None:
+    from knightwatch.cli.incident import write_new
+
+    archive = tmp_path / "evidence.tar"
+    write_new(archive, b"sealed bytes")
+    assert archive.read_bytes() == b"sealed bytes"
+    with pytest.raises(FileExistsError):
+        write_new(archive, b"other")
+    (tmp_path / "planted.tar").symlink_to(tmp_path / "absent-target")
+    with pytest.raises(FileExistsError):
+        write_new(tmp_path / "planted.tar", b"other")
+    assert not (tmp_path / "absent-target").exists()
+    assert archive.read_bytes() == b"sealed bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.tar", "planted.tar"]

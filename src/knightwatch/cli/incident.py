@@ -9,7 +9,10 @@ again and ramps the resume back in stages.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
@@ -313,8 +316,7 @@ async def snapshot_after_kill(
         ) from None
     try:
         # exclusive: never overwrites earlier evidence, never follows a planted symlink
-        with path.open("xb") as archive:
-            archive.write(data)
+        write_new(path, data)
     except FileExistsError:
         raise SnapshotError(
             f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
@@ -326,6 +328,51 @@ async def snapshot_after_kill(
             f"{out_dir}: cannot write {path.name}: {exc.strerror}" + redo
         ) from None
     return path
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Put `data` at `path` whole or not at all, as a new file: never over an existing one
+    or through a link (FileExistsError), never a cut archive left behind.
+
+    Written in place, a write that failed partway (a full disk, a file size limit) left a
+    cut archive under the evidence's name: `verify` could not read it, and the next try
+    was refused as "already exists (it may be earlier evidence)". So the bytes go to a
+    new file beside it, fsynced, then take the name by a hard link (which refuses a name
+    that exists, a link included), and the directory is fsynced: a machine crash right
+    after leaves the whole archive or none. A file system without hard links reserves
+    the name exclusively and renames the written file over its own reservation.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o666)  # the umask applies, as it did to a plain write
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                raise
+            os.close(os.open(path, flags, 0o666))  # FileExistsError as above
+            os.replace(tmp, path)
+        _sync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _sync_dir(path: Path) -> None:
+    """fsync a directory, so a name just made in it survives a machine crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise  # a file system that cannot sync a directory has nothing to sync
+    finally:
+        os.close(fd)
 
 
 def auto_snapshot_settings() -> tuple[Path, Path] | None:
@@ -364,8 +411,7 @@ def snapshot(
         stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
         path = out if out is not None else Path(f"snapshot-{stamp}.tar")
         try:
-            with path.open("xb") as archive:  # evidence already taken is never overwritten
-                archive.write(data)
+            write_new(path, data)  # evidence already taken is never overwritten
         except FileExistsError:
             raise SnapshotError(
                 f"--out {path}: already exists; refusing to overwrite it (it may be earlier "

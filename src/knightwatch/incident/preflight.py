@@ -115,6 +115,8 @@ class Checklist(msgspec.Struct, frozen=True):
         return "; ".join(f"{i.name}: {i.detail}" for i in self.failures) or "all checks pass"
 
 
+_KNOWN_CODES = frozenset(r.value for r in RejectReason)
+
 CHECKS = ("halted", "release", "flags", "guard", "clocks", "alerts", "crash_loop", "cause")
 """Every item's name, in checklist order."""
 
@@ -407,21 +409,24 @@ async def run_preflight(
     )
 
     # cause: a halt the Guard raised itself needs its cause acknowledged
-    # (a restored operator halt carries the Guard's actor with the operator latch: no cause)
+    # (a restored operator halt carries the Guard's actor with the operator latch: no cause).
+    # By the code the actor names, not `entry.source`: that reads a code this version does
+    # not know (a newer node's) as the operator latch, which passed with nothing acknowledged
     if (
         entry is not None
         and entry.actor.startswith(GUARD_ACTOR)
-        and entry.source is not RejectReason.HALTED
+        and entry.actor.removeprefix(GUARD_ACTOR) != RejectReason.HALTED.value
     ):
-        code = entry.source.value
+        code = entry.actor.removeprefix(GUARD_ACTOR)
         ok = code in acknowledged
+        halted_on = code if code in _KNOWN_CODES else f"{code!r}, a code this version does not know"
         items.append(
             CheckItem(
                 "cause",
                 ok,
-                f"the Guard halted on {code} ({entry.reason}): acknowledged"
+                f"the Guard halted on {halted_on} ({entry.reason}): acknowledged"
                 if ok
-                else f"the Guard halted on {code} ({entry.reason}): acknowledge it with "
+                else f"the Guard halted on {halted_on} ({entry.reason}): acknowledge it with "
                 f"--ack {code} after finding the cause",
             )
         )

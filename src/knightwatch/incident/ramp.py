@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,20 +204,41 @@ def _in_scope(scope: Scope, key: str, entry: StateEntry) -> bool:
         return split_pair(entry.key)[0] == key
     if scope is Scope.SYMBOL and entry.scope is Scope.STRATEGY_SYMBOL:
         return split_pair(entry.key)[1] == key
+    if scope is Scope.STRATEGY_SYMBOL and entry.scope in (Scope.STRATEGY, Scope.SYMBOL):
+        # a halt of the pair's strategy, or of its symbol, stops all of what the pair trades
+        strategy, symbol = split_pair(key)
+        return entry.key == (strategy if entry.scope is Scope.STRATEGY else symbol)
     return scope is Scope.NODE
 
 
 class RampWatch:
-    """The ramp's decisions: which stage applies when, and whether anything trips it."""
+    """The ramp's decisions: which stage applies when, and whether anything trips it.
+
+    `known`: the command ids of the halts in force when the watch started (the live
+    controller reads them from the store). With it, every other halt in the scope trips
+    the ramp whatever its date: a halt is dated by its issuer's clock, so one a node
+    whose clock runs behind ours raised just after the resume, and an entry that cannot
+    be decoded (dated 0, held as a halt by every node), were dated "before the ramp" and
+    passed unseen. Without it (the replay: one clock for everyone), a halt dated before
+    `start_ns` is one that was there already.
+    """
 
     def __init__(
-        self, scope: Scope, key: str, plan: RampPlan, start_ns: int, nodes: Sequence[str]
+        self,
+        scope: Scope,
+        key: str,
+        plan: RampPlan,
+        start_ns: int,
+        nodes: Sequence[str],
+        *,
+        known: Collection[str] | None = None,
     ) -> None:
         self.scope = scope
         self.key = key
         self.plan = plan
         self.start_ns = start_ns
         self.nodes = frozenset(nodes)
+        self.known = frozenset(known) if known is not None else None
         self.tripped = ""
         self._last: dict[str, NodeMetrics] = {}
 
@@ -234,7 +255,12 @@ class RampWatch:
         """A stored or announced entry: a halt in the scope trips the ramp (returns why)."""
         if self.tripped or entry.state is TradingState.ACTIVE:
             return ""
-        if entry.issued_ns < self.start_ns or not _in_scope(self.scope, self.key, entry):
+        if self.known is not None:
+            if entry.command_id in self.known:
+                return ""  # in force before the ramp (a node staying halted; a re-announcement)
+        elif entry.issued_ns < self.start_ns:
+            return ""
+        if not _in_scope(self.scope, self.key, entry):
             return ""
         if entry.scope is Scope.NODE and self.nodes and entry.key not in self.nodes:
             return ""
@@ -439,28 +465,43 @@ class RampController:
             reason,
             start,
         )
-        await self._put(record)
-        missing = await self._applied(targets, first, self.plan.apply_timeout_s)
-        if missing:
-            why = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
-            await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
-            raise RampError(f"ramp {ramp_id}: {why}")
-        # A fleet, strategy or symbol ramp covers every node, also one that starts while
-        # it runs (it holds the stages from its start): each one's spike trips it.
+        # Watched from before stage one is stored: any halt in the scope other than those
+        # in force now (whatever its issuer's clock dates it) trips the ramp, and one that
+        # comes before the resume is issued refuses the resume. A fleet, strategy or symbol
+        # ramp covers every node, also one that starts while it runs (it holds the stages
+        # from its start): each one's spike trips it.
         watched = targets if scope is Scope.NODE else []
-        self._watch = RampWatch(scope, key, self.plan, self.clock.time_ns(), watched)
+        known = {
+            e.command_id
+            for e, _ in (await self.plane.states()).values()
+            if e is not None and e.state is not TradingState.ACTIVE
+        }
+        self._watch = RampWatch(scope, key, self.plan, start, watched, known=known)
         try:
-            resumed = await self.ks.apply_resume(entry, timeout_s=timeout_s)
-        except (KillSwitchError, RevisionConflict) as exc:
-            # no resume happened: the record must not keep holding stage-one limits as "ramping"
-            why = f"resume not issued: {exc}"
-            await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
+            await self._put(record)
+            missing = await self._applied(targets, first, self.plan.apply_timeout_s)
+            why = ""
+            if missing:
+                why = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
+            elif self._watch.tripped:
+                why = f"{self._watch.tripped}; resume not issued"
+            if why:
+                await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
+                raise RampError(f"ramp {ramp_id}: {why}")
+            try:
+                resumed = await self.ks.apply_resume(entry, timeout_s=timeout_s)
+            except (KillSwitchError, RevisionConflict) as exc:
+                # no resume happened: the record must not keep holding stage one as "ramping"
+                why = f"resume not issued: {exc}"
+                await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
+                raise
+        except BaseException:
+            self._watch = None
             raise
         if self.on_resumed is not None:
             self.on_resumed(resumed)
         # The stages run from now, when the resume was applied, not from when it was
-        # requested (an approved request can be minutes old); and only halts issued
-        # after it trip the ramp.
+        # requested (an approved request can be minutes old).
         # The holds are timed by the monotonic clock: a wall clock stepped forward (NTP)
         # must not skip stages, nor end the ramp and disarm its trip early.
         self._watch.start_ns = max(self.clock.time_ns(), resumed.entry.issued_ns + 1)
