@@ -22,9 +22,17 @@ stop direction needs one operator's signature, never an approval.
 A change read from the store (not live) is judged, as a stored resume is, at the
 instant the store's server wrote it (`stored_ns`, which no client sets) as well
 as at its own signed time: the operator's and the approver's keys valid then,
-the market-hours rule met then, and dated no more than 5 s after it. A change
-signed with a key after its revocation and dated back before it is refused by a
-node that starts afterwards as a running node refused it live.
+the market-hours rule met then. A change signed with a key after its revocation
+and dated back before it is refused by a node that starts afterwards as a running
+node refused it live.
+
+A change away from the safe default judged at such an instant (heard live, or the
+store's write time) is dated no more than 5 s after it (`SKEW_NS`) and no more than
+`CHANGE_LAG_NS` before it: a flag approval is judged at the change's own signed date
+and a node's kill freeze asks whether it was issued before the kill, so dated back,
+one operator's fresh change would ride an approval that expired hours ago, or pass
+as issued before a kill now in force; dated ahead, running nodes took what a node
+starting later refused. The stop direction is never held to its date.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role, Roster, TrustError
 
 FLAG_PAYLOAD_TYPE = "application/vnd.knightwatch.flag-change+json"
+CHANGE_LAG_NS = 60 * 1_000_000_000
+"""How long before it is heard live or written to the store a change away from the safe
+default may be dated: its writer signs it just before committing it (a compare-and-set),
+and clocks may be off by `SKEW_NS`."""
 
 
 class FlagDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -166,7 +178,9 @@ def check_flag_proof(
     state arrived as news, so a market-hours rule is also judged at `now_ns`, and
     the operator's and the approver's keys must be valid then too (a backdated
     issue time dodges neither). `stored_ns` (not live): when the store's server wrote
-    the change; it is judged then as live news is judged now.
+    the change; it is judged then as live news is judged now. Judged at either, a
+    change away from the safe default is dated from `CHANGE_LAG_NS` before it to 5 s
+    after it (the stop direction at any date).
     """
     if roster is None:
         raise Refused(TrustReason.NO_ROSTER, "no verified roster yet: nothing can be trusted")
@@ -190,11 +204,17 @@ def check_flag_proof(
     # revoked operator's change dated back before the revocation turns nothing on; a
     # stored one, by keys valid when the server wrote it (its date is its signer's)
     judged_ns = now_ns if live else stored_ns
-    if not live and stored_ns is not None and decision.issued_ns > stored_ns + SKEW_NS:
+    if (
+        judged_ns is not None
+        and decision.issued_ns > judged_ns + SKEW_NS
+        and value != decision.safe_default
+    ):
+        # the same rule live and stored, so a node that starts later holds what the
+        # running ones hold; the stop direction is never refused for its clock
         raise Refused(
             TrustReason.FROM_FUTURE,
-            f"issued_ns {decision.issued_ns} is more than 5 s after the store wrote it "
-            f"({stored_ns})",
+            f"issued_ns {decision.issued_ns} is more than 5 s after "
+            f"{'this clock' if live else 'the store wrote it'} ({judged_ns})",
         )
     members = signers_of(bundle.change, payload, roster, decision.issued_ns, judged_ns)
     signer = next((m for m in members if m.name == decision.actor), None)
@@ -219,6 +239,14 @@ def check_flag_proof(
         # meaning, the claimed safe default is not believed: the node goes to its own.
         return checked if known else msgspec.structs.replace(checked, own_safe_default=True)
     checked = msgspec.structs.replace(checked, away=True)
+    if judged_ns is not None and judged_ns - decision.issued_ns > CHANGE_LAG_NS:
+        raise Refused(
+            TrustReason.STALE,
+            f"issued_ns {decision.issued_ns}: a change away from the safe default is dated "
+            f"at most {CHANGE_LAG_NS // 1_000_000_000} s before it was "
+            f"{'heard' if live else 'written'} ({judged_ns}); dated back, it would ride an "
+            "expired approval or pass as made before a kill (issue it again)",
+        )
     if known and not decision.trading_behaviour:
         return checked
     approvers = _approvers(bundle.approval, decision, roster, known, judged_ns)

@@ -97,14 +97,21 @@ class Kit:
         for path in found:
             if not path.stem[1:].isdecimal() or not path.stem[1:].isascii():
                 raise TrustError(f"roster file {path}: not named v<N>.json (N the version)")
-        versions = sorted(found, key=lambda p: int(p.stem[1:]))
+        versions = sorted(found, key=lambda p: (int(p.stem[1:]), p.name))
         envelopes = []
+        store = TrustStore(anchor)
         for path in versions:
             try:
-                envelopes.append(decode_stored(read_bytes(path, "roster version", JSON_MAX_BYTES)))
+                envelope = decode_stored(read_bytes(path, "roster version", JSON_MAX_BYTES))
+                if int(path.stem[1:]) != store.version + 1:
+                    raise TrustError(
+                        f"not named for the next version v{store.version + 1}.json (a gap, or "
+                        "the same version twice)"
+                    )
+                store.accept(envelope)
             except (InputFileError, TrustError) as exc:
                 raise TrustError(f"roster file {path}: {exc}") from None
-        store = TrustStore.of(anchor, *envelopes)
+            envelopes.append(envelope)
         if store.roster is None:
             raise TrustError(f"roster directory {directory / 'roster'}: no version found")
         kit = cls.__new__(cls)
@@ -116,7 +123,15 @@ class Kit:
         kit.signers = {}
         for path in sorted((directory / "keys").glob("*.key")):
             signer = load_signer(path)
-            if store.roster.member(signer.key.key_id) is not None:
+            member = store.roster.member(signer.key.key_id)
+            if member is not None and member.name != signer.name:
+                # it would sign as another name's key: every command it signs is refused
+                # as not signed by its actor, far from the file that caused it
+                raise TrustError(
+                    f"key file {path}: holds {member.name}'s key {signer.key.key_id[:16]}, "
+                    f"not {signer.name}'s"
+                )
+            if member is not None:
                 kit.signers[signer.name] = signer
         return kit
 
