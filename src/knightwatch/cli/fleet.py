@@ -195,7 +195,14 @@ def _print_result(result: CommandResult, verb: str) -> None:
         shown = f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]"
         table.add_row(escape(node_id), shown)
     console.print(table)
-    if not result.targets:
+    if result.members_error:
+        # not "no members": the members never heard from were not awaited, and may trade on
+        console.print(
+            f"[red]the fleet's membership could not be read ({escape(result.members_error)}): "
+            "nodes never heard from were not awaited; check `knightwatch status`[/red]",
+            highlight=False,
+        )
+    elif not result.targets:
         console.print("[yellow]no node was targeted (the fleet has no members)[/yellow]")
     for node_id in result.missing:
         expires = result.leases.get(node_id, 0)

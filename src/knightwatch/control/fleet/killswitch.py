@@ -10,7 +10,11 @@ whose lease is live at that instant: a node that froze or died a moment
 before is exactly the one to name. The command returns when every target has
 confirmed, naming each node's latency, or names each that did not, with its
 lease: expired (the node stopped trading by itself at that time) or still live
-(it may be trading). Either way the command is not `ok`.
+(it may be trading). Either way the command is not `ok`. A confirmation counts
+only if it is of the command: its scope and key, and for a kill a state at least
+as strict (a node echoing the command id while it reports ACTIVE is not
+stopped). A membership that cannot be read, before the wait and after it, leaves
+the members never heard from unawaited: the command is not `ok` then either.
 
 A kill never waits on a control plane it cannot reach. When this process's
 connection has been down for `RECONNECT_GRACE_S` (a cluster member's loss is a
@@ -123,6 +127,10 @@ class CommandResult(msgspec.Struct, frozen=True):
     sent: bool = True
     """False when nothing of the command left this process: no announcement, no store write
     (the control plane was unreachable throughout). No node can have applied it."""
+    members_error: str = ""
+    """Why the fleet's membership could not be read, before and after the wait ("": it was
+    read). `targets` then holds only the nodes heard from directly: a member never heard
+    from was not awaited and may still be trading, so the command is not `ok`."""
 
     def lease_expired(self, node_id: str) -> bool:
         """True if this unconfirmed node's lease had run out when the command finished."""
@@ -130,7 +138,27 @@ class CommandResult(msgspec.Struct, frozen=True):
 
     @property
     def ok(self) -> bool:
-        return not self.missing and self.revision is not None and not self.still_working
+        return (
+            not self.missing
+            and self.revision is not None
+            and not self.still_working
+            and not self.members_error
+        )
+
+
+def confirmation_problem(entry: StateEntry, c: Confirmation) -> str:
+    """Why `c` does not confirm `entry` although it names its command ("": it does): another
+    scope or key, or, for a kill, a state milder than the kill asks (a node reporting ACTIVE
+    for a halt is not stopped, whatever command id it echoes). A resume's confirmation may
+    report a stricter state: another halt of the slot is the safe side."""
+    if c.scope is not entry.scope or c.key != entry.key:
+        return f"it names {c.scope.value} {c.key!r}, the command {entry.scope.value} {entry.key!r}"
+    if entry.state is not TradingState.ACTIVE and c.state < entry.state:
+        return (
+            f"it reports {TradingState(c.state).name} for a "
+            f"{TradingState(entry.state).name} command: not stopped"
+        )
+    return ""
 
 
 class _Reach:
@@ -176,6 +204,8 @@ class KillSwitch:
         self.trust = trust
         self.grace_ns = int(liveness_grace_s * 1e9)
         self._arrivals: dict[str, dict[str, int]] = {}
+        self._sent: dict[str, StateEntry] = {}
+        """The command each `_arrivals` entry waits for: what a confirmation must match."""
         self._working: dict[str, dict[str, list[str]]] = {}
         self._waiting: dict[str, tuple[set[str], asyncio.Future[None]]] = {}
         self._heard: dict[str, NodeStatus] = {}
@@ -195,7 +225,17 @@ class KillSwitch:
 
     async def _on_confirmation(self, c: Confirmation) -> None:
         arrivals = self._arrivals.get(c.command_id)
-        if arrivals is not None and c.node_id not in arrivals:
+        sent = self._sent.get(c.command_id)
+        if arrivals is not None and c.node_id not in arrivals and sent is not None:
+            problem = confirmation_problem(sent, c)
+            if problem:
+                log.error(
+                    "KILL_SWITCH_CONFIRMATION_REFUSED command=%s node=%s: %s; not counted",
+                    c.command_id,
+                    c.node_id,
+                    problem,
+                )
+                return
             arrivals[c.node_id] = self.clock.monotonic_ns()
             if c.still_working:
                 self._working.setdefault(c.command_id, {})[c.node_id] = list(c.still_working)
@@ -215,20 +255,29 @@ class KillSwitch:
     async def known_nodes(self) -> dict[str, NodeStatus]:
         """Every member of the fleet that has not left, with its latest record: the membership
         store plus heartbeats heard directly (the store may be unreadable)."""
+        records, _ = await self._members()
+        return {n: s for n, s in records.items() if not s.left}
+
+    async def _members(self) -> tuple[dict[str, NodeStatus], str]:
+        """Every membership record, those marked as left included, with the heartbeats heard
+        directly; and why the membership store could not be read ("": it was)."""
         records: dict[str, NodeStatus] = {}
+        error = ""
         if not self.plane.connected:
             # a read now would wait out its request timeout for nothing (2 s on the kill path)
             log.warning("control plane not connected; using heartbeats heard")
+            error = "control plane not connected"
         else:
             try:
                 records = {s.node_id: s for s in await self.plane.members()}
             except ControlPlaneUnavailable as exc:
                 log.warning("membership store unreadable (%s); using heartbeats heard", exc)
+                error = f"membership store unreadable ({exc})"
         for node_id, heard in self._heard.items():
             known = records.get(node_id)
             if known is None or heard.seen_ns > known.seen_ns:
                 records[node_id] = heard
-        return {n: s for n, s in records.items() if not s.left}
+        return records, error
 
     def _entry(self, scope: Scope, key: str, state: TradingState, reason: str) -> StateEntry:
         if not reason.strip():
@@ -307,6 +356,7 @@ class KillSwitch:
         t0 = self.clock.monotonic_ns()  # signing counts: it is part of what a kill costs
         entry = self._entry(scope, key, state, reason).signed(self.signer.key)
         self._arrivals[entry.command_id] = {}
+        self._sent[entry.command_id] = entry
         start = asyncio.get_running_loop().time()
         deadline = start + timeout_s
         durable_deadline = start + max(durable_timeout_s, timeout_s)
@@ -447,10 +497,12 @@ class KillSwitch:
         t0 = self.clock.monotonic_ns()
         deadline = asyncio.get_running_loop().time() + timeout_s
         self._arrivals[entry.command_id] = {}
+        self._sent[entry.command_id] = entry
         try:
             stored = await self.plane.put_state(entry, expected_revision=revision)
         except RevisionConflict:
             del self._arrivals[entry.command_id]
+            del self._sent[entry.command_id]
             raise KillSwitchError(
                 f"resume {entry.command_id[:12]} is stale: {entry.scope.value} {entry.key!r} "
                 "changed while it was being applied; request a new one"
@@ -549,11 +601,15 @@ class KillSwitch:
         loop = asyncio.get_running_loop()
         arrivals = self._arrivals[entry.command_id]
         known: dict[str, NodeStatus] = {}
+        members_error = ""
         lost = False
         try:
             if targets is None:
-                known = await self.known_nodes()
-                targets = [entry.key] if entry.scope is Scope.NODE else sorted(known)
+                known, members_error = await self._members()
+                if entry.scope is Scope.NODE:
+                    targets, members_error = [entry.key], ""  # its one target is named
+                else:
+                    targets = sorted(n for n, s in known.items() if not s.left)
             wanted = set(targets)
             next_announce = loop.time() + _REANNOUNCE_S
             # one wake-up when the last target confirms (not one per confirmation)
@@ -595,16 +651,24 @@ class KillSwitch:
                 stored = "store did not acknowledge in time"
         finally:
             del self._arrivals[entry.command_id]
+            self._sent.pop(entry.command_id, None)
             working = self._working.pop(entry.command_id, {})
             self._waiting.pop(entry.command_id, None)
-        latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
-        missing = sorted(wanted - arrivals.keys())
         sent = reach is None or reach.sent
         if not sent:
             known = {}  # heartbeats heard before the outage say nothing of the leases now
-        elif missing:
+        elif members_error or wanted - arrivals.keys():
+            # the freshest leases of those that did not answer (a node that left says when
+            # its lease ended: it was unknown, and its halt was retried for as long as it was
+            # gone); and, if the membership could not be read before the wait, the members it
+            # names now, which were not awaited
             with contextlib.suppress(ControlPlaneUnavailable):
-                known = await self.known_nodes()  # the freshest leases of those that did not answer
+                known, error = await self._members()
+                if members_error and not error:
+                    wanted |= {n for n, s in known.items() if not s.left}
+                    members_error = ""
+        latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
+        missing = sorted(wanted - arrivals.keys())
         result = CommandResult(
             entry=entry,
             targets=sorted(wanted),
@@ -617,10 +681,11 @@ class KillSwitch:
             still_working={n: w for n, w in sorted(working.items()) if n in wanted},
             unreachable=reach.why() if lost and reach is not None else "",
             sent=sent,
+            members_error=members_error,
         )
         log.warning(
             "KILL_SWITCH command=%s scope=%s key=%s state=%s actor=%s reason=%r confirmed=%d/%d "
-            "missing=%s revision=%s sent=%s",
+            "missing=%s revision=%s sent=%s members=%s",
             entry.command_id,
             entry.scope.value,
             entry.key,
@@ -632,5 +697,6 @@ class KillSwitch:
             ",".join(missing) or "-",
             result.revision,
             "yes" if sent else "NO (control plane unreachable)",
+            members_error or "read",
         )
         return result

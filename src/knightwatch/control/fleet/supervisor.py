@@ -135,6 +135,11 @@ MEASURES: tuple[Measure, ...] = (
 _ADDITIVE = {m.name: m.additive for m in MEASURES}
 _WARMUP_FLOORED = ("order_rate", "notional_rate")
 """Measures held to their floor as baseline while a learned one warms up."""
+_CUSTOMER_RATES = ("order_rate", "notional_rate")
+"""The rates a node working only its customers' parents (`customers_only`) is let off: a big
+parent at a busy open is fast, not broken. Its children per parent and its messages per
+execution are still judged: a loop placing children within its parents that never fill (or
+cancel and replace them) was let off every rule, at any rate, for good."""
 
 
 class BaselineProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -1091,7 +1096,7 @@ class Supervisor:
             base = self._baseline(track, m.name, now, warm, nodes)
             refused = track.refused_rate if m.name == "order_rate" else 0.0
             b.exempt = False
-            if m.name != "principal_notional" and track.customers_only:
+            if m.name in _CUSTOMER_RATES and track.customers_only:
                 # working its customers' parents only: only what the Guard refused is judged,
                 # and what it works over its own limit is left out of the fleet's total too
                 b.exempt = (

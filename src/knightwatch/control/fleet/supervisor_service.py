@@ -12,12 +12,20 @@ replay stepped on a simulated clock keeps actions inline: no simulated time
 passes while one runs, and it must be complete when the step that fired it
 returns. A kill that did not take effect (a node did not
 confirm, or no revision was stored) re-arms its rule, so the next judgement
-retries it rather than the supervisor believing the node stopped.
+retries it rather than the supervisor believing the node stopped. A kill that
+was stored, and whose only unconfirmed nodes hold a lease known to have
+expired, did take effect (each stopped trading by itself and reads the halt
+when it returns): it is not retried, or a dead node was killed and paged again
+at every judgement for as long as it stayed dead.
 
 The service also relays nodes' automatic halts into the kill state
 (`AutoHaltRelay`): a node may not write the kill state itself, so it signs
 its halt and the supervisor, which may, stores it after checking the
 signature and that a node halts only itself or a strategy/symbol.
+
+Every member holding a lease is expected to report: those at the start, and,
+while the service sweeps, those that take a lease later (read every `expect_s`),
+so a node whose metrics never arrive is halted as silent whenever it joined.
 
 A live service also watches itself: when its own event loop went unscheduled
 for longer than `stall_s` (a starved or paused process), the nodes' samples
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 
 import msgspec
@@ -56,6 +65,22 @@ from knightwatch.trust.command import Refused, TrustReason, check_state
 log = logging.getLogger(__name__)
 
 SUPERVISOR_ID = "supervisor"
+
+
+def stopped_by_lease(result: CommandResult) -> bool:
+    """Whether a kill that is not `ok` took effect all the same: it was stored and sent, no
+    order is left working, and each node that did not confirm has a known lease that had
+    expired when the kill finished (the node stopped trading by itself). A lease that is
+    unknown (no membership record) or still live is no such proof: its kill is retried."""
+    return (
+        result.revision is not None
+        and result.sent
+        and not result.unreachable
+        and not result.still_working
+        and not result.members_error
+        and bool(result.missing)
+        and all(result.leases.get(n, 0) > 0 and result.lease_expired(n) for n in result.missing)
+    )
 
 
 class AutoHaltRelay:
@@ -105,13 +130,18 @@ class SupervisorService:
         confirm_timeout_s: float = 1.0,
         sweep_s: float | None = None,
         concurrent: bool = False,
+        expect_s: float | None = None,
     ) -> None:
         """`concurrent`: dispatch each action as its own task (live) rather than finish it
         inside the metrics callback (a stepped replay). `sweep_s`: how often (event-loop
         seconds) to judge silence with no sample arriving, so a fleet that goes quiet all
-        at once is still halted; None leaves it to the samples (a stepped replay)."""
+        at once is still halted; None leaves it to the samples (a stepped replay).
+        `expect_s`: how often, with `sweep_s`, to read the membership for nodes holding a
+        lease that the supervisor has never heard from (default: `sweep_s`, at least 1 s)."""
         if sweep_s is not None and sweep_s <= 0:
             raise ValueError(f"sweep_s: must be > 0 (got {sweep_s!r})")
+        if expect_s is not None and not 0 < expect_s < math.inf:
+            raise ValueError(f"expect_s: must be > 0 and finite (got {expect_s!r})")
         self.plane = plane
         self.supervisor = supervisor
         self.killswitch = killswitch
@@ -125,6 +155,8 @@ class SupervisorService:
         self._instance = uuid.uuid4().hex[:12]
         self._inflight: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._expecter: asyncio.Task[None] | None = None
+        self.expect_s = expect_s if expect_s is not None else max(sweep_s or 0.0, 1.0)
         self._unsaved: dict[str, bytes] = {}
         """Day histories (`Supervisor.day_records`) waiting to be stored, newest per key."""
         self._saver: asyncio.Task[None] | None = None
@@ -152,21 +184,40 @@ class SupervisorService:
             await self._dispatch(action)
         # the nodes holding a lease now are judged silent if they never report to this
         # supervisor: one restarted while a node had gone quiet never heard of it
-        now = self.supervisor.clock.time_ns()
-        self.supervisor.expect(m.node_id for m in await self.plane.members() if m.live(now, 0))
+        await self._expect_members()
         await self.relay.start()
         await self.plane.subscribe_metrics(self._on_metrics)
         if self.sweep_s is not None and self._sweeper is None:
             self._alive = asyncio.get_running_loop().time()
             self._sweeper = asyncio.create_task(self._sweep_loop(self.sweep_s))
+            self._expecter = asyncio.create_task(self._expect_loop(self.expect_s))
+
+    async def _expect_members(self) -> None:
+        """Every member holding a lease now is expected to report (`Supervisor.expect`)."""
+        now = self.supervisor.clock.time_ns()
+        self.supervisor.expect(m.node_id for m in await self.plane.members() if m.live(now, 0))
+
+    async def _expect_loop(self, every_s: float) -> None:
+        """Go on expecting members while running, off the sweep (a slow membership read never
+        delays a judgement of silence): a node that took its lease after the start and never
+        reported (its metrics stuck or refused by the server) was never judged at all."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self._expect_members()
+            except ControlPlaneUnavailable as exc:
+                log.warning("membership not read for silent nodes: %s", exc)
+            except Exception:  # the loop must outlive one bad read: it is a safety check
+                log.exception("membership not read for silent nodes")
 
     async def stop(self) -> None:
         """Stop sweeping and wait for every action in flight to finish (halts are not
         abandoned half-way)."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        for task in (self._sweeper, self._expecter):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweeper = self._expecter = None
         await self.drain()
 
     async def drain(self) -> None:
@@ -245,7 +296,19 @@ class SupervisorService:
             state=action.state,
         )
         self.results.append((action, result))
-        if not result.ok:
+        if not result.ok and stopped_by_lease(result):
+            # stored, and every node that did not confirm has lost its lease: each stopped
+            # trading by itself and reads the stored halt when it returns. Re-armed, a dead
+            # node was killed and paged again at every judgement for as long as it was dead.
+            log.error(
+                "supervisor %s on %s stored at revision %s; not confirmed by %s, whose lease "
+                "expired (stopped by itself; the stored halt holds it when it returns)",
+                action.rule.value,
+                action.key,
+                result.revision,
+                ", ".join(result.missing),
+            )
+        elif not result.ok:
             self.supervisor.rearm(action.rule, action.key)
             log.error(
                 "supervisor %s on %s not confirmed (missing %s, stored revision %s); "
