@@ -168,7 +168,7 @@ def _open_own(path: str) -> int:
             except FileExistsError:
                 continue  # made meanwhile (a file, or a link): opened, or refused, as it is
             try:
-                _sync_dir(os.path.dirname(path) or ".")
+                sync_dir(os.path.dirname(path) or ".")
             except BaseException:
                 os.close(fd)
                 raise
@@ -183,7 +183,7 @@ def _open_own(path: str) -> int:
             raise
 
 
-def _sync_dir(path: str) -> None:
+def sync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory, so the entries made in it survive a machine crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from knightwatch.audit.log import sync_dir
 from knightwatch.cli.fleet import (
     AnchorOpt,
     KeyOpt,
@@ -357,22 +358,10 @@ def write_new(path: Path, data: bytes) -> None:
                 raise
             os.close(os.open(path, flags, 0o666))  # FileExistsError as above
             os.replace(tmp, path)
-        _sync_dir(path.parent)
+        sync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _sync_dir(path: Path) -> None:
-    """fsync a directory, so a name just made in it survives a machine crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-            raise  # a file system that cannot sync a directory has nothing to sync
-    finally:
-        os.close(fd)
 
 
 def auto_snapshot_settings() -> tuple[Path, Path] | None:
