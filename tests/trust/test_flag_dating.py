@@ -11,15 +11,12 @@ direction is never held to this.
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.clock import NS_PER_S
 from knightwatch.flags.activation import ActivationRequest, SecondApprover
-from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.state import FlagChange
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
@@ -28,26 +25,14 @@ from knightwatch.trust.flagproof import CHANGE_LAG_NS, FlagSealer, FlagVerdict, 
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import ApprovalPolicy, Role
 
-RLP = "trading.smars.rlp_enabled"
-NOW = 1_700_000_000 * NS_PER_S
+from .test_flagproof import FLAG, LAX, NOW, RLP, SCHEMA
+
 HOUR = 3600 * NS_PER_S
 STRICT = Kit(
     now_ns=0,
     people={"alice": (Role.OPERATOR,), "bob": (Role.APPROVER,)},
     approvals=ApprovalPolicy(flag=SecondApprover.ALWAYS),
 )
-LAX = Kit(now_ns=0, approvals=ApprovalPolicy(flag=SecondApprover.NEVER))
-FLAG = FlagDefinition(
-    id=RLP,
-    description="Route eligible retail orders to the NYSE RLP.",
-    safe_default=False,
-    trading_behaviour=True,
-    lifecycle=Lifecycle.ACTIVE,
-    created=date(2026, 1, 1),
-    owner="smars",
-    expires=date(2027, 1, 1),
-)
-SCHEMA = {RLP: FLAG.meaning_hash}
 
 
 def sealed(value: bool, *, kit: Kit, approved: bool, issued_ns: int = NOW) -> str:

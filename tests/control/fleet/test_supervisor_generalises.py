@@ -24,6 +24,7 @@ from knightwatch.state import Scope, TradingState
 
 from ...identities import switch
 from ..fleet_fixtures import make_node
+from .test_supervisor_service import _fleet
 
 S = 1_000_000_000
 TICK = S // 5
@@ -92,28 +93,8 @@ async def _silent_n3(live_lease: bool, leaves: bool = False) -> list[tuple[Rule,
     go on from a process whose metrics and command loop are stuck). With `leaves`, n3 is
     stopped as a person stops a node (it marks itself as left)."""
     clock = SimClock(10 * S)
-    fabric = MemoryFabric()
-    nodes: list[NodeRuntime] = []
-    planes: list[MemoryControlPlane] = []
-    for i in range(1, 4):
-        plane = MemoryControlPlane(fabric)
-        await plane.connect()
-        node = make_node(f"n{i}", plane, clock)
-        await node.start()
-        nodes.append(node)
-        planes.append(plane)
-    sup_plane = MemoryControlPlane(fabric)
-    await sup_plane.connect()
-    service = SupervisorService(
-        sup_plane,
-        Supervisor(SupervisorConfig(stale_after_s=2.0), clock),
-        switch(sup_plane, clock, "supervisor"),
-        Pager(),
-        confirm_timeout_s=0.02,
-        sweep_s=0.005,
-        concurrent=True,
-    )
-    await service.start()
+    nodes, planes, service = await _fleet(3, clock, confirm_timeout_s=0.02, sweep_s=0.005)
+    sup_plane = service.plane
     status = nodes[2].status()
     for _ in range(3):
         clock.advance(S // 2)
