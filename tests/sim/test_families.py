@@ -83,6 +83,24 @@ def test_a_clean_day_never_halts_and_fills_every_customer_parent(guards: str) ->
     assert r.blocked_orders > 0, "the node rate limit throttled the open: and nothing stopped"
 
 
+@pytest.mark.parametrize("nodes", [4, 16])
+def test_a_clean_day_on_another_fleet_size_never_halts(nodes: int) -> None:
+    """The same customer flow on 4 nodes is twice the shipped day's per node: at the open
+    each node's routers offer about twice what its Guard's node rate limit lets through,
+    for a few seconds, every extra child throttled and sent again once the window frees.
+    The supervisor judged those refusals over one rate window and halted all four nodes at
+    1.5 s (115 of 400 parents filled); on 16 nodes the flow is thinner."""
+    text = (EXAMPLES / "clean-day.toml").read_text(encoding="utf-8")
+    assert "\nnodes = 8\n" in text
+    sc = loads(text.replace("\nnodes = 8\n", f"\nnodes = {nodes}\n"), "clean-day")
+    r = run(sc, "all")
+    assert automatic_halts(r) == 0 and not r.control_actions, r.control_actions
+    assert r.parents == 400 and r.parents_completed == r.parents
+    assert r.runaway_executions == 0 and r.loss_usd == 0.0
+    if nodes == 4:
+        assert r.blocked_orders > 0, "the open outran the node rate limit: the case at hand"
+
+
 @pytest.mark.parametrize("name", sorted(RUNAWAYS))
 def test_runtime_layers_contain_every_runaway_within_two_seconds(name: str) -> None:
     sc = family(name)

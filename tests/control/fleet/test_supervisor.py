@@ -808,14 +808,14 @@ def test_one_node_over_its_own_limit_never_halts_the_whole_fleet_through_its_tot
     assert {a.key for a in g.run(3, 5_000.0)} >= set(g.nodes) - {"n3"}
 
 
-def _hammer(nodes: int, hammering: set[str], parents: int) -> list[Action]:
+def _hammer(nodes: int, hammering: set[str], parents: int, seconds: int = 10) -> list[Action]:
     """`nodes` nodes at 20 accepted orders/s for 40 s; then those in `hammering` offer 3,000
-    orders/s more, every one of them throttled by the Guard's node rate limit."""
+    orders/s more for `seconds`, every one of them throttled by the Guard's node rate limit."""
     clock = SimClock(10 * S)
     sup = Supervisor(SupervisorConfig(warmup_s=10.0), clock)
     sent = dict.fromkeys((f"n{i}" for i in range(1, nodes + 1)), (0, 0))
     fired: list[Action] = []
-    for k in range(250):
+    for k in range(200 + 5 * seconds):
         clock.advance(TICK)
         for n, (ok, refused) in sent.items():
             ok += 4
@@ -835,17 +835,30 @@ def test_a_node_hammering_the_guard_is_halted_though_it_throttles_every_extra_or
     only customers' parents was exempt from the rate rules, and the whole fleet hammering
     together moved its median with it; nothing halted. The order-rate rule judges what a
     node offered (accepted or refused), so each is halted by name, and the alert says how
-    much of it the Guard refused."""
-    for parents in (100, 0):  # an agency router, and a node trading for itself
-        fired = _hammer(8, {"n2"}, parents)
+    much of it the Guard refused. A node working only its customers' parents has nothing
+    but throttling refused: it is judged with the reject rule's patience
+    (`count_window_s`), so it is halted once it has hammered for a minute."""
+    for parents, seconds in ((100, 61), (0, 10)):  # an agency router; a node for itself
+        fired = _hammer(8, {"n2"}, parents, seconds)
         assert (Rule.BASELINE_ORDER_RATE, Scope.NODE, "n2") in {
             (a.rule, a.scope, a.key) for a in fired
         }, parents
         assert {a.key for a in fired} == {"n2"}
         why = next(a.reason for a in fired if a.rule is Rule.BASELINE_ORDER_RATE)
         assert "3,000 orders/s of it refused by the Guard" in why, why
-    fired = _hammer(4, {"n1", "n2", "n3", "n4"}, 100)
+        assert f"for >= {60 if parents else 1} s" in why, why
+    fired = _hammer(4, {"n1", "n2", "n3", "n4"}, 100, 61)
     assert {a.key for a in fired if a.rule is Rule.BASELINE_ORDER_RATE} >= {"n1", "n2", "n3", "n4"}
+
+
+def test_customers_orders_outrunning_the_node_rate_limit_at_the_open_halt_nothing() -> None:
+    """A busy open: a node working only its customers' parents offers far more than its
+    Guard's node rate limit lets through, for seconds, every extra child throttled and sent
+    again once the window frees. That is the Guard working: the order-rate rule judged the
+    refusals over one rate window and halted every node of a healthy fleet at the open,
+    leaving most customers' parents unfilled. Judged over `count_window_s`, nothing halts."""
+    assert _hammer(4, {"n1", "n2", "n3", "n4"}, 100, 20) == []
+    assert _hammer(8, {"n2"}, 100, 59) == []
 
 
 def test_counters_that_jump_by_2_63_halt_the_node_not_pass_as_one_spike() -> None:

@@ -20,7 +20,11 @@ rate window halts the node (or, for the fleet's total, the fleet); the episode
 ends only after a full rate window back under it, so a sawtooth dipping under
 once a window does not restart the count. The order-rate rule judges what a node
 offered, accepted or refused (throttling by rate limits included): a strategy
-hammering the Guard is a runaway the Guard is hiding. The fleet's totals leave
+hammering the Guard is a runaway the Guard is hiding. A node working only its
+customers' parents is judged on those refusals alone, and only once they have stayed
+over the limit for `count_window_s` (as the reject rule judges throttling): an open
+whose customer orders outrun the node's rate limit for a few seconds is the Guard
+working, and halting it left customers' parents unfilled. The fleet's totals leave
 out a node already over its own limit (its own rule halts it), so one node's
 leak or glitch never halts the whole fleet with it. Principal
 flow halts at once, because an agency router's normal principal flow is nil (and
@@ -1087,6 +1091,7 @@ class Supervisor:
         cfg = self.config
         warm = int(cfg.warmup_s * 1e9)
         sustain = int(cfg.rate_window_s * 1e9)
+        patience = int(cfg.count_window_s * 1e9)
         state = TradingState.HALTED
         who = "fleet" if scope is Scope.FLEET else f"node {key}"
         out: list[Action] = []
@@ -1096,7 +1101,10 @@ class Supervisor:
             base = self._baseline(track, m.name, now, warm, nodes)
             refused = track.refused_rate if m.name == "order_rate" else 0.0
             b.exempt = False
+            hold = sustain
             if m.name in _CUSTOMER_RATES and track.customers_only:
+                # what it has left is throttling: judged with the reject rule's patience
+                hold = patience
                 # working its customers' parents only: only what the Guard refused is judged,
                 # and what it works over its own limit is left out of the fleet's total too
                 b.exempt = (
@@ -1125,7 +1133,7 @@ class Supervisor:
             b.under_since = None
             if b.over_since is None:
                 b.over_since = now
-            held = m.at_once or now - b.over_since >= sustain
+            held = m.at_once or now - b.over_since >= hold
             kind = "configured" if b.fixed is not None else "learned"
             if m.name in _WARMUP_FLOORED and b.current(now, warm) is None:
                 kind = "warm-up (floor)"
@@ -1135,7 +1143,7 @@ class Supervisor:
                 f"{who} {m.name} {_num(value)} {m.unit}, {times} its {kind} baseline "
                 f"{_num(base)} {m.unit} (limit {_num(limit)} = max({cfg.baseline_multiple:g}x "
                 f"baseline, floor {_num(floor)}))"
-                + ("" if m.at_once else f" for >= {cfg.rate_window_s:g} s")
+                + ("" if m.at_once else f" for >= {hold / 1e9:g} s")
                 + (f", {_num(refused)} {m.unit} of it refused by the Guard" if refused else "")
             )
             out += self._fire(m.rule, key, held, scope, state, why)
