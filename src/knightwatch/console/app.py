@@ -126,6 +126,11 @@ InvalidKeyError was answered as 503 "control plane did not answer", recorded as 
 RECHECK_S = 0.5
 """How often an open event stream judges its credential again: a logout, a disable, a
 password change, an expired session and a revoked or expired token end it within this."""
+STREAM_QUEUE = 256
+"""Events an open stream may fall behind by. Past it the stream is not fed silently short
+(its page showed a fleet older than it knew): it ends with a `gap` event, counted and
+logged, and the page opens a fresh stream, which starts with the snapshot as it is now."""
+GAP_REASON = f"this stream fell {STREAM_QUEUE} events behind: open a new one for the fleet now"
 SESSIONS_PER_USER = 20
 """The most sessions (each with its own connection to the control plane) one person keeps
 open: a login past it ends their oldest."""
@@ -261,12 +266,14 @@ def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "-"
 
 
-def _reason(text: str) -> str:
+def _reason(text: str, field: str = "reason") -> str:
+    """`text` stripped, or a 422 naming `field` (an acknowledgement's is its `note`: its
+    refusals named a `reason` field the body does not have)."""
     text = text.strip()
     if not text:
-        raise Refusal(422, "reason: required (recorded with the command)")
+        raise Refusal(422, f"{field}: required (recorded with the command)")
     if len(text) > REASON_MAX:
-        raise Refusal(422, f"reason: at most {REASON_MAX} characters (got {len(text)})")
+        raise Refusal(422, f"{field}: at most {REASON_MAX} characters (got {len(text)})")
     return text
 
 
@@ -364,6 +371,8 @@ class Console:
         self.links: dict[str, PersonLink] = {}
         self.acks: dict[tuple[str, int], dict[str, Any]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.stream_gaps = 0
+        """Event streams ended because their reader fell `STREAM_QUEUE` events behind."""
         self.closing = asyncio.Event()
         self.templates = Environment(
             loader=PackageLoader("knightwatch.console", "templates"),
@@ -1209,7 +1218,7 @@ async def api_ack(request: Request) -> Response:
         raise Refusal(422, "slot: not a halt's slot (SCOPE.KEY, as the alerts list it)") from None
     if not 0 < body.revision < 2**63:
         raise Refusal(422, f"revision: must be a stored revision, 1..2**63-1 (got {body.revision})")
-    note = _reason(body.note)
+    note = _reason(body.note, "note")
     request.state.action = "ack_alert"
     request.state.scope = body.slot
     request.state.key = str(body.revision)
@@ -1335,7 +1344,11 @@ async def api_events(request: Request) -> Response:
     The stream outlives the request that opened it, so it judges its credential again
     every `RECHECK_S` (without restarting a session's idle clock): a logout, a disable, a
     password change, an expired session or a revoked token ends it with an `ended` event
-    within that, instead of streaming the fleet to someone no longer let in."""
+    within that, instead of streaming the fleet to someone no longer let in.
+
+    A reader `STREAM_QUEUE` events behind is never skipped silently (its page went on
+    showing a fleet it did not know was old): the stream ends with a `gap` event naming
+    how many it missed, and the page opens a new one, whose first event is the snapshot."""
     c = _console(request)
     try:
         who = c.require(request, Action.VIEW)
@@ -1343,11 +1356,22 @@ async def api_events(request: Request) -> Response:
         request.state.result, request.state.detail = "refused", exc.message
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     request.state.action = "stream"
-    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=256)
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=STREAM_QUEUE)
+    dropped = [0]  # events this stream's reader missed: once one is, the stream is over
 
     def listener(event: str, data: bytes) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        if dropped[0]:
+            dropped[0] += 1
+            return
+        try:
             queue.put_nowait((event, data))
+        except asyncio.QueueFull:
+            dropped[0] = 1
+            c.stream_gaps += 1
+            log.warning(
+                "event stream of %s (%s) fell %d events behind: ends with a gap event",
+                who.name, who.via, STREAM_QUEUE,
+            )  # fmt: skip
 
     forget = c.watch.listen(listener)
 
@@ -1369,6 +1393,10 @@ async def api_events(request: Request) -> Response:
                         yield b"event: ended\ndata: " + reason + b"\n\n"
                         return
                     next_check = now + RECHECK_S
+                if dropped[0]:
+                    gap = {"dropped": dropped[0], "reason": GAP_REASON}
+                    yield b"event: gap\ndata: " + msgspec.json.encode(gap) + b"\n\n"
+                    return
                 try:
                     timeout = max(0.0, min(next_beat, next_check) - now)
                     event, data = await asyncio.wait_for(queue.get(), timeout)
@@ -1376,6 +1404,8 @@ async def api_events(request: Request) -> Response:
                     if loop.time() < next_beat:
                         continue  # time to check the credential, not to beat
                     event, data = "beat", msgspec.json.encode({"at_ns": c.clock.time_ns()})
+                if dropped[0]:
+                    continue  # what is queued is older than what was missed: the gap first
                 next_beat = loop.time() + beat  # any event is a beat to the page
                 yield f"id: {c.watch.event_id}\nevent: {event}\ndata: ".encode() + data + b"\n\n"
         finally:

@@ -62,6 +62,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from knightwatch.audit.log import sync_dir
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.inputs import UNDECODABLE, InputFileError, is_name, load_toml, read_bytes
 from knightwatch.release.keys import SigningKey
@@ -700,6 +701,10 @@ class UserStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
+            # the rename is durable only once the directory is: without this a machine crash
+            # could keep the seal file's new generation and lose the users file's, and every
+            # login was then refused as a rollback
+            sync_dir(path.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()

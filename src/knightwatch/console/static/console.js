@@ -94,6 +94,8 @@ function connect() {
   source.addEventListener("problem", (e) => { beat(); showProblems([JSON.parse(e.data).error]); });
   // the server ended the stream: logged out, expired, disabled or a password change
   source.addEventListener("ended", () => { source.close(); window.location.assign("/login"); });
+  // the page fell behind and missed events: STALE until a new stream's snapshot arrives
+  source.addEventListener("gap", () => { source.close(); lastBeat = 0; markStale(); connect(); });
   window.knightwatchStream = source;
 }
 
