@@ -33,6 +33,12 @@ and a node's kill freeze asks whether it was issued before the kill, so dated ba
 one operator's fresh change would ride an approval that expired hours ago, or pass
 as issued before a kill now in force; dated ahead, running nodes took what a node
 starting later refused. The stop direction is never held to its date.
+
+A rollout's stages ride the approval checked at its start (`approved_ns`, which the
+actor signs): a stage dated before that start, or more than `ROLLOUT_SPAN_NS` after
+it, carries no approval. Unbounded, one operator could date `approved_ns` into the hour
+of any old rollout approval (stored with its rollout, so readable) and turn the flag
+on alone, long after the rollout it approved ended.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ CHANGE_LAG_NS = 60 * 1_000_000_000
 """How long before it is heard live or written to the store a change away from the safe
 default may be dated: its writer signs it just before committing it (a compare-and-set),
 and clocks may be off by `SKEW_NS`."""
+ROLLOUT_SPAN_NS = 24 * 3600 * 1_000_000_000
+"""How long after a rollout's start (`approved_ns`, when its approval was checked) its
+stages may still be issued on that approval; a change dated before the start, or later
+than this after it, carries no rollout approval."""
 
 
 class FlagDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -301,6 +311,15 @@ def _approvers(
         )
     rollout = kind is ApprovalKind.ROLLOUT and decision.approved_ns
     at_ns = decision.approved_ns if rollout else decision.issued_ns
+    if rollout and not -SKEW_NS <= decision.issued_ns - decision.approved_ns <= ROLLOUT_SPAN_NS:
+        # `approved_ns` is the actor's word: unbounded, one operator could date it into any
+        # old rollout approval's hour (they are stored with the rollout) and sign a stage
+        raise Refused(
+            TrustReason.APPROVAL_INVALID,
+            f"approved_ns {decision.approved_ns}: a rollout's stage is issued from its "
+            f"start to {ROLLOUT_SPAN_NS // 3_600_000_000_000} h after it (issued_ns "
+            f"{decision.issued_ns}); the rollout approval does not carry it (ask for a new one)",
+        )
     try:
         approver = check_approval(
             approval,

@@ -16,6 +16,12 @@ state, and before every step checks that the stored plan is still the
 approved one, by an approver whose key is valid at that step: a state edited
 in the store (a faster plan, another approver), or one whose approver's key
 was revoked since, is aborted back to the safe default, never promoted.
+
+The approval is of one rollout: one that the flag's last rollout record or a committed
+change of the flag (an earlier rollout's stage) already carried starts nothing, so an
+aborted rollout is not started again by its requester alone within the approval's hour.
+Its stages ride it for `ROLLOUT_SPAN_NS` after the start (every node refuses later
+ones), so a rollout still progressing then is aborted, never promoted.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from knightwatch.control.fleet.supervisor import (
     SupervisorConfig,
     gate_metrics,
 )
+from knightwatch.control.node.flags import changes_of
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
@@ -57,11 +64,13 @@ from knightwatch.flags.rollout import (
     plan_digest,
     rollout_nodes,
 )
+from knightwatch.flags.state import StateUnavailable
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
-from knightwatch.trust.flagproof import FlagSealer
+from knightwatch.trust.flagproof import ROLLOUT_SPAN_NS, FlagProof, FlagSealer
 from knightwatch.trust.roster import TrustError
 
 _STATE = msgspec.json.Decoder(RolloutState)
@@ -162,6 +171,14 @@ class RolloutDriver:
             raise RolloutError(f"{flag_id}: not in the flag registry")
         approver = None
         approved_at = self.clock.time_ns()
+        before_last = sum(stage.hold_s for stage in plan.stages[:-1])
+        if approval is not None and before_last * 1_000_000_000 > ROLLOUT_SPAN_NS:
+            span_h = ROLLOUT_SPAN_NS // 3_600_000_000_000
+            raise RolloutError(
+                f"rollout of {flag_id}: plan.stages hold {before_last / 3600:.1f} h before the "
+                f"last stage; its approval carries stages for {span_h} h after the start "
+                "(every node refuses later ones): shorten the holds"
+            )
         if approval is not None:
             try:
                 approver = check_approval(
@@ -184,6 +201,10 @@ class RolloutDriver:
         current, revision = await self.load(flag_id)
         if current is not None and current.status is RolloutStatus.PROGRESSING:
             raise RolloutError(f"{flag_id}: rollout {current.rollout_id} is in progress")
+        if approval is not None:
+            used = await self._approval_used(flag_id, approval, current)
+            if used:
+                raise RolloutError(used)
         view = await fleet_snapshot(self.plane, self.clock)
         number = int(current.rollout_id.rsplit("-", 1)[-1]) + 1 if current else 1
         nodes, excluded = rollout_nodes(view.members())
@@ -214,6 +235,47 @@ class RolloutDriver:
         if claimed is None:
             raise RolloutError(f"{flag_id}: another rollout was started meanwhile; check status")
         return await self._act(rollout, actions, claimed)
+
+    async def _approval_used(
+        self, flag_id: str, approval: Envelope, current: RolloutState | None
+    ) -> str:
+        """Why `approval` starts nothing now ("" if it is unused): the last rollout of the
+        flag was started with it, or a committed change of the flag (a stage of an earlier
+        rollout, its proof) carried it. A second person approved one rollout: aborted, it
+        is not started again by the requester alone within the approval's hour."""
+        payload = approval.payload_bytes()
+        if current is not None and current.approval:
+            try:
+                stored = decode_approval_file(current.approval.encode(), "stored approval")
+                earlier = stored.payload_bytes()
+            except (TrustError, ReleaseInputError):
+                earlier = b""
+            if earlier == payload:
+                return (
+                    f"rollout of {flag_id}: this approval was used already, by rollout "
+                    f"{current.rollout_id} ({current.status}, started by {current.started_by}); "
+                    "an approval is of one rollout: ask for a new one"
+                )
+        try:
+            changes = changes_of(flag_id, await self.plane.records(Bucket.FLAGS))
+        except StateUnavailable as exc:
+            raise RolloutError(
+                f"rollout of {flag_id}: {exc}; whether this approval was used already cannot "
+                "be told, so it starts nothing (fail closed)"
+            ) from None
+        for change in changes:
+            try:
+                carried = msgspec.json.decode(change.proof, type=FlagProof).approval
+                if carried is None or carried.payload_bytes() != payload:
+                    continue
+            except (*UNDECODABLE, ReleaseInputError):
+                continue
+            return (
+                f"rollout of {flag_id}: this approval was used already, by revision "
+                f"{change.revision} ({'on' if change.value else 'off'} by {change.actor}); an "
+                "approval is of one rollout: ask for a new one"
+            )
+        return ""
 
     async def _existing(self, flag_id: str) -> tuple[RolloutState, int]:
         state, revision = await self.load(flag_id)
@@ -281,6 +343,12 @@ class RolloutDriver:
             return f"the stored plan or state does not match its approval ({exc})"
         if approver != state.approver:
             return f"it names approver {state.approver}, the approval is {approver}'s"
+        if self.clock.time_ns() - state.approved_at_ns > ROLLOUT_SPAN_NS:
+            return (
+                f"it started more than {ROLLOUT_SPAN_NS // 3_600_000_000_000} h ago "
+                f"(approved_at_ns {state.approved_at_ns}): its approval carries no later "
+                "stage (the nodes refuse them too); ask for a new one"
+            )
         return ""
 
     async def abort(self, flag_id: str, reason: str) -> RolloutState:
