@@ -368,9 +368,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 problems.append(
                     f"{_key_text(top)}: unknown key (expected version, fleet, strategy, symbol)"
                 )
+        problems.extend(_inert_overrides(fleet, overrides))
         if problems:
             raise LimitsError([f"{source}: {p}" for p in problems])
-        return cls(**fleet, strategy=overrides["strategy"], symbol=overrides["symbol"])
+        try:
+            return cls(**fleet, strategy=overrides["strategy"], symbol=overrides["symbol"])
+        except LimitsError as exc:
+            # every key passed on its own: what is left is between fleet keys (the id
+            # capacity), named like every other problem, with the file and its table
+            raise LimitsError([f"{source}: fleet.{p}" for p in exc.problems]) from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Limits:
@@ -427,6 +433,38 @@ def _name_problem(name: object, kind: str) -> str | None:
     if kind == "strategy" and "/" in name:
         return "the name must not contain '/' (no order's strategy can)"
     return None
+
+
+def _inert_overrides(
+    fleet: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Override]]
+) -> list[str]:
+    """An override of a rule the fleet leaves off does nothing (an override changes the
+    number of a rule the fleet switches on, never switches one on): a file's
+    `[symbol.GME] price_collar_ticks = 5` without `fleet.price_collar_ticks` passed as
+    valid and GME had no tick collar. Each such key is a problem naming the fleet key."""
+    out = []
+    defaults: Limits | None = None
+    for section, table in overrides.items():
+        for name, ov in table.items():
+            for key in OVERRIDE_RULES:
+                if getattr(ov, key) is None:
+                    continue
+                fk = (
+                    f"{key}_{section}" if key in ("max_orders_per_s", "max_orders_per_min") else key
+                )
+                if fk not in FLEET_RULES:
+                    continue  # lot_size: no fleet switch
+                if fk in fleet:
+                    value = fleet[fk]
+                else:
+                    defaults = defaults if defaults is not None else Limits()
+                    value = getattr(defaults, fk)
+                if value is None:
+                    out.append(
+                        f"{section}.{name}.{key}: has no effect while fleet.{fk} is off; set "
+                        f"fleet.{fk} to switch the rule on (an override only changes its number)"
+                    )
+    return out
 
 
 def _override(where: str, table: Any, section: str, problems: list[str]) -> Override | None:
@@ -670,8 +708,12 @@ _LOOSER_IF_LARGER = frozenset(
     k
     for k in Limits.__struct_fields__
     if k.startswith(("max_", "price_collar_")) and k != "max_tracked_order_ids"
-) | {"cancel_ratio_min_cancels"}
-_LOOSER_IF_SMALLER = frozenset({"execution_window_s"})
+) | {"cancel_ratio_min_cancels", "tick_size", "lease_timeout_s"}
+"""A coarser tick widens the `price_collar_ticks` collar; a longer lease lets a node
+cut off from the control plane trade longer (None: it never lapses)."""
+_LOOSER_IF_SMALLER = frozenset({"execution_window_s", "duplicate_id_window_s"})
+"""A shorter duplicate window forgets an id sooner, so its reuse goes out."""
+_SYMBOL_ONLY = frozenset({"tick_size", "lot_size"})
 _REQUIREMENTS = ("require_reference_price", "require_registered_parent")
 
 
@@ -693,6 +735,8 @@ def _effective(limits: Limits, section: str, name: str, key: str) -> Any:
     own = getattr(ov, key) if ov is not None else None
     if own is not None:
         return own
+    if key == "lot_size":
+        return 1.0  # `Limits.lot`: a symbol without one counts in whole units
     fleet = f"{key}_{section}" if key in ("max_orders_per_s", "max_orders_per_min") else key
     return getattr(limits, fleet, None)
 
@@ -700,8 +744,10 @@ def _effective(limits: Limits, section: str, name: str, key: str) -> Any:
 def loosened(old: Limits, new: Limits) -> list[str]:
     """Every way `new` allows more than `old`, as `key old -> new` (empty: as tight or
     tighter): a rule switched off, a larger cap, a shorter execution window for the same
-    count, a requirement dropped, a symbol allowed or unrestricted, an override raised.
-    A node restarted with raised limits while a kill freezes the fleet is refused on it."""
+    count, a requirement dropped, a symbol allowed or unrestricted, an override raised,
+    a coarser tick (a wider tick collar), a larger lot (every quantity cap counts in
+    lots), a shorter duplicate-id window or a longer (or no) lease. A node restarted
+    with raised limits while a kill freezes the fleet is refused on it."""
     out = []
     for key in sorted(_LOOSER_IF_LARGER | _LOOSER_IF_SMALLER):
         a, b = getattr(old, key), getattr(new, key)
@@ -720,8 +766,8 @@ def loosened(old: Limits, new: Limits) -> list[str]:
     for section in ("strategy", "symbol"):
         for name in sorted(set(getattr(old, section)) | set(getattr(new, section))):
             for key in Override.__struct_fields__:
-                if key == "tick_size":
-                    continue
+                if section == "strategy" and key in _SYMBOL_ONLY:
+                    continue  # only a symbol override sets them
                 a = _effective(old, section, name, key)
                 b = _effective(new, section, name, key)
                 if _looser(key, a, b):

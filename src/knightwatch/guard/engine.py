@@ -430,7 +430,13 @@ class Guard:
             if free > 0:
                 cust = qty if qty <= free else free
         prin = qty - cust
-        mark = (book.mark if book.mark is not None else ref) * lot
+        # Exposure is valued at the mark, which is the reference price while one is usable
+        # (`Ledger.price` sets both). Without one (`require_reference_price = false`), the
+        # order counts at its own price or the symbol's provisional mark, whichever is
+        # higher: before, the first order's price valued every later one (1 @ 0.01, then
+        # 100,000 @ 100 passed a $1M gross cap as $1,000).
+        bm = book.mark
+        mark = (ref if bm is None or ref > bm else bm) * lot
         if prin:
             long_q, short_q = book.worst(is_buy, prin)
             mp = eff.max_position_qty
@@ -447,8 +453,9 @@ class Guard:
             if eff.max_gross_exposure is not None:
                 gross = led.gross - book.gross_c + new_gross
                 # over the limit (a price move, a tightened limit), an order that adds
-                # nothing to gross (one that reduces) still passes
-                if gross > eff.max_gross_exposure and new_gross > book.gross_c:
+                # nothing to gross (one that reduces) still passes: gross now and with it
+                # at the same mark (without a reference, above the stored one)
+                if gross > eff.max_gross_exposure and new_gross > book.gross_at(mark):
                     return _blocked(
                         R.MAX_GROSS_EXPOSURE,
                         f"principal gross exposure with working orders {gross:,.0f} "
@@ -480,7 +487,7 @@ class Guard:
             cg = eff.max_customer_gross_exposure
             if cg is not None:
                 g = acct.gross - line.gross_c + c_gross
-                if g > cg and c_gross > line.gross_c:  # as the firm's: reducing passes
+                if g > cg and c_gross > line.gross_at(mark):  # as the firm's: reducing passes
                     return _blocked(
                         R.CUSTOMER_GROSS_EXPOSURE,
                         f"customer {acct.name} gross exposure with working orders {g:,.0f} "
@@ -565,6 +572,12 @@ class Guard:
             acct.net_long += long_c - line.long_c
             acct.net_short += short_c - line.short_c
             line.gross_c, line.long_c, line.short_c = c_gross, long_c, short_c
+        if bm is not None and ref > bm:
+            # valued above the stored mark for the check (no usable reference): what is
+            # kept stays at the mark, as every other contribution of the book is
+            led.refresh(book)
+            if line is not None:
+                line.refresh()
         return ACCEPTED, eff
 
     def _lane(self, strategy: str, symbol: str) -> Lane:
@@ -1117,7 +1130,7 @@ class Guard:
             return halt.decision, eff
         if o.id in self._ids and self._ids.recent(o.id, now):
             return _blocked(R.DUPLICATE_ORDER_ID, f"order id {o.id!r} was already used"), eff
-        value = px = 0.0
+        value = px = vref = 0.0
         if grow > 0 or moves:
             symbol = o.symbol
             if eff.allowed_symbols is not None and symbol not in eff.allowed_symbols:
@@ -1142,6 +1155,7 @@ class Guard:
                     return _blocked(code, f"reference price for {symbol}: {code.value}"), eff
                 ref = price
             px = ref if price is None else price
+            vref = ref
             notional = qty * px * book.lot
             if eff.max_order_notional is not None and notional > eff.max_order_notional:
                 return _blocked(
@@ -1191,7 +1205,8 @@ class Guard:
             is_buy = o.side is _BUY
             cust = customer_part(parent, grow)
             prin = grow - cust
-            mark = (book.mark if book.mark is not None else px) * book.lot
+            bm = book.mark  # valued as `_evaluate` values a new order (step 10)
+            mark = (vref if bm is None or vref > bm else bm) * book.lot
             if prin:
                 blocked = self._principal_block(eff, book, o.symbol, is_buy, prin, mark)
                 if blocked is not None:
@@ -1272,7 +1287,7 @@ class Guard:
         if eff.max_gross_exposure is not None:
             new_gross = max(abs(long_q), abs(short_q)) * mark
             gross = led.gross - book.gross_c + new_gross
-            if gross > eff.max_gross_exposure and new_gross > book.gross_c:
+            if gross > eff.max_gross_exposure and new_gross > book.gross_at(mark):
                 return _blocked(
                     R.MAX_GROSS_EXPOSURE,
                     f"principal gross exposure with working orders {gross:,.0f} "
@@ -1315,7 +1330,7 @@ class Guard:
         if cg is not None:
             c_gross = max(abs(c_long), abs(c_short)) * mark
             g = acct.gross - line.gross_c + c_gross
-            if g > cg and c_gross > line.gross_c:
+            if g > cg and c_gross > line.gross_at(mark):
                 return _blocked(
                     R.CUSTOMER_GROSS_EXPOSURE,
                     f"customer {acct.name} gross exposure with working orders {g:,.0f} "

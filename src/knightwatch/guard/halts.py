@@ -4,9 +4,11 @@ A scope can be halted by several sources at once (an operator's kill, the
 Guard's own loss stop, a cancel-ratio breach). Each is its own latch, keyed by
 its reason code, so resuming one source never lifts another as a side effect.
 `states` holds the worst latch per scope, kept equal to the worst of its
-sources on every change. The hot path reads `view`: the same halts with a
-symbol's key case-folded (`view_slot`), so a kill typed `ibm` halts orders in
-`IBM` as the restricted list does (a venue may not care for case; fail closed).
+sources on every change. A latch never loosens what its source holds (a drain
+latched over a kill keeps the kill): loosening is a resume's. The hot path
+reads `view`: the same halts with a symbol's key case-folded (`view_slot`), so
+a kill typed `ibm` halts orders in `IBM` as the restricted list does (a venue
+may not care for case; fail closed).
 The match is the stop direction's only: a resume lifts exactly the slot it
 names, so `ibm`'s resume never lifts a kill of `IBM`.
 """
@@ -87,7 +89,14 @@ class HaltLatches:
         return True if code is None else code in sources
 
     def latch(self, slot: Slot, halt: Halt) -> None:
-        self.sources.setdefault(slot, {})[halt.code] = halt
+        """Latch `halt` as its source's halt of `slot`. A milder one than that source
+        holds (a drain over a kill) leaves the stricter latched: only a resume lifts a
+        halt (before, the drain replaced the kill, and reducing orders went out)."""
+        sources = self.sources.setdefault(slot, {})
+        held = sources.get(halt.code)
+        if held is not None and held.state > halt.state:
+            return
+        sources[halt.code] = halt
         self._settle(slot)
 
     def clear(self, slot: Slot, code: RejectReason | None) -> bool:

@@ -117,6 +117,12 @@ class SymbolBook:
         else:
             self.wsell -= qty
 
+    def gross_at(self, mark: float) -> float:
+        """The gross this book holds now (position with working orders) valued at `mark`
+        (lot included): what an order is compared with to tell whether it adds to gross,
+        at the mark the order is checked at (`gross_c` is at the stored mark)."""
+        return max(abs(self.pos + self.wbuy), abs(self.pos - self.wsell)) * mark
+
     def fill(self, is_buy: bool, qty: int, price: float) -> float:
         """Apply an execution at average cost; returns the realized P&L it closes."""
         if self.mark is None:
@@ -173,6 +179,10 @@ class CustomerLine:
             self.wbuy -= qty
         else:
             self.wsell -= qty
+
+    def gross_at(self, mark: float) -> float:
+        """As `SymbolBook.gross_at`, for the customer's line."""
+        return max(abs(self.pos + self.wbuy), abs(self.pos - self.wsell)) * mark
 
     def refresh(self) -> None:
         """Swap this line's contribution to its account's totals for the current one."""
