@@ -15,6 +15,7 @@ more than the target allows, so no assertion below can pass by default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,54 @@ def test_the_supervisor_alone_contains_every_family(name: str) -> None:
     for a in r.control_actions:  # a baseline rule's alert names its baseline and the excess
         if a.rule.startswith("supervisor_baseline") or a.rule == "supervisor_principal_flow":
             assert "baseline" in a.reason and "limit" in a.reason, a.reason
+
+
+def _variant(
+    name: str, nodes: int, stale: list[int], seed: int, rollback_s: int | None
+) -> Scenario:
+    """`name`'s scenario on another fleet: `nodes` nodes, `stale` the ones that missed the
+    deploy, another seed, the customer flow and the exposure cap scaled with the fleet."""
+    text = (EXAMPLES / f"{name}.toml").read_text(encoding="utf-8")
+    subs = [
+        (r"(?m)^nodes = \d+$", f"nodes = {nodes}"),
+        (r"(?m)^missed_deploy = \[.*\]$", f"missed_deploy = {[f'n{i}' for i in stale]}"),
+        (r"(?m)^seed = \d+$", f"seed = {seed}"),
+        (r"(?m)^gross_exposure_cap = .*$", f"gross_exposure_cap = {2e6 * nodes}"),
+    ]
+    if rollback_s is not None:
+        subs.append((r"(?m)^rollback_s = \d+", f"rollback_s = {rollback_s}"))
+    else:
+        subs.append((r"(?m)^count = 120$", f"count = {30 * nodes}"))
+    for pattern, new in subs:
+        text, n = re.subn(pattern, new.replace("'", '"'), text)
+        assert n == 1, pattern
+    return loads(text, f"{name}-{nodes}")
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes", "stale", "seed", "rollback_s"),
+    [
+        ("fleet-4", 5, [3], 101, None),
+        ("fleet-4", 11, [2, 9], 202, None),
+        ("fleet-4", 14, [1, 7, 14], 303, None),
+        ("fleet-runaway", 6, [6], 404, 10),
+        ("fleet-runaway", 10, [1, 4, 9], 505, 90),
+    ],
+)
+def test_fleets_not_shipped_are_contained_as_the_shipped_ones(
+    name: str, nodes: int, stale: list[int], seed: int, rollback_s: int | None
+) -> None:
+    """The families, not the examples: other fleet sizes, other stale nodes, other seeds and
+    rollback times (the issue's targets are checked on scenarios not in the repository)."""
+    sc = _variant(name, nodes, stale, seed, rollback_s)
+    assert sc.fleet.nodes == nodes and sorted(sc.skewed_nodes()) == sorted(f"n{i}" for i in stale)
+    unguarded = run(sc, "none")
+    assert unguarded.runaway_from_s is not None and unguarded.loss_usd > 250_000
+    r = run(sc, RUNTIME)
+    assert r.longest_runaway_s is not None and r.longest_runaway_s <= 2.0, r.per_node
+    assert r.loss_usd < 100_000
+    s = run(sc, "supervisor")
+    assert s.longest_runaway_s is not None and s.longest_runaway_s <= 10.0, s.per_node
+    assert s.loss_usd < 250_000
+    halted = {a.key for a in s.control_actions if a.actor == "supervisor" and a.scope == "node"}
+    assert {n for n, st in s.per_node.items() if st.runaway_from_s is not None} <= halted
