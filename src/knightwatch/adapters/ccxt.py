@@ -23,8 +23,9 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `watch_orders(_for_symbols)`, and executions from `fetch_my_trades`,
   `fetch_order_trades` and `watch_my_trades(_for_symbols)`, feed the Guard. Each order's fills are
   applied once, whichever source reports them first (cumulative `filled` and
-  trade sums never double count); updates for orders neither placed through this
-  wrapper nor found open at the start (see Starting positions) are ignored.
+  trade sums never double count). An order neither placed through this wrapper
+  nor found open at the start, reported open in a started market, is adopted
+  (see Orders opened later); one reported ended is ignored.
   Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the Guard its reference
   prices; `on_price` takes any other feed.
 * A venue reject (any `ccxt.ExchangeError` answer) gives the order's working
@@ -85,6 +86,19 @@ or side cannot be read, no reference price for a balance held) refuses the order
 next order: a market never starts at 0, nor with unknown working orders,
 unknowingly. While the Guard is not armed an order is refused without the read
 (nothing reaches the venue); the first order after arming reads it.
+
+Orders opened later: another program sharing the account can open orders in a market
+after its start. An order update the wrapper reads (`fetch_open_orders`, `fetch_order(s)`,
+`watch_orders`, ...; not a cancel's answer) that reports such an order open adopts it at
+once: working with its leaves, its fills so far booked into the position (they came
+after the start read), followed and cancelled by a kill like any adopted order. A trade
+of an order not followed here, or an open one that cannot be read, marks the market
+`unsynced`: the next order there first lists its open orders again and adopts the new
+ones, and is refused (`venue_unavailable`) if that list cannot be read. When no order is
+live in that market, the next order reads its whole start again instead (position and
+open orders), so what another program filled in full between two reads is counted too;
+with orders live there (their fills could be counted twice) only the open orders are
+read, and such a fill reaches the position at the next full read.
 
 With `control_plane`, `join()` makes the process a fleet node through
 `NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
@@ -358,6 +372,10 @@ class Ledger:
         """The markets whose starting position the Guard holds (`start_from`)."""
         self._prices: dict[str, float] = {}
         """The last per-unit reference price given to the Guard, by market (a balance's value)."""
+        self.unsynced: dict[str, None] = {}
+        """Started markets where an order not placed here was reported (a trade of one, or an
+        open one that could not be read): their open orders are read again, and any new one
+        adopted, before the next order there (`resync`)."""
 
     # --- starting positions -----------------------------------------------------
     def start_needed(self, symbol: Any) -> str | None:
@@ -449,9 +467,11 @@ class Ledger:
         return tracked is not None and tracked.symbol == symbol
 
     def _open_order(
-        self, symbol: str, units: Units, o: dict[str, Any], what: str
+        self, symbol: str, units: Units, o: dict[str, Any], what: str, late: bool = False
     ) -> tuple[Order, int, _Tracked] | None:
-        """One open order as the Guard adopts it (None: nothing of it is left working)."""
+        """One open order as the Guard adopts it (None: nothing of it is left working).
+        `late`: opened after the market's start, so what it filled is not in the starting
+        position (nothing of it applied yet; a filled one is returned too)."""
         if o.get("id") is None:
             raise UnitError(f"{what}.id: missing; an update could never name the order")
         side = o.get("side")
@@ -481,7 +501,7 @@ class Ledger:
             paid = decimal_of(cost, f"{what}.cost")
         else:
             paid = price_d * done if price_d is not None else Decimal(0)
-        if left == 0:
+        if left == 0 and not late:
             return None  # filled in full: in the position read, nothing working
         gid = f"kw-open-{uuid.uuid4().hex[:20]}"
         order = Order(
@@ -494,9 +514,93 @@ class Ledger:
         )
         cid = o.get("clientOrderId")
         tracked = _Tracked(gid, symbol, order.side, qty, units, str(cid) if cid else None, price_d)
-        tracked.applied = qty - left  # in the starting position already: never booked again
-        tracked.applied_cost = paid
+        if not late:
+            tracked.applied = qty - left  # in the starting position already: never booked again
+            tracked.applied_cost = paid
         return order, left, tracked
+
+    def adopt_late(self, o: dict[str, Any], what: str, strict: bool = False) -> None:
+        """An order not placed here, reported open in a started market after its start
+        (another program, a hand on the venue's screen): adopted as working, its fills so
+        far booked (they are not in the starting position), and followed from then on. An
+        order in a market not started is left to the start read; one no longer open, or
+        naming no market, is ignored. One that cannot be read marks the market `unsynced`
+        (`strict`: raises `UnitError` instead): an order never counts as nothing unknowingly."""
+        try:
+            symbol = self.symbol_of(o.get("symbol"))
+        except (UnitError, ccxt.BaseError):
+            return  # no market named, or one not loaded: no market traded here
+        if symbol not in self.started or o.get("status") in TERMINAL or self._maybe_ours(symbol, o):
+            return
+        try:
+            found = self._open_order(symbol, self.units(symbol), o, what, late=True)
+        except (UnitError, InvalidOrder, ccxt.BaseError) as exc:
+            if strict:
+                raise
+            self.unsynced[symbol] = None
+            log.warning(
+                "UNKNOWN_ORDER node=%s symbol=%s cannot be adopted, open orders read again "
+                "before the next order: %s",
+                self.guard.node,
+                symbol,
+                exc,
+            )
+            return
+        if found is None:  # `late`: never None
+            return
+        order, left, tracked = found
+        self._adopt(order, order.qty, tracked, o)  # what it filled is booked next, as fills
+        done = order.qty - left
+        if done:
+            price = self._fill_price(tracked, o, done)
+            if price is None:
+                self._unbookable(tracked, UnitError(f"{what}: filled without any price"))
+                return
+            self._book(tracked, done, price)
+
+    def _maybe_ours(self, symbol: str, o: dict[str, Any]) -> bool:
+        """Whether an open order not followed here may be one placed here whose venue id is
+        not known yet (its answer still on its way, or in doubt): the same market, side,
+        amount and limit price as such an order, which counts it already. Adopting it too
+        would count it twice for good once its answer binds the order placed here."""
+        for t in self._live:
+            if t.symbol != symbol or t.exchange_id is not None or t.side.value != o.get("side"):
+                continue
+            try:
+                qty = t.units.to_units(o.get("amount"), "amount")
+                price = o.get("price")
+                px = None if price is None else decimal_of(price, "price")
+            except (UnitError, InvalidOrder):
+                return False
+            if qty == t.ordered and (px or None) == t.price:
+                return True
+        return False
+
+    def resync(self, symbol: str, answer: Any) -> None:
+        """Read `symbol`'s open orders again (`unsynced`): every one not followed yet is
+        adopted (`adopt_late`); raises `UnitError` naming the first that cannot be read,
+        having adopted nothing, and the market stays unsynced."""
+        if not isinstance(answer, list):
+            raise UnitError(
+                f"fetch_open_orders: the answer is {type(answer).__name__}, not a list of orders"
+            )
+        units = self.units(symbol)
+        new: list[tuple[dict[str, Any], str]] = []
+        for i, o in enumerate(answer):
+            what = f"fetch_open_orders[{i}]"
+            why = _unreadable(o, "an order", _FIELDS)
+            if why is not None:
+                raise UnitError(f"{what}: {why}")
+            if not self._in_market(symbol, o.get("symbol")) or o.get("status") in TERMINAL:
+                continue
+            if self._placed_here(symbol, o) or self._maybe_ours(symbol, o):
+                continue
+            self._open_order(symbol, units, o, what, late=True)  # raises if unreadable
+            new.append((o | {"symbol": symbol}, what))
+        for o, what in new:
+            self.adopt_late(o, what, strict=True)
+        self.unsynced.pop(symbol, None)
+        self.apply_orders(answer, "fetch_open_orders")
 
     def _adopt(
         self, order: Order, remaining: int, tracked: _Tracked, venue_order: dict[str, Any]
@@ -564,6 +668,40 @@ class Ledger:
         if d < 0:
             raise UnitError(f"fetch_balance: {base}.total: must be >= 0, got {d}")
         return int(-(-d // self.units(symbol).step))
+
+    def unsynced_of(self, symbols: Iterable[Any]) -> list[str]:
+        """The unified symbols among `symbols` whose open orders are to be read again."""
+        found: dict[str, None] = {}
+        for symbol in symbols:
+            try:
+                unified = self.symbol_of(symbol)
+            except Exception:
+                continue  # no market: the order's own check refuses it
+            if unified in self.unsynced:
+                found[unified] = None
+        return list(found)
+
+    def restart(self, symbol: str) -> bool:
+        """Whether an `unsynced` market is read again from its start (position and open
+        orders) rather than its open orders alone: when no order is live there, nothing
+        it filled can still be on its way to be booked, so the position read is exact, and
+        it counts what another program's orders filled in full between two reads. The
+        market is then no longer started (a read that fails leaves it so: refused until
+        read)."""
+        if any(t.symbol == symbol for t in self._live):
+            return False
+        self.started.pop(symbol, None)
+        self.unsynced.pop(symbol, None)
+        return True
+
+    def resync_failed(self, symbol: str, exc: BaseException) -> GuardRefused:
+        """The refusal of an order whose market's open orders could not be read again."""
+        d = Decision(
+            False, RejectReason.VENUE_UNAVAILABLE, f"open orders of {symbol} unknown: {exc}"[:400]
+        )
+        log.error("OPEN_ORDERS_UNKNOWN node=%s %s", self.guard.node, d.detail)
+        self.record_block(symbol, d)
+        return GuardRefused(d)
 
     def has_price(self, symbol: str) -> bool:
         return symbol in self._prices
@@ -962,8 +1100,16 @@ class Ledger:
         why = None if order is None else _unreadable(order, "an order", _FIELDS)
         if why is not None:
             raise AdapterError(f"resolve: order {gid!r}: the record given is {why}; not settled")
+        followed = None if order is None else self._by_venue_id(tracked.symbol, order.get("id"))
         if order is None:
             self._finish(tracked, why="resolved: never reached the venue", end=self.guard.on_reject)
+        elif followed is not None and followed is not tracked:
+            # an update adopted it already (it named no id, so it looked like another
+            # program's order): that copy follows it; this one's reservation goes back
+            self._finish(
+                tracked, why=f"resolved: followed as {followed.gid}", end=self.guard.on_reject
+            )
+            self.apply_order(order)
         else:
             self._bind(tracked, order)
             self.apply_order(order)
@@ -1024,7 +1170,7 @@ class Ledger:
             for i, order in enumerate(orders if many else [orders]):
                 why = _unreadable(order, "an order", _FIELDS)
                 if why is None:
-                    self._apply_order(order)
+                    self._apply_order(order, adopt=not call.startswith("cancel"))
                 elif problem is None:
                     problem = f"{call}: {f'entry {i}' if many else 'the answer'} is {why}"
         except Exception as exc:
@@ -1079,8 +1225,10 @@ class Ledger:
         if bad is not None:
             raise VenueAnswerError(bad)
 
-    def _apply_order(self, order: dict[str, Any]) -> None:
+    def _apply_order(self, order: dict[str, Any], adopt: bool = False) -> None:
         """Book an order update: new fills (cumulative `filled` beyond what is booked), end.
+        `adopt`: an open order not followed here is adopted (`adopt_late`); a cancel's
+        answer adopts nothing (an order being cancelled adds no risk).
 
         An answer that ends the order without saying how much was filled (some
         cancel answers, some streams) does not end it here: a fill may still be
@@ -1089,6 +1237,8 @@ class Ledger:
         """
         tracked = self._find(order)
         if tracked is None:
+            if adopt:
+                self.adopt_late(order, "order update")
             return
         filled = order.get("filled")
         cost = order.get("cost")
@@ -1153,7 +1303,10 @@ class Ledger:
         for trade in trades:
             tid = trade.get("id")
             tracked = self._by_venue_id(trade.get("symbol"), trade.get("order"))
-            if tracked is None or tid is None:
+            if tracked is None:
+                self._foreign_trade(trade)
+                continue
+            if tid is None:
                 continue
             # venues number trades per market (Binance): the same id in two symbols is two
             # trades, so a trade is known by its symbol and id
@@ -1172,6 +1325,23 @@ class Ledger:
             delta = tracked.trades - tracked.applied
             if delta > 0:
                 self._book(tracked, delta, trade.get("price"))
+
+    def _foreign_trade(self, trade: dict[str, Any]) -> None:
+        """A trade of an order not followed here in a started market: another program
+        trades there, so its open orders are read again before the next order."""
+        try:
+            symbol = self.symbol_of(trade.get("symbol"))
+        except (UnitError, ccxt.BaseError):
+            return
+        if symbol in self.started and symbol not in self.unsynced:
+            self.unsynced[symbol] = None
+            log.warning(
+                "UNKNOWN_TRADE node=%s symbol=%s order=%.40r: open orders read again before "
+                "the next order",
+                self.guard.node,
+                symbol,
+                trade.get("order"),
+            )
 
     def _book(self, tracked: _Tracked, units: int, price: Any) -> None:
         try:
@@ -1420,10 +1590,21 @@ class GuardedExchange:
                 raise ledger.start_failed(unified, exc) from None
 
     def _start_for_order(self, symbols: Iterable[Any]) -> None:
-        """`start` before an order is checked; skipped while the Guard is not armed (it
-        refuses the order anyway, and nothing, not even a read, reaches the venue)."""
+        """`start` before an order is checked, and the open orders of an `unsynced` market
+        read again; skipped while the Guard is not armed (it refuses the order anyway, and
+        nothing, not even a read, reaches the venue)."""
         if self.guard.armed:
+            symbols = list(symbols)
             self.start(symbols)
+            for unified in self.ledger.unsynced_of(symbols):
+                if self.ledger.restart(unified):
+                    self.start([unified])
+                    continue
+                try:
+                    self.ledger.open_orders_readable()
+                    self.ledger.resync(unified, self.exchange.fetch_open_orders(unified))
+                except Exception as exc:
+                    raise self.ledger.resync_failed(unified, exc) from None
 
     # --- orders -----------------------------------------------------------------
     @_serialized
@@ -1729,10 +1910,22 @@ class AsyncGuardedExchange:
                 raise ledger.start_failed(unified, exc) from None
 
     async def _start_for_order(self, symbols: Iterable[Any]) -> None:
-        """`start` before an order is checked; skipped while the Guard is not armed (it
-        refuses the order anyway, and nothing, not even a read, reaches the venue)."""
+        """`start` before an order is checked, and the open orders of an `unsynced` market
+        read again; skipped while the Guard is not armed (it refuses the order anyway, and
+        nothing, not even a read, reaches the venue)."""
         if self.guard.armed:
+            symbols = list(symbols)
             await self.start(symbols)
+            for unified in self.ledger.unsynced_of(symbols):
+                if self.ledger.restart(unified):
+                    await self.start([unified])
+                    continue
+                try:
+                    self.ledger.open_orders_readable()
+                    answer = await self.exchange.fetch_open_orders(unified)
+                    self.ledger.resync(unified, answer)
+                except Exception as exc:
+                    raise self.ledger.resync_failed(unified, exc) from None
 
     # --- orders -----------------------------------------------------------------
     async def create_order(
@@ -2174,6 +2367,21 @@ def _placed_batch(ledger: Ledger, prepared: list[_Tracked], result: Any) -> None
         )
 
 
+def _check_exchange(exchange: Any) -> None:
+    """Raises `AdapterError` unless `exchange` is a ccxt exchange object, sync or async: not
+    None, a name, or the class itself (`ccxt.binance` for `ccxt.binance()`), which would
+    pass here and fail at the first order with a traceback from inside ccxt."""
+    from ccxt.async_support.base.exchange import Exchange as AsyncExchange
+
+    if not isinstance(exchange, ccxt.Exchange | AsyncExchange):
+        what = (
+            f"the class {exchange.__name__}, not an instance (call it: {exchange.__name__}(...))"
+            if isinstance(exchange, type)
+            else type(exchange).__name__
+        )
+        raise AdapterError(f"exchange: must be a ccxt exchange object, got {what}")
+
+
 def guard(
     exchange: Any,
     *,
@@ -2195,6 +2403,7 @@ def guard(
     on an async exchange, `ex.join()` on a sync one (its node runtime then runs
     on a loop thread of its own); until then orders are refused.
     """
+    _check_exchange(exchange)
     lim = limits_of(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
     clk = clock if clock is not None else SystemClock()
