@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,33 @@ def test_a_release_id_no_manifest_can_hold_is_refused_before_the_run(tmp_path: P
     assert f"{scenario}: invalid scenario" in out
     assert "releases.o/ld: 'o/ld' must be 1-128 characters of letters" in out
     assert "Traceback" not in out
+
+
+def test_compare_and_json_state_no_runaway_when_nothing_runs_away(tmp_path: Path) -> None:
+    """No stale node and no rollback: nothing runs away. The terminal said "no runaway";
+    the JSON had only `contained_after_s: 0.0`, read as "stopped at the open"."""
+    text = SMALL.read_text().replace('missed_deploy = ["n4"]', "missed_deploy = []")
+    scenario = tmp_path / "quiet.toml"
+    scenario.write_text(text.replace("rollback_s = 30", ""))
+    out_json = tmp_path / "s.json"
+    code, out = run("replay", scenario, "--compare", "--json", out_json)
+    assert code == 0 and "Traceback" not in out, out
+    assert "no runaway" in out
+    summary = json.loads(out_json.read_text())
+    assert summary["runaway"] is False and summary["containment"] == "no runaway"
+    assert summary["comparison"] and all(
+        row["runaway"] is False and row["containment"] == "no runaway"
+        for row in summary["comparison"]
+    )
+
+
+def test_a_scenario_file_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "latin1.toml").write_bytes(b'[scenario]\nname = "caf\xe9"\n')
+    for path, rule in (
+        (tmp_path, "is a directory, not a file"),
+        (tmp_path / "empty.toml", "the file is empty"),
+        (tmp_path / "latin1.toml", "not UTF-8 text"),
+    ):
+        code, out = run("replay", path)
+        assert code == 2 and rule in out and str(path) in out and "Traceback" not in out, out

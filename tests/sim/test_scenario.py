@@ -369,3 +369,81 @@ def test_seconds_the_replay_clock_cannot_hold_are_named(old: str, new: str, name
     assert old in small_text()
     msg = error_of(small_text().replace(old, new, 1))
     assert named in msg and len(msg.splitlines()) == 2, msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        (
+            '[releases.old]\nid = "old"',
+            '[releases.old]\nid = "old"\ncolour = 1',
+            "releases.old.colour: unknown key",
+        ),
+        ('[releases.old]\nid = "old"', "[releases.old]\nid = 5", "releases.old.id: Expected `str`"),
+        (
+            '"orders.rlp" = "power_peg"',
+            '"orders.rlp" = 1',
+            "releases.old.flags.orders.rlp: Expected `str`, got `int`",
+        ),
+        (
+            'strategy = "router"',
+            'strategy = "router"\npre_open_errors = { n2 = 1.5 }',
+            "fleet.pre_open_errors.n2: Expected `int`, got `float`",
+        ),
+        (
+            'strategy = "router"',
+            'strategy = "router"\npre_open_errors = { n2 = true }',
+            "fleet.pre_open_errors.n2: Expected `int`, got `bool`",
+        ),
+    ],
+)
+def test_a_problem_inside_a_keyed_table_names_its_key(old: str, new: str, named: str) -> None:
+    """msgspec names every key of a keyed table `[...]`: `releases[...].colour: unknown key`
+    did not say which release had the typo, nor which node's error count was a float."""
+    assert old in small_text()
+    msg = error_of(small_text().replace(old, new, 1))
+    assert named in msg and "[...]" not in msg, msg
+
+
+def test_a_node_flag_of_the_wrong_type_names_the_node_and_flag() -> None:
+    msg = error_of(small_text() + '\n[nodes.n2]\nflags = { "orders.rlp" = 1 }\n')
+    assert "nodes.n2.flags.orders.rlp: Expected `str`, got `int`" in msg and "[...]" not in msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        # a switch or a rollback at the stop changes nothing
+        ('flag = "orders.rlp"', 'flag = "orders.rlp"\nflag_on_s = 120', "deploy.flag_on_s: must"),
+        ("rollback_s = 30", "rollback_s = 120", "timeline.rollback_s: must be in"),
+    ],
+)
+def test_a_switch_or_rollback_at_the_stop_is_refused(old: str, new: str, named: str) -> None:
+    assert old in small_text()
+    msg = error_of(small_text().replace(old, new, 1))
+    assert named in msg and len(msg.splitlines()) == 2, msg
+
+
+def test_a_kill_or_resume_after_the_stop_still_loads() -> None:
+    """A person too slow to kill within the run is a scenario worth running (what the
+    guards do before anyone could react), and so is the default timeline (a kill 300 s
+    after the runaway) in a run shorter than that: neither is refused."""
+    text = small_text().replace("notice_s = 20", "notice_s = 200")  # 200 + 40 > 120
+    assert loads(text).timeline.notice_s == 200.0
+    text = small_text().replace("reaction_s = 40\n", "reaction_s = 40\nresume_after_s = 100\n")
+    assert loads(text).timeline.resume_after_s == 100.0
+
+
+def test_an_empty_node_override_is_refused() -> None:
+    """`[nodes.n2]` with nothing in it ran n2 as every other node, silently."""
+    msg = error_of(small_text() + "\n[nodes.n2]\n")
+    assert "nodes.n2: must set at least one of release, flags, config" in msg
+
+
+@pytest.mark.parametrize(
+    "key", ["executions", "symbols", "shares", "net_long_symbols", "symbols_moved_over_5pct"]
+)
+def test_a_negative_record_count_is_refused(key: str) -> None:
+    """The report holds the replay to the record as a ratio: -5 executions gave -0.0 ratios."""
+    msg = error_of(small_text() + f"\n[record]\n{key} = -5\n")
+    assert f"record.{key}: must be >= 0 (a count) (got -5)" in msg

@@ -170,6 +170,7 @@ class ReplayReport:
 
     def json(self) -> dict[str, Any]:
         out = self.result.summary()
+        out.update(_runaway(self.result))
         if self.result.guards == ["none"] and self.record_rows():
             out["vs_record"] = {
                 label: {"replay": rep, "record": rec, "ratio": ratio, "within_25pct": ok}
@@ -459,9 +460,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def _runaway(r: ReplayResult) -> dict[str, Any]:
+    """Whether anything ran away, stated: with no runaway `contained_after_s` and
+    `longest_runaway_s` are 0.0, which a reader of the JSON took for "stopped at the open"
+    (the terminal said "no runaway", the JSON nowhere did)."""
+    return {"runaway": r.runaway_from_s is not None, "containment": contained_text(r)}
+
+
 def _row(r: ReplayResult) -> dict[str, Any]:
     return {
         "guards": guards_label(r),
+        **_runaway(r),
         "contained_after_s": r.contained_after_s,
         "runaway_from_s": r.runaway_from_s,
         "longest_runaway_s": r.longest_runaway_s,

@@ -458,18 +458,15 @@ def loads(text: str, source: str = "scenario") -> Scenario:
         raise ScenarioError(source, [str(exc)]) from None
     if "source" in data:
         raise ScenarioError(source, ["source: unknown key"])
-    # msgspec names a table's key `[...]`: check per-node tables one by one, by their name
+    # msgspec names a table's key `[...]`: check keyed tables one by one, by their name
     named: list[str] = []
-    for table, kind in (("nodes", NodeOverride), ("faults", NodeFaults)):
-        entries = data.get(table)
-        if isinstance(entries, dict):
-            for nid, entry in entries.items():
-                try:
-                    msgspec.convert(entry, kind, strict=True)
-                except msgspec.ValidationError as exc:
-                    named.extend(f"{table}.{nid}.{q}" for q in _msgspec_problems(str(exc)))
+    for table, kind in (("releases", Release), ("nodes", NodeOverride), ("faults", NodeFaults)):
+        named.extend(_entry_problems(table, data.get(table), kind))
+    fleet = data.get("fleet")
+    if isinstance(fleet, dict):
+        named.extend(_entry_problems("fleet.pre_open_errors", fleet.get("pre_open_errors"), int))
     if named:
-        raise ScenarioError(source, [q.replace(".(top level): ", ": ") for q in named])
+        raise ScenarioError(source, named)
     try:
         sc = msgspec.convert(data, Scenario, strict=True)
     except msgspec.ValidationError as exc:
@@ -478,6 +475,26 @@ def loads(text: str, source: str = "scenario") -> Scenario:
     if problems:
         raise ScenarioError(source, problems)
     return msgspec.structs.replace(sc, source=source)
+
+
+def _entry_problems(where: str, entries: object, kind: Any) -> list[str]:
+    """Problems of each entry of a keyed table (`[releases.<id>]`, `[nodes.<id>]`, a flag
+    table), named by its key: msgspec names every key `[...]`, and `releases[...].foo`
+    did not say which release had the typo."""
+    if not isinstance(entries, dict):
+        return []  # msgspec names the table itself
+    out: list[str] = []
+    for key, entry in entries.items():
+        if kind in (Release, NodeOverride) and isinstance(entry, dict):
+            flags = _entry_problems(f"{where}.{key}.flags", entry.get("flags"), str)
+            if flags:
+                out.extend(flags)
+                continue
+        try:
+            msgspec.convert(entry, kind, strict=True)
+        except msgspec.ValidationError as exc:
+            out.extend(f"{where}.{key}.{q}" for q in _msgspec_problems(str(exc)))
+    return [q.replace(".(top level): ", ": ") for q in out]
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -577,6 +594,12 @@ def _problems(sc: Scenario) -> list[str]:
     for nid, o in sc.nodes.items():
         where = f"nodes.{nid}"
         need(nid in ids, where, f"must be a node id n1..n{f.nodes}", nid)
+        need(  # an empty override was silently ignored: the node ran what the rest run
+            o.release is not None or bool(o.flags) or bool(o.config),
+            where,
+            "must set at least one of release, flags, config",
+            {},
+        )
         if o.release is not None:
             need(o.release in sc.releases, f"{where}.release", "must name a release", o.release)
             need(
@@ -630,9 +653,10 @@ def _problems(sc: Scenario) -> list[str]:
         d.flag,
     )
     need(
-        0 <= d.flag_on_s <= m.duration_s,
+        0 <= d.flag_on_s < m.duration_s,
         "deploy.flag_on_s",
-        "must be in 0..scenario.duration_s",
+        "must be in 0..scenario.duration_s (exclusive: a flag switched on at the stop "
+        "changes nothing)",
         d.flag_on_s,
     )
     pc = sc.parents
@@ -745,12 +769,17 @@ def _problems(sc: Scenario) -> list[str]:
         mk.quiet_s,
     )
     need(sc.exit.discount_y >= 0, "exit.discount_y", "must be >= 0", sc.exit.discount_y)
+    rec = sc.record
+    counts = ("executions", "symbols", "shares", "net_long_symbols", "net_short_symbols")
+    for key in (*counts, "symbols_moved_over_5pct"):
+        count = getattr(rec, key)  # the report holds the replay's figure to it as a ratio
+        need(count is None or count >= 0, f"record.{key}", "must be >= 0 (a count)", count)
     tl = sc.timeline
     if tl.rollback_s is not None:
         need(
-            0 <= tl.rollback_s <= m.duration_s,
+            0 <= tl.rollback_s < m.duration_s,
             "timeline.rollback_s",
-            "must be in 0..scenario.duration_s",
+            "must be in 0..scenario.duration_s (exclusive: a rollback at the stop changes nothing)",
             tl.rollback_s,
         )
         need(
