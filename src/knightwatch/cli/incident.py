@@ -147,6 +147,13 @@ def _print_preflight(checklist: Checklist, halted: list[str]) -> None:
             f"[red]crash loop:[/red] {escape(', '.join(halted))} halted and paged",
             highlight=False,
         )
+    # a crash-looping node whose halt was not stored is not "halted": it rejoins to trade
+    if unhalted := [n for n in checklist.crash_looping if n not in halted]:
+        console.print(
+            f"[red]crash loop:[/red] {escape(', '.join(unhalted))} NOT halted (the halt was "
+            "not stored; paged): halt each by hand with knightwatch kill --node",
+            highlight=False,
+        )
 
 
 async def resume_flow(

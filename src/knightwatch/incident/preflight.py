@@ -19,6 +19,7 @@ node halted and pages.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Mapping
 
 import msgspec
@@ -52,6 +53,8 @@ from knightwatch.state import Scope, TradingState, split_pair
 from knightwatch.trust.command import Refused
 from knightwatch.trust.flagproof import check_flag_proof
 from knightwatch.trust.store import TrustStore
+
+log = logging.getLogger(__name__)
 
 
 class PreflightConfigError(KnightwatchError, ValueError):
@@ -129,10 +132,16 @@ def _node_halted(states: Mapping[str, tuple[StateEntry, int]], node: str) -> Sta
 
 
 def _overlaps(scope: Scope, key: str, e: StateEntry) -> bool:
+    """Whether halt `e` stops some of what the resumed scope trades."""
     if scope is Scope.FLEET or e.scope is Scope.FLEET:
         return True
     if e.scope is scope:
         return e.key == key
+    if scope is Scope.STRATEGY_SYMBOL and e.scope in (Scope.STRATEGY, Scope.SYMBOL):
+        # a halt of the pair's strategy, or of its symbol, stops all of what the pair
+        # trades (as `ramp._in_scope` judges it): an alert open there is open on the pair
+        strategy, symbol = split_pair(key)
+        return e.key == (strategy if e.scope is Scope.STRATEGY else symbol)
     if e.scope is Scope.STRATEGY_SYMBOL:
         strategy, symbol = split_pair(e.key)
         return (scope is Scope.STRATEGY and strategy == key) or (
@@ -500,15 +509,38 @@ def flag_problems(
 async def halt_crash_loops(
     checklist: Checklist, killswitch: KillSwitch, pager: Pager | None, clock: Clock
 ) -> list[str]:
-    """Halt each crash-looping node on its own and page; returns the nodes halted."""
+    """Halt each crash-looping node on its own and page; returns the nodes whose halt was
+    stored (a node between two restarts confirms nothing: the stored halt is what keeps it
+    out when it comes back).
+
+    The halts go out together, and each node is paged whatever became of its halt: one
+    kill that raised, or waited out a store that is down, neither held back the others
+    nor was reported as "halted and paged" (the kill's result was not read, so a halt
+    never sent was named as done)."""
+    nodes = list(checklist.crash_looping)
+    reason = "crash loop: {} restarted too often; stays halted until fixed"
+    results = await asyncio.gather(
+        *(killswitch.kill(Scope.NODE, node, reason.format(node), timeout_s=0.5) for node in nodes),
+        return_exceptions=True,
+    )
     halted = []
-    for node in checklist.crash_looping:
-        reason = f"crash loop: {node} restarted too often; stays halted until fixed"
-        await killswitch.kill(Scope.NODE, node, reason, timeout_s=0.5)
+    for node, result in zip(nodes, results, strict=True):
+        why = reason.format(node)
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result  # a cancellation is not a failed halt
+            why += f"; its halt FAILED ({result}): halt it by hand"
+        elif result.revision is None:
+            sent = "was sent but not stored" if result.sent else "was NOT sent"
+            detail = result.durable_error or result.unreachable
+            why += f"; its halt {sent}{f' ({detail})' if detail else ''}: halt it by hand"
+        else:
+            halted.append(node)
         action = Action(
-            Rule.CRASH_LOOP, Scope.NODE, node, TradingState.HALTED, reason, clock.time_ns()
+            Rule.CRASH_LOOP, Scope.NODE, node, TradingState.HALTED, why, clock.time_ns()
         )
         if pager is not None:
             await pager.page(action)
-        halted.append(node)
+        else:
+            log.critical("PAGE rule=%s %s", action.rule.value, action.reason)
     return halted

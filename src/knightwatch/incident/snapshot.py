@@ -116,19 +116,39 @@ async def collect(
     await plane.subscribe_heartbeats(on_heartbeat)
     await plane.subscribe_metrics(on_metrics)
     files: dict[str, bytes] = {}
-    states = await plane.states()
-    files["kill/entries.json"] = _json(
-        {slot: {"revision": rev, "entry": e} for slot, (e, rev) in sorted(states.items())}
-    )
-    members = await plane.members()
-    files["nodes/members.json"] = _json(sorted(members, key=lambda m: m.node_id))
-    files["kill/confirmations.json"] = _json(
-        {
-            m.node_id: {"last_command_id": m.last_command_id, "confirmed_ns": m.last_confirmed_ns}
-            for m in members
-        }
-    )
     gaps: list[str] = []
+    # the kill-state and membership stores are stores too: one that cannot be read is
+    # named, not the whole snapshot lost with the audit tails and every other store
+    try:
+        states = await plane.states()
+    except ControlPlaneUnavailable as exc:
+        files["kill/entries.json"] = _json({"unavailable": str(exc)})
+        gaps.append(f"kill/entries.json: the kill-state store could not be read ({exc})")
+    else:
+        files["kill/entries.json"] = _json(
+            {slot: {"revision": rev, "entry": e} for slot, (e, rev) in sorted(states.items())}
+        )
+    members: list[NodeStatus] = []
+    try:
+        members = await plane.members()
+    except ControlPlaneUnavailable as exc:
+        for name in ("nodes/members.json", "kill/confirmations.json"):
+            files[name] = _json({"unavailable": str(exc)})
+        gaps.append(
+            f"nodes/members.json: the membership store could not be read ({exc}); kill "
+            "confirmations, and members that sent no evidence, cannot be named"
+        )
+    else:
+        files["nodes/members.json"] = _json(sorted(members, key=lambda m: m.node_id))
+        files["kill/confirmations.json"] = _json(
+            {
+                m.node_id: {
+                    "last_command_id": m.last_command_id,
+                    "confirmed_ns": m.last_confirmed_ns,
+                }
+                for m in members
+            }
+        )
     for bucket, name in (
         (Bucket.ADMISSION, "nodes/admission.json"),
         (Bucket.FLAGS, "flags/state_and_history.json"),
