@@ -18,7 +18,7 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.node.runtime import NodeRuntime
-from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     ENCODER,
     RAMP_DECODER,
@@ -684,3 +684,41 @@ def test_a_halt_of_a_pair_s_strategy_or_symbol_trips_the_pair_s_ramp(
     watch = RampWatch(Scope.STRATEGY_SYMBOL, "mm/AAPL", FAST, start_ns=100, nodes=[])
     halt = StateEntry(scope, key, TradingState.HALTED, "alert", "supervisor", "c1", 200)
     assert bool(watch.on_state(halt)) is trips
+
+
+async def test_a_stage_the_store_did_not_take_leaves_the_ramp_watching(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store misses one write just as the ramp steps to stage two. The resume is in
+    force and the nodes step by the signed stages on their own clocks, so the ramp must go
+    on watching: a halt afterwards still trips it back. Before, the failed write raised out
+    of `apply` and nothing watched the resumed fleet."""
+    f = await fleet("n1", "n2")
+    ks = await f.killswitch()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.5)
+    plane = await f.plane()
+    real_put = plane.put_record
+    missed: list[int] = []
+
+    async def misses_stage_two(bucket: Bucket, key: str, value: bytes) -> int:
+        if bucket is Bucket.RAMP and not missed and RAMP_DECODER.decode(value).stage == 1:
+            missed.append(1)
+            raise ControlPlaneUnavailable("control plane did not answer: one write lost")
+        return await real_put(bucket, key, value)
+
+    monkeypatch.setattr(plane, "put_record", misses_stage_two)
+    ctl = RampController(plane, ks, f.clock, RampPlan.instant((0.1, 0.5, 1.0), 1.0))
+    task = asyncio.create_task(ctl.resume(Scope.FLEET, "", "fixed", approvers=(BOB,)))
+    while not missed and not task.done():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert not task.done(), task.result() if not task.exception() else task.exception()
+    supervisor = await f.killswitch("supervisor")
+    await supervisor.kill(Scope.NODE, "n1", "supervisor_order_rate: 900/s", timeout_s=0.5)
+    outcome = await asyncio.wait_for(task, 3.0)
+    assert not outcome.completed and outcome.stage == 1
+    assert outcome.trip_reason.startswith("supervisor alert node 'n1'"), outcome.trip_reason
+    assert outcome.trip is not None and outcome.trip.ok
+    assert any("RAMP_STAGE_NOT_STORED" in r.getMessage() for r in caplog.records)
+    assert not f.order(f.nodes[1])
+    await f.stop()

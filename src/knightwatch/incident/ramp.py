@@ -379,6 +379,23 @@ class RampController:
         if self.on_stage is not None:
             self.on_stage(record)
 
+    async def _put_or_say(self, record: RampRecord) -> None:
+        """Store a stage (or the end) of a ramp whose resume is applied; one the store did not
+        take is logged, and the watch goes on. The nodes step through the stages the resume
+        was signed with by their own clocks; the record is what `status` and the console
+        show. Raising here ended `apply` with the resume in force and nothing watching it:
+        a halt or a block spike later tripped nothing."""
+        try:
+            await self._put(record)
+        except ControlPlaneUnavailable as exc:
+            log.critical(
+                "RAMP_STAGE_NOT_STORED ramp=%s stage=%d status=%s (still watched): %s",
+                record.ramp_id,
+                record.stage + 1,
+                record.status,
+                exc,
+            )
+
     async def _applied(self, nodes: Sequence[str], fraction: float, timeout_s: float) -> list[str]:
         """Wait until no node trades looser than the stage; returns those that still do.
 
@@ -520,7 +537,7 @@ class RampController:
                 record = msgspec.structs.replace(
                     record, stage=stage, fraction=fraction, since_ns=self.clock.time_ns()
                 )
-                await self._put(record)
+                await self._put_or_say(record)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
@@ -532,7 +549,7 @@ class RampController:
             status="done",
             since_ns=self.clock.time_ns(),
         )
-        await self._put(done)
+        await self._put_or_say(done)
         self._watch = None
         return RampOutcome(
             ramp_id, True, done.stage, 1.0, "", resumed, None, start, self.clock.time_ns()
