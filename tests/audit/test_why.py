@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from knightwatch.clock import SimClock
 from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.order import Order, Side
 
+from .conftest import WriteFile
 from .helpers import CTX, RULES, order
 
 HALTED = Decision(False, RejectReason.HALTED, "strategy smars is HALTED (drill by ops)")
@@ -244,3 +246,38 @@ def test_a_damaged_halt_after_the_decision_is_not_left_out_of_a_verified_answer(
     assert not exp.chain.intact
     first = exp.chain.problems[0]
     assert (first.kind, first.line) == ("not_json", 3)
+
+
+def _forged(line: bytes, **changes: object) -> bytes:
+    """A copy of a record line with some fields changed, as an editor of the file writes."""
+    rec = json.loads(line)
+    rec.update(changes)
+    return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+
+
+@pytest.mark.parametrize("where", ["appended after the last seal", "inside a later batch"])
+@pytest.mark.parametrize("forged", ["decision", "fill"])
+def test_a_forged_line_reusing_a_sealed_records_seq_is_never_verified(
+    write_file: WriteFile, audit_path: Path, where: str, forged: str
+) -> None:
+    """The seal covering a record was looked up by its seq: a line forged with the seq of
+    a sealed record the answer uses (the order's own decision) was shown as sealed by that
+    record's seal and the chain verified only through it (`why` exit 0, "chain verified"),
+    the forged line never checked."""
+    lines = write_file(30, 8)
+    i = next(k for k, raw in enumerate(lines) if b'"order_id":"o4",' in raw)
+    if forged == "decision":
+        fake = _forged(lines[i], accepted=True, reason="ok", detail="forged")
+    else:
+        fake = _forged(lines[i], kind="fill", data={"order_id": "o4", "qty": 100, "price": 1.0})
+    at = len(lines) if where.startswith("appended") else len(lines) - 3
+    audit_path.write_bytes(b"".join([*lines[:at], fake, *lines[at:]]))
+    exp = explain_order(audit_path, "o4")
+    assert exp.chain.lines >= at + 1, exp.chain  # verified through the forged line
+    assert not exp.chain.intact
+    if forged == "decision":
+        assert exp.decision.detail == "forged" and exp.decision_lines[-1] == at + 1
+        if where.startswith("appended"):  # after the last seal: never shown as sealed
+            assert exp.decision_seals[-1] is None and exp.decision.seq not in exp.seals
+    else:
+        assert [f.data["price"] for f in exp.fills] == [1.0]

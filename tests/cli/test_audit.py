@@ -16,7 +16,7 @@ from knightwatch.decision import ACCEPTED, Decision, RejectReason
 from knightwatch.order import Order, Side
 
 from ..audit.conftest import WriteFile
-from ..audit.helpers import CTX, RULES, order
+from ..audit.helpers import BLOCK, CTX, RULES, order
 
 runner = CliRunner()
 
@@ -286,3 +286,66 @@ def test_why_of_a_reused_id_shows_every_decision_counted_with_its_line(
     assert "decision 1 of 2" in out and "decision 2 of 2" in out
     assert "line 1, seq 0" in out and "line 3, seq 2" in out
     assert out.index("ACCEPTED") < out.index("decision 2 of 2") < out.rindex("BLOCKED")
+
+
+@pytest.mark.parametrize(
+    "control",
+    ["\x1b[1A\x1b[2K", "\x1b]0;title\x07", "\r", "\x9b2J", "\u202e", "\x00", "\x7f"],
+    ids=["csi", "osc", "cr", "c1", "bidi", "nul", "del"],
+)
+def test_why_and_tail_never_write_a_records_control_characters_to_the_terminal(
+    audit_path: Path, control: str
+) -> None:
+    """A record holds what an order or a message carried (an unvalidated order's fields
+    are recorded as they came): an ESC sequence in a strategy, an order id or a fill's
+    field was printed raw, and could move the cursor up and rewrite the verdict shown.
+    Every control character from the file is shown as its escape instead."""
+    from types import SimpleNamespace
+
+    clock = SimClock(1_343_828_400_000_000_000)
+    oid = f"o{control}1"
+    sent = SimpleNamespace(
+        id=oid, strategy=f"s{control}", symbol="AAPL", side="buy", qty=1, price=1.0, parent_id=None
+    )
+    with FlightRecorder(audit_path, clock=clock) as rec:
+        rec.record_event("halt", CTX, scope="fleet", reason=f"r{control}", actor="ops")
+        rec.record_decision(sent, BLOCK, CTX, RULES)
+        rec.record_event("fill", CTX, order_id=oid, qty=1, price=1.0, venue=f"v{control}")
+    audit_path.write_bytes(audit_path.read_bytes() + b'{"seq":\x1b[2J\n')  # undecodable
+    shown = repr(control)[1:-1]
+    why = runner.invoke(app, ["audit", "why", oid, str(audit_path)])
+    tail = runner.invoke(app, ["audit", "tail", str(audit_path)])
+    for result in (why, tail):
+        assert not any(c in result.output for c in control if not c.isprintable()), result.output
+        assert "Traceback" not in result.output
+    assert why.exit_code == 0 and "BLOCKED" in why.output and "chain verified" in why.output
+    for text in (f"o{shown}1", f"s{shown}", f"venue=v{shown}", f"reason=r{shown}"):
+        assert text in " ".join(why.output.split()), why.output
+    assert tail.exit_code == 0 and "\\x1b[2J" in tail.output
+
+
+@pytest.mark.parametrize("cut", [1, 9, 40, -2, -1])
+@pytest.mark.parametrize("sealed_before", [True, False])
+def test_verify_of_a_file_read_mid_copy_says_its_end_is_unfinished_not_only_faults(
+    write_file: WriteFile, audit_path: Path, cut: int, sealed_before: bool
+) -> None:
+    """A file a recorder is still writing, read mid-copy, ends in a torn line, after
+    records not sealed yet or right after a seal: `verify` printed a table of faults
+    with no word of what a writer leaves (the note came only for unsealed records
+    alone). It still exits 1 (the end is not proven), and says why."""
+    lines = write_file(12)
+    first_seal = next(i for i, line in enumerate(lines) if b'"kind":"seal"' in line)
+    at = first_seal + 1 if sealed_before else len(lines) - 2  # the line being copied
+    kept, torn = lines[:at], lines[at][:cut]
+    audit_path.write_bytes(b"".join(kept) + torn)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1, out
+    assert "its last line is cut short: a recorder is writing this file, or crashed" in out
+    assert sealed_before or "not sealed yet" in out
+    # anything else wrong in the file: no such note
+    edited = [*kept[:2], kept[2].replace(b'"qty":100', b'"qty":900'), *kept[3:]]
+    audit_path.write_bytes(b"".join(edited) + torn)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    assert result.exit_code == 1 and "edited" in result.output
+    assert "a recorder is writing" not in " ".join(result.output.split())

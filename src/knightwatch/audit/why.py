@@ -15,6 +15,11 @@ that names the order but cannot be decoded (a fill or decision damaged), or a
 control action that cannot be (a halt recorded after the decision may have been
 latched before it), counts as used: the chain check reaches it and names it,
 never a "verified" answer without it.
+
+Which seal covers a record is found by the record's line, never its seq: a file can be
+edited to hold two lines with one seq, and a forged decision appended after the last
+seal with the seq of a sealed one was shown as sealed by that one's seal, the chain
+verified only through it (exit 0, "chain verified"), the forgery as the latest verdict.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ class Explanation(msgspec.Struct, frozen=True):
     """Its messages (FIX provenance) and what happened to it besides fills, in order."""
     decision_lines: tuple[int, ...] = ()
     """The file line of each decision in `decisions` (a reused id has several, in file order)."""
+    decision_seals: tuple[Seal | None, ...] = ()
+    """The seal covering each decision in `decisions`, found by its line (None: not sealed);
+    `seals` is keyed by seq, which two lines of an edited file can share."""
 
     @property
     def decision(self) -> DecisionRecord:
@@ -82,9 +90,8 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     decision_lines: list[int] = []
     fills: list[EventRecord] = []
     controls: list[tuple[int, EventRecord]] = []
-    seals: dict[int, Seal] = {}
-    unsealed: list[int] = []  # seqs of records used here, waiting for the next seal
-    seal_lines: dict[int, int] = {}  # a used record's seq -> the line of the seal covering it
+    unsealed: list[int] = []  # lines of records used here, waiting for the next seal
+    sealed_by: dict[int, tuple[int, Seal]] = {}  # a used record's line -> its seal's (line, seal)
     used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
     events: list[EventRecord] = []
     broken: list[int] = []  # lines that name the order but cannot be decoded
@@ -101,9 +108,8 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
                         seal = msgspec.json.decode(line, type=Seal)
                     except UNDECODABLE:
                         continue
-                    for seq in unsealed:
-                        seals[seq] = seal
-                        seal_lines[seq] = lineno
+                    for n in unsealed:
+                        sealed_by[n] = (lineno, seal)
                     unsealed = []
                 continue
             try:
@@ -116,9 +122,8 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
                     used.append((lineno, -1))
                 continue
             if isinstance(rec, Seal):  # an id such as "hash" is in every seal line
-                for seq in unsealed:
-                    seals[seq] = rec
-                    seal_lines[seq] = lineno
+                for n in unsealed:
+                    sealed_by[n] = (lineno, rec)
                 unsealed = []
                 continue
             if isinstance(rec, DecisionRecord):
@@ -138,7 +143,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
             ):
                 events.append(rec)
                 used.append((lineno, rec.seq))
-            unsealed.append(rec.seq)
+            unsealed.append(lineno)
     if not decisions:
         unread = (
             f"; line(s) {', '.join(map(str, broken[:10]))} name it but cannot be decoded "
@@ -153,13 +158,18 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     relevant = tuple(c for _, c in controls if _before(c, last) and _applies(c, last))
     used += [(n, c.seq) for n, c in controls if c in relevant]
     # verify through the seal that covers the last record used (or that record, if unsealed)
-    through = max(seal_lines.get(seq, n) for n, seq in used)
+    through = max(sealed_by[n][0] if n in sealed_by else n for n, _ in used)
     with open(path, "rb") as f:
         end = data_end(f)
         f.seek(0)
         chain = verify_lines(islice(read_lines(f, end=end), through), os.fspath(path))
-    decided = {d.seq for d in decisions}
-    covered = {seq: seal for seq, seal in seals.items() if seq in decided}
+    decision_seals = tuple(sealed_by[n][1] if n in sealed_by else None for n in decision_lines)
+    covered: dict[int, Seal] = {}
+    for d, covering in zip(decisions, decision_seals, strict=True):
+        if covering is None:  # a later line with this seq is not sealed: never shown sealed
+            covered.pop(d.seq, None)
+        else:
+            covered[d.seq] = covering
     return Explanation(
         order_id,
         tuple(decisions),
@@ -169,6 +179,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
         covered,
         tuple(events),
         tuple(decision_lines),
+        decision_seals,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,18 @@ def _shown(text: str | Path) -> str:
     (its bytes kept as surrogates) ended `audit verify --json` with a UnicodeEncodeError
     traceback. Such bytes are shown escaped (`\\xff`)."""
     return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _safe(text: str) -> str:
+    """A string from the file, made safe to print: markup escaped, and every control
+    character (ESC, CR, C1, bidi overrides) shown as its escape (`\\x1b`). A record's
+    fields hold what an order or a message carried: an ESC sequence in a strategy or an
+    order id reached the operator's terminal raw, and could move the cursor and overwrite
+    the verdict printed above it (BLOCKED rewritten as ACCEPTED)."""
+    return escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], text))
 
 
 def _printable(report: VerifyReport) -> VerifyReport:
@@ -240,10 +253,17 @@ def verify_cmd(
         console.print_json(msgspec.json.encode(report).decode())
     else:
         _print_report(report)
-    if report.unsealed and len(report.problems) == 1:
+    if _unfinished_end(report):
+        unsealed = (
+            f"{report.unsealed} record(s) at the end are not sealed yet" if report.unsealed else ""
+        )
+        cut = any(p.kind is ProblemKind.TRUNCATED for p in report.problems)
+        torn = "its last line is cut short" if cut else ""
         err.print(
-            f"[yellow]{report.unsealed} record(s) at the end are not sealed yet: a recorder is "
-            "writing this file, or crashed before sealing them (reopening it seals them)[/yellow]"
+            f"[yellow]{'; '.join(x for x in (unsealed, torn) if x)}: a recorder is writing "
+            "this file, or crashed (reopening it seals the records and cuts the torn line); "
+            "nothing before that end was found altered, but the end is not proven "
+            "(verify again once sealed, or give --anchor or checkpoints)[/yellow]"
         )
     if report.intact and report.records == 0:
         # an empty file proves nothing: a fully truncated record looks exactly like this
@@ -252,6 +272,18 @@ def verify_cmd(
     if not as_json:
         _print_coverage(report, signed, newest, anchor)
     raise typer.Exit(EXIT_INTACT if report.intact else EXIT_TAMPERED)
+
+
+def _unfinished_end(report: VerifyReport) -> bool:
+    """Is every problem what a recorder still writing the file (or one that crashed)
+    leaves at its end: records not sealed yet, and a last line cut short mid-copy? Only a
+    note for the first was printed, and a live file read mid-copy, its torn last line
+    beside its unsealed records, was shown as a table of faults with no word of it."""
+    return bool(report.problems) and all(
+        p.kind is ProblemKind.UNSEALED
+        or (p.kind is ProblemKind.TRUNCATED and p.line == report.lines)
+        for p in report.problems
+    )
 
 
 class _Signed(msgspec.Struct, frozen=True):
@@ -457,10 +489,10 @@ def _print_explanation(exp: Explanation) -> None:
     if n > 1:  # a reused id (a duplicate, a restart): the later decisions are the answer too
         last = exp.decision
         console.print(
-            f"[bold]{n} decisions[/bold] recorded for order {escape(exp.order_id)}, in file "
+            f"[bold]{n} decisions[/bold] recorded for order {_safe(exp.order_id)}, in file "
             f"order; the latest (seq {last.seq}): "
             + ("[bold green]ACCEPTED[/]" if last.accepted else "[bold red]BLOCKED[/]")
-            + f" {escape(last.reason)}"
+            + f" {_safe(last.reason)}"
         )
     for i, d in enumerate(exp.decisions):
         verdict = "[bold green]ACCEPTED[/]" if d.accepted else "[bold red]BLOCKED[/]"
@@ -471,33 +503,33 @@ def _print_explanation(exp: Explanation) -> None:
         body.add_row("verdict", verdict)
         # every string below is the file's: `escape`, so a record's text is shown, not
         # read as markup (a reason like "[/x]" would end the command with a traceback)
-        body.add_row("reason", escape(d.reason))
-        body.add_row("detail", escape(d.detail))
-        body.add_row("order", escape(f"{d.strategy} {d.side} {d.qty} {d.symbol} {price}"))
-        body.add_row("parent", escape(d.parent_id or "-"))
-        body.add_row("node", escape(d.node))
-        body.add_row("release", escape(d.release_id or "-"))
-        body.add_row("flag snapshot", escape(d.flag_snapshot_id or "-"))
-        body.add_row("limits version", escape(d.limits_version or "-"))
-        body.add_row("rules evaluated", escape(", ".join(d.rules) or "-"))
+        body.add_row("reason", _safe(d.reason))
+        body.add_row("detail", _safe(d.detail))
+        body.add_row("order", _safe(f"{d.strategy} {d.side} {d.qty} {d.symbol} {price}"))
+        body.add_row("parent", _safe(d.parent_id or "-"))
+        body.add_row("node", _safe(d.node))
+        body.add_row("release", _safe(d.release_id or "-"))
+        body.add_row("flag snapshot", _safe(d.flag_snapshot_id or "-"))
+        body.add_row("limits version", _safe(d.limits_version or "-"))
+        body.add_row("rules evaluated", _safe(", ".join(d.rules) or "-"))
         body.add_row("time", _ts(d.ts))
         line = f"line {exp.decision_lines[i]}, " if i < len(exp.decision_lines) else ""
-        body.add_row("record", f"{line}seq {d.seq}, {_sealed_by(exp, d)}")
+        body.add_row("record", f"{line}seq {d.seq}, {_sealed_by(exp, i, d)}")
         title = f"order {exp.order_id}" + (f": decision {i + 1} of {n}" if n > 1 else "")
-        console.print(Panel(body, title=escape(title)))
+        console.print(Panel(body, title=_safe(title)))
     if exp.controls:
         t = Table(title="control actions before the " + ("latest " if n > 1 else "") + "decision")
         for col in ("seq", "time", "action", "details"):
             t.add_column(col)
         for c in exp.controls:
-            t.add_row(str(c.seq), _ts(c.ts), escape(c.kind), _fields(c))
+            t.add_row(str(c.seq), _ts(c.ts), _safe(c.kind), _fields(c))
         console.print(t)
     if exp.events:
         t = Table(title="messages and order events")
         for col in ("seq", "time", "event", "details"):
             t.add_column(col)
         for e in exp.events:
-            t.add_row(str(e.seq), _ts(e.ts), escape(e.kind), _fields(e, skip=("order_id",)))
+            t.add_row(str(e.seq), _ts(e.ts), _safe(e.kind), _fields(e, skip=("order_id",)))
         console.print(t)
     if exp.fills:
         t = Table(title="fills")
@@ -507,8 +539,8 @@ def _print_explanation(exp: Explanation) -> None:
             t.add_row(
                 str(fill.seq),
                 _ts(fill.ts),
-                escape(str(fill.data.get("qty", "-"))),
-                escape(str(fill.data.get("price", "-"))),
+                _safe(str(fill.data.get("qty", "-"))),
+                _safe(str(fill.data.get("price", "-"))),
                 _fields(fill, skip=("order_id", "qty", "price")),
             )
         console.print(t)
@@ -516,15 +548,17 @@ def _print_explanation(exp: Explanation) -> None:
         console.print("fills: none recorded")
 
 
-def _sealed_by(exp: Explanation, d: DecisionRecord) -> str:
-    seal = exp.seals.get(d.seq)
+def _sealed_by(exp: Explanation, i: int, d: DecisionRecord) -> str:
+    """The seal covering decision `i`, by its line (`decision_seals`): two lines of an
+    edited file can share a seq, and the unsealed one was shown sealed by the other's."""
+    seal = exp.decision_seals[i] if i < len(exp.decision_seals) else exp.seals.get(d.seq)
     if seal is None:
         return "[yellow]not sealed yet[/yellow] (a running or crashed recorder; reopen to seal)"
     return f"sealed by seq {seal.seq}, hash {seal.hash[:16]}…"
 
 
 def _fields(rec: EventRecord, skip: tuple[str, ...] = ()) -> str:
-    return escape(", ".join(f"{k}={v}" for k, v in rec.data.items() if k not in skip))
+    return _safe(", ".join(f"{k}={v}" for k, v in rec.data.items() if k not in skip))
 
 
 @app.command("tail")
@@ -551,18 +585,18 @@ def tail_cmd(
         try:
             rec = decode_record(line)
         except msgspec.DecodeError:
-            shown = escape(line[:60].decode(errors="replace"))
+            shown = _safe(line[:60].decode(errors="replace"))
             table.add_row("?", "", "[red]unreadable[/red]", "", shown)
             continue
         if isinstance(rec, DecisionRecord):
-            verdict = "accepted" if rec.accepted else f"[red]blocked {escape(rec.reason)}[/red]"
-            summary = f"{escape(f'{rec.order_id} {rec.side} {rec.qty} {rec.symbol}')}: {verdict}"
+            verdict = "accepted" if rec.accepted else f"[red]blocked {_safe(rec.reason)}[/red]"
+            summary = f"{_safe(f'{rec.order_id} {rec.side} {rec.qty} {rec.symbol}')}: {verdict}"
         elif isinstance(rec, Seal):
-            table.add_row(str(rec.seq), _ts(rec.ts), escape(rec.kind), "", _seal_summary(rec))
+            table.add_row(str(rec.seq), _ts(rec.ts), _safe(rec.kind), "", _seal_summary(rec))
             continue
         else:
             summary = _fields(rec)
-        table.add_row(str(rec.seq), _ts(rec.ts), escape(rec.kind), escape(rec.node), summary)
+        table.add_row(str(rec.seq), _ts(rec.ts), _safe(rec.kind), _safe(rec.node), summary)
     console.print(table)
 
 
