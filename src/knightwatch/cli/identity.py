@@ -43,7 +43,9 @@ from knightwatch.trust.roster import (
     Role,
     Roster,
     TrustError,
+    admin_names,
     decode_roster,
+    granted,
     roster_envelope,
     sign_roster,
     signer_names,
@@ -114,10 +116,13 @@ def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -
         raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
     except OSError as exc:
         raise TrustError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    needed = roster.admin_threshold
+    if needed < 2 and len(admin_names(roster)) >= 2 and granted(roster, proposal):
+        needed = 2  # a version that gives power takes two admins where there are two
     console.print(  # a path as given ("[/x].json"): shown, never read as markup
         escape(
             f"roster version {proposal.version} proposed in {out}, signed by {signer.name}; "
-            f"{roster.admin_threshold} admin signature(s) needed: the others run "
+            f"{needed} admin signature(s) needed: the others run "
             f"`knightwatch identity sign {out}`, then `knightwatch identity publish {out}`"
         ),
         highlight=False,

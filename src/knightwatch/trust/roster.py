@@ -17,6 +17,13 @@ A name is one person or one component; it may hold several keys (rotation),
 and every count of people (approvals, admin thresholds) counts names, never
 keys, so one person with two keys is still one person. A component (node,
 supervisor, admission service) never holds a person's role: it cannot approve.
+
+An `admin_threshold` of 1 lets one admin take power away at once (revoke a key,
+shorten its validity, remove a member); a version that gives power (a key, a
+role, a wider validity, any change of approval policy, or leaves a single admin)
+still needs two admins whenever the version before it has two or more, or one
+admin could add a second identity for themselves and act as two. A fresh site's
+one admin signs alone.
 """
 
 from __future__ import annotations
@@ -250,6 +257,43 @@ def signer_names(envelope: Envelope, policy: TrustPolicy) -> list[str]:
     return sorted({policy.signer_of(k) for k in check.valid})
 
 
+def admin_names(roster: Roster) -> set[str]:
+    """The admins a roster counts (a name holding a key not revoked), as its threshold does."""
+    return {m.name for m in roster.members if Role.ADMIN in m.roles and m.revoked_ns == 0}
+
+
+def _end(ns: int) -> float:
+    return float("inf") if ns == 0 else ns
+
+
+def granted(before: Roster, after: Roster) -> str:
+    """What `after` gives that `before` did not, as a clause ("" if nothing: it only takes
+    away): a key it did not hold (a new key, or one moved to another name), a role, a
+    wider validity, a lifted or later revocation, a changed approval policy, or fewer than
+    two admins where there were two or more (the one left would then change it alone)."""
+    old = {m.key_id: m for m in before.members}
+    for m in after.members:
+        prev = old.get(m.key_id)
+        if prev is None:
+            return f"adds key {m.key_id[:16]} for {m.name}"
+        if prev.name != m.name:
+            return f"moves key {m.key_id[:16]} from {prev.name} to {m.name}"
+        roles = set(m.roles) - set(prev.roles)
+        if roles:
+            return f"gives {m.name} the role(s) {', '.join(sorted(roles))}"
+        if (
+            m.valid_from_ns < prev.valid_from_ns
+            or _end(m.valid_until_ns) > _end(prev.valid_until_ns)
+            or _end(m.revoked_ns) > _end(prev.revoked_ns)
+        ):
+            return f"widens the validity of {m.name}'s key {m.key_id[:16]}"
+    if after.approvals != before.approvals:
+        return "changes the approval policy"
+    if len(admin_names(after)) < 2 <= len(admin_names(before)):
+        return "leaves one admin"
+    return ""
+
+
 def verify_roster(
     envelope: Envelope,
     admins: TrustPolicy,
@@ -276,6 +320,18 @@ def verify_roster(
     # keys valid at the new version's instant, which its signers choose, so dated past
     # the other admins' key expiry it would otherwise let one admin sign alone.
     required = admins.threshold if after is None else after.admin_threshold
+    grant = granted(after, roster) if after is not None and required < 2 else ""
+    if grant and after is not None and len(admin_names(after)) >= 2 and len(names) < 2:
+        # admin_threshold 1 lets one admin take power away at once (revoke, shorten,
+        # remove); giving it takes two whenever there are two, or one admin could add a
+        # second identity for themselves (an approver, another admin) and act as two
+        raise TrustError(
+            f"roster version {roster.version}: it {grant}, and is signed by {len(names)} "
+            f"admin(s) ({', '.join(names) or 'none'}) of 2 required: with two or more admins "
+            "a version that gives power (a key, a role, a wider validity, another approval "
+            "policy, a single admin left) needs two, "
+            f"whatever admin_threshold ({required}) says"
+        )
     if len(names) < required:
         valid = {k.signer for k in admins.keys} if admins is not _NOBODY else set()
         when = "" if received_ns is None else f" and when received ({received_ns})"

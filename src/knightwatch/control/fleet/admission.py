@@ -12,8 +12,10 @@ before any node can be admitted on it. The service is also where the target's
 two-person rule holds (it alone may write the target record): the request is
 an operator's signature over the exact release (`trust.target`), fresh,
 decided on the current target record and never replayed, and carries a second
-person's approval of that release for that requester; only a return to the
-known-good release while its kill is in force is one person's.
+person's approval of that release for that requester, counted for one change of
+target only (each one used is recorded: moving the target away and back on the
+same approval within its hour is refused); only a return to the known-good
+release while its kill is in force is one person's.
 
 Challenges live in this process's memory, so run one admission service per
 fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
@@ -45,7 +47,13 @@ from knightwatch.control.fleet.freeze import (
     refuse_target_if_frozen,
 )
 from knightwatch.control.node.trustfeed import follow_roster
-from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record, RevisionConflict
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    Record,
+    RevisionConflict,
+)
 from knightwatch.control.plane.wire import (
     CHALLENGE_REQUEST_DECODER,
     CHALLENGE_REQUEST_PAYLOAD_TYPE,
@@ -68,6 +76,7 @@ from knightwatch.flags.schema import RegistrySchema
 from knightwatch.inputs import NAME_RULE, UNDECODABLE, is_name
 from knightwatch.release.admission import Admission, Admitter, check_release
 from knightwatch.release.attestation import ATTESTATION_PAYLOAD_TYPE, open_attestation
+from knightwatch.release.canonical import sha256_hex
 from knightwatch.release.dsse import Envelope, decode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import VerifyKey
@@ -573,9 +582,22 @@ class AdmissionService:
                     now_ns=self._now(),
                     digest=verified.manifest_digest,
                 )
+                # a second person approved ONE change of target: spent here, before the
+                # target is written (a crash between spends it unused: fail closed)
+                spent = await self._spend_approval(
+                    request.approval, manifest.release_id, actor, approver, command.command_id
+                )
+                if spent:
+                    raise TrustError(f"approval: {spent}")
             except TrustError as exc:
-                finding = Finding(AdmissionReason.TARGET_NOT_APPROVED, "approval", str(exc))
-                return self._refuse_target(release_id, actor, finding)
+                if not rollback:
+                    finding = Finding(AdmissionReason.TARGET_NOT_APPROVED, "approval", str(exc))
+                    return self._refuse_target(release_id, actor, finding)
+                # the return to the known-good release during its kill is one person's:
+                # an approval sent with it that does not count is not counted, never a
+                # refusal (the stop direction is not gated on what it does not need)
+                log.warning("TARGET_APPROVAL_NOT_COUNTED release=%s %s", release_id, exc)
+                approver = ""
         record = TargetRecord(
             manifest.release_id,
             request.envelope,
@@ -602,6 +624,44 @@ class AdmissionService:
             command.reason,
         )
         return ENCODER.encode(TargetReply(True, manifest.release_id, (), revision))
+
+    async def _spend_approval(
+        self, approval: Envelope, release_id: str, actor: str, approver: str, command_id: str
+    ) -> str:
+        """Record `approval` as used by this change of target; why it cannot be ("" if it
+        was unused and is now recorded). An approval is of one change: once it made a
+        release the target, moving the target away and back within its hour needs a new
+        one. Each used approval is its own record (`used_approval_key`), created only if
+        absent, so two requests racing on one approval cannot both count it; whether it
+        was used, when the store cannot say, is taken as used (fail closed)."""
+        key = used_approval_key(approval)
+        try:
+            stored, _ = await self.plane.get_record(Bucket.RELEASE, key)
+            if stored is None:
+                used = UsedApproval(release_id, actor, approver, command_id, self._now())
+                await self.plane.put_record(
+                    Bucket.RELEASE, key, ENCODER.encode(used), expected_revision=0
+                )
+                return ""
+        except RevisionConflict:
+            stored = b""
+        except (ControlPlaneUnavailable, TimeoutError) as exc:
+            return (
+                f"{TrustReason.APPROVAL_INVALID}: whether this approval was used already cannot "
+                f"be told ({_line(str(exc))}), so it counts for nothing (fail closed)"
+            )
+        try:
+            earlier = _USED_DECODER.decode(stored)
+            by = (
+                f"target change to {earlier.release_id} by {earlier.actor} (request "
+                f"{earlier.command_id[:12]})"
+            )
+        except UNDECODABLE:
+            by = "an earlier target change"
+        return (
+            f"{TrustReason.REPLAYED}: this approval was used already, by {by}; an approval "
+            "is of one change of target: ask for a new one"
+        )
 
     def _now(self) -> int:
         return self.clock.time_ns()
@@ -646,6 +706,29 @@ async def request_target(
         why = f"the admission service's reply ({len(reply)} bytes) is not a target reply: {exc}"
         finding = Finding(AdmissionReason.TARGET_REQUEST_REFUSED, "reply", _line(why))
         return TargetReply(False, "", (finding,))
+
+
+USED_APPROVAL_PREFIX = "target-approval."
+"""Release-bucket keys of the target approvals already used (`used_approval_key`)."""
+
+
+class UsedApproval(msgspec.Struct, frozen=True):
+    """The change of target an approval was spent on (stored under `used_approval_key`)."""
+
+    release_id: str
+    actor: str
+    approver: str
+    command_id: str
+    at_ns: int
+
+
+_USED_DECODER = msgspec.json.Decoder(UsedApproval)
+
+
+def used_approval_key(approval: Envelope) -> str:
+    """The record that says `approval` was used: by the sha256 of its signed payload (the
+    approval itself, however its envelope is re-encoded or re-signed)."""
+    return USED_APPROVAL_PREFIX + sha256_hex(approval.payload_bytes())
 
 
 class _Claim(msgspec.Struct):
