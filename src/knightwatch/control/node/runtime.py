@@ -95,6 +95,7 @@ from knightwatch.control.plane.wire import (
     StateEntry,
     StateKeyError,
     Verdict,
+    parse_slot,
     slot_of,
     starts_key,
 )
@@ -1274,6 +1275,13 @@ class NodeRuntime:
         its approver signed it (another operator cannot step someone's ramp up).
         A record stored under another key than its own slot's (its scope and key) is
         refused as one that does not verify: the key is not signed."""
+        if self._another_nodes(key):
+            # only that node's own record can stand under its key (one filed under any
+            # other key is refused below), so nothing there ever scales this node; before,
+            # an unreadable value there held it at the tightest stage, and that node's
+            # genuine record written over it was skipped without clearing it
+            self._ramps.pop(key, None)
+            return
         try:
             ramp = RAMP_DECODER.decode(value)
         except UNDECODABLE as exc:
@@ -1281,8 +1289,6 @@ class NodeRuntime:
             # the ramp bucket); before, it escaped the resync, and no node could start
             log.error("RAMP_UNDECODABLE node=%s key=%s: %s", self.node_id, key, exc)
             self._ramps[key] = _tightest("undecodable")
-            return
-        if ramp.scope is Scope.NODE and ramp.key != self.node_id and _named(ramp) == key:
             return
         now = self.clock.time_ns()
         try:
@@ -1345,6 +1351,14 @@ class NodeRuntime:
             )
             return
         self._ramps[key] = ramp
+
+    def _another_nodes(self, key: str) -> bool:
+        """Whether ramp bucket key `key` is another node's slot (`node.<other id>`)."""
+        try:
+            scope, named = parse_slot(key)
+        except (ValueError, UnicodeDecodeError):
+            return False  # no slot: a record under it is refused (held tightest) below
+        return scope is Scope.NODE and named != self.node_id
 
     def _refuse_ramp(self, key: str, ramp: RampRecord, exc: Refused, outcome: str) -> None:
         """Log and record a ramp record this node does not take, and what it does instead."""
