@@ -18,7 +18,9 @@ What the gateway decides around the Guard:
   client's mass cancel becomes one cancel per order of that client (the venue
   sees one session for all clients);
 * resent orders and replaces (PossDupFlag/PossResend) are answered from the
-  decision already taken, never checked or forwarded twice; a resent cancel
+  decision already taken, never checked or forwarded twice (a replace in flight:
+  the venue's answer to the first; answered: the order's state if it took
+  effect, else an OrderCancelReject, the venue's refusal named); a resent cancel
   the gateway already forwarded (same ClOrdID, same OrigClOrdID) is not sent
   again: in flight, the first's answer reaches the client; answered, the
   resend gets the order's state, or the same OrderCancelReject. A resent
@@ -116,6 +118,17 @@ _CANCEL_REJECT_BODY = (
     F.TRANSACT_TIME,
 )
 """The fields of a venue's OrderCancelReject a resend of the client's cancel gets again."""
+
+_QUALIFIERS = (
+    (65, "SymbolSfx"),
+    (200, "MaturityMonthYear"),
+    (201, "PutOrCall"),
+    (202, "StrikePrice"),
+    (205, "MaturityDay"),
+    (541, "MaturityDate"),
+)
+"""Instrument fields that make the venue trade another instrument under the same Symbol(55)
+(a share class, a contract month, an option series): the Guard checks the Symbol alone."""
 
 _MARKET_TYPES = ("1", "3")  # market, stop
 _LIMIT_TYPES = ("2", "4")  # limit, stop limit
@@ -970,6 +983,16 @@ class Gateway(Handler):
                 'SecurityID(48) cannot be checked with instrument = "symbol" (the Guard '
                 "checks Symbol(55)); send the order without it"
             )
+        if self.cfg.instrument == "symbol" and (
+            qualified := [f"{name}({tag})" for tag, name in _QUALIFIERS if tag in msg]
+        ):
+            # the venue trades the instrument these name under the Symbol (a share class,
+            # a contract month, an option series), at its own price, while the Guard
+            # checks the Symbol's: BRK with SymbolSfx A was checked at the B shares' price
+            return bad(
+                f'{", ".join(qualified)} cannot be checked with instrument = "symbol" (the '
+                "Guard checks Symbol(55) alone); name the instrument in Symbol(55) only"
+            )
         side = _SIDES.get(msg[F.SIDE])
         if side is None:
             return bad(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
@@ -1226,10 +1249,7 @@ class Gateway(Handler):
         with self._held():
             self._record_in(msg, comp, F.REPLACE, new_gid)
             if new_gid in self.book.decided and msg.resent:
-                self._count("resends")
-                before, _ = self.book.decided[new_gid]
-                if not before.accepted:
-                    self._send_cancel_reject(msg, sid, self.book.find(orig), before, F.REPLACE)
+                self._answer_replace_resend(msg, sid, comp, new_gid)
                 return
             go = self.book.find(orig)
             d: Decision | None = None
@@ -1299,6 +1319,50 @@ class Gateway(Handler):
             self.guard.refuse(self._unparsed(msg, new_gid, strategy), d)
             self.book.refused(new_gid, d)
             self._count("refused")
+            self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
+
+    def _answer_replace_resend(self, msg: F.In, sid: Any, comp: str, new_gid: str) -> None:
+        """A resent replace already decided (caller holds the lock): never checked or sent
+        again, always answered. Refused (by the Guard, the gateway or the venue): the
+        same OrderCancelReject. In flight: nothing now, the venue's answer to the first
+        reaches the client under this ClOrdID. Took effect: the order's state under this
+        ClOrdID. Never took effect (the order ended meanwhile, the venue never answered):
+        an OrderCancelReject with the order's state. Before, a resend of an accepted
+        replace got no answer at all once the first was answered: the OMS, resending
+        because it had none, waited for ever."""
+        clordid = msg[F.CL_ORD_ID]
+        orig = msg[F.ORIG_CL_ORD_ID]
+        self._count("resends")
+        before, go = self.book.decided[new_gid]
+        req = self.book.requests.get(clordid)
+        flying = before.accepted and req is not None and req.kind == "G" and req.comp == comp
+        self.guard.note(
+            "replace_resend",
+            session=comp,
+            clordid=F.clean(clordid)[:64],
+            orig_clordid=F.clean(orig)[:64],
+            accepted=before.accepted,
+            in_flight=flying,
+        )
+        if flying:
+            return
+        if not before.accepted:
+            self._send_cancel_reject(msg, sid, self.book.find(orig), before, F.REPLACE)
+        elif go is not None and (go.clordid == clordid or clordid in go.former):
+            self._send_status(
+                dataclasses.replace(go, clordid=clordid),
+                sid,
+                msg_text="resent replace already answered; not sent again",
+                extra=[(F.ORIG_CL_ORD_ID, orig)],
+            )
+        else:
+            on = go.clordid if go is not None else F.clean(orig)[:64]
+            d = Decision(
+                False,
+                R.INVALID_ORDER,
+                f"ClOrdID(11) {F.clean(clordid)[:64]}: resent replace already answered; it "
+                f"did not take effect on order {on}; not sent again",
+            )
             self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
 
     def _mass_cancel(self, msg: F.In, sid: Any, comp: str) -> None:
@@ -1743,6 +1807,8 @@ class Gateway(Handler):
             self.book.requests.pop(clordid, None)
             if req.kind == "G" and not req.released:
                 self.guard.on_replace_reject(req.new_guard_id)
+            if req.kind == "G":
+                self._venue_refused_replace(req, msg)
             if go.cancel_sent == clordid:
                 go.cancel_sent = None  # the gateway's own cancel: a drain sends another
                 note = ""  # nothing for the client: it sent no cancel
@@ -1988,6 +2054,8 @@ class Gateway(Handler):
             return
         if req.kind == "G" and not req.released:
             self.guard.on_replace_reject(req.new_guard_id)
+        if req.kind == "G":
+            self._venue_refused_replace(req, msg)
         if req.order is not None and req.order.cancel_sent == clordid:
             req.order.cancel_sent = None  # the gateway's own cancel: a drain sends another
             self.guard.note("own_cancel_rejected", order_id=req.order.guard_id, clordid=clordid)
@@ -2001,6 +2069,21 @@ class Gateway(Handler):
             if req.answer_as:
                 out.setField(F.CL_ORD_ID, req.answer_as)
             self._emit(out, sid)
+
+    def _venue_refused_replace(self, req: Request, msg: F.In) -> None:
+        """The venue refused a client's replace (caller holds the lock): a resend of it is
+        answered as refused (`_answer_replace_resend`), naming the venue's reason."""
+        why = F.clean(msg.get(F.TEXT) or "")[:200]
+        code = msg.get(F.CXL_REJ_REASON) or msg.get(F.ORD_REJ_REASON) or "none"
+        self.book.decide(
+            req.new_guard_id,
+            Decision(
+                False,
+                R.INVALID_ORDER,
+                f"the venue refused this replace (reason {F.clean(code)[:8]}): {why}",
+            ),
+            None,
+        )
 
     def _venue_business_reject(self, msg: F.In) -> None:
         ref_type = msg.get(F.REF_MSG_TYPE)
