@@ -19,12 +19,13 @@ from pathlib import Path
 import msgspec
 
 from knightwatch.errors import quoted
-from knightwatch.flags.definition import NAMESPACED_ID, FlagDefinition, Lifecycle
+from knightwatch.flags.definition import MAX_FLAG_ID, NAMESPACED_ID, FlagDefinition, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity, has_errors
 from knightwatch.flags.registry import (
     RegistryDocument,
     RegistryError,
     RegistryLedger,
+    id_identity,
     parse_registry,
     read_registry,
 )
@@ -159,17 +160,22 @@ def find_references(
     namespaces: frozenset[str],
     known_ids: frozenset[str],
     config: LintConfig,
+    retired_identities: frozenset[str] = frozenset(),
 ) -> list[CodeReference]:
     """Flag ids used in one Python file (raises SyntaxError if it does not parse).
 
     Give the file's bytes: Python decodes them as it would to run them (a PEP 263
     `# -*- coding: latin-1 -*-` line, a UTF-8 byte-order mark), so old code that runs
-    is scanned, not skipped as "not UTF-8"."""
+    is scanned, not skipped as "not UTF-8".
+
+    `retired_identities`: `id_identity` of each retired id; a string literal spelling one
+    of them another way is a reference to it."""
     tree = ast.parse(source, filename=str(path))
     parents: dict[ast.AST, ast.AST] = {}
     for node in ast.walk(tree):
         for child in ast.iter_child_nodes(node):
             parents[child] = node
+    names = _module_strings(tree)
     accessor_args: set[int] = set()
     refs: list[CodeReference] = []
     for node in ast.walk(tree):
@@ -181,22 +187,114 @@ def find_references(
             continue
         candidates = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "flag_key")]
         for arg in candidates:
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                accessor_args.add(id(arg))
-                refs.append(_reference(path, arg, arg.value, True, parents))
+            # `NS + "power_peg"`, `f"trading.smars.{NAME}"`, `PEG.lower()`: the id the call
+            # asks for, as far as the file alone says (only literals were read: the retired
+            # flag's dead code behind a concatenated id passed lint)
+            value = _static_str(arg, names)
+            if value is not None:
+                accessor_args.update(id(n) for n in ast.walk(arg) if isinstance(n, ast.Constant))
+                refs.append(_reference(path, arg, value, True, parents))
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
             continue
-        if id(node) in accessor_args or NAMESPACED_ID.fullmatch(node.value) is None:
+        if id(node) in accessor_args:
             continue
-        if node.value in known_ids or node.value.split(".", 1)[0] in namespaces:
+        if NAMESPACED_ID.fullmatch(node.value) is not None and (
+            node.value in known_ids or node.value.split(".", 1)[0] in namespaces
+        ):
+            refs.append(_reference(path, node, node.value, False, parents))
+        elif retired_identities and _spells_retired(node.value, retired_identities):
+            # "TRADING.SMARS.POWER_PEG", a zero-width space: the provider takes it as the
+            # retired flag, so code holding it is that flag's dead code
             refs.append(_reference(path, node, node.value, False, parents))
     return sorted(refs, key=lambda r: (r.line, r.flag_id))
 
 
+_FOLD_DEPTH = 64
+"""How deep a concatenation is followed; deeper ones are left unresolved (not an error)."""
+_FOLD_CHARS = 4 * MAX_FLAG_ID
+_FOLD_METHODS = frozenset({"lower", "casefold", "strip", "lstrip", "rstrip"})
+
+
+def _spells_retired(value: str, retired_identities: frozenset[str]) -> bool:
+    if "." not in value or len(value) > _FOLD_CHARS:
+        return False
+    return id_identity(value) in retired_identities
+
+
+def _module_strings(tree: ast.Module) -> dict[str, str]:
+    """Module-level names bound exactly once to a string the file alone determines."""
+    values: dict[str, str] = {}
+    rebound: set[str] = set()
+    top: set[int] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            targets, value = [stmt.target], stmt.value
+        else:
+            continue
+        for target in targets:
+            if not isinstance(target, ast.Name):
+                continue
+            top.add(id(target))
+            folded = _static_str(value, values)
+            if target.id in values or target.id in rebound or folded is None:
+                values.pop(target.id, None)
+                rebound.add(target.id)
+            else:
+                values[target.id] = folded
+    # a name also bound elsewhere (a function's global, a loop) is not known
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Name) or isinstance(node.ctx, ast.Load):
+            continue
+        if node.id in values and id(node) not in top:
+            del values[node.id]
+    return values
+
+
+def _static_str(node: ast.expr, names: dict[str, str], depth: int = 0) -> str | None:
+    """The string `node` evaluates to when the file alone determines it, else None."""
+    if depth > _FOLD_DEPTH:
+        return None
+    result: str | None = None
+    if isinstance(node, ast.Constant):
+        result = node.value if isinstance(node.value, str) else None
+    elif isinstance(node, ast.Name):
+        result = names.get(node.id)
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left = _static_str(node.left, names, depth + 1)
+        right = _static_str(node.right, names, depth + 1) if left is not None else None
+        result = left + right if left is not None and right is not None else None
+    elif isinstance(node, ast.JoinedStr):
+        parts: list[str] = []
+        for part in node.values:
+            if isinstance(part, ast.FormattedValue):
+                if part.conversion not in (-1, ord("s")) or part.format_spec is not None:
+                    return None
+                part = part.value
+            text = _static_str(part, names, depth + 1)
+            if text is None:
+                return None
+            parts.append(text)
+        result = "".join(parts)
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _FOLD_METHODS
+        and not node.args
+        and not node.keywords
+    ):
+        inner = _static_str(node.func.value, names, depth + 1)
+        result = getattr(inner, node.func.attr)() if inner is not None else None
+    if result is not None and len(result) > _FOLD_CHARS:
+        return None
+    return result
+
+
 def _reference(
     path: Path,
-    node: ast.Constant,
+    node: ast.expr,
     flag_id: str,
     via_accessor: bool,
     parents: dict[ast.AST, ast.AST],
@@ -219,26 +317,47 @@ def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> tuple[int, int] 
 
 
 def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> list[Finding]:
-    retired = {f.id: f for f in doc.flags if f.retired}
-    known = {f.id for f in doc.flags}
+    # a retired entry wins over a later one reusing its id: that code is the tombstone's
+    ordered = sorted(doc.flags, key=lambda f: f.retired)
+    known = {f.id: f for f in ordered}
+    by_identity = {id_identity(f.id): f for f in ordered}
     findings: list[Finding] = []
     for ref in refs:
         span = ""
         if ref.guarded_lines is not None:
             span = f"; it guards lines {ref.guarded_lines[0]}-{ref.guarded_lines[1]}"
-        if ref.flag_id in retired:
+        flag = known.get(ref.flag_id)
+        spelled = ""
+        if flag is None and len(ref.flag_id) <= _FOLD_CHARS:
+            # one id to the registry and the provider: another case, Unicode form, a space
+            flag = by_identity.get(id_identity(ref.flag_id))
+            spelled = f" (spelled {quoted(ref.flag_id)})" if flag is not None else ""
+        if flag is not None and flag.retired:
             findings.append(
                 Finding(
                     FindingCode.RETIRED_FLAG_REFERENCE,
                     Severity.ERROR,
                     ref.path,
                     ref.line,
-                    f"dead code: reference to retired flag {quoted(ref.flag_id)}{span}; "
+                    f"dead code: reference to retired flag {quoted(flag.id)}{spelled}{span}; "
                     "remove the code before the id can wake it",
+                    flag.id,
+                )
+            )
+        elif flag is not None and spelled:
+            findings.append(
+                Finding(
+                    FindingCode.UNKNOWN_FLAG_REFERENCE,
+                    Severity.ERROR,
+                    ref.path,
+                    ref.line,
+                    f"dead code: reference to flag {quoted(ref.flag_id)}, which spells registry "
+                    f"id {quoted(flag.id)} another way (the provider answers its safe default)"
+                    f"{span}",
                     ref.flag_id,
                 )
             )
-        elif ref.flag_id not in known:
+        elif flag is None:
             findings.append(
                 Finding(
                     FindingCode.UNKNOWN_FLAG_REFERENCE,
@@ -386,12 +505,13 @@ def run_lint(
         findings += evolution
     namespaces = frozenset(f.id.split(".", 1)[0] for f in doc.flags if f.namespaced)
     known_ids = frozenset(f.id for f in doc.flags)
+    retired_identities = frozenset(id_identity(f.id) for f in doc.flags if f.retired)
     files = collect_sources(roots, config)
     refs: list[CodeReference] = []
     for path in files:
         try:
             source = read_bytes(path, "source", SOURCE_MAX_BYTES, allow_empty=True)
-            refs += find_references(path, source, namespaces, known_ids, config)
+            refs += find_references(path, source, namespaces, known_ids, config, retired_identities)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             findings.append(
                 Finding(

@@ -27,6 +27,9 @@ from knightwatch.inputs import YAML_MAX_BYTES, InputFileError, read_text
 
 REGISTRY_FILENAME = "feature-flags.yaml"
 SCHEMA_VERSION = 1
+KEY_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+"""What a loaded registry's ids may hold: each is a control-plane key (`state.<id>`) and
+must look like no other id; lint's `not_namespaced` asks for more (lower-case segments)."""
 
 
 class RegistryError(KnightwatchError, ValueError):
@@ -121,10 +124,12 @@ def _flag_lines(root: yaml.Node | None) -> tuple[int, ...]:
 
 
 def id_identity(flag_id: str) -> str:
-    """What makes two ids the same id to a reader: Unicode form, case and whitespace
-    are not (`Trading.smars.power_peg `, a full-width letter), so a tombstone cannot
-    be brought back by spelling its id another way."""
-    return "".join(unicodedata.normalize("NFKC", flag_id).casefold().split())
+    """What makes two ids the same id to a reader: Unicode form, case, whitespace and
+    invisible format characters are not (`Trading.smars.power_peg `, a full-width
+    letter, a zero-width space or soft hyphen that renders as nothing), so a tombstone
+    cannot be brought back by spelling its id another way."""
+    folded = unicodedata.normalize("NFKC", flag_id).casefold()
+    return "".join(c for c in folded if not c.isspace() and unicodedata.category(c) != "Cf")
 
 
 def identity_findings(doc: RegistryDocument) -> list[Finding]:
@@ -140,7 +145,8 @@ def identity_findings(doc: RegistryDocument) -> list[Finding]:
             spelled = (
                 ""
                 if earlier.id == flag.id
-                else f" {earlier.id!r} (spelled with another case, Unicode form or whitespace)"
+                else f" {earlier.id!r} (spelled with another case, Unicode form, whitespace "
+                "or an invisible character)"
             )
             findings.append(
                 Finding(
@@ -271,6 +277,18 @@ class FlagRegistry:
         errors = [f for f in identity_findings(doc) if f.severity is Severity.ERROR]
         if errors:
             raise RegistryError("; ".join(f.render() for f in errors))
+        for index, flag in enumerate(doc.flags):
+            # an id is the key of its state in the control plane and must read as one id to
+            # every reader: a Cyrillic letter, a space or a NUL loaded here, looked like a
+            # tombstone's id in `flags list`, and failed at the store as "did not answer"
+            if KEY_SAFE_ID.fullmatch(flag.id) is None:
+                line = doc.line_of(index)
+                raise RegistryError(
+                    f"{doc.source}:{line}: flag id {quoted(flag.id)}: only ASCII letters, "
+                    "digits, '_' and '-' in non-empty segments joined by single dots "
+                    "(lint asks for lower-case dotted segments)",
+                    line,
+                )
         self._doc = doc
         self._by_id = {flag.id: flag for flag in doc.flags}
         self._by_identity = {id_identity(flag.id): flag for flag in doc.flags}

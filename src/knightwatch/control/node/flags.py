@@ -130,17 +130,27 @@ def assemble(flag_id: str, records: dict[str, tuple[bytes, int]]) -> FlagState |
 
 
 def changes_of(flag_id: str, records: dict[str, tuple[bytes, int]]) -> list[FlagChange]:
-    """The flag's recorded changes; one that cannot be decoded is `StateUnavailable`
-    naming its key."""
+    """The flag's recorded changes (`change.<flag>.<revision>`); one that cannot be decoded,
+    or that names another flag or revision than its key, is `StateUnavailable` naming its
+    key. Flag ids hold dots, so `change.a.b.` also begins the keys of flag `a.b.c`: only a
+    key whose rest is a revision number is this flag's (before, `a.b`'s history listed
+    `a.b.c`'s changes, and the checks for a used approval read them as its own)."""
     prefix = f"change.{flag_id}."
     found: list[FlagChange] = []
     for key, (value, _) in records.items():
-        if not key.startswith(prefix):
+        rest = key[len(prefix) :]
+        if not key.startswith(prefix) or not (rest.isascii() and rest.isdigit()):
             continue
         try:
-            found.append(CHANGE_DECODER.decode(value))
+            change = CHANGE_DECODER.decode(value)
         except UNDECODABLE as exc:
             raise StateUnavailable(f"flag change record {key!r} cannot be decoded: {exc}") from None
+        if change_key(change.flag_id, change.revision) != key:
+            raise StateUnavailable(
+                f"flag change record {key!r} holds the change of {change.flag_id!r} at revision "
+                f"{change.revision}: not this key's"
+            )
+        found.append(change)
     return sorted(found, key=lambda c: c.revision)
 
 
