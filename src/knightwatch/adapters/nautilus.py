@@ -49,7 +49,15 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   so NautilusTrader itself denies new orders too; a node-wide HALTED (a kill,
   a node halt) also cancels every order of every strategy that is not closed
   (open, emulated, in flight, or held by an execution algorithm), and every open
-  order no running strategy owns (external).
+  order no running strategy owns (external); a cancel that raises (its client
+  down) is logged and spares no other, and is retried at the next change of state;
+* an end event (cancel, expiry, reject, denial) that NautilusTrader publishes but
+  its order refused (the order still open in the cache: a strategy's denial of a
+  second order under a live order's id, a reject of a partly filled order) ends
+  nothing: the order stays counted working (logged `EVENT_NOT_APPLIED`, recorded);
+* `symbol_of` may map several instruments to one Guard symbol only if they share a
+  size increment (else their orders are refused by name); their starting positions
+  are summed.
 
 The Guard runs on NautilusTrader's clock (`NautilusClock`), so its rate
 windows and throttle follow simulated time in a backtest and the node's clock
@@ -128,6 +136,7 @@ from knightwatch.adapters.fleet import (
 )
 from knightwatch.adapters.units import UnitError, Units
 from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.order import MAX_ID_LEN
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +333,8 @@ class NautilusGuard:
         self._replaces = 0
         self._mirrored: Any = None
         self._cancelled = False
+        self._kill_failed = 0
+        """How many cancels of the last kill sweep raised (`cancel_open_orders`)."""
         self.started = False
         """Whether the Guard took over what the cache held at start-up (`take_over`)."""
         self._fill = member.runtime.on_fill if member is not None else guard.on_fill
@@ -423,8 +434,20 @@ class NautilusGuard:
         held: dict[InstrumentId, list[Any]] = {}
         for p in cache.positions_open():
             held.setdefault(p.instrument_id, []).append(p)
+        # instruments `symbol_of` maps to one symbol share its position: summed, then
+        # restored once (restored one by one, the last would have overwritten the others)
+        by_symbol: dict[str, list[tuple[int, float]]] = {}
         for instrument_id in sorted(held, key=str):
-            self._restore(instrument_id, held[instrument_id])
+            self._restore(instrument_id, held[instrument_id], by_symbol)
+        for symbol, signed in sorted(by_symbol.items()):
+            net = sum(n for n, _ in signed)
+            side = [(abs(n), px) for n, px in signed if n * net > 0]
+            total = sum(n for n, _ in side)
+            avg = sum(n * px for n, px in side) / total if total else 0.0
+            try:
+                self.guard.restore_position(symbol, net, avg)
+            except Exception as exc:  # fail closed: never start the symbol at 0
+                self._unknown_position(symbol, exc)
         adopted = 0
         for order in sorted(cache.orders(), key=lambda o: o.client_order_id.value):
             oid = order.client_order_id.value
@@ -433,9 +456,15 @@ class NautilusGuard:
                 adopted += self._adopt_at_start(order)
         self.guard.note("nautilus_start", positions=len(held), orders=adopted)
 
-    def _restore(self, instrument_id: InstrumentId, positions: list[Any]) -> None:
-        """Restore one instrument's net position (its open positions summed, at the average
-        open price of those on the net side); halt it if that cannot be done exactly."""
+    def _restore(
+        self,
+        instrument_id: InstrumentId,
+        positions: list[Any],
+        by_symbol: dict[str, list[tuple[int, float]]],
+    ) -> None:
+        """Add one instrument's open positions (signed size increments, per-unit open
+        prices) to its symbol's in `by_symbol` (the net at the average open price of those
+        on the net side is restored); halt it if that cannot be done exactly."""
         try:
             inst = self._instrument(instrument_id)
             signed: list[tuple[int, float]] = []
@@ -445,20 +474,21 @@ class NautilusGuard:
                     continue
                 if p.side not in (PositionSide.LONG, PositionSide.SHORT):
                     raise AdapterError(f"position {p.id}: side {p.side!r} with quantity {n}")
-                signed.append((n if p.side == PositionSide.LONG else -n, float(p.avg_px_open)))
-            net = sum(n for n, _ in signed)
-            side = [(abs(n), px) for n, px in signed if n * net > 0]
-            total = sum(n for n, _ in side)
-            avg = sum(n * px for n, px in side) / total if total else 0.0
-            self.guard.restore_position(inst.symbol, net, inst.units.unit_price(avg))
+                px = inst.units.unit_price(float(p.avg_px_open))
+                signed.append((n if p.side == PositionSide.LONG else -n, px))
+            by_symbol.setdefault(inst.symbol, []).extend(signed)
         except Exception as exc:  # fail closed: never start the instrument at 0
             self._unknown_position(instrument_id, exc)
 
-    def _unknown_position(self, instrument_id: InstrumentId, exc: Exception) -> None:
+    def _unknown_position(self, instrument_id: InstrumentId | str, exc: Exception) -> None:
+        """Halt what a starting position belongs to: an instrument's symbol, or a symbol
+        (given as a str); the node if there is none."""
         why = f"starting position of {instrument_id} could not be read: {exc}"[:400]
         log.error("POSITION_UNKNOWN node=%s %s", self.guard.node, why)
         try:
-            symbol = self._symbol_of(instrument_id)
+            symbol = (
+                instrument_id if isinstance(instrument_id, str) else self._symbol_of(instrument_id)
+            )
             self.guard.halt(
                 Scope.SYMBOL,
                 symbol,
@@ -753,7 +783,7 @@ class NautilusGuard:
             new = Order(
                 # named from the NautilusTrader id, never the last amend's: a chain of
                 # amends (a quote re-priced every tick) keeps the id within its length
-                id=f"{oid}~{self._replaces}",
+                id=_amend_id(oid, self._replaces),
                 strategy=order.strategy_id.value,
                 symbol=inst.symbol,
                 side=Side.BUY if order.side == OrderSide.BUY else Side.SELL,
@@ -801,8 +831,18 @@ class NautilusGuard:
             if nt is None:
                 raise AdapterError(f"instrument: {instrument_id} is not in the cache")
             step = nt.size_increment
+            symbol = self._symbol_of(instrument_id)
+            for other_id, other in self._instruments.items():
+                if other.symbol == symbol and other.step_raw != int(step.raw):
+                    # one symbol's quantities in two units: its position and order limits
+                    # would add 0.001s to 0.000001s as the same thing
+                    raise AdapterError(
+                        f"symbol_of: {instrument_id} (size increment {step}) and {other_id} "
+                        f"(size increment {other.units.step}) both map to symbol {symbol!r}; "
+                        "the Guard counts a symbol in one size increment"
+                    )
             inst = self._instruments[instrument_id] = _Instrument(
-                self._symbol_of(instrument_id), Units(step.as_decimal()), int(step.raw)
+                symbol, Units(step.as_decimal()), int(step.raw)
             )
         return inst
 
@@ -904,6 +944,26 @@ class NautilusGuard:
                 guard.on_replace_reject(amend.new_id)  # back to the original order
             return
         if not isinstance(event, OrderCanceled | OrderExpired | OrderRejected | OrderDenied):
+            return
+        order = self.kernel.cache.order(event.client_order_id)
+        if order is not None and not order.is_closed:
+            # NautilusTrader publishes an event its order refused (an invalid transition)
+            # all the same: a strategy's denial of a second order under a live order's id,
+            # a venue's reject of an order already partly filled. The order is still open,
+            # so it can still execute: it stays counted working
+            log.warning(
+                "EVENT_NOT_APPLIED node=%s %s for %s, which is %s: it stays counted working",
+                self.guard.node,
+                type(event).__name__,
+                oid,
+                order.status.name,
+            )
+            guard.note(
+                "event_not_applied",
+                order_id=oid,
+                event=type(event).__name__,
+                status=order.status.name,
+            )
             return
         del self._live[oid]
         self._drop_amend(oid)
@@ -1076,6 +1136,9 @@ class NautilusGuard:
             if not self._cancelled:
                 self._cancelled = True
                 self.cancel_open_orders()
+                # a cancel that failed (its client down) is swept again at the next
+                # change of state: an operator repeating the kill retries it
+                self._cancelled = not self._kill_failed
         else:
             self._cancelled = False
 
@@ -1086,14 +1149,16 @@ class NautilusGuard:
         Open and emulated orders go by one cancel-all per instrument. The others a
         cancel-all does not reach are cancelled one by one: an order in flight (sent,
         not yet acknowledged, which would come to rest at the venue after the kill) and
-        one an execution algorithm holds (whose slices would resume with the fleet)."""
+        one an execution algorithm holds (whose slices would resume with the fleet).
+        Each cancel that raises is counted in `_kill_failed` and spares no other."""
         cache = self.kernel.cache
         n = 0
+        self._kill_failed = 0
         for strategy in self.kernel.trader.strategies():
             sid = strategy.id
             swept = cache.orders_open(strategy_id=sid) + cache.orders_emulated(strategy_id=sid)
             for instrument_id in sorted({o.instrument_id for o in swept}, key=str):
-                strategy.cancel_all_orders(instrument_id)
+                self._kill_cancel(strategy.cancel_all_orders, instrument_id, f"{sid} all")
             seen = {o.client_order_id for o in swept}
             rest = [
                 o
@@ -1101,11 +1166,21 @@ class NautilusGuard:
                 if not o.is_closed and o.client_order_id not in seen
             ]
             for order in rest:
-                strategy.cancel_order(order)
+                self._kill_cancel(strategy.cancel_order, order, f"order {order.client_order_id}")
             n += len(swept) + len(rest)
         n += self._cancel_orphans()
         log.warning("KILL_CANCEL node=%s cancelling %d order(s)", self.guard.node, n)
         return n
+
+    def _kill_cancel(self, cancel: Callable[[Any], None], what: Any, label: str) -> None:
+        """One cancel of a kill. Its failure (a client that lost its connection raises
+        through the strategy's call) is logged and never spares the cancels after it: one
+        venue down must not leave another venue's orders working through the kill."""
+        try:
+            cancel(what)
+        except Exception as exc:
+            self._kill_failed += 1
+            log.error("KILL_CANCEL_FAILED node=%s %s %s: %r", self.guard.node, label, what, exc)
 
     def _cancel_orphans(self) -> int:
         """Cancel the orders at the venue that no running strategy owns (external orders
@@ -1134,6 +1209,7 @@ class NautilusGuard:
                     )
                 )
             except Exception as exc:  # one order's failure never spares the others
+                self._kill_failed += 1
                 log.error("KILL_CANCEL_FAILED node=%s order %s: %r", self.guard.node, cid, exc)
         return len(orphans)
 
@@ -1207,6 +1283,15 @@ def _repeats_a_trade(order: NtOrder, e: OrderFilled) -> bool:
     )
 
 
+def _amend_id(oid: str, n: int) -> str:
+    """The Guard's id for the `n`-th amend (`n` unique per adapter) of NautilusTrader
+    order `oid`: `oid~n`, with `oid` cut so that the whole fits the Guard's id length.
+    Named in full, an amend of an order whose id is near that length was refused as an
+    invalid id in every state, one that only lowers the order while halted too."""
+    suffix = f"~{n}"
+    return oid[: MAX_ID_LEN - len(suffix)] + suffix
+
+
 def _instrument_value(instrument_id: InstrumentId) -> str:
     return str(instrument_id.value)
 
@@ -1239,6 +1324,10 @@ def install(
     (`lease_expired`). `install(...).joined` is that task.
     """
     kernel = _kernel_of(target)
+    if symbol_of is not None and not callable(symbol_of):
+        raise AdapterError(
+            f"symbol_of: must be a function of an InstrumentId (got {type(symbol_of).__name__})"
+        )
     lim = limits_of(limits)
     node_id = node if node is not None else str(kernel.trader_id.value)
     backtest = "BACKTEST" in str(kernel.environment).upper()

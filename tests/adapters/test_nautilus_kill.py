@@ -1,0 +1,81 @@
+"""A kill in a real NautilusTrader BacktestEngine with two venues: one venue's execution
+client failing its cancels must not spare the other venue's orders (the stop direction)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.model.currencies import USDT
+from nautilus_trader.model.data import QuoteTick
+from nautilus_trader.model.enums import AccountType, OmsType, OrderStatus
+from nautilus_trader.model.objects import Money
+
+from knightwatch import Scope
+from knightwatch.adapters.nautilus import install
+
+from .nt_world import AUDUSD, BTCUSDT, Scripted, engine, open_limits, quote, quotes, scripted
+
+
+def two_venues() -> BacktestEngine:
+    """AUD/USD on SIM (nt_world's engine) and BTCUSDT on BINANCE, each its own client."""
+    e = engine(AUDUSD)
+    e.add_venue(
+        BTCUSDT.id.venue,
+        oms_type=OmsType.NETTING,
+        account_type=AccountType.MARGIN,
+        base_currency=USDT,
+        starting_balances=[Money(1_000_000_000, USDT)],
+        default_leverage=Decimal(1),
+    )
+    e.add_instrument(BTCUSDT)
+    return e
+
+
+def test_a_kill_cancel_one_client_raises_on_spares_no_other_venues_orders() -> None:
+    """The first strategy's venue lost its connection when the kill came: its client raises
+    on the cancel, through the strategy's `cancel_all_orders`. Before, that exception ended
+    the sweep: the second venue's resting order and every order after it stayed working
+    through the kill. Each cancel now fails alone (logged), and the next change of state
+    (the operator repeating the kill once the venue is back) sweeps again."""
+    e = two_venues()
+    try:
+        a = scripted(e, AUDUSD, "001")
+        b = scripted(e, BTCUSDT, "002")
+        clients = {c.venue: c for c in e.kernel.exec_engine._clients.values()}
+        sim = clients[AUDUSD.id.venue]
+        after_kill: list[OrderStatus] = []
+
+        def script_a(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.buy("10000", "0.69000")  # rests far below the market
+            elif n == 5:
+                sim._set_connected(False)
+                try:
+                    kw.guard.halt(Scope.NODE, kw.guard.node, "fleet kill", "test")
+                finally:
+                    sim._set_connected(True)
+            elif n == 7:
+                after_kill.extend(o.status for o in e.kernel.cache.orders())
+                kw.guard.halt(Scope.NODE, kw.guard.node, "fleet kill, again", "test")
+
+        def script_b(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.buy("0.100000", "9000.00")  # rests far below the market
+
+        a.script, b.script = script_a, script_b
+        e.add_data(quotes(AUDUSD, 10, 0.7, 0.0001))
+        e.add_data([quote(BTCUSDT, i, 10000.0, 10001.0) for i in range(10)])
+        kw = install(e, limits=open_limits())
+        e.run()
+        # the BINANCE order was cancelled by the first sweep, despite SIM's failure
+        (b_order,) = e.kernel.cache.orders(strategy_id=b.id)
+        assert b_order.status == OrderStatus.CANCELED
+        assert OrderStatus.CANCELED in after_kill
+        # and the repeated kill reached the SIM order once its client was back
+        (a_order,) = e.kernel.cache.orders(strategy_id=a.id)
+        assert a_order.status == OrderStatus.CANCELED
+        assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)
+        assert kw.guard.working_qty(BTCUSDT.id.value) == (0, 0)
+    finally:
+        e.dispose()
