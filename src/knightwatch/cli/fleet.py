@@ -25,7 +25,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from knightwatch.cli import logs, memory
-from knightwatch.cli.options import OptionError, check_writable, nonempty_path, scope_of, when
+from knightwatch.cli.options import (
+    REASON_MAX,
+    OptionError,
+    check_writable,
+    nonempty_path,
+    reason_value,
+    scope_of,
+    shown,
+    when,
+)
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
@@ -41,7 +50,7 @@ from knightwatch.control.node.lease import (
     LeasePolicy,
 )
 from knightwatch.control.node.trustfeed import identify
-from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.connect import URL_FILE, FleetError, control_plane
 from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
@@ -72,8 +81,29 @@ _EXPECTED = (KnightwatchError, ValueError, OSError)
 """Every error knightwatch raises, bad values, and the OS saying no (a file, a port):
 one line and exit 2, never a traceback."""
 
+
+def _given_nats_url(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """`--nats-url "$URL"` with URL unset arrives as "" (and "$A,$B" as ","): read as "not
+    given", the command went to whatever server the state directory recorded (a local
+    `up` fleet's, where a kill "confirmed" and production traded on). Given with no URL in
+    it, the option is refused naming it (exit 2); left out, the recorded server is used."""
+    source = ctx.get_parameter_source(param.name or "")
+    # by name: the enum is the click typer runs on (its own copy, in recent typer)
+    given = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+    if given and not value.replace(",", " ").strip():
+        raise typer.BadParameter(
+            "no URL in it (an unset shell variable?); leave the option out to use the "
+            "server recorded in STATE_DIR/nats.url"
+        )
+    return value
+
+
 NatsUrl = typer.Option(
-    "", "--nats-url", envvar="KNIGHTWATCH_NATS_URL", help="server URL(s), comma-separated"
+    "",
+    "--nats-url",
+    envvar="KNIGHTWATCH_NATS_URL",
+    help="server URL(s), comma-separated",
+    callback=_given_nats_url,
 )
 StateDir = typer.Option(
     Path(".knightwatch"),
@@ -112,6 +142,34 @@ def _urls(text: str) -> list[str]:
                 f"--nats-url: each URL must start with nats:// or tls:// (got {quoted(u)})"
             )
     return urls
+
+
+def _targets(nats_url: str, state_dir: Path) -> list[str]:
+    """`--nats-url`'s servers, else the ones `knightwatch up` recorded in the state directory,
+    held to the same rule; [] if none is recorded (connecting then says so). A record that
+    cannot be read names its file: it was "'utf-8' codec can't decode byte 0xff" or
+    "[Errno 21] Is a directory" naming nothing, and "unreachable at garbage" for a word
+    that is no URL."""
+    urls = _urls(nats_url)
+    if urls:
+        return urls
+    path = state_dir / URL_FILE
+    fix = "pass --nats-url, or restart `knightwatch up`"
+    try:
+        text = path.read_bytes().decode()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except UnicodeDecodeError:
+        raise FleetError(f"{path}: not a server URL (not UTF-8 text); {fix}") from None
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read ({exc.strerror or exc}); {fix}") from None
+    recorded = text.split()
+    for u in recorded:
+        if not u.startswith(("nats://", "tls://")):
+            raise FleetError(
+                f"{path}: each URL must start with nats:// or tls:// (got {quoted(u)}); {fix}"
+            )
+    return recorded
 
 
 def _run(
@@ -165,7 +223,7 @@ async def session(
     nats_url: str, state_dir: Path, name: str, key: Path | None, anchor: Path | None
 ) -> AsyncIterator[tuple[NatsControlPlane, Signer, TrustStore]]:
     """A plane connected as the key's owner, the roster followed, the owner named by it."""
-    urls = _urls(nats_url)  # where to go is checked before whose key goes there
+    urls = _targets(nats_url, state_dir)  # where to go is checked before whose key goes there
     unnamed = load_signer(_key_path(key), "unnamed")
     store = _anchor(anchor, state_dir)
     async with control_plane(urls, state_dir, name, signer=unnamed) as plane:
@@ -181,24 +239,66 @@ def _scope_or_exit(node: str | None, strategy: str | None, symbol: str | None) -
         raise typer.Exit(2) from None
 
 
+def _reason_or_exit(reason: str) -> str:
+    """`--reason`, checked before any key is read or anything connects (exit 2 naming it):
+    an empty one was refused only after connecting, as "reason:", and one of megabytes
+    was sent, its store write waited out for 15 s."""
+    try:
+        return reason_value("--reason", reason)
+    except OptionError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _kill_reason(reason: str) -> str:
+    """A kill's `--reason`, never a reason to hold the kill back: blank is refused (exit 2,
+    as before: say why), but one over `REASON_MAX` characters or with control characters
+    is sent cleaned (each control character as its escape, cut to the bound), and the
+    operator is told what went out. Refusing those held the stop direction back on a
+    pasted log line."""
+    try:
+        return reason_value("--reason", reason)
+    except OptionError:
+        if not reason.strip():
+            return _reason_or_exit(reason)
+    cleaned = shown(reason)
+    if len(cleaned) > REASON_MAX:
+        cleaned = cleaned[: REASON_MAX - 1] + "…"
+    console.print(
+        f"[yellow]--reason: sent cleaned (one line, at most {REASON_MAX} characters): "
+        f"{escape(cleaned)}[/yellow]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return cleaned
+
+
+def _text(value: object) -> str:
+    """A record's text (a node's, a kill's signer's, the store's, a venue's) for the
+    terminal: markup escaped and every character that is not printable written as an
+    escape (`shown`), so an escape sequence or a carriage return in a stored reason or key
+    cannot rewrite the operator's screen (erase a HALTED row, redraw a node as healthy)."""
+    return escape(shown(value))
+
+
 def _print_result(result: CommandResult, verb: str) -> None:
     """What a kill, drain or resume did. Every key, node id, order id and error is the
     store's or the venue's text: escaped, shown as written (a scope key "[/x]" ended a kill
     that was already sent with a traceback)."""
     e = result.entry
     title = f"{verb} {e.scope.value} {e.key!r}: {TradingState(e.state).name}"
-    table = Table(title=escape(title))
+    table = Table(title=_text(title))
     table.add_column("node")
     table.add_column("confirmed", justify="right")
     for node_id in result.targets:
         latency = result.latencies_ms.get(node_id)
-        shown = f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]"
-        table.add_row(escape(node_id), shown)
+        confirmed = f"{latency:.2f} ms" if latency is not None else "[red]NO[/red]"
+        table.add_row(_text(node_id), confirmed)
     console.print(table)
     if result.members_error:
         # not "no members": the members never heard from were not awaited, and may trade on
         console.print(
-            f"[red]the fleet's membership could not be read ({escape(result.members_error)}): "
+            f"[red]the fleet's membership could not be read ({_text(result.members_error)}): "
             "nodes never heard from were not awaited; check `knightwatch status`[/red]",
             highlight=False,
         )
@@ -214,16 +314,16 @@ def _print_result(result: CommandResult, verb: str) -> None:
         else:
             at = when(expires, millis=True)
             why = f"lease still LIVE until {at} UTC: it may be trading until then"
-        console.print(f"[red]not confirmed:[/red] {escape(f'{node_id}: {why}')}", highlight=False)
+        console.print(f"[red]not confirmed:[/red] {_text(f'{node_id}: {why}')}", highlight=False)
     for node_id, orders in result.still_working.items():
         listed = ", ".join(orders[:20])
         console.print(
-            f"[red]still working at the venue[/red] via {escape(f'{node_id}: {listed}')}"
+            f"[red]still working at the venue[/red] via {_text(f'{node_id}: {listed}')}"
             + (f" (+{len(orders) - 20} more)" if len(orders) > 20 else ""),
             highlight=False,
         )
     if result.revision is None:
-        console.print(f"[red]NOT DURABLE:[/red] {escape(str(result.durable_error))}")
+        console.print(f"[red]NOT DURABLE:[/red] {_text(str(result.durable_error))}")
     else:
         console.print(f"stored at revision {result.revision} (command {e.command_id})")
 
@@ -388,6 +488,7 @@ def kill(
     reach is one line naming it and the runbook's fallback, exit 2, within about a
     second: the kill was not sent."""
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
+    reason = _kill_reason(reason)
 
     from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
 
@@ -513,6 +614,7 @@ def resume(
     from knightwatch.cli.incident import config_or_exit, resume_flow
 
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
+    _reason_or_exit(reason)
     config_or_exit(config)
 
     async def go() -> str | None:
@@ -619,7 +721,7 @@ def requests(
             found = await Requests(KillSwitch(plane, SystemClock(), signer, store)).list()
         return [  # the store's text, escaped: a reason "[/x]" is shown, not read as markup
             tuple(
-                escape(cell)
+                _text(cell)
                 for cell in (
                     r.id,
                     str(r.status),
@@ -702,17 +804,17 @@ def status(
             live = f"{(left_ns + 500_000) // 1_000_000} ms" if left_ns > 0 else "[red]EXPIRED[/red]"
             lease = "left" if m.left else live
             nodes.add_row(
-                escape(m.node_id),
-                escape(f"{m.host}:{m.pid}"),
+                _text(m.node_id),
+                _text(f"{m.host}:{m.pid}"),
                 lease,
                 "yes" if m.admitted else "[red]no[/red]",
                 "yes" if m.armed else "no",
                 TradingState(m.node_state).name,
-                escape(f"{m.last_command_id[:8]} {when(m.last_confirmed_ns, millis=True)}")
+                _text(f"{m.last_command_id[:8]} {when(m.last_confirmed_ns, millis=True)}")
                 if m.last_command_id
                 else "-",
-                (f"[red]{m.refused}[/red] ({escape(m.last_refusal)})" if m.refused else "0")
-                + (f" [red]DUPLICATE id at {escape(m.duplicate)}[/red]" if m.duplicate else ""),
+                (f"[red]{m.refused}[/red] ({_text(m.last_refusal)})" if m.refused else "0")
+                + (f" [red]DUPLICATE id at {_text(m.duplicate)}[/red]" if m.duplicate else ""),
             )
         console.print(nodes)
         releases = Table(title="release admission")
@@ -720,14 +822,14 @@ def status(
             releases.add_column(col)
         for node_id, v in sorted(verdicts.items()):
             if isinstance(v, str):
-                releases.add_row(escape(node_id), "[red]UNDECODABLE[/red]", "-", "-", escape(v))
+                releases.add_row(_text(node_id), "[red]UNDECODABLE[/red]", "-", "-", _text(v))
                 continue
             releases.add_row(
-                escape(node_id),
-                escape(v.status) if v.admitted else f"[red]{escape(v.status)}[/red]",
-                escape(v.release_id),
+                _text(node_id),
+                _text(v.status) if v.admitted else f"[red]{_text(v.status)}[/red]",
+                _text(v.release_id),
                 when(v.at_ns, millis=True),
-                "-" if v.admitted else escape(v.detail),
+                "-" if v.admitted else _text(v.detail),
             )
         console.print(releases)
         table = Table(title="kill switch entries")
@@ -736,24 +838,24 @@ def status(
         for slot, (e, rev) in sorted(states.items(), key=lambda x: x[1][1]):
             if e is None:
                 table.add_row(
-                    escape(slot), "", "[red]UNVERIFIED[/red]", "-", "no entry", "-", str(rev)
+                    _text(slot), "", "[red]UNVERIFIED[/red]", "-", "no entry", "-", str(rev)
                 )
                 continue
             if wanted is not None and (e.scope, e.key) != wanted:
                 continue
             checked = judged[slot]
             if isinstance(checked, Refused):
-                actor = f"[red]{escape(f'{e.actor} (REFUSED: {checked})')}[/red]"
+                actor = f"[red]{_text(f'{e.actor} (REFUSED: {checked})')}[/red]"
                 state_text = "[red]UNVERIFIED (held HALTED)[/red]"
             else:
-                actor = escape(checked)
+                actor = _text(checked)
                 state_text = TradingState(e.state).name
             table.add_row(
                 e.scope.value,
-                escape(e.key),
+                _text(e.key),
                 state_text,
                 actor,
-                escape(e.reason),
+                _text(e.reason),
                 when(e.issued_ns, millis=True),
                 str(rev),
             )
@@ -978,6 +1080,7 @@ def admission_approve(
     """Sign your approval (you: a second person with the approver role) of --for making
     exactly this release (its manifest digest) the fleet's target; they pass the file
     with `admission target --approval`. Valid for an hour."""
+    _reason_or_exit(reason)
 
     async def go() -> tuple[str, str]:
         release = _release_file(envelope)
@@ -1026,6 +1129,7 @@ def admission_target(
 ) -> None:
     """Set the fleet's target release (a rollback too), as a request you sign; refused
     unless it passes admission and (but for a known-good rollback) carries an approval."""
+    _reason_or_exit(reason)
 
     async def go() -> TargetReply:
         release = _release_file(envelope)
@@ -1045,15 +1149,15 @@ def admission_target(
 
     result = _run(go)
     if not result.accepted:
-        table = Table(title=escape(f"target release {result.release_id or '?'} REFUSED"))
+        table = Table(title=_text(f"target release {result.release_id or '?'} REFUSED"))
         for col in ("reason", "subject", "detail"):
             table.add_column(col)
         for f in result.findings:  # the release's own names and ids: shown as written
-            table.add_row(escape(str(f.reason)), escape(f.subject), escape(f.detail))
+            table.add_row(_text(str(f.reason)), _text(f.subject), _text(f.detail))
         console.print(table)
         raise typer.Exit(1)
     console.print(
-        escape(f"target release {result.release_id} set (revision {result.revision}); ")
+        _text(f"target release {result.release_id} set (revision {result.revision}); ")
         + "every node re-attests now",
         highlight=False,
     )

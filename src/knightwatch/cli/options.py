@@ -44,6 +44,34 @@ def scope_value(
     return value
 
 
+REASON_MAX = 500
+"""The longest `--reason` a command takes: the console's bound (`console.app.REASON_MAX`).
+A reason is signed into the command, stored with it and sent to every node; one of
+megabytes was past what the server takes in one message, and a kill with it waited out
+its store deadline (15 s) to end "NOT DURABLE"."""
+
+
+def reason_value(option: str, value: str) -> str:
+    """`value`, checked before anything connects: a reason is recorded with the command,
+    shown in every `status` and written to every node's log, so an empty or blank one
+    (an unset shell variable), one longer than `REASON_MAX` or one with a control
+    character (a newline forging a line, an escape sequence rewriting a terminal) is an
+    `OptionError` naming `option` and the rule."""
+    if not value.strip():
+        raise OptionError(
+            f"{option}: empty value (an unset shell variable?); say why, it is recorded "
+            "with the command"
+        )
+    if len(value) > REASON_MAX:
+        raise OptionError(
+            f"{option}: at most {REASON_MAX} characters (got {len(value)}): "
+            "keep the detail in the incident notes"
+        )
+    if not value.isprintable():
+        raise OptionError(f"{option}: control characters in {quoted(value)}; write it on one line")
+    return value
+
+
 def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
     """The scope named by `--node`, `--strategy` and `--symbol`.
 
