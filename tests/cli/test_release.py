@@ -461,3 +461,40 @@ def test_control_characters_in_an_envelope_are_shown_escaped_never_sent_to_the_t
     (site / "policy.toml").write_text(f"threshold = 1\n{json.dumps(keyid)} = 2\n")
     code, out = run("release", "verify", envelope, "--policy", site / "policy.toml")
     assert code == 2 and "unknown field" in out and "\x1b" not in out, out
+
+
+def test_build_refuses_an_empty_artifacts_directory_and_writes_no_manifest(site: Path) -> None:
+    """A failed build (or a wrong path) gave an empty directory: its manifest was written,
+    signed, verified, and admitted a node whose directory was empty too, measuring nothing."""
+    (site / "empty").mkdir()
+    code, out = run(
+        "release", "build", "--id", "r1", "--artifacts", site / "empty",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+        "--out", site / "m.json",
+    )  # fmt: skip
+    flat = " ".join(out.split())
+    assert code == 2, out
+    assert f"--artifacts {site / 'empty'}: no files to hash" in flat
+    assert "at least one artifact file" in flat and "Traceback" not in out
+    assert not (site / "m.json").exists()
+
+
+def test_build_refuses_a_file_it_cannot_examine_with_exit_2_naming_it(site: Path) -> None:
+    """A name the kernel cannot stat by path (longer than PATH_MAX) was a traceback."""
+    here = site / "release"
+    while len(str(here)) < 3850:
+        here = here / ("d" * 200)
+        here.mkdir()
+    fd = os.open(here, os.O_RDONLY)
+    try:
+        os.close(os.open("f" * 250, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    code, out = run(
+        "release", "build", "--id", "r1", "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+        "--out", site / "m.json",
+    )  # fmt: skip
+    assert code == 2, out
+    assert "cannot examine" in " ".join(out.split()) and "Traceback" not in out
+    assert not (site / "m.json").exists()

@@ -362,6 +362,11 @@ def build(
             {"--config": config, "--flags": flags},
         )
         contents = _hash_with_progress(artifacts, config, flags)
+        if not contents.artifacts:
+            raise ReleaseInputError(
+                f"--artifacts {artifacts}: no files to hash; a release must list at least one "
+                "artifact file (an empty directory is a failed build or a wrong path)"
+            )
         manifest = Manifest(release_id=release_id, contents=contents)
         _write(target, encode_manifest(manifest))
     console.print(

@@ -61,12 +61,38 @@ class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True):
                 )
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
+def _hash_file(path: Path, what: str) -> str:
+    """The sha256 of the regular file at `path`, checked on the descriptor that is read.
+
+    Listing a file and opening it are two steps: a file replaced in between by a pipe (the
+    open waited for a writer forever) or by a link to /dev/zero (it was read forever) hung
+    `release build` and the node's measurement. The descriptor is opened without blocking
+    and must be a regular file; one that changed while it was read (size, time or inode)
+    has no single hash and is refused, never reported as bytes that never existed.
+    OSError is left to the caller, which names the file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise ReleaseInputError(
+                f"{what} {path}: not a regular file when opened (replaced by a device, pipe "
+                "or socket, or a link to one, while being measured): it cannot be measured"
+            )
+        digest = hashlib.sha256()
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+        after = os.fstat(fd)
+    if _version(before) != _version(after):
+        raise ReleaseInputError(
+            f"{what} {path}: changed while it was being hashed (size or modification time "
+            "moved); measure again once the deploy has finished"
+        )
     return digest.hexdigest()
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def list_directory(root: Path) -> list[Path]:
@@ -78,7 +104,13 @@ def list_directory(root: Path) -> list[Path]:
     broken symlink, a symlink back to a directory on its own path (it has no end), and a
     pipe, device or socket (a link to /dev/zero was left out of the manifest, unsaid).
     """
-    if not root.is_dir():
+    try:
+        is_dir = root.is_dir()
+    except OSError as exc:  # a path too long, or no access to a directory above it
+        raise ReleaseInputError(
+            f"artifacts directory {root}: cannot examine it: {exc.strerror or exc}"
+        ) from None
+    if not is_dir:
         raise ReleaseInputError(f"artifacts directory {root}: not a directory")
 
     def unreadable(exc: OSError) -> NoReturn:
@@ -90,8 +122,12 @@ def list_directory(root: Path) -> list[Path]:
         st = os.stat(path)
         return st.st_dev, st.st_ino
 
+    try:
+        top = identity(str(root))
+    except OSError as exc:
+        unreadable(exc)
     found: list[Path] = []
-    above: dict[str, frozenset[tuple[int, int]]] = {str(root): frozenset({identity(str(root))})}
+    above: dict[str, frozenset[tuple[int, int]]] = {str(root): frozenset({top})}
     for here, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
         path_to_here = above.pop(here)
         for name in sorted(dirs):
@@ -108,12 +144,20 @@ def list_directory(root: Path) -> list[Path]:
             above[child] = path_to_here | {key}
         for name in names:
             path = Path(here, name)
-            if path.is_file():
+            try:  # a name that cannot be examined (a path too long, no access) is refused
+                regular = path.is_file()  # too: a raw OSError stopped the node's attesting
+                broken = not regular and path.is_symlink() and not path.exists()
+                target = os.readlink(path) if broken else ""
+            except OSError as exc:
+                raise ReleaseInputError(
+                    f"artifacts directory {root}: cannot examine {path}: {exc.strerror or exc}"
+                ) from None
+            if regular:
                 found.append(path)
-            elif path.is_symlink() and not path.exists():
+            elif broken:
                 raise ReleaseInputError(
                     f"artifacts directory {root}: {path} is a broken symlink (its target "
-                    f"{os.readlink(path)!r} is missing); deploy the target or remove the link"
+                    f"{target!r} is missing); deploy the target or remove the link"
                 )
             else:  # a pipe, device or socket (or a link to one) has no bytes to hash
                 raise ReleaseInputError(
@@ -139,7 +183,7 @@ def hash_directory(root: Path, progress: Progress | None = None) -> dict[str, st
     for done, path in enumerate(files, start=1):
         relative = path.relative_to(root).as_posix()
         try:
-            hashes[relative] = _hash_file(path)
+            hashes[relative] = _hash_file(path, "artifact")
         except OSError as exc:
             raise ReleaseInputError(f"artifact {path}: cannot read: {exc.strerror}") from exc
         if progress is not None:
@@ -152,7 +196,7 @@ def hash_config(path: Path) -> str:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ReleaseInputError(f"config file {path}: not a regular file")
-        return _hash_file(path)
+        return _hash_file(path, "config file")
     except OSError as exc:
         raise ReleaseInputError(f"config file {path}: cannot read: {exc.strerror}") from None
 

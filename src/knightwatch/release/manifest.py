@@ -44,6 +44,14 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         check_release_id(self.release_id)
+        if not self.contents.artifacts:
+            # nothing measured: an empty build directory (a failed build, a wrong path) was
+            # signed, verified and admitted a node whose artifact directory was empty too,
+            # whatever code it ran
+            raise ReleaseInputError(
+                f"release {self.release_id}: artifacts: a release must list at least one "
+                "artifact file (an empty release measures nothing a node runs)"
+            )
 
     def statement(self) -> Statement:
         subjects = tuple(

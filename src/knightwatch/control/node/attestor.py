@@ -32,6 +32,7 @@ from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.attestation import attest, sign_attestation
 from knightwatch.release.contents import ReleaseContents, contents_from_directory
 from knightwatch.release.dsse import encode_envelope
+from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import FlagSchema
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason, Finding
@@ -40,8 +41,22 @@ Measure = Callable[[], ReleaseContents]
 
 
 def directory_measure(artifacts: Path, config: Path, flag_table: FlagSchema) -> Measure:
-    """Hash the artifact directory and config anew on every call; the flag table is fixed."""
-    return lambda: contents_from_directory(artifacts, config, flag_table)
+    """Hash the artifact directory and config anew on every call; the flag table is fixed.
+
+    Whatever stops the measurement is a `ReleaseInputError`, which the node logs as
+    RELEASE_UNMEASURABLE and treats as a refusal before attesting again: any other
+    exception (an OSError from a deploy swapping files underneath) ended its attesting.
+    """
+
+    def measure() -> ReleaseContents:
+        try:
+            return contents_from_directory(artifacts, config, flag_table)
+        except OSError as exc:
+            raise ReleaseInputError(
+                f"artifacts directory {artifacts}: cannot be measured: {exc}"
+            ) from None
+
+    return measure
 
 
 class Attestor:
