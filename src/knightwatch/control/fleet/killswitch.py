@@ -541,12 +541,16 @@ class KillSwitch:
                 continue
             try:
                 current: StateEntry | None
-                if known is not None:
+                if known is not None and not known[0].state > entry.state:
                     # Optimistic: if the slot still holds what this switch wrote, the CAS
                     # succeeds and proves nobody wrote since; our issued_ns is already later.
+                    # Only a write proves it: a remembered stricter kill is read again
+                    # below (a resume may have lifted it since, through another switch;
+                    # taken on trust, the kill was never stored and reported a stale revision).
                     current, revision = known
                     known = None
                 else:
+                    known = None
                     current, revision = await self.plane.get_state(entry.scope, entry.key)
                     if current is not None and self.verified(current) is None:
                         current = None  # a forged entry orders nothing: overwrite it

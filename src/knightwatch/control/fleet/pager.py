@@ -2,14 +2,20 @@
 
 Knight's system sent 97 "Power Peg disabled" emails that nobody read. A page
 here is a log line (always) plus a JSON POST to a webhook (when configured),
-sent off the event loop so a slow receiver never delays the next halt.
+sent off the event loop so a slow receiver never delays the next halt. A page
+never raises and never waits longer than `timeout_s`: whatever the webhook does
+(refuses, answers garbage, drips its answer a byte at a time), the failure is
+logged (`PAGE_FAILED`) and counted, and the caller's halt goes on. A page may
+carry the outcome of the action (`outcome`: who did not confirm, what was not
+stored), so the person learns whether the halt took, not only that one was tried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.error
+import math
+import urllib.parse
 import urllib.request
 
 import msgspec
@@ -21,42 +27,64 @@ log = logging.getLogger(__name__)
 
 class Pager:
     def __init__(self, webhook_url: str | None = None, timeout_s: float = 2.0) -> None:
-        if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"webhook_url: must start with http:// or https:// (got {webhook_url!r})"
-            )
+        if webhook_url is not None:
+            if not webhook_url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"webhook_url: must start with http:// or https:// (got {webhook_url!r})"
+                )
+            try:
+                parts = urllib.parse.urlsplit(webhook_url)
+                parts.port  # noqa: B018 - raises on a port that is not a number in range
+            except ValueError as exc:
+                raise ValueError(f"webhook_url: not a valid URL ({exc}): {webhook_url!r}") from None
+            if not parts.hostname:
+                raise ValueError(f"webhook_url: must name a host (got {webhook_url!r})")
+        if not 0 < timeout_s < math.inf:
+            raise ValueError(f"timeout_s: must be > 0 and finite (got {timeout_s!r})")
         self.webhook_url = webhook_url
         self.timeout_s = timeout_s
         self.sent = 0
         self.failed = 0
 
-    async def page(self, action: Action) -> None:
+    async def page(self, action: Action, outcome: str = "") -> None:
+        """Log the page and post it to the webhook; never raises, never waits past
+        `timeout_s` (the post goes on in its thread; its result is then ignored)."""
         log.critical(
-            "PAGE rule=%s scope=%s key=%s state=%s reason=%r",
+            "PAGE rule=%s scope=%s key=%s state=%s reason=%r%s",
             action.rule.value,
             action.scope.value,
             action.key,
             action.state.name,
             action.reason,
+            f" outcome={outcome!r}" if outcome else "",
         )
         if self.webhook_url is None:
             return
-        body = msgspec.json.encode(
-            {
-                "rule": action.rule.value,
-                "scope": action.scope.value,
-                "key": action.key,
-                "state": action.state.name,
-                "reason": action.reason,
-                "at_ns": action.at_ns,
-            }
-        )
+        fields: dict[str, object] = {
+            "rule": action.rule.value,
+            "scope": action.scope.value,
+            "key": action.key,
+            "state": action.state.name,
+            "reason": action.reason,
+            "at_ns": action.at_ns,
+        }
+        if outcome:
+            fields["outcome"] = outcome
+        body = msgspec.json.encode(fields)
         try:
-            await asyncio.to_thread(self._post, body)
+            await asyncio.wait_for(asyncio.to_thread(self._post, body), self.timeout_s)
             self.sent += 1
-        except (urllib.error.URLError, OSError) as exc:
+        except Exception as exc:  # a page that fails must never stop a halt
             self.failed += 1
-            log.error("PAGE_FAILED webhook=%s error=%s", self.webhook_url, exc)
+            why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+            log.error(
+                "PAGE_FAILED webhook=%s rule=%s key=%s error=%s: %s",
+                self.webhook_url,
+                action.rule.value,
+                action.key,
+                type(exc).__name__,
+                why or "(no detail)",
+            )
 
     def _post(self, body: bytes) -> None:
         assert self.webhook_url is not None

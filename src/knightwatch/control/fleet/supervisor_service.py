@@ -32,6 +32,13 @@ for longer than `stall_s` (a starved or paused process), the nodes' samples
 from that gap are still queued, and judging silence before reading them would
 halt healthy nodes. It tells the supervisor (`Supervisor.missed`), which then
 counts silence from the moment it could listen again.
+
+A person is paged once per incident, with the outcome (who did not confirm, what was
+not stored): a kill retried because it did not take effect pages again only once
+a kill of that rule and key has taken effect and the rule fires anew. Paged at
+every retry, a node that never confirmed paged someone at every judgement, the
+97 unread emails again. Nothing after the kill (the page, the audit record) can
+make a kill that took effect count as failed: it is never issued again for that.
 """
 
 from __future__ import annotations
@@ -81,6 +88,26 @@ def stopped_by_lease(result: CommandResult) -> bool:
         and bool(result.missing)
         and all(result.leases.get(n, 0) > 0 and result.lease_expired(n) for n in result.missing)
     )
+
+
+def outcome(result: CommandResult) -> str:
+    """One line for a page: whether the kill took, and if not, what is missing."""
+    parts = []
+    if result.unreachable:
+        parts.append(f"control plane unreachable ({result.unreachable})")
+    if not result.sent:
+        parts.append("NOT sent")
+    if result.missing:
+        parts.append(f"NOT confirmed by {', '.join(result.missing)}")
+    if result.still_working:
+        parts.append(f"orders still working on {', '.join(result.still_working)}")
+    if result.members_error:
+        parts.append(f"members never heard from not awaited ({result.members_error})")
+    if result.revision is None:
+        parts.append(f"NOT stored ({result.durable_error or 'no revision'})")
+    if not parts:
+        return f"confirmed by all {len(result.targets)} targets, stored at {result.revision}"
+    return "; ".join(parts)
 
 
 class AutoHaltRelay:
@@ -163,6 +190,9 @@ class SupervisorService:
         self.stall_s = None if sweep_s is None else max(2 * sweep_s, 1.0)
         """An event-loop gap longer than this is the service's own stall, not the nodes'."""
         self._alive = 0.0
+        self._retrying: set[tuple[str, str]] = set()
+        """(rule, key) of kills that did not take effect and were paged: their retries
+        are not paged again (one page per incident)."""
 
     def _awake(self) -> None:
         t = asyncio.get_running_loop().time()
@@ -318,7 +348,25 @@ class SupervisorService:
                 result.missing,
                 result.revision,
             )
-        await self.pager.page(action)
+        took = result.ok or stopped_by_lease(result)
+        tag = (action.rule.value, action.key)
+        retry = tag in self._retrying
+        if took:
+            self._retrying.discard(tag)
+        else:
+            self._retrying.add(tag)
+        if retry:
+            log.error(
+                "supervisor %s on %s retried (already paged): %s",
+                action.rule.value,
+                action.key,
+                outcome(result),
+            )
+        else:
+            try:
+                await self.pager.page(action, outcome(result))
+            except Exception:  # a page never undoes a halt: the kill is not issued again
+                log.exception("PAGE_FAILED rule=%s key=%s", action.rule.value, action.key)
         self._seq += 1
         record = msgspec.json.encode(
             {"kind": "supervisor_action", "action": action, "command_id": result.entry.command_id,
@@ -328,5 +376,5 @@ class SupervisorService:
             await self.plane.append_audit(
                 AuditEnvelope(SUPERVISOR_ID, self._instance, self._seq, record + b"\n")
             )
-        except ControlPlaneUnavailable as exc:
+        except Exception as exc:  # the kill above stands whatever the record's fate
             log.error("supervisor action not recorded in the fleet stream: %s", exc)
