@@ -370,6 +370,11 @@ class Console:
         self.watch = Watch(plane, trust, self.clock, every_s=settings.heartbeat_s)
         self.links: dict[str, PersonLink] = {}
         self.acks: dict[tuple[str, int], dict[str, Any]] = {}
+        self.approving: dict[str, str] = {}
+        """Request ids whose approval runs here now (to its ramp's end), and by whom: a second
+        approval of one, sent at once or while its ramp ran, ran its own preflight and ramp;
+        its stale resume then closed the request as STALE and its ramp record as "tripped,
+        resume not issued" over the resume that was issued, and the strategy traded on."""
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stream_gaps = 0
         """Event streams ended because their reader fell `STREAM_QUEUE` events behind."""
@@ -1079,13 +1084,25 @@ async def api_approve(request: Request) -> Response:
     c.stepup.succeeded(who.name, ip)
     if who.session is not None:
         c.sessions.reauthenticated(who.session.id)
+    busy = c.approving.get(found.id)
+    if busy is not None:  # checked and claimed with no await between: one approval at a time
+        raise Refusal(
+            409,
+            f"request_id: {found.id} is being approved by {busy} now (its ramp runs to its end): "
+            "look again when it is done",
+        )
+    c.approving[found.id] = who.name
+    claimed = found.id
     # The ramp runs for minutes on a connection of its own, opened with the freshly unlocked
     # key and closed by the ramp's task: on the session's connection, a logout or an
     # idle-out of the approver closed it and the console stopped watching for spikes.
     try:
         link = await c._link(fresh, f"{who.name}-ramp-{body.request_id}")
-    except ControlPlaneUnavailable as exc:
-        raise Unreachable(str(exc)) from None
+    except BaseException as exc:
+        del c.approving[claimed]  # no ramp will run: the next approval may
+        if isinstance(exc, ControlPlaneUnavailable):
+            raise Unreachable(str(exc)) from None
+        raise
     ks = link.killswitch  # the freshly unlocked key signs
     loop = asyncio.get_running_loop()
     heard: asyncio.Future[tuple[Checklist, list[str]]] = loop.create_future()
@@ -1120,6 +1137,7 @@ async def api_approve(request: Request) -> Response:
                     future.exception()  # retrieved: the handler reads whichever it awaits
             log.warning("approval of %s ended: %s", body.request_id, exc)
         finally:
+            c.approving.pop(claimed, None)  # the ramp ended (or the approval did)
             with contextlib.suppress(Exception):
                 await link.plane.close()
             for future in (heard, resumed):
@@ -1380,6 +1398,9 @@ async def api_events(request: Request) -> Response:
         try:
             yield b"retry: 1000\n\n"
             yield b"event: snapshot\ndata: " + c.watch.latest_json + b"\n\n"
+            if c.watch.error:  # that snapshot is the last good one, not the fleet now: say so
+                problem = msgspec.json.encode({"error": c.watch.error})
+                yield b"event: problem\ndata: " + problem + b"\n\n"
             beat = c.settings.heartbeat_s
             opened = loop.time()
             next_beat, next_check = opened + beat, opened + RECHECK_S

@@ -53,13 +53,22 @@ function fill(id, rows, render) {
   }
 }
 
+// status 0: no answer at all (the console is down or restarting). It was an exception no one
+// caught: a kill sent then stayed "waiting for confirmations…" for good, never NOT CONFIRMED.
+const NO_ANSWER = "the console did not answer: it may not have been sent. Use `knightwatch kill` from a terminal (docs/runbook.md)";
+
 async function post(path, payload) {
-  const response = await fetch(path, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-    body: JSON.stringify(payload),
-    credentials: "same-origin",
-  });
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(payload),
+      credentials: "same-origin",
+    });
+  } catch (e) {
+    return { status: 0, data: { error: `${NO_ANSWER} (${e})` } };
+  }
   let data = {};
   try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
   return { status: response.status, data };
@@ -75,11 +84,15 @@ function say(text, bad) {
 // ------------------------------------------------------------------ live stream
 let lastBeat = 0;
 let snapshot = null;
+// the console said it cannot rebuild the fleet view (a `problem` event): what is shown is the
+// last snapshot, not the fleet now, so STALE until a new snapshot arrives, whatever the beats
+// say (they come from the console, not the fleet: a problem counted as one kept it LIVE)
+let viewBroken = false;
 
 function markStale() {
   const badge = $("stream");
   if (!badge) return;
-  const stale = Date.now() - lastBeat > 3 * beatMs;
+  const stale = viewBroken || Date.now() - lastBeat > 3 * beatMs;
   badge.textContent = stale ? "STALE" : "LIVE";
   badge.className = stale ? "badge stale" : "badge live";
   body.classList.toggle("stale", stale);
@@ -89,9 +102,9 @@ function connect() {
   const source = new EventSource("/api/events");
   const beat = () => { lastBeat = Date.now(); markStale(); };
   source.addEventListener("beat", beat);
-  source.addEventListener("snapshot", (e) => { beat(); snapshot = JSON.parse(e.data); render(snapshot); });
+  source.addEventListener("snapshot", (e) => { viewBroken = false; beat(); snapshot = JSON.parse(e.data); render(snapshot); });
   source.addEventListener("confirm", (e) => { beat(); onConfirm(JSON.parse(e.data)); });
-  source.addEventListener("problem", (e) => { beat(); showProblems([JSON.parse(e.data).error]); });
+  source.addEventListener("problem", (e) => { viewBroken = true; beat(); showProblems([JSON.parse(e.data).error]); });
   // the server ended the stream: logged out, expired, disabled or a password change
   source.addEventListener("ended", () => { source.close(); window.location.assign("/login"); });
   // the page fell behind and missed events: STALE until a new stream's snapshot arrives
@@ -334,6 +347,16 @@ function onConfirm(c) {
 }
 
 function finishKill(status, data, ms) {
+  if (status === 0) {
+    // no answer: not known to be sent, stored or confirmed; red, never "waiting"
+    if (killing) killing.finished = true;
+    $("kill-result-title").textContent = `NO ANSWER: ${killing ? `${killing.scope} ${killing.key}` : "the kill"} is NOT confirmed (${ms.toFixed(0)} ms in this browser)`;
+    $("kill-result-title").className = "error";
+    if (killing) for (const node of Object.keys(killing.rows)) killRow(node, "NO ANSWER", "red");
+    $("kill-missing").textContent = data.error;
+    body.dataset.lastKill = "no-answer";
+    return;
+  }
   if (data.sent === false) {
     // never reached the control plane: no node has it, nothing is stored; say so in red,
     // with what to do instead, and never as a kill that was done
