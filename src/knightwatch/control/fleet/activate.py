@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from knightwatch.clock import Clock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.freeze import describe, kill_in_force
-from knightwatch.control.node.flags import changes_of
+from knightwatch.control.node.flags import carried_by, changes_of
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.flags.activation import (
     ActivationCode,
@@ -34,10 +32,9 @@ from knightwatch.flags.activation import (
     ActivationResult,
 )
 from knightwatch.flags.registry import FlagRegistry
-from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.trust.approval import decode_approval_file
-from knightwatch.trust.flagproof import FlagProof, FlagSealer
+from knightwatch.trust.flagproof import FlagSealer
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore
@@ -89,16 +86,11 @@ async def _approval_used(
         payload = decode_approval_file(request.approval.encode(), "approval").payload_bytes()
     except (ReleaseInputError, TrustError):
         return ""
-    for change in changes_of(flag.id, await plane.records(Bucket.FLAGS)):
-        try:
-            earlier = msgspec.json.decode(change.proof, type=FlagProof).approval
-            if earlier is None or earlier.payload_bytes() != payload:
-                continue
-        except (*UNDECODABLE, ReleaseInputError):
-            continue
-        return (
-            f"{flag.id}: this approval was used already, by revision {change.revision} "
-            f"({'on' if change.value else 'off'} by {change.actor}, approver "
-            f"{change.approver or '-'}); an approval is of one change: ask for a new one"
-        )
-    return ""
+    change = carried_by(payload, changes_of(flag.id, await plane.records(Bucket.FLAGS)))
+    if change is None:
+        return ""
+    return (
+        f"{flag.id}: this approval was used already, by revision {change.revision} "
+        f"({'on' if change.value else 'off'} by {change.actor}, approver "
+        f"{change.approver or '-'}); an approval is of one change: ask for a new one"
+    )

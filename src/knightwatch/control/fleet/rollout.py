@@ -43,7 +43,7 @@ from knightwatch.control.fleet.supervisor import (
     SupervisorConfig,
     gate_metrics,
 )
-from knightwatch.control.node.flags import changes_of
+from knightwatch.control.node.flags import carried_by, changes_of
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
@@ -70,7 +70,7 @@ from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
-from knightwatch.trust.flagproof import ROLLOUT_SPAN_NS, FlagProof, FlagSealer
+from knightwatch.trust.flagproof import ROLLOUT_SPAN_NS, FlagSealer
 from knightwatch.trust.roster import TrustError
 
 _STATE = msgspec.json.Decoder(RolloutState)
@@ -263,19 +263,14 @@ class RolloutDriver:
                 f"rollout of {flag_id}: {exc}; whether this approval was used already cannot "
                 "be told, so it starts nothing (fail closed)"
             ) from None
-        for change in changes:
-            try:
-                carried = msgspec.json.decode(change.proof, type=FlagProof).approval
-                if carried is None or carried.payload_bytes() != payload:
-                    continue
-            except (*UNDECODABLE, ReleaseInputError):
-                continue
-            return (
-                f"rollout of {flag_id}: this approval was used already, by revision "
-                f"{change.revision} ({'on' if change.value else 'off'} by {change.actor}); an "
-                "approval is of one rollout: ask for a new one"
-            )
-        return ""
+        change = carried_by(payload, changes)
+        if change is None:
+            return ""
+        return (
+            f"rollout of {flag_id}: this approval was used already, by revision "
+            f"{change.revision} ({'on' if change.value else 'off'} by {change.actor}); an "
+            "approval is of one rollout: ask for a new one"
+        )
 
     async def _existing(self, flag_id: str) -> tuple[RolloutState, int]:
         state, revision = await self.load(flag_id)

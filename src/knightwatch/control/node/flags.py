@@ -154,6 +154,20 @@ def changes_of(flag_id: str, records: dict[str, tuple[bytes, int]]) -> list[Flag
     return sorted(found, key=lambda c: c.revision)
 
 
+def carried_by(payload: bytes, changes: Sequence[FlagChange]) -> FlagChange | None:
+    """The first of `changes` whose proof carried the approval signed over `payload` (its
+    DSSE payload): an approval is of one change, or one rollout, never a second. A proof
+    that does not decode carries nothing here (every node refuses it anyway)."""
+    for change in changes:
+        try:
+            carried = msgspec.json.decode(change.proof, type=FlagProof).approval
+        except (*UNDECODABLE, ReleaseInputError):
+            continue
+        if carried is not None and carried.payload_bytes() == payload:
+            return change
+    return None
+
+
 async def record_applied(plane: ControlPlane, applied: FlagApplied) -> None:
     """Fast path first (whoever waits on `flags set`), then the durable record for `show`."""
     payload = ENCODER.encode(applied)
