@@ -245,6 +245,31 @@ async def test_unseen_halt_applies_even_if_it_orders_older_but_a_seen_one_does_n
     await node.stop()
 
 
+async def test_an_older_halt_heard_after_a_newer_drain_is_the_one_its_resume_lifts() -> None:
+    """A halt and a drain issued together: the drain, dated later, reaches the node first;
+    the halt, dated earlier and never seen, second. The store keeps the stricter (the kill
+    switch never loosens a stored halt), so the operators' resume names the halt. The node
+    latched the halt but went on holding the drain as the slot's command, refused that
+    resume as stale and stayed halted until it reconnected (a NATS race test caught it)."""
+    fabric = MemoryFabric()
+    node = make_node("n1", await plane_on(fabric), SimClock(1_000 * S))
+    await node.start()
+    drain = entry(state=TradingState.REDUCING, command_id="d1", issued_ns=200, actor="supervisor")
+    halt = entry(command_id="h1", issued_ns=100)
+    await node._on_state(drain)
+    await node._on_state(halt)
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    await node._on_state(drain)  # the drain heard again (the other path): the halt stays
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+    resume = entry(state=TradingState.ACTIVE, command_id="r1", issued_ns=300, supersedes="h1")
+    await node._on_state(resume)
+    assert node.refused[TrustReason.STALE] == 0
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    await node._on_state(drain)  # older than the resume and seen: nothing changes
+    assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
+    await node.stop()
+
+
 async def test_automatic_halt_is_stored_survives_restart_and_resume_lifts_it() -> None:
     fabric = MemoryFabric()
     clock = SimClock(1_000 * S)

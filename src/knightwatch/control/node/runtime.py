@@ -712,6 +712,16 @@ class NodeRuntime:
             or self.guard.trading_state(entry.scope, entry.key) >= entry.state
         ):
             return None  # older, and seen before or it could only loosen what the Guard holds
+        elif held is not None and entry.state > held.state:
+            # an older kill never seen, stricter than the one held (a halt issued with a
+            # drain, dated before it and heard after it): latched, and held as the slot's,
+            # since the store keeps the stricter of the two whatever their dates (the kill
+            # switch never loosens a stored halt), so that is the one a resume names.
+            # Before, the node latched it but held the drain, and refused the resume of
+            # the halt as stale: halted until it reconnected
+            self._applied[entry.slot] = entry
+            self._applied_by[entry.slot] = checked
+            self._restored.discard(entry.slot)
         actor = checked.describe() if checked is not None else entry.actor
         if entry.state is TradingState.ACTIVE:
             if entry.supersedes:
