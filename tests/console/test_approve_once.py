@@ -6,74 +6,76 @@ second found the halt changed and closed the request as STALE and wrote its ramp
 "tripped: resume not issued" over the running one, while the strategy traded again. The
 page then showed a resume that was applied as one that never happened. Now the console
 approves one request at a time, to its ramp's end: the other is a 409 naming the request,
-nothing recorded as stale, the ramp left running. Against the real console process.
+nothing recorded as stale, the ramp left running.
+
+A second console runs in this process on the shared fleet (`second.py`: the real app over
+ASGI) with a ramp of two one-second stages, so the ramp ends "done" and the shared fleet's
+later tests find its nodes at full limits (a ramp tripped instead holds every node at its
+stage's 10% limits, and the fleet's own flow then trips the supervisor's reject rule).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
+from pathlib import Path
 
 import httpx
 
+from knightwatch.console.app import Console
 from knightwatch.console.local import PASSWORD, ConsoleProc
+from knightwatch.incident.ramp import RampPlan
 
-from .test_api import Person, alice, kill_body, shown  # noqa: F401  (alice: the fixture)
+from .second import post, second_console, signed_in
+from .test_api import kill_body
 
-
-async def _approve(console: ConsoleProc, person: Person, body: str) -> httpx.Response:
-    async with httpx.AsyncClient(
-        base_url=console.url, cookies=person.http.cookies, timeout=60
-    ) as http:
-        return await http.post(
-            "/api/resume/approve",
-            content=body,
-            headers={"Content-Type": "application/json", "X-CSRF-Token": person.csrf},
-        )
+KEY = "approve-once"
 
 
-async def _at_once(console: ConsoleProc, people: list[Person], body: str) -> list[httpx.Response]:
-    return list(await asyncio.gather(*(_approve(console, p, body) for p in people)))
-
-
-def test_two_approvals_of_one_request_apply_it_once_and_leave_its_record_true(
-    console: ConsoleProc,
-    alice: Person,  # noqa: F811
+async def test_two_approvals_of_one_request_apply_it_once_and_leave_its_record_true(
+    console: ConsoleProc, tmp_path: Path
 ) -> None:
-    key = "approve-once"
-    assert alice.post("/api/kill", kill_body(key)).json()["ok"]
-    made = alice.post("/api/resume/request", {"scope": "strategy", "key": key, "reason": "fixed"})
-    assert made.status_code == 200, made.text
-    request_id = made.json()["request_id"]
-    first, second = Person(console, "bob"), Person(console, "bob")  # two browsers of bob's
-    try:
-        body = json.dumps({**shown(first, request_id), "password": PASSWORD, "reason": "ok"})
-        answers = asyncio.run(_at_once(console, [first, second], body))
-        statuses = sorted(a.status_code for a in answers)
-        assert statuses == [200, 409], [a.text[:300] for a in answers]
-        refused = next(a for a in answers if a.status_code == 409).json()["error"]
+    def short_ramp(second: Console) -> None:
+        second.settings.plan = RampPlan.instant([0.1, 1.0], 1.0)
+
+    async with (
+        second_console(console, tmp_path, short_ramp) as second,
+        signed_in(second, "alice", "bob", "bob") as [(a, a_csrf), (b1, c1), (b2, c2)],
+    ):
+        kill = await post(a, a_csrf, "/api/kill", kill_body(KEY))
+        assert kill.status_code == 200 and kill.json()["ok"], kill.text
+        ask = await post(
+            a, a_csrf, "/api/resume/request", {"scope": "strategy", "key": KEY, "reason": "ok"}
+        )
+        assert ask.status_code == 200, ask.text
+        request_id = ask.json()["request_id"]
+        rows = (await b1.get("/api/snapshot")).json()["requests"]
+        row = next(r for r in rows if r["id"] == request_id)
+        body = {"request_id": request_id, "scope": row["scope"], "key": row["key"],
+                "digest": row["digest"], "password": PASSWORD, "reason": "ok"}  # fmt: skip
+        answers: list[httpx.Response] = list(
+            await asyncio.gather(
+                post(b1, c1, "/api/resume/approve", body),
+                post(b2, c2, "/api/resume/approve", body),
+            )
+        )
+        statuses = sorted(x.status_code for x in answers)
+        assert statuses == [200, 409], [x.text[:300] for x in answers]
+        refused = next(x for x in answers if x.status_code == 409).json()["error"]
         assert refused.startswith(f"request_id: {request_id} is being approved by bob"), refused
         # and again while its ramp runs: the same answer, nothing closed as stale
-        again = asyncio.run(_approve(console, second, body))
+        again = await post(b2, c2, "/api/resume/approve", body)
         assert again.status_code == 409 and "being approved" in again.json()["error"], again.text
-        snapshot = alice.http.get("/api/snapshot").json()
-    finally:
-        first.http.close()
-        second.http.close()
-    row = next(r for r in snapshot["requests"] if r["id"] == request_id)
-    assert row["status"] != "stale", row
-    ramp = next(r for r in snapshot["ramps"] if r["ramp_id"] == request_id)
-    assert ramp["status"] == "ramping" and not ramp["trip_reason"], ramp
-    halt = next(h for h in snapshot["halts"] if h["key"] == key)
-    assert halt["state"] == "ACTIVE" and halt["approvers"] == ["bob"], halt
-    # the shared fleet's later tests need no ramp running: a kill in its scope trips it
-    assert alice.post("/api/kill", kill_body(key)).json()["ok"]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ramps = alice.http.get("/api/snapshot").json()["ramps"]
-        if next(r for r in ramps if r["ramp_id"] == request_id)["status"] != "ramping":
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"the ramp of {request_id} was not tripped by a kill")
+        snapshot = (await a.get("/api/snapshot")).json()
+        row = next(r for r in snapshot["requests"] if r["id"] == request_id)
+        assert row["status"] != "stale", row
+        ramp = next(r for r in snapshot["ramps"] if r["ramp_id"] == request_id)
+        assert ramp["status"] == "ramping" and not ramp["trip_reason"], ramp
+        halt = next(h for h in snapshot["halts"] if h["key"] == KEY)
+        assert halt["state"] == "ACTIVE" and halt["approvers"] == ["bob"], halt
+        tasks = [t for t in second.tasks if t.get_name() == f"approve-{request_id}"]
+        assert len(tasks) == 1, [t.get_name() for t in second.tasks]
+        await asyncio.wait(tasks, timeout=60)
+        assert all(t.done() for t in tasks), "the ramp did not end"
+        ramps = (await a.get("/api/snapshot")).json()["ramps"]
+        done = next(r for r in ramps if r["ramp_id"] == request_id)
+        assert done["status"] == "done", done  # the shared fleet is at full limits again
