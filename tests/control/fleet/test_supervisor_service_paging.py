@@ -109,3 +109,40 @@ async def test_a_halt_whose_page_fails_is_not_issued_again(
         await service.stop()
         await node.stop()
         server.close()
+
+
+async def test_stop_ends_while_a_node_that_never_confirms_goes_on_reporting() -> None:
+    """`stop` waits for the halts in flight, but the metrics that go on arriving meanwhile
+    started new ones: a node that never confirms its halt had it retried at every sample,
+    so `stop` waited for ever (`knightwatch up`, stopped while its fleet was starting,
+    hung on it). Now nothing starts once `stop` is called, and what was in flight ends."""
+    import asyncio
+
+    fabric = MemoryFabric()
+    clock = SimClock(10 * S)
+    service = await _service(fabric, clock, Pager())
+    ghost = MemoryControlPlane(fabric)  # reports, never confirms anything
+    await ghost.connect()
+    sent = 0
+
+    async def report() -> None:
+        nonlocal sent
+        while True:
+            clock.advance(S)
+            sent += 1
+            await ghost.publish_metrics(
+                NodeMetrics("ghost", clock.time_ns(), 0, 0, 0, 0, 0.0, 0.0, False, sent)
+            )
+            await asyncio.sleep(0.01)
+
+    reporting = asyncio.create_task(report())
+    try:
+        while len(service.results) < 2:  # halted, not confirmed, retried
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(service.stop(), 10)
+        issued = len(service.results)
+        await asyncio.sleep(0.3)  # more samples: nothing more is issued
+        assert len(service.results) == issued and service.inflight == 0
+    finally:
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)

@@ -181,6 +181,8 @@ class SupervisorService:
         self._seq = 0
         self._instance = uuid.uuid4().hex[:12]
         self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        """Set by `stop`: actions in flight finish, no new one starts."""
         self._sweeper: asyncio.Task[None] | None = None
         self._expecter: asyncio.Task[None] | None = None
         self.expect_s = expect_s if expect_s is not None else max(sweep_s or 0.0, 1.0)
@@ -208,6 +210,7 @@ class SupervisorService:
         (a plane that cannot be read fails the start): a history that cannot be read halts
         its node (`Supervisor.restore`). Every member holding a lease is expected to report
         (`Supervisor.expect`): one that does not is halted as silent."""
+        self._stopping = False
         await self.killswitch.start()
         stored = await self.plane.records(Bucket.INCIDENT)
         for action in self.supervisor.restore({k: v for k, (v, _) in stored.items()}):
@@ -242,7 +245,10 @@ class SupervisorService:
 
     async def stop(self) -> None:
         """Stop sweeping and wait for every action in flight to finish (halts are not
-        abandoned half-way)."""
+        abandoned half-way); none starts after this is called. Before, the metrics that
+        went on arriving could start one for ever: a halt no node confirmed was retried at
+        every judgement, and `up` stopped while its fleet was starting waited on them."""
+        self._stopping = True
         for task in (self._sweeper, self._expecter):
             if task is not None:
                 task.cancel()
@@ -300,6 +306,14 @@ class SupervisorService:
                 await self._dispatch(action)
 
     async def _dispatch(self, action: Action) -> None:
+        if self._stopping:
+            log.error(
+                "supervisor stopping: %s on %s not issued (%s)",
+                action.rule.value,
+                action.key,
+                action.reason,
+            )
+            return
         if not self.concurrent:
             await self._guarded(action)
             return
