@@ -17,6 +17,7 @@ from knightwatch.console.app import Console, ConsoleSettings, build_app
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.console.serve import open_console
 from knightwatch.console.users import UserStore
+from knightwatch.incident.ramp import RampPlan
 from knightwatch.trust.identity import load_signer
 from knightwatch.trust.store import TrustStore, load_anchor
 
@@ -52,6 +53,13 @@ async def signed_in(
             )
             out.append((http, await login(http, name)))
         yield out
+
+
+def short_ramp(second: Console) -> None:
+    """A `second_console` preparation: a ramp of two one-second stages (10%, then full), so
+    an approved resume's ramp ends "done" within the test and leaves the shared fleet's
+    nodes at full limits (a tripped ramp holds them at its stage's)."""
+    second.settings.plan = RampPlan.instant([0.1, 1.0], 1.0)
 
 
 class Hands:

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from knightwatch.console.app import Console
 from knightwatch.console.local import PASSWORD, ConsoleProc
-from knightwatch.incident.ramp import RampPlan
 
-from .second import post, second_console, signed_in
+from .second import post, second_console, short_ramp, signed_in
 from .test_api import kill_body
 
 KEY = "approve-once"
@@ -34,9 +32,6 @@ KEY = "approve-once"
 async def test_two_approvals_of_one_request_apply_it_once_and_leave_its_record_true(
     console: ConsoleProc, tmp_path: Path
 ) -> None:
-    def short_ramp(second: Console) -> None:
-        second.settings.plan = RampPlan.instant([0.1, 1.0], 1.0)
-
     async with (
         second_console(console, tmp_path, short_ramp) as second,
         signed_in(second, "alice", "bob", "bob") as [(a, a_csrf), (b1, c1), (b2, c2)],

@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from knightwatch.console.app import Console
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.control.plane.wire import slot_of
-from knightwatch.incident.ramp import RampPlan
 from knightwatch.state import Scope
 
-from .second import post, second_console, signed_in
+from .second import post, second_console, short_ramp, signed_in
 from .test_api import kill_body
 
 KEY = "console-ramp-logout"
@@ -29,9 +27,6 @@ KEY = "console-ramp-logout"
 async def test_the_approvers_logout_does_not_end_the_ramp(
     console: ConsoleProc, tmp_path: Path
 ) -> None:
-    def short_ramp(second: Console) -> None:
-        second.settings.plan = RampPlan.instant([0.1, 1.0], 1.0)
-
     async with (
         second_console(console, tmp_path, short_ramp) as second,
         signed_in(second, "alice", "bob") as [(a, a_csrf), (b, b_csrf)],

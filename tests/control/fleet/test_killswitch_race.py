@@ -18,17 +18,7 @@ from knightwatch.state import Scope, TradingState
 from ...identities import BOB, switch
 from ..conftest import Backend
 from ..fleet_fixtures import make_node
-
-MS = 1_000_000
-
-
-async def _fleet(backend: Backend, clock: SimClock, n: int) -> list[NodeRuntime]:
-    nodes = []
-    for i in range(n):
-        node = make_node(f"n{i + 1}", await backend.plane(f"n{i + 1}"), clock)
-        await node.start()
-        nodes.append(node)
-    return nodes
+from .test_killswitch import MS, _fleet
 
 
 async def test_a_drain_after_a_resume_by_another_switch_is_stored(backend: Backend) -> None:

@@ -8,8 +8,6 @@ promoting on it in the driver, while every node refuses such stages.
 
 from __future__ import annotations
 
-from datetime import date
-
 import msgspec
 import pytest
 
@@ -19,7 +17,6 @@ from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.node.flags import change_key
 from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane
 from knightwatch.control.site import Site
-from knightwatch.flags.definition import FlagDefinition, Lifecycle
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.flags.rollout import (
     HealthGate,
@@ -35,17 +32,10 @@ from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.flagproof import FLAG_PAYLOAD_TYPE, ROLLOUT_SPAN_NS, FlagProof
 from knightwatch.trust.kit import Kit
 
-FLAG = "trading.smars.rlp_enabled"
-DEFINITION = FlagDefinition(
-    id=FLAG,
-    description="Route eligible retail orders to the NYSE RLP.",
-    safe_default=False,
-    trading_behaviour=True,
-    lifecycle=Lifecycle.ACTIVE,
-    created=date(2026, 1, 1),
-    owner="smars",
-    expires=date(2027, 1, 1),
-)
+from ...trust.test_flagproof import FLAG as DEFINITION
+from ...trust.test_flagproof import RLP
+
+FLAG = RLP
 PLAN = RolloutPlan(
     stages=(Stage("canary", hold_s=60, nodes=1), Stage("fleet", hold_s=60, fraction=1.0)),
     gates=(HealthGate("reject_ratio", max=1.0),),
