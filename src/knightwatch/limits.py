@@ -686,7 +686,14 @@ def scaled(limits: Limits, fraction: float) -> Limits:
         return float(value) * fraction
 
     top = {k: scale(getattr(limits, k)) for k in RAMP_SCALED_KEYS}
-    over_keys = set(RAMP_SCALED_KEYS) & set(Override.__struct_fields__)
+    # an override's rates are the fleet's per-strategy or per-symbol ones under a short
+    # name (`max_orders_per_s`): before, they were left out and a strategy or symbol
+    # with its own rate traded at its full rate through every stage of the ramp
+    over_keys = {
+        k
+        for k in Override.__struct_fields__
+        if k in RAMP_SCALED_KEYS or f"{k}_strategy" in RAMP_SCALED_KEYS
+    }
 
     def table(section: Mapping[str, Override]) -> dict[str, Override]:
         return {

@@ -1501,7 +1501,14 @@ class Guard:
         )
 
     def restore_position(self, symbol: Checked, qty: Checked, avg_price: Checked) -> None:
-        """Set a symbol's position at start-up (from a positions file or the venue)."""
+        """Set a symbol's position at start-up (from a positions file or the venue).
+
+        An `avg_price` of 0 for a position is a cost not known (a positions file's short
+        form `SYMBOL = qty`): the position then costs the price it is marked at, now or,
+        before any, its first price or fill, so the P&L it carries starts at 0. Before, it
+        started as a gain of the whole position's value, which loosened `max_loss` by as
+        much (a short's as a loss of it, halting the node at its first price).
+        """
         if type(symbol) is not str or not symbol or len(symbol) > MAX_SYMBOL_LEN:
             # before, any value became a book no order can name (None, "", a list's repr)
             raise ValueError(
@@ -1521,7 +1528,10 @@ class Guard:
             )
         led = self._ledger
         book = led.book(symbol)
-        book.pos, book.avg = qty, float(avg_price)
+        avg = float(avg_price)
+        if qty and not avg and book.mark is not None:
+            avg = book.mark  # no cost given: what it is marked at (else its first price)
+        book.pos, book.avg = qty, avg
         if book.mark is None and avg_price:
             book.mark = float(avg_price)
         led.refresh(book)
@@ -1813,10 +1823,10 @@ class Guard:
                 "HALT node=%s scope=%s key=%s state=%s code=%s actor=%s reason=%r",
                 self.node,
                 sc.value,
-                slot[1],
+                _plain(slot[1]),
                 state.name,
                 code.value,
-                actor,
+                _plain(actor),
                 reason,
             )
 
@@ -2090,13 +2100,20 @@ def _shown(o: object, name: str) -> str:
         value = getattr(o, name, "?")
     except Exception:
         return "?"
-    if type(value) is str and len(value) <= QUOTE_LIMIT:
-        return value
+    if type(value) is str:
+        return _plain(value)
     if type(value) in (int, float) or value is None:
         return str(value)
     if type(value) is Side:
         return value.value
     return quoted(value)
+
+
+def _plain(text: str) -> str:
+    """A string for a log line: as it is when short and printable, else quoted (escaped):
+    a newline in an order id or a halt's key forged a second log line, an escape
+    sequence reached the operator's terminal."""
+    return text if len(text) <= QUOTE_LIMIT and text.isprintable() else quoted(text)
 
 
 def _key_arg(method: str, scope: Scope, key: object) -> str:

@@ -128,6 +128,8 @@ class SymbolBook:
         if self.mark is None:
             self.mark = price
         pos = self.pos
+        if pos and not self.avg:  # restored at no cost given, before any price: it costs this
+            self.avg = price
         signed = qty if is_buy else -qty
         realized = 0.0
         if pos == 0 or (pos > 0) == is_buy:
@@ -751,6 +753,9 @@ class Ledger:
     def price(self, symbol: str, price: float, now_ns: int) -> SymbolBook:
         """A new reference price: it is also the mark for exposure and unrealized P&L."""
         book = self.book(symbol)
+        if book.pos and not book.avg:
+            # a position restored at no cost (`Guard.restore_position`) costs its first price
+            book.avg = price
         book.ref = book.mark = price
         book.ref_ns = now_ns
         self.refresh(book)
