@@ -130,3 +130,49 @@ def test_a_scenario_file_that_cannot_be_read_is_one_clear_error(tmp_path: Path) 
     ):
         code, out = run("replay", path)
         assert code == 2 and rule in out and str(path) in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--guards", "rates", "--resume-after", "10"),
+            "--resume-after: the person who killed resumes (the kill_switch layer), and "
+            "--guards has no kill_switch: nothing would be resumed",
+        ),
+        (
+            ("--resume-after", "10"),  # --guards none
+            "--resume-after: the person who killed resumes (the kill_switch layer)",
+        ),
+        (
+            ("--guards", "exposure", "--no-ramp"),
+            "--ramp/--no-ramp: the person who killed resumes (the kill_switch layer)",
+        ),
+        (
+            ("--guards", "kill_switch", "--no-ramp"),
+            "--ramp/--no-ramp: there is no resume to ramp",
+        ),
+    ],
+)
+def test_a_resume_the_run_cannot_make_is_refused_before_the_run(
+    args: tuple[str, ...], message: str
+) -> None:
+    """Without the kill_switch layer nobody kills, so nobody resumes: `--guards rates
+    --resume-after 10` ran and printed its report with no resume and no word that the
+    option had done nothing, read as "the fleet came back and nothing happened"."""
+    code, out = run("replay", SMALL, *args)
+    assert code == 2, out
+    assert message in out and "small-runaway" not in out, out
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_a_resume_with_the_kill_switch_runs(tmp_path: Path) -> None:
+    """With the layer, `--resume-after` resumes; `--no-ramp` ramps nothing but a resume the
+    scenario's timeline sets is one it acts on."""
+    code, out = run("replay", SMALL, "--guards", "kill_switch,rates", "--resume-after", "10")
+    assert code == 0 and "after the resume" in out, out
+    scenario = tmp_path / "resumes.toml"
+    text = SMALL.read_text().replace("reaction_s = 40\n", "reaction_s = 40\nresume_after_s = 10\n")
+    scenario.write_text(text)
+    code, out = run("replay", scenario, "--guards", "kill_switch", "--no-ramp")
+    assert code == 0 and "full limits" in out, out

@@ -447,3 +447,81 @@ def test_a_negative_record_count_is_refused(key: str) -> None:
     """The report holds the replay to the record as a ratio: -5 executions gave -0.0 ratios."""
     msg = error_of(small_text() + f"\n[record]\n{key} = -5\n")
     assert f"record.{key}: must be >= 0 (a count) (got -5)" in msg
+
+
+@pytest.mark.parametrize("value", ["1e308", "101.0"])
+def test_a_router_quantity_multiple_the_router_cannot_count_is_named(value: str) -> None:
+    """The router counts `int(qty * max_qty_multiple)` shares: 1e308 was loaded and the
+    run ended in an OverflowError at the first parent."""
+    msg = error_of(small_text().replace("max_qty_multiple = 1.0", f"max_qty_multiple = {value}"))
+    assert "router.max_qty_multiple: must be in (0, 100]" in msg, msg
+    assert loads(small_text().replace("max_qty_multiple = 1.0", "max_qty_multiple = 100.0"))
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("a\\u001b[31mRED", "must not contain control characters"),  # reached the terminal
+        ("two\\nlines", "must not contain control characters"),  # forged a second line
+        ("drill@5%", "must not end in @N%"),  # full limits read as a 5% ramp stage
+        ("x" * 122, "must be at most 121 characters"),
+    ],
+)
+def test_a_scenario_name_the_limits_version_cannot_carry_is_named(name: str, rule: str) -> None:
+    """The name labels the replay's limits (`replay:<name>`) in every Guard decision and
+    heads the report: it was taken as written, an escape sequence colouring the terminal."""
+    text = small_text().replace('name = "small-runaway"', f'name = "{name}"', 1)
+    msg = error_of(text)
+    assert f"scenario.name: {rule}" in msg and len(msg.splitlines()) == 2, msg
+    assert "\x1b" not in msg and loads(text.replace(name, "knight@2012 drill", 1))
+
+
+def test_a_record_source_with_a_control_character_is_named() -> None:
+    """`[record] source` is the title of the report's table against the record."""
+    msg = error_of(small_text() + '\n[record]\nsource = "SEC\\u001b[2J"\n')
+    assert "record.source: must not contain a control character" in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        ("gates = []", "rollout.gates: at least one health gate is required"),
+        (
+            'gates = [{ metric = "order_rat", max = 3.0 }]',
+            "rollout.gates[0].metric: must be a metric the supervisor reports",
+        ),
+        (
+            'gates = [{ metric = "reject_ratio", max = 0.05 }, { metric = "", min = 1.0 }]',
+            "rollout.gates[1].metric: must be a metric the supervisor reports",
+        ),
+    ],
+)
+def test_a_rollout_plan_the_rollout_layer_cannot_judge_with_is_named(
+    table: str, named: str
+) -> None:
+    """With no gate the rollout layer refused to start, and with a gate on a metric nobody
+    reports it aborted at its first stage: either way `--guards rollout` read "no runaway"
+    on a runaway scenario, a rollout that never judged anything shown as containing it."""
+    msg = error_of(small_text() + f"\n[rollout]\n{table}\n")
+    assert named in msg and len(msg.splitlines()) == 2, msg
+
+
+def test_every_metric_a_gate_may_name_is_one_the_supervisor_reports() -> None:
+    """The shipped plan's gates, and gates on the rates, ratios and evidence, load."""
+    from knightwatch.flags.rollout import RolloutPlan
+    from knightwatch.sim.scenario import GATE_METRICS
+
+    assert {g.metric for g in RolloutPlan().gates} <= GATE_METRICS
+    gates = ", ".join(
+        f'{{ metric = "{m}", max = 3.0 }}'
+        for m in ("order_rate_ratio", "accepted_order_rate", "pnl_deviation", "orders", "halted")
+    )
+    assert len(loads(small_text() + f"\n[rollout]\ngates = [{gates}]\n").rollout.gates) == 5
+
+
+def test_a_flow_starting_before_the_open_names_its_start() -> None:
+    """`from_s = -1` was reported as a bad `to_s` (the value the user had right)."""
+    flow = '\n[[flow]]\nsymbol = "LIQ1"\nside = "sell"\nshares = 1000\nfrom_s = -1\nto_s = 5\n'
+    msg = error_of(small_text() + flow)
+    assert "flow[0].from_s: must be in 0..scenario.duration_s" in msg, msg
+    assert "flow[0].to_s" not in msg

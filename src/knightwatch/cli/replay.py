@@ -1,7 +1,10 @@
 """`knightwatch replay`: run an incident scenario with chosen guardrail layers.
 
 The output paths are checked before the run: a replay can take minutes, and an
-answer lost at the end to `--json /tmp` (a directory) wastes all of them.
+answer lost at the end to `--json /tmp` (a directory) wastes all of them. So is a
+resume the run could not make: `--resume-after` is the kill_switch layer's person's,
+and without that layer (or `--compare`, whose rows have it) the report came back with
+no resume and no word that the option had done nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from rich.markup import escape
 
 from knightwatch.cli import runner
 from knightwatch.cli.options import OptionError, check_output, wrong_kind
-from knightwatch.sim.layers import REGISTRY, LayerError, resolve
+from knightwatch.sim.layers import REGISTRY, Layer, LayerError, resolve
 from knightwatch.sim.report import ReplayReport
 from knightwatch.sim.scenario import ScenarioError, load, with_resume
 
@@ -64,6 +67,7 @@ def replay(
         if report is not None:
             _check_report(report, sc.node_ids())
         layers = resolve(guards)
+        _check_resume(resume_after, ramp, layers, compare, sc.timeline.resume_after_s)
     except (ScenarioError, LayerError, OptionError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
@@ -93,6 +97,31 @@ def replay(
             f"(knightwatch audit why ORDER_ID {audit_dir}/n1.jsonl)",
             markup=False,
             highlight=False,
+        )
+
+
+def _check_resume(
+    after_s: float | None,
+    ramp: bool | None,
+    layers: tuple[Layer, ...],
+    compare: bool,
+    scenario_after_s: float | None,
+) -> None:
+    """A `--resume-after` or `--ramp/--no-ramp` the run would silently not act on: the
+    resume is made by the kill_switch layer's person (no such layer, no kill, no
+    resume), and a ramp needs a resume to ramp."""
+    given = "--resume-after" if after_s is not None else "--ramp/--no-ramp"
+    killer = any(layer.name == "kill_switch" for layer in layers)
+    if (after_s is not None or ramp is not None) and not (compare or killer):
+        raise OptionError(
+            f"{given}: the person who killed resumes (the kill_switch layer), and "
+            "--guards has no kill_switch: nothing would be resumed (add kill_switch, or "
+            "--compare)"
+        )
+    if ramp is not None and after_s is None and scenario_after_s is None:
+        raise OptionError(
+            "--ramp/--no-ramp: there is no resume to ramp (give --resume-after or set the "
+            "scenario's timeline.resume_after_s)"
         )
 
 

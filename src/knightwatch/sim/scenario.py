@@ -30,14 +30,14 @@ from typing import Any, Literal
 import msgspec
 
 from knightwatch.clock import NS_PER_S
-from knightwatch.control.fleet.supervisor import SupervisorConfig
+from knightwatch.control.fleet.supervisor import MEASURES, NodeHealth, SupervisorConfig
 from knightwatch.control.node.lease import LeaseError, LeasePolicy
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.flags.definition import NAMESPACED_ID
-from knightwatch.flags.rollout import RolloutPlan
+from knightwatch.flags.rollout import ADMITTED, HALTED, ORDERS, RolloutPlan
 from knightwatch.incident.ramp import RampPlan
 from knightwatch.inputs import TOML_MAX_BYTES, InputFileError, parse_toml, read_text
-from knightwatch.limits import FLEET_RULES, Limits, LimitsError
+from knightwatch.limits import FLEET_RULES, VERSION_MAX_CHARS, Limits, LimitsError
 from knightwatch.order import MAX_QTY, Side, order_problem
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import check_flag_id
@@ -74,6 +74,31 @@ MIN_LEVEL_DEPTH = 1e-6
 """Shares the book's first level holds at least (`d1`, sim/book.py): below it one share
 moves the quote by over a thousand ticks, and the book's walk, level by level, over
 10^10 levels never ends (a $2e12 symbol hung the replay)."""
+VERSION_PREFIX = "replay:"
+"""The replay's limits version is this and the scenario's name (`sim/setup.py`)."""
+MAX_QTY_MULTIPLE = 100.0
+"""The router's `max_qty_multiple` at most, as `config.work_multiple`: the router turns
+it into a share count (`int(qty * multiple)`), and `1e308` ended the run in an
+OverflowError at the first parent."""
+
+
+def _gate_metrics() -> frozenset[str]:
+    """Every metric a rollout gate can read (`rollout_metrics`: the supervisor's
+    `NodeHealth.gauges()` with every optional gauge present, and the promotion evidence).
+    A gate on any other name is never reported, so it fails at the first stage: the
+    rollout layer aborted and halted, and the replay showed it as containing a runaway it
+    never judged."""
+    every = {m.name: 1.0 for m in MEASURES}
+    full = NodeHealth(
+        node_id="n1", participating=True, order_rate=1.0, fleet_median_rate=1.0,
+        order_rate_ratio=1.0, peers=1, window_orders=1, reject_ratio=0.0, pnl=0.0,
+        pnl_deviation=0.0, gross_exposure=0.0, armed=True, errors=0, measures=every,
+        baselines=every,
+    )  # fmt: skip
+    return frozenset(full.gauges()) | {ORDERS, ADMITTED, HALTED}
+
+
+GATE_METRICS = _gate_metrics()
 
 
 class ScenarioError(KnightwatchError, ValueError):
@@ -532,6 +557,7 @@ def _problems(sc: Scenario) -> list[str]:
     _finite(p, sc, "")
     m = sc.scenario
     need(bool(m.name), "scenario.name", "must be a non-empty string", m.name)
+    _name_problems(p, m.name)
     need(
         math.isfinite(m.duration_s) and 0 < m.duration_s <= MAX_DURATION_S,
         "scenario.duration_s",
@@ -745,10 +771,16 @@ def _problems(sc: Scenario) -> list[str]:
             fl.symbol in listed, f"{where}.symbol", "must name a symbol of the universe", fl.symbol
         )
         need(1 <= fl.shares <= 10**12, f"{where}.shares", "must be in 1..1e12", fl.shares)
+        need(  # a negative from_s was named as a bad to_s
+            0 <= fl.from_s < m.duration_s,
+            f"{where}.from_s",
+            "must be in 0..scenario.duration_s (exclusive)",
+            fl.from_s,
+        )
         need(
-            0 <= fl.from_s < fl.to_s <= m.duration_s,
+            not 0 <= fl.from_s < m.duration_s or fl.from_s < fl.to_s <= m.duration_s,
             f"{where}.to_s",
-            "must be after from_s (>= 0) and at most scenario.duration_s",
+            "must be after from_s and at most scenario.duration_s",
             fl.to_s,
         )
     mk = sc.market
@@ -770,6 +802,12 @@ def _problems(sc: Scenario) -> list[str]:
     )
     need(sc.exit.discount_y >= 0, "exit.discount_y", "must be >= 0", sc.exit.discount_y)
     rec = sc.record
+    need(  # the report's title for the comparison with the record prints it
+        rec.source.isprintable(),
+        "record.source",
+        "must not contain a control character (the report prints it as a table title)",
+        rec.source,
+    )
     counts = ("executions", "symbols", "shares", "net_long_symbols", "net_short_symbols")
     for key in (*counts, "symbols_moved_over_5pct"):
         count = getattr(rec, key)  # the report holds the replay's figure to it as a ratio
@@ -811,7 +849,26 @@ def _problems(sc: Scenario) -> list[str]:
         "must be >= 1",
         rb.max_children_per_parent,
     )
-    need(rb.max_qty_multiple > 0, "router.max_qty_multiple", "must be > 0", rb.max_qty_multiple)
+    need(
+        0 < rb.max_qty_multiple <= MAX_QTY_MULTIPLE,
+        "router.max_qty_multiple",
+        f"must be in (0, {MAX_QTY_MULTIPLE:g}]",
+        rb.max_qty_multiple,
+    )
+    try:  # what the rollout layer's start checks: without it the layer refused to start,
+        sc.rollout.check_gated()  # and a run it never judged read as contained
+    except ValueError as exc:
+        p.append(f"rollout.{str(exc).removeprefix('plan.')}")
+    for i, gate in enumerate(sc.rollout.gates):
+        need(
+            gate.metric in GATE_METRICS,
+            f"rollout.gates[{i}].metric",
+            "must be a metric the supervisor reports ("
+            + ", ".join(sorted(GATE_METRICS))
+            + "): any other is never reported, so the gate fails and the rollout aborts "
+            "at its first stage",
+            gate.metric,
+        )
     cp = sc.control
     try:
         cp.policy()
@@ -870,6 +927,31 @@ def _fault_problems(
             f"{where}.off_price.pct: must be in (0, 1) (a fraction of the touch; a sell "
             f"priced 100% through the bid would be free) (got {quoted(op.pct)})"
         )
+
+
+def _name_problems(p: list[str], name: str) -> None:
+    """The scenario's name labels the replay's limits (`replay:<name>`, in every Guard
+    decision and flight-record line) and heads the report: it follows the rule a limits
+    file's `version` follows. An escape sequence in it reached the terminal, and a name
+    ending in `@5%` made the fleet's full limits read as a 5% ramp stage."""
+    longest = VERSION_MAX_CHARS - len(VERSION_PREFIX)
+    if len(name) > longest:
+        p.append(
+            f"scenario.name: must be at most {longest} characters (the replay's limits "
+            f"version, {VERSION_PREFIX}<name>, holds {VERSION_MAX_CHARS}) (got {quoted(name)})"
+        )
+        return
+    if not name:
+        return  # named as empty above
+    try:
+        Limits.from_mapping({"version": f"{VERSION_PREFIX}{name}"})
+    except LimitsError as exc:
+        for problem in exc.problems:
+            rule = problem.partition("version: ")[2].split(" (got ")[0]
+            p.append(
+                f"scenario.name: {rule} (it labels the replay's limits as "
+                f"{VERSION_PREFIX}<name>) (got {quoted(name)})"
+            )
 
 
 NAME_RULE = (
