@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -498,3 +499,26 @@ def test_build_refuses_a_file_it_cannot_examine_with_exit_2_naming_it(site: Path
     assert code == 2, out
     assert "cannot examine" in " ".join(out.split()) and "Traceback" not in out
     assert not (site / "m.json").exists()
+
+
+def test_sign_names_the_envelope_whose_signed_payload_breaks_a_rule(site: Path) -> None:
+    """`release sign E` on an envelope whose payload lists `../x` said the rule, not which
+    envelope broke it; and a 100,000-character id in `--id` was repeated whole."""
+    envelope = build_and_sign(site, "ci")
+    doc = json.loads(envelope.read_text())
+    statement = json.loads(base64.b64decode(doc["payload"]))
+    statement["subject"].append({"digest": {"sha256": "a" * 64}, "name": "smars/../x"})
+    payload = json.dumps(statement, separators=(",", ":"), sort_keys=True).encode()
+    doc["payload"] = base64.b64encode(payload).decode()
+    envelope.write_text(json.dumps(doc))
+    before = envelope.read_bytes()
+    code, out = run("release", "sign", envelope, "--key", site / "keys" / "rm.key")
+    flat = "".join(out.split("\n"))
+    assert code == 2, out
+    assert f"envelope {envelope} payload: artifacts: artifact path 'smars/../x'" in flat
+    assert envelope.read_bytes() == before
+    code, out = run(
+        "release", "build", "--id", "r" * 100_000, "--artifacts", site / "release",
+        "--config", site / "config.toml", "--flags", site / "flags.yaml",
+    )  # fmt: skip
+    assert code == 2 and "(100000 characters, cut)" in out and len(out) < 1000, out[:300]

@@ -401,7 +401,7 @@ def sign(
                 raise
             envelope = release_envelope(decode_manifest(data, source=f"manifest {source}"))
             target = out or source.with_name(f"{source.name.removesuffix('.json')}.dsse.json")
-        signed = sign_release(envelope, signing_key)
+        signed = sign_release(envelope, signing_key, source=f"envelope {source}")
         manifest = Manifest.from_statement_bytes(signed.payload_bytes(), source=str(source))
         _refuse_if_lost(target, signed, "--out" if out else "envelope")
         _write(target, encode_envelope(signed))

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import msgspec
 
 from knightwatch.clock import Clock
+from knightwatch.errors import quoted
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.canonical import canonical_bytes
 from knightwatch.release.contents import ReleaseContents
@@ -54,7 +55,8 @@ def open_attestation(
             Finding(
                 AdmissionReason.ATTESTATION_MALFORMED,
                 "payloadType",
-                f"{envelope.payload_type!r} is not {ATTESTATION_PAYLOAD_TYPE}",
+                f"attestation envelope: {quoted(envelope.payload_type)} is not "
+                f"{ATTESTATION_PAYLOAD_TYPE}",
             ),
         )
     try:

@@ -34,6 +34,7 @@ import msgspec
 
 from knightwatch.audit.read import read_lines
 from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport
+from knightwatch.errors import quoted
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, Signature, check_signatures, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
@@ -93,7 +94,7 @@ class Opened(msgspec.Struct, frozen=True):
 def open_checkpoint(envelope: Envelope, key: VerifyKey) -> Opened:
     """The checkpoint inside `envelope` if `key` signed it; otherwise the reason."""
     if envelope.payload_type != PAYLOAD_TYPE:
-        return Opened(None, f"payloadType {envelope.payload_type!r} is not a checkpoint")
+        return Opened(None, f"payloadType {quoted(envelope.payload_type)} is not {PAYLOAD_TYPE}")
     try:
         check = check_signatures(envelope, {key.key_id: key})
         if key.key_id not in check.valid:

@@ -34,7 +34,7 @@ def check_artifact_path(path: str, *, where: str) -> str:
     """Relative POSIX paths only, so the same release hashes the same on every host."""
     if "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
         raise ReleaseInputError(
-            f"{where}: artifact path {path!r} must be a normalised relative POSIX path"
+            f"{where}: artifact path {quoted(path)} must be a normalised relative POSIX path"
         )
     return path
 
@@ -49,7 +49,7 @@ class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True):
             check_artifact_path(path, where="artifacts")
             if not is_sha256_hex(digest):
                 raise ReleaseInputError(
-                    f"artifacts[{path!r}]: sha256 must be 64 lower-case hex digits"
+                    f"artifacts[{quoted(path)}]: sha256 must be 64 lower-case hex digits"
                 )
         if not is_sha256_hex(self.config_sha256):
             raise ReleaseInputError("config_sha256: must be 64 lower-case hex digits")

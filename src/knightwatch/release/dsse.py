@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from knightwatch.errors import quoted
 from knightwatch.inputs import UNDECODABLE, InputFileError, check_json_depth
 from knightwatch.release.canonical import is_sha256_hex
 from knightwatch.release.errors import ReleaseInputError
@@ -113,7 +114,8 @@ class Subject(msgspec.Struct, frozen=True):
         value = self.digest.get("sha256", "")
         if not is_sha256_hex(value):
             raise ReleaseInputError(
-                f"statement subject {self.name!r}: digest.sha256 must be 64 lower-case hex digits"
+                f"statement subject {quoted(self.name)}: digest.sha256 must be 64 lower-case "
+                "hex digits"
             )
         return value
 

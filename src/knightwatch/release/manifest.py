@@ -13,6 +13,7 @@ import re
 
 import msgspec
 
+from knightwatch.errors import quoted
 from knightwatch.inputs import UNDECODABLE, InputFileError, check_json_depth
 from knightwatch.release.canonical import canonical_bytes, sha256_hex
 from knightwatch.release.contents import ReleaseContents
@@ -26,7 +27,7 @@ _RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 def check_release_id(release_id: str, *, where: str = "release_id") -> str:
     if not _RELEASE_ID.fullmatch(release_id):
         raise ReleaseInputError(
-            f"{where}: {release_id!r} must be 1-128 characters of letters, digits and ._+- "
+            f"{where}: {quoted(release_id)} must be 1-128 characters of letters, digits and ._+- "
             "starting with a letter or digit"
         )
     return release_id
@@ -79,7 +80,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             statement = msgspec.json.decode(data, type=Statement)
             if statement.predicate_type != PREDICATE_TYPE:
                 raise ReleaseInputError(
-                    f"{source}: predicateType {statement.predicate_type!r} is not {PREDICATE_TYPE}"
+                    f"{source}: predicateType {quoted(statement.predicate_type)} is not "
+                    f"{PREDICATE_TYPE}"
                 )
             predicate = msgspec.json.decode(statement.predicate, type=_Predicate)
         except InputFileError as exc:
@@ -87,18 +89,21 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
         except (*UNDECODABLE, UnicodeDecodeError) as exc:
             raise ReleaseInputError(f"{source}: not a release statement: {exc}") from None
         artifacts: dict[str, str] = {}
-        for subject in statement.subject:
-            if subject.name in artifacts:
-                raise ReleaseInputError(f"{source}: subject {subject.name!r} listed twice")
-            artifacts[subject.name] = subject.sha256()
-        manifest = cls(
-            release_id=predicate.release_id,
-            contents=ReleaseContents(
-                artifacts=artifacts,
-                config_sha256=predicate.config_sha256,
-                flag_schema=predicate.flag_schema,
-            ),
-        )
+        try:  # a rule the signed payload breaks is named with the payload it is in
+            for subject in statement.subject:
+                if subject.name in artifacts:
+                    raise ReleaseInputError(f"subject {quoted(subject.name)} listed twice")
+                artifacts[subject.name] = subject.sha256()
+            manifest = cls(
+                release_id=predicate.release_id,
+                contents=ReleaseContents(
+                    artifacts=artifacts,
+                    config_sha256=predicate.config_sha256,
+                    flag_schema=predicate.flag_schema,
+                ),
+            )
+        except ReleaseInputError as exc:
+            raise ReleaseInputError(f"{source}: {exc}") from None
         if manifest.statement_bytes() != data:
             # JSON readers disagree on a duplicated key (first or last wins), so what a
             # signer reviewed and what is checked could differ; signed bytes have one reading

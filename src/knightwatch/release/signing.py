@@ -114,13 +114,17 @@ def release_envelope(manifest: Manifest) -> Envelope:
     return new_envelope(IN_TOTO_PAYLOAD_TYPE, manifest.statement_bytes())
 
 
-def sign_release(envelope: Envelope, key: SigningKey) -> Envelope:
-    """Add one signature; refuses an envelope that does not hold a release manifest."""
+def sign_release(envelope: Envelope, key: SigningKey, *, source: str = "envelope") -> Envelope:
+    """Add one signature; refuses an envelope that does not hold a release manifest.
+
+    `source` names the envelope (its file) in the refusal: `release sign` said which rule
+    the signed payload broke but not which envelope held it.
+    """
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise ReleaseInputError(
-            f"envelope payloadType: {envelope.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}"
+            f"{source} payloadType: {quoted(envelope.payload_type)} is not {IN_TOTO_PAYLOAD_TYPE}"
         )
-    Manifest.from_statement_bytes(envelope.payload_bytes(), source="envelope payload")
+    Manifest.from_statement_bytes(envelope.payload_bytes(), source=f"{source} payload")
     return add_signature(envelope, key)
 
 
@@ -185,7 +189,7 @@ def verify_release(envelope: Envelope, policy: TrustPolicy) -> ReleaseVerificati
             Finding(
                 AdmissionReason.MANIFEST_MALFORMED,
                 "payloadType",
-                f"{envelope.payload_type!r} is not {IN_TOTO_PAYLOAD_TYPE}",
+                f"{quoted(envelope.payload_type)} is not {IN_TOTO_PAYLOAD_TYPE}",
             )
         )
     check = check_signatures(envelope, policy.verify_keys())
