@@ -91,12 +91,19 @@ class Stage:
     """An admission service and alice's connection on an authorized server, two releases."""
 
     def __init__(
-        self, alice: NatsControlPlane, r1: Envelope, r2: Envelope, service: AdmissionService
+        self,
+        alice: NatsControlPlane,
+        r1: Envelope,
+        r2: Envelope,
+        service: AdmissionService,
+        r2_other: Envelope,
     ) -> None:
         self.service = service
         self.alice = alice
         self.r1 = r1
         self.r2 = r2
+        self.r2_other = r2_other
+        """Another manifest (other files) that its signers also called r2."""
         self.clock = SystemClock()
 
     async def target(self) -> TargetRecord | None:
@@ -122,9 +129,11 @@ async def stage(nats_server: Site, tmp_path: Path) -> AsyncIterator[Stage]:
     tree = deploy(tmp_path / "tree", NEW_ROUTER)
     r1 = signers.release("r1", tree, REGISTRY.schema())
     r2 = signers.release("r2", tree, REGISTRY.schema())
+    other = deploy(tmp_path / "other", NEW_ROUTER + b"\n# not the r2 that was deployed\n")
+    r2_other = signers.release("r2", other, REGISTRY.schema())
     alice = await nats_server.connect("alice")
     try:
-        yield Stage(alice, r1, r2, service)
+        yield Stage(alice, r1, r2, service, r2_other)
     finally:
         await alice.close()
         await service.plane.close()
@@ -246,6 +255,19 @@ async def test_a_return_to_the_known_good_release_during_its_kill_is_one_persons
         await set_target(stage.alice, stage.r1, stage.clock, approver=None),
         AdmissionReason.FROZEN_BY_KILL,
         "only r2 (known-good)",
+    )
+    # another manifest its signers also called r2 (other files) is not the release the
+    # fleet froze on: the return is to that manifest, not to its label (before, it passed
+    # as the one-person return, and one operator deployed new code during the kill)
+    refused(
+        await set_target(stage.alice, stage.r2_other, stage.clock, approver=None),
+        AdmissionReason.FROZEN_BY_KILL,
+        "another under the same id",
+    )
+    refused(
+        await set_target(stage.alice, stage.r2_other, stage.clock),
+        AdmissionReason.FROZEN_BY_KILL,
+        "another under the same id",
     )
     # back to r2 with alice's signature alone: the stop direction passes
     reply = await set_target(stage.alice, stage.r2, stage.clock, approver=None)

@@ -37,7 +37,7 @@ async def test_a_deep_target_record_while_frozen_refuses_the_target_change(
         await switch(plane, clock).kill(Scope.FLEET, "", "runaway", timeout_s=0.1, targets=[])
         await writer.put_record(Bucket.RELEASE, TARGET_KEY, deep(b'"release_id": "r1"'))
         with pytest.raises(FrozenByKill, match="none known-good"):
-            await refuse_target_if_frozen(plane, "r1", trust())
+            await refuse_target_if_frozen(plane, "r1", "0" * 64, trust())
     finally:
         await writer.close()
         await plane.close()

@@ -554,7 +554,7 @@ class AdmissionService:
             return self._refuse_target(release_id, actor, finding)
         try:
             rollback = await refuse_target_if_frozen(
-                self.plane, manifest.release_id, self.trust_store
+                self.plane, manifest.release_id, verified.manifest_digest, self.trust_store
             )
         except FrozenByKill as exc:
             return self._refuse_target(

@@ -38,6 +38,8 @@ from knightwatch.control.plane.wire import (
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.limits import Limits, loosened
+from knightwatch.release.canonical import sha256_hex
+from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.store import TrustStore
@@ -213,7 +215,10 @@ async def record_known_good(plane: ControlPlane, kill: StateEntry, at_ns: int) -
 
 
 async def refuse_target_if_frozen(
-    plane: ControlPlane, release_id: str, trust: TrustStore | None = None
+    plane: ControlPlane,
+    release_id: str,
+    manifest_digest: str,
+    trust: TrustStore | None = None,
 ) -> bool:
     """A target release change while frozen passes only back to the known-good release.
 
@@ -223,7 +228,12 @@ async def refuse_target_if_frozen(
     only the admission service writes and which nothing but this return can change
     while frozen; the `known_good` record, which operators write after a kill, is
     for people to read and decides nothing here (a forged one would otherwise let
-    one person target any signed release, an old one included, during a kill)."""
+    one person target any signed release, an old one included, during a kill).
+
+    The return is to that very manifest (`manifest_digest`, the sha256 of the signed
+    statement), not to its label: a release id is only a name its signers chose, and a
+    second manifest signed under the frozen release's id (other files) passed as the
+    one-person return before."""
     try:
         kills = [
             e
@@ -237,14 +247,23 @@ async def refuse_target_if_frozen(
         ) from None
     if not kills:
         return False
+    froze_on, froze_digest = None, None
     try:
-        froze_on = TARGET_DECODER.decode(value).release_id if value is not None else None
-    except UNDECODABLE:
-        froze_on = None
-    if froze_on == release_id:
+        if value is not None:
+            stored = TARGET_DECODER.decode(value)
+            froze_on = stored.release_id
+            froze_digest = sha256_hex(stored.envelope.payload_bytes())
+    except (*UNDECODABLE, ReleaseInputError):
+        froze_on = froze_digest = None
+    if froze_on == release_id and froze_digest == manifest_digest:
         return True
     kill = min(kills, key=lambda e: e.issued_ns)
     allowed = f"only {froze_on} (known-good)" if froze_on else "no release (none known-good)"
+    if froze_on == release_id:
+        allowed = (
+            f"only {froze_on}'s manifest {(froze_digest or '?')[:12]} (known-good; this one "
+            f"is {manifest_digest[:12]}, another under the same id)"
+        )
     raise FrozenByKill(
         f"target release {release_id}: refused while {describe(kill)}; {allowed} may be "
         "targeted until the resume"
