@@ -42,7 +42,9 @@ and hands automatic halts decided on those threads to its own event loop.
   a stored resume the node did not apply itself is adopted only if the store's
   history shows it was written right over the halt it lifts, at the revision it
   was decided on (else it is refused as `replayed` and its slot held halted), so
-  an old approved resume put back over a newer kill lifts nothing;
+  an old approved resume put back over a newer kill lifts nothing; nor does it lift a
+  halt held here that it does not name and the store never held before it (a kill heard
+  on the fast path alone, dated before it by a lagging clock), as when heard live;
 * the node signs its own automatic halts and hands them to the fleet's relay
   (it has no right to write the kill state itself), and a second process
   claiming its node id is refused at join and reported by the holder.
@@ -68,7 +70,12 @@ from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.node.trustfeed import follow_roster
-from knightwatch.control.plane.history import UNVERIFIED_ACTOR, held_halted, unproven_resume
+from knightwatch.control.plane.history import (
+    UNVERIFIED_ACTOR,
+    held_halted,
+    unproven_resume,
+    unverified_id,
+)
 from knightwatch.control.plane.protocol import (
     STATE_HISTORY,
     Bucket,
@@ -411,7 +418,8 @@ class NodeRuntime:
         if self.attestor is None:
             return (
                 "release admission: the fleet has a target release and this node does not "
-                "attest (start it with --artifacts, --config and --flags)"
+                "attest (start it with --artifacts, --config and --flags; a gateway with "
+                "--artifacts, --release-config and --flags)"
             )
         v = self.verdict
         if v is None:
@@ -1114,8 +1122,17 @@ class NodeRuntime:
                     if replay is not None:
                         self._refuse(entry, replay, "stored")
                         entry, checked = None, None
-                    elif entry.slot not in self._applied:
-                        await self._thaw_stored(entry, revision)
+                    else:
+                        kept = await self._kept_before(entry, revision)
+                        if entry.slot not in self._applied:
+                            await self._thaw_stored(entry, revision)
+                        unnamed = self._unnamed_halt(entry, kept)  # after the last await
+                        if unnamed is not None:
+                            # the store's resume never lifted the halt held here: it stays,
+                            # and the store's word is a resume over it (`_store_lost`)
+                            self._refuse(entry, unnamed, "stored")
+                            judged[entry.slot] = entry
+                            continue
             if entry is None:
                 entry = self._unverified(slot, revision)
                 if entry is None:
@@ -1141,6 +1158,45 @@ class NodeRuntime:
         for entry, _, revision in changed:
             await self._stored_since(entry, revision)
         return judged
+
+    async def _kept_before(self, resume: StateEntry, revision: int) -> frozenset[str]:
+        """The commands the store kept of `resume`'s slot before its write at `revision`,
+        read only when this node holds a halt of that slot the resume does not name (else
+        empty): each write's command id, and the fail-closed halt a reader holds for a
+        write it could not trust (`unverified_id`). A halt among them the store had before
+        the resume, so it is over whatever the resume names."""
+        held = self._applied.get(resume.slot)
+        if (
+            held is None
+            or held.state is TradingState.ACTIVE
+            or held.command_id in (resume.supersedes, resume.command_id)
+        ):
+            return frozenset()
+        kept = await self.plane.state_history(resume.scope, resume.key, revision)
+        ids = {unverified_id(resume.slot, at) for _, at in kept}
+        ids.update(e.command_id for e, _ in kept if e is not None)
+        return frozenset(ids)
+
+    def _unnamed_halt(self, resume: StateEntry, kept: frozenset[str]) -> Refused | None:
+        """Why the stored `resume` must not lift the halt this node holds for its slot, or
+        None: it lifts it if it names it (`supersedes`), or if the store had that halt
+        before it (`kept`, `_kept_before`). Else the halt reached this node alone (the fast
+        path; its store write failed or is still on its way, re-dated), and a resume that
+        ordered after it only by its signers' clocks lifted it at the next resync, though
+        the same resume heard live is refused as stale (`_verify`)."""
+        held = self._applied.get(resume.slot)
+        if (
+            held is None
+            or held.state is TradingState.ACTIVE
+            or held.command_id in (resume.supersedes, resume.command_id)
+            or held.command_id in kept
+        ):
+            return None
+        return Refused(
+            TrustReason.STALE,
+            f"resumes {resume.supersedes[:12]}, but this node holds {held.command_id[:24]} "
+            f"for {resume.slot}, which the store never held before it",
+        )
 
     async def _stored_since(self, entry: StateEntry, revision: int) -> None:
         """Remember when the store wrote a fleet or strategy kill this node latched from it,

@@ -1,0 +1,107 @@
+"""A kill a node heard on the fast path alone is lifted only by a resume that names it.
+
+A kill announced but not (yet) stored (its store write failed, or is still on its way to
+be re-dated past the slot) is held by every node that heard it, even when its issuer's
+clock dated it before the resume the store holds. Heard live, that resume is refused as
+stale; read from the store at the node's next resync (any reconnect), it lifted the kill
+because it ordered after it by its signers' clocks, though it never named it. A resume
+that lifts a halt the store held before it (a node away through kills and resumes) still
+lifts it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from knightwatch.clock import SimClock
+from knightwatch.control.node.runtime import NodeRuntime
+from knightwatch.control.plane.memory import MemoryFabric
+from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.plane.wire import StateEntry
+from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import TrustReason
+
+from ...identities import sign
+from ..fleet_fixtures import S, make_node, plane_on
+from ..helpers import entry
+
+
+def resume(
+    scope: Scope, key: str, command_id: str, issued_ns: int, lifts: str, on: int
+) -> StateEntry:
+    """alice's resume, approved by bob, of `lifts`, decided on revision `on`."""
+    unsigned = entry(scope, key, TradingState.ACTIVE, command_id, issued_ns, supersedes=lifts)
+    return sign(msgspec.structs.replace(unsigned, decided_on=on, proof=None))
+
+
+async def reconnect(fabric: MemoryFabric, node: NodeRuntime) -> None:
+    """A connection blip: the node drops its lease and resyncs from the store."""
+    await fabric.set_reachable(False)
+    await fabric.set_reachable(True)
+    await node.heartbeat_once()
+    assert node.admitted
+
+
+async def kill_and_resume(ops: ControlPlane, scope: Scope, key: str) -> int:
+    """alice's kill of the slot and its resume (issued at 300), stored one over the other."""
+    revision = await ops.put_state(entry(scope, key, command_id="k1", issued_ns=100))
+    return await ops.put_state(
+        resume(scope, key, "r1", 300, "k1", revision), expected_revision=revision
+    )
+
+
+@pytest.mark.parametrize(("scope", "key"), [(Scope.FLEET, "fleet"), (Scope.STRATEGY, "mm")])
+async def test_a_kill_heard_live_only_stays_through_a_resync_whatever_its_date(
+    scope: Scope, key: str
+) -> None:
+    fabric = MemoryFabric()
+    node = make_node("n1", await plane_on(fabric), SimClock(1_000 * S))
+    await node.start()
+    ops = await plane_on(fabric)
+    try:
+        await kill_and_resume(ops, scope, key)
+        assert node.guard.trading_state(scope, key) is TradingState.ACTIVE
+        # the supervisor kills again; its clock lags the operators' (dated before r1),
+        # and the kill reaches the nodes on the fast path only
+        await ops.announce_state(
+            entry(scope, key, command_id="k2", issued_ns=200, actor="supervisor")
+        )
+        assert node.guard.trading_state(scope, key) is TradingState.HALTED
+        assert node.confirmed[-1].command_id == "k2"
+        await reconnect(fabric, node)
+        assert node.guard.trading_state(scope, key) is TradingState.HALTED, "k2 was lifted"
+        assert node.refused[TrustReason.STALE] == 1
+        assert "k2" in node.last_refusal
+    finally:
+        await node.stop()
+
+
+async def test_a_resume_lifts_a_halt_the_store_held_before_it_after_a_long_absence() -> None:
+    """n1 holds k1 and is away while the store goes k1, r1, k3, r3: r3 names k3, not k1,
+    but the store held k1 before it, so n1 trades again after its resync."""
+    fabric = MemoryFabric()
+    node = make_node("n1", await plane_on(fabric), SimClock(1_000 * S))
+    await node.start()
+    ops = await plane_on(fabric)
+    try:
+        revision = await ops.put_state(entry(command_id="k1", issued_ns=100))
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        await fabric.set_reachable(False)
+        fabric.reachable = True  # the store moves on, the node's connection stays down
+        away = await plane_on(fabric)
+        revision = await away.put_state(
+            resume(Scope.FLEET, "fleet", "r1", 200, "k1", revision), expected_revision=revision
+        )
+        revision = await away.put_state(
+            entry(command_id="k3", issued_ns=300), expected_revision=revision
+        )
+        await away.put_state(
+            resume(Scope.FLEET, "fleet", "r3", 400, "k3", revision), expected_revision=revision
+        )
+        fabric.reachable = False
+        await reconnect(fabric, node)
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE, node.last_refusal
+        assert not node.refused
+    finally:
+        await node.stop()
