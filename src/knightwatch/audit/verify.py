@@ -21,6 +21,7 @@ elsewhere (`anchor`) to catch those.
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 from collections.abc import Iterable
@@ -141,6 +142,21 @@ def verify_lines(
     return _Verifier(anchor, frozenset(note)).run(raw_lines, name)
 
 
+def verify_through(
+    raw_lines: Iterable[bytes], name: str, through: int
+) -> tuple[VerifyReport, VerifyReport]:
+    """Verify raw lines, and say also what verifying only their first `through` lines says
+    (as `verify_lines` of them would), in one pass: (the first `through` lines, all).
+
+    `audit why` answers from some lines and is held to the whole file too: a record of the
+    order after them, edited so it no longer names the order, is found only as a broken
+    chain there. Fewer lines than `through`: both reports are of all of them.
+    """
+    verifier = _Verifier(None)
+    whole = verifier.run(raw_lines, name, through=through)
+    return verifier.prefix or whole, whole
+
+
 class _Verifier:
     def __init__(self, anchor: str | None, note: frozenset[int] = frozenset()) -> None:
         self.note = note
@@ -163,6 +179,7 @@ class _Verifier:
         self.batch_records = 0  # of them, lines that are records (garbage is not "unsealed")
         self.batch_first = (0, 0)  # (line, seq) of the first line of the current batch
         self.head = GENESIS
+        self.prefix: VerifyReport | None = None  # the report of the first `through` lines
 
     def add(self, kind: ProblemKind, line: int, seq: int | None, detail: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -170,7 +187,9 @@ class _Verifier:
         else:
             self.capped = True
 
-    def run(self, raw_lines: Iterable[bytes], name: str) -> VerifyReport:
+    def run(self, raw_lines: Iterable[bytes], name: str, through: int = -1) -> VerifyReport:
+        """Verify the lines; with `through`, also keep the report of the first `through`
+        lines as `prefix` (of a copy of the state then: no second pass)."""
         decode = msgspec.json.Decoder(Link).decode
         lineno = 0
         records = 0
@@ -181,6 +200,8 @@ class _Verifier:
             complete = raw.endswith(b"\n")
             if not complete and not raw.strip(b"\0"):
                 break  # allocated, unused space after a live or crashed recorder's data
+            if lineno == through:
+                self.prefix = self._copy().finish(name, lineno, records, seals, last_line, nul)
             lineno += 1
             line = raw[:-1] if complete else raw
             if len(line) > MAX_LINE_BYTES:
@@ -228,6 +249,29 @@ class _Verifier:
                 self._hash(raw, lineno, link.seq)
                 if link.seq in self.note and link.seq not in self.noted:
                     self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
+        return self.finish(name, lineno, records, seals, last_line, nul)
+
+    def _copy(self) -> _Verifier:
+        """An independent copy of the state (`finish` changes what it is called on)."""
+        other = copy.copy(self)
+        other.noted = dict(self.noted)
+        other.problems = list(self.problems)
+        other.gaps = list(self.gaps)
+        other.isolated = dict(self.isolated)
+        other.repeats = list(self.repeats)
+        other.batch = self.batch.copy()
+        return other
+
+    def finish(
+        self,
+        name: str,
+        lineno: int,
+        records: int,
+        seals: int,
+        last_line: int,
+        nul: tuple[int, int] | None,
+    ) -> VerifyReport:
+        """The report, once the lines ended after `lineno` (the last of them numbered so)."""
         if nul is not None and nul[1] == lineno and nul[0] < len(self.problems):
             self.problems[nul[0]] = Problem(
                 ProblemKind.TRUNCATED,

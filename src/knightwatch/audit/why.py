@@ -20,12 +20,18 @@ Which seal covers a record is found by the record's line, never its seq: a file 
 edited to hold two lines with one seq, and a forged decision appended after the last
 seal with the seq of a sealed one was shown as sealed by that one's seal, the chain
 verified only through it (exit 0, "chain verified"), the forgery as the latest verdict.
+
+What the answer leaves out is a claim about the rest of the file: no fill, no later
+decision, no event after its last record. A line there edited so that it no longer names
+the order (a fill's id changed by one character, or written with a JSON escape) is not
+found, so the whole file is verified too, in the same pass as the answer's part
+(`Explanation.file`): such an edit was answered "fills: none recorded" beside "chain
+verified" (exit 0), the check ending at the decision's seal.
 """
 
 from __future__ import annotations
 
 import os
-from itertools import islice
 
 import msgspec
 
@@ -33,7 +39,7 @@ from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import data_end, decode_record, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord
-from knightwatch.audit.verify import VerifyReport, verify_lines
+from knightwatch.audit.verify import VerifyReport, verify_through
 from knightwatch.inputs import UNDECODABLE
 
 FILL = "fill"
@@ -76,6 +82,10 @@ class Explanation(msgspec.Struct, frozen=True):
     decision_seals: tuple[Seal | None, ...] = ()
     """The seal covering each decision in `decisions`, found by its line (None: not sealed);
     `seals` is keyed by seq, which two lines of an edited file can share."""
+    file: VerifyReport | None = None
+    """The whole file verified (`chain` is its part through the records used): a problem
+    after them may be a record of this order (a fill, a later decision) altered so that it
+    no longer names it, which no search for the id can find."""
 
     @property
     def decision(self) -> DecisionRecord:
@@ -84,66 +94,27 @@ class Explanation(msgspec.Struct, frozen=True):
 
 
 def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
-    """Collect what the file says about `order_id`; raises OrderNotFound if it has no decision."""
-    needle = msgspec.json.encode(order_id)
-    decisions: list[DecisionRecord] = []
-    decision_lines: list[int] = []
-    fills: list[EventRecord] = []
-    controls: list[tuple[int, EventRecord]] = []
-    unsealed: list[int] = []  # lines of records used here, waiting for the next seal
-    sealed_by: dict[int, tuple[int, Seal]] = {}  # a used record's line -> its seal's (line, seal)
-    used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
-    events: list[EventRecord] = []
-    broken: list[int] = []  # lines that name the order but cannot be decoded
+    """Collect what the file says about `order_id`; raises OrderNotFound if it has no
+    decision (an id that is not text, with a lone surrogate such as a command line's
+    non-UTF-8 byte, is in no record: records are UTF-8)."""
+    try:
+        needle = msgspec.json.encode(order_id)
+    except UnicodeEncodeError:
+        raise OrderNotFound(
+            f"order {order_id!r}: no decision recorded in {os.fspath(path)}: the id is not "
+            "UTF-8 text, which every record is"
+        ) from None
+    scan = _Scan(order_id, needle)
     with open(path, "rb") as f:
         # to the data's end, as `verify_file` reads: a crashed recorder's file ends in
         # allocated zeros, and a sparse one (cut to 64 GiB) was read through its hole
         end = data_end(f)
         f.seek(0)
         for lineno, line in enumerate(read_lines(f, end=end), start=1):
-            mentions = needle in line
-            if not mentions and not any(m in line for m in _CONTROL_MARKERS):
-                if unsealed and _SEAL_MARKER in line[:96]:
-                    try:
-                        seal = msgspec.json.decode(line, type=Seal)
-                    except UNDECODABLE:
-                        continue
-                    for n in unsealed:
-                        sealed_by[n] = (lineno, seal)
-                    unsealed = []
-                continue
-            try:
-                rec = decode_record(line)
-            except msgspec.DecodeError:
-                if mentions:  # perhaps its fill or decision: the chain check must reach it
-                    broken.append(lineno)
-                    used.append((lineno, -1))
-                else:  # a control action: perhaps a halt latched before the decision
-                    used.append((lineno, -1))
-                continue
-            if isinstance(rec, Seal):  # an id such as "hash" is in every seal line
-                for n in unsealed:
-                    sealed_by[n] = (lineno, rec)
-                unsealed = []
-                continue
-            if isinstance(rec, DecisionRecord):
-                if rec.order_id == order_id:
-                    decisions.append(rec)
-                    decision_lines.append(lineno)
-                    used.append((lineno, rec.seq))
-            elif rec.kind == FILL:
-                if rec.data.get("order_id") == order_id:
-                    fills.append(rec)
-                    used.append((lineno, rec.seq))
-            elif rec.kind in CONTROL_KINDS:
-                controls.append((lineno, rec))
-            elif rec.kind in ORDER_EVENTS and order_id in (
-                rec.data.get("order_id"),
-                rec.data.get("orig_id"),
-            ):
-                events.append(rec)
-                used.append((lineno, rec.seq))
-            unsealed.append(lineno)
+            scan.take(lineno, line)
+    decisions, decision_lines, broken = scan.decisions, scan.decision_lines, scan.broken
+    fills, controls, used, sealed_by = scan.fills, scan.controls, scan.used, scan.sealed_by
+    events = scan.events
     if not decisions:
         unread = (
             f"; line(s) {', '.join(map(str, broken[:10]))} name it but cannot be decoded "
@@ -157,12 +128,13 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     last = decisions[-1]
     relevant = tuple(c for _, c in controls if _before(c, last) and _applies(c, last))
     used += [(n, c.seq) for n, c in controls if c in relevant]
-    # verify through the seal that covers the last record used (or that record, if unsealed)
+    # verify through the seal that covers the last record used (or that record, if
+    # unsealed), and the rest of the file in the same pass
     through = max(sealed_by[n][0] if n in sealed_by else n for n, _ in used)
     with open(path, "rb") as f:
         end = data_end(f)
         f.seek(0)
-        chain = verify_lines(islice(read_lines(f, end=end), through), os.fspath(path))
+        chain, whole = verify_through(read_lines(f, end=end), os.fspath(path), through)
     decision_seals = tuple(sealed_by[n][1] if n in sealed_by else None for n in decision_lines)
     covered: dict[int, Seal] = {}
     for d, covering in zip(decisions, decision_seals, strict=True):
@@ -180,7 +152,71 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
         tuple(events),
         tuple(decision_lines),
         decision_seals,
+        whole,
     )
+
+
+class _Scan:
+    """What one read of the file says about an order: its records, and each one's seal."""
+
+    def __init__(self, order_id: str, needle: bytes) -> None:
+        self.order_id = order_id
+        self.needle = needle
+        self.decisions: list[DecisionRecord] = []
+        self.decision_lines: list[int] = []
+        self.fills: list[EventRecord] = []
+        self.controls: list[tuple[int, EventRecord]] = []
+        self.unsealed: list[int] = []  # lines of records used here, waiting for the next seal
+        self.sealed_by: dict[int, tuple[int, Seal]] = {}  # a used line -> its seal's line, seal
+        self.used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
+        self.events: list[EventRecord] = []
+        self.broken: list[int] = []  # lines that name the order but cannot be decoded
+
+    def take(self, lineno: int, line: bytes) -> None:
+        order_id = self.order_id
+        mentions = self.needle in line
+        if not mentions and not any(m in line for m in _CONTROL_MARKERS):
+            if self.unsealed and _SEAL_MARKER in line[:96]:
+                try:
+                    seal = msgspec.json.decode(line, type=Seal)
+                except UNDECODABLE:
+                    return
+                self._sealed(lineno, seal)
+            return
+        try:
+            rec = decode_record(line)
+        except msgspec.DecodeError:
+            if mentions:  # perhaps its fill or decision: the chain check must reach it
+                self.broken.append(lineno)
+            # else a control action: perhaps a halt latched before the decision
+            self.used.append((lineno, -1))
+            return
+        if isinstance(rec, Seal):  # an id such as "hash" is in every seal line
+            self._sealed(lineno, rec)
+            return
+        if isinstance(rec, DecisionRecord):
+            if rec.order_id == order_id:
+                self.decisions.append(rec)
+                self.decision_lines.append(lineno)
+                self.used.append((lineno, rec.seq))
+        elif rec.kind == FILL:
+            if rec.data.get("order_id") == order_id:
+                self.fills.append(rec)
+                self.used.append((lineno, rec.seq))
+        elif rec.kind in CONTROL_KINDS:
+            self.controls.append((lineno, rec))
+        elif rec.kind in ORDER_EVENTS and order_id in (
+            rec.data.get("order_id"),
+            rec.data.get("orig_id"),
+        ):
+            self.events.append(rec)
+            self.used.append((lineno, rec.seq))
+        self.unsealed.append(lineno)
+
+    def _sealed(self, lineno: int, seal: Seal) -> None:
+        for n in self.unsealed:
+            self.sealed_by[n] = (lineno, seal)
+        self.unsealed = []
 
 
 def _before(control: EventRecord, decision: DecisionRecord) -> bool:

@@ -447,10 +447,14 @@ def why_cmd(
     order_id: Annotated[str, typer.Argument(help="The client order id.")],
     file: FileArg,
 ) -> None:
-    """Explain why an order was accepted or blocked; exit 1 if the chain up to it is broken.
+    """Explain why an order was accepted or blocked; exit 1 if the chain is broken or the
+    records used are not sealed yet.
 
     The hash chain is verified from the first line through the last record the
-    explanation uses, and the result is printed with it.
+    explanation uses, and the result is printed with it; the rest of the file is verified
+    too (a later fill or decision of the order, edited so it no longer names it, cannot be
+    found by its id). Records not sealed yet at the file's end (a recorder writing it) are
+    said to be so, not reported as tampering.
     """
     _regular(file)
     try:
@@ -461,18 +465,49 @@ def why_cmd(
     except OSError as exc:
         raise _unreadable(file, exc) from None
     _print_explanation(exp)
-    chain = exp.chain
+    chain, whole = exp.chain, exp.file or exp.chain
     if chain.intact:
         console.print(
             f"[green]chain verified[/green]: lines 1-{chain.lines} ({chain.records} records) "
             f"are intact, through the last record used above (head {chain.head[:16]}...)"
         )
-        return
+        if whole.intact:
+            return
+        if _unfinished_end(whole):  # a recorder writing the file: its newest records
+            err.print(
+                f"[yellow]note: lines {whole.problems[0].line}-{whole.lines} are not sealed "
+                "yet, or their last is cut short (a recorder is writing the file, or "
+                "crashed): the answer does not rest on them, but a fill or event of this "
+                "order among them is not proven yet[/yellow]"
+            )
+            return
+        # A record after those used, edited so it no longer names the order (a fill, a
+        # later decision), cannot be found by its id: the answer's "none" is not proven.
+        later = next(p for p in whole.problems if p.kind is not ProblemKind.UNSEALED)
+        err.print(
+            f"[bold red]CHAIN BROKEN[/bold red] after the records used: "
+            f"{len(whole.problems)} problem(s) in the file, first at line {later.line}: "
+            f"{later.kind.value}: {escape(_shown(later.detail))}; a later decision, fill or "
+            "event of this order may have been altered or removed there (run "
+            "`knightwatch audit verify`)"
+        )
+        raise typer.Exit(EXIT_TAMPERED)
     first = chain.problems[0]
+    if _unfinished_end(chain) and _unfinished_end(whole):
+        # a recorder still writing the file (or crashed): not tampering, but not proven
+        before = f"lines 1-{first.line - 1} were found intact, but " if first.line > 1 else ""
+        err.print(
+            f"[yellow]NOT SEALED YET[/yellow]: lines {first.line}-{chain.lines}, records "
+            "used above among them, are not sealed yet (a recorder is writing this file, or "
+            f"crashed; reopening it seals them); {before}the answer is not proven until they "
+            "are sealed (ask again then)"
+        )
+        raise typer.Exit(EXIT_TAMPERED)
     err.print(
         f"[bold red]CHAIN BROKEN[/bold red] in lines 1-{chain.lines}: {len(chain.problems)} "
-        f"problem(s), first at line {first.line}: {first.kind.value}: {first.detail}; "
-        "the records above cannot be trusted (run `knightwatch audit verify`)"
+        f"problem(s), first at line {first.line}: {first.kind.value}: "
+        f"{escape(_shown(first.detail))}; the records above cannot be trusted (run "
+        "`knightwatch audit verify`)"
     )
     raise typer.Exit(EXIT_TAMPERED)
 
