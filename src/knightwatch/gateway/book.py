@@ -132,6 +132,9 @@ class Request:
     """A replace whose order ended while it was in flight (the venue cancelled, expired
     or filled it on its own): its reservation in the Guard was given back then, and
     the venue's late answer to it is told to the client but never applied."""
+    cod: bool = False
+    """A replace whose ExecInst asks for a cancel on disconnect (Q or o): the order does
+    once the venue has replaced it (`GwOrder.cod`)."""
     reject: tuple[tuple[int, str], ...] = ()
     """A client's cancel the venue refused with an OrderCancelReject: that reject's
     fields as the client got them, less its ClOrdID (a resend of the cancel is answered

@@ -240,6 +240,12 @@ looked at before its time (unanswered still: handled as at its timeout), so a ve
 answers nothing costs bounded memory however fast clients send."""
 
 
+def _cancel_on_disconnect(msg: F.In) -> bool:
+    """Whether an order or replace asks to be cancelled when its session is lost: ExecInst
+    (18) holding Q (FIX 4.4: cancel on system failure) or o (FIX 5.0: on connection loss)."""
+    return bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split()))
+
+
 def _venue_id(go: GwOrder) -> str:
     """The ClOrdID the venue knows an order by (`GwOrder.venue_clordid`)."""
     return go.venue_clordid or go.clordid
@@ -308,6 +314,10 @@ class Gateway(Handler):
         self.venue_logons = 0
         """Venue session logons seen: start-up tells a venue that never logged on from
         one that did and never finished its mass status."""
+        self._venue_events = 0
+        """Logons and logouts of the venue session, counted as the engine reports them (its
+        one thread for the session): a logon the worker handles after a later logout (or
+        logon) is stale (`_venue_logged_on`)."""
         self.mass_status_sent = ""
         """The start-up OrderMassStatusRequest's id, once sent (kept after it ended)."""
         self.mass_status_reports = 0
@@ -623,7 +633,9 @@ class Gateway(Handler):
     def on_logon(self, sid: Any) -> None:
         key = F.session_key(sid)
         if key == self.venue_key:
-            self._work.put(self._venue_logged_on)
+            self._venue_events += 1
+            event = self._venue_events
+            self._work.put(lambda: self._venue_logged_on(event))
         elif key in self.clients:
             comp = F.target_of(sid)
             self._work.put(lambda: self._client_logged_on(comp))
@@ -631,6 +643,8 @@ class Gateway(Handler):
     def on_logout(self, sid: Any) -> None:
         key = F.session_key(sid)
         if key == self.venue_key:
+            # counted before the store: a logon handled meanwhile sees it and stays down
+            self._venue_events += 1
             self.venue_up = False  # a plain store: new orders are refused from now on
             self._work.put(self._venue_logged_out)
         elif key in self.clients:
@@ -951,7 +965,7 @@ class Gateway(Handler):
                 qty=parsed.qty,
                 price=parsed.price,
                 parent_id=parsed.parent_id,
-                cod=bool({"o", "Q"} & set((msg.get(F.EXEC_INST) or "").split())),
+                cod=_cancel_on_disconnect(msg),
                 leaves=parsed.qty,
             )
             self.book.add(go)
@@ -1251,7 +1265,7 @@ class Gateway(Handler):
             if new_gid in self.book.decided and msg.resent:
                 self._answer_replace_resend(msg, sid, comp, new_gid)
                 return
-            go = self.book.find(orig)
+            go = self._visible(self.book.find(orig), comp)
             d: Decision | None = None
             if go is None or go.comp != comp or not go.live:
                 d = Decision(
@@ -1303,7 +1317,13 @@ class Gateway(Handler):
                         self.book.claim(clordid, comp)
                         self.book.decide(new_gid, checked, go)
                         req = self.book.requests[clordid] = Request(
-                            "G", comp, go, new_gid, parsed.qty, parsed.price
+                            "G",
+                            comp,
+                            go,
+                            new_gid,
+                            parsed.qty,
+                            parsed.price,
+                            cod=_cancel_on_disconnect(msg),
                         )
                         self._await(clordid, go, req)
                         self._count("replaces")
@@ -1320,6 +1340,13 @@ class Gateway(Handler):
             self.book.refused(new_gid, d)
             self._count("refused")
             self._send_cancel_reject(msg, sid, go, d, F.REPLACE)
+
+    @staticmethod
+    def _visible(go: GwOrder | None, comp: str) -> GwOrder | None:
+        """The order a client's replace names, as that client may see it: another client's
+        order is none (refused as unknown, as a cancel of it is: before, the refusal gave
+        the other client's OrderID and OrdStatus, and was recorded under its strategy)."""
+        return go if go is None or go.comp in (comp, RECONCILED) else None
 
     def _answer_replace_resend(self, msg: F.In, sid: Any, comp: str, new_gid: str) -> None:
         """A resent replace already decided (caller holds the lock): never checked or sent
@@ -1347,7 +1374,9 @@ class Gateway(Handler):
         if flying:
             return
         if not before.accepted:
-            self._send_cancel_reject(msg, sid, self.book.find(orig), before, F.REPLACE)
+            self._send_cancel_reject(
+                msg, sid, self._visible(self.book.find(orig), comp), before, F.REPLACE
+            )
         elif go is not None and (go.clordid == clordid or clordid in go.former):
             self._send_status(
                 dataclasses.replace(go, clordid=clordid),
@@ -1821,6 +1850,9 @@ class Gateway(Handler):
             self.guard.on_replace_ack(replace.new_guard_id, leaves)
             self.book.rename(go, clordid, replace.new_guard_id)
             go.qty, go.price = replace.new_qty, replace.new_price
+            # an ExecInst Q or o the replace adds holds from here (one it leaves out does
+            # not undo what the order asked: a cancel on disconnect is the safe side)
+            go.cod = go.cod or replace.cod
             replaced = True  # the venue may have given it a new OrderID
         elif kind is F.ExecKind.RESTATED:
             self.guard.on_restate(gid, leaves)
@@ -2737,10 +2769,21 @@ class Gateway(Handler):
         return len(loaded)
 
     # ------------------------------------------------------------------ session events (worker)
-    def _venue_logged_on(self) -> None:
+    def _venue_logged_on(self, event: int) -> None:
+        """The venue session logged on (worker); `event`: its number among the session's
+        logons and logouts. One the session has logged out of since (the worker was busy,
+        or waited for the lock) is stale: the session is not taken as up, and the logon
+        after it, if any, does what a logon does. Before, the logout's `venue_up = False`
+        came first and this set it True again: with the session down, orders were
+        accepted and never answered, and a kill's cancels were taken as sent."""
         with self._held():
-            self.venue_up = True
             self.venue_logons += 1
+            self.venue_up = True  # then the count: a logout from here on stores False after
+            if event != self._venue_events:
+                self.venue_up = False
+                self.guard.note("venue_logon_stale", session=self.venue_key)
+                log.warning("VENUE_LOGON_STALE the session logged out before its logon was handled")
+                return
             # what was sent before the session dropped is answered (or resent by the
             # venue) after the logon: its wait starts again now
             fresh = self.guard.clock.monotonic_ns() + to_ns(self.answer_timeout_s)
