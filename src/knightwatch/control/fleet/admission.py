@@ -43,7 +43,8 @@ import msgspec
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.fleet.freeze import (
     FrozenByKill,
-    refuse_if_frozen,
+    describe,
+    kill_in_force,
     refuse_target_if_frozen,
 )
 from knightwatch.control.node.trustfeed import follow_roster
@@ -91,6 +92,8 @@ from knightwatch.trust.target import check_target, target_command
 
 log = logging.getLogger(__name__)
 
+ENROL_RETRY_S = 1.0
+"""How often a node new to the roster is tried again while the kill state cannot be read."""
 CHALLENGE_MALFORMED = "challenge_malformed"
 """A challenge request that is not a signed request envelope (or carries more than one
 signature), or whose node name or request id is not a valid name."""
@@ -206,12 +209,50 @@ class AdmissionService:
             task.add_done_callback(self._tasks.discard)
 
     async def _enrol_new(self, node: str, key: VerifyKey) -> None:
-        try:  # a new node adds risk: not while a kill is in force
-            await refuse_if_frozen(self.plane, f"enrolment of node {node}", self.trust_store)
-        except FrozenByKill as exc:
-            log.error("ENROL_REFUSED %s; the next roster version after the resume enrols it", exc)
+        """Enrol a node new to the roster unless a kill is in force (it adds risk). A kill
+        state that cannot be read is no kill: the node stays out (fail closed) and this is
+        tried again every `ENROL_RETRY_S` while the roster still lists that key and nothing
+        else enrolled it. Before, one failed read (the server had just reloaded its users
+        for that very roster version) refused it for good: the node stayed `node_unknown`
+        until someone published another roster version."""
+        change = f"enrolment of node {node}"
+        while True:
+            try:
+                kill = await kill_in_force(self.plane, self.trust_store)
+            except ControlPlaneUnavailable as exc:
+                log.warning(
+                    "ENROL_PENDING %s: cannot read the kill state (%s); trying again in %g s",
+                    change,
+                    exc,
+                    ENROL_RETRY_S,
+                )
+                await asyncio.sleep(ENROL_RETRY_S)
+                if node in self.roster or self._listed_key(node) != key.key_id:
+                    return  # enrolled since, or no longer this key: the roster's word stands
+                continue
+            if kill is not None:
+                log.error(
+                    "ENROL_REFUSED %s: refused while %s; the next roster version after the "
+                    "resume enrols it",
+                    change,
+                    describe(kill),
+                )
+                return
+            self.roster[node] = key
             return
-        self.roster[node] = key
+
+    def _listed_key(self, node: str) -> str | None:
+        """The key id `_enrol` would enrol `node` with now (None: not a node valid now)."""
+        roster = self.trust_store.roster
+        if roster is None:
+            return None
+        now = self.clock.time_ns()
+        ids = [
+            m.key_id
+            for m in roster.members
+            if m.name == node and Role.NODE in m.roles and m.valid_at(now)
+        ]
+        return ids[-1] if ids else None
 
     async def _on_release(self, record: Record) -> None:
         if record.key == TARGET_KEY:
