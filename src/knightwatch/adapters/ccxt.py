@@ -28,9 +28,12 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   (see Orders opened later); one reported ended is ignored.
   Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the Guard its reference
   prices; `on_price` takes any other feed.
-* A venue reject (any `ccxt.ExchangeError` answer) gives the order's working
+* A venue reject (a `ccxt.ExchangeError` answer) gives the order's working
   quantity back. A network error leaves it working and the order *in doubt*:
-  it may be live at the venue; a later update naming its id or client order id
+  it may be live at the venue; so does an `ExchangeError` whose text says the
+  outcome is unknown (ccxt maps Binance options' and HashKey's "execution status
+  unknown" and Bybit's "Server Timeout" to a plain `ExchangeError`), and an amend
+  answered so keeps its larger reservation; a later update naming its id or client order id
   binds it again, `resolve` settles it by hand.
 * Every venue answer read is type-checked first: an answer that is not what
   the call returns (a string for an order, a dict for a list of orders, None)
@@ -153,6 +156,7 @@ from knightwatch.adapters.fleet import (
 )
 from knightwatch.adapters.units import UnitError, Units, decimal_of
 from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.order import order_problem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -251,6 +255,20 @@ class VenueAnswerError(AdapterError, ccxt.BadResponse):  # type: ignore[misc]
 _FIELDS = (("id", (str, int)), ("clientOrderId", (str, int)), ("symbol", (str,)),
            ("status", (str,)))  # fmt: skip
 _TRADE_FIELDS = (("id", (str, int)), ("order", (str, int)), ("symbol", (str,)))
+
+
+_UNKNOWN_OUTCOME = re.compile(
+    r"status unknown|unknown (?:execution |order )?status|time ?out|timed out", re.I
+)
+"""Words of a venue error that says the request's outcome is unknown, though ccxt raised an
+`ExchangeError` for it (Binance options' -1006/-1007 "Send status unknown; execution status
+unknown", HashKey's -1006, Bybit's 5004 "Server Timeout"): the order may be live."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a venue error on an order write is the venue's refusal (nothing placed or
+    changed): an `ExchangeError`, unless its text says the outcome is unknown."""
+    return isinstance(exc, ccxt.ExchangeError) and not _UNKNOWN_OUTCOME.search(str(exc))
 
 
 def _unreadable(
@@ -1058,8 +1076,9 @@ class Ledger:
             self.apply_order(order)
 
     def edit_failed(self, tracked: _Tracked, new_gid: str, exc: BaseException) -> None:
-        """A venue refusal rolls the amend back; no answer keeps the larger reservation."""
-        if isinstance(exc, ccxt.ExchangeError):
+        """A venue refusal rolls the amend back; no answer (or one saying the outcome is
+        unknown) keeps the larger reservation."""
+        if _refused(exc):
             tracked.pending = None
             self.guard.on_replace_reject(new_gid)
 
@@ -1079,8 +1098,9 @@ class Ledger:
         self.apply_order(order)
 
     def failed(self, tracked: _Tracked, exc: BaseException) -> None:
-        """The venue answered with an error (nothing placed) or did not answer (in doubt)."""
-        if isinstance(exc, ccxt.ExchangeError):
+        """The venue refused (nothing placed), or did not answer or said the outcome is
+        unknown (in doubt: it may be live)."""
+        if _refused(exc):
             self._finish(tracked, why=f"venue reject: {exc}", end=self.guard.on_reject)
         else:
             self.in_doubt[tracked.gid] = tracked
@@ -2192,13 +2212,19 @@ class AsyncGuardedExchange:
         """After a write the venue answered while the node was halted: cancel what it left
         live in `symbols`. The order was on its way when the kill came, so the kill's
         cancel-all may have reached the venue first and missed it (the sync wrapper holds
-        its calls lock instead, so its sweep waits for the write). Stopping is never
-        gated: this runs only after the venue has answered."""
+        its calls lock instead, so its sweep waits for the write). An order whose venue id
+        is not known (its answer lost: in doubt, perhaps live) cannot be cancelled by id,
+        so its market is swept again, as the kill swept it. Stopping is never gated: this
+        runs only after the venue has answered."""
         if not self._killing:
             return
         wanted = set(symbols)
+        unknown: dict[str, None] = {}
         for tracked in self.ledger.live():
-            if tracked.symbol not in wanted or tracked.exchange_id is None:
+            if tracked.symbol not in wanted:
+                continue
+            if tracked.exchange_id is None:
+                unknown[tracked.symbol] = None  # perhaps live under an id not known here
                 continue
             xid, symbol = tracked.exchange_id, tracked.symbol
             try:
@@ -2215,29 +2241,48 @@ class AsyncGuardedExchange:
                     self.guard.node,
                     tracked.gid,
                 )
+        for symbol in unknown:
+            if await self._cancel_symbol(symbol):
+                log.warning(
+                    "KILL_CANCEL node=%s symbol=%s swept again: an order placed during the "
+                    "kill got no answer",
+                    self.guard.node,
+                    symbol,
+                )
+            await self._read_back(symbol)
 
-    async def cancel_everything(self) -> int:
-        """Cancel every open order in the symbols traded here, then read back final states."""
+    async def _cancel_symbol(self, symbol: str) -> bool:
+        """Cancel every open order in `symbol` at the venue (`cancel_all_orders`, else one by
+        one from its open orders), tried `_KILL_ATTEMPTS` times; whether it went through."""
         ex, ledger = self.exchange, self.ledger
-        cancelled = 0
-        for symbol in ledger.kill_symbols():
-            for attempt in range(1, _KILL_ATTEMPTS + 1):
-                try:
-                    if ex.has.get("cancelAllOrders"):
-                        ledger.apply_orders(await ex.cancel_all_orders(symbol), "cancel_all_orders")
-                    else:
-                        for xid in _open_ids(await ex.fetch_open_orders(symbol)):
-                            ledger.apply_orders(await ex.cancel_order(xid, symbol), "cancel_order")
-                    cancelled += 1
-                    break
-                except Exception as exc:  # one symbol's failure never spares the others
-                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
+        for attempt in range(1, _KILL_ATTEMPTS + 1):
+            try:
+                if ex.has.get("cancelAllOrders"):
+                    ledger.apply_orders(await ex.cancel_all_orders(symbol), "cancel_all_orders")
+                else:
+                    for xid in _open_ids(await ex.fetch_open_orders(symbol)):
+                        ledger.apply_orders(await ex.cancel_order(xid, symbol), "cancel_order")
+                return True
+            except Exception as exc:  # one symbol's failure never spares the others
+                log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
+        return False
+
+    async def _read_back(self, symbol: str | None = None) -> None:
+        """Read the final state of each live order known by venue id (in `symbol`, or all)."""
+        ex, ledger = self.exchange, self.ledger
         for tracked in ledger.live():
-            if tracked.exchange_id is not None:
+            if tracked.exchange_id is not None and symbol in (None, tracked.symbol):
                 try:
                     ledger.apply_order(await ex.fetch_order(tracked.exchange_id, tracked.symbol))
                 except Exception as exc:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
+
+    async def cancel_everything(self) -> int:
+        """Cancel every open order in the symbols traded here, then read back final states."""
+        cancelled = 0
+        for symbol in self.ledger.kill_symbols():
+            cancelled += await self._cancel_symbol(symbol)
+        await self._read_back()
         log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, cancelled)
         return cancelled
 
@@ -2339,7 +2384,7 @@ def _batch_failed(ledger: Ledger, prepared: list[_Tracked], exc: BaseException) 
     others were placed: so every order stays working and in doubt, unless the error
     was raised before anything was sent (`NotSupported`, `ArgumentsRequired`)."""
     local = isinstance(exc, ccxt.NotSupported | ccxt.ArgumentsRequired)
-    if len(prepared) > 1 and isinstance(exc, ccxt.ExchangeError) and not local:
+    if len(prepared) > 1 and _refused(exc) and not local:
         exc = AdapterError(f"a batch answered with an error; this order may be live: {exc}")
     for tracked in prepared:
         ledger.failed(tracked, exc)
@@ -2382,6 +2427,27 @@ def _check_exchange(exchange: Any) -> None:
         raise AdapterError(f"exchange: must be a ccxt exchange object, got {what}")
 
 
+def _check_config(strategy: Any, clock: Any) -> None:
+    """Raises `AdapterError` naming a setting the Guard could never use: a strategy name no
+    order could carry (every order would be refused, the first perhaps as a start that
+    cannot be read), a clock without the two readings."""
+    problem = order_problem("x", strategy, "x", Side.BUY, 1, None)
+    if problem is not None and problem[0] == "strategy":
+        raise AdapterError(f"strategy: {problem[1]} (got {strategy!r:.80})")
+    if strategy != strategy.strip() or not strategy.isprintable():
+        raise AdapterError(
+            f"strategy: must not start or end with whitespace or contain control characters "
+            f"(got {strategy!r:.80})"
+        )
+    if clock is not None and not all(
+        callable(getattr(clock, name, None)) for name in ("monotonic_ns", "time_ns")
+    ):
+        raise AdapterError(
+            f"clock: must be a knightwatch Clock (monotonic_ns and time_ns), got "
+            f"{type(clock).__name__}"
+        )
+
+
 def guard(
     exchange: Any,
     *,
@@ -2404,6 +2470,7 @@ def guard(
     on a loop thread of its own); until then orders are refused.
     """
     _check_exchange(exchange)
+    _check_config(strategy, clock)
     lim = limits_of(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
     clk = clock if clock is not None else SystemClock()
