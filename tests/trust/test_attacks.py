@@ -456,8 +456,10 @@ async def test_a_node_cannot_have_the_server_deliver_its_bytes_on_other_subjects
             Scope.FLEET, FLEET_KEY, TradingState.HALTED, "an old kill", "alice",
             uuid.uuid4().hex, now - 10**9, now + 59 * 10**9,
         ).signed(site.signer("alice").key)  # fmt: skip
-        await _deliver_as(nc, "$KV.kw_flags.applied.n1.n3", ENCODER.encode(forged), "kw.hb.n3")
-        await _deliver_as(nc, "$KV.kw_flags.applied.n1.k", ENCODER.encode(kill), "kw.state")
+        await _deliver_as(
+            nc, "$KV.kw_flags_applied.applied.n1.n3", ENCODER.encode(forged), "kw.hb.n3"
+        )
+        await _deliver_as(nc, "$KV.kw_flags_applied.applied.n1.k", ENCODER.encode(kill), "kw.state")
         # what n3's own process and an operator really send arrive after what was delivered
         real = msgspec.structs.replace(forged, instance="real")
         mark = msgspec.structs.replace(kill, scope=Scope.SYMBOL, key="MARK").signed(

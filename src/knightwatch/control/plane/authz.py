@@ -15,7 +15,10 @@ the server renders again at each `next_boundary`), with permissions by role:
   subscription to their subjects is theirs either;
 * node N: only its own subjects (confirmations, heartbeats, metrics, audit,
   its membership key, flag confirmations and start history), its automatic halts to the
-  relay, admission requests; it can never write the kill state;
+  relay, admission requests; it can never write the kill state. What it may store is
+  bounded: one key of each bucket, history 1, and streams and the flag-confirmation
+  bucket (`kw_flags_applied`, a key per flag) with byte bounds below the server's store,
+  so no node can fill the store the kill state is written to;
 * operator / approver: the kill state (announce and store), pending requests,
   flags and rollouts, resume ramps, the known-good release record (never a node's
   start history), the target release request;
@@ -131,7 +134,10 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
                 f"$KV.kw_members.{name}",
                 f"$KV.kw_checkpoints.{name}",
                 f"$KV.kw_incident.starts.{name}",
-                f"$KV.kw_flags.applied.{name}.>",
+                # in a bounded bucket of its own (`nats.APPLIED_BUCKET`): a key per flag,
+                # so a node could write keys without end, never where the kill state or
+                # the flags' own records are stored
+                f"$KV.kw_flags_applied.applied.{name}.>",
                 "kw.msg.flags.applied",
                 "kw.msg.autohalt",
                 "kw.req.admission.challenge",

@@ -98,6 +98,22 @@ subject: unbounded, it filled the store, and then JetStream refused every write,
 kill state's included. The nodes' own flight recorders stay the record of truth."""
 METRICS_MAX_BYTES = 64 << 20
 """The metrics stream's share, on top of its hour of age (a node's flood, as above)."""
+APPLIED_BUCKET = "kw_flags_applied"
+"""Where this backend keeps the `applied.<node>.<flag>` records of `Bucket.FLAGS`, the one
+kind of key a node writes under a wildcard (a key per flag): in a bucket of their own,
+bounded, instead of `kw_flags` beside the operators' flag states and changes. There, one
+node's key writing keys without end filled the server's store, and then JetStream refused
+every write: the kill state's, and an operator's flag change back to its safe default.
+Readers see one `Bucket.FLAGS` (`records`, `get_record`, `subscribe_records` merge it)."""
+APPLIED_PREFIX = "applied."
+"""The keys of `Bucket.FLAGS` kept in `APPLIED_BUCKET` (`node.flags.applied_key`)."""
+APPLIED_MAX_BYTES = 64 << 20
+"""The applied bucket's share of the store: a node's confirmation is a few hundred bytes,
+so a fleet of a thousand nodes with a hundred flags each fits. A flood beyond it is refused
+(the flooding node's writes, and other nodes' confirmations while it is full: a flag
+change then waits unconfirmed, never the kill state or the flags' own records)."""
+APPLIED_MAX_VALUE = 4096
+"""The largest applied record the bucket takes (a `FlagApplied` is a few hundred bytes)."""
 SUBJECT_STATE = "kw.state"
 SUBJECT_REPUBLISH = "kw.repub.state"
 SUBJECT_CONFIRM = "kw.confirm"
@@ -268,6 +284,7 @@ class NatsControlPlane:
         self._state: KeyValue | None = None
         self._members: KeyValue | None = None
         self._records: dict[Bucket, KeyValue] = {}
+        self._applied: KeyValue | None = None
         self._connection_handlers: list[ConnectionHandler] = []
         self._logged: set[tuple[str, int]] = set()
         self._audit_key = secrets.token_bytes(16)
@@ -388,6 +405,21 @@ class NatsControlPlane:
                 direct=False,
             )
         )
+        self._applied = await self._bucket(
+            KeyValueConfig(
+                bucket=APPLIED_BUCKET,
+                history=1,
+                replicas=self.replicas,
+                storage=StorageType.FILE,
+                direct=False,
+                max_bytes=APPLIED_MAX_BYTES,
+                max_value_size=APPLIED_MAX_VALUE,
+                # the same subjects as `kw_flags`' own records: one bucket to subscribers
+                republish=RePublish(
+                    src=f"$KV.{APPLIED_BUCKET}.>", dest=f"{record_republish(Bucket.FLAGS)}.>"
+                ),
+            )
+        )
         for bucket in Bucket:
             self._records[bucket] = await self._bucket(
                 KeyValueConfig(
@@ -401,6 +433,8 @@ class NatsControlPlane:
                     ),
                 )
             )
+        if self.provision:
+            await self._move_applied()
         for config in (
             StreamConfig(
                 name=AUDIT_STREAM,
@@ -440,6 +474,22 @@ class NatsControlPlane:
                 except nats.js.errors.BadRequestError:
                     await js.stream_info(str(config.name))
 
+    async def _move_applied(self) -> None:
+        """Copy the applied records an earlier version kept in `kw_flags` into
+        `APPLIED_BUCKET` (those it does not hold yet), at a provisioning start: readers
+        take them from there only, and a node started on a wiped recorder file still
+        remembers the newest change it applied (`NodeFlags`)."""
+        applied = self._applied
+        assert applied is not None
+        stored = await self._snapshot(record_bucket(Bucket.FLAGS), self._record_kv(Bucket.FLAGS))
+        for key, value, _ in stored:
+            if not key.startswith(APPLIED_PREFIX) or value is None:
+                continue
+            try:
+                await self._call(applied.create(key, value))
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                continue  # the node wrote a newer one there already (or it is too large)
+
     async def _bucket(self, config: KeyValueConfig) -> KeyValue:
         js = self._require_js()
         try:
@@ -455,10 +505,10 @@ class NatsControlPlane:
             except nats.js.errors.BadRequestError:
                 kv = await js.key_value(config.bucket)
         if self.provision:
-            await self._no_rollups(f"KV_{config.bucket}")
+            await self._no_rollups(f"KV_{config.bucket}", config.max_bytes)
         return kv
 
-    async def _no_rollups(self, stream: str) -> None:
+    async def _no_rollups(self, stream: str, max_bytes: int | None = None) -> None:
         """Refuse roll-up headers on a bucket's stream (and purges and deletes through the
         API), the provisioner's fix to what publish permissions cannot see: a `Nats-Rollup:
         all` header on a write to the one key an identity may write erased every other key
@@ -466,13 +516,17 @@ class NatsControlPlane:
         stored fleet kill was gone: a one-person resume; a node its own `starts` key, and
         every node's start history and `known_good` with it). nats-py creates buckets with
         roll-ups allowed (a key's purge is one); nothing here purges a key. Buckets created
-        before are updated in place at the next provisioning start."""
+        before are updated in place at the next provisioning start, and so is a bucket's
+        byte bound (`max_bytes`, where it has one) if it was provisioned with another."""
         js = self._require_js()
         cfg = (await js.stream_info(stream)).config
-        if cfg.allow_rollup_hdrs or not cfg.deny_purge or not cfg.deny_delete:
+        bound = max_bytes is not None and max_bytes > 0 and cfg.max_bytes != max_bytes
+        if cfg.allow_rollup_hdrs or not cfg.deny_purge or not cfg.deny_delete or bound:
             cfg.allow_rollup_hdrs = False
             cfg.deny_purge = True
             cfg.deny_delete = True
+            if bound:
+                cfg.max_bytes = max_bytes
             await js.update_stream(cfg)
 
     async def close(self) -> None:
@@ -899,10 +953,19 @@ class NatsControlPlane:
             raise ControlPlaneUnavailable("control plane not connected")
         return kv
 
+    def _keyed(self, bucket: Bucket, key: str) -> tuple[str, KeyValue]:
+        """The NATS bucket (name, handle) that holds `key` of `bucket`: a node's applied
+        record is in `APPLIED_BUCKET`, everything else in the bucket's own."""
+        if bucket is Bucket.FLAGS and key.startswith(APPLIED_PREFIX):
+            if self._applied is None:
+                raise ControlPlaneUnavailable("control plane not connected")
+            return APPLIED_BUCKET, self._applied
+        return record_bucket(bucket), self._record_kv(bucket)
+
     async def put_record(
         self, bucket: Bucket, key: str, value: bytes, expected_revision: int | None = None
     ) -> int:
-        kv = self._record_kv(bucket)
+        _, kv = self._keyed(bucket, key)
         if expected_revision is None:
             return await self._call(kv.put(key, value))
         try:
@@ -914,7 +977,7 @@ class NatsControlPlane:
 
     async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
         try:
-            found = await self._call(self._record_kv(bucket).get(key))
+            found = await self._call(self._keyed(bucket, key)[1].get(key))
         except nats.js.errors.KeyNotFoundError:
             return None, 0
         if found.value is None:
@@ -923,12 +986,19 @@ class NatsControlPlane:
 
     async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
         stored = await self._snapshot(record_bucket(bucket), self._record_kv(bucket))
+        if bucket is Bucket.FLAGS:
+            # applied records only from their own bucket: nobody may write them in
+            # `kw_flags` any longer, and the ones an earlier version stored there are stale
+            stored = [s for s in stored if not s[0].startswith(APPLIED_PREFIX)]
+            if self._applied is None:
+                raise ControlPlaneUnavailable("control plane not connected")
+            stored += await self._snapshot(APPLIED_BUCKET, self._applied)
         return {key: (value, revision) for key, value, revision in stored if value is not None}
 
     async def record_stored_ns(self, bucket: Bucket, key: str, revision: int) -> int | None:
         """The stream message's own time at `revision` (JetStream stamps it on storing),
         read from the stream leader; None if the stream no longer holds it for this key."""
-        return await self._written_ns(record_bucket(bucket), key, revision)
+        return await self._written_ns(self._keyed(bucket, key)[0], key, revision)
 
     async def _written_ns(self, bucket: str, key: str, revision: int) -> int | None:
         """The time JetStream stamped on the bucket's message `revision`, if it is `key`'s."""
