@@ -1388,3 +1388,50 @@ def test_orders_blocked_by_a_stopped_scope_are_no_reject_spike(reason: str) -> N
             )  # fmt: skip
             fired += [a.rule for a in sup.observe(m)]
     assert Rule.REJECT_SPIKE not in fired
+
+
+def _ramp_feed(
+    version: Callable[[float], str], trimmed: Callable[[float], bool], seconds: int
+) -> list[Action]:
+    """Three nodes offering 100 orders/s under limits `version(t)` (`v1@10%`: a resume
+    ramp's stage); while `trimmed(t)`, 60/s of each node's orders are refused by the
+    turnover cap and 20/s by its rate limit."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(), clock)
+    acc = {n: [0.0, 0.0, 0.0] for n in ("n1", "n2", "n3")}  # orders, turnover, rate refusals
+    fired: list[Action] = []
+    for k in range(seconds * S // TICK):
+        clock.advance(TICK)
+        t = k * TICK / S
+        for n, a in acc.items():
+            a[0] += 100.0 * TICK / S
+            a[1] += (60.0 if trimmed(t) else 0.0) * TICK / S
+            a[2] += (20.0 if trimmed(t) else 0.0) * TICK / S
+            o, turnover, rate = int(a[0]), int(a[1]), int(a[2])
+            r = turnover + rate
+            blocks = {"max_turnover": turnover, "rate_node": rate} if r else {}
+            m = NodeMetrics(n, 0, o, o - r, r, o - r, 0.0, 0.0, True, 0, blocks,
+                            limits_version=version(t), instance="i1")  # fmt: skip
+            fired += sup.observe(m)
+    return fired
+
+
+def test_a_ramp_stage_trimming_a_normal_flow_is_no_reject_spike() -> None:
+    """A resume ramp holds the fleet at 10% of its limits for minutes: the default fleet's
+    own flow hit the stage's turnover cap (and its rate limit) at once, the supervisor read
+    those refusals as a reject spike, halted every node and tripped the ramp at its first
+    stage, so a default ramp could never finish. A stage's trimming is the ramp's to judge
+    (its spike rule); the same refusals at full limits are a spike, as before."""
+
+    def stages(t: float) -> str:
+        return "v1@10%" if t < 40 else "v1@50%" if t < 80 else "v1"
+
+    assert _ramp_feed(lambda t: "v1@10%", lambda t: True, 150) == []
+    # through the stages to full limits: what the stages refused is no spike afterwards
+    assert _ramp_feed(stages, lambda t: t < 80, 150) == []
+    # the same refusals at full limits: every node halted as rejecting
+    fired = _ramp_feed(lambda t: "v1", lambda t: True, 30)
+    assert {(a.rule, a.key) for a in fired} == {(Rule.REJECT_SPIKE, n) for n in ("n1", "n2", "n3")}
+    # and at full limits after the ramp, refusing as during it: halted again
+    fired = _ramp_feed(stages, lambda t: True, 150)
+    assert {(a.rule, a.key) for a in fired} == {(Rule.REJECT_SPIKE, n) for n in ("n1", "n2", "n3")}

@@ -84,6 +84,7 @@ import msgspec
 from knightwatch.clock import Clock
 from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
 from knightwatch.inputs import UNDECODABLE, load_toml
+from knightwatch.limits import scaled_percent
 from knightwatch.state import Scope, TradingState
 
 
@@ -439,6 +440,29 @@ or a drain stopped, each doing its job. Counted, a strategy's kill made every no
 sending in that strategy a reject spike, halted by the supervisor on top (one more
 two-person resume per node)."""
 
+_TRIMMED = (
+    "max_order_qty",
+    "max_order_notional",
+    "execution_throttle",
+    "max_position",
+    "max_gross_exposure",
+    "max_net_exposure",
+    "max_turnover",
+)
+"""Block reasons of the limits a resume ramp's stage scales down (`limits.RAMP_SCALED_KEYS`;
+its rates are `_THROTTLES` already). While a node reports a stage's limits (`NAME@10%`),
+its refusals under them are the ramp trimming a normal flow, not a reject spike: counted,
+the default fleet's own flow hit the 10% stage's turnover cap at once, the supervisor
+halted its nodes as rejecting, and every ramp tripped at its first stage (one more
+two-person resume per node, and a ramp that could never finish). A runaway during a ramp
+is the ramp's own spike rule's to trip (`incident.ramp`), as it is the stage's limits it
+hits."""
+
+
+def _ramping(m: NodeMetrics | None) -> bool:
+    """Whether the node reports a resume ramp's stage limits (below 100%)."""
+    return m is not None and scaled_percent(m.limits_version) < 100
+
 
 _COUNTERS = (
     "orders", "rejected", "accepted", "fills", "notional", "principal_notional", "stopped"
@@ -652,6 +676,7 @@ class _NodeTrack:
         "seen",
         "throttled_since",
         "throttled_under",
+        "trimmed",
     )
 
     def __init__(self, config: SupervisorConfig) -> None:
@@ -684,6 +709,9 @@ class _NodeTrack:
         self.throttled_under: int | None = None
         """When that share last went back under `reject_ratio` within an episode."""
         self.seen = 0
+        self.trimmed = 0
+        """Refusals under a ramp stage's limits (`_TRIMMED`) while the node reported that
+        stage, summed over its samples: left out of its refusals as throttling is."""
         self.base = _Track(config)
 
     @property
@@ -737,12 +765,19 @@ class Supervisor:
         last = track.latest
         # another process (`instance`) counts from 0, whatever it reached before this sample
         restarted = last is not None and m.instance != last.instance
+        if last is not None and not restarted and _ramping(m):
+            # what this interval refused under the stage's limits, never more than all it
+            # refused less throttling (so the refusals judged never go back)
+            step = sum(m.blocks.get(r, 0) - last.blocks.get(r, 0) for r in _TRIMMED)
+            room = (m.rejected - throttled) - (last.rejected - _throttled(last))
+            track.trimmed += max(0, min(step, room))
         track.latest = m
         stops = sum(m.blocks.get(r, 0) for r in _STOPS)
         orders, rejected, accepted, fills, notional, principal, stopped = self._continued(
             track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
                     m.principal_notional, stops), restarted=restarted
         )  # fmt: skip
+        rejected -= track.trimmed
         track.samples.append(
             _Sample(now, int(orders), int(rejected), int(accepted), int(fills), notional,
                     principal, int(stopped))
@@ -1462,7 +1497,10 @@ class Supervisor:
         stopped = b.stopped - a.stopped
         orders -= stopped
         refused = (b.orders - b.accepted) - (a.orders - a.accepted) - stopped
-        if track.halted:  # what a halted node refuses is the halt: no episode of its own
+        if track.halted or _ramping(track.latest):
+            # what a halted node refuses is the halt: no episode of its own; nor is what a
+            # ramp's stage trims off a normal flow (its rates at 10% for minutes), which the
+            # ramp's own spike rule judges against the stage's limits
             track.throttled_since = track.throttled_under = None
         elif orders >= cfg.reject_min_orders and refused > cfg.reject_ratio * orders:
             track.throttled_under = None
