@@ -1395,7 +1395,7 @@ def _ramp_feed(
 ) -> list[Action]:
     """Three nodes offering 100 orders/s under limits `version(t)` (`v1@10%`: a resume
     ramp's stage); while `trimmed(t)`, 60/s of each node's orders are refused by the
-    turnover cap and 20/s by its rate limit."""
+    gross exposure cap and 20/s by its rate limit."""
     clock = SimClock(10 * S)
     sup = Supervisor(SupervisorConfig(), clock)
     acc = {n: [0.0, 0.0, 0.0] for n in ("n1", "n2", "n3")}  # orders, turnover, rate refusals
@@ -1409,7 +1409,7 @@ def _ramp_feed(
             a[2] += (20.0 if trimmed(t) else 0.0) * TICK / S
             o, turnover, rate = int(a[0]), int(a[1]), int(a[2])
             r = turnover + rate
-            blocks = {"max_turnover": turnover, "rate_node": rate} if r else {}
+            blocks = {"max_gross_exposure": turnover, "rate_node": rate} if r else {}
             m = NodeMetrics(n, 0, o, o - r, r, o - r, 0.0, 0.0, True, 0, blocks,
                             limits_version=version(t), instance="i1")  # fmt: skip
             fired += sup.observe(m)
@@ -1417,11 +1417,11 @@ def _ramp_feed(
 
 
 def test_a_ramp_stage_trimming_a_normal_flow_is_no_reject_spike() -> None:
-    """A resume ramp holds the fleet at 10% of its limits for minutes: the default fleet's
-    own flow hit the stage's turnover cap (and its rate limit) at once, the supervisor read
-    those refusals as a reject spike, halted every node and tripped the ramp at its first
-    stage, so a default ramp could never finish. A stage's trimming is the ramp's to judge
-    (its spike rule); the same refusals at full limits are a spike, as before."""
+    """A resume ramp holds the fleet at 10% of its limits for minutes: a flow the stage's
+    exposure cap (and its rate limit) trimmed had its refusals read as a reject spike, every
+    node halted and the ramp tripped at its first stage, so the ramp could never finish. A
+    stage's trimming is the ramp's to judge (its spike rule); the same refusals at full
+    limits are a spike, as before."""
 
     def stages(t: float) -> str:
         return "v1@10%" if t < 40 else "v1@50%" if t < 80 else "v1"
@@ -1435,3 +1435,33 @@ def test_a_ramp_stage_trimming_a_normal_flow_is_no_reject_spike() -> None:
     # and at full limits after the ramp, refusing as during it: halted again
     fired = _ramp_feed(stages, lambda t: True, 150)
     assert {(a.rule, a.key) for a in fired} == {(Rule.REJECT_SPIKE, n) for n in ("n1", "n2", "n3")}
+
+
+def test_a_flow_just_over_its_turnover_cap_is_throttled_not_halted() -> None:
+    """`knightwatch up`'s default fleet: 20 orders/s of $10k against a $10M rolling minute.
+    Each minute it is accepted for 50 s and then refused for 10 s, until the first orders
+    age out of the window: every node was halted as a reject spike 50 s after it started.
+    The turnover cap throttles, as the rate limits do; held over `reject_ratio` for
+    `count_window_s` on end, it is still halted (throttling included)."""
+    fired = _throttled_feed(lambda t: (20.0, 0.0) if t % 60 < 50 else (20.0, 20.0), 200)
+    assert fired == []
+    # (the feed files its refusals under rate_node: the same, filed under max_turnover)
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(), clock)
+    acc = {n: [0.0, 0.0] for n in ("n1", "n2", "n3")}
+    halted: list[Action] = []
+    for k in range(200 * S // TICK):
+        clock.advance(TICK)
+        t = k * TICK / S
+        for n, a in acc.items():
+            capped = t % 60 >= 50 if t < 100 else n == "n1"  # then n1 at its cap for good
+            a[0] += 20.0 * TICK / S
+            a[1] += (20.0 if capped else 0.0) * TICK / S
+            o, r = int(a[0]), int(a[1])
+            blocks = {"max_turnover": r} if r else {}
+            m = NodeMetrics(n, 0, o, o - r, r, o - r, 0.0, 0.0, True, 0, blocks)
+            halted += sup.observe(m)
+            if n == "n1" and t < 100:
+                assert halted == [], t
+    assert [(a.rule, a.key) for a in halted] == [(Rule.REJECT_SPIKE, "n1")]
+    assert "throttling included" in halted[0].reason

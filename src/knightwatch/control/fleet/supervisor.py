@@ -434,29 +434,38 @@ _STOPS = ("halted", "reducing_only")
 """Block reasons of a scope a kill or a drain stopped. An expired lease or a Guard not armed
 still counts: the node's own trouble (its loop stalled, say), which a rollout's health
 gate and the spike must see."""
-_THROTTLES = ("rate_node", "rate_strategy", "rate_symbol", *_STOPS)
-"""Block reasons left out of the reject spike: a rate limit throttling, and a scope a kill
-or a drain stopped, each doing its job. Counted, a strategy's kill made every node still
-sending in that strategy a reject spike, halted by the supervisor on top (one more
-two-person resume per node)."""
+_THROTTLES = (
+    "rate_node",
+    "rate_strategy",
+    "rate_symbol",
+    "max_turnover",
+    "execution_throttle",
+    *_STOPS,
+)
+"""Block reasons left out of the reject spike: a throughput cap throttling (orders, notional
+or executions per window), and a scope a kill or a drain stopped, each doing its job.
+Counted, a strategy's kill made every node still sending in that strategy a reject spike,
+halted by the supervisor on top (one more two-person resume per node). The turnover cap
+was counted until stop 48: a rolling minute's notional refuses everything for the last
+seconds of each minute a flow runs just over it, and `knightwatch up`'s default fleet (20
+orders/s of $10k against $10M a minute) had every node halted as rejecting 50 s after it
+started. A node held at its throughput caps for `count_window_s` on end is still halted
+(`Supervisor._rejects`, throttling included)."""
 
 _TRIMMED = (
     "max_order_qty",
     "max_order_notional",
-    "execution_throttle",
     "max_position",
     "max_gross_exposure",
     "max_net_exposure",
-    "max_turnover",
 )
 """Block reasons of the limits a resume ramp's stage scales down (`limits.RAMP_SCALED_KEYS`;
-its rates are `_THROTTLES` already). While a node reports a stage's limits (`NAME@10%`),
-its refusals under them are the ramp trimming a normal flow, not a reject spike: counted,
-the default fleet's own flow hit the 10% stage's turnover cap at once, the supervisor
-halted its nodes as rejecting, and every ramp tripped at its first stage (one more
-two-person resume per node, and a ramp that could never finish). A runaway during a ramp
-is the ramp's own spike rule's to trip (`incident.ramp`), as it is the stage's limits it
-hits."""
+its rates, turnover and execution throttle are `_THROTTLES` already). While a node reports a
+stage's limits (`NAME@10%`), its refusals under them are the ramp trimming a normal flow,
+not a reject spike: counted, a flow the stage's caps trimmed had its nodes halted as
+rejecting, and the ramp tripped at its first stage (one more two-person resume per node,
+and a ramp that could never finish). A runaway during a ramp is the ramp's own spike
+rule's to trip (`incident.ramp`), as it is the stage's limits it hits."""
 
 
 def _ramping(m: NodeMetrics | None) -> bool:
