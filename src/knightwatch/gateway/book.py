@@ -55,6 +55,7 @@ from typing import Final
 from knightwatch.decision import Decision
 from knightwatch.guard.untracked import untracked
 from knightwatch.order import Fill, Side
+from knightwatch.state import Scope
 
 OWN: Final = "knightwatch"
 """The owner of the ClOrdIDs the gateway itself sends (its cancels, requests, ExecIDs)."""
@@ -109,6 +110,10 @@ class GwOrder:
     """The ClOrdID the venue knows it by when the book holds it under another key: a
     second working order the venue's start-up mass status reported under a ClOrdID an
     adopted order already answers to (`clordid` is then that ClOrdID and its OrderID)."""
+    kills: tuple[tuple[Scope, str], ...] = ()
+    """The scopes of the kills that cancelled it (`Gateway.cancel_scope`): while the Guard
+    holds any of them halted, a cancel of it the venue never answers, or one lost with
+    the venue session, is sent again by the gateway itself."""
 
     @property
     def live(self) -> bool:

@@ -31,6 +31,12 @@ What the gateway decides around the Guard:
   rejects, replaces, restatements, busts, corrections), once per ExecID; a
   fill for an order nobody sent, or a LeavesQty that disagrees with the
   Guard, halts the node with `fill_mismatch`;
+* a kill's cancel the venue never answers (`answer_timeout_s`), or one in
+  flight when the venue session drops or resets its numbers, is sent again by
+  the gateway itself (one fresh cancel per order at each timeout, logon or
+  reset, recorded `kill_cancel_resent`) for as long as the Guard holds the
+  kill's scope halted, until the venue answers it: the kill's drain ends long
+  before the venue's answer is given up on;
 * with the venue session down new orders are refused `venue_unavailable`;
   a lost client session has its orders cancelled per its policy; nothing is
   armed until working orders and positions are reconciled.
@@ -77,7 +83,7 @@ from knightwatch.gateway.engine import (
 from knightwatch.guard import LockedGuard
 from knightwatch.inputs import InputFileError, load_toml
 from knightwatch.order import MAX_PRICE, MAX_QTY, Fill, InvalidOrder, Order, Side, price_problem
-from knightwatch.state import Scope, split_pair
+from knightwatch.state import Scope, TradingState, split_pair
 
 log = logging.getLogger(__name__)
 R = RejectReason
@@ -281,6 +287,12 @@ class Gateway(Handler):
         self._awaiting: deque[tuple[int, str, GwOrder | None, Request | None]] = deque()
         """(due, ClOrdID, order, request) of each order (request None), replace or cancel
         sent to the venue, in the order sent: unanswered at `due` (`_sweep_unanswered`)."""
+        self._kill_resend: list[tuple[int, GwOrder, str | None, str]] = []
+        """(due, order, the cancel it waits on, that cancel's ClOrdID) of each order a
+        kill's mass cancel covers, and of each kill's cancel let go before its time
+        (`MAX_AWAITING`; it waits on None, so more killed orders than that never turn into
+        a loop of cancels): at `due`, an order still live whose kill is in force and whose
+        cancel is still that one gets a fresh cancel of its own (`_sweep_unanswered`)."""
         self._sweep_s = min(1.0, answer_timeout_s / 4)
         self.cfg = config
         self.guard = guard
@@ -531,13 +543,13 @@ class Gateway(Handler):
         due = self.guard.clock.monotonic_ns() + to_ns(self.answer_timeout_s)
         self._awaiting.append((due, clordid, go, req))
         if len(self._awaiting) > MAX_AWAITING:
-            self._look_at(*self._awaiting.popleft()[1:])
+            self._look_at(*self._awaiting.popleft(), early=True)
 
     def _sweep_unanswered(self) -> None:
         """Every request whose `answer_timeout_s` has passed while the venue session was
         logged on, looked at (worker): an answered one is dropped from the watch, an
         unanswered one is handled (`_unanswered`)."""
-        if not self._awaiting:
+        if not self._awaiting and not self._kill_resend:
             return  # read without the lock: one sent meanwhile is looked at next time
         with self._held():
             if self.stopping or not self.venue_up:
@@ -545,11 +557,19 @@ class Gateway(Handler):
             now = self.guard.clock.monotonic_ns()
             awaiting = self._awaiting
             while awaiting and awaiting[0][0] <= now:
-                self._look_at(*awaiting.popleft()[1:])
+                self._look_at(*awaiting.popleft())
+            if self._kill_resend:
+                due = [e for e in self._kill_resend if e[0] <= now]
+                self._kill_resend = [e for e in self._kill_resend if e[0] > now]
+                for _, go, waited, previous in due:
+                    if go.live and go.cancel_sent == waited and self._kill_in_force(go):
+                        self._resend_kill_cancel(go, "answer_timeout", previous)
 
-    def _look_at(self, clordid: str, go: GwOrder | None, req: Request | None) -> None:
-        """One awaited request at (or before) its time (caller holds the lock): still
-        unanswered, it is handled (`_unanswered`); answered, nothing is done."""
+    def _look_at(
+        self, due: int, clordid: str, go: GwOrder | None, req: Request | None, early: bool = False
+    ) -> None:
+        """One awaited request at (or, `early`, before) its time `due` (caller holds the
+        lock): still unanswered, it is handled (`_unanswered`); answered, nothing is done."""
         if req is None:
             # an order: any report applied to it (an ack, a fill, a reject) is an ExecID
             # of its own; a refusal of it by BusinessMessageReject or session Reject, or
@@ -557,18 +577,28 @@ class Gateway(Handler):
             if go is not None and go.live and not go.execs and go.order_id == "NONE":
                 self._unanswered(F.NEW_ORDER, clordid, go, None)
         elif self.book.requests.get(clordid) is req:
-            self._unanswered(F.REPLACE if req.kind == "G" else F.CANCEL, clordid, req.order, req)
+            mtype = F.REPLACE if req.kind == "G" else F.CANCEL
+            self._unanswered(mtype, clordid, req.order, req, due if early else 0)
 
     def _unanswered(
-        self, mtype: str, clordid: str, go: GwOrder | None, req: Request | None
+        self,
+        mtype: str,
+        clordid: str,
+        go: GwOrder | None,
+        req: Request | None,
+        early_due: int = 0,
     ) -> None:
         """The venue never answered an order, replace or cancel within `answer_timeout_s`
         (caller holds the lock). It may have taken it (the answer lost) or not: neither
         can be assumed, so nothing is rolled back. An order stays counted working (the
         venue may hold it: its reservation is never released as if it never went out),
         and a kill cancels it; a replace keeps the larger of its old and new quantities
-        reserved; a cancel leaves its order counted working, and a kill's cancel is sent
-        again by its drain. Recorded (`venue_unanswered`), logged, the node halts
+        reserved; a cancel leaves its order counted working. A kill's cancel is sent again
+        by the gateway itself while the kill is in force (`_resend_kill_cancel`), at once
+        (or, let go `early_due` before its time for `MAX_AWAITING`, at that time): before,
+        only the kill's drain sent another, and it had ended long before (1.5 s against
+        30), so the order could work on at the venue after a kill. Recorded
+        (`venue_unanswered`), logged, the node halts
         `fill_mismatch` (the Guard's picture can no longer be vouched for), and the client
         gets a status report (ExecType I) under its ClOrdID saying so. A request is no
         longer in flight (its memory is freed); the venue's late answer is applied as an
@@ -605,7 +635,13 @@ class Gateway(Handler):
         log.error("VENUE_UNANSWERED %s", why)
         self.guard.flag_mismatch(f"{why}: the venue may have taken it"[:400])
         if req is not None and req.kind == "KILL":
-            return  # the gateway's own cancel: no client asked
+            # the gateway's own cancel: no client asked; the kill's order is cancelled again
+            if go is not None and go.cancel_sent is None and self._kill_in_force(go):
+                if early_due:
+                    self._kill_resend.append((early_due, go, None, clordid))
+                else:
+                    self._resend_kill_cancel(go, "answer_timeout", clordid)
+            return
         comp = req.comp if req is not None else go.comp if go is not None else ""
         sid = self.client_sids.get(comp)
         if sid is None:
@@ -751,6 +787,9 @@ class Gateway(Handler):
                 f"the venue session reset its sequence numbers ({what}) with {working} "
                 "order(s) working: reports it sent meanwhile may be lost"
             )
+            if self.venue_up:  # else the logon that follows sends them
+                # the answer to a kill's cancel in flight may be among what was lost
+                self._resend_lost_kill_cancels("venue_sequence_reset")
 
     def to_app(self, msg: Any, sid: Any) -> None:
         # Never resend an order late: an order the venue did not get before its session
@@ -2808,6 +2847,9 @@ class Gateway(Handler):
                     g.setField(F.SYMBOL, s)
                     md.addGroup(g)
                 self._emit(md, self.venue_sid)
+            # a kill's cancel in flight when the session dropped may be lost with it (a
+            # sequence reset forgets it, or the answer never comes): a fresh one now
+            self._resend_lost_kill_cancels("venue_logon")
             for o in self.book.live():
                 # cancels the gateway decided while the session was down (a kill, a
                 # cancel-on-disconnect, a client's mass cancel) go out now, once
@@ -2910,6 +2952,55 @@ class Gateway(Handler):
             fields.append((F.ORDER_ID, go.order_id))
         self._emit(F.message(F.CANCEL, fields), self.venue_sid, (F.CANCEL, cid))
 
+    def _kill_in_force(self, go: GwOrder) -> bool:
+        """Whether a kill that cancelled `go` (`GwOrder.kills`) is still in force: the Guard
+        holds its scope halted or reducing (caller holds the lock). A resume of it ends
+        the gateway's own resends of the order's cancel."""
+        return any(
+            self.guard.trading_state(scope, key) is not TradingState.ACTIVE
+            for scope, key in go.kills
+        )
+
+    def _resend_kill_cancel(self, go: GwOrder, why: str, previous: str | None = None) -> None:
+        """A fresh cancel of an order a kill in force covers, whose kill's cancel the venue
+        never answered (`why`: answer_timeout) or that was in flight when the venue session
+        dropped or reset its numbers (venue_logon, venue_sequence_reset); caller holds the
+        lock. The earlier cancel is no longer awaited (the venue's late answer to it is
+        applied to the order it names, as any answer to a request let go). Recorded
+        (`kill_cancel_resent`) and logged each time; it ends when the venue answers (the
+        order cancelled, filled, or the cancel refused) or the kill is resumed. `previous`:
+        the cancel it replaces, when no longer `GwOrder.cancel_sent`."""
+        lost = go.cancel_sent
+        if lost is not None:
+            previous = lost
+            held = self.book.requests.get(lost)
+            if held is not None and held.kind == "KILL" and held.order is go:
+                del self.book.requests[lost]
+            go.cancel_sent = None
+        self._cancel_at_venue(go, go.cancel_note or "knightwatch kill")
+        self.guard.note(
+            "kill_cancel_resent",
+            order_id=go.guard_id,
+            clordid=go.cancel_sent,
+            previous=previous,
+            why=why,
+        )
+        log.warning(
+            "KILL_CANCEL_RESENT order=%s cancel=%s previous=%s why=%s",
+            go.guard_id,
+            go.cancel_sent,
+            previous,
+            why,
+        )
+
+    def _resend_lost_kill_cancels(self, why: str) -> None:
+        """Every live order a kill in force covers whose cancel is in flight (one cancel of
+        its own or a mass cancel) gets a fresh one (`_resend_kill_cancel`); caller holds
+        the lock, the venue session is up."""
+        for o in self.book.live():
+            if o.cancel_sent is not None and o.kills and self._kill_in_force(o):
+                self._resend_kill_cancel(o, why)
+
     def in_scope(self, scope: Scope, key: str) -> list[GwOrder]:
         """Live orders a kill of (scope, key) covers (caller holds the lock).
 
@@ -2935,11 +3026,17 @@ class Gateway(Handler):
 
         One mass cancel where the venue supports it and the scope is everything the
         gateway routed (or one symbol); otherwise one cancel per order. Orders whose
-        cancel is still in flight are not sent another.
+        cancel is still in flight are not sent another. Each order remembers the kill
+        (`GwOrder.kills`): while the Guard holds its scope halted, a cancel of it the venue
+        leaves unanswered or loses with the session is sent again (`_resend_kill_cancel`).
         """
         note = f"knightwatch kill: {reason}"[:512]
+        slot = (scope, key)
         with self._held():
             orders = self.in_scope(scope, key)
+            for o in orders:
+                if slot not in o.kills:
+                    o.kills += (slot,)
             self.guard.note("kill_cancels", scope=scope.value, key=key, orders=len(orders))
             whole = scope in (Scope.FLEET, Scope.NODE)
             # a symbol's mass cancel names it in Symbol(55): with instruments named by
@@ -2960,9 +3057,11 @@ class Gateway(Handler):
                 ]
                 if not whole:
                     fields.append((F.SYMBOL, key))
+                due = self.guard.clock.monotonic_ns() + to_ns(self.answer_timeout_s)
                 for o in orders:
                     o.cancel_note = note
                     o.cancel_sent = cid
+                    self._kill_resend.append((due, o, cid, cid))  # unanswered: one cancel each
                 self._emit(F.message(F.MASS_CANCEL, fields), self.venue_sid)
             else:
                 for o in orders:
