@@ -111,3 +111,79 @@ async def test_a_page_carries_its_outcome(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.CRITICAL):
         await Pager().page(ACTION, outcome="NOT confirmed by n2")
     assert any("outcome='NOT confirmed by n2'" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_webhook_that_holds_its_posts_never_starves_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Many pages to a webhook that holds every post (it drips its answer for ever).
+    Before, each post held a worker of the event loop's default executor past its page's
+    timeout: 40 pages took every worker, and the process's own host-name lookups (nats-py's
+    reconnect to a control plane named by host) and every other `to_thread` waited on the
+    webhook (and the process's exit joined those workers). Now a post holds a daemon thread
+    of its own, at most `max_inflight` at once; a page beyond them fails at once, logged."""
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+
+    def hold(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                if stop.wait(0.05):
+                    return
+                conn.sendall(bytes([byte]))
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=hold, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    pager = Pager(f"http://127.0.0.1:{server.getsockname()[1]}/page", timeout_s=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        with caplog.at_level(logging.ERROR):
+            started = loop.time()
+            await asyncio.gather(*(pager.page(ACTION) for _ in range(40)))
+            assert loop.time() - started < 1.5
+            assert (pager.sent, pager.failed) == (0, 40)
+            # the loop's default executor answers at once, the webhook still holding
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: 7), 1.0) == 7
+            assert pager.inflight == pager.max_inflight
+            started = loop.time()
+            await pager.page(ACTION)  # beyond max_inflight: refused at once
+            assert loop.time() - started < 0.1
+        assert pager.failed == 41
+        assert any("webhook busy" in r.getMessage() for r in caplog.records)
+    finally:
+        stop.set()
+        server.close()
+
+
+async def test_a_webhook_that_answers_is_paged_and_frees_its_thread() -> None:
+    answered = threading.Event()
+
+    def ok(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        answered.set()
+
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                conn, _ = server.accept()
+                with conn:
+                    ok(conn)
+
+        threading.Thread(target=serve, daemon=True).start()
+        pager = Pager(f"http://127.0.0.1:{server.getsockname()[1]}/page", timeout_s=2.0)
+        await pager.page(ACTION)
+        assert (pager.sent, pager.failed, pager.inflight) == (1, 0, 0)
+        assert answered.is_set()
+    finally:
+        server.close()

@@ -16,6 +16,7 @@ from knightwatch.control.fleet.supervisor import Rule, Supervisor, SupervisorCon
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.wire import NodeMetrics
+from knightwatch.state import TradingState
 
 from ...identities import switch
 from ..fleet_fixtures import make_node
@@ -146,3 +147,44 @@ async def test_stop_ends_while_a_node_that_never_confirms_goes_on_reporting() ->
     finally:
         reporting.cancel()
         await asyncio.gather(reporting, return_exceptions=True)
+
+
+async def test_a_new_incident_after_a_halt_that_held_unconfirmed_is_paged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The halt of n-ghost was not confirmed in time (paged, re-armed), yet it held: the node
+    then reported itself HALTED, so it was never retried. Resumed, the node misbehaved again
+    a day later. Before, that new incident's halt was taken for a retry of the first (its
+    (rule, key) stayed marked as already paged for good) and logged only: nobody was paged."""
+    fabric = MemoryFabric()
+    clock = SimClock(10 * S)
+    service = await _service(fabric, clock, Pager())
+    ghost = MemoryControlPlane(fabric)  # reports, never confirms anything
+    await ghost.connect()
+    seq = 0
+
+    async def report(errors: int, armed: bool, state: TradingState) -> None:
+        nonlocal seq
+        seq += 1
+        clock.advance(S)
+        await ghost.publish_metrics(
+            NodeMetrics(
+                "ghost", clock.time_ns(), 0, 0, 0, 0, 0.0, 0.0, armed, errors,
+                node_state=int(state), instance="i1",
+            )
+        )  # fmt: skip
+        await service.drain()
+
+    try:
+        with caplog.at_level(logging.CRITICAL):
+            await report(1, False, TradingState.ACTIVE)  # halted, not confirmed: paged
+            await report(1, False, TradingState.HALTED)  # it held: not issued again
+            await report(1, True, TradingState.ACTIVE)  # resumed, fine again
+            await report(1, True, TradingState.ACTIVE)
+            clock.advance(86_400 * S)
+            await report(2, False, TradingState.ACTIVE)  # a new incident
+        assert [a.rule for a, _ in service.results] == [Rule.ERRORS_BEFORE_ARMING] * 2
+        pages = _pages(caplog)
+        assert len(pages) == 2, pages
+    finally:
+        await service.stop()

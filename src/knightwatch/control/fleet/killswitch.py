@@ -171,6 +171,8 @@ class _Reach:
         self.plane = plane
         self.grace_s = grace_s
         self.sent = False
+        self.store_error = ""
+        """The store write's latest failure ("": none yet), named when it runs out of time."""
         self._down_since: float | None = None
 
     def lost(self) -> bool:
@@ -576,11 +578,15 @@ class KillSwitch:
                 return stored
             except RevisionConflict as exc:
                 last = str(exc)  # somebody wrote the slot since the read: read again at once
+                if reach is not None:
+                    reach.store_error = last
                 if asyncio.get_running_loop().time() >= deadline:
                     return last
                 continue
             except ControlPlaneUnavailable as exc:
                 last = str(exc)
+                if reach is not None:
+                    reach.store_error = last
             if asyncio.get_running_loop().time() >= deadline:
                 return last
             await asyncio.sleep(_DURABLE_RETRY_S)
@@ -652,7 +658,11 @@ class KillSwitch:
                 durable.cancel()
                 stored = f"control plane unreachable: {reach.why()}"
             else:
+                # the write is still being retried: name its latest failure, which the
+                # person must act on (a lost bucket is not a slow leader election)
                 stored = "store did not acknowledge in time"
+                if reach is not None and reach.store_error:
+                    stored += f" (last answer: {reach.store_error})"
         finally:
             del self._arrivals[entry.command_id]
             self._sent.pop(entry.command_id, None)

@@ -8,13 +8,23 @@ never raises and never waits longer than `timeout_s`: whatever the webhook does
 logged (`PAGE_FAILED`) and counted, and the caller's halt goes on. A page may
 carry the outcome of the action (`outcome`: who did not confirm, what was not
 stored), so the person learns whether the halt took, not only that one was tried.
+
+A post runs on a thread of its own (a daemon), never on the event loop's default
+executor: a webhook that holds its posts (an answer dripped a byte at a time, a host
+name whose lookup hangs) outlives the page's timeout in its thread, and on the shared
+executor a few such posts took every worker the process's own host-name lookups need
+(nats-py's reconnect to a control plane named by host among them), and held the
+process's exit until the webhook let go. At most `max_inflight` posts are held at once;
+a page beyond them fails at once, logged (`PAGE_FAILED ... webhook busy`) and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import threading
 import urllib.parse
 import urllib.request
 
@@ -25,8 +35,14 @@ from knightwatch.control.fleet.supervisor import Action
 log = logging.getLogger(__name__)
 
 
+class PagerBusy(Exception):
+    """A page not posted because earlier posts still hold `max_inflight` threads."""
+
+
 class Pager:
-    def __init__(self, webhook_url: str | None = None, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, webhook_url: str | None = None, timeout_s: float = 2.0, max_inflight: int = 4
+    ) -> None:
         if webhook_url is not None:
             if not webhook_url.startswith(("http://", "https://")):
                 raise ValueError(
@@ -41,10 +57,22 @@ class Pager:
                 raise ValueError(f"webhook_url: must name a host (got {webhook_url!r})")
         if not 0 < timeout_s < math.inf:
             raise ValueError(f"timeout_s: must be > 0 and finite (got {timeout_s!r})")
+        if max_inflight < 1:
+            raise ValueError(f"max_inflight: must be >= 1 (got {max_inflight!r})")
         self.webhook_url = webhook_url
         self.timeout_s = timeout_s
+        self.max_inflight = max_inflight
         self.sent = 0
         self.failed = 0
+        self._lock = threading.Lock()
+        self._inflight = 0
+        """Posts whose thread has not returned yet (some past their page's timeout)."""
+
+    @property
+    def inflight(self) -> int:
+        """Posts still held by the webhook (their threads have not returned)."""
+        with self._lock:
+            return self._inflight
 
     async def page(self, action: Action, outcome: str = "") -> None:
         """Log the page and post it to the webhook; never raises, never waits past
@@ -72,7 +100,7 @@ class Pager:
             fields["outcome"] = outcome
         body = msgspec.json.encode(fields)
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._post, body), self.timeout_s)
+            await asyncio.wait_for(self._posted(body), self.timeout_s)
             self.sent += 1
         except Exception as exc:  # a page that fails must never stop a halt
             self.failed += 1
@@ -85,6 +113,46 @@ class Pager:
                 type(exc).__name__,
                 why or "(no detail)",
             )
+
+    def _posted(self, body: bytes) -> asyncio.Future[None]:
+        """The post of `body` on a daemon thread of its own, as a future of this loop;
+        refused at once (`PagerBusy`) while `max_inflight` posts are still held."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._inflight >= self.max_inflight:
+                done.set_exception(
+                    PagerBusy(
+                        f"webhook busy: {self._inflight} earlier posts still held by it "
+                        f"(max_inflight {self.max_inflight}); this page was not posted"
+                    )
+                )
+                return done
+            self._inflight += 1
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():  # timed out meanwhile: its result is ignored
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                self._post(body)
+            except BaseException as exc:  # handed to the page, which logs it
+                error = exc
+            finally:
+                with self._lock:
+                    self._inflight -= 1
+            # the loop may have closed: nobody waits for this post any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=run, name="pager-post", daemon=True).start()
+        return done
 
     def _post(self, body: bytes) -> None:
         assert self.webhook_url is not None

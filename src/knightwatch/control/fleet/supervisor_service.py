@@ -37,7 +37,11 @@ A person is paged once per incident, with the outcome (who did not confirm, what
 not stored): a kill retried because it did not take effect pages again only once
 a kill of that rule and key has taken effect and the rule fires anew. Paged at
 every retry, a node that never confirmed paged someone at every judgement, the
-97 unread emails again. Nothing after the kill (the page, the audit record) can
+97 unread emails again. The incident also ends when its node is judged again after
+the re-arm and the rule does not fire (the halt held after all, the node reporting
+it, or the condition cleared): the rule firing later is a new incident, paged. Before,
+its (rule, key) stayed marked as paged for good, and a new incident a day later was
+taken for a retry and only logged. Nothing after the kill (the page, the audit record) can
 make a kill that took effect count as failed: it is never issued again for that.
 """
 
@@ -67,6 +71,7 @@ from knightwatch.control.plane.wire import (
     NodeMetrics,
 )
 from knightwatch.inputs import UNDECODABLE
+from knightwatch.state import Scope
 from knightwatch.trust.command import Refused, TrustReason, check_state
 
 log = logging.getLogger(__name__)
@@ -195,6 +200,9 @@ class SupervisorService:
         self._retrying: set[tuple[str, str]] = set()
         """(rule, key) of kills that did not take effect and were paged: their retries
         are not paged again (one page per incident)."""
+        self._rearmed: set[tuple[str, str]] = set()
+        """(rule, key) of node kills re-armed and not fired since: the node's next judgement
+        without them ends the incident (`_judged`)."""
 
     def _awake(self) -> None:
         t = asyncio.get_running_loop().time()
@@ -268,7 +276,9 @@ class SupervisorService:
 
     async def _on_metrics(self, metrics: NodeMetrics) -> None:
         self._awake()
-        for action in self.supervisor.observe(metrics):
+        actions = self.supervisor.observe(metrics)
+        self._judged(metrics.node_id, actions)
+        for action in actions:
             await self._dispatch(action)
         self._unsaved.update(self.supervisor.day_records())
         if not self._unsaved or self._saver is not None:
@@ -278,6 +288,20 @@ class SupervisorService:
             return
         # stored by one task, off the metrics path: a slow store never delays a judgement
         self._saver = asyncio.create_task(self._save(), name="supervisor:day")
+
+    def _judged(self, node_id: str, actions: list[Action]) -> None:
+        """`node_id` was judged again with `actions` fired: a node kill re-armed since its
+        last attempt and not among them is over (its halt held, or its condition cleared),
+        so the rule firing on the node later is a new incident and is paged."""
+        fired = {(a.rule.value, a.key) for a in actions}
+        for tag in [t for t in self._rearmed if t[1] == node_id]:
+            self._rearmed.discard(tag)
+            if tag not in fired and tag in self._retrying:
+                self._retrying.discard(tag)
+                log.warning(
+                    "supervisor %s on %s not fired again after its re-arm: incident over",
+                    *tag,
+                )
 
     async def _save(self) -> None:
         """Store the waiting day histories in the incident bucket; one that fails is handed
@@ -306,6 +330,7 @@ class SupervisorService:
                 await self._dispatch(action)
 
     async def _dispatch(self, action: Action) -> None:
+        self._rearmed.discard((action.rule.value, action.key))  # fired again: a retry
         if self._stopping:
             log.error(
                 "supervisor stopping: %s on %s not issued (%s)",
@@ -332,6 +357,8 @@ class SupervisorService:
 
     async def act(self, action: Action) -> None:
         """Halt first, page and record after: a slow webhook must not delay the stop."""
+        tag = (action.rule.value, action.key)
+        retry = tag in self._retrying  # paged already, its incident not over when fired
         result = await self.killswitch.kill(
             action.scope,
             action.key,
@@ -363,12 +390,12 @@ class SupervisorService:
                 result.revision,
             )
         took = result.ok or stopped_by_lease(result)
-        tag = (action.rule.value, action.key)
-        retry = tag in self._retrying
         if took:
             self._retrying.discard(tag)
         else:
             self._retrying.add(tag)
+            if action.scope is Scope.NODE:
+                self._rearmed.add(tag)
         if retry:
             log.error(
                 "supervisor %s on %s retried (already paged): %s",
