@@ -310,3 +310,33 @@ def test_stop_reaches_a_node_another_writer_switched_on_after_the_check_read(
     state = store.get(RLP)
     assert state is not None and state.value_for("n9") is False, state.node_values
     assert result.change is not None and "n9" in result.change.nodes
+
+
+@pytest.mark.parametrize("zone", ["America", "US", "Etc", "a" * 300])
+def test_a_time_zone_that_names_no_zone_file_is_a_one_line_error(tmp_path: Path, zone: str) -> None:
+    """ "America" is a directory of the tz database and a 300-character key no file name:
+    ZoneInfo raised OSError, which no caller expects (the policy file and the roster's
+    approvals use these hours), so `flags set --policy` ended with a traceback."""
+    path = tmp_path / "policy.toml"
+    path.write_text(f'[market_hours]\ntimezone = "{zone}"\n')
+    with pytest.raises(ValueError, match=rf"activation policy {path}: market_hours\.timezone: "):
+        ActivationPolicy.load(path)
+    with pytest.raises(ValueError, match=r"unknown time zone"):
+        MarketHours(timezone=zone)
+
+
+@pytest.mark.parametrize("value", [False, True])
+@pytest.mark.parametrize(
+    "spelled", ["TRADING.SMARS.RLP_ENABLED", "trading.smars.rlp_enabled\u200b"]
+)
+def test_a_registry_id_spelled_otherwise_is_named_not_called_unknown(
+    flag_registry: FlagRegistry, make_fleet, pre_market_clock: SimClock, value: bool, spelled: str
+) -> None:
+    """`flags set TRADING.SMARS.RLP_ENABLED off` answered "not in the flag registry": an
+    operator stopping a flag was told it does not exist. The refusal names the registry id."""
+    store = MemoryFlagStateStore()
+    gate = ActivationGate(flag_registry, make_fleet(), store, pre_market_clock)
+    result = gate.apply(request(spelled, value=value, approver="bob"))
+    assert not result.accepted and result.code is ActivationCode.UNKNOWN_FLAG
+    assert f"spells registry id {RLP!r} another way" in result.detail
+    assert repr(spelled) in result.detail and store.get(RLP) is None

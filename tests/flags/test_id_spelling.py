@@ -192,3 +192,78 @@ def test_lint_leaves_names_it_cannot_pin_down_alone(tmp_path: Path) -> None:
     )
     report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
     assert [f for f in report.findings if f.path.endswith("router.py")] == []
+
+
+@pytest.mark.parametrize(
+    "built",
+    [
+        'NS + "power_peg"',
+        'f"{NS}power_peg"',
+        '"trading.smars." + "power_peg"',
+        '".".join(["trading", "smars", "power_peg"])',
+        '".".join(("trading", "smars", NAME))',
+        '"trading.smars.{}".format(NAME)',
+        '"trading.smars.{0}".format("power_peg")',
+        '"{ns}{name}".format(ns=NS, name=NAME)',
+        '"trading.smars.%s" % NAME',
+        '"%s%s" % (NS, "power_peg")',
+        '(NS + "POWER_PEG").lower()',
+    ],
+)
+def test_lint_reports_a_retired_id_built_in_code_wherever_it_is_built(
+    tmp_path: Path, built: str
+) -> None:
+    """Only an accessor's argument was assembled: the id built into a constant and read by
+    the desk's own accessor (`flags.on(PEG)`, as Knight's code did) passed lint with the
+    Power Peg block it guards; `.join`, `.format` and `%` were not read even in an accessor."""
+    (tmp_path / "feature-flags.yaml").write_text(LINT_REGISTRY)
+    (tmp_path / "router.py").write_text(
+        'NS = "trading.smars."\n'
+        'NAME = "power_peg"\n'
+        f"PEG = {built}\n"
+        "if flags.on(PEG):\n"
+        "    send('child order')\n"
+        f"if flags.is_enabled({built}):\n"
+        "    send('child order')\n"
+    )
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
+    found = sorted(
+        (f.line, f.flag_id) for f in report.findings if f.code is FindingCode.RETIRED_FLAG_REFERENCE
+    )
+    assert found == [(3, PEG), (6, PEG)], [f.render() for f in report.findings]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        '"trading.smars.%5s" % NAME',  # a width: not assembled (could be any size)
+        '"trading.smars.{:>9}".format(NAME)',
+        '"trading.smars.{0.upper}".format(NAME)',
+        '"trading.smars.%(n)s" % {"n": NAME}',
+        '".".join(parts)',
+        '"trading.smars." + name',
+        "NS + NAME_OF_SOMETHING_ELSE",
+    ],
+)
+def test_lint_does_not_guess_at_strings_it_cannot_build_alone(tmp_path: Path, code: str) -> None:
+    (tmp_path / "feature-flags.yaml").write_text(LINT_REGISTRY)
+    (tmp_path / "router.py").write_text(
+        'NS = "trading.smars."\nNAME = "power_peg"\nNAME_OF_SOMETHING_ELSE = "rlp_enabled"\n'
+        f"PEG = {code}\n"
+    )
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
+    assert [f.render() for f in report.findings if f.path.endswith("router.py")] == []
+
+
+@pytest.mark.parametrize("dot", ["\uff0e", "\u2024"])  # full-width full stop, one dot leader
+def test_lint_reports_the_retired_id_with_a_dot_that_is_a_dot_to_the_provider(
+    tmp_path: Path, dot: str
+) -> None:
+    """`id_identity` (NFKC) reads these as '.', so the provider takes the string as Power
+    Peg; lint skipped any string without an ASCII '.', and passed it."""
+    (tmp_path / "feature-flags.yaml").write_text(LINT_REGISTRY)
+    spelled = PEG.replace(".", dot)
+    (tmp_path / "router.py").write_text(f"LEGACY = {spelled!r}\n", encoding="utf-8")
+    report = run_lint(tmp_path / "feature-flags.yaml", [tmp_path], DAY)
+    (finding,) = [f for f in report.findings if f.path.endswith("router.py")]
+    assert finding.code is FindingCode.RETIRED_FLAG_REFERENCE and finding.flag_id == PEG

@@ -142,3 +142,27 @@ def test_a_tombstone_spelled_another_way_is_a_reused_id(reuse: str) -> None:
     message = str(info.value)
     assert message.startswith("r.yaml:10: error [reused_id]")
     assert "'trading.smars.power_peg'" in message and "retired tombstone" in message
+
+
+LONG = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("owner", ENTRY.replace("owner: smars-team", f"owner: {LONG}")),
+        ("version", ENTRY.replace("version: 1", f"version: {LONG}")),
+        ("a history note", ENTRY + f"    history:\n      - {{at: 2012-07-01, note: {LONG}}}\n"),
+        ("a negative integer", ENTRY.replace("owner: smars-team", f"owner: -{LONG}")),
+    ],
+)
+def test_an_integer_too_long_to_read_is_refused_naming_its_line(where: str, text: str) -> None:
+    """Past Python's 4300-digit conversion limit the YAML loader raised a bare ValueError:
+    `flags lint` and every `flags` command ended with a traceback instead of a line."""
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "999" in t)
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text, "r.yaml")
+    message = str(info.value)
+    assert message.startswith(f"r.yaml: line {line}, column "), (where, message)
+    assert "characters is too long to read (at most 4300 digits)" in message
+    assert info.value.line == line

@@ -50,7 +50,10 @@ class MarketHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        # OSError: a key naming a directory of the tz database ("America", "US") or too
+        # long for a file name; raised through msgspec as is, it ended `flags set --policy`
+        # with a traceback and made a roster holding it undecodable by anything's handler
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise ValueError(
                 f"market_hours.timezone: unknown time zone {quoted(self.timezone)}"
             ) from exc
@@ -278,6 +281,16 @@ class ActivationGate:
         if not request.reason.strip():
             return refuse(ActivationCode.MISSING_REASON, "a change needs a reason, for the record")
         flag = self._registry.get(request.flag_id)
+        if flag is None and (same := self._registry.same_id(request.flag_id)) is not None:
+            # "not in the flag registry" for `TRADING.SMARS.RLP_ENABLED off` told an operator
+            # in an emergency that the flag they were stopping does not exist
+            return refuse(
+                ActivationCode.UNKNOWN_FLAG,
+                f"{quoted(request.flag_id)} is not in the flag registry as spelled; it spells "
+                f"registry id {same.id!r} "
+                "another way (case, Unicode form, whitespace or an invisible character): "
+                "give that id",
+            )
         if flag is None:
             return refuse(ActivationCode.UNKNOWN_FLAG, "not in the flag registry")
         members = {m.node: m for m in self._fleet.members()}

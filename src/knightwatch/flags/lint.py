@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+import string
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
@@ -51,8 +53,9 @@ class LintConfig(msgspec.Struct, frozen=True):
 
     `accessors` are call names whose first argument (or `flag_key=`) is a flag
     id, whatever the receiver (`flags.is_enabled`, `client.get_boolean_value`).
-    String literals elsewhere count when they look like an id in a namespace
-    the registry uses, so a flag read through a constant is still found.
+    String literals elsewhere, and strings the file alone builds from them (`+`,
+    f-strings, `.join`, `.format`, `%s`), count when they look like an id in a
+    namespace the registry uses, so a flag read through a constant is still found.
     """
 
     accessors: tuple[str, ...] = DEFAULT_ACCESSORS
@@ -192,20 +195,37 @@ def find_references(
             # flag's dead code behind a concatenated id passed lint)
             value = _static_str(arg, names)
             if value is not None:
-                accessor_args.update(id(n) for n in ast.walk(arg) if isinstance(n, ast.Constant))
+                accessor_args.update(id(n) for n in ast.walk(arg))
                 refs.append(_reference(path, arg, value, True, parents))
+
+    def looks_like_id(value: str) -> bool:
+        if NAMESPACED_ID.fullmatch(value) is not None and (
+            value in known_ids or value.split(".", 1)[0] in namespaces
+        ):
+            return True
+        # "TRADING.SMARS.POWER_PEG", a zero-width space: the provider takes it as the
+        # retired flag, so code holding it is that flag's dead code
+        return bool(retired_identities) and _spells_retired(value, retired_identities)
+
+    # an id built from pieces the file fixes (`PEG = NS + "power_peg"`, `".".join(...)`)
+    # is an id wherever it is built, as a literal is: read through a constant by the
+    # desk's own accessor (`flags.on(PEG)`), it hid the retired flag's dead code
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if id(node) not in accessor_args and isinstance(node, _COMPOSITE):
+            value = _static_str(node, names)
+            if value is not None and looks_like_id(value):
+                accessor_args.update(id(n) for n in ast.walk(node))
+                refs.append(_reference(path, node, value, False, parents))
+                continue
+        stack.extend(ast.iter_child_nodes(node))
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
             continue
         if id(node) in accessor_args:
             continue
-        if NAMESPACED_ID.fullmatch(node.value) is not None and (
-            node.value in known_ids or node.value.split(".", 1)[0] in namespaces
-        ):
-            refs.append(_reference(path, node, node.value, False, parents))
-        elif retired_identities and _spells_retired(node.value, retired_identities):
-            # "TRADING.SMARS.POWER_PEG", a zero-width space: the provider takes it as the
-            # retired flag, so code holding it is that flag's dead code
+        if looks_like_id(node.value):
             refs.append(_reference(path, node, node.value, False, parents))
     return sorted(refs, key=lambda r: (r.line, r.flag_id))
 
@@ -214,10 +234,15 @@ _FOLD_DEPTH = 64
 """How deep a concatenation is followed; deeper ones are left unresolved (not an error)."""
 _FOLD_CHARS = 4 * MAX_FLAG_ID
 _FOLD_METHODS = frozenset({"lower", "casefold", "strip", "lstrip", "rstrip"})
+_COMPOSITE = (ast.BinOp, ast.JoinedStr, ast.Call)
+"""Expressions that may build a string from pieces (`_static_str` says whether they do)."""
+_PERCENT = re.compile(r"%[^%s]")
+"""A `%` directive other than `%s` and `%%` (a width could build a string of any size)."""
 
 
 def _spells_retired(value: str, retired_identities: frozenset[str]) -> bool:
-    if "." not in value or len(value) > _FOLD_CHARS:
+    # a full-width or one-dot-leader dot is a '.' to `id_identity` (NFKC)
+    if len(value) > _FOLD_CHARS or ("." not in value and value.isascii()):
         return False
     return id_identity(value) in retired_identities
 
@@ -278,6 +303,8 @@ def _static_str(node: ast.expr, names: dict[str, str], depth: int = 0) -> str | 
                 return None
             parts.append(text)
         result = "".join(parts)
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        result = _percent(node, names, depth)
     elif (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
@@ -287,9 +314,73 @@ def _static_str(node: ast.expr, names: dict[str, str], depth: int = 0) -> str | 
     ):
         inner = _static_str(node.func.value, names, depth + 1)
         result = getattr(inner, node.func.attr)() if inner is not None else None
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr == "join":
+            result = _join(node, names, depth)
+        elif node.func.attr == "format":
+            result = _format(node, names, depth)
     if result is not None and len(result) > _FOLD_CHARS:
         return None
     return result
+
+
+def _join(node: ast.Call, names: dict[str, str], depth: int) -> str | None:
+    """`".".join(["trading", "smars", NAME])`: a literal list or tuple of fixed strings."""
+    if len(node.args) != 1 or node.keywords or not isinstance(node.args[0], ast.List | ast.Tuple):
+        return None
+    assert isinstance(node.func, ast.Attribute)
+    sep = _static_str(node.func.value, names, depth + 1)
+    if sep is None:
+        return None
+    parts = [_static_str(e, names, depth + 1) for e in node.args[0].elts]
+    if any(p is None for p in parts):
+        return None
+    return sep.join(p for p in parts if p is not None)
+
+
+def _format(node: ast.Call, names: dict[str, str], depth: int) -> str | None:
+    """`"trading.smars.{}".format(NAME)`: plain `{}`/`{0}`/`{name}` fields, no spec."""
+    assert isinstance(node.func, ast.Attribute)
+    template = _static_str(node.func.value, names, depth + 1)
+    if template is None:
+        return None
+    args = [_static_str(a, names, depth + 1) for a in node.args]
+    kwargs: dict[str, str] = {}
+    for keyword in node.keywords:
+        value = _static_str(keyword.value, names, depth + 1)
+        if keyword.arg is None or value is None:  # `**mapping`: not fixed by the file
+            return None
+        kwargs[keyword.arg] = value
+    if any(a is None for a in args):
+        return None
+    try:
+        for _, field, spec, conversion in string.Formatter().parse(template):
+            if field is None:
+                continue
+            if (
+                spec
+                or conversion not in (None, "s")
+                or not (field.isidentifier() or field.isdigit() or not field)
+            ):
+                return None
+        return template.format(*args, **kwargs)
+    except (ValueError, IndexError, KeyError):
+        return None
+
+
+def _percent(node: ast.BinOp, names: dict[str, str], depth: int) -> str | None:
+    """`"trading.smars.%s" % NAME`: only `%s` and `%%` directives."""
+    template = _static_str(node.left, names, depth + 1)
+    if template is None or _PERCENT.search(template.replace("%%", "")) is not None:
+        return None
+    operands = node.right.elts if isinstance(node.right, ast.Tuple) else [node.right]
+    values = [_static_str(e, names, depth + 1) for e in operands]
+    if any(v is None for v in values):
+        return None
+    try:
+        return template % tuple(values)
+    except (TypeError, ValueError):
+        return None
 
 
 def _reference(

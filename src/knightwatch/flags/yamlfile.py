@@ -4,12 +4,15 @@ libyaml's parser where installed (PyYAML's pure-Python one parses about 1 MB/s).
 The node tree is checked before any Python object is built: aliases are
 refused (a tree of shared nodes expands exponentially when walked) and so is
 nesting deeper than `MAX_DEPTH`. Duplicate keys and impossible dates
-(2023-02-29) are refused naming their line. Kept apart from
+(2023-02-29) are refused naming their line, and so is an integer too long for Python
+to convert (over 4300 digits: a ValueError, not a YAML error, that ended `flags lint`
+and every `flags` command with a traceback). Kept apart from
 `knightwatch.inputs` so that the Guard never imports PyYAML.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -55,8 +58,22 @@ def _construct_timestamp(loader: StrictYamlLoader, node: yaml.ScalarNode) -> obj
         ) from None
 
 
+def _construct_int(loader: StrictYamlLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except ValueError:  # past sys.get_int_max_str_digits(): 4300 digits by default
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"an integer of {len(node.value)} characters is too long to read "
+            f"(at most {sys.get_int_max_str_digits()} digits)",
+            node.start_mark,
+        ) from None
+
+
 StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 StrictYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+StrictYamlLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _check_nodes(root: yaml.Node, source: str) -> None:
