@@ -26,6 +26,7 @@ from knightwatch.incident.preflight import (
     CHECKS,
     Checklist,
     PreflightConfig,
+    PreflightConfigError,
     halt_crash_loops,
     run_preflight,
 )
@@ -359,6 +360,23 @@ async def test_a_guard_halt_needs_its_cause_acknowledged() -> None:
         plane, Scope.NODE, "n1", clock=f.clock, config=CFG, acknowledged={"loss_limit"}
     )
     assert acked.passed, acked.summary()
+    await f.stop()
+
+
+@pytest.mark.parametrize("starts", [16, 17, 1000])
+async def test_a_crash_loop_bound_no_stored_history_can_exceed_is_refused(starts: int) -> None:
+    """A node keeps its last 16 starts, so "more than 16 starts" can never be read from
+    the store: such a bound passed a node restarting every few seconds, every time. It
+    is refused by name; the highest one allowed still catches a node at its 16 kept."""
+    with pytest.raises(PreflightConfigError, match=r"crash_loop_starts: must be in 1\.\.15 "):
+        PreflightConfig(crash_loop_starts=starts)
+    f, plane = await killed()
+    now = f.clock.time_ns()
+    kept = NodeStarts("n2", tuple(now - i * NS_PER_S for i in range(16)))  # all a node keeps
+    await plane.put_record(Bucket.INCIDENT, starts_key("n2"), ENCODER.encode(kept))
+    cfg = PreflightConfig(listen_s=0.2, crash_loop_starts=15)
+    checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=cfg)
+    assert "n2 restarted 16 times" in item(checklist, "crash_loop")[1], checklist.summary()
     await f.stop()
 
 

@@ -31,6 +31,7 @@ from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
 from knightwatch.control.fleet.supervisor_service import SUPERVISOR_ID
 from knightwatch.control.node.flags import STATE_DECODER
+from knightwatch.control.node.runtime import _STARTS_KEPT as STARTS_KEPT
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.control.plane.wire import (
     FLEET_KEY,
@@ -85,8 +86,13 @@ class PreflightConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         ):
             if not (0 < value <= top):
                 problems.append(f"{field}: must be a number in (0, {top:g}] (got {value})")
-        if self.crash_loop_starts < 1:
-            problems.append(f"crash_loop_starts: must be >= 1 (got {self.crash_loop_starts})")
+        # a node keeps its last STARTS_KEPT starts: a bound of that many or more can never
+        # be exceeded by what is stored, and the item passed every crash-looping node
+        if not 1 <= self.crash_loop_starts < STARTS_KEPT:
+            problems.append(
+                f"crash_loop_starts: must be in 1..{STARTS_KEPT - 1} (a node keeps its last "
+                f"{STARTS_KEPT} starts; got {self.crash_loop_starts})"
+            )
         if problems:
             raise PreflightConfigError("preflight: " + "; ".join(problems))
 
@@ -152,15 +158,18 @@ def _overlaps(scope: Scope, key: str, e: StateEntry) -> bool:
 
 async def _listen(
     plane: ControlPlane, clock: Clock, listen_s: float
-) -> tuple[dict[str, float], dict[str, NodeMetrics], dict[str, set[str]]]:
-    """Clock offsets (node wall clock minus ours, at receipt), latest metrics and the
-    process instances heard per node (more than one: two processes claim its id)."""
+) -> tuple[dict[str, float], dict[str, NodeMetrics], dict[str, set[str]], dict[str, NodeStatus]]:
+    """Clock offsets (node wall clock minus ours, at receipt), latest metrics, the
+    process instances heard per node (more than one: two processes claim its id) and
+    each node's latest heartbeat."""
     offsets: dict[str, float] = {}
     metrics: dict[str, NodeMetrics] = {}
     instances: dict[str, set[str]] = {}
+    beats: dict[str, NodeStatus] = {}
 
     async def on_heartbeat(s: NodeStatus) -> None:
         offsets[s.node_id] = (s.seen_ns - clock.time_ns()) / 1e6
+        beats[s.node_id] = s
         if s.instance:
             instances.setdefault(s.node_id, set()).add(s.instance)
 
@@ -170,7 +179,13 @@ async def _listen(
     await plane.subscribe_heartbeats(on_heartbeat)
     await plane.subscribe_metrics(on_metrics)
     await asyncio.sleep(listen_s)
-    return offsets, metrics, instances
+    return offsets, metrics, instances, beats
+
+
+def _leased_by_its_word(s: NodeStatus) -> bool:
+    """Whether a heartbeat says its node holds a lease: its expiry and its sending time
+    are both on the node's own clock, so this holds whatever that clock's offset."""
+    return s.admitted and not s.left and s.lease_expires_ns > s.seen_ns
 
 
 async def run_preflight(
@@ -193,10 +208,18 @@ async def run_preflight(
     """
     cfg = config if config is not None else PreflightConfig()
     key = FLEET_KEY if scope is Scope.FLEET else key
-    offsets, heard, instances = await _listen(plane, clock, cfg.listen_s)
+    offsets, heard, instances, beats = await _listen(plane, clock, cfg.listen_s)
     now = clock.time_ns()
     states = await judged(plane, trust)
-    members = [m for m in await plane.members() if not m.left]
+    records = {m.node_id: m for m in await plane.members() if not m.left}
+    # A stored lease's expiry is on its node's clock: a node whose clock runs a second or
+    # more behind ours looked expired, was listed as fenced and checked for nothing (its
+    # clock least of all), then took the resume and traded. A node whose heartbeat says
+    # it holds a lease is judged as trading, and so is one heard with no readable record.
+    live_by_beat = {n for n, s in beats.items() if _leased_by_its_word(s)}
+    members = [beats[n] if n in live_by_beat else m for n, m in records.items()] + [
+        s for n, s in sorted(beats.items()) if n in live_by_beat and n not in records
+    ]
     items: list[CheckItem] = []
 
     # halted: the scope must be halted, and by which entry
@@ -226,7 +249,7 @@ async def run_preflight(
     for m in members:
         if scope is Scope.NODE and m.node_id != key:
             continue
-        if not m.admitted or m.lease_expires_ns < now:
+        if m.node_id not in live_by_beat and (not m.admitted or m.lease_expires_ns < now):
             fenced.append(m.node_id)
             continue
         if _node_halted(states, m.node_id) is not None and not (
@@ -322,7 +345,7 @@ async def run_preflight(
             bad.append(f"{n}: another process claims this node id{other}: stop it, restart {n}")
         if not m.armed:
             bad.append(f"{n}: Guard not armed")
-        if m.lease_expires_ns < now:
+        if m.node_id not in live_by_beat and m.lease_expires_ns < now:
             bad.append(f"{n}: lease expired")
         if met is None or now - met.at_ns > cfg.max_metrics_age_s * NS_PER_S:
             bad.append(f"{n}: no metrics heard in {cfg.listen_s:g}s")

@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.control.fleet.freeze import held
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
@@ -73,6 +74,9 @@ LATCH_BLOCKS = frozenset(
     }
 )
 """Blocks that say the scope is stopped, not that the flow misbehaves: no trip on these."""
+
+RESCAN_S = 1.0
+"""How often a running ramp reads every stored halt again (announcements can be lost)."""
 
 
 class RampError(KnightwatchError, ValueError):
@@ -370,6 +374,27 @@ class RampController:
             await self.plane.subscribe_states(self._on_state)
             self._subscribed = True
 
+    async def _halts(self) -> dict[str, tuple[StateEntry, int]]:
+        """Every stored slot as readers hold it (a deleted entry is a halt of its slot)."""
+        return held(await self.plane.states())
+
+    async def _rescan(self) -> None:
+        """Feed every stored halt to the watch, as if announced. A halt's announcement is
+        at most once: one stored while this connection was down (a reconnect, a slow
+        consumer), or while the halts in force were being read at the start, was never
+        heard, and the ramp stepped up to full limits past it and said "complete". The
+        store is read again instead; one that cannot be read now is read next time."""
+        if self._watch is None:
+            return
+        try:
+            stored = await self._halts()
+        except ControlPlaneUnavailable as exc:
+            log.warning("ramp: the kill-state store could not be read again (%s)", exc)
+            return
+        for entry, _ in sorted(stored.values(), key=lambda x: x[1]):
+            if self._watch is not None and self._watch.on_state(entry):
+                self._tripped.set()
+
     async def _put(self, record: RampRecord) -> None:
         """Store `record` signed by this switch's signer (nodes verify it before taking it)."""
         signed = record.signed(self.ks.signer.key)
@@ -488,15 +513,17 @@ class RampController:
         # ramp covers every node, also one that starts while it runs (it holds the stages
         # from its start): each one's spike trips it.
         watched = targets if scope is Scope.NODE else []
+        # (as readers hold them: a slot deleted before the ramp is one of those, not new)
         known = {
             e.command_id
-            for e, _ in (await self.plane.states()).values()
-            if e is not None and e.state is not TradingState.ACTIVE
+            for e, _ in (await self._halts()).values()
+            if e.state is not TradingState.ACTIVE
         }
         self._watch = RampWatch(scope, key, self.plan, start, watched, known=known)
         try:
             await self._put(record)
             missing = await self._applied(targets, first, self.plan.apply_timeout_s)
+            await self._rescan()  # one announced while the halts in force were being read
             why = ""
             if missing:
                 why = f"stage 1 limits not applied by {', '.join(missing)}; resume not issued"
@@ -523,12 +550,20 @@ class RampController:
         # must not skip stages, nor end the ramp and disarm its trip early.
         self._watch.start_ns = max(self.clock.time_ns(), resumed.entry.issued_ns + 1)
         began = self.clock.monotonic_ns()
+        rescanned = began
         stage = 0
         while True:
             if self._watch.tripped:
                 return await self._trip(record, stage, resumed, start)
             elapsed = self.clock.monotonic_ns() - began
             now_stage = self._watch.stage_at(self._watch.start_ns + elapsed)
+            if now_stage is None or self.clock.monotonic_ns() - rescanned >= RESCAN_S * NS_PER_S:
+                # the store again, every RESCAN_S and before the ramp may end: no halt
+                # stored while it ran goes unseen because its announcement was lost
+                await self._rescan()
+                rescanned = self.clock.monotonic_ns()
+                if self._watch.tripped:
+                    return await self._trip(record, stage, resumed, start)
             if now_stage is None:
                 break
             if now_stage != stage:
