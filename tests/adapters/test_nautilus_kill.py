@@ -1,5 +1,6 @@
-"""A kill in a real NautilusTrader BacktestEngine with two venues: one venue's execution
-client failing its cancels must not spare the other venue's orders (the stop direction)."""
+"""A kill in a real NautilusTrader BacktestEngine: one venue's execution client failing its
+cancels must not spare the other venue's orders, and an order sent to a named client is
+cancelled through it (the stop direction)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from decimal import Decimal
 from nautilus_trader.backtest.engine import BacktestEngine
 from nautilus_trader.model.currencies import USDT
 from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import AccountType, OmsType, OrderStatus
-from nautilus_trader.model.objects import Money
+from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, OrderStatus, TriggerType
+from nautilus_trader.model.objects import Money, Price, Quantity
 
 from knightwatch import Scope
 from knightwatch.adapters.nautilus import install
@@ -77,5 +78,47 @@ def test_a_kill_cancel_one_client_raises_on_spares_no_other_venues_orders() -> N
         assert a_order.status == OrderStatus.CANCELED
         assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)
         assert kw.guard.working_qty(BTCUSDT.id.value) == (0, 0)
+    finally:
+        e.dispose()
+
+
+def test_a_kill_cancels_an_order_on_the_client_it_was_sent_to() -> None:
+    """An order sent to a named execution client (`client_id`: a second account on one venue,
+    a broker no venue routes to) is cancelled by a kill through that client. The kill's
+    cancel-all named no client, so NautilusTrader routed it by venue: to another client, or,
+    as here, with no client routed for the venue, nowhere: the order stayed working."""
+    e = engine(AUDUSD)
+    try:
+        s = scripted(e, AUDUSD)
+        exec_engine = e.kernel.exec_engine
+        (sim,) = exec_engine.registered_clients
+        statuses: list[OrderStatus] = []
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            f = st.order_factory
+            if n == 1:  # reached only by its client id: no client routed for the venue
+                exec_engine._routing_map.pop(AUDUSD.id.venue)
+                px = Price.from_str("0.69000")
+                for qty in (10_000, 20_000):  # one rests, one is held by the emulator
+                    trigger = TriggerType.NO_TRIGGER if qty == 10_000 else TriggerType.BID_ASK
+                    order = f.limit(
+                        AUDUSD.id,
+                        OrderSide.BUY,
+                        Quantity.from_int(qty),
+                        px,
+                        emulation_trigger=trigger,
+                    )
+                    st.submit_order(order, client_id=sim)
+            elif n == 3:
+                kw.guard.halt(Scope.NODE, kw.guard.node, "fleet kill", "test")
+            elif n == 5:
+                statuses.extend(o.status for o in e.kernel.cache.orders())
+
+        s.script = script
+        e.add_data(quotes(AUDUSD, 7, 0.7, 0.0001))
+        kw = install(e, limits=open_limits())
+        e.run()
+        assert statuses == [OrderStatus.CANCELED] * 2
+        assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)
     finally:
         e.dispose()

@@ -13,7 +13,9 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   becomes NautilusTrader's standard `OrderDenied`, reason
   `knightwatch:<code> <detail>` (`reason_code` reads the code back); the legs
   of an OCO/OUO group in a list (a bracket's exits) are each checked, and
-  counted as the largest of them, since at most one executes;
+  counted as the largest of them, since at most one executes (a leg that fills
+  takes the group down with it; the others, cancelled or resized by the venue in
+  the events after, never take it back up);
 * cancels, cancel-all and batch cancels always pass, halted or not, and so
   does a ModifyOrder that only lowers the quantity (the stop direction: the
   Guard's replace check passes it in any state; the adapter also holds
@@ -22,8 +24,9 @@ that endpoint with the Guard in front of the ExecutionEngine, so
 * any other ModifyOrder is a new risk: `Guard.check_replace` reserves the larger
   of the old and new leaves until the venue answers (the `OrderUpdated` showing
   it commits it, `OrderModifyRejected` or the order ending rolls back; any other
-  `OrderUpdated` is the venue's own change, which the Guard follows); a refusal
-  is `OrderModifyRejected`;
+  `OrderUpdated` is the venue's own change, which the Guard follows; NautilusTrader's
+  RiskEngine refusing a later amend of the order is no answer from the venue); a
+  refusal is `OrderModifyRejected`;
 * fills, cancels, expiries and venue rejects (the last two not counted as
   cancels) and quotes reach the Guard from the
   bus topics before strategies see them (subscription priority), so a
@@ -49,8 +52,9 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   so NautilusTrader itself denies new orders too; a node-wide HALTED (a kill,
   a node halt) also cancels every order of every strategy that is not closed
   (open, emulated, in flight, or held by an execution algorithm), and every open
-  order no running strategy owns (external); a cancel that raises (its client
-  down) is logged and spares no other, and is retried at the next change of state;
+  order no running strategy owns (external), each through the execution client it
+  was sent to; a cancel that raises (its client down) is logged and spares no
+  other, and is retried at the next change of state;
 * an end event (cancel, expiry, reject, denial) that NautilusTrader publishes but
   its order refused (the order still open in the cache: a strategy's denial of a
   second order under a live order's id, a reject of a partly filled order) ends
@@ -76,6 +80,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +335,10 @@ class NautilusGuard:
         """A representative's NautilusTrader id -> every leg of its group."""
         self._risk_inner: Callable[[Any], None] = kernel.risk_engine.execute
         self._own_rejects: set[Any] = set()
+        self._nt_checking: str | None = None
+        """The order whose ModifyOrder NautilusTrader's RiskEngine is checking right now
+        (`_risk`): an `OrderModifyRejected` for it then is the RiskEngine's refusal of that
+        amend, never the venue's answer to one the Guard let through before."""
         self._replaces = 0
         self._mirrored: Any = None
         self._cancelled = False
@@ -530,6 +539,7 @@ class NautilusGuard:
         """The handler at `ExecEngine.execute`: check new risk, pass everything that removes it."""
         if not self.started:  # a command before the trader started: the start-up comes first
             self.take_over()
+        self._nt_checking = None  # past NautilusTrader's RiskEngine: what it refuses is ours
         if isinstance(command, SubmitOrder):
             self._submit(command)
         elif isinstance(command, _PASS):
@@ -557,7 +567,14 @@ class NautilusGuard:
             if order is not None and not order.is_closed and _reduces_only(order, command):
                 self.execute(command)
                 return
-        self._risk_inner(command)
+        if not isinstance(command, ModifyOrder):
+            self._risk_inner(command)
+            return
+        self._nt_checking = command.client_order_id.value
+        try:
+            self._risk_inner(command)
+        finally:
+            self._nt_checking = None
 
     def _unrouted(self, command: Any) -> Decision | None:
         """A refusal for a command no ExecutionClient would take, else None.
@@ -940,6 +957,10 @@ class NautilusGuard:
         if isinstance(event, OrderModifyRejected):
             if event.id in self._own_rejects:
                 self._own_rejects.discard(event.id)
+            elif oid == self._nt_checking:
+                # NautilusTrader's RiskEngine refused a later amend (HALTED, a bad price):
+                # the one awaiting the venue is still on its way and stays reserved
+                log.info("MODIFY_REFUSED_BEFORE_GUARD node=%s %s", self.guard.node, oid)
             elif (amend := self._pending.pop(oid, None)) is not None:
                 guard.on_replace_reject(amend.new_id)  # back to the original order
             return
@@ -1062,8 +1083,13 @@ class NautilusGuard:
         legs = self._group[rid]
         live = [m for m in legs if m in self._live]
         if live:
+            # down only: a leg that ended by filling leaves its siblings at their size until
+            # the venue cancels (OCO) or resizes (OUO) them, the event after the fill; taken
+            # up to them now, a smaller leg's fill would count as the group grown past its
+            # check and halt the node. Their own events bring the group down (or end it).
             leaves = self._leaves(live[0], self._instrument(instrument_id))
-            if leaves is not None and self.guard.remaining(gid) not in (None, leaves):
+            remaining = self.guard.remaining(gid)
+            if leaves is not None and remaining is not None and leaves < remaining:
                 self.guard.on_restate(gid, leaves)
             return None
         del self._group[rid]
@@ -1146,10 +1172,12 @@ class NautilusGuard:
         """Cancel every order of every strategy that is not closed, and every open order no
         running strategy owns (`_cancel_orphans`); returns how many.
 
-        Open and emulated orders go by one cancel-all per instrument. The others a
-        cancel-all does not reach are cancelled one by one: an order in flight (sent,
-        not yet acknowledged, which would come to rest at the venue after the kill) and
-        one an execution algorithm holds (whose slices would resume with the fleet).
+        Open and emulated orders go by one cancel-all per instrument and execution client.
+        The others a cancel-all does not reach are cancelled one by one: an order in flight
+        (sent, not yet acknowledged, which would come to rest at the venue after the kill)
+        and one an execution algorithm holds (whose slices would resume with the fleet).
+        An order sent to a named client (`client_id`) is cancelled through that client:
+        a cancel naming none goes where its venue routes, another client or nowhere.
         Each cancel that raises is counted in `_kill_failed` and spares no other."""
         cache = self.kernel.cache
         n = 0
@@ -1157,8 +1185,13 @@ class NautilusGuard:
         for strategy in self.kernel.trader.strategies():
             sid = strategy.id
             swept = cache.orders_open(strategy_id=sid) + cache.orders_emulated(strategy_id=sid)
-            for instrument_id in sorted({o.instrument_id for o in swept}, key=str):
-                self._kill_cancel(strategy.cancel_all_orders, instrument_id, f"{sid} all")
+            targets = {(o.instrument_id, cache.client_id(o.client_order_id)) for o in swept}
+            for instrument_id, cid in sorted(targets, key=str):
+                self._kill_cancel(
+                    partial(strategy.cancel_all_orders, client_id=cid),
+                    instrument_id,
+                    f"{sid} all via {cid}",
+                )
             seen = {o.client_order_id for o in swept}
             rest = [
                 o
@@ -1166,7 +1199,12 @@ class NautilusGuard:
                 if not o.is_closed and o.client_order_id not in seen
             ]
             for order in rest:
-                self._kill_cancel(strategy.cancel_order, order, f"order {order.client_order_id}")
+                cid = cache.client_id(order.client_order_id)
+                self._kill_cancel(
+                    partial(strategy.cancel_order, client_id=cid),
+                    order,
+                    f"order {order.client_order_id} via {cid}",
+                )
             n += len(swept) + len(rest)
         n += self._cancel_orphans()
         log.warning("KILL_CANCEL node=%s cancelling %d order(s)", self.guard.node, n)
