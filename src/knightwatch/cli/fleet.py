@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 import typing
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,13 +135,33 @@ MetricsPort = typer.Option(
 )
 
 
+def _url_problem(url: str) -> str | None:
+    """Why `url` is no server URL a client can connect to, or None. Checked before anything
+    connects: `nats://[::1` ended a kill with "error: Invalid IPv6 URL" naming neither the
+    option nor that nothing was sent, and a port past 65535 or a URL without a host was
+    tried as a server and reported "unreachable"."""
+    if not url.startswith(("nats://", "tls://")):
+        return "each URL must start with nats:// or tls://"
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "a URL holds no spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in range
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if not parts.hostname:
+        return "each URL names a host (nats://HOST:PORT)"
+    if port == 0:
+        return "the port must be 1-65535"
+    return None
+
+
 def _urls(text: str) -> list[str]:
     urls = [u.strip() for u in text.split(",") if u.strip()]
     for u in urls:
-        if not u.startswith(("nats://", "tls://")):
-            raise FleetError(
-                f"--nats-url: each URL must start with nats:// or tls:// (got {quoted(u)})"
-            )
+        problem = _url_problem(u)
+        if problem is not None:
+            raise FleetError(f"--nats-url: {problem} (got {quoted(u)})")
     return urls
 
 
@@ -165,10 +186,9 @@ def _targets(nats_url: str, state_dir: Path) -> list[str]:
         raise FleetError(f"{path}: cannot read ({exc.strerror or exc}); {fix}") from None
     recorded = text.split()
     for u in recorded:
-        if not u.startswith(("nats://", "tls://")):
-            raise FleetError(
-                f"{path}: each URL must start with nats:// or tls:// (got {quoted(u)}); {fix}"
-            )
+        problem = _url_problem(u)
+        if problem is not None:
+            raise FleetError(f"{path}: {problem} (got {quoted(u)}); {fix}")
     return recorded
 
 
@@ -271,6 +291,27 @@ def _kill_reason(reason: str) -> str:
         soft_wrap=True,
     )
     return cleaned
+
+
+TIMEOUT_MAX = 300.0
+"""The longest `--timeout` a kill or an approval waits for confirmations. Unbounded,
+`kill --node n9 --timeout inf` (or 1e10) for a node never heard from waited for good: the
+kill went out, but its result, the nodes that did not confirm and the store's answer
+were never shown, and the command never ended."""
+
+
+def _kill_timeout(timeout: float) -> float:
+    """A kill's `--timeout`, never a reason to hold the kill back: one past `TIMEOUT_MAX`
+    (infinity too) is waited as `TIMEOUT_MAX`, and the operator is told."""
+    if timeout <= TIMEOUT_MAX:
+        return timeout
+    console.print(
+        f"[yellow]--timeout: waiting at most {TIMEOUT_MAX:g} s for confirmations "
+        f"(got {timeout:g})[/yellow]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return TIMEOUT_MAX
 
 
 def _text(value: object) -> str:
@@ -475,7 +516,10 @@ def kill(
         False, "--drain", help="REDUCING instead of HALTED: only reducing orders"
     ),
     timeout: float = typer.Option(
-        2.0, "--timeout", min=0.01, help="seconds to wait for confirmations"
+        2.0,
+        "--timeout",
+        min=0.01,
+        help=f"seconds to wait for confirmations (at most {TIMEOUT_MAX:g})",
     ),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
@@ -489,6 +533,7 @@ def kill(
     second: the kill was not sent."""
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
     reason = _kill_reason(reason)
+    timeout = _kill_timeout(timeout)
 
     from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
 
@@ -666,7 +711,13 @@ def approve(
     request_id: str = typer.Argument(
         ..., help="the request id `resume` printed, or ID@DIGEST to approve only that resume"
     ),
-    timeout: float = typer.Option(2.0, "--timeout", min=0.01),
+    timeout: float = typer.Option(
+        2.0,
+        "--timeout",
+        min=0.01,
+        max=TIMEOUT_MAX,
+        help=f"seconds to wait for the nodes to confirm the resume (at most {TIMEOUT_MAX:g})",
+    ),
     ack: list[str] = typer.Option(
         [], "--ack", help="acknowledge the cause of a halt the Guard raised (its reason code)"
     ),

@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
 from knightwatch.state import FLEET_KEY, Scope, pair_key
 
 
@@ -72,6 +73,12 @@ def reason_value(option: str, value: str) -> str:
     return value
 
 
+SCOPE_KEY_MAX = MAX_ID_LEN + 1 + MAX_SYMBOL_LEN
+"""The longest scope key the kill-state store holds (`control.plane.wire.MAX_STATE_KEY`, a
+test holds them equal; not imported from there: that loads the whole control package, 0.48 s
+of a command's start measured alone)."""
+
+
 def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tuple[Scope, str]:
     """The scope named by `--node`, `--strategy` and `--symbol`.
 
@@ -92,7 +99,20 @@ def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tupl
             "--node, --strategy, --symbol: --node stands alone; --strategy and --symbol may be "
             "given together (none means the whole fleet)"
         )
+    # checked here, naming the option, not after connecting as "symbol key: ..." (a kill
+    # looked refused by the server; a resume ran its preflight first)
+    for option, value in (("--node", node), ("--strategy", strategy), ("--symbol", symbol)):
+        if value is not None and len(value) > SCOPE_KEY_MAX:
+            raise OptionError(
+                f"{option}: at most {SCOPE_KEY_MAX} characters (got {len(value)}): "
+                "no kill can be stored under a longer name"
+            )
     if strategy is not None and symbol is not None:
+        if len(pair_key(strategy, symbol)) > SCOPE_KEY_MAX:
+            raise OptionError(
+                f"--strategy, --symbol: at most {SCOPE_KEY_MAX} characters together, with the "
+                f"'/' that joins them (got {len(strategy) + 1 + len(symbol)})"
+            )
         return Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)
     if node is not None:
         return Scope.NODE, node

@@ -34,12 +34,16 @@ from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime, stop_task
 from knightwatch.control.node.shipping import ShippingSink
+from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.errors import quoted
 from knightwatch.guard import Guard
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.limits import Limits, LimitsError
 from knightwatch.release.signing import TrustPolicy
 from knightwatch.trust.identity import Signer
+from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,35 @@ async def first_of(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
         for task in waits:
             task.cancel()
     return wanted.is_set() and not stop.is_set()
+
+
+async def check_node_key(
+    plane: ControlPlane, node_id: str, signer: Signer, anchor: TrustPolicy, now_ns: int
+) -> None:
+    """Refuse (`FleetError` naming `--key`) a key that is not `node_id`'s own valid node key
+    on the roster, before the node joins. The server lets any enrolled key log in, with its
+    owner's permissions: `node --id n1 --key alice.key` (or n2's key) joined, was refused
+    every write as n1, and ended 9 s later with "control plane did not answer: nats:
+    timeout", which sends an operator to look for a dead server."""
+    store = TrustStore(anchor)
+    await sync_roster(plane, store)
+    roster, version = store.roster, store.version
+    member = roster.member(signer.key.key_id) if roster is not None else None
+    if member is None:
+        raise FleetError(
+            f"--key: key {signer.key.key_id[:16]} is not on the roster (version {version}); "
+            f"enrol it as node {quoted(node_id)} first (`knightwatch identity add`)"
+        )
+    if member.name != node_id or Role.NODE not in member.roles:
+        raise FleetError(
+            f"--key: the roster (version {version}) holds this key for {quoted(member.name)}, "
+            f"not for node {quoted(node_id)}; give the node its own enrolled key"
+        )
+    if not member.valid_at(now_ns):
+        raise FleetError(
+            f"--key: key {signer.key.key_id[:16]} of node {quoted(node_id)} is revoked or "
+            f"rotated out (roster version {version}); use the key the roster holds now"
+        )
 
 
 def default_recorder_path(state_dir: Path, node_id: str) -> Path:
@@ -173,49 +206,57 @@ async def serve_node(
         raise FleetError(f"--recorder: cannot read {path} ({exc.strerror or exc})") from None
     guard = guard_class(limits, node=node_id, clock=clock, recorder=recorder)
     guard.remember_order_ids(used.ids, used.ts)
-    with stop_requested() as stop:
-        async with control_plane(
-            urls, state_dir, f"node-{node_id}", replicas=replicas, signer=signer
-        ) as plane:
-            runtime = NodeRuntime(
-                guard,
-                plane,
-                clock=clock,
-                trust=TrustStore(anchor),
-                signer=signer,
-                policy=policy,
-                metrics_s=metrics_s,
-                shipper=shipper,
-                attestor=attestor,
-                attest_s=attest_s,
-                recovered=recovered.halts,
-            )
-            exposition: MetricsServer | None = None
-            checkpointer = Checkpointer(recorder, path, node_id, signer.key, clock, plane)
-            signing: asyncio.Task[None] | None = None
-            try:
-                if metrics_port is not None:
-                    exposition = serve_node_metrics(runtime, metrics_port)
-                    for collector in collectors:
-                        exposition.registry.register(collector)
-                    print(f"node {node_id} metrics on {exposition.url}", flush=True)
-                await runtime.start()
-                signing = asyncio.create_task(checkpointer.run(checkpoint_s))
-                if attestor is not None:
-                    await NodeFlags(runtime, applied=recovered.flag_revisions).start()
-                if await first_of(runtime.release_event, stop):
-                    if prepare is not None:
-                        await prepare(runtime, stop)
-                    if not stop.is_set():
-                        await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
-            finally:
-                if exposition is not None:
-                    exposition.close()
-                await runtime.stop()
-                if signing is not None:
-                    await stop_task(signing)
-                await checkpointer.close()
-                recorder.close()
+    joined = False
+    try:
+        with stop_requested() as stop:
+            async with control_plane(
+                urls, state_dir, f"node-{node_id}", replicas=replicas, signer=signer
+            ) as plane:
+                await check_node_key(plane, node_id, signer, anchor, clock.time_ns())
+                joined = True  # from here the block's own `finally` closes the recorder
+                runtime = NodeRuntime(
+                    guard,
+                    plane,
+                    clock=clock,
+                    trust=TrustStore(anchor),
+                    signer=signer,
+                    policy=policy,
+                    metrics_s=metrics_s,
+                    shipper=shipper,
+                    attestor=attestor,
+                    attest_s=attest_s,
+                    recovered=recovered.halts,
+                )
+                exposition: MetricsServer | None = None
+                checkpointer = Checkpointer(recorder, path, node_id, signer.key, clock, plane)
+                signing: asyncio.Task[None] | None = None
+                try:
+                    if metrics_port is not None:
+                        exposition = serve_node_metrics(runtime, metrics_port)
+                        for collector in collectors:
+                            exposition.registry.register(collector)
+                        print(f"node {node_id} metrics on {exposition.url}", flush=True)
+                    await runtime.start()
+                    signing = asyncio.create_task(checkpointer.run(checkpoint_s))
+                    if attestor is not None:
+                        await NodeFlags(runtime, applied=recovered.flag_revisions).start()
+                    if await first_of(runtime.release_event, stop):
+                        if prepare is not None:
+                            await prepare(runtime, stop)
+                        if not stop.is_set():
+                            await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
+                finally:
+                    if exposition is not None:
+                        exposition.close()
+                    await runtime.stop()
+                    if signing is not None:
+                        await stop_task(signing)
+                    await checkpointer.close()
+                    recorder.close()
+
+    finally:
+        if not joined:  # not connected, or refused: the file is let go (in-process callers)
+            recorder.close()
 
 
 def _read_back(
