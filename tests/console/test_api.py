@@ -696,6 +696,12 @@ def test_a_pair_whose_symbol_holds_a_slash_can_be_killed(alice: Person) -> None:
         ("strategy_symbol", "/BTC"),  # no strategy
         ("strategy_symbol", "api-odd /BTC"),  # a blank inside the pair
         ("strategy_symbol", "api-odd/ BTC"),
+        # no node holds an id outside the roster's name rule: these read "HALTED node n1"
+        # in the halts table (fullwidth n, fullwidth 1, Armenian vo) while n1 traded on
+        ("node", "\uff4e1"),
+        ("node", "n\uff11"),
+        ("node", "\u05781"),
+        ("node", "n1.api"),
     ],
 )
 def test_a_key_that_names_nothing_a_node_matches_is_refused_not_confirmed(

@@ -91,7 +91,7 @@ from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import Checklist, PreflightConfig
 from knightwatch.incident.ramp import RampError, RampPlan
-from knightwatch.inputs import UNDECODABLE
+from knightwatch.inputs import NAME_RULE, UNDECODABLE, is_name
 from knightwatch.state import FLEET_KEY, TradingState, split_pair
 from knightwatch.state import Scope as KillScope
 from knightwatch.trust.identity import Signer
@@ -291,6 +291,11 @@ def _scope_key(scope: KillScope, key: str) -> str:
     if not key.isprintable():
         # a newline in a key would start a forged line in every node's log
         raise Refusal(422, f"key: must not contain control characters (got {key!r})"[:200])
+    if scope is KillScope.NODE and not is_name(key):
+        # a node is admitted only under a roster name: a look-alike (a fullwidth or Armenian
+        # letter, a '.') was stored and shown as "HALTED node n1" while n1 traded on
+        raise Refusal(422, f"key: a node id is {NAME_RULE} (got {quoted(key)}); no node "
+                      "could hold this one: copy the id from the fleet table")  # fmt: skip
     if scope is KillScope.STRATEGY and "/" in key:
         # no strategy holds a '/' (it joins strategy and symbol): this would halt nothing
         raise Refusal(422, f"key: a strategy name has no '/' (got {quoted(key)}); for one "
@@ -370,11 +375,14 @@ class Console:
         self.watch = Watch(plane, trust, self.clock, every_s=settings.heartbeat_s)
         self.links: dict[str, PersonLink] = {}
         self.acks: dict[tuple[str, int], dict[str, Any]] = {}
-        self.approving: dict[str, str] = {}
-        """Request ids whose approval runs here now (to its ramp's end), and by whom: a second
-        approval of one, sent at once or while its ramp ran, ran its own preflight and ramp;
-        its stale resume then closed the request as STALE and its ramp record as "tripped,
-        resume not issued" over the resume that was issued, and the strategy traded on."""
+        self.approving: dict[tuple[str, str], tuple[str, str]] = {}
+        """The halts (scope, key) whose resume is being approved here now (to its ramp's end):
+        the request's id and its approver. A second approval, sent at once or while the ramp
+        ran, ran its own preflight and ramp; its stale resume then wrote the slot's one ramp
+        record as "tripped, resume not issued" over the resume that was issued (and, of the
+        same request, closed it as STALE), and the strategy traded on. Keyed by the halt, not
+        the request: two operators may each request one halt's resume, and approving both at
+        once did the same through the other request."""
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stream_gaps = 0
         """Event streams ended because their reader fell `STREAM_QUEUE` events behind."""
@@ -1084,15 +1092,20 @@ async def api_approve(request: Request) -> Response:
     c.stepup.succeeded(who.name, ip)
     if who.session is not None:
         c.sessions.reauthenticated(who.session.id)
-    busy = c.approving.get(found.id)
+    claimed = (found.entry.scope.value, found.entry.key)
+    busy = c.approving.get(claimed)
     if busy is not None:  # checked and claimed with no await between: one approval at a time
-        raise Refusal(
-            409,
-            f"request_id: {found.id} is being approved by {busy} now (its ramp runs to its end): "
-            "look again when it is done",
+        other, by = busy
+        what = (
+            f"{found.id} is being approved by {by} now"
+            if other == found.id
+            else f"{found.id}: {found.entry.scope.value} {found.entry.key} is being resumed by "
+            f"request {other}, approved by {by} now"
         )
-    c.approving[found.id] = who.name
-    claimed = found.id
+        raise Refusal(
+            409, f"request_id: {what} (its ramp runs to its end): look again when it is done"
+        )
+    c.approving[claimed] = (found.id, who.name)
     # The ramp runs for minutes on a connection of its own, opened with the freshly unlocked
     # key and closed by the ramp's task: on the session's connection, a logout or an
     # idle-out of the approver closed it and the console stopped watching for spikes.

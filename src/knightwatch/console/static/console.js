@@ -314,7 +314,10 @@ function setupKill() {
 }
 
 function startKillRows(t) {
-  killing = { scope: t.scope, key: t.scope === "fleet" ? "fleet" : t.key, since: Date.now() * 1e6, rows: {} };
+  // rows by node id in a Map: a plain object already holds "constructor", "__proto__" and
+  // "toString", all names the roster allows a node, and drawing such a node's row raised
+  // before the kill was posted (the page said "waiting for confirmations…"; nothing was sent)
+  killing = { scope: t.scope, key: t.scope === "fleet" ? "fleet" : t.key, since: Date.now() * 1e6, rows: new Map() };
   $("kill-result").hidden = false;
   $("kill-result-title").textContent = `${t.scope} ${t.key}: waiting for confirmations…`;
   $("kill-missing").textContent = "";
@@ -326,14 +329,14 @@ function startKillRows(t) {
 
 function killRow(node, text, cls) {
   const tbody = $("kill-rows").tBodies[0];
-  let tr = killing.rows[node];
+  let tr = killing.rows.get(node);
   if (!tr) {
     tr = document.createElement("tr");
     tr.dataset.node = node;
     cell(tr, node);
     cell(tr, "");
     tbody.appendChild(tr);
-    killing.rows[node] = tr;
+    killing.rows.set(node, tr);
   }
   tr.cells[1].textContent = text;
   tr.cells[1].className = cls;
@@ -352,7 +355,7 @@ function finishKill(status, data, ms) {
     if (killing) killing.finished = true;
     $("kill-result-title").textContent = `NO ANSWER: ${killing ? `${killing.scope} ${killing.key}` : "the kill"} is NOT confirmed (${ms.toFixed(0)} ms in this browser)`;
     $("kill-result-title").className = "error";
-    if (killing) for (const node of Object.keys(killing.rows)) killRow(node, "NO ANSWER", "red");
+    if (killing) for (const node of killing.rows.keys()) killRow(node, "NO ANSWER", "red");
     $("kill-missing").textContent = data.error;
     body.dataset.lastKill = "no-answer";
     return;
@@ -363,15 +366,21 @@ function finishKill(status, data, ms) {
     if (killing) killing.finished = true;
     $("kill-result-title").textContent = `NOT SENT: ${data.scope} ${data.key} was NOT killed (${ms.toFixed(0)} ms in this browser)`;
     $("kill-result-title").className = "error";
-    if (killing) for (const node of Object.keys(killing.rows)) killRow(node, "NOT SENT", "red");
+    if (killing) for (const node of killing.rows.keys()) killRow(node, "NOT SENT", "red");
     for (const node of data.targets || []) killRow(node, "NOT SENT", "red");
     $("kill-missing").textContent = data.error;
     body.dataset.lastKill = "not-sent";
     return;
   }
   if (status !== 200 && !("ok" in data)) {
+    // refused (logged out, a restarted console, a bad field): no node confirms this kill, and
+    // its rows said "waiting" in amber for good (a confirmation of another's kill of the
+    // scope then turned them green)
+    if (killing) killing.finished = true;
     $("kill-result-title").textContent = `refused (${status}): ${data.error}`;
     $("kill-result-title").className = "error";
+    if (killing) for (const node of killing.rows.keys()) killRow(node, `NOT CONFIRMED (refused ${status})`, "red");
+    body.dataset.lastKill = "refused";
     return;
   }
   if (killing) killing.finished = true;
