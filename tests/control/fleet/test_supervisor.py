@@ -308,6 +308,7 @@ class Fleet:
         self.acc = {n: [0.0, 0.0, 0.0, 0.0] for n in self.nodes}  # orders, notional, principal, pnl
         self.state = {n: 0 for n in self.nodes}
         self.parents: int | dict[str, int] = 100  # an agency router: it works customers' parents
+        self.version = ""  # the nodes' limits version (`v1@10%`: a resume ramp's stage)
 
     def tick(
         self,
@@ -334,7 +335,7 @@ class Fleet:
                 n, 0, orders, orders, 0, orders, 0.0, a[3], True, 0,
                 notional=a[1], principal_notional=a[2],
                 parents=self.parents if isinstance(self.parents, int) else self.parents[n],
-                node_state=self.state[n],
+                node_state=self.state[n], limits_version=self.version,
             )  # fmt: skip
             out += self.sup.observe(m)
         return out
@@ -1465,3 +1466,22 @@ def test_a_flow_just_over_its_turnover_cap_is_throttled_not_halted() -> None:
                 assert halted == [], t
     assert [(a.rule, a.key) for a in halted] == [(Rule.REJECT_SPIKE, "n1")]
     assert "throttling included" in halted[0].reason
+
+
+def test_a_ramp_stages_trimmed_flow_is_not_learned_as_the_nodes_normal() -> None:
+    """Nodes trading 20 orders/s for themselves are killed and resumed through a ramp: 2/s
+    accepted for five minutes at its 10% stage. Learned, that became each node's and the
+    fleet's baseline, and the normal 20/s at the next stage was 5x it: every node halted
+    and the ramp tripped at its second stage. A stage's flow is not learned; a runaway at
+    the next stage is still judged against what was learned before."""
+    f = Fleet(SupervisorConfig(warmup_s=30.0))
+    f.parents = 0
+    assert f.run(60, 20.0) == []
+    f.version = "v1@10%"
+    assert f.run(300, 1.0) == []
+    f.version = "v1@50%"
+    assert f.run(60, 22.0) == []
+    f.version = "v1"
+    assert f.run(30, 22.0) == []
+    fired = f.run(5, {**dict.fromkeys(f.nodes, 20.0), "n3": 150.0})
+    assert (Rule.BASELINE_ORDER_RATE, "n3") in {(a.rule, a.key) for a in fired}

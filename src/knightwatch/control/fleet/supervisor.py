@@ -829,8 +829,11 @@ class Supervisor:
         keep = int(self.config.bleed_window_s * 1e9)
         while len(base.pnl) > 2 and now - base.pnl[1][0] >= keep:
             base.pnl.popleft()
-        # a halted node's quiet is not its normal: it neither learns nor counts for the fleet
-        if not track.halted and track.participating:
+        # a halted node's quiet is not its normal: it neither learns nor counts for the fleet;
+        # nor is a ramp stage's trimmed flow: learned, 10% of its flow for five minutes
+        # became the node's baseline, and its normal flow at the next stage was 5x that,
+        # halted, and every default ramp tripped at its second stage
+        if not track.halted and track.participating and not _ramping(m):
             self._learn(base, now)
         return track
 
@@ -1306,7 +1309,8 @@ class Supervisor:
             totals["messages_per_execution"] = sent / max(fills, 1)
         fleet.measures = totals
         out = self._baseline_rules(fleet, Scope.FLEET, FLEET_KEY, now, len(live))
-        self._learn_fleet(now, len(live))
+        if not any(_ramping(t.latest) for t in live):  # (as a node's, `record`)
+            self._learn_fleet(now, len(live))
         return out
 
     def _fleet_counts(self, live: list[_NodeTrack]) -> tuple[int, int]:
