@@ -111,3 +111,12 @@ def test_a_strategy_with_a_slash_is_an_error_as_its_halt_key_would_name_another_
 def test_shown_escapes_what_a_terminal_would_act_on_and_keeps_the_rest() -> None:
     assert shown(Path("/tmp/desk [v1]/é.toml")) == "/tmp/desk [v1]/é.toml"
     assert shown("a\x1b[2J\rb\nc\u202ed\udcff") == "a\\x1b[2J\\rb\\nc\\u202ed\\udcff"
+
+
+@pytest.mark.parametrize("node", ["ｎ1", "n１", "ո1", "n1.api", "n 1"])
+def test_a_node_id_no_roster_name_can_be_is_refused_naming_the_rule(node: str) -> None:
+    """`kill --node ｎ1` (a fullwidth n) was sent and stored as a kill of a node that cannot
+    exist, while n1 traded on: refused before connecting, as the console refuses it."""
+    with pytest.raises(OptionError, match=r"--node: a node id is .*no node can have it"):
+        scope_of(node, None, None)
+    assert scope_of("n1", None, None) == (Scope.NODE, "n1")

@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.inputs import NAME_RULE, is_name
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
 from knightwatch.state import FLEET_KEY, Scope, pair_key
 
@@ -115,6 +116,12 @@ def scope_of(node: str | None, strategy: str | None, symbol: str | None) -> tupl
             )
         return Scope.STRATEGY_SYMBOL, pair_key(strategy, symbol)
     if node is not None:
+        if not is_name(node):
+            # a look-alike (`ｎ1`, `n1.api`) names no node the roster can hold: its kill was
+            # stored and sent while the real n1 went on trading ("not confirmed" at best)
+            raise OptionError(
+                f"--node: a node id is {NAME_RULE} (got {quoted(node)}); no node can have it"
+            )
         return Scope.NODE, node
     if strategy is not None:
         return Scope.STRATEGY, strategy
