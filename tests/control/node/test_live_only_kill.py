@@ -16,7 +16,7 @@ import pytest
 
 from knightwatch.clock import SimClock
 from knightwatch.control.node.runtime import NodeRuntime
-from knightwatch.control.plane.memory import MemoryFabric
+from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.state import Scope, TradingState
@@ -103,5 +103,53 @@ async def test_a_resume_lifts_a_halt_the_store_held_before_it_after_a_long_absen
         await reconnect(fabric, node)
         assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE, node.last_refusal
         assert not node.refused
+    finally:
+        await node.stop()
+
+
+class _KillArrivesWhileReading(MemoryControlPlane):
+    """A node's plane that hears nothing by itself (the test hands it what arrives) and,
+    while the node reads the slot's stored state, hands it `kill` first: on NATS the read
+    waits for the server, and any message may be handled meanwhile."""
+
+    def __init__(self, fabric: MemoryFabric) -> None:
+        super().__init__(fabric)
+        self.node: NodeRuntime | None = None
+        self.kill: StateEntry | None = None
+
+    async def subscribe_states(self, handler: object) -> None:
+        return None
+
+    async def get_state(self, scope: Scope, key: str) -> tuple[StateEntry | None, int]:
+        kill, self.kill = self.kill, None
+        if kill is not None and self.node is not None:
+            await self.node._on_state(kill)
+        return await super().get_state(scope, key)
+
+
+async def test_a_kill_latched_while_a_live_resume_reads_the_store_is_not_lifted_by_it() -> None:
+    """n1 never held the fleet slot when alice's resume r1 (of k1) reaches it: it reads the
+    store to see r1 lifts a halt there. Meanwhile the supervisor's kill k2 arrives (dated
+    before r1 by a lagging clock, on the fast path) and is latched and confirmed. r1 never
+    named k2: it lifted it all the same, once the reads were done."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    now = clock.time_ns()
+    plane = _KillArrivesWhileReading(fabric)
+    await plane.connect()
+    node = make_node("n1", plane, clock)
+    plane.node = node
+    await node.start()
+    ops = await plane_on(fabric)
+    try:
+        revision = await ops.put_state(entry(command_id="k1", issued_ns=now - 30 * S))
+        r1 = resume(Scope.FLEET, "fleet", "r1", now - 10 * S, "k1", revision)
+        await ops.put_state(r1, expected_revision=revision)
+        plane.kill = entry(command_id="k2", issued_ns=now - 20 * S, actor="supervisor")
+        await node._on_state(r1)
+        assert node.confirmed[-1].command_id == "k2"
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED, "k2 was lifted"
+        assert node.refused[TrustReason.STALE] == 1
+        assert "k2" in node.last_refusal
     finally:
         await node.stop()

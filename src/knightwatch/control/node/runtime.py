@@ -989,6 +989,26 @@ class NodeRuntime:
                     if halt is None:
                         return
                     entry, checked = halt, None
+                else:
+                    held = self._applied.get(entry.slot)
+                    if held is not None and held.command_id not in (
+                        entry.supersedes,
+                        entry.command_id,
+                    ):
+                        # a kill latched while the store was read (it had none for this slot
+                        # before): the resume never named it, so it lifts nothing, as it is
+                        # refused when the kill is held before it arrives (`_verify`)
+                        self._refuse(
+                            entry,
+                            Refused(
+                                TrustReason.STALE,
+                                f"resumes {entry.supersedes[:12]}, but this node latched "
+                                f"{held.command_id[:24]} for {entry.slot} while it read the "
+                                "store",
+                            ),
+                            "live",
+                        )
+                        return
             report = self._apply(entry, checked)
         if report is not None:
             if self._drains(entry):
