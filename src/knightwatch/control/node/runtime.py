@@ -22,7 +22,9 @@ runtime runs on. What it guarantees:
   word on (it lost them): the node comes back halted from its own durable
   record, stores the halt again, and stays halted until an operator resumes;
   each as the command it was (a kill's halt record names its command id), so a
-  resume of that kill lifts it whatever the clocks said, and one of another does not;
+  resume of that kill lifts it whatever the clocks said, and one of another does not
+  unless the store's kept history held that kill before it (a kill heard on the fast
+  path alone stays, however the resume is dated);
 * a resume ramp's stage (a `RampRecord` in the ramp bucket) reaches the Guard as
   scaled limits the moment it is stored, and on every resync, so a resumed
   scope trades at the stage's limits, never at full limits first; a record
@@ -461,7 +463,7 @@ class NodeRuntime:
         await self.plane.subscribe_states(self._on_state)
         drops = self._drops
         stored = await self._resync()
-        self._restore(stored)
+        self._restore(stored, await self._lifted_in_store(stored))
         self._store_lost(stored)
         await self._record_start()
         await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
@@ -1239,13 +1241,69 @@ class NodeRuntime:
         ):
             self._in_force[entry.slot] = (entry.command_id, stored)
 
-    def _restore(self, stored: dict[str, StateEntry]) -> None:
+    async def _lifted_in_store(self, stored: dict[str, StateEntry]) -> frozenset[tuple[str, str]]:
+        """The (slot, command id) of each kill this node's record holds that the store's
+        resume in force for its slot (in `stored`, as the resync judged it) lifted without
+        naming it (`_store_held`); read before `_restore`, which runs without a wait."""
+        lifted: set[tuple[str, str]] = set()
+        for h in self.recovered:
+            _, command_id = _carried(h.reason)
+            if not command_id:
+                continue
+            try:
+                slot = slot_of(Scope(h.scope), h.key)
+            except (ValueError, StateKeyError):
+                continue  # `_restore` halts this node for it
+            held = stored.get(slot)
+            if (
+                held is not None
+                and held.state is TradingState.ACTIVE
+                and held.supersedes != command_id
+                and await self._store_held(held, command_id, h.ts)
+            ):
+                lifted.add((slot, command_id))
+        return frozenset(lifted)
+
+    async def _store_held(self, resume: StateEntry, command_id: str, recorded_ns: int) -> bool:
+        """Whether the store held the halt `command_id` (recorded here at `recorded_ns`)
+        before the stored `resume` that does not name it: its kept history of the slot
+        before the resume's write holds it (a write's id, or the fail-closed halt a reader
+        holds for a write it could not trust), so the resume is over it. If the history is
+        full (the store may have dropped older writes), a halt recorded before the oldest
+        write it keeps was stored is over too: the store went on through all of them.
+
+        Else (the history would show it) the halt reached this node alone, on the fast
+        path (its store write failed), and the resume's date after it proves nothing: its
+        signers decided it without seeing that halt, or their clocks ran ahead. A store
+        that cannot answer, or holds another entry now, proves nothing (fail closed)."""
+        try:
+            current, revision = await self.plane.get_state(resume.scope, resume.key)
+            if current != resume:
+                return False
+            kept = await self.plane.state_history(resume.scope, resume.key, revision)
+            ids = {unverified_id(resume.slot, at) for _, at in kept}
+            ids.update(e.command_id for e, _ in kept if e is not None)
+            if command_id in ids:
+                return True
+            if not kept or len(kept) < STATE_HISTORY - 1:
+                return False  # all the store wrote of the slot before the resume
+            oldest = await self.plane.stored_ns(resume.scope, resume.key, kept[0][1])
+        except ControlPlaneUnavailable:
+            return False
+        return oldest is not None and recorded_ns < oldest
+
+    def _restore(
+        self, stored: dict[str, StateEntry], lifted: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         """Latch again every halt the node's own record holds and the store has lost.
 
         The store's word wins where it has one: a halt it holds is applied by the
-        resync, and a resume issued after the recorded halt lifted it. Where the
-        store has nothing (or only an older resume), the halt is latched again,
-        logged as RESTORED_HALT and stored (`_store_lost`). Runs once, at join.
+        resync, and a resume lifts a recorded kill if it names it or the store held
+        that kill before it (`lifted`, `_store_held`); a recorded halt that names no
+        command (an older record) is lifted by a resume issued after it. Else (the
+        store has nothing, or a resume that never lifted it: a kill heard on the fast
+        path alone, dated before it) the halt is latched again, logged as
+        RESTORED_HALT and stored (`_store_lost`). Runs once, at join.
         """
         recovered, self.recovered = self.recovered, ()
         for h in sorted(recovered, key=lambda h: h.seq):
@@ -1266,12 +1324,16 @@ class NodeRuntime:
             held = stored.get(slot)
             if held is not None and (
                 held.state is not TradingState.ACTIVE
-                or held.issued_ns >= h.ts
+                or (command_id == "" and held.issued_ns >= h.ts)
                 or (command_id != "" and held.supersedes == command_id)
+                or (slot, command_id) in lifted
             ):
-                # the store holds a halt (the resync applied it), or a resume after the
-                # recorded one, or the resume of this very kill, whatever its date says (a
-                # kill dated ahead, a node's clock ahead of its resume's signers')
+                # the store holds a halt (the resync applied it), or the resume of this
+                # very kill, or one over it in the store's history, whatever the dates say
+                # (a kill dated ahead, a node's clock ahead of its resume's signers'); a
+                # record naming no command: a resume after it. A resume merely dated after
+                # a kill it never named (heard here alone) lifted it at a restart, though
+                # refused as stale when heard live or at a resync (`_unnamed_halt`)
                 continue
             if self.guard.trading_state(scope, key) >= state:
                 continue
