@@ -32,6 +32,7 @@ would start a setting of its own in the generated file, ':' splits a session id)
 _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 """A host name or IPv4/IPv6 address, as written into the generated settings."""
 _SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 MAX_HEARTBEAT_S = 300
 """The longest FIX heartbeat: a lost client session is found within about two of them."""
 MAX_RECONNECT_S = 3600
@@ -109,6 +110,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Tag carrying the parent's total quantity; the first child seen registers the parent."""
     instrument: Literal["symbol", "security_id"] = "symbol"
     """Which FIX identifier names the instrument to the Guard: Symbol(55) or SecurityID(48)."""
+    currency: str | None = None
+    """The ISO 4217 code the Guard's prices and limits are in (reference prices, collars,
+    notional). An order's Currency(15) must equal it; unset, an order naming a Currency(15)
+    is refused (the gateway cannot tell the venue reads Price(44) as the Guard does)."""
     kill_drain_timeout_s: float = 1.5
     """How long a kill waits for the venue to confirm every cancel before reporting."""
     reconcile_timeout_s: float = 30.0
@@ -190,6 +195,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if not 1 <= tag <= MAX_TAG:
                 # a tag no FIX message can carry: every child's parent silently unread
                 problems.append(f"{name}: must be a FIX tag number 1..{MAX_TAG} (got {tag})")
+        if self.currency is not None and not _CURRENCY.fullmatch(self.currency):
+            problems.append(
+                f"currency: must be an ISO 4217 code, three letters A-Z (got {self.currency!r})"
+            )
         if not 0 < self.kill_drain_timeout_s <= 60:
             problems.append("kill_drain_timeout_s: must be in (0, 60]")
         if not 0 < self.reconcile_timeout_s <= 300:

@@ -13,6 +13,21 @@ What the gateway decides around the Guard:
   refused replace is an OrderCancelReject 434=2; a message type the Guard
   cannot check (lists, multileg, quotes, crosses, anything not on the
   allow-list) is a BusinessMessageReject 380=3;
+* an order or a replace is forwarded only as the Guard read it: fields that
+  make the venue trade another instrument or read Price(44) otherwise are
+  refused `invalid_order` naming the tag, nothing sent. Under `instrument =
+  "symbol"`: SecurityID(48) and the qualifiers SymbolSfx(65), SecurityType(167),
+  CFICode(461), ContractMultiplier(231), the maturity and option-series fields
+  (the Guard checks the Symbol alone). Whatever `instrument` is:
+  SecurityExchange(207) (another listing: its own price and currency) and the
+  SecurityAltID group (454/455/456: an identifier the venue may resolve
+  otherwise); PriceType(423) other than 2 (per unit: a percentage, a yield or a
+  spread is not the Guard's price); Currency(15) other than the configured
+  `currency` (any Currency(15) when none is configured). Fields that do not
+  change what is traded or the price's meaning (Account, ExecInst, TimeInForce,
+  SettlCurrency, Text...) go on as sent. A parent (`parent_tag`) is registered
+  only by a new order the gateway passes to the Guard, never by a refused
+  request or a replace;
 * cancels are always forwarded (under the gateway's own ClOrdID when the
   client's is in use on the venue session, answered under the client's); a
   client's mass cancel becomes one cancel per order of that client (the venue
@@ -127,14 +142,33 @@ _CANCEL_REJECT_BODY = (
 
 _QUALIFIERS = (
     (65, "SymbolSfx"),
+    (167, "SecurityType"),
     (200, "MaturityMonthYear"),
     (201, "PutOrCall"),
     (202, "StrikePrice"),
     (205, "MaturityDay"),
+    (231, "ContractMultiplier"),
+    (461, "CFICode"),
     (541, "MaturityDate"),
 )
 """Instrument fields that make the venue trade another instrument under the same Symbol(55)
-(a share class, a contract month, an option series): the Guard checks the Symbol alone."""
+(a share class, a contract month, an option series, a product type: AAPL as an option or
+a CFD, a contract's size): the Guard checks the Symbol alone. With `instrument =
+"security_id"` the SecurityID names the whole instrument and these only restate it."""
+
+_LISTING = (
+    (207, "SecurityExchange"),
+    (454, "NoSecurityAltID"),
+    (455, "SecurityAltID"),
+    (456, "SecurityAltIDSource"),
+)
+"""Fields that name the instrument or its listing beside the identifier the Guard checks,
+whichever `instrument` is: another exchange's listing of the same security trades at
+its own price, in its own currency; an alternative id is one the venue may resolve the
+instrument by, which the gateway cannot compare with the one the Guard checks."""
+
+PER_UNIT = "2"
+"""PriceType(423) 2: Price(44) per unit (share, contract), the one way the Guard reads it."""
 
 _MARKET_TYPES = ("1", "3")  # market, stop
 _LIMIT_TYPES = ("2", "4")  # limit, stop limit
@@ -983,6 +1017,7 @@ class Gateway(Handler):
             )
             self.guard.refuse(parsed, d)
         else:
+            self._register_parent(parsed, msg)
             d = self.guard.check(parsed)
         if not d.accepted or isinstance(parsed, Decision):
             self._count("refused")
@@ -1046,6 +1081,32 @@ class Gateway(Handler):
                 f'{", ".join(qualified)} cannot be checked with instrument = "symbol" (the '
                 "Guard checks Symbol(55) alone); name the instrument in Symbol(55) only"
             )
+        if listed := [f"{name}({tag})" for tag, name in _LISTING if tag in msg]:
+            # another listing (its own price and currency) or an identifier the venue may
+            # resolve otherwise than the one the Guard checked: before, forwarded unchecked
+            return bad(
+                f"{', '.join(listed)} cannot be checked (the Guard checks "
+                f"{self._instrument_name()} alone); name the instrument in it only"
+            )
+        if (price_type := msg.get(423)) is not None and price_type != PER_UNIT:
+            # a percentage of par, a yield, a spread: the venue reads Price(44) as that,
+            # while the Guard checked it per unit against the reference price
+            return bad(
+                f"PriceType(423)={F.clean(price_type)[:32]!r} cannot be checked (the Guard "
+                f"reads Price(44) per unit); send PriceType(423)={PER_UNIT} or none"
+            )
+        if (currency := msg.get(15)) is not None and currency != self.cfg.currency:
+            # the venue reads Price(44) in that currency, the Guard in its own
+            if self.cfg.currency is None:
+                return bad(
+                    f"Currency(15)={F.clean(currency)[:32]!r} cannot be checked (no currency "
+                    "is configured for the gateway: set `currency` in its config, or send "
+                    "the order without it)"
+                )
+            return bad(
+                f"Currency(15)={F.clean(currency)[:32]!r} is not the gateway's currency "
+                f"{self.cfg.currency} (the Guard reads Price(44) in it)"
+            )
         side = _SIDES.get(msg[F.SIDE])
         if side is None:
             return bad(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
@@ -1094,7 +1155,9 @@ class Gateway(Handler):
             return bad(f"{tags.get(exc.field, exc.field)}: {rule}")
 
     def _parent(self, symbol: str, parent_id: str, qty_text: str | None) -> Decision | None:
-        """Register a parent the first time a child names it with its quantity."""
+        """The refusal of a child whose parent quantity is unreadable or disagrees with
+        the parent's registered one; registering is `_register_parent`'s, once nothing
+        but the Guard can refuse the order."""
         known = self.guard.parent_qty(parent_id)
         if qty_text is None:
             return None
@@ -1103,9 +1166,7 @@ class Gateway(Handler):
             qty = self.guard.lots(symbol, qty_text)
         except InvalidOrder as exc:
             return Decision(False, R.INVALID_ORDER, f"{where}: {exc}")
-        if known is None:
-            self.guard.register_parent(parent_id, qty)
-        elif known != qty:
+        if known is not None and known != qty:
             return Decision(
                 False,
                 R.INVALID_ORDER,
@@ -1113,6 +1174,20 @@ class Gateway(Handler):
                 f"says {qty}",
             )
         return None
+
+    def _register_parent(self, order: Order, msg: F.In) -> None:
+        """Register the parent a new order names with its quantity the first time (caller
+        holds the lock), just before the Guard checks the order against it. Never for a
+        request the gateway refuses itself, nor for a replace (it keeps its order's
+        parent): before, a parsed request registered its parent whatever came of it, and
+        a refused replace naming a new parent left it registered at that quantity (a
+        later child of that parent with its true quantity was then refused)."""
+        qty_text = msg.get(self.cfg.parent_qty_tag)
+        if order.parent_id is None or qty_text is None:
+            return
+        if self.guard.parent_qty(order.parent_id) is None:
+            # read and checked by `_parent` while the order was parsed, under this lock
+            self.guard.register_parent(order.parent_id, self.guard.lots(order.symbol, qty_text))
 
     def _instrument_name(self) -> str:
         return "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
