@@ -184,9 +184,13 @@ def test_plan_validation_names_the_stage() -> None:
 @pytest.mark.parametrize(
     ("stages", "rule"),
     [
-        ((Stage(0.1, 0.0), Stage(1.0, 60.0)), r"stages\[0\]\.hold_s: must be > 0 s \(got 0\.0\)"),
-        ((Stage(0.1, 300.0), Stage(1.0, 0.0)), r"stages\[1\]\.hold_s: must be > 0 s"),
-        ((Stage(0.1, -0.0), Stage(1.0, 1.0)), r"stages\[0\]\.hold_s: must be > 0 s"),
+        (
+            (Stage(0.1, 0.0), Stage(1.0, 60.0)),
+            r"stages\[0\]\.hold_s: must be >= 0\.1 s \(got 0\.0\)",
+        ),
+        ((Stage(0.1, 300.0), Stage(1.0, 0.0)), r"stages\[1\]\.hold_s: must be >= 0\.1 s"),
+        ((Stage(0.1, -0.0), Stage(1.0, 1.0)), r"stages\[0\]\.hold_s: must be >= 0\.1 s"),
+        ((Stage(0.1, 1e-300), Stage(1.0, 1.0)), r"stages\[0\]\.hold_s: must be >= 0\.1 s"),
         (
             (Stage(0.5, 1.0), Stage(0.5, 1.0), Stage(1.0, 1.0)),
             r"stages\[1\]\.fraction: must be above",
@@ -700,11 +704,13 @@ async def test_a_stage_the_store_did_not_take_leaves_the_ramp_watching(
     real_put = plane.put_record
     missed: list[int] = []
 
-    async def misses_stage_two(bucket: Bucket, key: str, value: bytes) -> int:
+    async def misses_stage_two(
+        bucket: Bucket, key: str, value: bytes, expected_revision: int | None = None
+    ) -> int:
         if bucket is Bucket.RAMP and not missed and RAMP_DECODER.decode(value).stage == 1:
             missed.append(1)
             raise ControlPlaneUnavailable("control plane did not answer: one write lost")
-        return await real_put(bucket, key, value)
+        return await real_put(bucket, key, value, expected_revision)
 
     monkeypatch.setattr(plane, "put_record", misses_stage_two)
     ctl = RampController(plane, ks, f.clock, RampPlan.instant((0.1, 0.5, 1.0), 1.0))

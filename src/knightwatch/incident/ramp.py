@@ -18,6 +18,15 @@ every node holds them by its own clock from when it applies the resume, so
 neither person can shorten the ramp afterwards (an early or forged "done"
 record changes nothing before the signed stages have run).
 
+A scope's slot holds one ramp record, and one ramp writes it: stage one only over
+the record read before the halt was checked, every later write only over the
+ramp's own last write (compare-and-set). Two approvals of two requests for the
+same halt (the CLI and a console) can both store stage one, but only one resume is
+issued: the other approval's "tripped: resume not issued" lands only over its own
+record, and the ramp whose resume the slot holds takes the record back from a
+ramp that never resumed. Before, the loser wrote "tripped" over the running ramp
+and every reader showed it tripped while the scope traded.
+
 `RampWatch` is the pure decision (stages, trip rules), shared by the live
 `RampController` and the replay, so the two cannot disagree.
 """
@@ -40,6 +49,7 @@ from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, Kill
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
 from knightwatch.control.plane.protocol import (
+    ABSENT,
     Bucket,
     ControlPlane,
     ControlPlaneUnavailable,
@@ -77,6 +87,12 @@ LATCH_BLOCKS = frozenset(
 
 RESCAN_S = 1.0
 """How often a running ramp reads every stored halt again (announcements can be lost)."""
+
+MIN_HOLD_S = 0.1
+"""The shortest hold a stage may have. A shorter one is no stage: the controller looks
+at the stage every 0.05 s and can step past it unrecorded, no metrics interval falls
+within it to judge a spike by, and a hold of 1e-300 s (0 ns once timed) was shown to
+both people as "10% for 1e-300 s" while it resumed at the next stage at once."""
 
 
 class RampError(KnightwatchError, ValueError):
@@ -176,12 +192,12 @@ class RampPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def _pace_problem(stages: tuple[Stage, ...]) -> str | None:
     """What a plan must hold beyond what a resume may carry: every stage above the one
-    before and held for some time. A stage held 0 s is skipped (a 10% stage of 0 s is a
-    resume at full limits at once), and a last stage held 0 s never arms the trip at
-    full limits; a repeated fraction is no step up."""
+    before and held at least `MIN_HOLD_S`. A stage held 0 s (or 1e-300 s) is skipped (a
+    10% stage of 0 s is a resume at full limits at once), and a last stage held 0 s
+    never arms the trip at full limits; a repeated fraction is no step up."""
     for i, st in enumerate(stages):
-        if not st.hold_s > 0:
-            return f"stages[{i}].hold_s: must be > 0 s (got {st.hold_s})"
+        if not st.hold_s >= MIN_HOLD_S:  # NaN fails it too
+            return f"stages[{i}].hold_s: must be >= {MIN_HOLD_S:g} s (got {st.hold_s})"
         if i and not st.fraction > stages[i - 1].fraction:
             return (
                 f"stages[{i}].fraction: must be above the stage before "
@@ -358,6 +374,8 @@ class RampController:
         self._watch: RampWatch | None = None
         self._tripped = asyncio.Event()
         self._subscribed = False
+        self._rev = ABSENT
+        """The revision of this ramp's last write of its record (what the next one must find)."""
 
     async def _on_metrics(self, m: NodeMetrics) -> None:
         self._metrics[m.node_id] = m
@@ -395,23 +413,91 @@ class RampController:
             if self._watch is not None and self._watch.on_state(entry):
                 self._tripped.set()
 
-    async def _put(self, record: RampRecord) -> None:
-        """Store `record` signed by this switch's signer (nodes verify it before taking it)."""
+    async def _put(self, record: RampRecord, expected: int) -> None:
+        """Store `record` signed by this switch's signer (nodes verify it before taking it),
+        only over revision `expected` of the slot (`RevisionConflict` otherwise)."""
         signed = record.signed(self.ks.signer.key)
-        await self.plane.put_record(
-            Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(signed)
+        self._rev = await self.plane.put_record(
+            Bucket.RAMP,
+            slot_of(record.scope, record.key),
+            ENCODER.encode(signed),
+            expected_revision=expected,
         )
         if self.on_stage is not None:
             self.on_stage(record)
 
-    async def _put_or_say(self, record: RampRecord) -> None:
+    async def _holder(self, record: RampRecord) -> tuple[str, int]:
+        """Whose record the slot holds now (its ramp id, or why none can be named) and
+        its revision."""
+        value, revision = await self.plane.get_record(
+            Bucket.RAMP, slot_of(record.scope, record.key)
+        )
+        if value is None:
+            return "a deleted record", revision
+        try:
+            return f"ramp {RAMP_DECODER.decode(value).ramp_id[:64]!r}", revision
+        except UNDECODABLE:
+            return "an undecodable record", revision
+
+    async def _put_own(self, record: RampRecord, own: str | None) -> str:
+        """Store a later write of this ramp's record, only over its own last write. Returns
+        "" once stored, or whose record the slot holds instead (left as it is).
+
+        With `own` (the command id of what this ramp itself stored in the slot's state:
+        its resume, or its trip's kill), a record another ramp wrote over ours is taken
+        back while the slot's state is still `own`: no other resume has been issued since,
+        so that ramp's never was (another approval of the same halt, whose stage one was
+        stored just after ours). Without it (a resume not issued), never."""
+        for _ in range(3):  # the other ramp writes at most twice: stage one, "tripped"
+            try:
+                await self._put(record, self._rev)
+                return ""
+            except RevisionConflict:
+                pass
+            holder, revision = await self._holder(record)
+            if own is None:
+                return holder
+            state, _ = await self.plane.get_state(record.scope, record.key)
+            if state is None or state.command_id != own:
+                return holder
+            log.warning(
+                "RAMP_RECORD_TAKEN_BACK ramp=%s from %s: the slot holds this ramp's %s",
+                record.ramp_id,
+                holder,
+                "resume" if state.state is TradingState.ACTIVE else "trip",
+            )
+            self._rev = revision
+        return (await self._holder(record))[0]
+
+    async def _keep_own(self, record: RampRecord, own: str) -> None:
+        """Take the slot's record back if another ramp wrote over it (see `_put_own`); the
+        running ramp checks right after its resume and at every rescan."""
+        try:
+            _, revision = await self.plane.get_record(
+                Bucket.RAMP, slot_of(record.scope, record.key)
+            )
+            if revision != self._rev:
+                await self._put_or_say(record, own)
+        except ControlPlaneUnavailable as exc:
+            log.warning("ramp: its record could not be read again (%s)", exc)
+
+    async def _put_or_say(self, record: RampRecord, own: str) -> None:
         """Store a stage (or the end) of a ramp whose resume is applied; one the store did not
         take is logged, and the watch goes on. The nodes step through the stages the resume
         was signed with by their own clocks; the record is what `status` and the console
         show. Raising here ended `apply` with the resume in force and nothing watching it:
         a halt or a block spike later tripped nothing."""
         try:
-            await self._put(record)
+            other = await self._put_own(record, own)
+            if other:
+                log.critical(
+                    "RAMP_STAGE_NOT_STORED ramp=%s stage=%d status=%s (still watched): "
+                    "the slot holds %s, not written over",
+                    record.ramp_id,
+                    record.stage + 1,
+                    record.status,
+                    other,
+                )
         except ControlPlaneUnavailable as exc:
             log.critical(
                 "RAMP_STAGE_NOT_STORED ramp=%s stage=%d status=%s (still watched): %s",
@@ -480,12 +566,15 @@ class RampController:
         before any stage is stored (`KillSwitchError`)."""
         self.plan = self.plan.following(entry)
         scope, key, reason = entry.scope, entry.key, entry.reason
+        # the slot's ramp record as it is before the halt is checked: stage one is stored
+        # only over it, so not over another approval's stage one stored meanwhile
+        _, seen = await self.plane.get_record(Bucket.RAMP, slot_of(scope, key))
         _, revision = await self.plane.get_state(scope, key)
         if revision != entry.decided_on:
             raise KillSwitchError(
                 f"resume {entry.command_id[:12]} is stale: {scope.value} {key!r} changed since "
                 f"it was decided on (revision {entry.decided_on}, now {revision}); "
-                "request a new one"
+                f"request a new one{await self._resumed_by_another(entry)}"
             )
         await self._subscribe()
         self._tripped.clear()
@@ -521,7 +610,15 @@ class RampController:
         }
         self._watch = RampWatch(scope, key, self.plan, start, watched, known=known)
         try:
-            await self._put(record)
+            try:
+                await self._put(record, seen)
+            except RevisionConflict:
+                holder, _ = await self._holder(record)
+                raise RampError(
+                    f"ramp {ramp_id}: the record of {scope.value} {key!r} was written by "
+                    f"another ramp as this one started (now {holder}: another approval of "
+                    "this halt?); resume not issued"
+                ) from None
             missing = await self._applied(targets, first, self.plan.apply_timeout_s)
             await self._rescan()  # one announced while the halts in force were being read
             why = ""
@@ -530,18 +627,22 @@ class RampController:
             elif self._watch.tripped:
                 why = f"{self._watch.tripped}; resume not issued"
             if why:
-                await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
-                raise RampError(f"ramp {ramp_id}: {why}")
+                lost = await self._not_issued(record, why)
+                raise RampError(f"ramp {ramp_id}: {why}{lost}")
             try:
                 resumed = await self.ks.apply_resume(entry, timeout_s=timeout_s)
             except (KillSwitchError, RevisionConflict) as exc:
                 # no resume happened: the record must not keep holding stage one as "ramping"
-                why = f"resume not issued: {exc}"
-                await self._put(msgspec.structs.replace(record, status="tripped", trip_reason=why))
-                raise
+                # (but only ours: another approval's resume of this halt may have gone first)
+                lost = await self._not_issued(record, f"resume not issued: {exc}")
+                first_in = await self._resumed_by_another(entry)
+                raise KillSwitchError(f"{exc}{first_in}{lost}") from None
         except BaseException:
             self._watch = None
             raise
+        own = resumed.entry.command_id
+        # another approval of this halt may have stored its stage one over ours
+        await self._keep_own(record, own)
         if self.on_resumed is not None:
             self.on_resumed(resumed)
         # The stages run from now, when the resume was applied, not from when it was
@@ -564,6 +665,7 @@ class RampController:
                 rescanned = self.clock.monotonic_ns()
                 if self._watch.tripped:
                     return await self._trip(record, stage, resumed, start)
+                await self._keep_own(record, own)
             if now_stage is None:
                 break
             if now_stage != stage:
@@ -572,7 +674,7 @@ class RampController:
                 record = msgspec.structs.replace(
                     record, stage=stage, fraction=fraction, since_ns=self.clock.time_ns()
                 )
-                await self._put_or_say(record)
+                await self._put_or_say(record, own)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
@@ -584,11 +686,36 @@ class RampController:
             status="done",
             since_ns=self.clock.time_ns(),
         )
-        await self._put_or_say(done)
+        await self._put_or_say(done, own)
         self._watch = None
         return RampOutcome(
             ramp_id, True, done.stage, 1.0, "", resumed, None, start, self.clock.time_ns()
         )
+
+    async def _not_issued(self, record: RampRecord, why: str) -> str:
+        """Mark this ramp's stage one "tripped" (its resume was not issued), only over its
+        own write: "" once stored, else what the slot holds instead, for the error."""
+        other = await self._put_own(
+            msgspec.structs.replace(record, status="tripped", trip_reason=why), None
+        )
+        if not other:
+            return ""
+        return f"; its record was not marked tripped: the slot holds another ramp's ({other})"
+
+    async def _resumed_by_another(self, entry: StateEntry) -> str:
+        """Why a resume of this halt failed if another approval's resume went first."""
+        with contextlib.suppress(ControlPlaneUnavailable):
+            state, _ = await self.plane.get_state(entry.scope, entry.key)
+            if (
+                state is not None
+                and state.state is TradingState.ACTIVE
+                and state.command_id != entry.command_id
+            ):
+                return (
+                    f"; another approval's resume {state.command_id[:12]} of "
+                    f"{entry.scope.value} {entry.key!r} was applied first (its ramp runs)"
+                )
+        return ""
 
     async def _trip(
         self, record: RampRecord, stage: int, resumed: CommandResult, start: int
@@ -605,7 +732,14 @@ class RampController:
             record, status="tripped", trip_reason=why, since_ns=self.clock.time_ns()
         )
         try:
-            await self._put(tripped)
+            # taken back from a ramp that never resumed only while the slot holds our kill
+            other = await self._put_own(tripped, trip.entry.command_id if trip else None)
+            if other:
+                log.critical(
+                    "RAMP_TRIP_NOT_STORED ramp=%s: the slot holds %s, not written over",
+                    record.ramp_id,
+                    other,
+                )
         except ControlPlaneUnavailable as exc:
             # the page and the outcome (which says the kill must be repeated) still go out
             log.critical("RAMP_TRIP_NOT_STORED ramp=%s %s", record.ramp_id, exc)
