@@ -137,6 +137,24 @@ _CONNECT_ATTEMPTS = 1
 _SNAPSHOT_CONSUMER_IDLE_S = 5.0
 """How long the server keeps a snapshot's consumer once nobody reads it, if deleting it
 failed (nats-py's default is five minutes)."""
+_AUTHORIZATION_VIOLATION = "authorization violation"
+"""What a NATS server answers (`-ERR 'Authorization Violation'`) to a login it refuses."""
+
+
+class LoginRefused(ControlPlaneUnavailable):
+    """The server answered and refused this identity's login: its key is not among the
+    users it serves (never enrolled, revoked, or outside its validity).
+
+    Still "unavailable" to every caller (nothing can be done as this key: blocked), but
+    said as what it is: before, the server's answer was dropped and the operator read
+    "control plane unreachable ... no servers available", and was sent to the runbook's
+    outage section with a key that no door would take."""
+
+
+def _is_login_refusal(exc: BaseException | None) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and _AUTHORIZATION_VIOLATION in str(exc).lower()
+    )
 
 
 def _confirmer(c: Confirmation) -> str:
@@ -278,6 +296,8 @@ class NatsControlPlane:
         self._nc: Client | None = None
         self._last_error: Exception | None = None
         """What the client last reported while connecting (a refused certificate, say)."""
+        self._login_refused = False
+        """A server refused this identity's login during the current `connect`."""
         self._tls_refused: asyncio.Future[None] | None = None
         """Set while connecting: a TLS error ends the attempt at once."""
         self._js: JetStreamContext | None = None
@@ -323,6 +343,8 @@ class NatsControlPlane:
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        if _is_login_refusal(exc):
+            self._login_refused = True  # kept: a later reset connection must not hide it
         refused = self._tls_refused
         if isinstance(exc, ssl.SSLError) and refused is not None and not refused.done():
             refused.set_result(None)  # a certificate is not refused any less the next time
@@ -339,6 +361,7 @@ class NatsControlPlane:
         """
         where = ", ".join(self.servers)
         self._last_error = None
+        self._login_refused = False
         budget = len(self.servers) * (_CONNECT_ATTEMPTS + 1) * (2 * self.connect_timeout_s + 0.25)
         refused = self._tls_refused = asyncio.get_running_loop().create_future()
         attempt: asyncio.Future[Any] = asyncio.ensure_future(
@@ -366,6 +389,8 @@ class NatsControlPlane:
                 raise TimeoutError
             nc: Client = attempt.result()
         except (nats.errors.Error, OSError, TimeoutError) as exc:
+            if self._login_refused or _is_login_refusal(exc):
+                raise LoginRefused(self._refusal(where)) from None
             why = self._last_error if isinstance(exc, TimeoutError) else exc
             raise ControlPlaneUnavailable(
                 f"control plane unreachable at {where}: {why or type(exc).__name__}"
@@ -382,6 +407,17 @@ class NatsControlPlane:
         except ControlPlaneUnavailable as exc:
             await self.close()
             raise ControlPlaneUnavailable(f"control plane at {where}: {exc}") from None
+
+    def _refusal(self, where: str) -> str:
+        """One line: whose key the server at `where` refused, and that it is no outage."""
+        named = self.signer.name  # the CLI reads --key as "unnamed" until the roster names it
+        of = f" of {named}" if named and named != "unnamed" else ""
+        return (
+            f"control plane at {where} refused the login of key "
+            f"{self.signer.key.key_id[:16]}{of}: the server answers, but does not serve this "
+            "key (not enrolled on the roster, revoked, or outside its validity); act with an "
+            "enrolled key, or ask an admin to enrol it (`knightwatch identity add`)"
+        )
 
     async def _ensure(self) -> None:
         """Create the buckets and streams if missing; bind to them if they already exist."""

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 from nats.aio.client import Client
@@ -127,6 +134,108 @@ async def _wait_refused(
             ]
             raise FleetError(f"no admission verdict within {timeout_s:g} s for: {', '.join(parts)}")
         await asyncio.sleep(0.1)
+
+
+LOCK_FILE = "fleet.lock"
+"""Held (flock) by the `knightwatch up` or drill that runs a fleet on a state dir, for as
+long as it runs; it names that process. The kernel lets go of it when the process ends."""
+_PORTS_FILE = re.compile(r"nats-server_(\d+)\.ports")
+_PROBE_S = 1.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it lives
+    return True
+
+
+def _answers(url: str) -> bool:
+    """A NATS server answers at `url`: it greets every connection with INFO, before a login."""
+    try:
+        where = urlsplit(url)
+        host, port = where.hostname, where.port
+        if host is None or port is None:
+            return False
+        with socket.create_connection((host, port), timeout=_PROBE_S) as conn:
+            conn.settimeout(_PROBE_S)
+            greeting = b""
+            while len(greeting) < 5:
+                chunk = conn.recv(5 - len(greeting))
+                if not chunk:
+                    break
+                greeting += chunk
+            return greeting == b"INFO "
+    except (OSError, ValueError):
+        return False
+
+
+def _serving(state_dir: Path) -> tuple[str, int] | None:
+    """The state dir's own nats-server that still runs and answers: (URL, pid), else None.
+
+    Read only. Each server `up` embeds writes `nats/nats-server_<pid>.ports` (removed when
+    it stops cleanly); one whose pid lives and whose URL answers still serves its fleet,
+    even with its `up` gone (one killed with SIGKILL leaves it and its nodes running). A
+    URL that answers for a dead pid is another server on a reused port: not this fleet."""
+    try:
+        entries = sorted((state_dir / "nats").iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        match = _PORTS_FILE.fullmatch(entry.name)
+        if match is None or not _alive(pid := int(match.group(1))):
+            continue
+        try:
+            urls = json.loads(entry.read_text())["nats"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for url in urls if isinstance(urls, list) else []:
+            if isinstance(url, str) and _answers(url):
+                return url, pid
+    return None
+
+
+@contextlib.contextmanager
+def fleet_claim(state_dir: Path, command: str, *, probe: bool) -> Iterator[None]:
+    """Run a fleet on `state_dir` alone, or refuse at once (FleetError, one line), before
+    anything under it is written.
+
+    A second `up` on a state dir whose fleet runs joined that fleet's server, rewrote its
+    identities and release (the running admission service then refused the new release
+    as `signature_untrusted`) and ended in a traceback. Refused here: while another `up`
+    or drill holds `LOCK_FILE`, and (`probe`: no --nats-url, so the recorded server would
+    be joined) while the state dir's own server still answers. A state dir whose fleet is
+    gone (a stale URL file, ports file or lock) starts as before."""
+    where = f"--state-dir {state_dir}: a fleet is running there"
+    if probe and (serving := _serving(state_dir)) is not None:
+        url, pid = serving
+        raise FleetError(
+            f"{where} (its server {url} answers, nats-server pid {pid}); stop that fleet "
+            f"(Ctrl-C where `knightwatch up` runs, else pid {pid} and its nodes) or use "
+            "another --state-dir"
+        )
+    lock = state_dir / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise FleetError(f"{lock}: cannot open the fleet's lock ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 128, 0).decode(errors="replace").strip() or "another process"
+            raise FleetError(
+                f"{where} ({holder!r} holds {lock}); stop it (Ctrl-C where it runs) or use "
+                "another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"knightwatch {command}, pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (unlinking it races a new claim)
 
 
 def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
@@ -265,6 +374,20 @@ async def run_up(
     The stop signals are caught from the first step: one that came while the fleet was
     starting killed this process and left its server and node processes running (a node
     trading with nobody to stop it); now the fleet finishes starting and is stopped."""
+    with fleet_claim(state_dir, "up", probe=not urls):
+        await _run_up(n, flow, urls, state_dir, pager, config, console, registry)
+
+
+async def _run_up(
+    n: int,
+    flow: float,
+    urls: list[str],
+    state_dir: Path,
+    pager: Pager,
+    config: SupervisorConfig,
+    console: Console,
+    registry: Path | None,
+) -> None:
     kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
     with stop_requested() as stop:
         async with control_plane(
@@ -322,6 +445,26 @@ async def run_drill(
             f"--runaway-node: must be one of the admitted nodes {', '.join(healthy_ids)} "
             f"(got {runaway!r})"
         )
+    with fleet_claim(state_dir, "drill", probe=not urls):
+        return await _run_drill(
+            n, flow, runaway, urls, state_dir, console, healthy_ids,
+            stale=stale, registry=registry, resume_phase=resume_phase,
+        )  # fmt: skip
+
+
+async def _run_drill(
+    n: int,
+    flow: float,
+    runaway: str,
+    urls: list[str],
+    state_dir: Path,
+    console: Console,
+    healthy_ids: list[str],
+    *,
+    stale: int,
+    registry: Path | None,
+    resume_phase: bool,
+) -> DrillReport:
     config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
     kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
     async with control_plane(
