@@ -53,7 +53,7 @@ from knightwatch.control.node.lease import (
 from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.connect import URL_FILE, FleetError, control_plane
 from knightwatch.control.plane.history import ResumeProofs
-from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.nats import LoginRefused, NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply, Verdict
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
@@ -572,11 +572,13 @@ def kill(
         except ControlPlaneUnavailable as exc:
             if issued:
                 raise  # after the kill (its evidence): the error names that step
+            refused.append(isinstance(exc, LoginRefused))
             return str(exc)  # before it: connecting, or reading the roster
 
+    refused: list[bool] = []
     outcome = _run(sent_or_why, stops=True)
     if isinstance(outcome, str):
-        _not_sent(outcome)
+        _not_sent(outcome, login_refused=any(refused))
     result = outcome
     if not result.sent:
         why = result.unreachable or result.durable_error
@@ -621,12 +623,22 @@ def _warn_symbol_case(scope: Scope, key: str) -> None:
     )
 
 
-def _not_sent(why: str) -> typing.NoReturn:
+def _not_sent(why: str, *, login_refused: bool = False) -> typing.NoReturn:
     """A kill that never reached the control plane: one line (never wrapped), exit 2. `why`
-    quotes the server's answer and the URLs given: shown as written."""
+    quotes the server's answer and the URLs given: shown as written. A login the server
+    refused is no outage: waiting for it to answer helps nothing, another enrolled
+    operator's key does (the runbook's other steps still hold)."""
+    then = RUNBOOK_FALLBACK
+    if login_refused:
+        then = (
+            "repeat the kill now with an enrolled operator's key (--key, or "
+            "KNIGHTWATCH_KEY), or have another operator kill; if none can, follow "
+            "docs/runbook.md section 1.1 (cancel working orders at the venue, stop node "
+            "processes that may still trade)"
+        )
     console.print(
         "[red]error:[/red] kill NOT sent: no node received it and nothing was stored; "
-        f"{escape(why)}; {escape(RUNBOOK_FALLBACK)}",
+        f"{escape(why)}; {escape(then)}",
         highlight=False,
         soft_wrap=True,
     )

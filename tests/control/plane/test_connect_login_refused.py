@@ -81,6 +81,8 @@ def test_every_command_with_a_key_not_on_the_roster_says_its_login_was_refused(
     assert "unnamed" not in out, out  # the placeholder --key is read under before the roster
     if args[0] == "kill":
         assert out.startswith("error: kill NOT sent"), out
+        # no outage to wait out: another enrolled key now, not "as soon as it answers"
+        assert "enrolled operator's key" in out and "as soon as" not in out, out
 
 
 @pytest.mark.parametrize("args", COMMANDS[:2], ids=lambda a: a[0])
