@@ -1485,3 +1485,26 @@ def test_a_ramp_stages_trimmed_flow_is_not_learned_as_the_nodes_normal() -> None
     assert f.run(30, 22.0) == []
     fired = f.run(5, {**dict.fromkeys(f.nodes, 20.0), "n3": 150.0})
     assert (Rule.BASELINE_ORDER_RATE, "n3") in {(a.rule, a.key) for a in fired}
+
+
+def test_the_first_sample_learned_after_a_halt_and_a_ramp_weighs_one_interval() -> None:
+    """A fleet trading 20 orders/s for itself is killed for a minute and ramped back over
+    ten minutes (not learned meanwhile); the ramp's 50% stage ends with its turnover window
+    full, no order accepted for ten seconds. The first sample learned at full limits
+    weighed the whole eleven minutes since the last: 0 orders/s became each node's
+    normal, and its 20/s tripped the ramp at its last stage."""
+    f = Fleet(SupervisorConfig(), nodes=3)
+    f.parents = 0
+    assert f.run(120, 20.0) == []
+    f.state = dict.fromkeys(f.nodes, int(TradingState.HALTED))
+    assert f.run(65, 20.0) == []
+    f.state = dict.fromkeys(f.nodes, 0)
+    f.version = "v1@10%"
+    assert f.run(300, 2.0) == []
+    f.version = "v1@50%"
+    assert f.run(290, 10.0) == []
+    assert f.run(10, 0.0) == []  # its turnover window full
+    f.version = "v1"
+    assert f.run(60, 22.0) == []  # (its normal flow, a little over the floor's 20/s)
+    fired = f.run(5, {**dict.fromkeys(f.nodes, 22.0), "n2": 150.0})
+    assert (Rule.BASELINE_ORDER_RATE, "n2") in {(a.rule, a.key) for a in fired}

@@ -612,6 +612,15 @@ class _Baseline:
         self.value += (value - self.value) * weight
         self.last = now
 
+    def pause(self, now: int) -> None:
+        """A sample not learned (the node halted, ramping or in alarm): the time up to it
+        is no interval of the next sample learned. Counted, the first sample after a
+        ten-minute halt and ramp weighed 90% of the baseline: a ramp's last seconds with
+        its turnover window full (0 accepted orders a second) became the node's normal,
+        and its flow at full limits tripped the ramp at its last stage."""
+        if self.since is not None:
+            self.last = now
+
     def hold(self, now: int, warmup_ns: int, ceiling: Callable[[float], float]) -> None:
         """Keep a learned baseline in force at or below `ceiling(anchor)`, the limit that
         was in force when it came into force: a ramp slow enough for the average to follow
@@ -835,6 +844,9 @@ class Supervisor:
         # halted, and every default ramp tripped at its second stage
         if not track.halted and track.participating and not _ramping(m):
             self._learn(base, now)
+        else:
+            for b in base.baselines.values():
+                b.pause(now)
         return track
 
     def observe(self, m: NodeMetrics) -> list[Action]:
@@ -1096,11 +1108,13 @@ class Supervisor:
         for name, value in track.measures.items():
             b = track.baselines[name]
             base = self._baseline(track, name, now, warm, 1)
-            if base is not None and value > self._limit(name, base, 1):
-                continue
-            if name == "order_rate" and track.bleed_since is not None:
-                continue  # nor may a suspected bleed become the node's normal
-            if name == "principal_notional" and not track.window_full:
+            if (
+                (base is not None and value > self._limit(name, base, 1))
+                # nor may a suspected bleed become the node's normal
+                or (name == "order_rate" and track.bleed_since is not None)
+                or (name == "principal_notional" and not track.window_full)
+            ):
+                b.pause(now)
                 continue
             b.learn(value, now, tau)
             b.hold(now, warm, partial(self._limit, name, nodes=1))
@@ -1311,6 +1325,9 @@ class Supervisor:
         out = self._baseline_rules(fleet, Scope.FLEET, FLEET_KEY, now, len(live))
         if not any(_ramping(t.latest) for t in live):  # (as a node's, `record`)
             self._learn_fleet(now, len(live))
+        else:
+            for b in self._fleet.baselines.values():
+                b.pause(now)
         return out
 
     def _fleet_counts(self, live: list[_NodeTrack]) -> tuple[int, int]:
@@ -1347,9 +1364,10 @@ class Supervisor:
         for name, value in fleet.measures.items():
             b = fleet.baselines[name]
             base = self._baseline(fleet, name, now, warm, nodes)
-            if base is not None and value > self._limit(name, base, nodes):
-                continue
-            if name == "principal_notional" and not fleet.window_full:
+            if (base is not None and value > self._limit(name, base, nodes)) or (
+                name == "principal_notional" and not fleet.window_full
+            ):
+                b.pause(now)
                 continue
             b.learn(value, now, tau)
             b.hold(now, warm, partial(self._limit, name, nodes=nodes))
