@@ -845,8 +845,8 @@ class Supervisor:
         if not track.halted and track.participating and not _ramping(m):
             self._learn(base, now)
         else:
-            for b in base.baselines.values():
-                b.pause(now)
+            for baseline in base.baselines.values():
+                baseline.pause(now)
         return track
 
     def observe(self, m: NodeMetrics) -> list[Action]:
