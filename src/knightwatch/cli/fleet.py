@@ -65,7 +65,7 @@ from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.signing import load_trust_policy
-from knightwatch.sim.drill.drill import DrillReport, run_drill, run_up
+from knightwatch.sim.drill.drill import DrillReport, fleet_claim, run_drill, run_up
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import APPROVAL_TTL_S, decode_approval_file
 from knightwatch.trust.command import Refused
@@ -1022,9 +1022,9 @@ def up(
         if registry is not None:
             load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
-        await run_up(
-            nodes, flow, _urls(nats_url), state_dir, Pager(webhook), cfg, console, registry
-        )
+        urls = _urls(nats_url)
+        with fleet_claim(state_dir, "up", probe=not urls):
+            await run_up(nodes, flow, urls, state_dir, Pager(webhook), cfg, console, registry)
 
     _run(go, serves=True)
 
@@ -1069,17 +1069,19 @@ def drill(
         if registry is not None:
             load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
-        return await run_drill(
-            nodes,
-            flow,
-            runaway_node,
-            _urls(nats_url),
-            state_dir,
-            console,
-            stale=stale,
-            registry=registry,
-            resume_phase=resume_phase,
-        )
+        urls = _urls(nats_url)
+        with fleet_claim(state_dir, "drill", probe=not urls):
+            return await run_drill(
+                nodes,
+                flow,
+                runaway_node,
+                urls,
+                state_dir,
+                console,
+                stale=stale,
+                registry=registry,
+                resume_phase=resume_phase,
+            )
 
     report = _run(go)
     if json_out is not None:

@@ -201,7 +201,7 @@ def _serving(state_dir: Path) -> tuple[str, int] | None:
 @contextlib.contextmanager
 def fleet_claim(state_dir: Path, command: str, *, probe: bool) -> Iterator[None]:
     """Run a fleet on `state_dir` alone, or refuse at once (FleetError, one line), before
-    anything under it is written.
+    anything under it is written (`knightwatch up` and `drill` hold it around the run).
 
     A second `up` on a state dir whose fleet runs joined that fleet's server, rewrote its
     identities and release (the running admission service then refused the new release
@@ -374,20 +374,6 @@ async def run_up(
     The stop signals are caught from the first step: one that came while the fleet was
     starting killed this process and left its server and node processes running (a node
     trading with nobody to stop it); now the fleet finishes starting and is stopped."""
-    with fleet_claim(state_dir, "up", probe=not urls):
-        await _run_up(n, flow, urls, state_dir, pager, config, console, registry)
-
-
-async def _run_up(
-    n: int,
-    flow: float,
-    urls: list[str],
-    state_dir: Path,
-    pager: Pager,
-    config: SupervisorConfig,
-    console: Console,
-    registry: Path | None,
-) -> None:
     kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
     with stop_requested() as stop:
         async with control_plane(
@@ -445,26 +431,6 @@ async def run_drill(
             f"--runaway-node: must be one of the admitted nodes {', '.join(healthy_ids)} "
             f"(got {runaway!r})"
         )
-    with fleet_claim(state_dir, "drill", probe=not urls):
-        return await _run_drill(
-            n, flow, runaway, urls, state_dir, console, healthy_ids,
-            stale=stale, registry=registry, resume_phase=resume_phase,
-        )  # fmt: skip
-
-
-async def _run_drill(
-    n: int,
-    flow: float,
-    runaway: str,
-    urls: list[str],
-    state_dir: Path,
-    console: Console,
-    healthy_ids: list[str],
-    *,
-    stale: int,
-    registry: Path | None,
-    resume_phase: bool,
-) -> DrillReport:
     config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
     kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
     async with control_plane(
