@@ -190,15 +190,7 @@ class AdmissionService:
         kill is in force it is not enrolled (`_enrol_new` checks the freeze);
         the next roster version tries it again.
         """
-        roster = self.trust_store.roster
-        now = self.clock.time_ns()
-        fresh: dict[str, VerifyKey] = {}
-        if roster is not None:
-            for member in roster.members:
-                if Role.NODE in member.roles and member.valid_at(now):
-                    fresh[member.name] = VerifyKey.from_base64(
-                        member.public_key, field=f"roster {member.name}"
-                    )
+        fresh = self._node_keys()
         new = [n for n in fresh if n not in self.roster] if self._loaded else []
         self.roster.clear()
         self.roster.update({n: k for n, k in fresh.items() if n not in new})
@@ -227,7 +219,8 @@ class AdmissionService:
                     ENROL_RETRY_S,
                 )
                 await asyncio.sleep(ENROL_RETRY_S)
-                if node in self.roster or self._listed_key(node) != key.key_id:
+                listed = self._node_keys().get(node)
+                if node in self.roster or listed is None or listed.key_id != key.key_id:
                     return  # enrolled since, or no longer this key: the roster's word stands
                 continue
             if kill is not None:
@@ -241,18 +234,15 @@ class AdmissionService:
             self.roster[node] = key
             return
 
-    def _listed_key(self, node: str) -> str | None:
-        """The key id `_enrol` would enrol `node` with now (None: not a node valid now)."""
+    def _node_keys(self) -> dict[str, VerifyKey]:
+        """Each node's key valid now on the verified roster (the newest, if several)."""
         roster = self.trust_store.roster
-        if roster is None:
-            return None
         now = self.clock.time_ns()
-        ids = [
-            m.key_id
-            for m in roster.members
-            if m.name == node and Role.NODE in m.roles and m.valid_at(now)
-        ]
-        return ids[-1] if ids else None
+        return {
+            m.name: VerifyKey.from_base64(m.public_key, field=f"roster {m.name}")
+            for m in (roster.members if roster is not None else ())
+            if Role.NODE in m.roles and m.valid_at(now)
+        }
 
     async def _on_release(self, record: Record) -> None:
         if record.key == TARGET_KEY:

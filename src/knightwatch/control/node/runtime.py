@@ -240,6 +240,14 @@ def _carried(reason: str) -> tuple[str, str]:
     return reason, ""
 
 
+def _kept_ids(slot: str, kept: list[tuple[StateEntry | None, int]]) -> frozenset[str]:
+    """The commands a slot's kept history held: each write's command id, and the
+    fail-closed halt a reader holds for a write it could not trust (`unverified_id`)."""
+    ids = {unverified_id(slot, at) for _, at in kept}
+    ids.update(e.command_id for e, _ in kept if e is not None)
+    return frozenset(ids)
+
+
 async def stop_task(task: asyncio.Task[None]) -> None:
     """Cancel `task` and wait until it has ended, cancelling it again every half second.
 
@@ -992,24 +1000,12 @@ class NodeRuntime:
                         return
                     entry, checked = halt, None
                 else:
-                    held = self._applied.get(entry.slot)
-                    if held is not None and held.command_id not in (
-                        entry.supersedes,
-                        entry.command_id,
-                    ):
-                        # a kill latched while the store was read (it had none for this slot
-                        # before): the resume never named it, so it lifts nothing, as it is
-                        # refused when the kill is held before it arrives (`_verify`)
-                        self._refuse(
-                            entry,
-                            Refused(
-                                TrustReason.STALE,
-                                f"resumes {entry.supersedes[:12]}, but this node latched "
-                                f"{held.command_id[:24]} for {entry.slot} while it read the "
-                                "store",
-                            ),
-                            "live",
-                        )
+                    # a kill latched while the store was read (it had none for this slot
+                    # before): the resume never named it, so it lifts nothing, as it is
+                    # refused when the kill is held before it arrives (`_verify`)
+                    unnamed = self._unnamed_halt(entry, frozenset())
+                    if unnamed is not None:
+                        self._refuse(entry, unnamed, "live")
                         return
             report = self._apply(entry, checked)
         if report is not None:
@@ -1194,10 +1190,9 @@ class NodeRuntime:
             or held.command_id in (resume.supersedes, resume.command_id)
         ):
             return frozenset()
-        kept = await self.plane.state_history(resume.scope, resume.key, revision)
-        ids = {unverified_id(resume.slot, at) for _, at in kept}
-        ids.update(e.command_id for e, _ in kept if e is not None)
-        return frozenset(ids)
+        return _kept_ids(
+            resume.slot, await self.plane.state_history(resume.scope, resume.key, revision)
+        )
 
     def _unnamed_halt(self, resume: StateEntry, kept: frozenset[str]) -> Refused | None:
         """Why the stored `resume` must not lift the halt this node holds for its slot, or
@@ -1281,9 +1276,7 @@ class NodeRuntime:
             if current != resume:
                 return False
             kept = await self.plane.state_history(resume.scope, resume.key, revision)
-            ids = {unverified_id(resume.slot, at) for _, at in kept}
-            ids.update(e.command_id for e, _ in kept if e is not None)
-            if command_id in ids:
+            if command_id in _kept_ids(resume.slot, kept):
                 return True
             if not kept or len(kept) < STATE_HISTORY - 1:
                 return False  # all the store wrote of the slot before the resume
