@@ -56,10 +56,17 @@ def fleet_up(tmp_path: Path) -> Iterator[Path]:
         yield state
     finally:
         proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        try:  # reading on (not only waiting): `up` must never stall on a full pipe
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            logs = "".join(
+                f"--- {log.name}:\n{log.read_text(errors='replace')[-2000:]}\n"
+                for log in sorted((state / "logs").glob("*.log"))
+            )
+            raise AssertionError(
+                f"`up` still ran 30 s after SIGTERM; it printed:\n{out}{logs}"
+            ) from None
+        assert proc.returncode == 0, out
     assert not (state / "nats.url").exists()  # embedded server stopped and unregistered

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from knightwatch.clock import Clock, to_ns
@@ -94,6 +95,9 @@ class NodeProcesses:
         return ids
 
     def stop(self, node_id: str | None = None, timeout_s: float = 5.0) -> None:
+        """SIGTERM to each, then SIGKILL to those still running `timeout_s` after it: one
+        deadline for all. Each waited its own `timeout_s` in turn, so N nodes slow to stop
+        held the caller (a Ctrl-C'd `up`) for N times that."""
         targets = [node_id] if node_id else list(self.procs)
         for nid in targets:
             proc = self.procs.get(nid)
@@ -101,12 +105,13 @@ class NodeProcesses:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGCONT)
                 proc.terminate()
+        deadline = time.monotonic() + timeout_s
         for nid in targets:
             proc = self.procs.pop(nid, None)
             if proc is None:
                 continue
             try:
-                proc.wait(timeout=timeout_s)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
