@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,22 +46,26 @@ def fleet_up(tmp_path: Path) -> Iterator[Path]:
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
+    lines: list[str] = []
     try:
         assert proc.stdout is not None
-        lines = []
         for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
             lines.append(line)
             if line.startswith("fleet up"):
                 break
         assert (state / "nats.url").exists(), "".join(lines)
+        # read on while the test runs: a full pipe would stall `up`'s event loop on a log line
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
+        reader.start()
         yield state
     finally:
         proc.send_signal(signal.SIGTERM)
-        try:  # reading on (not only waiting): `up` must never stall on a full pipe
-            out, _ = proc.communicate(timeout=30)
+        try:
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
+            proc.wait()
+            out = "".join(lines)
             logs = "".join(
                 f"--- {log.name}:\n{log.read_text(errors='replace')[-2000:]}\n"
                 for log in sorted((state / "logs").glob("*.log"))
@@ -68,5 +73,5 @@ def fleet_up(tmp_path: Path) -> Iterator[Path]:
             raise AssertionError(
                 f"`up` still ran 30 s after SIGTERM; it printed:\n{out}{logs}"
             ) from None
-        assert proc.returncode == 0, out
+        assert proc.returncode == 0, "".join(lines)
     assert not (state / "nats.url").exists()  # embedded server stopped and unregistered

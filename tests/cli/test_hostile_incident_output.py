@@ -232,7 +232,7 @@ def test_up_prints_a_hostile_state_dir_as_written(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.communicate(timeout=30)  # read on: never a stall on a full pipe
         finally:
             if proc.poll() is None:
                 proc.kill()
