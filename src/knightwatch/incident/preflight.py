@@ -8,7 +8,8 @@ it, and none moved away from its safe default during the kill), every
 node's Guard is armed with a live lease and a writing flight recorder, clocks
 agree, no supervisor alert is open in the scope, no node is crash-looping, and
 a halt the Guard raised itself has its cause acknowledged. Each failing item
-says what to fix.
+says what to fix; a store the control plane cannot serve fails every item that
+reads it, naming the store, while the other items still run.
 
 `run_preflight` only reads; whoever creates the resume (today `knightwatch
 resume`, with two-person approval the request it creates) calls it first and
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
+from typing import TypeVar
 
 import msgspec
 
@@ -32,7 +34,7 @@ from knightwatch.control.fleet.supervisor import Action, Rule
 from knightwatch.control.fleet.supervisor_service import SUPERVISOR_ID
 from knightwatch.control.node.flags import STATE_DECODER
 from knightwatch.control.node.runtime import _STARTS_KEPT as STARTS_KEPT
-from knightwatch.control.plane.protocol import Bucket, ControlPlane
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     FLEET_KEY,
     GUARD_ACTOR,
@@ -56,6 +58,8 @@ from knightwatch.trust.flagproof import check_flag_proof
 from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class PreflightConfigError(KnightwatchError, ValueError):
@@ -210,8 +214,24 @@ async def run_preflight(
     key = FLEET_KEY if scope is Scope.FLEET else key
     offsets, heard, instances, beats = await _listen(plane, clock, cfg.listen_s)
     now = clock.time_ns()
-    states = await judged(plane, trust)
-    records = {m.node_id: m for m in await plane.members() if not m.left}
+    # A store that cannot be read fails the items that need it, each naming the store:
+    # before, the first one raised out of the preflight, and the operator got one line
+    # naming a bucket (exit 2), no checklist and no item to fix.
+    unread: dict[str, str] = {}
+
+    async def read(store: str, reading: Awaitable[T], empty: T) -> T:
+        try:
+            return await reading
+        except ControlPlaneUnavailable as exc:
+            unread[store] = f"the {store} store could not be read ({exc})"
+            return empty
+
+    def unreadable_by(*stores: str) -> str:
+        return "; ".join(unread[s] for s in stores if s in unread)
+
+    states = await read("kill-state", judged(plane, trust), {})
+    members_read = await read("membership", plane.members(), [])
+    records = {m.node_id: m for m in members_read if not m.left}
     # A stored lease's expiry is on its node's clock: a node whose clock runs a second or
     # more behind ours looked expired, was listed as fenced and checked for nothing (its
     # clock least of all), then took the resume and traded. A node whose heartbeat says
@@ -224,9 +244,11 @@ async def run_preflight(
 
     # halted: the scope must be halted, and by which entry
     entry, revision = states.get(slot_of(scope, key), (None, 0))
-    if entry is None or entry.state is TradingState.ACTIVE:
+    kill_ns = now
+    if "kill-state" in unread:
+        items.append(CheckItem("halted", False, unreadable_by("kill-state")))
+    elif entry is None or entry.state is TradingState.ACTIVE:
         items.append(CheckItem("halted", False, f"{scope.value} {key!r} is not halted"))
-        kill_ns = now
     else:
         items.append(
             CheckItem(
@@ -237,7 +259,10 @@ async def run_preflight(
         )
         # in force from when the store wrote it, if its issuer's clock ran ahead (a kill
         # dated after the flag changes made under it); else from its own date, the earlier
-        written = await plane.stored_ns(entry.scope, entry.key, revision)
+        # (unread: no kill time, and the flags cannot be judged against one)
+        written = await read(
+            "kill-state history", plane.stored_ns(entry.scope, entry.key, revision), None
+        )
         kill_ns = min(entry.issued_ns, now if written is None else written)
 
     # which nodes will trade: members holding a lease, not halted on their own. A node
@@ -263,7 +288,7 @@ async def run_preflight(
     # release: every trading node admitted on the target; target known-good or newly signed
     # a record that does not decode cannot be checked: it fails the item, naming it
     unreadable: list[str] = []
-    target_value, _ = await plane.get_record(Bucket.RELEASE, TARGET_KEY)
+    target_value, _ = await read("release", plane.get_record(Bucket.RELEASE, TARGET_KEY), (None, 0))
     target = None
     if target_value is not None:
         try:
@@ -271,12 +296,16 @@ async def run_preflight(
         except UNDECODABLE as exc:
             unreadable.append(f"target release record undecodable ({exc})")
     verdicts: dict[str, Verdict] = {}
-    for n, (stored, _) in sorted((await plane.records(Bucket.ADMISSION)).items()):
+    admission = await read("admission", plane.records(Bucket.ADMISSION), {})
+    for n, (stored, _) in sorted(admission.items()):
         try:
             verdicts[n] = VERDICT_DECODER.decode(stored)
         except UNDECODABLE as exc:
             if n in trading:
                 unreadable.append(f"{n}: admission verdict undecodable ({exc})")
+    good = await read("incident", known_good(plane), None)
+    if unreadable_by("release", "admission", "incident"):
+        unreadable.insert(0, unreadable_by("release", "admission", "incident"))
     if unreadable:
         items.append(
             CheckItem(
@@ -301,7 +330,6 @@ async def run_preflight(
                 bad.append(f"{n}: admitted on {v.release_id}, target is {target.release_id}")
             elif now - v.at_ns > cfg.max_verdict_age_s * NS_PER_S:
                 bad.append(f"{n}: verdict {(now - v.at_ns) / 1e9:.0f}s old (re-attest)")
-        good = await known_good(plane)
         origin = (
             "the known-good release"
             if good is None or good.release_id == target.release_id
@@ -320,14 +348,17 @@ async def run_preflight(
 
     # flags: the values nodes would evaluate after the resume, judged as nodes judge them
     only = key if scope is Scope.NODE else None
-    problems = flag_problems(
-        await plane.records(Bucket.FLAGS), verdicts, trust, kill_ns, now, only_node=only
-    )
+    flags = await read("flags", plane.records(Bucket.FLAGS), {})
+    problems = flag_problems(flags, verdicts, trust, kill_ns, now, only_node=only)
+    # the values, the kill's time they are judged by, each node's schema: all needed
+    cannot = unreadable_by("flags", "kill-state", "kill-state history", "admission")
     items.append(
         CheckItem(
             "flags",
-            not problems,
-            "; ".join(problems) + ": set the flag to its safe default before resuming"
+            not problems and not cannot,
+            f"{cannot} -- cannot judge the flag state"
+            if cannot
+            else "; ".join(problems) + ": set the flag to its safe default before resuming"
             if problems
             else "every flag value verifies and none moved away from its safe default "
             "during the kill",
@@ -351,7 +382,9 @@ async def run_preflight(
             bad.append(f"{n}: no metrics heard in {cfg.listen_s:g}s")
         elif not met.recorder_ok:
             bad.append(f"{n}: flight recorder not writing")
-    if not trading:
+    if "membership" in unread:
+        bad.insert(0, f"{unread['membership']} -- cannot name the nodes that will trade")
+    elif not trading:
         bad.append("no live node would trade")
     items.append(
         CheckItem(
@@ -395,8 +428,10 @@ async def run_preflight(
     items.append(
         CheckItem(
             "alerts",
-            not open_alerts,
-            "open: " + "; ".join(open_alerts) + " -- resolve and resume those first"
+            not open_alerts and "kill-state" not in unread,
+            f"{unread['kill-state']} -- cannot tell which alerts are open"
+            if "kill-state" in unread
+            else "open: " + "; ".join(open_alerts) + " -- resolve and resume those first"
             if open_alerts
             else "no supervisor alert open"
             + (f"; staying halted: {', '.join(staying)}" if staying else ""),
@@ -413,7 +448,10 @@ async def run_preflight(
     judged_nodes = {starts_key(n): n for n in (*trading, *returning)}
     looping = []
     unchecked: list[str] = []
-    for k, (raw, _) in sorted((await plane.records(Bucket.INCIDENT)).items()):
+    starts_read = await read("incident", plane.records(Bucket.INCIDENT), {})
+    if "incident" in unread:
+        unchecked.append(unread["incident"])
+    for k, (raw, _) in sorted(starts_read.items()):
         node = judged_nodes.get(k)
         if node is None:
             continue
@@ -444,7 +482,11 @@ async def run_preflight(
     # (a restored operator halt carries the Guard's actor with the operator latch: no cause).
     # By the code the actor names, not `entry.source`: that reads a code this version does
     # not know (a newer node's) as the operator latch, which passed with nothing acknowledged
-    if (
+    if "kill-state" in unread:
+        items.append(
+            CheckItem("cause", False, f"{unread['kill-state']} -- cannot tell who halted it")
+        )
+    elif (
         entry is not None
         and entry.actor.startswith(GUARD_ACTOR)
         and entry.actor.removeprefix(GUARD_ACTOR) != RejectReason.HALTED.value

@@ -39,7 +39,7 @@ import logging
 import math
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -48,6 +48,7 @@ from knightwatch.control.fleet.freeze import held
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Action, Rule
+from knightwatch.control.fleet.supervisor_service import outcome as kill_outcome
 from knightwatch.control.plane.protocol import (
     ABSENT,
     Bucket,
@@ -74,6 +75,8 @@ from knightwatch.trust.rampproof import check_ramp
 from knightwatch.trust.roster import Roster
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LATCH_BLOCKS = frozenset(
     {
@@ -423,8 +426,7 @@ class RampController:
             ENCODER.encode(signed),
             expected_revision=expected,
         )
-        if self.on_stage is not None:
-            self.on_stage(record)
+        _tell(self.on_stage, record, "on_stage")
 
     async def _holder(self, record: RampRecord) -> tuple[str, int]:
         """Whose record the slot holds now (its ramp id, or why none can be named) and
@@ -643,8 +645,7 @@ class RampController:
         own = resumed.entry.command_id
         # another approval of this halt may have stored its stage one over ours
         await self._keep_own(record, own)
-        if self.on_resumed is not None:
-            self.on_resumed(resumed)
+        _tell(self.on_resumed, resumed, "on_resumed")
         # The stages run from now, when the resume was applied, not from when it was
         # requested (an approved request can be minutes old).
         # The holds are timed by the monotonic clock: a wall clock stepped forward (NTP)
@@ -723,11 +724,14 @@ class RampController:
         assert self._watch is not None
         why = self._watch.tripped or "tripped"
         self._watch = None
+        trip: CommandResult | None = None
         try:
             trip = await self.ks.kill(record.scope, record.key, f"ramp tripped: {why}")
+            said = kill_outcome(trip)
         except (KillSwitchError, ControlPlaneUnavailable) as exc:
             log.critical("RAMP_TRIP_KILL_FAILED ramp=%s %s", record.ramp_id, exc)
-            trip = None
+            # the page says whether the halt took: "tripped" alone read as a halted scope
+            said = f"its kill was NOT sent ({exc}): kill the scope again now"
         tripped = msgspec.structs.replace(
             record, status="tripped", trip_reason=why, since_ns=self.clock.time_ns()
         )
@@ -753,9 +757,9 @@ class RampController:
             self.clock.time_ns(),
         )
         if self.pager is not None:
-            await self.pager.page(action)
+            await self.pager.page(action, said)
         else:
-            log.critical("PAGE rule=%s %s", action.rule.value, action.reason)
+            log.critical("PAGE rule=%s %s outcome=%r", action.rule.value, action.reason, said)
         return RampOutcome(
             record.ramp_id,
             False,
@@ -767,6 +771,19 @@ class RampController:
             start,
             self.clock.time_ns(),
         )
+
+
+def _tell(hear: Callable[[T], None] | None, what: T, name: str) -> None:
+    """Hand `what` to a caller's callback (a stage line printed, a console's future set).
+    One that raises (a closed stdout, a full disk under a redirected one) is logged and
+    the ramp goes on: before, it raised out of `apply` mid-ramp with the resume in force
+    and nothing watching it, and out of a trip before its page went out."""
+    if hear is None:
+        return
+    try:
+        hear(what)
+    except Exception:
+        log.exception("ramp: its %s callback failed; the ramp goes on watching", name)
 
 
 def ramp_signer(record: RampRecord, roster: Roster | None) -> str | Refused:
