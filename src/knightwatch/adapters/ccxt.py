@@ -44,7 +44,8 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   (logged). A ticker price that is not a positive finite number is skipped.
 * A node-wide HALTED (a fleet kill, a node halt, the loss stop) cancels all
   open orders through the exchange (`cancel_all_orders` per symbol traded or
-  holding an adopted order, or one by one) and reads back each order's final state.
+  holding an adopted order, or one by one: an order whose cancel fails never spares
+  the orders after it) and reads back each order's final state.
 * Only what the Guard checked is sent. `params` may carry only
   `clientOrderId`, `timeInForce`, `postOnly`, `reduceOnly` and `marginMode`
   (ccxt merges `params` into the venue's request, where `quantity` or
@@ -149,6 +150,7 @@ from knightwatch.adapters.fleet import (
     Unmapped,
     WatchedGuard,
     build_guard,
+    check_settings,
     identity_of,
     limits_of,
     plane_of,
@@ -1853,8 +1855,13 @@ class GuardedExchange:
                     if ex.has.get("cancelAllOrders"):
                         ledger.apply_orders(ex.cancel_all_orders(symbol), "cancel_all_orders")
                     else:
+                        left = 0
                         for xid in _open_ids(ex.fetch_open_orders(symbol)):
-                            ledger.apply_orders(ex.cancel_order(xid, symbol), "cancel_order")
+                            try:
+                                ledger.apply_orders(ex.cancel_order(xid, symbol), "cancel_order")
+                            except Exception as exc:
+                                left += _cancel_failed(symbol, xid, exc)
+                        _all_cancelled(symbol, left)
                     cancelled += 1
                     break
                 except Exception as exc:  # one symbol's failure never spares the others
@@ -2260,8 +2267,13 @@ class AsyncGuardedExchange:
                 if ex.has.get("cancelAllOrders"):
                     ledger.apply_orders(await ex.cancel_all_orders(symbol), "cancel_all_orders")
                 else:
+                    left = 0
                     for xid in _open_ids(await ex.fetch_open_orders(symbol)):
-                        ledger.apply_orders(await ex.cancel_order(xid, symbol), "cancel_order")
+                        try:
+                            ledger.apply_orders(await ex.cancel_order(xid, symbol), "cancel_order")
+                        except Exception as exc:
+                            left += _cancel_failed(symbol, xid, exc)
+                    _all_cancelled(symbol, left)
                 return True
             except Exception as exc:  # one symbol's failure never spares the others
                 log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
@@ -2301,6 +2313,23 @@ def _open_ids(answer: Any) -> list[Any]:
         else:
             log.error("KILL_CANCEL_SKIPPED fetch_open_orders entry %d names no order: %.80r", i, o)
     return ids
+
+
+def _cancel_failed(symbol: str, xid: Any, exc: BaseException) -> int:
+    """One order of a kill's one-by-one sweep whose cancel raised: 0 if the venue no longer
+    holds it (`OrderNotFound`: it filled or ended meanwhile), else 1, logged. The sweep goes
+    on to the orders after it either way: one order's failure never spares the others."""
+    if isinstance(exc, ccxt.OrderNotFound):
+        return 0
+    log.error("KILL_CANCEL_FAILED symbol=%s order=%.40s: %r", symbol, xid, exc)
+    return 1
+
+
+def _all_cancelled(symbol: str, left: int) -> None:
+    """Raises if `left` orders of `symbol`'s one-by-one sweep were not cancelled, so the kill
+    lists the market's open orders again and tries those once more."""
+    if left:
+        raise ccxt.ExchangeError(f"{left} open order(s) of {symbol} not cancelled")
 
 
 def _xkey(symbol: str, xid: Any) -> str:
@@ -2427,10 +2456,10 @@ def _check_exchange(exchange: Any) -> None:
         raise AdapterError(f"exchange: must be a ccxt exchange object, got {what}")
 
 
-def _check_config(strategy: Any, clock: Any) -> None:
-    """Raises `AdapterError` naming a setting the Guard could never use: a strategy name no
-    order could carry (every order would be refused, the first perhaps as a start that
-    cannot be read), a clock without the two readings."""
+def _check_config(strategy: Any) -> None:
+    """Raises `AdapterError` naming a strategy name no order could carry (every order would
+    be refused, the first perhaps as a start that cannot be read); the other settings are
+    `check_settings`'."""
     problem = order_problem("x", strategy, "x", Side.BUY, 1, None)
     if problem is not None and problem[0] == "strategy":
         raise AdapterError(f"strategy: {problem[1]} (got {strategy!r:.80})")
@@ -2438,13 +2467,6 @@ def _check_config(strategy: Any, clock: Any) -> None:
         raise AdapterError(
             f"strategy: must not start or end with whitespace or contain control characters "
             f"(got {strategy!r:.80})"
-        )
-    if clock is not None and not all(
-        callable(getattr(clock, name, None)) for name in ("monotonic_ns", "time_ns")
-    ):
-        raise AdapterError(
-            f"clock: must be a knightwatch Clock (monotonic_ns and time_ns), got "
-            f"{type(clock).__name__}"
         )
 
 
@@ -2470,7 +2492,17 @@ def guard(
     on a loop thread of its own); until then orders are refused.
     """
     _check_exchange(exchange)
-    _check_config(strategy, clock)
+    _check_config(strategy)
+    check_settings(
+        node=node,
+        clock=clock,
+        recorder=recorder,
+        policy=policy,
+        control_plane=control_plane,
+        key=key,
+        anchor=anchor,
+        metrics_port=metrics_port,
+    )
     lim = limits_of(limits)
     node_id = node if node is not None else f"ccxt-{exchange.id}"
     clk = clock if clock is not None else SystemClock()

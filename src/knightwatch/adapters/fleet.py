@@ -42,6 +42,7 @@ from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.guard import DEFAULT_MEMORY_RECORDS, LockedGuard
+from knightwatch.order import MAX_ID_LEN
 from knightwatch.trust.identity import Signer, load_signer
 from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore, load_anchor
@@ -256,6 +257,63 @@ def plane_of(spec: ControlPlaneSpec, node: str, signer: Signer) -> ControlPlane:
     if isinstance(spec, Sequence):
         return NatsControlPlane(list(spec), name=f"node-{node}", signer=signer)
     return spec
+
+
+def check_settings(
+    *,
+    node: object = None,
+    clock: object = None,
+    recorder: object = None,
+    policy: object = None,
+    control_plane: object = None,
+    key: object = None,
+    anchor: object = None,
+    metrics_port: object = None,
+) -> None:
+    """Raises `AdapterError` naming the first of an adapter's settings of a type it can never
+    use, before anything is built: given as is, each failed later with a traceback from deep
+    inside (`clock=5` an AttributeError at the Guard's first reading, `policy=5` one at the
+    lease, `key=5` a TypeError from pathlib) or only when joining the fleet
+    (`control_plane=5`, an empty URL list, `metrics_port=-1`), after the wrapper was built;
+    a node name the Guard refuses raised its ValueError, not the adapters' error."""
+    if node is not None and (type(node) is not str or not node.strip() or len(node) > MAX_ID_LEN):
+        raise AdapterError(
+            f"node: must be a non-empty string of at most {MAX_ID_LEN} characters "
+            f"(got {node!r:.80})"
+        )
+    if clock is not None and not all(
+        callable(getattr(clock, name, None)) for name in ("monotonic_ns", "time_ns")
+    ):
+        raise AdapterError(
+            f"clock: must be a knightwatch Clock (monotonic_ns and time_ns), got "
+            f"{type(clock).__name__}"
+        )
+    for name, value in (("recorder", recorder), ("key", key), ("anchor", anchor)):
+        if value is not None and not isinstance(value, str | Path):
+            raise AdapterError(f"{name}: must be a file path, got {type(value).__name__}")
+    if policy is not None and not isinstance(policy, LeasePolicy):
+        raise AdapterError(f"policy: must be a LeasePolicy, got {type(policy).__name__}")
+    if control_plane is not None and not hasattr(control_plane, "connect"):
+        if isinstance(control_plane, str):
+            urls: list[object] = [u for u in control_plane.split(",") if u.strip()]
+        elif isinstance(control_plane, Sequence):
+            urls = list(control_plane)
+        else:
+            raise AdapterError(
+                "control_plane: must be a ControlPlane or NATS URL(s), got "
+                f"{type(control_plane).__name__}"
+            )
+        if not urls or not all(isinstance(u, str) and u.strip() for u in urls):
+            raise AdapterError(
+                f"control_plane: must name at least one NATS URL, each a non-empty string "
+                f"(got {control_plane!r:.80})"
+            )
+    if metrics_port is not None and (
+        type(metrics_port) is not int or not 0 <= metrics_port <= 65535
+    ):
+        raise AdapterError(
+            f"metrics_port: must be a port number from 0 to 65535 (got {metrics_port!r:.40})"
+        )
 
 
 def limits_of(limits: object) -> Limits:

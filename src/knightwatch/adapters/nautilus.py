@@ -134,6 +134,7 @@ from knightwatch.adapters.fleet import (
     Unmapped,
     WatchedGuard,
     build_guard,
+    check_settings,
     identity_of,
     limits_of,
     plane_of,
@@ -1362,6 +1363,16 @@ def install(
     (`lease_expired`). `install(...).joined` is that task.
     """
     kernel = _kernel_of(target)
+    check_settings(
+        node=node,
+        clock=clock,
+        recorder=recorder,
+        policy=policy,
+        control_plane=control_plane,
+        key=key,
+        anchor=anchor,
+        metrics_port=metrics_port,
+    )
     if symbol_of is not None and not callable(symbol_of):
         raise AdapterError(
             f"symbol_of: must be a function of an InstrumentId (got {type(symbol_of).__name__})"
