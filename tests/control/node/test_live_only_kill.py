@@ -153,3 +153,50 @@ async def test_a_kill_latched_while_a_live_resume_reads_the_store_is_not_lifted_
         assert "k2" in node.last_refusal
     finally:
         await node.stop()
+
+
+async def test_a_resume_lifts_a_halt_held_since_before_the_stores_whole_kept_history() -> None:
+    """n1 holds k1 and is away while the store goes through nine kills and resumes: its
+    kept history (the last 16 writes) no longer reaches k1, but its oldest kept write was
+    stored after n1 latched k1, so the store went on through k1. Before, n1 refused the
+    last resume as stale and stayed halted while the store read ACTIVE (nothing to resume)
+    until it restarted, which judged k1 over."""
+    fabric = MemoryFabric()
+    clock = SimClock(1_000 * S)
+    node = make_node("n1", await plane_on(fabric), clock)
+    await node.start()
+    ops = await plane_on(fabric)
+    try:
+        now = clock.time_ns()
+        revision = await ops.put_state(entry(command_id="k1", issued_ns=now))
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+        await fabric.set_reachable(False)
+        fabric.reachable = True  # the store moves on, the node's connection stays down
+        away = await plane_on(fabric)
+        kill = "k1"
+        for i in range(1, 10):
+            revision = await away.put_state(
+                resume(Scope.FLEET, "fleet", f"r{i}", now + 2 * i * S, kill, revision),
+                expected_revision=revision,
+            )
+            kill = f"k{i + 1}"
+            revision = await away.put_state(
+                entry(command_id=kill, issued_ns=now + (2 * i + 1) * S),
+                expected_revision=revision,
+            )
+        await away.put_state(
+            resume(Scope.FLEET, "fleet", "r10", now + 30 * S, kill, revision),
+            expected_revision=revision,
+        )
+        assert "k1" not in {
+            e.command_id
+            for e, _ in await away.state_history(Scope.FLEET, "fleet", revision + 1)
+            if e is not None
+        }
+        fabric.reachable = False
+        clock.advance(40 * S)
+        await reconnect(fabric, node)
+        assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE, node.last_refusal
+        assert not node.refused
+    finally:
+        await node.stop()

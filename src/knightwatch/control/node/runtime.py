@@ -566,10 +566,18 @@ class NodeRuntime:
             log.exception("node %s: %s not recorded", self.node_id, kind)
 
     def _verify(
-        self, entry: StateEntry, *, live: bool, stored_ns: int | None = None
+        self,
+        entry: StateEntry,
+        *,
+        live: bool,
+        stored_ns: int | None = None,
+        kept: frozenset[str] | None = frozenset(),
     ) -> Checked | None:
         """The verified signer(s) of `entry`, or None after recording why it was refused.
-        `stored_ns`: when the store wrote it (a stored resume is judged then).
+        `stored_ns`: when the store wrote it (a stored resume is judged then). A live
+        resume that does not name what this node holds is refused as stale (`_stale`)
+        unless it is a halt among `kept` (the store had it before the resume); None: not
+        judged here (the caller reads the store first, `_on_state`).
 
         A stop command's check does not depend on the clock (only a resume must be
         fresh), so its result is kept per roster version and an identical one heard again
@@ -594,21 +602,49 @@ class NodeRuntime:
                 self._verified[cache_key] = checked
                 if len(self._verified) > _VERIFIED_CACHE:
                     del self._verified[next(iter(self._verified))]
-            if live and entry.state is TradingState.ACTIVE:
-                held = self._applied.get(entry.slot)
-                if held is not None and held.command_id not in (
-                    entry.supersedes,
-                    entry.command_id,
-                ):
-                    raise Refused(
-                        TrustReason.STALE,
-                        f"resumes {entry.supersedes[:12]}, but this node holds "
-                        f"{held.command_id[:12]} for {entry.slot}",
-                    )
+            if live and kept is not None:
+                stale = self._stale(entry, kept)
+                if stale is not None:
+                    raise stale
             return checked
         except Refused as exc:
             self._refuse(entry, exc, "live" if live else "stored")
             return None
+
+    def _stale(self, entry: StateEntry, kept: frozenset[str]) -> Refused | None:
+        """Why the live resume `entry` must not change what this node holds for its slot,
+        or None: it names it (`supersedes`), or that is a halt the store had before the
+        resume (`kept`, `_kept_before`), as a resync judges it. Else (a resume this node
+        holds, or a halt heard on the fast path alone) it is stale."""
+        held = self._applied.get(entry.slot)
+        if (
+            entry.state is not TradingState.ACTIVE
+            or held is None
+            or held.command_id in (entry.supersedes, entry.command_id)
+            or (held.state is not TradingState.ACTIVE and held.command_id in kept)
+        ):
+            return None
+        return Refused(
+            TrustReason.STALE,
+            f"resumes {entry.supersedes[:12]}, but this node holds "
+            f"{held.command_id[:24]} for {entry.slot}",
+        )
+
+    async def _kept_live(self, entry: StateEntry) -> frozenset[str]:
+        """For a verified live resume that does not name the halt this node holds: what
+        the store kept of the slot before it (`_kept_before`), if the store holds this very
+        resume over the halt it names (`unproven_resume`); else, or with no answer, nothing
+        (it stays stale). Before, such a resume was refused though the node's next resync
+        adopted it: a running node that held an undecodable halt of the slot when a drain
+        was stored over it refused the two-person resume of that drain and stayed halted,
+        with the store reading ACTIVE, until it reconnected."""
+        try:
+            stored, revision = await self.plane.get_state(entry.scope, entry.key)
+            if stored != entry or await unproven_resume(self.plane, entry, revision) is not None:
+                return frozenset()
+            return await self._kept_before(entry, revision)
+        except ControlPlaneUnavailable:
+            return frozenset()
 
     def _adopts(self, entry: StateEntry) -> bool:
         """Whether `entry` is a resume this node has not applied yet (so must check)."""
@@ -978,10 +1014,21 @@ class NodeRuntime:
         elif _undecodable(entry):
             report = self._apply(entry)  # the store holds something that is no entry
         else:
-            checked = self._verify(entry, live=True)
+            other = (  # a resume that does not name the halt held here
+                entry.state is TradingState.ACTIVE
+                and self._unnamed_halt(entry, frozenset()) is not None
+            )
+            checked = self._verify(entry, live=True, kept=None if other else frozenset())
             if checked is None:
                 return
-            if entry.state is TradingState.ACTIVE and entry.slot not in self._applied:
+            if other:
+                # signed and fresh, but it names another halt: the store may show it had
+                # the one held before the resume, as the node's resync would read it
+                stale = self._stale(entry, await self._kept_live(entry))  # after the await
+                if stale is not None:
+                    self._refuse(entry, stale, "live")
+                    return
+            elif entry.state is TradingState.ACTIVE and entry.slot not in self._applied:
                 # a resume of a halt this node never held: the store must show it lifts one
                 try:
                     stored, revision = await self.plane.get_state(entry.scope, entry.key)
@@ -1182,7 +1229,11 @@ class NodeRuntime:
         read only when this node holds a halt of that slot the resume does not name (else
         empty): each write's command id, and the fail-closed halt a reader holds for a
         write it could not trust (`unverified_id`). A halt among them the store had before
-        the resume, so it is over whatever the resume names."""
+        the resume, so it is over whatever the resume names. So is the halt held when the
+        history is full and its oldest write was stored after this node latched it
+        (`_outran`): before, a node away through eight kills and resumes of the slot stayed
+        halted by its first kill until it restarted (which judged it over), while the store
+        read ACTIVE and `knightwatch resume` had nothing to resume."""
         held = self._applied.get(resume.slot)
         if (
             held is None
@@ -1190,9 +1241,29 @@ class NodeRuntime:
             or held.command_id in (resume.supersedes, resume.command_id)
         ):
             return frozenset()
-        return _kept_ids(
-            resume.slot, await self.plane.state_history(resume.scope, resume.key, revision)
-        )
+        latch = self.guard.halts().get((resume.scope, resume.key))
+        kept = await self.plane.state_history(resume.scope, resume.key, revision)
+        ids = _kept_ids(resume.slot, kept)
+        if held.command_id not in ids and await self._outran(
+            resume, kept, latch.ts_ns if latch is not None else None
+        ):
+            # the store went on through a full history of writes after this node latched
+            # the halt (away through kill after kill): over, as at a restart (`_store_held`)
+            ids |= {held.command_id}
+        return ids
+
+    async def _outran(
+        self, resume: StateEntry, kept: list[tuple[StateEntry | None, int]], since_ns: int | None
+    ) -> bool:
+        """Whether the store's kept history of `resume`'s slot before it (`kept`) is full
+        and its oldest write was stored after `since_ns` (when a halt not among them was
+        latched or recorded here): the store dropped older writes and went on through all
+        of these after that halt, so a resume over them is over it too. A history not full
+        is all the store wrote of the slot; an unknown time proves nothing (fail closed)."""
+        if since_ns is None or len(kept) < STATE_HISTORY - 1:
+            return False
+        oldest = await self.plane.stored_ns(resume.scope, resume.key, kept[0][1])
+        return oldest is not None and since_ns < oldest
 
     def _unnamed_halt(self, resume: StateEntry, kept: frozenset[str]) -> Refused | None:
         """Why the stored `resume` must not lift the halt this node holds for its slot, or
@@ -1278,12 +1349,9 @@ class NodeRuntime:
             kept = await self.plane.state_history(resume.scope, resume.key, revision)
             if command_id in _kept_ids(resume.slot, kept):
                 return True
-            if not kept or len(kept) < STATE_HISTORY - 1:
-                return False  # all the store wrote of the slot before the resume
-            oldest = await self.plane.stored_ns(resume.scope, resume.key, kept[0][1])
+            return await self._outran(resume, kept, recorded_ns)
         except ControlPlaneUnavailable:
             return False
-        return oldest is not None and recorded_ns < oldest
 
     def _restore(
         self, stored: dict[str, StateEntry], lifted: frozenset[tuple[str, str]] = frozenset()
