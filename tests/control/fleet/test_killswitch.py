@@ -15,7 +15,7 @@ from knightwatch.clock import Clock, SimClock, SystemClock
 from knightwatch.control.fleet.killswitch import RECONNECT_GRACE_S, KillSwitchError
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryFabric
-from knightwatch.control.plane.wire import FLEET_KEY, StateEntry
+from knightwatch.control.plane.wire import FLEET_KEY, StateEntry, decode_entry
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import TrustReason
 
@@ -507,4 +507,54 @@ async def test_a_drain_issued_after_a_halt_never_loosens_it(backend: Backend) ->
             assert node.guard.trading_state(Scope.FLEET) is TradingState.ACTIVE
     finally:
         for node in nodes:
+            await node.stop()
+
+
+async def test_a_drain_over_an_entry_it_cannot_verify_keeps_the_halt_every_node_holds(
+    backend: Backend,
+) -> None:
+    """A stored value that is no entry, or one no roster member signed, is a halt of its slot
+    on every node (fail closed). The kill switch overwrote it as if the slot were empty, so a
+    drain (supervisor or operator, one signature) stored REDUCING there, and a node started
+    afterwards traded reduce-only where every running node held the slot halted. The halt it
+    reads as stays the record; the drain is confirmed; a kill still replaces it, signed."""
+    clock = SimClock(5_000 * MS)
+    nodes = await _fleet(backend, clock, 2)
+    writer = await backend.plane("alice")
+    supervisor = switch(await backend.plane("supervisor"), clock, "supervisor")
+    operator = switch(await backend.plane("alice"), clock, "alice")
+    targets = ["n1", "n2"]
+    late: NodeRuntime | None = None
+    try:
+        for value in (b"{not an entry", b'{"scope": "fleet"}'):
+            _, revision = await writer.get_state(Scope.FLEET, FLEET_KEY)
+            await writer.put_state(
+                decode_entry("fleet.fleet", value, revision + 1), expected_revision=revision
+            )
+            await settle()
+            for node in nodes:
+                assert node.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+            drain = await supervisor.kill(
+                Scope.FLEET, "", "drain", timeout_s=10.0, state=TradingState.REDUCING,
+                targets=targets,
+            )  # fmt: skip
+            assert drain.ok, drain.missing
+            stored, _ = await writer.get_state(Scope.FLEET, FLEET_KEY)
+            assert stored is not None and stored.state is TradingState.HALTED, stored
+            assert stored.command_id != drain.entry.command_id
+            late = make_node("n3", await backend.plane("n3"), clock)
+            await late.start()
+            assert late.guard.trading_state(Scope.FLEET) is TradingState.HALTED
+            await late.stop()
+            late = None
+            kill = await operator.kill(Scope.FLEET, "", "stop", timeout_s=10.0, targets=targets)
+            assert kill.ok
+            stored, _ = await writer.get_state(Scope.FLEET, FLEET_KEY)
+            assert stored is not None and stored.command_id == kill.entry.command_id
+            resumed = await operator.resume(
+                Scope.FLEET, "", "fixed", timeout_s=10.0, approvers=(BOB,)
+            )
+            assert resumed.ok
+    finally:
+        for node in [*nodes, *([late] if late is not None else [])]:
             await node.stop()

@@ -555,7 +555,15 @@ class KillSwitch:
                     known = None
                     current, revision = await self.plane.get_state(entry.scope, entry.key)
                     if current is not None and self.verified(current) is None:
-                        current = None  # a forged entry orders nothing: overwrite it
+                        # A forged or undecodable entry orders nothing, but every node
+                        # holds it as a halt (fail closed): a kill overwrites it with a
+                        # signed one; a drain written over it loosened that halt to
+                        # REDUCING on one signature, so the halt it reads as stays.
+                        current = (
+                            None
+                            if entry.state is TradingState.HALTED
+                            else msgspec.structs.replace(current, state=TradingState.HALTED)
+                        )
                 if current is not None and current.state > entry.state:
                     # A stricter kill is stored (a halt, when this is a drain): it stays in
                     # force and stays the record, whenever it was issued. A drain stored
