@@ -261,6 +261,19 @@ def test_price_collar_ticks_boundary(rig: Mk) -> None:
     assert reason(r.send(price=100.11)) is R.PRICE_COLLAR
 
 
+def test_a_collar_refusal_quotes_prices_as_people_write_them(rig: Mk) -> None:
+    """Per-unit prices are products of floats (60,000 x a 0.00001 step is
+    0.6000000000000001): the refusal quoted that noise, and the docs promise `reference
+    0.6`. Each figure is quoted to 15 significant digits, which round-trips every price
+    a person writes."""
+    for limits in ({"price_collar_pct": 0.05}, {"price_collar_ticks": 10, "tick_size": 0.00001}):
+        r = rig(**limits)
+        r.guard.on_price("BTC", 60_000 * 0.00001)
+        refused = r.send(symbol="BTC", price=0.7 * 1.0000000000000002)
+        assert reason(refused) is R.PRICE_COLLAR
+        assert "price 0.7 " in refused.detail and "reference 0.6 " in refused.detail, refused.detail
+
+
 def test_stale_reference_price_boundary(rig: Mk) -> None:
     r = rig(max_price_age_s=2.0)
     r.clock.advance(2 * S)

@@ -1360,7 +1360,8 @@ def install(
     the node's enrolled `key` and the fleet's trust `anchor` files) the
     node joins the fleet on the running asyncio loop, or on the TradingNode's
     loop, and arms once joined; until then every order is denied
-    (`lease_expired`). `install(...).joined` is that task.
+    (`not_armed`; `lease_expired` once joined if the plane goes away).
+    `install(...).joined` is that task.
     """
     kernel = _kernel_of(target)
     check_settings(

@@ -360,13 +360,15 @@ class Guard:
             if pct is not None and dev > pct * ref * (1 + 1e-9):
                 return _blocked(
                     R.PRICE_COLLAR,
-                    f"price {price} is {dev / ref:.2%} from reference {ref} > collar {pct:.2%}",
+                    f"price {price:.15g} is {dev / ref:.2%} from reference {ref:.15g} "
+                    f"> collar {pct:.2%}",
                 ), eff
             ticks = eff.price_collar_ticks
             if ticks is not None and dev > ticks * eff.tick_size * (1 + 1e-9):
                 return _blocked(
                     R.PRICE_COLLAR,
-                    f"price {price} is {dev / eff.tick_size:.1f} ticks from reference {ref} "
+                    f"price {price:.15g} is {dev / eff.tick_size:.1f} ticks from reference "
+                    f"{ref:.15g} "
                     f"> collar {ticks} ticks",
                 ), eff
 
@@ -1168,14 +1170,15 @@ class Guard:
                 if pct is not None and dev > pct * ref * (1 + 1e-9):
                     return _blocked(
                         R.PRICE_COLLAR,
-                        f"price {price} is {dev / ref:.2%} from reference {ref} > collar {pct:.2%}",
+                        f"price {price:.15g} is {dev / ref:.2%} from reference {ref:.15g} "
+                        f"> collar {pct:.2%}",
                     ), eff
                 ticks = eff.price_collar_ticks
                 if ticks is not None and dev > ticks * eff.tick_size * (1 + 1e-9):
                     return _blocked(
                         R.PRICE_COLLAR,
-                        f"price {price} is {dev / eff.tick_size:.1f} ticks from reference "
-                        f"{ref} > collar {ticks} ticks",
+                        f"price {price:.15g} is {dev / eff.tick_size:.1f} ticks from reference "
+                        f"{ref:.15g} > collar {ticks} ticks",
                     ), eff
             value = grow * px * book.lot
         parent = w.parent
