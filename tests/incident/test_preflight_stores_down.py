@@ -23,6 +23,7 @@ LOST = {
     "KV_kw_incident": ("incident", {"crash_loop"}),
     "KV_kw_admission": ("admission", {"release", "flags"}),
     "KV_kw_flags": ("flags", {"flags"}),
+    "KV_kw_release": ("release", {"release"}),
 }
 
 
@@ -58,4 +59,5 @@ async def test_each_store_that_cannot_be_read_fails_its_items_naming_it(
     finally:
         await alice.close()
         await admin.close()
+        site.stop()
         site.stop()

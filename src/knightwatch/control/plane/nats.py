@@ -157,6 +157,19 @@ def _is_login_refusal(exc: BaseException | None) -> bool:
     )
 
 
+_STREAM_NOT_FOUND = 10059
+"""JetStream's error code for a stream that does not exist."""
+
+
+def _stream_gone(exc: BaseException) -> bool:
+    """Whether nats-py's "key not found" (`kv.get`) is the bucket's stream itself missing:
+    it raises the same error for both, with the server's answer as its context. Read as an
+    absent key, a lost `kw_release` read as "no target release set" and a lost `kw_state`
+    as a slot nobody halted."""
+    cause = exc.__context__
+    return isinstance(cause, nats.js.errors.APIError) and cause.err_code == _STREAM_NOT_FOUND
+
+
 def _confirmer(c: Confirmation) -> str:
     return c.node_id
 
@@ -696,6 +709,8 @@ class NatsControlPlane:
         try:
             found = await self._call(self._state_kv().get(slot))
         except (nats.js.errors.KeyDeletedError, nats.js.errors.KeyNotFoundError) as exc:
+            if _stream_gone(exc):
+                raise ControlPlaneUnavailable(f"bucket {STATE_BUCKET} not found") from None
             # nats-py raises a delete or purge marker as "not found" too, carrying the
             # marker: its revision says the slot was written (and is held halted), which
             # `ABSENT` would deny (a resume of it would be refused as "not halted")
@@ -1013,8 +1028,11 @@ class NatsControlPlane:
 
     async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
         try:
-            found = await self._call(self._keyed(bucket, key)[1].get(key))
-        except nats.js.errors.KeyNotFoundError:
+            name, kv = self._keyed(bucket, key)
+            found = await self._call(kv.get(key))
+        except nats.js.errors.KeyNotFoundError as exc:
+            if _stream_gone(exc):
+                raise ControlPlaneUnavailable(f"bucket {name} not found") from None
             return None, 0
         if found.value is None:
             return None, 0
