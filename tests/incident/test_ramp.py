@@ -186,7 +186,7 @@ def test_plan_validation_names_the_stage() -> None:
     [
         (
             (Stage(0.1, 0.0), Stage(1.0, 60.0)),
-            r"stages\[0\]\.hold_s: must be >= 0\.1 s \(got 0\.0\)",
+            r"stages\[0\]\.hold_s: must be >= 0\.1 s below full limits \(got 0\.0\)",
         ),
         ((Stage(0.1, 300.0), Stage(1.0, 0.0)), r"stages\[1\]\.hold_s: must be >= 0\.1 s"),
         ((Stage(0.1, -0.0), Stage(1.0, 1.0)), r"stages\[0\]\.hold_s: must be >= 0\.1 s"),

@@ -27,13 +27,12 @@ from knightwatch.incident.ramp import (
     Stage,
 )
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import MIN_HOLD_S
 
 from ..identities import ALICE, BOB
 from .fixtures import fleet
 
 SLOT = slot_of(Scope.FLEET, "fleet")
-MIN_HOLD_S = 0.1
-"""The shortest stage a plan may hold (`knightwatch.incident.ramp.MIN_HOLD_S`)."""
 
 
 async def _stored(plane: MemoryControlPlane) -> RampRecord:

@@ -12,6 +12,7 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import (
     COMMAND_PAYLOAD_TYPE,
     MAX_RAMP_S,
+    MIN_HOLD_S,
     Refused,
     StateCommand,
     TrustReason,
@@ -84,8 +85,25 @@ def test_a_signed_ramp_over_the_longest_allowed_is_refused() -> None:
         check_state(command, proof, KIT.roster, now_ns=NOW, live=True)
 
 
+@pytest.mark.parametrize("hold", [0.0, 1e-300, 5e-324, 1e-9, 0.05, MIN_HOLD_S * 0.999])
+def test_a_signed_ramp_with_a_stage_below_full_limits_held_too_short_is_refused(
+    hold: float,
+) -> None:
+    """The ramp controller refuses a stage held under `MIN_HOLD_S` (no stage: it is stepped
+    past at once, and was shown to both people as "10% for 1e-300 s"); a resume carrying
+    one, written into the store by whoever may write it, was taken by every node, which
+    stepped through it at once. The last stage (full limits) may hold 0."""
+    command = _command(TradingState.ACTIVE, ramp=((0.1, hold), (1.0, 0.0)))
+    proof = add_signature(sign_command(command, ALICE.key), BOB.key)
+    with pytest.raises(Refused, match=r"ramp\[0\]\.hold_s: must be >= 0\.1 s below full"):
+        check_state(command, proof, KIT.roster, now_ns=NOW, live=True)
+    fine = msgspec.structs.replace(command, ramp=((0.1, MIN_HOLD_S), (1.0, 0.0)))
+    proof = add_signature(sign_command(fine, ALICE.key), BOB.key)
+    assert check_state(fine, proof, KIT.roster, now_ns=NOW, live=True).actor == "alice"
+
+
 _fractions = st.lists(st.floats(0.01, 1.0), min_size=0, max_size=6).map(sorted)
-_holds = st.floats(0.0, 600.0)
+_holds = st.floats(MIN_HOLD_S, 600.0)
 
 
 @given(_fractions, st.lists(_holds, min_size=7, max_size=7), st.integers(0, 5 * HOUR))

@@ -69,7 +69,7 @@ from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import UNDECODABLE, InputFileError, load_toml
 from knightwatch.limits import ramp_percent, scaled_percent
 from knightwatch.state import Scope, TradingState, scope_key, split_pair
-from knightwatch.trust.command import Refused, ramp_problem
+from knightwatch.trust.command import MIN_HOLD_S, Refused, ramp_problem
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.rampproof import check_ramp
 from knightwatch.trust.roster import Roster
@@ -90,12 +90,6 @@ LATCH_BLOCKS = frozenset(
 
 RESCAN_S = 1.0
 """How often a running ramp reads every stored halt again (announcements can be lost)."""
-
-MIN_HOLD_S = 0.1
-"""The shortest hold a stage may have. A shorter one is no stage: the controller looks
-at the stage every 0.05 s and can step past it unrecorded, no metrics interval falls
-within it to judge a spike by, and a hold of 1e-300 s (0 ns once timed) was shown to
-both people as "10% for 1e-300 s" while it resumed at the next stage at once."""
 
 
 class RampError(KnightwatchError, ValueError):

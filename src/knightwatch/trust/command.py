@@ -110,11 +110,19 @@ class StateCommand(msgspec.Struct, frozen=True):
 MAX_RAMP_STAGES = 16
 MAX_RAMP_S = 24 * 3600.0
 """The longest a signed ramp may hold limits below full (its stages before the last)."""
+MIN_HOLD_S = 0.1
+"""The shortest hold a stage below full limits may have. A shorter one is no stage: the
+ramp controller looks at the stage every 0.05 s and can step past it unrecorded, no
+metrics interval falls within it to judge a spike by, and a hold of 1e-300 s (0 ns once
+timed) was shown to both people as "10% for 1e-300 s" while it resumed at full limits at
+once. Nodes refuse such a ramp as the controller does: one written into the store
+directly (a writer of the kill state) no longer steps them through it at once."""
 
 
 def ramp_problem(ramp: tuple[tuple[float, float], ...], name: str = "ramp") -> str | None:
     """What is wrong with a resume's signed ramp, or None: fractions in (0, 1] that never
-    decrease and end at 1.0, holds of finite seconds >= 0, at most `MAX_RAMP_STAGES`
+    decrease and end at 1.0, holds of finite seconds >= 0 (>= `MIN_HOLD_S` below full
+    limits), at most `MAX_RAMP_STAGES`
     stages and `MAX_RAMP_S` below full limits. `name` is the field the message names
     (a config file's `[ramp]` calls it `stages`)."""
     if len(ramp) > MAX_RAMP_STAGES:
@@ -127,6 +135,10 @@ def ramp_problem(ramp: tuple[tuple[float, float], ...], name: str = "ramp") -> s
             return f"{name}[{i}].fraction: must not be below the stage before ({last})"
         if not 0.0 <= hold_s <= MAX_RAMP_S:
             return f"{name}[{i}].hold_s: must be within 0..{MAX_RAMP_S:g} s (got {hold_s})"
+        if fraction < 1.0 and hold_s < MIN_HOLD_S:
+            return (
+                f"{name}[{i}].hold_s: must be >= {MIN_HOLD_S:g} s below full limits (got {hold_s})"
+            )
         last = fraction
     if ramp and ramp[-1][0] != 1.0:
         return f"{name}: the last stage must be 1.0 (full limits)"

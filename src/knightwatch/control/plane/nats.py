@@ -166,8 +166,11 @@ def _stream_gone(exc: BaseException) -> bool:
     it raises the same error for both, with the server's answer as its context. Read as an
     absent key, a lost `kw_release` read as "no target release set" and a lost `kw_state`
     as a slot nobody halted."""
-    cause = exc.__context__
-    return isinstance(cause, nats.js.errors.APIError) and cause.err_code == _STREAM_NOT_FOUND
+    cause = exc.__context__  # a delete marker's error carries no code: not the stream
+    return (
+        isinstance(cause, nats.js.errors.NotFoundError)
+        and getattr(cause, "err_code", None) == _STREAM_NOT_FOUND
+    )
 
 
 def _confirmer(c: Confirmation) -> str:
