@@ -1410,8 +1410,9 @@ async def api_events(request: Request) -> Response:
         loop = asyncio.get_running_loop()
         try:
             yield b"retry: 1000\n\n"
-            yield b"event: snapshot\ndata: " + c.watch.latest_json + b"\n\n"
-            if c.watch.error:  # that snapshot is the last good one, not the fleet now: say so
+            if c.watch.latest is not None:  # none built yet (the first read failed): no "{}"
+                yield b"event: snapshot\ndata: " + c.watch.latest_json + b"\n\n"
+            if c.watch.error:  # what it got is the last good one, not the fleet now: say so
                 problem = msgspec.json.encode({"error": c.watch.error})
                 yield b"event: problem\ndata: " + problem + b"\n\n"
             beat = c.settings.heartbeat_s

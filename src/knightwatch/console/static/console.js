@@ -301,12 +301,19 @@ function setupKill() {
     $("kill-confirm").focus();
   });
   $("kill-confirm").addEventListener("input", () => { $("kill-now").disabled = $("kill-confirm").value !== killTarget().word; });
+  // "Kill now" is the form's first button, so Enter is "Kill now" once the word matches and
+  // nothing before (it is disabled); cancel was first, and Enter after typing the word closed
+  // the dialog as cancelled, with nothing posted and nothing said
+  closes("kill-cancel", "kill-dialog");
   $("kill-confirm-form").addEventListener("submit", async (e) => {
     const go = e.submitter && e.submitter.value === "go";
     if (!go) return;
     const t = killTarget();
     const payload = { scope: t.scope, key: t.key, reason: $("kill-reason").value, drain: $("kill-drain").checked, confirm: $("kill-confirm").value };
-    startKillRows(t);
+    // the rows are only drawing: nothing in them may keep the kill from being posted (a
+    // snapshot without nodes, "{}" from a console that had built none yet, threw here and
+    // the page said "waiting for confirmations…" for a kill it never sent)
+    try { startKillRows(t); } catch (err) { console.error("kill rows:", err); }
     const clicked = performance.now();
     const { status, data } = await post("/api/kill", payload);
     finishKill(status, data, performance.now() - clicked);
@@ -323,7 +330,7 @@ function startKillRows(t) {
   $("kill-missing").textContent = "";
   const tbody = $("kill-rows").tBodies[0];
   tbody.replaceChildren();
-  const live = snapshot ? snapshot.nodes.filter((n) => !n.left && !n.expired) : [];
+  const live = snapshot && Array.isArray(snapshot.nodes) ? snapshot.nodes.filter((n) => !n.left && !n.expired) : [];
   for (const n of live) killRow(n.node, "waiting", "amber");
 }
 
@@ -421,6 +428,9 @@ function openResume(h) {
   resumeTarget = h;
   $("resume-text").textContent = `Request a resume of ${h.scope} ${h.key} (halted by ${h.actor}: ${cut(h.reason)}). A different person must approve.`;
   $("resume-reason").value = "";
+  // a Guard cause is acknowledged for this halt by this person, never carried over from the
+  // last dialog (it was sent with the next halt's request unless someone noticed it)
+  $("resume-ack").value = "";
   $("resume-dialog").showModal();
 }
 
@@ -429,12 +439,21 @@ function openApprove(r) {
   $("approve-text").textContent = `Approve ${r.requester}'s resume of ${r.scope} ${r.key}: ${cut(r.reason)}. Resuming an operator kill does not lift a Guard halt.`;
   $("approve-reason").value = "";
   $("approve-password").value = "";
+  $("approve-ack").value = "";
   $("approve-dialog").showModal();
+}
+
+// a dialog's cancel is a plain button after its submit button (Escape cancels too), so Enter
+// in the dialog submits it instead of cancelling it without a word
+function closes(button, dialog) {
+  $(button).addEventListener("click", () => $(dialog).close("cancel"));
 }
 
 function setupResume() {
   const rf = $("resume-form");
   if (!rf) return;
+  closes("resume-cancel", "resume-dialog");
+  closes("approve-cancel", "approve-dialog");
   rf.addEventListener("submit", async (e) => {
     if (!e.submitter || e.submitter.value !== "go" || !resumeTarget) return;
     const h = resumeTarget;
