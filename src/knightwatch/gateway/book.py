@@ -114,6 +114,11 @@ class GwOrder:
     """The scopes of the kills that cancelled it (`Gateway.cancel_scope`): while the Guard
     holds any of them halted, a cancel of it the venue never answers, or one lost with
     the venue session, is sent again by the gateway itself."""
+    disconnected: bool = False
+    """Its client's session was lost and cancel-on-disconnect cancelled it: no client and
+    no kill's drain is left to cancel it, so a cancel of it the venue never answers, or
+    one lost with the venue session, is sent again by the gateway itself (as a kill's)
+    until the venue answers one."""
 
     @property
     def live(self) -> bool:

@@ -17,15 +17,20 @@ What the gateway decides around the Guard:
   make the venue trade another instrument or read Price(44) otherwise are
   refused `invalid_order` naming the tag, nothing sent. Under `instrument =
   "symbol"`: SecurityID(48) and the qualifiers SymbolSfx(65), SecurityType(167),
-  CFICode(461), ContractMultiplier(231), the maturity and option-series fields
+  CFICode(461), ContractMultiplier(231), Product(460), Factor(228), the
+  maturity, option-series, bond and repo-collateral fields of the Instrument
   (the Guard checks the Symbol alone). Whatever `instrument` is:
   SecurityExchange(207) (another listing: its own price and currency) and the
   SecurityAltID group (454/455/456: an identifier the venue may resolve
-  otherwise); PriceType(423) other than 2 (per unit: a percentage, a yield or a
-  spread is not the Guard's price); Currency(15) other than the configured
-  `currency` (any Currency(15) when none is configured). Fields that do not
-  change what is traded or the price's meaning (Account, ExecInst, TimeInForce,
-  SettlCurrency, Text...) go on as sent. A parent (`parent_tag`) is registered
+  otherwise); underlyings (711), financing terms, a second leg (OrderQty2(192)),
+  a quantity worked out otherwise (OrderPercent(516), rounding, QtyType(854)
+  other than 0), a price against a benchmark or a yield (Spread(218)...), a peg
+  or discretion offset, stipulations (232), ForexReq(121)=Y (`_TERMS`);
+  PriceType(423) other than 2 (per unit: a percentage, a yield or a
+  spread is not the Guard's price); Currency(15) or SettlCurrency(120) other
+  than the configured `currency` (any when none is configured). Fields that do
+  not change what is traded or the price's meaning (Account, ExecInst,
+  TimeInForce, Text...) go on as sent. A parent (`parent_tag`) is registered
   only by a new order the gateway passes to the Guard, never by a refused
   request or a replace;
 * cancels are always forwarded (under the gateway's own ClOrdID when the
@@ -51,7 +56,8 @@ What the gateway decides around the Guard:
   the gateway itself (one fresh cancel per order at each timeout, logon or
   reset, recorded `kill_cancel_resent`) for as long as the Guard holds the
   kill's scope halted, until the venue answers it: the kill's drain ends long
-  before the venue's answer is given up on;
+  before the venue's answer is given up on. So is a cancel-on-disconnect's,
+  until the venue answers it (its client is gone, no drain covers it);
 * with the venue session down new orders are refused `venue_unavailable`;
   a lost client session has its orders cancelled per its policy; nothing is
   armed until working orders and positions are reconciled.
@@ -150,11 +156,31 @@ _QUALIFIERS = (
     (231, "ContractMultiplier"),
     (461, "CFICode"),
     (541, "MaturityDate"),
+    (460, "Product"),
+    (762, "SecuritySubType"),
+    (206, "OptAttribute"),
+    (947, "StrikeCurrency"),
+    (667, "ContractSettlMonth"),
+    (228, "Factor"),
+    (223, "CouponRate"),
+    (224, "CouponPaymentDate"),
+    (225, "IssueDate"),
+    (240, "RedemptionDate"),
+    (873, "DatedDate"),
+    (874, "InterestAccrualDate"),
+    (239, "RepoCollateralSecurityType"),
+    (226, "RepurchaseTerm"),
+    (227, "RepurchaseRate"),
+    (691, "Pool"),
+    (875, "CPProgram"),
+    (876, "CPRegType"),
+    (864, "NoEvents"),
 )
 """Instrument fields that make the venue trade another instrument under the same Symbol(55)
 (a share class, a contract month, an option series, a product type: AAPL as an option or
-a CFD, a contract's size): the Guard checks the Symbol alone. With `instrument =
-"security_id"` the SecurityID names the whole instrument and these only restate it."""
+a CFD, a contract's size, a bond's coupon or issue, a pool's factor): the Guard checks the
+Symbol alone. With `instrument = "security_id"` the SecurityID names the whole instrument
+and these only restate it. Descriptive fields (Issuer, SecurityDesc) go on."""
 
 _LISTING = (
     (207, "SecurityExchange"),
@@ -166,6 +192,85 @@ _LISTING = (
 whichever `instrument` is: another exchange's listing of the same security trades at
 its own price, in its own currency; an alternative id is one the venue may resolve the
 instrument by, which the gateway cannot compare with the one the Guard checks."""
+
+_TERMS: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
+    (
+        "the instrument is built on underlyings the Guard does not check",
+        ((711, "NoUnderlyings"),),
+    ),
+    (
+        "they make the trade a financing agreement, a repo, the Guard does not check",
+        (
+            (913, "AgreementDesc"),
+            (914, "AgreementID"),
+            (915, "AgreementDate"),
+            (918, "AgreementCurrency"),
+            (788, "TerminationType"),
+            (916, "StartDate"),
+            (917, "EndDate"),
+            (919, "DeliveryType"),
+            (898, "MarginRatio"),
+        ),
+    ),
+    (
+        "a second trade, a swap's far leg, the Guard does not check",
+        ((192, "OrderQty2"), (193, "SettlDate2"), (640, "Price2")),
+    ),
+    (
+        "the venue would work out the quantity otherwise than OrderQty(38) in units",
+        ((516, "OrderPercent"), (468, "RoundingDirection"), (469, "RoundingModulus")),
+    ),
+    (
+        "the venue would read the price against a benchmark or as a yield, not Price(44) per unit",
+        (
+            (218, "Spread"),
+            (220, "BenchmarkCurveCurrency"),
+            (221, "BenchmarkCurveName"),
+            (222, "BenchmarkCurvePoint"),
+            (662, "BenchmarkPrice"),
+            (663, "BenchmarkPriceType"),
+            (699, "BenchmarkSecurityID"),
+            (761, "BenchmarkSecurityIDSource"),
+            (235, "YieldType"),
+            (236, "Yield"),
+            (701, "YieldCalcDate"),
+            (696, "YieldRedemptionDate"),
+            (697, "YieldRedemptionPrice"),
+            (698, "YieldRedemptionPriceType"),
+        ),
+    ),
+    (
+        "a peg or a discretion lets the venue trade at another price than Price(44), "
+        "which the Guard checked",
+        (
+            (211, "PegOffsetValue"),
+            (835, "PegMoveType"),
+            (836, "PegOffsetType"),
+            (837, "PegLimitType"),
+            (838, "PegRoundDirection"),
+            (840, "PegScope"),
+            (388, "DiscretionInst"),
+            (389, "DiscretionOffsetValue"),
+            (841, "DiscretionMoveType"),
+            (842, "DiscretionOffsetType"),
+            (843, "DiscretionLimitType"),
+            (844, "DiscretionRoundDirection"),
+            (846, "DiscretionScope"),
+        ),
+    ),
+    (
+        "stipulations change what is delivered under the instrument",
+        ((232, "NoStipulations"),),
+    ),
+)
+"""Fields that change the trade's economics beyond what the Guard checks, whatever
+`instrument` is, each family with why: refused naming the tags. Before, they went to
+the venue as sent: a 100-share buy at 10.00 with DiscretionOffsetValue 5 could trade at
+15.00 past the collar, one with OrderQty2 was also a second trade, an OrderPercent or a
+RoundingModulus made the venue work out another quantity."""
+
+UNITS = "0"
+"""QtyType(854) 0: OrderQty(38) in units (shares, contracts as the Guard counts lots)."""
 
 PER_UNIT = "2"
 """PriceType(423) 2: Price(44) per unit (share, contract), the one way the Guard reads it."""
@@ -596,7 +701,7 @@ class Gateway(Handler):
                 due = [e for e in self._kill_resend if e[0] <= now]
                 self._kill_resend = [e for e in self._kill_resend if e[0] > now]
                 for _, go, waited, previous in due:
-                    if go.live and go.cancel_sent == waited and self._kill_in_force(go):
+                    if go.live and go.cancel_sent == waited and self._cancel_in_force(go):
                         self._resend_kill_cancel(go, "answer_timeout", previous)
 
     def _look_at(
@@ -670,7 +775,7 @@ class Gateway(Handler):
         self.guard.flag_mismatch(f"{why}: the venue may have taken it"[:400])
         if req is not None and req.kind == "KILL":
             # the gateway's own cancel: no client asked; the kill's order is cancelled again
-            if go is not None and go.cancel_sent is None and self._kill_in_force(go):
+            if go is not None and go.cancel_sent is None and self._cancel_in_force(go):
                 if early_due:
                     self._kill_resend.append((early_due, go, None, clordid))
                 else:
@@ -1088,6 +1193,23 @@ class Gateway(Handler):
                 f"{', '.join(listed)} cannot be checked (the Guard checks "
                 f"{self._instrument_name()} alone); name the instrument in it only"
             )
+        for why, family in _TERMS:
+            if terms := [f"{name}({tag})" for tag, name in family if tag in msg]:
+                return bad(
+                    f"{', '.join(terms)} cannot be checked ({why}); send the order without them"
+                )
+        if (qty_type := msg.get(854)) is not None and qty_type != UNITS:
+            # contracts or units of measure per time: not the lots the Guard counts
+            return bad(
+                f"QtyType(854)={F.clean(qty_type)[:32]!r} cannot be checked (the Guard reads "
+                f"OrderQty(38) in units); send QtyType(854)={UNITS} or none"
+            )
+        if (forex := msg.get(121)) is not None and forex != "N":
+            # the venue would also trade the settlement currency: an FX trade unchecked
+            return bad(
+                f"ForexReq(121)={F.clean(forex)[:32]!r} cannot be checked (the venue would also "
+                "trade currency to settle it); send ForexReq(121)=N or none"
+            )
         if (price_type := msg.get(423)) is not None and price_type != PER_UNIT:
             # a percentage of par, a yield, a spread: the venue reads Price(44) as that,
             # while the Guard checked it per unit against the reference price
@@ -1095,17 +1217,23 @@ class Gateway(Handler):
                 f"PriceType(423)={F.clean(price_type)[:32]!r} cannot be checked (the Guard "
                 f"reads Price(44) per unit); send PriceType(423)={PER_UNIT} or none"
             )
-        if (currency := msg.get(15)) is not None and currency != self.cfg.currency:
-            # the venue reads Price(44) in that currency, the Guard in its own
+        for cur_tag, cur_name, reads in (
+            (15, "Currency", "reads Price(44) in it"),
+            (120, "SettlCurrency", "counts the trade in it, not converted into another"),
+        ):
+            # the venue reads Price(44) in that currency (or settles the trade converted
+            # into it), the Guard in its own
+            if (currency := msg.get(cur_tag)) is None or currency == self.cfg.currency:
+                continue
             if self.cfg.currency is None:
                 return bad(
-                    f"Currency(15)={F.clean(currency)[:32]!r} cannot be checked (no currency "
-                    "is configured for the gateway: set `currency` in its config, or send "
-                    "the order without it)"
+                    f"{cur_name}({cur_tag})={F.clean(currency)[:32]!r} cannot be checked (no "
+                    "currency is configured for the gateway: set `currency` in its config, or "
+                    "send the order without it)"
                 )
             return bad(
-                f"Currency(15)={F.clean(currency)[:32]!r} is not the gateway's currency "
-                f"{self.cfg.currency} (the Guard reads Price(44) in it)"
+                f"{cur_name}({cur_tag})={F.clean(currency)[:32]!r} is not the gateway's currency "
+                f"{self.cfg.currency} (the Guard {reads})"
             )
         side = _SIDES.get(msg[F.SIDE])
         if side is None:
@@ -2969,6 +3097,7 @@ class Gateway(Handler):
             doomed = [o for o in self.book.of(comp) if policy or o.cod]
             self.guard.note("client_session", up=False, session=comp, cancelling=len(doomed))
             for o in doomed:
+                o.disconnected = True  # its cancel is sent until the venue answers one
                 self._cancel_at_venue(o, "knightwatch cancel-on-disconnect")
 
     def _not_sent(self, mtype: str, clordid: str) -> None:
@@ -3036,6 +3165,15 @@ class Gateway(Handler):
             for scope, key in go.kills
         )
 
+    def _cancel_in_force(self, go: GwOrder) -> bool:
+        """Whether the gateway's own cancel of `go` must be sent again when the venue never
+        answers it or loses it (caller holds the lock): a kill that cancelled it is in
+        force, or its client's session was lost and cancel-on-disconnect cancelled it
+        (`GwOrder.disconnected`: nobody else is left to cancel it). Before, only a kill's
+        was: a disconnect's cancel the venue left unanswered was given up, and the order
+        worked on at the venue with its owner gone."""
+        return go.disconnected or self._kill_in_force(go)
+
     def _resend_kill_cancel(self, go: GwOrder, why: str, previous: str | None = None) -> None:
         """A fresh cancel of an order a kill in force covers, whose kill's cancel the venue
         never answered (`why`: answer_timeout) or that was in flight when the venue session
@@ -3073,7 +3211,7 @@ class Gateway(Handler):
         its own or a mass cancel) gets a fresh one (`_resend_kill_cancel`); caller holds
         the lock, the venue session is up."""
         for o in self.book.live():
-            if o.cancel_sent is not None and o.kills and self._kill_in_force(o):
+            if o.cancel_sent is not None and self._cancel_in_force(o):
                 self._resend_kill_cancel(o, why)
 
     def in_scope(self, scope: Scope, key: str) -> list[GwOrder]:
