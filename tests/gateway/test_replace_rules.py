@@ -80,3 +80,26 @@ def test_a_replace_that_asks_for_a_cancel_on_disconnect_gets_it(
     eventually(lambda: not rig.venue.working(), what="cancelled at the venue")
     eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="the Guard follows")
     assert rig.guard.halts() == {}
+
+
+def test_refusals_the_gateway_makes_itself_are_filed_as_the_guards_are(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A session whose orders the Guard checks under strategy `desk-a`. A replace naming an
+    order the gateway does not hold, and a new order with a field the gateway refuses, are
+    recorded under `desk-a` with side `buy`, as the Guard records its own decisions. Before,
+    the replace was filed under the CompID and both under the FIX code `1`: a review of the
+    desk's refusals, or a search by side, missed them."""
+    clients = (ClientSession("OMS1", strategy="desk-a"),)
+    rig = rig_factory(config={"clients": clients}).start().ready()
+    px = below(rig, "L000")
+    rig.oms.send(replace_message("R1", "nobody", 100, px))
+    eventually(lambda: cancel_rejects(rig.oms, "R1"), what="the replace refused")
+    rig.oms.new_order("N1", "L000", BUY, 100, px, extra=[(460, "4")])  # Product: refused
+    rig.oms.wait_report("N1", "8")
+    refused = {
+        r["order_id"]: (r["strategy"], r["side"])
+        for r in rig.records()
+        if r["kind"] == "decision" and r["order_id"] in ("OMS1:R1", "OMS1:N1")
+    }
+    assert refused == {"OMS1:R1": ("desk-a", "buy"), "OMS1:N1": ("desk-a", "buy")}, refused

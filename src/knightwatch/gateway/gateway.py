@@ -1028,10 +1028,8 @@ class Gateway(Handler):
             self._count("refused")
             self.guard.note("fix_refused", session=comp, msg_type=mtype, reason=d.reason.value)
             if mtype == F.NEW_ORDER:
-                client = self.cfg.client(comp)
-                strategy = client.strategy_name if client is not None else comp
                 gid = f"{comp}:{F.clean(msg.get(F.CL_ORD_ID) or '')}"
-                self.guard.refuse(self._unparsed(msg, gid, strategy), d)
+                self.guard.refuse(self._unparsed(msg, gid, self._strategy_of(comp)), d)
                 self._send_reject(msg, sid, d)
             elif mtype in (F.REPLACE, F.CANCEL):
                 self._send_cancel_reject(msg, sid, None, d, mtype)
@@ -1334,7 +1332,18 @@ class Gateway(Handler):
             raise ValueError(f"Side(54)={msg[F.SIDE]} is not supported by the gateway")
         return side
 
+    def _strategy_of(self, comp: str) -> str:
+        """The Guard strategy a session's orders are checked under (its CompID if the
+        config names none): a refusal the gateway records itself is filed there too, as
+        the Guard's own are. Before, a replace naming an order the gateway does not hold
+        was filed under the CompID, and a review of the desk's refusals missed it."""
+        client = self.cfg.client(comp)
+        return client.strategy_name if client is not None else comp
+
     def _unparsed(self, msg: F.In, gid: str, strategy: str) -> Unparsed:
+        """The order as the flight recorder files a refusal the gateway made itself: its
+        side as the Guard's records name it (`buy`, `sell`; a code the gateway does not
+        map, as sent), so a search by side finds these with the Guard's own."""
         price = msg.get(F.PRICE)
         try:
             px = float(price) if price is not None else None
@@ -1350,7 +1359,7 @@ class Gateway(Handler):
             gid,
             strategy,
             F.clean(self._instrument(msg) or ""),
-            F.clean(msg.get(F.SIDE) or ""),
+            side.value if (side := _SIDES.get(code := msg.get(F.SIDE) or "")) else F.clean(code),
             q,
             px,
             None if parent is None else F.clean(parent),
@@ -1577,7 +1586,7 @@ class Gateway(Handler):
                         self._send_cancel_reject(msg, sid, go, checked, F.REPLACE)
                         return
             # refused by the gateway itself: recorded here (the Guard records its own)
-            strategy = go.strategy if go is not None else comp
+            strategy = go.strategy if go is not None else self._strategy_of(comp)
             self.guard.refuse(self._unparsed(msg, new_gid, strategy), d)
             self.book.refused(new_gid, d)
             self._count("refused")
