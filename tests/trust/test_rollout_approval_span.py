@@ -10,12 +10,14 @@ the flag on across the fleet by one person, months after that rollout ended.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knightwatch.clock import NS_PER_S
 from knightwatch.flags.activation import ActivationRequest
+from knightwatch.flags.rollout import RolloutPlan, Stage, plan_digest
 from knightwatch.flags.state import FlagChange
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
@@ -25,7 +27,8 @@ from knightwatch.trust.flagproof import ROLLOUT_SPAN_NS, FlagSealer, check_flag_
 from .test_flagproof import FLAG, KIT, NOW, RLP, SCHEMA
 
 HOUR = 3600 * NS_PER_S
-PLAN = "d" * 64
+ROLLOUT = RolloutPlan(stages=(Stage("canary", 0, nodes=1), Stage("fleet", 0, fraction=1.0)))
+PLAN = plan_digest(ROLLOUT)
 
 
 def stage(*, issued_ns: int, approved_ns: int, actor: str = "alice") -> str:
@@ -44,6 +47,10 @@ def stage(*, issued_ns: int, approved_ns: int, actor: str = "alice") -> str:
         approval_kind="rollout",
         approval_digest=PLAN,
         approved_ns=approved_ns,
+        rollout_id="rlp-1",
+        rollout_nodes=("n1", "n2"),
+        rollout_stage=0,
+        rollout_plan=msgspec.json.encode(ROLLOUT).decode(),
     )
     return FlagSealer(KIT.signer(actor), KIT.roster).seal(change, 7, request, FLAG)
 
@@ -75,7 +82,7 @@ def test_an_old_rollout_approval_dated_into_its_hour_turns_nothing_on(
     with pytest.raises(Refused) as exc:
         judge(proof, later, live)
     assert exc.value.reason is TrustReason.APPROVAL_INVALID
-    assert "approved_ns" in exc.value.detail
+    assert "a rollout's stage is issued from its start" in exc.value.detail
 
 
 @pytest.mark.parametrize("live", [True, False])

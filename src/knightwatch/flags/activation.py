@@ -150,6 +150,15 @@ class ActivationRequest(msgspec.Struct, frozen=True):
     """The nodes the approval names (None: the fleet)."""
     approved_ns: int = 0
     """When the approval was checked, if not at the change (a rollout's start)."""
+    rollout_id: str = ""
+    """A rollout's stage: which rollout (its approval carries that rollout alone)."""
+    rollout_nodes: tuple[str, ...] = ()
+    """A rollout's stage: the rollout's nodes in the order its stages take them."""
+    rollout_stage: int = 0
+    """A rollout's stage: the index of the plan's stage this change makes."""
+    rollout_plan: str = ""
+    """A rollout's stage: the plan (JSON) whose digest `approval_digest` is; every node
+    counts the approval only for the nodes this stage adds under it."""
 
 
 class ChangeSealer(Protocol):

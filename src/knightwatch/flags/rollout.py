@@ -498,6 +498,10 @@ class RolloutRunner:
                         approval_kind="rollout",
                         approval_digest=plan_digest(s.plan),
                         approved_ns=s.approved_at_ns,
+                        rollout_id=s.rollout_id,
+                        rollout_nodes=s.nodes,
+                        rollout_stage=s.stage_index,
+                        rollout_plan=msgspec.json.encode(s.plan).decode(),
                     )
                 )
             except Exception as exc:  # unknown whether it landed: fail closed

@@ -39,16 +39,30 @@ actor signs): a stage dated before that start, or more than `ROLLOUT_SPAN_NS` af
 it, carries no approval. Unbounded, one operator could date `approved_ns` into the hour
 of any old rollout approval (stored with its rollout, so readable) and turn the flag
 on alone, long after the rollout it approved ended.
+
+A rollout approval is of one rollout, and each stage says which: the signed change names
+the rollout (`rollout_id`), its nodes in their order (`rollout_nodes`), the plan the
+approval's digest names (`rollout_plan`) and the stage (`rollout_stage`), and a node
+counts the approval only for exactly the nodes that stage adds (the plan's size of the
+stage over the rollout's nodes, less every earlier stage's). Before, the approval bound no
+nodes at all: one operator with write rights on the flags bucket could sign a change
+riding a rollout's stored approval that turned the flag on across the whole fleet at once,
+after the rollout was aborted. What a node remembers of each rollout it saw (its nodes, the
+stages it took, whether it ended) is the node's (`knightwatch.control.node.flags`):
+`RolloutStage` is what this check hands it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import msgspec
 
 from knightwatch.flags.activation import ActivationRequest
 from knightwatch.flags.definition import FlagDefinition, definition_hash
+from knightwatch.flags.rollout import RolloutPlan, plan_digest
 from knightwatch.flags.state import FlagChange
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, new_envelope
@@ -95,6 +109,14 @@ class FlagDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     checked at `issued_ns`."""
     approval_nodes: tuple[str, ...] | None = None
     """The nodes a flag approval names (None: the fleet); they must cover `nodes`."""
+    rollout_id: str = ""
+    """A rollout approval: the rollout this change is a stage of."""
+    rollout_nodes: tuple[str, ...] = ()
+    """A rollout approval: the rollout's nodes in the order its stages take them."""
+    rollout_stage: int = 0
+    """A rollout approval: the index of the plan's stage this change makes."""
+    rollout_plan: str = ""
+    """A rollout approval: the plan (JSON) whose digest the approval names."""
 
 
 class FlagProof(msgspec.Struct, frozen=True):
@@ -130,6 +152,7 @@ class FlagSealer:
         request: ActivationRequest,
         definition: FlagDefinition,
     ) -> str:
+        rollout = bool(request.approval) and request.approval_kind == ApprovalKind.ROLLOUT
         decision = FlagDecision(
             flag_id=change.flag_id,
             value=change.value,
@@ -146,6 +169,10 @@ class FlagSealer:
             approval_digest=request.approval_digest if request.approval else "",
             approved_ns=request.approved_ns if request.approval else 0,
             approval_nodes=request.approval_nodes if request.approval else None,
+            rollout_id=request.rollout_id if rollout else "",
+            rollout_nodes=request.rollout_nodes if rollout else (),
+            rollout_stage=request.rollout_stage if rollout else 0,
+            rollout_plan=request.rollout_plan if rollout else "",
         )
         envelope = self.signer.sign(new_envelope(FLAG_PAYLOAD_TYPE, _ENCODER.encode(decision)))
         approval = (
@@ -154,6 +181,95 @@ class FlagSealer:
             else None
         )
         return msgspec.json.encode(FlagProof(envelope, approval)).decode()
+
+
+class RolloutStage(NamedTuple):
+    """A verified stage of a rollout: what a node remembers of the rollout it rides."""
+
+    approval: str
+    """sha256 of the approval's payload: the approval, whichever envelope carries it."""
+    binding: str
+    """sha256 of what makes it one rollout (flag, value, requester, start, id, nodes, plan)."""
+    approved_ns: int
+    stage: int
+    prior: int
+    """The latest earlier stage of the plan that adds nodes (-1: none), which must have
+    been made before this one."""
+    nodes: tuple[str, ...]
+    value: bool
+    revision: int
+
+
+def stage_slices(plan: RolloutPlan, count: int) -> list[tuple[int, int]]:
+    """Per stage of `plan` over `count` rollout nodes, the slice `[start, end)` of them it
+    adds (empty where a stage reaches no node an earlier one did not), as
+    `Rollout._enter_stage` takes them: each stage the first `size` nodes, less those
+    exposed already."""
+    slices: list[tuple[int, int]] = []
+    reached = 0
+    for stage in plan.stages:
+        size = stage.size(count)
+        slices.append((reached, max(reached, size)))
+        reached = max(reached, size)
+    return slices
+
+
+_PLAN = msgspec.json.Decoder(RolloutPlan)
+
+
+def _rollout_stage(decision: FlagDecision, approval: Envelope) -> RolloutStage:
+    """The stage `decision` claims, if it is one the approved plan makes; `Refused` naming
+    the field otherwise."""
+
+    def refuse(detail: str) -> Refused:
+        return Refused(
+            TrustReason.APPROVAL_INVALID,
+            f"{detail}; a rollout approval carries only its rollout's own stages",
+        )
+
+    if not decision.rollout_id or not decision.approved_ns:
+        raise refuse("rollout_id and approved_ns: a rollout stage names its rollout and start")
+    order = decision.rollout_nodes
+    if not order or len(set(order)) != len(order):
+        raise refuse(f"rollout_nodes {order!r}: the rollout's nodes, each once")
+    try:
+        plan = _PLAN.decode(decision.rollout_plan)
+        digest = plan_digest(plan)
+    except (*UNDECODABLE, ValueError) as exc:
+        raise refuse(f"rollout_plan: {exc}") from None
+    if digest != decision.approval_digest:
+        raise refuse(f"rollout_plan: its digest is {digest[:12]}, not the approved plan's")
+    slices = stage_slices(plan, len(order))
+    if not 0 <= decision.rollout_stage < len(slices):
+        raise refuse(f"rollout_stage {decision.rollout_stage}: the plan has {len(slices)} stages")
+    start, end = slices[decision.rollout_stage]
+    if decision.nodes != order[start:end]:
+        raise refuse(
+            f"nodes {','.join(decision.nodes)}: stage {decision.rollout_stage} of rollout "
+            f"{decision.rollout_id} adds {','.join(order[start:end]) or 'no node'}"
+        )
+    prior = max(
+        (i for i, s in enumerate(slices[: decision.rollout_stage]) if s[0] < s[1]), default=-1
+    )
+    bound = (
+        decision.flag_id,
+        decision.value,
+        decision.requester,
+        decision.approved_ns,
+        decision.rollout_id,
+        order,
+        digest,
+    )
+    return RolloutStage(
+        approval=hashlib.sha256(approval.payload_bytes()).hexdigest(),
+        binding=hashlib.sha256(_ENCODER.encode(bound)).hexdigest(),
+        approved_ns=decision.approved_ns,
+        stage=decision.rollout_stage,
+        prior=prior,
+        nodes=decision.nodes,
+        value=decision.value,
+        revision=decision.revision,
+    )
 
 
 class FlagVerdict(msgspec.Struct, frozen=True):
@@ -167,6 +283,9 @@ class FlagVerdict(msgspec.Struct, frozen=True):
     confirm: the node evaluates its own safe default (no value), never the claimed one."""
     away: bool = False
     """The change moves the flag away from its safe default: the direction a kill freezes."""
+    rollout: RolloutStage | None = None
+    """The rollout stage whose approval carried it (the node checks it against what it
+    remembers of that rollout)."""
 
 
 def check_flag_proof(
@@ -259,8 +378,10 @@ def check_flag_proof(
         )
     if known and not decision.trading_behaviour:
         return checked
-    approvers = _approvers(bundle.approval, decision, roster, known, judged_ns)
-    return msgspec.structs.replace(checked, checked=Checked(decision.actor, approvers))
+    approvers, stage = _approvers(bundle.approval, decision, roster, known, judged_ns)
+    return msgspec.structs.replace(
+        checked, checked=Checked(decision.actor, approvers), rollout=stage
+    )
 
 
 def _approvers(
@@ -269,7 +390,7 @@ def _approvers(
     roster: Roster,
     known: bool,
     judged_ns: int | None,
-) -> tuple[str, ...]:
+) -> tuple[tuple[str, ...], RolloutStage | None]:
     """The second person for a trading flag moved away from its safe default, if the
     roster's policy asks for one (at the issue time, and at `judged_ns` too: now for
     live news, the store's write time for a stored change)."""
@@ -280,7 +401,7 @@ def _approvers(
     meaning = "" if known else " (its meaning is not in this node's release: fail closed)"
     if approval is None:
         if not needed:
-            return ()
+            return (), None
         raise Refused(
             TrustReason.APPROVAL_MISSING,
             f"turns a trading-behaviour flag away from its safe default{meaning}; the "
@@ -309,7 +430,8 @@ def _approvers(
             f"approved by {', '.join(sorted(signed))} only: the requester and the actor never "
             "count as the second person",
         )
-    rollout = kind is ApprovalKind.ROLLOUT and decision.approved_ns
+    rollout = kind is ApprovalKind.ROLLOUT
+    stage = _rollout_stage(decision, approval) if rollout else None
     at_ns = decision.approved_ns if rollout else decision.issued_ns
     if rollout and not -SKEW_NS <= decision.issued_ns - decision.approved_ns <= ROLLOUT_SPAN_NS:
         # `approved_ns` is the actor's word: unbounded, one operator could date it into any
@@ -337,4 +459,4 @@ def _approvers(
         raise Refused(TrustReason.APPROVAL_INVALID, str(exc)) from None
     if approver == decision.actor:
         raise Refused(TrustReason.SELF_APPROVAL, f"{approver} approved their own change")
-    return (approver,)
+    return (approver,), stage

@@ -14,20 +14,31 @@ in-process.
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 
 import msgspec
+import pytest
 
 from knightwatch.clock import NS_PER_S, SystemClock
-from knightwatch.control.node.flags import ENCODER, NodeFlags, change_key, state_key
+from knightwatch.control.node.flags import (
+    ENCODER,
+    NodeFlags,
+    applied_key,
+    change_key,
+    state_key,
+)
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.site import Site
+from knightwatch.flags.activation import ActivationRequest
+from knightwatch.flags.definition import FlagDefinition, Lifecycle
+from knightwatch.flags.rollout import RolloutPlan, Stage, plan_digest
 from knightwatch.flags.state import FlagChange, FlagState
-from knightwatch.release.dsse import new_envelope
+from knightwatch.release.dsse import Envelope, encode_envelope, new_envelope
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.command import TrustReason
-from knightwatch.trust.flagproof import FLAG_PAYLOAD_TYPE, FlagDecision, FlagProof
+from knightwatch.trust.flagproof import FLAG_PAYLOAD_TYPE, FlagDecision, FlagProof, FlagSealer
 
 from ..helpers import eventually
 from .test_nested_records import close, joined
@@ -204,5 +215,202 @@ async def test_an_older_change_record_does_not_vouch_for_a_new_proof(site: Site)
         assert flags.refused[TrustReason.MALFORMED] == 1, flags.last_refusal
         assert f"'change.{QUOTE}.1' behind the proof is another change's" in flags.last_refusal
         assert flags.get(QUOTE) is None
+    finally:
+        await close(node)
+
+
+# --- a rollout's approval, used again ------------------------------------------------
+
+ORDER = ("n0", "n1", "n2")
+"""The rollout's nodes in order: stage 0 adds n0, stage 1 adds n1 and n2 (the node, n1)."""
+PLAN = RolloutPlan(stages=(Stage("canary", 0, nodes=1), Stage("fleet", 0, fraction=1.0)))
+QUOTE_DEF = FlagDefinition(
+    id=QUOTE,
+    description=f"{QUOTE}: what it does when on",
+    safe_default=False,
+    trading_behaviour=True,
+    lifecycle=Lifecycle.ACTIVE,
+    created=date(2026, 1, 1),
+    owner="risk",
+    expires=date(2027, 1, 1),
+)
+
+
+def rollout_approval(site: Site, started: int) -> str:
+    """bob's approval of alice's rollout of QUOTE with PLAN (stored with the rollout)."""
+    asked = Approval(
+        ApprovalKind.ROLLOUT, QUOTE, True, None, "alice", "t", started - 1,
+        started + 600 * NS_PER_S, plan_digest(PLAN),
+    )  # fmt: skip
+    return encode_envelope(sign_approval(asked, site.signer("bob"))).decode()
+
+
+def signed_change(site: Site, approval: str, decision: dict[str, object]) -> str:
+    """alice's signature over `decision` (QUOTE on), carrying the rollout's approval."""
+    decision = {
+        "flag_id": QUOTE, "value": True, "actor": "alice", "requester": "alice",
+        "issued_ns": now(), "description": QUOTE_DEF.description, "safe_default": False,
+        "trading_behaviour": True, "approval_kind": "rollout",
+        "approval_digest": plan_digest(PLAN), **decision,
+    }  # fmt: skip
+    payload = msgspec.json.encode(decision, order="sorted")
+    envelope = site.signer("alice").sign(new_envelope(FLAG_PAYLOAD_TYPE, payload))
+    carried = msgspec.json.decode(approval, type=Envelope)
+    return msgspec.json.encode(FlagProof(envelope, carried)).decode()
+
+
+def staged(
+    site: Site,
+    approval: str,
+    started: int,
+    nodes: tuple[str, ...],
+    index: int,
+    revision: int,
+    *,
+    rollout_id: str = "quote-1",
+    order: tuple[str, ...] = ORDER,
+) -> str:
+    """alice's signed stage `index` of rollout `rollout_id` setting `nodes` on, as the
+    rollout driver's sealer signs it."""
+    return signed_change(
+        site,
+        approval,
+        {
+            "nodes": list(nodes), "revision": revision, "reason": "stage",
+            "approved_ns": started, "rollout_id": rollout_id, "rollout_nodes": list(order),
+            "rollout_stage": index, "rollout_plan": msgspec.json.encode(PLAN).decode(),
+        },
+    )  # fmt: skip
+
+
+def unbound(site: Site, approval: str, started: int, nodes: tuple[str, ...], revision: int) -> str:
+    """What one operator could sign before: the stored approval, no rollout named."""
+    return signed_change(
+        site,
+        approval,
+        {"nodes": list(nodes), "revision": revision, "reason": "on", "approved_ns": started},
+    )
+
+
+def stopped(site: Site, nodes: tuple[str, ...], revision: int) -> str:
+    """alice's one-person change of QUOTE back to its safe default on `nodes`."""
+    change = FlagChange(QUOTE, False, nodes, "alice", None, "stop", "cli", now(), {})
+    request = ActivationRequest(QUOTE, False, "alice", "stop", "cli")
+    return FlagSealer(site.signer("alice"), None).seal(change, revision, request, QUOTE_DEF)
+
+
+async def put_state(
+    site: Site, revision: int, values: dict[str, bool], proofs: dict[str, str]
+) -> None:
+    bob = await site.connect("bob")
+    try:
+        state = FlagState(QUOTE, revision, values, {}, proofs)
+        await bob.put_record(Bucket.FLAGS, state_key(QUOTE), ENCODER.encode(state))
+    finally:
+        await bob.close()
+
+
+async def at_revision(flags: NodeFlags, revision: int) -> None:
+    await eventually(lambda: (s := flags.get(QUOTE)) is not None and s.revision == revision)
+
+
+async def canary_then_abort(site: Site, flags: NodeFlags) -> tuple[str, int, str]:
+    """The rollout's canary (n0) switched on, then aborted (n0 back off): the approval,
+    the rollout's start and the canary's proof."""
+    started = now()
+    approval = rollout_approval(site, started)
+    canary = staged(site, approval, started, ("n0",), 0, 1)
+    await put_state(site, 1, {"n0": True}, {"n0": canary})
+    await at_revision(flags, 1)
+    await put_state(site, 2, {"n0": False}, {"n0": stopped(site, ("n0",), 2)})
+    await at_revision(flags, 2)
+    return approval, started, canary
+
+
+@pytest.mark.parametrize("form", ["next_stage", "another_rollout", "unbound"])
+async def test_an_aborted_rollouts_approval_turns_the_flag_on_nowhere(
+    site: Site, form: str
+) -> None:
+    """The canary was aborted; within the approval's day alice alone signs a change riding
+    the rollout's stored approval: its next stage (n1, n2), a "new rollout" with n1 first,
+    or (as before) a change naming no rollout. n1 refuses each. Before, the unbound change
+    turned n1 on."""
+    node, flags = await started_flags(site)
+    try:
+        approval, started, _ = await canary_then_abort(site, flags)
+        if form == "next_stage":
+            signed = staged(site, approval, started, ("n1", "n2"), 1, 3)
+        elif form == "another_rollout":
+            signed = staged(
+                site, approval, started, ("n1",), 0, 3, rollout_id="quote-2",
+                order=("n1", "n0", "n2"),
+            )  # fmt: skip
+        else:
+            signed = unbound(site, approval, started, ("n1", "n2"), 3)
+        on = ("n1", "n2") if form != "another_rollout" else ("n1",)
+        values = {"n0": False, **dict.fromkeys(on, True)}
+        proofs = {"n0": stopped(site, ("n0",), 2), **dict.fromkeys(on, signed)}
+        await put_state(site, 3, values, proofs)
+        await eventually(lambda: sum(flags.refused.values()) == 1)
+        wanted = TrustReason.APPROVAL_INVALID if form == "unbound" else TrustReason.REPLAYED
+        assert flags.refused[wanted] == 1, flags.last_refusal
+        held = flags.get(QUOTE)
+        assert held is not None and held.value_for("n1") is None  # the safe default
+    finally:
+        await close(node)
+
+
+async def test_the_next_stage_of_a_running_rollout_applies_and_not_before_its_canary(
+    site: Site,
+) -> None:
+    """The rollout as its driver runs it: stage 1 after the canary applies on n1. A stage 1
+    stored with no canary before it is refused."""
+    node, flags = await started_flags(site)
+    try:
+        started = now()
+        approval = rollout_approval(site, started)
+        skipped = staged(site, approval, started, ("n1", "n2"), 1, 1)
+        await put_state(site, 1, {"n1": True, "n2": True}, {"n1": skipped, "n2": skipped})
+        await eventually(lambda: flags.refused[TrustReason.REPLAYED] == 1)
+        assert "comes before stage 0" in flags.last_refusal
+        canary = staged(site, approval, started, ("n0",), 0, 2)
+        await put_state(site, 2, {"n0": True}, {"n0": canary})
+        await at_revision(flags, 2)
+        fleet = staged(site, approval, started, ("n1", "n2"), 1, 3)
+        proofs = {"n0": canary, "n1": fleet, "n2": fleet}
+        await put_state(site, 3, {"n0": True, "n1": True, "n2": True}, proofs)
+        await at_revision(flags, 3)
+        held = flags.get(QUOTE)
+        assert held is not None and held.value_for("n1") is True, flags.last_refusal
+    finally:
+        await close(node)
+
+
+async def test_a_restarted_node_remembers_the_rollout_ended(site: Site) -> None:
+    """After the abort n1 restarts; then the canary's own proof is stored back on n0 with
+    a stage 1 for n1 and n2, as if the rollout had run on. n1 remembers (its applied
+    record) that the rollout ended and refuses it."""
+    node, flags = await started_flags(site)
+    approval, started, canary = await canary_then_abort(site, flags)
+
+    async def remembered() -> bool:
+        stored, _ = await node.plane.get_record(Bucket.FLAGS, applied_key(QUOTE, "n1"))
+        return stored is not None and b"no longer held its stage 0" in stored
+
+    for _ in range(100):
+        if await remembered():
+            break
+        await asyncio.sleep(0.05)
+    assert await remembered()
+    await close(node)
+    node, flags = await started_flags(site)
+    try:
+        fleet = staged(site, approval, started, ("n1", "n2"), 1, 3)
+        proofs = {"n0": canary, "n1": fleet, "n2": fleet}
+        await put_state(site, 3, {"n0": True, "n1": True, "n2": True}, proofs)
+        await eventually(lambda: flags.refused[TrustReason.REPLAYED] == 1)
+        assert "ended" in flags.last_refusal
+        held = flags.get(QUOTE)
+        assert held is not None and held.value_for("n1") is None
     finally:
         await close(node)

@@ -27,12 +27,26 @@ is refused until it is stored; the stop direction (a change to the safe default)
 is never looked up, slowed or refused for it. The record layout
 (`state_key`, `change_key`, `applied_key`, `FlagApplied`) lives here, below
 the operator's flag store, because both sides read and write it.
+
+A rollout's approval carries that rollout alone, and the node remembers what it saw
+of each (`RolloutSeen`, from every verified stage in every state it reads, its own
+value's or another node's): the rollout it was first used for, the revision of each
+stage and the nodes that stage added, and whether it ended. A change riding the
+approval is refused (`replayed`) if it is of another rollout (its id, start, nodes
+or plan), once the rollout ended (a node one of its stages turned on no longer holds
+that stage: aborted, stopped by anyone, or replaced), if it makes a stage again
+(another revision), or if the plan's earlier stage that adds nodes was never seen.
+Before, the approval of an aborted rollout, stored with it and readable, let one
+operator sign new "stages" within its day and turn the flag on again alone. The memory
+is kept in the node's applied record (only the node may write it), read back at start,
+and dropped once no stage can ride the approval anyway (`ROLLOUT_SPAN_NS`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -48,8 +62,14 @@ from knightwatch.flags.state import FlagChange, FlagState, StateUnavailable
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.state import Scope, TradingState
-from knightwatch.trust.command import Refused, TrustReason
-from knightwatch.trust.flagproof import FlagDecision, FlagProof, check_flag_proof
+from knightwatch.trust.command import SKEW_NS, Refused, TrustReason
+from knightwatch.trust.flagproof import (
+    ROLLOUT_SPAN_NS,
+    FlagDecision,
+    FlagProof,
+    RolloutStage,
+    check_flag_proof,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +77,29 @@ T = TypeVar("T")
 SUBJECT_APPLIED = "flags.applied"
 _BRIDGE_TIMEOUT_S = 5.0
 _REFUSED_KEPT = 1024
+
+
+class RolloutStep(msgspec.Struct, frozen=True):
+    """One stage of a rollout a node saw: the change that made it and the nodes it added."""
+
+    revision: int
+    proof: str
+    """sha256 of the stage's proof (every node it added holds that very proof)."""
+    nodes: tuple[str, ...]
+
+
+class RolloutSeen(msgspec.Struct, frozen=True):
+    """What a node remembers of the rollout an approval was used for."""
+
+    approval: str
+    """sha256 of the approval's payload."""
+    binding: str
+    """The rollout it was first used for (`RolloutStage.binding`)."""
+    approved_ns: int
+    value: bool
+    stages: dict[int, RolloutStep] = {}
+    ended: str = ""
+    """Why it ended ("": it had not, as far as this node saw)."""
 
 
 class FlagApplied(msgspec.Struct, frozen=True):
@@ -69,6 +112,8 @@ class FlagApplied(msgspec.Struct, frozen=True):
     proof_revision: int = 0
     """The revision of the change behind the node's value: what it may not go back from
     (only the node itself may write its applied records; read back at its start)."""
+    rollouts: tuple[RolloutSeen, ...] = ()
+    """The rollouts of this flag the node saw whose approvals may still carry a stage."""
 
 
 def state_key(flag_id: str) -> str:
@@ -191,6 +236,10 @@ _PROOF_DECODER = msgspec.json.Decoder(FlagProof)
 _DECISION_DECODER = msgspec.json.Decoder(FlagDecision)
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def claimed_away(proof: str) -> FlagDecision | None:
     """The change `proof` claims, if it moves the flag away from its safe default; None
     for the stop direction, or if it does not decode (`check_flag_proof` refuses that).
@@ -232,6 +281,8 @@ class NodeFlags:
         remembered across restarts through the flight recorder."""
         self._verdict_seen: object = None
         """The admission verdict the held states were judged under (identity)."""
+        self._rollouts: dict[str, dict[str, RolloutSeen]] = {}
+        """Per flag, per rollout approval: the rollout it carried, as this node saw it."""
         self._refused_keys: dict[tuple[str, int], None] = {}
         self.refused: Counter[TrustReason] = Counter()
         self.last_refusal = ""
@@ -274,6 +325,11 @@ class NodeFlags:
             flag_id = key.removeprefix(mine)
             if applied.node != self.node or applied.flag_id != flag_id:
                 continue
+            seen = self._rollouts.setdefault(flag_id, {})
+            for rollout in applied.rollouts:
+                held = seen.get(rollout.approval)
+                if held is None or (rollout.ended and not held.ended):
+                    seen[rollout.approval] = rollout
             if applied.proof_revision > self._proof_revision.get(flag_id, 0):
                 self._proof_revision[flag_id] = applied.proof_revision
                 self.runtime.record_event(
@@ -380,6 +436,23 @@ class NodeFlags:
         self._verdict_seen = self.runtime.verdict
         value = state.value_for(self.node)
         proof = state.proofs.get(self.node, "")
+        # what the state shows of the flag's rollouts: before judging a change away from
+        # the safe default (its stage is checked against it), after anything else (the
+        # stop direction never waits on it)
+        away = value is not None and claimed_away(proof) is not None
+        if away:
+            self._observe(state, schema)
+        try:
+            return self._judged(state, schema, live=live, written=written)
+        finally:
+            if not away:
+                self._observe(state, schema)
+
+    def _judged(
+        self, state: FlagState, schema: Mapping[str, str], *, live: bool, written: Written
+    ) -> bool:
+        value = state.value_for(self.node)
+        proof = state.proofs.get(self.node, "")
         if value is None:
             revision = 0  # no value: the safe default, the stop direction
         elif self._verified(state):
@@ -413,6 +486,8 @@ class NodeFlags:
                         "was in force on this node; only safe-default changes apply under "
                         "a kill (issue it again after the resume)",
                     )
+                if verdict.rollout is not None:
+                    self._check_rollout(state.flag_id, verdict.rollout)
                 if revision < self._proof_revision.get(state.flag_id, 0):
                     raise Refused(
                         TrustReason.REPLAYED,
@@ -436,6 +511,109 @@ class NodeFlags:
             # on disk, so a restart still knows which change it may not go back from
             self.runtime.record_event(FLAG_APPLIED, flag=state.flag_id, revision=revision)
         return True
+
+    def _observe(self, state: FlagState, schema: Mapping[str, str]) -> None:
+        """Remember what `state` shows of the flag's rollouts: first whether one this node
+        saw has ended (a node a stage of it turned on no longer holds that stage), then
+        every stage it holds that verifies (any node's), under the rollout its approval
+        was first used for."""
+        now = self.runtime.clock.time_ns()
+        seen = self._rollouts.setdefault(state.flag_id, {})
+        for key, rollout in list(seen.items()):
+            if now - rollout.approved_ns > ROLLOUT_SPAN_NS + SKEW_NS:
+                del seen[key]  # no stage can ride it any more: nothing to remember
+                continue
+            if rollout.ended:
+                continue
+            for index, step in sorted(rollout.stages.items()):
+                gone = next(
+                    (
+                        n
+                        for n in step.nodes
+                        if state.node_values.get(n) != rollout.value
+                        or _sha(state.proofs.get(n, "")) != step.proof
+                    ),
+                    None,
+                )
+                if gone is not None:
+                    why = f"at revision {state.revision} {gone} no longer held its stage {index}"
+                    seen[key] = msgspec.structs.replace(rollout, ended=why)
+                    break
+        stages: list[tuple[RolloutStage, str]] = []
+        for proof in {p for p in state.proofs.values() if p}:
+            claimed = claimed_away(proof)
+            if claimed is None or claimed.approval_kind != "rollout" or not claimed.nodes:
+                continue
+            digest = _sha(proof)
+            if any(step.proof == digest for r in seen.values() for step in r.stages.values()):
+                continue  # learned already
+            try:
+                verdict = check_flag_proof(
+                    proof,
+                    self.runtime.trust.roster,
+                    flag_id=state.flag_id,
+                    node=claimed.nodes[0],
+                    value=claimed.value,
+                    schema=schema,
+                    now_ns=now,
+                    live=False,
+                )
+            except Refused:
+                continue  # unverified: says nothing of the rollout (its nodes refuse it)
+            if verdict.rollout is not None:
+                stages.append((verdict.rollout, digest))
+        for stage, digest in sorted(stages, key=lambda s: (s[0].stage, s[0].revision)):
+            held = seen.get(stage.approval)
+            if held is None:
+                held = RolloutSeen(stage.approval, stage.binding, stage.approved_ns, stage.value)
+            seen[stage.approval] = held
+            if (
+                held.binding != stage.binding
+                or held.ended
+                or stage.stage in held.stages
+                or (stage.prior >= 0 and stage.prior not in held.stages)
+            ):
+                continue  # another rollout on a used approval, or a stage out of its order
+            step = RolloutStep(stage.revision, digest, stage.nodes)
+            seen[stage.approval] = msgspec.structs.replace(
+                held, stages={**held.stages, stage.stage: step}
+            )
+
+    def _check_rollout(self, flag_id: str, stage: RolloutStage) -> None:
+        """Refuse a stage its rollout's approval does not carry on this node's memory."""
+        rollout = self._rollouts.get(flag_id, {}).get(stage.approval)
+        if rollout is None:  # `_observe` learned every verified stage of the state
+            raise Refused(TrustReason.REPLAYED, "the rollout stage was not seen in the state")
+        if rollout.binding != stage.binding:
+            raise Refused(
+                TrustReason.REPLAYED,
+                "its rollout approval was used already, by another rollout (its id, start, "
+                "nodes or plan differ); an approval is of one rollout: ask for a new one",
+            )
+        step = rollout.stages.get(stage.stage)
+        if step is not None and step.revision == stage.revision == self._proof_revision.get(
+            flag_id, 0
+        ):
+            return  # the change this node applied before (a restart reads it again)
+        if rollout.ended:
+            raise Refused(
+                TrustReason.REPLAYED,
+                f"the rollout its approval was given for ended ({rollout.ended}); no stage "
+                "rides that approval any more: ask for a new one",
+            )
+        if stage.prior >= 0 and stage.prior not in rollout.stages:
+            raise Refused(
+                TrustReason.REPLAYED,
+                f"stage {stage.stage} of its rollout comes before stage {stage.prior} was "
+                "made; the stages ride their approval in order",
+            )
+        if step is None or step.revision != stage.revision:
+            made = "" if step is None else f" (made at revision {step.revision})"
+            raise Refused(
+                TrustReason.REPLAYED,
+                f"stage {stage.stage} of its rollout is made again at revision "
+                f"{stage.revision}{made}; each stage is made once",
+            )
 
     def _freezing_kill(self, issued_ns: int) -> str:
         """The fleet or strategy kill in force on this node when `issued_ns` was: one it
@@ -516,6 +694,7 @@ class NodeFlags:
             revision,
             self.runtime.clock.time_ns(),
             self._proof_revision.get(flag_id, 0),
+            tuple(self._rollouts.get(flag_id, {}).values()),
         )
         try:
             await record_applied(self.plane, applied)
