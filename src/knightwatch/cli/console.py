@@ -21,7 +21,7 @@ from rich.table import Table
 
 from knightwatch.cli import memory
 from knightwatch.cli.fleet import AnchorOpt, NatsUrl, StateDir
-from knightwatch.cli.options import when
+from knightwatch.cli.options import TIMEOUT_MAX, when
 from knightwatch.console.users import DEFAULT_USERS_FILE, MAX_TOKEN_TTL_S, UserStore
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.errors import ReleaseInputError
@@ -280,7 +280,13 @@ def serve(
         1.0, "--heartbeat", min=0.05, max=10.0, help="seconds between stream beats"
     ),
     kill_timeout: float = typer.Option(
-        2.0, "--kill-timeout", min=0.05, help="seconds a kill waits for confirmations"
+        2.0,
+        "--kill-timeout",
+        min=0.05,
+        # unbounded, `inf` had every console kill wait for a dead node for good, its result
+        # (who did not confirm, whether it was stored) never shown
+        max=TIMEOUT_MAX,
+        help=f"seconds a kill waits for confirmations (at most {TIMEOUT_MAX:g})",
     ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="serve HTTPS with this cert"),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="and this key (0600)"),

@@ -24,7 +24,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
-from knightwatch.cli.options import OptionError, check_output, node_list, nonempty_path
+from knightwatch.cli.options import (
+    TIMEOUT_LEAST,
+    TIMEOUT_MAX,
+    OptionError,
+    check_output,
+    node_list,
+    nonempty_path,
+    wait_seconds,
+)
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.killswitch import KillSwitch
@@ -419,7 +427,9 @@ def set_flag(
     nodes: str = typer.Option(None, "--nodes", help="comma-separated nodes (default: fleet)"),
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
     approval: Path | None = ApprovalOpt,
-    timeout: float = typer.Option(2.0, "--timeout", min=0.01, help="seconds to wait for nodes"),
+    timeout: str = typer.Option(  # text: `wait_seconds` judges it, never refusing the change
+        "2", "--timeout", help=f"seconds to wait for nodes ({TIMEOUT_LEAST:g} to {TIMEOUT_MAX:g})"
+    ),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
     key: Path | None = KeyOpt,
@@ -442,6 +452,11 @@ def set_flag(
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
     approved = _read_approval(console, approval)
+    # a switch back to the safe default is never refused (nor held for good) for its wait:
+    # `--timeout 0` was refused at parsing, and `inf` waited for a dead node forever
+    wait_s, why = wait_seconds("--timeout", timeout, 2.0, TIMEOUT_MAX)
+    if why:
+        console.print(f"[yellow]{escape(why)}[/yellow]", highlight=False, soft_wrap=True)
 
     async def go() -> tuple[ActivationResult, dict[str, float], list[str]]:
         clock = SystemClock()
@@ -474,7 +489,7 @@ def set_flag(
                 approval=encode_envelope(approved).decode() if approved is not None else "",
                 approval_nodes=_nodes_key(chosen),
             )
-            return await activate(plane, trust, reg, pol, request, clock, timeout, signer=signer)
+            return await activate(plane, trust, reg, pol, request, clock, wait_s, signer=signer)
 
     result, latencies, missing = _plane_run(console, go)
     if not result.accepted:

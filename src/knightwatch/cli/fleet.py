@@ -27,13 +27,17 @@ from rich.table import Table
 
 from knightwatch.cli import logs, memory
 from knightwatch.cli.options import (
+    KILL_TIMEOUT_DEFAULT,
     REASON_MAX,
+    TIMEOUT_LEAST,
+    TIMEOUT_MAX,
     OptionError,
     check_writable,
     nonempty_path,
     reason_value,
     scope_of,
     shown,
+    wait_seconds,
     when,
 )
 from knightwatch.clock import SystemClock
@@ -293,25 +297,15 @@ def _kill_reason(reason: str) -> str:
     return cleaned
 
 
-TIMEOUT_MAX = 300.0
-"""The longest `--timeout` a kill or an approval waits for confirmations. Unbounded,
-`kill --node n9 --timeout inf` (or 1e10) for a node never heard from waited for good: the
-kill went out, but its result, the nodes that did not confirm and the store's answer
-were never shown, and the command never ended."""
-
-
-def _kill_timeout(timeout: float) -> float:
-    """A kill's `--timeout`, never a reason to hold the kill back: one past `TIMEOUT_MAX`
-    (infinity too) is waited as `TIMEOUT_MAX`, and the operator is told."""
-    if timeout <= TIMEOUT_MAX:
-        return timeout
-    console.print(
-        f"[yellow]--timeout: waiting at most {TIMEOUT_MAX:g} s for confirmations "
-        f"(got {timeout:g})[/yellow]",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return TIMEOUT_MAX
+def _kill_timeout(text: str) -> float:
+    """A kill's `--timeout`, never a reason to hold the kill back (`options.wait_seconds`:
+    one too long waits `TIMEOUT_MAX`, one that is no usable number the default); what is
+    waited instead is said. Read as a typed float option, `0`, `-1`, `nan`, `5s` or an
+    unset variable's `""` was refused at parsing (exit 2): the kill was not sent."""
+    wait, why = wait_seconds("--timeout", text, KILL_TIMEOUT_DEFAULT, TIMEOUT_MAX)
+    if why:
+        console.print(f"[yellow]{escape(why)}[/yellow]", highlight=False, soft_wrap=True)
+    return wait
 
 
 def _text(value: object) -> str:
@@ -515,11 +509,11 @@ def kill(
     drain: bool = typer.Option(
         False, "--drain", help="REDUCING instead of HALTED: only reducing orders"
     ),
-    timeout: float = typer.Option(
-        2.0,
+    timeout: str = typer.Option(
+        f"{KILL_TIMEOUT_DEFAULT:g}",
         "--timeout",
-        min=0.01,
-        help=f"seconds to wait for confirmations (at most {TIMEOUT_MAX:g})",
+        # text, judged by `_kill_timeout`: a float option refused `0` or `nan` (kill not sent)
+        help=f"seconds to wait for confirmations ({TIMEOUT_LEAST:g} to {TIMEOUT_MAX:g})",
     ),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
@@ -533,7 +527,7 @@ def kill(
     second: the kill was not sent."""
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
     reason = _kill_reason(reason)
-    timeout = _kill_timeout(timeout)
+    wait_s = _kill_timeout(timeout)
 
     from knightwatch.cli.incident import auto_snapshot_settings, snapshot_after_kill
 
@@ -552,7 +546,7 @@ def kill(
             state = TradingState.REDUCING if drain else TradingState.HALTED
             issued.append(True)
             where.extend(plane.servers)
-            result = await ks.kill(scope, slot_key, reason, timeout_s=timeout, state=state)
+            result = await ks.kill(scope, slot_key, reason, timeout_s=wait_s, state=state)
             if not result.sent:
                 return result  # nothing went out: no evidence of a kill to take
             # after the kill returned, never on its path: freeze point and evidence

@@ -11,6 +11,7 @@ directory) wastes all of them.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,6 +73,37 @@ def reason_value(option: str, value: str) -> str:
     if not value.isprintable():
         raise OptionError(f"{option}: control characters in {quoted(value)}; write it on one line")
     return value
+
+
+TIMEOUT_MAX = 300.0
+"""The longest `--timeout` a kill, an approval or a flag change waits for confirmations.
+Unbounded, `kill --node n9 --timeout inf` (or 1e10) for a node never heard from waited for
+good: the kill went out, but its result, the nodes that did not confirm and the store's
+answer were never shown, and the command never ended."""
+TIMEOUT_LEAST = 0.01
+"""The shortest `--timeout` waited as given."""
+KILL_TIMEOUT_DEFAULT = 2.0
+
+
+def wait_seconds(option: str, text: str, default: float, most: float) -> tuple[float, str]:
+    """How long to wait for confirmations of a command that has to go out whatever its
+    `option` says (a kill, a flag change), and what to tell the operator ("" if `text` is
+    used as given). A wait longer than `most` (infinity too) is `most`; one that is no
+    number of seconds from `TIMEOUT_LEAST` up (`0`, `-1`, `nan`, `5s`, an unset shell
+    variable's `""`) is `default`. Only the wait is changed: the command is never refused
+    for it."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if TIMEOUT_LEAST <= seconds <= most:
+        return seconds, ""
+    if seconds > most:
+        return most, f"{option}: waiting at most {most:g} s for confirmations (got {seconds:g})"
+    return default, (
+        f"{option}: not a number of seconds from {TIMEOUT_LEAST:g} to {most:g} "
+        f"(got {shown(quoted(text))}); waiting {default:g} s for confirmations"
+    )
 
 
 SCOPE_KEY_MAX = MAX_ID_LEN + 1 + MAX_SYMBOL_LEN
