@@ -198,3 +198,19 @@ def test_a_users_file_put_back_after_a_disable_is_one_red_line_not_trusted(
     assert path.read_bytes() == before
     with pytest.raises(ConsoleUserError, match="rollback"):
         UserStore(path).verify("alice", PW)
+
+
+@pytest.mark.parametrize("host", ["[/x]", "[red]lo", "0.0.0.0[/]"])
+def test_serve_prints_a_host_as_text_never_markup(tmp_path: Path, host: str) -> None:
+    """`--host` goes into the no-TLS warning: as rich markup, `[/x]` raised a MarkupError
+    traceback before anything was checked. It is shown as given and the run goes on to its
+    next check (here: no control plane recorded, one line, exit 2)."""
+    result = CliRunner().invoke(
+        app, ["console", "serve", "--host", host, "--state-dir", str(tmp_path / "st")]
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert result.exit_code == 2, result.output
+    assert f"serving on {host} without TLS" in " ".join(result.output.split()), result.output
+    assert "no control plane given" in result.output

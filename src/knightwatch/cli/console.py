@@ -315,8 +315,9 @@ def serve(
             check_tls(tls_cert, tls_key)
         if host not in ("127.0.0.1", "::1", "localhost") and tls_cert is None:
             console.print(
-                f"[yellow]warning:[/yellow] serving on {host} without TLS: passwords and session "
-                "cookies cross the network in clear; use --tls-cert/--tls-key or a TLS proxy",
+                f"[yellow]warning:[/yellow] serving on {escape(host)} without TLS: passwords "
+                "and session cookies cross the network in clear; use --tls-cert/--tls-key or a "
+                "TLS proxy",
                 highlight=False,
             )
         urls = _urls(nats_url) if nats_url else recorded_url(state_dir)
@@ -339,12 +340,14 @@ def serve(
         store = UserStore(settings.users)
         if not store.names():
             console.print(
-                f"[yellow]no console users in {settings.users}[/yellow]: every login is refused "
-                "until `knightwatch console user add NAME --key KEYFILE`",
+                f"[yellow]no console users in {escape(str(settings.users))}[/yellow]: every "
+                "login is refused until `knightwatch console user add NAME --key KEYFILE`",
                 highlight=False,
             )
         scheme = "https" if tls_cert else "http"
-        console.print(f"console on {scheme}://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
+        console.print(
+            escape(f"console on {scheme}://{host}:{port}/ (Ctrl-C to stop)"), highlight=False
+        )
         memory.serve_reads_from_heap()
         memory.freeze_startup_objects()
         asyncio.run(run(settings, signer, trust, store, host=host, port=port))
