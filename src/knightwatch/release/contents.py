@@ -28,6 +28,8 @@ from knightwatch.release.flagschema import (
 
 Progress = Callable[[int, int], None]
 _CHUNK = 1 << 20
+MAX_DEPTH = 256
+"""Directories nested inside each other under an artifacts directory, at most."""
 
 
 def check_artifact_path(path: str, *, where: str) -> str:
@@ -140,6 +142,14 @@ def list_directory(root: Path) -> list[Path]:
                 raise ReleaseInputError(
                     f"artifacts directory {root}: {child} links back to a directory above it "
                     "(a symlink loop); remove the link"
+                )
+            if len(path_to_here) > MAX_DEPTH:
+                # os.walk recurses once a level: a tree nested past the interpreter's
+                # recursion limit was a RecursionError traceback out of `release build`
+                # and out of the node's measurement, which ended its attesting
+                raise ReleaseInputError(
+                    f"artifacts directory {root}: {quoted(child)} is nested more than "
+                    f"{MAX_DEPTH} directories deep; artifact trees nest at most {MAX_DEPTH}"
                 )
             above[child] = path_to_here | {key}
         for name in names:

@@ -34,6 +34,7 @@ and the request ids remembered against replay per node, all pruned from the fron
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import Counter, OrderedDict
@@ -94,6 +95,9 @@ log = logging.getLogger(__name__)
 
 ENROL_RETRY_S = 1.0
 """How often a node new to the roster is tried again while the kill state cannot be read."""
+REFUSAL_STORE_WAIT_S = 0.5
+"""How long the answer to a refused or fenced node waits for its verdict to be stored (well
+inside the 2 s a node waits for it); the write goes on after the answer is sent."""
 CHALLENGE_MALFORMED = "challenge_malformed"
 """A challenge request that is not a signed request envelope (or carries more than one
 signature), or whose node name or request id is not a valid name."""
@@ -143,7 +147,7 @@ class AdmissionService:
         self.clock = clock
         self.roster: dict[str, VerifyKey] = {}
         self._loaded = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self.target: TargetRecord | None = None
         self.target_problem = ""
         """Why the stored target cannot be read ("" if it can): every attestation is refused."""
@@ -453,12 +457,38 @@ class AdmissionService:
     async def _on_attest(self, payload: bytes) -> bytes:
         verdict = self.judge(payload)
         if verdict.node and verdict.attributable:
-            await self.plane.put_record(Bucket.ADMISSION, verdict.node, ENCODER.encode(verdict))
+            await self._store(verdict)
         level = logging.INFO if verdict.admitted else logging.ERROR
         log.log(
             level, "ADMISSION node=%s verdict=%s %s", verdict.node, verdict.status, verdict.detail
         )
         return ENCODER.encode(verdict)
+
+    async def _store(self, verdict: Verdict) -> None:
+        """Store `verdict` before it is sent. An admission that cannot be stored raises (the
+        node hears nothing and keeps what it had until its verdict's time to live runs out:
+        the flag gate and `status` read the stored one). A refusal or fence is the stop
+        direction and is sent whatever the store does: a failed or slow write is logged
+        and the write goes on. Before, a failed write raised out of the responder and a
+        node that had drifted kept trading on its last admission for the whole time to
+        live."""
+        write = self.plane.put_record(Bucket.ADMISSION, verdict.node, ENCODER.encode(verdict))
+        if verdict.admitted:
+            await write
+            return
+        task = asyncio.get_running_loop().create_task(write)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(_log_unstored, verdict))
+        await asyncio.wait({task}, timeout=REFUSAL_STORE_WAIT_S)
+        if not task.done():
+            log.error(
+                "ADMISSION_NOT_STORED node=%s verdict=%s: the store has not answered in %g s; "
+                "the node is told now, the write goes on",
+                verdict.node,
+                verdict.status,
+                REFUSAL_STORE_WAIT_S,
+            )
 
     def judge(self, payload: bytes) -> Verdict:
         """The verdict on one attestation envelope against the current target."""
@@ -782,6 +812,24 @@ def _claimed(envelope: Envelope) -> tuple[str, str] | None:
     except (*UNDECODABLE, ValueError):
         return None
     return claim.node, claim.nonce
+
+
+def _log_unstored(verdict: Verdict, task: asyncio.Task[int]) -> None:
+    """Log a refusal's write that failed (the node was told it anyway)."""
+    if task.cancelled():
+        log.error(
+            "ADMISSION_NOT_STORED node=%s verdict=%s: write cancelled", verdict.node, verdict.status
+        )
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error(
+            "ADMISSION_NOT_STORED node=%s verdict=%s: the store refused it (%s); the node "
+            "was told, `status` and the flag gate still read the verdict before it",
+            verdict.node,
+            verdict.status,
+            _line(str(exc) or type(exc).__name__),
+        )
 
 
 def _line(text: str) -> str:
