@@ -12,7 +12,11 @@ so far, judged once `warmup_s` of it is in, and never fed from a window that is
 itself in alarm). Until then the rates are held to their floors as baseline, so a
 runaway from the first second is not learned as normal; and a learned baseline
 never rises above the limit in force when it came into force, so a ramp slow
-enough for the average to follow cannot carry the limit to any rate. Five measures
+enough for the average to follow cannot carry the limit to any rate (children per
+parent, a running average since the node started that long-worked parents raise all day,
+is not held so). The fleet's totals are learned per node taking part and held to that times
+the nodes taking part now, so most of a fleet halted for a while, then resumed, is its
+normal again, not a runaway of the few it learned meanwhile. Five measures
 have baselines: accepted order rate, executed notional rate, the firm's own
 (principal) notional rate, child orders per parent and messages per execution.
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
@@ -140,6 +144,14 @@ MEASURES: tuple[Measure, ...] = (
 _ADDITIVE = {m.name: m.additive for m in MEASURES}
 _WARMUP_FLOORED = ("order_rate", "notional_rate")
 """Measures held to their floor as baseline while a learned one warms up."""
+_UNHELD = ("children_per_parent",)
+"""Measures whose learned baseline is not held to its first limit (`_Baseline.hold`): a
+node's accepted orders over the parents it registered since it started is a day's running
+average, not a rate. An agency router working parents registered at the open (a VWAP slicing
+each all day) raises it at a steady pace all day: held, 10 parents at one child a second
+each were halted at 500 children a parent, 8 minutes in. A runaway of children still moves
+it 5x past its learned average in seconds to a minute; unfilled children are messages per
+execution's to halt, and fills beyond a parent principal flow's."""
 _CUSTOMER_RATES = ("order_rate", "notional_rate")
 """The rates a node working only its customers' parents (`customers_only`) is let off: a big
 parent at a busy open is fast, not broken. Its children per parent and its messages per
@@ -360,7 +372,8 @@ class NodeHealth(msgspec.Struct, frozen=True):
     replay) take these numbers from here, so a gate and a halt can never
     disagree about what "healthy" meant. Baselines count only participating
     peers (armed and admitted): a refused or idle node's zero rate is not part
-    of what normal looks like.
+    of what normal looks like, nor is a halted one's (the rate median and `peers`
+    leave it out; its P&L still counts for the P&L median).
     """
 
     node_id: str
@@ -368,7 +381,7 @@ class NodeHealth(msgspec.Struct, frozen=True):
     order_rate: float
     """Orders (accepted or blocked) per second over the window."""
     fleet_median_rate: float
-    """Median of this node's rate and its participating peers' rates."""
+    """Median of this node's rate and its participating peers' rates (halted ones aside)."""
     order_rate_ratio: float
     """`order_rate` over the baseline `max(median, rate_floor_per_s / rate_multiple)`: the
     rate rule's condition is `order_rate_ratio > rate_multiple`. 0 at or below
@@ -642,6 +655,7 @@ class _Track:
         "agency",
         "baselines",
         "bleed_since",
+        "counts",
         "customers_only",
         "measures",
         "own_flow",
@@ -654,6 +668,11 @@ class _Track:
         prof = config.profile
         self.baselines = {m.name: _Baseline(getattr(prof, m.name)) for m in MEASURES}
         self.measures: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        """How many nodes each additive measure sums (the fleet's totals; absent: one). Its
+        baseline is learned per node taking part and held to that times the nodes taking
+        part now: learned as a total, most of a fleet halted for twenty minutes taught it
+        the few left as normal, and their resume at their normal rates halted the fleet."""
         self.agency = False
         """Works registered customer parents and never traded for itself before: its normal
         principal flow is nil from the start (a firm trading for itself, customers or not,
@@ -1117,7 +1136,8 @@ class Supervisor:
                 b.pause(now)
                 continue
             b.learn(value, now, tau)
-            b.hold(now, warm, partial(self._limit, name, nodes=1))
+            if name not in _UNHELD:
+                b.hold(now, warm, partial(self._limit, name, nodes=1))
 
     def _baseline(self, track: _Track, name: str, now: int, warm: int, nodes: int) -> float | None:
         """The baseline `name` is held to now: configured, learned, or, while a learned
@@ -1134,7 +1154,7 @@ class Supervisor:
             return 0.0
         base = b.current(now, warm)
         if base is not None:
-            return base
+            return base * nodes if _ADDITIVE[name] else base
         if name in _WARMUP_FLOORED:
             return self.config.floor(name) * nodes
         return None
@@ -1156,7 +1176,9 @@ class Supervisor:
         state = TradingState.HALTED
         who = "fleet" if scope is Scope.FLEET else f"node {key}"
         out: list[Action] = []
+        every = nodes
         for m in MEASURES:
+            nodes = track.counts.get(m.name, every)
             b = track.baselines[m.name]
             value = track.measures.get(m.name)
             base = self._baseline(track, m.name, now, warm, nodes)
@@ -1296,6 +1318,7 @@ class Supervisor:
             return []
         fleet = self._fleet
         totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for name in ("order_rate", "notional_rate", "principal_notional"):
             # a node over its own limit is left to its own rule: one node's leak (principal
             # flow halts at once) or counter glitch must not halt the whole fleet with it
@@ -1306,6 +1329,7 @@ class Supervisor:
             ]
             if values:
                 totals[name] = sum(values)
+                counts[name] = len(values)
         fleet.refused_rate = sum(t.base.refused_rate for t in live if not _alone(t, "order_rate"))
         latest = [
             t.latest for t in live if t.latest is not None and not _alone(t, "children_per_parent")
@@ -1322,6 +1346,7 @@ class Supervisor:
         if sent >= self.config.reject_min_orders:
             totals["messages_per_execution"] = sent / max(fills, 1)
         fleet.measures = totals
+        fleet.counts = counts
         out = self._baseline_rules(fleet, Scope.FLEET, FLEET_KEY, now, len(live))
         if not any(_ramping(t.latest) for t in live):  # (as a node's, `record`)
             self._learn_fleet(now, len(live))
@@ -1363,14 +1388,17 @@ class Supervisor:
         fleet = self._fleet
         for name, value in fleet.measures.items():
             b = fleet.baselines[name]
-            base = self._baseline(fleet, name, now, warm, nodes)
-            if (base is not None and value > self._limit(name, base, nodes)) or (
+            n = fleet.counts.get(name, nodes)
+            base = self._baseline(fleet, name, now, warm, n)
+            if (base is not None and value > self._limit(name, base, n)) or (
                 name == "principal_notional" and not fleet.window_full
             ):
                 b.pause(now)
                 continue
-            b.learn(value, now, tau)
-            b.hold(now, warm, partial(self._limit, name, nodes=nodes))
+            # an additive total is learned per node taking part (`_Track.counts`)
+            b.learn(value / n if _ADDITIVE[name] else value, now, tau)
+            if name not in _UNHELD:
+                b.hold(now, warm, partial(self._limit, name, nodes=1))
 
     # ------------------------------------------------------------ peer rules
 
@@ -1379,13 +1407,17 @@ class Supervisor:
         track = self._nodes[node_id]
         latest = track.latest
         assert latest is not None
-        peers = {n: t for n, t in fresh.items() if n != node_id and t.participating}
+        others = {n: t for n, t in fresh.items() if n != node_id and t.participating}
+        # a halted peer's quiet is its halt, not what normal looks like: counted, most of a
+        # fleet halted (its metrics silent for a blip, say) put the median at 0, and every
+        # node still trading over the floor was halted as a 5x runaway on top
+        peers = {n: t for n, t in others.items() if not t.halted}
         rate = self.rate(node_id)
         median = statistics.median([*(self.rate(n) for n in peers), rate])
         baseline = max(median, cfg.rate_floor_per_s / cfg.rate_multiple)
         a, b = self._counted(track)
         orders, rejected = b.orders - a.orders, b.rejected - a.rejected
-        peer_pnl = [t.latest.pnl for t in peers.values() if t.latest is not None]
+        peer_pnl = [t.latest.pnl for t in others.values() if t.latest is not None]
         deviation = (
             latest.pnl - statistics.median(peer_pnl) if len(peer_pnl) >= cfg.min_peers else None
         )
