@@ -235,6 +235,8 @@ class _Verifier:
                     )
                 self._hash(raw, lineno, None)
                 continue
+            if not line.isascii():
+                self._utf8(line, lineno, link.seq)
             last_line = lineno
             self.last_seq = link.seq
             self._sequence(lineno, link.seq)
@@ -313,6 +315,22 @@ class _Verifier:
             last_seq=self.last_seq,
             noted=self.noted,
         )
+
+    def _utf8(self, line: bytes, lineno: int, seq: int) -> None:
+        """Name a line that is not UTF-8 text, as JSON and every record a recorder writes
+        are: the decoder skips the fields `Link` does not keep without checking their
+        bytes, so such a line passed where no seal is broken (its seal recomputed, or none
+        yet at a crashed recorder's end) while `why` could not read it. Its seq still
+        places it (a line that is not a record is counted deleted)."""
+        try:
+            line.decode()
+        except UnicodeDecodeError as exc:
+            self.add(
+                ProblemKind.NOT_JSON,
+                lineno,
+                seq,
+                f"not JSON: not UTF-8 text (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})",
+            )
 
     # ------------------------------------------------------------------ seals
 

@@ -13,8 +13,9 @@ verified from the first line through the seal that covers the last record the
 answer uses, and the explanation carries that verification (`chain`). A line
 that names the order but cannot be decoded (a fill or decision damaged), or a
 control action that cannot be (a halt recorded after the decision may have been
-latched before it), counts as used: the chain check reaches it and names it,
-never a "verified" answer without it.
+latched before it), counts as used: the chain check reaches the seal after it, and the
+line is named even where the chain finds nothing wrong with it, never a "verified"
+answer without it.
 
 Which seal covers a record is found by the record's line, never its seq: a file can be
 edited to hold two lines with one seq, and a forged decision appended after the last
@@ -39,7 +40,7 @@ from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import data_end, decode_record, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord
-from knightwatch.audit.verify import VerifyReport, verify_through
+from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_through
 from knightwatch.inputs import UNDECODABLE
 
 FILL = "fill"
@@ -135,6 +136,7 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
         end = data_end(f)
         f.seek(0)
         chain, whole = verify_through(read_lines(f, end=end), os.fspath(path), through)
+    chain, whole = _unread_named(chain, scan.unread), _unread_named(whole, scan.unread)
     decision_seals = tuple(sealed_by[n][1] if n in sealed_by else None for n in decision_lines)
     covered: dict[int, Seal] = {}
     for d, covering in zip(decisions, decision_seals, strict=True):
@@ -171,6 +173,7 @@ class _Scan:
         self.used: list[tuple[int, int]] = []  # (line, seq) of every record the answer uses
         self.events: list[EventRecord] = []
         self.broken: list[int] = []  # lines that name the order but cannot be decoded
+        self.unread: dict[int, str] = {}  # used lines that cannot be decoded -> why not
 
     def take(self, lineno: int, line: bytes) -> None:
         order_id = self.order_id
@@ -185,11 +188,13 @@ class _Scan:
             return
         try:
             rec = decode_record(line)
-        except msgspec.DecodeError:
+        except msgspec.DecodeError as exc:
             if mentions:  # perhaps its fill or decision: the chain check must reach it
                 self.broken.append(lineno)
             # else a control action: perhaps a halt latched before the decision
             self.used.append((lineno, -1))
+            self.unread[lineno] = str(exc)
+            self.unsealed.append(lineno)  # checked through the seal after it, as a record
             return
         if isinstance(rec, Seal):  # an id such as "hash" is in every seal line
             self._sealed(lineno, rec)
@@ -217,6 +222,32 @@ class _Scan:
         for n in self.unsealed:
             self.sealed_by[n] = (lineno, seal)
         self.unsealed = []
+
+
+def _unread_named(report: VerifyReport, unread: dict[int, str]) -> VerifyReport:
+    """`report` with each line the answer needed and could not decode named, where the
+    chain check found nothing wrong with it: a value no recorder writes (a number out of
+    range) in a line whose seal was recomputed, or not sealed yet, passes the chain.
+
+    Such a line was left out of the answer; it was reported only as its batch's records
+    "not sealed yet" (the check stopped at it, short of its seal), and once the check
+    reached the seal after it, the answer would have been "chain verified" without it."""
+    named = {p.line for p in report.problems if p.kind is not ProblemKind.UNSEALED}
+    extra = [
+        Problem(
+            ProblemKind.MALFORMED,
+            n,
+            None,
+            f"cannot be read as a record ({why}); it names the order, or is a halt, "
+            "resume, arm or disarm, and the answer leaves it out",
+        )
+        for n, why in unread.items()
+        if n <= report.lines and n not in named
+    ]
+    if not extra:
+        return report
+    problems = tuple(sorted((*report.problems, *extra), key=lambda p: p.line))
+    return msgspec.structs.replace(report, problems=problems)
 
 
 def _before(control: EventRecord, decision: DecisionRecord) -> bool:
