@@ -161,6 +161,21 @@ class RolloutPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
+def stage_slices(plan: RolloutPlan, count: int) -> list[tuple[int, int]]:
+    """Per stage of `plan` over `count` rollout nodes, the slice `[start, end)` of them it
+    adds (empty where a stage reaches no node an earlier one did not): each stage the
+    first `size` nodes, less those an earlier stage took. The one rule for both the
+    driver (`Rollout._enter_stage`) and every node checking a stage's signed nodes
+    (`trust.flagproof`), so the two cannot drift apart."""
+    slices: list[tuple[int, int]] = []
+    reached = 0
+    for stage in plan.stages:
+        end = max(reached, stage.size(count))
+        slices.append((reached, end))
+        reached = end
+    return slices
+
+
 def plan_digest(plan: RolloutPlan) -> str:
     """sha256 of the plan's canonical JSON (stages, fractions, holds, gates, abort policy):
     what a second person's rollout approval names, so a promotion runs the approved plan.
@@ -407,8 +422,8 @@ class Rollout:
     ) -> list[RolloutAction]:
         s = self._state
         stage = s.plan.stages[index]
-        wanted = s.nodes[: stage.size(len(s.nodes))]
-        new = tuple(n for n in wanted if n not in s.exposed)
+        _, end = stage_slices(s.plan, len(s.nodes))[index]
+        new = tuple(n for n in s.nodes[:end] if n not in s.exposed)
         self._update(
             stage_index=index,
             stage_started_ns=self._clock.monotonic_ns(),

@@ -62,7 +62,7 @@ import msgspec
 
 from knightwatch.flags.activation import ActivationRequest
 from knightwatch.flags.definition import FlagDefinition, definition_hash
-from knightwatch.flags.rollout import RolloutPlan, plan_digest
+from knightwatch.flags.rollout import RolloutPlan, plan_digest, stage_slices
 from knightwatch.flags.state import FlagChange
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import Envelope, new_envelope
@@ -198,20 +198,6 @@ class RolloutStage(NamedTuple):
     nodes: tuple[str, ...]
     value: bool
     revision: int
-
-
-def stage_slices(plan: RolloutPlan, count: int) -> list[tuple[int, int]]:
-    """Per stage of `plan` over `count` rollout nodes, the slice `[start, end)` of them it
-    adds (empty where a stage reaches no node an earlier one did not), as
-    `Rollout._enter_stage` takes them: each stage the first `size` nodes, less those
-    exposed already."""
-    slices: list[tuple[int, int]] = []
-    reached = 0
-    for stage in plan.stages:
-        size = stage.size(count)
-        slices.append((reached, max(reached, size)))
-        reached = max(reached, size)
-    return slices
 
 
 _PLAN = msgspec.json.Decoder(RolloutPlan)
