@@ -54,6 +54,7 @@ from knightwatch.control.node.lease import (
     DEFAULT_LEASE_TIMEOUT_S,
     LeasePolicy,
 )
+from knightwatch.control.node.runtime import MAX_ATTEST_S, MAX_METRICS_S
 from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.connect import URL_FILE, FleetError, control_plane
 from knightwatch.control.plane.history import ResumeProofs
@@ -70,6 +71,7 @@ from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.signing import load_trust_policy
 from knightwatch.sim.drill.drill import DrillReport, fleet_claim, run_drill, run_up
+from knightwatch.sim.drill.flow import MAX_FLOW_PER_S, synthetic_flow
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.approval import APPROVAL_TTL_S, decode_approval_file
 from knightwatch.trust.command import Refused
@@ -373,7 +375,9 @@ def node(
     recorder: Path | None = typer.Option(
         None, "--recorder", help="flight recorder file (default: STATE_DIR/audit/ID.jsonl)"
     ),
-    metrics_interval: float = typer.Option(0.5, "--metrics-interval", min=0.05, help="seconds"),
+    metrics_interval: float = typer.Option(
+        0.5, "--metrics-interval", min=0.05, max=MAX_METRICS_S, help="seconds"
+    ),
     replicas: int = Replicas,
     artifacts: Path | None = typer.Option(
         None, "--artifacts", help="release: installed files", parser=nonempty_path
@@ -387,7 +391,7 @@ def node(
     ),
     anchor: Path | None = AnchorOpt,
     attest_interval: float = typer.Option(
-        5.0, "--attest-interval", min=0.2, help="seconds between re-attestations"
+        5.0, "--attest-interval", min=0.2, max=MAX_ATTEST_S, help="seconds between re-attestations"
     ),
     metrics_port: int | None = MetricsPort,
 ) -> None:
@@ -480,12 +484,12 @@ def _drill_node_command() -> Callable[..., None]:
     Built from `node`'s own signature so the two can never drift apart, while the
     production `node` command itself carries no flow at all.
     """
-    from knightwatch.sim.drill.flow import synthetic_flow
-
     flow = inspect.Parameter(
         "flow",
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(20.0, "--flow", min=0, help="drill order flow, orders/s"),
+        default=typer.Option(
+            20.0, "--flow", min=0, max=MAX_FLOW_PER_S, help="drill order flow, orders/s"
+        ),
         annotation=float,
     )
     base = inspect.signature(node)
@@ -996,7 +1000,9 @@ RegistryOpt = typer.Option(
 
 def up(
     nodes: int = typer.Option(3, "--nodes", min=1, max=64),
-    flow: float = typer.Option(20.0, "--flow", min=0, help="orders/s per node (0 = idle nodes)"),
+    flow: float = typer.Option(
+        20.0, "--flow", min=0, max=MAX_FLOW_PER_S, help="orders/s per node (0 = idle nodes)"
+    ),
     webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
     supervisor_config: Path | None = typer.Option(
         None, "--supervisor-config", help="TOML file with a \\[supervisor] table"
@@ -1025,7 +1031,9 @@ def up(
 
 def drill(
     nodes: int = typer.Option(8, "--nodes", min=3, max=64),
-    flow: float = typer.Option(20.0, "--flow", min=1, help="normal orders/s per node"),
+    flow: float = typer.Option(
+        20.0, "--flow", min=1, max=MAX_FLOW_PER_S, help="normal orders/s per node"
+    ),
     runaway_node: str = typer.Option("n3", "--runaway-node", help="node to turn into a runaway"),
     stale: int = typer.Option(
         0, "--stale", min=0, help="nodes (the last ones) started on a missed deploy"

@@ -271,6 +271,14 @@ Drain = Callable[[StateEntry], Awaitable[list[str]]]
 returns the ids still working when it stops waiting (empty: all gone)."""
 
 
+MAX_METRICS_S = 60.0
+"""The longest metrics interval: a supervisor judges a node by its counters, and halts one
+it has not heard from within its `stale_after_s` (5 s by default)."""
+MAX_ATTEST_S = 3600.0
+"""The longest re-attestation interval: drift is seen at the next attestation."""
+MAX_ADMISSION_TTL_S = 4 * MAX_ATTEST_S
+
+
 class NodeRuntime:
     def __init__(
         self,
@@ -289,6 +297,20 @@ class NodeRuntime:
         recovered: Sequence[StandingHalt] = (),
     ) -> None:
         self.policy = policy if policy is not None else LeasePolicy()
+        for name, given, least, most in (
+            ("metrics_s", metrics_s, 0.01, MAX_METRICS_S),
+            ("attest_s", attest_s, 0.05, MAX_ATTEST_S),
+        ):
+            if not least <= given <= most:  # NaN fails too
+                # an infinite interval passed the old checks: a node that never published
+                # its counters (halted as silent), or never attested again (drift unseen)
+                raise NodeError(f"{name}: must be between {least:g} and {most:g} s (got {given})")
+        ttl = admission_ttl_s if admission_ttl_s is not None else 3 * attest_s
+        if not attest_s <= ttl <= MAX_ADMISSION_TTL_S:
+            raise NodeError(
+                f"admission_ttl_s: must be between attest_s ({attest_s:g}) and "
+                f"{MAX_ADMISSION_TTL_S:g} s (got {ttl:g})"
+            )
         self.recovered = tuple(recovered)
         lease = guard.limits.lease_timeout_s
         if lease is None or abs(lease - self.policy.lease_timeout_s) > 1e-9:
@@ -371,9 +393,6 @@ class NodeRuntime:
         self._running = False
         self.attestor = attestor
         self.attest_s = attest_s
-        ttl = admission_ttl_s if admission_ttl_s is not None else 3 * attest_s
-        if ttl < attest_s:
-            raise NodeError(f"admission_ttl_s: must be >= attest_s ({attest_s:g}), got {ttl:g}")
         self._admission_ttl_ns = int(ttl * NS_PER_S)
         self.verdict: Verdict | None = None
         self._verdict_mono = 0

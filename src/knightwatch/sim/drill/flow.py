@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 SUBJECT_RUNAWAY = "kw.drill.runaway"
 SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN")
 _TICK_S = 0.01
+_BURST = 50
+MAX_FLOW_PER_S = _BURST / _TICK_S
+"""The fastest normal flow a drill node sends: `_BURST` orders per tick (5,000 orders/s)."""
 
 
 class OrderFlow:
@@ -38,9 +41,15 @@ class OrderFlow:
         rate_per_s: float,
         runaway_rate_per_s: float = 400.0,
         max_orders: int = 1_000_000,
-        burst: int = 50,
+        burst: int = _BURST,
         answer_timeout_s: float = 1.0,
     ) -> None:
+        for name, rate in (("rate_per_s", rate_per_s), ("runaway_rate_per_s", runaway_rate_per_s)):
+            if not 0 < rate <= MAX_FLOW_PER_S:  # NaN fails too
+                # an infinite rate crashed the flow at its first tick (int(inf))
+                raise ValueError(
+                    f"{name}: must be > 0 and <= {MAX_FLOW_PER_S:g} orders/s (got {rate})"
+                )
         self.runtime = runtime
         self.answer_timeout_s = answer_timeout_s
         """How long an order waits for the venue's reply before it stays working unanswered."""
