@@ -9,6 +9,7 @@ it (its clock least of all) and passed; after the resume it traded.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.node.runtime import NodeRuntime
@@ -53,6 +54,8 @@ async def test_a_node_with_its_clock_seconds_behind_fails_clocks_and_is_not_fenc
     # what the preflight stands between: n2 takes the resume and trades
     ramp = RampController(plane, ks, f.clock, RampPlan.instant((0.1, 1.0), 0.3))
     assert (await ramp.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).completed
-    await asyncio.sleep(0.2)
-    assert f.order(n2)
+    deadline = time.monotonic() + 15  # n2 renews its lease at its next heartbeat
+    while not f.order(n2):
+        assert time.monotonic() < deadline, "n2 never traded after the resume"
+        await asyncio.sleep(0.05)
     await f.stop()

@@ -178,7 +178,7 @@ async def test_nodes_refuse_unverified_flag_state_and_apply_verified_changes(
         RLP, True, "alice", "launch", "test", approver="bob", approval=approval_by(BOB)
     )
     result, _, missing = await activate(
-        ops, writer, REGISTRY, NEVER, request, fleet.clock, 5.0, signer=ALICE
+        ops, writer, REGISTRY, NEVER, request, fleet.clock, 15.0, signer=ALICE
     )
     assert result.accepted, result.detail
     assert missing == []
@@ -195,7 +195,7 @@ async def test_nodes_refuse_unverified_flag_state_and_apply_verified_changes(
     # 6. the safe default by one person: applied at once, no approval
     off = ActivationRequest(RLP, False, "alice", "stop", "test")
     result, _, missing = await activate(
-        ops, writer, REGISTRY, NEVER, off, fleet.clock, 5.0, signer=ALICE
+        ops, writer, REGISTRY, NEVER, off, fleet.clock, 15.0, signer=ALICE
     )
     assert result.accepted and missing == [], result.detail
     assert all(f.get(RLP).value_for(n) is False for n, f in flags.items())  # type: ignore[union-attr]
@@ -264,7 +264,7 @@ async def test_nodes_refuse_a_flag_turned_on_while_a_kill_is_in_force(
     fleet = governed
     _, flags = await admitted_with_flags(fleet, tmp_path)
     ops = await fleet.plane("alice")
-    assert (await switch(ops, fleet.clock).kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
+    assert (await switch(ops, fleet.clock).kill(Scope.FLEET, "", "runaway", timeout_s=15.0)).ok
 
     r1 = await write_state(fleet, True, sealed(ALICE, 1, True, approval_by(BOB)))
     await eventually(
@@ -294,12 +294,12 @@ async def test_a_flag_turned_on_during_a_kill_stays_refused_by_a_node_started_af
     trees, flags = await admitted_with_flags(fleet, tmp_path)
     ops = await fleet.plane("alice")
     ks = switch(ops, fleet.clock)
-    assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
+    assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=15.0)).ok
     await write_state(fleet, True, sealed(ALICE, 1, True, approval_by(BOB)))
     await eventually(
         lambda: all(f.refused[TrustReason.FROZEN_BY_KILL] == 1 for f in flags.values())
     )
-    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
+    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,), timeout_s=15.0)).ok
 
     await fleet.nodes["n2"].stop()  # n2 restarts: a new runtime, recorder and flag view
     restarted = await fleet.start_node("n2", trees["n2"])
@@ -327,14 +327,14 @@ async def test_a_change_made_under_an_earlier_kill_stays_refused_after_later_kil
     fleet = governed
     trees, flags = await admitted_with_flags(fleet, tmp_path)
     ks = switch(await fleet.plane("alice"), fleet.clock)
-    assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=2.0)).ok
+    assert (await ks.kill(Scope.FLEET, "", "runaway", timeout_s=15.0)).ok
     await write_state(fleet, True, sealed(ALICE, 1, True, approval_by(BOB)))
     await eventually(
         lambda: all(f.refused[TrustReason.FROZEN_BY_KILL] == 1 for f in flags.values())
     )
-    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,))).ok
-    assert (await ks.kill(Scope.FLEET, "", "again", timeout_s=2.0)).ok
-    assert (await ks.resume(Scope.FLEET, "", "fixed again", approvers=(BOB,))).ok
+    assert (await ks.resume(Scope.FLEET, "", "fixed", approvers=(BOB,), timeout_s=15.0)).ok
+    assert (await ks.kill(Scope.FLEET, "", "again", timeout_s=15.0)).ok
+    assert (await ks.resume(Scope.FLEET, "", "fixed again", approvers=(BOB,), timeout_s=15.0)).ok
 
     await fleet.nodes["n2"].stop()
     restarted = await fleet.start_node("n2", trees["n2"])
