@@ -82,10 +82,11 @@ class NatsBackend(Backend):
 
     async def restore(self) -> None:
         self.site.server.start()
+        # a restarted server and nats-py's reconnect take seconds on a loaded machine
+        deadline = asyncio.get_running_loop().time() + 15.0
         for plane in self.planes:
-            for _ in range(200):
-                if plane.connected:
-                    break
+            while plane._nc is not None and not plane.connected:  # a closed plane stays closed
+                assert asyncio.get_running_loop().time() < deadline, "a plane never reconnected"
                 await asyncio.sleep(0.02)
 
     async def aclose(self) -> None:

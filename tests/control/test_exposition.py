@@ -6,7 +6,6 @@ import asyncio
 import re
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -166,8 +165,10 @@ async def test_a_starved_loop_fails_the_scrape_instead_of_reporting_stale_number
 
     t = threading.Thread(target=scrape_thread)
     t.start()
-    time.sleep(0.3)  # the loop is blocked, as a starved node's would be
-    t.join()
+    # the loop is blocked, as a starved node's would be, until the scrape has given up
+    # (a fixed 0.3 s flaked: on a loaded machine the thread had not asked by then)
+    t.join(timeout=15)
+    assert not t.is_alive(), "the scrape never gave up on the blocked loop"
     assert len(errors) == 1 and "did not answer within 0.1 s" in str(errors[0])
     assert await asyncio.to_thread(reader.read, lambda: 42) == 42
 
@@ -176,10 +177,21 @@ async def test_a_failed_scrape_is_an_http_error() -> None:
     node, _, _ = await node_on_memory()
     server = MetricsServer(NodeCollector(node, LoopReader(timeout_s=0.1)), 0)
     try:
-        fut = asyncio.get_running_loop().run_in_executor(None, _fetch, server.url)
-        time.sleep(0.3)
-        with pytest.raises(urllib.error.HTTPError):
-            await fut
+        failed: list[BaseException] = []
+
+        def fetch() -> None:
+            try:
+                _fetch(server.url)
+            except Exception as exc:  # the scrape's answer, judged below
+                failed.append(exc)
+
+        t = threading.Thread(target=fetch)
+        t.start()
+        # the loop stays blocked until the scrape has its answer (a fixed 0.3 s flaked:
+        # loaded, the request had not reached the server by then)
+        t.join(timeout=15)
+        assert not t.is_alive(), "the scrape never answered"
+        assert len(failed) == 1 and isinstance(failed[0], urllib.error.HTTPError), failed
     finally:
         server.close()
         await node.stop()

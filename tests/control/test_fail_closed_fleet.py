@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -54,12 +55,21 @@ CLOCK = SystemClock()
 
 def accepted_between(recorder: Path, start_ns: int, end_ns: int) -> int:
     n = 0
-    # a running node's file ends in allocated zero bytes (the mapped recorder's room ahead)
-    for line in recorder.read_bytes().rstrip(b"\0").splitlines():
+    # a running node's file ends in allocated zero bytes (the mapped recorder's room ahead),
+    # and its last line may be half written: read complete lines only
+    data = recorder.read_bytes().rstrip(b"\0")
+    for line in data[: data.rfind(b"\n") + 1].splitlines():
         rec = decode_record(line)
         if isinstance(rec, DecisionRecord) and rec.accepted and start_ns < rec.ts < end_ns:
             n += 1
     return n
+
+
+def decided(recorder: Path) -> bool:
+    """Whether the recorder holds a decision (its last line may still be half written)."""
+    data = recorder.read_bytes().rstrip(b"\0")
+    complete = data[: data.rfind(b"\n") + 1]
+    return any(isinstance(decode_record(line), DecisionRecord) for line in complete.splitlines())
 
 
 def cli(site: Site, who: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,7 +90,9 @@ def resume(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
     request = re.search(r"approve (\w+)", asked.stdout)
     assert request is not None, asked.stdout
     config = args[args.index("--config") : args.index("--config") + 2] if "--config" in args else ()
-    return cli(site, "bob", "approve", request.group(1), *config, "--nats-url", site.url)
+    # the node confirms when it gets the CPU: the default 2 s flaked on a loaded machine
+    approve = (request.group(1), *config, "--timeout", "15", "--nats-url", site.url)
+    return cli(site, "bob", "approve", *approve)
 
 
 @pytest.fixture
@@ -119,11 +131,20 @@ async def node_state(plane: NatsControlPlane, node_id: str) -> TradingState:
 
 
 async def eventually_halted(plane: NatsControlPlane, node_id: str) -> None:
-    for _ in range(100):
-        if await node_state(plane, node_id) is TradingState.HALTED:
-            return
+    """Until the node's membership says HALTED (15 s: a node process on a loaded machine)."""
+    deadline = asyncio.get_running_loop().time() + 15.0
+    while await node_state(plane, node_id) is not TradingState.HALTED:
+        assert asyncio.get_running_loop().time() < deadline, f"{node_id} never reported HALTED"
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{node_id} never reported HALTED")
+
+
+async def eventually_trades(rec: Path, since_ns: int) -> None:
+    """Until the recorder `rec` holds a decision accepted after `since_ns` (a resumed node
+    ramps back in, then trades when it gets the CPU: 30 s on a loaded machine)."""
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while accepted_between(rec, since_ns, time.time_ns()) == 0:
+        assert asyncio.get_running_loop().time() < deadline, f"{rec.name}: no trade since"
+        await asyncio.sleep(0.1)
 
 
 def fast_ramp(tmp_path: Path) -> str:
@@ -173,7 +194,7 @@ async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
 
     # A kill writes over the slot (it used to die on a raw decoding error), then a resume.
     kill = await asyncio.to_thread(
-        cli, site, "alice", "kill", "--reason", "over garbage", "--nats-url", url
+        cli, site, "alice", "kill", "--reason", "over garbage", "--timeout", "15", "--nats-url", url
     )
     assert kill.returncode == 0, kill.stdout + kill.stderr
     assert "stored at revision" in kill.stdout and "Traceback" not in kill.stderr
@@ -181,12 +202,7 @@ async def test_an_undecodable_kill_entry_halts_and_can_be_overwritten(
         resume, site, "--reason", "clean", "--config", fast_ramp(tmp_path), "--nats-url", url
     )
     assert resumed_by.returncode == 0, resumed_by.stdout + resumed_by.stderr
-    resumed = time.time_ns()
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if accepted_between(rec, resumed, time.time_ns()) > 0:
-            break
-    assert accepted_between(rec, resumed, time.time_ns()) > 0
+    await eventually_trades(rec, time.time_ns())
 
 
 async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_record(
@@ -206,8 +222,9 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
         plane = await operator(url, planes)
         await wait_admitted(plane, ["n1"], CLOCK)
         kill = await asyncio.to_thread(
-            cli, site, "alice", "kill", "--node", "n1", "--reason", "runaway", "--nats-url", url
-        )
+            cli, site, "alice", "kill", "--node", "n1", "--reason", "runaway", "--timeout", "15",
+            "--nats-url", url,
+        )  # fmt: skip
         assert kill.returncode == 0, kill.stdout + kill.stderr
         fleet.stop("n1")
         await plane.close()
@@ -226,7 +243,8 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
         await eventually_halted(plane, "n1")
         # ...and stored again, so the operator sees it and can lift it.
         entry = None
-        for _ in range(100):
+        deadline = asyncio.get_running_loop().time() + 15.0
+        while asyncio.get_running_loop().time() < deadline:
             entry, _ = await plane.get_state(Scope.NODE, "n1")
             if entry is not None:
                 break
@@ -250,12 +268,7 @@ async def test_a_node_restarting_on_a_lost_store_comes_back_halted_from_its_reco
             url,
         )
         assert resumed_by.returncode == 0, resumed_by.stdout + resumed_by.stderr
-        resumed = time.time_ns()
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if accepted_between(rec, resumed, time.time_ns()) > 0:
-                break
-        assert accepted_between(rec, resumed, time.time_ns()) > 0
+        await eventually_trades(rec, time.time_ns())
     finally:
         for relay in relays:
             await relay.close()
@@ -270,8 +283,9 @@ async def test_a_kill_names_every_member_that_did_not_confirm_with_its_lease(
 ) -> None:
     url, trust_dir = nats_server.url, nats_server.trust_dir
     short = NodeProcesses([url], tmp_path, flow_rate=20, policy=POLICY, trust_dir=trust_dir)
+    # frozen's lease must outlast the CLI's start and its whole --timeout: 30 s, loaded
     long = NodeProcesses(
-        [url], tmp_path, flow_rate=20, policy=LeasePolicy(8.0, 0.2), trust_dir=trust_dir
+        [url], tmp_path, flow_rate=20, policy=LeasePolicy(30.0, 0.2), trust_dir=trust_dir
     )
     procs += [short, long]
     short.spawn("dead")
@@ -285,7 +299,7 @@ async def test_a_kill_names_every_member_that_did_not_confirm_with_its_lease(
     os.kill(frozen.pid, signal.SIGSTOP)  # froze just before: its lease is still live
     try:
         kill = await asyncio.to_thread(
-            cli, nats_server, "alice", "kill", "--reason", "stop all", "--timeout", "0.5",
+            cli, nats_server, "alice", "kill", "--reason", "stop all", "--timeout", "3",
             "--nats-url", url,
         )  # fmt: skip
     finally:
@@ -310,12 +324,25 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
          "--state-dir", str(state)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    try:
+    up = threading.Event()
+
+    def drain() -> None:
+        """Read every line `up` prints, to its end: a pipe nobody reads fills, and `up`
+        stalls on a log line (it then did not stop within the wait below)."""
         assert proc.stdout is not None
-        for line in proc.stdout:  # bounded by the test timeout; `up` prints once ready
+        for line in proc.stdout:
             if line.startswith("fleet up"):
-                break
-        time.sleep(1.0)
+                up.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    recorder = state / "audit" / "n1.jsonl"
+    try:
+        assert up.wait(60), "`up` never said the fleet is up"
+        deadline = time.monotonic() + 30.0
+        while not (recorder.exists() and decided(recorder)):
+            assert time.monotonic() < deadline, "n1 recorded no decision"
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -324,7 +351,7 @@ def test_a_live_fleet_node_signs_its_recorder_and_verify_catches_a_rewrite(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    recorder = state / "audit" / "n1.jsonl"
+        reader.join(timeout=10)
     key = tmp_path / "n1.pub"  # the public half of the key `up` enrolled for n1
     key.write_bytes(load_signing_key(state / "trust" / "keys" / "n1.key").public.to_pem())
 
@@ -398,7 +425,7 @@ async def test_a_node_restarted_with_raised_limits_while_killed_is_refused(
     await armed_since(plane, "n1", t0)
     assert armed_rate() == 100
     ks = site.killswitch(plane, "alice")
-    assert (await ks.kill(Scope.FLEET, FLEET_KEY, "runaway", timeout_s=2.0)).ok
+    assert (await ks.kill(Scope.FLEET, FLEET_KEY, "runaway", timeout_s=10.0)).ok
     fleet.stop("n1")
 
     raised = fleet.spawn("n1", limits(1000))

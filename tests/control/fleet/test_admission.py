@@ -296,7 +296,7 @@ async def test_a_stored_target_nobody_can_read_refuses_every_node_until_set_agai
     writer = await nats_server.connect("admission")
     try:
         await writer.put_record(Bucket.RELEASE, TARGET_KEY, b'{"release_id": 7')
-        for _ in range(200):
+        for _ in range(1500):  # up to 15 s: the service's watch hears it over NATS
             if service.target is None:
                 break
             await asyncio.sleep(0.01)
@@ -523,7 +523,7 @@ async def test_a_node_with_a_revoked_key_cannot_get_a_challenge(tmp_path: Path) 
             await n2.request(SUBJECT_CHALLENGE, signed_ask("n1", clock, key=key), timeout_s=2.0)
         ).nonce
         await site.publish(site.kit.revoke("n1", clock.time_ns()))
-        for _ in range(500):
+        for _ in range(1500):  # up to 15 s: the roster reaches the service over NATS
             if service.trust_store.version == site.kit.roster.version:
                 break
             await asyncio.sleep(0.01)

@@ -95,7 +95,7 @@ async def test_one_node_cannot_confirm_a_flag_change_for_another(tmp_path: Path)
         applying = asyncio.create_task(n2_applies())
         again = ActivationRequest(FLAG, False, "alice", "again", "t", nodes=("n2",))
         result, latencies, missing = await activate(
-            alice, site.store(), REGISTRY, ActivationPolicy(), again, clock, 3.0,
+            alice, site.store(), REGISTRY, ActivationPolicy(), again, clock, 10.0,
             signer=site.signer("alice"),
         )  # fmt: skip
         await applying
@@ -290,7 +290,7 @@ async def test_a_confirmation_asked_for_off_the_nodes_loop_reaches_the_store(
             value, _ = await alice.get_record(Bucket.FLAGS, applied_key(FLAG, "n1"))
             return value is not None and value != b"lost"
 
-        for _ in range(100):
+        for _ in range(300):  # up to 15 s: a write over NATS, from a thread
             if await stored():
                 break
             await asyncio.sleep(0.05)

@@ -49,8 +49,9 @@ async def test_a_confirmation_that_is_not_of_the_kill_is_not_counted(
     await rogue.subscribe_states(answer)
     operator = switch(await backend.plane("alice"), clock, "alice")
     try:
+        # n1 must confirm within it: over NATS on a loaded machine, up to seconds
         result = await operator.kill(
-            Scope.STRATEGY, "s1", "stop", timeout_s=0.5, targets=["n1", "n2"]
+            Scope.STRATEGY, "s1", "stop", timeout_s=3.0, targets=["n1", "n2"]
         )
     finally:
         await n1.stop()
@@ -120,9 +121,9 @@ async def test_a_kill_whose_membership_cannot_be_read_is_not_ok(
         assert not result.ok, result
         assert "membership bucket unavailable" in result.members_error
         # readable again by the end of the wait: the members it names are judged then
-        down[0] = False
+        down[0] = False  # both must confirm within the wait: seconds, loaded, over NATS
         again = await operator.kill(scope, "" if scope is Scope.FLEET else "s1", "stop",
-                                    timeout_s=0.3)  # fmt: skip
+                                    timeout_s=3.0)  # fmt: skip
         assert again.members_error == "" and again.ok, again
     finally:
         for node in nodes:

@@ -397,7 +397,7 @@ async def test_a_restarted_node_remembers_the_rollout_ended(site: Site) -> None:
         stored, _ = await node.plane.get_record(Bucket.FLAGS, applied_key(QUOTE, "n1"))
         return stored is not None and b"no longer held its stage 0" in stored
 
-    for _ in range(100):
+    for _ in range(300):  # up to 15 s: the node's record over NATS
         if await remembered():
             break
         await asyncio.sleep(0.05)

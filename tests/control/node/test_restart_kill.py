@@ -148,7 +148,7 @@ async def test_a_restored_kill_is_lifted_by_its_own_resume_and_no_other(
             now, now + 3600 * NS_PER_S,
         ).signed(site.signer("alice").key)  # fmt: skip
         await plane.announce_state(kill)
-        for _ in range(200):
+        for _ in range(1500):  # up to 15 s: the announcement arrives over NATS
             if node.confirmed and node.confirmed[-1].command_id == kill.command_id:
                 break
             await asyncio.sleep(0.01)

@@ -65,7 +65,7 @@ async def test_request_reply_and_plain_messages(backend: Backend) -> None:
         return payload.upper()
 
     await server.serve("admission.challenge", echo)
-    assert await client.request("admission.challenge", b"n1", timeout_s=2.0) == b"N1"
+    assert await client.request("admission.challenge", b"n1", timeout_s=10.0) == b"N1"
     heard: list[bytes] = []
 
     async def on_message(payload: bytes) -> None:

@@ -124,7 +124,7 @@ async def test_a_fleet_over_tls_kills_and_every_node_confirms(tls_site: Site) ->
         await plane.connect()
         await wait_admitted(plane, ids, SystemClock(), timeout_s=30)
         ks = site.killswitch(plane, "alice")
-        result = await ks.kill(Scope.FLEET, FLEET_KEY, "over tls", timeout_s=5.0, targets=ids)
+        result = await ks.kill(Scope.FLEET, FLEET_KEY, "over tls", timeout_s=15.0, targets=ids)
         assert result.missing == [] and sorted(result.latencies_ms) == ids
         entry, _ = await plane.get_state(Scope.FLEET, FLEET_KEY)
         assert entry is not None and entry.state is TradingState.HALTED
