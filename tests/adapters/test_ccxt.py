@@ -223,8 +223,8 @@ async def test_an_order_on_its_way_when_the_kill_sweeps_is_cancelled_once_the_ve
         halting = threading.Thread(target=ex.guard.halt, args=(Scope.NODE, node, "kill", "test"))
         halting.start()
         venue.hold.set()
-        call.join(10.0)
-        halting.join(10.0)
+        call.join(30.0)  # returns as soon as it is done; a loaded machine may take seconds
+        halting.join(30.0)
         (order,) = box
     assert venue.orders[str(order["id"])].status == "canceled"
     assert ex.guard.working_qty(sym) == (0, 0) and not ex.ledger.live()
@@ -597,7 +597,7 @@ async def test_watch_orders_and_watch_my_trades_feed_the_guard_over_a_websocket(
             resting = await ex.create_order(sym, "limit", "buy", 0.1, 58_000)
             orders = asyncio.create_task(ex.watch_orders(sym))
             trades = asyncio.create_task(ex.watch_my_trades(sym))
-            for _ in range(250):  # until ccxt has subscribed with its token
+            for _ in range(750):  # until ccxt has subscribed with its token (up to 15 s)
                 if stream.subscribers:
                     break
                 await asyncio.sleep(0.02)

@@ -27,6 +27,10 @@ from knightwatch.control.site import Site
 from ..identities import BOB
 from .test_ccxt import OPTIONS, limits
 
+WAIT_S = 15.0
+"""For what a test expects over real NATS and HTTP: a loaded CI machine may take seconds
+(a wait that succeeds returns at once)."""
+
 
 async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
     nats_server: Site,
@@ -58,7 +62,7 @@ async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
 
             await operator.connect()
             ks = nats_server.killswitch(operator, "alice")
-            result = await ks.kill(Scope.FLEET, "fleet", "drill: crypto stop", timeout_s=5.0)
+            result = await ks.kill(Scope.FLEET, "fleet", "drill: crypto stop", timeout_s=WAIT_S)
             assert "crypto-1" in result.latencies_ms and not result.missing
             assert ex.kill_task is not None
             await ex.kill_task
@@ -71,7 +75,7 @@ async def test_a_fleet_kill_cancels_a_ccxt_process_open_orders(
             assert len(venue.requests) == posts
 
             resumed = await ks.resume(
-                Scope.FLEET, "fleet", "drill over", timeout_s=5.0, approvers=(BOB,)
+                Scope.FLEET, "fleet", "drill over", timeout_s=WAIT_S, approvers=(BOB,)
             )
             assert "crypto-1" in resumed.latencies_ms
             await ex.create_order("BTC/USDT", "limit", "buy", 0.1, 59_000)
@@ -123,10 +127,10 @@ async def test_a_fleet_kill_cancels_a_sync_ccxt_process_open_orders(
 
             await operator.connect()
             ks = nats_server.killswitch(operator, "alice")
-            result = await ks.kill(Scope.FLEET, "fleet", "drill: crypto stop", timeout_s=5.0)
+            result = await ks.kill(Scope.FLEET, "fleet", "drill: crypto stop", timeout_s=WAIT_S)
             assert "crypto-1" in result.latencies_ms and not result.missing
             assert ex.kill_thread is not None
-            ex.kill_thread.join(10.0)
+            ex.kill_thread.join(WAIT_S)
             assert not ex.kill_thread.is_alive()
             assert {o.status for o in venue.orders.values()} == {"canceled"}
             assert ex.guard.working_qty("BTC/USDT") == (0, 0)
@@ -137,7 +141,7 @@ async def test_a_fleet_kill_cancels_a_sync_ccxt_process_open_orders(
             assert len(venue.requests) == posts
 
             resumed = await ks.resume(
-                Scope.FLEET, "fleet", "drill over", timeout_s=5.0, approvers=(BOB,)
+                Scope.FLEET, "fleet", "drill over", timeout_s=WAIT_S, approvers=(BOB,)
             )
             assert "crypto-1" in resumed.latencies_ms
             ex.create_order("BTC/USDT", "limit", "buy", 0.1, 59_000)
@@ -167,7 +171,7 @@ async def test_a_sync_kill_refuses_at_once_and_cancels_once_the_call_in_flight_r
             await operator.connect()
             ks = nats_server.killswitch(operator, "alice")
             with ex.calls:  # the program is inside a call to the exchange (an HTTP request)
-                result = await ks.kill(Scope.FLEET, "fleet", "drill", timeout_s=5.0)
+                result = await ks.kill(Scope.FLEET, "fleet", "drill", timeout_s=WAIT_S)
                 # the kill is confirmed and the Guard refuses without waiting for the call
                 assert "crypto-1" in result.latencies_ms
                 assert ex.guard.node_state() is TradingState.HALTED
@@ -177,7 +181,7 @@ async def test_a_sync_kill_refuses_at_once_and_cancels_once_the_call_in_flight_r
                 assert len(venue.requests) == posts
                 assert ex.kill_thread is not None and ex.kill_thread.is_alive()
                 assert [o.status for o in venue.orders.values()] == ["open"]  # not yet
-            ex.kill_thread.join(10.0)
+            ex.kill_thread.join(WAIT_S)
             assert [o.status for o in venue.orders.values()] == ["canceled"]
             assert ex.guard.working_qty("BTC/USDT") == (0, 0)
         finally:
@@ -223,7 +227,7 @@ async def test_a_sync_nodes_own_halt_on_the_programs_thread_cancels_after_the_ca
                 # the cancels wait on a kill thread, never inside the program's own call
                 assert ex.kill_thread is not None and ex.kill_thread.is_alive()
                 assert venue.orders[order["id"]].status == "open"
-            ex.kill_thread.join(10.0)
+            ex.kill_thread.join(WAIT_S)
             assert venue.orders[order["id"]].status == "canceled"
         finally:
             ex.close()

@@ -8,6 +8,7 @@ connection issuing the kill through `KillSwitch`, as `knightwatch kill` does.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from nautilus_trader.model.data import QuoteTick
@@ -59,7 +60,7 @@ async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
 
         await operator.connect()
         ks = nats_server.killswitch(operator, "alice")
-        result = await ks.kill(Scope.FLEET, "fleet", "drill: stop everything", timeout_s=5.0)
+        result = await ks.kill(Scope.FLEET, "fleet", "drill: stop everything", timeout_s=15.0)
         assert "nt-1" in result.latencies_ms and not result.missing
         # mirrored at once, before NautilusTrader processes anything else
         assert eng.kernel.risk_engine.trading_state == NtState.HALTED
@@ -81,7 +82,8 @@ async def test_a_fleet_kill_halts_a_nautilus_node_and_cancels_its_orders(
         eng.end()
         # the flight recorder reaches the fleet's audit stream, the metrics the plane
         shipped = []
-        for _ in range(100):  # the halt is recorded REPORT_DELAY_S after its confirmation
+        deadline = time.monotonic() + 15.0  # generous: over real NATS on a loaded machine
+        while time.monotonic() < deadline:  # recorded REPORT_DELAY_S after its confirmation
             await kw.member.runtime.publish_once()
             shipped = await operator.audit()
             if any(b'"halt"' in line for _, env in shipped for line in env.lines()):

@@ -20,7 +20,7 @@ import pytest
 from knightwatch.audit import FlightRecorder, MemorySink
 from knightwatch.clock import SystemClock
 from knightwatch.control.plane.server import free_port
-from knightwatch.gateway.client import FixClient
+from knightwatch.gateway.client import FixClient, Received
 from knightwatch.gateway.config import (
     ClientSession,
     DropCopySession,
@@ -51,7 +51,12 @@ LIMITS = Limits(
 )
 
 
-def eventually(pred: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
+WAIT_S = 15.0
+"""How long a test waits for what it expects over real sessions: generous, for a loaded
+2-core CI machine (a wait that succeeds returns as soon as it does)."""
+
+
+def eventually(pred: Callable[[], Any], timeout_s: float = WAIT_S, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         got = pred()
@@ -60,6 +65,24 @@ def eventually(pred: Callable[[], Any], timeout_s: float = 5.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+class Client(FixClient):
+    """A `FixClient` whose waits default to `WAIT_S`: an answer the test expects may take
+    seconds on a loaded machine; a wait that gets it returns at once."""
+
+    def wait_logon(self, timeout_s: float = WAIT_S) -> None:
+        super().wait_logon(timeout_s)
+
+    def wait_for(
+        self, pred: Callable[[Received], bool], timeout_s: float = WAIT_S, what: str = "a message"
+    ) -> Received:
+        return super().wait_for(pred, timeout_s, what)
+
+    def wait_report(
+        self, clordid: str, exec_type: str | None = None, timeout_s: float = WAIT_S
+    ) -> Received:
+        return super().wait_report(clordid, exec_type, timeout_s)
 
 
 _RIGS = itertools.count(1)
@@ -162,7 +185,7 @@ class Rig:
         return self
 
     def client(self, comp: str, *, start: bool = True) -> FixClient:
-        c = FixClient(
+        c = Client(
             self.root / f"client-{comp}",
             comp_id=comp,
             target=self.config.comp_id,
@@ -182,10 +205,10 @@ class Rig:
 
     def ready(self, symbols: tuple[str, ...] = SYMBOLS) -> Rig:
         """Venue logged on, reconciled, armed, and a reference price for each symbol."""
-        eventually(lambda: self.gateway.reconciled.is_set(), 10, "reconciliation")
-        eventually(lambda: self.guard.armed, 5, "armed")
+        eventually(lambda: self.gateway.reconciled.is_set(), what="reconciliation")
+        eventually(lambda: self.guard.armed, what="armed")
         for s in symbols:
-            eventually(lambda s=s: self.guard.exposure() is not None and self._has_price(s), 5, s)
+            eventually(lambda s=s: self.guard.exposure() is not None and self._has_price(s), what=s)
         return self
 
     def _has_price(self, symbol: str) -> bool:

@@ -14,12 +14,13 @@ from knightwatch.gateway.containment import ContainmentError, restrict_listener,
 from knightwatch.gateway.engine import GatewayError
 from knightwatch.gateway.venue import FixVenue
 
-from .conftest import Rig
+from .conftest import WAIT_S, Rig
 
 
-def _connects(source: str, port: int, target: str = "127.0.0.1") -> bool:
+def _connects(source: str, port: int, target: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
+    """A connection from `source` is taken within `timeout_s` (a dropped SYN: never)."""
     with socket.socket() as c:
-        c.settimeout(0.5)
+        c.settimeout(timeout_s)
         c.bind((source, 0))
         try:
             c.connect((target, port))
@@ -46,7 +47,7 @@ def test_the_engine_binds_every_interface_and_the_filter_keeps_it_to_loopback(
     venue = FixVenue(tmp_path, port=port, sessions=["KWGW"], store="memory", log_messages=False)
     venue.start()  # QuickFIX listens on 0.0.0.0: the venue attaches the filter itself
     try:
-        assert _connects("127.0.0.1", port)
+        assert _connects("127.0.0.1", port, timeout_s=WAIT_S)  # expected: time for a loaded host
         assert not _connects("127.0.0.2", port)  # another source address, same host
         host = _host_address()
         if host is not None:  # the host's own external address (always present in CI VMs)
@@ -63,7 +64,7 @@ def test_a_plain_listener_is_restricted_and_refused_without_one() -> None:
         assert _connects("127.0.0.2", port)  # unrestricted: anyone gets in
         assert restrict_listener(port, ["127.0.0.1"]) == 1
         assert not _connects("127.0.0.2", port)
-        assert _connects("127.0.0.1", port)
+        assert _connects("127.0.0.1", port, timeout_s=WAIT_S)  # expected: time for a loaded host
     with pytest.raises(ContainmentError, match="no listening socket"):
         restrict_listener(free_port(), ["127.0.0.1"])
 

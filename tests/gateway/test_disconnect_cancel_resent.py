@@ -40,13 +40,13 @@ def test_a_disconnect_cancel_the_venue_never_answers_is_sent_again_until_answere
     rest(rig, "D1")
     swallow = Swallow(rig, monkeypatch)
     _lose_client(rig)
-    eventually(lambda: len(swallow.seen) >= 3, 5, "the disconnect's cancel sent again, twice")
+    eventually(lambda: len(swallow.seen) >= 3, what="the disconnect's cancel sent again, twice")
     resent = [e["data"] for e in rig.events("kill_cancel_resent")]
     assert {r["why"] for r in resent} == {"answer_timeout"}
     assert all(r["order_id"] == "OMS1:D1" for r in resent)
     assert [r["previous"] for r in resent] == swallow.seen[: len(resent)]
     swallow.answer = True
-    eventually(lambda: not rig.gateway.book.live(), 5, "D1 cancelled at last")
+    eventually(lambda: not rig.gateway.book.live(), what="D1 cancelled at last")
     assert rig.venue.working() == [] and rig.guard.working_qty("L000") == (0, 0)
     quiet_for(lambda: len(swallow.seen), 1.2)
 
@@ -64,8 +64,8 @@ def test_a_disconnect_cancel_in_flight_when_the_venue_session_drops_is_sent_at_t
     eventually(lambda: not rig.gateway.venue_up, what="venue session down")
     swallow.answer = True
     session.logon()
-    eventually(lambda: rig.gateway.venue_up, 10, "venue session back")
-    eventually(lambda: not rig.gateway.book.live(), 5, "D1 cancelled after the logon")
+    eventually(lambda: rig.gateway.venue_up, what="venue session back")
+    eventually(lambda: not rig.gateway.book.live(), what="D1 cancelled after the logon")
     assert rig.venue.working() == [] and rig.guard.working_qty("L000") == (0, 0)
     (resent,) = [e["data"] for e in rig.events("kill_cancel_resent")]
     assert (resent["why"], resent["previous"]) == ("venue_logon", swallow.seen[0])

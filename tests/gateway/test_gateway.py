@@ -28,7 +28,7 @@ from knightwatch.guard import LockedGuard
 from knightwatch.limits import Limits, Override
 from knightwatch.state import Scope
 
-from .conftest import LIMITS, Rig, eventually
+from .conftest import LIMITS, WAIT_S, Rig, eventually
 
 BUY, SELL = "1", "2"
 
@@ -302,7 +302,7 @@ def test_bad_checksum_is_dropped_and_recovered_by_resend(rig_factory: Callable[.
         assert rig.venue.stats.orders == 0  # a garbled message is not acted on
         s.sendall(_raw([*hdr("0", 3)], seq=3))
         data = b""
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + WAIT_S
         while b"35=2\x01" not in data and time.monotonic() < deadline:
             s.settimeout(0.5)
             with contextlib.suppress(TimeoutError):
@@ -337,7 +337,7 @@ def test_bytes_that_are_not_utf8_get_a_refusal_and_nothing_is_forwarded(
         time.sleep(0.3)
         for seq, (mtype, body) in enumerate(sent, 2):
             s.sendall(_raw([*hdr(mtype, seq), *body], seq=seq))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + WAIT_S
         while data.count(b"\x0139=") < 5 and time.monotonic() < deadline:
             s.settimeout(0.5)
             with contextlib.suppress(TimeoutError):
@@ -1616,7 +1616,7 @@ def test_venue_session_loss_refuses_new_orders_then_recovers(rig: Rig, tmp_path:
     )
     venue.start()
     rig._started.append(venue)
-    eventually(lambda: rig.gateway.venue_up, 10, "venue back")
+    eventually(lambda: rig.gateway.venue_up, what="venue back")
     rig.oms.new_order("S2", "L000", BUY, 100, 101.0)
     rig.oms.wait_report("S2", "F")
 
@@ -1655,7 +1655,7 @@ def test_cancels_decided_while_the_venue_session_was_down_are_sent_when_it_is_ba
     )
     assert [o.clordid for o in rig.venue.working()] == ["A"]  # nothing could be sent
     session.logon()
-    eventually(lambda: rig.gateway.venue_up, 10, "venue session back")
+    eventually(lambda: rig.gateway.venue_up, what="venue session back")
     eventually(lambda: not rig.venue.working(), what="cancelled at the venue")
     eventually(lambda: rig.guard.working_qty("L000") == (0, 0), what="Guard follows")
 
@@ -1745,7 +1745,7 @@ def test_start_up_adopts_orders_working_at_the_venue_before_arming(
     assert not guard.armed
     second.start()
     try:
-        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        eventually(lambda: guard.armed, what="armed after reconciliation")
         assert guard.working_qty("L000") == (300, 0)
         assert guard.remaining("reconciled:W1") == 300
         guard.flush_records()
@@ -1797,7 +1797,7 @@ def test_an_unreadable_last_mass_status_report_halts_naming_it_and_reconciliatio
     rig = rig_factory()
     mass_status_of(rig, monkeypatch, last)
     rig.start()
-    eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
+    eventually(lambda: rig.gateway.reconciled.is_set(), what="reconciliation")
     halt = rig.guard.halts()[(Scope.NODE, "gw")]
     assert halt.code is RejectReason.FILL_MISMATCH
     assert (
@@ -1856,8 +1856,8 @@ def twins_at_start_up(
     monkeypatch.setattr(venue, "_cancel", cancel)
     monkeypatch.setattr(venue, "_mass_cancel", mass_cancel)
     rig.start()
-    eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
-    eventually(lambda: rig.guard.armed, 5, "armed")
+    eventually(lambda: rig.gateway.reconciled.is_set(), what="reconciliation")
+    eventually(lambda: rig.guard.armed, what="armed")
     return rig, held, cancels
 
 
@@ -1971,7 +1971,7 @@ def test_a_mass_status_report_in_a_status_the_gateway_cannot_count_is_never_skip
     rig = rig_factory()
     mass_status_of(rig, monkeypatch, last)
     rig.start()
-    eventually(lambda: rig.gateway.reconciled.is_set(), 10, "reconciliation")
+    eventually(lambda: rig.gateway.reconciled.is_set(), what="reconciliation")
     assert rig.guard.remaining("reconciled:W8") == 300
     if needle is None:
         assert rig.guard.remaining("reconciled:W9") == 300 and not rig.guard.halts()
@@ -1997,7 +1997,7 @@ def test_a_mass_status_the_venue_refuses_fails_start_up_naming_that(
 
     monkeypatch.setattr(rig.venue, "_mass_status", unsupported)
     rig.start()
-    eventually(lambda: rig.gateway.reconcile_error, 10, "start-up failed")
+    eventually(lambda: rig.gateway.reconcile_error, what="start-up failed")
     assert rig.gateway.reconcile_error.startswith(
         "the venue refused the OrderMassStatusRequest KWMS"
     )
@@ -2007,7 +2007,7 @@ def test_a_mass_status_the_venue_refuses_fails_start_up_naming_that(
     rig = rig_factory()
     mass_status_of(rig, monkeypatch, [(F.PRICE, "abc")])
     rig.start()
-    eventually(lambda: rig.gateway.reconcile_error, 10, "start-up failed")
+    eventually(lambda: rig.gateway.reconcile_error, what="start-up failed")
     assert "was refused by the FIX engine" in rig.gateway.reconcile_error
     assert "a working order may not be counted" in rig.gateway.reconcile_error
     assert not rig.gateway.reconciled.is_set() and rig.guard.halts()
@@ -2042,7 +2042,7 @@ def restarted_with_adopted(
     )
     second.start()
     try:
-        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        eventually(lambda: guard.armed, what="armed after reconciliation")
     except BaseException:
         second.stop()
         raise
@@ -2678,7 +2678,7 @@ def test_drop_copies_still_held_when_the_gateway_stops_are_booked_and_halt(
     session.logout("test: order session down")
     eventually(lambda: not rig.gateway.venue_up, what="order session down")
     session.logon()
-    eventually(lambda: rig.gateway.venue_up, 10, "order session back")
+    eventually(lambda: rig.gateway.venue_up, what="order session back")
     dc_marker(rig, sid, 2)
     assert rig.guard.position("L000") == 0 and len(rig.gateway._dc_held) == 2  # still held
     rig.gateway.stop()
@@ -2783,8 +2783,8 @@ def restart_before_mass_status(
             real(*asked[0])
 
     try:
-        eventually(lambda: asked, 10, "mass status asked")
-        eventually(lambda: first.venue.logged_on(first.dc_comp), 10, "drop copy logged on")
+        eventually(lambda: asked, what="mass status asked")
+        eventually(lambda: first.venue.logged_on(first.dc_comp), what="drop copy logged on")
     except BaseException:
         second.stop()
         raise
@@ -2817,7 +2817,7 @@ def test_drop_copies_before_start_up_reconciliation_are_read_against_the_adopted
         assert guard.position("L000") == 0 and not guard.armed
         assert len(first.events("drop_copy_held")) == 2  # read in order: both before it
         answer()
-        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        eventually(lambda: guard.armed, what="armed after reconciliation")
         eventually(lambda: guard.position("L000") == -30, what="bypass fill booked")
         assert guard.remaining("reconciled:W1") == 300 and guard.halts() == {}
         assert second._dc_held == []
@@ -2848,7 +2848,7 @@ def test_a_fill_the_venue_resends_at_a_restart_is_not_booked_again_and_does_not_
         eventually(lambda: first.events("venue_report_replayed") or guard.halts(), what="read")
         assert guard.halts() == {}
         answer()
-        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        eventually(lambda: guard.armed, what="armed after reconciliation")
         assert guard.halts() == {} and guard.position("L000") == 0
         assert guard.remaining("reconciled:W1") == 200
         # the venue may resend more than once (a slow logon asks again): each is recorded

@@ -176,7 +176,7 @@ def test_an_ack_of_an_order_sent_before_a_restart_halts_never_works_uncounted(
     )  # fmt: skip
     second.start()
     try:
-        eventually(lambda: guard.armed, 10, "armed after reconciliation")
+        eventually(lambda: guard.armed, what="armed after reconciliation")
         ack = [(F.ORDER_ID, "V77"), (F.CL_ORD_ID, "W1"), (F.EXEC_ID, "XN1"), (F.EXEC_TYPE, "0"),
                (F.ORD_STATUS, "0"), (F.SYMBOL, "L000"), (F.SIDE, BUY), (F.ORDER_QTY, "100"),
                (F.LEAVES_QTY, "100"), (F.CUM_QTY, "0"), (F.AVG_PX, "0"),

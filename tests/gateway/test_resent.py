@@ -174,7 +174,7 @@ def test_a_resent_cancel_whose_first_was_refused_with_the_venue_down_is_forwarde
     rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT and r.get(F.CL_ORD_ID) == "Ax")
     assert rej.get(F.TEXT).startswith("knightwatch:venue_unavailable ")
     session.logon()
-    eventually(lambda: rig.gateway.venue_up, 10, "venue session back")
+    eventually(lambda: rig.gateway.venue_up, what="venue session back")
     rig.oms.send(resent_cancel("Ax", "A"))
     assert rig.oms.wait_report("Ax", "4").get(F.ORIG_CL_ORD_ID) == "A"
     rig.oms.send(resent_cancel("Bx", "B"))  # never seen before

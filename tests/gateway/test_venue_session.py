@@ -35,9 +35,9 @@ def test_a_logon_handled_after_its_logout_leaves_the_venue_down(
     gw._work.put(lambda: busy.wait(20))  # both events below are handled late, in order
     try:
         session.logon()
-        eventually(session.isLoggedOn, 10, "venue session logged on")
+        eventually(session.isLoggedOn, what="venue session logged on")
         session.logout("test: venue session down again")
-        eventually(lambda: not session.isLoggedOn(), 10, "venue session logged out")
+        eventually(lambda: not session.isLoggedOn(), what="venue session logged out")
     finally:
         busy.set()
     downs = lambda: [e for e in rig.events("venue_session") if not e["data"]["up"]]  # noqa: E731
@@ -49,7 +49,7 @@ def test_a_logon_handled_after_its_logout_leaves_the_venue_down(
     assert refused.get(F.TEXT).startswith("knightwatch:venue_unavailable ")
     assert rig.guard.working_qty("L000") == (0, 0)
     session.logon()
-    eventually(lambda: gw.venue_up, 10, "venue session back")
+    eventually(lambda: gw.venue_up, what="venue session back")
     rig.oms.new_order("Z2", "L000", BUY, 100, below(rig, "L000"))
     rig.oms.wait_report("Z2", "0")
     assert rig.guard.halts() == {}
