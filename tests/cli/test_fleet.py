@@ -33,6 +33,9 @@ from ..identities import KIT
 
 runner = CliRunner()
 pytestmark = pytest.mark.timeout(90)
+WAIT = ("--timeout", "20")
+"""For a kill or an approval every node must confirm: the default 2 s is thin on a loaded
+2-core CI machine, and the command returns as soon as the last node confirms."""
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -54,7 +57,7 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("KNIGHTWATCH_SNAPSHOT_DIR", str(fleet_up / "evidence"))
     code, out = invoke("kill", "--reason", "cli test", *as_("carol"))
     assert code == 2 and "carol" in out, out  # a viewer cannot kill
-    code, out = invoke("kill", "--reason", "cli test", *as_("alice"))
+    code, out = invoke("kill", "--reason", "cli test", *WAIT, *as_("alice"))
     assert code == 0, out
     assert "n1" in out and "n2" in out and " ms" in out and "stored at revision" in out
     (snapshot,) = (fleet_up / "evidence").glob("snapshot-*.tar")
@@ -83,7 +86,7 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     slow.write_text(
         "[ramp]\nstages = [{fraction = 0.1, hold_s = 900}, {fraction = 1.0, hold_s = 1}]\n"
     )
-    code, out = invoke("approve", request.group(1), "--config", str(slow), *as_("bob"))
+    code, out = invoke("approve", request.group(1), "--config", str(slow), *WAIT, *as_("bob"))
     assert code == 0, out
     flat = " ".join(out.split())
     assert "are not the request's; the request's stages apply" in flat, out
@@ -112,7 +115,7 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("KNIGHTWATCH_LOG", "debug")
     code, out = invoke("status", *as_("carol"))
     assert code == 2 and "KNIGHTWATCH_LOG" in out, out
-    code, out = invoke("kill", "--symbol", "LOGGED", "--reason", "log typo", *as_("alice"))
+    code, out = invoke("kill", "--symbol", "LOGGED", "--reason", "log typo", *WAIT, *as_("alice"))
     assert code == 0 and "warning: KNIGHTWATCH_LOG" in out and "stored at revision" in out, out
     monkeypatch.delenv("KNIGHTWATCH_LOG")
     code, out = invoke("status", "--symbol", "LOGGED", *as_("carol"))
@@ -120,7 +123,7 @@ def test_up_status_kill_resume(fleet_up: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 async def limits_seen(state: Path, want: Callable[[str], bool]) -> dict[str, str]:
-    """The limits version each of `up`'s nodes reports, once both satisfy `want` (10 s)."""
+    """The limits version each of `up`'s nodes reports, once both satisfy `want` (30 s)."""
     carol = load_signer(state / "trust" / "keys" / "carol.key", "carol")
     seen: dict[str, str] = {}
 
@@ -129,7 +132,8 @@ async def limits_seen(state: Path, want: Callable[[str], bool]) -> dict[str, str
 
     async with control_plane(recorded_url(state), state, "t", signer=carol) as plane:
         await plane.subscribe_metrics(on_metrics)
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             if len(seen) == 2 and all(want(v) for v in seen.values()):
                 break
             await asyncio.sleep(0.1)
@@ -166,7 +170,7 @@ def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up
         assert code == 0 and "resume requested" in out, out
         request = re.search(r"approve (\w+)", out)
         assert request is not None, out
-        code, out = invoke("approve", request.group(1), "--config", str(ramp), *as_("bob"))
+        code, out = invoke("approve", request.group(1), "--config", str(ramp), *WAIT, *as_("bob"))
         assert code == 0 and "complete" in out, out
 
     alice = load_signer(fleet_up / "trust" / "keys" / "alice.key", "alice")
@@ -179,11 +183,11 @@ def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up
         async with control_plane(recorded_url(fleet_up), fleet_up, "t", signer=alice) as plane:
             await plane.put_state(entry)
 
-    assert invoke("kill", "--reason", "first", *as_("alice"))[0] == 0
+    assert invoke("kill", "--reason", "first", *WAIT, *as_("alice"))[0] == 0
     resume_with_two_people("fixed")
     r1 = asyncio.run(stored())
     assert r1 is not None and r1.state is TradingState.ACTIVE
-    assert invoke("kill", "--reason", "second", *as_("alice"))[0] == 0
+    assert invoke("kill", "--reason", "second", *WAIT, *as_("alice"))[0] == 0
     asyncio.run(put_back(r1))
     code, out = invoke("status", *as_("carol"))
     assert code == 0 and "UNVERIFIED" in out and "(held HALTED)" in out, out
@@ -192,7 +196,7 @@ def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up
     code, out = invoke("status", *as_("carol"))
     assert "UNVERIFIED" not in out and "really fixed" in out, out
     # the nodes' rows come from their membership records, rewritten every few heartbeats
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while out.count("ACTIVE") < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
         code, out = invoke("status", *as_("carol"))

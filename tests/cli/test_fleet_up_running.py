@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +39,15 @@ def _up(state: Path) -> subprocess.Popen[str]:
 
 
 def _until_up(proc: subprocess.Popen[str]) -> str:
-    """Read `up`'s output until its fleet is up; the output so far."""
+    """Read `up`'s output until its fleet is up; the output so far. The rest is read on in
+    a thread while the test runs: a full pipe would stall `up` on a log line."""
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:  # bounded by the test's own timeouts: `up` prints once ready
         lines.append(line)
         if line.startswith("fleet up"):
+            drain = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
+            drain.start()
             return "".join(lines)
     raise AssertionError("".join(lines))
 
@@ -148,7 +152,7 @@ def test_a_fleet_whose_up_died_is_refused_while_its_server_lives_and_starts_once
         for pid in _orphans(state):  # processes this test started (through `up`), by id
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while _orphans(state):
         assert time.monotonic() < deadline, processes_naming(str(state))
         time.sleep(0.05)

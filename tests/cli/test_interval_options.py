@@ -19,7 +19,8 @@ from knightwatch.sim.drill.flow import MAX_FLOW_PER_S
 from .conftest import command_params
 
 JUDGED_LATER = {
-    # the lease policy: heartbeat 0.01-10 s, lease <= 60 s (tests/control/node/test_shipping_lease.py)
+    # the lease policy: heartbeat 0.01-10 s, lease <= 60 s
+    # (tests/control/node/test_shipping_lease.py)
     "--lease-timeout",
     "--heartbeat",
     # the scenario's timeline rules (`with_resume`)

@@ -60,9 +60,8 @@ def test_a_stop_signal_while_the_fleet_starts_stops_every_process_it_started(
     # (a filter on "pytest" here left nothing to check: the state dir is under pytest's
     # tmp dir, so every process naming it names "pytest" too)
     left = processes_naming(str(state))
-    for _ in range(50):  # children exit on their own signal; give them a moment
-        if not left:
-            break
+    deadline = time.monotonic() + 30  # children exit on their own signal; give them a moment
+    while left and time.monotonic() < deadline:
         time.sleep(0.1)
         left = processes_naming(str(state))
     assert left == [], left

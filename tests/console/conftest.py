@@ -7,6 +7,12 @@ The users file is written with cheap argon2 parameters (the hash strings carry
 them, so the console verifies with what was stored). The browser is the
 distribution's chromium driven by Playwright's async API with plain fixtures;
 a missing browser fails the run, it is never skipped.
+
+On a loaded 2-core CI machine a kill's confirmations, a page's update and a browser's
+rendering can take seconds: the shared console waits up to `KILL_TIMEOUT_S` for a kill's
+confirmations (a confirmed kill answers as soon as the last node confirms, so it costs
+nothing when they are quick), and `expect` waits up to `EXPECT_TIMEOUT_MS` for what a
+page must come to show (it passes as soon as it does).
 """
 
 from __future__ import annotations
@@ -20,12 +26,20 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet, running_console, running_fleet
 
 CHROMIUM_ENV = "KW_CHROMIUM"
 REGISTRY = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo" / "feature-flags.yaml"
+KILL_TIMEOUT_S = 10.0
+"""How long a test console's kill waits for confirmations (the product's default, 2 s, is
+thin on a loaded CI machine for a kill the test expects every node to confirm); under the
+20 s the tests' HTTP clients wait for an answer."""
+EXPECT_TIMEOUT_MS = 15_000
+"""How long `expect` waits for a page to show what it must (Playwright's default is 5 s)."""
+
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +50,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 @pytest.fixture(scope="session")
 def console(fleet: Fleet) -> Iterator[ConsoleProc]:
-    with running_console(fleet, "--registry", str(REGISTRY)) as c:
+    with running_console(
+        fleet, "--registry", str(REGISTRY), "--kill-timeout", str(KILL_TIMEOUT_S)
+    ) as c:
         yield c
 
 

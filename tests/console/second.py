@@ -2,6 +2,7 @@
 
 Served through the real app over ASGI with its own record, so a test can change what the
 shared console's process cannot be asked to (its recorder, its session table's clock).
+Its kills wait for confirmations as long as the shared console's (`KILL_TIMEOUT_S`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from knightwatch.console.users import UserStore
 from knightwatch.incident.ramp import RampPlan
 from knightwatch.trust.identity import load_signer
 from knightwatch.trust.store import TrustStore, load_anchor
+
+from .conftest import KILL_TIMEOUT_S
 
 
 async def login(http: httpx.AsyncClient, name: str) -> str:
@@ -83,6 +86,7 @@ async def second_console(
         users=fleet.state / "console-users.toml",
         audit=tmp_path / "audit.jsonl",
         recorders=tmp_path,
+        kill_timeout_s=KILL_TIMEOUT_S,
     )
     trust = TrustStore(load_anchor(fleet.state / "trust" / "anchor.toml"))
     second = await open_console(

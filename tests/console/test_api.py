@@ -149,7 +149,10 @@ def test_an_operator_token_kills_as_its_owner_without_a_session(console: Console
     secret, token = users(console).issue_token("alice", PASSWORD, ["operator"], 600, now_ns=NOW())
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     answer = httpx.post(
-        console.url + "/api/kill", content=json.dumps(kill_body("api-t1")), headers=headers
+        console.url + "/api/kill",
+        content=json.dumps(kill_body("api-t1")),
+        headers=headers,
+        timeout=60,  # httpx's default 5 s is less than a kill may wait for confirmations
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["ok"]

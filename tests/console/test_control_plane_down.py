@@ -33,10 +33,17 @@ from knightwatch.console.audit import Query, search
 from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet, running_console, running_fleet
 from knightwatch.console.users import UserStore
 
-from .conftest import audit_verify
+from .conftest import KILL_TIMEOUT_S, audit_verify
 
 ANSWER_S = 2.5
 """How long an operator may wait for "not sent" with the control plane down (it was 15 s)."""
+LOAD_MARGIN_S = 1.5
+"""Added to `ANSWER_S` where the test measures: the request's own trip through the test's
+HTTP client (or the browser) on a loaded 2-core CI machine. Still well under the console's
+kill wait (`KILL_TIMEOUT_S`), so an answer that came only when the wait ran out fails."""
+UP_KILL_S = 5.0
+"""A kill with the control plane up answers as soon as both nodes confirm; the bound only
+tells a working session's connection from one that waited out a reconnect."""
 RUNBOOK = "docs/runbook.md"
 
 
@@ -95,7 +102,7 @@ def _stop_nats(fleet: Fleet) -> None:
 def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Down]:
     with (
         running_fleet(tmp_path_factory.mktemp("down"), 2) as fleet,
-        running_console(fleet) as console,
+        running_console(fleet, "--kill-timeout", str(KILL_TIMEOUT_S)) as console,
     ):
         http = httpx.Client(base_url=console.url, follow_redirects=False, timeout=60)
         try:
@@ -109,7 +116,7 @@ def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Down]:
             state = Down(fleet, console, http, csrf, token, fleet.url.split(","))
             took, answer = state.kill("while-up")  # the session's connection works
             assert answer.status_code == 200 and answer.json()["ok"], answer.text
-            assert took < 1.0, f"a kill with the control plane up took {took:.2f} s"
+            assert took < UP_KILL_S, f"a kill with the control plane up took {took:.2f} s"
             _stop_nats(fleet)
             yield state
         finally:
@@ -127,7 +134,7 @@ def _says_what_to_do(error: str, urls: list[str]) -> None:
 
 def test_a_session_kill_answers_at_once_that_it_was_not_sent(down: Down) -> None:
     took, answer = down.kill("while-down")
-    assert took < ANSWER_S, f"the answer took {took:.2f} s"
+    assert took < ANSWER_S + LOAD_MARGIN_S, f"the answer took {took:.2f} s"
     assert answer.status_code == 503, answer.text
     result = answer.json()
     assert result["ok"] is False and result["sent"] is False, result
@@ -137,7 +144,7 @@ def test_a_session_kill_answers_at_once_that_it_was_not_sent(down: Down) -> None
 
 def test_a_token_kill_answers_at_once_that_it_was_not_sent(down: Down) -> None:
     took, answer = down.kill("token-down", token=True)
-    assert took < ANSWER_S, f"the answer took {took:.2f} s"
+    assert took < ANSWER_S + LOAD_MARGIN_S, f"the answer took {took:.2f} s"
     assert answer.status_code == 503, answer.text
     _says_what_to_do(answer.json()["error"], down.urls)
 
@@ -159,9 +166,9 @@ async def test_the_page_shows_the_kill_as_not_sent(browser: Browser, down: Down)
     started = time.monotonic()
     await page.click("#kill-now")
     title = page.locator("#kill-result-title")
-    await expect(title).to_contain_text("NOT SENT", timeout=ANSWER_S * 1000)
+    await expect(title).to_contain_text("NOT SENT", timeout=(ANSWER_S + LOAD_MARGIN_S) * 1000)
     took = time.monotonic() - started
-    assert took < ANSWER_S, f"the page showed the answer after {took:.2f} s"
+    assert took < ANSWER_S + LOAD_MARGIN_S, f"the page showed the answer after {took:.2f} s"
     await expect(title).to_have_class("error")
     assert await page.get_attribute("body", "data-last-kill") == "not-sent"
     cells = await page.locator("#kill-rows tbody tr td:nth-child(2)").all_inner_texts()
@@ -176,7 +183,7 @@ def test_the_record_never_calls_it_done(down: Down) -> None:
     _, answer = down.kill("record-down")
     assert answer.status_code == 503, answer.text
     # the console process writes its record as the answer goes out: read until it landed
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 15.0
     while True:
         found = search(down.console.audit, Query(action="kill", limit=1000))
         downs = [r.data for r in found.records if str(r.data.get("key")).endswith("-down")]

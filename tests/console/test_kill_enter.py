@@ -56,7 +56,7 @@ async def test_enter_after_the_word_sends_the_kill(browser: Browser, console: Co
     await page.fill("#kill-confirm", "page-enter")
     await page.press("#kill-confirm", "Enter")
     title = page.locator("#kill-result-title")
-    await expect(title).to_contain_text("refused (401)", timeout=5000)
+    await expect(title).to_contain_text("refused (401)")
     assert len(kills) == 1, kills
     await expect(page.locator("#kill-dialog")).to_be_hidden()
     await page.context.close()
@@ -116,6 +116,6 @@ async def test_enter_in_the_approve_dialog_approves_once_it_is_filled_in(
     await expect(page.locator("#approve-dialog")).to_be_visible()
     await page.fill("#approve-password", "typed")
     await page.press("#approve-password", "Enter")
-    await expect(page.locator("#action-message")).to_contain_text("refused (401)", timeout=5000)
+    await expect(page.locator("#action-message")).to_contain_text("refused (401)")
     assert len(posts) == 1, posts
     await page.context.close()

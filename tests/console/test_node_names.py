@@ -29,7 +29,7 @@ from knightwatch.state import TradingState
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import Role
 
-from .conftest import REGISTRY, login
+from .conftest import KILL_TIMEOUT_S, REGISTRY, login
 from .test_unreadable import _connect
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -43,7 +43,10 @@ def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleProc]:
     state = tmp_path_factory.mktemp("names")
     with (
         running_fleet(state, 1, "--registry", str(REGISTRY)) as fleet,
-        running_console(fleet, "--registry", str(REGISTRY)) as console,
+        # n1 must confirm within the kill's wait, which the two names never end early
+        running_console(
+            fleet, "--registry", str(REGISTRY), "--kill-timeout", str(KILL_TIMEOUT_S)
+        ) as console,
     ):
         yield console
 

@@ -68,7 +68,7 @@ async def test_a_kill_that_gets_no_answer_is_shown_not_confirmed_never_waiting(
     await page.fill("#kill-confirm", "page-no-answer")
     await page.click("#kill-now")
     title = page.locator("#kill-result-title")
-    await expect(title).to_contain_text("NO ANSWER", timeout=3000)
+    await expect(title).to_contain_text("NO ANSWER")
     await expect(title).to_contain_text("NOT confirmed")
     assert "waiting" not in (await title.text_content() or "")
     await expect(page.locator("#kill-missing")).to_contain_text("knightwatch kill")

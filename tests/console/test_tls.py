@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet, running_console
 
+from .conftest import KILL_TIMEOUT_S
 from .test_api import kill_body
 
 
@@ -74,7 +75,8 @@ def tls(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     # a state directory of its own (its record: the shared console appends to the fleet's),
     # on the fleet's users and roster
     own = ("--state-dir", str(where), "--users", str(fleet.state / "console-users.toml"),
-           "--anchor", str(fleet.state / "trust" / "anchor.toml"))  # fmt: skip
+           "--anchor", str(fleet.state / "trust" / "anchor.toml"),
+           "--kill-timeout", str(KILL_TIMEOUT_S))  # fmt: skip
     with running_console(fleet, "--tls-cert", str(cert), "--tls-key", str(key), *own) as c:
         yield Served(c, ssl.create_default_context(cafile=str(cert)))
 
