@@ -273,10 +273,12 @@ returns the ids still working when it stops waiting (empty: all gone)."""
 
 MAX_METRICS_S = 60.0
 """The longest metrics interval: a supervisor judges a node by its counters, and halts one
-it has not heard from within its `stale_after_s` (5 s by default)."""
+it has not heard from within its `stale_after_s` (5 s by default: keep the interval below
+the supervisor's)."""
 MAX_ATTEST_S = 3600.0
 """The longest re-attestation interval: drift is seen at the next attestation."""
 MAX_ADMISSION_TTL_S = 4 * MAX_ATTEST_S
+"""The longest a verdict counts without a new one (the admission service silent)."""
 
 
 class NodeRuntime:
