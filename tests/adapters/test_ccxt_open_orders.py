@@ -302,3 +302,36 @@ async def test_an_order_while_not_armed_reads_nothing_and_the_first_armed_one_re
         assert ex.guard.working_qty(sym) == (0, 0)
         await run(ex.create_order(sym, "limit", "buy", "0.1", 59_000))
         assert ex.guard.working_qty(sym) == (u.to_units("0.5"), 0)
+
+
+KRAKEN_MODES = [(s, m) for s, m in MODES if s.name == "kraken"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "mode"), KRAKEN_MODES, ids=[f"kraken-{m}" for _, m in KRAKEN_MODES]
+)
+async def test_orders_another_program_places_on_kraken_are_each_counted(
+    spec: Spec, mode: str
+) -> None:
+    """Kraken reports a `userref` of 0 for every order placed without one, which ccxt reads
+    as the client order id "0". Each order another program placed after the start was taken
+    for the first one adopted (the same client id in the same market) and never counted:
+    0.5 working where the venue held 1.0 and 1.2, and a re-read of the open orders skipped
+    them. An order whose venue id is known is never another venue id's order."""
+    u = Units(spec.step)
+    async with started(spec, mode, [("buy", "0.5", 58_000)]) as (ex, venue, ids):
+        sym = spec.symbol
+        assert ex.guard.working_qty(sym) == (u.to_units("0.5"), 0)
+        other = make_exchange(spec, venue, "sync")
+        second = str(other.create_order(sym, "limit", "buy", "0.5", 57_000)["id"])
+        answer = await run(ex.fetch_open_orders(sym))
+        assert {o["clientOrderId"] for o in answer} == {"0"}  # what the venue reports
+        assert ex.guard.working_qty(sym) == (u.to_units("1.0"), 0)
+        other.create_order(sym, "limit", "buy", "0.2", 56_000)
+        ex.ledger.unsynced[sym] = None  # as a trade of an unknown order marks it
+        await run(ex.create_order(sym, "limit", "buy", "0.3", 59_000))  # reads them again
+        assert ex.guard.working_qty(sym) == (u.to_units("1.5"), 0)
+        await run(ex.fetch_order(ids[0], sym))  # the first is still itself
+        assert {t.exchange_id for t in ex.ledger.live()} >= {ids[0], second}
+        assert ex.guard.working_qty(sym) == (u.to_units("1.5"), 0)
+        assert not ex.guard.halts()

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.common.factories import OrderFactory
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.execution.messages import SubmitOrder
 from nautilus_trader.model.currencies import USDT
 from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, OrderStatus, TriggerType
+from nautilus_trader.model.identifiers import StrategyId
 from nautilus_trader.model.objects import Money, Price, Quantity
 
 from knightwatch import Scope
 from knightwatch.adapters.nautilus import install
 
-from .nt_world import AUDUSD, BTCUSDT, Scripted, engine, open_limits, quote, quotes, scripted
+from .nt_world import AUDUSD, BTCUSDT, Scripted, engine, open_limits, quote, quotes, scripted, world
 
 
 def two_venues() -> BacktestEngine:
@@ -122,3 +127,41 @@ def test_a_kill_cancels_an_order_on_the_client_it_was_sent_to() -> None:
         assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)
     finally:
         e.dispose()
+
+
+@pytest.mark.parametrize("owner", ["strategy", "external"])
+def test_an_unchecked_order_the_venue_accepts_after_the_kill_is_cancelled(owner: str) -> None:
+    """An order the Guard never checked (sent past the bus, or an external one a
+    reconciliation finds) that the venue accepts after the kill swept: counted and flagged,
+    but the node was already HALTED, so no change of state swept again. Before, it rested at
+    the venue through the kill (ACCEPTED, 80,000 counted working); now it is cancelled."""
+    with world() as (e, s):
+        seen: dict[str, str] = {}
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                kw.guard.halt(Scope.NODE, kw.guard.node, "fleet kill", "test")
+            elif n == 3:
+                sid = st.id if owner == "strategy" else StrategyId("EXTERNAL")
+                factory = OrderFactory(st.trader_id, sid, e.kernel.clock)
+                order = factory.limit(
+                    AUDUSD.id, OrderSide.BUY, Quantity.from_int(80_000), Price.from_str("0.69000")
+                )
+                seen["id"] = order.client_order_id.value
+                e.kernel.exec_engine.execute(
+                    SubmitOrder(
+                        trader_id=st.trader_id,
+                        strategy_id=sid,
+                        order=order,
+                        command_id=UUID4(),
+                        ts_init=tick.ts_init,
+                    )
+                )
+
+        s.script = script
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(8)])
+        kw = install(e, limits=open_limits())
+        e.run()
+        statuses = {o.client_order_id.value: o.status for o in e.kernel.cache.orders()}
+        assert statuses == {seen["id"]: OrderStatus.CANCELED}
+        assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)

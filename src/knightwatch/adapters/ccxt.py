@@ -480,11 +480,24 @@ class Ledger:
 
     def _placed_here(self, symbol: str, o: dict[str, Any]) -> bool:
         """Whether an open order is one this wrapper placed (by venue id or client id)."""
-        xid, cid = o.get("id"), o.get("clientOrderId")
+        xid = o.get("id")
         if xid is not None and _xkey(symbol, xid) in self._by_exchange_id:
             return True
-        tracked = self._by_client_id.get(str(cid)) if cid else None
+        tracked = self._by_client_id_of(o)
         return tracked is not None and tracked.symbol == symbol
+
+    def _by_client_id_of(self, o: dict[str, Any]) -> _Tracked | None:
+        """The order an update names by its client order id, if that id can still be the
+        update's: an order whose venue id is known is another order when the update names
+        another venue id. Venues reuse client ids: Kraken reports a `userref` of 0 (ccxt's
+        `clientOrderId` "0") for every order placed without one, so every order another
+        program placed there was taken for the first one adopted and never counted."""
+        cid = o.get("clientOrderId")
+        tracked = self._by_client_id.get(str(cid)) if cid else None
+        xid = o.get("id")
+        if tracked is None or tracked.exchange_id is None or xid is None:
+            return tracked
+        return tracked if tracked.exchange_id == str(xid) else None
 
     def _open_order(
         self, symbol: str, units: Units, o: dict[str, Any], what: str, late: bool = False
@@ -1150,8 +1163,7 @@ class Ledger:
     def _find(self, order: dict[str, Any]) -> _Tracked | None:
         tracked = self._by_venue_id(order.get("symbol"), order.get("id"))
         if tracked is None:
-            cid = order.get("clientOrderId")
-            tracked = self._by_client_id.get(str(cid)) if cid else None
+            tracked = self._by_client_id_of(order)
             if tracked is not None and not self._same_market(tracked, order.get("symbol")):
                 return None  # venues keep client ids per market: another market's order
             if tracked is not None:

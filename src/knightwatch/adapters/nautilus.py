@@ -1010,10 +1010,15 @@ class NautilusGuard:
         inst = self._instrument(order.instrument_id)
         self.guard.adopt(self._as_guard(order, inst), inst.count(order.leaves_qty, "leaves_qty"))
         self._live[oid] = None
+        swept = self._cancelled  # a kill swept already: this halt changes no state
         self._lost(
             f"order {oid} ({order.strategy_id}) is working at the venue but never passed the "
             "Guard: counted as working from now on"
         )
+        if swept and self.guard.node_state() is TradingState.HALTED:
+            # accepted after the kill's sweep: no change of state sweeps again, so it is
+            # cancelled here, or it would rest at the venue through the kill
+            self._cancel_one(order)
 
     def _on_fill(self, e: OrderFilled) -> None:
         oid = e.client_order_id.value
@@ -1233,24 +1238,30 @@ class NautilusGuard:
             if (o.is_open or o.is_inflight) and not o.is_emulated and o.strategy_id not in owned
         ]
         for order in orphans:
-            cid = order.client_order_id
-            try:
-                self._inner(
-                    CancelOrder(
-                        trader_id=order.trader_id,
-                        strategy_id=order.strategy_id,
-                        instrument_id=order.instrument_id,
-                        client_order_id=cid,
-                        venue_order_id=order.venue_order_id,
-                        command_id=UUID4(),
-                        ts_init=self.kernel.clock.timestamp_ns(),
-                        client_id=cache.client_id(cid),
-                    )
-                )
-            except Exception as exc:  # one order's failure never spares the others
-                self._kill_failed += 1
-                log.error("KILL_CANCEL_FAILED node=%s order %s: %r", self.guard.node, cid, exc)
+            self._cancel_one(order)
         return len(orphans)
+
+    def _cancel_one(self, order: NtOrder) -> None:
+        """A kill's `CancelOrder` for one order, straight to the ExecutionEngine (cancels
+        always pass) through the client it was sent to, whoever owns it. Its failure is
+        counted in `_kill_failed`, logged, and never spares the cancels after it."""
+        cid = order.client_order_id
+        try:
+            self._inner(
+                CancelOrder(
+                    trader_id=order.trader_id,
+                    strategy_id=order.strategy_id,
+                    instrument_id=order.instrument_id,
+                    client_order_id=cid,
+                    venue_order_id=order.venue_order_id,
+                    command_id=UUID4(),
+                    ts_init=self.kernel.clock.timestamp_ns(),
+                    client_id=self.kernel.cache.client_id(cid),
+                )
+            )
+        except Exception as exc:  # one order's failure never spares the others
+            self._kill_failed += 1
+            log.error("KILL_CANCEL_FAILED node=%s order %s: %r", self.guard.node, cid, exc)
 
     # ------------------------------------------------------------------ fleet
 
