@@ -277,6 +277,24 @@ def _reason(text: str, field: str = "reason") -> str:
     return text
 
 
+def _stop_reason(text: str) -> tuple[str, str]:
+    """The reason of a stop (a kill, a drain, a flag to its safe default, a rollout's
+    abort), never a reason to hold it back (as the CLI's `kill`): blank is refused (say
+    why), but one longer than `REASON_MAX` or with a control character goes out cleaned
+    (each control character as its escape, cut to the bound), and the answer says so
+    (`reason_cleaned`, "" when nothing was changed). Refused, a log line pasted into the
+    page's reason (600 characters) was a 422 and the kill was not sent."""
+    text = text.strip()
+    if not text:
+        raise Refusal(422, "reason: required (recorded with the command)")
+    if len(text) <= REASON_MAX and text.isprintable():
+        return text, ""
+    cleaned = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    if len(cleaned) > REASON_MAX:
+        cleaned = cleaned[: REASON_MAX - 1] + "\u2026"
+    return cleaned, f"reason: sent cleaned (one line, at most {REASON_MAX} characters)"
+
+
 def _scope_key(scope: KillScope, key: str) -> str:
     """The halt key a body names, by the CLI's rules (`cli.options.scope_of`): a key that
     names nothing a node could match is refused, never sent as if it stopped something."""
@@ -971,7 +989,7 @@ async def api_kill(request: Request) -> Response:
     body: KillBody = await _body(request, KillBody)
     key = _scope_key(body.scope, body.key)
     _note(request, "drain" if body.drain else "kill", scope=body.scope.value, key=key)
-    reason = _reason(body.reason)
+    reason, cleaned = _stop_reason(body.reason)
     if body.confirm != confirm_word(body.scope, key):
         raise Refusal(
             422, f"confirm: type {confirm_word(body.scope, key)!r} exactly to confirm this kill"
@@ -991,14 +1009,17 @@ async def api_kill(request: Request) -> Response:
         request.state.result, request.state.detail = "error", error
         return JSONResponse(
             {"scope": body.scope.value, "key": key, "state": state.name, "ok": False,
-             "sent": False, "error": error},
+             "sent": False, "error": error, "reason_cleaned": cleaned},
             status_code=503,
         )  # fmt: skip
     out = result_json(result)
+    out["reason_cleaned"] = cleaned
     request.state.result = "ok" if result.ok else "unconfirmed"
     confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
     missing = "; not confirmed: " + ",".join(result.missing) if result.missing else ""
-    request.state.detail = f"confirmed by {confirmed or 'nobody'}{missing}"
+    request.state.detail = f"confirmed by {confirmed or 'nobody'}{missing}" + (
+        f"; {cleaned}" if cleaned else ""
+    )
     if result.revision is None and not result.latencies_ms:
         # neither stored nor confirmed by any node (or never sent): the control plane is out
         # of reach, and the person must learn it now, with what to do instead
@@ -1189,7 +1210,7 @@ async def api_safe_default(request: Request) -> Response:
     who = c.require(request, Action.SAFE_DEFAULT)
     body: FlagBody = await _body(request, FlagBody)
     _note(request, "safe_default", scope="flag", key=body.flag)
-    reason = _reason(body.reason)
+    reason, cleaned = _stop_reason(body.reason)
     registry = _registry(c, body.flag)
     definition = registry.get(body.flag)
     assert definition is not None
@@ -1212,7 +1233,8 @@ async def api_safe_default(request: Request) -> Response:
     return JSONResponse(
         {"detail": f"{body.flag} at its safe default, revision {revision}"
          + (f"; not confirmed: {', '.join(missing)}" if missing else ""),
-         "revision": revision, "latencies_ms": latencies, "missing": missing}
+         "revision": revision, "latencies_ms": latencies, "missing": missing,
+         "reason_cleaned": cleaned}
     )  # fmt: skip
 
 
@@ -1223,7 +1245,7 @@ async def api_rollout_abort(request: Request) -> Response:
     who = c.require(request, Action.ROLLOUT_ABORT)
     body: FlagBody = await _body(request, FlagBody)
     _note(request, "rollout_abort", scope="flag", key=body.flag)
-    reason = _reason(body.reason)
+    reason, cleaned = _stop_reason(body.reason)
     registry = _registry(c, body.flag)
     async with c.acting(who) as link:
         driver = RolloutDriver(
@@ -1235,7 +1257,9 @@ async def api_rollout_abort(request: Request) -> Response:
         except RolloutError as exc:
             raise Refusal(409, str(exc)) from None
     request.state.detail = f"{state.rollout_id} {state.status}"
-    return JSONResponse({"detail": f"rollout {state.rollout_id}: {state.status}"})
+    return JSONResponse(
+        {"detail": f"rollout {state.rollout_id}: {state.status}", "reason_cleaned": cleaned}
+    )
 
 
 @handled

@@ -272,7 +272,7 @@ async function stopFlag(path, flag) {
   const reason = prompt(`Reason (recorded): ${path.includes("abort") ? "abort the rollout of" : "turn to its safe default"} ${flag}`);
   if (!reason) return;
   const { status, data } = await post(path, { flag, reason });
-  say(status === 200 ? data.detail : `refused (${status}): ${data.error}`, status !== 200);
+  say(status === 200 ? data.detail + (data.reason_cleaned ? `; ${data.reason_cleaned}` : "") : `refused (${status}): ${data.error}`, status !== 200);
 }
 
 // ------------------------------------------------------------------ kill
@@ -402,6 +402,8 @@ function finishKill(status, data, ms) {
   $("kill-missing").textContent = missing.length ? `not confirmed: ${missing.join(", ")}` : "";
   if (data.durable_error) $("kill-missing").textContent += ` store: ${data.durable_error}`;
   if (data.error) $("kill-missing").textContent += ` ${data.error}`;
+  // a reason too long or with a line break was sent cleaned, never refused: say what went out
+  if (data.reason_cleaned) $("kill-missing").textContent += ` ${data.reason_cleaned}`;
   body.dataset.lastKill = data.ok ? "confirmed" : "unconfirmed";
 }
 
