@@ -14,9 +14,12 @@ runaway from the first second is not learned as normal; and a learned baseline
 never rises above the limit in force when it came into force, so a ramp slow
 enough for the average to follow cannot carry the limit to any rate (children per
 parent, a running average since the node started that long-worked parents raise all day,
-is not held so). The fleet's totals are learned per node taking part and held to that times
-the nodes taking part now, so most of a fleet halted for a while, then resumed, is its
-normal again, not a runaway of the few it learned meanwhile. Five measures
+is not held so). The fleet's totals (its rates and principal flow) are held to the sum of the
+own baselines of the nodes taking part now, so most of a fleet halted for a while, then
+resumed, is its normal again, not a runaway of the few left meanwhile, and nor is one node
+doing most of the fleet's flow resumed after its halt (learned as one per-node figure, the
+small nodes' pace became every node's). The fleet's children per parent counts only the
+nodes working parents (a node with none sends no children). Five measures
 have baselines: accepted order rate, executed notional rate, the firm's own
 (principal) notional rate, child orders per parent and messages per execution.
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
@@ -661,6 +664,7 @@ class _Track:
         "own_flow",
         "pnl",
         "refused_rate",
+        "summed",
         "window_full",
     )
 
@@ -669,9 +673,9 @@ class _Track:
         self.baselines = {m.name: _Baseline(getattr(prof, m.name)) for m in MEASURES}
         self.measures: dict[str, float] = {}
         self.counts: dict[str, int] = {}
-        """How many nodes each additive measure sums (the fleet's totals; absent: one). Its
-        baseline is learned per node taking part and held to that times the nodes taking
-        part now: learned as a total, most of a fleet halted for twenty minutes taught it
+        """How many nodes each additive measure sums (the fleet's totals; absent: one): its
+        floor is that times the per-node floor, and its baseline their own summed
+        (`summed`): learned as a total, most of a fleet halted for twenty minutes taught it
         the few left as normal, and their resume at their normal rates halted the fleet."""
         self.agency = False
         """Works registered customer parents and never traded for itself before: its normal
@@ -693,6 +697,11 @@ class _Track:
         """Orders refused per second over the rate window, throttling by rate limits
         included: the order-rate rule judges what the node offered, not only what the Guard
         let through (a strategy hammering the Guard is a runaway the Guard is hiding)."""
+        self.summed: dict[str, float | None] = {}
+        """The fleet's additive baselines: the sum of the own baselines of the nodes its total
+        counts now (None: one of them has none yet). Learned as one per-node figure, the fleet
+        took a node's mix for every node's: a node doing most of the fleet's flow halted for
+        a while taught it the small nodes' pace, and the fleet was halted when it resumed."""
 
 
 class _NodeTrack:
@@ -1147,6 +1156,8 @@ class Supervisor:
         strategy's normal is many orders to a fill; a node trading for itself and for a
         customer sends many orders per parent), nor has a firm's own principal flow (its
         amount within a minute is its business); an agency router's is 0."""
+        if name in track.summed:
+            return track.summed[name]
         b = track.baselines[name]
         if name == "principal_notional" and track.agency and b.fixed is None:
             # an agency router: its normal own flow is nil, now and later; learning it
@@ -1218,7 +1229,9 @@ class Supervisor:
                 b.over_since = now
             held = m.at_once or now - b.over_since >= hold
             kind = "configured" if b.fixed is not None else "learned"
-            if m.name in _WARMUP_FLOORED and b.current(now, warm) is None:
+            if m.name in track.summed:
+                kind = "nodes' own summed"
+            elif m.name in _WARMUP_FLOORED and b.current(now, warm) is None:
                 kind = "warm-up (floor)"
             times = f"{value / base:,.1f}x" if base > 0 else "above"
             floor = cfg.floor(m.name) * (nodes if m.additive else 1)
@@ -1319,20 +1332,29 @@ class Supervisor:
         fleet = self._fleet
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
+        summed: dict[str, float | None] = {}
+        warm = int(self.config.warmup_s * 1e9)
         for name in ("order_rate", "notional_rate", "principal_notional"):
             # a node over its own limit is left to its own rule: one node's leak (principal
             # flow halts at once) or counter glitch must not halt the whole fleet with it
-            values = [
-                t.base.measures[name]
-                for t in live
-                if name in t.base.measures and not _alone(t, name)
-            ]
-            if values:
-                totals[name] = sum(values)
-                counts[name] = len(values)
+            taking = [t for t in live if name in t.base.measures and not _alone(t, name)]
+            if taking:
+                totals[name] = sum(t.base.measures[name] for t in taking)
+                counts[name] = len(taking)
+                # held to what each of those nodes normally does (`_Track.summed`)
+                own = [self._baseline(t.base, name, now, warm, 1) for t in taking]
+                summed[name] = None if None in own else sum(v for v in own if v is not None)
         fleet.refused_rate = sum(t.base.refused_rate for t in live if not _alone(t, "order_rate"))
+        # children per parent over the nodes working parents: a node with none sends no
+        # children, and its own orders counted as children made the fleet's ratio its flow
+        # over the others' parents (one agency node of two halted, and the firm's own nodes'
+        # orders over the parents left halted the fleet)
         latest = [
-            t.latest for t in live if t.latest is not None and not _alone(t, "children_per_parent")
+            t.latest
+            for t in live
+            if t.latest is not None
+            and t.latest.parents > 0
+            and not _alone(t, "children_per_parent")
         ]
         parents = sum(m.parents for m in latest)
         # the fleet's normal principal flow is nil only when every node's is: one agency
@@ -1347,6 +1369,7 @@ class Supervisor:
             totals["messages_per_execution"] = sent / max(fills, 1)
         fleet.measures = totals
         fleet.counts = counts
+        fleet.summed = summed
         out = self._baseline_rules(fleet, Scope.FLEET, FLEET_KEY, now, len(live))
         if not any(_ramping(t.latest) for t in live):  # (as a node's, `record`)
             self._learn_fleet(now, len(live))
@@ -1387,6 +1410,8 @@ class Supervisor:
         warm = int(cfg.warmup_s * 1e9)
         fleet = self._fleet
         for name, value in fleet.measures.items():
+            if name in fleet.summed:
+                continue  # an additive total is held to its nodes' own (`_Track.summed`)
             b = fleet.baselines[name]
             n = fleet.counts.get(name, nodes)
             base = self._baseline(fleet, name, now, warm, n)
@@ -1395,7 +1420,6 @@ class Supervisor:
             ):
                 b.pause(now)
                 continue
-            # an additive total is learned per node taking part (`_Track.counts`)
             b.learn(value / n if _ADDITIVE[name] else value, now, tau)
             if name not in _UNHELD:
                 b.hold(now, warm, partial(self._limit, name, nodes=1))
