@@ -26,6 +26,9 @@ What the gateway decides around the Guard:
   a quantity worked out otherwise (OrderPercent(516), rounding, QtyType(854)
   other than 0), a price against a benchmark or a yield (Spread(218)...), a peg
   or discretion offset, stipulations (232), ForexReq(121)=Y (`_TERMS`);
+  SettlType(63) other than 0 (regular), any SettlDate(64), BookingType(775)
+  other than 0 (a forward, a CFD or a swap: priced or booked otherwise than the
+  Guard's reference and position);
   PriceType(423) other than 2 (per unit: a percentage, a yield or a
   spread is not the Guard's price); Currency(15) or SettlCurrency(120) other
   than the configured `currency` (any when none is configured). Fields that do
@@ -57,7 +60,10 @@ What the gateway decides around the Guard:
   reset, recorded `kill_cancel_resent`) for as long as the Guard holds the
   kill's scope halted, until the venue answers it: the kill's drain ends long
   before the venue's answer is given up on. So is a cancel-on-disconnect's,
-  until the venue answers it (its client is gone, no drain covers it);
+  until the venue answers it (its client is gone, no drain covers it). One
+  of these the venue refuses (OrderCancelReject, 150=8, a business or session
+  Reject) is sent again too, after a wait doubling per refusal up to
+  `answer_timeout_s`, while the order is live (`_own_cancel_refused`);
 * with the venue session down new orders are refused `venue_unavailable`;
   a lost client session has its orders cancelled per its policy; nothing is
   armed until working orders and positions are reconciled.
@@ -272,6 +278,10 @@ RoundingModulus made the venue work out another quantity."""
 UNITS = "0"
 """QtyType(854) 0: OrderQty(38) in units (shares, contracts as the Guard counts lots)."""
 
+REGULAR = "0"
+"""SettlType(63) 0: regular settlement; BookingType(775) 0: regular booking (the instrument
+itself, not a CFD or a swap on it). The one settlement and booking the Guard checks."""
+
 PER_UNIT = "2"
 """PriceType(423) 2: Price(44) per unit (share, contract), the one way the Guard reads it."""
 
@@ -426,11 +436,13 @@ class Gateway(Handler):
         self._awaiting: deque[tuple[int, str, GwOrder | None, Request | None]] = deque()
         """(due, ClOrdID, order, request) of each order (request None), replace or cancel
         sent to the venue, in the order sent: unanswered at `due` (`_sweep_unanswered`)."""
-        self._kill_resend: list[tuple[int, GwOrder, str | None, str]] = []
-        """(due, order, the cancel it waits on, that cancel's ClOrdID) of each order a
-        kill's mass cancel covers, and of each kill's cancel let go before its time
+        self._kill_resend: list[tuple[int, GwOrder, str | None, str, str]] = []
+        """(due, order, the cancel it waits on, that cancel's ClOrdID, why) of each order a
+        kill's mass cancel covers, of each kill's cancel let go before its time
         (`MAX_AWAITING`; it waits on None, so more killed orders than that never turn into
-        a loop of cancels): at `due`, an order still live whose kill is in force and whose
+        a loop of cancels), and of each cancel of the gateway's own the venue refused
+        while it must still be sent (`_own_cancel_refused`; it waits on None): at `due`,
+        an order still live whose kill is in force (or whose client is gone) and whose
         cancel is still that one gets a fresh cancel of its own (`_sweep_unanswered`)."""
         self._sweep_s = min(1.0, answer_timeout_s / 4)
         self.cfg = config
@@ -700,9 +712,9 @@ class Gateway(Handler):
             if self._kill_resend:
                 due = [e for e in self._kill_resend if e[0] <= now]
                 self._kill_resend = [e for e in self._kill_resend if e[0] > now]
-                for _, go, waited, previous in due:
+                for _, go, waited, previous, why in due:
                     if go.live and go.cancel_sent == waited and self._cancel_in_force(go):
-                        self._resend_kill_cancel(go, "answer_timeout", previous)
+                        self._resend_kill_cancel(go, why, previous)
 
     def _look_at(
         self, due: int, clordid: str, go: GwOrder | None, req: Request | None, early: bool = False
@@ -777,7 +789,7 @@ class Gateway(Handler):
             # the gateway's own cancel: no client asked; the kill's order is cancelled again
             if go is not None and go.cancel_sent is None and self._cancel_in_force(go):
                 if early_due:
-                    self._kill_resend.append((early_due, go, None, clordid))
+                    self._kill_resend.append((early_due, go, None, clordid, "answer_timeout"))
                 else:
                     self._resend_kill_cancel(go, "answer_timeout", clordid)
             return
@@ -1207,6 +1219,31 @@ class Gateway(Handler):
             return bad(
                 f"ForexReq(121)={F.clean(forex)[:32]!r} cannot be checked (the venue would also "
                 "trade currency to settle it); send ForexReq(121)=N or none"
+            )
+        if (settl_type := msg.get(63)) is not None and settl_type != REGULAR:
+            # cash, next day, T+n, a forward, when issued, seller's option, a broken date:
+            # another settlement than regular, priced otherwise than the reference the
+            # Guard checked Price(44) against (an FX forward's points, a when-issued price)
+            return bad(
+                f"SettlType(63)={F.clean(settl_type)[:32]!r} cannot be checked (the Guard "
+                "checks Price(44) against regular settlement's price); send SettlType(63)="
+                f"{REGULAR} or none"
+            )
+        if (settl_date := msg.get(64)) is not None:
+            # a date the gateway cannot tell from regular settlement's (it knows no
+            # settlement calendar): a forward date would trade at its own price
+            return bad(
+                f"SettlDate(64)={F.clean(settl_date)[:32]!r} cannot be checked (the gateway "
+                "cannot tell it from regular settlement: a later date is a forward, priced "
+                "otherwise than the Guard's reference); send the order without it"
+            )
+        if (booking := msg.get(775)) is not None and booking != REGULAR:
+            # a CFD or a total return swap on the instrument: a derivative the Guard
+            # does not count as a position in the instrument
+            return bad(
+                f"BookingType(775)={F.clean(booking)[:32]!r} cannot be checked (the venue "
+                "would book a CFD or a swap, not the instrument the Guard counts); send "
+                f"BookingType(775)={REGULAR} or none"
             )
         if (price_type := msg.get(423)) is not None and price_type != PER_UNIT:
             # a percentage of par, a yield, a spread: the venue reads Price(44) as that,
@@ -2090,7 +2127,7 @@ class Gateway(Handler):
             if req.kind == "G":
                 self._venue_refused_replace(req, msg)
             if go.cancel_sent == clordid:
-                go.cancel_sent = None  # the gateway's own cancel: a drain sends another
+                go.cancel_sent = None  # the gateway's own cancel: sent again if it must be
                 note = ""  # nothing for the client: it sent no cancel
             status, leaves = go.status, go.leaves
         elif kind is F.ExecKind.REJECTED:
@@ -2152,7 +2189,7 @@ class Gateway(Handler):
             # adopted at start-up (which has no session of its own)
             self._relay(msg, go, None, req.answer_as, req.comp)
         elif note == "":
-            self.guard.note("own_cancel_rejected", order_id=go.guard_id, clordid=clordid)
+            self._own_cancel_refused(go, clordid, msg)
         else:
             self._relay(msg, go, note, "", go.comp)
 
@@ -2340,8 +2377,8 @@ class Gateway(Handler):
         if req.kind == "G":
             self._venue_refused_replace(req, msg)
         if req.order is not None and req.order.cancel_sent == clordid:
-            req.order.cancel_sent = None  # the gateway's own cancel: a drain sends another
-            self.guard.note("own_cancel_rejected", order_id=req.order.guard_id, clordid=clordid)
+            req.order.cancel_sent = None  # the gateway's own cancel: sent again if it must be
+            self._own_cancel_refused(req.order, clordid, msg)
             return
         if req.kind == "F":
             # a resend of the client's cancel is answered with this again (`SentCancel`)
@@ -2461,8 +2498,8 @@ class Gateway(Handler):
             self.book.unsend_cancel(req, ref_id)
             go = req.order
             if go is not None and go.cancel_sent == ref_id:
-                go.cancel_sent = None  # the gateway's own cancel: a drain sends another
-                self.guard.note("own_cancel_rejected", order_id=go.guard_id, clordid=ref_id)
+                go.cancel_sent = None  # the gateway's own cancel: sent again if it must be
+                self._own_cancel_refused(go, ref_id, None, why)
                 return
             sid = self.client_sids.get(req.comp)
             if sid is not None:
@@ -3165,6 +3202,50 @@ class Gateway(Handler):
             fields.append((F.ORDER_ID, go.order_id))
         self._emit(F.message(F.CANCEL, fields), self.venue_sid, (F.CANCEL, cid))
 
+    def _own_cancel_refused(
+        self, go: GwOrder, clordid: str, msg: F.In | None, why: str = ""
+    ) -> None:
+        """The venue refused the gateway's own cancel `clordid` of `go` (OrderCancelReject,
+        an ExecutionReport 150=8, a BusinessMessageReject or session Reject, or the venue
+        session did not take it; caller holds the lock, `go.cancel_sent` already cleared).
+
+        While a kill holds the order or its client is gone (`_cancel_in_force`) and it is
+        still live, a fresh cancel is sent after a wait that doubles with each refusal
+        (the sweep's period first, at most `answer_timeout_s`), until the venue cancels or
+        ends it: a venue refuses a cancel it cannot act on yet (the order's ack in flight,
+        unknown order; a pending state; too late, with the fill still to come). Before,
+        a refused cancel-on-disconnect was never sent again (no client, no drain left)
+        and the order worked on at the venue with its owner gone, and a kill's refused
+        after its drain had ended worked on through the kill. Recorded
+        (`own_cancel_rejected`, with the venue's reason and when the next goes) and logged
+        `OWN_CANCEL_REFUSED`; a client's mass cancel's refused cancel is only recorded (its
+        client is there to cancel)."""
+        reason = F.clean((msg.get(F.CXL_REJ_REASON) or msg.get(F.ORD_REJ_REASON) or "")
+                         if msg is not None else "")[:8]  # fmt: skip
+        text = F.clean((msg.get(F.TEXT) or "") if msg is not None else why)[:200]
+        resend_in: float | None = None
+        if go.live and self._cancel_in_force(go):
+            resend_in = min(self.answer_timeout_s, self._sweep_s * 2 ** min(go.cancel_refusals, 16))
+            go.cancel_refusals += 1
+            due = self.guard.clock.monotonic_ns() + to_ns(resend_in)
+            self._kill_resend.append((due, go, None, clordid, "cancel_refused"))
+            log.error(
+                "OWN_CANCEL_REFUSED order=%s cancel=%s reason=%s text=%r: another in %.2f s",
+                go.guard_id,
+                F.clean(clordid)[:64],
+                reason,
+                text,
+                resend_in,
+            )
+        self.guard.note(
+            "own_cancel_rejected",
+            order_id=go.guard_id,
+            clordid=F.clean(clordid)[:64],
+            reason=reason or None,
+            text=text or None,
+            resend_in_s=resend_in,
+        )
+
     def _kill_in_force(self, go: GwOrder) -> bool:
         """Whether a kill that cancelled `go` (`GwOrder.kills`) is still in force: the Guard
         holds its scope halted or reducing (caller holds the lock). A resume of it ends
@@ -3283,7 +3364,8 @@ class Gateway(Handler):
                 for o in orders:
                     o.cancel_note = note
                     o.cancel_sent = cid
-                    self._kill_resend.append((due, o, cid, cid))  # unanswered: one cancel each
+                    # unanswered: one cancel each
+                    self._kill_resend.append((due, o, cid, cid, "answer_timeout"))
                 self._emit(F.message(F.MASS_CANCEL, fields), self.venue_sid)
             else:
                 for o in orders:

@@ -1,0 +1,101 @@
+"""A cancel of the gateway's own that the venue refuses is sent again while it must be.
+
+A venue refuses a cancel it cannot act on yet: the order's acknowledgement still in
+flight ("unknown order"), a pending state, a throttle. The gateway's own cancels are the
+ones nobody else will send again once refused: a cancel-on-disconnect's (its client is
+gone) and a kill's once its drain has ended (`kill_drain_timeout_s`, 1.5 s). Before, such
+a refusal was recorded (`own_cancel_rejected`) and nothing more: the order worked on at
+the venue with its owner gone, or through the kill. Now a fresh cancel follows, after a
+wait that doubles with each refusal, until the venue cancels or ends the order. Real
+QuickFIX sessions; the venue is made to refuse the first cancels in each of the ways a
+venue refuses one (OrderCancelReject, ExecutionReport 150=8, BusinessMessageReject).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from knightwatch.gateway import fields as F
+from knightwatch.state import Scope
+
+from .conftest import Rig, eventually
+from .test_gateway import refuse_cancel_by_report, rest
+from .test_kill_cancel_resent import kill
+
+
+def refuse_first(rig: Rig, monkeypatch: pytest.MonkeyPatch, how: str, n: int) -> list[str]:
+    """The venue refuses the first `n` cancels (`how`: cxl_reject, report, business),
+    then cancels as ever; returns the ClOrdIDs of the cancels it read."""
+    venue = rig.venue
+    real = venue._cancel
+    seen: list[str] = []
+
+    def cancel(msg: F.In, sid: Any, key: str) -> None:
+        seen.append(msg[F.CL_ORD_ID])
+        if len(seen) > n:
+            real(msg, sid, key)
+        elif how == "cxl_reject":
+            o = venue.orders.get((key, msg[F.ORIG_CL_ORD_ID]))
+            venue._cancel_reject(sid, msg[F.CL_ORD_ID], msg[F.ORIG_CL_ORD_ID], o, "1",
+                                 F.CXL_PENDING)  # fmt: skip
+        elif how == "report":
+            refuse_cancel_by_report(f"REFUSED-{len(seen)}")(msg, sid, key)
+        else:
+            reject = F.message(
+                F.BUSINESS_REJECT,
+                [(F.REF_SEQ_NUM, msg[F.MSG_SEQ_NUM]), (F.REF_MSG_TYPE, F.CANCEL),
+                 (F.BUSINESS_REJECT_REF_ID, msg[F.CL_ORD_ID]),
+                 (F.BUSINESS_REJECT_REASON, "0"), (F.TEXT, "throttled")],
+            )  # fmt: skip
+            F.send(reject, sid)
+
+    monkeypatch.setattr(venue, "_cancel", cancel)
+    return seen
+
+
+HOWS = ("cxl_reject", "report", "business")
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_disconnect_cancel_the_venue_refuses_is_sent_again_until_it_cancels(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    rest(rig, "D1")
+    seen = refuse_first(rig, monkeypatch, how, 2)
+    rig.oms.stop()  # the client is gone: cancel-on-disconnect, nobody else to cancel D1
+    eventually(lambda: not rig.gateway.book.live(), what="D1 cancelled at the venue at last")
+    assert rig.venue.working() == [] and rig.guard.working_qty("L000") == (0, 0)
+    assert len(seen) == 3 and len(set(seen)) == 3  # two refused, each followed by a fresh one
+    refused = [e["data"] for e in rig.events("own_cancel_rejected")]
+    assert [r["clordid"] for r in refused] == seen[:2]
+    assert all(r["order_id"] == "OMS1:D1" and r["resend_in_s"] for r in refused)
+    assert refused[1]["resend_in_s"] == 2 * refused[0]["resend_in_s"]  # backs off
+    resent = [e["data"] for e in rig.events("kill_cancel_resent")]
+    assert [(r["why"], r["previous"]) for r in resent] == [("cancel_refused", c) for c in seen[:2]]
+
+
+def test_a_kill_cancel_the_venue_refuses_after_the_drain_is_sent_again_while_the_kill_holds(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No drain runs here (as after `kill_drain_timeout_s`): what is sent again, the
+    gateway sends by itself."""
+    rest(rig, "K1")
+    seen = refuse_first(rig, monkeypatch, "cxl_reject", 1)
+    kill(rig, Scope.STRATEGY, "OMS1")
+    eventually(lambda: not rig.gateway.book.live(), what="K1 cancelled at the venue at last")
+    assert rig.venue.working() == [] and len(seen) == 2
+
+
+def test_a_clients_mass_cancel_refused_is_not_sent_again_by_the_gateway(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's mass cancel: the client is there to cancel again; the refusal is only
+    recorded, no fresh cancel is scheduled."""
+    rest(rig, "M1")
+    seen = refuse_first(rig, monkeypatch, "cxl_reject", 1)
+    rig.oms.mass_cancel("MC")
+    (refused,) = eventually(lambda: rig.events("own_cancel_rejected"), what="the refusal")
+    assert refused["data"]["resend_in_s"] is None and refused["data"]["reason"] == "3"
+    assert len(seen) == 1 and rig.gateway.still_working(Scope.STRATEGY, "OMS1")
