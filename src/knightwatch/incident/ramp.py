@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -638,7 +638,7 @@ class RampController:
             raise
         own = resumed.entry.command_id
         # another approval of this halt may have stored its stage one over ours
-        await self._keep_own(record, own)
+        await self._or_trip(self._keep_own(record, own))
         _tell(self.on_resumed, resumed, "on_resumed")
         # The stages run from now, when the resume was applied, not from when it was
         # requested (an approved request can be minutes old).
@@ -656,20 +656,22 @@ class RampController:
             if now_stage is None or self.clock.monotonic_ns() - rescanned >= RESCAN_S * NS_PER_S:
                 # the store again, every RESCAN_S and before the ramp may end: no halt
                 # stored while it ran goes unseen because its announcement was lost
-                await self._rescan()
+                await self._or_trip(self._rescan())
                 rescanned = self.clock.monotonic_ns()
                 if self._watch.tripped:
                     return await self._trip(record, stage, resumed, start)
-                await self._keep_own(record, own)
+                await self._or_trip(self._keep_own(record, own))
+                if self._watch.tripped:
+                    return await self._trip(record, stage, resumed, start)
             if now_stage is None:
                 break
             if now_stage != stage:
                 stage = now_stage
                 fraction = self.plan.stages[stage].fraction
                 record = msgspec.structs.replace(
-                    record, stage=stage, fraction=fraction, since_ns=self.clock.time_ns()
+                    record, stage=stage, fraction=fraction, since_ns=self._since(record)
                 )
-                await self._put_or_say(record, own)
+                await self._or_trip(self._put_or_say(record, own))
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
@@ -679,13 +681,43 @@ class RampController:
             stage=len(self.plan.stages) - 1,
             fraction=1.0,
             status="done",
-            since_ns=self.clock.time_ns(),
+            since_ns=self._since(record),
         )
         await self._put_or_say(done, own)
         self._watch = None
         return RampOutcome(
             ramp_id, True, done.stage, 1.0, "", resumed, None, start, self.clock.time_ns()
         )
+
+    async def _or_trip(self, work: Coroutine[Any, Any, None]) -> None:
+        """The running ramp's work with the store (a rescan, a stage's record), given up
+        when a trip is heard first: the trip's kill goes out then, not when a slow store
+        answers. Before, a store that answered each read only at its request timeout (a
+        JetStream leader election, while announcements and metrics still flowed) held a
+        heard Guard halt's or block spike's kill of the scope for as long as the reads
+        took, and the scope traded on at the stage's limits. What was cut short is safe
+        to leave: a rescan is read again, a record is taken back by the trip's write."""
+        task = asyncio.ensure_future(work)
+        heard = asyncio.ensure_future(self._tripped.wait())
+        try:
+            await asyncio.wait({task, heard}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            heard.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not task.cancelled():
+            task.result()  # its own failures are its own to raise
+
+    def _since(self, record: RampRecord) -> int:
+        """The date of this ramp's next record: now, but never before its last one. Nodes
+        ignore a record that would loosen what they hold when it is dated before the one
+        held (a replayed earlier record): the approver's wall clock stepped back mid-ramp
+        (NTP correcting a clock that ran ahead) dated stage two and "done" before stage
+        one, and every node held stage one's 10% for good while `approve` said "complete:
+        full limits" and `status` showed the ramp done."""
+        return max(self.clock.time_ns(), record.since_ns + 1)
 
     async def _not_issued(self, record: RampRecord, why: str) -> str:
         """Mark this ramp's stage one "tripped" (its resume was not issued), only over its
@@ -727,7 +759,7 @@ class RampController:
             # the page says whether the halt took: "tripped" alone read as a halted scope
             said = f"its kill was NOT sent ({exc}): kill the scope again now"
         tripped = msgspec.structs.replace(
-            record, status="tripped", trip_reason=why, since_ns=self.clock.time_ns()
+            record, status="tripped", trip_reason=why, since_ns=self._since(record)
         )
         try:
             # taken back from a ramp that never resumed only while the slot holds our kill

@@ -8,8 +8,9 @@ node's flight-recorder chain head and last records, clock offsets, the latest
 metrics and the release manifest in force, into one tar archive with a
 manifest of SHA-256 hashes signed (DSSE, Ed25519) by the operator who took it.
 Evidence it could not collect (a member that sent no heartbeat, metrics or
-flight-recorder records, a store that could not be read, an audit stream too
-long to read) is named in `incomplete.json`, never silently left out.
+flight-recorder records, a store that could not be read, the audit messages
+before the stream's last `_AUDIT_CAP`: the tails are the records nearest the kill)
+is named in `incomplete.json`, never silently left out.
 `verify_snapshot` checks the signature and every hash, so one edited byte is
 found. Taking a snapshot only reads the control plane: it never blocks or
 slows a kill.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import tarfile
@@ -165,9 +167,21 @@ async def collect(
             files[name] = _json({"unavailable": str(exc)})
             gaps.append(f"{name}: the {bucket.value} store could not be read ({exc})")
     tails: dict[str, deque[bytes]] = {}
+    # The last `_AUDIT_CAP` messages, not the first: the tails are the records nearest
+    # the kill. Before, a stream longer than the cap (a day of a busy fleet) was read
+    # from its oldest message, and every tail and chain head was hours before the kill.
     seq = 1
     read = 0
-    while read < _AUDIT_CAP:
+    with contextlib.suppress(ControlPlaneUnavailable):  # then the read below names it
+        seq = max(1, await _audit_end(plane) - _AUDIT_CAP + 1)
+    if seq > 1:
+        gaps.append(
+            f"recorder/: the audit stream's first {seq - 1} message(s) were not read (its last "
+            f"{_AUDIT_CAP} were): records and supervisor actions only there are not in this "
+            "snapshot"
+        )
+    # messages that arrive while it is read are read too, up to another cap's worth
+    while read < 2 * _AUDIT_CAP:
         try:
             page = await plane.audit(seq, _AUDIT_PAGE)
         except ControlPlaneUnavailable as exc:
@@ -183,7 +197,7 @@ async def collect(
             tails.setdefault(env.node_id, deque(maxlen=last_records)).extend(env.lines())
             seq = stream_seq + 1
         read += len(page)
-    if read >= _AUDIT_CAP:
+    if read >= 2 * _AUDIT_CAP:
         gaps.append(
             f"recorder/: stopped reading the audit stream after {read} messages; "
             "later records are not in this snapshot"
@@ -220,6 +234,22 @@ async def collect(
     files["nodes/metrics.json"] = _json(dict(sorted(metrics.items())))
     files[INCOMPLETE] = _json(gaps)
     return files
+
+
+async def _audit_end(plane: ControlPlane) -> int:
+    """The audit stream's last sequence number (0: empty), by reading pages of one
+    message: one exists from `seq` on exactly while `seq` is at most the last."""
+    low, high = 0, 1
+    while page := await plane.audit(high, 1):
+        low, high = page[0][0], 2 * page[0][0] + 1
+    while high - low > 1:  # a message at `low` or after it, none from `high` on
+        mid = (low + high) // 2
+        page = await plane.audit(mid, 1)
+        if page:
+            low = page[0][0]
+        else:
+            high = mid
+    return low
 
 
 def _head(lines: deque[bytes]) -> dict[str, object]:
