@@ -54,7 +54,9 @@ async def test_the_losing_approval_of_the_same_halt_never_overwrites_the_running
     plane = await f.plane()
     first = (await ks.request_resume(Scope.FLEET, "fleet", "fixed (cli)")).cosigned(BOB.key)
     second = (await ks.request_resume(Scope.FLEET, "fleet", "fixed (console)")).cosigned(BOB.key)
-    plan = RampPlan.instant((0.1, 1.0), 3.0)
+    # stage one held 6 s: the record is taken back within a rescan (1 s), with room for a
+    # loaded machine before the stage ends
+    plan = RampPlan.instant((0.1, 1.0), 6.0)
     started: list[asyncio.Task[RampOutcome]] = []
     b = RampController(plane, ks, f.clock, plan)
 
@@ -68,7 +70,7 @@ async def test_the_losing_approval_of_the_same_halt_never_overwrites_the_running
         while not started:
             await asyncio.sleep(0.01)
         results = await asyncio.wait(
-            [running, started[0]], timeout=5.0, return_when=asyncio.FIRST_COMPLETED
+            [running, started[0]], timeout=15.0, return_when=asyncio.FIRST_COMPLETED
         )
         loser = next(iter(results[0]))
         winner, winner_request = (started[0], second) if loser is running else (running, first)
@@ -77,8 +79,9 @@ async def test_the_losing_approval_of_the_same_halt_never_overwrites_the_running
         assert state.command_id == winner_request.command_id
         # the running ramp's record stands (taken back within a rescan, far within a stage)
         record = await _stored(plane)
-        for _ in range(150):
-            if record.ramp_id == winner_request.command_id[:12]:
+        deadline = asyncio.get_running_loop().time() + 4.5  # within the stage's 6 s
+        while record.ramp_id != winner_request.command_id[:12]:
+            if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.01)
             record = await _stored(plane)
@@ -88,7 +91,7 @@ async def test_the_losing_approval_of_the_same_halt_never_overwrites_the_running
         assert "\n" not in str(error)
         assert "another approval" in str(error), str(error)
         assert not winner.done()
-        outcome = await asyncio.wait_for(winner, 10.0)
+        outcome = await asyncio.wait_for(winner, 30.0)
         assert outcome.completed, outcome
         done = await _stored(plane)
         assert (done.ramp_id, done.status) == (winner_request.command_id[:12], "done")
