@@ -45,7 +45,10 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
 * A node-wide HALTED (a fleet kill, a node halt, the loss stop) cancels all
   open orders through the exchange (`cancel_all_orders` per symbol traded or
   holding an adopted order, or one by one: an order whose cancel fails never spares
-  the orders after it) and reads back each order's final state.
+  the orders after it) and reads back each order's final state. An order adopted while
+  the node is HALTED (a market's first read still on its way when the kill swept, or
+  another program's order read after it) has its market swept again and read back as
+  the call that read it ends (the sweep ran without it).
 * Only what the Guard checked is sent. `params` may carry only
   `clientOrderId`, `timeInForce`, `postOnly`, `reduceOnly` and `marginMode`
   (ccxt merges `params` into the venue's request, where `quantity` or
@@ -122,7 +125,7 @@ import re
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -396,6 +399,11 @@ class Ledger:
         """Started markets where an order not placed here was reported (a trade of one, or an
         open one that could not be read): their open orders are read again, and any new one
         adopted, before the next order there (`resync`)."""
+        self.adopted_in_kill: list[_Tracked] = []
+        """Orders adopted while the node is HALTED: the kill's sweep ran without them (their
+        market's first read was still on its way, or another program opened them after
+        the sweep), so the wrapper sweeps their markets again once the call that adopted
+        them is done (`kill_adopted`)."""
 
     # --- starting positions -----------------------------------------------------
     def start_needed(self, symbol: Any) -> str | None:
@@ -644,6 +652,8 @@ class Ledger:
         self._start(tracked)
         self._bind(tracked, venue_order)
         self.symbols.add(tracked.symbol)
+        if self.guard.node_state() is TradingState.HALTED:
+            self.adopted_in_kill.append(tracked)  # the kill may have swept without it
         log.warning(
             "OPEN_ORDER_ADOPTED node=%s order=%s venue_id=%s symbol=%s side=%s remaining=%d",
             self.guard.node,
@@ -1462,6 +1472,15 @@ class Ledger:
     def kill_symbols(self) -> list[str]:
         return sorted(self.symbols)
 
+    def kill_adopted(self) -> list[str]:
+        """The markets to sweep again for the orders adopted while the node was HALTED
+        (`adopted_in_kill`, taken): those of the ones still live, while the node is still
+        HALTED (after a resume they stay working, as any adopted order)."""
+        taken, self.adopted_in_kill = self.adopted_in_kill, []
+        if self.guard.node_state() is not TradingState.HALTED:
+            return []
+        return list(dict.fromkeys(t.symbol for t in taken if not t.done))
+
 
 def _passthrough(wrapper: Any, ex: Any, name: str) -> Any:
     """ccxt's camelCase names reach the wrapped snake_case calls (`createOrder` is
@@ -1515,7 +1534,29 @@ def _serialized(
     @functools.wraps(method)
     def run(self: GuardedExchange, /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self.calls:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                if self.ledger.adopted_in_kill:
+                    self._cancel_adopted()
+
+    return run
+
+
+def _sweeping(
+    method: Callable[Concatenate[AsyncGuardedExchange, P], Awaitable[T]],
+) -> Callable[Concatenate[AsyncGuardedExchange, P], Coroutine[Any, Any, T]]:
+    """An `AsyncGuardedExchange` call that can adopt orders: once it is done (answered or
+    raised), the markets of orders it adopted while the node is HALTED are swept again
+    (`_cancel_adopted`): the kill's own sweep may have run without them."""
+
+    @functools.wraps(method)
+    async def run(self: AsyncGuardedExchange, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            if self.ledger.adopted_in_kill:
+                await self._cancel_adopted()
 
     return run
 
@@ -1859,32 +1900,55 @@ class GuardedExchange:
     @_serialized
     def cancel_everything(self) -> int:
         """Cancel every open order in the symbols traded here, then read back final states."""
-        ex, ledger = self.exchange, self.ledger
         cancelled = 0
-        for symbol in ledger.kill_symbols():
-            for attempt in range(1, _KILL_ATTEMPTS + 1):
-                try:
-                    if ex.has.get("cancelAllOrders"):
-                        ledger.apply_orders(ex.cancel_all_orders(symbol), "cancel_all_orders")
-                    else:
-                        left = 0
-                        for xid in _open_ids(ex.fetch_open_orders(symbol)):
-                            try:
-                                ledger.apply_orders(ex.cancel_order(xid, symbol), "cancel_order")
-                            except Exception as exc:
-                                left += _cancel_failed(symbol, xid, exc)
-                        _all_cancelled(symbol, left)
-                    cancelled += 1
-                    break
-                except Exception as exc:  # one symbol's failure never spares the others
-                    log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
+        for symbol in self.ledger.kill_symbols():
+            cancelled += self._cancel_symbol(symbol)
+        self._read_back()
+        return cancelled
+
+    def _cancel_symbol(self, symbol: str) -> bool:
+        """Cancel every open order in `symbol` at the venue (`cancel_all_orders`, else one by
+        one from its open orders), tried `_KILL_ATTEMPTS` times; whether it went through."""
+        ex, ledger = self.exchange, self.ledger
+        for attempt in range(1, _KILL_ATTEMPTS + 1):
+            try:
+                if ex.has.get("cancelAllOrders"):
+                    ledger.apply_orders(ex.cancel_all_orders(symbol), "cancel_all_orders")
+                else:
+                    left = 0
+                    for xid in _open_ids(ex.fetch_open_orders(symbol)):
+                        try:
+                            ledger.apply_orders(ex.cancel_order(xid, symbol), "cancel_order")
+                        except Exception as exc:
+                            left += _cancel_failed(symbol, xid, exc)
+                    _all_cancelled(symbol, left)
+                return True
+            except Exception as exc:  # one symbol's failure never spares the others
+                log.error("KILL_CANCEL_FAILED symbol=%s attempt=%d: %r", symbol, attempt, exc)
+        return False
+
+    def _read_back(self, symbol: str | None = None) -> None:
+        """Read the final state of each live order known by venue id (in `symbol`, or all)."""
+        ex, ledger = self.exchange, self.ledger
         for tracked in ledger.live():
-            if tracked.exchange_id is not None:
+            if tracked.exchange_id is not None and symbol in (None, tracked.symbol):
                 try:
                     ledger.apply_order(ex.fetch_order(tracked.exchange_id, tracked.symbol))
                 except Exception as exc:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
-        return cancelled
+
+    def _cancel_adopted(self) -> None:
+        """Sweep again the markets of orders adopted while the node is HALTED, and read them
+        back (`Ledger.kill_adopted`): the kill swept before they were known (a market's
+        first read on its way when it landed, or another program's order opened after
+        it). Runs as the call that adopted them ends, under `calls`; never raises."""
+        try:
+            for symbol in self.ledger.kill_adopted():
+                swept = self._cancel_symbol(symbol)
+                self._read_back(symbol)
+                _log_adopted_swept(self.guard.node, symbol, swept)
+        except Exception:
+            log.exception("KILL_CANCEL node=%s: orders adopted during the kill", self.guard.node)
 
 
 class AsyncGuardedExchange:
@@ -1922,6 +1986,7 @@ class AsyncGuardedExchange:
         await self.exchange.close()
 
     # --- starting positions -------------------------------------------------------
+    @_sweeping
     async def start(self, symbols: Iterable[Any]) -> None:
         """Read the start of each market not read yet (see the module doc): its position
         and the orders open there, adopted; an order in a market not read reads it first.
@@ -1967,6 +2032,7 @@ class AsyncGuardedExchange:
                     raise self.ledger.resync_failed(unified, exc) from None
 
     # --- orders -----------------------------------------------------------------
+    @_sweeping
     async def create_order(
         self,
         symbol: str,
@@ -1993,6 +2059,7 @@ class AsyncGuardedExchange:
             await self._cancel_late([tracked.symbol])
         return order
 
+    @_sweeping
     async def create_orders(
         self, orders: list[dict[str, Any]], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -2042,6 +2109,7 @@ class AsyncGuardedExchange:
     ) -> dict[str, Any]:
         return await self.create_order(symbol, "market", "sell", amount, None, params)
 
+    @_sweeping
     async def edit_order(
         self,
         id: str,
@@ -2095,21 +2163,25 @@ class AsyncGuardedExchange:
         return result
 
     # --- updates ------------------------------------------------------------------
+    @_sweeping
     async def fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
         order = await self.exchange.fetch_order(id, symbol, params or {})
         self.ledger.read_orders("fetch_order", order, many=False)
         return order
 
+    @_sweeping
     async def fetch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_orders", orders, many=True)
         return orders
 
+    @_sweeping
     async def fetch_open_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_open_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_open_orders", orders, many=True)
         return orders
 
+    @_sweeping
     async def fetch_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_closed_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_closed_orders", orders, many=True)
@@ -2125,21 +2197,25 @@ class AsyncGuardedExchange:
         self.ledger.read_trades("fetch_order_trades", trades)
         return trades
 
+    @_sweeping
     async def fetch_open_order(self, *args: Any, **kwargs: Any) -> Any:
         order = await self.exchange.fetch_open_order(*args, **kwargs)
         self.ledger.read_orders("fetch_open_order", order, many=False)
         return order
 
+    @_sweeping
     async def fetch_canceled_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_canceled_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_canceled_orders", orders, many=True)
         return orders
 
+    @_sweeping
     async def fetch_canceled_and_closed_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.fetch_canceled_and_closed_orders(*args, **kwargs)
         self.ledger.read_orders("fetch_canceled_and_closed_orders", orders, many=True)
         return orders
 
+    @_sweeping
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.watch_orders(*args, **kwargs)
         self.ledger.read_orders("watch_orders", orders, many=True)
@@ -2150,6 +2226,7 @@ class AsyncGuardedExchange:
         self.ledger.read_trades("watch_my_trades", trades)
         return trades
 
+    @_sweeping
     async def watch_orders_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.watch_orders_for_symbols(*args, **kwargs)
         self.ledger.read_orders("watch_orders_for_symbols", orders, many=True)
@@ -2247,11 +2324,10 @@ class AsyncGuardedExchange:
                 continue
             xid, symbol = tracked.exchange_id, tracked.symbol
             try:
-                self.ledger.apply_orders(await self.exchange.cancel_order(xid, symbol))
-                # read back, as the sweep does: some venues answer a cancel with ids only
-                self.ledger.apply_order(await self.exchange.fetch_order(xid, symbol))
+                answer = await self.exchange.cancel_order(xid, symbol)
+                self.ledger.apply_orders(answer, "cancel_order")
             except ccxt.OrderNotFound:
-                continue  # the kill's sweep (or a fill) ended it meanwhile
+                pass  # the kill's sweep (or a fill) ended it meanwhile: read back below
             except ccxt.BaseError as exc:
                 log.error("KILL_CANCEL_FAILED order=%s (placed in the kill): %s", tracked.gid, exc)
             else:
@@ -2260,6 +2336,12 @@ class AsyncGuardedExchange:
                     self.guard.node,
                     tracked.gid,
                 )
+            # read back, as the sweep does: some venues answer a cancel with ids only, and
+            # one the sweep cancelled before its answer bound it here ends only so
+            try:
+                self.ledger.apply_order(await self.exchange.fetch_order(xid, symbol))
+            except ccxt.BaseError as exc:
+                log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
         for symbol in unknown:
             if await self._cancel_symbol(symbol):
                 log.warning(
@@ -2309,6 +2391,36 @@ class AsyncGuardedExchange:
         await self._read_back()
         log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, cancelled)
         return cancelled
+
+    async def _cancel_adopted(self) -> None:
+        """Sweep again the markets of orders adopted while the node is HALTED, and read them
+        back (`Ledger.kill_adopted`): the kill swept before they were known (a market's
+        first read awaiting the venue when it landed, or another program's order opened
+        after it). Runs as the call that adopted them ends (`_sweeping`); never raises
+        but for the task's own cancellation."""
+        try:
+            for symbol in self.ledger.kill_adopted():
+                swept = await self._cancel_symbol(symbol)
+                await self._read_back(symbol)
+                _log_adopted_swept(self.guard.node, symbol, swept)
+        except Exception:
+            log.exception("KILL_CANCEL node=%s: orders adopted during the kill", self.guard.node)
+
+
+def _log_adopted_swept(node: str, symbol: str, swept: bool) -> None:
+    if swept:
+        log.warning(
+            "KILL_CANCEL node=%s symbol=%s swept again: orders adopted there during the kill",
+            node,
+            symbol,
+        )
+    else:
+        log.error(
+            "KILL_CANCEL_FAILED node=%s symbol=%s: orders adopted there during the kill are "
+            "still open",
+            node,
+            symbol,
+        )
 
 
 def _open_ids(answer: Any) -> list[Any]:
