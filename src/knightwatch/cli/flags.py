@@ -31,6 +31,7 @@ from knightwatch.cli.options import (
     check_output,
     node_list,
     nonempty_path,
+    shown,
     wait_seconds,
 )
 from knightwatch.clock import NS_PER_S, SystemClock
@@ -315,14 +316,23 @@ def show(
     if current is None:
         console.print("  no state: every node evaluates the safe default")
         return
-    console.print(escape(f"  revision {current.revision}: {current.node_values}"), highlight=False)
-    console.print(escape(f"  applied (node: revision): {current.applied or '-'}"), highlight=False)
+    # the store's records (node names, actors, reasons, origins) are written by others'
+    # credentials: their control characters are shown as escapes, never sent to the terminal
+    # ("\x1b[2K\x1b[1A" in a change's reason erased the line above it)
+    console.print(
+        escape(shown(f"  revision {current.revision}: {current.node_values}")), highlight=False
+    )
+    console.print(
+        escape(shown(f"  applied (node: revision): {current.applied or '-'}")), highlight=False
+    )
     for change in changes:
         console.print(
             escape(
-                f"  r{change.revision} {'on' if change.value else 'off'} {','.join(change.nodes)} "
-                f"by {change.actor} approver {change.approver or '-'} from {change.origin}: "
-                f"{change.reason}"
+                shown(
+                    f"  r{change.revision} {'on' if change.value else 'off'} "
+                    f"{','.join(change.nodes)} by {change.actor} approver "
+                    f"{change.approver or '-'} from {change.origin}: {change.reason}"
+                )
             ),
             highlight=False,
         )
@@ -509,13 +519,13 @@ def _report(console: Console, state: RolloutState) -> None:
     stages = state.plan.stages
     name = stages[state.stage_index].name if 0 <= state.stage_index < len(stages) else "?"
     console.print(  # the record's text is not markup (the bucket is operator-writable)
-        f"[{colour}]{escape(state.rollout_id)}: {state.status}[/{colour}] stage "
-        f"{escape(name)}, {len(state.exposed)}/{len(state.nodes)} node(s) on"
-        + (f", abort reason: {escape(state.abort_reason)}" if state.abort_reason else ""),
+        f"[{colour}]{escape(shown(state.rollout_id))}: {state.status}[/{colour}] stage "
+        f"{escape(shown(name))}, {len(state.exposed)}/{len(state.nodes)} node(s) on"
+        + (f", abort reason: {escape(shown(state.abort_reason))}" if state.abort_reason else ""),
         highlight=False,
     )
     for event in failed_actions(state):  # "aborted" alone read as if the nodes were off
-        console.print(f"[red]not done:[/red] {escape(event.detail)}", highlight=False)
+        console.print(f"[red]not done:[/red] {escape(shown(event.detail))}", highlight=False)
 
 
 def _health(console: Console, path: Path | None) -> SupervisorConfig:
@@ -676,6 +686,9 @@ def rollout_status(
                 at = when.isoformat(timespec="seconds")
             except (OverflowError, ValueError, OSError):  # not a time this record could hold
                 at = f"at_ns={event.at_ns}"
-            console.print(f"  {at} {escape(event.kind)}: {escape(event.detail)}", highlight=False)
+            console.print(
+                f"  {at} {escape(shown(event.kind))}: {escape(shown(event.detail))}",
+                highlight=False,
+            )
     if unreadable:
         raise typer.Exit(1)

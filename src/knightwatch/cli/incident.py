@@ -32,6 +32,7 @@ from knightwatch.cli.fleet import (
     StateDir,
     _run,
     _scope_or_exit,
+    _text,
     session,
 )
 from knightwatch.clock import SystemClock
@@ -116,7 +117,8 @@ def config_or_exit(path: Path | None) -> None:
 def print_checklist(checklist: Checklist, out: Console = console) -> None:
     """The checklist; its key and details quote the store (a halt's reason, node ids,
     verdicts): escaped, so "[/x]" in a kill reason is shown, not a traceback that blocks
-    the resume of that very halt."""
+    the resume of that very halt, and a control character is written as its escape
+    (`cli.fleet._text`), so a stored "\\x1b[1A" cannot redraw a FAIL row as ok."""
     verdict = "[green]PASS[/green]" if checklist.passed else "[red]REFUSED[/red]"
     title = f"preflight {checklist.scope.value} {escape(repr(checklist.key))}: {verdict}"
     table = Table(title=title, highlight=False)
@@ -125,8 +127,8 @@ def print_checklist(checklist: Checklist, out: Console = console) -> None:
     table.add_column("detail / what to fix")
     for item in checklist.items:
         table.add_row(
-            escape(item.name), "[green]ok[/green]" if item.ok else "[red]FAIL[/red]",
-            escape(item.detail),
+            _text(item.name), "[green]ok[/green]" if item.ok else "[red]FAIL[/red]",
+            _text(item.detail),
         )  # fmt: skip
     out.print(table)
 
@@ -134,8 +136,8 @@ def print_checklist(checklist: Checklist, out: Console = console) -> None:
 def _stage_line(record: RampRecord) -> None:
     when = datetime.fromtimestamp(record.since_ns / 1e9, tz=UTC).strftime("%H:%M:%S")
     console.print(
-        f"{when} ramp {escape(record.ramp_id)} stage {record.stage + 1}/{len(record.stages)}: "
-        f"{record.fraction:.0%} of limits ({escape(record.status)})",
+        f"{when} ramp {_text(record.ramp_id)} stage {record.stage + 1}/{len(record.stages)}: "
+        f"{record.fraction:.0%} of limits ({_text(record.status)})",
         highlight=False,
     )
 
@@ -526,16 +528,18 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) 
         why = r.trip_reason if r.status == "tripped" else ""
         if r.status == "ramping":
             why = RampWatch(r.scope, r.key, plan, 0, []).would_trip()
-        # the record's text (key, id, status, trip reason) is its writer's: shown as written
+        # the record's text (key, id, status, trip reason) is its writer's: shown as written,
+        # control characters escaped (a trip reason's "\x1b[2K\x1b[1A" erased the HALTED
+        # row above it in `status`)
         table.add_row(
             r.scope.value,
-            escape(r.key),
-            escape(r.ramp_id),
+            _text(r.key),
+            _text(r.ramp_id),
             f"{r.stage + 1}/{len(r.stages)}",
             f"{r.fraction:.0%}",
-            escape(r.status) if r.status != "tripped" else f"[red]{r.status}[/red]",
-            escape(signed) if isinstance(signer, str) else signed,
-            escape(why),
+            _text(r.status) if r.status != "tripped" else f"[red]{r.status}[/red]",
+            _text(signed) if isinstance(signer, str) else signed,
+            _text(why),
         )
     return table
 
