@@ -241,9 +241,13 @@ class Admitter:
         registry: RegistrySchema,
         *,
         target_release: str,
+        roster: NodeRoster | None = None,
     ) -> Admission:
+        """`roster`: the key each node may attest with this time, in place of the enrolled
+        roster (the admission service passes the key that asked for the challenge)."""
         now = self._clock.time_ns()
-        opened, problems = open_attestation(attestation, self._roster)
+        keys = self._roster if roster is None else roster
+        opened, problems = open_attestation(attestation, keys)
         if opened is None:
             known = problems[0].reason is not AdmissionReason.ATTESTATION_MALFORMED
             node = problems[0].subject if known else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -32,11 +33,28 @@ MAX_DEPTH = 256
 """Directories nested inside each other under an artifacts directory, at most."""
 
 
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories a path must not hold: controls (NUL, newline, escape, C1), format
+characters (bidi overrides, zero-width) and line or paragraph separators."""
+
+
 def check_artifact_path(path: str, *, where: str) -> str:
-    """Relative POSIX paths only, so the same release hashes the same on every host."""
+    """Relative POSIX paths of printable characters only, so the same release hashes the
+    same on every host and every path reads on one line as it is.
+
+    A path is a finding's subject and lands in the admission service's log line and the
+    node's refusal: a file named with a newline in it (`x`, newline, `ADMISSION ...`)
+    on a node wrote a forged line into the control plane's log, and a bidi override
+    showed one file's name as another's."""
     if "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
         raise ReleaseInputError(
             f"{where}: artifact path {quoted(path)} must be a normalised relative POSIX path"
+        )
+    bad = next((c for c in path if unicodedata.category(c) in _UNPRINTABLE), None)
+    if bad is not None:
+        raise ReleaseInputError(
+            f"{where}: artifact path {quoted(path)} holds the unprintable character "
+            f"U+{ord(bad):04X}; artifact paths are printable characters (rename the file)"
         )
     return path
 
@@ -184,6 +202,7 @@ def list_directory(root: Path) -> list[Path]:
                 f"artifacts directory {root}: file name {quoted(os.fsencode(relative))} is not "
                 "UTF-8; artifact paths must be UTF-8 (rename the file)"
             ) from None
+        check_artifact_path(relative, where=f"artifacts directory {root}")
     return files
 
 

@@ -160,6 +160,9 @@ class AdmissionService:
         self._pending: dict[str, OrderedDict[str, int]] = {}
         """Per node name: the challenges issued and not yet answered (nonce -> issued at),
         oldest first."""
+        self._keys: dict[str, VerifyKey] = {}
+        """Per unanswered challenge: the node key that signed the request for it, the key
+        its attestation must be signed with (a node mid-rotation asks with either)."""
         self._issued: OrderedDict[str, str] = OrderedDict()
         """Every challenge not yet answered (nonce -> node name), oldest first: expiry
         looks only at its front, so a request costs O(1) amortised however many are
@@ -273,7 +276,8 @@ class AdmissionService:
         checked = self._checked_request(payload, now)
         if isinstance(checked, bytes):
             return checked
-        node = checked.node
+        request, key = checked
+        node = request.node
         self._expire(now)
         mine = self._pending.get(node)
         if mine is not None and len(mine) >= self._max_pending_per_node:
@@ -287,17 +291,20 @@ class AdmissionService:
                 f"not enrolled, and {len(self._issued)} challenges are unanswered (limit "
                 f"{self._max_pending})",
             )
-        self._requests[(node, checked.request_id)] = now
+        self._requests[(node, request.request_id)] = now
         self._requests_of[node] += 1
         nonce = self.admitter.challenge(node)
         self._pending.setdefault(node, OrderedDict())[nonce] = now
         self._issued[nonce] = node
+        self._keys[nonce] = key
         return ENCODER.encode(ChallengeReply(nonce))
 
-    def _checked_request(self, payload: bytes, now: int) -> ChallengeRequest | bytes:
-        """The request if its node signed it, fresh and not seen before; else the refusal
-        reply. Cheap checks first: a signature is verified only for a well formed, fresh
-        request carrying exactly one."""
+    def _checked_request(
+        self, payload: bytes, now: int
+    ) -> tuple[ChallengeRequest, VerifyKey] | bytes:
+        """The request and the node key that signed it, if its node signed it, fresh and not
+        seen before; else the refusal reply. Cheap checks first: a signature is verified
+        only for a well formed, fresh request carrying exactly one."""
         try:
             bare = payload.decode()
         except UnicodeDecodeError:
@@ -386,7 +393,12 @@ class AdmissionService:
                 f"{self._requests_of[node]} requests within {2 * SKEW_NS / NS_PER_S:.0f} s "
                 f"(limit {self._max_requests_per_node})",
             )
-        return request
+        found = roster.key(member.key_id)  # the key signers_of verified it under
+        if found is None:
+            return self._refuse_challenge(
+                CHALLENGE_NOT_AUTHENTIC, node, f"key {member.key_id[:16]} is not on the roster"
+            )
+        return request, found[1]
 
     def _expire_requests(self, now: int) -> None:
         """Forget the served request ids a replay of which is refused as stale anyway (more
@@ -428,6 +440,7 @@ class AdmissionService:
         if at is None:
             return None
         del self._issued[nonce]
+        self._keys.pop(nonce, None)
         if not mine:
             del self._pending[node]
         return at
@@ -499,6 +512,7 @@ class AdmissionService:
             finding = Finding(AdmissionReason.ATTESTATION_MALFORMED, "envelope", str(exc))
             return Verdict("", False, "refused", "", "", (finding,), now)
         claimed = _claimed(envelope)
+        keys: dict[str, VerifyKey] | None = None  # None: the enrolled roster (no claim read)
         if claimed is not None:
             node, nonce = claimed
             if len(envelope.signatures) != 1:
@@ -513,6 +527,7 @@ class AdmissionService:
                 return Verdict("", False, "refused", "", "", (finding,), now)
             # a signature is checked only against a challenge still unanswered, and once:
             # the attempt spends it (a forgery repeated with one nonce costs no more checks)
+            key = self._keys.get(nonce)
             at = self._forget(node, nonce)
             if at is None or not self._live(at, now):
                 finding = Finding(
@@ -522,7 +537,12 @@ class AdmissionService:
                     "(answered, expired or withdrawn); ask for a new one",
                 )
                 return Verdict("", False, "refused", "", "", (finding,), now)
-            opened, _ = open_attestation(envelope, self.roster)
+            attesting = self._attesting_key(node, key, now)
+            if isinstance(attesting, Finding):
+                self.admitter.withdraw(nonce)
+                return Verdict("", False, "refused", "", "", (attesting,), now)
+            keys = attesting
+            opened, _ = open_attestation(envelope, keys)
             if opened is None:  # not the node's: its challenge admits nobody now
                 self.admitter.withdraw(nonce)
         target = self.target
@@ -541,9 +561,44 @@ class AdmissionService:
             )
             return Verdict("", False, "refused", "", "", (finding,), now)
         admission = self.admitter.admit(
-            envelope, target.envelope, self.registry, target_release=target.release_id
+            envelope,
+            target.envelope,
+            self.registry,
+            target_release=target.release_id,
+            roster=keys,
         )
         return self._verdict(admission, target)
+
+    def _attesting_key(
+        self, node: str, key: VerifyKey | None, now: int
+    ) -> dict[str, VerifyKey] | Finding:
+        """The key `node`'s attestation is checked with: the one that signed its request
+        for this challenge, still on the roster for that node and valid now.
+
+        Before, the attestation was checked against one key per node taken at the last
+        roster version (the newest then): a node still on its old key during a planned
+        rotation's overlap got a challenge (its key was valid) and then was refused, its
+        lease revoked; and once its old key ended and a new one began with no roster
+        version in between, the ended key was the only one accepted, for good. A node not
+        enrolled here (new while a kill was in force) stays unknown."""
+        if node not in self.roster or key is None:
+            return {}  # not enrolled: node_unknown, as before
+        roster = self.trust_store.roster
+        found = roster.key(key.key_id) if roster is not None else None
+        member = found[0] if found is not None else None
+        if (
+            member is None
+            or member.name != node
+            or Role.NODE not in member.roles
+            or not member.valid_at(now)
+        ):
+            return Finding(
+                AdmissionReason.ATTESTATION_SIGNATURE_INVALID,
+                node,
+                f"key {key.key_id[:16]} that asked for this challenge is no longer valid on "
+                "the roster for this node (revoked or ended since); ask again with a valid key",
+            )
+        return {node: key}
 
     def _verdict(self, admission: Admission, target: TargetRecord) -> Verdict:
         schema: dict[str, str] = {}
