@@ -49,7 +49,11 @@ nodes at all: one operator with write rights on the flags bucket could sign a ch
 riding a rollout's stored approval that turned the flag on across the whole fleet at once,
 after the rollout was aborted. What a node remembers of each rollout it saw (its nodes, the
 stages it took, whether it ended) is the node's (`knightwatch.control.node.flags`):
-`RolloutStage` is what this check hands it.
+`RolloutStage` is what this check hands it, with the stage's signed issue time and the
+hold the approved plan puts between it and the plan's previous stage that adds nodes (the
+node refuses a stage signed sooner: before, one operator could sign the stages in quick
+succession). A `flags set` approval is of one change: `ApprovalUse` names the change that
+carried it, so a node that saw it used refuses it riding another.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from knightwatch.clock import NS_PER_S
 from knightwatch.flags.activation import ActivationRequest
 from knightwatch.flags.definition import FlagDefinition, definition_hash
 from knightwatch.flags.rollout import RolloutPlan, plan_digest, stage_slices
@@ -198,6 +203,23 @@ class RolloutStage(NamedTuple):
     nodes: tuple[str, ...]
     value: bool
     revision: int
+    issued_ns: int
+    """The stage's signed issue time (the next stage's hold counts from it)."""
+    hold_ns: int
+    """How long the approved plan holds between `prior`'s issue and this stage's: the
+    holds of every stage from `prior` up to this one (0 with no `prior`)."""
+
+
+class ApprovalUse(NamedTuple):
+    """A verified change a `flags set` approval carried: an approval is of one change, so
+    a node that saw it used refuses it riding another (`knightwatch.control.node.flags`)."""
+
+    approval: str
+    """sha256 of the approval's payload, whichever envelope carries it."""
+    change: str
+    """Which change used it: its revision and the sha256 of its signed payload."""
+    issued_ns: int
+    value: bool
 
 
 _PLAN = msgspec.json.Decoder(RolloutPlan)
@@ -246,6 +268,7 @@ def _rollout_stage(decision: FlagDecision, approval: Envelope) -> RolloutStage:
         order,
         digest,
     )
+    holds = plan.stages[prior : decision.rollout_stage] if prior >= 0 else ()
     return RolloutStage(
         approval=hashlib.sha256(approval.payload_bytes()).hexdigest(),
         binding=hashlib.sha256(_ENCODER.encode(bound)).hexdigest(),
@@ -255,6 +278,8 @@ def _rollout_stage(decision: FlagDecision, approval: Envelope) -> RolloutStage:
         nodes=decision.nodes,
         value=decision.value,
         revision=decision.revision,
+        issued_ns=decision.issued_ns,
+        hold_ns=sum(int(s.hold_s * NS_PER_S) for s in holds),
     )
 
 
@@ -272,6 +297,8 @@ class FlagVerdict(msgspec.Struct, frozen=True):
     rollout: RolloutStage | None = None
     """The rollout stage whose approval carried it (the node checks it against what it
     remembers of that rollout)."""
+    used: ApprovalUse | None = None
+    """The `flags set` approval that carried it (the node checks no other change used it)."""
 
 
 def check_flag_proof(
@@ -365,8 +392,16 @@ def check_flag_proof(
     if known and not decision.trading_behaviour:
         return checked
     approvers, stage = _approvers(bundle.approval, decision, roster, known, judged_ns)
+    used = None
+    if bundle.approval is not None and approvers and stage is None:
+        used = ApprovalUse(
+            approval=hashlib.sha256(bundle.approval.payload_bytes()).hexdigest(),
+            change=f"{decision.revision}:{hashlib.sha256(payload).hexdigest()}",
+            issued_ns=decision.issued_ns,
+            value=decision.value,
+        )
     return msgspec.structs.replace(
-        checked, checked=Checked(decision.actor, approvers), rollout=stage
+        checked, checked=Checked(decision.actor, approvers), rollout=stage, used=used
     )
 
 

@@ -39,7 +39,16 @@ that stage: aborted, stopped by anyone, or replaced), if it makes a stage again
 Before, the approval of an aborted rollout, stored with it and readable, let one
 operator sign new "stages" within its day and turn the flag on again alone. The memory
 is kept in the node's applied record (only the node may write it), read back at start,
-and dropped once no stage can ride the approval anyway (`ROLLOUT_SPAN_NS`).
+and dropped once no stage can ride the approval anyway (`ROLLOUT_SPAN_NS`). A stage signed
+sooner after the plan's previous stage that added nodes than the approved plan holds
+between them (less `SKEW_NS`) is refused (`approval_invalid`): the holds were the driver's
+alone, and one operator could sign the stages in quick succession.
+
+A `flags set` approval is of one change, and the node remembers the change each approval
+it saw carried, the same way (`used_approval`, kept with the rollouts): a change riding an
+approval another change used is refused (`replayed`). Before, `flags set` alone refused a
+used approval (`approval_used`); someone writing `kw_flags` directly could sign a second
+change on it within its hour, after the first was switched off, and turn the flag on alone.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import SKEW_NS, Refused, TrustReason
 from knightwatch.trust.flagproof import (
     ROLLOUT_SPAN_NS,
+    ApprovalUse,
     FlagDecision,
     FlagProof,
     RolloutStage,
@@ -86,6 +96,9 @@ class RolloutStep(msgspec.Struct, frozen=True):
     proof: str
     """sha256 of the stage's proof (every node it added holds that very proof)."""
     nodes: tuple[str, ...]
+    issued_ns: int = 0
+    """The stage's signed issue time (the next stage's hold counts from it; 0: recorded
+    by a node that did not keep it, so no later stage can be checked against it)."""
 
 
 class RolloutSeen(msgspec.Struct, frozen=True):
@@ -100,6 +113,13 @@ class RolloutSeen(msgspec.Struct, frozen=True):
     stages: dict[int, RolloutStep] = {}
     ended: str = ""
     """Why it ended ("": it had not, as far as this node saw)."""
+
+
+def used_approval(use: ApprovalUse) -> RolloutSeen:
+    """A `flags set` approval this node saw carried by a change, kept with the rollouts (in
+    the node's applied record): `binding` names the change (`ApprovalUse.change`), no
+    stages, never ended; it may carry no other change."""
+    return RolloutSeen(use.approval, f"change:{use.change}", use.issued_ns, use.value)
 
 
 class FlagApplied(msgspec.Struct, frozen=True):
@@ -251,6 +271,27 @@ def claimed_away(proof: str) -> FlagDecision | None:
     return None if decision.value == decision.safe_default else decision
 
 
+def _too_soon(rollout: RolloutSeen, stage: RolloutStage) -> str:
+    """Why `stage` comes before the approved plan's hold since its `prior` stage was issued
+    ("" if it does not): the holds are in the plan the approval names, so one operator
+    signing the stages in quick succession carries none of them."""
+    prior = rollout.stages.get(stage.prior) if stage.prior >= 0 else None
+    if prior is None:
+        return ""  # no earlier stage: the order check refuses what needs one
+    if prior.issued_ns <= 0:
+        return (
+            f"the issue time of stage {stage.prior} of its rollout is not known here, so the "
+            f"approved plan's hold before stage {stage.stage} cannot be checked"
+        )
+    if stage.issued_ns - prior.issued_ns >= stage.hold_ns - SKEW_NS:
+        return ""
+    return (
+        f"issued_ns {stage.issued_ns}: stage {stage.stage} of its rollout is issued "
+        f"{(stage.issued_ns - prior.issued_ns) / 1e9:.1f} s after stage {stage.prior} "
+        f"({prior.issued_ns}); the approved plan holds {stage.hold_ns / 1e9:g} s between them"
+    )
+
+
 class NodeFlags:
     """A node's flag state and its own fleet membership, for the OpenFeature provider.
 
@@ -284,6 +325,8 @@ class NodeFlags:
         self._rollouts: dict[str, dict[str, RolloutSeen]] = {}
         """Per flag, per rollout approval: the rollout it carried, as this node saw it."""
         self._refused_keys: dict[tuple[str, int], None] = {}
+        self._used: dict[str, None] = {}
+        """sha256 of the proofs whose `flags set` approval use is learned (not checked again)."""
         self.refused: Counter[TrustReason] = Counter()
         self.last_refusal = ""
 
@@ -488,6 +531,8 @@ class NodeFlags:
                     )
                 if verdict.rollout is not None:
                     self._check_rollout(state.flag_id, verdict.rollout)
+                if verdict.used is not None:
+                    self._check_used(state.flag_id, verdict.used)
                 if revision < self._proof_revision.get(state.flag_id, 0):
                     raise Refused(
                         TrustReason.REPLAYED,
@@ -540,12 +585,17 @@ class NodeFlags:
                     seen[key] = msgspec.structs.replace(rollout, ended=why)
                     break
         stages: list[tuple[RolloutStage, str]] = []
+        uses: list[tuple[int, ApprovalUse]] = []
         for proof in {p for p in state.proofs.values() if p}:
             claimed = claimed_away(proof)
-            if claimed is None or claimed.approval_kind != "rollout" or not claimed.nodes:
+            if claimed is None or claimed.approval_kind not in ("rollout", "flag"):
+                continue
+            if not claimed.nodes:
                 continue
             digest = _sha(proof)
-            if any(step.proof == digest for r in seen.values() for step in r.stages.values()):
+            if digest in self._used or any(
+                step.proof == digest for r in seen.values() for step in r.stages.values()
+            ):
                 continue  # learned already
             try:
                 verdict = check_flag_proof(
@@ -562,6 +612,14 @@ class NodeFlags:
                 continue  # unverified: says nothing of the rollout (its nodes refuse it)
             if verdict.rollout is not None:
                 stages.append((verdict.rollout, digest))
+            if verdict.used is not None:
+                uses.append((verdict.revision, verdict.used))
+                self._used[digest] = None
+                while len(self._used) > _REFUSED_KEPT:
+                    del self._used[next(iter(self._used))]
+        for _, use in sorted(uses):  # the earliest change is the approval's own
+            if use.approval not in seen:
+                seen[use.approval] = used_approval(use)
         for stage, digest in sorted(stages, key=lambda s: (s[0].stage, s[0].revision)):
             held = seen.get(stage.approval)
             if held is None:
@@ -572,9 +630,10 @@ class NodeFlags:
                 or held.ended
                 or stage.stage in held.stages
                 or (stage.prior >= 0 and stage.prior not in held.stages)
+                or _too_soon(held, stage)
             ):
                 continue  # another rollout on a used approval, or a stage out of its order
-            step = RolloutStep(stage.revision, digest, stage.nodes)
+            step = RolloutStep(stage.revision, digest, stage.nodes, stage.issued_ns)
             seen[stage.approval] = msgspec.structs.replace(
                 held, stages={**held.stages, stage.stage: step}
             )
@@ -607,12 +666,25 @@ class NodeFlags:
                 f"stage {stage.stage} of its rollout comes before stage {stage.prior} was "
                 "made; the stages ride their approval in order",
             )
+        if early := _too_soon(rollout, stage):
+            raise Refused(TrustReason.APPROVAL_INVALID, early)
         if step is None or step.revision != stage.revision:
             made = "" if step is None else f" (made at revision {step.revision})"
             raise Refused(
                 TrustReason.REPLAYED,
                 f"stage {stage.stage} of its rollout is made again at revision "
                 f"{stage.revision}{made}; each stage is made once",
+            )
+
+    def _check_used(self, flag_id: str, use: ApprovalUse) -> None:
+        """Refuse a change riding a `flags set` approval this node saw another change use."""
+        held = self._rollouts.get(flag_id, {}).get(use.approval)
+        if held is not None and held.binding != f"change:{use.change}":
+            revision = held.binding.removeprefix("change:").partition(":")[0]
+            raise Refused(
+                TrustReason.REPLAYED,
+                f"its approval was used already, by the change of revision {revision}; an "
+                "approval is of one change: ask for a new one",
             )
 
     def _freezing_kill(self, issued_ns: int) -> str:
