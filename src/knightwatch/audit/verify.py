@@ -7,10 +7,10 @@ One streaming pass does two independent checks:
   seal's hash. A failed seal proves its batch (or the seal) was altered, but
   not which line: a hash per batch names the batch.
 * The sequence. Every line carries seq 0, 1, 2, ... A line out of sequence is
-  explained from where the missing numbers turn up: a record whose number
-  fills a gap elsewhere was moved (reordered); one whose number was already
-  passed, or belongs nowhere, was inserted; numbers that never turn up were
-  deleted. This names the line, inside a batch.
+  explained from where the missing numbers turn up: a record, or a run of
+  records, whose numbers fill a gap elsewhere was moved (reordered); one whose
+  number was already passed, or belongs nowhere, was inserted; numbers that
+  never turn up were deleted. This names the line, inside a batch.
 
 Records after the last seal are reported as unsealed: a recorder still
 running, or one that crashed and was not reopened (reopening seals them).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+from bisect import bisect_left
 from collections.abc import Iterable
 from enum import StrEnum
 from hashlib import sha256
@@ -173,6 +174,8 @@ class _Verifier:
         self.gaps: list[tuple[int, int, int, int]] = []  # (line after, line before, lo, hi)
         self.isolated: dict[int, int] = {}  # seq -> line, lines connected to neither neighbour
         self.repeats: list[tuple[int, int, int, int]] = []  # (line, seq, run-end line, its seq)
+        self.run_start: tuple[int, int] | None = None  # (line, seq) starting the current run
+        self.runs: list[tuple[int, int, int, int]] = []  # (first line, its seq, last line, seq)
         # seals
         self.batch = sha256()
         self.batch_lines = 0
@@ -261,6 +264,7 @@ class _Verifier:
         other.gaps = list(self.gaps)
         other.isolated = dict(self.isolated)
         other.repeats = list(self.repeats)
+        other.runs = list(self.runs)
         other.batch = self.batch.copy()
         return other
 
@@ -397,25 +401,33 @@ class _Verifier:
         if self.cur is not None:
             self._classify(self.cur, forward=True)
             self.cur = None
+        self._close_run()
 
     def _classify(self, cur: tuple[int, int], *, forward: bool) -> None:
         line, seq = cur
-        if self.cur_back:
-            self.run_end = cur
-            return
         end_line, end_seq = self.run_end
-        if seq == end_seq + 1:
-            self.run_end = cur  # connected across a line that is not a record
+        if self.cur_back or seq == end_seq + 1:
+            # follows the line before it, or connected across a line that is not a record
+            if self.run_start is None:
+                self.run_start = cur
+            self.run_end = cur
         elif forward:
             if seq > end_seq + 1:
                 self._keep(self.gaps, (line, end_line, end_seq + 1, seq - 1))
             else:
                 self._keep(self.repeats, (line, seq, end_line, end_seq))
-            self.run_end = cur
+            self._close_run()
+            self.run_start = self.run_end = cur
         elif len(self.isolated) < MAX_BREAKS:
             self.isolated.setdefault(seq, line)
         else:
             self.capped = True
+
+    def _close_run(self) -> None:
+        """Keep the connected run that just ended: a block of lines moved elsewhere is one."""
+        if self.run_start is not None:
+            self._keep(self.runs, (*self.run_start, *self.run_end))
+            self.run_start = None
 
     def _keep(self, into: list[tuple[int, int, int, int]], item: tuple[int, int, int, int]) -> None:
         if len(into) < MAX_BREAKS:
@@ -426,26 +438,69 @@ class _Verifier:
     def _where(self, line: int, seq: int) -> str:
         return "the start of the file" if line == 0 else f"line {line} (seq {seq})"
 
+    def _home(self, s: int, lo: int, before: int, run_ends: dict[int, int]) -> str:
+        """Where a line (or a run) with seq `s`, moved into the gap from `lo` on, belongs."""
+        if s == lo:
+            return self._where(before, lo - 1)
+        if s - 1 in self.isolated:
+            return self._where(self.isolated[s - 1], s - 1)
+        if s - 1 in run_ends:
+            return self._where(run_ends[s - 1], s - 1)
+        return f"seq {s - 1}"
+
     def _explain_sequence(self) -> None:
+        """Explain the gaps from what turns up elsewhere: an out-of-sequence line or a run of
+        lines whose seqs fall in a gap was moved there, and the rest of the gap was deleted.
+
+        Each gap finds its lines by bisection, each line and run placed once: a search of
+        every out-of-sequence line per gap took hours on a file with its fills moved to its
+        end (100,000 gaps by 100,000 lines). A run of lines moved as a block (a batch put
+        back in the wrong place) was reported as that many records deleted, and its first
+        line as inserted.
+        """
+        iso = sorted(self.isolated)
+        iso_next = list(range(len(iso) + 1))  # the first unplaced index from each (path-halved)
+        runs = sorted(self.runs, key=lambda r: r[1])
+        run_seqs = [r[1] for r in runs]
+        run_next = list(range(len(runs) + 1))
+        run_ends = {r[3]: r[2] for r in runs}  # a run's last seq -> its line
         placed: set[int] = set()
+        moved_runs: set[int] = set()  # the first lines of runs found moved
+        scan_left = 4 * MAX_BREAKS  # runs looked at that do not fit a gap (overlapping junk)
         for after, before, lo, hi in self.gaps:
-            moved = [s for s in self.isolated if lo <= s <= hi]
-            for s in moved:
+            filled = 0
+            i = _first_free(iso_next, bisect_left(iso, lo))
+            while i < len(iso) and iso[i] <= hi:
+                s = iso[i]
                 placed.add(s)
+                iso_next[i] = i + 1
+                filled += 1
                 line = self.isolated[s]
-                if s == lo:
-                    home = self._where(before, lo - 1)
-                elif s - 1 in self.isolated:
-                    home = self._where(self.isolated[s - 1], s - 1)
-                else:
-                    home = f"seq {s - 1}"
                 self.add(
                     ProblemKind.REORDERED,
                     line,
                     s,
-                    f"line {line} (seq {s}) belongs after {home}",
+                    f"line {line} (seq {s}) belongs after {self._home(s, lo, before, run_ends)}",
                 )
-            missing = hi - lo + 1 - len(moved)
+                i = _first_free(iso_next, i + 1)
+            j = _first_free(run_next, bisect_left(run_seqs, lo))
+            while j < len(runs) and run_seqs[j] <= hi and scan_left > 0:
+                first_line, first, last_line, last = runs[j]
+                if last <= hi:
+                    run_next[j] = j + 1
+                    moved_runs.add(first_line)
+                    filled += last - first + 1
+                    home = self._home(first, lo, before, run_ends)
+                    self.add(
+                        ProblemKind.REORDERED,
+                        first_line,
+                        first,
+                        f"lines {first_line}-{last_line} (seq {first}-{last}) belong after {home}",
+                    )
+                else:
+                    scan_left -= 1
+                j = _first_free(run_next, j + 1)
+            missing = hi - lo + 1 - filled
             if missing > 0:
                 self.add(
                     ProblemKind.DELETED,
@@ -463,6 +518,8 @@ class _Verifier:
                     f"line {line} (seq {s}) is out of sequence and fills no gap: it was inserted",
                 )
         for line, seq, end_line, end_seq in self.repeats:
+            if line in moved_runs:
+                continue
             self.add(
                 ProblemKind.INSERTED,
                 line,
@@ -470,3 +527,12 @@ class _Verifier:
                 f"line {line} (seq {seq}) repeats a seq already passed "
                 f"({self._where(end_line, end_seq)}): a line was inserted or duplicated",
             )
+
+
+def _first_free(nxt: list[int], i: int) -> int:
+    """The first index from `i` on not yet placed: `nxt[k]` points past placed ones (a
+    disjoint-set walk with path halving, so each gap's search costs what it finds)."""
+    while nxt[i] != i:
+        nxt[i] = nxt[nxt[i]]
+        i = nxt[i]
+    return i
