@@ -334,6 +334,11 @@ class NodeRuntime:
         self.base_limits = guard.limits
         """The limits this node was started with; a ramp stage scales these."""
         self._ramps: dict[str, RampRecord] = {}
+        # per slot, the last signed ramp record passed over as stale (`_take_ramp`): taken
+        # again when the resume its ramp belongs to comes into force here
+        self._passed: dict[str, bytes] = {}
+        # per slot, the newest revision of a ramp record heard live since a resync began
+        self._ramps_heard: dict[str, int] = {}
         # per slot, the resume in force whose signed ramp this node holds by its own clock,
         # and when (monotonic ns) that ramp started here
         self._plans: dict[str, tuple[StateEntry, int]] = {}
@@ -822,6 +827,7 @@ class NodeRuntime:
                 )
                 return None
             self._on_resumed(entry.scope, entry.key, source)
+            self._retake(entry)  # its ramp's record passed over before: loosens, after the lift
             return _nothing
         report = self.guard.latch(
             entry.scope,
@@ -1168,10 +1174,26 @@ class NodeRuntime:
         it: the store is where a restarted node learns of kills, so an entry
         that may have overwritten one must never read as "not halted".
         """
+        self._ramps_heard = {}
         ramps = await self.plane.records(Bucket.RAMP)
+        # a record heard live while the store was read, newer than what the read returned
+        # for its slot, stands as taken (before, the read's older record replaced it: a
+        # ramp's "done" heard meanwhile was undone by its stage 50% until the next write)
+        heard = {
+            key: (self._ramps.get(key), self._passed.get(key))
+            for key, revision in self._ramps_heard.items()
+            if revision > ramps.get(key, (b"", 0))[1]
+        }
         self._ramps = {}
+        self._passed = {}
         for key, (value, _) in ramps.items():
-            self._take_ramp(key, value, live=False)
+            if key not in heard:
+                self._take_ramp(key, value, live=False)
+        for key, (ramp, passed) in heard.items():
+            if ramp is not None:
+                self._ramps[key] = ramp
+            if passed is not None:
+                self._passed[key] = passed
         self._apply_ramps()
         changed: list[tuple[StateEntry, Callable[[], None], int]] = []
         judged: dict[str, StateEntry] = {}
@@ -1499,10 +1521,20 @@ class NodeRuntime:
         holds); only an unverified "done" for a slot this node holds no ramp in
         counts as no record, which is all a deleted one is (so a store written by
         a version that did not sign records holds no finished ramp). A verified
-        one that would loosen what the node holds is ignored when it is older
-        than the record held (a replay of an earlier ramp's record), or when the
-        resume it ramps is in force here and neither that resume's requester nor
-        its approver signed it (another operator cannot step someone's ramp up).
+        one that would loosen what the node holds is ignored when it is stale, or
+        when the resume it ramps is in force here and neither that resume's
+        requester nor its approver signed it (another operator cannot step
+        someone's ramp up). Stale is judged by each ramp's own order, never by dates
+        written on two hosts' clocks: a record older than the held record of its own
+        ramp (a replay of its earlier stage), a record of another ramp over the held
+        record of the ramp whose resume is in force here (whatever its date: an old
+        ramp's "done" replayed over the running one), and, where neither ramp's resume
+        is in force, one dated before the held record of another ramp. A record of the
+        ramp whose resume is in force is never stale over another ramp's (before, a
+        "tripped" of a losing approval or of an earlier ramp, dated by a clock ahead,
+        held the slot at its stage for good: every record of the running ramp, its
+        "done" too, was older). The last record passed over as stale is taken again
+        when the resume its ramp belongs to comes into force here (`_retake`).
         A record stored under another key than its own slot's (its scope and key) is
         refused as one that does not verify: the key is not signed."""
         if self._another_nodes(key):
@@ -1512,6 +1544,7 @@ class NodeRuntime:
             # genuine record written over it was skipped without clearing it
             self._ramps.pop(key, None)
             return
+        self._passed.pop(key, None)  # the slot's record is this one now
         try:
             ramp = RAMP_DECODER.decode(value)
         except UNDECODABLE as exc:
@@ -1552,11 +1585,15 @@ class NodeRuntime:
         loosens = _ramp_level(ramp) > (_ramp_level(held) if held is not None else 1.0)
         resume = self._applied.get(key)
         people = self._applied_by.get(key)
+        # the ramp of the resume in force here (the request id: ramp and request name each other)
+        current = (
+            resume.command_id[:12]
+            if resume is not None and resume.state is TradingState.ACTIVE
+            else None
+        )
         if (
             loosens
-            and resume is not None
-            and resume.state is TradingState.ACTIVE
-            and resume.command_id[:12] == ramp.ramp_id
+            and current == ramp.ramp_id
             and people is not None
             and by.actor not in (people.actor, *people.approvers)
         ):
@@ -1565,22 +1602,43 @@ class NodeRuntime:
             why = f"signed by {by.actor}, not by {people.describe()} who resumed {key}"
             self._refuse_ramp(key, ramp, Refused(TrustReason.ACTOR_MISMATCH, why), "ignored")
             return
-        if (
-            held is not None
-            and held.proof is not None
-            and ramp.since_ns < held.since_ns
-            and loosens
-        ):
-            log.error(
-                "RAMP_STALE node=%s key=%s ramp=%s signed by %s: older than ramp %s held; ignored",
-                self.node_id,
-                key,
-                ramp.ramp_id,
-                by.actor,
-                held.ramp_id,
-            )
-            return
+        if loosens and held is not None and held.proof is not None:
+            stale = ""
+            if ramp.ramp_id == held.ramp_id:
+                if ramp.since_ns < held.since_ns:
+                    stale = f"older than its own record held ({held.ramp_id})"
+            elif held.ramp_id == current:
+                stale = f"another ramp than {held.ramp_id} held, whose resume is in force"
+            elif ramp.ramp_id != current and ramp.since_ns < held.since_ns:
+                stale = f"older than ramp {held.ramp_id} held"
+            if stale:
+                log.error(
+                    "RAMP_STALE node=%s key=%s ramp=%s signed by %s: %s; ignored",
+                    self.node_id,
+                    key,
+                    ramp.ramp_id,
+                    by.actor,
+                    stale,
+                )
+                self._passed[key] = value
+                return
         self._ramps[key] = ramp
+
+    def _retake(self, resume: StateEntry) -> None:
+        """Take again the ramp record passed over as stale in `resume`'s slot if it is of
+        `resume`'s ramp, now in force here: a new ramp's stage one stored (before its
+        resume) over an earlier ramp's record dated by a clock ahead, or heard while this
+        node still held the resume before the kill the new ramp follows."""
+        value = self._passed.get(resume.slot)
+        if value is None:
+            return
+        try:
+            ramp_id = RAMP_DECODER.decode(value).ramp_id
+        except UNDECODABLE:  # decoded once already; never held
+            return
+        if ramp_id == resume.command_id[:12]:
+            self._take_ramp(resume.slot, value, live=True)
+            self._apply_ramps()
 
     def _another_nodes(self, key: str) -> bool:
         """Whether ramp bucket key `key` is another node's slot (`node.<other id>`)."""
@@ -1642,6 +1700,8 @@ class NodeRuntime:
             )
 
     async def _on_ramp(self, record: Record) -> None:
+        if record.revision > self._ramps_heard.get(record.key, 0):
+            self._ramps_heard[record.key] = record.revision
         self._take_ramp(record.key, record.value, live=True)
         self._apply_ramps()
 
