@@ -81,6 +81,12 @@ KILL_TTL_S = 60.0
 """How long a kill stays valid as news (re-announcements, the store write's retries)."""
 REQUEST_TTL_S = 900.0
 """How long a resume request waits for its approver before it expires."""
+REASON_MAX_CHARS = 4096
+"""The longest reason a command carries. An entry holds its reason twice (as a field and in
+its signed envelope, base64) and must fit one NATS message (1 MiB by default): a longer one
+was neither announced nor stored, and the kill reported sent after its 15 s of retries. A
+kill's longer reason goes out cut to this (a stop is never refused for its text); a
+resume's is refused."""
 
 
 RUNBOOK_FALLBACK = (
@@ -284,6 +290,19 @@ class KillSwitch:
     def _entry(self, scope: Scope, key: str, state: TradingState, reason: str) -> StateEntry:
         if not reason.strip():
             raise KillSwitchError("reason: must say why (recorded with the command)")
+        if len(reason) > REASON_MAX_CHARS:
+            if state is TradingState.ACTIVE:
+                raise KillSwitchError(
+                    f"reason: must be at most {REASON_MAX_CHARS} characters (got {len(reason)})"
+                )
+            # a stop is never held back for its text: it goes out with the reason cut
+            log.warning(
+                "kill reason of %d characters cut to %d (it must fit one message)",
+                len(reason),
+                REASON_MAX_CHARS,
+            )
+            mark = f"\u2026 (cut from {len(reason)} characters)"
+            reason = reason[: REASON_MAX_CHARS - len(mark)] + mark
         key = FLEET_KEY if scope is Scope.FLEET else key
         try:
             slot_of(scope, key)  # before anything is signed or sent: no slot, no command
