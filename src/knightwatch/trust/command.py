@@ -38,7 +38,6 @@ old resume cannot meet.
 from __future__ import annotations
 
 import base64
-import binascii
 from enum import StrEnum
 
 import msgspec
@@ -244,7 +243,7 @@ def signers_of(
         member, key = found
         try:
             raw = base64.b64decode(signature.sig, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a character outside ASCII: no signature
             raw = b""
         if not key.verify(raw, message):
             raise Refused(
