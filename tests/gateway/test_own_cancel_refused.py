@@ -88,14 +88,29 @@ def test_a_kill_cancel_the_venue_refuses_after_the_drain_is_sent_again_while_the
     assert rig.venue.working() == [] and len(seen) == 2
 
 
-def test_a_clients_mass_cancel_refused_is_not_sent_again_by_the_gateway(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", HOWS)
+def test_a_clients_mass_cancel_refused_is_told_to_the_client_not_sent_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """A client's mass cancel: the client is there to cancel again; the refusal is only
-    recorded, no fresh cancel is scheduled."""
+    """A client's mass cancel: the client is there to cancel again, so no fresh cancel
+    is scheduled; but its MassCancelReport counted the order as affected, so the refusal
+    is told to it, as FIX answers each affected order: an OrderCancelReject under the
+    mass cancel's ClOrdID naming the order still working. Before, the client was never
+    told and took for cancelled an order working at the venue."""
     rest(rig, "M1")
-    seen = refuse_first(rig, monkeypatch, "cxl_reject", 1)
+    seen = refuse_first(rig, monkeypatch, how, 1)
     rig.oms.mass_cancel("MC")
+    assert rig.oms.wait_for(lambda r: r.mtype == F.MASS_CANCEL_REPORT).get(F.TOTAL_AFFECTED) == "1"
+    rej = rig.oms.wait_for(lambda r: r.mtype == F.CANCEL_REJECT, what="the refusal, told")
+    assert (rej.get(F.CL_ORD_ID), rej.get(F.ORIG_CL_ORD_ID)) == ("MC", "M1")
+    assert rej.get(F.ORD_STATUS) == "0" and rej.get(F.CXL_REJ_RESPONSE_TO) == "1"
+    assert rej.get(F.ORDER_ID) == rig.venue.find("M1").order_id
+    assert rej.get(F.CXL_REJ_REASON) == (F.CXL_PENDING if how == "cxl_reject" else "2")
+    assert rej.get(F.TEXT).startswith("mass cancel MC: the venue refused this order's cancel")
     (refused,) = eventually(lambda: rig.events("own_cancel_rejected"), what="the refusal")
-    assert refused["data"]["resend_in_s"] is None and refused["data"]["reason"] == "3"
+    assert refused["data"]["resend_in_s"] is None
     assert len(seen) == 1 and rig.gateway.still_working(Scope.STRATEGY, "OMS1")
+    rig.oms.cancel("M1x", "M1", "L000", "1", 100)  # the client, told, cancels it itself
+    rig.oms.wait_report("M1x", "4")
+    assert rig.venue.working() == []
+    assert [r for r in rig.oms.received if r.mtype == F.CANCEL_REJECT] == [rej]

@@ -119,6 +119,10 @@ class GwOrder:
     no kill's drain is left to cancel it, so a cancel of it the venue never answers, or
     one lost with the venue session, is sent again by the gateway itself (as a kill's)
     until the venue answers one."""
+    mass_cancel: str = ""
+    """ClOrdID of the client's OrderMassCancelRequest whose cancel of it is in flight or
+    due: a refusal of that cancel is told to the client by an OrderCancelReject naming
+    the mass cancel and the order (the MassCancelReport counted it as affected)."""
     cancel_refusals: int = 0
     """How many of the gateway's own cancels of it the venue refused while a kill held it
     or its client was gone: each fresh cancel waits twice as long as the one before

@@ -39,7 +39,9 @@ What the gateway decides around the Guard:
 * cancels are always forwarded (under the gateway's own ClOrdID when the
   client's is in use on the venue session, answered under the client's); a
   client's mass cancel becomes one cancel per order of that client (the venue
-  sees one session for all clients);
+  sees one session for all clients), and one of those the venue refuses is told
+  to the client (an OrderCancelReject under the mass cancel's ClOrdID naming
+  the order);
 * resent orders and replaces (PossDupFlag/PossResend) are answered from the
   decision already taken, never checked or forwarded twice (a replace in flight:
   the venue's answer to the first; answered: the order's state if it took
@@ -197,7 +199,9 @@ _LISTING = (
 """Fields that name the instrument or its listing beside the identifier the Guard checks,
 whichever `instrument` is: another exchange's listing of the same security trades at
 its own price, in its own currency; an alternative id is one the venue may resolve the
-instrument by, which the gateway cannot compare with the one the Guard checks."""
+instrument by, which the gateway cannot compare with the one the Guard checks.
+ExDestination(100) is passed on: a routing instruction (an exchange of the same listing,
+as US desks direct orders) that most desks send on every order."""
 
 _TERMS: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
     (
@@ -393,6 +397,10 @@ MAX_AWAITING = 65_536
 """Orders, replaces and cancels whose answer is awaited at once: with more, the oldest is
 looked at before its time (unanswered still: handled as at its timeout), so a venue that
 answers nothing costs bounded memory however fast clients send."""
+
+
+_CXL_REASONS = frozenset({F.CXL_TOO_LATE, F.CXL_UNKNOWN_ORDER, F.CXL_BROKER_OPTION, F.CXL_PENDING})
+"""CxlRejReason(102) values every FIX version has: the venue's is passed on if one."""
 
 
 def _cancel_on_disconnect(msg: F.In) -> bool:
@@ -763,6 +771,7 @@ class Gateway(Handler):
                 self.book.unsend_cancel(req, clordid)  # its resend goes to the venue
             if go is not None and go.cancel_sent == clordid:
                 go.cancel_sent = None  # the gateway's own cancel: a drain sends another
+                go.mass_cancel = ""  # a later refusal of another cancel is not its
         # a replace or cancel of an order that ended meanwhile (the venue filled, cancelled
         # or expired it, maybe reporting the end under the order's own ClOrdID, not the
         # request's): no answer can change anything, so it is let go, recorded, no halt
@@ -1706,6 +1715,7 @@ class Gateway(Handler):
                 hit = [o for o in self.book.of(comp) if kind == "7" or o.symbol == symbol]
                 response = kind
             for o in hit:
+                o.mass_cancel = clordid
                 self._cancel_at_venue(o, f"mass cancel {clordid}")
             report = F.message(
                 F.MASS_CANCEL_REPORT,
@@ -3218,8 +3228,12 @@ class Gateway(Handler):
         and the order worked on at the venue with its owner gone, and a kill's refused
         after its drain had ended worked on through the kill. Recorded
         (`own_cancel_rejected`, with the venue's reason and when the next goes) and logged
-        `OWN_CANCEL_REFUSED`; a client's mass cancel's refused cancel is only recorded (its
-        client is there to cancel)."""
+        `OWN_CANCEL_REFUSED`; a client's mass cancel's refused cancel is not sent again
+        (its client is there to cancel) but is told to that client: an OrderCancelReject
+        under the mass cancel's ClOrdID naming the order (OrigClOrdID, OrderID, its
+        OrdStatus), as FIX answers each order a mass cancel affects. Before, the client,
+        whose MassCancelReport had counted the order as affected, was never told, and took
+        for cancelled an order still working at the venue."""
         reason = F.clean((msg.get(F.CXL_REJ_REASON) or msg.get(F.ORD_REJ_REASON) or "")
                          if msg is not None else "")[:8]  # fmt: skip
         text = F.clean((msg.get(F.TEXT) or "") if msg is not None else why)[:200]
@@ -3245,6 +3259,24 @@ class Gateway(Handler):
             text=text or None,
             resend_in_s=resend_in,
         )
+        mass, go.mass_cancel = go.mass_cancel, ""
+        sid = self.client_sids.get(go.comp)
+        if mass and resend_in is None and go.live and sid is not None:
+            venue = msg.get(F.CXL_REJ_REASON) if msg is not None else None
+            fields = [
+                (F.ORDER_ID, go.order_id),
+                (F.CL_ORD_ID, mass),
+                (F.ORIG_CL_ORD_ID, go.clordid),
+                (F.ORD_STATUS, go.status),
+                (F.CXL_REJ_RESPONSE_TO, "1"),
+                (F.CXL_REJ_REASON, venue if venue in _CXL_REASONS else F.CXL_BROKER_OPTION),
+                (
+                    F.TEXT,
+                    f"mass cancel {mass}: the venue refused this order's cancel"
+                    f"{f' ({text})' if text else ''}; it is still working"[:512],
+                ),
+            ]
+            self._emit(F.message(F.CANCEL_REJECT, fields), sid)
 
     def _kill_in_force(self, go: GwOrder) -> bool:
         """Whether a kill that cancelled `go` (`GwOrder.kills`) is still in force: the Guard
