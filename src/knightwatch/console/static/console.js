@@ -9,9 +9,11 @@ const beatMs = Number(body.dataset.heartbeatMs || 1000);
 const can = (what) => body.dataset[what] === "1";
 const $ = (id) => document.getElementById(id);
 
+// every time shown names its zone: a request's "expires 04:10" or a node's last confirmation
+// had none (only some columns' headers said UTC), and an operator off UTC read it as local
 function utc(ns) {
   if (!ns) return "-";
-  return new Date(Number(ns) / 1e6).toISOString().replace("T", " ").slice(0, 23);
+  return new Date(Number(ns) / 1e6).toISOString().replace("T", " ").slice(0, 23) + " UTC";
 }
 
 // What others write (a reason from the CLI, a node's host, a refusal) has no bound of its
@@ -276,7 +278,32 @@ async function stopFlag(path, flag) {
 }
 
 // ------------------------------------------------------------------ kill
-let killing = null;
+// Every kill sent from this page has its own result: its title, its rows and its line of what
+// is missing, drawn into its own elements and never into another's. Two kills in flight at once
+// shared one panel: the older one's late answer overwrote the newer one's title and rows (a
+// refused or unconfirmed newer kill read as the older one's "every live node confirmed"), and
+// marked the newer one finished so its own confirmations stopped showing. The newest kill
+// holds the ids (#kill-result-title, #kill-rows, #kill-missing) and sits on top; earlier ones
+// stay below it, each titled with its own scope, until KILLS_SHOWN newer ones have been sent.
+const KILLS_SHOWN = 20;
+let killing = null; // the newest kill
+let killCount = 0;
+const kills = []; // every kill still shown, newest first
+
+function killPanel() {
+  const div = document.createElement("div");
+  div.className = "kill-one";
+  const title = document.createElement("h3");
+  const table = document.createElement("table");
+  table.className = "kill-rows";
+  const head = table.createTHead().insertRow();
+  for (const h of ["node", "confirmed"]) { const th = document.createElement("th"); th.textContent = h; head.appendChild(th); }
+  table.createTBody();
+  const missing = document.createElement("p");
+  missing.className = "error";
+  div.append(title, table, missing);
+  return { div, title, tbody: table.tBodies[0], table, missing };
+}
 
 function killTarget() {
   const scope = $("kill-scope").value;
@@ -313,10 +340,11 @@ function setupKill() {
     // the rows are only drawing: nothing in them may keep the kill from being posted (a
     // snapshot without nodes, "{}" from a console that had built none yet, threw here and
     // the page said "waiting for confirmations…" for a kill it never sent)
-    try { startKillRows(t); } catch (err) { console.error("kill rows:", err); }
+    let kill = null;
+    try { kill = startKillRows(t); } catch (err) { console.error("kill rows:", err); }
     const clicked = performance.now();
     const { status, data } = await post("/api/kill", payload);
-    finishKill(status, data, performance.now() - clicked);
+    finishKill(kill, status, data, performance.now() - clicked);
   });
 }
 
@@ -324,87 +352,109 @@ function startKillRows(t) {
   // rows by node id in a Map: a plain object already holds "constructor", "__proto__" and
   // "toString", all names the roster allows a node, and drawing such a node's row raised
   // before the kill was posted (the page said "waiting for confirmations…"; nothing was sent)
-  killing = { scope: t.scope, key: t.scope === "fleet" ? "fleet" : t.key, since: Date.now() * 1e6, rows: new Map() };
-  $("kill-result").hidden = false;
-  $("kill-result-title").textContent = `${t.scope} ${t.key}: waiting for confirmations…`;
-  $("kill-missing").textContent = "";
-  const tbody = $("kill-rows").tBodies[0];
-  tbody.replaceChildren();
-  const live = snapshot && Array.isArray(snapshot.nodes) ? snapshot.nodes.filter((n) => !n.left && !n.expired) : [];
-  for (const n of live) killRow(n.node, "waiting", "amber");
+  const panel = killPanel();
+  const kill = { n: ++killCount, scope: t.scope, key: t.scope === "fleet" ? "fleet" : t.key, since: Date.now() * 1e6, rows: new Map(), finished: false, ...panel };
+  if (killing) {
+    // the kill before this one keeps its own panel, below, under its own title
+    for (const el of [killing.title, killing.table, killing.missing]) el.removeAttribute("id");
+    killing.div.classList.add("earlier");
+    killing.title.textContent = `earlier kill #${killing.n}: ${killing.title.textContent}`;
+  }
+  kill.title.id = "kill-result-title";
+  kill.table.id = "kill-rows";
+  kill.missing.id = "kill-missing";
+  kill.div.dataset.kill = String(kill.n);
+  kill.div.dataset.scope = `${t.scope} ${t.key}`;
+  const box = $("kill-result");
+  box.prepend(kill.div);
+  box.hidden = false;
+  kills.unshift(kill);
+  while (kills.length > KILLS_SHOWN) kills.pop().div.remove();
+  killing = kill;
+  kill.title.textContent = `${t.scope} ${t.key}: waiting for confirmations…`;
+  try {
+    const live = snapshot && Array.isArray(snapshot.nodes) ? snapshot.nodes.filter((n) => !n.left && !n.expired) : [];
+    for (const n of live) killRow(kill, n.node, "waiting", "amber");
+  } catch (err) { console.error("kill rows:", err); }
+  return kill;
 }
 
-function killRow(node, text, cls) {
-  const tbody = $("kill-rows").tBodies[0];
-  let tr = killing.rows.get(node);
+function killRow(kill, node, text, cls) {
+  let tr = kill.rows.get(node);
   if (!tr) {
     tr = document.createElement("tr");
     tr.dataset.node = node;
     cell(tr, node);
     cell(tr, "");
-    tbody.appendChild(tr);
-    killing.rows.set(node, tr);
+    kill.tbody.appendChild(tr);
+    kill.rows.set(node, tr);
   }
   tr.cells[1].textContent = text;
   tr.cells[1].className = cls;
 }
 
 function onConfirm(c) {
-  if (!killing || c.scope !== killing.scope || c.key !== killing.key) return;
-  if (c.state === "ACTIVE" || c.applied_ns < killing.since - 5e9) return;
-  if (killing.finished) return; // the result's measured latency stays; a late echo does not undo it
-  killRow(c.node, "confirmed", "green");
+  for (const kill of kills) {
+    if (c.scope !== kill.scope || c.key !== kill.key) continue;
+    if (c.state === "ACTIVE" || c.applied_ns < kill.since - 5e9) continue;
+    if (kill.finished) continue; // the result's measured latency stays; a late echo does not undo it
+    killRow(kill, c.node, "confirmed", "green");
+  }
 }
 
-function finishKill(status, data, ms) {
+function finishKill(kill, status, data, ms) {
+  // a kill whose panel could not be drawn still shows its answer, in a panel of its own
+  if (!kill) kill = startKillRows({ scope: data.scope || "?", key: data.key || "" });
+  kill.finished = true;
+  // only the newest kill speaks for the page's last kill; an earlier one's answer is its own
+  const newest = kill === killing;
+  const last = (what) => { if (newest) body.dataset.lastKill = what; };
+  const earlier = newest ? "" : `earlier kill #${kill.n}: `;
+  const title = kill.title;
   if (status === 0) {
     // no answer: not known to be sent, stored or confirmed; red, never "waiting"
-    if (killing) killing.finished = true;
-    $("kill-result-title").textContent = `NO ANSWER: ${killing ? `${killing.scope} ${killing.key}` : "the kill"} is NOT confirmed (${ms.toFixed(0)} ms in this browser)`;
-    $("kill-result-title").className = "error";
-    if (killing) for (const node of killing.rows.keys()) killRow(node, "NO ANSWER", "red");
-    $("kill-missing").textContent = data.error;
-    body.dataset.lastKill = "no-answer";
+    title.textContent = `${earlier}NO ANSWER: ${kill.scope} ${kill.key} is NOT confirmed (${ms.toFixed(0)} ms in this browser)`;
+    title.className = "error";
+    for (const node of kill.rows.keys()) killRow(kill, node, "NO ANSWER", "red");
+    kill.missing.textContent = data.error;
+    last("no-answer");
     return;
   }
   if (data.sent === false) {
     // never reached the control plane: no node has it, nothing is stored; say so in red,
     // with what to do instead, and never as a kill that was done
-    if (killing) killing.finished = true;
-    $("kill-result-title").textContent = `NOT SENT: ${data.scope} ${data.key} was NOT killed (${ms.toFixed(0)} ms in this browser)`;
-    $("kill-result-title").className = "error";
-    if (killing) for (const node of killing.rows.keys()) killRow(node, "NOT SENT", "red");
-    for (const node of data.targets || []) killRow(node, "NOT SENT", "red");
-    $("kill-missing").textContent = data.error;
-    body.dataset.lastKill = "not-sent";
+    title.textContent = `${earlier}NOT SENT: ${data.scope} ${data.key} was NOT killed (${ms.toFixed(0)} ms in this browser)`;
+    title.className = "error";
+    for (const node of kill.rows.keys()) killRow(kill, node, "NOT SENT", "red");
+    for (const node of data.targets || []) killRow(kill, node, "NOT SENT", "red");
+    kill.missing.textContent = data.error;
+    last("not-sent");
     return;
   }
   if (status !== 200 && !("ok" in data)) {
     // refused (logged out, a restarted console, a bad field): no node confirms this kill, and
     // its rows said "waiting" in amber for good (a confirmation of another's kill of the
     // scope then turned them green)
-    if (killing) killing.finished = true;
-    $("kill-result-title").textContent = `refused (${status}): ${data.error}`;
-    $("kill-result-title").className = "error";
-    if (killing) for (const node of killing.rows.keys()) killRow(node, `NOT CONFIRMED (refused ${status})`, "red");
-    body.dataset.lastKill = "refused";
+    title.textContent = `${earlier}refused (${status}): ${kill.scope} ${kill.key}: ${data.error}`;
+    title.className = "error";
+    for (const node of kill.rows.keys()) killRow(kill, node, `NOT CONFIRMED (refused ${status})`, "red");
+    last("refused");
     return;
   }
-  if (killing) killing.finished = true;
-  $("kill-result-title").className = data.ok ? "green" : "red";
+  title.className = data.ok ? "green" : "red";
   const took = `(${ms.toFixed(0)} ms in this browser)`;
-  $("kill-result-title").textContent = status === 503
+  title.textContent = earlier + (status === 503
     ? `NOT DONE: ${data.scope} ${data.key} was sent, but no node confirmed it and it was not stored ${took}`
-    : `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} ${took}`;
-  for (const [node, lat] of Object.entries(data.latencies_ms)) killRow(node, `${lat.toFixed(1)} ms`, "green");
-  for (const m of data.missing) killRow(m.node, `NOT CONFIRMED (lease ${m.lease})`, "red");
+    : `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} ${took}`);
+  for (const [node, lat] of Object.entries(data.latencies_ms)) killRow(kill, node, `${lat.toFixed(1)} ms`, "green");
+  for (const m of data.missing) killRow(kill, m.node, `NOT CONFIRMED (lease ${m.lease})`, "red");
   const missing = data.missing.map((m) => m.node);
-  $("kill-missing").textContent = missing.length ? `not confirmed: ${missing.join(", ")}` : "";
-  if (data.durable_error) $("kill-missing").textContent += ` store: ${data.durable_error}`;
-  if (data.error) $("kill-missing").textContent += ` ${data.error}`;
+  kill.missing.textContent = missing.length ? `not confirmed: ${missing.join(", ")}` : "";
+  if (data.durable_error) kill.missing.textContent += ` store: ${data.durable_error}`;
+  if (data.error) kill.missing.textContent += ` ${data.error}`;
   // a reason too long or with a line break was sent cleaned, never refused: say what went out
-  if (data.reason_cleaned) $("kill-missing").textContent += ` ${data.reason_cleaned}`;
-  body.dataset.lastKill = data.ok ? "confirmed" : "unconfirmed";
+  if (data.reason_cleaned) kill.missing.textContent += ` ${data.reason_cleaned}`;
+  last(data.ok ? "confirmed" : "unconfirmed");
 }
 
 // ------------------------------------------------------------------ resume
