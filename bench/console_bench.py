@@ -83,8 +83,6 @@ LATENCY = re.compile(r"(\d+(?:\.\d+)?) ms\b")
 # kill's outcome was in the DOM and painted (all on the page's performance.now() clock).
 ARM = """
 ([key, nodes]) => {
-  const title = document.getElementById("kill-result-title");
-  const rows = document.getElementById("kill-rows").tBodies[0];
   const out = { click: null, clickSeen: null, dom: null, painted: null, title: "", cells: [] };
   window.__kwBench = new Promise((resolve) => {
     document.getElementById("kill-now").addEventListener("click", (e) => {
@@ -92,6 +90,11 @@ ARM = """
       out.clickSeen = performance.now();
     }, { capture: true, once: true });
     const done = () => {
+      // each kill draws its own panel on the click: the newest holds these ids
+      const title = document.getElementById("kill-result-title");
+      const table = document.getElementById("kill-rows");
+      if (title === null || table === null) return false;
+      const rows = table.tBodies[0];
       const t = title.textContent;
       if (!t.includes(` ${key}: `)) return false;
       const outcome = t.includes("confirmed (") || t.startsWith("refused");
