@@ -13,6 +13,17 @@ class KnightwatchError(Exception):
     """Base of every exception defined by knightwatch."""
 
 
+def escaped(text: str) -> str:
+    """`text` with every character that is not printable (a newline, an escape sequence, a
+    carriage return, a byte of a file name that is not UTF-8) written out as its escape
+    (`\\n`, `\\x1b`), so stored or given text can neither redraw an operator's screen nor
+    start a line of its own. The one place this is done: the CLI's output, its log lines,
+    the release verdicts and the console's stop reasons all call it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 QUOTE_LIMIT = 80
 """Characters of a bad value an error message repeats; the rest is cut and the cut is said."""
 

@@ -37,7 +37,7 @@ import sys
 import threading
 from typing import Final, TextIO
 
-from knightwatch.errors import quoted
+from knightwatch.errors import escaped, quoted
 
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 QUEUE_MAX: Final = 10_000
@@ -57,12 +57,7 @@ def printable(line: str) -> str:
     `CONTINUATION` lines of the same record."""
     if line.isprintable():
         return line
-    return ("\n" + CONTINUATION).join(
-        part
-        if part.isprintable()
-        else "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in part)
-        for part in line.split("\n")
-    )
+    return ("\n" + CONTINUATION).join(escaped(part) for part in line.split("\n"))
 
 
 class QueuedHandler(logging.Handler):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.errors import KnightwatchError, escaped, quoted
 from knightwatch.inputs import NAME_RULE, is_name
 from knightwatch.order import MAX_ID_LEN, MAX_SYMBOL_LEN
 from knightwatch.state import FLEET_KEY, Scope, pair_key
@@ -198,10 +198,7 @@ def shown(value: object) -> str:
     newline, an escape sequence, a carriage return, a file name's byte that is not UTF-8)
     escaped as `repr` writes it, so a name given on the command line or read from a file
     can neither rewrite the operator's screen nor add a line to the output."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return escaped(str(value))
 
 
 def wrong_kind(path: Path, *, directory: bool) -> str:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from knightwatch.cli.options import nonempty_path
 from knightwatch.clock import SystemClock
-from knightwatch.errors import quoted
+from knightwatch.errors import escaped, quoted
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.inputs import (
     JSON_MAX_BYTES,
@@ -110,25 +110,13 @@ RegistryOpt = Annotated[
 ]
 
 
-def _shown(text: str) -> str:
-    """Text from an input file with its control characters written out (`\\x1b`, `\\n`).
-
-    A key id in an envelope is anyone's text: an ESC sequence in it cleared the
-    operator's terminal or redrew a REFUSED verdict as something else, and a newline
-    started a line of its own. Markup is escaped separately, where it is printed.
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
 @contextmanager
 def _input_errors() -> Iterator[None]:
     """Bad input ends the command with its message and exit 2, never a traceback."""
     try:
         yield
     except ReleaseInputError as exc:  # it quotes input: not markup, and no control characters
-        err.print(f"[red]error:[/red] {escape(_shown(str(exc)))}")
+        err.print(f"[red]error:[/red] {escape(escaped(str(exc)))}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
 
 
@@ -137,8 +125,8 @@ def _findings_table(findings: tuple[Finding, ...]) -> Table:
     for finding in findings:  # file names, flag ids, key ids: shown as written, but visibly
         table.add_row(
             escape(str(finding.reason)),
-            escape(_shown(finding.subject)),
-            escape(_shown(finding.detail)),
+            escape(escaped(finding.subject)),
+            escape(escaped(finding.detail)),
         )
     return table
 
@@ -529,8 +517,8 @@ def attest_cmd(
 def _print_contents(node: str, contents: ReleaseContents) -> None:
     table = Table("kind", "name", "sha256", title=escape(f"node {node} runs"))
     for path, digest in contents.artifacts.items():  # a file named "[/x]" is shown so
-        table.add_row("file", escape(_shown(path)), digest)
+        table.add_row("file", escape(escaped(path)), digest)
     table.add_row("config", "", contents.config_sha256)
     for flag_id, digest in contents.flag_schema.items():
-        table.add_row("flag", escape(_shown(flag_id)), escape(digest))
+        table.add_row("flag", escape(escaped(flag_id)), escape(digest))
     console.print(table)

@@ -85,7 +85,7 @@ from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import StateKeyError, parse_slot, slot_of
-from knightwatch.errors import KnightwatchError, quoted
+from knightwatch.errors import KnightwatchError, escaped, quoted
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
@@ -289,7 +289,7 @@ def _stop_reason(text: str) -> tuple[str, str]:
         raise Refusal(422, "reason: required (recorded with the command)")
     if len(text) <= REASON_MAX and text.isprintable():
         return text, ""
-    cleaned = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    cleaned = escaped(text)
     if len(cleaned) > REASON_MAX:
         cleaned = cleaned[: REASON_MAX - 1] + "\u2026"
     return cleaned, f"reason: sent cleaned (one line, at most {REASON_MAX} characters)"
