@@ -351,28 +351,40 @@ class NodeFlags:
         self._synced = True
 
     def _remember(self, records: Mapping[str, tuple[bytes, int]]) -> None:
-        """Raise the no-going-back memory to what this node's own applied records say.
+        """Raise the no-going-back memory to what this node's own applied records say,
+        and learn which change or rollout each approval carried from every node's.
 
         The flight recorder carries the memory across restarts; a new or wiped
         recorder file has none, and an older approved change stored again would
         then verify. The applied records are the copy in the plane (only this
-        node's identity may write them), so either copy is enough."""
+        node's identity may write them), so either copy is enough. The other nodes'
+        records (each only its node may write) say what an approval carried while
+        this node was down or before it joined: a change riding it otherwise is
+        `replayed`. A rollout one of them saw end has ended here too."""
         mine = f"applied.{self.node}."
-        for key, (value, _) in records.items():
-            if not key.startswith(mine):
+        # this node's own memory first, then every other node's: a node that was down
+        # while an approval was used (or joined since) saw none of it, and one operator
+        # could sign another change riding that approval for it alone
+        ordered = sorted(records.items(), key=lambda item: not item[0].startswith(mine))
+        for key, (value, _) in ordered:
+            node, _, flag_id = key.removeprefix("applied.").partition(".")
+            if not key.startswith("applied.") or not flag_id:
                 continue
             try:
                 applied = APPLIED_DECODER.decode(value)
             except UNDECODABLE:
                 continue  # nothing to remember from it; the recorder's memory stands
-            flag_id = key.removeprefix(mine)
-            if applied.node != self.node or applied.flag_id != flag_id:
+            if applied.node != node or applied.flag_id != flag_id:
                 continue
             seen = self._rollouts.setdefault(flag_id, {})
             for rollout in applied.rollouts:
                 held = seen.get(rollout.approval)
-                if held is None or (rollout.ended and not held.ended):
+                if held is None or (
+                    rollout.ended and not held.ended and rollout.binding == held.binding
+                ):
                     seen[rollout.approval] = rollout
+            if node != self.node:
+                continue  # another node's value is not this node's to go back from
             if applied.proof_revision > self._proof_revision.get(flag_id, 0):
                 self._proof_revision[flag_id] = applied.proof_revision
                 self.runtime.record_event(
