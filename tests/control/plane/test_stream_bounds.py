@@ -16,6 +16,7 @@ from knightwatch.control.plane.nats import (
     AUDIT_STREAM,
     METRICS_MAX_BYTES,
     METRICS_STREAM,
+    RECORD_MAX_BYTES,
     NatsControlPlane,
     connect_as,
 )
@@ -172,5 +173,34 @@ async def test_a_node_cannot_write_its_confirmations_into_the_flags_bucket(site:
             assert "timeout" in type(exc).__name__.lower() or "NoResponders" in repr(exc), exc
         else:
             raise AssertionError("a node stored a record in kw_flags")
+    finally:
+        await nc.close()
+
+
+async def test_an_operators_flood_of_records_is_refused_at_its_bucket_and_the_kill_is_stored(
+    site: Site,
+) -> None:
+    """Before, the record buckets an operator writes keys of its choosing in were unbounded:
+    alice's 1 MiB pending requests filled the 1 GB store in 5 s, and the fleet kill's store
+    write was refused ('insufficient resources'). Now the flood stops at its bucket's bound."""
+    alice = await site.connect("alice")
+    nc = await connect_as(site.server.provisioner, [site.server.url])
+    try:
+        js = nc.jetstream()
+        for bucket, bound in RECORD_MAX_BYTES.items():
+            assert (await js.stream_info(f"KV_kw_{bucket.value}")).config.max_bytes == bound
+        total = AUDIT_MAX_BYTES + METRICS_MAX_BYTES + APPLIED_MAX_BYTES
+        assert total + sum(RECORD_MAX_BYTES.values()) <= GIB * 3 // 4
+        payload = b"x" * (1 << 20)
+        bound = RECORD_MAX_BYTES[Bucket.APPROVALS]
+        stored = 0
+        try:
+            for i in range(2 * bound // len(payload)):
+                await alice.put_record(Bucket.APPROVALS, f"flood{i}", payload)
+                stored += 1
+        except ControlPlaneUnavailable as exc:
+            assert "refused the write: the bucket is at its byte bound" in str(exc), exc
+        assert stored < bound // len(payload), stored  # refused at the bound, not beyond
+        assert await alice.put_state(entry(Scope.FLEET, "fleet")) > 0
     finally:
         await nc.close()

@@ -114,6 +114,22 @@ so a fleet of a thousand nodes with a hundred flags each fits. A flood beyond it
 change then waits unconfirmed, never the kill state or the flags' own records)."""
 APPLIED_MAX_VALUE = 4096
 """The largest applied record the bucket takes (a `FlagApplied` is a few hundred bytes)."""
+RECORD_MAX_BYTES: dict[Bucket, int] = {
+    Bucket.APPROVALS: 32 << 20,
+    Bucket.ROLLOUTS: 32 << 20,
+    Bucket.RAMP: 32 << 20,
+    Bucket.INCIDENT: 32 << 20,
+    Bucket.FLAGS: 64 << 20,
+}
+"""The share of the server's store of each record bucket an operator, approver or the
+supervisor may write keys of its choosing in (a request id, a flag change, a slot's ramp):
+unbounded, one operator's key filled a 1 GB store in 5 s of 1 MiB pending requests, and
+then every JetStream write was refused, the fleet kill's store write included. A bucket at
+its bound refuses further writes to itself (a flood costs that bucket's writes: a resume
+request, a flag change), never the kill state's. The flags' change log, one signed record
+per change kept for good, gets twice the room. The roster (two admins sign a version; a
+revocation must always go in), the admission verdicts, the release and the nodes' own
+records (a key each, history 1) stay unbounded."""
 SUBJECT_STATE = "kw.state"
 SUBJECT_REPUBLISH = "kw.repub.state"
 SUBJECT_CONFIRM = "kw.confirm"
@@ -159,6 +175,13 @@ def _is_login_refusal(exc: BaseException | None) -> bool:
 
 _STREAM_NOT_FOUND = 10059
 """JetStream's error code for a stream that does not exist."""
+
+
+_STORE_FULL = {
+    10077: "the bucket is at its byte bound (`RECORD_MAX_BYTES`), nothing more is stored there",
+    10023: "the server's store is full",
+}
+"""JetStream's error codes for a write refused for room, and what each means."""
 
 
 def _stream_gone(exc: BaseException) -> bool:
@@ -480,6 +503,7 @@ class NatsControlPlane:
                     replicas=self.replicas,
                     storage=StorageType.FILE,
                     direct=False,
+                    max_bytes=RECORD_MAX_BYTES.get(bucket, -1),
                     republish=RePublish(
                         src=f"$KV.{record_bucket(bucket)}.>", dest=f"{record_republish(bucket)}.>"
                     ),
@@ -617,6 +641,12 @@ class NatsControlPlane:
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.NotFoundError):
             raise
         except (nats.errors.Error, OSError, TimeoutError) as exc:
+            full = _STORE_FULL.get(getattr(exc, "err_code", None) or 0)
+            if full is not None:
+                # it answered: "did not answer" sent the operator after an outage
+                raise ControlPlaneUnavailable(
+                    f"control plane refused the write: {full} ({exc})"
+                ) from None
             raise ControlPlaneUnavailable(
                 f"control plane did not answer: {exc or type(exc).__name__}"
             ) from None
