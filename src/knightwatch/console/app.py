@@ -137,7 +137,13 @@ open: a login past it ends their oldest."""
 
 
 _KEEP: Any = object()
-"""The users file could not be read: a live session keeps its standing."""
+"""The users file could not be read: a live session keeps its standing for the stop direction
+and reading only (`STOP_OR_READ`)."""
+STOP_OR_READ = frozenset({Action.VIEW, Action.KILL, Action.SAFE_DEFAULT, Action.ROLLOUT_ABORT})
+"""What a session whose users file cannot be read may still do. A disable or a password
+reset written just before the file became unreadable (a bad chmod, a half-copied file) is
+unknown to the console: the session stood for everything, so a person disabled for cause
+went on requesting resumes and acknowledging automatic halts as handled."""
 
 
 class ConsoleError(KnightwatchError, ValueError):
@@ -157,6 +163,9 @@ class Principal:
     scope: frozenset[Role] | None = None
     service: bool = False
     signer: Signer | None = None
+    unchecked: str = ""
+    """Why the person's standing could not be judged now (the users file unreadable): only
+    the stop direction and reading pass (`STOP_OR_READ`); "" when it was judged."""
 
 
 @dataclass
@@ -508,13 +517,15 @@ class Console:
         if sid:
             session = self.sessions.get(sid, touch=touch)
             if session is not None:
+                unchecked = ""
                 try:
                     user = self.users.get(session.name)
                 except ConsoleUserError as exc:
                     # a broken users file must not stop a logged-in person from stopping the
-                    # fleet: the session stands (new logins and approvals are refused)
+                    # fleet: the session stands for that and reading (new logins, approvals,
+                    # resume requests and acknowledgements are refused)
                     log.error("console users file unreadable: %s", exc)
-                    user = _KEEP
+                    user, unchecked = _KEEP, str(exc)
                 if user is None or (
                     user is not _KEEP and (user.disabled or _standing(user) != session.credential)
                 ):  # disabled (now or since the login), or its password changed: it ends
@@ -528,7 +539,7 @@ class Console:
                     return None
                 return Principal(
                     session.name, held_roles(self.trust.roster, session.name), "session", session,
-                    signer=session.signer,
+                    signer=session.signer, unchecked=unchecked,
                 )  # fmt: skip
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
@@ -607,6 +618,11 @@ class Console:
             self._csrf(request, who)
             if touch:
                 self.sessions.get(who.session.id)  # its idle clock restarts now
+        if who.unchecked and action not in STOP_OR_READ:
+            raise Refusal(
+                503, f"users file: {action.value} refused while {who.name}'s standing cannot "
+                f"be checked ({who.unchecked}); kills still work", result="error",
+            )  # fmt: skip
         verdict = decide(
             self.trust.roster,
             who.name,
@@ -968,7 +984,8 @@ async def api_whoami(request: Request) -> Response:
     who = c.require(request, Action.VIEW)
     request.state.action = "whoami"
     allowed = [a.value for a in Action if decide(c.trust.roster, who.name, a, scope=who.scope,
-                                                   service=who.service).allowed]  # fmt: skip
+                                                   service=who.service).allowed
+               and (not who.unchecked or a in STOP_OR_READ)]  # fmt: skip
     return JSONResponse({"name": who.name, "via": who.via, "roles": sorted(who.roles),
                          "may": allowed})  # fmt: skip
 
