@@ -7,7 +7,9 @@ running on its old key get a challenge and then be refused (`attestation_signatu
 and refused again at every attestation, its lease revoked until it was restarted; once an
 old key ended and the new one began with no roster version in between, only the ended key
 was accepted, so the node was never admitted again; and an attestation signed with a key
-that ended after its challenge was admitted.
+that ended after its challenge was admitted. The same held for a node with no key valid at
+a roster version (new ahead of its start, or between keys): never enrolled once its key
+began. And a node whose measurement outlasted a challenge answered an expired one for ever.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ from knightwatch.control.plane.wire import (
     challenge_request,
 )
 from knightwatch.release.attestation import attest, sign_attestation
+from knightwatch.release.contents import ReleaseContents
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.release.reasons import AdmissionReason
+from knightwatch.state import Scope
 from knightwatch.trust.kit import Kit, member_of
 
+from ...identities import switch
 from ...integration.fleet_release import NEW_ROUTER, REGISTRY, Signers, deploy
 
 HOUR_NS = 3600 * NS_PER_S
@@ -153,3 +158,85 @@ async def test_a_key_that_ended_after_its_challenge_admits_nobody(world: World) 
     (finding,) = verdict.findings
     assert finding.reason is AdmissionReason.ATTESTATION_SIGNATURE_INVALID, finding
     assert "no longer valid" in finding.detail, finding.detail
+
+
+async def _attest_as(world: World, node: str, key: SigningKey) -> Verdict:
+    return await Attestor(node, key, world.measure, clock=world.clock).attest(world.node, TIMEOUT_S)
+
+
+def _new_node_starting(world: World, name: str, begins: int) -> SigningKey:
+    """A roster version that adds node `name`, its only key valid from `begins`."""
+    key = SigningKey.generate()
+    roles = world.kit.roster.keys_of("n1")[0].roles
+    members = [*world.kit.roster.members, member_of(name, key, roles, valid_from_ns=begins)]
+    world.kit.next_version(members)
+    world.roster_moved()
+    return key
+
+
+async def test_a_new_node_whose_key_begins_later_is_admitted_once_it_has_begun(
+    world: World,
+) -> None:
+    """A node added ahead of its start (its key valid from later) was left out of the
+    enrolment at that roster version, as not valid yet, and nothing enrolled it when its
+    start passed: `node_unknown` at every attestation until someone published another
+    roster version."""
+    begins = world.clock.time_ns() + 60 * NS_PER_S
+    key = _new_node_starting(world, "n2", begins)
+    assert not (await _attest_as(world, "n2", key)).admitted  # not begun yet
+    world.clock.advance(60 * NS_PER_S)  # no roster version since: the clock moved
+    verdict = await _attest_as(world, "n2", key)
+    assert verdict.admitted, verdict.detail
+
+
+async def test_a_new_node_whose_key_begins_during_a_kill_is_not_enrolled(world: World) -> None:
+    """A node new to the fleet adds risk: one whose key begins while a kill is in force
+    stays out (as one published during the kill), even after its start has passed."""
+    begins = world.clock.time_ns() + 60 * NS_PER_S
+    key = _new_node_starting(world, "n2", begins)
+    ks = switch(world.node, world.clock)
+    await ks.start()
+    await ks.kill(Scope.FLEET, "", "runaway", timeout_s=0.1, targets=[])
+    world.clock.advance(60 * NS_PER_S)
+    verdict = await _attest_as(world, "n2", key)
+    assert not verdict.admitted, verdict
+    assert verdict.findings[0].reason is AdmissionReason.NODE_UNKNOWN, verdict.findings
+    assert "n2" not in world.service.roster
+
+
+async def test_a_node_whose_measurement_outlasts_a_challenge_is_admitted(world: World) -> None:
+    """The node asked for its challenge and then hashed its tree: a measurement longer than
+    a challenge's life (30 s: a large install on a slow or loaded disk) answered an expired
+    challenge every time, refused `challenge_unknown` ("ask for a new one") for ever. The
+    measurement does not depend on the nonce: it is taken before the challenge is asked."""
+
+    def slow() -> ReleaseContents:
+        contents = world.measure()
+        world.clock.advance(31 * NS_PER_S)  # hashing took longer than a challenge lives
+        return contents
+
+    key = world.kit.signer("n1").key
+    verdict = await Attestor("n1", key, slow, clock=world.clock).attest(world.node, TIMEOUT_S)
+    assert verdict.admitted, verdict.detail
+
+
+async def test_a_node_between_keys_at_a_roster_version_is_admitted_on_its_next_key(
+    world: World,
+) -> None:
+    """A roster version heard in the gap between a node's key that ended and its next one
+    left the node with no key valid then: it was dropped, and nothing enrolled it again
+    once its next key began."""
+    now = world.clock.time_ns()
+    later = SigningKey.generate()
+    roles = world.kit.roster.keys_of("n1")[0].roles
+    members = [
+        msgspec.structs.replace(m, valid_until_ns=now + 10 * NS_PER_S) if m.name == "n1" else m
+        for m in world.kit.roster.members
+    ]
+    begins = now + 60 * NS_PER_S
+    world.kit.next_version([*members, member_of("n1", later, roles, valid_from_ns=begins)])
+    world.clock.advance(30 * NS_PER_S)  # the old key ended, the next not begun
+    world.roster_moved()  # a version heard in the gap (another node's change)
+    world.clock.advance(30 * NS_PER_S)
+    verdict = await world.attest(later)
+    assert verdict.admitted, verdict.detail

@@ -179,6 +179,10 @@ class AdmissionService:
         more per request than it forgets)."""
         self.challenges_refused: Counter[str] = Counter()
         """Refused challenge requests, per reason code."""
+        self._starting: dict[str, str] = {}
+        """Nodes not enrolled, with no key valid at the roster's last version but one that
+        begins later (node -> key id): enrolled, unless a kill is in force, at their first
+        request signed with it once it has begun (`_enrol_begun`)."""
 
     async def start(self) -> None:
         await follow_roster(self.plane, self.trust_store, self._enrol)
@@ -195,12 +199,15 @@ class AdmissionService:
 
         A node new to the roster after the service started adds risk: while a
         kill is in force it is not enrolled (`_enrol_new` checks the freeze);
-        the next roster version tries it again.
+        the next roster version tries it again. A node with no key valid now but one
+        that begins later is enrolled the same way at its first request once it has
+        begun (`_enrol_begun`), with no roster version needed.
         """
         fresh = self._node_keys()
         new = [n for n in fresh if n not in self.roster] if self._loaded else []
         self.roster.clear()
         self.roster.update({n: k for n, k in fresh.items() if n not in new})
+        self._starting = self._keys_to_begin(fresh)
         self._loaded = True
         for name in new:
             task = asyncio.get_running_loop().create_task(self._enrol_new(name, fresh[name]))
@@ -241,6 +248,50 @@ class AdmissionService:
             self.roster[node] = key
             return
 
+    def _keys_to_begin(self, fresh: dict[str, VerifyKey]) -> dict[str, str]:
+        """Nodes not enrolled whose key on the verified roster begins later (node -> key id).
+
+        Key validity moves with the clock, not with roster versions: a node added ahead of
+        its start was left out here as not valid yet and nothing enrolled it once its start
+        passed (`node_unknown` at every attestation until another roster version)."""
+        roster = self.trust_store.roster
+        now = self.clock.time_ns()
+        return {
+            m.name: m.key_id
+            for m in (roster.members if roster is not None else ())
+            if Role.NODE in m.roles
+            and m.name not in fresh
+            and m.name not in self.roster
+            and m.valid_from_ns > now
+            and m.valid_at(m.valid_from_ns)
+        }
+
+    async def _enrol_begun(self, node: str, key: VerifyKey) -> None:
+        """Enrol `node`, new to the roster with a key that has begun since its version was
+        heard, at its first request signed with that key: as any node new to the roster,
+        not while a kill is in force (it adds risk; the next roster version after the
+        resume enrols it). A kill state that cannot be read enrols nothing: its next
+        request tries again (fail closed)."""
+        if node in self.roster or self._starting.get(node) != key.key_id:
+            return
+        change = f"enrolment of node {node} (its key began after its roster version)"
+        try:
+            kill = await kill_in_force(self.plane, self.trust_store)
+        except ControlPlaneUnavailable as exc:
+            log.warning("ENROL_PENDING %s: cannot read the kill state (%s)", change, exc)
+            return
+        if self._starting.pop(node, None) != key.key_id or node in self.roster:
+            return  # a roster version since has its word
+        if kill is not None:
+            log.error(
+                "ENROL_REFUSED %s: refused while %s; the next roster version after the "
+                "resume enrols it",
+                change,
+                describe(kill),
+            )
+            return
+        self.roster[node] = key
+
     def _node_keys(self) -> dict[str, VerifyKey]:
         """Each node's key valid now on the verified roster (the newest, if several)."""
         roster = self.trust_store.roster
@@ -278,6 +329,12 @@ class AdmissionService:
             return checked
         request, key = checked
         node = request.node
+        if node in self._starting:
+            await self._enrol_begun(node, key)
+            if (node, request.request_id) in self._requests:  # served while enrolment read
+                return self._refuse_challenge(
+                    CHALLENGE_REPLAYED, node, f"request {request.request_id[:32]} was served"
+                )
         self._expire(now)
         mine = self._pending.get(node)
         if mine is not None and len(mine) >= self._max_pending_per_node:

@@ -67,8 +67,15 @@ class Attestor:
         self.clock = clock
 
     async def attest(self, plane: ControlPlane, timeout_s: float) -> Verdict:
-        """Challenge, measure (off the loop), sign, submit; ControlPlaneUnavailable if no answer.
-        A refused challenge request is a refused verdict naming the service's reason."""
+        """Measure (off the loop), challenge, sign, submit; ControlPlaneUnavailable if no
+        answer. A refused challenge request is a refused verdict naming the service's reason.
+
+        The measurement is taken before the challenge is asked (it does not depend on the
+        nonce): measured after it, a tree whose hashing outlasted a challenge's life (30 s,
+        a large install on a slow or loaded disk) answered an expired challenge at every
+        attestation and was refused `challenge_unknown` for ever. What is signed is as
+        fresh either way: the disk as it was while it was read, just before signing."""
+        contents = await asyncio.to_thread(self.measure)
         now = self.clock.time_ns()
         request = challenge_request(
             self.node_id, self.key, request_id=secrets.token_hex(16), now_ns=now
@@ -88,7 +95,6 @@ class Attestor:
             )
             return self._refused(why, now)
         nonce = answer.nonce
-        contents = await asyncio.to_thread(self.measure)
         envelope = sign_attestation(
             attest(self.node_id, nonce, contents, clock=self.clock), self.key
         )
