@@ -34,6 +34,7 @@ from knightwatch.control.fleet.supervisor import Action, Rule
 from knightwatch.control.fleet.supervisor_service import SUPERVISOR_ID
 from knightwatch.control.node.flags import STATE_DECODER
 from knightwatch.control.node.runtime import _STARTS_KEPT as STARTS_KEPT
+from knightwatch.control.plane.history import UNVERIFIED_ACTOR
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     FLEET_KEY,
@@ -482,26 +483,45 @@ async def run_preflight(
     # (a restored operator halt carries the Guard's actor with the operator latch: no cause).
     # By the code the actor names, not `entry.source`: that reads a code this version does
     # not know (a newer node's) as the operator latch, which passed with nothing acknowledged
+    # A halt held for an entry that does not verify (unsigned, a key the roster does not
+    # hold) is `trust:unverified`'s: what the stored entry claims can only add a check.
+    # Before, a Guard halt stored that way read as "operator or supervisor halt: nothing
+    # to acknowledge" and the slot resumed with its loss limit never reconciled, while
+    # the same halt properly signed needed `--ack`.
+    cause = entry
+    unverified = ""
+    if entry is not None and entry.actor == UNVERIFIED_ACTOR and "kill-state" not in unread:
+        claim: tuple[StateEntry | None, int] = (None, 0)
+        claim = await read("kill-state", plane.get_state(scope, key), claim)
+        claimed, claimed_rev = claim
+        if (
+            claimed is not None
+            and claimed_rev == revision
+            and claimed.state is not TradingState.ACTIVE
+            and claimed.actor.startswith(GUARD_ACTOR)
+        ):
+            cause = claimed
+            unverified = " (its stored entry does not verify; it claims so)"
     if "kill-state" in unread:
         items.append(
             CheckItem("cause", False, f"{unread['kill-state']} -- cannot tell who halted it")
         )
     elif (
-        entry is not None
-        and entry.actor.startswith(GUARD_ACTOR)
-        and entry.actor.removeprefix(GUARD_ACTOR) != RejectReason.HALTED.value
+        cause is not None
+        and cause.actor.startswith(GUARD_ACTOR)
+        and cause.actor.removeprefix(GUARD_ACTOR) != RejectReason.HALTED.value
     ):
-        code = entry.actor.removeprefix(GUARD_ACTOR)
+        code = cause.actor.removeprefix(GUARD_ACTOR)
         ok = code in acknowledged
         halted_on = code if code in _KNOWN_CODES else f"{code!r}, a code this version does not know"
+        said = f"the Guard halted on {halted_on}{unverified} ({cause.reason})"
         items.append(
             CheckItem(
                 "cause",
                 ok,
-                f"the Guard halted on {halted_on} ({entry.reason}): acknowledged"
+                f"{said}: acknowledged"
                 if ok
-                else f"the Guard halted on {halted_on} ({entry.reason}): acknowledge it with "
-                f"--ack {code} after finding the cause",
+                else f"{said}: acknowledge it with --ack {code} after finding the cause",
             )
         )
     else:

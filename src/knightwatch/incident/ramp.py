@@ -633,6 +633,18 @@ class RampController:
                 lost = await self._not_issued(record, f"resume not issued: {exc}")
                 first_in = await self._resumed_by_another(entry)
                 raise KillSwitchError(f"{exc}{first_in}{lost}") from None
+            except ControlPlaneUnavailable as exc:
+                # The store did not answer the resume's compare-and-set write (a request
+                # timed out in a leader election): it may have landed, or land late. Before,
+                # this raised out of `apply`, and a resume that landed traded with nothing
+                # left to trip it back, its record "ramping" for good. The scope is killed
+                # at once: over a resume that landed, it halts it; before one still in
+                # flight, it moves the slot's revision, so that write is refused.
+                self._watch.tripped = (
+                    f"the store did not answer the resume's write ({exc}); it may have "
+                    "landed: killed again, request a new resume"
+                )
+                return await self._trip(record, 0, None, start)
         except BaseException:
             self._watch = None
             raise
@@ -745,7 +757,7 @@ class RampController:
         return ""
 
     async def _trip(
-        self, record: RampRecord, stage: int, resumed: CommandResult, start: int
+        self, record: RampRecord, stage: int, resumed: CommandResult | None, start: int
     ) -> RampOutcome:
         assert self._watch is not None
         why = self._watch.tripped or "tripped"
