@@ -13,6 +13,7 @@ venue refuses one (OrderCancelReject, ExecutionReport 150=8, BusinessMessageReje
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from knightwatch.state import Scope
 
 from .conftest import Rig, eventually
 from .test_gateway import refuse_cancel_by_report, rest
-from .test_kill_cancel_resent import kill
+from .test_kill_cancel_resent import Swallow, kill
 
 
 def refuse_first(rig: Rig, monkeypatch: pytest.MonkeyPatch, how: str, n: int) -> list[str]:
@@ -114,3 +115,30 @@ def test_a_clients_mass_cancel_refused_is_told_to_the_client_not_sent_again(
     rig.oms.wait_report("M1x", "4")
     assert rig.venue.working() == []
     assert [r for r in rig.oms.received if r.mtype == F.CANCEL_REJECT] == [rej]
+
+
+def test_a_clients_mass_cancel_the_venue_never_answers_is_told_to_the_client(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venue takes a cancel of a client's mass cancel and never answers it. At
+    `answer_timeout_s` the node halts (`fill_mismatch`); the client, whose
+    MassCancelReport counted the order as affected, gets a status report under the
+    order's ClOrdID: pending cancel, its state at the venue unknown, the mass cancel
+    named. Before, the client was never told and took the order for cancelled."""
+    rig = rig_factory(gateway={"answer_timeout_s": 0.5}).start().ready()
+    rest(rig, "M1")
+    swallow = Swallow(rig, monkeypatch)
+    rig.oms.mass_cancel("MC")
+    assert rig.oms.wait_for(lambda r: r.mtype == F.MASS_CANCEL_REPORT).get(F.TOTAL_AFFECTED) == "1"
+    told = rig.oms.wait_for(
+        lambda r: r.mtype == F.EXECUTION_REPORT and r.get(F.EXEC_TYPE) == "I",
+        what="the unanswered cancel, told",
+    )
+    assert (told.get(F.CL_ORD_ID), told.get(F.ORD_STATUS)) == ("M1", "6")
+    assert "mass cancel MC: no answer from the venue" in told.get(F.TEXT)
+    assert rig.events("venue_unanswered") and rig.gateway.book.live()
+    assert rig.events("kill_cancel_resent") == [] and len(swallow.seen) == 1
+    swallow.answer = True
+    rig.oms.cancel("M1x", "M1", "L000", "1", 100)  # the client, told, cancels it itself
+    rig.oms.wait_report("M1x", "4")
+    assert rig.venue.working() == []

@@ -41,7 +41,7 @@ What the gateway decides around the Guard:
   client's mass cancel becomes one cancel per order of that client (the venue
   sees one session for all clients), and one of those the venue refuses is told
   to the client (an OrderCancelReject under the mass cancel's ClOrdID naming
-  the order);
+  the order), as is one it never answers (a status report, pending cancel);
 * resent orders and replaces (PossDupFlag/PossResend) are answered from the
   decision already taken, never checked or forwarded twice (a replace in flight:
   the venue's answer to the first; answered: the order's state if it took
@@ -288,6 +288,37 @@ itself, not a CFD or a swap on it). The one settlement and booking the Guard che
 
 PER_UNIT = "2"
 """PriceType(423) 2: Price(44) per unit (share, contract), the one way the Guard reads it."""
+
+_ONLY: tuple[tuple[int, str, str | None, str], ...] = (
+    (854, "QtyType", UNITS, "the Guard reads OrderQty(38) in units"),
+    (121, "ForexReq", "N", "the venue would also trade currency to settle it"),
+    (63, "SettlType", REGULAR, "the Guard checks Price(44) against regular settlement's price"),
+    (
+        64,
+        "SettlDate",
+        None,
+        "the gateway cannot tell it from regular settlement: a later date is a forward, "
+        "priced otherwise than the Guard's reference",
+    ),
+    (
+        775,
+        "BookingType",
+        REGULAR,
+        "the venue would book a CFD or a swap, not the instrument the Guard counts",
+    ),
+    (423, "PriceType", PER_UNIT, "the Guard reads Price(44) per unit"),
+)
+"""Fields refused, naming the tag and why, unless they carry the one value the Guard
+assumes (None: any value refused), in this order. QtyType: contracts or units of measure
+per time are not the lots the Guard counts. ForexReq=Y: the venue would also trade the
+settlement currency, an FX trade unchecked. SettlType other than regular (cash, next
+day, T+n, a forward, when issued, seller's option, a broken date) and any SettlDate (the
+gateway knows no settlement calendar): another settlement, priced otherwise than the
+reference the Guard checked Price(44) against (an FX forward's points, a when-issued
+price). BookingType other than regular: a CFD or a total return swap on the instrument,
+a derivative the Guard does not count as a position in it. PriceType other than per
+unit: a percentage of par, a yield, a spread, while the Guard checks Price(44) per unit
+against the reference price."""
 
 _MARKET_TYPES = ("1", "3")  # market, stop
 _LIMIT_TYPES = ("2", "4")  # limit, stop limit
@@ -759,19 +790,23 @@ class Gateway(Handler):
         30), so the order could work on at the venue after a kill. Recorded
         (`venue_unanswered`), logged, the node halts
         `fill_mismatch` (the Guard's picture can no longer be vouched for), and the client
-        gets a status report (ExecType I) under its ClOrdID saying so. A request is no
+        gets a status report (ExecType I) under its ClOrdID saying so; so does the client
+        of a mass cancel the cancel was one of (OrdStatus pending cancel, under the order's
+        ClOrdID), as its MassCancelReport counted the order as affected. A request is no
         longer in flight (its memory is freed); the venue's late answer is applied as an
         answer to the order it names. A replace or cancel of an order that has ended since
         is only let go (`request_let_go`)."""
         names = {F.NEW_ORDER: "NewOrderSingle", F.REPLACE: "replace", F.CANCEL: "cancel"}
         gid = go.guard_id if go is not None else None
+        mass = ""
         if req is not None:
             self.book.requests.pop(clordid, None)
             if req.kind == "F":
                 self.book.unsend_cancel(req, clordid)  # its resend goes to the venue
             if go is not None and go.cancel_sent == clordid:
                 go.cancel_sent = None  # the gateway's own cancel: a drain sends another
-                go.mass_cancel = ""  # a later refusal of another cancel is not its
+                # a later refusal of another cancel is not its mass cancel's
+                mass, go.mass_cancel = go.mass_cancel, ""
         # a replace or cancel of an order that ended meanwhile (the venue filled, cancelled
         # or expired it, maybe reporting the end under the order's own ClOrdID, not the
         # request's): no answer can change anything, so it is let go, recorded, no halt
@@ -801,6 +836,19 @@ class Gateway(Handler):
                     self._kill_resend.append((early_due, go, None, clordid, "answer_timeout"))
                 else:
                     self._resend_kill_cancel(go, "answer_timeout", clordid)
+            elif mass and go is not None and (sid := self.client_sids.get(go.comp)) is not None:
+                # a client's mass cancel's: nothing sends it again (its client is there to
+                # cancel), but its MassCancelReport counted the order as affected, so the
+                # client is told its state is unknown, pending cancel, under the order's
+                # ClOrdID. Before, it was never told and took the order for cancelled
+                self._send_status(
+                    dataclasses.replace(go, status="6"),
+                    sid,
+                    msg_text=(
+                        f"knightwatch:{R.FILL_MISMATCH.value} mass cancel {mass}: {why}; its "
+                        "state at the venue is unknown: counted working, the node is halted"
+                    )[:512],
+                )
             return
         comp = req.comp if req is not None else go.comp if go is not None else ""
         sid = self.client_sids.get(comp)
@@ -1217,50 +1265,13 @@ class Gateway(Handler):
                 return bad(
                     f"{', '.join(terms)} cannot be checked ({why}); send the order without them"
                 )
-        if (qty_type := msg.get(854)) is not None and qty_type != UNITS:
-            # contracts or units of measure per time: not the lots the Guard counts
-            return bad(
-                f"QtyType(854)={F.clean(qty_type)[:32]!r} cannot be checked (the Guard reads "
-                f"OrderQty(38) in units); send QtyType(854)={UNITS} or none"
-            )
-        if (forex := msg.get(121)) is not None and forex != "N":
-            # the venue would also trade the settlement currency: an FX trade unchecked
-            return bad(
-                f"ForexReq(121)={F.clean(forex)[:32]!r} cannot be checked (the venue would also "
-                "trade currency to settle it); send ForexReq(121)=N or none"
-            )
-        if (settl_type := msg.get(63)) is not None and settl_type != REGULAR:
-            # cash, next day, T+n, a forward, when issued, seller's option, a broken date:
-            # another settlement than regular, priced otherwise than the reference the
-            # Guard checked Price(44) against (an FX forward's points, a when-issued price)
-            return bad(
-                f"SettlType(63)={F.clean(settl_type)[:32]!r} cannot be checked (the Guard "
-                "checks Price(44) against regular settlement's price); send SettlType(63)="
-                f"{REGULAR} or none"
-            )
-        if (settl_date := msg.get(64)) is not None:
-            # a date the gateway cannot tell from regular settlement's (it knows no
-            # settlement calendar): a forward date would trade at its own price
-            return bad(
-                f"SettlDate(64)={F.clean(settl_date)[:32]!r} cannot be checked (the gateway "
-                "cannot tell it from regular settlement: a later date is a forward, priced "
-                "otherwise than the Guard's reference); send the order without it"
-            )
-        if (booking := msg.get(775)) is not None and booking != REGULAR:
-            # a CFD or a total return swap on the instrument: a derivative the Guard
-            # does not count as a position in the instrument
-            return bad(
-                f"BookingType(775)={F.clean(booking)[:32]!r} cannot be checked (the venue "
-                "would book a CFD or a swap, not the instrument the Guard counts); send "
-                f"BookingType(775)={REGULAR} or none"
-            )
-        if (price_type := msg.get(423)) is not None and price_type != PER_UNIT:
-            # a percentage of par, a yield, a spread: the venue reads Price(44) as that,
-            # while the Guard checked it per unit against the reference price
-            return bad(
-                f"PriceType(423)={F.clean(price_type)[:32]!r} cannot be checked (the Guard "
-                f"reads Price(44) per unit); send PriceType(423)={PER_UNIT} or none"
-            )
+        for num, name, only, why in _ONLY:
+            if (value := msg.get(num)) is not None and value != only:
+                field = f"{name}({num})"
+                send = "the order without it" if only is None else f"{field}={only} or none"
+                return bad(
+                    f"{field}={F.clean(value)[:32]!r} cannot be checked ({why}); send {send}"
+                )
         for cur_tag, cur_name, reads in (
             (15, "Currency", "reads Price(44) in it"),
             (120, "SettlCurrency", "counts the trade in it, not converted into another"),
