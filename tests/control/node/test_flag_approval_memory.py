@@ -10,19 +10,23 @@ read, kept in its applied record across restarts) and refuses another as `replay
 
 A rollout's holds are in the plan its approval names (signed in every stage). Before,
 nodes checked the stages' order but not their spacing: one operator could sign stage
-after stage in quick succession. Now a stage issued sooner after the plan's previous
-stage that added nodes than the plan holds between them (less 5 s of clock skew) is
-refused. Real nats-server (authorization on), a node (n1) in-process.
+after stage in quick succession. Then the spacing was judged on the stages' signed dates,
+which a signer chooses within the minute before a change is heard (and 5 s after): two
+stages written a moment apart passed dated a hold apart. Now a stage heard sooner after
+the plan's previous stage that added nodes than the plan holds between them (less 5 s of
+clock skew) is refused; a stage a node learned at a resync is judged on its signed date.
+Real nats-server (authorization on), a node (n1) in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 import pytest
 
-from knightwatch.clock import NS_PER_S
+from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.node.flags import NodeFlags, applied_key
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.protocol import Bucket
@@ -187,26 +191,43 @@ def stage(
     )  # fmt: skip
 
 
+class Shifted(SystemClock):
+    """The host's clocks, its wall clock moved `ahead` (time passing without the wait)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0
+
+    def time_ns(self) -> int:  # type: ignore[override]
+        return time.time_ns() + self.ahead
+
+
+def shifted(node: NodeRuntime) -> Shifted:
+    clock = Shifted()
+    node.clock = clock
+    return clock
+
+
 @pytest.mark.parametrize("plan", [HELD, SPLIT], ids=["one_hold", "two_holds"])
 @pytest.mark.parametrize("gap_s", [1, 20, 40])
 async def test_a_stage_comes_no_sooner_than_the_approved_plan_holds(
     site: Site, plan: RolloutPlan, gap_s: int
 ) -> None:
-    """The canary dated `gap_s` before the fleet stage (both within the minute a change is
-    dated from when it is heard); the plan holds 30 s in between. Sooner than 30 s less
-    the 5 s of clock skew, n1 refuses the fleet stage; later, it applies. Before, one
-    operator signing both at once turned the whole fleet on."""
+    """n1 hears the canary, then `gap_s` later (by its clock) the fleet stage, each dated
+    when it is written; the plan holds 30 s in between. Sooner than 30 s less the 5 s of
+    clock skew, n1 refuses the fleet stage; later, it applies. Before, one operator
+    signing both at once turned the whole fleet on."""
     node, flags = await started(site)
     try:
-        fleet_at = now()
-        canary_at = fleet_at - gap_s * NS_PER_S
+        clock = shifted(node)
+        canary_at = now()
         started_ns = canary_at - NS_PER_S
         approval = rollout_approval(site, plan, started_ns)
         canary = stage(site, plan, approval, started_ns, 0, ("n0",), 1, canary_at)
         await put_state(site, 1, {"n0": True}, {"n0": canary})
         await at_revision(flags, 1)
+        clock.ahead = gap_s * NS_PER_S
         last = len(plan.stages) - 1
-        fleet = stage(site, plan, approval, started_ns, last, ("n1", "n2"), 2, fleet_at)
+        fleet = stage(site, plan, approval, started_ns, last, ("n1", "n2"), 2, clock.time_ns())
         proofs = {"n0": canary, "n1": fleet, "n2": fleet}
         await put_state(site, 2, {"n0": True, "n1": True, "n2": True}, proofs)
         if gap_s < 25:
@@ -218,5 +239,71 @@ async def test_a_stage_comes_no_sooner_than_the_approved_plan_holds(
             await at_revision(flags, 2)
             held = flags.get(QUOTE)
             assert held is not None and held.value_for("n1") is True, flags.last_refusal
+    finally:
+        await close(node)
+
+
+@pytest.mark.parametrize("plan", [HELD, SPLIT], ids=["one_hold", "two_holds"])
+async def test_stages_heard_a_second_apart_are_refused_however_far_apart_they_are_dated(
+    site: Site, plan: RolloutPlan
+) -> None:
+    """alice dates the canary 50 s back and the fleet stage 4 s ahead (each within what a
+    change may be dated from when it is heard) and writes them a moment apart: 54 s apart
+    on paper, the plan's 30 s hold skipped. n1 refuses the fleet stage (it heard the two a
+    moment apart). Before, the hold was judged on the signed dates alone and the whole
+    fleet turned on with no hold."""
+    node, flags = await started(site)
+    try:
+        canary_at = now() - 50 * NS_PER_S
+        started_ns = canary_at - NS_PER_S
+        approval = rollout_approval(site, plan, started_ns)
+        canary = stage(site, plan, approval, started_ns, 0, ("n0",), 1, canary_at)
+        await put_state(site, 1, {"n0": True}, {"n0": canary})
+        await at_revision(flags, 1)
+        last = len(plan.stages) - 1
+        ahead = now() + 4 * NS_PER_S
+        fleet = stage(site, plan, approval, started_ns, last, ("n1", "n2"), 2, ahead)
+        proofs = {"n0": canary, "n1": fleet, "n2": fleet}
+        await put_state(site, 2, {"n0": True, "n1": True, "n2": True}, proofs)
+        await eventually(lambda: flags.refused[TrustReason.APPROVAL_INVALID] == 1)
+        assert "the approved plan holds 30 s between them" in flags.last_refusal
+        held = flags.get(QUOTE)
+        assert held is not None and held.value_for("n1") is None
+    finally:
+        await close(node)
+
+
+@pytest.mark.parametrize("down_for_canary", [False, True])
+async def test_a_node_restarted_mid_rollout_takes_the_next_stage_after_the_hold(
+    site: Site, down_for_canary: bool
+) -> None:
+    """n1 restarts between the canary and the fleet stage (heard the canary live before, or
+    was down when it was written and reads it at its start); the fleet stage comes 40 s
+    after the canary, dated so, and applies: a stage learned at a resync does not block
+    the next one (its hold counts from the signed dates then)."""
+    node, flags = await started(site)
+    try:
+        canary_at = now()
+        started_ns = canary_at - NS_PER_S
+        approval = rollout_approval(site, HELD, started_ns)
+        canary = stage(site, HELD, approval, started_ns, 0, ("n0",), 1, canary_at)
+        if down_for_canary:
+            await close(node)
+        await put_state(site, 1, {"n0": True}, {"n0": canary})
+        if not down_for_canary:
+            await at_revision(flags, 1)
+            await remembered(node, b'"stages":{"0":')
+            await close(node)
+        node, flags = await started(site)
+        clock = shifted(node)
+        await at_revision(flags, 1)
+        clock.ahead = 40 * NS_PER_S
+        fleet = stage(site, HELD, approval, started_ns, 1, ("n1", "n2"), 2, clock.time_ns())
+        proofs = {"n0": canary, "n1": fleet, "n2": fleet}
+        await put_state(site, 2, {"n0": True, "n1": True, "n2": True}, proofs)
+        await at_revision(flags, 2)
+        held = flags.get(QUOTE)
+        assert held is not None and held.value_for("n1") is True, flags.last_refusal
+        assert not flags.refused, flags.last_refusal
     finally:
         await close(node)

@@ -22,6 +22,13 @@ change of the flag (an earlier rollout's stage) already carried starts nothing, 
 aborted rollout is not started again by its requester alone within the approval's hour.
 Its stages ride it for `ROLLOUT_SPAN_NS` after the start (every node refuses later
 ones), so a rollout still progressing then is aborted, never promoted.
+
+Before every step the driver checks that the flag state still holds its stages: every
+node a stage switched on holds the target value, by a change of this rollout (with an
+approval, its signed `rollout_id`). One that does not (a `flags set` overwrote it, or the
+state cannot be read) ended the rollout on every node (they refuse its later stages as
+`replayed`); the driver aborts it, naming the node and the revision, instead of recording
+refused stages as switched on and promoting over a flag that is no longer its own.
 """
 
 from __future__ import annotations
@@ -43,7 +50,13 @@ from knightwatch.control.fleet.supervisor import (
     SupervisorConfig,
     gate_metrics,
 )
-from knightwatch.control.node.flags import carried_by, changes_of
+from knightwatch.control.node.flags import (
+    carried_by,
+    changes_of,
+    claimed_away,
+    decode_state,
+    state_key,
+)
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
@@ -290,6 +303,14 @@ class RolloutDriver:
             if claimed is None:
                 return (await self._existing(flag_id))[0]
             return await self._act(rollout, actions, claimed)
+        overtaken = await self.overtaken(state)
+        if overtaken:  # its stages are no longer in the state: the nodes refuse the rest
+            log.error("ROLLOUT_OVERTAKEN %s %s", state.rollout_id, overtaken)
+            actions = rollout.abort(f"rollout_overtaken: {overtaken}")
+            claimed = await self._claim(rollout.state, revision)
+            if claimed is None:
+                return (await self._existing(flag_id))[0]
+            return await self._act(rollout, actions, claimed)
         actions = rollout.step(await self.metrics())
         if rollout.state == state:
             return state  # holding: nothing to record
@@ -303,6 +324,42 @@ class RolloutDriver:
         if claimed is None:
             return (await self._existing(flag_id))[0]  # moved on meanwhile: theirs stands
         return await self._act(rollout, actions, claimed)
+
+    async def overtaken(self, state: RolloutState) -> str:
+        """Why the flag state no longer holds a progressing rollout's stages ("": it does).
+
+        Every node a stage switched on must hold the target value by a change of this
+        rollout (with an approval: one whose signed `rollout_id` is this rollout's). A
+        `flags set` over them ended the rollout on every node, which refuses its later
+        stages as `replayed`; before, the driver recorded those refused stages as
+        switched on and kept promoting. A state that cannot be read holds nothing."""
+        if state.status is not RolloutStatus.PROGRESSING or not state.switched_on:
+            return ""
+        key = state_key(state.flag_id)
+        stored, _ = await self.plane.get_record(Bucket.FLAGS, key)
+        if stored is None:
+            return f"the flag state record {key!r} is gone; the nodes hold none of its stages"
+        try:
+            flags = decode_state(state.flag_id, stored)
+        except StateUnavailable as exc:
+            return f"{exc}; the nodes hold none of its stages"
+        for node in state.switched_on:
+            value = flags.value_for(node)
+            decision = claimed_away(flags.proofs.get(node, ""))
+            if value != state.target_value:
+                held = "no value (the safe default)" if value is None else _on(value)
+            elif state.approval and (decision is None or decision.rollout_id != state.rollout_id):
+                by = "" if decision is None else f" by {decision.actor}"
+                of = "" if decision is None or not decision.rollout_id else decision.rollout_id
+                held = f"{_on(value)} by another change{by}" + (f" (rollout {of})" if of else "")
+            else:
+                continue
+            return (
+                f"flag state revision {flags.revision}: {node} holds {held}, not a stage of "
+                f"rollout {state.rollout_id}; the nodes refuse its later stages, so it is "
+                "not promoted"
+            )
+        return ""
 
     def unapproved(self, state: RolloutState) -> str:
         """Why a progressing rollout's stored state is not what was approved (empty: it is).
@@ -424,6 +481,10 @@ class RolloutDriver:
             )
         except RevisionConflict:
             return None
+
+
+def _on(value: bool) -> str:
+    return "on" if value else "off"
 
 
 def rollout_metrics(

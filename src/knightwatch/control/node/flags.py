@@ -39,10 +39,13 @@ that stage: aborted, stopped by anyone, or replaced), if it makes a stage again
 Before, the approval of an aborted rollout, stored with it and readable, let one
 operator sign new "stages" within its day and turn the flag on again alone. The memory
 is kept in the node's applied record (only the node may write it), read back at start,
-and dropped once no stage can ride the approval anyway (`ROLLOUT_SPAN_NS`). A stage signed
+and dropped once no stage can ride the approval anyway (`ROLLOUT_SPAN_NS`). A stage heard
 sooner after the plan's previous stage that added nodes than the approved plan holds
 between them (less `SKEW_NS`) is refused (`approval_invalid`): the holds were the driver's
-alone, and one operator could sign the stages in quick succession.
+alone, and one operator could sign the stages in quick succession. The hold is measured on
+when each stage was heard live (`RolloutStep.heard_ns`), not on the signed issue times a
+signer picks within a minute before to 5 s after (two stages written a moment apart passed
+dated a hold apart); a stage learned at a resync is judged on its issue time alone.
 
 A `flags set` approval is of one change, and the node remembers the change each approval
 it saw carried, the same way (`used_approval`, kept with the rollouts): a change riding an
@@ -97,8 +100,14 @@ class RolloutStep(msgspec.Struct, frozen=True):
     """sha256 of the stage's proof (every node it added holds that very proof)."""
     nodes: tuple[str, ...]
     issued_ns: int = 0
-    """The stage's signed issue time (the next stage's hold counts from it; 0: recorded
-    by a node that did not keep it, so no later stage can be checked against it)."""
+    """The stage's signed issue time (0: recorded by a node that did not keep it, so no
+    later stage can be checked against it)."""
+    heard_ns: int = 0
+    """When a node first heard the stage live, by its own clock: the next stage's hold
+    counts from it (0: learned at a resync, not live; the signed issue times are all
+    there is then). A signer chooses its issue time within the minute before it is
+    heard and 5 s after, so two stages written a second apart could be dated a hold
+    apart and skip it."""
 
 
 class RolloutSeen(msgspec.Struct, frozen=True):
@@ -271,13 +280,22 @@ def claimed_away(proof: str) -> FlagDecision | None:
     return None if decision.value == decision.safe_default else decision
 
 
-def _too_soon(rollout: RolloutSeen, stage: RolloutStage) -> str:
-    """Why `stage` comes before the approved plan's hold since its `prior` stage was issued
-    ("" if it does not): the holds are in the plan the approval names, so one operator
-    signing the stages in quick succession carries none of them."""
+def _too_soon(rollout: RolloutSeen, stage: RolloutStage, heard_ns: int) -> str:
+    """Why `stage` comes before the approved plan's hold since its `prior` stage ("" if it
+    does not): the holds are in the plan the approval names, so one operator signing the
+    stages in quick succession carries none of them. Measured from when the prior stage
+    was heard live to `heard_ns`, when this one was (less `SKEW_NS`: another node may
+    have heard the prior one, by its clock); only where either was learned at a resync
+    (0), on the signed issue times alone. The issue times are held to the hold too."""
     prior = rollout.stages.get(stage.prior) if stage.prior >= 0 else None
     if prior is None:
         return ""  # no earlier stage: the order check refuses what needs one
+    if prior.heard_ns > 0 and heard_ns > 0 and heard_ns - prior.heard_ns < stage.hold_ns - SKEW_NS:
+        return (
+            f"stage {stage.stage} of its rollout is heard {(heard_ns - prior.heard_ns) / 1e9:.1f}"
+            f" s after stage {stage.prior} was; the approved plan holds "
+            f"{stage.hold_ns / 1e9:g} s between them"
+        )
     if prior.issued_ns <= 0:
         return (
             f"the issue time of stage {stage.prior} of its rollout is not known here, so the "
@@ -496,12 +514,12 @@ class NodeFlags:
         # stop direction never waits on it)
         away = value is not None and claimed_away(proof) is not None
         if away:
-            self._observe(state, schema)
+            self._observe(state, schema, live=live)
         try:
             return self._judged(state, schema, live=live, written=written)
         finally:
             if not away:
-                self._observe(state, schema)
+                self._observe(state, schema, live=live)
 
     def _judged(
         self, state: FlagState, schema: Mapping[str, str], *, live: bool, written: Written
@@ -542,7 +560,7 @@ class NodeFlags:
                         "a kill (issue it again after the resume)",
                     )
                 if verdict.rollout is not None:
-                    self._check_rollout(state.flag_id, verdict.rollout)
+                    self._check_rollout(state.flag_id, verdict.rollout, live=live)
                 if verdict.used is not None:
                     self._check_used(state.flag_id, verdict.used)
                 if revision < self._proof_revision.get(state.flag_id, 0):
@@ -569,11 +587,12 @@ class NodeFlags:
             self.runtime.record_event(FLAG_APPLIED, flag=state.flag_id, revision=revision)
         return True
 
-    def _observe(self, state: FlagState, schema: Mapping[str, str]) -> None:
+    def _observe(self, state: FlagState, schema: Mapping[str, str], *, live: bool) -> None:
         """Remember what `state` shows of the flag's rollouts: first whether one this node
         saw has ended (a node a stage of it turned on no longer holds that stage), then
         every stage it holds that verifies (any node's), under the rollout its approval
-        was first used for."""
+        was first used for. `live`: the state is heard now (a stage it holds is dated
+        by when it was heard), not read at a resync."""
         now = self.runtime.clock.time_ns()
         seen = self._rollouts.setdefault(state.flag_id, {})
         for key, rollout in list(seen.items()):
@@ -642,16 +661,19 @@ class NodeFlags:
                 or held.ended
                 or stage.stage in held.stages
                 or (stage.prior >= 0 and stage.prior not in held.stages)
-                or _too_soon(held, stage)
+                or _too_soon(held, stage, now if live else 0)
             ):
                 continue  # another rollout on a used approval, or a stage out of its order
-            step = RolloutStep(stage.revision, digest, stage.nodes, stage.issued_ns)
+            step = RolloutStep(
+                stage.revision, digest, stage.nodes, stage.issued_ns, now if live else 0
+            )
             seen[stage.approval] = msgspec.structs.replace(
                 held, stages={**held.stages, stage.stage: step}
             )
 
-    def _check_rollout(self, flag_id: str, stage: RolloutStage) -> None:
-        """Refuse a stage its rollout's approval does not carry on this node's memory."""
+    def _check_rollout(self, flag_id: str, stage: RolloutStage, *, live: bool) -> None:
+        """Refuse a stage its rollout's approval does not carry on this node's memory
+        (`live`: the stage is heard now, if this node did not learn it before)."""
         rollout = self._rollouts.get(flag_id, {}).get(stage.approval)
         if rollout is None:  # `_observe` learned every verified stage of the state
             raise Refused(TrustReason.REPLAYED, "the rollout stage was not seen in the state")
@@ -678,7 +700,11 @@ class NodeFlags:
                 f"stage {stage.stage} of its rollout comes before stage {stage.prior} was "
                 "made; the stages ride their approval in order",
             )
-        if early := _too_soon(rollout, stage):
+        if step is not None and step.revision == stage.revision:
+            heard = step.heard_ns  # when it was learned (perhaps by another node)
+        else:
+            heard = self.runtime.clock.time_ns() if live else 0
+        if early := _too_soon(rollout, stage, heard):
             raise Refused(TrustReason.APPROVAL_INVALID, early)
         if step is None or step.revision != stage.revision:
             made = "" if step is None else f" (made at revision {step.revision})"
