@@ -400,3 +400,28 @@ def test_a_node_reads_back_the_file_its_recorder_holds_in_one_pass(tmp_path: Pat
         ("symbol", "carol"),
     }
     assert got.used.ids == ["v1"]
+
+
+@pytest.mark.parametrize("ts", [b'"1000000000000000000"', b"1e18", b"null", b"-5"])
+def test_a_halt_whose_time_is_not_a_count_stands_and_no_store_resume_lifts_it(
+    tmp_path: Path, ts: bytes
+) -> None:
+    """A halt's time the schema cannot read was read as 0, older than any resume in the
+    store, so a resume dated before the halt lifted it at the node's start (a halt naming
+    no command is lifted by a stored resume issued after it). It stands as unreadable."""
+    path = tmp_path / "n1.jsonl"
+    clock = SimClock(10**18)
+    with FlightRecorder(path, clock=clock) as rec:
+        Guard(Limits(), node="n1", clock=clock, recorder=rec).halt(
+            Scope.FLEET, "fleet", "kill", actor="alice"
+        )
+    data = path.read_bytes()
+    assert b'"ts":1000000000000000000,"kind":"halt"' in data
+    path.write_bytes(
+        data.replace(
+            b'"ts":1000000000000000000,"kind":"halt"', b'"ts":' + ts + b',"kind":"halt"', 1
+        )
+    )
+    (held,) = standing(path).halts
+    assert (held.scope, held.key, held.ts) == ("unreadable", "line 1", 2**63 - 1)
+    assert "a halt without its seq and time as counts" in held.reason

@@ -240,7 +240,9 @@ _ID_CHUNK = 4 * 1024 * 1024
 
 class UnreadableRecord(AuditError, ValueError):
     """A line of a recorder's file that a reader must understand and cannot: one it skipped
-    could be an order the node accepted (`accepted_ids`)."""
+    could be an order the node accepted (`accepted_ids`). `why`: the rule the line breaks."""
+
+    why: str = ""
 
 
 class _IdFields(msgspec.Struct, gc=False):
@@ -398,7 +400,24 @@ def _take_ids_by_line(
 
 
 def _unreadable_line(path: str | os.PathLike[str], lineno: int, why: str) -> NoReturn:
-    raise UnreadableRecord(
+    exc = UnreadableRecord(
         f"{os.fspath(path)}: line {lineno}: {why}; the node cannot tell which order ids it "
         "already used; run `knightwatch audit verify` on the file"
     )
+    exc.why = why
+    raise exc
+
+
+def unreadable_id(line: bytes) -> str | None:
+    """Why a starting node cannot take the order id of `line` (a decision or `adopt` event
+    of its file) back (`accepted_ids` refuses the file on it), or None. `audit verify`
+    names such a line: the node's refusal tells the operator to run it."""
+    try:
+        rec = _id_fields.decode(line)
+    except (*UNDECODABLE, UnicodeDecodeError) as exc:
+        return f"not a record ({exc})"
+    try:
+        _take_ids([rec], [], [], None, "", 0)
+    except UnreadableRecord as exc:
+        return exc.why
+    return None

@@ -196,6 +196,13 @@ class _Replay:
             missing = "scope, key and code (its source) as text"
             unreadable.append(_unreadable(path, lineno, line, f"a halt without {missing}"))
             return
+        if rec.kind == "halt" and _PREFIX.match(line) is None:
+            # its seq and time not the counts a recorder writes ("ts":"..." or 1.5): the
+            # reader took time 0, older than any resume in the store, which then lifted a
+            # halt naming no command at the node's start (`NodeRuntime._restore`)
+            why = "a halt without its seq and time as counts"
+            unreadable.append(_unreadable(path, lineno, line, why))
+            return
         if not isinstance(scope, str) or not isinstance(key, str):
             return
         slot = self.latches.setdefault((scope, key), {})

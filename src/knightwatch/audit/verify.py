@@ -28,13 +28,14 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from enum import StrEnum
 from hashlib import sha256
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
-from knightwatch.audit.chain import GENESIS, SEAL, Link, Seal, split_line
+from knightwatch.audit.chain import GENESIS, SEAL, Seal, split_line
 from knightwatch.audit.log import NotARegularFile
-from knightwatch.audit.read import MAX_LINE_BYTES, data_end, read_lines
+from knightwatch.audit.read import ADOPT, MAX_LINE_BYTES, data_end, read_lines, unreadable_id
+from knightwatch.audit.record import DECISION
 from knightwatch.inputs import UNDECODABLE
 
 MAX_PROBLEMS: Final = 1000
@@ -63,6 +64,18 @@ class ProblemKind(StrEnum):
     """A checkpoint whose signature does not verify under the node's key (forged)."""
     APPENDED = "appended"
     """Records after the node's signed final checkpoint: written by someone else."""
+
+
+class _Line(msgspec.Struct):
+    """What verification reads of any line: its place in the sequence and its kind (a
+    `chain.Link`), and what a starting node must read of a decision, typed loosely so
+    that each value is checked by the node's own rule (`read.accepted_ids`)."""
+
+    seq: int
+    kind: str
+    ts: Any = None
+    order_id: Any = None
+    accepted: Any = None
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -193,7 +206,7 @@ class _Verifier:
     def run(self, raw_lines: Iterable[bytes], name: str, through: int = -1) -> VerifyReport:
         """Verify the lines; with `through`, also keep the report of the first `through`
         lines as `prefix` (of a copy of the state then: no second pass)."""
-        decode = msgspec.json.Decoder(Link).decode
+        decode = msgspec.json.Decoder(_Line).decode
         lineno = 0
         records = 0
         seals = 0
@@ -252,6 +265,17 @@ class _Verifier:
                 records += 1
                 self.batch_records += 1
                 self._hash(raw, lineno, link.seq)
+                kind, accepted = link.kind, link.accepted
+                if kind == DECISION:
+                    if accepted is not False and not (
+                        accepted is True
+                        and type(link.order_id) is str
+                        and link.order_id
+                        and type(link.ts) is int
+                    ):
+                        self._unreadable_id(line, lineno, link.seq)
+                elif kind == ADOPT:
+                    self._unreadable_id(line, lineno, link.seq)
                 if link.seq in self.note and link.seq not in self.noted:
                     self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
         return self.finish(name, lineno, records, seals, last_line, nul)
@@ -334,6 +358,20 @@ class _Verifier:
                 lineno,
                 seq,
                 f"not JSON: not UTF-8 text (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})",
+            )
+
+    def _unreadable_id(self, line: bytes, lineno: int, seq: int) -> None:
+        """Name a decision or adopt event whose order id a starting node cannot take back
+        (`read.accepted_ids` refuses the file, telling the operator to run verify, which
+        passed it where no seal was broken: resealed, or after the last seal)."""
+        why = unreadable_id(line)
+        if why is not None:
+            self.add(
+                ProblemKind.MALFORMED,
+                lineno,
+                seq,
+                f"a record a starting node cannot read: {why} "
+                "(the node refuses to start on the file)",
             )
 
     # ------------------------------------------------------------------ seals
