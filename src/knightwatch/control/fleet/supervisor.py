@@ -25,7 +25,13 @@ have baselines: accepted order rate, executed notional rate, the firm's own
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
 rate window halts the node (or, for the fleet's total, the fleet); the episode
 ends only after a full rate window back under it, so a sawtooth dipping under
-once a window does not restart the count. The order-rate rule judges what a node
+once a window does not restart the count. A node's rates are also averaged over
+`count_window_s` (since its last halt): over the limit there halts it too, so a train
+of bursts each shorter than the window (over it for one metrics interval less than
+the window), a window or more apart, is halted however short each burst is once it has
+gone over the limit `TRAIN_BURSTS` times in that span, while a basket now and then is not
+(one basket of 1,500 orders on a node doing 2 a second averages over its limit for a
+minute). The order-rate rule judges what a node
 offered, accepted or refused (throttling by rate limits included): a strategy
 hammering the Guard is a runaway the Guard is hiding. A node working only its
 customers' parents is judged on those refusals alone, and only once they have stayed
@@ -155,6 +161,10 @@ each all day) raises it at a steady pace all day: held, 10 parents at one child 
 each were halted at 500 children a parent, 8 minutes in. A runaway of children still moves
 it 5x past its learned average in seconds to a minute; unfilled children are messages per
 execution's to halt, and fills beyond a parent principal flow's."""
+TRAIN_BURSTS = 3
+"""Times a node's rate must go over its limit within `count_window_s`, with its average
+over that window over the limit too, to be halted as a train of bursts each shorter than
+the rate window; one or two baskets a minute are not."""
 _CUSTOMER_RATES = ("order_rate", "notional_rate")
 """The rates a node working only its customers' parents (`customers_only`) is let off: a big
 parent at a busy open is fast, not broken. Its children per parent and its messages per
@@ -582,6 +592,7 @@ class _Baseline:
 
     __slots__ = (
         "anchor",
+        "bursts",
         "exempt",
         "fixed",
         "last",
@@ -589,6 +600,7 @@ class _Baseline:
         "since",
         "under_since",
         "value",
+        "was_over",
     )
 
     def __init__(self, fixed: float | None = None) -> None:
@@ -602,6 +614,10 @@ class _Baseline:
         ends only after a full rate window under it (`Supervisor._baseline_rules`)."""
         self.anchor: float | None = None
         """The learned value when it came into force (warm-up over): what bounds its rise."""
+        self.bursts: deque[int] = deque()
+        """When the measure went over its limit (from under it), within the last
+        `count_window_s`: `TRAIN_BURSTS` of them make a train (`Supervisor._baseline_rules`)."""
+        self.was_over = False
         self.exempt = False
         """The node works its customers' parents only (`customers_only`) and the measure is
         over its own limit: its own rule lets it be, and so does the fleet's total (a big
@@ -660,6 +676,7 @@ class _Track:
         "bleed_since",
         "counts",
         "customers_only",
+        "long",
         "measures",
         "own_flow",
         "pnl",
@@ -691,6 +708,13 @@ class _Track:
         """In the last rate window every child went out within a customer's parent and none
         was refused (throttling aside): the node is working its customers' orders, however
         fast, and the rate rules leave it be (a big parent at a busy open is no runaway)."""
+        self.long: dict[str, tuple[float, float]] = {}
+        """A node's rates (`_CUSTOMER_RATES`) averaged over its counted span once that spans
+        `count_window_s` (value, seconds): a burst shorter than a rate window was over its
+        limit for less than a window (one metrics interval fewer than the window), so a
+        train of them, each a window under the limit apart, was never held over it (1,000
+        orders in 0.2 s every 2.2 s, 23x a node's normal rate, for good). Empty for the
+        fleet and while the span is shorter (a single burst after a resume is no train)."""
         self.bleed_since: int | None = None
         self.pnl: deque[tuple[int, float]] = deque()
         self.refused_rate = 0.0
@@ -1108,6 +1132,18 @@ class Supervisor:
         sent, fills = b.accepted - a.accepted, b.fills - a.fills
         if sent >= self.config.reject_min_orders:
             out["messages_per_execution"] = sent / max(fills, 1)
+        # the rates over the whole counted span (`_Track.long`): what offered (accepted or
+        # refused) and executed there, once it spans count_window_s since the last halt
+        first, last = track.counted[0], track.counted[-1]
+        span = (last.t - first.t) / 1e9
+        track.base.long = (
+            {
+                "order_rate": ((last.orders - first.orders) / span, span),
+                "notional_rate": ((last.notional - first.notional) / span, span),
+            }
+            if span >= 0.95 * self.config.count_window_s
+            else {}
+        )
         return out
 
     def _counted(self, track: _NodeTrack) -> tuple[_Sample, _Sample]:
@@ -1214,7 +1250,20 @@ class Supervisor:
                 out += self._fire(m.rule, key, False, scope, state, "")
                 continue
             limit = self._limit(m.name, base, nodes)
-            if value <= limit:
+            # over its limit on average over count_window_s is held over it, however short
+            # each burst (`_Track.long`); a node let off its rates (customers_only) aside
+            long, span = track.long.get(m.name, (0.0, 0.0))
+            # ... if it is a train: `TRAIN_BURSTS` times over its limit within the window. One
+            # basket (1,500 orders at once on a node doing 2 a second) averages over the
+            # limit for a minute too, and a basket now and then is no runaway
+            over_now = value > limit
+            if over_now and not b.was_over:
+                b.bursts.append(now)
+            b.was_over = over_now
+            while b.bursts and now - b.bursts[0] > patience:
+                b.bursts.popleft()
+            train = long > limit and not track.customers_only and len(b.bursts) >= TRAIN_BURSTS
+            if value <= limit and not train:
                 # an episode ends after a full rate window under the limit, not one sample:
                 # a sawtooth dipping under it once a window (2,000/s for 0.2 s in every
                 # 1.2 s, 3x the limit on average) reset the sustain each time, for good
@@ -1227,19 +1276,24 @@ class Supervisor:
             b.under_since = None
             if b.over_since is None:
                 b.over_since = now
-            held = m.at_once or now - b.over_since >= hold
+            held = m.at_once or now - b.over_since >= hold or train
             kind = "configured" if b.fixed is not None else "learned"
             if m.name in track.summed:
                 kind = "nodes' own summed"
             elif m.name in _WARMUP_FLOORED and b.current(now, warm) is None:
                 kind = "warm-up (floor)"
+            if value <= limit or (train and now - b.over_since < hold):
+                value, over = long, f" on average over the last {span:,.0f} s"
+                refused = 0.0  # (the rate window's refusals are not what this names)
+            else:
+                over = "" if m.at_once else f" for >= {hold / 1e9:g} s"
             times = f"{value / base:,.1f}x" if base > 0 else "above"
             floor = cfg.floor(m.name) * (nodes if m.additive else 1)
             why = (
                 f"{who} {m.name} {_num(value)} {m.unit}, {times} its {kind} baseline "
                 f"{_num(base)} {m.unit} (limit {_num(limit)} = max({cfg.baseline_multiple:g}x "
                 f"baseline, floor {_num(floor)}))"
-                + ("" if m.at_once else f" for >= {hold / 1e9:g} s")
+                + over
                 + (f", {_num(refused)} {m.unit} of it refused by the Guard" if refused else "")
             )
             out += self._fire(m.rule, key, held, scope, state, why)
