@@ -800,13 +800,36 @@ class Ledger:
         """(amount step, price tick) of a market, read once from ccxt's loaded markets."""
         known = self._markets.get(symbol)
         if known is None:
-            precision = self.exchange.market(symbol).get("precision") or {}
+            market = self.exchange.market(symbol)
+            precision = market.get("precision") or {}
+            step = self._step(symbol, precision.get("amount"))
             known = (
-                self._step(symbol, precision.get("amount")),
+                Units(step.step, self._contract_size(symbol, market)),
                 self._step(symbol, precision.get("price"), required=False),
             )
             self._markets[symbol] = known
         return known
+
+    @staticmethod
+    def _contract_size(symbol: str, market: dict[str, Any]) -> Any:
+        """What one amount of a contract market is worth (its `contractSize`; 1 for spot).
+
+        A linear contract's notional is amount x contractSize x price: counted as
+        amount x price, 1,000-DOGE contracts read 1/1000 of their value against every
+        notional limit. An inverse contract's is amount x contractSize in the quote
+        currency whatever the price, which the Guard's quantity x price cannot state:
+        it is refused, never counted as if linear."""
+        if not market.get("contract"):
+            return 1
+        if market.get("inverse") or not market.get("linear"):
+            raise UnitError(
+                f"market {symbol}: inverse contracts are refused (the Guard counts "
+                "notional as amount x price; an inverse contract's is not)"
+            )
+        size = market.get("contractSize")
+        if size is None:
+            raise UnitError(f"market {symbol}: contractSize: missing for a contract market")
+        return size
 
     def _step(self, symbol: str, value: Any, required: bool = True) -> Any:
         mode = self.exchange.precisionMode

@@ -849,19 +849,29 @@ class NautilusGuard:
             if nt is None:
                 raise AdapterError(f"instrument: {instrument_id} is not in the cache")
             step = nt.size_increment
+            if nt.is_inverse:
+                # an inverse contract's notional is quantity x multiplier in the quote
+                # currency whatever the price: quantity x price would misstate every limit
+                raise AdapterError(
+                    f"instrument: {instrument_id} is an inverse contract, refused (the Guard "
+                    "counts notional as quantity x price; an inverse contract's is not)"
+                )
+            # a contract's quantity counts contracts, each worth `multiplier` of the underlying
+            units = Units(step.as_decimal(), nt.multiplier.as_decimal())
             symbol = self._symbol_of(instrument_id)
             for other_id, other in self._instruments.items():
-                if other.symbol == symbol and other.step_raw != int(step.raw):
+                if other.symbol == symbol and (
+                    other.step_raw != int(step.raw) or other.units.multiplier != units.multiplier
+                ):
                     # one symbol's quantities in two units: its position and order limits
                     # would add 0.001s to 0.000001s as the same thing
                     raise AdapterError(
                         f"symbol_of: {instrument_id} (size increment {step}) and {other_id} "
-                        f"(size increment {other.units.step}) both map to symbol {symbol!r}; "
-                        "the Guard counts a symbol in one size increment"
+                        f"(size increment {other.units.step}, multiplier "
+                        f"{other.units.multiplier}) both map to symbol {symbol!r}; the Guard "
+                        "counts a symbol in one size increment and multiplier"
                     )
-            inst = self._instruments[instrument_id] = _Instrument(
-                symbol, Units(step.as_decimal()), int(step.raw)
-            )
+            inst = self._instruments[instrument_id] = _Instrument(symbol, units, int(step.raw))
         return inst
 
     def _deny(self, order: NtOrder, d: Decision) -> None:

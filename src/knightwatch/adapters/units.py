@@ -15,6 +15,11 @@ Notional, exposure, turnover and loss limits therefore stay in the quote
 currency, while quantity limits (`max_order_qty`, `max_position_qty`, parent
 quantities) are in units of the step, and `tick_size` for tick collars is per
 unit too. An instrument whose step is 1 (shares, most FX) needs no translation.
+
+A contract's amounts count contracts, and one contract is worth `multiplier` of the
+underlying (ccxt's `contractSize`, NautilusTrader's `multiplier`: 1,000 DOGE a contract,
+50 x the index for a future): its per-unit price is price x step x multiplier, or every
+notional, exposure and loss figure would read 1/multiplier of what is traded.
 """
 
 from __future__ import annotations
@@ -54,14 +59,20 @@ def decimal_of(value: object, what: str) -> Decimal:
 class Units:
     """One instrument's step: amounts <-> Guard units, prices -> per-unit prices."""
 
-    __slots__ = ("_step_f", "step")
+    __slots__ = ("_step_f", "multiplier", "step")
 
-    def __init__(self, step: Decimal | str | int | float) -> None:
+    def __init__(
+        self, step: Decimal | str | int | float, multiplier: Decimal | str | int | float = 1
+    ) -> None:
         s = decimal_of(step, "step")
         if s <= 0:
             raise UnitError(f"step: must be > 0, got {step!r}")
+        m = decimal_of(multiplier, "multiplier")
+        if m <= 0:
+            raise UnitError(f"multiplier: must be > 0, got {multiplier!r}")
         self.step = s.normalize()
-        self._step_f = float(self.step)
+        self.multiplier = m.normalize()
+        self._step_f = float(self.step * self.multiplier)
 
     @classmethod
     def from_places(cls, places: int) -> Units:
@@ -82,10 +93,13 @@ class Units:
         return (self.step * units).normalize()
 
     def unit_price(self, price: object, what: str = "price") -> float:
-        """The price of one unit (price x step), as the Guard's notional arithmetic wants it."""
+        """The price of one unit (price x step x multiplier), as the Guard's notional
+        arithmetic wants it."""
         if type(price) is float:
             return price * self._step_f
-        return float(decimal_of(price, what) * self.step)
+        return float(decimal_of(price, what) * self.step * self.multiplier)
 
     def __repr__(self) -> str:
-        return f"Units(step={self.step})"
+        if self.multiplier == 1:
+            return f"Units(step={self.step})"
+        return f"Units(step={self.step}, multiplier={self.multiplier})"
