@@ -12,6 +12,7 @@ on their own machine.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -188,18 +189,61 @@ class Kit:
         return self.next_version(members, at_ns)
 
     def write(self, directory: Path, private: Iterable[str] = ()) -> None:
-        """anchor.toml, roster/v<N>.json and `private` names' keys (0600) under `directory`."""
-        (directory / "roster").mkdir(parents=True, exist_ok=True)
-        (directory / "keys").mkdir(parents=True, exist_ok=True)
-        (directory / "anchor.toml").write_text(anchor_toml(self.anchor), encoding="utf-8")
+        """anchor.toml, roster/v<N>.json and `private` names' keys (0600) under `directory`.
+
+        Whatever the umask, the directories and files are never writable by other
+        accounts (anchor.toml names the admins every reader trusts) and `keys/` is the
+        owner's alone; each file appears whole or not at all (written aside, then moved
+        in). A key file is never replaced: one already holding the same key is left as
+        it is, one holding anything else is refused (TrustError naming it) before
+        anything is written, so a cast written over another's keeps the keys it had."""
+        keys = directory / "keys"
+        names = list(private)
+        for name in names:
+            path = keys / f"{name}.key"
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise TrustError(f"key file {path}: not a regular file; not overwritten")
+            if path.exists() and _head(path) != self.signers[name].key.private_pem():
+                raise TrustError(
+                    f"key file {path}: holds another key than {name}'s "
+                    f"{self.signers[name].key.key_id[:16]}; not overwritten (move it away "
+                    "to replace it)"
+                )
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        (directory / "roster").mkdir(mode=0o755, exist_ok=True)
+        keys.mkdir(mode=0o700, exist_ok=True)
+        _write_whole(directory / "anchor.toml", anchor_toml(self.anchor).encode(), 0o644)
         for envelope, version in zip(
             self.envelopes, range(1, len(self.envelopes) + 1), strict=True
         ):
-            (directory / "roster" / f"v{version}.json").write_bytes(encode_envelope(envelope))
-        for name in private:
-            path = directory / "keys" / f"{name}.key"
-            if path.exists():
-                path.unlink()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(self.signers[name].key.private_pem())
+            path = directory / "roster" / f"v{version}.json"
+            _write_whole(path, encode_envelope(envelope), 0o644)
+        for name in names:
+            path = keys / f"{name}.key"
+            if not path.exists():
+                _write_whole(path, self.signers[name].key.private_pem(), 0o600, replace=False)
+
+
+def _head(path: Path) -> bytes:
+    """A key file's first 64 KiB (a PEM key is far shorter; more is not the same key)."""
+    with path.open("rb") as f:
+        return f.read(65536)
+
+
+def _write_whole(path: Path, data: bytes, mode: int, *, replace: bool = True) -> None:
+    """`data` at `path`, whole or not at all: written to a file beside it created with
+    `mode` (the umask can only take bits away), then moved in (`replace`) or linked in
+    (never over an existing file: FileExistsError)."""
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.replace(aside, path)
+        else:
+            os.link(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
