@@ -155,6 +155,8 @@ def _nothing() -> None:
     """What is left to do after confirming a resume: it was recorded before it applied."""
 
 
+_DROPS_SAID_S = 10
+"""The shortest time between two lines saying shipped lines were dropped."""
 _ATTEST_TIMEOUT_S = 2.0
 _SEEN_COMMANDS = 4096
 THAWED_KEPT = STATE_HISTORY
@@ -414,6 +416,11 @@ class NodeRuntime:
         """Set by a host with orders outside the process (see the module docstring)."""
         self._draining: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._failing: set[str] = set()
+        """Background loops whose last round raised (`_round`): logged once per run."""
+        self._dropped_said = 0
+        self._dropped_said_ns = 0
+        """`shipper.dropped` when last logged (`_say_dropped`), and when (monotonic ns)."""
 
     # --- the embedding program's order path ---------------------------------
     def check(self, order: Order) -> Decision:
@@ -1837,7 +1844,7 @@ class NodeRuntime:
     async def _attesting(self) -> None:
         while self._running:
             await asyncio.sleep(self.attest_s)
-            await self.attest_once()
+            await self._round("attestation", self.attest_once)
 
     async def _put_member(self) -> None:
         """Store this node's membership record when it says something new, or when the
@@ -1860,7 +1867,30 @@ class NodeRuntime:
     async def _heartbeats(self) -> None:
         while self._running:
             await asyncio.sleep(self.policy.heartbeat_s)
-            await self.heartbeat_once()
+            await self._round("heartbeat", self.heartbeat_once)
+
+    async def _round(self, loop: str, once: Callable[[], Awaitable[None]]) -> None:
+        """One round of a background loop; an error nobody expected ends the round, not the
+        loop. Before, one (a plane raising something other than `ControlPlaneUnavailable`)
+        ended the loop for good and nothing was said until the node stopped: a heartbeat
+        loop gone left the Guard blocking every order for ever while the node's status
+        still read admitted, a metrics loop gone got the node halted as silent and its
+        audit lines never shipped again. A heartbeat round that fails drops admission at
+        once (the next one resyncs first); the error is logged once per run of failures."""
+        try:
+            await once()
+        except Exception as exc:
+            if loop == "heartbeat":
+                self._revoke(f"heartbeat failed: {exc!r}"[:200])
+            if loop not in self._failing:
+                self._failing.add(loop)
+                log.exception(
+                    "LOOP_ERROR node=%s loop=%s: round failed; retrying", self.node_id, loop
+                )
+            return
+        if loop in self._failing:
+            self._failing.discard(loop)
+            log.warning("node %s: %s round succeeded again", self.node_id, loop)
 
     # --- metrics and audit ---------------------------------------------------
     def metrics(self) -> NodeMetrics:
@@ -1942,6 +1972,7 @@ class NodeRuntime:
         (its id lets the stream drop it if the first copy landed) before any new one,
         so no line is lost or shipped twice by an outage.
         """
+        self._say_dropped()
         try:
             await self.plane.publish_metrics(self.metrics())
             if self.shipper is None:
@@ -1965,7 +1996,31 @@ class NodeRuntime:
         except ControlPlaneUnavailable:
             return
 
+    def _say_dropped(self) -> None:
+        """Log the lines the shipping buffer dropped since last said (at most one line every
+        `_DROPS_SAID_S`, counting them all).
+
+        The buffer drops its oldest lines when the stream is away or slower than the
+        recorder (`ShippingSink`); before, they were only counted in `shipper.dropped`,
+        which nothing read: the fleet's audit stream had gaps nobody was told of. The
+        file keeps every line."""
+        shipper = self.shipper
+        if shipper is None or shipper.dropped <= self._dropped_said:
+            return
+        now = self.clock.monotonic_ns()
+        if self._dropped_said_ns and now - self._dropped_said_ns < _DROPS_SAID_S * NS_PER_S:
+            return
+        lost, self._dropped_said = shipper.dropped - self._dropped_said, shipper.dropped
+        self._dropped_said_ns = now
+        log.error(
+            "AUDIT_DROPPED node=%s lines=%d total=%d: not shipped to the fleet's audit stream "
+            "(its buffer was full); the flight recorder's file keeps them",
+            self.node_id,
+            lost,
+            shipper.dropped,
+        )
+
     async def _publishing(self) -> None:
         while self._running:
             await asyncio.sleep(self.metrics_s)
-            await self.publish_once()
+            await self._round("metrics", self.publish_once)
