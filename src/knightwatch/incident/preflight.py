@@ -181,9 +181,17 @@ async def _listen(
     async def on_metrics(m: NodeMetrics) -> None:
         metrics[m.node_id] = m
 
-    await plane.subscribe_heartbeats(on_heartbeat)
-    await plane.subscribe_metrics(on_metrics)
-    await asyncio.sleep(listen_s)
+    # dropped when done, however it ends: on a console session's link each preflight
+    # left two live handlers for good, and every heartbeat called them all
+    drop_heartbeats = await plane.subscribe_heartbeats(on_heartbeat)
+    try:
+        drop_metrics = await plane.subscribe_metrics(on_metrics)
+        try:
+            await asyncio.sleep(listen_s)
+        finally:
+            await drop_metrics()
+    finally:
+        await drop_heartbeats()
     return offsets, metrics, instances, beats
 
 

@@ -55,6 +55,7 @@ from knightwatch.control.plane.protocol import (
     ControlPlane,
     ControlPlaneUnavailable,
     RevisionConflict,
+    Unsubscribe,
 )
 from knightwatch.control.plane.wire import (
     ENCODER,
@@ -370,7 +371,8 @@ class RampController:
         self._metrics: dict[str, NodeMetrics] = {}
         self._watch: RampWatch | None = None
         self._tripped = asyncio.Event()
-        self._subscribed = False
+        self._drops: list[Unsubscribe] = []
+        """The live subscriptions of a running `apply`, dropped when its watch ends."""
         self._rev = ABSENT
         """The revision of this ramp's last write of its record (what the next one must find)."""
 
@@ -384,10 +386,19 @@ class RampController:
             self._tripped.set()
 
     async def _subscribe(self) -> None:
-        if not self._subscribed:
-            await self.plane.subscribe_metrics(self._on_metrics)
-            await self.plane.subscribe_states(self._on_state)
-            self._subscribed = True
+        if not self._drops:
+            self._drops.append(await self.plane.subscribe_metrics(self._on_metrics))
+            self._drops.append(await self.plane.subscribe_states(self._on_state))
+
+    async def _unsubscribe(self) -> None:
+        """Drop the watch's subscriptions (the ramp is over: tripped, done or refused). A
+        controller on a long-lived link (a console session's) kept them for good, and
+        every metrics message called them all. What it heard goes with them: a later
+        `apply` waits for metrics heard anew, as a new controller does."""
+        drops, self._drops = self._drops, []
+        for drop in drops:
+            await drop()
+        self._metrics.clear()
 
     async def _halts(self) -> dict[str, tuple[StateEntry, int]]:
         """Every stored slot as readers hold it (a deleted entry is a halt of its slot)."""
@@ -559,7 +570,16 @@ class RampController:
         this controller's own for a resume that carries none.
 
         A request decided on a revision the slot no longer holds is refused as stale
-        before any stage is stored (`KillSwitchError`)."""
+        before any stage is stored (`KillSwitchError`). The watch's subscriptions are
+        dropped when it ends, however it ends (after a trip's kill is sent)."""
+        try:
+            return await self._apply(entry, timeout_s, nodes)
+        finally:
+            await self._unsubscribe()
+
+    async def _apply(
+        self, entry: StateEntry, timeout_s: float, nodes: Sequence[str] | None
+    ) -> RampOutcome:
         self.plan = self.plan.following(entry)
         scope, key, reason = entry.scope, entry.key, entry.reason
         # the slot's ramp record as it is before the halt is checked: stage one is stored

@@ -105,7 +105,11 @@ def _records(raw: Mapping[str, tuple[bytes, int]]) -> dict[str, object]:
 async def collect(
     plane: ControlPlane, clock: Clock, *, last_records: int = 200, listen_s: float = 1.0
 ) -> dict[str, bytes]:
-    """Every evidence file by archive name (reads only)."""
+    """Every evidence file by archive name (reads only).
+
+    It hears heartbeats and metrics while it reads, and drops both subscriptions when
+    done, however it ends: the plane may be a console session's link, where each
+    snapshot left two live handlers for good, every heartbeat then calling them all."""
     offsets: dict[str, float] = {}
     metrics: dict[str, NodeMetrics] = {}
 
@@ -115,8 +119,24 @@ async def collect(
     async def on_metrics(m: NodeMetrics) -> None:
         metrics[m.node_id] = m
 
-    await plane.subscribe_heartbeats(on_heartbeat)
-    await plane.subscribe_metrics(on_metrics)
+    drop_heartbeats = await plane.subscribe_heartbeats(on_heartbeat)
+    try:
+        drop_metrics = await plane.subscribe_metrics(on_metrics)
+        try:
+            return await _collect(plane, offsets, metrics, last_records, listen_s)
+        finally:
+            await drop_metrics()
+    finally:
+        await drop_heartbeats()
+
+
+async def _collect(
+    plane: ControlPlane,
+    offsets: dict[str, float],
+    metrics: dict[str, NodeMetrics],
+    last_records: int,
+    listen_s: float,
+) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     gaps: list[str] = []
     # the kill-state and membership stores are stores too: one that cannot be read is

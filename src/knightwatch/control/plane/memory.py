@@ -22,6 +22,7 @@ from knightwatch.control.plane.protocol import (
     Record,
     Responder,
     RevisionConflict,
+    Unsubscribe,
 )
 from knightwatch.control.plane.wire import (
     AuditEnvelope,
@@ -32,6 +33,17 @@ from knightwatch.control.plane.wire import (
     slot_of,
 )
 from knightwatch.state import Scope
+
+
+class _Sub:
+    """One live subscription of a connection to a topic."""
+
+    __slots__ = ("dropped", "handler", "plane")
+
+    def __init__(self, plane: MemoryControlPlane, handler: Handler[Any]) -> None:
+        self.plane = plane
+        self.handler = handler
+        self.dropped = False
 
 
 class MemoryFabric:
@@ -63,7 +75,7 @@ class MemoryFabric:
         self._record_ns: dict[int, tuple[Bucket, str, int]] = {}
         """Per record revision, its bucket, key and when the fabric wrote it (with a clock)."""
         self._responders: dict[str, tuple[MemoryControlPlane, Responder]] = {}
-        self._subs: dict[str, list[tuple[MemoryControlPlane, Handler[Any]]]] = {}
+        self._subs: dict[str, list[_Sub]] = {}
         self._planes: list[MemoryControlPlane] = []
 
     async def set_reachable(self, reachable: bool) -> None:
@@ -78,9 +90,10 @@ class MemoryFabric:
         return self._revision
 
     async def deliver(self, topic: str, message: object) -> None:
-        for plane, handler in list(self._subs.get(topic, ())):
-            if plane.connected:
-                await handler(message)
+        for sub in list(self._subs.get(topic, ())):
+            # one dropped by an earlier handler of this message is not called (as on NATS)
+            if sub.plane.connected and not sub.dropped:
+                await sub.handler(message)
 
     def attach(self, plane: MemoryControlPlane) -> None:
         self._planes.append(plane)
@@ -89,11 +102,22 @@ class MemoryFabric:
         if plane in self._planes:
             self._planes.remove(plane)
         for topic, subs in self._subs.items():
-            self._subs[topic] = [(p, h) for p, h in subs if p is not plane]
+            self._subs[topic] = [s for s in subs if s.plane is not plane]
         self._responders = {s: r for s, r in self._responders.items() if r[0] is not plane}
 
-    def subscribe(self, topic: str, plane: MemoryControlPlane, handler: Handler[Any]) -> None:
-        self._subs.setdefault(topic, []).append((plane, handler))
+    def subscribe(
+        self, topic: str, plane: MemoryControlPlane, handler: Handler[Any]
+    ) -> Unsubscribe:
+        sub = _Sub(plane, handler)
+        self._subs.setdefault(topic, []).append(sub)
+
+        async def unsubscribe() -> None:
+            # this subscription's own entry (the same handler may be subscribed twice)
+            sub.dropped = True
+            subs = self._subs.get(topic, [])
+            self._subs[topic] = [s for s in subs if s is not sub]
+
+        return unsubscribe
 
 
 class MemoryControlPlane:
@@ -184,14 +208,14 @@ class MemoryControlPlane:
     async def states(self) -> dict[str, tuple[StateEntry | None, int]]:
         return {slot: (e, rev) for slot, (e, rev) in self._require()._states.items()}
 
-    async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
-        self._require().subscribe("state", self, handler)
+    async def subscribe_states(self, handler: Handler[StateEntry]) -> Unsubscribe:
+        return self._require().subscribe("state", self, handler)
 
     async def confirm(self, confirmation: Confirmation) -> None:
         await self._require().deliver("confirm", confirmation)
 
-    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> None:
-        self._require().subscribe("confirm", self, handler)
+    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> Unsubscribe:
+        return self._require().subscribe("confirm", self, handler)
 
     async def heartbeat(self, status: NodeStatus) -> None:
         fabric = self._require()
@@ -206,15 +230,15 @@ class MemoryControlPlane:
 
     async def subscribe_heartbeats(
         self, handler: Handler[NodeStatus], node_id: str | None = None
-    ) -> None:
+    ) -> Unsubscribe:
         topic = "heartbeat" if node_id is None else f"heartbeat:{node_id}"
-        self._require().subscribe(topic, self, handler)
+        return self._require().subscribe(topic, self, handler)
 
     async def publish_metrics(self, metrics: NodeMetrics) -> None:
         await self._require().deliver("metrics", metrics)
 
-    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> None:
-        self._require().subscribe("metrics", self, handler)
+    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> Unsubscribe:
+        return self._require().subscribe("metrics", self, handler)
 
     async def append_audit(self, envelope: AuditEnvelope) -> int:
         fabric = self._require()
@@ -261,14 +285,14 @@ class MemoryControlPlane:
     async def records(self, bucket: Bucket) -> dict[str, tuple[bytes, int]]:
         return dict(self._require()._records[bucket])
 
-    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
-        self._require().subscribe(f"record:{bucket}", self, handler)
+    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> Unsubscribe:
+        return self._require().subscribe(f"record:{bucket}", self, handler)
 
     async def publish(self, subject: str, payload: bytes) -> None:
         await self._require().deliver(f"msg:{subject}", payload)
 
-    async def subscribe(self, subject: str, handler: Handler[bytes]) -> None:
-        self._require().subscribe(f"msg:{subject}", self, handler)
+    async def subscribe(self, subject: str, handler: Handler[bytes]) -> Unsubscribe:
+        return self._require().subscribe(f"msg:{subject}", self, handler)
 
     async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
         served = self._require()._responders.get(subject)

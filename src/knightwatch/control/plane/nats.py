@@ -33,7 +33,7 @@ import logging
 import os
 import secrets
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from hashlib import blake2b
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -43,6 +43,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
@@ -58,6 +59,7 @@ from knightwatch.control.plane.protocol import (
     Record,
     Responder,
     RevisionConflict,
+    Unsubscribe,
 )
 from knightwatch.control.plane.wire import (
     CONFIRMATION_DECODER,
@@ -682,7 +684,7 @@ class NatsControlPlane:
         decode: Callable[[bytes], T],
         handler: Handler[T],
         owner: Callable[[T], str] | None = None,
-    ) -> None:
+    ) -> Unsubscribe:
         """`owner`: the node a message speaks for, which must be the subject's last token
         (only that node's identity may publish there), else the message is dropped; so is
         one that was not published on `subject` itself (`on_subject`)."""
@@ -707,7 +709,7 @@ class NatsControlPlane:
                 log.exception("handler for %s failed", msg.subject)
 
         nc = self._require_nc()
-        await self._call(nc.subscribe(subject, cb=on_message))
+        sub = await self._open(nc, subject, on_message)
         # The server should know about the interest before anyone relies on it. If the
         # connection is between servers right now, the client re-sends the subscription
         # on reconnect, so a failed round trip here is not a failed subscription.
@@ -715,6 +717,60 @@ class NatsControlPlane:
             await self._round_trip(nc, self.request_timeout_s)
         except ControlPlaneUnavailable as exc:
             log.warning("subscription to %s pending until reconnect: %s", subject, exc)
+        return self._dropper(sub)
+
+    async def _open(
+        self, nc: Client, subject: str, cb: Callable[[Msg], Awaitable[None]]
+    ) -> Subscription:
+        """Subscribe `cb` to `subject`; a message still queued when the subscription is
+        dropped is not handled (`_drop`)."""
+        held: list[Subscription] = []
+
+        async def on_msg(msg: Msg) -> None:
+            if held and held[0]._closed:
+                return
+            try:
+                await cb(msg)
+            finally:
+                # dropped by its own handler: the task stops now the handler is done
+                if (
+                    held
+                    and held[0]._closed
+                    and held[0]._wait_for_msgs_task is asyncio.current_task()
+                ):
+                    held[0]._stop_processing()
+
+        sub = await self._call(nc.subscribe(subject, cb=on_msg))
+        held.append(sub)
+        return sub
+
+    def _dropper(self, *subs: Subscription) -> Unsubscribe:
+        async def unsubscribe() -> None:
+            for sub in subs:
+                await self._drop(sub)
+
+        return unsubscribe
+
+    async def _drop(self, sub: Subscription) -> None:
+        """Remove the subscription here and on the server; never raises. From its own
+        handler, the handler is not cancelled midway (nats-py cancels a dropped
+        subscription's task: the rest of that handler, a kill it was sending, with it):
+        its task ends once the handler returns (`_open`). On a closed or draining
+        connection, the connection ends its subscriptions itself."""
+        if sub._closed:
+            return
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                if sub._wait_for_msgs_task is asyncio.current_task():
+                    nc = sub._conn
+                    sub._closed = True
+                    nc._remove_sub(sub._id)
+                    if not (nc.is_closed or nc.is_reconnecting or nc.is_draining):
+                        await nc._send_unsubscribe(sub._id)
+                else:
+                    await sub.unsubscribe()
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            log.debug("unsubscribe from %s: %s", sub.subject, exc or type(exc).__name__)
 
     # --- kill switch state -------------------------------------------------
     def _state_kv(self) -> KeyValue:
@@ -895,8 +951,8 @@ class NatsControlPlane:
                 self._js.delete_consumer(stream, name), timeout=self.request_timeout_s
             )
 
-    async def subscribe_states(self, handler: Handler[StateEntry]) -> None:
-        await self._subscribe(SUBJECT_STATE, _announced, handler)
+    async def subscribe_states(self, handler: Handler[StateEntry]) -> Unsubscribe:
+        announced = await self._subscribe(SUBJECT_STATE, _announced, handler)
         prefix = f"{SUBJECT_REPUBLISH}."
 
         async def on_stored(msg: Msg) -> None:
@@ -914,19 +970,29 @@ class NatsControlPlane:
                 log.exception("handler for %s failed", msg.subject)
 
         nc = self._require_nc()
-        await self._call(nc.subscribe(prefix + ">", cb=on_stored))
+        try:
+            stored = await self._open(nc, prefix + ">", on_stored)
+        except BaseException:
+            await announced()
+            raise
         try:
             await self._round_trip(nc, self.request_timeout_s)
         except ControlPlaneUnavailable as exc:
             log.warning("subscription to %s pending until reconnect: %s", prefix, exc)
+
+        async def unsubscribe() -> None:
+            await announced()
+            await self._drop(stored)
+
+        return unsubscribe
 
     # --- confirmations -----------------------------------------------------
     async def confirm(self, confirmation: Confirmation) -> None:
         subject = f"{SUBJECT_CONFIRM}.{confirmation.node_id}"
         await self._publish(subject, ENCODER.encode(confirmation))
 
-    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> None:
-        await self._subscribe(
+    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> Unsubscribe:
+        return await self._subscribe(
             f"{SUBJECT_CONFIRM}.*", CONFIRMATION_DECODER.decode, handler, _confirmer
         )
 
@@ -981,16 +1047,18 @@ class NatsControlPlane:
 
     async def subscribe_heartbeats(
         self, handler: Handler[NodeStatus], node_id: str | None = None
-    ) -> None:
+    ) -> Unsubscribe:
         subject = f"{SUBJECT_HEARTBEAT}.{'*' if node_id is None else node_id}"
-        await self._subscribe(subject, STATUS_DECODER.decode, handler, _member)
+        return await self._subscribe(subject, STATUS_DECODER.decode, handler, _member)
 
     # --- metrics and audit -------------------------------------------------
     async def publish_metrics(self, metrics: NodeMetrics) -> None:
         await self._publish(f"{SUBJECT_METRICS}.{metrics.node_id}", ENCODER.encode(metrics))
 
-    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> None:
-        await self._subscribe(f"{SUBJECT_METRICS}.*", METRICS_DECODER.decode, handler, _metered)
+    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> Unsubscribe:
+        return await self._subscribe(
+            f"{SUBJECT_METRICS}.*", METRICS_DECODER.decode, handler, _metered
+        )
 
     async def append_audit(self, envelope: AuditEnvelope) -> int:
         """Ship one envelope; a retry (its acknowledgement lost) lands once. The stream drops
@@ -1103,7 +1171,7 @@ class NatsControlPlane:
     def keeps_write_times(self) -> bool:
         return True
 
-    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
+    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> Unsubscribe:
         prefix = record_republish(bucket) + "."
 
         async def on_message(msg: Msg) -> None:
@@ -1123,15 +1191,20 @@ class NatsControlPlane:
                 log.exception("record handler for %s failed", msg.subject)
 
         nc = self._require_nc()
-        await self._call(nc.subscribe(prefix + ">", cb=on_message))
-        await self._round_trip(nc, self.request_timeout_s)
+        sub = await self._open(nc, prefix + ">", on_message)
+        try:
+            await self._round_trip(nc, self.request_timeout_s)
+        except BaseException:
+            await self._drop(sub)
+            raise
+        return self._dropper(sub)
 
     # --- plain messages and request/reply --------------------------------------
     async def publish(self, subject: str, payload: bytes) -> None:
         await self._publish(f"{SUBJECT_MESSAGES}.{subject}", payload)
 
-    async def subscribe(self, subject: str, handler: Handler[bytes]) -> None:
-        await self._subscribe(f"{SUBJECT_MESSAGES}.{subject}", bytes, handler)
+    async def subscribe(self, subject: str, handler: Handler[bytes]) -> Unsubscribe:
+        return await self._subscribe(f"{SUBJECT_MESSAGES}.{subject}", bytes, handler)
 
     async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
         nc = self._require_nc()

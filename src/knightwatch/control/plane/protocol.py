@@ -44,6 +44,16 @@ ConnectionHandler = Callable[[bool], Awaitable[None]]
 Responder = Callable[[bytes], Awaitable[bytes]]
 """Answers one request (admission challenges and attestations) with a reply payload."""
 
+Unsubscribe = Callable[[], Awaitable[None]]
+"""Drops the subscription a `subscribe_*` call made: its handler is not called again.
+
+Every subscription lives as long as its connection unless dropped. A reader that listens
+for a while on a long-lived connection (a preflight or snapshot on a console session's
+link, a ramp's watch) drops its own when done: else each run left its handlers on the
+connection for good, and every heartbeat called all of them. Calling it again, or after
+the connection closed, does nothing; it never raises. Callers that listen for the
+connection's life may ignore it."""
+
 
 class Bucket(StrEnum):
     """Durable record buckets beside the kill-switch state, one concept each.
@@ -174,12 +184,12 @@ class ControlPlane(Protocol):
         decodable entry, and its revision, from the store of record (used to resync)."""
         ...
 
-    async def subscribe_states(self, handler: Handler[StateEntry]) -> None: ...
+    async def subscribe_states(self, handler: Handler[StateEntry]) -> Unsubscribe: ...
 
     # --- confirmations -----------------------------------------------------
     async def confirm(self, confirmation: Confirmation) -> None: ...
 
-    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> None: ...
+    async def subscribe_confirmations(self, handler: Handler[Confirmation]) -> Unsubscribe: ...
 
     # --- membership --------------------------------------------------------
     async def heartbeat(self, status: NodeStatus) -> None:
@@ -194,7 +204,7 @@ class ControlPlane(Protocol):
 
     async def subscribe_heartbeats(
         self, handler: Handler[NodeStatus], node_id: str | None = None
-    ) -> None:
+    ) -> Unsubscribe:
         """Every node's heartbeats, or with `node_id` that node's only (what a node listens
         to: its own subject is where a second process holding its key shows up, and all a
         node's credentials allow it)."""
@@ -203,7 +213,7 @@ class ControlPlane(Protocol):
     # --- metrics and audit -------------------------------------------------
     async def publish_metrics(self, metrics: NodeMetrics) -> None: ...
 
-    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> None: ...
+    async def subscribe_metrics(self, handler: Handler[NodeMetrics]) -> Unsubscribe: ...
 
     async def append_audit(self, envelope: AuditEnvelope) -> int:
         """Store a flight-recorder record in the fleet stream; returns its stream sequence."""
@@ -241,14 +251,14 @@ class ControlPlane(Protocol):
         NATS server does; the in-memory fabric only when given a clock."""
         ...
 
-    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> None:
+    async def subscribe_records(self, bucket: Bucket, handler: Handler[Record]) -> Unsubscribe:
         """Every record stored in `bucket` from now on (a core subscription, no consumer)."""
         ...
 
     # --- plain messages and request/reply --------------------------------------
     async def publish(self, subject: str, payload: bytes) -> None: ...
 
-    async def subscribe(self, subject: str, handler: Handler[bytes]) -> None: ...
+    async def subscribe(self, subject: str, handler: Handler[bytes]) -> Unsubscribe: ...
 
     async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
         """One reply from whoever serves `subject`; ControlPlaneUnavailable if nobody answers."""
