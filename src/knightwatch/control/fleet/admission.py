@@ -69,6 +69,7 @@ from knightwatch.control.plane.wire import (
     TARGET_REQUEST_DECODER,
     ChallengeReply,
     ChallengeRequest,
+    StateEntry,
     TargetRecord,
     TargetReply,
     TargetRequest,
@@ -237,15 +238,7 @@ class AdmissionService:
                 if node in self.roster or listed is None or listed.key_id != key.key_id:
                     return  # enrolled since, or no longer this key: the roster's word stands
                 continue
-            if kill is not None:
-                log.error(
-                    "ENROL_REFUSED %s: refused while %s; the next roster version after the "
-                    "resume enrols it",
-                    change,
-                    describe(kill),
-                )
-                return
-            self.roster[node] = key
+            self._enrol_unless(node, key, change, kill)
             return
 
     def _keys_to_begin(self, fresh: dict[str, VerifyKey]) -> dict[str, str]:
@@ -282,6 +275,13 @@ class AdmissionService:
             return
         if self._starting.pop(node, None) != key.key_id or node in self.roster:
             return  # a roster version since has its word
+        self._enrol_unless(node, key, change, kill)
+
+    def _enrol_unless(
+        self, node: str, key: VerifyKey, change: str, kill: StateEntry | None
+    ) -> None:
+        """Enrol a node new to the roster, unless a kill is in force (it adds risk: the next
+        roster version after the resume enrols it)."""
         if kill is not None:
             log.error(
                 "ENROL_REFUSED %s: refused while %s; the next roster version after the "

@@ -295,18 +295,16 @@ class RolloutDriver:
         """One judgement of the exposed nodes' health: promote, hold, complete or abort."""
         state, revision = await self._existing(flag_id)
         rollout = Rollout(state, self.clock)
-        unapproved = self.unapproved(state)
-        if unapproved:  # not the approved plan running: no promotion, back to the safe default
-            log.error("ROLLOUT_REFUSED %s %s", state.rollout_id, unapproved)
-            actions = rollout.abort(f"rollout_unapproved: {unapproved}")
-            claimed = await self._claim(rollout.state, revision)
-            if claimed is None:
-                return (await self._existing(flag_id))[0]
-            return await self._act(rollout, actions, claimed)
-        overtaken = await self.overtaken(state)
-        if overtaken:  # its stages are no longer in the state: the nodes refuse the rest
-            log.error("ROLLOUT_OVERTAKEN %s %s", state.rollout_id, overtaken)
-            actions = rollout.abort(f"rollout_overtaken: {overtaken}")
+        # not the approved plan running, or its stages no longer in the state (the nodes
+        # refuse the rest): no promotion, back to the safe default
+        event, code, why = "", "", ""
+        if unapproved := self.unapproved(state):
+            event, code, why = "ROLLOUT_REFUSED", "rollout_unapproved", unapproved
+        elif overtaken := await self.overtaken(state):
+            event, code, why = "ROLLOUT_OVERTAKEN", "rollout_overtaken", overtaken
+        if why:
+            log.error("%s %s %s", event, state.rollout_id, why)
+            actions = rollout.abort(f"{code}: {why}")
             claimed = await self._claim(rollout.state, revision)
             if claimed is None:
                 return (await self._existing(flag_id))[0]
