@@ -1377,6 +1377,11 @@ class Guard:
         led.cancels += 1  # the original is cancelled: a replace counts in the cancel-to-fill ratio
         if led.working.pop(p.orig_id, None) is not w:
             w.remaining = w.cust = 0  # it ended meanwhile: what it held is released already
+        if w.filled or w.parent is not None:
+            # a bust or late fill reported under the original's id is this order's: before, a
+            # firm's order's bust of a fill from before the replace left its fill count high,
+            # so a later replace reserved less than the venue then had working
+            led.keep(p.orig_id, w)
         checked = max(p.qty - w.filled, 0)
         target = checked if remaining is None else remaining
         grown = ""

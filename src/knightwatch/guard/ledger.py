@@ -33,8 +33,9 @@ from knightwatch.order import Fill, Side
 _BUY = Side.BUY
 
 BOOKED_WINDOW = 20_000
-"""Children of registered parents whose executions the ledger remembers after they end, at
-least (the last `BOOKED_WINDOW` to fill) and at most twice that: two generations of a dict,
+"""Orders the ledger remembers after they end or move to a replace's id (children of registered
+parents that filled or ended, orders replaced after a fill), at least (the last `BOOKED_WINDOW`
+to fill, end or be replaced) and at most twice that: two generations of a dict,
 the older dropped whole when the newer fills up (a plain dict write per fill)."""
 EXECS_KEPT = 8
 """Executions remembered per order (`Working.execs`); beyond them, an order's totals (exact
@@ -521,11 +522,15 @@ class Ledger:
             parent = w.parent
         else:
             # a late or duplicate fill of a finished child (it halts): the firm's, counted
-            # in its parent's fills and kept so, so that its bust is taken back as the firm's
+            # in its parent's fills and kept so, so that its bust is taken back as the firm's,
+            # and committed (filled plus working): before, a child cancelled and then filled
+            # left the parent committed below what its children executed, so after the resume
+            # they could total that much more than the parent check allows
             rec = self.order(fill.order_id)
             parent = None if rec is None else rec.parent
             if rec is not None and parent is not None:
                 rec.filled += fill.qty
+                parent.committed += fill.qty
                 self.remember(fill, rec, 0)
         principal = self.execute(fill, parent, cust)
         if wc:
@@ -551,14 +556,19 @@ class Ledger:
         elif len(ex) < EXECS_KEPT:
             ex.append(fill)
             w.ecust.append(cust)
+        self.keep(fill.order_id, w)
+
+    def keep(self, order_id: str, w: Working) -> None:
+        """Remember `w` under `order_id` after it ends or moves (`booked`, bounded): what a
+        late fill, a bust or a correction reported under that id is matched with."""
         b = self.booked
-        b[fill.order_id] = w
+        b[order_id] = w
         if len(b) >= BOOKED_WINDOW:
             self.booked_old = b
             self.booked = {}
 
     def order(self, order_id: str) -> Working | None:
-        """The order `order_id`: working, or a child of a parent that filled lately."""
+        """The order `order_id`: working, or remembered lately under that id (`keep`)."""
         w = self.working.get(order_id)
         if w is None:
             w = self.booked.get(order_id)
@@ -748,6 +758,10 @@ class Ledger:
             if counted:
                 self.cancels += 1
             self.release(w, w.cust, w.remaining - w.cust)
+            if w.parent is not None:
+                # a child that ended before it filled is remembered too: its late fill is
+                # then its parent's (filled and committed), as a child's that filled is
+                self.keep(order_id, w)
         return w
 
     def price(self, symbol: str, price: float, now_ns: int) -> SymbolBook:
