@@ -31,6 +31,7 @@ class FindingCode(StrEnum):
     UNKNOWN_FLAG_REFERENCE = "unknown_flag_reference"
     SOURCE_UNPARSEABLE = "source_unparseable"
     HISTORY_UNAVAILABLE = "history_unavailable"
+    HISTORY_REWRITTEN = "history_rewritten"
 
 
 class Finding(msgspec.Struct, frozen=True):

@@ -241,8 +241,9 @@ _PERCENT = re.compile(r"%[^%s]")
 
 
 def _spells_retired(value: str, retired_identities: frozenset[str]) -> bool:
-    # a full-width or one-dot-leader dot is a '.' to `id_identity` (NFKC)
-    if len(value) > _FOLD_CHARS or ("." not in value and value.isascii()):
+    # a full-width or one-dot-leader dot is a '.' to `id_identity` (NFKC), and so is
+    # any other separator ('power-peg', 'trading_smars_power_peg')
+    if len(value) > _FOLD_CHARS or (value.isascii() and not any(c in value for c in "._-")):
         return False
     return id_identity(value) in retired_identities
 

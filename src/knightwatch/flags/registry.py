@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.flags.definition import FlagDefinition, Lifecycle
+from knightwatch.flags.definition import FlagDefinition, HistoryEntry, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.flags.yamlfile import compose_yaml, construct_yaml
@@ -126,10 +126,21 @@ def _flag_lines(root: yaml.Node | None) -> tuple[int, ...]:
 def id_identity(flag_id: str) -> str:
     """What makes two ids the same id to a reader: Unicode form, case, whitespace and
     invisible format characters are not (`Trading.smars.power_peg `, a full-width
-    letter, a zero-width space or soft hyphen that renders as nothing), so a tombstone
-    cannot be brought back by spelling its id another way."""
+    letter, a zero-width space or soft hyphen that renders as nothing), and neither is
+    the separator between words (`power_peg`, `power-peg`, `power.peg`, `power__peg`:
+    one run of '.', '_', '-' or another dash or connector is one separator), so a
+    tombstone cannot be brought back by spelling its id another way."""
     folded = unicodedata.normalize("NFKC", flag_id).casefold()
-    return "".join(c for c in folded if not c.isspace() and unicodedata.category(c) != "Cf")
+    out: list[str] = []
+    for c in folded:
+        if c.isspace() or unicodedata.category(c) == "Cf":
+            continue
+        if c == "." or unicodedata.category(c) in ("Pd", "Pc"):  # '-', '_', U+2010 ...
+            if out and out[-1] == ".":
+                continue
+            c = "."
+        out.append(c)
+    return "".join(out)
 
 
 def identity_findings(doc: RegistryDocument) -> list[Finding]:
@@ -145,8 +156,8 @@ def identity_findings(doc: RegistryDocument) -> list[Finding]:
             spelled = (
                 ""
                 if earlier.id == flag.id
-                else f" {earlier.id!r} (spelled with another case, Unicode form, whitespace "
-                "or an invisible character)"
+                else f" {earlier.id!r} (spelled with another case, Unicode form, whitespace, "
+                "separator or an invisible character)"
             )
             findings.append(
                 Finding(
@@ -196,6 +207,7 @@ class _LedgerEntry(msgspec.Struct, frozen=True):
     meaning_hash: str
     lifecycle: Lifecycle
     since: str
+    history: tuple[HistoryEntry, ...] = ()
 
 
 class RegistryLedger:
@@ -206,6 +218,10 @@ class RegistryLedger:
     flag introduced in a broken commit is still introduced: a later change of
     its meaning must be reported). A known id's entry never changes meaning;
     its lifecycle moves forward only from a version with no error for that id.
+    A flag's `history` is append-only: a later version keeps every entry the last
+    accepted one held, unchanged and in order (`history_rewritten` otherwise: who
+    retired or approved a flag is the record, and was lost when an entry was edited
+    or dropped).
     """
 
     def __init__(self) -> None:
@@ -246,6 +262,26 @@ class RegistryLedger:
                         flag_id,
                     )
                 )
+            kept = known.history
+            if flag.history[: len(kept)] != kept:
+                # the first entry the last accepted version held that is not kept as it was
+                changed = next(
+                    i for i, e in enumerate(kept) if i >= len(flag.history) or flag.history[i] != e
+                )
+                lost = kept[changed]
+                findings.append(
+                    Finding(
+                        FindingCode.HISTORY_REWRITTEN,
+                        Severity.ERROR,
+                        doc.source,
+                        line,
+                        f"{label}: flag {flag_id!r}: history entry {changed + 1} "
+                        f"({lost.at.isoformat()} {lost.action} by {quoted(lost.actor)}) was "
+                        f"{'removed' if changed >= len(flag.history) else 'changed'}; "
+                        "a flag's history is append-only",
+                        flag_id,
+                    )
+                )
             if flag.lifecycle.rank < known.lifecycle.rank:
                 findings.append(
                     Finding(
@@ -262,10 +298,13 @@ class RegistryLedger:
         for flag_id, (flag, _) in present.items():
             known = self._entries.get(flag_id)
             if known is None:
-                self._entries[flag_id] = _LedgerEntry(flag.meaning_hash, flag.lifecycle, label)
-            elif flag_id not in erroneous and flag.lifecycle.rank > known.lifecycle.rank:
                 self._entries[flag_id] = _LedgerEntry(
-                    known.meaning_hash, flag.lifecycle, known.since
+                    flag.meaning_hash, flag.lifecycle, label, flag.history
+                )
+            elif flag_id not in erroneous:
+                lifecycle = max(known.lifecycle, flag.lifecycle, key=lambda c: c.rank)
+                self._entries[flag_id] = _LedgerEntry(
+                    known.meaning_hash, lifecycle, known.since, flag.history
                 )
         return findings
 

@@ -4,9 +4,9 @@ libyaml's parser where installed (PyYAML's pure-Python one parses about 1 MB/s).
 The node tree is checked before any Python object is built: aliases are
 refused (a tree of shared nodes expands exponentially when walked) and so is
 nesting deeper than `MAX_DEPTH`. Duplicate keys and impossible dates
-(2023-02-29) are refused naming their line, and so is an integer too long for Python
-to convert (over 4300 digits: a ValueError, not a YAML error, that ended `flags lint`
-and every `flags` command with a traceback). Kept apart from
+(2023-02-29) and merge keys (`<<`) are refused naming their line, and so is an
+integer too long for Python to convert (over 4300 digits: a ValueError, not a YAML
+error, that ended `flags lint` and every `flags` command with a traceback). Kept apart from
 `knightwatch.inputs` so that the Guard never imports PyYAML.
 """
 
@@ -71,7 +71,17 @@ def _construct_int(loader: StrictYamlLoader, node: yaml.ScalarNode) -> object:
         ) from None
 
 
+def _refuse_merge(loader: StrictYamlLoader, node: yaml.Node) -> object:
+    # a `<<` key merges another mapping's keys in, under the keys written beside it: one
+    # flag's fields would come from somewhere else in the file (libyaml's own error named
+    # only a missing constructor for 'tag:yaml.org,2002:merge')
+    raise yaml.constructor.ConstructorError(
+        None, None, "YAML merge keys (<<) are not allowed: write every key out", node.start_mark
+    )
+
+
 StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+StrictYamlLoader.add_constructor("tag:yaml.org,2002:merge", _refuse_merge)
 StrictYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 StrictYamlLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
