@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session
+from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, session, write_approval
 from knightwatch.cli.options import (
     TIMEOUT_LEAST,
     TIMEOUT_MAX,
@@ -393,6 +393,8 @@ def approve_change(
             "stages size it)",
         )
     digest = plan_digest(_plan(console, plan)) if rollout else ""
+    if not out.parent.is_dir():  # said before connecting, not as a traceback after signing
+        raise _fail(console, f"--out {out}: {out.parent} is not a directory")
 
     async def go() -> str:
         async with session(nats_url, state_dir, "flags-approve", key, anchor) as (_, signer, store):
@@ -413,11 +415,7 @@ def approve_change(
                 now + int(APPROVAL_TTL_S * NS_PER_S),
                 digest=digest,
             )
-            try:
-                with out.open("xb") as f:
-                    f.write(encode_envelope(sign_approval(approval, signer)))
-            except FileExistsError:
-                raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+            write_approval(out, encode_envelope(sign_approval(approval, signer)))
             return signer.name
 
     who = _plane_run(console, go)
@@ -647,8 +645,12 @@ def rollout_status(
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Where each rollout stands, with its event log."""
-    console = Console()
+    """Where each rollout stands, with its event log.
+
+    With --json, stdout holds the JSON alone (a list, empty when there is no rollout to
+    show) and every error goes to stderr: an error line printed to stdout ("error: control
+    plane unreachable ...") was what a script's JSON parser got instead."""
+    console = Console(stderr=as_json)
 
     async def go() -> dict[str, tuple[bytes, int]]:
         async with session(nats_url, state_dir, "rollout-status", key, anchor) as (
@@ -671,10 +673,11 @@ def rollout_status(
     errors = Console(stderr=True)
     for line in unreadable:
         errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(msgspec.to_builtins(chosen), indent=2))
     if not chosen and not unreadable:
         raise _fail(console, f"no rollout{' for ' + flag_id if flag_id else ''}")
     if as_json:
-        print(json.dumps(msgspec.to_builtins(chosen), indent=2))
         if unreadable:
             raise typer.Exit(1)
         return

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import os
 import re
+import signal
 import typing
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -198,8 +199,38 @@ def _targets(nats_url: str, state_dir: Path) -> list[str]:
     return recorded
 
 
+async def _cancelled_on_sigterm(
+    make: Callable[[], Coroutine[Any, Any, T]], stopped: list[bool]
+) -> T:
+    """`make()`, its task cancelled by the first SIGTERM as asyncio cancels it on Ctrl-C, so
+    every `finally` of the command runs: the processes it started are stopped. Python's
+    default SIGTERM ended the process at once, and a `drill`'s nats-server and its node
+    processes, one of them trading on a runaway flow, ran on as orphans. A second SIGTERM
+    while those stop is not let end the process half way."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def on_term() -> None:
+        if not stopped and task is not None:
+            stopped.append(True)
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (ValueError, RuntimeError):  # run off the main thread: no signal reaches it here
+        return await make()
+    try:
+        return await make()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def _run(
-    make: Callable[[], Coroutine[Any, Any, T]], *, serves: bool = False, stops: bool = False
+    make: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    serves: bool = False,
+    stops: bool = False,
+    spawns: bool = False,
 ) -> T:
     """Run one async command; expected failures become a red message and exit code 2.
 
@@ -210,7 +241,10 @@ def _run(
     `stops`: a kill or drain. A bad `KNIGHTWATCH_LOG` refuses every other command, but a
     stop is never gated on how it would be logged (`KNIGHTWATCH_LOG=debug` in an
     operator's shell refused the kill, exit 2, nothing sent): it is said, and the kill
-    goes on logging at WARNING."""
+    goes on logging at WARNING.
+
+    `spawns`: a command that starts processes of its own and stops them when it ends (a
+    drill): a SIGTERM stops them as Ctrl-C does (`_cancelled_on_sigterm`), then exits 143."""
     if serves:
         memory.serve_reads_from_heap()
         memory.freeze_startup_objects()
@@ -227,13 +261,34 @@ def _run(
             soft_wrap=True,
         )
         logs.configure("WARNING")
+    stopped: list[bool] = []
     try:
-        return asyncio.run(make())
+        if not spawns:
+            return asyncio.run(make())
+        value = asyncio.run(_cancelled_on_sigterm(make, stopped))
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        _stopped_by_sigterm()
     except _EXPECTED as exc:  # a message quoting input ("[/x]") is shown, not read as markup
+        if stopped:  # an error the stop itself caused is not the command's failure
+            _stopped_by_sigterm()
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    if stopped:  # whatever it returned on its way out: a report of a run cut short is none
+        _stopped_by_sigterm()
+    return value
+
+
+def _stopped_by_sigterm() -> typing.NoReturn:
+    """A command a SIGTERM stopped (`_run(spawns=True)`): one line, exit 143 (128 + 15)."""
+    console.print(
+        "[yellow]stopped by SIGTERM:[/yellow] the processes it started were stopped",
+        highlight=False,
+    )
+    raise typer.Exit(143)
 
 
 def _key_path(key: Path | None) -> Path:
@@ -1085,7 +1140,7 @@ def drill(
                 resume_phase=resume_phase,
             )
 
-    report = _run(go)
+    report = _run(go, spawns=True)
     if json_out is not None:
         try:
             json_out.write_bytes(msgspec.json.encode(report))
@@ -1128,6 +1183,21 @@ def admission_serve(
     _run(go, serves=True)
 
 
+def write_approval(out: Path, data: bytes) -> None:
+    """A signed approval or proposal at `--out`, whole or not at all and never over a file
+    that exists (`incident.write_new`). Written in place, a write that failed partway (a
+    full disk, a file size limit) left a cut file under the name: the second person's
+    signature was unreadable, and the next try was refused as "already exists"."""
+    from knightwatch.cli.incident import write_new
+
+    try:
+        write_new(out, data)
+    except FileExistsError:
+        raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+    except OSError as exc:
+        raise TrustError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+
+
 def _release_file(path: Path) -> Envelope:
     data = read_bytes(path, "envelope", JSON_MAX_BYTES)
     return decode_envelope(data, source=f"envelope {path}")
@@ -1161,11 +1231,7 @@ def admission_approve(
             if not verdict.allowed:
                 raise TrustError(f"--key: {verdict.why}")
             signed = approve_target(release, signer, requester, reason, SystemClock().time_ns())
-            try:
-                with out.open("xb") as f:
-                    f.write(encode_envelope(signed))
-            except FileExistsError:
-                raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
+            write_approval(out, encode_envelope(signed))
             return signer.name, release_id
 
     who, release_id = _run(go)

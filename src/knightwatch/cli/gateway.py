@@ -184,7 +184,7 @@ def fix_drill(state_dir: Path, json_out: Path | None) -> None:
         except GatewayError as exc:
             _fail(str(exc))
 
-    report = _run(go)
+    report = _run(go, spawns=True)
     if json_out is not None:
         try:  # checked before the run (`drill`), but the disk can still say no
             json_out.write_bytes(msgspec.json.encode(report))

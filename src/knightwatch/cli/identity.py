@@ -27,7 +27,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from knightwatch.cli.fleet import AnchorOpt, KeyOpt, NatsUrl, StateDir, _run, session
+from knightwatch.cli.fleet import (
+    AnchorOpt,
+    KeyOpt,
+    NatsUrl,
+    StateDir,
+    _run,
+    session,
+    write_approval,
+)
 from knightwatch.cli.options import nonempty_path, when
 from knightwatch.control.fleet.freeze import refuse_if_frozen
 from knightwatch.control.node.trustfeed import publish_roster
@@ -109,13 +117,7 @@ def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -
         approvals=roster.approvals,
     )
     envelope = sign_roster(roster_envelope(proposal), signer.key)
-    try:
-        with out.open("xb") as f:
-            f.write(encode_envelope(envelope))
-    except FileExistsError:
-        raise TrustError(f"--out {out}: already exists; refusing to overwrite") from None
-    except OSError as exc:
-        raise TrustError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    write_approval(out, encode_envelope(envelope))  # whole or not at all, never over a file
     needed = roster.admin_threshold
     if needed < 2 and len(admin_names(roster)) >= 2 and granted(roster, proposal):
         needed = 2  # a version that gives power takes two admins where there are two
