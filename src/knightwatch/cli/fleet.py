@@ -230,7 +230,7 @@ def _run(
     *,
     serves: bool = False,
     stops: bool = False,
-    spawns: bool = False,
+    stopped_says: str = "",
 ) -> T:
     """Run one async command; expected failures become a red message and exit code 2.
 
@@ -243,8 +243,10 @@ def _run(
     operator's shell refused the kill, exit 2, nothing sent): it is said, and the kill
     goes on logging at WARNING.
 
-    `spawns`: a command that starts processes of its own and stops them when it ends (a
-    drill): a SIGTERM stops them as Ctrl-C does (`_cancelled_on_sigterm`), then exits 143."""
+    `stopped_says`: what is left when the command is stopped midway, said then (a drill: the
+    processes it started were stopped; an approve: the ramp's scope stays at its stage). A
+    SIGTERM stops it as Ctrl-C does (`_cancelled_on_sigterm`: its `finally`s run), exit 143;
+    Ctrl-C exit 130."""
     if serves:
         memory.serve_reads_from_heap()
         memory.freeze_startup_objects()
@@ -263,32 +265,42 @@ def _run(
         logs.configure("WARNING")
     stopped: list[bool] = []
     try:
-        if not spawns:
+        if not stopped_says:
             return asyncio.run(make())
         value = asyncio.run(_cancelled_on_sigterm(make, stopped))
     except asyncio.CancelledError:
         if not stopped:
             raise
-        _stopped_by_sigterm()
+        _stopped("SIGTERM", stopped_says, 143)
     except _EXPECTED as exc:  # a message quoting input ("[/x]") is shown, not read as markup
         if stopped:  # an error the stop itself caused is not the command's failure
-            _stopped_by_sigterm()
+            _stopped("SIGTERM", stopped_says, 143)
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
+        if stopped_says:
+            _stopped("Ctrl-C", stopped_says, 130)
         raise typer.Exit(130) from None
     if stopped:  # whatever it returned on its way out: a report of a run cut short is none
-        _stopped_by_sigterm()
+        _stopped("SIGTERM", stopped_says, 143)
     return value
 
 
-def _stopped_by_sigterm() -> typing.NoReturn:
-    """A command a SIGTERM stopped (`_run(spawns=True)`): one line, exit 143 (128 + 15)."""
-    console.print(
-        "[yellow]stopped by SIGTERM:[/yellow] the processes it started were stopped",
-        highlight=False,
-    )
-    raise typer.Exit(143)
+def _stopped(by: str, says: str, code: int) -> typing.NoReturn:
+    """A command stopped midway (`_run(stopped_says=...)`): one line saying what is left."""
+    console.print(f"[yellow]stopped by {by}:[/yellow] {escape(says)}", highlight=False)
+    raise typer.Exit(code)
+
+
+SPAWNED_STOPPED = "the processes it started were stopped"
+"""What a stopped drill leaves: nothing running."""
+RAMP_STOPPED = (
+    "if its ramp had begun (a `ramp ... stage` line above), the scope stays at the stage it "
+    "reached (never more) and nothing watches it for a trip: kill it, or resume again after "
+    "a new kill"
+)
+"""What a stopped `approve` leaves (docs/runbook.md, the ramp): before, Ctrl-C or a SIGTERM
+ended it with nothing said, and the operator took the scope for ramping under watch."""
 
 
 def _key_path(key: Path | None) -> Path:
@@ -811,7 +823,7 @@ def approve(
             )  # fmt: skip
             return outcome
 
-    outcome = _run(go)
+    outcome = _run(go, stopped_says=RAMP_STOPPED)
     if outcome is None:
         console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
         raise typer.Exit(1)
@@ -1140,7 +1152,7 @@ def drill(
                 resume_phase=resume_phase,
             )
 
-    report = _run(go, spawns=True)
+    report = _run(go, stopped_says=SPAWNED_STOPPED)
     if json_out is not None:
         try:
             json_out.write_bytes(msgspec.json.encode(report))

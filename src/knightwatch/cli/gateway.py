@@ -18,7 +18,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from knightwatch.cli.fleet import AnchorOpt, MetricsPort, NatsUrl, StateDir, _run, _urls
+from knightwatch.cli.fleet import (
+    SPAWNED_STOPPED,
+    AnchorOpt,
+    MetricsPort,
+    NatsUrl,
+    StateDir,
+    _run,
+    _urls,
+)
 from knightwatch.cli.options import nonempty_path
 from knightwatch.clock import SystemClock
 from knightwatch.control.node.attestor import Attestor, directory_measure
@@ -184,7 +192,7 @@ def fix_drill(state_dir: Path, json_out: Path | None) -> None:
         except GatewayError as exc:
             _fail(str(exc))
 
-    report = _run(go, spawns=True)
+    report = _run(go, stopped_says=SPAWNED_STOPPED)
     if json_out is not None:
         try:  # checked before the run (`drill`), but the disk can still say no
             json_out.write_bytes(msgspec.json.encode(report))
