@@ -8,7 +8,6 @@ dotted segments), the provider answered `power-peg` with the caller's default.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -21,28 +20,7 @@ from knightwatch.flags.provider import KnightwatchProvider
 from knightwatch.flags.registry import FlagRegistry, RegistryError, parse_registry
 from knightwatch.flags.state import MemoryFlagStateStore
 
-PEG = "trading.smars.power_peg"
-DAY = date(2012, 8, 1)
-
-REGISTRY = """\
-version: 1
-flags:
-  - id: trading.smars.power_peg
-    description: Power Peg test order generator
-    owner: smars-team
-    created: 2003-01-01
-    lifecycle: retired
-    safe_default: false
-    trading_behaviour: true
-  - id: {other}
-    description: RLP routing
-    owner: smars-team
-    created: 2012-07-01
-    expires: 2099-12-31
-    lifecycle: active
-    safe_default: false
-    trading_behaviour: true
-"""
+from .test_id_spelling import DAY, PEG, REGISTRY
 
 SEPARATED = [
     "trading.smars.power.peg",
