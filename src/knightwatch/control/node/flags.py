@@ -98,7 +98,12 @@ class RolloutStep(msgspec.Struct, frozen=True):
     revision: int
     proof: str
     """sha256 of the stage's proof (every node it added holds that very proof)."""
-    nodes: tuple[str, ...]
+    nodes: tuple[str, ...] = ()
+    """Kept empty: the nodes a stage added are read from its proof, which names them,
+    wherever a node of the state still holds it (an earlier version listed them here,
+    and on a fleet of a few hundred nodes the record outgrew its bucket's value bound:
+    the node's confirmation and memory were refused, every flag change after it stayed
+    unconfirmed for the rollout's day). Records that list them still decode."""
     issued_ns: int = 0
     """The stage's signed issue time (0: recorded by a node that did not keep it, so no
     later stage can be checked against it)."""
@@ -602,16 +607,8 @@ class NodeFlags:
             if rollout.ended:
                 continue
             for index, step in sorted(rollout.stages.items()):
-                gone = next(
-                    (
-                        n
-                        for n in step.nodes
-                        if state.node_values.get(n) != rollout.value
-                        or _sha(state.proofs.get(n, "")) != step.proof
-                    ),
-                    None,
-                )
-                if gone is not None:
+                gone = self._left_stage(state, rollout.value, step)
+                if gone:
                     why = f"at revision {state.revision} {gone} no longer held its stage {index}"
                     seen[key] = msgspec.structs.replace(rollout, ended=why)
                     break
@@ -664,12 +661,28 @@ class NodeFlags:
                 or _too_soon(held, stage, now if live else 0)
             ):
                 continue  # another rollout on a used approval, or a stage out of its order
-            step = RolloutStep(
-                stage.revision, digest, stage.nodes, stage.issued_ns, now if live else 0
-            )
+            step = RolloutStep(stage.revision, digest, (), stage.issued_ns, now if live else 0)
             seen[stage.approval] = msgspec.structs.replace(
                 held, stages={**held.stages, stage.stage: step}
             )
+
+    def _left_stage(self, state: FlagState, value: bool, step: RolloutStep) -> str:
+        """A node `step`'s stage added that no longer holds it in `state` ("" if none): the
+        stage's nodes are the ones its proof names, read from any node still holding that
+        proof (it was verified when the stage was learned); if none holds it, every node
+        the stage added has left it."""
+        proof = next((p for p in set(state.proofs.values()) if p and _sha(p) == step.proof), "")
+        claimed = claimed_away(proof) if proof else None
+        if claimed is None or not claimed.nodes:
+            return "every node it added"
+        return next(
+            (
+                n
+                for n in claimed.nodes
+                if state.node_values.get(n) != value or state.proofs.get(n, "") != proof
+            ),
+            "",
+        )
 
     def _check_rollout(self, flag_id: str, stage: RolloutStage, *, live: bool) -> None:
         """Refuse a stage its rollout's approval does not carry on this node's memory

@@ -114,8 +114,15 @@ APPLIED_MAX_BYTES = 64 << 20
 so a fleet of a thousand nodes with a hundred flags each fits. A flood beyond it is refused
 (the flooding node's writes, and other nodes' confirmations while it is full: a flag
 change then waits unconfirmed, never the kill state or the flags' own records)."""
-APPLIED_MAX_VALUE = 4096
-"""The largest applied record the bucket takes (a `FlagApplied` is a few hundred bytes)."""
+APPLIED_MAX_VALUE = 16 << 10
+"""The largest applied record the bucket takes. A `FlagApplied` is 132 bytes, plus what the
+node remembers of each approval used on the flag within the last day (`ROLLOUT_SPAN_NS`,
+the replay defence): 235 bytes a `flags set` change, about 900 a rollout of four stages,
+whatever the fleet's size (a stage's nodes are not listed). At 4 KiB a desk's fifth rollout
+of a flag in a day (or its 17th approved change) was refused on every node: no node's
+confirmation of that flag was stored for the day, the stop direction's included, and the
+memory other nodes read was lost. 16 KiB holds some 17 rollouts or 68 approved changes of
+one flag a day (each needs a second person); a record over it is refused, named as such."""
 RECORD_MAX_BYTES: dict[Bucket, int] = {
     Bucket.APPROVALS: 32 << 20,
     Bucket.ROLLOUTS: 32 << 20,
@@ -182,6 +189,8 @@ _STREAM_NOT_FOUND = 10059
 _STORE_FULL = {
     10077: "the bucket is at its byte bound (`RECORD_MAX_BYTES`), nothing more is stored there",
     10023: "the server's store is full",
+    10054: "the record is larger than its bucket takes (a node's applied record: "
+    "`APPLIED_MAX_VALUE`); nothing of it is stored",
 }
 """JetStream's error codes for a write refused for room, and what each means."""
 
@@ -583,10 +592,12 @@ class NatsControlPlane:
             except nats.js.errors.BadRequestError:
                 kv = await js.key_value(config.bucket)
         if self.provision:
-            await self._no_rollups(f"KV_{config.bucket}", config.max_bytes)
+            await self._no_rollups(f"KV_{config.bucket}", config.max_bytes, config.max_value_size)
         return kv
 
-    async def _no_rollups(self, stream: str, max_bytes: int | None = None) -> None:
+    async def _no_rollups(
+        self, stream: str, max_bytes: int | None = None, max_value: int | None = None
+    ) -> None:
         """Refuse roll-up headers on a bucket's stream (and purges and deletes through the
         API), the provisioner's fix to what publish permissions cannot see: a `Nats-Rollup:
         all` header on a write to the one key an identity may write erased every other key
@@ -595,16 +606,20 @@ class NatsControlPlane:
         every node's start history and `known_good` with it). nats-py creates buckets with
         roll-ups allowed (a key's purge is one); nothing here purges a key. Buckets created
         before are updated in place at the next provisioning start, and so is a bucket's
-        byte bound (`max_bytes`, where it has one) if it was provisioned with another."""
+        byte bound (`max_bytes`, where it has one) and its value bound (`max_value`: the
+        applied bucket's, raised since) if it was provisioned with others."""
         js = self._require_js()
         cfg = (await js.stream_info(stream)).config
         bound = max_bytes is not None and max_bytes > 0 and cfg.max_bytes != max_bytes
-        if cfg.allow_rollup_hdrs or not cfg.deny_purge or not cfg.deny_delete or bound:
+        sized = max_value is not None and max_value > 0 and cfg.max_msg_size != max_value
+        if cfg.allow_rollup_hdrs or not cfg.deny_purge or not cfg.deny_delete or bound or sized:
             cfg.allow_rollup_hdrs = False
             cfg.deny_purge = True
             cfg.deny_delete = True
             if bound:
                 cfg.max_bytes = max_bytes
+            if sized:
+                cfg.max_msg_size = max_value
             await js.update_stream(cfg)
 
     async def close(self) -> None:
