@@ -36,6 +36,7 @@ from knightwatch.cli.options import (
 )
 from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.activate import activate
+from knightwatch.control.fleet.flagstore import ChangeInDoubt
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
@@ -88,6 +89,10 @@ REGISTRY_OPT = typer.Option(Path(REGISTRY_FILENAME), "--registry", help="flag re
 POLICY_OPT = typer.Option(None, "--policy", help="activation policy TOML")
 _ACCESSORS = ", ".join(DEFAULT_ACCESSORS)
 T = TypeVar("T")
+IN_DOUBT_EXIT = 3
+"""A change that went out while the control plane was lost before its end was seen: stored
+(in force on the nodes that apply it) or maybe stored, as the line says. Never exit 2 (an
+error before anything changed): an operator told that retried, or left it on."""
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
@@ -249,9 +254,15 @@ def _nodes_key(nodes: tuple[str, ...]) -> tuple[str, ...] | None:
 
 
 def _plane_run(console: Console, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run one control-plane command; expected failures exit 2 with the message."""
+    """Run one control-plane command; expected failures exit 2 with the message, a change
+    that went out and lost the plane before its end was seen exits 3 saying how far it got."""
     try:
         return asyncio.run(make())
+    except ChangeInDoubt as exc:
+        console.print(
+            f"[red]in doubt:[/red] {escape(shown(str(exc)))}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(IN_DOUBT_EXIT) from None
     except (
         ControlPlaneUnavailable,
         FleetError,
@@ -448,7 +459,10 @@ def set_flag(
     """Refused unless every targeted node is admitted on a release that knows this flag.
 
     Judged against the live fleet (membership + admission verdicts); returns
-    when every targeted node confirmed the new revision (exit 1 if not).
+    when every targeted node confirmed the new revision (exit 1 if not). Exit 3: the
+    change went out but the control plane was lost before its end was seen; the line
+    says whether it is stored (in force on the nodes that apply it) or may be: check
+    `knightwatch flags show` before anything else. Exit 2: nothing was changed.
     """
     console = Console()
     try:
@@ -569,7 +583,11 @@ def rollout_start(
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Roll the flag off its safe default stage by stage on live metrics, until done or aborted."""
+    """Roll the flag off its safe default stage by stage on live metrics, until done or aborted.
+
+    Exit 1: aborted. Exit 3: the control plane was lost once the rollout was begun; the
+    line says whether it is stored (its stage in force, nothing watching its gates) or may
+    be: check `knightwatch rollout status`, abort it if unsure. Exit 2: nothing started."""
     console = Console()
     chosen = _plan(console, plan)
     reg = _load_registry(console, registry)
@@ -581,14 +599,22 @@ def rollout_start(
         async with session(nats_url, state_dir, "rollout", key, anchor) as (plane, signer, store):
             driver = _driver(plane, signer, store, reg, pol, health)
             await driver.start()
-            state = await driver.begin(flag_id, chosen, actor=signer.name, approval=approved)
+            _, before = await plane.get_record(Bucket.ROLLOUTS, flag_id)
+            try:
+                state = await driver.begin(flag_id, chosen, actor=signer.name, approval=approved)
+            except (ControlPlaneUnavailable, StateUnavailable) as exc:
+                await _begin_lost(plane, flag_id, before, exc)
+                raise
             total = sum(stage.hold_s for stage in chosen.stages)
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), console=console
             ) as progress:
                 task = progress.add_task(f"{state.rollout_id}", total=len(chosen.stages))
                 while state.status is RolloutStatus.PROGRESSING:
-                    state = await driver.run(flag_id, tick_s=1.0, timeout_s=min(total, 5.0))
+                    try:
+                        state = await driver.run(flag_id, tick_s=1.0, timeout_s=min(total, 5.0))
+                    except (ControlPlaneUnavailable, StateUnavailable) as exc:
+                        raise ChangeInDoubt(_run_lost(state, exc)) from None
                     stage = state.plan.stages[state.stage_index]
                     progress.update(
                         task,
@@ -601,6 +627,46 @@ def rollout_start(
     _report(console, final)
     if final.status is RolloutStatus.ABORTED:
         raise typer.Exit(1)
+
+
+def _watch_lost(flag_id: str) -> str:
+    return (
+        f"nothing watches its gates now: check `knightwatch rollout status {flag_id}` and "
+        f"`knightwatch flags show {flag_id}`; abort it (`knightwatch rollout abort {flag_id}`) "
+        "if unsure"
+    )
+
+
+async def _begin_lost(plane: ControlPlane, flag_id: str, before: int, exc: Exception) -> None:
+    """A plane lost inside `begin`: its record read once more (a blink may be over) to say
+    whether it was stored. Raises `ChangeInDoubt` unless the record is as it was (nothing
+    started: the caller's error stands, exit 2)."""
+    try:
+        _, now = await asyncio.wait_for(plane.get_record(Bucket.ROLLOUTS, flag_id), 5.0)
+    except (ControlPlaneUnavailable, TimeoutError):
+        raise ChangeInDoubt(
+            f"rollout of {flag_id}: the control plane was lost while it started ({exc}): it "
+            f"may be stored, its first stage in force on the nodes that apply it; "
+            + _watch_lost(flag_id)
+        ) from None
+    if now == before:  # nothing stored: the caller's error stands
+        return
+    raise ChangeInDoubt(
+        f"rollout of {flag_id}: stored (its record at store revision {now}) but the control "
+        f"plane was lost while it started ({exc}): its first stage may be in force; "
+        + _watch_lost(flag_id)
+    ) from None
+
+
+def _run_lost(state: RolloutState, exc: Exception) -> str:
+    """A plane lost while the rollout ran: it is stored, its exposed nodes on."""
+    stages = state.plan.stages
+    name = stages[state.stage_index].name if 0 <= state.stage_index < len(stages) else "?"
+    on = ", ".join(sorted(state.exposed)) or "none"
+    return (
+        f"rollout {state.rollout_id} of {state.flag_id}: stored, stage {name} in force (on at "
+        f"last sight: {on}); the control plane was lost ({exc}); " + _watch_lost(state.flag_id)
+    )
 
 
 @rollout_app.command("abort")

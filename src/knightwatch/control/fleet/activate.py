@@ -13,6 +13,12 @@ A second person's approval is of one change: one that a committed change of the
 flag already carried is refused (`approval_used`). Otherwise, within the
 approval's hour, the requester alone could switch the flag back on after
 someone stopped it, with the approval of the first switch-on.
+
+Once the state is stored the change is in force, whatever happens to the control
+plane next: a plane lost before the confirmations were read is `ChangeInForce`
+naming the revision and the nodes not read (never "not confirmed", nor a bare
+"unreachable" that reads as if nothing changed); a write sent and not answered
+is `ChangeUncertain` (see `flagstore`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from __future__ import annotations
 import asyncio
 
 from knightwatch.clock import Clock
-from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.flagstore import (
+    AppliedWaiter,
+    ChangeInForce,
+    PlaneFlagStore,
+    fleet_snapshot,
+    in_force,
+)
 from knightwatch.control.fleet.freeze import describe, kill_in_force
 from knightwatch.control.node.flags import carried_by, changes_of
 from knightwatch.control.plane.protocol import Bucket, ControlPlane
@@ -68,9 +80,19 @@ async def activate(
     result = await asyncio.to_thread(gate.apply, request)
     if not result.accepted or result.state is None or result.change is None:
         return result, {}, []
+    revision = result.state.revision
     latencies, missing = await waiter.wait(
-        request.flag_id, result.state.revision, result.change.nodes, t0, timeout_s
+        request.flag_id, revision, result.change.nodes, t0, timeout_s
     )
+    unread = [n for n in missing if n in waiter.unread]
+    if unread:
+        why = waiter.unread[unread[0]]
+        lost = f"confirmations not read from {', '.join(unread)} ({why})"
+        if latencies:
+            lost += f"; confirmed by {', '.join(sorted(latencies))}"
+        if len(unread) < len(missing):
+            lost += f"; not confirmed by {', '.join(n for n in missing if n not in unread)}"
+        raise ChangeInForce(in_force(request.flag_id, revision, lost), result.state)
     return result, latencies, missing
 
 

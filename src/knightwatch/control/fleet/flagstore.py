@@ -9,6 +9,13 @@
   membership and the admission service's verdicts. A node's flag schema is
   the one in the signed manifest it was admitted on, never its own claim.
 * `AppliedWaiter`: waits for each node's confirmation of a revision.
+
+A commit that lost the control plane once its state write was sent is never
+reported as a plain "unreachable" (read as: nothing changed, so retry or walk
+away): `ChangeUncertain` says the change may be stored and in force,
+`ChangeInForce` that it is stored at its revision, in force on every node that
+applies it, with what could not be done after (its change record, reading the
+confirmations). Both name the flag and the revision and say to check `flags show`.
 """
 
 from __future__ import annotations
@@ -53,6 +60,44 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BRIDGE_TIMEOUT_S = 5.0
+_REFUSED = "control plane refused the write"
+"""How the plane names a write its store answered with a refusal (not stored)."""
+
+
+class ChangeInDoubt(StateUnavailable, ControlPlaneUnavailable):
+    """A flag change that went out (its state write was sent) whose end could not be
+    seen: the control plane was lost. Its message says how far it got; callers that
+    know only "unreachable" still catch it as either."""
+
+
+class ChangeUncertain(ChangeInDoubt):
+    """The state write was sent but never answered: the change may be stored, in force."""
+
+
+class ChangeInForce(ChangeInDoubt):
+    """The state is stored at `state.revision` (in force on every node that applies it);
+    what came after it (the change record, the confirmations) was lost with the plane."""
+
+    def __init__(self, detail: str, state: FlagState) -> None:
+        super().__init__(detail)
+        self.state = state
+
+
+def uncertain(flag_id: str, revision: int, why: object) -> str:
+    """The line for a change sent but not answered."""
+    return (
+        f"flag {flag_id!r}: the change to revision {revision} was sent but the control "
+        f"plane did not answer ({why}): it may be stored and in force on the nodes that "
+        f"apply it; check `knightwatch flags show {flag_id}` before doing anything else"
+    )
+
+
+def in_force(flag_id: str, revision: int, lost: str) -> str:
+    """The line for a change stored whose aftermath was lost: `lost` says what."""
+    return (
+        f"flag {flag_id!r}: stored at revision {revision}: in force on the nodes that apply "
+        f"it; {lost}; check `knightwatch flags show {flag_id}`"
+    )
 
 
 class PlaneFlagStore:
@@ -69,9 +114,14 @@ class PlaneFlagStore:
         if threading.get_ident() == self._loop_thread:
             coro.close()
             raise StateUnavailable("PlaneFlagStore: call it from a worker thread, not the loop")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_BRIDGE_TIMEOUT_S)
+            return future.result(_BRIDGE_TIMEOUT_S)
+        except ChangeInDoubt:
+            raise
         except (ControlPlaneUnavailable, TimeoutError) as exc:
+            # given up on: it must not go on writing on the loop after the caller was told
+            future.cancel()
             raise StateUnavailable(f"flag state unreachable: {exc}") from exc
 
     def get(self, flag_id: str) -> FlagState | None:
@@ -100,10 +150,34 @@ class PlaneFlagStore:
     def commit(
         self, change: FlagChange, expected_revision: int, *, replace_unreadable: bool = False
     ) -> FlagState:
-        return self._call(self._commit(change, expected_revision, replace_unreadable))
+        """Raises `ChangeUncertain` or `ChangeInForce` once the state write went out, a plain
+        `StateUnavailable` only when nothing was sent (the bridge's own wait running out
+        included: a slow read, write and record write outlast it)."""
+        sent: list[FlagState] = []
+        landed: list[FlagState] = []
+        try:
+            return self._call(
+                self._commit(change, expected_revision, replace_unreadable, sent, landed)
+            )
+        except ChangeInDoubt:
+            raise
+        except StateUnavailable as exc:
+            if landed:
+                lost = f"its change record not written ({exc}); confirmations not read"
+                raise ChangeInForce(
+                    in_force(change.flag_id, landed[0].revision, lost), landed[0]
+                ) from None
+            if sent:
+                raise ChangeUncertain(uncertain(change.flag_id, sent[0].revision, exc)) from None
+            raise
 
     async def _commit(
-        self, change: FlagChange, expected_revision: int, replace_unreadable: bool = False
+        self,
+        change: FlagChange,
+        expected_revision: int,
+        replace_unreadable: bool = False,
+        sent: list[FlagState] | None = None,
+        landed: list[FlagState] | None = None,
     ) -> FlagState:
         """Compare-and-set on the state record's store revision.
 
@@ -131,12 +205,21 @@ class PlaneFlagStore:
                 f"the change was checked against {expected_revision}"
             )
         updated = current.with_change(change)
+        if sent is not None:
+            sent.append(updated)
         try:
             await self._plane.put_record(
                 Bucket.FLAGS, key, ENCODER.encode(updated), expected_revision=store_revision
             )
         except PlaneConflict as exc:
             raise StateConflict(str(exc)) from None
+        except ControlPlaneUnavailable as exc:
+            if str(exc).startswith(_REFUSED):  # the store answered: not stored
+                raise
+            # sent and not answered: it may have landed (nodes apply it), or land later
+            raise ChangeUncertain(uncertain(change.flag_id, updated.revision, exc)) from None
+        if landed is not None:
+            landed.append(updated)
         if replaced:
             log.warning(
                 "flag %s: replaced an unreadable state record (store revision %d) with a fresh "
@@ -149,9 +232,14 @@ class PlaneFlagStore:
                 replaced,
             )
         recorded = msgspec.structs.replace(change, revision=updated.revision)
-        await self._plane.put_record(
-            Bucket.FLAGS, change_key(change.flag_id, updated.revision), ENCODER.encode(recorded)
-        )
+        try:
+            await self._plane.put_record(
+                Bucket.FLAGS, change_key(change.flag_id, updated.revision), ENCODER.encode(recorded)
+            )
+        except ControlPlaneUnavailable as exc:
+            # the state is stored: nodes apply it whatever happens to its record
+            lost = f"its change record not written ({exc}); confirmations not read"
+            raise ChangeInForce(in_force(change.flag_id, updated.revision, lost), updated) from None
         return updated
 
     def confirm_applied(self, flag_id: str, node: str, revision: int) -> None:
@@ -234,6 +322,9 @@ class AppliedWaiter:
         self._clock = clock
         self._arrivals: dict[tuple[str, str], tuple[int, int]] = {}
         self._changed = asyncio.Event()
+        self.unread: dict[str, str] = {}
+        """Nodes whose record the last `wait` could not read (the plane's answer): not
+        known to be unconfirmed, only not read."""
 
     async def start(self) -> None:
         await self._plane.subscribe(SUBJECT_APPLIED, self._on_applied)
@@ -253,8 +344,10 @@ class AppliedWaiter:
         """The revision `node`'s own durable record says it applied (0: none, or unreadable)."""
         try:
             value, _ = await self._plane.get_record(Bucket.FLAGS, applied_key(flag_id, node))
-        except ControlPlaneUnavailable:
+        except ControlPlaneUnavailable as exc:
+            self.unread[node] = str(exc)
             return 0
+        self.unread.pop(node, None)
         if value is None:
             return 0
         try:
@@ -268,7 +361,9 @@ class AppliedWaiter:
     async def wait(
         self, flag_id: str, revision: int, nodes: Sequence[str], t0_ns: int, timeout_s: float
     ) -> tuple[dict[str, float], list[str]]:
-        """Per-node latency (ms since `t0_ns`) of confirming `revision` or later; missing nodes."""
+        """Per-node latency (ms since `t0_ns`) of confirming `revision` or later; missing nodes
+        (those of them in `unread` were not read: the plane did not answer)."""
+        self.unread = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         confirmed: dict[str, float] = {}
@@ -293,6 +388,12 @@ class AppliedWaiter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wake)
         for n in nodes:  # no fast path heard (lost, or never sent): the record alone
-            if n not in confirmed and await self._stored(flag_id, n) >= revision:
+            if n in confirmed:
+                continue
+            if self.unread and n not in self.unread:
+                # the plane stopped answering: each read would wait out its own timeout
+                self.unread[n] = next(iter(self.unread.values()))
+                continue
+            if await self._stored(flag_id, n) >= revision:
                 confirmed[n] = (self._clock.monotonic_ns() - t0_ns) / 1e6
         return confirmed, sorted(set(nodes) - confirmed.keys())
