@@ -14,42 +14,19 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
-from knightwatch.clock import SystemClock
 from knightwatch.control.node.flags import change_key, state_key
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.wire import NodeStatus, Verdict
 from knightwatch.control.site import Site
-from knightwatch.flags.registry import FlagRegistry
-from knightwatch.state import TradingState
+
+from .test_wait_timeouts import _member_that_never_confirms
 
 CLEAN = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo"
 RLP = "trading.smars.rlp_enabled"
-
-
-def _fleet_of_n1(site: Site, registry: Path) -> None:
-    schema = FlagRegistry.load(registry).schema()
-
-    async def store() -> None:
-        now = SystemClock().time_ns()
-        n1 = await site.connect("n1")
-        admission = await site.connect("admission")
-        try:
-            await n1.put_member(
-                NodeStatus("n1", "h", 1, now, now, now + 10**12, True, True, TradingState.ACTIVE)
-            )
-            verdict = Verdict("n1", True, "admitted", "r2", "d" * 64, (), now, schema)
-            await admission.put_record(Bucket.ADMISSION, "n1", msgspec.json.encode(verdict))
-        finally:
-            await n1.close()
-            await admission.close()
-
-    asyncio.run(store())
 
 
 def _cut_after(
@@ -86,7 +63,7 @@ def test_a_change_stored_then_the_plane_lost_says_it_is_in_force_exit_3(
 ) -> None:
     registry = tmp_path / "feature-flags.yaml"
     shutil.copy(CLEAN / "feature-flags.yaml", registry)
-    _fleet_of_n1(nats_server, registry)
+    _member_that_never_confirms(nats_server, registry)
     key = state_key(RLP) if cut_at == "state" else change_key(RLP, 1)
     written = _cut_after(monkeypatch, nats_server, lambda k: k == key)
     env = {"COLUMNS": "400", **nats_server.cli_env("alice")}
@@ -116,7 +93,7 @@ def test_a_rollout_started_then_the_plane_lost_says_it_may_be_in_force_exit_3(
     plane did not answer" read as "not started", with a rollout stored as progressing."""
     registry = tmp_path / "feature-flags.yaml"
     shutil.copy(CLEAN / "feature-flags.yaml", registry)
-    _fleet_of_n1(nats_server, registry)
+    _member_that_never_confirms(nats_server, registry)
     written = _cut_after(monkeypatch, nats_server, lambda k: k == RLP, at=Bucket.ROLLOUTS)
     env = {"COLUMNS": "400", **nats_server.cli_env("alice")}
     result = CliRunner().invoke(
