@@ -79,3 +79,86 @@ async def test_an_inverse_contract_is_refused_by_name(mode: str) -> None:
         finally:
             if isinstance(ex, AsyncGuardedExchange):
                 await ex.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_contract_fill_read_from_its_cost_is_booked_at_its_price(mode: str) -> None:
+    """ccxt states a linear contract's `cost` as filled x contractSize x price (its
+    `safe_order`, and the venues' cumulative quote). The fill price read from it was
+    cost / filled: contractSize times the price, so a buy of 10-BTC contracts at 60,000
+    was booked at 600,000 (a loss of nine times its value the moment it filled, which
+    halted the node on the loss limit; a sell so booked, a profit as large that hid
+    real losses from it). Fills booked from a trade (its price) and then from the
+    order's cumulative cost agree too."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        lim = limits(spec.step, max_order_notional=10_000_000.0)
+        ex = guard(make_exchange(spec, venue, mode), limits=lim, strategy="mm")
+        try:
+            await run(ex.exchange.load_markets())
+            symbol = _with_contract(ex.exchange, 10.0)
+            ex.on_price(symbol, 60_000)
+            answers(ex, "fetch_open_orders", [])
+            answers(ex, "fetch_positions", [])
+            answers(ex, "create_order", {"id": "x1", "symbol": symbol, "status": "open"})
+            await run(ex.create_order(symbol, "limit", "buy", "0.2", 61_000))
+            # 0.1 contract (1 BTC) at 60,000, first seen as a trade
+            trade = {"id": "t1", "order": "x1", "symbol": symbol, "amount": 0.1, "price": 60_000}
+            answers(ex, "fetch_my_trades", [trade])
+            await run(ex.fetch_my_trades(symbol))
+            # then the order: 0.2 filled for 0.1 x 10 x 60,000 + 0.1 x 10 x 61,000
+            answers(ex, "fetch_order", {"id": "x1", "symbol": symbol, "status": "closed",
+                                        "amount": 0.2, "filled": 0.2, "remaining": 0,
+                                        "cost": 121_000.0})  # fmt: skip
+            await run(ex.fetch_order("x1", symbol))
+            g = ex.guard
+            assert g.position(symbol) == 20_000 and g.working_qty(symbol) == (0, 0)
+            ex.on_price(symbol, 61_000)  # 1 BTC bought at 60,000, 1 at 61,000
+            assert g.pnl() == pytest.approx(1_000.0)
+            # a sell filled at once, its price only in the answer's cost
+            answers(ex, "create_order", {"id": "x2", "symbol": symbol, "status": "closed",
+                                         "amount": 0.2, "filled": 0.2, "remaining": 0,
+                                         "cost": 122_000.0})  # fmt: skip
+            await run(ex.create_order(symbol, "limit", "sell", "0.2", 61_000))
+            assert g.position(symbol) == 0
+            assert g.pnl() == pytest.approx(1_000.0)  # sold the 2 BTC at 61,000
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_an_adopted_contract_order_s_later_fills_are_booked_at_their_price(
+    mode: str,
+) -> None:
+    """An order open at the start, part filled, whose answer gave no cost: what it had
+    paid was taken as price x filled, without the contract size, so its next fill read
+    from the cumulative cost (filled x contractSize x price) was booked at a price
+    nowhere near the venue's."""
+    spec = SPECS[0]
+    with spec.fake("60000") as venue:
+        lim = limits(spec.step, max_order_notional=10_000_000.0)
+        ex = guard(make_exchange(spec, venue, mode), limits=lim, strategy="mm")
+        try:
+            await run(ex.exchange.load_markets())
+            symbol = _with_contract(ex.exchange, 10.0)
+            ex.on_price(symbol, 60_000)
+            answers(ex, "fetch_open_orders", [{"id": "o1", "symbol": symbol, "status": "open",
+                                               "side": "buy", "amount": 0.2, "filled": 0.1,
+                                               "remaining": 0.1, "price": 60_000}])  # fmt: skip
+            answers(ex, "fetch_positions", [{"symbol": symbol, "contracts": 0.1, "side": "long",
+                                             "entryPrice": 60_000}])  # fmt: skip
+            await run(ex.start([symbol]))
+            g = ex.guard
+            assert g.position(symbol) == 10_000 and g.working_qty(symbol) == (10_000, 0)
+            # its last 0.1 contract (1 BTC) filled at 61,000
+            answers(ex, "fetch_order", {"id": "o1", "symbol": symbol, "status": "closed",
+                                        "amount": 0.2, "filled": 0.2, "remaining": 0,
+                                        "cost": 121_000.0})  # fmt: skip
+            await run(ex.fetch_order("o1", symbol))
+            assert g.position(symbol) == 20_000 and g.working_qty(symbol) == (0, 0)
+            ex.on_price(symbol, 61_000)  # 1 BTC held from 60,000, 1 bought at 61,000
+            assert g.pnl() == pytest.approx(1_000.0)
+        finally:
+            if isinstance(ex, AsyncGuardedExchange):
+                await ex.close()

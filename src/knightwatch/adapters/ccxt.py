@@ -540,8 +540,8 @@ class Ledger:
         done = units.to_amount(qty - left)
         if cost is not None:
             paid = decimal_of(cost, f"{what}.cost")
-        else:
-            paid = price_d * done if price_d is not None else Decimal(0)
+        else:  # in the venue's cost terms: a contract's is amount x contractSize x price
+            paid = price_d * done * units.multiplier if price_d is not None else Decimal(0)
         if left == 0 and not late:
             return None  # filled in full: in the position read, nothing working
         gid = f"kw-open-{uuid.uuid4().hex[:20]}"
@@ -1338,12 +1338,18 @@ class Ledger:
             self._finish(tracked, why=f"status {status}", end=end.get(str(status)))
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
+        """The price (per base unit, as a ticker quotes it) of the fills an update adds:
+        from the order's cumulative `cost` beyond what is booked, else its average or
+        limit price. A contract's cost is amount x contractSize x price (ccxt's
+        `safe_order`, and the venues' cumulative quote), so it is divided by the
+        contract size too: read as amount x price, a 10-BTC contract's fill was booked
+        at 10x its price (a buy at 60,000 booked at 600,000: a loss of nine times its value)."""
         cost = order.get("cost")
         if cost:
             new_cost = decimal_of(cost, "cost") - tracked.applied_cost
             new_amount = tracked.units.to_amount(filled_units - tracked.applied)
             if new_cost > 0 and new_amount > 0:
-                return new_cost / new_amount
+                return new_cost / (new_amount * tracked.units.multiplier)
         return order.get("average") or order.get("price")
 
     def apply_trades(self, trades: Any, call: str = "trades") -> str | None:
@@ -1424,7 +1430,9 @@ class Ledger:
             self._unbookable(tracked, exc)
             return
         tracked.applied += units
-        tracked.applied_cost += decimal_of(price, "fill price") * tracked.units.to_amount(units)
+        # in the venue's cost terms (`_fill_price`): a contract's cost counts its contract size
+        u = tracked.units
+        tracked.applied_cost += decimal_of(price, "fill price") * u.to_amount(units) * u.multiplier
         self.guard.on_fill(fill)
         if tracked.applied >= tracked.ordered:
             self._finish(tracked, why="filled")
