@@ -920,16 +920,88 @@ class NodeRuntime:
     def _hold_plan(self, entry: StateEntry, *, live: bool) -> None:
         """Hold the ramp a resume was signed with, from now (`live`) or, for one read from
         the store at a start, from the latest it can have been applied: its expiry, or now
-        if sooner (the node may hold a stage longer than the fleet, never shorter)."""
+        if sooner (the node may hold a stage longer than the fleet, never shorter).
+
+        This node's wall clock alone never runs a stored resume's ramp forward: where the
+        store keeps write times, the ramp is held from now until the server's own times
+        show how far it has run (`_bound_plan`), and then from the later of the two starts.
+        Before, a node starting with its clock an hour (even 20 minutes) ahead read the
+        resume's expiry as long past and traded at full limits at once."""
         dropped = self._plans.pop(entry.slot, None)
         if entry.ramp:
             now = self.clock.monotonic_ns()
             if not live:
                 wall = self.clock.time_ns()
-                now -= max(0, wall - min(wall, entry.expires_ns))
+                by_wall = max(0, wall - min(wall, entry.expires_ns))
+                if by_wall and self.plane.keeps_write_times:
+                    self._bound_later(entry, now, by_wall)
+                else:
+                    # no write times (the replay's one clock for every writer), or none run
+                    now -= by_wall
             self._plans[entry.slot] = (entry, now)
         if entry.ramp or dropped is not None:
             self._apply_ramps()
+
+    def _bound_later(self, entry: StateEntry, held_from: int, by_wall: int) -> None:
+        """Ask the store how far `entry`'s ramp has run (`_bound_plan`), in the background;
+        with no loop to ask on, it stays held from `held_from` (fail closed)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.track(loop.create_task(self._bound_plan(entry, held_from, by_wall)))
+
+    async def _bound_plan(self, entry: StateEntry, held_from: int, by_wall: int) -> None:
+        """Run a stored resume's ramp, held from `held_from` (monotonic), forward to the
+        lesser of two lower bounds on how long ago it was applied: `by_wall` (this node's
+        wall clock against the resume's expiry, at `held_from`) and the server's own times
+        (the resume's write against the latest write time known: the slot's ramp record,
+        this start's record). Unread or unknown, it stays held from `held_from`."""
+        slot = entry.slot
+        try:
+            stored, revision = await self.plane.get_state(entry.scope, entry.key)
+            resumed = None
+            if stored is not None and stored.command_id == entry.command_id:
+                resumed = await self.plane.stored_ns(entry.scope, entry.key, revision)
+            server = 0 if resumed is None else await self._server_ns(slot)
+        except (ControlPlaneUnavailable, *UNDECODABLE) as exc:
+            log.warning("node %s: ramp %s held from now (%s)", self.node_id, slot, exc)
+            return
+        now = self.clock.monotonic_ns()
+        by_store = max(0, server - resumed) if resumed is not None else 0
+        start = max(held_from - by_wall, now - by_store)
+        plan = self._plans.get(slot)
+        if plan is None or plan != (entry, held_from):
+            return  # halted again, or another resume's ramp: that one holds now
+        log.warning(
+            "RAMP_PLAN_BOUND node=%s ramp=%s slot=%s: %.1f s in by the store's times, "
+            "%.1f s by this node's clock; held as %.1f s in",
+            self.node_id,
+            entry.command_id[:12],
+            slot,
+            by_store / NS_PER_S,
+            by_wall / NS_PER_S,
+            (now - start) / NS_PER_S,
+        )
+        if start < held_from:
+            self._plans[slot] = (entry, start)
+            self._apply_ramps()
+
+    async def _server_ns(self, slot: str) -> int:
+        """The latest server time this node can read: when the store wrote `slot`'s ramp
+        record, or this start's record (`_record_start`, waited for up to 3 s)."""
+        latest = 0
+        _, revision = await self.plane.get_record(Bucket.RAMP, slot)
+        if revision > 0:
+            latest = await self.plane.record_stored_ns(Bucket.RAMP, slot, revision) or 0
+        key = starts_key(self.node_id)
+        for _ in range(30):
+            value, revision = await self.plane.get_record(Bucket.INCIDENT, key)
+            if value is not None and self._started_ns in STARTS_DECODER.decode(value).started_ns:
+                at = await self.plane.record_stored_ns(Bucket.INCIDENT, key, revision)
+                return max(latest, at or 0)
+            await asyncio.sleep(0.1)
+        return latest
 
     # --- automatic halts made durable ---------------------------------------------
     def _on_guard_halt(self, scope: Scope, key: str, halt: Halt) -> None:
