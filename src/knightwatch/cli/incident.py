@@ -382,9 +382,10 @@ def auto_snapshot_settings() -> tuple[Path, Path] | None:
 
 
 def _print_incomplete(gaps: tuple[str, ...]) -> None:
-    """Evidence the snapshot could not collect (its `incomplete.json`), one line each."""
+    """Evidence the snapshot could not collect (its `incomplete.json`), one line each,
+    control characters escaped: the archive's text, whoever signed it."""
     for gap in gaps:
-        console.print(f"[yellow]incomplete:[/yellow] {escape(gap)}", highlight=False)
+        console.print(f"[yellow]incomplete:[/yellow] {_text(gap)}", highlight=False)
 
 
 @app.command("snapshot")
@@ -458,7 +459,9 @@ def verify(
         problems.append(f"{archive}: taken_ns {check.taken_ns} is out of range (not a real time)")
     if not check.ok or problems:
         for problem in problems:
-            console.print(f"[red]FAIL[/red] {escape(problem)}", highlight=False)
+            # an archive's member names are its maker's text: a name's "\x1b[2K" erased this
+            # FAIL line and drew an OK in its place; written as escapes (`_text`)
+            console.print(f"[red]FAIL[/red] {_text(problem)}", highlight=False)
         raise typer.Exit(1)
     # The actor is the archive's own claim: only a --trusted key makes the signer someone.
     who = (

@@ -498,6 +498,7 @@ async def run_preflight(
     # the same halt properly signed needed `--ack`.
     cause = entry
     unverified = ""
+    hidden_unread = ""
     if entry is not None and entry.actor == UNVERIFIED_ACTOR and "kill-state" not in unread:
         claim: tuple[StateEntry | None, int] = (None, 0)
         claim = await read("kill-state", plane.get_state(scope, key), claim)
@@ -510,10 +511,30 @@ async def run_preflight(
         ):
             cause = claimed
             unverified = " (its stored entry does not verify; it claims so)"
-    if "kill-state" in unread:
-        items.append(
-            CheckItem("cause", False, f"{unread['kill-state']} -- cannot tell who halted it")
-        )
+        elif claimed_rev == revision and (claimed is None or claimed.state is TradingState.ACTIVE):
+            # a resume held as a halt (forged, replayed over a newer kill) or a deleted
+            # entry hides the write before it: when that is a Guard halt, its cause is
+            # still asked for. Before, a forged resume over a loss-limit halt read as
+            # "nothing to acknowledge" and the slot resumed with the loss unreconciled.
+            try:
+                before = await plane.previous_state(scope, key, revision)
+            except ControlPlaneUnavailable as exc:
+                before = None
+                hidden_unread = f"the kill-state history could not be read ({exc})"
+            hidden = before[0] if before is not None else None
+            if (
+                hidden is not None
+                and hidden.state is not TradingState.ACTIVE
+                and hidden.actor.startswith(GUARD_ACTOR)
+            ):
+                cause = hidden
+                unverified = (
+                    f" (under the stored entry at revision {revision}, which does not verify "
+                    "and lifts nothing)"
+                )
+    if "kill-state" in unread or hidden_unread:
+        why = unread.get("kill-state", hidden_unread)
+        items.append(CheckItem("cause", False, f"{why} -- cannot tell who halted it"))
     elif (
         cause is not None
         and cause.actor.startswith(GUARD_ACTOR)

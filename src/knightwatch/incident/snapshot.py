@@ -9,8 +9,9 @@ metrics and the release manifest in force, into one tar archive with a
 manifest of SHA-256 hashes signed (DSSE, Ed25519) by the operator who took it.
 Evidence it could not collect (a member that sent no heartbeat, metrics or
 flight-recorder records, a store that could not be read, the audit messages
-before the stream's last `_AUDIT_CAP`: the tails are the records nearest the kill)
-is named in `incomplete.json`, never silently left out.
+before the stream's last `_AUDIT_CAP`: the tails are the records nearest the kill;
+audit messages the stream no longer held when read, discarded by its size limit
+or deleted) is named in `incomplete.json`, never silently left out.
 `verify_snapshot` checks the signature and every hash, so one edited byte is
 found. Taking a snapshot only reads the control plane: it never blocks or
 slows a kill.
@@ -192,6 +193,7 @@ async def _collect(
     # from its oldest message, and every tail and chain head was hours before the kill.
     seq = 1
     read = 0
+    holes: list[tuple[int, int]] = []
     with contextlib.suppress(ControlPlaneUnavailable):  # then the read below names it
         seq = max(1, await _audit_end(plane) - _AUDIT_CAP + 1)
     if seq > 1:
@@ -214,9 +216,16 @@ async def _collect(
         if not page:
             break
         for stream_seq, env in page:
+            if stream_seq > seq:
+                # the stream no longer held these: its size limit discards the oldest
+                # messages (while a long read goes on, too), or they were deleted. Skipped
+                # without a word before: a tail read 8 then 10 and incomplete.json was empty
+                holes.append((seq, stream_seq - 1))
             tails.setdefault(env.node_id, deque(maxlen=last_records)).extend(env.lines())
             seq = stream_seq + 1
         read += len(page)
+    if holes:
+        gaps.append(_holes_line(holes))
     if read >= 2 * _AUDIT_CAP:
         gaps.append(
             f"recorder/: stopped reading the audit stream after {read} messages; "
@@ -254,6 +263,18 @@ async def _collect(
     files["nodes/metrics.json"] = _json(dict(sorted(metrics.items())))
     files[INCOMPLETE] = _json(gaps)
     return files
+
+
+def _holes_line(holes: list[tuple[int, int]]) -> str:
+    """One line naming the audit messages the stream no longer held when they were read."""
+    missing = sum(last - first + 1 for first, last in holes)
+    shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in holes[:5])
+    more = f" and {len(holes) - 5} more range(s)" if len(holes) > 5 else ""
+    return (
+        f"recorder/: {missing} audit message(s) were no longer in the stream when read "
+        f"(seq {shown}{more}): discarded by its size limit or deleted; records and "
+        "supervisor actions only there are not in this snapshot"
+    )
 
 
 async def _audit_end(plane: ControlPlane) -> int:
