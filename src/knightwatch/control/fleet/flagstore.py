@@ -16,6 +16,13 @@ away): `ChangeUncertain` says the change may be stored and in force,
 `ChangeInForce` that it is stored at its revision, in force on every node that
 applies it, with what could not be done after (its change record, reading the
 confirmations). Both name the flag and the revision and say to check `flags show`.
+A state write the store answered with a refusal (`ControlPlaneRefused`: no room) is
+`ChangeRefused`: nothing stored, not in force; before, it was reported as sent and not
+answered, "it may be stored and in force" (exit 3), for a change the store had refused.
+
+The stop direction is never gated on room: a bounded flags bucket keeps its last share
+for changes back to the safe default (`RoomKept`). A change away from it is refused
+first, once the bucket is past the rest; a full bucket refused both alike before.
 """
 
 from __future__ import annotations
@@ -43,7 +50,13 @@ from knightwatch.control.node.flags import (
     record_applied,
     state_key,
 )
-from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneRefused,
+    ControlPlaneUnavailable,
+    RoomKept,
+)
 from knightwatch.control.plane.protocol import RevisionConflict as PlaneConflict
 from knightwatch.control.plane.wire import VERDICT_DECODER, Verdict
 from knightwatch.flags.fleet import FleetMember, StaticFleetView
@@ -55,13 +68,41 @@ from knightwatch.flags.state import (
     StateUnreadable,
 )
 from knightwatch.inputs import UNDECODABLE
+from knightwatch.release.errors import ReleaseInputError
+from knightwatch.trust.flagproof import FlagDecision, FlagProof
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BRIDGE_TIMEOUT_S = 5.0
-_REFUSED = "control plane refused the write"
-"""How the plane names a write its store answered with a refusal (not stored)."""
+_PROOF = msgspec.json.Decoder(FlagProof)
+_DECISION = msgspec.json.Decoder(FlagDecision)
+
+
+class ChangeRefused(StateUnavailable, ControlPlaneRefused):
+    """The store answered the change's state write with a refusal (no room): nothing of
+    it is stored, it is in force nowhere. Callers that know "unreachable" catch it as
+    either; it is never "in doubt"."""
+
+
+def refused(flag_id: str, why: object) -> str:
+    """The line for a change the store refused."""
+    return f"flag {flag_id!r}: not changed, nothing stored: {why}"
+
+
+def to_safe_default(change: FlagChange) -> bool:
+    """Whether `change` turns its flag to its safe default, as its sealed decision says
+    (the gate read the default from the registry and signed it; the change itself does not
+    carry it). A change without a readable proof is not: it is held to the room a change
+    away from the safe default has."""
+    try:
+        decision = _DECISION.decode(_PROOF.decode(change.proof).change.payload_bytes())
+    except (*UNDECODABLE, ReleaseInputError):
+        return False
+    return (
+        decision.flag_id == change.flag_id
+        and decision.value == change.value == decision.safe_default
+    )
 
 
 class ChangeInDoubt(StateUnavailable, ControlPlaneUnavailable):
@@ -117,7 +158,7 @@ class PlaneFlagStore:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(_BRIDGE_TIMEOUT_S)
-        except ChangeInDoubt:
+        except (ChangeInDoubt, ChangeRefused):
             raise
         except (ControlPlaneUnavailable, TimeoutError) as exc:
             # given up on: it must not go on writing on the loop after the caller was told
@@ -159,7 +200,7 @@ class PlaneFlagStore:
             return self._call(
                 self._commit(change, expected_revision, replace_unreadable, sent, landed)
             )
-        except ChangeInDoubt:
+        except (ChangeInDoubt, ChangeRefused):
             raise
         except StateUnavailable as exc:
             if landed:
@@ -205,6 +246,12 @@ class PlaneFlagStore:
                 f"the change was checked against {expected_revision}"
             )
         updated = current.with_change(change)
+        stop = replace_unreadable or to_safe_default(change)
+        if not stop and isinstance(self._plane, RoomKept):
+            try:  # the bucket's last share is kept for the stop direction, which never asks
+                await self._plane.check_room(Bucket.FLAGS)
+            except ControlPlaneRefused as exc:
+                raise ChangeRefused(refused(change.flag_id, exc)) from None
         if sent is not None:
             sent.append(updated)
         try:
@@ -213,9 +260,9 @@ class PlaneFlagStore:
             )
         except PlaneConflict as exc:
             raise StateConflict(str(exc)) from None
+        except ControlPlaneRefused as exc:  # the store answered: not stored
+            raise ChangeRefused(refused(change.flag_id, exc)) from None
         except ControlPlaneUnavailable as exc:
-            if str(exc).startswith(_REFUSED):  # the store answered: not stored
-                raise
             # sent and not answered: it may have landed (nodes apply it), or land later
             raise ChangeUncertain(uncertain(change.flag_id, updated.revision, exc)) from None
         if landed is not None:

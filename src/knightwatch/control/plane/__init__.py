@@ -16,6 +16,7 @@ from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
+    ControlPlaneRefused,
     ControlPlaneUnavailable,
     Record,
     RevisionConflict,
@@ -25,6 +26,7 @@ from knightwatch.control.plane.server import EmbeddedNatsServer, ServerError
 __all__ = [
     "Bucket",
     "ControlPlane",
+    "ControlPlaneRefused",
     "ControlPlaneUnavailable",
     "EmbeddedNatsServer",
     "FleetError",

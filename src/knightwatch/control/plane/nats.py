@@ -54,6 +54,7 @@ from knightwatch.control.plane.protocol import (
     STATE_HISTORY,
     Bucket,
     ConnectionHandler,
+    ControlPlaneRefused,
     ControlPlaneUnavailable,
     Handler,
     Record,
@@ -139,6 +140,14 @@ request, a flag change), never the kill state's. The flags' change log, one sign
 per change kept for good, gets twice the room. The roster (two admins sign a version; a
 revocation must always go in), the admission verdicts, the release and the nodes' own
 records (a key each, history 1) stay unbounded."""
+STOP_RESERVE_SHARE = 8
+"""The last 1/8 of a bounded record bucket's bytes are kept for the stop direction: a
+change away from a flag's safe default is refused once its bucket holds more than the
+rest (`check_room`), a change back to it may fill the bucket to its bound. At the bound
+JetStream refuses every write (discard new), and before, a flags bucket filled by its
+change log (kept for good) or one operator's flood refused the change back to the safe
+default as well. Measured from the stream's own state at each write (its bound as
+provisioned): 8 MiB of the flags' 64, some thousands of changes back."""
 SUBJECT_STATE = "kw.state"
 SUBJECT_REPUBLISH = "kw.repub.state"
 SUBJECT_CONFIRM = "kw.confirm"
@@ -661,7 +670,7 @@ class NatsControlPlane:
             full = _STORE_FULL.get(getattr(exc, "err_code", None) or 0)
             if full is not None:
                 # it answered: "did not answer" sent the operator after an outage
-                raise ControlPlaneUnavailable(
+                raise ControlPlaneRefused(
                     f"control plane refused the write: {full} ({exc})"
                 ) from None
             raise ControlPlaneUnavailable(
@@ -1141,6 +1150,26 @@ class NatsControlPlane:
             return await self._call(kv.update(key, value, last=expected_revision))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             raise RevisionConflict(f"{bucket}.{key}", expected_revision) from None
+
+    async def check_room(self, bucket: Bucket) -> None:
+        """`ControlPlaneRefused` once `bucket` (its own NATS bucket: not the applied records')
+        holds its bound less `STOP_RESERVE_SHARE`: the rest is kept for the stop direction,
+        whose writers do not ask. A bucket without a bound has room."""
+        name = record_bucket(bucket)
+        try:
+            info = await self._call(self._require_js().stream_info(f"KV_{name}"))
+        except nats.js.errors.NotFoundError:
+            raise ControlPlaneUnavailable(f"bucket {name} not found") from None
+        bound = int(info.config.max_bytes or 0)
+        used = int(info.state.bytes or 0)
+        if bound <= 0 or used < (open_to := bound - bound // STOP_RESERVE_SHARE):
+            return
+        raise ControlPlaneRefused(
+            f"control plane refused the write: bucket {name} holds {used} of its {bound} "
+            f"bytes, past the {open_to} open to writes away from the safe direction (the last "
+            f"1/{STOP_RESERVE_SHARE} is kept for changes back to a flag's safe default, which "
+            "still go in); nothing of it is stored"
+        )
 
     async def get_record(self, bucket: Bucket, key: str) -> tuple[bytes | None, int]:
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -95,6 +95,16 @@ class ControlPlaneUnavailable(KnightwatchError, RuntimeError):
 
     Callers treat this as "uncertain", which in knightwatch means blocked.
     """
+
+
+class ControlPlaneRefused(ControlPlaneUnavailable):
+    """The control plane answered a write with a refusal: nothing of it is stored (its bucket
+    at its byte bound, the server's store full, a value over its bucket's bound, or a
+    bucket's last share kept for the stop direction, `RoomKept`).
+
+    Still `ControlPlaneUnavailable` to callers that only know "blocked"; callers that must
+    tell "not stored" from "sent, not answered: it may be stored" (a flag change) catch
+    this type, never the message's text."""
 
 
 class RevisionConflict(KnightwatchError, RuntimeError):
@@ -265,3 +275,18 @@ class ControlPlane(Protocol):
         ...
 
     async def serve(self, subject: str, responder: Responder) -> None: ...
+
+
+@runtime_checkable
+class RoomKept(Protocol):
+    """A plane whose bounded record buckets keep their last share for the stop direction.
+
+    A bucket at its byte bound refuses every write, a change back to a flag's safe default
+    included; so writers that add risk ask `check_room` first and stop short of the bound,
+    and the rest stays for the writes that take risk away. A plane without bounds (the
+    memory fabric) has nothing to keep."""
+
+    async def check_room(self, bucket: Bucket) -> None:
+        """`ControlPlaneRefused` naming the bucket, its bytes and the rule when `bucket` is
+        past the share a write away from the safe direction may fill."""
+        ...
