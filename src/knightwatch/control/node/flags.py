@@ -97,13 +97,12 @@ class RolloutStep(msgspec.Struct, frozen=True):
 
     revision: int
     proof: str
-    """sha256 of the stage's proof (every node it added holds that very proof)."""
-    nodes: tuple[str, ...] = ()
-    """Kept empty: the nodes a stage added are read from its proof, which names them,
-    wherever a node of the state still holds it (an earlier version listed them here,
-    and on a fleet of a few hundred nodes the record outgrew its bucket's value bound:
-    the node's confirmation and memory were refused, every flag change after it stayed
-    unconfirmed for the rollout's day). Records that list them still decode."""
+    """sha256 of the stage's proof (every node it added holds that very proof). The
+    nodes a stage added are read from that proof, which names them, wherever a node of
+    the state still holds it: an earlier version listed them here too (`nodes`), and on a
+    fleet of a few hundred nodes the record outgrew its bucket's value bound (the node's
+    confirmation and memory were refused, every flag change after it stayed unconfirmed
+    for the rollout's day). Records that list them still decode (the field is ignored)."""
     issued_ns: int = 0
     """The stage's signed issue time (0: recorded by a node that did not keep it, so no
     later stage can be checked against it)."""
@@ -661,7 +660,7 @@ class NodeFlags:
                 or _too_soon(held, stage, now if live else 0)
             ):
                 continue  # another rollout on a used approval, or a stage out of its order
-            step = RolloutStep(stage.revision, digest, (), stage.issued_ns, now if live else 0)
+            step = RolloutStep(stage.revision, digest, stage.issued_ns, now if live else 0)
             seen[stage.approval] = msgspec.structs.replace(
                 held, stages={**held.stages, stage.stage: step}
             )
