@@ -73,3 +73,17 @@ async def test_check_room_refuses_past_the_share_open_to_risk_and_names_the_rule
         await alice.put_record(Bucket.FLAGS, "state.some.flag", b"{}" * 512)
     finally:
         await alice.close()
+
+
+async def test_a_value_over_the_servers_message_bound_is_refused_not_in_doubt(
+    site: Site,
+) -> None:
+    """nats-py refuses a payload over max_payload before sending it: nothing went out.
+    It read as "did not answer" (a flag change over it: "may be stored and in force")."""
+    alice = await site.connect("alice")
+    try:
+        with pytest.raises(ControlPlaneRefused, match=r"over the server's message bound"):
+            await alice.put_record(Bucket.FLAGS, "change.x.big", b"x" * (2 << 20))
+        assert await alice.get_record(Bucket.FLAGS, "change.x.big") == (None, 0)
+    finally:
+        await alice.close()

@@ -666,6 +666,12 @@ class NatsControlPlane:
             return await coro
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.NotFoundError):
             raise
+        except nats.errors.MaxPayloadError:
+            # the client refuses it before sending: nothing went out, so never "in doubt"
+            raise ControlPlaneRefused(
+                "control plane refused the write: the value is over the server's message "
+                f"bound (max_payload, {self._require_nc().max_payload} bytes)"
+            ) from None
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             full = _STORE_FULL.get(getattr(exc, "err_code", None) or 0)
             if full is not None:
