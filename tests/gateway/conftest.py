@@ -109,6 +109,7 @@ class Rig:
         drop_copy: bool = False,
         recorder_path: Path | None = None,
         gateway: dict[str, Any] | None = None,
+        venue_session: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.begin = begin
@@ -138,11 +139,14 @@ class Rig:
             "listen_port": self.gw_port,
             "comp_id": self.gw_comp,
             "venue": VenueSession(
-                port=self.venue_port,
-                comp_id=self.venue_comp,
-                market_data=SYMBOLS,
-                mass_cancel=not fix42,
-                mass_status=not fix42,
+                **{
+                    "port": self.venue_port,
+                    "comp_id": self.venue_comp,
+                    "market_data": SYMBOLS,
+                    "mass_cancel": not fix42,
+                    "mass_status": not fix42,
+                    **(venue_session or {}),
+                }
             ),
             "clients": tuple(ClientSession(comp_id=c) for c in clients),
             "begin_string": begin,

@@ -68,7 +68,10 @@ What the gateway decides around the Guard:
   `answer_timeout_s`, while the order is live (`_own_cancel_refused`);
 * with the venue session down new orders are refused `venue_unavailable`;
   a lost client session has its orders cancelled per its policy; nothing is
-  armed until working orders and positions are reconciled.
+  armed until working orders and positions are reconciled. Without the venue's
+  mass status nothing would count orders an earlier process left working, so the
+  state directory is marked (`LEFT_WORKING`) before a process's first order goes
+  out and unmarked only at a stop with none live; such a start over the mark fails.
 
 Threads: QuickFIX runs the client acceptor and the venue initiator on their
 own threads. Every message is handled under the Guard's one lock
@@ -83,6 +86,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import re
 import threading
@@ -404,6 +408,13 @@ _POSITION_SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 RECONCILED = "reconciled"
 """The session and the strategy of an order adopted at start-up (found working at the venue)."""
 
+LEFT_WORKING = "orders-may-be-working"
+"""The file, in the gateway's state directory, that says orders this gateway sent (or
+adopted) may still work at the venue: written (whole, fsynced) before its first order
+goes out, or when the start-up mass status adopts any, and removed only when it stops
+with none live (or a mass status finds none). A start with `venue.mass_status` off
+finds it and does not arm: nothing else would count those orders."""
+
 MAX_CLIENT_MESSAGE = 16_384
 """Characters a client's message may have: a single order is a few hundred."""
 
@@ -432,6 +443,27 @@ answers nothing costs bounded memory however fast clients send."""
 
 _CXL_REASONS = frozenset({F.CXL_TOO_LATE, F.CXL_UNKNOWN_ORDER, F.CXL_BROKER_OPTION, F.CXL_PENDING})
 """CxlRejReason(102) values every FIX version has: the venue's is passed on if one."""
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """`text` as `path`, whole or not at all (written beside it, fsynced, renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _cancel_on_disconnect(msg: F.In) -> bool:
@@ -508,6 +540,11 @@ class Gateway(Handler):
         self.clients = {F.session_key(sid): config.client(c) for c, sid in self.client_sids.items()}
         self.venue_up = False
         self.stopping = False
+        self.left_working = state_dir / LEFT_WORKING
+        """Orders may work at the venue uncounted (`LEFT_WORKING`): read only by a start
+        with `venue.mass_status` off, when the venue tells it nothing of them."""
+        self._marked = False
+        """This process wrote `left_working` (before its first order went out)."""
         self.clients_up: set[str] = set()
         self.reconciled = threading.Event()
         self.reconcile_error = ""
@@ -620,6 +657,56 @@ class Gateway(Handler):
         with self._held():
             self._record_admin()
             self._flush_dc_held()
+            if self._marked:
+                self._left_at_stop()
+
+    def _mark_left_working(self) -> None:
+        """Before the first order of this process goes out, or once the start-up mass
+        status adopted orders (caller holds the lock): a start without mass status after
+        a crash must not arm on a book that lost them. Without mass status a failed write
+        refuses the order (the caller's); with it, the mass status counts them: logged."""
+        try:
+            _write_whole(
+                self.left_working,
+                f"gateway {self.cfg.node} had orders at the venue and did not stop with "
+                "none working (it may have crashed)\n",
+            )
+        except OSError as exc:
+            if not self.cfg.venue.mass_status:
+                raise GatewayError(f"{self.left_working}: cannot be written: {exc}") from None
+            log.error("LEFT_WORKING_NOT_WRITTEN %s: %s", self.left_working, exc)
+        self._marked = True  # tried once per process; the stop writes it again
+
+    def _left_after_mass_status(self) -> None:
+        """The venue's mass status said what works (caller holds the lock): the mark
+        follows it, written over adopted orders, gone when none works."""
+        if self.book.live():
+            if not self._marked:
+                self._mark_left_working()
+            return
+        with contextlib.suppress(OSError):  # stale: a start without mass status refuses
+            self.left_working.unlink(missing_ok=True)
+
+    def _left_at_stop(self) -> None:
+        """At stop (caller holds the lock): the marker goes only if nothing is live;
+        else it names what may still work at the venue."""
+        live = self.book.live()
+        try:
+            if not live:
+                self.left_working.unlink(missing_ok=True)
+                _fsync_dir(self.left_working.parent)
+                return
+            lines = [
+                f"gateway {self.cfg.node} stopped with {len(live)} order(s) live at the venue "
+                "(ClOrdID, OrderID, symbol, side, leaves):"
+            ]
+            lines += [
+                f"  {o.comp}:{o.clordid} {o.order_id} {o.symbol} {o.side.value} {o.leaves}"
+                for o in live
+            ]
+            _write_whole(self.left_working, "\n".join(lines) + "\n")
+        except OSError as exc:  # the marker written at the first order stays: fail closed
+            log.error("LEFT_WORKING_NOT_UPDATED %s: %s", self.left_working, exc)
 
     @contextlib.contextmanager
     def _held(self) -> Iterator[None]:
@@ -1199,6 +1286,8 @@ class Gateway(Handler):
         try:
             # claimed only once accepted: an order that never reached the venue holds no
             # id another session could then not use
+            if not self._marked:
+                self._mark_left_working()  # once per process, before anything goes out
             self.book.claim(clordid, comp)
             go = GwOrder(
                 comp=comp,
@@ -3026,6 +3115,8 @@ class Gateway(Handler):
         if self.reconciled.is_set():
             return
         self.guard.note("reconciled", how=how, working=len(self.book.live()))
+        if how == "mass status":
+            self._left_after_mass_status()
         self.reconciled.set()
         if self._on_reconciled is not None:
             self._on_reconciled()
@@ -3143,6 +3234,16 @@ class Gateway(Handler):
                     [(F.MASS_STATUS_REQ_ID, self._mass_status_id), (F.MASS_STATUS_REQ_TYPE, "7")],
                 )
                 self._emit(req, self.venue_sid)
+            elif self.left_working.exists():
+                # no mass status: the orders an earlier process left working would be
+                # counted nowhere (limits widened, out of every kill's reach)
+                self.reconcile_error = (
+                    f"{self.left_working}: orders an earlier gateway process sent may still "
+                    "be working at the venue, and with venue.mass_status = false nothing "
+                    "counts them; cancel them at the venue (or confirm none is working), "
+                    "then delete this file"
+                )
+                log.error("RECONCILE_FAILED %s", self.reconcile_error)
             else:
                 self._reconciled("positions file" if self.cfg.positions_file else "assume_flat")
 
