@@ -35,6 +35,7 @@ from knightwatch.cli.fleet import (
     _text,
     session,
 )
+from knightwatch.cli.options import OptionError, check_output
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.approvals import PIN, Request, Requests, digest, pinned
 from knightwatch.control.fleet.freeze import record_known_good
@@ -388,6 +389,23 @@ def _print_incomplete(gaps: tuple[str, ...]) -> None:
         console.print(f"[yellow]incomplete:[/yellow] {_text(gap)}", highlight=False)
 
 
+def _out_or_exit(out: Path) -> None:
+    """`--out`, checked before anything connects (exit 2, one line): an archive path that
+    exists (earlier evidence, a link) or cannot be a file was refused only after the
+    evidence was collected, and the collected evidence was thrown away with it. The
+    write at the end stays exclusive (`write_new`): this check only refuses earlier."""
+    try:
+        check_output("--out", out)  # a directory, or a parent that is no directory
+        if os.path.lexists(out):  # a link too, dangling or not
+            raise SnapshotError(
+                f"--out {out}: already exists; refusing to overwrite it (it may be earlier "
+                "evidence): choose another --out"
+            )
+    except (SnapshotError, OptionError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("snapshot")
 def snapshot(
     out: Path | None = typer.Option(None, "--out", help="archive file (default: timestamped)"),
@@ -400,6 +418,8 @@ def snapshot(
 ) -> None:
     """Collect the evidence (kills, confirmations, verdicts, flags, recorder heads) and sign
     it with your key (--key): the snapshot names whoever signed it."""
+    if out is not None:
+        _out_or_exit(out)
 
     async def go() -> Path:
         clock = SystemClock()

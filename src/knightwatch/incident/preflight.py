@@ -34,7 +34,7 @@ from knightwatch.control.fleet.supervisor import Action, Rule
 from knightwatch.control.fleet.supervisor_service import SUPERVISOR_ID
 from knightwatch.control.node.flags import STATE_DECODER
 from knightwatch.control.node.runtime import _STARTS_KEPT as STARTS_KEPT
-from knightwatch.control.plane.history import UNVERIFIED_ACTOR
+from knightwatch.control.plane.history import UNVERIFIED_ACTOR, ResumeProofs, unproven_resume
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import (
     FLEET_KEY,
@@ -455,12 +455,12 @@ async def run_preflight(
         n for n in fenced if _node_halted(states, n) is None or (scope is Scope.NODE and n == key)
     ]
     judged_nodes = {starts_key(n): n for n in (*trading, *returning)}
-    looping = []
+    looping: list[tuple[str, int, str]] = []
     unchecked: list[str] = []
     starts_read = await read("incident", plane.records(Bucket.INCIDENT), {})
     if "incident" in unread:
         unchecked.append(unread["incident"])
-    for k, (raw, _) in sorted(starts_read.items()):
+    for k, (raw, written_rev) in sorted(starts_read.items()):
         node = judged_nodes.get(k)
         if node is None:
             continue
@@ -470,10 +470,33 @@ async def run_preflight(
             # a node's start record that cannot be read cannot show it is not looping
             unchecked.append(f"{k}: undecodable ({exc})")
             continue
-        recent = [t for t in starts.started_ns if now - t <= cfg.crash_loop_window_s * NS_PER_S]
+        # The starts are dated by the node's own clock: one running more than the window
+        # behind (a fenced node: no clock check looks at it) dated every start of its loop
+        # "long ago" and passed, then rejoined to trade. The record's last write is its
+        # last start by the server's clock; the starts shifted onto that clock count too.
+        behind = 0
+        if starts.started_ns and plane.keeps_write_times:
+            try:
+                written_at = await plane.record_stored_ns(Bucket.INCIDENT, k, written_rev)
+            except ControlPlaneUnavailable as exc:
+                unchecked.append(f"{k}: when the store wrote it could not be read ({exc})")
+                continue
+            if written_at is not None:
+                behind = max(0, written_at - max(starts.started_ns))
+        window_ns = cfg.crash_loop_window_s * NS_PER_S
+        recent = [t for t in starts.started_ns if now - (t + behind) <= window_ns]
         if len(recent) > cfg.crash_loop_starts:
-            looping.append((node, len(recent)))
-    bad = [f"{n} restarted {c} times in {cfg.crash_loop_window_s / 60:g} min" for n, c in looping]
+            own = sum(1 for t in starts.started_ns if now - t <= window_ns)
+            clock_note = (
+                f" (by the store's clock: {node}'s own runs {behind / NS_PER_S:.0f} s behind)"
+                if own <= cfg.crash_loop_starts
+                else ""
+            )
+            looping.append((node, len(recent), clock_note))
+    bad = [
+        f"{n} restarted {c} times in {cfg.crash_loop_window_s / 60:g} min{note}"
+        for n, c, note in looping
+    ]
     items.append(
         CheckItem(
             "crash_loop",
@@ -496,61 +519,45 @@ async def run_preflight(
     # Before, a Guard halt stored that way read as "operator or supervisor halt: nothing
     # to acknowledge" and the slot resumed with its loss limit never reconciled, while
     # the same halt properly signed needed `--ack`.
-    cause = entry
-    unverified = ""
+    # Under a stored write that lifts nothing, every write back to the first one that
+    # verifies is walked (bounded by the writes the store keeps), and each Guard halt on
+    # the way is asked for. Before, only the write just before it was looked at: a
+    # loss-limit halt under two forged or replayed resumes read as "nothing to
+    # acknowledge" and the slot resumed with its loss unreconciled.
+    causes: list[tuple[StateEntry, str]] = []
     hidden_unread = ""
     if entry is not None and entry.actor == UNVERIFIED_ACTOR and "kill-state" not in unread:
-        claim: tuple[StateEntry | None, int] = (None, 0)
-        claim = await read("kill-state", plane.get_state(scope, key), claim)
-        claimed, claimed_rev = claim
-        if (
-            claimed is not None
-            and claimed_rev == revision
-            and claimed.state is not TradingState.ACTIVE
-            and claimed.actor.startswith(GUARD_ACTOR)
-        ):
-            cause = claimed
-            unverified = " (its stored entry does not verify; it claims so)"
-        elif claimed_rev == revision and (claimed is None or claimed.state is TradingState.ACTIVE):
-            # a resume held as a halt (forged, replayed over a newer kill) or a deleted
-            # entry hides the write before it: when that is a Guard halt, its cause is
-            # still asked for. Before, a forged resume over a loss-limit halt read as
-            # "nothing to acknowledge" and the slot resumed with the loss unreconciled.
-            try:
-                before = await plane.previous_state(scope, key, revision)
-            except ControlPlaneUnavailable as exc:
-                before = None
-                hidden_unread = f"the kill-state history could not be read ({exc})"
-            hidden = before[0] if before is not None else None
-            if (
-                hidden is not None
-                and hidden.state is not TradingState.ACTIVE
-                and hidden.actor.startswith(GUARD_ACTOR)
-            ):
-                cause = hidden
-                unverified = (
-                    f" (under the stored entry at revision {revision}, which does not verify "
-                    "and lifts nothing)"
-                )
+        try:
+            causes = await _hidden_guard_halts(plane, scope, key, revision, trust)
+        except ControlPlaneUnavailable as exc:
+            hidden_unread = f"the kill-state history could not be read ({exc})"
+    elif entry is not None:
+        causes = [(entry, "")]
+    causes = [
+        (c, note)
+        for c, note in causes
+        if c.actor.startswith(GUARD_ACTOR)
+        and c.actor.removeprefix(GUARD_ACTOR) != RejectReason.HALTED.value
+    ]
     if "kill-state" in unread or hidden_unread:
         why = unread.get("kill-state", hidden_unread)
         items.append(CheckItem("cause", False, f"{why} -- cannot tell who halted it"))
-    elif (
-        cause is not None
-        and cause.actor.startswith(GUARD_ACTOR)
-        and cause.actor.removeprefix(GUARD_ACTOR) != RejectReason.HALTED.value
-    ):
-        code = cause.actor.removeprefix(GUARD_ACTOR)
-        ok = code in acknowledged
-        halted_on = code if code in _KNOWN_CODES else f"{code!r}, a code this version does not know"
-        said = f"the Guard halted on {halted_on}{unverified} ({cause.reason})"
+    elif causes:
+        codes = list(dict.fromkeys(c.actor.removeprefix(GUARD_ACTOR) for c, _ in causes))
+        said = "; ".join(
+            f"the Guard halted on {_code_named(c.actor.removeprefix(GUARD_ACTOR))}{note} "
+            f"({c.reason})"
+            for c, note in causes
+        )
+        missing = [c for c in codes if c not in acknowledged]
+        acks = " ".join(f"--ack {c}" for c in missing)
         items.append(
             CheckItem(
                 "cause",
-                ok,
+                not missing,
                 f"{said}: acknowledged"
-                if ok
-                else f"{said}: acknowledge it with --ack {code} after finding the cause",
+                if not missing
+                else f"{said}: acknowledge it with {acks} after finding the cause",
             )
         )
     else:
@@ -558,7 +565,66 @@ async def run_preflight(
             CheckItem("cause", True, "operator or supervisor halt: nothing to acknowledge")
         )
 
-    return Checklist(scope, key, tuple(items), tuple(sorted(trading)), tuple(n for n, _ in looping))
+    looping_nodes = tuple(n for n, _, _ in looping)
+    return Checklist(scope, key, tuple(items), tuple(sorted(trading)), looping_nodes)
+
+
+def _code_named(code: str) -> str:
+    return code if code in _KNOWN_CODES else f"{code!r}, a code this version does not know"
+
+
+async def _hidden_guard_halts(
+    plane: ControlPlane, scope: Scope, key: str, revision: int, trust: TrustStore | None
+) -> list[tuple[StateEntry, str]]:
+    """The halts a stored write at `revision` that lifts nothing (nodes hold it as
+    `trust:unverified`) stands over, with how each was found, newest first: what that
+    write claims, then every earlier write back to and including the first that verifies
+    as nodes judge it (a signed halt, or a resume the history shows lifting its halt:
+    what is under that was lifted). Writes that lift nothing on the way (a forged or
+    replayed resume, a delete marker, garbage, an unsigned halt) are walked over; a halt
+    among them counts as claimed, and can only add a cause. Bounded by the writes the
+    store keeps of the slot (`STATE_HISTORY`). Raises `ControlPlaneUnavailable`."""
+    found: list[tuple[StateEntry, str]] = []
+    claimed, claimed_rev = await plane.get_state(scope, key)
+    if claimed is not None and claimed_rev == revision and claimed.state is not TradingState.ACTIVE:
+        found.append((claimed, " (its stored entry does not verify; it claims so)"))
+    proofs = ResumeProofs(plane)
+    for before, rev in reversed(await plane.state_history(scope, key, revision)):
+        if before is None:
+            continue  # a delete marker, or a value that is no entry: lifts nothing
+        ok = await _verifies(plane, proofs, before, rev, trust)
+        if before.state is not TradingState.ACTIVE:
+            why = "" if ok else f"; its own entry at revision {rev} does not verify either"
+            found.append(
+                (
+                    before,
+                    f" (under the stored entry at revision {revision}, which does not verify "
+                    f"and lifts nothing{why})",
+                )
+            )
+        if ok:
+            break
+    return found
+
+
+async def _verifies(
+    plane: ControlPlane,
+    proofs: ResumeProofs,
+    entry: StateEntry,
+    revision: int,
+    trust: TrustStore | None,
+) -> bool:
+    """Whether the slot's write of `entry` at `revision` is in force as nodes judge it
+    (as `judged` judges a slot's latest write)."""
+    if trust is None:
+        return entry.state is not TradingState.ACTIVE or (
+            await unproven_resume(plane, entry, revision) is None
+        )
+    try:
+        await proofs.judge(entry, revision, trust.roster, now_ns=0)
+    except Refused:
+        return False
+    return True
 
 
 def flag_problems(
