@@ -163,8 +163,13 @@ def check_checkpoints(
             continue
         if cp.file != file_name:
             continue  # another file of this node
-        if newest is None or (cp.at_ns, cp.seq) > (newest.at_ns, newest.seq):
-            newest = cp  # a restart's first checkpoint reopens what a final one closed
+        if newest is None or (cp.seq, cp.at_ns) > (newest.seq, newest.at_ns):
+            # seqs only grow within a file, whatever the wall clock did; the signed time
+            # orders only checkpoints of one seq (a restart's first reopens what a final
+            # one closed). Ranked by time first, a checkpoint signed before the node's
+            # clock stepped back outranked its final one, and records appended after the
+            # close passed as "not covered yet"
+            newest = cp
         found = hashes.get(cp.seq)
         if found is None:
             problems.append(
