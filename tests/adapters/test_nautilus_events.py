@@ -7,17 +7,20 @@ nothing: the order is still open at the venue, and the Guard must keep counting 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from nautilus_trader.common.factories import OrderFactory
 from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.enums import OrderSide, OrderStatus
-from nautilus_trader.model.identifiers import AccountId, TradeId
+from nautilus_trader.model.identifiers import AccountId, StrategyId, TradeId, VenueOrderId
 from nautilus_trader.model.objects import Price, Quantity
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
-from knightwatch import RejectReason
+from knightwatch import RejectReason, Scope
 from knightwatch.adapters.nautilus import install, reason_code
 
-from .nt_world import AUDUSD, Scripted, open_limits, quotes, world
+from .nt_world import AUDUSD, Scripted, open_limits, quote, quotes, world
 
 SYM = AUDUSD.id.value
 
@@ -81,3 +84,48 @@ def test_an_end_event_the_order_refused_leaves_it_counted_working(how: str) -> N
         # the 95,000 buy is refused: the resting order still counts against the limit
         assert reason_code(s.denied[-1]) is RejectReason.MAX_POSITION
         assert not kw.guard.halts()
+
+
+@pytest.mark.parametrize("owner", ["strategy", "external"])
+def test_a_fill_of_an_order_the_guard_never_saw_accepted_counts_what_it_has_left(
+    owner: str,
+) -> None:
+    """An order the Guard never checked (sent past the bus, or another program's) whose
+    first event the venue reports is a fill (its acceptance came later or never: a
+    dropped stream message): the fill was booked and halted the node, but the 50,000 it
+    had left were never counted working, so a resume would check every later order
+    without them. They are counted (`adopt`) as when its acceptance arrives."""
+    account = AccountId("SIM-001")
+    with world() as (e, s):
+        seen: list[Any] = []
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n != 1:
+                return
+            sid = st.id if owner == "strategy" else StrategyId("EXTERNAL")
+            factory = OrderFactory(st.trader_id, sid, e.kernel.clock)
+            order = factory.limit(
+                AUDUSD.id, OrderSide.BUY, Quantity.from_int(80_000), Price.from_str("0.69000")
+            )
+            e.kernel.cache.add_order(order)
+            e.kernel.exec_engine.process(TestEventStubs.order_submitted(order, account_id=account))
+            e.kernel.exec_engine.process(
+                TestEventStubs.order_filled(
+                    order,
+                    AUDUSD,
+                    account_id=account,
+                    venue_order_id=VenueOrderId("V-1"),
+                    trade_id=TradeId("X-1"),
+                    last_qty=Quantity.from_int(30_000),
+                    last_px=Price.from_str("0.69000"),
+                )
+            )
+            seen.append((kw.guard.position(SYM), kw.guard.working_qty(SYM)))
+
+        s.script = script
+        e.add_data([quote(AUDUSD, i, 0.7, 0.7001) for i in range(4)])
+        kw = install(e, limits=open_limits(max_position_qty=100_000))
+        e.run()
+        assert seen == [(30_000, (50_000, 0))]
+        halt = kw.guard.halts()[(Scope.NODE, kw.guard.node)]
+        assert halt.code is RejectReason.FILL_MISMATCH

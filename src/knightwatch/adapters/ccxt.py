@@ -23,9 +23,12 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   `watch_orders(_for_symbols)`, and executions from `fetch_my_trades`,
   `fetch_order_trades` and `watch_my_trades(_for_symbols)`, feed the Guard. Each order's fills are
   applied once, whichever source reports them first (cumulative `filled` and
-  trade sums never double count). An order neither placed through this wrapper
-  nor found open at the start, reported open in a started market, is adopted
-  (see Orders opened later); one reported ended is ignored.
+  trade sums never double count). A trade with no id (a venue that numbers none)
+  is known by its order, timestamp, side, amount and price; one with neither an id
+  nor a timestamp cannot be told from a repeat and halts the node (`fill_mismatch`).
+  An order neither placed through this wrapper nor found open at the start,
+  reported open in a started market, is adopted (see Orders opened later); one
+  reported ended is ignored.
   Tickers (`fetch_ticker(s)`, `watch_ticker(s)`) give the Guard its reference
   prices; `on_price` takes any other feed.
 * A venue reject (a `ccxt.ExchangeError` answer) gives the order's working
@@ -1379,11 +1382,22 @@ class Ledger:
             if tracked is None:
                 self._foreign_trade(trade)
                 continue
-            if tid is None:
-                continue
             # venues number trades per market (Binance): the same id in two symbols is two
             # trades, so a trade is known by its symbol and id
             key = f"{tracked.symbol}\x00{tid}"
+            if tid is None:
+                # a venue that numbers no trades: known by when, how much and at what price
+                # (it was skipped, so a desk reading fills from trades never counted it)
+                if trade.get("timestamp") is None:
+                    self._unbookable(
+                        tracked,
+                        UnitError(
+                            "trade id: missing, and no timestamp to tell a repeat from a new fill"
+                        ),
+                    )
+                    continue
+                fields = (trade.get(k) for k in ("order", "timestamp", "side", "amount", "price"))
+                key = "\x00".join(("", tracked.symbol, *map(str, fields)))
             if key in self._seen_trades:
                 continue  # a trade of an ended order is still booked: the Guard judges it
             self._file(tracked, _TRADE, key)

@@ -31,9 +31,9 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   cancels) and quotes reach the Guard from the
   bus topics before strategies see them (subscription priority), so a
   strategy reacting to a fill or a quote is checked against the updated book;
-  an order the venue accepts that never passed the Guard (sent past the bus,
-  or an external order found by a reconciliation while trading) is counted
-  from then on and halts the node;
+  an order the venue accepts or fills that never passed the Guard (sent past the
+  bus, or an external order found by a reconciliation while trading) is counted
+  from then on (its leaves working) and halts the node;
 * at start-up, once the host's reconciliation has run (the Guard's start-up
   actor starts before any strategy: `take_over`), what NautilusTrader's cache
   holds becomes the Guard's starting point, before the first order is checked:
@@ -1009,18 +1009,20 @@ class NautilusGuard:
         else:  # the venue, or the ExecutionEngine after the Guard, refused it
             guard.on_reject(ended)
 
-    def _unchecked(self, oid: str) -> None:
-        """The venue accepted an order the Guard never checked: one sent past the bus (a
-        direct `ExecutionEngine.execute`), an external order reconciled at start. It can
-        execute, so the Guard counts it as working from now on (`adopt`, recorded), and
-        halts the node: its limits were never applied to it (`_lost`)."""
+    def _unchecked(self, oid: str, swept: bool | None = None) -> None:
+        """The venue accepted (or filled) an order the Guard never checked: one sent past the
+        bus (a direct `ExecutionEngine.execute`), an external order reconciled at start. It
+        can execute, so the Guard counts its leaves as working from now on (`adopt`,
+        recorded), and halts the node: its limits were never applied to it (`_lost`).
+        `swept`: whether a kill had swept before the event (default: now)."""
         order = self.kernel.cache.order(ClientOrderId(oid))
         if order is None or order.is_closed:
             return
         inst = self._instrument(order.instrument_id)
         self.guard.adopt(self._as_guard(order, inst), inst.count(order.leaves_qty, "leaves_qty"))
         self._live[oid] = None
-        swept = self._cancelled  # a kill swept already: this halt changes no state
+        if swept is None:
+            swept = self._cancelled  # a kill swept already: this halt changes no state
         self._lost(
             f"order {oid} ({order.strategy_id}) is working at the venue but never passed the "
             "Guard: counted as working from now on"
@@ -1058,8 +1060,21 @@ class NautilusGuard:
         except (UnitError, InvalidOrder, AdapterError) as exc:
             self._lost(f"fill {oid} could not be booked: {exc}")
             return
+        # a fill of an order the Guard never counted (sent past the bus, or external) whose
+        # acceptance it never heard (the venue's fill came first, or alone): what it has
+        # left can execute too, so it is counted as an accepted one is (`_unchecked`)
+        unchecked = (
+            oid not in self._live
+            and order is not None
+            and not order.is_closed
+            and not any(isinstance(ev, _END_EVENTS) for ev in order.events)
+        )  # (one that ended here and a late fill reopened, NautilusTrader's "real world
+        # possibility", was counted and ended: its fill halts as one for an ended order)
+        swept = self._cancelled  # before this fill: its own halt's sweep took the order in
         self._fill(fill)
-        if oid in self._live and (order is None or order.is_closed):
+        if unchecked:
+            self._unchecked(oid, swept)
+        elif oid in self._live and (order is None or order.is_closed):
             del self._live[oid]
             # an amend the fill overtook: the venue's answer ("not found") will find
             # no live order here, so what the amend reserved is given back now
@@ -1330,6 +1345,10 @@ def _contingent_groups(orders: list[NtOrder]) -> list[list[NtOrder]]:
             seen |= ids
             groups.append([leg for leg in orders if leg.client_order_id in ids])
     return groups
+
+
+_END_EVENTS = (OrderCanceled, OrderExpired, OrderRejected, OrderDenied)
+"""The events that end an order here (`_apply_event`)."""
 
 
 def _repeats_a_trade(order: NtOrder, e: OrderFilled) -> bool:
