@@ -524,15 +524,18 @@ async def run_preflight(
     # the way is asked for. Before, only the write just before it was looked at: a
     # loss-limit halt under two forged or replayed resumes read as "nothing to
     # acknowledge" and the slot resumed with its loss unreconciled.
+    # Whoever halted on top (an operator killing the node, the supervisor, a re-halt
+    # before a resume), the walk goes on to the last resume that verifies: a halt stored
+    # over a Guard halt lifts nothing of it. Before, a signed operator or supervisor halt
+    # over a loss-limit halt read as "nothing to acknowledge", and the slot resumed with
+    # its loss never reconciled (after a restart the node holds the halt on top alone).
     causes: list[tuple[StateEntry, str]] = []
     hidden_unread = ""
-    if entry is not None and entry.actor == UNVERIFIED_ACTOR and "kill-state" not in unread:
+    if entry is not None and "kill-state" not in unread:
         try:
-            causes = await _hidden_guard_halts(plane, scope, key, revision, trust)
+            causes = await _hidden_guard_halts(plane, scope, key, entry, revision, trust)
         except ControlPlaneUnavailable as exc:
             hidden_unread = f"the kill-state history could not be read ({exc})"
-    elif entry is not None:
-        causes = [(entry, "")]
     causes = [
         (c, note)
         for c, note in causes
@@ -574,36 +577,48 @@ def _code_named(code: str) -> str:
 
 
 async def _hidden_guard_halts(
-    plane: ControlPlane, scope: Scope, key: str, revision: int, trust: TrustStore | None
+    plane: ControlPlane,
+    scope: Scope,
+    key: str,
+    entry: StateEntry,
+    revision: int,
+    trust: TrustStore | None,
 ) -> list[tuple[StateEntry, str]]:
-    """The halts a stored write at `revision` that lifts nothing (nodes hold it as
-    `trust:unverified`) stands over, with how each was found, newest first: what that
-    write claims, then every earlier write back to and including the first that verifies
-    as nodes judge it (a signed halt, or a resume the history shows lifting its halt:
-    what is under that was lifted). Writes that lift nothing on the way (a forged or
-    replayed resume, a delete marker, garbage, an unsigned halt) are walked over; a halt
-    among them counts as claimed, and can only add a cause. Bounded by the writes the
-    store keeps of the slot (`STATE_HISTORY`). Raises `ControlPlaneUnavailable`."""
+    """The halts in force on the slot whose write at `revision` nodes hold as `entry`,
+    with how each was found, newest first: `entry` itself (for a write that lifts nothing,
+    held as `trust:unverified`, what that write claims), then every earlier halt back to
+    the last resume that verifies as nodes judge it (what is under that was lifted). A
+    halt stored over another lifts nothing of it, whoever signed it; writes that lift
+    nothing (a forged or replayed resume, a delete marker, garbage, an unsigned halt) are
+    walked over, and a halt among them counts as claimed, which can only add a cause.
+    Bounded by the writes the store keeps of the slot (`STATE_HISTORY`). Raises
+    `ControlPlaneUnavailable`."""
     found: list[tuple[StateEntry, str]] = []
-    claimed, claimed_rev = await plane.get_state(scope, key)
-    if claimed is not None and claimed_rev == revision and claimed.state is not TradingState.ACTIVE:
-        found.append((claimed, " (its stored entry does not verify; it claims so)"))
+    if entry.actor == UNVERIFIED_ACTOR:
+        claimed, claimed_rev = await plane.get_state(scope, key)
+        if (
+            claimed is not None
+            and claimed_rev == revision
+            and claimed.state is not TradingState.ACTIVE
+        ):
+            found.append((claimed, " (its stored entry does not verify; it claims so)"))
+        top = f"the stored entry at revision {revision}, which does not verify and lifts nothing"
+    else:
+        found.append((entry, ""))
+        top = f"the halt by {entry.actor} stored at revision {revision}, which lifts nothing"
     proofs = ResumeProofs(plane)
     for before, rev in reversed(await plane.state_history(scope, key, revision)):
         if before is None:
             continue  # a delete marker, or a value that is no entry: lifts nothing
         ok = await _verifies(plane, proofs, before, rev, trust)
-        if before.state is not TradingState.ACTIVE:
-            why = "" if ok else f"; its own entry at revision {rev} does not verify either"
-            found.append(
-                (
-                    before,
-                    f" (under the stored entry at revision {revision}, which does not verify "
-                    f"and lifts nothing{why})",
-                )
-            )
-        if ok:
-            break
+        if before.state is TradingState.ACTIVE:
+            if ok:
+                break  # a resume that lifted the halt under it: in force no more
+            continue
+        why = "" if ok else f"; its own entry at revision {rev} does not verify either"
+        if entry.actor != UNVERIFIED_ACTOR and not ok:
+            why = f"; its own entry at revision {rev} does not verify"
+        found.append((before, f" (under {top} under it{why})"))
     return found
 
 
