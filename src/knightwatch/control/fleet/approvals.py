@@ -32,7 +32,7 @@ import msgspec
 
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane, RevisionConflict
-from knightwatch.control.plane.wire import StateEntry
+from knightwatch.control.plane.wire import StateEntry, StateKeyError
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import Scope
 from knightwatch.trust.command import Refused, check_state
@@ -171,7 +171,16 @@ class Requests:
     async def _judged(self, request: Request) -> Request:
         if request.status is not RequestStatus.PENDING:
             return request
-        stored, revision = await self.plane.get_state(request.entry.scope, request.entry.key)
+        try:
+            stored, revision = await self.plane.get_state(request.entry.scope, request.entry.key)
+        except StateKeyError as exc:
+            # a record written by hand (operators can write the bucket) whose resume names
+            # no slot: nothing can apply it, and it must not hide the other requests
+            return msgspec.structs.replace(
+                request,
+                status=RequestStatus.STALE,
+                detail=f"its resume names no slot that can be stored ({exc})",
+            )
         return judge(request, stored, revision, self.killswitch.clock.time_ns())
 
     async def _close(self, request: Request, revision: int) -> None:

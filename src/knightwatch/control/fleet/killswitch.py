@@ -573,11 +573,13 @@ class KillSwitch:
                 else:
                     known = None
                     current, revision = await self.plane.get_state(entry.scope, entry.key)
-                    if current is not None and self.verified(current) is None:
-                        # A forged or undecodable entry orders nothing, but every node
-                        # holds it as a halt (fail closed): a kill overwrites it with a
-                        # signed one; a drain written over it loosened that halt to
-                        # REDUCING on one signature, so the halt it reads as stays.
+                    if current is not None and not await self._holds(entry, current, revision):
+                        # A forged or undecodable entry (or, to a drain, a resume the
+                        # slot's history does not show lifting its halt) orders nothing,
+                        # but every node holds it as a halt (fail closed): a kill
+                        # overwrites it with a signed one; a drain written over it
+                        # loosened that halt to REDUCING on one signature, so the halt
+                        # it reads as stays.
                         current = (
                             None
                             if entry.state is TradingState.HALTED
@@ -617,6 +619,28 @@ class KillSwitch:
             if asyncio.get_running_loop().time() >= deadline:
                 return last
             await asyncio.sleep(_DURABLE_RETRY_S)
+
+    async def _holds(self, entry: StateEntry, current: StateEntry, revision: int) -> bool:
+        """Whether nodes hold `current`, the slot's entry at `revision`, as it reads, for the
+        write of `entry` to be judged against it. A kill replaces whatever is stored: the
+        signatures decide (no extra read on its path). A drain must not loosen what nodes
+        hold, so a resume must also be one the slot's history shows stored right over the
+        halt it lifts: one put back over a newer kill verifies, yet every node holds the
+        slot halted. Raises `ControlPlaneUnavailable` when the history cannot be read."""
+        if self.verified(current) is None:
+            return False
+        if entry.state is TradingState.HALTED or current.state is not TradingState.ACTIVE:
+            return True
+        refused = await self._proofs.check(current, revision)
+        if refused is not None:
+            log.error(
+                "kill-state entry %s for %s refused: %s; held as a halt",
+                current.command_id,
+                current.slot,
+                refused,
+            )
+            return False
+        return True
 
     async def _collect(
         self,

@@ -16,6 +16,11 @@ executor a few such posts took every worker the process's own host-name lookups 
 (nats-py's reconnect to a control plane named by host among them), and held the
 process's exit until the webhook let go. At most `max_inflight` posts are held at once;
 a page beyond them fails at once, logged (`PAGE_FAILED ... webhook busy`) and counted.
+
+A webhook's URL is its secret (a token in its path, query or credentials): log lines and
+errors name only its scheme, host and port (`redacted`). A URL no post can use (spaces,
+letters outside ASCII, `user:password@`) is refused when the pager is made, not found
+out at every page of an incident.
 """
 
 from __future__ import annotations
@@ -35,6 +40,48 @@ from knightwatch.control.fleet.supervisor import Action
 log = logging.getLogger(__name__)
 
 
+def redacted(url: str) -> str:
+    """`url` as a log line or an error may show it: scheme, host and port only. A webhook
+    carries its secret in its path, query or credentials (a chat service's
+    `/services/T0/B0/<token>`, `?token=`, `user:password@`): every failed page logged it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not parts.scheme:
+        return "(not shown: no host read from it)"
+    shown = f"[{host}]" if ":" in host else host
+    if port is not None:
+        shown += f":{port}"
+    more = parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc
+    return f"{parts.scheme}://{shown}" + ("/\u2026" if more else "")
+
+
+def _check_url(url: str) -> None:
+    """ValueError, naming the rule (and the URL `redacted`), for a webhook URL no page can
+    be posted to: every page would fail at the incident, logged, and reach nobody."""
+    shown = redacted(url)
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"webhook_url: must start with http:// or https:// (got {shown!r})")
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        # urllib refuses them at each post (InvalidURL, UnicodeEncodeError): percent-encode
+        raise ValueError(
+            f"webhook_url: must be printable ASCII without spaces, percent-encoded (got {shown!r})"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"webhook_url: not a valid URL ({exc}): {shown!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"webhook_url: must name a host (got {shown!r})")
+    if "@" in parts.netloc:
+        # urllib posts to the host `user:password@host` (its name lookup fails): a
+        # webhook's credentials go in its path or query, as its service issues it
+        raise ValueError(f"webhook_url: must not carry user:password@ credentials (got {shown!r})")
+
+
 class PagerBusy(Exception):
     """A page not posted because earlier posts still hold `max_inflight` threads."""
 
@@ -44,17 +91,7 @@ class Pager:
         self, webhook_url: str | None = None, timeout_s: float = 2.0, max_inflight: int = 4
     ) -> None:
         if webhook_url is not None:
-            if not webhook_url.startswith(("http://", "https://")):
-                raise ValueError(
-                    f"webhook_url: must start with http:// or https:// (got {webhook_url!r})"
-                )
-            try:
-                parts = urllib.parse.urlsplit(webhook_url)
-                parts.port  # noqa: B018 - raises on a port that is not a number in range
-            except ValueError as exc:
-                raise ValueError(f"webhook_url: not a valid URL ({exc}): {webhook_url!r}") from None
-            if not parts.hostname:
-                raise ValueError(f"webhook_url: must name a host (got {webhook_url!r})")
+            _check_url(webhook_url)
         if not 0 < timeout_s < math.inf:
             raise ValueError(f"timeout_s: must be > 0 and finite (got {timeout_s!r})")
         if max_inflight < 1:
@@ -73,6 +110,11 @@ class Pager:
         """Posts still held by the webhook (their threads have not returned)."""
         with self._lock:
             return self._inflight
+
+    @property
+    def webhook(self) -> str:
+        """The webhook as logs may name it (`redacted`: no path, query or credentials)."""
+        return redacted(self.webhook_url) if self.webhook_url is not None else "-"
 
     async def page(self, action: Action, outcome: str = "") -> None:
         """Log the page and post it to the webhook; never raises, never waits past
@@ -107,7 +149,7 @@ class Pager:
             why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.error(
                 "PAGE_FAILED webhook=%s rule=%s key=%s error=%s: %s",
-                self.webhook_url,
+                self.webhook,
                 action.rule.value,
                 action.key,
                 type(exc).__name__,
