@@ -64,6 +64,16 @@ def alice(console: ConsoleProc) -> Iterator[Person]:
     person.http.close()
 
 
+def from_address(console: ConsoleProc, source: str) -> httpx.Client:
+    """A client whose requests come from the loopback address `source`.
+
+    Failures under names that never log in stay in their address's count until forgotten
+    (a success takes back only its own name's share), and every other test logs in fresh
+    from 127.0.0.1: a test that guesses on purpose does it from an address of its own."""
+    transport = httpx.HTTPTransport(local_address=source)
+    return httpx.Client(base_url=console.url, transport=transport, timeout=20)
+
+
 def users(console: ConsoleProc) -> UserStore:
     return UserStore(console.fleet.state / "console-users.toml")
 
@@ -241,25 +251,22 @@ def test_a_disabled_user_is_out_at_once(console: ConsoleProc) -> None:
         assert again.status_code == 401
     finally:
         store.enable("carol")
+    Person(console, "carol").http.close()  # enabled again; her refused try was hers to clear
 
 
 def test_logins_are_throttled_after_repeated_failures(console: ConsoleProc) -> None:
     """Two free failures, then a wait that doubles with each one. Tries are sent until one
     is refused unverified (429): on a loaded machine a verification can outlast the first
     short waits, so the refusal may come a try later, but it comes (no throttle: never)."""
-    Person(console, "alice")  # a success clears this address's count
     statuses: list[int] = []
-    for _ in range(8):  # the waits 0.5, 1, 2, 4, 8 s outgrow any verification
-        answer = httpx.post(
-            console.url + "/login", data={"name": "mallory", "password": "guess number one"}
-        )
-        statuses.append(answer.status_code)
-        if answer.status_code == 429:
-            break
+    with from_address(console, "127.0.0.40") as mallory:
+        for _ in range(8):  # the waits 0.5, 1, 2, 4, 8 s outgrow any verification
+            answer = mallory.post("/login", data={"name": "mallory", "password": "guess one"})
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                break
     assert statuses[:2] == [401, 401] and set(statuses[:-1]) == {401}, statuses
     assert statuses[-1] == 429 and int(answer.headers["retry-after"]) >= 1, statuses
-    time.sleep(int(answer.headers["retry-after"]) + 0.1)
-    Person(console, "alice")  # a success from this address clears its count
 
 
 def test_others_failing_under_a_name_never_lock_out_a_browser_that_logged_in_before(
@@ -577,20 +584,25 @@ async def _burst(
     )
 
 
-def _locked_out_until_the_wait_ends(console: ConsoleProc, started: float) -> None:
-    """alice's right password is refused (429) until the wait it names ends, then let in.
+def _locked_out_until_the_wait_ends(
+    console: ConsoleProc, started: float, source: str = "127.0.0.1"
+) -> None:
+    """alice's right password from `source` is refused (429) until the wait it names ends,
+    then let in.
 
     The wait (`LoginThrottle().base_s` after the third failure) runs from when the burst's
     attempts began (`started`): on a loaded machine their verification can outlast it, and
     then the right password is let in at once, as it must be."""
-    right = httpx.post(console.url + "/login", data={"name": "alice", "password": PASSWORD})
-    if right.status_code == 303:
-        took = time.monotonic() - started
-        assert took > LoginThrottle().base_s, f"let in {took:.2f} s after the burst began"
-        return
-    assert right.status_code == 429, right.text
-    time.sleep(int(right.headers["retry-after"]) + 0.1)
-    Person(console, "alice").http.close()  # 303: the success clears the name and the address
+    with from_address(console, source) as http:
+        right = http.post("/login", data={"name": "alice", "password": PASSWORD})
+        if right.status_code == 303:
+            took = time.monotonic() - started
+            assert took > LoginThrottle().base_s, f"let in {took:.2f} s after the burst began"
+            return
+        assert right.status_code == 429, right.text
+        time.sleep(int(right.headers["retry-after"]) + 0.1)
+        again = http.post("/login", data={"name": "alice", "password": PASSWORD})
+        assert again.status_code == 303, again.text  # clears her name and her share here
 
 
 def test_a_concurrent_burst_of_guesses_at_one_name_gets_the_throttles_few_tries(
@@ -615,11 +627,11 @@ def test_a_concurrent_spray_of_names_from_one_address_gets_the_throttles_few_tri
 ) -> None:
     """The same for an address spraying made-up names (each verified against the dummy
     hash at full cost): its count holds under concurrency too, and locks it out."""
-    Person(console, "alice").http.close()  # a success clears this address's count
     started = time.monotonic()
-    statuses = asyncio.run(_burst(console, [(f"spray-{i}", "a guess!") for i in range(20)]))
+    spray = [(f"spray-{i}", "a guess!") for i in range(20)]
+    statuses = asyncio.run(_burst(console, spray, ["127.0.0.41"] * len(spray)))
     assert statuses.count(401) <= 3 and statuses.count(401) + statuses.count(429) == 20, statuses
-    _locked_out_until_the_wait_ends(console, started)
+    _locked_out_until_the_wait_ends(console, started, "127.0.0.41")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import pytest
 
 from knightwatch.console.local import PASSWORD, ConsoleProc
 
-from .test_api import Person, kill_body, users
+from .test_api import Person, from_address, kill_body, users
 
 
 def test_a_login_from_another_origin_without_fetch_metadata_is_refused(
@@ -30,7 +30,7 @@ def test_a_login_from_another_origin_without_fetch_metadata_is_refused(
     the login only looked at `Sec-Fetch-Site`, so a page elsewhere could log the victim's
     browser into the attacker's account (whose kills and requests are then the attacker's
     record, not the victim's), and could spend the name's and the address's login tries."""
-    Person(console, "alice").http.close()  # a success clears this address's count
+    Person(console, "alice").http.close()  # a success clears alice's count
     answer = httpx.post(
         console.url + "/login",
         data={"name": "alice", "password": PASSWORD},
@@ -192,15 +192,16 @@ def test_a_brute_forced_name_never_stops_a_logged_in_operators_kill(
     """Failing under alice's name until she is throttled does nothing to her open session:
     the stop direction is never behind the login throttle."""
     alice = Person(console, "alice")
-    for _ in range(6):
-        httpx.post(console.url + "/login", data={"name": "alice", "password": "a wrong guess"})
+    with from_address(console, "127.0.0.43") as guesser:  # its failures stay at its address
+        for _ in range(6):
+            guesser.post("/login", data={"name": "alice", "password": "a wrong guess"})
     locked = httpx.post(console.url + "/login", data={"name": "alice", "password": PASSWORD})
-    assert locked.status_code == 429
+    assert locked.status_code == 429  # her name is slowed from any address
     answer = alice.post("/api/kill", kill_body("hostile-brute"))
     assert answer.status_code == 200 and answer.json()["ok"], answer.text
     alice.http.close()
     time.sleep(int(locked.headers["retry-after"]) + 0.1)  # the name's wait runs out
-    Person(console, "alice").http.close()  # a success clears the name and the address
+    Person(console, "alice").http.close()  # a success clears the name
 
 
 def _approve(person: Person, request_id: str, password: str) -> httpx.Response:
@@ -244,7 +245,7 @@ def test_step_up_guesses_spread_over_fresh_sessions_are_throttled_not_the_kill(
     kill = bob.post("/api/kill", kill_body("hostile-stepup-kill"))
     assert kill.status_code == 200 and kill.json()["ok"], kill.text
     wait = int(throttled.json()["error"].rsplit("in ", 1)[1].split(" ", 1)[0])
-    time.sleep(wait + 0.1)  # the wait runs out; a success clears bob's and the address's count
+    time.sleep(wait + 0.1)  # the wait runs out; a success clears bob's count, his share here
     right = _approve(bob, rid, PASSWORD)
     assert right.status_code == 200, right.text
     bob.http.close()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knightwatch.console.sessions import LoginThrottle, Sessions
+from knightwatch.console.sessions import ADDRESS_NAMES, LoginThrottle, Sessions
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.identity import Signer
 
@@ -174,7 +174,9 @@ def test_name_and_address_are_throttled_independently(clock: Hands) -> None:
         _fail(t, clock, "alice", "10.0.0.1")
     assert t.wait_s("alice", "10.0.0.1") == 2.0
     assert t.wait_s("alice", "10.9.9.9") == 2.0  # the name is slowed from any address
-    assert t.wait_s("bob", "10.0.0.1") == 2.0  # the address is slowed for any name
+    # the address is slowed for any name, by at most free + 1 of one name's failures: a
+    # name hammered from a shared address is its own count's to slow (it was 2.0 here)
+    assert t.wait_s("bob", "10.0.0.1") == 0.5
     assert t.wait_s("bob", "10.9.9.9") == 0.0
     t.succeeded("alice", "10.0.0.1")
     assert t.wait_s("alice", "10.9.9.9") == 0.0 and t.wait_s("bob", "10.0.0.1") == 0.0
@@ -271,3 +273,47 @@ def test_concurrent_reservations_get_no_more_tries_than_sequential_ones(clock: H
     for th in threads:
         th.join()
     assert len(passed) == t.free + 1  # the address's count, shared by every name
+
+
+def test_a_success_takes_back_only_its_own_names_share_of_the_address(clock: Hands) -> None:
+    """carol's success cleared the whole address: with an account of her own she sprayed
+    guesses over every other name, each round with fresh free tries."""
+    t = LoginThrottle(clock=clock)
+    _fail(t, clock, "carol", "10.0.0.1")  # her own typo
+    _fail(t, clock, "alice", "10.0.0.1")
+    _fail(t, clock, "bob", "10.0.0.1")
+    assert t.wait_s("carol", "10.0.0.1") == 0.5
+    clock.now += 0.5
+    assert t.reserve("carol", "10.0.0.1") == 0.0
+    t.succeeded("carol", "10.0.0.1")
+    assert t.wait_s("dave", "10.0.0.1") == 0.0  # her two are gone, alice's and bob's not
+    _fail(t, clock, "dave", "10.0.0.1")
+    assert t.wait_s("erin", "10.0.0.1") == 0.5  # before: 0.0, the address cleared by carol
+    t.release("dave", "10.0.0.1")  # a place given back is dave's share, not anyone else's
+    assert t.wait_s("erin", "10.0.0.1") == 0.0
+    clock.now += t.forget_s - 0.5
+    assert t.wait_s("carol", "10.9.9.9") == 0.0 and len(t) == 3  # alice, bob, the address
+    clock.now += 0.5
+    assert t.reserve("erin", "10.0.0.1") == 0.0 and t.reserve("frank", "10.0.0.1") == 0.0
+    assert t.wait_s("grace", "10.0.0.1") == 0.0  # alice's and bob's forgotten with time
+
+
+def test_names_beyond_those_an_address_keeps_apart_are_pooled_and_no_success_clears_them(
+    clock: Hands,
+) -> None:
+    t = LoginThrottle(clock=clock)
+    sprayed = [f"user{i}" for i in range(ADDRESS_NAMES + 4)]
+    for name in sprayed:
+        _fail(t, clock, name, "10.0.0.1")
+    for name in sprayed:
+        t.succeeded(name, "10.9.9.9")  # each name logged in elsewhere: its own count goes
+        t.succeeded(name, "10.0.0.1")  # and its share here, but the pooled four stay
+    _fail(t, clock, "someone", "10.0.0.1")
+    assert t.wait_s("other", "10.0.0.1") == t.delay_after(5)  # the pooled four, and this one
+    clock.now += t.forget_s
+    assert t.wait_s("other", "10.0.0.1") == 0.0
+
+
+def test_forgetting_must_outlast_the_longest_wait() -> None:
+    with pytest.raises(ValueError, match="forget_s"):
+        LoginThrottle(max_s=30.0, forget_s=30.0)

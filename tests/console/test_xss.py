@@ -104,7 +104,7 @@ async def test_markup_in_a_login_name_and_an_order_id_is_shown_as_text_on_the_au
     """Anyone who can reach the login form writes the audit record's actor."""
     failed = httpx.post(console.url + "/login", data={"name": NAME, "password": "x"})
     assert failed.status_code == 401
-    page = await bare_page(browser, console, "carol")  # a success clears the address's count
+    page = await bare_page(browser, console, "carol")  # one failure: within the free tries
     await page.goto(console.url + "/audit")
     await page.fill("#q-action", "login")
     await page.fill("#q-actor", NAME)

@@ -16,6 +16,16 @@ place in the count before its password is verified (`reserve`), in one step
 with the check: verification is slow (argon2, in a worker thread), and a count
 raised only after it let a burst of concurrent guesses all pass the check while
 the first ones were still being verified.
+
+A success clears its name's count, and only that name's share of its address's:
+when it cleared the whole address, anyone with an account of their own (an
+insider, one stolen low-privilege login) logged in between guesses and sprayed
+passwords across every other name from one address with fresh free tries each
+time. Other names' failures at an address are forgotten only with time
+(`forget_s` after each name's last one), and one name adds at most `free + 1` to
+its address: hammering one name is that name's own count's to slow, so a person
+(or a stranger) failing under one name behind a shared address (a proxy, a
+floor's NAT) costs everyone else there at most the first wait.
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ NAME_KEY_MAX = 128
 """A name is counted under its first this many characters: no user's name is longer (64),
 and a made-up name as long as a login body (64 KiB) held whole in each of the table's
 10,000 entries let a login flood grow the console, the kill's own process, by 640 MB."""
+
+ADDRESS_NAMES = 8
+"""An address keeps each of this many names' failures apart (a success clears its own);
+the failures of names beyond them are pooled, which only time clears."""
 
 
 @dataclass(slots=True)
@@ -154,13 +168,51 @@ class _Failures:
     last: float
 
 
+@dataclass(slots=True)
+class _Address:
+    """An address's failures by name (newest last), and the pooled ones of names beyond
+    `ADDRESS_NAMES`: a success takes back only its own name's share."""
+
+    names: OrderedDict[str, _Failures] = field(default_factory=OrderedDict)
+    pooled: _Failures | None = None
+
+    def prune(self, now: float, forget_s: float) -> None:
+        for name in [n for n, f in self.names.items() if now - f.last >= forget_s]:
+            del self.names[name]
+        if self.pooled is not None and now - self.pooled.last >= forget_s:
+            self.pooled = None
+
+    def wait(self, now: float, cap: int, delay: Callable[[int], float]) -> float:
+        held = list(self.names.values()) + ([self.pooled] if self.pooled else [])
+        if not held:
+            return 0.0
+        count = sum(min(f.count, cap) for f in self.names.values())
+        count += self.pooled.count if self.pooled else 0  # pooled already capped per name
+        return max(f.last for f in held) + delay(count) - now
+
+    def step(self, name: str, now: float, step: int, cap: int) -> None:
+        f = self.names.pop(name, None)
+        count = (f.count if f else 0) + step
+        if count > 0:
+            self.names[name] = _Failures(count, now if step > 0 or f is None else f.last)
+        while len(self.names) > ADDRESS_NAMES:
+            _, old = self.names.popitem(last=False)
+            p = self.pooled
+            self.pooled = _Failures(
+                (p.count if p else 0) + min(old.count, cap), max(p.last if p else 0.0, old.last)
+            )
+
+
 class LoginThrottle:
     """Exponential backoff after consecutive failures, per name and per client address,
     or per device.
 
     The first `free` failures cost nothing (typos); after failure `free + k + 1`
     the next try waits `base_s * 2**k` seconds, capped at `max_s`. A success
-    clears the name's and the address's count.
+    clears the name's count and that name's share of the address's. An address
+    counts each name's failures up to `free + 1` (one name's are its own count's
+    to slow) and forgets a name's `forget_s` after its last failure; no success
+    under another name clears them.
 
     A login or a step-up calls `reserve` before it verifies the password: the check
     and the count are one step under a lock, so of any number of concurrent tries
@@ -184,14 +236,18 @@ class LoginThrottle:
         max_s: float = 30.0,
         free: int = 2,
         max_entries: int = 10_000,
+        forget_s: float = 900.0,
         clock: Clock = time.monotonic,
     ) -> None:
+        if not forget_s > max_s:
+            raise ValueError(f"forget_s {forget_s} must be > max_s {max_s}")
         self.base_s = base_s
         self.max_s = max_s
         self.free = free
         self.max_entries = max_entries
+        self.forget_s = forget_s
         self._clock = clock
-        self._table: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._table: OrderedDict[tuple[str, str], _Failures | _Address] = OrderedDict()
         self._lock = threading.Lock()
 
     def delay_after(self, failures: int) -> float:
@@ -216,7 +272,10 @@ class LoginThrottle:
         wait = 0.0
         for key in self._keys(name, ip, device):
             f = self._table.get(key)
-            if f is not None:
+            if isinstance(f, _Address):
+                f.prune(now, self.forget_s)
+                wait = max(wait, f.wait(now, self.free + 1, self.delay_after))
+            elif f is not None:
                 wait = max(wait, f.last + self.delay_after(f.count) - now)
         return wait
 
@@ -238,7 +297,11 @@ class LoginThrottle:
 
     def _count(self, name: str, ip: str, device: str | None, now: float, step: int) -> None:
         for key in self._keys(name, ip, device):
-            f = self._table.pop(key, None)
+            if key[0] == "ip":
+                self._count_address(key, name[:NAME_KEY_MAX], now, step)
+                continue
+            popped = self._table.pop(key, None)
+            f = popped if isinstance(popped, _Failures) else None  # only "ip" keys hold _Address
             count = (f.count if f else 0) + step
             if count > 0:
                 # newest last; a release keeps the time the attempt it gives back set
@@ -246,10 +309,27 @@ class LoginThrottle:
         while len(self._table) > self.max_entries:
             self._table.popitem(last=False)
 
+    def _count_address(self, key: tuple[str, str], name: str, now: float, step: int) -> None:
+        a = self._table.pop(key, None)
+        if not isinstance(a, _Address):
+            a = _Address()
+        a.prune(now, self.forget_s)
+        a.step(name, now, step, self.free + 1)
+        if a.names or a.pooled is not None:
+            self._table[key] = a  # newest last
+
     def succeeded(self, name: str, ip: str, device: str | None = None) -> None:
+        """Clear the name's count and its share of the address's (others' stay: their
+        failures are not this success's to forgive)."""
         with self._lock:
             for key in self._keys(name, ip, device):
-                self._table.pop(key, None)
+                a = self._table.get(key)
+                if isinstance(a, _Address):
+                    a.names.pop(name[:NAME_KEY_MAX], None)
+                    if not a.names and a.pooled is None:
+                        del self._table[key]
+                else:
+                    self._table.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._table)
