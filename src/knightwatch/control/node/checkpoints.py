@@ -60,6 +60,8 @@ class Checkpointer:
         self.clock = clock
         self.plane = plane
         self.latest: Envelope | None = None
+        self._shipped: Envelope | None = None
+        """The latest checkpoint the control plane took (`ship`)."""
         self._signed_seq = -1
 
     def sign_now(self, *, final: bool = False) -> Envelope | None:
@@ -104,17 +106,21 @@ class Checkpointer:
 
     async def ship(self) -> None:
         """Store the latest checkpoint in the control plane (retried by the next round)."""
-        if self.plane is None or self.latest is None:
+        latest = self.latest
+        if self.plane is None or latest is None:
             return
         with contextlib.suppress(ControlPlaneUnavailable):
             await self.plane.put_record(
-                Bucket.CHECKPOINTS, self.node_id, msgspec.json.encode(self.latest)
+                Bucket.CHECKPOINTS, self.node_id, msgspec.json.encode(latest)
             )
+            self._shipped = latest
 
     async def run(self, interval_s: float = DEFAULT_CHECKPOINT_S) -> None:
-        """Sign and ship every `interval_s` until cancelled."""
+        """Sign and ship every `interval_s` until cancelled; a checkpoint the control plane
+        did not take is shipped again at the next round, whether or not anything new was
+        signed (before, an idle node kept it to itself after an outage)."""
         while True:
-            if self.sign_now() is not None:
+            if self.sign_now() is not None or self.latest is not self._shipped:
                 await self.ship()
             await asyncio.sleep(interval_s)
 

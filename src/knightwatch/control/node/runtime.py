@@ -380,8 +380,9 @@ class NodeRuntime:
         (its signer's clock ahead): its command id and when the store wrote it."""
         self._restored: set[str] = set()
         """Slots whose entry held is a halt restored from this node's own record (`_restore`)."""
-        self._auto: dict[tuple[Scope, str], Halt] = {}
-        """The Guard's own halts still in force, kept so they can be stored (again)."""
+        self._auto: dict[tuple[Scope, str], dict[RejectReason, Halt]] = {}
+        """The Guard's own halts still in force, per slot and source (its code), kept so
+        they can be stored (again), one after the other as each stored one is resumed."""
         self._confirmed_at: dict[str, int] = {}
         self._reports: list[Callable[[], None]] = []
         """Records and log lines of confirmed commands, written once their confirmation left."""
@@ -1007,17 +1008,22 @@ class NodeRuntime:
     def _on_guard_halt(self, scope: Scope, key: str, halt: Halt) -> None:
         """The Guard halted itself: store it, so status shows it, a restart keeps it
         and `knightwatch resume` can lift it."""
-        self._auto[(scope, key)] = halt
+        self._auto.setdefault((scope, key), {})[halt.code] = halt
         self._publish_auto(scope, key)
 
     def _on_resumed(self, scope: Scope, key: str, source: RejectReason) -> None:
-        auto = self._auto.get((scope, key))
-        if auto is None:
+        """A resume lifted the Guard's latch of `source`: that halt is over. One of another
+        source still held is stored again (the slot now says ACTIVE). Before, a slot kept
+        one automatic halt (the latest): a loss stop replaced by a fill mismatch was never
+        stored again once the mismatch was resumed, and the node stayed halted for good
+        while the store read ACTIVE (nothing to resume)."""
+        autos = self._auto.get((scope, key))
+        if autos is None:
             return
-        if auto.code is source:
+        autos.pop(source, None)
+        if not autos:
             del self._auto[(scope, key)]
         else:
-            # The stored slot now says ACTIVE but this node's own halt still holds: show it again.
             self._publish_auto(scope, key)
 
     def _publish_auto(self, scope: Scope, key: str) -> None:
@@ -1051,7 +1057,8 @@ class NodeRuntime:
         halt again.
         """
         sent = False
-        while (halt := self._auto.get((scope, key))) is not None:
+        while autos := self._auto.get((scope, key)):
+            halt, *_ = autos.values()  # the oldest still held (copied at once: a FIX thread adds)
             try:
                 current, revision = await self.plane.get_state(scope, key)
                 if current is not None and current.state is not TradingState.ACTIVE:
@@ -1852,6 +1859,12 @@ class NodeRuntime:
                 self._store_lost(await self._resync())
                 if self._dropped_since(drops):
                     return  # the next heartbeat reads the store again
+                if not self.release_admitted:
+                    # refused while the store was read (a target release, a fence): that
+                    # refusal found nothing to drop, and renewing now would admit the node
+                    # on a release it cannot show until the next heartbeat
+                    log.warning("node %s: not re-admitted (%s)", self.node_id, self._refusal())
+                    return
                 log.warning("node %s: kill state resynced; re-admitted", self.node_id)
             if self._plans:
                 self._apply_ramps()  # a signed ramp steps up by this node's clock
