@@ -77,3 +77,39 @@ def test_a_third_basket_within_the_minute_makes_a_train() -> None:
     for _ in range(3):
         fired += f.run(0.2, burst) + f.run(20, 2.0)
     assert {a.key for a in fired if a.rule is Rule.BASELINE_ORDER_RATE} == {"n1"}
+
+
+@pytest.mark.parametrize("period", [31.0, 45.0, 61.0, 85.0])
+def test_big_bursts_further_apart_than_a_third_of_the_window_are_a_train(period: float) -> None:
+    """A node at 20 orders/s sends 10,000 orders at once every `period` s (6x to 16x its
+    normal on average): never three bursts within one count_window_s, so each was a basket
+    now and then, for good. Three bursts each putting the minute's average over the limit,
+    within three minutes whose average is over it too, halt it by name."""
+    f = Fleet(SupervisorConfig(), nodes=3)
+    f.parents = 0
+    assert f.run(60, 20.0) == []
+    burst = {"n1": 10_000 / 0.2, "n2": 20.0, "n3": 20.0}
+    fired: list[Action] = []
+    bursts = 0
+    while not fired and bursts < 6:
+        fired = f.run(0.2, burst) + f.run(period - 0.2, 20.0)
+        bursts += 1
+    assert fired, f"10,000 orders every {period:g} s were never halted"
+    assert bursts <= 3
+    assert {a.key for a in fired} == {"n1"}
+    first = next(a for a in fired if a.rule is Rule.BASELINE_ORDER_RATE)
+    assert "node n1 order_rate" in first.reason
+
+
+@pytest.mark.parametrize(("period", "size"), [(59.0, 3_000), (40.0, 2_500), (90.0, 7_000)])
+def test_baskets_spaced_out_whose_average_stays_under_the_limit_are_no_train(
+    period: float, size: int
+) -> None:
+    """Baskets that each put the minute over the limit (5x a node's 20/s) with the one before
+    it, but average under it over the minutes they come in: six of them, nothing fires."""
+    f = Fleet(SupervisorConfig(), nodes=2)
+    f.parents = 0
+    assert f.run(60, 20.0) == []
+    burst = {"n1": size / 0.2, "n2": 20.0}
+    for _ in range(6):
+        assert f.run(0.2, burst) + f.run(period - 0.2, 20.0) == []

@@ -192,3 +192,95 @@ async def test_a_node_that_joins_later_and_never_reports_is_halted() -> None:
     finally:
         for node in nodes:
             await node.stop()
+
+
+@pytest.mark.parametrize(("every", "gap"), [(3.0, 1.5), (4.5, 2.5), (2.0, 1.1)])
+def test_a_node_gone_silent_is_halted_though_the_supervisor_keeps_stalling(
+    every: float, gap: float
+) -> None:
+    """n2 stops reporting while n1 goes on; the supervisor's own loop stalls for `gap` s
+    every `every` s (a starved host). Silence was counted from the end of each stall, so no
+    node was ever silent 5 s by that count: n2 traded unsupervised for good. Only the
+    stalls are left out of its silence: it is halted, and n1, still reporting, is not."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(stale_after_s=5.0), clock)
+    for n in ("n1", "n2"):
+        sup.observe(NodeMetrics(n, 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance=n))
+    fired: list[Action] = []
+    t = 0.0
+    while t < 60.0 and not fired:
+        clock.advance(round((every - gap) * S))
+        fired += sup.observe(NodeMetrics("n1", 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance="n1"))
+        clock.advance(round(gap * S))  # the supervisor's loop does not run
+        sup.missed(gap)
+        fired += sup.sweep()
+        fired += sup.observe(NodeMetrics("n1", 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance="n1"))
+        t += every
+    assert [(a.rule, a.key) for a in fired] == [(Rule.STALE_METRICS, "n2")]
+    assert t <= 5.0 * every / (every - gap) + every  # silent 5 s outside the stalls
+
+
+def test_a_stall_alone_halts_no_one() -> None:
+    """The case `missed` is for: the supervisor stalls 8 s (past the 5 s limit) while every
+    node reports; the first sample heard after it halts none of the peers queued behind it,
+    and a node that stays silent is halted once silent 5 s outside the stall."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(stale_after_s=5.0), clock)
+    for n in ("n1", "n2", "n3"):
+        sup.observe(NodeMetrics(n, 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance=n))
+    clock.advance(8 * S)
+    sup.missed(8.0)
+    assert sup.sweep() == []
+    assert sup.observe(NodeMetrics("n1", 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance="n1")) == []
+    assert sup.observe(NodeMetrics("n2", 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance="n2")) == []
+    clock.advance(4 * S)
+    assert sup.sweep() == []  # n3: 4 s silent outside the stall
+    for n in ("n1", "n2"):
+        assert sup.observe(NodeMetrics(n, 0, 0, 0, 0, 0, 0.0, 0.0, True, 0, instance=n)) == []
+    clock.advance(int(1.2 * S))
+    assert [(a.rule, a.key) for a in sup.sweep()] == [(Rule.STALE_METRICS, "n3")]
+
+
+def _basket(refused_share: float, reason: str) -> list[Action]:
+    """Agency routers (customer parents only) at 20 children/s, every child filled; at 60 s
+    n1 works a basket at the open, 2,000 children/s for 3 s within parents registered with
+    it (one per 20 children), `refused_share` of what it offers refused for `reason`."""
+    clock = SimClock(10 * S)
+    sup = Supervisor(SupervisorConfig(), clock)
+    names = ("n1", "n2", "n3", "n4")
+    acc = dict.fromkeys(names, 0.0)
+    ref = dict.fromkeys(names, 0.0)
+    fired: list[Action] = []
+    for k in range(round(66 * S / TICK)):
+        clock.advance(TICK)
+        for n in names:
+            basket = n == "n1" and 300 <= k < 315
+            acc[n] += (2_000.0 if basket else 20.0) * TICK / S
+            ref[n] += 2_000.0 * TICK / S * refused_share if basket else 0.0
+            done, no = int(acc[n]), int(ref[n])
+            m = NodeMetrics(
+                n, 0, done + no, done, no, done, 0.0, 0.0, True, 0,
+                blocks={reason: no} if no else {}, notional=done * 2_000.0,
+                parents=100 + max(0, done - 1_200) // 20, instance=n,
+            )  # fmt: skip
+            fired += sup.observe(m)
+    return fired
+
+
+@pytest.mark.parametrize("reason", ["max_order_notional", "max_order_qty", "price_collar"])
+def test_a_basket_with_a_child_refused_now_and_then_is_still_the_customers(reason: str) -> None:
+    """One child in 400 refused by a per-order cap (5 a second of 2,000) made the router no
+    longer `customers_only`: halted at the open as a 100x runaway, its customers' baskets
+    left unfilled. A share of at most `CUSTOMER_REFUSALS` is the Guard trimming the basket."""
+    assert _basket(1 / 400, reason) == []
+
+
+@pytest.mark.parametrize(
+    ("share", "reason"), [(0.05, "parent_qty_exceeded"), (0.3, "max_position")]
+)
+def test_a_basket_mostly_refused_is_still_judged_on_its_rate(share: float, reason: str) -> None:
+    """Over `CUSTOMER_REFUSALS` of the children refused (sent beyond their parents, say): the
+    rate rules judge it as before, and it is halted by name within the basket."""
+    fired = _basket(share, reason)
+    assert fired, f"a basket refused at {share:.0%} passed every rule"
+    assert {a.key for a in fired} == {"n1"}

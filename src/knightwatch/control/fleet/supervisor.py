@@ -29,7 +29,10 @@ once a window does not restart the count. A node's rates are also averaged over
 `count_window_s` (since its last halt): over the limit there halts it too, so a train
 of bursts each shorter than the window (over it for one metrics interval less than
 the window), a window or more apart, is halted however short each burst is once it has
-gone over the limit `TRAIN_BURSTS` times in that span, while a basket now and then is not
+gone over the limit `TRAIN_BURSTS` times in that span (or as many times within
+`TRAIN_BURSTS` x that span, each burst putting the average over the limit, and the average
+over that longer span over it too: 30,000 orders every 31 s, 48x a node's normal, passed for
+good), while a basket now and then is not
 (one basket of 1,500 orders on a node doing 2 a second averages over its limit for a
 minute). The order-rate rule judges what a node
 offered, accepted or refused (throttling by rate limits included): a strategy
@@ -164,7 +167,17 @@ execution's to halt, and fills beyond a parent principal flow's."""
 TRAIN_BURSTS = 3
 """Times a node's rate must go over its limit within `count_window_s`, with its average
 over that window over the limit too, to be halted as a train of bursts each shorter than
-the rate window; one or two baskets a minute are not."""
+the rate window; one or two baskets a minute are not. So many bursts each putting that
+average over the limit, within `TRAIN_BURSTS` x `count_window_s` and with the average over
+that span over the limit too, are a train as well: one every 31 to 90 s was never three
+within one window, at any size."""
+CUSTOMER_REFUSALS = 0.01
+"""Share of a rate window's orders an agency router may have refused (throttling aside) and
+still be working only its customers' parents (`customers_only`): a per-order cap refusing a
+child now and then is the Guard trimming a basket. With none allowed, one child a second
+refused out of a 2,000-a-second basket at the open had the router halted as a 100x runaway,
+its customers' parents left unfilled; a router sending children beyond its parents has
+them refused (`parent_qty_exceeded`) at far more than this as its parents fill."""
 _CUSTOMER_RATES = ("order_rate", "notional_rate")
 """The rates a node working only its customers' parents (`customers_only`) is let off: a big
 parent at a busy open is fast, not broken. Its children per parent and its messages per
@@ -418,8 +431,9 @@ class NodeHealth(msgspec.Struct, frozen=True):
     baselines: dict[str, float] = {}
     """The baseline each measure is held to (absent while a learned one warms up)."""
     customers_only: bool = False
-    """Every child in the window went out within a customer's registered parent and none
-    was refused (throttling aside): `order_rate_ratio` is then 0 and the rate rules pass
+    """Every child in the window went out within a customer's registered parent and at most
+    `CUSTOMER_REFUSALS` of them were refused (throttling aside): `order_rate_ratio` is then 0
+    and the rate rules pass
     it by; principal flow, rejects and the rest still judge it."""
     rate_judged: bool = True
     """The node had at least `min_peers` participating peers: its `order_rate_ratio` above
@@ -614,9 +628,11 @@ class _Baseline:
         ends only after a full rate window under it (`Supervisor._baseline_rules`)."""
         self.anchor: float | None = None
         """The learned value when it came into force (warm-up over): what bounds its rise."""
-        self.bursts: deque[int] = deque()
-        """When the measure went over its limit (from under it), within the last
-        `count_window_s`: `TRAIN_BURSTS` of them make a train (`Supervisor._baseline_rules`)."""
+        self.bursts: deque[tuple[int, bool]] = deque()
+        """When the measure went over its limit (from under it), and whether its average over
+        `count_window_s` was over the limit then (a big burst), within the last
+        `TRAIN_BURSTS` x `count_window_s`: `TRAIN_BURSTS` of them within `count_window_s`, or
+        as many big ones, make a train (`Supervisor._baseline_rules`)."""
         self.was_over = False
         self.exempt = False
         """The node works its customers' parents only (`customers_only`) and the measure is
@@ -677,6 +693,7 @@ class _Track:
         "counts",
         "customers_only",
         "long",
+        "longer",
         "measures",
         "own_flow",
         "pnl",
@@ -705,8 +722,9 @@ class _Track:
         """The principal window spans `principal_window_s`: only then is its amount learned
         (a window still filling would teach a ramp)."""
         self.customers_only = False
-        """In the last rate window every child went out within a customer's parent and none
-        was refused (throttling aside): the node is working its customers' orders, however
+        """In the last rate window every child went out within a customer's parent and at most
+        `CUSTOMER_REFUSALS` of them were refused (throttling aside): the node is working its
+        customers' orders, however
         fast, and the rate rules leave it be (a big parent at a busy open is no runaway)."""
         self.long: dict[str, tuple[float, float]] = {}
         """A node's rates (`_CUSTOMER_RATES`) averaged over its counted span once that spans
@@ -715,6 +733,10 @@ class _Track:
         train of them, each a window under the limit apart, was never held over it (1,000
         orders in 0.2 s every 2.2 s, 23x a node's normal rate, for good). Empty for the
         fleet and while the span is shorter (a single burst after a resume is no train)."""
+        self.longer: dict[str, float] = {}
+        """The same rates over the node's history (`_NodeTrack.history`: `TRAIN_BURSTS` x
+        `count_window_s` since its last halt) once that spans `count_window_s`: what a train
+        of bursts further apart than a third of the window is judged on."""
         self.bleed_since: int | None = None
         self.pnl: deque[tuple[int, float]] = deque()
         self.refused_rate = 0.0
@@ -736,6 +758,8 @@ class _NodeTrack:
         "claim_grew",
         "counted",
         "day",
+        "excused",
+        "history",
         "latest",
         "offset",
         "over_since",
@@ -759,6 +783,9 @@ class _NodeTrack:
         self.samples: deque[_Sample] = deque()
         self.counted: deque[_Sample] = deque()
         """Samples over `count_window_s` since the node's last halt (`Supervisor._counted`)."""
+        self.history: deque[_Sample] = deque()
+        """Samples over `TRAIN_BURSTS` x `count_window_s` since the node's last halt
+        (`_Track.longer`)."""
         self.principal: deque[tuple[int, float]] = deque()
         self.day: deque[tuple[int, float]] = deque()
         """Principal flow a minute apart over the last day (`Supervisor._principal_day`)."""
@@ -779,6 +806,9 @@ class _NodeTrack:
         self.throttled_under: int | None = None
         """When that share last went back under `reject_ratio` within an episode."""
         self.seen = 0
+        self.excused = 0
+        """Nanoseconds the supervisor itself was stalled since `seen` (`Supervisor.missed`):
+        no part of the node's silence."""
         self.trimmed = 0
         """Refusals under a ramp stage's limits (`_TRIMMED`) while the node reported that
         stage, summed over its samples: left out of its refusals as throttling is."""
@@ -802,7 +832,6 @@ class Supervisor:
         self._fleet = _Track(_fleet_config(config))
         self._fleet_judged = -1
         self._firing: set[tuple[Rule, str]] = set()
-        self._listening_since = 0
         self._restored: dict[str, DayRecord] = {}
         """Day histories read back from the store (`restore`), applied at each node's first
         sample."""
@@ -826,6 +855,7 @@ class Supervisor:
         now = self.clock.monotonic_ns()
         track = self._nodes.setdefault(m.node_id, _NodeTrack(self.config))
         track.seen = now
+        track.excused = 0
         track.bad = unreadable(m) or _went_back(track.latest, m)
         if not track.bad:
             track.bad = self._halted_yet_accepting(track, m)
@@ -860,9 +890,18 @@ class Supervisor:
         if track.halted:  # what it refused while halted is no spike once it resumes
             while len(counted) > 1:
                 counted.popleft()
+            for baseline in track.base.baselines.values():
+                baseline.bursts.clear()  # nor is a burst after its resume a train with these
         cwindow = int(self.config.count_window_s * 1e9)
         while len(counted) > 2 and now - counted[1].t >= cwindow:
             counted.popleft()
+        history = track.history
+        history.append(track.samples[-1])
+        if track.halted:
+            while len(history) > 1:
+                history.popleft()
+        while len(history) > 2 and now - history[1].t >= cwindow * TRAIN_BURSTS:
+            history.popleft()
         track.principal.append((now, principal))
         pwindow = int(self.config.principal_window_s * 1e9)
         while len(track.principal) > 2 and now - track.principal[1][0] >= pwindow:
@@ -884,7 +923,9 @@ class Supervisor:
         base.window_full = now - track.principal[0][0] >= 0.95 * pwindow
         a, b = track.samples[0], track.samples[-1]
         base.customers_only = (
-            base.agency and b.principal <= a.principal and b.rejected <= a.rejected
+            base.agency
+            and b.principal <= a.principal
+            and b.rejected - a.rejected <= CUSTOMER_REFUSALS * (b.orders - a.orders)
         )
         base.pnl.append((now, m.pnl))
         keep = int(self.config.bleed_window_s * 1e9)
@@ -949,12 +990,18 @@ class Supervisor:
                 track = self._nodes[node_id] = _NodeTrack(self.config)
                 track.seen = now
 
-    def missed(self) -> None:
-        """The supervisor itself was not running (its process or event loop stalled): what
-        the nodes sent meanwhile is still queued, unheard. Silence is counted from now, so
-        the first sample judged after the stall does not halt the peers whose samples wait
-        behind it; a node that stays silent is halted `stale_after_s` later."""
-        self._listening_since = self.clock.monotonic_ns()
+    def missed(self, gap_s: float) -> None:
+        """The supervisor itself was not running for the last `gap_s` (its process or event
+        loop stalled): what the nodes sent meanwhile is still queued, unheard. That time is
+        no node's silence, so the first sample judged after the stall does not halt the
+        peers whose samples wait behind it; a node that stays silent is halted once it has
+        been silent `stale_after_s` outside the supervisor's stalls. (Counted from the
+        stall's end instead, a supervisor stalling every few seconds never judged a node
+        that had gone silent, however long ago.)"""
+        gap = int(min(max(gap_s, 0.0), 1e9) * 1e9) if math.isfinite(gap_s) else 0
+        for track in self._nodes.values():
+            # (no sample is taken while the supervisor is stalled: each was heard before it)
+            track.excused += gap
 
     def rearm(self, rule: Rule, key: str) -> None:
         """Let `rule` fire again for `key` at the next judgement: its action did not
@@ -1144,6 +1191,16 @@ class Supervisor:
             if span >= 0.95 * self.config.count_window_s
             else {}
         )
+        first = track.history[0]
+        span = (last.t - first.t) / 1e9
+        track.base.longer = (
+            {
+                "order_rate": (last.orders - first.orders) / span,
+                "notional_rate": (last.notional - first.notional) / span,
+            }
+            if span >= 0.95 * self.config.count_window_s
+            else {}
+        )
         return out
 
     def _counted(self, track: _NodeTrack) -> tuple[_Sample, _Sample]:
@@ -1258,11 +1315,20 @@ class Supervisor:
             # limit for a minute too, and a basket now and then is no runaway
             over_now = value > limit
             if over_now and not b.was_over:
-                b.bursts.append(now)
+                # (big: the burst had the window's average over the limit as it came)
+                b.bursts.append((now, long > limit))
             b.was_over = over_now
-            while b.bursts and now - b.bursts[0] > patience:
+            while b.bursts and now - b.bursts[0][0] > patience * TRAIN_BURSTS:
                 b.bursts.popleft()
-            train = long > limit and not track.customers_only and len(b.bursts) >= TRAIN_BURSTS
+            # ... or `TRAIN_BURSTS` bursts each big enough to hold the window's average over
+            # the limit, within `TRAIN_BURSTS` x the window: counted within one
+            # window only, 30,000 orders every 31 s (48x a node's normal) passed for good
+            # (and the average over that span over the limit too: three 3,000-order baskets
+            # 59 s apart each held the minute with the one before over it, at 3.5x normal)
+            recent = sum(1 for t, _ in b.bursts if now - t <= patience)
+            big = sum(1 for _, over in b.bursts if over)
+            spaced = big >= TRAIN_BURSTS and track.longer.get(m.name, 0.0) > limit
+            train = long > limit and not track.customers_only and (recent >= TRAIN_BURSTS or spaced)
             if value <= limit and not train:
                 # an episode ends after a full rate window under the limit, not one sample:
                 # a sawtooth dipping under it once a window (2,000/s for 0.2 s in every
@@ -1664,10 +1730,10 @@ class Supervisor:
 
     def _stale(self, now: int) -> list[Action]:
         limit = self.config.stale_after_s
-        heard = now - int(limit * 1e9)
+        window = int(limit * 1e9)
         out: list[Action] = []
         for node_id, track in sorted(self._nodes.items()):
-            silent = max(track.seen, self._listening_since) < heard
+            silent = now - track.seen - track.excused > window
             why = (
                 f"node {node_id} sent no metrics for {(now - track.seen) / 1e9:.1f} s "
                 f"(limit {limit:g} s)"

@@ -30,8 +30,9 @@ so a node whose metrics never arrive is halted as silent whenever it joined.
 A live service also watches itself: when its own event loop went unscheduled
 for longer than `stall_s` (a starved or paused process), the nodes' samples
 from that gap are still queued, and judging silence before reading them would
-halt healthy nodes. It tells the supervisor (`Supervisor.missed`), which then
-counts silence from the moment it could listen again.
+halt healthy nodes. It tells the supervisor (`Supervisor.missed`), which does not
+count the gap as any node's silence (only the gap: counted from the moment it could
+listen again, stalls every few seconds kept a node gone silent from ever being judged).
 
 A person is paged once per incident, with the outcome (who did not confirm, what was
 not stored): a kill retried because it did not take effect pages again only once
@@ -208,9 +209,9 @@ class SupervisorService:
         t = asyncio.get_running_loop().time()
         if self.stall_s is not None and self._alive and t - self._alive > self.stall_s:
             log.warning(
-                "supervisor did not run for %.1f s: silence is counted from now", t - self._alive
+                "supervisor did not run for %.1f s: no node's silence counts it", t - self._alive
             )
-            self.supervisor.missed()
+            self.supervisor.missed(t - self._alive)
         self._alive = t
 
     async def start(self) -> None:
