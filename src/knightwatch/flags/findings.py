@@ -32,6 +32,8 @@ class FindingCode(StrEnum):
     SOURCE_UNPARSEABLE = "source_unparseable"
     HISTORY_UNAVAILABLE = "history_unavailable"
     HISTORY_REWRITTEN = "history_rewritten"
+    FLAG_TYPE_MISMATCH = "flag_type_mismatch"
+    UNSAFE_CALLER_DEFAULT = "unsafe_caller_default"
 
 
 class Finding(msgspec.Struct, frozen=True):

@@ -28,6 +28,7 @@ from knightwatch.flags.registry import (
     RegistryError,
     RegistryLedger,
     id_identity,
+    lookalike_of,
     parse_registry,
     read_registry,
 )
@@ -43,6 +44,21 @@ DEFAULT_ACCESSORS = (
     "get_boolean_value_async",
     "get_boolean_details_async",
 )
+TYPED_ACCESSORS = frozenset(
+    f"get_{kind}_{form}{suffix}"
+    for kind in ("string", "integer", "float", "object")
+    for form in ("value", "details")
+    for suffix in ("", "_async")
+)
+"""OpenFeature's non-boolean evaluations. Registry flags are boolean, so the provider answers
+these with a type mismatch and the client hands back the caller's default: never the flag's
+state, its kill or its safe default (`flag_type_mismatch` when one names a registry flag)."""
+BOOLEAN_EVALUATIONS = frozenset(
+    f"get_boolean_{form}{suffix}" for form in ("value", "details") for suffix in ("", "_async")
+)
+"""OpenFeature's boolean evaluations: their second argument (`default_value`) is what the
+client answers with no provider set, or one not ready or failed: not the registry's safe
+default (`unsafe_caller_default` when a literal one differs from it)."""
 DEFAULT_EXCLUDED_DIRS = frozenset(
     {".git", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"}
 )
@@ -78,6 +94,10 @@ class CodeReference(msgspec.Struct, frozen=True):
     flag_id: str
     via_accessor: bool
     guarded_lines: tuple[int, int] | None
+    typed_accessor: str = ""
+    """The non-boolean OpenFeature call (`get_integer_value`) the id is evaluated with."""
+    caller_default: bool | None = None
+    """The literal `default_value` of an OpenFeature boolean evaluation of the id."""
 
 
 def hygiene_findings(doc: RegistryDocument, today: date) -> list[Finding]:
@@ -181,22 +201,6 @@ def find_references(
     names = _module_strings(tree)
     accessor_args: set[int] = set()
     refs: list[CodeReference] = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        if name not in config.accessors:
-            continue
-        candidates = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "flag_key")]
-        for arg in candidates:
-            # `NS + "power_peg"`, `f"trading.smars.{NAME}"`, `PEG.lower()`: the id the call
-            # asks for, as far as the file alone says (only literals were read: the retired
-            # flag's dead code behind a concatenated id passed lint)
-            value = _static_str(arg, names)
-            if value is not None:
-                accessor_args.update(id(n) for n in ast.walk(arg))
-                refs.append(_reference(path, arg, value, True, parents))
 
     def looks_like_id(value: str) -> bool:
         if NAMESPACED_ID.fullmatch(value) is not None and (
@@ -206,6 +210,31 @@ def find_references(
         # "TRADING.SMARS.POWER_PEG", a zero-width space: the provider takes it as the
         # retired flag, so code holding it is that flag's dead code
         return bool(retired_identities) and _spells_retired(value, retired_identities)
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        typed = name not in config.accessors and name in TYPED_ACCESSORS
+        if name not in config.accessors and not typed:
+            continue
+        candidates = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "flag_key")]
+        for arg in candidates:
+            # `NS + "power_peg"`, `f"trading.smars.{NAME}"`, `PEG.lower()`: the id the call
+            # asks for, as far as the file alone says (only literals were read: the retired
+            # flag's dead code behind a concatenated id passed lint)
+            value = _static_str(arg, names)
+            # a non-boolean evaluation of a flag (`get_integer_value(RLP, 1)`) answers the
+            # caller's default whatever the flag's state: it passed lint as a known id
+            if value is not None and (not typed or looks_like_id(value)):
+                accessor_args.update(id(n) for n in ast.walk(arg))
+                ref = _reference(path, arg, value, True, parents)
+                if typed:
+                    ref = msgspec.structs.replace(ref, typed_accessor=name)
+                elif name in BOOLEAN_EVALUATIONS:
+                    ref = msgspec.structs.replace(ref, caller_default=_caller_default(node))
+                refs.append(ref)
 
     # an id built from pieces the file fixes (`PEG = NS + "power_peg"`, `".".join(...)`)
     # is an id wherever it is built, as a literal is: read through a constant by the
@@ -240,12 +269,24 @@ _PERCENT = re.compile(r"%[^%s]")
 """A `%` directive other than `%s` and `%%` (a width could build a string of any size)."""
 
 
+def _caller_default(call: ast.Call) -> bool | None:
+    """`get_boolean_value(FLAG, True)` / `default_value=True`: the literal default, if any."""
+    given = [*call.args[1:2], *(k.value for k in call.keywords if k.arg == "default_value")]
+    if given and isinstance(given[0], ast.Constant) and isinstance(given[0].value, bool):
+        return given[0].value
+    return None
+
+
 def _spells_retired(value: str, retired_identities: frozenset[str]) -> bool:
     # a full-width or one-dot-leader dot is a '.' to `id_identity` (NFKC), and so is
     # any other separator ('power-peg', 'trading_smars_power_peg')
     if len(value) > _FOLD_CHARS or (value.isascii() and not any(c in value for c in "._-")):
         return False
-    return id_identity(value) in retired_identities
+    if id_identity(value) in retired_identities:
+        return True
+    # "trading.smars.power_pеg" with a Cyrillic 'е': the provider takes it as the retired
+    # flag (`FlagRegistry.same_id`), so a constant holding it is that flag's dead code
+    return not value.isascii() and lookalike_of(value, retired_identities) is not None
 
 
 def _module_strings(tree: ast.Module) -> dict[str, str]:
@@ -421,8 +462,12 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
         flag = known.get(ref.flag_id)
         spelled = ""
         if flag is None and len(ref.flag_id) <= _FOLD_CHARS:
-            # one id to the registry and the provider: another case, Unicode form, a space
+            # one id to the registry and the provider: another case, Unicode form, a space,
+            # a look-alike letter of another script
             flag = by_identity.get(id_identity(ref.flag_id))
+            if flag is None and not ref.flag_id.isascii():
+                copied = lookalike_of(ref.flag_id, by_identity)
+                flag = by_identity.get(copied) if copied is not None else None
             spelled = f" (spelled {quoted(ref.flag_id)})" if flag is not None else ""
         if flag is not None and flag.retired:
             findings.append(
@@ -433,6 +478,40 @@ def reference_findings(refs: Sequence[CodeReference], doc: RegistryDocument) -> 
                     ref.line,
                     f"dead code: reference to retired flag {quoted(flag.id)}{spelled}{span}; "
                     "remove the code before the id can wake it",
+                    flag.id,
+                )
+            )
+        elif flag is not None and ref.typed_accessor:
+            findings.append(
+                Finding(
+                    FindingCode.FLAG_TYPE_MISMATCH,
+                    Severity.ERROR,
+                    ref.path,
+                    ref.line,
+                    f"flag {quoted(flag.id)}{spelled} is boolean: {ref.typed_accessor}() "
+                    "answers the caller's default, never its state or safe default; "
+                    f"use a boolean evaluation{span}",
+                    flag.id,
+                )
+            )
+        elif (
+            flag is not None
+            and not spelled
+            and ref.caller_default is not None
+            and ref.caller_default != flag.safe_default
+        ):
+            # with no provider set, or one not ready, the client answers the caller's default:
+            # `get_boolean_value(RLP, True)` turned a trading flag on where the registry
+            # promises its safe default (off)
+            findings.append(
+                Finding(
+                    FindingCode.UNSAFE_CALLER_DEFAULT,
+                    Severity.ERROR if flag.trading_behaviour else Severity.WARNING,
+                    ref.path,
+                    ref.line,
+                    f"flag {quoted(flag.id)}: default_value {ref.caller_default} is not its "
+                    f"safe default {flag.safe_default}; the client answers it when no "
+                    f"provider is ready: pass {flag.safe_default}{span}",
                     flag.id,
                 )
             )

@@ -9,8 +9,10 @@ purpose: the OpenFeature client replaces the value with the caller's default
 when an error code is set, and the caller's default is not the registry's safe
 default. Only an id the registry has never heard of (there is no safe default
 to give) is reported as `FLAG_NOT_FOUND`; a registry id spelled another way
-(case, Unicode form, whitespace, a zero-width character: one id to the registry)
-is that flag, refused with its safe default (`id_spelled_otherwise`).
+(case, Unicode form, whitespace, a zero-width character, a separator: one id to
+the registry), or copied with look-alike letters of another script (a Cyrillic 'е':
+registry ids are ASCII), is that flag, refused with its safe default
+(`id_spelled_otherwise`).
 
 For the same reason an evaluation of a registry flag never raises: the client
 answers an exception with the caller's default too. A state reader or fleet
@@ -54,8 +56,9 @@ class FailClosed(StrEnum):
     RELEASE_SCHEMA_MISMATCH = "release_schema_mismatch"
     STATE_UNAVAILABLE = "state_unavailable"
     ID_SPELLED_OTHERWISE = "id_spelled_otherwise"
-    """The key is a registry id in another case, Unicode form, with whitespace or with an
-    invisible format character (a zero-width space)."""
+    """The key is a registry id in another case, Unicode form, with whitespace, with an
+    invisible format character (a zero-width space), another separator or look-alike
+    letters of another script."""
 
 
 class KnightwatchProvider(AbstractProvider):

@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from knightwatch.errors import KnightwatchError, quoted
-from knightwatch.flags.definition import FlagDefinition, HistoryEntry, Lifecycle
+from knightwatch.flags.definition import MAX_FLAG_ID, FlagDefinition, HistoryEntry, Lifecycle
 from knightwatch.flags.findings import Finding, FindingCode, Severity
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.flags.yamlfile import compose_yaml, construct_yaml
@@ -128,8 +128,10 @@ def id_identity(flag_id: str) -> str:
     invisible format characters are not (`Trading.smars.power_peg `, a full-width
     letter, a zero-width space or soft hyphen that renders as nothing), and neither is
     the separator between words (`power_peg`, `power-peg`, `power.peg`, `power__peg`:
-    one run of '.', '_', '-' or another dash or connector is one separator), so a
-    tombstone cannot be brought back by spelling its id another way."""
+    one run of '.', '_', '-' or another dash or connector is one separator), nor is a
+    separator before the first word or after the last (`trading.power_peg_`,
+    `_trading.power_peg`), so a tombstone cannot be brought back by spelling its id
+    another way."""
     folded = unicodedata.normalize("NFKC", flag_id).casefold()
     out: list[str] = []
     for c in folded:
@@ -140,7 +142,35 @@ def id_identity(flag_id: str) -> str:
                 continue
             c = "."
         out.append(c)
-    return "".join(out)
+    return "".join(out).strip(".")
+
+
+def lookalike_of(flag_id: str, identities: Iterable[str]) -> str | None:
+    """The identity (`id_identity`) that `flag_id` copies with look-alike letters, if any.
+
+    Registry ids are ASCII, so a key with another script's letter in it (a Cyrillic 'е'
+    in `power_pеg`, a Greek 'ο', an accent) is no registry id; it reads as the id whose
+    letters it stands in for: same length, every ASCII character equal, each other one in
+    place of an ASCII letter or digit, and at least as many letters equal as stood in for
+    (so a word in another script is not taken for an id of the same shape)."""
+    key = id_identity(flag_id)
+    if key.isascii():
+        return None
+    for identity in identities:
+        if len(identity) != len(key):
+            continue
+        same = stood_in = 0
+        for mine, theirs in zip(key, identity, strict=True):
+            if mine == theirs:
+                same += theirs.isalnum()
+            elif not mine.isascii() and theirs.isalnum():
+                stood_in += 1
+            else:
+                break
+        else:
+            if stood_in <= same:
+                return identity
+    return None
 
 
 def identity_findings(doc: RegistryDocument) -> list[Finding]:
@@ -354,8 +384,15 @@ class FlagRegistry:
 
     def same_id(self, flag_id: str) -> FlagDefinition | None:
         """The flag whose id `flag_id` spells another way (case, Unicode form, whitespace:
-        `id_identity`), if any; ids are unique by that identity, so there is at most one."""
-        return self._by_identity.get(id_identity(flag_id))
+        `id_identity`; or look-alike letters of another script: `lookalike_of`), if any;
+        ids are unique by that identity, so there is at most one."""
+        flag = self._by_identity.get(id_identity(flag_id))
+        if flag is None and len(flag_id) <= 4 * MAX_FLAG_ID and not flag_id.isascii():
+            # `trading.smars.power_pеg` with a Cyrillic 'е' was "not found": the client
+            # answered with the caller's default (on), waking the retired flag's code
+            copied = lookalike_of(flag_id, self._by_identity)
+            flag = self._by_identity.get(copied) if copied is not None else None
+        return flag
 
     def flags(self) -> Sequence[FlagDefinition]:
         return self._doc.flags
