@@ -24,7 +24,10 @@ runtime runs on. What it guarantees:
   each as the command it was (a kill's halt record names its command id), so a
   resume of that kill lifts it whatever the clocks said, and one of another does not
   unless the store's kept history held that kill before it (a kill heard on the fast
-  path alone stays, however the resume is dated);
+  path alone stays, however the resume is dated); the Guard's own halts (a loss
+  stop) are restored whatever the store holds over them (an operator's kill, its
+  resume) unless the store shows a resume of that very source, and stored again once
+  the slot reads ACTIVE: only a resume that names such a halt lifts it;
 * a resume ramp's stage (a `RampRecord` in the ramp bucket) reaches the Guard as
   scaled limits the moment it is stored, and on every resync, so a resumed
   scope trades at the stage's limits, never at full limits first; a record
@@ -505,7 +508,7 @@ class NodeRuntime:
         await self.plane.subscribe_states(self._on_state)
         drops = self._drops
         stored = await self._resync()
-        self._restore(stored, await self._lifted_in_store(stored))
+        self._restore(stored, await self._lifted_in_store(stored), await self._own_lifted(stored))
         self._store_lost(stored)
         await self._record_start()
         await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
@@ -1482,8 +1485,79 @@ class NodeRuntime:
         except ControlPlaneUnavailable:
             return False
 
+    def _own_halt(self, h: StandingHalt) -> tuple[Scope, str, RejectReason] | None:
+        """The slot and source of `h` if it is one of this node's Guard's own halts (a
+        source other than an operator's kill: a loss stop, a fill mismatch), else None.
+        One naming no command the Guard latched itself; one naming a command was latched
+        from the store at an earlier start, and is this node's own only on its node slot
+        (a strategy's may be another node's)."""
+        _, command_id = _carried(h.reason)
+        try:
+            scope, key, code = Scope(h.scope), h.key, RejectReason(h.code)
+            slot_of(scope, key)
+        except (ValueError, StateKeyError):
+            return None
+        if code is RejectReason.HALTED or scope is Scope.FLEET:
+            return None
+        if command_id and not (scope is Scope.NODE and key == self.node_id):
+            return None
+        if scope is Scope.NODE and key != self.node_id:
+            return None
+        return scope, key, code
+
+    async def _own_lifted(self, stored: dict[str, StateEntry]) -> frozenset[tuple[str, str]]:
+        """The (slot, source) of each of this node's own Guard halts in its record
+        (`_own_halt`) that the store shows resumed: a verified resume in the slot's kept
+        history (or in force) names a halt of that very source this node stored after it
+        latched it (or the one it records), or the store went on through a full history of
+        writes after it (`_outran`). A resume of another halt stored over it (an operator's,
+        a supervisor's) lifts only that one, as on a running node, where the Guard holds
+        one latch per source; a store that cannot answer proves nothing (fail closed)."""
+        lifted: set[tuple[str, str]] = set()
+        for h in self.recovered:
+            own = self._own_halt(h)
+            if own is None:
+                continue
+            scope, key, code = own
+            slot = slot_of(scope, key)
+            held = stored.get(slot)
+            if held is None or (held.state is not TradingState.ACTIVE and held.source is code):
+                continue  # the store lost it (restored), or holds it (the resync latched it)
+            _, command_id = _carried(h.reason)
+            try:
+                current, revision = await self.plane.get_state(scope, key)
+                if current is None:
+                    continue
+                kept = await self.plane.state_history(scope, key, revision)
+                if await self._outran(current, kept, h.ts):
+                    lifted.add((slot, code.value))
+                    continue
+            except ControlPlaneUnavailable:
+                continue
+            writes = [e for e, _ in kept if e is not None] + [current]
+            ours = {
+                e.command_id
+                for e in writes
+                if e.state is not TradingState.ACTIVE
+                and e.source is code
+                and (e.command_id == command_id or e.issued_ns >= h.ts)
+            }
+            for e in writes:
+                if e.state is not TradingState.ACTIVE or e.supersedes not in ours:
+                    continue
+                try:
+                    check_state(e.command(), e.proof, self.trust.roster, now_ns=0, live=False)
+                except Refused:
+                    continue  # a node would have refused it: it lifted nothing
+                lifted.add((slot, code.value))
+                break
+        return frozenset(lifted)
+
     def _restore(
-        self, stored: dict[str, StateEntry], lifted: frozenset[tuple[str, str]] = frozenset()
+        self,
+        stored: dict[str, StateEntry],
+        lifted: frozenset[tuple[str, str]] = frozenset(),
+        own_lifted: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         """Latch again every halt the node's own record holds and the store has lost.
 
@@ -1512,6 +1586,18 @@ class NodeRuntime:
                 slot = slot_of(scope, key)
                 command_id = ""
             held = stored.get(slot)
+            if held is not None and code is not RejectReason.HALTED and self._own_halt(h):
+                # the Guard's own halt: lifted only by a resume of that source, whatever the
+                # store holds over it (before, an operator's kill stored on top of a loss
+                # stop came back alone, and its resume let the node trade, the loss never
+                # resumed)
+                if (held.state is not TradingState.ACTIVE and held.source is code) or (
+                    slot,
+                    code.value,
+                ) in own_lifted:
+                    continue
+                self._restore_own(h, scope, key, code, state, text)
+                continue
             if held is not None and (
                 held.state is not TradingState.ACTIVE
                 or (command_id == "" and held.issued_ns >= h.ts)
@@ -1557,6 +1643,33 @@ class NodeRuntime:
                 code.value,
                 h.seq,
             )
+
+    def _restore_own(
+        self,
+        h: StandingHalt,
+        scope: Scope,
+        key: str,
+        code: RejectReason,
+        state: TradingState,
+        text: str,
+    ) -> None:
+        """Latch again the Guard's own halt `h` (of `code`) that the store holds another
+        entry over (an operator's kill, or a resume of that kill), and keep it among the
+        automatic halts to store (`_on_guard_halt`): stored once the slot reads ACTIVE, so
+        it is lifted only by a resume that names it, as on a node that never restarted."""
+        reason = f"restored from this node's flight recorder (seq {h.seq}): {text}; never resumed"
+        actor = h.actor or f"{GUARD_ACTOR}{code.value}"
+        self.guard.halt(scope, key, reason, actor, state=state, code=code)
+        log.error(
+            "RESTORED_HALT node=%s scope=%s key=%s code=%s from seq %d: the store holds "
+            "another entry over it",
+            self.node_id,
+            scope.value,
+            key,
+            code.value,
+            h.seq,
+        )
+        self._on_guard_halt(scope, key, Halt(state, code, reason, actor, self.clock.time_ns()))
 
     def _store_lost(self, stored: dict[str, StateEntry]) -> None:
         """Store again every halt the Guard holds that the store has no word on.
