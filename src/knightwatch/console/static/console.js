@@ -373,7 +373,9 @@ function startKillRows(t) {
   killing = kill;
   kill.title.textContent = `${t.scope} ${t.key}: waiting for confirmations…`;
   try {
-    const live = snapshot && Array.isArray(snapshot.nodes) ? snapshot.nodes.filter((n) => !n.left && !n.expired) : [];
+    // a node kill waits for its one node (no other node answers a kill naming another):
+    // the others' rows said "waiting" in amber for good under "every live node confirmed"
+    const live = snapshot && Array.isArray(snapshot.nodes) ? snapshot.nodes.filter((n) => !n.left && !n.expired && (t.scope !== "node" || n.node === t.key)) : [];
     for (const n of live) killRow(kill, n.node, "waiting", "amber");
   } catch (err) { console.error("kill rows:", err); }
   return kill;
@@ -448,6 +450,11 @@ function finishKill(kill, status, data, ms) {
     : `${data.state} ${data.scope} ${data.key}: ${data.ok ? "every live node confirmed" : "NOT every node confirmed"} ${took}`);
   for (const [node, lat] of Object.entries(data.latencies_ms)) killRow(kill, node, `${lat.toFixed(1)} ms`, "green");
   for (const m of data.missing) killRow(kill, m.node, `NOT CONFIRMED (lease ${m.lease})`, "red");
+  // a node the page believed live that the answer neither confirmed nor awaited (the
+  // membership could not be read: only the nodes heard from were awaited) is not confirmed,
+  // never left "waiting" for good
+  const answered = new Set([...Object.keys(data.latencies_ms), ...data.missing.map((m) => m.node)]);
+  for (const node of kill.rows.keys()) if (!answered.has(node)) killRow(kill, node, "NOT CONFIRMED (not awaited by this kill)", "red");
   const missing = data.missing.map((m) => m.node);
   kill.missing.textContent = missing.length ? `not confirmed: ${missing.join(", ")}` : "";
   if (data.durable_error) kill.missing.textContent += ` store: ${data.durable_error}`;
