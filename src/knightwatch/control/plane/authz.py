@@ -28,7 +28,9 @@ the server renders again at each `next_boundary`), with permissions by role:
 
 An unauthenticated client cannot connect at all. Nobody but the server's
 provisioner (a key that exists only in the process that starts the server)
-may create, change or purge streams and buckets.
+may create, change or purge streams and buckets; they live in an account of their own
+(`STORE_ACCOUNT`), so no identity can have the server store its answers by naming a
+stream's subject as the reply to a request or a write.
 """
 
 from __future__ import annotations
@@ -42,6 +44,27 @@ from knightwatch.trust.identity import nkey_public
 from knightwatch.trust.roster import Role, Roster
 
 ACCOUNT = "KNIGHTWATCH"
+"""Where every roster key logs in: its permissions, core subjects, no JetStream of its own."""
+STORE_ACCOUNT = "KNIGHTWATCH_STORE"
+"""Where the streams and buckets live, and only the provisioner logs in.
+
+Publish permissions judge a message's subject, never its reply subject, and JetStream
+answers every API request and every stored publish (its ack) on the reply subject the
+sender chose, published by the server itself. In one account with the streams, that
+answer was stored wherever the reply named: any identity (a node, a viewer) wrote the
+server's JSON into the fleet's kill-state slot (an undecodable halt of the fleet), over
+another node's membership or start history, a roster version or the target release,
+and, a megabyte answer per request, filled the store until the kill state's writes were
+refused. Here the roster's account reaches the store through service imports: the store
+answers on a reply subject of its own, and the answer comes back to the asker's account
+on the reply it named, where no stream stores anything."""
+_STORE_SERVICES = ("$JS.API.>", "$JS.FC.>", "$KV.>", "kw.audit.>", "kw.metrics.>")
+"""What the roster's account sends into the store: the JetStream API, flow control
+answers, bucket writes and the record streams' subjects (`nats.AUDIT_STREAM`,
+`nats.METRICS_STREAM`); each sender's own publish permissions still judge each."""
+_STORE_STREAMS = ("_INBOX.>", "kw.repub.>")
+"""What the store sends back: consumers' deliveries to their creator's inbox (a snapshot,
+a watch) and every stored record republished (`kw.repub.<bucket>`)."""
 
 _JS_READ = [
     "$JS.API.INFO",
@@ -198,6 +221,20 @@ def next_boundary(roster: Roster, now_ns: int) -> int | None:
 
 def accounts_block(roster: Roster, provisioner_nkey: str, *, now_ns: int) -> str:
     """The `accounts` block of a nats-server config (JSON is valid server config syntax),
-    with the users valid at `now_ns`."""
-    account = {"jetstream": "enabled", "users": users(roster, provisioner_nkey, now_ns=now_ns)}
-    return f"accounts: {json.dumps({ACCOUNT: account}, indent=1)}\n"
+    with the users valid at `now_ns`: the roster's in `ACCOUNT`, the provisioner alone in
+    `STORE_ACCOUNT` with the streams and buckets (why two: `STORE_ACCOUNT`)."""
+    people = users(roster, provisioner_nkey, now_ns=now_ns)
+    provisioner, members = people[0], people[1:]
+    store = {
+        "jetstream": "enabled",
+        "users": [provisioner],
+        "exports": [{"service": s} for s in _STORE_SERVICES]
+        + [{"stream": s} for s in _STORE_STREAMS],
+    }
+    account = {
+        "users": members,
+        "imports": [{"service": {"account": STORE_ACCOUNT, "subject": s}} for s in _STORE_SERVICES]
+        + [{"stream": {"account": STORE_ACCOUNT, "subject": s}} for s in _STORE_STREAMS],
+    }
+    accounts = {STORE_ACCOUNT: store, ACCOUNT: account}
+    return f"accounts: {json.dumps(accounts, indent=1)}\n"
