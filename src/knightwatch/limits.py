@@ -10,8 +10,10 @@ a rule off, only tighten or loosen its number.
 Validation is strict and exhaustive because a typo in a risk file is exactly
 the kind of quiet failure that lets a runaway through: unknown keys, wrong
 types, negatives, NaN and infinities, integers past 64 bits, durations the
-Guard's nanoseconds cannot hold and an empty allow-list are errors naming the
-key and the rule.
+Guard's nanoseconds cannot hold, an empty allow-list and one symbol's override
+table written twice in different cases (`[symbol.ibm]` beside `[symbol.IBM]`: the
+Guard holds a symbol's halts and restricted listing in any case, but took each
+table's limits for one spelling only) are errors naming the key and the rule.
 """
 
 from __future__ import annotations
@@ -361,6 +363,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     if (p := _name_problem(name, top)) is not None:
                         problems.append(f"{top}.{quoted(name)}: {p}")
                         continue
+                    if top == "symbol" and (twin := _case_twin(name, overrides[top])):
+                        # the Guard holds a symbol in any case as one security (its restricted
+                        # list and halts do): `[symbol.ibm]` beside `[symbol.IBM]` gave it two
+                        # limits, the looser one to whichever spelling an order used
+                        problems.append(
+                            f"symbol.{quoted(name)}: the same symbol as symbol.{quoted(twin)} "
+                            "in another case; keep one table for it"
+                        )
+                        continue
                     ov = _override(f"{top}.{name}", table, top, problems)
                     if ov is not None:
                         overrides[top][name] = ov
@@ -396,6 +407,12 @@ def _key_text(key: str) -> str:
     and cut (a key is the file's text: a newline in it forged a second problem line, an
     escape sequence reached the terminal, a 100 KB key was echoed whole)."""
     return key if _PLAIN_KEY.fullmatch(key) else quoted(key)
+
+
+def _case_twin(name: str, seen: Mapping[str, object]) -> str | None:
+    """The name in `seen` that spells `name` in another case, if any."""
+    folded = name.casefold()
+    return next((other for other in seen if other.casefold() == folded), None)
 
 
 def _version_problem(version: str) -> str | None:

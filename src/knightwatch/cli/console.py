@@ -21,7 +21,7 @@ from rich.table import Table
 
 from knightwatch.cli import memory
 from knightwatch.cli.fleet import AnchorOpt, NatsUrl, StateDir
-from knightwatch.cli.options import TIMEOUT_MAX, when
+from knightwatch.cli.options import TIMEOUT_MAX, nonempty_path, when
 from knightwatch.console.users import DEFAULT_USERS_FILE, MAX_TOKEN_TTL_S, UserStore
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.errors import ReleaseInputError
@@ -45,6 +45,9 @@ UsersOpt = typer.Option(
     "--users",
     envvar="KNIGHTWATCH_CONSOLE_USERS",
     help=f"the users file (default STATE_DIR/{DEFAULT_USERS_FILE})",
+    # `--users "$USERS"` with USERS unset is `.`, the directory it ran in: refused naming
+    # the option (it ended "PosixPath('.') has an empty name", naming neither)
+    parser=nonempty_path,
 )
 UserKeyOpt = typer.Option(
     ...,

@@ -12,6 +12,7 @@ directory) wastes all of them.
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -213,8 +214,23 @@ def check_output(option: str, path: Path, *, directory: bool = False) -> None:
     """Refuse an output path that cannot be written as a file (or, `directory`, as one).
 
     A missing path is fine (it is created), as long as the nearest part of it that
-    exists is a directory.
+    exists is a directory. A symbolic link loop (or a path that cannot be examined) is
+    refused, and so is a link to nothing unless it is a file whose target's directory
+    exists (it is written through the link; a directory is never made at one): each
+    passed here and lost a run of minutes at its end ("Too many levels of symbolic
+    links", "No such file or directory", "File exists").
     """
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # the parent walk below names it
+        if path.is_symlink():  # a link to nothing: a file is written through it, never made
+            target = Path(os.path.realpath(path))
+            if directory or not target.parent.is_dir():
+                raise OptionError(
+                    f"{option} {path}: a link to {target}, which does not exist"
+                ) from None
+    except OSError as exc:
+        raise OptionError(f"{option} {path}: cannot be used: {exc.strerror or exc}") from None
     got = wrong_kind(path, directory=directory)
     if got:
         want = "a directory" if directory else "a file"

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from knightwatch.cli import runner
-from knightwatch.cli.options import OptionError, check_output, wrong_kind
+from knightwatch.cli.options import OptionError, check_output, nonempty_path, wrong_kind
 from knightwatch.sim.layers import REGISTRY, Layer, LayerError, resolve
 from knightwatch.sim.report import ReplayReport
 from knightwatch.sim.scenario import ScenarioError, load, with_resume
@@ -35,10 +35,19 @@ def replay(
         int | None, typer.Option(help="seed for the universe and parents (default: scenario's)")
     ] = None,
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="write the machine-readable summary here")
+        Path | None,
+        typer.Option(
+            "--json", help="write the machine-readable summary here", parser=nonempty_path
+        ),
     ] = None,
     report: Annotated[
-        Path | None, typer.Option(help="write an HTML report with plots into this directory")
+        Path | None,
+        typer.Option(
+            help="write an HTML report with plots into this directory",
+            # `--report "$DIR"` with DIR unset: the report, summary and recorder files went
+            # into the directory it ran in, said only as "HTML report: index.html"
+            parser=nonempty_path,
+        ),
     ] = None,
     compare: Annotated[
         bool, typer.Option(help="also run no guards, each layer alone and all layers")
