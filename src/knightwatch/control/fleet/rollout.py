@@ -29,6 +29,13 @@ approval, its signed `rollout_id`). One that does not (a `flags set` overwrote i
 state cannot be read) ended the rollout on every node (they refuse its later stages as
 `replayed`); the driver aborts it, naming the node and the revision, instead of recording
 refused stages as switched on and promoting over a flag that is no longer its own.
+
+An abort is recorded before it acts (so a driver mid-step sees the nodes it switches off),
+but the stop direction never waits on that record: a rollouts bucket at its byte bound (one
+operator's flood) or a write not answered raised out of the abort before any switch-off,
+and the canary stayed on. Now the switch-off goes out whatever became of the record, and
+the abort says it was not recorded (`RolloutError`). A new rollout adds risk, so it stops
+short of the bucket's last share (`STOP_RESERVE_SHARE`), which stays for the aborts.
 """
 
 from __future__ import annotations
@@ -57,7 +64,14 @@ from knightwatch.control.node.flags import (
     decode_state,
     state_key,
 )
-from knightwatch.control.plane.protocol import Bucket, ControlPlane, RevisionConflict
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneRefused,
+    ControlPlaneUnavailable,
+    RevisionConflict,
+    RoomKept,
+)
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
 from knightwatch.flags.activation import ActivationGate, ActivationPolicy
@@ -74,6 +88,7 @@ from knightwatch.flags.rollout import (
     RolloutState,
     RolloutStatus,
     SetFlag,
+    failed_actions,
     plan_digest,
     rollout_nodes,
 )
@@ -218,6 +233,11 @@ class RolloutDriver:
             used = await self._approval_used(flag_id, approval, current)
             if used:
                 raise RolloutError(used)
+        if isinstance(self.plane, RoomKept):
+            try:  # risk added: the bucket's last share stays for the aborts' records
+                await self.plane.check_room(Bucket.ROLLOUTS)
+            except ControlPlaneRefused as exc:
+                raise RolloutError(f"rollout of {flag_id}: nothing started: {exc}") from None
         view = await fleet_snapshot(self.plane, self.clock)
         number = int(current.rollout_id.rsplit("-", 1)[-1]) + 1 if current else 1
         nodes, excluded = rollout_nodes(view.members())
@@ -305,7 +325,7 @@ class RolloutDriver:
         if why:
             log.error("%s %s %s", event, state.rollout_id, why)
             actions = rollout.abort(f"{code}: {why}")
-            claimed = await self._claim(rollout.state, revision)
+            claimed = await self._claim_stop(rollout, actions, revision)
             if claimed is None:
                 return (await self._existing(flag_id))[0]
             return await self._act(rollout, actions, claimed)
@@ -318,7 +338,7 @@ class RolloutDriver:
             except FrozenByKill as exc:
                 log.warning("ROLLOUT_HELD %s", exc)
                 return state
-        claimed = await self._claim(rollout.state, revision)
+        claimed = await self._claim_stop(rollout, actions, revision)
         if claimed is None:
             return (await self._existing(flag_id))[0]  # moved on meanwhile: theirs stands
         return await self._act(rollout, actions, claimed)
@@ -402,16 +422,30 @@ class RolloutDriver:
         return ""
 
     async def abort(self, flag_id: str, reason: str) -> RolloutState:
-        """Abort; if a driver moves the rollout on meanwhile, abort what it moved to."""
+        """Abort; if a driver moves the rollout on meanwhile, abort what it moved to.
+
+        An aborted rollout whose abort did not fully land (its switch-off or a halt
+        failed: `failed_actions`) is aborted again, its actions tried again: the stop
+        direction is never refused as "already aborted" with the nodes still on."""
         for _ in range(_ABORT_ATTEMPTS):
             state, revision = await self._existing(flag_id)
-            if state.status is not RolloutStatus.PROGRESSING:
+            if state.status is RolloutStatus.ABORTED and failed_actions(state):
+                again = Rollout(
+                    msgspec.structs.replace(state, status=RolloutStatus.PROGRESSING), self.clock
+                )
+                actions = again.abort(f"operator, again (the last abort did not land): {reason}")
+                rollout = Rollout(
+                    msgspec.structs.replace(again.state, abort_reason=state.abort_reason),
+                    self.clock,
+                )
+            elif state.status is not RolloutStatus.PROGRESSING:
                 raise RolloutError(
                     f"{flag_id}: rollout {state.rollout_id} is already {state.status}"
                 )
-            rollout = Rollout(state, self.clock)
-            actions = rollout.abort(f"operator: {reason}")
-            claimed = await self._claim(rollout.state, revision)
+            else:
+                rollout = Rollout(state, self.clock)
+                actions = rollout.abort(f"operator: {reason}")
+            claimed = await self._claim_stop(rollout, actions, revision)
             if claimed is not None:
                 return await self._act(rollout, actions, claimed)
         raise RolloutError(f"{flag_id}: rollout kept changing; abort not recorded, try again")
@@ -441,7 +475,13 @@ class RolloutDriver:
         if not actions:
             return rollout.state
         await self._run_actions(rollout, actions)
-        if await self._claim(rollout.state, claimed) is not None:
+        try:
+            recorded = await self._claim(rollout.state, claimed)
+        except ControlPlaneUnavailable as exc:
+            if rollout.state.status is not RolloutStatus.ABORTED:
+                raise
+            raise _unrecorded(rollout.state, exc) from None
+        if recorded is not None:
             return rollout.state
         flag_id = rollout.state.flag_id
         theirs = (await self._existing(flag_id))[0]
@@ -471,6 +511,20 @@ class RolloutDriver:
         )
         await asyncio.to_thread(runner.execute, rollout, actions)
 
+    async def _claim_stop(
+        self, rollout: Rollout, actions: Sequence[RolloutAction], revision: int
+    ) -> int | None:
+        """`_claim`; an abort whose record the store refused or did not answer still acts
+        (the stop direction never waits on a record) and raises `RolloutError` saying so."""
+        try:
+            return await self._claim(rollout.state, revision)
+        except ControlPlaneUnavailable as exc:
+            if rollout.state.status is not RolloutStatus.ABORTED:
+                raise
+            log.error("ROLLOUT_ABORT_UNRECORDED %s %s", rollout.state.rollout_id, exc)
+            await self._run_actions(rollout, actions)
+            raise _unrecorded(rollout.state, exc) from None
+
     async def _claim(self, state: RolloutState, revision: int) -> int | None:
         """Write `state` if the record is still at `revision`; its new revision, or None."""
         try:
@@ -479,6 +533,23 @@ class RolloutDriver:
             )
         except RevisionConflict:
             return None
+
+
+def _unrecorded(state: RolloutState, exc: Exception) -> RolloutError:
+    """An abort that acted but whose record was not stored, saying what went out."""
+    failed = [e.detail for e in failed_actions(state)]
+    exposed = ", ".join(state.exposed) or "no node"
+    went = (
+        f"switch-off of {exposed} sent; failed: {'; '.join(failed)}"
+        if failed
+        else f"{exposed} switched back to the safe default"
+    )
+    return RolloutError(
+        f"{state.flag_id}: rollout {state.rollout_id} aborted, abort not recorded ({exc}); "
+        f"{went}; the rollout record does not hold this abort's outcome: abort again once "
+        "the store takes writes, or set the flag to its safe default (`knightwatch flags set`) "
+        "or kill"
+    )
 
 
 def _on(value: bool) -> str:
