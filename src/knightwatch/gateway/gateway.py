@@ -139,6 +139,17 @@ _ENDS = frozenset({F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_
 """Reports that end an order: their OrdStatus must be a finished one."""
 _GOES_ON = frozenset({F.ExecKind.NEW, F.ExecKind.PENDING})
 """Reports that leave an order working: their OrdStatus must be a working one."""
+_LEAVES_COUNT = frozenset(
+    {
+        F.ExecKind.TRADE,
+        F.ExecKind.TRADE_CORRECT,
+        F.ExecKind.TRADE_CANCEL,
+        F.ExecKind.RESTATED,
+        F.ExecKind.REPLACED,
+    }
+)
+"""Reports whose LeavesQty the Guard takes as the order's working quantity: with a
+finished OrdStatus it must be 0 (else the Guard counts working what the book ends)."""
 
 _ENDS_REPLACE = frozenset(
     {F.ExecKind.REJECTED, F.ExecKind.CANCELED, F.ExecKind.EXPIRED, F.ExecKind.DONE_FOR_DAY}
@@ -2201,8 +2212,18 @@ class Gateway(Handler):
             )
         symbol = go.symbol
         leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
+        if leaves > 0 and status in _FINISHED and kind in _LEAVES_COUNT:
+            # FIX's LeavesQty is 0 once an order is finished; this report says both. Before,
+            # the Guard counted the LeavesQty working while the book took the OrdStatus and
+            # left the order's working index: no kill cancelled it, a drain counted it done
+            raise ValueError(
+                f"LeavesQty(151)={F.clean(msg.get(F.LEAVES_QTY) or '')[:32]} with OrdStatus(39)"
+                f"={F.clean(status)[:8]} ({kind.value}) for {gid}: a finished order leaves none"
+            )
         trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
         fill = self._venue_fill(msg, go) if trade else None
+        if not trade:
+            self._check_instrument_side(msg, kind, go)
         note: str | None = None
         replaced = False
         if kind is F.ExecKind.TRADE:
@@ -2271,6 +2292,10 @@ class Gateway(Handler):
         elif kind is F.ExecKind.TRADE_CORRECT:
             old = self.book.fills[ref]  # one of this order's (checked above)
             assert fill is not None
+            # under the id the execution was booked under: one from before a replace is the
+            # order's old id (the Guard refused the correction as another order's, so the
+            # node halted and the venue's correction was never applied)
+            fill = Fill(old.order_id, fill.symbol, fill.side, fill.qty, fill.price)
             self.guard.on_correct(old, fill, parent_id=go.parent_id)
             self.book.fills[ref] = fill
             go.cum += fill.qty - old.qty
@@ -2281,6 +2306,15 @@ class Gateway(Handler):
                 )
             elif self.guard.remaining(gid) is not None:
                 self.guard.on_restate(gid, leaves)  # its working quantity follows the venue
+            elif leaves > 0:
+                # a correction down may reopen a finished order, as a bust may: the Guard
+                # cannot count it working again, so it is cancelled (before, it worked on
+                # at the venue counted by nothing, with no halt)
+                self.guard.note("correction_reopened", order=go.guard_id, leaves=leaves)
+                self._cancel_at_venue(
+                    go, "knightwatch: reopened by a trade correction after it had finished; "
+                    "the Guard cannot count it, so it is cancelled"
+                )  # fmt: skip
         venue_oid = msg.get(F.ORDER_ID)
         if kind is F.ExecKind.NEW or replaced or go.order_id == "NONE":
             go.order_id = venue_oid or go.order_id
@@ -2339,6 +2373,28 @@ class Gateway(Handler):
             raise ValueError(f"Side(54)={fix_side} is not supported by the gateway")
         qty = self._lots(symbol, msg[F.LAST_QTY])
         return Fill(go.guard_id, symbol, side, qty, float(msg[F.LAST_PX]))
+
+    def _check_instrument_side(self, msg: F.In, kind: F.ExecKind, go: GwOrder) -> None:
+        """A venue report of order `go` (no fill: a fill of another instrument or side
+        halts in the Guard) that names another instrument or side than the order's: the
+        venue has the order working as something the Guard never checked and does not
+        count (its limits, a symbol kill of what the venue works miss it). Applied as the
+        report says, and the node halts `fill_mismatch` naming both (caller holds the
+        lock). Before, an acknowledgement, restatement or replace of L000 buy reported as
+        L001 or as a sell was applied and relayed with no word. An order adopted with no
+        instrument (`?`, halted already) is compared on its side only."""
+        named = self._instrument(msg)
+        code = msg.get(F.SIDE)
+        wrong: list[str] = []
+        if named is not None and go.symbol != "?" and named != go.symbol:
+            wrong.append(f"{self._instrument_name()}={F.clean(named)[:64]}")
+        if code is not None and _SIDES.get(code) is not go.side:
+            wrong.append(f"Side(54)={F.clean(code)[:8]}")
+        if wrong:
+            self.guard.flag_mismatch(
+                f"venue {kind.value} report of {go.guard_id} names {' and '.join(wrong)}; the "
+                f"order is {go.side.value} {go.symbol}, as the Guard checked and counts it"[:400]
+            )
 
     def _check_leaves(self, go: GwOrder, venue: int) -> None:
         """The venue's LeavesQty is the truth; a Guard that disagrees halts the node."""
