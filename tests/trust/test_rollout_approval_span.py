@@ -22,7 +22,12 @@ from knightwatch.flags.state import FlagChange
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.trust.approval import Approval, ApprovalKind, sign_approval
 from knightwatch.trust.command import SKEW_NS, Refused, TrustReason
-from knightwatch.trust.flagproof import ROLLOUT_SPAN_NS, FlagSealer, check_flag_proof
+from knightwatch.trust.flagproof import (
+    ROLLOUT_SPAN_NS,
+    ROLLOUT_START_NS,
+    FlagSealer,
+    check_flag_proof,
+)
 
 from .test_flagproof import FLAG, KIT, NOW, RLP, SCHEMA
 
@@ -31,11 +36,13 @@ ROLLOUT = RolloutPlan(stages=(Stage("canary", 0, nodes=1), Stage("fleet", 0, fra
 PLAN = plan_digest(ROLLOUT)
 
 
-def stage(*, issued_ns: int, approved_ns: int, actor: str = "alice") -> str:
-    """`actor`'s signed stage of alice's rollout approved by bob at NOW (its hour from NOW)."""
+def stage(*, issued_ns: int, approved_ns: int, actor: str = "alice", index: int = 0) -> str:
+    """`actor`'s signed stage `index` (0: the canary, n1; 1: the fleet, n2) of alice's
+    rollout approved by bob at NOW (its hour from NOW)."""
     a = Approval(ApprovalKind.ROLLOUT, RLP, True, None, "alice", "ok", NOW, NOW + HOUR, PLAN)
     approval = encode_envelope(sign_approval(a, KIT.signer("bob"))).decode()
-    change = FlagChange(RLP, True, ("n1",), actor, "bob", "stage", "rollout", issued_ns, {})
+    nodes = (("n1",), ("n2",))[index]
+    change = FlagChange(RLP, True, nodes, actor, "bob", "stage", "rollout", issued_ns, {})
     request = ActivationRequest(
         RLP,
         True,
@@ -49,18 +56,18 @@ def stage(*, issued_ns: int, approved_ns: int, actor: str = "alice") -> str:
         approved_ns=approved_ns,
         rollout_id="rlp-1",
         rollout_nodes=("n1", "n2"),
-        rollout_stage=0,
+        rollout_stage=index,
         rollout_plan=msgspec.json.encode(ROLLOUT).decode(),
     )
     return FlagSealer(KIT.signer(actor), KIT.roster).seal(change, 7, request, FLAG)
 
 
-def judge(proof: str, at_ns: int, live: bool) -> tuple[str, ...]:
+def judge(proof: str, at_ns: int, live: bool, node: str = "n1") -> tuple[str, ...]:
     verdict = check_flag_proof(
         proof,
         KIT.roster,
         flag_id=RLP,
-        node="n1",
+        node=node,
         value=True,
         schema=SCHEMA,
         now_ns=at_ns,
@@ -104,12 +111,33 @@ def test_every_stage_of_a_rollout_within_its_span_is_approved(
     start: int, after: int, live: bool
 ) -> None:
     """A rollout started inside the approval's hour promotes for up to a day after its start
-    (holds, evidence waits), stage by stage, as before."""
-    issued = NOW + start + after
-    if issued < NOW:
-        issued = NOW
+    (holds, evidence waits), stage by stage, as before; its first stage goes out as it
+    starts."""
+    issued = max(NOW, NOW + start + after)
+    proof = stage(issued_ns=issued, approved_ns=NOW + start, index=1)
+    assert judge(proof, issued, live, node="n2") == ("bob",)
+    first = max(NOW, NOW + start + min(after, ROLLOUT_START_NS))
+    assert judge(stage(issued_ns=first, approved_ns=NOW + start), first, live) == ("bob",)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    late=st.integers(1, ROLLOUT_SPAN_NS),
+    start=st.integers(0, HOUR),
+    live=st.booleans(),
+)
+def test_a_first_stage_issued_after_its_start_window_carries_no_approval(
+    late: int, start: int, live: bool
+) -> None:
+    """A rollout's first stage is issued as it starts. Bounded only by the day-long span,
+    one operator started a rollout of their own on an approval unused in its hour up to a
+    day after that hour ended, dating the start (`approved_ns`) back into it."""
+    issued = NOW + start + ROLLOUT_START_NS + late
     proof = stage(issued_ns=issued, approved_ns=NOW + start)
-    assert judge(proof, issued, live) == ("bob",)
+    with pytest.raises(Refused) as exc:
+        judge(proof, issued, live)
+    assert exc.value.reason is TrustReason.APPROVAL_INVALID
+    assert "first stage is issued within 300 s of its start" in exc.value.detail
 
 
 @settings(max_examples=40, deadline=None)

@@ -86,6 +86,12 @@ ROLLOUT_SPAN_NS = 24 * 3600 * 1_000_000_000
 """How long after a rollout's start (`approved_ns`, when its approval was checked) its
 stages may still be issued on that approval; a change dated before the start, or later
 than this after it, carries no rollout approval."""
+ROLLOUT_START_NS = 300 * 1_000_000_000
+"""How long after a rollout's start (`approved_ns`) its first stage (the first that adds
+nodes: the driver issues it as it starts) may be issued. `approved_ns` is the actor's
+word, checked against the approval's hour: with only `ROLLOUT_SPAN_NS` to bound it, one
+operator started a new rollout of their own on an approval unused in its hour up to a
+day after that hour ended, dating the start back into it."""
 
 
 class FlagDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -462,6 +468,19 @@ def _approvers(
             f"approved_ns {decision.approved_ns}: a rollout's stage is issued from its "
             f"start to {ROLLOUT_SPAN_NS // 3_600_000_000_000} h after it (issued_ns "
             f"{decision.issued_ns}); the rollout approval does not carry it (ask for a new one)",
+        )
+    if (
+        stage is not None
+        and stage.prior < 0
+        and decision.issued_ns - decision.approved_ns > (ROLLOUT_START_NS)
+    ):
+        # the first stage is issued as the rollout starts: dated later, its start was dated
+        # back into the approval's hour (an approval unused then, used a day on by one person)
+        raise Refused(
+            TrustReason.APPROVAL_INVALID,
+            f"approved_ns {decision.approved_ns}: a rollout's first stage is issued within "
+            f"{ROLLOUT_START_NS // NS_PER_S} s of its start (issued_ns {decision.issued_ns}); "
+            "the rollout approval does not carry it (ask for a new one)",
         )
     try:
         approver = check_approval(
