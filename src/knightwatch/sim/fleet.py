@@ -32,7 +32,7 @@ delivery is inline.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import hashlib
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -421,10 +421,13 @@ class SimulatedRamp:
         self.plan = plan
         self.actor = actor
         now = fleet.clock.time_ns()
+        # named by what it resumes and when, on the simulated clock: a random id made two
+        # runs of one scenario and seed print different events, control actions and JSON
+        ramp_id = hashlib.sha256(f"{scope.value}\0{key}\0{now}".encode()).hexdigest()[:12]
         self.record = RampRecord(
             scope,
             key,
-            uuid.uuid4().hex[:12],
+            ramp_id,
             0,
             plan.fractions,
             plan.stages[0].fraction,

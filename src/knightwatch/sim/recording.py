@@ -13,12 +13,17 @@ and nothing is fsynced (the file is rewritten by the next run anyway).
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Collection
 from pathlib import Path
 
 from knightwatch.audit.record import FsyncPolicy
 from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.clock import Clock
 
+NODE_FILE = re.compile(r"n[0-9]+\.jsonl")
+"""A node's flight-record file in a replay's audit directory (node ids are n1..nN)."""
 BATCH = 8192
 FLUSH_INTERVAL_MS = 1000.0
 
@@ -56,3 +61,22 @@ def node_recorder(node: str, clock: Clock, audit_dir: Path | None) -> FlightReco
         fsync=FsyncPolicy.NONE,
         sink=sink,
     )
+
+
+def clear_other_runs(audit_dir: Path, written: Collection[str]) -> None:
+    """Remove the node files in `audit_dir` this run will not write (`written`: its node
+    ids, none for a run without a Guard), and the directory itself if that leaves it empty.
+
+    A report directory used again kept an earlier run's files: after an unguarded run (no
+    recorder) or a smaller fleet, `replay` announced "flight recorder: 4 node files" and
+    `audit why` answered from another run's orders. Other files are left alone."""
+    try:
+        entries = list(audit_dir.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if NODE_FILE.fullmatch(entry.name) and entry.stem not in written and not entry.is_dir():
+            entry.unlink(missing_ok=True)
+    if not written:
+        with contextlib.suppress(OSError):  # not empty: what is left is not ours
+            audit_dir.rmdir()

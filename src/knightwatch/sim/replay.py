@@ -39,7 +39,7 @@ from knightwatch.sim.fleet import ControlAction, SimulatedFleet, SimulatedRamp, 
 from knightwatch.sim.governance import Governance
 from knightwatch.sim.layers import Layer
 from knightwatch.sim.node import Node
-from knightwatch.sim.recording import node_recorder
+from knightwatch.sim.recording import clear_other_runs, node_recorder
 from knightwatch.sim.router import ParentOrder, RoutedParent, SmarsRouter
 from knightwatch.sim.scenario import Scenario
 from knightwatch.sim.setup import LayerSetup, TimelineAction
@@ -205,6 +205,8 @@ class Replay:
         for layer in layers:
             layer.configure(self.setup)
         limits = self.setup.limits() if self.setup.guarded else None
+        if audit_dir is not None:  # only this run's files: a reused --report held others
+            clear_other_runs(audit_dir, sc.node_ids() if limits is not None else ())
         names = [s.name for s in self.symbols]
         self.nodes: list[Node] = []
         for nid in sc.node_ids():
