@@ -67,7 +67,7 @@ def test_torn_tail_is_cut_and_recorded(write_file: WriteFile, audit_path: Path) 
     write_file(6)
     torn = b'{"seq":99,"ts":1,"kind":"decision","node":"n1","ord'
     with audit_path.open("ab") as f:
-        f.write(torn)
+        f.write(torn + b"\0" * 4096)  # a crashed recorder's file is allocated past its data
     assert verify_file(audit_path).problems[0].kind == "truncated"
     with FlightRecorder(audit_path, clock=SimClock(7)) as rec:
         rec.record_decision(order(50), ACCEPTED, CTX, RULES)

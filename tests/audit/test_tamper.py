@@ -160,9 +160,16 @@ def test_record_moved_earlier_is_named(write_file: WriteFile, audit_path: Path) 
 
 
 def test_truncated_last_line_is_named(write_file: WriteFile, audit_path: Path) -> None:
+    """Cut with nothing after it: not what a recorder leaves (`cut`, test_cut_files.py);
+    with the allocated zero bytes a crashed or running recorder's file has, `truncated`."""
     lines = write_file()
     lines[-1] = lines[-1][:40]
     report = check(audit_path, lines)
+    assert kinds(report) == [
+        (ProblemKind.UNSEALED, SEAL_2 + 1, 18),
+        (ProblemKind.CUT, 26, None),
+    ]
+    report = check(audit_path, [*lines, b"\0" * 4096])
     assert kinds(report) == [
         (ProblemKind.UNSEALED, SEAL_2 + 1, 18),
         (ProblemKind.TRUNCATED, 26, None),
@@ -173,7 +180,9 @@ def test_missing_final_newline_is_named(write_file: WriteFile, audit_path: Path)
     lines = write_file()
     lines[-1] = lines[-1].rstrip(b"\n")
     report = check(audit_path, lines)
-    assert kinds(report) == [(ProblemKind.TRUNCATED, SEAL_3, 25)]  # the newline is not hashed
+    assert kinds(report) == [(ProblemKind.CUT, SEAL_3, 25)]  # the newline is not hashed
+    report = check(audit_path, [*lines, b"\0"])
+    assert kinds(report) == [(ProblemKind.TRUNCATED, SEAL_3, 25)]
 
 
 def test_non_json_line_is_named(write_file: WriteFile, audit_path: Path) -> None:

@@ -165,17 +165,21 @@ class _Replay:
         self.unreadable: list[StandingHalt] = []
         self.unproven: list[StandingHalt] = []  # unreadable flag_applied: no resume lifts them
         self.flags: dict[str, int] = {}
+        self.why = ""
+        """Why the last line that stands as a halt could not be read (`unreadable_standing`)."""
+        self.absent = False
+        """That line is a halt whose only faults are a scope, key or code left out."""
 
     def line(self, lineno: int, line: bytes) -> None:
         """One line holding a marker (as `read_lines` gives it: cut when too long)."""
-        path, unreadable, unproven, flags = self.path, self.unreadable, self.unproven, self.flags
+        flags = self.flags
         try:
             rec = decode_record(line)
         except msgspec.DecodeError as exc:
             if _HALT_MARKER in line:
-                unreadable.append(_unreadable(path, lineno, line, f"not a record ({exc})"))
+                self._stands(lineno, line, f"not a record ({exc})")
             elif _FLAG_MARKER in line:
-                unproven.append(_unreadable(path, lineno, line, f"not a record ({exc})", True))
+                self._stands(lineno, line, f"not a record ({exc})", flag=True)
             return
         if not isinstance(rec, EventRecord):
             return
@@ -186,7 +190,7 @@ class _Replay:
                 flags[flag] = max(revision, flags.get(flag, 0))
             else:  # as unprovable as a line that does not decode
                 why = "a flag_applied without its flag as text and revision as a count"
-                unproven.append(_unreadable(path, lineno, line, why, True))
+                self._stands(lineno, line, why, flag=True)
             return
         scope, key = data.get("scope"), data.get("key")
         code = data.get("code")
@@ -194,14 +198,14 @@ class _Replay:
             isinstance(scope, str) and isinstance(key, str) and isinstance(code, str)
         ):
             missing = "scope, key and code (its source) as text"
-            unreadable.append(_unreadable(path, lineno, line, f"a halt without {missing}"))
+            self._stands(lineno, line, f"a halt without {missing}")
+            self.absent = all(v is None or isinstance(v, str) for v in (scope, key, code))
             return
         if rec.kind == "halt" and _PREFIX.match(line) is None:
             # its seq and time not the counts a recorder writes ("ts":"..." or 1.5): the
             # reader took time 0, older than any resume in the store, which then lifted a
             # halt naming no command at the node's start (`NodeRuntime._restore`)
-            why = "a halt without its seq and time as counts"
-            unreadable.append(_unreadable(path, lineno, line, why))
+            self._stands(lineno, line, "a halt without its seq and time as counts")
             return
         if not isinstance(scope, str) or not isinstance(key, str):
             return
@@ -223,7 +227,13 @@ class _Replay:
             elif isinstance(code, str):
                 slot.pop(code, None)
             if scope == "node" and code in (None, RejectReason.HALTED.value):
-                unreadable.clear()  # the node halt an unreadable one stood for, lifted
+                self.unreadable.clear()  # the node halt an unreadable one stood for, lifted
+
+    def _stands(self, lineno: int, line: bytes, why: str, *, flag: bool = False) -> None:
+        """Keep a line that cannot be read as a halt of the node (`_unreadable`)."""
+        self.why = why
+        into = self.unproven if flag else self.unreadable
+        into.append(_unreadable(self.path, lineno, line, why, flag))
 
     def chunk(self, buf: bytes, cut: int, lineno: int) -> None:
         """Feed the marked lines of `buf[:cut]` (whole lines, the first one numbered
@@ -250,6 +260,25 @@ class _Replay:
     def standing(self) -> Standing:
         halts = [h for slot in self.latches.values() for h in slot.values()]
         return Standing(halts + self.unreadable + self.unproven, self.flags)
+
+
+def unreadable_standing(line: bytes) -> str | None:
+    """Why a starting node cannot read `line` of its file as the halt or flag change it is
+    marked as (it then starts halted on it, telling the operator to run `audit verify`),
+    or None. `audit verify` names such a line: a halt with a scope, key or code that is
+    not text, or its seq or time not counts, or a flag_applied without its flag and
+    revision, resealed or after the last seal, was reported intact while the node stood
+    halted on it.
+
+    Not yet a halt whose only faults are a scope, key or code left out: every recorder's
+    halt carries all three (`Guard.halt`), but the tests of other parts and
+    `bench/audit_bench.py` write such halts into files they verify, and would first need
+    theirs completed."""
+    if not any(m in line for m in _MARKERS):
+        return None
+    replay = _Replay("")
+    replay.line(0, line)
+    return None if replay.absent else replay.why or None
 
 
 UNREADABLE = "unreadable"

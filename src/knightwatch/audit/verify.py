@@ -22,22 +22,26 @@ elsewhere (`anchor`) to catch those.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import stat
 from bisect import bisect_left
 from collections.abc import Iterable
 from enum import StrEnum
 from hashlib import sha256
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
 from knightwatch.audit.chain import GENESIS, SEAL, Seal, split_line
-from knightwatch.audit.log import NotARegularFile
+from knightwatch.audit.log import SEGMENT, NotARegularFile
 from knightwatch.audit.read import ADOPT, MAX_LINE_BYTES, data_end, read_lines, unreadable_id
 from knightwatch.audit.record import DECISION
+from knightwatch.audit.standing import unreadable_standing
 from knightwatch.inputs import UNDECODABLE
 
+_STANDING: Final = frozenset({"halt", "flag_applied"})
+"""The kinds a starting node reads back as standing (`standing.unreadable_standing`)."""
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
 """Out-of-sequence lines kept for explanation; bounds memory on a shuffled or spliced file."""
@@ -64,6 +68,9 @@ class ProblemKind(StrEnum):
     """A checkpoint whose signature does not verify under the node's key (forged)."""
     APPENDED = "appended"
     """Records after the node's signed final checkpoint: written by someone else."""
+    CUT = "cut"
+    """The file ends inside its last line with nothing after it (`ends_cut`): cut after it
+    was written, not a recorder writing it or one that crashed (`truncated`)."""
 
 
 class _Line(msgspec.Struct):
@@ -138,8 +145,28 @@ def verify_file(
         # end, so a crash's torn last line is reported as cut short, not as one line of
         # megabytes (its bytes and the zeros after them) that is "malformed".
         end = data_end(f)
+        cut = ends_cut(f, end)
         f.seek(0)
-        return verify_lines(read_lines(f, end=end), os.fspath(path), anchor=anchor, note=note)
+        return verify_lines(
+            read_lines(f, end=end), os.fspath(path), anchor=anchor, note=note, ended=cut
+        )
+
+
+def ends_cut(f: BinaryIO, end: int) -> bool:
+    """Whether the file holds nothing after its data's `end` (`read.data_end`): a last line
+    cut short there was cut after it was written (`verify_lines`' `ended`).
+
+    A recorder copying a line (running, or killed mid-copy) has its file allocated past it
+    in zero bytes, the rest of the line's own bytes (its newline) among them, and a closed
+    one cuts its file after a whole line; only a copy tool, a full disk or a `truncate`
+    ends a file inside a line. Such a file was reported as "a recorder is writing this
+    file, or crashed". A data end on a segment boundary is not judged: a machine crash
+    may keep a segment's data and lose the allocation of the next one."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (OSError, io.UnsupportedOperation):
+        return False  # in memory: nothing to tell by
+    return end == size and end % SEGMENT != 0
 
 
 def verify_lines(
@@ -148,16 +175,19 @@ def verify_lines(
     *,
     anchor: str | None = None,
     note: Iterable[int] = (),
+    ended: bool = False,
 ) -> VerifyReport:
     """Verify raw lines (each with its newline, as read from a binary file).
 
     `note`: seqs whose seal hashes the report should carry (`VerifyReport.noted`).
+    `ended`: the lines are the whole file and nothing follows them (`ends_cut`): a last
+    line without its newline is `cut`, not `truncated` (a writer's unfinished copy).
     """
-    return _Verifier(anchor, frozenset(note)).run(raw_lines, name)
+    return _Verifier(anchor, frozenset(note), ended).run(raw_lines, name)
 
 
 def verify_through(
-    raw_lines: Iterable[bytes], name: str, through: int
+    raw_lines: Iterable[bytes], name: str, through: int, *, ended: bool = False
 ) -> tuple[VerifyReport, VerifyReport]:
     """Verify raw lines, and say also what verifying only their first `through` lines says
     (as `verify_lines` of them would), in one pass: (the first `through` lines, all).
@@ -166,14 +196,17 @@ def verify_through(
     order after them, edited so it no longer names the order, is found only as a broken
     chain there. Fewer lines than `through`: both reports are of all of them.
     """
-    verifier = _Verifier(None)
+    verifier = _Verifier(None, ended=ended)
     whole = verifier.run(raw_lines, name, through=through)
     return verifier.prefix or whole, whole
 
 
 class _Verifier:
-    def __init__(self, anchor: str | None, note: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self, anchor: str | None, note: frozenset[int] = frozenset(), ended: bool = False
+    ) -> None:
         self.note = note
+        self.ended = ended
         self.noted: dict[int, str] = {}
         self.last_seq = -1
         self.problems: list[Problem] = []
@@ -246,9 +279,7 @@ class _Verifier:
                 elif complete:
                     self.add(ProblemKind.NOT_JSON, lineno, None, f"not JSON: {exc}")
                 else:
-                    self.add(
-                        ProblemKind.TRUNCATED, lineno, None, f"last line cut short ({len(raw)} B)"
-                    )
+                    self._cut(lineno, None, f"last line cut short ({len(raw)} B)")
                 self._hash(raw, lineno, None)
                 continue
             if not line.isascii():
@@ -257,7 +288,7 @@ class _Verifier:
             self.last_seq = link.seq
             self._sequence(lineno, link.seq)
             if not complete:
-                self.add(ProblemKind.TRUNCATED, lineno, link.seq, "last line has no newline")
+                self._cut(lineno, link.seq, "last line has no newline")
             if link.kind == SEAL:
                 seals += 1
                 self._seal(line, lineno, link.seq)
@@ -276,9 +307,26 @@ class _Verifier:
                         self._unreadable_id(line, lineno, link.seq)
                 elif kind == ADOPT:
                     self._unreadable_id(line, lineno, link.seq)
+                elif kind in _STANDING:
+                    self._unreadable_standing(line, lineno, link.seq)
                 if link.seq in self.note and link.seq not in self.noted:
                     self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
         return self.finish(name, lineno, records, seals, last_line, nul)
+
+    def _cut(self, lineno: int, seq: int | None, what: str) -> None:
+        """The last line ends without its newline: a writer's unfinished copy, or, where
+        nothing follows it in the file (`ended`), a file cut short after it was written."""
+        if not self.ended:
+            self.add(ProblemKind.TRUNCATED, lineno, seq, what)
+            return
+        self.add(
+            ProblemKind.CUT,
+            lineno,
+            seq,
+            f"{what}, and nothing follows it in the file: cut after it was written (a "
+            "recorder writing it, or killed mid-copy, leaves its file allocated past the "
+            "line in zero bytes; a closed one ends it after a whole line)",
+        )
 
     def _copy(self) -> _Verifier:
         """An independent copy of the state (`finish` changes what it is called on)."""
@@ -302,7 +350,8 @@ class _Verifier:
         nul: tuple[int, int] | None,
     ) -> VerifyReport:
         """The report, once the lines ended after `lineno` (the last of them numbered so)."""
-        if nul is not None and nul[1] == lineno and nul[0] < len(self.problems):
+        if nul is not None and nul[1] == lineno and nul[0] < len(self.problems) and not self.ended:
+            # (with nothing after it in the file, no crash left it: it stays not JSON)
             self.problems[nul[0]] = Problem(
                 ProblemKind.TRUNCATED,
                 lineno,
@@ -372,6 +421,20 @@ class _Verifier:
                 seq,
                 f"a record a starting node cannot read: {why} "
                 "(the node refuses to start on the file)",
+            )
+
+    def _unreadable_standing(self, line: bytes, lineno: int, seq: int) -> None:
+        """Name a halt or flag_applied line a starting node cannot read: it starts halted on
+        it (`standing.unreadable_standing`), telling the operator to run verify, which
+        reported the line intact where no seal was broken (resealed, or after the last)."""
+        why = unreadable_standing(line)
+        if why is not None:
+            self.add(
+                ProblemKind.MALFORMED,
+                lineno,
+                seq,
+                f"a record a starting node cannot read: {why} "
+                "(the node starts halted on it until an operator resumes it)",
             )
 
     # ------------------------------------------------------------------ seals

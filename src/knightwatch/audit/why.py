@@ -40,7 +40,13 @@ from knightwatch.audit.chain import Seal
 from knightwatch.audit.errors import OrderNotFound
 from knightwatch.audit.read import data_end, decode_record, read_lines
 from knightwatch.audit.record import DecisionRecord, EventRecord
-from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_through
+from knightwatch.audit.verify import (
+    Problem,
+    ProblemKind,
+    VerifyReport,
+    ends_cut,
+    verify_through,
+)
 from knightwatch.inputs import UNDECODABLE
 
 FILL = "fill"
@@ -134,8 +140,9 @@ def explain_order(path: str | os.PathLike[str], order_id: str) -> Explanation:
     through = max(sealed_by[n][0] if n in sealed_by else n for n, _ in used)
     with open(path, "rb") as f:
         end = data_end(f)
+        cut = ends_cut(f, end)
         f.seek(0)
-        chain, whole = verify_through(read_lines(f, end=end), os.fspath(path), through)
+        chain, whole = verify_through(read_lines(f, end=end), os.fspath(path), through, ended=cut)
     chain, whole = _unread_named(chain, scan.unread), _unread_named(whole, scan.unread)
     decision_seals = tuple(sealed_by[n][1] if n in sealed_by else None for n in decision_lines)
     covered: dict[int, Seal] = {}
