@@ -339,7 +339,8 @@ def test_verify_of_a_file_read_mid_copy_says_its_end_is_unfinished_not_only_faul
     first_seal = next(i for i, line in enumerate(lines) if b'"kind":"seal"' in line)
     at = first_seal + 1 if sealed_before else len(lines) - 2  # the line being copied
     kept, torn = lines[:at], lines[at][:cut]
-    audit_path.write_bytes(b"".join(kept) + torn)
+    live = b"\0" * 4096  # what a recorder has allocated past the line it copies
+    audit_path.write_bytes(b"".join(kept) + torn + live)
     result = runner.invoke(app, ["audit", "verify", str(audit_path)])
     out = " ".join(result.output.split())
     assert result.exit_code == 1, out
@@ -347,7 +348,23 @@ def test_verify_of_a_file_read_mid_copy_says_its_end_is_unfinished_not_only_faul
     assert sealed_before or "not sealed yet" in out
     # anything else wrong in the file: no such note
     edited = [*kept[:2], kept[2].replace(b'"qty":100', b'"qty":900'), *kept[3:]]
-    audit_path.write_bytes(b"".join(edited) + torn)
+    audit_path.write_bytes(b"".join(edited) + torn + live)
     result = runner.invoke(app, ["audit", "verify", str(audit_path)])
     assert result.exit_code == 1 and "edited" in result.output
     assert "a recorder is writing" not in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("cut", [1, 25, -1])
+def test_verify_of_a_closed_file_cut_inside_a_line_says_cut_not_a_writer(
+    write_file: WriteFile, audit_path: Path, cut: int
+) -> None:
+    """A file whose last line ends with nothing after it (no zeros a live recorder has
+    allocated) was cut after it was written (a copy, a full disk, `truncate`): `verify`
+    said a recorder was writing it, which an operator reads as "come back later"."""
+    lines = write_file(12)
+    kept, torn = lines[:-2], lines[-2][:cut]
+    audit_path.write_bytes(b"".join(kept) + torn)
+    result = runner.invoke(app, ["audit", "verify", str(audit_path)])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1, out
+    assert "cut" in out and "a recorder is writing" not in out, out

@@ -30,7 +30,7 @@ from knightwatch.audit.read import (
 )
 from knightwatch.audit.record import DecisionRecord, EventRecord
 from knightwatch.audit.record import format_ts as _format_ts
-from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, verify_lines
+from knightwatch.audit.verify import Problem, ProblemKind, VerifyReport, ends_cut, verify_lines
 from knightwatch.audit.why import Explanation, explain_order
 from knightwatch.cli.options import OptionError, scope_value
 from knightwatch.control.node.trustfeed import sync_roster
@@ -210,11 +210,14 @@ def verify_cmd(
                 disable=not err.is_terminal,
             ) as progress,
         ):
+            # a closed file cut inside a line is `cut`: a live writer's has zeros after it
+            ended = ends_cut(f, data_end(f))
             report = verify_lines(
                 _lines_with_progress(f, progress),
                 str(file),
                 anchor=anchor,
                 note=wanted_seqs(signed.envelopes),
+                ended=ended,
             )
     except OSError as exc:
         raise _unreadable(file, exc) from None
