@@ -45,7 +45,12 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
 from knightwatch.control.fleet.approvals import PIN, Requests, RequestStatus
-from knightwatch.control.fleet.killswitch import RUNBOOK_FALLBACK, CommandResult, KillSwitch
+from knightwatch.control.fleet.killswitch import (
+    RUNBOOK_FALLBACK,
+    CommandResult,
+    KillSwitch,
+    reached_no_one,
+)
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
@@ -406,11 +411,15 @@ def _print_result(result: CommandResult, verb: str) -> None:
             "nodes never heard from were not awaited; check `knightwatch status`[/red]",
             highlight=False,
         )
-    elif not result.targets:
-        console.print("[yellow]no node was targeted (the fleet has no members)[/yellow]")
+    elif result.reached_none:
+        console.print(
+            f"[red]{_text(reached_no_one(result, verb))}[/red]", highlight=False, soft_wrap=True
+        )
     for node_id in result.missing:
         expires = result.leases.get(node_id, 0)
-        if not expires:
+        if result.not_member(node_id):
+            why = "not a member of this fleet (no node of that id has joined)"
+        elif not expires:
             why = "no membership record: never seen, so its lease is unknown"
         elif result.lease_expired(node_id):
             at = when(expires, millis=True)
@@ -653,8 +662,8 @@ def kill(
     if evidence:
         console.print(escape(f"evidence snapshot written to {evidence[0]}"), highlight=False)
     _warn_symbol_case(scope, slot_key)
-    if not result.ok:
-        raise typer.Exit(1)
+    if not result.ok or result.reached_none:
+        raise typer.Exit(1)  # stored, but no node in its scope confirmed it
     if no_evidence:
         # sent and confirmed, its evidence not taken: neither 2 (not sent) nor 1 (not
         # confirmed), and never 0 (the snapshot the settings ask for is missing)

@@ -78,6 +78,7 @@ from knightwatch.control.fleet.killswitch import (
     CommandResult,
     KillSwitch,
     KillSwitchError,
+    reached_no_one,
     unreachable_message,
 )
 from knightwatch.control.fleet.pager import Pager
@@ -1031,11 +1032,21 @@ async def api_kill(request: Request) -> Response:
         )  # fmt: skip
     out = result_json(result)
     out["reason_cleaned"] = cleaned
-    request.state.result = "ok" if result.ok else "unconfirmed"
+    for m in out["missing"]:
+        if result.not_member(m["node"]):
+            m["lease"] = "none: not a member of this fleet"
+    nobody = reached_no_one(result, "drain" if body.drain else "kill")
+    if result.reached_none:
+        # stored, but no node in its scope confirmed it (a node id that is no member, a
+        # fleet with no members): never "every live node confirmed"
+        out["ok"], out["error"] = False, nobody
+    request.state.result = "ok" if out["ok"] else "unconfirmed"
     confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
     missing = "; not confirmed: " + ",".join(result.missing) if result.missing else ""
-    request.state.detail = f"confirmed by {confirmed or 'nobody'}{missing}" + (
-        f"; {cleaned}" if cleaned else ""
+    request.state.detail = (
+        f"confirmed by {confirmed or 'nobody'}{missing}"
+        + (f"; {nobody}" if result.reached_none else "")
+        + (f"; {cleaned}" if cleaned else "")
     )
     if result.revision is None and not result.latencies_ms:
         # neither stored nor confirmed by any node (or never sent): the control plane is out

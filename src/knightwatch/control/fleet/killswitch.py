@@ -15,6 +15,11 @@ only if it is of the command: its scope and key, and for a kill a state at least
 as strict (a node echoing the command id while it reports ACTIVE is not
 stopped). A membership that cannot be read, before the wait and after it, leaves
 the members never heard from unawaited: the command is not `ok` then either.
+A kill that no node in its scope received (a node kill naming no member, a typo
+for the runaway's id; a fleet with no members, perhaps the wrong control plane)
+is stored all the same (a node that joins holds it) but says so
+(`reached_none`, naming the live nodes), and a node kill naming no member
+answers at once: nothing holding a lease can confirm it.
 
 A kill never waits on a control plane it cannot reach. When this process's
 connection has been down for `RECONNECT_GRACE_S` (a cluster member's loss is a
@@ -137,6 +142,29 @@ class CommandResult(msgspec.Struct, frozen=True):
     """Why the fleet's membership could not be read, before and after the wait ("": it was
     read). `targets` then holds only the nodes heard from directly: a member never heard
     from was not awaited and may still be trading, so the command is not `ok`."""
+    live: list[str] | None = None
+    """The nodes holding a lease when the command finished (membership and heartbeats
+    heard), or None if the membership was not read then. A node kill whose node is not
+    among the members (a typo for the runaway's id) names them: the node it reached is
+    no one."""
+
+    def not_member(self, node_id: str) -> bool:
+        """True if this unconfirmed node has no membership record at all while the
+        membership was read: no such node has joined (it is halted if it ever does)."""
+        return self.live is not None and node_id in self.missing and not self.leases.get(node_id)
+
+    @property
+    def reached_none(self) -> bool:
+        """True if the command was sent with the membership read and no node in its scope:
+        stored (a node that joins later holds it), yet no node confirmed anything. Not
+        `ok` for a person: it cannot be told from a kill sent to the wrong control plane."""
+        return (
+            self.entry.state is not TradingState.ACTIVE
+            and self.sent
+            and not self.members_error
+            and self.live is not None
+            and (not self.targets or all(self.not_member(n) for n in self.targets))
+        )
 
     def lease_expired(self, node_id: str) -> bool:
         """True if this unconfirmed node's lease had run out when the command finished."""
@@ -150,6 +178,28 @@ class CommandResult(msgspec.Struct, frozen=True):
             and not self.still_working
             and not self.members_error
         )
+
+
+def reached_no_one(result: CommandResult, verb: str = "kill") -> str:
+    """One line for a kill sent and stored that no node in its scope received
+    (`CommandResult.reached_none`): a node kill naming no member (a typo for the runaway's
+    id: the live nodes are named so the right one is killed now), or a kill in a fleet with
+    no members (the control plane may be the wrong one). Never success."""
+    e = result.entry
+    nodes = result.live or []
+    live = ", ".join(nodes[:20]) + (f" (+{len(nodes) - 20} more)" if len(nodes) > 20 else "")
+    held = "halted" if e.state is TradingState.HALTED else "reduce-only"
+    if e.scope is Scope.NODE:
+        return (
+            f"{verb} reached no node: {e.key} is not a member of this fleet (live: "
+            f"{live or 'none'}); stored: {e.key} is {held} if it joins; if you meant another node, "
+            "stop it now"
+        )
+    return (
+        f"{verb} reached no node: this fleet has no members; stored: a node "
+        f"that joins is {held}; if nodes are trading, they are on another control plane "
+        "(check the control plane's URL and the fleet's status)"
+    )
 
 
 def confirmation_problem(entry: StateEntry, c: Confirmation) -> str:
@@ -663,12 +713,20 @@ class KillSwitch:
         arrivals = self._arrivals[entry.command_id]
         known: dict[str, NodeStatus] = {}
         members_error = ""
+        read = False  # whether `known` holds the membership as read (not only heartbeats)
+        absent = False  # a node kill's node is no member: nothing to wait for
         lost = False
         try:
             if targets is None:
                 known, members_error = await self._members()
+                read = not members_error
                 if entry.scope is Scope.NODE:
                     targets, members_error = [entry.key], ""  # its one target is named
+                    # a node no membership record names and never heard from holds no
+                    # lease, so trades nothing and confirms nothing: the answer (a typo for
+                    # the runaway's id?) is due now, not after the whole wait; stored, it
+                    # halts that node if it joins
+                    absent = read and entry.key not in known
                 else:
                     targets = sorted(n for n, s in known.items() if not s.left)
             wanted = set(targets)
@@ -676,7 +734,7 @@ class KillSwitch:
             # one wake-up when the last target confirms (not one per confirmation)
             everyone: asyncio.Future[None] = loop.create_future()
             self._waiting[entry.command_id] = (wanted, everyone)
-            while not wanted <= arrivals.keys():
+            while not absent and not wanted <= arrivals.keys():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -729,11 +787,18 @@ class KillSwitch:
             # names now, which were not awaited
             with contextlib.suppress(ControlPlaneUnavailable):
                 known, error = await self._members()
+                read = not error
                 if members_error and not error:
                     wanted |= {n for n, s in known.items() if not s.left}
                     members_error = ""
         latencies = {n: (t - t0) / 1e6 for n, t in sorted(arrivals.items()) if n in wanted}
         missing = sorted(wanted - arrivals.keys())
+        now = self.clock.time_ns()
+        live = (
+            sorted(n for n, s in known.items() if s.live(now, self.grace_ns))
+            if sent and read
+            else None
+        )
         result = CommandResult(
             entry=entry,
             targets=sorted(wanted),
@@ -742,11 +807,12 @@ class KillSwitch:
             revision=stored if isinstance(stored, int) else None,
             durable_error="" if isinstance(stored, int) else stored,
             leases={n: known[n].lease_expires_ns if n in known else 0 for n in missing},
-            checked_ns=self.clock.time_ns(),
+            checked_ns=now,
             still_working={n: w for n, w in sorted(working.items()) if n in wanted},
             unreachable=reach.why() if lost and reach is not None else "",
             sent=sent,
             members_error=members_error,
+            live=live,
         )
         log.warning(
             "KILL_SWITCH command=%s scope=%s key=%s state=%s actor=%s reason=%r confirmed=%d/%d "
