@@ -350,13 +350,18 @@ class _Fleet:
         return healthy, stale_ids
 
     async def stop(self) -> None:
-        await self.service.stop()
-        if self.procs is not None:
-            await asyncio.to_thread(self.procs.stop)
-        if self.nc is not None:
-            await self.nc.close()
-        for plane in self.planes:
-            await plane.close()
+        """The service, then the node processes, the venue's connection and the planes:
+        each stopped whatever failed before it (an error, or a second Ctrl-C or SIGTERM
+        cancelling the stop), a failure raised once all were stopped. A service stop that raised
+        left every node process, the runaway among them, running with no one to stop it."""
+        async with contextlib.AsyncExitStack() as stack:  # its callbacks run last-in first
+            for plane in self.planes:
+                stack.push_async_callback(plane.close)
+            if self.nc is not None:
+                stack.push_async_callback(self.nc.close)
+            if self.procs is not None:
+                stack.push_async_callback(asyncio.to_thread, self.procs.stop)
+            await self.service.stop()
 
 
 async def run_up(
