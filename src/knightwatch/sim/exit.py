@@ -8,8 +8,10 @@ module exists to avoid: every loss figure in the replay is after an exit.
 
 Two exits, both after the book has fully relaxed to its permanent impact:
 ``block`` sells to one buyer at a discount of ``discount_y * sigma *
-sqrt(|Q| / adv)`` (the *history* calibration, discount_y = 3.2); ``metaorder`` walks
-the relaxed book back with a second metaorder of the same size.
+sqrt(|Q| / adv)`` (the *history* calibration, discount_y = 3.2), at most the whole
+price for a long (a block buyer pays at worst nothing: uncapped, a thin market's
+discount of 3.6 sold longs at a negative price and the loss exceeded the cash spent);
+``metaorder`` walks the relaxed book back with a second metaorder of the same size.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def exit_value(market: Market, positions: Sequence[int], exit: Exit) -> float:
         book = market.books[i]
         if exit.kind == "block":
             delta = exit.discount_y * impact_unit(market.symbols[i], q)
+            if q > 0:
+                delta = min(delta, 1.0)  # sold for nothing at worst, never paid to take them
             total += q * book.settled_mid() * (1.0 - math.copysign(delta, q))
         else:
             notional = book.quote(q < 0, abs(q), book.permanent_net())
