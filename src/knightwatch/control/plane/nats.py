@@ -82,7 +82,7 @@ from knightwatch.control.plane.wire import (
     unreadable_member,
 )
 from knightwatch.inputs import UNDECODABLE
-from knightwatch.state import Scope
+from knightwatch.state import Scope, TradingState
 from knightwatch.trust.identity import Signer
 
 log = logging.getLogger(__name__)
@@ -295,16 +295,35 @@ def _loopback(host: str) -> bool:
 
 def _announced(data: bytes) -> StateEntry:
     """An announced entry; one that cannot be decoded is a halt (`decode_announcement`),
-    logged in one line: dropping it let garbage on the kill subject pass unnoticed."""
+    logged in one line: dropping it let garbage on the kill subject pass unnoticed.
+    `subscribe_states` does not hand that halt on as it is: it reads the store first."""
     entry = decode_announcement(data)
     if entry.actor == UNDECODABLE_ACTOR:
         log.error(
-            "ANNOUNCEMENT_UNDECODABLE scope=%s key=%s %s",
+            "ANNOUNCEMENT_UNDECODABLE scope=%s key=%s %s; reading the store",
             entry.scope.value,
             entry.key[:64],
             entry.reason,
         )
     return entry
+
+
+def _republished(msg: Msg, bucket: str, key: str) -> bool:
+    """Whether `msg` is the store's own republish of a write of `key` in `bucket`.
+
+    JetStream stamps each republished message with the stream and the subject it stored
+    it on. Nobody may publish on `kw.repub.>`, but the server answers each request on the
+    reply subject its sender named, whoever that is (publish permissions never judge a
+    reply subject): any identity, a node's or a viewer's key, sent `$JS.API.INFO` with the
+    reply `kw.repub.state.fleet.fleet` and every node took the answer for an undecodable
+    stored halt of the fleet, or `kw.repub.ramp.<key>` and every node traded at the
+    tightest ramp stage. Those answers (and a consumer's idle heartbeats, sent to any
+    deliver subject) carry no such stamp: they are no write, and are dropped."""
+    headers = msg.headers or {}
+    return (
+        headers.get("Nats-Stream") == f"KV_{bucket}"
+        and headers.get("Nats-Subject") == f"$KV.{bucket}.{key}"
+    )
 
 
 async def connect_as(signer: Signer, servers: list[str], **options: Any) -> Client:
@@ -369,6 +388,8 @@ class NatsControlPlane:
         self._audit_key = secrets.token_bytes(16)
         """Keys the audit envelopes' message ids (`append_audit`): known to this process only."""
         """Stored records (key, revision) already logged as unreadable (`_log_once`)."""
+        self._consults: set[asyncio.Task[None]] = set()
+        """Store reads under way after an undecodable announcement (`_consult`)."""
 
     # --- connection --------------------------------------------------------
     @property
@@ -633,6 +654,8 @@ class NatsControlPlane:
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
+        for consult in list(self._consults):
+            consult.cancel()  # a closed plane reads no store: nothing of it is handed on
         if nc is not None and not nc.is_closed:
             try:
                 if not nc.is_connected:
@@ -982,18 +1005,61 @@ class NatsControlPlane:
             )
 
     async def subscribe_states(self, handler: Handler[StateEntry]) -> Unsubscribe:
-        announced = await self._subscribe(SUBJECT_STATE, _announced, handler)
+        """Announced and stored entries to `handler`.
+
+        An announcement that cannot be decoded is no command: anyone's key can have the
+        server put its JSON answer on `kw.state` (a request naming it as the reply; the
+        server publishes the answer, so no publish permission judges it). Handed on as a
+        halt of the fleet, a viewer's key halted every node at will. It is read in the
+        store instead, the kill state's authority (`_consult`): what the store holds for
+        the slot it names (every slot when it names none) is handed on, and only a store
+        that cannot be read hands on the halt (fail closed). The read runs beside the
+        subscription, so no announcement behind it waits for it. A message on the stored
+        entries' subject that the store did not republish (`_republished`) is dropped."""
+        consults: dict[str, bool] = {}
+        """Slot (or "" for every slot) read now -> whether to read it again after."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        def forget(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            self._consults.discard(task)
+
+        async def on_announced(entry: StateEntry) -> None:
+            if entry.actor != UNDECODABLE_ACTOR:
+                await handler(entry)
+                return
+            slot = "" if entry.scope is Scope.FLEET else entry.slot
+            if slot in consults:
+                consults[slot] = True  # read once more when the read under way ends
+                return
+            consults[slot] = False
+            task = asyncio.get_running_loop().create_task(
+                self._consult(entry, slot, consults, handler), name=f"consult-{slot[:64]}"
+            )
+            tasks.add(task)
+            self._consults.add(task)
+            task.add_done_callback(forget)
+
+        announced = await self._subscribe(SUBJECT_STATE, _announced, on_announced)
         prefix = f"{SUBJECT_REPUBLISH}."
 
         async def on_stored(msg: Msg) -> None:
             if not msg.subject.startswith(prefix):
                 log.error("FORGED message on %s delivered as %s>; dropped", msg.subject, prefix)
                 return
+            slot = msg.subject.removeprefix(prefix)
+            if not _republished(msg, STATE_BUCKET, slot):
+                log.error(
+                    "FORGED message on %s (%d bytes) not republished by the store; dropped",
+                    msg.subject[:160],
+                    len(msg.data),
+                )
+                return
             # A stored entry names its slot in the subject, so even one that cannot be
             # decoded says which scope it halts (`decode_entry`).
             headers = msg.headers or {}
             revision = int(headers.get("Nats-Sequence", 0))
-            entry = decode_entry(msg.subject.removeprefix(prefix), msg.data, revision)
+            entry = decode_entry(slot, msg.data, revision)
             try:
                 await handler(entry)
             except Exception:
@@ -1013,8 +1079,58 @@ class NatsControlPlane:
         async def unsubscribe() -> None:
             await announced()
             await self._drop(stored)
+            for task in list(tasks):
+                task.cancel()
 
         return unsubscribe
+
+    async def _consult(
+        self,
+        announced: StateEntry,
+        slot: str,
+        consults: dict[str, bool],
+        handler: Handler[StateEntry],
+    ) -> None:
+        """What the store holds for `slot` (every slot when ""), after an announcement that
+        could not be decoded (`announced`, the halt it makes): each stored halt is handed
+        on (a stored value that cannot be decoded or was deleted as its slot's halt, as
+        `decode_entry` makes it), a resume or a slot never written changes nothing; a store
+        that cannot be read hands on `announced` (fail closed). Read again once if more such
+        announcements came in meanwhile (`consults`), never once per message."""
+        while True:
+            try:
+                if slot:
+                    entry, revision = await self.get_state(announced.scope, announced.key)
+                    held = {slot: (entry, revision)} if revision else {}
+                else:
+                    held = await self.states()
+                found = [
+                    entry if entry is not None else decode_entry(at, b"", revision)
+                    for at, (entry, revision) in held.items()
+                ]
+                halts = [e for e in found if e.state is not TradingState.ACTIVE]
+                log.warning(
+                    "ANNOUNCEMENT_UNDECODABLE read in the store: %d halt(s) held there%s",
+                    len(halts),
+                    f" for {slot[:64]}" if slot else "",
+                )
+            except Exception as exc:  # unread is unchecked: blocked
+                log.error(
+                    "ANNOUNCEMENT_UNDECODABLE and the store cannot be read (%s): held as a "
+                    "halt of %s",
+                    exc or type(exc).__name__,
+                    announced.slot,
+                )
+                halts = [announced]
+            for entry in halts:
+                try:
+                    await handler(entry)
+                except Exception:
+                    log.exception("handler for %s failed", SUBJECT_STATE)
+            if not consults.get(slot):
+                consults.pop(slot, None)
+                return
+            consults[slot] = False
 
     # --- confirmations -----------------------------------------------------
     async def confirm(self, confirmation: Confirmation) -> None:
@@ -1135,6 +1251,13 @@ class NatsControlPlane:
             raise ControlPlaneUnavailable("control plane not connected")
         return kv
 
+    @staticmethod
+    def _stored_in(bucket: Bucket, key: str) -> str:
+        """The NATS bucket that stores `key` of `bucket` (`_keyed`)."""
+        if bucket is Bucket.FLAGS and key.startswith(APPLIED_PREFIX):
+            return APPLIED_BUCKET
+        return record_bucket(bucket)
+
     def _keyed(self, bucket: Bucket, key: str) -> tuple[str, KeyValue]:
         """The NATS bucket (name, handle) that holds `key` of `bucket`: a node's applied
         record is in `APPLIED_BUCKET`, everything else in the bucket's own."""
@@ -1228,10 +1351,18 @@ class NatsControlPlane:
             if not msg.subject.startswith(prefix):
                 log.error("FORGED message on %s delivered as %s>; dropped", msg.subject, prefix)
                 return
+            key = msg.subject.removeprefix(prefix)
+            if not _republished(msg, self._stored_in(bucket, key), key):
+                log.error(
+                    "FORGED message on %s (%d bytes) not republished by the store; dropped",
+                    msg.subject[:160],
+                    len(msg.data),
+                )
+                return
             headers = msg.headers or {}
             record = Record(
                 bucket,
-                msg.subject.removeprefix(prefix),
+                key,
                 msg.data,
                 int(headers.get("Nats-Sequence", 0)),
             )
