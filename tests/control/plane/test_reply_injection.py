@@ -12,7 +12,7 @@ import pytest
 
 from knightwatch.control.plane.nats import connect_as
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.control.plane.wire import ENCODER, NodeStarts, starts_key
+from knightwatch.control.plane.wire import ENCODER, SUBJECT_CHALLENGE, NodeStarts, starts_key
 from knightwatch.control.site import Site
 
 TARGETS = (
@@ -66,4 +66,38 @@ async def test_no_identity_stores_a_server_answer_by_naming_a_stream_subject_as_
     finally:
         await rogue.close()
         await n2.close()
+        await alice.close()
+
+
+async def test_a_responder_never_answers_on_a_reply_that_is_no_inbox(nats_server: Site) -> None:
+    """A responder may publish its answer on any reply subject (`allow_responses`: the
+    server ignores deny lists for it), so n1 asking the admission service for a challenge
+    with the reply `$KV.kw_state.fleet.fleet` had the service's answer stored as the
+    fleet's kill state (undecodable: every node halted). Answers go to inboxes only."""
+    admission = await nats_server.connect("admission")
+    alice = await nats_server.connect("alice")
+    answered: list[bytes] = []
+
+    async def responder(data: bytes) -> bytes:
+        answered.append(data)
+        return b'{"junk": true}'
+
+    await admission.serve(SUBJECT_CHALLENGE, responder)
+    rogue = await connect_as(
+        nats_server.signer("n1"), [nats_server.url], name="n1", allow_reconnect=False
+    )
+    try:
+        for reply in TARGETS[:6]:
+            await rogue.publish(f"kw.req.{SUBJECT_CHALLENGE}", b"x", reply=reply)
+        await rogue.flush(timeout=10)
+        # a real request is answered: the service heard the rogue's before it
+        answer = await rogue.request(f"kw.req.{SUBJECT_CHALLENGE}", b"real", timeout=10)
+        assert answer.data == b'{"junk": true}'
+        assert answered == [b"real"]
+        assert await alice.states() == {}
+        assert "v999999" not in await alice.records(Bucket.ROSTER)
+        assert await alice.get_record(Bucket.RELEASE, "target") == (None, 0)
+    finally:
+        await rogue.close()
+        await admission.close()
         await alice.close()

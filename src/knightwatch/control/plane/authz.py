@@ -115,6 +115,17 @@ def inbox_prefix(key_id: str) -> str:
     return f"_INBOX.{key_id[:16]}"
 
 
+def answerable(reply: str | None) -> bool:
+    """Whether a responder (`allow_responses`: the admission service, the drill's venue)
+    may answer on `reply`: an inbox only. The server lets a responder publish its answer on
+    whatever reply subject the request named, deny lists or not, so a node that named
+    `$KV.kw_state.fleet.fleet` had the admission service's answer stored as the fleet's
+    kill state (undecodable: every node halted), or over another node's records."""
+    return (
+        reply is not None and reply.startswith("_INBOX.") and ">" not in reply and "*" not in reply
+    )
+
+
 def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, object]:
     """The publish/subscribe allow lists of one identity (deny by default)."""
     pub = [*_JS_READ]

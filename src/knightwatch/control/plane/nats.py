@@ -48,7 +48,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
-from knightwatch.control.plane.authz import inbox_prefix
+from knightwatch.control.plane.authz import answerable, inbox_prefix
 from knightwatch.control.plane.history import MALFORMED_KEY
 from knightwatch.control.plane.protocol import (
     STATE_HISTORY,
@@ -1405,6 +1405,14 @@ class NatsControlPlane:
         async def on_request(msg: Msg) -> None:
             if msg.subject != f"{SUBJECT_REQUESTS}.{subject}":
                 log.error("FORGED request on %s delivered as %s; dropped", msg.subject, subject)
+                return
+            if not answerable(msg.reply):
+                log.error(
+                    "REPLY_REFUSED request on %s asks for its answer on %r, not an inbox; "
+                    "not answered",
+                    subject,
+                    (msg.reply or "")[:160],
+                )
                 return
             try:
                 reply = await responder(msg.data)

@@ -14,6 +14,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from knightwatch.control.plane.authz import answerable
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.order import Fill, Order
 
@@ -41,6 +42,10 @@ class VenueResponder:
         await self.nc.flush()
 
     async def _on_order(self, msg: Msg) -> None:
+        if not answerable(msg.reply):  # its answer would go where the sender chose
+            self.rejected += 1
+            log.warning("venue: an order asks for its fill on %r, not an inbox", msg.reply)
+            return
         try:
             order = _ORDER.decode(msg.data)
         except (*UNDECODABLE, ValueError) as exc:
