@@ -91,7 +91,7 @@ from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import Checklist, PreflightConfig
-from knightwatch.incident.ramp import RampError, RampPlan
+from knightwatch.incident.ramp import RampError, RampOutcome, RampPlan
 from knightwatch.inputs import NAME_RULE, UNDECODABLE, is_name
 from knightwatch.state import FLEET_KEY, TradingState, split_pair
 from knightwatch.state import Scope as KillScope
@@ -215,6 +215,30 @@ class Unreachable(Refusal):
         self.why = why
 
 
+class RampTripped(Exception):
+    """An approval's ramp ended tripped before a resume was confirmed (`line` says why and
+    what the scope is now): its kill is the answer, not "the approval ended"."""
+
+    def __init__(self, outcome: RampOutcome) -> None:
+        self.outcome = outcome
+        trip = outcome.trip
+        if trip is None or not trip.sent:
+            after = (
+                "its kill was NOT sent (the control plane was out of reach): "
+                "kill the scope again now"
+            )
+        elif trip.revision is None or trip.missing:
+            unconfirmed = ", ".join(trip.missing) or "the store"
+            after = f"its kill is not confirmed by {unconfirmed}: kill the scope again now"
+        else:
+            after = "the scope is HALTED again"
+        self.line = escaped(
+            f"ramp {outcome.ramp_id} TRIPPED at stage {outcome.stage + 1} "
+            f"({outcome.fraction:.0%} limits): {outcome.trip_reason}; {after}"
+        )
+        super().__init__(self.line)
+
+
 class KillBody(msgspec.Struct, forbid_unknown_fields=True):
     scope: KillScope
     reason: str
@@ -278,12 +302,19 @@ def _client(request: Request) -> str:
 
 def _reason(text: str, field: str = "reason") -> str:
     """`text` stripped, or a 422 naming `field` (an acknowledgement's is its `note`: its
-    refusals named a `reason` field the body does not have)."""
+    refusals named a `reason` field the body does not have). A reason that adds risk back
+    (a resume's, an approval's) or an acknowledgement's note is refused with a control
+    character in it, as the CLI's `reason_value` refuses it: it is signed, stored, shown
+    in every `status` and written to every node's log, where a newline forged a line and
+    an escape sequence rewrote a terminal (only a stop's reason is sent cleaned instead,
+    `_stop_reason`: nothing may hold a stop back)."""
     text = text.strip()
     if not text:
         raise Refusal(422, f"{field}: required (recorded with the command)")
     if len(text) > REASON_MAX:
         raise Refusal(422, f"{field}: at most {REASON_MAX} characters (got {len(text)})")
+    if not text.isprintable():
+        raise Refusal(422, f"{field}: control characters in {quoted(text)}; write it on one line")
     return text
 
 
@@ -1180,7 +1211,7 @@ async def api_approve(request: Request) -> Response:
 
     async def run() -> None:
         try:
-            await workflow.approve_resume(
+            _, outcome = await workflow.approve_resume(
                 link.plane,
                 ks,
                 pinned(body.request_id, body.digest),  # re-checked where it is co-signed
@@ -1192,6 +1223,12 @@ async def api_approve(request: Request) -> Response:
                 on_preflight=on_preflight,
                 on_resumed=on_resumed,
             )
+            if outcome is not None and not outcome.completed and not resumed.done():
+                # the ramp ended with no resume confirmed (the store did not answer its
+                # write, so it killed the scope again): the approver hears the trip and
+                # what to do, never "the approval ended before a resume"
+                resumed.set_exception(RampTripped(outcome))
+                resumed.exception()  # retrieved: the handler reads it
         except Exception as exc:
             for future in (heard, resumed):
                 if not future.done():
@@ -1214,6 +1251,12 @@ async def api_approve(request: Request) -> Response:
             request.state.result, request.state.detail = "refused", checklist.summary()
             return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
         result = await resumed  # stage one stored and applied, then the co-signed resume
+    except RampTripped as exc:
+        request.state.result, request.state.detail = "error", exc.line
+        trip = exc.outcome.trip
+        return JSONResponse({"error": exc.line, "ramp": "tripped", **out,
+                             "trip": result_json(trip) if trip is not None else None},
+                            status_code=409)  # fmt: skip
     except (KillSwitchError, RampError) as exc:
         raise Refusal(404 if "no such request" in str(exc) else 409, str(exc)) from None
     request.state.result = "ok" if result.ok else "unconfirmed"

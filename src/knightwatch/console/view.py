@@ -480,6 +480,8 @@ class Watch:
         self._stopping = False
         self._proofs = ResumeProofs(plane)
         self.error = ""
+        self._losses = 0
+        """Times the plane's connection was lost: a read that spans a loss is no view now."""
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         self._listeners.add(listener)
@@ -510,7 +512,20 @@ class Watch:
         )
         self._dirty.set()
 
+    async def _connection(self, connected: bool) -> None:
+        """The plane's connection went or came back. Gone: the streams hear it at once (the
+        pages turn STALE). The next read only fails when its request times out (2 s), and
+        until then the streams' beats, every 0.25 s on a local console, kept a page LIVE
+        over a view that no longer changed. Back: read again now."""
+        if connected:
+            self._dirty.set()
+            return
+        self._losses += 1
+        self.error = "control plane connection lost: this is the last view read, not the fleet now"
+        self._tell("problem", msgspec.json.encode({"error": self.error}))
+
     async def start(self) -> None:
+        self.plane.on_connection(self._connection)
         await self.plane.subscribe_states(self._changed)
         await self.plane.subscribe_confirmations(self._confirmed)
         for bucket in (Bucket.APPROVALS, Bucket.ADMISSION, Bucket.FLAGS, Bucket.ROLLOUTS,
@@ -523,8 +538,16 @@ class Watch:
         self._dirty.set()
 
     async def refresh(self) -> None:
+        losses = self._losses
         try:
             snap = await build(self.plane, self.trust, self.clock, self._proofs)
+            if losses != self._losses or not self.plane.connected:
+                # read (in part) before the connection went: not the fleet now, and told
+                # as current it would turn a STALE page LIVE again
+                raise ControlPlaneUnavailable(
+                    "control plane connection lost during the read: this is the last view "
+                    "read, not the fleet now"
+                )
         except ControlPlaneUnavailable as exc:
             self.error = str(exc)
             self._tell("problem", msgspec.json.encode({"error": self.error}))
