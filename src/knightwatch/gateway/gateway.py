@@ -2220,6 +2220,8 @@ class Gateway(Handler):
                 f"LeavesQty(151)={F.clean(msg.get(F.LEAVES_QTY) or '')[:32]} with OrdStatus(39)"
                 f"={F.clean(status)[:8]} ({kind.value}) for {gid}: a finished order leaves none"
             )
+        # what the venue says executed of an order it ends: read before anything is applied
+        executed = self._lots(symbol, msg.get(F.CUM_QTY)) if kind in _ENDS else 0
         trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
         fill = self._venue_fill(msg, go) if trade else None
         if not trade:
@@ -2231,6 +2233,8 @@ class Gateway(Handler):
             self._on_fill(fill)
             self.book.keep_fill(exec_id, fill)
             go.cum += fill.qty  # an overfill halts inside the Guard (fill_mismatch)
+            if status in _FINISHED:
+                self._ended_by_fill(go, status)  # LeavesQty 0 (checked above)
             self._check_leaves(go, leaves)
         elif kind is F.ExecKind.NEW and status in LIVE_STATUS:
             # the venue's acknowledgement says what works there: more than the Guard
@@ -2246,6 +2250,17 @@ class Gateway(Handler):
                 self.guard.on_cancel(gid)
             else:
                 self.guard.on_expire(gid)
+            if executed > go.cum:
+                # the venue ended the order having executed more of it than it reported
+                # as fills (an IOC's fill folded into its cancel report, or a fill report
+                # lost): the position is short of the venue's. Before, the order ended
+                # with no word and the Guard never counted what executed
+                self.guard.flag_mismatch(
+                    f"CumQty(14)={F.clean(msg.get(F.CUM_QTY) or '')[:32]} in a {kind.value}"
+                    f" report of {gid}, whose fills booked {self._qty(symbol, go.cum)}: the venue"
+                    " executed more than it reported as fills (ExecType F); the position is"
+                    " short of it"
+                )
             self.book.requests.pop(clordid, None)
             note = go.cancel_note
         elif kind is F.ExecKind.REJECTED and req is not None:
@@ -2394,6 +2409,33 @@ class Gateway(Handler):
             self.guard.flag_mismatch(
                 f"venue {kind.value} report of {go.guard_id} names {' and '.join(wrong)}; the "
                 f"order is {go.side.value} {go.symbol}, as the Guard checked and counts it"[:400]
+            )
+
+    def _ended_by_fill(self, go: GwOrder, status: str) -> None:
+        """A fill whose report also ends its order (caller holds the lock, the fill booked,
+        LeavesQty 0): the last fill of an IOC, FOK or market order with the rest cancelled
+        (OrdStatus 4) or expired (C), or of a day order done for the day (3), which many
+        venues send as one report, ExecType F. What the Guard still counts working of the
+        order is released, once: a separate cancel or expiry report the venue sends after
+        it finds nothing left to release. Before, the node halted `fill_mismatch` (LeavesQty
+        0 against the rest) and the Guard counted the rest working for ever, while the book
+        had ended the order (no kill, drain or report would release it). A fill reported
+        filled (2), rejected (8) or calculated (B) while the Guard counts some of the order
+        still working disagrees with the quantity the Guard checked: the order is ended
+        all the same (the venue has it finished: the book drops it) and the node halts."""
+        gid = go.guard_id
+        left = self.guard.remaining(gid)
+        if not left:
+            return  # the fill completed it in the Guard (or the Guard had it ended)
+        if status == "4":
+            self.guard.on_cancel(gid)  # counted as the separate cancel report would be
+            return
+        self.guard.on_expire(gid)
+        if status not in ("C", "3"):
+            self.guard.flag_mismatch(
+                f"OrdStatus(39)={F.clean(status)[:8]} with LeavesQty(151)=0 in a fill of {gid}"
+                f" (filled {go.cum} of {go.qty}) while the Guard counted {left} of it working:"
+                " the venue finished it at another quantity; the rest is released"
             )
 
     def _check_leaves(self, go: GwOrder, venue: int) -> None:
