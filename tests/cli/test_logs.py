@@ -3,6 +3,7 @@ call, the caller never stalled by a stuck stream, drops counted and said."""
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -173,3 +176,52 @@ def test_the_cli_names_the_variable_of_a_bad_level_in_one_line() -> None:
     assert result.output.strip().startswith("error: KNIGHTWATCH_LOG: log level must be one of")
     assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+class Full(io.StringIO):
+    """A stream on a full disk: every write fails until `space` is set; the first one
+    waits for `release` first (the writer is inside it while lines queue)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.space = threading.Event()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.refusals = 0
+
+    def write(self, s: str) -> int:
+        self.entered.set()
+        self.release.wait()
+        if not self.space.is_set():
+            self.refusals += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(s)
+
+
+def test_lines_a_full_disk_refused_are_counted_and_said_once_it_writes_again() -> None:
+    stream = Full()
+    w = _writer(stream, maxsize=2)
+    w.put(_record("refused 1"))
+    assert stream.entered.wait(10)  # the writer is inside write() with it
+    for i in (2, 3, 4):  # 2 and 3 wait, 4 is dropped
+        w.put(_record(f"queued {i}"))
+    stream.release.set()  # 1 is refused, then 2 and 3 with the note on the drop
+    assert until(lambda: stream.refusals == 2)
+    stream.space.set()
+    w.put(_record("written"))
+    w.stop()
+    assert stream.getvalue().splitlines() == [
+        "3 log lines may be lost: writing them failed (OSError: [Errno 28] No space left on"
+        " device)",
+        "1 log lines dropped: the log writer fell 2 lines behind",
+        "written",
+    ]
+
+
+def until(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True

@@ -16,7 +16,9 @@ latency-critical threads leave.
 
 Bounded: at most `QUEUE_MAX` lines wait. When the queue is full (the writer
 starved or its stream stuck), a line is dropped, never the caller stalled; the
-writer says how many were dropped in its next line. Logs are the operator's
+writer says how many were dropped in its next line. A write the stream refuses (a
+full disk, a closed pipe) is counted the same way and said, with the stream's error,
+in the first line a later write gets out: lines are never lost unsaid. Logs are the operator's
 view; the flight recorder is the record and is not affected. Everything queued
 is written at exit.
 
@@ -95,6 +97,8 @@ class Writer(threading.Thread):
         self.maxsize = maxsize
         self.gather_s = gather_s
         self.dropped = 0
+        self._unwritten = 0  # lines a failed write took with it; the writer's own
+        self._why = ""  # why the last write failed
         self._pending: list[logging.LogRecord] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -132,6 +136,9 @@ class Writer(threading.Thread):
     def _write(self, batch: list[logging.LogRecord], dropped: int) -> None:
         fmt = self.formatter.format
         lines = []
+        if self._unwritten:
+            note = f"{self._unwritten} log lines may be lost: writing them failed ({self._why})"
+            lines.append(fmt(logging.LogRecord(__name__, logging.WARNING, "", 0, note, None, None)))
         if dropped:
             note = f"{dropped} log lines dropped: the log writer fell {self.maxsize} lines behind"
             lines.append(fmt(logging.LogRecord(__name__, logging.WARNING, "", 0, note, None, None)))
@@ -142,9 +149,17 @@ class Writer(threading.Thread):
                 lines.append(f"unprintable log record from {record.name}")
         if not lines:  # woken at exit with nothing queued
             return
-        with contextlib.suppress(Exception):  # a closed or broken stream: nothing to tell
+        try:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
+        except Exception as exc:  # a full disk, a closed pipe: counted, said once it writes
+            self._unwritten += len(batch)
+            self._why = escaped(f"{type(exc).__name__}: {exc}")
+            if dropped:  # the note that said so went with the batch: say it next time
+                with self._lock:
+                    self.dropped += dropped
+        else:
+            self._unwritten = 0
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, then end (at exit)."""
