@@ -274,3 +274,28 @@ async def test_knightwatch_node_metrics_port_serves_a_real_node(
         assert val(samples, "knightwatch_lease_seconds_left", node="m1") > 0
     finally:
         procs.stop()
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io:{port}"])
+async def test_a_request_naming_another_host_is_refused(host: str) -> None:
+    """DNS rebinding: a web page in a browser on the node's host makes its own domain
+    resolve to 127.0.0.1 and reads the node's P&L, exposure and limits; its requests name
+    that domain (`Host`). They were answered; only 127.0.0.1 and localhost are now."""
+    node, _, _ = await node_on_memory()
+    server = serve_node_metrics(node, 0)
+    try:
+
+        def fetch(name: str) -> int:
+            request = urllib.request.Request(server.url, headers={"Host": name})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert await asyncio.to_thread(fetch, host.format(port=server.port)) == 421
+        for local in (f"127.0.0.1:{server.port}", f"localhost:{server.port}"):
+            assert await asyncio.to_thread(fetch, local) == 200
+    finally:
+        server.close()
+        await node.stop()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import msgspec
 from prometheus_client import CollectorRegistry, start_http_server
@@ -265,6 +266,23 @@ class SupervisorCollector(Collector):
         return supervisor_families(snap)
 
 
+def _local_hosts_only(app: WSGIApplication, port: int) -> WSGIApplication:
+    """`app`, answering only requests addressed to this host by name (`Host`): a web page
+    in a browser on the node's host could make its own domain resolve to 127.0.0.1 (DNS
+    rebinding) and read the node's P&L, exposure and limits; its requests name that
+    domain. A request with no `Host` (HTTP/1.0) is no browser's and is answered."""
+    allowed = {f"{h}:{port}" for h in (BIND_ADDRESS, "localhost", "[::1]")}
+
+    def local(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST")
+        if host is not None and host.lower() not in allowed:
+            start_response("421 Misdirected Request", [("Content-Type", "text/plain")])
+            return [b"metrics are served to 127.0.0.1 and localhost only\n"]
+        return app(environ, start_response)
+
+    return local
+
+
 class MetricsServer:
     """prometheus_client's HTTP server on 127.0.0.1 with its own registry; `close` stops it."""
 
@@ -282,6 +300,9 @@ class MetricsServer:
         self._server: WSGIServer = server
         self._thread = thread
         self.port: int = server.server_port
+        served = server.get_app()
+        if served is not None:
+            server.set_app(_local_hosts_only(served, self.port))
 
     @property
     def url(self) -> str:
