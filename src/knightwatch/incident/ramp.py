@@ -375,6 +375,9 @@ class RampController:
         """The live subscriptions of a running `apply`, dropped when its watch ends."""
         self._rev = ABSENT
         """The revision of this ramp's last write of its record (what the next one must find)."""
+        self._unstored: RampRecord | None = None
+        """This ramp's latest record while the store has not taken it (it did not answer):
+        written again at every rescan, and the ramp is not over until its "done" is stored."""
 
     async def _on_metrics(self, m: NodeMetrics) -> None:
         self._metrics[m.node_id] = m
@@ -483,19 +486,27 @@ class RampController:
             _, revision = await self.plane.get_record(
                 Bucket.RAMP, slot_of(record.scope, record.key)
             )
-            if revision != self._rev:
+            if revision != self._rev or self._unstored is not None:
                 await self._put_or_say(record, own)
         except ControlPlaneUnavailable as exc:
             log.warning("ramp: its record could not be read again (%s)", exc)
 
     async def _put_or_say(self, record: RampRecord, own: str) -> None:
         """Store a stage (or the end) of a ramp whose resume is applied; one the store did not
-        take is logged, and the watch goes on. The nodes step through the stages the resume
-        was signed with by their own clocks; the record is what `status` and the console
-        show. Raising here ended `apply` with the resume in force and nothing watching it:
-        a halt or a block spike later tripped nothing."""
+        take is logged, and the watch goes on. Raising here ended `apply` with the resume in
+        force and nothing watching it: a halt or a block spike later tripped nothing.
+
+        A record the store did not answer stays `_unstored` (also if this write is cut short)
+        and is written again at every rescan. Nodes hold the tighter of the resume's signed
+        stages and the slot's record, so they trade at the last stage stored: before, a store
+        that did not answer the last stage's and the "done" writes (a leader election, the
+        approver's link down) left every node at the stage before for good, while `approve`
+        said "complete: full limits" and `status` showed the ramp "ramping", watched by no one."""
+        first = self._unstored != record  # said once per record, not at every retry
+        self._unstored = record
         try:
             other = await self._put_own(record, own)
+            self._unstored = None  # stored, or the slot holds another ramp's: not ours to retry
             if other:
                 log.critical(
                     "RAMP_STAGE_NOT_STORED ramp=%s stage=%d status=%s (still watched): "
@@ -506,13 +517,16 @@ class RampController:
                     other,
                 )
         except ControlPlaneUnavailable as exc:
-            log.critical(
-                "RAMP_STAGE_NOT_STORED ramp=%s stage=%d status=%s (still watched): %s",
-                record.ramp_id,
-                record.stage + 1,
-                record.status,
-                exc,
-            )
+            if first:
+                log.critical(
+                    "RAMP_STAGE_NOT_STORED ramp=%s stage=%d status=%s (still watched; "
+                    "written again every %g s, nodes hold the last stage stored): %s",
+                    record.ramp_id,
+                    record.stage + 1,
+                    record.status,
+                    RESCAN_S,
+                    exc,
+                )
 
     async def _applied(self, nodes: Sequence[str], fraction: float, timeout_s: float) -> list[str]:
         """Wait until no node trades looser than the stage; returns those that still do.
@@ -594,6 +608,7 @@ class RampController:
             )
         await self._subscribe()
         self._tripped.clear()
+        self._unstored = None
         targets = list(nodes) if nodes is not None else await self.ks.live_nodes()
         if scope is Scope.NODE:
             targets = [key]
@@ -634,6 +649,13 @@ class RampController:
                     f"ramp {ramp_id}: the record of {scope.value} {key!r} was written by "
                     f"another ramp as this one started (now {holder}: another approval of "
                     "this halt?); resume not issued"
+                ) from None
+            except ControlPlaneUnavailable as exc:
+                # said as what it is: before, a bare "put: timeout" left the approver unsure
+                # whether the scope was trading again
+                raise RampError(
+                    f"ramp {ramp_id}: stage 1 of {scope.value} {key!r} was not stored ({exc}); "
+                    "resume not issued"
                 ) from None
             missing = await self._applied(targets, first, self.plan.apply_timeout_s)
             await self._rescan()  # one announced while the halts in force were being read
@@ -715,7 +737,19 @@ class RampController:
             status="done",
             since_ns=self._since(record),
         )
-        await self._put_or_say(done, own)
+        await self._or_trip(self._put_or_say(done, own))
+        # Not over until the nodes are told: a "done" (or a last stage) the store did not
+        # take leaves them at the last stage stored, so it is written again, still watched.
+        while self._unstored is not None or self._watch.tripped:
+            if self._watch.tripped:
+                return await self._trip(record, stage, resumed, start)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESCAN_S):
+                    await self._tripped.wait()
+            if not self._watch.tripped:
+                await self._or_trip(self._rescan())
+            if not self._watch.tripped:
+                await self._or_trip(self._put_or_say(done, own))
         self._watch = None
         return RampOutcome(
             ramp_id, True, done.stage, 1.0, "", resumed, None, start, self.clock.time_ns()
@@ -753,10 +787,20 @@ class RampController:
 
     async def _not_issued(self, record: RampRecord, why: str) -> str:
         """Mark this ramp's stage one "tripped" (its resume was not issued), only over its
-        own write: "" once stored, else what the slot holds instead, for the error."""
-        other = await self._put_own(
-            msgspec.structs.replace(record, status="tripped", trip_reason=why), None
-        )
+        own write: "" once stored, else what the slot holds instead (or that the store did
+        not answer), for the error."""
+        try:
+            other = await self._put_own(
+                msgspec.structs.replace(record, status="tripped", trip_reason=why), None
+            )
+        except ControlPlaneUnavailable as exc:
+            # the refusal is still said, and what the slot shows: before, the store's error
+            # replaced it ("put: timeout"), and the approver could not tell whether the
+            # resume went out while `status` showed the ramp "ramping"
+            return (
+                f"; its record was not marked tripped ({exc}): it reads 'ramping' at stage 1, "
+                "though no resume was issued"
+            )
         if not other:
             return ""
         return f"; its record was not marked tripped: the slot holds another ramp's ({other})"
