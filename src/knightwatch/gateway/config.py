@@ -23,7 +23,8 @@ from typing import Literal
 import msgspec
 
 from knightwatch.gateway.engine import GatewayError, spec_path
-from knightwatch.inputs import InputFileError, load_toml
+from knightwatch.inputs import NAME_RULE, InputFileError, is_name, load_toml
+from knightwatch.order import MAX_ID_LEN
 
 BeginString = Literal["FIX.4.2", "FIX.4.4"]
 _COMP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -38,6 +39,26 @@ MAX_HEARTBEAT_S = 300
 MAX_RECONNECT_S = 3600
 MAX_TAG = 2**31 - 1
 """The largest tag number a FIX engine reads (a signed 32-bit int)."""
+
+
+def _strategy_problem(name: str) -> str | None:
+    """Why a client's `strategy` is one no Guard order or limits override can carry, or None.
+
+    The limits refuse such a name for `[strategy.X]` (padded, a control character, a '/',
+    longer than an order's field), so a session counting against it got none of the desk's
+    strategy limits and a `kill --strategy` of the desk's name missed its orders; a '/' or
+    a name too long made every order fail at the Guard instead of at load."""
+    if not name.strip():
+        return "must not be blank (leave it out to count against the comp_id)"
+    if name != name.strip():
+        return "must not start or end with whitespace"
+    if not name.isprintable():
+        return "must not contain control characters"
+    if len(name) > MAX_ID_LEN:
+        return f"must be at most {MAX_ID_LEN} characters (no order's strategy is longer)"
+    if "/" in name:
+        return "must not contain '/' (no order's strategy can)"
+    return None
 
 
 def _ipv4(text: str) -> bool:
@@ -131,6 +152,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        if not is_name(self.node):
+            # the fleet node id (`knightwatch node --id` holds it to the same rule): it names
+            # the node's recorder and FIX store directories under the state directory, so
+            # "../x" wrote them outside it, and "./gw1" shared gw1's sequence numbers
+            problems.append(f"node: must be {NAME_RULE} (got {self.node!r})")
         ports = [("listen_port", self.listen_port), ("venue.port", self.venue.port)]
         if self.drop_copy is not None:
             ports.append(("drop_copy.port", self.drop_copy.port))
@@ -150,6 +176,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for cid in sorted({i for i in ids if ids.count(i) > 1}):
             problems.append(f"clients: comp_id {cid!r} is listed more than once")
         for i, c in enumerate(self.clients):
+            if c.strategy and (why := _strategy_problem(c.strategy)) is not None:
+                problems.append(f"clients[{i}].strategy: {why} (got {c.strategy!r})")
             if not c.allowed_remote_addresses:
                 problems.append(f"clients[{i}].allowed_remote_addresses: must list at least one")
             for j, address in enumerate(c.allowed_remote_addresses):
@@ -178,6 +206,15 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 problems.append(
                     "drop_copy: sender_comp_id and comp_id name the venue session "
                     f"({self.comp_id} -> {venue.comp_id}); the drop copy needs a session of its own"
+                )
+            elif f"{dc.sender_comp_id}-{dc.comp_id}" == f"{self.comp_id}-{venue.comp_id}":
+                # QuickFIX names a session's store and log files BeginString-Sender-Target:
+                # KWGW -> DC-VENUE and KWGW-DC -> VENUE wrote one set of files, each
+                # session's sequence numbers over the other's
+                problems.append(
+                    f"drop_copy: sender_comp_id-comp_id ({dc.sender_comp_id}-{dc.comp_id}) "
+                    f"spells the venue session's comp_id-venue.comp_id ({self.comp_id}-"
+                    f"{venue.comp_id}); both would share one FIX store (sequence numbers)"
                 )
             names += [
                 ("drop_copy.comp_id", dc.comp_id, _COMP_ID),

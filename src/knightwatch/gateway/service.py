@@ -50,6 +50,9 @@ class GatewayHost:
         self.fix_dir = fix_dir
         self.log_messages = log_messages
         self.gateway: Gateway | None = None
+        self._closed: Gateway | None = None
+        """The gateway `close` stopped: its book still says what was working at the venue
+        when its sessions closed, which a kill heard afterwards can no longer cancel."""
         self.drains: list[tuple[str, float, list[str]]] = []
         """(command id, seconds to drain, still working) for each kill drained."""
         self.collector = GatewayCollector(config.node, lambda: self.gateway)
@@ -116,13 +119,28 @@ class GatewayHost:
     async def close(self) -> None:
         if self.gateway is not None:
             gw, self.gateway = self.gateway, None
+            self._closed = gw
             await asyncio.get_running_loop().run_in_executor(None, gw.stop)
 
     async def drain(self, entry: StateEntry) -> list[str]:
         """Cancel the scope's working orders at the venue; return those still working."""
         gw = self.gateway
         if gw is None:
-            return []
+            if self._closed is None:
+                return []  # no gateway yet: nothing was sent to the venue
+            # stopping or stopped: its sessions are closed, so nothing can be cancelled;
+            # what its book held working is still working as far as anyone knows (before,
+            # the kill was confirmed with nothing left working)
+            left = self._closed.still_working(entry.scope, entry.key)
+            self.drains.append((entry.command_id, 0.0, left))
+            log.warning(
+                "KILL_DRAIN command=%s scope=%s key=%s gateway_stopped still_working=%d",
+                entry.command_id,
+                entry.scope.value,
+                entry.key,
+                len(left),
+            )
+            return left
         t0 = time.monotonic()
         gw.cancel_scope(entry.scope, entry.key, entry.reason)
         deadline = t0 + self.config.kill_drain_timeout_s
