@@ -8,9 +8,11 @@ from pathlib import Path
 from knightwatch.audit import FlightRecorder
 from knightwatch.audit.verify import verify_file
 from knightwatch.clock import SystemClock
+from knightwatch.decision import RejectReason
 from knightwatch.guard import Guard, LockedGuard
 from knightwatch.limits import Limits
 from knightwatch.order import Fill, Order, Side
+from knightwatch.state import Scope
 
 
 def test_every_public_call_of_the_guard_is_locked() -> None:
@@ -65,3 +67,27 @@ def test_threads_hammering_one_guard_keep_its_books_and_chain_intact(tmp_path: P
     recorder.close()
     report = verify_file(path)
     assert report.intact and report.records > 6_000 * 2
+
+
+def test_a_latched_halts_record_is_written_under_the_lock() -> None:
+    # the node runtime latches a kill, confirms it, and writes its record later from its
+    # event loop while the FIX engine's threads hold the lock to check orders: the record
+    # must wait for the lock, not go into the flight recorder beside an order's
+    guard = LockedGuard(Limits.off(), node="gw")
+    guard.arm("test")
+    guard.on_price("IBM", 100.0)
+    report = guard.latch(Scope.NODE, "gw", "kill", "ops")
+    d = guard.check(Order("o1", "s", "IBM", Side.BUY, 1, 100.0))
+    assert d.reason is RejectReason.HALTED  # it blocks from the latch on
+    done = threading.Event()
+
+    def later() -> None:
+        report()
+        done.set()
+
+    with guard.lock:  # an order being checked on another thread
+        t = threading.Thread(target=later)
+        t.start()
+        assert not done.wait(0.2), "the halt's record was written while the lock was held"
+    assert done.wait(15.0)
+    t.join(15.0)

@@ -137,6 +137,8 @@ class GuardMachine(RuleBasedStateMachine):
         w = self.working[oid]
         left = int(w.rem * frac)
         self.g.on_restate(oid, left)
+        if w.pending is not None:  # held until the venue answers the replace (it may restore it)
+            self.pending[w.pending].reserved += w.rem - left
         w.rem = left
         if not left:
             del self.working[oid]

@@ -835,9 +835,22 @@ class Guard:
                     f"venue restated order {quoted(order_id)} to {remaining} working with "
                     f"{w.filled} filled, beyond the {checked} the Guard checked"
                 )
-            led.rework(w, remaining)
+            if pending is not None and remaining < w.remaining:
+                # cut while a replace is pending: the replace, if the venue takes it, works
+                # its full quantity again, so what was cut stays held, in the reservation,
+                # until the venue answers (freed by a reject). Before, it was freed for other
+                # orders and the ack worked it again unchecked, past the limits
+                cust = min(w.cust, remaining)
+                pending.reserved += w.remaining - remaining
+                pending.cust += w.cust - cust
+                w.remaining, w.cust = remaining, cust
+            else:
+                led.rework(w, remaining)
             if remaining == 0:
                 del led.working[order_id]
+                if w.parent is not None:
+                    # as a child that was cancelled or filled: its late fill is its parent's
+                    led.keep(order_id, w)
         self._recorder.record_event(
             "restate", self._ctx, order_id=order_id, known=w is not None, remaining=remaining
         )
@@ -963,6 +976,10 @@ class Guard:
         _, cust, guess = led.unfill(old, parent)
         # no more of it the customer's than was
         w = led.rebook(new, parent, min(cust, new.qty))
+        if parent is not None and new.qty > old.qty:
+            # the children executed more: committed (filled plus working) follows, or after
+            # the venue restates the leaves down the parent check allows the increase again
+            parent.committed += new.qty - old.qty
         mismatch = ""
         if guess:
             mismatch = (
@@ -1393,12 +1410,19 @@ class Guard:
                 f"working and {w.filled} filled, beyond the {p.qty} the Guard checked"
             )
         # what was held (the original's leaves and the reservation) is released, and the
-        # new leaves held by capacity afresh, against the parent as it stands now
+        # new leaves held again: the customer's as far as the original's customer part and
+        # the reservation's hold them (as they were checked), any more split afresh
+        kept = w.cust + p.cust
         led.release(w, p.cust, p.reserved - p.cust)
         w.qty, w.price = p.qty, p.price
-        led.rework(w, target)
+        led.rework(w, target, kept)
         if target > 0:
             led.working[new_id] = w
+        elif w.filled or w.parent is not None:
+            # it ended here (nothing left to work): a late fill or bust under the new id is
+            # this order's, as one under the original's is (before, a child's late fill
+            # under it was nobody's, not committed in its parent)
+            led.keep(new_id, w)
         self._recorder.record_event(
             "replace_ack",
             self._ctx,

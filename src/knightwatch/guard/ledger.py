@@ -496,6 +496,11 @@ class Ledger:
             took = min(fill.qty, w.remaining)
             w.remaining -= took
             w.filled += fill.qty
+            if fill.qty > took and w.parent is not None:
+                # an overfill (it halts): what executed beyond the leaves is committed too, as
+                # a late fill's is; before, after the resume the parent's children could total
+                # the overfill more than the parent check allows
+                w.parent.committed += fill.qty - took
             wc = min(took, w.cust)
             w.cust -= wc
             wbook = self.books[w.symbol]
@@ -700,14 +705,20 @@ class Ledger:
             return False
         return cust == qty or reduces(book, side, qty - cust)
 
-    def hold(self, w: Working, qty: int) -> int:
+    def hold(self, w: Working, qty: int, kept: int = 0) -> int:
         """Count `qty` more as working for `w`, by capacity as a new order is: the part
         within its parent's uncommitted quantity on the customer's line, the rest on the
-        book as the firm's. Returns the customer's part. `w`'s own fields are the caller's."""
+        book as the firm's. `kept` of it (at most `qty`) is the customer's as it was
+        before (`rework`): only the rest is split afresh. Returns the customer's part.
+        `w`'s own fields are the caller's."""
         book = self.book(w.symbol)
         is_buy = w.side is _BUY
         p = w.parent
-        cust = customer_part(p, qty)
+        if kept and p is not None:
+            free = p.qty - p.committed - kept
+            cust = kept + (min(qty - kept, free) if free > 0 else 0)
+        else:
+            cust = customer_part(p, qty)
         if p is not None:
             p.committed += qty
         prin = qty - cust
@@ -742,12 +753,19 @@ class Ledger:
             w.parent.committed -= cust + prin
         self.refresh(book)
 
-    def rework(self, w: Working, remaining: int) -> None:
+    def rework(self, w: Working, remaining: int, kept: int | None = None) -> None:
         """`w` now has `remaining` working (a restatement, a replace the venue took):
-        what it held is released and the new quantity held by capacity afresh."""
+        what it held is released and the new quantity held again. The customer's part
+        stays what it was (`kept`, `w.cust` unless given) as far as `remaining` holds it
+        (a reduction takes the firm's part first, as fills take the customer's first);
+        only more than that is split afresh against the parent. Before, all of it was
+        split afresh, and the firm's parts of the parent's other children (counted in
+        its committed quantity) moved this child's customer quantity into the firm's
+        book, past the firm's limits that never checked it."""
+        keep = w.cust if kept is None else kept
         self.release(w, w.cust, w.remaining - w.cust)
         w.remaining = remaining
-        w.cust = self.hold(w, remaining) if remaining else 0
+        w.cust = self.hold(w, remaining, min(keep, remaining)) if remaining else 0
 
     def cancel(self, order_id: str, *, counted: bool = True) -> Working | None:
         """An order ended without filling the rest: free its working quantity and its

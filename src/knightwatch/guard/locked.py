@@ -80,6 +80,20 @@ class LockedGuard(_Base):
         with self.lock:
             self._guard.listen_for_halts(on_halt)
 
+    def latch(self, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        """`Guard.latch` under the lock, and the call it returns too: the node runtime calls
+        that later from its event loop, while the FIX engine's threads check orders, and
+        the halt's record would otherwise be written into the flight recorder's buffer at
+        the same time as an order's (the recorder has one writer: the Guard's caller)."""
+        with self.lock:
+            report = self._guard.latch(*args, **kwargs)
+
+        def locked_report() -> None:
+            with self.lock:
+                report()
+
+        return locked_report
+
     def lots(self, symbol: str, qty: Decimal | int | str) -> int:
         return self._guard.lots(symbol, qty)
 
@@ -111,7 +125,6 @@ class LockedGuard(_Base):
     register_parent = _locked(Guard.register_parent)
     set_context = _locked(Guard.set_context)
     set_limits = _locked(Guard.set_limits)
-    latch = _locked(Guard.latch)
     start_session = _locked(Guard.start_session)
     remaining = _locked(Guard.remaining)
     filled = _locked(Guard.filled)
