@@ -313,9 +313,21 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             "shorten the window, or a node at its rate limits is blocked for capacity"
         )
 
+    def symbol_override(self, symbol: str) -> Override | None:
+        """`symbol`'s own table, found in any case: a symbol in any case is one security (the
+        Guard's halts, the restricted list), and a file holds one table per symbol however
+        spelled. Found by exact spelling only, `[symbol.ibm]` was silently unused for
+        orders in `IBM`, which then had the fleet's looser limits and lot size.
+        A scan past the exact lookup: called once per lane and symbol book, never per order."""
+        ov = self.symbol.get(symbol)
+        if ov is None and self.symbol:
+            folded = symbol.casefold()
+            ov = next((o for n, o in self.symbol.items() if n.casefold() == folded), None)
+        return ov
+
     def lot(self, symbol: str) -> float:
         """What one unit of `qty` is in `symbol`: its `lot_size`, or 1 when none is set."""
-        ov = self.symbol.get(symbol)
+        ov = self.symbol_override(symbol)
         return ov.lot_size if ov is not None and ov.lot_size is not None else 1.0
 
     @classmethod

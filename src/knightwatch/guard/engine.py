@@ -194,6 +194,8 @@ class Guard:
             None if window is None else to_ns(window), self._ledger.working, self._ledger.pending
         )
         self._lot_sizes: dict[str, Decimal] = {}
+        self._symbols_folded = frozenset(n.casefold() for n in self.limits.symbol)
+        """The symbol tables' names case-folded: a symbol's lot size in any case (`lots`)."""
         self._node_windows = windows(
             self.limits.max_orders_per_s_node,
             self.limits.max_orders_per_min_node,
@@ -1626,7 +1628,7 @@ class Guard:
     def _lot_size(self, symbol: str) -> Decimal:
         """A symbol's lot size as a Decimal, cached only for a symbol the limits give one
         (any other has the default: made-up symbols in orders grow no cache)."""
-        if symbol in self.limits.symbol:
+        if symbol in self.limits.symbol or symbol.casefold() in self._symbols_folded:
             lot = self._lot_sizes[symbol] = Decimal(repr(self.limits.lot(symbol)))
             return lot
         return _ONE_LOT
@@ -1714,6 +1716,7 @@ class Guard:
         old_strategy, old_symbol = self._strategy_windows, self._symbol_windows
         pairs = list(self._lanes)
         self.limits = limits
+        self._symbols_folded = frozenset(n.casefold() for n in limits.symbol)
         self._ledger.lot = limits.lot
         self._strategy_windows = {}
         self._symbol_windows = {}

@@ -61,7 +61,7 @@ class Effective:
 
     def __init__(self, limits: Limits, strategy: str, symbol: str) -> None:
         st = limits.strategy.get(strategy)
-        sy = limits.symbol.get(symbol)
+        sy = limits.symbol_override(symbol)  # in any case: `[symbol.ibm]` holds `IBM` too
 
         def pick(key: str, fleet_value: Any) -> Any:
             values = [v for o in (st, sy) if o is not None and (v := getattr(o, key)) is not None]
