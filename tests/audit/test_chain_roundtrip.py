@@ -83,7 +83,10 @@ def test_memory_recorder_uses_the_same_chain(clock: SimClock) -> None:
     rec = FlightRecorder(None, clock=clock)
     for i in range(10):
         rec.record_decision(order(i), ACCEPTED, CTX, RULES)
-    rec.record_event("halt", CTX, scope="fleet", key="fleet", reason="drill", actor="ops")
+    rec.record_event(
+        "halt", CTX, scope="fleet", key="fleet", state="HALTED", code="halted",
+        reason="drill", actor="ops",
+    )  # fmt: skip
     assert rec.lines == []  # nothing is written before a flush
     assert rec.flush()
     assert len(rec.lines) == 12 and rec.pending == 0

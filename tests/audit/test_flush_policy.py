@@ -66,7 +66,10 @@ def test_every_policy_puts_the_record_in_the_file_before_returning(
     rec = FlightRecorder(audit_path, clock=clock, fsync=policy, batch_size=512)
     rec.record_decision(order(1), ACCEPTED, CTX, RULES)
     assert audit_path.read_bytes().rstrip(b"\0").count(b'"order_id":"o1"') == 1
-    rec.record_event("halt", CTX, scope="fleet", key="fleet", reason="drill", actor="ops")
+    rec.record_event(
+        "halt", CTX, scope="fleet", key="fleet", state="HALTED", code="halted",
+        reason="drill", actor="ops",
+    )  # fmt: skip
     assert audit_path.read_bytes().rstrip(b"\0").count(b"\n") == 2
     rec.close()
     report = verify_file(audit_path)

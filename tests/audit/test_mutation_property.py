@@ -24,7 +24,10 @@ def _clean_file() -> list[bytes]:
         clock.advance(7_000)
         rec.ready()
         record_one(rec, i)
-    rec.record_event("halt", CTX, scope="fleet", key="fleet", reason="r", actor="a")
+    rec.record_event(
+        "halt", CTX, scope="fleet", key="fleet", state="HALTED", code="halted",
+        reason="r", actor="a",
+    )  # fmt: skip
     rec.record_event("resume", CTX, scope="fleet", key="fleet", reason="r", actor="a")
     rec.flush()
     return [line + b"\n" for line in rec.lines]

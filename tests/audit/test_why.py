@@ -25,10 +25,22 @@ def build(path: Path, clock: SimClock) -> None:
         rec.record_decision(order(1), ACCEPTED, CTX, RULES)
         clock.advance(1_000)
         rec.record_event("fill", CTX, order_id="o1", symbol="AAPL", qty=60, price=101.2)
-        rec.record_event("halt", CTX, scope="strategy", key="smars", reason="drill", actor="ops")
-        rec.record_event("halt", CTX, scope="strategy", key="other", reason="x", actor="ops")
-        rec.record_event("halt", CTX, scope="symbol", key="MSFT", reason="x", actor="ops")
-        rec.record_event("halt", CTX, scope="strategy_symbol", key="smars/AAPL", reason="t")
+        rec.record_event(
+            "halt", CTX, scope="strategy", key="smars", state="HALTED", code="halted",
+            reason="drill", actor="ops",
+        )  # fmt: skip
+        rec.record_event(
+            "halt", CTX, scope="strategy", key="other", state="HALTED", code="halted",
+            reason="x", actor="ops",
+        )  # fmt: skip
+        rec.record_event(
+            "halt", CTX, scope="symbol", key="MSFT", state="HALTED", code="halted",
+            reason="x", actor="ops",
+        )  # fmt: skip
+        rec.record_event(
+            "halt", CTX, scope="strategy_symbol", key="smars/AAPL", state="HALTED", code="halted",
+            reason="t", actor="ops",
+        )  # fmt: skip
         rec.record_decision(order(2), HALTED, CTX, ("trading_state",))
         rec.record_event("resume", CTX, scope="strategy", key="smars", reason="ok", actor="ops")
         rec.record_event("fill", CTX, order_id="o1", symbol="AAPL", qty=40, price=101.3)
@@ -162,11 +174,13 @@ def test_a_halt_recorded_after_the_orders_it_blocked_still_explains_them(
         clock.advance(1_000)
         later = clock.time_ns()
         rec.record_event(
-            "halt", CTX, scope="strategy", key="smars", reason="kill", latched_ns=latched
-        )
+            "halt", CTX, scope="strategy", key="smars", state="HALTED", code="halted",
+            reason="kill", actor="ops", latched_ns=latched,
+        )  # fmt: skip
         rec.record_event(
-            "halt", CTX, scope="strategy", key="smars", reason="next", latched_ns=later
-        )
+            "halt", CTX, scope="strategy", key="smars", state="HALTED", code="halted",
+            reason="next", actor="ops", latched_ns=later,
+        )  # fmt: skip
     exp = explain_order(audit_path, "o3")
     assert [c.data["reason"] for c in exp.controls] == ["kill"]
     assert exp.chain.intact
@@ -238,8 +252,9 @@ def test_a_damaged_halt_after_the_decision_is_not_left_out_of_a_verified_answer(
         rec.record_decision(order(3), HALTED, CTX, ("trading_state",))
         rec.flush()
         rec.record_event(
-            "halt", CTX, scope="strategy", key="smars", reason="kill", latched_ns=latched
-        )
+            "halt", CTX, scope="strategy", key="smars", state="HALTED", code="halted",
+            reason="kill", actor="ops", latched_ns=latched,
+        )  # fmt: skip
     audit_path.write_bytes(audit_path.read_bytes().replace(b'"reason":"kill"', b'"reason":kill"'))
     exp = explain_order(audit_path, "o3")
     assert exp.controls == ()

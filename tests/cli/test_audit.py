@@ -308,7 +308,10 @@ def test_why_and_tail_never_write_a_records_control_characters_to_the_terminal(
         id=oid, strategy=f"s{control}", symbol="AAPL", side="buy", qty=1, price=1.0, parent_id=None
     )
     with FlightRecorder(audit_path, clock=clock) as rec:
-        rec.record_event("halt", CTX, scope="fleet", reason=f"r{control}", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="fleet", key="fleet", state="HALTED", code="halted",
+            reason=f"r{control}", actor="ops",
+        )  # fmt: skip
         rec.record_decision(sent, BLOCK, CTX, RULES)
         rec.record_event("fill", CTX, order_id=oid, qty=1, price=1.0, venue=f"v{control}")
     audit_path.write_bytes(audit_path.read_bytes() + b'{"seq":\x1b[2J\n')  # undecodable

@@ -33,7 +33,10 @@ def record_run(path: Path, key: SigningKey) -> Checkpointer:
     rec = FlightRecorder(path, clock=clock)
     cp = Checkpointer(rec, path, "n1", key, clock)
     for i in range(10):
-        rec.record_event("halt", CTX, scope="node", key="n1", reason=f"r{i}", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason=f"r{i}", actor="ops",
+        )  # fmt: skip
     assert cp.sign_now() is not None
     clock.advance(10**9)
     for i in range(10, 20):

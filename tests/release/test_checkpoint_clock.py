@@ -43,7 +43,10 @@ class WallClock:
 
 def _records(rec: FlightRecorder, n: int, tag: str) -> None:
     for i in range(n):
-        rec.record_event("halt", CTX, scope="node", key="n1", reason=f"{tag}{i}", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason=f"{tag}{i}", actor="ops",
+        )  # fmt: skip
 
 
 def verify(path: Path, pub: Path) -> tuple[int, str]:

@@ -28,6 +28,7 @@ from knightwatch.audit.read import (
 )
 from knightwatch.audit.record import EventRecord
 from knightwatch.decision import RejectReason
+from knightwatch.state import Scope, TradingState
 
 if TYPE_CHECKING:
     from knightwatch.audit.recorder import FlightRecorder
@@ -167,8 +168,6 @@ class _Replay:
         self.flags: dict[str, int] = {}
         self.why = ""
         """Why the last line that stands as a halt could not be read (`unreadable_standing`)."""
-        self.absent = False
-        """That line is a halt whose only faults are a scope, key or code left out."""
 
     def line(self, lineno: int, line: bytes) -> None:
         """One line holding a marker (as `read_lines` gives it: cut when too long)."""
@@ -199,7 +198,6 @@ class _Replay:
         ):
             missing = "scope, key and code (its source) as text"
             self._stands(lineno, line, f"a halt without {missing}")
-            self.absent = all(v is None or isinstance(v, str) for v in (scope, key, code))
             return
         if rec.kind == "halt" and _PREFIX.match(line) is None:
             # its seq and time not the counts a recorder writes ("ts":"..." or 1.5): the
@@ -265,20 +263,35 @@ class _Replay:
 def unreadable_standing(line: bytes) -> str | None:
     """Why a starting node cannot read `line` of its file as the halt or flag change it is
     marked as (it then starts halted on it, telling the operator to run `audit verify`),
-    or None. `audit verify` names such a line: a halt with a scope, key or code that is
-    not text, or its seq or time not counts, or a flag_applied without its flag and
-    revision, resealed or after the last seal, was reported intact while the node stood
-    halted on it.
-
-    Not yet a halt whose only faults are a scope, key or code left out: every recorder's
-    halt carries all three (`Guard.halt`), but the tests of other parts and
-    `bench/audit_bench.py` write such halts into files they verify, and would first need
-    theirs completed."""
+    or None. `audit verify` names such a line: a halt without its scope, key and code as
+    text (left out, or another type; every recorder's halt carries all three,
+    `Guard.halt`), or its seq or time not counts, or a scope, code, state or key no latch
+    holds (`_latch_problem`: the node halts itself instead), or a flag_applied without its
+    flag and revision, resealed or after the last seal, was reported intact while the node
+    stood halted on it."""
     if not any(m in line for m in _MARKERS):
         return None
     replay = _Replay("")
     replay.line(0, line)
-    return None if replay.absent else replay.why or None
+    if replay.why:
+        return replay.why
+    halts = [h for slot in replay.latches.values() for h in slot.values()]
+    return _latch_problem(halts[0]) if halts else None
+
+
+def _latch_problem(halt: StandingHalt) -> str | None:
+    """Why a starting node cannot latch `halt` as written, or None: a scope, source or
+    state it does not know, or a key no latch holds. It then halts the node itself
+    instead (`NodeRuntime._restore`), on a line `audit verify` reported intact."""
+    if halt.scope not in _SCOPES:
+        return f"a halt whose scope {halt.scope!r} is none of {', '.join(_SCOPES)}"
+    if halt.code not in _CODES:
+        return f"a halt whose code {halt.code!r} is no reject reason (its source)"
+    if halt.state not in _LATCHED:
+        return f"a halt whose state {halt.state!r} is neither HALTED nor REDUCING"
+    if not halt.key or (halt.scope != Scope.FLEET.value and not halt.key.strip()):
+        return f"a halt whose key {halt.key!r} is empty or only whitespace"
+    return None
 
 
 UNREADABLE = "unreadable"
@@ -286,6 +299,9 @@ UNREADABLE = "unreadable"
 it halts the node itself (`NodeRuntime._restore`)."""
 
 _HALT_MARKER = b'"kind":"halt"'
+_SCOPES = tuple(s.value for s in Scope)
+_CODES = frozenset(r.value for r in RejectReason)
+_LATCHED = frozenset({TradingState.HALTED.name, TradingState.REDUCING.name})
 _FLAG_MARKER = b'"kind":"flag_applied"'
 _PREFIX = re.compile(rb'\{"seq":(\d{1,19}),"ts":(\d{1,19}),')
 _NEVER_LIFTED_BY_THE_STORE = 2**63 - 1

@@ -39,7 +39,10 @@ async def test_a_checkpoint_not_taken_during_an_outage_is_shipped_when_the_plane
     rec = FlightRecorder(path, clock=clock)
     cp = Checkpointer(rec, path, "n1", signer("n1").key, clock, plane)
     for i in range(3):
-        rec.record_event("halt", CTX, scope="node", key="n1", reason=f"r{i}", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason=f"r{i}", actor="ops",
+        )  # fmt: skip
     await fabric.set_reachable(False)
     task = asyncio.create_task(cp.run(interval_s=0.02))
     try:

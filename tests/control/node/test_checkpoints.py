@@ -49,7 +49,10 @@ async def test_checkpoints_shipped_to_the_control_plane_outlive_the_node_disk(
         rec = FlightRecorder(path, clock=clock)
         cp = Checkpointer(rec, path, "n1", key, clock, plane)
         for i in range(20):
-            rec.record_event("halt", CTX, scope="node", key="n1", reason=f"r{i}", actor="ops")
+            rec.record_event(
+                "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+                reason=f"r{i}", actor="ops",
+            )  # fmt: skip
         await cp.close()
         rec.close()
     finally:
@@ -87,11 +90,17 @@ def test_a_symlink_planted_at_the_checkpoint_file_is_not_written_through(
     sidecar_path(path).symlink_to(victim)
     rec = FlightRecorder(path, clock=clock)
     try:
-        rec.record_event("halt", CTX, scope="node", key="n1", reason="r", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason="r", actor="ops",
+        )  # fmt: skip
         assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
         assert victim.read_bytes() == b"theirs\n"  # nothing written through the link
         sidecar_path(path).unlink()
-        rec.record_event("halt", CTX, scope="node", key="n1", reason="r2", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason="r2", actor="ops",
+        )  # fmt: skip
         assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
         assert sidecar_path(path).stat().st_mode & 0o777 == 0o600
     finally:
@@ -115,7 +124,10 @@ def test_a_fifo_planted_at_the_checkpoint_file_gets_no_checkpoint_and_blocks_not
     reader = os.open(sidecar_path(path), os.O_RDONLY | os.O_NONBLOCK)  # someone listening
     rec = FlightRecorder(path, clock=clock)
     try:
-        rec.record_event("halt", CTX, scope="node", key="n1", reason="r", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason="r", actor="ops",
+        )  # fmt: skip
         assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
         try:
             taken = os.read(reader, 65536)
@@ -123,7 +135,10 @@ def test_a_fifo_planted_at_the_checkpoint_file_gets_no_checkpoint_and_blocks_not
             taken = b""
         assert taken == b""  # before: the signed checkpoint, handed to whoever read it
         os.close(reader)  # now nobody reads: before, the open below blocked for good
-        rec.record_event("halt", CTX, scope="node", key="n1", reason="r2", actor="ops")
+        rec.record_event(
+            "halt", CTX, scope="node", key="n1", state="HALTED", code="halted",
+            reason="r2", actor="ops",
+        )  # fmt: skip
         assert Checkpointer(rec, path, "n1", key, clock).sign_now() is not None
     finally:
         rec.close()
