@@ -161,7 +161,15 @@ class LoopThread:
         self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+        """The coroutine's result; one given up on (timed out, or the waiting thread
+        interrupted) is cancelled on the loop, never left running: a join that timed out
+        went on to take the lease and arm the Guard after `join` had raised."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout_s)
+        except BaseException:
+            future.cancel()  # a no-op once it has ended; else cancels its task on the loop
+            raise
 
     def close(self, timeout_s: float = 10.0) -> None:
         if self.loop.is_closed():
@@ -372,13 +380,24 @@ class FleetMember:
         self.exposition: MetricsServer | None = None
 
     async def start(self, actor: str) -> None:
-        """Connect, join (kill state resynced, lease taken, registered), then arm."""
-        if not self.plane.connected:
-            await self.plane.connect()
-        await self.runtime.start()
-        self.runtime.arm(actor)
-        if self.metrics_port is not None:
-            self.exposition = serve_node_metrics(self.runtime, self.metrics_port)
+        """Connect, join (kill state resynced, lease taken, registered), serve metrics, then
+        arm: arming is the last step. A start that raises has stopped what it started and
+        left the Guard unarmed: before, a metrics port in use raised after the Guard was
+        armed, leaving a node that trades while its program was told joining failed (and
+        one refused at arming kept its runtime running)."""
+        try:
+            if not self.plane.connected:
+                await self.plane.connect()
+            await self.runtime.start()
+            if self.metrics_port is not None:
+                self.exposition = serve_node_metrics(self.runtime, self.metrics_port)
+            self.runtime.arm(actor)
+        except BaseException:
+            try:
+                await self.stop()
+            except Exception:  # the error that stopped the join is the one to report
+                log.exception("node %s: stopping after a failed join", self.runtime.node_id)
+            raise
         log.info("node %s joined the fleet and armed (%s)", self.runtime.node_id, actor)
 
     async def stop(self) -> None:

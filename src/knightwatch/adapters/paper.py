@@ -317,6 +317,8 @@ class PaperBinance(PaperVenue):
             done = [
                 self.cancel(o.id) for o in list(self.orders.values()) if o.symbol == q["symbol"]
             ]
+            if not any(done):  # as Binance answers a symbol with nothing open (OrderNotFound)
+                return 400, {"code": -2011, "msg": "Unknown order sent."}
             return 200, [self._order(o) for o in done if o is not None]
         if route == "/api/v3/openOrders":
             return 200, [
