@@ -1958,7 +1958,9 @@ class GuardedExchange:
         for attempt in range(1, _KILL_ATTEMPTS + 1):
             try:
                 if ex.has.get("cancelAllOrders"):
-                    ledger.apply_orders(ex.cancel_all_orders(symbol), "cancel_all_orders")
+                    # nothing open in the market is Binance's -2011 (OrderNotFound): swept
+                    with contextlib.suppress(ccxt.OrderNotFound):
+                        ledger.apply_orders(ex.cancel_all_orders(symbol), "cancel_all_orders")
                 else:
                     left = 0
                     for xid in _open_ids(ex.fetch_open_orders(symbol)):
@@ -2404,7 +2406,9 @@ class AsyncGuardedExchange:
         for attempt in range(1, _KILL_ATTEMPTS + 1):
             try:
                 if ex.has.get("cancelAllOrders"):
-                    ledger.apply_orders(await ex.cancel_all_orders(symbol), "cancel_all_orders")
+                    # nothing open in the market is Binance's -2011 (OrderNotFound): swept
+                    with contextlib.suppress(ccxt.OrderNotFound):
+                        ledger.apply_orders(await ex.cancel_all_orders(symbol), "cancel_all_orders")
                 else:
                     left = 0
                     for xid in _open_ids(await ex.fetch_open_orders(symbol)):
