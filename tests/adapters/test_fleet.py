@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,29 @@ def test_limits_are_a_limits_or_a_file_and_anything_else_is_named(tmp_path: Path
     for bad in (123, None, b"limits.toml", {"version": "v1"}):
         with pytest.raises(AdapterError, match="limits: must be a Limits or the path"):
             limits_of(bad)
+
+
+def test_a_latched_halts_record_is_written_under_the_lock(tmp_path: Path) -> None:
+    """The node runtime writes a kill's record later from its loop while a venue thread
+    holds the lock to check an order: the record must wait, not go into the recorder's
+    buffer beside that order's (the adapter's own latch returned it unlocked)."""
+    g, _ = build_guard(
+        Limits.off(), node="n1", clock=SimClock(), recorder=None, ship=False, locked=True
+    )
+    assert isinstance(g, LockedWatchedGuard)
+    heard: list[TradingState] = []
+    g.watch(lambda: heard.append(g.node_state()))
+    report = g.latch(Scope.FLEET, "fleet", "kill", "alice")
+    assert heard == [TradingState.HALTED]  # the watchers are still told
+    done = threading.Event()
+
+    def later() -> None:
+        report()
+        done.set()
+
+    with g.lock:
+        t = threading.Thread(target=later)
+        t.start()
+        assert not done.wait(0.2), "the halt's record was written while the lock was held"
+    assert done.wait(15.0)
+    t.join(15.0)

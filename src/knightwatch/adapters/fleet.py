@@ -126,12 +126,10 @@ class LockedWatchedGuard(_LockedBase):
         with self.lock:
             self._guard.watch(watcher)
 
-    # LockedGuard calls Guard's own latch and resume on the wrapped Guard; these two
-    # must reach WatchedGuard's, which tell the watchers
-    def latch(self, *args: Any, **kwargs: Any) -> Callable[[], None]:
-        with self.lock:
-            return self._guard.latch(*args, **kwargs)
-
+    # LockedGuard calls Guard's own resume on the wrapped Guard: it must reach
+    # WatchedGuard's, which tells the watchers. (`latch` is LockedGuard's own: it calls the
+    # wrapped WatchedGuard's and writes the halt's record under the lock; an override here
+    # wrote it without, beside a FIX thread's order records.)
     def resume(self, *args: Any, **kwargs: Any) -> bool:
         with self.lock:
             return self._guard.resume(*args, **kwargs)
