@@ -508,8 +508,10 @@ class NodeRuntime:
         await self.plane.subscribe_states(self._on_state)
         drops = self._drops
         stored = await self._resync()
-        self._restore(stored, await self._lifted_in_store(stored), await self._own_lifted(stored))
-        self._store_lost(stored)
+        relatched = self._restore(
+            stored, await self._lifted_in_store(stored), await self._own_lifted(stored)
+        )
+        self._store_lost(stored, relatched)
         await self._record_start()
         await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
         target, _ = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
@@ -1558,7 +1560,7 @@ class NodeRuntime:
         stored: dict[str, StateEntry],
         lifted: frozenset[tuple[str, str]] = frozenset(),
         own_lifted: frozenset[tuple[str, str]] = frozenset(),
-    ) -> None:
+    ) -> dict[tuple[Scope, str], dict[RejectReason, Halt]]:
         """Latch again every halt the node's own record holds and the store has lost.
 
         The store's word wins where it has one: a halt it holds is applied by the
@@ -1567,9 +1569,17 @@ class NodeRuntime:
         command (an older record) is lifted by a resume issued after it. Else (the
         store has nothing, or a resume that never lifted it: a kill heard on the fast
         path alone, dated before it) the halt is latched again, logged as
-        RESTORED_HALT and stored (`_store_lost`). Runs once, at join.
+        RESTORED_HALT and stored (`_store_lost`). Runs once, at join; returns what it
+        latched again per slot and source, for `_store_lost` to store each in turn.
+
+        Each source is its own latch: a second source's halt of a slot is latched too, even
+        when the Guard already holds the slot as strictly. Before, only the first was (the
+        slot already read HALTED): a loss stop and a fill mismatch came back as one, an
+        operator's kill under a loss stop not at all, and the one resume let the node trade.
         """
         recovered, self.recovered = self.recovered, ()
+        before = self.guard.halts()  # latched before the restore (an embedding program's)
+        relatched: dict[tuple[Scope, str], dict[RejectReason, Halt]] = {}
         for h in sorted(recovered, key=lambda h: h.seq):
             text, command_id = _carried(h.reason)
             try:
@@ -1611,8 +1621,12 @@ class NodeRuntime:
                 # a kill it never named (heard here alone) lifted it at a restart, though
                 # refused as stale when heard live or at a resync (`_unnamed_halt`)
                 continue
-            if self.guard.trading_state(scope, key) >= state:
-                continue
+            again = relatched.get((scope, key), {}).get(code)
+            first = before.get((scope, key))
+            if (again is not None and again.state >= state) or (
+                first is not None and first.code is code and first.state >= state
+            ):
+                continue  # this source is latched as strictly already
             reason = (
                 f"restored from this node's flight recorder (seq {h.seq}): {text}; "
                 "the control plane store had lost it"
@@ -1635,6 +1649,9 @@ class NodeRuntime:
                 self._restored.add(slot)
                 self._seen[command_id] = None
             self.guard.halt(scope, key, reason, actor, state=state, code=code)
+            relatched.setdefault((scope, key), {})[code] = Halt(
+                state, code, reason, actor, self.clock.time_ns()
+            )
             log.error(
                 "RESTORED_HALT node=%s scope=%s key=%s code=%s from seq %d",
                 self.node_id,
@@ -1643,6 +1660,7 @@ class NodeRuntime:
                 code.value,
                 h.seq,
             )
+        return relatched
 
     def _restore_own(
         self,
@@ -1671,12 +1689,23 @@ class NodeRuntime:
         )
         self._on_guard_halt(scope, key, Halt(state, code, reason, actor, self.clock.time_ns()))
 
-    def _store_lost(self, stored: dict[str, StateEntry]) -> None:
+    def _store_lost(
+        self,
+        stored: dict[str, StateEntry],
+        relatched: dict[tuple[Scope, str], dict[RejectReason, Halt]] | None = None,
+    ) -> None:
         """Store again every halt the Guard holds that the store has no word on.
 
         After a store lost its entries (a single server's disk, a deleted bucket),
         the nodes still hold their latches; storing them again lets `status` show
         them and `knightwatch resume` lift them, and halts every other node too.
+        Every source of a slot is kept among the halts to store (`_auto`), each
+        stored in turn as the one before is resumed: the Guard's own ones, the kill
+        held as the slot's entry, and what the restart latched again (`relatched`).
+        Before, only the slot's worst latch was, and a slot whose own halt had been
+        stored before the loss was skipped as "being stored" with no loop left to
+        store it: the other latches were held by the Guard alone, and the node stayed
+        blocked for good while the store read ACTIVE (nothing to resume).
         """
         for (scope, key), halt in self.guard.halts().items():
             held = stored.get(slot_of(scope, key))
@@ -1684,8 +1713,6 @@ class NodeRuntime:
                 held.state is not TradingState.ACTIVE or held.issued_ns >= halt.ts_ns
             ):
                 continue
-            if (scope, key) in self._auto:
-                continue  # already being stored
             if scope is Scope.FLEET or (scope is Scope.NODE and key != self.node_id):
                 # a node signs halts of itself, a strategy or a symbol only (`check_state`):
                 # the relay would refuse this one, and the loop would send it forever. The
@@ -1702,14 +1729,36 @@ class NodeRuntime:
                         halt.code.value,
                     )
                 continue
-            log.error(
-                "LOST_HALT_STORED node=%s scope=%s key=%s code=%s: the store had no entry",
-                self.node_id,
-                scope.value,
-                key,
-                halt.code.value,
-            )
-            self._on_guard_halt(scope, key, halt)
+            sources = dict((relatched or {}).get((scope, key), {}))
+            sources.setdefault(halt.code, halt)
+            applied = self._applied.get(slot_of(scope, key))
+            if applied is not None and applied.state is not TradingState.ACTIVE:
+                # the kill this node holds as the slot's entry: its latch is held until a
+                # resume of it, which the store can no longer name
+                sources.setdefault(
+                    applied.source,
+                    Halt(
+                        TradingState(applied.state),
+                        applied.source,
+                        applied.reason,
+                        applied.actor,
+                        self.clock.time_ns(),
+                    ),
+                )
+            autos = self._auto.setdefault((scope, key), {})
+            for code, source in sources.items():
+                if code in autos:
+                    continue
+                autos[code] = source
+            for code in autos:
+                log.error(
+                    "LOST_HALT_STORED node=%s scope=%s key=%s code=%s: the store had no entry",
+                    self.node_id,
+                    scope.value,
+                    key,
+                    code.value,
+                )
+            self._publish_auto(scope, key)  # one after the other, as each is resumed
 
     # --- resume ramp ---------------------------------------------------------
     def _take_ramp(self, key: str, value: bytes, *, live: bool) -> None:
