@@ -202,3 +202,25 @@ async def test_an_operators_kill_and_a_loss_stop_are_both_stored_on_a_lost_store
         await resume_each(node, ks, ks.plane, clock, 2)
     finally:
         await node.stop()
+
+
+async def test_halts_stored_again_with_the_clock_not_past_the_entry_held_are_resumable(
+    tmp_path: Path,
+) -> None:
+    """The store lost, nothing stored dates the halt stored again: dated by a clock that has
+    not moved past the entry the node still holds (stepped back, or frozen), it was ignored
+    as older and its resume refused as stale, and the node stayed blocked for good."""
+    fabric, clock = MemoryFabric(), SimClock(1_000 * S)
+    node = await node_on(fabric, clock, tmp_path / "n1.jsonl")
+    await relay_on(fabric, clock)
+    ks = switch(await plane_on(fabric), clock, "alice")
+    assert isinstance(ks.plane, MemoryControlPlane)
+    plane = ks.plane
+    try:
+        await loss_and_mismatch(node)
+        await until(lambda: held_as_any(plane), "n1's first halt stored")
+        await eventually(lambda: not storing(), what="n1's automatic halt loops done")
+        await lose_store(fabric, node)  # the clock has not moved since the halt was stored
+        await resume_each(node, ks, plane, clock, 2)
+    finally:
+        await node.stop()

@@ -1079,6 +1079,12 @@ class NodeRuntime:
                 issued = self.clock.time_ns()
                 if current is not None:
                     issued = max(issued, current.issued_ns + 1)
+                held = self._applied.get(slot_of(scope, key))
+                if held is not None:
+                    # after a store loss nothing stored dates it: dated before the entry this
+                    # node still holds (its clock stepped back), it was ignored as older and
+                    # its resume refused as stale; the node stayed blocked for good
+                    issued = max(issued, held.issued_ns + 1)
                 entry = StateEntry(
                     scope=scope,
                     key=key,
