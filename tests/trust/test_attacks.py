@@ -400,12 +400,14 @@ async def test_an_old_approved_resume_stored_again_over_a_new_kill_lifts_nothing
         await carol.close()
 
 
-async def _deliver_as(nc: nats.NATS, stored_on: str, payload: bytes, deliver_to: str) -> None:
-    """Store `payload` on a subject `nc`'s identity may write and have the server deliver it
-    to `deliver_to` through a push consumer (anyone may create one, to any subject); returns
-    once the server says it delivered it."""
+async def _deliver_as(nc: nats.NATS, stored_on: str, payload: bytes, deliver_to: str) -> int:
+    """Store `payload` on a subject `nc`'s identity may write and ask the server to deliver
+    it to `deliver_to` through a push consumer (anyone may create one, to any subject);
+    returns how much of the stream the consumer delivered after a while. The streams live in
+    an account of their own (`authz.STORE_ACCOUNT`): its deliveries reach the roster's
+    account on inboxes alone, never on `deliver_to`."""
     ack = json.loads((await nc.request(stored_on, payload, timeout=2)).data)
-    stream, seq = ack["stream"], ack["seq"]
+    stream = ack["stream"]
     config = {"deliver_subject": deliver_to, "filter_subject": stored_on, "ack_policy": "none"}
     reply = await nc.request(
         f"$JS.API.CONSUMER.CREATE.{stream}",
@@ -414,26 +416,23 @@ async def _deliver_as(nc: nats.NATS, stored_on: str, payload: bytes, deliver_to:
     )
     created = json.loads(reply.data)
     assert "error" not in created, created
-    for _ in range(200):
-        info = json.loads(
-            (await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{created['name']}", b"")).data
-        )
-        if info["delivered"]["stream_seq"] >= seq:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the server never delivered {stored_on} to {deliver_to}: {info}")
+    await asyncio.sleep(0.5)
+    info = json.loads(
+        (await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{created['name']}", b"")).data
+    )
+    return int(info["delivered"]["stream_seq"])
 
 
 async def test_a_node_cannot_have_the_server_deliver_its_bytes_on_other_subjects(
     site: Site,
 ) -> None:
     """The server refuses n1 the subjects of n3 and the kill state, but anyone may create a
-    push consumer delivering to any subject, and the server hands its messages over under
-    the subject they were stored on. n1 stores a heartbeat of n3 and an old signed fleet
-    kill on its own flag-confirmation subjects and has them delivered to `kw.hb.n3` and
-    `kw.state`: n3 must not hear a duplicate of itself, nor a node a kill from n1 (a node
-    never halts the fleet). Before, the heartbeat passed the owner check (the stored
-    subject's last token was `n3`) and the kill reached every node's fast path."""
+    push consumer delivering to any subject. n1 stores a heartbeat of n3, an old signed
+    fleet kill and garbage on its own flag-confirmation subjects and asks for them on
+    `kw.hb.n3`, `kw.state` and the stored kill state's republish subject: n3 must not hear
+    a duplicate of itself, nor a node a kill or a stored halt from n1 (a node never halts
+    the fleet). In one account with the streams the server delivered them; now the store's
+    account delivers to inboxes alone, and the plane's own checks stand behind that."""
     n3 = await site.connect("n3")
     alice = await site.connect("alice")
     heard: list[NodeStatus] = []
@@ -456,10 +455,18 @@ async def test_a_node_cannot_have_the_server_deliver_its_bytes_on_other_subjects
             Scope.FLEET, FLEET_KEY, TradingState.HALTED, "an old kill", "alice",
             uuid.uuid4().hex, now - 10**9, now + 59 * 10**9,
         ).signed(site.signer("alice").key)  # fmt: skip
-        await _deliver_as(
-            nc, "$KV.kw_flags_applied.applied.n1.n3", ENCODER.encode(forged), "kw.hb.n3"
-        )
-        await _deliver_as(nc, "$KV.kw_flags_applied.applied.n1.k", ENCODER.encode(kill), "kw.state")
+        delivered = [
+            await _deliver_as(
+                nc, "$KV.kw_flags_applied.applied.n1.n3", ENCODER.encode(forged), "kw.hb.n3"
+            ),
+            await _deliver_as(
+                nc, "$KV.kw_flags_applied.applied.n1.k", ENCODER.encode(kill), "kw.state"
+            ),
+            await _deliver_as(
+                nc, "$KV.kw_flags_applied.applied.n1.r", b"garbage", "kw.repub.state.fleet.fleet"
+            ),
+        ]
+        assert delivered == [0, 0, 0], "the store account delivered outside an inbox"
         # what n3's own process and an operator really send arrive after what was delivered
         real = msgspec.structs.replace(forged, instance="real")
         mark = msgspec.structs.replace(kill, scope=Scope.SYMBOL, key="MARK").signed(
