@@ -9,7 +9,8 @@ it once the roster's admin threshold has signed. Every process follows the
 stored versions as they appear (nodes, the supervisor, the admission service,
 the embedded server's users), so nothing restarts. Publishing is refused
 while a fleet or strategy kill is in force if the version enrols a new node,
-since a new node adds risk.
+since a new node adds risk. A change that would leave nobody able to kill (revoking the
+last operator or supervisor key) is refused before it is signed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from knightwatch.trust.roster import (
     Roster,
     TrustError,
     admin_names,
+    check_stop_kept,
     decode_roster,
     granted,
     roster_envelope,
@@ -116,6 +118,7 @@ def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -
         admin_threshold=roster.admin_threshold,
         approvals=roster.approvals,
     )
+    check_stop_kept(roster, proposal)  # refused before it is signed, not at publish
     envelope = sign_roster(roster_envelope(proposal), signer.key)
     write_approval(out, encode_envelope(envelope))  # whole or not at all, never over a file
     needed = roster.admin_threshold

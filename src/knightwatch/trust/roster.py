@@ -24,6 +24,12 @@ role, a wider validity, any change of approval policy, or leaves a single admin)
 still needs two admins whenever the version before it has two or more, or one
 admin could add a second identity for themselves and act as two. A fresh site's
 one admin signs alone.
+
+No version, whoever signs it, leaves the fleet with no key able to kill (an operator's
+or the supervisor's, valid) sooner than the version before it did: revoking or ending
+every such key, dropping the operator role from everyone, or keeping only keys that
+begin later would have every node refuse every kill, the stop direction gated by a
+roster change. A replacement key enrolled in the same version keeps the stop.
 """
 
 from __future__ import annotations
@@ -294,6 +300,44 @@ def granted(before: Roster, after: Roster) -> str:
     return ""
 
 
+KILL_ROLES = frozenset({Role.OPERATOR, Role.SUPERVISOR})
+"""The roles whose one key may issue a kill (`trust.command`'s stop check)."""
+
+
+def _stop_lost_ns(roster: Roster, from_ns: int) -> float:
+    """The first instant at or after `from_ns` when no key of `roster` able to kill is
+    valid (inf if none): a gap begins at `from_ns` or where such a key ends."""
+    kill = [m for m in roster.members if KILL_ROLES & set(m.roles)]
+    ends = {from_ns}
+    for m in kill:
+        ends |= {ns for ns in (m.valid_until_ns, m.revoked_ns) if ns > from_ns}
+    for ns in sorted(ends):
+        if not any(m.valid_at(ns) for m in kill):
+            return ns
+    return float("inf")
+
+
+def check_stop_kept(before: Roster, after: Roster) -> None:
+    """TrustError if `after` leaves the fleet with no key able to kill (an operator's or the
+    supervisor's, valid) sooner than `before` did: revoking or ending every such key, now
+    or later, dropping the operator role from everyone, or keeping only keys that begin
+    later. The stop direction is never gated by a roster change, whoever signs it; a
+    replacement key enrolled in the same version keeps it. Ending every other key too is
+    no excuse: a node trades on without its key. A roster that could not kill before (a
+    fresh site) is not made worse by a version that leaves that as it was."""
+    at = after.issued_ns
+    lost = _stop_lost_ns(after, at)
+    if lost >= _stop_lost_ns(before, at):
+        return
+    when = "at its issue time" if lost == at else f"from {int(lost)}"
+    raise TrustError(
+        f"roster version {after.version}: no operator or supervisor key would be valid "
+        f"{when} (issued_ns {at}): a roster version never leaves the fleet unable to kill; "
+        "keep or enrol an operator or supervisor key valid throughout (e.g. rotate instead "
+        "of revoke)"
+    )
+
+
 def verify_roster(
     envelope: Envelope,
     admins: TrustPolicy,
@@ -315,6 +359,8 @@ def verify_roster(
             f"roster version {roster.version} issued_ns: {roster.issued_ns} must be after "
             f"version {after.version}'s ({after.issued_ns}): versions only move forward"
         )
+    if after is not None:
+        check_stop_kept(after, roster)
     names = signer_names(envelope, admins)
     # The threshold is the previous version's own, never fewer: `admins` holds only the
     # keys valid at the new version's instant, which its signers choose, so dated past
