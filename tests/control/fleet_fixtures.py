@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Sequence
+from pathlib import Path
 
-from knightwatch.clock import NS_PER_S, Clock
+from knightwatch.audit import FlightRecorder
+from knightwatch.audit.standing import StandingHalt
+from knightwatch.clock import NS_PER_S, Clock, SimClock
 from knightwatch.control.fleet.supervisor_service import AutoHaltRelay
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
@@ -19,6 +23,37 @@ from knightwatch.order import Fill, Order, Side
 from ..identities import signer, switch, trust
 
 POLICY = LeasePolicy(lease_timeout_s=0.3, heartbeat_s=0.05)
+
+
+async def recorded_node_on(
+    fabric: MemoryFabric,
+    clock: SimClock,
+    path: Path,
+    recovered: Sequence[StandingHalt] | None = None,
+) -> NodeRuntime:
+    """n1 started on `fabric`, max_loss 100, its flight recorder at `path`, restored from
+    `recovered` (what that recorder read back at a restart)."""
+    guard = Guard(
+        Limits(
+            lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_symbol=None, max_loss=100.0
+        ),
+        node="n1",
+        clock=clock,
+        recorder=FlightRecorder(path, clock=clock),
+    )
+    guard.on_price("AAPL", 100.0)
+    guard.arm("test")
+    node = NodeRuntime(
+        guard,
+        await plane_on(fabric),
+        clock=clock,
+        policy=POLICY,
+        trust=trust(),
+        signer=signer("n1"),
+        recovered=recovered or (),
+    )
+    await node.start()
+    return node
 
 
 def make_node(node_id: str, plane: ControlPlane, clock: Clock) -> NodeRuntime:

@@ -13,48 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knightwatch.audit.recorder import FlightRecorder
 from knightwatch.audit.standing import StandingHalt, standing
 from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.decision import RejectReason
-from knightwatch.guard import Guard
-from knightwatch.limits import Limits
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 
-from ...identities import BOB, signer, switch, trust
-from ..fleet_fixtures import POLICY, OrderIds, S, plane_on, relay_on
+from ...identities import BOB, switch
+from ..fleet_fixtures import OrderIds, S, plane_on, recorded_node_on, relay_on
 from ..helpers import until
-
-
-async def node_on(
-    fabric: MemoryFabric, clock: SimClock, path: Path, recovered: list[StandingHalt] | None = None
-) -> NodeRuntime:
-    """n1, max_loss 100, its flight recorder at `path`, started from `recovered`."""
-    guard = Guard(
-        Limits(
-            lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_symbol=None, max_loss=100.0
-        ),
-        node="n1",
-        clock=clock,
-        recorder=FlightRecorder(path, clock=clock),
-    )
-    guard.on_price("AAPL", 100.0)
-    guard.arm("test")
-    node = NodeRuntime(
-        guard,
-        await plane_on(fabric),
-        clock=clock,
-        policy=POLICY,
-        trust=trust(),
-        signer=signer("n1"),
-        recovered=recovered or (),
-    )
-    await node.start()
-    return node
 
 
 async def stopped(node: NodeRuntime, path: Path) -> list[StandingHalt]:
@@ -74,7 +44,7 @@ async def loss_stop_stored_then_killed(
 ) -> tuple[NodeRuntime, KillSwitch]:
     """n1 loses 500 over its max_loss 100 (its loss stop is stored by the relay), then
     alice kills n1 on top of it."""
-    node = await node_on(fabric, clock, path)
+    node = await recorded_node_on(fabric, clock, path)
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     ids = OrderIds("o")
@@ -111,7 +81,7 @@ async def test_a_loss_stop_under_an_operators_kill_is_held_after_a_restart(
     halts = await stopped(node, path)
     assert {h.code for h in halts} == {"halted", "loss_limit"}
     clock.advance(S)
-    node = await node_on(fabric, clock, path, halts)
+    node = await recorded_node_on(fabric, clock, path, halts)
     try:
         assert latched(node) == {RejectReason.HALTED, RejectReason.LOSS_LIMIT}
         clock.advance(S)
@@ -144,7 +114,7 @@ async def test_a_loss_stop_is_held_after_a_restart_when_the_kill_over_it_was_res
     entry, _ = await plane.get_state(Scope.NODE, "n1")
     assert entry is not None and entry.state is TradingState.ACTIVE
     clock.advance(S)
-    node = await node_on(fabric, clock, path, halts)
+    node = await recorded_node_on(fabric, clock, path, halts)
     try:
         assert latched(node) == {RejectReason.LOSS_LIMIT}
         await until(lambda: stored_as(plane, "guard:loss_limit"), "the loss stop stored again")
@@ -159,7 +129,7 @@ async def test_a_loss_stop_resumed_while_the_node_was_down_stays_lifted_under_a_
     alice kills n1. n1 comes back halted by her kill alone: the store's history shows the
     loss stop resumed."""
     fabric, clock, path = MemoryFabric(), SimClock(1_000 * S), tmp_path / "n1.jsonl"
-    node = await node_on(fabric, clock, path)
+    node = await recorded_node_on(fabric, clock, path)
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     assert isinstance(ks.plane, MemoryControlPlane)
@@ -177,7 +147,7 @@ async def test_a_loss_stop_resumed_while_the_node_was_down_stays_lifted_under_a_
     await ks.kill(Scope.NODE, "n1", "hold it", timeout_s=0.1)
     await until(lambda: stored_as(plane, "alice"), "alice's kill stored")
     clock.advance(S)
-    node = await node_on(fabric, clock, path, halts)
+    node = await recorded_node_on(fabric, clock, path, halts)
     try:
         assert latched(node) == {RejectReason.HALTED}
     finally:

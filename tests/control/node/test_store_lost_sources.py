@@ -17,48 +17,26 @@ from pathlib import Path
 
 import pytest
 
-from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.standing import StandingHalt, standing
+from knightwatch.audit.standing import standing
 from knightwatch.clock import SimClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.decision import RejectReason
-from knightwatch.guard import Guard
-from knightwatch.limits import Limits
 from knightwatch.order import Fill, Side
 from knightwatch.state import Scope, TradingState
 
-from ...identities import BOB, signer, switch, trust
-from ..fleet_fixtures import POLICY, OrderIds, S, mismatch, plane_on, relay_on, settle
+from ...identities import BOB, switch
+from ..fleet_fixtures import (
+    OrderIds,
+    S,
+    mismatch,
+    plane_on,
+    recorded_node_on,
+    relay_on,
+    settle,
+)
 from ..helpers import eventually, until
-
-
-async def node_on(
-    fabric: MemoryFabric, clock: SimClock, path: Path, recovered: list[StandingHalt] | None = None
-) -> NodeRuntime:
-    """n1, max_loss 100, its flight recorder at `path`, started from `recovered`."""
-    guard = Guard(
-        Limits(
-            lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_symbol=None, max_loss=100.0
-        ),
-        node="n1",
-        clock=clock,
-        recorder=FlightRecorder(path, clock=clock),
-    )
-    guard.on_price("AAPL", 100.0)
-    guard.arm("test")
-    node = NodeRuntime(
-        guard,
-        await plane_on(fabric),
-        clock=clock,
-        policy=POLICY,
-        trust=trust(),
-        signer=signer("n1"),
-        recovered=recovered or (),
-    )
-    await node.start()
-    return node
 
 
 async def held_as(plane: MemoryControlPlane, source: RejectReason) -> bool:
@@ -128,7 +106,7 @@ async def test_a_running_nodes_two_automatic_halts_are_stored_again_after_a_stor
     tmp_path: Path,
 ) -> None:
     fabric, clock = MemoryFabric(), SimClock(1_000 * S)
-    node = await node_on(fabric, clock, tmp_path / "n1.jsonl")
+    node = await recorded_node_on(fabric, clock, tmp_path / "n1.jsonl")
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     assert isinstance(ks.plane, MemoryControlPlane)
@@ -148,7 +126,7 @@ async def test_a_restarted_nodes_two_automatic_halts_are_stored_in_turn_on_a_los
     tmp_path: Path,
 ) -> None:
     fabric, clock, path = MemoryFabric(), SimClock(1_000 * S), tmp_path / "n1.jsonl"
-    node = await node_on(fabric, clock, path)
+    node = await recorded_node_on(fabric, clock, path)
     await relay_on(fabric, clock)
     await loss_and_mismatch(node)
     await node.stop()
@@ -157,7 +135,7 @@ async def test_a_restarted_nodes_two_automatic_halts_are_stored_in_turn_on_a_los
     assert {h.code for h in halts} == {"loss_limit", "fill_mismatch"}
     fabric = MemoryFabric()  # the store is lost
     clock.advance(S)
-    node = await node_on(fabric, clock, path, halts)
+    node = await recorded_node_on(fabric, clock, path, halts)
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     assert isinstance(ks.plane, MemoryControlPlane)
@@ -173,7 +151,7 @@ async def test_an_operators_kill_and_a_loss_stop_are_both_stored_on_a_lost_store
     tmp_path: Path, kill_first: bool
 ) -> None:
     fabric, clock, path = MemoryFabric(), SimClock(1_000 * S), tmp_path / "n1.jsonl"
-    node = await node_on(fabric, clock, path)
+    node = await recorded_node_on(fabric, clock, path)
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     order = OrderIds("o").order()
@@ -193,7 +171,7 @@ async def test_an_operators_kill_and_a_loss_stop_are_both_stored_on_a_lost_store
     assert {h.code for h in halts} == {"halted", "loss_limit"}
     fabric = MemoryFabric()  # the store is lost
     clock.advance(S)
-    node = await node_on(fabric, clock, path, halts)
+    node = await recorded_node_on(fabric, clock, path, halts)
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     assert isinstance(ks.plane, MemoryControlPlane)
@@ -211,7 +189,7 @@ async def test_halts_stored_again_with_the_clock_not_past_the_entry_held_are_res
     not moved past the entry the node still holds (stepped back, or frozen), it was ignored
     as older and its resume refused as stale, and the node stayed blocked for good."""
     fabric, clock = MemoryFabric(), SimClock(1_000 * S)
-    node = await node_on(fabric, clock, tmp_path / "n1.jsonl")
+    node = await recorded_node_on(fabric, clock, tmp_path / "n1.jsonl")
     await relay_on(fabric, clock)
     ks = switch(await plane_on(fabric), clock, "alice")
     assert isinstance(ks.plane, MemoryControlPlane)
