@@ -412,8 +412,11 @@ def _print_result(result: CommandResult, verb: str) -> None:
             highlight=False,
         )
     elif result.reached_none:
+        color = "red" if result.missed_its_node else "yellow"
         console.print(
-            f"[red]{_text(reached_no_one(result, verb))}[/red]", highlight=False, soft_wrap=True
+            f"[{color}]{_text(reached_no_one(result, verb))}[/{color}]",
+            highlight=False,
+            soft_wrap=True,
         )
     for node_id in result.missing:
         expires = result.leases.get(node_id, 0)
@@ -662,8 +665,8 @@ def kill(
     if evidence:
         console.print(escape(f"evidence snapshot written to {evidence[0]}"), highlight=False)
     _warn_symbol_case(scope, slot_key)
-    if not result.ok or result.reached_none:
-        raise typer.Exit(1)  # stored, but no node in its scope confirmed it
+    if not result.ok or result.missed_its_node:
+        raise typer.Exit(1)  # stored, but the node it names is no member: never success
     if no_evidence:
         # sent and confirmed, its evidence not taken: neither 2 (not sent) nor 1 (not
         # confirmed), and never 0 (the snapshot the settings ask for is missing)

@@ -1068,9 +1068,11 @@ async def api_kill(request: Request) -> Response:
             m["lease"] = "none: not a member of this fleet"
     nobody = reached_no_one(result, "drain" if body.drain else "kill")
     if result.reached_none:
-        # stored, but no node in its scope confirmed it (a node id that is no member, a
-        # fleet with no members): never "every live node confirmed"
-        out["ok"], out["error"] = False, nobody
+        # stored, but no node in its scope received it: said; a node kill naming no member
+        # (a typo for the runaway's id) is never "every live node confirmed"
+        out["error"] = nobody
+        if result.missed_its_node:
+            out["ok"] = False
     request.state.result = "ok" if out["ok"] else "unconfirmed"
     confirmed = ",".join(f"{n}:{ms:.1f}ms" for n, ms in sorted(result.latencies_ms.items()))
     missing = "; not confirmed: " + ",".join(result.missing) if result.missing else ""

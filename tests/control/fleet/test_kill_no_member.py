@@ -48,7 +48,7 @@ async def test_a_node_kill_naming_no_member_answers_at_once_naming_the_live_node
         took = loop.time() - began
         assert took < WAIT_S / 2, f"a kill naming no member waited {took:.1f} s for it"
         assert result.missing == ["n9"] and not result.ok
-        assert result.not_member("n9") and result.reached_none
+        assert result.not_member("n9") and result.reached_none and result.missed_its_node
         assert result.live == ["n1", "n2"] and result.revision is not None
         # the stop is stored all the same: a node of that id that joins is halted
         late = make_node("n9", await backend.plane("n9"), clock)
@@ -72,6 +72,7 @@ async def test_a_kill_in_a_fleet_with_no_members_reached_no_one(backend: Backend
         result = await operator.kill(scope, key, "no one here", timeout_s=WAIT_S)
         assert result.targets == [] and result.revision is not None, (scope, result)
         assert result.reached_none and result.live == [], (scope, result)
+        assert result.missed_its_node is (scope is Scope.NODE), (scope, result)
 
 
 async def test_a_resume_is_never_read_as_a_kill_that_reached_no_one(backend: Backend) -> None:

@@ -166,6 +166,14 @@ class CommandResult(msgspec.Struct, frozen=True):
             and (not self.targets or all(self.not_member(n) for n in self.targets))
         )
 
+    @property
+    def missed_its_node(self) -> bool:
+        """True if a node kill named no member of the fleet (`reached_none` for a node): a
+        typo for the runaway's id, never success. A fleet, strategy or symbol kill in a fleet
+        with no members is stored for the nodes that join (a strategy killed before it
+        starts): said, not failed."""
+        return self.reached_none and self.entry.scope is Scope.NODE
+
     def lease_expired(self, node_id: str) -> bool:
         """True if this unconfirmed node's lease had run out when the command finished."""
         return self.leases.get(node_id, 0) < self.checked_ns
