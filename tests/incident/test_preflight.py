@@ -72,6 +72,31 @@ def only_failure(checklist: Checklist) -> str:
     return failed[0].name
 
 
+def guard_halt(command_id: str, at_ns: int, code: str = "loss_limit") -> StateEntry:
+    """A halt of n1 as its Guard signs it (it verifies): what the `cause` item asks for."""
+    return StateEntry(
+        Scope.NODE, "n1", TradingState.HALTED, "loss", f"guard:{code}", command_id, at_ns,
+        expires_ns=at_ns + HOUR,
+    ).signed(signer("n1").key)  # fmt: skip
+
+
+async def cause_asked_for(plane: ControlPlane, f: Fleet, code: str = "loss_limit") -> str:
+    """n1's preflight fails on `cause` alone, asking for `code`, and passes once it is
+    acknowledged; the failing item's detail, for what it says it stood under."""
+    checklist = await run_preflight(
+        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, trust=trust()
+    )
+    assert item(checklist, "halted")[0], checklist.summary()
+    assert only_failure(checklist) == "cause", checklist.summary()
+    detail = item(checklist, "cause")[1]
+    assert f"the Guard halted on {code}" in detail and f"--ack {code}" in detail, detail
+    acked = await run_preflight(
+        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, acknowledged={code}, trust=trust()
+    )
+    assert acked.passed, acked.summary()
+    return detail
+
+
 async def test_a_healthy_killed_fleet_passes_every_item() -> None:
     f, plane = await killed()
     checklist = await run_preflight(plane, Scope.FLEET, "", clock=f.clock, config=CFG)

@@ -20,20 +20,12 @@ from knightwatch.control.plane.wire import StateEntry
 from knightwatch.incident.preflight import PreflightConfig, run_preflight
 from knightwatch.state import Scope, TradingState
 
-from ..identities import KIT, sign, trust
+from ..identities import sign, trust
 from .fixtures import fleet
-from .test_preflight import admitted, item, only_failure
+from .test_preflight import admitted, cause_asked_for, guard_halt, item, only_failure
 
 CFG = PreflightConfig(listen_s=0.2)
 HOUR_NS = 3_600 * 1_000_000_000
-
-
-def _guard_halt(command_id: str, at_ns: int, code: str = "loss_limit") -> StateEntry:
-    """A halt as n1's Guard signs it (it verifies)."""
-    return StateEntry(
-        Scope.NODE, "n1", TradingState.HALTED, "loss", f"guard:{code}", command_id, at_ns,
-        expires_ns=at_ns + HOUR_NS,
-    ).signed(KIT.signer("n1").key)  # fmt: skip
 
 
 def _resume(now: int, lifts: str, decided_on: int, n: int = 1) -> StateEntry:
@@ -45,13 +37,13 @@ def _resume(now: int, lifts: str, decided_on: int, n: int = 1) -> StateEntry:
 
 async def _bury(plane: MemoryControlPlane, how: str, now: int) -> None:
     """A verified loss-limit halt, then two or more writes that lift nothing over it."""
-    first = await plane.put_state(_guard_halt("g1", now))
+    first = await plane.put_state(guard_halt("g1", now))
     if how == "forged twice":
         await plane.put_state(_resume(now, "g1", first))  # unsigned
         await plane.put_state(_resume(now, "g1", first, 2))
     elif how == "replayed twice":
         lifted = await plane.put_state(sign(_resume(now, "g1", first)))  # a real resume
-        await plane.put_state(_guard_halt("g2", now + 5))  # the loss limit trips again
+        await plane.put_state(guard_halt("g2", now + 5))  # the loss limit trips again
         resume = sign(_resume(now, "g1", first))
         await plane.put_state(resume)  # stored again over it: lifts nothing
         await plane.put_state(resume)  # and again
@@ -79,18 +71,7 @@ async def test_a_guard_halt_under_writes_that_lift_nothing_still_needs_its_cause
     plane = await f.plane()
     await admitted(plane, f)
     await _bury(plane, how, f.clock.time_ns())
-    checklist = await run_preflight(
-        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, trust=trust()
-    )
-    assert item(checklist, "halted")[0], checklist.summary()
-    assert only_failure(checklist) == "cause", checklist.summary()
-    detail = item(checklist, "cause")[1]
-    assert "the Guard halted on loss_limit" in detail and "--ack loss_limit" in detail, detail
-    acked = await run_preflight(
-        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, acknowledged={"loss_limit"},
-        trust=trust(),
-    )  # fmt: skip
-    assert acked.passed, acked.summary()
+    await cause_asked_for(plane, f)
     await f.stop()
 
 
@@ -101,7 +82,7 @@ async def test_every_guard_halt_on_the_way_is_asked_for() -> None:
     plane = await f.plane()
     await admitted(plane, f)
     now = f.clock.time_ns()
-    await plane.put_state(_guard_halt("g1", now))
+    await plane.put_state(guard_halt("g1", now))
     claim = StateEntry(
         Scope.NODE, "n1", TradingState.HALTED, "spray", "guard:throttle", "g2", now + 1,
         expires_ns=now + HOUR_NS,
@@ -129,7 +110,7 @@ async def test_a_guard_halt_a_verified_resume_lifted_is_not_asked_for_again() ->
     plane = await f.plane()
     await admitted(plane, f)
     now = f.clock.time_ns()
-    first = await plane.put_state(_guard_halt("g1", now))
+    first = await plane.put_state(guard_halt("g1", now))
     lifted = await plane.put_state(sign(_resume(now, "g1", first)))
     halt = StateEntry(
         Scope.NODE, "n1", TradingState.HALTED, "look", "mallory", "h1", now + 3,

@@ -18,20 +18,12 @@ from knightwatch.control.plane.wire import StateEntry
 from knightwatch.incident.preflight import PreflightConfig, run_preflight
 from knightwatch.state import Scope, TradingState
 
-from ..identities import KIT, sign, trust
+from ..identities import sign, trust
 from .fixtures import Fleet, fleet
-from .test_preflight import admitted, item, only_failure
+from .test_preflight import admitted, cause_asked_for, guard_halt, item, only_failure
 
 CFG = PreflightConfig(listen_s=0.2)
 HOUR_NS = 3_600 * 1_000_000_000
-
-
-def _guard_halt(command_id: str, at_ns: int, code: str = "loss_limit") -> StateEntry:
-    """A halt as n1's Guard signs it (it verifies)."""
-    return StateEntry(
-        Scope.NODE, "n1", TradingState.HALTED, "loss", f"guard:{code}", command_id, at_ns,
-        expires_ns=at_ns + HOUR_NS,
-    ).signed(KIT.signer("n1").key)  # fmt: skip
 
 
 async def _halt_on_top(f: Fleet, plane: MemoryControlPlane, who: str, first: int) -> None:
@@ -67,20 +59,9 @@ async def test_a_guard_halt_under_a_signed_halt_still_needs_its_cause(who: str) 
     f = await fleet("n1", release="r1")
     plane = await f.plane()
     await admitted(plane, f)
-    first = await plane.put_state(_guard_halt("g1", f.clock.time_ns()))
+    first = await plane.put_state(guard_halt("g1", f.clock.time_ns()))
     await _halt_on_top(f, plane, who, first)
-    checklist = await run_preflight(
-        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, trust=trust()
-    )
-    assert item(checklist, "halted")[0], checklist.summary()
-    assert only_failure(checklist) == "cause", checklist.summary()
-    detail = item(checklist, "cause")[1]
-    assert "the Guard halted on loss_limit" in detail and "--ack loss_limit" in detail, detail
-    acked = await run_preflight(
-        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, acknowledged={"loss_limit"},
-        trust=trust(),
-    )  # fmt: skip
-    assert acked.passed, acked.summary()
+    await cause_asked_for(plane, f)
     await f.stop()
 
 
@@ -90,9 +71,9 @@ async def test_every_guard_halt_under_the_halts_on_top_is_asked_for() -> None:
     plane = await f.plane()
     await admitted(plane, f)
     ks = await f.killswitch()
-    await plane.put_state(_guard_halt("g1", f.clock.time_ns()))
+    await plane.put_state(guard_halt("g1", f.clock.time_ns()))
     await ks.kill(Scope.NODE, "n1", "look", timeout_s=0.5)
-    await plane.put_state(_guard_halt("g2", f.clock.time_ns() + 1, "throttle"))
+    await plane.put_state(guard_halt("g2", f.clock.time_ns() + 1, "throttle"))
     await ks.kill(Scope.NODE, "n1", "look again", timeout_s=0.5)
     checklist = await run_preflight(
         plane, Scope.NODE, "n1", clock=f.clock, config=CFG, acknowledged={"throttle"},
@@ -112,7 +93,7 @@ async def test_a_guard_halt_a_verified_resume_lifted_is_not_asked_for_again() ->
     plane = await f.plane()
     await admitted(plane, f)
     now = f.clock.time_ns()
-    first = await plane.put_state(_guard_halt("g1", now))
+    first = await plane.put_state(guard_halt("g1", now))
     resume = StateEntry(
         Scope.NODE, "n1", TradingState.ACTIVE, "reconciled", "alice", "r1", now + 1,
         expires_ns=now + HOUR_NS, supersedes="g1", decided_on=first,

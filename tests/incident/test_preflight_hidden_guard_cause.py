@@ -17,20 +17,12 @@ from knightwatch.control.plane.wire import StateEntry
 from knightwatch.incident.preflight import PreflightConfig, run_preflight
 from knightwatch.state import Scope, TradingState
 
-from ..identities import KIT, sign, trust
+from ..identities import sign, trust
 from .fixtures import fleet
-from .test_preflight import admitted, item, only_failure
+from .test_preflight import admitted, cause_asked_for, guard_halt
 
 CFG = PreflightConfig(listen_s=0.2)
 HOUR_NS = 3_600 * 1_000_000_000
-
-
-def _guard_halt(command_id: str, now_ns: int) -> StateEntry:
-    """A loss-limit halt as n1's Guard signs it (it verifies)."""
-    return StateEntry(
-        Scope.NODE, "n1", TradingState.HALTED, "loss", "guard:loss_limit", command_id, now_ns,
-        expires_ns=now_ns + HOUR_NS,
-    ).signed(KIT.signer("n1").key)  # fmt: skip
 
 
 @pytest.mark.parametrize("how", ["forged", "replayed"])
@@ -41,7 +33,7 @@ async def test_a_guard_halt_under_a_resume_that_lifts_nothing_still_needs_its_ca
     plane = await f.plane()
     await admitted(plane, f)
     now = f.clock.time_ns()
-    first = await plane.put_state(_guard_halt("g1", now))
+    first = await plane.put_state(guard_halt("g1", now))
     resume = StateEntry(
         Scope.NODE, "n1", TradingState.ACTIVE, "reconciled", "alice", "r1", now + 1,
         expires_ns=now + HOUR_NS, supersedes="g1", decided_on=first,
@@ -50,26 +42,10 @@ async def test_a_guard_halt_under_a_resume_that_lifts_nothing_still_needs_its_ca
         await plane.put_state(resume)  # unsigned: lifts nothing
     else:
         await plane.put_state(sign(resume))  # a real resume, then a new loss-limit halt
-        await plane.put_state(_guard_halt("g2", now + 2))
+        await plane.put_state(guard_halt("g2", now + 2))
         await plane.put_state(sign(resume))  # stored again over it
-    checklist = await run_preflight(
-        plane, Scope.NODE, "n1", clock=f.clock, config=CFG, trust=trust()
-    )
-    assert item(checklist, "halted")[0], checklist.summary()
-    assert only_failure(checklist) == "cause", checklist.summary()
-    detail = item(checklist, "cause")[1]
-    assert "the Guard halted on loss_limit" in detail and "--ack loss_limit" in detail, detail
+    detail = await cause_asked_for(plane, f)
     assert "which does not verify and lifts nothing" in detail, detail
-    acked = await run_preflight(
-        plane,
-        Scope.NODE,
-        "n1",
-        clock=f.clock,
-        config=CFG,
-        acknowledged={"loss_limit"},
-        trust=trust(),
-    )
-    assert acked.passed, acked.summary()
     await f.stop()
 
 
