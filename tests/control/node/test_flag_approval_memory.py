@@ -280,7 +280,7 @@ async def test_a_node_restarted_mid_rollout_takes_the_next_stage_after_the_hold(
     """n1 restarts between the canary and the fleet stage (heard the canary live before, or
     was down when it was written and reads it at its start); the fleet stage comes 40 s
     after the canary, dated so, and applies: a stage learned at a resync does not block
-    the next one (its hold counts from the signed dates then)."""
+    the next one (its hold counts from when the server stored its change record then)."""
     node, flags = await started(site)
     try:
         canary_at = now()
@@ -290,6 +290,11 @@ async def test_a_node_restarted_mid_rollout_takes_the_next_stage_after_the_hold(
         if down_for_canary:
             await close(node)
         await put_state(site, 1, {"n0": True}, {"n0": canary})
+        bob = await site.connect("bob")
+        try:  # its change record, as the driver writes it (when it was stored: its hold)
+            await store_change(bob, QUOTE, 1, True, canary)
+        finally:
+            await bob.close()
         if not down_for_canary:
             await at_revision(flags, 1)
             await remembered(node, b'"stages":{"0":')

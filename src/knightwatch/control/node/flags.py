@@ -45,7 +45,13 @@ between them (less `SKEW_NS`) is refused (`approval_invalid`): the holds were th
 alone, and one operator could sign the stages in quick succession. The hold is measured on
 when each stage was heard live (`RolloutStep.heard_ns`), not on the signed issue times a
 signer picks within a minute before to 5 s after (two stages written a moment apart passed
-dated a hold apart); a stage learned at a resync is judged on its issue time alone.
+dated a hold apart). A stage no node heard live (learned at a start or resync) is timed by
+the server's write time of its change record (`change.<flag>.<revision>`, holding its very
+proof; `Written.stages`), mixed with a heard time where the other stage has one: before, a
+node that started after two stages were written judged their hold on the signed dates
+alone, about 70 s of slack. Where the store keeps write times and one cannot be read (the
+record missing, or holding another proof), the stage is refused until it can; only a store
+keeping none (the in-memory plane without a clock) falls back to the signed dates.
 
 A `flags set` approval is of one change, and the node remembers the change each approval
 it saw carried, the same way (`used_approval`, kept with the rollouts): a change riding an
@@ -62,6 +68,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
 import msgspec
@@ -108,10 +115,10 @@ class RolloutStep(msgspec.Struct, frozen=True):
     later stage can be checked against it)."""
     heard_ns: int = 0
     """When a node first heard the stage live, by its own clock: the next stage's hold
-    counts from it (0: learned at a resync, not live; the signed issue times are all
-    there is then). A signer chooses its issue time within the minute before it is
-    heard and 5 s after, so two stages written a second apart could be dated a hold
-    apart and skip it."""
+    counts from it (0: learned at a resync, not live; the server's write time of the
+    stage's change record stands for it then, `Written.stages`). A signer chooses its
+    issue time within the minute before it is heard and 5 s after, so two stages written
+    a second apart could be dated a hold apart and skip it."""
 
 
 class RolloutSeen(msgspec.Struct, frozen=True):
@@ -263,6 +270,11 @@ class Written(NamedTuple):
     """Why that write time is unknown where it must be known ("": it need not be)."""
     awaiting: str = ""
     """The key of the change record it is missing, if it may still be stored."""
+    stages: Mapping[str, int] = MappingProxyType({})
+    """Per sha256 of a stage proof of the rollout behind this node's value (its stage and
+    the earlier ones, as the state claims them): the server's write time of that stage's
+    change record holding that very proof (absent: not stored, or not readable). The hold
+    between two stages is measured on these wherever neither was heard live."""
 
 
 _PROOF_DECODER = msgspec.json.Decoder(FlagProof)
@@ -284,22 +296,55 @@ def claimed_away(proof: str) -> FlagDecision | None:
     return None if decision.value == decision.safe_default else decision
 
 
-def _too_soon(rollout: RolloutSeen, stage: RolloutStage, heard_ns: int) -> str:
+def _too_soon(
+    rollout: RolloutSeen,
+    stage: RolloutStage,
+    heard_ns: int,
+    *,
+    digest: str = "",
+    stored: Mapping[str, int] = MappingProxyType({}),
+    strict: bool = False,
+) -> str:
     """Why `stage` comes before the approved plan's hold since its `prior` stage ("" if it
     does not): the holds are in the plan the approval names, so one operator signing the
-    stages in quick succession carries none of them. Measured from when the prior stage
-    was heard live to `heard_ns`, when this one was (less `SKEW_NS`: another node may
-    have heard the prior one, by its clock); only where either was learned at a resync
-    (0), on the signed issue times alone. The issue times are held to the hold too."""
+    stages in quick succession carries none of them. Measured on times no signer chose:
+    from when the prior stage was heard live to `heard_ns`, when this one was (less
+    `SKEW_NS`: another node may have heard the prior one, by its clock); where either was
+    learned at a resync (0), on the server's write times of the stages' change records
+    (`stored`, by sha256 of each stage's proof; `digest` is this stage's), the two mixed
+    if need be. `strict` (the store keeps write times): where neither is known for a stage,
+    the hold cannot be checked and the stage comes too soon; else (a store that keeps no
+    write times) the signed issue times alone judge it, which a signer picks within a
+    minute before to 5 s after it is heard (about 70 s of slack). The issue times are
+    held to the hold too."""
     prior = rollout.stages.get(stage.prior) if stage.prior >= 0 else None
     if prior is None:
         return ""  # no earlier stage: the order check refuses what needs one
-    if prior.heard_ns > 0 and heard_ns > 0 and heard_ns - prior.heard_ns < stage.hold_ns - SKEW_NS:
-        return (
-            f"stage {stage.stage} of its rollout is heard {(heard_ns - prior.heard_ns) / 1e9:.1f}"
-            f" s after stage {stage.prior} was; the approved plan holds "
-            f"{stage.hold_ns / 1e9:g} s between them"
-        )
+    this_stored = stored.get(digest, 0) if digest else 0
+    prior_stored = stored.get(prior.proof, 0)
+    pairs = (
+        (heard_ns, prior.heard_ns, "heard", "was"),
+        (this_stored, prior_stored, "stored", "was (by the store's clock)"),
+        (heard_ns or this_stored, prior.heard_ns or prior_stored, "heard or stored", "was"),
+    )
+    for this_at, prior_at, how, was in pairs:
+        if this_at > 0 and prior_at > 0:
+            if this_at - prior_at < stage.hold_ns - SKEW_NS:
+                return (
+                    f"stage {stage.stage} of its rollout is {how} "
+                    f"{(this_at - prior_at) / 1e9:.1f} s after stage {stage.prior} {was}; the "
+                    f"approved plan holds {stage.hold_ns / 1e9:g} s between them"
+                )
+            break
+    else:
+        if strict:
+            unknown = stage.prior if prior_at <= 0 else stage.stage
+            revision = prior.revision if prior_at <= 0 else stage.revision
+            return (
+                f"stage {unknown} of its rollout (revision {revision}) was neither heard live "
+                "here nor has a change record holding its proof with a readable write time, "
+                f"so the approved plan's hold before stage {stage.stage} cannot be checked"
+            )
     if prior.issued_ns <= 0:
         return (
             f"the issue time of stage {stage.prior} of its rollout is not known here, so the "
@@ -440,7 +485,8 @@ class NodeFlags:
             return
         if live:  # judged now; re-judged (`_rejudge`) at when it was heard
             away = claimed_away(state.proofs.get(self.node, "")) is not None
-            written = Written(self.runtime.clock.time_ns() if away else None)
+            stages = await self._stages_stored(state) if away else MappingProxyType({})
+            written = Written(self.runtime.clock.time_ns() if away else None, stages=stages)
         else:
             written = await self._written_at(state)
         latest = self._latest.get(state.flag_id)
@@ -475,7 +521,47 @@ class NodeFlags:
         at_ns = await self.plane.record_stored_ns(Bucket.FLAGS, key, revision)
         if at_ns is None:
             return Written(missing=f"the store no longer holds when it wrote {key!r}")
-        return Written(at_ns)
+        return Written(at_ns, stages=await self._stages_stored(state))
+
+    async def _stages_stored(self, state: FlagState) -> Mapping[str, int]:
+        """The server's write times of the change records of the rollout stage behind this
+        node's value in `state` and of that rollout's earlier stages the state holds (by
+        sha256 of each proof; `Written.stages`): only for a value away from the safe
+        default (the stop direction never waits on it), only where the store keeps write
+        times. Picked by what each proof claims (unverified: a time is only used for a
+        stage whose verified proof has that very digest); a record missing, holding
+        another proof or unreadable gives no time, and the hold it is needed for is then
+        not checked but refused (`_too_soon`, strict)."""
+        own = claimed_away(state.proofs.get(self.node, ""))
+        if own is None or own.approval_kind != "rollout" or not self.plane.keeps_write_times:
+            return MappingProxyType({})
+        found: dict[str, int] = {}
+        for proof in {p for p in state.proofs.values() if p}:
+            claimed = claimed_away(proof)
+            if (
+                claimed is None
+                or claimed.flag_id != state.flag_id
+                or claimed.approval_kind != "rollout"
+                or (claimed.rollout_id, claimed.approved_ns, claimed.approval_digest)
+                != (own.rollout_id, own.approved_ns, own.approval_digest)
+                or claimed.rollout_stage > own.rollout_stage
+            ):
+                continue
+            key = change_key(state.flag_id, claimed.revision)
+            try:
+                stored, revision = await self.plane.get_record(Bucket.FLAGS, key)
+                recorded = None if stored is None else CHANGE_DECODER.decode(stored)
+                at_ns = (
+                    await self.plane.record_stored_ns(Bucket.FLAGS, key, revision)
+                    if recorded is not None and recorded.proof == proof
+                    else None
+                )
+            except (*UNDECODABLE, ControlPlaneUnavailable) as exc:
+                log.warning("node %s: no write time of %r: %s", self.node, key, exc)
+                continue  # no time: the hold that needs it is refused, not skipped
+            if at_ns is not None and at_ns > 0:
+                found[_sha(proof)] = at_ns
+        return MappingProxyType(found)
 
     def _verified(self, state: FlagState) -> bool:
         """This node holds `state`'s value for it already, by the same proof (checked then)."""
@@ -518,7 +604,7 @@ class NodeFlags:
         # stop direction never waits on it)
         away = value is not None and claimed_away(proof) is not None
         if away:
-            self._observe(state, schema, live=live)
+            self._observe(state, schema, live=live, written=written)
         try:
             return self._judged(state, schema, live=live, written=written)
         finally:
@@ -564,7 +650,13 @@ class NodeFlags:
                         "a kill (issue it again after the resume)",
                     )
                 if verdict.rollout is not None:
-                    self._check_rollout(state.flag_id, verdict.rollout, live=live)
+                    self._check_rollout(
+                        state.flag_id,
+                        verdict.rollout,
+                        live=live,
+                        digest=_sha(proof),
+                        written=written,
+                    )
                 if verdict.used is not None:
                     self._check_used(state.flag_id, verdict.used)
                 if revision < self._proof_revision.get(state.flag_id, 0):
@@ -591,12 +683,22 @@ class NodeFlags:
             self.runtime.record_event(FLAG_APPLIED, flag=state.flag_id, revision=revision)
         return True
 
-    def _observe(self, state: FlagState, schema: Mapping[str, str], *, live: bool) -> None:
+    def _observe(
+        self,
+        state: FlagState,
+        schema: Mapping[str, str],
+        *,
+        live: bool,
+        written: Written = Written(),  # noqa: B008 (an immutable tuple)
+    ) -> None:
         """Remember what `state` shows of the flag's rollouts: first whether one this node
         saw has ended (a node a stage of it turned on no longer holds that stage), then
         every stage it holds that verifies (any node's), under the rollout its approval
         was first used for. `live`: the state is heard now (a stage it holds is dated
-        by when it was heard), not read at a resync."""
+        by when it was heard), not read at a resync. `written.stages`: the server's write
+        times of stages' change records, where they were looked up (a stage judged too
+        soon on them is not learned; without them, on the signed dates, as before: the
+        stage a node's own value rides is checked again, strictly, in `_check_rollout`)."""
         now = self.runtime.clock.time_ns()
         seen = self._rollouts.setdefault(state.flag_id, {})
         for key, rollout in list(seen.items()):
@@ -657,7 +759,7 @@ class NodeFlags:
                 or held.ended
                 or stage.stage in held.stages
                 or (stage.prior >= 0 and stage.prior not in held.stages)
-                or _too_soon(held, stage, now if live else 0)
+                or _too_soon(held, stage, now if live else 0, digest=digest, stored=written.stages)
             ):
                 continue  # another rollout on a used approval, or a stage out of its order
             step = RolloutStep(stage.revision, digest, stage.issued_ns, now if live else 0)
@@ -683,9 +785,14 @@ class NodeFlags:
             "",
         )
 
-    def _check_rollout(self, flag_id: str, stage: RolloutStage, *, live: bool) -> None:
+    def _check_rollout(
+        self, flag_id: str, stage: RolloutStage, *, live: bool, digest: str, written: Written
+    ) -> None:
         """Refuse a stage its rollout's approval does not carry on this node's memory
-        (`live`: the stage is heard now, if this node did not learn it before)."""
+        (`live`: the stage is heard now, if this node did not learn it before; `digest`:
+        sha256 of its proof; `written.stages`: the server's write times of its rollout's
+        stages, which judge its hold where a stage was not heard live, and must be known
+        for that wherever the store keeps write times)."""
         rollout = self._rollouts.get(flag_id, {}).get(stage.approval)
         if rollout is None:  # `_observe` learned every verified stage of the state
             raise Refused(TrustReason.REPLAYED, "the rollout stage was not seen in the state")
@@ -716,7 +823,10 @@ class NodeFlags:
             heard = step.heard_ns  # when it was learned (perhaps by another node)
         else:
             heard = self.runtime.clock.time_ns() if live else 0
-        if early := _too_soon(rollout, stage, heard):
+        strict = self.plane.keeps_write_times
+        if early := _too_soon(
+            rollout, stage, heard, digest=digest, stored=written.stages, strict=strict
+        ):
             raise Refused(TrustReason.APPROVAL_INVALID, early)
         if step is None or step.revision != stage.revision:
             made = "" if step is None else f" (made at revision {step.revision})"
