@@ -42,6 +42,8 @@ from knightwatch.inputs import UNDECODABLE
 
 _STANDING: Final = frozenset({"halt", "flag_applied"})
 """The kinds a starting node reads back as standing (`standing.unreadable_standing`)."""
+_REFUSED: Final = "the node refuses to start on the file"
+_HALTED_ON: Final = "the node starts halted on it until an operator resumes it"
 MAX_PROBLEMS: Final = 1000
 MAX_BREAKS: Final = 100_000
 """Out-of-sequence lines kept for explanation; bounds memory on a shuffled or spliced file."""
@@ -304,11 +306,12 @@ class _Verifier:
                         and link.order_id
                         and type(link.ts) is int
                     ):
-                        self._unreadable_id(line, lineno, link.seq)
+                        self._unreadable(unreadable_id(line), lineno, link.seq, _REFUSED)
                 elif kind == ADOPT:
-                    self._unreadable_id(line, lineno, link.seq)
+                    self._unreadable(unreadable_id(line), lineno, link.seq, _REFUSED)
                 elif kind in _STANDING:
-                    self._unreadable_standing(line, lineno, link.seq)
+                    why = unreadable_standing(line)
+                    self._unreadable(why, lineno, link.seq, _HALTED_ON)
                 if link.seq in self.note and link.seq not in self.noted:
                     self.noted[link.seq] = ""  # a record carries no hash: no signed head is here
         return self.finish(name, lineno, records, seals, last_line, nul)
@@ -409,32 +412,18 @@ class _Verifier:
                 f"not JSON: not UTF-8 text (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})",
             )
 
-    def _unreadable_id(self, line: bytes, lineno: int, seq: int) -> None:
-        """Name a decision or adopt event whose order id a starting node cannot take back
-        (`read.accepted_ids` refuses the file, telling the operator to run verify, which
-        passed it where no seal was broken: resealed, or after the last seal)."""
-        why = unreadable_id(line)
+    def _unreadable(self, why: str | None, lineno: int, seq: int, then: str) -> None:
+        """Name a record a starting node cannot read (`why`, None if it can): it refuses the
+        file (a decision or adopt event's order id, `read.accepted_ids`) or starts halted on
+        it (a halt or flag_applied line, `standing.unreadable_standing`), `then`, telling
+        the operator to run verify, which passed it where no seal was broken (resealed, or
+        after the last seal)."""
         if why is not None:
             self.add(
                 ProblemKind.MALFORMED,
                 lineno,
                 seq,
-                f"a record a starting node cannot read: {why} "
-                "(the node refuses to start on the file)",
-            )
-
-    def _unreadable_standing(self, line: bytes, lineno: int, seq: int) -> None:
-        """Name a halt or flag_applied line a starting node cannot read: it starts halted on
-        it (`standing.unreadable_standing`), telling the operator to run verify, which
-        reported the line intact where no seal was broken (resealed, or after the last)."""
-        why = unreadable_standing(line)
-        if why is not None:
-            self.add(
-                ProblemKind.MALFORMED,
-                lineno,
-                seq,
-                f"a record a starting node cannot read: {why} "
-                "(the node starts halted on it until an operator resumes it)",
+                f"a record a starting node cannot read: {why} ({then})",
             )
 
     # ------------------------------------------------------------------ seals
