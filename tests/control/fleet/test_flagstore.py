@@ -8,6 +8,7 @@ one node cannot answer for another.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
@@ -165,6 +166,29 @@ async def admitted_member(site: Site, node: NatsControlPlane, admission: NatsCon
     await node.put_member(status)
     verdict = Verdict("n1", True, "admitted", "r1", "d", (), now, REGISTRY.schema())
     await admission.put_record(Bucket.ADMISSION, "n1", ENCODER.encode(verdict))
+
+
+@pytest.fixture
+async def flag_node(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Site, NatsControlPlane, NodeFlags]]:
+    """n1 with its flags started on an admitted site (no second approver), and alice's plane."""
+    site = Site(tmp_path / "site", ("n1",), approvals=ApprovalPolicy(flag=SecondApprover.NEVER))
+    await site.astart()
+    clock = SystemClock()
+    planes = [await site.connect(name) for name in ("n1", "admission", "alice")]
+    n1, admission, alice = planes
+    guard = Guard(Limits(lease_timeout_s=0.75), node="n1", clock=clock)
+    runtime = NodeRuntime(guard, n1, clock=clock, trust=site.store(), signer=site.signer("n1"))
+    flags = NodeFlags(runtime)
+    try:
+        await admitted_member(site, n1, admission)
+        await flags.start()
+        yield site, alice, flags
+    finally:
+        for plane in planes:
+            await plane.close()
+        site.stop()
 
 
 @pytest.mark.parametrize("kind", sorted(UNREADABLE))

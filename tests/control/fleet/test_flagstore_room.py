@@ -10,8 +10,6 @@ nothing stored. Real nats-server, a real node applying the flag."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -19,16 +17,13 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.flagstore import ChangeInDoubt, ChangeRefused
 from knightwatch.control.node.flags import NodeFlags, decode_state, state_key
-from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.nats import STOP_RESERVE_SHARE, NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.site import Site
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest, SecondApprover
-from knightwatch.guard import Guard
-from knightwatch.limits import Limits
-from knightwatch.trust.roster import ApprovalPolicy
 
-from .test_flagstore import FLAG, REGISTRY, admitted_member
+from .test_flagstore import FLAG, REGISTRY
+from .test_flagstore import flag_node as flag_node  # the shared fixture
 
 NEVER = ActivationPolicy(SecondApprover.NEVER)
 BOUND = 256 << 10
@@ -53,35 +48,15 @@ async def _fill(site: Site, upto: int) -> None:
         await nc.close()
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Site, NatsControlPlane, NodeFlags]]:
-    site = Site(tmp_path / "site", ("n1",), approvals=ApprovalPolicy(flag=SecondApprover.NEVER))
-    await site.astart()
-    clock = SystemClock()
-    planes = [await site.connect(name) for name in ("n1", "admission", "alice")]
-    n1, admission, alice = planes
-    guard = Guard(Limits(lease_timeout_s=0.75), node="n1", clock=clock)
-    runtime = NodeRuntime(guard, n1, clock=clock, trust=site.store(), signer=site.signer("n1"))
-    flags = NodeFlags(runtime)
-    try:
-        await admitted_member(site, n1, admission)
-        await flags.start()
-        yield site, alice, flags
-    finally:
-        for plane in planes:
-            await plane.close()
-        site.stop()
-
-
 def _request(value: bool) -> ActivationRequest:
     reason = "launch" if value else "emergency off"
     return ActivationRequest(FLAG, value, "alice", reason, "t", nodes=("n1",))
 
 
 async def test_past_the_share_open_to_risk_a_switch_on_is_refused_and_switch_offs_go_in(
-    fleet: tuple[Site, NatsControlPlane, NodeFlags],
+    flag_node: tuple[Site, NatsControlPlane, NodeFlags],
 ) -> None:
-    site, alice, flags = fleet
+    site, alice, flags = flag_node
     clock = SystemClock()
     signer = site.signer("alice")
     result, _, missing = await activate(
@@ -112,12 +87,12 @@ async def test_past_the_share_open_to_risk_a_switch_on_is_refused_and_switch_off
 
 
 async def test_a_state_write_refused_at_the_bound_is_not_reported_in_doubt(
-    fleet: tuple[Site, NatsControlPlane, NodeFlags],
+    flag_node: tuple[Site, NatsControlPlane, NodeFlags],
 ) -> None:
     """A bucket filled to its very bound past the tools (an operator's own NATS client):
     the switch-off's state write is refused. It was `ChangeUncertain`, "it may be stored
     and in force" (exit 3), for a write the store had refused; it is `ChangeRefused`."""
-    site, alice, _ = fleet
+    site, alice, _ = flag_node
     await _fill(site, BOUND - 4096)
     with pytest.raises(ChangeRefused) as refused:
         await activate(

@@ -14,8 +14,6 @@ nats-server, a real node applying the flag."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +21,6 @@ from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.node.flags import NodeFlags
-from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.nats import STOP_RESERVE_SHARE, NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneRefused
 from knightwatch.control.site import Site
@@ -36,12 +33,10 @@ from knightwatch.flags.rollout import (
     Stage,
     failed_actions,
 )
-from knightwatch.guard import Guard
-from knightwatch.limits import Limits
-from knightwatch.trust.roster import ApprovalPolicy
 
 from ..helpers import eventually
-from .test_flagstore import FLAG, REGISTRY, admitted_member
+from .test_flagstore import FLAG, REGISTRY
+from .test_flagstore import flag_node as flag_node  # the shared fixture
 
 BOUND = 256 << 10
 """The rollouts bucket's bound shrunk from 32 MiB, so filling it takes a moment."""
@@ -77,26 +72,6 @@ async def _fill(site: Site, upto: int) -> None:
         await nc.close()
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Site, NatsControlPlane, NodeFlags]]:
-    site = Site(tmp_path / "site", ("n1",), approvals=ApprovalPolicy(flag=SecondApprover.NEVER))
-    await site.astart()
-    clock = SystemClock()
-    planes = [await site.connect(name) for name in ("n1", "admission", "alice")]
-    n1, admission, alice = planes
-    guard = Guard(Limits(lease_timeout_s=0.75), node="n1", clock=clock)
-    runtime = NodeRuntime(guard, n1, clock=clock, trust=site.store(), signer=site.signer("n1"))
-    flags = NodeFlags(runtime)
-    try:
-        await admitted_member(site, n1, admission)
-        await flags.start()
-        yield site, alice, flags
-    finally:
-        for plane in planes:
-            await plane.close()
-        site.stop()
-
-
 def _driver(site: Site, plane: NatsControlPlane) -> RolloutDriver:
     clock = SystemClock()
     return RolloutDriver(
@@ -109,9 +84,9 @@ def _driver(site: Site, plane: NatsControlPlane) -> RolloutDriver:
 
 
 async def test_an_abort_whose_record_the_full_bucket_refuses_still_switches_the_canary_off(
-    fleet: tuple[Site, NatsControlPlane, NodeFlags],
+    flag_node: tuple[Site, NatsControlPlane, NodeFlags],
 ) -> None:
-    site, alice, flags = fleet
+    site, alice, flags = flag_node
     driver = _driver(site, alice)
     state = await driver.begin(FLAG, PLAN, actor="alice", approval=None)
     assert state.status is RolloutStatus.PROGRESSING and state.exposed == ("n1",), state
@@ -126,9 +101,9 @@ async def test_an_abort_whose_record_the_full_bucket_refuses_still_switches_the_
 
 
 async def test_a_new_rollout_leaves_the_buckets_last_share_for_aborts(
-    fleet: tuple[Site, NatsControlPlane, NodeFlags],
+    flag_node: tuple[Site, NatsControlPlane, NodeFlags],
 ) -> None:
-    site, alice, flags = fleet
+    site, alice, flags = flag_node
     await _fill(site, BOUND - BOUND // STOP_RESERVE_SHARE)
     with pytest.raises(RolloutError) as refused:
         await _driver(site, alice).begin(FLAG, PLAN, actor="alice", approval=None)
@@ -138,12 +113,12 @@ async def test_a_new_rollout_leaves_the_buckets_last_share_for_aborts(
 
 
 async def test_an_abort_that_did_not_land_is_tried_again_not_refused_as_already_aborted(
-    fleet: tuple[Site, NatsControlPlane, NodeFlags],
+    flag_node: tuple[Site, NatsControlPlane, NodeFlags],
 ) -> None:
     """The first abort's switch-off was refused (a registry without the flag given to
     `rollout abort`): the rollout read "aborted" with n1 on, and a second abort was refused
     as "already aborted", the stop direction left to whoever knew another command."""
-    site, alice, flags = fleet
+    site, alice, flags = flag_node
     state = await _driver(site, alice).begin(FLAG, PLAN, actor="alice", approval=None)
     assert state.exposed == ("n1",), state
     await eventually(lambda: (held := flags.get(FLAG)) is not None and held.value_for("n1"))
