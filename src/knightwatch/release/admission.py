@@ -154,7 +154,8 @@ def _compare(
 
 
 def diff_contents(expected: ReleaseContents, actual: ReleaseContents) -> tuple[Finding, ...]:
-    """Every file, the config and every flag where the node differs from the release."""
+    """Every file (its bytes, and whether it is executable), the config and every flag where
+    the node differs from the release."""
     findings = _compare(
         expected.artifacts,
         actual.artifacts,
@@ -171,6 +172,7 @@ def diff_contents(expected: ReleaseContents, actual: ReleaseContents) -> tuple[F
                 f"node has {actual.config_sha256[:12]}, release has {expected.config_sha256[:12]}",
             )
         )
+    findings += _executables(expected, actual)
     findings += _compare(
         expected.flag_schema,
         actual.flag_schema,
@@ -180,6 +182,35 @@ def diff_contents(expected: ReleaseContents, actual: ReleaseContents) -> tuple[F
         noun="flag",
     )
     return tuple(findings)
+
+
+def _executables(expected: ReleaseContents, actual: ReleaseContents) -> list[Finding]:
+    """Each file both hold that one may execute and the other may not; a file missing or
+    unexpected is named once, by `_compare`. A release signed before the execute bit was
+    measured compares none; a node that does not report it cannot match one that does."""
+    if expected.executables is None:
+        return []
+    if actual.executables is None:
+        return [
+            Finding(
+                AdmissionReason.FILE_MODE_MISMATCH,
+                "executables",
+                f"the node does not report which files are executable; the release names "
+                f"{len(expected.executables)} (a node older than the release format?)",
+            )
+        ]
+    want, got = set(expected.executables), set(actual.executables)
+    both = expected.artifacts.keys() & actual.artifacts.keys()
+    return [
+        Finding(
+            AdmissionReason.FILE_MODE_MISMATCH,
+            path,
+            "executable in the release, not on the node"
+            if path in want
+            else "executable on the node, not in the release",
+        )
+        for path in sorted((want ^ got) & both)
+    ]
 
 
 def random_nonce() -> str:

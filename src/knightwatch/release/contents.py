@@ -1,4 +1,5 @@
-"""What a release consists of, by hash: artifact files, config and flag schema.
+"""What a release consists of, by hash: artifact files, config and flag schema, and which
+artifacts may be executed.
 
 The same struct describes what a release should be (inside a `Manifest`) and
 what a node really runs (inside an `Attestation`), so admission is a plain
@@ -12,7 +13,7 @@ import hashlib
 import os
 import stat
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -59,10 +60,17 @@ def check_artifact_path(path: str, *, where: str) -> str:
     return path
 
 
-class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True):
+class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     artifacts: dict[str, str]
     config_sha256: str
     flag_schema: FlagSchema
+    executables: tuple[str, ...] | None = None
+    """The artifacts whose owner may execute them, sorted. None: not measured (a release
+    signed, or a node built, before the execute bit was): nothing is compared then.
+
+    A script shipped off (0644) and switched on by `chmod +x` on one node changed what runs
+    without a byte changing, and was attested as the release. Only the owner's bit: a
+    healthy host's umask (077) may take the group's and others' off."""
 
     def __post_init__(self) -> None:
         for path, digest in self.artifacts.items():
@@ -79,10 +87,21 @@ class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True):
                 raise ReleaseInputError(
                     f"flag_schema[{flag_id!r}]: definition hash must be 64 lower-case hex digits"
                 )
+        if self.executables is not None:
+            listed = self.executables
+            if list(listed) != sorted(set(listed)):
+                raise ReleaseInputError(
+                    "executables: must be sorted, each path once (one list, one reading)"
+                )
+            stray = next((path for path in listed if path not in self.artifacts), None)
+            if stray is not None:
+                raise ReleaseInputError(
+                    f"executables: {quoted(stray)} is not an artifact of this release"
+                )
 
 
-def _hash_file(path: Path, what: str) -> str:
-    """The sha256 of the regular file at `path`, checked on the descriptor that is read.
+def _hash_file(path: Path, what: str) -> tuple[str, int]:
+    """The sha256 and mode of the regular file at `path`, checked on the descriptor read.
 
     Listing a file and opening it are two steps: a file replaced in between by a pipe (the
     open waited for a writer forever) or by a link to /dev/zero (it was read forever) hung
@@ -99,6 +118,7 @@ def _hash_file(path: Path, what: str) -> str:
                 f"{what} {path}: not a regular file when opened (replaced by a device, pipe "
                 "or socket, or a link to one, while being measured): it cannot be measured"
             )
+        _check_file_mode(before.st_mode, f"{what} {path}", path)
         digest = hashlib.sha256()
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
@@ -108,7 +128,54 @@ def _hash_file(path: Path, what: str) -> str:
             f"{what} {path}: changed while it was being hashed (size or modification time "
             "moved); measure again once the deploy has finished"
         )
-    return digest.hexdigest()
+    return digest.hexdigest(), before.st_mode
+
+
+def _check_file_mode(mode: int, what: str, path: Path) -> None:
+    """Refuse a file whose mode hands what runs to other accounts.
+
+    The manifest holds bytes, not modes, so a file made writable by every account
+    attested as before while anyone on the host could change it between attestations
+    (a lazy import loads the changed bytes; they are put back before the next one), and
+    a set-id file runs with its owner's rights whoever starts it. A group-writable file
+    (umask 002) is left alone: modes differ so across healthy hosts. The owner's execute
+    bit is measured, not refused (`ReleaseContents.executables`)."""
+    if mode & stat.S_IWOTH:
+        raise ReleaseInputError(
+            f"{what}: writable by every account (mode {stat.S_IMODE(mode):04o}): any account "
+            f"on the host could change what runs between attestations, so it cannot be "
+            f"attested; run chmod o-w {path}"
+        )
+    if mode & (stat.S_ISUID | stat.S_ISGID):
+        raise ReleaseInputError(
+            f"{what}: set-user-id or set-group-id (mode {stat.S_IMODE(mode):04o}): it runs "
+            f"with its owner's rights whoever starts it, so it cannot be attested; "
+            f"run chmod ug-s {path}"
+        )
+
+
+def _check_above(directory: str, what: str, checked: set[str]) -> None:
+    """Refuse `what` when `directory` (a real path) or one above it is writable by every
+    account and not sticky: anyone could move what is in it aside and put their own in
+    its place (`/srv` left 0777 under `/srv/app`), and it would be measured as ours.
+    A sticky one (/tmp) lets others add their own entries but never move ours.
+    `checked` holds directories already passed, so a tree costs one stat a directory.
+    OSError is left to the caller, which names the path."""
+    here = directory
+    while here not in checked:
+        mode = os.stat(here).st_mode
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            raise ReleaseInputError(
+                f"{what}: {here} above it: writable by every account (mode "
+                f"{stat.S_IMODE(mode):04o}) and not sticky: any account on the host could put "
+                f"another in place of what it holds, so it cannot be attested; "
+                f"run chmod o-w {here}"
+            )
+        checked.add(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
 
 
 def _version(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -123,6 +190,9 @@ def list_directory(root: Path) -> list[Path]:
     cannot be measured is refused, never skipped: a directory that cannot be listed, a
     broken symlink, a symlink back to a directory on its own path (it has no end), and a
     pipe, device or socket (a link to /dev/zero was left out of the manifest, unsaid).
+    So is a directory (the root too, or a linked one's target) writable by every account:
+    anyone could add or swap a file in it between attestations; and one above the tree or
+    above a linked file's target that is writable by every account and not sticky.
     """
     try:
         is_dir = root.is_dir()
@@ -140,6 +210,13 @@ def list_directory(root: Path) -> list[Path]:
 
     def identity(path: str) -> tuple[int, int]:
         st = os.stat(path)
+        if st.st_mode & stat.S_IWOTH:  # sticky too: others still add a module next to ours
+            raise ReleaseInputError(
+                f"artifacts directory {root}: {path}: writable by every account (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): any account on the host could add or swap "
+                f"a file in it between attestations, so it cannot be attested; "
+                f"run chmod o-w {path}"
+            )
         return st.st_dev, st.st_ino
 
     try:
@@ -192,6 +269,19 @@ def list_directory(root: Path) -> list[Path]:
                     f"artifacts directory {root}: {path} is not a regular file (a device, "
                     "pipe or socket, or a link to one): it cannot be measured; remove it"
                 )
+    checked: set[str] = set()
+    real: dict[str, str] = {}  # a directory as walked -> its real path, resolved once
+    try:  # where the tree and each file really are: a link's target directory too
+        _check_above(os.path.realpath(root), f"artifacts directory {root}", checked)
+        for path in found:
+            if os.path.islink(path):
+                where = os.path.dirname(os.path.realpath(path))
+            else:
+                walked = os.path.dirname(path)
+                where = real.get(walked) or real.setdefault(walked, os.path.realpath(walked))
+            _check_above(where, f"artifact {path}", checked)
+    except OSError as exc:
+        unreadable(exc)
     files = sorted(found, key=lambda p: p.relative_to(root))
     for path in files:  # before any hashing: a manifest names its files in UTF-8 JSON
         relative = path.relative_to(root).as_posix()
@@ -206,26 +296,38 @@ def list_directory(root: Path) -> list[Path]:
     return files
 
 
-def hash_directory(root: Path, progress: Progress | None = None) -> dict[str, str]:
+def measure_directory(
+    root: Path, progress: Progress | None = None
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Each file's sha256 by relative path, and the files whose owner may execute them."""
     files = list_directory(root)
     hashes: dict[str, str] = {}
+    executables: list[str] = []
     for done, path in enumerate(files, start=1):
         relative = path.relative_to(root).as_posix()
         try:
-            hashes[relative] = _hash_file(path, "artifact")
+            hashes[relative], mode = _hash_file(path, "artifact")
         except OSError as exc:
             raise ReleaseInputError(f"artifact {path}: cannot read: {exc.strerror}") from exc
+        if mode & stat.S_IXUSR:
+            executables.append(relative)
         if progress is not None:
             progress(done, len(files))
-    return hashes
+    return hashes, tuple(sorted(executables))
+
+
+def hash_directory(root: Path, progress: Progress | None = None) -> dict[str, str]:
+    return measure_directory(root, progress)[0]
 
 
 def hash_config(path: Path) -> str:
-    """The config file's sha256; a directory, device or pipe is refused (it has no end)."""
+    """The config file's sha256; a directory, device or pipe is refused (it has no end), and
+    so is a config writable by every account or in a directory that lets anyone swap it."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ReleaseInputError(f"config file {path}: not a regular file")
-        return _hash_file(path, "config file")
+        _check_above(os.path.dirname(os.path.realpath(path)), f"config file {path}", set())
+        return _hash_file(path, "config file")[0]
     except OSError as exc:
         raise ReleaseInputError(f"config file {path}: cannot read: {exc.strerror}") from None
 
@@ -234,17 +336,24 @@ def contents_from_directory(
     artifacts: Path, config: Path, flag_schema: FlagSchema, progress: Progress | None = None
 ) -> ReleaseContents:
     """A node's contents from disk; the flag schema is its compiled-in table, already read."""
+    hashes, executables = measure_directory(artifacts, progress)
     return ReleaseContents(
-        artifacts=hash_directory(artifacts, progress),
+        artifacts=hashes,
         config_sha256=hash_config(config),
         flag_schema=dict(sorted(flag_schema.items())),
+        executables=executables,
     )
 
 
 def contents_from_memory(
-    files: Mapping[str, bytes], config: bytes, flags: Mapping[str, object]
+    files: Mapping[str, bytes],
+    config: bytes,
+    flags: Mapping[str, object],
+    *,
+    executables: Iterable[str] = (),
 ) -> ReleaseContents:
-    """The in-process form used by the replay: a file table instead of a disk."""
+    """The in-process form used by the replay: a file table instead of a disk (and the
+    paths in it that are executable)."""
     return ReleaseContents(
         artifacts={
             check_artifact_path(path, where="files"): sha256_hex(data)
@@ -252,4 +361,5 @@ def contents_from_memory(
         },
         config_sha256=sha256_hex(config),
         flag_schema=schema_from_table(dict(flags), where="flags"),
+        executables=tuple(sorted(set(executables))),
     )

@@ -33,10 +33,15 @@ def check_release_id(release_id: str, *, where: str = "release_id") -> str:
     return release_id
 
 
-class _Predicate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class _Predicate(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     release_id: str
     config_sha256: str
     flag_schema: dict[str, str]
+    executables: tuple[str, ...] | None = None
+    """Absent from a release signed before the execute bit was measured (its statement
+    keeps its bytes, so its signatures still verify)."""
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +68,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             release_id=self.release_id,
             config_sha256=self.contents.config_sha256,
             flag_schema=dict(sorted(self.contents.flag_schema.items())),
+            executables=self.contents.executables,
         )
         return Statement(subjects, PREDICATE_TYPE, msgspec.Raw(canonical_bytes(predicate)))
 
@@ -100,6 +106,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
                     artifacts=artifacts,
                     config_sha256=predicate.config_sha256,
                     flag_schema=predicate.flag_schema,
+                    executables=predicate.executables,
                 ),
             )
         except ReleaseInputError as exc:
@@ -118,6 +125,7 @@ class _ContentsFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     artifacts: dict[str, str]
     config_sha256: str
     flag_schema: dict[str, str]
+    executables: list[str] | None = None
 
 
 class _ManifestFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

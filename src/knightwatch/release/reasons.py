@@ -37,6 +37,9 @@ class AdmissionReason(StrEnum):
     FILE_MISMATCH = "file_mismatch"
     FILE_MISSING = "file_missing"
     FILE_UNEXPECTED = "file_unexpected"
+    FILE_MODE_MISMATCH = "file_mode_mismatch"
+    """A file executable on the node and not in the release, or the reverse; or a node that
+    does not report which files are executable against a release that names them."""
     CONFIG_MISMATCH = "config_mismatch"
     FLAG_SCHEMA_MISMATCH = "flag_schema_mismatch"
     FLAG_MISSING = "flag_missing"
