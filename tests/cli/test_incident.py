@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
@@ -178,3 +179,21 @@ def test_a_tripped_ramp_says_halted_only_when_its_kill_went_out_and_was_confirme
     assert said in out
     if "HALTED again" not in said:
         assert "HALTED again" not in out
+
+
+def test_a_done_ramp_whose_nodes_hold_less_says_so_not_full_limits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nodes that refused the ramp's records hold 10% once "done" is stored: `approve`
+    printed "complete: full limits" all the same (`RampOutcome.held`)."""
+    done = msgspec.structs.replace(
+        _outcome(None), completed=True, fraction=1.0, held=(("n1", 10), ("n2", None))
+    )
+    print_outcome(done)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "NOT at full limits on every node" in out
+    assert "n1 holds 10% of its limits" in out
+    assert "n2 reported no limits since 'done' was stored" in out
+    assert "full limits" not in out.replace("NOT at full limits", "")
+    print_outcome(msgspec.structs.replace(done, held=()))
+    assert "complete: full limits" in " ".join(capsys.readouterr().out.split())

@@ -820,7 +820,8 @@ def approve(
     state_dir: Path = StateDir,
 ) -> None:
     """Approve a pending resume (you must not be its requester): preflight again, then the
-    resume applied as a staged ramp that trips back. Exit 1 if refused or tripped."""
+    resume applied as a staged ramp that trips back. Exit 1 if refused or tripped, or if a
+    node is not at full limits once the ramp is done."""
     from knightwatch.cli.incident import approve_flow, config_or_exit, print_outcome
 
     _request_id_or_exit(request_id)
@@ -842,7 +843,11 @@ def approve(
     if outcome.resume is not None:
         _print_result(outcome.resume, "resume")
     print_outcome(outcome)
-    if not outcome.completed or (outcome.resume is not None and not outcome.resume.ok):
+    if (
+        not outcome.completed
+        or outcome.held  # "done" stored, but a node is not at full limits
+        or (outcome.resume is not None and not outcome.resume.ok)
+    ):
         raise typer.Exit(1)
 
 

@@ -253,6 +253,15 @@ async def approve_flow(
 
 
 def print_outcome(outcome: RampOutcome) -> None:
+    if outcome.completed and outcome.held:
+        # "done" is stored, but a node says otherwise: what it holds is what is true
+        console.print(
+            f"[red]ramp {escape(outcome.ramp_id)} done, NOT at full limits on every node[/red]:"
+            f" {escape(outcome.short_of())}; a node logging RAMP_REFUSED holds 10% until a "
+            "record it can verify replaces it: kill the scope and resume again (two people)",
+            highlight=False,
+        )
+        return
     if outcome.completed:
         console.print(
             f"[green]ramp {escape(outcome.ramp_id)} complete[/green]: full limits",

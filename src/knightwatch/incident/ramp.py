@@ -27,6 +27,11 @@ record, and the ramp whose resume the slot holds takes the record back from a
 ramp that never resumed. Before, the loser wrote "tripped" over the running ramp
 and every reader showed it tripped while the scope traded.
 
+A ramp is complete when its "done" is stored, but what it reports is what the nodes
+hold: each node's next metrics after "done" must show full limits, and the outcome
+names every node that does not (`RampOutcome.held`). Nodes that refuse its records
+(a key expired mid-ramp) hold 10%, and before, `approve` said "full limits" all the same.
+
 `RampWatch` is the pure decision (stages, trip rules), shared by the live
 `RampController` and the replay, so the two cannot disagree.
 """
@@ -332,7 +337,14 @@ class RampWatch:
 
 
 class RampOutcome(msgspec.Struct, frozen=True):
-    """How a ramp ended: completed, or tripped (when, at which stage, why, the kill)."""
+    """How a ramp ended: completed, or tripped (when, at which stage, why, the kill).
+
+    `held`: for a completed ramp, each node of its scope not trading at full limits
+    once "done" was stored, with the percent of its limits it reported (None: none
+    reported since). A node that refuses the ramp's records (a key expired mid-ramp)
+    holds 10%, and another scope's ramp or a node that joined mid-ramp (it holds the
+    signed stages from its start) can hold it lower too: "done" stored is not full
+    limits on every node."""
 
     ramp_id: str
     completed: bool
@@ -343,6 +355,21 @@ class RampOutcome(msgspec.Struct, frozen=True):
     trip: CommandResult | None
     started_ns: int
     ended_ns: int
+    held: tuple[tuple[str, int | None], ...] = ()
+
+    def short_of(self) -> str:
+        """`held` in words ("" when every node trades at full limits)."""
+        return _in_words(self.held)
+
+
+def _in_words(held: Sequence[tuple[str, int | None]]) -> str:
+    """`n1 holds 10% of its limits, n2 reported no limits since 'done' was stored`."""
+    return ", ".join(
+        f"{node} reported no limits since 'done' was stored"
+        if percent is None
+        else f"{node} holds {percent}% of its limits"
+        for node, percent in held
+    )
 
 
 class RampController:
@@ -369,6 +396,8 @@ class RampController:
         self.pager = pager
         self.on_stage = on_stage
         self._metrics: dict[str, NodeMetrics] = {}
+        self._heard: dict[str, int] = {}
+        """How many metrics reports each node sent while the watch listened."""
         self._watch: RampWatch | None = None
         self._tripped = asyncio.Event()
         self._drops: list[Unsubscribe] = []
@@ -381,6 +410,7 @@ class RampController:
 
     async def _on_metrics(self, m: NodeMetrics) -> None:
         self._metrics[m.node_id] = m
+        self._heard[m.node_id] = self._heard.get(m.node_id, 0) + 1
         if self._watch is not None and self._watch.on_metrics(m):
             self._tripped.set()
 
@@ -402,6 +432,7 @@ class RampController:
         for drop in drops:
             await drop()
         self._metrics.clear()
+        self._heard.clear()
 
     async def _halts(self) -> dict[str, tuple[StateEntry, int]]:
         """Every stored slot as readers hold it (a deleted entry is a halt of its slot)."""
@@ -551,6 +582,36 @@ class RampController:
         while missing() and loop.time() < deadline:
             await asyncio.sleep(0.02)
         return missing()
+
+    async def _held(
+        self, nodes: Sequence[str], timeout_s: float
+    ) -> tuple[tuple[str, int | None], ...]:
+        """The nodes not at full limits once "done" is stored, as each reports it (the
+        percent of its limits; None: no limits reported since), waiting at most
+        `timeout_s` for them.
+
+        Only a node's second report after "done" was stored counts: the first may have
+        been sent before the node took it. Before, the ramp ended on storing "done" and
+        `approve` said "complete: full limits" while nodes that refused its records (a key
+        expired mid-ramp) still traded at 10%."""
+        since = dict(self._heard)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+
+        def short() -> tuple[tuple[str, int | None], ...]:
+            out: list[tuple[str, int | None]] = []
+            for n in nodes:
+                m = self._metrics.get(n)
+                fresh = m is not None and self._heard.get(n, 0) >= since.get(n, 0) + 2
+                version = m.limits_version if fresh and m is not None else ""
+                percent = scaled_percent(version) if version else None
+                if percent != 100:
+                    out.append((n, percent))
+            return tuple(out)
+
+        while short() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return short()
 
     async def resume(
         self,
@@ -751,8 +812,29 @@ class RampController:
             if not self._watch.tripped:
                 await self._or_trip(self._put_or_say(done, own))
         self._watch = None
+        nodes = [key] if scope is Scope.NODE else sorted({*targets, *self._metrics})
+        held = await self._held(nodes, self.plan.apply_timeout_s)
+        if held:
+            log.critical(
+                "RAMP_NOT_AT_FULL_LIMITS ramp=%s %s %r: 'done' is stored, but %s (a node "
+                "logging RAMP_REFUSED could not verify the ramp's records; another scope's "
+                "ramp, or a start mid-ramp, also holds a node lower)",
+                ramp_id,
+                scope.value,
+                key,
+                _in_words(held),
+            )
         return RampOutcome(
-            ramp_id, True, done.stage, 1.0, "", resumed, None, start, self.clock.time_ns()
+            ramp_id,
+            True,
+            done.stage,
+            1.0,
+            "",
+            resumed,
+            None,
+            start,
+            self.clock.time_ns(),
+            held,
         )
 
     async def _or_trip(self, work: Coroutine[Any, Any, None]) -> None:

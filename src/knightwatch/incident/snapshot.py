@@ -1,12 +1,13 @@
 """The evidence snapshot: what the fleet looked like at the kill, sealed before anything restarts.
 
 Restarting a node destroys what it knew; restoring a release overwrites what
-ran. So before either, one command collects the kill entries and their
-confirmations, each node's membership, admission verdict and applied flag
-revisions, the flag state and its history, the supervisor's actions, each
-node's flight-recorder chain head and last records, clock offsets, the latest
-metrics and the release manifest in force, into one tar archive with a
-manifest of SHA-256 hashes signed (DSSE, Ed25519) by the operator who took it.
+ran. So before either, one command collects the kill entries (every write the
+store keeps of each slot, not only its last) and their confirmations, each
+node's membership, admission verdict and applied flag revisions, the flag
+state and its history, the supervisor's actions, each node's flight-recorder
+chain head and last records, clock offsets, the latest metrics and the release
+manifest in force, into one tar archive with a manifest of SHA-256 hashes
+signed (DSSE, Ed25519) by the operator who took it.
 Evidence it could not collect (a member that sent no heartbeat, metrics or
 flight-recorder records, a store that could not be read, the audit messages
 before the stream's last `_AUDIT_CAP`: the tails are the records nearest the kill;
@@ -32,7 +33,7 @@ import msgspec
 
 from knightwatch.clock import Clock
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
-from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
+from knightwatch.control.plane.wire import NodeMetrics, NodeStatus, StateEntry, parse_slot
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.dsse import (
@@ -151,6 +152,7 @@ async def _collect(
         files["kill/entries.json"] = _json(
             {slot: {"revision": rev, "entry": e} for slot, (e, rev) in sorted(states.items())}
         )
+        files["kill/history.json"] = _json(await _kill_history(plane, states, gaps))
     members: list[NodeStatus] = []
     try:
         members = await plane.members()
@@ -263,6 +265,39 @@ async def _collect(
     files["nodes/metrics.json"] = _json(dict(sorted(metrics.items())))
     files[INCOMPLETE] = _json(gaps)
     return files
+
+
+async def _kill_history(
+    plane: ControlPlane, states: Mapping[str, tuple[StateEntry | None, int]], gaps: list[str]
+) -> dict[str, object]:
+    """Every write the store keeps of each slot before its latest, oldest first (None: a
+    delete marker or a value that is no entry). A halt stored over another hides it: the
+    supervisor's halt of n1, then an operator's kill of n1, left only the operator's in
+    the evidence, who first stopped n1 and why lost with it. Slots whose earlier writes
+    cannot be read are named in `gaps` (once the store does not answer, the slots after
+    are not asked: each would wait out its own timeout)."""
+    out: dict[str, object] = {}
+    slots = sorted(states.items())
+    for i, (slot, (_, revision)) in enumerate(slots):
+        try:
+            scope, key = parse_slot(slot)
+        except ValueError as exc:
+            out[slot] = {"unavailable": str(exc)}
+            gaps.append(f"kill/history.json: the earlier writes of {slot} were not read ({exc})")
+            continue
+        try:
+            kept = await plane.state_history(scope, key, revision)
+        except ControlPlaneUnavailable as exc:
+            rest = [s for s, _ in slots[i:]]
+            for unread in rest:
+                out[unread] = {"unavailable": str(exc)}
+            more = f" and {len(rest) - 1} more slot(s)" if len(rest) > 1 else ""
+            gaps.append(
+                f"kill/history.json: the earlier writes of {slot}{more} could not be read ({exc})"
+            )
+            break
+        out[slot] = [{"revision": rev, "entry": e} for e, rev in kept]
+    return out
 
 
 def _holes_line(holes: list[tuple[int, int]]) -> str:
