@@ -17,7 +17,14 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   fully working on top of what is filled) and is committed or rolled back by
   the venue's answer. An edit that only lowers the amount (price unchanged) is
   the stop direction: the Guard passes it in any trading state, as a cancel.
-* `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass.
+* `cancel_order`, `cancel_orders`, `cancel_all_orders` always pass. An order a
+  cancel named that its answer did not end (Kraken answers with a count, not the
+  order) or that the venue no longer holds (`OrderNotFound`: it filled first) is
+  read back (`fetch_order`) as the call ends, and so is one an update ended
+  without saying how much of it filled (Kraken's WebSocket `canceled` names no
+  market, quantity or fill count): until an answer says how much filled, the
+  Guard counts the order working. Kraken's status updates (a `canceled`) name no
+  market, and ccxt hands those only to a `watch_orders()` naming none.
 * Order updates from `create_order`, `fetch_order(s)`, `fetch_open_order(s)`,
   `fetch_closed_orders`, `fetch_canceled(_and_closed)_orders`, `cancel_*` and
   `watch_orders(_for_symbols)`, and executions from `fetch_my_trades`,
@@ -35,7 +42,9 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   quantity back. A network error leaves it working and the order *in doubt*:
   it may be live at the venue; so does an `ExchangeError` whose text says the
   outcome is unknown (ccxt maps Binance options' and HashKey's "execution status
-  unknown" and Bybit's "Server Timeout" to a plain `ExchangeError`), and an amend
+  unknown" and Bybit's "Server Timeout" to a plain `ExchangeError`), one ccxt raised
+  from a transport failure it has no class for (an HTTP status outside its table,
+  a CDN's 524; an answer broken off halfway on the async exchange), and an amend
   answered so keeps its larger reservation; a later update naming its id or client order id
   binds it again, `resolve` settles it by hand.
 * Every venue answer read is type-checked first: an answer that is not what
@@ -275,8 +284,15 @@ unknown", HashKey's -1006, Bybit's 5004 "Server Timeout"): the order may be live
 
 def _refused(exc: BaseException) -> bool:
     """Whether a venue error on an order write is the venue's refusal (nothing placed or
-    changed): an `ExchangeError`, unless its text says the outcome is unknown."""
-    return isinstance(exc, ccxt.ExchangeError) and not _UNKNOWN_OUTCOME.search(str(exc))
+    changed): an `ExchangeError`, unless its text says the outcome is unknown or ccxt raised
+    it `from` a transport failure it has no class for (requests' `HTTPError` for an HTTP
+    status outside its table, a CDN's 524 "a timeout occurred"; aiohttp's payload error, an
+    answer broken off halfway; an SSL error): those come from the wire, not the venue, and
+    the request may have been taken."""
+    if not isinstance(exc, ccxt.ExchangeError) or _UNKNOWN_OUTCOME.search(str(exc)):
+        return False
+    cause = exc.__cause__
+    return cause is None or isinstance(cause, ccxt.BaseError)
 
 
 def _unreadable(
@@ -407,6 +423,11 @@ class Ledger:
         market's first read was still on its way, or another program opened them after
         the sweep), so the wrapper sweeps their markets again once the call that adopted
         them is done (`kill_adopted`)."""
+        self.unsettled: dict[_Tracked, None] = {}
+        """Live orders whose end the wrapper may not have been told how much of them filled:
+        an update with an end status and no fill count (Kraken's WebSocket `canceled`), or
+        one a cancel named (Kraken answers a cancel with a count, not the order). Read back
+        (`fetch_order`) as the call ends (`to_settle`); an order leaves it when it ends."""
 
     # --- starting positions -----------------------------------------------------
     def start_needed(self, symbol: Any) -> str | None:
@@ -975,6 +996,7 @@ class Ledger:
     def _end(self, tracked: _Tracked) -> None:
         """The order ended: no longer live; remembered for one duplicate scope more."""
         tracked.done = True
+        self.unsettled.pop(tracked, None)
         if tracked in self._live:
             del self._live[tracked]
             self._ended.append((self.guard.clock.monotonic_ns(), tracked))
@@ -1339,6 +1361,8 @@ class Ledger:
         if status in TERMINAL and filled is not None:
             end = {"expired": self.guard.on_expire, "rejected": self.guard.on_reject}
             self._finish(tracked, why=f"status {status}", end=end.get(str(status)))
+        elif status in TERMINAL and not tracked.done:
+            self.unsettled[tracked] = None  # its fill count is read back as the call ends
 
     def _fill_price(self, tracked: _Tracked, order: dict[str, Any], filled_units: int) -> Any:
         """The price (per base unit, as a ticker quotes it) of the fills an update adds:
@@ -1513,6 +1537,36 @@ class Ledger:
     def live(self) -> list[_Tracked]:
         """The orders not ended yet (a kill reads back each of them)."""
         return list(self._live)
+
+    def cancelling(self, ids: Any, symbol: Any) -> None:
+        """Mark the live orders a cancel the venue took names, and its answer did not end,
+        to be read back as the call ends (`unsettled`): `ids`, venue ids (in `symbol`, or
+        the one order with that id); None, every order in `symbol`, or every order (a
+        cancel-all)."""
+        if ids is not None and not isinstance(ids, list | tuple):
+            return  # not ids: the venue's call refuses it
+        if ids is None:
+            try:
+                unified = None if symbol is None else self.symbol_of(symbol)
+            except (UnitError, ccxt.BaseError):
+                return  # no market loaded by that name: the venue refuses the cancel
+            found: list[_Tracked | None] = [t for t in self._live if unified in (None, t.symbol)]
+        else:
+            found = [self._by_venue_id(symbol, xid) for xid in ids]
+        for t in found:
+            if t is not None and not t.done and t.exchange_id is not None:
+                self.unsettled[t] = None
+
+    def to_settle(self) -> list[_Tracked]:
+        """The `unsettled` orders to read back now (taken: each is read once per call)."""
+        taken, self.unsettled = self.unsettled, {}
+        return [t for t in taken if not t.done and t.exchange_id is not None]
+
+    def settled(self, tracked: _Tracked, answer: Any) -> None:
+        """Book the read-back of an `unsettled` order. An answer that again says no fill count
+        leaves it working (as before the read), not marked again: no read loops."""
+        self.apply_order(answer)
+        self.unsettled.pop(tracked, None)
 
     def kill_symbols(self) -> list[str]:
         return sorted(self.symbols)
@@ -1827,21 +1881,49 @@ class GuardedExchange:
 
     @_serialized
     def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
-        result = self.exchange.cancel_order(id, symbol, params or {})
-        self.ledger.apply_orders(result, "cancel_order")
-        return result
+        ex = self.exchange
+        return self._cancel(
+            "cancel_order", [id], symbol, lambda: ex.cancel_order(id, symbol, params or {})
+        )
 
     @_serialized
     def cancel_orders(self, ids: list[str], symbol: str | None = None, params: Any = None) -> Any:
-        result = self.exchange.cancel_orders(ids, symbol, params or {})
-        self.ledger.apply_orders(result, "cancel_orders")
-        return result
+        ex = self.exchange
+        return self._cancel(
+            "cancel_orders", ids, symbol, lambda: ex.cancel_orders(ids, symbol, params or {})
+        )
 
     @_serialized
     def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
-        result = self.exchange.cancel_all_orders(symbol, params or {})
-        self.ledger.apply_orders(result, "cancel_all_orders")
+        ex = self.exchange
+        return self._cancel(
+            "cancel_all_orders", None, symbol, lambda: ex.cancel_all_orders(symbol, params or {})
+        )
+
+    def _cancel(self, call: str, ids: Any, symbol: Any, send: Callable[[], Any]) -> Any:
+        """A cancel call: its answer booked, then each order it named that the answer did
+        not end read back (`Ledger.cancelling`); so too when the venue no longer holds the
+        order (`OrderNotFound`: it filled or ended meanwhile)."""
+        try:
+            result = send()
+        except ccxt.OrderNotFound:
+            self.ledger.cancelling(ids, symbol)
+            self._settle()
+            raise
+        self.ledger.apply_orders(result, call)
+        self.ledger.cancelling(ids, symbol)
+        self._settle()
         return result
+
+    def _settle(self) -> None:
+        """Read back each order an answer ended without its fill count (`Ledger.unsettled`):
+        until then the Guard counts it working. A read that fails leaves it so, logged."""
+        for tracked in self.ledger.to_settle():
+            try:
+                answer = self.exchange.fetch_order(tracked.exchange_id, tracked.symbol)
+                self.ledger.settled(tracked, answer)
+            except Exception as exc:
+                _settle_failed(self.guard.node, tracked, exc)
 
     # --- updates ------------------------------------------------------------------
     @_serialized
@@ -2193,21 +2275,51 @@ class AsyncGuardedExchange:
         return order
 
     async def cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> Any:
-        result = await self.exchange.cancel_order(id, symbol, params or {})
-        self.ledger.apply_orders(result, "cancel_order")
-        return result
+        ex = self.exchange
+        return await self._cancel(
+            "cancel_order", [id], symbol, lambda: ex.cancel_order(id, symbol, params or {})
+        )
 
     async def cancel_orders(
         self, ids: list[str], symbol: str | None = None, params: Any = None
     ) -> Any:
-        result = await self.exchange.cancel_orders(ids, symbol, params or {})
-        self.ledger.apply_orders(result, "cancel_orders")
-        return result
+        ex = self.exchange
+        return await self._cancel(
+            "cancel_orders", ids, symbol, lambda: ex.cancel_orders(ids, symbol, params or {})
+        )
 
     async def cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> Any:
-        result = await self.exchange.cancel_all_orders(symbol, params or {})
-        self.ledger.apply_orders(result, "cancel_all_orders")
+        ex = self.exchange
+        return await self._cancel(
+            "cancel_all_orders", None, symbol, lambda: ex.cancel_all_orders(symbol, params or {})
+        )
+
+    async def _cancel(
+        self, call: str, ids: Any, symbol: Any, send: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """A cancel call: its answer booked, then each order it named that the answer did
+        not end read back (`Ledger.cancelling`); so too when the venue no longer holds the
+        order (`OrderNotFound`: it filled or ended meanwhile)."""
+        try:
+            result = await send()
+        except ccxt.OrderNotFound:
+            self.ledger.cancelling(ids, symbol)
+            await self._settle()
+            raise
+        self.ledger.apply_orders(result, call)
+        self.ledger.cancelling(ids, symbol)
+        await self._settle()
         return result
+
+    async def _settle(self) -> None:
+        """Read back each order an answer ended without its fill count (`Ledger.unsettled`):
+        until then the Guard counts it working. A read that fails leaves it so, logged."""
+        for tracked in self.ledger.to_settle():
+            try:
+                answer = await self.exchange.fetch_order(tracked.exchange_id, tracked.symbol)
+                self.ledger.settled(tracked, answer)
+            except Exception as exc:
+                _settle_failed(self.guard.node, tracked, exc)
 
     # --- updates ------------------------------------------------------------------
     @_sweeping
@@ -2266,6 +2378,7 @@ class AsyncGuardedExchange:
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.watch_orders(*args, **kwargs)
         self.ledger.read_orders("watch_orders", orders, many=True)
+        await self._settle()
         return orders
 
     async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
@@ -2277,6 +2390,7 @@ class AsyncGuardedExchange:
     async def watch_orders_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
         orders = await self.exchange.watch_orders_for_symbols(*args, **kwargs)
         self.ledger.read_orders("watch_orders_for_symbols", orders, many=True)
+        await self._settle()
         return orders
 
     async def watch_my_trades_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
@@ -2454,6 +2568,17 @@ class AsyncGuardedExchange:
                 _log_adopted_swept(self.guard.node, symbol, swept)
         except Exception:
             log.exception("KILL_CANCEL node=%s: orders adopted during the kill", self.guard.node)
+
+
+def _settle_failed(node: str, tracked: _Tracked, exc: BaseException) -> None:
+    log.warning(
+        "SETTLE_READ_FAILED node=%s order=%s venue_id=%s: ended without a fill count, still "
+        "counted working until an update says how much filled: %r",
+        node,
+        tracked.gid,
+        tracked.exchange_id,
+        exc,
+    )
 
 
 def _log_adopted_swept(node: str, symbol: str, swept: bool) -> None:

@@ -13,8 +13,11 @@ once at the last price, others rest until `fill`.
 
 Faults on the next order placement, for drills: `reject` (the venue's own
 error answer), `http_503`, `drop_after_accept` (the order is placed, then
-the connection closes with no answer: the in-doubt case), and, on the paper
-Binance, `empty_answer` (the order is placed, the answer names no order).
+the connection closes with no answer: the in-doubt case), `http_524_after_accept`
+(the order is placed, then a CDN in front of the venue answers its 524 "a
+timeout occurred" page: an HTTP status ccxt has no error class for),
+`cut_after_accept` (the order is placed, its answer breaks off halfway) and, on
+the paper Binance, `empty_answer` (the order is placed, the answer names no order).
 
 The keys below are the ones the paper venues accept; they are not secrets.
 """
@@ -47,6 +50,24 @@ KRAKEN_SECRET = base64.b64encode(b"kraken test secret, 32 bytes ...").decode()
 
 class Drop(Exception):
     """Close the connection without an answer."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer that is not the venue's JSON (a CDN's error page), or one that breaks off:
+    `body` sent as is, as `content_type`; with `cut`, the connection closes after that many
+    bytes of it (the headers announce all of it)."""
+
+    body: bytes
+    content_type: str = "text/html"
+    cut: int | None = None
+
+
+GATEWAY_TIMEOUT = Raw(
+    b"<!DOCTYPE html><html><head><title>524: A timeout occurred</title></head>"
+    b"<body>The origin web server timed out responding to this request.</body></html>"
+)
+"""Cloudflare's page for a request it passed on whose answer never came back in time."""
 
 
 @dataclass
@@ -120,11 +141,20 @@ class PaperVenue:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                data = json.dumps(payload).encode()
+                raw = payload if isinstance(payload, Raw) else None
+                data = raw.body if raw is not None else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header(
+                    "Content-Type", raw.content_type if raw is not None else "application/json"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if raw is not None and raw.cut is not None:
+                    self.wfile.write(data[: raw.cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
@@ -225,6 +255,19 @@ class PaperVenue:
     def take_fault(self) -> str | None:
         fault, self.fault = self.fault, None
         return fault
+
+    @staticmethod
+    def accepted(fault: str | None, status: int, answer: Any) -> tuple[int, Any]:
+        """The answer to an order the book has taken, as `fault` lets it reach the caller:
+        none (`drop_after_accept`), a CDN's timeout page, broken off halfway, or whole."""
+        if fault == "drop_after_accept":
+            raise Drop
+        if fault == "http_524_after_accept":
+            return 524, GATEWAY_TIMEOUT
+        if fault == "cut_after_accept":
+            data = json.dumps(answer).encode()
+            return status, Raw(data, "application/json", cut=len(data) // 2)
+        return status, answer
 
 
 # ----------------------------------------------------------------------------- Binance
@@ -373,11 +416,9 @@ class PaperBinance(PaperVenue):
             price=Decimal(q["price"]) if "price" in q else None,
         )
         self.place(o)
-        if fault == "drop_after_accept":
-            raise Drop
         if fault == "empty_answer":  # placed, but the answer names no order
             return 200, {}
-        return 200, self._order(o) | {"fills": []}
+        return self.accepted(fault, 200, self._order(o) | {"fills": []})
 
     def _cancel_replace(self, q: dict[str, str]) -> tuple[int, Any]:
         """Cancel an open order and place its replacement (cancelReplaceMode STOP_ON_FAILURE)."""
@@ -560,9 +601,9 @@ class PaperKraken(PaperVenue):
         if fault == "http_503":
             return 503, {"error": ["EService:Unavailable"]}
         o = self._place(q)
-        if fault == "drop_after_accept":
-            raise Drop
-        return 200, {"error": [], "result": {"descr": _descr(o), "txid": [o.id]}}
+        return self.accepted(
+            fault, 200, {"error": [], "result": {"descr": _descr(o), "txid": [o.id]}}
+        )
 
     def _place(self, q: dict[str, Any]) -> VenueOrder:
         """Place one order as AddOrder (or one entry of AddOrderBatch) names it."""
@@ -667,6 +708,10 @@ class PaperKrakenStream:
     the REST `GetWebSocketsToken` call (checked here); every order placed,
     filled or cancelled in the paper book is then pushed as Kraken sends it:
     `exec_type` "new", "trade" (with the execution) and "filled" / "canceled".
+    A "canceled" update carries what Kraken's does: the order id, its user
+    reference, the cumulative quantity and cost filled and the reason; no symbol,
+    side or order quantity (ccxt then reads `cum_qty` as the amount, no `filled`,
+    and hands it only to a `watch_orders` naming no market).
     """
 
     def __init__(self, venue: PaperKraken) -> None:
@@ -771,6 +816,22 @@ class PaperKrakenStream:
             messages.append(execution)
             if o.status == "closed":
                 messages.append(order | {"exec_type": "filled", "order_status": "filled"})
+        elif kind == "canceled":
+            messages.append(
+                {
+                    "timestamp": now,
+                    "order_status": "canceled",
+                    "exec_type": "canceled",
+                    "order_userref": 0,
+                    "order_id": o.id,
+                    "cum_qty": float(o.filled),
+                    "cum_cost": float(o.cost),
+                    "fee_usd_equiv": 0,
+                    "avg_price": order["avg_price"],
+                    "cancel_reason": "User requested",
+                    "reason": "User requested",
+                }
+            )
         else:
             messages.append(order | {"exec_type": kind, "order_status": kind})
         for data in messages:
