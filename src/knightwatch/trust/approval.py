@@ -10,8 +10,11 @@ over (`--approval FILE`). Who approved is whoever
 signed, checked against the roster: never the requester (any key of theirs),
 never a name typed on a command line, never after the approval expired, never
 by a key that is not valid both when the approval was signed and when it is
-used (an approval dated back before its key's revocation is no approval), and
-never by one claiming to stay usable longer than `APPROVAL_TTL_S`.
+used (an approval dated back before its key's revocation is no approval),
+never by one claiming to stay usable longer than `APPROVAL_TTL_S`, and never in
+another fleet than the one it names (`Roster.fleet`): the same people hold keys
+on staging and production rosters, and an approval made on one counted on the
+other within its hour.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from knightwatch.release.dsse import Envelope, add_signature, check_signatures, 
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.trust.command import SKEW_NS
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import Role, Roster, TrustError
+from knightwatch.trust.roster import Role, Roster, TrustError, fleet_encoded, fleet_mismatch
 
 APPROVAL_PAYLOAD_TYPE = "application/vnd.knightwatch.approval+json"
 APPROVAL_TTL_S = 3600.0
@@ -58,9 +61,12 @@ class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     digest: str = ""
     """TARGET: the sha256 of the release manifest (the envelope's payload) approved;
     ROLLOUT: the rollout plan's digest (stages, fractions, holds, gates)."""
+    fleet: str = ""
+    """The fleet it is for (`Roster.fleet` where it was made): it counts only where the
+    roster names that fleet. "" is not written: one naming no fleet is the bytes an
+    earlier release wrote and reads."""
 
 
-_ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder(Approval)
 _TTL_NS = int(APPROVAL_TTL_S * 1_000_000_000) + SKEW_NS
 """The longest window an approval may claim: the TTL its makers give it, and the 5 s a
@@ -68,7 +74,7 @@ clock may be off by (a window a few ns over the hour is a rounding, not a year).
 
 
 def sign_approval(approval: Approval, signer: Signer) -> Envelope:
-    return add_signature(new_envelope(APPROVAL_PAYLOAD_TYPE, _ENCODER.encode(approval)), signer.key)
+    return add_signature(new_envelope(APPROVAL_PAYLOAD_TYPE, fleet_encoded(approval)), signer.key)
 
 
 def check_approval(
@@ -118,6 +124,9 @@ def check_approval(
             f"{','.join(approval.nodes) if approval.nodes else 'the fleet'} by "
             f"{approval.requester}, not this change"
         )
+    wrong_fleet = fleet_mismatch("approval", approval.fleet, roster)
+    if wrong_fleet is not None:
+        raise TrustError(wrong_fleet)
     if not 0 <= approval.expires_ns - approval.issued_ns <= _TTL_NS:
         raise TrustError(
             f"approval expires_ns: must lie within {APPROVAL_TTL_S / 60:.0f} min after "

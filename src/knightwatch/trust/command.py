@@ -33,6 +33,14 @@ supervisor may publish one at all. A stored kill from yesterday is still the sta
 record; a stored resume is checked against the store's own history by the
 reader (`decided_on` must be the revision it superseded), which a replayed
 old resume cannot meet.
+
+That binds a resume to one halt, not to one fleet: the same two people may sign on
+staging and production, and a staging kill stored again in production's kill state
+verifies there (a stop, from anyone who may kill), so the staging resume naming it,
+stored right after it at the revision it names, lifted production's halt of that
+slot. A resume therefore names its fleet (`fleet`, the roster's `Roster.fleet`) and
+counts only where the roster names that fleet (`wrong_fleet`); a stop is never
+refused for its fleet.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from knightwatch.release.dsse import Envelope, add_signature, new_envelope, pae
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.keys import SigningKey
 from knightwatch.state import FLEET_KEY, Scope, TradingState
-from knightwatch.trust.roster import Member, Role, Roster
+from knightwatch.trust.roster import Member, Role, Roster, fleet_encoded, fleet_mismatch
 
 COMMAND_PAYLOAD_TYPE = "application/vnd.knightwatch.state-command+json"
 GUARD_ACTOR = "guard:"
@@ -78,6 +86,8 @@ class TrustReason(StrEnum):
     APPROVAL_INVALID = "approval_invalid"
     SELF_APPROVAL = "self_approval"
     FROZEN_BY_KILL = "frozen_by_kill"
+    WRONG_FLEET = "wrong_fleet"
+    """Signed for another fleet than the one whose roster judges it (`Roster.fleet`)."""
 
 
 class Refused(KnightwatchError, ValueError):
@@ -104,6 +114,9 @@ class StateCommand(msgspec.Struct, frozen=True):
     decided_on: int = 0
     ramp: tuple[tuple[float, float], ...] = ()
     """A resume's stages: (fraction of the limits, seconds held), the last at 1.0."""
+    fleet: str = ""
+    """The fleet it is for (`Roster.fleet`): a resume counts only there. A stored entry
+    need not carry it (its proof does); "" is not written, as an earlier release wrote."""
 
 
 MAX_RAMP_STAGES = 16
@@ -202,7 +215,9 @@ def _check_canonical(payload: bytes) -> None:
 
 
 def command_envelope(command: StateCommand) -> Envelope:
-    return new_envelope(COMMAND_PAYLOAD_TYPE, _ENCODER.encode(command))
+    # naming no fleet: the bytes an earlier release signed (its readers take a resume only
+    # with the fields they know)
+    return new_envelope(COMMAND_PAYLOAD_TYPE, fleet_encoded(command))
 
 
 def sign_command(command: StateCommand, key: SigningKey) -> Envelope:
@@ -284,7 +299,13 @@ def check_state(
         signed = _DECODER.decode(payload)
     except UNDECODABLE as exc:
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
-    if signed != command:
+    # a stored entry need not carry the fleet its proof names (the proof is what counts)
+    carried = (
+        command
+        if command.fleet or not signed.fleet
+        else msgspec.structs.replace(command, fleet=signed.fleet)
+    )
+    if signed != carried:
         raise Refused(TrustReason.PAYLOAD_MISMATCH, "the entry differs from what was signed")
     if signed.state is TradingState.ACTIVE:
         _check_canonical(payload)
@@ -320,6 +341,12 @@ def check_state(
     members = signers_of(proof, payload, roster, command.issued_ns, judged_ns)
     by_name = {m.name: m for m in members}
     if command.state is TradingState.ACTIVE:
+        # the same two people may sign on staging and production: a resume (with the kill
+        # it names, which any operator may store again: a stop) counts only in its fleet.
+        # A stop is never refused for its fleet.
+        wrong_fleet = fleet_mismatch("resume", signed.fleet, roster)
+        if wrong_fleet is not None:
+            raise Refused(TrustReason.WRONG_FLEET, wrong_fleet)
         at_ns = judged_ns if judged_ns is not None else command.issued_ns
         return _check_resume(command, by_name, roster, at_ns)
     return Checked(_check_stop(command, by_name))

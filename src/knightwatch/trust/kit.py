@@ -7,6 +7,10 @@ and makes later versions (add, rotate, revoke) signed the same way, so every
 one of them goes through the same verification a production roster does. A
 production fleet does the same with `knightwatch identity`, each admin signing
 on their own machine.
+
+A `Kit(fleet=...)` names its fleet in version 1 (`Roster.fleet`), and every later
+version keeps it: approvals and target requests made for another fleet do not
+count on it. Without a name the roster is written as an earlier release wrote it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Kit:
         admins: int = 2,
         approvals: ApprovalPolicy | None = None,
         node_keys: Mapping[str, SigningKey] | None = None,
+        fleet: str = "",
     ) -> None:
         self.now_ns = now_ns
         self.signers: dict[str, Signer] = {}
@@ -85,6 +90,7 @@ class Kit:
             tuple(members),
             admin_threshold=min(admins, 2),
             approvals=approvals or ApprovalPolicy(),
+            fleet=fleet,
         )
         self.envelopes.append(self._sign(self.roster))
 

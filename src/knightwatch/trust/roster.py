@@ -30,6 +30,13 @@ or the supervisor's, valid) sooner than the version before it did: revoking or e
 every such key, dropping the operator role from everyone, or keeping only keys that
 begin later would have every node refuse every kill, the stop direction gated by a
 roster change. A replacement key enrolled in the same version keeps the stop.
+
+A roster names its fleet (`fleet`, e.g. "prod-ldn"), and every later version keeps
+that name: the same admins may anchor a staging and a production fleet, so a version
+they signed for staging, stored in production's roster bucket (one admin may write
+it), was otherwise production's next version. Approvals and target requests name the
+fleet they are for too (`fleet_mismatch`). An unnamed roster (as every earlier
+release wrote) may name itself once; unnamed, nothing is bound to a fleet.
 """
 
 from __future__ import annotations
@@ -135,10 +142,18 @@ class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
     members: tuple[Member, ...]
     admin_threshold: int = 2
     approvals: ApprovalPolicy = ApprovalPolicy()
+    fleet: str = ""
+    """The fleet (site) this roster is for, named by its admins ("": unnamed, as before).
+    Every later version keeps it, and approvals and target requests name it: the same
+    people's keys on a staging and a production roster sign for one of them only.
+    ("" is not written: a version naming no fleet is the bytes an earlier release wrote
+    and reads, `fleet_encoded`.)"""
 
     def __post_init__(self) -> None:
         if self.version < 1:
             raise TrustError(f"roster version: must be >= 1 (got {self.version})")
+        if self.fleet and not is_name(self.fleet):
+            raise TrustError(f"roster fleet: {NAME_RULE} (got {self.fleet!r})")
         seen: set[str] = set()
         folded: dict[str, str] = {}
         for i, m in enumerate(self.members):
@@ -233,8 +248,19 @@ ROSTER_DECODER = msgspec.json.Decoder(Roster)
 _ENCODER = msgspec.json.Encoder(order="sorted")
 
 
+def fleet_encoded(value: msgspec.Struct) -> bytes:
+    """`value` (a struct with a `fleet` field) in JSON with sorted keys, its `fleet` left
+    out when "": the bytes an earlier release wrote, which its readers (unknown fields
+    refused) still take."""
+    if getattr(value, "fleet", ""):
+        return _ENCODER.encode(value)
+    fields = msgspec.to_builtins(value)
+    del fields["fleet"]
+    return _ENCODER.encode(fields)
+
+
 def roster_envelope(roster: Roster) -> Envelope:
-    return new_envelope(ROSTER_PAYLOAD_TYPE, _ENCODER.encode(roster))
+    return new_envelope(ROSTER_PAYLOAD_TYPE, fleet_encoded(roster))
 
 
 def sign_roster(envelope: Envelope, key: SigningKey) -> Envelope:
@@ -300,6 +326,19 @@ def granted(before: Roster, after: Roster) -> str:
     return ""
 
 
+def fleet_mismatch(what: str, named: str, roster: Roster) -> str | None:
+    """Why a signed `what` naming fleet `named` does not count under `roster`, or None
+    when it names the roster's own fleet ("" for both: an unnamed fleet, as before)."""
+    if named == roster.fleet:
+        return None
+    here = f"this is fleet {roster.fleet!r}" if roster.fleet else "this roster names no fleet"
+    made = f"it was made for fleet {named!r}" if named else "it names no fleet"
+    return (
+        f"{what} fleet: {made}; {here} (it counts only in the fleet it names: ask for one "
+        "made here)"
+    )
+
+
 KILL_ROLES = frozenset({Role.OPERATOR, Role.SUPERVISOR})
 """The roles whose one key may issue a kill (`trust.command`'s stop check)."""
 
@@ -358,6 +397,14 @@ def verify_roster(
         raise TrustError(
             f"roster version {roster.version} issued_ns: {roster.issued_ns} must be after "
             f"version {after.version}'s ({after.issued_ns}): versions only move forward"
+        )
+    if after is not None and after.fleet and roster.fleet != after.fleet:
+        # the same admins may sign for staging and production: a version signed for one
+        # fleet, stored in another's roster bucket, would replace that fleet's roster
+        raise TrustError(
+            f"roster version {roster.version} fleet: {roster.fleet!r} is not fleet "
+            f"{after.fleet!r} of version {after.version}: a fleet's roster keeps its name "
+            "(a version signed for another fleet is refused; re-anchor to rename)"
         )
     if after is not None:
         check_stop_kept(after, roster)

@@ -6,7 +6,8 @@ valid now), never a name typed on a command line. The request binds the
 release id and its manifest digest (the exact signed release, not a name), the
 reason, a unique id, a short expiry and the target record revision it was
 decided on: a request held back past its expiry, replayed after it was
-applied, or decided on a target that has changed since is refused. A second
+applied, decided on a target that has changed since, or made for another fleet
+than the one whose roster judges it (`Roster.fleet`) is refused. A second
 person's approval (`ApprovalKind.TARGET`, `knightwatch admission approve`)
 travels with it; the admission service checks both before it stores the
 target. Only a return to the release the fleet was last known-good on, while
@@ -26,7 +27,7 @@ from knightwatch.release.manifest import Manifest
 from knightwatch.trust.approval import APPROVAL_TTL_S, Approval, ApprovalKind, sign_approval
 from knightwatch.trust.command import SKEW_NS, Refused, TrustReason, opened, signers_of
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import Role, Roster, TrustError
+from knightwatch.trust.roster import Role, Roster, TrustError, fleet_encoded, fleet_mismatch
 
 TARGET_PAYLOAD_TYPE = "application/vnd.knightwatch.target-request+json"
 TARGET_TTL_NS = 60 * 1_000_000_000
@@ -45,9 +46,10 @@ class TargetCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     expires_ns: int
     decided_on: int
     """The target record's revision the requester saw (0: no target yet)."""
+    fleet: str = ""
+    """The fleet it is for (`Roster.fleet`); not written when "" (as an earlier release)."""
 
 
-_ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder(TargetCommand)
 _NS_PER_S = 1_000_000_000
 
@@ -64,7 +66,7 @@ def release_ref(release: Envelope, source: str = "release envelope") -> tuple[st
 
 
 def sign_target(command: TargetCommand, signer: Signer) -> Envelope:
-    return add_signature(new_envelope(TARGET_PAYLOAD_TYPE, _ENCODER.encode(command)), signer.key)
+    return add_signature(new_envelope(TARGET_PAYLOAD_TYPE, fleet_encoded(command)), signer.key)
 
 
 def target_command(
@@ -75,8 +77,9 @@ def target_command(
     command_id: str,
     now_ns: int,
     decided_on: int,
+    fleet: str = "",
 ) -> Envelope:
-    """The requester's signed request for `release`."""
+    """The requester's signed request for `release`, in `fleet` (its roster's `fleet`)."""
     release_id, digest = release_ref(release)
     command = TargetCommand(
         release_id,
@@ -87,14 +90,22 @@ def target_command(
         now_ns,
         now_ns + TARGET_TTL_NS,
         decided_on,
+        fleet,
     )
     return sign_target(command, signer)
 
 
 def approve_target(
-    release: Envelope, approver: Signer, requester: str, reason: str, now_ns: int
+    release: Envelope,
+    approver: Signer,
+    requester: str,
+    reason: str,
+    now_ns: int,
+    *,
+    fleet: str = "",
 ) -> Envelope:
-    """`approver`'s signed approval of `requester` making `release` the target."""
+    """`approver`'s signed approval of `requester` making `release` the target of `fleet`
+    (its roster's `fleet`)."""
     release_id, digest = release_ref(release)
     approval = Approval(
         ApprovalKind.TARGET,
@@ -106,6 +117,7 @@ def approve_target(
         now_ns,
         now_ns + int(APPROVAL_TTL_S * _NS_PER_S),
         digest=digest,
+        fleet=fleet,
     )
     return sign_approval(approval, approver)
 
@@ -121,6 +133,9 @@ def check_target(proof: Envelope, roster: Roster | None, *, now_ns: int) -> Targ
         raise Refused(TrustReason.MALFORMED, f"payload: {exc}") from None
     if not 0 < command.expires_ns - command.issued_ns <= TARGET_TTL_NS:
         raise Refused(TrustReason.MALFORMED, "expires_ns: must lie within 60 s after issued_ns")
+    wrong_fleet = fleet_mismatch("target request", command.fleet, roster)
+    if wrong_fleet is not None:
+        raise Refused(TrustReason.WRONG_FLEET, wrong_fleet)
     if command.issued_ns > now_ns + SKEW_NS:
         raise Refused(TrustReason.FROM_FUTURE, "issued more than 5 s ahead of this clock")
     if now_ns > command.expires_ns:
