@@ -1213,7 +1213,9 @@ def test_a_restarted_supervisor_goes_on_counting_an_agency_routers_day(
     leak = {"n2": 9_000.0 / 60}
     assert f.run(400, 20.0, principal=leak) == []
     stored = f.sup.day_records()
-    assert set(stored) == {"supervisor_day.n2"}  # no flow of their own: nothing to keep
+    # every node's learned baselines are kept (`DayRecord.baselines`), n2's day with them
+    assert set(stored) == {"supervisor_day.n1", "supervisor_day.n2", "supervisor_day.n3"}
+    assert msgspec.json.decode(stored["supervisor_day.n1"])["baselines"]["order_rate"]
     assert f.sup.day_records() == {}  # handed out once per change
     f.sup = Supervisor(SupervisorConfig(), f.clock)  # the restart, the nodes going on
     assert f.sup.restore({**stored, "starts.n1": b"not a day record"}) == []

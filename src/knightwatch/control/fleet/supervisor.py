@@ -77,7 +77,10 @@ kept under the floor in every window went on for good; the day is stored in the
 control plane and read back at start (`DayRecord`), so a restart gives no node a fresh
 day, and a history that cannot be read halts its node), and one node's gross
 exposure to `node_exposure_share` x `gross_exposure_cap` (the fleet's cap names
-no node).
+no node). Each node's learned baselines in force are stored with its day, at most a
+minute apart, and a restarted supervisor judges the node against them from its first
+sample (stored within the hour): learned afresh, a runaway under way at the restart (a
+cancel/replace loop under the floors, nothing filled) became the node's normal.
 An action already in force (the node or the fleet reports that state) is never
 issued again, except for unreadable metrics (above); a drain issued over a halt of its
 scope never loosens it (the kill switch and the nodes keep the stricter kill). It is
@@ -178,6 +181,8 @@ child now and then is the Guard trimming a basket. With none allowed, one child 
 refused out of a 2,000-a-second basket at the open had the router halted as a 100x runaway,
 its customers' parents left unfilled; a router sending children beyond its parents has
 them refused (`parent_qty_exceeded`) at far more than this as its parents fill."""
+_BLED = ("order_rate", "notional_rate")
+"""The rates a slow bleed is held on (`Supervisor._bleed`): more orders, or bigger ones."""
 _CUSTOMER_RATES = ("order_rate", "notional_rate")
 """The rates a node working only its customers' parents (`customers_only`) is let off: a big
 parent at a busy open is fast, not broken. Its children per parent and its messages per
@@ -370,7 +375,19 @@ class DayRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     first."""
     own_flow: bool = False
     """The node trades for itself (it is no agency router, whatever parents it works)."""
+    baselines: dict[str, tuple[float, float | None]] = {}
+    """Each learned baseline in force then, by measure: (value, anchor: its value when it came
+    into force, `_Baseline.anchor`). Taken back at the node's first sample if the record is at
+    most `BASELINE_KEEP_NS` old: held in memory only, a restarted supervisor judged every node
+    against the floors for `warmup_s` and then learned what it did meanwhile, so a runaway
+    under way (a cancel/replace loop under the order-rate floor, nothing filled) became the
+    node's normal and ran for good."""
 
+
+BASELINE_KEEP_NS = 3_600 * 1_000_000_000
+"""Stored baselines older than this (the supervisor down an hour, or the node silent) are
+not taken back: the desk's normal may have changed meanwhile, and the node is learned afresh."""
+_MEASURE_NAMES = frozenset(m.name for m in MEASURES)
 
 _DAY_DECODER = msgspec.json.Decoder(DayRecord)
 _DAY_ENCODER = msgspec.json.Encoder()
@@ -388,6 +405,15 @@ def _day_problems(key: str, rec: DayRecord) -> list[str]:
         out.append("a point or the raw count is above the flow it was continued to")
     if any(a[0] > b[0] or a[1] > b[1] for a, b in zip(rec.points, rec.points[1:], strict=False)):
         out.append("points go back in time or in flow")
+    for name, (value, anchor) in sorted(rec.baselines.items()):
+        # a baseline beyond any rate turns its rule off for good, a negative one halts at once
+        if name not in _MEASURE_NAMES:
+            out.append(f"baselines[{name!r}] is no baselined measure")
+        elif not all(math.isfinite(v) and 0 <= v < _MAX for v in (value, anchor) if v is not None):
+            out.append(
+                f"baselines[{name!r}] ({value!r}, {anchor!r}) is negative, not finite or "
+                "beyond 2^53"
+            )
     return out
 
 
@@ -754,6 +780,7 @@ class _NodeTrack:
     __slots__ = (
         "bad",
         "base",
+        "based",
         "claim",
         "claim_grew",
         "counted",
@@ -813,6 +840,9 @@ class _NodeTrack:
         """Refusals under a ramp stage's limits (`_TRIMMED`) while the node reported that
         stage, summed over its samples: left out of its refusals as throttling is."""
         self.base = _Track(config)
+        self.based: int | None = None
+        """When its learned baselines were last handed out to be stored (`DayRecord.baselines`;
+        None: never, or not stored): they go out again a minute later."""
 
     @property
     def participating(self) -> bool:
@@ -940,7 +970,18 @@ class Supervisor:
         else:
             for baseline in base.baselines.values():
                 baseline.pause(now)
+        if (track.based is None or now - track.based >= _DAY_STEP_NS) and self._learned(base, now):
+            self._dirty.add(m.node_id)  # stored so a restarted supervisor judges it at once
         return track
+
+    def _learned(self, track: _Track, now: int) -> dict[str, tuple[float, float | None]]:
+        """The node's learned baselines in force now, as stored (`DayRecord.baselines`)."""
+        warm = int(self.config.warmup_s * 1e9)
+        return {
+            name: (b.value, b.anchor)
+            for name, b in track.baselines.items()
+            if b.fixed is None and b.value is not None and b.current(now, warm) is not None
+        }
 
     def observe(self, m: NodeMetrics) -> list[Action]:
         """Take one metrics sample; return the actions it triggers (each rule fires once
@@ -1061,9 +1102,11 @@ class Supervisor:
                     value,
                     [] if own else [(wall - (mono - t), v) for t, v in track.day],
                     own,
+                    self._learned(track.base, mono),
                 )
             )
             track.saved = (own, 0.0 if own else value)
+            track.based = mono
         self._dirty.clear()
         return out
 
@@ -1073,11 +1116,13 @@ class Supervisor:
         track = self._nodes.get(node_id)
         if track is not None:
             track.saved = None
+            track.based = None
 
     def _resume_day(self, track: _NodeTrack, m: NodeMetrics, principal: float, now: int) -> None:
         """Go on with the node's stored day at its first sample: the stored points, shifted to
         this supervisor's count, then what the node booked since the record (all it counts
-        now if it is another process, or its count went back)."""
+        now if it is another process, or its count went back); and its learned baselines, if
+        the record is at most `BASELINE_KEEP_NS` old."""
         node_id = m.node_id
         if node_id in self._unvouched:
             self._unvouched.discard(node_id)
@@ -1093,6 +1138,15 @@ class Supervisor:
             track.day.append((now - max(0, wall - t), v + shift))
         track.base.own_flow = rec.own_flow
         track.saved = (rec.own_flow, 0.0 if rec.own_flow else principal - since)
+        if abs(wall - rec.at_ns) > BASELINE_KEEP_NS:
+            return  # too old to say what the node does now: learned afresh
+        # in force at once and learned at the pace of a full history, as it was: the first
+        # samples after the restart must not teach it a runaway
+        since = now - int(max(self.config.warmup_s, self.config.baseline_s) * 1e9)
+        for name, (value, anchor) in rec.baselines.items():
+            b = track.base.baselines[name]
+            if b.fixed is None:  # (a measure configured since is held to its profile)
+                b.value, b.anchor, b.since, b.last = value, anchor, since, now
 
     def health(self) -> dict[str, NodeHealth]:
         """Every node heard from within `stale_after_s`, as the rules see it now (a node
@@ -1232,7 +1286,7 @@ class Supervisor:
             if (
                 (base is not None and value > self._limit(name, base, 1))
                 # nor may a suspected bleed become the node's normal
-                or (name == "order_rate" and track.bleed_since is not None)
+                or (name in _BLED and track.bleed_since is not None)
                 or (name == "principal_notional" and not track.window_full)
             ):
                 b.pause(now)
@@ -1366,21 +1420,30 @@ class Supervisor:
         return out
 
     def _bleed(self, track: _Track, node_id: str, now: int) -> list[Action]:
-        """A node held above `bleed_multiple` x its order-rate baseline for `bleed_window_s`
-        while its P&L fell by more than `bleed_loss` over that window."""
+        """A node held above `bleed_multiple` x its order-rate or its notional-rate baseline
+        (`_BLED`) for `bleed_window_s` while its P&L fell by more than `bleed_loss` over that
+        window. On the order rate alone, a loop alternating sides with bigger clips (the
+        same orders a second, each 4x the size: its position flat, its turnover up, under
+        5x and the notional floor) lost $18k a minute a node on a whole fleet for good."""
         cfg = self.config
-        b = track.baselines["order_rate"]
-        base = b.current(now, int(cfg.warmup_s * 1e9))
-        rate = track.measures.get("order_rate")
+        warm = int(cfg.warmup_s * 1e9)
         state = TradingState.HALTED
-        if (
-            base is None
-            or rate is None
-            or track.customers_only
-            or rate < cfg.bleed_multiple * max(base, 1e-9)
-        ):
+        held: tuple[str, float, float, _Baseline] | None = None
+        for name in _BLED:
+            b = track.baselines[name]
+            base = b.current(now, warm)
+            value = track.measures.get(name)
+            if (
+                base is not None
+                and value is not None
+                and value >= cfg.bleed_multiple * max(base, 1e-9)
+            ):
+                held = (name, value, base, b)
+                break
+        if held is None or track.customers_only:
             track.bleed_since = None
             return self._fire(Rule.SLOW_BLEED, node_id, False, Scope.NODE, state, "")
+        name, value, base, b = held
         if track.bleed_since is None:
             track.bleed_since = now
         t0, pnl0 = track.pnl[0]
@@ -1390,11 +1453,12 @@ class Supervisor:
         drop = pnl0 - pnl1
         bad = bad and drop > cfg.bleed_loss
         kind = "configured" if b.fixed is not None else "learned"
+        unit = next(m.unit for m in MEASURES if m.name == name)
         why = (
-            f"node {node_id} held at {rate:,.1f} orders/s = {rate / max(base, 1e-9):,.1f}x its "
-            f"{kind} baseline {base:,.1f}/s (bleed at >= {cfg.bleed_multiple:g}x) for "
-            f">= {cfg.bleed_window_s:g} s while its P&L fell {drop:,.0f} "
-            f"(limit {cfg.bleed_loss:,.0f})"
+            f"node {node_id} held at {name} {_num(value)} {unit} = "
+            f"{value / max(base, 1e-9):,.1f}x its {kind} baseline {_num(base)} {unit} (bleed at "
+            f">= {cfg.bleed_multiple:g}x) for >= {cfg.bleed_window_s:g} s while its P&L fell "
+            f"{drop:,.0f} (limit {cfg.bleed_loss:,.0f})"
         )
         return self._fire(Rule.SLOW_BLEED, node_id, bad, Scope.NODE, state, why)
 
