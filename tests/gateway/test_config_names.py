@@ -110,3 +110,20 @@ def test_a_drop_copy_whose_fix_files_are_the_venue_sessions_is_refused(
     p = tmp_path / "ok.toml"  # a drop copy of its own spelling loads
     p.write_text(text.replace(f'sender_comp_id = "{sender}"', 'sender_comp_id = "DCX"'))
     assert GatewayConfig.from_toml(p).drop_copy is not None
+
+
+def test_a_client_session_that_is_the_drop_copys_session_is_refused(tmp_path: Path) -> None:
+    """With the drop copy sent under the gateway's own CompID, a client whose CompID is
+    the drop copy's comp_id had the drop copy's session (KWGW -> DC both ways): QuickFIX
+    took both, and every message of that client was read as a drop-copy report (its
+    orders never answered) and every answer to it sent on whichever session the engine
+    held under that id."""
+    text = (
+        GOOD.replace('comp_id = "OMS2"', 'comp_id = "DC"')
+        + '[drop_copy]\nport = 9881\nsender_comp_id = "KWGW"\ncomp_id = "DC"\n'
+    )
+    out = _refused(tmp_path, text)
+    assert "clients[1].comp_id: 'DC' is the drop copy's session (KWGW -> DC)" in out
+    p = tmp_path / "ok.toml"  # the drop copy under a CompID of its own: no shared session
+    p.write_text(text.replace('sender_comp_id = "KWGW"', 'sender_comp_id = "KWGW-DC"'))
+    assert GatewayConfig.from_toml(p).drop_copy is not None

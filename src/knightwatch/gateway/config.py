@@ -216,6 +216,17 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     f"spells the venue session's comp_id-venue.comp_id ({self.comp_id}-"
                     f"{venue.comp_id}); both would share one FIX store (sequence numbers)"
                 )
+            if dc.sender_comp_id == self.comp_id:
+                # the same session id on the acceptor and the initiator: QuickFIX took
+                # both, and the client's messages were read as drop-copy reports (its
+                # orders never answered), its answers sent on whichever held the id
+                problems += [
+                    f"clients[{i}].comp_id: {c.comp_id!r} is the drop copy's session "
+                    f"({dc.sender_comp_id} -> {dc.comp_id}); give the drop copy a "
+                    "sender_comp_id of its own"
+                    for i, c in enumerate(self.clients)
+                    if c.comp_id == dc.comp_id
+                ]
             names += [
                 ("drop_copy.comp_id", dc.comp_id, _COMP_ID),
                 ("drop_copy.sender_comp_id", dc.sender_comp_id, _COMP_ID),

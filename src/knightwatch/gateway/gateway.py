@@ -68,7 +68,8 @@ What the gateway decides around the Guard:
   `answer_timeout_s`, while the order is live (`_own_cancel_refused`);
 * with the venue session down new orders are refused `venue_unavailable`;
   a lost client session has its orders cancelled per its policy; nothing is
-  armed until working orders and positions are reconciled. Without the venue's
+  armed until working orders and positions are reconciled (an order the mass
+  status adopts while a kill is in force is cancelled at once). Without the venue's
   mass status nothing would count orders an earlier process left working, so the
   state directory is marked (`LEFT_WORKING`) before a process's first order goes
   out and unmarked only at a stop with none live; such a start over the mark fails.
@@ -426,6 +427,11 @@ goes out, or when the start-up mass status adopts any, and removed only when it 
 with none live (or a mass status finds none). A start with `venue.mass_status` off
 finds it and does not arm: nothing else would count those orders."""
 
+MAX_MASS_STATUS_EARLIER = 64
+"""Start-up mass statuses asked at earlier logons kept (`Gateway._mass_status_earlier`):
+one per logon before reconciliation finished, so a venue session that flaps at start-up
+costs bounded memory; a report of one forgotten is read as any status report."""
+
 MAX_CLIENT_MESSAGE = 16_384
 """Characters a client's message may have: a single order is a few hundred."""
 
@@ -561,6 +567,11 @@ class Gateway(Handler):
         self.reconcile_error = ""
         self._on_reconciled = on_reconciled
         self._mass_status_id = ""
+        self._mass_status_earlier: deque[str] = deque(maxlen=MAX_MASS_STATUS_EARLIER)
+        """Start-up mass statuses asked at earlier logons that never finished: their
+        reports are not applied (`_status_report`)."""
+        self._positions_loaded = False
+        """The positions file was applied (at the venue session's first logon)."""
         self.venue_logons = 0
         """Venue session logons seen: start-up tells a venue that never logged on from
         one that did and never finished its mass status."""
@@ -3080,6 +3091,20 @@ class Gateway(Handler):
         if req is not None and req == self._mass_status_id:
             self._adopt(msg, go)  # its last report ends reconciliation (`_from_venue`)
             return
+        if req is not None and req in self._mass_status_earlier:
+            # the answer to a start-up mass status asked before the venue session was
+            # lost (resent after the next logon, or late): the one asked since says what
+            # works. Before, an order it named that the later one had not adopted yet was
+            # taken for one working uncounted, and the node halted at start-up
+            self._count("mass_status_superseded")
+            self.guard.note(
+                "mass_status_superseded",
+                mass_status=F.clean(req)[:64],
+                clordid=F.clean(msg.get(F.CL_ORD_ID) or "")[:64] or None,
+                venue_order_id=F.clean(msg.get(F.ORDER_ID) or "")[:64] or None,
+                raw_sha256=F.raw_hash(msg),
+            )
+            return
         if go is not None:
             self._relay(msg, go, None)
             return
@@ -3095,10 +3120,20 @@ class Gateway(Handler):
         """A working order the venue reports at start-up becomes working in the Guard."""
         clordid = msg[F.CL_ORD_ID]
         status = msg[F.ORD_STATUS]
-        if clordid == "NONE" or status in _FINISHED:
-            return
+        if status in _FINISHED or (clordid == "NONE" and msg.get(F.TOT_NUM_REPORTS) == "0"):
+            return  # finished, or the venue's answer that no order works
         oid = msg.get(F.ORDER_ID) or "NONE"
         where = f"reconciled order {clordid} (venue OrderID {F.clean(oid)})"
+        if clordid == "NONE":
+            # FIX's ClOrdID of an order not sent electronically by this session (entered
+            # at the venue on the firm's behalf): working all the same. Before, every
+            # report under NONE was skipped as the "no working orders" answer, and such an
+            # order worked uncounted, out of every kill's reach. Counted (a kill names its
+            # OrderID), and the node halts: no order the gateway sent has no ClOrdID
+            self.guard.flag_mismatch(
+                f"{where}: the venue reports it working with no ClOrdID; no order the "
+                "gateway sent has none: adopted"[:400]
+            )
         if status not in LIVE_STATUS:
             # before, any status but six was skipped as finished: one the book counts as
             # live (D, accepted for bidding) executed uncounted, and so could one that is
@@ -3188,6 +3223,32 @@ class Gateway(Handler):
         )
         self.book.add(adopted)
         self.book.venue_order_id(adopted, msg.get(F.ORDER_ID))
+        self._cancel_if_killed(adopted)
+
+    def _cancel_if_killed(self, go: GwOrder) -> None:
+        """An order the start-up mass status adopted that a kill in force covers is
+        cancelled at once, the kill remembered on it (`GwOrder.kills`: its cancel is sent
+        again while the kill holds); caller holds the lock. A kill is an operator's latch
+        (`halted`) of a scope other than ACTIVE, held since before this start (restored
+        before the sessions, so no drain ran for it) or heard while the mass status is
+        answered (its drain cancelled only what was adopted by then). The Guard's own
+        halts (a fill mismatch, a loss stop) cancel nothing here, as in a running gateway.
+        Before, such an order worked on at the venue through the kill."""
+        for (scope, key), halt in self.guard.halts().items():
+            if halt.state is TradingState.ACTIVE or halt.code is not R.HALTED:
+                continue
+            if not self._covers(scope, key)(go):
+                continue
+            if (scope, key) not in go.kills:
+                go.kills += ((scope, key),)
+            self.guard.note("adopted_under_kill", order_id=go.guard_id, scope=scope.value, key=key)
+            log.warning(
+                "ADOPTED_UNDER_KILL order=%s scope=%s key=%s: cancelled at the venue",
+                go.guard_id,
+                scope.value,
+                key,
+            )
+            self._cancel_at_venue(go, f"knightwatch kill: {halt.reason}"[:512])
 
     def _not_adopted(self, msg: F.In, why: str) -> None:
         """A working order of the venue's mass status the Guard cannot count (caller holds
@@ -3317,13 +3378,19 @@ class Gateway(Handler):
             if self.reconciled.is_set():
                 return
             try:
-                if self.cfg.positions_file is not None:
+                if self.cfg.positions_file is not None and not self._positions_loaded:
+                    # once: a logon again before the mass status ended (the session lost
+                    # meanwhile) set the positions back to the file's, and a fill of an
+                    # adopted order applied in between was lost
                     self.load_positions(Path(self.cfg.positions_file))
+                    self._positions_loaded = True
             except GatewayError as exc:
                 self.reconcile_error = str(exc)
                 log.error("RECONCILE_FAILED %s", exc)
                 return
             if self.cfg.venue.mass_status:
+                if self._mass_status_id:  # asked at an earlier logon, never finished
+                    self._mass_status_earlier.append(self._mass_status_id)
                 self._mass_status_id = self.book.next_id("KWMS")
                 self.mass_status_sent = self._mass_status_id
                 self.mass_status_reports = 0
@@ -3555,16 +3622,22 @@ class Gateway(Handler):
         live = self.book.live()
         if scope in (Scope.FLEET, Scope.NODE):
             return live if scope is Scope.FLEET or key == self.guard.node else []
+        covers = self._covers(scope, key)
+        return [o for o in live if covers(o)]
+
+    def _covers(self, scope: Scope, key: str) -> Callable[[GwOrder], bool]:
+        """Whether a kill of (scope, key) covers an order (`in_scope`'s rule, one order)."""
+        if scope in (Scope.FLEET, Scope.NODE):
+            everything = scope is Scope.FLEET or key == self.guard.node
+            return lambda o: everything
         if scope is Scope.STRATEGY:
-            return [o for o in live if o.strategy in (key, RECONCILED)]
+            return lambda o: o.strategy in (key, RECONCILED)
         strategy, symbol = (None, key) if scope is Scope.SYMBOL else split_pair(key)
         folded = symbol.casefold()
-        return [
-            o
-            for o in live
-            if o.symbol.casefold() == folded
+        return lambda o: (
+            o.symbol.casefold() == folded
             and (strategy is None or o.strategy in (strategy, RECONCILED))
-        ]
+        )
 
     def cancel_scope(self, scope: Scope, key: str, reason: str) -> list[str]:
         """Cancel every live order of a scope at the venue; returns their Guard ids.

@@ -41,6 +41,7 @@ GATEWAY_EVENTS = (
     "duplicate_exec_ids",
     "unapplied_reports",
     "replayed_reports",
+    "mass_status_superseded",
     "drop_copy_reports",
     "drop_copy_held",
     "drop_copy_unresolved",
