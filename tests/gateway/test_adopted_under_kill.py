@@ -105,3 +105,26 @@ def test_an_automatic_halt_does_not_cancel_what_start_up_adopts(
         assert not first.events("adopted_under_kill")
     finally:
         second.stop()
+
+
+def test_a_node_kill_over_the_guards_own_halt_still_cancels_what_start_up_adopts(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """The Guard's fill-mismatch halt of the node latched first, then an operator's kill of
+    the same node: `halts()` names the first of two alike, so the kill was not seen and
+    the adopted orders worked on through it (`Guard.latched` reads the kill's own latch)."""
+    first = left_working(rig_factory)
+
+    def both(g: LockedGuard) -> None:
+        g.flag_mismatch("a fill nobody sent")
+        g.halt(Scope.NODE, "gw", "runaway", "ops")
+
+    second, guard = restart(first, both)
+    try:
+        assert guard.halts()[(Scope.NODE, "gw")].reason != "runaway"  # the case at hand
+        eventually(lambda: second.reconciled.is_set(), what="reconciled")
+        eventually(lambda: not first.venue.working(), what="both cancelled at the venue")
+        killed = [e["data"] for e in first.events("adopted_under_kill")]
+        assert {(e["scope"], e["key"]) for e in killed} == {("node", "gw")}
+    finally:
+        second.stop()

@@ -3234,8 +3234,8 @@ class Gateway(Handler):
         answered (its drain cancelled only what was adopted by then). The Guard's own
         halts (a fill mismatch, a loss stop) cancel nothing here, as in a running gateway.
         Before, such an order worked on at the venue through the kill."""
-        for (scope, key), halt in self.guard.halts().items():
-            if halt.state is TradingState.ACTIVE or halt.code is not R.HALTED:
+        for (scope, key), halt in self.guard.latched(R.HALTED).items():
+            if halt.state is TradingState.ACTIVE:
                 continue
             if not self._covers(scope, key)(go):
                 continue

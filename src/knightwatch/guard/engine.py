@@ -1955,6 +1955,13 @@ class Guard:
     def halts(self) -> dict[tuple[Scope, str], Halt]:
         return dict(self._halts.states)
 
+    def latched(self, code: RejectReason) -> dict[tuple[Scope, str], Halt]:
+        """Each scope one source holds (`code`: `halted` for an operator's kill), whatever
+        other sources hold it too. `halts()` names the worst latch of each scope only, and
+        of two alike (an operator's node kill over the Guard's own fill-mismatch halt) the
+        one latched first: the kill was not seen by a reader that looked for it there."""
+        return {slot: by[code] for slot, by in self._halts.sources.items() if code in by}
+
     def start_session(self, actor: Checked) -> int:
         """A new trading session: forget every order id (FIX scopes ClOrdID to a session)
         but those of orders still working (a GTC order's id stays taken while it lives).

@@ -122,6 +122,7 @@ class LockedGuard(_Base):
     resume = _locked(Guard.resume)
     trading_state = _locked(Guard.trading_state)
     halts = _locked(Guard.halts)
+    latched = _locked(Guard.latched)
     register_parent = _locked(Guard.register_parent)
     set_context = _locked(Guard.set_context)
     set_limits = _locked(Guard.set_limits)
