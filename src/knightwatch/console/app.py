@@ -85,7 +85,7 @@ from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
-from knightwatch.control.plane.wire import StateKeyError, parse_slot, slot_of
+from knightwatch.control.plane.wire import StateEntry, StateKeyError, parse_slot, slot_of
 from knightwatch.errors import KnightwatchError, escaped, quoted
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
@@ -252,6 +252,10 @@ class ResumeBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str
     key: str = ""
     ack: list[str] = []
+    revision: int = 0
+    """The halt's store revision as it was shown (the page sends its halts row's): a slot
+    stored again since (a newer kill, another reason) is refused, never requested unseen
+    (the request was made for whatever the slot held when it was sent). 0: not checked."""
 
 
 class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -1099,8 +1103,14 @@ async def api_request_resume(request: Request) -> Response:
     key = _scope_key(body.scope, body.key)
     _note(request, "request_resume", scope=body.scope.value, key=key, ack=body.ack)
     reason = _reason(body.reason)
+    if not 0 <= body.revision < 2**63:
+        raise Refusal(422, f"revision: the halt's as shown, 1..2**63-1, or 0 (got {body.revision})")
     await c.recording("a resume request")
     async with c.acting(who) as link:
+        if body.revision:
+            stored, revision = await link.plane.get_state(body.scope, key)
+            if revision != body.revision:
+                raise Refusal(409, _moved(body.scope, key, body.revision, revision, stored))
         checklist, halted, req = await workflow.request_resume(
             link.plane,
             link.killswitch,
@@ -1116,8 +1126,29 @@ async def api_request_resume(request: Request) -> Response:
     if req is None:
         request.state.result, request.state.detail = "refused", checklist.summary()
         return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
+    if body.revision and req.entry.decided_on != body.revision:
+        # stored again between the check above and the request: it stands (its approver is
+        # shown the halt it was decided on); its requester hears it now, with its id
+        stored, revision = await c.plane.get_state(body.scope, key)
+        moved = _moved(body.scope, key, body.revision, req.entry.decided_on, stored)
+        request.state.result, request.state.detail = "refused", f"request {req.id}: {moved}"
+        return JSONResponse({"error": f"{moved} (request {req.id} was made for it)",
+                             "request_id": req.id, **out}, 409)  # fmt: skip
     request.state.detail = f"request {req.id}"
     return JSONResponse({"request_id": req.id, **out})
+
+
+def _moved(scope: KillScope, key: str, shown: int, now: int, stored: StateEntry | None) -> str:
+    """A resume request's refusal: the halt it was shown is not the one stored now."""
+    held = (
+        f"{TradingState(stored.state).name} by {quoted(stored.actor)}: {quoted(stored.reason)}"
+        if stored is not None
+        else "nothing readable"
+    )
+    return (
+        f"revision: {scope.value} {key} was stored again since it was shown (revision {now} "
+        f"now, not {shown}; {held}): look at the halt again before requesting its resume"
+    )
 
 
 @handled

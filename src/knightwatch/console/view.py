@@ -12,7 +12,13 @@ the API and the live stream show the same thing.
 (kill state, confirmations, heartbeats, records) and rebuilds after a change,
 and at least once a second so lease ages stay honest while nothing happens.
 Subscribers (the server-sent-event streams) get each new snapshot, and every
-confirmation as it arrives, without waiting for the rebuild.
+confirmation as it arrives, without waiting for the rebuild. The streams' beats
+come from the console, not the fleet, so nothing vouches for a view but this:
+its connection is proven by a round trip every `PROBE_EVERY_S` (a link that dies
+without its socket closing, a hung server or a dropped route, is told to the
+streams within `PROBE_EVERY_S + PROBE_TIMEOUT_S`, not when a read or the client's
+pings time out), and a view grown `VIEW_AGE_S` older than its period (a read that
+hangs) is told too.
 """
 
 from __future__ import annotations
@@ -455,6 +461,23 @@ async def build(
     )
 
 
+PROBE_EVERY_S = 0.25
+"""How often the view's connection is proven by a round trip (a PING the server answers)."""
+PROBE_TIMEOUT_S = 0.5
+"""A round trip not answered within this is a silent link: told as a problem at once. The
+streams' beats come from the console, not the fleet, so they kept a page LIVE over a view
+frozen on a link that died with its socket open, until a read timed out (2 s) or the
+client's pings failed (2-3 s)."""
+VIEW_AGE_S = 3.0
+"""How much older than `every_s` the view may grow, and how long one read may take, before
+it is told as a problem: a read that hangs (no answer, no error, no lost connection, every
+round trip answered) left the pages LIVE over the last view built for as long as it hung.
+A read's own requests time out in 2 s (then a problem is told anyway): past this, nothing
+vouches for the view."""
+OLD = "the fleet view was last read {age:.1f} s ago and no read has finished since: {tail}"
+LAST_VIEW = "this is the last view read, not the fleet now"
+SILENT = "control plane did not answer a round trip in {timeout:g} s: " + LAST_VIEW
+
 Listener = Callable[[str, bytes], None]
 """(event name, JSON data) for each subscriber; must not block."""
 
@@ -477,11 +500,17 @@ class Watch:
         self._listeners: set[Listener] = set()
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._proofs = ResumeProofs(plane)
         self.error = ""
         self._losses = 0
-        """Times the plane's connection was lost: a read that spans a loss is no view now."""
+        """Times the plane's connection was lost (or went silent, `_probe`): a read that
+        spans a loss is no view now."""
+        self._silent = False
+        """The last round trip went unanswered (`_probe`); cleared when one is answered."""
+        self._read_at: float | None = None
+        """When the read of `latest` began (the loop's clock): how old the view shown is."""
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         self._listeners.add(listener)
@@ -533,12 +562,46 @@ class Watch:
             await self.plane.subscribe_records(bucket, self._record)
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="console-watch")
+        self._probe_task = asyncio.create_task(self._probe(), name="console-watch-probe")
+
+    async def _probe(self) -> None:
+        """Prove the connection every `PROBE_EVERY_S`. Unanswered within `PROBE_TIMEOUT_S`:
+        a loss (a read in flight across it is no view now) told at once; answered again:
+        read now, whose snapshot turns the pages LIVE again. A closed connection is left to
+        `_connection`, which hears it."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(PROBE_EVERY_S)
+            read_at = self._read_at
+            if read_at is not None and not self.error:
+                age = loop.time() - read_at
+                if age > self.every_s + VIEW_AGE_S:
+                    self.error = OLD.format(age=age, tail=LAST_VIEW)
+                    log.warning("console view: %s", self.error)
+                    self._tell("problem", msgspec.json.encode({"error": self.error}))
+            if not self.plane.connected:
+                continue
+            try:
+                await self.plane.ping(PROBE_TIMEOUT_S)
+            except Exception as exc:  # unproven, whatever the cause: never shown as live
+                self._losses += 1
+                if not self._silent:
+                    log.warning("console view: control plane silent: %s", exc)
+                self._silent = True
+                self.error = SILENT.format(timeout=PROBE_TIMEOUT_S)
+                self._tell("problem", msgspec.json.encode({"error": self.error}))
+                continue
+            if self._silent:
+                self._silent = False
+                log.warning("console view: control plane answers again")
+                self._dirty.set()
 
     async def _record(self, _: Record) -> None:
         self._dirty.set()
 
     async def refresh(self) -> None:
         losses = self._losses
+        began = asyncio.get_running_loop().time()
         try:
             snap = await build(self.plane, self.trust, self.clock, self._proofs)
             if losses != self._losses or not self.plane.connected:
@@ -553,9 +616,16 @@ class Watch:
             self._tell("problem", msgspec.json.encode({"error": self.error}))
             return
         self.error = ""
+        self._read_at = began
         self.latest = snap
         self.latest_json = SNAPSHOT_ENCODER.encode(snap)
         self._tell("snapshot", self.latest_json)
+        took = asyncio.get_running_loop().time() - began
+        if took > VIEW_AGE_S:
+            # shown (it is newer than what the pages hold), but not as the fleet now: what
+            # it read may be as old as the read was long
+            self.error = f"the last fleet read took {took:.1f} s: {LAST_VIEW}"
+            self._tell("problem", msgspec.json.encode({"error": self.error}))
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -576,10 +646,9 @@ class Watch:
         """End the loop. A cancel that lands in a read can be swallowed on the way (the loop
         then waited on, and the console's stop hung, for good): the loop also checks a flag,
         and the cancel is repeated until the task has ended."""
-        task, self._task = self._task, None
-        if task is None:
-            return
         self._stopping = True
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.1)
+        for task in (self._task, self._probe_task):
+            while task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+        self._task = self._probe_task = None

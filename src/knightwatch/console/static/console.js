@@ -84,7 +84,10 @@ function say(text, bad) {
 }
 
 // ------------------------------------------------------------------ live stream
-let lastBeat = 0;
+// When the last beat came, on the browser's monotonic clock: on the wall clock (Date.now) a
+// step back (NTP, a resume, a hand-set time) kept a frozen page LIVE for as long as the step.
+// -Infinity until the first beat: no beat heard is never LIVE.
+let lastBeat = -Infinity;
 let snapshot = null;
 // the console said it cannot rebuild the fleet view (a `problem` event): what is shown is the
 // last snapshot, not the fleet now, so STALE until a new snapshot arrives, whatever the beats
@@ -94,7 +97,7 @@ let viewBroken = false;
 function markStale() {
   const badge = $("stream");
   if (!badge) return;
-  const stale = viewBroken || Date.now() - lastBeat > 3 * beatMs;
+  const stale = viewBroken || performance.now() - lastBeat > 3 * beatMs;
   badge.textContent = stale ? "STALE" : "LIVE";
   badge.className = stale ? "badge stale" : "badge live";
   body.classList.toggle("stale", stale);
@@ -102,7 +105,7 @@ function markStale() {
 
 function connect() {
   const source = new EventSource("/api/events");
-  const beat = () => { lastBeat = Date.now(); markStale(); };
+  const beat = () => { lastBeat = performance.now(); markStale(); };
   source.addEventListener("beat", beat);
   source.addEventListener("snapshot", (e) => { viewBroken = false; beat(); snapshot = JSON.parse(e.data); render(snapshot); });
   source.addEventListener("confirm", (e) => { beat(); onConfirm(JSON.parse(e.data)); });
@@ -110,7 +113,7 @@ function connect() {
   // the server ended the stream: logged out, expired, disabled or a password change
   source.addEventListener("ended", () => { source.close(); window.location.assign("/login"); });
   // the page fell behind and missed events: STALE until a new stream's snapshot arrives
-  source.addEventListener("gap", () => { source.close(); lastBeat = 0; markStale(); connect(); });
+  source.addEventListener("gap", () => { source.close(); lastBeat = -Infinity; markStale(); connect(); });
   window.knightwatchStream = source;
 }
 
@@ -516,7 +519,8 @@ function setupResume() {
   rf.addEventListener("submit", async (e) => {
     if (!e.submitter || e.submitter.value !== "go" || !resumeTarget) return;
     const h = resumeTarget;
-    const { status, data } = await post("/api/resume/request", { scope: h.scope, key: h.scope === "fleet" ? "" : h.key, reason: $("resume-reason").value, ack: acks_of($("resume-ack").value) });
+    // the halt as the dialog shows it: one stored again since is refused, never requested unseen
+    const { status, data } = await post("/api/resume/request", { scope: h.scope, key: h.scope === "fleet" ? "" : h.key, reason: $("resume-reason").value, ack: acks_of($("resume-ack").value), revision: h.revision });
     showChecklist(data);
     say(status === 200 ? `resume requested: ${data.request_id}; a second person approves it` : `refused (${status}): ${data.error}`, status !== 200);
   });
