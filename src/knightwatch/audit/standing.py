@@ -118,7 +118,9 @@ def standing(
 ) -> Standing:
     """Replay the file's halt, resume and flag_applied events; what is left was in force.
 
-    A missing file has none. A halt that cannot be read (a line marked as a
+    Each source of a scope holds its latch as the Guard does (`Halts.latch`): a milder
+    halt recorded after a stricter one of the same source (a drain after a kill) leaves
+    the stricter in force. A missing file has none. A halt that cannot be read (a line marked as a
     halt that does not decode, or one without its scope, key or source) is not
     skipped: a damaged halt would let the node start unhalted (a recorder checks
     every seal when it reopens a file, but records after the last seal are proven
@@ -209,7 +211,7 @@ class _Replay:
             return
         slot = self.latches.setdefault((scope, key), {})
         if rec.kind == "halt" and isinstance(code, str):
-            slot[code] = StandingHalt(
+            halt = StandingHalt(
                 scope=scope,
                 key=key,
                 state=str(data.get("state", "HALTED")),
@@ -219,6 +221,12 @@ class _Replay:
                 ts=rec.ts,
                 seq=rec.seq,
             )
+            held = slot.get(code)
+            if held is None or _severity(held.state) <= _severity(halt.state):
+                # a milder halt of the source (a drain over a kill) leaves the stricter
+                # latched in the Guard (`Halts.latch`), which records it all the same: taken
+                # as the latch, a node halted then drained came back reducing at a restart
+                slot[code] = halt
         elif rec.kind == "resume":
             if code is None:
                 slot.clear()
@@ -258,6 +266,12 @@ class _Replay:
     def standing(self) -> Standing:
         halts = [h for slot in self.latches.values() for h in slot.values()]
         return Standing(halts + self.unreadable + self.unproven, self.flags)
+
+
+def _severity(state: str) -> int:
+    """How strict a recorded latch state is, as `Halts.latch` orders them; a state no latch
+    holds counts strictest (the node halts itself on it, `_latch_problem`)."""
+    return _RANK.get(state, len(_RANK) + 1)
 
 
 def unreadable_standing(line: bytes) -> str | None:
@@ -302,6 +316,7 @@ _HALT_MARKER = b'"kind":"halt"'
 _SCOPES = tuple(s.value for s in Scope)
 _CODES = frozenset(r.value for r in RejectReason)
 _LATCHED = frozenset({TradingState.HALTED.name, TradingState.REDUCING.name})
+_RANK = {s.name: int(s) for s in (TradingState.REDUCING, TradingState.HALTED)}
 _FLAG_MARKER = b'"kind":"flag_applied"'
 _PREFIX = re.compile(rb'\{"seq":(\d{1,19}),"ts":(\d{1,19}),')
 _NEVER_LIFTED_BY_THE_STORE = 2**63 - 1
