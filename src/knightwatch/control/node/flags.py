@@ -13,7 +13,9 @@ the safe default), does not confirm it, logs one line and records a
 decoded (or holds another flag) is refused the same way, but the node drops
 what it held for that flag and evaluates the safe default: the stop direction
 never waits on a record nobody can read. It fails closed (unavailable) while
-the node is disconnected or not yet resynced.
+the node is disconnected or not yet resynced; a resync that fails is tried again
+(backing off to every 5 s) while the connection holds, never left failed until the
+next reconnect.
 
 A state read from the store (at start, on a resync) that moves this node's value
 away from the safe default is judged, as a stored roster version or resume is,
@@ -51,7 +53,10 @@ proof; `Written.stages`), mixed with a heard time where the other stage has one:
 node that started after two stages were written judged their hold on the signed dates
 alone, about 70 s of slack. Where the store keeps write times and one cannot be read (the
 record missing, or holding another proof), the stage is refused until it can; only a store
-keeping none (the in-memory plane without a clock) falls back to the signed dates.
+keeping none (the in-memory plane without a clock) falls back to the signed dates. A stage
+refused for a change record that is not stored (its own, or an earlier stage's: not yet
+replicated, or written late) is judged again when that record arrives; one never stored
+keeps the node at the safe default (fail closed, `approval_invalid`).
 
 A `flags set` approval is of one change, and the node remembers the change each approval
 it saw carried, the same way (`used_approval`, kept with the rollouts): a change riding an
@@ -97,6 +102,9 @@ T = TypeVar("T")
 SUBJECT_APPLIED = "flags.applied"
 _BRIDGE_TIMEOUT_S = 5.0
 _REFUSED_KEPT = 1024
+_RESYNC_FIRST_S = 0.1
+_RESYNC_MAX_S = 5.0
+"""A failed flag resync is tried again after 0.1 s, doubling to at most every 5 s."""
 
 
 class RolloutStep(msgspec.Struct, frozen=True):
@@ -268,8 +276,12 @@ class Written(NamedTuple):
     heard); None: judged at the change's own signed date alone."""
     missing: str = ""
     """Why that write time is unknown where it must be known ("": it need not be)."""
-    awaiting: str = ""
-    """The key of the change record it is missing, if it may still be stored."""
+    awaiting: frozenset[str] = frozenset()
+    """The keys of the change records it is missing (its own, or an earlier stage's of its
+    rollout) that may still be stored: the arrival of any judges the state again. Before,
+    only the change behind the node's value was awaited, and a stage refused for its
+    earlier stage's record stayed refused after that record arrived, the node at the
+    safe default while the fleet was on, until some other change of the flag."""
     stages: Mapping[str, int] = MappingProxyType({})
     """Per sha256 of a stage proof of the rollout behind this node's value (its stage and
     the earlier ones, as the state claims them): the server's write time of that stage's
@@ -277,6 +289,8 @@ class Written(NamedTuple):
     between two stages is measured on these wherever neither was heard live."""
 
 
+_NONE_STORED: tuple[Mapping[str, int], frozenset[str]] = (MappingProxyType({}), frozenset())
+"""No stage's write time looked up (the stop direction, or a store keeping none)."""
 _PROOF_DECODER = msgspec.json.Decoder(FlagProof)
 _DECISION_DECODER = msgspec.json.Decoder(FlagDecision)
 
@@ -396,6 +410,8 @@ class NodeFlags:
         """sha256 of the proofs whose `flags set` approval use is learned (not checked again)."""
         self.refused: Counter[TrustReason] = Counter()
         self.last_refusal = ""
+        self._retrying: asyncio.Task[None] | None = None
+        """Reading the flags bucket again after a resync failed (`_resync_again`)."""
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -405,9 +421,34 @@ class NodeFlags:
 
     async def _on_connection(self, up: bool) -> None:
         self._synced = False
-        if up:
-            with contextlib.suppress(ControlPlaneUnavailable):
+        if not up:
+            return
+        try:
+            await self._resync()
+        except ControlPlaneUnavailable as exc:
+            # before, nothing read the bucket again until the next disconnect: every flag
+            # stayed at its safe default for as long as the connection held
+            log.warning("node %s: flag state not read again (%s); retrying", self.node, exc)
+            if self._retrying is None or self._retrying.done():
+                self._retrying = asyncio.create_task(
+                    self._resync_again(), name=f"{self.node}-flags-resync"
+                )
+                self.runtime.track(self._retrying)
+
+    async def _resync_again(self) -> None:
+        """Read the flags bucket again, backing off from `_RESYNC_FIRST_S` to `_RESYNC_MAX_S`,
+        until it is read or the connection drops (its return resyncs anew); the flags stay
+        failed closed (`StateUnavailable`, the safe defaults) until then."""
+        delay = _RESYNC_FIRST_S
+        while not self._synced and self.plane.connected:
+            await asyncio.sleep(delay)
+            if self._synced or not self.plane.connected:
+                return
+            try:
                 await self._resync()
+            except ControlPlaneUnavailable as exc:
+                log.warning("node %s: flag state still not read again: %s", self.node, exc)
+                delay = min(2 * delay, _RESYNC_MAX_S)
 
     async def _resync(self) -> None:
         records = await self.plane.records(Bucket.FLAGS)
@@ -467,7 +508,7 @@ class NodeFlags:
             flag_id = record.key.removeprefix("change.").rpartition(".")[0]
             latest = self._latest.get(flag_id)
             written = self._written.get(flag_id)
-            if latest is not None and written is not None and written.awaiting == record.key:
+            if latest is not None and written is not None and record.key in written.awaiting:
                 with contextlib.suppress(ControlPlaneUnavailable):  # the resync judges it
                     await self._take(latest, live=False)
 
@@ -485,8 +526,10 @@ class NodeFlags:
             return
         if live:  # judged now; re-judged (`_rejudge`) at when it was heard
             away = claimed_away(state.proofs.get(self.node, "")) is not None
-            stages = await self._stages_stored(state) if away else MappingProxyType({})
-            written = Written(self.runtime.clock.time_ns() if away else None, stages=stages)
+            stages, awaiting = await self._stages_stored(state) if away else _NONE_STORED
+            written = Written(
+                self.runtime.clock.time_ns() if away else None, stages=stages, awaiting=awaiting
+            )
         else:
             written = await self._written_at(state)
         latest = self._latest.get(state.flag_id)
@@ -517,13 +560,16 @@ class NodeFlags:
             recorded = None
         if recorded is None or recorded.proof != proof:
             what = "not stored" if stored is None else "another change's or undecodable"
-            return Written(None, f"the change record {key!r} behind the proof is {what}", key)
+            return Written(
+                None, f"the change record {key!r} behind the proof is {what}", frozenset({key})
+            )
         at_ns = await self.plane.record_stored_ns(Bucket.FLAGS, key, revision)
         if at_ns is None:
             return Written(missing=f"the store no longer holds when it wrote {key!r}")
-        return Written(at_ns, stages=await self._stages_stored(state))
+        stages, awaiting = await self._stages_stored(state)
+        return Written(at_ns, stages=stages, awaiting=awaiting)
 
-    async def _stages_stored(self, state: FlagState) -> Mapping[str, int]:
+    async def _stages_stored(self, state: FlagState) -> tuple[Mapping[str, int], frozenset[str]]:
         """The server's write times of the change records of the rollout stage behind this
         node's value in `state` and of that rollout's earlier stages the state holds (by
         sha256 of each proof; `Written.stages`): only for a value away from the safe
@@ -531,11 +577,14 @@ class NodeFlags:
         times. Picked by what each proof claims (unverified: a time is only used for a
         stage whose verified proof has that very digest); a record missing, holding
         another proof or unreadable gives no time, and the hold it is needed for is then
-        not checked but refused (`_too_soon`, strict)."""
+        not checked but refused (`_too_soon`, strict). Also the keys of the records not
+        stored or holding another proof (`Written.awaiting`: one stored later, with its
+        own write time, judges the state again)."""
         own = claimed_away(state.proofs.get(self.node, ""))
         if own is None or own.approval_kind != "rollout" or not self.plane.keeps_write_times:
-            return MappingProxyType({})
+            return _NONE_STORED
         found: dict[str, int] = {}
+        awaiting: set[str] = set()
         for proof in {p for p in state.proofs.values() if p}:
             claimed = claimed_away(proof)
             if (
@@ -558,10 +607,13 @@ class NodeFlags:
                 )
             except (*UNDECODABLE, ControlPlaneUnavailable) as exc:
                 log.warning("node %s: no write time of %r: %s", self.node, key, exc)
+                awaiting.add(key)  # a record written over it judges the state again
                 continue  # no time: the hold that needs it is refused, not skipped
-            if at_ns is not None and at_ns > 0:
+            if recorded is None or recorded.proof != proof:
+                awaiting.add(key)
+            elif at_ns is not None and at_ns > 0:
                 found[_sha(proof)] = at_ns
-        return MappingProxyType(found)
+        return MappingProxyType(found), frozenset(awaiting)
 
     def _verified(self, state: FlagState) -> bool:
         """This node holds `state`'s value for it already, by the same proof (checked then)."""
