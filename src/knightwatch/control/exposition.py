@@ -270,7 +270,12 @@ def _local_hosts_only(app: WSGIApplication, port: int) -> WSGIApplication:
     """`app`, answering only requests addressed to this host by name (`Host`): a web page
     in a browser on the node's host could make its own domain resolve to 127.0.0.1 (DNS
     rebinding) and read the node's P&L, exposure and limits; its requests name that
-    domain. A request with no `Host` (HTTP/1.0) is no browser's and is answered."""
+    domain. A request with no `Host` (HTTP/1.0) is no browser's and is answered.
+
+    A scrape that fails (a starved loop, a collector the process added that raises) is
+    answered 500 with the one-line reason and logged as that line: wsgiref printed a
+    traceback to the node's stderr for each one, every scrape interval of a starved node,
+    and answered without the reason."""
     allowed = {f"{h}:{port}" for h in (BIND_ADDRESS, "localhost", "[::1]")}
 
     def local(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -278,7 +283,16 @@ def _local_hosts_only(app: WSGIApplication, port: int) -> WSGIApplication:
         if host is not None and host.lower() not in allowed:
             start_response("421 Misdirected Request", [("Content-Type", "text/plain")])
             return [b"metrics are served to 127.0.0.1 and localhost only\n"]
-        return app(environ, start_response)
+        try:
+            return app(environ, start_response)
+        except ExpositionError as exc:
+            reason = str(exc)
+        except Exception as exc:  # a collector's bug: named, the node's stderr kept readable
+            reason = f"scrape: a collector failed: {type(exc).__name__}: {exc}"
+        reason = " ".join(reason.split())[:500]
+        log.error("METRICS_SCRAPE_FAILED %s", reason)
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [reason.encode() + b"\n"]
 
     return local
 

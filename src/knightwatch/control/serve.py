@@ -32,11 +32,12 @@ from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.checkpoints import DEFAULT_CHECKPOINT_S, Checkpointer
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.lease import LeasePolicy
-from knightwatch.control.node.runtime import NodeRuntime, stop_task
+from knightwatch.control.node.runtime import Drain, NodeRuntime, stop_task
 from knightwatch.control.node.shipping import ShippingSink
 from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.protocol import ControlPlane
+from knightwatch.control.plane.wire import StateEntry
 from knightwatch.errors import quoted
 from knightwatch.guard import Guard
 from knightwatch.inputs import UNDECODABLE
@@ -54,7 +55,47 @@ Trader = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
 
 Prepare = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
 """Runs once the node is admitted and before it arms (a gateway reconciling its venue's
-working orders); raising refuses to arm."""
+working orders); raising refuses to arm. It installs `runtime.drain` if the process holds
+orders outside itself; a kill held before that is drained once `prepare` has run."""
+
+
+class DrainOnceReady:
+    """The drain of a node with a `prepare`, from its start until `prepare` has run.
+
+    A kill restored from the store at start is applied by `runtime.start()`, and one heard
+    while the node waits to be admitted or early in `prepare` arrives too, all before the
+    host installs its drain in `prepare`: before, the runtime confirmed them with nothing
+    drained (`still_working` empty) and no drain ever ran for them, so the orders the
+    process went on to hold (adopted from its venue) kept working. Installed as
+    `runtime.drain` before the start, it makes the runtime treat such a kill as one to
+    drain: the Guard's halt is applied at once as for any kill; only the drain (and the
+    kill's confirmation, which waits for it) waits until `prepare` has run or failed, then
+    is the drain the host installed, or nothing if it installed none. A kill heard once
+    the host's drain is in place goes to it directly. A node stopped before that (never
+    admitted) confirms none of them: it could not say what its venue still has working."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+        self._ready = asyncio.Event()
+
+    def install(self) -> None:
+        self.runtime.drain = self
+
+    async def __call__(self, entry: StateEntry) -> list[str]:
+        await self._ready.wait()
+        drain: Drain | None = self.runtime.drain
+        if drain is None or drain is self:
+            return []  # the host has no orders outside the process
+        held = self.runtime.held(entry.scope, entry.key)
+        if held is None or held.command_id != entry.command_id:
+            return []  # resumed, or overtaken by another command (drained on its own)
+        return await drain(entry)
+
+    def settle(self) -> None:
+        """`prepare` has run (or will not): hand every waiting kill to the host's drain."""
+        if self.runtime.drain is self:
+            self.runtime.drain = None
+        self._ready.set()
 
 
 def load_limits(path: Path | None, policy: LeasePolicy) -> Limits:
@@ -230,6 +271,9 @@ async def serve_node(
                 exposition: MetricsServer | None = None
                 checkpointer = Checkpointer(recorder, path, node_id, signer.key, clock, plane)
                 signing: asyncio.Task[None] | None = None
+                deferred = DrainOnceReady(runtime) if prepare is not None else None
+                if deferred is not None:
+                    deferred.install()
                 try:
                     if metrics_port is not None:
                         exposition = serve_node_metrics(runtime, metrics_port)
@@ -242,7 +286,11 @@ async def serve_node(
                         await NodeFlags(runtime, applied=recovered.flag_revisions).start()
                     if await first_of(runtime.release_event, stop):
                         if prepare is not None:
-                            await prepare(runtime, stop)
+                            try:
+                                await prepare(runtime, stop)
+                            finally:
+                                if deferred is not None:
+                                    deferred.settle()
                         if not stop.is_set():
                             await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
                 finally:
@@ -325,7 +373,8 @@ async def _trade_until(
     """Arm, run the process's order flow if it has one, and keep going until a stop signal.
 
     While a kill is in force a node may not arm with looser limits than it last armed
-    with; the limits it arms with are recorded for the next start."""
+    with; the limits it arms with are recorded for the next start. A flow that fails
+    ends the node (`FleetError` naming the failure)."""
     armed = armed_limits_path(state_dir, node_id)
     try:
         await refuse_raised_limits(
@@ -340,9 +389,23 @@ async def _trade_until(
         await stop.wait()
         return
     flow = asyncio.create_task(trader(runtime, stop))
+    stopping = asyncio.create_task(stop.wait())
+    failed: BaseException | None = None
     try:
-        await stop.wait()
+        await asyncio.wait([flow, stopping], return_when=asyncio.FIRST_COMPLETED)
+        failed = None if stop.is_set() or not flow.done() or flow.cancelled() else flow.exception()
+        if failed is not None:
+            # before, the failure sat in its task: the node stayed admitted and armed,
+            # healthy to every reader, with nothing running its orders
+            text = " ".join(f"{type(failed).__name__}: {failed}".split())[:300]
+            runtime.report_error(f"trader: {text}")
+            raise FleetError(f"trader: the order flow failed ({text}); the node stops")
+        await stop.wait()  # a flow that returned: the node stays up until told to stop
     finally:
+        stopping.cancel()
         flow.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await flow
+            await asyncio.wait([flow])
+        late = flow.exception() if flow.done() and not flow.cancelled() else None
+        if late is not None and late is not failed:  # raised while stopping: one line
+            log.error("node %s: the order flow failed while stopping: %r", node_id, late)
