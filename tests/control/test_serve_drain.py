@@ -107,15 +107,20 @@ async def _serve_with_drain(
     return drained, confirmations, seen
 
 
-async def test_a_kill_restored_from_the_store_at_start_is_drained(
-    site: Site, tmp_path: Path
-) -> None:
+async def _killed_before_start(site: Site) -> str:
+    """alice kills strategy s1 before the node starts (stored: restored at its start)."""
     operator = site.killswitch(await site.connect("alice"), "alice")
     try:
         result = await operator.kill(Scope.STRATEGY, "s1", "before the restart", timeout_s=0.2)
     finally:
         await operator.plane.close()
-    kill_id = result.entry.command_id
+    return result.entry.command_id
+
+
+async def test_a_kill_restored_from_the_store_at_start_is_drained(
+    site: Site, tmp_path: Path
+) -> None:
+    kill_id = await _killed_before_start(site)
     drained, confirmations, seen = await _serve_with_drain(site, tmp_path, kill_in_prepare=False)
     assert seen == [TradingState.HALTED]  # the Guard blocked before any drain
     assert drained == [kill_id]
@@ -137,12 +142,7 @@ async def test_a_kill_resumed_before_the_drain_is_installed_is_not_drained(
     site: Site, tmp_path: Path
 ) -> None:
     """Resumed while the node prepared: its scope's orders are not cancelled after all."""
-    operator = site.killswitch(await site.connect("alice"), "alice")
-    try:
-        result = await operator.kill(Scope.STRATEGY, "s1", "before the restart", timeout_s=0.2)
-    finally:
-        await operator.plane.close()
-    kill_id = result.entry.command_id
+    kill_id = await _killed_before_start(site)
     drained, _, seen = await _serve_with_drain(
         site, tmp_path, kill_in_prepare=False, resume_in_prepare=kill_id
     )
