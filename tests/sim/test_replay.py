@@ -314,3 +314,27 @@ def test_a_peg_slower_than_one_update_per_run_sends_only_its_first_child() -> No
     seed = sc.scenario.seed
     on_n4 = [p for p in sc.parent_orders(sc.symbols(seed), seed) if p.node == "n4"]
     assert on_n4 and r.per_node["n4"].orders == len(on_n4)
+
+
+@pytest.mark.parametrize("sample_s", ["1", "30"])
+def test_the_manual_kill_comes_notice_plus_reaction_after_the_runaway_whatever_the_sampling(
+    sample_s: str,
+) -> None:
+    """The person kills `notice_s + reaction_s` (2 s) after the first runaway execution.
+    The kill was planned only at the first plot sample after the runaway began, so with
+    `sample_s = 30` it came at 30.1 s (the reason still said "2s after the runaway"), and
+    the loss was 80 times the one with `sample_s = 1`."""
+    text = (
+        SMALL.read_text(encoding="utf-8")
+        .replace("notice_s = 20", "notice_s = 1")
+        .replace("reaction_s = 40", "reaction_s = 1")
+        .replace("sample_s = 1\n", f"sample_s = {sample_s}\n")
+    )
+    sc = loads(text, "t.toml")
+    r = Replay(sc, resolve("kill_switch")).run()
+    assert r.runaway_from_s is not None
+    kills = [a for a in r.control_actions if a.rule == "manual_kill"]
+    assert len(kills) == 1
+    assert r.runaway_from_s + 2.0 <= kills[0].t_s <= r.runaway_from_s + 2.0 + sc.step_ns / 1e9
+    assert f"({kills[0].t_s:g}s after the open)" in kills[0].reason
+    assert r.contained_after_s is not None and r.contained_after_s <= kills[0].t_s

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from knightwatch.sim.layers import LayerError, resolve
+from knightwatch.sim.replay import Replay
 from knightwatch.sim.scenario import ScenarioError, load, loads
 
 SMALL = Path(__file__).parents[2] / "examples" / "scenario-small.toml"
@@ -525,3 +527,18 @@ def test_a_flow_starting_before_the_open_names_its_start() -> None:
     msg = error_of(small_text() + flow)
     assert "flow[0].from_s: must be in 0..scenario.duration_s" in msg, msg
     assert "flow[0].to_s" not in msg
+
+
+@pytest.mark.parametrize("value", ["1e308", "101.0"])
+def test_a_block_discount_beyond_the_bound_is_named(value: str) -> None:
+    """`discount_y = 1e308` is finite and >= 0: the short's buy-back overflowed to `inf`,
+    the replay printed a loss of "$infB" and `--json` wrote `"loss_usd": null`."""
+    msg = error_of(small_text().replace("discount_y = 3.2", f"discount_y = {value}"))
+    assert "exit.discount_y: must be in 0..100" in msg
+
+
+def test_the_largest_block_discount_gives_a_finite_loss() -> None:
+    sc = loads(small_text().replace("discount_y = 3.2", "discount_y = 100.0"), "t.toml")
+    r = Replay(sc, ()).run()
+    assert r.net_short_symbols > 0 and math.isfinite(r.loss_usd)
+    assert r.loss_usd > Replay(loads(small_text(), "t.toml"), ()).run().loss_usd

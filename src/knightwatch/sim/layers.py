@@ -96,7 +96,8 @@ class KillSwitchLayer(Layer):
                 return
             replay.operator_kill(
                 self.name,
-                f"manual kill {delay:g}s after the runaway began ({planned[0]:g}s after the open)",
+                f"manual kill {delay:g}s after the runaway began "
+                f"({round(replay.now_s(), 3):g}s after the open)",
             )
             if tl.resume_after_s is not None and not resumed:
                 resumed.append(round(replay.now_s() + tl.resume_after_s, 3))

@@ -658,14 +658,14 @@ class Replay:
             self.clock.advance_to(t1)
             if guarded:
                 self._guard_events(halts_seen)
+            for watcher in self.setup.watchers:  # every step: a plan is not held to a sample
+                watcher(self)
             if t1 >= next_sample or t1 == end_ns:
                 gross = self._sample((t1 - open_ns) / NS_PER_S)
                 peak_gross = max(peak_gross, gross)
                 next_sample = t1 + sample_ns
                 if guarded:
                     self._feed_prices()
-                for watcher in self.setup.watchers:
-                    watcher(self)
                 if self.setup.sample_hooks:
                     assert self.control is not None, "sample hooks read the control plane"
                     metrics = self.control.rollout_metrics()

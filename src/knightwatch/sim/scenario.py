@@ -80,6 +80,10 @@ MAX_QTY_MULTIPLE = 100.0
 """The router's `max_qty_multiple` at most, as `config.work_multiple`: the router turns
 it into a share count (`int(qty * multiple)`), and `1e308` ended the run in an
 OverflowError at the first parent."""
+MAX_DISCOUNT_Y = 100.0
+"""`exit.discount_y` at most (about 30 times the *history* calibration, 3.2): a short's
+block buy-back is not capped, and a finite `1e308` overflowed it to an infinite loss
+(printed as "$infB", written to `--json` as null)."""
 
 
 def _gate_metrics() -> frozenset[str]:
@@ -800,7 +804,12 @@ def _problems(sc: Scenario) -> list[str]:
         f"must be in 0..{MAX_DURATION_S:.0f} (one day)",
         mk.quiet_s,
     )
-    need(sc.exit.discount_y >= 0, "exit.discount_y", "must be >= 0", sc.exit.discount_y)
+    need(
+        0 <= sc.exit.discount_y <= MAX_DISCOUNT_Y,
+        "exit.discount_y",
+        f"must be in 0..{MAX_DISCOUNT_Y:g} (a short's buy-back premium is not capped)",
+        sc.exit.discount_y,
+    )
     rec = sc.record
     need(  # the report's title for the comparison with the record prints it
         rec.source.isprintable(),

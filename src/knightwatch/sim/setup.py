@@ -113,8 +113,10 @@ class LayerSetup:
         self.sample_hooks.append(hook)
 
     def watch(self, watcher: Watcher) -> None:
-        """Call `watcher(replay)` at every sample: what a person at a screen sees (no
-        control-plane read, so it works while the plane is down)."""
+        """Call `watcher(replay)` after every step: what a person at a screen sees (no
+        control-plane read, so it works while the plane is down). Every step, not every
+        sample: a kill planned `notice_s + reaction_s` after the runaway began was planned
+        only at the next plot sample, and `sample_s = 30` moved a 2 s kill to 30 s."""
         self.watchers.append(watcher)
 
     def limits(self) -> Limits:
