@@ -54,7 +54,9 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   (open, emulated, in flight, or held by an execution algorithm), and every open
   order no running strategy owns (external), each through the execution client it
   was sent to; a cancel that raises (its client down) is logged and spares no
-  other, and is retried at the next change of state;
+  other, and is retried at the next change of state; an order the venue accepts while
+  the node is HALTED (in flight when the kill swept, its cancel overtook it: `not
+  found`) is cancelled then, or it would work through the kill;
 * an end event (cancel, expiry, reject, denial) that NautilusTrader publishes but
   its order refused (the order still open in the cache: a strategy's denial of a
   second order under a live order's id, a reject of a partly filled order) ends
@@ -63,10 +65,13 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   size increment (else their orders are refused by name); their starting positions
   are summed.
 
-The Guard runs on NautilusTrader's clock (`NautilusClock`), so its rate
-windows and throttle follow simulated time in a backtest and the node's clock
-live. With `control_plane`, the node joins the fleet through `NodeRuntime`
-(lease, kill state, metrics, flight-recorder shipping) and arms once joined.
+In a backtest the Guard runs on NautilusTrader's clock (`NautilusClock`), so its
+rate windows and throttle follow simulated time; on a live node it runs on the host's
+clocks (`SystemClock`): NautilusTrader's live clock is wall time, and a wall clock set
+back (an NTP step, a VM resumed) would hold the Guard's windows, its lease and its
+reference prices' age for as long as the step. With `control_plane`, the node joins
+the fleet through `NodeRuntime` (lease, kill state, metrics, flight-recorder shipping)
+and arms once joined.
 
 Quantities are exact: the Guard counts each instrument's size increments
 (`knightwatch.adapters.units`), so for an instrument with increment 0.001 a
@@ -141,6 +146,7 @@ from knightwatch.adapters.fleet import (
     with_lease,
 )
 from knightwatch.adapters.units import UnitError, Units
+from knightwatch.clock import SystemClock
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.order import MAX_ID_LEN
 
@@ -185,7 +191,8 @@ def reason_code(denied_reason: str) -> RejectReason | None:
 
 
 class NautilusClock:
-    """The Guard's `Clock` on NautilusTrader's: simulated time in a backtest, live otherwise.
+    """The Guard's `Clock` on NautilusTrader's simulated time in a backtest (`install` gives
+    a live node the host's `SystemClock`).
 
     NautilusTrader's clock is wall time; the Guard's windows want a clock that
     never runs backwards, so `monotonic_ns` holds the latest reading it gave.
@@ -336,10 +343,12 @@ class NautilusGuard:
         """A representative's NautilusTrader id -> every leg of its group."""
         self._risk_inner: Callable[[Any], None] = kernel.risk_engine.execute
         self._own_rejects: set[Any] = set()
-        self._nt_checking: str | None = None
-        """The order whose ModifyOrder NautilusTrader's RiskEngine is checking right now
-        (`_risk`): an `OrderModifyRejected` for it then is the RiskEngine's refusal of that
-        amend, never the venue's answer to one the Guard let through before."""
+        self._at_nt: dict[str, list[Any]] = {}
+        """NautilusTrader order id -> the ModifyOrders for it that NautilusTrader's RiskEngine
+        holds (command ids, oldest first; `_risk`): until each comes out to the Guard, an
+        `OrderModifyRejected` for the order is the RiskEngine's refusal of it, never the
+        venue's answer to an amend the Guard let through before. A live RiskEngine queues
+        what it is given and refuses it later, from its own task."""
         self._replaces = 0
         self._mirrored: Any = None
         self._cancelled = False
@@ -540,7 +549,6 @@ class NautilusGuard:
         """The handler at `ExecEngine.execute`: check new risk, pass everything that removes it."""
         if not self.started:  # a command before the trader started: the start-up comes first
             self.take_over()
-        self._nt_checking = None  # past NautilusTrader's RiskEngine: what it refuses is ours
         if isinstance(command, SubmitOrder):
             self._submit(command)
         elif isinstance(command, _PASS):
@@ -568,14 +576,10 @@ class NautilusGuard:
             if order is not None and not order.is_closed and _reduces_only(order, command):
                 self.execute(command)
                 return
-        if not isinstance(command, ModifyOrder):
-            self._risk_inner(command)
-            return
-        self._nt_checking = command.client_order_id.value
-        try:
-            self._risk_inner(command)
-        finally:
-            self._nt_checking = None
+        if isinstance(command, ModifyOrder) and command.client_order_id.value in self._live:
+            # held by the RiskEngine until it passes it on to `execute` or refuses it
+            self._at_nt.setdefault(command.client_order_id.value, []).append(command.id)
+        self._risk_inner(command)
 
     def _unrouted(self, command: Any) -> Decision | None:
         """A refusal for a command no ExecutionClient would take, else None.
@@ -713,11 +717,16 @@ class NautilusGuard:
     def _modify(self, command: ModifyOrder) -> None:
         """An amend is a new risk: `Guard.check_replace`, reserved until the venue answers."""
         cid = command.client_order_id
+        oid = cid.value
+        held = self._at_nt.get(oid)
+        if held is not None and command.id in held:  # out of NautilusTrader's RiskEngine
+            held.remove(command.id)
+            if not held:
+                del self._at_nt[oid]
         order = self.kernel.cache.order(cid)
         if order is None:
             log.error("MODIFY_UNKNOWN node=%s %s dropped", self.guard.node, cid)
             return
-        oid = cid.value
         unrouted = self._unrouted(command)
         if unrouted is not None:
             self._record_block(oid, unrouted)
@@ -919,6 +928,7 @@ class NautilusGuard:
                 )
                 continue
             del self._live[oid]
+            self._at_nt.pop(oid, None)
             self._drop_amend(oid)
             gid = self._close(oid, order.instrument_id)
             if gid is not None:
@@ -943,12 +953,19 @@ class NautilusGuard:
             self._on_fill(event)
             return
         oid = event.client_order_id.value
+        if isinstance(event, OrderModifyRejected):
+            self._modify_rejected(oid, event)
+            return
         if oid not in self._live:
             if isinstance(event, OrderAccepted) and self.started:
                 self._unchecked(oid)
             # before the start-up (`take_over`), the reconciliation's: counted from the cache
             return
         guard = self.guard
+        if isinstance(event, OrderAccepted):
+            if guard.node_state() is TradingState.HALTED:
+                self._rested_under_kill(oid)
+            return
         if isinstance(event, OrderUpdated):
             inst = self._instrument(event.instrument_id)
             leaves = self._leaves(oid, inst)
@@ -964,16 +981,6 @@ class NautilusGuard:
             gid = self._gid_of(oid)
             if leaves is not None and guard.remaining(gid) not in (None, leaves):
                 guard.on_restate(gid, leaves)
-            return
-        if isinstance(event, OrderModifyRejected):
-            if event.id in self._own_rejects:
-                self._own_rejects.discard(event.id)
-            elif oid == self._nt_checking:
-                # NautilusTrader's RiskEngine refused a later amend (HALTED, a bad price):
-                # the one awaiting the venue is still on its way and stays reserved
-                log.info("MODIFY_REFUSED_BEFORE_GUARD node=%s %s", self.guard.node, oid)
-            elif (amend := self._pending.pop(oid, None)) is not None:
-                guard.on_replace_reject(amend.new_id)  # back to the original order
             return
         if not isinstance(event, OrderCanceled | OrderExpired | OrderRejected | OrderDenied):
             return
@@ -998,6 +1005,7 @@ class NautilusGuard:
             )
             return
         del self._live[oid]
+        self._at_nt.pop(oid, None)
         self._drop_amend(oid)
         ended = self._close(oid, event.instrument_id)
         if ended is None:  # a contingent leg whose siblings are still working
@@ -1008,6 +1016,43 @@ class NautilusGuard:
             guard.on_expire(ended)
         else:  # the venue, or the ExecutionEngine after the Guard, refused it
             guard.on_reject(ended)
+
+    def _modify_rejected(self, oid: str, event: OrderModifyRejected) -> None:
+        """An amend refused: the adapter's own refusal (nothing reserved), NautilusTrader's
+        RiskEngine refusing one it holds (`_at_nt`: the amend awaiting the venue, if any,
+        is still on its way and stays reserved), else the venue's answer to the amend
+        awaiting it, which rolls back. A venue's answer while the RiskEngine holds another
+        amend of the order is taken for the RiskEngine's: the reservation stays (the safe
+        side) until the order ends, and the Guard refuses later amends of it meanwhile."""
+        if event.id in self._own_rejects:
+            self._own_rejects.discard(event.id)
+            return
+        held = self._at_nt.get(oid)
+        if held:
+            held.pop(0)  # the RiskEngine takes its commands in order
+            if not held:
+                del self._at_nt[oid]
+            log.info("MODIFY_REFUSED_BEFORE_GUARD node=%s %s", self.guard.node, oid)
+            return
+        if oid in self._live and (amend := self._pending.pop(oid, None)) is not None:
+            self.guard.on_replace_reject(amend.new_id)  # back to the original order
+
+    def _rested_under_kill(self, oid: str) -> None:
+        """An order the Guard counted came to rest at the venue while the node is HALTED: it was
+        in flight when the kill swept, and the kill's cancel reached the venue before it (a
+        venue answers cancels on another queue: `not found`). No change of state sweeps
+        again under the same kill, so it is cancelled now, or it works through the kill. A
+        cancel the kill's own overtook is a duplicate the venue refuses: harmless."""
+        order = self.kernel.cache.order(ClientOrderId(oid))
+        if order is None or order.is_closed:
+            return
+        log.warning(
+            "KILL_CANCEL node=%s order %s came to rest under the kill: cancelling",
+            self.guard.node,
+            oid,
+        )
+        self.guard.note("rested_under_kill", order_id=oid)
+        self._cancel_one(order)
 
     def _unchecked(self, oid: str, swept: bool | None = None) -> None:
         """The venue accepted (or filled) an order the Guard never checked: one sent past the
@@ -1076,6 +1121,7 @@ class NautilusGuard:
             self._unchecked(oid, swept)
         elif oid in self._live and (order is None or order.is_closed):
             del self._live[oid]
+            self._at_nt.pop(oid, None)
             # an amend the fill overtook: the venue's answer ("not found") will find
             # no live order here, so what the amend reserved is given back now
             self._drop_amend(oid)
@@ -1427,7 +1473,9 @@ def install(
                 "clock: a backtest's simulated clock cannot hold a fleet lease (real time); "
                 "pass clock=SystemClock() to join a fleet from a BacktestEngine"
             )
-        clock = NautilusClock(kernel.clock)
+        # a backtest's simulated time; live, the host's clocks: NautilusTrader's live clock
+        # is wall time, and a wall clock set back (an NTP step) held every window with it
+        clock = NautilusClock(kernel.clock) if backtest else SystemClock()
     member: FleetMember | None = None
     if control_plane is None:
         guard, _ = build_guard(lim, node=node_id, clock=clock, recorder=recorder, ship=False)
