@@ -270,6 +270,7 @@ IDENTIFIED: dict[str, list[str]] = {
     "identity rotate": ["identity", "rotate", "alice", "--public", "{pub}", "--out", "{out}"],
     "identity sign": ["identity", "sign", "{proposal}"],
     "identity publish": ["identity", "publish", "{proposal}"],
+    "identity name": ["identity", "name", "staging", "--out", "{out}"],
 }
 """Commands that log in with a key and verify the roster from an anchor (hostile either one:
 one line naming it, before anything connects)."""

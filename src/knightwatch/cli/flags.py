@@ -425,6 +425,7 @@ def approve_change(
                 now,
                 now + int(APPROVAL_TTL_S * NS_PER_S),
                 digest=digest,
+                fleet=roster.fleet,  # it counts only in this fleet (`Roster.fleet`)
             )
             write_approval(out, encode_envelope(sign_approval(approval, signer)))
             return signer.name

@@ -1259,7 +1259,14 @@ def admission_approve(
             verdict = decide(store.roster, signer.name, Action.APPROVE, requester=requester)
             if not verdict.allowed:
                 raise TrustError(f"--key: {verdict.why}")
-            signed = approve_target(release, signer, requester, reason, SystemClock().time_ns())
+            signed = approve_target(
+                release,
+                signer,
+                requester,
+                reason,
+                SystemClock().time_ns(),
+                fleet=store.roster.fleet if store.roster is not None else "",
+            )
             write_approval(out, encode_envelope(signed))
             return signer.name, release_id
 
@@ -1303,10 +1310,16 @@ def admission_target(
         async with session(nats_url, state_dir, "admission-target", key, anchor) as (
             plane,
             signer,
-            _,
+            store,
         ):
             return await request_target(
-                plane, release, signer, reason, now_ns=SystemClock().time_ns(), approval=approved
+                plane,
+                release,
+                signer,
+                reason,
+                now_ns=SystemClock().time_ns(),
+                approval=approved,
+                fleet=store.roster.fleet if store.roster is not None else "",
             )
 
     result = _run(go)

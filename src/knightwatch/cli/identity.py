@@ -108,15 +108,20 @@ def _check_out(out: Path) -> None:
         raise TrustError(f"--out {out}: {out.parent} is not a directory")
 
 
-def _propose(roster: Roster, members: list[Member], signer: Signer, out: Path) -> Roster:
+def _propose(
+    roster: Roster, members: list[Member], signer: Signer, out: Path, *, fleet: str | None = None
+) -> Roster:
     """The next version with `members`, signed by `signer`, written to `out` (never over a
-    file that exists)."""
+    file that exists). It keeps the roster's fleet name (`fleet`: the name an unnamed fleet
+    takes, `identity name`): before, every proposal left the name out, and a named fleet
+    refused each of them at publish (a fleet's roster keeps its name)."""
     proposal = Roster(  # built, not replaced: the roster's own rules are checked here
         version=roster.version + 1,
         issued_ns=max(_now_ns(), roster.issued_ns + 1),
         members=tuple(members),
         admin_threshold=roster.admin_threshold,
         approvals=roster.approvals,
+        fleet=roster.fleet if fleet is None else fleet,
     )
     check_stop_kept(roster, proposal)  # refused before it is signed, not at publish
     envelope = sign_roster(roster_envelope(proposal), signer.key)
@@ -249,6 +254,12 @@ def show(
             f"[red]{when(m.revoked_ns)}[/red]" if m.revoked_ns else "-",
         )
     console.print(table)
+    console.print(  # a name by the name rule: plain text, nothing to escape
+        f"fleet {roster.fleet}"
+        if roster.fleet
+        else "fleet not named (`knightwatch identity name FLEET` names it)",
+        highlight=False,
+    )
     console.print(
         f"admin threshold {roster.admin_threshold}; resume needs a second person: "
         f"{roster.approvals.resume.value}",
@@ -281,6 +292,43 @@ def add(
             if roster.member(verify.key_id) is not None:
                 raise TrustError(f"--public {public}: key {verify.key_id[:16]} is already enrolled")
             _propose(roster, [*roster.members, member_of_public(name, verify, roles)], signer, out)
+
+    _run(go)
+
+
+@app.command("name")
+def name_fleet(
+    fleet: str = typer.Argument(
+        ..., help=f"the fleet's name, e.g. prod-ldn or staging ({NAME_RULE})"
+    ),
+    out: Path = OutOpt,
+    key: Path | None = KeyOpt,
+    anchor: Path | None = AnchorOpt,
+    nats_url: str = NatsUrl,
+    state_dir: Path = StateDir,
+) -> None:
+    """Propose the version naming this fleet FLEET, once: every later version keeps the
+    name. Approvals, target requests and resumes then count only if made for FLEET (those
+    made before, or for another fleet whose roster holds the same people, are refused:
+    wrong_fleet). Kills are never checked for their fleet."""
+
+    async def go() -> None:
+        if not is_name(fleet):  # the roster would refuse it: said before connecting
+            raise TrustError(f"FLEET: a fleet name must be {NAME_RULE} (got {quoted(fleet)})")
+        _check_out(out)
+        async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
+            roster = _require_admin(store, signer)
+            if roster.fleet:
+                raise TrustError(
+                    f"FLEET: this fleet is named {roster.fleet!r} already (roster version "
+                    f"{roster.version}); a fleet's roster keeps its name (re-anchor to rename)"
+                )
+            _propose(roster, list(roster.members), signer, out, fleet=fleet)
+        console.print(
+            "once published, approvals, target requests and resume requests made before it "
+            "name no fleet and are refused (wrong_fleet): ask for new ones",
+            highlight=False,
+        )
 
     _run(go)
 

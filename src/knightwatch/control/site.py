@@ -23,7 +23,7 @@ from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.release.dsse import Envelope
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.kit import Kit
-from knightwatch.trust.roster import ApprovalPolicy, Role
+from knightwatch.trust.roster import ApprovalPolicy, Role, TrustError
 from knightwatch.trust.store import TrustStore
 
 NODES = tuple(f"n{i}" for i in range(1, 9))
@@ -38,12 +38,18 @@ class Site:
         approvals: ApprovalPolicy | None = None,
         port: int | None = None,
         kit: Kit | None = None,
+        fleet: str = "",
     ) -> None:
-        """`kit`: an existing cast to serve (it must hold the venue); else a new one."""
+        """`kit`: an existing cast to serve (it must hold the venue); else a new one, its
+        roster naming `fleet` (`Roster.fleet`; "" names none)."""
         self.root = root
         if kit is None:
-            kit = Kit(now_ns=SystemClock().time_ns() - 1, nodes=nodes, approvals=approvals)
+            kit = Kit(
+                now_ns=SystemClock().time_ns() - 1, nodes=nodes, approvals=approvals, fleet=fleet
+            )
             kit.add("venue", [Role.VENUE])
+        elif fleet and kit.roster.fleet != fleet:
+            raise TrustError(f"Site fleet: {fleet!r} is not the kit's {kit.roster.fleet!r}")
         self.kit = kit
         self.trust_dir = root / "trust"
         self.kit.write(self.trust_dir, private=list(self.kit.signers))

@@ -858,10 +858,13 @@ async def request_target(
     now_ns: int,
     approval: Envelope | None = None,
     timeout_s: float = 5.0,
+    fleet: str = "",
 ) -> TargetReply:
     """Ask the admission service to make `release` the target: signed by `requester`,
     decided on the target record as it reads now, with a second person's `approval`
-    (`approve_target`). TrustError if `release` names no manifest."""
+    (`approve_target`), for `fleet` (the roster's `Roster.fleet`: a named fleet refuses a
+    request naming another or none, `wrong_fleet`). TrustError if `release` names no
+    manifest."""
     _, revision = await plane.get_record(Bucket.RELEASE, TARGET_KEY)
     signed = target_command(
         release,
@@ -870,6 +873,7 @@ async def request_target(
         command_id=uuid.uuid4().hex,
         now_ns=now_ns,
         decided_on=revision,
+        fleet=fleet,
     )
     request = TargetRequest(release, signed, approval)
     reply = await plane.request(SUBJECT_TARGET, ENCODER.encode(request), timeout_s=timeout_s)

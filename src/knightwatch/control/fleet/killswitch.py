@@ -508,7 +508,7 @@ class KillSwitch:
             supersedes=lifts,
             decided_on=revision,
             ramp=ramp,
-        ).signed(self.signer.key)
+        ).signed(self.signer.key, fleet=self.trust.roster.fleet if self.trust.roster else "")
 
     async def _rehalt(self, scope: Scope, key: str, revision: int) -> tuple[StateEntry, int]:
         """Store a signed halt over a slot whose entry at `revision` nobody trusts."""

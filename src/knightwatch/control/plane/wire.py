@@ -78,9 +78,14 @@ class StateEntry(msgspec.Struct, frozen=True):
             self.ramp,
         )
 
-    def signed(self, *keys: SigningKey) -> StateEntry:
-        """This entry with a proof signed by `keys` (replacing any proof it had)."""
-        envelope = command_envelope(self.command())
+    def signed(self, *keys: SigningKey, fleet: str = "") -> StateEntry:
+        """This entry with a proof signed by `keys` (replacing any proof it had), naming
+        `fleet` (the roster's `Roster.fleet`) in the proof only: a resume counts only in the
+        fleet it names, and a named fleet refuses one naming none. A stop needs no fleet."""
+        command = self.command()
+        if fleet:  # a kill (no fleet) is signed as before, nothing added to its path
+            command = msgspec.structs.replace(command, fleet=fleet)
+        envelope = command_envelope(command)
         for key in keys:
             envelope = add_signature(envelope, key)
         return msgspec.structs.replace(self, proof=envelope)
