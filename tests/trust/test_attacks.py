@@ -174,6 +174,23 @@ async def test_duplicate_node_id_is_refused_at_join(site: Site, fleet: NodeProce
     assert "node id n2 is held by a live process" in log
 
 
+async def test_a_refused_duplicate_leaves_the_live_holders_membership_alone(
+    site: Site, fleet: NodeProcesses
+) -> None:
+    """The refused process's stop wrote `left` over the live holder's membership: until
+    the holder put it again, kills, the resume preflight and the console took n2 for gone."""
+    proc = fleet.spawn("n2", ["--recorder", str(fleet.state_dir / "again.jsonl")])
+    await asyncio.to_thread(proc.wait, 20)
+    assert proc.returncode != 0
+    p = await site.connect("carol")
+    try:
+        n2 = {m.node_id: m for m in await p.members()}["n2"]
+        assert not n2.left, n2
+        assert n2.pid == fleet.procs["n2"].pid  # the live holder's record, as it put it
+    finally:
+        await p.close()
+
+
 async def test_a_node_hears_another_process_heartbeating_under_its_id(site: Site) -> None:
     """A node may subscribe only to its own heartbeat subject: that is where a second
     process holding its key shows up (a wildcard would be refused by the server)."""

@@ -149,9 +149,11 @@ node's bookkeeping right after its own confirmation ran while other nodes were
 still on their way to theirs, and a kill is as slow as its slowest node. The
 Guard blocks before the confirmation, so the wait delays only the record (its
 `latched_ns` says when the halt took effect, and `audit why` reads it) and the
-line. Another command arriving first writes them at once (`_apply`), and so
-does a stop; a crash inside the wait loses them from this node's file, not
-from the store of record, which the restarted node reads back."""
+line. A resume arriving first writes them at once (`_apply`), and so does a
+stop; another kill's waits behind them, so a kill in a burst is confirmed before
+the records of the ones before it are written. A crash inside the wait loses
+them from this node's file, not from the store of record, which the restarted
+node reads back."""
 
 
 def _nothing() -> None:
@@ -359,6 +361,10 @@ class NodeRuntime:
         # again (the other path, a re-announcement) costs a dict lookup, not a signature check
         self._verified: dict[tuple[int, bool, StateCommand, Envelope], Checked] = {}
         self.duplicate = ""
+        self._claimed = False
+        """This process holds the node id (`_claim_id` passed): only then does its stop say
+        the node `left`. A second process refused the id wrote `left` over the live
+        holder's record, and kills, the preflight and the console took the node for gone."""
         self.clock = clock
         self.metrics_s = metrics_s
         self.shipper = shipper
@@ -502,6 +508,7 @@ class NodeRuntime:
                 "holds no node identity of that name; enrol its key first"
             )
         await self._claim_id()
+        self._claimed = True
         # its own subject only: a wildcard is refused by the server under authorization,
         # and every other node's heartbeat would cost this process a decode
         await self.plane.subscribe_heartbeats(self._on_heartbeat, self.node_id)
@@ -554,6 +561,8 @@ class NodeRuntime:
         self._tasks = []
         if self._member_put is not None:
             self._member_put.cancel()
+        if not self._claimed:
+            return  # the id is another process's (refused at join): its record is not ours
         with contextlib.suppress(ControlPlaneUnavailable):
             await self.plane.put_member(self.status(left=True))
 
@@ -754,7 +763,11 @@ class NodeRuntime:
         """
         if not self._concerns_me(entry):
             return None
-        self._report_now()  # what came before is recorded before anything else changes
+        if entry.state is TradingState.ACTIVE:
+            # a resume is recorded as it applies: what came before is recorded first. A
+            # halt's own record waits behind theirs (`_report_later`), so a kill in a burst
+            # is confirmed before the earlier kills' records and lines are written
+            self._report_now()
         held = self._applied.get(entry.slot)
         if entry.state is not TradingState.ACTIVE and entry.slot in self._restored:
             held = None  # a halt restored from this node's record orders before any kill
@@ -1181,7 +1194,7 @@ class NodeRuntime:
             report = self._apply(entry, checked)
         if report is not None:
             if self._drains(entry):
-                report()  # the Guard blocks already; the confirmation waits for the venue
+                self._report_in_order(report)  # the Guard blocks; the venue's drain is next
                 self._start_drain(entry)
             else:
                 await self._confirm(entry)
@@ -1201,10 +1214,16 @@ class NodeRuntime:
 
         The kill's latency is the slowest node's, so this node's bookkeeping waits
         until the others have confirmed too. Reports run in the order their commands
-        were applied (`_apply` writes any still waiting before it changes anything)."""
+        were applied (`_apply` writes any still waiting before a resume changes anything,
+        `_report_in_order` before a report written at once)."""
         self._reports.append(report)
         if len(self._reports) == 1:
             asyncio.get_running_loop().call_later(REPORT_DELAY_S, self._report_now)
+
+    def _report_in_order(self, report: Callable[[], None]) -> None:
+        """Record and log a confirmed command now, after those still waiting."""
+        self._reports.append(report)
+        self._report_now()
 
     def _report_now(self) -> None:
         while self._reports:
@@ -1353,13 +1372,13 @@ class NodeRuntime:
         later: list[Callable[[], None]] = []
         for entry, report, _ in changed:
             if self._drains(entry):
-                report()
+                self._report_in_order(report)
                 self._start_drain(entry)
             else:
                 await self._confirm(entry)  # every change confirmed first, then recorded
                 later.append(report)
         for report in later:
-            report()
+            self._report_in_order(report)
         for entry, _, revision in changed:
             await self._stored_since(entry, revision)
         return judged
