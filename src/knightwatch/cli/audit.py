@@ -36,7 +36,7 @@ from knightwatch.cli.options import OptionError, scope_value
 from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import control_plane
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.errors import KnightwatchError
+from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.release.checkpoint import (
     SIDECAR_SUFFIX,
     Checkpoint,
@@ -155,12 +155,12 @@ def verify_cmd(
         ),
     ] = None,
     nats_url: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--nats-url",
             help="Also take the node's latest checkpoint and enrolled key from the control plane.",
         ),
-    ] = "",
+    ] = None,
     node: Annotated[
         str | None, typer.Option(help="The node that wrote FILE (default: its first record's).")
     ] = None,
@@ -195,8 +195,9 @@ def verify_cmd(
     except OptionError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_UNREADABLE) from None
+    urls = _plane_urls(nats_url)
     _regular(file)
-    signed = _signed_checkpoints(file, checkpoints, key, nats_url, node, identity, trust_anchor)
+    signed = _signed_checkpoints(file, checkpoints, key, urls, node, identity, trust_anchor)
     try:
         with (
             open(file, "rb") as f,
@@ -277,6 +278,28 @@ def verify_cmd(
     raise typer.Exit(EXIT_INTACT if report.intact else EXIT_TAMPERED)
 
 
+def _plane_urls(nats_url: str | None) -> list[str]:
+    """`--nats-url`'s servers, checked before anything is read ([] when not given). Given
+    empty (`--nats-url "$NATS_URL"`, the variable unset) it asked for the control plane's
+    checkpoint and key: that check was skipped without a word, and the chain alone was
+    reported INTACT."""
+    if nats_url is None:
+        return []
+    from knightwatch.cli.fleet import _urls  # only here: it loads the fleet commands
+
+    try:
+        urls = _urls(nats_url)
+        if not urls:
+            raise OptionError(
+                f"--nats-url: no server URL in {quoted(nats_url)} (an unset shell variable?); "
+                "leave the option out to verify without the control plane"
+            )
+    except KnightwatchError as exc:
+        err.print(f"[red]error:[/red] {_safe(_shown(str(exc)))}")
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    return urls
+
+
 def _unfinished_end(report: VerifyReport) -> bool:
     """Is every problem what a recorder still writing the file (or one that crashed)
     leaves at its end: records not sealed yet, and a last line cut short mid-copy? Only a
@@ -299,7 +322,7 @@ def _signed_checkpoints(
     file: Path,
     checkpoints: Path | None,
     key: Path | None,
-    nats_url: str,
+    urls: list[str],
     node: str | None,
     identity: Path | None = None,
     trust_anchor: Path | None = None,
@@ -325,14 +348,17 @@ def _signed_checkpoints(
     except OSError as exc:
         raise _unreadable(sidecar, exc) from None
     except ReleaseInputError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        # it quotes the operator's path: shown as written ("[/x]" is no markup), escaped
+        err.print(f"[red]error:[/red] {_safe(_shown(str(exc)))}")
         raise typer.Exit(EXIT_UNREADABLE) from None
-    if nats_url:
+    if urls:
         node_id = node or _first_node(file)
         try:
-            latest, enrolled = asyncio.run(_from_plane(nats_url, node_id, identity, trust_anchor))
+            latest, enrolled = asyncio.run(_from_plane(urls, node_id, identity, trust_anchor))
         except (KnightwatchError, ValueError) as exc:
-            err.print(f"[red]error:[/red] --nats-url: {exc}")
+            why = str(exc)  # one naming its option already ("--trust-anchor: ...") keeps it
+            named = why if why.startswith("--") else f"--nats-url: {why}"
+            err.print(f"[red]error:[/red] {_safe(_shown(named))}")
             raise typer.Exit(EXIT_UNREADABLE) from None
         if latest is not None:
             envelopes.append(latest)
@@ -359,14 +385,13 @@ def _first_node(file: Path) -> str:
 
 
 async def _from_plane(
-    nats_url: str, node_id: str, identity: Path | None, trust_anchor: Path | None
+    urls: list[str], node_id: str, identity: Path | None, trust_anchor: Path | None
 ) -> tuple[Envelope | str | None, VerifyKey]:
     """The node's latest checkpoint and its current enrolled key, from the verified roster."""
     if trust_anchor is None:
         raise ValueError("--trust-anchor: the fleet's trust anchor file is needed to read keys")
     store = TrustStore(load_anchor(trust_anchor))
     signer = load_signer(identity or default_key_path(), "unnamed")
-    urls = [u.strip() for u in nats_url.split(",") if u.strip()]
     async with control_plane(urls, Path("."), "audit-verify", signer=signer) as plane:
         await sync_roster(plane, store)
         raw, _ = await plane.get_record(Bucket.CHECKPOINTS, node_id)

@@ -73,6 +73,12 @@ app = typer.Typer(
 
 SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
 _T = TypeVar("_T")
+LAST_MAX = 1_000_000
+"""The most flight-recorder records `snapshot --last` keeps per node. Unbounded, a count past
+what a C size holds was taken, the stores were read, and the command ended with an
+OverflowError traceback at the first flight-recorder record, no snapshot written. A
+million records of a few hundred bytes each is already more than the archive
+`incident verify` reads (`SNAPSHOT_MAX_BYTES`)."""
 SNAPSHOT_KEY_ENV = "KNIGHTWATCH_SNAPSHOT_KEY"
 SNAPSHOT_DIR_ENV = "KNIGHTWATCH_SNAPSHOT_DIR"
 
@@ -419,7 +425,9 @@ def _out_or_exit(out: Path) -> None:
 def snapshot(
     out: Path | None = typer.Option(None, "--out", help="archive file (default: timestamped)"),
     reason: str = typer.Option("incident evidence", "--reason"),
-    last: int = typer.Option(200, "--last", min=1, help="flight-recorder records kept per node"),
+    last: int = typer.Option(
+        200, "--last", min=1, max=LAST_MAX, help="flight-recorder records kept per node"
+    ),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,

@@ -474,6 +474,20 @@ def attest_cmd(
     with _input_errors():
         if not is_name(node):  # it is printed next to ADMITTED: no newline may forge a line
             raise ReleaseInputError(f"--node: node id must be {NAME_RULE} (got {quoted(node)})")
+        if envelope_path is None:
+            # each judges the node against a release: dropped without one, the command
+            # listed what the node runs and exited 0, read as "admission would say yes"
+            judging = (
+                ("--policy", policy),
+                ("--release", release),
+                ("--registry", registry),
+                ("--node-key", node_key),
+            )
+            if given := [option for option, value in judging if value is not None]:
+                raise ReleaseInputError(
+                    f"{', '.join(given)}: used only to judge the node against a signed release; "
+                    "give --envelope too (without it attest only lists what the node runs)"
+                )
         if release is not None:
             check_release_id(release, where="--release")
         contents = _hash_with_progress(artifacts, config, flags)
