@@ -36,19 +36,30 @@ operator's flood) or a write not answered raised out of the abort before any swi
 and the canary stayed on. Now the switch-off goes out whatever became of the record, and
 the abort says it was not recorded (`RolloutError`). A new rollout adds risk, so it stops
 short of the bucket's last share (`STOP_RESERVE_SHARE`), which stays for the aborts.
+
+A stage is promoted (or the rollout completed) only once every node it exposed confirmed
+the flag state holding it: its own durable `applied` record at the state's revision or
+later. A node that refused the stage (its release does not know the flag, it cannot check
+an earlier stage's change record: its `last_refusal`) sits at the safe default; before,
+the driver promoted over it and reported the rollout completed, the canary believed run
+there. Now the promotion waits `confirm_s` for the missing confirmations, then holds
+(`rollout_unconfirmed`, naming each node and its refusal) and is judged again at the next
+step, without waiting again. Only promotion waits: an abort (a gate breach, an overtaken or
+unapproved state, the operator's) never does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
 from knightwatch.clock import Clock
-from knightwatch.control.fleet.flagstore import PlaneFlagStore, fleet_snapshot
+from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_if_frozen
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.fleet.supervisor import (
@@ -58,6 +69,8 @@ from knightwatch.control.fleet.supervisor import (
     gate_metrics,
 )
 from knightwatch.control.node.flags import (
+    APPLIED_DECODER,
+    applied_key,
     carried_by,
     changes_of,
     claimed_away,
@@ -83,6 +96,7 @@ from knightwatch.flags.rollout import (
     Metrics,
     Rollout,
     RolloutAction,
+    RolloutEvent,
     RolloutPlan,
     RolloutRunner,
     RolloutState,
@@ -104,6 +118,7 @@ from knightwatch.trust.roster import TrustError
 _STATE = msgspec.json.Decoder(RolloutState)
 _ENC = msgspec.json.Encoder()
 _ABORT_ATTEMPTS = 10
+_UNCONFIRMED = "rollout_unconfirmed"
 
 
 log = logging.getLogger(__name__)
@@ -148,10 +163,14 @@ class RolloutDriver:
         *,
         policy: ActivationPolicy | None = None,
         health: SupervisorConfig | None = None,
+        confirm_s: float = 5.0,
     ) -> None:
         """`health` configures the watching supervisor (its `rate_window_s` is the gate
         window); give the fleet supervisor's own config so gates and halts agree. The
-        default is the supervisor's default, for the same reason."""
+        default is the supervisor's default, for the same reason. `confirm_s` bounds the
+        wait, before a promotion, for the exposed nodes' confirmations of their stage."""
+        if not (math.isfinite(confirm_s) and confirm_s >= 0):
+            raise RolloutError(f"rollout driver: confirm_s {confirm_s} must be finite and >= 0")
         self.plane = plane
         self.registry = registry
         self.clock = _WallClock(clock)
@@ -159,6 +178,11 @@ class RolloutDriver:
         self.policy = policy or ActivationPolicy()
         self.supervisor = Supervisor(health or SupervisorConfig(), clock)
         self._published: dict[str, NodeMetrics] = {}
+        self.confirm_s = confirm_s
+        self._waiter = AppliedWaiter(plane, clock)
+        self._listening = False
+        """Whether `_waiter` hears confirmations: subscribed at the first promotion that
+        needs them, never on the way to an abort (`start` gains no step that can fail)."""
 
     async def start(self) -> None:
         await self.killswitch.start()
@@ -329,9 +353,21 @@ class RolloutDriver:
             if claimed is None:
                 return (await self._existing(flag_id))[0]
             return await self._act(rollout, actions, claimed)
-        actions = rollout.step(await self.metrics())
+        metrics = await self.metrics()
+        actions = rollout.step(metrics)
         if rollout.state == state:
             return state  # holding: nothing to record
+        moved = rollout.state.status is RolloutStatus.COMPLETED or (
+            rollout.state.status is RolloutStatus.PROGRESSING
+            and rollout.state.stage_index > state.stage_index
+        )
+        if moved and (unconfirmed := await self.unconfirmed(state)):
+            # a node that did not take its stage sits at the safe default: no promotion
+            log.warning("ROLLOUT_UNCONFIRMED %s %s", state.rollout_id, unconfirmed)
+            held = _held(state, metrics, f"{_UNCONFIRMED}: {unconfirmed}", self.clock)
+            if held == state:
+                return state
+            actions, rollout = [], Rollout(held, self.clock)
         if rollout.state.status is RolloutStatus.PROGRESSING:
             try:  # a promotion adds risk: hold while a kill is in force (an abort passes)
                 await refuse_if_frozen(self.plane, f"promotion of {flag_id}", self.killswitch.trust)
@@ -378,6 +414,53 @@ class RolloutDriver:
                 "not promoted"
             )
         return ""
+
+    async def unconfirmed(self, state: RolloutState) -> str:
+        """Which exposed nodes have not confirmed the flag state their stage is in, each
+        with its refusal if it published one ("": every one has); waits up to `confirm_s`
+        (not again while the rollout already holds for them).
+
+        A node confirms a revision by its own durable `applied` record (`AppliedWaiter`):
+        the revision of the flag state now, or later. A state that cannot be read is
+        confirmed by no node."""
+        if not state.exposed:
+            return ""
+        stored, _ = await self.plane.get_record(Bucket.FLAGS, state_key(state.flag_id))
+        if stored is None:
+            return f"the flag state record {state_key(state.flag_id)!r} is gone"
+        try:
+            revision = decode_state(state.flag_id, stored).revision
+        except StateUnavailable as exc:
+            return str(exc)
+        t0 = self.clock.monotonic_ns()
+        records = await self.plane.records(Bucket.FLAGS)
+        pending = [n for n in state.exposed if _applied(records, state.flag_id, n) < revision]
+        if not pending:
+            return ""  # confirmed before this driver listened (a `rollout step` process)
+        if not self._listening:
+            await self._waiter.start()
+            self._listening = True
+        # waited once per hold: a step held for them still judges the gates every tick
+        wait_s = 0.0 if state.hold_reason.startswith(_UNCONFIRMED) else self.confirm_s
+        _, missing = await self._waiter.wait(state.flag_id, revision, pending, t0, wait_s)
+        if not missing:
+            return ""
+        refusals = {m.node_id: m.last_refusal for m in await self.plane.members()}
+        prefix = f"{state.flag_id} r"
+        parts = []
+        for node in missing:
+            if node in self._waiter.unread:
+                why = f"its confirmation could not be read ({self._waiter.unread[node]})"
+            elif (refusal := refusals.get(node, "")).startswith(prefix):
+                why = f"refused: {refusal}"
+            else:
+                why = f"no confirmation within {self.confirm_s:g} s"
+            parts.append(f"{node} ({why})")
+        return (
+            f"flag state revision {revision} not confirmed by {'; '.join(parts)}; "
+            "those nodes may be at the safe default, so the rollout holds (no promotion, "
+            "not completed)"
+        )
 
     def unapproved(self, state: RolloutState) -> str:
         """Why a progressing rollout's stored state is not what was approved (empty: it is).
@@ -549,6 +632,37 @@ def _unrecorded(state: RolloutState, exc: Exception) -> RolloutError:
         f"{went}; the rollout record does not hold this abort's outcome: abort again once "
         "the store takes writes, or set the flag to its safe default (`knightwatch flags set`) "
         "or kill"
+    )
+
+
+def _applied(records: Mapping[str, tuple[bytes, int]], flag_id: str, node: str) -> int:
+    """The revision `node`'s own durable record says it applied (0: none, or not its own)."""
+    stored = records.get(applied_key(flag_id, node))
+    if stored is None:
+        return 0
+    try:
+        applied = APPLIED_DECODER.decode(stored[0])
+    except UNDECODABLE:
+        return 0
+    return applied.revision if applied.node == node and applied.flag_id == flag_id else 0
+
+
+def _held(state: RolloutState, metrics: Metrics, reason: str, clock: _WallClock) -> RolloutState:
+    """`state` holding at its stage for `reason` (an event once per hold), its evidence
+    baselines noted as the judgement that would have promoted it noted them."""
+    baseline = dict(state.stage_baseline)
+    for node in state.exposed:
+        orders = metrics.get(node, {}).get(ORDERS)
+        if node not in baseline and orders is not None:
+            baseline[node] = int(orders)
+    if state.hold_reason.startswith(_UNCONFIRMED):
+        # held for this already: the reason is kept current, the events not grown by it
+        return msgspec.structs.replace(state, stage_baseline=baseline, hold_reason=reason)
+    event = RolloutEvent(
+        clock.time_ns(), "held", f"stage {state.plan.stages[state.stage_index].name}: {reason}"
+    )
+    return msgspec.structs.replace(
+        state, stage_baseline=baseline, hold_reason=reason, events=(*state.events, event)
     )
 
 
