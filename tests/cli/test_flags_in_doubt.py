@@ -27,7 +27,8 @@ from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneRefused
 from knightwatch.control.site import Site
 
-from .test_flags_plane_lost import CLEAN, RLP
+from .test_flags_plane_lost import CLEAN, RLP, any_hour
+from .test_flags_plane_lost import nats_server as nats_server  # at any hour
 from .test_wait_timeouts import _member_that_never_confirms
 
 
@@ -36,7 +37,7 @@ def _set(site: Site, registry: Path, value: str) -> tuple[str, int]:
     result = CliRunner().invoke(
         app,
         ["flags", "set", RLP, value, "--nodes", "n1", "--reason", "launch", "--registry",
-         str(registry), "--timeout", "0.5"],
+         str(registry), "--timeout", "0.5", *any_hour(registry.parent)],
         env=env,
     )  # fmt: skip
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,35 @@ from knightwatch.control.node.flags import change_key, state_key
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.site import Site
+from knightwatch.flags.activation import SecondApprover
+from knightwatch.trust.roster import ApprovalPolicy
 
 from .test_wait_timeouts import _member_that_never_confirms
 
 CLEAN = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo"
 RLP = "trading.smars.rlp_enabled"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[Site]:
+    """A fleet whose roster asks no second person to switch a flag on, at any hour: these
+    tests are about what became of a change's writes, not its approval. On the test cast's
+    roster (a second person while New York's market is open) switching RLP on was refused
+    from 09:30 to 16:00 New York, and the tests failed then."""
+    site = Site(tmp_path / "site", approvals=ApprovalPolicy(flag=SecondApprover.NEVER))
+    try:
+        site.start()
+        yield site
+    finally:
+        site.stop()
+
+
+def any_hour(tmp_path: Path) -> list[str]:
+    """`flags set`'s own activation policy, asking no second person at any hour (its
+    default asks for one while New York's market is open)."""
+    policy = tmp_path / "any-hour.toml"
+    policy.write_text('second_approver = "never"\n')
+    return ["--policy", str(policy)]
 
 
 def _cut_after(
@@ -70,7 +94,7 @@ def test_a_change_stored_then_the_plane_lost_says_it_is_in_force_exit_3(
     result = CliRunner().invoke(
         app,
         ["flags", "set", RLP, value, "--nodes", "n1", "--reason", "launch", "--registry",
-         str(registry), "--timeout", "0.5"],
+         str(registry), "--timeout", "0.5", *any_hour(tmp_path)],
         env=env,
     )  # fmt: skip
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
