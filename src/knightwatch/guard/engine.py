@@ -1394,6 +1394,7 @@ class Guard:
         w = p.working
         w.replacing = None
         led.cancels += 1  # the original is cancelled: a replace counts in the cancel-to-fill ratio
+        led.cancelled += 1
         if led.working.pop(p.orig_id, None) is not w:
             w.remaining = w.cust = 0  # it ended meanwhile: what it held is released already
         if w.filled or w.parent is not None:
@@ -2107,6 +2108,11 @@ class Guard:
             led.principal_fills,
             len(led.parents),
         )
+
+    def cancels(self) -> int:
+        """Cancels since the Guard started (a replace the venue took counts as one), never set
+        back (the cancel-to-fill ratio's count is, at its halt): what the node reports."""
+        return self._ledger.cancelled
 
     def parent_committed(self, parent_id: str) -> int:
         p = self._ledger.parents.get(parent_id)

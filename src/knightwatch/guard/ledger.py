@@ -372,8 +372,8 @@ class Ledger:
 
     `fills` and `cancels` count events since the cancel-to-fill ratio last
     latched (the Guard resets them when it halts on that ratio). The flow
-    counters (`executions`, `customer_notional`, `principal_notional`, `principal_fills`) are
-    cumulative since the Guard started: what the node publishes to the
+    counters (`executions`, `customer_notional`, `principal_notional`, `principal_fills`,
+    `cancelled`) are cumulative since the Guard started: what the node publishes to the
     supervisor.
     """
 
@@ -382,6 +382,7 @@ class Ledger:
         "booked",
         "booked_old",
         "books",
+        "cancelled",
         "cancels",
         "customer_notional",
         "executions",
@@ -419,6 +420,9 @@ class Ledger:
         self.unrealized = 0.0
         self.fills = 0
         self.cancels = 0
+        self.cancelled = 0
+        """Cancels since the Guard started (a replace the venue took is one): `cancels`, never
+        set back by a cancel-to-fill halt (the supervisor's cancel rate reads it)."""
 
     def book(self, symbol: str) -> SymbolBook:
         book = self.books.get(symbol)
@@ -775,6 +779,7 @@ class Ledger:
         if w is not None:
             if counted:
                 self.cancels += 1
+                self.cancelled += 1
             self.release(w, w.cust, w.remaining - w.cust)
             if w.parent is not None:
                 # a child that ended before it filled is remembered too: its late fill is

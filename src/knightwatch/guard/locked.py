@@ -142,5 +142,6 @@ class LockedGuard(_Base):
     customer_exposure = _locked(Guard.customer_exposure)
     customer_position = _locked(Guard.customer_position)
     flow = _locked(Guard.flow)
+    cancels = _locked(Guard.cancels)
     counters = _locked(Guard.counters)
     flush_records = _locked(Guard.flush_records)

@@ -19,9 +19,12 @@ own baselines of the nodes taking part now, so most of a fleet halted for a whil
 resumed, is its normal again, not a runaway of the few left meanwhile, and nor is one node
 doing most of the fleet's flow resumed after its halt (learned as one per-node figure, the
 small nodes' pace became every node's). The fleet's children per parent counts only the
-nodes working parents (a node with none sends no children). Five measures
+nodes working parents (a node with none sends no children). Six measures
 have baselines: accepted order rate, executed notional rate, the firm's own
-(principal) notional rate, child orders per parent and messages per execution.
+(principal) notional rate, child orders per parent, messages per execution and a
+node's cancel rate (cancels the venue confirmed, a replace it took counting as one: a
+cancel/replace loop or a quoter pulling every tick, inside its order-rate limit and still
+filling, moved no other measure; held per node, not as a fleet total).
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
 rate window halts the node (or, for the fleet's total, the fleet); the episode
 ends only after a full rate window back under it, so a sawtooth dipping under
@@ -127,6 +130,7 @@ class Rule(StrEnum):
     UNREADABLE_METRICS = "supervisor_unreadable_metrics"
     PRINCIPAL_DAY = "supervisor_principal_day"
     NODE_GROSS_EXPOSURE = "supervisor_node_gross_exposure"
+    BASELINE_CANCEL_RATE = "supervisor_baseline_cancel_rate"
 
 
 class Measure(msgspec.Struct, frozen=True):
@@ -154,10 +158,12 @@ MEASURES: tuple[Measure, ...] = (
         "orders/execution",
         additive=False,
     ),
+    Measure("cancel_rate", Rule.BASELINE_CANCEL_RATE, "cancels/s"),
 )
-"""The measures held to a baseline, per node and for the fleet."""
+"""The measures held to a baseline, per node and for the fleet (cancels per node only: a
+storm on every node at once is each node's over its own baseline)."""
 _ADDITIVE = {m.name: m.additive for m in MEASURES}
-_WARMUP_FLOORED = ("order_rate", "notional_rate")
+_WARMUP_FLOORED = ("order_rate", "notional_rate", "cancel_rate")
 """Measures held to their floor as baseline while a learned one warms up."""
 _UNHELD = ("children_per_parent",)
 """Measures whose learned baseline is not held to its first limit (`_Baseline.hold`): a
@@ -203,6 +209,8 @@ class BaselineProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `principal_window_s`."""
     children_per_parent: float | None = None
     messages_per_execution: float | None = None
+    cancel_rate: float | None = None
+    """Cancels the venue confirmed per second (a replace it took counts as one)."""
 
     def __post_init__(self) -> None:
         bad = [
@@ -221,8 +229,8 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     for `rate_window_s`; `pnl_deviation` from the peers' median. Baseline rules: a
     measure over `baseline_multiple` x its baseline and over its floor
     (`rate_floor_per_s`, `notional_floor_per_s`, `principal_floor`,
-    `children_per_parent_floor`, `messages_per_execution_floor`; for the fleet's
-    rates and principal flow, the floor times the nodes taking part) for
+    `children_per_parent_floor`, `messages_per_execution_floor`, `cancel_floor_per_s`;
+    for the fleet's rates and principal flow, the floor times the nodes taking part) for
     `rate_window_s`; baselines are `profile` values or learned over `baseline_s`
     after `warmup_s`. Principal flow is the firm's own executed notional within
     `principal_window_s` (long enough to see a slow leak, judged at every sample).
@@ -252,6 +260,9 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     principal_window_s: float = 60.0
     children_per_parent_floor: float = 100.0
     messages_per_execution_floor: float = 10.0
+    cancel_floor_per_s: float = 20.0
+    """No node is halted on its cancel rate at or under this, whatever its baseline: a
+    quoting node cancels about as often as it sends (the order-rate floor's scale)."""
     bleed_multiple: float = 1.5
     bleed_window_s: float = 60.0
     bleed_loss: float = 10_000.0
@@ -291,6 +302,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 self.messages_per_execution_floor >= 0,
                 "must be >= 0",
             ),
+            ("cancel_floor_per_s", self.cancel_floor_per_s >= 0, "must be >= 0"),
             ("bleed_multiple", self.bleed_multiple > 1, "must be > 1"),
             ("bleed_window_s", self.bleed_window_s > 0, "must be > 0"),
             ("bleed_loss", self.bleed_loss > 0, "must be > 0"),
@@ -320,6 +332,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             "principal_notional": self.principal_floor,
             "children_per_parent": self.children_per_parent_floor,
             "messages_per_execution": self.messages_per_execution_floor,
+            "cancel_rate": self.cancel_floor_per_s,
         }[measure]
 
     @classmethod
@@ -540,12 +553,16 @@ def _ramping(m: NodeMetrics | None) -> bool:
 
 
 _COUNTERS = (
-    "orders", "rejected", "accepted", "fills", "notional", "principal_notional", "stopped"
+    "orders", "rejected", "accepted", "fills", "notional", "principal_notional", "stopped",
+    "cancels",
 )  # fmt: skip
 """Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
-_COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents", "lowered")
+_COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents", "lowered", "cancels")
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
-_MONOTONE = ("orders", "accepted", "rejected", "fills", "notional", "principal_notional", "lowered")
+_MONOTONE = (
+    "orders", "accepted", "rejected", "fills", "notional", "principal_notional", "lowered",
+    "cancels",
+)  # fmt: skip
 """Counters that only grow within one process: going back under the same instance is a lie."""
 _STATES = frozenset(int(s) for s in TradingState)
 _DAY_NS = 86_400 * 1_000_000_000
@@ -625,6 +642,10 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
     principal: float
     stopped: int = 0
     """Orders blocked by a stopped scope (`_STOPS`), as a running count."""
+    cancels: int = 0
+    """Cancels the venue confirmed (`NodeMetrics.cancels`), continued across restarts."""
+    stop: int = 0
+    """The stricter of the node's and the fleet's state it reported (`TradingState`)."""
 
 
 class _Baseline:
@@ -903,14 +924,16 @@ class Supervisor:
             track.trimmed += max(0, min(step, room))
         track.latest = m
         stops = sum(m.blocks.get(r, 0) for r in _STOPS)
-        orders, rejected, accepted, fills, notional, principal, stopped = self._continued(
-            track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
-                    m.principal_notional, stops), restarted=restarted
+        orders, rejected, accepted, fills, notional, principal, stopped, cancels = (
+            self._continued(
+                track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
+                        m.principal_notional, stops, m.cancels), restarted=restarted
+            )
         )  # fmt: skip
         rejected -= track.trimmed
         track.samples.append(
             _Sample(now, int(orders), int(rejected), int(accepted), int(fills), notional,
-                    principal, int(stopped))
+                    principal, int(stopped), int(cancels), max(m.node_state, m.fleet_state))
         )  # fmt: skip
         window = int(self.config.rate_window_s * 1e9)
         while len(track.samples) > 2 and now - track.samples[1].t >= window:
@@ -1224,6 +1247,11 @@ class Supervisor:
                 max(0.0, (b.orders - b.accepted) - (a.orders - a.accepted)) / dt
             )
             out["notional_rate"] = (b.notional - a.notional) / dt
+            if all(s.stop == TradingState.ACTIVE for s in track.samples):
+                # a drain or a kill cancels what the node had working: the stop direction,
+                # not a storm (measured, a drain's cancels escalated it to a halt, and a
+                # kill's were still in the window after the resume and halted it again)
+                out["cancel_rate"] = (b.cancels - a.cancels) / dt
         out["principal_notional"] = track.principal[-1][1] - track.principal[0][1]
         m = track.latest
         assert m is not None

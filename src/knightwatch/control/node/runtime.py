@@ -2178,6 +2178,7 @@ class NodeRuntime:
             orders=accepted + rejected,
             accepted=accepted,
             lowered=lowered,
+            cancels=g.cancels(),
             rejected=rejected,
             fills=fills,
             gross_exposure=g.exposure()[0],

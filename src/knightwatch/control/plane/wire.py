@@ -202,6 +202,11 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     lowered: int = 0
     """Of `accepted`, the replaces that only lowered a working order at its price: the stop
     direction, which a HALTED Guard still accepts. 0 from a sender that predates it."""
+    cancels: int = 0
+    """Cancels the venue confirmed, a replace it took counting as one (its original is
+    cancelled), since the node started: never reset by a halt, unlike the Guard's
+    cancel-to-fill ratio. A cancel storm shows here when nothing else moves. 0 from a
+    sender that predates it."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
