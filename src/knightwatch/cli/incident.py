@@ -59,7 +59,12 @@ from knightwatch.incident.ramp import (
     ramp_signer,
     unverified_effect,
 )
-from knightwatch.incident.snapshot import SnapshotError, take_snapshot, verify_snapshot
+from knightwatch.incident.snapshot import (
+    SNAPSHOT_MAX_BYTES,
+    SnapshotError,
+    take_snapshot,
+    verify_snapshot,
+)
 from knightwatch.inputs import load_toml, read_bytes
 from knightwatch.release.keys import load_signing_key, load_verify_key
 from knightwatch.state import Scope
@@ -71,14 +76,14 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
 _T = TypeVar("_T")
 LAST_MAX = 1_000_000
 """The most flight-recorder records `snapshot --last` keeps per node. Unbounded, a count past
 what a C size holds was taken, the stores were read, and the command ended with an
 OverflowError traceback at the first flight-recorder record, no snapshot written. A
 million records of a few hundred bytes each is already more than the archive
-`incident verify` reads (`SNAPSHOT_MAX_BYTES`)."""
+`incident verify` reads (`SNAPSHOT_MAX_BYTES`): the tails are cut to fit it, and the
+archive says so (`incident.snapshot`)."""
 SNAPSHOT_KEY_ENV = "KNIGHTWATCH_SNAPSHOT_KEY"
 SNAPSHOT_DIR_ENV = "KNIGHTWATCH_SNAPSHOT_DIR"
 
@@ -327,7 +332,7 @@ async def snapshot_after_kill(
             reason=f"automatic, after kill {result.entry.command_id}: {result.entry.reason}",
             listen_s=0.5,
         )
-    except ControlPlaneUnavailable as exc:
+    except (ControlPlaneUnavailable, SnapshotError) as exc:
         raise SnapshotError(
             f"{sent}; its automatic evidence snapshot was NOT taken: {exc}" + redo
         ) from None
@@ -552,7 +557,13 @@ def preflight(
 
 
 def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) -> Table:
-    """The ramp table `knightwatch status` prints: each record as nodes take it."""
+    """The ramp table `knightwatch status` prints: each record as nodes take it.
+
+    A ramping record is watched by the `approve` that applied its resume, by the rules of
+    its `--config` (`plan` gives the defaults, named as such): no record keeps them, nor
+    whether that process still runs. Before, `status` showed `plan`'s rules as the ramp's
+    own, also for a ramp whose `approve` was gone, where nothing trips it and the scope
+    stays at the stage it reached (`cli.fleet.RAMP_STOPPED`)."""
     table = Table(title="resume ramps", highlight=False)
     for col in ("scope", "key", "ramp", "stage", "limits", "status"):
         table.add_column(col)
@@ -567,7 +578,13 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) 
         )
         why = r.trip_reason if r.status == "tripped" else ""
         if r.status == "ramping":
-            why = RampWatch(r.scope, r.key, plan, 0, []).would_trip()
+            why = (
+                "while the `approve` that runs it is up: any halt in the scope, or a "
+                "block-rate spike by that approve's --config [ramp] rules (not recorded; by "
+                f"default {RampWatch(r.scope, r.key, plan, 0, []).spike()}); with that "
+                "process gone, nothing trips it and the scope stays at this stage: kill the "
+                "scope to end it"
+            )
         # the record's text (key, id, status, trip reason) is its writer's: shown as written,
         # control characters escaped (a trip reason's "\x1b[2K\x1b[1A" erased the HALTED
         # row above it in `status`)

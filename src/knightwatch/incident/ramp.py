@@ -74,6 +74,7 @@ from knightwatch.decision import RejectReason
 from knightwatch.errors import KnightwatchError
 from knightwatch.inputs import UNDECODABLE, InputFileError, load_toml
 from knightwatch.limits import ramp_percent, scaled_percent
+from knightwatch.release.keys import SigningKey
 from knightwatch.state import Scope, TradingState, scope_key, split_pair
 from knightwatch.trust.command import MIN_HOLD_S, Refused, ramp_problem
 from knightwatch.trust.identity import Signer
@@ -327,9 +328,15 @@ class RampWatch:
         return self.tripped
 
     def would_trip(self) -> str:
-        """What trips it, for `knightwatch status`."""
+        """What trips it, for `approve` as the ramp starts."""
         return (
             "any halt in the scope (supervisor alert, Guard automatic halt, operator kill); "
+            + self.spike()
+        )
+
+    def spike(self) -> str:
+        """Its block-rate spike rule in words."""
+        return (
             f">= {self.plan.spike_min_blocks} blocked orders on one node in one interval, "
             f">= {self.plan.spike_blocks_per_s:g}/s and "
             f">= {self.plan.spike_ratio:.0%} of its orders"
@@ -456,9 +463,10 @@ class RampController:
                 self._tripped.set()
 
     async def _put(self, record: RampRecord, expected: int) -> None:
-        """Store `record` signed by this switch's signer (nodes verify it before taking it),
-        only over revision `expected` of the slot (`RevisionConflict` otherwise)."""
-        signed = record.signed(self.ks.signer.key)
+        """Store `record` signed by this switch's signer for its roster's fleet (nodes verify
+        both before taking it), only over revision `expected` of the slot
+        (`RevisionConflict` otherwise)."""
+        signed = signed_for(record, self.ks.signer.key, self.ks.trust.roster)
         self._rev = await self.plane.put_record(
             Bucket.RAMP,
             slot_of(record.scope, record.key),
@@ -968,6 +976,12 @@ def _tell(hear: Callable[[T], None] | None, what: T, name: str) -> None:
         hear(what)
     except Exception:
         log.exception("ramp: its %s callback failed; the ramp goes on watching", name)
+
+
+def signed_for(record: RampRecord, key: SigningKey, roster: Roster | None) -> RampRecord:
+    """`record` with a proof by `key` for `roster`'s fleet (`Roster.fleet`): what that
+    fleet's nodes take."""
+    return record.signed(key, fleet=roster.fleet if roster is not None else "")
 
 
 def ramp_signer(record: RampRecord, roster: Roster | None) -> str | Refused:

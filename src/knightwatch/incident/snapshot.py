@@ -14,8 +14,12 @@ before the stream's last `_AUDIT_CAP`: the tails are the records nearest the kil
 audit messages the stream no longer held when read, discarded by its size limit
 or deleted) is named in `incomplete.json`, never silently left out.
 `verify_snapshot` checks the signature and every hash, so one edited byte is
-found. Taking a snapshot only reads the control plane: it never blocks or
-slows a kill.
+found. An archive is never sealed bigger than `SNAPSHOT_MAX_BYTES`, what `incident
+verify` reads: the flight-recorder tails (what grows with `--last`) are cut to their
+newest records that fit, each cut named in `incomplete.json` (the chain heads are read
+from the whole tails first), and evidence too big even without them is refused in one
+line. Before, an archive past the bound was written that no one could then verify.
+Taking a snapshot only reads the control plane: it never blocks or slows a kill.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ SIGNER = "signer.pub"
 INCOMPLETE = "incomplete.json"
 """What evidence the snapshot could not collect, one line each (empty: nothing missing)."""
 _SEALED = frozenset({MANIFEST, SIGNATURE, SIGNER})
+SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
+"""The biggest archive a snapshot seals, and `incident verify` reads."""
+_TAR_BLOCK = 512
 _AUDIT_PAGE = 1000
 _AUDIT_CAP = 500_000
 _PRETTY = msgspec.json.Encoder(order="sorted")
@@ -375,6 +382,88 @@ def seal(
     return out.getvalue()
 
 
+def _is_tail(name: str) -> bool:
+    """A flight-recorder tail (a node's, or the supervisor's actions): what grows with `--last`."""
+    return name == "supervisor/actions.jsonl" or (
+        name.startswith("recorder/") and name.endswith(".jsonl")
+    )
+
+
+def _cut(
+    files: Mapping[str, bytes],
+    tails: Mapping[str, list[bytes]],
+    keep: int,
+    max_bytes: int,
+    *,
+    widest: bool = False,
+) -> dict[str, bytes]:
+    """`files` with each tail longer than `keep` records cut to its newest `keep`, each cut
+    named in `incomplete.json` (`widest`: each line as long as it can be, the count kept
+    written as the tail's whole count, to size the archive by)."""
+    out = dict(files)
+    gaps = list(msgspec.json.decode(files[INCOMPLETE], type=list[str]))
+    for name, lines in tails.items():
+        if len(lines) > keep:
+            kept = lines[len(lines) - keep :]
+            out[name] = b"".join(line + b"\n" for line in kept)
+            count = len(lines) if widest else len(kept)
+            gaps.append(
+                f"{name}: kept its last {count} of {len(lines)} records (the snapshot is "
+                f"bounded at {max_bytes} bytes, what `incident verify` reads); the older ones "
+                "are in the audit stream only"
+            )
+    out[INCOMPLETE] = _json(gaps)
+    return out
+
+
+def _bounded_seal(
+    files: Mapping[str, bytes], key: SigningKey, *, actor: str, reason: str, taken_ns: int
+) -> bytes:
+    """The sealed archive, at most `SNAPSHOT_MAX_BYTES`: over it, each tail keeps its newest
+    records that fit (the same count for every tail), every cut named in `incomplete.json`.
+    `SnapshotError` (one line) if the rest does not fit even with no tail at all."""
+    max_bytes = SNAPSHOT_MAX_BYTES
+    data = seal(files, key, actor=actor, reason=reason, taken_ns=taken_ns)
+    if len(data) <= max_bytes:
+        return data
+    tails = {n: files[n].split(b"\n")[:-1] for n in sorted(files) if _is_tail(n)}
+    # the archive with no tail records at all, its incomplete.json naming every cut (the
+    # longest each line can be): what the tails' records must fit beside
+    bare = seal(
+        _cut(files, tails, 0, max_bytes, widest=True),
+        key,
+        actor=actor,
+        reason=reason,
+        taken_ns=taken_ns,
+    )
+    if len(bare) > max_bytes:
+        biggest = max((n for n in files if n not in tails), key=lambda n: len(files[n]))
+        raise SnapshotError(
+            f"snapshot: the evidence is {len(bare)} bytes without any flight-recorder record, "
+            f"over the {max_bytes} byte bound `incident verify` reads (biggest: {biggest}, "
+            f"{len(files[biggest])} bytes); not taken"
+        )
+    # each tail's data rounds up to a tar block; the archive to a tar record
+    budget = max_bytes - len(bare) - len(tails) * (_TAR_BLOCK - 1) - tarfile.RECORDSIZE
+
+    def size(keep: int) -> int:  # the tails' bytes when each keeps its newest `keep` records
+        return sum(len(line) + 1 for lines in tails.values() for line in lines[len(lines) - keep :])
+
+    low, high = 0, max(len(lines) for lines in tails.values())  # size(high) does not fit
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if size(mid) <= budget else (low, mid)
+    data = seal(
+        _cut(files, tails, low, max_bytes), key, actor=actor, reason=reason, taken_ns=taken_ns
+    )
+    if len(data) > max_bytes:  # the budget above is a bound: never met
+        raise SnapshotError(
+            f"snapshot: the archive is {len(data)} bytes, over the {max_bytes} byte bound "
+            "`incident verify` reads; not taken"
+        )
+    return data
+
+
 async def take_snapshot(
     plane: ControlPlane,
     clock: Clock,
@@ -385,8 +474,9 @@ async def take_snapshot(
     last_records: int = 200,
     listen_s: float = 1.0,
 ) -> bytes:
+    """The evidence, sealed in an archive of at most `SNAPSHOT_MAX_BYTES` (`_bounded_seal`)."""
     files = await collect(plane, clock, last_records=last_records, listen_s=listen_s)
-    return seal(files, key, actor=actor, reason=reason, taken_ns=clock.time_ns())
+    return _bounded_seal(files, key, actor=actor, reason=reason, taken_ns=clock.time_ns())
 
 
 def verify_snapshot(

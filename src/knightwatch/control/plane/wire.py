@@ -611,9 +611,11 @@ class RampRecord(msgspec.Struct, frozen=True):
         """What the signature covers: every field but the proof, in one canonical form."""
         return _CANONICAL.encode(msgspec.structs.replace(self, proof=None))
 
-    def signed(self, key: SigningKey) -> RampRecord:
-        """This record with a proof signed by `key` (replacing any proof it had)."""
-        return msgspec.structs.replace(self, proof=sign_ramp(self.payload(), key))
+    def signed(self, key: SigningKey, *, fleet: str = "") -> RampRecord:
+        """This record with a proof signed by `key` for `fleet` (the writer's
+        `Roster.fleet`, "" for an unnamed one; a named fleet's nodes refuse a record made
+        for another), replacing any proof it had."""
+        return msgspec.structs.replace(self, proof=sign_ramp(self.payload(), key, fleet=fleet))
 
     @property
     def holds(self) -> bool:
