@@ -38,11 +38,17 @@ from knightwatch.clock import NS_PER_S, SystemClock
 from knightwatch.control.fleet.activate import activate
 from knightwatch.control.fleet.flagstore import ChangeInDoubt
 from knightwatch.control.fleet.killswitch import KillSwitch
-from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
+from knightwatch.control.fleet.rollout import (
+    Confirmations,
+    RolloutDriver,
+    RolloutError,
+    confirmations,
+)
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import assemble, changes_of
 from knightwatch.control.plane.connect import FleetError
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, ControlPlaneUnavailable
+from knightwatch.control.plane.wire import NodeStatus
 from knightwatch.errors import quoted
 from knightwatch.flags.activation import (
     ActivationPolicy,
@@ -550,6 +556,12 @@ def _health(console: Console, path: Path | None) -> SupervisorConfig:
         raise _fail(console, str(exc)) from None
 
 
+CONFIRM_DEFAULT_S = 5.0
+"""How long `rollout start` waits, before each promotion, for the exposed nodes'
+confirmations of their stage (`RolloutDriver.confirm_s`); `--confirm-timeout` sets it, from
+0 to `TIMEOUT_MAX`. Before, 5 s was fixed: on a fleet slower to confirm, every promotion held."""
+
+
 def _driver(
     plane: ControlPlane,
     signer: Signer,
@@ -557,10 +569,17 @@ def _driver(
     reg: FlagRegistry,
     pol: ActivationPolicy,
     health: SupervisorConfig | None = None,
+    confirm_s: float = CONFIRM_DEFAULT_S,
 ) -> RolloutDriver:
     clock = SystemClock()
     return RolloutDriver(
-        plane, reg, clock, KillSwitch(plane, clock, signer, store), policy=pol, health=health
+        plane,
+        reg,
+        clock,
+        KillSwitch(plane, clock, signer, store),
+        policy=pol,
+        health=health,
+        confirm_s=confirm_s,
     )
 
 
@@ -579,6 +598,14 @@ def rollout_start(
             "--config` runs with, so gates and halts agree (default: its defaults)",
         ),
     ] = None,
+    confirm_timeout: float = typer.Option(
+        CONFIRM_DEFAULT_S,
+        "--confirm-timeout",
+        min=0.0,
+        max=TIMEOUT_MAX,
+        help="seconds to wait, before each promotion, for the nodes a stage exposed to "
+        f"confirm it (0 to {TIMEOUT_MAX:g}); unconfirmed then, the rollout holds",
+    ),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
@@ -598,7 +625,7 @@ def rollout_start(
 
     async def go() -> RolloutState:
         async with session(nats_url, state_dir, "rollout", key, anchor) as (plane, signer, store):
-            driver = _driver(plane, signer, store, reg, pol, health)
+            driver = _driver(plane, signer, store, reg, pol, health, confirm_timeout)
             await driver.start()
             _, before = await plane.get_record(Bucket.ROLLOUTS, flag_id)
             try:
@@ -613,7 +640,12 @@ def rollout_start(
                 task = progress.add_task(f"{state.rollout_id}", total=len(chosen.stages))
                 while state.status is RolloutStatus.PROGRESSING:
                     try:
-                        state = await driver.run(flag_id, tick_s=1.0, timeout_s=min(total, 5.0))
+                        # at least a tick: a plan holding 0 s in all (a test fleet's) gave
+                        # a timeout of 0, and a held rollout was stepped again at once,
+                        # forever (a core spent, the control plane asked without pause)
+                        state = await driver.run(
+                            flag_id, tick_s=1.0, timeout_s=min(max(total, 1.0), 5.0)
+                        )
                     except (ControlPlaneUnavailable, StateUnavailable) as exc:
                         raise ChangeInDoubt(_run_lost(state, exc)) from None
                     stage = state.plan.stages[state.stage_index]
@@ -674,6 +706,12 @@ def _run_lost(state: RolloutState, exc: Exception) -> str:
 def rollout_abort(
     flag_id: str,
     reason: str = typer.Option(..., "--reason", help="why, for the record"),
+    timeout: str = typer.Option(  # text: `wait_seconds` judges it, never refusing the abort
+        "2",
+        "--timeout",
+        help="seconds to wait for the exposed nodes to confirm the switch-off "
+        f"({TIMEOUT_LEAST:g} to {TIMEOUT_MAX:g})",
+    ),
     registry: Path = REGISTRY_OPT,
     policy: Path = POLICY_OPT,
     key: Path | None = KeyOpt,
@@ -681,13 +719,20 @@ def rollout_abort(
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Flag back to its safe default wherever this rollout turned it on; halt those nodes."""
+    """Flag back to its safe default wherever this rollout turned it on; halt those nodes.
+
+    Exit 1 when the stop did not fully land: a switch-off or halt not done, or an exposed
+    node that did not confirm the switch-off within --timeout (named: it may still be on)."""
     console = Console()
     reason = _reason(console, reason)
     reg = _load_registry(console, registry)
     pol = _policy(console, policy)
+    # the wait only reports: a bad value is the default, never a refused abort
+    wait_s, why = wait_seconds("--timeout", timeout, 2.0, TIMEOUT_MAX)
+    if why:
+        console.print(f"[yellow]{escape(why)}[/yellow]", highlight=False, soft_wrap=True)
 
-    async def go() -> RolloutState:
+    async def go() -> tuple[RolloutState, str]:
         async with session(nats_url, state_dir, "rollout-abort", key, anchor) as (
             plane,
             signer,
@@ -695,11 +740,21 @@ def rollout_abort(
         ):
             driver = _driver(plane, signer, store, reg, pol)
             await driver.start()
-            return await driver.abort(flag_id, reason)
+            final = await driver.abort(flag_id, reason)
+            try:  # the abort is done: a plane lost now is no reason to hide its report
+                off = await driver.switched_off(final, wait_s)
+                return final, off.text("those nodes may still be on the new path")
+            except ControlPlaneUnavailable as exc:
+                return final, (
+                    f"the switch-off's confirmations could not be read ({exc}); check "
+                    f"`knightwatch flags show {flag_id}`"
+                )
 
-    final = _plane_run(console, go)
+    final, unconfirmed = _plane_run(console, go)
     _report(console, final)
-    if failed_actions(final):  # the stop did not fully land: not a success
+    if unconfirmed:
+        console.print(f"[red]not confirmed:[/red] {escape(shown(unconfirmed))}", highlight=False)
+    if failed_actions(final) or unconfirmed:  # the stop did not fully land: not a success
         raise typer.Exit(1)
 
 
@@ -716,18 +771,26 @@ def rollout_status(
 
     With --json, stdout holds the JSON alone (a list, empty when there is no rollout to
     show) and every error goes to stderr: an error line printed to stdout ("error: control
-    plane unreachable ...") was what a script's JSON parser got instead."""
+    plane unreachable ...") was what a script's JSON parser got instead.
+
+    A progressing rollout's exposed nodes that have not confirmed the flag state their
+    stage is in are named (`not confirmed:`; in JSON `unconfirmed`, node: why) between the
+    driver's steps too: before, a node that refused its stage sat at the safe default
+    while the rollout showed healthy until a promotion was judged over it."""
     console = Console(stderr=as_json)
 
-    async def go() -> dict[str, tuple[bytes, int]]:
+    async def go() -> tuple[
+        dict[str, tuple[bytes, int]], dict[str, tuple[bytes, int]], list[NodeStatus]
+    ]:
         async with session(nats_url, state_dir, "rollout-status", key, anchor) as (
             plane,
             _signer,
             _store,
         ):
-            return await plane.records(Bucket.ROLLOUTS)
+            rollouts = await plane.records(Bucket.ROLLOUTS)
+            return rollouts, await plane.records(Bucket.FLAGS), await plane.members()
 
-    records = _plane_run(console, go)
+    records, flag_records, members = _plane_run(console, go)
     chosen: list[RolloutState] = []
     unreadable: list[str] = []
     for k, (v, _) in sorted(records.items()):
@@ -740,16 +803,28 @@ def rollout_status(
     errors = Console(stderr=True)
     for line in unreadable:
         errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    unconfirmed = [  # a progressing rollout's; an abort names its own (`rollout abort`)
+        confirmations(s, flag_records, members)
+        if s.status is RolloutStatus.PROGRESSING
+        else Confirmations(0, {})
+        for s in chosen
+    ]
     if as_json:
-        print(json.dumps(msgspec.to_builtins(chosen), indent=2))
+        shown_json = [
+            {**msgspec.to_builtins(s), "unconfirmed": c.missing}
+            for s, c in zip(chosen, unconfirmed, strict=True)
+        ]
+        print(json.dumps(shown_json, indent=2))
     if not chosen and not unreadable:
         raise _fail(console, f"no rollout{' for ' + flag_id if flag_id else ''}")
     if as_json:
         if unreadable:
             raise typer.Exit(1)
         return
-    for state_ in chosen:
+    for state_, confirmed in zip(chosen, unconfirmed, strict=True):
         _report(console, state_)
+        if missing := confirmed.text():
+            console.print(f"[red]not confirmed:[/red] {escape(shown(missing))}", highlight=False)
         for event in state_.events:
             try:
                 when = datetime.fromtimestamp(event.at_ns / NS_PER_S, UTC)

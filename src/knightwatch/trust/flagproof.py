@@ -54,6 +54,13 @@ hold the approved plan puts between it and the plan's previous stage that adds n
 node refuses a stage signed sooner: before, one operator could sign the stages in quick
 succession). A `flags set` approval is of one change: `ApprovalUse` names the change that
 carried it, so a node that saw it used refuses it riding another.
+
+A change names the fleet it was made in (`FlagDecision.fleet`, the writer's `Roster.fleet`):
+the same operators hold keys in staging and production, and a change that needs no second
+person (not trading behaviour, or no approval asked at that hour) signed in one and copied
+into the other's flags bucket turned the flag on there. One away from the safe default
+counts only where the roster names its fleet (`wrong_fleet`; one naming no fleet, made
+before the fleet was named, included); the stop direction never is refused for its fleet.
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ from knightwatch.release.errors import ReleaseInputError
 from knightwatch.trust.approval import ApprovalKind, check_approval, decode_approval_file
 from knightwatch.trust.command import SKEW_NS, Checked, Refused, TrustReason, signers_of
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import Role, Roster, TrustError
+from knightwatch.trust.roster import Role, Roster, TrustError, fleet_encoded, fleet_mismatch
 
 FLAG_PAYLOAD_TYPE = "application/vnd.knightwatch.flag-change+json"
 CHANGE_LAG_NS = 60 * 1_000_000_000
@@ -128,6 +135,10 @@ class FlagDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A rollout approval: the index of the plan's stage this change makes."""
     rollout_plan: str = ""
     """A rollout approval: the plan (JSON) whose digest the approval names."""
+    fleet: str = ""
+    """The fleet it was made in (`Roster.fleet` of the writer's roster): a change away
+    from the safe default counts only where the roster names that fleet. "" is not
+    written: one naming no fleet is the bytes an earlier release signed (`fleet_encoded`)."""
 
 
 class FlagProof(msgspec.Struct, frozen=True):
@@ -184,8 +195,9 @@ class FlagSealer:
             rollout_nodes=request.rollout_nodes if rollout else (),
             rollout_stage=request.rollout_stage if rollout else 0,
             rollout_plan=request.rollout_plan if rollout else "",
+            fleet=self.roster.fleet if self.roster is not None else "",
         )
-        envelope = self.signer.sign(new_envelope(FLAG_PAYLOAD_TYPE, _ENCODER.encode(decision)))
+        envelope = self.signer.sign(new_envelope(FLAG_PAYLOAD_TYPE, fleet_encoded(decision)))
         approval = (
             decode_approval_file(request.approval.encode(), "approval")
             if request.approval
@@ -387,6 +399,12 @@ def check_flag_proof(
         # meaning, the claimed safe default is not believed: the node goes to its own.
         return checked if known else msgspec.structs.replace(checked, own_safe_default=True)
     checked = msgspec.structs.replace(checked, away=True)
+    # the same operators hold keys in staging and production: a change signed in one,
+    # copied into the other's bucket, turned the flag on there (the stop direction above
+    # is never refused for its fleet)
+    wrong_fleet = fleet_mismatch("flag change", decision.fleet, roster)
+    if wrong_fleet is not None:
+        raise Refused(TrustReason.WRONG_FLEET, wrong_fleet)
     if judged_ns is not None and judged_ns - decision.issued_ns > CHANGE_LAG_NS:
         raise Refused(
             TrustReason.STALE,

@@ -45,7 +45,15 @@ the driver promoted over it and reported the rollout completed, the canary belie
 there. Now the promotion waits `confirm_s` for the missing confirmations, then holds
 (`rollout_unconfirmed`, naming each node and its refusal) and is judged again at the next
 step, without waiting again. Only promotion waits: an abort (a gate breach, an overtaken or
-unapproved state, the operator's) never does.
+unapproved state, the operator's) never does. Between steps, `rollout status` names the
+exposed nodes that have not confirmed (`confirmations`, read from the store, never waited).
+
+Metrics are news (a subscription, no history), so a driver just started has heard nobody:
+`rollout start` judged its first step before any exposed node's metrics reached it, read
+each gate as failed for missing data, aborted the rollout it had just begun and halted its
+canary. A node not heard from yet is not judged while the driver has listened for less
+than the supervisor's `stale_after_s` and no node it heard breaches a gate (`unheard`);
+after that a node still silent fails its gates, as before.
 """
 
 from __future__ import annotations
@@ -55,10 +63,11 @@ import logging
 import math
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 
-from knightwatch.clock import Clock
+from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.control.fleet.flagstore import AppliedWaiter, PlaneFlagStore, fleet_snapshot
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_if_frozen
 from knightwatch.control.fleet.killswitch import KillSwitch
@@ -177,6 +186,9 @@ class RolloutDriver:
         self.killswitch = killswitch
         self.policy = policy or ActivationPolicy()
         self.supervisor = Supervisor(health or SupervisorConfig(), clock)
+        self._monotonic = clock
+        self._heard_since: int | None = None
+        """When this driver began to hear metrics (`start`; None: not started)."""
         self._published: dict[str, NodeMetrics] = {}
         self.confirm_s = confirm_s
         self._waiter = AppliedWaiter(plane, clock)
@@ -187,6 +199,28 @@ class RolloutDriver:
     async def start(self) -> None:
         await self.killswitch.start()
         await self.plane.subscribe_metrics(self._on_metrics)
+        self._heard_since = self._monotonic.monotonic_ns()
+
+    def unheard(self, state: RolloutState, metrics: Metrics) -> list[str]:
+        """The exposed nodes this driver has not heard from yet while it is too new to have
+        (listening for less than the supervisor's `stale_after_s`, in which a live node
+        publishes), when no node it has heard from breaches a gate: [] once it could have
+        heard every live node, or a heard node breaches (the gates judge then, as before).
+
+        Metrics are news, not a record: a driver just started (`rollout start`, a new
+        process) judged its first step before any exposed node's metrics reached it, read
+        every gate as failed for missing data and aborted the rollout it had just begun,
+        halting its canary. A node still silent after the warm-up fails its gates."""
+        if self._heard_since is None:
+            return []
+        listened_ns = self._monotonic.monotonic_ns() - self._heard_since
+        if listened_ns >= self.supervisor.config.stale_after_s * NS_PER_S:
+            return []
+        unheard = [n for n in state.exposed if n not in self._published]
+        heard = [n for n in state.exposed if n in self._published]
+        if any(g.breach(n, metrics) for n in heard for g in state.plan.gates):
+            return []
+        return unheard
 
     async def _on_metrics(self, m: NodeMetrics) -> None:
         self.supervisor.record(m)
@@ -354,6 +388,9 @@ class RolloutDriver:
                 return (await self._existing(flag_id))[0]
             return await self._act(rollout, actions, claimed)
         metrics = await self.metrics()
+        if unheard := self.unheard(state, metrics):
+            log.info("ROLLOUT_WARMING %s not heard from yet: %s", state.rollout_id, unheard)
+            return state  # nothing judged, nothing recorded: the next step judges
         actions = rollout.step(metrics)
         if rollout.state == state:
             return state  # holding: nothing to record
@@ -446,21 +483,50 @@ class RolloutDriver:
         if not missing:
             return ""
         refusals = {m.node_id: m.last_refusal for m in await self.plane.members()}
-        prefix = f"{state.flag_id} r"
         parts = []
         for node in missing:
             if node in self._waiter.unread:
                 why = f"its confirmation could not be read ({self._waiter.unread[node]})"
-            elif (refusal := refusals.get(node, "")).startswith(prefix):
-                why = f"refused: {refusal}"
             else:
-                why = f"no confirmation within {self.confirm_s:g} s"
+                why = _refused(refusals, state.flag_id, node) or (
+                    f"no confirmation within {self.confirm_s:g} s"
+                )
             parts.append(f"{node} ({why})")
         return (
             f"flag state revision {revision} not confirmed by {'; '.join(parts)}; "
             "those nodes may be at the safe default, so the rollout holds (no promotion, "
             "not completed)"
         )
+
+    async def switched_off(self, state: RolloutState, wait_s: float) -> Confirmations:
+        """After an abort: the exposed nodes that have not confirmed the flag state (the
+        switch-off, or a later revision) within `wait_s`, each with its refusal if it
+        published one. The switch-off went out already: this only waits to report it (an
+        abort said "aborted" whether or not a partitioned node stayed on the new path)."""
+        if state.status is not RolloutStatus.ABORTED or not state.exposed:
+            return Confirmations(0, {})
+        if not self._listening:  # before the records are read: no confirmation falls between
+            await self._waiter.start()
+            self._listening = True
+        t0 = self._monotonic.monotonic_ns()
+        records = await self.plane.records(Bucket.FLAGS)
+        now = confirmations(state, records, ())
+        if not now.missing or not now.revision:
+            return now  # confirmed, or no flag state to confirm (named as such)
+        _, missing = await self._waiter.wait(
+            state.flag_id, now.revision, list(now.missing), t0, wait_s
+        )
+        refusals = {m.node_id: m.last_refusal for m in await self.plane.members()}
+        why = {
+            node: (
+                f"its confirmation could not be read ({self._waiter.unread[node]})"
+                if node in self._waiter.unread
+                else _refused(refusals, state.flag_id, node)
+                or f"no confirmation within {wait_s:g} s"
+            )
+            for node in missing
+        }
+        return Confirmations(now.revision, why)
 
     def unapproved(self, state: RolloutState) -> str:
         """Why a progressing rollout's stored state is not what was approved (empty: it is).
@@ -633,6 +699,60 @@ def _unrecorded(state: RolloutState, exc: Exception) -> RolloutError:
         "the store takes writes, or set the flag to its safe default (`knightwatch flags set`) "
         "or kill"
     )
+
+
+def _refused(refusals: Mapping[str, str], flag_id: str, node: str) -> str:
+    """`node`'s published refusal of a revision of `flag_id` ("refused: ..."), or ""."""
+    refusal = refusals.get(node, "")
+    return f"refused: {refusal}" if refusal.startswith(f"{flag_id} r") else ""
+
+
+class Confirmations(NamedTuple):
+    """The exposed nodes of a rollout that have not confirmed the flag state as the store
+    holds it now (`confirmations`; after an abort, `RolloutDriver.switched_off`)."""
+
+    revision: int
+    """The flag state's revision (0: there is none, or it cannot be read)."""
+    missing: dict[str, str]
+    """Per node that has not confirmed it, why: its refusal, or what it confirmed."""
+
+    def text(self, meaning: str = "those nodes may be at the safe default") -> str:
+        """One line naming each node and why, then `meaning` ("": every one confirmed)."""
+        if not self.missing:
+            return ""
+        at = f" revision {self.revision}" if self.revision else ""
+        nodes = "; ".join(f"{node} ({why})" for node, why in self.missing.items())
+        return f"flag state{at} not confirmed by {nodes}; {meaning}"
+
+
+def confirmations(
+    state: RolloutState, records: Mapping[str, tuple[bytes, int]], members: Iterable[NodeStatus]
+) -> Confirmations:
+    """Which nodes the rollout exposed have not confirmed the flag state as stored now
+    (their own `applied` record at its revision or later), read and never waited for:
+    what `rollout status` shows of a progressing rollout between the driver's steps.
+    Before, a node that refused its stage was named only in the hold of a promotion
+    judged over it; through the stage's hold the rollout showed healthy, that node at the
+    safe default. A flag state that is gone or cannot be read is confirmed by no node."""
+    if not state.exposed:
+        return Confirmations(0, {})
+    key = state_key(state.flag_id)
+    stored = records.get(key)
+    try:
+        if stored is None:
+            raise StateUnavailable(f"the flag state record {key!r} is gone")
+        revision = decode_state(state.flag_id, stored[0]).revision
+    except StateUnavailable as exc:
+        return Confirmations(0, dict.fromkeys(state.exposed, str(exc)))
+    refusals = {m.node_id: m.last_refusal for m in members}
+    missing: dict[str, str] = {}
+    for node in state.exposed:
+        applied = _applied(records, state.flag_id, node)
+        if applied < revision:
+            missing[node] = _refused(refusals, state.flag_id, node) or (
+                f"confirmed r{applied}" if applied else "no confirmation"
+            )
+    return Confirmations(revision, missing)
 
 
 def _applied(records: Mapping[str, tuple[bytes, int]], flag_id: str, node: str) -> int:
