@@ -887,6 +887,13 @@ class FlightRecorder:
         """
         if not self.flush():
             return False
+        return self.sync_written()
+
+    def sync_written(self) -> bool:
+        """Wait until everything already written is on stable storage, sealing nothing:
+        the one call here another thread may make while the writer records (a checkpoint
+        seals under the writer's lock, then waits for the disk outside it, so a gateway's
+        engine threads never wait for an fsync). Returns whether the recorder is healthy."""
         if self._log is not None:
             self._sync_here()
         elif self._sink is not None:

@@ -9,16 +9,22 @@ back from here and comes back halted until an operator resumes.
 The same file remembers the newest signed flag change the node applied
 (`flag_applied`), so a restarted node still refuses an older approved change
 someone stored again while it was down, as a running node does.
+
+Only the node's own records are taken back: a file holding another node's (a copied
+state dir, another node's `--recorder`) is refused (`ForeignRecord`), or that node's
+halts, flag changes and order ids would become this one's.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
+from knightwatch.audit.chain import SEAL
+from knightwatch.audit.errors import AuditError
 from knightwatch.audit.read import (
     MAX_LINE_BYTES,
     AcceptedIds,
@@ -27,7 +33,10 @@ from knightwatch.audit.read import (
     read_lines,
 )
 from knightwatch.audit.record import EventRecord
+from knightwatch.audit.recorder import RECOVERY
 from knightwatch.decision import RejectReason
+from knightwatch.errors import quoted
+from knightwatch.inputs import UNDECODABLE
 from knightwatch.state import Scope, TradingState
 
 if TYPE_CHECKING:
@@ -75,6 +84,11 @@ def held_standing(recorder: FlightRecorder, path: str | os.PathLike[str]) -> Sta
         return standing(path, end=recorder.opened_at, file=f)
 
 
+class ForeignRecord(AuditError, ValueError):
+    """A line of the file a node reads back names another node (`read_back` with `node`):
+    the file is not this node's own record, so nothing in it is taken."""
+
+
 class ReadBack(msgspec.Struct, frozen=True):
     """What a starting node takes back from its file in one pass (`read_back`)."""
 
@@ -84,17 +98,22 @@ class ReadBack(msgspec.Struct, frozen=True):
 
 
 def held_read_back(
-    recorder: FlightRecorder, path: str | os.PathLike[str], *, since: int | None = None
+    recorder: FlightRecorder,
+    path: str | os.PathLike[str],
+    *,
+    since: int | None = None,
+    node: str | None = None,
 ) -> ReadBack:
     """`held_standing` and the used order ids (`accepted_ids` with `since`) of the file
-    `recorder` holds, in one read through its descriptor up to `opened_at`.
+    `recorder` holds, in one read through its descriptor up to `opened_at`; with `node`,
+    only if every record in it is that node's (`read_back`).
 
     A node's start read the file twice after the recorder's own open, once for each: on a
     file of a million accepted orders (498 MiB) the two passes took 16.3 s on the loaded
     build machine, the one 6.8 s (`bench/audit_bench.py --readback`).
     """
     with recorder.reader() as f:
-        return read_back(f, path, since=since, end=recorder.opened_at)
+        return read_back(f, path, since=since, end=recorder.opened_at, node=node)
 
 
 def read_back(
@@ -103,12 +122,19 @@ def read_back(
     *,
     since: int | None = None,
     end: int | None = None,
+    node: str | None = None,
 ) -> ReadBack:
     """`standing` and `accepted_ids` of the file `f` (open at its start) in one pass: each
     chunk `accepted_ids` decodes for its ids is searched for the lines marked as halts,
     resumes and flag changes, which alone are decoded whole. Gives exactly what the two
-    give apart, and raises what `accepted_ids` raises (`UnreadableRecord`)."""
-    replay = _Replay(path)
+    give apart, and raises what `accepted_ids` raises (`UnreadableRecord`).
+
+    `node`: the node reading its own file back. A record naming another node (every
+    record but a seal or a recovery line names the node that wrote it) raises
+    `ForeignRecord` naming the file, the line and both nodes: before, a node started on
+    another node's file (a copied state dir, a wrong `--recorder`) took that node's halts,
+    flag changes and order ids as its own, and appended its own records to the file."""
+    replay = _Replay(path, node)
     used = accepted_ids(f, path, since=since, end=end, each_chunk=replay.chunk)
     return ReadBack(replay.standing(), used)
 
@@ -162,8 +188,12 @@ class _Replay:
     """The halt, resume and flag_applied lines of one file, fed in file order (`line`);
     what is left in force at the end (`standing`)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], node: str | None = None) -> None:
         self.path = path
+        self.node = node
+        self._mine = (
+            b"" if node is None else b'"node":' + msgspec.json.encode(node) + b',"release_id":'
+        )
         self.latches: dict[tuple[str, str], dict[str, StandingHalt]] = {}
         self.unreadable: list[StandingHalt] = []
         self.unproven: list[StandingHalt] = []  # unreadable flag_applied: no resume lifts them
@@ -184,6 +214,7 @@ class _Replay:
             return
         if not isinstance(rec, EventRecord):
             return
+        self._owner_of(lineno, rec.kind, rec.node)  # a line the counts missed (no release_id)
         data = rec.data
         if rec.kind == FLAG_APPLIED:
             flag, revision = data.get("flag"), data.get("revision")
@@ -244,7 +275,10 @@ class _Replay:
     def chunk(self, buf: bytes, cut: int, lineno: int) -> None:
         """Feed the marked lines of `buf[:cut]` (whole lines, the first one numbered
         `lineno + 1`; `accepted_ids`'s `each_chunk`), as `read_lines` would give them:
-        found by searching the chunk for each marker, not line by line."""
+        found by searching the chunk for each marker, not line by line. With a `node`,
+        every line must be that node's (`_owned`)."""
+        if self._mine:
+            self._owned(buf, cut, lineno)
         spans: set[tuple[int, int]] = set()
         for marker in _MARKERS:
             at = buf.find(marker, 0, cut)
@@ -262,6 +296,36 @@ class _Replay:
                 line = line[: MAX_LINE_BYTES + 1] + (b"\n" if line.endswith(b"\n") else b"")
             if any(m in line for m in _MARKERS):
                 self.line(lineno, line)
+
+    def _owned(self, buf: bytes, cut: int, lineno: int) -> None:
+        """Raise `ForeignRecord` at the first line of `buf[:cut]` that names another node
+        than `node`. Counted first: every record a recorder writes but a seal names its node
+        as `"node":...,"release_id":`, then `"flag_snapshot_id":`, each once (JSON escapes
+        every quote inside a string), so when as many name this node as there are
+        `"flag_snapshot_id":`s, none names another. Only a chunk where the two differ is
+        decoded line by line, to find the line (or none: a recovery line, which names no
+        node, or an event's own fields with those names). The two counts cost a starting
+        node about 1 ms per MiB of file (6 ms per MiB for the rest of its read-back).
+        """
+        if buf.count(self._mine, 0, cut) == buf.count(_CONTEXT, 0, cut):
+            return
+        for at, line in enumerate(buf[:cut].split(b"\n"), start=lineno + 1):
+            try:
+                rec = _owner(line)
+            except (*UNDECODABLE, UnicodeDecodeError):
+                continue  # not a record: `accepted_ids` refuses the file on it
+            self._owner_of(at, rec.kind, rec.node)
+
+    def _owner_of(self, lineno: int, kind: object, node: object) -> None:
+        """Raise `ForeignRecord` if the record at `lineno` (of `kind`) names another node."""
+        if self.node is None or kind in (SEAL, RECOVERY) or node == self.node:
+            return
+        other = quoted(node) if isinstance(node, str) else "none"
+        raise ForeignRecord(
+            f"{os.fspath(self.path)}: line {lineno}: written by node {other}, not by this node "
+            f"{quoted(self.node)} (a copied state dir, or another node's --recorder?); "
+            "give this node its own file: nothing in this one is taken as its own"
+        )
 
     def standing(self) -> Standing:
         halts = [h for slot in self.latches.values() for h in slot.values()]
@@ -313,6 +377,18 @@ UNREADABLE = "unreadable"
 it halts the node itself (`NodeRuntime._restore`)."""
 
 _HALT_MARKER = b'"kind":"halt"'
+_CONTEXT = b'"flag_snapshot_id":'
+"""In every record that names a node, once, right after its `release_id` (`_owned`)."""
+
+
+class _Owner(msgspec.Struct, gc=False):
+    """What telling a line's node needs (`_Replay._owned`): typed loosely, checked there."""
+
+    kind: Any = None
+    node: Any = None
+
+
+_owner = msgspec.json.Decoder(_Owner).decode
 _SCOPES = tuple(s.value for s in Scope)
 _CODES = frozenset(r.value for r in RejectReason)
 _LATCHED = frozenset({TradingState.HALTED.name, TradingState.REDUCING.name})

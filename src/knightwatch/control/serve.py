@@ -24,7 +24,7 @@ from knightwatch.audit.errors import ChainCorrupt, RecorderLocked
 from knightwatch.audit.log import NotARegularFile
 from knightwatch.audit.read import AcceptedIds, UnreadableRecord
 from knightwatch.audit.recorder import FlightRecorder
-from knightwatch.audit.standing import Standing, held_read_back
+from knightwatch.audit.standing import ForeignRecord, Standing, held_read_back
 from knightwatch.clock import Clock, SystemClock, to_ns
 from knightwatch.control.exposition import MetricsServer, serve_node_metrics
 from knightwatch.control.fleet.freeze import FrozenByKill, refuse_raised_limits
@@ -40,9 +40,11 @@ from knightwatch.control.plane.protocol import ControlPlane
 from knightwatch.control.plane.wire import StateEntry
 from knightwatch.errors import quoted
 from knightwatch.guard import Guard
+from knightwatch.guard.locked import LockedGuard
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.limits import Limits, LimitsError
 from knightwatch.release.signing import TrustPolicy
+from knightwatch.state import Scope, TradingState, scope_key
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore
@@ -56,7 +58,8 @@ Trader = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
 Prepare = Callable[[NodeRuntime, asyncio.Event], Coroutine[Any, Any, None]]
 """Runs once the node is admitted and before it arms (a gateway reconciling its venue's
 working orders); raising refuses to arm. It installs `runtime.drain` if the process holds
-orders outside itself; a kill held before that is drained once `prepare` has run."""
+orders outside itself; a kill held before that is drained once `prepare` has run, and so is
+every other scope the Guard holds halted then (`drain_held`: restored from the recorder)."""
 
 
 class DrainOnceReady:
@@ -77,11 +80,14 @@ class DrainOnceReady:
     def __init__(self, runtime: NodeRuntime) -> None:
         self.runtime = runtime
         self._ready = asyncio.Event()
+        self.handed: set[tuple[Scope, str]] = set()
+        """The scopes of the kills the runtime handed here to drain (`drain_held`)."""
 
     def install(self) -> None:
         self.runtime.drain = self
 
     async def __call__(self, entry: StateEntry) -> list[str]:
+        self.handed.add((entry.scope, scope_key(entry.scope, entry.key)))
         await self._ready.wait()
         drain: Drain | None = self.runtime.drain
         if drain is None or drain is self:
@@ -96,6 +102,71 @@ class DrainOnceReady:
         if self.runtime.drain is self:
             self.runtime.drain = None
         self._ready.set()
+
+
+async def drain_held(runtime: NodeRuntime, handed: set[tuple[Scope, str]]) -> None:
+    """Drain every scope the Guard holds halted (or reducing) that no kill drains: once
+    `prepare` has installed the host's drain, before the node arms.
+
+    The runtime drains each kill it applies (`DrainOnceReady` those it applied before the
+    drain was there: `handed`). A halt restored from the node's own flight recorder
+    (`NodeRuntime._restore`: the store had lost it) is latched in the Guard and nothing
+    else: before, no drain ever ran for it, and the orders the process held at its venue
+    from before the crash (adopted by `prepare`) kept working under a kill. A node cannot
+    store a fleet kill again at all (`LOST_HALT_UNSTORABLE`), so not even its echo from
+    the store drained one. Each such scope is drained as the kill it was when the node
+    holds one (a kill's record names its command), else as the latch it holds (a loss
+    stop, a halt that could not be read: the node's own). What is left working is logged
+    and recorded (`held_drain`); the Guard blocks the scope either way."""
+    drain = runtime.drain
+    if drain is None:
+        return  # no orders outside the process
+    entries: list[StateEntry] = []
+    for (scope, key), halt in runtime.guard.halts().items():
+        if (scope, key) in handed:
+            continue
+        held = runtime.held(scope, key)
+        if held is None or held.state is TradingState.ACTIVE:
+            held = StateEntry(
+                scope=scope,
+                key=key,
+                state=halt.state,
+                reason=halt.reason,
+                actor=halt.actor,
+                command_id=f"held-at-start:{scope.value}:{key}",
+                issued_ns=halt.ts_ns,
+            )
+        entries.append(held)
+    results = await asyncio.gather(*(drain(e) for e in entries), return_exceptions=True)
+    for entry, result in zip(entries, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result  # cancelled: the node is stopping
+            left = [f"unknown: drain failed ({result!r})"[:200]]
+        else:
+            left = result
+        level = logging.ERROR if left else logging.WARNING
+        log.log(
+            level,
+            "HELD_DRAIN node=%s scope=%s key=%s command=%s still_working=%d%s",
+            runtime.node_id,
+            entry.scope.value,
+            entry.key,
+            entry.command_id,
+            len(left),
+            f" ({', '.join(left)[:300]})" if left else "",
+        )
+        try:
+            runtime.guard.note(  # the Guard's own call: under its lock, if it has one
+                "held_drain",
+                scope=entry.scope.value,
+                key=entry.key,
+                command=entry.command_id,
+                still_working=len(left),
+                orders=", ".join(left)[:1000],
+            )
+        except Exception:  # the log line above says it; the Guard blocks the scope anyway
+            log.exception("node %s: held_drain not recorded", runtime.node_id)
 
 
 def load_limits(path: Path | None, policy: LeasePolicy) -> Limits:
@@ -238,8 +309,8 @@ async def serve_node(
     # through the recorder's own descriptor (the path may name another file by now): the
     # standing halts, flag changes and used order ids, in one pass
     try:
-        recovered, used = _read_back(recorder, path, limits, clock)
-    except UnreadableRecord as exc:
+        recovered, used = _read_back(recorder, path, node_id, limits, clock)
+    except (UnreadableRecord, ForeignRecord) as exc:
         recorder.close()
         raise FleetError(f"--recorder: {exc}") from None
     except OSError as exc:
@@ -269,7 +340,15 @@ async def serve_node(
                     recovered=recovered.halts,
                 )
                 exposition: MetricsServer | None = None
-                checkpointer = Checkpointer(recorder, path, node_id, signer.key, clock, plane)
+                checkpointer = Checkpointer(
+                    recorder,
+                    path,
+                    node_id,
+                    signer.key,
+                    clock,
+                    plane,
+                    lock=guard.lock if isinstance(guard, LockedGuard) else None,
+                )
                 signing: asyncio.Task[None] | None = None
                 deferred = DrainOnceReady(runtime) if prepare is not None else None
                 if deferred is not None:
@@ -291,6 +370,8 @@ async def serve_node(
                             finally:
                                 if deferred is not None:
                                     deferred.settle()
+                            if deferred is not None and not stop.is_set():
+                                await drain_held(runtime, deferred.handed)
                         if not stop.is_set():
                             await _trade_until(stop, runtime, node_id, trader, state_dir, limits)
                 finally:
@@ -308,7 +389,7 @@ async def serve_node(
 
 
 def _read_back(
-    recorder: FlightRecorder, path: Path, limits: Limits, clock: Clock
+    recorder: FlightRecorder, path: Path, node_id: str, limits: Limits, clock: Clock
 ) -> tuple[Standing, AcceptedIds]:
     """What was in force when the node stopped (`held_standing`: halts, flag changes) and
     the order ids it accepted before this start and still within the duplicate scope (its
@@ -316,10 +397,10 @@ def _read_back(
     `duplicate_id_window_s` of now), in one read through the recorder's own descriptor up
     to where its data ended (`held_read_back`): a restarted node refuses the ids again as
     `duplicate_order_id` (a router that resends its journal after a restart sent every one
-    again)."""
+    again). A file holding another node's records is refused (`ForeignRecord`)."""
     window = limits.duplicate_id_window_s
     since = None if window is None else clock.time_ns() - to_ns(window)
-    held = held_read_back(recorder, path, since=since)
+    held = held_read_back(recorder, path, since=since, node=node_id)
     return held.standing, held.used
 
 

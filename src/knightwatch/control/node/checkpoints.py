@@ -6,6 +6,12 @@ disk. It is appended to the file next to the recorder (`<file>.checkpoints`,
 fsynced) and shipped to the control plane (`Bucket.CHECKPOINTS`, the node's
 latest), where a rewrite of the node's disk cannot reach it. `knightwatch
 audit verify` holds the file against them.
+
+The recorder has one writer at a time: the Guard's caller. A process that calls its
+Guard from several threads (a gateway's `LockedGuard`, FIX engine threads) hands its lock
+in (`lock`), and each checkpoint seals under it, then waits for the disk outside it:
+before, a seal cut from the event loop while an engine thread wrote a record did not match
+its batch, and `audit verify` reported the node's lines as altered.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import contextlib
 import logging
 import os
 import stat
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -51,8 +59,12 @@ class Checkpointer:
         signer: Signer,
         clock: Clock,
         plane: ControlPlane | None = None,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.recorder = recorder
+        self.lock: AbstractContextManager[Any] = lock or contextlib.nullcontext()
+        """Held while sealing: the Guard's, when threads other than this one's
+        write the recorder through it (`LockedGuard.lock`)."""
         self.file = recorder_path.name
         self.sidecar = sidecar_path(recorder_path)
         self.node_id = node_id
@@ -66,18 +78,22 @@ class Checkpointer:
 
     def sign_now(self, *, final: bool = False) -> Envelope | None:
         """Sync the recorder, then sign and keep its head; None if there is nothing new
-        or the recorder cannot sync (a node never vouches for what is not on disk)."""
-        if not self.recorder.sync():
+        or the recorder cannot sync (a node never vouches for what is not on disk).
+        Sealed and read under `lock` (another thread's record would cut in); the fsync
+        runs outside it, so the threads writing through the Guard never wait for a disk."""
+        with self.lock:  # sealed under it; the disk is waited for outside it
+            sealed = self.recorder.flush()
+            seq, head = self.recorder.seq - 1, self.recorder.head
+        if not (sealed and self.recorder.sync_written()):
             log.error("CHECKPOINT_SKIPPED node=%s: the flight recorder cannot sync", self.node_id)
             return None
-        seq = self.recorder.seq - 1
         if seq < 0 or (seq == self._signed_seq and not final):
             return None
         checkpoint = Checkpoint(
             node=self.node_id,
             file=self.file,
             seq=seq,
-            head=self.recorder.head,
+            head=head,
             at_ns=self.clock.time_ns(),
             final=final,
         )

@@ -141,6 +141,8 @@ _AUDIT_BYTES = 256 * 1024
 """An envelope's most lines and bytes: within NATS's default 1 MiB payload after base64."""
 _AUDIT_ENVELOPES_PER_TICK = 8
 _RECONFIRM_NS = 50_000_000
+_UNLOCKED = contextlib.nullcontext()
+"""What `_record` holds for a Guard without a lock (one driven from the loop only)."""
 REPORT_DELAY_S = 0.02
 """How long a confirmed kill's record and log line wait: past the fleet's confirmations.
 
@@ -607,9 +609,14 @@ class NodeRuntime:
         self._record(kind, **fields)
 
     def _record(self, kind: str, **fields: str | int) -> None:
+        """Under the Guard's lock when it has one (`LockedGuard`, a gateway's): the recorder
+        has one writer at a time, and the FIX engine's threads write decisions under that
+        lock. Written from the loop without it, an event could cut into a decision's line
+        or batch, and `audit verify` found the gateway's own lines edited."""
         context = AuditContext(node=self.node_id, limits_version=self.guard.limits.version)
         try:
-            self.guard.recorder.record_event(kind, context, **fields)
+            with getattr(self.guard, "lock", _UNLOCKED):
+                self.guard.recorder.record_event(kind, context, **fields)
         except Exception:
             log.exception("node %s: %s not recorded", self.node_id, kind)
 
