@@ -110,6 +110,11 @@ class GwOrder:
     """The ClOrdID the venue knows it by when the book holds it under another key: a
     second working order the venue's start-up mass status reported under a ClOrdID an
     adopted order already answers to (`clordid` is then that ClOrdID and its OrderID)."""
+    venue_symbol: str = ""
+    id_source: str = ""
+    """With `instrument = "security_id"` (`symbol` is then the SecurityID): the Symbol(55)
+    and SecurityIDSource(22) the order was sent (or the venue's status report named it)
+    with, so the gateway's own cancel names the instrument as the venue knows it."""
     kills: tuple[tuple[Scope, str], ...] = ()
     """The scopes of the kills that cancelled it (`Gateway.cancel_scope`): while the Guard
     holds any of them halted, a cancel of it the venue never answers, or one lost with

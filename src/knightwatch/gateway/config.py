@@ -100,7 +100,9 @@ class VenueSession(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mass_cancel: bool = True
     mass_status: bool = True
     market_data: tuple[str, ...] = ()
-    """Symbols to subscribe to for reference prices (MarketDataRequest); empty: none."""
+    """Symbols to subscribe to for reference prices (MarketDataRequest); empty: none. Each
+    snapshot's mid is filed under the identifier orders are checked by (`instrument`): with
+    `security_id`, the SecurityID(48) the snapshot names (one naming none is refused)."""
     reconnect_s: int = 1
 
 

@@ -572,6 +572,10 @@ class Gateway(Handler):
         reports are not applied (`_status_report`)."""
         self._positions_loaded = False
         """The positions file was applied (at the venue session's first logon)."""
+        self._first_seq: dict[str, int] = {}
+        """Per venue and drop-copy session, the MsgSeqNum of the first Logon this process
+        read from it (lowered to a later reset Logon's): a report the engine resends
+        (PossDupFlag) under a lower number was sent before this start (`_before_start`)."""
         self.venue_logons = 0
         """Venue session logons seen: start-up tells a venue that never logged on from
         one that did and never finished its mass status."""
@@ -1053,9 +1057,16 @@ class Gateway(Handler):
         # A session Reject (35=3) from the venue of an order, replace or cancel the gateway
         # sent: that message was not taken. Handled on the worker (a session mutex may be
         # held here).
-        if F.session_key(sid) != self.venue_key:
-            return
+        key = F.session_key(sid)
         mtype = F.msg_type(msg)
+        if mtype == F.LOGON and key in (self.venue_key, self.dc_key):
+            # read on the session's own thread before any message the logon's resend
+            # brings (the engine calls this for the Logon before it asks for the gap)
+            seq = int(F.hdr(msg, F.MSG_SEQ_NUM) or 0)
+            first = self._first_seq.get(key)
+            self._first_seq[key] = seq if first is None else min(first, seq)
+        if key != self.venue_key:
+            return
         if (mtype == F.LOGON and F.opt(msg, F.RESET_SEQ_NUM_FLAG) == "Y") or (
             mtype == F.SEQUENCE_RESET and F.opt(msg, F.GAP_FILL_FLAG) != "Y"
         ):
@@ -1311,6 +1322,7 @@ class Gateway(Handler):
             if not self._marked:
                 self._mark_left_working()  # once per process, before anything goes out
             self.book.claim(clordid, comp)
+            venue_symbol, id_source = self._venue_instrument(msg)
             go = GwOrder(
                 comp=comp,
                 clordid=clordid,
@@ -1324,6 +1336,8 @@ class Gateway(Handler):
                 parent_id=parsed.parent_id,
                 cod=_cancel_on_disconnect(msg),
                 leaves=parsed.qty,
+                venue_symbol=venue_symbol,
+                id_source=id_source,
             )
             self.book.add(go)
             self.book.decide(gid, d, go)
@@ -1491,6 +1505,28 @@ class Gateway(Handler):
 
     def _instrument(self, msg: F.In) -> str | None:
         return msg.get(self._instrument_tag())
+
+    def _venue_instrument(self, msg: F.In) -> tuple[str, str]:
+        """What else names an order's instrument to the venue (`GwOrder.venue_symbol`,
+        `id_source`): with SecurityIDs, the Symbol(55) and SecurityIDSource(22) of the
+        order or of the venue's status report of it; nothing with symbols."""
+        if self.cfg.instrument == "symbol":
+            return "", ""
+        return msg.get(F.SYMBOL) or "", msg.get(F.ID_SOURCE) or ""
+
+    def _instrument_fields(self, go: GwOrder) -> list[tuple[int, str]]:
+        """The instrument of the gateway's own message about `go`, as the venue knows it.
+        With SecurityIDs: its Symbol(55) (`[N/A]` if it had none: FIX 4.2 requires one),
+        SecurityID(48) and SecurityIDSource(22). Before, the SecurityID went as Symbol(55)
+        and a venue that matches a cancel's instrument refused every kill's cancel."""
+        if self.cfg.instrument == "symbol":
+            return [(F.SYMBOL, go.symbol)]
+        fields = [(F.SYMBOL, go.venue_symbol or "[N/A]")]
+        if go.symbol != "?":  # an adopted order whose report named no SecurityID
+            fields.append((F.SECURITY_ID, go.symbol))
+            if go.id_source:
+                fields.append((F.ID_SOURCE, go.id_source))
+        return fields
 
     @staticmethod
     def _report_side(msg: F.In) -> Side:
@@ -2111,7 +2147,11 @@ class Gateway(Handler):
             self._count("duplicate_exec_ids")
             self.guard.note("duplicate_exec", exec_id=exec_id)
             return
-        if kind is not F.ExecKind.STATUS and msg.resent and not self.reconciled.is_set():
+        if (
+            kind is not F.ExecKind.STATUS
+            and not self.reconciled.is_set()
+            and self._before_start(msg, self.venue_key)
+        ):
             self._replayed(msg, kind, exec_id, self.venue_key)
             return
         clordid = msg[F.CL_ORD_ID]
@@ -2363,10 +2403,26 @@ class Gateway(Handler):
         else:
             self._relay(msg, go, note, "", go.comp)
 
+    def _before_start(self, msg: F.In, session: str) -> bool:
+        """A report sent before this process first logged on to `session`: one the engine
+        resends (PossDupFlag) under a MsgSeqNum below that Logon's, or one the venue
+        resends itself (PossResend alone: under a new number, so when its first copy was
+        sent cannot be told). One resent under a number from this process's own life (a
+        session lost during the start-up mass status) was never read here, or was read and
+        its ExecID is known: applied once, as any report. Before, every resent report
+        before reconciliation was taken for one from before this start and skipped, and a
+        fill of an adopted order sent while the session was down was lost."""
+        if not msg.resent:
+            return False
+        first = self._first_seq.get(session)
+        if msg.get(F.POSS_DUP) != "Y" or first is None:
+            return True
+        return msg.seq < first
+
     def _replayed(self, msg: F.In, kind: F.ExecKind, seen: str, session: str) -> None:
-        """A report the venue resent (PossDupFlag or PossResend) before start-up
-        reconciliation finished: one sent while this gateway was not there to read it
-        (its session down, the process restarting), so an execution from before this
+        """A report the venue resent before start-up reconciliation finished that was
+        sent before this process first logged on (`_before_start`): while no gateway was
+        there to read it (the process restarting), so an execution from before this
         start. Start-up reconciliation already counts it (the positions file holds the
         position at the start, the venue's mass status each working order's fills and
         leaves), and the process that read it first may have booked it too: applying it
@@ -2739,9 +2795,21 @@ class Gateway(Handler):
         refuses, is no reference: it is recorded (`venue_price_refused`) and the previous
         one stays, ageing into `stale_reference_price` as the Guard has it. Never half
         the ask as the mid (every market order's notional checked at half its value),
-        and never a halt (a price feed's glitch is not a fill the Guard missed)."""
-        symbol = msg.get(F.SYMBOL)
+        and never a halt (a price feed's glitch is not a fill the Guard missed).
+
+        Filed under the identifier the Guard checks orders by (`instrument`): with
+        SecurityIDs, the SecurityID(48) the snapshot names; one that names none is no
+        reference either. Before, every mid was filed under the Symbol(55): an order named
+        by SecurityID was never checked against it (with `require_reference_price = false`
+        a buy at 1.5 times the market passed with no collar)."""
+        symbol = self._instrument(msg)
         if symbol is None:
+            self._count("prices_refused")
+            self.guard.note(
+                "venue_price_refused",
+                symbol=F.clean(msg.get(F.SYMBOL) or "")[:64] or None,
+                why=f"the snapshot names no {self._instrument_name()}",
+            )
             return
         group = fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
         bid = ask = None
@@ -2845,9 +2913,9 @@ class Gateway(Handler):
         if not final and not self.reconciled.is_set():
             # before start-up reconciliation the orders the venue's mass status adopts
             # are not known yet: a copy of one's fill would be booked as a bypass fill
-            # and then again as the order's own. A resent report is from before this
-            # start, which reconciliation counts; any other is held and read after it
-            if msg.resent:
+            # and then again as the order's own. A report resent from before this
+            # start is counted by reconciliation; any other is held and read after it
+            if self._before_start(msg, self.dc_key):
                 self._replayed(msg, kind, seen, self.dc_key)
                 return
             if len(self._dc_held) < MAX_DC_HELD:
@@ -3198,6 +3266,7 @@ class Gateway(Handler):
                     ]
                 )
         gid = f"reconciled:{key}"
+        venue_symbol, id_source = self._venue_instrument(msg)
         try:
             order = Order(gid, RECONCILED, symbol, side, leaves + cum, price)
         except InvalidOrder as exc:
@@ -3220,6 +3289,8 @@ class Gateway(Handler):
             cum=cum,
             leaves=leaves,
             venue_clordid="" if key == clordid else clordid,
+            venue_symbol=venue_symbol,
+            id_source=id_source,
         )
         self.book.add(adopted)
         self.book.venue_order_id(adopted, msg.get(F.ORDER_ID))
@@ -3480,7 +3551,7 @@ class Gateway(Handler):
         fields = [
             (F.CL_ORD_ID, cid),
             (F.ORIG_CL_ORD_ID, go.venue_clordid or go.clordid),
-            (F.SYMBOL, go.symbol),
+            *self._instrument_fields(go),
             (F.SIDE, go.fix_side),
             (F.ORDER_QTY, self._qty(go.symbol, go.qty)),
             (F.TRANSACT_TIME, F.now_utc()),

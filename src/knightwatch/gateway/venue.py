@@ -127,8 +127,17 @@ class FixVenue(Handler):
         drop_copy_as: str = F.EXECUTION_REPORT,
         new_order_id_on_replace: bool = False,
         log_messages: bool = True,
+        security_ids: dict[str, str] | None = None,
+        check_instrument: bool = False,
     ) -> None:
         super().__init__()
+        self.check_instrument = check_instrument
+        """Refuse a cancel naming another Symbol(55) or SecurityID(48) than its order's
+        (unknown order), as many venues do."""
+        self.security_ids = security_ids
+        """The SecurityID(48) a market data snapshot names beside each Symbol: None, the
+        Symbol itself (SecurityIDSource 8, an exchange symbol); else only the symbols
+        mapped (SecurityIDSource 4), the others none."""
         if drop_copy_as not in (F.EXECUTION_REPORT, F.TRADE_CAPTURE_REPORT) or (
             drop_copy_as == F.TRADE_CAPTURE_REPORT and begin_string == "FIX.4.2"
         ):
@@ -415,6 +424,16 @@ class FixVenue(Handler):
         clordid = msg[F.CL_ORD_ID]
         orig = msg[F.ORIG_CL_ORD_ID]
         o = self.orders.get((key, orig))
+        if (
+            o is not None
+            and self.check_instrument
+            and (
+                msg.get(F.SYMBOL) not in (None, o.symbol)
+                or msg.get(F.SECURITY_ID) not in (None, o.security_id)
+            )
+        ):
+            self._cancel_reject(sid, clordid, orig, None, "1", F.CXL_UNKNOWN_ORDER)
+            return
         if o is None or o.status not in LIVE:
             reason = F.CXL_UNKNOWN_ORDER if o is None else F.CXL_TOO_LATE
             self._cancel_reject(sid, clordid, orig, o, "1", reason)
@@ -518,7 +537,12 @@ class FixVenue(Handler):
 
     def _snapshot(self, sid: Any, symbol: str, req_id: str = "md") -> None:
         book = self.books[symbol]
-        m = F.message(F.MD_SNAPSHOT, [(F.SYMBOL, symbol), (F.MD_REQ_ID, req_id)])
+        named = [(F.SYMBOL, symbol), (F.MD_REQ_ID, req_id)]
+        if self.security_ids is None:
+            named += [(F.SECURITY_ID, symbol), (F.ID_SOURCE, "8")]
+        elif symbol in self.security_ids:
+            named += [(F.SECURITY_ID, self.security_ids[symbol]), (F.ID_SOURCE, "4")]
+        m = F.message(F.MD_SNAPSHOT, named)
         for entry, px in (("0", book.touch(False)), ("1", book.touch(True))):
             g = fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
             g.setField(F.MD_ENTRY_TYPE, entry)
