@@ -71,7 +71,14 @@ from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident.ramp import RampOutcome, ramp_records
 from knightwatch.incident.snapshot import SnapshotError
-from knightwatch.inputs import JSON_MAX_BYTES, UNDECODABLE, check_json_depth, read_bytes
+from knightwatch.inputs import (
+    JSON_MAX_BYTES,
+    NAME_RULE,
+    UNDECODABLE,
+    check_json_depth,
+    is_name,
+    read_bytes,
+)
 from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
@@ -1082,6 +1089,21 @@ RegistryOpt = typer.Option(
 )
 
 
+FleetOpt = typer.Option(
+    None,
+    "--fleet",
+    help="name the local fleet, e.g. dev-ldn (once: its roster keeps the name; default: the "
+    f"name its roster has, if any; {NAME_RULE})",
+)
+
+
+def _check_fleet(fleet: str | None) -> None:
+    """`--fleet`, checked before anything starts or is written ("" too: `--fleet "$FLEET"`
+    with FLEET unset names no fleet, it does not leave the option out)."""
+    if fleet is not None and not is_name(fleet):
+        raise FleetError(f"--fleet: a fleet name must be {NAME_RULE} (got {quoted(fleet)})")
+
+
 def up(
     nodes: int = typer.Option(3, "--nodes", min=1, max=64),
     flow: float = typer.Option(
@@ -1092,6 +1114,7 @@ def up(
         None, "--supervisor-config", help="TOML file with a \\[supervisor] table"
     ),
     registry: Path | None = RegistryOpt,
+    fleet: str | None = FleetOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
@@ -1103,12 +1126,15 @@ def up(
 
     async def go() -> None:
         cfg = _supervisor_config(supervisor_config)
+        _check_fleet(fleet)
         if registry is not None:
             load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
         urls = _urls(nats_url)
         with fleet_claim(state_dir, "up", probe=not urls):
-            await run_up(nodes, flow, urls, state_dir, Pager(webhook), cfg, console, registry)
+            await run_up(
+                nodes, flow, urls, state_dir, Pager(webhook), cfg, console, registry, fleet or ""
+            )
 
     _run(go, serves=True)
 
@@ -1123,6 +1149,7 @@ def drill(
         0, "--stale", min=0, help="nodes (the last ones) started on a missed deploy"
     ),
     registry: Path | None = RegistryOpt,
+    fleet: str | None = FleetOpt,
     nats_url: str = NatsUrl,
     state_dir: Path = typer.Option(Path(".knightwatch/drill"), "--state-dir", parser=nonempty_path),
     json_out: Path | None = typer.Option(None, "--json", help="write the report as JSON"),
@@ -1145,6 +1172,12 @@ def drill(
         except OptionError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
+    if fix and fleet is not None:  # not run as named: said, never left out silently
+        console.print(
+            "[red]error:[/red] --fleet: not with --fix (the FIX drill's fleet is not named)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     if fix:
         from knightwatch.cli.gateway import fix_drill
 
@@ -1152,6 +1185,7 @@ def drill(
         return
 
     async def go() -> DrillReport:
+        _check_fleet(fleet)
         if registry is not None:
             load_registry_schema(registry)  # refused here, before any server starts
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -1167,6 +1201,7 @@ def drill(
                 stale=stale,
                 registry=registry,
                 resume_phase=resume_phase,
+                fleet=fleet or "",
             )
 
     report = _run(go, stopped_says=SPAWNED_STOPPED)

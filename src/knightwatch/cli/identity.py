@@ -45,6 +45,7 @@ from knightwatch.errors import quoted
 from knightwatch.inputs import JSON_MAX_BYTES, NAME_RULE, check_json_depth, is_name, read_bytes
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import load_verify_key, write_key_pair
+from knightwatch.trust.command import TrustReason
 from knightwatch.trust.identity import Signer, default_key_path
 from knightwatch.trust.kit import member_of_public
 from knightwatch.trust.roster import (
@@ -55,6 +56,7 @@ from knightwatch.trust.roster import (
     admin_names,
     check_stop_kept,
     decode_roster,
+    fleet_mismatch,
     granted,
     roster_envelope,
     sign_roster,
@@ -415,9 +417,12 @@ def sign(
     nats_url: str = NatsUrl,
     state_dir: Path = StateDir,
 ) -> None:
-    """Add your signature (an admin) to a proposal, after reading it (`show --proposal`)."""
+    """Add your signature (an admin) to a proposal, after reading it (`show --proposal`).
+    Refused (wrong_fleet) for a proposal that names another fleet than the roster in force
+    here, or none on a named fleet: the same admins may sign for staging and production,
+    and a production version signed "for staging" counted in production."""
 
-    async def go() -> list[str]:
+    async def go() -> str:
         envelope = _read_proposal(proposal)
         async with session(nats_url, state_dir, "identity", key, anchor) as (_, signer, store):
             roster = _require_admin(store, signer)
@@ -427,12 +432,25 @@ def sign(
                     f"{proposal}: version {proposed.version} does not follow the roster in "
                     f"force (version {roster.version}); it is stale, propose it again"
                 )
+            if roster.fleet:  # an unnamed fleet's next version may name it (`identity name`)
+                wrong_fleet = fleet_mismatch("roster proposal", proposed.fleet, roster)
+                if wrong_fleet is not None:
+                    raise TrustError(
+                        f"{proposal}: {TrustReason.WRONG_FLEET.value}: {wrong_fleet}; not signed"
+                    )
             signed = sign_roster(envelope, signer.key)
             _replace_proposal(proposal, encode_envelope(signed))
-            return signer_names(signed, roster.admins(proposed.issued_ns))
+            names = ", ".join(signer_names(signed, roster.admins(proposed.issued_ns)))
+            if not proposed.fleet:
+                fleet = "a fleet not named"
+            elif not roster.fleet:
+                fleet = f"naming this fleet {proposed.fleet}"  # read it: the name stays
+            else:
+                fleet = f"fleet {proposed.fleet}"
+            return f"signed by {names} (roster version {proposed.version}, {fleet})"
 
-    names = _run(go)
-    console.print(escape(f"{proposal}: signed by {', '.join(names)}"), highlight=False)
+    said = _run(go)
+    console.print(escape(f"{proposal}: {said}"), highlight=False)
 
 
 @app.command("publish")

@@ -158,16 +158,34 @@ class Kit:
     def latest(self) -> Envelope:
         return self.envelopes[-1]
 
-    def next_version(self, members: Iterable[Member], at_ns: int | None = None) -> Envelope:
-        """A new version with these members, signed by the admins."""
+    def next_version(
+        self, members: Iterable[Member], at_ns: int | None = None, *, fleet: str | None = None
+    ) -> Envelope:
+        """A new version with these members (naming `fleet`, else keeping the name), signed
+        by the admins. TrustError for a version the roster's rules refuse (`fleet` no name)."""
         # a version is issued after the one before it (`verify_roster`), whatever `at_ns` says
         at = max(at_ns if at_ns is not None else 0, self.roster.issued_ns + 1)
         self.roster = msgspec.structs.replace(
-            self.roster, version=self.roster.version + 1, issued_ns=at, members=tuple(members)
+            self.roster,
+            version=self.roster.version + 1,
+            issued_ns=at,
+            members=tuple(members),
+            fleet=self.roster.fleet if fleet is None else fleet,
         )
         envelope = self._sign(self.roster)
         self.envelopes.append(envelope)
         return envelope
+
+    def name(self, fleet: str) -> Envelope:
+        """The next version naming this fleet `fleet`, as `knightwatch identity name` proposes
+        it: once, and kept by every later version. TrustError if the roster names a fleet
+        already (a fleet's roster keeps its name) or `fleet` is no name."""
+        if self.roster.fleet:
+            raise TrustError(
+                f"fleet {fleet!r}: this roster names fleet {self.roster.fleet!r} already "
+                f"(version {self.roster.version}); a fleet's roster keeps its name"
+            )
+        return self.next_version(self.roster.members, fleet=fleet)
 
     def add(self, name: str, roles: Iterable[Role], key: SigningKey | None = None) -> Envelope:
         """Enrol a new person or component, or a second key for an existing name."""

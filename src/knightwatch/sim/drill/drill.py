@@ -35,6 +35,7 @@ from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.connect import FleetError, control_plane
 from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
@@ -238,8 +239,11 @@ def fleet_claim(state_dir: Path, command: str, *, probe: bool) -> Iterator[None]
         os.close(fd)  # releases the lock; the file stays (unlinking it races a new claim)
 
 
-def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
-    """The local fleet's identities, written under STATE_DIR/trust (keys 0600).
+def local_kit(state_dir: Path, node_ids: list[str], fleet: str = "") -> Kit:
+    """The local fleet's identities, written under STATE_DIR/trust (keys 0600); `fleet`
+    names the fleet (`Roster.fleet`, `up --fleet`): a new one in its first version, an
+    unnamed one in its next; one named otherwise is refused (FleetError), as a fleet's
+    roster keeps its name.
 
     A local fleet is one machine, so every key lives there: two admins, the
     people alice and bob (operators and approvers: one kills, the other
@@ -262,8 +266,16 @@ def local_kit(state_dir: Path, node_ids: list[str]) -> Kit:
                 kit.add(node_id, [Role.NODE])  # a bigger fleet than last time
         if "console" not in kit.signers:
             kit.add("console", [Role.VIEWER])  # a state dir from before the console
+        if fleet and kit.roster.fleet != fleet:
+            if kit.roster.fleet:
+                raise FleetError(
+                    f"--fleet {fleet}: the fleet in {trust_dir} is named "
+                    f"{kit.roster.fleet!r} (roster version {kit.roster.version}); a fleet's "
+                    "roster keeps its name: leave --fleet out or use a fresh --state-dir"
+                )
+            kit.name(fleet)
     else:
-        kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids)
+        kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids, fleet=fleet)
         kit.add("venue", [Role.VENUE])
         kit.add("console", [Role.VIEWER])
     kit.write(trust_dir, private=list(kit.signers))
@@ -281,9 +293,14 @@ class _Fleet:
         config: SupervisorConfig,
         registry: Path | None,
         kit: Kit,
+        fleet: str = "",
     ) -> None:
         self.plane = plane
         self.kit = kit
+        self.fleet = fleet
+        """The fleet it runs as (`--fleet`; "": whatever its roster in force names)."""
+        self.trust = kit.store()
+        """The roster in force once started (`fleet_in_force`): what a resume is signed on."""
         self.clock = SystemClock()
         self.state_dir = state_dir
         self.release = LocalRelease(state_dir, registry)
@@ -307,10 +324,30 @@ class _Fleet:
         self.planes.append(plane)
         return plane
 
+    async def fleet_in_force(self) -> str:
+        """The fleet the roster in force names (the stored versions, as the admission
+        service follows them: the admins may have named it with `identity name` since its
+        files were written); FleetError if that is not `self.fleet`, when given."""
+        store = self.trust = TrustStore(self.kit.anchor)
+        await sync_roster(self.plane, store)
+        named = store.roster.fleet if store.roster is not None else ""
+        if self.fleet and named != self.fleet:
+            here = f"fleet {named!r}" if named else "no fleet"
+            raise FleetError(
+                f"--fleet {self.fleet}: the roster in force on {', '.join(self.plane.servers)} "
+                f"(version {store.version}) names {here}; leave --fleet out or use a fresh "
+                "--state-dir"
+            )
+        self.fleet = named
+        return named
+
     async def start(
         self, n: int, flow: float, console: Console, stale: int = 0
     ) -> tuple[list[str], list[str]]:
-        """Spawn n nodes, the last `stale` of them on a missed deploy; wait for the rest."""
+        """Spawn n nodes, the last `stale` of them on a missed deploy; wait for the rest.
+        The release is requested as the target of the fleet the roster in force names:
+        requested for no fleet, a named fleet refused it (wrong_fleet) and never started."""
+        fleet = await self.fleet_in_force()
         release = self.release
         await asyncio.to_thread(release.build)
         assert release.trust is not None
@@ -327,6 +364,7 @@ class _Fleet:
             self.kit.signer("alice"),
             self.kit.signer("bob"),
             self.clock.time_ns(),
+            fleet=fleet,
         )
         self.nc = await connect_as(self.kit.signer("venue"), self.plane.servers, name="venue")
         self.venue = VenueResponder(self.nc)
@@ -373,25 +411,28 @@ async def run_up(
     config: SupervisorConfig,
     console: Console,
     registry: Path | None = None,
+    fleet: str = "",
 ) -> None:
-    """The fleet until Ctrl-C: every node is admitted on a release built and signed here.
+    """The fleet until Ctrl-C: every node is admitted on a release built and signed here
+    (`fleet`: the name of the fleet it runs as, `local_kit`).
 
     The stop signals are caught from the first step: one that came while the fleet was
     starting killed this process and left its server and node processes running (a node
     trading with nobody to stop it); now the fleet finishes starting and is stopped."""
-    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
+    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)], fleet)
     with stop_requested() as stop:
         async with control_plane(
             urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit
         ) as plane:
-            fleet = _Fleet(plane, state_dir, pager, config, registry, kit)
+            local = _Fleet(plane, state_dir, pager, config, registry, kit, fleet)
             try:
-                ids, _ = await fleet.start(n, flow, console)
+                ids, _ = await local.start(n, flow, console)
+                named = f" for fleet {local.fleet}" if local.fleet else ""
                 # paths and URLs as given (a state dir ".../[/x]"): text, never markup
                 console.print(
                     escape(
                         f"fleet up: {len(ids)} nodes admitted on release "
-                        f"{fleet.release.release_id} on {', '.join(plane.servers)} "
+                        f"{local.release.release_id}{named} on {', '.join(plane.servers)} "
                         f"(state in {state_dir}); "
                         "`knightwatch status` to inspect, Ctrl-C to stop"
                     ),
@@ -411,7 +452,7 @@ async def run_up(
                 )
                 await stop.wait()
             finally:
-                await fleet.stop()
+                await local.stop()
 
 
 async def run_drill(
@@ -425,9 +466,11 @@ async def run_drill(
     stale: int = 0,
     registry: Path | None = None,
     resume_phase: bool = True,
+    fleet: str = "",
 ) -> DrillReport:
     """Admission (with `stale` nodes on a missed deploy), runaway, automatic halt, fleet kill;
-    then (`resume_phase`) evidence snapshot, preflight, a ramp back and a ramp that trips."""
+    then (`resume_phase`) evidence snapshot, preflight, a ramp back and a ramp that trips
+    (`fleet`: the name of the fleet it runs as, `local_kit`)."""
     if not 0 <= stale <= n - 3:
         raise FleetError(f"--stale: must be between 0 and nodes - 3 = {n - 3} (got {stale})")
     healthy_ids = [f"n{i}" for i in range(1, n - stale + 1)]
@@ -437,7 +480,7 @@ async def run_drill(
             f"(got {runaway!r})"
         )
     config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
-    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)])
+    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)], fleet)
     async with control_plane(
         urls, state_dir, "drill", signer=kit.signer("supervisor"), embed=kit
     ) as plane:
@@ -451,7 +494,7 @@ async def run_drill(
                 f"the drill fleet is already halted ({', '.join(leftover)}); resume those scopes "
                 f"or use a fresh --state-dir"
             )
-        fleet = _Fleet(plane, state_dir, Pager(), config, registry, kit)
+        local = _Fleet(plane, state_dir, Pager(), config, registry, kit, fleet)
         latest: dict[str, NodeMetrics] = {}
 
         async def on_metrics(m: NodeMetrics) -> None:
@@ -459,51 +502,53 @@ async def run_drill(
 
         await plane.subscribe_metrics(on_metrics)
         try:
-            _, stale_ids = await fleet.start(n, flow, console, stale)
+            _, stale_ids = await local.start(n, flow, console, stale)
             refused = await _wait_refused(plane, stale_ids)
             console.print(f"{n} nodes trading at {flow:g} orders/s each; warming up {WARMUP_S:g} s")
             await asyncio.sleep(WARMUP_S)
             before = latest.get(runaway)
             base_accepted = before.accepted if before else 0
             base_orders = before.orders if before else 0
-            assert fleet.nc is not None
-            t0 = fleet.clock.monotonic_ns()
-            await fleet.nc.publish(f"{SUBJECT_RUNAWAY}.{runaway}", b"go")
+            assert local.nc is not None
+            t0 = local.clock.monotonic_ns()
+            await local.nc.publish(f"{SUBJECT_RUNAWAY}.{runaway}", b"go")
             console.print(escape(f"runaway injected on {runaway}"), highlight=False)
             rule, t_halt = "", 0
             for _ in range(int(HALT_TIMEOUT_S / 0.005)):
                 hit = [
                     (a, r)
-                    for a, r in fleet.service.results
+                    for a, r in local.service.results
                     if a.key == runaway and runaway in r.latencies_ms
                 ]
                 if hit:
-                    rule, t_halt = hit[0][0].rule.value, fleet.clock.monotonic_ns()
+                    rule, t_halt = hit[0][0].rule.value, local.clock.monotonic_ns()
                     break
                 await asyncio.sleep(0.005)
             await asyncio.sleep(3 * METRICS_S)
             after = latest.get(runaway)
             escaped = (after.accepted - base_accepted) if after else 0
             attempted = (after.orders - base_orders) if after else 0
-            alice = await fleet.connect("alice")
-            ks = KillSwitch(alice, fleet.clock, kit.signer("alice"), kit.store())
+            alice = await local.connect("alice")
+            # on the roster in force: a resume names the fleet it names (wrong_fleet else)
+            ks = KillSwitch(alice, local.clock, kit.signer("alice"), local.trust)
             kill = await ks.kill(Scope.FLEET, FLEET_KEY, "drill: fleet-wide kill", timeout_s=2.0)
             resumed: ResumeReport | None = None
             bob = kit.signer("bob")
             if resume_phase:
                 trip_node = next(i for i in healthy_ids if i != runaway)
                 resumed = await run_resume_phase(
-                    alice, ks, bob, fleet.nc, kill, latest, trip_node, state_dir, console,
+                    alice, ks, bob, local.nc, kill, latest, trip_node, state_dir, console,
                     metrics_s=METRICS_S,
                 )  # fmt: skip
-                await clear_ramps(alice, kit.signer("alice"))
+                roster = local.trust.roster
+                await clear_ramps(alice, kit.signer("alice"), roster.fleet if roster else "")
             for e, _ in (await alice.states()).values():
                 if e is not None and e.state is not TradingState.ACTIVE:
                     await ks.resume(e.scope, e.key, "drill: end of drill", approvers=(bob,))
             members = {m.node_id: m for m in await plane.members()}
             armed = sorted(i for i in stale_ids if i in members and members[i].armed)
         finally:
-            await fleet.stop()
+            await local.stop()
     halted = bool(rule)
     report = DrillReport(
         nodes=n,
@@ -517,7 +562,7 @@ async def run_drill(
         kill_missing=kill.missing,
         stale_refused={i: v.detail for i, v in refused.items()},
         stale_armed=armed,
-        release_id=fleet.release.release_id,
+        release_id=local.release.release_id,
         passed=halted and kill.ok and not armed and (resumed is None or resumed.passed),
         resume=resumed,
     )

@@ -114,15 +114,24 @@ class LocalRelease:
         ]  # fmt: skip
 
     async def set_target(
-        self, plane: ControlPlane, requester: Signer, approver: Signer, now_ns: int
+        self,
+        plane: ControlPlane,
+        requester: Signer,
+        approver: Signer,
+        now_ns: int,
+        *,
+        fleet: str = "",
     ) -> None:
-        """Make this release the fleet's target through the admission service (it re-checks):
-        requested by `requester` (on `plane`, logged in as them), approved by `approver`."""
+        """Make this release the target of `fleet` (its roster's `Roster.fleet`, "" for an
+        unnamed one) through the admission service (it re-checks): requested by `requester`
+        (on `plane`, logged in as them), approved by `approver`."""
         assert self.envelope is not None, "build() first"
         reason = f"local fleet release {self.release_id}"
-        approval = approve_target(self.envelope, approver, requester.name, reason, now_ns)
+        approval = approve_target(
+            self.envelope, approver, requester.name, reason, now_ns, fleet=fleet
+        )
         reply = await request_target(
-            plane, self.envelope, requester, reason, now_ns=now_ns, approval=approval
+            plane, self.envelope, requester, reason, now_ns=now_ns, approval=approval, fleet=fleet
         )
         if not reply.accepted:
             findings = "; ".join(str(f) for f in reply.findings)

@@ -176,10 +176,13 @@ async def run_resume_phase(
     )
 
 
-async def clear_ramps(plane: NatsControlPlane, signer: Signer) -> None:
-    """Leave no ramp holding limits: the drill's fleet ends at full limits."""
+async def clear_ramps(plane: NatsControlPlane, signer: Signer, fleet: str = "") -> None:
+    """Leave no ramp holding limits: the drill's fleet ends at full limits. `fleet`: the
+    roster's name (`Roster.fleet`), which the records must carry for its nodes to take them
+    (a named fleet's nodes hold a record naming no fleet at its tightest stage)."""
     for record in await ramp_records(plane):
-        done = msgspec.structs.replace(record, status="done", fraction=1.0).signed(signer.key)
+        done = msgspec.structs.replace(record, status="done", fraction=1.0)
+        done = done.signed(signer.key, fleet=fleet)
         await plane.put_record(Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(done))
 
 
