@@ -128,8 +128,7 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
             await run(ex.start([spec.symbol]))  # its starting position (the balance)
             yield w
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -444,8 +443,7 @@ async def test_order_entry_a_venue_takes_as_a_get_cannot_slip_past_the_guard(cls
         assert callable(ex.private_get_get_open_orders_by_currency)
         assert callable(ex.public_get_get_order_book)
     finally:
-        if isinstance(ex, AsyncGuardedExchange):
-            await ex.close()
+        await run(ex.close())
 
 
 @pytest.mark.parametrize("cls", [ccxt.revolutx, ccxt_async.revolutx], ids=["sync", "async"])
@@ -460,8 +458,7 @@ async def test_an_implicit_write_whose_name_the_pattern_misses_is_refused(cls: A
                 getattr(ex, name)
         assert callable(ex.privateGet10OrdersActive)
     finally:
-        if isinstance(ex, AsyncGuardedExchange):
-            await ex.close()
+        await run(ex.close())
 
 
 OVERRIDES = {"binance": "quantity", "kraken": "volume"}
@@ -820,8 +817,7 @@ async def test_a_batch_is_booked_entry_by_entry(mode: str) -> None:
             )
             assert ex.guard.working_qty(sym) == (u.to_units(open_leaves), 0)
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -972,8 +968,7 @@ async def test_a_kill_cancels_every_symbol_though_one_symbols_cancel_breaks(mode
             assert venue.orders[str(btc["id"])].status == "open"  # its cancel kept failing
             assert ex.guard.working_qty("ETH/USDT") == (0, 0)
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -1058,8 +1053,7 @@ async def test_a_venue_answer_of_the_wrong_type_is_refused_by_name_never_a_trace
             assert await run(ex.cancel_order(resting["id"], sym)) == "done"
             assert not ex.guard.halts()
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -1125,8 +1119,7 @@ async def test_a_kill_cancels_past_an_open_orders_entry_it_cannot_read(mode: str
             assert [venue.orders[str(o["id"])].status for o in placed] == ["canceled"] * 2
             assert ex.guard.working_qty(sym) == (0, 0)
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -1389,8 +1382,7 @@ async def test_fills_read_through_the_other_order_and_trade_reads_feed_the_guard
             for name in reads:  # the wrapper's own, which books (the paper venue has no route)
                 assert getattr(type(ex), name).__qualname__.startswith(type(ex).__name__)
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -1416,8 +1408,7 @@ async def test_a_spot_account_starts_from_the_base_balance_it_holds(spec: Spec, 
             await run(ex.fetch_my_trades(spec.symbol))
             assert ex.guard.position(spec.symbol) == u.to_units("2.0")
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -1445,8 +1436,7 @@ async def test_an_unreadable_starting_balance_refuses_the_order_and_is_read_agai
                 await run(ex.create_order(spec.symbol, "limit", "buy", "0.5", 60_000))
             assert refused.value.decision.reason is R.MAX_POSITION
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
 
 
 def _with_swap(ex: Any) -> str:
@@ -1492,5 +1482,4 @@ async def test_a_contract_market_starts_from_the_positions_the_venue_reports(mod
             assert ex.guard.position(symbol) == -u.to_units("1.6")
             assert not [r for r in venue.requests if r[1] == spec.fake.NEW_ORDER]
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())

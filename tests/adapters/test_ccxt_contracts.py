@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from knightwatch import RejectReason as R
-from knightwatch.adapters.ccxt import AsyncGuardedExchange, GuardRefused, guard
+from knightwatch.adapters.ccxt import GuardRefused, guard
 
 from .test_ccxt import SPECS, answers, limits, make_exchange, run
 
@@ -56,8 +56,7 @@ async def test_a_linear_contract_is_valued_at_its_contract_size(
                 await run(ex.create_order(symbol, "limit", "sell", amount, 60_000))
             assert refused.value.decision.reason is R.MAX_ORDER_NOTIONAL
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -77,8 +76,7 @@ async def test_an_inverse_contract_is_refused_by_name(mode: str) -> None:
             assert not d.accepted and "inverse contracts are refused" in d.detail
             assert not [r for r in venue.requests if r[1] == spec.fake.NEW_ORDER]
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -123,8 +121,7 @@ async def test_a_contract_fill_read_from_its_cost_is_booked_at_its_price(mode: s
             assert g.position(symbol) == 0
             assert g.pnl() == pytest.approx(1_000.0)  # sold the 2 BTC at 61,000
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -160,5 +157,4 @@ async def test_an_adopted_contract_order_s_later_fills_are_booked_at_their_price
             ex.on_price(symbol, 61_000)  # 1 BTC held from 60,000, 1 bought at 61,000
             assert g.pnl() == pytest.approx(1_000.0)
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())

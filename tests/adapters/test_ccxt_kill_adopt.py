@@ -44,8 +44,7 @@ async def wrapped(
             await run(ex.fetch_ticker(spec.symbol))
             yield ex, venue
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 

@@ -62,6 +62,5 @@ async def test_one_order_whose_cancel_keeps_failing_spares_no_other_order_of_its
             # the one still resting stays counted: the Guard never lets go of what may execute
             assert ex.guard.working_qty(sym) == (10_000, 0)  # 0.1 BTC in 0.00001 steps
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0

@@ -49,8 +49,7 @@ async def started(
                 await run(ex.start([spec.symbol]))
             yield ex, venue, ids
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 
@@ -116,8 +115,7 @@ async def test_an_adopted_orders_fills_move_the_position_once(spec: Spec, mode: 
             assert ex.guard.working_qty(sym) == (0, 0)
             assert not ex.ledger.live() and not ex.guard.halts()
         finally:
-            if isinstance(ex, AsyncGuardedExchange):
-                await ex.close()
+            await run(ex.close())
         assert venue.bad_signatures == 0
 
 

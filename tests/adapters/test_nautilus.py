@@ -781,9 +781,10 @@ def test_the_only_private_nautilus_field_read_is_the_routing_map_and_it_is_check
 ) -> None:
     """The adapter routed by four private ExecutionEngine fields, read on every order: had a
     NautilusTrader release renamed one, orders would be misrouted or every submit would
-    raise. The public API gives all but the venue routing; that one read sits in one
-    function, proven at install against the installed NautilusTrader, and a version
-    without it is refused by name (version and attribute)."""
+    raise. The public API gives all but the venue routing and the clients by id (whose
+    live sends the Guard follows); each read sits in one function, proven at install
+    against the installed NautilusTrader, and a version without it is refused by name
+    (version and attribute)."""
     from knightwatch.adapters import nautilus as kwnt
 
     tree = ast.parse(Path(kwnt.__file__).read_text())
@@ -797,12 +798,19 @@ def test_the_only_private_nautilus_field_read_is_the_routing_map_and_it_is_check
         and not node.attr.startswith("__")
         and not (isinstance(node.value, ast.Name) and node.value.id == "self")
     }
-    assert private == {("_routing_of", "engine._routing_map")}
+    assert private == {
+        ("_routing_of", "engine._routing_map"),
+        ("_clients_of", "engine._clients"),
+        # a live client's documented coroutines, wrapped to follow their failures
+        ("_watch_client", "live._submit_order"),
+        ("_watch_client", "live._submit_order_list"),
+    }
 
     engine_ = eng.kernel.exec_engine
     kwnt.check_routing(engine_)  # the installed NautilusTrader has what the adapter reads
     (sim,) = engine_.registered_clients
     assert kwnt._routing_of(engine_)[AUDUSD.id.venue].id == sim
+    assert set(kwnt._clients_of(engine_)) == {sim}
 
     class OtherRelease:  # an ExecutionEngine of a release that moved its routing
         registered_clients: tuple[Any, ...] = ()
@@ -819,6 +827,10 @@ def test_the_only_private_nautilus_field_read_is_the_routing_map_and_it_is_check
     bad._routing_map = {AUDUSD.id.venue: object()}  # type: ignore[attr-defined]
     with pytest.raises(AdapterError, match="_routing_map is not a map of venues"):
         kwnt.check_routing(bad)
+    moved = OtherRelease()
+    moved._routing_map = {}  # type: ignore[attr-defined]
+    with pytest.raises(AdapterError, match=r"ExecutionEngine\._clients is missing"):
+        kwnt.check_routing(moved)
 
 
 def _venue_fill(order: Any, trade: str, qty: int) -> OrderFilled:

@@ -165,3 +165,34 @@ def test_an_unchecked_order_the_venue_accepts_after_the_kill_is_cancelled(owner:
         statuses = {o.client_order_id.value: o.status for o in e.kernel.cache.orders()}
         assert statuses == {seen["id"]: OrderStatus.CANCELED}
         assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)
+
+
+def test_a_kill_cancel_that_raises_is_swept_again_on_a_timer() -> None:
+    """The venue's client is down when the kill comes and back half a second later. Before,
+    the failed cancel was tried again only at the next change of trading state (an operator
+    repeating the kill): the order rested at the venue through the kill. The sweep now runs
+    again after a backoff, on NautilusTrader's clock, until it goes through."""
+    e = engine(AUDUSD)
+    try:
+        s = scripted(e, AUDUSD)
+        (sim,) = e.kernel.exec_engine._clients.values()
+
+        def script(st: Scripted, tick: QuoteTick, n: int) -> None:
+            if n == 1:
+                st.buy("10000", "0.69000")  # rests far below the market
+            elif n == 5:
+                sim._set_connected(False)
+                kw.guard.halt(Scope.NODE, kw.guard.node, "fleet kill", "test")
+            elif n == 7:
+                sim._set_connected(True)
+
+        s.script = script
+        e.add_data(quotes(AUDUSD, 40, 0.7, 0.0001))  # 4 s of simulated time
+        kw = install(e, limits=open_limits())
+        e.run()
+        (order,) = e.kernel.cache.orders(strategy_id=s.id)
+        assert order.status == OrderStatus.CANCELED
+        assert kw.guard.working_qty(AUDUSD.id.value) == (0, 0)
+        assert len(kw.guard.halts()) == 1  # one kill, never repeated
+    finally:
+        e.dispose()

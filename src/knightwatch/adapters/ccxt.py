@@ -60,7 +60,13 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   the orders after it) and reads back each order's final state. An order adopted while
   the node is HALTED (a market's first read still on its way when the kill swept, or
   another program's order read after it) has its market swept again and read back as
-  the call that read it ends (the sweep ran without it).
+  the call that read it ends (the sweep ran without it). A market whose sweep failed
+  (three tries at once) or that still holds an order live after the read-back (a cancel
+  the venue refused: a rate limit, a transient error) is swept and read back again in the
+  background (a thread on a sync exchange, a task on an async one), after 0.5 s, then
+  each wait twice the last, at most 8 s, until no order is live there, the node is no
+  longer HALTED, or `close()`: logged `KILL_CANCEL_RETRY` each time, `KILL_CANCEL_DONE`
+  at the end. Call `close()` before dropping the wrapper.
 * Only what the Guard checked is sent. `params` may carry only
   `clientOrderId`, `timeInForce`, `postOnly`, `reduceOnly` and `marginMode`
   (ccxt merges `params` into the venue's request, where `quantity` or
@@ -118,6 +124,14 @@ live in that market, the next order reads its whole start again instead (positio
 open orders), so what another program filled in full between two reads is counted too;
 with orders live there (their fills could be counted twice) only the open orders are
 read, and such a fill reaches the position at the next full read.
+
+A stream that breaks: ccxt.pro fails a pending `watch_orders`/`watch_my_trades` (and their
+`_for_symbols` forms) when its connection closes, and the next call reconnects; what the
+venue pushed in between is never sent again. Any such call that raises marks every started
+market `unsynced` (logged `STREAM_GAP`), and the re-read before the market's next order also
+reads back (`fetch_order`) each order followed here that the venue no longer lists open, so
+a fill or cancel during the gap is booked before that order is checked; a read-back that
+fails refuses the order (`venue_unavailable`) and the market is read again at the next.
 
 With `control_plane`, `join()` makes the process a fleet node through
 `NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
@@ -243,6 +257,11 @@ _WRAPPED = frozenset(
 have none either)."""
 _QUOTE_SIZED = ("cost", "quoteOrderQty", "quoteOrderQuantity")
 _KILL_ATTEMPTS = 3
+_KILL_RETRY_FIRST_S = 0.5
+_KILL_RETRY_MAX_S = 8.0
+"""The kill's retries of a market whose sweep failed or left an order live (a rate limit, a
+transient venue error): the first after `_KILL_RETRY_FIRST_S`, each wait twice the one
+before, never more than `_KILL_RETRY_MAX_S`, for as long as the node stays HALTED."""
 _SESSION_FORGET_NS = 86_400 * 10**9
 """How long an ended order is remembered when the Guard's duplicate scope is the session."""
 FORGET_PER_CALL = 4
@@ -641,10 +660,13 @@ class Ledger:
                 return True
         return False
 
-    def resync(self, symbol: str, answer: Any) -> None:
+    def resync(self, symbol: str, answer: Any) -> list[_Tracked]:
         """Read `symbol`'s open orders again (`unsynced`): every one not followed yet is
         adopted (`adopt_late`); raises `UnitError` naming the first that cannot be read,
-        having adopted nothing, and the market stays unsynced."""
+        having adopted nothing, and the market stays unsynced. Returns the orders followed
+        here, known by venue id, that the list no longer holds: they ended unseen (a fill
+        or cancel pushed while a stream was down), and are to be read back (`fetch_order`)
+        before the market's next order is checked."""
         if not isinstance(answer, list):
             raise UnitError(
                 f"fetch_open_orders: the answer is {type(answer).__name__}, not a list of orders"
@@ -666,6 +688,30 @@ class Ledger:
             self.adopt_late(o, what, strict=True)
         self.unsynced.pop(symbol, None)
         self.apply_orders(answer, "fetch_open_orders")
+        listed = {
+            str(o["id"])
+            for o in answer
+            if o.get("id") is not None and self._in_market(symbol, o.get("symbol"))
+        }
+        return [
+            t
+            for t in self._live
+            if t.symbol == symbol and t.exchange_id is not None and t.exchange_id not in listed
+        ]
+
+    def stream_gap(self, call: str, exc: BaseException) -> None:
+        """A stream call raised (ccxt.pro fails a pending `watch_*` when its connection
+        closes; the next call reconnects, and what the venue pushed meanwhile is not sent
+        again): every started market is `unsynced`, so its next order first lists its open
+        orders again and reads back each order followed here that ended unseen (`resync`)."""
+        for symbol in self.started:
+            self.unsynced[symbol] = None
+        log.warning(
+            "STREAM_GAP node=%s %s raised %r: open orders read again before the next order",
+            self.guard.node,
+            call,
+            exc,
+        )
 
     def _adopt(
         self, order: Order, remaining: int, tracked: _Tracked, venue_order: dict[str, Any]
@@ -762,7 +808,9 @@ class Ledger:
         return True
 
     def resync_failed(self, symbol: str, exc: BaseException) -> GuardRefused:
-        """The refusal of an order whose market's open orders could not be read again."""
+        """The refusal of an order whose market's open orders, or the end of an order they no
+        longer hold, could not be read again: the market stays unsynced."""
+        self.unsynced[symbol] = None
         d = Decision(
             False, RejectReason.VENUE_UNAVAILABLE, f"open orders of {symbol} unknown: {exc}"[:400]
         )
@@ -1571,6 +1619,11 @@ class Ledger:
     def kill_symbols(self) -> list[str]:
         return sorted(self.symbols)
 
+    def live_in(self, symbol: str) -> bool:
+        """Whether an order known by venue id is still live in `symbol` (after a kill's sweep
+        and read-back: its cancel failed, or its end has not been read yet)."""
+        return any(t.symbol == symbol and t.exchange_id is not None for t in self._live)
+
     def kill_adopted(self) -> list[str]:
         """The markets to sweep again for the orders adopted while the node was HALTED
         (`adopted_in_kill`, taken): those of the ones still live, while the node is still
@@ -1688,6 +1741,10 @@ class GuardedExchange:
         self._loop: LoopThread | None = None
         self.kill_thread: threading.Thread | None = None
         """The thread cancelling open orders after a fleet kill (joined to the fleet only)."""
+        self.kill_retry: threading.Thread | None = None
+        """The thread trying again the markets a kill left orders live in (`_retry_kill`)."""
+        self._kill_left: set[str] = set()
+        self._closed = threading.Event()
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
@@ -1725,7 +1782,12 @@ class GuardedExchange:
         self._loop = loop
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Leave the fleet (if joined): stop the node runtime and its loop thread."""
+        """Stop the kill's retries and leave the fleet (if joined): stop the node runtime and
+        its loop thread."""
+        self._closed.set()
+        retry = self.kill_retry
+        if retry is not None:
+            retry.join(timeout_s)
         loop, self._loop = self._loop, None
         if loop is None or self.member is None:
             return
@@ -1776,7 +1838,10 @@ class GuardedExchange:
                     continue
                 try:
                     self.ledger.open_orders_readable()
-                    self.ledger.resync(unified, self.exchange.fetch_open_orders(unified))
+                    gone = self.ledger.resync(unified, self.exchange.fetch_open_orders(unified))
+                    for t in gone:  # ended unseen: how much did it fill?
+                        ended = self.exchange.fetch_order(t.exchange_id, t.symbol)
+                        self.ledger.read_orders("fetch_order", ended, many=False)
                 except Exception as exc:
                     raise self.ledger.resync_failed(unified, exc) from None
 
@@ -2026,12 +2091,57 @@ class GuardedExchange:
 
     @_serialized
     def cancel_everything(self) -> int:
-        """Cancel every open order in the symbols traded here, then read back final states."""
-        cancelled = 0
+        """Cancel every open order in the symbols traded here, then read back final states; a
+        market whose cancel failed or that still holds a live order is tried again
+        (`_retry_kill`)."""
+        cancelled, failed = 0, []
         for symbol in self.ledger.kill_symbols():
-            cancelled += self._cancel_symbol(symbol)
+            if self._cancel_symbol(symbol):
+                cancelled += 1
+            else:
+                failed.append(symbol)
         self._read_back()
+        self._retry_kill(failed)
         return cancelled
+
+    def _retry_kill(self, failed: Iterable[str]) -> None:
+        """Hand the markets a kill's sweep left something live in (`failed`, or an order
+        still live there after the read-back) to the retry thread, started if not running.
+        Called under `calls`, which the thread also holds to decide that it is done."""
+        ledger = self.ledger
+        left = set(failed) | {s for s in ledger.kill_symbols() if ledger.live_in(s)}
+        if not left or self.guard.node_state() is not TradingState.HALTED:
+            return
+        self._kill_left |= left
+        if self.kill_retry is None:
+            self.kill_retry = threading.Thread(
+                target=self._kill_retries, name="knightwatch-kill-retry", daemon=True
+            )
+            self.kill_retry.start()
+
+    def _kill_retries(self) -> None:
+        """Sweep again, with a bounded backoff, each market a kill left something live in,
+        until none is left, the node is no longer HALTED (resumed: the orders are the
+        strategy's again) or the wrapper is closed. Sleeps outside `calls`."""
+        delay, attempt = _KILL_RETRY_FIRST_S, 0
+        while not self._closed.wait(delay):
+            with self.calls:
+                if self.guard.node_state() is not TradingState.HALTED or not self._kill_left:
+                    self._kill_left.clear()
+                    self.kill_retry = None
+                    return
+                attempt += 1
+                for symbol in sorted(self._kill_left):
+                    swept = self._cancel_symbol(symbol)
+                    self._read_back(symbol)
+                    if swept and not self.ledger.live_in(symbol):
+                        self._kill_left.discard(symbol)
+                if _kill_retried(self.guard.node, attempt, self._kill_left):
+                    self.kill_retry = None
+                    return
+            delay = min(delay * 2, _KILL_RETRY_MAX_S)
+        with self.calls:
+            self.kill_retry = None
 
     def _cancel_symbol(self, symbol: str) -> bool:
         """Cancel every open order in `symbol` at the venue (`cancel_all_orders`, else one by
@@ -2076,6 +2186,7 @@ class GuardedExchange:
                 swept = self._cancel_symbol(symbol)
                 self._read_back(symbol)
                 _log_adopted_swept(self.guard.node, symbol, swept)
+                self._retry_kill([] if swept else [symbol])
         except Exception:
             log.exception("KILL_CANCEL node=%s: orders adopted during the kill", self.guard.node)
 
@@ -2097,6 +2208,9 @@ class AsyncGuardedExchange:
         self.ledger = Ledger(exchange, guard, strategy)
         self._killing = False
         self.kill_task: asyncio.Task[int] | None = None
+        self.kill_retry: asyncio.Task[None] | None = None
+        """The task trying again the markets a kill left orders live in (`_retry_kill`)."""
+        self._kill_left: set[str] = set()
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
@@ -2109,7 +2223,13 @@ class AsyncGuardedExchange:
         await self.member.start(actor=f"ccxt:{self.guard.node}")
 
     async def close(self) -> None:
-        """Leave the fleet (if joined) and close the exchange's HTTP session."""
+        """Stop the kill's retries, leave the fleet (if joined) and close the exchange's HTTP
+        session."""
+        retry, self.kill_retry = self.kill_retry, None
+        if retry is not None:
+            retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retry
         if self.member is not None:
             await self.member.stop()
         await self.exchange.close()
@@ -2156,7 +2276,9 @@ class AsyncGuardedExchange:
                 try:
                     self.ledger.open_orders_readable()
                     answer = await self.exchange.fetch_open_orders(unified)
-                    self.ledger.resync(unified, answer)
+                    for t in self.ledger.resync(unified, answer):  # ended unseen: filled?
+                        ended = await self.exchange.fetch_order(t.exchange_id, t.symbol)
+                        self.ledger.read_orders("fetch_order", ended, many=False)
                 except Exception as exc:
                     raise self.ledger.resync_failed(unified, exc) from None
 
@@ -2376,25 +2498,41 @@ class AsyncGuardedExchange:
 
     @_sweeping
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
-        orders = await self.exchange.watch_orders(*args, **kwargs)
+        try:
+            orders = await self.exchange.watch_orders(*args, **kwargs)
+        except Exception as exc:  # the stream broke: what it missed is read at the next order
+            self.ledger.stream_gap("watch_orders", exc)
+            raise
         self.ledger.read_orders("watch_orders", orders, many=True)
         await self._settle()
         return orders
 
     async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
-        trades = await self.exchange.watch_my_trades(*args, **kwargs)
+        try:
+            trades = await self.exchange.watch_my_trades(*args, **kwargs)
+        except Exception as exc:  # the stream broke: what it missed is read at the next order
+            self.ledger.stream_gap("watch_my_trades", exc)
+            raise
         self.ledger.read_trades("watch_my_trades", trades)
         return trades
 
     @_sweeping
     async def watch_orders_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
-        orders = await self.exchange.watch_orders_for_symbols(*args, **kwargs)
+        try:
+            orders = await self.exchange.watch_orders_for_symbols(*args, **kwargs)
+        except Exception as exc:  # the stream broke: what it missed is read at the next order
+            self.ledger.stream_gap("watch_orders_for_symbols", exc)
+            raise
         self.ledger.read_orders("watch_orders_for_symbols", orders, many=True)
         await self._settle()
         return orders
 
     async def watch_my_trades_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
-        trades = await self.exchange.watch_my_trades_for_symbols(*args, **kwargs)
+        try:
+            trades = await self.exchange.watch_my_trades_for_symbols(*args, **kwargs)
+        except Exception as exc:  # the stream broke: what it missed is read at the next order
+            self.ledger.stream_gap("watch_my_trades_for_symbols", exc)
+            raise
         self.ledger.read_trades("watch_my_trades_for_symbols", trades)
         return trades
 
@@ -2503,6 +2641,7 @@ class AsyncGuardedExchange:
                 self.ledger.apply_order(await self.exchange.fetch_order(xid, symbol))
             except ccxt.BaseError as exc:
                 log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
+        failed = []
         for symbol in unknown:
             if await self._cancel_symbol(symbol):
                 log.warning(
@@ -2511,7 +2650,10 @@ class AsyncGuardedExchange:
                     self.guard.node,
                     symbol,
                 )
+            else:
+                failed.append(symbol)
             await self._read_back(symbol)
+        self._retry_kill(failed)  # and any order of the kill still live
 
     async def _cancel_symbol(self, symbol: str) -> bool:
         """Cancel every open order in `symbol` at the venue (`cancel_all_orders`, else one by
@@ -2547,13 +2689,52 @@ class AsyncGuardedExchange:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
 
     async def cancel_everything(self) -> int:
-        """Cancel every open order in the symbols traded here, then read back final states."""
-        cancelled = 0
+        """Cancel every open order in the symbols traded here, then read back final states; a
+        market whose cancel failed or that still holds a live order is tried again
+        (`_retry_kill`)."""
+        cancelled, failed = 0, []
         for symbol in self.ledger.kill_symbols():
-            cancelled += await self._cancel_symbol(symbol)
+            if await self._cancel_symbol(symbol):
+                cancelled += 1
+            else:
+                failed.append(symbol)
         await self._read_back()
         log.warning("KILL_CANCEL node=%s symbols=%d cancelled", self.guard.node, cancelled)
+        self._retry_kill(failed)
         return cancelled
+
+    def _retry_kill(self, failed: Iterable[str]) -> None:
+        """Hand the markets a kill's sweep left something live in (`failed`, or an order
+        still live there after the read-back) to the retry task, started if not running."""
+        ledger = self.ledger
+        left = set(failed) | {s for s in ledger.kill_symbols() if ledger.live_in(s)}
+        if not left or self.guard.node_state() is not TradingState.HALTED:
+            return
+        self._kill_left |= left
+        if self.kill_retry is None or self.kill_retry.done():
+            self.kill_retry = asyncio.get_running_loop().create_task(
+                self._kill_retries(), name="knightwatch-kill-retry"
+            )
+
+    async def _kill_retries(self) -> None:
+        """Sweep again, with a bounded backoff, each market a kill left something live in,
+        until none is left, the node is no longer HALTED (resumed: the orders are the
+        strategy's again) or `close` cancels it."""
+        delay, attempt = _KILL_RETRY_FIRST_S, 0
+        while True:
+            await asyncio.sleep(delay)
+            if self.guard.node_state() is not TradingState.HALTED or not self._kill_left:
+                self._kill_left.clear()
+                return
+            attempt += 1
+            for symbol in sorted(self._kill_left):
+                swept = await self._cancel_symbol(symbol)
+                await self._read_back(symbol)
+                if swept and not self.ledger.live_in(symbol):
+                    self._kill_left.discard(symbol)
+            if _kill_retried(self.guard.node, attempt, self._kill_left):
+                return
+            delay = min(delay * 2, _KILL_RETRY_MAX_S)
 
     async def _cancel_adopted(self) -> None:
         """Sweep again the markets of orders adopted while the node is HALTED, and read them
@@ -2566,6 +2747,7 @@ class AsyncGuardedExchange:
                 swept = await self._cancel_symbol(symbol)
                 await self._read_back(symbol)
                 _log_adopted_swept(self.guard.node, symbol, swept)
+                self._retry_kill([] if swept else [symbol])
         except Exception:
             log.exception("KILL_CANCEL node=%s: orders adopted during the kill", self.guard.node)
 
@@ -2579,6 +2761,20 @@ def _settle_failed(node: str, tracked: _Tracked, exc: BaseException) -> None:
         tracked.exchange_id,
         exc,
     )
+
+
+def _kill_retried(node: str, attempt: int, left: set[str]) -> bool:
+    """Report one retry of a kill's sweep; whether nothing is left to try again."""
+    if not left:
+        log.warning("KILL_CANCEL_DONE node=%s: every market swept, after %d retries", node, attempt)
+        return True
+    log.error(
+        "KILL_CANCEL_RETRY node=%s retry=%d: orders may still rest in %s; trying again",
+        node,
+        attempt,
+        ", ".join(sorted(left)),
+    )
+    return False
 
 
 def _log_adopted_swept(node: str, symbol: str, swept: bool) -> None:

@@ -34,6 +34,10 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   an order the venue accepts or fills that never passed the Guard (sent past the
   bus, or an external order found by a reconciliation while trading) is counted
   from then on (its leaves working) and halts the node;
+* an order whose execution client raises before sending it (a live client's send task,
+  whose exception NautilusTrader only logs, included) is released and denied
+  (`OrderDenied`, recorded `not_sent`); one the client marked submitted first may be at
+  the venue and stays counted;
 * at start-up, once the host's reconciliation has run (the Guard's start-up
   actor starts before any strategy: `take_over`), what NautilusTrader's cache
   holds becomes the Guard's starting point, before the first order is checked:
@@ -54,7 +58,11 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   (open, emulated, in flight, or held by an execution algorithm), and every open
   order no running strategy owns (external), each through the execution client it
   was sent to; a cancel that raises (its client down) is logged and spares no
-  other, and is retried at the next change of state; an order the venue accepts while
+  other, and the sweep runs again at the next change of state and on NautilusTrader's
+  clock; a cancel the venue rejects (`OrderCancelRejected`: a rate limit) is sent again;
+  both after 0.5 s, then each wait twice the last, at most 8 s, while the node is HALTED
+  and the order open (logged `KILL_CANCEL_RETRY`, recorded `kill_cancel_rejected`); an
+  order the venue accepts while
   the node is HALTED (in flight when the kill swept, its cancel overtook it: `not
   found`) is cancelled then, or it would work through the kill;
 * an end event (cancel, expiry, reject, denial) that NautilusTrader publishes but
@@ -104,12 +112,14 @@ from nautilus_trader.execution.messages import (
     SubmitOrder,
     SubmitOrderList,
 )
+from nautilus_trader.live.execution_client import LiveExecutionClient
 from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import ContingencyType, OrderSide, OrderStatus, PositionSide
 from nautilus_trader.model.enums import TradingState as NtState
 from nautilus_trader.model.events import (
     OrderAccepted,
     OrderCanceled,
+    OrderCancelRejected,
     OrderDenied,
     OrderExpired,
     OrderFilled,
@@ -174,6 +184,11 @@ _NOT_SENT = RejectReason.VENUE_UNAVAILABLE
 _UNSENT = (OrderStatus.INITIALIZED, OrderStatus.RELEASED)
 """Statuses in which an order the client raised on cannot have left: one it marked
 submitted may have been sent before it raised, so it stays counted (the safe side)."""
+_KILL_RETRY_FIRST_S = 0.5
+_KILL_RETRY_MAX_S = 8.0
+"""A kill's cancel the venue rejects (a rate-limited burst) or that raises is sent again after
+`_KILL_RETRY_FIRST_S`, each wait twice the one before, never more than `_KILL_RETRY_MAX_S`,
+for as long as the node stays HALTED and the order open."""
 _CONTINGENT = (ContingencyType.OCO, ContingencyType.OUO)
 """Contingencies whose legs cannot all execute: one filling cancels (OCO) or reduces (OUO)
 the others by what it filled."""
@@ -273,6 +288,14 @@ def _routing_of(engine: Any) -> dict[Any, Any]:
     return routing
 
 
+def _clients_of(engine: Any) -> dict[Any, Any]:
+    """The ExecutionEngine's registered clients by id: the other private field the adapter
+    reads (1.221.0 offers their ids only, `registered_clients`), to follow a live client's
+    sends (`NautilusGuard._watch_client`). `check_routing` proves it at install."""
+    clients: dict[Any, Any] = engine._clients
+    return clients
+
+
 def check_routing(engine: Any) -> None:
     """Raise `AdapterError` unless this NautilusTrader's ExecutionEngine offers what the
     adapter routes by: its public client ids and its venue routing map (`_routing_of`).
@@ -299,6 +322,12 @@ def check_routing(engine: Any) -> None:
         raise AdapterError(
             where.format("_routing_map", "is not a map of venues to registered clients")
         )
+    try:
+        clients = _clients_of(engine)
+    except AttributeError:
+        raise AdapterError(where.format("_clients", "is missing")) from None
+    if not isinstance(clients, dict) or set(clients) != registered:
+        raise AdapterError(where.format("_clients", "is not a map of the registered clients"))
 
 
 def _kernel_of(target: Any) -> Any:
@@ -349,11 +378,20 @@ class NautilusGuard:
         `OrderModifyRejected` for the order is the RiskEngine's refusal of it, never the
         venue's answer to an amend the Guard let through before. A live RiskEngine queues
         what it is given and refuses it later, from its own task."""
+        self._watched: set[Any] = set()
+        """Ids of the live execution clients whose sends the Guard follows (`_watch_client`)."""
         self._replaces = 0
         self._mirrored: Any = None
         self._cancelled = False
         self._kill_failed = 0
         """How many cancels of the last kill sweep raised (`cancel_open_orders`)."""
+        self._kill_tries: dict[str, int] = {}
+        """NautilusTrader order id -> how many of the kill's cancels of it failed (rejected by
+        the venue, or raised), for its retry's backoff (`_retry_later`); cleared on resume."""
+        self._sweep_tries = 0
+        self._sweep_due = False
+        """Whether a sweep's retry is on the clock (`_sweep_later`): one at a time."""
+        self._alerts = 0
         self.started = False
         """Whether the Guard took over what the cache held at start-up (`take_over`)."""
         self._fill = member.runtime.on_fill if member is not None else guard.on_fill
@@ -644,6 +682,7 @@ class NautilusGuard:
         if d.accepted:
             self.passed += 1
             self._live[order.client_order_id.value] = None
+            self._watch_client(command)
             try:
                 self._inner(command)
             except Exception as exc:  # the client never sent it: not left counted as working
@@ -702,6 +741,7 @@ class NautilusGuard:
                 rid = largest.client_order_id.value
                 self._group[rid] = [o.client_order_id.value for o in legs]
                 self._rep.update(dict.fromkeys(self._group[rid], rid))
+            self._watch_client(command)
             try:
                 self._inner(command)
             except Exception as exc:  # the client never sent it: not left counted as working
@@ -906,12 +946,55 @@ class NautilusGuard:
             ),
         )
 
-    def _not_sent(self, orders: list[NtOrder], exc: Exception) -> None:
+    def _watch_client(self, command: SubmitOrder | SubmitOrderList) -> None:
+        """Follow the sends of the live execution client `command` goes to (once per client).
+
+        A live node's ExecutionEngine hands a command to its client from a queue of its own,
+        and a `LiveExecutionClient` sends it from a task of its own (`_submit_order`,
+        `_submit_order_list`), whose exception NautilusTrader only logs: it never comes back
+        through `execute`, and an order the client raised on before sending stayed counted
+        working for good. Those two coroutines of the client are wrapped so that their
+        failure reaches `_not_sent` (`later`). A backtest's client sends within the call."""
+        engine = self.kernel.exec_engine
+        client = _clients_of(engine).get(
+            self._client_for(command.client_id, command.instrument_id.venue)
+        )
+        if not isinstance(client, LiveExecutionClient) or client.id in self._watched:
+            return
+        self._watched.add(client.id)
+        live: Any = client  # its methods replaced on this one instance
+        live._submit_order = self._failures_of(live._submit_order, lambda c: [c.order])
+        live._submit_order_list = self._failures_of(
+            live._submit_order_list, lambda c: list(c.order_list.orders)
+        )
+
+    def _failures_of(
+        self, send: Callable[[Any], Any], orders_of: Callable[[Any], list[NtOrder]]
+    ) -> Callable[[Any], Any]:
+        """`send` (a live client's coroutine), with its failure handed to `_not_sent` and
+        raised on to NautilusTrader as before (it logs it)."""
+
+        async def watched(command: Any) -> None:
+            try:
+                await send(command)
+            except Exception as exc:
+                self._not_sent(orders_of(command), exc, later=True)
+                raise
+
+        return watched
+
+    def _not_sent(self, orders: list[NtOrder], exc: Exception, *, later: bool = False) -> None:
         """The ExecutionEngine or its client raised on a command the Guard accepted (a client
         that lost its connection): the orders were never sent. Each is released (`on_reject`,
         not a cancel), recorded, and refused to the strategy as NautilusTrader would:
         `OrderDenied`. One the client had marked submitted (it may have been sent before
-        the client raised) or that reached the venue stays counted, logged as in doubt."""
+        the client raised) or that reached the venue stays counted, logged as in doubt.
+
+        `later`: the client raised from its own task on a live node (`_watch_client`). The
+        order's status read here may not yet hold an event the client queued before it
+        raised (an `OrderSubmitted`), so it is not released here: the `OrderDenied`, queued
+        behind that event, releases it when NautilusTrader applies it (`_apply_event`), and
+        is refused as an invalid transition, leaving the order counted, if it was sent."""
         why = f"the execution client raised {exc!r}: never sent"
         d = Decision(False, _NOT_SENT, why)
         log.error("NOT_SENT node=%s %d order(s): %s", self.guard.node, len(orders), why)
@@ -927,12 +1010,13 @@ class NautilusGuard:
                     order.status.name,
                 )
                 continue
-            del self._live[oid]
-            self._at_nt.pop(oid, None)
-            self._drop_amend(oid)
-            gid = self._close(oid, order.instrument_id)
-            if gid is not None:
-                self.guard.on_reject(gid)
+            if not later:
+                del self._live[oid]
+                self._at_nt.pop(oid, None)
+                self._drop_amend(oid)
+                gid = self._close(oid, order.instrument_id)
+                if gid is not None:
+                    self.guard.on_reject(gid)
             self.guard.note("not_sent", order_id=oid, reason=d.reason.value, error=why[:400])
             self._deny(order, d)
 
@@ -953,6 +1037,9 @@ class NautilusGuard:
             self._on_fill(event)
             return
         oid = event.client_order_id.value
+        if isinstance(event, OrderCancelRejected):
+            self._cancel_rejected(oid, event.reason)
+            return
         if isinstance(event, OrderModifyRejected):
             self._modify_rejected(oid, event)
             return
@@ -1240,10 +1327,14 @@ class NautilusGuard:
                 self._cancelled = True
                 self.cancel_open_orders()
                 # a cancel that failed (its client down) is swept again at the next
-                # change of state: an operator repeating the kill retries it
+                # change of state (an operator repeating the kill), and on a timer
                 self._cancelled = not self._kill_failed
+                if self._kill_failed:
+                    self._sweep_later()
         else:
             self._cancelled = False
+            self._kill_tries.clear()
+            self._sweep_tries = 0
 
     def cancel_open_orders(self) -> int:
         """Cancel every order of every strategy that is not closed, and every open order no
@@ -1312,10 +1403,93 @@ class NautilusGuard:
             self._cancel_one(order)
         return len(orphans)
 
-    def _cancel_one(self, order: NtOrder) -> None:
+    def _cancel_rejected(self, oid: str, reason: Any) -> None:
+        """The venue rejected a cancel of `oid` (a rate limit, a transient error). While the
+        node is HALTED and the order open, the kill's cancel is sent again later: the stop
+        direction never gives up on an order that can still execute."""
+        order = self.kernel.cache.order(ClientOrderId(oid))
+        if self.guard.node_state() is not TradingState.HALTED or order is None or order.is_closed:
+            return
+        self.guard.note("kill_cancel_rejected", order_id=oid, reason=str(reason)[:400])
+        self._retry_later(oid, f"rejected: {reason}")
+
+    def _retry_later(self, oid: str, why: str) -> None:
+        """Send the kill's cancel of `oid` again after the backoff of its failures so far, on
+        NautilusTrader's clock (simulated time in a backtest)."""
+        n = self._kill_tries[oid] = self._kill_tries.get(oid, 0) + 1
+        delay_s = min(_KILL_RETRY_FIRST_S * 2 ** min(n - 1, 32), _KILL_RETRY_MAX_S)
+        log.error(
+            "KILL_CANCEL_RETRY node=%s order %s (%s): cancelling again in %.2f s (retry %d)",
+            self.guard.node,
+            oid,
+            why[:200],
+            delay_s,
+            n,
+        )
+        self._alert(delay_s, partial(self._retry_cancel, oid))
+
+    def _alert(self, delay_s: float, callback: Callable[[Any], None]) -> None:
+        """Call `callback` in `delay_s`: on a live node after that long on the host's monotonic
+        clock, on the node's loop (NautilusTrader's live clock is wall time, and a wall clock
+        set back would hold a kill's retry for as long as the step); in a backtest at that
+        simulated time, on NautilusTrader's clock."""
+        kernel = self.kernel
+        if "BACKTEST" not in str(kernel.environment).upper():
+            try:
+                loop = kernel.loop
+            except RuntimeError:  # no loop of its own and none running: the node's clock
+                loop = None
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                loop.call_later(delay_s, callback, None)
+                return
+        clock = kernel.clock
+        self._alerts += 1
+        clock.set_time_alert_ns(
+            f"knightwatch-kill-retry-{self._alerts}",
+            clock.timestamp_ns() + int(delay_s * 1e9),
+            callback,
+        )
+
+    def _retry_cancel(self, oid: str, _event: Any = None) -> None:
+        """A retry's timer: cancel `oid` again if the node is still HALTED and it is open."""
+        order = self.kernel.cache.order(ClientOrderId(oid))
+        if self.guard.node_state() is not TradingState.HALTED or order is None or order.is_closed:
+            self._kill_tries.pop(oid, None)
+            return
+        if not self._cancel_one(order):
+            self._retry_later(oid, "the cancel raised")
+
+    def _sweep_later(self) -> None:
+        """Sweep again, after a backoff, a kill whose cancels raised (a client down)."""
+        if self._sweep_due:
+            return
+        self._sweep_due = True
+        self._sweep_tries += 1
+        delay_s = min(_KILL_RETRY_FIRST_S * 2 ** min(self._sweep_tries - 1, 32), _KILL_RETRY_MAX_S)
+        log.error(
+            "KILL_CANCEL_RETRY node=%s %d cancel(s) raised: sweeping again in %.2f s",
+            self.guard.node,
+            self._kill_failed,
+            delay_s,
+        )
+        self._alert(delay_s, self._sweep_again)
+
+    def _sweep_again(self, _event: Any = None) -> None:
+        self._sweep_due = False
+        if self.guard.node_state() is not TradingState.HALTED:
+            return
+        self.cancel_open_orders()
+        self._cancelled = not self._kill_failed
+        if self._kill_failed:
+            self._sweep_later()
+        else:
+            log.warning("KILL_CANCEL_DONE node=%s: the kill's sweep went through", self.guard.node)
+
+    def _cancel_one(self, order: NtOrder) -> bool:
         """A kill's `CancelOrder` for one order, straight to the ExecutionEngine (cancels
-        always pass) through the client it was sent to, whoever owns it. Its failure is
-        counted in `_kill_failed`, logged, and never spares the cancels after it."""
+        always pass) through the client it was sent to, whoever owns it; whether it was
+        handed on. Its failure is counted in `_kill_failed`, logged, and never spares the
+        cancels after it."""
         cid = order.client_order_id
         try:
             self._inner(
@@ -1333,6 +1507,8 @@ class NautilusGuard:
         except Exception as exc:  # one order's failure never spares the others
             self._kill_failed += 1
             log.error("KILL_CANCEL_FAILED node=%s order %s: %r", self.guard.node, cid, exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ fleet
 

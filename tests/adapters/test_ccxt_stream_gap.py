@@ -1,0 +1,116 @@
+"""A websocket order stream that drops and reconnects: what happened at the venue during the
+gap is read back before the next order is checked.
+
+ccxt.pro rejects a pending `watch_orders`/`watch_my_trades` with a `NetworkError` when its
+connection closes, and the next call reconnects; the venue does not replay what it pushed
+meanwhile. The Guard followed its orders by their updates only, so a fill or cancel during
+the gap was never booked: a filled order stayed counted working and its fill never reached
+the position (the next orders were checked against a position short of what was held)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ccxt
+import ccxt.pro as ccxt_pro
+import pytest
+
+from knightwatch.adapters.ccxt import AsyncGuardedExchange, guard
+from knightwatch.adapters.paper import KRAKEN_KEY, KRAKEN_SECRET, PaperKraken, PaperKrakenStream
+from knightwatch.adapters.units import Units
+
+from .test_ccxt import limits
+
+SYM = "BTC/USD"
+U = Units("0.00000001")
+
+
+async def _subscribed(stream: PaperKrakenStream) -> None:
+    for _ in range(750):  # until ccxt has subscribed with its token (up to 15 s)
+        if stream.subscribers:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("ccxt never subscribed to the executions channel")
+
+
+def _drop(stream: PaperKrakenStream) -> None:
+    """The venue closes every websocket connection (a restart, a network blip)."""
+
+    async def close_all() -> None:
+        for ws in list(stream.subscribers):
+            await ws.close()
+
+    asyncio.run_coroutine_threadsafe(close_all(), stream.loop).result(10)
+
+
+@pytest.mark.parametrize("call", ["watch_orders", "watch_my_trades"])
+async def test_fills_and_cancels_during_a_stream_gap_are_read_back_before_the_next_order(
+    call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
+        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
+        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        watch = getattr(ex, call)
+        try:
+            await ex.fetch_ticker(SYM)
+            filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
+            cancelled = await ex.create_order(SYM, "limit", "buy", 0.1, 58_000)
+            first = asyncio.create_task(watch(SYM))
+            await _subscribed(stream)
+            with caplog.at_level(logging.WARNING):
+                _drop(stream)
+                with pytest.raises(ccxt.NetworkError):
+                    await asyncio.wait_for(first, 10)
+            # during the gap: one order fills, the other is cancelled (by hand, on the site)
+            venue.fill(filled["id"], "0.2")
+            venue.cancel(cancelled["id"])
+            again: asyncio.Task[Any] = asyncio.create_task(watch(SYM))  # reconnects
+            await _subscribed(stream)
+            assert ex.guard.position(SYM) == 0  # nothing pushed the gap's fill
+            await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
+            assert ex.guard.position(SYM) == U.to_units("0.2")
+            assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
+            again.cancel()
+            with pytest.raises((asyncio.CancelledError, ccxt.BaseError)):
+                await again
+            assert "STREAM_GAP" in caplog.text
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0
+
+
+async def test_an_order_whose_end_cannot_be_read_after_a_gap_refuses_the_next_order() -> None:
+    """After a gap, an order the venue no longer lists open whose final state cannot be read
+    (the read fails) may have filled: the next order in its market is refused
+    (`venue_unavailable`) and the market read again at the one after."""
+    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
+        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
+        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        try:
+            await ex.fetch_ticker(SYM)
+            filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
+            first = asyncio.create_task(ex.watch_orders(SYM))
+            await _subscribed(stream)
+            _drop(stream)
+            with pytest.raises(ccxt.NetworkError):
+                await asyncio.wait_for(first, 10)
+            venue.fill(filled["id"], "0.2")
+            real = ex.exchange.fetch_order
+
+            async def unreachable(*args: Any, **kwargs: Any) -> Any:
+                raise ccxt.RequestTimeout("kraken GET QueryOrders timed out")
+
+            ex.exchange.fetch_order = unreachable
+            with pytest.raises(ccxt.InvalidOrder, match="venue_unavailable"):
+                await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
+            ex.exchange.fetch_order = real
+            await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
+            assert ex.guard.position(SYM) == U.to_units("0.2")
+            assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0
