@@ -24,7 +24,9 @@ have baselines: accepted order rate, executed notional rate, the firm's own
 (principal) notional rate, child orders per parent, messages per execution and a
 node's cancel rate (cancels the venue confirmed, a replace it took counting as one: a
 cancel/replace loop or a quoter pulling every tick, inside its order-rate limit and still
-filling, moved no other measure; held per node, not as a fleet total).
+filling, moved no other measure; held per node, not as a fleet total; the cancels a
+signed kill, halt or drain makes, of the node, the fleet, or a strategy or symbol, the node
+ACTIVE, are the stop direction and not counted for `stop_cancels_s`: `stopping`).
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
 rate window halts the node (or, for the fleet's total, the fleet); the episode
 ends only after a full rate window back under it, so a sawtooth dipping under
@@ -39,12 +41,13 @@ good), while a basket now and then is not
 (one basket of 1,500 orders on a node doing 2 a second averages over its limit for a
 minute). The order-rate rule judges what a node
 offered, accepted or refused (throttling by rate limits included): a strategy
-hammering the Guard is a runaway the Guard is hiding. A node working only its
-customers' parents is judged on those refusals alone, and only once they have stayed
-over the limit for `count_window_s` (as the reject rule judges throttling): an open
-whose customer orders outrun the node's rate limit for a few seconds is the Guard
-working, and halting it left customers' parents unfilled. The fleet's totals leave
-out a node already over its own limit (its own rule halts it), so one node's
+hammering the Guard is a runaway the Guard is hiding; what a stopped scope refused (a
+killed strategy resending into its kill) reaches no market and is left out (`_offered`).
+A node working only its customers' parents is judged on those refusals alone, and only
+once they have stayed over the limit for `count_window_s` (as the reject rule judges
+throttling): an open whose customer orders outrun the node's rate limit for a few
+seconds is the Guard working, and halting it left customers' parents unfilled. The
+fleet's totals leave out a node already over its own limit (its own rule halts it), so one node's
 leak or glitch never halts the whole fleet with it. Principal
 flow halts at once, because an agency router's normal principal flow is nil (and
 stays nil: it is never learned) and the Guard books every fill beyond its parent
@@ -108,6 +111,7 @@ from knightwatch.control.plane.wire import FLEET_KEY, NodeMetrics
 from knightwatch.inputs import UNDECODABLE, load_toml
 from knightwatch.limits import scaled_percent
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.command import SKEW_NS
 
 
 class Rule(StrEnum):
@@ -263,6 +267,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cancel_floor_per_s: float = 20.0
     """No node is halted on its cancel rate at or under this, whatever its baseline: a
     quoting node cancels about as often as it sends (the order-rate floor's scale)."""
+    stop_cancels_s: float = 10.0
+    """Cancels a node confirms within this after a signed kill, halt or drain of a scope it
+    may trade in was issued (`Supervisor.stopping`) are that stop's: its cancel rate is
+    neither judged nor learned while its rate window reaches into that span. A strategy's
+    kill leaves its nodes ACTIVE, and the thousands of orders it had working, cancelled in a
+    second or two, halted each node (every other strategy on it) as a cancel storm."""
     bleed_multiple: float = 1.5
     bleed_window_s: float = 60.0
     bleed_loss: float = 10_000.0
@@ -303,6 +313,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 "must be >= 0",
             ),
             ("cancel_floor_per_s", self.cancel_floor_per_s >= 0, "must be >= 0"),
+            ("stop_cancels_s", self.stop_cancels_s >= 0, "must be >= 0"),
             ("bleed_multiple", self.bleed_multiple > 1, "must be > 1"),
             ("bleed_window_s", self.bleed_window_s > 0, "must be > 0"),
             ("bleed_loss", self.bleed_loss > 0, "must be > 0"),
@@ -444,7 +455,8 @@ class NodeHealth(msgspec.Struct, frozen=True):
     node_id: str
     participating: bool
     order_rate: float
-    """Orders (accepted or blocked) per second over the window."""
+    """Orders (accepted or blocked) per second over the window, those a stopped scope
+    blocked aside (`_offered`)."""
     fleet_median_rate: float
     """Median of this node's rate and its participating peers' rates (halted ones aside)."""
     order_rate_ratio: float
@@ -889,16 +901,27 @@ class Supervisor:
         self._unvouched: set[str] = set()
         """Nodes whose stored day history could not be read: stored afresh at their first
         sample (their halt was issued at `restore`)."""
+        self._unvouched_halts: dict[str, str] = {}
+        """Why `restore` halted each node whose stored day history could not be read, until
+        the node reports itself halted: a halt that did not take effect (`rearm`) is issued
+        again at the node's next judgement (`_retry_unvouched`)."""
+        self._retry_unvouched: set[str] = set()
         self._dirty: set[str] = set()
+        self._stop_cancels: dict[str, int] = {}
+        """Node id -> monotonic ns until which its cancels are a stop's (`stopping`)."""
+        self._stop_cancels_all = 0
+        """Monotonic ns until which every node's cancels are a stop's (of the fleet, a
+        strategy or a symbol)."""
         self.actions: list[Action] = []
 
     def rate(self, node_id: str) -> float:
-        """Orders per second over the last window, as seen by this supervisor."""
+        """Orders offered per second over the last window, as seen by this supervisor: the
+        ones a stopped scope refused aside (`_offered`)."""
         track = self._nodes.get(node_id)
         if track is None or len(track.samples) < 2:
             return 0.0
         a, b = track.samples[0], track.samples[-1]
-        return (b.orders - a.orders) / ((b.t - a.t) / 1e9) if b.t > a.t else 0.0
+        return _offered(a, b) / ((b.t - a.t) / 1e9) if b.t > a.t else 0.0
 
     def record(self, m: NodeMetrics) -> _NodeTrack:
         """Take one metrics sample into the node's window and learn its baselines, without
@@ -1054,6 +1077,32 @@ class Supervisor:
                 track = self._nodes[node_id] = _NodeTrack(self.config)
                 track.seen = now
 
+    def stopping(self, scope: Scope, key: str, state: TradingState, issued_ns: int) -> bool:
+        """A kill, halt or drain of (`scope`, `key`), issued at `issued_ns` (wall clock) and
+        verified by the caller, is news: the nodes it covers (the node it names; every node
+        for a fleet, strategy or symbol) cancel what they had working in it, and those
+        cancels are the stop direction, not a storm. Their cancel rate is not judged (nor
+        learned) until `stop_cancels_s` after it was issued. Counted, a strategy's kill left
+        its nodes ACTIVE and halted each on its cancel rate, every other strategy with it.
+
+        A resume, or a stop issued more than `stop_cancels_s` ago or more than the signing
+        skew ahead of this clock (a replay: the nodes keep the newest entry, so it cancels
+        nothing), excuses nothing. Returns whether it excused anything."""
+        span = int(self.config.stop_cancels_s * 1e9)
+        age = self.clock.time_ns() - issued_ns
+        if state < TradingState.REDUCING or not -SKEW_NS <= age <= span:
+            return False
+        now = self.clock.monotonic_ns()
+        until = now + span - max(age, 0)
+        if scope is not Scope.NODE:
+            self._stop_cancels_all = max(self._stop_cancels_all, until)
+            return True
+        stops = self._stop_cancels
+        for k in [k for k, t in stops.items() if t <= now]:
+            del stops[k]  # (bounded by the stops of the last `stop_cancels_s`)
+        stops[key] = max(stops.get(key, 0), until)
+        return True
+
     def missed(self, gap_s: float) -> None:
         """The supervisor itself was not running for the last `gap_s` (its process or event
         loop stalled): what the nodes sent meanwhile is still queued, unheard. That time is
@@ -1069,8 +1118,12 @@ class Supervisor:
 
     def rearm(self, rule: Rule, key: str) -> None:
         """Let `rule` fire again for `key` at the next judgement: its action did not
-        take effect (a node did not confirm the halt, or the halt was not stored)."""
+        take effect (a node did not confirm the halt, or the halt was not stored). A halt
+        `restore` issued is issued again then though no rule's condition holds (its reason,
+        a day history that cannot be read, does until the node reports the halt)."""
         self._firing.discard((rule, key))
+        if rule is Rule.PRINCIPAL_DAY and key in self._unvouched_halts:
+            self._retry_unvouched.add(key)
 
     def restore(self, stored: Mapping[str, bytes]) -> list[Action]:
         """Take back the day histories a previous supervisor stored (incident-bucket keys
@@ -1078,7 +1131,9 @@ class Supervisor:
         sample. A history that cannot be decoded or believed cannot vouch for what the node
         booked today: the node is halted (`supervisor_principal_day`, naming the key), as a
         sample that cannot be read is, rather than the supervisor refusing to start (which
-        would leave the whole fleet unsupervised), and its history is stored afresh."""
+        would leave the whole fleet unsupervised), and its history is stored afresh. A halt
+        of these that does not take effect (`rearm`) is issued again at the node's next
+        judgement, until the node reports itself halted."""
         out: list[Action] = []
         for key, raw in sorted(stored.items()):
             if not key.startswith(DAY_KEY_PREFIX):
@@ -1097,6 +1152,7 @@ class Supervisor:
                 f"node {node_id}'s stored day history ({key}) cannot be read: "
                 f"{'; '.join(problems)}; what it booked today cannot be vouched for"
             )
+            self._unvouched_halts[node_id] = why
             out += self._fire(
                 Rule.PRINCIPAL_DAY, node_id, True, Scope.NODE, TradingState.HALTED, why,
                 trust_state=False,
@@ -1239,22 +1295,22 @@ class Supervisor:
     def _measures(self, track: _NodeTrack) -> dict[str, float]:
         """The node's baselined measures over its window (absent: cannot be measured yet)."""
         a, b = track.samples[0], track.samples[-1]
+        m = track.latest
+        assert m is not None
         out: dict[str, float] = {}
         if b.t > a.t:
             dt = (b.t - a.t) / 1e9
             out["order_rate"] = (b.accepted - a.accepted) / dt
-            track.base.refused_rate = (
-                max(0.0, (b.orders - b.accepted) - (a.orders - a.accepted)) / dt
-            )
+            track.base.refused_rate = max(0.0, _offered(a, b) - (b.accepted - a.accepted)) / dt
             out["notional_rate"] = (b.notional - a.notional) / dt
-            if all(s.stop == TradingState.ACTIVE for s in track.samples):
+            excused = max(self._stop_cancels_all, self._stop_cancels.get(m.node_id, 0))
+            if a.t >= excused and all(s.stop == TradingState.ACTIVE for s in track.samples):
                 # a drain or a kill cancels what the node had working: the stop direction,
                 # not a storm (measured, a drain's cancels escalated it to a halt, and a
-                # kill's were still in the window after the resume and halted it again)
+                # kill's were still in the window after the resume and halted it again);
+                # so does one of a strategy or a symbol, the node ACTIVE (`stopping`)
                 out["cancel_rate"] = (b.cancels - a.cancels) / dt
         out["principal_notional"] = track.principal[-1][1] - track.principal[0][1]
-        m = track.latest
-        assert m is not None
         if m.parents > 0:
             out["children_per_parent"] = m.accepted / m.parents
         a, b = self._counted(track)
@@ -1267,7 +1323,7 @@ class Supervisor:
         span = (last.t - first.t) / 1e9
         track.base.long = (
             {
-                "order_rate": ((last.orders - first.orders) / span, span),
+                "order_rate": (_offered(first, last) / span, span),
                 "notional_rate": ((last.notional - first.notional) / span, span),
             }
             if span >= 0.95 * self.config.count_window_s
@@ -1277,7 +1333,7 @@ class Supervisor:
         span = (last.t - first.t) / 1e9
         track.base.longer = (
             {
-                "order_rate": (last.orders - first.orders) / span,
+                "order_rate": _offered(first, last) / span,
                 "notional_rate": (last.notional - first.notional) / span,
             }
             if span >= 0.95 * self.config.count_window_s
@@ -1496,6 +1552,17 @@ class Supervisor:
         every `principal_window_s` passed the window rule for good. Judged while the flow
         still grows (within the rate window) and the window rule is not already over, so a
         resumed node that leaks no more trades on, and one leak is not halted twice."""
+        unvouched = self._unvouched_halts.get(node_id)
+        if unvouched is not None and track.halted:
+            del self._unvouched_halts[node_id]  # the halt `restore` issued holds
+            self._retry_unvouched.discard(node_id)
+        elif unvouched is not None and node_id in self._retry_unvouched:
+            # it did not take effect (`rearm`): before, nothing issued it again, and the node
+            # traded on with a day nobody could vouch for
+            self._retry_unvouched.discard(node_id)
+            return self._fire(
+                Rule.PRINCIPAL_DAY, node_id, True, Scope.NODE, TradingState.HALTED, unvouched
+            )
         cfg = self.config
         base = track.base
         b = base.baselines["principal_notional"]
@@ -1873,6 +1940,16 @@ def _went_back(last: NodeMetrics | None, m: NodeMetrics) -> list[str]:
     if v < w:
         out.append(f"rejected less throttling {v!r} < {w!r} {same}")
     return out
+
+
+def _offered(a: _Sample, b: _Sample) -> int:
+    """Orders the node offered from `a` to `b`, accepted or refused, less those a stopped
+    scope refused (`_STOPS`: a kill or a drain of a strategy or a symbol, the node ACTIVE).
+    Those reach no market: a killed strategy resending what its kill refuses, counted, had
+    each node it ran on halted as an order-rate runaway, every other strategy there with it.
+    Refusals by a rate limit still count: a strategy hammering a throttle is a runaway the
+    Guard is hiding."""
+    return (b.orders - a.orders) - (b.stopped - a.stopped)
 
 
 def _alone(track: _NodeTrack, name: str) -> bool:

@@ -23,6 +23,12 @@ The service also relays nodes' automatic halts into the kill state
 its halt and the supervisor, which may, stores it after checking the
 signature and that a node halts only itself or a strategy/symbol.
 
+It also hears every kill, halt and drain the kill state carries, checked as a node checks
+it (`_on_state`): the nodes such a stop covers cancel what they had working in it, and
+those cancels are the stop direction (`Supervisor.stopping`). Unheard, an operator's kill
+of one strategy had the supervisor halt each node it ran on as a cancel storm, every other
+strategy there with it. A stop that does not verify excuses nothing.
+
 Every member holding a lease is expected to report: those at the start, and,
 while the service sweeps, those that take a lease later (read every `expect_s`),
 so a node whose metrics never arrive is halted as silent whenever it joined.
@@ -70,9 +76,10 @@ from knightwatch.control.plane.wire import (
     SUBJECT_AUTO_HALT,
     AuditEnvelope,
     NodeMetrics,
+    StateEntry,
 )
 from knightwatch.inputs import UNDECODABLE
-from knightwatch.state import Scope
+from knightwatch.state import Scope, TradingState
 from knightwatch.trust.command import Refused, TrustReason, check_state
 
 log = logging.getLogger(__name__)
@@ -228,6 +235,7 @@ class SupervisorService:
         # supervisor: one restarted while a node had gone quiet never heard of it
         await self._expect_members()
         await self.relay.start()
+        await self.plane.subscribe_states(self._on_state)
         await self.plane.subscribe_metrics(self._on_metrics)
         if self.sweep_s is not None and self._sweeper is None:
             self._alive = asyncio.get_running_loop().time()
@@ -274,6 +282,31 @@ class SupervisorService:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    async def _on_state(self, entry: StateEntry) -> None:
+        """A kill, halt or drain, signed and checked as a node checks it: the cancels of the
+        nodes it covers are that stop's for a while (`Supervisor.stopping`). One that does
+        not verify excuses nothing (anyone able to publish could blind the cancel rule)."""
+        if entry.state is TradingState.ACTIVE:
+            return
+        try:
+            check_state(
+                entry.command(),
+                entry.proof,
+                self.killswitch.trust.roster,
+                now_ns=self.supervisor.clock.time_ns(),
+                live=True,
+            )
+        except (*UNDECODABLE, Refused) as exc:
+            log.warning(
+                "STOP_NOT_HEARD %s %s by %s: %s; its cancels count",
+                entry.scope.value,
+                entry.key[:64],
+                entry.actor[:64],
+                exc,
+            )
+            return
+        self.supervisor.stopping(entry.scope, entry.key, entry.state, entry.issued_ns)
 
     async def _on_metrics(self, metrics: NodeMetrics) -> None:
         self._awake()
