@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import stat
+import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,30 @@ class Checkpointer:
         self._shipped: Envelope | None = None
         """The latest checkpoint the control plane took (`ship`)."""
         self._signed_seq = -1
+        self._keeping = threading.Lock()
 
     def sign_now(self, *, final: bool = False) -> Envelope | None:
         """Sync the recorder, then sign and keep its head; None if there is nothing new
-        or the recorder cannot sync (a node never vouches for what is not on disk).
-        Sealed and read under `lock` (another thread's record would cut in); the fsync
-        runs outside it, so the threads writing through the Guard never wait for a disk."""
-        with self.lock:  # sealed under it; the disk is waited for outside it
+        or the recorder cannot sync (a node never vouches for what is not on disk)."""
+        return self._keep(*self._seal(), final=final)
+
+    def _seal(self) -> tuple[bool, int, str]:
+        """Seal the recorder and read its head, under `lock` (another thread's record would
+        cut in): by the recorder's writer, so on the event loop of a node driven from it."""
+        with self.lock:
             sealed = self.recorder.flush()
-            seq, head = self.recorder.seq - 1, self.recorder.head
+            return sealed, self.recorder.seq - 1, self.recorder.head
+
+    def _keep(self, sealed: bool, seq: int, head: str, *, final: bool) -> Envelope | None:
+        """Wait for the disk, then sign and keep the head `_seal` read: outside `lock`, and
+        safe on another thread (`run` waits there, so a slow disk never holds up the event
+        loop's kills and lease, nor the threads writing through the Guard). One at a time
+        (`_keeping`): the final checkpoint of `close` comes after one still on its thread
+        when `run` was cancelled."""
+        with self._keeping:
+            return self._keep_now(sealed, seq, head, final=final)
+
+    def _keep_now(self, sealed: bool, seq: int, head: str, *, final: bool) -> Envelope | None:
         if not (sealed and self.recorder.sync_written()):
             log.error("CHECKPOINT_SKIPPED node=%s: the flight recorder cannot sync", self.node_id)
             return None
@@ -136,7 +152,9 @@ class Checkpointer:
         did not take is shipped again at the next round, whether or not anything new was
         signed (before, an idle node kept it to itself after an outage)."""
         while True:
-            if self.sign_now() is not None or self.latest is not self._shipped:
+            sealed, seq, head = self._seal()
+            signed = await asyncio.to_thread(self._keep, sealed, seq, head, final=False)
+            if signed is not None or self.latest is not self._shipped:
                 await self.ship()
             await asyncio.sleep(interval_s)
 
