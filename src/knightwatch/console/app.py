@@ -73,6 +73,7 @@ from knightwatch.console.sessions import LoginThrottle, Session, Sessions
 from knightwatch.console.users import ConsoleUserError, LoginFailed, User, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Snapshot, Watch, build
 from knightwatch.control.fleet.activate import activate
+from knightwatch.control.fleet.approvals import Request as ApprovalRequest
 from knightwatch.control.fleet.approvals import digest, pinned, read_request
 from knightwatch.control.fleet.killswitch import (
     CommandResult,
@@ -84,7 +85,7 @@ from knightwatch.control.fleet.killswitch import (
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import StateEntry, StateKeyError, parse_slot, slot_of
 from knightwatch.errors import KnightwatchError, escaped, quoted
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
@@ -298,6 +299,16 @@ def _standing(user: User) -> str:
     password hash (a change or an admin reset ends it) and the count of disables (a
     disable ends it, even when an `enable` follows before the session's next request)."""
     return f"{user.password_hash}#{user.disables}"
+
+
+def _unreadable(why: str) -> str:
+    """A token's refusal while the users file cannot be read: the file and why, never "not
+    logged in" (a 401 saying the token was unknown, expired or revoked sent whoever read it
+    after a revocation that never happened)."""
+    return (
+        f"users file: tokens are refused while it cannot be read ({why}); a logged-in "
+        "session's kill and the CLI's still work"
+    )
 
 
 def _client(request: Request) -> str:
@@ -588,6 +599,7 @@ class Console:
                 return None
             except ConsoleUserError as exc:
                 request.state.audit_extra = {"detail": f"users file unreadable: {exc}"}
+                request.state.unreadable = str(exc)
                 return None
             refused = self.key_refused(user.name, user.key_id)
             if refused:  # a token acts as its owner: a revoked owner's tokens are out too
@@ -643,6 +655,9 @@ class Console:
         # unattended session from ever idling out
         who = self.principal(request, touch=touch and not unsafe)
         if who is None:
+            unreadable = getattr(request.state, "unreadable", "")
+            if unreadable:  # the token may be good: not "unknown, expired or revoked"
+                raise Refusal(503, _unreadable(unreadable), result="error")
             ended = getattr(request.state, "ended", "")
             unknown = "not logged in (or the token is unknown, expired or revoked)"
             raise Refusal(401, f"not logged in: {ended}" if ended else unknown)
@@ -677,7 +692,12 @@ class Console:
         revoked or expired token, a roster that no longer lets them view)."""
         who = self.principal(request, touch=False)
         if who is None:
-            return "logged out, expired, disabled or revoked"
+            unreadable = getattr(request.state, "unreadable", "")
+            return (
+                _unreadable(unreadable)
+                if unreadable
+                else "logged out, expired, disabled or revoked"
+            )
         if _credential(who) != _credential(opened_by):
             return "the credential changed"
         verdict = decide(self.trust.roster, who.name, Action.VIEW, scope=who.scope,
@@ -1107,35 +1127,50 @@ async def api_request_resume(request: Request) -> Response:
         raise Refusal(422, f"revision: the halt's as shown, 1..2**63-1, or 0 (got {body.revision})")
     await c.recording("a resume request")
     async with c.acting(who) as link:
-        if body.revision:
+        if body.revision:  # moved already: refused before a preflight halts or pages anyone
             stored, revision = await link.plane.get_state(body.scope, key)
             if revision != body.revision:
                 raise Refusal(409, _moved(body.scope, key, body.revision, revision, stored))
-        checklist, halted, req = await workflow.request_resume(
-            link.plane,
-            link.killswitch,
-            body.scope,
-            key,
-            reason,
-            acknowledged=body.ack,
-            cfg=c.settings.preflight,
-            pager=Pager(),
-            plan=c.settings.plan,
-        )
-    out = checklist_json(checklist, halted)
-    if req is None:
-        request.state.result, request.state.detail = "refused", checklist.summary()
-        return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
-    if body.revision and req.entry.decided_on != body.revision:
-        # stored again between the check above and the request: it stands (its approver is
-        # shown the halt it was decided on); its requester hears it now, with its id
-        stored, revision = await c.plane.get_state(body.scope, key)
-        moved = _moved(body.scope, key, body.revision, req.entry.decided_on, stored)
-        request.state.result, request.state.detail = "refused", f"request {req.id}: {moved}"
-        return JSONResponse({"error": f"{moved} (request {req.id} was made for it)",
-                             "request_id": req.id, **out}, 409)  # fmt: skip
+        checklist, halted = await workflow.preflight(
+            link.plane, link.killswitch, body.scope, key, acknowledged=body.ack,
+            cfg=c.settings.preflight, pager=Pager(),
+        )  # fmt: skip
+        out = checklist_json(checklist, halted)
+        if not checklist.passed:
+            request.state.result, request.state.detail = "refused", checklist.summary()
+            return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
+        req = await _request_shown(link, body.scope, key, reason, body.revision, checklist, c)
     request.state.detail = f"request {req.id}"
     return JSONResponse({"request_id": req.id, **out})
+
+
+async def _request_shown(
+    link: PersonLink,
+    scope: KillScope,
+    key: str,
+    reason: str,
+    shown: int,
+    checklist: Checklist,
+    c: Console,
+) -> ApprovalRequest:
+    """The resume request of the halt at revision `shown` (0: whatever is stored), written
+    only if it is decided on that revision: the check and the write are one, since a
+    request names the revision it was decided on (`decided_on`, signed and co-signed) and
+    its resume is stored only over that revision (compare-and-set where it is applied).
+    Checked before the preflight only, a kill stored during it (another person's "runaway
+    again, do not resume") passed: the request stood, decided on that kill, and its
+    approver lifted a halt its requester never saw (they were told 409). The same steps as
+    `workflow.request_resume` after its preflight, with the revision checked before the
+    record is written."""
+    entry = await link.killswitch.request_resume(scope, key, reason, ramp=c.settings.plan.signed)
+    if shown and entry.decided_on != shown:
+        stored, _ = await link.plane.get_state(scope, key)
+        raise Refusal(409, _moved(scope, key, shown, entry.decided_on, stored))
+    req = ApprovalRequest(entry.command_id[:12], entry, preflight=workflow.verdict_of(checklist))
+    await link.plane.put_record(
+        Bucket.APPROVALS, req.id, msgspec.json.encode(req), expected_revision=ABSENT
+    )
+    return req
 
 
 def _moved(scope: KillScope, key: str, shown: int, now: int, stored: StateEntry | None) -> str:
@@ -1512,7 +1547,7 @@ async def api_events(request: Request) -> Response:
     try:
         who = c.require(request, Action.VIEW)
     except Refusal as exc:
-        request.state.result, request.state.detail = "refused", exc.message
+        request.state.result, request.state.detail = exc.result, exc.message
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     request.state.action = "stream"
     queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=STREAM_QUEUE)
