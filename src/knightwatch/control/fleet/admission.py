@@ -18,7 +18,10 @@ same approval within its hour is refused); only a return to the known-good
 release while its kill is in force is one person's.
 
 Challenges live in this process's memory, so run one admission service per
-fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone).
+fleet (`knightwatch up` runs it; `knightwatch admission serve` standalone). A node new
+to the roster is not enrolled while a fleet or strategy kill is in force, and a restart
+keeps that: at start, a node no earlier service judged (no verdict of its own stored) is
+new, so restarting the service during a kill does not undo the freeze.
 A challenge request is the node's signature (its enrolled key, the one it attests
 with) over its name, a fresh random request id and its issue time: it is checked
 against the roster (a node's key, valid now, its name the name asked for), issued
@@ -67,6 +70,7 @@ from knightwatch.control.plane.wire import (
     TARGET_KEY,
     TARGET_REPLY_DECODER,
     TARGET_REQUEST_DECODER,
+    VERDICT_DECODER,
     ChallengeReply,
     ChallengeRequest,
     StateEntry,
@@ -187,6 +191,7 @@ class AdmissionService:
 
     async def start(self) -> None:
         await follow_roster(self.plane, self.trust_store, self._enrol)
+        await self._hold_new_at_start()
         await self.plane.subscribe_records(Bucket.RELEASE, self._on_release)
         stored, _ = await self.plane.get_record(Bucket.RELEASE, TARGET_KEY)
         if stored is not None:
@@ -212,6 +217,47 @@ class AdmissionService:
         self._loaded = True
         for name in new:
             task = asyncio.get_running_loop().create_task(self._enrol_new(name, fresh[name]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _hold_new_at_start(self) -> None:
+        """At start, before any request is served: a node no earlier service judged (no
+        verdict of its own stored) is new to the fleet and is enrolled as any node new to
+        the roster is, unless a kill is in force (refused; the next roster version after
+        the resume enrols it); a kill state that cannot be read holds it back and is read
+        again (`_enrol_new`). A node judged before (admitted or refused) stays enrolled:
+        the running fleet keeps its admissions across a restart. Before, a start enrolled
+        every node on the roster, so restarting the service during a kill enrolled a node
+        the running service had refused for that kill (the freeze undone by a restart).
+        Raises `ControlPlaneUnavailable` when the verdicts cannot be read (as the start's
+        other reads do)."""
+        stored = await self.plane.records(Bucket.ADMISSION)
+        new = [n for n in self.roster if _verdict_of(stored.get(n, (b"", 0))[0]) != n]
+        if not new:
+            return
+        unread = ""
+        try:
+            kill = await kill_in_force(self.plane, self.trust_store)
+        except ControlPlaneUnavailable as exc:
+            kill, unread = None, str(exc)
+        if kill is None and not unread:
+            return
+        if unread:
+            log.warning(
+                "ENROL_PENDING nodes %s, never judged, at start: cannot read the kill state "
+                "(%s); trying again in %g s",
+                ", ".join(new),
+                unread,
+                ENROL_RETRY_S,
+            )
+        for node in new:
+            key = self.roster.pop(node, None)  # a roster version heard meanwhile has its word
+            if key is None:
+                continue
+            if kill is not None:
+                self._enrol_unless(node, key, f"enrolment of node {node} (never judged)", kill)
+                continue
+            task = asyncio.get_running_loop().create_task(self._enrol_new(node, key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -951,6 +997,14 @@ def _log_unstored(verdict: Verdict, task: asyncio.Task[int]) -> None:
 def _line(text: str) -> str:
     """`text` on one line, cut short: a refusal is one log line and one reply line."""
     return " ".join(text.split())[:300]
+
+
+def _verdict_of(stored: bytes) -> str:
+    """The node a stored verdict judged ("" if there is none or it cannot be read)."""
+    try:
+        return VERDICT_DECODER.decode(stored).node if stored else ""
+    except UNDECODABLE:
+        return ""
 
 
 def _command_id(stored: bytes) -> str:

@@ -17,6 +17,12 @@ executor a few such posts took every worker the process's own host-name lookups 
 process's exit until the webhook let go. At most `max_inflight` posts are held at once;
 a page beyond them fails at once, logged (`PAGE_FAILED ... webhook busy`) and counted.
 
+A page is delivered only by the webhook's own answer (2xx). A redirect is a failed page
+(`PAGE_FAILED ... redirect`), never followed: urllib followed a 301, 302 or 303 answer to
+the POST as a GET without the body, so the page reached nobody while it was counted as sent
+and no line said otherwise (a webhook moved to https, or to a new path). The URL it
+redirects to is not logged (it may carry the new token): configure it as the webhook.
+
 A webhook's URL is its secret (a token in its path, query or credentials): log lines and
 errors name only its scheme, host and port (`redacted`). A URL no post can use (spaces,
 letters outside ASCII, `user:password@`) is refused when the pager is made, not found
@@ -27,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.message
 import logging
 import math
 import threading
 import urllib.parse
 import urllib.request
+from typing import IO
 
 import msgspec
 
@@ -86,6 +94,30 @@ class PagerBusy(Exception):
     """A page not posted because earlier posts still hold `max_inflight` threads."""
 
 
+class PageRedirected(Exception):
+    """The webhook answered the page with a redirect: it did not take the page."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Every redirect is a failed page (`PageRedirected`): urllib's own handler re-sent a
+    POST answered 301, 302 or 303 as a GET without its body, the page lost."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: email.message.Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        fp.close()
+        raise PageRedirected(
+            f"the webhook answered {code} {msg[:64]} (a redirect): the page was not delivered; "
+            "configure the URL it redirects to as the webhook"
+        )
+
+
 class Pager:
     def __init__(
         self, webhook_url: str | None = None, timeout_s: float = 2.0, max_inflight: int = 4
@@ -101,6 +133,7 @@ class Pager:
         self.max_inflight = max_inflight
         self.sent = 0
         self.failed = 0
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         self._lock = threading.Lock()
         self._inflight = 0
         """Posts whose thread has not returned yet (some past their page's timeout)."""
@@ -204,5 +237,5 @@ class Pager:
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+        with self._opener.open(request, timeout=self.timeout_s) as response:
             response.read()
