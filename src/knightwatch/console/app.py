@@ -73,8 +73,7 @@ from knightwatch.console.sessions import LoginThrottle, Session, Sessions
 from knightwatch.console.users import ConsoleUserError, LoginFailed, User, UserStore
 from knightwatch.console.view import SNAPSHOT_ENCODER, Snapshot, Watch, build
 from knightwatch.control.fleet.activate import activate
-from knightwatch.control.fleet.approvals import Request as ApprovalRequest
-from knightwatch.control.fleet.approvals import digest, pinned, read_request
+from knightwatch.control.fleet.approvals import RequestMoved, digest, pinned, read_request
 from knightwatch.control.fleet.killswitch import (
     CommandResult,
     KillSwitch,
@@ -85,7 +84,7 @@ from knightwatch.control.fleet.killswitch import (
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlaneUnavailable
+from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import StateEntry, StateKeyError, parse_slot, slot_of
 from knightwatch.errors import KnightwatchError, escaped, quoted
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
@@ -1131,46 +1130,28 @@ async def api_request_resume(request: Request) -> Response:
             stored, revision = await link.plane.get_state(body.scope, key)
             if revision != body.revision:
                 raise Refusal(409, _moved(body.scope, key, body.revision, revision, stored))
-        checklist, halted = await workflow.preflight(
-            link.plane, link.killswitch, body.scope, key, acknowledged=body.ack,
-            cfg=c.settings.preflight, pager=Pager(),
-        )  # fmt: skip
-        out = checklist_json(checklist, halted)
-        if not checklist.passed:
-            request.state.result, request.state.detail = "refused", checklist.summary()
-            return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
-        req = await _request_shown(link, body.scope, key, reason, body.revision, checklist, c)
+        try:
+            checklist, halted, req = await workflow.request_resume(
+                link.plane,
+                link.killswitch,
+                body.scope,
+                key,
+                reason,
+                acknowledged=body.ack,
+                cfg=c.settings.preflight,
+                pager=Pager(),
+                plan=c.settings.plan,
+                shown=body.revision,  # written only if decided on it: a kill meanwhile, none
+            )
+        except RequestMoved as exc:
+            stored, _ = await link.plane.get_state(body.scope, key)
+            raise Refusal(409, _moved(body.scope, key, exc.shown, exc.now, stored)) from None
+    out = checklist_json(checklist, halted)
+    if req is None:
+        request.state.result, request.state.detail = "refused", checklist.summary()
+        return JSONResponse({"error": "preflight refused: " + checklist.summary(), **out}, 409)
     request.state.detail = f"request {req.id}"
     return JSONResponse({"request_id": req.id, **out})
-
-
-async def _request_shown(
-    link: PersonLink,
-    scope: KillScope,
-    key: str,
-    reason: str,
-    shown: int,
-    checklist: Checklist,
-    c: Console,
-) -> ApprovalRequest:
-    """The resume request of the halt at revision `shown` (0: whatever is stored), written
-    only if it is decided on that revision: the check and the write are one, since a
-    request names the revision it was decided on (`decided_on`, signed and co-signed) and
-    its resume is stored only over that revision (compare-and-set where it is applied).
-    Checked before the preflight only, a kill stored during it (another person's "runaway
-    again, do not resume") passed: the request stood, decided on that kill, and its
-    approver lifted a halt its requester never saw (they were told 409). The same steps as
-    `workflow.request_resume` after its preflight, with the revision checked before the
-    record is written."""
-    entry = await link.killswitch.request_resume(scope, key, reason, ramp=c.settings.plan.signed)
-    if shown and entry.decided_on != shown:
-        stored, _ = await link.plane.get_state(scope, key)
-        raise Refusal(409, _moved(scope, key, shown, entry.decided_on, stored))
-    req = ApprovalRequest(entry.command_id[:12], entry, preflight=workflow.verdict_of(checklist))
-    await link.plane.put_record(
-        Bucket.APPROVALS, req.id, msgspec.json.encode(req), expected_revision=ABSENT
-    )
-    return req
 
 
 def _moved(scope: KillScope, key: str, shown: int, now: int, stored: StateEntry | None) -> str:

@@ -72,10 +72,12 @@ async def request_resume(
     cfg: PreflightConfig,
     pager: Pager,
     plan: RampPlan | None = None,
+    shown: int = 0,
 ) -> tuple[Checklist, list[str], Request | None]:
     """The requester's half: the checklist, the nodes it halted, the request (None if
     the preflight refused). The request carries `plan`'s stages (the default plan's
-    if None): the approver ramps through those, and nodes hold them."""
+    if None): the approver ramps through those, and nodes hold them. `shown`: the halt's
+    revision as its requester saw it (`RequestMoved` if another is stored by then)."""
     checklist, halted = await preflight(
         plane, ks, scope, key, acknowledged=acknowledged, cfg=cfg, pager=pager
     )
@@ -83,7 +85,7 @@ async def request_resume(
         return checklist, halted, None
     stages = (plan if plan is not None else RampPlan()).signed
     request = await Requests(ks).create(
-        scope, key, reason, preflight=verdict_of(checklist), ramp=stages
+        scope, key, reason, preflight=verdict_of(checklist), ramp=stages, shown=shown
     )
     return checklist, halted, request
 

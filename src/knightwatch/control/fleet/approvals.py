@@ -39,6 +39,15 @@ from knightwatch.trust.command import Refused, check_state
 from knightwatch.trust.roster import Role
 
 
+class RequestMoved(KillSwitchError):
+    """The halt a resume request was asked for is no longer the one stored (`create`)."""
+
+    def __init__(self, shown: int, now: int) -> None:
+        super().__init__(f"the halt is at revision {now}, not {shown} as shown")
+        self.shown = shown
+        self.now = now
+
+
 class RequestStatus(StrEnum):
     PENDING = "pending"
     APPLIED = "applied"
@@ -145,9 +154,20 @@ class Requests:
         reason: str,
         preflight: str = "",
         ramp: tuple[tuple[float, float], ...] = (),
+        shown: int = 0,
     ) -> Request:
-        """A pending request for a resume that ramps through `ramp` (signed with it)."""
+        """A pending request for a resume that ramps through `ramp` (signed with it).
+
+        `shown`: the revision of the halt its requester was shown (0: whatever is stored).
+        The request is written only if it was decided on that revision (`RequestMoved`
+        else): its resume names the revision it was decided on (`decided_on`, signed and
+        co-signed) and is stored only over it, so the check and the write are one. Checked
+        apart from it, a kill stored in between (another person's "runaway again") passed:
+        the request stood, decided on that kill, and its approver lifted a halt its
+        requester never saw."""
         entry = await self.killswitch.request_resume(scope, key, reason, ramp=ramp)
+        if shown and entry.decided_on != shown:
+            raise RequestMoved(shown, entry.decided_on)
         request = Request(entry.command_id[:12], entry, preflight=preflight)
         await self.plane.put_record(
             Bucket.APPROVALS, request.id, _ENCODER.encode(request), expected_revision=ABSENT
