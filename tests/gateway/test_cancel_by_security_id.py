@@ -33,7 +33,9 @@ def test_a_kill_by_security_id_cancels_at_a_venue_that_checks_the_instrument(
     rig_factory: Callable[..., Rig],
 ) -> None:
     rig = rig_factory(
-        limits=LIMITS, config={"instrument": "security_id"}, venue={"check_instrument": True}
+        limits=LIMITS,
+        config={"instrument": "security_id", "security_id_source": "4"},
+        venue={"check_instrument": True},
     )
     rig.start().ready(())
     ids = [(F.SECURITY_ID, ISIN), (F.ID_SOURCE, "4")]
@@ -49,7 +51,9 @@ def test_an_adopted_order_is_cancelled_under_the_instrument_its_status_report_na
     rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = rig_factory(
-        limits=LIMITS, config={"instrument": "security_id"}, venue={"check_instrument": True}
+        limits=LIMITS,
+        config={"instrument": "security_id", "security_id_source": "4"},
+        venue={"check_instrument": True},
     )
     venue = rig.venue
     w8 = VenueOrder("W8", "V81", None, "L000", BUY, Decimal(300), 99.0, "0", "0")

@@ -114,7 +114,9 @@ def test_with_security_ids_the_instruments_own_terms_restate_it_the_trades_do_no
 ) -> None:
     """With `instrument = "security_id"` Product(460) and Factor(228) only restate the
     instrument the SecurityID names; a discretion offset still trades past the price."""
-    rig = rig_factory(config={"instrument": "security_id"}).start().ready()
+    rig = (
+        rig_factory(config={"instrument": "security_id", "security_id_source": "8"}).start().ready()
+    )
     ids = [(F.SECURITY_ID, "L000"), (F.ID_SOURCE, "8")]
     rig.oms.new_order(
         "S1", "L000", BUY, 100, below(rig, "L000"), extra=[*ids, (460, "5"), (228, "1")]

@@ -96,7 +96,9 @@ def test_per_unit_price_type_and_the_configured_currency_go_on(
 def test_with_security_ids_another_listing_is_refused_a_restated_type_is_not(
     rig_factory: Callable[..., Rig],
 ) -> None:
-    rig = rig_factory(config={"instrument": "security_id"}).start().ready()
+    rig = (
+        rig_factory(config={"instrument": "security_id", "security_id_source": "8"}).start().ready()
+    )
     ids = [(F.SECURITY_ID, "L000"), (F.ID_SOURCE, "8")]
     rig.oms.new_order("S1", "L000", BUY, 100, below(rig, "L000"), extra=[*ids, (207, "XLON")])
     assert (

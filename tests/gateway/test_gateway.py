@@ -127,7 +127,11 @@ def test_decimal_quantities_count_in_lots(rig_factory: Callable[..., Rig]) -> No
 def test_instrument_ids_longer_than_sixteen_characters(rig_factory: Callable[..., Rig]) -> None:
     occ = "AAPL  260116C00150000"  # 21 characters, as OCC writes an option
     limits = Limits.off(max_order_qty=5_000, require_reference_price=False)
-    rig = rig_factory(limits=limits, config={"instrument": "security_id"}).start().ready(())
+    rig = (
+        rig_factory(limits=limits, config={"instrument": "security_id", "security_id_source": "8"})
+        .start()
+        .ready(())
+    )
     rig.oms.new_order(
         "O1", "L000", BUY, 10, 101.0, extra=[(F.SECURITY_ID, occ), (F.ID_SOURCE, "8")]
     )
@@ -2185,7 +2189,11 @@ def test_a_symbol_kill_by_security_id_cancels_that_instrument_only(
     cancelled nothing, or would have cancelled another instrument's), but one cancel per
     order of that instrument."""
     limits = Limits.off(max_order_qty=5_000, require_reference_price=False)
-    rig = rig_factory(limits=limits, config={"instrument": "security_id"}).start().ready(())
+    rig = (
+        rig_factory(limits=limits, config={"instrument": "security_id", "security_id_source": "4"})
+        .start()
+        .ready(())
+    )
     for cid, secid in (("S1", "US0000000001"), ("S2", "US0000000002")):
         rig.oms.new_order(
             cid,

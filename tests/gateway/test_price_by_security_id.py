@@ -40,7 +40,7 @@ def test_an_order_named_by_security_id_is_collared_at_the_price_the_venue_sends_
     limits = Limits(**{**kept, "require_reference_price": False})
     rig = rig_factory(
         limits=limits,
-        config={"instrument": "security_id"},
+        config={"instrument": "security_id", "security_id_source": "4"},
         venue={"security_ids": {"L000": ISIN}},
     ).start()
     rig.ready((ISIN,))  # before, no price was ever held under the SecurityID
@@ -54,7 +54,9 @@ def test_an_order_named_by_security_id_is_collared_at_the_price_the_venue_sends_
 def test_a_snapshot_naming_no_security_id_is_refused_not_filed_under_its_symbol(
     rig_factory: Callable[..., Rig],
 ) -> None:
-    rig = rig_factory(config={"instrument": "security_id"}, venue={"security_ids": {}}).start()
+    rig = rig_factory(
+        config={"instrument": "security_id", "security_id_source": "4"}, venue={"security_ids": {}}
+    ).start()
     eventually(lambda: rig.gateway.reconciled.is_set(), what="reconciliation")
     refused = eventually(lambda: rig.events("venue_price_refused"), what="price refused")
     assert "SecurityID(48)" in refused[0]["data"]["why"]

@@ -34,6 +34,7 @@ _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 """A host name or IPv4/IPv6 address, as written into the generated settings."""
 _SYMBOL = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_ID_SOURCE = re.compile(r"[A-Za-z0-9]{1,4}")
 MAX_HEARTBEAT_S = 300
 """The longest FIX heartbeat: a lost client session is found within about two of them."""
 MAX_RECONNECT_S = 3600
@@ -133,6 +134,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Tag carrying the parent's total quantity; the first child seen registers the parent."""
     instrument: Literal["symbol", "security_id"] = "symbol"
     """Which FIX identifier names the instrument to the Guard: Symbol(55) or SecurityID(48)."""
+    security_id_source: str | None = None
+    """With `instrument = "security_id"` (required then, unset otherwise): the
+    SecurityIDSource(22) every SecurityID is read under ("4" ISIN, "8" exchange symbol,
+    ...). The Guard keys an instrument by the SecurityID string alone, so one string under
+    two sources would share one price, position and limits: an order or replace naming
+    another source or none is refused, a market data snapshot under another is no price."""
     currency: str | None = None
     """The ISO 4217 code the Guard's prices and limits are in (reference prices, collars,
     notional). An order's Currency(15) must equal it; unset, an order naming a Currency(15)
@@ -248,6 +255,22 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.currency is not None and not _CURRENCY.fullmatch(self.currency):
             problems.append(
                 f"currency: must be an ISO 4217 code, three letters A-Z (got {self.currency!r})"
+            )
+        source = self.security_id_source
+        if self.instrument == "security_id" and source is None:
+            problems.append(
+                'security_id_source: required with instrument = "security_id" (the '
+                'SecurityIDSource(22) every SecurityID is read under, e.g. "4" ISIN)'
+            )
+        elif self.instrument == "symbol" and source is not None:
+            problems.append(
+                'security_id_source: only with instrument = "security_id" (a SecurityID(48) '
+                'is refused with instrument = "symbol")'
+            )
+        elif source is not None and not _ID_SOURCE.fullmatch(source):
+            problems.append(
+                f"security_id_source: must be a SecurityIDSource(22) code, 1-4 letters or "
+                f"digits (got {source!r})"
             )
         if not 0 < self.kill_drain_timeout_s <= 60:
             problems.append("kill_drain_timeout_s: must be in (0, 60]")

@@ -970,7 +970,7 @@ class Gateway(Handler):
         shown = (req.answer_as or clordid) if req is not None else clordid
         extra: list[tuple[int, str]] = []
         if go is None:  # a cancel of an order the gateway does not hold
-            go = GwOrder(comp, shown, "", comp, "NA", Side.BUY, "1", 0, None, status="8")
+            go = GwOrder(comp, shown, "", comp, "", Side.BUY, "1", 0, None, status="8")
         elif req is not None:
             extra.append((F.ORIG_CL_ORD_ID, go.clordid))
         status = go.status
@@ -1361,6 +1361,8 @@ class Gateway(Handler):
         if symbol is None:
             tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
             return bad(f"{tag} is required to name the instrument")
+        if (why := self._id_source_problem(msg)) is not None:
+            return bad(why)
         if self.cfg.instrument == "symbol" and F.SECURITY_ID in msg:
             # the venue may trade the SecurityID's instrument while the Guard checked the
             # Symbol's: an order naming both cannot be checked as the venue reads it
@@ -1506,6 +1508,28 @@ class Gateway(Handler):
     def _instrument(self, msg: F.In) -> str | None:
         return msg.get(self._instrument_tag())
 
+    def _id_source_problem(self, msg: F.In) -> str | None:
+        """Why `msg`'s SecurityID(48) is not read under the configured `security_id_source`
+        (with SecurityIDs; None when it is): the Guard keys the SecurityID string alone,
+        so one under another source would share another instrument's price, position and
+        limits. Before, SecurityIDSource(22) was not read at all."""
+        want = self.cfg.security_id_source
+        if self.cfg.instrument == "symbol" or want is None:
+            return None
+        got = msg.get(F.ID_SOURCE)
+        if got is None:
+            return (
+                f"SecurityIDSource(22) is required with SecurityID(48) (the gateway's "
+                f"security_id_source is {want})"
+            )
+        if got != want:
+            return (
+                f"SecurityIDSource(22)={F.clean(got)[:16]!r} is not the gateway's "
+                f"security_id_source {want} (the Guard keys SecurityID(48) under that "
+                "source alone)"
+            )
+        return None
+
     def _venue_instrument(self, msg: F.In) -> tuple[str, str]:
         """What else names an order's instrument to the venue (`GwOrder.venue_symbol`,
         `id_source`): with SecurityIDs, the Symbol(55) and SecurityIDSource(22) of the
@@ -1515,14 +1539,17 @@ class Gateway(Handler):
         return msg.get(F.SYMBOL) or "", msg.get(F.ID_SOURCE) or ""
 
     def _instrument_fields(self, go: GwOrder) -> list[tuple[int, str]]:
-        """The instrument of the gateway's own message about `go`, as the venue knows it.
-        With SecurityIDs: its Symbol(55) (`[N/A]` if it had none: FIX 4.2 requires one),
-        SecurityID(48) and SecurityIDSource(22). Before, the SecurityID went as Symbol(55)
-        and a venue that matches a cancel's instrument refused every kill's cancel."""
+        """The instrument of the gateway's own message about `go`, as the venue and the
+        client know it (a cancel to the venue, a report to the client). With SecurityIDs:
+        its Symbol(55) (`[N/A]` if it had none: FIX 4.2 requires one), SecurityID(48) and
+        SecurityIDSource(22). Before, the SecurityID went as Symbol(55): a venue that
+        matches a cancel's instrument refused every kill's cancel, and a client OMS that
+        matches reports by instrument took a status report for another instrument's. A
+        placeholder of no order (`symbol` empty) names no SecurityID (Symbol `NA`)."""
         if self.cfg.instrument == "symbol":
-            return [(F.SYMBOL, go.symbol)]
+            return [(F.SYMBOL, go.symbol or "NA")]
         fields = [(F.SYMBOL, go.venue_symbol or "[N/A]")]
-        if go.symbol != "?":  # an adopted order whose report named no SecurityID
+        if go.symbol not in ("?", ""):  # "?": an adopted order whose report named none
             fields.append((F.SECURITY_ID, go.symbol))
             if go.id_source:
                 fields.append((F.ID_SOURCE, go.id_source))
@@ -1676,7 +1703,7 @@ class Gateway(Handler):
             if req.reject:
                 self._emit(F.message(F.CANCEL_REJECT, [(F.CL_ORD_ID, clordid), *req.reject]), sid)
             elif go is None:  # an order the gateway does not hold: the venue answered so
-                unknown = GwOrder(comp, clordid, "", comp, "NA", Side.BUY, "1", 0, None, status="8")
+                unknown = GwOrder(comp, clordid, "", comp, "", Side.BUY, "1", 0, None, status="8")
                 self._send_status(
                     unknown,
                     sid,
@@ -1916,17 +1943,21 @@ class Gateway(Handler):
                     extra=[(F.ORIG_CL_ORD_ID, on.clordid)],
                 )
                 return
+            # named as asked: the client's Symbol(55), or SecurityID(48) and what names it
+            venue_symbol, id_source = self._venue_instrument(msg)
             probe = GwOrder(
                 comp,
                 clordid,
                 "",
                 comp,
-                msg.get(F.SYMBOL) or "NA",
+                self._instrument(msg) or "",
                 Side.BUY,
                 msg[F.SIDE],
                 0,
                 None,
                 status="8",
+                venue_symbol=venue_symbol,
+                id_source=id_source,
             )
             self._send_status(probe, sid, msg_text="unknown order")
 
@@ -1959,7 +1990,7 @@ class Gateway(Handler):
                 return
             mine = [o for o in self.book.of(comp) if kind == "7" or o.symbol == symbol]
             if not mine:
-                none = GwOrder(comp, "NONE", "", comp, "NA", Side.BUY, "1", 0, None, status="8")
+                none = GwOrder(comp, "NONE", "", comp, "", Side.BUY, "1", 0, None, status="8")
                 extra = [
                     (F.MASS_STATUS_REQ_ID, req),
                     (F.TOT_NUM_REPORTS, "0"),
@@ -2001,7 +2032,7 @@ class Gateway(Handler):
 
     def _probe(self, clordid: str, go: GwOrder) -> F.In:
         """The fields of an order the gateway must refuse after the fact, as if just received."""
-        fields = [(F.CL_ORD_ID, clordid), (F.SYMBOL, go.symbol), (F.SIDE, go.fix_side)]
+        fields = [(F.CL_ORD_ID, clordid), *self._instrument_fields(go), (F.SIDE, go.fix_side)]
         return F.In(F.message(F.NEW_ORDER, fields))
 
     def _send_cancel_reject(
@@ -2050,7 +2081,7 @@ class Gateway(Handler):
             (F.EXEC_ID, self.book.next_id("KWS")),
             (F.EXEC_TYPE, "I" if not self.fix42 else go.status),
             (F.ORD_STATUS, go.status),
-            (F.SYMBOL, go.symbol),
+            *self._instrument_fields(go),
             (F.SIDE, go.fix_side),
             (F.LEAVES_QTY, self._qty(go.symbol, go.leaves if go.live else 0)),
             (F.CUM_QTY, self._qty(go.symbol, go.cum)),
@@ -2464,12 +2495,17 @@ class Gateway(Handler):
         report says, and the node halts `fill_mismatch` naming both (caller holds the
         lock). Before, an acknowledgement, restatement or replace of L000 buy reported as
         L001 or as a sell was applied and relayed with no word. An order adopted with no
-        instrument (`?`, halted already) is compared on its side only."""
+        instrument (`?`, halted already) is compared on its side only; a SecurityIDSource(22)
+        is compared with the order's where both name one."""
         named = self._instrument(msg)
         code = msg.get(F.SIDE)
         wrong: list[str] = []
         if named is not None and go.symbol != "?" and named != go.symbol:
             wrong.append(f"{self._instrument_name()}={F.clean(named)[:64]}")
+        source = msg.get(F.ID_SOURCE)
+        if source is not None and go.id_source and source != go.id_source:
+            # the same SecurityID under another source names another instrument
+            wrong.append(f"SecurityIDSource(22)={F.clean(source)[:16]}")
         if code is not None and _SIDES.get(code) is not go.side:
             wrong.append(f"Side(54)={F.clean(code)[:8]}")
         if wrong:
@@ -2803,12 +2839,18 @@ class Gateway(Handler):
         by SecurityID was never checked against it (with `require_reference_price = false`
         a buy at 1.5 times the market passed with no collar)."""
         symbol = self._instrument(msg)
-        if symbol is None:
+        why = (
+            f"the snapshot names no {self._instrument_name()}"
+            if symbol is None
+            else self._id_source_problem(msg)
+        )
+        if symbol is None or why is not None:
+            # under another source the SecurityID names another instrument: never filed
             self._count("prices_refused")
             self.guard.note(
                 "venue_price_refused",
                 symbol=F.clean(msg.get(F.SYMBOL) or "")[:64] or None,
-                why=f"the snapshot names no {self._instrument_name()}",
+                why=why,
             )
             return
         group = fix().Group(F.NO_MD_ENTRIES, F.MD_ENTRY_TYPE)
@@ -3238,6 +3280,11 @@ class Gateway(Handler):
             self.guard.flag_mismatch(
                 f"reconciled order {clordid}: the venue's status report names no instrument"
             )
+        elif F.ID_SOURCE in msg and (why := self._id_source_problem(msg)) is not None:
+            # another source's SecurityID names another instrument than the Guard keys
+            # under that string: counted all the same (a kill cancels it), and the node
+            # halts until a person looks. Before, adopted as the configured source's
+            self.guard.flag_mismatch(f"reconciled order {F.clean(clordid)}: {why}"[:400])
         try:
             leaves = self._lots(symbol, msg.get(F.LEAVES_QTY))
             cum = self._lots(symbol, msg.get(F.CUM_QTY))
