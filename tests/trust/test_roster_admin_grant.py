@@ -100,6 +100,21 @@ GRANTS: list[tuple[str, Callable[[Roster], Roster], str]] = [
         lambda r: _next(r, _replaced(r.members, "admin2", revoked_ns=r.issued_ns + 1)),
         "leaves one admin",
     ),
+    (
+        "the other admin's key ended at once (one admin left, unrevoked)",
+        lambda r: _next(r, _replaced(r.members, "admin2", valid_until_ns=r.issued_ns + 1)),
+        "leaves one admin",
+    ),
+    (
+        "the other admin's key ending in a minute (one admin left from then)",
+        lambda r: _next(r, _replaced(r.members, "admin2", valid_until_ns=r.issued_ns + 60 * 10**9)),
+        "leaves one admin",
+    ),
+    (
+        "the other admin's key revoked in a minute (one admin left from then)",
+        lambda r: _next(r, _replaced(r.members, "admin2", revoked_ns=r.issued_ns + 60 * 10**9)),
+        "leaves one admin",
+    ),
 ]
 
 

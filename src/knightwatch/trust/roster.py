@@ -20,7 +20,8 @@ supervisor, admission service) never holds a person's role: it cannot approve.
 
 An `admin_threshold` of 1 lets one admin take power away at once (revoke a key,
 shorten its validity, remove a member); a version that gives power (a key, a
-role, a wider validity, any change of approval policy, or leaves a single admin)
+role, a wider validity, any change of approval policy, or leaves a single admin
+able to sign, the other admins revoked, removed or their keys ended)
 still needs two admins whenever the version before it has two or more, or one
 admin could add a second identity for themselves and act as two. A fresh site's
 one admin signs alone.
@@ -302,7 +303,8 @@ def granted(before: Roster, after: Roster) -> str:
     """What `after` gives that `before` did not, as a clause ("" if nothing: it only takes
     away): a key it did not hold (a new key, or one moved to another name), a role, a
     wider validity, a lifted or later revocation, a changed approval policy, or fewer than
-    two admins where there were two or more (the one left would then change it alone)."""
+    two admins with a valid key sooner than before (the one left would then change it
+    alone: revoked, removed, or their keys ended)."""
     old = {m.key_id: m for m in before.members}
     for m in after.members:
         prev = old.get(m.key_id)
@@ -321,9 +323,26 @@ def granted(before: Roster, after: Roster) -> str:
             return f"widens the validity of {m.name}'s key {m.key_id[:16]}"
     if after.approvals != before.approvals:
         return "changes the approval policy"
-    if len(admin_names(after)) < 2 <= len(admin_names(before)):
+    at = after.issued_ns
+    if _one_admin_ns(after, at) < _one_admin_ns(before, at):
+        # counted by validity, not by revocation alone: one admin ending the other's key
+        # (now or in a minute) left themselves the only admin able to sign, and the
+        # other could then never revoke them
         return "leaves one admin"
     return ""
+
+
+def _one_admin_ns(roster: Roster, from_ns: int) -> float:
+    """The first instant at or after `from_ns` when fewer than two admins (names) hold a
+    valid key (inf if never): it begins at `from_ns` or where an admin's key ends."""
+    keys = [m for m in roster.members if Role.ADMIN in m.roles]
+    ends = {from_ns}
+    for m in keys:
+        ends |= {ns for ns in (m.valid_until_ns, m.revoked_ns) if ns > from_ns}
+    for ns in sorted(ends):
+        if len({m.name for m in keys if m.valid_at(ns)}) < 2:
+            return ns
+    return float("inf")
 
 
 def fleet_mismatch(what: str, named: str, roster: Roster) -> str | None:

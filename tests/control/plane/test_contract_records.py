@@ -40,7 +40,6 @@ async def test_records_round_trip_with_compare_and_swap(backend: Backend) -> Non
 
 async def test_record_subscribers_see_every_store(backend: Backend) -> None:
     writer = await backend.plane("admission")
-    admin = await backend.plane("admin1")
     reader = await backend.plane("carol")
     seen: list[Record] = []
 
@@ -49,7 +48,7 @@ async def test_record_subscribers_see_every_store(backend: Backend) -> None:
 
     await reader.subscribe_records(Bucket.RELEASE, on_record)
     rev = await writer.put_record(Bucket.RELEASE, "target", b"env")
-    await admin.put_record(Bucket.ROSTER, "n1", b"key")  # another bucket: not delivered
+    await writer.put_record(Bucket.ADMISSION, "n1", b"v")  # another bucket: not delivered
     await eventually(lambda: len(seen) >= 1)
     assert seen == [Record(Bucket.RELEASE, "target", b"env", rev)]
 

@@ -24,7 +24,11 @@ the server renders again at each `next_boundary`), with permissions by role:
   start history), the target release request;
 * supervisor: the kill state, its audit subject, the automatic-halt relay;
 * admission: verdicts and the target release, answering admission requests;
-* admin: the roster.
+* admin: the roster's next versions (`ROSTER_AHEAD` keys after the version the server
+  serves), never a version stored: every process walks the stored versions in order, and
+  one admin's raw write over one (or a copy of an older one under another spelling of its
+  key) stopped every process that started afterwards before it, a revocation undone by
+  one person.
 
 An unauthenticated client cannot connect at all. Nobody but the server's
 provisioner (a key that exists only in the process that starts the server)
@@ -108,6 +112,14 @@ denied to everyone who does not watch the fleet. A node reading every other node
 decisions would learn the whole fleet's orders. `STREAM.INFO` stays (every
 connection binds to the streams): it counts messages, it never hands one over."""
 _KILL_STATE = ["kw.state", "$KV.kw_state.>"]
+ROSTER_AHEAD = 16
+"""How many versions past the one the server serves admins may store before it serves a
+newer one (the embedded server renders its users again at each version it verifies)."""
+
+
+def roster_subject(version: int) -> str:
+    """Where roster version `version` is stored (`trustfeed.roster_key`: "v" and six digits)."""
+    return f"$KV.kw_roster.v{version:06d}"
 
 
 def inbox_prefix(key_id: str) -> str:
@@ -126,8 +138,11 @@ def answerable(reply: str | None) -> bool:
     )
 
 
-def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, object]:
-    """The publish/subscribe allow lists of one identity (deny by default)."""
+def permissions(
+    name: str, roles: Iterable[Role], key_id: str, *, roster_version: int
+) -> dict[str, object]:
+    """The publish/subscribe allow lists of one identity (deny by default), under the
+    roster version `roster_version` the server serves."""
     pub = [*_JS_READ]
     sub = ["kw.state", "kw.repub.>", f"{inbox_prefix(key_id)}.>"]
     responses = False
@@ -148,7 +163,9 @@ def permissions(name: str, roles: Iterable[Role], key_id: str) -> dict[str, obje
             pub += ["kw.req.admission.target"]
             sub += _WATCH
         elif role is Role.ADMIN:
-            pub += ["$KV.kw_roster.>"]
+            # the next versions' keys, in the one spelling readers store them under; a
+            # stored version is never written again (`publish_roster` asks for none)
+            pub += [roster_subject(roster_version + 1 + i) for i in range(ROSTER_AHEAD)]
             sub += _WATCH
         elif role is Role.SUPERVISOR:
             # and the day history its daily rule counts (`supervisor.DayRecord`), which a
@@ -211,7 +228,9 @@ def users(roster: Roster, provisioner_nkey: str, *, now_ns: int) -> list[dict[st
         out.append(
             {
                 "nkey": nkey_public(key),
-                "permissions": permissions(member.name, member.roles, member.key_id),
+                "permissions": permissions(
+                    member.name, member.roles, member.key_id, roster_version=roster.version
+                ),
             }
         )
     return out

@@ -1,0 +1,57 @@
+"""An admin's NATS permissions on the roster bucket: the next versions only, never one stored.
+
+Every process follows the stored roster versions in order from its pinned anchor, and a
+version missing or unreadable stops the walk. Before, one admin (one key of two, at any
+threshold) could write any key of `kw_roster` with a raw publish: garbage over a stored
+version (or a copy of an older version under another spelling of its key, `v5` for
+`v000005`), and every process that started afterwards stopped at the version before it:
+a revocation it held was undone there, by one person, with no admin's threshold."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+import pytest
+
+from knightwatch.control.node.trustfeed import roster_key, sync_roster
+from knightwatch.control.plane.authz import ROSTER_AHEAD, permissions
+from knightwatch.control.plane.nats import connect_as
+from knightwatch.control.site import Site
+from knightwatch.trust.roster import Role
+from knightwatch.trust.store import TrustStore
+
+from ...identities import KIT
+
+
+async def test_an_admin_cannot_overwrite_a_stored_roster_version(nats_server: Site) -> None:
+    admin = nats_server.signer(KIT.admin_names[0])
+    latest = KIT.roster.version
+    raw = await connect_as(admin, [nats_server.url], name=admin.name, allow_reconnect=False)
+    try:
+        js = raw.jetstream(timeout=2.0)
+        for key in (roster_key(latest), roster_key(1), f"v{latest}", "v1"):
+            with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+                await js.publish(f"$KV.kw_roster.{key}", b"not a roster")
+        # the next version's key stays writable: admins publish there
+        ack = await js.publish(f"$KV.kw_roster.{roster_key(latest + 1)}", b"not a roster")
+        assert ack.seq > 0
+    finally:
+        await raw.close()
+    plane = await nats_server.connect("alice")
+    try:
+        fresh = TrustStore(KIT.anchor)
+        await sync_roster(plane, fresh)
+        assert fresh.version == latest  # a process starting now still reaches the latest
+    finally:
+        await plane.close()
+
+
+def test_an_admin_may_write_only_the_next_versions_keys() -> None:
+    perms = permissions("admin1", [Role.ADMIN], "ab" * 32, roster_version=7)
+    publish = perms["publish"]
+    assert isinstance(publish, dict)
+    allowed = [s for s in publish["allow"] if s.startswith("$KV.kw_roster.")]
+    assert allowed == [f"$KV.kw_roster.{roster_key(v)}" for v in range(8, 8 + ROSTER_AHEAD)]
+    operator = permissions("alice", [Role.OPERATOR], "cd" * 32, roster_version=7)["publish"]
+    assert isinstance(operator, dict)
+    assert not [s for s in operator["allow"] if s.startswith("$KV.kw_roster.")]
