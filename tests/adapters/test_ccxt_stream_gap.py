@@ -114,3 +114,37 @@ async def test_an_order_whose_end_cannot_be_read_after_a_gap_refuses_the_next_or
         finally:
             await ex.close()
         assert venue.bad_signatures == 0
+
+
+@pytest.mark.parametrize("call", ["watch_orders", "watch_my_trades"])
+async def test_a_stream_gap_is_read_back_as_the_stream_answers_again(call: str) -> None:
+    """The gap's fill and cancel reach the position and the working quantity as soon as the
+    reconnected stream answers, not only before the market's next order: no order follows
+    the gap here, and the Guard (its loss stop, the console) counted the filled order
+    working and its fill nowhere until one did."""
+    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
+        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
+        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
+        assert isinstance(ex, AsyncGuardedExchange)
+        watch = getattr(ex, call)
+        try:
+            await ex.fetch_ticker(SYM)
+            filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
+            cancelled = await ex.create_order(SYM, "limit", "buy", 0.1, 58_000)
+            resting = await ex.create_order(SYM, "limit", "buy", 0.1, 57_000)
+            first = asyncio.create_task(watch(SYM))
+            await _subscribed(stream)
+            _drop(stream)
+            with pytest.raises(ccxt.NetworkError):
+                await asyncio.wait_for(first, 10)
+            venue.fill(filled["id"], "0.2")
+            venue.cancel(cancelled["id"])
+            again: asyncio.Task[Any] = asyncio.create_task(watch(SYM))  # reconnects
+            await _subscribed(stream)
+            venue.fill(resting["id"], "0.1")  # the stream's first push after the gap
+            await asyncio.wait_for(again, 10)
+            assert ex.guard.position(SYM) == U.to_units("0.3")
+            assert ex.guard.working_qty(SYM) == (0, 0)
+        finally:
+            await ex.close()
+        assert venue.bad_signatures == 0

@@ -804,6 +804,7 @@ def test_the_only_private_nautilus_field_read_is_the_routing_map_and_it_is_check
         # a live client's documented coroutines, wrapped to follow their failures
         ("_watch_client", "live._submit_order"),
         ("_watch_client", "live._submit_order_list"),
+        ("_watch_client", "live._modify_order"),
     }
 
     engine_ = eng.kernel.exec_engine

@@ -66,7 +66,14 @@ calls (`knightwatch[ccxt]`, ccxt 4.5.90):
   background (a thread on a sync exchange, a task on an async one), after 0.5 s, then
   each wait twice the last, at most 8 s, until no order is live there, the node is no
   longer HALTED, or `close()`: logged `KILL_CANCEL_RETRY` each time, `KILL_CANCEL_DONE`
-  at the end. Call `close()` before dropping the wrapper.
+  at the end. Call `close()` before dropping the wrapper. Every read-back (the kill's, a
+  cancel's, a stream gap's) uses `fetch_order`; on a venue without it (`has['fetchOrder']`
+  false) the order as the venue lists it: open (`fetch_open_orders`), else in the first of
+  `fetch_closed_orders`, `fetch_canceled_and_closed_orders`, `fetch_orders`,
+  `fetch_canceled_orders` it offers that holds it. An order the kill finds in none is not
+  open at the venue: the kill leaves it (logged once, `ORDER_END_UNKNOWN`) and it stays
+  counted working, its fills unknown, until an update or `resolve` with the venue's record
+  of its end settles it.
 * Only what the Guard checked is sent. `params` may carry only
   `clientOrderId`, `timeInForce`, `postOnly`, `reduceOnly` and `marginMode`
   (ccxt merges `params` into the venue's request, where `quantity` or
@@ -128,10 +135,14 @@ read, and such a fill reaches the position at the next full read.
 A stream that breaks: ccxt.pro fails a pending `watch_orders`/`watch_my_trades` (and their
 `_for_symbols` forms) when its connection closes, and the next call reconnects; what the
 venue pushed in between is never sent again. Any such call that raises marks every started
-market `unsynced` (logged `STREAM_GAP`), and the re-read before the market's next order also
-reads back (`fetch_order`) each order followed here that the venue no longer lists open, so
-a fill or cancel during the gap is booked before that order is checked; a read-back that
-fails refuses the order (`venue_unavailable`) and the market is read again at the next.
+market `unsynced` (logged `STREAM_GAP`). The first stream call to answer after that (the
+stream connected again) reads each such market with orders live here again: its open orders
+(new ones adopted) and the end (`fetch_order`) of each order followed here that the venue no
+longer lists open, so a fill or cancel during the gap reaches the position, the loss stop and
+the working quantity at the reconnect; a read that fails there is logged
+(`STREAM_GAP_READ_FAILED`). The same read runs before the market's next order, if still
+needed; a read-back that fails then refuses the order (`venue_unavailable`) and the market is
+read again at the next.
 
 With `control_plane`, `join()` makes the process a fleet node through
 `NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
@@ -447,6 +458,10 @@ class Ledger:
         an update with an end status and no fill count (Kraken's WebSocket `canceled`), or
         one a cancel named (Kraken answers a cancel with a count, not the order). Read back
         (`fetch_order`) as the call ends (`to_settle`); an order leaves it when it ends."""
+        self.end_unknown: dict[_Tracked, None] = {}
+        """Live orders a read-back found no longer open at the venue, whose end it could not
+        read (`read_back`): nothing is left to cancel, so a kill's retries leave them
+        (`live_in`), and they stay counted working until an update says how much filled."""
 
     # --- starting positions -----------------------------------------------------
     def start_needed(self, symbol: Any) -> str | None:
@@ -794,6 +809,12 @@ class Ledger:
                 found[unified] = None
         return list(found)
 
+    def unsynced_live(self) -> list[str]:
+        """The `unsynced` markets with orders live here (known by venue id): a stream gap may
+        have ended or filled them unseen. One with none is read from its start at its next
+        order (`restart`)."""
+        return [s for s in self.unsynced if self.live_in(s)]
+
     def restart(self, symbol: str) -> bool:
         """Whether an `unsynced` market is read again from its start (position and open
         orders) rather than its open orders alone: when no order is live there, nothing
@@ -1045,6 +1066,7 @@ class Ledger:
         """The order ended: no longer live; remembered for one duplicate scope more."""
         tracked.done = True
         self.unsettled.pop(tracked, None)
+        self.end_unknown.pop(tracked, None)
         if tracked in self._live:
             del self._live[tracked]
             self._ended.append((self.guard.clock.monotonic_ns(), tracked))
@@ -1234,10 +1256,18 @@ class Ledger:
             )
 
     def resolve(self, gid: str, order: dict[str, Any] | None) -> None:
-        """Settle an in-doubt order: the venue's record of it, or None if it never arrived."""
+        """Settle an in-doubt order: the venue's record of it, or None if it never arrived; or
+        an order whose end could not be read (`end_unknown`): the venue's record of its end."""
         tracked = self.in_doubt.get(gid)
         if tracked is None:
-            raise AdapterError(f"resolve: order {gid!r} is not in doubt")
+            tracked = next((t for t in self.end_unknown if t.gid == gid), None)
+            if tracked is None:
+                raise AdapterError(f"resolve: order {gid!r} is not in doubt")
+            if order is None:
+                raise AdapterError(
+                    f"resolve: order {gid!r} reached the venue (venue id {tracked.exchange_id}); "
+                    "give the venue's record of its end (its status and filled amount)"
+                )
         why = None if order is None else _unreadable(order, "an order", _FIELDS)
         if why is not None:
             raise AdapterError(f"resolve: order {gid!r}: the record given is {why}; not settled")
@@ -1622,7 +1652,31 @@ class Ledger:
     def live_in(self, symbol: str) -> bool:
         """Whether an order known by venue id is still live in `symbol` (after a kill's sweep
         and read-back: its cancel failed, or its end has not been read yet)."""
-        return any(t.symbol == symbol and t.exchange_id is not None for t in self._live)
+        return any(
+            t.symbol == symbol and t.exchange_id is not None and t not in self.end_unknown
+            for t in self._live
+        )
+
+    def read_back(self, tracked: _Tracked, answer: dict[str, Any] | None) -> None:
+        """Book a kill's read-back of `tracked` (`_read_order`). None: the venue no longer
+        lists it open and holds no record of its end that can be read: it is left to no
+        cancel (`end_unknown`), logged once, and stays counted working (its fills unknown)."""
+        if answer is not None:
+            self.end_unknown.pop(tracked, None)
+            self.apply_order(answer)
+            return
+        if tracked.done or tracked in self.end_unknown:
+            return
+        self.end_unknown[tracked] = None
+        log.error(
+            "ORDER_END_UNKNOWN node=%s order=%s venue_id=%s %s: no longer open at the venue, "
+            "and its end cannot be read (no fetchOrder, no list of ended orders holds it): "
+            "counted working until an update says how much filled",
+            self.guard.node,
+            tracked.gid,
+            tracked.exchange_id,
+            tracked.symbol,
+        )
 
     def kill_adopted(self) -> list[str]:
         """The markets to sweep again for the orders adopted while the node was HALTED
@@ -1840,8 +1894,8 @@ class GuardedExchange:
                     self.ledger.open_orders_readable()
                     gone = self.ledger.resync(unified, self.exchange.fetch_open_orders(unified))
                     for t in gone:  # ended unseen: how much did it fill?
-                        ended = self.exchange.fetch_order(t.exchange_id, t.symbol)
-                        self.ledger.read_orders("fetch_order", ended, many=False)
+                        ended = _read_order(self.exchange, t)
+                        self.ledger.read_orders("fetch_order", _found(t, ended), many=False)
                 except Exception as exc:
                     raise self.ledger.resync_failed(unified, exc) from None
 
@@ -1985,7 +2039,7 @@ class GuardedExchange:
         until then the Guard counts it working. A read that fails leaves it so, logged."""
         for tracked in self.ledger.to_settle():
             try:
-                answer = self.exchange.fetch_order(tracked.exchange_id, tracked.symbol)
+                answer = _found(tracked, _read_order(self.exchange, tracked))
                 self.ledger.settled(tracked, answer)
             except Exception as exc:
                 _settle_failed(self.guard.node, tracked, exc)
@@ -2172,7 +2226,7 @@ class GuardedExchange:
         for tracked in ledger.live():
             if tracked.exchange_id is not None and symbol in (None, tracked.symbol):
                 try:
-                    ledger.apply_order(ex.fetch_order(tracked.exchange_id, tracked.symbol))
+                    ledger.read_back(tracked, _read_order(ex, tracked))
                 except Exception as exc:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
 
@@ -2211,6 +2265,8 @@ class AsyncGuardedExchange:
         self.kill_retry: asyncio.Task[None] | None = None
         """The task trying again the markets a kill left orders live in (`_retry_kill`)."""
         self._kill_left: set[str] = set()
+        self._gap = False
+        """Whether a stream call raised and no stream call has answered since (`_after_gap`)."""
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
@@ -2274,13 +2330,43 @@ class AsyncGuardedExchange:
                     await self.start([unified])
                     continue
                 try:
-                    self.ledger.open_orders_readable()
-                    answer = await self.exchange.fetch_open_orders(unified)
-                    for t in self.ledger.resync(unified, answer):  # ended unseen: filled?
-                        ended = await self.exchange.fetch_order(t.exchange_id, t.symbol)
-                        self.ledger.read_orders("fetch_order", ended, many=False)
+                    await self._resync(unified)
                 except Exception as exc:
                     raise self.ledger.resync_failed(unified, exc) from None
+
+    async def _resync(self, unified: str) -> None:
+        """Read an `unsynced` market's open orders again (new ones adopted) and read back each
+        order followed here that they no longer hold: it ended unseen, how much filled?"""
+        self.ledger.open_orders_readable()
+        answer = await self.exchange.fetch_open_orders(unified)
+        for t in self.ledger.resync(unified, answer):
+            ended = await _aread_order(self.exchange, t)
+            self.ledger.read_orders("fetch_order", _found(t, ended), many=False)
+
+    def _stream_broke(self, call: str, exc: BaseException) -> None:
+        self._gap = True
+        self.ledger.stream_gap(call, exc)
+
+    async def _after_gap(self) -> None:
+        """A stream call answered after one raised: the stream is connected again, and each
+        market with orders live here is read again now (`_resync`), so the gap's fills and
+        cancels reach the position, the loss stop and the working quantity at the reconnect,
+        not only before the market's next order. Once per gap; a read that fails is logged
+        and leaves the market `unsynced` (its next order reads it, or is refused)."""
+        if not self._gap:
+            return
+        self._gap = False
+        for unified in self.ledger.unsynced_live():
+            try:
+                await self._resync(unified)
+            except Exception as exc:
+                self.ledger.unsynced[unified] = None
+                log.error(
+                    "STREAM_GAP_READ_FAILED node=%s %s: read again before its next order: %r",
+                    self.guard.node,
+                    unified,
+                    exc,
+                )
 
     # --- orders -----------------------------------------------------------------
     @_sweeping
@@ -2438,7 +2524,7 @@ class AsyncGuardedExchange:
         until then the Guard counts it working. A read that fails leaves it so, logged."""
         for tracked in self.ledger.to_settle():
             try:
-                answer = await self.exchange.fetch_order(tracked.exchange_id, tracked.symbol)
+                answer = _found(tracked, await _aread_order(self.exchange, tracked))
                 self.ledger.settled(tracked, answer)
             except Exception as exc:
                 _settle_failed(self.guard.node, tracked, exc)
@@ -2500,40 +2586,46 @@ class AsyncGuardedExchange:
     async def watch_orders(self, *args: Any, **kwargs: Any) -> Any:
         try:
             orders = await self.exchange.watch_orders(*args, **kwargs)
-        except Exception as exc:  # the stream broke: what it missed is read at the next order
-            self.ledger.stream_gap("watch_orders", exc)
+        except Exception as exc:  # the stream broke: what it missed is read when it answers again
+            self._stream_broke("watch_orders", exc)
             raise
         self.ledger.read_orders("watch_orders", orders, many=True)
         await self._settle()
+        await self._after_gap()
         return orders
 
+    @_sweeping  # the read after a gap may adopt orders (`_after_gap`)
     async def watch_my_trades(self, *args: Any, **kwargs: Any) -> Any:
         try:
             trades = await self.exchange.watch_my_trades(*args, **kwargs)
-        except Exception as exc:  # the stream broke: what it missed is read at the next order
-            self.ledger.stream_gap("watch_my_trades", exc)
+        except Exception as exc:  # the stream broke: what it missed is read when it answers again
+            self._stream_broke("watch_my_trades", exc)
             raise
         self.ledger.read_trades("watch_my_trades", trades)
+        await self._after_gap()
         return trades
 
     @_sweeping
     async def watch_orders_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
         try:
             orders = await self.exchange.watch_orders_for_symbols(*args, **kwargs)
-        except Exception as exc:  # the stream broke: what it missed is read at the next order
-            self.ledger.stream_gap("watch_orders_for_symbols", exc)
+        except Exception as exc:  # the stream broke: what it missed is read when it answers again
+            self._stream_broke("watch_orders_for_symbols", exc)
             raise
         self.ledger.read_orders("watch_orders_for_symbols", orders, many=True)
         await self._settle()
+        await self._after_gap()
         return orders
 
+    @_sweeping  # the read after a gap may adopt orders (`_after_gap`)
     async def watch_my_trades_for_symbols(self, *args: Any, **kwargs: Any) -> Any:
         try:
             trades = await self.exchange.watch_my_trades_for_symbols(*args, **kwargs)
-        except Exception as exc:  # the stream broke: what it missed is read at the next order
-            self.ledger.stream_gap("watch_my_trades_for_symbols", exc)
+        except Exception as exc:  # the stream broke: what it missed is read when it answers again
+            self._stream_broke("watch_my_trades_for_symbols", exc)
             raise
         self.ledger.read_trades("watch_my_trades_for_symbols", trades)
+        await self._after_gap()
         return trades
 
     async def fetch_ticker(self, symbol: str, params: Any = None) -> Any:
@@ -2638,7 +2730,7 @@ class AsyncGuardedExchange:
             # read back, as the sweep does: some venues answer a cancel with ids only, and
             # one the sweep cancelled before its answer bound it here ends only so
             try:
-                self.ledger.apply_order(await self.exchange.fetch_order(xid, symbol))
+                self.ledger.read_back(tracked, await _aread_order(self.exchange, tracked))
             except ccxt.BaseError as exc:
                 log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
         failed = []
@@ -2684,7 +2776,7 @@ class AsyncGuardedExchange:
         for tracked in ledger.live():
             if tracked.exchange_id is not None and symbol in (None, tracked.symbol):
                 try:
-                    ledger.apply_order(await ex.fetch_order(tracked.exchange_id, tracked.symbol))
+                    ledger.read_back(tracked, await _aread_order(ex, tracked))
                 except Exception as exc:
                     log.error("KILL_READBACK_FAILED order=%s: %s", tracked.gid, exc)
 
@@ -2750,6 +2842,78 @@ class AsyncGuardedExchange:
                 self._retry_kill([] if swept else [symbol])
         except Exception:
             log.exception("KILL_CANCEL node=%s: orders adopted during the kill", self.guard.node)
+
+
+_ENDED_LISTS = (
+    ("fetchClosedOrders", "fetch_closed_orders"),
+    ("fetchCanceledAndClosedOrders", "fetch_canceled_and_closed_orders"),
+    ("fetchOrders", "fetch_orders"),
+    ("fetchCanceledOrders", "fetch_canceled_orders"),
+)
+"""The calls that list a market's ended orders, in the order `_read_order` asks them."""
+
+
+def _order_reads(ex: Any) -> list[str]:
+    """The calls `_read_order` asks, in order: `fetch_order` if the venue has it, else its
+    open orders, then each list of ended orders it offers."""
+    has = getattr(ex, "has", None) or {}
+    if has.get("fetchOrder"):
+        return ["fetch_order"]
+    lists = [("fetchOpenOrders", "fetch_open_orders"), *_ENDED_LISTS]
+    return [call for capability, call in lists if has.get(capability)]
+
+
+def _listed(tracked: _Tracked, answer: Any) -> dict[str, Any] | None:
+    """`tracked` in a list of orders (by venue id, in its market), else None."""
+    if not isinstance(answer, list):
+        raise VenueAnswerError(
+            f"order lists: the answer is {type(answer).__name__}, not a list of orders"
+        )
+    for o in answer:
+        if isinstance(o, dict) and str(o.get("id")) == str(tracked.exchange_id):
+            return o
+    return None
+
+
+def _read_order(ex: Any, tracked: _Tracked) -> dict[str, Any] | None:
+    """`tracked`'s state at the venue: `fetch_order`; on a venue without it
+    (`has['fetchOrder']` false) the order as listed open, else in the first list of ended
+    orders it offers that holds it. None: not open there and no list holds its end."""
+    for call in _order_reads(ex):
+        answer = getattr(ex, call)(*_read_args(call, tracked))
+        if call == "fetch_order":
+            return answer  # type: ignore[no-any-return]
+        found = _listed(tracked, answer)
+        if found is not None:
+            return found
+    return None
+
+
+async def _aread_order(ex: Any, tracked: _Tracked) -> dict[str, Any] | None:
+    """`_read_order` on an async exchange."""
+    for call in _order_reads(ex):
+        answer = await getattr(ex, call)(*_read_args(call, tracked))
+        if call == "fetch_order":
+            return answer  # type: ignore[no-any-return]
+        found = _listed(tracked, answer)
+        if found is not None:
+            return found
+    return None
+
+
+def _read_args(call: str, tracked: _Tracked) -> tuple[Any, ...]:
+    return (tracked.exchange_id, tracked.symbol) if call == "fetch_order" else (tracked.symbol,)
+
+
+def _found(tracked: _Tracked, answer: dict[str, Any] | None) -> dict[str, Any]:
+    """A read-back's answer, or `OrderNotFound` naming the order if the venue holds none."""
+    if answer is None:
+        raise ccxt.OrderNotFound(
+            f"order {tracked.gid} (venue id {tracked.exchange_id}, {tracked.symbol}) is no "
+            "longer open at the venue, and its end cannot be read (no fetchOrder, and no list "
+            "of ended orders holds it)"
+        )
+    return answer
 
 
 def _settle_failed(node: str, tracked: _Tracked, exc: BaseException) -> None:

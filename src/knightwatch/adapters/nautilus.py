@@ -37,7 +37,10 @@ that endpoint with the Guard in front of the ExecutionEngine, so
 * an order whose execution client raises before sending it (a live client's send task,
   whose exception NautilusTrader only logs, included) is released and denied
   (`OrderDenied`, recorded `not_sent`); one the client marked submitted first may be at
-  the venue and stays counted;
+  the venue and stays counted; an amend whose client raises before its first wait (a
+  live client's `_modify_order` included) gives its larger reservation back
+  (`OrderModifyRejected`, recorded `not_sent`), one it raised on after waiting (a timeout)
+  may be at the venue and stays reserved until the venue answers or the order ends;
 * at start-up, once the host's reconciliation has run (the Guard's start-up
   actor starts before any strategy: `take_over`), what NautilusTrader's cache
   holds becomes the Guard's starting point, before the first order is checked:
@@ -232,9 +235,10 @@ class NautilusClock:
 class _Amend:
     """An amend the Guard accepted, awaiting the venue: what its answer must show."""
 
-    __slots__ = ("new_id", "price", "qty", "trigger")
+    __slots__ = ("command_id", "new_id", "price", "qty", "trigger")
 
-    def __init__(self, new_id: str, qty: Any, price: Any, trigger: Any) -> None:
+    def __init__(self, command_id: Any, new_id: str, qty: Any, price: Any, trigger: Any) -> None:
+        self.command_id = command_id
         self.new_id = new_id
         self.qty = qty
         self.price = price
@@ -776,6 +780,7 @@ class NautilusGuard:
         d = self._check_replace(order, command) if unrouted is None else unrouted
         if d.accepted:
             self.passed += 1
+            self._watch_client(command)
             try:
                 self._inner(command)
             except Exception as exc:  # never sent: give back the amend's larger reservation
@@ -863,7 +868,9 @@ class NautilusGuard:
             return d
         d = self.guard.check_replace(gid, new)
         if d.accepted:
-            self._pending[oid] = _Amend(new.id, qty, command.price, command.trigger_price)
+            self._pending[oid] = _Amend(
+                command.id, new.id, qty, command.price, command.trigger_price
+            )
         return d
 
     def _check(self, order: NtOrder) -> Decision:
@@ -946,15 +953,16 @@ class NautilusGuard:
             ),
         )
 
-    def _watch_client(self, command: SubmitOrder | SubmitOrderList) -> None:
+    def _watch_client(self, command: SubmitOrder | SubmitOrderList | ModifyOrder) -> None:
         """Follow the sends of the live execution client `command` goes to (once per client).
 
         A live node's ExecutionEngine hands a command to its client from a queue of its own,
         and a `LiveExecutionClient` sends it from a task of its own (`_submit_order`,
-        `_submit_order_list`), whose exception NautilusTrader only logs: it never comes back
-        through `execute`, and an order the client raised on before sending stayed counted
-        working for good. Those two coroutines of the client are wrapped so that their
-        failure reaches `_not_sent` (`later`). A backtest's client sends within the call."""
+        `_submit_order_list`, `_modify_order`), whose exception NautilusTrader only logs: it
+        never comes back through `execute`, and an order the client raised on before sending
+        stayed counted working for good, an amend's larger reservation kept until the order
+        ended. Those coroutines of the client are wrapped so that their failure reaches
+        `_not_sent` (`later`) or `_amend_failed`. A backtest's client sends within the call."""
         engine = self.kernel.exec_engine
         client = _clients_of(engine).get(
             self._client_for(command.client_id, command.instrument_id.venue)
@@ -967,6 +975,55 @@ class NautilusGuard:
         live._submit_order_list = self._failures_of(
             live._submit_order_list, lambda c: list(c.order_list.orders)
         )
+        live._modify_order = self._amend_failures_of(live._modify_order)
+
+    def _amend_failures_of(self, send: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """`send` (a live client's `_modify_order`), with its failure handed to `_amend_failed`
+        and raised on to NautilusTrader as before (it logs it). Whether the client yielded
+        to the event loop before it raised is noted (a callback queued as it starts runs at
+        its first wait, before it resumes): a client sends by awaiting its connection, so
+        one that raised before its first wait never sent the amend."""
+
+        async def watched(command: Any) -> None:
+            waited: list[bool] = []
+            mark = asyncio.get_running_loop().call_soon(waited.append, True)
+            try:
+                await send(command)
+            except Exception as exc:
+                self._amend_failed(command, exc, sent=bool(waited))
+                raise
+            finally:
+                mark.cancel()
+
+        return watched
+
+    def _amend_failed(self, command: ModifyOrder, exc: Exception, *, sent: bool) -> None:
+        """A live client raised on an amend the Guard accepted. One it raised on before its
+        first wait never left: its larger reservation is given back (`on_replace_reject`,
+        recorded `not_sent`) and the strategy gets `OrderModifyRejected`, as when the call
+        raises in a backtest (`_modify`). One it raised on after it waited (a timeout, a
+        connection lost mid-request) may be at the venue: it stays reserved until the
+        venue's answer or the order's end (the safe side), logged in doubt."""
+        oid = command.client_order_id.value
+        amend = self._pending.get(oid)
+        if amend is None or amend.command_id != command.id or oid not in self._live:
+            return  # answered, ended, or an amend that reserved nothing (a leg lowered)
+        if sent:
+            log.error(
+                "NOT_SENT_IN_DOUBT node=%s ModifyOrder for %s: the client raised %r after it "
+                "went out; the amend stays reserved until the venue answers or the order ends",
+                self.guard.node,
+                oid,
+                exc,
+            )
+            return
+        order = self.kernel.cache.order(command.client_order_id)
+        why = f"the execution client raised {exc!r}: the amend was never sent"
+        log.error("NOT_SENT node=%s ModifyOrder for %s: %s", self.guard.node, oid, why)
+        self._drop_amend(oid)
+        self.guard.note("not_sent", order_id=oid, reason=_NOT_SENT.value, error=why[:400])
+        if order is not None and not order.is_closed:
+            self._refuse_modify(order, Decision(False, _NOT_SENT, why))
 
     def _failures_of(
         self, send: Callable[[Any], Any], orders_of: Callable[[Any], list[NtOrder]]

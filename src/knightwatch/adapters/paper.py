@@ -369,6 +369,8 @@ class PaperBinance(PaperVenue):
                 for o in self.orders.values()
                 if o.status == "open" and o.symbol == q.get("symbol", o.symbol)
             ]
+        if route == "/api/v3/allOrders":
+            return 200, [self._order(o) for o in self.orders.values() if o.symbol == q["symbol"]]
         if route == "/api/v3/myTrades":
             return 200, [self._trade(t) for t in self.trades if t.symbol == q["symbol"]]
         if route == "/api/v3/account":
