@@ -21,7 +21,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from knightwatch.console.local import ConsoleProc, running_console, running_fleet
-from knightwatch.control.node.trustfeed import publish_roster
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.plane.wire import ENCODER, NodeStatus
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import SigningKey

@@ -21,8 +21,8 @@ import httpx
 from knightwatch.clock import SystemClock
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.console.users import UserStore
-from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.release.dsse import Envelope, encode_envelope
 from knightwatch.release.keys import SigningKey
 from knightwatch.trust.kit import Kit

@@ -25,9 +25,10 @@ from playwright.async_api import Browser, expect
 from knightwatch.clock import SystemClock
 from knightwatch.console.local import ConsoleProc, running_console, running_fleet
 from knightwatch.control.fleet.killswitch import KillSwitch
-from knightwatch.control.node.trustfeed import identify, publish_roster
+from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.plane.wire import ENCODER, NodeStatus
 from knightwatch.release.dsse import encode_envelope
 from knightwatch.release.keys import SigningKey

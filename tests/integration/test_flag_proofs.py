@@ -30,8 +30,8 @@ from knightwatch.control.node.flags import (
     state_key,
 )
 from knightwatch.control.node.runtime import NodeRuntime
-from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.site import Site
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest, SecondApprover
 from knightwatch.flags.state import FlagChange, FlagState

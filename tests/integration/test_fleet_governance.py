@@ -26,9 +26,9 @@ from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
 from knightwatch.control.fleet.supervisor import SupervisorConfig
 from knightwatch.control.node.flags import NodeFlags
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
-from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.plane.wire import TargetReply
 from knightwatch.control.site import Site
 from knightwatch.decision import RejectReason

@@ -276,8 +276,9 @@ async def test_a_version_heard_live_is_judged_when_it_is_heard() -> None:
     admins whose keys ended long ago and dated back inside their validity, is refused
     (before, with no time passed, every follower took it); one that the store already held
     when the node started is still judged at its own date (`sync_roster`)."""
-    from knightwatch.control.node.trustfeed import follow_roster, publish_roster
+    from knightwatch.control.node.trustfeed import follow_roster
     from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+    from knightwatch.control.plane.rosters import publish_roster
 
     kit = Kit(now_ns=1 * S, admins=2)
     ending = tuple(

@@ -39,8 +39,8 @@ from knightwatch.cli.fleet import (
 )
 from knightwatch.cli.options import nonempty_path, when
 from knightwatch.control.fleet.freeze import refuse_if_frozen
-from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.protocol import RevisionConflict
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.errors import quoted
 from knightwatch.inputs import JSON_MAX_BYTES, NAME_RULE, check_json_depth, is_name, read_bytes
 from knightwatch.release.dsse import Envelope, encode_envelope

@@ -49,9 +49,9 @@ from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.attestor import Attestor
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeError, NodeRuntime
-from knightwatch.control.node.trustfeed import publish_roster
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
 from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.plane.wire import (
     ENCODER,
     NodeMetrics,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -142,9 +142,32 @@ class Kit:
                 kit.signers[signer.name] = signer
         return kit
 
+    def adopt(self, history: Sequence[Envelope]) -> None:
+        """Take the versions a store holds after this kit's own (`history`: version 1 on, as
+        the store's follower verified them), re-verified here from the anchor: a restarted
+        local fleet signs its next version on top of what its admins published meanwhile.
+        TrustError (naming the version) for a stored version that is not this kit's own
+        version of that number, or for a history that does not verify."""
+        for version, (mine, theirs) in enumerate(zip(self.envelopes, history, strict=False), 1):
+            if mine.payload != theirs.payload:
+                raise TrustError(f"roster version {version}: the store holds another version")
+        if len(history) <= len(self.envelopes):
+            return
+        store = TrustStore.of(self.anchor, *history)
+        assert store.roster is not None  # a history of one version at least
+        self.envelopes = list(history)
+        self.roster = store.roster
+        self.admin_names = store.roster.names_with(Role.ADMIN)
+
     def _sign(self, roster: Roster) -> Envelope:
         envelope = roster_envelope(roster)
-        for name in self.admin_names[: roster.admin_threshold]:
+        held = [n for n in self.admin_names if n in self.signers]
+        if len(held) < roster.admin_threshold:
+            raise TrustError(
+                f"roster version {roster.version}: {roster.admin_threshold} admins must sign "
+                f"it, this kit holds the keys of {', '.join(held) or 'none'}"
+            )
+        for name in held[: roster.admin_threshold]:
             envelope = sign_roster(envelope, self.signers[name].key)
         return envelope
 
@@ -165,14 +188,15 @@ class Kit:
         by the admins. TrustError for a version the roster's rules refuse (`fleet` no name)."""
         # a version is issued after the one before it (`verify_roster`), whatever `at_ns` says
         at = max(at_ns if at_ns is not None else 0, self.roster.issued_ns + 1)
-        self.roster = msgspec.structs.replace(
+        roster = msgspec.structs.replace(
             self.roster,
             version=self.roster.version + 1,
             issued_ns=at,
             members=tuple(members),
             fleet=self.roster.fleet if fleet is None else fleet,
         )
-        envelope = self._sign(self.roster)
+        envelope = self._sign(roster)  # refused: the kit stays as it was
+        self.roster = roster
         self.envelopes.append(envelope)
         return envelope
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import msgspec
 
-from knightwatch.control.node.trustfeed import publish_roster, sync_roster
+from knightwatch.control.node.trustfeed import sync_roster
+from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.site import Site
 from knightwatch.release.dsse import Envelope
 from knightwatch.trust.kit import Kit

@@ -13,9 +13,10 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from knightwatch.control.node.trustfeed import roster_key, sync_roster
+from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.authz import ROSTER_AHEAD, permissions
 from knightwatch.control.plane.nats import connect_as
+from knightwatch.control.plane.rosters import roster_key
 from knightwatch.control.site import Site
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore

@@ -1,10 +1,9 @@
 """The roster as stored on the control plane, followed by every process that verifies commands.
 
-Versions are stored one per key (`v000001`, ...), created once and never
-overwritten (compare-and-swap against "absent"), so the chain from the pinned
-anchor can always be walked again by a process that starts later. A version
-that does not verify is refused by `TrustStore` and the one before stays in
-force.
+Versions are stored one per key (`control.plane.rosters`), created once and never
+overwritten, so the chain from the pinned anchor can always be walked again by a
+process that starts later. A version that does not verify is refused by `TrustStore`
+and the one before stays in force.
 
 A version read from the store at start is judged at the instant the store's
 server wrote it (`ControlPlane.record_stored_ns`: the JetStream message's own time,
@@ -23,17 +22,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlane, Record
-from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
+from knightwatch.release.dsse import Envelope
 from knightwatch.trust.identity import Signer
-from knightwatch.trust.roster import TrustError, decode_roster
+from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore, decode_stored
 
 log = logging.getLogger(__name__)
-
-
-def roster_key(version: int) -> str:
-    return f"v{version:06d}"
 
 
 def _parse(key: str, value: bytes) -> tuple[int, Envelope] | None:
@@ -89,14 +84,6 @@ async def follow_roster(
     await sync_roster(plane, store)
     if on_change is not None:
         on_change()
-
-
-async def publish_roster(plane: ControlPlane, envelope: Envelope) -> int:
-    """Store one version under its own key; refused (RevisionConflict) if that version exists."""
-    version = decode_roster(envelope).version
-    return await plane.put_record(
-        Bucket.ROSTER, roster_key(version), encode_envelope(envelope), expected_revision=ABSENT
-    )
 
 
 async def identify(plane: ControlPlane, signer: Signer, store: TrustStore) -> Signer:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from knightwatch.control.plane.rosters import roster_key
 from knightwatch.control.plane.wire import KNOWN_GOOD_KEY
 from knightwatch.release.keys import VerifyKey
 from knightwatch.trust.identity import nkey_public
@@ -118,8 +119,8 @@ newer one (the embedded server renders its users again at each version it verifi
 
 
 def roster_subject(version: int) -> str:
-    """Where roster version `version` is stored (`trustfeed.roster_key`: "v" and six digits)."""
-    return f"$KV.kw_roster.v{version:06d}"
+    """Where roster version `version` is stored (its key, `rosters.roster_key`)."""
+    return f"$KV.kw_roster.{roster_key(version)}"
 
 
 def inbox_prefix(key_id: str) -> str:

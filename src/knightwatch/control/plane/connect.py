@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import ABSENT, Bucket, ControlPlaneUnavailable, Record
+from knightwatch.control.plane.protocol import (
+    Bucket,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    Record,
+)
+from knightwatch.control.plane.rosters import publish_roster, roster_key
 from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.errors import KnightwatchError
-from knightwatch.release.dsse import Envelope, encode_envelope
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.signing import TrustPolicy
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import TrustError, decode_roster
@@ -33,6 +42,10 @@ _RELOAD_WAIT_S = 5.0
 
 class FleetError(KnightwatchError, RuntimeError):
     """A fleet operation that cannot proceed; the message names what to fix."""
+
+
+Amend = Callable[[Kit, list[Envelope]], None]
+"""Given a kit and the roster history its server holds: takes it in, adds to it (`store_roster`)."""
 
 
 def recorded_url(state_dir: Path) -> list[str]:
@@ -52,10 +65,15 @@ async def control_plane(
     signer: Signer,
     replicas: int = 1,
     embed: Kit | None = None,
+    amend: Amend | None = None,
 ) -> AsyncIterator[NatsControlPlane]:
     """A connected plane as `signer`: to `urls`, else to the state dir's server, else (given
     `embed`, the fleet's identities) a new one with their authorization, provisioned and
     holding their roster.
+
+    `amend` (with `embed`, a local fleet's own): given the kit and the roster history the
+    server holds, verified from the kit's anchor, before the kit's versions are stored
+    (`store_roster`); on a server reached by URL they are stored as the kit's first admin.
 
     An embedded server is stopped, and its URL file removed, on exit; while it
     runs it serves every new roster version's users without a restart.
@@ -71,6 +89,12 @@ async def control_plane(
             if urls or not embed:
                 raise
             plane = None
+        if plane is not None and embed is not None and amend is not None:
+            try:
+                await _amended_as_admin(targets, name, embed, amend, replicas)
+            except BaseException:
+                await plane.close()
+                raise
     if plane is None:
         if embed is None:
             raise FleetError(
@@ -80,10 +104,21 @@ async def control_plane(
         server = EmbeddedNatsServer(state_dir / "nats", roster=embed.roster)
         url = server.start()
         (state_dir / URL_FILE).write_text(url + "\n")
-        await provision(url, server.provisioner, embed, replicas=replicas)
-        plane = NatsControlPlane(url, name=name, replicas=replicas, signer=signer)
-        await plane.connect()
-        await serve_roster_changes(plane, server, TrustStore.of(embed.anchor, *embed.envelopes))
+        started = embed.roster
+        try:  # a start that fails leaves no server running (nor its URL recorded)
+            await provision(url, server.provisioner, embed, replicas=replicas, amend=amend)
+            if embed.roster is not started:  # its users served before anyone logs in as one
+                await asyncio.to_thread(server.reload, embed.roster, _RELOAD_WAIT_S)
+            plane = NatsControlPlane(url, name=name, replicas=replicas, signer=signer)
+            await plane.connect()
+            await serve_roster_changes(plane, server, TrustStore.of(embed.anchor, *embed.envelopes))
+        except BaseException:
+            if plane is not None:
+                await plane.close()
+            with contextlib.suppress(FileNotFoundError):
+                (state_dir / URL_FILE).unlink()
+            server.stop()
+            raise
     try:
         yield plane
     finally:
@@ -95,22 +130,106 @@ async def control_plane(
 
 
 async def provision(
-    urls: str | list[str], provisioner: Signer, kit: Kit, *, replicas: int = 1
+    urls: str | list[str],
+    provisioner: Signer,
+    kit: Kit,
+    *,
+    replicas: int = 1,
+    amend: Amend | None = None,
 ) -> None:
-    """Create the buckets and streams and store the roster versions not stored yet."""
+    """Create the buckets and streams and store the roster versions not stored yet
+    (`store_roster`)."""
     plane = NatsControlPlane(urls, name="provisioner", replicas=replicas, signer=provisioner,
                              provision=True)  # fmt: skip
     await plane.connect()
     try:
-        stored = await plane.records(Bucket.ROSTER)
-        for envelope in kit.envelopes:
-            key = f"v{decode_roster(envelope).version:06d}"
-            if key not in stored:
-                await plane.put_record(
-                    Bucket.ROSTER, key, encode_envelope(envelope), expected_revision=ABSENT
-                )
+        await store_roster(plane, kit, amend)
     finally:
         await plane.close()
+
+
+async def _amended_as_admin(
+    urls: list[str], name: str, kit: Kit, amend: Amend, replicas: int
+) -> None:
+    """`store_roster` on a server reached by URL, as the kit's first admin whose key it holds
+    (the admins alone may store a roster version there)."""
+    admin = next((n for n in kit.admin_names if n in kit.signers), None)
+    if admin is None:
+        raise FleetError(f"roster version {kit.roster.version}: no admin key to store it with")
+    plane = NatsControlPlane(urls, name=f"{name}-roster", replicas=replicas,
+                             signer=kit.signer(admin))  # fmt: skip
+    await plane.connect()
+    try:
+        await store_roster(plane, kit, amend)
+    finally:
+        await plane.close()
+
+
+async def stored_history(
+    plane: ControlPlane, anchor: TrustPolicy
+) -> tuple[list[Envelope], set[str]]:
+    """The roster versions the store holds that verify from `anchor` (version 1 on, each
+    judged when the server wrote it, as every follower judges them), and every key stored."""
+    records = await plane.records(Bucket.ROSTER)
+    stored: dict[int, Envelope] = {}
+    published: dict[int, int] = {}
+    for key, (value, revision) in records.items():
+        if not (key[:1] == "v" and key[1:].isascii() and key[1:].isdecimal()):
+            continue
+        try:
+            envelope = decode_stored(value)
+        except TrustError as exc:
+            log.error("roster record %s ignored: %s", key, exc)
+            continue
+        stored[int(key[1:])] = envelope
+        if plane.keeps_write_times:
+            at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
+            if at_ns is not None:
+                published[int(key[1:])] = at_ns
+    store = TrustStore(anchor)
+    store.follow(stored, published_ns=published if plane.keeps_write_times else None)
+    return [stored[v] for v in range(1, store.version + 1)], set(records)
+
+
+async def store_roster(plane: ControlPlane, kit: Kit, amend: Amend | None = None) -> None:
+    """Store the kit's roster versions the server does not hold, on top of the ones it does.
+
+    The stored versions that verify from the kit's anchor are its history: `amend` takes
+    them into the kit first (a local fleet's admins may have published versions since its
+    files were written); each of the kit's versions that the history holds must be the same
+    one, and those after it must verify on top of it: a version of the kit's own numbered
+    like a stored one was skipped, and the roster in force never held what it added (nodes
+    of a bigger local fleet never admitted). FleetError, one line, naming the version."""
+    history, keys = await stored_history(plane, kit.anchor)
+    if amend is not None:
+        amend(kit, history)
+    for version, (mine, theirs) in enumerate(zip(kit.envelopes, history, strict=False), 1):
+        if mine.payload != theirs.payload:
+            raise FleetError(
+                f"roster version {version}: the one to store ({describe_version(mine)}) is "
+                f"not the one the server holds ({describe_version(theirs)})"
+            )
+    trial = TrustStore.of(kit.anchor, *history)
+    for envelope in kit.envelopes[len(history) :]:
+        version = decode_roster(envelope).version
+        if roster_key(version) in keys:
+            raise FleetError(
+                f"roster version {version}: the server holds a record of it that does not "
+                "verify from the anchor; not stored over it"
+            )
+        try:
+            trial.accept(envelope, received_ns=time.time_ns())
+        except TrustError as exc:
+            raise FleetError(f"roster version {version}: not stored: {exc}") from None
+        await publish_roster(plane, envelope)
+
+
+def describe_version(envelope: Envelope) -> str:
+    """A roster version in a few words: when issued, its keys, its payload's digest."""
+    roster = decode_roster(envelope)
+    when = datetime.datetime.fromtimestamp(roster.issued_ns / 1e9, datetime.UTC)
+    digest = hashlib.sha256(envelope.payload.encode()).hexdigest()[:12]
+    return f"issued {when:%Y-%m-%d %H:%M:%S} UTC, {len(roster.members)} keys, sha256 {digest}"
 
 
 async def serve_roster_changes(

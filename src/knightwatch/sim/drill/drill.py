@@ -36,20 +36,23 @@ from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.trustfeed import sync_roster
-from knightwatch.control.plane.connect import FleetError, control_plane
+from knightwatch.control.plane.connect import Amend, FleetError, control_plane, describe_version
 from knightwatch.control.plane.nats import NatsControlPlane, connect_as
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
 from knightwatch.control.plane.wire import FLEET_KEY, VERDICT_DECODER, NodeMetrics, Verdict
 from knightwatch.control.serve import stop_requested
 from knightwatch.inputs import UNDECODABLE
+from knightwatch.release.dsse import Envelope
+from knightwatch.release.keys import SigningKey
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses
 from knightwatch.sim.drill.resume_phase import ResumeReport, clear_ramps, run_resume_phase
 from knightwatch.sim.drill.venue import VenueResponder
 from knightwatch.state import Scope, TradingState
+from knightwatch.trust.identity import load_signer
 from knightwatch.trust.kit import Kit
-from knightwatch.trust.roster import Role
+from knightwatch.trust.roster import Role, TrustError, decode_roster
 from knightwatch.trust.store import TrustStore
 
 METRICS_S = 0.2
@@ -251,35 +254,117 @@ def local_kit(state_dir: Path, node_ids: list[str], fleet: str = "") -> Kit:
     the drill's venue, the operator console's own read-only identity and one
     key per node. A production fleet enrols each
     person's own key instead (`knightwatch identity`).
+
+    The state dir's files alone: a fleet started on a server uses `local_cast` and
+    `local_amend`, which first take in what its admins published there meanwhile.
     """
+    kit = local_cast(state_dir, node_ids, fleet)
+    _complete(kit, state_dir, node_ids, fleet)
+    return kit
+
+
+def local_cast(state_dir: Path, node_ids: list[str], fleet: str = "") -> Kit:
+    """The state dir's identities as its files hold them (nothing added), or a new cast
+    (not written yet) naming `fleet`; FleetError if the files lack part of the cast or
+    name another fleet than `fleet`, before any server starts."""
     trust_dir = state_dir / "trust"
-    if (trust_dir / "anchor.toml").exists():
-        kit = Kit.read(trust_dir)  # the same fleet again: the same identities
-        lacking = [n for n in ("alice", "bob", "supervisor", "admission", "venue")
-                   if n not in kit.signers]  # fmt: skip
-        if lacking:
-            raise FleetError(
-                f"{trust_dir}: the stored cast lacks {', '.join(lacking)}; use a fresh --state-dir"
-            )
-        for node_id in node_ids:
-            if node_id not in kit.signers:
-                kit.add(node_id, [Role.NODE])  # a bigger fleet than last time
-        if "console" not in kit.signers:
-            kit.add("console", [Role.VIEWER])  # a state dir from before the console
-        if fleet and kit.roster.fleet != fleet:
-            if kit.roster.fleet:
-                raise FleetError(
-                    f"--fleet {fleet}: the fleet in {trust_dir} is named "
-                    f"{kit.roster.fleet!r} (roster version {kit.roster.version}); a fleet's "
-                    "roster keeps its name: leave --fleet out or use a fresh --state-dir"
-                )
-            kit.name(fleet)
-    else:
+    if not (trust_dir / "anchor.toml").exists():
         kit = Kit(now_ns=SystemClock().time_ns(), nodes=node_ids, fleet=fleet)
         kit.add("venue", [Role.VENUE])
         kit.add("console", [Role.VIEWER])
-    kit.write(trust_dir, private=list(kit.signers))
+        return kit
+    kit = Kit.read(trust_dir)  # the same fleet again: the same identities
+    lacking = [n for n in ("alice", "bob", "supervisor", "admission", "venue")
+               if n not in kit.signers]  # fmt: skip
+    if lacking:
+        raise FleetError(
+            f"{trust_dir}: the stored cast lacks {', '.join(lacking)}; use a fresh --state-dir"
+        )
+    _check_name(kit, trust_dir, fleet)
     return kit
+
+
+def local_amend(state_dir: Path, node_ids: list[str], fleet: str = "") -> Amend:
+    """What a local fleet does with the roster history its server holds (`store_roster`):
+    takes in the versions its admins published since its files were written, adds what
+    it lacks (`node_ids`, the console, `fleet`'s name) as the next version on top, and
+    rewrites its files. Its files' own version of a number the server holds otherwise (an
+    earlier release enrolled a bigger fleet's nodes that way, and the roster in force never
+    held them) is refused, one line naming both."""
+    trust_dir = state_dir / "trust"
+
+    def amend(kit: Kit, history: list[Envelope]) -> None:
+        for version, (mine, theirs) in enumerate(zip(kit.envelopes, history, strict=False), 1):
+            if mine.payload != theirs.payload:
+                later = f"v{version}.json and later" if len(kit.envelopes) > version else ""
+                raise FleetError(
+                    f"{trust_dir / 'roster' / f'v{version}.json'}: not the roster version "
+                    f"{version} the server holds ({_differs(mine, theirs)}); move "
+                    f"{later or f'v{version}.json'} aside to take the server's, or use a "
+                    "fresh --state-dir"
+                )
+        try:
+            kit.adopt(history)
+        except TrustError as exc:
+            raise FleetError(f"{trust_dir}: the server's roster history: {exc}") from None
+        _complete(kit, state_dir, node_ids, fleet)
+
+    return amend
+
+
+def _differs(mine: Envelope, theirs: Envelope) -> str:
+    """How a file's roster version differs from the server's of the same number, in short."""
+    names = [{m.name for m in decode_roster(e).members} for e in (mine, theirs)]
+    only = [", ".join(sorted(names[0] - names[1])), ", ".join(sorted(names[1] - names[0]))]
+    if only[0] or only[1]:
+        return (
+            f"the file's names {only[0] or 'no one else'}, the server's {only[1] or 'no one else'}"
+        )
+    return f"the file's: {describe_version(mine)}; the server's: {describe_version(theirs)}"
+
+
+def _check_name(kit: Kit, trust_dir: Path, fleet: str) -> None:
+    if fleet and kit.roster.fleet and kit.roster.fleet != fleet:
+        raise FleetError(
+            f"--fleet {fleet}: the fleet in {trust_dir} is named "
+            f"{kit.roster.fleet!r} (roster version {kit.roster.version}); a fleet's "
+            "roster keeps its name: leave --fleet out or use a fresh --state-dir"
+        )
+
+
+def _complete(kit: Kit, state_dir: Path, node_ids: list[str], fleet: str) -> None:
+    """`node_ids` and the console enrolled, the fleet named `fleet`, the files written.
+
+    A node whose key file the state dir holds, but the roster does not name (a version
+    of this state dir's own that its server never held), is enrolled with that key:
+    `Kit.write` keeps every key file it finds, and refuses one holding another key."""
+    trust_dir = state_dir / "trust"
+    _check_name(kit, trust_dir, fleet)
+    for name, roles in [*((n, [Role.NODE]) for n in node_ids), ("console", [Role.VIEWER])]:
+        if name in kit.signers:
+            continue
+        if any(m.name == name for m in kit.roster.members):
+            # revoked or rotated by the admins (or its key file lost): never enrolled again
+            # here, which would let a key they revoked back in
+            raise FleetError(
+                f"{trust_dir / 'keys' / f'{name}.key'}: {name} is on the roster (version "
+                f"{kit.roster.version}) with no key this state dir holds valid; start fewer "
+                "nodes, or have the admins enrol its new key (`knightwatch identity add`)"
+            )
+        kit.add(name, roles, _kept_key(trust_dir, name))  # a bigger fleet, or a new console
+    if fleet and kit.roster.fleet != fleet:
+        kit.name(fleet)
+    kit.write(trust_dir, private=list(kit.signers))
+
+
+def _kept_key(trust_dir: Path, name: str) -> SigningKey | None:
+    path = trust_dir / "keys" / f"{name}.key"
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        return load_signer(path).key
+    except TrustError as exc:
+        raise FleetError(str(exc)) from None
 
 
 class _Fleet:
@@ -419,10 +504,12 @@ async def run_up(
     The stop signals are caught from the first step: one that came while the fleet was
     starting killed this process and left its server and node processes running (a node
     trading with nobody to stop it); now the fleet finishes starting and is stopped."""
-    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)], fleet)
+    ids = [f"n{i}" for i in range(1, n + 1)]
+    kit = local_cast(state_dir, ids, fleet)
+    amend = local_amend(state_dir, ids, fleet)
     with stop_requested() as stop:
         async with control_plane(
-            urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit
+            urls, state_dir, "up", signer=kit.signer("supervisor"), embed=kit, amend=amend
         ) as plane:
             local = _Fleet(plane, state_dir, pager, config, registry, kit, fleet)
             try:
@@ -480,9 +567,11 @@ async def run_drill(
             f"(got {runaway!r})"
         )
     config = SupervisorConfig(rate_window_s=1.0, reject_min_orders=10_000)
-    kit = local_kit(state_dir, [f"n{i}" for i in range(1, n + 1)], fleet)
+    ids = [f"n{i}" for i in range(1, n + 1)]
+    kit = local_cast(state_dir, ids, fleet)
+    amend = local_amend(state_dir, ids, fleet)
     async with control_plane(
-        urls, state_dir, "drill", signer=kit.signer("supervisor"), embed=kit
+        urls, state_dir, "drill", signer=kit.signer("supervisor"), embed=kit, amend=amend
     ) as plane:
         leftover = sorted(
             f"{e.scope.value} {e.key!r}" if e is not None else f"{slot} (unreadable)"

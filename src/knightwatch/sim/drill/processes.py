@@ -17,6 +17,7 @@ from pathlib import Path
 
 from knightwatch.clock import Clock, to_ns
 from knightwatch.control.node.lease import LeasePolicy
+from knightwatch.control.plane.connect import FleetError
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 
@@ -131,3 +132,8 @@ async def wait_admitted(
             if not waiting:
                 return
         await asyncio.sleep(0.1)
+    # it returned as if they were admitted: what followed ran on a fleet short of them
+    raise FleetError(
+        f"nodes not admitted within {timeout_s:g} s: {', '.join(sorted(waiting))} "
+        "(see their logs under logs/)"
+    )
