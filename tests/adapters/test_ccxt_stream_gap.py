@@ -10,6 +10,7 @@ the position (the next orders were checked against a position short of what was 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -73,8 +74,8 @@ async def test_fills_and_cancels_during_a_stream_gap_are_read_back_before_the_ne
             await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
             assert ex.guard.position(SYM) == U.to_units("0.2")
             assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
-            again.cancel()
-            with pytest.raises((asyncio.CancelledError, ccxt.BaseError)):
+            again.cancel()  # it may have answered already (the new order's own update)
+            with contextlib.suppress(asyncio.CancelledError, ccxt.BaseError):
                 await again
             assert "STREAM_GAP" in caplog.text
         finally:
