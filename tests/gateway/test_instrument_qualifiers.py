@@ -17,7 +17,7 @@ import pytest
 from knightwatch.gateway import fields as F
 
 from .conftest import Rig
-from .test_gateway import BUY, below, rest
+from .test_gateway import BUY, below, mass_status, rest
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,30 @@ def test_an_instrument_qualifier_is_refused_on_an_order_and_a_replace(
     assert rig.venue.find("Q1") is None and rig.venue.find("Q3") is None
     assert rig.venue.stats.orders == 1
     assert rig.guard.working_qty("L000") == (100, 0)
+
+
+def test_a_mass_request_by_symbol_with_a_qualifier_is_refused(rig: Rig) -> None:
+    """A mass cancel (530=1) or mass status (585=1) of L000 with SymbolSfx A names another
+    instrument than the client's L000 orders (which can carry no suffix). Before, it was
+    matched on the Symbol alone: Q1 was cancelled, or reported as the A shares'. Refused
+    naming the field, nothing cancelled or reported."""
+    rest(rig, "Q1")
+    rig.oms.send(
+        F.message(
+            F.MASS_CANCEL,
+            [
+                (F.CL_ORD_ID, "MQ"),
+                (F.MASS_CANCEL_REQUEST_TYPE, "1"),
+                (F.SYMBOL, "L000"),
+                (65, "A"),
+                (F.TRANSACT_TIME, F.now_utc()),
+            ],
+        )
+    )
+    got = rig.oms.wait_for(lambda r: r.mtype == F.MASS_CANCEL_REPORT)
+    assert (got.get(F.MASS_CANCEL_RESPONSE), got.get(F.TOTAL_AFFECTED)) == ("0", "0")
+    assert got.get(F.TEXT).startswith("knightwatch:invalid_order SymbolSfx(65) cannot be checked")
+    (rej,) = mass_status(rig, "SQ", [(F.MASS_STATUS_REQ_TYPE, "1"), (F.SYMBOL, "L000"), (65, "A")])
+    assert rej.mtype == F.BUSINESS_REJECT, rej
+    assert rej.get(F.TEXT).startswith("knightwatch:invalid_order SymbolSfx(65) cannot be checked")
+    assert [o.clordid for o in rig.venue.working()] == ["Q1"]

@@ -41,7 +41,9 @@ What the gateway decides around the Guard:
   client's mass cancel becomes one cancel per order of that client (the venue
   sees one session for all clients), and one of those the venue refuses is told
   to the client (an OrderCancelReject under the mass cancel's ClOrdID naming
-  the order), as is one it never answers (a status report, pending cancel);
+  the order), as is one it never answers (a status report, pending cancel); a
+  mass cancel or mass status by instrument must name it as an order must
+  (SecurityIDSource(22), no qualifier or listing), or is refused;
 * resent orders and replaces (PossDupFlag/PossResend) are answered from the
   decision already taken, never checked or forwarded twice (a replace in flight:
   the venue's answer to the first; answered: the order's state if it took
@@ -55,7 +57,8 @@ What the gateway decides around the Guard:
 * execution reports drive the Guard (fills, cancels, expiries, venue
   rejects, replaces, restatements, busts, corrections), once per ExecID; a
   fill for an order nobody sent, or a LeavesQty that disagrees with the
-  Guard, halts the node with `fill_mismatch`;
+  Guard, halts the node with `fill_mismatch`, as does one naming another
+  instrument, side or SecurityIDSource(22) than the order's;
 * a kill's cancel the venue never answers (`answer_timeout_s`), or one in
   flight when the venue session drops or resets its numbers, is sent again by
   the gateway itself (one fresh cancel per order at each timeout, logon or
@@ -1358,35 +1361,9 @@ class Gateway(Handler):
             return Decision(False, R.INVALID_ORDER, what)
 
         symbol = self._instrument(msg)
-        if symbol is None:
-            tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
-            return bad(f"{tag} is required to name the instrument")
-        if (why := self._id_source_problem(msg)) is not None:
+        if (why := self._instrument_problem(msg, "to name the instrument", "order")) is not None:
             return bad(why)
-        if self.cfg.instrument == "symbol" and F.SECURITY_ID in msg:
-            # the venue may trade the SecurityID's instrument while the Guard checked the
-            # Symbol's: an order naming both cannot be checked as the venue reads it
-            return bad(
-                'SecurityID(48) cannot be checked with instrument = "symbol" (the Guard '
-                "checks Symbol(55)); send the order without it"
-            )
-        if self.cfg.instrument == "symbol" and (
-            qualified := [f"{name}({tag})" for tag, name in _QUALIFIERS if tag in msg]
-        ):
-            # the venue trades the instrument these name under the Symbol (a share class,
-            # a contract month, an option series), at its own price, while the Guard
-            # checks the Symbol's: BRK with SymbolSfx A was checked at the B shares' price
-            return bad(
-                f'{", ".join(qualified)} cannot be checked with instrument = "symbol" (the '
-                "Guard checks Symbol(55) alone); name the instrument in Symbol(55) only"
-            )
-        if listed := [f"{name}({tag})" for tag, name in _LISTING if tag in msg]:
-            # another listing (its own price and currency) or an identifier the venue may
-            # resolve otherwise than the one the Guard checked: before, forwarded unchecked
-            return bad(
-                f"{', '.join(listed)} cannot be checked (the Guard checks "
-                f"{self._instrument_name()} alone); name the instrument in it only"
-            )
+        assert symbol is not None  # else named by `_instrument_problem`
         for why, family in _TERMS:
             if terms := [f"{name}({tag})" for tag, name in family if tag in msg]:
                 return bad(
@@ -1527,6 +1504,44 @@ class Gateway(Handler):
                 f"SecurityIDSource(22)={F.clean(got)[:16]!r} is not the gateway's "
                 f"security_id_source {want} (the Guard keys SecurityID(48) under that "
                 "source alone)"
+            )
+        return None
+
+    def _instrument_problem(self, msg: F.In, what: str, request: str) -> str | None:
+        """Why a client's `request` (an order, or a mass request by instrument) does not
+        name its instrument as the Guard keys it, `what` the instrument is required for;
+        None when it does. A mass cancel or mass status by instrument is read as an order
+        is: before, one naming the SecurityID under another source, or a Symbol with a
+        SymbolSfx, a SecurityID or another listing, was matched on the Guard's key alone
+        and widened to the client's orders of another instrument (cancelled, or reported
+        as the one asked about)."""
+        if self._instrument(msg) is None:
+            return f"{self._instrument_name()} is required {what}"
+        if (why := self._id_source_problem(msg)) is not None:
+            return why
+        if self.cfg.instrument == "symbol" and F.SECURITY_ID in msg:
+            # the venue may trade the SecurityID's instrument while the Guard checked the
+            # Symbol's: an order naming both cannot be checked as the venue reads it
+            return (
+                'SecurityID(48) cannot be checked with instrument = "symbol" (the Guard '
+                f"checks Symbol(55)); send the {request} without it"
+            )
+        if self.cfg.instrument == "symbol" and (
+            qualified := [f"{name}({tag})" for tag, name in _QUALIFIERS if tag in msg]
+        ):
+            # the venue trades the instrument these name under the Symbol (a share class,
+            # a contract month, an option series), at its own price, while the Guard
+            # checks the Symbol's: BRK with SymbolSfx A was checked at the B shares' price
+            return (
+                f'{", ".join(qualified)} cannot be checked with instrument = "symbol" (the '
+                "Guard checks Symbol(55) alone); name the instrument in Symbol(55) only"
+            )
+        if listed := [f"{name}({tag})" for tag, name in _LISTING if tag in msg]:
+            # another listing (its own price and currency) or an identifier the venue may
+            # resolve otherwise than the one the Guard checked: before, forwarded unchecked
+            return (
+                f"{', '.join(listed)} cannot be checked (the Guard checks "
+                f"{self._instrument_name()} alone); name the instrument in it only"
             )
         return None
 
@@ -1888,11 +1903,13 @@ class Gateway(Handler):
                 why = "venue_unavailable venue session is not logged on"
             elif kind not in ("1", "7"):
                 why = f"invalid_order MassCancelRequestType(530)={kind} is not supported (1, 7)"
-            elif kind == "1" and symbol is None:
+            elif kind == "1" and (
+                problem := self._instrument_problem(msg, "to cancel by instrument", "request")
+            ):
                 # nothing of an instrument not named can be found: never a cancel of no
-                # orders reported as done
-                tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
-                why = f"invalid_order {tag} is required to cancel by instrument"
+                # orders reported as done; nor one of another instrument (another source's
+                # SecurityID, a SymbolSfx) widened to the orders of the Guard's key alone
+                why = f"invalid_order {problem}"
             if why:
                 hit: list[GwOrder] = []
                 response = "0"
@@ -1977,9 +1994,10 @@ class Gateway(Handler):
             if kind not in ("1", "7"):
                 got = "missing" if kind is None else f"{F.clean(kind)[:16]} is not supported"
                 why = f"MassStatusReqType(585) {got} (1 by instrument, 7 all orders)"
-            elif kind == "1" and symbol is None:
-                tag = "SecurityID(48)" if self.cfg.instrument == "security_id" else "Symbol(55)"
-                why = f"{tag} is required with MassStatusReqType(585)=1"
+            elif kind == "1" and (
+                problem := self._instrument_problem(msg, "with MassStatusReqType(585)=1", "request")
+            ):
+                why = problem
             if why:
                 d = Decision(False, R.INVALID_ORDER, f"{why}; nothing was reported")
                 self._count("refused")
@@ -2306,8 +2324,7 @@ class Gateway(Handler):
         executed = self._lots(symbol, msg.get(F.CUM_QTY)) if kind in _ENDS else 0
         trade = kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
         fill = self._venue_fill(msg, go) if trade else None
-        if not trade:
-            self._check_instrument_side(msg, kind, go)
+        self._check_instrument_side(msg, kind, go, trade=trade)
         note: str | None = None
         replaced = False
         if kind is F.ExecKind.TRADE:
@@ -2438,7 +2455,8 @@ class Gateway(Handler):
         """A report sent before this process first logged on to `session`: one the engine
         resends (PossDupFlag) under a MsgSeqNum below that Logon's, or one the venue
         resends itself (PossResend alone: under a new number, so when its first copy was
-        sent cannot be told). One resent under a number from this process's own life (a
+        sent cannot be told by it) unless what it says ties it to this process's life
+        (`_since_start`). One resent under a number from this process's own life (a
         session lost during the start-up mass status) was never read here, or was read and
         its ExecID is known: applied once, as any report. Before, every resent report
         before reconciliation was taken for one from before this start and skipped, and a
@@ -2447,8 +2465,27 @@ class Gateway(Handler):
             return False
         first = self._first_seq.get(session)
         if msg.get(F.POSS_DUP) != "Y" or first is None:
-            return True
+            return not self._since_start(msg)
         return msg.seq < first
+
+    def _since_start(self, msg: F.In) -> bool:
+        """Whether a report the venue resent (PossResend) before start-up reconciliation
+        finished was first sent during this process's life, whatever its MsgSeqNum: a
+        report of an order the start-up mass status adopted working (by the OrderID the
+        status report named) that says more of it than that status report did, a
+        CumQty(14) above the one adopted or the order finished. The venue sent it after it
+        answered this process's mass status, so nothing at the start counts it. Before,
+        any report resent with PossResend alone was taken for one from before this start
+        and skipped: a fill of an adopted order after its status report was lost (the
+        position short of the venue's, the order counted at its old leaves, its limits
+        loosened by as much), and so was the venue's cancel of one (counted working, no
+        drain of a kill covering it ever finished)."""
+        go = self.book.by_order_id.get(msg.get(F.ORDER_ID) or "")
+        if go is None or go.comp != RECONCILED or not go.live:
+            return False
+        if msg.get(F.ORD_STATUS) in _FINISHED:
+            return True
+        return self._lots(go.symbol, msg.get(F.CUM_QTY)) > go.cum
 
     def _replayed(self, msg: F.In, kind: F.ExecKind, seen: str, session: str) -> None:
         """A report the venue resent before start-up reconciliation finished that was
@@ -2487,32 +2524,47 @@ class Gateway(Handler):
         qty = self._lots(symbol, msg[F.LAST_QTY])
         return Fill(go.guard_id, symbol, side, qty, float(msg[F.LAST_PX]))
 
-    def _check_instrument_side(self, msg: F.In, kind: F.ExecKind, go: GwOrder) -> None:
-        """A venue report of order `go` (no fill: a fill of another instrument or side
-        halts in the Guard) that names another instrument or side than the order's: the
-        venue has the order working as something the Guard never checked and does not
-        count (its limits, a symbol kill of what the venue works miss it). Applied as the
-        report says, and the node halts `fill_mismatch` naming both (caller holds the
-        lock). Before, an acknowledgement, restatement or replace of L000 buy reported as
-        L001 or as a sell was applied and relayed with no word. An order adopted with no
-        instrument (`?`, halted already) is compared on its side only; a SecurityIDSource(22)
-        is compared with the order's where both name one."""
+    def _check_instrument_side(
+        self, msg: F.In, kind: F.ExecKind, go: GwOrder, *, trade: bool
+    ) -> None:
+        """A venue report of order `go` that names another instrument or side than the
+        order's: the venue has the order working (or executed it) as something the Guard
+        never checked and does not count (its limits, a symbol kill of what the venue works
+        miss it). Applied as the report says, and the node halts `fill_mismatch` naming
+        both (caller holds the lock). Before, an acknowledgement, restatement or replace of
+        L000 buy reported as L001 or as a sell was applied and relayed with no word. An
+        order adopted with no instrument (`?`, halted already) is compared on its side
+        only. A `trade` (a fill or a correction) reaches the Guard with the instrument and
+        side it names (`_venue_fill`), which halts on another: here only its
+        SecurityIDSource(22) is compared (`_other_source`), which the Guard never sees."""
         named = self._instrument(msg)
         code = msg.get(F.SIDE)
         wrong: list[str] = []
-        if named is not None and go.symbol != "?" and named != go.symbol:
+        if not trade and named is not None and go.symbol != "?" and named != go.symbol:
             wrong.append(f"{self._instrument_name()}={F.clean(named)[:64]}")
-        source = msg.get(F.ID_SOURCE)
-        if source is not None and go.id_source and source != go.id_source:
-            # the same SecurityID under another source names another instrument
-            wrong.append(f"SecurityIDSource(22)={F.clean(source)[:16]}")
-        if code is not None and _SIDES.get(code) is not go.side:
+        if (source := self._other_source(msg, go)) is not None:
+            wrong.append(source)
+        if not trade and code is not None and _SIDES.get(code) is not go.side:
             wrong.append(f"Side(54)={F.clean(code)[:8]}")
         if wrong:
             self.guard.flag_mismatch(
                 f"venue {kind.value} report of {go.guard_id} names {' and '.join(wrong)}; the "
                 f"order is {go.side.value} {go.symbol}, as the Guard checked and counts it"[:400]
             )
+
+    def _other_source(self, msg: F.In, go: GwOrder) -> str | None:
+        """`SecurityIDSource(22)=<x>` when a venue report of `go` names another source than
+        the order's (the configured `security_id_source` for an order that named none, as
+        one adopted from a status report without it); None when it names none or the
+        same. The same SecurityID under another source is another instrument, while the
+        Guard keys the SecurityID string alone. Before, a fill was never compared on it:
+        one of the ISIN's order under an exchange symbol's source was booked as the
+        ISIN's with no word."""
+        source = msg.get(F.ID_SOURCE)
+        want = go.id_source or self.cfg.security_id_source
+        if source is None or not want or source == want:
+            return None
+        return f"SecurityIDSource(22)={F.clean(source)[:16]}"
 
     def _ended_by_fill(self, go: GwOrder, status: str) -> None:
         """A fill whose report also ends its order (caller holds the lock, the fill booked,
@@ -3031,6 +3083,15 @@ class Gateway(Handler):
             legs.append((side, collided, unresolved, fill, old, ref + suffix, key + suffix))
         if len({leg[5] for leg in legs}) != len(legs):
             raise ValueError("TradeCaptureReport: two sides with the same Side(54)")
+        # a SecurityID under another source names another instrument than the Guard keys
+        # under that string: booked all the same (the venue says the firm traded it), and
+        # the node halts until a person looks, as for an order adopted under it. Before,
+        # booked as the configured source's instrument with no word
+        other = (
+            self._id_source_problem(msg)
+            if F.ID_SOURCE in msg and kind in (F.ExecKind.TRADE, F.ExecKind.TRADE_CORRECT)
+            else None
+        )
         for side, collided, unresolved, fill, old, leg_ref, leg_key in legs:
             self._count("drop_copy_reports")
             if collided:
@@ -3087,6 +3148,8 @@ class Gateway(Handler):
                     f"{side.clordid}) still waited for {what} {when}: booked "
                     "as a bypass fill"[:400]
                 )
+        if other is not None:
+            self.guard.flag_mismatch(f"drop copy: {kind.value} report {seen}: {other}"[:400])
         self.book.saw_exec(seen, None)
 
     def _names_held(self, side: _DcSide) -> bool:
