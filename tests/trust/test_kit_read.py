@@ -42,7 +42,7 @@ def test_a_version_that_does_not_verify_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rename", "named"),
     [
-        ({"v2.json": "v02.json", "v3.json": "v2.json"}, "v2.json"),  # version 2 twice
+        ({"v2.json": "v02.json", "v3.json": "v2.json"}, "v02.json"),  # version 2 twice
         ({"v2.json": "v9.json"}, "v3.json"),  # a gap: v3 follows v1
         ({"v3.json": "v5.json"}, "v5.json"),
     ],

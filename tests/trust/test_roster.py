@@ -26,7 +26,7 @@ from knightwatch.trust.roster import (
     roster_envelope,
     sign_roster,
 )
-from knightwatch.trust.store import TrustStore
+from knightwatch.trust.store import REFUSED_KEPT, TrustStore
 
 KIT = Kit(now_ns=1)
 # A URL nothing listens on: a command that got past its input checks would fail differently.
@@ -271,6 +271,20 @@ def test_a_stray_file_in_the_roster_directory_is_named_not_a_crash(tmp_path: Pat
         Kit.read(tmp_path)
 
 
+def test_a_version_file_under_another_spelling_of_its_name_is_refused(tmp_path: Path) -> None:
+    """`Kit.write` names version N `v<N>.json`; `Kit.read` took "v02.json" as version 2 too,
+    so one version had two file names (the one sorted first read in the other's place).
+    Only the name `write` gives is read; another is a one-line error naming the file."""
+    kit = Kit(now_ns=1)
+    kit.add("dave", [Role.VIEWER])
+    kit.write(tmp_path)
+    assert Kit.read(tmp_path).roster == kit.roster
+    (tmp_path / "roster" / "v2.json").rename(tmp_path / "roster" / "v02.json")
+    with pytest.raises(TrustError, match=r"roster file .*v02\.json: not named v<N>\.json") as e:
+        Kit.read(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 async def test_a_version_heard_live_is_judged_when_it_is_heard() -> None:
     """A node follows the roster live (`follow_roster`): a version published now, signed by
     admins whose keys ended long ago and dated back inside their validity, is refused
@@ -316,4 +330,21 @@ def test_a_stored_version_whose_write_time_is_unknown_is_refused_except_the_firs
         "signers' keys cannot be judged then (fail closed)"
     ]
     assert store.follow({2: v2}, published_ns={2: 2 * S})
+    assert store.version == 2
+
+
+def test_refusals_remembered_are_bounded_and_the_real_version_still_follows() -> None:
+    """One admin may write where the next version goes as often as they like, each record
+    judged as it arrives (`follow_roster`): refusals naming their own dates were all kept,
+    every process's memory growing without end. The newest `REFUSED_KEPT` are
+    kept, and the real version written after them is still accepted."""
+    kit = Kit(now_ns=1 * S, admins=2)
+    real = kit.add("dave", [Role.VIEWER])
+    store = TrustStore.of(kit.anchor, kit.envelopes[0])
+    for i in range(REFUSED_KEPT * 4):
+        dated = msgspec.structs.replace(kit.roster, issued_ns=100 * S + i)
+        assert not store.follow({2: roster_envelope(dated)}, received_ns=2 * S)
+    assert len(store.refused) == REFUSED_KEPT
+    assert f"{100 * S + REFUSED_KEPT * 4 - 1} is more than 5 s after" in store.refused[-1]
+    assert store.follow({2: real}, received_ns=2 * S)
     assert store.version == 2

@@ -96,6 +96,12 @@ GRANTS: list[tuple[str, Callable[[Roster], Roster], str]] = [
         "changes the approval policy",
     ),
     (
+        # a veto over the other: admin2 alone could no longer revoke admin1
+        "a higher admin_threshold",
+        lambda r: _next(r, r.members, admin_threshold=2),
+        "raises admin_threshold from 1 to 2",
+    ),
+    (
         "the other admin revoked (one admin left)",
         lambda r: _next(r, _replaced(r.members, "admin2", revoked_ns=r.issued_ns + 1)),
         "leaves one admin",
@@ -173,9 +179,42 @@ def test_one_admin_still_takes_power_away_alone() -> None:
     assert store.roster is not None
     fewer = _next(store.roster, _replaced(store.roster.members, "alice", roles=(Role.OPERATOR,)))
     assert store.accept(_by(kit, fewer, "admin2")).version == 4
+
+
+def test_one_admin_of_three_cannot_entrench_themselves_by_the_threshold() -> None:
+    """Three admins at threshold 1: admin1 alone raising it to 3 made admin1's own
+    signature part of every later version (admin2 and admin3 together could no longer
+    revoke admin1), and ending admin3's key beside it froze the roster for good (no
+    revocation ever again without re-anchoring). Two admins may; lowering takes the
+    threshold in force."""
+    kit = Kit(now_ns=T0, admins=3)
+    store = kit.store()
     assert store.roster is not None
-    stricter = _next(store.roster, store.roster.members, admin_threshold=2)
-    assert store.accept(_by(kit, stricter, "admin1")).admin_threshold == 2
+    lax = _next(store.roster, store.roster.members, admin_threshold=1)
+    assert store.accept(_by(kit, lax, "admin1", "admin2")).admin_threshold == 1
+    assert store.roster is not None
+    veto = _next(store.roster, store.roster.members, admin_threshold=3)
+    frozen = _next(
+        store.roster,
+        _replaced(store.roster.members, "admin3", valid_until_ns=store.roster.issued_ns + 2),
+        admin_threshold=3,
+    )
+    for proposed in (veto, frozen):
+        with pytest.raises(TrustError, match=r"raises admin_threshold from 1 to 3.*of 2 required"):
+            store.accept(_by(kit, proposed, "admin1"))
+    assert store.version == 2
+    # admin2 alone still revokes admin1 (the threshold in force takes power away)
+    ousted = _next(store.roster, _replaced(store.roster.members, "admin1", revoked_ns=T0 * 5))
+    assert store.accept(_by(kit, ousted, "admin2")).version == 3
+    assert store.roster is not None
+    # two admins raise it together; one of them alone cannot lower it again
+    strict = _next(store.roster, store.roster.members, admin_threshold=2)
+    assert store.accept(_by(kit, strict, "admin2", "admin3")).admin_threshold == 2
+    assert store.roster is not None
+    lower = _next(store.roster, store.roster.members, admin_threshold=1)
+    with pytest.raises(TrustError, match=r"signed by 1 admin\(s\) \(admin2\) of 2 required"):
+        store.accept(_by(kit, lower, "admin2"))
+    assert store.version == 4
 
 
 def test_a_fresh_sites_one_admin_signs_alone_until_there_is_a_second() -> None:

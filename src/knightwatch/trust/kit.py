@@ -102,8 +102,13 @@ class Kit:
         anchor = load_anchor(directory / "anchor.toml")
         found = list((directory / "roster").glob("v*.json"))
         for path in found:
-            if not path.stem[1:].isdecimal() or not path.stem[1:].isascii():
-                raise TrustError(f"roster file {path}: not named v<N>.json (N the version)")
+            # one name per version, as `write` names it: "v02.json" beside "v2.json" was a
+            # second file for version 2, read in its place whichever sorted first
+            digits = path.stem[1:]
+            if not (digits.isascii() and digits.isdecimal()) or path.name != f"v{int(digits)}.json":
+                raise TrustError(
+                    f"roster file {path}: not named v<N>.json (N the version, no leading zeros)"
+                )
         versions = sorted(found, key=lambda p: (int(p.stem[1:]), p.name))
         envelopes = []
         store = TrustStore(anchor)

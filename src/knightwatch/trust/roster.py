@@ -20,11 +20,13 @@ supervisor, admission service) never holds a person's role: it cannot approve.
 
 An `admin_threshold` of 1 lets one admin take power away at once (revoke a key,
 shorten its validity, remove a member); a version that gives power (a key, a
-role, a wider validity, any change of approval policy, or leaves a single admin
-able to sign, the other admins revoked, removed or their keys ended)
-still needs two admins whenever the version before it has two or more, or one
-admin could add a second identity for themselves and act as two. A fresh site's
-one admin signs alone.
+role, a wider validity, any change of approval policy, a higher `admin_threshold`,
+or leaves a single admin able to sign, the other admins revoked, removed or their keys
+ended) still needs two admins whenever the version before it has two or more, or one
+admin could add a second identity for themselves and act as two, or raise the threshold
+to as many admins as there are and never be revoked without their own signature. A
+fresh site's one admin signs alone. Lowering the threshold takes the version before's
+own threshold of admins, as every change does.
 
 No version, whoever signs it, leaves the fleet with no key able to kill (an operator's
 or the supervisor's, valid) sooner than the version before it did: revoking or ending
@@ -302,9 +304,10 @@ def _end(ns: int) -> float:
 def granted(before: Roster, after: Roster) -> str:
     """What `after` gives that `before` did not, as a clause ("" if nothing: it only takes
     away): a key it did not hold (a new key, or one moved to another name), a role, a
-    wider validity, a lifted or later revocation, a changed approval policy, or fewer than
-    two admins with a valid key sooner than before (the one left would then change it
-    alone: revoked, removed, or their keys ended)."""
+    wider validity, a lifted or later revocation, a changed approval policy, a higher
+    `admin_threshold` (a veto over the other admins), or fewer than two admins with a valid
+    key sooner than before (the one left would then change it alone: revoked, removed, or
+    their keys ended)."""
     old = {m.key_id: m for m in before.members}
     for m in after.members:
         prev = old.get(m.key_id)
@@ -323,6 +326,10 @@ def granted(before: Roster, after: Roster) -> str:
             return f"widens the validity of {m.name}'s key {m.key_id[:16]}"
     if after.approvals != before.approvals:
         return "changes the approval policy"
+    if after.admin_threshold > before.admin_threshold:
+        # a veto for every admin, first of all the one who raised it: one admin of two at
+        # threshold 1 raising it to 2 could no longer be revoked without their own signature
+        return f"raises admin_threshold from {before.admin_threshold} to {after.admin_threshold}"
     at = after.issued_ns
     if _one_admin_ns(after, at) < _one_admin_ns(before, at):
         # counted by validity, not by revocation alone: one admin ending the other's key
@@ -441,7 +448,7 @@ def verify_roster(
             f"roster version {roster.version}: it {grant}, and is signed by {len(names)} "
             f"admin(s) ({', '.join(names) or 'none'}) of 2 required: with two or more admins "
             "a version that gives power (a key, a role, a wider validity, another approval "
-            "policy, a single admin left) needs two, "
+            "policy, a higher admin_threshold, a single admin left) needs two, "
             f"whatever admin_threshold ({required}) says"
         )
     if len(names) < required:

@@ -31,6 +31,12 @@ from knightwatch.trust.roster import Roster, TrustError, decode_roster, verify_r
 
 log = logging.getLogger(__name__)
 
+REFUSED_KEPT = 32
+"""How many refusals a store remembers, the newest: every record written where the next
+version goes is judged as it arrives, and one admin may write as many there as they like
+(each refusal naming its own dates), so remembering them all grew every process's memory
+without end."""
+
 
 class TrustStore:
     def __init__(self, anchor: TrustPolicy) -> None:
@@ -84,8 +90,8 @@ class TrustStore:
         issue time alone (`accept`). With `published_ns` (a store that records write
         times), a version after the first missing from it is refused: only version 1 is
         judged against the pinned anchor, whose keys carry no validity to judge. A
-        version that does not verify stops the walk (and is remembered in `refused`):
-        later versions cannot be trusted without it.
+        version that does not verify stops the walk (and is remembered in `refused`, the
+        newest `REFUSED_KEPT`): later versions cannot be trusted without it.
         """
         moved = False
         while (envelope := stored.get(self.version + 1)) is not None:
@@ -104,6 +110,7 @@ class TrustStore:
                 message = f"roster version {self.version + 1} refused: {exc}"
                 if message not in self.refused:
                     self.refused.append(message)
+                    del self.refused[:-REFUSED_KEPT]
                     log.error("ROSTER_REFUSED %s", message)
                 return moved
             moved = True

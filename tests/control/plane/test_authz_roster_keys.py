@@ -16,9 +16,9 @@ import pytest
 from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.authz import ROSTER_AHEAD, permissions
 from knightwatch.control.plane.nats import connect_as
-from knightwatch.control.plane.rosters import roster_key
+from knightwatch.control.plane.rosters import roster_key, roster_version
 from knightwatch.control.site import Site
-from knightwatch.trust.roster import Role
+from knightwatch.trust.roster import Role, TrustError
 from knightwatch.trust.store import TrustStore
 
 from ...identities import KIT
@@ -56,3 +56,18 @@ def test_an_admin_may_write_only_the_next_versions_keys() -> None:
     operator = permissions("alice", [Role.OPERATOR], "cd" * 32, roster_version=7)["publish"]
     assert isinstance(operator, dict)
     assert not [s for s in operator["allow"] if s.startswith("$KV.kw_roster.")]
+
+
+@pytest.mark.parametrize(
+    "key", ["v5", "v05", "v0000005", "v000000", "v٠٠٠٠٠٥", "V000005", "v000005.x", "v-00005", ""]
+)
+def test_a_roster_key_other_than_its_versions_one_spelling_is_refused(key: str) -> None:
+    """Every reader took "v5", "v05" or "v0000005" as version 5 beside "v000005": one
+    version under two keys, whichever was read last standing in for it (a copy of an older
+    version there stopped the walk before a revocation). Only `roster_key`'s spelling names
+    a version; anything else is a one-line refusal naming the key."""
+    assert roster_version(roster_key(5)) == 5
+    assert roster_version(roster_key(1_234_567)) == 1_234_567
+    with pytest.raises(TrustError, match=r"roster key .*: not a version's key") as e:
+        roster_version(key)
+    assert "\n" not in str(e.value)

@@ -23,23 +23,21 @@ import time
 from collections.abc import Callable
 
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
+from knightwatch.control.plane.rosters import stored_version
 from knightwatch.release.dsse import Envelope
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import TrustError
-from knightwatch.trust.store import TrustStore, decode_stored
+from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
 
 def _parse(key: str, value: bytes) -> tuple[int, Envelope] | None:
-    if not (key.startswith("v") and key[1:].isdigit()):
-        return None
     try:
-        envelope = decode_stored(value)
+        return stored_version(key, value)
     except TrustError as exc:
         log.error("ROSTER_REFUSED key=%s %s", key, exc)
         return None
-    return int(key[1:]), envelope
 
 
 async def sync_roster(plane: ControlPlane, store: TrustStore) -> bool:

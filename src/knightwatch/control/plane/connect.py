@@ -23,7 +23,7 @@ from knightwatch.control.plane.protocol import (
     ControlPlaneUnavailable,
     Record,
 )
-from knightwatch.control.plane.rosters import publish_roster, roster_key
+from knightwatch.control.plane.rosters import publish_roster, roster_key, stored_version
 from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.dsse import Envelope
@@ -31,7 +31,7 @@ from knightwatch.release.signing import TrustPolicy
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import TrustError, decode_roster
-from knightwatch.trust.store import TrustStore, decode_stored
+from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +174,15 @@ async def stored_history(
     stored: dict[int, Envelope] = {}
     published: dict[int, int] = {}
     for key, (value, revision) in records.items():
-        if not (key[:1] == "v" and key[1:].isascii() and key[1:].isdecimal()):
-            continue
         try:
-            envelope = decode_stored(value)
+            version, stored[version] = stored_version(key, value)
         except TrustError as exc:
             log.error("roster record %s ignored: %s", key, exc)
             continue
-        stored[int(key[1:])] = envelope
         if plane.keeps_write_times:
             at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
             if at_ns is not None:
-                published[int(key[1:])] = at_ns
+                published[version] = at_ns
     store = TrustStore(anchor)
     store.follow(stored, published_ns=published if plane.keeps_write_times else None)
     return [stored[v] for v in range(1, store.version + 1)], set(records)
@@ -246,9 +243,9 @@ async def serve_roster_changes(
 
     async def on_record(record: Record) -> None:
         try:
-            version = int(record.key[1:])
-            moved = store.follow({version: decode_stored(record.value)}, received_ns=time.time_ns())
-        except (ValueError, TrustError) as exc:
+            version, envelope = stored_version(record.key, record.value)
+            moved = store.follow({version: envelope}, received_ns=time.time_ns())
+        except TrustError as exc:
             log.error("roster record %s ignored: %s", record.key, exc)
             return
         if moved and store.roster is not None:
@@ -260,12 +257,11 @@ async def serve_roster_changes(
     published: dict[int, int] = {}
     for key, (value, revision) in (await plane.records(Bucket.ROSTER)).items():
         try:
-            version = int(key[1:]) if key[:1] == "v" and key[1:].isdigit() else 0
-            envelope = decode_stored(value) if version > store.version else None
+            version, envelope = stored_version(key, value)
         except TrustError as exc:
             log.error("roster record %s ignored: %s", key, exc)
             continue
-        if envelope is not None:
+        if version > store.version:
             stored[version] = envelope
             at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
             if at_ns is not None:
