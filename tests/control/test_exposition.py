@@ -244,6 +244,9 @@ async def test_supervisor_health_and_actions_by_rule() -> None:
         assert val(after, "knightwatch_supervisor_participating", node="n2") == 1
         assert val(after, "knightwatch_supervisor_actions_total", rule=Rule.ORDER_RATE.value) == 1
         assert ("knightwatch_supervisor_pnl_deviation", (("node", "n1"),)) in after
+        sup.actions.clear()  # the kept log trimmed (a long run): the counter never falls back
+        kept = await scrape(server.url)
+        assert val(kept, "knightwatch_supervisor_actions_total", rule=Rule.ORDER_RATE.value) == 1
     finally:
         server.close()
 

@@ -199,9 +199,9 @@ class SupervisorSnapshot(msgspec.Struct, frozen=True):
 
 def supervisor_snapshot(supervisor: Supervisor) -> SupervisorSnapshot:
     """Read `Supervisor.health()` and its action log; must run on the supervisor's loop."""
-    actions = {rule.value: 0 for rule in Rule}
-    for action in supervisor.actions:
-        actions[action.rule.value] += 1
+    # `acted`, never trimmed: counting the kept `actions` fell back after a trim, read as a
+    # counter reset by Prometheus
+    actions = {rule.value: supervisor.acted[rule] for rule in Rule}
     return SupervisorSnapshot(supervisor.health(), actions)
 
 

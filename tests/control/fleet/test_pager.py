@@ -74,7 +74,7 @@ async def test_a_webhook_that_misbehaves_is_a_logged_failure_within_the_timeout(
     confirmed halt for failed and issued it again, and a ramp trip or a crash-loop halt
     after it was never reported. A receiver dripping its answer held the page for as
     long as it dripped (the socket timeout is per read)."""
-    pager = Pager(receiver(answer), timeout_s=0.5)
+    pager = Pager(receiver(answer), timeout_s=0.5, retries=0)  # one try: its failure
     loop = asyncio.get_running_loop()
     started = loop.time()
     with caplog.at_level(logging.ERROR):
@@ -142,7 +142,7 @@ async def test_a_webhook_that_holds_its_posts_never_starves_the_process(
             threading.Thread(target=hold, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    pager = Pager(f"http://127.0.0.1:{server.getsockname()[1]}/page", timeout_s=0.3)
+    pager = Pager(f"http://127.0.0.1:{server.getsockname()[1]}/page", timeout_s=0.3, retries=0)
     loop = asyncio.get_running_loop()
     try:
         with caplog.at_level(logging.ERROR):

@@ -92,7 +92,7 @@ async def test_a_halt_whose_page_fails_is_not_issued_again(
     await plane.connect()
     node = make_node("n1", plane, clock)
     await node.start()
-    pager = Pager(f"http://127.0.0.1:{server.getsockname()[1]}/page", timeout_s=1.0)
+    pager = Pager(f"http://127.0.0.1:{server.getsockname()[1]}/page", timeout_s=1.0, retries=0)
     service = await _service(fabric, clock, pager)
     try:
         node.report_error("flag 'powerpeg' set on a binary that does not know it")

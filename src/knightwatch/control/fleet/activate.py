@@ -76,14 +76,17 @@ async def activate(
     gate = ActivationGate(registry, view, store, clock, policy, frozen_by=frozen, sealer=sealer)
     waiter = AppliedWaiter(plane, clock)
     await waiter.start()
-    t0 = clock.monotonic_ns()
-    result = await asyncio.to_thread(gate.apply, request)
-    if not result.accepted or result.state is None or result.change is None:
-        return result, {}, []
-    revision = result.state.revision
-    latencies, missing = await waiter.wait(
-        request.flag_id, revision, result.change.nodes, t0, timeout_s
-    )
+    try:  # the waiter is this change's: it stops listening with it
+        t0 = clock.monotonic_ns()
+        result = await asyncio.to_thread(gate.apply, request)
+        if not result.accepted or result.state is None or result.change is None:
+            return result, {}, []
+        revision = result.state.revision
+        latencies, missing = await waiter.wait(
+            request.flag_id, revision, result.change.nodes, t0, timeout_s
+        )
+    finally:
+        await waiter.close()
     unread = [n for n in missing if n in waiter.unread]
     if unread:
         why = waiter.unread[unread[0]]

@@ -56,6 +56,7 @@ from knightwatch.control.plane.protocol import (
     ControlPlaneRefused,
     ControlPlaneUnavailable,
     RoomKept,
+    Unsubscribe,
 )
 from knightwatch.control.plane.protocol import RevisionConflict as PlaneConflict
 from knightwatch.control.plane.wire import VERDICT_DECODER, Verdict
@@ -351,6 +352,11 @@ async def fleet_snapshot(
 
 _RECHECK_S = 0.02
 """How soon a node's claimed confirmation is checked again against its durable record."""
+ARRIVALS_MAX = 4096
+"""How many (flag, node) fast-path claims a waiter keeps; the oldest is forgotten first.
+Any node may publish a claim naming any flag and node, so their number is the sender's
+choice; a forgotten claim costs only its latency (the node's durable record still
+confirms it when the wait ends)."""
 
 
 class AppliedWaiter:
@@ -362,6 +368,10 @@ class AppliedWaiter:
     confirmed once its own durable record says so: `applied.<node>.<flag>` in the
     flags bucket, which only that node's identity may write. Its latency is the fast
     path's arrival when the record confirms it, else when the record was read.
+
+    `close` drops its subscription: a waiter made for one change on a long-lived
+    connection (a console session's) otherwise heard every later confirmation for as
+    long as the connection lived, one more handler at every change.
     """
 
     def __init__(self, plane: ControlPlane, clock: Clock) -> None:
@@ -369,12 +379,21 @@ class AppliedWaiter:
         self._clock = clock
         self._arrivals: dict[tuple[str, str], tuple[int, int]] = {}
         self._changed = asyncio.Event()
+        self._unsubscribe: Unsubscribe | None = None
         self.unread: dict[str, str] = {}
         """Nodes whose record the last `wait` could not read (the plane's answer): not
         known to be unconfirmed, only not read."""
 
     async def start(self) -> None:
-        await self._plane.subscribe(SUBJECT_APPLIED, self._on_applied)
+        if self._unsubscribe is None:
+            self._unsubscribe = await self._plane.subscribe(SUBJECT_APPLIED, self._on_applied)
+
+    async def close(self) -> None:
+        """Stop hearing confirmations and forget those heard (the waiter may start again)."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        self._arrivals.clear()
+        if unsubscribe is not None:
+            await unsubscribe()
 
     async def _on_applied(self, payload: bytes) -> None:
         try:
@@ -384,7 +403,10 @@ class AppliedWaiter:
             return
         key = (applied.flag_id, applied.node)
         if applied.revision > self._arrivals.get(key, (0, 0))[0]:
+            self._arrivals.pop(key, None)  # the newest claims are the last forgotten
             self._arrivals[key] = (applied.revision, self._clock.monotonic_ns())
+            while len(self._arrivals) > ARRIVALS_MAX:
+                del self._arrivals[next(iter(self._arrivals))]
             self._changed.set()
 
     async def _stored(self, flag_id: str, node: str) -> int:

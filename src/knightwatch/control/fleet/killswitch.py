@@ -79,6 +79,10 @@ log = logging.getLogger(__name__)
 _DURABLE_RETRY_S = 0.1
 _REANNOUNCE_S = 0.1
 _REHALT_TIMEOUT_S = 15.0
+STORED_MAX = 1024
+"""How many slots' last writes a switch remembers (its compare-and-swap shortcut): the
+oldest is forgotten first, so a switch that runs for months, halting symbol after symbol
+and strategy after strategy, holds no more than this; a forgotten slot is read again."""
 RECONNECT_GRACE_S = 0.5
 """How long a kill waits for a lost connection to come back before it answers that the
 control plane is out of reach (a reconnect to another cluster member takes milliseconds)."""
@@ -312,6 +316,25 @@ class KillSwitch:
     async def _on_heartbeat(self, status: NodeStatus) -> None:
         self._heard[status.node_id] = status
 
+    def _forget(self, command_id: str) -> dict[str, list[str]]:
+        """End every entry this switch keeps for one command (what a confirmation must
+        match, the arrivals, the waiter), however the command ended: collected, timed out,
+        refused, failed or cancelled. Returns the orders its nodes reported still working.
+        Without it, a resume whose store write failed left its entries for good: a console
+        or supervisor running for months grew with every such command."""
+        self._arrivals.pop(command_id, None)
+        self._sent.pop(command_id, None)
+        self._waiting.pop(command_id, None)
+        return self._working.pop(command_id, {})
+
+    def _remember(self, slot: tuple[Scope, str], entry: StateEntry, revision: int) -> None:
+        """Keep what this switch stored in `slot` (the next kill's compare-and-swap
+        shortcut), forgetting the oldest slot beyond `STORED_MAX`."""
+        self._stored.pop(slot, None)
+        self._stored[slot] = (entry, revision)
+        while len(self._stored) > STORED_MAX:
+            del self._stored[next(iter(self._stored))]
+
     async def live_nodes(self) -> list[str]:
         """Nodes holding a lease now: the membership store plus heartbeats heard directly."""
         now = self.clock.time_ns()
@@ -436,16 +459,21 @@ class KillSwitch:
         entry = self._entry(scope, key, state, reason).signed(self.signer.key)
         self._arrivals[entry.command_id] = {}
         self._sent[entry.command_id] = entry
-        start = asyncio.get_running_loop().time()
-        deadline = start + timeout_s
-        durable_deadline = start + max(durable_timeout_s, timeout_s)
-        stored_entry: list[StateEntry] = [entry]
-        reach = _Reach(self.plane, reconnect_grace_s)
-        # The store write is scheduled first but starts only at the next await, after the
-        # announcement is queued: both leave in one socket write, the announcement first.
-        durable = asyncio.create_task(self._store(stored_entry, durable_deadline, reach))
-        await self._announce(entry, reach)
-        result = await self._collect(entry, t0, deadline, durable, targets, durable_deadline, reach)
+        try:
+            start = asyncio.get_running_loop().time()
+            deadline = start + timeout_s
+            durable_deadline = start + max(durable_timeout_s, timeout_s)
+            stored_entry: list[StateEntry] = [entry]
+            reach = _Reach(self.plane, reconnect_grace_s)
+            # The store write is scheduled first but starts only at the next await, after
+            # the announcement is queued: both leave in one socket write, announcement first.
+            durable = asyncio.create_task(self._store(stored_entry, durable_deadline, reach))
+            await self._announce(entry, reach)
+            result = await self._collect(
+                entry, t0, deadline, durable, targets, durable_deadline, reach
+            )
+        finally:
+            self._forget(entry.command_id)
         return msgspec.structs.replace(result, entry=stored_entry[0])
 
     async def _announce(self, entry: StateEntry, reach: _Reach) -> None:
@@ -578,20 +606,21 @@ class KillSwitch:
         self._arrivals[entry.command_id] = {}
         self._sent[entry.command_id] = entry
         try:
-            stored = await self.plane.put_state(entry, expected_revision=revision)
-        except RevisionConflict:
-            del self._arrivals[entry.command_id]
-            del self._sent[entry.command_id]
-            raise KillSwitchError(
-                f"resume {entry.command_id[:12]} is stale: {entry.scope.value} {entry.key!r} "
-                "changed while it was being applied; request a new one"
-            ) from None
-        self._stored[(entry.scope, entry.key)] = (entry, stored)
-        with contextlib.suppress(ControlPlaneUnavailable):
-            await self.plane.announce_state(entry)
-        done: asyncio.Future[int | str] = asyncio.get_running_loop().create_future()
-        done.set_result(stored)
-        return await self._collect(entry, t0, deadline, done, None, deadline)
+            try:
+                stored = await self.plane.put_state(entry, expected_revision=revision)
+            except RevisionConflict:
+                raise KillSwitchError(
+                    f"resume {entry.command_id[:12]} is stale: {entry.scope.value} "
+                    f"{entry.key!r} changed while it was being applied; request a new one"
+                ) from None
+            self._remember((entry.scope, entry.key), entry, stored)
+            with contextlib.suppress(ControlPlaneUnavailable):
+                await self.plane.announce_state(entry)
+            done: asyncio.Future[int | str] = asyncio.get_running_loop().create_future()
+            done.set_result(stored)
+            return await self._collect(entry, t0, deadline, done, None, deadline)
+        finally:
+            self._forget(entry.command_id)
 
     async def _store(
         self, box: list[StateEntry], deadline: float, reach: _Reach | None = None
@@ -661,7 +690,7 @@ class KillSwitch:
                 if reach is not None:
                     reach.sent = True
                 stored = await self.plane.put_state(entry, expected_revision=revision)
-                self._stored[slot] = (entry, stored)
+                self._remember(slot, entry, stored)
                 return stored
             except RevisionConflict as exc:
                 last = str(exc)  # somebody wrote the slot since the read: read again at once
@@ -781,10 +810,7 @@ class KillSwitch:
                 if reach is not None and reach.store_error:
                     stored += f" (last answer: {reach.store_error})"
         finally:
-            del self._arrivals[entry.command_id]
-            self._sent.pop(entry.command_id, None)
-            working = self._working.pop(entry.command_id, {})
-            self._waiting.pop(entry.command_id, None)
+            working = self._forget(entry.command_id)
         sent = reach is None or reach.sent
         if not sent:
             known = {}  # heartbeats heard before the outage say nothing of the leases now

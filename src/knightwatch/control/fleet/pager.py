@@ -23,6 +23,16 @@ the POST as a GET without the body, so the page reached nobody while it was coun
 and no line said otherwise (a webhook moved to https, or to a new path). The URL it
 redirects to is not logged (it may carry the new token): configure it as the webhook.
 
+A page whose post fails (the webhook down, a 5xx, a redirect, no answer in time, the
+pager busy) is tried again off the caller's path, `retries` times at most, waiting
+`backoff_s` and twice as long each time after (at most `BACKOFF_MAX_S`): each failed try is
+logged (`PAGE_FAILED ... attempt=1/4 ...; retrying in 1 s`) and counted (`failed`), and a
+page no try delivered is logged once more (`PAGE_GAVE_UP`) and counted (`given_up`).
+Before, one failed post was the end of the page: a webhook restarting for a second when
+the supervisor halted a node lost that page, and nobody was paged. The caller waits for
+the first try only, as before (the halt is never held by a retry); at most
+`max_retrying` pages wait for a retry at once, a page beyond them is given up at once.
+
 A webhook's URL is its secret (a token in its path, query or credentials): log lines and
 errors name only its scheme, host and port (`redacted`). A URL no post can use (spaces,
 letters outside ASCII, `user:password@`) is refused when the pager is made, not found
@@ -46,6 +56,9 @@ import msgspec
 from knightwatch.control.fleet.supervisor import Action
 
 log = logging.getLogger(__name__)
+
+BACKOFF_MAX_S = 60.0
+"""The longest wait between two tries of one page."""
 
 
 def redacted(url: str) -> str:
@@ -120,7 +133,13 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 
 class Pager:
     def __init__(
-        self, webhook_url: str | None = None, timeout_s: float = 2.0, max_inflight: int = 4
+        self,
+        webhook_url: str | None = None,
+        timeout_s: float = 2.0,
+        max_inflight: int = 4,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        max_retrying: int = 64,
     ) -> None:
         if webhook_url is not None:
             _check_url(webhook_url)
@@ -128,11 +147,25 @@ class Pager:
             raise ValueError(f"timeout_s: must be > 0 and finite (got {timeout_s!r})")
         if max_inflight < 1:
             raise ValueError(f"max_inflight: must be >= 1 (got {max_inflight!r})")
+        if not 0 <= retries <= 10:
+            raise ValueError(f"retries: must be 0 to 10 (got {retries!r})")
+        if not 0 < backoff_s <= BACKOFF_MAX_S:
+            raise ValueError(f"backoff_s: must be > 0 and <= {BACKOFF_MAX_S:g} (got {backoff_s!r})")
+        if max_retrying < 1:
+            raise ValueError(f"max_retrying: must be >= 1 (got {max_retrying!r})")
         self.webhook_url = webhook_url
         self.timeout_s = timeout_s
         self.max_inflight = max_inflight
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_retrying = max_retrying
         self.sent = 0
+        """Pages the webhook took (on any try)."""
         self.failed = 0
+        """Tries that failed (a page retried twice and then delivered counts two)."""
+        self.given_up = 0
+        """Pages no try delivered: the person was not paged by the webhook."""
+        self._retrying: set[asyncio.Task[None]] = set()
         self._opener = urllib.request.build_opener(_RefuseRedirects)
         self._lock = threading.Lock()
         self._inflight = 0
@@ -145,13 +178,19 @@ class Pager:
             return self._inflight
 
     @property
+    def retrying(self) -> int:
+        """Pages that failed and wait for their next try."""
+        return len(self._retrying)
+
+    @property
     def webhook(self) -> str:
         """The webhook as logs may name it (`redacted`: no path, query or credentials)."""
         return redacted(self.webhook_url) if self.webhook_url is not None else "-"
 
     async def page(self, action: Action, outcome: str = "") -> None:
         """Log the page and post it to the webhook; never raises, never waits past
-        `timeout_s` (the post goes on in its thread; its result is then ignored)."""
+        `timeout_s` (the post goes on in its thread; its result is then ignored). A
+        failed post is tried again in the background (`retries`), never on this call."""
         log.critical(
             "PAGE rule=%s scope=%s key=%s state=%s reason=%r%s",
             action.rule.value,
@@ -174,20 +213,79 @@ class Pager:
         if outcome:
             fields["outcome"] = outcome
         body = msgspec.json.encode(fields)
+        if await self._try(action, body, 1, self.backoff_s):
+            return
+        if self.retries == 0:
+            self._give_up(action, "no retries configured")
+        elif len(self._retrying) >= self.max_retrying:
+            self._give_up(
+                action, f"{len(self._retrying)} pages already wait for a retry (max_retrying)"
+            )
+        else:
+            task = asyncio.create_task(self._retry(action, body))
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+
+    async def _try(self, action: Action, body: bytes, attempt: int, delay_s: float) -> bool:
+        """One post of the page, within `timeout_s`; True if the webhook took it. A failure
+        is counted and logged with the try's number and the wait before the next."""
         try:
             await asyncio.wait_for(self._posted(body), self.timeout_s)
-            self.sent += 1
         except Exception as exc:  # a page that fails must never stop a halt
             self.failed += 1
             why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+            after = f"retrying in {delay_s:g} s" if attempt <= self.retries else "no retry left"
             log.error(
-                "PAGE_FAILED webhook=%s rule=%s key=%s error=%s: %s",
+                "PAGE_FAILED webhook=%s rule=%s key=%s attempt=%d/%d error=%s: %s; %s",
                 self.webhook,
                 action.rule.value,
                 action.key,
+                attempt,
+                self.retries + 1,
                 type(exc).__name__,
                 why or "(no detail)",
+                after,
             )
+            return False
+        self.sent += 1
+        if attempt > 1:
+            log.warning(
+                "PAGE_SENT webhook=%s rule=%s key=%s attempt=%d/%d (after %d failed)",
+                self.webhook,
+                action.rule.value,
+                action.key,
+                attempt,
+                self.retries + 1,
+                attempt - 1,
+            )
+        return True
+
+    async def _retry(self, action: Action, body: bytes) -> None:
+        """The page's further tries, `backoff_s` apart and twice as far each time (at most
+        `BACKOFF_MAX_S`); given up, logged, once none is left or the loop stops."""
+        delay = self.backoff_s
+        try:
+            for attempt in range(2, self.retries + 2):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                if await self._try(action, body, attempt, delay):
+                    return
+        except asyncio.CancelledError:
+            self._give_up(action, "its retries were cancelled (the process is stopping)")
+            raise
+        self._give_up(action, f"all {self.retries + 1} attempts failed")
+
+    def _give_up(self, action: Action, why: str) -> None:
+        """Count and log a page the webhook never took: the person must be told another way."""
+        self.given_up += 1
+        log.critical(
+            "PAGE_GAVE_UP webhook=%s rule=%s key=%s: %s; nobody was paged by the webhook for "
+            "this action",
+            self.webhook,
+            action.rule.value,
+            action.key,
+            why,
+        )
 
     def _posted(self, body: bytes) -> asyncio.Future[None]:
         """The post of `body` on a daemon thread of its own, as a future of this loop;

@@ -93,6 +93,7 @@ from knightwatch.control.plane.protocol import (
     ControlPlaneUnavailable,
     RevisionConflict,
     RoomKept,
+    Unsubscribe,
 )
 from knightwatch.control.plane.wire import NodeMetrics, NodeStatus
 from knightwatch.errors import KnightwatchError
@@ -195,11 +196,24 @@ class RolloutDriver:
         self._listening = False
         """Whether `_waiter` hears confirmations: subscribed at the first promotion that
         needs them, never on the way to an abort (`start` gains no step that can fail)."""
+        self._unsubscribe: Unsubscribe | None = None
 
     async def start(self) -> None:
         await self.killswitch.start()
-        await self.plane.subscribe_metrics(self._on_metrics)
+        self._unsubscribe = await self.plane.subscribe_metrics(self._on_metrics)
         self._heard_since = self._monotonic.monotonic_ns()
+
+    async def stop(self) -> None:
+        """Stop listening (metrics, confirmations). A driver made for one request on a
+        long-lived connection (the console's abort, on a person's session) otherwise kept
+        its watching supervisor fed with every node's metrics for the connection's life,
+        one more at every request. Never raises; the driver may be started again."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        self._heard_since = None
+        self._listening = False
+        if unsubscribe is not None:
+            await unsubscribe()
+        await self._waiter.close()
 
     def unheard(self, state: RolloutState, metrics: Metrics) -> list[str]:
         """The exposed nodes this driver has not heard from yet while it is too new to have

@@ -103,6 +103,7 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -370,6 +371,23 @@ class Action(msgspec.Struct, frozen=True):
     state: TradingState
     reason: str
     at_ns: int
+
+
+ACTIONS_KEPT = 10_000
+"""How many of its latest actions a supervisor (and its service, with their results) keeps
+for reading back (`Supervisor.actions`); `Supervisor.acted` counts every one. A node that
+never confirms its halt is halted again at every sample: kept whole, the list grew by one
+action a second for as long as the supervisor ran."""
+
+_T = TypeVar("_T")
+
+
+def keep_latest(log: list[_T], kept: int) -> None:
+    """Drop the oldest entries of `log` once it holds twice `kept`, leaving the latest
+    `kept`: a long-running process's record of what it did stays bounded, at an amortised
+    constant cost per entry."""
+    if len(log) >= 2 * kept:
+        del log[:-kept]
 
 
 DAY_KEY_PREFIX = "supervisor_day."
@@ -913,6 +931,11 @@ class Supervisor:
         """Monotonic ns until which every node's cancels are a stop's (of the fleet, a
         strategy or a symbol)."""
         self.actions: list[Action] = []
+        """The latest actions, oldest first (`ACTIONS_KEPT` of them at least, never twice
+        as many)."""
+        self.acted: dict[Rule, int] = dict.fromkeys(Rule, 0)
+        """Every action taken since this supervisor started, by rule (a counter: never
+        trimmed like `actions`)."""
 
     def rate(self, node_id: str) -> float:
         """Orders offered per second over the last window, as seen by this supervisor: the
@@ -1039,8 +1062,7 @@ class Supervisor:
         if track.bad:
             out += self._exposure(fresh)
             out += self._stale(now)
-            self.actions.extend(out)
-            return out
+            return self._acting(out)
         health = self._health(m.node_id, fresh)
         out += self._errors_before_arming(m)
         out += self._order_rate(health, track, now)
@@ -1053,7 +1075,14 @@ class Supervisor:
         out += self._exposure(fresh)
         out += self._fleet_baselines(fresh, now)
         out += self._stale(now)
+        return self._acting(out)
+
+    def _acting(self, out: list[Action]) -> list[Action]:
+        """Record the actions just decided (`actions`, `acted`); returns them."""
         self.actions.extend(out)
+        keep_latest(self.actions, ACTIONS_KEPT)
+        for action in out:
+            self.acted[action.rule] += 1
         return out
 
     def sweep(self) -> list[Action]:
@@ -1063,8 +1092,7 @@ class Supervisor:
         arrives: the live service calls this on a timer so that case is caught.
         """
         out = self._stale(self.clock.monotonic_ns())
-        self.actions.extend(out)
-        return out
+        return self._acting(out)
 
     def expect(self, node_ids: Iterable[str]) -> None:
         """Nodes the fleet's membership holds live (leased) as this supervisor starts: each is
@@ -1157,8 +1185,7 @@ class Supervisor:
                 Rule.PRINCIPAL_DAY, node_id, True, Scope.NODE, TradingState.HALTED, why,
                 trust_state=False,
             )  # fmt: skip
-        self.actions.extend(out)
-        return out
+        return self._acting(out)
 
     def day_records(self) -> dict[str, bytes]:
         """The day histories changed since last taken, by incident-bucket key, encoded: what

@@ -63,7 +63,13 @@ import msgspec
 
 from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.fleet.supervisor import DAY_KEY_PREFIX, Action, Supervisor
+from knightwatch.control.fleet.supervisor import (
+    ACTIONS_KEPT,
+    DAY_KEY_PREFIX,
+    Action,
+    Supervisor,
+    keep_latest,
+)
 from knightwatch.control.plane.protocol import (
     Bucket,
     ControlPlane,
@@ -190,6 +196,8 @@ class SupervisorService:
         self.sweep_s = sweep_s
         self.concurrent = concurrent
         self.results: list[tuple[Action, CommandResult]] = []
+        """The latest actions with their kills' results, oldest first (`ACTIONS_KEPT` at
+        least, never twice as many: one result per retry of a halt no node confirms)."""
         self.relay = AutoHaltRelay(killswitch)
         self._seq = 0
         self._instance = uuid.uuid4().hex[:12]
@@ -401,6 +409,7 @@ class SupervisorService:
             state=action.state,
         )
         self.results.append((action, result))
+        keep_latest(self.results, ACTIONS_KEPT)
         if not result.ok and stopped_by_lease(result):
             # stored, and every node that did not confirm has lost its lease: each stopped
             # trading by itself and reads the stored halt when it returns. Re-armed, a dead
