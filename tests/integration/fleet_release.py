@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -72,8 +73,15 @@ class Signers(ReleaseSigners):
         return self.sign(Manifest(release_id=release_id, contents=contents))
 
 
-def node(node_id: str, plane: ControlPlane, tree: Path, clock: Clock) -> NodeRuntime:
-    """A node runtime whose attestation key is its own enrolled key (tests/identities.py)."""
+def node(
+    node_id: str,
+    plane: ControlPlane,
+    tree: Path,
+    clock: Clock,
+    environment: Callable[[], dict[str, str]] | None = None,
+) -> NodeRuntime:
+    """A node runtime whose attestation key is its own enrolled key (tests/identities.py);
+    `environment`: it measures its Python environment too."""
     key = signer(node_id).key
     guard = Guard(
         Limits(lease_timeout_s=POLICY.lease_timeout_s, max_orders_per_s_symbol=None),
@@ -84,7 +92,7 @@ def node(node_id: str, plane: ControlPlane, tree: Path, clock: Clock) -> NodeRun
     attestor = Attestor(
         node_id,
         key,
-        directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema()),
+        directory_measure(tree / "app", tree / "config.toml", REGISTRY.schema(), environment),
         clock=clock,
     )
     return NodeRuntime(

@@ -42,13 +42,14 @@ from knightwatch.release.admission import (
     target_findings,
 )
 from knightwatch.release.attestation import attest, sign_attestation
-from knightwatch.release.contents import ReleaseContents, contents_from_directory
+from knightwatch.release.contents import PYTHON, ReleaseContents, contents_from_directory
 from knightwatch.release.dsse import (
     IN_TOTO_PAYLOAD_TYPE,
     Envelope,
     decode_envelope,
     encode_envelope,
 )
+from knightwatch.release.environment import EnvironmentMeasure
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.keys import (
@@ -131,7 +132,27 @@ def _findings_table(findings: tuple[Finding, ...]) -> Table:
     return table
 
 
-def _hash_with_progress(artifacts: Path, config: Path, flags: Path) -> ReleaseContents:
+EnvironmentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--environment",
+        help="Measure this interpreter's Python environment too (its binary, standard "
+        "library and site-packages): nodes then run with --measure-environment.",
+    ),
+]
+
+
+MeasureEnvironmentOpt = typer.Option(
+    False,
+    "--measure-environment",
+    help="attest this process's Python environment too (for releases built with "
+    "--environment; measured at start, then again at most once a minute)",
+)
+
+
+def _hash_with_progress(
+    artifacts: Path, config: Path, flags: Path, *, environment: bool = False
+) -> ReleaseContents:
     schema = load_flag_schema(flags)
     with Progress(
         TextColumn("hashing artifacts"),
@@ -145,7 +166,13 @@ def _hash_with_progress(artifacts: Path, config: Path, flags: Path) -> ReleaseCo
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        return contents_from_directory(artifacts, config, schema, advance)
+        return contents_from_directory(
+            artifacts,
+            config,
+            schema,
+            advance,
+            environment=EnvironmentMeasure() if environment else None,
+        )
 
 
 def _read_json(path: Path, what: str) -> bytes:
@@ -338,8 +365,10 @@ def build(
     out: Annotated[
         Path | None, typer.Option("--out", help="Manifest file (default: ID.manifest.json).")
     ] = None,
+    environment: EnvironmentOpt = False,
 ) -> None:
-    """Hash a release into a manifest: artifact hashes, config checksum, flag schema."""
+    """Hash a release into a manifest: artifact hashes, config checksum, flag schema and,
+    with --environment, the Python environment this command runs in."""
     with _input_errors():
         check_release_id(release_id)  # before it names a file
         target = out or Path(f"{release_id}.manifest.json")
@@ -349,7 +378,7 @@ def build(
             artifacts,
             {"--config": config, "--flags": flags},
         )
-        contents = _hash_with_progress(artifacts, config, flags)
+        contents = _hash_with_progress(artifacts, config, flags, environment=environment)
         if not contents.artifacts:
             raise ReleaseInputError(
                 f"--artifacts {artifacts}: no files to hash; a release must list at least one "
@@ -357,9 +386,12 @@ def build(
             )
         manifest = Manifest(release_id=release_id, contents=contents)
         _write(target, encode_manifest(manifest))
+    measured = contents.environment
     console.print(
         f"manifest {target}: release {release_id}, {len(contents.artifacts)} artifact(s), "
-        f"{len(contents.flag_schema)} flag(s), digest {manifest.digest()}",
+        f"{len(contents.flag_schema)} flag(s)"
+        + (f", environment {measured[PYTHON]} ({len(measured)} entries)" if measured else "")
+        + f", digest {manifest.digest()}",
         markup=False,
     )
 
@@ -469,6 +501,7 @@ def attest_cmd(
         Path | None,
         typer.Option("--node-key", help="The node's private key (default: a one-off key)."),
     ] = None,
+    environment: EnvironmentOpt = False,
 ) -> None:
     """Compute what this node runs and, given a release, what admission would say."""
     with _input_errors():
@@ -490,7 +523,7 @@ def attest_cmd(
                 )
         if release is not None:
             check_release_id(release, where="--release")
-        contents = _hash_with_progress(artifacts, config, flags)
+        contents = _hash_with_progress(artifacts, config, flags, environment=environment)
         if envelope_path is None:
             _print_contents(node, contents)
             return
@@ -535,4 +568,6 @@ def _print_contents(node: str, contents: ReleaseContents) -> None:
     table.add_row("config", "", contents.config_sha256)
     for flag_id, digest in contents.flag_schema.items():
         table.add_row("flag", escape(escaped(flag_id)), escape(digest))
+    for entry, value in (contents.environment or {}).items():
+        table.add_row("environment", escape(escaped(entry)), escape(value))
     console.print(table)

@@ -29,7 +29,7 @@ import msgspec
 from knightwatch.clock import NS_PER_S, Clock
 from knightwatch.flags.schema import RegistrySchema
 from knightwatch.release.attestation import NodeRoster, open_attestation
-from knightwatch.release.contents import ReleaseContents
+from knightwatch.release.contents import PYTHON, ReleaseContents
 from knightwatch.release.dsse import Envelope
 from knightwatch.release.manifest import Manifest
 from knightwatch.release.reasons import AdmissionReason, Finding
@@ -181,7 +181,62 @@ def diff_contents(expected: ReleaseContents, actual: ReleaseContents) -> tuple[F
         extra=AdmissionReason.FLAG_UNEXPECTED,
         noun="flag",
     )
+    findings += _environment(expected, actual)
     return tuple(findings)
+
+
+MAX_ENVIRONMENT_FINDINGS = 20
+"""Environment entries named one by one, at most; the rest are counted in one more finding.
+Another interpreter version differs in every standard-library entry (hundreds): a verdict
+travels on the control plane and is read by a person."""
+
+
+def _environment(expected: ReleaseContents, actual: ReleaseContents) -> list[Finding]:
+    """Each entry of the Python environment where the node differs from a release that
+    measured one; nothing for a release that did not."""
+    if expected.environment is None:
+        return []
+    if actual.environment is None:
+        return [
+            Finding(
+                AdmissionReason.ENVIRONMENT_UNMEASURED,
+                "environment",
+                f"the release names the Python environment ({len(expected.environment)} "
+                "entries) and the node does not measure its own: start it with "
+                "--measure-environment",
+            )
+        ]
+    want, got = dict(expected.environment), dict(actual.environment)
+    findings: list[Finding] = []
+    ours, theirs = want.pop(PYTHON, None), got.pop(PYTHON, None)
+    if ours != theirs:
+        findings.append(
+            Finding(
+                AdmissionReason.ENVIRONMENT_MISMATCH,
+                PYTHON,
+                f"node runs {theirs or 'an unnamed interpreter'}, release has "
+                f"{ours or 'none named'}",
+            )
+        )
+    findings += _compare(
+        want,
+        got,
+        differ=AdmissionReason.ENVIRONMENT_MISMATCH,
+        missing=AdmissionReason.ENVIRONMENT_MISSING,
+        extra=AdmissionReason.ENVIRONMENT_UNEXPECTED,
+        noun="environment entry",
+    )
+    if len(findings) <= MAX_ENVIRONMENT_FINDINGS:
+        return findings
+    rest = len(findings) - MAX_ENVIRONMENT_FINDINGS
+    return [
+        *findings[:MAX_ENVIRONMENT_FINDINGS],
+        Finding(
+            AdmissionReason.ENVIRONMENT_MISMATCH,
+            "environment",
+            f"and {rest} more entries differ (another interpreter or a different install?)",
+        ),
+    ]
 
 
 def _executables(expected: ReleaseContents, actual: ReleaseContents) -> list[Finding]:

@@ -1,5 +1,5 @@
-"""What a release consists of, by hash: artifact files, config and flag schema, and which
-artifacts may be executed.
+"""What a release consists of, by hash: artifact files, config and flag schema, which
+artifacts may be executed and, when it is measured, the Python environment they run in.
 
 The same struct describes what a release should be (inside a `Manifest`) and
 what a node really runs (inside an `Attestation`), so admission is a plain
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -60,6 +61,37 @@ def check_artifact_path(path: str, *, where: str) -> str:
     return path
 
 
+PYTHON = "python"
+"""The entry holding the interpreter's implementation and version in words."""
+INTERPRETER = "interpreter"
+INTERPRETER_LIBRARY = "interpreter-library"
+_PYTHON_VALUE = re.compile(r"[a-z][a-z0-9_]{0,31}-[0-9][0-9A-Za-z.+]{0,63}")
+ENVIRONMENT_AREAS = ("stdlib", "platstdlib", "site-packages", "platlib")
+
+
+def check_environment(environment: Mapping[str, str], *, where: str) -> None:
+    """Every entry named as `environment.EnvironmentMeasure` names them, with a sha256 (or,
+    for `python`, an implementation and version such as `cpython-3.11.7`)."""
+    for key, value in environment.items():
+        if key == PYTHON:
+            if not _PYTHON_VALUE.fullmatch(value):
+                raise ReleaseInputError(
+                    f"{where}[python]: {quoted(value)} must be an implementation and version "
+                    "such as cpython-3.11.7"
+                )
+            continue
+        if key not in (INTERPRETER, INTERPRETER_LIBRARY):
+            area, _, name = key.partition("/")
+            if area not in ENVIRONMENT_AREAS or not name or "/" in name:
+                raise ReleaseInputError(
+                    f"{where}: entry {quoted(key)} must be python, interpreter, interpreter-"
+                    f"library or one of {', '.join(ENVIRONMENT_AREAS)} followed by /name"
+                )
+            check_artifact_path(key, where=where)
+        if not is_sha256_hex(value):
+            raise ReleaseInputError(f"{where}[{quoted(key)}]: must be 64 lower-case hex digits")
+
+
 class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     artifacts: dict[str, str]
     config_sha256: str
@@ -71,6 +103,11 @@ class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     A script shipped off (0644) and switched on by `chmod +x` on one node changed what runs
     without a byte changing, and was attested as the release. Only the owner's bit: a
     healthy host's umask (077) may take the group's and others' off."""
+    environment: dict[str, str] | None = None
+    """The interpreter, standard library and installed packages by entry
+    (`environment.EnvironmentMeasure`). None: not measured (a release built without
+    `--environment`: nothing is compared; a node started without measuring its own is
+    refused by a release that names one)."""
 
     def __post_init__(self) -> None:
         for path, digest in self.artifacts.items():
@@ -98,9 +135,11 @@ class ReleaseContents(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
                 raise ReleaseInputError(
                     f"executables: {quoted(stray)} is not an artifact of this release"
                 )
+        if self.environment is not None:
+            check_environment(self.environment, where="environment")
 
 
-def _hash_file(path: Path, what: str) -> tuple[str, int]:
+def hash_file(path: Path, what: str) -> tuple[str, int]:
     """The sha256 and mode of the regular file at `path`, checked on the descriptor read.
 
     Listing a file and opening it are two steps: a file replaced in between by a pipe (the
@@ -154,7 +193,7 @@ def _check_file_mode(mode: int, what: str, path: Path) -> None:
         )
 
 
-def _check_above(directory: str, what: str, checked: set[str]) -> None:
+def check_above(directory: str, what: str, checked: set[str]) -> None:
     """Refuse `what` when `directory` (a real path) or one above it is writable by every
     account and not sticky: anyone could move what is in it aside and put their own in
     its place (`/srv` left 0777 under `/srv/app`), and it would be measured as ours.
@@ -272,14 +311,14 @@ def list_directory(root: Path) -> list[Path]:
     checked: set[str] = set()
     real: dict[str, str] = {}  # a directory as walked -> its real path, resolved once
     try:  # where the tree and each file really are: a link's target directory too
-        _check_above(os.path.realpath(root), f"artifacts directory {root}", checked)
+        check_above(os.path.realpath(root), f"artifacts directory {root}", checked)
         for path in found:
             if os.path.islink(path):
                 where = os.path.dirname(os.path.realpath(path))
             else:
                 walked = os.path.dirname(path)
                 where = real.get(walked) or real.setdefault(walked, os.path.realpath(walked))
-            _check_above(where, f"artifact {path}", checked)
+            check_above(where, f"artifact {path}", checked)
     except OSError as exc:
         unreadable(exc)
     files = sorted(found, key=lambda p: p.relative_to(root))
@@ -306,7 +345,7 @@ def measure_directory(
     for done, path in enumerate(files, start=1):
         relative = path.relative_to(root).as_posix()
         try:
-            hashes[relative], mode = _hash_file(path, "artifact")
+            hashes[relative], mode = hash_file(path, "artifact")
         except OSError as exc:
             raise ReleaseInputError(f"artifact {path}: cannot read: {exc.strerror}") from exc
         if mode & stat.S_IXUSR:
@@ -326,22 +365,29 @@ def hash_config(path: Path) -> str:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ReleaseInputError(f"config file {path}: not a regular file")
-        _check_above(os.path.dirname(os.path.realpath(path)), f"config file {path}", set())
-        return _hash_file(path, "config file")[0]
+        check_above(os.path.dirname(os.path.realpath(path)), f"config file {path}", set())
+        return hash_file(path, "config file")[0]
     except OSError as exc:
         raise ReleaseInputError(f"config file {path}: cannot read: {exc.strerror}") from None
 
 
 def contents_from_directory(
-    artifacts: Path, config: Path, flag_schema: FlagSchema, progress: Progress | None = None
+    artifacts: Path,
+    config: Path,
+    flag_schema: FlagSchema,
+    progress: Progress | None = None,
+    *,
+    environment: Callable[[], dict[str, str]] | None = None,
 ) -> ReleaseContents:
-    """A node's contents from disk; the flag schema is its compiled-in table, already read."""
+    """A node's contents from disk; the flag schema is its compiled-in table, already read.
+    `environment`: the node's Python environment is measured too (`EnvironmentMeasure`)."""
     hashes, executables = measure_directory(artifacts, progress)
     return ReleaseContents(
         artifacts=hashes,
         config_sha256=hash_config(config),
         flag_schema=dict(sorted(flag_schema.items())),
         executables=executables,
+        environment=None if environment is None else environment(),
     )
 
 

@@ -42,6 +42,8 @@ class _Predicate(
     executables: tuple[str, ...] | None = None
     """Absent from a release signed before the execute bit was measured (its statement
     keeps its bytes, so its signatures still verify)."""
+    environment: dict[str, str] | None = None
+    """Absent from a release built without its Python environment measured."""
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +71,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             config_sha256=self.contents.config_sha256,
             flag_schema=dict(sorted(self.contents.flag_schema.items())),
             executables=self.contents.executables,
+            environment=self.contents.environment,
         )
         return Statement(subjects, PREDICATE_TYPE, msgspec.Raw(canonical_bytes(predicate)))
 
@@ -107,6 +110,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
                     config_sha256=predicate.config_sha256,
                     flag_schema=predicate.flag_schema,
                     executables=predicate.executables,
+                    environment=predicate.environment,
                 ),
             )
         except ReleaseInputError as exc:
@@ -126,6 +130,7 @@ class _ContentsFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config_sha256: str
     flag_schema: dict[str, str]
     executables: list[str] | None = None
+    environment: dict[str, str] | None = None
 
 
 class _ManifestFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -44,6 +44,15 @@ class AdmissionReason(StrEnum):
     FLAG_SCHEMA_MISMATCH = "flag_schema_mismatch"
     FLAG_MISSING = "flag_missing"
     FLAG_UNEXPECTED = "flag_unexpected"
+    ENVIRONMENT_MISMATCH = "environment_mismatch"
+    """The interpreter, or a standard-library module or installed package (an entry of the
+    release's measured environment), differs on the node."""
+    ENVIRONMENT_MISSING = "environment_missing"
+    ENVIRONMENT_UNEXPECTED = "environment_unexpected"
+    """An installed package (or `.pth` file, or module) the release's environment does not
+    name: a dist-info of another version reads as one missing and one unexpected."""
+    ENVIRONMENT_UNMEASURED = "environment_unmeasured"
+    """The release names its Python environment and the node does not measure its own."""
     # state change
     NODE_DRIFTED = "node_drifted"
     # incident

@@ -30,8 +30,14 @@ from knightwatch.control.plane.wire import (
 )
 from knightwatch.inputs import UNDECODABLE
 from knightwatch.release.attestation import attest, sign_attestation
-from knightwatch.release.contents import ReleaseContents, contents_from_directory
+from knightwatch.release.contents import (
+    ReleaseContents,
+    contents_from_directory,
+    hash_config,
+    list_directory,
+)
 from knightwatch.release.dsse import encode_envelope
+from knightwatch.release.environment import EnvironmentMeasure
 from knightwatch.release.errors import ReleaseInputError
 from knightwatch.release.flagschema import FlagSchema
 from knightwatch.release.keys import SigningKey
@@ -40,8 +46,15 @@ from knightwatch.release.reasons import AdmissionReason, Finding
 Measure = Callable[[], ReleaseContents]
 
 
-def directory_measure(artifacts: Path, config: Path, flag_table: FlagSchema) -> Measure:
+def directory_measure(
+    artifacts: Path,
+    config: Path,
+    flag_table: FlagSchema,
+    environment: Callable[[], dict[str, str]] | None = None,
+) -> Measure:
     """Hash the artifact directory and config anew on every call; the flag table is fixed.
+    `environment` (an `EnvironmentMeasure`): the process's Python environment is measured
+    too, a file hashed again only once it changed.
 
     Whatever stops the measurement is a `ReleaseInputError`, which the node logs as
     RELEASE_UNMEASURABLE and treats as a refusal before attesting again: any other
@@ -50,13 +63,28 @@ def directory_measure(artifacts: Path, config: Path, flag_table: FlagSchema) -> 
 
     def measure() -> ReleaseContents:
         try:
-            return contents_from_directory(artifacts, config, flag_table)
+            return contents_from_directory(artifacts, config, flag_table, environment=environment)
         except OSError as exc:
             raise ReleaseInputError(
                 f"artifacts directory {artifacts}: cannot be measured: {exc}"
             ) from None
 
     return measure
+
+
+def checked_measure(
+    artifacts: Path, config: Path, flag_table: FlagSchema, *, environment: bool = False
+) -> Measure:
+    """`directory_measure`, its inputs checked now: a process that cannot measure what it
+    runs stops at start, before it connects, with the file named (ReleaseInputError).
+    `environment`: this interpreter's environment is measured too, the first time now."""
+    hash_config(config)
+    list_directory(artifacts)
+    env = None
+    if environment:
+        env = EnvironmentMeasure()
+        env()
+    return directory_measure(artifacts, config, flag_table, env)
 
 
 class Attestor:
