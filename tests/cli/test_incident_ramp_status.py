@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 
+import msgspec
 from rich.console import Console
 
 from knightwatch.cli.incident import ramp_rows
@@ -21,11 +22,13 @@ from knightwatch.state import Scope
 
 from ..identities import ALICE, KIT
 
+S = 1_000_000_000
 
-def _shown(record: RampRecord) -> str:
+
+def _shown(record: RampRecord, now_ns: int | None = None) -> str:
     out = io.StringIO()
     Console(file=out, width=1000, color_system=None).print(
-        ramp_rows([record], RampPlan(), KIT.roster)
+        ramp_rows([record], RampPlan(), KIT.roster, now_ns=now_ns or record.since_ns)
     )
     return " ".join(out.getvalue().split())
 
@@ -54,3 +57,27 @@ def test_a_ramping_record_says_its_rules_are_its_drivers_and_what_is_left_withou
 def test_a_tripped_record_shows_why_and_a_done_one_nothing() -> None:
     assert "runaway on n1" in _shown(_record("tripped", "runaway on n1"))
     assert "approve" not in _shown(_record("done"))
+
+
+def _dated(since_ns: int) -> RampRecord:
+    return msgspec.structs.replace(_record("ramping"), since_ns=since_ns).signed(ALICE.key)
+
+
+def test_a_ramp_whose_driver_stopped_writing_is_shown_silent_since_its_last_write() -> None:
+    """A ramp whose `approve` died looked like one still ramping; its record, written by that
+    `approve` every few seconds, now says when it was last heard."""
+    last = 1_800_000_000 * S  # 2027-01-15 08:00:00 UTC
+    shown = _shown(_dated(last), now_ns=last + 31 * S)
+    assert "ramping, driver silent" in shown, shown
+    assert (
+        "driver silent since 2027-01-15 08:00:00 UTC (the `approve` that runs it writes this "
+        "record every 5 s): nothing trips this ramp and the scope stays at this stage: kill "
+        "the scope to end it"
+    ) in shown, shown
+
+
+def test_a_ramp_written_lately_says_when_its_driver_was_last_heard() -> None:
+    last = 1_800_000_000 * S
+    shown = _shown(_dated(last), now_ns=last + 2 * S)
+    assert "driver last heard 2027-01-15 08:00:00 UTC" in shown, shown
+    assert "silent" not in shown, shown

@@ -11,12 +11,15 @@ exclusive (`write_new`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from knightwatch.cli.app import app
+from knightwatch.control.site import Site
+from knightwatch.incident.snapshot import verify_snapshot
 
 NOWHERE = "nats://127.0.0.1:1"
 
@@ -68,3 +71,26 @@ def test_an_out_that_cannot_take_the_archive_is_refused_before_collecting(
     assert "Traceback" not in result.output
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.timeout(90)
+def test_a_default_name_taken_that_second_gets_the_next_one(
+    nats_server: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --out the archive is named by the second it was taken in: a second snapshot
+    in that second found the name taken, and its evidence, collected by then, was thrown
+    away ("choose another --out"). It now takes the next free name, `-2` on."""
+    monkeypatch.chdir(tmp_path)
+    start = datetime.now(tz=UTC)
+    planted = set()
+    for s in range(-2, 300):  # every default name the next five minutes could give it
+        name = f"snapshot-{(start + timedelta(seconds=s)).strftime('%Y%m%dT%H%M%SZ')}.tar"
+        (tmp_path / name).write_bytes(b"earlier evidence")
+        planted.add(name)
+    result = CliRunner().invoke(app, ["incident", "snapshot"], env=nats_server.cli_env("alice"))
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0, out
+    assert all((tmp_path / n).read_bytes() == b"earlier evidence" for n in planted)
+    (written,) = {p.name for p in tmp_path.glob("snapshot-*.tar")} - planted
+    assert written.endswith("Z-2.tar") and f"snapshot {written}:" in out, out
+    assert verify_snapshot((tmp_path / written).read_bytes(), source=written).ok

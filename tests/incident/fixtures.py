@@ -8,7 +8,9 @@ with a target release, so nothing is faked there).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from knightwatch.clock import SystemClock
@@ -19,6 +21,8 @@ from knightwatch.control.node.attestor import Attestor, directory_measure
 from knightwatch.control.node.lease import LeasePolicy
 from knightwatch.control.node.runtime import NodeRuntime
 from knightwatch.control.plane.memory import MemoryControlPlane, MemoryFabric
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.site import Site
 from knightwatch.guard import Guard
 from knightwatch.limits import Limits
 from knightwatch.order import Order, Side
@@ -121,3 +125,29 @@ async def fleet(*ids: str, release: str | None = None) -> Fleet:
     for node_id in ids:
         await f.add(node_id)
     return f
+
+
+@contextlib.asynccontextmanager
+async def site_and_admin(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Site, NatsControlPlane, NatsControlPlane]]:
+    """A real nats-server enrolling node n1, with the provisioner's plane (whose JetStream
+    deletes or purges a store, as an outage or a lost replica would) and alice's; all
+    closed and stopped on the way out, the test failing or not."""
+    site = Site(tmp_path / "site", ("n1",))
+    await site.astart()
+    try:
+        admin = NatsControlPlane(
+            site.url, name="provisioner", signer=site.server.provisioner, provision=True
+        )
+        await admin.connect()
+        try:
+            alice = await site.connect("alice")
+            try:
+                yield site, admin, alice
+            finally:
+                await alice.close()
+        finally:
+            await admin.close()
+    finally:
+        site.stop()

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.plane.nats import MEMBERS_BUCKET, STATE_BUCKET, NatsControlPlane
-from knightwatch.control.site import Site
+from knightwatch.control.plane.nats import MEMBERS_BUCKET, STATE_BUCKET
 from knightwatch.incident.preflight import CHECKS, PreflightConfig, run_preflight
 from knightwatch.state import Scope
+
+from .fixtures import site_and_admin
 
 # stream deleted -> the items that must fail, naming that store
 LOST = {
@@ -30,14 +31,7 @@ LOST = {
 async def test_each_store_that_cannot_be_read_fails_its_items_naming_it(
     tmp_path: Path,
 ) -> None:
-    site = Site(tmp_path / "site", ("n1",))
-    await site.astart()
-    admin = NatsControlPlane(
-        site.url, name="provisioner", signer=site.server.provisioner, provision=True
-    )
-    await admin.connect()
-    alice = await site.connect("alice")
-    try:
+    async with site_and_admin(tmp_path) as (site, admin, alice):
         await site.killswitch(alice, "alice").kill(Scope.FLEET, "", "runaway", timeout_s=0.2)
         js = admin._require_js()
         lost: set[str] = set()
@@ -56,8 +50,3 @@ async def test_each_store_that_cannot_be_read_fails_its_items_naming_it(
                 assert not (
                     item.ok and any(f"the {s} store could not" in item.detail for s in lost)
                 ), item
-    finally:
-        await alice.close()
-        await admin.close()
-        site.stop()
-        site.stop()

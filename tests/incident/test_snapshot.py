@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from knightwatch.cli.app import app
 from knightwatch.cli.incident import snapshot_after_kill
 from knightwatch.clock import SystemClock
-from knightwatch.control.plane.nats import AUDIT_STREAM, NatsControlPlane
+from knightwatch.control.plane.nats import AUDIT_STREAM
 from knightwatch.control.plane.protocol import Bucket
 from knightwatch.control.plane.wire import ENCODER, AuditEnvelope, AuditRefusal, NodeStatus
 from knightwatch.control.site import Site
@@ -32,7 +32,7 @@ from knightwatch.incident.snapshot import (
 from knightwatch.release.keys import SigningKey, write_key_pair
 from knightwatch.state import Scope, TradingState
 
-from .fixtures import fleet
+from .fixtures import fleet, site_and_admin
 
 FILES = {"kill/entries.json": b'{"a": 1}\n', "recorder/n1.jsonl": b'{"seq": 1}\n'}
 
@@ -346,14 +346,7 @@ async def test_an_audit_stream_that_cannot_be_read_is_named_not_the_whole_snapsh
     """On a real server whose audit stream is gone (deleted, or lost with its replicas): the
     snapshot failed as a whole, every store it had already read lost with it. Now the kill
     entries and the stores are sealed, and `incomplete.json` names the audit stream."""
-    site = Site(tmp_path / "site", ("n1",))
-    await site.astart()
-    admin = NatsControlPlane(
-        site.url, name="provisioner", signer=site.server.provisioner, provision=True
-    )
-    await admin.connect()
-    alice = await site.connect("alice")
-    try:
+    async with site_and_admin(tmp_path) as (site, admin, alice):
         await site.killswitch(alice, "alice").kill(Scope.FLEET, "", "runaway", timeout_s=0.2)
         await admin._require_js().delete_stream(AUDIT_STREAM)
         data = await take_snapshot(
@@ -368,10 +361,6 @@ async def test_an_audit_stream_that_cannot_be_read_is_named_not_the_whole_snapsh
         ), check.incomplete
         entries = json.loads(members(data)["kill/entries.json"])
         assert entries["fleet.fleet"]["entry"]["reason"] == "runaway"
-    finally:
-        await alice.close()
-        await admin.close()
-        site.stop()
 
 
 def test_a_sparse_member_is_named_not_expanded() -> None:

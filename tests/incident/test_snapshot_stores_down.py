@@ -13,11 +13,12 @@ import tarfile
 from pathlib import Path
 
 from knightwatch.clock import SystemClock
-from knightwatch.control.plane.nats import MEMBERS_BUCKET, STATE_BUCKET, NatsControlPlane
-from knightwatch.control.site import Site
+from knightwatch.control.plane.nats import MEMBERS_BUCKET, STATE_BUCKET
 from knightwatch.incident.snapshot import take_snapshot, verify_snapshot
 from knightwatch.release.keys import SigningKey
 from knightwatch.state import Scope
+
+from .fixtures import site_and_admin
 
 
 def _members(data: bytes) -> dict[str, bytes]:
@@ -33,14 +34,7 @@ def _members(data: bytes) -> dict[str, bytes]:
 async def test_kill_state_and_membership_stores_that_cannot_be_read_are_named(
     tmp_path: Path,
 ) -> None:
-    site = Site(tmp_path / "site", ("n1",))
-    await site.astart()
-    admin = NatsControlPlane(
-        site.url, name="provisioner", signer=site.server.provisioner, provision=True
-    )
-    await admin.connect()
-    alice = await site.connect("alice")
-    try:
+    async with site_and_admin(tmp_path) as (site, admin, alice):
         await site.killswitch(alice, "alice").kill(Scope.FLEET, "", "runaway", timeout_s=0.2)
         js = admin._require_js()
         await js.delete_stream(f"KV_{STATE_BUCKET}")
@@ -61,7 +55,3 @@ async def test_kill_state_and_membership_stores_that_cannot_be_read_are_named(
         assert "unavailable" in json.loads(files["kill/confirmations.json"])
         # the rest of the evidence is still sealed
         assert "flags/state_and_history.json" in files and "recorder/heads.json" in files
-    finally:
-        await alice.close()
-        await admin.close()
-        site.stop()

@@ -35,7 +35,7 @@ from knightwatch.cli.fleet import (
     _text,
     session,
 )
-from knightwatch.cli.options import OptionError, check_output
+from knightwatch.cli.options import OptionError, check_output, when
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.approvals import PIN, Request, Requests, digest, pinned
 from knightwatch.control.fleet.freeze import record_known_good
@@ -52,10 +52,12 @@ from knightwatch.incident.preflight import (
     run_preflight,
 )
 from knightwatch.incident.ramp import (
+    HEARTBEAT_S,
     RampError,
     RampOutcome,
     RampPlan,
     RampWatch,
+    driver_silent,
     ramp_signer,
     unverified_effect,
 )
@@ -146,9 +148,9 @@ def print_checklist(checklist: Checklist, out: Console = console) -> None:
 
 
 def _stage_line(record: RampRecord) -> None:
-    when = datetime.fromtimestamp(record.since_ns / 1e9, tz=UTC).strftime("%H:%M:%S")
+    at = datetime.fromtimestamp(record.since_ns / 1e9, tz=UTC).strftime("%H:%M:%S")
     console.print(
-        f"{when} ramp {_text(record.ramp_id)} stage {record.stage + 1}/{len(record.stages)}: "
+        f"{at} ramp {_text(record.ramp_id)} stage {record.stage + 1}/{len(record.stages)}: "
         f"{record.fraction:.0%} of limits ({_text(record.status)})",
         highlight=False,
     )
@@ -305,24 +307,31 @@ async def snapshot_after_kill(
     Whatever fails here fails after the kill went out: the `SnapshotError` says so first
     (a bare "private key ...: permissions 0644" or "Not a directory" after a kill read as
     the kill failing, on the very command that must be trusted), then names the setting
-    at fault and the command that takes the evidence instead."""
+    at fault and the command that takes the evidence instead.
+
+    Each part is taken whatever became of the other: a known-good write that failed (its
+    bucket lost, a refused write) skipped the evidence too, the one record an incident
+    cannot take again later. The snapshot is still taken and written, and the error then
+    names both the archive written and the known-good release not recorded."""
     sent = f"the kill was sent (command {result.entry.command_id[:12]})"
-    redo = "; take the evidence now: knightwatch incident snapshot"
     clock = SystemClock()
+    lost = ""  # the known-good release's failure, said with whatever follows
     try:
         await record_known_good(plane, result.entry, clock.time_ns())
     except ControlPlaneUnavailable as exc:
-        raise SnapshotError(
-            f"{sent}; its known-good release was NOT recorded, nor its evidence taken: {exc}" + redo
-        ) from None
+        lost = f"; its known-good release was NOT recorded: {exc}"
+
+    def failed(what: str) -> SnapshotError:
+        return SnapshotError(
+            f"{sent}{lost}; its automatic evidence snapshot was NOT {what}"
+            "; take the evidence now: knightwatch incident snapshot"
+        )
+
     try:
         key = load_signing_key(key_path)
     except (KnightwatchError, OSError) as exc:
         why = str(exc) if isinstance(exc, KnightwatchError) else f"{key_path}: {exc.strerror}"
-        raise SnapshotError(
-            f"{sent}; its automatic evidence snapshot was NOT taken: {SNAPSHOT_KEY_ENV}: {why}"
-            + redo
-        ) from None
+        raise failed(f"taken: {SNAPSHOT_KEY_ENV}: {why}") from None
     try:
         data = await take_snapshot(
             plane,
@@ -333,32 +342,62 @@ async def snapshot_after_kill(
             listen_s=0.5,
         )
     except (ControlPlaneUnavailable, SnapshotError) as exc:
-        raise SnapshotError(
-            f"{sent}; its automatic evidence snapshot was NOT taken: {exc}" + redo
-        ) from None
+        raise failed(f"taken: {exc}") from None
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"snapshot-{stamp}-{result.entry.command_id[:8]}.tar"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in its place, too (FileExistsError)
-        raise SnapshotError(
-            f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
-            f"{out_dir}: cannot make the directory: {exc.strerror}" + redo
+        raise failed(
+            f"written: {SNAPSHOT_DIR_ENV} {out_dir}: cannot make the directory: {exc.strerror}"
         ) from None
     try:
         # exclusive: never overwrites earlier evidence, never follows a planted symlink
         write_new(path, data)
     except FileExistsError:
-        raise SnapshotError(
-            f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
-            f"{path}: already exists (or is a link); refusing to overwrite it" + redo
+        raise failed(
+            f"written: {SNAPSHOT_DIR_ENV} {path}: already exists (or is a link); "
+            "refusing to overwrite it"
         ) from None
     except OSError as exc:
-        raise SnapshotError(
-            f"{sent}; its automatic evidence snapshot was NOT written: {SNAPSHOT_DIR_ENV} "
-            f"{out_dir}: cannot write {path.name}: {exc.strerror}" + redo
+        raise failed(
+            f"written: {SNAPSHOT_DIR_ENV} {out_dir}: cannot write {path.name}: {exc.strerror}"
         ) from None
+    if lost:
+        # the evidence is on disk; the known-good record is not (its reader, the preflight,
+        # then names the target in force without it): said, never lost
+        raise SnapshotError(
+            f"{sent}; its evidence snapshot was written to {path}{lost}; the evidence names "
+            "the release target in force (release/target.json)"
+        )
     return path
+
+
+DEFAULT_NAMES = 100
+"""How many default archive names (`snapshot-<stamp>.tar`, then `-2` ...) a snapshot tries."""
+
+
+def _write_default(data: bytes, stamp: str) -> Path:
+    """Write evidence taken without `--out` under the first free default name in the
+    working directory, and return it.
+
+    The default name holds only the second it was taken in: a second snapshot in that
+    second (two operators, a script's) found it taken and threw its evidence away with
+    "choose another --out", after it had been collected. Each name is still written
+    exclusively (`write_new`): nothing is overwritten, no link followed."""
+    for n in range(1, DEFAULT_NAMES + 1):
+        path = Path(f"snapshot-{stamp}.tar" if n == 1 else f"snapshot-{stamp}-{n}.tar")
+        try:
+            write_new(path, data)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SnapshotError(f"{path}: cannot write: {exc.strerror}") from None
+    raise SnapshotError(
+        f"snapshot-{stamp}.tar to snapshot-{stamp}-{DEFAULT_NAMES}.tar: all exist; "
+        "refusing to overwrite them: give --out"
+    )
 
 
 def write_new(path: Path, data: bytes) -> None:
@@ -449,17 +488,19 @@ def snapshot(
             data = await take_snapshot(
                 plane, clock, signer.key, actor=signer.name, reason=reason, last_records=last
             )
-        stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = out if out is not None else Path(f"snapshot-{stamp}.tar")
-        try:
-            write_new(path, data)  # evidence already taken is never overwritten
-        except FileExistsError:
-            raise SnapshotError(
-                f"--out {path}: already exists; refusing to overwrite it (it may be earlier "
-                "evidence): choose another --out"
-            ) from None
-        except OSError as exc:
-            raise SnapshotError(f"--out {path}: cannot write: {exc.strerror}") from None
+        if out is None:
+            path = _write_default(data, datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ"))
+        else:
+            path = out
+            try:
+                write_new(path, data)  # evidence already taken is never overwritten
+            except FileExistsError:
+                raise SnapshotError(
+                    f"--out {path}: already exists; refusing to overwrite it (it may be "
+                    "earlier evidence): choose another --out"
+                ) from None
+            except OSError as exc:
+                raise SnapshotError(f"--out {path}: cannot write: {exc.strerror}") from None
         check = verify_snapshot(data, source=str(path))
         console.print(
             escape(f"snapshot {path}: {check.files} files, signed by {check.signer[:16]}"),
@@ -556,14 +597,19 @@ def preflight(
         raise typer.Exit(1)
 
 
-def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) -> Table:
+def ramp_rows(
+    records: list[RampRecord], plan: RampPlan, roster: Roster | None, now_ns: int | None = None
+) -> Table:
     """The ramp table `knightwatch status` prints: each record as nodes take it.
 
     A ramping record is watched by the `approve` that applied its resume, by the rules of
-    its `--config` (`plan` gives the defaults, named as such): no record keeps them, nor
-    whether that process still runs. Before, `status` showed `plan`'s rules as the ramp's
-    own, also for a ramp whose `approve` was gone, where nothing trips it and the scope
-    stays at the stage it reached (`cli.fleet.RAMP_STOPPED`)."""
+    its `--config` (`plan` gives the defaults, named as such): no record keeps them. Before,
+    `status` showed `plan`'s rules as the ramp's own, also for a ramp whose `approve` was
+    gone, where nothing trips it and the scope stays at the stage it reached
+    (`cli.fleet.RAMP_STOPPED`). That `approve` writes the record every `HEARTBEAT_S`: one
+    not written for `DRIVER_SILENT_S` by `now_ns` (the wall clock by default) is shown as
+    its driver silent since its last write."""
+    now = SystemClock().time_ns() if now_ns is None else now_ns
     table = Table(title="resume ramps", highlight=False)
     for col in ("scope", "key", "ramp", "stage", "limits", "status"):
         table.add_column(col)
@@ -577,8 +623,18 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) 
             else f"[red]UNVERIFIED[/red] {signer.reason.value}: {unverified_effect(r)}"
         )
         why = r.trip_reason if r.status == "tripped" else ""
-        if r.status == "ramping":
+        status = _text(r.status) if r.status != "tripped" else f"[red]{r.status}[/red]"
+        last = when(r.since_ns)
+        if driver_silent(r, now):
+            status = "[red]ramping, driver silent[/red]"
             why = (
+                f"driver silent since {last} UTC (the `approve` that runs it writes this "
+                f"record every {HEARTBEAT_S:g} s): nothing trips this ramp and the scope "
+                "stays at this stage: kill the scope to end it"
+            )
+        elif r.status == "ramping":
+            why = (
+                f"driver last heard {last} UTC; "
                 "while the `approve` that runs it is up: any halt in the scope, or a "
                 "block-rate spike by that approve's --config [ramp] rules (not recorded; by "
                 f"default {RampWatch(r.scope, r.key, plan, 0, []).spike()}); with that "
@@ -594,7 +650,7 @@ def ramp_rows(records: list[RampRecord], plan: RampPlan, roster: Roster | None) 
             _text(r.ramp_id),
             f"{r.stage + 1}/{len(r.stages)}",
             f"{r.fraction:.0%}",
-            _text(r.status) if r.status != "tripped" else f"[red]{r.status}[/red]",
+            status,
             _text(signed) if isinstance(signer, str) else signed,
             _text(why),
         )

@@ -98,6 +98,15 @@ LATCH_BLOCKS = frozenset(
 RESCAN_S = 1.0
 """How often a running ramp reads every stored halt again (announcements can be lost)."""
 
+HEARTBEAT_S = 5.0
+"""How often a running ramp writes its record again while a stage holds (its `since_ns`
+then the time of that write): the driver's heartbeat, which `status` reads."""
+
+DRIVER_SILENT_S = 30.0
+"""A ramping record not written for this long: its driver is taken as gone (`driver_silent`).
+Six heartbeats, so a slow store or a driver's wall clock some seconds behind is not read as
+a dead driver."""
+
 
 class RampError(KnightwatchError, ValueError):
     """A ramp plan or a ramp that cannot go ahead; the message names the field or node."""
@@ -392,10 +401,15 @@ class RampController:
         pager: Pager | None = None,
         on_stage: Callable[[RampRecord], None] | None = None,
         on_resumed: Callable[[CommandResult], None] | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
-        """`on_stage` hears each stage as it is stored; `on_resumed` the resume's result
-        once it was applied (the ramp then runs on for its stages)."""
+        """`on_stage` hears each stage as it is stored (once: not its heartbeats);
+        `on_resumed` the resume's result once it was applied (the ramp then runs on for its
+        stages); `heartbeat_s`: how often a held stage's record is written again."""
         self.on_resumed = on_resumed
+        self.heartbeat_s = heartbeat_s
+        self._told: tuple[str, int, str] | None = None
+        """The ramp, stage and status `on_stage` last heard (a heartbeat is not told)."""
         self.plane = plane
         self.ks = killswitch
         self.clock = clock
@@ -473,7 +487,10 @@ class RampController:
             ENCODER.encode(signed),
             expected_revision=expected,
         )
-        _tell(self.on_stage, record, "on_stage")
+        told = (record.ramp_id, record.stage, record.status)
+        if told != self._told:
+            self._told = told
+            _tell(self.on_stage, record, "on_stage")
 
     async def _holder(self, record: RampRecord) -> tuple[str, int]:
         """Whose record the slot holds now (its ramp id, or why none can be named) and
@@ -769,7 +786,7 @@ class RampController:
         # must not skip stages, nor end the ramp and disarm its trip early.
         self._watch.start_ns = max(self.clock.time_ns(), resumed.entry.issued_ns + 1)
         began = self.clock.monotonic_ns()
-        rescanned = began
+        rescanned = written = began
         stage = 0
         while True:
             if self._watch.tripped:
@@ -788,12 +805,16 @@ class RampController:
                     return await self._trip(record, stage, resumed, start)
             if now_stage is None:
                 break
-            if now_stage != stage:
+            beat = self.clock.monotonic_ns() - written >= self.heartbeat_s * NS_PER_S
+            if now_stage != stage or beat:
+                # a new stage, or the same one written again: `status` tells a ramp whose
+                # driver is gone (nothing trips it) by a record no longer written
                 stage = now_stage
                 fraction = self.plan.stages[stage].fraction
                 record = msgspec.structs.replace(
                     record, stage=stage, fraction=fraction, since_ns=self._since(record)
                 )
+                written = self.clock.monotonic_ns()
                 await self._or_trip(self._put_or_say(record, own))
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
@@ -994,6 +1015,14 @@ def ramp_signer(record: RampRecord, roster: Roster | None) -> str | Refused:
         ).actor
     except Refused as exc:
         return exc
+
+
+def driver_silent(record: RampRecord, now_ns: int) -> bool:
+    """True for a ramping record its driver has not written for `DRIVER_SILENT_S`: the
+    `approve` that runs it writes it every `HEARTBEAT_S`, so its process is gone (or cut
+    off from the store), nothing trips the ramp, and the scope stays at the stage shown.
+    Without this, a ramp whose driver died looked like one still ramping."""
+    return record.status == "ramping" and now_ns - record.since_ns > DRIVER_SILENT_S * NS_PER_S
 
 
 def unverified_effect(record: RampRecord) -> str:

@@ -47,7 +47,12 @@ from knightwatch.release.keys import SigningKey
 from knightwatch.sim.drill.flow import SUBJECT_RUNAWAY
 from knightwatch.sim.drill.local_release import LocalRelease
 from knightwatch.sim.drill.processes import NodeProcesses
-from knightwatch.sim.drill.resume_phase import ResumeReport, clear_ramps, run_resume_phase
+from knightwatch.sim.drill.resume_phase import (
+    ResumeReport,
+    clear_ramps,
+    resume_left_halted,
+    run_resume_phase,
+)
 from knightwatch.sim.drill.venue import VenueResponder
 from knightwatch.state import Scope, TradingState
 from knightwatch.trust.identity import load_signer
@@ -76,6 +81,8 @@ class DrillReport(msgspec.Struct, frozen=True):
     passed: bool
     resume: ResumeReport | None = None
     """The resume phase: snapshot, preflight, a completed ramp and a tripped one."""
+    left_halted: list[str] = msgspec.field(default_factory=list)
+    """The scopes the drill's final resume left not trading, one line each (`passed` false)."""
 
 
 async def _wait_admitted(
@@ -631,9 +638,7 @@ async def run_drill(
                 )  # fmt: skip
                 roster = local.trust.roster
                 await clear_ramps(alice, kit.signer("alice"), roster.fleet if roster else "")
-            for e, _ in (await alice.states()).values():
-                if e is not None and e.state is not TradingState.ACTIVE:
-                    await ks.resume(e.scope, e.key, "drill: end of drill", approvers=(bob,))
+            left_halted = await resume_left_halted(alice, ks, bob, "drill: end of drill")
             members = {m.node_id: m for m in await plane.members()}
             armed = sorted(i for i in stale_ids if i in members and members[i].armed)
         finally:
@@ -652,8 +657,15 @@ async def run_drill(
         stale_refused={i: v.detail for i, v in refused.items()},
         stale_armed=armed,
         release_id=local.release.release_id,
-        passed=halted and kill.ok and not armed and (resumed is None or resumed.passed),
+        passed=(
+            halted
+            and kill.ok
+            and not armed
+            and (resumed is None or resumed.passed)
+            and not left_halted
+        ),
         resume=resumed,
+        left_halted=left_halted,
     )
     _print_report(report, console)
     return report
@@ -691,4 +703,6 @@ def _print_report(r: DrillReport, console: Console) -> None:
     for node_id in r.kill_missing:
         table.add_row(escape(node_id), "[red]not confirmed[/red]")
     console.print(table)
+    for line in r.left_halted:
+        console.print(f"[red]left not trading:[/red] {escape(line)}", highlight=False)
     console.print("[green]drill passed[/green]" if r.passed else "[red]drill FAILED[/red]")

@@ -20,9 +20,9 @@ from rich.markup import escape
 
 from knightwatch.clock import SystemClock
 from knightwatch.control.fleet.freeze import record_known_good
-from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch
+from knightwatch.control.fleet.killswitch import CommandResult, KillSwitch, KillSwitchError
 from knightwatch.control.plane.nats import NatsControlPlane
-from knightwatch.control.plane.protocol import Bucket
+from knightwatch.control.plane.protocol import Bucket, ControlPlane
 from knightwatch.control.plane.wire import ENCODER, FLEET_KEY, NodeMetrics, slot_of
 from knightwatch.incident.preflight import Checklist, PreflightConfig, run_preflight
 from knightwatch.incident.ramp import RampController, RampOutcome, RampPlan, ramp_records
@@ -80,7 +80,8 @@ async def run_resume_phase(
     plan: RampPlan = DRILL_RAMP,
 ) -> ResumeReport:
     """Runs on a fleet the drill just killed (`kill`) as the operator `ks` signs for, with
-    `approver` co-signing each resume; leaves it resumed at full limits."""
+    `approver` co-signing each resume; leaves it halted by the ramp that tripped, for the
+    drill's end to resume (`resume_left_halted`)."""
     clock = SystemClock()
     await record_known_good(plane, kill.entry, clock.time_ns())
     data = await take_snapshot(
@@ -138,12 +139,14 @@ async def run_resume_phase(
         await nc.publish(f"{SUBJECT_RUNAWAY}.{trip_node}", b"go")
 
     injector = asyncio.create_task(inject_when_ramping())
-    ctl2 = RampController(plane, ks, clock, plan)
-    trip = await ctl2.resume(
-        Scope.FLEET, FLEET_KEY, "drill: resume after the second kill", approvers=(approver,)
-    )
+    try:  # a resume that raises must not leave the runaway armed to fire later
+        ctl2 = RampController(plane, ks, clock, plan)
+        trip = await ctl2.resume(
+            Scope.FLEET, FLEET_KEY, "drill: resume after the second kill", approvers=(approver,)
+        )
+    finally:
+        injector.cancel()
     t_trip = clock.monotonic_ns()
-    injector.cancel()
     await asyncio.sleep(3 * metrics_s)
     after = latest.get(trip_node)
     escaped = after.accepted - base.accepted if after and base else 0
@@ -184,6 +187,37 @@ async def clear_ramps(plane: NatsControlPlane, signer: Signer, fleet: str = "") 
         done = msgspec.structs.replace(record, status="done", fraction=1.0)
         done = done.signed(signer.key, fleet=fleet)
         await plane.put_record(Bucket.RAMP, slot_of(record.scope, record.key), ENCODER.encode(done))
+
+
+async def resume_left_halted(
+    plane: ControlPlane, ks: KillSwitch, approver: Signer, reason: str
+) -> list[str]:
+    """Resume every scope still halted or reducing, `approver` co-signing; one line for each
+    scope the drill leaves not trading at its end ([]: every resume confirmed).
+
+    The drill's last step. Its resumes went unchecked: one refused, not stored or not
+    confirmed by a node left the fleet halted under a drill that reported itself passed,
+    and a kill-state entry that does not decode was passed over without a word."""
+    left: list[str] = []
+    for slot, (entry, _) in sorted((await plane.states()).items()):
+        if entry is None:
+            left.append(f"{slot}: its kill-state entry does not decode; not resumed")
+            continue
+        if entry.state is TradingState.ACTIVE:
+            continue
+        where = f"{entry.scope.value} {entry.key!r}"
+        try:
+            result = await ks.resume(entry.scope, entry.key, reason, approvers=(approver,))
+        except KillSwitchError as exc:
+            left.append(f"{where}: resume refused: {exc}")
+            continue
+        if result.revision is None:
+            left.append(f"{where}: resume not stored: {result.durable_error or 'no answer'}")
+        elif result.members_error:
+            left.append(f"{where}: resume unconfirmed, membership unread: {result.members_error}")
+        elif result.missing:
+            left.append(f"{where}: resume not confirmed by {', '.join(result.missing)}")
+    return left
 
 
 def _print_checklist(checklist: Checklist, console: Console) -> None:
