@@ -10,10 +10,9 @@ logging, which the backtests of this test session bypass."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from .nt_live import run_live
 
 _CHILD = textwrap.dedent(
     """
@@ -116,17 +115,7 @@ _CHILD = textwrap.dedent(
 
 
 def _run(refuse: int, mode: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(refuse), mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
-    return line
+    return run_live(_CHILD, str(refuse), mode)["RESULT"]
 
 
 def test_a_kill_cancel_the_venue_rejects_is_tried_again_until_the_order_is_gone() -> None:

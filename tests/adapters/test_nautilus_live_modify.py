@@ -11,27 +11,22 @@ logging, which the backtests of this test session bypass."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from .nt_live import run_live
 
 _CHILD = textwrap.dedent(
     """
     import asyncio
-    from nautilus_trader.common.providers import InstrumentProvider
-    from nautilus_trader.config import LoggingConfig, TradingNodeConfig
     from nautilus_trader.live.execution_client import LiveExecutionClient
-    from nautilus_trader.live.node import TradingNode
-    from nautilus_trader.model.currencies import USD
-    from nautilus_trader.model.enums import AccountType, OmsType, OrderSide
-    from nautilus_trader.model.identifiers import AccountId, ClientId, VenueOrderId
+    from nautilus_trader.model.enums import OrderSide
+    from nautilus_trader.model.identifiers import AccountId, VenueOrderId
     from nautilus_trader.model.objects import Price, Quantity
     from nautilus_trader.test_kit.stubs.events import TestEventStubs
-    from nautilus_trader.trading.strategy import Strategy
     from knightwatch import Scope
     from knightwatch.adapters.nautilus import install
-    from tests.adapters.nt_world import AUDUSD, SIM, open_limits
+    from tests.adapters.nt_live import live_node
+    from tests.adapters.nt_world import AUDUSD, open_limits
 
     SYM = AUDUSD.id.value
 
@@ -43,16 +38,8 @@ _CHILD = textwrap.dedent(
         async def _cancel_all_orders(self, command): pass
 
     async def main():
-        loop = asyncio.get_running_loop()
-        node = TradingNode(TradingNodeConfig(logging=LoggingConfig(log_level="ERROR")), loop=loop)
+        node, _, st = live_node(asyncio.get_running_loop(), Pending)
         k = node.kernel
-        k.cache.add_instrument(AUDUSD)
-        k.exec_engine.register_client(
-            Pending(loop, ClientId("SIM"), SIM, OmsType.NETTING, AccountType.MARGIN, USD,
-                    InstrumentProvider(), k.msgbus, k.cache, k.clock)
-        )
-        st = Strategy()
-        node.trader.add_strategy(st)
         kw = install(node, limits=open_limits())
         k.risk_engine.start()
         k.exec_engine.start()
@@ -103,14 +90,4 @@ def test_a_later_amend_the_live_risk_engine_refuses_leaves_the_one_at_the_venue_
     RiskEngine's never is: it rolled the first amend back to 10,000 while 30,000 was on its
     way, then read the venue taking it as the order grown past its check and halted the
     whole node (`fill_mismatch`). The first amend now stays reserved and is committed."""
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
-    assert line == "RESULT 1 [30000, 30000, 30000] ['symbol']"
+    assert run_live(_CHILD)["RESULT"] == "RESULT 1 [30000, 30000, 30000] ['symbol']"

@@ -12,10 +12,9 @@ logging, which the backtests of this test session bypass."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from .nt_live import run_live
 
 _CHILD = textwrap.dedent(
     """
@@ -108,16 +107,6 @@ def test_a_submit_the_live_client_fails_on_releases_what_was_never_sent() -> Non
     raised after the client marked it submitted, so it may be at the venue and stays counted
     (in doubt); 30,000 the venue rejected before any acknowledgement, released; a list of
     5,000 and 7,000 raised before anything was sent, both released and denied."""
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
-    assert line == (
+    assert run_live(_CHILD)["RESULT"] == (
         "RESULT [0, 20000, 20000, 20000] ['DENIED', 'SUBMITTED', 'REJECTED', 'DENIED', 'DENIED'] []"
     )

@@ -135,14 +135,18 @@ read, and such a fill reaches the position at the next full read.
 A stream that breaks: ccxt.pro fails a pending `watch_orders`/`watch_my_trades` (and their
 `_for_symbols` forms) when its connection closes, and the next call reconnects; what the
 venue pushed in between is never sent again. Any such call that raises marks every started
-market `unsynced` (logged `STREAM_GAP`). The first stream call to answer after that (the
-stream connected again) reads each such market with orders live here again: its open orders
-(new ones adopted) and the end (`fetch_order`) of each order followed here that the venue no
-longer lists open, so a fill or cancel during the gap reaches the position, the loss stop and
-the working quantity at the reconnect; a read that fails there is logged
-(`STREAM_GAP_READ_FAILED`). The same read runs before the market's next order, if still
-needed; a read-back that fails then refuses the order (`venue_unavailable`) and the market is
-read again at the next.
+market `unsynced` (logged `STREAM_GAP`). Each such market with orders live here is then read
+again: its open orders (new ones adopted) and the end (`fetch_order`) of each order followed
+here that the venue no longer lists open, so a fill or cancel during the gap reaches the
+position, the loss stop and the working quantity at the reconnect. It is read 0.5 s after the
+break (time for the stream's next call to reconnect), whether or not the stream answers again
+(a quiet market may push nothing, and send no order, for hours), a market whose read failed
+again after each wait twice the last, at most 8 s, six reads in all (logged
+`STREAM_GAP_READ_FAILED` each, `STREAM_GAP_UNREAD` after the last); and again when the first
+stream call answers after the break (what happened between the first read and the
+reconnection). The same read runs before the market's next order, if still needed; a
+read-back that fails then refuses the order (`venue_unavailable`) and the market is read
+again at the next. `close()` stops the read.
 
 With `control_plane`, `join()` makes the process a fleet node through
 `NodeRuntime`: lease, kill state, metrics, flight recorder (awaited on an
@@ -273,6 +277,13 @@ _KILL_RETRY_MAX_S = 8.0
 """The kill's retries of a market whose sweep failed or left an order live (a rate limit, a
 transient venue error): the first after `_KILL_RETRY_FIRST_S`, each wait twice the one
 before, never more than `_KILL_RETRY_MAX_S`, for as long as the node stays HALTED."""
+_GAP_READ_FIRST_S = 0.5
+_GAP_READ_MAX_S = 8.0
+_GAP_READS = 6
+"""A stream gap's own read-back (`AsyncGuardedExchange._read_gap`): the first
+`_GAP_READ_FIRST_S` after the stream broke (time for its next call to reconnect), each
+retry of the markets not read after twice the wait before, never more than
+`_GAP_READ_MAX_S`, `_GAP_READS` reads in all."""
 _SESSION_FORGET_NS = 86_400 * 10**9
 """How long an ended order is remembered when the Guard's duplicate scope is the session."""
 FORGET_PER_CALL = 4
@@ -719,14 +730,18 @@ class Ledger:
         closes; the next call reconnects, and what the venue pushed meanwhile is not sent
         again): every started market is `unsynced`, so its next order first lists its open
         orders again and reads back each order followed here that ended unseen (`resync`)."""
-        for symbol in self.started:
-            self.unsynced[symbol] = None
+        self.unsync_started()
         log.warning(
             "STREAM_GAP node=%s %s raised %r: open orders read again before the next order",
             self.guard.node,
             call,
             exc,
         )
+
+    def unsync_started(self) -> None:
+        """Mark every started market `unsynced`: what the venue pushed may have been lost."""
+        for symbol in self.started:
+            self.unsynced[symbol] = None
 
     def _adopt(
         self, order: Order, remaining: int, tracked: _Tracked, venue_order: dict[str, Any]
@@ -2267,6 +2282,9 @@ class AsyncGuardedExchange:
         self._kill_left: set[str] = set()
         self._gap = False
         """Whether a stream call raised and no stream call has answered since (`_after_gap`)."""
+        self.gap_read: asyncio.Task[None] | None = None
+        """The read-back of a stream gap that runs whether or not the stream answers again
+        (`_read_gap`)."""
         guard.watch(self._on_state_change)
 
     def __getattr__(self, name: str) -> Any:
@@ -2279,13 +2297,14 @@ class AsyncGuardedExchange:
         await self.member.start(actor=f"ccxt:{self.guard.node}")
 
     async def close(self) -> None:
-        """Stop the kill's retries, leave the fleet (if joined) and close the exchange's HTTP
-        session."""
-        retry, self.kill_retry = self.kill_retry, None
-        if retry is not None:
-            retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retry
+        """Stop the kill's retries and a stream gap's read-back, leave the fleet (if joined)
+        and close the exchange's HTTP session."""
+        for task in (self.kill_retry, self.gap_read):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.kill_retry = self.gap_read = None
         if self.member is not None:
             await self.member.stop()
         await self.exchange.close()
@@ -2344,22 +2363,59 @@ class AsyncGuardedExchange:
             self.ledger.read_orders("fetch_order", _found(t, ended), many=False)
 
     def _stream_broke(self, call: str, exc: BaseException) -> None:
+        """A stream call raised: the gap is read back when the stream answers again
+        (`_after_gap`), and on its own (`_read_gap`), since a quiet market may never make it
+        answer, nor send an order."""
         self._gap = True
         self.ledger.stream_gap(call, exc)
+        if self.gap_read is None or self.gap_read.done():
+            self.gap_read = asyncio.get_running_loop().create_task(
+                self._read_gap(), name="knightwatch-stream-gap-read"
+            )
 
     async def _after_gap(self) -> None:
         """A stream call answered after one raised: the stream is connected again, and each
-        market with orders live here is read again now (`_resync`), so the gap's fills and
-        cancels reach the position, the loss stop and the working quantity at the reconnect,
-        not only before the market's next order. Once per gap; a read that fails is logged
-        and leaves the market `unsynced` (its next order reads it, or is refused)."""
+        market with orders live here is read again now (`_resync_live`), so the gap's fills
+        and cancels reach the position, the loss stop and the working quantity at the
+        reconnect, not only before the market's next order. Once per gap."""
         if not self._gap:
             return
         self._gap = False
+        # read again even if the gap's own read (`_read_gap`) did: the venue's pushes between
+        # that read and the reconnection were lost too
+        self.ledger.unsync_started()
+        await self._resync_live()
+
+    @_sweeping  # the read may adopt orders
+    async def _read_gap(self) -> None:
+        """The gap's read-back on its own: `_GAP_READ_FIRST_S` after the stream broke, each
+        market with orders live here is read again (`_resync_live`), then, while one could
+        not be read, again after each wait twice the last (at most `_GAP_READ_MAX_S`,
+        `_GAP_READS` reads in all). A market still not read stays `unsynced`: its next order
+        reads it first, or is refused. Ends early once the stream answers (`_after_gap` has
+        read it) or nothing is left to read."""
+        delay_s = _GAP_READ_FIRST_S
+        for _ in range(_GAP_READS):
+            await asyncio.sleep(delay_s)
+            if not self._gap or await self._resync_live():
+                return
+            delay_s = min(delay_s * 2, _GAP_READ_MAX_S)
+        log.error(
+            "STREAM_GAP_UNREAD node=%s %s: not read after %d tries; read before the next order",
+            self.guard.node,
+            ", ".join(self.ledger.unsynced_live()),
+            _GAP_READS,
+        )
+
+    async def _resync_live(self) -> bool:
+        """Read again each `unsynced` market with orders live here (`_resync`); whether all
+        were read. A read that fails is logged and leaves its market `unsynced`."""
+        read = True
         for unified in self.ledger.unsynced_live():
             try:
                 await self._resync(unified)
             except Exception as exc:
+                read = False
                 self.ledger.unsynced[unified] = None
                 log.error(
                     "STREAM_GAP_READ_FAILED node=%s %s: read again before its next order: %r",
@@ -2367,6 +2423,7 @@ class AsyncGuardedExchange:
                     unified,
                     exc,
                 )
+        return read
 
     # --- orders -----------------------------------------------------------------
     @_sweeping

@@ -41,6 +41,17 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   live client's `_modify_order` included) gives its larger reservation back
   (`OrderModifyRejected`, recorded `not_sent`), one it raised on after waiting (a timeout)
   may be at the venue and stays reserved until the venue answers or the order ends;
+* an amend a live client sent that the venue has not answered 5 s later (`amend_read_back_s`:
+  a timeout as above, or an answer that never comes) is read back from the venue (the client's
+  `generate_order_status_report`, at most 10 s a read): an order the venue holds as amended
+  gets the `OrderUpdated` the venue's answer would have been (the amend committed), one it
+  holds as it was gives the reservation back (`OrderModifyRejected`, `venue_unavailable`;
+  both recorded `amend_read_back`). A read that fails, finds no open order, or shows neither
+  keeps the larger reservation (logged `AMEND_IN_DOUBT`) and is tried again after each wait
+  twice the last, at most 60 s, five reads in all (then `AMEND_UNRESOLVED`, recorded
+  `amend_unresolved`: reserved until the venue answers or the order ends). A venue that
+  takes the amend after a read found it not taken restates the order up: the Guard halts the
+  node (`fill_mismatch`), as for any order grown past its check;
 * at start-up, once the host's reconciliation has run (the Guard's start-up
   actor starts before any strategy: `take_over`), what NautilusTrader's cache
   holds becomes the Guard's starting point, before the first order is checked:
@@ -109,12 +120,14 @@ from nautilus_trader.execution.messages import (
     BatchCancelOrders,
     CancelAllOrders,
     CancelOrder,
+    GenerateOrderStatusReport,
     ModifyOrder,
     QueryAccount,
     QueryOrder,
     SubmitOrder,
     SubmitOrderList,
 )
+from nautilus_trader.execution.reports import OrderStatusReport
 from nautilus_trader.live.execution_client import LiveExecutionClient
 from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import ContingencyType, OrderSide, OrderStatus, PositionSide
@@ -192,6 +205,15 @@ _KILL_RETRY_MAX_S = 8.0
 """A kill's cancel the venue rejects (a rate-limited burst) or that raises is sent again after
 `_KILL_RETRY_FIRST_S`, each wait twice the one before, never more than `_KILL_RETRY_MAX_S`,
 for as long as the node stays HALTED and the order open."""
+_AMEND_READ_BACK_S = 5.0
+_AMEND_READ_MAX_S = 60.0
+_AMEND_READS = 5
+_AMEND_READ_TIMEOUT_S = 10.0
+"""An amend a live client sent that the venue has not answered `amend_read_back_s` (default
+`_AMEND_READ_BACK_S`) later is read back from the venue (`generate_order_status_report`, each
+read given at most `_AMEND_READ_TIMEOUT_S`), up to `_AMEND_READS` times, each wait twice the
+one before, never more than `_AMEND_READ_MAX_S`: a venue that never answers an amend must
+not leave its larger reservation held (or the order's size unknown) for good."""
 _CONTINGENT = (ContingencyType.OCO, ContingencyType.OUO)
 """Contingencies whose legs cannot all execute: one filling cancels (OCO) or reduces (OUO)
 the others by what it filled."""
@@ -245,12 +267,25 @@ class _Amend:
         self.trigger = trigger
 
     def answered_by(self, event: Any) -> bool:
-        """Whether an `OrderUpdated` is the venue taking this amend: the quantity, price and
-        trigger it asked for (those it left alone are not compared)."""
+        """Whether an `OrderUpdated` (or an `OrderStatusReport` read back) is the venue taking
+        this amend: the quantity, price and trigger it asked for (those it left alone are not
+        compared)."""
         return (
             event.quantity == self.qty
             and (self.price is None or event.price == self.price)
             and (self.trigger is None or event.trigger_price == self.trigger)
+        )
+
+    def left_out_of(self, order: NtOrder, report: OrderStatusReport) -> bool:
+        """Whether the venue's `report` shows `order` as it was before this amend (its
+        quantity, and the price and trigger the amend asked to change): it never took it."""
+        return (
+            report.quantity == order.quantity
+            and (self.price is None or (order.has_price and report.price == order.price))
+            and (
+                self.trigger is None
+                or (order.has_trigger_price and report.trigger_price == order.trigger_price)
+            )
         )
 
 
@@ -396,6 +431,11 @@ class NautilusGuard:
         self._sweep_due = False
         """Whether a sweep's retry is on the clock (`_sweep_later`): one at a time."""
         self._alerts = 0
+        self.amend_read_back_s = _AMEND_READ_BACK_S
+        """How long an amend sent through a live client may go unanswered before the venue
+        is asked for the order (`_read_back_amend`)."""
+        self._reads: set[asyncio.Task[None]] = set()
+        """The amends' read-backs under way (`_follow_amend`), held until they end."""
         self.started = False
         """Whether the Guard took over what the cache held at start-up (`take_over`)."""
         self._fill = member.runtime.on_fill if member is not None else guard.on_fill
@@ -475,6 +515,8 @@ class NautilusGuard:
         bus.unsubscribe("events.order.*", self._on_order_event)
         bus.unsubscribe("data.quotes.*", self._on_quote)
         bus.unsubscribe("data.trades.*", self._on_trade)
+        for read in list(self._reads):
+            read.cancel()
         self.installed = False
 
     # ------------------------------------------------------------------ start-up
@@ -785,10 +827,7 @@ class NautilusGuard:
                 self._inner(command)
             except Exception as exc:  # never sent: give back the amend's larger reservation
                 why = f"the execution client raised {exc!r}: the amend was never sent"
-                log.error("NOT_SENT node=%s ModifyOrder for %s: %s", self.guard.node, oid, why)
-                self._drop_amend(oid)
-                self.guard.note("not_sent", order_id=oid, reason=_NOT_SENT.value, error=why[:400])
-                self._refuse_modify(order, Decision(False, _NOT_SENT, why))
+                self._amend_undone(oid, order, Decision(False, _NOT_SENT, why), "not_sent")
             return
         self.denied += 1
         self._refuse_modify(order, d)
@@ -975,14 +1014,15 @@ class NautilusGuard:
         live._submit_order_list = self._failures_of(
             live._submit_order_list, lambda c: list(c.order_list.orders)
         )
-        live._modify_order = self._amend_failures_of(live._modify_order)
+        live._modify_order = self._amend_failures_of(live._modify_order, live)
 
-    def _amend_failures_of(self, send: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """`send` (a live client's `_modify_order`), with its failure handed to `_amend_failed`
+    def _amend_failures_of(self, send: Callable[[Any], Any], client: Any) -> Callable[[Any], Any]:
+        """`send` (`client`'s `_modify_order`), with its failure handed to `_amend_failed`
         and raised on to NautilusTrader as before (it logs it). Whether the client yielded
         to the event loop before it raised is noted (a callback queued as it starts runs at
         its first wait, before it resumes): a client sends by awaiting its connection, so
-        one that raised before its first wait never sent the amend."""
+        one that raised before its first wait never sent the amend. An amend that went out
+        is followed until the venue answers it (`_follow_amend`)."""
 
         async def watched(command: Any) -> None:
             waited: list[bool] = []
@@ -994,6 +1034,7 @@ class NautilusGuard:
                 raise
             finally:
                 mark.cancel()
+                self._follow_amend(client, command)
 
         return watched
 
@@ -1002,28 +1043,144 @@ class NautilusGuard:
         first wait never left: its larger reservation is given back (`on_replace_reject`,
         recorded `not_sent`) and the strategy gets `OrderModifyRejected`, as when the call
         raises in a backtest (`_modify`). One it raised on after it waited (a timeout, a
-        connection lost mid-request) may be at the venue: it stays reserved until the
-        venue's answer or the order's end (the safe side), logged in doubt."""
-        oid = command.client_order_id.value
-        amend = self._pending.get(oid)
-        if amend is None or amend.command_id != command.id or oid not in self._live:
+        connection lost mid-request) may be at the venue: it stays reserved (the safe side),
+        logged in doubt, until the venue answers, the order ends, or a read-back of the
+        order settles it (`_follow_amend`)."""
+        if not self._awaits(command):
             return  # answered, ended, or an amend that reserved nothing (a leg lowered)
         if sent:
             log.error(
                 "NOT_SENT_IN_DOUBT node=%s ModifyOrder for %s: the client raised %r after it "
-                "went out; the amend stays reserved until the venue answers or the order ends",
+                "went out; the amend stays reserved until the venue answers or it is read back",
                 self.guard.node,
-                oid,
+                command.client_order_id.value,
                 exc,
             )
             return
-        order = self.kernel.cache.order(command.client_order_id)
         why = f"the execution client raised {exc!r}: the amend was never sent"
-        log.error("NOT_SENT node=%s ModifyOrder for %s: %s", self.guard.node, oid, why)
+        cid = command.client_order_id
+        self._amend_undone(
+            cid.value, self.kernel.cache.order(cid), Decision(False, _NOT_SENT, why), "not_sent"
+        )
+
+    def _awaits(self, command: ModifyOrder) -> bool:
+        """Whether `command` is the amend the Guard holds reserved for its order, unanswered."""
+        oid = command.client_order_id.value
+        amend = self._pending.get(oid)
+        return amend is not None and amend.command_id == command.id and oid in self._live
+
+    def _amend_undone(self, oid: str, order: NtOrder | None, d: Decision, kind: str) -> None:
+        """An amend the Guard accepted is not at the venue: its larger reservation is given
+        back, the refusal recorded (`kind`), and the strategy gets `OrderModifyRejected`."""
+        log.error("%s node=%s ModifyOrder for %s: %s", kind.upper(), self.guard.node, oid, d.detail)
         self._drop_amend(oid)
-        self.guard.note("not_sent", order_id=oid, reason=_NOT_SENT.value, error=why[:400])
+        self.guard.note(kind, order_id=oid, reason=d.reason.value, error=d.detail[:400])
         if order is not None and not order.is_closed:
-            self._refuse_modify(order, Decision(False, _NOT_SENT, why))
+            self._refuse_modify(order, d)
+
+    def _follow_amend(self, client: Any, command: ModifyOrder) -> None:
+        """Read the order back from the venue (`_read_back_amend`) if `client` has sent
+        `command` and the venue has not answered it yet."""
+        if not self._awaits(command):
+            return
+        read = asyncio.get_running_loop().create_task(
+            self._read_back_amend(client, command), name="knightwatch-amend-read-back"
+        )
+        self._reads.add(read)
+        read.add_done_callback(self._reads.discard)
+
+    async def _read_back_amend(self, client: Any, command: ModifyOrder) -> None:
+        """An amend the venue has not answered: after `amend_read_back_s`, and again after
+        each wait twice the last (at most `_AMEND_READ_MAX_S`, `_AMEND_READS` reads in all),
+        the order is read from the venue until the read settles it (`_settle_amend`) or the
+        venue answers. A read that fails, finds nothing, or shows neither the amend nor the
+        order as it was, keeps the larger reservation (the safe side); so does the last."""
+        oid = command.client_order_id.value
+        delay_s = self.amend_read_back_s
+        for n in range(1, _AMEND_READS + 1):
+            await asyncio.sleep(delay_s)
+            if not self._awaits(command):
+                return
+            why = await self._settle_amend(client, command)
+            if why is None:
+                return
+            log.warning(
+                "AMEND_IN_DOUBT node=%s ModifyOrder for %s unanswered, read %d of %d: %s; the "
+                "larger reservation stays",
+                self.guard.node,
+                oid,
+                n,
+                _AMEND_READS,
+                why[:400],
+            )
+            delay_s = min(delay_s * 2, _AMEND_READ_MAX_S)
+        log.error(
+            "AMEND_UNRESOLVED node=%s ModifyOrder for %s: no read of the venue settled it; the "
+            "larger reservation stays until the venue answers or the order ends",
+            self.guard.node,
+            oid,
+        )
+        self.guard.note("amend_unresolved", order_id=oid)
+
+    async def _settle_amend(self, client: Any, command: ModifyOrder) -> str | None:
+        """Read `command`'s order from the venue and settle the amend by what it holds: the
+        amend (its `OrderUpdated` is processed, which commits it, as the venue's own would),
+        or the order as it was (the reservation given back, `OrderModifyRejected`, recorded
+        `amend_read_back`). None once settled (or answered meanwhile), else why not."""
+        order = self.kernel.cache.order(command.client_order_id)
+        if order is None or order.is_closed:
+            return "the order is not open in the cache"
+        query = GenerateOrderStatusReport(
+            instrument_id=order.instrument_id,
+            client_order_id=order.client_order_id,
+            venue_order_id=order.venue_order_id,
+            command_id=UUID4(),
+            ts_init=self.kernel.clock.timestamp_ns(),
+        )
+        try:
+            report = await asyncio.wait_for(
+                client.generate_order_status_report(query), _AMEND_READ_TIMEOUT_S
+            )
+        except Exception as exc:  # nothing read: the safe side
+            return f"the read raised {exc!r}"
+        if not self._awaits(command) or order.is_closed:
+            return None  # the venue answered (or the order ended) while it was read
+        oid = order.client_order_id.value
+        amend = self._pending[oid]
+        if not isinstance(report, OrderStatusReport):
+            return f"the venue reported no order ({report!r})"
+        if not report.is_open:
+            return f"the venue reports it {report.order_status.name}"
+        if amend.answered_by(report):
+            self.guard.note("amend_read_back", order_id=oid, taken=True)
+            ts = self.kernel.clock.timestamp_ns()
+            self.bus.send(
+                PROCESS_ENDPOINT,
+                OrderUpdated(
+                    trader_id=order.trader_id,
+                    strategy_id=order.strategy_id,
+                    instrument_id=order.instrument_id,
+                    client_order_id=order.client_order_id,
+                    venue_order_id=report.venue_order_id,
+                    account_id=order.account_id,
+                    quantity=report.quantity,
+                    price=report.price,
+                    trigger_price=report.trigger_price,
+                    event_id=UUID4(),
+                    ts_event=report.ts_last,
+                    ts_init=ts,
+                ),
+            )
+            return None
+        if amend.left_out_of(order, report):
+            why = (
+                f"the venue never answered the amend; read back, it holds {report.quantity} "
+                f"at {report.price}: the amend was not taken"
+            )
+            d = Decision(False, RejectReason.VENUE_UNAVAILABLE, why)
+            self._amend_undone(oid, order, d, "amend_read_back")
+            return None
+        return f"the venue holds {report.quantity} at {report.price}, neither the amend nor before"
 
     def _failures_of(
         self, send: Callable[[Any], Any], orders_of: Callable[[Any], list[NtOrder]]
