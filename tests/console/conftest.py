@@ -17,6 +17,7 @@ page must come to show (it passes as soon as it does).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from knightwatch.console.local import PASSWORD, ConsoleProc, Fleet, running_console, running_fleet
+from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.control.plane.protocol import Bucket
+from knightwatch.trust.identity import load_signer
 
 CHROMIUM_ENV = "KW_CHROMIUM"
 REGISTRY = Path(__file__).parents[1] / "flags" / "fixtures" / "clean_repo" / "feature-flags.yaml"
@@ -54,6 +58,33 @@ def console(fleet: Fleet) -> Iterator[ConsoleProc]:
         fleet, "--registry", str(REGISTRY), "--kill-timeout", str(KILL_TIMEOUT_S)
     ) as c:
         yield c
+
+
+@contextlib.contextmanager
+def own_console(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *extra: str
+) -> Iterator[ConsoleProc]:
+    """A fleet of its own (`knightwatch up`, one node, the test registry) and its console
+    (`extra`: more `console serve` options), for a test whose records or nodes must not
+    reach the shared fleet."""
+    with (
+        running_fleet(tmp_path_factory.mktemp(name), 1, "--registry", str(REGISTRY)) as fleet,
+        running_console(fleet, "--registry", str(REGISTRY), *extra) as console,
+    ):
+        yield console
+
+
+async def put_as(fleet: Fleet, name: str, bucket: Bucket, key: str, value: bytes) -> None:
+    """`value` stored under `key` in `bucket` by `name` over a connection of their own (the
+    operator-writable buckets hold whatever an operator puts there)."""
+    plane = NatsControlPlane(
+        [fleet.url], name=f"{name}-test", signer=load_signer(fleet.key(name), name)
+    )
+    await plane.connect()
+    try:
+        await plane.put_record(bucket, key, value)
+    finally:
+        await plane.close()
 
 
 def chromium_path() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import httpx
 from knightwatch.console.app import Console, ConsoleSettings, build_app
 from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.console.serve import open_console
-from knightwatch.console.users import UserStore
+from knightwatch.console.users import SEAL_SUFFIX, UserStore
 from knightwatch.incident.ramp import RampPlan
 from knightwatch.trust.identity import load_signer
 from knightwatch.trust.store import TrustStore, load_anchor
@@ -56,6 +57,22 @@ async def signed_in(
             )
             out.append((http, await login(http, name)))
         yield out
+
+
+def users_copy(console: ConsoleProc, tmp_path: Path) -> tuple[Path, Callable[[Console], None]]:
+    """A copy of the fleet's users file (with its seal) that a test may break, and the
+    `second_console` preparation that makes the second console read it (the shared
+    console's file stays whole)."""
+    users = console.fleet.state / "console-users.toml"
+    copy = tmp_path / "users" / users.name
+    copy.parent.mkdir()
+    for path in (users, users.with_name(users.name + SEAL_SUFFIX)):
+        shutil.copy2(path, copy.parent / path.name)
+
+    def reading(second: Console) -> None:
+        second.users = UserStore(copy)
+
+    return copy, reading
 
 
 def short_ramp(second: Console) -> None:

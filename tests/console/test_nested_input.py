@@ -15,12 +15,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from knightwatch.console.local import PASSWORD, ConsoleProc, running_console, running_fleet
-from knightwatch.control.plane.nats import NatsControlPlane
+from knightwatch.console.local import PASSWORD, ConsoleProc
 from knightwatch.control.plane.protocol import Bucket
-from knightwatch.trust.identity import load_signer
 
-from .conftest import REGISTRY
+from .conftest import own_console, put_as
 
 FLAG = "trading.smars.rlp_enabled"
 DEEP = b'{"flag_id": "x", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -28,22 +26,8 @@ DEEP = b'{"flag_id": "x", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
 
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleProc]:
-    state = tmp_path_factory.mktemp("nested")
-    with (
-        running_fleet(state, 1, "--registry", str(REGISTRY)) as fleet,
-        running_console(fleet, "--registry", str(REGISTRY)) as console,
-    ):
-
-        async def store() -> None:
-            signer = load_signer(fleet.key("alice"), "alice")
-            plane = NatsControlPlane([fleet.url], name="alice-test", signer=signer)
-            await plane.connect()
-            try:
-                await plane.put_record(Bucket.ROLLOUTS, FLAG, DEEP)
-            finally:
-                await plane.close()
-
-        asyncio.run(store())
+    with own_console(tmp_path_factory, "nested") as console:
+        asyncio.run(put_as(console.fleet, "alice", Bucket.ROLLOUTS, FLAG, DEEP))
         yield console
 
 

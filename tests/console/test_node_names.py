@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.async_api import Browser, expect
 
-from knightwatch.console.local import ConsoleProc, running_console, running_fleet
+from knightwatch.console.local import ConsoleProc
 from knightwatch.control.plane.rosters import publish_roster
 from knightwatch.control.plane.wire import ENCODER, NodeStatus
 from knightwatch.release.dsse import encode_envelope
@@ -29,7 +29,7 @@ from knightwatch.state import TradingState
 from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import Role
 
-from .conftest import KILL_TIMEOUT_S, REGISTRY, login
+from .conftest import KILL_TIMEOUT_S, login, own_console
 from .test_unreadable import _connect
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -40,14 +40,8 @@ NAMES = ("constructor", "__proto__")
 
 @pytest.fixture(scope="module")
 def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleProc]:
-    state = tmp_path_factory.mktemp("names")
-    with (
-        running_fleet(state, 1, "--registry", str(REGISTRY)) as fleet,
-        # n1 must confirm within the kill's wait, which the two names never end early
-        running_console(
-            fleet, "--registry", str(REGISTRY), "--kill-timeout", str(KILL_TIMEOUT_S)
-        ) as console,
-    ):
+    # n1 must confirm within the kill's wait, which the two names never end early
+    with own_console(tmp_path_factory, "names", "--kill-timeout", str(KILL_TIMEOUT_S)) as console:
         yield console
 
 

@@ -1,11 +1,13 @@
-"""A token used while the users file cannot be read is told so, never "not logged in".
+"""A token still stops the fleet while the users file cannot be read; it does nothing more.
 
-A token is checked against the users file (its digest, its seal, its wrapped key), so
-while the file cannot be read (a bad chmod, a half-copied file) no token can be used. The
-answer said otherwise: a 401 "not logged in (or the token is unknown, expired or
-revoked)", so the script sending a kill with a good token was told its token was gone,
-and whoever read it went looking for a revocation instead of the file. Now it is a 503
-naming the users file and why it cannot be read, and what still stops the fleet.
+A token is checked against the users file (its digest, its seal, its wrapped key). While
+the file could not be read (a bad chmod, a half-copied file) every token was refused with
+a 503, a kill included: a script holding a good token could not stop the fleet, while a
+logged-in session could. Now a token is judged against the last copy of the file the
+console read: one that copy knows may view and kill (`STOP_OR_READ`), its record says its
+standing was unchecked; anything else is a 503 naming the file. A token that copy knew as
+revoked stays refused; one it never saw (issued since) is a 503 naming the file, never
+"unknown, expired or revoked".
 
 A second console runs in this process on the shared fleet (`second.py`), reading its own
 copy of the users file, which the test breaks.
@@ -13,63 +15,77 @@ copy of the users file, which the test breaks.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 
-from knightwatch.console.app import Console, build_app
+from knightwatch.console.app import UNCHECKED, build_app
 from knightwatch.console.audit import Query, search
 from knightwatch.console.local import PASSWORD, ConsoleProc
-from knightwatch.console.users import SEAL_SUFFIX, UserStore
+from knightwatch.console.users import UserStore
 
-from .second import second_console
+from .second import second_console, users_copy
 from .test_api import kill_body
 
 KEY = "token-unreadable"
 
 
-async def test_a_token_used_while_the_users_file_cannot_be_read_is_told_why(
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def test_a_token_kills_and_reads_on_the_last_good_users_file_and_nothing_more(
     console: ConsoleProc, tmp_path: Path
 ) -> None:
-    users = console.fleet.state / "console-users.toml"
-    copy = tmp_path / "users" / users.name
-    copy.parent.mkdir()
-    for path in (users, users.with_name(users.name + SEAL_SUFFIX)):
-        shutil.copy2(path, copy.parent / path.name)
-    secret, _ = UserStore(copy).issue_token(
-        "alice", PASSWORD, ["operator"], 600, now_ns=time.time_ns()
-    )
-
-    def own_users(second: Console) -> None:
-        second.users = UserStore(copy)
+    copy, own_users = users_copy(console, tmp_path)
+    store = UserStore(copy)  # the CLI's view of the same file
+    secret, _ = store.issue_token("alice", PASSWORD, ["operator"], 600, now_ns=time.time_ns())
+    gone, revoked = store.issue_token("alice", PASSWORD, ["operator"], 600, now_ns=time.time_ns())
+    store.revoke_token("alice", revoked.id, time.time_ns())
 
     async with (
         second_console(console, tmp_path, own_users) as second,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=build_app(second)),
-            base_url="http://127.0.0.1",
-            headers={"Authorization": f"Bearer {secret}"},
+            transport=httpx.ASGITransport(app=build_app(second)), base_url="http://127.0.0.1"
         ) as http,
     ):
-        assert (await http.get("/api/whoami")).json()["name"] == "alice"
+        # the console reads the file once: its last good copy knows `secret` and `gone`
+        assert (await http.get("/api/whoami", headers=bearer(secret))).status_code == 200
+        later, _ = store.issue_token("alice", PASSWORD, ["operator"], 600, now_ns=time.time_ns())
         copy.chmod(0o644)  # the users file can no longer be read (it says why)
-        for answer in (
-            await http.post("/api/kill", json=kill_body(KEY)),
-            await http.get("/api/snapshot"),
-            await http.get("/api/events"),
-        ):
-            assert answer.status_code == 503, answer.text
-            error = answer.json()["error"]
-            assert error.startswith("users file: tokens are refused while it cannot be read ("), (
-                error
-            )
-            assert "permissions 0644" in error and "not logged in" not in error, error
-            assert error.endswith("a logged-in session's kill and the CLI's still work"), error
-        copy.chmod(0o600)  # readable again: the token works again
-        assert (await http.get("/api/whoami")).status_code == 200
-        await second.audit.settled()  # the refusals are on the record, as said
-        found = search(tmp_path / "audit.jsonl", Query(actor="-", limit=100))
-        refused = [r.data for r in found.records if "tokens are refused" in r.data["detail"]]
-        assert [(r["status"], r["result"]) for r in refused] == [(503, "error")] * 3, refused
+
+        kill = await http.post("/api/kill", json=kill_body(KEY), headers=bearer(secret))
+        assert kill.status_code == 200 and kill.json()["ok"], kill.text
+        assert (await http.get("/api/snapshot", headers=bearer(secret))).status_code == 200
+        may = (await http.get("/api/whoami", headers=bearer(secret))).json()["may"]
+        assert "kill" in may and "request_resume" not in may, may
+
+        ask = await http.post(
+            "/api/resume/request",
+            json={"scope": "strategy", "key": KEY, "reason": "r"},
+            headers=bearer(secret),
+        )
+        assert ask.status_code == 503, ask.text
+        error = ask.json()["error"]
+        assert error.startswith("users file: request_resume refused while alice's standing "
+                                "cannot be checked ("), error  # fmt: skip
+        assert "permissions 0644" in error and error.endswith("; kills still work"), error
+
+        refused = await http.post("/api/kill", json=kill_body(KEY), headers=bearer(gone))
+        assert refused.status_code == 401, refused.text  # revoked in the last good copy
+
+        unseen = await http.post("/api/kill", json=kill_body(KEY), headers=bearer(later))
+        assert unseen.status_code == 503, unseen.text  # issued since: it may be good
+        error = unseen.json()["error"]
+        assert error.startswith("users file: cannot be read ("), error
+        assert "permissions 0644" in error and "not in the last copy" in error, error
+
+        copy.chmod(0o600)  # readable again: every good token works in full
+        assert (await http.get("/api/whoami", headers=bearer(later))).status_code == 200
+
+        await second.audit.settled()  # the kill is on the record, standing unchecked
+        kills = search(tmp_path / "audit.jsonl", Query(action="kill", limit=100)).records
+        standing = [(r.data["status"], r.data["via"], r.data["detail"].startswith(UNCHECKED),
+                     "permissions 0644" in r.data["unchecked"]) for r in kills]  # fmt: skip
+        assert (200, "token", True, True) in standing, standing

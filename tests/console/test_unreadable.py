@@ -23,7 +23,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from knightwatch.clock import SystemClock
-from knightwatch.console.local import ConsoleProc, running_console, running_fleet
+from knightwatch.console.local import ConsoleProc
 from knightwatch.control.fleet.killswitch import KillSwitch
 from knightwatch.control.node.trustfeed import identify
 from knightwatch.control.plane.nats import NatsControlPlane
@@ -38,7 +38,7 @@ from knightwatch.trust.kit import Kit
 from knightwatch.trust.roster import Role
 from knightwatch.trust.store import TrustStore, load_anchor
 
-from .conftest import REGISTRY, login
+from .conftest import login, own_console
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -50,11 +50,7 @@ METRICS = "supervisor_unreadable_metrics: the counters of n1 went backwards"
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleProc]:
-    state = tmp_path_factory.mktemp("unreadable")
-    with (
-        running_fleet(state, 1, "--registry", str(REGISTRY)) as fleet,
-        running_console(fleet, "--registry", str(REGISTRY)) as console,
-    ):
+    with own_console(tmp_path_factory, "unreadable") as console:
         yield console
 
 

@@ -14,14 +14,12 @@ copy of the users file, which the test breaks.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from knightwatch.console.app import Console
 from knightwatch.console.local import ConsoleProc
-from knightwatch.console.users import SEAL_SUFFIX, UserStore
+from knightwatch.console.users import UserStore
 
-from .second import post, second_console, signed_in
+from .second import post, second_console, signed_in, users_copy
 from .test_api import kill_body
 
 KEY = "users-unreadable"
@@ -30,14 +28,7 @@ KEY = "users-unreadable"
 async def test_a_session_whose_users_file_breaks_keeps_the_stop_direction_only(
     console: ConsoleProc, tmp_path: Path
 ) -> None:
-    users = console.fleet.state / "console-users.toml"
-    copy = tmp_path / "users" / users.name
-    copy.parent.mkdir()
-    for path in (users, users.with_name(users.name + SEAL_SUFFIX)):
-        shutil.copy2(path, copy.parent / path.name)
-
-    def own_users(second: Console) -> None:
-        second.users = UserStore(copy)
+    copy, own_users = users_copy(console, tmp_path)
 
     async with (
         second_console(console, tmp_path, own_users) as second,
@@ -58,5 +49,29 @@ async def test_a_session_whose_users_file_breaks_keeps_the_stop_direction_only(
         assert (await http.get("/api/snapshot")).status_code == 200
         may = (await http.get("/api/whoami")).json()["may"]
         assert "kill" in may and "request_resume" not in may and "ack_alert" not in may, may
+        page = (await http.get("/")).text  # the page offers what the session may do, no more
+        for offered in ('data-can-kill="1"', 'data-can-request="0"', 'data-can-ack="0"'):
+            assert offered in page, page[:600]
         kill = await post(http, csrf, "/api/kill", kill_body(KEY))
         assert kill.status_code == 200 and kill.json()["ok"], kill.text
+
+
+async def test_a_session_disabled_before_the_users_file_broke_ends_all_the_same(
+    console: ConsoleProc, tmp_path: Path
+) -> None:
+    """The console read alice's disable (on bob's request) before the file broke, but no
+    request of hers came between: her session went on viewing the fleet and killing on the
+    broken file as if she were still let in. It is judged against the last copy read."""
+    copy, own_users = users_copy(console, tmp_path)
+
+    async with (
+        second_console(console, tmp_path, own_users) as second,
+        signed_in(second, "alice", "bob") as [(alice, csrf), (bob, _)],
+    ):
+        UserStore(copy).disable("alice")  # `console user disable alice`
+        assert (await bob.get("/api/snapshot")).status_code == 200  # the console reads it
+        copy.chmod(0o644)  # then the users file can no longer be read
+        assert (await alice.get("/api/snapshot")).status_code == 401
+        kill = await post(alice, csrf, "/api/kill", kill_body(KEY))
+        assert kill.status_code == 401, kill.text
+        assert (await bob.get("/api/snapshot")).status_code == 200  # bob's session stands

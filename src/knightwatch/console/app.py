@@ -11,7 +11,9 @@ refusals included):
    SameSite=Strict cookie; idle and absolute expiry; revoked on logout or
    `console user disable`) or an API token (`Authorization: Bearer kw_...`,
    stored hashed, scoped to a subset of the owner's roles, expiring,
-   revocable). No session state lives in the browser.
+   revocable). No session state lives in the browser. While the users file cannot be
+   read (a bad chmod, a half-copied file), a session or token is judged against the last
+   copy read and may only view and stop (`STOP_OR_READ`), its records marked `unchecked`.
 2. cross-site: an unsafe method with a session must come from this origin
    (Fetch Metadata `Sec-Fetch-Site`, else `Origin` against `Host`) and carry
    the session's CSRF token, judged before its body is read (a cross-site
@@ -82,13 +84,14 @@ from knightwatch.control.fleet.killswitch import (
     unreachable_message,
 )
 from knightwatch.control.fleet.pager import Pager
-from knightwatch.control.fleet.rollout import RolloutDriver, RolloutError
+from knightwatch.control.fleet.rollout import Confirmations, RolloutDriver, RolloutError
 from knightwatch.control.plane.nats import NatsControlPlane
 from knightwatch.control.plane.protocol import ControlPlaneUnavailable
 from knightwatch.control.plane.wire import StateEntry, StateKeyError, parse_slot, slot_of
 from knightwatch.errors import KnightwatchError, escaped, quoted
 from knightwatch.flags.activation import ActivationPolicy, ActivationRequest
 from knightwatch.flags.registry import FlagRegistry
+from knightwatch.flags.rollout import RolloutState, failed_actions
 from knightwatch.incident import workflow
 from knightwatch.incident.preflight import Checklist, PreflightConfig
 from knightwatch.incident.ramp import RampError, RampOutcome, RampPlan
@@ -138,13 +141,18 @@ open: a login past it ends their oldest."""
 
 
 _KEEP: Any = object()
-"""The users file could not be read: a live session keeps its standing for the stop direction
-and reading only (`STOP_OR_READ`)."""
+"""The users file could not be read (and no copy read before holds the person): a live session
+keeps its standing for the stop direction and reading only (`STOP_OR_READ`)."""
 STOP_OR_READ = frozenset({Action.VIEW, Action.KILL, Action.SAFE_DEFAULT, Action.ROLLOUT_ABORT})
-"""What a session whose users file cannot be read may still do. A disable or a password
-reset written just before the file became unreadable (a bad chmod, a half-copied file) is
-unknown to the console: the session stood for everything, so a person disabled for cause
-went on requesting resumes and acknowledging automatic halts as handled."""
+"""What a session or token may still do while its users file cannot be read, judged against
+the last copy read. A disable or a password reset written just before the file became
+unreadable (a bad chmod, a half-copied file) is unknown to the console: the session stood
+for everything, so a person disabled for cause went on requesting resumes and acknowledging
+automatic halts as handled. A token was refused outright, so a script's kill was a 503
+while a logged-in session's went out: the stop direction gated on a file."""
+UNCHECKED = "standing unchecked (users file unreadable)"
+"""What the record's detail starts with for a request let through on `STOP_OR_READ` alone
+(its `unchecked` field says why the file could not be read)."""
 
 
 class ConsoleError(KnightwatchError, ValueError):
@@ -301,12 +309,13 @@ def _standing(user: User) -> str:
 
 
 def _unreadable(why: str) -> str:
-    """A token's refusal while the users file cannot be read: the file and why, never "not
-    logged in" (a 401 saying the token was unknown, expired or revoked sent whoever read it
-    after a revocation that never happened)."""
+    """The refusal of a token the last copy of the users file read does not hold, while the
+    file cannot be read: the file and why, never "not logged in" (a 401 saying the token was
+    unknown, expired or revoked sent whoever read it after a revocation that never
+    happened; the token may have been issued since that copy)."""
     return (
-        f"users file: tokens are refused while it cannot be read ({why}); a logged-in "
-        "session's kill and the CLI's still work"
+        f"users file: cannot be read ({why}), and this token is not in the last copy the "
+        "console read; a logged-in session's kill, a known token's and the CLI's still work"
     )
 
 
@@ -569,9 +578,10 @@ class Console:
                 except ConsoleUserError as exc:
                     # a broken users file must not stop a logged-in person from stopping the
                     # fleet: the session stands for that and reading (new logins, approvals,
-                    # resume requests and acknowledgements are refused)
+                    # resume requests and acknowledgements are refused), judged against the
+                    # last copy read (a disable read before the file broke still ends it)
                     log.error("console users file unreadable: %s", exc)
-                    user, unchecked = _KEEP, str(exc)
+                    user, unchecked = self.users.get_last_read(session.name) or _KEEP, str(exc)
                 if user is None or (
                     user is not _KEEP and (user.disabled or _standing(user) != session.credential)
                 ):  # disabled (now or since the login), or its password changed: it ends
@@ -589,16 +599,24 @@ class Console:
                 )  # fmt: skip
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
+            secret, now_ns, unchecked = auth[7:].strip(), self.clock.time_ns(), ""
             try:
-                user, token, signer = self.users.authenticate_token(
-                    auth[7:].strip(), self.clock.time_ns()
-                )
+                try:
+                    user, token, signer = self.users.authenticate_token(secret, now_ns)
+                except ConsoleUserError as exc:
+                    # the stop direction is never gated on the file: the token is judged
+                    # against the last copy read and stands for `STOP_OR_READ` only
+                    log.error("console users file unreadable: %s", exc)
+                    unchecked = str(exc)
+                    user, token, signer = self.users.authenticate_token_last_read(secret, now_ns)
             except LoginFailed as exc:
-                request.state.audit_extra = {"detail": f"token refused: {exc.why}"}
+                if unchecked and exc.why == "unknown_token":  # issued since: it may be good
+                    self._not_judged(request, unchecked)
+                else:
+                    request.state.audit_extra = {"detail": f"token refused: {exc.why}"}
                 return None
-            except ConsoleUserError as exc:
-                request.state.audit_extra = {"detail": f"users file unreadable: {exc}"}
-                request.state.unreadable = str(exc)
+            except ConsoleUserError as exc:  # no copy read yet, or its key cannot be opened
+                self._not_judged(request, unchecked or str(exc))
                 return None
             refused = self.key_refused(user.name, user.key_id)
             if refused:  # a token acts as its owner: a revoked owner's tokens are out too
@@ -614,8 +632,16 @@ class Console:
                 scope=scope,
                 service=token.service,
                 signer=signer,
+                unchecked=unchecked,
             )
         return None
+
+    @staticmethod
+    def _not_judged(request: Request, why: str) -> None:
+        """No principal: the users file cannot be read and the token is not in the last copy
+        read (`require` answers 503 naming the file, never "unknown, expired or revoked")."""
+        request.state.audit_extra = {"detail": f"users file unreadable: {why}"}
+        request.state.unreadable = why
 
     def key_refused(self, name: str, key_id: str) -> str:
         """Why the roster no longer lets `key_id` act as `name`, judged now ("" while it
@@ -664,6 +690,7 @@ class Console:
         request.state.via = who.via
         request.state.token_id = who.token_id
         request.state.roles = ",".join(sorted(r.value for r in who.roles))
+        request.state.unchecked = who.unchecked
         if who.session is not None and unsafe:
             self._csrf(request, who)
             if touch:
@@ -684,6 +711,16 @@ class Console:
         if not verdict.allowed:
             raise Refusal(403, verdict.why)
         return who
+
+    def may(self, who: Principal, action: Action) -> bool:
+        """Whether `who` may do `action` now, as `require` would judge it (without the
+        request's own checks): what the page offers and `/api/whoami` lists. The page
+        offered resume requests, approvals and acknowledgements while the users file could
+        not be read, each click then a 503."""
+        allowed = decide(
+            self.trust.roster, who.name, action, scope=who.scope, service=who.service
+        ).allowed
+        return allowed and (not who.unchecked or action in STOP_OR_READ)
 
     def viewing(self, request: Request, opened_by: Principal) -> str:
         """Why an open stream must end now ("" while it may go on): its credential judged
@@ -1009,20 +1046,15 @@ def _page(name: str) -> Handler:
             request.state.result = "redirect"
             return RedirectResponse("/login", status_code=303)
         request.state.actor = who.name
-        roster = c.trust.roster
-
-        def can(action: Action) -> bool:
-            return decide(roster, who.name, action).allowed
-
         html = c.templates.get_template(f"{name}.html").render(
             user=who.name,
             roles=sorted(r.value for r in who.roles),
             csrf=who.session.csrf,
-            can_kill=can(Action.KILL),
-            can_request=can(Action.REQUEST_RESUME),
-            can_approve=can(Action.APPROVE),
-            can_flags=can(Action.SAFE_DEFAULT),
-            can_ack=can(Action.ACK_ALERT),
+            can_kill=c.may(who, Action.KILL),
+            can_request=c.may(who, Action.REQUEST_RESUME),
+            can_approve=c.may(who, Action.APPROVE),
+            can_flags=c.may(who, Action.SAFE_DEFAULT),
+            can_ack=c.may(who, Action.ACK_ALERT),
             heartbeat_ms=int(c.settings.heartbeat_s * 1000),
         )
         return HTMLResponse(html)
@@ -1038,9 +1070,7 @@ async def api_whoami(request: Request) -> Response:
     c = _console(request)
     who = c.require(request, Action.VIEW)
     request.state.action = "whoami"
-    allowed = [a.value for a in Action if decide(c.trust.roster, who.name, a, scope=who.scope,
-                                                   service=who.service).allowed
-               and (not who.unchecked or a in STOP_OR_READ)]  # fmt: skip
+    allowed = [a.value for a in Action if c.may(who, a)]
     return JSONResponse({"name": who.name, "via": who.via, "roles": sorted(who.roles),
                          "may": allowed})  # fmt: skip
 
@@ -1372,14 +1402,40 @@ async def api_rollout_abort(request: Request) -> Response:
             link.plane, registry, c.clock, link.killswitch, policy=c.settings.flag_policy
         )
         await driver.start()
-        try:
-            state = await driver.abort(body.flag, reason)
-        except RolloutError as exc:
-            raise Refusal(409, str(exc)) from None
-    request.state.detail = f"{state.rollout_id} {state.status}"
-    return JSONResponse(
-        {"detail": f"rollout {state.rollout_id}: {state.status}", "reason_cleaned": cleaned}
+        try:  # the driver listens on the person's long-lived connection: it stops with this
+            try:
+                state = await driver.abort(body.flag, reason)
+            except RolloutError as exc:
+                raise Refusal(409, str(exc)) from None
+            off = await _switched_off(driver, state, c.settings.kill_timeout_s)
+        finally:
+            await driver.stop()
+    not_done = [e.detail for e in failed_actions(state)]
+    line = f"rollout {state.rollout_id}: {state.status}" + "".join(
+        f"; not done: {detail}" for detail in not_done
     )
+    if off.missing:
+        line += f"; {off.text('those nodes may still be on the new path')}"
+    ok = not off.missing and not not_done  # "aborted" alone read as if the nodes were off
+    request.state.result = "ok" if ok else "unconfirmed"
+    request.state.detail = line
+    return JSONResponse(
+        {"detail": line, "ok": ok, "rollout_id": state.rollout_id, "status": state.status,
+         "exposed": list(state.exposed),
+         "confirmed": [n for n in state.exposed if n not in off.missing],
+         "missing": off.missing, "not_done": not_done, "reason_cleaned": cleaned}
+    )  # fmt: skip
+
+
+async def _switched_off(driver: RolloutDriver, state: RolloutState, wait_s: float) -> Confirmations:
+    """The exposed nodes that have not confirmed an abort's switch-off within `wait_s`, as
+    `rollout abort` reports them: the abort went out already, so a control plane lost now
+    names every exposed node unconfirmed rather than hiding the abort's answer."""
+    try:
+        return await driver.switched_off(state, wait_s)
+    except ControlPlaneUnavailable as exc:
+        return Confirmations(0, dict.fromkeys(state.exposed, f"its confirmation could not be "
+                                              f"read ({exc})"))  # fmt: skip
 
 
 @handled
@@ -1645,6 +1701,10 @@ class Recorded:
         result = state.get("result") or (
             "error" if status == 0 else "ok" if status < 400 else "refused"
         )
+        detail = str(state.get("detail", state.get("audit_extra", {}).get("detail", "")))
+        unchecked = str(state.get("unchecked", ""))
+        if unchecked:  # first: the detail is cut to 1000 characters
+            detail = f"{UNCHECKED}; {detail}"
         try:
             console.audit.record(
                 actor=str(state.get("actor", "")) or "-",
@@ -1661,9 +1721,8 @@ class Recorded:
                 params=str(state.get("params", "")),
                 status=status,
                 result=str(result),
-                detail=str(state.get("detail", state.get("audit_extra", {}).get("detail", "")))[
-                    :1000
-                ],
+                detail=detail[:1000],
+                unchecked=unchecked,
             )
         except Exception:  # the record must never take the answer (or a kill) down with it
             log.exception("console audit record failed")

@@ -517,7 +517,9 @@ class UserStore:
     Lookups (`get`, `names`, `verify`, `authenticate_token`) check the file's
     stat first and re-read it when it changed, so a running console follows the
     CLI's changes. A file that went bad is refused at the next lookup (never an
-    old copy kept: a user disabled by that edit must not stay enabled).
+    old copy kept: a user disabled by that edit must not stay enabled). The last
+    good copy is kept for one use only: judging, while the file cannot be read, the
+    tokens and sessions the console lets stop the fleet and read (`*_last_read`).
     """
 
     def __init__(self, path: Path, *, profile: Argon2Params | None = None) -> None:
@@ -529,6 +531,9 @@ class UserStore:
         self._lock = threading.RLock()
         self._users: dict[str, User] = {}
         self._seen: tuple[int, ...] | None = None
+        self._read_ok = False
+        """`_users` is what the file held at a read or write that succeeded (the last good
+        copy, kept while the file cannot be read: `authenticate_token_last_read`)."""
         self.seal_path = path.with_name(path.name + SEAL_SUFFIX)
         self._highest = 0
         """The highest sealed generation this store has read or written: a running console
@@ -554,6 +559,7 @@ class UserStore:
             if seen != self._seen:
                 self._users = self._read() if seen is not None else {}
                 self._seen = seen
+                self._read_ok = True
             return self._users
 
     def _read(self) -> dict[str, User]:
@@ -689,6 +695,7 @@ class UserStore:
         self._atomic(self.seal_path, msgspec.json.encode(seal).decode() + "\n")
         self._highest = generation
         self._users = users
+        self._read_ok = True
         self._seen = self._stat()
 
     def _atomic(self, path: Path, text: str) -> None:
@@ -933,18 +940,43 @@ class UserStore:
         return token
 
     def authenticate_token(self, secret: str, now_ns: int) -> tuple[User, Token, Signer | None]:
-        """The token's owner, record and signer (None for viewer-only); LoginFailed otherwise.
+        """The token's owner, record and signer (None for viewer-only); LoginFailed otherwise,
+        ConsoleUserError while the file cannot be read."""
+        return self._token(self._refresh(), secret, now_ns)
 
-        Every stored digest is compared in constant time; the loop does not stop
-        at a match.
-        """
+    def authenticate_token_last_read(
+        self, secret: str, now_ns: int
+    ) -> tuple[User, Token, Signer | None]:
+        """As `authenticate_token`, judged against the last copy of the file read (or written)
+        successfully, for while it cannot be read now: the console lets such a token stop the
+        fleet and read, never more, so a bad chmod never takes a script's kill away, and a
+        token revoked, expired or disabled in that copy stays refused. ConsoleUserError when
+        no copy was ever read."""
+        with self._lock:
+            if not self._read_ok:
+                raise ConsoleUserError(f"{self._source}: never read since the console started")
+            users = self._users
+        return self._token(users, secret, now_ns)
+
+    def get_last_read(self, name: str) -> User | None:
+        """`name` as the last copy of the file read (or written) successfully held it, for
+        while it cannot be read now: a session whose person that copy shows disabled, or
+        with another password, ends then too. None when that copy (if any) lacks them."""
+        with self._lock:
+            return self._users.get(name)
+
+    def _token(
+        self, users: dict[str, User], secret: str, now_ns: int
+    ) -> tuple[User, Token, Signer | None]:
+        """Every stored digest is compared in constant time; the loop does not stop at a
+        match."""
         refused = "token refused"
         raw = _from_secret(secret)
         digest = _digest(secret)
         tombstone = _tombstone(digest)
         match: tuple[User, Token] | None = None
         revoked = False
-        for user in self._refresh().values():
+        for user in users.values():
             for token in user.tokens:
                 if hmac.compare_digest(token.sha256, digest):
                     match = (user, token)

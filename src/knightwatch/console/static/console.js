@@ -277,7 +277,8 @@ async function stopFlag(path, flag) {
   const reason = prompt(`Reason (recorded): ${path.includes("abort") ? "abort the rollout of" : "turn to its safe default"} ${flag}`);
   if (!reason) return;
   const { status, data } = await post(path, { flag, reason });
-  say(status === 200 ? data.detail + (data.reason_cleaned ? `; ${data.reason_cleaned}` : "") : `refused (${status}): ${data.error}`, status !== 200);
+  // an abort not confirmed by every exposed node (or with a switch-off not done) is red
+  say(status === 200 ? data.detail + (data.reason_cleaned ? `; ${data.reason_cleaned}` : "") : `refused (${status}): ${data.error}`, status !== 200 || data.ok === false);
 }
 
 // ------------------------------------------------------------------ kill
