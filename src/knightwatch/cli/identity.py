@@ -15,6 +15,7 @@ last operator or supervisor key) is refused before it is signed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -453,6 +454,32 @@ def sign(
     console.print(escape(f"{proposal}: {said}"), highlight=False)
 
 
+IN_FORCE_WAIT_S = 10.0
+"""How long `publish` waits to hear the version it stored come back as the one in force."""
+
+
+async def _in_force(store: TrustStore, published: Roster, proposal: Path) -> None:
+    """That the version `publish` stored in its admin's slot is the one in force: another
+    admin's record of the same version stored before it is read first by every process
+    (`rosters.stored_rosters`), and then this one never takes effect. TrustError, one line,
+    if another is in force or it is not heard within `IN_FORCE_WAIT_S` (the session's
+    store follows the roster live)."""
+    deadline = time.monotonic() + IN_FORCE_WAIT_S
+    while store.version < published.version:
+        if time.monotonic() > deadline:
+            raise TrustError(
+                f"{proposal}: version {published.version} stored, but not heard back as the "
+                f"roster in force within {IN_FORCE_WAIT_S:g} s (still version "
+                f"{store.version}); check `knightwatch identity show` before acting on it"
+            )
+        await asyncio.sleep(0.05)
+    if store.version == published.version and store.roster != published:
+        raise TrustError(
+            f"{proposal}: another version {published.version} was stored before it and is the "
+            "one in force; propose again on the roster in force"
+        )
+
+
 @app.command("publish")
 def publish(
     proposal: Path = typer.Argument(..., help="a proposal signed by the admin threshold"),
@@ -481,12 +508,13 @@ def publish(
                     plane, f"enrolment of node(s) {', '.join(sorted(new_nodes))}", store
                 )
             try:
-                await publish_roster(plane, envelope)
+                await publish_roster(plane, envelope, publisher=signer.key.key_id)
             except RevisionConflict:
                 raise TrustError(
-                    f"{proposal}: version {accepted.version} was published meanwhile; "
-                    "propose again on the roster in force"
+                    f"{proposal}: this key's slot of version {accepted.version} holds a record "
+                    "already (published before); propose again on the roster in force"
                 ) from None
+            await _in_force(store, accepted, proposal)
             return accepted
 
     roster = _run(go)

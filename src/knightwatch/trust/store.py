@@ -18,7 +18,7 @@ version is judged at its issue time alone, as the chain records it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -36,6 +36,10 @@ REFUSED_KEPT = 32
 version goes is judged as it arrives, and one admin may write as many there as they like
 (each refusal naming its own dates), so remembering them all grew every process's memory
 without end."""
+
+
+StoredRecord = tuple[Envelope, int | None]
+"""One stored record of a roster version and when the store wrote it (None: not known)."""
 
 
 class TrustStore:
@@ -89,32 +93,63 @@ class TrustStore:
         is one, else at `received_ns` (this process's clock as it arrives), else at its
         issue time alone (`accept`). With `published_ns` (a store that records write
         times), a version after the first missing from it is refused: only version 1 is
-        judged against the pinned anchor, whose keys carry no validity to judge. A
-        version that does not verify stops the walk (and is remembered in `refused`, the
-        newest `REFUSED_KEPT`): later versions cannot be trusted without it.
+        judged against the pinned anchor, whose keys carry no validity to judge.
+        `follow_records` with one record per version."""
+        at = published_ns or {}
+        records = {version: [(envelope, at.get(version))] for version, envelope in stored.items()}
+        return bool(
+            self.follow_records(records, received_ns=received_ns, stamped=published_ns is not None)
+        )
+
+    def follow_records(
+        self,
+        records: Mapping[int, Sequence[StoredRecord]],
+        *,
+        received_ns: int | None = None,
+        stamped: bool = False,
+    ) -> list[Envelope]:
+        """Accept every stored version after the current one, in order; the envelopes
+        accepted, oldest first (empty: none was new).
+
+        A version may be stored more than once (the version's key and each admin's own
+        slot, `control.plane.rosters`), so one admin's junk where the next version goes
+        cannot keep another admin's real one out: its records are tried in the order
+        given (the order the store wrote them) and the first that verifies is accepted.
+        Each is judged at when the store wrote it if known, else at `received_ns`, else at
+        its issue time alone (`accept`); with `stamped` (a store that records write times)
+        a record it holds no time for is refused, except version 1's, judged against the
+        pinned anchor. When none of a version's records verifies the walk stops (each
+        refusal remembered in `refused`, the newest `REFUSED_KEPT`): later versions
+        cannot be trusted without it.
         """
-        moved = False
-        while (envelope := stored.get(self.version + 1)) is not None:
+        accepted: list[Envelope] = []
+        while candidates := records.get(self.version + 1):
             version = self.version + 1
-            at_ns = (published_ns or {}).get(version, received_ns)
-            try:
-                if published_ns is not None and version not in published_ns and version > 1:
-                    # the store records when each version was written, but not this one's:
-                    # its own date is its signers' choice, so it is not judged by it alone
-                    raise TrustError(
-                        "the store holds no record of when it was written: its signers' "
-                        "keys cannot be judged then (fail closed)"
-                    )
-                self.accept(envelope, received_ns=at_ns)
-            except TrustError as exc:
-                message = f"roster version {self.version + 1} refused: {exc}"
-                if message not in self.refused:
-                    self.refused.append(message)
-                    del self.refused[:-REFUSED_KEPT]
-                    log.error("ROSTER_REFUSED %s", message)
-                return moved
-            moved = True
-        return moved
+            for envelope, at_ns in candidates:
+                try:
+                    if stamped and at_ns is None and version > 1:
+                        # the store records when each version was written, but not this
+                        # one's: its own date is its signers' choice, so it is not judged
+                        # by it alone
+                        raise TrustError(
+                            "the store holds no record of when it was written: its signers' "
+                            "keys cannot be judged then (fail closed)"
+                        )
+                    self.accept(envelope, received_ns=received_ns if at_ns is None else at_ns)
+                except TrustError as exc:
+                    self._refuse(f"roster version {version} refused: {exc}")
+                    continue
+                accepted.append(envelope)
+                break
+            else:
+                return accepted
+        return accepted
+
+    def _refuse(self, message: str) -> None:
+        if message not in self.refused:
+            self.refused.append(message)
+            del self.refused[:-REFUSED_KEPT]
+            log.error("ROSTER_REFUSED %s", message)
 
 
 def anchor_toml(anchor: TrustPolicy) -> str:

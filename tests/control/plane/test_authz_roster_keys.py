@@ -16,7 +16,7 @@ import pytest
 from knightwatch.control.node.trustfeed import sync_roster
 from knightwatch.control.plane.authz import ROSTER_AHEAD, permissions
 from knightwatch.control.plane.nats import connect_as
-from knightwatch.control.plane.rosters import roster_key, roster_version
+from knightwatch.control.plane.rosters import roster_key, roster_slot, roster_version
 from knightwatch.control.site import Site
 from knightwatch.trust.roster import Role, TrustError
 from knightwatch.trust.store import TrustStore
@@ -52,15 +52,24 @@ def test_an_admin_may_write_only_the_next_versions_keys() -> None:
     publish = perms["publish"]
     assert isinstance(publish, dict)
     allowed = [s for s in publish["allow"] if s.startswith("$KV.kw_roster.")]
-    assert allowed == [f"$KV.kw_roster.{roster_key(v)}" for v in range(8, 8 + ROSTER_AHEAD)]
+    # each next version's key and this admin's own slot of it (`roster_slot`), no other's
+    expected = [f"$KV.kw_roster.{roster_slot(v, k)}" for v in range(8, 8 + ROSTER_AHEAD)
+                for k in (None, "ab" * 32)]  # fmt: skip
+    assert allowed == sorted(expected)
+    assert f"$KV.kw_roster.{roster_key(8)}.{'ab' * 8}" in allowed
     operator = permissions("alice", [Role.OPERATOR], "cd" * 32, roster_version=7)["publish"]
     assert isinstance(operator, dict)
     assert not [s for s in operator["allow"] if s.startswith("$KV.kw_roster.")]
 
 
 @pytest.mark.parametrize(
-    "key", ["v5", "v05", "v0000005", "v000000", "v٠٠٠٠٠٥", "V000005", "v000005.x", "v-00005", ""]
-)
+    "key",
+    [
+        "v5", "v05", "v0000005", "v000000", "v٠٠٠٠٠٥", "V000005", "v000005.x", "v-00005", "",
+        "v5.0123456789abcdef", "v000005.0123456789abcde", "v000005.0123456789abcdef0",
+        "v000005.0123456789ABCDEF", "v000005.0123456789abcdeg", "v000005.", "v000005.a.b",
+    ],
+)  # fmt: skip
 def test_a_roster_key_other_than_its_versions_one_spelling_is_refused(key: str) -> None:
     """Every reader took "v5", "v05" or "v0000005" as version 5 beside "v000005": one
     version under two keys, whichever was read last standing in for it (a copy of an older
@@ -68,6 +77,7 @@ def test_a_roster_key_other_than_its_versions_one_spelling_is_refused(key: str) 
     a version; anything else is a one-line refusal naming the key."""
     assert roster_version(roster_key(5)) == 5
     assert roster_version(roster_key(1_234_567)) == 1_234_567
+    assert roster_version(roster_slot(5, "0123456789abcdef" * 4)) == 5  # an admin's slot
     with pytest.raises(TrustError, match=r"roster key .*: not a version's key") as e:
         roster_version(key)
     assert "\n" not in str(e.value)

@@ -1,9 +1,10 @@
 """The roster as stored on the control plane, followed by every process that verifies commands.
 
-Versions are stored one per key (`control.plane.rosters`), created once and never
-overwritten, so the chain from the pinned anchor can always be walked again by a
-process that starts later. A version that does not verify is refused by `TrustStore`
-and the one before stays in force.
+Versions are stored under keys created once (`control.plane.rosters`: the version's key
+and each admin's own slot of it), so the chain from the pinned anchor can always be
+walked again by a process that starts later. Of a version's records the first the store
+wrote that verifies is accepted (`TrustStore.follow_records`); when none does, the one
+before stays in force.
 
 A version read from the store at start is judged at the instant the store's
 server wrote it (`ControlPlane.record_stored_ns`: the JetStream message's own time,
@@ -18,63 +19,85 @@ its own date.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 from knightwatch.control.plane.protocol import Bucket, ControlPlane, Record
-from knightwatch.control.plane.rosters import stored_version
-from knightwatch.release.dsse import Envelope
+from knightwatch.control.plane.rosters import parse_stored, stored_rosters
+from knightwatch.errors import KnightwatchError
 from knightwatch.trust.identity import Signer
 from knightwatch.trust.roster import TrustError
 from knightwatch.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
-
-def _parse(key: str, value: bytes) -> tuple[int, Envelope] | None:
-    try:
-        return stored_version(key, value)
-    except TrustError as exc:
-        log.error("ROSTER_REFUSED key=%s %s", key, exc)
-        return None
+GAP_SYNC_EVERY_S = 1.0
+"""At most one full read of the roster bucket a second for records heard past the next
+version (a gap: this process missed one). Admins may write the next `ROSTER_AHEAD`
+versions' keys, and every junk record there made every following process read the whole
+bucket again: one admin's writes cost the fleet a read each. The next version itself is
+accepted as it is heard, never waiting for this (revocations are not slowed)."""
 
 
 async def sync_roster(plane: ControlPlane, store: TrustStore) -> bool:
-    """Read every stored version and accept those after the current one, each judged
-    when the server wrote it (where the plane records it); True if it moved."""
-    stored: dict[int, Envelope] = {}
-    written: dict[int, tuple[str, int]] = {}
-    for key, (value, revision) in (await plane.records(Bucket.ROSTER)).items():
-        parsed = _parse(key, value)
-        if parsed is not None:
-            stored[parsed[0]] = parsed[1]
-            written[parsed[0]] = (key, revision)
-    if not plane.keeps_write_times:
-        return store.follow(stored)
-    published: dict[int, int] = {}
-    for version, (key, revision) in sorted(written.items()):
-        if version > store.version:
-            at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
-            if at_ns is not None:
-                published[version] = at_ns
-    return store.follow(stored, published_ns=published)
+    """Read every stored record of the versions after the current one and accept them
+    (the first record of each version that verifies), each judged when the server wrote
+    it (where the plane records it); True if it moved."""
+    records = await stored_rosters(plane, after=store.version)
+    return bool(store.follow_records(records, stamped=plane.keeps_write_times))
+
+
+class _GapSync:
+    """Full reads for gaps, one at a time and at most one each `GAP_SYNC_EVERY_S`: requests
+    while one runs, or within the interval after it started, are served by one read."""
+
+    def __init__(
+        self, plane: ControlPlane, store: TrustStore, on_change: Callable[[], None] | None
+    ) -> None:
+        self.plane = plane
+        self.store = store
+        self.on_change = on_change
+        self.task: asyncio.Task[None] | None = None
+        self.pending = False
+        self.last: float | None = None
+
+    def request(self) -> None:
+        self.pending = True
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.pending:
+            if self.last is not None:
+                await asyncio.sleep(max(0.0, self.last + GAP_SYNC_EVERY_S - time.monotonic()))
+            self.pending = False
+            self.last = time.monotonic()
+            try:
+                moved = await sync_roster(self.plane, self.store)
+            except KnightwatchError as exc:
+                log.error("ROSTER_SYNC_FAILED %s", exc)
+                continue
+            if moved and self.on_change is not None:
+                self.on_change()
 
 
 async def follow_roster(
     plane: ControlPlane, store: TrustStore, on_change: Callable[[], None] | None = None
 ) -> None:
     """Sync now and on every new version (rotation and revocation need no restart)."""
+    gaps = _GapSync(plane, store, on_change)
 
     async def on_record(record: Record) -> None:
-        parsed = _parse(record.key, record.value)
+        parsed = parse_stored(record.key, record.value)
         if parsed is None:
             return
         # heard as it is published: judged now too (admins whose keys have ended cannot
         # sign a version dated back inside their validity)
         moved = store.follow({parsed[0]: parsed[1]}, received_ns=time.time_ns())
         if not moved and parsed[0] > store.version + 1:
-            moved = await sync_roster(plane, store)  # a gap: read them all
+            gaps.request()  # a gap: read them all, at most once a second
         if moved and on_change is not None:
             on_change()
 

@@ -24,11 +24,13 @@ the server renders again at each `next_boundary`), with permissions by role:
   start history), the target release request;
 * supervisor: the kill state, its audit subject, the automatic-halt relay;
 * admission: verdicts and the target release, answering admission requests;
-* admin: the roster's next versions (`ROSTER_AHEAD` keys after the version the server
+* admin: the roster's next versions (`ROSTER_AHEAD` versions after the version the server
   serves), never a version stored: every process walks the stored versions in order, and
   one admin's raw write over one (or a copy of an older one under another spelling of its
   key) stopped every process that started afterwards before it, a revocation undone by
-  one person.
+  one person. Each next version's key and the admin's own slot of it
+  (`rosters.roster_slot`), which no other admin may write: one admin's junk at the
+  version's key cannot keep another's real version (a revocation) out of the store.
 
 An unauthenticated client cannot connect at all. Nobody but the server's
 provisioner (a key that exists only in the process that starts the server)
@@ -42,7 +44,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from knightwatch.control.plane.rosters import roster_key
+from knightwatch.control.plane.rosters import roster_slot
 from knightwatch.control.plane.wire import KNOWN_GOOD_KEY
 from knightwatch.release.keys import VerifyKey
 from knightwatch.trust.identity import nkey_public
@@ -118,9 +120,10 @@ ROSTER_AHEAD = 16
 newer one (the embedded server renders its users again at each version it verifies)."""
 
 
-def roster_subject(version: int) -> str:
-    """Where roster version `version` is stored (its key, `rosters.roster_key`)."""
-    return f"$KV.kw_roster.{roster_key(version)}"
+def roster_subject(version: int, key_id: str | None = None) -> str:
+    """Where roster version `version` is stored: its key or, given an admin's `key_id`,
+    that admin's own slot of it (`rosters.roster_slot`)."""
+    return f"$KV.kw_roster.{roster_slot(version, key_id)}"
 
 
 def inbox_prefix(key_id: str) -> str:
@@ -164,9 +167,11 @@ def permissions(
             pub += ["kw.req.admission.target"]
             sub += _WATCH
         elif role is Role.ADMIN:
-            # the next versions' keys, in the one spelling readers store them under; a
-            # stored version is never written again (`publish_roster` asks for none)
-            pub += [roster_subject(roster_version + 1 + i) for i in range(ROSTER_AHEAD)]
+            # the next versions' keys, in the one spelling readers store them under, and
+            # this admin's own slot of each; a stored version is never written again
+            # (`publish_roster` asks for none)
+            for version in range(roster_version + 1, roster_version + 1 + ROSTER_AHEAD):
+                pub += [roster_subject(version), roster_subject(version, key_id)]
             sub += _WATCH
         elif role is Role.SUPERVISOR:
             # and the day history its daily rule counts (`supervisor.DayRecord`), which a

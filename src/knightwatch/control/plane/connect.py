@@ -22,8 +22,9 @@ from knightwatch.control.plane.protocol import (
     ControlPlane,
     ControlPlaneUnavailable,
     Record,
+    RevisionConflict,
 )
-from knightwatch.control.plane.rosters import publish_roster, roster_key, stored_version
+from knightwatch.control.plane.rosters import parse_stored, publish_roster, stored_rosters
 from knightwatch.control.plane.server import EmbeddedNatsServer
 from knightwatch.errors import KnightwatchError
 from knightwatch.release.dsse import Envelope
@@ -156,39 +157,27 @@ async def _amended_as_admin(
     admin = next((n for n in kit.admin_names if n in kit.signers), None)
     if admin is None:
         raise FleetError(f"roster version {kit.roster.version}: no admin key to store it with")
-    plane = NatsControlPlane(urls, name=f"{name}-roster", replicas=replicas,
-                             signer=kit.signer(admin))  # fmt: skip
+    signer = kit.signer(admin)
+    plane = NatsControlPlane(urls, name=f"{name}-roster", replicas=replicas, signer=signer)
     await plane.connect()
     try:
-        await store_roster(plane, kit, amend)
+        await store_roster(plane, kit, amend, publisher=signer.key.key_id)
     finally:
         await plane.close()
 
 
-async def stored_history(
-    plane: ControlPlane, anchor: TrustPolicy
-) -> tuple[list[Envelope], set[str]]:
-    """The roster versions the store holds that verify from `anchor` (version 1 on, each
-    judged when the server wrote it, as every follower judges them), and every key stored."""
-    records = await plane.records(Bucket.ROSTER)
-    stored: dict[int, Envelope] = {}
-    published: dict[int, int] = {}
-    for key, (value, revision) in records.items():
-        try:
-            version, stored[version] = stored_version(key, value)
-        except TrustError as exc:
-            log.error("roster record %s ignored: %s", key, exc)
-            continue
-        if plane.keeps_write_times:
-            at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
-            if at_ns is not None:
-                published[version] = at_ns
+async def stored_history(plane: ControlPlane, anchor: TrustPolicy) -> list[Envelope]:
+    """The roster versions the store holds that verify from `anchor` (version 1 on, the
+    first record of each that verifies, each judged when the server wrote it, as every
+    follower judges them: `rosters.stored_rosters`)."""
     store = TrustStore(anchor)
-    store.follow(stored, published_ns=published if plane.keeps_write_times else None)
-    return [stored[v] for v in range(1, store.version + 1)], set(records)
+    records = await stored_rosters(plane)
+    return store.follow_records(records, stamped=plane.keeps_write_times)
 
 
-async def store_roster(plane: ControlPlane, kit: Kit, amend: Amend | None = None) -> None:
+async def store_roster(
+    plane: ControlPlane, kit: Kit, amend: Amend | None = None, *, publisher: str | None = None
+) -> None:
     """Store the kit's roster versions the server does not hold, on top of the ones it does.
 
     The stored versions that verify from the kit's anchor are its history: `amend` takes
@@ -196,8 +185,10 @@ async def store_roster(plane: ControlPlane, kit: Kit, amend: Amend | None = None
     files were written); each of the kit's versions that the history holds must be the same
     one, and those after it must verify on top of it: a version of the kit's own numbered
     like a stored one was skipped, and the roster in force never held what it added (nodes
-    of a bigger local fleet never admitted). FleetError, one line, naming the version."""
-    history, keys = await stored_history(plane, kit.anchor)
+    of a bigger local fleet never admitted). Stored under each version's key, or in the
+    `publisher` admin's own slot (`rosters.publish_roster`). FleetError, one line, naming
+    the version."""
+    history = await stored_history(plane, kit.anchor)
     if amend is not None:
         amend(kit, history)
     for version, (mine, theirs) in enumerate(zip(kit.envelopes, history, strict=False), 1):
@@ -209,16 +200,17 @@ async def store_roster(plane: ControlPlane, kit: Kit, amend: Amend | None = None
     trial = TrustStore.of(kit.anchor, *history)
     for envelope in kit.envelopes[len(history) :]:
         version = decode_roster(envelope).version
-        if roster_key(version) in keys:
-            raise FleetError(
-                f"roster version {version}: the server holds a record of it that does not "
-                "verify from the anchor; not stored over it"
-            )
         try:
             trial.accept(envelope, received_ns=time.time_ns())
         except TrustError as exc:
             raise FleetError(f"roster version {version}: not stored: {exc}") from None
-        await publish_roster(plane, envelope)
+        try:
+            await publish_roster(plane, envelope, publisher=publisher)
+        except RevisionConflict:
+            raise FleetError(
+                f"roster version {version}: the server holds a record of it that does not "
+                "verify from the anchor; not stored over it"
+            ) from None
 
 
 def describe_version(envelope: Envelope) -> str:
@@ -242,30 +234,17 @@ async def serve_roster_changes(
     subscription is up, and the server waits until it serves them."""
 
     async def on_record(record: Record) -> None:
-        try:
-            version, envelope = stored_version(record.key, record.value)
-            moved = store.follow({version: envelope}, received_ns=time.time_ns())
-        except TrustError as exc:
-            log.error("roster record %s ignored: %s", record.key, exc)
+        parsed = parse_stored(record.key, record.value)
+        if parsed is None:
             return
+        moved = store.follow({parsed[0]: parsed[1]}, received_ns=time.time_ns())
         if moved and store.roster is not None:
             server.reload(store.roster)
             log.warning("nats-server: roster version %d served", store.version)
 
     await plane.subscribe_records(Bucket.ROSTER, on_record)
-    stored: dict[int, Envelope] = {}
-    published: dict[int, int] = {}
-    for key, (value, revision) in (await plane.records(Bucket.ROSTER)).items():
-        try:
-            version, envelope = stored_version(key, value)
-        except TrustError as exc:
-            log.error("roster record %s ignored: %s", key, exc)
-            continue
-        if version > store.version:
-            stored[version] = envelope
-            at_ns = await plane.record_stored_ns(Bucket.ROSTER, key, revision)
-            if at_ns is not None:
-                published[version] = at_ns
-    if store.follow(stored, published_ns=published) and store.roster is not None:
+    records = await stored_rosters(plane, after=store.version)
+    moved = bool(store.follow_records(records, stamped=plane.keeps_write_times))
+    if moved and store.roster is not None:
         await asyncio.to_thread(server.reload, store.roster, _RELOAD_WAIT_S)
         log.warning("nats-server: stored roster version %d served", store.version)
