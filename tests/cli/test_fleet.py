@@ -210,7 +210,7 @@ def test_status_shows_a_replayed_resume_held_halted_and_resume_lifts_it(fleet_up
         (["kill", "--reason", "x"], "no control plane"),
         (["kill", "--reason", "x", "--nats-url", "http://127.0.0.1:1"], "must start with nats://"),
         (["node", "--id", "bad id!"], "--id: must be"),
-        (["node", "--id", "n1", "--lease-timeout", "0.1", "--heartbeat", "0.1"], "lease_timeout_s"),
+        (["node", "--id", "n1", "--lease-timeout", "0.1", "--heartbeat", "0.1"], "--lease-timeout"),
         (["status"], "no control plane"),
     ],
 )

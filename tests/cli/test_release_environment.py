@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from knightwatch.release.environment import python_version
 
 from .test_release import run
@@ -50,3 +52,19 @@ def test_attest_lists_the_environment_it_measured(site: Path) -> None:
     assert code == 0, out
     assert re.search(r"environment[\s│]+python[\s│]+" + re.escape(python_version()), out), out
     assert re.search(r"environment[\s│]+site-packages/msgspec[\s│]+[0-9a-f]{64}", out), out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["node", "--id", "n1"],
+        ["gateway", "gateway.toml"],
+    ],
+)
+def test_measuring_the_environment_without_release_admission_is_refused(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Nothing would be compared: said at once, before any file is read."""
+    code, out = run(*command, "--key", tmp_path / "absent.key", "--measure-environment")
+    assert code == 2, out
+    assert "--measure-environment: used only with release admission" in " ".join(out.split())

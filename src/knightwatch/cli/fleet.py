@@ -41,10 +41,17 @@ from knightwatch.cli.options import (
     wait_seconds,
     when,
 )
+from knightwatch.cli.release import MeasureEnvironmentOpt
 from knightwatch.clock import SystemClock
 from knightwatch.control.exposition import serve_supervisor_metrics
 from knightwatch.control.fleet.admission import AdmissionService, request_target
-from knightwatch.control.fleet.approvals import PIN, Requests, RequestStatus
+from knightwatch.control.fleet.approvals import (
+    PIN,
+    Request,
+    RequestMoved,
+    Requests,
+    RequestStatus,
+)
 from knightwatch.control.fleet.killswitch import (
     RUNBOOK_FALLBACK,
     CommandResult,
@@ -54,10 +61,11 @@ from knightwatch.control.fleet.killswitch import (
 from knightwatch.control.fleet.pager import Pager
 from knightwatch.control.fleet.supervisor import Supervisor, SupervisorConfig
 from knightwatch.control.fleet.supervisor_service import SupervisorService
-from knightwatch.control.node.attestor import Attestor, directory_measure
+from knightwatch.control.node.attestor import Attestor, checked_measure
 from knightwatch.control.node.lease import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_TIMEOUT_S,
+    LeaseError,
     LeasePolicy,
 )
 from knightwatch.control.node.runtime import MAX_ATTEST_S, MAX_METRICS_S
@@ -66,7 +74,7 @@ from knightwatch.control.plane.connect import URL_FILE, FleetError, control_plan
 from knightwatch.control.plane.history import ResumeProofs
 from knightwatch.control.plane.nats import LoginRefused, NatsControlPlane
 from knightwatch.control.plane.protocol import Bucket, ControlPlaneUnavailable
-from knightwatch.control.plane.wire import VERDICT_DECODER, TargetReply, Verdict
+from knightwatch.control.plane.wire import VERDICT_DECODER, StateEntry, TargetReply, Verdict
 from knightwatch.control.serve import Trader, serve_node, wait_for_signal
 from knightwatch.errors import KnightwatchError, quoted
 from knightwatch.incident.ramp import RampOutcome, ramp_records
@@ -79,7 +87,6 @@ from knightwatch.inputs import (
     is_name,
     read_bytes,
 )
-from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.dsse import Envelope, decode_envelope, encode_envelope
 from knightwatch.release.flagfiles import load_flag_schema, load_registry_schema
 from knightwatch.release.signing import load_trust_policy
@@ -152,6 +159,23 @@ MetricsPort = typer.Option(
     max=65535,
     help="serve Prometheus metrics on 127.0.0.1:PORT (0 = any free port, printed; default off)",
 )
+
+
+def _webhook(value: str | None) -> str | None:
+    """`--webhook`, checked before any key is read, anything connects or a fleet starts: a
+    URL no page can be posted to was refused only after connecting (`up` after claiming
+    its state directory), as "webhook_url: ...", naming no option."""
+    if value is not None:
+        try:
+            Pager(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).removeprefix("webhook_url: ")) from None
+    return value
+
+
+def webhook_option(help: str) -> Any:
+    """A `--webhook` option (`_webhook` checks it) whose help says what it pages."""
+    return typer.Option(None, "--webhook", help=help, callback=_webhook)
 
 
 def _url_problem(url: str) -> str | None:
@@ -480,6 +504,7 @@ def node(
         5.0, "--attest-interval", min=0.2, max=MAX_ATTEST_S, help="seconds between re-attestations"
     ),
     metrics_port: int | None = MetricsPort,
+    measure_environment: bool = MeasureEnvironmentOpt,
 ) -> None:
     """Run a node: Guard, lease, kill state, metrics; blocks when the control plane is gone.
 
@@ -491,6 +516,24 @@ def node(
     them it is refused whenever the fleet has a target release.
     """
     _serve_node_command(trader=None, **locals())
+
+
+def lease_policy_or_exit(lease_timeout: float, heartbeat: float) -> LeasePolicy:
+    """`--lease-timeout` and `--heartbeat` as a lease policy, checked before any file is read
+    or anything connects; one the policy refuses is one line naming the options (exit 2).
+    It was "heartbeat_s: must be between 0.01 and 10", a field no command has, and a
+    gateway said so only after reading its key and hashing its release tree."""
+    try:
+        return LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
+    except LeaseError as exc:
+        why = str(exc)
+        for field, option in (
+            ("lease_timeout_s", "--lease-timeout"),
+            ("heartbeat_s", "--heartbeat"),
+        ):
+            why = why.replace(field, option)
+        console.print(f"[red]error:[/red] {escape(why)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _serve_node_command(
@@ -512,6 +555,7 @@ def _serve_node_command(
     anchor: Path | None,
     attest_interval: float,
     metrics_port: int | None,
+    measure_environment: bool,
 ) -> None:
     """`node`'s body, with the order flow (`trader`) the process runs once armed."""
     import re
@@ -531,18 +575,24 @@ def _serve_node_command(
             "(release admission) or none"
         )
         raise typer.Exit(2)
+    if measure_environment and artifacts is None:
+        console.print(
+            "[red]error:[/red] --measure-environment: used only with release admission "
+            "(--artifacts, --config, --flags)"
+        )
+        raise typer.Exit(2)
+
+    policy = lease_policy_or_exit(lease_timeout, heartbeat)
 
     async def go() -> None:
-        policy = LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat)
         state_dir.mkdir(parents=True, exist_ok=True)
         signer = load_signer(key, node_id)
         trust_anchor = load_anchor(anchor or state_dir / "trust" / "anchor.toml")
         attestor = None
         if artifacts is not None and config is not None and flags is not None:
             table = load_flag_schema(flags)
-            hash_config(config)  # unreadable inputs stop the node here, before it connects
-            list_directory(artifacts)
-            measure = directory_measure(artifacts, config, table)
+            # unreadable inputs stop the node here, before it connects
+            measure = checked_measure(artifacts, config, table, environment=measure_environment)
             attestor = Attestor(node_id, signer.key, measure, clock=SystemClock())
         await serve_node(
             node_id,
@@ -729,6 +779,10 @@ def _not_sent(why: str, *, login_refused: bool = False) -> typing.NoReturn:
     raise typer.Exit(2)
 
 
+REVISION_MAX = 2**63 - 1
+"""The largest `--revision` (the console's bound too): past it, no store's revision."""
+
+
 def resume(
     reason: str = typer.Option(..., "--reason", help="why; recorded with the command"),
     node_id: str | None = typer.Option(None, "--node"),
@@ -740,7 +794,15 @@ def resume(
     config: Path | None = typer.Option(
         None, "--config", help="TOML with \\[preflight] bounds (and the \\[ramp] approve uses)"
     ),
-    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    webhook: str | None = webhook_option("URL to POST pages to"),
+    revision: int | None = typer.Option(
+        None,
+        "--revision",
+        min=1,
+        max=REVISION_MAX,
+        help="the halt's revision you reviewed (`status`, its rev column): refused if the "
+        "scope was stored again since (a new kill on top)",
+    ),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
@@ -749,33 +811,67 @@ def resume(
     """Request a resume of a halted scope: preflight first; a second person applies it
     with `approve ID`, which ramps it back in stages.
 
-    Refused (exit 1) unless every preflight item passes. The request is bound to
-    the halt stored now: if that changes before it is approved, it is stale and
-    cannot be applied. Requests expire."""
+    Refused (exit 1) unless every preflight item passes, and with --revision unless the
+    halt stored is still the one at that revision. The request is bound to the halt
+    stored now: if that changes before it is approved, it is stale and cannot be
+    applied. Requests expire."""
     from knightwatch.cli.incident import config_or_exit, resume_flow
 
     scope, slot_key = _scope_or_exit(node_id, strategy, symbol)
     _reason_or_exit(reason)
     config_or_exit(config)
 
-    async def go() -> str | None:
+    async def go() -> Request | str | None:
         async with session(nats_url, state_dir, "resume", key, anchor) as (plane, signer, store):
             ks = KillSwitch(plane, SystemClock(), signer, store)
-            _, request = await resume_flow(
-                plane, ks, scope, slot_key, reason, acknowledged=ack, config=config,
-                webhook=webhook,
-            )  # fmt: skip
-            return request.id if request is not None else None
+            try:
+                if revision is not None:  # moved already: refused before a preflight pages
+                    _, now = await plane.get_state(scope, slot_key)
+                    if now != revision:
+                        raise RequestMoved(revision, now)
+                # checked again where the request is made (`Requests.create(shown=)`): a kill
+                # stored while the preflight runs refuses it too
+                _, request = await resume_flow(
+                    plane, ks, scope, slot_key, reason, acknowledged=ack, config=config,
+                    webhook=webhook, shown=revision or 0,
+                )  # fmt: skip
+            except RequestMoved as exc:
+                stored, _ = await plane.get_state(scope, slot_key)
+                return _moved(scope, slot_key, exc, stored)
+            return request
 
-    request_id = _run(go)
-    if request_id is None:
+    request = _run(go)
+    if isinstance(request, str):
+        console.print(f"[red]resume refused:[/red] {escape(request)}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
+        raise typer.Exit(1)
+    if request is None:
         console.print("[red]resume refused:[/red] fix the failing checks above", highlight=False)
         raise typer.Exit(1)
     console.print(
-        f"resume requested: [bold]{escape(request_id)}[/bold]; a second person with the "
-        f"approver role runs `knightwatch approve {escape(request_id)}`",
+        f"resume requested: [bold]{escape(request.id)}[/bold] (of the halt at revision "
+        f"{request.entry.decided_on}); a second person with the approver role runs "
+        f"`knightwatch approve {escape(request.id)}`",
         highlight=False,
     )
+
+
+def _moved(scope: Scope, key: str, moved: RequestMoved, stored: StateEntry | None) -> str:
+    """`resume --revision N` refused: the halt stored now is not the one at N. One line
+    naming both revisions and what is stored now, so the operator looks at it first."""
+    if moved.now == 0:
+        now = "has no entry stored (never killed): there is no halt to resume"
+    else:
+        held = (
+            f"{TradingState(stored.state).name} by {quoted(stored.actor)}: {quoted(stored.reason)}"
+            if stored is not None
+            else "nothing readable (held halted)"
+        )
+        now = (
+            f"was stored again since (revision {moved.now} now: {held}); look at it again "
+            "with `knightwatch status` before requesting its resume"
+        )
+    return f"--revision {moved.shown}: {scope.value} {quoted(key)} {now}; no request was made"
 
 
 REQUEST_ID = re.compile(r"(?![.])[-_=.a-zA-Z0-9]{1,64}(?<![.])")
@@ -820,7 +916,7 @@ def approve(
     config: Path | None = typer.Option(
         None, "--config", help="TOML with \\[ramp] stages and \\[preflight] bounds"
     ),
-    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST a trip's page to"),
+    webhook: str | None = webhook_option("URL to POST a trip's page to"),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
@@ -912,6 +1008,7 @@ def status(
     """The fleet: nodes, leases, trading states, last confirmation; and every kill/halt entry.
 
     A scope option (as for kill/resume) shows only the kill switch entry of that scope.
+    An entry's rev is what `resume --revision` takes to pin the halt you reviewed.
     """
     wanted = None
     if node_id is not None or strategy is not None or symbol is not None:
@@ -1034,7 +1131,7 @@ def supervisor(
     config: Path | None = typer.Option(
         None, "--config", help="TOML file with a \\[supervisor] table"
     ),
-    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    webhook: str | None = webhook_option("URL to POST pages to"),
     key: Path | None = KeyOpt,
     anchor: Path | None = AnchorOpt,
     nats_url: str = NatsUrl,
@@ -1109,7 +1206,7 @@ def up(
     flow: float = typer.Option(
         20.0, "--flow", min=0, max=MAX_FLOW_PER_S, help="orders/s per node (0 = idle nodes)"
     ),
-    webhook: str | None = typer.Option(None, "--webhook", help="URL to POST pages to"),
+    webhook: str | None = webhook_option("URL to POST pages to"),
     supervisor_config: Path | None = typer.Option(
         None, "--supervisor-config", help="TOML file with a \\[supervisor] table"
     ),

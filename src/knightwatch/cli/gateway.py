@@ -26,15 +26,16 @@ from knightwatch.cli.fleet import (
     StateDir,
     _run,
     _urls,
+    lease_policy_or_exit,
 )
 from knightwatch.cli.options import nonempty_path
+from knightwatch.cli.release import MeasureEnvironmentOpt
 from knightwatch.clock import SystemClock
-from knightwatch.control.node.attestor import Attestor, directory_measure
-from knightwatch.control.node.lease import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S, LeasePolicy
+from knightwatch.control.node.attestor import Attestor, checked_measure
+from knightwatch.control.node.lease import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S
 from knightwatch.control.serve import stop_requested
 from knightwatch.gateway.config import GatewayConfig
 from knightwatch.gateway.engine import GatewayError
-from knightwatch.release.contents import hash_config, list_directory
 from knightwatch.release.flagfiles import load_flag_schema
 from knightwatch.trust.identity import load_signer
 from knightwatch.trust.store import load_anchor
@@ -68,8 +69,12 @@ def gateway(
         ..., "--key", help="the gateway node's enrolled key (identity, NATS login, attestations)"
     ),
     anchor: Path | None = AnchorOpt,
+    measure_environment: bool = MeasureEnvironmentOpt,
 ) -> None:
     """Run the FIX risk gateway as a fleet node: clients in, the Guard, the venue out."""
+    policy = lease_policy_or_exit(lease_timeout, heartbeat)
+    if measure_environment and artifacts is None:
+        _fail("--measure-environment: used only with release admission (--artifacts, ...)")
     try:
         cfg = GatewayConfig.from_toml(config_file)
     except GatewayError as exc:
@@ -87,9 +92,9 @@ def gateway(
         attestor = None
         if artifacts and release_config and flags:
             table = load_flag_schema(flags)
-            hash_config(release_config)  # unreadable inputs stop here, before connecting
-            list_directory(artifacts)
-            measure = directory_measure(artifacts, release_config, table)
+            measure = checked_measure(
+                artifacts, release_config, table, environment=measure_environment
+            )
             attestor = Attestor(cfg.node, signer.key, measure, clock=SystemClock())
         try:
             await serve_gateway(
@@ -99,7 +104,7 @@ def gateway(
                 signer=signer,
                 anchor=trust_anchor,
                 limits_path=limits,
-                policy=LeasePolicy(lease_timeout_s=lease_timeout, heartbeat_s=heartbeat),
+                policy=policy,
                 recorder_path=recorder,
                 metrics_port=metrics_port,
                 attestor=attestor,

@@ -182,9 +182,12 @@ async def resume_flow(
     acknowledged: Collection[str] = (),
     config: Path | None = None,
     webhook: str | None = None,
+    shown: int = 0,
 ) -> tuple[Checklist, Request | None]:
     """The requester's half (`incident.workflow.request_resume`), printed. The request
-    carries the `[ramp]` stages of `config` (the defaults without one)."""
+    carries the `[ramp]` stages of `config` (the defaults without one). `shown`: the
+    halt's revision the requester looked at (`resume --revision`): a request decided on
+    another is not made (`RequestMoved`)."""
     plan, cfg = incident_config(config)
     checklist, halted, request = await workflow.request_resume(
         plane,
@@ -196,6 +199,7 @@ async def resume_flow(
         cfg=cfg,
         pager=Pager(webhook),
         plan=plan,
+        shown=shown,
     )
     _print_preflight(checklist, halted)
     if request is not None:
