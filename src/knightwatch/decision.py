@@ -45,6 +45,7 @@ class RejectReason(StrEnum):
     FILL_MISMATCH = "fill_mismatch"
     ORDER_ID_CAPACITY = "order_id_capacity"
     CANCEL_FILL_RATIO = "cancel_fill_ratio"
+    UNKNOWN_CANCELS = "unknown_cancels"
     LOSS_LIMIT = "loss_limit"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     # decided around the Guard (the FIX gateway; an adapter: no venue to send to), not by

@@ -168,6 +168,7 @@ FLEET_RULES: dict[str, Rule] = {
     "max_turnover_per_min": AMOUNT,
     "max_cancel_to_fill_ratio": AMOUNT,
     "cancel_ratio_min_cancels": Rule("int", 0, nullable=False),
+    "max_unknown_cancels_per_s": COUNT,
     "max_loss": AMOUNT,
     "max_tracked_order_ids": Rule("int", 1, nullable=False),
     "duplicate_id_window_s": SECONDS,
@@ -246,6 +247,12 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_turnover_per_min: float | None = 10_000_000.0
     max_cancel_to_fill_ratio: float | None = 50.0
     cancel_ratio_min_cancels: int = 500
+    max_unknown_cancels_per_s: int | None = 100
+    """Cancel requests for orders the Guard does not hold (`Guard.on_cancel_request`) in
+    any second beyond which the node halts: a loop cancelling order ids that do not exist
+    (filled, never sent) floods the venue, and the cancel-to-fill ratio counts only the
+    cancels the venue confirmed. A cancel racing its order's fill is one such request;
+    100 a second is no race. None switches it off."""
     max_loss: float | None = 250_000.0
     max_tracked_order_ids: int = 15_000_000
     duplicate_id_window_s: float | None = 86_400.0
@@ -634,6 +641,7 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
         ("max_cancel_to_fill_ratio", "cancel_ratio_min_cancels"),
         (_R.CANCEL_FILL_RATIO,),
     ),
+    RuleGroup("unknown_cancels", 11, ("max_unknown_cancels_per_s",), (_R.UNKNOWN_CANCELS,)),
     RuleGroup("loss", 13, ("max_loss",), (_R.LOSS_LIMIT,), layer="loss_limit", on_fill=True),
     RuleGroup("fill_mismatch", 13, reasons=(_R.FILL_MISMATCH,), on_fill=True),
     RuleGroup("order_id_capacity", 12, ("max_tracked_order_ids",), (_R.ORDER_ID_CAPACITY,)),

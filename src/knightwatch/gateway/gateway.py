@@ -1653,6 +1653,9 @@ class Gateway(Handler):
                 self.book.cancels.pop(f"{comp}:{clordid}", None)
                 self._send_cancel_reject(msg, sid, go, refused, F.CANCEL)
                 return
+            # forwarded whatever the Guard holds (the venue decides: "unknown order"), and
+            # counted: a loop cancelling orders the Guard does not hold halts the node
+            self.guard.on_cancel_request(go.guard_id if go is not None else f"{comp}:{orig}")
             targets = self._adopted_under(go, orig, msg.get(F.ORDER_ID))
             sent: list[tuple[str, Request]] = []
             for target in targets:

@@ -203,6 +203,10 @@ class Guard:
             "node",
             node,
         )
+        self._unknown_cancel_windows = _unknown_cancel_windows(self.limits, node)
+        self.unknown_cancels = 0
+        """Cancel requests for orders this Guard did not hold, since it started
+        (`on_cancel_request`): what the node reports to the supervisor."""
         self._strategy_windows: dict[str, tuple[Window, ...]] = {}
         self._symbol_windows: dict[str, tuple[Window, ...]] = {}
         self._trim_todo: list[tuple[Window, ...]] = []  # windows `_trim_windows` looks at next
@@ -761,6 +765,37 @@ class Guard:
             known=w is not None,
             remaining=0 if w is None else w.remaining,
         )
+
+    def on_cancel_request(self, order_id: Checked) -> None:
+        """A cancel request on its way to the venue: a gateway or an adapter calls it for
+        every cancel it forwards, before or after forwarding it (never instead of).
+
+        One naming an order this Guard does not hold (filled or cancelled already, never
+        accepted, or no id at all) is counted (`unknown_cancels`); more than
+        `max_unknown_cancels_per_s` of them in any second halt the node
+        (`unknown_cancels`): a loop cancelling orders that do not exist floods the
+        venue, and the cancel-to-fill ratio counts only the cancels the venue confirmed.
+        The cancel itself is never refused or held: this never raises (a halt that
+        cannot be recorded or told is latched and logged), and new orders are what
+        the halt refuses. Off the order path: `check` reads nothing of it.
+        """
+        led = self._ledger
+        if type(order_id) is str and (order_id in led.working or order_id in led.pending):
+            return  # a cancel of an order the Guard holds: `on_cancel` counts it confirmed
+        self.unknown_cancels += 1
+        for w in self._unknown_cancel_windows:
+            now = self._monotonic_ns()
+            breached = w.over(now)
+            w.events.append(now)
+            if breached:
+                why = (
+                    f"{w.per_s + 1} cancel requests for orders this Guard does not hold in "
+                    f"the last 1s > max_unknown_cancels_per_s {w.per_s}"
+                )
+                try:
+                    self._auto_halt(Scope.NODE, self.node, why, R.UNKNOWN_CANCELS)
+                except Exception as exc:  # latched before it is recorded: it blocks anyway
+                    log.error("unknown-cancel halt latched but not recorded or told: %r", exc)
 
     def on_external_fill(self, fill: Fill) -> None:
         """An execution of an order that did not pass this Guard, reported by a source that
@@ -1714,6 +1749,9 @@ class Guard:
                 self.node,
             ),
         )
+        self._unknown_cancel_windows = carry(
+            self._unknown_cancel_windows, _unknown_cancel_windows(limits, self.node)
+        )
         old_strategy, old_symbol = self._strategy_windows, self._symbol_windows
         pairs = list(self._lanes)
         self.limits = limits
@@ -2126,6 +2164,12 @@ class Guard:
     def clock(self) -> Clock:
         """The time source every decision is taken by."""
         return self._clock
+
+
+def _unknown_cancel_windows(limits: Limits, node: str) -> tuple[Window, ...]:
+    """The node's window of cancel requests for orders it does not hold (none when
+    `max_unknown_cancels_per_s` is off)."""
+    return windows(limits.max_unknown_cancels_per_s, None, R.UNKNOWN_CANCELS, "node", node)
 
 
 def _scope_arg(method: str, scope: object) -> Scope:

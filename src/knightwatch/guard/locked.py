@@ -108,6 +108,7 @@ class LockedGuard(_Base):
     on_fill = _locked(Guard.on_fill)
     on_external_fill = _locked(Guard.on_external_fill)
     on_cancel = _locked(Guard.on_cancel)
+    on_cancel_request = _locked(Guard.on_cancel_request)
     on_reject = _locked(Guard.on_reject)
     on_expire = _locked(Guard.on_expire)
     on_restate = _locked(Guard.on_restate)

@@ -11,6 +11,7 @@ baseline and its floor, as it does the order rate.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,8 @@ class Quoters:
         self.clock = SimClock(10 * S)
         self.sup = Supervisor(config, self.clock)
         self.nodes = [f"n{i}" for i in range(1, nodes + 1)]
-        self.acc = {n: [0.0, 0.0, 0.0] for n in self.nodes}  # accepted, fills, cancels
+        # accepted, fills, cancels, unknown cancels
+        self.acc = {n: [0.0, 0.0, 0.0, 0.0] for n in self.nodes}
         self.state = {n: 0 for n in self.nodes}  # the node's own `TradingState`
 
     def run(
@@ -52,20 +54,22 @@ class Quoters:
         seconds: float,
         flow: tuple[float, float, float],
         odd: dict[str, tuple[float, float, float]] | None = None,
+        unknown: dict[str, float] | None = None,
     ) -> list[Action]:
+        """`unknown`: a node's rate of cancel requests for orders its Guard does not hold."""
         out: list[Action] = []
         for _ in range(round(seconds * S / TICK)):
             self.clock.advance(TICK)
             for n in self.nodes:
                 rates = (odd or {}).get(n, flow)
                 a = self.acc[n]
-                for i, r in enumerate(rates):
+                for i, r in enumerate((*rates, (unknown or {}).get(n, 0.0))):
                     a[i] += r * TICK / S
-                accepted, fills, cancels = (int(v) for v in a)
+                accepted, fills, cancels, unknown_cancels = (int(v) for v in a)
                 m = NodeMetrics(
                     n, 0, accepted, accepted, 0, fills, 0.0, 0.0, True, 0,
                     notional=fills * 2_000.0, cancels=cancels, instance="p1",
-                    node_state=self.state[n],
+                    node_state=self.state[n], unknown_cancels=unknown_cancels,
                 )  # fmt: skip
                 out += self.sup.observe(m)
         return out
@@ -135,24 +139,11 @@ def test_older_nodes_metrics_decode_with_no_cancels() -> None:
     assert METRICS_DECODER.decode(json.dumps(doc).encode()).cancels == 0
 
 
-@pytest.mark.parametrize("kind", [Guard, LockedGuard])
-def test_the_node_reports_cancels_a_cancel_ratio_halt_does_not_set_back(
-    kind: type[Guard],
-) -> None:
-    """The node publishes the Guard's confirmed cancels (a gateway's `LockedGuard` too);
-    the Guard zeroes its own count when it halts on the cancel-to-fill ratio, and the
-    published count still only grows."""
+def trading_node(kind: type[Guard], **limits: Any) -> tuple[Guard, NodeRuntime]:
+    """An armed Guard of `kind` (n1, holding its lease, AAPL priced) under `limits`, and the
+    node runtime that publishes its metrics."""
     clock = SimClock(10 * S)
-    guard = kind(
-        Limits(
-            lease_timeout_s=POLICY.lease_timeout_s,
-            max_orders_per_s_symbol=None,
-            max_cancel_to_fill_ratio=2.0,
-            cancel_ratio_min_cancels=3,
-        ),
-        node="n1",
-        clock=clock,
-    )
+    guard = kind(Limits(lease_timeout_s=POLICY.lease_timeout_s, **limits), node="n1", clock=clock)
     guard.on_price("AAPL", 100.0)
     guard.arm("test")
     guard.renew_lease()
@@ -163,6 +154,19 @@ def test_the_node_reports_cancels_a_cancel_ratio_halt_does_not_set_back(
         policy=POLICY,
         trust=trust(),
         signer=signer("n1"),
+    )
+    return guard, node
+
+
+@pytest.mark.parametrize("kind", [Guard, LockedGuard])
+def test_the_node_reports_cancels_a_cancel_ratio_halt_does_not_set_back(
+    kind: type[Guard],
+) -> None:
+    """The node publishes the Guard's confirmed cancels (a gateway's `LockedGuard` too);
+    the Guard zeroes its own count when it halts on the cancel-to-fill ratio, and the
+    published count still only grows."""
+    guard, node = trading_node(
+        kind, max_orders_per_s_symbol=None, max_cancel_to_fill_ratio=2.0, cancel_ratio_min_cancels=3
     )
     ids = OrderIds("c")
     orders = [ids.order() for _ in range(6)]

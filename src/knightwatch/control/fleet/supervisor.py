@@ -22,11 +22,13 @@ small nodes' pace became every node's). The fleet's children per parent counts o
 nodes working parents (a node with none sends no children). Six measures
 have baselines: accepted order rate, executed notional rate, the firm's own
 (principal) notional rate, child orders per parent, messages per execution and a
-node's cancel rate (cancels the venue confirmed, a replace it took counting as one: a
-cancel/replace loop or a quoter pulling every tick, inside its order-rate limit and still
-filling, moved no other measure; held per node, not as a fleet total; the cancels a
-signed kill, halt or drain makes, of the node, the fleet, or a strategy or symbol, the node
-ACTIVE, are the stop direction and not counted for `stop_cancels_s`: `stopping`).
+node's cancel rate (cancels the venue confirmed, a replace it took counting as one, and
+cancel requests for orders its Guard did not hold, which no venue confirms: a
+cancel/replace loop, a quoter pulling every tick, or a loop cancelling ids that do not
+exist, inside its order-rate limit and still filling, moved no other measure; held per
+node, not as a fleet total; the cancels a signed kill, halt or drain makes, of the node,
+the fleet, or a strategy or symbol, the node ACTIVE, are the stop direction and not
+counted for `stop_cancels_s`: `stopping`).
 A measure over `baseline_multiple` x its baseline (and its floor) for a full
 rate window halts the node (or, for the fleet's total, the fleet); the episode
 ends only after a full rate window back under it, so a sawtooth dipping under
@@ -587,11 +589,14 @@ _COUNTERS = (
     "cancels",
 )  # fmt: skip
 """Cumulative counters, kept continuous across a node's restart (`Supervisor._continued`)."""
-_COUNTS = ("orders", "accepted", "rejected", "fills", "errors", "parents", "lowered", "cancels")
+_COUNTS = (
+    "orders", "accepted", "rejected", "fills", "errors", "parents", "lowered", "cancels",
+    "unknown_cancels",
+)  # fmt: skip
 _AMOUNTS = ("gross_exposure", "pnl", "notional", "principal_notional")
 _MONOTONE = (
     "orders", "accepted", "rejected", "fills", "notional", "principal_notional", "lowered",
-    "cancels",
+    "cancels", "unknown_cancels",
 )  # fmt: skip
 """Counters that only grow within one process: going back under the same instance is a lie."""
 _STATES = frozenset(int(s) for s in TradingState)
@@ -673,7 +678,8 @@ class _Sample(msgspec.Struct, frozen=True, array_like=True):
     stopped: int = 0
     """Orders blocked by a stopped scope (`_STOPS`), as a running count."""
     cancels: int = 0
-    """Cancels the venue confirmed (`NodeMetrics.cancels`), continued across restarts."""
+    """Cancels the venue confirmed and cancel requests for orders the Guard did not hold
+    (`NodeMetrics.cancels`, `unknown_cancels`), continued across restarts."""
     stop: int = 0
     """The stricter of the node's and the fleet's state it reported (`TradingState`)."""
 
@@ -973,7 +979,8 @@ class Supervisor:
         orders, rejected, accepted, fills, notional, principal, stopped, cancels = (
             self._continued(
                 track, (m.orders, m.rejected - throttled, m.accepted, m.fills, m.notional,
-                        m.principal_notional, stops, m.cancels), restarted=restarted
+                        m.principal_notional, stops, m.cancels + m.unknown_cancels),
+                restarted=restarted
             )
         )  # fmt: skip
         rejected -= track.trimmed

@@ -2186,6 +2186,7 @@ class NodeRuntime:
             accepted=accepted,
             lowered=lowered,
             cancels=g.cancels(),
+            unknown_cancels=g.unknown_cancels,
             rejected=rejected,
             fills=fills,
             gross_exposure=g.exposure()[0],

@@ -207,6 +207,10 @@ class NodeMetrics(msgspec.Struct, frozen=True):
     cancelled), since the node started: never reset by a halt, unlike the Guard's
     cancel-to-fill ratio. A cancel storm shows here when nothing else moves. 0 from a
     sender that predates it."""
+    unknown_cancels: int = 0
+    """Cancel requests for orders the node's Guard did not hold (`Guard.on_cancel_request`),
+    since the node started: forwarded to the venue ("unknown order") and confirmed by
+    nobody, so never in `cancels`. 0 from a sender that predates it."""
 
 
 class AuditEnvelope(msgspec.Struct, frozen=True):
