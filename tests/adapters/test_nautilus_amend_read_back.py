@@ -22,19 +22,15 @@ from .nt_live import run_live
 _CHILD = textwrap.dedent(
     """
     import asyncio
-    from nautilus_trader.core.uuid import UUID4
-    from nautilus_trader.execution.reports import OrderStatusReport
     from nautilus_trader.live.execution_client import LiveExecutionClient
-    from nautilus_trader.model.enums import OrderSide, OrderStatus
-    from nautilus_trader.model.identifiers import AccountId, VenueOrderId
-    from nautilus_trader.model.objects import Price, Quantity
+    from nautilus_trader.model.enums import OrderStatus
+    from nautilus_trader.model.objects import Quantity
     from nautilus_trader.test_kit.stubs.events import TestEventStubs
     from knightwatch.adapters.nautilus import install
-    from tests.adapters.nt_live import live_node
+    from tests.adapters.nt_live import live_node, resting, status_report
     from tests.adapters.nt_world import AUDUSD, open_limits
 
     SYM = AUDUSD.id.value
-    ACC = AccountId("SIM-001")
     HELD = {}  # client order id -> the quantity the venue holds (absent: it finds no order)
     READS = {}  # client order id -> how many times the venue was asked for it
 
@@ -54,23 +50,7 @@ _CHILD = textwrap.dedent(
             if oid.value not in HELD:
                 return None
             order = self._cache.order(oid)
-            return OrderStatusReport(
-                account_id=ACC,
-                instrument_id=order.instrument_id,
-                venue_order_id=order.venue_order_id,
-                order_side=order.side,
-                order_type=order.order_type,
-                time_in_force=order.time_in_force,
-                order_status=OrderStatus.ACCEPTED,
-                quantity=Quantity.from_int(HELD[oid.value]),
-                filled_qty=Quantity.from_int(0),
-                report_id=UUID4(),
-                ts_accepted=0,
-                ts_last=0,
-                ts_init=0,
-                client_order_id=oid,
-                price=order.price,
-            )
+            return status_report(order, OrderStatus.ACCEPTED, Quantity.from_int(HELD[oid.value]))
 
     async def main():
         node, _, st = live_node(asyncio.get_running_loop(), Silent)
@@ -81,22 +61,7 @@ _CHILD = textwrap.dedent(
         k.exec_engine.start()
         try:
             kw.guard.on_price(SYM, 0.7)
-            orders = [
-                st.order_factory.limit(
-                    AUDUSD.id, OrderSide.BUY, Quantity.from_int(10_000), Price.from_str("0.69000")
-                )
-                for _ in range(3)
-            ]
-            for n, order in enumerate(orders):
-                st.submit_order(order)
-                await asyncio.sleep(0.05)
-                k.exec_engine.process(TestEventStubs.order_submitted(order, account_id=ACC))
-                k.exec_engine.process(
-                    TestEventStubs.order_accepted(
-                        order, account_id=ACC, venue_order_id=VenueOrderId(f"V-{n}")
-                    )
-                )
-            await asyncio.sleep(0.1)
+            orders = await resting(node, st, 3)
             kept, taken, lost = orders
             HELD[kept.client_order_id.value] = 10_000  # the timed-out amend never took
             HELD[taken.client_order_id.value] = 50_000  # the venue took it, never said so

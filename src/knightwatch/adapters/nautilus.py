@@ -52,6 +52,15 @@ that endpoint with the Guard in front of the ExecutionEngine, so
   `amend_unresolved`: reserved until the venue answers or the order ends). A venue that
   takes the amend after a read found it not taken restates the order up: the Guard halts the
   node (`fill_mismatch`), as for any order grown past its check;
+* an `OrderCanceled` NautilusTrader made up itself (`reconciliation`: a live ExecutionEngine's
+  in-flight check resolves an order whose cancel or amend the venue never answered CANCELED
+  after its retries) does not end the order in the Guard: it stays counted working (logged
+  `CANCEL_UNCONFIRMED`) and is read back from the venue until the venue shows it ended with
+  no unbooked fill (then it ends, recorded `cancel_read_back`). While the node is HALTED each
+  read that does not show it ended sends the kill's cancel again (0.5 s, doubling to 8 s,
+  until the venue confirms); otherwise after five reads it is left counted working
+  (`CANCEL_UNRESOLVED`) until an event of the venue ends it, and a later kill's sweep reads
+  (and so cancels) it again, though the cache holds it closed;
 * at start-up, once the host's reconciliation has run (the Guard's start-up
   actor starts before any strategy: `take_over`), what NautilusTrader's cache
   holds becomes the Guard's starting point, before the first order is checked:
@@ -106,7 +115,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -435,7 +444,10 @@ class NautilusGuard:
         """How long an amend sent through a live client may go unanswered before the venue
         is asked for the order (`_read_back_amend`)."""
         self._reads: set[asyncio.Task[None]] = set()
-        """The amends' read-backs under way (`_follow_amend`), held until they end."""
+        """The read-backs under way (`_read_back`: amends', cancels'), held until they end."""
+        self._unconfirmed: dict[str, tuple[LiveExecutionClient, asyncio.Task[None]]] = {}
+        """NautilusTrader order id -> its client and cancel read-back (`_confirm_cancel`), for
+        orders NautilusTrader resolved CANCELED that the venue has not shown ended."""
         self.started = False
         """Whether the Guard took over what the cache held at start-up (`take_over`)."""
         self._fill = member.runtime.on_fill if member is not None else guard.on_fill
@@ -1083,11 +1095,20 @@ class NautilusGuard:
         `command` and the venue has not answered it yet."""
         if not self._awaits(command):
             return
-        read = asyncio.get_running_loop().create_task(
-            self._read_back_amend(client, command), name="knightwatch-amend-read-back"
-        )
-        self._reads.add(read)
-        read.add_done_callback(self._reads.discard)
+        self._read_back(self._read_back_amend(client, command), "knightwatch-amend-read-back")
+
+    def _read_back(self, read: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `read` (a read-back of an order in doubt) on the node's loop, held in `_reads`
+        until it ends, so that `uninstall` can stop it. Raises `RuntimeError` off the loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            read.close()  # never started: not left un-awaited
+            raise
+        task = loop.create_task(read, name=name)
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+        return task
 
     async def _read_back_amend(self, client: Any, command: ModifyOrder) -> None:
         """An amend the venue has not answered: after `amend_read_back_s`, and again after
@@ -1130,25 +1151,13 @@ class NautilusGuard:
         order = self.kernel.cache.order(command.client_order_id)
         if order is None or order.is_closed:
             return "the order is not open in the cache"
-        query = GenerateOrderStatusReport(
-            instrument_id=order.instrument_id,
-            client_order_id=order.client_order_id,
-            venue_order_id=order.venue_order_id,
-            command_id=UUID4(),
-            ts_init=self.kernel.clock.timestamp_ns(),
-        )
-        try:
-            report = await asyncio.wait_for(
-                client.generate_order_status_report(query), _AMEND_READ_TIMEOUT_S
-            )
-        except Exception as exc:  # nothing read: the safe side
-            return f"the read raised {exc!r}"
+        report = await self._read_order(client, order)
         if not self._awaits(command) or order.is_closed:
             return None  # the venue answered (or the order ended) while it was read
         oid = order.client_order_id.value
         amend = self._pending[oid]
-        if not isinstance(report, OrderStatusReport):
-            return f"the venue reported no order ({report!r})"
+        if isinstance(report, str):
+            return report
         if not report.is_open:
             return f"the venue reports it {report.order_status.name}"
         if amend.answered_by(report):
@@ -1181,6 +1190,109 @@ class NautilusGuard:
             self._amend_undone(oid, order, d, "amend_read_back")
             return None
         return f"the venue holds {report.quantity} at {report.price}, neither the amend nor before"
+
+    async def _read_order(self, client: Any, order: NtOrder) -> OrderStatusReport | str:
+        """`order` as the venue holds it (`client.generate_order_status_report`, given at most
+        `_AMEND_READ_TIMEOUT_S`), or why nothing could be read: the read-backs settle an order
+        in doubt by what the venue shows, never by what NautilusTrader's cache assumes."""
+        query = GenerateOrderStatusReport(
+            instrument_id=order.instrument_id,
+            client_order_id=order.client_order_id,
+            venue_order_id=order.venue_order_id,
+            command_id=UUID4(),
+            ts_init=self.kernel.clock.timestamp_ns(),
+        )
+        try:
+            report = await asyncio.wait_for(
+                client.generate_order_status_report(query), _AMEND_READ_TIMEOUT_S
+            )
+        except Exception as exc:  # nothing read: the safe side
+            return f"the read raised {exc!r}"
+        if not isinstance(report, OrderStatusReport):
+            return f"the venue reported no order ({report!r})"
+        return report
+
+    def _live_client(self, order: NtOrder) -> LiveExecutionClient | None:
+        """The live execution client `order` was sent through, or None (a backtest's)."""
+        engine = self.kernel.exec_engine
+        cid = self.kernel.cache.client_id(order.client_order_id)
+        client = _clients_of(engine).get(self._client_for(cid, order.instrument_id.venue))
+        return client if isinstance(client, LiveExecutionClient) else None
+
+    def _confirm_cancel(self, client: LiveExecutionClient, order: NtOrder) -> None:
+        """An `OrderCanceled` NautilusTrader made up itself (`reconciliation`: its in-flight
+        check gives up on a cancel or amend the venue never answered and resolves the order
+        CANCELED) may end an order still working at the venue (a kill's cancel lost on the
+        way). The Guard keeps it counted working and reads it back (`_read_back_cancel`)."""
+        oid = order.client_order_id.value
+        log.error(
+            "CANCEL_UNCONFIRMED node=%s %s: NautilusTrader resolved it CANCELED without the "
+            "venue's answer; it stays counted working until the venue is read",
+            self.guard.node,
+            oid,
+        )
+        self.guard.note("cancel_unconfirmed", order_id=oid)
+        read = self._read_back(
+            self._read_back_cancel(client, order), "knightwatch-cancel-read-back"
+        )
+        self._unconfirmed[oid] = (client, read)
+
+    async def _read_back_cancel(self, client: LiveExecutionClient, order: NtOrder) -> None:
+        """Read `order` from the venue until it shows it ended with no fill the Guard has not
+        booked, then end it in the Guard (recorded `cancel_read_back`). Until then it stays
+        counted working (the safe side); while the node is HALTED each read that finds it
+        not ended sends the kill's cancel again, for as long as it takes (each wait twice
+        the last, `_KILL_RETRY_FIRST_S` to `_KILL_RETRY_MAX_S`); otherwise after
+        `_AMEND_READS` reads it is left counted (`CANCEL_UNRESOLVED`) until an event ends it
+        or a kill reads (and cancels) it again (`_cancel_unconfirmed`)."""
+        oid = order.client_order_id.value
+        delay_s = _KILL_RETRY_FIRST_S
+        reads = 0
+        while True:
+            report = await self._read_order(client, order)
+            if oid not in self._live:
+                return  # the venue's own answer ended it meanwhile
+            if (
+                not isinstance(report, str)
+                and not report.is_open
+                and report.filled_qty == order.filled_qty
+            ):
+                log.warning(
+                    "CANCEL_READ_BACK node=%s %s: the venue shows it %s",
+                    self.guard.node,
+                    oid,
+                    report.order_status.name,
+                )
+                self.guard.note("cancel_read_back", order_id=oid, status=report.order_status.name)
+                self._end(oid, order.instrument_id, self.guard.on_cancel)
+                return
+            if isinstance(report, str):
+                why = report
+            else:
+                why = f"the venue shows it {report.order_status.name}, {report.filled_qty} filled"
+            reads += 1
+            halted = self.guard.node_state() is TradingState.HALTED
+            if not halted and reads >= _AMEND_READS:
+                log.error(
+                    "CANCEL_UNRESOLVED node=%s %s: %s; it stays counted working",
+                    self.guard.node,
+                    oid,
+                    why[:400],
+                )
+                self.guard.note("cancel_unresolved", order_id=oid)
+                return
+            log.warning(
+                "CANCEL_IN_DOUBT node=%s %s, read %d: %s; it stays counted working%s",
+                self.guard.node,
+                oid,
+                reads,
+                why[:400],
+                ", the kill's cancel sent again" if halted else "",
+            )
+            if halted:
+                self._cancel_one(order)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _KILL_RETRY_MAX_S)
 
     def _failures_of(
         self, send: Callable[[Any], Any], orders_of: Callable[[Any], list[NtOrder]]
@@ -1305,18 +1417,31 @@ class NautilusGuard:
                 status=order.status.name,
             )
             return
-        del self._live[oid]
-        self._at_nt.pop(oid, None)
-        self._drop_amend(oid)
-        ended = self._close(oid, event.instrument_id)
-        if ended is None:  # a contingent leg whose siblings are still working
+        if (
+            isinstance(event, OrderCanceled)
+            and event.reconciliation
+            and order is not None
+            and (client := self._live_client(order)) is not None
+        ):
+            self._confirm_cancel(client, order)
             return
         if isinstance(event, OrderCanceled):
-            guard.on_cancel(ended)
+            self._end(oid, event.instrument_id, guard.on_cancel)
         elif isinstance(event, OrderExpired):
-            guard.on_expire(ended)
+            self._end(oid, event.instrument_id, guard.on_expire)
         else:  # the venue, or the ExecutionEngine after the Guard, refused it
-            guard.on_reject(ended)
+            self._end(oid, event.instrument_id, guard.on_reject)
+
+    def _end(self, oid: str, instrument_id: InstrumentId, end: Callable[[str], Any]) -> None:
+        """`oid` ended: no longer followed, and `end` (the Guard's `on_cancel`, `on_expire`
+        or `on_reject`) given its Guard id, unless a contingent sibling still works."""
+        del self._live[oid]
+        self._unconfirmed.pop(oid, None)
+        self._at_nt.pop(oid, None)
+        self._drop_amend(oid)
+        ended = self._close(oid, instrument_id)
+        if ended is not None:  # else a contingent leg whose siblings are still working
+            end(ended)
 
     def _modify_rejected(self, oid: str, event: OrderModifyRejected) -> None:
         """An amend refused: the adapter's own refusal (nothing reserved), NautilusTrader's
@@ -1589,7 +1714,34 @@ class NautilusGuard:
                 )
             n += len(swept) + len(rest)
         n += self._cancel_orphans()
+        n += self._cancel_unconfirmed()
         log.warning("KILL_CANCEL node=%s cancelling %d order(s)", self.guard.node, n)
+        return n
+
+    def _cancel_unconfirmed(self) -> int:
+        """The orders NautilusTrader resolved CANCELED that the venue never showed ended
+        (`_unconfirmed`) are closed in the cache, so no sweep above reaches them: each is
+        cancelled, and one whose read-back ended unresolved is read again (which cancels it
+        after each read while HALTED); how many. A read-back that cannot start (no loop
+        running here) counts as a failed cancel, so the sweep is tried again."""
+        n = 0
+        for oid, (client, read) in list(self._unconfirmed.items()):
+            order = self.kernel.cache.order(ClientOrderId(oid))
+            if order is None:
+                continue
+            n += 1
+            self._cancel_one(order)
+            if read.done():
+                try:
+                    self._confirm_cancel(client, order)
+                except RuntimeError as exc:  # no running event loop: swept from elsewhere
+                    self._kill_failed += 1
+                    log.error(
+                        "KILL_CANCEL_FAILED node=%s order %s: its read-back did not start: %r",
+                        self.guard.node,
+                        oid,
+                        exc,
+                    )
         return n
 
     def _kill_cancel(self, cancel: Callable[[Any], None], what: Any, label: str) -> None:
