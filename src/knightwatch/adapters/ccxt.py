@@ -1650,6 +1650,20 @@ class Ledger:
             if t is not None and not t.done and t.exchange_id is not None:
                 self.unsettled[t] = None
 
+    def requesting(self, ids: Any, symbol: Any) -> None:
+        """Tell the Guard of each order a cancel call names by venue id, before it is sent
+        (`Guard.on_cancel_request`): one naming no order working here (filled or cancelled
+        already, never placed through this wrapper) is counted, and more than
+        `max_unknown_cancels_per_s` of them in a second halt the node (`unknown_cancels`),
+        the cancels still sent. A loop cancelling ids that do not exist flooded the venue
+        with requests it answered "order not found", and nothing counted them. A cancel-all
+        names no order."""
+        if not isinstance(ids, list | tuple):
+            return
+        for xid in ids:
+            tracked = self._by_venue_id(symbol, xid)
+            self.guard.on_cancel_request(tracked.gid if tracked is not None else f"?{xid}")
+
     def to_settle(self) -> list[_Tracked]:
         """The `unsettled` orders to read back now (taken: each is read once per call)."""
         taken, self.unsettled = self.unsettled, {}
@@ -2038,6 +2052,7 @@ class GuardedExchange:
         """A cancel call: its answer booked, then each order it named that the answer did
         not end read back (`Ledger.cancelling`); so too when the venue no longer holds the
         order (`OrderNotFound`: it filled or ended meanwhile)."""
+        self.ledger.requesting(ids, symbol)
         try:
             result = send()
         except ccxt.OrderNotFound:
@@ -2565,6 +2580,7 @@ class AsyncGuardedExchange:
         """A cancel call: its answer booked, then each order it named that the answer did
         not end read back (`Ledger.cancelling`); so too when the venue no longer holds the
         order (`OrderNotFound`: it filled or ended meanwhile)."""
+        self.ledger.requesting(ids, symbol)
         try:
             result = await send()
         except ccxt.OrderNotFound:

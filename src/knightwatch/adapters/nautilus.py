@@ -648,6 +648,7 @@ class NautilusGuard:
         if isinstance(command, SubmitOrder):
             self._submit(command)
         elif isinstance(command, _PASS):
+            self._requested(command)
             self._inner(command)
         elif isinstance(command, SubmitOrderList):
             self._submit_list(command)
@@ -655,6 +656,19 @@ class NautilusGuard:
             self._modify(command)
         else:  # a command type this adapter does not know could add risk: fail closed
             log.error("UNKNOWN_COMMAND node=%s dropped %r", self.guard.node, command)
+
+    def _requested(self, command: Any) -> None:
+        """Tell the Guard of each order a strategy's cancel names, as it passes
+        (`Guard.on_cancel_request`): one naming no order working here is counted, and more
+        than `max_unknown_cancels_per_s` of them in a second halt the node
+        (`unknown_cancels`), the cancels still passed. A loop cancelling orders that do not
+        exist reached the venue as fast as it ran, and nothing counted it. A cancel-all
+        names no order; the kill's own cancels do not come this way."""
+        if isinstance(command, CancelOrder):
+            self.guard.on_cancel_request(command.client_order_id.value)
+        elif isinstance(command, BatchCancelOrders):
+            for cancel in command.cancels:
+                self.guard.on_cancel_request(cancel.client_order_id.value)
 
     def _risk(self, command: Any) -> None:
         """The handler at `RiskEngine.execute`, where a strategy's commands enter.
