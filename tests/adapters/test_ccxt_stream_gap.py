@@ -51,71 +51,55 @@ def _drop(stream: PaperKrakenStream) -> None:
 async def test_fills_and_cancels_during_a_stream_gap_are_read_back_before_the_next_order(
     call: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
-        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
-        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
-        assert isinstance(ex, AsyncGuardedExchange)
+    async with _kraken() as (venue, stream, ex):
         watch = getattr(ex, call)
-        try:
-            await ex.fetch_ticker(SYM)
-            filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
-            cancelled = await ex.create_order(SYM, "limit", "buy", 0.1, 58_000)
-            first = asyncio.create_task(watch(SYM))
-            await _subscribed(stream)
-            with caplog.at_level(logging.WARNING):
-                _drop(stream)
-                with pytest.raises(ccxt.NetworkError):
-                    await asyncio.wait_for(first, 10)
-            # during the gap: one order fills, the other is cancelled (by hand, on the site)
-            venue.fill(filled["id"], "0.2")
-            venue.cancel(cancelled["id"])
-            again: asyncio.Task[Any] = asyncio.create_task(watch(SYM))  # reconnects
-            await _subscribed(stream)
-            assert ex.guard.position(SYM) == 0  # nothing pushed the gap's fill
-            await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
-            assert ex.guard.position(SYM) == U.to_units("0.2")
-            assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
-            again.cancel()  # it may have answered already (the new order's own update)
-            with contextlib.suppress(asyncio.CancelledError, ccxt.BaseError):
-                await again
-            assert "STREAM_GAP" in caplog.text
-        finally:
-            await ex.close()
-        assert venue.bad_signatures == 0
+        filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
+        cancelled = await ex.create_order(SYM, "limit", "buy", 0.1, 58_000)
+        first = asyncio.create_task(watch(SYM))
+        await _subscribed(stream)
+        with caplog.at_level(logging.WARNING):
+            _drop(stream)
+            with pytest.raises(ccxt.NetworkError):
+                await asyncio.wait_for(first, 10)
+        # during the gap: one order fills, the other is cancelled (by hand, on the site)
+        venue.fill(filled["id"], "0.2")
+        venue.cancel(cancelled["id"])
+        again: asyncio.Task[Any] = asyncio.create_task(watch(SYM))  # reconnects
+        await _subscribed(stream)
+        assert ex.guard.position(SYM) == 0  # nothing pushed the gap's fill
+        await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
+        assert ex.guard.position(SYM) == U.to_units("0.2")
+        assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
+        again.cancel()  # it may have answered already (the new order's own update)
+        with contextlib.suppress(asyncio.CancelledError, ccxt.BaseError):
+            await again
+        assert "STREAM_GAP" in caplog.text
 
 
 async def test_an_order_whose_end_cannot_be_read_after_a_gap_refuses_the_next_order() -> None:
     """After a gap, an order the venue no longer lists open whose final state cannot be read
     (the read fails) may have filled: the next order in its market is refused
     (`venue_unavailable`) and the market read again at the one after."""
-    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
-        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
-        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
-        assert isinstance(ex, AsyncGuardedExchange)
-        try:
-            await ex.fetch_ticker(SYM)
-            filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
-            first = asyncio.create_task(ex.watch_orders(SYM))
-            await _subscribed(stream)
-            _drop(stream)
-            with pytest.raises(ccxt.NetworkError):
-                await asyncio.wait_for(first, 10)
-            venue.fill(filled["id"], "0.2")
-            real = ex.exchange.fetch_order
+    async with _kraken() as (venue, stream, ex):
+        filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
+        first = asyncio.create_task(ex.watch_orders(SYM))
+        await _subscribed(stream)
+        _drop(stream)
+        with pytest.raises(ccxt.NetworkError):
+            await asyncio.wait_for(first, 10)
+        venue.fill(filled["id"], "0.2")
+        real = ex.exchange.fetch_order
 
-            async def unreachable(*args: Any, **kwargs: Any) -> Any:
-                raise ccxt.RequestTimeout("kraken GET QueryOrders timed out")
+        async def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise ccxt.RequestTimeout("kraken GET QueryOrders timed out")
 
-            ex.exchange.fetch_order = unreachable
-            with pytest.raises(ccxt.InvalidOrder, match="venue_unavailable"):
-                await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
-            ex.exchange.fetch_order = real
+        ex.exchange.fetch_order = unreachable
+        with pytest.raises(ccxt.InvalidOrder, match="venue_unavailable"):
             await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
-            assert ex.guard.position(SYM) == U.to_units("0.2")
-            assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
-        finally:
-            await ex.close()
-        assert venue.bad_signatures == 0
+        ex.exchange.fetch_order = real
+        await ex.create_order(SYM, "limit", "buy", 0.05, 58_500)
+        assert ex.guard.position(SYM) == U.to_units("0.2")
+        assert ex.guard.working_qty(SYM) == (U.to_units("0.05"), 0)
 
 
 @pytest.mark.parametrize("call", ["watch_orders", "watch_my_trades"])
@@ -124,32 +108,24 @@ async def test_a_stream_gap_is_read_back_as_the_stream_answers_again(call: str) 
     reconnected stream answers, not only before the market's next order: no order follows
     the gap here, and the Guard (its loss stop, the console) counted the filled order
     working and its fill nowhere until one did."""
-    with PaperKraken("60000") as venue, PaperKrakenStream(venue) as stream:
-        raw = ccxt_pro.kraken({"apiKey": KRAKEN_KEY, "secret": KRAKEN_SECRET})
-        ex = guard(stream.point(raw), limits=limits("0.00000001"), strategy="mm")
-        assert isinstance(ex, AsyncGuardedExchange)
+    async with _kraken() as (venue, stream, ex):
         watch = getattr(ex, call)
-        try:
-            await ex.fetch_ticker(SYM)
-            filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
-            cancelled = await ex.create_order(SYM, "limit", "buy", 0.1, 58_000)
-            resting = await ex.create_order(SYM, "limit", "buy", 0.1, 57_000)
-            first = asyncio.create_task(watch(SYM))
-            await _subscribed(stream)
-            _drop(stream)
-            with pytest.raises(ccxt.NetworkError):
-                await asyncio.wait_for(first, 10)
-            venue.fill(filled["id"], "0.2")
-            venue.cancel(cancelled["id"])
-            again: asyncio.Task[Any] = asyncio.create_task(watch(SYM))  # reconnects
-            await _subscribed(stream)
-            venue.fill(resting["id"], "0.1")  # the stream's first push after the gap
-            await asyncio.wait_for(again, 10)
-            assert ex.guard.position(SYM) == U.to_units("0.3")
-            assert ex.guard.working_qty(SYM) == (0, 0)
-        finally:
-            await ex.close()
-        assert venue.bad_signatures == 0
+        filled = await ex.create_order(SYM, "limit", "buy", 0.2, 59_000)
+        cancelled = await ex.create_order(SYM, "limit", "buy", 0.1, 58_000)
+        resting = await ex.create_order(SYM, "limit", "buy", 0.1, 57_000)
+        first = asyncio.create_task(watch(SYM))
+        await _subscribed(stream)
+        _drop(stream)
+        with pytest.raises(ccxt.NetworkError):
+            await asyncio.wait_for(first, 10)
+        venue.fill(filled["id"], "0.2")
+        venue.cancel(cancelled["id"])
+        again: asyncio.Task[Any] = asyncio.create_task(watch(SYM))  # reconnects
+        await _subscribed(stream)
+        venue.fill(resting["id"], "0.1")  # the stream's first push after the gap
+        await asyncio.wait_for(again, 10)
+        assert ex.guard.position(SYM) == U.to_units("0.3")
+        assert ex.guard.working_qty(SYM) == (0, 0)
 
 
 @contextlib.asynccontextmanager

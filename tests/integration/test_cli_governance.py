@@ -55,6 +55,19 @@ async def cli(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int
     return result.exit_code, result.output
 
 
+async def status_once_refused(opts: list[str | Path], node: str) -> tuple[dict[str, str], str]:
+    """`knightwatch status`, read again until `node`'s row says refused (15 s at most: a
+    refusal is sent before a slow store holds it): each node's row by id, and the output."""
+    deadline = time.monotonic() + 15
+    while True:
+        code, out = await cli("status", *opts)
+        assert code == 0 and "release admission" in out, out
+        row = {line.split("│")[1].strip(): line for line in out.splitlines() if "│ n" in line}
+        if "refused" in row.get(node, "") or time.monotonic() > deadline:
+            return row, out
+        await asyncio.sleep(0.1)
+
+
 class Governed:
     def __init__(self, root: Path, server: Site) -> None:
         self.root = root
@@ -160,14 +173,7 @@ async def test_admission_status_flags_rollout_through_the_cli(
         await eventually(lambda: nodes[0].release_admitted and nodes[1].verdict is not None)
         assert not nodes[1].release_admitted
 
-        deadline = time.monotonic() + 15  # a refusal is sent before a slow store holds it
-        while True:
-            code, out = await cli("status", *opts)
-            assert code == 0 and "release admission" in out, out
-            row = {line.split("│")[1].strip(): line for line in out.splitlines() if "│ n" in line}
-            if "refused" in row.get("n2", "") or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        row, out = await status_once_refused(opts, "n2")
         assert "admitted" in row["n1"] and "r2" in row["n1"]
         assert "refused" in row["n2"] and "file_mismatch: smars/router.py" in out
 

@@ -10,9 +10,7 @@ admitted."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from knightwatch.release.manifest import Manifest
 
 from .fleet_release import NEW_ROUTER, REGISTRY, deploy
 from .fleet_release import node as make_node
-from .test_cli_governance import Governed, cli
+from .test_cli_governance import Governed, cli, status_once_refused
 from .test_cli_governance import site as site
 from .test_fleet_governance import eventually
 
@@ -101,14 +99,7 @@ async def test_a_package_changed_on_one_node_is_refused_naming_it(
         await eventually(lambda: nodes[0].release_admitted and nodes[1].verdict is not None)
         assert not nodes[1].release_admitted
 
-        deadline = time.monotonic() + 15  # a refusal is sent before a slow store holds it
-        while True:
-            code, out = await cli("status", *opts)
-            assert code == 0, out
-            row = {line.split("│")[1].strip(): line for line in out.splitlines() if "│ n" in line}
-            if "refused" in row.get("n2", "") or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        row, out = await status_once_refused(opts, "n2")
         assert "admitted" in row["n1"] and "r3" in row["n1"], out
         assert "refused" in row["n2"], out
         assert "environment_mismatch: site-packages/fastroute" in out, out
